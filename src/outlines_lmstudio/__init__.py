@@ -1,0 +1,51 @@
+"""LM Studio as a first-class backend for Outlines structured generation.
+
+```python
+import lmstudio as lms
+import outlines
+from outlines_lmstudio import from_lmstudio
+
+model = from_lmstudio(lms.Client(), "qwen2.5-7b-instruct")
+generator = outlines.Generator(model, Person)
+```
+"""
+
+from ._adapter import LMStudioTypeAdapter
+from ._models import AsyncLMStudio, LMStudio, from_lmstudio
+from .errors import (
+    BatchGenerationError,
+    InvalidImageError,
+    InvalidInferenceArgumentError,
+    InvalidInferenceValueError,
+    InvalidPromptError,
+    InvalidSchemaError,
+    LMStudioConnectionError,
+    LMStudioModelNotFoundError,
+    LMStudioPredictionError,
+    LMStudioTimeoutError,
+    OutlinesLMStudioError,
+    UnsupportedGrammarError,
+    UnsupportedInputError,
+    UnsupportedOutputTypeError,
+)
+
+__all__ = [
+    "AsyncLMStudio",
+    "BatchGenerationError",
+    "InvalidImageError",
+    "InvalidInferenceArgumentError",
+    "InvalidInferenceValueError",
+    "InvalidPromptError",
+    "InvalidSchemaError",
+    "LMStudio",
+    "LMStudioConnectionError",
+    "LMStudioModelNotFoundError",
+    "LMStudioPredictionError",
+    "LMStudioTimeoutError",
+    "LMStudioTypeAdapter",
+    "OutlinesLMStudioError",
+    "UnsupportedGrammarError",
+    "UnsupportedInputError",
+    "UnsupportedOutputTypeError",
+    "from_lmstudio",
+]

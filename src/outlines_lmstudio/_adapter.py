@@ -1,0 +1,68 @@
+"""The type adapter: Outlines inputs and output types -> LM Studio request parts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from outlines.models.base import ModelTypeAdapter
+
+from ._inputs import ChatPrompt, format_input
+from ._output import OutputPlan, plan_output
+
+__all__ = ["LMStudioTypeAdapter"]
+
+
+class LMStudioTypeAdapter(ModelTypeAdapter):
+    """Convert Outlines inputs and output types for LM Studio, without any I/O.
+
+    ``format_input`` dispatches on the input type (a ``functools.singledispatch``
+    function, `outlines_lmstudio._inputs.format_input`, that other input types
+    can be registered on). ``format_output_type`` returns the structured setting
+    sent as ``response_format``.
+    """
+
+    def format_input(self, model_input: Any) -> ChatPrompt:
+        """Convert a model input into a prompt whose images are ready to upload.
+
+        Parameters
+        ----------
+        model_input
+            A str, a list ``[prompt, Image, ...]``, an ``outlines.inputs.Chat`` or
+            an ``lmstudio.Chat``.
+
+        Returns
+        -------
+        ChatPrompt
+            Messages with normalised images (not yet uploaded).
+        """
+        return format_input(model_input)
+
+    def format_output_type(self, output_type: Any = None) -> dict[str, Any] | None:
+        """Return the ``response_format`` for an output type (``None`` for free text).
+
+        Parameters
+        ----------
+        output_type
+            The output type given to the model.
+
+        Returns
+        -------
+        dict | None
+            ``{"type": "json", "jsonSchema": ...}``, or ``None`` for plain text.
+        """
+        return self.plan_output(output_type).response_format
+
+    def plan_output(self, output_type: Any = None) -> OutputPlan:
+        """Return the full `OutputPlan` for an output type (cached per type).
+
+        Parameters
+        ----------
+        output_type
+            The output type given to the model.
+
+        Returns
+        -------
+        OutputPlan
+            What to send and how to render the reply.
+        """
+        return plan_output(output_type)

@@ -1,0 +1,105 @@
+"""Per-client caches of model handles and uploaded images.
+
+``client.llm.model(key)`` is a server round trip and an image upload sends the
+whole file, so both are done once per client and reused. Entries live as long
+as the client object (weak keys). Sync caches are guarded by a lock per
+client; async caches share in-flight work so concurrent first calls do it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+__all__ = ["AsyncClientCache", "SyncClientCache"]
+
+V = TypeVar("V")
+
+
+class SyncClientCache(Generic[V]):
+    """Values per (client, key), computed at most once at a time per client."""
+
+    def __init__(self) -> None:
+        self._data: weakref.WeakKeyDictionary[object, dict[Hashable, V]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._locks: weakref.WeakKeyDictionary[object, threading.Lock] = weakref.WeakKeyDictionary()
+        self._guard = threading.Lock()
+
+    def _slot(self, client: object) -> tuple[dict[Hashable, V], threading.Lock]:
+        with self._guard:
+            data = self._data.setdefault(client, {})
+            lock = self._locks.setdefault(client, threading.Lock())
+        return data, lock
+
+    def get(self, client: object, key: Hashable, make: Callable[[], V]) -> V:
+        """Return the cached value, or make it (once, under the client's lock)."""
+        data, lock = self._slot(client)
+        try:
+            return data[key]
+        except KeyError:
+            pass
+        with lock:
+            if key not in data:
+                data[key] = make()
+            return data[key]
+
+    def peek(self, client: object, key: Hashable) -> V | None:
+        """Return the cached value without making it."""
+        return self._data.get(client, {}).get(key)
+
+    def forget(self, client: object, key: Hashable) -> None:
+        """Drop one entry (e.g. a model the server no longer has)."""
+        self._data.get(client, {}).pop(key, None)
+
+    def clear(self, client: object) -> None:
+        """Drop every entry for a client."""
+        self._data.pop(client, None)
+
+
+class AsyncClientCache(Generic[V]):
+    """Async values per (client, key); concurrent first calls share one task."""
+
+    def __init__(self) -> None:
+        self._data: weakref.WeakKeyDictionary[object, dict[Hashable, asyncio.Future[V]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def get(self, client: object, key: Hashable, make: Callable[[], Awaitable[V]]) -> V:
+        """Return the cached value, or make it once even if asked concurrently."""
+        data = self._data.setdefault(client, {})
+        future = data.get(key)
+        if future is None or (future.done() and (future.cancelled() or future.exception())):
+            future = asyncio.ensure_future(make())
+            data[key] = future
+        try:
+            # shield: one caller being cancelled must not cancel the shared work.
+            return await asyncio.shield(future)
+        except BaseException:
+            failed = future.done() and (future.cancelled() or future.exception() is not None)
+            if failed and data.get(key) is future:
+                del data[key]
+            raise
+
+    def peek(self, client: object, key: Hashable) -> V | None:
+        """Return the cached value if it is ready."""
+        future = self._data.get(client, {}).get(key)
+        if (
+            future is not None
+            and future.done()
+            and not future.cancelled()
+            and not future.exception()
+        ):
+            return future.result()
+        return None
+
+    def forget(self, client: object, key: Hashable) -> None:
+        """Drop one entry."""
+        self._data.get(client, {}).pop(key, None)
+
+    def clear(self, client: object) -> None:
+        """Drop every entry for a client."""
+        self._data.pop(client, None)

@@ -1,0 +1,145 @@
+"""Errors raised by outlines-lmstudio.
+
+Every error derives from `OutlinesLMStudioError` and also from the builtin
+exception that matches its meaning, so ``except TypeError`` keeps working for
+code written against Outlines:
+
+```
+OutlinesLMStudioError
+├── UnsupportedInputError      (TypeError)    input type not understood
+├── InvalidPromptError         (ValueError)   empty prompt, list or chat
+├── UnsupportedOutputTypeError (TypeError)    output type not supported
+├── InvalidInferenceArgumentError (TypeError) unknown or conflicting keyword
+├── InvalidInferenceValueError (ValueError)   keyword value out of range
+├── InvalidSchemaError         (ValueError)   malformed JSON schema
+├── UnsupportedGrammarError    (ValueError)   regex/grammar construct GBNF cannot express
+├── InvalidImageError          (ValueError)   image cannot be read or converted
+├── LMStudioConnectionError    (ConnectionError) server unreachable or went away
+├── LMStudioModelNotFoundError (LookupError)  no such model on the server
+├── LMStudioTimeoutError       (TimeoutError) no answer in time
+├── LMStudioPredictionError    (RuntimeError) the server failed a prediction
+└── BatchGenerationError       (RuntimeError) some batch items failed
+```
+
+Errors that wrap an SDK failure carry ``host``, ``model`` and ``hint`` and
+keep the SDK exception as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BatchGenerationError",
+    "InvalidImageError",
+    "InvalidInferenceArgumentError",
+    "InvalidInferenceValueError",
+    "InvalidPromptError",
+    "InvalidSchemaError",
+    "LMStudioConnectionError",
+    "LMStudioModelNotFoundError",
+    "LMStudioPredictionError",
+    "LMStudioTimeoutError",
+    "OutlinesLMStudioError",
+    "UnsupportedGrammarError",
+    "UnsupportedInputError",
+    "UnsupportedOutputTypeError",
+]
+
+
+class OutlinesLMStudioError(Exception):
+    """Base class of every error raised by outlines-lmstudio."""
+
+
+class UnsupportedInputError(OutlinesLMStudioError, TypeError):
+    """The model input has a type or shape LM Studio cannot take."""
+
+
+class InvalidPromptError(OutlinesLMStudioError, ValueError):
+    """The prompt is empty or has no user text."""
+
+
+class UnsupportedOutputTypeError(OutlinesLMStudioError, TypeError):
+    """The output type cannot be expressed as an LM Studio structured setting."""
+
+
+class InvalidInferenceArgumentError(OutlinesLMStudioError, TypeError):
+    """An inference keyword is unknown, mistyped or given twice."""
+
+
+class InvalidInferenceValueError(OutlinesLMStudioError, ValueError):
+    """An inference keyword has a value out of its valid range."""
+
+
+class InvalidSchemaError(OutlinesLMStudioError, ValueError):
+    """A JSON schema is malformed or uses something we refuse (e.g. remote ``$ref``)."""
+
+
+class UnsupportedGrammarError(OutlinesLMStudioError, ValueError):
+    """A regex or grammar uses a construct GBNF cannot express (lookaround, backreference...)."""
+
+
+class InvalidImageError(OutlinesLMStudioError, ValueError):
+    """An image cannot be decoded or converted to a format LM Studio accepts."""
+
+
+class _ServerError(OutlinesLMStudioError):
+    """An SDK failure, with where it happened and what to try."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str | None = None,
+        model: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.message = message
+        self.host = host
+        self.model = model
+        self.hint = hint
+        parts = [message]
+        where = ", ".join(
+            f"{name}={value!r}" for name, value in (("host", host), ("model", model)) if value
+        )
+        if where:
+            parts.append(f"({where})")
+        if hint:
+            parts.append(f"Hint: {hint}")
+        super().__init__(" ".join(parts))
+
+
+class LMStudioConnectionError(_ServerError, ConnectionError):
+    """LM Studio is not reachable, or the connection was lost."""
+
+
+class LMStudioModelNotFoundError(_ServerError, LookupError):
+    """The requested model is not loaded or downloaded on the server."""
+
+
+class LMStudioTimeoutError(_ServerError, TimeoutError):
+    """The server did not answer within the allowed time."""
+
+
+class LMStudioPredictionError(_ServerError, RuntimeError):
+    """The server reported a failure while predicting."""
+
+
+class BatchGenerationError(OutlinesLMStudioError, RuntimeError):
+    """Some items of a batch failed; the others' results are kept.
+
+    Attributes
+    ----------
+    results
+        One entry per input, in order: the text, or ``None`` where that item failed.
+    errors
+        The exception of each failed item, by index.
+    """
+
+    def __init__(self, results: list[str | None], errors: dict[int, BaseException]) -> None:
+        self.results = results
+        self.errors = errors
+        first = min(errors)
+        summary = f"{len(errors)} of {len(results)} batch items failed (indexes {sorted(errors)})"
+        super().__init__(
+            f"{summary}; first, item {first}: {type(errors[first]).__name__}: {errors[first]}. "
+            "The other results are in .results, each error in .errors."
+        )

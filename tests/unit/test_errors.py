@@ -1,0 +1,73 @@
+import lmstudio as lms
+import pytest
+
+import outlines_lmstudio
+from outlines_lmstudio import errors
+from outlines_lmstudio._sdk_errors import translate_sdk_error
+
+
+def test_package_exports_a_sorted_explicit_all() -> None:
+    assert outlines_lmstudio.__all__ == sorted(outlines_lmstudio.__all__)
+    for name in outlines_lmstudio.__all__:
+        assert hasattr(outlines_lmstudio, name)
+    assert errors.__all__ == sorted(errors.__all__)
+
+
+@pytest.mark.parametrize(
+    ("cls", "builtin"),
+    [
+        (errors.UnsupportedInputError, TypeError),
+        (errors.UnsupportedOutputTypeError, TypeError),
+        (errors.InvalidInferenceArgumentError, TypeError),
+        (errors.InvalidInferenceValueError, ValueError),
+        (errors.InvalidPromptError, ValueError),
+        (errors.InvalidSchemaError, ValueError),
+        (errors.UnsupportedGrammarError, ValueError),
+        (errors.InvalidImageError, ValueError),
+        (errors.LMStudioConnectionError, ConnectionError),
+        (errors.LMStudioModelNotFoundError, LookupError),
+        (errors.LMStudioTimeoutError, TimeoutError),
+        (errors.LMStudioPredictionError, RuntimeError),
+        (errors.BatchGenerationError, RuntimeError),
+    ],
+)
+def test_every_error_is_ours_and_a_builtin(cls: type[Exception], builtin: type[Exception]) -> None:
+    assert issubclass(cls, errors.OutlinesLMStudioError)
+    assert issubclass(cls, builtin)
+
+
+def test_server_errors_carry_host_model_and_hint() -> None:
+    exc = errors.LMStudioConnectionError("gone", host="h:1", model="m", hint="start it")
+    assert (exc.host, exc.model, exc.hint) == ("h:1", "m", "start it")
+    assert str(exc) == "gone (host='h:1', model='m') Hint: start it"
+
+
+@pytest.mark.parametrize(
+    ("sdk_error", "stage", "ours"),
+    [
+        (lms.LMStudioTimeoutError("slow"), "predict", errors.LMStudioTimeoutError),
+        (lms.LMStudioWebsocketError("socket closed"), "predict", errors.LMStudioConnectionError),
+        (lms.LMStudioClientError("LM Studio is not reachable at x"), "connect", errors.LMStudioConnectionError),
+        (lms.LMStudioModelNotFoundError("no", {}), "predict", errors.LMStudioModelNotFoundError),
+        (lms.LMStudioServerError("Model get/load error: nope", {}), "resolve", errors.LMStudioModelNotFoundError),
+        (lms.LMStudioServerError("Chat response error: crash", {}), "predict", errors.LMStudioPredictionError),
+        (lms.LMStudioPresetNotFoundError("preset", {}), "predict", errors.LMStudioPredictionError),
+        (lms.LMStudioServerError("bad file", {}), "upload", errors.LMStudioPredictionError),
+    ],
+)
+def test_sdk_errors_translate(sdk_error: Exception, stage: str, ours: type[Exception]) -> None:
+    translated = translate_sdk_error(sdk_error, host="127.0.0.1:1", model="m", stage=stage)  # type: ignore[arg-type]
+    assert type(translated) is ours
+    assert isinstance(translated, errors.OutlinesLMStudioError)
+    assert "host='127.0.0.1:1'" in str(translated)
+
+
+def test_non_sdk_errors_are_not_translated() -> None:
+    assert translate_sdk_error(KeyError("x"), host=None, model=None, stage="predict") is None
+
+
+def test_batch_error_keeps_results() -> None:
+    exc = errors.BatchGenerationError(["a", None, "c"], {1: ValueError("boom")})
+    assert exc.results == ["a", None, "c"]
+    assert isinstance(exc.errors[1], ValueError)
+    assert "1 of 3" in str(exc) and "item 1" in str(exc)

@@ -1,0 +1,146 @@
+import io
+from typing import Any
+
+import lmstudio as lms
+import pytest
+from outlines.inputs import Audio, Chat, Image, Video
+from PIL import Image as PILImage
+
+from outlines_lmstudio import LMStudioTypeAdapter
+from outlines_lmstudio._images import ImageData
+from outlines_lmstudio._inputs import ChatPrompt, build_chat, format_input
+from outlines_lmstudio.errors import InvalidPromptError, UnsupportedInputError
+
+
+def png(color: str = "red") -> Image:
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (2, 2), color).save(buffer, format="PNG")
+    return Image(PILImage.open(io.BytesIO(buffer.getvalue())))
+
+
+def fake_handles(prompt: ChatPrompt) -> dict[str, lms.FileHandle]:
+    return {
+        image.digest: lms.FileHandle(
+            name=image.name, identifier=f"id-{image.digest[:6]}", size_bytes=len(image.data), file_type="image"
+        )
+        for image in prompt.images
+    }
+
+
+def wire(prompt: ChatPrompt) -> list[dict[str, Any]]:
+    chat = build_chat(prompt, fake_handles(prompt))
+    messages: list[dict[str, Any]] = chat._get_history()["messages"]  # the wire form the SDK sends
+    return messages
+
+
+def test_adapter_dispatches_and_is_pure() -> None:
+    prompt = LMStudioTypeAdapter().format_input("Hello")
+    assert wire(prompt) == [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}]
+
+
+def test_list_with_images_dedupes_uploads_but_keeps_each_reference() -> None:
+    red, red_again, blue = png("red"), png("red"), png("blue")
+    prompt = format_input(["Compare", red, red_again, blue])
+    assert len(prompt.images) == 2
+    parts = wire(prompt)[0]["content"]
+    assert [p["type"] for p in parts] == ["text", "file", "file", "file"]
+    assert parts[1]["identifier"] == parts[2]["identifier"] != parts[3]["identifier"]
+
+
+def test_chat_with_system_anywhere_tools_and_images() -> None:
+    chat = Chat(
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": ["What is this?", png()]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "look", "arguments": '{"x": 1}'}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "a red square"},
+            {"role": "system", "content": "Answer in French."},
+            {"role": "user", "content": "Alors?"},
+        ]
+    )
+    messages = wire(format_input(chat))
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "system", "user"]
+    assert messages[1]["content"][1]["type"] == "file"
+    request = messages[2]["content"][1]["toolCallRequest"]
+    assert request == {"type": "function", "id": "c1", "name": "look", "arguments": {"x": 1}}
+    assert messages[3]["content"][0] == {"type": "toolCallResult", "toolCallId": "c1", "content": "a red square"}
+    assert messages[4]["content"][0]["text"] == "Answer in French."
+
+
+def test_consecutive_system_and_assistant_messages_are_joined_not_dropped() -> None:
+    chat = Chat(
+        [
+            {"role": "system", "content": "A."},
+            {"role": "system", "content": "B."},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "one"},
+            {"role": "assistant", "content": "two"},
+            {"role": "user", "content": "and?"},
+        ]
+    )
+    messages = wire(format_input(chat))
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[0]["content"][0]["text"] == "A.\n\nB."
+    assert messages[2]["content"][0]["text"] == "one\n\ntwo"
+
+
+def test_typed_dict_items_are_accepted() -> None:
+    prompt = format_input(Chat([{"role": "user", "content": [{"type": "text", "text": "Look"}, {"type": "image", "image": png()}]}]))
+    assert len(prompt.images) == 1
+
+
+def test_lmstudio_chat_passes_through_unchanged() -> None:
+    chat = lms.Chat("sys")
+    chat.add_user_message("hi")
+    prompt = format_input(chat)
+    assert build_chat(prompt, {}) is chat
+
+
+def test_file_handles_pass_through() -> None:
+    handle = lms.FileHandle(name="a.png", identifier="up-1", size_bytes=3, file_type="image")
+    prompt = format_input(["see", handle])
+    assert prompt.images == []
+    assert wire(prompt)[0]["content"][1]["identifier"] == "up-1"
+
+
+@pytest.mark.parametrize(
+    ("model_input", "error", "match"),
+    [
+        (3, UnsupportedInputError, "int is not supported"),
+        (None, UnsupportedInputError, "NoneType"),
+        (b"bytes", UnsupportedInputError, "bytes"),
+        ("", InvalidPromptError, "empty"),
+        ("   ", InvalidPromptError, "empty"),
+        ([], InvalidPromptError, "empty"),
+        (["text", "more text", 5], UnsupportedInputError, "item 2"),
+        ([png(), "text"], UnsupportedInputError, "start with the text"),
+        (["see", Video(video=b"x")], UnsupportedInputError, "only images"),
+        (Audio(audio=b"x"), UnsupportedInputError, "Audio"),
+        (Chat([]), InvalidPromptError, "no messages"),
+        (Chat([{"role": "system", "content": "x"}]), InvalidPromptError, "no user message"),
+        (Chat([{"role": "wizard", "content": "x"}]), UnsupportedInputError, "role 'wizard'"),
+        (Chat([{"content": "x"}]), UnsupportedInputError, "role None"),
+        (Chat([{"role": "user", "content": 5}]), UnsupportedInputError, "user content"),
+        (Chat([{"role": "user", "content": ""}]), InvalidPromptError, "empty"),
+        (Chat([{"role": "user", "content": "x"}, {"role": "system", "content": ["s", png()]}]), UnsupportedInputError, "text only"),
+        (Chat([{"role": "user", "content": "x"}, {"role": "tool", "content": "r"}]), UnsupportedInputError, "tool_call_id"),
+        (Chat([{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [{"id": "1"}]}]), UnsupportedInputError, "tool call"),
+        (Chat([{"role": "user", "content": [{"type": "video"}]}]), UnsupportedInputError, "expected"),
+    ],
+)
+def test_bad_inputs_raise_before_anything_is_sent(model_input: object, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        format_input(model_input)
+
+
+def test_image_data_is_hashable_and_stable() -> None:
+    first = format_input(["a", png()]).images[0]
+    second = format_input(["b", png()]).images[0]
+    assert isinstance(first, ImageData)
+    assert first == second

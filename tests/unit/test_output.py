@@ -1,0 +1,144 @@
+import dataclasses
+import json
+from typing import Any, TypedDict
+
+import pydantic
+import pytest
+from genson import SchemaBuilder
+from outlines.types import CFG, JsonSchema, Regex, either, integer
+
+from outlines_lmstudio import LMStudioTypeAdapter
+from outlines_lmstudio._output import check_json_schema, plan_output
+from outlines_lmstudio.errors import InvalidSchemaError, UnsupportedOutputTypeError
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int
+
+
+class Pet(pydantic.BaseModel):
+    species: str
+
+
+class Movie(TypedDict):
+    title: str
+    year: int
+
+
+class Catalogue(TypedDict, total=False):
+    movies: list[Movie]
+
+
+@dataclasses.dataclass
+class Point:
+    x: float
+    y: float
+
+
+def sent(output_type: object) -> dict[str, Any]:
+    response_format = LMStudioTypeAdapter().format_output_type(output_type)
+    assert response_format is not None
+    assert response_format["type"] == "json"  # always the explicit form
+    schema: dict[str, Any] = response_format["jsonSchema"]
+    return schema
+
+
+def test_none_is_plain_text() -> None:
+    assert LMStudioTypeAdapter().format_output_type(None) is None
+    assert plan_output(None).kind == "text"
+
+
+def test_pydantic_model() -> None:
+    assert sent(Person) == Person.model_json_schema()
+
+
+def test_typeddict_dataclass_genson_jsonschema() -> None:
+    assert set(sent(Movie)["properties"]) == {"title", "year"}
+    assert sent(Movie)["required"] == ["title", "year"]
+    catalogue = sent(Catalogue)  # a typing.TypedDict nested in another: Outlines fails here
+    assert "required" not in catalogue
+    assert catalogue["$defs"]["Movie"]["required"] == ["title", "year"]
+    assert set(sent(Point)["properties"]) == {"x", "y"}
+    builder = SchemaBuilder()
+    builder.add_object({"a": 1})
+    assert sent(builder)["properties"]["a"]["type"] == "integer"
+    assert sent(JsonSchema({"type": "object", "properties": {"b": {"type": "string"}}}))["properties"]["b"] == {"type": "string"}
+
+
+def test_dict_and_str_schemas() -> None:
+    schema = {"type": "array", "items": {"type": "integer"}}
+    assert sent(schema) == schema
+    assert sent(json.dumps(schema)) == schema
+
+
+def test_union_and_ref_rooted_schemas_keep_explicit_form() -> None:
+    union = sent(Person | Pet)
+    assert "anyOf" in union and "type" not in union  # the SDK would reject this bare
+    ref_root = {"$ref": "#/$defs/P", "$defs": {"P": {"type": "object"}}}
+    assert sent(ref_root) == ref_root
+    assert sent(list[Person])["type"] == "array"
+
+
+def test_plans_are_cached_per_type() -> None:
+    assert plan_output(Person) is plan_output(Person)
+    first = plan_output({"type": "integer"})
+    again = plan_output({"type": "integer"})
+    assert first.response_format is again.response_format
+
+
+@pytest.mark.parametrize(
+    ("schema", "match"),
+    [
+        ({"type": "objekt"}, "type"),
+        ({"type": "object", "properties": {"a": {"minimum": "zero"}}}, "minimum"),
+        ({"type": "object", "required": "name"}, "required"),
+        ({"$ref": "https://example.com/person.json"}, "remote"),
+        ({"properties": {"a": {"$ref": "http://x/y#/z"}}}, "remote"),
+        ("not json", "not a JSON schema"),
+        ("[1]", "JSON object"),
+    ],
+)
+def test_malformed_or_unsafe_schemas_are_refused(schema: object, match: str) -> None:
+    with pytest.raises(InvalidSchemaError, match=match):
+        plan_output(schema)
+
+
+def test_deep_schema_is_refused() -> None:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(100):
+        schema = {"type": "array", "items": schema}
+    with pytest.raises(InvalidSchemaError, match="nested"):
+        check_json_schema(schema)
+
+
+def test_recursive_schema_is_fine() -> None:
+    tree = {
+        "$defs": {"node": {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
+        "$ref": "#/$defs/node",
+    }
+    assert sent(tree) == tree
+
+
+@pytest.mark.parametrize("output_type", [Regex(r"\d+"), CFG("start: 'a'")])
+def test_regex_and_cfg_raise_type_error(output_type: object) -> None:
+    with pytest.raises(TypeError, match="not supported") as info:
+        plan_output(output_type)
+    assert isinstance(info.value, UnsupportedOutputTypeError)
+
+
+def test_other_types_name_the_type() -> None:
+    class Widget:
+        pass
+
+    with pytest.raises(UnsupportedOutputTypeError, match="Widget"):
+        plan_output(Widget)
+    with pytest.raises(UnsupportedOutputTypeError, match="list"):
+        plan_output([1, 2])
+    with pytest.raises(UnsupportedOutputTypeError, match="DSL term"):
+        plan_output(either("a", integer))
+
+
+def test_whitespace_pattern_cannot_be_honoured() -> None:
+    with pytest.raises(UnsupportedOutputTypeError, match="whitespace_pattern"):
+        plan_output(JsonSchema({"type": "object"}, whitespace_pattern=r"[ ]?"))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import threading
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -139,6 +141,14 @@ class _Common:
         )
 
 
+def _no_backend(backend: str | None) -> None:
+    if backend is not None:
+        raise InvalidInferenceArgumentError(
+            f"backend={backend!r} has no effect: LM Studio does the constrained decoding itself. "
+            "Leave backend unset."
+        )
+
+
 def _batch_result(results: Sequence[str | BaseException]) -> list[str]:
     errors = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
     if errors:
@@ -187,7 +197,7 @@ class LMStudio(_Common, _OutlinesLMStudio):
             try:
                 return self.client.llm.model(key) if key else self.client.llm.model()
             except lms.LMStudioClientError as exc:
-                if key is None and "No models" in str(exc):
+                if key is None and "no models" in str(exc).lower():
                     raise LMStudioModelNotFoundError(
                         "LM Studio has no model loaded, and no model_name was given.",
                         host=client_host(self.client),
@@ -212,11 +222,18 @@ class LMStudio(_Common, _OutlinesLMStudio):
             handles[image.digest] = _SYNC_IMAGES.get(self.client, image.digest, upload)
         return build_chat(request.prompt, handles)
 
-    def _fragments(self, request: _Request) -> Generator[str, None, None]:
-        """Yield answer fragments; cancel on the server if left early; retry a vanished model."""
+    def _fragments(
+        self, request: _Request, streams: list[lms.PredictionStream] | None = None
+    ) -> Generator[str, None, None]:
+        """Yield answer fragments; cancel on the server if left early; retry a vanished model.
+
+        Each SDK stream opened is appended to ``streams`` so another thread can cancel it.
+        """
         chat = self._chat(request)
         for attempt in (1, 2):
             stream = self._handle(request.key).respond_stream(chat, **request.sdk_kwargs())
+            if streams is not None:
+                streams.append(stream)
             events = iter(stream)
             started = finished = False
             try:
@@ -250,14 +267,25 @@ class LMStudio(_Common, _OutlinesLMStudio):
         timeout = request.args.timeout or self.timeout
         if timeout is None:
             return request.plan.render("".join(self._fragments(request)))
-        fragments = self._fragments(request)
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            future = pool.submit(lambda: "".join(fragments))
+        # The SDK's own sync timeout is one process-wide setting, so a per-call limit runs
+        # the prediction in a daemon thread and cancels it on the server when time is up.
+        streams: list[lms.PredictionStream] = []
+        future: concurrent.futures.Future[str] = concurrent.futures.Future()
+
+        def consume() -> None:
             try:
-                text = future.result(timeout)
-            except concurrent.futures.TimeoutError:
-                fragments.close()  # cancels on the server when the fragment loop yields next
-                raise self._timeout_error(request.key, timeout) from None
+                future.set_result("".join(self._fragments(request, streams)))
+            except BaseException as exc:  # handed to the caller through the future
+                future.set_exception(exc)
+
+        threading.Thread(target=consume, name="outlines-lmstudio-timeout", daemon=True).start()
+        try:
+            text = future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            if streams:
+                with contextlib.suppress(lms.LMStudioError):
+                    streams[-1].cancel()  # thread-safe; the server stops generating
+            raise self._timeout_error(request.key, timeout) from None
         return request.plan.render(text)
 
     # -- Outlines API --------------------------------------------------------------
@@ -433,7 +461,7 @@ class AsyncLMStudio(_Common, _OutlinesAsyncLMStudio):
             try:
                 return await (self.client.llm.model(key) if key else self.client.llm.model())
             except lms.LMStudioClientError as exc:
-                if key is None and "No models" in str(exc):
+                if key is None and "no models" in str(exc).lower():
                     raise LMStudioModelNotFoundError(
                         "LM Studio has no model loaded, and no model_name was given.",
                         host=client_host(self.client),
@@ -553,6 +581,36 @@ class AsyncLMStudio(_Common, _OutlinesAsyncLMStudio):
         if request.plan.kind == "simple":
             return self._single(request)
         return self._fragments(request)
+
+    def stream(
+        self,
+        model_input: Any,
+        output_type: Any = None,
+        backend: str | None = None,
+        **inference_kwargs: Any,
+    ) -> AsyncIterator[str]:
+        """Stream a response (``async for chunk in model.stream(...)``).
+
+        Unlike Outlines' own method, bad input raises here, at the call.
+
+        Parameters
+        ----------
+        model_input
+            As for `LMStudio.generate`.
+        output_type
+            As for `LMStudio.generate`.
+        backend
+            Unused (LM Studio does the constrained decoding); must be ``None``.
+        **inference_kwargs
+            As for `LMStudio.generate`.
+
+        Returns
+        -------
+        AsyncIterator[str]
+            Text fragments as they arrive.
+        """
+        _no_backend(backend)
+        return self.generate_stream(model_input, output_type, **inference_kwargs)
 
     async def _single(self, request: _Request) -> AsyncIterator[str]:
         yield await self._collect(request)

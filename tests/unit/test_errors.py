@@ -47,10 +47,22 @@ def test_server_errors_carry_host_model_and_hint() -> None:
     [
         (lms.LMStudioTimeoutError("slow"), "predict", errors.LMStudioTimeoutError),
         (lms.LMStudioWebsocketError("socket closed"), "predict", errors.LMStudioConnectionError),
-        (lms.LMStudioClientError("LM Studio is not reachable at x"), "connect", errors.LMStudioConnectionError),
+        (
+            lms.LMStudioClientError("LM Studio is not reachable at x"),
+            "connect",
+            errors.LMStudioConnectionError,
+        ),
         (lms.LMStudioModelNotFoundError("no", {}), "predict", errors.LMStudioModelNotFoundError),
-        (lms.LMStudioServerError("Model get/load error: nope", {}), "resolve", errors.LMStudioModelNotFoundError),
-        (lms.LMStudioServerError("Chat response error: crash", {}), "predict", errors.LMStudioPredictionError),
+        (
+            lms.LMStudioServerError("Model get/load error: nope", {}),
+            "resolve",
+            errors.LMStudioModelNotFoundError,
+        ),
+        (
+            lms.LMStudioServerError("Chat response error: crash", {}),
+            "predict",
+            errors.LMStudioPredictionError,
+        ),
         (lms.LMStudioPresetNotFoundError("preset", {}), "predict", errors.LMStudioPredictionError),
         (lms.LMStudioServerError("bad file", {}), "upload", errors.LMStudioPredictionError),
     ],
@@ -70,4 +82,5 @@ def test_batch_error_keeps_results() -> None:
     exc = errors.BatchGenerationError(["a", None, "c"], {1: ValueError("boom")})
     assert exc.results == ["a", None, "c"]
     assert isinstance(exc.errors[1], ValueError)
-    assert "1 of 3" in str(exc) and "item 1" in str(exc)
+    assert "1 of 3" in str(exc)
+    assert "item 1" in str(exc)

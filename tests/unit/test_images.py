@@ -21,7 +21,9 @@ def opened(data: bytes) -> PILImage.Image:
     return PILImage.open(io.BytesIO(data))
 
 
-@pytest.mark.parametrize(("fmt", "mime"), [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")])
+@pytest.mark.parametrize(
+    ("fmt", "mime"), [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")]
+)
 def test_accepted_formats_keep_their_bytes(fmt: str, mime: str) -> None:
     data = encoded(fmt)
     image = normalise_image(Image(opened(data)))

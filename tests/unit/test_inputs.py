@@ -21,7 +21,10 @@ def png(color: str = "red") -> Image:
 def fake_handles(prompt: ChatPrompt) -> dict[str, lms.FileHandle]:
     return {
         image.digest: lms.FileHandle(
-            name=image.name, identifier=f"id-{image.digest[:6]}", size_bytes=len(image.data), file_type="image"
+            name=image.name,
+            identifier=f"id-{image.digest[:6]}",
+            size_bytes=len(image.data),
+            file_type="image",
         )
         for image in prompt.images
     }
@@ -29,8 +32,8 @@ def fake_handles(prompt: ChatPrompt) -> dict[str, lms.FileHandle]:
 
 def wire(prompt: ChatPrompt) -> list[dict[str, Any]]:
     chat = build_chat(prompt, fake_handles(prompt))
-    messages: list[dict[str, Any]] = chat._get_history()["messages"]  # the wire form the SDK sends
-    return messages
+    history: dict[str, Any] = dict(chat._get_history())  # the wire form the SDK sends
+    return list(history["messages"])
 
 
 def test_adapter_dispatches_and_is_pure() -> None:
@@ -56,7 +59,11 @@ def test_chat_with_system_anywhere_tools_and_images() -> None:
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"id": "c1", "type": "function", "function": {"name": "look", "arguments": '{"x": 1}'}}
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "look", "arguments": '{"x": 1}'},
+                    }
                 ],
             },
             {"role": "tool", "tool_call_id": "c1", "content": "a red square"},
@@ -65,11 +72,22 @@ def test_chat_with_system_anywhere_tools_and_images() -> None:
         ]
     )
     messages = wire(format_input(chat))
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "system", "user"]
+    assert [m["role"] for m in messages] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "system",
+        "user",
+    ]
     assert messages[1]["content"][1]["type"] == "file"
     request = messages[2]["content"][1]["toolCallRequest"]
     assert request == {"type": "function", "id": "c1", "name": "look", "arguments": {"x": 1}}
-    assert messages[3]["content"][0] == {"type": "toolCallResult", "toolCallId": "c1", "content": "a red square"}
+    assert messages[3]["content"][0] == {
+        "type": "toolCallResult",
+        "toolCallId": "c1",
+        "content": "a red square",
+    }
     assert messages[4]["content"][0]["text"] == "Answer in French."
 
 
@@ -91,7 +109,19 @@ def test_consecutive_system_and_assistant_messages_are_joined_not_dropped() -> N
 
 
 def test_typed_dict_items_are_accepted() -> None:
-    prompt = format_input(Chat([{"role": "user", "content": [{"type": "text", "text": "Look"}, {"type": "image", "image": png()}]}]))
+    prompt = format_input(
+        Chat(
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Look"},
+                        {"type": "image", "image": png()},
+                    ],
+                }
+            ]
+        )
+    )
     assert len(prompt.images) == 1
 
 
@@ -128,13 +158,36 @@ def test_file_handles_pass_through() -> None:
         (Chat([{"content": "x"}]), UnsupportedInputError, "role None"),
         (Chat([{"role": "user", "content": 5}]), UnsupportedInputError, "user content"),
         (Chat([{"role": "user", "content": ""}]), InvalidPromptError, "empty"),
-        (Chat([{"role": "user", "content": "x"}, {"role": "system", "content": ["s", png()]}]), UnsupportedInputError, "text only"),
-        (Chat([{"role": "user", "content": "x"}, {"role": "tool", "content": "r"}]), UnsupportedInputError, "tool_call_id"),
-        (Chat([{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [{"id": "1"}]}]), UnsupportedInputError, "tool call"),
-        (Chat([{"role": "user", "content": [{"type": "video"}]}]), UnsupportedInputError, "expected"),
+        (
+            Chat([{"role": "user", "content": "x"}, {"role": "system", "content": ["s", png()]}]),
+            UnsupportedInputError,
+            "text only",
+        ),
+        (
+            Chat([{"role": "user", "content": "x"}, {"role": "tool", "content": "r"}]),
+            UnsupportedInputError,
+            "tool_call_id",
+        ),
+        (
+            Chat(
+                [
+                    {"role": "user", "content": "x"},
+                    {"role": "assistant", "tool_calls": [{"id": "1"}]},
+                ]
+            ),
+            UnsupportedInputError,
+            "tool call",
+        ),
+        (
+            Chat([{"role": "user", "content": [{"type": "video"}]}]),
+            UnsupportedInputError,
+            "expected",
+        ),
     ],
 )
-def test_bad_inputs_raise_before_anything_is_sent(model_input: object, error: type[Exception], match: str) -> None:
+def test_bad_inputs_raise_before_anything_is_sent(
+    model_input: object, error: type[Exception], match: str
+) -> None:
     with pytest.raises(error, match=match):
         format_input(model_input)
 

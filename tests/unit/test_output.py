@@ -63,7 +63,9 @@ def test_typeddict_dataclass_genson_jsonschema() -> None:
     builder = SchemaBuilder()
     builder.add_object({"a": 1})
     assert sent(builder)["properties"]["a"]["type"] == "integer"
-    assert sent(JsonSchema({"type": "object", "properties": {"b": {"type": "string"}}}))["properties"]["b"] == {"type": "string"}
+    assert sent(JsonSchema({"type": "object", "properties": {"b": {"type": "string"}}}))[
+        "properties"
+    ]["b"] == {"type": "string"}
 
 
 def test_dict_and_str_schemas() -> None:
@@ -74,7 +76,8 @@ def test_dict_and_str_schemas() -> None:
 
 def test_union_and_ref_rooted_schemas_keep_explicit_form() -> None:
     union = sent(Person | Pet)
-    assert "anyOf" in union and "type" not in union  # the SDK would reject this bare
+    assert "anyOf" in union
+    assert "type" not in union  # the SDK would reject this bare
     ref_root = {"$ref": "#/$defs/P", "$defs": {"P": {"type": "object"}}}
     assert sent(ref_root) == ref_root
     assert sent(list[Person])["type"] == "array"
@@ -114,7 +117,12 @@ def test_deep_schema_is_refused() -> None:
 
 def test_recursive_schema_is_fine() -> None:
     tree = {
-        "$defs": {"node": {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+            }
+        },
         "$ref": "#/$defs/node",
     }
     assert sent(tree) == tree

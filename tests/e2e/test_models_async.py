@@ -1,0 +1,154 @@
+"""AsyncLMStudio end to end: the real async SDK against the emulator."""
+
+import asyncio
+from typing import cast
+
+import lmstudio as lms
+import outlines
+import pydantic
+import pytest
+from outlines.generator import AsyncBlackBoxGenerator
+
+from outlines_lmstudio import (
+    AsyncLMStudio,
+    BatchGenerationError,
+    InvalidInferenceArgumentError,
+    LMStudioConnectionError,
+    LMStudioPredictionError,
+    LMStudioTimeoutError,
+    from_lmstudio,
+)
+from outlines_lmstudio.testing import Fault, LMStudioEmulator
+
+from .conftest import TEXT_MODEL, VISION_MODEL
+from .helpers import endpoint_count, png_image
+
+pytestmark = pytest.mark.asyncio
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int
+
+
+def socket_count(emulator: LMStudioEmulator) -> int:
+    """Websockets the emulator saw opened (each starts with an auth packet)."""
+    return sum(
+        1
+        for frame in emulator.trace
+        if frame.direction == "in" and isinstance(frame.data, dict) and "authVersion" in frame.data
+    )
+
+
+async def test_from_lmstudio_async_and_generator(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    model = from_lmstudio(async_client, TEXT_MODEL)
+    assert type(model) is AsyncLMStudio
+    text = await outlines.Generator(model, Person)("John is 32")
+    Person.model_validate_json(text)
+    assert emulator.predictions[-1].structured == {
+        "type": "json",
+        "jsonSchema": Person.model_json_schema(),
+    }
+    assert await model("plain")
+
+
+async def test_async_stream_and_cancel(
+    async_client: lms.AsyncClient, slow_emulator: LMStudioEmulator
+) -> None:
+    emulator = slow_emulator
+    model = from_lmstudio(async_client, TEXT_MODEL)
+    chunks = [c async for c in model.stream("json please", Person)]
+    assert "".join(chunks) == emulator.predictions[-1].text
+    emulator.script(TEXT_MODEL, ["word " * 200])
+    stream = model.stream("long")
+    async for _chunk in stream:
+        break
+    await stream.aclose()  # type: ignore[attr-defined]
+    await asyncio.to_thread(emulator.wait_until, lambda: emulator.predictions[-1].done)
+    assert emulator.predictions[-1].cancelled
+    assert emulator.predictions[-1].stop_reason == "userStopped"
+
+
+async def test_concurrent_first_calls_enter_the_client_once(
+    slow_emulator: LMStudioEmulator,
+) -> None:
+    emulator = slow_emulator
+    client = lms.AsyncClient(emulator.api_host)  # not entered by the user
+    model = from_lmstudio(client, TEXT_MODEL)
+    results = await asyncio.gather(*(model(f"hi {i}") for i in range(8)))
+    assert len(results) == 8
+    assert socket_count(emulator) == 5  # llm, embedding, system, files, repository: once
+    assert endpoint_count(emulator, "getOrLoad") == 1
+    assert 1 < emulator.peak_concurrency(TEXT_MODEL) <= 4
+    await model.close()
+    await model.close()  # idempotent
+    with pytest.raises(LMStudioConnectionError):
+        # we entered it, so we closed it; a new model on the same (closed) client cannot talk
+        await from_lmstudio(client, TEXT_MODEL)("hi")
+
+
+async def test_close_leaves_a_user_entered_client_open(async_client: lms.AsyncClient) -> None:
+    async with from_lmstudio(async_client, TEXT_MODEL) as model:
+        assert await model("hi")
+    # the user's client is still usable after our model closed
+    handle = await async_client.llm.model(TEXT_MODEL)
+    assert (await handle.respond("still here")).content
+
+
+async def test_async_images_upload_once(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    model = from_lmstudio(async_client, VISION_MODEL)
+    image = png_image("green")
+    await asyncio.gather(*(model(["What colour?", image]) for _ in range(4)))
+    assert len(emulator.uploads) == 1
+    assert all(p.images == [emulator.uploads[0].data] for p in emulator.predictions)
+
+
+async def test_async_batch_order_and_failures(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(TEXT_MODEL, lambda prediction: f"echo: {prediction.last_user_text}")
+    model = from_lmstudio(async_client, TEXT_MODEL)
+    prompts = [f"p{i}" for i in range(9)]
+    generator = cast(AsyncBlackBoxGenerator, outlines.Generator(model))
+    assert await generator.batch(prompts, max_concurrency=2) == [
+        f"echo: {p}" for p in prompts
+    ]
+    assert emulator.peak_concurrency(TEXT_MODEL) <= 2
+    emulator.add_fault(Fault(kind="error", message="nope"))
+    with pytest.raises(BatchGenerationError) as info:
+        await model.batch(["a", "b"], max_concurrency=1)
+    assert info.value.results == [None, "echo: b"]
+    assert isinstance(info.value.errors[0], LMStudioPredictionError)
+
+
+async def test_async_errors_and_timeout(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    model = from_lmstudio(async_client, TEXT_MODEL)
+    before = len(emulator.requests)
+    with pytest.raises(InvalidInferenceArgumentError):
+        model.stream("hi", nonsense=True)
+    with pytest.raises(InvalidInferenceArgumentError):
+        await model("hi", nonsense=True)
+    assert len(emulator.requests) == before
+    emulator.add_fault(Fault(kind="hang"))
+    with pytest.raises(LMStudioTimeoutError):
+        await model("hi", timeout=0.3)
+    emulator.add_fault(Fault(kind="error", after_fragments=2, message="mid-stream"))
+    with pytest.raises(LMStudioPredictionError, match="mid-stream"):
+        async for _chunk in model.stream("hi"):
+            pass
+
+
+async def test_model_gone_is_resolved_again(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    model = from_lmstudio(async_client, TEXT_MODEL)
+    await model("one")
+    emulator.unload(TEXT_MODEL)
+    assert await model("two")
+    assert endpoint_count(emulator, "getOrLoad") == 2

@@ -10,6 +10,7 @@ own models return for that type.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -24,6 +25,7 @@ import typing_extensions
 from outlines.types import CFG, JsonSchema, Regex
 from outlines.types.dsl import Term
 
+from ._simple import is_simple_type, render_simple, simple_schema
 from .errors import InvalidSchemaError, UnsupportedOutputTypeError
 
 __all__ = ["OutputPlan", "check_json_schema", "plan_output"]
@@ -33,8 +35,10 @@ MAX_SCHEMA_DEPTH = 64
 """Deepest nesting of a JSON schema we accept (deeper ones are refused, not sent)."""
 
 _SUPPORTED = (
-    "None (plain text), a Pydantic model, a TypedDict, a dataclass, a JSON schema as a dict "
-    "or str, outlines.types.JsonSchema, a genson SchemaBuilder, or list/dict/Union of these"
+    "None (plain text); a Pydantic model, TypedDict, dataclass, JSON schema (dict or str), "
+    "outlines.types.JsonSchema or genson SchemaBuilder; int, float, bool, str, Literal, Enum, "
+    "outlines.types.Choice, datetime.date/time/datetime; and list/tuple/dict/Optional/Union "
+    "of these"
 )
 
 
@@ -218,6 +222,10 @@ def _is_json_family(tp: object) -> bool:
     return False
 
 
+def _render_simple_text(text: str, *, output_type: object) -> str:
+    return render_simple(text, output_type)
+
+
 def _plan(output_type: object) -> OutputPlan:
     if output_type is None:
         return OutputPlan("text", output_type=None)
@@ -245,7 +253,15 @@ def _plan(output_type: object) -> OutputPlan:
         return _json_plan(output_type.model_json_schema(), output_type)
     if _is_json_family(output_type):
         return _json_plan(_type_adapter_schema(output_type), output_type)
-    if isinstance(output_type, Term) or typing.get_origin(output_type) is typing.Literal:
+    if is_simple_type(output_type):
+        schema = check_json_schema(simple_schema(output_type))
+        return OutputPlan(
+            "simple",
+            {"type": "json", "jsonSchema": schema},
+            output_type=output_type,
+            render=functools.partial(_render_simple_text, output_type=output_type),
+        )
+    if isinstance(output_type, Term):
         raise UnsupportedOutputTypeError(
             f"The Outlines DSL term {output_type!r:.80} compiles to a regular expression, which "
             f"LM Studio's JSON-schema structured output cannot express. Supported: {_SUPPORTED}."

@@ -1,0 +1,224 @@
+"""Simple output types through JSON schema, rendered as Outlines renders them (pure).
+
+LM Studio constrains output with JSON schema only, so ``Literal["pos", "neg"]``
+is requested as ``{"enum": ["pos", "neg"]}`` and the JSON reply ``"pos"`` is
+rendered back as ``pos``: the text Outlines' local models return for the same
+type (see ``outlines.types.dsl.python_types_to_terms``). The rendering rules
+mirror the regexes Outlines builds: scalars at the top level bare (``42``,
+``True``, ``None``, ``pos``, ``2024-01-31``), ``str`` quoted, lists ``[a, b]``,
+tuples ``(a, b)``, dicts ``{"k":v, "k2":v2}`` with quoted strings inside.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import json
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, cast
+
+import pydantic
+from outlines.types import Choice
+
+__all__ = ["is_simple_type", "render_simple", "simple_schema"]
+
+# The patterns Outlines uses for these types (outlines.types.date / time / datetime).
+_DATE = r"(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+_TIME = r"([0-1][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])"
+_PATTERNS = {"date": _DATE, "time": _TIME, "date-time": rf"{_DATE} {_TIME}"}
+_SCALARS: tuple[type, ...] = (
+    int,
+    float,
+    bool,
+    str,
+    datetime.date,
+    datetime.time,
+    datetime.datetime,
+    type(None),
+)
+_UNIONS = (typing.Union, types.UnionType)
+_CONTAINERS = (list, tuple, dict)
+
+
+def _literal_values(tp: Any) -> list[Any] | None:
+    """Values of a Literal, Enum or Choice; ``None`` for other types."""
+    if isinstance(tp, Choice):
+        return list(tp.items)
+    if typing.get_origin(tp) is typing.Literal:
+        return list(typing.get_args(tp))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return [member.value for member in tp]
+    return None
+
+
+def is_simple_type(tp: Any) -> bool:
+    """Tell whether a type is a scalar, literal, enum or choice, or a container/union of them.
+
+    Parameters
+    ----------
+    tp
+        The output type.
+
+    Returns
+    -------
+    bool
+        ``True`` if `simple_schema` and `render_simple` handle it.
+    """
+    values = _literal_values(tp)
+    if values is not None:
+        return bool(values) and all(
+            isinstance(v, str | int | float | bool) or v is None for v in values
+        )
+    if tp in _SCALARS:
+        return True
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in _UNIONS:
+        return all(is_simple_type(a) for a in args)
+    if origin in _CONTAINERS:
+        inner = [a for a in args if a is not Ellipsis]
+        if origin is dict and inner and inner[0] is not str:
+            return False  # JSON object keys are strings
+        return bool(inner) and all(is_simple_type(a) for a in inner)
+    return False
+
+
+def _with_outlines_patterns(node: Any) -> Any:
+    """Match Outlines' regexes: its date/time patterns, and lists of at least one item."""
+    if isinstance(node, dict):
+        fmt = node.get("format")
+        if node.get("type") == "string" and fmt in _PATTERNS:
+            rest = {k: v for k, v in node.items() if k != "format"}
+            return {**rest, "pattern": f"^{_PATTERNS[fmt]}$"}
+        result = {k: _with_outlines_patterns(v) for k, v in node.items()}
+        if node.get("type") == "array" and "prefixItems" not in node:
+            result["minItems"] = max(int(node.get("minItems", 0)), 1)
+        return result
+    if isinstance(node, list):
+        return [_with_outlines_patterns(v) for v in node]
+    return node
+
+
+def _pydantic_type(tp: Any) -> Any:
+    values = _literal_values(tp)
+    if isinstance(tp, Choice) and values is not None:
+        return typing.Literal[tuple(values)]
+    return tp
+
+
+def simple_schema(tp: Any) -> dict[str, Any]:
+    """Return the JSON schema that constrains a simple type.
+
+    Parameters
+    ----------
+    tp
+        A type for which `is_simple_type` is true.
+
+    Returns
+    -------
+    dict
+        The JSON schema (dates and times carry Outlines' patterns).
+    """
+    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(_pydantic_type(tp))
+    return cast(dict[str, Any], _with_outlines_patterns(adapter.json_schema()))
+
+
+class _Number(str):
+    """A JSON number kept as its original text (``1e999`` must not become ``Infinity``)."""
+
+    @property
+    def is_int(self) -> bool:
+        return self.lstrip("+-").isdigit()
+
+    def value(self) -> int | float:
+        return int(self) if self.is_int else float(self)
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    values = _literal_values(tp)
+    if values is not None:
+        if isinstance(value, _Number):
+            return any(
+                isinstance(v, int | float) and not isinstance(v, bool) and v == value.value()
+                for v in values
+            )
+        return any(value == v and type(value) is type(v) for v in values)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, _Number) and value.is_int
+    if tp is float:
+        return isinstance(value, _Number)
+    if tp in (str, datetime.date, datetime.time, datetime.datetime):
+        return isinstance(value, str) and not isinstance(value, _Number)
+    origin = typing.get_origin(tp)
+    if origin in _UNIONS:
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        return isinstance(value, list)
+    if origin is dict:
+        return isinstance(value, dict)
+    return False
+
+
+def _render(value: Any, tp: Any, top: bool) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in _UNIONS:
+        member = next((a for a in args if _matches(value, a)), args[0])
+        return _render(value, member, top)
+    if value is None:
+        return "None"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, _Number):
+        return str.__str__(value)
+    if isinstance(value, str):
+        bare = _literal_values(tp) is not None or tp in (
+            datetime.date,
+            datetime.time,
+            datetime.datetime,
+        )
+        return value if bare and top else json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        if origin is tuple:
+            fixed = [a for a in args if a is not Ellipsis]
+            items = args[:-1] if Ellipsis in args else fixed
+            kinds = [items[min(i, len(items) - 1)] for i in range(len(value))] if items else []
+            inner = ", ".join(_render(v, k, False) for v, k in zip(value, kinds, strict=False))
+            return f"({inner})"
+        item = args[0] if args else Any
+        return "[" + ", ".join(_render(v, item, False) for v in value) + "]"
+    if isinstance(value, Mapping):
+        item = args[1] if len(args) == 2 else Any
+        pairs = (
+            f"{json.dumps(k, ensure_ascii=False)}:{_render(v, item, False)}"
+            for k, v in value.items()
+        )
+        return "{" + ", ".join(pairs) + "}"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def render_simple(text: str, tp: Any) -> str:
+    """Render a JSON reply for a simple type as Outlines' local models would return it.
+
+    Parameters
+    ----------
+    text
+        The JSON text the model produced.
+    tp
+        The simple output type.
+
+    Returns
+    -------
+    str
+        E.g. ``pos`` for ``Literal["pos", "neg"]``, ``True`` for ``bool``, ``[1, 2]`` for
+        ``list[int]``. Text that is not valid JSON (a truncated reply) is returned as is.
+    """
+    try:
+        value = json.loads(text, parse_int=_Number, parse_float=_Number, parse_constant=_Number)
+    except json.JSONDecodeError:
+        return text
+    return _render(value, tp, True)

@@ -1,0 +1,80 @@
+import datetime
+import enum
+import re
+from typing import Any, Literal, Optional, Union
+
+import pytest
+from outlines.types import Choice
+from outlines.types.dsl import python_types_to_terms, to_regex
+
+from outlines_lmstudio._output import plan_output
+from outlines_lmstudio._simple import is_simple_type, render_simple, simple_schema
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    TWO = 2
+
+
+@pytest.mark.parametrize(
+    ("output_type", "reply", "expected"),
+    [
+        (Literal["pos", "neg"], '"pos"', "pos"),
+        (Literal["pos", 1, True], "1", "1"),
+        (Literal["pos", 1, True], "true", "True"),
+        (Colour, '"red"', "red"),
+        (Colour, "2", "2"),
+        (Choice(["x", "y"]), '"y"', "y"),
+        (int, "-7", "-7"),
+        (float, "1e999", "1e999"),
+        (float, "2.50", "2.50"),
+        (bool, "false", "False"),
+        (str, '"a \\"q\\""', '"a \\"q\\""'),
+        (Optional[int], "null", "None"),
+        (Union[int, str], '"5"', '"5"'),
+        (Union[int, str], "5", "5"),
+        (Optional[Literal["a"]], '"a"', "a"),
+        (list[int], "[1,2]", "[1, 2]"),
+        (list[Literal["a", "b"]], '["a"]', '["a"]'),
+        (tuple[int, str], '[1, "x"]', '(1, "x")'),
+        (tuple[bool, ...], "[true, false]", "(True, False)"),
+        (dict[str, list[int]], '{"k": [1]}', '{"k":[1]}'),
+        (datetime.date, '"2024-01-31"', "2024-01-31"),
+        (list[datetime.date], '["2024-01-31"]', '["2024-01-31"]'),
+    ],
+    ids=repr,
+)
+def test_rendering(output_type: Any, reply: str, expected: str) -> None:
+    assert render_simple(reply, output_type) == expected
+    assert plan_output(output_type).render(reply) == expected
+
+
+def test_rendered_text_matches_outlines_regexes() -> None:
+    for output_type, reply in [
+        (list[int], "[3,4]"),
+        (dict[str, int], '{"a":1,"b":2}'),
+        (tuple[int, str], '[1,"x"]'),
+        (Optional[Literal["a", "b"]], "null"),
+        (datetime.datetime, '"2024-01-31 10:00:00"'),
+    ]:
+        assert re.fullmatch(
+            to_regex(python_types_to_terms(output_type)), render_simple(reply, output_type)
+        )
+
+
+def test_truncated_json_is_returned_as_is() -> None:
+    assert render_simple('"po', Literal["pos"]) == '"po'
+
+
+def test_schemas_follow_outlines_constraints() -> None:
+    assert simple_schema(datetime.time)["pattern"].startswith("^([0-1][0-9]|2[0-3])")
+    assert simple_schema(list[int])["minItems"] == 1
+    assert simple_schema(Choice(["a", "b"]))["enum"] == ["a", "b"]
+    assert plan_output(Literal["a"]).kind == "simple"
+
+
+@pytest.mark.parametrize(
+    "output_type", [dict[int, str], list, Literal[b"x"], type(Ellipsis), Choice([])]
+)
+def test_not_simple(output_type: Any) -> None:
+    assert not is_simple_type(output_type)

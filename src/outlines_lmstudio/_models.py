@@ -12,12 +12,13 @@ import concurrent.futures
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Self, overload
 
 import lmstudio as lms
 from lmstudio import FileHandle
+from outlines.inputs import Chat
 from outlines.models.lmstudio import AsyncLMStudio as _OutlinesAsyncLMStudio
 from outlines.models.lmstudio import LMStudio as _OutlinesLMStudio
 
@@ -27,6 +28,7 @@ from ._config import PredictionArgs, parse_inference_kwargs
 from ._inputs import ChatPrompt, build_chat
 from ._output import OutputPlan
 from ._sdk_errors import Stage, client_host, translate_sdk_error
+from ._typed import check_reply, partial_value, reask_prompt, validator_for
 from .errors import (
     BatchGenerationError,
     InvalidInferenceArgumentError,
@@ -61,6 +63,28 @@ class _Request:
         if self.plan.response_format is not None:
             kwargs["response_format"] = self.plan.response_format
         return kwargs
+
+
+@dataclass(frozen=True)
+class _Completion:
+    """A finished reply: its text and why the model stopped."""
+
+    text: str
+    stop_reason: str | None
+
+
+def _is_batch(model_input: object) -> bool:
+    """Tell whether ``parse`` got several inputs rather than one ``[prompt, Image, ...]``."""
+    return isinstance(model_input, list) and all(
+        isinstance(item, str | list | Chat | lms.Chat) for item in model_input
+    )
+
+
+def _stop_reason(streams: Sequence[lms.PredictionStream | lms.AsyncPredictionStream]) -> str | None:
+    try:
+        return str(streams[-1].result().stats.stop_reason) if streams else None
+    except lms.LMStudioError:
+        return None
 
 
 def _check_concurrency(value: object) -> int:
@@ -149,13 +173,19 @@ def _no_backend(backend: str | None) -> None:
         )
 
 
-def _batch_result(results: Sequence[str | BaseException]) -> list[str]:
+def _batch_result(results: Sequence[Any]) -> list[Any]:
     errors = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
     if errors:
         raise BatchGenerationError(
             [None if isinstance(r, BaseException) else r for r in results], errors
         )
-    return [r for r in results if isinstance(r, str)]
+    return list(results)
+
+
+def _check_retries(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInferenceValueError(f"retries must be an int >= 0, got {value!r}.")
+    return value
 
 
 class LMStudio(_Common, _OutlinesLMStudio):
@@ -264,12 +294,16 @@ class LMStudio(_Common, _OutlinesLMStudio):
                         pass
 
     def _run(self, request: _Request) -> str:
+        return request.plan.render(self._complete(request).text)
+
+    def _complete(self, request: _Request) -> _Completion:
         timeout = request.args.timeout or self.timeout
+        streams: list[lms.PredictionStream] = []
         if timeout is None:
-            return request.plan.render("".join(self._fragments(request)))
+            text = "".join(self._fragments(request, streams))
+            return _Completion(text, _stop_reason(streams))
         # The SDK's own sync timeout is one process-wide setting, so a per-call limit runs
         # the prediction in a daemon thread and cancels it on the server when time is up.
-        streams: list[lms.PredictionStream] = []
         future: concurrent.futures.Future[str] = concurrent.futures.Future()
 
         def consume() -> None:
@@ -286,7 +320,7 @@ class LMStudio(_Common, _OutlinesLMStudio):
                 with contextlib.suppress(lms.LMStudioError):
                     streams[-1].cancel()  # thread-safe; the server stops generating
             raise self._timeout_error(request.key, timeout) from None
-        return request.plan.render(text)
+        return _Completion(text, _stop_reason(streams))
 
     # -- Outlines API --------------------------------------------------------------
     def generate(self, model_input: Any, output_type: Any = None, **inference_kwargs: Any) -> str:
@@ -360,11 +394,100 @@ class LMStudio(_Common, _OutlinesLMStudio):
             If any item failed; it holds the other results and each error by index.
         """
         requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
+        return self._map(self._run, requests, limit)
+
+    # -- typed results ---------------------------------------------------------------
+    def parse(
+        self, model_input: Any, output_type: Any, *, retries: int = 0, **inference_kwargs: Any
+    ) -> Any:
+        """Generate and return a validated value of ``output_type``.
+
+        Parameters
+        ----------
+        model_input
+            One input (as for `generate`), or a list of inputs (str, Chat or
+            ``[prompt, Image, ...]`` lists), answered concurrently in order.
+        output_type
+            The type to return: a Pydantic model (an instance comes back), a
+            dataclass, TypedDict, dict/str JSON schema (a dict comes back), int,
+            Enum (a member comes back), Literal, ...
+        retries
+            How many times to re-ask, with the validation errors, when a reply
+            does not validate.
+        **inference_kwargs
+            As for `generate` (plus ``max_concurrency`` for a list of inputs).
+
+        Returns
+        -------
+        Any
+            The value (a list of values for a list of inputs).
+
+        Raises
+        ------
+        ParseError
+            The reply does not validate (it carries the raw text and the errors).
+        TruncatedOutputError
+            The reply was cut off by ``max_tokens`` or the context length.
+        """
+        retries = _check_retries(retries)
+        if _is_batch(model_input):
+            requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
+            return self._map(lambda r: self._parse(r, retries), requests, limit)
+        return self._parse(self._prepare(model_input, output_type, inference_kwargs), retries)
+
+    def _parse(self, request: _Request, retries: int) -> Any:
+        validator = validator_for(request.plan)
+        for attempt in range(1, retries + 2):
+            done = self._complete(request)
+            ok, value, errors = check_reply(
+                validator, done.text, done.stop_reason, attempt, attempt > retries
+            )
+            if ok:
+                return value
+            request = replace(request, prompt=reask_prompt(request.prompt, done.text, errors))
+        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+    def parse_stream(
+        self, model_input: Any, output_type: Any, **inference_kwargs: Any
+    ) -> Iterator[Any]:
+        """Yield partial values while the reply streams, then the validated value.
+
+        Parameters
+        ----------
+        model_input
+            As for `generate`.
+        output_type
+            As for `parse`.
+        **inference_kwargs
+            As for `generate`.
+
+        Returns
+        -------
+        Iterator[Any]
+            Partial JSON values (dicts, lists, strings, each more complete than the
+            last), then the final value of ``output_type``.
+        """
+        request = self._prepare(model_input, output_type, inference_kwargs)
+        return self._parse_stream(request)
+
+    def _parse_stream(self, request: _Request) -> Iterator[Any]:
+        validator = validator_for(request.plan)
+        streams: list[lms.PredictionStream] = []
+        text, last = "", None
+        for chunk in self._fragments(request, streams):
+            text += chunk
+            value = partial_value(text)
+            if value is not None and value != last:
+                last = value
+                yield value
+        yield check_reply(validator, text, _stop_reason(streams), 1, True)[1]
+
+    def _map(self, work: Any, requests: list[_Request], limit: int) -> list[Any]:
         if not requests:
             return []
-        results: list[str | BaseException] = []
+        results: list[Any] = []
         with concurrent.futures.ThreadPoolExecutor(min(limit, len(requests))) as pool:
-            futures = [pool.submit(self._run, r) for r in requests]
+            futures = [pool.submit(work, r) for r in requests]
             for future in futures:
                 error = future.exception()
                 results.append(error if error is not None else future.result())
@@ -486,12 +609,16 @@ class AsyncLMStudio(_Common, _OutlinesAsyncLMStudio):
             handles[image.digest] = await _ASYNC_IMAGES.get(self.client, image.digest, upload)
         return build_chat(request.prompt, handles)
 
-    async def _fragments(self, request: _Request) -> AsyncIterator[str]:
+    async def _fragments(
+        self, request: _Request, streams: list[lms.AsyncPredictionStream] | None = None
+    ) -> AsyncIterator[str]:
         await self._ensure_client()
         chat = await self._chat(request)
         for attempt in (1, 2):
             handle = await self._handle(request.key)
             stream = await handle.respond_stream(chat, **request.sdk_kwargs())
+            if streams is not None:
+                streams.append(stream)
             events = aiter(stream)
             started = finished = False
             try:
@@ -519,11 +646,12 @@ class AsyncLMStudio(_Common, _OutlinesAsyncLMStudio):
                     except lms.LMStudioError:
                         pass
 
-    async def _collect(self, request: _Request) -> str:
-        parts = [part async for part in self._fragments(request)]
-        return request.plan.render("".join(parts))
+    async def _collect(self, request: _Request) -> _Completion:
+        streams: list[lms.AsyncPredictionStream] = []
+        parts = [part async for part in self._fragments(request, streams)]
+        return _Completion("".join(parts), _stop_reason(streams))
 
-    async def _run(self, request: _Request) -> str:
+    async def _complete(self, request: _Request) -> _Completion:
         timeout = request.args.timeout or self.timeout
         if timeout is None:
             return await self._collect(request)
@@ -532,6 +660,9 @@ class AsyncLMStudio(_Common, _OutlinesAsyncLMStudio):
                 return await self._collect(request)
         except TimeoutError:
             raise self._timeout_error(request.key, timeout) from None
+
+    async def _run(self, request: _Request) -> str:
+        return request.plan.render((await self._complete(request)).text)
 
     # -- Outlines API --------------------------------------------------------------
     async def generate(
@@ -613,7 +744,7 @@ class AsyncLMStudio(_Common, _OutlinesAsyncLMStudio):
         return self.generate_stream(model_input, output_type, **inference_kwargs)
 
     async def _single(self, request: _Request) -> AsyncIterator[str]:
-        yield await self._collect(request)
+        yield await self._run(request)
 
     async def generate_batch(
         self, model_input: list[Any], output_type: Any = None, **inference_kwargs: Any
@@ -640,15 +771,95 @@ class AsyncLMStudio(_Common, _OutlinesAsyncLMStudio):
             If any item failed; it holds the other results and each error by index.
         """
         requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
+        return await self._map(self._run, requests, limit)
+
+    async def _map(self, work: Any, requests: list[_Request], limit: int) -> list[Any]:
         await self._ensure_client()
         semaphore = asyncio.Semaphore(limit)
 
-        async def one(request: _Request) -> str:
+        async def one(request: _Request) -> Any:
             async with semaphore:
-                return await self._run(request)
+                return await work(request)
 
         results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
         return _batch_result(results)
+
+    # -- typed results ---------------------------------------------------------------
+    async def parse(
+        self, model_input: Any, output_type: Any, *, retries: int = 0, **inference_kwargs: Any
+    ) -> Any:
+        """Generate and return a validated value of ``output_type`` (see `LMStudio.parse`).
+
+        Parameters
+        ----------
+        model_input
+            One input, or a list of inputs answered concurrently in order.
+        output_type
+            The type to return.
+        retries
+            How many times to re-ask with the validation errors.
+        **inference_kwargs
+            As for `LMStudio.generate`.
+
+        Returns
+        -------
+        Any
+            The value (a list of values for a list of inputs).
+        """
+        retries = _check_retries(retries)
+        if _is_batch(model_input):
+            requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
+
+            async def one(request: _Request) -> Any:
+                return await self._parse(request, retries)
+
+            return await self._map(one, requests, limit)
+        return await self._parse(self._prepare(model_input, output_type, inference_kwargs), retries)
+
+    async def _parse(self, request: _Request, retries: int) -> Any:
+        validator = validator_for(request.plan)
+        for attempt in range(1, retries + 2):
+            done = await self._complete(request)
+            ok, value, errors = check_reply(
+                validator, done.text, done.stop_reason, attempt, attempt > retries
+            )
+            if ok:
+                return value
+            request = replace(request, prompt=reask_prompt(request.prompt, done.text, errors))
+        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+    def parse_stream(
+        self, model_input: Any, output_type: Any, **inference_kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """Yield partial values while the reply streams, then the validated value.
+
+        Parameters
+        ----------
+        model_input
+            As for `LMStudio.generate`.
+        output_type
+            As for `LMStudio.parse`.
+        **inference_kwargs
+            As for `LMStudio.generate`.
+
+        Returns
+        -------
+        AsyncIterator[Any]
+            Partial JSON values, then the final value of ``output_type``.
+        """
+        return self._parse_stream(self._prepare(model_input, output_type, inference_kwargs))
+
+    async def _parse_stream(self, request: _Request) -> AsyncIterator[Any]:
+        validator = validator_for(request.plan)
+        streams: list[lms.AsyncPredictionStream] = []
+        text, last = "", None
+        async for chunk in self._fragments(request, streams):
+            text += chunk
+            value = partial_value(text)
+            if value is not None and value != last:
+                last = value
+                yield value
+        yield check_reply(validator, text, _stop_reason(streams), 1, True)[1]
 
 
 @overload

@@ -14,6 +14,8 @@ OutlinesLMStudioError
 ├── InvalidSchemaError         (ValueError)   malformed JSON schema
 ├── UnsupportedGrammarError    (ValueError)   regex/grammar construct GBNF cannot express
 ├── InvalidImageError          (ValueError)   image cannot be read or converted
+├── ParseError                 (ValueError)   reply does not validate as the type asked for
+│   └── TruncatedOutputError                  ...because max tokens / context cut it off
 ├── LMStudioConnectionError    (ConnectionError) server unreachable or went away
 ├── LMStudioModelNotFoundError (LookupError)  no such model on the server
 ├── LMStudioTimeoutError       (TimeoutError) no answer in time
@@ -27,6 +29,8 @@ keep the SDK exception as ``__cause__``.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BatchGenerationError",
     "InvalidImageError",
@@ -39,6 +43,8 @@ __all__ = [
     "LMStudioPredictionError",
     "LMStudioTimeoutError",
     "OutlinesLMStudioError",
+    "ParseError",
+    "TruncatedOutputError",
     "UnsupportedGrammarError",
     "UnsupportedInputError",
     "UnsupportedOutputTypeError",
@@ -129,12 +135,12 @@ class BatchGenerationError(OutlinesLMStudioError, RuntimeError):
     Attributes
     ----------
     results
-        One entry per input, in order: the text, or ``None`` where that item failed.
+        One entry per input, in order: the result, or ``None`` where that item failed.
     errors
         The exception of each failed item, by index.
     """
 
-    def __init__(self, results: list[str | None], errors: dict[int, BaseException]) -> None:
+    def __init__(self, results: list[Any], errors: dict[int, BaseException]) -> None:
         self.results = results
         self.errors = errors
         first = min(errors)
@@ -143,3 +149,40 @@ class BatchGenerationError(OutlinesLMStudioError, RuntimeError):
             f"{summary}; first, item {first}: {type(errors[first]).__name__}: {errors[first]}. "
             "The other results are in .results, each error in .errors."
         )
+
+
+class ParseError(OutlinesLMStudioError, ValueError):
+    """The reply does not validate as the requested type.
+
+    Attributes
+    ----------
+    raw
+        The text the model returned (last attempt).
+    errors
+        The validation errors, one line each.
+    stop_reason
+        Why the model stopped (LM Studio's ``stopReason``), when known.
+    attempts
+        How many replies were asked for (1 + retries used).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw: str,
+        errors: list[str],
+        stop_reason: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.raw = raw
+        self.errors = errors
+        self.stop_reason = stop_reason
+        self.attempts = attempts
+        shown = raw if len(raw) <= 200 else raw[:200] + "..."
+        details = "; ".join(errors[:5])
+        super().__init__(f"{message}: {details}. Raw reply: {shown!r}")
+
+
+class TruncatedOutputError(ParseError):
+    """The reply was cut off (max tokens or context length) before it was complete."""

@@ -1,0 +1,254 @@
+"""Typed results: validate replies, build re-ask prompts, parse partial JSON (pure).
+
+LM Studio's engines constrain the *shape* of JSON but do not enforce every
+keyword (``multipleOf``, ``uniqueItems``, Pydantic validators...), and the SDK
+validates nothing, so replies are validated here: with Pydantic for Python
+types and with ``jsonschema`` for dict/str schemas.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, cast
+
+import jsonschema
+import pydantic
+import pydantic_core
+from outlines.types import Choice, JsonSchema
+
+from ._inputs import ChatPrompt, Message
+from ._output import OutputPlan
+from .errors import ParseError, TruncatedOutputError
+
+__all__ = [
+    "TRUNCATED_STOP_REASONS",
+    "Validator",
+    "partial_value",
+    "reask_prompt",
+    "validator_for",
+]
+
+TRUNCATED_STOP_REASONS = frozenset({"maxPredictedTokensReached", "contextLengthReached"})
+
+
+class _Invalid(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+@dataclass(frozen=True)
+class Validator:
+    """Validates a reply's raw text as one output type.
+
+    Attributes
+    ----------
+    output_type
+        The requested type (``None`` for text).
+    schema
+        A JSON schema to validate with ``jsonschema`` (dict/str schemas), else ``None``.
+    adapter
+        A Pydantic ``TypeAdapter`` for Python types, else ``None``.
+    """
+
+    output_type: Any
+    schema: dict[str, Any] | None = None
+    adapter: pydantic.TypeAdapter[Any] | None = None
+
+    def validate(self, raw: str) -> Any:
+        """Return the typed value of a raw reply.
+
+        Parameters
+        ----------
+        raw
+            The model's text (JSON for structured types).
+
+        Returns
+        -------
+        Any
+            The value: a model instance, dataclass, dict, int, Enum member, ...
+
+        Raises
+        ------
+        _Invalid
+            With the validation errors.
+        """
+        if self.adapter is not None:
+            try:
+                return self.adapter.validate_json(raw)
+            except pydantic.ValidationError as exc:
+                raise _Invalid(
+                    [
+                        f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+                        for e in exc.errors()
+                    ]
+                ) from exc
+        if self.schema is not None:
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise _Invalid([f"(root): invalid JSON: {exc}"]) from exc
+            validator_cls = jsonschema.validators.validator_for(self.schema)
+            errors = sorted(
+                validator_cls(self.schema).iter_errors(value), key=lambda e: list(e.absolute_path)
+            )
+            if errors:
+                raise _Invalid(
+                    [
+                        f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+                        for e in errors
+                    ]
+                )
+            return value
+        return raw
+
+
+def _python_type(output_type: Any) -> Any:
+    if isinstance(output_type, Choice):
+        return typing.Literal[tuple(output_type.items)]
+    return output_type
+
+
+@lru_cache(maxsize=256)
+def _adapter(output_type: Any) -> pydantic.TypeAdapter[Any]:
+    from ._output import _portable_typeddicts
+
+    return pydantic.TypeAdapter(_portable_typeddicts(_python_type(output_type), {}))
+
+
+def validator_for(plan: OutputPlan) -> Validator:
+    """Return the `Validator` for an output plan.
+
+    Parameters
+    ----------
+    plan
+        The plan from ``plan_output``.
+
+    Returns
+    -------
+    Validator
+        Pydantic for Python types, ``jsonschema`` for schemas given as data.
+    """
+    output_type = plan.output_type
+    if plan.kind == "text" or plan.kind == "grammar":
+        return Validator(output_type)
+    if isinstance(output_type, dict | str | JsonSchema) or type(output_type).__name__ == (
+        "SchemaBuilder"
+    ):
+        return Validator(output_type, schema=plan.schema)
+    try:
+        adapter = _adapter(output_type)
+    except TypeError:  # unhashable type object: build it uncached
+        adapter = pydantic.TypeAdapter(_python_type(output_type))
+    return Validator(output_type, adapter=adapter)
+
+
+def check_reply(
+    validator: Validator, raw: str, stop_reason: str | None, attempts: int, final: bool
+) -> tuple[bool, Any, list[str]]:
+    """Validate one reply; raise when it is truncated, or invalid on the last attempt.
+
+    Parameters
+    ----------
+    validator
+        The validator of the output type.
+    raw
+        The reply text.
+    stop_reason
+        LM Studio's stop reason for the reply.
+    attempts
+        How many replies have been asked for so far.
+    final
+        Whether no retry is left.
+
+    Returns
+    -------
+    tuple
+        ``(ok, value, errors)``.
+
+    Raises
+    ------
+    TruncatedOutputError
+        If the reply was cut off and does not validate.
+    ParseError
+        If the reply does not validate and ``final`` is true.
+    """
+    try:
+        return True, validator.validate(raw), []
+    except _Invalid as invalid:
+        errors = invalid.errors
+    name = getattr(validator.output_type, "__name__", None) or repr(validator.output_type)
+    if stop_reason in TRUNCATED_STOP_REASONS:
+        raise TruncatedOutputError(
+            f"The reply was cut off ({stop_reason}) before it was a complete {name}; "
+            "raise max_tokens (or the model's context length)",
+            raw=raw,
+            errors=errors,
+            stop_reason=stop_reason,
+            attempts=attempts,
+        )
+    if final:
+        raise ParseError(
+            f"The reply does not validate as {name} after {attempts} attempt(s)",
+            raw=raw,
+            errors=errors,
+            stop_reason=stop_reason,
+            attempts=attempts,
+        )
+    return False, None, errors
+
+
+def reask_prompt(prompt: ChatPrompt, raw: str, errors: list[str]) -> ChatPrompt:
+    """Append the invalid reply and the validation errors, asking for a corrected reply.
+
+    Parameters
+    ----------
+    prompt
+        The prompt that produced the invalid reply.
+    raw
+        The invalid reply.
+    errors
+        Its validation errors.
+
+    Returns
+    -------
+    ChatPrompt
+        The prompt for the next attempt.
+    """
+    feedback = (
+        "Your previous answer is invalid:\n"
+        + "\n".join(f"- {e}" for e in errors)
+        + "\nReply again with a corrected, complete answer only."
+    )
+    if prompt.passthrough is not None:
+        chat = prompt.passthrough.copy()
+        chat.add_assistant_response(raw)
+        chat.add_user_message(feedback)
+        return ChatPrompt(passthrough=chat)
+    return ChatPrompt(
+        (*prompt.messages, Message("assistant", (raw,)), Message("user", (feedback,)))
+    )
+
+
+def partial_value(text: str) -> Any:
+    """Parse the JSON received so far, completing it as far as it goes.
+
+    Parameters
+    ----------
+    text
+        A prefix of a JSON document.
+
+    Returns
+    -------
+    Any
+        The partial value (``None`` while nothing is parseable yet).
+    """
+    if not text.strip():
+        return None
+    try:
+        return cast(Any, pydantic_core.from_json(text, allow_partial="trailing-strings"))
+    except ValueError:
+        return None

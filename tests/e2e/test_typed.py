@@ -1,0 +1,124 @@
+"""parse / parse_stream end to end through the real SDK and the emulator."""
+
+import itertools
+
+import lmstudio as lms
+import pydantic
+import pytest
+
+from outlines_lmstudio import BatchGenerationError, ParseError, TruncatedOutputError, from_lmstudio
+from outlines_lmstudio.testing import LMStudioEmulator
+
+from .conftest import TEXT_MODEL
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def capitalised(cls, value: str) -> str:
+        if not value[:1].isupper():
+            raise ValueError("name must start with a capital letter")
+        return value
+
+
+def test_parse_returns_instances(client: lms.Client, emulator: LMStudioEmulator) -> None:
+    emulator.script(TEXT_MODEL, ['{"name": "John", "age": 32}'])
+    person = from_lmstudio(client, TEXT_MODEL).parse("John is 32", Person)
+    assert person == Person(name="John", age=32)
+    assert emulator.predictions[-1].structured == {
+        "type": "json",
+        "jsonSchema": Person.model_json_schema(),
+    }
+
+
+def test_parse_of_generated_output_validates(client: lms.Client) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["n"],
+    }
+    value = from_lmstudio(client, TEXT_MODEL).parse("numbers", schema)
+    assert isinstance(value, dict)
+    assert isinstance(value["n"], int)
+
+
+def test_retry_sends_the_errors_back_and_succeeds(
+    client: lms.Client, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(TEXT_MODEL, ['{"name": "john", "age": 32}', '{"name": "John", "age": 32}'])
+    person = from_lmstudio(client, TEXT_MODEL).parse("John is 32", Person, retries=1)
+    assert person.name == "John"
+    second = emulator.predictions[-1]
+    roles = [m["role"] for m in second.messages]
+    assert roles == ["user", "assistant", "user"]
+    assert "capital letter" in second.last_user_text
+    assert len(emulator.predictions) == 2
+
+
+def test_without_retries_the_error_carries_raw_text(
+    client: lms.Client, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(TEXT_MODEL, ['{"name": "john", "age": 32}'])
+    with pytest.raises(ParseError) as info:
+        from_lmstudio(client, TEXT_MODEL).parse("John is 32", Person)
+    assert info.value.raw == '{"name": "john", "age": 32}'
+    assert any("capital letter" in e for e in info.value.errors)
+    assert len(emulator.predictions) == 1
+
+
+def test_truncated_output_is_reported(client: lms.Client, emulator: LMStudioEmulator) -> None:
+    with pytest.raises(TruncatedOutputError, match="max_tokens") as info:
+        from_lmstudio(client, TEXT_MODEL).parse("John is 32", Person, max_tokens=3, retries=2)
+    assert info.value.stop_reason == "maxPredictedTokensReached"
+    assert len(emulator.predictions) == 1  # re-asking cannot fix a cut-off reply
+
+
+def test_parse_stream_yields_growing_partials_then_the_value(
+    client: lms.Client, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(TEXT_MODEL, ['{"name": "Johnny", "age": 32}'])
+    values = list(from_lmstudio(client, TEXT_MODEL).parse_stream("John", Person))
+    assert values[-1] == Person(name="Johnny", age=32)
+    partials = values[:-1]
+    assert len(partials) > 2
+    assert all(isinstance(p, dict) for p in partials)
+    names = [p["name"] for p in partials if "name" in p]
+    assert any(len(n) < len("Johnny") and "Johnny".startswith(n) for n in names)  # seen mid-string
+    assert all(a != b for a, b in itertools.pairwise(partials))  # each one new
+    assert partials[-1] == {"name": "Johnny", "age": 32}
+
+
+def test_parse_list_of_prompts_in_order(client: lms.Client, emulator: LMStudioEmulator) -> None:
+    emulator.script(TEXT_MODEL, lambda p: f'{{"name": "{p.last_user_text.title()}", "age": 1}}')
+    values = from_lmstudio(client, TEXT_MODEL).parse(["ann", "bob", "cy"], Person)
+    assert [v.name for v in values] == ["Ann", "Bob", "Cy"]
+
+
+def test_parse_list_reports_failed_items(client: lms.Client, emulator: LMStudioEmulator) -> None:
+    emulator.script(TEXT_MODEL, lambda p: f'{{"name": "{p.last_user_text}", "age": 1}}')
+    with pytest.raises(BatchGenerationError) as info:
+        from_lmstudio(client, TEXT_MODEL).parse(["Ann", "bob"], Person)
+    assert info.value.results[0] == Person(name="Ann", age=1)
+    assert isinstance(info.value.errors[1], ParseError)
+
+
+@pytest.mark.asyncio
+async def test_async_parse_and_stream(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(
+        TEXT_MODEL,
+        ['{"name": "x", "age": 1}', '{"name": "X", "age": 1}', '{"name": "Y", "age": 2}'],
+    )
+    model = from_lmstudio(async_client, TEXT_MODEL)
+    assert await model.parse("q", Person, retries=1) == Person(name="X", age=1)
+    values = [v async for v in model.parse_stream("q", Person)]
+    assert values[-1] == Person(name="Y", age=2)
+    emulator.script(TEXT_MODEL, lambda p: "7")
+    assert await model.parse(["a", "b"], int) == [7, 7]

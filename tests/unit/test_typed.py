@@ -1,0 +1,121 @@
+import dataclasses
+import enum
+from typing import Any, Literal, TypedDict
+
+import pydantic
+import pytest
+
+from outlines_lmstudio._inputs import ChatPrompt, Message, format_input
+from outlines_lmstudio._output import plan_output
+from outlines_lmstudio._typed import check_reply, partial_value, reask_prompt, validator_for
+from outlines_lmstudio.errors import ParseError, TruncatedOutputError
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int = pydantic.Field(ge=0)
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+class Movie(TypedDict):
+    title: str
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+@pytest.mark.parametrize(
+    ("output_type", "raw", "expected"),
+    [
+        (Person, '{"name": "A", "age": 3}', Person(name="A", age=3)),
+        (Point, '{"x": 1, "y": 2}', Point(1, 2)),
+        (Movie, '{"title": "T"}', {"title": "T"}),
+        (Colour, '"red"', Colour.RED),
+        (Literal["a", "b"], '"b"', "b"),
+        (int, "42", 42),
+        (list[int], "[1, 2]", [1, 2]),
+        ({"type": "object", "properties": {"n": {"type": "integer"}}}, '{"n": 5}', {"n": 5}),
+        (None, "free text", "free text"),
+    ],
+    ids=repr,
+)
+def test_valid_replies_become_values(output_type: Any, raw: str, expected: Any) -> None:
+    ok, value, errors = check_reply(
+        validator_for(plan_output(output_type)), raw, "eosFound", 1, True
+    )
+    assert ok
+    assert value == expected
+    assert errors == []
+
+
+def test_jsonschema_catches_keywords_engines_do_not_enforce() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "multipleOf": 5}},
+        "required": ["n"],
+    }
+    validator = validator_for(plan_output(schema))
+    ok, _, errors = check_reply(validator, '{"n": 7}', "eosFound", 1, False)
+    assert not ok
+    assert errors == ["n: 7 is not a multiple of 5"]
+    with pytest.raises(ParseError) as info:
+        check_reply(validator, '{"n": 7}', "eosFound", 2, True)
+    assert info.value.raw == '{"n": 7}'
+    assert info.value.attempts == 2
+    assert "multiple of 5" in str(info.value)
+
+
+def test_pydantic_errors_name_the_field() -> None:
+    with pytest.raises(ParseError, match=r"age: Input should be greater than or equal to 0"):
+        check_reply(
+            validator_for(plan_output(Person)), '{"name": "A", "age": -1}', "eosFound", 1, True
+        )
+
+
+def test_truncation_is_reported_as_such_even_with_retries_left() -> None:
+    with pytest.raises(TruncatedOutputError, match="max_tokens") as info:
+        check_reply(
+            validator_for(plan_output(Person)), '{"name": "A', "maxPredictedTokensReached", 1, False
+        )
+    assert info.value.stop_reason == "maxPredictedTokensReached"
+    assert isinstance(info.value, ParseError)
+
+
+def test_reask_prompt_appends_reply_and_errors() -> None:
+    prompt = format_input("Who?")
+    again = reask_prompt(prompt, '{"bad": 1}', ["name: Field required"])
+    assert [m.role for m in again.messages] == ["user", "assistant", "user"]
+    assert again.messages[1] == Message("assistant", ('{"bad": 1}',))
+    assert "name: Field required" in again.messages[2].text
+    assert prompt.messages == format_input("Who?").messages  # the original is unchanged
+
+
+def test_reask_prompt_for_lmstudio_chat_copies() -> None:
+    import lmstudio as lms
+
+    chat = lms.Chat()
+    chat.add_user_message("Who?")
+    again = reask_prompt(ChatPrompt(passthrough=chat), "x", ["bad"])
+    assert again.passthrough is not None
+    assert len(again.passthrough._get_history()["messages"]) == 3
+    assert len(chat._get_history()["messages"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", None),
+        ("{", {}),
+        ('{"name": "Jo', {"name": "Jo"}),
+        ('{"a": [1, 2', {"a": [1, 2]}),
+        ("[tru", []),
+    ],
+)
+def test_partial_values(text: str, expected: Any) -> None:
+    assert partial_value(text) == expected

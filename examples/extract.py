@@ -80,9 +80,11 @@ def main() -> int:
                 return 1
         for document, invoice in zip(DOCUMENTS, invoices, strict=True):
             total = sum(i.quantity * i.unit_price for i in invoice.items)
-            print(f"\n{document}\n-> {invoice.model_dump_json()}\n   total {total:.2f} {invoice.currency}")
+            print(f"\n{document}\n-> {invoice.model_dump_json()}")
+            print(f"   total {total:.2f} {invoice.currency}")
         Invoice.model_validate_json(text)
-        print(f"\noutlines.Generator(model, Invoice) returned valid JSON: {json.loads(text)['vendor']!r}")
+        vendor = json.loads(text)["vendor"]
+        print(f"\noutlines.Generator(model, Invoice) returned valid JSON (vendor {vendor!r})")
     return 0
 
 

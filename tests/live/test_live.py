@@ -1,0 +1,53 @@
+"""The core features against a real LM Studio (skipped unless LMSTUDIO_HOST is set)."""
+
+import io
+import os
+from typing import Literal
+
+import lmstudio as lms
+import outlines
+import pydantic
+import pytest
+from outlines.inputs import Image
+from PIL import Image as PILImage
+
+from outlines_lmstudio import InvalidInferenceArgumentError, from_lmstudio
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int
+
+
+def test_structured_generation(live_client: lms.Client, live_model_name: str | None) -> None:
+    model = from_lmstudio(live_client, live_model_name)
+    Person.model_validate_json(
+        outlines.Generator(model, Person)("Extract: John is 32", max_tokens=200)
+    )
+    assert model.parse("Extract: Mary is 40", Person, retries=1, max_tokens=200).age >= 0
+
+
+def test_simple_type_and_stream(live_client: lms.Client, live_model_name: str | None) -> None:
+    model = from_lmstudio(live_client, live_model_name)
+    assert model("Is 'I love it' positive?", Literal["yes", "no"]) in ("yes", "no")
+    chunks = list(model.stream("Count to three.", max_tokens=30))
+    assert "".join(chunks)
+
+
+def test_batch_and_bad_kwargs(live_client: lms.Client, live_model_name: str | None) -> None:
+    model = from_lmstudio(live_client, live_model_name)
+    assert len(model.batch(["Say hi.", "Say bye."], max_tokens=10)) == 2
+    with pytest.raises(InvalidInferenceArgumentError):
+        model("hi", tempreature=0.1)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("LMSTUDIO_VISION_MODEL"),
+    reason="set LMSTUDIO_VISION_MODEL to a vision model key",
+)
+def test_image(live_client: lms.Client) -> None:
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (64, 64), "red").save(buffer, format="PNG")
+    image = Image(PILImage.open(io.BytesIO(buffer.getvalue())))
+    model = from_lmstudio(live_client, os.environ["LMSTUDIO_VISION_MODEL"])
+    assert model(["What colour is this square? One word.", image], max_tokens=10)

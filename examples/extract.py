@@ -74,7 +74,8 @@ def main() -> int:
                 # Typed values, validated, concurrently, in order:
                 invoices = model.parse(DOCUMENTS, Invoice, retries=1, max_tokens=512)
                 # The same through Outlines' own Generator (returns JSON text):
-                text = outlines.Generator(model, Invoice)(DOCUMENTS[0], max_tokens=512)
+                generator = outlines.Generator(model, Invoice)
+                text = str(generator(DOCUMENTS[0], max_tokens=512))
             except OutlinesLMStudioError as exc:
                 print(f"Extraction failed: {exc}", file=sys.stderr)
                 return 1

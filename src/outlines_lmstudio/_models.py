@@ -26,6 +26,7 @@ from ._adapter import LMStudioTypeAdapter
 from ._cache import AsyncClientCache, SyncClientCache
 from ._config import PredictionArgs, parse_inference_kwargs
 from ._inputs import ChatPrompt, build_chat
+from ._interrupt import deferred_sigint
 from ._output import OutputPlan
 from ._sdk_errors import Stage, client_host, translate_sdk_error
 from ._typed import check_reply, partial_value, reask_prompt, validator_for
@@ -39,6 +40,9 @@ from .errors import (
 )
 
 __all__ = ["AsyncLMStudio", "LMStudio", "from_lmstudio"]
+
+_DRAIN_SECONDS = 5.0
+"""How long a cancelled prediction may take to confirm before its reader is dropped."""
 
 DEFAULT_MAX_CONCURRENCY = 4
 """LM Studio serves 4 predictions at once per llama.cpp model by default."""
@@ -165,6 +169,40 @@ class _Common:
         )
 
 
+async def _pump(stream: lms.AsyncPredictionStream, queue: asyncio.Queue[tuple[str, Any]]) -> None:
+    """Read an SDK stream into a queue: answer fragments, then done or the error."""
+    try:
+        async for fragment in stream:
+            if fragment.reasoning_type == "none":
+                queue.put_nowait(("fragment", fragment.content))
+        queue.put_nowait(("done", None))
+    except lms.LMStudioError as exc:
+        queue.put_nowait(("error", exc))
+
+
+_DRAINING: set[asyncio.Task[None]] = set()
+
+
+async def _stop(stream: lms.AsyncPredictionStream, pump: asyncio.Task[None]) -> None:
+    """Cancel a prediction on the server; its reader finishes in the background."""
+    try:
+        await stream.cancel()
+    except (lms.LMStudioError, asyncio.CancelledError):
+        pump.cancel()
+        return
+    drain = asyncio.create_task(_drain(pump))
+    _DRAINING.add(drain)  # keep a reference until done
+    drain.add_done_callback(_DRAINING.discard)
+
+
+async def _drain(pump: asyncio.Task[None]) -> None:
+    """Wait for a cancelled prediction to confirm; drop its reader if the server never does."""
+    try:
+        await asyncio.wait_for(pump, _DRAIN_SECONDS)
+    except (TimeoutError, asyncio.CancelledError):
+        pump.cancel()
+
+
 def _no_backend(backend: str | None) -> None:
     if backend is not None:
         raise InvalidInferenceArgumentError(
@@ -267,7 +305,13 @@ class LMStudio(_Common, _OutlinesLMStudio):
             events = iter(stream)
             started = finished = False
             try:
-                for fragment in events:
+                while True:
+                    with deferred_sigint() as sigint:
+                        fragment = next(events, None)
+                    if sigint.interrupted:
+                        raise KeyboardInterrupt  # after the finally below cancels on the server
+                    if fragment is None:
+                        break
                     if fragment.reasoning_type == "none":
                         started = True
                         yield fragment.content
@@ -612,6 +656,12 @@ class AsyncLMStudio(_Common, _OutlinesAsyncLMStudio):
     async def _fragments(
         self, request: _Request, streams: list[lms.AsyncPredictionStream] | None = None
     ) -> AsyncIterator[str]:
+        """Yield answer fragments; cancel on the server if left early or cancelled.
+
+        The SDK stream is read by an inner task: when the task consuming this
+        iterator is cancelled, the SDK would otherwise release the channel before
+        a cancel could be sent (the server would keep generating).
+        """
         await self._ensure_client()
         chat = await self._chat(request)
         for attempt in (1, 2):
@@ -619,32 +669,29 @@ class AsyncLMStudio(_Common, _OutlinesAsyncLMStudio):
             stream = await handle.respond_stream(chat, **request.sdk_kwargs())
             if streams is not None:
                 streams.append(stream)
-            events = aiter(stream)
-            started = finished = False
+            queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+            pump = asyncio.create_task(_pump(stream, queue))
+            started = False
             try:
-                async for fragment in events:
-                    if fragment.reasoning_type == "none":
+                while True:
+                    kind, item = await queue.get()
+                    if kind == "fragment":
                         started = True
-                        yield fragment.content
-                finished = True
-                return
+                        yield item
+                    elif kind == "done":
+                        return
+                    else:
+                        raise item
             except lms.LMStudioModelNotFoundError as exc:
-                finished = True
                 if attempt == 1 and not started:
                     _ASYNC_HANDLES.forget(self.client, request.key)
                     continue
                 raise self._error(exc, request.key, "predict") from exc
             except lms.LMStudioError as exc:
-                finished = True
                 raise self._error(exc, request.key, "predict") from exc
             finally:
-                if not finished:
-                    try:
-                        await stream.cancel()
-                        async for _ in events:
-                            pass
-                    except lms.LMStudioError:
-                        pass
+                if not pump.done():
+                    await _stop(stream, pump)
 
     async def _collect(self, request: _Request) -> _Completion:
         streams: list[lms.AsyncPredictionStream] = []

@@ -28,12 +28,14 @@ from ._config import PredictionArgs, parse_inference_kwargs
 from ._inputs import ChatPrompt, build_chat
 from ._interrupt import deferred_sigint
 from ._output import OutputPlan
+from ._reconnect import AsyncReconnects, SyncReconnects
 from ._sdk_errors import Stage, client_host, translate_sdk_error
 from ._typed import check_reply, partial_value, reask_prompt, validator_for
 from .errors import (
     BatchGenerationError,
     InvalidInferenceArgumentError,
     InvalidInferenceValueError,
+    LMStudioConnectionError,
     LMStudioModelNotFoundError,
     LMStudioTimeoutError,
     OutlinesLMStudioError,
@@ -51,6 +53,8 @@ _SYNC_HANDLES: SyncClientCache[lms.LLM] = SyncClientCache()
 _SYNC_IMAGES: SyncClientCache[FileHandle] = SyncClientCache()
 _ASYNC_HANDLES: AsyncClientCache[lms.AsyncLLM] = AsyncClientCache()
 _ASYNC_IMAGES: AsyncClientCache[FileHandle] = AsyncClientCache()
+_SYNC_RECONNECTS = SyncReconnects()
+_ASYNC_RECONNECTS = AsyncReconnects()
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,13 @@ def _stop_reason(streams: Sequence[lms.PredictionStream | lms.AsyncPredictionStr
         return str(streams[-1].result().stats.stop_reason) if streams else None
     except lms.LMStudioError:
         return None
+
+
+def _dropped(exc: BaseException) -> bool:
+    """Tell whether an error comes from a lost websocket (not from a refused connection)."""
+    return isinstance(exc.__cause__, lms.LMStudioWebsocketError) and "not reachable" not in str(
+        exc.__cause__
+    )
 
 
 def _check_concurrency(value: object) -> int:
@@ -277,6 +288,17 @@ class LMStudio(_Common, _OutlinesLMStudio):
 
         return _SYNC_HANDLES.get(self.client, key, resolve)
 
+    def _reconnect(self, generation: int) -> None:
+        """Drop dead sessions (the SDK reconnects lazily) and the uploads tied to them."""
+
+        def reset() -> None:
+            for session in (self.client.llm, self.client.files):
+                with contextlib.suppress(lms.LMStudioError):
+                    session.disconnect()
+            _SYNC_IMAGES.clear(self.client)
+
+        _SYNC_RECONNECTS.reset(self.client, generation, reset)
+
     def _chat(self, request: _Request) -> lms.Chat:
         handles: dict[str, FileHandle] = {}
         for image in request.prompt.images:
@@ -297,8 +319,15 @@ class LMStudio(_Common, _OutlinesLMStudio):
 
         Each SDK stream opened is appended to ``streams`` so another thread can cancel it.
         """
-        chat = self._chat(request)
         for attempt in (1, 2):
+            generation = _SYNC_RECONNECTS.generation(self.client)
+            try:
+                chat = self._chat(request)
+            except LMStudioConnectionError as exc:
+                if attempt == 1 and _dropped(exc):
+                    self._reconnect(generation)
+                    continue
+                raise
             stream = self._handle(request.key).respond_stream(chat, **request.sdk_kwargs())
             if streams is not None:
                 streams.append(stream)
@@ -321,6 +350,12 @@ class LMStudio(_Common, _OutlinesLMStudio):
                 finished = True
                 if attempt == 1 and not started:
                     _SYNC_HANDLES.forget(self.client, request.key)
+                    continue
+                raise self._error(exc, request.key, "predict") from exc
+            except lms.LMStudioWebsocketError as exc:
+                finished = True
+                self._reconnect(generation)  # the next call (or the retry) reconnects
+                if attempt == 1 and not started:
                     continue
                 raise self._error(exc, request.key, "predict") from exc
             except lms.LMStudioError as exc:
@@ -640,6 +675,21 @@ class AsyncLMStudio(_Common, _OutlinesAsyncLMStudio):
 
         return await _ASYNC_HANDLES.get(self.client, key, resolve)
 
+    async def _reconnect(self, generation: int) -> None:
+        """Reconnect dead sessions (the async SDK does not reconnect by itself)."""
+
+        async def reset() -> None:
+            _ASYNC_IMAGES.clear(self.client)
+            for session in (self.client.llm, self.client.files):
+                with contextlib.suppress(lms.LMStudioError):
+                    await session.disconnect()
+                try:
+                    await session.connect()
+                except lms.LMStudioError as exc:
+                    raise self._error(exc, None, "connect") from exc
+
+        await _ASYNC_RECONNECTS.reset(self.client, generation, reset)
+
     async def _chat(self, request: _Request) -> lms.Chat:
         handles: dict[str, FileHandle] = {}
         for image in request.prompt.images:
@@ -663,8 +713,15 @@ class AsyncLMStudio(_Common, _OutlinesAsyncLMStudio):
         a cancel could be sent (the server would keep generating).
         """
         await self._ensure_client()
-        chat = await self._chat(request)
         for attempt in (1, 2):
+            generation = _ASYNC_RECONNECTS.generation(self.client)
+            try:
+                chat = await self._chat(request)
+            except LMStudioConnectionError as exc:
+                if attempt == 1 and _dropped(exc):
+                    await self._reconnect(generation)
+                    continue
+                raise
             handle = await self._handle(request.key)
             stream = await handle.respond_stream(chat, **request.sdk_kwargs())
             if streams is not None:
@@ -685,6 +742,11 @@ class AsyncLMStudio(_Common, _OutlinesAsyncLMStudio):
             except lms.LMStudioModelNotFoundError as exc:
                 if attempt == 1 and not started:
                     _ASYNC_HANDLES.forget(self.client, request.key)
+                    continue
+                raise self._error(exc, request.key, "predict") from exc
+            except lms.LMStudioWebsocketError as exc:
+                await self._reconnect(generation)
+                if attempt == 1 and not started:
                     continue
                 raise self._error(exc, request.key, "predict") from exc
             except lms.LMStudioError as exc:

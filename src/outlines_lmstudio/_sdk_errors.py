@@ -70,8 +70,14 @@ def translate_sdk_error(
             hint="Check that the model is not stuck loading; pass timeout= to wait longer.",
         )
     if isinstance(exc, lms.LMStudioWebsocketError) or "not reachable" in text:
+        lost = "not reachable" not in text
         return LMStudioConnectionError(
-            f"Cannot talk to LM Studio: {text}", host=host, model=model, hint=_START_HINT
+            f"{'Lost the connection to' if lost else 'Cannot talk to'} LM Studio: {text}",
+            host=host,
+            model=model,
+            hint="The next call reconnects; if LM Studio stopped, start it again."
+            if lost
+            else _START_HINT,
         )
     if isinstance(exc, lms.LMStudioModelNotFoundError) or (
         stage == "resolve" and isinstance(exc, lms.LMStudioServerError | lms.LMStudioClientError)

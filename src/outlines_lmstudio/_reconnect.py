@@ -1,0 +1,60 @@
+"""Reconnecting a client whose websocket to LM Studio was lost.
+
+When LM Studio restarts or a socket drops, the SDK's session for that
+namespace stays dead: every later call fails at once with "Client
+unexpectedly disconnected". The sessions' public ``disconnect()`` (and, for
+the async client, ``connect()``) bring them back. Calls that fail together
+(a batch) must reset once, not undo each other's fresh connection, so each
+reset bumps a per-client generation and a call resets only the generation it
+started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Awaitable, Callable
+
+__all__ = ["AsyncReconnects", "SyncReconnects"]
+
+
+class SyncReconnects:
+    """Reset generations of sync clients."""
+
+    def __init__(self) -> None:
+        self._generation: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def generation(self, client: object) -> int:
+        """Return the client's current generation (read before a call)."""
+        return self._generation.get(client, 0)
+
+    def reset(self, client: object, seen: int, reset: Callable[[], None]) -> None:
+        """Run ``reset`` unless another call already reset since generation ``seen``."""
+        with self._lock:
+            if self._generation.get(client, 0) != seen:
+                return
+            self._generation[client] = seen + 1
+            reset()
+
+
+class AsyncReconnects:
+    """Reset generations of async clients."""
+
+    def __init__(self) -> None:
+        self._generation: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
+        self._locks: weakref.WeakKeyDictionary[object, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+    def generation(self, client: object) -> int:
+        """Return the client's current generation (read before a call)."""
+        return self._generation.get(client, 0)
+
+    async def reset(self, client: object, seen: int, reset: Callable[[], Awaitable[None]]) -> None:
+        """Await ``reset`` unless another task already reset since generation ``seen``."""
+        lock = self._locks.setdefault(client, asyncio.Lock())
+        async with lock:
+            if self._generation.get(client, 0) != seen:
+                return
+            self._generation[client] = seen + 1
+            await reset()

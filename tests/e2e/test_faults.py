@@ -1,0 +1,122 @@
+"""Connection faults through the real SDK: drops, restarts, a server that goes away."""
+
+import lmstudio as lms
+import pytest
+
+from outlines_lmstudio import BatchGenerationError, LMStudioConnectionError, from_lmstudio
+from outlines_lmstudio.testing import Fault, LMStudioEmulator
+
+from .conftest import TEXT_MODEL, VISION_MODEL
+from .helpers import png_image
+
+
+def _llm_sockets(emulator: LMStudioEmulator) -> int:
+    """Websockets opened on /llm (each starts with an auth packet)."""
+    return sum(
+        1
+        for frame in emulator.trace
+        if frame.direction == "in"
+        and frame.namespace == "llm"
+        and isinstance(frame.data, dict)
+        and "authVersion" in frame.data
+    )
+
+
+def test_drop_mid_stream_fails_clearly_and_the_next_call_reconnects(
+    client: lms.Client, emulator: LMStudioEmulator
+) -> None:
+    model = from_lmstudio(client, TEXT_MODEL)
+    emulator.add_fault(Fault(kind="drop", after_fragments=3))
+    chunks: list[str] = []
+
+    def consume() -> None:
+        chunks.extend(model.stream("hi"))
+
+    with pytest.raises(LMStudioConnectionError, match="next call reconnects") as info:
+        consume()
+    assert len(chunks) == 3  # what arrived before the drop was delivered
+    assert isinstance(info.value.__cause__, lms.LMStudioWebsocketError)
+    assert model("again")
+
+
+def test_drop_before_any_fragment_is_retried_once(
+    client: lms.Client, emulator: LMStudioEmulator
+) -> None:
+    model = from_lmstudio(client, TEXT_MODEL)
+    model("warm up")
+    emulator.add_fault(Fault(kind="drop"))
+    assert model("hi")
+    assert len(emulator.predictions) == 3  # warm-up, dropped, retried
+
+
+def test_two_drops_in_a_row_are_not_retried_forever(
+    client: lms.Client, emulator: LMStudioEmulator
+) -> None:
+    model = from_lmstudio(client, TEXT_MODEL)
+    emulator.add_fault(Fault(kind="drop", times=2))
+    with pytest.raises(LMStudioConnectionError):
+        model("hi")
+    assert model("then fine")
+
+
+def test_batch_item_hit_by_a_drop_fails_alone(
+    client: lms.Client, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(TEXT_MODEL, lambda p: f"ok {p.last_user_text}")
+    model = from_lmstudio(client, TEXT_MODEL)
+    emulator.add_fault(Fault(kind="drop", after_fragments=1))
+    with pytest.raises(BatchGenerationError) as info:
+        model.batch([f"p{i}" for i in range(4)], max_concurrency=1)
+    assert list(info.value.errors) == [0]
+    assert isinstance(info.value.errors[0], LMStudioConnectionError)
+    assert info.value.results[1:] == ["ok p1", "ok p2", "ok p3"]
+
+
+def test_concurrent_calls_hit_by_one_drop_leave_a_working_client(
+    client: lms.Client, slow_emulator: LMStudioEmulator
+) -> None:
+    model = from_lmstudio(client, TEXT_MODEL)
+    model("warm up")
+    sockets_before = _llm_sockets(slow_emulator)
+    slow_emulator.add_fault(Fault(kind="drop", after_fragments=3))
+    with pytest.raises(BatchGenerationError):
+        model.batch([f"p{i}" for i in range(4)], max_concurrency=4)
+    assert model("after")
+    assert _llm_sockets(slow_emulator) == sockets_before + 1
+
+
+def test_server_restart_between_calls(emulator: LMStudioEmulator) -> None:
+    with LMStudioEmulator() as first:
+        host = first.api_host
+        port = int(host.rsplit(":", 1)[1])
+        client = lms.Client(host)
+        model = from_lmstudio(client, VISION_MODEL)
+        assert model(["Describe", png_image()])
+    with LMStudioEmulator(port=port) as second:
+        assert model(["Describe", png_image()])  # reconnects, uploads the image again
+        assert len(second.uploads) == 1
+        assert second.predictions[-1].images == [second.uploads[0].data]
+    client.close()
+
+
+def test_server_gone_between_calls() -> None:
+    with LMStudioEmulator() as emulator:
+        client = lms.Client(emulator.api_host)
+        model = from_lmstudio(client, TEXT_MODEL)
+        assert model("hi")
+    with pytest.raises(LMStudioConnectionError, match="Start LM Studio"):
+        model("anyone there?")
+    client.close()
+
+
+@pytest.mark.asyncio
+async def test_async_drop_and_reconnect(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    model = from_lmstudio(async_client, TEXT_MODEL)
+    emulator.add_fault(Fault(kind="drop", after_fragments=2))
+    with pytest.raises(LMStudioConnectionError, match="next call reconnects"):
+        await model("hi")
+    assert await model("again")
+    emulator.add_fault(Fault(kind="drop"))
+    assert await model("retried transparently")

@@ -165,6 +165,13 @@ def normalise_image(image: object) -> ImageData:
     from outlines.inputs import Image
 
     if isinstance(image, Image):
+        # Outlines' Image keeps only the first frame in image_str: look at the PIL image too.
+        frames = getattr(image.image, "n_frames", 1)
+        if frames > 1:
+            raise InvalidImageError(
+                f"Image is animated ({frames} frames); LM Studio takes still images. "
+                "Pick one frame with image.seek(i) and pass image.copy()."
+            )
         try:
             raw = base64.b64decode(image.image_str, validate=True)
         except (binascii.Error, ValueError, AttributeError) as exc:

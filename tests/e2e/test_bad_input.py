@@ -1,0 +1,454 @@
+"""Bad input, table-driven: our error, of the right builtin kind, and nothing sent to the server."""
+
+import base64
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import lmstudio as lms
+import pytest
+from outlines.inputs import Audio, Chat, Image, Video
+from outlines.types import CFG, JsonSchema, Regex, either, integer
+from PIL import Image as PILImage
+
+from outlines_lmstudio import LMStudio, OutlinesLMStudioError, errors, from_lmstudio
+from outlines_lmstudio.testing import LMStudioEmulator
+
+from .conftest import TEXT_MODEL, VISION_MODEL
+from .helpers import png_image
+
+
+def corrupt_image() -> Image:
+    image = png_image()
+    image.image_str = base64.b64encode(b"definitely not a picture").decode()
+    return image
+
+
+def animated_gif() -> Image:
+    frames = [PILImage.new("RGB", (4, 4), c) for c in ("red", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    return Image(PILImage.open(io.BytesIO(buffer.getvalue())))
+
+
+def nested_schema(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+class Widget:
+    pass
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    call: Callable[[LMStudio], object]
+    error: type[OutlinesLMStudioError]
+    builtin: type[Exception]
+    match: str
+
+
+E = errors
+CASES = [
+    # inputs
+    Case("int input", lambda m: m(42), E.UnsupportedInputError, TypeError, "int is not supported"),
+    Case("None input", lambda m: m(None), E.UnsupportedInputError, TypeError, "NoneType"),
+    Case("bytes input", lambda m: m(b"hi"), E.UnsupportedInputError, TypeError, "bytes"),
+    Case("dict input", lambda m: m({"role": "user"}), E.UnsupportedInputError, TypeError, "dict"),
+    Case("empty prompt", lambda m: m(""), E.InvalidPromptError, ValueError, "empty"),
+    Case("blank prompt", lambda m: m("  \n"), E.InvalidPromptError, ValueError, "empty"),
+    Case("empty list", lambda m: m([]), E.InvalidPromptError, ValueError, "empty"),
+    Case(
+        "list with an int", lambda m: m(["text", 5]), E.UnsupportedInputError, TypeError, "item 1"
+    ),
+    Case(
+        "image first",
+        lambda m: m([png_image(), "text"]),
+        E.UnsupportedInputError,
+        TypeError,
+        "start with the text",
+    ),
+    Case(
+        "list with a video",
+        lambda m: m(["see", Video(video=b"x")]),
+        E.UnsupportedInputError,
+        TypeError,
+        "only images",
+    ),
+    Case(
+        "audio input", lambda m: m(Audio(audio=b"x")), E.UnsupportedInputError, TypeError, "Audio"
+    ),
+    Case(
+        "video input", lambda m: m(Video(video=b"x")), E.UnsupportedInputError, TypeError, "Video"
+    ),
+    Case("empty chat", lambda m: m(Chat([])), E.InvalidPromptError, ValueError, "no messages"),
+    Case(
+        "chat without user",
+        lambda m: m(Chat([{"role": "system", "content": "x"}])),
+        E.InvalidPromptError,
+        ValueError,
+        "no user message",
+    ),
+    Case(
+        "unknown role",
+        lambda m: m(Chat([{"role": "wizard", "content": "x"}])),
+        E.UnsupportedInputError,
+        TypeError,
+        "wizard",
+    ),
+    Case(
+        "missing role",
+        lambda m: m(Chat([{"content": "x"}])),
+        E.UnsupportedInputError,
+        TypeError,
+        "role None",
+    ),
+    Case(
+        "int content",
+        lambda m: m(Chat([{"role": "user", "content": 5}])),
+        E.UnsupportedInputError,
+        TypeError,
+        "user content",
+    ),
+    Case(
+        "empty user content",
+        lambda m: m(Chat([{"role": "user", "content": ""}])),
+        E.InvalidPromptError,
+        ValueError,
+        "empty",
+    ),
+    Case(
+        "message not a dict",
+        lambda m: m(Chat([cast(dict[str, Any], "hello")])),
+        E.UnsupportedInputError,
+        TypeError,
+        "must be a dict",
+    ),
+    Case(
+        "tool without id",
+        lambda m: m(Chat([{"role": "user", "content": "x"}, {"role": "tool", "content": "r"}])),
+        E.UnsupportedInputError,
+        TypeError,
+        "tool_call_id",
+    ),
+    Case(
+        "malformed tool call",
+        lambda m: m(
+            Chat(
+                [
+                    {"role": "user", "content": "x"},
+                    {"role": "assistant", "tool_calls": [{"id": "1"}]},
+                ]
+            )
+        ),
+        E.UnsupportedInputError,
+        TypeError,
+        "tool call",
+    ),
+    Case(
+        "tool args not JSON",
+        lambda m: m(
+            Chat(
+                [
+                    {"role": "user", "content": "x"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"id": "1", "function": {"name": "f", "arguments": "{oops"}}
+                        ],
+                    },
+                ]
+            )
+        ),
+        E.UnsupportedInputError,
+        TypeError,
+        "not valid JSON",
+    ),
+    Case(
+        "image in system message",
+        lambda m: m(
+            Chat(
+                [
+                    {"role": "user", "content": "x"},
+                    {"role": "system", "content": ["s", png_image()]},
+                ]
+            )
+        ),
+        E.UnsupportedInputError,
+        TypeError,
+        "text only",
+    ),
+    Case(
+        "corrupt image",
+        lambda m: m(["see", corrupt_image()], model=VISION_MODEL),
+        E.InvalidImageError,
+        ValueError,
+        "not an image",
+    ),
+    Case(
+        "animated image",
+        lambda m: m(["see", animated_gif()], model=VISION_MODEL),
+        E.InvalidImageError,
+        ValueError,
+        "animated",
+    ),
+    # output types
+    Case(
+        "Regex", lambda m: m("x", Regex(r"\d+")), E.UnsupportedOutputTypeError, TypeError, "Regex"
+    ),
+    Case(
+        "CFG", lambda m: m("x", CFG("start: 'a'")), E.UnsupportedOutputTypeError, TypeError, "CFG"
+    ),
+    Case(
+        "DSL term",
+        lambda m: m("x", either("a", integer)),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        "DSL term",
+    ),
+    Case(
+        "custom class", lambda m: m("x", Widget), E.UnsupportedOutputTypeError, TypeError, "Widget"
+    ),
+    Case(
+        "list instance",
+        lambda m: m("x", [1, 2]),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        "not supported",
+    ),
+    Case(
+        "dict with int keys",
+        lambda m: m("x", dict[int, str]),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        "not supported",
+    ),
+    Case(
+        "invalid schema type",
+        lambda m: m("x", {"type": "objekt"}),
+        E.InvalidSchemaError,
+        ValueError,
+        "Invalid JSON schema",
+    ),
+    Case(
+        "invalid schema keyword",
+        lambda m: m("x", {"type": "object", "required": "name"}),
+        E.InvalidSchemaError,
+        ValueError,
+        "required",
+    ),
+    Case(
+        "remote $ref",
+        lambda m: m("x", {"$ref": "https://schemas.example/person.json"}),
+        E.InvalidSchemaError,
+        ValueError,
+        "never fetched",
+    ),
+    Case(
+        "nested remote $ref",
+        lambda m: m("x", {"type": "object", "properties": {"a": {"$ref": "http://x/y#/z"}}}),
+        E.InvalidSchemaError,
+        ValueError,
+        "remote",
+    ),
+    Case(
+        "deeply nested schema",
+        lambda m: m("x", nested_schema(100)),
+        E.InvalidSchemaError,
+        ValueError,
+        "nested",
+    ),
+    Case(
+        "str that is not JSON",
+        lambda m: m("x", "not json"),
+        E.InvalidSchemaError,
+        ValueError,
+        "not a JSON schema",
+    ),
+    Case(
+        "schema not an object",
+        lambda m: m("x", "[1, 2]"),
+        E.InvalidSchemaError,
+        ValueError,
+        "JSON object",
+    ),
+    Case(
+        "whitespace_pattern",
+        lambda m: m("x", JsonSchema({"type": "object"}, whitespace_pattern=" ")),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        "whitespace_pattern",
+    ),
+    # keyword arguments
+    Case(
+        "unknown kwarg",
+        lambda m: m("x", tempreature=0.1),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "Accepted",
+    ),
+    Case(
+        "max_tokens str",
+        lambda m: m("x", max_tokens="10"),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "int",
+    ),
+    Case(
+        "max_tokens zero",
+        lambda m: m("x", max_tokens=0),
+        E.InvalidInferenceValueError,
+        ValueError,
+        "at least 1",
+    ),
+    Case(
+        "negative temperature",
+        lambda m: m("x", temperature=-1),
+        E.InvalidInferenceValueError,
+        ValueError,
+        ">= 0",
+    ),
+    Case(
+        "top_p above one",
+        lambda m: m("x", top_p=2),
+        E.InvalidInferenceValueError,
+        ValueError,
+        "between 0 and 1",
+    ),
+    Case(
+        "stop not strings",
+        lambda m: m("x", stop=[1]),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "strings",
+    ),
+    Case(
+        "given twice",
+        lambda m: m("x", max_tokens=3, config={"maxTokens": 4}),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "both",
+    ),
+    Case(
+        "unknown config key",
+        lambda m: m("x", config={"bogus": 1}),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "ignore them silently",
+    ),
+    Case(
+        "config not a dict",
+        lambda m: m("x", config="fast"),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "config=",
+    ),
+    Case("seed", lambda m: m("x", seed=1), E.InvalidInferenceArgumentError, TypeError, "loaded"),
+    Case(
+        "response_format",
+        lambda m: m("x", response_format={"type": "json"}),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "output type",
+    ),
+    Case(
+        "bad model=",
+        lambda m: m("x", model=5),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "model=",
+    ),
+    Case(
+        "empty model=",
+        lambda m: m("x", model=""),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "model=",
+    ),
+    Case(
+        "backend=",
+        lambda m: m("x", None, "xgrammar"),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "backend",
+    ),
+    Case(
+        "output type and config structured",
+        lambda m: m("x", int, config={"structured": {"type": "none"}}),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "only one",
+    ),
+    # other entry points
+    Case(
+        "stream bad kwarg",
+        lambda m: m.stream("x", nope=1),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "nope",
+    ),
+    Case(
+        "batch not a list",
+        lambda m: m.batch(cast(list[Any], "abc")),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "list of inputs",
+    ),
+    Case("batch bad item", lambda m: m.batch(["ok", 3]), E.UnsupportedInputError, TypeError, "int"),
+    Case(
+        "batch max_concurrency",
+        lambda m: m.batch(["a"], max_concurrency=0),
+        E.InvalidInferenceValueError,
+        ValueError,
+        "at least 1",
+    ),
+    Case(
+        "parse negative retries",
+        lambda m: m.parse("x", int, retries=-1),
+        E.InvalidInferenceValueError,
+        ValueError,
+        "retries",
+    ),
+    Case(
+        "parse_stream bad type",
+        lambda m: m.parse_stream("x", Widget),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        "Widget",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_raises_before_anything_is_sent(emulator: LMStudioEmulator, case: Case) -> None:
+    client = lms.Client(emulator.api_host)  # not entered: no probe, nothing opened yet
+    try:
+        model = from_lmstudio(client, TEXT_MODEL)
+        with pytest.raises(case.error, match=case.match) as info:
+            case.call(model)
+        assert isinstance(info.value, case.builtin)
+        assert emulator.trace == []  # not a single frame reached the server
+        assert emulator.requests == []
+    finally:
+        client.close()
+
+
+def test_the_table_is_large_enough() -> None:
+    assert len(CASES) >= 40
+
+
+def test_from_lmstudio_bad_arguments(emulator: LMStudioEmulator) -> None:
+    with lms.Client(emulator.api_host) as client:
+        with pytest.raises(TypeError, match="model_name"):
+            from_lmstudio(client, cast(str, 5))
+        with pytest.raises(ValueError, match="max_concurrency"):
+            from_lmstudio(client, max_concurrency=0)
+        with pytest.raises(ValueError, match="timeout"):
+            from_lmstudio(client, timeout=-1)
+        with pytest.raises(TypeError, match="Unknown option"):
+            from_lmstudio(client, grammer=True)
+        assert emulator.requests == []

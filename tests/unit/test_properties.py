@@ -1,6 +1,6 @@
 """Property tests: the pure conversion code fails only with our errors."""
 
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,7 +31,9 @@ messages = st.fixed_dictionaries(
     {"role": roles},
     optional={"content": values, "tool_call_id": values, "tool_calls": values},
 )
-chats = st.lists(messages | values, max_size=5).map(Chat)
+chats = st.lists(messages | values, max_size=5).map(
+    lambda items: Chat(cast(list[dict[str, Any]], items))
+)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])

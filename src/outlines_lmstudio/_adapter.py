@@ -19,7 +19,15 @@ class LMStudioTypeAdapter(ModelTypeAdapter):
     function, `outlines_lmstudio._inputs.format_input`, that other input types
     can be registered on). ``format_output_type`` returns the structured setting
     sent as ``response_format``.
+
+    Parameters
+    ----------
+    grammar
+        Grammar mode: send Outlines DSL terms (``Regex``, ``CFG``...) as GBNF grammars.
     """
+
+    def __init__(self, *, grammar: bool = False) -> None:
+        self.grammar = grammar
 
     def format_input(self, model_input: Any) -> ChatPrompt:
         """Convert a model input into a prompt whose images are ready to upload.
@@ -65,4 +73,4 @@ class LMStudioTypeAdapter(ModelTypeAdapter):
         OutputPlan
             What to send and how to render the reply.
         """
-        return plan_output(output_type)
+        return plan_output(output_type, grammar=self.grammar)

@@ -15,6 +15,7 @@ from outlines.models.lmstudio import AsyncLMStudio as _OutlinesAsyncLMStudio
 
 from ._adapter import LMStudioTypeAdapter
 from ._common import (
+    ASYNC_FORMATS,
     ASYNC_HANDLES,
     ASYNC_IMAGES,
     ASYNC_RECONNECTS,
@@ -25,10 +26,12 @@ from ._common import (
     Request,
     batch_result,
     check_concurrency,
+    check_flag,
     check_model_name,
     check_retries,
     check_timeout,
     dropped,
+    grammar_check,
     is_batch,
     no_backend,
     stop_reason,
@@ -92,6 +95,9 @@ class AsyncLMStudio(Common, _OutlinesAsyncLMStudio):
         Most predictions ``batch`` runs at once.
     timeout
         Seconds to wait for a complete answer (``None``: no limit of ours).
+    grammar
+        Grammar mode: send ``Regex``, ``CFG`` and other Outlines DSL terms as llama.cpp
+        GBNF grammars (GGUF models only) instead of refusing them.
     """
 
     client: lms.AsyncClient
@@ -103,6 +109,7 @@ class AsyncLMStudio(Common, _OutlinesAsyncLMStudio):
         *,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         timeout: float | None = None,
+        grammar: bool = False,
     ) -> None:
         if not isinstance(client, lms.AsyncClient):
             raise TypeError(
@@ -110,7 +117,9 @@ class AsyncLMStudio(Common, _OutlinesAsyncLMStudio):
             )
         self.client = client
         self.model_name = check_model_name(model_name)
-        self._adapter = self.type_adapter = LMStudioTypeAdapter()
+        self._adapter = self.type_adapter = LMStudioTypeAdapter(
+            grammar=check_flag("grammar", grammar)
+        )
         self.max_concurrency = check_concurrency(max_concurrency)
         self.timeout = check_timeout(timeout)
         self._enter_lock = asyncio.Lock()
@@ -177,6 +186,18 @@ class AsyncLMStudio(Common, _OutlinesAsyncLMStudio):
 
         return await ASYNC_HANDLES.get(self.client, key, resolve)
 
+    async def _check_grammar_engine(self, handle: lms.AsyncLLM, key: str | None) -> None:
+        """Refuse a GBNF grammar for a model whose engine is not llama.cpp (before predicting)."""
+
+        async def fetch() -> str:
+            try:
+                return str((await handle.get_info()).format)
+            except lms.LMStudioError as exc:
+                raise self._error(exc, key, "resolve") from exc
+
+        model_format = await ASYNC_FORMATS.get(self.client, handle.identifier, fetch)
+        grammar_check(model_format, handle.identifier)
+
     async def _reconnect(self, generation: int) -> None:
         """Reconnect dead sessions (the async SDK does not reconnect by itself)."""
 
@@ -225,6 +246,8 @@ class AsyncLMStudio(Common, _OutlinesAsyncLMStudio):
                     continue
                 raise
             handle = await self._handle(request.key)
+            if request.plan.kind == "grammar":
+                await self._check_grammar_engine(handle, request.key)
             stream = await handle.respond_stream(chat, **request.sdk_kwargs())
             if streams is not None:
                 streams.append(stream)

@@ -23,9 +23,11 @@ from .errors import (
     InvalidInferenceValueError,
     LMStudioTimeoutError,
     OutlinesLMStudioError,
+    UnsupportedOutputTypeError,
 )
 
 __all__ = [
+    "ASYNC_FORMATS",
     "ASYNC_HANDLES",
     "ASYNC_IMAGES",
     "ASYNC_RECONNECTS",
@@ -34,15 +36,18 @@ __all__ = [
     "Common",
     "Completion",
     "Request",
+    "SYNC_FORMATS",
     "SYNC_HANDLES",
     "SYNC_IMAGES",
     "SYNC_RECONNECTS",
     "batch_result",
     "check_concurrency",
+    "check_flag",
     "check_model_name",
     "check_retries",
     "check_timeout",
     "dropped",
+    "grammar_check",
     "is_batch",
     "no_backend",
     "stop_reason",
@@ -59,6 +64,8 @@ SYNC_IMAGES: SyncClientCache[FileHandle] = SyncClientCache()
 ASYNC_HANDLES: AsyncClientCache[lms.AsyncLLM] = AsyncClientCache()
 ASYNC_IMAGES: AsyncClientCache[FileHandle] = AsyncClientCache()
 SYNC_RECONNECTS = SyncReconnects()
+SYNC_FORMATS: SyncClientCache[str] = SyncClientCache()
+ASYNC_FORMATS: AsyncClientCache[str] = AsyncClientCache()
 ASYNC_RECONNECTS = AsyncReconnects()
 
 
@@ -105,6 +112,22 @@ def dropped(exc: BaseException) -> bool:
     return isinstance(exc.__cause__, lms.LMStudioWebsocketError) and "not reachable" not in str(
         exc.__cause__
     )
+
+
+def check_flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInferenceArgumentError(f"{name} must be True or False, got {value!r}.")
+    return value
+
+
+def grammar_check(model_format: str, identifier: str) -> None:
+    """Refuse grammar mode for a model that does not run on llama.cpp."""
+    if model_format != "gguf":
+        raise UnsupportedOutputTypeError(
+            f"Grammar mode sends a llama.cpp GBNF grammar, but {identifier!r} is a "
+            f"{model_format!r} model (not GGUF), whose engine does not take GBNF. Use a GGUF "
+            "model, or express the constraint as a JSON schema."
+        )
 
 
 def check_concurrency(value: object) -> int:

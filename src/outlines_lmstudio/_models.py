@@ -40,7 +40,8 @@ def from_lmstudio(
     model_name
         The model key, or ``None`` to use the model LM Studio has loaded.
     **options
-        ``max_concurrency`` (default 4) and ``timeout`` (seconds).
+        ``max_concurrency`` (default 4), ``timeout`` (seconds) and ``grammar``
+        (send ``Regex``/``CFG``/DSL terms as GBNF grammars; GGUF models only).
 
     Returns
     -------
@@ -52,10 +53,11 @@ def from_lmstudio(
     TypeError
         If ``client`` is neither an ``lmstudio.Client`` nor an ``lmstudio.AsyncClient``.
     """
-    unknown = sorted(set(options) - {"max_concurrency", "timeout"})
+    unknown = sorted(set(options) - {"max_concurrency", "timeout", "grammar"})
     if unknown:
         raise InvalidInferenceArgumentError(
-            f"Unknown option(s) {unknown} for from_lmstudio. Accepted: max_concurrency, timeout. "
+            f"Unknown option(s) {unknown} for from_lmstudio. Accepted: max_concurrency, "
+            "timeout, grammar. "
             "Inference settings (temperature, max_tokens, ...) go on each call."
         )
     if isinstance(client, lms.Client):

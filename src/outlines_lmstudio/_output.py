@@ -226,15 +226,33 @@ def _render_simple_text(text: str, *, output_type: object) -> str:
     return render_simple(text, output_type)
 
 
-def _plan(output_type: object) -> OutputPlan:
+_GRAMMAR_HINT = (
+    "Turn on grammar mode, from_lmstudio(client, model, grammar=True), to send it as a "
+    "llama.cpp GBNF grammar (GGUF models only), or express the constraint as a JSON schema "
+    "(a Pydantic model, or a dict with a 'pattern' for strings)"
+)
+
+
+def _grammar_plan(output_type: object) -> OutputPlan:
+    from ._grammar import term_to_gbnf
+
+    return OutputPlan(
+        "grammar",
+        {"type": "gbnf", "gbnfGrammar": term_to_gbnf(output_type)},
+        output_type=output_type,
+    )
+
+
+def _plan(output_type: object, grammar: bool = False) -> OutputPlan:
     if output_type is None:
         return OutputPlan("text", output_type=None)
+    if grammar and isinstance(output_type, Term):
+        return _grammar_plan(output_type)
     if isinstance(output_type, Regex | CFG):
         kind = "Regex" if isinstance(output_type, Regex) else "CFG"
         raise UnsupportedOutputTypeError(
-            f"{kind} output types are not supported by LM Studio's JSON-schema structured "
-            "output. Express the constraint as a JSON schema (a Pydantic model, or a dict "
-            f"with a 'pattern' for strings). Supported: {_SUPPORTED}."
+            f"{kind} output types cannot be expressed by LM Studio's JSON-schema structured "
+            f"output. {_GRAMMAR_HINT}."
         )
     if isinstance(output_type, JsonSchema):
         if output_type.whitespace_pattern is not None:
@@ -264,7 +282,7 @@ def _plan(output_type: object) -> OutputPlan:
     if isinstance(output_type, Term):
         raise UnsupportedOutputTypeError(
             f"The Outlines DSL term {output_type!r:.80} compiles to a regular expression, which "
-            f"LM Studio's JSON-schema structured output cannot express. Supported: {_SUPPORTED}."
+            f"LM Studio's JSON-schema structured output cannot express. {_GRAMMAR_HINT}."
         )
     raise UnsupportedOutputTypeError(
         f"The output type {_name(output_type)} is not supported by outlines-lmstudio. "
@@ -273,8 +291,8 @@ def _plan(output_type: object) -> OutputPlan:
 
 
 @lru_cache(maxsize=512)
-def _plan_cached(output_type: object) -> OutputPlan:
-    return _plan(output_type)
+def _plan_cached(output_type: object, grammar: bool) -> OutputPlan:
+    return _plan(output_type, grammar)
 
 
 @lru_cache(maxsize=256)
@@ -282,13 +300,16 @@ def _plan_schema_text(key: str) -> OutputPlan:
     return _json_plan(json.loads(key), None)
 
 
-def plan_output(output_type: object) -> OutputPlan:
+def plan_output(output_type: object, *, grammar: bool = False) -> OutputPlan:
     """Return the `OutputPlan` for an output type (cached per type).
 
     Parameters
     ----------
     output_type
         The output type given to the model or ``outlines.Generator``.
+    grammar
+        Grammar mode: send Outlines DSL terms (``Regex``, ``CFG``, ``either``...) as
+        llama.cpp GBNF grammars instead of refusing them.
 
     Returns
     -------
@@ -313,5 +334,5 @@ def plan_output(output_type: object) -> OutputPlan:
     try:
         hash(output_type)
     except TypeError:
-        return _plan(output_type)
-    return _plan_cached(output_type)
+        return _plan(output_type, grammar)
+    return _plan_cached(output_type, grammar)

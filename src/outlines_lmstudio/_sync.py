@@ -16,6 +16,7 @@ from outlines.models.lmstudio import LMStudio as _OutlinesLMStudio
 from ._adapter import LMStudioTypeAdapter
 from ._common import (
     DEFAULT_MAX_CONCURRENCY,
+    SYNC_FORMATS,
     SYNC_HANDLES,
     SYNC_IMAGES,
     SYNC_RECONNECTS,
@@ -24,10 +25,12 @@ from ._common import (
     Request,
     batch_result,
     check_concurrency,
+    check_flag,
     check_model_name,
     check_retries,
     check_timeout,
     dropped,
+    grammar_check,
     is_batch,
     no_backend,
     stop_reason,
@@ -54,6 +57,9 @@ class LMStudio(Common, _OutlinesLMStudio):
         Most predictions ``batch`` runs at once.
     timeout
         Seconds to wait for a complete answer (``None``: no limit of ours).
+    grammar
+        Grammar mode: send ``Regex``, ``CFG`` and other Outlines DSL terms as llama.cpp
+        GBNF grammars (GGUF models only) instead of refusing them.
     """
 
     client: lms.Client
@@ -65,12 +71,15 @@ class LMStudio(Common, _OutlinesLMStudio):
         *,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         timeout: float | None = None,
+        grammar: bool = False,
     ) -> None:
         if not isinstance(client, lms.Client):
             raise TypeError(f"LMStudio needs an lmstudio.Client, got {type(client).__name__}.")
         self.client = client
         self.model_name = check_model_name(model_name)
-        self._adapter = self.type_adapter = LMStudioTypeAdapter()
+        self._adapter = self.type_adapter = LMStudioTypeAdapter(
+            grammar=check_flag("grammar", grammar)
+        )
         self.max_concurrency = check_concurrency(max_concurrency)
         self.timeout = check_timeout(timeout)
 
@@ -91,6 +100,17 @@ class LMStudio(Common, _OutlinesLMStudio):
                 raise self._error(exc, key, "resolve") from exc
 
         return SYNC_HANDLES.get(self.client, key, resolve)
+
+    def _check_grammar_engine(self, handle: lms.LLM, key: str | None) -> None:
+        """Refuse a GBNF grammar for a model whose engine is not llama.cpp (before predicting)."""
+
+        def fetch() -> str:
+            try:
+                return str(handle.get_info().format)
+            except lms.LMStudioError as exc:
+                raise self._error(exc, key, "resolve") from exc
+
+        grammar_check(SYNC_FORMATS.get(self.client, handle.identifier, fetch), handle.identifier)
 
     def _reconnect(self, generation: int) -> None:
         """Drop dead sessions (the SDK reconnects lazily) and the uploads tied to them."""
@@ -132,7 +152,10 @@ class LMStudio(Common, _OutlinesLMStudio):
                     self._reconnect(generation)
                     continue
                 raise
-            stream = self._handle(request.key).respond_stream(chat, **request.sdk_kwargs())
+            handle = self._handle(request.key)
+            if request.plan.kind == "grammar":
+                self._check_grammar_engine(handle, request.key)
+            stream = handle.respond_stream(chat, **request.sdk_kwargs())
             if streams is not None:
                 streams.append(stream)
             events = iter(stream)

@@ -9,15 +9,19 @@ types and with ``jsonschema`` for dict/str schemas.
 from __future__ import annotations
 
 import json
+import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
 
 import jsonschema
+import lark
 import pydantic
 import pydantic_core
-from outlines.types import Choice, JsonSchema
+from outlines.types import CFG, Choice, JsonSchema
+from outlines.types.dsl import python_types_to_terms, to_regex
 
 from ._inputs import ChatPrompt, Message
 from ._output import OutputPlan
@@ -52,11 +56,14 @@ class Validator:
         A JSON schema to validate with ``jsonschema`` (dict/str schemas), else ``None``.
     adapter
         A Pydantic ``TypeAdapter`` for Python types, else ``None``.
+    grammar
+        For grammar-mode types: returns the reasons a text is not in the language.
     """
 
     output_type: Any
     schema: dict[str, Any] | None = None
     adapter: pydantic.TypeAdapter[Any] | None = None
+    grammar: Callable[[str], list[str]] | None = None
 
     def validate(self, raw: str) -> Any:
         """Return the typed value of a raw reply.
@@ -86,6 +93,11 @@ class Validator:
                         for e in exc.errors()
                     ]
                 ) from exc
+        if self.grammar is not None:
+            problems = self.grammar(raw)
+            if problems:
+                raise _Invalid(problems)
+            return raw
         if self.schema is not None:
             try:
                 value = json.loads(raw)
@@ -133,7 +145,9 @@ def validator_for(plan: OutputPlan) -> Validator:
         Pydantic for Python types, ``jsonschema`` for schemas given as data.
     """
     output_type = plan.output_type
-    if plan.kind == "text" or plan.kind == "grammar":
+    if plan.kind == "grammar":
+        return Validator(output_type, grammar=_language_check(output_type))
+    if plan.kind == "text":
         return Validator(output_type)
     if isinstance(output_type, dict | str | JsonSchema) or type(output_type).__name__ == (
         "SchemaBuilder"
@@ -144,6 +158,29 @@ def validator_for(plan: OutputPlan) -> Validator:
     except TypeError:  # unhashable type object: build it uncached
         adapter = pydantic.TypeAdapter(_python_type(output_type))
     return Validator(output_type, adapter=adapter)
+
+
+def _language_check(term: Any) -> Callable[[str], list[str]]:
+    """Build a check that a text is in a DSL term's language (regex, or Lark for a CFG)."""
+    if isinstance(term, CFG):
+        parser = lark.Lark(term.definition, start="start", parser="earley")
+
+        def parses(text: str) -> list[str]:
+            try:
+                parser.parse(text)
+            except lark.exceptions.LarkError as exc:
+                return [f"(root): not in the grammar: {' '.join(str(exc).split())[:200]}"]
+            return []
+
+        return parses
+    pattern = re.compile(to_regex(python_types_to_terms(term)))
+
+    def matches(text: str) -> list[str]:
+        if pattern.fullmatch(text):
+            return []
+        return [f"(root): does not match the regular expression {pattern.pattern[:120]!r}"]
+
+    return matches
 
 
 def check_reply(

@@ -13,7 +13,6 @@ import lmstudio as lms
 from lmstudio import FileHandle
 from outlines.models.lmstudio import AsyncLMStudio as _OutlinesAsyncLMStudio
 
-from ._adapter import LMStudioTypeAdapter
 from ._common import (
     ASYNC_FORMATS,
     ASYNC_HANDLES,
@@ -25,11 +24,7 @@ from ._common import (
     Completion,
     Request,
     batch_result,
-    check_concurrency,
-    check_flag,
-    check_model_name,
     check_retries,
-    check_timeout,
     dropped,
     grammar_check,
     is_batch,
@@ -116,12 +111,8 @@ class AsyncLMStudio(Common, _OutlinesAsyncLMStudio):
                 f"AsyncLMStudio needs an lmstudio.AsyncClient, got {type(client).__name__}."
             )
         self.client = client
-        self.model_name = check_model_name(model_name)
-        self._adapter = self.type_adapter = LMStudioTypeAdapter(
-            grammar=check_flag("grammar", grammar)
-        )
-        self.max_concurrency = check_concurrency(max_concurrency)
-        self.timeout = check_timeout(timeout)
+        self._configure(model_name, max_concurrency, timeout, grammar)
+        self.type_adapter = self._adapter
         self._enter_lock = asyncio.Lock()
         self._ready = False
         self._owns_client = False

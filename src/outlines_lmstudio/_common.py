@@ -165,6 +165,15 @@ class Common:
     max_concurrency: int
     timeout: float | None
 
+    def _configure(
+        self, model_name: object, max_concurrency: object, timeout: object, grammar: object
+    ) -> None:
+        """Check and store the settings both model classes take."""
+        self.model_name = check_model_name(model_name)
+        self._adapter = LMStudioTypeAdapter(grammar=check_flag("grammar", grammar))
+        self.max_concurrency = check_concurrency(max_concurrency)
+        self.timeout = check_timeout(timeout)
+
     def _prepare(self, model_input: Any, output_type: Any, kwargs: dict[str, Any]) -> Request:
         args = parse_inference_kwargs(kwargs)
         plan = self._adapter.plan_output(output_type)

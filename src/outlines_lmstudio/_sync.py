@@ -13,7 +13,6 @@ import lmstudio as lms
 from lmstudio import FileHandle
 from outlines.models.lmstudio import LMStudio as _OutlinesLMStudio
 
-from ._adapter import LMStudioTypeAdapter
 from ._common import (
     DEFAULT_MAX_CONCURRENCY,
     SYNC_FORMATS,
@@ -24,11 +23,7 @@ from ._common import (
     Completion,
     Request,
     batch_result,
-    check_concurrency,
-    check_flag,
-    check_model_name,
     check_retries,
-    check_timeout,
     dropped,
     grammar_check,
     is_batch,
@@ -76,12 +71,8 @@ class LMStudio(Common, _OutlinesLMStudio):
         if not isinstance(client, lms.Client):
             raise TypeError(f"LMStudio needs an lmstudio.Client, got {type(client).__name__}.")
         self.client = client
-        self.model_name = check_model_name(model_name)
-        self._adapter = self.type_adapter = LMStudioTypeAdapter(
-            grammar=check_flag("grammar", grammar)
-        )
-        self.max_concurrency = check_concurrency(max_concurrency)
-        self.timeout = check_timeout(timeout)
+        self._configure(model_name, max_concurrency, timeout, grammar)
+        self.type_adapter = self._adapter
 
     # -- I/O helpers ---------------------------------------------------------------
     def _handle(self, key: str | None) -> lms.LLM:

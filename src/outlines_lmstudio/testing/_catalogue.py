@@ -1,0 +1,272 @@
+"""The emulator's model catalogue: downloaded models and loaded instances.
+
+`EmulatedModel` describes one downloaded model the way LM Studio lists it.
+`Catalogue` holds the downloaded models and the loaded instances, and builds
+the ``ModelInfo`` / ``InstanceInfo`` payloads of the wire protocol. It is not
+thread-safe by itself: the emulator guards it with its own lock.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+if TYPE_CHECKING:
+    from outlines_lmstudio.testing._records import Prediction
+
+__all__ = ["Catalogue", "EmulatedModel", "Instance", "Reply", "Replies", "default_models"]
+
+Reply: TypeAlias = "str | Callable[[Prediction], str]"
+"""A scripted reply: fixed text, or a function of the recorded request."""
+
+Replies: TypeAlias = "Sequence[str | Callable[[Prediction], str]] | Callable[[Prediction], str]"
+"""Scripted replies: a list consumed in order, or one function used for every request."""
+
+
+@dataclass
+class EmulatedModel:
+    """A model the emulator knows about, as LM Studio would list it.
+
+    Parameters
+    ----------
+    key
+        The model key (``modelKey``), e.g. ``"qwen2.5-7b-instruct"``.
+    type
+        ``"llm"`` or ``"embedding"``.
+    format
+        The ``format`` LM Studio reports: ``"gguf"`` for llama.cpp models,
+        ``"safetensors"`` for MLX models (see `default_models`).
+    vision
+        Whether the model accepts images (LLMs only).
+    tool_use
+        Reported as ``trainedForToolUse`` (LLMs only).
+    context_length
+        ``maxContextLength``, and the default ``contextLength`` when loaded.
+    loaded
+        Whether an instance is loaded when the emulator starts or is reset.
+    identifier
+        The identifier of that initial instance (defaults to ``key``).
+    display_name
+        ``displayName`` (defaults to ``key``).
+    size_bytes
+        ``sizeBytes`` on disk.
+    params
+        ``paramsString``, e.g. ``"7B"``.
+    architecture
+        ``architecture``, e.g. ``"qwen2"``.
+    embedding_dims
+        Length of the vectors returned by ``embedString`` (embedding models).
+    replies
+        Scripted replies used before the deterministic generator: a list
+        consumed in order, or one function used for every request.
+    """
+
+    key: str
+    type: Literal["llm", "embedding"] = "llm"
+    format: str = "gguf"
+    vision: bool = False
+    tool_use: bool = False
+    context_length: int = 4096
+    loaded: bool = True
+    identifier: str | None = None
+    display_name: str | None = None
+    size_bytes: int = 4_683_073_952
+    params: str | None = None
+    architecture: str | None = None
+    embedding_dims: int = 768
+    replies: Replies | None = None
+
+    @property
+    def path(self) -> str:
+        """The ``path`` LM Studio reports (``publisher/repo/file``)."""
+        suffix = ".gguf" if self.format == "gguf" else ""
+        return f"emulator/{self.key}/{self.key}{suffix}"
+
+    def model_info(self) -> dict[str, Any]:
+        """Return the wire ``ModelInfo`` of this downloaded model."""
+        info: dict[str, Any] = {
+            "type": self.type,
+            "modelKey": self.key,
+            "format": self.format,
+            "displayName": self.display_name or self.key,
+            "path": self.path,
+            "sizeBytes": self.size_bytes,
+            "maxContextLength": self.context_length,
+        }
+        if self.type == "llm":
+            info["vision"] = self.vision
+            info["trainedForToolUse"] = self.tool_use
+        if self.params is not None:
+            info["paramsString"] = self.params
+        if self.architecture is not None:
+            info["architecture"] = self.architecture
+        return info
+
+
+def default_models() -> list[EmulatedModel]:
+    """Return the default catalogue.
+
+    Returns
+    -------
+    list[EmulatedModel]
+        A text-only GGUF LLM with tool use, a GGUF vision LLM, an MLX LLM,
+        an embedding model (all loaded) and a GGUF LLM that is downloaded but
+        not loaded (``getOrLoad`` loads it, reporting progress).
+    """
+    return [
+        EmulatedModel(
+            "qwen2.5-7b-instruct",
+            tool_use=True,
+            context_length=32768,
+            params="7B",
+            architecture="qwen2",
+            display_name="Qwen2.5 7B Instruct",
+        ),
+        EmulatedModel(
+            "qwen2-vl-2b-instruct",
+            vision=True,
+            params="2B",
+            architecture="qwen2vl",
+            size_bytes=1_653_000_000,
+            display_name="Qwen2 VL 2B Instruct",
+        ),
+        # MLX models are directories of safetensors files. The SDK's schema also
+        # allows "mlx_placeholder", but that literal is a placeholder name in
+        # lmstudio-js; an MLX model is reported as "safetensors" (inferred: not
+        # checked against a real Mac running LM Studio).
+        EmulatedModel(
+            "llama-3.2-1b-instruct-mlx",
+            format="safetensors",
+            params="1B",
+            architecture="llama",
+            size_bytes=712_575_975,
+            display_name="Llama 3.2 1B Instruct (MLX)",
+        ),
+        EmulatedModel(
+            "text-embedding-nomic-embed-text-v1.5",
+            type="embedding",
+            context_length=2048,
+            architecture="nomic-bert",
+            size_bytes=84_106_624,
+            display_name="Nomic Embed Text v1.5",
+        ),
+        EmulatedModel(
+            "gemma-3-1b-it",
+            loaded=False,
+            params="1B",
+            architecture="gemma3",
+            size_bytes=720_425_472,
+            display_name="Gemma 3 1B Instruct",
+        ),
+    ]
+
+
+@dataclass
+class Instance:
+    """A loaded instance of a model."""
+
+    model: EmulatedModel
+    identifier: str
+    reference: str
+    context_length: int
+    load_fields: list[dict[str, Any]] = field(default_factory=list)
+
+    def info(self) -> dict[str, Any]:
+        """Return the wire ``InstanceInfo`` of this instance."""
+        info = self.model.model_info()
+        info["identifier"] = self.identifier
+        info["instanceReference"] = self.reference
+        info["contextLength"] = self.context_length
+        return info
+
+    def load_config(self) -> dict[str, Any]:
+        """Return the ``KVConfig`` the instance was loaded with."""
+        prefix = "llm" if self.model.type == "llm" else "embedding"
+        fields = [{"key": f"{prefix}.load.contextLength", "value": self.context_length}]
+        fields += [f for f in self.load_fields if f.get("key") != fields[0]["key"]]
+        return {"fields": fields}
+
+
+class Catalogue:
+    """Downloaded models and loaded instances (guarded by the emulator's lock)."""
+
+    def __init__(self, models: Sequence[EmulatedModel]) -> None:
+        self._initial = [copy.copy(m) for m in models]
+        keys = [m.key for m in self._initial]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"duplicate model keys in the catalogue: {keys}")
+        self.models: dict[str, EmulatedModel] = {}
+        self.instances: dict[str, Instance] = {}
+        self._counter = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Restore the initial catalogue and loaded state."""
+        self.models = {m.key: copy.copy(m) for m in self._initial}
+        self.instances = {}
+        for model in self.models.values():
+            if model.loaded:
+                self.load(model, model.identifier)
+
+    def find_model(self, name: str) -> EmulatedModel | None:
+        """Find a downloaded model by key, path or display name."""
+        for model in self.models.values():
+            if name in (model.key, model.path, model.display_name):
+                return model
+        return None
+
+    def find_instance(self, identifier: str) -> Instance | None:
+        """Find a loaded instance by its exact identifier."""
+        return self.instances.get(identifier)
+
+    def resolve_loaded(self, name: str) -> Instance | None:
+        """Find a loaded instance by identifier, then by model key or path."""
+        instance = self.instances.get(name)
+        if instance is not None:
+            return instance
+        for candidate in self.instances.values():
+            if name in (candidate.model.key, candidate.model.path):
+                return candidate
+        return None
+
+    def next_identifier(self, key: str) -> str:
+        """Return the identifier LM Studio would give a new instance of ``key``."""
+        if key not in self.instances:
+            return key
+        n = 2
+        while f"{key}:{n}" in self.instances:
+            n += 1
+        return f"{key}:{n}"
+
+    def load(
+        self,
+        model: EmulatedModel,
+        identifier: str | None = None,
+        *,
+        context_length: int | None = None,
+        load_fields: list[dict[str, Any]] | None = None,
+    ) -> Instance:
+        """Load a new instance of ``model``."""
+        ident = identifier or self.next_identifier(model.key)
+        if ident in self.instances:
+            raise ValueError(f'A model with the identifier "{ident}" already exists.')
+        self._counter += 1
+        instance = Instance(
+            model=model,
+            identifier=ident,
+            reference=f"emulator-instance-{self._counter}",
+            context_length=context_length or model.context_length,
+            load_fields=list(load_fields or []),
+        )
+        self.instances[ident] = instance
+        return instance
+
+    def unload(self, identifier: str) -> Instance | None:
+        """Unload an instance; return it, or None if there was none."""
+        return self.instances.pop(identifier, None)
+
+    def loaded_of_type(self, model_type: str) -> list[Instance]:
+        """Return the loaded instances of one domain, in load order."""
+        return [i for i in self.instances.values() if i.model.type == model_type]

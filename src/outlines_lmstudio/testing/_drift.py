@@ -1,0 +1,168 @@
+"""Drift guard: check wire messages against the SDK's own msgspec structs.
+
+``lmstudio._sdk_models`` describes every endpoint as a ``Pseudo<Namespace>``
+struct whose fields are ``rpc<Endpoint>`` (``parameter`` / ``returns``) and
+``channel<Endpoint>`` (``creationParameter`` / ``toClientPacket`` /
+``toServerPacket``). The guard looks the endpoint up there and converts the
+payload with `msgspec.convert`, so a new SDK that changes the protocol makes
+the emulator's test suite fail instead of drifting silently.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+__all__ = ["check_incoming", "check_outgoing"]
+
+_NAMESPACES = {
+    "llm": "PseudoLlm",
+    "embedding": "PseudoEmbedding",
+    "system": "PseudoSystem",
+    "files": "PseudoFiles",
+    "repository": "PseudoRepository",
+}
+
+_ENVELOPES: dict[str, tuple[dict[str, type | tuple[type, ...]], frozenset[str]]] = {
+    # type -> (required keys and their types, optional keys)
+    "rpcResult": ({"callId": int}, frozenset({"result"})),
+    "rpcError": ({"callId": int, "error": dict}, frozenset()),
+    "channelSend": ({"channelId": int, "message": dict}, frozenset({"ackId"})),
+    "channelClose": ({"channelId": int}, frozenset()),
+    "channelError": ({"channelId": int, "error": dict}, frozenset()),
+    "communicationWarning": ({"warning": str}, frozenset()),
+}
+
+
+@functools.cache
+def _endpoint_types(namespace: str, kind: str, endpoint: str) -> dict[str, Any] | None:
+    """Map the SDK's field names to types for one endpoint (None if unknown)."""
+    import msgspec
+    from lmstudio import _sdk_models
+
+    struct_name = _NAMESPACES.get(namespace)
+    if struct_name is None:
+        return None
+    prefix = "rpc" if kind == "rpc" else "channel"
+    wanted = prefix + endpoint[:1].upper() + endpoint[1:]
+    for ns_field in msgspec.structs.fields(getattr(_sdk_models, struct_name)):
+        if ns_field.encode_name == wanted:
+            return {f.encode_name: f.type for f in msgspec.structs.fields(ns_field.type)}
+    return None
+
+
+def _convert(data: Any, type_: Any, what: str) -> list[str]:
+    import msgspec
+
+    try:
+        msgspec.convert(data, type_)
+    except msgspec.ValidationError as exc:
+        return [f"{what}: {exc}"]
+    return []
+
+
+def _check_error(error: Any, what: str) -> list[str]:
+    from lmstudio import _sdk_models
+
+    problems = _convert(error, _sdk_models.SerializedLMSExtendedError, what)
+    if not isinstance(error, dict):
+        return problems
+    if not isinstance(error.get("title"), str):
+        problems.append(f"{what}: the error has no string 'title'")
+    display = error.get("displayData")
+    if isinstance(display, dict) and display.get("code") in _known_codes():
+        problems += _convert(display, _sdk_models.ErrorDisplayData, f"{what}.displayData")
+    return problems
+
+
+@functools.cache
+def _known_codes() -> frozenset[str]:
+    import typing
+
+    from lmstudio import _sdk_models
+
+    return frozenset(
+        member.__struct_config__.tag for member in typing.get_args(_sdk_models.ErrorDisplayData)
+    )
+
+
+def _check_envelope(message: Any) -> list[str]:
+    if not isinstance(message, dict):
+        return [f"a frame must be a JSON object, not {type(message).__name__}"]
+    kind = message.get("type")
+    spec = _ENVELOPES.get(kind) if isinstance(kind, str) else None
+    if spec is None:
+        return [f"unknown envelope type {kind!r} (the SDK's receive loop would die)"]
+    required, optional = spec
+    problems = []
+    for key, type_ in required.items():
+        value = message.get(key)
+        if not isinstance(value, type_) or isinstance(value, bool):
+            problems.append(f"{kind}: {key!r} must be {type_}, got {value!r}")
+    extra = set(message) - set(required) - optional - {"type"}
+    if extra:
+        problems.append(f"{kind}: unexpected keys {sorted(extra)}")
+    return problems
+
+
+def check_outgoing(namespace: str, endpoint: str | None, kind: str, message: Any) -> list[str]:
+    """Check one server-to-client frame; return the problems found.
+
+    Parameters
+    ----------
+    namespace
+        The socket's namespace.
+    endpoint
+        The endpoint the frame answers (None for ``communicationWarning``).
+    kind
+        ``"rpc"`` or ``"channel"``: what kind of request the frame answers.
+    message
+        The frame, as a JSON-compatible object.
+    """
+    problems = _check_envelope(message)
+    if problems or endpoint is None:
+        return problems
+    where = f"{namespace}/{endpoint} {message['type']}"
+    if message["type"] in ("rpcError", "channelError"):
+        return _check_error(message["error"], where)
+    types = _endpoint_types(namespace, kind, endpoint)
+    if types is None:
+        return [f"{where}: the SDK defines no {kind} endpoint {endpoint!r} on {namespace!r}"]
+    if message["type"] == "rpcResult":
+        if "returns" not in types:  # a void endpoint: the SDK expects no result
+            if "result" in message:
+                return [f"{where}: a void endpoint must leave 'result' out"]
+            return []
+        returns = types["returns"]
+        if "result" not in message:
+            if returns is Any or _allows_none(returns):
+                return []
+            return [f"{where}: 'result' is missing"]
+        return _convert(message["result"], returns, where)
+    if message["type"] == "channelSend":
+        return _convert(message["message"], types["toClientPacket"], where)
+    return []
+
+
+def _allows_none(type_: Any) -> bool:
+    import typing
+
+    return type(None) in typing.get_args(type_)
+
+
+def check_incoming(namespace: str, message: dict[str, Any]) -> list[str]:
+    """Check a client-to-server request against the SDK's schemas (SDK drift)."""
+    kind = message.get("type")
+    endpoint = message.get("endpoint")
+    if kind not in ("rpcCall", "channelCreate") or not isinstance(endpoint, str):
+        return []
+    short = "rpc" if kind == "rpcCall" else "channel"
+    types = _endpoint_types(namespace, short, endpoint)
+    if types is None:
+        return []  # unknown endpoints are answered (and reported) by the emulator
+    where = f"{namespace}/{endpoint} {kind} (from the client)"
+    if kind == "rpcCall" and "parameter" in message:
+        return _convert(message["parameter"], types["parameter"], where)
+    if kind == "channelCreate" and "creationParameter" in message:
+        return _convert(message["creationParameter"], types["creationParameter"], where)
+    return []

@@ -1,0 +1,98 @@
+"""Fault injection: errors, dropped sockets, hangs, delays and vanishing models."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Fault", "FaultBook"]
+
+FaultKind = Literal["error", "drop", "hang", "delay", "unload"]
+_KINDS = ("error", "drop", "hang", "delay", "unload")
+
+
+@dataclass
+class Fault:
+    """A failure the emulator injects into matching requests.
+
+    Parameters
+    ----------
+    endpoint
+        The endpoint it applies to (``"predict"``, ``"getOrLoad"``,
+        ``"embedString"``, ``"uploadFileBase64"``, ...).
+    kind
+        ``"error"``: answer with ``rpcError`` / ``channelError`` (title = ``message``).
+        ``"drop"``: abort the client's socket (TCP close, no close frame).
+        ``"hang"``: never answer this request (other requests are still served).
+        ``"delay"``: wait ``seconds``, then answer normally.
+        ``"unload"``: unload the model just before serving the request, so it
+        fails the way a model unloaded in the LM Studio UI does.
+    model
+        Only requests for this model key or instance identifier match.
+    after_fragments
+        For ``predict``: send this many fragments before the fault strikes.
+    seconds
+        The wait of a ``delay`` fault.
+    times
+        How many matching requests it hits before it is spent.
+    message
+        The error title of an ``error`` fault.
+    """
+
+    endpoint: str = "predict"
+    kind: FaultKind = "error"
+    model: str | None = None
+    after_fragments: int = 0
+    seconds: float = 0.0
+    times: int = 1
+    message: str = "Injected failure"
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"Fault kind must be one of {_KINDS}, not {self.kind!r}")
+        if self.times < 1:
+            raise ValueError(f"Fault.times must be at least 1, not {self.times}")
+        if self.after_fragments < 0 or self.seconds < 0:
+            raise ValueError("Fault.after_fragments and Fault.seconds must not be negative")
+
+
+class FaultBook:
+    """The armed faults, consumed thread-safely as requests match them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[tuple[Fault, list[int]]] = []
+
+    def add(self, fault: Fault) -> None:
+        """Arm a fault."""
+        with self._lock:
+            self._faults.append((fault, [fault.times]))
+
+    def clear(self) -> None:
+        """Disarm every fault."""
+        with self._lock:
+            self._faults.clear()
+
+    def take(self, endpoint: str, models: tuple[str, ...]) -> Fault | None:
+        """Return (and consume one use of) the first fault matching a request.
+
+        Parameters
+        ----------
+        endpoint
+            The request's endpoint.
+        models
+            Names the request refers to (identifier, model key); empty when
+            the endpoint is not about a model.
+        """
+        with self._lock:
+            for i, (fault, left) in enumerate(self._faults):
+                if fault.endpoint != endpoint:
+                    continue
+                if fault.model is not None and fault.model not in models:
+                    continue
+                left[0] -= 1
+                if left[0] <= 0:
+                    del self._faults[i]
+                return fault
+        return None

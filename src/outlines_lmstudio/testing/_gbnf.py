@@ -1,0 +1,358 @@
+r"""GBNF (llama.cpp grammar) parsing and random sampling.
+
+No Python library samples GBNF, so this is hand-written. It follows the syntax
+of llama.cpp's ``grammar-parser``: rules ``name ::= ...``, alternatives ``|``,
+sequences, string literals and character classes with the escapes ``\\xHH``,
+``\\uHHHH``, ``\\UHHHHHHHH``, ``\\t``, ``\\r``, ``\\n``, ``\\\\``, ``\\"``, ``\\[``,
+``\\]``, negated classes ``[^...]``, ranges, ``.``, groups and the
+repetitions ``*``, ``+``, ``?``, ``{m}``, ``{m,}``, ``{m,n}``; ``#`` comments.
+It is a little more lenient than llama.cpp about line breaks (a rule ends where
+the next ``name ::=`` starts). The test suite checks that llama.cpp's own
+grammar code accepts what it generates.
+
+Sampling walks the grammar with a seeded RNG and a length bias: as the output
+grows, it prefers the alternatives and repetition counts with the shortest
+expansion, so every walk ends.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+from dataclasses import dataclass
+from typing import TypeAlias
+
+__all__ = ["Grammar", "GrammarError", "parse_gbnf", "sample_gbnf"]
+
+
+class GrammarError(ValueError):
+    """The GBNF text cannot be parsed (or has no ``root`` rule)."""
+
+
+@dataclass(frozen=True)
+class Lit:
+    """A literal string."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Chars:
+    """A character class: inclusive ranges, maybe negated (``.`` is an empty negated class)."""
+
+    ranges: tuple[tuple[int, int], ...]
+    negated: bool
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to a rule."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """An item repeated between ``low`` and ``high`` (None: unbounded) times."""
+
+    item: Node
+    low: int
+    high: int | None
+
+
+@dataclass(frozen=True)
+class Seq:
+    """A sequence of items."""
+
+    items: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Alt:
+    """Alternatives."""
+
+    options: tuple[Seq, ...]
+
+
+Node: TypeAlias = "Lit | Chars | Ref | Repeat | Seq | Alt"
+
+_NAME = re.compile(r"[a-zA-Z0-9-]+")
+_RULE_START = re.compile(r"[a-zA-Z0-9-]+[ \t]*::=")
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "[": "[", "]": "]"}
+_HEX = {"x": 2, "u": 4, "U": 8}
+_INF = float("inf")
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    def error(self, message: str) -> GrammarError:
+        line = self.text.count("\n", 0, self.pos) + 1
+        return GrammarError(f"{message} (line {line}, at {self.text[self.pos : self.pos + 20]!r})")
+
+    def space(self) -> None:
+        text = self.text
+        while self.pos < len(text):
+            char = text[self.pos]
+            if char == "#":
+                while self.pos < len(text) and text[self.pos] != "\n":
+                    self.pos += 1
+            elif char in " \t\r\n":
+                self.pos += 1
+            else:
+                return
+
+    def name(self) -> str:
+        match = _NAME.match(self.text, self.pos)
+        if not match:
+            raise self.error("expected a rule name")
+        self.pos = match.end()
+        return match.group()
+
+    def rules(self) -> dict[str, Alt]:
+        rules: dict[str, Alt] = {}
+        self.space()
+        while self.pos < len(self.text):
+            name = self.name()
+            self.space()
+            if not self.text.startswith("::=", self.pos):
+                raise self.error(f"expected '::=' after {name!r}")
+            self.pos += 3
+            rules[name] = self.alternatives(nested=False)
+            self.space()
+        return rules
+
+    def alternatives(self, nested: bool) -> Alt:
+        options = [self.sequence(nested)]
+        while self.pos < len(self.text) and self.text[self.pos] == "|":
+            self.pos += 1
+            options.append(self.sequence(nested))
+        return Alt(tuple(options))
+
+    def at_sequence_end(self, nested: bool) -> bool:
+        self.space()
+        if self.pos >= len(self.text):
+            return True
+        char = self.text[self.pos]
+        if char == "|" or (nested and char == ")"):
+            return True
+        return not nested and _RULE_START.match(self.text, self.pos) is not None
+
+    def sequence(self, nested: bool) -> Seq:
+        items: list[Node] = []
+        while not self.at_sequence_end(nested):
+            items.append(self.postfix(self.atom()))
+        return Seq(tuple(items))
+
+    def atom(self) -> Node:
+        text = self.text
+        char = text[self.pos]
+        if char == '"':
+            self.pos += 1
+            out = []
+            while self.pos < len(text) and text[self.pos] != '"':
+                out.append(self.char())
+            if self.pos >= len(text):
+                raise self.error("unterminated string literal")
+            self.pos += 1
+            return Lit("".join(out))
+        if char == "[":
+            self.pos += 1
+            negated = text.startswith("^", self.pos)
+            self.pos += negated
+            ranges = []
+            while self.pos < len(text) and text[self.pos] != "]":
+                low = self.char()
+                high = low
+                if text.startswith("-", self.pos) and not text.startswith("-]", self.pos):
+                    self.pos += 1
+                    high = self.char()
+                ranges.append((ord(low), ord(high)))
+            if self.pos >= len(text):
+                raise self.error("unterminated character class")
+            if not ranges and not negated:
+                raise self.error("empty character class")
+            self.pos += 1
+            return Chars(tuple(ranges), negated)
+        if char == ".":
+            self.pos += 1
+            return Chars((), True)
+        if char == "(":
+            self.pos += 1
+            inner = self.alternatives(nested=True)
+            self.space()
+            if not text.startswith(")", self.pos):
+                raise self.error("expected ')'")
+            self.pos += 1
+            return inner
+        if _NAME.match(text, self.pos):
+            return Ref(self.name())
+        raise self.error("unexpected character")
+
+    def char(self) -> str:
+        text = self.text
+        if self.pos >= len(text):
+            raise self.error("unexpected end of grammar")
+        char = text[self.pos]
+        if char != "\\":
+            self.pos += 1
+            return char
+        code = text[self.pos + 1 : self.pos + 2]
+        if code in _HEX:
+            digits = text[self.pos + 2 : self.pos + 2 + _HEX[code]]
+            if len(digits) != _HEX[code] or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                raise self.error("bad hex escape")
+            self.pos += 2 + _HEX[code]
+            return chr(int(digits, 16))
+        if code in _ESCAPES:
+            self.pos += 2
+            return _ESCAPES[code]
+        raise self.error(f"unknown escape '\\{code}'")
+
+    def postfix(self, item: Node) -> Node:
+        text = self.text
+        while self.pos < len(text):
+            char = text[self.pos]
+            if char in "*+?":
+                self.pos += 1
+                item = Repeat(item, 1 if char == "+" else 0, 1 if char == "?" else None)
+            elif char == "{":
+                match = re.compile(r"\{\s*(\d+)\s*(,\s*(\d*)\s*)?\}").match(text, self.pos)
+                if not match:
+                    raise self.error("bad repetition")
+                low = int(match.group(1))
+                if match.group(2) is None:
+                    high: int | None = low
+                else:
+                    high = int(match.group(3)) if match.group(3) else None
+                if high is not None and high < low:
+                    raise self.error("repetition maximum is below its minimum")
+                self.pos = match.end()
+                item = Repeat(item, low, high)
+            else:
+                return item
+        return item
+
+
+@dataclass
+class Grammar:
+    """A parsed GBNF grammar, with the shortest expansion length of each rule."""
+
+    rules: dict[str, Alt]
+
+    def __post_init__(self) -> None:
+        if "root" not in self.rules:
+            raise GrammarError("the grammar has no 'root' rule")
+        for node in self.rules.values():
+            self._check_refs(node)
+        self.cost: dict[str, float] = dict.fromkeys(self.rules, _INF)
+        changed = True
+        while changed:
+            changed = False
+            for name, node in self.rules.items():
+                value = self.min_len(node)
+                if value < self.cost[name]:
+                    self.cost[name] = value
+                    changed = True
+        if self.cost["root"] == _INF:
+            raise GrammarError("the 'root' rule never terminates")
+
+    def _check_refs(self, node: Node) -> None:
+        if isinstance(node, Ref) and node.name not in self.rules:
+            raise GrammarError(f"undefined rule {node.name!r}")
+        if isinstance(node, Repeat):
+            self._check_refs(node.item)
+        elif isinstance(node, Seq):
+            for item in node.items:
+                self._check_refs(item)
+        elif isinstance(node, Alt):
+            for option in node.options:
+                self._check_refs(option)
+
+    def min_len(self, node: Node) -> float:
+        """Length of the shortest string ``node`` produces."""
+        if isinstance(node, Lit):
+            return len(node.text)
+        if isinstance(node, Chars):
+            return 1
+        if isinstance(node, Ref):
+            return self.cost[node.name]
+        if isinstance(node, Repeat):
+            return node.low * self.min_len(node.item) if node.low else 0
+        if isinstance(node, Seq):
+            return sum(self.min_len(item) for item in node.items)
+        return min(self.min_len(option) for option in node.options)
+
+    def sample(self, rng: random.Random, target: int = 40) -> str:
+        """Generate one random string of the grammar's language."""
+        out: list[str] = []
+        self._walk(self.rules["root"], rng, out, target, 0)
+        return "".join(out)
+
+    def _pressure(self, out: list[str], target: int, depth: int) -> float:
+        size = sum(len(s) for s in out)
+        return min(1.0, (size / target) ** 2 + depth / 60)
+
+    def _walk(
+        self, node: Node, rng: random.Random, out: list[str], target: int, depth: int
+    ) -> None:
+        if isinstance(node, Lit):
+            out.append(node.text)
+        elif isinstance(node, Chars):
+            out.append(_pick_char(node, rng))
+        elif isinstance(node, Ref):
+            self._walk(self.rules[node.name], rng, out, target, depth + 1)
+        elif isinstance(node, Seq):
+            for item in node.items:
+                self._walk(item, rng, out, target, depth)
+        elif isinstance(node, Alt):
+            options = [o for o in node.options if self.min_len(o) < _INF]
+            if rng.random() < self._pressure(out, target, depth):
+                best = min(self.min_len(o) for o in options)
+                options = [o for o in options if self.min_len(o) == best]
+            self._walk(rng.choice(options), rng, out, target, depth)
+        else:
+            count = node.low
+            limit = node.high
+            while limit is None or count < limit:
+                if rng.random() < 0.35 + 0.65 * self._pressure(out, target, depth):
+                    break
+                count += 1
+            for _ in range(count):
+                self._walk(node.item, rng, out, target, depth + 1)
+
+
+_PRINTABLE = [chr(c) for c in range(0x20, 0x7F)]
+
+
+def _pick_char(node: Chars, rng: random.Random) -> str:
+    if not node.negated:
+        low, high = rng.choice(node.ranges)
+        return chr(rng.randint(low, high))
+    allowed = [c for c in _PRINTABLE if not any(lo <= ord(c) <= hi for lo, hi in node.ranges)]
+    if allowed:
+        return rng.choice(allowed)
+    for code in range(0xA1, 0x3000):  # everything printable is excluded: look further
+        if not any(lo <= code <= hi for lo, hi in node.ranges):
+            return chr(code)
+    raise GrammarError("a negated character class excludes every character")
+
+
+@functools.lru_cache(maxsize=128)
+def parse_gbnf(text: str) -> Grammar:
+    """Parse GBNF text.
+
+    Raises
+    ------
+    GrammarError
+        On a syntax error, an undefined rule, or a missing or endless ``root``.
+    """
+    return Grammar(_Parser(text).rules())
+
+
+def sample_gbnf(text: str, rng: random.Random) -> str:
+    """Parse ``text`` and return one random string of its language."""
+    return parse_gbnf(text).sample(rng, rng.randint(20, 60))

@@ -1,0 +1,304 @@
+"""One websocket connection: authentication, envelopes, dispatch and faults.
+
+The SDK multiplexes calls on one socket per namespace: ``rpcCall`` (one
+request, one reply) and ``channelCreate`` (a stream, which the client may
+``cancel`` with ``channelSend``). Call and channel ids are per socket, so
+state is keyed by (connection, id). Every request runs in its own task, so
+a hanging or slow request never blocks the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from outlines_lmstudio.testing._drift import check_incoming, check_outgoing
+from outlines_lmstudio.testing._faults import Fault
+from outlines_lmstudio.testing._records import RecordedRequest
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
+
+    from outlines_lmstudio.testing._server import LMStudioEmulator
+
+__all__ = ["Channel", "Connection", "ConnectionDropped", "RequestError", "server_error"]
+
+
+class RequestError(Exception):
+    """Raised by a handler to answer with ``rpcError`` / ``channelError``."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("title"))
+        self.error = error
+
+
+def server_error(title: str, **extra: Any) -> RequestError:
+    """Build a `RequestError` with a generic (``LMStudioServerError``) error object."""
+    return RequestError({"title": title, **extra})
+
+
+@dataclass
+class Channel:
+    """Server-side state of one open channel."""
+
+    id: int
+    endpoint: str
+    cancelled: bool = False
+    finished: bool = False
+    cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ConnectionDropped(Exception):
+    """The connection was aborted on purpose (a ``drop`` fault)."""
+
+
+class Connection:
+    """Serves one authenticated websocket of one SDK client."""
+
+    def __init__(
+        self, emulator: LMStudioEmulator, ws: ServerConnection, namespace: str, sid: int
+    ) -> None:
+        self.emu = emulator
+        self.ws = ws
+        self.namespace = namespace
+        self.sid = sid
+        self.client_id = ""
+        self.channels: dict[int, Channel] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    # -- sending ------------------------------------------------------------------
+
+    async def send(self, frame: dict[str, Any], endpoint: str | None, kind: str) -> None:
+        """Send one frame (recording it, and checking it when the guard is on)."""
+        if self.closed:
+            raise ConnectionDropped
+        emu = self.emu
+        emu._recorder.frame("out", self.namespace, self.sid, frame)
+        if emu.validate_frames:
+            for problem in check_outgoing(self.namespace, endpoint, kind, frame):
+                emu._violation(problem)
+        await self.ws.send(json.dumps(frame))
+
+    async def warn(self, text: str) -> None:
+        """Send a ``communicationWarning`` (the SDK logs it and moves on)."""
+        await self.send({"type": "communicationWarning", "warning": text}, None, "rpc")
+
+    async def channel_send(self, channel: Channel, message: dict[str, Any]) -> None:
+        """Send one ``channelSend`` packet on ``channel``."""
+        frame = {"type": "channelSend", "channelId": channel.id, "message": message}
+        await self.send(frame, channel.endpoint, "channel")
+
+    async def channel_close(self, channel: Channel) -> None:
+        """End ``channel`` normally."""
+        channel.finished = True
+        self.channels.pop(channel.id, None)
+        await self.send(
+            {"type": "channelClose", "channelId": channel.id}, channel.endpoint, "channel"
+        )
+
+    async def channel_error(self, channel: Channel, error: dict[str, Any]) -> None:
+        """End ``channel`` with an error (no ``channelClose`` follows)."""
+        channel.finished = True
+        self.channels.pop(channel.id, None)
+        frame = {"type": "channelError", "channelId": channel.id, "error": error}
+        await self.send(frame, channel.endpoint, "channel")
+
+    def abort(self) -> None:
+        """Close the TCP connection abruptly, without a websocket close frame."""
+        self.closed = True
+        transport = self.ws.transport
+        if transport is not None:
+            transport.abort()
+
+    # -- receiving ----------------------------------------------------------------
+
+    async def authenticate(self) -> bool:
+        """Read the auth packet and answer it (first passkey wins per client id)."""
+        raw = await self.ws.recv()
+        try:
+            packet = json.loads(raw)
+        except ValueError:
+            packet = None
+        self.emu._recorder.frame("in", self.namespace, self.sid, packet)
+        ok, error = False, "Invalid authentication packet"
+        if isinstance(packet, dict) and packet.get("authVersion") == 1:
+            client_id = packet.get("clientIdentifier")
+            passkey = packet.get("clientPasskey")
+            if isinstance(client_id, str) and isinstance(passkey, str):
+                ok = self.emu._authenticate(client_id, passkey)
+                error = "Invalid passkey for client identifier"
+                self.client_id = client_id
+        reply: dict[str, Any] = {"success": True} if ok else {"success": False, "error": error}
+        self.emu._recorder.frame("out", self.namespace, self.sid, reply)
+        await self.ws.send(json.dumps(reply))
+        return ok
+
+    async def serve(self) -> None:
+        """Dispatch frames until the socket closes, then clean up."""
+        try:
+            async for raw in self.ws:
+                self.dispatch(raw)
+        finally:
+            self.closed = True
+            for task in list(self.tasks):
+                task.cancel()
+            if self.tasks:
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def dispatch(self, raw: str | bytes) -> None:
+        """Handle one incoming frame."""
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            message = None
+        self.emu._recorder.frame("in", self.namespace, self.sid, message)
+        if not isinstance(message, dict):
+            self.spawn(self.warn("Received a frame that is not a JSON object"))
+            return
+        if self.emu.validate_frames:
+            for problem in check_incoming(self.namespace, message):
+                self.emu._violation(problem)
+        kind = message.get("type")
+        if kind == "rpcCall":
+            self.record(message, "rpc", message.get("parameter"))
+            self.spawn(self.rpc(message))
+        elif kind == "channelCreate":
+            self.record(message, "channel", message.get("creationParameter"))
+            self.spawn(self.channel(message))
+        elif kind == "channelSend":
+            self.channel_message(message)
+        else:
+            self.spawn(self.warn(f"Unsupported message type {kind!r}"))
+
+    def record(self, message: dict[str, Any], kind: Any, parameter: Any) -> None:
+        """Add a request to the records."""
+        request = RecordedRequest(
+            namespace=self.namespace,
+            endpoint=str(message.get("endpoint")),
+            kind=kind,
+            parameter=parameter if isinstance(parameter, dict) else {},
+            client_id=self.client_id,
+            time=time.monotonic(),
+        )
+        with self.emu._recorder.lock:
+            self.emu._recorder.requests.append(request)
+
+    def spawn(self, coro: Any) -> None:
+        """Run a request handler as its own task."""
+        task: asyncio.Task[None] = asyncio.ensure_future(self._guard(coro))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _guard(self, coro: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        with contextlib.suppress(ConnectionClosed, ConnectionDropped, asyncio.CancelledError):
+            await coro
+
+    def channel_message(self, message: dict[str, Any]) -> None:
+        """Handle ``channelSend`` from the client (only ``cancel`` is defined)."""
+        channel = self.channels.get(message.get("channelId", -1))
+        if channel is None:
+            self.spawn(self.warn(f"channelSend for unknown channel {message.get('channelId')}"))
+            return
+        payload = message.get("message")
+        if isinstance(payload, dict) and payload.get("type") == "cancel":
+            channel.cancelled = True
+            channel.cancel_event.set()
+            self.emu._on_cancel(self, channel)
+
+    # -- requests -----------------------------------------------------------------
+
+    async def apply_fault(self, fault: Fault, names: tuple[str, ...]) -> bool:
+        """Apply a fault before serving; return False if the request must not be served."""
+        if fault.kind == "delay":
+            await asyncio.sleep(fault.seconds)
+        elif fault.kind == "unload":
+            self.emu._unload_names(names, self.namespace)
+        elif fault.kind == "drop":
+            self.abort()
+            return False
+        elif fault.kind == "hang":
+            await asyncio.Event().wait()  # cancelled when the socket closes
+        return True
+
+    async def rpc(self, message: dict[str, Any]) -> None:
+        """Serve one ``rpcCall``."""
+        from outlines_lmstudio.testing._endpoints import RPC_HANDLERS, request_names
+
+        call_id = message.get("callId")
+        endpoint = str(message.get("endpoint"))
+        parameter = message.get("parameter")
+        handler = RPC_HANDLERS.get((self.namespace, endpoint))
+        if handler is None:
+            await self.unknown_endpoint(endpoint, call_id, None)
+            return
+        names = request_names(self.emu, self.namespace, parameter)
+        fault = self.emu._faults.take(endpoint, names)
+        try:
+            if fault is not None:
+                if fault.kind == "error":
+                    raise server_error(fault.message)
+                if not await self.apply_fault(fault, names):
+                    return
+            result = await handler(self, parameter)
+        except RequestError as exc:
+            frame: dict[str, Any] = {"type": "rpcError", "callId": call_id, "error": exc.error}
+        else:
+            frame = {"type": "rpcResult", "callId": call_id}
+            if result is not None:
+                frame["result"] = result
+        await self.send(frame, endpoint, "rpc")
+
+    async def channel(self, message: dict[str, Any]) -> None:
+        """Serve one ``channelCreate``."""
+        from outlines_lmstudio.testing._endpoints import CHANNEL_HANDLERS, request_names
+
+        channel_id = message.get("channelId")
+        endpoint = str(message.get("endpoint"))
+        if not isinstance(channel_id, int):
+            await self.warn(f"channelCreate for {endpoint!r} without an integer channelId")
+            return
+        channel = Channel(channel_id, endpoint)
+        handler = CHANNEL_HANDLERS.get((self.namespace, endpoint))
+        if handler is None:
+            await self.unknown_endpoint(endpoint, None, channel)
+            return
+        self.channels[channel_id] = channel
+        parameter = message.get("creationParameter")
+        names = request_names(self.emu, self.namespace, parameter)
+        fault = self.emu._faults.take(endpoint, names)
+        try:
+            if fault is not None and endpoint != "predict":
+                if fault.kind == "error":
+                    raise server_error(fault.message)
+                if not await self.apply_fault(fault, names):
+                    return
+                fault = None
+            await handler(self, channel, parameter if isinstance(parameter, dict) else {}, fault)
+        except RequestError as exc:
+            if not channel.finished:
+                await self.channel_error(channel, exc.error)
+        else:
+            if not channel.finished:
+                await self.channel_close(channel)
+
+    async def unknown_endpoint(self, endpoint: str, call_id: Any, channel: Channel | None) -> None:
+        """Answer a request for an endpoint the emulator does not serve."""
+        text = f"Unknown endpoint {endpoint!r} on namespace {self.namespace!r}"
+        if self.emu.unknown_endpoint == "warning":
+            await self.warn(text)  # what LM Studio does: the caller waits for a reply
+            return
+        error = {"title": text, "suggestion": "The LM Studio emulator does not serve it."}
+        if channel is None:
+            await self.send(
+                {"type": "rpcError", "callId": call_id, "error": error}, endpoint, "rpc"
+            )
+        else:
+            frame = {"type": "channelError", "channelId": channel.id, "error": error}
+            await self.send(frame, endpoint, "channel")

@@ -1,0 +1,205 @@
+"""What the emulator records: requests, predictions, uploads and a frame trace."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["Frame", "Prediction", "RecordedRequest", "Recorder", "Upload"]
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One ``rpcCall`` or ``channelCreate`` received by the emulator.
+
+    Attributes
+    ----------
+    namespace
+        The websocket namespace (``"llm"``, ``"embedding"``, ``"system"``, ...).
+    endpoint
+        The endpoint name, e.g. ``"predict"`` or ``"getOrLoad"``.
+    kind
+        ``"rpc"`` or ``"channel"``.
+    parameter
+        The raw ``parameter`` / ``creationParameter`` (``{}`` when absent).
+    client_id
+        The ``clientIdentifier`` of the client that sent it.
+    time
+        ``time.monotonic()`` when it arrived.
+    """
+
+    namespace: str
+    endpoint: str
+    kind: Literal["rpc", "channel"]
+    parameter: dict[str, Any]
+    client_id: str
+    time: float
+
+
+@dataclass
+class Prediction:
+    """One ``predict`` channel, filled in as the emulator serves it.
+
+    Attributes
+    ----------
+    model
+        The identifier from the request's model specifier.
+    messages
+        The raw wire history messages.
+    config
+        The merged KV fields of the prediction config stack (later layers win).
+    structured
+        The ``llm.prediction.structured`` value, unless absent or of type ``none``.
+    preset
+        The ``fuzzyPresetIdentifier``, if any.
+    images
+        Bytes of the uploaded files referenced by the history, in order.
+    text
+        The text actually sent in fragments.
+    fragments
+        The fragment contents, in order.
+    cancelled
+        Whether a ``cancel`` message arrived.
+    stop_reason
+        What went into ``stats.stopReason`` (None if no ``success`` was sent).
+    done
+        Whether the terminal ``success`` or ``channelError`` was sent.
+    client_id
+        The ``clientIdentifier`` of the client that sent it.
+    """
+
+    model: str
+    messages: list[dict[str, Any]]
+    config: dict[str, Any]
+    structured: dict[str, Any] | None
+    preset: str | None
+    client_id: str
+    images: list[bytes] = field(default_factory=list)
+    text: str = ""
+    fragments: list[str] = field(default_factory=list)
+    cancelled: bool = False
+    stop_reason: str | None = None
+    done: bool = False
+    error: str | None = None
+
+    @property
+    def last_user_text(self) -> str:
+        """The text of the last user message ("" if there is none)."""
+        for message in reversed(self.messages):
+            if message.get("role") == "user":
+                return message_text(message)
+        return ""
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """Join the text parts of a wire chat message."""
+    content = message.get("content", [])
+    if isinstance(content, str):
+        return content
+    return "".join(
+        str(part.get("text", ""))
+        for part in content
+        if isinstance(part, dict) and part.get("type") == "text"
+    )
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file uploaded with ``uploadFileBase64``."""
+
+    identifier: str
+    name: str
+    data: bytes
+    file_type: str
+    client_id: str
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One websocket frame, in or out.
+
+    Attributes
+    ----------
+    direction
+        ``"in"`` (client to emulator) or ``"out"``.
+    namespace
+        The socket's namespace.
+    socket_id
+        A number identifying the socket within this emulator.
+    data
+        The parsed JSON object (large base64 payloads are abbreviated).
+    time
+        ``time.monotonic()`` when it was sent or received.
+    """
+
+    direction: Literal["in", "out"]
+    namespace: str
+    socket_id: int
+    data: Any
+    time: float
+
+
+_TRACE_LIMIT = 20_000
+_LONG = 200
+
+
+def _abbreviate(data: Any) -> Any:
+    """Shorten long strings (base64 uploads) so the trace stays small."""
+    if isinstance(data, str) and len(data) > _LONG:
+        return f"{data[:60]}...<{len(data)} chars>"
+    if isinstance(data, dict):
+        return {k: _abbreviate(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_abbreviate(v) for v in data]
+    return data
+
+
+class Recorder:
+    """Thread-safe store of everything the emulator saw."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: list[RecordedRequest] = []
+        self.predictions: list[Prediction] = []
+        self.uploads: list[Upload] = []
+        self.trace: deque[Frame] = deque(maxlen=_TRACE_LIMIT)
+        self.violations: list[str] = []
+        self.start = time.monotonic()
+
+    def clear(self) -> None:
+        """Forget everything recorded so far."""
+        with self.lock:
+            self.requests.clear()
+            self.predictions.clear()
+            self.uploads.clear()
+            self.trace.clear()
+            self.violations.clear()
+            self.start = time.monotonic()
+
+    def frame(self, direction: Literal["in", "out"], namespace: str, sid: int, data: Any) -> None:
+        """Record one frame."""
+        if isinstance(data, dict) and "parameter" in data:
+            data = _abbreviate(data)
+        frame = Frame(direction, namespace, sid, data, time.monotonic())
+        with self.lock:
+            self.trace.append(frame)
+
+    def format_trace(self, last: int | None = 50) -> str:
+        """Render the last ``last`` frames (all if None) as text, one per line."""
+        with self.lock:
+            frames = list(self.trace)
+            start = self.start
+        if last is not None:
+            frames = frames[-last:] if last > 0 else []
+        lines = [f"LM Studio emulator trace ({len(frames)} frames):"]
+        for f in frames:
+            arrow = "->" if f.direction == "in" else "<-"
+            text = json.dumps(_abbreviate(f.data), ensure_ascii=False, separators=(",", ":"))
+            if len(text) > 400:
+                text = text[:400] + "..."
+            lines.append(f"{f.time - start:9.4f} {arrow} {f.namespace}#{f.socket_id} {text}")
+        return "\n".join(lines)

@@ -1,0 +1,400 @@
+"""Text the emulator generates: schema-constrained JSON, plain prose, token splits.
+
+JSON-schema output comes from a real constraint engine: outlines-core (the
+library LM Studio's MLX engine uses for structured output) turns the schema
+into a regular expression and an `Index` (a token-level automaton) over a
+small emulator vocabulary. The sampler walks that automaton with a seeded
+`random.Random`; a length bias makes it prefer tokens that move toward an
+accepting state as the output grows, so every walk ends. Outputs are then
+checked with `jsonschema`, and re-drawn a few times when the regex is looser
+than the schema (outlines-core ignores, e.g., ``uniqueItems``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+import string
+import threading
+import zlib
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "JsonSampler",
+    "SchemaError",
+    "count_tokens",
+    "plain_text",
+    "split_fragments",
+    "token_ids",
+]
+
+_WORDS = (
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "it",
+    "that",
+    "for",
+    "on",
+    "with",
+    "as",
+    "was",
+    "at",
+    "by",
+    "from",
+    "this",
+    "be",
+    "are",
+    "or",
+    "an",
+    "data",
+    "model",
+    "value",
+    "name",
+    "item",
+    "list",
+    "text",
+    "note",
+    "small",
+    "large",
+    "red",
+    "green",
+    "blue",
+    "light",
+    "river",
+    "stone",
+    "garden",
+    "city",
+    "world",
+    "time",
+    "day",
+    "year",
+    "way",
+    "people",
+    "water",
+    "paper",
+    "number",
+    "question",
+    "answer",
+    "example",
+    "system",
+    "result",
+    "simple",
+    "clear",
+    "quick",
+    "quiet",
+    "bright",
+    "early",
+    "later",
+    "often",
+    "always",
+    "every",
+    "some",
+    "many",
+    "each",
+    "other",
+    "first",
+    "last",
+    "next",
+    "new",
+    "old",
+    "good",
+    "great",
+    "local",
+    "open",
+)
+
+_FRAGMENT_RE = re.compile(r"\s*\S{1,6}|\s+")
+
+
+class SchemaError(ValueError):
+    """outlines-core cannot build a constraint for a JSON schema."""
+
+
+def split_fragments(text: str) -> list[str]:
+    """Split text into token-like fragments whose concatenation is ``text``."""
+    return _FRAGMENT_RE.findall(text)
+
+
+def token_ids(text: str) -> list[int]:
+    """Deterministic token ids for ``text`` (one per fragment)."""
+    return [zlib.crc32(piece.encode()) % 151_000 for piece in split_fragments(text)]
+
+
+def count_tokens(text: str) -> int:
+    """Count the emulator tokens in ``text``."""
+    return len(split_fragments(text))
+
+
+def plain_text(key: str, seed: int) -> list[str]:
+    """Return a few deterministic sentences derived from ``key`` and ``seed``, as tokens."""
+    digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
+    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    tokens: list[str] = []
+    for _ in range(rng.randint(2, 4)):
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(5, 12))]
+        words[0] = words[0].capitalize()
+        for i, word in enumerate(words):
+            tokens.append(word if not tokens and i == 0 else f" {word}")
+        tokens.append(rng.choice(".....!?"))
+    return tokens
+
+
+def _base_tokens() -> list[str]:
+    chars = [c for c in string.printable if c not in "\x0b\x0c"]
+    words = [w for w in _WORDS if len(w) > 1]
+    return chars + words + [f" {w}" for w in words] + [w.capitalize() for w in words[:20]]
+
+
+def _weight(token: str) -> float:
+    if len(token) > 1:
+        return 6.0 if token[0] == " " else 1.5
+    if token.isalpha():
+        return 1.0
+    if token.isdigit():
+        return 1.5
+    if token == " ":
+        return 0.3
+    return 0.15
+
+
+_INF = 1 << 30
+
+
+@dataclass
+class _Automaton:
+    """A token automaton built by outlines-core, with distances to acceptance."""
+
+    tokens: list[str]
+    initial: int
+    finals: frozenset[int]
+    transitions: dict[int, dict[int, int]]
+    distance: dict[int, int]
+    validate: Any
+    _choices: dict[int, tuple[list[int], list[int], list[float]]] = field(default_factory=dict)
+
+    def choices(self, state: int) -> tuple[list[int], list[int], list[float]]:
+        """Live tokens from ``state``: ids, next states and cumulative weights."""
+        cached = self._choices.get(state)
+        if cached is not None:
+            return cached
+        ids: list[int] = []
+        nexts: list[int] = []
+        cum: list[float] = []
+        total = 0.0
+        eos = len(self.tokens)
+        for tok, nxt in self.transitions.get(state, {}).items():
+            if tok == eos or self.distance.get(nxt, _INF) >= _INF:
+                continue
+            total += _weight(self.tokens[tok])
+            ids.append(tok)
+            nexts.append(nxt)
+            cum.append(total)
+        cached = (ids, nexts, cum)
+        self._choices[state] = cached
+        return cached
+
+    def walk(self, rng: random.Random, target: int) -> list[str]:
+        """One random accepted token sequence, biased toward ``target`` tokens."""
+        state = self.initial
+        out: list[str] = []
+        while True:
+            ids, nexts, cum = self.choices(state)
+            pressure = min(1.0, (len(out) / target) ** 3)
+            if state in self.finals and (not ids or rng.random() < 0.3 + 0.7 * pressure):
+                return out
+            if not ids:  # pragma: no cover - distances rule this out
+                return out
+            if rng.random() < pressure:
+                here = self.distance[state]
+                best = [i for i, n in enumerate(nexts) if self.distance[n] < here]
+                pick = rng.choice(best)
+            else:
+                pick = rng.choices(range(len(ids)), cum_weights=cum)[0]
+            out.append(self.tokens[ids[pick]])
+            state = nexts[pick]
+
+
+def _distances(transitions: dict[int, dict[int, int]], finals: Iterable[int]) -> dict[int, int]:
+    reverse: dict[int, set[int]] = {}
+    for src, edges in transitions.items():
+        for dst in edges.values():
+            reverse.setdefault(dst, set()).add(src)
+    distance = {f: 0 for f in finals}
+    queue = deque(distance)
+    while queue:
+        node = queue.popleft()
+        for prev in reverse.get(node, ()):
+            if prev not in distance:
+                distance[prev] = distance[node] + 1
+                queue.append(prev)
+    return distance
+
+
+class JsonSampler:
+    """Samples JSON documents that match a schema; caches one automaton per schema."""
+
+    #: How many times an output that fails `jsonschema` validation is re-drawn.
+    attempts = 8
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[str, _Automaton | SchemaError] = {}
+
+    def is_cached(self, schema: Any) -> bool:
+        """Whether the automaton of ``schema`` is already built."""
+        with self._lock:
+            return json.dumps(schema, ensure_ascii=False) in self._cache
+
+    def automaton(self, schema: Any) -> _Automaton:
+        """Build (or fetch from cache) the automaton of ``schema``.
+
+        Raises
+        ------
+        SchemaError
+            If outlines-core cannot turn the schema into a constraint.
+        """
+        # Key order matters: outlines-core writes properties in schema order.
+        key = json.dumps(schema, ensure_ascii=False)
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is None:
+            cached = self._build(schema, key)
+            with self._lock:
+                self._cache[key] = cached
+        if isinstance(cached, SchemaError):
+            raise cached
+        return cached
+
+    def _build(self, schema: Any, key: str) -> _Automaton | SchemaError:
+        from outlines_core import Index, Vocabulary
+        from outlines_core.json_schema import build_regex_from_schema
+
+        try:
+            regex = build_regex_from_schema(json.dumps(_tighten(schema)), r"[ ]?")
+        except Exception as exc:  # outlines-core raises ValueError or TypeError
+            return SchemaError(f"outlines-core cannot build a regex for this JSON schema: {exc}")
+        tokens = _base_tokens()
+        known = set(tokens)
+        for char in key:
+            if char not in known:  # e.g. letters of enum values outside ASCII
+                known.add(char)
+                tokens.append(char)
+        vocab = Vocabulary(len(tokens), {tok: [i] for i, tok in enumerate(tokens)})
+        try:
+            index = Index(regex, vocab)
+        except Exception as exc:
+            return SchemaError(f"outlines-core cannot build an index for this JSON schema: {exc}")
+        transitions: dict[int, dict[int, int]] = index.get_transitions()
+        finals = frozenset(index.get_final_states())
+        distance = _distances(transitions, finals)
+        initial = index.get_initial_state()
+        if initial not in distance:
+            return SchemaError("this JSON schema admits no document the emulator can write")
+        return _Automaton(tokens, initial, finals, transitions, distance, _validator(schema))
+
+    def sample(self, schema: Any, rng: random.Random) -> list[str]:
+        """Return the tokens of one JSON document matching ``schema``."""
+        automaton = self.automaton(schema)
+        tokens: list[str] = []
+        for _ in range(self.attempts):
+            tokens = automaton.walk(rng, rng.randint(24, 64))
+            if automaton.validate is None or automaton.validate("".join(tokens)):
+                break
+        return tokens
+
+
+_MAX_RANGE = 20_000  # an enum this size builds in ~0.1 s
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def _num(node: dict[str, Any], key: str) -> float | None:
+    value = node.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return value
+    return None
+
+
+def _bounded_values(node: dict[str, Any]) -> list[int | float] | None:
+    """Return a finite set of values meeting a numeric node's bounds (None if not applicable).
+
+    outlines-core ignores ``minimum``/``maximum``; a model may pick any valid
+    value, so offering a subset of the valid range still conforms.
+    """
+    kind = node.get("type")
+    if kind not in ("integer", "number") or not any(k in node for k in _BOUNDS):
+        return None
+    if {"enum", "const", "multipleOf"} & set(node):
+        return None
+    lo, hi = _num(node, "minimum"), _num(node, "maximum")
+    xlo, xhi = _num(node, "exclusiveMinimum"), _num(node, "exclusiveMaximum")
+
+    def ok(v: float) -> bool:
+        return (
+            (lo is None or v >= lo)
+            and (hi is None or v <= hi)
+            and (xlo is None or v > xlo)
+            and (xhi is None or v < xhi)
+        )
+
+    lows = [b for b in (lo, xlo) if b is not None]
+    highs = [b for b in (hi, xhi) if b is not None]
+    span = 999 if kind == "integer" else 1000.0
+    if lows:
+        low = max(lows)
+        high = min(highs) if highs else low + span
+    elif highs:
+        high = min(highs)
+        low = high - span
+    else:
+        return None
+    if kind == "integer":
+        first = math.floor(low)
+        ints = range(first, min(math.ceil(high), first + _MAX_RANGE) + 1)
+        values: list[int | float] = [v for v in ints if ok(v)]
+    else:
+        steps = [round(low + (high - low) * k / 64, 6) for k in range(65)]
+        values = sorted({v for v in steps if ok(v)})
+    return values or None
+
+
+def _tighten(node: Any) -> Any:
+    """Rewrite numeric bounds as enums of valid values (outlines-core ignores them)."""
+    if isinstance(node, list):
+        return [_tighten(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    values = _bounded_values(node)
+    if values is not None:
+        return {"enum": values}
+    return {key: _tighten(value) for key, value in node.items()}
+
+
+def _validator(schema: Any) -> Any:
+    """Return a function text -> bool checking documents against ``schema`` (None if unusable)."""
+    try:
+        from jsonschema.validators import validator_for
+
+        cls = validator_for(schema)
+        cls.check_schema(schema)
+        validator = cls(schema)
+    except Exception:
+        return None
+
+    def check(text: str) -> bool:
+        try:
+            return bool(validator.is_valid(json.loads(text)))
+        except Exception:  # invalid JSON, or a $ref jsonschema cannot resolve
+            return False
+
+    return check

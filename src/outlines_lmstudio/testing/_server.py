@@ -1,0 +1,489 @@
+"""`LMStudioEmulator`: the server, its background thread and its public controls."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
+from http import HTTPStatus
+from itertools import count
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal
+
+from outlines_lmstudio.testing._catalogue import (
+    Catalogue,
+    EmulatedModel,
+    Instance,
+    Replies,
+    Reply,
+    default_models,
+)
+from outlines_lmstudio.testing._faults import Fault, FaultBook
+from outlines_lmstudio.testing._records import Frame, Prediction, RecordedRequest, Recorder, Upload
+from outlines_lmstudio.testing._sampler import JsonSampler
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import Server, ServerConnection
+    from websockets.http11 import Request, Response
+
+    from outlines_lmstudio.testing._protocol import Channel, Connection
+
+__all__ = ["INSTALL_HINT", "NAMESPACES", "LMStudioEmulator", "require_extra"]
+
+NAMESPACES = ("llm", "embedding", "system", "files", "repository")
+_MAX_FRAME = 1 << 30  # an image upload is a single base64 frame
+_GREETING = '{"lmstudio": true}'
+
+
+INSTALL_HINT = 'pip install "outlines-lmstudio[testing]"'
+
+
+def require_extra() -> None:
+    """Raise an `ImportError` with the install line if the emulator's extra is missing."""
+    import importlib.util
+
+    for module in ("websockets", "outlines_core"):
+        if importlib.util.find_spec(module) is None:
+            raise ImportError(
+                f"The LM Studio emulator needs {module!r}, which is not installed. "
+                f"Install it with: {INSTALL_HINT}",
+                name=module,
+            )
+
+
+class LMStudioEmulator:
+    """A local server that speaks LM Studio's websocket protocol.
+
+    The unmodified ``lmstudio`` SDK (``lms.Client``, ``lms.AsyncClient`` and
+    the module-level API) works against it over loopback. It runs its own
+    event loop in a background thread, so sync and async code can use it.
+
+    Parameters
+    ----------
+    models
+        The catalogue (`default_models` when None).
+    host, port
+        Where to listen; port 0 picks a free port.
+    seed
+        Seed of the deterministic text and the JSON sampler.
+    slots
+        Parallel prediction slots per loaded instance (LM Studio's default is 4);
+        further predictions wait for a free slot.
+    token_latency
+        Seconds to wait before each fragment.
+    prompt_latency
+        Seconds to wait before the first fragment.
+    unknown_endpoint
+        ``"error"`` answers unknown endpoints with an error; ``"warning"`` only
+        sends a ``communicationWarning``, as LM Studio does (the caller waits).
+    validate_frames
+        Check every message against the SDK's wire schemas and record the
+        problems in `protocol_violations` (the drift guard).
+    load_latency
+        Seconds a model load takes (spread over its progress reports).
+    presets
+        Preset names accepted by ``preset=``; None accepts any.
+
+    Examples
+    --------
+    >>> import lmstudio as lms
+    >>> with LMStudioEmulator() as emu, lms.Client(emu.api_host) as client:
+    ...     text = client.llm.model("qwen2.5-7b-instruct").respond("Hi").content
+    """
+
+    def __init__(
+        self,
+        models: Sequence[EmulatedModel] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 0,
+        slots: int = 4,
+        token_latency: float = 0.0,
+        prompt_latency: float = 0.0,
+        unknown_endpoint: Literal["error", "warning"] = "error",
+        validate_frames: bool = False,
+        load_latency: float = 0.0,
+        presets: Collection[str] | None = None,
+    ) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, not {slots}")
+        if unknown_endpoint not in ("error", "warning"):
+            raise ValueError(
+                f"unknown_endpoint must be 'error' or 'warning', not {unknown_endpoint!r}"
+            )
+        self.host = host
+        self.seed = seed
+        self.slots = slots
+        self.token_latency = token_latency
+        self.prompt_latency = prompt_latency
+        self.unknown_endpoint = unknown_endpoint
+        self.validate_frames = validate_frames
+        self.load_latency = load_latency
+        self.presets = None if presets is None else frozenset(presets)
+        self._requested_port = port
+        self._port: int | None = None
+        self._lock = threading.RLock()
+        self._catalogue = Catalogue(default_models() if models is None else models)
+        self._recorder = Recorder()
+        self._faults = FaultBook()
+        self._sampler = JsonSampler()
+        self._scripts: dict[str, deque[Reply] | Callable[[Prediction], str]] = {}
+        self._files: dict[str, Upload] = {}
+        self._auth: dict[str, str] = {}
+        self._client_refs: dict[str, int] = {}
+        self._channel_records: dict[tuple[int, int], Prediction] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._active: dict[str, int] = {}
+        self._peak: dict[str, int] = {}
+        self._socket_ids = count(1)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: Server | None = None
+        self._lifecycle = threading.Lock()
+        self._restore_scripts()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @property
+    def api_host(self) -> str:
+        """``"HOST:PORT"``, for ``lms.Client(api_host)``."""
+        if self._port is None:
+            raise RuntimeError("The LM Studio emulator is not running: call start() first")
+        return f"{self.host}:{self._port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is running."""
+        return self._thread is not None
+
+    def start(self) -> LMStudioEmulator:
+        """Start serving in a background thread (returns self).
+
+        Raises
+        ------
+        ImportError
+            If the ``testing`` extra (websockets, outlines-core) is not installed.
+        """
+        require_extra()
+        with self._lifecycle:
+            if self._thread is not None:
+                return self
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            failure: list[BaseException] = []
+            thread = threading.Thread(
+                target=self._run, args=(loop, ready, failure), name="lmstudio-emulator", daemon=True
+            )
+            thread.start()
+            ready.wait()
+            if failure:
+                thread.join()
+                raise failure[0]
+            self._loop, self._thread = loop, thread
+        return self
+
+    def stop(self) -> None:
+        """Stop serving: close every socket and join the thread (idempotent)."""
+        with self._lifecycle:
+            loop, thread = self._loop, self._thread
+            if loop is None or thread is None:
+                return
+            future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+            try:
+                future.result(timeout=15)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout=15)
+                self._loop = self._thread = self._server = None
+                self._port = None
+
+    def __enter__(self) -> LMStudioEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> LMStudioEmulator:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def _run(
+        self, loop: asyncio.AbstractEventLoop, ready: threading.Event, failure: list[BaseException]
+    ) -> None:
+        from websockets.asyncio.server import serve
+
+        async def open_server() -> Server:
+            return await serve(
+                self._handle,
+                self.host,
+                self._requested_port,
+                process_request=self._process_request,
+                max_size=_MAX_FRAME,
+                compression=None,
+                ping_interval=None,
+                close_timeout=2,
+            )
+
+        asyncio.set_event_loop(loop)
+        try:
+            self._server = loop.run_until_complete(open_server())
+            self._port = self._server.sockets[0].getsockname()[1]
+        except BaseException as exc:
+            failure.append(exc)
+            loop.close()
+            ready.set()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/lmstudio-greeting":
+            response = connection.respond(HTTPStatus.OK, _GREETING)
+            response.headers["Content-Type"] = "application/json"
+            return response
+        if path.strip("/") not in NAMESPACES:
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not an LM Studio API path\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        from outlines_lmstudio.testing._protocol import Connection
+
+        assert ws.request is not None
+        namespace = ws.request.path.split("?", 1)[0].strip("/")
+        conn = Connection(self, ws, namespace, next(self._socket_ids))
+        authenticated = False
+        try:
+            authenticated = await conn.authenticate()
+            if not authenticated:
+                await ws.close(1008, "authentication failed")
+                return
+            self._client_ref(conn.client_id, +1)
+            await conn.serve()
+        except ConnectionClosed:
+            pass
+        finally:
+            if authenticated:
+                self._client_ref(conn.client_id, -1)
+
+    # -- state used by the protocol (loop thread) ------------------------------------
+
+    def _authenticate(self, client_id: str, passkey: str) -> bool:
+        with self._lock:
+            known = self._auth.setdefault(client_id, passkey)
+            return known == passkey
+
+    def _client_ref(self, client_id: str, delta: int) -> None:
+        with self._lock:
+            refs = self._client_refs.get(client_id, 0) + delta
+            if refs > 0:
+                self._client_refs[client_id] = refs
+                return
+            # The last socket closed: the client is released with its file handles.
+            self._client_refs.pop(client_id, None)
+            self._auth.pop(client_id, None)
+            for ident in [i for i, u in self._files.items() if u.client_id == client_id]:
+                del self._files[ident]
+
+    def _violation(self, problem: str) -> None:
+        with self._recorder.lock:
+            self._recorder.violations.append(problem)
+
+    def _on_cancel(self, conn: Connection, channel: Channel) -> None:
+        record = self._channel_records.get((id(conn), channel.id))
+        if record is not None:
+            record.cancelled = True
+
+    def _unload_names(self, names: Sequence[str], namespace: str) -> None:
+        with self._lock:
+            for name in names:
+                instance = self._catalogue.resolve_loaded(name)
+                if instance is not None and instance.model.type == namespace:
+                    self._catalogue.unload(instance.identifier)
+                    return
+
+    def _next_reply(self, instance: Instance) -> Reply | None:
+        with self._lock:
+            for name in (instance.identifier, instance.model.key):
+                entry = self._scripts.get(name)
+                if entry is None:
+                    continue
+                if callable(entry):
+                    return entry
+                if entry:
+                    return entry.popleft()
+        return None
+
+    def _slot(self, instance: Instance) -> asyncio.Semaphore:
+        slot = self._slots.get(instance.reference)
+        if slot is None:
+            slot = self._slots[instance.reference] = asyncio.Semaphore(self.slots)
+        return slot
+
+    def _enter(self, instance: Instance) -> None:
+        with self._lock:
+            for name in ("", f"id:{instance.identifier}", f"key:{instance.model.key}"):
+                active = self._active[name] = self._active.get(name, 0) + 1
+                self._peak[name] = max(self._peak.get(name, 0), active)
+
+    def _leave(self, instance: Instance) -> None:
+        with self._lock:
+            for name in ("", f"id:{instance.identifier}", f"key:{instance.model.key}"):
+                self._active[name] -= 1
+
+    def _restore_scripts(self) -> None:
+        self._scripts = {}
+        for model in self._catalogue.models.values():
+            if model.replies is not None:
+                self.script(model.key, model.replies)
+
+    # -- public controls ------------------------------------------------------------
+
+    def script(self, model_key: str, replies: Replies) -> None:
+        """Script the next replies of a model (replacing earlier scripts for it).
+
+        Parameters
+        ----------
+        model_key
+            A model key or instance identifier.
+        replies
+            A list of replies consumed in order (each a text, or a function of
+            the `Prediction`), or one function used for every request. Scripted
+            text is sent verbatim, even for structured requests, so a test can
+            produce invalid JSON on purpose. When the list runs out, the
+            emulator generates text again.
+        """
+        with self._lock:
+            if callable(replies):
+                self._scripts[model_key] = replies
+            elif isinstance(replies, str):
+                self._scripts[model_key] = deque([replies])
+            else:
+                self._scripts[model_key] = deque(replies)
+
+    def add_fault(self, fault: Fault) -> None:
+        """Arm a `Fault`."""
+        self._faults.add(fault)
+
+    def clear_faults(self) -> None:
+        """Disarm every fault."""
+        self._faults.clear()
+
+    def load(self, key: str, identifier: str | None = None) -> str:
+        """Load a new instance of a downloaded model, server-side; return its identifier."""
+        with self._lock:
+            model = self._catalogue.find_model(key)
+            if model is None:
+                raise KeyError(f"No downloaded model {key!r} in the emulator's catalogue")
+            return self._catalogue.load(model, identifier).identifier
+
+    def unload(self, identifier: str) -> None:
+        """Unload a loaded instance, server-side (as if a user clicked in LM Studio)."""
+        with self._lock:
+            if self._catalogue.unload(identifier) is None:
+                raise KeyError(f"No loaded instance {identifier!r}")
+
+    def reset(self) -> None:
+        """Clear records, scripts and faults; restore the catalogue and loaded state."""
+        self._faults.clear()
+        self._recorder.clear()
+        with self._lock:
+            self._catalogue.reset()
+            self._files.clear()
+            self._slots = {}
+            self._peak = dict(self._active)
+            self._restore_scripts()
+
+    def peak_concurrency(self, model: str | None = None) -> int:
+        """Most predictions generating at once (for an identifier or key, or overall)."""
+        with self._lock:
+            if model is None:
+                return self._peak.get("", 0)
+            return max(self._peak.get(f"id:{model}", 0), self._peak.get(f"key:{model}", 0))
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Poll ``predicate`` until it is true.
+
+        Raises
+        ------
+        TimeoutError
+            If it is still false after ``timeout`` seconds (with the trace tail).
+        """
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"Condition not met within {timeout} s\n{self.format_trace(last=20)}"
+                )
+            time.sleep(0.005)
+
+    # -- records ----------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every ``rpcCall`` and ``channelCreate`` received, oldest first."""
+        with self._recorder.lock:
+            return list(self._recorder.requests)
+
+    @property
+    def predictions(self) -> list[Prediction]:
+        """Every ``predict`` channel, oldest first."""
+        with self._recorder.lock:
+            return list(self._recorder.predictions)
+
+    @property
+    def uploads(self) -> list[Upload]:
+        """Every uploaded file, oldest first."""
+        with self._recorder.lock:
+            return list(self._recorder.uploads)
+
+    @property
+    def trace(self) -> list[Frame]:
+        """Every frame in and out (the most recent 20 000), oldest first."""
+        with self._recorder.lock:
+            return list(self._recorder.trace)
+
+    @property
+    def protocol_violations(self) -> list[str]:
+        """Messages that failed the SDK's wire schemas (with ``validate_frames=True``)."""
+        with self._recorder.lock:
+            return list(self._recorder.violations)
+
+    def format_trace(self, last: int | None = 50) -> str:
+        """Render the last ``last`` frames (all if None), one per line."""
+        return self._recorder.format_trace(last)
+
+    def __repr__(self) -> str:
+        where = self.api_host if self._port is not None else "stopped"
+        return f"<LMStudioEmulator {where} models={list(self._catalogue.models)}>"

@@ -1,0 +1,73 @@
+"""pytest plugin (registered through the ``pytest11`` entry point).
+
+Fixtures
+--------
+lmstudio_emulator_session
+    One `LMStudioEmulator` for the whole session, with the drift guard on.
+lmstudio_emulator
+    That emulator, `reset <LMStudioEmulator.reset>` for each test. The test
+    fails if a message broke the SDK's wire schemas; when a test that uses it
+    fails, the emulator's frame trace is added to the report.
+
+Nothing here imports websockets until a fixture is used, so installing the
+plugin never breaks a test session without the ``testing`` extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from outlines_lmstudio.testing import LMStudioEmulator
+
+__all__ = ["lmstudio_emulator", "lmstudio_emulator_session"]
+
+_EMULATOR = pytest.StashKey["LMStudioEmulator"]()
+
+
+@pytest.fixture(scope="session")
+def lmstudio_emulator_session() -> Iterator[LMStudioEmulator]:
+    """Yield one running LM Studio emulator for the session (drift guard on)."""
+    from outlines_lmstudio.testing import LMStudioEmulator
+    from outlines_lmstudio.testing._server import require_extra
+
+    try:
+        require_extra()
+    except ImportError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with LMStudioEmulator(validate_frames=True) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def lmstudio_emulator(
+    request: pytest.FixtureRequest, lmstudio_emulator_session: LMStudioEmulator
+) -> Iterator[LMStudioEmulator]:
+    """Yield the session's emulator, reset; fail on wire-schema violations."""
+    emulator = lmstudio_emulator_session
+    emulator.reset()
+    request.node.stash[_EMULATOR] = emulator
+    yield emulator
+    violations = emulator.protocol_violations
+    if violations:
+        listed = "\n".join(f"  - {v}" for v in violations[:20])
+        pytest.fail(
+            "The LM Studio emulator exchanged messages that do not match the lmstudio "
+            f"SDK's wire schemas ({len(violations)}):\n{listed}",
+            pytrace=False,
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the emulator's frame trace to the report of a failing test."""
+    report = yield
+    emulator = item.stash.get(_EMULATOR, None)
+    if emulator is not None and report.failed:
+        report.sections.append(("LM Studio emulator trace", emulator.format_trace()))
+    return report

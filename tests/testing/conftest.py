@@ -1,0 +1,68 @@
+"""Fixtures for the emulator's own tests: the real SDK over loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import lmstudio as lms
+import pytest
+import pytest_asyncio
+
+from outlines_lmstudio.testing import LMStudioEmulator
+
+TEXT = "qwen2.5-7b-instruct"
+VISION = "qwen2-vl-2b-instruct"
+MLX = "llama-3.2-1b-instruct-mlx"
+EMBED = "text-embedding-nomic-embed-text-v1.5"
+UNLOADED = "gemma-3-1b-it"
+MakeEmulator = Callable[..., LMStudioEmulator]
+PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
+    b"\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\xcf\xc0\x00\x00\x03\x01\x01\x00\xc9\xfe\x92\xef"
+    b"\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+
+
+@pytest.fixture
+def emu(lmstudio_emulator: LMStudioEmulator) -> LMStudioEmulator:
+    """The plugin's shared emulator, reset, with the drift guard on."""
+    return lmstudio_emulator
+
+
+@pytest.fixture
+def client(emu: LMStudioEmulator) -> Iterator[lms.Client]:
+    with lms.Client(emu.api_host) as sync_client:
+        yield sync_client
+
+
+@pytest_asyncio.fixture
+async def aclient(emu: LMStudioEmulator) -> AsyncIterator[lms.AsyncClient]:
+    async with lms.AsyncClient(emu.api_host) as async_client:
+        yield async_client
+
+
+@pytest.fixture
+def make_emulator() -> Iterator[MakeEmulator]:
+    """Start dedicated emulators (drift guard on); stop them and check the guard after."""
+    started: list[LMStudioEmulator] = []
+
+    def make(**kwargs: Any) -> LMStudioEmulator:
+        kwargs.setdefault("validate_frames", True)
+        emulator = LMStudioEmulator(**kwargs).start()
+        started.append(emulator)
+        return emulator
+
+    yield make
+    for emulator in started:
+        emulator.stop()
+    for emulator in started:
+        assert emulator.protocol_violations == []
+
+
+@pytest.fixture
+def sync_timeout() -> Iterator[Callable[[float], None]]:
+    """Lower the SDK's sync timeout for a test, then restore it."""
+    previous = lms.get_sync_api_timeout()
+    yield lms.set_sync_api_timeout
+    lms.set_sync_api_timeout(previous)

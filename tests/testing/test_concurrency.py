@@ -1,0 +1,60 @@
+"""Parallel predictions on one client, limited by the per-instance slots."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import lmstudio as lms
+import pytest
+
+from .conftest import TEXT, VISION, MakeEmulator
+
+
+def _sync_burst(api_host: str, n: int) -> list[str]:
+    with lms.Client(api_host) as client:
+        model = client.llm.model(TEXT)
+        with ThreadPoolExecutor(n) as pool:
+            return list(pool.map(lambda i: model.respond(f"question {i}").content, range(n)))
+
+
+def test_eight_sync_threads_use_four_slots(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(token_latency=0.01)
+    texts = _sync_burst(emulator.api_host, 8)
+    assert len(set(texts)) == 8
+    assert emulator.peak_concurrency(TEXT) == 4  # LM Studio's default slot count
+    assert emulator.peak_concurrency() == 4
+    assert emulator.peak_concurrency(VISION) == 0
+    assert sorted(p.text for p in emulator.predictions) == sorted(texts)
+
+
+def test_eight_sync_threads_with_eight_slots(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(token_latency=0.01, slots=8)
+    _sync_burst(emulator.api_host, 8)
+    assert emulator.peak_concurrency(TEXT) == 8
+
+
+def test_one_slot_serialises(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(token_latency=0.002, slots=1)
+    _sync_burst(emulator.api_host, 3)
+    assert emulator.peak_concurrency(TEXT) == 1
+
+
+@pytest.mark.asyncio
+async def test_eight_async_gathered(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(token_latency=0.01)
+    async with lms.AsyncClient(emulator.api_host) as client:
+        model = await client.llm.model(TEXT)
+        results = await asyncio.gather(*(model.respond(f"q{i}") for i in range(8)))
+    assert [r.content for r in results] == [
+        next(p.text for p in emulator.predictions if p.last_user_text == f"q{i}") for i in range(8)
+    ]
+    assert emulator.peak_concurrency(TEXT) == 4
+
+
+def test_peak_is_reset(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(token_latency=0.005)
+    _sync_burst(emulator.api_host, 2)
+    assert emulator.peak_concurrency() == 2
+    emulator.reset()
+    assert emulator.peak_concurrency() == 0

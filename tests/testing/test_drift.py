@@ -1,0 +1,132 @@
+"""The drift guard: messages are checked against the SDK's msgspec structs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lmstudio as lms
+import pytest
+
+from outlines_lmstudio.testing import Fault, LMStudioEmulator
+from outlines_lmstudio.testing._drift import check_incoming, check_outgoing
+
+from .conftest import EMBED, PNG, TEXT, UNLOADED, VISION, MakeEmulator
+
+
+def test_representative_session_has_no_violations(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(validate_frames=True)
+    schema = {"type": "object", "properties": {"x": {"type": "number"}}, "required": ["x"]}
+    with lms.Client(emulator.api_host) as client:
+        model = client.llm.model(TEXT)
+        model.respond("hi", config={"maxTokens": 5, "temperature": 0.1, "stopStrings": ["."]})
+        model.complete("once")
+        model.respond("json", response_format=schema)
+        for _ in model.respond_stream("stream"):
+            pass
+        model.get_info(), model.get_load_config(), model.tokenize("a b"), model.count_tokens("a")
+        model.apply_prompt_template(lms.Chat("sys"))
+        client.llm.model(UNLOADED)
+        client.llm.load_new_instance(TEXT, "copy").unload()
+        client.list_downloaded_models(), client.list_loaded_models()
+        client.embedding.model(EMBED).embed("x")
+        handle = client.files.prepare_image(PNG)
+        chat = lms.Chat()
+        chat.add_user_message("what", images=[handle])
+        client.llm.model(VISION).respond(chat)
+        for call in (lambda: client.llm.model("missing"), lambda: model.respond(chat)):
+            with pytest.raises(lms.LMStudioServerError):
+                call()
+        emulator.add_fault(Fault("predict", after_fragments=1))
+        with pytest.raises(lms.LMStudioServerError):
+            model.respond("x")
+        emulator.unload(TEXT)
+        with pytest.raises(lms.LMStudioModelNotFoundError):
+            model.get_info()
+    assert len(emulator.trace) > 50
+    assert emulator.protocol_violations == []
+
+
+def test_a_malformed_message_is_flagged() -> None:
+    fragment: dict[str, Any] = {
+        "type": "channelSend",
+        "channelId": 1,
+        "message": {"type": "fragment", "fragment": {"content": "a"}},  # counts missing
+    }
+    problems = check_outgoing("llm", "predict", "channel", fragment)
+    assert problems
+    assert "tokensCount" in problems[0]
+    assert check_outgoing("llm", None, "rpc", {"type": "keepAliveAck"})
+    assert check_outgoing(
+        "llm", "listLoaded", "rpc", {"type": "rpcResult", "callId": 1, "result": [{}]}
+    )
+    assert check_outgoing(
+        "llm", "unloadModel", "rpc", {"type": "rpcResult", "callId": 1, "result": 1}
+    )
+    bad_error = {"type": "rpcError", "callId": 1, "error": {"title": 3}}
+    assert check_outgoing("llm", "getModelInfo", "rpc", bad_error)
+    not_found = {
+        "type": "channelError",
+        "channelId": 1,
+        "error": {"title": "x", "displayData": {"code": "generic.noModelMatchingQuery"}},
+    }
+    assert check_outgoing("llm", "predict", "channel", not_found)
+    success = {"type": "success", "stats": {"stopReason": "because"}}
+    frame = {"type": "channelSend", "channelId": 2, "message": success}
+    assert check_outgoing("llm", "predict", "channel", frame)
+    assert check_outgoing("llm", "nonsense", "rpc", {"type": "rpcResult", "callId": 1})
+
+
+def test_well_formed_messages_pass() -> None:
+    ok = {
+        "type": "channelSend",
+        "channelId": 1,
+        "message": {
+            "type": "fragment",
+            "fragment": {
+                "content": "a",
+                "tokensCount": 1,
+                "containsDrafted": False,
+                "reasoningType": "none",
+            },
+        },
+    }
+    assert check_outgoing("llm", "predict", "channel", ok) == []
+    assert check_outgoing("llm", "unloadModel", "rpc", {"type": "rpcResult", "callId": 1}) == []
+    assert (
+        check_outgoing("llm", None, "rpc", {"type": "communicationWarning", "warning": "w"}) == []
+    )
+
+
+def test_incoming_requests_are_checked() -> None:
+    bad = {"type": "rpcCall", "endpoint": "tokenize", "callId": 1, "parameter": {"specifier": 1}}
+    assert check_incoming("llm", bad)
+    good = {
+        "type": "rpcCall",
+        "endpoint": "countTokens",
+        "callId": 1,
+        "parameter": {
+            "specifier": {"type": "query", "query": {"identifier": "m"}},
+            "inputString": "x",
+        },
+    }
+    assert check_incoming("llm", good) == []
+
+
+def test_the_emulator_records_violations(emu: LMStudioEmulator) -> None:
+    # A malformed frame reaching `send` is recorded; the fixture would fail the test.
+    from outlines_lmstudio.testing._protocol import Connection
+
+    conn = Connection.__new__(Connection)
+    conn.emu, conn.namespace, conn.sid, conn.closed = emu, "llm", 0, False
+
+    class _Socket:
+        async def send(self, text: str) -> None:
+            return None
+
+    conn.ws = _Socket()  # type: ignore[assignment]
+    import asyncio
+
+    asyncio.run(conn.send({"type": "keepAliveAck"}, None, "rpc"))
+    assert emu.protocol_violations
+    emu.reset()
+    assert emu.protocol_violations == []

@@ -1,0 +1,171 @@
+"""Every injected fault surfaces as a clear exception, never a hang."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import lmstudio as lms
+import pytest
+
+from outlines_lmstudio.testing import Fault, LMStudioEmulator
+
+from .conftest import EMBED, PNG, TEXT
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_error_before_stream(emu: LMStudioEmulator, client: lms.Client) -> None:
+    model = client.llm.model(TEXT)
+    emu.add_fault(Fault("predict", "error", message="GPU on fire"))
+    with pytest.raises(lms.LMStudioServerError, match="GPU on fire"):
+        model.respond("hi")
+    assert emu.predictions[-1].done
+    assert emu.predictions[-1].fragments == []
+    assert model.respond("hi").content  # the fault is spent
+
+
+def test_error_mid_stream(emu: LMStudioEmulator, client: lms.Client) -> None:
+    model = client.llm.model(TEXT)
+    emu.add_fault(Fault("predict", "error", after_fragments=3))
+    stream = model.respond_stream("hi")
+    received: list[str] = []
+
+    def consume() -> None:
+        received.extend(fragment.content for fragment in stream)
+
+    with pytest.raises(lms.LMStudioServerError, match="Injected failure"):
+        consume()
+    assert received == emu.predictions[-1].fragments
+    assert len(received) == 3
+
+
+def test_fault_for_another_model_does_not_match(emu: LMStudioEmulator, client: lms.Client) -> None:
+    emu.add_fault(Fault("predict", "error", model="qwen2-vl-2b-instruct"))
+    assert client.llm.model(TEXT).respond("hi").content
+    with pytest.raises(lms.LMStudioServerError):
+        client.llm.model("qwen2-vl-2b-instruct").respond("hi")
+
+
+def test_fault_times(emu: LMStudioEmulator, client: lms.Client) -> None:
+    model = client.llm.model(TEXT)
+    emu.add_fault(Fault("predict", times=2))
+    for _ in range(2):
+        with pytest.raises(lms.LMStudioServerError):
+            model.respond("hi")
+    assert model.respond("hi").content
+    emu.add_fault(Fault("predict"))
+    emu.clear_faults()
+    assert model.respond("hi").content
+
+
+def test_rpc_error(emu: LMStudioEmulator, client: lms.Client) -> None:
+    model = client.embedding.model(EMBED)
+    emu.add_fault(Fault("embedString", "error", message="embedder down"))
+    with pytest.raises(lms.LMStudioServerError, match="RPC error: embedder down"):
+        model.embed("x")
+
+
+@pytest.mark.parametrize("after", [0, 2])
+def test_drop_sync(emu: LMStudioEmulator, after: int) -> None:
+    with lms.Client(emu.api_host) as client:
+        model = client.llm.model(TEXT)
+        emu.add_fault(Fault("predict", "drop", after_fragments=after))
+        with pytest.raises(lms.LMStudioError):
+            model.respond("hi")
+    with lms.Client(emu.api_host) as client:
+        assert client.llm.model(TEXT).respond("hi").content
+
+
+@pytest.mark.asyncio
+async def test_drop_async(emu: LMStudioEmulator) -> None:
+    async with lms.AsyncClient(emu.api_host) as client:
+        model = await client.llm.model(TEXT)
+        emu.add_fault(Fault("predict", "drop"))
+        with pytest.raises(lms.LMStudioError):
+            await asyncio.wait_for(model.respond("hi"), 10)
+
+
+def test_drop_on_upload(emu: LMStudioEmulator) -> None:
+    with lms.Client(emu.api_host) as client:
+        emu.add_fault(Fault("uploadFileBase64", "drop"))
+        with pytest.raises(lms.LMStudioError):
+            client.files.prepare_image(PNG)
+
+
+def test_hang_sync_times_out(
+    emu: LMStudioEmulator, client: lms.Client, sync_timeout: Callable[[float], None]
+) -> None:
+    model = client.llm.model(TEXT)
+    emu.add_fault(Fault("predict", "hang"))
+    sync_timeout(0.5)
+    with pytest.raises(lms.LMStudioTimeoutError):
+        model.respond("hi")
+    sync_timeout(30)
+    assert model.respond("other requests are still served").content
+
+
+def test_hang_on_rpc_only_hits_that_request(
+    emu: LMStudioEmulator, client: lms.Client, sync_timeout: Callable[[float], None]
+) -> None:
+    model = client.llm.model(TEXT)
+    emu.add_fault(Fault("getModelInfo", "hang"))
+    sync_timeout(0.5)
+    with pytest.raises(lms.LMStudioTimeoutError):
+        model.get_info()
+    assert model.get_context_length() == 32768  # the fault is spent
+
+
+@pytest.mark.asyncio
+async def test_hang_async_with_wait_for(emu: LMStudioEmulator, aclient: lms.AsyncClient) -> None:
+    model = await aclient.llm.model(TEXT)
+    emu.add_fault(Fault("predict", "hang", after_fragments=1))
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(model.respond("hi"), 0.5)
+    assert (await model.respond("still alive")).content
+
+
+def test_delay(emu: LMStudioEmulator, client: lms.Client) -> None:
+    import time
+
+    model = client.llm.model(TEXT)
+    emu.add_fault(Fault("predict", "delay", seconds=0.3))
+    start = time.monotonic()
+    assert model.respond("hi").content
+    assert time.monotonic() - start >= 0.3
+
+
+def test_unload_fault(emu: LMStudioEmulator, client: lms.Client) -> None:
+    model = client.llm.model(TEXT)
+    emu.add_fault(Fault("predict", "unload"))
+    with pytest.raises(lms.LMStudioModelNotFoundError):
+        model.respond("hi")
+    assert TEXT not in {m.identifier for m in client.llm.list_loaded()}
+    assert client.llm.model(TEXT).respond("reloaded").content
+
+
+def test_server_side_unload_and_load(emu: LMStudioEmulator, client: lms.Client) -> None:
+    model = client.llm.model(TEXT)
+    emu.unload(TEXT)
+    with pytest.raises(lms.LMStudioModelNotFoundError):
+        model.respond("hi")
+    assert emu.load(TEXT) == TEXT
+    assert model.respond("hi").content
+    assert emu.load(TEXT, "copy") == "copy"
+    with pytest.raises(KeyError):
+        emu.unload("nothing")
+    with pytest.raises(KeyError):
+        emu.load("nothing")
+
+
+def test_get_or_load_error_fault(emu: LMStudioEmulator, client: lms.Client) -> None:
+    emu.add_fault(Fault("getOrLoad", "error", message="disk full"))
+    with pytest.raises(lms.LMStudioServerError, match="Model get/load error: disk full"):
+        client.llm.model(TEXT)
+
+
+def test_fault_validation() -> None:
+    with pytest.raises(ValueError, match="kind"):
+        Fault(kind="explode")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="times"):
+        Fault(times=0)

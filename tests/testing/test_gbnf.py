@@ -1,0 +1,196 @@
+"""GBNF parsing and sampling; llama.cpp's own grammar code accepts every sample."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lmstudio as lms
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from outlines_lmstudio.testing import LMStudioEmulator
+from outlines_lmstudio.testing._gbnf import GrammarError, parse_gbnf, sample_gbnf
+
+from .conftest import MLX, TEXT
+
+GRAMMARS = {
+    "yes_no": 'root ::= "yes" | "no"',
+    "digits": "root ::= [1-9] [0-9]{0,3}",
+    "list": 'root ::= "[" item ("," item)* "]"\nitem ::= [a-z]+',
+    "escapes": 'root ::= "\\x41\\u00e9\\t" [\\x30-\\x39] "\\"" [\\[\\]] "\\\\"',
+    "negated": 'root ::= "<" [^<>\\n]{1,8} ">"',
+    "any": "root ::= . . .?",
+    "groups": 'root ::= ("a" | "b" "c")+ ("x"? "y"){2,}',
+    "json_like": (
+        "root ::= object\n"
+        'object ::= "{" ws ( pair ( "," ws pair )* )? "}"\n'
+        'pair ::= string ":" ws value\n'
+        'value ::= object | string | number | "true" | "false" | "null"\n'
+        'string ::= "\\"" [a-z ]* "\\""\n'
+        'number ::= "-"? [0-9]+ ("." [0-9]+)?\n'
+        "ws ::= [ ]?  # optional space\n"
+    ),
+    "comments": '# a comment\nroot ::= a b # trailing\na ::= "A"\nb ::= "B"{1}',
+    "recursive": 'root ::= expr\nexpr ::= term ("+" term)*\nterm ::= [0-9] | "(" expr ")"',
+}
+_CHECKS = {
+    "yes_no": r"yes|no",
+    "digits": r"[1-9][0-9]{0,3}",
+    "list": r"\[[a-z]+(,[a-z]+)*\]",
+    "escapes": r"Aé\t[0-9]\"[\[\]]\\",
+    "negated": r"<[^<>\n]{1,8}>",
+    "any": r"(?s).{2,3}",
+    "groups": r"(a|bc)+(x?y){2,}",
+    "comments": r"AB",
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRAMMARS))
+def test_samples_match_a_regex_equivalent(name: str) -> None:
+    rng = random.Random(0)
+    samples = {sample_gbnf(GRAMMARS[name], rng) for _ in range(30)}
+    if name in _CHECKS:
+        for text in samples:
+            assert re.fullmatch(_CHECKS[name], text), (name, text)
+    if name not in ("comments", "escapes"):
+        assert len(samples) > 1  # the walk is random, not a fixed string
+
+
+def test_samples_end_for_recursive_grammars() -> None:
+    rng = random.Random(3)
+    for _ in range(200):
+        assert len(sample_gbnf(GRAMMARS["recursive"], rng)) < 2000
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        'root ::= "unterminated',
+        "root ::= [a-",
+        "root ::= missing",
+        'other ::= "x"',
+        'root ::= "a" | (',
+        "root ::= [a-z]{3,1}",
+        'root ::= "\\q"',
+        "root ::= [\\-]",
+        "root ::= root",
+        "::= x",
+    ],
+)
+def test_bad_grammars_are_rejected(bad: str) -> None:
+    with pytest.raises(GrammarError):
+        parse_gbnf(bad)
+
+
+def _load_harness() -> Any:
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gguf")
+    path = Path(__file__).parents[1] / "unit" / "grammar" / "_llama_harness.py"
+    if not path.exists():
+        pytest.skip("the llama.cpp grammar harness is not in this checkout")
+    spec = importlib.util.spec_from_file_location("_emulator_llama_harness", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    module = _load_harness()
+    vocab = tmp_path_factory.mktemp("vocab") / "bytes.gguf"
+    module.write_byte_vocab(vocab)
+    harness = module.LlamaGrammarHarness(vocab)
+    yield harness
+    harness.close()
+
+
+@pytest.mark.parametrize("name", sorted(GRAMMARS))
+def test_llama_cpp_accepts_every_sample(llama: Any, name: str) -> None:
+    grammar = GRAMMARS[name]
+    llama.check_parses(grammar)
+    rng = random.Random(7)
+    for _ in range(25):
+        text = sample_gbnf(grammar, rng)
+        assert llama.matches(grammar, text), (name, text)
+
+
+def test_gbnf_through_the_sdk(emu: LMStudioEmulator, client: lms.Client) -> None:
+    grammar = {"type": "gbnf", "gbnfGrammar": GRAMMARS["list"]}
+    result = client.llm.model(TEXT).respond("?", response_format=grammar)
+    assert re.fullmatch(_CHECKS["list"], result.content)
+    assert emu.predictions[-1].structured == grammar
+
+
+def test_gbnf_on_an_mlx_model_fails(client: lms.Client) -> None:
+    grammar = {"type": "gbnf", "gbnfGrammar": GRAMMARS["yes_no"]}
+    with pytest.raises(lms.LMStudioServerError, match=r"llama\.cpp engine"):
+        client.llm.model(MLX).respond("?", response_format=grammar)
+
+
+def test_bad_gbnf_fails_the_prediction(client: lms.Client) -> None:
+    grammar = {"type": "gbnf", "gbnfGrammar": "root ::= nothing"}
+    with pytest.raises(lms.LMStudioServerError, match="GBNF"):
+        client.llm.model(TEXT).respond("?", response_format=grammar)
+
+
+def _lit(text: str) -> str:
+    escaped = "".join(
+        "\\" + c if c in '"\\' else f"\\x{ord(c):02X}" if ord(c) < 0x20 else c for c in text
+    )
+    return f'"{escaped}"'
+
+
+def _cls(pairs: list[tuple[str, str]], negated: bool) -> str:
+    def esc(c: str) -> str:
+        if c in "]\\[":
+            return "\\" + c
+        return f"\\x{ord(c):02X}" if c in "-^" else c
+
+    body = "".join(esc(a) if a == b else f"{esc(a)}-{esc(b)}" for a, b in pairs)
+    return f"[{'^' if negated else ''}{body}]"
+
+
+_CHAR = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
+_atoms = st.one_of(
+    st.text(_CHAR, min_size=1, max_size=4).map(_lit),
+    st.builds(
+        _cls,
+        st.lists(st.tuples(_CHAR, _CHAR).map(lambda p: (min(p), max(p))), min_size=1, max_size=3),
+        st.booleans(),
+    ),
+    st.just("."),
+)
+_suffix = st.sampled_from(["", "", "*", "+", "?", "{2}", "{1,3}", "{0,}"])
+_expressions = st.recursive(
+    st.tuples(_atoms, _suffix).map("".join),
+    lambda inner: st.one_of(
+        st.lists(inner, min_size=1, max_size=3).map(" ".join),
+        st.tuples(st.lists(inner, min_size=2, max_size=3).map(" | ".join), _suffix).map(
+            lambda t: f"({t[0]}){t[1]}"
+        ),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(body=_expressions, helper=_expressions, seed=st.integers(0, 2**32))
+def test_llama_cpp_accepts_samples_of_random_grammars(
+    llama: Any, body: str, helper: str, seed: int
+) -> None:
+    grammar = f"root ::= {body} helper\nhelper ::= {helper}\n"
+    llama.check_parses(grammar)
+    rng = random.Random(seed)
+    for _ in range(5):
+        text = sample_gbnf(grammar, rng)
+        assert llama.matches(grammar, text), (grammar, text)

@@ -1,0 +1,47 @@
+"""The pytest plugin, run in a separate pytest session with pytester."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+_TEST_FILE = """
+import lmstudio as lms
+
+def test_uses_the_fixture(lmstudio_emulator):
+    lmstudio_emulator.script("qwen2.5-7b-instruct", ["scripted"])
+    with lms.Client(lmstudio_emulator.api_host) as client:
+        assert client.llm.model("qwen2.5-7b-instruct").respond("hi").content == "scripted"
+    assert lmstudio_emulator.predictions[-1].last_user_text == "hi"
+
+def test_state_is_reset(lmstudio_emulator):
+    assert lmstudio_emulator.predictions == []
+
+def test_failure_shows_the_trace(lmstudio_emulator):
+    with lms.Client(lmstudio_emulator.api_host) as client:
+        client.llm.model("qwen2.5-7b-instruct").respond("hi")
+    assert False, "deliberate"
+
+def test_violation_fails_the_test(lmstudio_emulator):
+    lmstudio_emulator._violation("made-up drift")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_plugin_fixture_reset_trace_and_guard(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_user=_TEST_FILE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result.assert_outcomes(passed=3, failed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_violation_fails_the_test*",
+            "*do not match the lmstudio SDK's wire schemas*",
+            "*made-up drift*",
+            "*FAILURES*",
+            "*test_failure_shows_the_trace*",
+            "*LM Studio emulator trace*",
+            '*"type":"channelCreate","endpoint":"predict"*',
+        ]
+    )

@@ -1,0 +1,194 @@
+"""Property tests: every JSON the emulator samples validates against its schema."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import jsonschema
+import lmstudio as lms
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from outlines_lmstudio.testing import LMStudioEmulator
+from outlines_lmstudio.testing._sampler import (
+    JsonSampler,
+    SchemaError,
+    count_tokens,
+    plain_text,
+    split_fragments,
+    token_ids,
+)
+
+from .conftest import TEXT
+
+NAMES = st.sampled_from(["name", "id", "tags", "score", "kind", "nested", "x", "é"])
+
+scalars = st.one_of(
+    st.just({"type": "string"}),
+    st.builds(
+        lambda lo, extra: {"type": "string", "minLength": lo, "maxLength": lo + extra},
+        st.integers(0, 4),
+        st.integers(0, 6),
+    ),
+    st.just({"type": "integer"}),
+    st.builds(
+        lambda lo, span: {"type": "integer", "minimum": lo, "maximum": lo + span},
+        st.integers(-50, 50),
+        st.integers(0, 5000),
+    ),
+    st.integers(-50, 50).map(lambda lo: {"type": "integer", "minimum": lo}),
+    st.integers(-50, 50).map(lambda hi: {"type": "integer", "exclusiveMaximum": hi}),
+    st.builds(
+        lambda lo, span: {"type": "number", "minimum": lo, "exclusiveMaximum": lo + span},
+        st.floats(-10, 10),
+        st.floats(0.001, 100),
+    ),
+    st.just({"type": "number"}),
+    st.just({"type": "boolean"}),
+    st.just({"type": "null"}),
+    st.lists(
+        st.one_of(st.text(max_size=5), st.integers(-9, 9), st.booleans(), st.none()),
+        min_size=1,
+        max_size=4,
+        unique_by=lambda v: (type(v).__name__, v),
+    ).map(lambda values: {"enum": values}),
+    st.sampled_from(["a", 1, True, None, "naïve"]).map(lambda v: {"const": v}),
+    st.sampled_from(["date", "date-time", "email", "uuid"]).map(
+        lambda f: {"type": "string", "format": f}
+    ),
+)
+
+
+def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [r for r in required if r in properties],
+    }
+
+
+schemas = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.builds(
+            lambda items, lo, extra: {
+                "type": "array",
+                "items": items,
+                "minItems": lo,
+                "maxItems": lo + extra,
+            },
+            children,
+            st.integers(0, 2),
+            st.integers(0, 3),
+        ),
+        st.builds(
+            _object,
+            st.dictionaries(NAMES, children, max_size=4),
+            st.lists(NAMES, max_size=4, unique=True),
+        ),
+        st.lists(children, min_size=2, max_size=3).map(lambda options: {"anyOf": options}),
+    ),
+    max_leaves=8,
+)
+
+
+def _with_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Move the schema into $defs and point at it with $ref (as pydantic does)."""
+    return {
+        "type": "object",
+        "properties": {"item": {"$ref": "#/$defs/Item"}},
+        "required": ["item"],
+        "$defs": {"Item": schema},
+    }
+
+
+SAMPLER = JsonSampler()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schema=schemas, use_defs=st.booleans(), seed=st.integers(0, 2**32))
+def test_sampled_json_validates(schema: dict[str, Any], use_defs: bool, seed: int) -> None:
+    if use_defs:
+        schema = _with_defs(schema)
+    rng = random.Random(seed)
+    for _ in range(3):
+        text = "".join(SAMPLER.sample(schema, rng))
+        jsonschema.validate(json.loads(text), schema)
+
+
+def test_pydantic_schema_with_refs_and_unions() -> None:
+    from enum import Enum
+
+    from pydantic import BaseModel
+
+    class Colour(Enum):
+        RED = "red"
+        BLUE = "blue"
+
+    class Part(BaseModel):
+        name: str
+        colour: Colour
+
+    class Order(BaseModel):
+        parts: list[Part]
+        note: str | None
+        count: int | float
+
+    schema = Order.model_json_schema()
+    rng = random.Random(0)
+    outputs = {"".join(SAMPLER.sample(schema, rng)) for _ in range(20)}
+    for text in outputs:
+        Order.model_validate_json(text)
+    assert len(outputs) > 10  # varied, not one fixed document
+
+
+def test_outputs_end_and_stay_short() -> None:
+    schema = {"type": "array", "items": {"type": "string"}}
+    rng = random.Random(1)
+    lengths = [len(SAMPLER.sample(schema, rng)) for _ in range(50)]
+    assert max(lengths) < 400
+
+
+def test_unbuildable_schema_is_a_schema_error() -> None:
+    with pytest.raises(SchemaError):
+        SAMPLER.automaton({"type": "string", "pattern": "(?<=a)b"})
+    with pytest.raises(SchemaError):  # cached errors are raised again
+        SAMPLER.automaton({"type": "string", "pattern": "(?<=a)b"})
+
+
+def test_unbuildable_schema_fails_the_prediction(emu: LMStudioEmulator, client: lms.Client) -> None:
+    bad = {"type": "json", "jsonSchema": {"type": "string", "pattern": "(?<=a)b"}}
+    with pytest.raises(lms.LMStudioServerError, match="JSON schema"):
+        client.llm.model(TEXT).respond("?", response_format=bad)
+
+
+@settings(
+    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(schema=schemas)
+def test_through_the_sdk(lmstudio_emulator: LMStudioEmulator, schema: dict[str, Any]) -> None:
+    with lms.Client(lmstudio_emulator.api_host) as client:
+        result = client.llm.model(TEXT).respond(
+            "?", response_format={"type": "json", "jsonSchema": schema}
+        )
+    jsonschema.validate(json.loads(result.content), schema)
+
+
+def test_same_request_same_output(emu: LMStudioEmulator, client: lms.Client) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    model = client.llm.model(TEXT)
+    first = model.respond("one", response_format=schema).content
+    assert model.respond("one", response_format=schema).content == first
+    assert len({model.respond(f"n{i}", response_format=schema).content for i in range(5)}) > 1
+
+
+def test_text_helpers() -> None:
+    text = "Hello,  brave new\nworld!! extraordinarily"
+    assert "".join(split_fragments(text)) == text
+    assert len(token_ids(text)) == count_tokens(text) == len(split_fragments(text))
+    tokens = plain_text("key", 0)
+    assert tokens == plain_text("key", 0) != plain_text("key", 1)
+    assert "".join(tokens)[-1] in ".!?"

@@ -1,0 +1,244 @@
+"""Every SDK call the library needs, through the real sync `lms.Client`."""
+
+from __future__ import annotations
+
+import json
+
+import lmstudio as lms
+import pytest
+from lmstudio import LlmInstanceInfo
+
+from outlines_lmstudio.testing import LMStudioEmulator
+
+from .conftest import EMBED, MLX, PNG, TEXT, UNLOADED, VISION, MakeEmulator
+
+
+def test_respond_returns_deterministic_text_and_stats(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    model = client.llm.model(TEXT)
+    first = model.respond("Tell me about rivers")
+    second = model.respond("Tell me about rivers")
+    other = model.respond("Tell me about stones")
+    assert first.content == second.content != other.content
+    assert len(first.content.split()) >= 10
+    stats = first.stats
+    assert stats.stop_reason == "eosFound"
+    assert stats.predicted_tokens_count == len(emu.predictions[0].fragments)
+    assert stats.prompt_tokens_count is not None
+    assert stats.prompt_tokens_count > 0
+    assert stats.total_tokens_count == stats.prompt_tokens_count + stats.predicted_tokens_count
+    assert first.model_info.model_key == TEXT
+    assert emu.predictions[0].text == first.content
+    assert emu.predictions[0].stop_reason == "eosFound"
+    assert emu.predictions[0].done
+
+
+def test_seed_changes_the_text(make_emulator: MakeEmulator) -> None:
+    texts = []
+    for seed in (1, 2):
+        emulator = make_emulator(seed=seed)
+        with lms.Client(emulator.api_host) as client:
+            texts.append(client.llm.model(TEXT).respond("same prompt").content)
+    assert texts[0] != texts[1]
+
+
+def test_respond_stream_fragments_and_progress(emu: LMStudioEmulator, client: lms.Client) -> None:
+    progress: list[float] = []
+    stream = client.llm.model(TEXT).respond_stream(
+        "Hello", on_prompt_processing_progress=progress.append
+    )
+    fragments = [f.content for f in stream]
+    result = stream.result()
+    assert fragments == emu.predictions[-1].fragments
+    assert "".join(fragments) == result.content
+    assert progress[0] == 0.0
+    assert progress[-1] == 1.0
+
+
+def test_complete_sends_the_complete_mode_layer(emu: LMStudioEmulator, client: lms.Client) -> None:
+    result = client.llm.model(TEXT).complete("Once upon a time", config={"temperature": 0.3})
+    prediction = emu.predictions[-1]
+    assert result.content == prediction.text
+    assert "llm.prediction.promptTemplate" in prediction.config
+    assert prediction.config["llm.prediction.temperature"] == 0.3
+    assert prediction.last_user_text == "Once upon a time"
+    stream = client.llm.model(TEXT).complete_stream("Once upon a time")
+    assert "".join(f.content for f in stream) == stream.result().content
+
+
+def test_structured_json_conforms(emu: LMStudioEmulator, client: lms.Client) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
+        "required": ["name", "age"],
+    }
+    result = client.llm.model(TEXT).respond("Person?", response_format=schema)
+    assert isinstance(result.parsed, dict)
+    assert set(result.parsed) == {"name", "age"}
+    assert isinstance(result.parsed["age"], int)
+    assert result.parsed["age"] >= 0
+    assert emu.predictions[-1].structured == {"type": "json", "jsonSchema": schema}
+
+
+def test_config_fields_are_recorded_and_echoed(emu: LMStudioEmulator, client: lms.Client) -> None:
+    result = client.llm.model(TEXT).respond(
+        "Hi", config={"temperature": 0.2, "maxTokens": 50, "topKSampling": 7}
+    )
+    config = emu.predictions[-1].config
+    assert config["llm.prediction.temperature"] == 0.2
+    assert config["llm.prediction.maxPredictedTokens"] == {"checked": True, "value": 50}
+    assert result.prediction_config.temperature == 0.2
+    assert result.prediction_config.max_tokens == 50
+    assert result.prediction_config.top_k_sampling == 7
+
+
+def test_model_info_and_bookkeeping(client: lms.Client) -> None:
+    model = client.llm.model(TEXT)
+    info = model.get_info()
+    assert isinstance(info, LlmInstanceInfo)
+    assert info.identifier == TEXT
+    assert info.trained_for_tool_use
+    assert not info.vision
+    assert model.get_context_length() == 32768
+    load_config = model.get_load_config()
+    assert load_config.context_length == 32768
+    tokens = model.tokenize("hello brave new world")
+    assert tokens == model.tokenize("hello brave new world")
+    assert len(tokens) == 4
+    assert model.count_tokens("hello brave new world") == 4
+    formatted = model.apply_prompt_template(lms.Chat("Be brief."))
+    assert "Be brief." in formatted
+
+
+def test_catalogue_listing(client: lms.Client) -> None:
+    downloaded = {m.model_key: m for m in client.list_downloaded_models()}
+    assert {TEXT, VISION, MLX, EMBED, UNLOADED} <= set(downloaded)
+    assert downloaded[MLX].info.format == "safetensors"
+    assert downloaded[VISION].info.vision
+    assert [m.model_key for m in client.list_downloaded_models("embedding")] == [EMBED]
+    loaded = {m.identifier for m in client.llm.list_loaded()}
+    assert loaded == {TEXT, VISION, MLX}
+    assert {m.identifier for m in client.list_loaded_models()} == loaded | {EMBED}
+    assert client.llm.model().identifier == TEXT  # no key: the first loaded model
+
+
+def test_get_or_load_reports_progress(emu: LMStudioEmulator, client: lms.Client) -> None:
+    progress: list[float] = []
+    model = client.llm.model(UNLOADED, on_load_progress=progress.append)
+    assert model.identifier == UNLOADED
+    assert progress[0] == 0.0
+    assert progress[-1] == 1.0
+    assert progress == sorted(progress)
+    assert UNLOADED in {m.identifier for m in client.llm.list_loaded()}
+    assert model.respond("hi").content
+    again: list[float] = []
+    client.llm.model(UNLOADED, on_load_progress=again.append)
+    assert again == [1.0]  # already loaded: no loading steps
+
+
+def test_get_or_load_context_length_from_config(client: lms.Client) -> None:
+    model = client.llm.model(UNLOADED, config={"contextLength": 1234})
+    assert model.get_context_length() == 1234
+
+
+def test_load_new_instance_and_unload(emu: LMStudioEmulator, client: lms.Client) -> None:
+    second = client.llm.load_new_instance(TEXT)
+    assert second.identifier == f"{TEXT}:2"
+    named = client.llm.load_new_instance(TEXT, "mine")
+    assert named.identifier == "mine"
+    with pytest.raises(lms.LMStudioServerError, match="already exists"):
+        client.llm.load_new_instance(TEXT, "mine")
+    named.unload()
+    client.llm.unload(second.identifier)
+    assert {m.identifier for m in client.llm.list_loaded()} == {TEXT, VISION, MLX}
+    with pytest.raises(lms.LMStudioModelNotFoundError):
+        client.llm.unload("mine")
+
+
+def test_unknown_model_errors(client: lms.Client) -> None:
+    with pytest.raises(lms.LMStudioServerError, match="Cannot find a model") as info:
+        client.llm.model("no-such-model")
+    assert not isinstance(info.value, lms.LMStudioModelNotFoundError)
+    with pytest.raises(lms.LMStudioServerError, match="embedding model"):
+        client.llm.model(EMBED)
+    model = client.llm.model(TEXT)
+    model.unload()
+    for call in (model.get_info, model.get_load_config, lambda: model.respond("x")):
+        with pytest.raises(lms.LMStudioModelNotFoundError):
+            call()
+    with pytest.raises(lms.LMStudioModelNotFoundError):
+        model.tokenize("x")
+
+
+def test_embeddings_are_deterministic_unit_vectors(client: lms.Client) -> None:
+    model = client.embedding.model(EMBED)
+    first, second = model.embed(["alpha", "beta"])
+    assert isinstance(first, list)
+    assert len(first) == 768
+    assert abs(sum(v * v for v in first) - 1.0) < 1e-9
+    assert model.embed("alpha") == first != second
+    assert model.get_context_length() == 2048
+    assert model.count_tokens("one two") == 2
+
+
+def test_image_round_trip(emu: LMStudioEmulator, client: lms.Client) -> None:
+    handle = client.files.prepare_image(PNG, name="dot.png")
+    assert handle.file_type == "image"
+    assert handle.size_bytes == len(PNG)
+    assert emu.uploads[-1].data == PNG
+    assert emu.uploads[-1].name == "dot.png"
+    chat = lms.Chat()
+    chat.add_user_message("What is this?", images=[handle])
+    result = client.llm.model(VISION).respond(chat)
+    assert result.content
+    assert emu.predictions[-1].images == [PNG]
+    assert emu.predictions[-1].last_user_text == "What is this?"
+
+
+def test_image_to_text_model_fails_like_lm_studio(client: lms.Client) -> None:
+    handle = client.files.prepare_image(PNG)
+    chat = lms.Chat()
+    chat.add_user_message("What is this?", images=[handle])
+    with pytest.raises(lms.LMStudioServerError, match="does not support images"):
+        client.llm.model(TEXT).respond(chat)
+
+
+def test_file_handles_are_scoped_to_their_client(emu: LMStudioEmulator, client: lms.Client) -> None:
+    handle = client.files.prepare_image(PNG)
+    chat = lms.Chat()
+    chat.add_user_message("What?", images=[handle])
+    with (
+        lms.Client(emu.api_host) as other,
+        pytest.raises(lms.LMStudioServerError, match="File not found"),
+    ):
+        other.llm.model(VISION).respond(chat)
+
+
+def test_non_image_upload_is_unknown(client: lms.Client) -> None:
+    handle = client.files.prepare_image(b"just some text", name="a.txt")
+    assert handle.file_type == "unknown"
+
+
+def test_preset_is_recorded(emu: LMStudioEmulator, client: lms.Client) -> None:
+    client.llm.model(TEXT).respond("hi", preset="concise")
+    assert emu.predictions[-1].preset == "concise"
+
+
+def test_unknown_preset_when_presets_are_listed(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(presets=["concise"])
+    with lms.Client(emulator.api_host) as client:
+        model = client.llm.model(TEXT)
+        assert model.respond("hi", preset="concise").content
+        with pytest.raises(lms.LMStudioPresetNotFoundError):
+            model.respond("hi", preset="verbose")
+
+
+def test_requests_are_recorded(emu: LMStudioEmulator, client: lms.Client) -> None:
+    client.llm.model(TEXT).respond("hi")
+    endpoints = [(r.namespace, r.endpoint, r.kind) for r in emu.requests]
+    assert endpoints == [("llm", "getOrLoad", "channel"), ("llm", "predict", "channel")]
+    predict = emu.requests[-1]
+    assert predict.parameter["modelSpecifier"]["query"]["identifier"] == TEXT
+    assert predict.client_id == emu.predictions[-1].client_id != ""
+    assert json.loads(json.dumps(predict.parameter)) == predict.parameter

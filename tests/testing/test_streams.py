@@ -1,0 +1,131 @@
+"""Cancelled and abandoned streams, stop conditions and scripted replies."""
+
+from __future__ import annotations
+
+import json
+
+import lmstudio as lms
+import pytest
+
+from outlines_lmstudio.testing import LMStudioEmulator, Prediction
+
+from .conftest import MLX, TEXT, MakeEmulator
+
+LONG = " ".join(f"word{i}" for i in range(200))
+
+
+def test_cancel_after_first_fragment_sync(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(token_latency=0.01)
+    emulator.script(TEXT, [LONG])
+    with lms.Client(emulator.api_host) as client:
+        stream = client.llm.model(TEXT).respond_stream("go")
+        for _fragment in stream:
+            stream.cancel()
+        result = stream.result()
+        assert result.stats.stop_reason == "userStopped"
+        emulator.wait_until(lambda: emulator.predictions[-1].done)
+        prediction = emulator.predictions[-1]
+        assert prediction.cancelled
+        assert prediction.stop_reason == "userStopped"
+        assert len(prediction.fragments) < 20
+        assert client.llm.model(TEXT).respond("next").content  # the socket still works
+
+
+@pytest.mark.asyncio
+async def test_cancel_after_first_fragment_async(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(token_latency=0.01)
+    emulator.script(TEXT, [LONG])
+    async with lms.AsyncClient(emulator.api_host) as client:
+        model = await client.llm.model(TEXT)
+        stream = await model.respond_stream("go")
+        async with stream:
+            async for _fragment in stream:
+                await stream.cancel()
+        assert stream.result().stats.stop_reason == "userStopped"
+    assert emulator.predictions[-1].cancelled
+
+
+def test_abandoned_stream_keeps_the_socket_usable(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(token_latency=0.002)
+    emulator.script(TEXT, ["one two three four five six seven eight nine ten"])
+    with lms.Client(emulator.api_host) as client:
+        model = client.llm.model(TEXT)
+        stream = model.respond_stream("go")
+        for _fragment in stream:
+            break  # leaves without cancel(): the SDK tells the server nothing
+        stream.close()
+        assert model.respond("again").content
+        emulator.wait_until(lambda: all(p.done for p in emulator.predictions))
+    abandoned = emulator.predictions[0]
+    assert not abandoned.cancelled
+    assert abandoned.stop_reason == "eosFound"
+
+
+def test_max_tokens_truncates_json(emu: LMStudioEmulator, client: lms.Client) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    result = client.llm.model(TEXT).respond("?", response_format=schema, config={"maxTokens": 2})
+    assert result.stats.stop_reason == "maxPredictedTokensReached"
+    assert result.stats.predicted_tokens_count == 2
+    assert not result.structured
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(result.content)
+
+
+def test_stop_string_cuts_before_it(emu: LMStudioEmulator, client: lms.Client) -> None:
+    emu.script(TEXT, ["alpha beta STOP gamma"])
+    result = client.llm.model(TEXT).respond("?", config={"stopStrings": ["STOP"]})
+    assert result.content == "alpha beta "
+    assert result.stats.stop_reason == "stopStringFound"
+
+
+def test_stop_string_spanning_fragments(emu: LMStudioEmulator, client: lms.Client) -> None:
+    emu.script(TEXT, ["abcdefghij klm"])  # fragments: "abcdef", "ghij", " klm"
+    result = client.llm.model(TEXT).respond("?", config={"stopStrings": ["fgh"]})
+    assert result.content == "abcde"
+
+
+def test_scripts_in_order_then_generated(emu: LMStudioEmulator, client: lms.Client) -> None:
+    emu.script(TEXT, ["first reply", lambda p: f"echo: {p.last_user_text}"])
+    model = client.llm.model(TEXT)
+    assert model.respond("a").content == "first reply"
+    assert model.respond("b").content == "echo: b"
+    generated = model.respond("c").content
+    assert generated not in ("first reply", "echo: c")
+    assert generated
+
+
+def test_callable_script_is_used_for_every_request(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    def reply(prediction: Prediction) -> str:
+        return prediction.last_user_text.upper()
+
+    emu.script(MLX, reply)
+    model = client.llm.model(MLX)
+    assert [model.respond(t).content for t in ("x", "yz")] == ["X", "YZ"]
+
+
+def test_scripted_invalid_json_is_sent_verbatim(emu: LMStudioEmulator, client: lms.Client) -> None:
+    emu.script(TEXT, ['{"name": oops'])
+    result = client.llm.model(TEXT).respond("?", response_format={"type": "object"})
+    assert result.content == '{"name": oops'
+    assert not result.structured
+
+
+def test_failing_script_is_a_server_error(emu: LMStudioEmulator, client: lms.Client) -> None:
+    def broken(prediction: Prediction) -> str:
+        raise RuntimeError("script bug")
+
+    emu.script(TEXT, broken)
+    with pytest.raises(lms.LMStudioServerError, match="script bug"):
+        client.llm.model(TEXT).respond("?")
+
+
+def test_model_replies_from_the_catalogue(make_emulator: MakeEmulator) -> None:
+    from outlines_lmstudio.testing import EmulatedModel
+
+    emulator = make_emulator(models=[EmulatedModel("m", replies=["canned"])])
+    with lms.Client(emulator.api_host) as client:
+        assert client.llm.model("m").respond("?").content == "canned"
+        emulator.reset()  # restores the catalogue's scripts
+        assert client.llm.model("m").respond("?").content == "canned"

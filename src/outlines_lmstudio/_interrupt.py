@@ -7,50 +7,52 @@ Ctrl-C is therefore only noted; the model cancels the prediction on the
 server and then raises ``KeyboardInterrupt``. A second Ctrl-C interrupts at
 once. Only the default handler in the main thread is replaced, never a
 handler the application installed.
+
+Installing a handler costs a few microseconds (two system calls), so a
+complete call arms the guard once, and a stream only around each wait for
+the next fragment (user code runs between fragments and must see its own
+Ctrl-C at once).
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["SigintDeferral", "deferred_sigint"]
+__all__ = ["SigintGuard"]
 
 
-class SigintDeferral:
-    """Whether a Ctrl-C arrived while it was deferred."""
+class SigintGuard:
+    """Defers the first Ctrl-C while armed (main thread, default handler only).
+
+    Attributes
+    ----------
+    interrupted
+        Whether a Ctrl-C arrived while armed.
+    """
 
     def __init__(self) -> None:
         self.interrupted = False
+        self._armed = False
+        self.enabled = (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        )
 
-
-@contextmanager
-def deferred_sigint() -> Iterator[SigintDeferral]:
-    """Note the first SIGINT instead of raising it (main thread, default handler only).
-
-    Yields
-    ------
-    SigintDeferral
-        Its ``interrupted`` flag is set if a Ctrl-C arrived.
-    """
-    state = SigintDeferral()
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield state
-        return
-
-    def note(signum: int, frame: FrameType | None) -> None:
-        state.interrupted = True
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self.interrupted = True
+        self._armed = False
         signal.signal(signal.SIGINT, signal.default_int_handler)  # the next one interrupts
 
-    signal.signal(signal.SIGINT, note)
-    try:
-        yield state
-    finally:
-        if signal.getsignal(signal.SIGINT) is note:
+    def arm(self) -> None:
+        """Start deferring Ctrl-C."""
+        if self.enabled and not self._armed and not self.interrupted:
+            signal.signal(signal.SIGINT, self._note)
+            self._armed = True
+
+    def disarm(self) -> None:
+        """Stop deferring Ctrl-C (the default handler is back)."""
+        if self._armed:
+            self._armed = False
             signal.signal(signal.SIGINT, signal.default_int_handler)

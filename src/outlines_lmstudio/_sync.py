@@ -31,7 +31,7 @@ from ._common import (
     stop_reason,
 )
 from ._inputs import build_chat
-from ._interrupt import deferred_sigint
+from ._interrupt import SigintGuard
 from ._sdk_errors import client_host
 from ._typed import check_reply, partial_value, reask_prompt, validator_for
 from .errors import LMStudioConnectionError, LMStudioModelNotFoundError
@@ -128,12 +128,19 @@ class LMStudio(Common, _OutlinesLMStudio):
         return build_chat(request.prompt, handles)
 
     def _fragments(
-        self, request: Request, streams: list[lms.PredictionStream] | None = None
+        self,
+        request: Request,
+        streams: list[lms.PredictionStream] | None = None,
+        guard: SigintGuard | None = None,
     ) -> Generator[str, None, None]:
         """Yield answer fragments; cancel on the server if left early; retry a vanished model.
 
         Each SDK stream opened is appended to ``streams`` so another thread can cancel it.
+        ``guard``: a Ctrl-C guard the caller armed for the whole call; without one, the
+        guard is armed only while waiting for each fragment (user code runs in between).
         """
+        per_fragment = guard is None
+        sigint = SigintGuard() if guard is None else guard
         for attempt in (1, 2):
             generation = SYNC_RECONNECTS.generation(self.client)
             try:
@@ -153,7 +160,13 @@ class LMStudio(Common, _OutlinesLMStudio):
             started = finished = False
             try:
                 while True:
-                    with deferred_sigint() as sigint:
+                    if per_fragment:
+                        sigint.arm()
+                        try:
+                            fragment = next(events, None)
+                        finally:
+                            sigint.disarm()
+                    else:
                         fragment = next(events, None)
                     if sigint.interrupted:
                         raise KeyboardInterrupt  # after the finally below cancels on the server
@@ -197,7 +210,12 @@ class LMStudio(Common, _OutlinesLMStudio):
         timeout = request.args.timeout or self.timeout
         streams: list[lms.PredictionStream] = []
         if timeout is None:
-            text = "".join(self._fragments(request, streams))
+            guard = SigintGuard()
+            guard.arm()
+            try:
+                text = "".join(self._fragments(request, streams, guard))
+            finally:
+                guard.disarm()
             return Completion(text, stop_reason(streams))
         # The SDK's own sync timeout is one process-wide setting, so a per-call limit runs
         # the prediction in a daemon thread and cancels it on the server when time is up.

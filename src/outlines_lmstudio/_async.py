@@ -39,12 +39,23 @@ from .errors import LMStudioConnectionError, LMStudioModelNotFoundError
 __all__ = ["AsyncLMStudio"]
 
 
-async def _pump(stream: lms.AsyncPredictionStream, queue: asyncio.Queue[tuple[str, Any]]) -> None:
-    """Read an SDK stream into a queue: answer fragments, then done or the error."""
+async def _pump(
+    stream: lms.AsyncPredictionStream, queue: asyncio.Queue[tuple[str, Any]], whole: bool
+) -> None:
+    """Read an SDK stream into a queue: answer fragments, then done or the error.
+
+    With ``whole``, the answer is queued once, complete (no task switch per fragment).
+    """
+    parts: list[str] = []
     try:
         async for fragment in stream:
             if fragment.reasoning_type == "none":
-                queue.put_nowait(("fragment", fragment.content))
+                if whole:
+                    parts.append(fragment.content)
+                else:
+                    queue.put_nowait(("fragment", fragment.content))
+        if whole:
+            queue.put_nowait(("fragment", "".join(parts)))
         queue.put_nowait(("done", None))
     except lms.LMStudioError as exc:
         queue.put_nowait(("error", exc))
@@ -218,7 +229,10 @@ class AsyncLMStudio(Common, _OutlinesAsyncLMStudio):
         return build_chat(request.prompt, handles)
 
     async def _fragments(
-        self, request: Request, streams: list[lms.AsyncPredictionStream] | None = None
+        self,
+        request: Request,
+        streams: list[lms.AsyncPredictionStream] | None = None,
+        whole: bool = False,
     ) -> AsyncIterator[str]:
         """Yield answer fragments; cancel on the server if left early or cancelled.
 
@@ -243,7 +257,7 @@ class AsyncLMStudio(Common, _OutlinesAsyncLMStudio):
             if streams is not None:
                 streams.append(stream)
             queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-            pump = asyncio.create_task(_pump(stream, queue))
+            pump = asyncio.create_task(_pump(stream, queue, whole))
             started = False
             try:
                 while True:
@@ -273,7 +287,7 @@ class AsyncLMStudio(Common, _OutlinesAsyncLMStudio):
 
     async def _collect(self, request: Request) -> Completion:
         streams: list[lms.AsyncPredictionStream] = []
-        parts = [part async for part in self._fragments(request, streams)]
+        parts = [part async for part in self._fragments(request, streams, whole=True)]
         return Completion("".join(parts), stop_reason(streams))
 
     async def _complete(self, request: Request) -> Completion:

@@ -104,13 +104,21 @@ class LMStudio(Common, _OutlinesLMStudio):
         grammar_check(SYNC_FORMATS.get(self.client, handle.identifier, fetch), handle.identifier)
 
     def _reconnect(self, generation: int) -> None:
-        """Drop dead sessions (the SDK reconnects lazily) and the uploads tied to them."""
+        """Reconnect dead sessions and forget the uploads tied to them."""
 
         def reset() -> None:
+            SYNC_IMAGES.clear(self.client)
             for session in (self.client.llm, self.client.files):
+                was_connected = session.connected
                 with contextlib.suppress(lms.LMStudioError):
                     session.disconnect()
-            SYNC_IMAGES.clear(self.client)
+                if was_connected:
+                    # Connect here, under the reset lock: the SDK's lazy reconnect is not
+                    # thread-safe (threads retrying together would each open a socket).
+                    try:
+                        session.connect()
+                    except lms.LMStudioError as exc:
+                        raise self._error(exc, None, "connect") from exc
 
         SYNC_RECONNECTS.reset(self.client, generation, reset)
 
@@ -146,9 +154,10 @@ class LMStudio(Common, _OutlinesLMStudio):
             try:
                 chat = self._chat(request)
             except LMStudioConnectionError as exc:
-                if attempt == 1 and dropped(exc):
+                if dropped(exc):
                     self._reconnect(generation)
-                    continue
+                    if attempt == 1 and per_fragment:
+                        continue
                 raise
             handle = self._handle(request.key)
             if request.plan.kind == "grammar":
@@ -186,7 +195,7 @@ class LMStudio(Common, _OutlinesLMStudio):
             except lms.LMStudioWebsocketError as exc:
                 finished = True
                 self._reconnect(generation)  # the next call (or the retry) reconnects
-                if attempt == 1 and not started:
+                if attempt == 1 and not started and per_fragment:
                     continue
                 raise self._error(exc, request.key, "predict") from exc
             except lms.LMStudioError as exc:
@@ -206,6 +215,21 @@ class LMStudio(Common, _OutlinesLMStudio):
     def _run(self, request: Request) -> str:
         return request.plan.render(self._complete(request).text)
 
+    def _join_retrying(
+        self, request: Request, streams: list[lms.PredictionStream], guard: SigintGuard
+    ) -> str:
+        """Collect a whole reply; after a lost connection, ask once more on a new one.
+
+        Nobody has seen part of the reply yet, so asking again is safe (a stream
+        that already yielded fragments raises instead).
+        """
+        try:
+            return "".join(self._fragments(request, streams, guard))
+        except LMStudioConnectionError as exc:
+            if not dropped(exc):
+                raise
+        return "".join(self._fragments(request, streams, guard))
+
     def _complete(self, request: Request) -> Completion:
         timeout = request.args.timeout or self.timeout
         streams: list[lms.PredictionStream] = []
@@ -213,7 +237,7 @@ class LMStudio(Common, _OutlinesLMStudio):
             guard = SigintGuard()
             guard.arm()
             try:
-                text = "".join(self._fragments(request, streams, guard))
+                text = self._join_retrying(request, streams, guard)
             finally:
                 guard.disarm()
             return Completion(text, stop_reason(streams))
@@ -223,7 +247,7 @@ class LMStudio(Common, _OutlinesLMStudio):
 
         def consume() -> None:
             try:
-                future.set_result("".join(self._fragments(request, streams)))
+                future.set_result(self._join_retrying(request, streams, SigintGuard()))
             except BaseException as exc:  # handed to the caller through the future
                 future.set_exception(exc)
 

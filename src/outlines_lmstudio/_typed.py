@@ -17,7 +17,6 @@ from functools import lru_cache
 from typing import Any, cast
 
 import jsonschema
-import lark
 import pydantic
 import pydantic_core
 from outlines.types import CFG, Choice, JsonSchema
@@ -163,6 +162,8 @@ def validator_for(plan: OutputPlan) -> Validator:
 def _language_check(term: Any) -> Callable[[str], list[str]]:
     """Build a check that a text is in a DSL term's language (regex, or Lark for a CFG)."""
     if isinstance(term, CFG):
+        import lark  # only grammar mode needs it (half of our import time otherwise)
+
         parser = lark.Lark(term.definition, start="start", parser="earley")
 
         def parses(text: str) -> list[str]:

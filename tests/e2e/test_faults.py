@@ -3,7 +3,7 @@
 import lmstudio as lms
 import pytest
 
-from outlines_lmstudio import BatchGenerationError, LMStudioConnectionError, from_lmstudio
+from outlines_lmstudio import LMStudioConnectionError, from_lmstudio
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
 from .conftest import TEXT_MODEL, VISION_MODEL
@@ -23,8 +23,11 @@ def _llm_sockets(emulator: LMStudioEmulator) -> int:
 
 
 def test_drop_mid_stream_fails_clearly_and_the_next_call_reconnects(
-    client: lms.Client, emulator: LMStudioEmulator
+    client: lms.Client, slow_emulator: LMStudioEmulator
 ) -> None:
+    # With a per-token latency the fragments before the drop are read before it; the one
+    # sent just before the abort may be lost with the connection (as on a real network).
+    emulator = slow_emulator
     model = from_lmstudio(client, TEXT_MODEL)
     emulator.add_fault(Fault(kind="drop", after_fragments=3))
     chunks: list[str] = []
@@ -34,7 +37,7 @@ def test_drop_mid_stream_fails_clearly_and_the_next_call_reconnects(
 
     with pytest.raises(LMStudioConnectionError, match="next call reconnects") as info:
         consume()
-    assert len(chunks) == 3  # what arrived before the drop was delivered
+    assert 2 <= len(chunks) <= 3  # what arrived before the drop was delivered
     assert isinstance(info.value.__cause__, lms.LMStudioWebsocketError)
     assert model("again")
 
@@ -59,17 +62,18 @@ def test_two_drops_in_a_row_are_not_retried_forever(
     assert model("then fine")
 
 
-def test_batch_item_hit_by_a_drop_fails_alone(
+def test_a_whole_reply_lost_mid_way_is_asked_again_once(
     client: lms.Client, emulator: LMStudioEmulator
 ) -> None:
     emulator.script(TEXT_MODEL, lambda p: f"ok {p.last_user_text}")
     model = from_lmstudio(client, TEXT_MODEL)
     emulator.add_fault(Fault(kind="drop", after_fragments=1))
-    with pytest.raises(BatchGenerationError) as info:
-        model.batch([f"p{i}" for i in range(4)], max_concurrency=1)
-    assert list(info.value.errors) == [0]
-    assert isinstance(info.value.errors[0], LMStudioConnectionError)
-    assert info.value.results[1:] == ["ok p1", "ok p2", "ok p3"]
+    assert model("p0") == "ok p0"  # nobody saw the partial reply: asked again
+    assert len(emulator.predictions) == 2
+    emulator.add_fault(Fault(kind="drop", after_fragments=1))
+    assert model.batch([f"p{i}" for i in range(4)], max_concurrency=1) == [
+        f"ok p{i}" for i in range(4)
+    ]
 
 
 def test_concurrent_calls_hit_by_one_drop_leave_a_working_client(
@@ -79,8 +83,7 @@ def test_concurrent_calls_hit_by_one_drop_leave_a_working_client(
     model("warm up")
     sockets_before = _llm_sockets(slow_emulator)
     slow_emulator.add_fault(Fault(kind="drop", after_fragments=3))
-    with pytest.raises(BatchGenerationError):
-        model.batch([f"p{i}" for i in range(4)], max_concurrency=4)
+    assert len(model.batch([f"p{i}" for i in range(4)], max_concurrency=4)) == 4
     assert model("after")
     assert _llm_sockets(slow_emulator) == sockets_before + 1
 
@@ -111,12 +114,23 @@ def test_server_gone_between_calls() -> None:
 
 @pytest.mark.asyncio
 async def test_async_drop_and_reconnect(
-    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+    async_client: lms.AsyncClient, slow_emulator: LMStudioEmulator
 ) -> None:
+    emulator = slow_emulator
     model = from_lmstudio(async_client, TEXT_MODEL)
-    emulator.add_fault(Fault(kind="drop", after_fragments=2))
+    emulator.add_fault(Fault(kind="drop", after_fragments=3))
+    chunks: list[str] = []
+
+    async def consume() -> None:
+        async for chunk in model.stream("hi"):
+            chunks.append(chunk)
+
     with pytest.raises(LMStudioConnectionError, match="next call reconnects"):
-        await model("hi")
+        await consume()
+    assert 2 <= len(chunks) <= 3
     assert await model("again")
-    emulator.add_fault(Fault(kind="drop"))
-    assert await model("retried transparently")
+    emulator.add_fault(Fault(kind="drop", after_fragments=2))
+    assert await model("a whole reply is asked again")
+    emulator.add_fault(Fault(kind="drop", times=2))
+    with pytest.raises(LMStudioConnectionError):
+        await model("but only once")

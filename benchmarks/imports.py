@@ -1,0 +1,90 @@
+"""Case 6: ``import outlines_lmstudio`` against ``import outlines, lmstudio``.
+
+Each sample is a fresh interpreter (``python -c``), alternating sides; the
+ratio is on the wall-clock time of the whole process. Kept as extra
+information: the time of the import statement alone (reported by the child)
+and the CPU time (user + sys) of the child, which waiting for a busy CPU does
+not inflate.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from benchmarks._harness import CaseResult, Context, Target, interleave
+
+__all__ = ["run"]
+
+OURS = "import outlines_lmstudio"
+BASELINE = "import outlines, lmstudio"
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _child(statement: str) -> tuple[float, float, float]:
+    """Run ``statement`` in a fresh interpreter: wall, import-only and CPU (user+sys) seconds.
+
+    Bytecode caching is left on (as for an installed wheel): the warm-up run writes
+    the ``.pyc`` files of an editable checkout, so no sample compiles source.
+    """
+    code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    cpu = _children_cpu()
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=env,
+    )
+    wall = time.perf_counter() - start
+    return wall, float(out.stdout.strip()), _children_cpu() - cpu
+
+
+def run(ctx: Context) -> list[CaseResult]:
+    """Fresh-process import time, ours vs outlines + lmstudio."""
+    n = ctx.sizes.import_runs
+    inner: dict[str, list[float]] = {"ours": [], "baseline": []}
+    cpu: dict[str, list[float]] = {"ours": [], "baseline": []}
+
+    def side(name: str, statement: str) -> tuple[float, object]:
+        wall, alone, used = _child(statement)
+        inner[name].append(alone)
+        cpu[name].append(used)
+        return wall, None
+
+    ctx.log(f"import: {n} fresh interpreters per side")
+    paired = interleave(
+        lambda i: side("ours", OURS), lambda i: side("baseline", BASELINE), n, warmup=1
+    )
+    # Warm-up samples went to `inner` and `cpu` too: drop them.
+    alone = {k: v[1:] for k, v in inner.items()}
+    used = {k: v[1:] for k, v in cpu.items()}
+    return [
+        CaseResult.from_paired(
+            paired,
+            name="import",
+            title="fresh-process import time",
+            ours=f'python -c "{OURS}"',
+            baseline=f'python -c "{BASELINE}"',
+            target=Target("<=", 1.10),
+            extra={
+                "import_statement_ms": {k: statistics.median(v) * 1e3 for k, v in alone.items()},
+                "import_statement_ratio": statistics.median(alone["ours"])
+                / statistics.median(alone["baseline"]),
+                "process_cpu_ms": {k: statistics.median(v) * 1e3 for k, v in used.items()},
+                "process_cpu_ratio": statistics.median(used["ours"])
+                / statistics.median(used["baseline"]),
+            },
+        )
+    ]

@@ -1,0 +1,145 @@
+"""The ``outlines-lmstudio`` command-line tool.
+
+Subcommands live in their own modules, listed in `SUBCOMMANDS`. Each module
+defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``,
+and imports its optional dependencies inside ``run`` only.
+
+Global options (``--host``, ``--emulator``) go before or after the subcommand;
+every failure is reported in one line on standard error with an exit status
+(see `outlines_lmstudio.cli._common`), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+
+SUBCOMMANDS: dict[str, str] = {
+    "models": "outlines_lmstudio.cli._models",
+    "chat": "outlines_lmstudio.cli._chat",
+    "generate": "outlines_lmstudio.cli._generate",
+    "extract": "outlines_lmstudio.cli._extract",
+    "complete": "outlines_lmstudio.cli._complete",
+    "embed": "outlines_lmstudio.cli._embed",
+    "emulator": "outlines_lmstudio.cli._emulator",
+}
+"""Subcommand name -> module implementing it."""
+
+NO_CONNECTION = frozenset({"emulator"})
+"""Subcommands that do not talk to LM Studio (no ``--host`` / ``--emulator``, no rich)."""
+
+_EPILOG = """\
+exit status: 0 success, 1 the job failed, 2 usage or input error,
+3 LM Studio not reachable, 130 interrupted.
+See `outlines-lmstudio COMMAND --help` for each command."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("outlines-lmstudio")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every registered subcommand."""
+    from ._common import add_connection_options
+
+    parser = argparse.ArgumentParser(
+        prog="outlines-lmstudio",
+        description="LM Studio from the terminal: models, chat, structured generation.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    add_connection_options(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = commands.add_parser(
+            name,
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(sub)
+        if name not in NO_CONNECTION:
+            add_connection_options(sub, suppress=True)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status.
+
+    Parameters
+    ----------
+    argv
+        The arguments (``sys.argv[1:]`` when None).
+    """
+    from ._common import (
+        EXIT_FAILURE,
+        EXIT_INTERRUPTED,
+        CliError,
+        error_exit_code,
+        error_message,
+        require_rich,
+    )
+
+    if argv is None:
+        _quiet_sdk()
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command not in NO_CONNECTION:
+            require_rich()
+        status: int = args._run(args)
+        return status
+    except CliError as exc:
+        _report(exc.message)
+        return exc.code
+    except KeyboardInterrupt:
+        _report("interrupted.")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
+    except Exception as exc:
+        import lmstudio as lms
+
+        from outlines_lmstudio.errors import OutlinesLMStudioError
+
+        if not isinstance(exc, OutlinesLMStudioError | lms.LMStudioError):
+            raise
+        _report(error_message(exc))
+        return error_exit_code(exc)
+
+
+def _quiet_sdk() -> None:
+    """Keep the SDK's own log lines and shutdown warnings out of the terminal.
+
+    The command reports every failure itself, in one line. Only done for a real
+    command-line run (``argv`` None), never when ``main`` is called from Python.
+    """
+    import logging
+    import warnings
+
+    # The SDK logs under class-named top-level loggers ("AsyncWebsocketHandler", ...), which
+    # reach stderr through logging's last-resort handler: a root handler keeps them away.
+    logging.getLogger().addHandler(logging.NullHandler())
+    warnings.filterwarnings(
+        "ignore", message="coroutine .* was never awaited", category=RuntimeWarning
+    )
+
+
+def _report(message: str) -> None:
+    sys.stdout.flush()
+    print(f"outlines-lmstudio: error: {message}", file=sys.stderr, flush=True)

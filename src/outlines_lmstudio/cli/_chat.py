@@ -1,0 +1,331 @@
+"""``outlines-lmstudio chat``: an interactive streaming chat with history."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lmstudio as lms
+
+from ._common import (
+    CliError,
+    ModelInfo,
+    Session,
+    add_sampling_options,
+    connect,
+    console,
+    error_message,
+    resolve_llm,
+    sampling_kwargs,
+    write_out,
+)
+from ._images import MAX_SIDE, Attachment, load_image, solid_image
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from outlines_lmstudio import LMStudio
+
+__all__ = ["COMMANDS", "HELP", "ChatSession", "Turn", "add_arguments", "run"]
+
+HELP = "Chat with a model: streaming replies, history, images."
+COMMANDS = {
+    "/image PATH": "attach an image file to your next message",
+    "/test-image COLOR WxH": "attach a solid-colour test image, e.g. /test-image red 64x64",
+    "/clear": "forget the conversation (the system prompt stays)",
+    "/model NAME": "switch to another model (the conversation stays)",
+    "/save FILE": "save the conversation as JSON",
+    "/help": "show this help",
+    "/exit": "leave (also /quit or Ctrl-D)",
+}
+DESCRIPTION = (
+    "An interactive chat; replies stream as they are generated. Ctrl-C stops a reply\n"
+    "(it is cancelled on the server) and keeps the session. In-chat commands:\n\n"
+    + "\n".join(f"  {name:<24}{text}" for name, text in COMMANDS.items())
+    + f"\n\nImages over {MAX_SIDE} px on a side are downscaled before upload."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``chat`` options to ``parser``."""
+    parser.add_argument("-m", "--model", metavar="KEY", help="model key (default: a loaded LLM)")
+    parser.add_argument("--system", metavar="TEXT", help="system prompt")
+    add_sampling_options(parser)
+
+
+@dataclass
+class Turn:
+    """One message of the conversation."""
+
+    role: str
+    text: str
+    images: list[Attachment] = field(default_factory=list)
+    model: str | None = None
+    stopped: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """Return the message as saved by ``/save``."""
+        data: dict[str, Any] = {"role": self.role, "content": self.text}
+        if self.images:
+            data["images"] = [a.record() for a in self.images]
+        if self.model:
+            data["model"] = self.model
+        if self.stopped:
+            data["stopped"] = True
+        return data
+
+
+class ChatSession:
+    """The state of one chat and its commands.
+
+    Parameters
+    ----------
+    session
+        The connected session.
+    info
+        The model to start with.
+    system
+        The system prompt, if any.
+    kwargs
+        Inference keywords for every reply.
+    out
+        The console to talk to.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        info: ModelInfo,
+        system: str | None,
+        kwargs: dict[str, Any],
+        out: Console,
+    ) -> None:
+        self.session = session
+        self.system = system
+        self.kwargs = kwargs
+        self.out = out
+        self.history: list[Turn] = []
+        self.pending: list[Attachment] = []
+        self.info = info
+        self.model = self._model(info)
+
+    def _model(self, info: ModelInfo) -> LMStudio:
+        from outlines_lmstudio import from_lmstudio
+
+        return from_lmstudio(self.session.client, info.identifier)
+
+    # -- output helpers ------------------------------------------------------------
+    def note(self, text: str) -> None:
+        """Print an informational line."""
+        from rich.text import Text
+
+        self.out.print(Text(text, style="dim"), soft_wrap=True)
+
+    def problem(self, text: str) -> None:
+        """Print a problem (the session goes on)."""
+        from rich.text import Text
+
+        self.out.print(Text(f"! {text}", style="bold red"), soft_wrap=True)
+
+    # -- the loop ------------------------------------------------------------------
+    def loop(self) -> None:
+        """Read lines until ``/exit`` or end of input."""
+        from rich.text import Text
+
+        vision = "yes" if self.info.vision else "no"
+        self.note(
+            f"Chatting with {self.info.key} on {self.session.host} (vision: {vision}). "
+            "/help lists the commands; /exit or Ctrl-D leaves; Ctrl-C stops a reply."
+        )
+        while True:
+            try:
+                line = self.out.input(Text("you> ", style="bold green"))
+            except EOFError:
+                self.out.print()
+                return
+            except KeyboardInterrupt:
+                self.out.print()
+                self.note("(Ctrl-C: type /exit or press Ctrl-D to leave)")
+                continue
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                if not self.command(line):
+                    return
+                continue
+            self.send(line)
+
+    def command(self, line: str) -> bool:
+        """Run an in-chat command; return False to leave."""
+        from rich.text import Text
+
+        name, _, rest = line.partition(" ")
+        rest = rest.strip()
+        name = name.lower()
+        try:
+            if name in ("/exit", "/quit"):
+                return False
+            if name == "/help":
+                for usage, text in COMMANDS.items():
+                    self.out.print(Text.assemble("  ", (f"{usage:<24}", "bold"), text))
+            elif name == "/clear":
+                self.history.clear()
+                self.pending.clear()
+                self.note("Conversation cleared.")
+            elif name == "/image":
+                self.attach(lambda: load_image(os.path.expanduser(_argument(rest, "/image PATH"))))
+            elif name == "/test-image":
+                parts = rest.split()
+                if len(parts) != 2:
+                    raise CliError(
+                        "Usage: /test-image COLOR WIDTHxHEIGHT, e.g. /test-image red 64x64"
+                    )
+                self.attach(lambda: solid_image(parts[0], parts[1]))
+            elif name == "/model":
+                self.switch(_argument(rest, "/model NAME"))
+            elif name == "/save":
+                self.save(Path(os.path.expanduser(_argument(rest, "/save FILE"))))
+            else:
+                self.problem(f"Unknown command {name}; /help lists the commands.")
+        except CliError as exc:
+            self.problem(exc.message)
+        return True
+
+    def attach(self, make: Any) -> None:
+        """Attach an image to the next message, if the model has vision."""
+        if not self.info.vision:
+            raise CliError(
+                f"{self.info.key} does not accept images (LM Studio reports no vision support); "
+                "nothing was attached. Switch with /model to a vision model "
+                "(`outlines-lmstudio models --capability vision`)."
+            )
+        attachment: Attachment = make()
+        self.pending.append(attachment)
+        self.note(f"Attached {attachment.describe()}; it goes with your next message.")
+
+    def switch(self, key: str) -> None:
+        """Switch to another model, keeping the conversation."""
+        info = resolve_llm(self.session, key)
+        self.model = self._model(info)
+        self.info = info
+        self.note(f"Now chatting with {info.key} (vision: {'yes' if info.vision else 'no'}).")
+        if not info.vision:
+            if self.pending:
+                self.note(
+                    f"Dropped {len(self.pending)} attached image(s): this model has no vision."
+                )
+                self.pending.clear()
+            if any(t.images for t in self.history):
+                self.note("Earlier images stay in the history but are not sent to this model.")
+
+    def save(self, path: Path) -> None:
+        """Write the conversation to ``path`` as JSON (atomically)."""
+        messages = [Turn("system", self.system).record()] if self.system else []
+        messages += [t.record() for t in self.history]
+        data = {
+            "model": self.info.key,
+            "host": self.session.host,
+            "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "options": self.kwargs,
+            "messages": messages,
+        }
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CliError(f"Cannot save to {str(path)!r}: {exc.strerror or exc}.") from None
+        self.note(f"Saved {len(messages)} messages to {path}.")
+
+    # -- replies -------------------------------------------------------------------
+    def chat_input(self) -> Any:
+        """Return the conversation as an Outlines ``Chat``."""
+        from outlines.inputs import Chat
+
+        messages: list[dict[str, Any]] = []
+        if self.system:
+            messages.append({"role": "system", "content": self.system})
+        for turn in self.history:
+            if turn.images and self.info.vision:
+                messages.append(
+                    {"role": turn.role, "content": [turn.text, *(a.image for a in turn.images)]}
+                )
+            else:
+                messages.append({"role": turn.role, "content": turn.text})
+        return Chat(messages)
+
+    def send(self, text: str) -> None:
+        """Send a user message and stream the reply; Ctrl-C stops the reply."""
+        from rich.text import Text
+
+        turn = Turn("user", text, self.pending)
+        self.pending = []
+        self.history.append(turn)
+        self.out.print(Text(f"{self.info.key}> ", style="bold cyan"), end="")
+        reply, stopped, failure = "", False, None
+        stream: Any = None
+        try:
+            stream = self.model.stream(self.chat_input(), **self.kwargs)
+            for fragment in stream:
+                reply += fragment
+                write_out(fragment)
+        except KeyboardInterrupt:
+            stopped = True
+        except Exception as exc:
+            from outlines_lmstudio.errors import OutlinesLMStudioError
+
+            if not isinstance(exc, OutlinesLMStudioError | lms.LMStudioError):
+                raise
+            failure = exc
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # cancels the prediction on the server if it is still running
+        write_out("\n")
+        if failure is not None:
+            self.history.pop()
+            self.pending = turn.images
+            self.problem(f"{error_message(failure)} (the message was not added to the history)")
+            return
+        if stopped:
+            self.note("[reply stopped]")
+            if not reply:
+                self.history.pop()
+                self.pending = turn.images
+                return
+        self.history.append(Turn("assistant", reply, model=self.info.key, stopped=stopped))
+
+
+def _argument(rest: str, usage: str) -> str:
+    if not rest:
+        raise CliError(f"Usage: {usage}")
+    if rest[0] in "'\"":
+        try:
+            parts = shlex.split(rest)
+        except ValueError as exc:
+            raise CliError(f"Usage: {usage} ({exc})") from None
+        if len(parts) == 1:
+            return parts[0]
+    return rest
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chat; return the exit status."""
+    kwargs = sampling_kwargs(args)
+    if sys.stdin.isatty():
+        with contextlib.suppress(ImportError):  # no readline on Windows
+            import readline  # noqa: F401  (line editing and history for input())
+    with connect(args) as session:
+        info = resolve_llm(session, args.model)
+        ChatSession(session, info, args.system, kwargs, console()).loop()
+    return 0

@@ -1,0 +1,416 @@
+"""What the subcommands share: errors and exit codes, rich, connecting, model lookup.
+
+Exit codes of every command::
+
+    0    success
+    1    the job failed (server error, reply that does not validate, failed items)
+    2    a usage or input error (bad option, unreadable file, bad schema, missing extra)
+    3    LM Studio is not reachable, or the connection was lost
+    130  interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import httpx
+import lmstudio as lms
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = [
+    "CLI_INSTALL",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "CliError",
+    "ModelInfo",
+    "Session",
+    "add_connection_options",
+    "add_sampling_options",
+    "check_vision",
+    "connect",
+    "console",
+    "err_console",
+    "error_exit_code",
+    "error_message",
+    "one_line",
+    "require_rich",
+    "resolve_llm",
+    "sampling_kwargs",
+    "write_out",
+]
+
+CLI_INSTALL = 'pip install "outlines-lmstudio[cli]"'
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+
+_START_HINT = (
+    "start the LM Studio server (Developer tab, or `lms server start`), "
+    "pass --host HOST:PORT (or set LMSTUDIO_HOST), or use --emulator to try the bundled emulator"
+)
+
+
+class CliError(Exception):
+    """A failure to report in one line, with the exit status to return.
+
+    Parameters
+    ----------
+    message
+        What went wrong and how to fix it.
+    code
+        The exit status (`EXIT_USAGE` by default).
+    """
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        self.message = message
+        self.code = code
+        super().__init__(message)
+
+
+def one_line(text: str) -> str:
+    """Collapse an SDK message (several lines, server details) into one line."""
+    for marker in ("Additional information from server", "Suggested potential remedy"):
+        text = text.split(marker, 1)[0]
+    return " ".join(text.split())
+
+
+def error_message(exc: BaseException) -> str:
+    """Return the one-line message to show for an exception."""
+    text = one_line(str(exc))
+    if isinstance(exc, lms.LMStudioWebsocketError):
+        return f"Lost the connection to LM Studio: {text} Run the command again."
+    if isinstance(exc, lms.LMStudioError):
+        return f"LM Studio failed the request: {text}"
+    return text
+
+
+def error_exit_code(exc: BaseException) -> int:
+    """Return the exit status for an error raised by the library or the SDK."""
+    if isinstance(exc, CliError):
+        return exc.code
+    if isinstance(exc, ConnectionError) or (
+        isinstance(exc, lms.LMStudioError) and "not reachable" in str(exc)
+    ):
+        return EXIT_UNREACHABLE
+    from outlines_lmstudio.errors import OutlinesLMStudioError, ParseError
+
+    if isinstance(exc, ParseError):
+        return EXIT_FAILURE  # the model's reply, not the caller's mistake
+    if isinstance(exc, OutlinesLMStudioError) and isinstance(exc, TypeError | ValueError):
+        return EXIT_USAGE  # the caller's mistake: bad schema, image, grammar...
+    return EXIT_FAILURE
+
+
+def require_rich() -> None:
+    """Check that rich (the ``cli`` extra) is installed.
+
+    Raises
+    ------
+    CliError
+        With the exact install line, if it is not.
+    """
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        raise CliError(
+            f"The outlines-lmstudio command needs rich, which is not installed. "
+            f"Install it with: {CLI_INSTALL}"
+        ) from None
+
+
+def console() -> Console:
+    """Return a rich console on standard output (markup off: styles go in `rich.text.Text`)."""
+    from rich.console import Console
+
+    return Console(highlight=False, markup=False)
+
+
+def err_console() -> Console:
+    """Return a rich console on standard error (messages, progress bars; markup off)."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+
+
+# -- options ---------------------------------------------------------------------------
+
+
+def add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Add ``--host`` and ``--emulator``.
+
+    Parameters
+    ----------
+    parser
+        The parser (the main one, or a subcommand's).
+    suppress
+        Leave the options out of the namespace unless given (for subcommands, so
+        that they do not override values given before the subcommand).
+    """
+    default_host: Any = argparse.SUPPRESS if suppress else None
+    default_emulator: Any = argparse.SUPPRESS if suppress else False
+    parser.add_argument(
+        "--host",
+        dest="api_host",
+        metavar="HOST:PORT",
+        default=default_host,
+        help="LM Studio's API host (default: $LMSTUDIO_HOST, else LM Studio's default local ports)",
+    )
+    parser.add_argument(
+        "--emulator",
+        dest="use_emulator",
+        action="store_true",
+        default=default_emulator,
+        help="run the command against the bundled LM Studio emulator (generated text)",
+    )
+
+
+def add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--temperature`` and ``--max-tokens``."""
+    parser.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
+    parser.add_argument(
+        "--max-tokens", type=int, metavar="N", help="most tokens to generate per reply"
+    )
+
+
+def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the inference keywords (``temperature``, ``max_tokens``) that were given."""
+    kwargs: dict[str, Any] = {}
+    if args.temperature is not None:
+        if args.temperature < 0:
+            raise CliError(f"--temperature must be 0 or more, got {args.temperature}.")
+        kwargs["temperature"] = args.temperature
+    if args.max_tokens is not None:
+        if args.max_tokens < 1:
+            raise CliError(f"--max-tokens must be at least 1, got {args.max_tokens}.")
+        kwargs["max_tokens"] = args.max_tokens
+    return kwargs
+
+
+# -- connecting ------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """A connected client and where it points.
+
+    Attributes
+    ----------
+    client
+        The entered ``lmstudio.Client``.
+    host
+        ``HOST:PORT`` of the server.
+    emulated
+        Whether the server is the bundled emulator started for this command.
+    """
+
+    client: lms.Client
+    host: str
+    emulated: bool = False
+
+
+def _start_emulator() -> Any:
+    from outlines_lmstudio.testing import LMStudioEmulator
+
+    try:
+        return LMStudioEmulator().start()
+    except ImportError as exc:
+        raise CliError(
+            f"--emulator needs {exc.name!r}, which is not installed. Install it with: {CLI_INSTALL}"
+        ) from None
+
+
+@contextlib.contextmanager
+def connect(args: argparse.Namespace) -> Iterator[Session]:
+    """Connect to LM Studio (or a bundled emulator) for the duration of a command.
+
+    Parameters
+    ----------
+    args
+        The parsed arguments (``api_host``, ``use_emulator``).
+
+    Yields
+    ------
+    Session
+        The client, entered (the host was probed).
+
+    Raises
+    ------
+    CliError
+        If LM Studio is not reachable (`EXIT_UNREACHABLE`), with what to do.
+    """
+    host: str | None = getattr(args, "api_host", None)
+    if getattr(args, "use_emulator", False):
+        if host:
+            raise CliError("Pass either --host or --emulator, not both.")
+        emulator = _start_emulator()
+        try:
+            err_console().print(
+                f"Using the bundled LM Studio emulator at {emulator.api_host} "
+                "(generated text, not a real model).",
+                style="dim",
+            )
+            with lms.Client(emulator.api_host) as client:
+                yield Session(client, emulator.api_host, emulated=True)
+        finally:
+            emulator.stop()
+        return
+    host = host or os.environ.get("LMSTUDIO_HOST") or None
+    if host is None:
+        host = lms.Client.find_default_local_api_host()
+        if host is None:
+            raise CliError(
+                f"LM Studio is not reachable on its default local ports: {_START_HINT}.",
+                EXIT_UNREACHABLE,
+            )
+    host = _normalise_host(host)
+    client = lms.Client(host)
+    try:
+        client.__enter__()  # probes the host
+    except (lms.LMStudioError, httpx.HTTPError, OSError) as exc:
+        client.close()
+        if isinstance(exc, lms.LMStudioError) and "not reachable" not in str(exc):
+            raise CliError(f"Cannot use LM Studio at {host}: {one_line(str(exc))}") from None
+        raise CliError(
+            f"LM Studio is not reachable at {host}: {_START_HINT}.", EXIT_UNREACHABLE
+        ) from None
+    try:
+        yield Session(client, host)
+    finally:
+        client.close()
+
+
+def _normalise_host(host: str) -> str:
+    """Accept ``http://host:port/`` and ``ws://host:port`` spellings of ``host:port``."""
+    host = host.strip()
+    for scheme in ("http://", "https://", "ws://", "wss://"):
+        if host.startswith(scheme):
+            host = host[len(scheme) :]
+    return host.rstrip("/")
+
+
+# -- models ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the commands need to know about a loaded LLM.
+
+    Attributes
+    ----------
+    identifier
+        The loaded instance's identifier (what predictions are sent to).
+    key
+        The model key.
+    vision
+        Whether LM Studio reports that it accepts images.
+    format
+        The model format (``gguf`` for llama.cpp, ``safetensors`` for MLX...).
+    """
+
+    identifier: str
+    key: str
+    vision: bool
+    format: str
+
+
+def _missing_model(key: str | None, session: Session) -> NoReturn:
+    if key is None:
+        raise CliError(
+            f"LM Studio at {session.host} has no LLM loaded: pass --model KEY "
+            "(`outlines-lmstudio models` lists them) or load a model in LM Studio.",
+            EXIT_FAILURE,
+        )
+    raise CliError(
+        f"LM Studio at {session.host} has no model {key!r}: run `outlines-lmstudio models` "
+        "for the model keys, or download it in LM Studio.",
+        EXIT_FAILURE,
+    )
+
+
+def resolve_llm(session: Session, key: str | None) -> ModelInfo:
+    """Find (loading if needed) an LLM and return what LM Studio reports about it.
+
+    Parameters
+    ----------
+    session
+        The connected session.
+    key
+        A model key or instance identifier; ``None`` for any loaded LLM.
+
+    Returns
+    -------
+    ModelInfo
+        The instance identifier, key, vision support and format.
+
+    Raises
+    ------
+    CliError
+        If there is no such model (or no loaded model when ``key`` is None).
+    """
+    try:
+        handle = session.client.llm.model(key) if key else session.client.llm.model()
+        info = handle.get_info()
+    except lms.LMStudioWebsocketError:
+        raise
+    except (
+        lms.LMStudioModelNotFoundError,
+        lms.LMStudioServerError,
+        lms.LMStudioClientError,
+    ) as exc:
+        if "not reachable" in str(exc):
+            raise
+        text = str(exc).lower()
+        if "domainmismatch" in text or "is an embedding model" in text:
+            raise CliError(
+                f"{key!r} is an embedding model, not an LLM: pick an LLM "
+                "(`outlines-lmstudio models --capability chat`).",
+            ) from None
+        if key is None or "not found" in text or "cannot find" in text or "no model" in text:
+            _missing_model(key, session)
+        raise CliError(
+            f"LM Studio at {session.host} cannot use model {key!r}: {one_line(str(exc))}",
+            EXIT_FAILURE,
+        ) from None
+    if str(info.type) != "llm":
+        raise CliError(
+            f"{key!r} is a {info.type} model, not an LLM: pick an LLM "
+            "(`outlines-lmstudio models --capability chat`).",
+        )
+    return ModelInfo(
+        identifier=handle.identifier,
+        key=info.model_key,
+        vision=bool(getattr(info, "vision", False)),
+        format=str(info.format),
+    )
+
+
+def check_vision(model: ModelInfo, count: int) -> None:
+    """Refuse images for a model LM Studio does not report as a vision model.
+
+    Raises
+    ------
+    CliError
+        If ``count`` > 0 and the model has no vision support.
+    """
+    if count and not model.vision:
+        raise CliError(
+            f"{model.key!r} does not accept images (LM Studio reports no vision support): "
+            "pick a vision model (`outlines-lmstudio models --capability vision`).",
+        )
+
+
+def write_out(text: str) -> None:
+    """Write text to standard output and flush it (for streamed fragments)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()

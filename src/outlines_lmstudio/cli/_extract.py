@@ -1,0 +1,249 @@
+"""``outlines-lmstudio extract``: a JSONL pipeline of validated structured outputs."""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._common import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    CliError,
+    add_sampling_options,
+    connect,
+    err_console,
+    error_exit_code,
+    error_message,
+    resolve_llm,
+    sampling_kwargs,
+)
+from ._generate import build_input
+from ._images import load_image
+from ._jsonl import Item, OutputFile, item_key, read_items
+from ._output_types import OutputSpec, add_output_options, output_spec, to_json
+
+if TYPE_CHECKING:
+    from rich.progress import Task
+    from rich.text import Text
+
+    from outlines_lmstudio import LMStudio
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "Extract validated JSON for each line of a JSONL file (concurrent, resumable)."
+DESCRIPTION = """\
+For each input line {"id": ..., "prompt": "...", "images": ["a.png"]} ask the model
+for an object following --schema (or --type) and append {"id": ..., "result": {...}}
+or {"id": ..., "error": {"type": ..., "message": ...}} to the output, one complete
+line per finished item, in the order items finish. Run the same command again to
+resume: ids already in the output are skipped (add --retry-errors to redo the failed
+ones). Image paths are relative to the input file. Exit status 1 if an item failed."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``extract`` options to ``parser``."""
+    add_output_options(parser, text=False)
+    parser.add_argument(
+        "--input", required=True, type=Path, metavar="IN.jsonl", help="the items, one per line"
+    )
+    parser.add_argument(
+        "--output", required=True, type=Path, metavar="OUT.jsonl", help="results are appended here"
+    )
+    parser.add_argument("-m", "--model", metavar="KEY", help="model key (default: a loaded LLM)")
+    parser.add_argument("--system", metavar="TEXT", help="system prompt for every item")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="items in flight at once (default: %(default)s, LM Studio's parallel slots)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        metavar="N",
+        help="re-ask up to N times when a reply does not validate (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="redo the ids whose output line is an error (those lines are removed first)",
+    )
+    add_sampling_options(parser)
+
+
+class _Fatal(Exception):
+    """A failure that is not the item's fault (server gone, model gone): stop the run."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+        super().__init__(str(cause))
+
+
+@dataclass
+class _Job:
+    model: LMStudio
+    spec: OutputSpec
+    system: str | None
+    retries: int
+    kwargs: dict[str, Any]
+
+    def __call__(self, item: Item) -> dict[str, Any]:
+        from outlines_lmstudio.errors import (
+            LMStudioConnectionError,
+            LMStudioModelNotFoundError,
+            OutlinesLMStudioError,
+            ParseError,
+        )
+
+        try:
+            images = [load_image(path) for path in item.images]
+            model_input = build_input(item.prompt, self.system, images)
+            value = self.model.parse(
+                model_input, self.spec.output_type, retries=self.retries, **self.kwargs
+            )
+        except (LMStudioConnectionError, LMStudioModelNotFoundError) as exc:
+            raise _Fatal(exc) from exc
+        except CliError as exc:
+            return {"id": item.id, "error": {"type": "InputError", "message": exc.message}}
+        except OutlinesLMStudioError as exc:
+            error: dict[str, Any] = {"type": type(exc).__name__, "message": error_message(exc)}
+            if isinstance(exc, ParseError):
+                error["raw"] = exc.raw
+                error["errors"] = exc.errors
+            return {"id": item.id, "error": error}
+        return {"id": item.id, "result": to_json(value)}
+
+
+def _rate_column() -> Any:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Items per second."""
+
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("-- items/s" if speed is None else f"{speed:.1f} items/s", style="cyan")
+
+    return RateColumn()
+
+
+def _progress() -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]extract"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[red]{task.fields[failed]} failed"),
+        _rate_column(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console(),
+    )
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.concurrency < 1:
+        raise CliError(f"--concurrency must be at least 1, got {args.concurrency}.")
+    if args.retries < 0:
+        raise CliError(f"--retries must be 0 or more, got {args.retries}.")
+    if args.input.resolve() == args.output.resolve():
+        raise CliError("--output must be another file than --input.")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the extraction; return the exit status."""
+    _check_args(args)
+    spec = output_spec(args)
+    kwargs = sampling_kwargs(args)
+    items = read_items(args.input)
+    output = OutputFile(args.output)
+    say = err_console()
+    note = output.scan()
+    if note:
+        say.print(note, style="yellow")
+    if args.retry_errors and (dropped := output.drop_errors()):
+        say.print(f"Retrying {dropped} id(s) whose output line was an error.")
+    answered = output.done | output.failed
+    pending = [item for item in items if item_key(item.id) not in answered]
+    skipped = len(items) - len(pending)
+    if not pending:
+        say.print(f"Nothing to do: all {len(items)} ids are already in {args.output}.")
+        return 0
+    if skipped:
+        say.print(f"Skipping {skipped} ids already in {args.output}; {len(pending)} to go.")
+    from outlines_lmstudio import from_lmstudio
+
+    with connect(args) as session:
+        info = resolve_llm(session, args.model)
+        with_images = [i for i in pending if i.images]
+        if with_images and not info.vision:
+            raise CliError(
+                f"{len(with_images)} input line(s) have images (first: line "
+                f"{with_images[0].line}), but {info.key!r} has no vision support: pick a vision "
+                "model (`outlines-lmstudio models --capability vision`)."
+            )
+        model = from_lmstudio(session.client, info.identifier, max_concurrency=args.concurrency)
+        job = _Job(model, spec, args.system, args.retries, kwargs)
+        output.open()
+        try:
+            ok, failed, seconds = _process(job, pending, output, args.concurrency)
+        finally:
+            output.close()
+    say.print(
+        f"Done in {seconds:.1f} s: {ok} results and {failed} errors appended to {args.output}"
+        + (f" ({skipped} ids skipped: already there)." if skipped else ".")
+    )
+    return EXIT_FAILURE if failed else 0
+
+
+def _process(
+    job: _Job, pending: list[Item], output: OutputFile, concurrency: int
+) -> tuple[int, int, float]:
+    """Run the items concurrently, appending each result as it finishes."""
+    start = time.monotonic()
+    ok = failed = 0
+    pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="extract")
+    try:
+        futures = [pool.submit(job, item) for item in pending]
+        with _progress() as progress:
+            task = progress.add_task("extract", total=len(pending), failed=0)
+            for future in concurrent.futures.as_completed(futures):
+                try:
+                    record = future.result()
+                except _Fatal as exc:
+                    raise CliError(
+                        f"{error_message(exc.cause)} Stopped after {ok + failed} items; run the "
+                        "same command again to resume.",
+                        error_exit_code(exc.cause),
+                    ) from None
+                output.append(record)
+                if "error" in record:
+                    failed += 1
+                else:
+                    ok += 1
+                progress.update(task, advance=1, failed=failed)
+    except KeyboardInterrupt:
+        raise CliError(
+            f"Interrupted: {ok + failed} items finished and written to {output.path}; run the "
+            "same command again to resume.",
+            EXIT_INTERRUPTED,
+        ) from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return ok, failed, time.monotonic() - start

@@ -1,0 +1,135 @@
+"""``outlines-lmstudio generate``: one-shot generation, free or structured."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+from typing import Any
+
+from ._common import (
+    CliError,
+    add_sampling_options,
+    check_vision,
+    connect,
+    resolve_llm,
+    sampling_kwargs,
+    write_out,
+)
+from ._images import Attachment, load_image
+from ._output_types import OutputSpec, add_output_options, output_spec, to_json
+
+__all__ = ["HELP", "add_arguments", "build_input", "read_prompt", "run"]
+
+HELP = "Generate one reply: free text, or structured by a JSON schema, type, choice or regex."
+DESCRIPTION = """\
+Generate one reply to PROMPT and print it. With --schema or --type the reply is a
+JSON document validated against that schema (pretty-printed); with --choice it is
+one of the choices; with --regex it matches the expression (grammar mode, GGUF
+models only). Exit status 1 when the reply does not validate."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``generate`` options to ``parser``."""
+    parser.add_argument("prompt", metavar="PROMPT", help='the prompt ("-" reads standard input)')
+    parser.add_argument("-m", "--model", metavar="KEY", help="model key (default: a loaded LLM)")
+    parser.add_argument("--system", metavar="TEXT", help="system prompt")
+    add_output_options(parser, text=True)
+    parser.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="attach an image (repeatable; needs a vision model; over 2048 px is downscaled)",
+    )
+    parser.add_argument("--stream", action="store_true", help="print the reply as it arrives")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        metavar="N",
+        help="re-ask up to N times when a structured reply does not validate (default: 1)",
+    )
+    add_sampling_options(parser)
+
+
+def read_prompt(prompt: str) -> str:
+    """Return the prompt (standard input for ``-``), refusing an empty one.
+
+    Raises
+    ------
+    CliError
+        If the prompt is empty.
+    """
+    text = sys.stdin.read() if prompt == "-" else prompt
+    if not text.strip():
+        raise CliError("The prompt is empty: pass some text (or pipe it in with PROMPT -).")
+    return text
+
+
+def build_input(prompt: str, system: str | None, images: list[Attachment]) -> Any:
+    """Build the model input: a string, ``[prompt, image...]``, or a chat with a system prompt."""
+    content: Any = [prompt, *(a.image for a in images)] if images else prompt
+    if system is None:
+        return content
+    from outlines.inputs import Chat
+
+    return Chat([{"role": "system", "content": system}, {"role": "user", "content": content}])
+
+
+def _print_value(value: Any, spec: OutputSpec) -> None:
+    if spec.structured:
+        print(json.dumps(to_json(value), indent=2, ensure_ascii=False))
+    else:
+        print(value)
+
+
+def _stream_structured(model: Any, model_input: Any, spec: OutputSpec, kwargs: Any) -> Any:
+    """Show the partial object live on a terminal; return the validated value."""
+    from rich.live import Live
+    from rich.pretty import Pretty
+
+    from ._common import console
+
+    out = console()
+    values = model.parse_stream(model_input, spec.output_type, **kwargs)
+    if not out.is_terminal:
+        last = collections.deque(values, maxlen=1)  # only the final, validated value
+        return last[0] if last else None
+    value: Any = None
+    with Live(console=out, transient=True, auto_refresh=False) as live:
+        for value in values:
+            live.update(Pretty(to_json(value)), refresh=True)
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate; return the exit status."""
+    spec = output_spec(args)
+    prompt = read_prompt(args.prompt)
+    if args.retries < 0:
+        raise CliError(f"--retries must be 0 or more, got {args.retries}.")
+    images = [load_image(path) for path in args.image]
+    kwargs = sampling_kwargs(args)
+    from outlines_lmstudio import from_lmstudio
+
+    with connect(args) as session:
+        info = resolve_llm(session, args.model)
+        check_vision(info, len(images))
+        model = from_lmstudio(session.client, info.identifier, grammar=spec.grammar)
+        model_input = build_input(prompt, args.system, images)
+        if spec.output_type is None:
+            if not args.stream:
+                print(model(model_input, **kwargs))
+                return 0
+            for fragment in model.stream(model_input, **kwargs):
+                write_out(fragment)
+            write_out("\n")
+            return 0
+        if args.stream:
+            value = _stream_structured(model, model_input, spec, kwargs)
+        else:
+            value = model.parse(model_input, spec.output_type, retries=args.retries, **kwargs)
+        _print_value(value, spec)
+    return 0

@@ -1,0 +1,170 @@
+"""Images for the commands: read a file or make a solid colour, downscale, describe."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image as PILImage
+from PIL import ImageColor, UnidentifiedImageError
+
+from ._common import CliError
+
+__all__ = ["MAX_SIDE", "Attachment", "load_image", "parse_size", "solid_image"]
+
+MAX_SIDE = 2048
+"""Images larger than this on a side are downscaled (keeping the aspect ratio) before upload."""
+MAX_TEST_SIDE = 16384
+"""Largest side of a generated test image."""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """An image ready to send.
+
+    Attributes
+    ----------
+    source
+        Where it came from: a path, or ``test-image COLOR WxH``.
+    image
+        The (possibly downscaled) PIL image.
+    original_size
+        Width and height before downscaling.
+    """
+
+    source: str
+    image: PILImage.Image
+    original_size: tuple[int, int]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Width and height as sent."""
+        return self.image.size
+
+    @property
+    def downscaled(self) -> bool:
+        """Whether the image was downscaled to fit `MAX_SIDE`."""
+        return self.size != self.original_size
+
+    def describe(self) -> str:
+        """One line such as ``cat.jpg (2048x1536, downscaled from 4000x3000)``."""
+        width, height = self.size
+        text = f"{self.source} ({width}x{height}"
+        if self.downscaled:
+            text += f", downscaled from {self.original_size[0]}x{self.original_size[1]}"
+        return text + ")"
+
+    def record(self) -> dict[str, Any]:
+        """Return the image as saved in a conversation file (metadata, not the pixels)."""
+        return {
+            "source": self.source,
+            "width": self.size[0],
+            "height": self.size[1],
+            "original_width": self.original_size[0],
+            "original_height": self.original_size[1],
+            "sha256": hashlib.sha256(self.image.tobytes()).hexdigest(),
+        }
+
+
+def _fit(image: PILImage.Image) -> PILImage.Image:
+    """Downscale to at most `MAX_SIDE` px on each side (format kept for re-encoding)."""
+    if max(image.size) <= MAX_SIDE:
+        return image
+    fmt = image.format
+    image.thumbnail((MAX_SIDE, MAX_SIDE), PILImage.Resampling.LANCZOS)
+    image.format = fmt
+    return image
+
+
+def load_image(path: str | Path) -> Attachment:
+    """Read an image file, downscaling it if needed.
+
+    Parameters
+    ----------
+    path
+        The image file (JPEG, PNG, WebP, GIF, BMP, TIFF...).
+
+    Returns
+    -------
+    Attachment
+        The image, decoded.
+
+    Raises
+    ------
+    CliError
+        If the file cannot be read or is not an image.
+    """
+    path = Path(path)
+    try:
+        with PILImage.open(path) as opened:
+            opened.load()
+            image = opened.copy()
+            image.format = opened.format
+    except FileNotFoundError:
+        raise CliError(f"Cannot read image {str(path)!r}: no such file.") from None
+    except IsADirectoryError:
+        raise CliError(f"Cannot read image {str(path)!r}: it is a directory.") from None
+    except UnidentifiedImageError:
+        raise CliError(
+            f"Cannot read image {str(path)!r}: not an image file (expected JPEG, PNG, WebP, "
+            "GIF, BMP or TIFF)."
+        ) from None
+    except (OSError, ValueError, PILImage.DecompressionBombError) as exc:
+        raise CliError(f"Cannot read image {str(path)!r}: {exc}") from None
+    original = image.size
+    return Attachment(str(path), _fit(image), original)
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX\u00d7]\s*(\d+)\s*$")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``WIDTHxHEIGHT``.
+
+    Raises
+    ------
+    CliError
+        If it is not two positive integers joined by ``x`` (or too large).
+    """
+    match = _SIZE.match(text)
+    if not match:
+        raise CliError(f"Size {text!r} is not WIDTHxHEIGHT, e.g. 256x256.")
+    width, height = int(match[1]), int(match[2])
+    if not (1 <= width <= MAX_TEST_SIDE and 1 <= height <= MAX_TEST_SIDE):
+        raise CliError(f"Size {text!r}: each side must be between 1 and {MAX_TEST_SIDE} px.")
+    return width, height
+
+
+def solid_image(color: str, size: str) -> Attachment:
+    """Make a solid-colour PNG test image (downscaled like any other image).
+
+    Parameters
+    ----------
+    color
+        A colour name (``red``) or hex code (``#ff8800``).
+    size
+        ``WIDTHxHEIGHT``.
+
+    Returns
+    -------
+    Attachment
+        The image.
+
+    Raises
+    ------
+    CliError
+        If the colour or size is invalid.
+    """
+    try:
+        rgb = ImageColor.getrgb(color)
+    except ValueError:
+        raise CliError(
+            f"Unknown colour {color!r}: use a name (red, teal...) or a hex code (#ff8800)."
+        ) from None
+    width, height = parse_size(size)
+    image = PILImage.new("RGB", (width, height), rgb[:3])
+    image.format = "PNG"
+    return Attachment(f"test-image {color} {width}x{height}", _fit(image), (width, height))

@@ -1,0 +1,236 @@
+"""``outlines-lmstudio models``: the downloaded and loaded models and what they can do."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ._common import CliError, connect, console
+
+__all__ = ["HELP", "ModelRow", "add_arguments", "collect", "run", "select"]
+
+HELP = "List the downloaded and loaded models with their capabilities."
+DESCRIPTION = """\
+List the LLMs and embedding models LM Studio has downloaded, which are loaded, and
+the capabilities LM Studio reports for each (not guessed from the names):
+
+  chat       an LLM (chat and completion)
+  vision     the LLM accepts images
+  tools      the LLM was trained for tool use
+  embedding  an embedding model"""
+
+CAPABILITIES = ("chat", "vision", "tools", "embedding")
+SORT_KEYS = ("name", "size", "type", "capabilities")
+DEFAULT_PAGE_SIZE = 20
+ENGINES = {"gguf": "llama.cpp", "safetensors": "MLX", "mlx_placeholder": "MLX"}
+FORMATS = {"gguf": "GGUF", "safetensors": "MLX", "mlx_placeholder": "MLX"}
+
+
+@dataclass
+class ModelRow:
+    """One downloaded model (or a loaded one missing from the downloaded list)."""
+
+    key: str
+    display_name: str
+    type: str
+    format: str
+    engine: str
+    params: str | None
+    architecture: str | None
+    size_bytes: int
+    max_context_length: int
+    vision: bool
+    tool_use: bool
+    capabilities: list[str]
+    loaded: bool = False
+    loaded_as: list[str] = field(default_factory=list)
+    """Identifiers of the loaded instances."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``models`` options to ``parser``."""
+    parser.add_argument(
+        "--capability",
+        action="append",
+        choices=CAPABILITIES,
+        default=[],
+        help="only models with this capability (repeat to require several)",
+    )
+    parser.add_argument("--loaded", action="store_true", help="only loaded models")
+    parser.add_argument(
+        "--sort",
+        choices=SORT_KEYS,
+        default="name",
+        help="sort by model key, size on disk, type (LLMs first) or capabilities "
+        "(most first); default: %(default)s",
+    )
+    parser.add_argument("--reverse", action="store_true", help="reverse the order")
+    parser.add_argument("--page", type=int, metavar="N", help="show page N (from 1)")
+    parser.add_argument(
+        "--page-size",
+        type=int,
+        metavar="N",
+        help=f"models per page (default: all; {DEFAULT_PAGE_SIZE} when --page is given)",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list, for scripts")
+
+
+def _row(info: Any) -> ModelRow:
+    model_type = str(info.type)
+    vision = bool(getattr(info, "vision", False) or False)
+    tool_use = bool(getattr(info, "trained_for_tool_use", False) or False)
+    if model_type == "embedding":
+        capabilities = ["embedding"]
+    else:
+        capabilities = ["chat"] + ["vision"] * vision + ["tools"] * tool_use
+    fmt = str(info.format)
+    return ModelRow(
+        key=info.model_key,
+        display_name=info.display_name,
+        type=model_type,
+        format=fmt,
+        engine=ENGINES.get(fmt, fmt),
+        params=getattr(info, "params_string", None),
+        architecture=getattr(info, "architecture", None),
+        size_bytes=int(info.size_bytes),
+        max_context_length=int(info.max_context_length),
+        vision=vision,
+        tool_use=tool_use,
+        capabilities=capabilities,
+    )
+
+
+def collect(client: Any) -> list[ModelRow]:
+    """Ask LM Studio for the downloaded models and the loaded instances.
+
+    Parameters
+    ----------
+    client
+        An entered ``lmstudio.Client``.
+
+    Returns
+    -------
+    list[ModelRow]
+        One row per downloaded model, with its loaded instances.
+    """
+    rows: dict[str, ModelRow] = {}
+    for model in client.list_downloaded_models():
+        row = _row(model.info)
+        rows.setdefault(row.key, row)
+    for handle in [*client.llm.list_loaded(), *client.embedding.list_loaded()]:
+        info = handle.get_info()
+        row = rows.setdefault(info.model_key, _row(info))
+        row.loaded = True
+        row.loaded_as.append(handle.identifier)
+    return list(rows.values())
+
+
+def _sort_key(sort: str) -> Any:
+    if sort == "size":
+        return lambda r: (r.size_bytes, r.key.lower())
+    if sort == "type":
+        return lambda r: (r.type != "llm", r.type, r.key.lower())
+    if sort == "capabilities":
+        return lambda r: (-len(r.capabilities), ",".join(r.capabilities), r.key.lower())
+    return lambda r: r.key.lower()
+
+
+def select(rows: list[ModelRow], args: argparse.Namespace) -> tuple[list[ModelRow], str]:
+    """Filter, sort and page the rows.
+
+    Returns
+    -------
+    tuple[list[ModelRow], str]
+        The rows to show, and a footer line ("" when there is no paging).
+
+    Raises
+    ------
+    CliError
+        If the page options are out of range.
+    """
+    wanted = set(args.capability)
+    chosen = [r for r in rows if wanted <= set(r.capabilities) and (r.loaded or not args.loaded)]
+    chosen.sort(key=_sort_key(args.sort), reverse=args.reverse)
+    if args.page is None and args.page_size is None:
+        return chosen, ""
+    size = DEFAULT_PAGE_SIZE if args.page_size is None else args.page_size
+    page = 1 if args.page is None else args.page
+    if size < 1:
+        raise CliError(f"--page-size must be at least 1, got {size}.")
+    pages = max(1, math.ceil(len(chosen) / size))
+    if not 1 <= page <= pages:
+        raise CliError(
+            f"--page {page} is out of range: {len(chosen)} models make {pages} page(s) of {size}."
+        )
+    shown = chosen[(page - 1) * size : page * size]
+    footer = f"Page {page} of {pages} ({len(chosen)} models)"
+    if page < pages:
+        footer += f"; --page {page + 1} for more"
+    return shown, footer
+
+
+def _table(rows: list[ModelRow], title: str) -> Any:
+    from rich import box
+    from rich.filesize import decimal
+    from rich.table import Table
+
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
+    table.add_column("Model key", style="bold", overflow="fold", min_width=12)
+    table.add_column("Type", no_wrap=True)
+    table.add_column("Format", no_wrap=True)
+    table.add_column("Params", justify="right", no_wrap=True)
+    table.add_column("Context", justify="right", no_wrap=True)
+    table.add_column("Size", justify="right", no_wrap=True)
+    table.add_column("Capabilities")
+    table.add_column("Loaded", overflow="fold")
+    for row in rows:
+        table.add_row(
+            row.key,
+            row.type,
+            FORMATS.get(row.format, row.format),
+            row.params or "",
+            f"{row.max_context_length:,}",
+            decimal(row.size_bytes),
+            ", ".join(row.capabilities),
+            _loaded(row),
+        )
+    return table
+
+
+def _loaded(row: ModelRow) -> str:
+    if not row.loaded:
+        return "no"
+    if row.loaded_as == [row.key]:
+        return "yes"
+    return ", ".join(row.loaded_as)
+
+
+def run(args: argparse.Namespace) -> int:
+    """List the models; return the exit status."""
+    with connect(args) as session:
+        rows = collect(session.client)
+    shown, footer = select(rows, args)
+    if args.json:
+        print(json.dumps([asdict(r) for r in shown], indent=2))
+        return 0
+    out = console()
+    filters = ", ".join(args.capability + (["loaded"] if args.loaded else []))
+    title = f"Models on {session.host}" + (f" ({filters})" if filters else "")
+    if not shown:
+        out.print(f"{title}: no models match.")
+        return 0
+    out.print(_table(shown, title))
+    if footer:
+        out.print(footer)
+    return 0

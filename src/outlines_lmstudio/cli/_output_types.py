@@ -1,0 +1,184 @@
+"""Output types from the command line: ``--schema``, ``--type``, ``--choice``, ``--regex``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._common import CliError
+
+__all__ = ["OutputSpec", "add_output_options", "load_schema", "load_type", "output_spec", "to_json"]
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What to ask the model for and how to print it.
+
+    Attributes
+    ----------
+    output_type
+        The Outlines output type (``None`` for free text).
+    grammar
+        Whether the model needs grammar mode (``--regex``).
+    structured
+        Whether the result is a JSON value to pretty-print.
+    """
+
+    output_type: Any = None
+    grammar: bool = False
+    structured: bool = False
+
+
+def add_output_options(parser: argparse.ArgumentParser, *, text: bool) -> None:
+    """Add the mutually exclusive output-type options.
+
+    Parameters
+    ----------
+    parser
+        The subcommand's parser.
+    text
+        Also offer ``--choice`` and ``--regex`` (plain-text results).
+    """
+    group = parser.add_mutually_exclusive_group(required=not text)
+    group.add_argument(
+        "--schema", type=Path, metavar="FILE", help="JSON schema file the result must follow"
+    )
+    group.add_argument(
+        "--type",
+        dest="type_path",
+        metavar="MODULE:CLASS",
+        help="a Pydantic model (imported from MODULE, the current directory included)",
+    )
+    if text:
+        group.add_argument(
+            "--choice",
+            metavar="A,B,C",
+            help="answer with exactly one of these comma-separated choices",
+        )
+        group.add_argument(
+            "--regex",
+            metavar="REGEX",
+            help="answer matching this regular expression (grammar mode: GGUF models only)",
+        )
+
+
+def load_schema(path: Path) -> dict[str, Any]:
+    """Read and check a JSON schema file.
+
+    Raises
+    ------
+    CliError
+        If the file is unreadable, not JSON, not an object, or not a valid JSON schema.
+    """
+    import jsonschema
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"Cannot read schema file {str(path)!r}: no such file.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"Cannot read schema file {str(path)!r}: {exc}") from None
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"Schema file {str(path)!r} is not valid JSON (line {exc.lineno}, column "
+            f"{exc.colno}: {exc.msg}). Fix the file."
+        ) from None
+    if not isinstance(schema, dict):
+        raise CliError(
+            f"Schema file {str(path)!r} holds a JSON {type(schema).__name__}, not a JSON "
+            'schema object such as {"type": "object", "properties": {...}}.'
+        )
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise CliError(
+            f"Schema file {str(path)!r} is not a valid JSON schema: at {where}: {exc.message}."
+        ) from None
+    return schema
+
+
+def load_type(spec: str) -> Any:
+    """Import ``module:Class`` (the current directory is searched first).
+
+    Raises
+    ------
+    CliError
+        If it cannot be imported or is not a Pydantic model class.
+    """
+    import pydantic
+
+    module_name, _, attr_path = spec.partition(":")
+    if not module_name or not attr_path:
+        raise CliError(f"--type {spec!r} must be MODULE:CLASS, e.g. myapp.models:Person.")
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: modules in the current directory
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise CliError(
+            f"--type {spec!r}: cannot import {module_name!r} ({exc}). Run from the directory "
+            "that holds it, or add that directory to PYTHONPATH."
+        ) from None
+    except Exception as exc:
+        raise CliError(
+            f"--type {spec!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    for name in attr_path.split("."):
+        try:
+            obj = getattr(obj, name)
+        except AttributeError:
+            raise CliError(f"--type {spec!r}: {module_name!r} has no {attr_path!r}.") from None
+    if not (isinstance(obj, type) and issubclass(obj, pydantic.BaseModel)):
+        raise CliError(f"--type {spec!r} is a {type(obj).__name__}, not a Pydantic model class.")
+    return obj
+
+
+def output_spec(args: argparse.Namespace) -> OutputSpec:
+    """Build the output type from the parsed options (before connecting).
+
+    Raises
+    ------
+    CliError
+        If an option's value is invalid.
+    """
+    if args.schema is not None:
+        return OutputSpec(load_schema(args.schema), structured=True)
+    if args.type_path is not None:
+        return OutputSpec(load_type(args.type_path), structured=True)
+    choice = getattr(args, "choice", None)
+    if choice is not None:
+        from outlines.types import Choice
+
+        choices = [c.strip() for c in choice.split(",")]
+        if not all(choices) or len(set(choices)) != len(choices):
+            raise CliError(
+                f"--choice {choice!r} needs distinct, non-empty comma-separated choices, "
+                "e.g. --choice positive,negative,neutral."
+            )
+        return OutputSpec(Choice(choices))
+    regex = getattr(args, "regex", None)
+    if regex is not None:
+        from outlines.types import Regex
+
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise CliError(f"--regex {regex!r} is not a valid regular expression: {exc}.") from None
+        return OutputSpec(Regex(regex), grammar=True)
+    return OutputSpec()
+
+
+def to_json(value: Any) -> Any:
+    """Turn a parsed value (dict, Pydantic model...) into plain JSON data."""
+    import pydantic_core
+
+    return pydantic_core.to_jsonable_python(value)

@@ -1,0 +1,62 @@
+"""Helpers shared by the CLI tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+TEXT = "qwen2.5-7b-instruct"
+VISION = "qwen2-vl-2b-instruct"
+MLX = "llama-3.2-1b-instruct-mlx"
+EMBED = "text-embedding-nomic-embed-text-v1.5"
+UNLOADED = "gemma-3-1b-it"
+
+PERSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "age": {"type": "integer"},
+    },
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+def script_path() -> list[str]:
+    """The installed console script (``python -m`` if it is not installed next to python)."""
+    script = Path(sys.executable).with_name("outlines-lmstudio")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "outlines_lmstudio.cli"]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """An environment without a configured LM Studio host, wide and colourless."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LMSTUDIO_HOST", "NO_COLOR")}
+    env.update({"COLUMNS": "200", "TERM": "dumb", "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+def png(path: Path, size: tuple[int, int], color: str = "red") -> Path:
+    from PIL import Image
+
+    Image.new("RGB", size, color).save(path, format="PNG")
+    return path
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """The failure is reported in one line on stderr, without a traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], result.stderr
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -1,0 +1,185 @@
+"""``chat`` through a pseudo-terminal: streaming, history, images, commands and Ctrl-C."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pexpect
+import pytest
+from PIL import Image
+
+from outlines_lmstudio.testing import Fault, LMStudioEmulator
+
+from .helpers import TEXT, VISION, cli_env, png, script_path
+
+pytestmark = pytest.mark.timeout(40)
+
+PROMPT = "you> "
+Spawn = Callable[..., Any]
+
+
+@pytest.fixture
+def spawn(emulator: LMStudioEmulator, tmp_path: Path) -> Iterator[Spawn]:
+    children: list[pexpect.spawn] = []
+
+    def start(*args: str) -> pexpect.spawn:
+        command = script_path()
+        child = pexpect.spawn(
+            command[0],
+            [*command[1:], "--host", emulator.api_host, "chat", *args],
+            env=cli_env(),
+            cwd=str(tmp_path),
+            encoding="utf-8",
+            timeout=15,
+            dimensions=(50, 200),
+        )
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.close(force=True)
+
+
+def roles_and_texts(messages: list[dict[str, object]]) -> list[tuple[str, str]]:
+    result = []
+    for message in messages:
+        content = message["content"]
+        assert isinstance(content, list)
+        text = "".join(p.get("text", "") for p in content if p.get("type") == "text")
+        result.append((str(message["role"]), text))
+    return result
+
+
+def test_conversation_with_images_clear_and_save(
+    spawn: Spawn, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    png(tmp_path / "pic.png", (16, 16), "green")
+    emulator.script(VISION, ["First answer.", "Second answer.", "Third answer."])
+    chat = spawn("-m", VISION, "--system", "Be terse", "--max-tokens", "64")
+    chat.expect("Chatting with qwen2-vl-2b-instruct")
+    chat.expect(PROMPT)
+    chat.sendline("Hello")
+    chat.expect(f"{VISION}> First answer.")
+    chat.expect(PROMPT)
+    chat.sendline("/image pic.png")
+    chat.expect(r"Attached pic\.png \(16x16\)")
+    chat.sendline("/test-image red 3000x1500")
+    chat.expect(r"Attached test-image red 3000x1500 \(2048x1024, downscaled from 3000x1500\)")
+    chat.sendline("What are these?")
+    chat.expect("Second answer.")
+    chat.expect(PROMPT)
+
+    first, second = emulator.predictions
+    assert roles_and_texts(first.messages) == [("system", "Be terse"), ("user", "Hello")]
+    assert roles_and_texts(second.messages) == [
+        ("system", "Be terse"),
+        ("user", "Hello"),
+        ("assistant", "First answer."),
+        ("user", "What are these?"),
+    ]
+    assert [Image.open(io.BytesIO(b)).size for b in second.images] == [(16, 16), (2048, 1024)]
+    assert first.config["llm.prediction.maxPredictedTokens"] == {"checked": True, "value": 64}
+
+    chat.sendline("/clear")
+    chat.expect("Conversation cleared.")
+    chat.sendline("Fresh start")
+    chat.expect("Third answer.")
+    chat.expect(PROMPT)
+    assert roles_and_texts(emulator.predictions[2].messages) == [
+        ("system", "Be terse"),
+        ("user", "Fresh start"),
+    ]
+    assert emulator.predictions[2].images == []
+
+    chat.sendline("/save conversation.json")
+    chat.expect("Saved 3 messages to conversation.json")
+    chat.sendline("/exit")
+    chat.expect(pexpect.EOF)
+    chat.close()
+    assert chat.exitstatus == 0
+    saved = json.loads((tmp_path / "conversation.json").read_text())
+    assert saved["model"] == VISION
+    assert [(m["role"], m["content"]) for m in saved["messages"]] == [
+        ("system", "Be terse"),
+        ("user", "Fresh start"),
+        ("assistant", "Third answer."),
+    ]
+
+
+def test_images_refused_without_vision_and_model_switch(
+    spawn: Spawn, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    png(tmp_path / "pic.png", (8, 8))
+    chat = spawn("-m", TEXT)
+    chat.expect(PROMPT)
+    chat.sendline("/image pic.png")
+    chat.expect(f"{TEXT} does not accept images")
+    chat.expect("nothing was attached")
+    chat.sendline("/model no-such-model")
+    chat.expect("has no model 'no-such-model'")
+    chat.sendline("/image missing.png")  # still the text model: refused before reading
+    chat.expect("does not accept images")
+    chat.sendline("/model " + VISION)
+    chat.expect(f"Now chatting with {VISION}")
+    chat.sendline("/image missing.png")
+    chat.expect("Cannot read image 'missing.png': no such file")
+    chat.sendline("/test-image notacolour 8x8")
+    chat.expect("Unknown colour 'notacolour'")
+    chat.sendline("/frobnicate")
+    chat.expect("Unknown command /frobnicate; /help lists the commands")
+    chat.sendline("/help")
+    chat.expect("/test-image COLOR WxH")
+    chat.expect(PROMPT)
+    assert emulator.predictions == []
+    assert emulator.uploads == []
+
+    emulator.add_fault(Fault("predict", "error", message="Model crashed"))
+    chat.sendline("Hello?")
+    chat.expect("Model crashed")
+    chat.expect("not added to the history")
+    chat.sendline("Hello again")
+    chat.expect(f"{VISION}> ")
+    chat.expect(PROMPT)
+    assert roles_and_texts(emulator.predictions[-1].messages) == [("user", "Hello again")]
+    chat.sendeof()
+    chat.expect(pexpect.EOF)
+    chat.close()
+    assert chat.exitstatus == 0
+
+
+def test_ctrl_c_stops_the_reply_on_the_server_and_keeps_the_session(
+    spawn: Spawn, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(emulator, "token_latency", 0.05)
+    emulator.script(TEXT, ["word " * 200, "I am still here."])
+    chat = spawn("-m", TEXT)
+    chat.expect(PROMPT)
+    chat.sendline("Tell me a very long story")
+    chat.expect("word word word")
+    chat.sendintr()
+    chat.expect(r"\[reply stopped\]")
+    chat.expect(PROMPT)
+    emulator.wait_until(lambda: emulator.predictions[0].cancelled, timeout=5)
+    stopped = emulator.predictions[0]
+    assert stopped.cancelled
+    assert len(stopped.fragments) < 200
+
+    monkeypatch.setattr(emulator, "token_latency", 0.0)
+    chat.sendline("Are you there?")
+    chat.expect("I am still here.")
+    chat.expect(PROMPT)
+    history = roles_and_texts(emulator.predictions[1].messages)
+    assert [role for role, _ in history] == ["user", "assistant", "user"]
+    assert history[1][1].startswith("word word word")  # the part shown stays in the history
+
+    chat.sendintr()  # Ctrl-C at the prompt does not leave
+    chat.expect("/exit")
+    chat.sendline("/exit")
+    chat.expect(pexpect.EOF)
+    chat.close()
+    assert chat.exitstatus == 0

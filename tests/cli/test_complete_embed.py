@@ -1,0 +1,79 @@
+"""``complete`` (raw completion) and ``embed`` (JSON vectors)."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import pytest
+
+from outlines_lmstudio.testing import LMStudioEmulator
+
+from .conftest import MainInProcess, RunCli
+from .helpers import EMBED, TEXT, assert_one_line_error
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_complete_sends_a_raw_prompt(run_cli: RunCli, emulator: LMStudioEmulator) -> None:
+    emulator.script(TEXT, [" a princess lived in a tower. THE END and more"])
+    result = run_cli(
+        "complete",
+        "-m",
+        TEXT,
+        "--max-tokens",
+        "40",
+        "--stop",
+        "THE END",
+        "--stream",
+        "Once upon a time",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == " a princess lived in a tower. \n"
+    (prediction,) = emulator.predictions
+    assert prediction.config["llm.prediction.stopStrings"] == ["THE END"]
+    # A completion is one raw prompt, not a chat with a template applied by us.
+    assert [m["role"] for m in prediction.messages] == ["user"]
+    assert "Once upon a time" in json.dumps(prediction.messages)
+
+
+def test_complete_errors(
+    run_cli: RunCli, main_in_process: MainInProcess, emulator: LMStudioEmulator
+) -> None:
+    unknown = main_in_process("complete", "-m", "no-such-model", "Hi")
+    assert unknown.returncode == 1
+    assert_one_line_error(unknown, "no model 'no-such-model'")
+    bad_tokens = main_in_process("complete", "--max-tokens", "0", "Hi")
+    assert bad_tokens.returncode == 2
+    assert_one_line_error(bad_tokens, "--max-tokens must be at least 1")
+    assert emulator.predictions == []
+
+
+def test_embed_prints_one_vector_per_text(
+    run_cli: RunCli,
+    main_in_process: MainInProcess,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = run_cli("embed", "first text", "second text")
+    assert result.returncode == 0, result.stderr
+    vectors = json.loads(result.stdout)
+    assert len(vectors) == 2
+    assert all(len(v) == 768 for v in vectors)
+    assert all(isinstance(x, float) for v in vectors for x in v)
+    assert vectors[0] != vectors[1]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("first text\n\n"))
+    again = main_in_process("embed", "-m", EMBED, "-")
+    assert json.loads(again.stdout) == vectors[:1]
+
+
+def test_embed_errors(run_cli: RunCli, main_in_process: MainInProcess) -> None:
+    unknown = main_in_process("embed", "-m", "no-such-embedder", "hello")
+    assert unknown.returncode == 1
+    assert_one_line_error(unknown, "no embedding model 'no-such-embedder'")
+    not_embedding = main_in_process("embed", "-m", TEXT, "hello")
+    assert not_embedding.returncode == 2
+    assert_one_line_error(not_embedding, "not an embedding model", "--capability embedding")
+    empty = main_in_process("embed", " ")
+    assert empty.returncode == 2
+    assert_one_line_error(empty, "must be non-empty")

@@ -1,0 +1,325 @@
+"""``extract``: the JSONL pipeline, its input checks, failures and resuming."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from outlines_lmstudio.testing import Fault, LMStudioEmulator
+
+from .conftest import MainInProcess, RunCli
+from .helpers import (
+    PERSON_SCHEMA,
+    TEXT,
+    VISION,
+    assert_one_line_error,
+    cli_env,
+    lines,
+    png,
+    script_path,
+)
+
+pytestmark = pytest.mark.timeout(40)
+
+
+def write_items(path: Path, count: int, **extra: object) -> Path:
+    with path.open("w") as handle:
+        for i in range(count):
+            handle.write(
+                json.dumps({"id": f"item-{i}", "prompt": f"Person number {i}", **extra}) + "\n"
+            )
+    return path
+
+
+def extract(schema: Path, source: Path, target: Path, *more: str) -> list[str]:
+    return [
+        "extract",
+        "--schema",
+        str(schema),
+        "--input",
+        str(source),
+        "--output",
+        str(target),
+        *more,
+    ]
+
+
+def assert_complete_output(target: Path, ids: set[str | int]) -> None:
+    records = lines(target)
+    assert Counter(r["id"] for r in records) == Counter(ids)  # every id exactly once
+    for record in records:
+        jsonschema.validate(record["result"], PERSON_SCHEMA)
+
+
+def test_extract_writes_one_valid_line_per_item(
+    main_in_process: MainInProcess,
+    run_cli: RunCli,
+    emulator: LMStudioEmulator,
+    schema_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(emulator, "token_latency", 0.005)  # long enough for items to overlap
+    source = write_items(tmp_path / "in.jsonl", 12)
+    with source.open("a") as handle:
+        handle.write("\n")  # blank lines are skipped
+        handle.write(
+            json.dumps({"id": 7, "prompt": "An integer id", "note": "extra keys ignored"}) + "\n"
+        )
+    target = tmp_path / "out.jsonl"
+    result = run_cli(*extract(schema_file, source, target, "--concurrency", "3"))
+    assert result.returncode == 0, result.stderr
+    assert_complete_output(target, {f"item-{i}" for i in range(12)} | {7})
+    assert "13/13" in result.stderr
+    assert "items/s" in result.stderr
+    assert "ETA" in result.stderr
+    assert "13 results and 0 errors" in result.stderr
+    assert 1 < emulator.peak_concurrency() <= 3
+    again = main_in_process(*extract(schema_file, source, target))
+    assert again.returncode == 0
+    assert "Nothing to do: all 13 ids are already in" in again.stderr
+    assert len(lines(target)) == 13
+
+
+def test_failed_items_are_error_lines_and_can_be_retried(
+    main_in_process: MainInProcess,
+    run_cli: RunCli,
+    emulator: LMStudioEmulator,
+    schema_file: Path,
+    tmp_path: Path,
+) -> None:
+    source = write_items(tmp_path / "in.jsonl", 3)
+    target = tmp_path / "out.jsonl"
+    emulator.script(TEXT, ['{"name": "No age"}'])  # the first reply does not validate
+    first = run_cli(
+        *extract(schema_file, source, target, "-m", TEXT, "--retries", "0", "--concurrency", "1")
+    )
+    assert first.returncode == 1
+    records = lines(target)
+    errors = [r for r in records if "error" in r]
+    assert len(records) == 3
+    assert len(errors) == 1
+    assert errors[0]["error"]["type"] == "ParseError"
+    assert errors[0]["error"]["raw"] == '{"name": "No age"}'
+    assert "result" not in errors[0]
+    # Errors count as answered, until --retry-errors redoes them.
+    assert "Nothing to do" in main_in_process(*extract(schema_file, source, target)).stderr
+    retried = main_in_process(*extract(schema_file, source, target, "-m", TEXT, "--retry-errors"))
+    assert retried.returncode == 0, retried.stderr
+    assert_complete_output(target, {"item-0", "item-1", "item-2"})
+
+
+def test_images_are_sent_relative_to_the_input_file(
+    main_in_process: MainInProcess,
+    run_cli: RunCli,
+    emulator: LMStudioEmulator,
+    schema_file: Path,
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "pics").mkdir()
+    png(tmp_path / "pics" / "a.png", (16, 16))
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        json.dumps({"id": "with-image", "prompt": "Who?", "images": ["pics/a.png"]})
+        + "\n"
+        + json.dumps({"id": "missing-image", "prompt": "Who?", "images": ["pics/nope.png"]})
+        + "\n"
+    )
+    target = tmp_path / "out.jsonl"
+    result = run_cli(*extract(schema_file, source, target, "-m", VISION))
+    assert result.returncode == 1  # one item failed
+    by_id = {r["id"]: r for r in lines(target)}
+    jsonschema.validate(by_id["with-image"]["result"], PERSON_SCHEMA)
+    assert "nope.png" in by_id["missing-image"]["error"]["message"]
+    assert [len(p.images) for p in emulator.predictions] == [1]
+    refused = main_in_process(*extract(schema_file, source, tmp_path / "other.jsonl", "-m", TEXT))
+    assert refused.returncode == 2
+    assert_one_line_error(refused, "have images", "no vision support")
+    assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_malformed_line_is_refused_before_any_work(
+    run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "a", "prompt": "fine"}) + '\n{"id": "b", "prompt": \n')
+    target = tmp_path / "out.jsonl"
+    result = run_cli(*extract(schema_file, source, target))
+    assert result.returncode == 2
+    assert_one_line_error(result, "in.jsonl, line 2 is not valid JSON", "fix or remove that line")
+    assert not target.exists()
+    assert emulator.predictions == []
+
+
+GOOD = json.dumps({"id": "a", "prompt": "fine"})
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ('{"prompt": "x"}\n', 'in.jsonl, line 1 needs an "id"'),
+        ('{"id": true, "prompt": "x"}\n', 'needs an "id" (a string or an integer)'),
+        ('{"id": "x", "prompt": ""}\n', 'needs a non-empty "prompt"'),
+        ('{"id": "x", "prompt": "p", "images": [1]}\n', '"images" must be a list of file paths'),
+        (GOOD + "\n\n" + GOOD + "\n", "line 3 repeats the id 'a' of line 1"),
+        ("[1]\n", "is a JSON list, not an object"),
+        (None, "Cannot read input 'in.jsonl': no such file"),
+    ],
+)
+def test_bad_input_lines(
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    schema_file: Path,
+    tmp_path: Path,
+    content: str | None,
+    needle: str,
+) -> None:
+    if content is not None:
+        (tmp_path / "in.jsonl").write_text(content)
+    result = main_in_process(*extract(schema_file, Path("in.jsonl"), tmp_path / "out.jsonl"))
+    assert result.returncode == 2
+    assert_one_line_error(result, needle)
+    assert not (tmp_path / "out.jsonl").exists()
+    assert emulator.predictions == []
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--concurrency", "0"], "--concurrency must be at least 1"),
+        (["--retries", "-2"], "--retries must be 0 or more"),
+        (["--output", "in.jsonl"], "--output must be another file than --input"),
+    ],
+)
+def test_bad_options(
+    main_in_process: MainInProcess, schema_file: Path, tmp_path: Path, args: list[str], needle: str
+) -> None:
+    write_items(tmp_path / "in.jsonl", 1)
+    result = main_in_process(*extract(schema_file, Path("in.jsonl"), Path("out.jsonl")), *args)
+    assert result.returncode == 2
+    assert_one_line_error(result, needle)
+
+
+def test_bad_schema_file(main_in_process: MainInProcess, tmp_path: Path) -> None:
+    write_items(tmp_path / "in.jsonl", 1)
+    (tmp_path / "bad.json").write_text("{nope")
+    result = main_in_process(*extract(Path("bad.json"), Path("in.jsonl"), Path("out.jsonl")))
+    assert result.returncode == 2
+    assert_one_line_error(result, "bad.json", "not valid JSON")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_output_that_is_not_ours_is_left_alone(
+    main_in_process: MainInProcess, schema_file: Path, tmp_path: Path
+) -> None:
+    source = write_items(tmp_path / "in.jsonl", 2)
+    target = tmp_path / "out.jsonl"
+    target.write_text('{"some": "other data"}\n')
+    result = main_in_process(*extract(schema_file, source, target))
+    assert result.returncode == 2
+    assert_one_line_error(result, "line 1 is not an extract result", "right --output file")
+    assert target.read_text() == '{"some": "other data"}\n'
+
+
+def test_partial_last_line_is_cut_off_when_resuming(
+    main_in_process: MainInProcess, schema_file: Path, tmp_path: Path
+) -> None:
+    source = write_items(tmp_path / "in.jsonl", 3)
+    target = tmp_path / "out.jsonl"
+    target.write_text(
+        json.dumps({"id": "item-0", "result": {"name": "Ann", "age": 3}})
+        + '\n{"id": "item-1", "res'
+    )
+    result = main_in_process(*extract(schema_file, source, target))
+    assert result.returncode == 0, result.stderr
+    assert "Removed an incomplete last line" in result.stderr
+    assert_complete_output(target, {"item-0", "item-1", "item-2"})
+
+
+def test_killed_run_resumes_without_losing_or_repeating_results(
+    emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    count = 24
+    source = write_items(tmp_path / "in.jsonl", count)
+    target = tmp_path / "out.jsonl"
+    monkeypatch.setattr(emulator, "token_latency", 0.01)
+    command = [*script_path(), "--host", emulator.api_host, *extract(schema_file, source, target)]
+    child = subprocess.Popen(
+        [*command, "--concurrency", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=cli_env(),
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if target.exists() and target.read_text().count("\n") >= 5:
+                break
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=10)
+    assert child.returncode == -signal.SIGKILL
+    written = target.read_text()
+    assert written.endswith("\n")
+    done = lines(target)  # every line is complete JSON
+    assert 5 <= len(done) < count
+    assert all("result" in r for r in done)
+
+    monkeypatch.setattr(emulator, "token_latency", 0.0)
+    resumed = subprocess.run(
+        command, capture_output=True, text=True, env=cli_env(), timeout=30, check=False
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"Skipping {len(done)} ids already in" in resumed.stderr
+    assert_complete_output(target, {f"item-{i}" for i in range(count)})
+    assert target.read_text().startswith(written)  # earlier results kept as they were
+
+
+def test_ctrl_c_keeps_finished_results(
+    emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = write_items(tmp_path / "in.jsonl", 40)
+    target = tmp_path / "out.jsonl"
+    monkeypatch.setattr(emulator, "token_latency", 0.01)
+    child = subprocess.Popen(
+        [*script_path(), "--host", emulator.api_host, *extract(schema_file, source, target)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (
+        target.exists() and target.read_text().count("\n") >= 2
+    ):
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGINT)
+    _, stderr = child.communicate(timeout=15)
+    assert child.returncode == 130
+    finished = lines(target)
+    assert f"Interrupted: {len(finished)} items finished and written to" in stderr
+    assert "run the same command again to resume" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_lost_server_stops_the_run_without_error_lines(
+    run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
+) -> None:
+    source = write_items(tmp_path / "in.jsonl", 4)
+    target = tmp_path / "out.jsonl"
+    emulator.add_fault(Fault("predict", "drop", times=100))
+    result = run_cli(*extract(schema_file, source, target))
+    assert result.returncode == 3
+    assert_one_line_error(result, "Lost the connection to LM Studio", "run the same command again")
+    assert target.read_text() == ""  # nothing that looks like a result, nor an error per item

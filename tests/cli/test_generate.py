@@ -1,0 +1,243 @@
+"""``generate``: free text, structured output, images, streaming and the error paths."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+from PIL import Image
+
+from outlines_lmstudio.testing import Fault, LMStudioEmulator
+
+from .conftest import MainInProcess, RunCli
+from .helpers import MLX, PERSON_SCHEMA, TEXT, VISION, assert_one_line_error, png
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_free_text(run_cli: RunCli, emulator: LMStudioEmulator) -> None:
+    emulator.script(TEXT, ["Hello from the model."])
+    result = run_cli("generate", "-m", TEXT, "--system", "Be brief", "--temperature", "0.2", "Hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello from the model.\n"
+    (prediction,) = emulator.predictions
+    assert [m["role"] for m in prediction.messages] == ["system", "user"]
+    assert prediction.config["llm.prediction.temperature"] == pytest.approx(0.2)
+    assert prediction.structured is None
+
+
+def test_stream_prints_fragments(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(TEXT, ["one two three four"])
+    result = main_in_process("generate", "-m", TEXT, "--stream", "--max-tokens", "50", "Count")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "one two three four\n"
+    assert len(emulator.predictions[0].fragments) > 1
+
+
+def test_schema_result_is_valid_pretty_json(
+    run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path
+) -> None:
+    result = run_cli("generate", "--schema", str(schema_file), "Invent a person")
+    assert result.returncode == 0, result.stderr
+    value = json.loads(result.stdout)
+    jsonschema.validate(value, PERSON_SCHEMA)
+    assert result.stdout.startswith("{\n  ")  # pretty-printed
+    structured = emulator.predictions[0].structured
+    assert structured is not None
+    assert structured["jsonSchema"]["required"] == ["name", "age"]
+
+
+def test_stream_with_schema_prints_the_validated_object(
+    main_in_process: MainInProcess, schema_file: Path
+) -> None:
+    result = main_in_process(
+        "generate", "--schema", str(schema_file), "--stream", "Invent a person"
+    )
+    assert result.returncode == 0, result.stderr
+    jsonschema.validate(json.loads(result.stdout), PERSON_SCHEMA)
+
+
+def test_pydantic_type_from_the_current_directory(run_cli: RunCli, tmp_path: Path) -> None:
+    (tmp_path / "people.py").write_text(
+        "from pydantic import BaseModel\n\n"
+        "class City(BaseModel):\n    name: str\n    population: int\n"
+    )
+    result = run_cli("generate", "--type", "people:City", "Invent a city")
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)) == {"name", "population"}
+
+
+def test_choice(main_in_process: MainInProcess, emulator: LMStudioEmulator) -> None:
+    result = main_in_process("generate", "--choice", "positive,negative,neutral", "I love it")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in {"positive", "negative", "neutral"}
+    assert emulator.predictions[0].structured is not None
+
+
+def test_regex_uses_grammar_mode(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator
+) -> None:
+    result = main_in_process("generate", "-m", TEXT, "--regex", "[A-Z]{3}-[0-9]{4}", "A code")
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"[A-Z]{3}-[0-9]{4}", result.stdout.strip())
+    structured = emulator.predictions[0].structured
+    assert structured is not None
+    assert structured["type"] == "gbnf"
+
+
+def test_regex_on_an_mlx_model_is_refused(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator
+) -> None:
+    result = main_in_process("generate", "-m", MLX, "--regex", "[a-z]+", "A word")
+    assert result.returncode == 2
+    assert_one_line_error(result, "GGUF")
+    assert emulator.predictions == []
+
+
+def test_image_is_downscaled_and_sent(
+    run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    big = png(tmp_path / "wide.png", (3000, 1000), "blue")
+    small = png(tmp_path / "small.png", (32, 16), "green")
+    result = run_cli(
+        "generate", "-m", VISION, "--image", str(big), "--image", str(small), "Describe"
+    )
+    assert result.returncode == 0, result.stderr
+    (prediction,) = emulator.predictions
+    sizes = [Image.open(io.BytesIO(data)).size for data in prediction.images]
+    assert sizes == [(2048, 683), (32, 16)]
+
+
+def test_image_to_a_model_without_vision_is_refused_before_sending(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    image = png(tmp_path / "a.png", (8, 8))
+    result = main_in_process("generate", "-m", TEXT, "--image", str(image), "Describe")
+    assert result.returncode == 2
+    assert_one_line_error(result, TEXT, "vision", "--capability vision")
+    assert emulator.predictions == []
+    assert emulator.uploads == []
+
+
+def test_unreadable_image(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path) -> None:
+    (tmp_path / "text.png").write_bytes(b"not an image at all")
+    result = run_cli("generate", "-m", VISION, "--image", str(tmp_path / "text.png"), "Hi")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert_one_line_error(result, "text.png", "not an image file")
+    assert emulator.predictions == []
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("missing.png", None, "no such file"),
+        ("truncated.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "Cannot read image"),
+        ("folder.png", "dir", "is a directory"),
+    ],
+)
+def test_other_unreadable_images(
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    tmp_path: Path,
+    name: str,
+    content: bytes | str | None,
+    needle: str,
+) -> None:
+    if content == "dir":
+        (tmp_path / name).mkdir()
+    elif isinstance(content, bytes):
+        (tmp_path / name).write_bytes(content)
+    result = main_in_process("generate", "-m", VISION, "--image", name, "Hi")
+    assert result.returncode == 2
+    assert_one_line_error(result, name, needle)
+    assert emulator.predictions == []
+
+
+def test_bad_schema_file(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path) -> None:
+    (tmp_path / "broken.json").write_text('{"type": "object",\n "properties": }')
+    result = run_cli("generate", "--schema", "broken.json", "Anything")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert_one_line_error(result, "broken.json", "is not valid JSON (line 2, column 16")
+    assert emulator.predictions == []
+
+
+@pytest.mark.parametrize(
+    ("args", "content", "needle"),
+    [
+        (["--schema", "missing.json"], None, "'missing.json': no such file"),
+        (["--schema", "s.json"], "[1, 2]", "holds a JSON list, not a JSON schema object"),
+        (["--schema", "s.json"], '{"type": 12}', "not a valid JSON schema: at type"),
+        (["--type", "no_such_module:Thing"], None, "cannot import 'no_such_module'"),
+        (["--type", "json:dumps"], None, "not a Pydantic model class"),
+        (["--type", "json"], None, "must be MODULE:CLASS"),
+        (["--choice", "a,,b"], None, "distinct, non-empty"),
+        (["--regex", "(unclosed"], None, "not a valid regular expression"),
+        (["--retries", "-1", "--schema", "s.json"], "{}", "--retries must be 0 or more"),
+        (["--temperature", "-1"], None, "--temperature must be 0 or more"),
+    ],
+)
+def test_bad_output_options(
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    tmp_path: Path,
+    args: list[str],
+    content: str | None,
+    needle: str,
+) -> None:
+    if content is not None:
+        (tmp_path / "s.json").write_text(content)
+    result = main_in_process("generate", *args, "Anything")
+    assert result.returncode == 2
+    assert_one_line_error(result, needle)
+    assert emulator.predictions == []
+
+
+def test_unknown_model(run_cli: RunCli, emulator: LMStudioEmulator) -> None:
+    result = run_cli("generate", "-m", "no-such-model", "Hi")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert_one_line_error(result, "no model 'no-such-model'", "outlines-lmstudio models")
+
+
+def test_reply_that_does_not_validate_fails(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, schema_file: Path
+) -> None:
+    emulator.script(TEXT, ['{"name": "Ann"}', '{"name": "Ann"}'])
+    result = main_in_process(
+        "generate", "-m", TEXT, "--schema", str(schema_file), "--retries", "1", "P"
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert_one_line_error(result, "age", "Raw reply")
+    assert len(emulator.predictions) == 2  # asked, then re-asked once
+
+
+def test_server_failure(main_in_process: MainInProcess, emulator: LMStudioEmulator) -> None:
+    emulator.add_fault(Fault("predict", "error", message="GPU on fire"))
+    result = main_in_process("generate", "-m", TEXT, "Hi")
+    assert result.returncode == 1
+    assert_one_line_error(result, "GPU on fire")
+
+
+def test_prompt_from_stdin(
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Piped prompt\n"))
+    result = main_in_process("generate", "-m", TEXT, "-")
+    assert result.returncode == 0, result.stderr
+    assert "Piped prompt" in json.dumps(emulator.predictions[0].messages)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("  \n"))
+    empty = main_in_process("generate", "-m", TEXT, "-")
+    assert empty.returncode == 2
+    assert_one_line_error(empty, "prompt is empty")

@@ -1,0 +1,145 @@
+"""Global behaviour: help, version, host resolution, unreachable server, missing rich."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from outlines_lmstudio.testing import LMStudioEmulator
+
+from .conftest import MainInProcess, RunCli
+from .helpers import TEXT, assert_one_line_error, cli_env, script_path
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_help_and_version(
+    main_in_process: MainInProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = ""
+    for argv in (["--help"], ["--version"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main_in_process(*argv)
+        assert exit_info.value.code == 0
+        out += capsys.readouterr().out
+    for command in ("models", "chat", "generate", "extract", "complete", "embed", "emulator"):
+        assert command in out
+    assert "--host" in out
+    assert "--emulator" in out
+    assert "outlines-lmstudio 0." in out
+
+
+def test_unreachable_host_is_one_line_with_what_to_do(run_cli: RunCli, closed_port: int) -> None:
+    result = subprocess.run(
+        [*script_path(), "--host", f"127.0.0.1:{closed_port}", "models"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=20,
+        check=False,
+    )
+    assert result.returncode == 3
+    assert result.stdout == ""
+    assert_one_line_error(
+        result,
+        f"not reachable at 127.0.0.1:{closed_port}",
+        "LM Studio server",
+        "--host",
+        "--emulator",
+    )
+
+
+def test_default_local_ports_when_no_host_is_given() -> None:
+    import lmstudio as lms
+
+    if lms.Client.find_default_local_api_host() is not None:
+        pytest.skip("LM Studio is running on this machine")
+    result = subprocess.run(
+        [*script_path(), "models"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=20,
+        check=False,
+    )
+    assert result.returncode == 3
+    assert_one_line_error(result, "not reachable on its default local ports", "--emulator")
+
+
+def test_lmstudio_host_environment_variable(
+    run_cli: RunCli,
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    closed_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ok = run_cli("models", "--json", host=False, env=cli_env(LMSTUDIO_HOST=emulator.api_host))
+    assert ok.returncode == 0, ok.stderr
+    assert TEXT in ok.stdout
+    # --host (the emulator, given by main_in_process) wins over the variable.
+    monkeypatch.setenv("LMSTUDIO_HOST", f"127.0.0.1:{closed_port}")
+    wins = main_in_process("models", "--json")
+    assert wins.returncode == 0, wins.stderr
+
+
+def test_options_after_the_subcommand(run_cli: RunCli, emulator: LMStudioEmulator) -> None:
+    result = run_cli("models", "--json", "--host", f"http://{emulator.api_host}/", host=False)
+    assert result.returncode == 0, result.stderr
+    assert TEXT in result.stdout
+
+
+def test_bundled_emulator_option(run_cli: RunCli) -> None:
+    result = run_cli("generate", "--emulator", "Say hello", host=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert "bundled LM Studio emulator" in result.stderr
+
+
+def test_host_and_emulator_together_are_refused(main_in_process: MainInProcess) -> None:
+    result = main_in_process("--emulator", "models")
+    assert result.returncode == 2
+    assert_one_line_error(result, "either --host or --emulator")
+
+
+def test_missing_rich_prints_the_install_line() -> None:
+    code = (
+        "import sys; sys.modules['rich'] = None\n"
+        "from outlines_lmstudio.cli import main\n"
+        "sys.exit(main(['models']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=20,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert_one_line_error(result, 'pip install "outlines-lmstudio[cli]"')
+
+
+def test_emulator_command_still_serves() -> None:
+    import lmstudio as lms
+    import pexpect
+
+    child = pexpect.spawn(
+        script_path()[0] if len(script_path()) == 1 else sys.executable,
+        [*script_path()[1:], "emulator", "--port", "0"],
+        env=cli_env(),
+        encoding="utf-8",
+        timeout=15,
+    )
+    try:
+        child.expect(r"listening on (127\.0\.0\.1:\d+)")
+        host = child.match.group(1)
+        with lms.Client(host) as client:
+            assert client.llm.model(TEXT).respond("Hi").content
+        child.sendintr()
+        child.expect("stopped")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0

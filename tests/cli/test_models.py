@@ -1,0 +1,132 @@
+"""``models``: capabilities as LM Studio reports them, filters, sorting, paging, JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+
+from outlines_lmstudio.testing import EmulatedModel, LMStudioEmulator
+
+from .conftest import MainInProcess, RunCli
+from .helpers import EMBED, MLX, TEXT, UNLOADED, VISION, assert_one_line_error, cli_env, script_path
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def models_json(run_cli: RunCli, *args: str) -> list[dict[str, Any]]:
+    result = run_cli("models", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    data: list[dict[str, Any]] = json.loads(result.stdout)
+    return data
+
+
+def test_table_shows_every_model_with_capabilities(run_cli: RunCli) -> None:
+    result = run_cli("models")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert set(rows) >= {TEXT, VISION, MLX, EMBED, UNLOADED}
+    assert "chat, vision" in rows[VISION]
+    assert "GGUF" in rows[VISION]
+    assert "chat, tools" in rows[TEXT]
+    assert "32,768" in rows[TEXT]
+    assert "4.7 GB" in rows[TEXT]
+    assert "MLX" in rows[MLX]
+    assert "embedding" in rows[EMBED]
+    assert rows[UNLOADED].rstrip().endswith("no")
+    assert rows[TEXT].rstrip().endswith("yes")
+
+
+def test_json_fields(run_cli: RunCli) -> None:
+    by_key = {m["key"]: m for m in models_json(run_cli)}
+    assert by_key[VISION]["vision"] is True
+    assert by_key[VISION]["capabilities"] == ["chat", "vision"]
+    assert by_key[TEXT]["tool_use"] is True
+    assert by_key[TEXT]["max_context_length"] == 32768
+    assert by_key[MLX]["format"] == "safetensors"
+    assert by_key[MLX]["engine"] == "MLX"
+    assert by_key[EMBED]["type"] == "embedding"
+    assert by_key[EMBED]["capabilities"] == ["embedding"]
+    assert by_key[UNLOADED]["loaded"] is False
+    assert by_key[UNLOADED]["loaded_as"] == []
+    assert by_key[TEXT]["loaded_as"] == [TEXT]
+
+
+def test_capabilities_come_from_lm_studio_not_from_names() -> None:
+    models = [
+        EmulatedModel("llava-vision-in-name-only"),
+        EmulatedModel("plain-name", vision=True, tool_use=True, format="safetensors"),
+        EmulatedModel("embed-sounding-llm", size_bytes=10),
+    ]
+    with LMStudioEmulator(models) as custom:
+        result = subprocess.run(
+            [
+                *script_path(),
+                "--host",
+                custom.api_host,
+                "models",
+                "--json",
+                "--capability",
+                "vision",
+            ],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=20,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert [m["key"] for m in shown] == ["plain-name"]
+    assert shown[0]["capabilities"] == ["chat", "vision", "tools"]
+
+
+def _select(emulator: LMStudioEmulator, *argv: str) -> list[str]:
+    """Run the filter/sort/page step in-process on what the emulator reports."""
+    import argparse
+
+    import lmstudio as lms
+
+    from outlines_lmstudio.cli import _models
+
+    parser = argparse.ArgumentParser()
+    _models.add_arguments(parser)
+    with lms.Client(emulator.api_host) as client:
+        rows = _models.collect(client)
+    shown, _ = _models.select(rows, parser.parse_args(list(argv)))
+    return [row.key for row in shown]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--capability", "vision"], [VISION]),
+        (["--capability", "tools"], [TEXT]),
+        (["--capability", "embedding"], [EMBED]),
+        (["--capability", "chat"], [UNLOADED, MLX, VISION, TEXT]),
+        (["--capability", "chat", "--capability", "vision"], [VISION]),
+        (["--capability", "embedding", "--capability", "chat"], []),
+        (["--loaded", "--capability", "chat"], [MLX, VISION, TEXT]),
+        (["--sort", "size", "--reverse"], [TEXT, VISION, UNLOADED, MLX, EMBED]),
+        (["--sort", "size"], [EMBED, MLX, UNLOADED, VISION, TEXT]),
+        (["--sort", "type"], [UNLOADED, MLX, VISION, TEXT, EMBED]),
+        (["--sort", "capabilities"], [TEXT, VISION, UNLOADED, MLX, EMBED]),
+        (["--sort", "name", "--reverse"], [EMBED, TEXT, VISION, MLX, UNLOADED]),
+        (["--page", "3", "--page-size", "2"], [EMBED]),
+        (["--page", "1"], [UNLOADED, MLX, VISION, TEXT, EMBED]),
+    ],
+)
+def test_filter_sort_page(emulator: LMStudioEmulator, argv: list[str], expected: list[str]) -> None:
+    assert _select(emulator, *argv) == expected
+
+
+def test_paging(main_in_process: MainInProcess) -> None:
+    table = main_in_process("models", "--page", "1", "--page-size", "2")
+    assert table.returncode == 0
+    assert "Page 1 of 3 (5 models); --page 2 for more" in table.stdout
+    beyond = main_in_process("models", "--page", "4", "--page-size", "2")
+    assert beyond.returncode == 2
+    assert beyond.stdout == ""
+    assert_one_line_error(beyond, "--page 4 is out of range", "3 page(s) of 2")

@@ -1,0 +1,102 @@
+import asyncio
+import gc
+import threading
+import time
+
+import pytest
+
+from outlines_lmstudio._cache import AsyncClientCache, SyncClientCache
+
+
+class Client:
+    pass
+
+
+def test_sync_values_are_made_once_per_client_even_from_threads() -> None:
+    cache: SyncClientCache[int] = SyncClientCache()
+    client = Client()
+    made: list[int] = []
+
+    def make() -> int:
+        time.sleep(0.01)
+        made.append(1)
+        return 42
+
+    threads = [threading.Thread(target=lambda: cache.get(client, "k", make)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert made == [1]
+    assert cache.peek(client, "k") == 42
+    assert cache.get(Client(), "k", lambda: 7) == 7  # another client has its own entries
+
+
+def test_sync_forget_clear_and_weak_keys() -> None:
+    cache: SyncClientCache[str] = SyncClientCache()
+    client = Client()
+    cache.get(client, "a", lambda: "x")
+    cache.forget(client, "a")
+    assert cache.peek(client, "a") is None
+    cache.get(client, "b", lambda: "y")
+    cache.clear(client)
+    assert cache.peek(client, "b") is None
+    cache.get(client, "c", lambda: "z")
+    del client
+    gc.collect()
+    assert len(cache._data) == 0  # entries live only as long as the client
+
+
+def test_sync_failures_are_not_cached() -> None:
+    cache: SyncClientCache[int] = SyncClientCache()
+    client = Client()
+
+    def fail() -> int:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        cache.get(client, "k", fail)
+    assert cache.get(client, "k", lambda: 1) == 1
+
+
+@pytest.mark.asyncio
+async def test_async_concurrent_first_calls_share_one_task() -> None:
+    cache: AsyncClientCache[int] = AsyncClientCache()
+    client = Client()
+    made: list[int] = []
+
+    async def make() -> int:
+        await asyncio.sleep(0.01)
+        made.append(1)
+        return 5
+
+    assert await asyncio.gather(*(cache.get(client, "k", make) for _ in range(6))) == [5] * 6
+    assert made == [1]
+    assert cache.peek(client, "k") == 5
+
+
+@pytest.mark.asyncio
+async def test_async_failure_is_retried_and_cancelling_one_caller_keeps_the_work() -> None:
+    cache: AsyncClientCache[int] = AsyncClientCache()
+    client = Client()
+
+    async def fail() -> int:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await cache.get(client, "k", fail)
+    assert cache.peek(client, "k") is None
+
+    async def slow() -> int:
+        await asyncio.sleep(0.05)
+        return 9
+
+    first = asyncio.create_task(cache.get(client, "s", slow))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(cache.get(client, "s", slow))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert await second == 9  # the shared work survived the cancelled caller
+    cache.forget(client, "s")
+    cache.clear(client)
+    assert cache.peek(client, "s") is None

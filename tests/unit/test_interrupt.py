@@ -1,0 +1,49 @@
+import os
+import signal
+import threading
+
+import pytest
+
+from outlines_lmstudio._interrupt import SigintGuard
+
+
+def test_armed_guard_notes_the_first_ctrl_c_and_restores_the_default() -> None:
+    guard = SigintGuard()
+    assert guard.enabled
+    guard.arm()
+    os.kill(os.getpid(), signal.SIGINT)  # delivered to the main thread: noted, not raised
+    assert guard.interrupted
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the next one raises
+    guard.disarm()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_disarmed_guard_lets_ctrl_c_through() -> None:
+    guard = SigintGuard()
+    guard.arm()
+    guard.disarm()
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+    assert not guard.interrupted
+
+
+def test_a_custom_handler_is_left_alone() -> None:
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    try:
+        guard = SigintGuard()
+        assert not guard.enabled
+        guard.arm()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert seen == [signal.SIGINT]
+        assert not guard.interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_not_in_other_threads() -> None:
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(SigintGuard().enabled))
+    thread.start()
+    thread.join()
+    assert result == [False]

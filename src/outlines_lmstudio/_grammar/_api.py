@@ -1,0 +1,157 @@
+"""The public translators: regex, Lark grammar and Outlines term -> GBNF text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from outlines.types import dsl
+
+from ..errors import UnsupportedOutputTypeError
+from ._gbnf import GbnfBuilder, Node, alt, rep, seq
+from ._lark import add_lark_grammar, refuse_left_recursion
+from ._regex import regex_to_node
+
+__all__ = ["lark_to_gbnf", "regex_to_gbnf", "term_to_gbnf"]
+
+
+def regex_to_gbnf(pattern: str) -> str:
+    """Translate a Python regex into a GBNF grammar matching the same strings.
+
+    Parameters
+    ----------
+    pattern
+        A Python ``re`` pattern, with full-match semantics (like ``re.fullmatch``).
+
+    Returns
+    -------
+    str
+        GBNF text with a ``root`` rule, in the dialect every llama.cpp build accepts.
+
+    Raises
+    ------
+    UnsupportedGrammarError
+        If the pattern is invalid or uses lookaround, backreferences, conditionals,
+        atomic groups, possessive repeats, inner anchors or repeat counts over 2000.
+    """
+    builder = GbnfBuilder()
+    builder.define("root", regex_to_node(pattern))
+    return builder.render()
+
+
+def lark_to_gbnf(grammar: str) -> str:
+    """Translate a Lark grammar into GBNF.
+
+    Parameters
+    ----------
+    grammar
+        Lark grammar text with a ``start`` rule (as ``lark.Lark(grammar, start="start")``
+        loads it); ``%import common.X`` resolves to Outlines' ``common.lark``.
+
+    Returns
+    -------
+    str
+        GBNF text whose ``root`` matches a sentence of the grammar, with ``%ignore``
+        terminals allowed before every token and at the end.
+
+    Raises
+    ------
+    UnsupportedGrammarError
+        If the grammar does not load, is indirectly left-recursive, or has a terminal
+        regex `regex_to_gbnf` refuses.
+    """
+    builder = GbnfBuilder()
+    builder.define("root", add_lark_grammar(builder, grammar))
+    return builder.render()
+
+
+def term_to_gbnf(term: object) -> str:
+    """Translate an Outlines output type into GBNF.
+
+    Parameters
+    ----------
+    term
+        An Outlines DSL term (``Regex``, ``CFG``, ``String``, ``either(...)``,
+        ``at_least(...)``...) or anything ``python_types_to_terms`` accepts (``int``,
+        ``Literal[...]``, ``list[int]``, an ``Enum``...).
+
+    Returns
+    -------
+    str
+        GBNF text with a ``root`` rule. Terms without a ``CFG`` inside go through
+        Outlines' own ``to_regex``; ``CFG`` parts are translated as Lark grammars.
+
+    Raises
+    ------
+    UnsupportedOutputTypeError
+        If Outlines cannot turn ``term`` into a DSL term.
+    UnsupportedGrammarError
+        If the regex or grammar it becomes uses something GBNF cannot express.
+    """
+    builder = GbnfBuilder()
+    builder.define("root", _term_node(builder, _as_term(term), {}))
+    refuse_left_recursion(builder.bodies(), {})  # a CFG that matches "" inside a repeat
+    return builder.render()
+
+
+def _as_term(value: object) -> dsl.Term:
+    try:
+        return dsl.python_types_to_terms(value)
+    except (TypeError, RecursionError) as exc:
+        raise UnsupportedOutputTypeError(
+            f"{value!r} cannot be used in grammar mode: {exc}"
+        ) from exc
+
+
+def _has_cfg(term: Any) -> bool:
+    if isinstance(term, dsl.CFG):
+        return True
+    if isinstance(term, dsl.Sequence | dsl.Alternatives):
+        return any(_has_cfg(t) for t in term.terms)
+    if isinstance(term, dsl.Choice):
+        return any(_has_cfg(_as_term(item)) for item in term.items)
+    inner = getattr(term, "term", None)
+    return inner is not None and _has_cfg(inner)
+
+
+_COUNTS: dict[type, tuple[str | None, str | None]] = {
+    dsl.KleeneStar: (None, None),
+    dsl.KleenePlus: (None, None),
+    dsl.Optional: (None, None),
+    dsl.QuantifyExact: ("count", "count"),
+    dsl.QuantifyMinimum: ("min_count", None),
+    dsl.QuantifyMaximum: (None, "max_count"),
+    dsl.QuantifyBetween: ("min_count", "max_count"),
+}
+
+
+def _term_node(builder: GbnfBuilder, term: Any, grammars: dict[str, Node]) -> Node:
+    """Translate a term; only the parts that contain a CFG are walked here.
+
+    ``grammars`` maps each Lark grammar already added to ``builder`` to its entry node,
+    so a grammar used twice (``list[dict]``) is emitted once.
+    """
+    if not _has_cfg(term):
+        return regex_to_node(
+            dsl.to_regex(term), where=f"the regex of the Outlines {type(term).__name__}"
+        )
+    if isinstance(term, dsl.CFG):
+        if term.definition not in grammars:
+            grammars[term.definition] = add_lark_grammar(builder, term.definition)
+        return grammars[term.definition]
+    if isinstance(term, dsl.Sequence):
+        return seq(*(_term_node(builder, t, grammars) for t in term.terms))
+    if isinstance(term, dsl.Alternatives):
+        return alt(*(_term_node(builder, t, grammars) for t in term.terms))
+    if isinstance(term, dsl.Choice):
+        return alt(*(_term_node(builder, _as_term(item), grammars) for item in term.items))
+    inner = _term_node(builder, term.term, grammars)
+    if isinstance(term, dsl.KleeneStar):
+        return rep(inner, 0, None)
+    if isinstance(term, dsl.KleenePlus):
+        return rep(inner, 1, None)
+    if isinstance(term, dsl.Optional):
+        return rep(inner, 0, 1)
+    low_attr, high_attr = _COUNTS[type(term)]
+    low = getattr(term, low_attr) if low_attr else 0
+    high = getattr(term, high_attr) if high_attr else None
+    return rep(inner, low, high)

@@ -1,0 +1,74 @@
+r"""Character sets as sorted code point ranges, with Python's own ``re`` semantics.
+
+A set is a tuple of inclusive, sorted, non-overlapping, non-adjacent ``(low, high)`` code
+point ranges. Which characters a regex class matches (``\w``, ``\d``, ``\s`` and their
+negations, anything under ``IGNORECASE``) is asked of Python's ``re`` engine itself, by
+scanning a string that holds every code point once: the result is exact for the running
+Python and its Unicode version, with no hand-written tables to drift.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+__all__ = ["MAX_CODE_POINT", "Ranges", "complement", "matched_by", "normalize", "union"]
+
+MAX_CODE_POINT = 0x10FFFF
+
+Ranges = tuple[tuple[int, int], ...]
+
+
+def normalize(ranges: list[tuple[int, int]] | Ranges) -> Ranges:
+    """Sort and merge overlapping or adjacent ranges."""
+    merged: list[tuple[int, int]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1] + 1:
+            if high > merged[-1][1]:
+                merged[-1] = (merged[-1][0], high)
+        else:
+            merged.append((low, high))
+    return tuple(merged)
+
+
+def union(*sets: Ranges) -> Ranges:
+    """Return the union of several sets."""
+    return normalize([pair for ranges in sets for pair in ranges])
+
+
+def complement(ranges: Ranges) -> Ranges:
+    """Return every code point not in ``ranges``."""
+    result: list[tuple[int, int]] = []
+    start = 0
+    for low, high in ranges:
+        if low > start:
+            result.append((start, low - 1))
+        start = high + 1
+    if start <= MAX_CODE_POINT:
+        result.append((start, MAX_CODE_POINT))
+    return tuple(result)
+
+
+@functools.cache
+def _every_code_point() -> str:
+    return "".join(map(chr, range(MAX_CODE_POINT + 1)))
+
+
+@functools.cache
+def matched_by(single_char_pattern: str, flags: int) -> Ranges:
+    """Return the code points that a one-character regex matches under ``flags``.
+
+    Parameters
+    ----------
+    single_char_pattern
+        A regex that matches exactly one character (a literal, a class, ``.``).
+    flags
+        ``re`` flags that change what it matches (``IGNORECASE``, ``DOTALL``, ``ASCII``).
+
+    Returns
+    -------
+    Ranges
+        The matched code points, as maximal runs found by Python's engine.
+    """
+    compiled = re.compile(f"(?:{single_char_pattern})+", flags)
+    return tuple((m.start(), m.end() - 1) for m in compiled.finditer(_every_code_point()))

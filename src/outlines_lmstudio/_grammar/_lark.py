@@ -1,0 +1,247 @@
+"""Lark grammar -> grammar IR, through Lark's own grammar loader.
+
+Lark compiles the grammar (imports, templates, ``?rule``, ``[x]``, ``x*``, ``x~n..m``,
+terminal definitions) into plain BNF rules over terminals, each terminal one regex. Rules
+become GBNF rules, terminals go through the regex translator, and ``%ignore`` terminals
+are allowed before every terminal and at the very end (so: at the start, between any two
+tokens, and at the end, as Lark's lexer allows them; never inside a terminal).
+
+llama.cpp cannot run left-recursive grammars. Direct left recursion (``a: a x | y``,
+which Lark also produces for every ``x*``) is rewritten to ``a ::= y (x)*``; anything
+left-recursive after that (``a: b x``, ``b: a y``) is refused, naming the cycle.
+"""
+
+from __future__ import annotations
+
+import functools
+import pkgutil
+
+import lark
+from lark.grammar import NonTerminal, Symbol
+from lark.lexer import PatternStr
+
+from ..errors import UnsupportedGrammarError
+from ._gbnf import EMPTY, Alt, GbnfBuilder, Lit, Node, Ref, Rep, Seq, alt, nullable, rep, seq
+from ._regex import regex_to_node
+
+__all__ = ["add_lark_grammar", "import_loader", "refuse_left_recursion"]
+
+# `%import common.X` resolves to this copy of Outlines' common.lark (the file Outlines'
+# own grammars are written against): unlike Lark's, its ESCAPED_STRING has no lookbehind.
+# Adapted from Lark's common.lark; Copyright (c) 2017 Erez Shinan, MIT License.
+_COMMON = r"""
+DIGIT: "0".."9"
+HEXDIGIT: "a".."f"|"A".."F"|DIGIT
+INT: DIGIT+
+SIGNED_INT: ["+"|"-"] INT
+DECIMAL: INT "." INT? | "." INT
+_EXP: ("e"|"E") SIGNED_INT
+FLOAT: INT _EXP | DECIMAL _EXP?
+SIGNED_FLOAT: ["+"|"-"] FLOAT
+NUMBER: FLOAT | INT
+SIGNED_NUMBER: ["+"|"-"] NUMBER
+UNESCAPED_STRING: /\"[^"]*\"/
+_NON_CONTROL_CHAR: /([^"\\\x00-\x1F\x7F-\x9F])/
+_ESCAPED_CHAR: /\\/ (_NON_CONTROL_CHAR | /\\/ | /"/)
+ESCAPED_STRING_INNER: _NON_CONTROL_CHAR | _ESCAPED_CHAR
+ESCAPED_STRING: /"/ ESCAPED_STRING_INNER* /"/
+LCASE_LETTER: "a".."z"
+UCASE_LETTER: "A".."Z"
+LETTER: UCASE_LETTER | LCASE_LETTER
+WORD: LETTER+
+CNAME: ("_"|LETTER) ("_"|LETTER|DIGIT)*
+WS_INLINE: (" "|/\t/)+
+WS: /[ \t\f\r\n]/+
+CR : /\r/
+LF : /\n/
+NEWLINE: (CR? LF)+
+SH_COMMENT: /#[^\n]*/
+CPP_COMMENT: /\/\/[^\n]*/
+C_COMMENT: "/*" /(.|\n)*?/ "*/"
+SQL_COMMENT: /--[^\n]*/
+"""
+
+_LARK_STDLIB = {"lark.lark", "python.lark", "unicode.lark"}
+
+
+def import_loader(base_path: object, grammar_path: str) -> tuple[str, str]:
+    """Resolve ``%import``: ``common`` from memory, Lark's bundled grammars, nothing else."""
+    if grammar_path == "common.lark":
+        return "<outlines common.lark>", _COMMON
+    if grammar_path in _LARK_STDLIB:
+        data = pkgutil.get_data("lark", f"grammars/{grammar_path}")
+        if data is not None:
+            return f"<lark {grammar_path}>", data.decode()
+    raise UnsupportedGrammarError(
+        f"%import of {grammar_path.removesuffix('.lark')!r}: grammar mode resolves only "
+        "`common` (Outlines' common.lark) and Lark's bundled grammars; paste the imported "
+        "definitions into the grammar instead."
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _load(grammar: str) -> lark.Lark:
+    if not isinstance(grammar, str):
+        raise TypeError(f"expected the Lark grammar as str, got {type(grammar).__name__}")
+    try:
+        return lark.Lark(
+            grammar, start="start", parser="earley", lexer="dynamic", import_paths=[import_loader]
+        )
+    except UnsupportedGrammarError:
+        raise
+    except (lark.exceptions.LarkError, KeyError, AssertionError, OSError) as exc:
+        raise UnsupportedGrammarError(
+            f"the Lark grammar could not be loaded: {exc}. It needs a `start` rule and must "
+            "load with lark.Lark(grammar, start='start')."
+        ) from exc
+
+
+def add_lark_grammar(builder: GbnfBuilder, grammar: str) -> Node:
+    """Add the rules of a Lark grammar to ``builder``.
+
+    Parameters
+    ----------
+    builder
+        Receives one GBNF rule per Lark rule and per non-literal terminal.
+    grammar
+        Lark grammar text with a ``start`` rule.
+
+    Returns
+    -------
+    Node
+        The node that matches a whole sentence of the grammar (start rule, then ignorable
+        text at the end).
+
+    Raises
+    ------
+    UnsupportedGrammarError
+        If the grammar does not load, or is left-recursive in a way that cannot be rewritten.
+    """
+    parser = _load(grammar)
+    alternatives: dict[str, list[list[Symbol]]] = {}
+    for rule in parser.rules:
+        alternatives.setdefault(rule.origin.name, []).append(list(rule.expansion))
+    if "start" not in alternatives:
+        raise UnsupportedGrammarError("the Lark grammar has no `start` rule; add one.")
+
+    names = {name: builder.reserve(name) for name in alternatives}
+    terminals: dict[str, Node] = {}
+    for term in parser.terminals:
+        pattern = term.pattern
+        if isinstance(pattern, PatternStr) and not pattern.flags:
+            terminals[term.name] = Lit(pattern.value)
+        else:
+            node = regex_to_node(pattern.to_regexp(), where=f"Lark terminal {term.name}")
+            name = builder.reserve(term.name)
+            builder.define(name, node)
+            terminals[term.name] = Ref(name)
+    ignored = [terminals[name] for name in parser.ignore_tokens if name in terminals]
+    ignore: Node = EMPTY
+    if ignored:
+        ignore_name = builder.reserve("ignore")
+        builder.define(ignore_name, rep(alt(*(_body(builder, t) for t in ignored)), 0, None))
+        ignore = Ref(ignore_name)
+
+    def symbol(sym: Symbol) -> Node:
+        if isinstance(sym, NonTerminal):
+            return Ref(names[sym.name])
+        if sym.name not in terminals:
+            raise UnsupportedGrammarError(
+                f"Lark terminal {sym.name} is declared but has no definition; define it."
+            )
+        return seq(ignore, terminals[sym.name])
+
+    bodies: dict[str, Node] = {}
+    for name, options in alternatives.items():
+        base = [seq(*map(symbol, o)) for o in options if not (o and o[0] == NonTerminal(name))]
+        tails = [seq(*map(symbol, o[1:])) for o in options if o and o[0] == NonTerminal(name)]
+        bodies[names[name]] = seq(alt(*base), _repeat_tails(tails))
+    refuse_left_recursion({**builder.bodies(), **bodies}, {v: k for k, v in names.items()})
+    for gbnf_name, body in bodies.items():
+        builder.define(gbnf_name, body)
+    return seq(Ref(names["start"]), ignore)
+
+
+def _body(builder: GbnfBuilder, node: Node) -> Node:
+    return builder.body(node.name) if isinstance(node, Ref) else node
+
+
+def _repeat_tails(tails: list[Node]) -> Node:
+    """``(x | z)*`` for the tails of direct left recursion ``a: a x | a z | ...``."""
+    return rep(alt(*tails), 0, None) if tails else EMPTY
+
+
+def _left_refs(node: Node, empty: dict[str, bool]) -> list[str]:
+    """Rules that can be entered before any character is consumed in ``node``."""
+    if isinstance(node, Ref):
+        return [node.name]
+    if isinstance(node, Rep):
+        return _left_refs(node.item, empty)
+    refs: list[str] = []
+    if isinstance(node, Alt):
+        for item in node.items:
+            refs.extend(_left_refs(item, empty))
+    elif isinstance(node, Seq):
+        for item in node.items:
+            refs.extend(_left_refs(item, empty))
+            if not nullable(item, empty):
+                break
+    return refs
+
+
+def _refuse_nullable_loops(node: Node, empty: dict[str, bool], rule: str) -> None:
+    """Refuse ``x*`` / ``x+`` where ``x`` can match empty: llama.cpp calls it left recursion."""
+    if isinstance(node, Rep):
+        if node.high is None and nullable(node.item, empty):
+            raise UnsupportedGrammarError(
+                f"Lark rule {rule!r} repeats (with *, + or left recursion) something that can "
+                "match the empty string; llama.cpp treats that as left recursion. Make the "
+                "repeated part non-empty."
+            )
+        _refuse_nullable_loops(node.item, empty, rule)
+    elif isinstance(node, Seq | Alt):
+        for item in node.items:
+            _refuse_nullable_loops(item, empty, rule)
+
+
+def refuse_left_recursion(rules: dict[str, Node], lark_names: dict[str, str]) -> None:
+    """Raise `UnsupportedGrammarError` if llama.cpp would see left recursion in ``rules``.
+
+    That is a cycle of rules entered before any character is consumed, or a ``*``/``+``
+    over something that can match the empty string (llama.cpp expands ``x*`` into the
+    rule ``r ::= x r |``).
+    """
+    empty = {name: False for name in rules}
+    changed = True
+    while changed:  # least fixpoint of "can match the empty string"
+        changed = False
+        for name, body in rules.items():
+            if not empty[name] and nullable(body, empty):
+                empty[name] = changed = True
+    for name, body in rules.items():
+        _refuse_nullable_loops(body, empty, lark_names.get(name, name))
+    edges = {name: _left_refs(body, empty) for name, body in rules.items()}
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        path.append(name)
+        for nxt in edges.get(name, []):
+            if state.get(nxt) == 1:
+                cycle = [*path[path.index(nxt) :], nxt]
+                shown = " -> ".join(lark_names.get(n, n) for n in cycle)
+                raise UnsupportedGrammarError(
+                    f"the Lark grammar is left-recursive through {shown}; llama.cpp cannot "
+                    "run left recursion and only direct left recursion (a: a x | y) is "
+                    "rewritten. Inline the rules so the recursion is direct, or make it "
+                    "right-recursive."
+                )
+            if nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[name] = 2
+
+    for name in rules:
+        if name not in state:
+            visit(name)

@@ -1,0 +1,167 @@
+"""Unit tests of the translators: dialect, goldens, refusals, determinism, exports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from outlines import grammars
+from outlines.types import CFG, Regex
+
+import outlines_lmstudio._grammar as grammar_pkg
+from outlines_lmstudio._grammar import lark_to_gbnf, regex_to_gbnf, term_to_gbnf
+from outlines_lmstudio._grammar._gbnf import NOTHING, Chars, GbnfBuilder, Lit, rep, seq
+from outlines_lmstudio.errors import UnsupportedGrammarError, UnsupportedOutputTypeError
+
+from ._checks import assert_dialect
+from ._corpus import LARK_GRAMMARS, REFUSED_OUTLINES_TYPES, REGEXES
+
+
+def test_all_is_explicit_and_sorted() -> None:
+    assert grammar_pkg.__all__ == sorted(grammar_pkg.__all__)
+    assert set(grammar_pkg.__all__) == {"lark_to_gbnf", "regex_to_gbnf", "term_to_gbnf"}
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        (r"[+-]?(0|[1-9][0-9]*)", 'root ::= [+\\x2D]? ("0" | [1-9] [0-9]*)\n'),
+        (r"^(?:ab){2,3}$", 'root ::= "abab" "ab"?\n'),
+        (r'a"\\\n\t\x01é😀', 'root ::= "a\\"\\\\\\n\\t\\x01\\u00E9😀"\n'),
+        (r"[\]\[\\^-]", "root ::= [\\x2D\\[-\\x5E]\n"),
+        (r"(?i)k", "root ::= [Kk\\u212A]\n"),
+        (r"(ab|c){3}", 'root ::= rep rep rep\nrep ::= "ab" | "c"\n'),
+        (r"a(?:b?)*", 'root ::= "a" "b"*\n'),
+        (r"", 'root ::= ""\n'),
+        (r"[^\s\S]", "root ::= [^\\x00-\U0010ffff]\n"),
+    ],
+)
+def test_golden_regexes(pattern: str, expected: str) -> None:
+    assert regex_to_gbnf(pattern) == expected
+
+
+def test_lark_left_recursion_without_base_is_empty() -> None:
+    assert lark_to_gbnf('start: start "x"?\n') == "root ::= start\nstart ::= [^\\x00-\U0010ffff]\n"
+    assert lark_to_gbnf('start: start "x"? | "y"\n') == 'root ::= start\nstart ::= "y" "x"*\n'
+
+
+def test_golden_lark_left_recursion_rewrite() -> None:
+    gbnf = lark_to_gbnf('start: start "+" NUM | NUM\nNUM: /[0-9]+/\n')
+    assert gbnf == 'root ::= start\nstart ::= NUM ("+" NUM)*\nNUM ::= [0-9]+\n'
+
+
+@pytest.mark.parametrize("pattern", [p for _, p in REGEXES])
+def test_corpus_is_in_dialect_and_deterministic(pattern: str) -> None:
+    gbnf = regex_to_gbnf(pattern)
+    assert_dialect(gbnf)
+    assert regex_to_gbnf(pattern) == gbnf
+
+
+@pytest.mark.parametrize("grammar", [g for _, g, *_ in LARK_GRAMMARS])
+def test_lark_is_in_dialect(grammar: str) -> None:
+    assert_dialect(lark_to_gbnf(grammar))
+
+
+def test_output_does_not_depend_on_hash_seed() -> None:
+    script = textwrap.dedent(
+        """
+        from outlines import grammars
+        from outlines_lmstudio._grammar import lark_to_gbnf, regex_to_gbnf, term_to_gbnf
+        print(regex_to_gbnf(r"(a|b|c){2,4}[^x]\\w"), lark_to_gbnf(grammars.json),
+              term_to_gbnf(list[dict]), sep="#")
+        """
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=50,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outputs) == 1
+
+
+def test_repeat_limit() -> None:
+    assert_dialect(regex_to_gbnf("a{2000}b{0,2000}"))
+    with pytest.raises(UnsupportedGrammarError, match=r"at most 2000 repetitions"):
+        regex_to_gbnf("a{2001}")
+    with pytest.raises(UnsupportedGrammarError, match=r"limit of 2000"):
+        GbnfBuilder()._repeat(rep(Lit("a"), 0, 2001))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "construct"),
+    [
+        (r"a(?=b)", "lookahead"),
+        (r"a(?!b)b", "lookahead"),
+        (r"(?<=a)b", "lookbehind"),
+        (r"(?<!a)b", "lookbehind"),
+        (r"(a)\1", "backreference"),
+        (r"(?P<x>a)(?P=x)", "backreference"),
+        (r"(a)?(?(1)b|c)", "conditional"),
+        (r"(?>a+)b", "atomic"),
+        (r"a*+b", "possessive"),
+        (r"a\bb", "word boundary"),
+        (r"a\Bb", "word boundary"),
+        (r"a^b", "anchor"),
+        (r"a$b", "anchor"),
+        (r"(a^)*", "anchor"),
+        (r"a\Ab", "anchor"),
+        (r"(?L)a", "not a valid Python regex"),
+        (r"a(", "not a valid Python regex"),
+    ],
+)
+def test_refused_regex_constructs(pattern: str, construct: str) -> None:
+    with pytest.raises(UnsupportedGrammarError, match=construct) as info:
+        regex_to_gbnf(pattern)
+    assert repr(pattern) in str(info.value)  # says where
+
+
+def test_refused_types_say_why() -> None:
+    for term in REFUSED_OUTLINES_TYPES:
+        with pytest.raises(UnsupportedGrammarError, match="lookahead"):
+            term_to_gbnf(term)
+    with pytest.raises(UnsupportedOutputTypeError, match="cannot be used in grammar mode"):
+        term_to_gbnf(object)
+    with pytest.raises(TypeError, match="as str"):
+        regex_to_gbnf(b"abc")  # type: ignore[arg-type]
+
+
+def test_regex_and_cfg_terms() -> None:
+    assert term_to_gbnf(Regex(r"\d?")) == regex_to_gbnf(r"\d?")
+    assert term_to_gbnf(CFG(grammars.arithmetic)) == lark_to_gbnf(grammars.arithmetic)
+    assert term_to_gbnf(dict) == lark_to_gbnf(grammars.json)
+
+
+@pytest.mark.parametrize(
+    ("grammar", "message"),
+    [
+        ('start: a\na: b "x" | "y"\nb: a "z"\n', r"left-recursive through a -> b -> a"),
+        ('start: a\na: b a "x" | "y"\nb: "z"?\n', r"left-recursive through a -> a"),
+        ('start: start a | "y"\na: "x"?\n', r"can match the empty string"),
+        ('start: a*\na: "x"?\n', r"can match the empty string"),
+        ("start: x\n", "could not be loaded"),
+        ("%import other.X\nstart: X\n", r"%import of 'other'"),
+        ("start: FOO\n%declare FOO\n", "declared but has no definition"),
+        ("start: /a(?=b)/\n", "lookahead assertion in Lark terminal"),
+        ('other: "a"\n', "could not be loaded|no `start`"),
+    ],
+)
+def test_refused_lark_grammars(grammar: str, message: str) -> None:
+    with pytest.raises(UnsupportedGrammarError, match=message):
+        lark_to_gbnf(grammar)
+
+
+def test_ir_simplifications() -> None:
+    assert rep(NOTHING, 0, None) == Lit("")
+    assert rep(NOTHING, 1, None) == NOTHING
+    assert seq(Lit("a"), NOTHING) == NOTHING
+    assert rep(rep(Chars(((97, 98),)), 1, None), 0, 1) == rep(Chars(((97, 98),)), 0, None)
+    with pytest.raises(ValueError, match="bad repeat bounds"):
+        rep(Lit("a"), 3, 2)

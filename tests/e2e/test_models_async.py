@@ -114,9 +114,7 @@ async def test_async_batch_order_and_failures(
     model = from_lmstudio(async_client, TEXT_MODEL)
     prompts = [f"p{i}" for i in range(9)]
     generator = cast(AsyncBlackBoxGenerator, outlines.Generator(model))
-    assert await generator.batch(prompts, max_concurrency=2) == [
-        f"echo: {p}" for p in prompts
-    ]
+    assert await generator.batch(prompts, max_concurrency=2) == [f"echo: {p}" for p in prompts]
     assert emulator.peak_concurrency(TEXT_MODEL) <= 2
     emulator.add_fault(Fault(kind="error", message="nope"))
     with pytest.raises(BatchGenerationError) as info:

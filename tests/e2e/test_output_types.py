@@ -83,6 +83,10 @@ def test_scripted_replies_render_exactly(client: lms.Client, emulator: LMStudioE
         (tuple[int, str], '[1, "x"]', '(1, "x")'),
         (datetime.datetime, '"2024-02-29 13:45:00"', "2024-02-29 13:45:00"),
         (Colour, '"green"', "green"),
+        (Union[int, str], '"5"', '"5"'),
+        (Union[int, str], "5", "5"),
+        (str, '"hi"', '"hi"'),
+        (Choice(["a", "b"]), '"b"', "b"),
     ]
     emulator.script(TEXT_MODEL, [reply for _, reply, _ in cases] * 3)
     for output_type, _, expected in cases:

@@ -308,7 +308,10 @@ class JsonSampler:
         automaton = self.automaton(schema)
         tokens: list[str] = []
         for _ in range(self.attempts):
-            tokens = automaton.walk(rng, rng.randint(24, 64))
+            # Aim past the shortest document (keys and punctuation cost tokens too), so that
+            # large schemas get values with content rather than empty strings and arrays.
+            shortest = automaton.distance[automaton.initial]
+            tokens = automaton.walk(rng, shortest + rng.randint(24, 64))
             if automaton.validate is None or automaton.validate("".join(tokens)):
                 break
         return tokens

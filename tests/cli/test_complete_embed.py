@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import MainInProcess, RunCli
-from .helpers import EMBED, TEXT, assert_one_line_error
+from .helpers import EMBED, TEXT, assert_one_line_error, cli_env, script_path
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -77,3 +80,40 @@ def test_embed_errors(run_cli: RunCli, main_in_process: MainInProcess) -> None:
     empty = main_in_process("embed", " ")
     assert empty.returncode == 2
     assert_one_line_error(empty, "must be non-empty")
+
+
+def test_ctrl_c_during_complete_cancels_on_the_server(
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(emulator, "token_latency", 0.01)
+    emulator.script(TEXT, ["word " * 400])
+    process = subprocess.Popen(
+        [
+            *script_path(),
+            "--host",
+            emulator.api_host,
+            "complete",
+            "Once upon",
+            "-m",
+            TEXT,
+            "--stream",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=cli_env(),
+    )
+    try:
+        emulator.wait_until(
+            lambda: bool(emulator.predictions) and len(emulator.predictions[-1].fragments) > 3,
+            timeout=20,
+        )
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    emulator.wait_until(lambda: emulator.predictions[-1].done)
+    assert emulator.predictions[-1].cancelled
+    assert len(emulator.predictions[-1].fragments) < 400

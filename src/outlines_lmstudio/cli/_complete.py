@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 from collections.abc import Iterator
-from types import FrameType
 
 import lmstudio as lms
 
-from ._common import CliError, add_sampling_options, connect, resolve_llm, write_out
+from .._interrupt import SigintGuard
+from ._common import add_sampling_options, connect, resolve_llm, sampling_kwargs, write_out
 from ._generate import read_prompt
 
 __all__ = ["HELP", "add_arguments", "fragments", "run"]
@@ -30,46 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> lms.LlmPredictionConfigDict:
+    sampling = sampling_kwargs(args)  # checks the values the same way as the other commands
     config: lms.LlmPredictionConfigDict = {}
-    if args.temperature is not None:
-        if args.temperature < 0:
-            raise CliError(f"--temperature must be 0 or more, got {args.temperature}.")
-        config["temperature"] = args.temperature
-    if args.max_tokens is not None:
-        if args.max_tokens < 1:
-            raise CliError(f"--max-tokens must be at least 1, got {args.max_tokens}.")
-        config["maxTokens"] = args.max_tokens
+    if "temperature" in sampling:
+        config["temperature"] = sampling["temperature"]
+    if "max_tokens" in sampling:
+        config["maxTokens"] = sampling["max_tokens"]
     if args.stop:
         config["stopStrings"] = list(args.stop)
     return config
-
-
-class _DeferredSigint:
-    """Note the first Ctrl-C instead of raising it (main thread, default handler only).
-
-    A ``KeyboardInterrupt`` raised inside the SDK's iterator closes the prediction
-    channel before ``cancel()`` can be sent, so LM Studio would keep generating.
-    """
-
-    def __init__(self) -> None:
-        self.interrupted = False
-        self._active = (
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        )
-
-    def _note(self, signum: int, frame: FrameType | None) -> None:
-        self.interrupted = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second one interrupts
-
-    def __enter__(self) -> _DeferredSigint:
-        if self._active:
-            signal.signal(signal.SIGINT, self._note)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._active and signal.getsignal(signal.SIGINT) == self._note:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def fragments(stream: lms.PredictionStream) -> Iterator[str]:
@@ -80,10 +47,14 @@ def fragments(stream: lms.PredictionStream) -> Iterator[str]:
     """
     events = iter(stream)
     finished = False
+    sigint = SigintGuard()
     try:
         while True:
-            with _DeferredSigint() as sigint:
+            sigint.arm()
+            try:
                 fragment = next(events, None)
+            finally:
+                sigint.disarm()
             if sigint.interrupted:
                 raise KeyboardInterrupt
             if fragment is None:

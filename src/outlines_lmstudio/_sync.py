@@ -33,6 +33,7 @@ from ._common import (
 from ._inputs import build_chat
 from ._interrupt import SigintGuard
 from ._sdk_errors import client_host
+from ._streams import stream_text
 from ._typed import check_reply, partial_value, reask_prompt, validator_for
 from .errors import LMStudioConnectionError, LMStudioModelNotFoundError
 
@@ -165,52 +166,26 @@ class LMStudio(Common, _OutlinesLMStudio):
             stream = handle.respond_stream(chat, **request.sdk_kwargs())
             if streams is not None:
                 streams.append(stream)
-            events = iter(stream)
-            started = finished = False
+            started = False
             try:
-                while True:
-                    if per_fragment:
-                        sigint.arm()
-                        try:
-                            fragment = next(events, None)
-                        finally:
-                            sigint.disarm()
-                    else:
-                        fragment = next(events, None)
-                    if sigint.interrupted:
-                        raise KeyboardInterrupt  # after the finally below cancels on the server
-                    if fragment is None:
-                        break
-                    if fragment.reasoning_type == "none":
+                texts = stream_text(stream, sigint, per_fragment=per_fragment)
+                with contextlib.closing(texts):  # closing this generator cancels on the server
+                    for text in texts:
                         started = True
-                        yield fragment.content
-                finished = True
+                        yield text
                 return
             except lms.LMStudioModelNotFoundError as exc:
-                finished = True
                 if attempt == 1 and not started:
                     SYNC_HANDLES.forget(self.client, request.key)
                     continue
                 raise self._error(exc, request.key, "predict") from exc
             except lms.LMStudioWebsocketError as exc:
-                finished = True
                 self._reconnect(generation)  # the next call (or the retry) reconnects
                 if attempt == 1 and not started and per_fragment:
                     continue
                 raise self._error(exc, request.key, "predict") from exc
             except lms.LMStudioError as exc:
-                finished = True
                 raise self._error(exc, request.key, "predict") from exc
-            finally:
-                if not finished:
-                    # Left early (break, exception, close): stop the server generating.
-                    # cancel() must come before the SDK iterator is closed (it is a no-op after).
-                    try:
-                        stream.cancel()
-                        for _ in events:
-                            pass
-                    except lms.LMStudioError:
-                        pass
 
     def _run(self, request: Request) -> str:
         return request.plan.render(self._complete(request).text)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import lmstudio as lms
 
 from .._interrupt import SigintGuard
+from .._streams import stream_text
 from ._common import add_sampling_options, connect, resolve_llm, sampling_kwargs, write_out
 from ._generate import read_prompt
 
@@ -45,30 +46,7 @@ def fragments(stream: lms.PredictionStream) -> Iterator[str]:
     Ctrl-C while waiting for the server is deferred until the prediction is
     cancelled, then raised as ``KeyboardInterrupt``.
     """
-    events = iter(stream)
-    finished = False
-    sigint = SigintGuard()
-    try:
-        while True:
-            sigint.arm()
-            try:
-                fragment = next(events, None)
-            finally:
-                sigint.disarm()
-            if sigint.interrupted:
-                raise KeyboardInterrupt
-            if fragment is None:
-                finished = True
-                return
-            yield fragment.content
-    finally:
-        if not finished:
-            try:
-                stream.cancel()
-                for _ in events:
-                    pass
-            except lms.LMStudioError:
-                pass
+    return stream_text(stream, SigintGuard())
 
 
 def run(args: argparse.Namespace) -> int:

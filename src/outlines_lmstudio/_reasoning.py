@@ -82,7 +82,18 @@ class ReasoningSplitter:
     """Split a prediction's fragments into reasoning and answer, incrementally.
 
     Feed each fragment as it arrives; each call returns the pieces that are
-    certain so far. Call `close` at the end to release held-back text.
+    certain so far. Call `close` at the end to release held-back text. Take the
+    finished texts from `answer` and `reasoning`, not by joining the chunks: they
+    differ only when `retracted` is set (see the module docstring). A driver::
+
+        splitter = ReasoningSplitter()
+        for fragment in stream:
+            for chunk in splitter.feed(fragment.content, fragment.reasoning_type,
+                                       tokens_count=fragment.tokens_count):
+                ...  # stream chunk.text; chunk.reasoning tells which side
+        tail = splitter.close()
+        stats = reply_stats(result.stats, reasoning_tokens=splitter.reasoning_tokens)
+        error = reply_problem(splitter.answer, splitter.reasoning, stats, structured=...)
 
     Parameters
     ----------

@@ -182,7 +182,7 @@ def test_leaving_a_stream_early_cancels_on_the_server(
     emulator.script(TEXT_MODEL, ["word " * 200])
     stream = from_lmstudio(client, TEXT_MODEL).stream("Long story please")
     next(iter(stream))
-    stream.close()  # type: ignore[attr-defined]
+    stream.close()
     emulator.wait_until(lambda: emulator.predictions[-1].done)
     prediction = emulator.predictions[-1]
     assert prediction.cancelled

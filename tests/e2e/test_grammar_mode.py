@@ -11,8 +11,8 @@ from outlines.types import CFG, Regex, at_least, either, integer
 from outlines_lmstudio import UnsupportedOutputTypeError, from_lmstudio
 from outlines_lmstudio.testing import LMStudioEmulator
 
-from .fronts import Fronts
 from .conftest import TEXT_MODEL, MakeModel
+from .fronts import Fronts
 
 MLX_MODEL = "llama-3.2-1b-instruct-mlx"
 ARITHMETIC = """

@@ -83,23 +83,9 @@ class ModelApi(Common):
         backend: str | None = None,
         **inference_kwargs: Any,
     ) -> Any:
-        """Stream a response; see `generate_stream`. Bad input raises here, at the call.
+        """Stream a response, as `generate_stream` does (``backend`` must be ``None``).
 
-        Parameters
-        ----------
-        model_input
-            As for `generate`.
-        output_type
-            As for `generate`.
-        backend
-            Must be ``None``.
-        **inference_kwargs
-            As for `generate`.
-
-        Returns
-        -------
-        Iterator[str] | AsyncIterator[str]
-            Text fragments as they arrive.
+        Unlike Outlines' own method, bad input raises here, at the call, on both classes.
         """
         no_backend(backend)
         return self.generate_stream(model_input, output_type, **inference_kwargs)
@@ -111,24 +97,7 @@ class ModelApi(Common):
         backend: str | None = None,
         **inference_kwargs: Any,
     ) -> Any:
-        """Generate responses to several inputs; see `generate_batch`.
-
-        Parameters
-        ----------
-        model_input
-            The inputs.
-        output_type
-            As for `generate`.
-        backend
-            Must be ``None``.
-        **inference_kwargs
-            As for `generate_batch`.
-
-        Returns
-        -------
-        list[Any]
-            One response per input, in order (async: awaitable).
-        """
+        """Generate responses to several inputs, as `generate_batch` does (no ``backend``)."""
         no_backend(backend)
         return self.generate_batch(model_input, output_type, **inference_kwargs)
 

@@ -19,16 +19,7 @@ from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL
 from .helpers import endpoint_count
-
-
-class Person(pydantic.BaseModel):
-    name: str
-    age: int
-
-
-class Pet(pydantic.BaseModel):
-    species: str
-    legs: int
+from .test_models import Person, Pet
 
 
 def test_from_lmstudio_picks_the_class(client: lms.Client) -> None:

@@ -12,6 +12,7 @@ generator = outlines.Generator(model, Person)
 
 from ._adapter import LMStudioTypeAdapter
 from ._models import AsyncLMStudio, LMStudio, from_lmstudio
+from ._reply import Reply, ReplyChunk, ReplyStats
 from .errors import (
     BatchGenerationError,
     EmptyAnswerError,
@@ -51,6 +52,9 @@ __all__ = [
     "OutlinesLMStudioError",
     "ParseError",
     "ReasoningTruncatedError",
+    "Reply",
+    "ReplyChunk",
+    "ReplyStats",
     "TruncatedOutputError",
     "UnsupportedGrammarError",
     "UnsupportedInputError",

@@ -14,9 +14,48 @@ from typing import Any
 
 from . import _flow
 from ._common import Common, Request, check_retries, is_batch, no_backend
-from ._flow import Flow, Sink
+from ._flow import ChunkSink, Flow, Sink
+from ._reply import Reply
 
-__all__ = ["ModelApi"]
+__all__ = ["ModelApi", "ReplyStream"]
+
+
+class ReplyStream:
+    """The pieces of one streamed reply, reasoning and answer, as they arrive.
+
+    Iterate it (``for`` on `LMStudio`, ``async for`` on `AsyncLMStudio`) for
+    `ReplyChunk` values; once the stream has ended, `reply` holds the finished `Reply`.
+    Leaving early (``break``, ``close``/``aclose``) cancels the prediction on the server.
+    """
+
+    def __init__(self, chunks: Any, sink: ChunkSink) -> None:
+        self._chunks = chunks
+        self._sink = sink
+
+    @property
+    def reply(self) -> Reply | None:
+        """The finished reply (answer, reasoning, stats); ``None`` until the stream ends."""
+        return self._sink.reply
+
+    def __iter__(self) -> ReplyStream:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._chunks)
+
+    def __aiter__(self) -> ReplyStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await anext(self._chunks)
+
+    def close(self) -> None:
+        """Leave a sync stream early (cancels the prediction on the server)."""
+        self._chunks.close()
+
+    async def aclose(self) -> None:
+        """Leave an async stream early (cancels the prediction on the server)."""
+        await self._chunks.aclose()
 
 
 class ModelApi(Common):
@@ -235,3 +274,71 @@ class ModelApi(Common):
         """
         request = self._prepare(model_input, output_type, inference_kwargs)
         return self._iterate(request, _flow.sink_for_parse_stream(request))
+
+    # -- the answer apart from the reasoning -------------------------------------------------
+    def reply(self, model_input: Any, output_type: Any = None, **inference_kwargs: Any) -> Any:
+        """Generate a response; return its answer, the model's reasoning and the stats.
+
+        Parameters
+        ----------
+        model_input
+            As for `generate`.
+        output_type
+            As for `generate`.
+        **inference_kwargs
+            As for `generate`.
+
+        Returns
+        -------
+        Reply
+            ``text`` (exactly what `generate` returns), ``reasoning`` (``""`` when the
+            model did not reason) and ``stats`` (async: an awaitable of it).
+        """
+        request = self._prepare(model_input, output_type, inference_kwargs)
+        return self._run(_flow.reply(request))
+
+    def reply_batch(
+        self, model_input: list[Any], output_type: Any = None, **inference_kwargs: Any
+    ) -> Any:
+        """Generate responses to several inputs concurrently; a `Reply` for each, in order.
+
+        Parameters
+        ----------
+        model_input
+            The inputs.
+        output_type
+            The output type, the same for every input.
+        **inference_kwargs
+            As for `generate_batch`.
+
+        Returns
+        -------
+        list[Reply]
+            One reply per input (async: awaitable).
+        """
+        requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
+        return self._map([_flow.reply(r) for r in requests], limit)
+
+    def reply_stream(
+        self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
+    ) -> ReplyStream:
+        """Stream a response as `ReplyChunk` pieces, reasoning included.
+
+        Parameters
+        ----------
+        model_input
+            As for `generate`.
+        output_type
+            As for `generate`.
+        **inference_kwargs
+            As for `generate`.
+
+        Returns
+        -------
+        ReplyStream
+            Iterable (async iterable on `AsyncLMStudio`) of `ReplyChunk`; its ``reply``
+            holds the finished `Reply` once the stream has ended.
+        """
+        request = self._prepare(model_input, output_type, inference_kwargs)
+        sink = ChunkSink(request.plan.render)
+        return ReplyStream(self._iterate(request, sink), sink)

@@ -15,6 +15,7 @@ from ._config import PredictionArgs, parse_inference_kwargs
 from ._inputs import ChatPrompt
 from ._output import OutputPlan
 from ._reconnect import AsyncReconnects, SyncReconnects
+from ._reply import ReplyStats
 from ._sdk_errors import Stage, client_host, translate_sdk_error
 from .errors import (
     InvalidInferenceArgumentError,
@@ -84,10 +85,12 @@ class Request:
 
 @dataclass(frozen=True)
 class Completion:
-    """A finished reply: its answer text and why the model stopped."""
+    """A finished reply: its answer text, why the model stopped, its reasoning and stats."""
 
     text: str
     stop_reason: str | None
+    reasoning: str = ""
+    stats: ReplyStats | None = None
 
 
 def is_batch(model_input: object) -> bool:

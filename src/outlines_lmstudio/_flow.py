@@ -23,6 +23,7 @@ a flow with no server at all, and keeps the fronts short.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
@@ -31,6 +32,8 @@ import lmstudio as lms
 
 from ._common import Completion, Request
 from ._inputs import build_chat
+from ._reasoning import ReasoningSplitter, reply_problem
+from ._reply import Reply, ReplyChunk, ReplyStats, reply_stats
 from ._sdk_errors import Stage
 from ._typed import Validator, check_reply, partial_value, reask_prompt, validator_for
 from .errors import (
@@ -42,6 +45,7 @@ from .errors import (
 
 __all__ = [
     "Call",
+    "ChunkSink",
     "Complete",
     "Effect",
     "Emit",
@@ -57,10 +61,12 @@ __all__ = [
     "Runner",
     "Sink",
     "Upload",
+    "as_reply",
     "batch_result",
     "generate",
     "parse",
     "predict",
+    "reply",
     "sink_for_parse_stream",
     "sink_for_stream",
 ]
@@ -234,7 +240,7 @@ class Runner(Generic[T]):
 
 # -- sinks: what a call makes of the answer -------------------------------------------------
 class Sink:
-    """Turns a prediction's answer text into what the caller gets (per call, per attempt).
+    """Turns a prediction's reply into what the caller gets (per call, per attempt).
 
     Attributes
     ----------
@@ -247,8 +253,8 @@ class Sink:
     def begin(self) -> None:
         """Start an attempt (forget what an earlier, failed attempt sent)."""
 
-    def feed(self, answer: str) -> Iterable[Any]:
-        """Take answer text; return what the caller gets now."""
+    def feed(self, chunk: ReplyChunk) -> Iterable[Any]:
+        """Take a piece of the reply (answer or reasoning); return what the caller gets now."""
         return ()
 
     def finish(self, done: Completion) -> Iterable[Any]:
@@ -257,11 +263,13 @@ class Sink:
 
 
 class _TextSink(Sink):
-    """Answer fragments as they arrive."""
+    """Answer text as it arrives (never the reasoning)."""
 
-    def feed(self, answer: str) -> Iterable[Any]:
+    def feed(self, chunk: ReplyChunk) -> Iterable[Any]:
+        if chunk.reasoning:
+            return ()
         self.emitted = True
-        return (answer,)
+        return (chunk.text,)
 
 
 class _RenderedSink(Sink):
@@ -275,7 +283,7 @@ class _RenderedSink(Sink):
 
 
 class _PartialSink(Sink):
-    """Partial JSON values while the reply streams, then the validated value."""
+    """Partial JSON values of the answer while it streams, then the validated value."""
 
     def __init__(self, validator: Validator) -> None:
         self._validator = validator
@@ -284,8 +292,10 @@ class _PartialSink(Sink):
     def begin(self) -> None:
         self._text, self._last = "", None
 
-    def feed(self, answer: str) -> Iterable[Any]:
-        self._text += answer
+    def feed(self, chunk: ReplyChunk) -> Iterable[Any]:
+        if chunk.reasoning:
+            return ()
+        self._text += chunk.text
         value = partial_value(self._text)
         if value is None or value == self._last:
             return ()
@@ -295,6 +305,28 @@ class _PartialSink(Sink):
 
     def finish(self, done: Completion) -> Iterable[Any]:
         return (check_reply(self._validator, done.text, done.stop_reason, 1, True)[1],)
+
+
+class ChunkSink(Sink):
+    """Every piece of the reply, reasoning included; `reply` holds the whole at the end.
+
+    Attributes
+    ----------
+    reply
+        The finished `Reply` (``None`` until the stream has ended).
+    """
+
+    def __init__(self, render: Callable[[str], str]) -> None:
+        self._render = render
+        self.reply: Reply | None = None
+
+    def feed(self, chunk: ReplyChunk) -> Iterable[Any]:
+        self.emitted = True
+        return (chunk,)
+
+    def finish(self, done: Completion) -> Iterable[Any]:
+        self.reply = as_reply(done, self._render)
+        return ()
 
 
 def sink_for_stream(request: Request) -> Sink:
@@ -307,6 +339,11 @@ def sink_for_stream(request: Request) -> Sink:
 def sink_for_parse_stream(request: Request) -> Sink:
     """Make the sink of ``parse_stream``: partial values, then the validated value."""
     return _PartialSink(validator_for(request.plan))
+
+
+def as_reply(done: Completion, render: Callable[[str], str]) -> Reply:
+    """Make the `Reply` of a finished completion (its text as ``generate`` returns it)."""
+    return Reply(render(done.text), done.reasoning, done.stats or ReplyStats(done.stop_reason))
 
 
 # -- the flows ------------------------------------------------------------------------------
@@ -336,17 +373,57 @@ def _grammar_check(model_format: str, identifier: str) -> None:
         )
 
 
-def _answer(fragments: Sequence[lms.LlmPredictionFragment]) -> str:
-    """Join the answer text of some fragments (reasoning fragments are not part of it)."""
-    return "".join(f.content for f in fragments if f.reasoning_type == "none")
+class _Reply:
+    """One attempt's reply as it arrives: answer apart from reasoning, and when it began."""
+
+    def __init__(self, request: Request, clock: Callable[[], float]) -> None:
+        parsing = (request.args.config or {}).get("reasoningParsing")
+        if isinstance(parsing, dict) and parsing.get("startString") and parsing.get("endString"):
+            self.split = ReasoningSplitter(
+                start_tag=parsing["startString"], end_tag=parsing["endString"]
+            )
+        else:
+            self.split = ReasoningSplitter()
+        self._clock = clock
+        self._started = clock()
+        self._first_answer: float | None = None
+        self._structured = request.plan.response_format is not None
+
+    def feed(self, fragments: Sequence[lms.LlmPredictionFragment]) -> list[ReplyChunk]:
+        """Split fragments into answer and reasoning pieces."""
+        chunks: list[ReplyChunk] = []
+        for fragment in fragments:
+            chunks += self.split.feed(
+                fragment.content, fragment.reasoning_type, tokens_count=fragment.tokens_count
+            )
+        if self._first_answer is None and any(not c.reasoning for c in chunks):
+            self._first_answer = self._clock() - self._started
+        return chunks
+
+    def finish(self, result: lms.PredictionResult) -> Completion:
+        """Make the completion of the finished reply; raise if it has no usable answer."""
+        stats = reply_stats(
+            result.stats,
+            reasoning_tokens=self.split.reasoning_tokens,
+            time_to_first_answer_token=self._first_answer,
+        )
+        answer, reasoning = self.split.answer, self.split.reasoning
+        problem = reply_problem(answer, reasoning, stats, structured=self._structured)
+        if problem is not None:
+            raise problem
+        return Completion(answer, stats.stop_reason, reasoning, stats)
 
 
-def predict(call: Call, sink: Sink, errors: ErrorFactory) -> Flow[Completion]:
+def predict(
+    call: Call, sink: Sink, errors: ErrorFactory, clock: Callable[[], float] = time.monotonic
+) -> Flow[Completion]:
     """One prediction: upload, resolve, predict, read; retried once after a drop or unload.
 
     A lost socket makes the client reconnect (the next call finds it working); a model
     the server no longer has is resolved again. Either way the request is sent once more,
-    but only while the caller has seen nothing of the reply.
+    but only while the caller has seen nothing of the reply. Each fragment goes through a
+    `ReasoningSplitter`: the sink sees the answer apart from the reasoning, and a reply whose
+    budget ran out inside the reasoning, or that has no answer after it, raises.
 
     Parameters
     ----------
@@ -357,6 +434,8 @@ def predict(call: Call, sink: Sink, errors: ErrorFactory) -> Flow[Completion]:
         What the caller gets of the answer.
     errors
         Builds our error for an SDK error (host, model, hint).
+    clock
+        Seconds, for the time to the first answer token (no I/O: a clock reading).
 
     Returns
     -------
@@ -376,15 +455,16 @@ def predict(call: Call, sink: Sink, errors: ErrorFactory) -> Flow[Completion]:
                 _grammar_check((yield ModelFormat(handle)), handle.identifier)
             stage = "predict"
             call.finished = False
+            reply = _Reply(request, clock)
             yield Open(call, handle, build_chat(request.prompt, handles), request.sdk_kwargs())
-            parts: list[str] = []
             while (fragments := (yield Read(call))) is not None:
-                answer = _answer(fragments)
-                parts.append(answer)
-                for item in sink.feed(answer) if answer else ():
-                    yield Emit(item)
+                for chunk in reply.feed(fragments):
+                    for item in sink.feed(chunk):
+                        yield Emit(item)
             call.finished = True
-            done = Completion("".join(parts), str(call.reader.result().stats.stop_reason))
+            for chunk in reply.split.close():
+                for item in sink.feed(chunk):
+                    yield Emit(item)
         except lms.LMStudioError as exc:
             call.finished = True
             again = attempt == 1 and not sink.emitted
@@ -405,11 +485,18 @@ def predict(call: Call, sink: Sink, errors: ErrorFactory) -> Flow[Completion]:
                 if again:
                     continue
             raise errors(exc, request.key, stage) from exc
+        done = reply.finish(call.reader.result())
         call.done = done
         for item in sink.finish(done):
             yield Emit(item)
         return done
     raise AssertionError("unreachable: the second attempt returns or raises")  # pragma: no cover
+
+
+def reply(request: Request) -> Flow[Reply]:
+    """Complete a request; return its answer (as ``generate`` gives it), reasoning and stats."""
+    done: Completion = yield Complete(request)
+    return as_reply(done, request.plan.render)
 
 
 def generate(request: Request) -> Flow[str]:

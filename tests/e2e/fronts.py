@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import Any, Literal
 
 import lmstudio as lms
@@ -42,7 +42,7 @@ class Loop:
         self.loop.close()
 
 
-def sync_stream(loop: Loop, stream: AsyncIterator[Any]) -> Iterator[Any]:
+def sync_stream(loop: Loop, stream: AsyncIterator[Any]) -> Generator[Any, None, None]:
     """An async iterator read from a sync test; closing this generator closes it on the loop."""
     try:
         while True:
@@ -54,6 +54,27 @@ def sync_stream(loop: Loop, stream: AsyncIterator[Any]) -> Iterator[Any]:
     finally:
         aclose: Callable[[], Awaitable[None]] = stream.aclose  # type: ignore[attr-defined]
         loop.run(aclose())
+
+
+class Stream:
+    """`sync_stream` with the source's ``reply`` (for ``reply_stream``) still reachable."""
+
+    def __init__(self, loop: Loop, stream: AsyncIterator[Any]) -> None:
+        self._source = stream
+        self._items = sync_stream(loop, stream)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._items)
+
+    def close(self) -> None:
+        self._items.close()
+
+    @property
+    def reply(self) -> Any:
+        return getattr(self._source, "reply", None)
 
 
 class Driven:
@@ -68,7 +89,7 @@ class Driven:
         def call(*args: Any, **kwargs: Any) -> Any:
             result = method(*args, **kwargs)  # bad input raises here, as on the sync front
             if hasattr(result, "__anext__"):
-                return sync_stream(self.loop, result)
+                return Stream(self.loop, result)
             return self.loop.run(result)
 
         return call

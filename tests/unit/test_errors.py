@@ -8,6 +8,7 @@ from outlines_lmstudio._sdk_errors import translate_sdk_error
 
 def test_package_exports_a_sorted_explicit_all() -> None:
     assert outlines_lmstudio.__all__ == sorted(outlines_lmstudio.__all__)
+    assert {"Reply", "ReplyChunk", "ReplyStats"} <= set(outlines_lmstudio.__all__)
     for name in outlines_lmstudio.__all__:
         assert hasattr(outlines_lmstudio, name)
     assert errors.__all__ == sorted(errors.__all__)

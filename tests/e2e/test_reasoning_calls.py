@@ -1,0 +1,125 @@
+"""Every entry point returns only the answer of a reasoning reply, on both fronts.
+
+The emulator's scripts send text as ``none``-typed fragments, so these replies carry their
+reasoning the untyped ways: ``<think>...</think>`` at the start, and LM Studio's synthetic
+marker inline. (The typed forms are the reasoning suite's, against the emulator's reasoning
+models.)
+"""
+
+import json
+
+import outlines
+import pydantic
+import pytest
+
+from outlines_lmstudio import (
+    EmptyAnswerError,
+    Reply,
+    ReplyChunk,
+    TruncatedOutputError,
+)
+from outlines_lmstudio._reasoning import SYNTHETIC_MARKER
+from outlines_lmstudio.testing import LMStudioEmulator
+
+from .conftest import TEXT_MODEL, MakeModel
+from .fronts import Fronts
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int
+
+
+ANSWER = '{"name": "Ann", "age": 3}'
+THINKING = 'The user wants JSON. Draft: {"name": "Bob", "age": 9}. No, Ann.'
+THINK = f"<think>{THINKING}</think>\n\n{ANSWER}"
+MARKER = f"{THINKING}{SYNTHETIC_MARKER}{ANSWER}"
+
+
+@pytest.mark.parametrize("reply", [THINK, MARKER], ids=["think-tags", "marker"])
+def test_whole_calls_return_only_the_answer(
+    fronts: Fronts, make_model: MakeModel, emulator: LMStudioEmulator, reply: str
+) -> None:
+    emulator.script(TEXT_MODEL, lambda prediction: reply)
+    model = make_model(TEXT_MODEL)
+    assert model("who?", Person) == ANSWER
+    assert model.generate("who?", Person) == ANSWER
+    assert model.batch(["a", "b"], Person) == [ANSWER, ANSWER]
+    assert model.parse("who?", Person) == Person(name="Ann", age=3)
+    assert model.parse(["a", "b"], Person) == [Person(name="Ann", age=3)] * 2
+    generator = outlines.Generator(fronts.raw(model), Person)
+    assert fronts.run(generator("who?")) == ANSWER
+
+
+def test_streams_yield_only_the_answer(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
+    emulator.script(TEXT_MODEL, lambda prediction: THINK)
+    model = make_model(TEXT_MODEL)
+    assert "".join(model.stream("who?", Person)) == ANSWER
+    values = list(model.parse_stream("who?", Person))
+    assert values[-1] == Person(name="Ann", age=3)
+    assert values[:-1]
+    assert all("Ann".startswith(v["name"]) for v in values[:-1] if "name" in v)
+    assert all("Bob" not in json.dumps(v) for v in values[:-1])  # nothing from the reasoning
+
+
+def test_reply_gives_answer_reasoning_and_stats(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(TEXT_MODEL, lambda prediction: THINK)
+    model = make_model(TEXT_MODEL)
+    reply = model.reply("who?", Person)
+    assert isinstance(reply, Reply)
+    assert reply.text == ANSWER
+    assert reply.reasoning == THINKING
+    assert reply.stats.stop_reason == "eosFound"
+    assert reply.stats.reasoning_tokens
+    assert reply.stats.predicted_tokens
+    assert reply.stats.time_to_first_answer_token is not None
+    replies = model.reply_batch(["a", "b"], Person)
+    assert [r.text for r in replies] == [ANSWER, ANSWER]
+    assert [r.reasoning for r in replies] == [THINKING, THINKING]
+
+
+def test_reply_stream_gives_both_sides_then_the_reply(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(TEXT_MODEL, lambda prediction: THINK)
+    stream = make_model(TEXT_MODEL).reply_stream("who?", Person)
+    chunks = list(stream)
+    assert all(isinstance(c, ReplyChunk) for c in chunks)
+    assert "".join(c.text for c in chunks if c.reasoning) == THINKING
+    assert "".join(c.text for c in chunks if not c.reasoning) == ANSWER
+    assert stream.reply is not None
+    assert stream.reply.text == ANSWER
+    assert stream.reply.reasoning == THINKING
+
+
+def test_simple_types_render_the_answer(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
+    emulator.script(TEXT_MODEL, lambda prediction: "<think>maybe 41?</think>42")
+    model = make_model(TEXT_MODEL)
+    assert model("how many?", int) == "42"
+    assert model.reply("how many?", int).text == "42"
+    assert list(model.stream("how many?", int)) == ["42"]
+
+
+def test_budget_spent_on_reasoning_says_so(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(TEXT_MODEL, lambda prediction: "<think>" + "hmm " * 50 + "</think>" + ANSWER)
+    model = make_model(TEXT_MODEL)
+    with pytest.raises(TruncatedOutputError, match="spent on reasoning"):
+        model("who?", Person, max_tokens=5)
+    with pytest.raises(TruncatedOutputError, match="spent on reasoning"):
+        model.parse("who?", Person, max_tokens=5, retries=2)
+    assert len(emulator.predictions) == 2  # re-asking cannot fix it
+
+
+def test_an_empty_answer_after_reasoning_is_an_error(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(TEXT_MODEL, lambda prediction: "<think>I am not sure.</think>")
+    model = make_model(TEXT_MODEL)
+    with pytest.raises(EmptyAnswerError, match="empty"):
+        model("who?")
+    with pytest.raises(EmptyAnswerError):
+        list(model.stream("who?"))

@@ -8,6 +8,14 @@ server and then raises ``KeyboardInterrupt``. A second Ctrl-C interrupts at
 once. Only the default handler in the main thread is replaced, never a
 handler the application installed.
 
+When SIGINT is ignored (inherited as ignored under ``nohup``, ``cmd &`` from a
+non-interactive shell, or a job runner; or ignored by the application), the
+guard does nothing: Ctrl-C cannot reach the process, so there is nothing to
+defer, and the library never turns an ignored signal back on. Predictions
+are then stopped by their time limits and by closing the client, as in any
+other thread. The same holds in threads other than the main thread and under
+a handler the application installed.
+
 Installing a handler costs a few microseconds (two system calls), so a
 complete call arms the guard once, and a stream only around each wait for
 the next fragment (user code runs between fragments and must see its own

@@ -82,6 +82,7 @@ def test_embed_errors(run_cli: RunCli, main_in_process: MainInProcess) -> None:
     assert_one_line_error(empty, "must be non-empty")
 
 
+@pytest.mark.usefixtures("sigint_default")
 def test_ctrl_c_during_complete_cancels_on_the_server(
     emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

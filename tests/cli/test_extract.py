@@ -285,6 +285,7 @@ def test_killed_run_resumes_without_losing_or_repeating_results(
     assert target.read_text().startswith(written)  # earlier results kept as they were
 
 
+@pytest.mark.usefixtures("sigint_default")
 def test_ctrl_c_keeps_finished_results(
     emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -108,6 +108,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.usefixtures("sigint_default")
 @pytest.mark.parametrize("call", ["stream", "generate"])
 def test_ctrl_c_in_a_sync_call_cancels_on_the_server(
     slow_emulator: LMStudioEmulator, call: str

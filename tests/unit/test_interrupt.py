@@ -6,6 +6,8 @@ import pytest
 
 from outlines_lmstudio._interrupt import SigintGuard
 
+pytestmark = pytest.mark.usefixtures("sigint_default")
+
 
 def test_armed_guard_notes_the_first_ctrl_c_and_restores_the_default() -> None:
     guard = SigintGuard()
@@ -47,3 +49,16 @@ def test_not_in_other_threads() -> None:
     thread.start()
     thread.join()
     assert result == [False]
+
+
+def test_an_ignored_sigint_stays_ignored() -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup or `cmd &`
+    try:
+        guard = SigintGuard()
+        assert not guard.enabled
+        guard.arm()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)  # ignored: neither noted nor raised
+        assert not guard.interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)

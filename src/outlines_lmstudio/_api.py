@@ -10,10 +10,22 @@ and bad input still raises at the call.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, ClassVar
+
+import lmstudio as lms
+from outlines.models.base import ModelTypeAdapter
 
 from . import _flow
-from ._common import Common, Request, check_retries, is_batch, no_backend
+from ._common import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_READ_TIMEOUT,
+    Common,
+    Request,
+    check_retries,
+    is_batch,
+    no_backend,
+)
 from ._flow import ChunkSink, Flow, Sink
 from ._reply import Reply
 
@@ -59,11 +71,41 @@ class ReplyStream:
 
 
 class ModelApi(Common):
-    """The Outlines API and the typed helpers, for both fronts."""
+    """The Outlines API and the typed helpers, for both fronts.
 
+    Parameters
+    ----------
+    client
+        The front's ``lmstudio`` client (see `from_lmstudio` for every setting).
+    """
+
+    _client_class: ClassVar[type[lms.Client] | type[lms.AsyncClient]]
+    type_adapter: ModelTypeAdapter
     _handles: Any
     _formats: Any
     _reconnects: Any
+
+    def __init__(
+        self,
+        client: Any,
+        model_name: str | None = None,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        timeout: float | None = None,
+        grammar: bool = False,
+        connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+    ) -> None:
+        wanted = self._client_class.__name__
+        if not isinstance(client, self._client_class):
+            raise TypeError(
+                f"{type(self).__name__} needs an lmstudio.{wanted}, got {type(client).__name__}."
+            )
+        self.client = client
+        self._configure(
+            model_name, max_concurrency, timeout, grammar, connect_timeout, read_timeout
+        )
+        self.type_adapter = self._adapter
 
     # -- what each front provides ------------------------------------------------------------
     def _run(self, flow: Flow[Any]) -> Any:

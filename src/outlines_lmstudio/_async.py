@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable
 from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
+import httpx
 import lmstudio as lms
 from lmstudio import FileHandle
 from outlines.models.lmstudio import AsyncLMStudio as _OutlinesAsyncLMStudio
@@ -25,11 +27,10 @@ from ._common import (
     ASYNC_HANDLES,
     ASYNC_IMAGES,
     ASYNC_RECONNECTS,
-    DEFAULT_MAX_CONCURRENCY,
     Completion,
     Request,
 )
-from ._flow import Call, Emit, Flow, Runner, Sink
+from ._flow import Call, Emit, Flow, Runner, Sink, wait_limit
 from ._streams import AsyncReader
 
 __all__ = ["AsyncLMStudio"]
@@ -40,44 +41,18 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
 
     The client is entered (``async with``) on first use if it is not already,
     exactly once even under concurrent first calls, and only a client entered
-    here is closed by `close`. The model is an async context manager.
-
-    Parameters
-    ----------
-    client
-        An ``lmstudio.AsyncClient``, entered or not.
-    model_name
-        The model key to use, or ``None`` for the model LM Studio has loaded.
-    max_concurrency
-        Most predictions ``batch`` runs at once.
-    timeout
-        Seconds to wait for a complete answer (``None``: no limit of ours).
-    grammar
-        Grammar mode: send ``Regex``, ``CFG`` and other Outlines DSL terms as llama.cpp
-        GBNF grammars (GGUF models only) instead of refusing them.
+    here is closed by `close`. The model is an async context manager. Its
+    settings are those of `from_lmstudio`.
     """
 
     client: lms.AsyncClient
+    _client_class = lms.AsyncClient
     _handles = ASYNC_HANDLES
     _formats = ASYNC_FORMATS
     _reconnects = ASYNC_RECONNECTS
 
-    def __init__(
-        self,
-        client: lms.AsyncClient,
-        model_name: str | None = None,
-        *,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        timeout: float | None = None,
-        grammar: bool = False,
-    ) -> None:
-        if not isinstance(client, lms.AsyncClient):
-            raise TypeError(
-                f"AsyncLMStudio needs an lmstudio.AsyncClient, got {type(client).__name__}."
-            )
-        self.client = client
-        self._configure(model_name, max_concurrency, timeout, grammar)
-        self.type_adapter = self._adapter
+    def __init__(self, client: lms.AsyncClient, *args: Any, **options: Any) -> None:
+        super().__init__(client, *args, **options)
         self._enter_lock = asyncio.Lock()
         self._ready = False
         self._owns_client = False
@@ -95,9 +70,12 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
                 self.client.llm  # noqa: B018 - raises KeyError until the client is entered
             except KeyError:
                 try:
-                    await self.client.__aenter__()
+                    async with asyncio.timeout(self.connect_timeout):
+                        await self.client.__aenter__()
                 except lms.LMStudioError as exc:
                     raise self._error(exc, None, "connect") from exc
+                except (TimeoutError, httpx.HTTPError) as exc:  # the SDK's probe is httpx
+                    raise self._connect_error(exc) from exc
                 self._owns_client = True
             self._ready = True
 
@@ -124,7 +102,7 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
         await self.close()
 
     # -- drivers -----------------------------------------------------------------------------
-    async def _drive(self, runner: Runner[Any]) -> AsyncIterator[Any]:
+    async def _drive(self, runner: Runner[Any], call: Call | None = None) -> AsyncIterator[Any]:
         with runner:
             for step in runner:
                 if isinstance(step, Emit):
@@ -132,9 +110,23 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
                     continue
                 try:
                     answer = getattr(self, step.method)(step)
-                    runner.answer(await answer if inspect.isawaitable(answer) else answer)
+                    if inspect.isawaitable(answer):
+                        answer = await (self._within(answer, call) if call else answer)
+                    runner.answer(answer)
                 except Exception as exc:  # the flow decides what an I/O error means
                     runner.fail(exc)
+
+    async def _within(self, answer: Awaitable[Any], call: Call) -> Any:
+        """Await one step of a prediction, within ``read_timeout`` and the call's limit."""
+        limit, by_deadline = wait_limit(call.deadline, self.read_timeout, time.monotonic())
+        scope = asyncio.timeout(limit)
+        try:
+            async with scope:
+                return await answer
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise self._wait_error(call.request, by_deadline) from None
 
     async def _run(self, flow: Flow[Any]) -> Any:
         await self._ensure_client()
@@ -146,10 +138,11 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
     async def _iterate(
         self, request: Request, sink: Sink, call: Call | None = None
     ) -> AsyncIterator[Any]:
-        call = call or Call(request)
+        call = call or Call(request, deadline=self._deadline(request))
         await self._ensure_client()
         try:
-            async for item in self._drive(Runner(_flow.predict(call, sink, self._error))):
+            flow = _flow.predict(call, sink, self._error)
+            async for item in self._drive(Runner(flow), call):
                 yield item
         finally:
             if not call.finished and call.reader is not None:
@@ -168,17 +161,9 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
 
     # -- effects -----------------------------------------------------------------------------
     async def _complete(self, effect: _flow.Complete) -> Completion:
-        call = Call(effect.request)
-        timeout = effect.request.args.timeout or self.timeout
-        scope = asyncio.timeout(timeout)
-        try:
-            async with scope:
-                async for _ in self._iterate(effect.request, Sink(), call):
-                    pass
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            raise self._timeout_error(effect.request.key, timeout or 0) from None
+        call = Call(effect.request, deadline=self._deadline(effect.request))
+        async for _ in self._iterate(effect.request, Sink(), call):
+            pass
         assert call.done is not None
         return call.done
 
@@ -204,12 +189,19 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
         return await ASYNC_FORMATS.get(self.client, handle.identifier, fetch)
 
     async def _open(self, effect: _flow.Open) -> None:
-        stream = await effect.handle.respond_stream(effect.chat, **effect.kwargs)
-        effect.call.reader = AsyncReader(stream)
+        reader = AsyncReader()  # prompt-processing progress counts as a sign of life
+        kwargs = reader.watch_progress(effect.kwargs)
+        reader.start(await effect.handle.respond_stream(effect.chat, **kwargs))
+        effect.call.reader = reader
 
     async def _read(self, effect: _flow.Read) -> list[lms.LlmPredictionFragment] | None:
-        reader: AsyncReader = effect.call.reader
-        return await reader.read()
+        """Wait for fragments (not bounded by `_within`: progress messages extend the wait)."""
+        call = effect.call
+        reader: AsyncReader = call.reader
+        try:
+            return await reader.read(self.read_timeout, call.deadline)
+        except TimeoutError as expired:
+            raise self._wait_error(call.request, expired.args == ("deadline",)) from None
 
     async def _reconnect(self, effect: _flow.Reconnect) -> None:
         await ASYNC_RECONNECTS.reset(self.client, effect.generation, self._reset)
@@ -220,4 +212,8 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
         for session in (self.client.llm, self.client.files):
             with contextlib.suppress(lms.LMStudioError):
                 await session.disconnect()
-            await session.connect()
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    await session.connect()
+            except TimeoutError as exc:
+                raise self._connect_error(exc) from exc

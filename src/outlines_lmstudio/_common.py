@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from ._sdk_errors import Stage, client_host, translate_sdk_error
 from .errors import (
     InvalidInferenceArgumentError,
     InvalidInferenceValueError,
+    LMStudioConnectionError,
     LMStudioTimeoutError,
     OutlinesLMStudioError,
 )
@@ -30,7 +32,9 @@ __all__ = [
     "ASYNC_IMAGES",
     "ASYNC_RECONNECTS",
     "CONFIRM_SECONDS",
+    "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_READ_TIMEOUT",
     "DRAIN_SECONDS",
     "Common",
     "Completion",
@@ -53,6 +57,13 @@ DRAIN_SECONDS = 5.0
 
 CONFIRM_SECONDS = 1.0
 """How long a Ctrl-C waits for LM Studio to confirm the cancel (the process may exit next)."""
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+"""Seconds to open a websocket to LM Studio and authenticate (``connect_timeout=``)."""
+
+DEFAULT_READ_TIMEOUT = 60.0
+"""Seconds to wait for any message from LM Studio during a call (``read_timeout=``; the same
+bound the sync SDK applies to every wait, ``lmstudio.set_sync_api_timeout``)."""
 
 DEFAULT_MAX_CONCURRENCY = 4
 """LM Studio serves 4 predictions at once per llama.cpp model by default."""
@@ -114,12 +125,12 @@ def check_concurrency(value: object) -> int:
     return value
 
 
-def check_timeout(value: object) -> float | None:
+def check_timeout(value: object, name: str = "timeout") -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise InvalidInferenceValueError(
-            f"timeout must be a positive number of seconds, got {value!r}."
+            f"{name} must be a positive number of seconds, got {value!r}."
         )
     return float(value)
 
@@ -140,15 +151,25 @@ class Common:
     _adapter: LMStudioTypeAdapter
     max_concurrency: int
     timeout: float | None
+    connect_timeout: float | None
+    read_timeout: float | None
 
     def _configure(
-        self, model_name: object, max_concurrency: object, timeout: object, grammar: object
+        self,
+        model_name: object,
+        max_concurrency: object,
+        timeout: object,
+        grammar: object,
+        connect_timeout: object = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: object = DEFAULT_READ_TIMEOUT,
     ) -> None:
         """Check and store the settings both model classes take."""
         self.model_name = check_model_name(model_name)
         self._adapter = LMStudioTypeAdapter(grammar=check_flag("grammar", grammar))
         self.max_concurrency = check_concurrency(max_concurrency)
         self.timeout = check_timeout(timeout)
+        self.connect_timeout = check_timeout(connect_timeout, "connect_timeout")
+        self.read_timeout = check_timeout(read_timeout, "read_timeout")
 
     def _prepare(self, model_input: Any, output_type: Any, kwargs: dict[str, Any]) -> Request:
         args = parse_inference_kwargs(kwargs)
@@ -182,6 +203,42 @@ class Common:
             exc, host=client_host(self.client), model=key or self.model_name, stage=stage
         )
         return translated if translated is not None else exc
+
+    def _deadline(self, request: Request) -> float | None:
+        """Return when a call runs out of time (``time.monotonic()``), if it has a limit."""
+        timeout = request.args.timeout or self.timeout
+        return None if timeout is None else time.monotonic() + timeout
+
+    def _wait_error(self, request: Request, by_deadline: bool) -> LMStudioTimeoutError:
+        """Return the error of a wait that ran out: the call's own limit, or ``read_timeout``."""
+        if by_deadline:
+            return self._timeout_error(request.key, request.args.timeout or self.timeout or 0)
+        return LMStudioTimeoutError(
+            f"LM Studio sent nothing for {self.read_timeout or 0:g} s; the prediction was "
+            "cancelled.",
+            host=client_host(self.client),
+            model=request.key or self.model_name,
+            hint="Pass a larger read_timeout= to from_lmstudio if the model needs longer "
+            "(loading a large model, a long prompt), or check the server.",
+        )
+
+    def _connect_error(self, exc: BaseException) -> LMStudioConnectionError:
+        """Our error for a connection that was not completed in time, or not answered."""
+        host = client_host(self.client)
+        if isinstance(exc, TimeoutError):
+            what = (
+                f"LM Studio did not complete the connection (websocket handshake and "
+                f"authentication) within {self.connect_timeout or 0:g} s"
+            )
+        else:
+            what = f"LM Studio did not answer at {host}: {type(exc).__name__}: {exc}"
+        return LMStudioConnectionError(
+            what,
+            host=host,
+            model=self.model_name,
+            hint="Check that LM Studio's server (not another program) listens on that host and "
+            "port; pass a larger connect_timeout= to from_lmstudio for a slow link.",
+        )
 
     def _timeout_error(self, key: str | None, seconds: float) -> LMStudioTimeoutError:
         return LMStudioTimeoutError(

@@ -69,6 +69,7 @@ __all__ = [
     "reply",
     "sink_for_parse_stream",
     "sink_for_stream",
+    "wait_limit",
 ]
 
 T = TypeVar("T")
@@ -186,6 +187,8 @@ class Call:
         The front's clock reading at which the whole call times out, or ``None``.
     front
         The front's own per-call state (a Ctrl-C guard...).
+    stopped
+        Whether the caller has left (time up, Ctrl-C): no prediction may start any more.
     """
 
     request: Request
@@ -194,6 +197,7 @@ class Call:
     done: Completion | None = None
     deadline: float | None = None
     front: Any = None
+    stopped: bool = False
 
 
 class Runner(Generic[T]):
@@ -530,6 +534,31 @@ def parse(request: Request, retries: int) -> Flow[Any]:
             return value
         request = replace(request, prompt=reask_prompt(request.prompt, done.text, problems))
     raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+
+def wait_limit(deadline: float | None, idle: float | None, now: float) -> tuple[float | None, bool]:
+    """How long the next wait may last: ``(seconds or None, whether the call's limit is it)``.
+
+    Parameters
+    ----------
+    deadline
+        When the whole call runs out of time (a clock reading), or ``None``.
+    idle
+        The longest wait for any message (``read_timeout``), or ``None``.
+    now
+        The clock reading now.
+
+    Returns
+    -------
+    tuple
+        The shorter of the two bounds, and ``True`` when it is the call's own limit.
+    """
+    if deadline is None:
+        return idle, False
+    remaining = max(deadline - now, 0.0)
+    if idle is None or remaining <= idle:
+        return remaining, True
+    return idle, False
 
 
 def batch_result(results: Sequence[Any]) -> list[Any]:

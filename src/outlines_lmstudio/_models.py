@@ -16,7 +16,9 @@ from ._async import AsyncLMStudio
 from ._sync import LMStudio
 from .errors import InvalidInferenceArgumentError
 
-__all__ = ["AsyncLMStudio", "LMStudio", "from_lmstudio"]
+__all__ = ["AsyncLMStudio", "LMStudio", "OPTIONS", "from_lmstudio"]
+
+OPTIONS = ("max_concurrency", "timeout", "connect_timeout", "read_timeout", "grammar")
 
 
 @overload
@@ -40,8 +42,15 @@ def from_lmstudio(
     model_name
         The model key, or ``None`` to use the model LM Studio has loaded.
     **options
-        ``max_concurrency`` (default 4), ``timeout`` (seconds) and ``grammar``
-        (send ``Regex``/``CFG``/DSL terms as GBNF grammars; GGUF models only).
+        ``max_concurrency``: most predictions ``batch`` runs at once (default 4).
+        ``timeout``: seconds for a whole call (a complete answer, or a whole stream);
+        default ``None``, no limit of this kind; each call can pass its own.
+        ``connect_timeout``: seconds to open a websocket to LM Studio and authenticate
+        (default 10; ``None``: no bound).
+        ``read_timeout``: seconds to wait for any message from LM Studio during a call
+        (default 60, the sync SDK's own bound, which the sync model keeps using:
+        ``lmstudio.set_sync_api_timeout``); prompt-processing progress counts as a message.
+        ``grammar``: send ``Regex``/``CFG``/DSL terms as GBNF grammars (GGUF models only).
 
     Returns
     -------
@@ -53,11 +62,10 @@ def from_lmstudio(
     TypeError
         If ``client`` is neither an ``lmstudio.Client`` nor an ``lmstudio.AsyncClient``.
     """
-    unknown = sorted(set(options) - {"max_concurrency", "timeout", "grammar"})
+    unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise InvalidInferenceArgumentError(
-            f"Unknown option(s) {unknown} for from_lmstudio. Accepted: max_concurrency, "
-            "timeout, grammar. "
+            f"Unknown option(s) {unknown} for from_lmstudio. Accepted: {', '.join(OPTIONS)}. "
             "Inference settings (temperature, max_tokens, ...) go on each call."
         )
     if isinstance(client, lms.Client):

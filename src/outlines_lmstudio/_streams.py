@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Generator
 from typing import Any
 
 import lmstudio as lms
 
 from ._common import CONFIRM_SECONDS, DRAIN_SECONDS
+from ._flow import wait_limit
 from ._interrupt import SigintGuard
 
 __all__ = ["AsyncReader", "SyncReader", "stream_text"]
 
 _END = object()
+_PROGRESS = object()
 _DRAINING: set[asyncio.Task[None]] = set()
 
 
@@ -72,13 +75,18 @@ class SyncReader:
             raise KeyboardInterrupt
         return None if fragment is None else [fragment]
 
-    def abandon(self, wait: float = 0) -> None:
+    def abandon(self, wait: float = 0) -> threading.Thread:
         """Cancel the prediction on the server; its confirmation is awaited in the background.
 
         The SDK's ``cancel()`` only sends a message (it is thread-safe); reading on until
         LM Studio confirms (``userStopped``) keeps the channel's late messages from being
         logged as unexpected, and is done by a daemon thread so that leaving returns at once
         (after at most ``wait`` seconds).
+
+        Returns
+        -------
+        threading.Thread
+            The thread awaiting the confirmation.
         """
         with contextlib.suppress(lms.LMStudioError):
             self.stream.cancel()
@@ -86,6 +94,7 @@ class SyncReader:
         drain.start()
         if wait:
             drain.join(wait)
+        return drain
 
     def _drain(self) -> None:
         with contextlib.suppress(lms.LMStudioError):
@@ -144,15 +153,27 @@ class AsyncReader:
     a cancel could be sent (the server would keep generating), so an inner task reads the
     SDK stream into a queue and the consumer waits on the queue.
 
-    Parameters
-    ----------
-    stream
-        The SDK's started stream.
+    Make it, let `watch_progress` wrap the SDK keywords, start the prediction with them,
+    then `start` reading its stream.
     """
 
-    def __init__(self, stream: lms.AsyncPredictionStream) -> None:
-        self.stream = stream
+    def __init__(self) -> None:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def watch_progress(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Return the prediction's SDK keywords with a progress callback that notes activity."""
+        theirs = kwargs.get("on_prompt_processing_progress")
+
+        def progress(value: float) -> None:
+            self._queue.put_nowait(_PROGRESS)
+            if theirs is not None:
+                theirs(value)
+
+        return {**kwargs, "on_prompt_processing_progress": progress}
+
+    def start(self, stream: lms.AsyncPredictionStream) -> None:
+        """Start reading the started SDK stream."""
+        self.stream = stream
         self._pump = asyncio.create_task(self._fill())
 
     async def _fill(self) -> None:
@@ -167,16 +188,44 @@ class AsyncReader:
         """Return the finished prediction's result (stats, stop reason)."""
         return self.stream.result()
 
-    async def read(self) -> list[lms.LlmPredictionFragment] | None:
+    async def _next(self, idle: float | None, deadline: float | None) -> Any:
+        """Return the next item, waiting at most ``idle`` s since the last sign of life.
+
+        Raises
+        ------
+        TimeoutError
+            With the argument ``"deadline"`` when the call's own limit ran out.
+        """
+        while True:
+            limit, by_deadline = wait_limit(deadline, idle, time.monotonic())
+            try:
+                item = await asyncio.wait_for(self._queue.get(), limit)
+            except TimeoutError:
+                raise TimeoutError("deadline" if by_deadline else "idle") from None
+            if item is not _PROGRESS:
+                return item
+
+    async def read(
+        self, idle: float | None = None, deadline: float | None = None
+    ) -> list[lms.LlmPredictionFragment] | None:
         """Wait for fragments: all that have arrived (at least one), or ``None`` at the end.
+
+        Parameters
+        ----------
+        idle
+            The longest wait for any message (progress counts), or ``None``.
+        deadline
+            When the call runs out of time (``time.monotonic()``), or ``None``.
 
         Raises
         ------
         lmstudio.LMStudioError
             The server ended the prediction with an error.
+        TimeoutError
+            A bound ran out (``"deadline"`` or ``"idle"``).
         """
         fragments: list[lms.LlmPredictionFragment] = []
-        item = await self._queue.get()
+        item = await self._next(idle, deadline)
         while True:
             if item is _END or isinstance(item, BaseException):
                 if fragments:  # deliver what came first; the end is read next time
@@ -185,7 +234,8 @@ class AsyncReader:
                 if isinstance(item, BaseException):
                     raise item
                 return None
-            fragments.append(item)
+            if item is not _PROGRESS:
+                fragments.append(item)
             if self._queue.empty():
                 return fragments
             item = self._queue.get_nowait()

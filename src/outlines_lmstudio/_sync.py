@@ -6,7 +6,6 @@ or, for a call with a time limit, in a worker thread the caller waits for.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Iterator
@@ -17,11 +16,11 @@ import lmstudio as lms
 from lmstudio import FileHandle
 from outlines.models.lmstudio import LMStudio as _OutlinesLMStudio
 
-from . import _flow
+from . import _flow, _threads
 from ._api import ModelApi
 from ._common import (
     CONFIRM_SECONDS,
-    DEFAULT_MAX_CONCURRENCY,
+    DRAIN_SECONDS,
     SYNC_FORMATS,
     SYNC_HANDLES,
     SYNC_IMAGES,
@@ -39,40 +38,16 @@ __all__ = ["LMStudio"]
 class LMStudio(ModelApi, _OutlinesLMStudio):
     """An Outlines model backed by LM Studio through a sync ``lmstudio.Client``.
 
-    Parameters
-    ----------
-    client
-        An ``lmstudio.Client``; the model uses it but does not close it.
-    model_name
-        The model key to use, or ``None`` for the model LM Studio has loaded.
-    max_concurrency
-        Most predictions ``batch`` runs at once.
-    timeout
-        Seconds to wait for a complete answer (``None``: no limit of ours).
-    grammar
-        Grammar mode: send ``Regex``, ``CFG`` and other Outlines DSL terms as llama.cpp
-        GBNF grammars (GGUF models only) instead of refusing them.
+    The model uses the client but never closes it. Its settings are those of
+    `from_lmstudio`. A call waits in the caller's thread (Ctrl-C cancels the
+    prediction on the server first); a call with a time limit runs in a worker thread.
     """
 
     client: lms.Client
+    _client_class = lms.Client
     _handles = SYNC_HANDLES
     _formats = SYNC_FORMATS
     _reconnects = SYNC_RECONNECTS
-
-    def __init__(
-        self,
-        client: lms.Client,
-        model_name: str | None = None,
-        *,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        timeout: float | None = None,
-        grammar: bool = False,
-    ) -> None:
-        if not isinstance(client, lms.Client):
-            raise TypeError(f"LMStudio needs an lmstudio.Client, got {type(client).__name__}.")
-        self.client = client
-        self._configure(model_name, max_concurrency, timeout, grammar)
-        self.type_adapter = self._adapter
 
     # -- drivers -----------------------------------------------------------------------------
     def _drive(self, runner: Runner[Any]) -> Iterator[Any]:
@@ -93,7 +68,11 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         return runner.result
 
     def _iterate(self, request: Request, sink: Sink) -> Iterator[Any]:
-        return self._predict(Call(request, front=SigintGuard()), sink)  # armed per wait
+        call = _threads.new(request, self._deadline(request))
+        if call.deadline is not None:
+            return self._in_worker(call, sink)
+        call.front = SigintGuard()  # armed around each wait only: user code runs in between
+        return self._predict(call, sink)
 
     def _predict(self, call: Call, sink: Sink) -> Iterator[Any]:
         try:
@@ -104,64 +83,65 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         finally:
             self._leave(call, 0)
 
-    @staticmethod
-    def _leave(call: Call, wait: float) -> None:
+    def _leave(self, call: Call, wait: float) -> None:
         """Cancel an unfinished prediction on the server, waiting at most ``wait`` s for it."""
         if not call.finished and call.reader is not None:
             call.finished = True
-            call.reader.abandon(wait)
+            self._watch(call.reader.abandon(wait))
 
-    def _whole(self, call: Call) -> Completion:
-        """Run one whole prediction in this thread."""
-        for _ in self._predict(call, Sink()):
-            pass
-        assert call.done is not None
-        return call.done
+    def _in_worker(self, call: Call, sink: Sink) -> Iterator[Any]:
+        """Drive a prediction in a worker thread; the caller waits until the call's deadline.
+
+        The SDK's own sync timeout is one process-wide setting, so a call with a time limit
+        is read by a daemon thread. Leaving (time up, ``break``, Ctrl-C) cancels on the server
+        at once and opens nothing more; the worker ends when LM Studio confirms.
+        """
+        worker = _threads.Worker(lambda: self._predict(call, sink))
+        try:
+            yield from worker.items(call.deadline, lambda: self._wait_error(call.request, True))
+        finally:
+            call.stopped = True
+            if worker.alive:
+                _threads.cancel(call)
+                self._watch(worker.thread)
+
+    def _watch(self, thread: threading.Thread) -> None:
+        """Drop the client's sessions if ``thread`` still waits on LM Studio after a while.
+
+        A server that does not confirm a cancel within ``DRAIN_SECONDS`` is not answering;
+        dropping its sockets wakes every reader blocked on them (the next call reconnects).
+        """
+        generation = SYNC_RECONNECTS.generation(self.client)
+
+        def unstick() -> None:
+            if thread.is_alive():
+                SYNC_RECONNECTS.reset(self.client, generation, self._drop)
+
+        _threads.later(DRAIN_SECONDS, unstick)
 
     def _map(self, flows: list[Flow[Any]], limit: int) -> list[Any]:
-        if not flows:
-            return []
-        results: list[Any] = []
-        with concurrent.futures.ThreadPoolExecutor(min(limit, len(flows))) as pool:
-            futures = [pool.submit(self._run, flow) for flow in flows]
-            for future in futures:
-                error = future.exception()
-                results.append(error if error is not None else future.result())
-        return _flow.batch_result(results)
+        return _threads.run_batch(self._run, flows, limit)
 
     # -- effects -----------------------------------------------------------------------------
     def _complete(self, effect: _flow.Complete) -> Completion:
-        timeout = effect.request.args.timeout or self.timeout
-        if timeout is None:
-            guard = SigintGuard()
+        call = _threads.new(effect.request, self._deadline(effect.request))
+        if call.deadline is not None:
+            for _ in self._in_worker(call, Sink()):
+                pass
+        else:
+            call.front = guard = SigintGuard()
             guard.arm()  # once for the whole call: nothing of ours runs between fragments
             try:
-                return self._whole(Call(effect.request, front=guard))
+                for _ in self._predict(call, Sink()):
+                    pass
             finally:
                 guard.disarm()
-        # The SDK's own sync timeout is one process-wide setting, so a per-call limit runs
-        # the prediction in a daemon thread and cancels it on the server when time is up.
-        call = Call(effect.request)
-        future: concurrent.futures.Future[Completion] = concurrent.futures.Future()
-
-        def consume() -> None:
-            try:
-                call.front = SigintGuard()  # made in this thread: off (signals are main-thread)
-                future.set_result(self._whole(call))
-            except BaseException as exc:  # handed to the caller through the future
-                future.set_exception(exc)
-
-        threading.Thread(target=consume, name="outlines-lmstudio-timeout", daemon=True).start()
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            if not call.finished and call.reader is not None:
-                with contextlib.suppress(lms.LMStudioError):
-                    call.reader.stream.cancel()  # thread-safe; the server stops generating
-            raise self._timeout_error(effect.request.key, timeout) from None
+        assert call.done is not None
+        return call.done
 
     def _upload(self, effect: _flow.Upload) -> dict[str, FileHandle]:
         files = self.client.files
+        _threads.connect(files, self.connect_timeout, self._connect_error)
         return {
             image.digest: SYNC_IMAGES.get(
                 self.client, image.digest, partial(files.prepare_image, image.data, name=image.name)
@@ -171,6 +151,7 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
 
     def _resolve(self, effect: _flow.Resolve) -> lms.LLM:
         llm, key = self.client.llm, effect.key
+        _threads.connect(llm, self.connect_timeout, self._connect_error)
         return SYNC_HANDLES.get(self.client, key, lambda: llm.model(key) if key else llm.model())
 
     def _model_format(self, effect: _flow.ModelFormat) -> str:
@@ -180,9 +161,11 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         )
 
     def _open(self, effect: _flow.Open) -> None:
-        guard: SigintGuard = effect.call.front
+        call = effect.call
+        _threads.check_open(call)
+        guard: SigintGuard = call.front or SigintGuard()
         stream = effect.handle.respond_stream(effect.chat, **effect.kwargs)
-        effect.call.reader = SyncReader(stream, guard, per_fragment=not guard.armed)
+        call.reader = SyncReader(stream, guard, per_fragment=not guard.armed)
 
     def _read(self, effect: _flow.Read) -> list[lms.LlmPredictionFragment] | None:
         reader: SyncReader = effect.call.reader
@@ -191,14 +174,16 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
     def _reconnect(self, effect: _flow.Reconnect) -> None:
         SYNC_RECONNECTS.reset(self.client, effect.generation, self._reset)
 
-    def _reset(self) -> None:
-        """Reconnect dead sessions and forget the uploads tied to them."""
+    def _drop(self) -> None:
+        """Close the sessions' sockets and forget the uploads tied to them."""
         SYNC_IMAGES.clear(self.client)
         for session in (self.client.llm, self.client.files):
-            was_connected = session.connected
             with contextlib.suppress(lms.LMStudioError):
                 session.disconnect()
-            if was_connected:
-                # Connect here, under the reset lock: the SDK's lazy reconnect is not
-                # thread-safe (threads retrying together would each open a socket).
-                session.connect()
+
+    def _reset(self) -> None:
+        """Reconnect dead sessions, here under the reset lock (one new socket per session)."""
+        connected = [s for s in (self.client.llm, self.client.files) if s.connected]
+        self._drop()
+        for session in connected:
+            _threads.connect(session, self.connect_timeout, self._connect_error)

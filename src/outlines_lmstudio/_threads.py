@@ -1,0 +1,205 @@
+"""Threads for the sync front: bounded connects, calls with a deadline, batches Ctrl-C stops.
+
+The sync SDK waits without a bound of its own in two places (opening a websocket until the
+server authenticates; a process-wide 60 s per message otherwise) and cannot be interrupted
+from outside. What must not wait longer runs in a daemon thread the caller waits for, and
+leaving cancels the prediction on the server and lets nothing new start.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import lmstudio as lms
+
+from ._common import Request
+from ._flow import Call, Flow, batch_result
+
+__all__ = ["Worker", "cancel", "check_open", "connect", "later", "new", "run_batch"]
+
+_BATCH = threading.local()  # the batch a pool thread works for, if any
+
+
+class _Left(Exception):
+    """The caller left (time up, Ctrl-C) before this prediction started."""
+
+
+class _Scope:
+    """The calls of one batch, so that Ctrl-C can stop them all."""
+
+    def __init__(self) -> None:
+        self._calls: list[Call] = []
+        self._lock = threading.Lock()
+        self.stopped = False
+
+    def add(self, call: Call) -> None:
+        with self._lock:
+            call.stopped = self.stopped
+            self._calls.append(call)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            calls = list(self._calls)
+        for call in calls:
+            call.stopped = True
+            cancel(call)
+
+
+def new(request: Request, deadline: float | None) -> Call:
+    """Make a call's state (registered with the batch this thread works for, if any)."""
+    call = Call(request, deadline=deadline)
+    scope: _Scope | None = getattr(_BATCH, "scope", None)
+    if scope is not None:
+        scope.add(call)
+    return call
+
+
+def check_open(call: Call) -> None:
+    """Refuse to start a prediction for a call its caller has left."""
+    if call.stopped:
+        raise _Left("the call was left before its prediction started")
+
+
+def cancel(call: Call) -> None:
+    """Ask LM Studio to stop the call's prediction, if one is running (thread-safe)."""
+    if not call.finished and call.reader is not None:
+        with contextlib.suppress(lms.LMStudioError):
+            call.reader.stream.cancel()
+
+
+def later(seconds: float, action: Callable[[], None]) -> None:
+    """Run ``action`` in a daemon thread after ``seconds``."""
+    timer = threading.Timer(seconds, action)
+    timer.daemon = True
+    timer.start()
+
+
+class Worker:
+    """Runs a producer in a daemon thread; the caller takes its items with a deadline."""
+
+    def __init__(self, produce: Callable[[], Iterator[Any]]) -> None:
+        self._items: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        self.thread = threading.Thread(
+            target=self._run, args=(produce,), name="outlines-lmstudio-call", daemon=True
+        )
+        self.thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the producer still runs."""
+        return self.thread.is_alive()
+
+    def _run(self, produce: Callable[[], Iterator[Any]]) -> None:
+        try:
+            for item in produce():
+                self._items.put((True, item))
+            self._items.put((False, None))
+        except BaseException as exc:  # handed to the caller's thread
+            self._items.put((False, exc))
+
+    def items(self, deadline: float | None, expired: Callable[[], BaseException]) -> Iterator[Any]:
+        """Yield the producer's items; raise ``expired()`` when the deadline passes first."""
+        while True:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                more, value = self._items.get(timeout=remaining)
+            except queue.Empty:
+                raise expired() from None
+            if not more:
+                if value is not None:
+                    raise value
+                return
+            yield value
+
+
+_CONNECTING: weakref.WeakKeyDictionary[object, concurrent.futures.Future[None]] = (
+    weakref.WeakKeyDictionary()
+)
+_CONNECT_LOCK = threading.Lock()
+
+
+def _connect(session: Any, done: concurrent.futures.Future[None]) -> None:
+    try:
+        session.connect()
+        done.set_result(None)
+    except BaseException as exc:  # handed to the waiting callers
+        done.set_exception(exc)
+
+
+def connect(
+    session: Any, timeout: float | None, error: Callable[[BaseException], BaseException]
+) -> None:
+    """Connect an SDK session unless it is connected, waiting at most ``timeout`` seconds.
+
+    One thread connects a session at a time (the SDK's lazy connect is not thread-safe);
+    callers that time out leave it running, so a server that never authenticates costs
+    one thread and one socket per session, until it answers or the client is closed.
+    """
+    if session.connected:
+        return
+    with _CONNECT_LOCK:
+        pending = _CONNECTING.get(session)
+        if pending is None or pending.done():
+            if session.connected:
+                return
+            pending = concurrent.futures.Future()
+            _CONNECTING[session] = pending
+            threading.Thread(
+                target=_connect, args=(session, pending), name="outlines-lmstudio-connect"
+            ).start()
+    try:
+        pending.result(timeout)
+    except concurrent.futures.TimeoutError:
+        raise error(TimeoutError()) from None
+
+
+def _in_scope(scope: _Scope, run: Callable[[Flow[Any]], Any], flow: Flow[Any]) -> Any:
+    _BATCH.scope = scope
+    try:
+        return run(flow)
+    finally:
+        _BATCH.scope = None
+
+
+def _value(future: concurrent.futures.Future[Any]) -> Any:
+    if future.done() and not future.cancelled() and future.exception() is None:
+        return future.result()
+    return None
+
+
+def run_batch(run: Callable[[Flow[Any]], Any], flows: list[Flow[Any]], limit: int) -> list[Any]:
+    """Run flows on a thread pool, at most ``limit`` at once; results in input order.
+
+    Ctrl-C stops the batch at once: running predictions are cancelled on the server,
+    queued ones never start, and the ``KeyboardInterrupt`` carries ``results`` (the
+    finished items' values, ``None`` for the others).
+    """
+    if not flows:
+        return []
+    scope = _Scope()
+    pool = concurrent.futures.ThreadPoolExecutor(
+        min(limit, len(flows)), thread_name_prefix="outlines-lmstudio-batch"
+    )
+    futures = [pool.submit(_in_scope, scope, run, flow) for flow in flows]
+    try:
+        concurrent.futures.wait(futures)
+    except KeyboardInterrupt as interrupt:
+        scope.stop()
+        pool.shutdown(wait=False, cancel_futures=True)
+        results = [_value(f) for f in futures]
+        interrupt.__dict__["results"] = results
+        done = sum(f.done() and not f.cancelled() and f.exception() is None for f in futures)
+        interrupt.add_note(
+            f"(batch interrupted: {done} of {len(flows)} items finished; see .results)"
+        )
+        raise
+    pool.shutdown()
+    return batch_result([f.exception() or f.result() for f in futures])

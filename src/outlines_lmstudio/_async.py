@@ -56,6 +56,7 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
         self._enter_lock = asyncio.Lock()
         self._ready = False
         self._owns_client = False
+        self._failed: BaseException | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def _ensure_client(self) -> None:
@@ -69,12 +70,20 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
             try:
                 self.client.llm  # noqa: B018 - raises KeyError until the client is entered
             except KeyError:
+                if self._failed is not None:
+                    raise self._connect_error(self._failed) from None
                 try:
                     async with asyncio.timeout(self.connect_timeout):
                         await self.client.__aenter__()
                 except lms.LMStudioError as exc:
                     raise self._error(exc, None, "connect") from exc
-                except (TimeoutError, httpx.HTTPError) as exc:  # the SDK's probe is httpx
+                except httpx.HTTPError as exc:  # the SDK's probe of the host is httpx
+                    raise self._connect_error(exc) from exc
+                except TimeoutError as exc:
+                    # Half entered: close what was opened; the client cannot be used again.
+                    self._failed = exc
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self.client.aclose(), self.connect_timeout)
                     raise self._connect_error(exc) from exc
                 self._owns_client = True
             self._ready = True
@@ -170,13 +179,13 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
     async def _upload(self, effect: _flow.Upload) -> dict[str, FileHandle]:
         files = self.client.files
         handles: dict[str, FileHandle] = {}
-        for image in effect.request.prompt.images:
+        for image in effect.call.request.prompt.images:
             upload = partial(files.prepare_image, image.data, name=image.name)
             handles[image.digest] = await ASYNC_IMAGES.get(self.client, image.digest, upload)
         return handles
 
     async def _resolve(self, effect: _flow.Resolve) -> lms.AsyncLLM:
-        llm, key = self.client.llm, effect.key
+        llm, key = self.client.llm, effect.call.request.key
         resolve = partial(llm.model, key) if key else llm.model
         return await ASYNC_HANDLES.get(self.client, key, resolve)
 

@@ -230,6 +230,8 @@ class Common:
                 f"LM Studio did not complete the connection (websocket handshake and "
                 f"authentication) within {self.connect_timeout or 0:g} s"
             )
+            if not isinstance(self.client, lms.Client):
+                what += "; this AsyncClient was closed: make a new one to try again"
         else:
             what = f"LM Studio did not answer at {host}: {type(exc).__name__}: {exc}"
         return LMStudioConnectionError(

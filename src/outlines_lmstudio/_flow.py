@@ -40,6 +40,9 @@ from .errors import (
     BatchGenerationError,
     LMStudioConnectionError,
     LMStudioModelNotFoundError,
+    LMStudioPredictionError,
+    LMStudioTimeoutError,
+    OutlinesLMStudioError,
     UnsupportedOutputTypeError,
 )
 
@@ -93,18 +96,18 @@ class Generation(Effect):
 
 @dataclass(frozen=True)
 class Upload(Effect):
-    """Upload the request's images (once per client); gives ``{digest: FileHandle}``."""
+    """Upload the call's images (once per client); gives ``{digest: FileHandle}``."""
 
     method = "_upload"
-    request: Request
+    call: Call
 
 
 @dataclass(frozen=True)
 class Resolve(Effect):
-    """The model handle for a key (cached per client)."""
+    """The model handle for the call's key (cached per client)."""
 
     method = "_resolve"
-    key: str | None
+    call: Call
 
 
 @dataclass(frozen=True)
@@ -356,13 +359,32 @@ def _dropped(exc: BaseException) -> bool:
     return isinstance(exc, lms.LMStudioWebsocketError) and "not reachable" not in str(exc)
 
 
+_NOT_FOUND = ("cannot find", "not found", "pathnotfound", "nomodelmatching", "no model")
+
+
 def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory) -> BaseException:
+    """Our error for a failed model lookup: not found only when the server says so."""
     error = errors(exc, key, "resolve")
-    if key is None and isinstance(exc, lms.LMStudioClientError) and "no models" in str(exc).lower():
+    text = str(exc).lower()
+    if key is None and isinstance(exc, lms.LMStudioClientError) and "no models" in text:
         return LMStudioModelNotFoundError(
             "LM Studio has no model loaded, and no model_name was given.",
             host=getattr(error, "host", None),
             hint="Load a model in LM Studio, or pass model_name to from_lmstudio.",
+        )
+    says_not_found = isinstance(exc, lms.LMStudioModelNotFoundError) or any(
+        s in text for s in _NOT_FOUND
+    )
+    if isinstance(error, LMStudioConnectionError | LMStudioTimeoutError) or says_not_found:
+        return error
+    if isinstance(error, OutlinesLMStudioError):
+        return LMStudioPredictionError(
+            f"LM Studio gave an unexpected reply when asked for model {key!r}: "
+            f"{' '.join(str(exc).split())}",
+            host=getattr(error, "host", None),
+            model=key,
+            hint="Check LM Studio's server log; the server and the lmstudio SDK versions "
+            "may not match.",
         )
     return error
 
@@ -452,9 +474,9 @@ def predict(
         sink.begin()
         stage: Stage = "upload"
         try:
-            handles = (yield Upload(request)) if request.prompt.images else {}
+            handles = (yield Upload(call)) if request.prompt.images else {}
             stage = "resolve"
-            handle = yield Resolve(request.key)
+            handle = yield Resolve(call)
             if request.plan.kind == "grammar":
                 _grammar_check((yield ModelFormat(handle)), handle.identifier)
             stage = "predict"
@@ -471,7 +493,7 @@ def predict(
                     yield Emit(item)
         except lms.LMStudioError as exc:
             call.finished = True
-            again = attempt == 1 and not sink.emitted
+            again = attempt == 1 and not sink.emitted and not call.stopped
             if _dropped(exc):
                 try:
                     yield Reconnect(generation)  # the retry (or the next call) finds it working

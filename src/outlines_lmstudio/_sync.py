@@ -115,7 +115,8 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
 
         def unstick() -> None:
             if thread.is_alive():
-                SYNC_RECONNECTS.reset(self.client, generation, self._drop)
+                with contextlib.suppress(Exception):  # a closed client: nothing left to drop
+                    SYNC_RECONNECTS.reset(self.client, generation, self._drop)
 
         _threads.later(DRAIN_SECONDS, unstick)
 
@@ -140,19 +141,23 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         return call.done
 
     def _upload(self, effect: _flow.Upload) -> dict[str, FileHandle]:
-        files = self.client.files
+        files, call = self.client.files, effect.call
         _threads.connect(files, self.connect_timeout, self._connect_error)
+        upload = partial(_threads.unless_left, call, files.prepare_image)
         return {
             image.digest: SYNC_IMAGES.get(
-                self.client, image.digest, partial(files.prepare_image, image.data, name=image.name)
+                self.client, image.digest, partial(upload, image.data, name=image.name)
             )
-            for image in effect.request.prompt.images
+            for image in call.request.prompt.images
         }
 
     def _resolve(self, effect: _flow.Resolve) -> lms.LLM:
-        llm, key = self.client.llm, effect.key
+        llm, key = self.client.llm, effect.call.request.key
         _threads.connect(llm, self.connect_timeout, self._connect_error)
-        return SYNC_HANDLES.get(self.client, key, lambda: llm.model(key) if key else llm.model())
+        resolve = partial(llm.model, key) if key else llm.model
+        return SYNC_HANDLES.get(
+            self.client, key, partial(_threads.unless_left, effect.call, resolve)
+        )
 
     def _model_format(self, effect: _flow.ModelFormat) -> str:
         handle: lms.LLM = effect.handle

@@ -19,10 +19,19 @@ from typing import Any
 
 import lmstudio as lms
 
-from ._common import Request
+from ._common import CONFIRM_SECONDS, Request
 from ._flow import Call, Flow, batch_result
 
-__all__ = ["Worker", "cancel", "check_open", "connect", "later", "new", "run_batch"]
+__all__ = [
+    "Worker",
+    "cancel",
+    "check_open",
+    "connect",
+    "later",
+    "new",
+    "run_batch",
+    "unless_left",
+]
 
 _BATCH = threading.local()  # the batch a pool thread works for, if any
 
@@ -66,6 +75,12 @@ def check_open(call: Call) -> None:
     """Refuse to start a prediction for a call its caller has left."""
     if call.stopped:
         raise _Left("the call was left before its prediction started")
+
+
+def unless_left(call: Call, action: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Do a server round trip for a call, unless its caller has left."""
+    check_open(call)
+    return action(*args, **kwargs)
 
 
 def cancel(call: Call) -> None:
@@ -194,6 +209,8 @@ def run_batch(run: Callable[[Flow[Any]], Any], flows: list[Flow[Any]], limit: in
     except KeyboardInterrupt as interrupt:
         scope.stop()
         pool.shutdown(wait=False, cancel_futures=True)
+        # The process may exit next: give LM Studio a moment to confirm the cancels.
+        concurrent.futures.wait(futures, timeout=CONFIRM_SECONDS)
         results = [_value(f) for f in futures]
         interrupt.__dict__["results"] = results
         done = sum(f.done() and not f.cancelled() and f.exception() is None for f in futures)

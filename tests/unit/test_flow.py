@@ -11,6 +11,8 @@ import pydantic
 import pytest
 
 from outlines_lmstudio import LMStudioConnectionError, ParseError, TruncatedOutputError
+from outlines_lmstudio import LMStudioModelNotFoundError as NotFound
+from outlines_lmstudio import LMStudioPredictionError as Failed
 from outlines_lmstudio._common import Completion, Request
 from outlines_lmstudio._config import parse_inference_kwargs
 from outlines_lmstudio._flow import (
@@ -31,6 +33,7 @@ from outlines_lmstudio._flow import (
     predict,
     sink_for_parse_stream,
     sink_for_stream,
+    wait_limit,
 )
 from outlines_lmstudio._inputs import format_input
 from outlines_lmstudio._output import plan_output
@@ -213,3 +216,41 @@ def test_a_failed_reconnect_says_why() -> None:
     with pytest.raises(LMStudioConnectionError, match="Cannot talk") as info:
         drive(predict(Call(request()), Sink(), errors), answer)
     assert info.value.__cause__ is refused
+
+
+def test_wait_limit_takes_the_nearer_bound() -> None:
+    assert wait_limit(None, 60.0, 0.0) == (60.0, False)
+    assert wait_limit(None, None, 0.0) == (None, False)
+    assert wait_limit(10.0, 60.0, 5.0) == (5.0, True)
+    assert wait_limit(100.0, 60.0, 5.0) == (60.0, False)
+    assert wait_limit(1.0, None, 5.0) == (0.0, True)  # already past: no wait at all
+
+
+def test_a_left_call_is_not_asked_again() -> None:
+    server = Server([DROP], [[fragment("b")]])
+    call = Call(request())
+    call.stopped = True
+    with pytest.raises(LMStudioConnectionError):
+        drive(predict(call, Sink(), errors), server.answer)
+    assert server.kinds().count("Open") == 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        (lms.LMStudioServerError("Cannot find a model with path or key 'x'"), NotFound),
+        (lms.LMStudioChannelClosedError("Server failed to load requested model."), Failed),
+        (lms.LMStudioRuntimeError("Attempted to read result from an active channel."), Failed),
+    ],
+)
+def test_only_a_server_that_says_so_means_model_not_found(
+    failure: lms.LMStudioError, expected: type[Exception]
+) -> None:
+    def answer(effect: Effect) -> Any:
+        if isinstance(effect, Resolve):
+            raise failure
+        return 0
+
+    with pytest.raises(expected) as info:
+        drive(predict(Call(request()), Sink(), errors), answer)
+    assert isinstance(info.value, NotFound) == (expected is NotFound)

@@ -1,0 +1,176 @@
+"""Nothing waits forever: connecting, each wait for LM Studio, streams, Ctrl-C in a batch."""
+
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+
+import lmstudio as lms
+import pytest
+
+from outlines_lmstudio import (
+    LMStudioConnectionError,
+    LMStudioModelNotFoundError,
+    LMStudioPredictionError,
+    LMStudioTimeoutError,
+    from_lmstudio,
+)
+from outlines_lmstudio.testing import Fault, LMStudioEmulator
+
+from .conftest import TEXT_MODEL, MakeModel
+from .fronts import Fronts
+from .misbehaving import Misbehaving
+
+
+def threads(prefix: str) -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith(prefix))
+
+
+def eventually(predicate: object, seconds: float = 20.0) -> bool:
+    """Poll a condition (a liveness check with a generous bound, not a timing assertion)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def sync_sdk_timeout() -> Iterator[None]:
+    """The sync SDK's own bound on each wait (process-wide), short for the test."""
+    before = lms.get_sync_api_timeout()
+    lms.set_sync_api_timeout(1.0)
+    yield
+    lms.set_sync_api_timeout(before)
+
+
+def test_the_default_bounds_are_set(fronts: Fronts, make_model: MakeModel) -> None:
+    model = fronts.raw(make_model(TEXT_MODEL))
+    assert model.connect_timeout == 10.0
+    assert model.read_timeout == 60.0
+    assert model.timeout is None
+
+
+@pytest.mark.parametrize("mode", ["no-auth", "mute"])
+def test_a_server_that_never_lets_us_in(fronts: Fronts, mode: str) -> None:
+    with Misbehaving(mode) as server:  # type: ignore[arg-type]
+        model = fronts.model(fronts.client(server.api_host, enter=False), connect_timeout=0.5)
+        for _ in range(3):
+            with pytest.raises(LMStudioConnectionError, match="LM Studio did not"):
+                model("hello")
+        # the sync model connects each session in one thread, not one per call
+        assert threads("outlines-lmstudio-connect") <= 1
+
+
+def test_a_server_that_goes_silent_after_auth(fronts: Fronts, sync_sdk_timeout: None) -> None:
+    with Misbehaving("silent") as server:
+        model = fronts.model(fronts.client(server.api_host, enter=False), read_timeout=1.0)
+        with pytest.raises(LMStudioTimeoutError):
+            model("hello")
+        assert server.auths >= 1
+
+
+def test_an_odd_reply_to_the_model_lookup_is_not_model_not_found(fronts: Fronts) -> None:
+    with Misbehaving("odd-lookup") as server:
+        model = fronts.model(fronts.client(server.api_host, enter=False), TEXT_MODEL)
+        with pytest.raises(LMStudioPredictionError, match="unexpected reply") as info:
+            model("hello")
+        assert not isinstance(info.value, LMStudioModelNotFoundError)
+
+
+def test_timed_out_sync_calls_leave_no_thread_behind() -> None:
+    before = threads("outlines-lmstudio-call")
+    with Misbehaving("silent") as server, lms.Client(server.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL)
+        for _ in range(10):
+            with pytest.raises(LMStudioTimeoutError):
+                model("hello", timeout=0.3)
+        assert eventually(lambda: threads("outlines-lmstudio-call") <= before)
+
+
+@pytest.mark.parametrize("entry", ["stream", "parse_stream"])
+def test_streams_honour_timeout(
+    make_model: MakeModel, emulator: LMStudioEmulator, entry: str
+) -> None:
+    emulator.add_fault(Fault(kind="hang", after_fragments=2))
+    model = make_model(TEXT_MODEL)
+    output_type = {"type": "object"} if entry == "parse_stream" else None
+    with pytest.raises(LMStudioTimeoutError, match=r"within 0\.5 s"):
+        for _ in getattr(model, entry)("hi", output_type, timeout=0.5):
+            pass
+    assert model("the client still works")
+
+
+def test_leaving_a_stalled_sync_stream_returns(
+    client: lms.Client, emulator: LMStudioEmulator
+) -> None:
+    emulator.add_fault(Fault(kind="hang", after_fragments=2))
+    model = from_lmstudio(client, TEXT_MODEL)
+    left = threading.Event()
+
+    def consume() -> None:
+        for _chunk in model.stream("hi"):
+            break
+        left.set()
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    assert left.wait(20)  # the SDK would wait 60 s for the cancel to be confirmed
+    assert model("the client still works")
+
+
+BATCH = textwrap.dedent(
+    """
+    import signal, sys
+    import lmstudio as lms
+    from outlines_lmstudio import from_lmstudio
+
+    with lms.Client(sys.argv[1]) as client:
+        model = from_lmstudio(client, sys.argv[2], max_concurrency=4)
+        prompts = [f"p{i}" for i in range(32)]
+        try:
+            print("STARTED", flush=True)
+            if sys.argv[3] == "batch":
+                model.batch(prompts)
+            else:
+                model.parse(prompts, str)
+        except KeyboardInterrupt as interrupt:
+            print("INTERRUPTED", len(interrupt.results), flush=True)
+            sys.exit(130)
+    print("FINISHED", flush=True)
+    """
+)
+
+
+@pytest.mark.usefixtures("sigint_default")
+@pytest.mark.parametrize("call", ["batch", "parse"])
+def test_ctrl_c_stops_a_sync_batch(slow_emulator: LMStudioEmulator, call: str) -> None:
+    emulator = slow_emulator
+    emulator.script(TEXT_MODEL, lambda prediction: '"' + "word " * 200 + '"')
+    process = subprocess.Popen(
+        [sys.executable, "-c", BATCH, emulator.api_host, TEXT_MODEL, call],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "STARTED"
+        assert eventually(
+            lambda: any(len(p.fragments) > 2 for p in emulator.predictions), seconds=30
+        )
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert "INTERRUPTED 32" in out, err
+    assert process.returncode == 130
+    assert eventually(lambda: all(p.done for p in emulator.predictions))
+    started = emulator.predictions
+    assert len(started) < 32  # the queued items never started
+    assert all(p.cancelled for p in started if p.stop_reason != "eosFound")
+    assert any(p.cancelled for p in started)

@@ -198,7 +198,7 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
         return await ASYNC_FORMATS.get(self.client, handle.identifier, fetch)
 
     async def _open(self, effect: _flow.Open) -> None:
-        reader = AsyncReader()  # prompt-processing progress counts as a sign of life
+        reader = AsyncReader(whole=not effect.live)  # progress counts as a sign of life
         kwargs = reader.watch_progress(effect.kwargs)
         reader.start(await effect.handle.respond_stream(effect.chat, **kwargs))
         effect.call.reader = reader

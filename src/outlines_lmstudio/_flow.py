@@ -128,13 +128,17 @@ class ModelFormat(Effect):
 
 @dataclass(frozen=True)
 class Open(Effect):
-    """Start a prediction; gives a reader the front can `Read`."""
+    """Start a prediction; gives a reader the front can `Read`.
+
+    ``live``: the caller sees the reply as it comes (else it may be read in one piece).
+    """
 
     method = "_open"
     call: Call
     handle: Any
     chat: lms.Chat
     kwargs: dict[str, Any]
+    live: bool = True
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,7 @@ class Sink:
     """
 
     emitted = False
+    live = False  # whether the caller sees pieces before the end
 
     def begin(self) -> None:
         """Start an attempt (forget what an earlier, failed attempt sent)."""
@@ -271,6 +276,8 @@ class Sink:
 
 class _TextSink(Sink):
     """Answer text as it arrives (never the reasoning)."""
+
+    live = True
 
     def feed(self, chunk: ReplyChunk) -> Iterable[Any]:
         if chunk.reasoning:
@@ -291,6 +298,8 @@ class _RenderedSink(Sink):
 
 class _PartialSink(Sink):
     """Partial JSON values of the answer while it streams, then the validated value."""
+
+    live = True
 
     def __init__(self, validator: Validator) -> None:
         self._validator = validator
@@ -322,6 +331,8 @@ class ChunkSink(Sink):
     reply
         The finished `Reply` (``None`` until the stream has ended).
     """
+
+    live = True
 
     def __init__(self, render: Callable[[str], str]) -> None:
         self._render = render
@@ -482,7 +493,8 @@ def predict(
             stage = "predict"
             call.finished = False
             reply = _Reply(request, clock)
-            yield Open(call, handle, build_chat(request.prompt, handles), request.sdk_kwargs())
+            chat = build_chat(request.prompt, handles)
+            yield Open(call, handle, chat, request.sdk_kwargs(), sink.live)
             while (fragments := (yield Read(call))) is not None:
                 for chunk in reply.feed(fragments):
                     for item in sink.feed(chunk):

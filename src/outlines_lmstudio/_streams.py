@@ -155,17 +155,27 @@ class AsyncReader:
 
     Make it, let `watch_progress` wrap the SDK keywords, start the prediction with them,
     then `start` reading its stream.
+
+    Parameters
+    ----------
+    whole
+        Nobody sees the reply before its end: the fragments are handed over at once when it
+        ends (no task switch per fragment), and each one only pushes the wait's bound back.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, whole: bool = False) -> None:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._whole = whole
+        self._held: list[lms.LlmPredictionFragment] = []
+        self._waiting: asyncio.Timeout | None = None
+        self._bounds: tuple[float | None, float | None] = (None, None)
 
     def watch_progress(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Return the prediction's SDK keywords with a progress callback that notes activity."""
         theirs = kwargs.get("on_prompt_processing_progress")
 
         def progress(value: float) -> None:
-            self._queue.put_nowait(_PROGRESS)
+            self._alive(_PROGRESS)
             if theirs is not None:
                 theirs(value)
 
@@ -176,12 +186,37 @@ class AsyncReader:
         self.stream = stream
         self._pump = asyncio.create_task(self._fill())
 
+    def _alive(self, item: Any) -> None:
+        """Take a fragment or a progress mark: queue it, or (whole) keep it and wait longer."""
+        if not self._whole:
+            self._queue.put_nowait(item)
+            return
+        if item is not _PROGRESS:
+            self._held.append(item)
+        idle, deadline = self._bounds
+        waiting = self._waiting
+        if waiting is None or idle is None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        when = waiting.when()
+        if when is not None and when - now >= idle / 2:
+            return  # pushed back recently enough: one timer move per half bound, not per fragment
+        until = now + idle
+        if deadline is not None:
+            until = min(until, now + deadline - time.monotonic())
+        waiting.reschedule(until)
+
     async def _fill(self) -> None:
         try:
             async for fragment in self.stream:
-                self._queue.put_nowait(fragment)
+                self._alive(fragment)
+            if self._held:
+                self._queue.put_nowait(self._held)
             self._queue.put_nowait(_END)
         except lms.LMStudioError as exc:
+            if self._held:
+                self._queue.put_nowait(self._held)
             self._queue.put_nowait(exc)
 
     def result(self) -> lms.PredictionResult:
@@ -197,11 +232,22 @@ class AsyncReader:
             With the argument ``"deadline"`` when the call's own limit ran out.
         """
         while True:
-            limit, by_deadline = wait_limit(deadline, idle, time.monotonic())
-            try:
-                item = await asyncio.wait_for(self._queue.get(), limit)
-            except TimeoutError:
-                raise TimeoutError("deadline" if by_deadline else "idle") from None
+            if not self._queue.empty():  # no timer for what has arrived already
+                item = self._queue.get_nowait()
+            else:
+                limit, _ = wait_limit(deadline, idle, time.monotonic())
+                scope = asyncio.timeout(limit)
+                self._waiting, self._bounds = scope, (idle, deadline)
+                try:
+                    async with scope:
+                        item = await self._queue.get()
+                except TimeoutError:
+                    if not scope.expired():
+                        raise
+                    late = deadline is not None and time.monotonic() >= deadline - 0.001
+                    raise TimeoutError("deadline" if late else "idle") from None
+                finally:
+                    self._waiting = None
             if item is not _PROGRESS:
                 return item
 
@@ -234,7 +280,9 @@ class AsyncReader:
                 if isinstance(item, BaseException):
                     raise item
                 return None
-            if item is not _PROGRESS:
+            if isinstance(item, list):
+                fragments += item
+            elif item is not _PROGRESS:
                 fragments.append(item)
             if self._queue.empty():
                 return fragments

@@ -148,7 +148,7 @@ def test_file_handles_pass_through() -> None:
         ("", InvalidPromptError, "empty"),
         ("   ", InvalidPromptError, "empty"),
         ([], InvalidPromptError, "empty"),
-        (["text", "more text", 5], UnsupportedInputError, "item 2"),
+        (["text", png(), 5], UnsupportedInputError, "item 2"),
         ([png(), "text"], UnsupportedInputError, "start with the text"),
         (["see", Video(video=b"x")], UnsupportedInputError, "only images"),
         (Audio(audio=b"x"), UnsupportedInputError, "Audio"),

@@ -80,7 +80,7 @@ def _real(name: str, value: object, *, integer: bool = False) -> float:
 
 
 def _count(name: str, value: object) -> object:
-    """A token count: an int from 1 to `MAX_COUNT`."""
+    """Check a token count: an int from 1 to `MAX_COUNT`."""
     number = _real(name, value, integer=True)
     if number < 1:
         raise InvalidInferenceValueError(f"{name} must be at least 1, got {_describe(value)}.")
@@ -95,7 +95,7 @@ def _max_tokens(name: str, value: object) -> object:
 def _ranged(
     low: float, high: float | None, *, low_open: bool = False, off: bool = False
 ) -> Checker:
-    """A number in ``[low, high]`` (``(low, ...`` when ``low_open``); ``False`` if ``off``."""
+    """Make a checker of a number in ``[low, high]`` (``low`` excluded if ``low_open``)."""
 
     def check(name: str, value: object) -> object:
         if off and value is False:

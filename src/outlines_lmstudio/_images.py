@@ -259,7 +259,10 @@ class ImageCache:
         entry = self._entries.get(id(image))
         if entry is None or entry.ref() is not image or len(entry.witness) != len(witness):
             return None
-        same = (a is b or (type(a) is tuple and a == b) for a, b in zip(entry.witness, witness))
+        same = (
+            a is b or (type(a) is tuple and a == b)
+            for a, b in zip(entry.witness, witness, strict=True)
+        )
         if all(same):
             with self._lock:
                 if id(image) in self._entries:

@@ -295,11 +295,7 @@ def _chat_message(index: int, message: object) -> Message:
     if type(content) is str and role != "tool":  # the common case, checked cheaply
         if role == "user" and not content.strip():
             raise InvalidPromptError(f"Chat message {index}: the user message is empty.")
-        if (
-            role == "user"
-            or role == "system"
-            or (role == "assistant" and not message.get("tool_calls"))
-        ):
+        if role in ("user", "system") or (role == "assistant" and not message.get("tool_calls")):
             return Message(role, (content,))
     return _chat_message_slow(f"Chat message {index}", role, content, message)
 
@@ -342,8 +338,8 @@ def _merged(messages: Iterable[Message]) -> list[Message]:
     """Join consecutive messages of one role where the SDK would refuse or merge them.
 
     System and assistant texts are joined with a blank line and their tool calls kept
-    in order (the SDK refuses them apart); consecutive user messages become one message with all their parts (what
-    the SDK's ``add_user_message`` does).
+    in order (the SDK refuses them apart); consecutive user messages become one
+    message with all their parts (what the SDK's ``add_user_message`` does).
     """
     result: list[Message] = []
     for message in messages:
@@ -359,38 +355,33 @@ def _merged(messages: Iterable[Message]) -> list[Message]:
 
 
 def _with_tool_calls(message: Message) -> AssistantResponse:
-    """An assistant message with tool call requests (the SDK's public struct parser)."""
-    requests = [
-        {
-            "type": "toolCallRequest",
-            "toolCallRequest": {"type": "function", "name": c.name, "arguments": c.arguments}
-            | ({"id": c.id} if c.id else {}),
-        }
-        for c in message.tool_calls
-    ]
-    return AssistantResponse.from_dict(
-        {"role": "assistant", "content": [{"type": "text", "text": message.text}, *requests]}
-    )
+    """Build an assistant message with tool call requests (the SDK's public parser)."""
+    content: list[Any] = [{"type": "text", "text": message.text}]
+    for call in message.tool_calls:
+        request: dict[str, Any] = {"type": "function", "name": call.name}
+        request["arguments"] = call.arguments
+        if call.id:
+            request["id"] = call.id
+        content.append({"type": "toolCallRequest", "toolCallRequest": request})
+    return AssistantResponse.from_dict({"role": "assistant", "content": content})
+
+
+def _user_content(part: Part, handles: Mapping[str, FileHandle]) -> TextData | FileHandle:
+    if type(part) is str:
+        return TextData(text=part)
+    if type(part) is ImageData:
+        return handles[part.digest]
+    assert isinstance(part, FileHandle)
+    return part
 
 
 def _history(prompt: ChatPrompt, handles: Mapping[str, FileHandle]) -> ChatHistoryData:
-    """The SDK's history struct for a prompt, built directly (as ``lms.Chat.add_*`` do)."""
+    """Build the SDK's history struct for a prompt directly (as ``lms.Chat.add_*`` do)."""
     history: list[Any] = []
     for message in _merged(prompt.messages):
         role = message.role
         if role == "user":
-            history.append(
-                UserMessage(
-                    content=[
-                        TextData(text=p)
-                        if type(p) is str
-                        else handles[p.digest]
-                        if type(p) is ImageData
-                        else p
-                        for p in message.parts
-                    ]
-                )
-            )
+            history.append(UserMessage(content=[_user_content(p, handles) for p in message.parts]))
         elif role == "assistant":
             if message.tool_calls:
                 history.append(_with_tool_calls(message))

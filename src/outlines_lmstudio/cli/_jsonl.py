@@ -16,6 +16,7 @@ streams: written to, never read to resume and never cut.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -308,7 +309,8 @@ class OutputFile:
             self._existing = _identity(os.stat(self.path))
         except OSError as exc:
             if not isinstance(exc, FileExistsError):
-                tmp.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # e.g. a read-only file system
+                    tmp.unlink(missing_ok=True)
             raise CliError(
                 f"Cannot rewrite {str(self.path)!r} without its error lines "
                 f"({exc.filename or self.path}: {exc.strerror}); the file is unchanged."

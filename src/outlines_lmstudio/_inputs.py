@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import singledispatch
+from functools import cached_property, singledispatch
 from typing import Any, Literal
 
 import lmstudio as lms
@@ -44,7 +44,7 @@ _ROLES = ("system", "user", "assistant", "tool")
 _SUPPORTED = "a str, a list [prompt, Image, ...], an outlines.inputs.Chat or an lmstudio.Chat"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ToolCall:
     """A tool call requested by the assistant in an earlier turn."""
 
@@ -53,7 +53,7 @@ class ToolCall:
     arguments: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Message:
     """One chat message with its parts (text, images, uploaded file handles)."""
 
@@ -86,9 +86,9 @@ class ChatPrompt:
     messages: tuple[Message, ...] = ()
     passthrough: lms.Chat | None = field(default=None, compare=False)
 
-    @property
+    @cached_property
     def images(self) -> list[ImageData]:
-        """Distinct images to upload, in first-use order."""
+        """Distinct images to upload, in first-use order (computed once)."""
         seen: dict[str, ImageData] = {}
         for message in self.messages:
             if message.role != "user":
@@ -133,7 +133,7 @@ def format_input(model_input: object) -> ChatPrompt:
 
 @format_input.register
 def _(model_input: str) -> ChatPrompt:
-    if not model_input.strip():
+    if not model_input or model_input.isspace():
         raise InvalidPromptError("The prompt is empty. Pass some text to the model.")
     return ChatPrompt((Message("user", (plain_str(model_input),)),))
 

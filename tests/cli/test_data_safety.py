@@ -34,6 +34,15 @@ ITEMS = (
 )
 
 
+RESULT_AND_ERROR = (
+    json.dumps({"id": "a", "result": {"name": "Ann", "age": 3}})
+    + "\n"
+    + json.dumps({"id": "b", "error": {"type": "ParseError", "message": "x"}})
+    + "\n"
+)
+"""An earlier output of extract: one result, one error."""
+
+
 @pytest.fixture
 def files(tmp_path: Path) -> tuple[Path, Path]:
     schema = tmp_path / "person.schema.json"
@@ -145,12 +154,7 @@ def test_retry_errors_that_cannot_rewrite_keeps_the_file(
 ) -> None:
     schema, source = files
     target = tmp_path / "out.jsonl"
-    content = (
-        json.dumps({"id": "a", "result": {"name": "Ann", "age": 3}})
-        + "\n"
-        + json.dumps({"id": "b", "error": {"type": "ParseError", "message": "x"}})
-        + "\n"
-    )
+    content = RESULT_AND_ERROR
     target.write_text(content)
     (tmp_path / ".out.jsonl.tmp").mkdir()  # the rewrite's temporary name is taken
     result = run_cli(*extract(schema, source, "out.jsonl", "--retry-errors"))
@@ -195,12 +199,7 @@ def test_read_only_output_and_folder_are_one_line(
     folder = tmp_path / "ro"
     folder.mkdir()
     target = folder / "out.jsonl"
-    content = (
-        json.dumps({"id": "a", "result": {"name": "Ann", "age": 3}})
-        + "\n"
-        + json.dumps({"id": "b", "error": {"type": "ParseError", "message": "x"}})
-        + "\n"
-    )
+    content = RESULT_AND_ERROR
     target.write_text(content)
     retry = run_read_only(folder, emulator, *extract(schema, source, str(target), "--retry-errors"))
     assert retry.returncode == 2
@@ -300,15 +299,8 @@ def test_chat_save_failures_keep_the_session(emulator: LMStudioEmulator, tmp_pat
 # -- one line, the documented exit status ---------------------------------------------------
 
 
-def test_emulator_bad_port_is_one_line() -> None:
-    result = subprocess.run(
-        [*script_path(), "emulator", "--port", "99999"],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=30,
-        check=False,
-    )
+def test_emulator_bad_port_is_one_line(run_cli: RunCli) -> None:
+    result = run_cli("emulator", "--port", "99999", host=False)
     assert result.returncode == 2
     assert_one_line_error(result, "--port", "99999 is not a port")
     assert len(result.stderr.strip().splitlines()) == 1

@@ -1,29 +1,27 @@
 """Inputs that used to fail after the socket was open, or were refused wrongly (issue 13).
 
-Each is sent through the real SDK to the emulator and checked on the wire.
+Each is sent through the real SDK to the emulator and checked on the wire, on both fronts.
 """
 
 import base64
 import io
 
-import lmstudio as lms
 import pytest
 from markupsafe import Markup
 from outlines.inputs import Chat, Image
 from PIL import Image as PILImage
 
-from outlines_lmstudio import from_lmstudio
 from outlines_lmstudio._images import IMAGES
 from outlines_lmstudio.testing import LMStudioEmulator
 
-from .conftest import TEXT_MODEL, VISION_MODEL
+from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
 from .helpers import message_texts
 
 
 def test_str_subclasses_are_sent_as_plain_text(
-    client: lms.Client, emulator: LMStudioEmulator
+    make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:
-    model = from_lmstudio(client, TEXT_MODEL)
+    model = make_model(TEXT_MODEL)
     model(Markup("<b>Hi</b>"), stop=[Markup("###")], model=Markup(TEXT_MODEL), max_tokens=3)
     prediction = emulator.predictions[-1]
     assert message_texts(prediction.messages) == [("user", "<b>Hi</b>")]
@@ -49,9 +47,9 @@ def test_str_subclasses_are_sent_as_plain_text(
 
 
 def test_reasoning_parsing_reaches_the_server(
-    client: lms.Client, emulator: LMStudioEmulator
+    make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:
-    model = from_lmstudio(client, TEXT_MODEL)
+    model = make_model(TEXT_MODEL)
     model("Hi", max_tokens=3, reasoning_parsing={"start_string": "<t>", "end_string": "</t>"})
     model("Hi", max_tokens=3, config={"reasoningParsing": False})
     sent = [
@@ -78,9 +76,9 @@ def mpo_image() -> tuple[Image, bytes]:
     return Image(PILImage.open(io.BytesIO(data))), data
 
 
-def test_mpo_still_is_sent_as_jpeg(client: lms.Client, emulator: LMStudioEmulator) -> None:
+def test_mpo_still_is_sent_as_jpeg(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
     image, _ = mpo_image()
-    model = from_lmstudio(client, VISION_MODEL)
+    model = make_model(VISION_MODEL)
     model(["Describe", image], max_tokens=3)
     (sent,) = emulator.predictions[-1].images
     with PILImage.open(io.BytesIO(sent)) as decoded:
@@ -92,7 +90,7 @@ def test_mpo_still_is_sent_as_jpeg(client: lms.Client, emulator: LMStudioEmulato
 
 @pytest.mark.parametrize("mode", ["LA", "RGBA", "PA", "CMYK", "I;16"])
 def test_pil_modes_are_converted_not_refused(
-    client: lms.Client, emulator: LMStudioEmulator, mode: str
+    make_model: MakeModel, emulator: LMStudioEmulator, mode: str
 ) -> None:
     picture = PILImage.new("RGBA", (16, 12), (200, 10, 10, 128)).convert(
         "RGBA" if mode == "PA" else mode
@@ -100,7 +98,7 @@ def test_pil_modes_are_converted_not_refused(
     if mode == "PA":
         picture = picture.convert("RGB").convert("P").convert("PA")
     picture.format = "JPEG" if mode in ("LA", "RGBA") else None  # alpha data labelled JPEG
-    model = from_lmstudio(client, VISION_MODEL)
+    model = make_model(VISION_MODEL)
     model(["Describe", picture], max_tokens=3)
     (sent,) = emulator.predictions[-1].images
     with PILImage.open(io.BytesIO(sent)) as decoded:
@@ -111,12 +109,12 @@ def test_pil_modes_are_converted_not_refused(
 
 
 def test_reused_image_is_normalised_once_and_uploaded_once(
-    client: lms.Client, emulator: LMStudioEmulator
+    make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:
     buffer = io.BytesIO()
     PILImage.new("RGB", (40, 30), "green").save(buffer, format="JPEG")
     image = Image(PILImage.open(io.BytesIO(buffer.getvalue())))
-    model = from_lmstudio(client, VISION_MODEL)
+    model = make_model(VISION_MODEL)
     model(["One", image], max_tokens=2)
     first = IMAGES.get(image, (image.image_str, image.image))
     assert first is not None

@@ -253,6 +253,17 @@ class PredictionArgs:
     model: str | None = None
     timeout: float | None = None
 
+    def reasoning_tags(self) -> tuple[str, str]:
+        """Return the reasoning start and end strings this call asks LM Studio to parse.
+
+        The ``reasoning_parsing`` setting when given and enabled, else ``<think>`` and
+        ``</think>``; for ``ReasoningSplitter(start_tag=..., end_tag=...)``.
+        """
+        parsing = (self.config or {}).get("reasoningParsing")
+        if isinstance(parsing, Mapping) and parsing.get("enabled"):
+            return str(parsing["startString"]), str(parsing["endString"])
+        return DEFAULT_THINK_TAGS
+
     def sdk_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``LLM.respond`` / ``respond_stream``."""
         kwargs: dict[str, Any] = dict(self.callbacks)

@@ -251,3 +251,17 @@ def test_str_subclasses_become_str() -> None:
     assert [type(s) for s in args.config["stopStrings"]] == [str]
     assert type(args.model) is str
     assert type(args.preset) is str
+
+
+def test_reasoning_tags_for_the_splitter() -> None:
+    assert parse_inference_kwargs({}).reasoning_tags() == ("<think>", "</think>")
+    assert parse_inference_kwargs({"reasoning_parsing": False}).reasoning_tags() == (
+        "<think>",
+        "</think>",
+    )
+    custom = {"start_string": "[r]", "end_string": "[/r]"}
+    assert parse_inference_kwargs({"reasoning_parsing": custom}).reasoning_tags() == ("[r]", "[/r]")
+    assert parse_inference_kwargs({"config": {"reasoningParsing": custom}}).reasoning_tags() == (
+        "[r]",
+        "[/r]",
+    )

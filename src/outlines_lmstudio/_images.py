@@ -172,9 +172,12 @@ def image_from_bytes(data: bytes) -> ImageData:
             fmt = (image.format or "").upper()
             _check_size(*image.size)
             _check_still(image)
-            if fmt in _PASS_THROUGH or fmt == "MPO":
-                image.load() if fmt == "MPO" else image.verify()
-                return _make(data, _PASS_THROUGH.get(fmt, "image/jpeg"))
+            if fmt == "MPO":
+                image.load()  # decodes the primary image; verify() would read the previews
+                return _make(data, "image/jpeg")
+            if fmt in _PASS_THROUGH:
+                image.verify()
+                return _make(data, _PASS_THROUGH[fmt])
             image.load()
             return _encode(image)
     except InvalidImageError:

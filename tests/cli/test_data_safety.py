@@ -361,3 +361,16 @@ def test_unexpected_error_is_one_line_unless_asked(
     monkeypatch.setenv(cli.TRACEBACK_VARIABLE, "1")
     with pytest.raises(ZeroDivisionError):
         cli.main(["emulator"])
+
+
+def test_deeply_nested_lines_are_one_line_errors(
+    run_cli: RunCli, files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    schema, _ = files
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    result = run_cli(*extract(schema, deep, "out.jsonl"))
+    assert result.returncode == 2
+    assert_one_line_error(result, "deep.jsonl, line 1", "nested too deeply")
+    with pytest.raises(CliError, match="left untouched"):
+        scan_output(b"[" * 100_000 + b"]" * 100_000 + b"\n", "f")

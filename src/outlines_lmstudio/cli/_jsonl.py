@@ -76,6 +76,8 @@ def read_items(path: Path) -> list[Item]:
                 f"{where} is not valid JSON ({exc.msg} at column {exc.colno}). Each line must "
                 'be an object like {"id": "a1", "prompt": "..."}; fix or remove that line.'
             ) from None
+        except RecursionError:
+            raise CliError(f"{where} is JSON nested too deeply to read.") from None
         if not isinstance(data, dict):
             raise CliError(
                 f'{where} is a JSON {type(data).__name__}, not an object {{"id", "prompt"}}.'
@@ -130,7 +132,7 @@ def _is_record(raw: bytes) -> tuple[str, bool] | None:
     """Return ``(id key, is error)`` for an output line, ``None`` for anything else."""
     try:
         record = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
         return None
     if not isinstance(record, dict) or "id" not in record:
         return None

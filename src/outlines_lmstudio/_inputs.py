@@ -147,7 +147,7 @@ def _(model_input: list) -> ChatPrompt:  # type: ignore[type-arg]
 def _(model_input: Chat) -> ChatPrompt:
     if not model_input.messages:
         raise InvalidPromptError("The Chat has no messages. Add at least one user message.")
-    messages = tuple(_chat_message(i, m) for i, m in enumerate(model_input.messages))
+    messages = tuple([_chat_message(i, m) for i, m in enumerate(model_input.messages)])
     if all(m.role != "user" for m in messages):
         raise InvalidPromptError("The Chat has no user message. Add one with add_user_message().")
     return ChatPrompt(messages)
@@ -293,7 +293,7 @@ def _chat_message(index: int, message: object) -> Message:
     role = message.get("role")
     content = message.get("content")
     if type(content) is str and role != "tool":  # the common case, checked cheaply
-        if role == "user" and not content.strip():
+        if role == "user" and (not content or content.isspace()):
             raise InvalidPromptError(f"Chat message {index}: the user message is empty.")
         if role in ("user", "system") or (role == "assistant" and not message.get("tool_calls")):
             return Message(role, (content,))

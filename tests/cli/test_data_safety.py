@@ -7,6 +7,7 @@ every failure is one line with the documented exit status.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shlex
@@ -262,6 +263,8 @@ def test_chat_save_failures_keep_the_session(emulator: LMStudioEmulator, tmp_pat
         timeout=15,
         dimensions=(50, 200),
     )
+    screen = io.StringIO()
+    chat.logfile_read = screen
     try:
         chat.expect("you> ")
         chat.sendline("Hello")
@@ -285,7 +288,8 @@ def test_chat_save_failures_keep_the_session(emulator: LMStudioEmulator, tmp_pat
         chat.expect(pexpect.EOF)
     finally:
         chat.close(force=True)
-    assert "Traceback" not in (chat.before or "")
+    assert "Traceback" not in screen.getvalue()
+    assert screen.getvalue().count("! Cannot save to") == 4  # one line each, session kept
     assert chat.exitstatus == 0
     saved = json.loads((tmp_path / "chat.json").read_text())
     assert [m["content"] for m in saved["messages"]] == [

@@ -414,13 +414,8 @@ class _Reply:
     """One attempt's reply as it arrives: answer apart from reasoning, and when it began."""
 
     def __init__(self, request: Request, clock: Callable[[], float]) -> None:
-        parsing = (request.args.config or {}).get("reasoningParsing")
-        if isinstance(parsing, dict) and parsing.get("startString") and parsing.get("endString"):
-            self.split = ReasoningSplitter(
-                start_tag=parsing["startString"], end_tag=parsing["endString"]
-            )
-        else:
-            self.split = ReasoningSplitter()
+        start, end = request.args.reasoning_tags()  # the call's reasoning_parsing, or <think>
+        self.split = ReasoningSplitter(start_tag=start, end_tag=end)
         self._clock = clock
         self._started = clock()
         self._first_answer: float | None = None

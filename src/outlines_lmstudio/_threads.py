@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import heapq
+import itertools
 import queue
 import threading
 import time
@@ -90,11 +92,41 @@ def cancel(call: Call) -> None:
             call.reader.stream.cancel()
 
 
+_TIMERS: list[tuple[float, int, Callable[[], None]]] = []  # a heap, by due time
+_TIMERS_CHANGED = threading.Condition()
+_TIMER_IDS = itertools.count()
+_watcher: threading.Thread | None = None
+
+
 def later(seconds: float, action: Callable[[], None]) -> None:
-    """Run ``action`` in a daemon thread after ``seconds``."""
-    timer = threading.Timer(seconds, action)
-    timer.daemon = True
-    timer.start()
+    """Run ``action`` after ``seconds``, in one shared daemon thread (not a thread each)."""
+    global _watcher
+    with _TIMERS_CHANGED:
+        heapq.heappush(_TIMERS, (time.monotonic() + seconds, next(_TIMER_IDS), action))
+        if _watcher is None:
+            _watcher = threading.Thread(target=_watch, name="outlines-lmstudio-watch", daemon=True)
+            _watcher.start()
+        _TIMERS_CHANGED.notify()
+
+
+def _watch() -> None:
+    """Run due actions; end after a minute with nothing to do."""
+    global _watcher
+    while True:
+        with _TIMERS_CHANGED:
+            if not _TIMERS:
+                _TIMERS_CHANGED.wait(60.0)
+                if not _TIMERS:
+                    _watcher = None
+                    return
+                continue
+            due, _, action = _TIMERS[0]
+            if due > time.monotonic():
+                _TIMERS_CHANGED.wait(due - time.monotonic())
+                continue
+            heapq.heappop(_TIMERS)
+        with contextlib.suppress(Exception):  # a closed client: nothing left to do
+            action()
 
 
 class Worker:

@@ -254,3 +254,21 @@ def test_only_a_server_that_says_so_means_model_not_found(
     with pytest.raises(expected) as info:
         drive(predict(Call(request()), Sink(), errors), answer)
     assert isinstance(info.value, NotFound) == (expected is NotFound)
+
+
+def test_later_runs_actions_in_one_shared_thread() -> None:
+    import functools
+    import threading
+
+    from outlines_lmstudio import _threads
+
+    done: list[int] = []
+    finished = threading.Event()
+    for i in range(20):
+        _threads.later(0.01 * (20 - i), functools.partial(done.append, i))
+    _threads.later(0.3, finished.set)
+    assert finished.wait(20)
+    assert sorted(done) == list(range(20))
+    assert done == sorted(done, reverse=True)  # by due time, not by order of arming
+    watchers = [t for t in threading.enumerate() if t.name == "outlines-lmstudio-watch"]
+    assert len(watchers) == 1

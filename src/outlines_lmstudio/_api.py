@@ -321,20 +321,9 @@ class ModelApi(Common):
     def reply(self, model_input: Any, output_type: Any = None, **inference_kwargs: Any) -> Any:
         """Generate a response; return its answer, the model's reasoning and the stats.
 
-        Parameters
-        ----------
-        model_input
-            As for `generate`.
-        output_type
-            As for `generate`.
-        **inference_kwargs
-            As for `generate`.
-
-        Returns
-        -------
-        Reply
-            ``text`` (exactly what `generate` returns), ``reasoning`` (``""`` when the
-            model did not reason) and ``stats`` (async: an awaitable of it).
+        Takes the arguments of `generate`. Returns a `Reply` (async: an awaitable of it):
+        ``text`` is exactly what `generate` returns, ``reasoning`` is ``""`` when the model
+        did not reason, and ``stats`` has the token counts, stop reason and timings.
         """
         request = self._prepare(model_input, output_type, inference_kwargs)
         return self._run(_flow.reply(request))
@@ -344,19 +333,7 @@ class ModelApi(Common):
     ) -> Any:
         """Generate responses to several inputs concurrently; a `Reply` for each, in order.
 
-        Parameters
-        ----------
-        model_input
-            The inputs.
-        output_type
-            The output type, the same for every input.
-        **inference_kwargs
-            As for `generate_batch`.
-
-        Returns
-        -------
-        list[Reply]
-            One reply per input (async: awaitable).
+        Takes the arguments of `generate_batch`; returns ``list[Reply]`` (async: awaitable).
         """
         requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
         return self._map([_flow.reply(r) for r in requests], limit)
@@ -366,20 +343,8 @@ class ModelApi(Common):
     ) -> ReplyStream:
         """Stream a response as `ReplyChunk` pieces, reasoning included.
 
-        Parameters
-        ----------
-        model_input
-            As for `generate`.
-        output_type
-            As for `generate`.
-        **inference_kwargs
-            As for `generate`.
-
-        Returns
-        -------
-        ReplyStream
-            Iterable (async iterable on `AsyncLMStudio`) of `ReplyChunk`; its ``reply``
-            holds the finished `Reply` once the stream has ended.
+        Takes the arguments of `generate`. Returns a `ReplyStream`: iterate it (``async
+        for`` on `AsyncLMStudio`); once it has ended, its ``reply`` holds the `Reply`.
         """
         request = self._prepare(model_input, output_type, inference_kwargs)
         sink = ChunkSink(request.plan.render)

@@ -31,7 +31,7 @@ from ._common import (
     Request,
 )
 from ._flow import Call, Emit, Flow, Runner, Sink, wait_limit
-from ._streams import AsyncReader
+from ._streams import AsyncReader, stop_when_open
 
 __all__ = ["AsyncLMStudio"]
 
@@ -200,7 +200,12 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
     async def _open(self, effect: _flow.Open) -> None:
         reader = AsyncReader(whole=not effect.live)  # progress counts as a sign of life
         kwargs = reader.watch_progress(effect.kwargs)
-        reader.start(await effect.handle.respond_stream(effect.chat, **kwargs))
+        opening = asyncio.ensure_future(effect.handle.respond_stream(effect.chat, **kwargs))
+        try:  # shielded: a request already sent is cancelled once open, never left running
+            reader.start(await asyncio.shield(opening))
+        except asyncio.CancelledError:
+            stop_when_open(opening)
+            raise
         effect.call.reader = reader
 
     async def _read(self, effect: _flow.Read) -> list[lms.LlmPredictionFragment] | None:

@@ -15,11 +15,11 @@ from ._common import CONFIRM_SECONDS, DRAIN_SECONDS
 from ._flow import wait_limit
 from ._interrupt import SigintGuard
 
-__all__ = ["AsyncReader", "SyncReader", "stream_text"]
+__all__ = ["AsyncReader", "SyncReader", "stop_when_open", "stream_text"]
 
 _END = object()
 _PROGRESS = object()
-_DRAINING: set[asyncio.Task[None]] = set()
+_DRAINING: set[asyncio.Future[None]] = set()
 
 
 class SyncReader:
@@ -307,3 +307,22 @@ class AsyncReader:
             await asyncio.wait_for(self._pump, DRAIN_SECONDS)
         except (TimeoutError, asyncio.CancelledError):
             self._pump.cancel()
+
+
+def stop_when_open(opening: asyncio.Future[lms.AsyncPredictionStream]) -> None:
+    """Cancel on the server a prediction whose start its caller stopped waiting for.
+
+    The request may already be on its way; once the SDK hands over the stream, it is
+    cancelled, and read until LM Studio confirms (at most ``DRAIN_SECONDS``).
+    """
+
+    def opened(done: asyncio.Future[lms.AsyncPredictionStream]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        reader = AsyncReader()
+        reader.start(done.result())
+        stop = asyncio.ensure_future(reader.stop())
+        _DRAINING.add(stop)
+        stop.add_done_callback(_DRAINING.discard)
+
+    opening.add_done_callback(opened)

@@ -173,6 +173,7 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         call.reader = SyncReader(stream, guard, per_fragment=not guard.armed)
 
     def _read(self, effect: _flow.Read) -> list[lms.LlmPredictionFragment] | None:
+        _threads.check_open(effect.call)  # the first read sends the request: not once left
         reader: SyncReader = effect.call.reader
         return reader.read()
 

@@ -1,6 +1,10 @@
 """Small helpers shared by the end-to-end tests."""
 
 import io
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from outlines.inputs import Image
@@ -26,3 +30,25 @@ def message_texts(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
         text = "".join(p.get("text", "") for p in message["content"] if p.get("type") == "text")
         result.append((message["role"], text))
     return result
+
+
+def interrupted(script: str, args: list[str], ready: Callable[[], object]) -> tuple[int, str, str]:
+    """Run a Python script, Ctrl-C it once it printed STARTED and ``ready()`` returned.
+
+    Returns the exit status, the standard output and the standard error.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "STARTED"
+        ready()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    return process.returncode, out, err

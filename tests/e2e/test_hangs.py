@@ -1,8 +1,5 @@
 """Nothing waits forever: connecting, each wait for LM Studio, streams, Ctrl-C in a batch."""
 
-import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -22,6 +19,7 @@ from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
 from .conftest import TEXT_MODEL, MakeModel
 from .fronts import Fronts
+from .helpers import interrupted
 from .misbehaving import Misbehaving
 
 
@@ -151,24 +149,15 @@ BATCH = textwrap.dedent(
 def test_ctrl_c_stops_a_sync_batch(slow_emulator: LMStudioEmulator, call: str) -> None:
     emulator = slow_emulator
     emulator.script(TEXT_MODEL, lambda prediction: '"' + "word " * 200 + '"')
-    process = subprocess.Popen(
-        [sys.executable, "-c", BATCH, emulator.api_host, TEXT_MODEL, call],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "STARTED"
-        assert eventually(
+    returncode, out, err = interrupted(
+        BATCH,
+        [emulator.api_host, TEXT_MODEL, call],
+        lambda: eventually(
             lambda: any(len(p.fragments) > 2 for p in emulator.predictions), seconds=30
-        )
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
-    finally:
-        process.kill()
+        ),
+    )
     assert "INTERRUPTED 32" in out, err
-    assert process.returncode == 130
+    assert returncode == 130
     assert eventually(lambda: all(p.done for p in emulator.predictions))
     started = emulator.predictions
     assert len(started) < 32  # the queued items never started

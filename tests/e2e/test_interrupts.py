@@ -1,9 +1,6 @@
 """Interrupted predictions are cancelled on the server: task cancellation, timeouts, Ctrl-C."""
 
 import asyncio
-import signal
-import subprocess
-import sys
 import textwrap
 
 import lmstudio as lms
@@ -13,6 +10,7 @@ from outlines_lmstudio import LMStudioTimeoutError, from_lmstudio
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL, MakeModel
+from .helpers import interrupted
 
 LONG = "word " * 400
 
@@ -114,22 +112,13 @@ def test_ctrl_c_in_a_sync_call_cancels_on_the_server(
     slow_emulator: LMStudioEmulator, call: str
 ) -> None:
     slow_emulator.script(TEXT_MODEL, [LONG])
-    process = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, slow_emulator.api_host, TEXT_MODEL, "long", call],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    returncode, out, err = interrupted(
+        SCRIPT,
+        [slow_emulator.api_host, TEXT_MODEL, "long", call],
+        lambda: slow_emulator.wait_until(lambda: _streaming(slow_emulator)),
     )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "STARTED"
-        slow_emulator.wait_until(lambda: _streaming(slow_emulator))
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=20)
-    finally:
-        process.kill()
     assert "INTERRUPTED" in out, err
-    assert process.returncode == 130
+    assert returncode == 130
     slow_emulator.wait_until(lambda: _finished(slow_emulator))
     prediction = slow_emulator.predictions[-1]
     assert prediction.cancelled

@@ -28,6 +28,7 @@ from ._patterns import PatternError, engine_pattern
 from .errors import UnsupportedOutputTypeError
 
 __all__ = [
+    "ANY_TYPES",
     "ENGINES",
     "Engine",
     "Finding",
@@ -38,6 +39,7 @@ __all__ = [
     "drop_dollar_schema",
     "drop_unsupported_formats",
     "empty_object_properties",
+    "engine_findings",
     "engine_for_format",
     "inline_root_ref",
     "inline_single_all_of",
@@ -54,6 +56,8 @@ Status = Literal["refused", "loose"]
 ENGINES: tuple[Engine, ...] = ("llama.cpp", "outlines-core")
 
 JSON_TYPES = ("null", "boolean", "number", "string", "array", "object")
+ANY_TYPES: list[dict[str, str]] = [{"type": t} for t in JSON_TYPES]
+"""An ``anyOf`` of these accepts every JSON value."""
 ANNOTATIONS = frozenset(
     {
         "title",
@@ -480,7 +484,7 @@ def any_value(schema: dict[str, Any]) -> dict[str, Any]:
     def explicit(node: dict[str, Any]) -> dict[str, Any]:
         if _assertions(node):
             return node
-        return {**node, "anyOf": [{"type": t} for t in JSON_TYPES]}
+        return {**node, "anyOf": copy.deepcopy(ANY_TYPES)}
 
     rebuilt: dict[str, Any] = _rebuild(schema, explicit)
     return rebuilt
@@ -551,9 +555,17 @@ _REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     spread_one_of,
     split_type_lists,
     empty_object_properties,
-    drop_unsupported_formats,
+)
+_LAST: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
+    drop_unsupported_formats,  # after the findings, which report the dropped formats
     any_value,
 )
+
+
+def _rewrite(schema: dict[str, Any], steps: tuple[Callable[..., dict[str, Any]], ...]) -> Any:
+    for step in steps:
+        schema = step(schema)
+    return schema
 
 
 def normalise_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -569,9 +581,7 @@ def normalise_schema(schema: dict[str, Any]) -> dict[str, Any]:
     dict
         A schema with the same valid values, in the form both engines read best.
     """
-    result = copy.deepcopy(schema)
-    for rewrite in _REWRITES:
-        result = rewrite(result)
+    result: dict[str, Any] = _rewrite(_rewrite(copy.deepcopy(schema), _REWRITES), _LAST)
     return result
 
 
@@ -776,6 +786,24 @@ _WAYS_OUT = (
 )
 
 
+def engine_findings(schema: dict[str, Any], engine: Engine) -> list[Finding]:
+    """List what ``engine`` refuses or does not enforce in a user's schema.
+
+    Parameters
+    ----------
+    schema
+        The user's schema (it is normalised first, as `dialect_schema` does).
+    engine
+        ``"llama.cpp"`` or ``"outlines-core"``.
+
+    Returns
+    -------
+    list of Finding
+        Refusals first; pointers are into the normalised schema.
+    """
+    return schema_findings(_rewrite(copy.deepcopy(schema), _REWRITES), engine)
+
+
 def dialect_schema(
     schema: dict[str, Any], engine_format: str | None, *, strict: bool = False
 ) -> dict[str, Any]:
@@ -802,10 +830,10 @@ def dialect_schema(
         For the first keyword the engine cannot constrain (or, when ``strict``, does not
         enforce), naming the keyword, its JSON pointer, the engine and the ways out.
     """
-    normal = normalise_schema(schema)
+    prepared = _rewrite(copy.deepcopy(schema), _REWRITES)
     engines = ENGINES if engine_format is None else (engine_for_format(engine_format),)
     for engine in engines:
-        for finding in schema_findings(normal, engine):
+        for finding in schema_findings(prepared, engine):
             if finding.status == "refused" or strict:
                 what = "cannot constrain" if finding.status == "refused" else "does not enforce"
                 raise UnsupportedOutputTypeError(
@@ -814,4 +842,5 @@ def dialect_schema(
                     + ("" if finding.status == "refused" else "Strict schema checking is on. ")
                     + _WAYS_OUT
                 )
-    return normal
+    result: dict[str, Any] = _rewrite(prepared, _LAST)
+    return result

@@ -150,44 +150,58 @@ def _pointer_token(key: str | int) -> str:
     return str(key).replace("~", "~0").replace("/", "~1")
 
 
+_ONE, _MAP, _LIST = frozenset(_SUB_ONE), frozenset(_SUB_MAP), frozenset(_SUB_LIST)
+_SUBSCHEMA_KEYS = _ONE | _MAP | _LIST
+
+
 def _children(node: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     """Yield ``(relative pointer, subschema)`` for each subschema of a schema node."""
-    for key in _SUB_ONE:
-        if key in node and not (key == "items" and isinstance(node[key], list)):
-            yield _pointer_token(key), node[key]
-    for key in _SUB_MAP:
-        if isinstance(node.get(key), Mapping):
-            for name, sub in node[key].items():
-                yield f"{key}/{_pointer_token(name)}", sub
-    for key in _SUB_LIST:
-        if isinstance(node.get(key), list):
-            for index, sub in enumerate(node[key]):
-                yield f"{key}/{index}", sub
+    for key, value in node.items():
+        if key not in _SUBSCHEMA_KEYS:
+            continue
+        if isinstance(value, list):
+            if key in _LIST:
+                for index, sub in enumerate(value):
+                    yield f"{key}/{index}", sub
+        elif key in _MAP:
+            if isinstance(value, Mapping):
+                for name, sub in value.items():
+                    yield f"{key}/{_pointer_token(name)}", sub
+        elif key in _ONE:
+            yield _pointer_token(key), value
 
 
 def _rebuild(node: Any, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
     """Apply ``fn`` to every schema object, children first (returns new objects)."""
     if not isinstance(node, dict):
         return node
-    out = dict(node)
-    for key in _SUB_ONE:
-        if key in out and not (key == "items" and isinstance(out[key], list)):
-            out[key] = _rebuild(out[key], fn)
-    for key in _SUB_MAP:
-        if isinstance(out.get(key), dict):
-            out[key] = {name: _rebuild(sub, fn) for name, sub in out[key].items()}
-    for key in _SUB_LIST:
-        if isinstance(out.get(key), list):
-            out[key] = [_rebuild(sub, fn) for sub in out[key]]
+    out = {}
+    for key, value in node.items():
+        if key not in _SUBSCHEMA_KEYS:
+            out[key] = value
+        elif isinstance(value, list):
+            out[key] = [_rebuild(sub, fn) for sub in value] if key in _LIST else value
+        elif key in _MAP:
+            if isinstance(value, dict):
+                out[key] = {name: _rebuild(sub, fn) for name, sub in value.items()}
+            else:
+                out[key] = value
+        elif key in _ONE:
+            out[key] = _rebuild(value, fn)
+        else:
+            out[key] = value
     return fn(out)
 
 
 def _nodes(schema: Any, pointer: str = "") -> Iterator[tuple[str, Any]]:
-    """Yield ``(pointer, node)`` for the schema and all its subschemas."""
-    yield pointer, schema
-    if isinstance(schema, Mapping):
-        for rel, sub in _children(schema):
-            yield from _nodes(sub, f"{pointer}/{rel}")
+    """Yield ``(pointer, node)`` for the schema and all its subschemas (depth first)."""
+    stack = [(pointer, schema)]
+    while stack:
+        where, node = stack.pop()
+        yield where, node
+        if isinstance(node, Mapping):
+            children = [(f"{where}/{rel}", sub) for rel, sub in _children(node)]
+            stack.extend(reversed(children))
 
 
 def schema_nodes(schema: Any) -> Iterator[tuple[str, Any]]:
@@ -754,6 +768,13 @@ def _node_findings(
                 yield key, "loose", "ignored beside properties"
 
 
+def _plain(node: Mapping[str, Any]) -> bool:
+    """Whether a node is just a type with annotations (most nodes; nothing to report)."""
+    return isinstance(node.get("type"), str) and all(
+        key == "type" or key in ANNOTATIONS for key in node
+    )
+
+
 def schema_findings(schema: dict[str, Any], engine: Engine) -> list[Finding]:
     """List what ``engine`` refuses or does not enforce in a (normalised) schema.
 
@@ -772,7 +793,7 @@ def schema_findings(schema: dict[str, Any], engine: Engine) -> list[Finding]:
     looping = _recursive_refs(schema)
     found: list[Finding] = []
     for pointer, node in _nodes(schema):
-        if isinstance(node, Mapping):
+        if isinstance(node, Mapping) and not _plain(node):
             for keyword, status, why in _node_findings(node, engine, looping):
                 found.append(Finding(f"{pointer}/{_pointer_token(keyword)}", keyword, status, why))
     return sorted(found, key=lambda f: f.status != "refused")

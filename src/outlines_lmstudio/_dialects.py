@@ -35,6 +35,7 @@ __all__ = [
     "Status",
     "anchor_patterns",
     "any_value",
+    "close_tuples",
     "dialect_schema",
     "drop_dollar_schema",
     "drop_unsupported_formats",
@@ -520,6 +521,27 @@ def empty_object_properties(schema: dict[str, Any]) -> dict[str, Any]:
     return rebuilt
 
 
+def close_tuples(schema: dict[str, Any]) -> dict[str, Any]:
+    """Write ``{"prefixItems": [A, B], "items": false}`` as ``prefixItems`` with ``maxItems: 2``.
+
+    llama.cpp's C++ converter reads ``items`` over ``prefixItems`` and refuses ``false``
+    there. No item past the prefix is exactly at most as many items as the prefix has.
+    """
+
+    def close(node: dict[str, Any]) -> dict[str, Any]:
+        prefix = node.get("prefixItems")
+        if node.get("items") is not False or not isinstance(prefix, list):
+            return node
+        rest = {k: v for k, v in node.items() if k != "items"}
+        limit = node.get("maxItems")
+        size = len(prefix)
+        rest["maxItems"] = min(limit, size) if isinstance(limit, int) else size
+        return rest
+
+    rebuilt: dict[str, Any] = _rebuild(schema, close)
+    return rebuilt
+
+
 def drop_unsupported_formats(schema: dict[str, Any]) -> dict[str, Any]:
     """Drop a string ``format`` that not every engine knows (``ipv4``, ``hostname``...).
 
@@ -569,6 +591,7 @@ _REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     spread_one_of,
     split_type_lists,
     empty_object_properties,
+    close_tuples,
 )
 _LAST: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     drop_unsupported_formats,  # after the findings, which report the dropped formats
@@ -736,9 +759,8 @@ def _node_findings(
                 yield other, "loose", f"keywords beside {key} are ignored"
         return
     for key, value in node.items():
-        closes_tuple = key == "items" and value is False and "prefixItems" in node
         boolean = isinstance(value, bool) and key in _SUB_ONE and key != "additionalProperties"
-        if boolean and not closes_tuple:
+        if boolean:
             yield key, "refused", "a boolean schema here is not supported"
     for key, sub in ((k, node.get(k)) for k in ("properties", "$defs", "definitions")):
         if isinstance(sub, Mapping) and any(isinstance(v, bool) for v in sub.values()):

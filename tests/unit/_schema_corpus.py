@@ -224,7 +224,7 @@ def _extend(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
     arrays = st.fixed_dictionaries(
         {"type": st.sampled_from(["array", ["array", "null"]])},
         optional={
-            "items": inner,
+            "items": st.one_of(inner, st.just(False)),
             "prefixItems": st.lists(inner, min_size=1, max_size=3),
             "minItems": st.integers(0, 3),
             "maxItems": st.integers(3, 6),

@@ -15,6 +15,7 @@ from outlines_lmstudio._dialects import (
     ANY_TYPES,
     anchor_patterns,
     any_value,
+    close_tuples,
     dialect_schema,
     drop_dollar_schema,
     drop_unsupported_formats,
@@ -41,6 +42,7 @@ REWRITES: list[Rewrite] = [
     spread_one_of,
     split_type_lists,
     empty_object_properties,
+    close_tuples,
     drop_unsupported_formats,
     any_value,
 ]
@@ -197,6 +199,10 @@ def test_examples_of_each_rewrite() -> None:
         "type": "object",
         "additionalProperties": False,
         "properties": {},
+    }
+    assert close_tuples({"prefixItems": [{}, {}], "items": False, "maxItems": 5}) == {
+        "prefixItems": [{}, {}],
+        "maxItems": 2,
     }
     assert drop_unsupported_formats({"type": "string", "format": "ipv4"}) == {"type": "string"}
     assert drop_unsupported_formats({"type": "string", "format": "date"})["format"] == "date"

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import re
+import subprocess
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -81,11 +83,40 @@ def outlines_core_accepts(schema: dict[str, Any]) -> str | None:
     return None
 
 
+CPP_CONVERTER = os.environ.get("LLAMA_JSON_SCHEMA_TO_GRAMMAR")
+"""A build of llama.cpp's C++ converter (see cpp/README.md), for the optional C++ check."""
+
+
+def cpp_accepts(llama: LlamaGrammarHarness, schema: dict[str, Any]) -> str | None:
+    """Return why llama.cpp's C++ converter refuses or weakens the schema, or ``None``."""
+    assert CPP_CONVERTER is not None
+    done = subprocess.run(
+        [CPP_CONVERTER],
+        input=json.dumps(schema) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    if not done.stdout.startswith("OK "):
+        return done.stdout.strip()
+    if done.stderr.strip():  # e.g. "pattern ... is not supported ..., accepting any string"
+        return done.stderr.strip()
+    try:
+        llama.check_parses(done.stdout[3:].rstrip("\n").replace("\x01", "\n"))
+    except ValueError as exc:
+        return f"grammar parser: {exc}"
+    return None
+
+
 def engine_refusal(
     llama: LlamaGrammarHarness, engine: Engine, schema: dict[str, Any]
 ) -> str | None:
     if engine == "llama.cpp":
-        return llama_accepts(llama, schema)
+        why = llama_accepts(llama, schema)
+        if why is None and CPP_CONVERTER:
+            why = cpp_accepts(llama, schema)
+        return why
     return outlines_core_accepts(schema)
 
 

@@ -618,7 +618,7 @@ def normalise_schema(schema: dict[str, Any]) -> dict[str, Any]:
     dict
         A schema with the same valid values, in the form both engines read best.
     """
-    result: dict[str, Any] = _rewrite(_rewrite(copy.deepcopy(schema), _REWRITES), _LAST)
+    result: dict[str, Any] = _rewrite(_rewrite(schema, _REWRITES), _LAST)
     return result
 
 
@@ -844,7 +844,7 @@ def engine_findings(schema: dict[str, Any], engine: Engine) -> list[Finding]:
     list of Finding
         Refusals first; pointers are into the normalised schema.
     """
-    return schema_findings(_rewrite(copy.deepcopy(schema), _REWRITES), engine)
+    return schema_findings(_rewrite(schema, _REWRITES), engine)
 
 
 def dialect_schema(
@@ -873,7 +873,7 @@ def dialect_schema(
         For the first keyword the engine cannot constrain (or, when ``strict``, does not
         enforce), naming the keyword, its JSON pointer, the engine and the ways out.
     """
-    prepared = _rewrite(copy.deepcopy(schema), _REWRITES)
+    prepared = _rewrite(schema, _REWRITES)  # each rewrite builds new objects
     engines = ENGINES if engine_format is None else (engine_for_format(engine_format),)
     for engine in engines:
         for finding in schema_findings(prepared, engine):

@@ -119,8 +119,12 @@ def _walk(node: object, depth: int, path: str) -> None:
 
 def _check_structure(schema: dict[str, Any]) -> None:
     """Refuse invalid patterns and references that loop without reading any input."""
+    refers = False
     for pointer, node in schema_nodes(schema):
-        pattern = node.get("pattern") if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            continue
+        refers = refers or any(k in node for k in REFERENCE_KEYWORDS)
+        pattern = node.get("pattern")
         if isinstance(pattern, str):
             try:
                 engine_pattern(pattern)
@@ -129,7 +133,7 @@ def _check_structure(schema: dict[str, Any]) -> None:
                     raise InvalidSchemaError(
                         f"Invalid JSON schema at {pointer or '/'}/pattern: {exc}."
                     ) from exc
-    loop = unguarded_ref_cycle(schema)
+    loop = unguarded_ref_cycle(schema) if refers else None
     if loop is not None:
         raise InvalidSchemaError(
             f"JSON schema reference {loop!r} leads back to itself without reading any part of "

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from outlines_lmstudio._dialects import (
     ANY_TYPES,
+    ENGINES,
+    Engine,
     anchor_patterns,
     any_value,
     close_tuples,
@@ -314,8 +316,13 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
 def test_engine_table_rows(
     row: str, schema: dict[str, Any], engines: str, keyword: str | None, status: str | None
 ) -> None:
-    for engine in ("llama.cpp", "outlines-core") if engines == "both" else (engines,):
-        findings = engine_findings(schema, engine)  # type: ignore[arg-type]
+    chosen: tuple[Engine, ...] = (
+        ENGINES
+        if engines == "both"
+        else (engine_for_format("gguf" if engines == "llama.cpp" else "mlx"),)
+    )
+    for engine in chosen:
+        findings = engine_findings(schema, engine)
         if keyword is None:
             assert [f for f in findings if f.status == "refused"] == [], (row, engine)
             assert not [f for f in findings if f.keyword == row.split()[0]], (row, engine)
@@ -366,6 +373,7 @@ def test_dollar_schema_never_sent() -> None:
 def test_unanchored_pattern_is_sent_anchored_with_search_meaning() -> None:
     sent = dialect_schema({"type": "string", "pattern": r"[A-Z]{3}-\d+"}, None)
     pattern = sent["pattern"]
-    assert pattern.startswith("^") and pattern.endswith("$")
+    assert pattern.startswith("^")
+    assert pattern.endswith("$")
     assert re.search(pattern, "see ABC-12 here")
     assert not re.search(pattern, "AB-12")

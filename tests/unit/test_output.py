@@ -4,7 +4,6 @@ from collections.abc import Callable
 from typing import Any, Literal, TypedDict
 
 import jsonschema
-
 import pydantic
 import pytest
 from genson import SchemaBuilder
@@ -134,7 +133,8 @@ def test_recursive_schema_is_fine() -> None:
         },
         "$ref": "#/$defs/node",
     }
-    assert sent(tree) == {**tree["$defs"]["node"], "$defs": tree["$defs"]}
+    definitions: dict[str, Any] = tree["$defs"]  # type: ignore[assignment]
+    assert sent(tree) == {**definitions["node"], "$defs": definitions}
 
 
 @pytest.mark.parametrize("output_type", [Regex(r"\d+"), CFG("start: 'a'")])
@@ -198,7 +198,7 @@ def test_non_finite_numbers_never_reach_a_schema() -> None:
     with pytest.raises(InvalidSchemaError, match="NaN"):
         plan_output({"const": float("nan")})
     with pytest.raises(InvalidSchemaError, match="cannot represent"):
-        plan_output(list[Literal[float("-inf")]])
+        plan_output(list[Literal[float("-inf")]])  # type: ignore[misc]
 
     class Model(pydantic.BaseModel):
         x: Literal[float("nan")]  # type: ignore[valid-type]

@@ -30,6 +30,7 @@ from .errors import UnsupportedOutputTypeError
 __all__ = [
     "ANY_TYPES",
     "ENGINES",
+    "REWRITES",
     "Engine",
     "Finding",
     "Status",
@@ -597,6 +598,8 @@ _LAST: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     drop_unsupported_formats,  # after the findings, which report the dropped formats
     any_value,
 )
+REWRITES = _REWRITES + _LAST
+"""Every rewrite `normalise_schema` applies, in order."""
 
 
 def _rewrite(schema: dict[str, Any], steps: tuple[Callable[..., dict[str, Any]], ...]) -> Any:

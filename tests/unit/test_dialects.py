@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from outlines_lmstudio._dialects import (
     ANY_TYPES,
     ENGINES,
+    REWRITES,
     Engine,
     anchor_patterns,
     any_value,
@@ -36,18 +37,6 @@ from outlines_lmstudio.errors import InvalidSchemaError, UnsupportedOutputTypeEr
 from tests.unit._schema_corpus import generated_schemas
 
 Rewrite = Callable[[dict[str, Any]], dict[str, Any]]
-REWRITES: list[Rewrite] = [
-    drop_dollar_schema,
-    inline_root_ref,
-    anchor_patterns,
-    inline_single_all_of,
-    spread_one_of,
-    split_type_lists,
-    empty_object_properties,
-    close_tuples,
-    drop_unsupported_formats,
-    any_value,
-]
 
 _STRINGS = st.sampled_from(
     ["", "a", "b", "ab", "abab", "xa", "abc", "12", "1.5", "2024-01-31", "x@y.io", "é", "z z"]

@@ -417,6 +417,11 @@ class Decoder:
         del self.cached[keep:]
         self._decode(prompt[keep:])
 
+    def forget(self) -> None:
+        """Empty the KV cache."""
+        L.llama_memory_clear(self.memory, True)
+        self.cached = []
+
     def sample(self) -> int:
         """Sample the next token from the last logits (grammar honoured); accept it.
 

@@ -8,9 +8,11 @@ throughout, unless a test is about sampling.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 from collections.abc import AsyncGenerator, Generator
+from pathlib import Path
 from typing import Literal, cast
 
 import lark
@@ -374,3 +376,33 @@ def test_rejection_sampling_equals_full_masking_when_greedy(
     fast = asyncio.run(run(False))
     masked = asyncio.run(run(True))
     assert fast == masked
+
+
+# -- the CLI -----------------------------------------------------------------------------
+
+
+def test_cli_local_flag_extracts_with_the_real_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from outlines_lmstudio.cli import main
+
+    schema = tmp_path / "person.json"
+    schema.write_text(json.dumps(Person.model_json_schema()), encoding="utf-8")
+    code = main(["--local", "generate", "--schema", str(schema), PERSON_PROMPT])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    person = Person.model_validate_json(captured.out)
+    assert person.name in PERSON_PROMPT
+    assert "embedded real model" in captured.err
+    assert "greedy" in captured.err
+
+
+def test_emulator_command_serves_gguf_files(real_emulator: LMStudioEmulator) -> None:
+    from outlines_lmstudio.cli._emulator import gguf_models
+
+    gguf = real_emulator._catalogue.models[EMBEDDED_MODEL_KEY].gguf
+    assert gguf is not None
+    (model,) = gguf_models([Path(gguf)])
+    assert model.key == Path(gguf).name.removesuffix(".gguf")
+    assert (model.format, model.architecture) == ("gguf", "gemma3")
+    assert model.size_bytes == Path(gguf).stat().st_size

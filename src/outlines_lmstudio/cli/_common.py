@@ -267,8 +267,12 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
     host: str | None = getattr(args, "api_host", None)
     local = bool(getattr(args, "use_local", False))
     if getattr(args, "use_emulator", False) or local:
-        if host or (local and getattr(args, "use_emulator", False)):
-            raise CliError("Pass only one of --host, --emulator and --local.")
+        if local and getattr(args, "use_emulator", False):
+            raise CliError("Pass either --emulator or --local, not both.")
+        if host:
+            raise CliError(
+                f"Pass either --host or {'--local' if local else '--emulator'}, not both."
+            )
         emulator = _start_emulator(local)
         if local and getattr(args, "temperature", 0) is None:
             args.temperature = 0.0  # the 270M model is reliable only when greedy

@@ -265,6 +265,21 @@ def test_token_counts_are_the_tokenizers(client: lms.Client) -> None:
     assert result.stats.tokens_per_second > 0
 
 
+def test_a_full_context_stops_with_context_length_reached(client: lms.Client) -> None:
+    small = client.llm.load_new_instance(EMBEDDED_MODEL_KEY, "small", config={"contextLength": 48})
+    try:
+        assert small.get_info().context_length == 48
+        result = small.respond("Tell me a story.", config=_config(max_tokens=200))
+        prompt = result.stats.prompt_tokens_count or 0
+        assert result.stats.stop_reason == "contextLengthReached"
+        # Every position of the context is used; the last sampled token needs none.
+        assert result.stats.predicted_tokens_count == 48 - prompt + 1
+        with pytest.raises(lms.LMStudioServerError, match="context length of 48"):
+            small.respond("word " * 60, config=_config(max_tokens=5))
+    finally:
+        small.unload()
+
+
 def test_model_facts_come_from_the_gguf(client: lms.Client, emulator: LMStudioEmulator) -> None:
     info = client.llm.model(EMBEDDED_MODEL_KEY).get_info()
     assert info.format == "gguf"

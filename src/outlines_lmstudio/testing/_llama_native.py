@@ -346,7 +346,8 @@ class Decoder:
             raise ValueError(f"llama.cpp could not create a context of {n_ctx} tokens")
         self.model = model
         self.ctx = ctx
-        self.n_ctx = L.llama_n_ctx(ctx)
+        # llama.cpp may round the size up; the instance's context length is what we honour.
+        self.n_ctx = min(n_ctx, L.llama_n_ctx(ctx))
         self.memory = L.llama_get_memory(ctx)
         self.cached: list[int] = []
         self.candidates = _Candidates(model.n_vocab)

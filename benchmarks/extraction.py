@@ -19,6 +19,7 @@ with ``--write-docs``, the marked section of ``docs/benchmarks.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import sys
@@ -30,13 +31,12 @@ from typing import Any, Literal
 import lmstudio as lms
 import pydantic
 
+from benchmarks._sections import replace_section
 from outlines_lmstudio import ParseError, from_lmstudio
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "benchmarks" / "data" / "extraction_cases.json"
 RESULTS = ROOT / "benchmarks" / "results" / "extraction.json"
-DOCS = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- extraction:start -->", "<!-- extraction:end -->"
 MAX_TOKENS = 128
 WAYS = ("constrained", "unconstrained", "constrained + retries=1")
 
@@ -110,10 +110,8 @@ def score(
     """Score one reply: JSON valid, schema valid, and which fields are right."""
     data = lenient_json(raw)
     if validated is None and isinstance(data, dict):
-        try:
+        with contextlib.suppress(pydantic.ValidationError):
             validated = KINDS[case["kind"]].model_validate(data)
-        except pydantic.ValidationError:
-            pass
     values: dict[str, Any] = {}
     if validated is not None:
         values = validated.model_dump(mode="json")
@@ -229,17 +227,6 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_docs(text: str) -> None:
-    docs = DOCS.read_text(encoding="utf-8")
-    block = f"{START}\n{text}\n{END}"
-    if START in docs and END in docs:
-        before, rest = docs.split(START, 1)
-        docs = before + block + rest.split(END, 1)[1]
-    else:
-        docs = docs.rstrip("\n") + f"\n\n## Real engine: extraction accuracy\n\n{block}\n"
-    DOCS.write_text(docs, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--limit", type=int, default=None, help="run only the first N cases")
@@ -252,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(result)
     print(text)
     if args.write_docs:
-        write_docs(text)
+        replace_section("extraction", "## Real engine: extraction accuracy", text)
     return 0
 
 

@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._sections import replace_section
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "real_engine_speed.json"
-DOCS = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- real-engine-speed:start -->", "<!-- real-engine-speed:end -->"
 
 SCHEMA = {
     "type": "object",
@@ -147,21 +147,6 @@ def table(result: dict[str, Any]) -> str:
     )
 
 
-def write_docs(text: str) -> None:
-    docs = DOCS.read_text(encoding="utf-8")
-    block = f"{START}\n{text}\n{END}"
-    if START in docs and END in docs:
-        before, rest = docs.split(START, 1)
-        docs = before + block + rest.split(END, 1)[1]
-    else:
-        docs = docs.rstrip("\n") + (
-            "\n\n## Real engine: constrained decoding speed\n\n"
-            "`python -m benchmarks.real_engine_speed --write-docs` (needs the `local` extra).\n\n"
-            f"{block}\n"
-        )
-    DOCS.write_text(docs, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=3)
@@ -173,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(result)
     print(text)
     if args.write_docs:
-        write_docs(text)
+        replace_section("real-engine-speed", "## Real engine: constrained decoding speed", text)
     return 0 if result["check_equals_mask"] else 1
 
 

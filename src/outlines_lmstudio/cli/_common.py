@@ -237,12 +237,19 @@ def _start_emulator(local: bool = False) -> Any:
             return LMStudioEmulator().start()
         say = err_console()
         models = [embedded_model(lambda line: say.print(line, style="dim"))]
-        say.print("Loading Gemma 3 270M into llama.cpp ...", style="dim")
         return LMStudioEmulator(models).start()
     except ImportError as exc:
         raise CliError(
             f"{flag} needs {exc.name!r}, which is not installed. Install it with: {install}"
         ) from None
+
+
+def _load_embedded(client: lms.Client) -> None:
+    """Load the embedded model's weights now, saying so, rather than at the first request."""
+    from outlines_lmstudio.testing import EMBEDDED_MODEL_KEY
+
+    err_console().print("Loading Gemma 3 270M into llama.cpp ...", style="dim")
+    client.llm.model(EMBEDDED_MODEL_KEY).count_tokens("Hello")
 
 
 @contextlib.contextmanager
@@ -286,6 +293,8 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
                 style="dim",
             )
             with lms.Client(emulator.api_host) as client:
+                if local:
+                    _load_embedded(client)
                 yield Session(client, emulator.api_host, emulated=True)
         finally:
             emulator.stop()

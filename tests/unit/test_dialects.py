@@ -12,26 +12,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from outlines_lmstudio._dialects import (
-    ANY_TYPES,
     ENGINES,
-    REWRITES,
     Engine,
+    dialect_schema,
+    engine_findings,
+    engine_for_format,
+)
+from outlines_lmstudio._output import check_json_schema
+from outlines_lmstudio._rewrites import (
+    REWRITES,
     anchor_patterns,
     any_value,
     close_tuples,
-    dialect_schema,
     drop_dollar_schema,
     drop_unsupported_formats,
     empty_object_properties,
-    engine_findings,
-    engine_for_format,
     inline_root_ref,
     inline_single_all_of,
     normalise_schema,
     split_type_lists,
     spread_one_of,
 )
-from outlines_lmstudio._output import check_json_schema
+from outlines_lmstudio._schema_walk import ANY_TYPES
 from outlines_lmstudio._typed import json_validator
 from outlines_lmstudio.errors import InvalidSchemaError, UnsupportedOutputTypeError
 from tests.unit._schema_corpus import generated_schemas

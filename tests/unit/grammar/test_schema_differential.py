@@ -26,8 +26,9 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from outlines_lmstudio._dialects import ENGINES, Engine, dialect_schema, schema_nodes
+from outlines_lmstudio._dialects import ENGINES, Engine, dialect_schema
 from outlines_lmstudio._output import check_json_schema, plan_output
+from outlines_lmstudio._schema_walk import schema_nodes
 from outlines_lmstudio.errors import InvalidSchemaError, UnsupportedOutputTypeError
 from tests.unit._schema_corpus import generated_schemas, output_type_corpus
 

@@ -12,10 +12,13 @@ from outlines.inputs import Chat, Image
 from PIL import Image as PILImage
 from pydantic import BaseModel
 
+from outlines_lmstudio.testing._sampler import split_fragments
+
 __all__ = [
     "TEXT_MODEL",
     "VISION_MODEL",
     "Person",
+    "Roster",
     "history",
     "make_image",
     "make_image_bytes",
@@ -24,6 +27,7 @@ __all__ = [
     "person_reply",
     "prompt",
     "prompt_id",
+    "roster_reply",
     "wide_model",
 ]
 
@@ -41,6 +45,12 @@ class Person(BaseModel):
 
     name: str
     age: int
+
+
+class Roster(BaseModel):
+    """A long structured reply: many records (the ``parse_stream`` cases)."""
+
+    people: list[Person]
 
 
 def person_format() -> dict[str, Any]:
@@ -77,9 +87,35 @@ def person_reply(i: int, fragments: int) -> str:
     return json.dumps({"name": name, "age": i % 100})
 
 
+def _roster_text(i: int, entries: int, pad: int) -> str:
+    people = [{"name": _name(i + k), "age": (i + k) % 100} for k in range(entries)]
+    people[0]["name"] = " ".join([_name(i), *["ab"] * pad])
+    return json.dumps({"people": people})
+
+
+def roster_reply(i: int, fragments: int) -> str:
+    """A distinct `Roster` reply for prompt ``i``, sent in exactly ``fragments`` fragments.
+
+    Every record has the same number of fragments, so the count is linear in the
+    number of records; `` ab`` words in the first name make up the rest.
+    """
+    one, two = (len(split_fragments(_roster_text(i, k, 0))) for k in (1, 2))
+    entries = max(1, (fragments - one) // (two - one) + 1)
+    text = _roster_text(i, entries, fragments - one - (entries - 1) * (two - one))
+    if len(split_fragments(text)) != fragments:
+        raise ValueError(f"a Roster reply has at least {one} fragments")
+    return text
+
+
 def person_id(reply: object) -> int:
     """The reply id (``i % 1296``) a `person_reply` text or `Person` carries."""
-    name = reply.name if isinstance(reply, Person) else json.loads(str(reply))["name"]
+    if isinstance(reply, Roster):
+        reply = reply.people[0]
+    if isinstance(reply, Person):
+        name = reply.name
+    else:
+        data = json.loads(str(reply))
+        name = data["people"][0]["name"] if "people" in data else data["name"]
     head = str(name).split(" ", 1)[0]
     return _DIGITS.index(head[1]) * 36 + _DIGITS.index(head[2])
 

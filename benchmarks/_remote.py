@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 __all__ = ["RemoteEmulator", "Script", "ServerStats"]
 
-ScriptKind = Literal["person", "vision", "fixed"]
+ScriptKind = Literal["person", "roster", "vision", "fixed"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def _last_text(messages: list[dict[str, Any]]) -> str:
 
 
 def _serve(conn: Connection, slots: int) -> None:  # pragma: no cover - runs in the child
-    from benchmarks._common import person_reply, prompt_id
+    from benchmarks._common import person_reply, prompt_id, roster_reply
     from outlines_lmstudio.testing import LMStudioEmulator, Prediction
 
     with LMStudioEmulator(slots=slots) as emu:
@@ -84,6 +84,8 @@ def _serve(conn: Connection, slots: int) -> None:  # pragma: no cover - runs in 
                     number = prompt_id(_last_text(p.messages))
                     if script.kind == "vision":
                         return f"I see {len(p.images)} image(s) for {number}."
+                    if script.kind == "roster":
+                        return roster_reply(number, script.fragments)
                     return person_reply(number, script.fragments)
 
                 for model in args["models"]:

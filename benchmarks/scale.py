@@ -10,7 +10,8 @@ draws the curves). The target applies at the size the issue names.
 - ``history.N``: an Outlines ``Chat`` of N messages against the SDK with the
   same history prebuilt once as an ``lms.Chat``.
 - ``parse_stream.N``: ``model.parse_stream`` against ``model.stream`` on a reply
-  of N fragments; the extra cost must grow linearly with N.
+  of N fragments (a list of records, ``Roster``); the extra cost must grow
+  linearly with N.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import lmstudio as lms
 
 from benchmarks._common import (
     TEXT_MODEL,
-    Person,
+    Roster,
     history,
     person_id,
     prompt,
@@ -183,14 +184,14 @@ def run_parse_stream(ctx: Context) -> list[CaseResult]:
     with lms.Client(ctx.emulator.api_host) as client:
         model = from_lmstudio(client, TEXT_MODEL)
         for fragments in sizes.stream_fragments:
-            ctx.emulator.reset(Script("person", fragments))
+            ctx.emulator.reset(Script("roster", fragments))
 
             def ours(i: int) -> Sample:
-                return measure(lambda: list(model.parse_stream(prompt(i), Person))[-1])
+                return measure(lambda: list(model.parse_stream(prompt(i), Roster))[-1])
 
             def stream(i: int) -> Sample:
                 return measure(
-                    lambda: Person.model_validate_json("".join(model.stream(prompt(i), Person)))
+                    lambda: Roster.model_validate_json("".join(model.stream(prompt(i), Roster)))
                 )
 
             ctx.log(f"parse_stream.{fragments}: {sizes.stream_requests} streams per side")
@@ -203,11 +204,13 @@ def run_parse_stream(ctx: Context) -> list[CaseResult]:
                 CaseResult(
                     name=f"parse_stream.{fragments}",
                     title=f"parse_stream vs stream, {fragments} fragments",
-                    ours_label="model.parse_stream(prompt, Person)",
-                    baseline_label="model.stream(prompt, Person) + model_validate_json",
+                    ours_label="model.parse_stream(prompt, Roster)",
+                    baseline_label="model.stream(prompt, Roster) + model_validate_json",
                     metrics=paired.metrics(target) if ctx.timing else [],
                     checks={
                         "results_equal": paired.results_equal,
+                        "distinct_replies": [person_id(r) for r in paired.results("ours")]
+                        == list(range(len(paired.ours))),
                         "fragments": stats.fragment_counts == [fragments],
                     },
                     extra={

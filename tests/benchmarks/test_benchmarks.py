@@ -12,7 +12,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from benchmarks._common import Person, person_id, person_reply, prompt, prompt_id, wide_model
+from benchmarks._common import (
+    Person,
+    Roster,
+    person_id,
+    person_reply,
+    prompt,
+    prompt_id,
+    roster_reply,
+    wide_model,
+)
 from benchmarks._harness import (
     QUICK,
     CaseResult,
@@ -113,6 +122,10 @@ def test_reply_scripts_have_the_asked_fragments_and_distinct_ids() -> None:
             assert len(split_fragments(text)) == fragments
             assert person_id(text) == i
             assert person_id(Person.model_validate_json(text)) == i
+    for fragments in (7, 8, 30, 2000):
+        text = roster_reply(9, fragments)
+        assert len(split_fragments(text)) == fragments
+        assert person_id(Roster.model_validate_json(text)) == 9
     assert prompt_id(prompt(17)) == 17
     with pytest.raises(ValueError, match="at least 5"):
         person_reply(1, 4)

@@ -35,8 +35,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(10**30), max_value=10**30)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
     max_leaves=20,
 )
 
@@ -76,7 +77,7 @@ def test_same_values_on_arbitrary_text(fragments: list[str]) -> None:
         '[1, 2.5e3, -0, true, false, null, {"a": [[]]}, "x"]',
         '{"a": "x", "b": "z", "a": "yy"}',
         '{"a": 1} trailing',
-        '[1 2]',
+        "[1 2]",
         '{"a": "\\ud83dx"}',
         '{"a": 1e400, "b": 123456789012345678901234567890}',
     ],

@@ -65,7 +65,7 @@ class _Frame:
         self.expect = "comma"
 
     def with_child(self, child: Any, has_child: bool) -> Any:
-        """A new container: the finished children and the partial child, if any."""
+        """Build a new container of the finished children and the partial child, if any."""
         if self.is_object:
             value = dict(self.pairs)
             if has_child and self.expect == "value":
@@ -75,11 +75,11 @@ class _Frame:
 
 
 def _complete_part(raw: str) -> int:
-    """How much of the raw string text ``raw`` can be decoded now.
+    r"""Tell how much of the raw string text ``raw`` can be decoded now.
 
     All of it, unless it ends in an escape that later text may complete or pair:
-    a lone backslash, ``\\u`` with fewer than 4 digits, or a high surrogate
-    (``\\ud83d``) whose low half may follow.
+    a lone backslash, ``\u`` with fewer than 4 digits, or a high surrogate
+    (``\ud83d``) whose low half may follow.
     """
     last = raw.rfind("\\")
     if last < 0:
@@ -246,7 +246,7 @@ class PartialJson:
 
     # -- the partial value ----------------------------------------------------------------
     def _open_string(self) -> str:
-        """The open string's characters so far, decoding only the raw text not yet decoded."""
+        """Return the open string's characters so far, decoding only the raw text not yet decoded."""
         raw = self.text[self._decoded_to :]
         raw = raw[: _complete_part(raw)]
         if raw:

@@ -246,7 +246,7 @@ class PartialJson:
 
     # -- the partial value ----------------------------------------------------------------
     def _open_string(self) -> str:
-        """Return the open string's characters so far, decoding only the raw text not yet decoded."""
+        """Return the open string's characters so far, decoding only the new raw text."""
         raw = self.text[self._decoded_to :]
         raw = raw[: _complete_part(raw)]
         if raw:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 __all__ = ["RemoteEmulator", "Script", "ServerStats"]
 
-ScriptKind = Literal["person", "roster", "vision", "fixed"]
+ScriptKind = Literal["person", "roster", "vision", "fixed", "engine"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class Script:
     kind
         ``"person"``: `benchmarks._common.person_reply` for the prompt's number, in
         ``fragments`` fragments; ``"vision"``: a short sentence with the number of
-        images received and the prompt's number; ``"fixed"``: ``text``.
+        images received and the prompt's number; ``"fixed"``: ``text``;
+        ``"engine"``: no script, the model's engine writes the reply.
     fragments
         Fragments of a ``"person"`` reply.
     text
@@ -52,17 +53,29 @@ class ServerStats:
     """Sorted distinct fragment counts of the finished predictions."""
     peak_concurrency: int
     upload_sizes: list[int]
+    stop_reasons: list[str | None]
+    """Of every prediction, oldest first."""
 
 
 def _last_text(messages: list[dict[str, Any]]) -> str:
     return json.dumps(messages[-1]) if messages else ""
 
 
-def _serve(conn: Connection, slots: int) -> None:  # pragma: no cover - runs in the child
+def _serve(
+    conn: Connection, slots: int, gguf: tuple[str, str] | None
+) -> None:  # pragma: no cover - runs in the child
     from benchmarks._common import person_reply, prompt_id, roster_reply
-    from outlines_lmstudio.testing import LMStudioEmulator, Prediction
+    from outlines_lmstudio.testing import (
+        EmulatedModel,
+        LMStudioEmulator,
+        Prediction,
+        default_models,
+    )
 
-    with LMStudioEmulator(slots=slots) as emu:
+    models = default_models()
+    if gguf is not None:
+        models.append(EmulatedModel(gguf[0], gguf=gguf[1]))
+    with LMStudioEmulator(models, slots=slots) as emu:
         conn.send(emu.api_host)
         while True:
             try:
@@ -88,8 +101,9 @@ def _serve(conn: Connection, slots: int) -> None:  # pragma: no cover - runs in 
                         return roster_reply(number, script.fragments)
                     return person_reply(number, script.fragments)
 
-                for model in args["models"]:
-                    emu.script(model, reply)
+                if script.kind != "engine":
+                    for model in args["models"]:
+                        emu.script(model, reply)
                 conn.send(None)
             elif command == "stats":
                 done = [p for p in emu.predictions if p.done]
@@ -100,6 +114,7 @@ def _serve(conn: Connection, slots: int) -> None:  # pragma: no cover - runs in 
                         fragment_counts=sorted({len(p.fragments) for p in done}),
                         peak_concurrency=emu.peak_concurrency(),
                         upload_sizes=[len(u.data) for u in emu.uploads],
+                        stop_reasons=[p.stop_reason for p in emu.predictions],
                     )
                 )
             else:
@@ -113,10 +128,13 @@ class RemoteEmulator:
     ----------
     slots
         Predictions served at once per model (LM Studio's default is 4).
+    gguf
+        ``(model key, path)``: also serve this GGUF file with the llama.cpp engine.
     """
 
-    def __init__(self, slots: int = 4) -> None:
+    def __init__(self, slots: int = 4, gguf: tuple[str, str] | None = None) -> None:
         self.slots = slots
+        self.gguf = gguf
         self._conn: Connection | None = None
         self._process: Any = None
         self.api_host = ""
@@ -125,7 +143,10 @@ class RemoteEmulator:
         context = multiprocessing.get_context("spawn")
         ours, theirs = context.Pipe()
         self._process = context.Process(
-            target=_serve, args=(theirs, self.slots), name="lmstudio-emulator", daemon=True
+            target=_serve,
+            args=(theirs, self.slots, self.gguf),
+            name="lmstudio-emulator",
+            daemon=True,
         )
         self._process.start()
         theirs.close()

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks import batch, images, imports, memory, overhead, scale, vs_outlines
+from benchmarks import batch, engine, images, imports, memory, overhead, scale, vs_outlines
 from benchmarks._harness import FULL, QUICK, CaseResult, Context, Sizes
 from benchmarks._machine import machine_info
 from benchmarks._remote import RemoteEmulator
@@ -60,6 +60,7 @@ CASES: dict[str, Callable[[Context], list[CaseResult]]] = {
     "memory": memory.run,
     "outlines": vs_outlines.run,
     "import": imports.run,
+    "engine": engine.run,
 }
 """Case groups in run order (``--only`` takes these names)."""
 

@@ -50,7 +50,7 @@ from benchmarks.run import (
     update_docs,
 )
 
-from benchmarks import batch, scale
+from benchmarks import batch, engine, scale
 from outlines_lmstudio.testing._sampler import split_fragments
 
 TINY = replace(QUICK, requests=3, calls=5, import_runs=1)
@@ -64,7 +64,7 @@ def emulator() -> Iterator[RemoteEmulator]:
 
 @pytest.fixture(scope="module")
 def quick_results(emulator: RemoteEmulator) -> list[CaseResult]:
-    names = [name for name in CASES if name != "import"]
+    names = [name for name in CASES if name not in ("import", "engine")]
     return run_cases(names, TINY, timing=False, log=lambda _: None, emulator=emulator)
 
 
@@ -113,6 +113,16 @@ def test_timed_run_reports_wall_and_cpu_with_intervals(emulator: RemoteEmulator)
         assert metric.target == Target("<=", 1.05)
         assert metric.passed in (True, False)
     assert set(result.extra["extra_per_call"]) == {"wall_us", "cpu_us"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_real_engine_case_compares_the_same_tokens() -> None:
+    pytest.importorskip("llama_cpp")
+    if engine.gguf_path() is None:
+        pytest.skip("the embedded model package is not installed")
+    (result,) = run_cases(["engine"], TINY, timing=False, log=lambda _: None)
+    assert result.checks == {"same_token_counts": True, "same_text": True}
 
 
 def test_reply_scripts_have_the_asked_fragments_and_distinct_ids() -> None:

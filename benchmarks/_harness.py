@@ -25,6 +25,7 @@ from benchmarks._remote import RemoteEmulator
 __all__ = [
     "FULL",
     "QUICK",
+    "SHORT",
     "AsyncSide",
     "CaseResult",
     "Context",
@@ -113,9 +114,28 @@ class Sizes:
     calls: int = 10_000
     """Sequential calls of the memory case."""
     import_runs: int = 12
+    engine_tokens: int = 128
+    """Tokens per prediction of the real-engine case."""
+    engine_rounds: int = 8
 
 
 FULL = Sizes()
+SHORT = Sizes(
+    requests=150,
+    warmup=10,
+    stream_requests=8,
+    image_rounds=2,
+    image_uses=10,
+    schema_rounds=6,
+    history_requests=20,
+    batch_rounds=6,
+    efficiency_rounds=2,
+    calls=2000,
+    import_runs=6,
+    engine_tokens=32,
+    engine_rounds=3,
+)
+"""Timed, but smaller samples (a few minutes): to try the machinery, not for the record."""
 QUICK = Sizes(
     requests=6,
     warmup=1,
@@ -136,6 +156,8 @@ QUICK = Sizes(
     efficiency_rounds=1,
     calls=40,
     import_runs=1,
+    engine_tokens=16,
+    engine_rounds=2,
 )
 
 

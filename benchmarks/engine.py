@@ -61,8 +61,7 @@ def run(ctx: Context) -> list[CaseResult]:
     path = gguf_path()
     if path is None:
         return [_skipped(title, "the embedded model package is not installed")]
-    tokens = 16 if not ctx.timing else 128
-    rounds = 2 if not ctx.timing else 8
+    tokens, rounds = ctx.sizes.engine_tokens, ctx.sizes.engine_rounds
     llm = Llama(model_path=str(path), n_ctx=CONTEXT, n_threads=_threads(), verbose=False, seed=0)
 
     prompt_tokens = llm.tokenize(TURNS.format(PROMPT).encode(), add_bos=True, special=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import batch, engine, images, imports, memory, overhead, scale, vs_outlines
-from benchmarks._harness import FULL, QUICK, CaseResult, Context, Sizes
+from benchmarks._harness import FULL, QUICK, SHORT, CaseResult, Context, Sizes
 from benchmarks._machine import machine_info
 from benchmarks._remote import RemoteEmulator
 
@@ -280,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--quick", action="store_true", help="correctness only: tiny sizes, no timing (for CI)"
     )
     parser.add_argument(
+        "--short", action="store_true", help="timed, with smaller samples (a few minutes)"
+    )
+    parser.add_argument(
         "--only", nargs="+", choices=list(CASES), metavar="CASE", help=f"among {list(CASES)}"
     )
     parser.add_argument(
@@ -307,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.docs_from is not None:
         update_docs(DOCS, json.loads(args.docs_from.read_text()))
         return 0
-    sizes = QUICK if args.quick else FULL
+    sizes = QUICK if args.quick else SHORT if args.short else FULL
     if args.calls is not None:
         if args.calls < 1:
             parser.error("--calls must be at least 1")
@@ -319,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run_cases(names, sizes, timing=not args.quick)
     elapsed = time.perf_counter() - start
     command = " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
-    mode = "quick" if args.quick else "full"
+    mode = "quick" if args.quick else "short" if args.short else "full"
     payload = report(results, sizes, mode=mode, elapsed=elapsed, command=command)
     print()
     print(payload["table"])

@@ -5,13 +5,17 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import lmstudio as lms
 import pydantic
 from outlines.inputs import Chat, Image
 from PIL import Image as PILImage
 from pydantic import BaseModel
 
+from outlines_lmstudio import LMStudio, from_lmstudio
 from outlines_lmstudio.testing._sampler import split_fragments
 
 __all__ = [
@@ -27,6 +31,7 @@ __all__ = [
     "person_reply",
     "prompt",
     "prompt_id",
+    "sync_sides",
     "roster_reply",
     "wide_model",
 ]
@@ -159,3 +164,10 @@ def wide_model(fields: int, tag: int) -> type[BaseModel]:
     """
     spec: dict[str, Any] = {f"field_{k}": (int if k % 2 else str, ...) for k in range(fields)}
     return pydantic.create_model(f"Wide{fields}_{tag}", **spec)
+
+
+@contextmanager
+def sync_sides(api_host: str, key: str = TEXT_MODEL) -> Iterator[tuple[LMStudio, lms.LLM]]:
+    """Both sides on one new client: our model, and the SDK handle resolved once."""
+    with lms.Client(api_host) as client:
+        yield from_lmstudio(client, key), client.llm.model(key)

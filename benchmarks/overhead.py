@@ -14,7 +14,7 @@ import time
 
 import lmstudio as lms
 
-from benchmarks._common import TEXT_MODEL, Person, person_format, person_id, prompt
+from benchmarks._common import TEXT_MODEL, Person, person_format, person_id, prompt, sync_sides
 from benchmarks._harness import (
     CaseResult,
     Context,
@@ -68,10 +68,8 @@ def _reset(ctx: Context) -> None:
 def run(ctx: Context) -> list[CaseResult]:
     """Sync: ``model(prompt, Person)`` against ``handle.respond(prompt, response_format=fmt)``."""
     n = ctx.sizes.requests
-    with lms.Client(ctx.emulator.api_host) as client:
-        model = from_lmstudio(client, TEXT_MODEL)
-        handle = client.llm.model(TEXT_MODEL)
-        fmt = person_format()
+    fmt = person_format()
+    with sync_sides(ctx.emulator.api_host) as (model, handle):
 
         def ours(i: int) -> Sample:
             return measure(lambda: model(prompt(i), Person))
@@ -136,10 +134,8 @@ def run_stream(ctx: Context) -> list[CaseResult]:
     """
     n = ctx.sizes.requests
     _reset(ctx)
-    with lms.Client(ctx.emulator.api_host) as client:
-        model = from_lmstudio(client, TEXT_MODEL)
-        handle = client.llm.model(TEXT_MODEL)
-        fmt = person_format()
+    fmt = person_format()
+    with sync_sides(ctx.emulator.api_host) as (model, handle):
 
         def ours(i: int) -> Sample:
             cpu, start = time.process_time(), time.perf_counter()
@@ -172,10 +168,8 @@ def run_parse(ctx: Context) -> list[CaseResult]:
     """``model.parse(prompt, Person)`` against ``respond`` + ``Person.model_validate_json``."""
     n = ctx.sizes.requests
     _reset(ctx)
-    with lms.Client(ctx.emulator.api_host) as client:
-        model = from_lmstudio(client, TEXT_MODEL)
-        handle = client.llm.model(TEXT_MODEL)
-        fmt = person_format()
+    fmt = person_format()
+    with sync_sides(ctx.emulator.api_host) as (model, handle):
 
         def ours(i: int) -> Sample:
             return measure(lambda: model.parse(prompt(i), Person))

@@ -29,6 +29,7 @@ from benchmarks._common import (
     history,
     person_id,
     prompt,
+    sync_sides,
     wide_model,
 )
 from benchmarks._harness import (
@@ -69,9 +70,7 @@ def run_schema(ctx: Context) -> list[CaseResult]:
     ctx.emulator.reset(Script("person", sizes.short_fragments))
     results = []
     tags = iter(range(10**9))
-    with lms.Client(ctx.emulator.api_host) as client:
-        model = from_lmstudio(client, TEXT_MODEL)
-        handle = client.llm.model(TEXT_MODEL)
+    with sync_sides(ctx.emulator.api_host) as (model, handle):
         for fields in sizes.schema_fields:
 
             def ours(i: int, fields: int = fields) -> Sample:
@@ -119,9 +118,7 @@ def run_history(ctx: Context) -> list[CaseResult]:
     sizes = ctx.sizes
     ctx.emulator.reset(Script("person", sizes.short_fragments))
     results = []
-    with lms.Client(ctx.emulator.api_host) as client:
-        model = from_lmstudio(client, TEXT_MODEL)
-        handle = client.llm.model(TEXT_MODEL)
+    with sync_sides(ctx.emulator.api_host) as (model, handle):
         for length in sizes.history_lengths:
             chat, pairs = history(length, prompt(7))
             prebuilt = _lms_chat(pairs)

@@ -209,7 +209,9 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
     def _open(self, effect: _flow.Open) -> None:
         guard: SigintGuard = effect.call.front
         stream = effect.handle.respond_stream(effect.chat, **effect.kwargs)
-        effect.call.reader = SyncReader(stream, guard, per_fragment=not guard.armed)
+        effect.call.reader = SyncReader(
+            stream, guard, per_fragment=not guard.armed, whole=guard.armed
+        )  # armed for the whole call: a whole reply, nothing of ours between fragments
 
     def _read(self, effect: _flow.Read) -> list[lms.LlmPredictionFragment] | None:
         reader: SyncReader = effect.call.reader

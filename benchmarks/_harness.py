@@ -117,6 +117,8 @@ class Sizes:
     engine_tokens: int = 128
     """Tokens per prediction of the real-engine case."""
     engine_rounds: int = 8
+    engine_threads: int = 0
+    """llama.cpp threads on both sides (0: the engine's default, ``min(4, cpu_count)``)."""
 
 
 FULL = Sizes()

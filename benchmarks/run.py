@@ -289,6 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--calls", type=int, help=f"sequential calls of the memory case (default {FULL.calls})"
     )
     parser.add_argument(
+        "--engine-threads",
+        type=int,
+        help="llama.cpp threads on both sides of the engine case (default: the engine's own)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         help="JSON results path (default: benchmarks/results/latest.json, "
@@ -315,6 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.calls < 1:
             parser.error("--calls must be at least 1")
         sizes = Sizes(**{**asdict(sizes), "calls": args.calls})
+    if args.engine_threads is not None:
+        if args.engine_threads < 1:
+            parser.error("--engine-threads must be at least 1")
+        sizes = Sizes(**{**asdict(sizes), "engine_threads": args.engine_threads})
     names = args.only or list(CASES)
     output = args.output or RESULTS / ("quick.json" if args.quick else "latest.json")
 

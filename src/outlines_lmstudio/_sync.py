@@ -141,7 +141,9 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         for another's threads. Idle threads end with the model (or the interpreter).
         """
         if not self._pool_lock.acquire(blocking=False):
-            with concurrent.futures.ThreadPoolExecutor(limit) as own:
+            with concurrent.futures.ThreadPoolExecutor(
+                limit, thread_name_prefix="outlines-lmstudio-batch"
+            ) as own:
                 yield own
             return
         try:

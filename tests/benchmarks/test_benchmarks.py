@@ -116,6 +116,7 @@ def test_timed_run_reports_wall_and_cpu_with_intervals(emulator: RemoteEmulator)
 
 
 @pytest.mark.slow
+@pytest.mark.real_engine
 @pytest.mark.timeout(600)
 def test_real_engine_case_compares_the_same_tokens() -> None:
     pytest.importorskip("llama_cpp")

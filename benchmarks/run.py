@@ -23,6 +23,7 @@ from benchmarks import batch, engine, images, imports, memory, overhead, scale, 
 from benchmarks._harness import FULL, QUICK, SHORT, CaseResult, Context, Sizes
 from benchmarks._machine import machine_info
 from benchmarks._remote import RemoteEmulator
+from benchmarks._sections import replace_section
 
 __all__ = [
     "CASES",
@@ -250,20 +251,11 @@ def docs_section(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _replace(text: str, start: str, end: str, body: str, path: Path) -> str:
-    head, sep, rest = text.partition(start)
-    _, sep2, tail = rest.partition(end)
-    if not sep or not sep2:
-        raise SystemExit(f"{path} has no {start} ... {end} markers")
-    return f"{head}{start}\n{body}\n{end}{tail}"
-
-
 def update_docs(path: Path, payload: dict[str, Any]) -> None:
-    """Replace the results and curves between their markers in ``path`` (nothing else)."""
-    text = _replace(path.read_text(), START, END, docs_section(payload), path)
+    """Replace the results and the curves between their markers in ``path`` (nothing else)."""
+    replace_section("results", "## Latest results", docs_section(payload), path)
     if payload.get("curves"):
-        text = _replace(text, CURVES_START, CURVES_END, format_curves(payload["curves"]), path)
-    path.write_text(text)
+        replace_section("curves", "## Scale curves", format_curves(payload["curves"]), path)
 
 
 def _write(path: Path, payload: dict[str, Any]) -> None:

@@ -15,6 +15,11 @@ through the ``lmstudio_emulator`` pytest fixture::
 from __future__ import annotations
 
 from outlines_lmstudio.testing._catalogue import EmulatedModel, default_models
+from outlines_lmstudio.testing._embedded import (
+    EMBEDDED_MODEL_KEY,
+    embedded_available,
+    embedded_model,
+)
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._records import Frame, Prediction, RecordedRequest, Upload
 from outlines_lmstudio.testing._server import LMStudioEmulator
@@ -23,6 +28,7 @@ from outlines_lmstudio.testing._server import LMStudioEmulator
 # checks for the ``testing`` extra (websockets, outlines-core) and names the install line.
 
 __all__ = [
+    "EMBEDDED_MODEL_KEY",
     "EmulatedModel",
     "Fault",
     "Frame",
@@ -31,4 +37,6 @@ __all__ = [
     "RecordedRequest",
     "Upload",
     "default_models",
+    "embedded_available",
+    "embedded_model",
 ]

@@ -29,6 +29,7 @@ from ._common import (
     Completion,
     Request,
 )
+from ._discovery import enter_async_client
 from ._flow import Call, Emit, Flow, Runner, Sink
 from ._streams import AsyncReader
 
@@ -95,7 +96,7 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
                 self.client.llm  # noqa: B018 - raises KeyError until the client is entered
             except KeyError:
                 try:
-                    await self.client.__aenter__()
+                    await enter_async_client(self.client)  # finds LM Studio if no host
                 except lms.LMStudioError as exc:
                     raise self._error(exc, None, "connect") from exc
                 self._owns_client = True

@@ -29,6 +29,7 @@ from ._common import (
     Completion,
     Request,
 )
+from ._discovery import ensure_host
 from ._flow import Call, Emit, Flow, Runner, Sink
 from ._interrupt import SigintGuard
 from ._streams import SyncReader
@@ -99,6 +100,7 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         return self._predict(Call(request, front=SigintGuard()), sink)  # armed per wait
 
     def _predict(self, call: Call, sink: Sink) -> Iterator[Any]:
+        ensure_host(self.client, call.request.key)  # lms.Client() with no host: find LM Studio
         try:
             yield from self._drive(Runner(_flow.predict(call, sink, self._error)))
         except KeyboardInterrupt:

@@ -1,6 +1,9 @@
 # Sourced by the scripts: make .venv (Python >= 3.11) and install the project with EXTRAS.
+# Prints what it does; installs only when pyproject.toml or EXTRAS changed since the last time.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/_say.sh
+source scripts/_say.sh
 PYTHON="${PYTHON:-}"
 if [ -z "$PYTHON" ]; then
   for candidate in python3.11 python3.12 python3.13 python3; do
@@ -11,11 +14,26 @@ if [ -z "$PYTHON" ]; then
 fi
 [ -n "$PYTHON" ] || { echo "outlines-lmstudio needs Python >= 3.11 on PATH (or set PYTHON=...)." >&2; exit 2; }
 if [ ! -x .venv/bin/python ]; then
+  say "Creating .venv with $("$PYTHON" --version)"
   "$PYTHON" -m venv .venv
 fi
-stamp=".venv/.installed-${EXTRAS}-$(cat pyproject.toml | cksum | cut -d' ' -f1)"
+stamp=".venv/.installed-${EXTRAS//,/-}-$(cksum < pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ]; then
+  say "Installing outlines-lmstudio[${EXTRAS}] into .venv (editable)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[${EXTRAS}]"
+  if [[ ",$EXTRAS," == *",grammar-tests,"* || ",$EXTRAS," == *",local,"* ]] && ! .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then
+    note "llama-cpp-python is compiled from source now (unless pip has a wheel of it cached):"
+    note "once per .venv, about 5 minutes on 2 cores (the whole install took 4 min 48 s here),"
+    note "up to 20 on a slow or busy machine. It needs a C/C++ compiler and cmake >= 3.21, and"
+    note ".venv takes about 0.8 GB. Skip it locally with: bash scripts/check --quick"
+  fi
+  # A line per package and pip's heartbeat while compiling ("still running...") stay visible;
+  # the whole output is kept in .venv/pip-install.log.
+  if ! .venv/bin/python -m pip install -e ".[${EXTRAS}]" 2>&1 | tee .venv/pip-install.log \
+      | awk '/^(Collecting|  Building|Building|Successfully installed|ERROR)/ { print "    " substr($0, 1, 110); fflush() }'; then
+    echo "pip install failed; the end of .venv/pip-install.log:" >&2
+    tail -n 30 .venv/pip-install.log >&2
+    exit 1
+  fi
   touch "$stamp"
 fi

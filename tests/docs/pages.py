@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).with_name("fixtures")
 _FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
 _SKIP = re.compile(r"""\btest=["']skip["']""")
+_TTY = re.compile(r"""\btty=["'](?P<cols>\d+)["']""")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 _TIMINGS = [
@@ -158,14 +160,22 @@ def _environment() -> dict[str, str]:
 def run_console_block(block: ConsoleBlock, cwd: Path, timeout: float = 60) -> list[str]:
     """Run each command of a block in ``cwd``; return the output of each.
 
-    ``$?`` in a command is the previous command's exit status, as in a shell.
+    ``$?`` in a command is the previous command's exit status, as in a shell. With
+    ``{tty="COLUMNS"}`` on the fence the commands run on a pseudo-terminal that wide
+    (util-linux ``script``), as a user at a terminal sees them; styles are dropped.
     """
     outputs = []
     status = 0
     env = _environment()
+    tty = _TTY.search(block.info)
     for command in block.commands:
+        line = f"(exit {status}); {command.line}"
+        argv = ["bash", "-c", line]
+        if tty:
+            stty = f"stty cols {tty['cols']} rows 50"
+            argv = ["script", "-qec", f"{stty}; {line}", "/dev/null"]
         done = subprocess.run(
-            ["bash", "-c", f"(exit {status}); {command.line}"],
+            argv,
             cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
@@ -175,7 +185,8 @@ def run_console_block(block: ConsoleBlock, cwd: Path, timeout: float = 60) -> li
             check=False,
         )
         status = done.returncode
-        outputs.append("\n".join(line.rstrip() for line in done.stdout.splitlines()) + "\n")
+        text = _ANSI.sub("", done.stdout).replace("\r", "")
+        outputs.append("\n".join(line.rstrip() for line in text.splitlines()) + "\n")
     return [output if output.strip() else "" for output in outputs]
 
 

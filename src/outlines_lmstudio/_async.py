@@ -30,6 +30,7 @@ from ._common import (
     Completion,
     Request,
 )
+from ._discovery import enter_async_client
 from ._flow import Call, Emit, Flow, Runner, Sink, wait_limit
 from ._streams import AsyncReader, stop_when_open
 
@@ -74,7 +75,7 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
                     raise self._connect_error(self._failed) from None
                 try:
                     async with asyncio.timeout(self.connect_timeout):
-                        await self.client.__aenter__()
+                        await enter_async_client(self.client)  # finds LM Studio if no host
                 except lms.LMStudioError as exc:
                     raise self._error(exc, None, "connect") from exc
                 except httpx.HTTPError as exc:  # the SDK's probe of the host is httpx

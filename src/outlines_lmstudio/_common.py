@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_READ_TIMEOUT",
     "DRAIN_SECONDS",
+    "NO_ARGS",
     "Common",
     "Completion",
     "Request",
@@ -64,6 +65,9 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
 """Seconds to wait for any message from LM Studio during a call (``read_timeout=``; the same
 bound the sync SDK applies to every wait, ``lmstudio.set_sync_api_timeout``)."""
+
+NO_ARGS = PredictionArgs()
+"""What a call without inference keyword arguments asks for (frozen, shared)."""
 
 DEFAULT_MAX_CONCURRENCY = 4
 """LM Studio serves 4 predictions at once per llama.cpp model by default."""
@@ -166,7 +170,7 @@ class Common:
         self.read_timeout = check_timeout(read_timeout, "read_timeout")
 
     def _prepare(self, model_input: Any, output_type: Any, kwargs: dict[str, Any]) -> Request:
-        args = parse_inference_kwargs(kwargs)
+        args = parse_inference_kwargs(kwargs) if kwargs else NO_ARGS
         plan = self._adapter.plan_output(output_type)
         if plan.response_format is not None and args.config and "structured" in args.config:
             raise InvalidInferenceArgumentError(

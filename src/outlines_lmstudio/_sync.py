@@ -6,6 +6,7 @@ or, for a call with a time limit, in a worker thread the caller waits for.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from ._common import (
     Completion,
     Request,
 )
+from ._discovery import ensure_host
 from ._flow import Call, Emit, Flow, Runner, Sink
 from ._interrupt import SigintGuard
 from ._streams import SyncReader
@@ -48,6 +50,12 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
     _handles = SYNC_HANDLES
     _formats = SYNC_FORMATS
     _reconnects = SYNC_RECONNECTS
+
+    def __init__(self, client: lms.Client, *args: Any, **options: Any) -> None:
+        super().__init__(client, *args, **options)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self._pool_lock = threading.Lock()
 
     # -- drivers -----------------------------------------------------------------------------
     def _drive(self, runner: Runner[Any]) -> Iterator[Any]:
@@ -75,6 +83,7 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         return self._predict(call, sink)
 
     def _predict(self, call: Call, sink: Sink) -> Iterator[Any]:
+        ensure_host(self.client, call.request.key)  # lms.Client() with no host: find LM Studio
         try:
             yield from self._drive(Runner(_flow.predict(call, sink, self._error)))
         except KeyboardInterrupt:
@@ -121,7 +130,36 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         _threads.later(DRAIN_SECONDS, unstick)
 
     def _map(self, flows: list[Flow[Any]], limit: int) -> list[Any]:
-        return _threads.run_batch(self._run, flows, limit)
+        if not flows:
+            return []
+        with self._batch_pool(limit) as pool:
+            return _threads.run_batch(self._run, flows, pool)
+
+    @contextlib.contextmanager
+    def _batch_pool(self, limit: int) -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+        """Lend the model's batch threads (``limit`` at most), kept from batch to batch.
+
+        A batch that starts while another one runs (from another thread, or nested in
+        one) gets a pool of its own, so every batch has its ``limit`` and none waits
+        for another's threads. Idle threads end with the model (or the interpreter).
+        """
+        if not self._pool_lock.acquire(blocking=False):
+            with concurrent.futures.ThreadPoolExecutor(
+                limit, thread_name_prefix="outlines-lmstudio-batch"
+            ) as own:
+                yield own
+            return
+        try:
+            if self._pool is None or self._pool_size != limit:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    limit, thread_name_prefix="outlines-lmstudio-batch"
+                )  # threads start as work arrives: a batch of 1 starts one
+                self._pool_size = limit
+            yield self._pool
+        finally:
+            self._pool_lock.release()
 
     # -- effects -----------------------------------------------------------------------------
     def _complete(self, effect: _flow.Complete) -> Completion:
@@ -170,7 +208,9 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         _threads.check_open(call)
         guard: SigintGuard = call.front or SigintGuard()
         stream = effect.handle.respond_stream(effect.chat, **effect.kwargs)
-        call.reader = SyncReader(stream, guard, per_fragment=not guard.armed)
+        call.reader = SyncReader(
+            stream, guard, per_fragment=not guard.armed, whole=guard.armed
+        )  # armed for the whole call: a whole reply, nothing of ours between fragments
 
     def _read(self, effect: _flow.Read) -> list[lms.LlmPredictionFragment] | None:
         _threads.check_open(effect.call)  # the first read sends the request: not once left

@@ -222,33 +222,30 @@ def _value(future: concurrent.futures.Future[Any]) -> Any:
     return None
 
 
-def run_batch(run: Callable[[Flow[Any]], Any], flows: list[Flow[Any]], limit: int) -> list[Any]:
-    """Run flows on a thread pool, at most ``limit`` at once; results in input order.
+def run_batch(
+    run: Callable[[Flow[Any]], Any],
+    flows: list[Flow[Any]],
+    pool: concurrent.futures.ThreadPoolExecutor,
+) -> list[Any]:
+    """Run flows on a thread pool; results in input order.
 
     Ctrl-C stops the batch at once: running predictions are cancelled on the server,
     queued ones never start, and the ``KeyboardInterrupt`` carries ``results`` (the
     finished items' values, ``None`` for the others).
     """
-    if not flows:
-        return []
     scope = _Scope()
-    pool = concurrent.futures.ThreadPoolExecutor(
-        min(limit, len(flows)), thread_name_prefix="outlines-lmstudio-batch"
-    )
     futures = [pool.submit(_in_scope, scope, run, flow) for flow in flows]
     try:
         concurrent.futures.wait(futures)
     except KeyboardInterrupt as interrupt:
         scope.stop()
-        pool.shutdown(wait=False, cancel_futures=True)
+        for future in futures:
+            future.cancel()  # the queued ones never start
         # The process may exit next: give LM Studio a moment to confirm the cancels.
         concurrent.futures.wait(futures, timeout=CONFIRM_SECONDS)
         results = [_value(f) for f in futures]
         interrupt.__dict__["results"] = results
         done = sum(f.done() and not f.cancelled() and f.exception() is None for f in futures)
-        interrupt.add_note(
-            f"(batch interrupted: {done} of {len(flows)} items finished; see .results)"
-        )
+        interrupt.add_note(f"(batch stopped: {done} of {len(flows)} items finished; see .results)")
         raise
-    pool.shutdown()
     return batch_result([f.exception() or f.result() for f in futures])

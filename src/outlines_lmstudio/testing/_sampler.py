@@ -218,6 +218,8 @@ class _Automaton:
             if rng.random() < pressure:
                 here = self.distance[state]
                 best = [i for i, n in enumerate(nexts) if self.distance[n] < here]
+                if not best:  # only a final state (distance 0) has no closer next state
+                    return out
                 pick = rng.choice(best)
             else:
                 pick = rng.choices(range(len(ids)), cum_weights=cum)[0]

@@ -1,0 +1,107 @@
+"""Finding LM Studio on its default local ports for a client made without a host.
+
+``lms.Client()`` with no host looks for LM Studio on its default local ports
+only when it is entered (``with lms.Client() as client:``); used without
+``with``, each call fails with "Local API host port is not yet resolved".
+``from_lmstudio(lms.Client(), key)`` works as the ``with`` block does: the
+model runs the SDK's own discovery on first use. When nothing answers, the
+error lists the ports tried and says how to start LM Studio or pass a host.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import lmstudio as lms
+
+from ._sdk_errors import client_host
+from .errors import LMStudioConnectionError
+
+__all__ = ["DEFAULT_PORTS", "enter_async_client", "ensure_host", "no_server_error"]
+
+DEFAULT_PORTS = (41343, 52993, 16141, 39414, 22931)
+"""LM Studio's default local API ports, in the order ``lmstudio`` 1.5 probes them.
+
+A unit test checks this against the SDK's own list, so a new SDK release that
+changes it cannot make our message wrong silently.
+"""
+
+_DISCOVERY = threading.Lock()  # batch threads sharing one new client probe once
+
+
+def no_server_error(model: str | None = None) -> LMStudioConnectionError:
+    """Return the error for "no LM Studio on any default port".
+
+    Parameters
+    ----------
+    model
+        The model key the call was for, if any.
+
+    Returns
+    -------
+    LMStudioConnectionError
+        The message lists the ports tried; the hint says how to start LM Studio's
+        server or pass a host.
+    """
+    ports = ", ".join(str(port) for port in DEFAULT_PORTS)
+    return LMStudioConnectionError(
+        f"Cannot find LM Studio: the client has no host, and nothing answered as LM Studio "
+        f"on 127.0.0.1 ports {ports} (LM Studio's default local API ports).",
+        model=model,
+        hint="Start LM Studio's server (Developer tab, or `lms server start`), or pass the "
+        'host it listens on: lms.Client("localhost:1234"). Without LM Studio, use '
+        "outlines_lmstudio.testing.LMStudioEmulator.",
+    )
+
+
+def ensure_host(client: lms.Client, model: str | None = None) -> None:
+    """Find LM Studio on its default ports if ``client`` was made without a host.
+
+    Parameters
+    ----------
+    client
+        The caller's client; it is not closed (the caller owns it).
+    model
+        The model key, for the error message.
+
+    Raises
+    ------
+    LMStudioConnectionError
+        Nothing answered on any default port.
+    """
+    if client_host(client) is not None:
+        return
+    with _DISCOVERY:
+        if client_host(client) is not None:
+            return
+        try:
+            # The SDK's discovery for an existing client is its context-manager entry:
+            # `Client.__enter__` only probes the default ports and records the host
+            # (lmstudio/sync_api.py). No __exit__: that would close the caller's client.
+            client.__enter__()
+        except lms.LMStudioClientError as exc:
+            raise no_server_error(model) from exc
+
+
+async def enter_async_client(client: lms.AsyncClient) -> None:
+    """Enter an ``AsyncClient`` (``async with`` does the same), explaining a failed discovery.
+
+    Parameters
+    ----------
+    client
+        A client that is not entered yet.
+
+    Raises
+    ------
+    LMStudioConnectionError
+        The client has no host and nothing answered on any default port.
+    lmstudio.LMStudioError
+        Any other failure, as the SDK raised it (the caller translates it).
+    """
+    discovering = client_host(client) is None
+    try:
+        await client.__aenter__()
+    except lms.LMStudioClientError as exc:
+        if discovering and client_host(client) is None:
+            raise no_server_error() from exc
+        raise

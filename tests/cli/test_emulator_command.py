@@ -1,0 +1,104 @@
+"""``outlines-lmstudio emulator`` and ``python -m outlines_lmstudio.testing``, as users run them.
+
+Run as real subprocesses (measured by coverage through ``patch = ["subprocess"]``).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import lmstudio as lms
+import pytest
+
+from outlines_lmstudio.cli._emulator import load_models
+
+from .helpers import cli_env, script_path
+
+
+def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*script_path(), *args], capture_output=True, text=True, env=cli_env(), timeout=timeout
+    )
+
+
+def test_a_models_file_serves_those_models(tmp_path: Path) -> None:
+    models = tmp_path / "models.json"
+    models.write_text(json.dumps({"models": [{"key": "my-model", "vision": True}]}), "utf-8")
+    command = [sys.executable, "-m", "outlines_lmstudio.testing", "--port", "0"]
+    with subprocess.Popen(
+        [*command, "--models", str(models)], stdout=subprocess.PIPE, text=True, env=cli_env()
+    ) as child:
+        try:
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            assert line.startswith("LM Studio emulator listening on 127.0.0.1:")
+            with lms.Client(line.rsplit(" ", 1)[1].strip()) as client:
+                assert [m.model_key for m in client.llm.list_downloaded()] == ["my-model"]
+            child.send_signal(signal.SIGTERM)  # a service manager's stop
+            assert child.wait(timeout=15) == 0
+            assert child.stdout.read() == "LM Studio emulator stopped\n"
+        finally:
+            child.kill()
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("[1, 2", "Expecting"),
+        ('{"not_models": []}', "expected a JSON list of models"),
+        ('["my-model"]', "each model must be a JSON object"),
+        ('[{"key": "m", "colour": "red"}]', "bad model entry"),
+    ],
+)
+def test_a_bad_models_file_is_refused_in_one_line(
+    tmp_path: Path, content: str, problem: str
+) -> None:
+    models = tmp_path / "models.json"
+    models.write_text(content, "utf-8")
+    result = run("emulator", "--models", str(models))
+    assert result.returncode == 2
+    assert result.stderr.startswith("Cannot read the models file: ")
+    assert problem in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_models_file_is_refused(tmp_path: Path) -> None:
+    result = run("emulator", "--models", str(tmp_path / "absent.json"))
+    assert result.returncode == 2
+    assert "Cannot read the models file" in result.stderr
+    assert "absent.json" in result.stderr
+
+
+def test_a_port_in_use_is_refused() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("emulator", "--port", str(port))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"Cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_load_models_reads_a_list(tmp_path: Path) -> None:
+    models = tmp_path / "models.json"
+    models.write_text('[{"key": "a"}, {"key": "b", "vision": true}]', "utf-8")
+    loaded = load_models(models)
+    assert [(m.key, m.vision) for m in loaded] == [("a", False), ("b", True)]
+
+
+def test_python_dash_m_cli_is_the_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "outlines_lmstudio.cli", "--help"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "usage: outlines-lmstudio" in result.stdout

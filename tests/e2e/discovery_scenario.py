@@ -1,0 +1,64 @@
+"""Default-port discovery, as a user meets it: run by ``test_discovery.py`` in a private network.
+
+``python discovery_scenario.py found PORT`` starts the emulator on ``PORT`` (one of LM
+Studio's default ports) and uses ``lms.Client()`` / ``lms.AsyncClient()`` with no host,
+never entered by us. ``python discovery_scenario.py nothing`` makes the same calls with
+nothing listening. Prints one JSON object with what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import lmstudio as lms
+from pydantic import BaseModel
+
+from outlines_lmstudio import LMStudioConnectionError, from_lmstudio
+from outlines_lmstudio.testing import LMStudioEmulator
+
+MODEL = "qwen2.5-7b-instruct"
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+def sync_call() -> dict[str, Any]:
+    client = lms.Client()  # no host, no `with`: as in the README
+    try:
+        model = from_lmstudio(client, MODEL)
+        person = model.parse("John is 32", Person, max_tokens=64)
+        texts = model.batch(["a", "b", "c"], max_tokens=4)  # threads share the new client
+        return {"host": client.api_host, "person": person.model_dump(), "batch": len(texts)}
+    except LMStudioConnectionError as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+    finally:
+        client.close()
+
+
+async def async_call() -> dict[str, Any]:
+    model = from_lmstudio(lms.AsyncClient(), MODEL)  # entered by the model on first use
+    try:
+        async with model:
+            person = await model.parse("Mary is 40", Person, max_tokens=64)
+            return {"host": model.client.api_host, "person": person.model_dump()}
+    except LMStudioConnectionError as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+
+
+def main() -> None:
+    if sys.argv[1] == "found":
+        with LMStudioEmulator(port=int(sys.argv[2])) as emulator:
+            result: dict[str, Any] = {"sync": sync_call(), "async": asyncio.run(async_call())}
+            result["predictions"] = len(emulator.predictions)
+    else:
+        result = {"sync": sync_call(), "async": asyncio.run(async_call())}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Default-port discovery end to end: ``lms.Client()`` with no host, in a private network.
+
+The emulator listens on one of LM Studio's default ports inside ``unshare -n``, so no
+real LM Studio (and no other test) can answer instead. The scenario runs in that
+subprocess; these tests check what it reports.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import lmstudio as lms
+import pytest
+
+from outlines_lmstudio import from_lmstudio
+from outlines_lmstudio._discovery import DEFAULT_PORTS, no_server_error
+from outlines_lmstudio.errors import LMStudioConnectionError, OutlinesLMStudioError
+
+from ..private_network import run_in_private_network
+
+SCENARIO = Path(__file__).with_name("discovery_scenario.py")
+pytestmark = pytest.mark.timeout(180)
+
+
+def scenario(*args: str) -> dict[str, Any]:
+    done = run_in_private_network([sys.executable, str(SCENARIO), *args])
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize("port", [DEFAULT_PORTS[0], DEFAULT_PORTS[-1]])
+def test_a_client_without_host_finds_the_server_on_a_default_port(port: int) -> None:
+    result = scenario("found", str(port))
+    for front in ("sync", "async"):
+        assert result[front]["host"] == f"127.0.0.1:{port}", result
+        assert set(result[front]["person"]) == {"name", "age"}
+    assert result["sync"]["batch"] == 3
+    assert result["predictions"] == 5  # 1 + 3 sync, 1 async: every call reached the server
+
+
+def test_nothing_on_the_default_ports_names_them_and_the_fix() -> None:
+    result = scenario("nothing")
+    for front in ("sync", "async"):
+        assert result[front]["error"] == "LMStudioConnectionError", result
+        message = result[front]["message"]
+        assert message == str(no_server_error(None if front == "async" else "qwen2.5-7b-instruct"))
+        for port in DEFAULT_PORTS:
+            assert str(port) in message
+        assert "lms server start" in message
+        assert 'lms.Client("localhost:1234")' in message
+
+
+def test_the_ports_are_the_sdks() -> None:
+    # Our message lists the ports from our copy; this fails when an SDK release changes them.
+    assert tuple(lms.Client._DEFAULT_API_PORTS) == DEFAULT_PORTS
+
+
+def test_the_error_is_a_connection_error() -> None:
+    error = no_server_error("m")
+    assert isinstance(error, LMStudioConnectionError)
+    assert isinstance(error, ConnectionError)
+    assert isinstance(error, OutlinesLMStudioError)
+    assert error.host is None
+    assert error.model == "m"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_a_client_with_a_host_is_not_sent_looking_elsewhere() -> None:
+    host = f"127.0.0.1:{_free_port()}"
+    client = lms.Client(host)
+    try:
+        with pytest.raises(LMStudioConnectionError) as caught:
+            from_lmstudio(client, "m")("Hi")
+    finally:
+        client.close()
+    assert caught.value.host == host
+    assert "Cannot find LM Studio" not in str(caught.value)
+
+
+@pytest.mark.asyncio
+async def test_an_async_client_with_a_host_is_not_sent_looking_elsewhere() -> None:
+    host = f"127.0.0.1:{_free_port()}"
+    model = from_lmstudio(lms.AsyncClient(host), "m")
+    with pytest.raises(LMStudioConnectionError) as caught:
+        await model("Hi")
+    assert "Cannot find LM Studio" not in str(caught.value)
+    assert host in str(caught.value)

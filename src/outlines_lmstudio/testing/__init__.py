@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from outlines_lmstudio.testing._catalogue import EmulatedModel, default_models
 from outlines_lmstudio.testing._faults import Fault
+from outlines_lmstudio.testing._reasoning_forms import ReasoningReply, reasoning_models
 from outlines_lmstudio.testing._records import Frame, Prediction, RecordedRequest, Upload
 from outlines_lmstudio.testing._server import LMStudioEmulator
 
@@ -28,7 +29,9 @@ __all__ = [
     "Frame",
     "LMStudioEmulator",
     "Prediction",
+    "ReasoningReply",
     "RecordedRequest",
     "Upload",
     "default_models",
+    "reasoning_models",
 ]

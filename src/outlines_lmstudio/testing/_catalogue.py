@@ -13,15 +13,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
+from outlines_lmstudio.testing._reasoning_forms import check_form, reasoning_models
+
 if TYPE_CHECKING:
+    from outlines_lmstudio.testing._reasoning_forms import ReasoningReply
     from outlines_lmstudio.testing._records import Prediction
 
 __all__ = ["Catalogue", "EmulatedModel", "Instance", "Reply", "Replies", "default_models"]
 
-Reply: TypeAlias = "str | Callable[[Prediction], str]"
-"""A scripted reply: fixed text, or a function of the recorded request."""
+Reply: TypeAlias = "str | ReasoningReply | Callable[[Prediction], str | ReasoningReply]"
+"""A scripted reply: fixed text (or reasoning and answer), or a function of the request."""
 
-Replies: TypeAlias = "Sequence[str | Callable[[Prediction], str]] | Callable[[Prediction], str]"
+Replies: TypeAlias = (
+    "Sequence[str | ReasoningReply | Callable[[Prediction], str | ReasoningReply]]"
+    " | ReasoningReply | Callable[[Prediction], str | ReasoningReply]"
+)
 """Scripted replies: a list consumed in order, or one function used for every request."""
 
 
@@ -61,6 +67,10 @@ class EmulatedModel:
     replies
         Scripted replies used before the deterministic generator: a list
         consumed in order, or one function used for every request.
+    reasoning
+        How the model thinks before it answers: a reasoning form (``"think"``,
+        ``"marker"``, ``"marker-inline"``, ``"legacy"``, ``"mlx"``, ``"harmony"``;
+        see `ReasoningReply`), or ``None`` for a model that does not reason.
     """
 
     key: str
@@ -77,6 +87,10 @@ class EmulatedModel:
     architecture: str | None = None
     embedding_dims: int = 768
     replies: Replies | None = None
+    reasoning: str | None = None
+
+    def __post_init__(self) -> None:
+        check_form(self.reasoning)
 
     @property
     def path(self) -> str:
@@ -112,8 +126,9 @@ def default_models() -> list[EmulatedModel]:
     -------
     list[EmulatedModel]
         A text-only GGUF LLM with tool use, a GGUF vision LLM, an MLX LLM,
-        an embedding model (all loaded) and a GGUF LLM that is downloaded but
-        not loaded (``getOrLoad`` loads it, reporting progress).
+        an embedding model (all loaded), a GGUF LLM that is downloaded but
+        not loaded (``getOrLoad`` loads it, reporting progress), and one reasoning
+        model per reasoning form, downloaded (`reasoning_models`).
     """
     return [
         EmulatedModel(
@@ -160,6 +175,7 @@ def default_models() -> list[EmulatedModel]:
             size_bytes=720_425_472,
             display_name="Gemma 3 1B Instruct",
         ),
+        *reasoning_models(),
     ]
 
 

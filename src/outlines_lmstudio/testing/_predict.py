@@ -18,6 +18,11 @@ from outlines_lmstudio.testing._protocol import (
     RequestError,
     server_error,
 )
+from outlines_lmstudio.testing._reasoning_forms import (
+    ReasoningReply,
+    plan_reasoning,
+    shape_reply,
+)
 from outlines_lmstudio.testing._records import Prediction, message_text
 from outlines_lmstudio.testing._sampler import (
     SchemaError,
@@ -112,7 +117,9 @@ def _images(conn: Connection, record: Prediction) -> bool:
     return has_image
 
 
-async def _reply_tokens(conn: Connection, instance: Instance, record: Prediction) -> list[str]:
+async def _reply_tokens(
+    conn: Connection, instance: Instance, record: Prediction
+) -> list[str] | ReasoningReply:
     emu = conn.emu
     script = emu._next_reply(instance)
     if script is not None:
@@ -120,6 +127,8 @@ async def _reply_tokens(conn: Connection, instance: Instance, record: Prediction
             text = script(record) if callable(script) else script
         except Exception as exc:
             raise server_error(f"Scripted reply failed: {exc!r}") from exc
+        if isinstance(text, ReasoningReply):
+            return text
         return split_fragments(str(text))
     structured = record.structured
     if structured is not None and structured.get("type") == "json":
@@ -227,13 +236,22 @@ async def _serve(
             f"{instance.identifier!r} is a {instance.model.format} model",
             suggestion='Use {"type": "json", "jsonSchema": ...}, or load a GGUF model.',
         )
-    tokens, stop_reason = _cut(await _reply_tokens(conn, instance, record), record.config)
+    answer, reasoning, form = plan_reasoning(
+        await _reply_tokens(conn, instance, record),
+        instance.model.reasoning,
+        key=json.dumps(record.messages, sort_keys=True),
+        seed=emu.seed,
+    )
+    tokens, stop_reason = _cut(answer, record.config)
+    fragments, stop_reason = shape_reply(
+        form, reasoning, tokens, stop_reason, record.config, structured=structured is not None
+    )
     prompt_tokens = count_tokens(" ".join(message_text(m) for m in record.messages))
     async with emu._slot(instance):
         emu._enter(instance)
         try:
             await _stream(
-                conn, channel, instance, record, tokens, stop_reason, prompt_tokens, fault
+                conn, channel, instance, record, fragments, stop_reason, prompt_tokens, fault
             )
         finally:
             emu._leave(instance)
@@ -244,7 +262,7 @@ async def _stream(
     channel: Channel,
     instance: Instance,
     record: Prediction,
-    tokens: list[str],
+    fragments: list[dict[str, Any]],
     stop_reason: str,
     prompt_tokens: int,
     fault: Fault | None,
@@ -259,32 +277,27 @@ async def _stream(
                 channel, {"type": "promptProcessingProgress", "progress": progress}
             )
     first: float | None = None
-    for i, token in enumerate(tokens):
+    predicted = 0
+    for i, fragment in enumerate(fragments):
         if fault is not None and i == fault.after_fragments:
             await _strike(conn, fault)
         if emu.token_latency:
             await asyncio.sleep(emu.token_latency)
         if channel.cancelled:
             break
-        fragment = {
-            "content": token,
-            "tokensCount": 1,
-            "containsDrafted": False,
-            "reasoningType": "none",
-        }
         await conn.channel_send(channel, {"type": "fragment", "fragment": fragment})
-        record.fragments.append(token)
-        record.text += token
+        record.fragments.append(fragment["content"])
+        record.text += fragment["content"]
+        predicted += fragment["tokensCount"]
         if first is None:
             first = time.monotonic()
     else:
-        if fault is not None and len(tokens) <= fault.after_fragments:
+        if fault is not None and len(fragments) <= fault.after_fragments:
             await _strike(conn, fault)
     if channel.cancelled:
         stop_reason = "userStopped"
         record.cancelled = True
     end = time.monotonic()
-    predicted = len(record.fragments)
     stats: dict[str, Any] = {
         "stopReason": stop_reason,
         "promptTokensCount": prompt_tokens,

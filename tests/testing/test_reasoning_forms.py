@@ -1,0 +1,197 @@
+"""The emulator's reasoning models, seen through the real SDK (and the pure layout)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import lmstudio as lms
+import pytest
+
+from outlines_lmstudio.testing import (
+    EmulatedModel,
+    LMStudioEmulator,
+    ReasoningReply,
+    reasoning_models,
+)
+from outlines_lmstudio.testing._reasoning_forms import (
+    FORMS,
+    SYNTHETIC_MARKER,
+    shape_reply,
+    write_reasoning,
+)
+
+MODELS = {m.reasoning: m.key for m in reasoning_models()}
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+}
+ANSWER = '{"name": "Ada", "age": 36}'
+
+
+def fragments(model: Any, prompt: str, **kw: Any) -> tuple[list[tuple[str, str]], Any]:
+    stream = model.respond_stream(prompt, **kw)
+    got = [(f.content, f.reasoning_type) for f in stream]
+    return got, stream.result()
+
+
+def kinds(got: list[tuple[str, str]]) -> list[str]:
+    """The reasoning types in order, runs collapsed."""
+    out: list[str] = []
+    for _, kind in got:
+        if not out or out[-1] != kind:
+            out.append(kind)
+    return out
+
+
+def test_every_form_has_a_catalogue_model() -> None:
+    assert set(MODELS) == set(FORMS)
+    assert all(not m.loaded for m in reasoning_models())
+    with pytest.raises(ValueError, match="unknown reasoning form 'nope'; use one of think"):
+        EmulatedModel("x", reasoning="nope")
+    with pytest.raises(ValueError, match="unknown reasoning form"):
+        ReasoningReply("a", "b", form="nope")
+
+
+@pytest.mark.parametrize(
+    ("form", "expected"),
+    [
+        ("think", ["reasoningStartTag", "reasoning", "reasoningEndTag", "none"]),
+        ("legacy", ["reasoningStartTag", "reasoning", "reasoningEndTag", "none"]),
+        ("marker", ["reasoningStartTag", "reasoning", "reasoningEndTag", "none"]),
+        ("marker-inline", ["reasoningStartTag", "reasoning", "none"]),
+        ("mlx", ["reasoning", "none"]),
+        ("harmony", ["reasoningStartTag", "reasoning", "reasoningEndTag", "none"]),
+    ],
+)
+def test_plain_reply_of_each_form(client: lms.Client, form: str, expected: list[str]) -> None:
+    model = client.llm.model(MODELS[form])
+    got, result = fragments(model, "Tell me about rivers")
+    assert kinds(got) == expected
+    assert result.content == "".join(c for c, _ in got)  # the SDK joins everything
+    reasoning = "".join(c for c, k in got if k == "reasoning")
+    assert "A first draft: {" in reasoning
+    assert result.stats.stop_reason == "eosFound"
+    tags = [c for c, k in got if k in ("reasoningStartTag", "reasoningEndTag")]
+    if form == "harmony":
+        assert tags == ["<|channel|>analysis<|message|>", "<|end|>"]
+        assert "<|start|>assistant<|channel|>final<|message|>" in result.content
+    elif form == "marker":
+        assert tags == ["<think>", SYNTHETIC_MARKER]
+    elif form == "marker-inline":
+        assert tags == ["<think>"]
+        first_answer = next(c for c, k in got if k == "none")
+        assert first_answer.startswith(SYNTHETIC_MARKER)
+        assert len(first_answer) > len(SYNTHETIC_MARKER)
+    elif form in ("think", "legacy"):
+        assert tags == ["<think>", "</think>"]
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_structured_reply_of_each_form(client: lms.Client, form: str) -> None:
+    model = client.llm.model(MODELS[form])
+    got, result = fragments(model, "Who?", response_format=SCHEMA)
+    answer = "".join(c for c, k in got if k == "none")
+    if form == "legacy":  # the schema constrains from the first token: no reasoning
+        assert kinds(got) == ["none"]
+    else:
+        assert "reasoning" in kinds(got)
+    answer = answer.removeprefix(SYNTHETIC_MARKER).removeprefix("\n\n")
+    answer = answer.removeprefix("<|start|>assistant<|channel|>final<|message|>")
+    value = json.loads(answer)
+    assert set(value) == {"name", "age"}
+    draft = "".join(c for c, k in got if k == "reasoning")
+    if form != "legacy":  # a JSON-looking draft, shaped like the answer, with other values
+        assert json.loads(draft.split("A first draft: ")[1].split(". Hmm")[0]) != value
+    assert result.stats.stop_reason == "eosFound"
+
+
+def test_budget_spent_inside_the_reasoning(client: lms.Client) -> None:
+    model = client.llm.model(MODELS["marker"])
+    got, result = fragments(model, "Who?", response_format=SCHEMA, config={"maxTokens": 6})
+    assert result.stats.stop_reason == "maxPredictedTokensReached"
+    assert result.stats.predicted_tokens_count == 6
+    assert kinds(got) == ["reasoningStartTag", "reasoning"]
+
+
+def test_reasoning_parsing_off_sends_the_tags_as_text(client: lms.Client) -> None:
+    model = client.llm.model(MODELS["marker"])
+    off = {"enabled": False, "startString": "<think>", "endString": "</think>"}
+    got, result = fragments(model, "Hi", config={"reasoningParsing": off})
+    assert kinds(got) == ["none"]
+    assert result.content.startswith("<think>")
+    assert "</think>\n\n" in result.content
+    assert SYNTHETIC_MARKER not in result.content
+
+
+def test_scripted_reasoning_reply_chooses_its_form(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    key = MODELS["think"]
+    emu.script(key, [ReasoningReply("42", "six times seven", form="mlx"), ReasoningReply("x", "y")])
+    model = client.llm.model(key)
+    got, result = fragments(model, "?")
+    assert got == [
+        ("six", "reasoning"),
+        (" times", "reasoning"),
+        (" seven", "reasoning"),
+        ("42", "none"),
+    ]
+    got, _ = fragments(model, "?")
+    assert got == [
+        ("<think>", "reasoningStartTag"),
+        ("y", "reasoning"),
+        ("</think>", "reasoningEndTag"),
+        ("\n\n", "none"),
+        ("x", "none"),
+    ]
+    assert result.stats.predicted_tokens_count == 4
+
+
+def test_a_plain_model_can_be_scripted_to_reason(emu: LMStudioEmulator, client: lms.Client) -> None:
+    emu.script("qwen2.5-7b-instruct", ReasoningReply("ok", "hmm", form="marker-inline"))
+    got, _ = fragments(client.llm.model("qwen2.5-7b-instruct"), "?")
+    assert got == [
+        ("<think>", "reasoningStartTag"),
+        ("hmm", "reasoning"),
+        (SYNTHETIC_MARKER + "ok", "none"),
+    ]
+
+
+def test_layout_flags_harmony_control_text_structural() -> None:
+    out, stop = shape_reply("harmony", ["r"], ["a"], "eosFound", {}, structured=False)
+    assert [(f["content"], f["reasoningType"], f["isStructural"]) for f in out] == [
+        ("<|channel|>analysis<|message|>", "reasoningStartTag", True),
+        ("r", "reasoning", False),
+        ("<|end|>", "reasoningEndTag", True),
+        ("<|start|>assistant<|channel|>final<|message|>", "none", True),
+        ("a", "none", False),
+    ]
+    assert stop == "eosFound"
+    assert all(
+        set(f) == {"content", "tokensCount", "containsDrafted", "reasoningType", "isStructural"}
+        for f in out
+    )
+
+
+def test_layout_budget_counts_tags_and_not_the_marker() -> None:
+    budget = {"llm.prediction.maxPredictedTokens": {"checked": True, "value": 3}}
+    out, stop = shape_reply("marker", ["r1", "r2"], ["a"], "eosFound", budget, structured=True)
+    assert [f["content"] for f in out] == ["<think>", "r1", "r2", SYNTHETIC_MARKER]
+    assert stop == "maxPredictedTokensReached"
+    out, stop = shape_reply("marker", ["r1"], ["a"], "eosFound", budget, structured=True)
+    assert [f["content"] for f in out] == ["<think>", "r1", SYNTHETIC_MARKER, "a"]
+    assert stop == "eosFound"
+    unchecked = {"llm.prediction.maxPredictedTokens": {"checked": False, "value": 1}}
+    assert (
+        shape_reply(None, [], ["a", "b"], "eosFound", unchecked, structured=False)[1] == "eosFound"
+    )
+
+
+def test_reasoning_text_is_deterministic_and_drafts_the_answer() -> None:
+    text = write_reasoning(ANSWER, "k", 1)
+    assert text == write_reasoning(ANSWER, "k", 1)
+    draft = json.loads(text.split("A first draft: ")[1].split(". Hmm")[0])
+    assert draft == {"name": "draft Ada", "age": 37}
+    assert '{"draft": true' in write_reasoning("not json", "k", 1)

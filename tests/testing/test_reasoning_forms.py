@@ -14,6 +14,7 @@ from outlines_lmstudio.testing import (
     ReasoningReply,
     reasoning_models,
 )
+from outlines_lmstudio.testing._engine import Fragment
 from outlines_lmstudio.testing._reasoning_forms import (
     FORMS,
     SYNTHETIC_MARKER,
@@ -160,8 +161,8 @@ def test_a_plain_model_can_be_scripted_to_reason(emu: LMStudioEmulator, client: 
 
 
 def test_layout_flags_harmony_control_text_structural() -> None:
-    out, stop = shape_reply("harmony", ["r"], ["a"], "eosFound", {}, structured=False)
-    assert [(f["content"], f["reasoningType"], f["isStructural"]) for f in out] == [
+    out, stop = shape_reply("harmony", ["r"], [Fragment("a")], "eosFound", {}, structured=False)
+    assert [(f.content, f.reasoning_type, f.is_structural) for f in out] == [
         ("<|channel|>analysis<|message|>", "reasoningStartTag", True),
         ("r", "reasoning", False),
         ("<|end|>", "reasoningEndTag", True),
@@ -169,24 +170,20 @@ def test_layout_flags_harmony_control_text_structural() -> None:
         ("a", "none", False),
     ]
     assert stop == "eosFound"
-    assert all(
-        set(f) == {"content", "tokensCount", "containsDrafted", "reasoningType", "isStructural"}
-        for f in out
-    )
 
 
 def test_layout_budget_counts_tags_and_not_the_marker() -> None:
     budget = {"llm.prediction.maxPredictedTokens": {"checked": True, "value": 3}}
-    out, stop = shape_reply("marker", ["r1", "r2"], ["a"], "eosFound", budget, structured=True)
-    assert [f["content"] for f in out] == ["<think>", "r1", "r2", SYNTHETIC_MARKER]
+    answer = [Fragment("a")]
+    out, stop = shape_reply("marker", ["r1", "r2"], answer, "eosFound", budget, structured=True)
+    assert [f.content for f in out] == ["<think>", "r1", "r2", SYNTHETIC_MARKER]
     assert stop == "maxPredictedTokensReached"
-    out, stop = shape_reply("marker", ["r1"], ["a"], "eosFound", budget, structured=True)
-    assert [f["content"] for f in out] == ["<think>", "r1", SYNTHETIC_MARKER, "a"]
+    out, stop = shape_reply("marker", ["r1"], answer, "eosFound", budget, structured=True)
+    assert [f.content for f in out] == ["<think>", "r1", SYNTHETIC_MARKER, "a"]
     assert stop == "eosFound"
     unchecked = {"llm.prediction.maxPredictedTokens": {"checked": False, "value": 1}}
-    assert (
-        shape_reply(None, [], ["a", "b"], "eosFound", unchecked, structured=False)[1] == "eosFound"
-    )
+    two = [Fragment("a"), Fragment("b")]
+    assert shape_reply(None, [], two, "eosFound", unchecked, structured=False)[1] == "eosFound"
 
 
 def test_reasoning_text_is_deterministic_and_drafts_the_answer() -> None:

@@ -9,6 +9,7 @@ thread-safe by itself: the emulator guards it with its own lock.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
@@ -19,7 +20,19 @@ if TYPE_CHECKING:
     from outlines_lmstudio.testing._reasoning_forms import ReasoningReply
     from outlines_lmstudio.testing._records import Prediction
 
-__all__ = ["Catalogue", "EmulatedModel", "Instance", "Reply", "Replies", "default_models"]
+__all__ = [
+    "DEFAULT_GGUF_CONTEXT",
+    "Catalogue",
+    "EmulatedModel",
+    "Instance",
+    "Reply",
+    "Replies",
+    "default_models",
+]
+
+DEFAULT_GGUF_CONTEXT = 4096
+"""The context length a GGUF model is loaded with unless the load config says otherwise
+(LM Studio's default; the model's own maximum stays its ``maxContextLength``)."""
 
 Reply: TypeAlias = "str | ReasoningReply | Callable[[Prediction], str | ReasoningReply]"
 """A scripted reply: fixed text (or reasoning and answer), or a function of the request."""
@@ -67,10 +80,16 @@ class EmulatedModel:
     replies
         Scripted replies used before the deterministic generator: a list
         consumed in order, or one function used for every request.
+    gguf
+        A GGUF file: the model is then served by llama.cpp (llama-cpp-python,
+        the ``local`` extra) instead of the synthetic engine, and
+        ``size_bytes``, ``context_length`` (its maximum) and ``architecture``
+        are read from the file.
     reasoning
         How the model thinks before it answers: a reasoning form (``"think"``,
         ``"marker"``, ``"marker-inline"``, ``"legacy"``, ``"mlx"``, ``"harmony"``;
-        see `ReasoningReply`), or ``None`` for a model that does not reason.
+        see `ReasoningReply`), or ``None`` for a model that does not reason. The
+        synthetic engine writes the reasoning; a ``gguf`` model thinks as its file does.
     """
 
     key: str
@@ -87,10 +106,31 @@ class EmulatedModel:
     architecture: str | None = None
     embedding_dims: int = 768
     replies: Replies | None = None
+    gguf: str | os.PathLike[str] | None = None
     reasoning: str | None = None
 
     def __post_init__(self) -> None:
         check_form(self.reasoning)
+        if self.gguf is not None:
+            from outlines_lmstudio.testing._llama import read_facts
+
+            facts = read_facts(self.gguf)
+            self.gguf = os.fspath(self.gguf)
+            self.format = "gguf"
+            self.size_bytes = facts.size_bytes
+            self.context_length = facts.context_length
+            self.architecture = facts.architecture
+            self.params = self.params or facts.params
+            self.display_name = self.display_name or facts.name
+            if facts.embedding_dims is not None:
+                self.embedding_dims = facts.embedding_dims
+
+    @property
+    def load_context_length(self) -> int:
+        """The context length of a new instance when the load config sets none."""
+        if self.gguf is not None:
+            return min(self.context_length, DEFAULT_GGUF_CONTEXT)
+        return self.context_length
 
     @property
     def path(self) -> str:
@@ -273,7 +313,7 @@ class Catalogue:
             model=model,
             identifier=ident,
             reference=f"emulator-instance-{self._counter}",
-            context_length=context_length or model.context_length,
+            context_length=context_length or model.load_context_length,
             load_fields=list(load_fields or []),
         )
         self.instances[ident] = instance

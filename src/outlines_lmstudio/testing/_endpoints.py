@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
-import math
-import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from outlines_lmstudio.testing._engine import engine_for
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._protocol import Channel, Connection, RequestError, server_error
 from outlines_lmstudio.testing._records import Upload, message_text
-from outlines_lmstudio.testing._sampler import count_tokens, token_ids
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import Instance
@@ -125,15 +122,15 @@ async def get_load_config(conn: Connection, parameter: Any) -> Any:
 
 
 async def tokenize(conn: Connection, parameter: Any) -> Any:
-    """``tokenize``: deterministic token ids."""
-    resolve(conn, parameter.get("specifier"))
-    return {"tokens": token_ids(str(parameter.get("inputString", "")))}
+    """``tokenize``: the token ids of the model's engine."""
+    engine = engine_for(conn.emu, resolve(conn, parameter.get("specifier")))
+    return {"tokens": await engine.tokenize(str(parameter.get("inputString", "")))}
 
 
 async def count_tokens_rpc(conn: Connection, parameter: Any) -> Any:
-    """``countTokens``: the number of emulator tokens."""
-    resolve(conn, parameter.get("specifier"))
-    return {"tokenCount": count_tokens(str(parameter.get("inputString", "")))}
+    """``countTokens``: the number of tokens by the model's engine."""
+    engine = engine_for(conn.emu, resolve(conn, parameter.get("specifier")))
+    return {"tokenCount": await engine.count_tokens(str(parameter.get("inputString", "")))}
 
 
 async def unload_model(conn: Connection, parameter: Any) -> Any:
@@ -154,21 +151,16 @@ def format_prompt(messages: list[dict[str, Any]]) -> str:
 
 
 async def apply_prompt_template(conn: Connection, parameter: Any) -> Any:
-    """``applyPromptTemplate``: the history rendered as a ChatML prompt."""
-    resolve(conn, parameter.get("specifier"))
+    """``applyPromptTemplate``: the history rendered with the model's prompt template."""
+    engine = engine_for(conn.emu, resolve(conn, parameter.get("specifier")))
     history = parameter.get("history") or {}
-    return {"formatted": format_prompt(list(history.get("messages", [])))}
+    return {"formatted": await engine.apply_prompt_template(list(history.get("messages", [])))}
 
 
 async def embed_string(conn: Connection, parameter: Any) -> Any:
-    """``embedString``: a deterministic unit vector derived from the text."""
-    instance = resolve(conn, parameter.get("modelSpecifier"))
-    text = str(parameter.get("inputString", ""))
-    digest = hashlib.sha256(f"{instance.model.key}\x00{text}".encode()).digest()
-    rng = random.Random(int.from_bytes(digest[:8], "big"))
-    vector = [rng.gauss(0.0, 1.0) for _ in range(instance.model.embedding_dims)]
-    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
-    return {"embedding": [v / norm for v in vector]}
+    """``embedString``: the embedding vector of the model's engine."""
+    engine = engine_for(conn.emu, resolve(conn, parameter.get("modelSpecifier")))
+    return {"embedding": await engine.embed(str(parameter.get("inputString", "")))}
 
 
 async def list_downloaded_models(conn: Connection, parameter: Any) -> Any:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
+import math
 import random
 import time
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
-from outlines_lmstudio.testing._endpoints import _query_of, resolve
+from outlines_lmstudio.testing._endpoints import _query_of, format_prompt, resolve
+from outlines_lmstudio.testing._engine import Fragment, Generation, engine_for
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._protocol import (
     Channel,
@@ -29,12 +33,14 @@ from outlines_lmstudio.testing._sampler import (
     count_tokens,
     plain_text,
     split_fragments,
+    token_ids,
 )
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import Instance
+    from outlines_lmstudio.testing._server import LMStudioEmulator
 
-__all__ = ["merge_config", "predict"]
+__all__ = ["SyntheticEngine", "merge_config", "predict"]
 
 NO_IMAGES = "Model does not support images. Please use a model that does."
 
@@ -55,23 +61,23 @@ def _seed_for(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
-def _cut(tokens: list[str], config: dict[str, Any]) -> tuple[list[str], str]:
+def _cut(tokens: list[Fragment], config: dict[str, Any]) -> tuple[list[Fragment], str]:
     """Apply stop strings and the token limit, as a model would while generating."""
     stops = [s for s in config.get("llm.prediction.stopStrings") or [] if isinstance(s, str) and s]
     limit = config.get("llm.prediction.maxPredictedTokens")
     max_tokens: int | None = None
     if isinstance(limit, dict) and limit.get("checked") and isinstance(limit.get("value"), int):
         max_tokens = max(0, int(limit["value"]))
-    out: list[str] = []
+    out: list[Fragment] = []
     text = ""
     for token in tokens:
         if max_tokens is not None and len(out) >= max_tokens:
             return out, "maxPredictedTokensReached"
-        text += token
+        text += token.content
         out.append(token)
         found = [
             i
-            for i in (text.find(s, max(0, len(text) - len(token) - len(s))) for s in stops)
+            for i in (text.find(s, max(0, len(text) - len(token.content) - len(s))) for s in stops)
             if i >= 0
         ]
         if found:
@@ -81,17 +87,17 @@ def _cut(tokens: list[str], config: dict[str, Any]) -> tuple[list[str], str]:
     return out, "eosFound"
 
 
-def _prefix(tokens: list[str], length: int) -> list[str]:
+def _prefix(tokens: list[Fragment], length: int) -> list[Fragment]:
     """Return the tokens covering the first ``length`` characters (the last one trimmed)."""
-    kept: list[str] = []
+    kept: list[Fragment] = []
     used = 0
     for token in tokens:
-        if used + len(token) >= length:
+        if used + len(token.content) >= length:
             if length > used:
-                kept.append(token[: length - used])
+                kept.append(dataclasses.replace(token, content=token.content[: length - used]))
             return kept
         kept.append(token)
-        used += len(token)
+        used += len(token.content)
     return kept
 
 
@@ -117,10 +123,13 @@ def _images(conn: Connection, record: Prediction) -> bool:
     return has_image
 
 
+def _fragments(tokens: list[str]) -> list[Fragment]:
+    return [Fragment(token) for token in tokens]
+
+
 async def _reply_tokens(
-    conn: Connection, instance: Instance, record: Prediction
-) -> list[str] | ReasoningReply:
-    emu = conn.emu
+    emu: LMStudioEmulator, instance: Instance, record: Prediction
+) -> list[Fragment] | ReasoningReply:
     script = emu._next_reply(instance)
     if script is not None:
         try:
@@ -129,15 +138,15 @@ async def _reply_tokens(
             raise server_error(f"Scripted reply failed: {exc!r}") from exc
         if isinstance(text, ReasoningReply):
             return text
-        return split_fragments(str(text))
+        return _fragments(split_fragments(str(text)))
     structured = record.structured
     if structured is not None and structured.get("type") == "json":
         schema = structured.get("jsonSchema")
         rng = random.Random(_seed_for(emu.seed, record.messages, schema))
         try:
             if emu._sampler.is_cached(schema):
-                return emu._sampler.sample(schema, rng)
-            return await asyncio.to_thread(emu._sampler.sample, schema, rng)
+                return _fragments(emu._sampler.sample(schema, rng))
+            return _fragments(await asyncio.to_thread(emu._sampler.sample, schema, rng))
         except SchemaError as exc:
             raise server_error(f"Failed to build a grammar for the JSON schema: {exc}") from exc
     if structured is not None and structured.get("type") == "gbnf":
@@ -145,10 +154,67 @@ async def _reply_tokens(
 
         rng = random.Random(_seed_for(emu.seed, record.messages, structured))
         try:
-            return split_fragments(sample_gbnf(str(structured.get("gbnfGrammar", "")), rng))
+            text = sample_gbnf(str(structured.get("gbnfGrammar", "")), rng)
+            return _fragments(split_fragments(text))
         except GrammarError as exc:
             raise server_error(f"Failed to parse the GBNF grammar: {exc}") from exc
-    return plain_text(json.dumps(record.messages, sort_keys=True), emu.seed)
+    return _fragments(plain_text(json.dumps(record.messages, sort_keys=True), emu.seed))
+
+
+async def _listed(fragments: list[Fragment]) -> AsyncGenerator[Fragment, None]:
+    for fragment in fragments:
+        yield fragment
+
+
+class SyntheticEngine:
+    """The synthetic engine: seeded text, sampled JSON and GBNF, scripted replies.
+
+    Instant and deterministic; it has no language model. Tokens are the
+    emulator's own word pieces (`outlines_lmstudio.testing._sampler`).
+    """
+
+    def __init__(self, emu: LMStudioEmulator, instance: Instance) -> None:
+        self._emu = emu
+        self._instance = instance
+
+    async def generate(self, record: Prediction) -> Generation:
+        """Produce the whole reply at once, cut by stop strings and the token limit.
+
+        A reasoning model thinks first, in its reasoning form (`_reasoning_forms`).
+        """
+        answer, reasoning, form = plan_reasoning(
+            await _reply_tokens(self._emu, self._instance, record),
+            self._instance.model.reasoning,
+            key=json.dumps(record.messages, sort_keys=True),
+            seed=self._emu.seed,
+        )
+        tokens, stop_reason = _cut(answer, record.config)
+        fragments, stop_reason = shape_reply(
+            form, reasoning, tokens, stop_reason, record.config, structured=bool(record.structured)
+        )
+        prompt_tokens = count_tokens(" ".join(message_text(m) for m in record.messages))
+        return Generation(_listed(fragments), stop_reason, prompt_tokens)
+
+    async def tokenize(self, text: str) -> list[int]:
+        """Return deterministic ids, one per word piece."""
+        return token_ids(text)
+
+    async def count_tokens(self, text: str) -> int:
+        """Return the number of word pieces."""
+        return count_tokens(text)
+
+    async def apply_prompt_template(self, messages: list[dict[str, Any]]) -> str:
+        """Render with a ChatML-style template."""
+        return format_prompt(messages)
+
+    async def embed(self, text: str) -> list[float]:
+        """Return a deterministic unit vector derived from the model key and the text."""
+        model = self._instance.model
+        digest = hashlib.sha256(f"{model.key}\x00{text}".encode()).digest()
+        rng = random.Random(int.from_bytes(digest[:8], "big"))
+        vector = [rng.gauss(0.0, 1.0) for _ in range(model.embedding_dims)]
+        norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+        return [v / norm for v in vector]
 
 
 async def _strike(conn: Connection, fault: Fault) -> None:
@@ -236,23 +302,11 @@ async def _serve(
             f"{instance.identifier!r} is a {instance.model.format} model",
             suggestion='Use {"type": "json", "jsonSchema": ...}, or load a GGUF model.',
         )
-    answer, reasoning, form = plan_reasoning(
-        await _reply_tokens(conn, instance, record),
-        instance.model.reasoning,
-        key=json.dumps(record.messages, sort_keys=True),
-        seed=emu.seed,
-    )
-    tokens, stop_reason = _cut(answer, record.config)
-    fragments, stop_reason = shape_reply(
-        form, reasoning, tokens, stop_reason, record.config, structured=structured is not None
-    )
-    prompt_tokens = count_tokens(" ".join(message_text(m) for m in record.messages))
+    generation = await engine_for(emu, instance).generate(record)
     async with emu._slot(instance):
         emu._enter(instance)
         try:
-            await _stream(
-                conn, channel, instance, record, fragments, stop_reason, prompt_tokens, fault
-            )
+            await _stream(conn, channel, instance, record, generation, fault)
         finally:
             emu._leave(instance)
 
@@ -262,9 +316,7 @@ async def _stream(
     channel: Channel,
     instance: Instance,
     record: Prediction,
-    fragments: list[dict[str, Any]],
-    stop_reason: str,
-    prompt_tokens: int,
+    generation: Generation,
     fault: Fault | None,
 ) -> None:
     emu = conn.emu
@@ -278,26 +330,40 @@ async def _stream(
             )
     first: float | None = None
     predicted = 0
-    for i, fragment in enumerate(fragments):
-        if fault is not None and i == fault.after_fragments:
-            await _strike(conn, fault)
-        if emu.token_latency:
-            await asyncio.sleep(emu.token_latency)
-        if channel.cancelled:
-            break
-        await conn.channel_send(channel, {"type": "fragment", "fragment": fragment})
-        record.fragments.append(fragment["content"])
-        record.text += fragment["content"]
-        predicted += fragment["tokensCount"]
-        if first is None:
-            first = time.monotonic()
-    else:
-        if fault is not None and len(fragments) <= fault.after_fragments:
-            await _strike(conn, fault)
+    sent = 0
+    try:
+        async for token in generation.fragments:
+            if fault is not None and sent == fault.after_fragments:
+                await _strike(conn, fault)
+            if emu.token_latency:
+                await asyncio.sleep(emu.token_latency)
+            if channel.cancelled:
+                break
+            fragment = {
+                "content": token.content,
+                "tokensCount": token.tokens_count,
+                "containsDrafted": False,
+                "reasoningType": token.reasoning_type,
+            }
+            await conn.channel_send(channel, {"type": "fragment", "fragment": fragment})
+            record.fragments.append(token.content)
+            record.text += token.content
+            sent += 1
+            predicted += token.tokens_count
+            if first is None:
+                first = time.monotonic()
+        else:
+            if fault is not None and sent <= fault.after_fragments:
+                await _strike(conn, fault)
+    finally:
+        # Stops the engine when we leave early (cancel, fault, dropped connection).
+        await generation.fragments.aclose()
+    stop_reason = generation.stop_reason
     if channel.cancelled:
         stop_reason = "userStopped"
         record.cancelled = True
     end = time.monotonic()
+    prompt_tokens = generation.prompt_tokens
     stats: dict[str, Any] = {
         "stopReason": stop_reason,
         "promptTokensCount": prompt_tokens,
@@ -307,6 +373,7 @@ async def _stream(
     if first is not None:
         stats["timeToFirstTokenSec"] = first - start
         stats["tokensPerSecond"] = predicted / max(end - first, 1e-6)
+    stats.update(generation.stats)
     success = {
         "type": "success",
         "stats": stats,

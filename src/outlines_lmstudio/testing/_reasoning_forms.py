@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from outlines_lmstudio.testing._engine import Fragment
 from outlines_lmstudio.testing._sampler import split_fragments
 
 if TYPE_CHECKING:
@@ -171,12 +172,12 @@ def _perturb(value: Any) -> Any:
 
 
 def plan_reasoning(
-    produced: list[str] | ReasoningReply,
+    produced: list[Fragment] | ReasoningReply,
     model_form: str | None,
     *,
     key: str,
     seed: int,
-) -> tuple[list[str], list[str], str | None]:
+) -> tuple[list[Fragment], list[str], str | None]:
     """Decide what a reasoning model thinks before its answer.
 
     Parameters
@@ -190,27 +191,23 @@ def plan_reasoning(
 
     Returns
     -------
-    tuple[list[str], list[str], str | None]
-        The answer tokens, the reasoning tokens and the form (``None``: none).
+    tuple[list[Fragment], list[str], str | None]
+        The answer fragments, the reasoning tokens and the form (``None``: none).
     """
     if isinstance(produced, ReasoningReply):
         form = produced.form or model_form or "think"
-        return split_fragments(produced.answer), split_fragments(produced.reasoning), form
+        answer = [Fragment(t) for t in split_fragments(produced.answer)]
+        return answer, split_fragments(produced.reasoning), form
     if model_form is None:
         return produced, [], None
-    return produced, split_fragments(write_reasoning("".join(produced), key, seed)), model_form
+    text = "".join(f.content for f in produced)
+    return produced, split_fragments(write_reasoning(text, key, seed)), model_form
 
 
 def _fragment(
     content: str, kind: str = "none", *, tokens: int = 1, structural: bool = False
-) -> dict[str, Any]:
-    return {
-        "content": content,
-        "tokensCount": tokens,
-        "containsDrafted": False,
-        "reasoningType": kind,
-        "isStructural": structural,
-    }
+) -> Fragment:
+    return Fragment(content, tokens, kind, structural)
 
 
 def _think_tags(config: Mapping[str, Any]) -> bool:
@@ -235,12 +232,12 @@ def _think_tags(config: Mapping[str, Any]) -> bool:
 def shape_reply(
     form: str | None,
     reasoning: list[str],
-    answer: list[str],
+    answer: list[Fragment],
     stop_reason: str,
     config: Mapping[str, Any],
     *,
     structured: bool,
-) -> tuple[list[dict[str, Any]], str]:
+) -> tuple[list[Fragment], str]:
     """Lay out reasoning and answer as wire fragments, within the token budget.
 
     Parameters
@@ -248,7 +245,7 @@ def shape_reply(
     form
         The reasoning form, or ``None``.
     reasoning, answer
-        The tokens of each (the answer already cut by stop strings).
+        The reasoning tokens; the answer fragments (already cut by stop strings).
     stop_reason
         The stop reason the answer alone would have.
     config
@@ -258,12 +255,12 @@ def shape_reply(
 
     Returns
     -------
-    tuple[list[dict[str, Any]], str]
-        The fragments to send (``content``, ``tokensCount``, ``containsDrafted``,
-        ``reasoningType``, ``isStructural``) and the stop reason.
+    tuple[list[Fragment], str]
+        The fragments to send (content, tokens count, reasoning type, structural
+        flag) and the stop reason.
     """
     check_form(form)
-    body = [_fragment(t) for t in answer]
+    body = answer
     if form is None or (form == "legacy" and structured):
         return _budget(body, stop_reason, config)
     thought = [_fragment(t, "reasoning") for t in reasoning]
@@ -287,16 +284,17 @@ def shape_reply(
         if form == "marker":
             out += [_fragment(SYNTHETIC_MARKER, "reasoningEndTag", tokens=0), *body]
         elif form == "marker-inline":
-            first = answer[0] if answer else ""
-            out += [_fragment(SYNTHETIC_MARKER + first, tokens=1 if first else 0), *body[1:]]
+            first = answer[0] if answer else Fragment("", 0)
+            out += [_fragment(SYNTHETIC_MARKER + first.content, tokens=first.tokens_count)]
+            out += body[1:]
         else:  # think, legacy without a schema
             out += [_fragment(_THINK[1], "reasoningEndTag"), _fragment("\n\n"), *body]
     return _budget(out, stop_reason, config)
 
 
 def _budget(
-    fragments: list[dict[str, Any]], stop_reason: str, config: Mapping[str, Any]
-) -> tuple[list[dict[str, Any]], str]:
+    fragments: list[Fragment], stop_reason: str, config: Mapping[str, Any]
+) -> tuple[list[Fragment], str]:
     """Stop at ``maxPredictedTokens``, counting every token (reasoning and tags too)."""
     limit = config.get("llm.prediction.maxPredictedTokens")
     if not (isinstance(limit, Mapping) and limit.get("checked")):
@@ -306,7 +304,7 @@ def _budget(
         return fragments, stop_reason
     used = 0
     for i, fragment in enumerate(fragments):
-        used += fragment["tokensCount"]
+        used += fragment.tokens_count
         if used > max(0, value):
             return fragments[:i], "maxPredictedTokensReached"
     return fragments, stop_reason

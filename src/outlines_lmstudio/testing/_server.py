@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from websockets.asyncio.server import Server, ServerConnection
     from websockets.http11 import Request, Response
 
+    from outlines_lmstudio.testing._engine import Engine
     from outlines_lmstudio.testing._protocol import Channel, Connection
 
 __all__ = ["INSTALL_HINT", "NAMESPACES", "LMStudioEmulator", "require_extra"]
@@ -137,6 +138,7 @@ class LMStudioEmulator:
         self._client_refs: dict[str, int] = {}
         self._channel_records: dict[tuple[int, int], Prediction] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._engines: dict[str, Engine] = {}
         self._active: dict[str, int] = {}
         self._peak: dict[str, int] = {}
         self._socket_ids = count(1)
@@ -424,6 +426,7 @@ class LMStudioEmulator:
             self._catalogue.reset()
             self._files.clear()
             self._slots = {}
+            self._engines = {}
             self._peak = dict(self._active)
             self._restore_scripts()
 

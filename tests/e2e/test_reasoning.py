@@ -29,7 +29,12 @@ from outlines_lmstudio import (
     from_lmstudio,
 )
 from outlines_lmstudio._reasoning import HARMONY_TOKENS, SYNTHETIC_MARKER
-from outlines_lmstudio.testing import LMStudioEmulator, ReasoningReply, reasoning_models
+from outlines_lmstudio.testing import (
+    LMStudioEmulator,
+    ReasoningReply,
+    default_models,
+    reasoning_models,
+)
 
 FORMS = {m.reasoning: m.key for m in reasoning_models() if m.reasoning}
 GGUF_FORMS = sorted(m.reasoning for m in reasoning_models() if m.format == "gguf" and m.reasoning)
@@ -60,6 +65,20 @@ REASONING = (
 LEAKS = ("Draft", "Bob", "<think>", "</think>", "__LM_STUDIO", *HARMONY_TOKENS)
 Front = Literal["sync", "async"]
 Model = LMStudio | AsyncLMStudio
+
+
+@pytest.fixture(scope="module")
+def reasoning_emulator() -> Iterator[LMStudioEmulator]:
+    """An emulator serving the default and the reasoning models (drift guard on)."""
+    with LMStudioEmulator([*default_models(), *reasoning_models()], validate_frames=True) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emulator(reasoning_emulator: LMStudioEmulator) -> Iterator[LMStudioEmulator]:
+    reasoning_emulator.reset()
+    yield reasoning_emulator
+    assert reasoning_emulator.protocol_violations == []
 
 
 def expected_reasoning(form: str, structured: bool = True) -> str:

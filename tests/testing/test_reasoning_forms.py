@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import lmstudio as lms
@@ -12,6 +13,7 @@ from outlines_lmstudio.testing import (
     EmulatedModel,
     LMStudioEmulator,
     ReasoningReply,
+    default_models,
     reasoning_models,
 )
 from outlines_lmstudio.testing._engine import Fragment
@@ -31,6 +33,20 @@ SCHEMA = {
 ANSWER = '{"name": "Ada", "age": 36}'
 
 
+@pytest.fixture(scope="module")
+def reasoning_emulator() -> Iterator[LMStudioEmulator]:
+    """An emulator serving the default and the reasoning models (drift guard on)."""
+    with LMStudioEmulator([*default_models(), *reasoning_models()], validate_frames=True) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(reasoning_emulator: LMStudioEmulator) -> Iterator[LMStudioEmulator]:
+    reasoning_emulator.reset()
+    yield reasoning_emulator
+    assert reasoning_emulator.protocol_violations == []
+
+
 def fragments(model: Any, prompt: str, **kw: Any) -> tuple[list[tuple[str, str]], Any]:
     stream = model.respond_stream(prompt, **kw)
     got = [(f.content, f.reasoning_type) for f in stream]
@@ -48,7 +64,8 @@ def kinds(got: list[tuple[str, str]]) -> list[str]:
 
 def test_every_form_has_a_catalogue_model() -> None:
     assert set(MODELS) == set(FORMS)
-    assert all(not m.loaded for m in reasoning_models())
+    assert all(m.loaded for m in reasoning_models())
+    assert not {m.key for m in reasoning_models()} & {m.key for m in default_models()}
     with pytest.raises(ValueError, match="unknown reasoning form 'nope'; use one of think"):
         EmulatedModel("x", reasoning="nope")
     with pytest.raises(ValueError, match="unknown reasoning form"):

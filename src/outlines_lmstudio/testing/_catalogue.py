@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from outlines_lmstudio.testing._reasoning_forms import check_form, reasoning_models
+from outlines_lmstudio.testing._reasoning_forms import check_form
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._reasoning_forms import ReasoningReply
@@ -167,8 +167,8 @@ def default_models() -> list[EmulatedModel]:
     list[EmulatedModel]
         A text-only GGUF LLM with tool use, a GGUF vision LLM, an MLX LLM,
         an embedding model (all loaded), a GGUF LLM that is downloaded but
-        not loaded (``getOrLoad`` loads it, reporting progress), and one reasoning
-        model per reasoning form, downloaded (`reasoning_models`).
+        not loaded (``getOrLoad`` loads it, reporting progress). Add
+        `reasoning_models` for models that think before they answer.
     """
     return [
         EmulatedModel(
@@ -215,7 +215,6 @@ def default_models() -> list[EmulatedModel]:
             size_bytes=720_425_472,
             display_name="Gemma 3 1B Instruct",
         ),
-        *reasoning_models(),
     ]
 
 

@@ -311,12 +311,15 @@ def _budget(
 
 
 def reasoning_models() -> list[EmulatedModel]:
-    """Return the reasoning models of the default catalogue, one per form.
+    """Return reasoning models, one per form, to add to a catalogue.
+
+    ``LMStudioEmulator([*default_models(), *reasoning_models()])`` serves them
+    next to the default models.
 
     Returns
     -------
     list[EmulatedModel]
-        Downloaded, not loaded (``client.llm.model(key)`` loads them on first use).
+        Loaded models whose ``reasoning`` is each of `FORMS` in turn.
     """
     from outlines_lmstudio.testing._catalogue import EmulatedModel
 
@@ -324,7 +327,6 @@ def reasoning_models() -> list[EmulatedModel]:
         return EmulatedModel(
             key,
             reasoning=form,
-            loaded=False,
             context_length=32768,
             display_name=f"{name} ({FORMS[form]})",
             **kw,

@@ -15,8 +15,10 @@ may use several at once (sources and what is inferred: ``docs/reasoning.md``):
   the control tokens are recognised here by their exact spelling.
 
 Untyped ``<think>...</think>`` (reasoning parsing off, or a template LM Studio
-does not know) is recognised only at the very start of the reply, so an answer
-that merely mentions the tags is never cut.
+does not know) is recognised when the reply opens with the start tag. A bare end
+tag in an untyped reply that has not reasoned yet also ends reasoning: some
+templates (Qwen3 2507) put the start tag in the prompt, so the model writes only
+``reasoning</think>answer``. A later mention of either tag is answer text.
 
 The rule, whichever signals arrive: **the answer is the untyped, non-control
 text after the last piece of reasoning**, with the whitespace that separates it
@@ -128,6 +130,8 @@ class ReasoningSplitter:
         self.in_reasoning = False
         self.retracted = False
         self.reasoning_tokens = 0
+        self._typed = False  # the server has typed a fragment as reasoning
+        self._reasoned = False  # reasoning has begun or ended somewhere in this reply
 
     @property
     def answer(self) -> str:
@@ -172,6 +176,8 @@ class ReasoningSplitter:
         answer_before = sum(map(len, self._answer))
         reasoning_before = sum(map(len, self._reasoning))
         was_reasoning = self.in_reasoning
+        if reasoning_type != "none":
+            self._typed = True
         if reasoning_type == "reasoningStartTag":
             self._flush_before_reasoning()
             self._enter(_Mode.REASON)
@@ -242,6 +248,10 @@ class ReasoningSplitter:
     def _tokens(self) -> tuple[str, ...]:
         if self._mode is _Mode.THINK:
             return (_MARKER, self._end_tag)
+        if self._mode is _Mode.ANSWER and not self._reasoned and not self._typed:
+            # An untyped reply that has not reasoned yet: a bare end tag closes reasoning
+            # whose start tag was in the prompt (Qwen3 2507 templates open <think> there).
+            return (_MARKER, self._end_tag, *HARMONY_TOKENS)
         return (_MARKER, *HARMONY_TOKENS)
 
     def _literal(self, text: str, structural: bool) -> None:
@@ -286,6 +296,7 @@ class ReasoningSplitter:
         self._retract()
         self._mode = mode
         self.in_reasoning = True
+        self._reasoned = True
 
     def _boundary(self) -> None:
         """Reasoning ends: the answer starts after this point."""
@@ -293,6 +304,7 @@ class ReasoningSplitter:
         self._mode = _Mode.ANSWER
         self._strip_leading = True
         self.in_reasoning = False
+        self._reasoned = True
 
     def _retract(self) -> None:
         if self._answer:

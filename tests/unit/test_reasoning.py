@@ -77,6 +77,16 @@ CASES: dict[str, tuple[list[Fragment], str, str]] = {
         "plan",
     ),
     "think mentioned later is answer": ([("say <think>", "none")], "say <think>", ""),
+    "end tag after typed reasoning is answer": (
+        [("plan", "reasoning"), ("a </think> b", "none")],
+        "a </think> b",
+        "plan",
+    ),
+    "second end tag is answer": (
+        [("<think>p</think>", "none"), ("x </think>", "none")],
+        "x </think>",
+        "p",
+    ),
     "harmony untyped": (
         [
             ("<|channel|>analysis<|mess", "none"),
@@ -137,6 +147,13 @@ def test_untyped_reasoning_before_a_marker_is_retracted() -> None:
     assert splitter.reasoning == "thinking aloud "
     assert splitter.retracted
     assert chunks[0] == ReplyChunk("thinking aloud ", False)  # could not be known then
+
+
+def test_bare_end_tag_closes_reasoning_opened_in_the_prompt() -> None:
+    splitter, chunks = split([("plan {a}</th", "none"), ("ink>\n\n{}", "none")])
+    assert (splitter.reasoning, splitter.answer) == ("plan {a}", "{}")
+    assert splitter.retracted  # "plan {a}" streamed as answer before the tag showed
+    assert chunks[-1] == ReplyChunk("{}", False)
 
 
 def test_structural_text_is_never_given_out() -> None:
@@ -273,6 +290,7 @@ def _forms(reasoning: str, answer: str) -> dict[str, list[Fragment]]:
         "marker inline": [(reasoning, "reasoning"), (m + answer, "none")],
         "marker untyped": [(reasoning + m + answer, "none")],
         "untyped think": [("<think>" + reasoning + "</think>\n" + answer, "none")],
+        "untyped end tag only": [(reasoning + "</think>\n\n" + answer, "none")],
         "mlx": [(reasoning, "reasoning"), (answer, "none")],
         "harmony": [
             (
@@ -307,16 +325,18 @@ def test_answer_is_always_the_final_answer(
     # What no text can hold without being a control sequence itself:
     assume(SYNTHETIC_MARKER not in reasoning + SYNTHETIC_MARKER[:-1])
     assume(not any(t in reasoning or t in answer for t in HARMONY_TOKENS))
-    assume(form != "untyped think" or "</think>" not in reasoning + "</think>"[:-1])
-    assume(form != "marker untyped" or not reasoning.lstrip().startswith("<think>"))
+    untyped = form in ("untyped think", "untyped end tag only", "marker untyped")
+    assume(not untyped or "</think>" not in reasoning + "</think>"[:-1])
+    assume(not untyped or not reasoning.lstrip().startswith("<think>"))
+    assume(form != "untyped end tag only" or "</think>" not in answer)
     splitter, chunks = split(_cut(_forms(reasoning, answer)[form], cuts))
     assert splitter.answer == answer
     assert splitter.reasoning == reasoning
     assert not splitter.in_reasoning
     if not splitter.retracted:
         assert answer_of(chunks) == answer
-    else:
-        assert form == "marker untyped"  # only untyped reasoning needs taking back
+    else:  # only untyped reasoning needs taking back
+        assert form in ("marker untyped", "untyped end tag only")
 
 
 @settings(max_examples=200, deadline=None)
@@ -324,6 +344,7 @@ def test_answer_is_always_the_final_answer(
 def test_no_reasoning_keeps_the_text_exactly(answer: str, cuts: list[int]) -> None:
     assume(not any(t in answer for t in (*HARMONY_TOKENS, SYNTHETIC_MARKER)))
     assume(not answer.lstrip().startswith("<think>"))  # documented: that opens reasoning
+    assume("</think>" not in answer)  # documented: a bare end tag closes reasoning
     splitter, chunks = split(_cut([(answer, "none")], cuts))
     assert answer_of(chunks) == splitter.answer == answer
     assert splitter.reasoning == ""

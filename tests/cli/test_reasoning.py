@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pexpect
 import pytest
 
 from outlines_lmstudio.testing import LMStudioEmulator, ReasoningReply
 
+from . import test_chat
 from .conftest import MainInProcess
-from .helpers import TEXT, cli_env, lines, script_path
+from .helpers import TEXT, lines
+
+spawn = test_chat.spawn  # the fixture, shared with this module
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -110,35 +111,13 @@ def test_extract_reasoning_refuses_retries(
     assert "cannot re-ask" in result.stderr
 
 
-@pytest.fixture
-def chat(emulator: LMStudioEmulator, tmp_path: Path) -> Iterator[Any]:
-    children: list[pexpect.spawn] = []
-
-    def start(*args: str) -> pexpect.spawn:
-        command = script_path()
-        child = pexpect.spawn(
-            command[0],
-            [*command[1:], "--host", emulator.api_host, "chat", "-m", TEXT, *args],
-            env=cli_env(),
-            cwd=str(tmp_path),
-            encoding="utf-8",
-            timeout=15,
-            dimensions=(50, 200),
-        )
-        children.append(child)
-        return child
-
-    yield start
-    for child in children:
-        child.close(force=True)
-
-
 @pytest.mark.parametrize("hide", [False, True])
 def test_chat_shows_or_hides_reasoning_and_saves_it_apart(
-    emulator: LMStudioEmulator, chat: Any, tmp_path: Path, hide: bool
+    request: pytest.FixtureRequest, emulator: LMStudioEmulator, tmp_path: Path, hide: bool
 ) -> None:
     emulator.script(TEXT, [reasoned("Paris is the capital.", "think"), "Second answer."])
-    child = chat(*(["--hide-reasoning"] if hide else []))
+    spawn = request.getfixturevalue("spawn")  # test_chat's pseudo-terminal fixture
+    child = spawn("-m", TEXT, *(["--hide-reasoning"] if hide else []))
     child.expect_exact("you> ")
     child.sendline("Capital of France?")
     child.expect_exact("you> ")

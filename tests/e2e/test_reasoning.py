@@ -32,9 +32,9 @@ from outlines_lmstudio._reasoning import HARMONY_TOKENS, SYNTHETIC_MARKER
 from outlines_lmstudio.testing import (
     LMStudioEmulator,
     ReasoningReply,
-    default_models,
     reasoning_models,
 )
+from tests.reasoning_emulator import fresh_reasoning_emulator, reasoning_emulator  # noqa: F401
 
 FORMS = {m.reasoning: m.key for m in reasoning_models() if m.reasoning}
 GGUF_FORMS = sorted(m.reasoning for m in reasoning_models() if m.format == "gguf" and m.reasoning)
@@ -67,34 +67,20 @@ Front = Literal["sync", "async"]
 Model = LMStudio | AsyncLMStudio
 
 
-@pytest.fixture(scope="module")
-def reasoning_emulator() -> Iterator[LMStudioEmulator]:
-    """An emulator serving the default and the reasoning models (drift guard on)."""
-    with LMStudioEmulator([*default_models(), *reasoning_models()], validate_frames=True) as emu:
-        yield emu
-
-
-@pytest.fixture
-def emulator(reasoning_emulator: LMStudioEmulator) -> Iterator[LMStudioEmulator]:
-    reasoning_emulator.reset()
-    yield reasoning_emulator
-    assert reasoning_emulator.protocol_violations == []
-
-
 def expected_reasoning(form: str, structured: bool = True) -> str:
     return "" if form == "legacy" and structured else REASONING
 
 
 @pytest_asyncio.fixture(params=["sync", "async"])
 async def front(
-    request: pytest.FixtureRequest, emulator: LMStudioEmulator
+    request: pytest.FixtureRequest, emu: LMStudioEmulator
 ) -> AsyncIterator[Callable[[str], Model]]:
     """Build a model of either front for a model key."""
     if request.param == "sync":
-        with lms.Client(emulator.api_host) as client:
+        with lms.Client(emu.api_host) as client:
             yield lambda key, **kw: from_lmstudio(client, key, **kw)
     else:
-        async with lms.AsyncClient(emulator.api_host) as aclient:
+        async with lms.AsyncClient(emu.api_host) as aclient:
             yield lambda key, **kw: from_lmstudio(aclient, key, **kw)
 
 
@@ -142,17 +128,17 @@ async def call(model: Model, entry: str, prompt: str, output_type: Any, **kw: An
     return replies[0].text, replies[0]
 
 
-def script(emulator: LMStudioEmulator, key: str, answer: str, times: int = 2) -> None:
-    emulator.script(key, [ReasoningReply(answer, REASONING)] * times)
+def script(emu: LMStudioEmulator, key: str, answer: str, times: int = 2) -> None:
+    emu.script(key, [ReasoningReply(answer, REASONING)] * times)
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("entry", ENTRIES)
 @pytest.mark.parametrize("form", sorted(FORMS))
 async def test_only_the_answer_reaches_every_entry_point(
-    emulator: LMStudioEmulator, front: Callable[[str], Model], form: str, entry: str
+    emu: LMStudioEmulator, front: Callable[[str], Model], form: str, entry: str
 ) -> None:
-    script(emulator, FORMS[form], ANSWER)
+    script(emu, FORMS[form], ANSWER)
     model = front(FORMS[form])
     got, reply = await call(model, entry, "Who?", Person)
     if entry == "parse":
@@ -184,9 +170,9 @@ async def test_only_the_answer_reaches_every_entry_point(
 @pytest.mark.parametrize("entry", ["generate", "stream", "reply", "reply_stream"])
 @pytest.mark.parametrize("form", sorted(FORMS))
 async def test_plain_text_answer(
-    emulator: LMStudioEmulator, front: Callable[[str], Model], form: str, entry: str
+    emu: LMStudioEmulator, front: Callable[[str], Model], form: str, entry: str
 ) -> None:
-    script(emulator, FORMS[form], "Paris is the capital.")
+    script(emu, FORMS[form], "Paris is the capital.")
     got, reply = await call(front(FORMS[form]), entry, "Capital?", None)
     assert got == "Paris is the capital."
     if reply is not None:
@@ -219,7 +205,7 @@ async def test_unscripted_structured_reply_validates(
 )
 @pytest.mark.parametrize("form", sorted(FORMS))
 async def test_simple_types_on_reasoning_models(
-    emulator: LMStudioEmulator,
+    emu: LMStudioEmulator,
     front: Callable[[str], Model],
     form: str,
     output_type: Any,
@@ -227,7 +213,7 @@ async def test_simple_types_on_reasoning_models(
     text: str,
     value: Any,
 ) -> None:
-    emulator.script(FORMS[form], [ReasoningReply(answer, REASONING)] * 3)
+    emu.script(FORMS[form], [ReasoningReply(answer, REASONING)] * 3)
     model = front(FORMS[form])
     assert (await call(model, "generate", "?", output_type))[0] == text
     assert (await call(model, "stream", "?", output_type))[0] == text
@@ -237,16 +223,16 @@ async def test_simple_types_on_reasoning_models(
 @pytest.mark.asyncio
 @pytest.mark.parametrize("form", GGUF_FORMS)
 async def test_grammar_mode_on_reasoning_models(
-    emulator: LMStudioEmulator, front: Callable[..., Model], form: str
+    emu: LMStudioEmulator, front: Callable[..., Model], form: str
 ) -> None:
-    emulator.script(FORMS[form], [ReasoningReply("AB-123", REASONING)] * 2)
+    emu.script(FORMS[form], [ReasoningReply("AB-123", REASONING)] * 2)
     model = front(FORMS[form], grammar=True)
     pattern = Regex(r"[A-Z]{2}-[0-9]{3}")
     assert (await call(model, "generate", "Code?", pattern))[0] == "AB-123"
     got, reply = await call(model, "reply", "Code?", pattern)
     assert got == "AB-123"
     assert reply.reasoning == REASONING
-    assert emulator.predictions[-1].structured["type"] == "gbnf"  # type: ignore[index]
+    assert emu.predictions[-1].structured["type"] == "gbnf"  # type: ignore[index]
 
 
 @pytest.mark.asyncio
@@ -268,35 +254,35 @@ async def test_budget_spent_on_reasoning_raises_a_clear_error(
 @pytest.mark.asyncio
 @pytest.mark.parametrize("entry", ["generate", "parse", "reply"])
 async def test_empty_answer_after_reasoning_is_a_clear_error(
-    emulator: LMStudioEmulator, front: Callable[[str], Model], entry: str
+    emu: LMStudioEmulator, front: Callable[[str], Model], entry: str
 ) -> None:
-    emulator.script(FORMS["marker"], [ReasoningReply("", REASONING)])
+    emu.script(FORMS["marker"], [ReasoningReply("", REASONING)])
     with pytest.raises(EmptyAnswerError, match="empty JSON answer"):
         await call(front(FORMS["marker"]), entry, "Who?", Person)
 
 
 @pytest.mark.asyncio
 async def test_reasoning_parsing_setting_reaches_the_server(
-    emulator: LMStudioEmulator, front: Callable[[str], Model]
+    emu: LMStudioEmulator, front: Callable[[str], Model]
 ) -> None:
     """With parsing off, LM Studio sends the tags as text: still only the answer."""
-    script(emulator, FORMS["think"], ANSWER, times=2)
+    script(emu, FORMS["think"], ANSWER, times=2)
     model: Any = front(FORMS["think"])
     off = {"enabled": False, "startString": "<think>", "endString": "</think>"}
     reply = await resolve(model.reply("Who?", Person, reasoning_parsing=off))
     assert (reply.text, reply.reasoning) == (ANSWER, REASONING)
-    assert emulator.predictions[-1].config["llm.prediction.reasoning.parsing"] == off
-    assert "<think>" in emulator.predictions[-1].text
+    assert emu.predictions[-1].config["llm.prediction.reasoning.parsing"] == off
+    assert "<think>" in emu.predictions[-1].text
     text = await resolve(model("Who?", Person, config={"reasoningParsing": off}))
     assert text == ANSWER
 
 
 @pytest.mark.asyncio
 async def test_untyped_marker_is_taken_out_of_the_answer(
-    emulator: LMStudioEmulator, front: Callable[[str], Model]
+    emu: LMStudioEmulator, front: Callable[[str], Model]
 ) -> None:
     """A server that types nothing and sends reasoning, marker, answer as plain text."""
-    emulator.script("qwen2.5-7b-instruct", [REASONING + SYNTHETIC_MARKER + ANSWER] * 2)
+    emu.script("qwen2.5-7b-instruct", [REASONING + SYNTHETIC_MARKER + ANSWER] * 2)
     model: Any = front("qwen2.5-7b-instruct")
     assert await resolve(model("Who?", Person)) == ANSWER
     reply = await resolve(model.reply("Who?", Person))

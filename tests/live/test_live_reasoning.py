@@ -16,23 +16,17 @@ from outlines_lmstudio import ReasoningTruncatedError, from_lmstudio
 from outlines_lmstudio._reasoning import HARMONY_TOKENS
 
 MARKER_HEAD = "__LM_STUDIO_INTERNAL"
+
+
+def _model(variable: str, name: str) -> object:
+    key = os.environ.get(variable)
+    reason = f"set {variable} to a {name} model key"
+    return pytest.param(key, id=name, marks=pytest.mark.skipif(not key, reason=reason))
+
+
 MODELS = [
-    pytest.param(
-        os.environ.get("LMSTUDIO_THINKING_MODEL"),
-        id="thinking-gguf",
-        marks=pytest.mark.skipif(
-            not os.environ.get("LMSTUDIO_THINKING_MODEL"),
-            reason="set LMSTUDIO_THINKING_MODEL to a GGUF thinking model key",
-        ),
-    ),
-    pytest.param(
-        os.environ.get("LMSTUDIO_GPT_OSS_MODEL"),
-        id="gpt-oss",
-        marks=pytest.mark.skipif(
-            not os.environ.get("LMSTUDIO_GPT_OSS_MODEL"),
-            reason="set LMSTUDIO_GPT_OSS_MODEL to a gpt-oss model key",
-        ),
-    ),
+    _model("LMSTUDIO_THINKING_MODEL", "thinking-gguf"),
+    _model("LMSTUDIO_GPT_OSS_MODEL", "gpt-oss"),
 ]
 BUDGET = 4096  # thinking models need room before the answer
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import lmstudio as lms
@@ -23,6 +22,7 @@ from outlines_lmstudio.testing._reasoning_forms import (
     shape_reply,
     write_reasoning,
 )
+from tests.reasoning_emulator import fresh_reasoning_emulator, reasoning_emulator  # noqa: F401
 
 MODELS = {m.reasoning: m.key for m in reasoning_models()}
 SCHEMA = {
@@ -31,20 +31,6 @@ SCHEMA = {
     "required": ["name", "age"],
 }
 ANSWER = '{"name": "Ada", "age": 36}'
-
-
-@pytest.fixture(scope="module")
-def reasoning_emulator() -> Iterator[LMStudioEmulator]:
-    """An emulator serving the default and the reasoning models (drift guard on)."""
-    with LMStudioEmulator([*default_models(), *reasoning_models()], validate_frames=True) as emu:
-        yield emu
-
-
-@pytest.fixture
-def emu(reasoning_emulator: LMStudioEmulator) -> Iterator[LMStudioEmulator]:
-    reasoning_emulator.reset()
-    yield reasoning_emulator
-    assert reasoning_emulator.protocol_violations == []
 
 
 def fragments(model: Any, prompt: str, **kw: Any) -> tuple[list[tuple[str, str]], Any]:

@@ -28,7 +28,7 @@ from outlines_lmstudio import (
     TruncatedOutputError,
     from_lmstudio,
 )
-from outlines_lmstudio._reasoning import HARMONY_TOKENS, SYNTHETIC_MARKER
+from outlines_lmstudio._reasoning import HARMONY_TOKENS, SYNTHETIC_MARKER, ReasoningSplitter
 from outlines_lmstudio.testing import (
     LMStudioEmulator,
     ReasoningReply,
@@ -287,3 +287,41 @@ async def test_untyped_marker_is_taken_out_of_the_answer(
     assert await resolve(model("Who?", Person)) == ANSWER
     reply = await resolve(model.reply("Who?", Person))
     assert (reply.text, reply.reasoning) == (ANSWER, REASONING)
+
+
+@pytest.mark.parametrize("parsing", [None, "off"])
+@pytest.mark.parametrize("structured", [False, True])
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_splitter_over_the_sdks_own_fragments(
+    emu: LMStudioEmulator, form: str, structured: bool, parsing: str | None
+) -> None:
+    """The pure splitter, fed what the unmodified SDK yields, finds the scripted parts."""
+    answer = ANSWER if structured else "Paris."
+    emu.script(FORMS[form], [ReasoningReply(answer, REASONING)])
+    config: dict[str, Any] = {}
+    if parsing == "off":
+        config["reasoningParsing"] = {
+            "enabled": False,
+            "startString": "<think>",
+            "endString": "</think>",
+        }
+    splitter = ReasoningSplitter()
+    with lms.Client(emu.api_host) as client:
+        kw: dict[str, Any] = {"config": config}
+        if structured:
+            kw["response_format"] = Person
+        stream = client.llm.model(FORMS[form]).respond_stream("Who?", **kw)
+        chunks = [
+            c
+            for f in stream
+            for c in splitter.feed(f.content, f.reasoning_type, tokens_count=f.tokens_count)
+        ]
+        chunks += splitter.close()
+        stats = stream.result().stats
+    thought = "" if form == "legacy" and structured else REASONING
+    assert (splitter.answer, splitter.reasoning) == (answer, thought)
+    assert "".join(c.text for c in chunks if not c.reasoning) == answer
+    assert not splitter.retracted
+    assert stats.predicted_tokens_count is not None
+    assert splitter.reasoning_tokens <= stats.predicted_tokens_count
+    assert (splitter.reasoning_tokens > 0) == bool(thought)

@@ -7,7 +7,12 @@ from typing import Any
 
 import lmstudio as lms
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
+from outlines_lmstudio import ReasoningTruncatedError
+from outlines_lmstudio._reasoning import ReasoningSplitter, reply_problem
+from outlines_lmstudio._reply import ReplyStats
 from outlines_lmstudio.testing import (
     EmulatedModel,
     LMStudioEmulator,
@@ -22,6 +27,7 @@ from outlines_lmstudio.testing._reasoning_forms import (
     shape_reply,
     write_reasoning,
 )
+from outlines_lmstudio.testing._sampler import split_fragments
 from tests.reasoning_emulator import fresh_reasoning_emulator, reasoning_emulator  # noqa: F401
 
 MODELS = {m.reasoning: m.key for m in reasoning_models()}
@@ -195,3 +201,52 @@ def test_reasoning_text_is_deterministic_and_drafts_the_answer() -> None:
     draft = json.loads(text.split("A first draft: ")[1].split(". Hmm")[0])
     assert draft == {"name": "draft Ada", "age": 37}
     assert '{"draft": true' in write_reasoning("not json", "k", 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    reasoning=st.text(alphabet='{}[]":, ab<>/_\n', max_size=40),
+    answer=st.sampled_from([ANSWER, "42", "[1, 2]", "Paris."]),
+    form=st.sampled_from(sorted(FORMS)),
+    structured=st.booleans(),
+    budget=st.none() | st.integers(0, 40),
+)
+def test_layouts_and_splitter_agree(
+    reasoning: str, answer: str, form: str, structured: bool, budget: int | None
+) -> None:
+    """Whatever the reasoning text and budget, the splitter finds what the layout sent."""
+    assume(not any(t in reasoning for t in ("</think>", SYNTHETIC_MARKER[:12], "<|")))
+    assume(not reasoning.lstrip().startswith("<think>"))
+    config: dict[str, Any] = {}
+    if budget is not None:
+        config["llm.prediction.maxPredictedTokens"] = {"checked": True, "value": budget}
+    answer_fragments = [Fragment(t) for t in split_fragments(answer)]
+    thought = split_fragments(reasoning)
+    out, stop = shape_reply(
+        form, thought, answer_fragments, "eosFound", config, structured=structured
+    )
+    splitter = ReasoningSplitter()
+    for f in out:
+        splitter.feed(
+            f.content, f.reasoning_type, tokens_count=f.tokens_count, structural=f.is_structural
+        )
+    splitter.close()
+    reasons = not (form == "legacy" and structured)
+    assert answer.startswith(splitter.answer)
+    assert reasoning.startswith(splitter.reasoning) if reasons else splitter.reasoning == ""
+    total = sum(f.tokens_count for f in out)
+    assert splitter.reasoning_tokens <= total
+    if stop == "eosFound":
+        assert splitter.answer == answer
+        assert splitter.reasoning_tokens >= len(thought) * reasons
+    problem = reply_problem(
+        splitter.answer,
+        splitter.reasoning,
+        ReplyStats(stop, predicted_tokens=total),
+        structured=structured,
+    )
+    if not splitter.answer and splitter.reasoning.strip():
+        assert stop == "maxPredictedTokensReached"
+        assert isinstance(problem, ReasoningTruncatedError)
+    else:
+        assert problem is None

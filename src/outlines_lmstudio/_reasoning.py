@@ -65,7 +65,7 @@ HARMONY_TOKENS = (
     "<|call|>",
 )
 _HARMONY_ANSWER_CHANNELS = frozenset({"final", ""})
-_MARKER = "marker"  # the token name `_find` reports for a marker match
+_MARKER = "\x00marker"  # the token name `_find` reports for a marker match (never a tag)
 
 
 class _Mode(Enum):
@@ -173,8 +173,7 @@ class ReasoningSplitter:
         """
         if self._closed:
             raise RuntimeError("ReasoningSplitter.feed() after close()")
-        answer_before = sum(map(len, self._answer))
-        reasoning_before = sum(map(len, self._reasoning))
+        answer_before, reasoning_before = len(self._answer), len(self._reasoning)
         was_reasoning = self.in_reasoning
         if reasoning_type != "none":
             self._typed = True
@@ -196,8 +195,8 @@ class ReasoningSplitter:
                 self._strip_leading = True
                 self.in_reasoning = False
             self._scan(content, structural)
-        gave_answer = sum(map(len, self._answer)) > answer_before
-        gave_reasoning = sum(map(len, self._reasoning)) > reasoning_before
+        gave_answer = len(self._answer) > answer_before  # pieces appended (never empty ones)
+        gave_reasoning = len(self._reasoning) > reasoning_before
         if reasoning_type != "none" or (
             not gave_answer and (gave_reasoning or was_reasoning or self.in_reasoning)
         ):
@@ -222,6 +221,9 @@ class ReasoningSplitter:
                 pos = self._scan_start(buf, pos)  # len(buf) when all of it is held
                 continue
             tokens = self._tokens()
+            if not any(_first(t) in buf for t in tokens):  # the common case: plain text
+                self._literal(buf[pos:], structural)
+                return
             hit = _find(buf, pos, tokens)
             if hit is None:
                 keep = _held_from(buf, pos, tokens)
@@ -333,6 +335,10 @@ class ReasoningSplitter:
     def _take(self) -> list[ReplyChunk]:
         out, self._out = self._out, []
         return out
+
+
+def _first(token: str) -> str:
+    return _MARKER_HEAD[0] if token == _MARKER else token[0]
 
 
 def _find(buf: str, pos: int, tokens: tuple[str, ...]) -> tuple[int, int, str] | None:

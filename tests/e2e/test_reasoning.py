@@ -88,8 +88,8 @@ async def resolve(value: Any) -> Any:
     return await value if isinstance(value, Awaitable) else value
 
 
-async def collect(stream: Any) -> list[Any]:
-    if hasattr(stream, "__aiter__"):  # the async front's streams
+async def collect(stream: Any, model: Model) -> list[Any]:
+    if isinstance(model, AsyncLMStudio):
         return [item async for item in stream]
     return list(stream)
 
@@ -100,7 +100,7 @@ async def call(model: Model, entry: str, prompt: str, output_type: Any, **kw: An
     if entry == "generate":
         return await resolve(m(prompt, output_type, **kw)), None
     if entry == "stream":
-        return "".join(await collect(m.stream(prompt, output_type, **kw))), None
+        return "".join(await collect(m.stream(prompt, output_type, **kw), model)), None
     if entry == "batch":
         texts = await resolve(m.batch([prompt, prompt], output_type, **kw))
         assert texts[0] == texts[1]
@@ -110,14 +110,14 @@ async def call(model: Model, entry: str, prompt: str, output_type: Any, **kw: An
     if entry == "parse":
         return await resolve(m.parse(prompt, output_type, **kw)), None
     if entry == "parse_stream":
-        values = await collect(m.parse_stream(prompt, output_type, **kw))
+        values = await collect(m.parse_stream(prompt, output_type, **kw), model)
         return values, None
     if entry == "reply":
         reply = await resolve(m.reply(prompt, output_type, **kw))
         return reply.text, reply
     if entry == "reply_stream":
         stream = m.reply_stream(prompt, output_type, **kw)
-        chunks = await collect(stream)
+        chunks = await collect(stream, model)
         reply = stream.reply
         assert "".join(c.text for c in chunks if not c.reasoning) == reply.text
         assert "".join(c.text for c in chunks if c.reasoning) == reply.reasoning

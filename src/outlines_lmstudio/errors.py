@@ -213,6 +213,7 @@ class _ReasoningReplyError(ParseError):
         super().__init__(
             message, raw=raw, errors=errors, stop_reason=stop_reason, attempts=attempts
         )
+        self.args = (message,)  # the message says it all; there is no reply text to show
 
 
 class ReasoningTruncatedError(_ReasoningReplyError, TruncatedOutputError):

@@ -17,8 +17,8 @@ form                      what is sent
 ``marker-inline``         as ``marker``, but the marker arrives inside ``none``-typed text,
                           in the same fragment as the answer's first token.
 ``legacy``                LM Studio before 0.4.19: with a structured request the schema
-                          constrains from the first token, so there is no reasoning; plain
-                          requests think as ``think``.
+                          constrains from the first token, so there is no reasoning
+                          (lmstudio-bug-tracker #575); plain requests think as ``think``.
 ``mlx``                   MLX engine: the reasoning on its own channel (``reasoning``
                           fragments without tags), then the answer.
 ``harmony``               gpt-oss: Harmony control text as ``isStructural`` fragments

@@ -1,24 +1,38 @@
 """The main job: structured extraction with Outlines through LM Studio.
 
-Runs against LM Studio when one is reachable (``LMSTUDIO_HOST``, or LM Studio's
-default local ports), otherwise against the bundled emulator, and says which.
-Optional: ``LMSTUDIO_MODEL`` picks the model (default: the one LM Studio has loaded).
+Runs against, in this order:
+
+1. LM Studio, when one is reachable (``LMSTUDIO_HOST``, or LM Studio's default local ports);
+2. the embedded real model (Gemma 3 270M on llama.cpp, served by the bundled emulator),
+   when the ``local`` extra is installed;
+3. the bundled emulator's synthetic engine (schema-valid but made-up values).
+
+It prints which one it used and why. ``--local`` asks for the embedded model,
+``--emulator`` for the synthetic one. ``LMSTUDIO_MODEL`` picks the LM Studio model.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import sys
 from collections.abc import Iterator
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import lmstudio as lms
 import outlines
 import pydantic
 
 from outlines_lmstudio import OutlinesLMStudioError, from_lmstudio
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int = pydantic.Field(ge=0)
+    city: str
 
 
 class LineItem(pydantic.BaseModel):
@@ -33,6 +47,11 @@ class Invoice(pydantic.BaseModel):
     items: list[LineItem]
 
 
+PEOPLE = [
+    "John is 32 years old and lives in Paris.",
+    "Mary Smith, aged 40, moved to Berlin last year.",
+    "Our new colleague Ahmed Khan (27) works from the Leeds office.",
+]
 DOCUMENTS = [
     "Invoice from Acme Tools Ltd. 3 hammers at 12.50 EUR each and 1 ladder for 89.00 EUR.",
     "Bill: Blue Sky Printing, 500 business cards (0.08 USD apiece), 2 posters at 15 USD.",
@@ -40,52 +59,117 @@ DOCUMENTS = [
 ]
 
 
-@contextlib.contextmanager
-def lmstudio_host() -> Iterator[tuple[str, str]]:
-    """Yield (host, description): a real LM Studio if reachable, else the emulator."""
+@dataclass
+class Backend:
+    host: str
+    description: str
+    model: str | None = None
+    sampling: str = "the model's LM Studio defaults"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    small: bool = False  # too small a model for the nested invoices
+
+
+def _lmstudio() -> Backend | None:
     host = os.environ.get("LMSTUDIO_HOST")
     if host and lms.Client.is_valid_api_host(host):
-        yield host, f"LM Studio at {host}"
-        return
+        return Backend(host, f"LM Studio at {host}", os.environ.get("LMSTUDIO_MODEL") or None)
     if host:
         print(f"LMSTUDIO_HOST={host} is not answering as LM Studio.", file=sys.stderr)
-    else:
-        found = lms.Client.find_default_local_api_host()
-        if found:
-            yield found, f"LM Studio at {found}"
-            return
-    from outlines_lmstudio.testing import LMStudioEmulator
+        return None
+    found = lms.Client.find_default_local_api_host()
+    if found:
+        return Backend(found, f"LM Studio at {found}", os.environ.get("LMSTUDIO_MODEL") or None)
+    return None
 
+
+@contextlib.contextmanager
+def backend(choice: str | None) -> Iterator[Backend]:
+    """Yield the backend to run against (see the module docstring)."""
+    from outlines_lmstudio.testing import (
+        EMBEDDED_MODEL_KEY,
+        LMStudioEmulator,
+        embedded_available,
+        embedded_model,
+    )
+
+    why = ""
+    if choice is None:
+        found = _lmstudio()
+        if found is not None:
+            yield found
+            return
+        why = "no LM Studio reachable"
+    if choice == "local" or (choice is None and embedded_available()):
+        if choice == "local" and not embedded_available():
+            raise SystemExit(
+                'The embedded model needs the local extra: pip install "outlines-lmstudio[local]"'
+            )
+        model = embedded_model(lambda line: print(line, flush=True))
+        with LMStudioEmulator([model]) as emulator:
+            print("Loading Gemma 3 270M into llama.cpp ...", flush=True)
+            with lms.Client(emulator.api_host) as client:  # loads the weights now, not later
+                client.llm.model(EMBEDDED_MODEL_KEY).count_tokens("Hello")
+            yield Backend(
+                emulator.api_host,
+                "the embedded real model Gemma 3 270M (Q4_K_M) on llama.cpp, served by the "
+                f"bundled emulator at {emulator.api_host} ({why or 'asked for with --local'})",
+                EMBEDDED_MODEL_KEY,
+                "greedy (temperature 0): this 270M model is reliable only when decoding greedily",
+                {"temperature": 0},
+                small=True,
+            )
+        return
+    if choice is None:
+        why += '; the local extra is not installed (pip install "outlines-lmstudio[local]")'
     with LMStudioEmulator() as emulator:
-        yield (
+        yield Backend(
             emulator.api_host,
-            f"the bundled LM Studio emulator at {emulator.api_host} (no LM Studio reachable; "
-            "its values are schema-valid but made up: it has no language model)",
+            f"the bundled LM Studio emulator's synthetic engine at {emulator.api_host} "
+            f"({why or 'asked for with --emulator'}); its values are schema-valid but made "
+            "up: it has no language model",
+            sampling="the synthetic engine's seeded sampler",
         )
 
 
-def main() -> int:
-    with lmstudio_host() as (host, description):
-        print(f"Running against {description}")
-        model_name = os.environ.get("LMSTUDIO_MODEL") or None
-        with lms.Client(host) as client:
-            model = from_lmstudio(client, model_name)
-            try:
-                # Typed values, validated, concurrently, in order:
-                invoices = model.parse(DOCUMENTS, Invoice, retries=1, max_tokens=512)
-                # The same through Outlines' own Generator (returns JSON text):
-                generator = outlines.Generator(model, Invoice)
-                text = str(generator(DOCUMENTS[0], max_tokens=512))
-            except OutlinesLMStudioError as exc:
-                print(f"Extraction failed: {exc}", file=sys.stderr)
-                return 1
-        for document, invoice in zip(DOCUMENTS, invoices, strict=True):
-            total = sum(i.quantity * i.unit_price for i in invoice.items)
-            print(f"\n{document}\n-> {invoice.model_dump_json()}")
-            print(f"   total {total:.2f} {invoice.currency}")
-        Invoice.model_validate_json(text)
-        vendor = json.loads(text)["vendor"]
-        print(f"\noutlines.Generator(model, Invoice) returned valid JSON (vendor {vendor!r})")
+def extract(model: Any, texts: list[str], output_type: type[Any], task: str, **kw: Any) -> None:
+    for text in texts:
+        print(f"\n{text}")
+        try:
+            value = model.parse(f"{task}: {text}", output_type, retries=1, **kw)
+        except OutlinesLMStudioError as exc:
+            print(f"-> extraction failed: {exc}")
+            continue
+        print(f"-> {value.model_dump_json()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--local", action="store_const", const="local", dest="choice")
+    group.add_argument("--emulator", action="store_const", const="emulator", dest="choice")
+    args = parser.parse_args(argv)
+    with backend(args.choice) as chosen, lms.Client(chosen.host) as client:
+        print(f"Running against {chosen.description}")
+        print(f"Sampling: {chosen.sampling}")
+        model = from_lmstudio(client, chosen.model)
+        kw = {"max_tokens": 256, **chosen.kwargs}
+        extract(model, PEOPLE, Person, "Extract the person as JSON", **kw)
+        if chosen.small:
+            print(
+                "\nSkipping the nested invoices: Gemma 3 270M gets most of them wrong "
+                "(its measured accuracy is in docs/benchmarks.md). Run with LM Studio for those."
+            )
+        else:
+            extract(model, DOCUMENTS, Invoice, "Extract the invoice as JSON", **kw)
+        # The same through Outlines' own Generator (returns JSON text):
+        try:
+            prompt = f"Extract the person as JSON: {PEOPLE[0]}"
+            text = str(outlines.Generator(model, Person)(prompt, **kw))
+        except OutlinesLMStudioError as exc:
+            print(f"\noutlines.Generator(model, Person) failed: {exc}", file=sys.stderr)
+            return 1
+        Person.model_validate_json(text)
+        print(f"\noutlines.Generator(model, Person) returned valid JSON: {json.loads(text)}")
     return 0
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "err_console",
     "error_exit_code",
     "error_message",
+    "failure_report",
     "one_line",
     "require_rich",
     "resolve_llm",
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 CLI_INSTALL = 'pip install "outlines-lmstudio[cli]"'
+LOCAL_INSTALL = 'pip install "outlines-lmstudio[cli,local]"'
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
@@ -93,6 +95,25 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, lms.LMStudioError):
         return f"LM Studio failed the request: {text}"
     return text
+
+
+def failure_report(exc: Exception) -> tuple[str, int] | None:
+    """Return the one-line message and exit status for any failure, ``None`` for a bug.
+
+    Our errors and the SDK's are reported with `error_message`; an ``OSError``
+    (a file that could not be read or written) as ``FILE: reason`` with
+    `EXIT_USAGE`. Anything else is a bug of ours: ``None``.
+    """
+    from outlines_lmstudio.errors import OutlinesLMStudioError
+
+    if isinstance(exc, CliError):
+        return exc.message, exc.code
+    if isinstance(exc, OutlinesLMStudioError | lms.LMStudioError):
+        return error_message(exc), error_exit_code(exc)
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}.", EXIT_USAGE
+    return None
 
 
 def error_exit_code(exc: BaseException) -> int:
@@ -147,7 +168,7 @@ def err_console() -> Console:
 
 
 def add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
-    """Add ``--host`` and ``--emulator``.
+    """Add ``--host``, ``--emulator`` and ``--local``.
 
     Parameters
     ----------
@@ -172,6 +193,14 @@ def add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) -
         action="store_true",
         default=default_emulator,
         help="run the command against the bundled LM Studio emulator (generated text)",
+    )
+    parser.add_argument(
+        "--local",
+        dest="use_local",
+        action="store_true",
+        default=default_emulator,
+        help="run the command against the embedded real model (Gemma 3 270M on llama.cpp, "
+        "greedy unless --temperature is given; needs the local extra)",
     )
 
 
@@ -219,15 +248,28 @@ class Session:
     emulated: bool = False
 
 
-def _start_emulator() -> Any:
-    from outlines_lmstudio.testing import LMStudioEmulator
+def _start_emulator(local: bool = False) -> Any:
+    from outlines_lmstudio.testing import LMStudioEmulator, embedded_model
 
+    flag, install = ("--local", LOCAL_INSTALL) if local else ("--emulator", CLI_INSTALL)
     try:
-        return LMStudioEmulator().start()
+        if not local:
+            return LMStudioEmulator().start()
+        say = err_console()
+        models = [embedded_model(lambda line: say.print(line, style="dim"))]
+        return LMStudioEmulator(models).start()
     except ImportError as exc:
         raise CliError(
-            f"--emulator needs {exc.name!r}, which is not installed. Install it with: {CLI_INSTALL}"
+            f"{flag} needs {exc.name!r}, which is not installed. Install it with: {install}"
         ) from None
+
+
+def _load_embedded(client: lms.Client) -> None:
+    """Load the embedded model's weights now, saying so, rather than at the first request."""
+    from outlines_lmstudio.testing import EMBEDDED_MODEL_KEY
+
+    err_console().print("Loading Gemma 3 270M into llama.cpp ...", style="dim")
+    client.llm.model(EMBEDDED_MODEL_KEY).count_tokens("Hello")
 
 
 @contextlib.contextmanager
@@ -250,17 +292,29 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
         If LM Studio is not reachable (`EXIT_UNREACHABLE`), with what to do.
     """
     host: str | None = getattr(args, "api_host", None)
-    if getattr(args, "use_emulator", False):
+    local = bool(getattr(args, "use_local", False))
+    if getattr(args, "use_emulator", False) or local:
+        if local and getattr(args, "use_emulator", False):
+            raise CliError("Pass either --emulator or --local, not both.")
         if host:
-            raise CliError("Pass either --host or --emulator, not both.")
-        emulator = _start_emulator()
+            raise CliError(
+                f"Pass either --host or {'--local' if local else '--emulator'}, not both."
+            )
+        emulator = _start_emulator(local)
+        if local and getattr(args, "temperature", 0) is None:
+            args.temperature = 0.0  # the 270M model is reliable only when greedy
         try:
             err_console().print(
-                f"Using the bundled LM Studio emulator at {emulator.api_host} "
+                f"Using the embedded real model Gemma 3 270M (llama.cpp) at {emulator.api_host}"
+                f"{', greedy' if getattr(args, 'temperature', None) == 0 else ''}."
+                if local
+                else f"Using the bundled LM Studio emulator at {emulator.api_host} "
                 "(generated text, not a real model).",
                 style="dim",
             )
             with lms.Client(emulator.api_host) as client:
+                if local:
+                    _load_embedded(client)
                 yield Session(client, emulator.api_host, emulated=True)
         finally:
             emulator.stop()

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
     )
-    parser.add_argument("--port", type=int, default=0, help="port (default: a free port)")
+    parser.add_argument("--port", type=_port, default=0, help="port (default: a free port)")
     parser.add_argument(
         "--models",
         type=Path,
@@ -44,6 +44,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token-latency", type=float, default=0.0, metavar="S", help="seconds per fragment"
     )
+
+
+def _port(text: str) -> int:
+    """Parse a TCP port (0 picks a free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: use 0 to 65535 (0: a free one)")
+    return port
 
 
 def load_models(path: Path) -> list[Any]:
@@ -115,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         emulator.start()
-    except OSError as exc:
+    except (OSError, OverflowError, ValueError) as exc:
         print(f"Cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
     # Install both handlers: a background job may start with SIGINT ignored.

@@ -15,6 +15,11 @@ through the ``lmstudio_emulator`` pytest fixture::
 from __future__ import annotations
 
 from outlines_lmstudio.testing._catalogue import EmulatedModel, default_models
+from outlines_lmstudio.testing._embedded import (
+    EMBEDDED_MODEL_KEY,
+    embedded_available,
+    embedded_model,
+)
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._reasoning_forms import ReasoningReply, reasoning_models
 from outlines_lmstudio.testing._records import Frame, Prediction, RecordedRequest, Upload
@@ -24,6 +29,7 @@ from outlines_lmstudio.testing._server import LMStudioEmulator
 # checks for the ``testing`` extra (websockets, outlines-core) and names the install line.
 
 __all__ = [
+    "EMBEDDED_MODEL_KEY",
     "EmulatedModel",
     "Fault",
     "Frame",
@@ -33,5 +39,7 @@ __all__ = [
     "RecordedRequest",
     "Upload",
     "default_models",
+    "embedded_available",
+    "embedded_model",
     "reasoning_models",
 ]

@@ -14,6 +14,7 @@ how it ended (stop reason, prompt token count).
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -111,7 +112,10 @@ def engine_for(emu: LMStudioEmulator, instance: Instance) -> Engine:
     """Return the engine serving ``instance``.
 
     A model without a GGUF file gets the synthetic engine; a model with one
-    gets a llama.cpp engine, one per loaded instance (kept until it unloads).
+    gets a llama.cpp engine, one per loaded instance. An instance loaded again
+    the same way (same identifier, file and load config, e.g. after
+    `LMStudioEmulator.reset`) gets the same engine back, so the model is not
+    read again; an engine is dropped once nothing loaded matches it.
     """
     if instance.model.gguf is None:
         from outlines_lmstudio.testing._predict import SyntheticEngine
@@ -120,10 +124,22 @@ def engine_for(emu: LMStudioEmulator, instance: Instance) -> Engine:
     from outlines_lmstudio.testing._llama import LlamaEngine
 
     with emu._lock:
-        loaded = {i.reference for i in emu._catalogue.instances.values()}
-        for reference in [r for r in emu._engines if r not in loaded]:
-            del emu._engines[reference]
-        engine = emu._engines.get(instance.reference)
+        loaded = {_engine_key(i) for i in emu._catalogue.instances.values()}
+        for key in [k for k in emu._engines if k not in loaded]:
+            del emu._engines[key]
+        key = _engine_key(instance)
+        engine = emu._engines.get(key)
         if engine is None:
-            engine = emu._engines[instance.reference] = LlamaEngine(instance)
+            engine = emu._engines[key] = LlamaEngine(instance)
         return engine
+
+
+def _engine_key(instance: Instance) -> str:
+    facts = [
+        instance.identifier,
+        instance.model.type,
+        str(instance.model.gguf),
+        instance.context_length,
+        instance.load_fields,
+    ]
+    return json.dumps(facts, sort_keys=True, default=str)

@@ -247,6 +247,21 @@ class LlamaEngine:
             generation.stats["predictedTokensCount"] = predicted
             generation.stats["totalTokensCount"] = generation.prompt_tokens + predicted
 
+    async def clear_cache(self) -> None:
+        """Forget the KV cache, so the next prompt is processed from its first token.
+
+        Prompt processing in one batch or in pieces gives slightly different
+        floating-point results, so greedy output can depend on what was cached.
+        Benchmarks and identity tests start each run from an empty cache.
+        """
+
+        def run() -> None:
+            with self._run_lock:
+                if self._decoder is not None:
+                    self._decoder.forget()
+
+        await asyncio.to_thread(run)
+
     async def tokenize(self, text: str) -> list[int]:
         """Token ids by the model's tokenizer (special tokens parsed, none added)."""
         model = await asyncio.to_thread(self._loaded)

@@ -56,6 +56,9 @@ def _init() -> None:
             _initialised = True
 
 
+_BEST = 256  # candidates checked against a grammar before masking the whole vocabulary
+
+
 class GrammarError(ValueError):
     """llama.cpp could not parse a GBNF grammar (the message holds its reason)."""
 
@@ -206,56 +209,99 @@ class NativeModel:
         return sampler
 
 
-def _chain(model: NativeModel, sampling: Sampling) -> Any:
-    """Build the sampler chain in llama.cpp's order (penalties, top-k, top-p, min-p, temp)."""
-    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-    parts = []
-    if sampling.repeat_penalty != 1.0:
-        parts.append(
-            L.llama_sampler_init_penalties(
+class _Samplers:
+    """llama.cpp's sampler chain for one prediction, split in two.
+
+    ``penalties`` (repeat penalty) comes first, as in llama.cpp's default
+    order; ``rest`` is top-k, top-p, min-p, temperature and the final pick
+    (greedy at temperature 0). Split so that a grammar can be applied between
+    them to a few candidates (see `Decoder.sample`).
+    """
+
+    def __init__(self, model: NativeModel, sampling: Sampling) -> None:
+        self.greedy = sampling.temperature <= 0
+        self.top_k = 0 if self.greedy else max(0, sampling.top_k)
+        self.penalties: Any = None
+        if sampling.repeat_penalty != 1.0:
+            self.penalties = L.llama_sampler_init_penalties(
                 model.n_vocab, sampling.repeat_last_n, sampling.repeat_penalty, 0.0, 0.0
             )
-        )
-    if sampling.temperature <= 0:
-        parts.append(L.llama_sampler_init_greedy())
-    else:
-        if sampling.top_k > 0:
-            parts.append(L.llama_sampler_init_top_k(sampling.top_k))
-        if sampling.top_p < 1.0:
-            parts.append(L.llama_sampler_init_top_p(sampling.top_p, 1))
-        if sampling.min_p > 0.0:
-            parts.append(L.llama_sampler_init_min_p(sampling.min_p, 1))
-        parts.append(L.llama_sampler_init_temp(sampling.temperature))
-        parts.append(L.llama_sampler_init_dist(sampling.seed))
-    for part in parts:
-        L.llama_sampler_chain_add(chain, part)
-    return chain
+        self.rest = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        parts = []
+        if self.greedy:
+            parts.append(L.llama_sampler_init_greedy())
+        else:
+            if sampling.top_k > 0:
+                parts.append(L.llama_sampler_init_top_k(sampling.top_k))
+            if sampling.top_p < 1.0:
+                parts.append(L.llama_sampler_init_top_p(sampling.top_p, 1))
+            if sampling.min_p > 0.0:
+                parts.append(L.llama_sampler_init_min_p(sampling.min_p, 1))
+            parts.append(L.llama_sampler_init_temp(sampling.temperature))
+            parts.append(L.llama_sampler_init_dist(sampling.seed))
+        for part in parts:
+            L.llama_sampler_chain_add(self.rest, part)
+
+    def penalise(self, ref: Any) -> None:
+        if self.penalties:
+            L.llama_sampler_apply(self.penalties, ref)
+
+    def pick(self, ref: Any) -> None:
+        L.llama_sampler_apply(self.rest, ref)
+
+    def accept(self, token: int) -> None:
+        if self.penalties:
+            L.llama_sampler_accept(self.penalties, token)
+        L.llama_sampler_accept(self.rest, token)
+
+    def free(self) -> None:
+        for sampler in (self.penalties, self.rest):
+            if sampler:
+                L.llama_sampler_free(sampler)
+        self.penalties = self.rest = None
+
+
+_DTYPE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
 
 
 class _Candidates:
-    """A reusable ``llama_token_data_array`` over the whole vocabulary, filled from logits."""
+    """A reusable ``llama_token_data_array`` of up to ``capacity`` tokens."""
 
-    _DTYPE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
-
-    def __init__(self, n_vocab: int) -> None:
-        self.n_vocab = n_vocab
-        self.data = np.zeros(n_vocab, dtype=self._DTYPE)
-        self.ids = np.arange(n_vocab, dtype=np.int32)
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.data = np.zeros(capacity, dtype=_DTYPE)
+        self.ids = np.arange(capacity, dtype=np.int32)
         self.array = L.llama_token_data_array(
             data=self.data.ctypes.data_as(L.llama_token_data_p),
-            size=n_vocab,
+            size=capacity,
             selected=-1,
             sorted=False,
         )
         self.ref = ctypes.byref(self.array)
 
-    def fill(self, logits: Any) -> None:
-        self.data["id"] = self.ids
-        self.data["logit"] = np.ctypeslib.as_array(logits, shape=(self.n_vocab,))
-        self.data["p"] = 0.0
-        self.array.size = self.n_vocab
+    def _reset(self, size: int) -> None:
+        self.array.size = size
         self.array.selected = -1
         self.array.sorted = False
+
+    def fill(self, logits: Any) -> None:
+        """Hold the whole vocabulary with these logits."""
+        self.data["id"] = self.ids
+        self.data["logit"] = np.ctypeslib.as_array(logits, shape=(self.capacity,))
+        self.data["p"] = 0.0
+        self._reset(self.capacity)
+
+    def best_of(self, source: _Candidates, n: int) -> None:
+        """Hold the ``n`` highest-logit tokens of ``source`` (unordered)."""
+        logits = source.data["logit"][: source.array.size]
+        top = np.argpartition(logits, len(logits) - n)[len(logits) - n :]
+        self.data[:n] = source.data[top]
+        self.data["p"][:n] = 0.0
+        self._reset(n)
+
+    def allowed(self) -> int:
+        """Count the tokens a grammar has not ruled out (logit not -inf)."""
+        return int(np.count_nonzero(self.data["logit"][: self.array.size] != -np.inf))
 
     def selected(self) -> int:
         return int(self.data["id"][self.array.selected])
@@ -300,12 +346,14 @@ class Decoder:
             raise ValueError(f"llama.cpp could not create a context of {n_ctx} tokens")
         self.model = model
         self.ctx = ctx
-        self.n_ctx = L.llama_n_ctx(ctx)
+        # llama.cpp may round the size up; the instance's context length is what we honour.
+        self.n_ctx = min(n_ctx, L.llama_n_ctx(ctx))
         self.memory = L.llama_get_memory(ctx)
         self.cached: list[int] = []
         self.candidates = _Candidates(model.n_vocab)
+        self.best = _Candidates(_BEST)
         self.single = _Single()
-        self.chain: Any = None
+        self.samplers: _Samplers | None = None
         self.grammar: Any = None
         self.grammar_first = False
         self.checks = 0
@@ -322,10 +370,11 @@ class Decoder:
         self.close()
 
     def _free_samplers(self) -> None:
-        for sampler in (self.chain, self.grammar):
-            if sampler:
-                L.llama_sampler_free(sampler)
-        self.chain = self.grammar = None
+        if self.samplers is not None:
+            self.samplers.free()
+        if self.grammar:
+            L.llama_sampler_free(self.grammar)
+        self.samplers = self.grammar = None
 
     def _decode(self, tokens: list[int]) -> None:
         for start in range(0, len(tokens), 512):
@@ -354,7 +403,7 @@ class Decoder:
         (llama.cpp server's way).
         """
         self._free_samplers()
-        self.chain = _chain(self.model, sampling)
+        self.samplers = _Samplers(self.model, sampling)
         self.grammar = grammar
         self.grammar_first = grammar_first
         self.checks = self.rejections = 0
@@ -369,28 +418,62 @@ class Decoder:
         del self.cached[keep:]
         self._decode(prompt[keep:])
 
+    def forget(self) -> None:
+        """Empty the KV cache."""
+        L.llama_memory_clear(self.memory, True)
+        self.cached = []
+
     def sample(self) -> int:
-        """Sample the next token from the last logits (grammar honoured); accept it."""
+        """Sample the next token from the last logits (grammar honoured); accept it.
+
+        With a grammar, as llama.cpp's server does: sample without it, ask the
+        grammar about that one token, and only when it is rejected sample again
+        from the tokens the grammar allows (`_resample`). Under greedy decoding
+        the result is the token full masking would give, at a fraction of the
+        cost (masking checks every one of the vocabulary's tokens).
+        """
+        samplers = self.samplers
+        assert samplers is not None
         cand = self.candidates
         cand.fill(L.llama_get_logits_ith(self.ctx, -1))
         grammar = self.grammar
+        samplers.penalise(cand.ref)
         if grammar and self.grammar_first:
             L.llama_sampler_apply(grammar, cand.ref)
-        L.llama_sampler_apply(self.chain, cand.ref)
+        samplers.pick(cand.ref)
         token = cand.selected()
         if grammar and not self.grammar_first:
             self.checks += 1
             if not self.single.allows(grammar, token):
-                # Rejected: sample again with the full grammar mask, as llama.cpp's server does.
                 self.rejections += 1
-                cand.fill(L.llama_get_logits_ith(self.ctx, -1))
-                L.llama_sampler_apply(grammar, cand.ref)
-                L.llama_sampler_apply(self.chain, cand.ref)
-                token = cand.selected()
+                token = self._resample(samplers, grammar)
         if grammar:
             L.llama_sampler_accept(grammar, token)
-        L.llama_sampler_accept(self.chain, token)
+        samplers.accept(token)
         return token
+
+    def _resample(self, samplers: _Samplers, grammar: Any) -> int:
+        """Sample from the grammar's tokens, as if the whole vocabulary had been masked.
+
+        First only the `_BEST` highest-scoring tokens are checked against the
+        grammar. That gives exactly the full mask's result when the sampler
+        keeps only tokens from among them: greedy needs one allowed token there,
+        top-k needs k of them (every allowed token outside scores lower, so it
+        could not be kept). Otherwise the whole vocabulary is masked.
+        """
+        cand, best = self.candidates, self.best
+        cand.fill(L.llama_get_logits_ith(self.ctx, -1))
+        samplers.penalise(cand.ref)
+        need = 1 if samplers.greedy else samplers.top_k
+        if 0 < need <= _BEST:
+            best.best_of(cand, _BEST)
+            L.llama_sampler_apply(grammar, best.ref)
+            if best.allowed() >= need:
+                samplers.pick(best.ref)
+                return best.selected()
+        L.llama_sampler_apply(grammar, cand.ref)
+        samplers.pick(cand.ref)
+        return cand.selected()
 
     @property
     def full(self) -> bool:

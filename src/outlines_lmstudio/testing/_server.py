@@ -426,7 +426,6 @@ class LMStudioEmulator:
             self._catalogue.reset()
             self._files.clear()
             self._slots = {}
-            self._engines = {}
             self._peak = dict(self._active)
             self._restore_scripts()
 

@@ -1,0 +1,423 @@
+"""The library's features against a real model (Gemma 3 270M on llama.cpp), end to end.
+
+Every assertion checks a property of real output (validity, agreement between
+two routes, counts, stop reasons), never fixed model text. Greedy decoding
+throughout, unless a test is about sampling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+from collections.abc import AsyncGenerator, Generator
+from pathlib import Path
+from typing import Literal, cast
+
+import lark
+import lmstudio as lms
+import outlines
+import pydantic
+import pytest
+from outlines.types import CFG, Regex
+from outlines.types.dsl import python_types_to_terms, to_regex
+
+from outlines_lmstudio import TruncatedOutputError, from_lmstudio
+from outlines_lmstudio.testing import LMStudioEmulator
+from tests.real_engine.conftest import EMBED_KEY, EMBEDDED_MODEL_KEY
+
+PERSON_PROMPT = "Extract the person as JSON: Mary Smith, aged 40, lives in Berlin."
+
+
+def _config(
+    max_tokens: int | None = None, stop: list[str] | None = None
+) -> lms.LlmPredictionConfigDict:
+    """A greedy SDK prediction config."""
+    config: lms.LlmPredictionConfigDict = {"temperature": 0}
+    if max_tokens is not None:
+        config["maxTokens"] = max_tokens
+    if stop is not None:
+        config["stopStrings"] = stop
+    return config
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int
+
+
+# -- generate / stream / Generator -----------------------------------------------------
+
+
+def test_generate_and_stream_agree(client: lms.Client) -> None:
+    model = from_lmstudio(client, EMBEDDED_MODEL_KEY)
+    text = model("Write one sentence about the sea.", max_tokens=24, temperature=0)
+    chunks = list(model.stream("Write one sentence about the sea.", max_tokens=24, temperature=0))
+    assert isinstance(text, str)
+    assert text.strip()
+    assert len(chunks) > 1  # really streamed, token by token
+    assert "".join(chunks) == text  # greedy decoding is deterministic
+
+
+@pytest.mark.asyncio
+async def test_async_generate_and_stream_agree(async_client: lms.AsyncClient) -> None:
+    model = from_lmstudio(async_client, EMBEDDED_MODEL_KEY)
+    text = await model("Write one sentence about the sea.", max_tokens=24, temperature=0)
+    chunks = [
+        c
+        async for c in model.stream(
+            "Write one sentence about the sea.", max_tokens=24, temperature=0
+        )
+    ]
+    assert text.strip()
+    assert "".join(chunks) == text
+
+
+def test_generator_returns_schema_valid_json(client: lms.Client) -> None:
+    generator = outlines.Generator(from_lmstudio(client, EMBEDDED_MODEL_KEY), Person)
+    text = generator(PERSON_PROMPT, max_tokens=64, temperature=0)
+    assert isinstance(text, str)
+    person = Person.model_validate_json(text)
+    assert person.name
+    assert person.name in PERSON_PROMPT
+
+
+# -- parse / batch ---------------------------------------------------------------------
+
+
+def test_parse_a_pydantic_model(client: lms.Client) -> None:
+    person = from_lmstudio(client, EMBEDDED_MODEL_KEY).parse(
+        PERSON_PROMPT, Person, max_tokens=64, temperature=0
+    )
+    assert isinstance(person, Person)
+    assert person.name in PERSON_PROMPT
+    assert str(person.age) in PERSON_PROMPT
+
+
+@pytest.mark.asyncio
+async def test_async_parse_a_pydantic_model(async_client: lms.AsyncClient) -> None:
+    model = from_lmstudio(async_client, EMBEDDED_MODEL_KEY)
+    person = await model.parse(PERSON_PROMPT, Person, max_tokens=64, temperature=0)
+    assert isinstance(person, Person)
+    assert person.name in PERSON_PROMPT
+
+
+def test_batch_keeps_order_and_validity(client: lms.Client, emulator: LMStudioEmulator) -> None:
+    prompts = [
+        "Extract the person as JSON: John is 32 years old.",
+        "Extract the person as JSON: Ann, 25, is a nurse.",
+        "Extract the person as JSON: Bob is 61.",
+    ]
+    model = from_lmstudio(client, EMBEDDED_MODEL_KEY)
+    people = model.parse(prompts, Person, max_tokens=48, temperature=0)
+    assert [type(p) for p in people] == [Person] * 3
+    for prompt, person in zip(prompts, people, strict=True):
+        assert person.name in prompt  # each answer belongs to its own prompt
+    texts = model.batch(prompts, Person, max_tokens=48, temperature=0)
+    assert [Person.model_validate_json(t) for t in texts] == people
+
+
+@pytest.mark.asyncio
+async def test_async_batch(async_client: lms.AsyncClient) -> None:
+    model = from_lmstudio(async_client, EMBEDDED_MODEL_KEY)
+    prompts = ["Extract the person as JSON: John is 32.", "Extract the person as JSON: Bob is 61."]
+    texts = await model.batch(prompts, Person, max_tokens=48, temperature=0)
+    people = [Person.model_validate_json(t) for t in texts]
+    assert [p.name in q for p, q in zip(people, prompts, strict=True)] == [True, True]
+
+
+# -- simple types and grammar mode -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("output_type", "prompt"),
+    [
+        (int, "How many legs does a spider have? Answer with a number:"),
+        (bool, "Is Paris in France? Answer True or False:"),
+        (Literal["red", "green", "blue"], "What colour is the sky?"),
+    ],
+)
+def test_simple_types_match_outlines_regex(
+    client: lms.Client, output_type: object, prompt: str
+) -> None:
+    text = from_lmstudio(client, EMBEDDED_MODEL_KEY)(
+        prompt, output_type, max_tokens=16, temperature=0
+    )
+    pattern = to_regex(python_types_to_terms(output_type))
+    assert re.fullmatch(pattern, text), (text, pattern)
+
+
+def test_grammar_mode_regex_and_cfg(client: lms.Client) -> None:
+    model = from_lmstudio(client, EMBEDDED_MODEL_KEY, grammar=True)
+    code = model(
+        "Write a ticket code like ABC-12:", Regex(r"[A-Z]{3}-\d{2}"), max_tokens=16, temperature=0
+    )
+    assert re.fullmatch(r"[A-Z]{3}-\d{2}", code)
+    arithmetic = """
+    ?start: sum
+    ?sum: NUMBER | sum "+" NUMBER
+    %import common.NUMBER
+    """
+    text = model("Add some numbers: ", CFG(arithmetic), max_tokens=16, temperature=0)
+    lark.Lark(arithmetic, start="start").parse(text)  # in the grammar's language, or raises
+
+
+@pytest.mark.asyncio
+async def test_async_grammar_mode_regex(async_client: lms.AsyncClient) -> None:
+    model = from_lmstudio(async_client, EMBEDDED_MODEL_KEY, grammar=True)
+    code = await model("A year:", Regex(r"(19|20)\d{2}"), max_tokens=8, temperature=0)
+    assert re.fullmatch(r"(19|20)\d{2}", code)
+
+
+# -- limits, stops, cancel -------------------------------------------------------------
+
+
+def test_max_tokens_truncates_at_exactly_that_many(client: lms.Client) -> None:
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    result = llm.respond("Tell me a long story.", config=_config(max_tokens=7))
+    assert result.stats.stop_reason == "maxPredictedTokensReached"
+    assert result.stats.predicted_tokens_count == 7
+    with pytest.raises(TruncatedOutputError):
+        from_lmstudio(client, EMBEDDED_MODEL_KEY).parse(
+            PERSON_PROMPT, Person, max_tokens=3, temperature=0
+        )
+
+
+def test_stop_string_cuts_the_reply(client: lms.Client) -> None:
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    free = llm.respond("Write two sentences about cats.", config=_config(max_tokens=40))
+    assert "." in free.content
+    cut = llm.respond("Write two sentences about cats.", config=_config(max_tokens=40, stop=["."]))
+    assert cut.stats.stop_reason == "stopStringFound"
+    assert cut.content == free.content[: free.content.index(".")]
+
+
+def test_eos_ends_a_short_answer(client: lms.Client) -> None:
+    result = client.llm.model(EMBEDDED_MODEL_KEY).respond(
+        PERSON_PROMPT,
+        response_format={"type": "json", "jsonSchema": Person.model_json_schema()},
+        config=_config(max_tokens=64),
+    )
+    assert result.stats.stop_reason == "eosFound"
+    Person.model_validate_json(result.content)
+
+
+def test_leaving_a_stream_early_stops_decoding(
+    client: lms.Client, emulator: LMStudioEmulator
+) -> None:
+    model = from_lmstudio(client, EMBEDDED_MODEL_KEY)
+    stream = model.stream(
+        "Tell me a very long story about a dragon.", max_tokens=200, temperature=0
+    )
+    for i, _ in enumerate(stream):
+        if i == 2:
+            break
+    cast(Generator[str, None, None], stream).close()
+    emulator.wait_until(lambda: bool(emulator.predictions) and emulator.predictions[-1].done)
+    record = emulator.predictions[-1]
+    assert record.cancelled
+    assert record.stop_reason == "userStopped"
+    assert len(record.fragments) < 200
+
+
+@pytest.mark.asyncio
+async def test_async_leaving_a_stream_early_stops_decoding(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    model = from_lmstudio(async_client, EMBEDDED_MODEL_KEY)
+    stream = model.stream(
+        "Tell me a very long story about a dragon.", max_tokens=200, temperature=0
+    )
+    count = 0
+    async for _ in stream:
+        count += 1
+        if count == 3:
+            break
+    await cast(AsyncGenerator[str, None], stream).aclose()
+    for _ in range(200):
+        if emulator.predictions and emulator.predictions[-1].done:
+            break
+        await asyncio.sleep(0.05)
+    record = emulator.predictions[-1]
+    assert record.stop_reason == "userStopped"
+    assert len(record.fragments) < 200
+
+
+# -- tokenizer, template, counts, model facts ------------------------------------------
+
+
+def test_token_counts_are_the_tokenizers(client: lms.Client) -> None:
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    text = "Invoice 42: 3 hammers at 12.50 EUR."
+    assert llm.count_tokens(text) == len(llm.tokenize(text)) > 5
+    chat = lms.Chat()
+    chat.add_user_message(PERSON_PROMPT)
+    formatted = llm.apply_prompt_template(chat)
+    assert formatted.startswith("<bos><start_of_turn>user\n")  # the Gemma turn format
+    assert formatted.endswith("<start_of_turn>model\n")
+    result = llm.respond(chat, config=_config(max_tokens=5))
+    assert result.stats.prompt_tokens_count == llm.count_tokens(formatted)
+    assert result.stats.predicted_tokens_count == 5
+    assert result.stats.total_tokens_count == result.stats.prompt_tokens_count + 5
+    assert result.stats.time_to_first_token_sec is not None
+    assert result.stats.tokens_per_second is not None
+    assert result.stats.tokens_per_second > 0
+
+
+def test_a_full_context_stops_with_context_length_reached(client: lms.Client) -> None:
+    small = client.llm.load_new_instance(EMBEDDED_MODEL_KEY, "small", config={"contextLength": 48})
+    try:
+        assert small.get_info().context_length == 48
+        result = small.respond("Tell me a story.", config=_config(max_tokens=200))
+        prompt = result.stats.prompt_tokens_count or 0
+        assert result.stats.stop_reason == "contextLengthReached"
+        # Every position of the context is used; the last sampled token needs none.
+        assert result.stats.predicted_tokens_count == 48 - prompt + 1
+        with pytest.raises(lms.LMStudioServerError, match="context length of 48"):
+            small.respond("word " * 60, config=_config(max_tokens=5))
+    finally:
+        small.unload()
+
+
+def test_model_facts_come_from_the_gguf(client: lms.Client, emulator: LMStudioEmulator) -> None:
+    info = client.llm.model(EMBEDDED_MODEL_KEY).get_info()
+    assert info.format == "gguf"
+    assert info.max_context_length == 32768  # gemma3.context_length in the file
+    assert info.context_length == 4096  # LM Studio's default load context
+    assert info.architecture == "gemma3"
+    assert info.size_bytes > 200_000_000
+
+
+def test_json_schema_the_converter_refuses_fails_the_prediction(client: lms.Client) -> None:
+    schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": "[A-Z]+"}}}
+    with pytest.raises(lms.LMStudioServerError, match="Pattern must start with"):
+        client.llm.model(EMBEDDED_MODEL_KEY).respond(
+            "Give a code", response_format={"type": "json", "jsonSchema": schema}
+        )
+
+
+def test_gbnf_is_passed_as_is(client: lms.Client) -> None:
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    grammar = 'root ::= "yes" | "no"'
+    result = llm.respond(
+        "Is water wet?", response_format={"type": "gbnf", "gbnfGrammar": grammar}, config=_config()
+    )
+    assert result.content in ("yes", "no")
+    with pytest.raises(lms.LMStudioServerError, match="grammar"):
+        llm.respond("x", response_format={"type": "gbnf", "gbnfGrammar": "root ::= ("})
+
+
+def test_seeded_sampling_repeats(client: lms.Client) -> None:
+    seeded = client.llm.load_new_instance(EMBEDDED_MODEL_KEY, "seeded", config={"seed": 7})
+    config: lms.LlmPredictionConfigDict = {"temperature": 1.0, "maxTokens": 12}
+    first = seeded.respond("Name a colour.", config=config).content
+    second = seeded.respond("Name a colour.", config=config).content
+    assert first == second
+    seeded.unload()
+
+
+@pytest.mark.asyncio
+async def test_concurrent_predictions_are_all_served(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    llm = await async_client.llm.model(EMBEDDED_MODEL_KEY)
+    prompts = [f"Count from {n}:" for n in (1, 5, 9)]
+    results = await asyncio.gather(*(llm.respond(p, config=_config(max_tokens=8)) for p in prompts))
+    for result in results:  # queued on one context, each one served in full
+        assert result.content
+        assert result.stats.stop_reason in ("eosFound", "maxPredictedTokensReached")
+        assert 0 < (result.stats.predicted_tokens_count or 0) <= 8
+    assert [p.last_user_text for p in emulator.predictions] == prompts
+
+
+def test_embeddings_from_the_gguf(client: lms.Client) -> None:
+    embedder = client.embedding.model(EMBED_KEY)
+    a = cast(list[float], embedder.embed("The cat sat on the mat."))
+    b = cast(list[float], embedder.embed("The cat sat on the mat."))
+    assert all(isinstance(v, float) for v in a)
+    assert len(a) == 640
+    assert a == b
+    assert math.isclose(sum(float(v) ** 2 for v in a), 1.0, rel_tol=1e-4)
+
+
+# -- constrained decoding: rejection-first equals full masking -------------------------
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        PERSON_PROMPT,
+        "Extract the person as JSON: Our new colleague Ahmed Khan (27) works in Leeds.",
+        "Extract the invoice as JSON: Northwind Coffee, 10 bags of beans at 7.25 GBP.",
+    ],
+)
+def test_rejection_sampling_equals_full_masking_when_greedy(
+    emulator: LMStudioEmulator, prompt: str
+) -> None:
+    from outlines_lmstudio.testing._engine import engine_for
+    from outlines_lmstudio.testing._llama import LlamaEngine
+    from outlines_lmstudio.testing._records import Prediction
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "age": {"type": "integer"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["name", "age", "tags"],
+    }
+    instance = emulator._catalogue.instances[EMBEDDED_MODEL_KEY]
+    engine = engine_for(emulator, instance)
+    assert isinstance(engine, LlamaEngine)
+
+    async def run(grammar_first: bool) -> str:
+        record = Prediction(
+            model=EMBEDDED_MODEL_KEY,
+            messages=[{"role": "user", "content": [{"type": "text", "text": prompt}]}],
+            config={
+                "llm.prediction.temperature": 0,
+                "llm.prediction.maxPredictedTokens": {"checked": True, "value": 48},
+            },
+            structured={"type": "json", "jsonSchema": schema},
+            preset=None,
+            client_id="test",
+        )
+        await engine.clear_cache()  # the same starting state for both runs
+        generation = await engine.start(record, grammar_first=grammar_first)
+        return "".join([f.content async for f in generation.fragments])
+
+    fast = asyncio.run(run(False))
+    masked = asyncio.run(run(True))
+    assert fast == masked
+
+
+# -- the CLI -----------------------------------------------------------------------------
+
+
+def test_cli_local_flag_extracts_with_the_real_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from outlines_lmstudio.cli import main
+
+    schema = tmp_path / "person.json"
+    schema.write_text(json.dumps(Person.model_json_schema()), encoding="utf-8")
+    code = main(["--local", "generate", "--schema", str(schema), PERSON_PROMPT])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    person = Person.model_validate_json(captured.out)
+    assert person.name in PERSON_PROMPT
+    assert "embedded real model" in captured.err
+    assert "greedy" in captured.err
+
+
+def test_emulator_command_serves_gguf_files(real_emulator: LMStudioEmulator) -> None:
+    from outlines_lmstudio.cli._emulator import gguf_models
+
+    gguf = real_emulator._catalogue.models[EMBEDDED_MODEL_KEY].gguf
+    assert gguf is not None
+    (model,) = gguf_models([Path(gguf)])
+    assert model.key == Path(gguf).name.removesuffix(".gguf")
+    assert (model.format, model.architecture) == ("gguf", "gemma3")
+    assert model.size_bytes == Path(gguf).stat().st_size

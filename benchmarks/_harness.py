@@ -1,9 +1,13 @@
-"""Timing harness: interleaved measurement, medians, targets and case results.
+"""Timing harness: interleaved samples, whole-process CPU, intervals, targets, checks.
 
-Each case compares *ours* with a *baseline* in the same process. Calls are
-interleaved (ours, baseline, baseline, ours, ...) so that machine noise, the
-emulator thread and the garbage collector hit both sides alike; medians are
-taken over the per-call (or per-round) samples.
+Each case compares *ours* with a *baseline* in the same process, the emulator
+running in another (`benchmarks._remote`). Every sample records the wall time
+and the CPU time of the whole process (``time.process_time``: the calling
+thread, the SDK's background threads and ours). Calls are interleaved (ours,
+baseline, baseline, ours, ...) so that machine noise and the garbage collector
+hit both sides alike. A target is met only if the whole 95% bootstrap interval
+of the ratio of medians is on the right side of it (its upper end for ``<=``,
+its lower end for ``>=``).
 """
 
 from __future__ import annotations
@@ -12,89 +16,167 @@ import gc
 import random
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from outlines_lmstudio.testing import LMStudioEmulator
+from benchmarks._remote import RemoteEmulator
 
 __all__ = [
     "FULL",
     "QUICK",
+    "SHORT",
     "AsyncSide",
     "CaseResult",
     "Context",
+    "Metric",
     "Paired",
+    "Sample",
     "Side",
     "Sizes",
     "Stats",
     "Target",
     "ainterleave",
-    "atimed",
-    "cpu_summary",
+    "ameasure",
+    "bootstrap_ci",
     "interleave",
-    "timed",
+    "measure",
 ]
 
-Side = Callable[[int], tuple[float, object]]
-"""One side of a comparison: call ``i`` -> (seconds it took, result to compare)."""
-AsyncSide = Callable[[int], Awaitable[tuple[float, object]]]
+
+@dataclass(frozen=True)
+class Sample:
+    """One timed call: wall seconds, process CPU seconds and the call's result."""
+
+    wall: float
+    cpu: float
+    result: object = None
+
+
+Side = Callable[[int], Sample]
+"""One side of a comparison: call ``i`` -> its `Sample`."""
+AsyncSide = Callable[[int], Awaitable[Sample]]
 """The async form of `Side`."""
+
+
+def measure(call: Callable[[], object]) -> Sample:
+    """Time one call: wall and whole-process CPU seconds, and its result."""
+    cpu = time.process_time()
+    start = time.perf_counter()
+    result = call()
+    wall = time.perf_counter() - start
+    return Sample(wall, time.process_time() - cpu, result)
+
+
+async def ameasure(call: Callable[[], Awaitable[object]]) -> Sample:
+    """Time one awaited call, as `measure` does (run alone on its event loop)."""
+    cpu = time.process_time()
+    start = time.perf_counter()
+    result = await call()
+    wall = time.perf_counter() - start
+    return Sample(wall, time.process_time() - cpu, result)
 
 
 @dataclass(frozen=True)
 class Sizes:
     """How much work each case does."""
 
-    requests: int = 500
-    """Paired requests for the overhead and streaming cases (each side)."""
-    async_requests: int = 400
-    """Paired requests for the async overhead case (each side)."""
-    outlines_requests: int = 200
-    """Paired requests per output type against Outlines' adapter."""
-    warmup: int = 20
+    requests: int = 600
+    """Paired requests per side in the per-request cases."""
+    warmup: int = 30
     """Untimed calls per side before a per-request case."""
-    batch_prompts: int = 32
-    batch_rounds: int = 3
+    short_fragments: int = 5
+    """Fragments of a short reply (the overhead cases)."""
+    stream_fragments: tuple[int, ...] = (250, 500, 1000, 2000)
+    """Reply lengths of the parse_stream / stream comparison."""
+    stream_requests: int = 30
+    image_uses: int = 20
+    """Uses of the same image per round (the 1st is not timed)."""
+    image_rounds: int = 6
+    image_sizes: tuple[tuple[int, int], ...] = (
+        (1224, 816),
+        (1936, 1296),
+        (2736, 1824),
+        (3872, 2592),
+    )
+    """Image sizes of the curve (1, 2.5, 5 and 10 MP); the last one is the target case."""
+    schema_fields: tuple[int, ...] = (10, 50, 100, 250, 500)
+    schema_rounds: int = 12
+    history_lengths: tuple[int, ...] = (11, 101, 1001)
+    history_requests: int = 60
+    batch_size: int = 64
+    batch_rounds: int = 12
     batch_fragments: int = 10
-    """Fragments in every scripted batch reply (all requests cost the same)."""
-    token_latency: float = 0.015
-    """Emulator seconds per fragment in the batch case."""
-    image_prompts: int = 20
-    image_rounds: int = 5
-    image_size: tuple[int, int] = (1024, 768)
+    token_latency: float = 0.004
+    """Emulator seconds per fragment in the batch cases."""
+    efficiency_sizes: tuple[int, ...] = (1, 8, 64, 512)
+    efficiency_rounds: int = 4
+    calls: int = 10_000
+    """Sequential calls of the memory case."""
     import_runs: int = 12
-    """Fresh interpreters per side in the import case."""
+    engine_tokens: int = 128
+    """Tokens per prediction of the real-engine case."""
+    engine_rounds: int = 8
+    engine_threads: int = 0
+    """llama.cpp threads on both sides (0: the engine's default, ``min(4, cpu_count)``)."""
 
 
 FULL = Sizes()
-QUICK = Sizes(
-    requests=120,
-    async_requests=100,
-    outlines_requests=50,
+SHORT = Sizes(
+    requests=150,
     warmup=10,
-    batch_rounds=1,
-    batch_fragments=5,
-    token_latency=0.01,
+    stream_requests=8,
     image_rounds=2,
-    import_runs=4,
+    image_uses=10,
+    schema_rounds=6,
+    history_requests=20,
+    batch_rounds=6,
+    efficiency_rounds=2,
+    calls=2000,
+    import_runs=6,
+    engine_tokens=32,
+    engine_rounds=3,
+)
+"""Timed, but smaller samples (a few minutes): to try the machinery, not for the record."""
+QUICK = Sizes(
+    requests=6,
+    warmup=1,
+    stream_fragments=(20, 40),
+    stream_requests=2,
+    image_uses=3,
+    image_rounds=1,
+    image_sizes=((64, 48),),
+    schema_fields=(5, 20),
+    schema_rounds=1,
+    history_lengths=(5, 21),
+    history_requests=2,
+    batch_size=9,
+    batch_rounds=1,
+    batch_fragments=6,
+    token_latency=0.001,
+    efficiency_sizes=(1, 9),
+    efficiency_rounds=1,
+    calls=40,
+    import_runs=1,
+    engine_tokens=16,
+    engine_rounds=2,
 )
 
 
 @dataclass
 class Context:
-    """What a case gets: the emulator's host and controls, the sizes and a logger."""
+    """What a case gets: the emulator, the sizes, whether to time, and a logger."""
 
-    emulator: LMStudioEmulator
-    """The running emulator (shared by the cases; each resets it first)."""
+    emulator: RemoteEmulator
     sizes: Sizes
+    timing: bool = True
+    """False (``--quick``): check correctness only; no timing metrics, no verdicts on them."""
     log: Callable[[str], None] = field(default=lambda message: None)
 
 
 @dataclass(frozen=True)
 class Stats:
-    """Median and quartiles of one side's samples, in the case's unit."""
+    """Median and quartiles of samples, in the metric's unit."""
 
     median: float
     p25: float
@@ -102,7 +184,7 @@ class Stats:
     n: int
 
     @classmethod
-    def of(cls, samples: list[float], scale: float = 1.0) -> Stats:
+    def of(cls, samples: Sequence[float], scale: float = 1.0) -> Stats:
         """Summarise ``samples`` (multiplied by ``scale``, e.g. 1e3 for ms)."""
         if not samples:
             raise ValueError("no samples")
@@ -118,84 +200,138 @@ class Stats:
 
 @dataclass(frozen=True)
 class Target:
-    """A goal on the ratio (or on ours' own value, e.g. an upload count)."""
+    """A goal on a metric's value."""
 
     op: Literal["<=", ">=", "=="]
     value: float
-    on: Literal["ratio", "ours"] = "ratio"
 
-    def met(self, ratio: float, ours: float) -> bool:
-        x = ratio if self.on == "ratio" else ours
+    def met(self, value: float, ci: tuple[float, float] | None) -> bool:
+        """Whether the value (the unfavourable end of ``ci`` when given) meets the goal."""
         if self.op == "<=":
-            return x <= self.value
+            return (value if ci is None else ci[1]) <= self.value
         if self.op == ">=":
-            return x >= self.value
-        return x == self.value
+            return (value if ci is None else ci[0]) >= self.value
+        return value == self.value
 
     def __str__(self) -> str:
-        return f"{self.on} {self.op} {self.value:g}"
+        return f"{self.op} {self.value:g}"
+
+
+def bootstrap_ci(
+    ours: Sequence[float],
+    baseline: Sequence[float],
+    statistic: Callable[[float, float], float] = lambda o, b: o / b,
+    resamples: int = 1000,
+) -> tuple[float, float] | None:
+    """95% percentile-bootstrap interval of ``statistic(median(ours), median(baseline))``.
+
+    Equal-length inputs are taken as interleaved pairs and resampled together;
+    otherwise each side is resampled on its own. None below 6 samples a side.
+    """
+    if min(len(ours), len(baseline)) < 6:
+        return None
+    rng = random.Random(0)
+    paired = len(ours) == len(baseline)
+    values = []
+    for _ in range(resamples):
+        picks = [rng.randrange(len(ours)) for _ in ours]
+        other = picks if paired else [rng.randrange(len(baseline)) for _ in baseline]
+        values.append(
+            statistic(
+                statistics.median(ours[i] for i in picks),
+                statistics.median(baseline[i] for i in other),
+            )
+        )
+    values.sort()
+    return values[int(0.025 * resamples)], values[int(0.975 * resamples) - 1]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measured quantity of a case, usually a ratio ours / baseline.
+
+    Attributes
+    ----------
+    name
+        ``"wall"``, ``"cpu"``, ``"efficiency"``, ...
+    value
+        The ratio of medians (or the quantity itself).
+    ci
+        Its 95% bootstrap interval (None with too few samples).
+    ours, baseline
+        Each side's samples, summarised in ``unit``.
+    """
+
+    name: str
+    value: float
+    ci: tuple[float, float] | None = None
+    target: Target | None = None
+    unit: str = ""
+    ours: Stats | None = None
+    baseline: Stats | None = None
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.target is None else self.target.met(self.value, self.ci)
+
+    @classmethod
+    def ratio(
+        cls,
+        name: str,
+        ours: Sequence[float],
+        baseline: Sequence[float],
+        target: Target | None = None,
+        *,
+        unit: str = "ms",
+        scale: float = 1e3,
+    ) -> Metric:
+        """The ratio of medians ours / baseline with its interval and both sides' stats."""
+        o, b = Stats.of(ours, scale), Stats.of(baseline, scale)
+        return cls(
+            name,
+            o.median / b.median,
+            bootstrap_ci(ours, baseline),
+            target,
+            unit,
+            o,
+            b,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": self.value,
+            "ci95": None if self.ci is None else list(self.ci),
+            "target": None if self.target is None else str(self.target),
+            "pass": self.passed,
+            "unit": self.unit,
+            "ours": None if self.ours is None else self.ours.to_json(),
+            "baseline": None if self.baseline is None else self.baseline.to_json(),
+        }
 
 
 @dataclass
 class CaseResult:
-    """One row of the table."""
+    """One row of the table: metrics (timing runs only) and correctness checks."""
 
     name: str
     title: str
     ours_label: str
     baseline_label: str
-    unit: str
-    ours: Stats
-    baseline: Stats
-    ratio_kind: Literal["ours/baseline", "baseline/ours"] = "ours/baseline"
-    target: Target | None = None
+    metrics: list[Metric] = field(default_factory=list)
+    checks: dict[str, bool] = field(default_factory=dict)
+    """Correctness: equal results, order, upload counts (checked in every mode)."""
     extra: dict[str, Any] = field(default_factory=dict)
-    ratio_ci: tuple[float, float] | None = None
-    """95% bootstrap interval of the ratio (resampling the interleaved pairs)."""
-
-    @classmethod
-    def from_paired(
-        cls,
-        paired: Paired,
-        *,
-        name: str,
-        title: str,
-        ours: str,
-        baseline: str,
-        ratio_kind: Literal["ours/baseline", "baseline/ours"] = "ours/baseline",
-        target: Target | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> CaseResult:
-        """A result in milliseconds from interleaved samples (results compared)."""
-        return cls(
-            name=name,
-            title=title,
-            ours_label=ours,
-            baseline_label=baseline,
-            unit="ms",
-            ours=Stats.of(paired.ours, 1e3),
-            baseline=Stats.of(paired.baseline, 1e3),
-            ratio_kind=ratio_kind,
-            target=target,
-            extra={**(extra or {}), "results_equal": paired.results_equal},
-            ratio_ci=paired.ratio_ci(ratio_kind),
-        )
-
-    @property
-    def ratio(self) -> float:
-        if self.ratio_kind == "ours/baseline":
-            return self.ours.median / self.baseline.median
-        return self.baseline.median / self.ours.median
 
     @property
     def passed(self) -> bool | None:
-        if self.target is None:
-            return None
-        return self.target.met(self.ratio, self.ours.median)
+        verdicts = [m.passed for m in self.metrics if m.passed is not None]
+        verdicts += list(self.checks.values())
+        return None if not verdicts else all(verdicts)
 
     @property
-    def n(self) -> int:
-        return min(self.ours.n, self.baseline.n)
+    def failed_checks(self) -> list[str]:
+        return [name for name, ok in self.checks.items() if not ok]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -203,58 +339,67 @@ class CaseResult:
             "title": self.title,
             "ours": self.ours_label,
             "baseline": self.baseline_label,
-            "unit": self.unit,
-            "medians": {"ours": self.ours.median, "baseline": self.baseline.median},
-            "ours_stats": self.ours.to_json(),
-            "baseline_stats": self.baseline.to_json(),
-            "ratio": self.ratio,
-            "ratio_kind": self.ratio_kind,
-            "ratio_ci95": None if self.ratio_ci is None else list(self.ratio_ci),
-            "target": None if self.target is None else str(self.target),
+            "metrics": [m.to_json() for m in self.metrics],
+            "checks": self.checks,
             "pass": self.passed,
-            "n": self.n,
             "extra": self.extra,
         }
 
 
 @dataclass
 class Paired:
-    """Samples and results of an interleaved comparison."""
+    """Interleaved samples of both sides."""
 
-    ours: list[float] = field(default_factory=list)
-    baseline: list[float] = field(default_factory=list)
-    ours_results: list[object] = field(default_factory=list)
-    baseline_results: list[object] = field(default_factory=list)
+    ours: list[Sample] = field(default_factory=list)
+    baseline: list[Sample] = field(default_factory=list)
+
+    def wall(self, side: Literal["ours", "baseline"]) -> list[float]:
+        return [s.wall for s in getattr(self, side)]
+
+    def cpu(self, side: Literal["ours", "baseline"]) -> list[float]:
+        return [s.cpu for s in getattr(self, side)]
+
+    def results(self, side: Literal["ours", "baseline"]) -> list[object]:
+        return [s.result for s in getattr(self, side)]
 
     @property
     def results_equal(self) -> bool:
-        return self.ours_results == self.baseline_results
+        return bool(self.ours) and self.results("ours") == self.results("baseline")
 
-    def ratio_ci(
-        self, kind: Literal["ours/baseline", "baseline/ours"], resamples: int = 1000
-    ) -> tuple[float, float] | None:
-        """95% percentile-bootstrap interval of the ratio of medians (None below 20 pairs)."""
-        n = min(len(self.ours), len(self.baseline))
-        if n < 20:
-            return None
-        rng = random.Random(0)
-        ratios = []
-        for _ in range(resamples):
-            picks = [rng.randrange(n) for _ in range(n)]
-            ours = statistics.median(self.ours[i] for i in picks)
-            base = statistics.median(self.baseline[i] for i in picks)
-            ratios.append(ours / base if kind == "ours/baseline" else base / ours)
-        ratios.sort()
-        return ratios[int(0.025 * resamples)], ratios[int(0.975 * resamples) - 1]
+    def metrics(self, target: Target | None = None, *, cpu_target: bool = True) -> list[Metric]:
+        """Wall and CPU ratios (``target`` on both, or on wall only)."""
+        return [
+            Metric.ratio("wall", self.wall("ours"), self.wall("baseline"), target),
+            Metric.ratio(
+                "cpu", self.cpu("ours"), self.cpu("baseline"), target if cpu_target else None
+            ),
+        ]
 
-    def add(self, which: Literal["ours", "baseline"], sample: tuple[float, object]) -> None:
-        seconds, result = sample
-        if which == "ours":
-            self.ours.append(seconds)
-            self.ours_results.append(result)
-        else:
-            self.baseline.append(seconds)
-            self.baseline_results.append(result)
+    def curve(self, name: str, x: float) -> dict[str, Any]:
+        """The samples of one point of a scale curve (kept in a case's ``extra``)."""
+        return {
+            "curve": name,
+            "x": x,
+            "ours_wall": self.wall("ours"),
+            "baseline_wall": self.wall("baseline"),
+            "ours_cpu": self.cpu("ours"),
+            "baseline_cpu": self.cpu("baseline"),
+        }
+
+    def extra_us(self) -> dict[str, float]:
+        """Median extra microseconds per call, ours minus baseline (wall and CPU)."""
+        return {
+            "wall_us": round(
+                (statistics.median(self.wall("ours")) - statistics.median(self.wall("baseline")))
+                * 1e6,
+                1,
+            ),
+            "cpu_us": round(
+                (statistics.median(self.cpu("ours")) - statistics.median(self.cpu("baseline")))
+                * 1e6,
+                1,
+            ),
+        }
 
 
 def _order(i: int) -> tuple[Literal["ours", "baseline"], Literal["ours", "baseline"]]:
@@ -262,65 +407,31 @@ def _order(i: int) -> tuple[Literal["ours", "baseline"], Literal["ours", "baseli
 
 
 def interleave(ours: Side, baseline: Side, n: int, warmup: int = 0) -> Paired:
-    """Run ``n`` calls of each side, alternating which goes first; return the samples.
+    """Run ``n`` calls of each side, alternating which goes first.
 
-    Warm-up calls get negative indexes and are not recorded.
+    Warm-up calls get indexes ``n, n + 1, ...`` and are not recorded.
     """
     sides = {"ours": ours, "baseline": baseline}
-    for i in range(1, warmup + 1):
-        ours(-i)
-        baseline(-i)
+    for i in range(n, n + warmup):
+        ours(i)
+        baseline(i)
     gc.collect()
     paired = Paired()
     for i in range(n):
         for which in _order(i):
-            paired.add(which, sides[which](i))
+            getattr(paired, which).append(sides[which](i))
     return paired
 
 
 async def ainterleave(ours: AsyncSide, baseline: AsyncSide, n: int, warmup: int = 0) -> Paired:
     """The async form of `interleave`."""
     sides = {"ours": ours, "baseline": baseline}
-    for i in range(1, warmup + 1):
-        await ours(-i)
-        await baseline(-i)
+    for i in range(n, n + warmup):
+        await ours(i)
+        await baseline(i)
     gc.collect()
     paired = Paired()
     for i in range(n):
         for which in _order(i):
-            paired.add(which, await sides[which](i))
+            getattr(paired, which).append(await sides[which](i))
     return paired
-
-
-def timed(call: Callable[[], object], cpu: list[float] | None = None) -> tuple[float, object]:
-    """Time one call: (wall seconds, its result); append its CPU seconds in this thread to ``cpu``.
-
-    The calling thread's CPU time leaves out the waiting for the server and
-    other processes, so it shows the client-side work with little noise.
-    """
-    cpu_start = time.thread_time()
-    start = time.perf_counter()
-    result = call()
-    elapsed = time.perf_counter() - start
-    if cpu is not None:
-        cpu.append(time.thread_time() - cpu_start)
-    return elapsed, result
-
-
-def cpu_summary(ours: list[float], baseline: list[float]) -> dict[str, float]:
-    """Median CPU microseconds per call in the calling thread, each side and the difference."""
-    o, b = statistics.median(ours) * 1e6, statistics.median(baseline) * 1e6
-    return {"ours_us": round(o, 1), "baseline_us": round(b, 1), "extra_us": round(o - b, 1)}
-
-
-async def atimed(
-    call: Callable[[], Awaitable[object]], cpu: list[float] | None = None
-) -> tuple[float, object]:
-    """Time one awaited call, as `timed` does (run alone on its event loop)."""
-    cpu_start = time.thread_time()
-    start = time.perf_counter()
-    result = await call()
-    elapsed = time.perf_counter() - start
-    if cpu is not None:
-        cpu.append(time.thread_time() - cpu_start)
-    return elapsed, result

@@ -1,130 +1,218 @@
-"""Case 3: ``model.batch(prompts, Person)`` against a sequential loop of ``model(p, Person)``.
+"""Batches against what a careful user writes by hand, and against the ideal.
 
 The emulator serves 4 predictions at once (LM Studio's default for llama.cpp
-models) and waits ``token_latency`` before each fragment; every reply is the same
-scripted JSON document of a fixed number of fragments, so every request costs
-the same and 4x is the ceiling. The ratio is the speedup, sequential / batch.
+models) and waits ``Sizes.token_latency`` before each fragment; every reply is
+distinct (it names its prompt) and has ``Sizes.batch_fragments`` fragments, so
+every request costs the same and a result in the wrong place is caught.
+
+- ``batch.sync``: ``model.batch(prompts, Person)`` against a thread pool of 4
+  running ``handle.respond`` (``pool.map`` keeps the order).
+- ``batch.async``: ``await model.batch(...)`` against ``asyncio.gather`` with a
+  semaphore of 4.
+- ``batch.efficiency.N``: the ideal time, ``ceil(N / 4)`` times one request
+  (measured in the same rounds), over the batch's time.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+import concurrent.futures
+import functools
+import math
+import statistics
 
 import lmstudio as lms
 
-from benchmarks._common import TEXT_MODEL, Person, prompt
+from benchmarks._common import TEXT_MODEL, Person, person_format, person_id, prompt
 from benchmarks._harness import (
     CaseResult,
     Context,
+    Metric,
     Paired,
+    Sample,
+    Stats,
     Target,
     ainterleave,
-    atimed,
+    ameasure,
+    bootstrap_ci,
     interleave,
-    timed,
+    measure,
 )
+from benchmarks._remote import Script
 from outlines_lmstudio import from_lmstudio
 
-__all__ = ["TARGET", "reply", "run", "run_async"]
+__all__ = ["EFFICIENCY", "TARGET", "run", "run_async", "run_efficiency"]
 
-TARGET = Target(">=", 3.5)
-
-
-def reply(fragments: int) -> str:
-    """A `Person` JSON document that the emulator sends as ``fragments`` fragments.
-
-    The emulator splits replies at whitespace, at most 6 characters a piece:
-    ``{"name`` ``":`` `` "A`` (`` bcd`` ...) `` x",`` `` "age":`` `` 36}``.
-    """
-    if fragments < 5:
-        raise ValueError("a Person reply has at least 5 fragments")
-    return '{"name": "' + " ".join(["A", *["bcd"] * (fragments - 5)]) + '", "age": 36}'
+TARGET = Target("<=", 1.03)
+EFFICIENCY = Target(">=", 0.95)
+SLOTS = 4
 
 
-@contextmanager
-def _slow(ctx: Context) -> Iterator[dict[str, Any]]:
-    """Script fixed replies and set the per-fragment latency; restore afterwards."""
-    emu, sizes = ctx.emulator, ctx.sizes
-    emu.reset()
-    text = reply(sizes.batch_fragments)
-    emu.script(TEXT_MODEL, lambda _prediction: text)
-    emu.token_latency, emu.prompt_latency = sizes.token_latency, 0.0
-    extra: dict[str, Any] = {
-        "prompts": sizes.batch_prompts,
-        "slots": emu.slots,
-        "token_latency_s": sizes.token_latency,
-        "fragments_per_reply": sizes.batch_fragments,
-        "ideal_speedup": float(min(emu.slots, sizes.batch_prompts)),
-    }
-    try:
-        yield extra
-        done = [p for p in emu.predictions if p.done]
-        extra["fragments_seen"] = sorted({len(p.fragments) for p in done})
-        extra["peak_concurrency"] = emu.peak_concurrency(TEXT_MODEL)
-    finally:
-        emu.token_latency = 0.0
-        emu.reset()
+def _reset(ctx: Context) -> None:
+    sizes = ctx.sizes
+    ctx.emulator.reset(Script("person", sizes.batch_fragments), token_latency=sizes.token_latency)
 
 
-def _result(name: str, title: str, paired: Paired, extra: dict[str, Any], a: str) -> CaseResult:
-    return CaseResult.from_paired(
-        paired,
+def _in_order(results: object, n: int) -> bool:
+    return isinstance(results, list) and [person_id(r) for r in results] == list(range(n))
+
+
+def _result(ctx: Context, name: str, paired: Paired, ours: str, baseline: str) -> CaseResult:
+    n = ctx.sizes.batch_size
+    stats = ctx.emulator.stats()
+    return CaseResult(
         name=name,
-        title=title,
-        ours=f"{a}model.batch(prompts, Person)",
-        baseline=f"for p in prompts: {a}model(p, Person)",
-        ratio_kind="baseline/ours",
-        target=TARGET,
-        extra=extra,
+        title=f"batch of {n}, {SLOTS} slots, distinct replies",
+        ours_label=ours,
+        baseline_label=baseline,
+        metrics=[Metric.ratio("wall", paired.wall("ours"), paired.wall("baseline"), TARGET)]
+        if ctx.timing
+        else [],
+        checks={
+            "results_equal": paired.results_equal,
+            "order": all(_in_order(r, n) for r in paired.results("ours")),
+            "fragments": stats.fragment_counts == [ctx.sizes.batch_fragments],
+            "concurrent": stats.peak_concurrency == min(SLOTS, n),
+        },
+        extra={
+            "prompts": n,
+            "slots": SLOTS,
+            "token_latency_s": ctx.sizes.token_latency,
+            "fragments_per_reply": ctx.sizes.batch_fragments,
+            "peak_concurrency": stats.peak_concurrency,
+        },
     )
 
 
 def run(ctx: Context) -> list[CaseResult]:
-    """Sync batch vs sequential, ``batch_rounds`` interleaved rounds."""
+    """Sync batch vs a thread pool of 4 by hand, ``batch_rounds`` interleaved rounds."""
     sizes = ctx.sizes
-    prompts = [prompt(i) for i in range(sizes.batch_prompts)]
-    with _slow(ctx) as extra, lms.Client(ctx.emulator.api_host) as client:
+    prompts = [prompt(i) for i in range(sizes.batch_size)]
+    _reset(ctx)
+    with (
+        lms.Client(ctx.emulator.api_host) as client,
+        concurrent.futures.ThreadPoolExecutor(SLOTS) as pool,
+    ):
         model = from_lmstudio(client, TEXT_MODEL)
-        model("warm up", Person)  # resolve the handle outside the timed rounds
+        handle = client.llm.model(TEXT_MODEL)
+        fmt = person_format()
 
-        def ours(i: int) -> tuple[float, object]:
-            return timed(lambda: model.batch(prompts, Person))
+        def one(p: str) -> str:
+            return handle.respond(p, response_format=fmt).content
 
-        def sequential(i: int) -> tuple[float, object]:
-            return timed(lambda: [model(p, Person) for p in prompts])
+        def ours(i: int) -> Sample:
+            return measure(lambda: model.batch(prompts, Person))
+
+        def by_hand(i: int) -> Sample:
+            return measure(lambda: list(pool.map(one, prompts)))
 
         ctx.log(f"batch.sync: {sizes.batch_rounds} rounds of {len(prompts)} prompts per side")
-        paired = interleave(ours, sequential, sizes.batch_rounds)
-    return [_result("batch.sync", "batch of 32 vs sequential loop", paired, extra, "")]
+        paired = interleave(ours, by_hand, sizes.batch_rounds, warmup=1)
+    return [
+        _result(
+            ctx,
+            "batch.sync",
+            paired,
+            "model.batch(prompts, Person)",
+            "ThreadPoolExecutor(4).map(handle.respond, prompts)",
+        )
+    ]
 
 
 def run_async(ctx: Context) -> list[CaseResult]:
-    """Async batch vs sequential awaits, ``batch_rounds`` interleaved rounds."""
+    """Async batch vs ``asyncio.gather`` with a semaphore of 4 by hand."""
     sizes = ctx.sizes
-    prompts = [prompt(i) for i in range(sizes.batch_prompts)]
+    prompts = [prompt(i) for i in range(sizes.batch_size)]
+    _reset(ctx)
 
     async def main() -> Paired:
         async with lms.AsyncClient(ctx.emulator.api_host) as client:
             model = from_lmstudio(client, TEXT_MODEL)
-            await model("warm up", Person)
+            handle = await client.llm.model(TEXT_MODEL)
+            fmt = person_format()
+            slots = asyncio.Semaphore(SLOTS)
 
-            async def ours(i: int) -> tuple[float, object]:
-                return await atimed(lambda: model.batch(prompts, Person))
+            async def one(p: str) -> str:
+                async with slots:
+                    return (await handle.respond(p, response_format=fmt)).content
 
-            async def sequential(i: int) -> tuple[float, object]:
-                async def loop() -> list[str]:
-                    return [await model(p, Person) for p in prompts]
+            async def ours(i: int) -> Sample:
+                return await ameasure(lambda: model.batch(prompts, Person))
 
-                return await atimed(loop)
+            async def by_hand(i: int) -> Sample:
+                async def gather() -> list[str]:
+                    return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+                return await ameasure(gather)
 
             ctx.log(f"batch.async: {sizes.batch_rounds} rounds of {len(prompts)} prompts per side")
-            return await ainterleave(ours, sequential, sizes.batch_rounds)
+            return await ainterleave(ours, by_hand, sizes.batch_rounds, warmup=1)
 
-    with _slow(ctx) as extra:
-        paired = asyncio.run(main())
+    paired = asyncio.run(main())
     return [
-        _result("batch.async", "async batch of 32 vs sequential awaits", paired, extra, "await ")
+        _result(
+            ctx,
+            "batch.async",
+            paired,
+            "await model.batch(prompts, Person)",
+            "asyncio.gather(*(respond(p) under Semaphore(4)))",
+        )
     ]
+
+
+def run_efficiency(ctx: Context) -> list[CaseResult]:
+    """Batch time against the ideal ``ceil(n / 4) x one request``, per batch size.
+
+    Each round times 5 single requests and then one batch; the ideal of that
+    round is ``ceil(n / 4)`` times the median single request.
+    """
+    sizes = ctx.sizes
+    _reset(ctx)
+    results = []
+    with lms.Client(ctx.emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL)
+        model(prompt(0), Person)  # resolve the handle before timing
+        for n in sizes.efficiency_sizes:
+            prompts = [prompt(i) for i in range(n)]
+            ideal: list[float] = []
+            actual: list[float] = []
+            ordered = True
+            ctx.log(f"batch.efficiency.{n}: {sizes.efficiency_rounds} rounds")
+            for _ in range(sizes.efficiency_rounds):
+                single = [measure(lambda: model(prompt(0), Person)).wall for _ in range(5)]
+                ideal.append(math.ceil(n / SLOTS) * statistics.median(single))
+                sample = measure(functools.partial(model.batch, prompts, Person))
+                actual.append(sample.wall)
+                ordered = ordered and _in_order(sample.result, n)
+            metrics = []
+            if ctx.timing:
+                value = statistics.median(ideal) / statistics.median(actual)
+                ci = bootstrap_ci(ideal, actual)
+                metrics.append(
+                    Metric(
+                        "efficiency",
+                        value,
+                        ci,
+                        EFFICIENCY,
+                        "ms",
+                        Stats.of(actual, 1e3),
+                        Stats.of(ideal, 1e3),
+                    )
+                )
+            results.append(
+                CaseResult(
+                    name=f"batch.efficiency.{n}",
+                    title=f"batch of {n} vs ideal ceil(n/4) x one request",
+                    ours_label=f"model.batch({n} prompts, Person)",
+                    baseline_label=f"ideal: {math.ceil(n / SLOTS)} x model(prompt, Person)",
+                    metrics=metrics,
+                    checks={"order": ordered},
+                    extra={
+                        "curve": "batch size (efficiency)",
+                        "x": n,
+                        "ours_wall": actual,
+                        "baseline_wall": ideal,
+                    },
+                )
+            )
+    return results

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks._harness import CaseResult, Context, Target, interleave
+from benchmarks._harness import CaseResult, Context, Metric, Sample, Target, interleave
 
 __all__ = ["run"]
 
@@ -57,11 +57,11 @@ def run(ctx: Context) -> list[CaseResult]:
     inner: dict[str, list[float]] = {"ours": [], "baseline": []}
     cpu: dict[str, list[float]] = {"ours": [], "baseline": []}
 
-    def side(name: str, statement: str) -> tuple[float, object]:
+    def side(name: str, statement: str) -> Sample:
         wall, alone, used = _child(statement)
         inner[name].append(alone)
         cpu[name].append(used)
-        return wall, None
+        return Sample(wall, used)
 
     ctx.log(f"import: {n} fresh interpreters per side")
     paired = interleave(
@@ -71,20 +71,20 @@ def run(ctx: Context) -> list[CaseResult]:
     alone = {k: v[1:] for k, v in inner.items()}
     used = {k: v[1:] for k, v in cpu.items()}
     return [
-        CaseResult.from_paired(
-            paired,
+        CaseResult(
             name="import",
             title="fresh-process import time",
-            ours=f'python -c "{OURS}"',
-            baseline=f'python -c "{BASELINE}"',
-            target=Target("<=", 1.10),
+            ours_label=f'python -c "{OURS}"',
+            baseline_label=f'python -c "{BASELINE}"',
+            metrics=[
+                *paired.metrics(Target("<=", 1.10), cpu_target=False),
+                Metric.ratio("import statement", alone["ours"], alone["baseline"]),
+            ]
+            if ctx.timing
+            else [],
             extra={
                 "import_statement_ms": {k: statistics.median(v) * 1e3 for k, v in alone.items()},
-                "import_statement_ratio": statistics.median(alone["ours"])
-                / statistics.median(alone["baseline"]),
                 "process_cpu_ms": {k: statistics.median(v) * 1e3 for k, v in used.items()},
-                "process_cpu_ratio": statistics.median(used["ours"])
-                / statistics.median(used["baseline"]),
             },
         )
     ]

@@ -1,109 +1,115 @@
-"""Case 1: per-request overhead of ``model(prompt, Person)`` against the SDK by hand.
+"""Per-request cost against the SDK by hand: complete calls, streams, ``parse``.
 
 The baseline is what a careful user writes without us: a model handle resolved
-once and reused, and the same JSON schema as ``response_format``. The emulator
-has no latency, so the difference is client-side work. Both sides send the same
-prompts, so the emulator returns the same text to both (checked).
+once and reused, and the ``response_format`` dict computed once. Replies are
+distinct and short (``Sizes.short_fragments`` fragments), so our fixed cost per
+call is not diluted by a long reply; the extra microseconds per call are
+reported with the fragment count.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import lmstudio as lms
 
-from benchmarks._common import TEXT_MODEL, Person, person_format, prompt
+from benchmarks._common import TEXT_MODEL, Person, person_format, person_id, prompt, sync_sides
 from benchmarks._harness import (
     CaseResult,
     Context,
     Paired,
+    Sample,
     Target,
     ainterleave,
-    atimed,
-    cpu_summary,
+    ameasure,
     interleave,
-    timed,
+    measure,
 )
+from benchmarks._remote import Script
 from outlines_lmstudio import from_lmstudio
 
-__all__ = ["run", "run_async"]
+__all__ = ["run", "run_async", "run_parse", "run_stream"]
 
 TARGET = Target("<=", 1.05)
 
 
+def _checks(ctx: Context, paired: Paired, n: int) -> dict[str, bool]:
+    stats = ctx.emulator.stats()
+    ids = [person_id(r) for r in paired.results("ours")]
+    return {
+        "results_equal": paired.results_equal,
+        "distinct_replies": ids == [i % 1296 for i in range(n)],
+        "fragments": stats.fragment_counts == [ctx.sizes.short_fragments],
+    }
+
+
 def _result(
-    name: str, title: str, paired: Paired, cpu: dict[str, list[float]], ours: str, sdk: str
+    ctx: Context, name: str, paired: Paired, ours: str, sdk: str, target: Target | None = TARGET
 ) -> CaseResult:
-    return CaseResult.from_paired(
-        paired,
+    return CaseResult(
         name=name,
-        title=title,
-        ours=ours,
-        baseline=sdk,
-        target=TARGET,
+        title=f"{ours} vs SDK by hand",
+        ours_label=ours,
+        baseline_label=sdk,
+        metrics=paired.metrics(target) if ctx.timing else [],
+        checks=_checks(ctx, paired, len(paired.ours)),
         extra={
-            "emulator_latency_s": 0.0,
-            "caller_thread_cpu": cpu_summary(cpu["ours"], cpu["sdk"]),
+            "fragments_per_reply": ctx.sizes.short_fragments,
+            "extra_per_call": paired.extra_us() if ctx.timing else None,
         },
     )
 
 
+def _reset(ctx: Context) -> None:
+    ctx.emulator.reset(Script("person", ctx.sizes.short_fragments))
+
+
 def run(ctx: Context) -> list[CaseResult]:
-    """Sync: ``model(prompt, Person)`` against ``handle.respond(prompt, response_format=...)``."""
-    emu, n = ctx.emulator, ctx.sizes.requests
-    emu.reset()
-    emu.token_latency = emu.prompt_latency = 0.0
-    cpu: dict[str, list[float]] = {"ours": [], "sdk": []}
-    with lms.Client(emu.api_host) as client:
-        model = from_lmstudio(client, TEXT_MODEL)
-        handle = client.llm.model(TEXT_MODEL)
-        response_format = person_format()
+    """Sync: ``model(prompt, Person)`` against ``handle.respond(prompt, response_format=fmt)``."""
+    n = ctx.sizes.requests
+    fmt = person_format()
+    with sync_sides(ctx.emulator.api_host) as (model, handle):
 
-        def ours(i: int) -> tuple[float, object]:
-            return timed(lambda: model(prompt(i), Person), cpu["ours"])
+        def ours(i: int) -> Sample:
+            return measure(lambda: model(prompt(i), Person))
 
-        def sdk(i: int) -> tuple[float, object]:
-            return timed(
-                lambda: handle.respond(prompt(i), response_format=response_format).content,
-                cpu["sdk"],
-            )
+        def sdk(i: int) -> Sample:
+            return measure(lambda: handle.respond(prompt(i), response_format=fmt).content)
 
+        _reset(ctx)
         ctx.log(f"overhead.sync: {n} requests per side")
         paired = interleave(ours, sdk, n, ctx.sizes.warmup)
     return [
         _result(
+            ctx,
             "overhead.sync",
-            "model(prompt, Person) vs SDK by hand",
             paired,
-            cpu,
             "model(prompt, Person)",
-            "handle.respond(prompt, response_format=...)",
+            "handle.respond(prompt, response_format=fmt)",
         )
     ]
 
 
 def run_async(ctx: Context) -> list[CaseResult]:
     """Async: ``await model(prompt, Person)`` against ``await handle.respond(...)``."""
-    emu, n = ctx.emulator, ctx.sizes.async_requests
-    emu.reset()
-    emu.token_latency = emu.prompt_latency = 0.0
-    cpu: dict[str, list[float]] = {"ours": [], "sdk": []}
+    n = ctx.sizes.requests
+    _reset(ctx)
 
     async def main() -> Paired:
-        async with lms.AsyncClient(emu.api_host) as client:
+        async with lms.AsyncClient(ctx.emulator.api_host) as client:
             model = from_lmstudio(client, TEXT_MODEL)
             handle = await client.llm.model(TEXT_MODEL)
-            response_format = person_format()
+            fmt = person_format()
 
-            async def ours(i: int) -> tuple[float, object]:
-                return await atimed(lambda: model(prompt(i), Person), cpu["ours"])
+            async def ours(i: int) -> Sample:
+                return await ameasure(lambda: model(prompt(i), Person))
 
-            async def sdk(i: int) -> tuple[float, object]:
+            async def sdk(i: int) -> Sample:
                 async def call() -> str:
-                    result = await handle.respond(prompt(i), response_format=response_format)
-                    return result.content
+                    return (await handle.respond(prompt(i), response_format=fmt)).content
 
-                return await atimed(call, cpu["sdk"])
+                return await ameasure(call)
 
             ctx.log(f"overhead.async: {n} requests per side")
             return await ainterleave(ours, sdk, n, ctx.sizes.warmup)
@@ -111,11 +117,78 @@ def run_async(ctx: Context) -> list[CaseResult]:
     paired = asyncio.run(main())
     return [
         _result(
+            ctx,
             "overhead.async",
-            "await model(prompt, Person) vs async SDK by hand",
             paired,
-            cpu,
             "await model(prompt, Person)",
-            "await handle.respond(prompt, response_format=...)",
+            "await handle.respond(prompt, response_format=fmt)",
         )
     ]
+
+
+def run_stream(ctx: Context) -> list[CaseResult]:
+    """Time to first fragment of ``model.stream`` against ``handle.respond_stream``.
+
+    The clock stops when the first text fragment is in hand; the rest of the
+    stream is read untimed, and the full texts are compared.
+    """
+    n = ctx.sizes.requests
+    _reset(ctx)
+    fmt = person_format()
+    with sync_sides(ctx.emulator.api_host) as (model, handle):
+
+        def ours(i: int) -> Sample:
+            cpu, start = time.process_time(), time.perf_counter()
+            chunks = iter(model.stream(prompt(i), Person))
+            first = next(chunks)
+            wall, used = time.perf_counter() - start, time.process_time() - cpu
+            return Sample(wall, used, first + "".join(chunks))
+
+        def sdk(i: int) -> Sample:
+            cpu, start = time.process_time(), time.perf_counter()
+            fragments = iter(handle.respond_stream(prompt(i), response_format=fmt))
+            first = next(fragments).content
+            wall, used = time.perf_counter() - start, time.process_time() - cpu
+            return Sample(wall, used, first + "".join(f.content for f in fragments))
+
+        ctx.log(f"stream.ttff: {n} streams per side")
+        paired = interleave(ours, sdk, n, ctx.sizes.warmup)
+    return [
+        _result(
+            ctx,
+            "stream.ttff",
+            paired,
+            "model.stream(prompt, Person)",
+            "handle.respond_stream(prompt, response_format=fmt)",
+        )
+    ]
+
+
+def run_parse(ctx: Context) -> list[CaseResult]:
+    """``model.parse(prompt, Person)`` against ``respond`` + ``Person.model_validate_json``."""
+    n = ctx.sizes.requests
+    _reset(ctx)
+    fmt = person_format()
+    with sync_sides(ctx.emulator.api_host) as (model, handle):
+
+        def ours(i: int) -> Sample:
+            return measure(lambda: model.parse(prompt(i), Person))
+
+        def sdk(i: int) -> Sample:
+            return measure(
+                lambda: Person.model_validate_json(
+                    handle.respond(prompt(i), response_format=fmt).content
+                )
+            )
+
+        ctx.log(f"parse: {n} requests per side")
+        paired = interleave(ours, sdk, n, ctx.sizes.warmup)
+    result = _result(
+        ctx,
+        "parse",
+        paired,
+        "model.parse(prompt, Person)",
+        "Person.model_validate_json(handle.respond(...).content)",
+    )
+    result.checks["typed"] = all(isinstance(r, Person) for r in paired.results("ours"))
+    return [result]

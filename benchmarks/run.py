@@ -1,7 +1,9 @@
-"""The benchmark runner: ``python -m benchmarks [--quick] [--only NAME ...]``.
+"""The benchmark runner: ``python -m benchmarks [--quick] [--only NAME ...] [--update-docs]``.
 
-Starts one LM Studio emulator (4 slots), runs each case against it, prints a
-Markdown table of medians and ratios and writes the results as JSON.
+Starts one LM Studio emulator (4 slots) in its own process, runs each case
+against it, prints a Markdown table (and the scale curves) and writes the
+results as JSON. ``--quick`` checks correctness only (equal results, order,
+upload counts), with tiny sizes and no timing.
 """
 
 from __future__ import annotations
@@ -9,25 +11,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from benchmarks import batch, images, imports, overhead, streaming, vs_outlines
-from benchmarks._harness import FULL, QUICK, CaseResult, Context, Sizes
+from benchmarks import batch, engine, images, imports, memory, overhead, scale, vs_outlines
+from benchmarks._harness import FULL, QUICK, SHORT, CaseResult, Context, Sizes
 from benchmarks._machine import machine_info
-
-if TYPE_CHECKING:
-    from outlines_lmstudio.testing import LMStudioEmulator
+from benchmarks._remote import RemoteEmulator
+from benchmarks._sections import replace_section
 
 __all__ = [
     "CASES",
+    "CURVES_END",
+    "CURVES_START",
     "END",
     "START",
+    "curves",
     "docs_section",
+    "format_curves",
     "format_table",
     "main",
     "report",
@@ -38,16 +44,24 @@ __all__ = [
 RESULTS = Path(__file__).resolve().parent / "results"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+CURVES_START, CURVES_END = "<!-- curves:start -->", "<!-- curves:end -->"
 
 CASES: dict[str, Callable[[Context], list[CaseResult]]] = {
     "overhead": overhead.run,
     "overhead-async": overhead.run_async,
-    "outlines": vs_outlines.run,
+    "stream": overhead.run_stream,
+    "parse": overhead.run_parse,
+    "parse-stream": scale.run_parse_stream,
+    "images": images.run,
+    "schema": scale.run_schema,
+    "history": scale.run_history,
     "batch": batch.run,
     "batch-async": batch.run_async,
-    "images": images.run,
-    "stream": streaming.run,
+    "efficiency": batch.run_efficiency,
+    "memory": memory.run,
+    "outlines": vs_outlines.run,
     "import": imports.run,
+    "engine": engine.run,
 }
 """Case groups in run order (``--only`` takes these names)."""
 
@@ -55,17 +69,17 @@ CASES: dict[str, Callable[[Context], list[CaseResult]]] = {
 def run_cases(
     names: Sequence[str],
     sizes: Sizes,
+    *,
+    timing: bool = True,
     log: Callable[[str], None] = print,
-    emulator: LMStudioEmulator | None = None,
+    emulator: RemoteEmulator | None = None,
 ) -> list[CaseResult]:
-    """Run the named case groups against ``emulator`` (a new one with 4 slots if None)."""
+    """Run the named case groups against ``emulator`` (a new one, 4 slots, if None)."""
     if emulator is None:
-        from outlines_lmstudio.testing import LMStudioEmulator
-
-        with LMStudioEmulator(slots=4) as started:
-            return run_cases(names, sizes, log, started)
+        with RemoteEmulator(slots=4) as started:
+            return run_cases(names, sizes, timing=timing, log=log, emulator=started)
     results: list[CaseResult] = []
-    ctx = Context(emulator=emulator, sizes=sizes, log=log)
+    ctx = Context(emulator=emulator, sizes=sizes, timing=timing, log=log)
     for name in names:
         start = time.perf_counter()
         results.extend(CASES[name](ctx))
@@ -74,36 +88,126 @@ def run_cases(
 
 
 def _number(value: float) -> str:
-    if value >= 100:
+    if abs(value) >= 100:
         return f"{value:.0f}"
-    if value >= 10:
+    if abs(value) >= 10:
         return f"{value:.1f}"
-    return f"{value:.3g}" if value < 1 else f"{value:.2f}"
+    return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+
+
+def _verdict(passed: bool | None) -> str:
+    return {True: "pass", False: "**MISS**", None: "-"}[passed]
 
 
 def format_table(results: Sequence[CaseResult]) -> str:
-    """A Markdown table of the results."""
+    """A Markdown table: one row per metric (wall, CPU, ...), checks in the last column.
+
+    Without any metric (``--quick``), one row per case with its checks.
+    """
+    if not any(r.metrics for r in results):
+        lines = ["| case | ours | baseline | checks |", "|---|---|---|---|"]
+        for r in results:
+            checks = ", ".join(f"{k} {'ok' if v else '**FAILED**'}" for k, v in r.checks.items())
+            lines.append(
+                f"| {r.name} | `{r.ours_label}` | `{r.baseline_label}` | {checks or '-'} |"
+            )
+        return "\n".join(lines)
     lines = [
-        "| case | ours | baseline | ours median | baseline median | ratio | 95% CI "
-        "| target | result | n |",
-        "|---|---|---|---:|---:|---:|---|---|---|---:|",
+        "| case | ours | baseline | metric | ours median | baseline median | ratio | 95% CI "
+        "| target | result | checks |",
+        "|---|---|---|---|---:|---:|---:|---|---|---|---|",
     ]
     for r in results:
-        verdict = {True: "pass", False: "**MISS**", None: "-"}[r.passed]
-        ratio = f"{r.ratio:.3f}" + (" (speedup)" if r.ratio_kind == "baseline/ours" else "")
-        ci = "-" if r.ratio_ci is None else f"{r.ratio_ci[0]:.3f} - {r.ratio_ci[1]:.3f}"
-        lines.append(
-            f"| {r.name} | `{r.ours_label}` | `{r.baseline_label}` "
-            f"| {_number(r.ours.median)} {r.unit} | {_number(r.baseline.median)} {r.unit} "
-            f"| {ratio} | {ci} | {r.target or '-'} | {verdict} | {r.n} |"
-        )
+        failed = r.failed_checks
+        checks = "ok" if r.checks and not failed else ("-" if not r.checks else "**FAILED**: ")
+        checks += ", ".join(failed)
+        head = f"| {r.name} | `{r.ours_label}` | `{r.baseline_label}` "
+        tail = f" | {checks} |"
+        if not r.metrics:
+            lines.append(head + f"| - | - | - | - | - | - | {_verdict(r.passed)}" + tail)
+        for k, m in enumerate(r.metrics):
+            if k:
+                head, tail = "| | | ", " | |"
+            ci = "-" if m.ci is None else f"{m.ci[0]:.3f} - {m.ci[1]:.3f}"
+            ours = "-" if m.ours is None else f"{_number(m.ours.median)} {m.unit}"
+            base = "-" if m.baseline is None else f"{_number(m.baseline.median)} {m.unit}"
+            lines.append(
+                head + f"| {m.name} | {ours} | {base} | {m.value:.3f} | {ci} "
+                f"| {m.target or '-'} | {_verdict(m.passed)}" + tail
+            )
     return "\n".join(lines)
+
+
+def curves(results: Sequence[CaseResult]) -> dict[str, dict[str, Any]]:
+    """The scale curves: per curve, its points and the fitted growth exponent of each side."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in results:
+        name = r.extra.get("curve")
+        if not isinstance(name, str):
+            continue
+        if "ours_points" in r.extra:  # memory: RSS at checkpoints, one run per side
+            ours = dict(r.extra["ours_points"])
+            sdk = dict(r.extra["sdk_points"])
+            points = [
+                {"x": x, "ours": ours[x] / 1e6, "baseline": sdk.get(x, float("nan")) / 1e6}
+                for x in sorted(ours)
+            ]
+            out[name] = {"unit": "MB RSS", "points": points}
+            continue
+        point = {
+            "x": r.extra["x"],
+            "ours": statistics.median(r.extra["ours_wall"]) * 1e3,
+            "baseline": statistics.median(r.extra["baseline_wall"]) * 1e3,
+        }
+        if "ours_cpu" in r.extra:
+            point["ours_cpu"] = statistics.median(r.extra["ours_cpu"]) * 1e3
+            point["baseline_cpu"] = statistics.median(r.extra["baseline_cpu"]) * 1e3
+        out.setdefault(name, {"unit": "ms", "points": []})["points"].append(point)
+    for curve in out.values():
+        xs = [p["x"] for p in curve["points"]]
+        for side in ("ours", "baseline"):
+            if curve["unit"] == "MB RSS":  # growth after the first checkpoint
+                ys = [p[side] - curve["points"][0][side] for p in curve["points"]]
+                curve[f"{side}_exponent"] = scale.fit_exponent(xs[1:], ys[1:])
+            else:
+                curve[f"{side}_exponent"] = scale.fit_exponent(
+                    xs, [p[side] for p in curve["points"]]
+                )
+    return out
+
+
+def format_curves(data: dict[str, dict[str, Any]]) -> str:
+    """Markdown tables of the scale curves with their fitted growth exponents."""
+    if not data:
+        return "(no curve in this run)"
+    parts = []
+    for name, curve in data.items():
+        unit = curve["unit"]
+        is_batch = name.startswith("batch size")
+        ours_h, base_h = ("batch", "ideal") if is_batch else ("ours", "baseline")
+        lines = [
+            f"**{name}**: growth exponent (log-log fit over the points) "
+            f"{ours_h} {curve['ours_exponent']:.2f}, {base_h} {curve['baseline_exponent']:.2f}"
+            + (" (of the RSS growth after the first checkpoint)" if unit == "MB RSS" else ""),
+            "",
+            f"| x | {ours_h} ({unit}) | {base_h} ({unit}) | "
+            + ("efficiency |" if is_batch else "ratio |"),
+            "|---:|---:|---:|---:|",
+        ]
+        for p in curve["points"]:
+            ratio = p["baseline"] / p["ours"] if is_batch else p["ours"] / p["baseline"]
+            lines.append(
+                f"| {_number(p['x'])} | {_number(p['ours'])} | {_number(p['baseline'])} "
+                f"| {ratio:.3f} |"
+            )
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
 
 
 def report(
     results: Sequence[CaseResult], sizes: Sizes, *, mode: str, elapsed: float, command: str
 ) -> dict[str, Any]:
-    """The JSON document of a run: machine, sizes and one entry per case."""
+    """The JSON document of a run: machine, sizes, one entry per case, the curves."""
     return {
         "mode": mode,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -113,6 +217,7 @@ def report(
         "sizes": asdict(sizes),
         "cases": [r.to_json() for r in results],
         "table": format_table(results),
+        "curves": curves(results),
     }
 
 
@@ -133,34 +238,24 @@ def docs_section(payload: dict[str, Any]) -> str:
         "",
         payload["table"],
     ]
-    cpu = [
-        f"{c['name']} {c['extra']['caller_thread_cpu']['ours_us']:.0f} vs "
-        f"{c['extra']['caller_thread_cpu']['baseline_us']:.0f} µs"
+    extra = [
+        f"{c['name']} {c['extra']['extra_per_call']['cpu_us']:.0f} µs CPU, "
+        f"{c['extra']['extra_per_call']['wall_us']:.0f} µs wall "
+        f"({c['extra']['fragments_per_reply']} fragments a reply)"
         for c in payload["cases"]
-        if "caller_thread_cpu" in c["extra"]
+        if c["extra"].get("extra_per_call")
     ]
-    if cpu:
-        lines += ["", "CPU time of the calling thread per request, ours vs baseline: "]
-        lines[-1] += "; ".join(cpu) + "."
-    for c in payload["cases"]:
-        if "process_cpu_ratio" in c["extra"]:
-            lines += [
-                "",
-                f"Import, CPU time (user + sys) of the fresh process: ratio "
-                f"{c['extra']['process_cpu_ratio']:.3f}; the import statement alone: "
-                f"{c['extra']['import_statement_ratio']:.3f}.",
-            ]
+    if extra:
+        lines += ["", "Our extra cost per call over the SDK by hand (medians): " + "; ".join(extra)]
+        lines[-1] += "."
     return "\n".join(lines)
 
 
 def update_docs(path: Path, payload: dict[str, Any]) -> None:
-    """Replace the text between the result markers of ``path`` with this run."""
-    text = path.read_text()
-    head, sep, rest = text.partition(START)
-    _, sep2, tail = rest.partition(END)
-    if not sep or not sep2:
-        raise SystemExit(f"{path} has no {START} ... {END} markers")
-    path.write_text(f"{head}{START}\n{docs_section(payload)}\n{END}{tail}")
+    """Replace the results and the curves between their markers in ``path`` (nothing else)."""
+    replace_section("results", "## Latest results", docs_section(payload), path)
+    if payload.get("curves"):
+        replace_section("curves", "## Scale curves", format_curves(payload["curves"]), path)
 
 
 def _write(path: Path, payload: dict[str, Any]) -> None:
@@ -171,11 +266,24 @@ def _write(path: Path, payload: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark; return 1 with ``--strict`` if a target was missed."""
+    """Run the benchmark; exit 1 if a correctness check failed (or, with --strict, a target)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes (about 20 s)")
+    parser.add_argument(
+        "--quick", action="store_true", help="correctness only: tiny sizes, no timing (for CI)"
+    )
+    parser.add_argument(
+        "--short", action="store_true", help="timed, with smaller samples (a few minutes)"
+    )
     parser.add_argument(
         "--only", nargs="+", choices=list(CASES), metavar="CASE", help=f"among {list(CASES)}"
+    )
+    parser.add_argument(
+        "--calls", type=int, help=f"sequential calls of the memory case (default {FULL.calls})"
+    )
+    parser.add_argument(
+        "--engine-threads",
+        type=int,
+        help="llama.cpp threads on both sides of the engine case (default: the engine's own)",
     )
     parser.add_argument(
         "--output",
@@ -185,36 +293,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument(
-        "--update-docs", action="store_true", help=f"put the table into {DOCS.name} as well"
+        "--update-docs",
+        action="store_true",
+        help=f"put the table and the scale curves into {DOCS.name} as well",
     )
     parser.add_argument(
         "--docs-from",
         type=Path,
         metavar="JSON",
-        help=f"only rewrite the table in {DOCS.name} from a saved run, then exit",
+        help=f"only rewrite the table and curves in {DOCS.name} from a saved run, then exit",
     )
     args = parser.parse_args(argv)
     if args.docs_from is not None:
         update_docs(DOCS, json.loads(args.docs_from.read_text()))
         return 0
-    sizes = QUICK if args.quick else FULL
+    sizes = QUICK if args.quick else SHORT if args.short else FULL
+    if args.calls is not None:
+        if args.calls < 1:
+            parser.error("--calls must be at least 1")
+        sizes = Sizes(**{**asdict(sizes), "calls": args.calls})
+    if args.engine_threads is not None:
+        if args.engine_threads < 1:
+            parser.error("--engine-threads must be at least 1")
+        sizes = Sizes(**{**asdict(sizes), "engine_threads": args.engine_threads})
     names = args.only or list(CASES)
     output = args.output or RESULTS / ("quick.json" if args.quick else "latest.json")
 
     start = time.perf_counter()
-    results = run_cases(names, sizes)
+    results = run_cases(names, sizes, timing=not args.quick)
     elapsed = time.perf_counter() - start
-    table = format_table(results)
-    print()
-    print(table)
     command = " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
-    mode = "quick" if args.quick else "full"
+    mode = "quick" if args.quick else "short" if args.short else "full"
     payload = report(results, sizes, mode=mode, elapsed=elapsed, command=command)
+    print()
+    print(payload["table"])
+    if payload["curves"] and not args.quick:
+        print()
+        print(format_curves(payload["curves"]))
     _write(output, payload)
     if args.update_docs:
         update_docs(DOCS, payload)
     print(f"\n{len(results)} results in {elapsed:.0f} s, written to {output}")
-    missed = [r.name for r in results if r.passed is False]
+    broken = [f"{r.name} ({', '.join(r.failed_checks)})" for r in results if r.failed_checks]
+    missed = [r.name for r in results if r.passed is False and not r.failed_checks]
+    if broken:
+        print(f"Failed correctness checks: {'; '.join(broken)}")
     if missed:
         print(f"Missed targets: {', '.join(missed)}")
-    return 1 if args.strict and missed else 0
+    return 1 if broken or (args.strict and missed) else 0

@@ -1,9 +1,8 @@
-"""Case 2: ours against Outlines' own ``outlines.models.lmstudio.LMStudio``.
+"""Ours against Outlines' own ``outlines.models.lmstudio.LMStudio`` (reported, no target).
 
 The same requests (plain text, then the `Person` JSON schema) through both
 adapters on one client. Outlines' adapter resolves the model handle again on
-every call (a server round trip); ours resolves it once. No target: the ratio
-is reported.
+every call (a server round trip); ours resolves it once.
 """
 
 from __future__ import annotations
@@ -14,7 +13,8 @@ import lmstudio as lms
 from outlines.models.lmstudio import LMStudio as OutlinesLMStudio
 
 from benchmarks._common import TEXT_MODEL, Person, prompt
-from benchmarks._harness import CaseResult, Context, cpu_summary, interleave, timed
+from benchmarks._harness import CaseResult, Context, Sample, interleave, measure
+from benchmarks._remote import Script
 from outlines_lmstudio import LMStudio, from_lmstudio
 
 __all__ = ["run"]
@@ -23,34 +23,31 @@ __all__ = ["run"]
 def _compare(
     ctx: Context, ours_model: LMStudio, theirs: OutlinesLMStudio, kind: str, output_type: Any
 ) -> CaseResult:
-    n = ctx.sizes.outlines_requests
-    cpu: dict[str, list[float]] = {"ours": [], "outlines": []}
+    n = ctx.sizes.requests
 
-    def ours(i: int) -> tuple[float, object]:
-        return timed(lambda: ours_model(prompt(i), output_type), cpu["ours"])
+    def ours(i: int) -> Sample:
+        return measure(lambda: ours_model(prompt(i), output_type))
 
-    def outlines(i: int) -> tuple[float, object]:
-        return timed(lambda: theirs(prompt(i), output_type), cpu["outlines"])
+    def outlines(i: int) -> Sample:
+        return measure(lambda: theirs(prompt(i), output_type))
 
     ctx.log(f"outlines.{kind}: {n} requests per side")
     paired = interleave(ours, outlines, n, ctx.sizes.warmup)
     label = "" if output_type is None else ", Person"
-    return CaseResult.from_paired(
-        paired,
+    return CaseResult(
         name=f"outlines.{kind}",
         title=f"ours vs Outlines' LMStudio adapter, {kind} output",
-        ours=f"model(prompt{label})",
-        baseline=f"outlines LMStudio(prompt{label})",
-        extra={"caller_thread_cpu": cpu_summary(cpu["ours"], cpu["outlines"])},
+        ours_label=f"model(prompt{label})",
+        baseline_label=f"outlines LMStudio(prompt{label})",
+        metrics=paired.metrics() if ctx.timing else [],
+        checks={"results_equal": paired.results_equal},
     )
 
 
 def run(ctx: Context) -> list[CaseResult]:
     """Text and JSON-schema requests, ours vs Outlines' adapter."""
-    emu = ctx.emulator
-    emu.reset()
-    emu.token_latency = emu.prompt_latency = 0.0
-    with lms.Client(emu.api_host) as client:
+    ctx.emulator.reset(Script("person", ctx.sizes.short_fragments))
+    with lms.Client(ctx.emulator.api_host) as client:
         ours_model = from_lmstudio(client, TEXT_MODEL)
         theirs = OutlinesLMStudio(client, TEXT_MODEL)
         return [

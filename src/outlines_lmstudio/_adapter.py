@@ -24,10 +24,13 @@ class LMStudioTypeAdapter(ModelTypeAdapter):
     ----------
     grammar
         Grammar mode: send Outlines DSL terms (``Regex``, ``CFG``...) as GBNF grammars.
+    strict_schema
+        Also refuse JSON-schema keywords LM Studio's engines accept but do not enforce.
     """
 
-    def __init__(self, *, grammar: bool = False) -> None:
+    def __init__(self, *, grammar: bool = False, strict_schema: bool = False) -> None:
         self.grammar = grammar
+        self.strict_schema = strict_schema
 
     def format_input(self, model_input: Any) -> ChatPrompt:
         """Convert a model input into a prompt whose images are ready to upload.
@@ -73,4 +76,4 @@ class LMStudioTypeAdapter(ModelTypeAdapter):
         OutputPlan
             What to send and how to render the reply.
         """
-        return plan_output(output_type, grammar=self.grammar)
+        return plan_output(output_type, grammar=self.grammar, strict_schema=self.strict_schema)

@@ -31,6 +31,7 @@ __all__ = [
     "CONFIRM_SECONDS",
     "DEFAULT_MAX_CONCURRENCY",
     "DRAIN_SECONDS",
+    "NO_ARGS",
     "Common",
     "Completion",
     "Request",
@@ -52,6 +53,9 @@ DRAIN_SECONDS = 5.0
 
 CONFIRM_SECONDS = 1.0
 """How long a Ctrl-C waits for LM Studio to confirm the cancel (the process may exit next)."""
+
+NO_ARGS = PredictionArgs()
+"""What a call without inference keyword arguments asks for (frozen, shared)."""
 
 DEFAULT_MAX_CONCURRENCY = 4
 """LM Studio serves 4 predictions at once per llama.cpp model by default."""
@@ -142,7 +146,7 @@ class Common:
         self.timeout = check_timeout(timeout)
 
     def _prepare(self, model_input: Any, output_type: Any, kwargs: dict[str, Any]) -> Request:
-        args = parse_inference_kwargs(kwargs)
+        args = parse_inference_kwargs(kwargs) if kwargs else NO_ARGS
         plan = self._adapter.plan_output(output_type)
         if plan.response_format is not None and args.config and "structured" in args.config:
             raise InvalidInferenceArgumentError(

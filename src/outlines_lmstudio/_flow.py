@@ -31,8 +31,9 @@ import lmstudio as lms
 
 from ._common import Completion, Request
 from ._inputs import build_chat
+from ._partial import PartialJson
 from ._sdk_errors import Stage
-from ._typed import Validator, check_reply, partial_value, reask_prompt, validator_for
+from ._typed import Validator, check_reply, reask_prompt, validator_for
 from .errors import (
     BatchGenerationError,
     LMStudioConnectionError,
@@ -282,11 +283,10 @@ class _PartialSink(Sink):
         self.begin()
 
     def begin(self) -> None:
-        self._text, self._last = "", None
+        self._parser, self._last = PartialJson(), None
 
     def feed(self, answer: str) -> Iterable[Any]:
-        self._text += answer
-        value = partial_value(self._text)
+        value = self._parser.feed(answer)  # linear in the reply's length, not quadratic
         if value is None or value == self._last:
             return ()
         self._last = value

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -25,10 +27,13 @@ import typing_extensions
 from outlines.types import CFG, JsonSchema, Regex
 from outlines.types.dsl import Term
 
-from ._simple import is_simple_type, render_simple, simple_schema
+from ._dialects import dialect_schema
+from ._patterns import PatternError, engine_pattern
+from ._schema_walk import schema_nodes, unguarded_ref_cycle
+from ._simple import is_simple_type, literal_values, render_simple, simple_schema
 from .errors import InvalidSchemaError, UnsupportedOutputTypeError
 
-__all__ = ["OutputPlan", "check_json_schema", "plan_output"]
+__all__ = ["REFERENCE_KEYWORDS", "OutputPlan", "check_json_schema", "plan_output"]
 
 Kind = Literal["text", "json", "simple", "grammar"]
 MAX_SCHEMA_DEPTH = 64
@@ -61,12 +66,16 @@ class OutputPlan:
         The output type the plan was made for.
     render
         Turns the model's text into the text Outlines returns for the type.
+    full_schema
+        The user's whole JSON schema, which ``parse`` validates against (the schema
+        sent is its normalised form, see `outlines_lmstudio._dialects`).
     """
 
     kind: Kind
     response_format: dict[str, Any] | None = None
     output_type: Any = None
     render: Callable[[str], str] = field(default=_identity, compare=False)
+    full_schema: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def schema(self) -> dict[str, Any] | None:
@@ -77,34 +86,74 @@ class OutputPlan:
         return None
 
 
+REFERENCE_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+"""The keywords jsonschema follows to another schema (none of them is ever fetched)."""
+
+
 def _walk(node: object, depth: int, path: str) -> None:
-    """Refuse remote references and absurd nesting before anything is sent."""
+    """Refuse remote references, non-finite numbers and absurd nesting before sending."""
     if depth > MAX_SCHEMA_DEPTH:
         raise InvalidSchemaError(
             f"JSON schema is nested more than {MAX_SCHEMA_DEPTH} levels deep (at {path}). "
             "Flatten it or use $defs/$ref for recursive structures."
         )
     if isinstance(node, dict):
-        ref = node.get("$ref")
-        if isinstance(ref, str) and not ref.startswith("#"):
-            raise InvalidSchemaError(
-                f"JSON schema has a remote $ref {ref!r} at {path}. References are never "
-                "fetched: inline the referenced schema under $defs and use '#/$defs/...'."
-            )
+        for keyword in REFERENCE_KEYWORDS:
+            ref = node.get(keyword)
+            if isinstance(ref, str) and not ref.startswith("#"):
+                raise InvalidSchemaError(
+                    f"JSON schema has a remote {keyword} {ref!r} at {path}. References are "
+                    "never fetched: inline the referenced schema under $defs and use "
+                    "'#/$defs/...'."
+                )
         for key, value in node.items():
             _walk(value, depth + 1, f"{path}/{key}")
     elif isinstance(node, list):
         for index, value in enumerate(node):
             _walk(value, depth + 1, f"{path}/{index}")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise InvalidSchemaError(
+            f"JSON schema has the number {node!r} at {path}, which JSON cannot represent. "
+            "Use finite numbers only (no NaN or infinity)."
+        )
 
 
-def check_json_schema(schema: object) -> dict[str, Any]:
+def _check_structure(schema: dict[str, Any]) -> None:
+    """Refuse invalid patterns and references that loop without reading any input."""
+    refers = False
+    for pointer, node in schema_nodes(schema):
+        if not isinstance(node, dict):
+            continue
+        refers = refers or any(k in node for k in REFERENCE_KEYWORDS)
+        pattern = node.get("pattern")
+        if isinstance(pattern, str):
+            try:
+                engine_pattern(pattern)
+            except PatternError as exc:
+                if exc.reason.startswith("not a valid"):
+                    raise InvalidSchemaError(
+                        f"Invalid JSON schema at {pointer or '/'}/pattern: {exc}."
+                    ) from exc
+    loop = unguarded_ref_cycle(schema) if refers else None
+    if loop is not None:
+        raise InvalidSchemaError(
+            f"JSON schema reference {loop!r} leads back to itself without reading any part of "
+            "the value (as {'$ref': '#'} does), so no value can ever be checked against it. "
+            "Put the recursive reference under 'properties' or 'items'."
+        )
+
+
+def check_json_schema(schema: object, *, meta: bool = True) -> dict[str, Any]:
     """Check a JSON schema against its meta-schema and our safety rules.
 
     Parameters
     ----------
     schema
         The schema (a dict).
+    meta
+        Check it against its meta-schema. ``False`` only for schemas Pydantic generated
+        itself, which are valid by construction (the check is ~90% of the first call's
+        time for a large model); the safety rules always run.
 
     Returns
     -------
@@ -114,14 +163,17 @@ def check_json_schema(schema: object) -> dict[str, Any]:
     Raises
     ------
     InvalidSchemaError
-        If it is not an object, breaks its meta-schema, has a remote ``$ref``
-        or is nested too deeply.
+        If it is not an object, breaks its meta-schema, has a remote reference, a
+        non-finite number, an invalid pattern or a reference loop, or is nested too deeply.
     """
     if not isinstance(schema, dict):
         raise InvalidSchemaError(
             f"A JSON schema must be a JSON object, got {type(schema).__name__}: {schema!r:.80}."
         )
     _walk(schema, 0, "#")
+    if not meta:
+        _check_structure(schema)
+        return schema
     validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         validator.check_schema(schema)
@@ -131,12 +183,21 @@ def check_json_schema(schema: object) -> dict[str, Any]:
             f"Invalid JSON schema at {where}: {exc.message}. Fix the schema so it validates "
             f"against the {validator.__name__.removesuffix('Validator')} meta-schema."
         ) from exc
+    _check_structure(schema)
     return schema
 
 
-def _json_plan(schema: object, output_type: object) -> OutputPlan:
-    checked = check_json_schema(schema)
-    return OutputPlan("json", {"type": "json", "jsonSchema": checked}, output_type=output_type)
+def _json_plan(
+    schema: object, output_type: object, *, strict: bool, generated: bool = False
+) -> OutputPlan:
+    checked = check_json_schema(schema, meta=not generated)
+    sent = dialect_schema(checked, None, strict=strict)
+    return OutputPlan(
+        "json",
+        {"type": "json", "jsonSchema": sent},
+        output_type=output_type,
+        full_schema=checked,
+    )
 
 
 def _schema_from_str(text: str) -> object:
@@ -183,15 +244,86 @@ def _portable_typeddicts(tp: Any, memo: dict[int, Any]) -> Any:
     return origin[new_args]
 
 
+_BUILD_ERRORS = (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, NameError)
+
+
+def _field_annotations(tp: Any) -> list[tuple[str, Any]]:
+    """Return the fields of a model-like type with their annotations (strings as written)."""
+    if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
+        return [(name, f.annotation) for name, f in tp.model_fields.items()]
+    if isinstance(tp, type) and (dataclasses.is_dataclass(tp) or typing.is_typeddict(tp)):
+        raw: dict[str, Any] = {}
+        for klass in reversed(tp.__mro__):
+            raw.update(getattr(klass, "__annotations__", {}))
+        return list(raw.items())
+    return []
+
+
+def _resolve(tp: type, annotation: Any) -> Any:
+    if isinstance(annotation, typing.ForwardRef):
+        annotation = annotation.__forward_arg__
+    if isinstance(annotation, str):
+        # What typing.get_type_hints does for one annotation (it evaluates the string).
+        module = vars(sys.modules.get(tp.__module__, types.ModuleType("_")))
+        return eval(annotation, dict(module), dict(vars(tp)))
+    return annotation
+
+
+def _field_problem(tp: Any, seen: set[int]) -> tuple[str, str] | None:
+    """Find the first field whose type has no JSON schema: ``(field path, its type)``."""
+    if id(tp) in seen:
+        return None
+    seen.add(id(tp))
+    for name, annotation in _field_annotations(tp):
+        shown = getattr(annotation, "__forward_arg__", annotation)
+        try:
+            resolved = _resolve(tp, annotation)
+        except Exception:  # an unresolved name: this field is the culprit
+            return name, str(shown)
+        inner = _field_problem(resolved, seen)
+        if inner is not None:
+            return f"{name}.{inner[0]}", inner[1]
+        try:
+            pydantic.TypeAdapter(_portable_typeddicts(resolved, {})).json_schema()
+        except _BUILD_ERRORS:
+            return name, _type_name(resolved)
+    for arg in typing.get_args(tp):
+        found = _field_problem(arg, seen)
+        if found is not None:
+            return found
+    return None
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__qualname__ if isinstance(tp, type) else repr(tp)
+
+
+def _schema_error(output_type: object, exc: BaseException) -> UnsupportedOutputTypeError:
+    """Name the type and, when it can be found, the field whose schema cannot be built."""
+    reason = str(exc).split("\n")[0]
+    found = _field_problem(output_type, set())
+    where = f" (field {found[0]!r} of type {found[1]})" if found else ""
+    return UnsupportedOutputTypeError(
+        f"Cannot build a JSON schema for {_name(output_type)}{where}: {reason}. Give the "
+        "field a type JSON can represent (define every type it names before using the "
+        "model), or exclude it from the output type."
+    )
+
+
+def _model_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
+    try:
+        return model.model_json_schema()
+    except _BUILD_ERRORS as exc:
+        raise _schema_error(model, exc) from exc
+
+
 def _type_adapter_schema(output_type: object) -> dict[str, Any]:
     try:
         portable = _portable_typeddicts(output_type, {})
         adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(cast(Any, portable))
         schema: dict[str, Any] = adapter.json_schema()
-    except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError) as exc:
-        raise UnsupportedOutputTypeError(
-            f"Cannot build a JSON schema for {_name(output_type)}: {exc}"
-        ) from exc
+    except _BUILD_ERRORS as exc:
+        raise _schema_error(output_type, exc) from exc
     return schema
 
 
@@ -243,7 +375,18 @@ def _grammar_plan(output_type: object) -> OutputPlan:
     )
 
 
-def _plan(output_type: object, grammar: bool = False) -> OutputPlan:
+def _non_finite_literal(output_type: object) -> None:
+    """Refuse Literal/Enum/Choice values JSON cannot write (NaN, infinity)."""
+    values = literal_values(output_type)
+    bad = [v for v in values or () if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise UnsupportedOutputTypeError(
+            f"The output type {_name(output_type)} has the value {bad[0]!r}, which JSON cannot "
+            "represent, so no schema can ask for it. Use finite numbers or strings."
+        )
+
+
+def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> OutputPlan:
     if output_type is None:
         return OutputPlan("text", output_type=None)
     if grammar and isinstance(output_type, Term):
@@ -260,24 +403,28 @@ def _plan(output_type: object, grammar: bool = False) -> OutputPlan:
                 "JsonSchema(whitespace_pattern=...) cannot be honoured: LM Studio chooses the "
                 "JSON whitespace itself. Drop the whitespace_pattern argument."
             )
-        return _json_plan(_schema_from_str(output_type.schema), output_type)
+        return _json_plan(_schema_from_str(output_type.schema), output_type, strict=strict)
     if isinstance(output_type, dict):
-        return _json_plan(output_type, output_type)
+        return _json_plan(output_type, output_type, strict=strict)
     if isinstance(output_type, str):
-        return _json_plan(_schema_from_str(output_type), output_type)
+        return _json_plan(_schema_from_str(output_type), output_type, strict=strict)
     if type(output_type).__name__ == "SchemaBuilder" and hasattr(output_type, "to_schema"):
-        return _json_plan(output_type.to_schema(), output_type)
+        return _json_plan(output_type.to_schema(), output_type, strict=strict)
     if isinstance(output_type, type) and issubclass(output_type, pydantic.BaseModel):
-        return _json_plan(output_type.model_json_schema(), output_type)
+        schema = _model_schema(output_type)
+        return _json_plan(schema, output_type, strict=strict, generated=True)
     if _is_json_family(output_type):
-        return _json_plan(_type_adapter_schema(output_type), output_type)
+        schema = _type_adapter_schema(output_type)
+        return _json_plan(schema, output_type, strict=strict, generated=True)
+    _non_finite_literal(output_type)
     if is_simple_type(output_type):
-        schema = check_json_schema(simple_schema(output_type))
+        full = check_json_schema(simple_schema(output_type), meta=False)
         return OutputPlan(
             "simple",
-            {"type": "json", "jsonSchema": schema},
+            {"type": "json", "jsonSchema": dialect_schema(full, None, strict=strict)},
             output_type=output_type,
             render=functools.partial(_render_simple_text, output_type=output_type),
+            full_schema=full,
         )
     if isinstance(output_type, Term):
         raise UnsupportedOutputTypeError(
@@ -291,16 +438,18 @@ def _plan(output_type: object, grammar: bool = False) -> OutputPlan:
 
 
 @lru_cache(maxsize=512)
-def _plan_cached(output_type: object, grammar: bool) -> OutputPlan:
-    return _plan(output_type, grammar)
+def _plan_cached(output_type: object, grammar: bool, strict: bool) -> OutputPlan:
+    return _plan(output_type, grammar, strict)
 
 
 @lru_cache(maxsize=256)
-def _plan_schema_text(key: str) -> OutputPlan:
-    return _json_plan(json.loads(key), None)
+def _plan_schema_text(key: str, strict: bool) -> OutputPlan:
+    return _json_plan(json.loads(key), None, strict=strict)
 
 
-def plan_output(output_type: object, *, grammar: bool = False) -> OutputPlan:
+def plan_output(
+    output_type: object, *, grammar: bool = False, strict_schema: bool = False
+) -> OutputPlan:
     """Return the `OutputPlan` for an output type (cached per type).
 
     Parameters
@@ -310,6 +459,10 @@ def plan_output(output_type: object, *, grammar: bool = False) -> OutputPlan:
     grammar
         Grammar mode: send Outlines DSL terms (``Regex``, ``CFG``, ``either``...) as
         llama.cpp GBNF grammars instead of refusing them.
+    strict_schema
+        Also refuse JSON-schema keywords that an engine accepts but does not enforce
+        (``multipleOf``, ``uniqueItems``...; see ``docs/output-types.md``). Without it they
+        are sent, and ``parse`` still validates every reply against the full schema.
 
     Returns
     -------
@@ -319,20 +472,24 @@ def plan_output(output_type: object, *, grammar: bool = False) -> OutputPlan:
     Raises
     ------
     UnsupportedOutputTypeError
-        For types LM Studio cannot be asked for.
+        For types LM Studio cannot be asked for, and schemas using a keyword LM Studio's
+        engines cannot constrain (the message names it, its JSON pointer and the ways out).
     InvalidSchemaError
         For malformed or unsafe JSON schemas.
     """
     if isinstance(output_type, dict):
-        # dicts are unhashable: key the cache on their canonical JSON text.
+        # dicts are unhashable: key the cache on their JSON text. Key order is kept: it is
+        # the order the fields are written in where the engine sees it.
         try:
-            key = json.dumps(output_type, sort_keys=True)
+            key = json.dumps(output_type, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise InvalidSchemaError(f"JSON schema dict is not JSON-serialisable: {exc}") from exc
-        plan = _plan_schema_text(key)
+            raise InvalidSchemaError(
+                f"JSON schema dict is not JSON-serialisable (or holds NaN/infinity): {exc}"
+            ) from exc
+        plan = _plan_schema_text(key, strict_schema)
         return dataclasses.replace(plan, output_type=output_type)
     try:
         hash(output_type)
     except TypeError:
-        return _plan(output_type, grammar)
-    return _plan_cached(output_type, grammar)
+        return _plan(output_type, grammar, strict_schema)
+    return _plan_cached(output_type, grammar, strict_schema)

@@ -22,7 +22,7 @@ from typing import Any, cast
 import pydantic
 from outlines.types import Choice
 
-__all__ = ["is_simple_type", "render_simple", "simple_schema"]
+__all__ = ["is_simple_type", "literal_values", "render_simple", "simple_schema"]
 
 # The patterns Outlines uses for these types (outlines.types.date / time / datetime).
 _DATE = r"(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
@@ -42,8 +42,19 @@ _UNIONS = (typing.Union, types.UnionType)
 _CONTAINERS = (list, tuple, dict)
 
 
-def _literal_values(tp: Any) -> list[Any] | None:
-    """Values of a Literal, Enum or Choice; ``None`` for other types."""
+def literal_values(tp: Any) -> list[Any] | None:
+    """Return the values of a Literal, Enum or Choice; ``None`` for other types.
+
+    Parameters
+    ----------
+    tp
+        The output type.
+
+    Returns
+    -------
+    list | None
+        The values, in declaration order.
+    """
     if isinstance(tp, Choice):
         return list(tp.items)
     if typing.get_origin(tp) is typing.Literal:
@@ -66,7 +77,7 @@ def is_simple_type(tp: Any) -> bool:
     bool
         ``True`` if `simple_schema` and `render_simple` handle it.
     """
-    values = _literal_values(tp)
+    values = literal_values(tp)
     if values is not None:
         return bool(values) and all(
             isinstance(v, str | int | float | bool) or v is None for v in values
@@ -101,7 +112,7 @@ def _with_outlines_patterns(node: Any) -> Any:
 
 
 def _pydantic_type(tp: Any) -> Any:
-    values = _literal_values(tp)
+    values = literal_values(tp)
     if isinstance(tp, Choice) and values is not None:
         return typing.Literal[tuple(values)]
     return tp
@@ -136,7 +147,7 @@ class _Number(str):
 
 
 def _matches(value: Any, tp: Any) -> bool:
-    values = _literal_values(tp)
+    values = literal_values(tp)
     if values is not None:
         if isinstance(value, _Number):
             return any(
@@ -176,7 +187,7 @@ def _render(value: Any, tp: Any, top: bool) -> str:
     if isinstance(value, _Number):
         return str.__str__(value)
     if isinstance(value, str):
-        bare = _literal_values(tp) is not None or tp in (
+        bare = literal_values(tp) is not None or tp in (
             datetime.date,
             datetime.time,
             datetime.datetime,

@@ -36,22 +36,34 @@ class SyncReader:
     per_fragment
         Arm ``sigint`` around each wait only (the consumer runs its own code between
         fragments); ``False`` when the caller armed it for the whole call.
+    whole
+        Read to the end in one `read` (see there).
     """
 
     def __init__(
-        self, stream: lms.PredictionStream, sigint: SigintGuard, *, per_fragment: bool
+        self,
+        stream: lms.PredictionStream,
+        sigint: SigintGuard,
+        *,
+        per_fragment: bool,
+        whole: bool = False,
     ) -> None:
         self.stream = stream
         self._events = iter(stream)
         self._sigint = sigint
         self._per_fragment = per_fragment
+        self._whole = whole
 
     def result(self) -> lms.PredictionResult:
         """Return the finished prediction's result (stats, stop reason)."""
         return self.stream.result()
 
     def read(self) -> list[lms.LlmPredictionFragment] | None:
-        """Wait for the next fragment: ``[fragment]``, or ``None`` at the end.
+        """Wait for fragments: ``[fragment]`` (per fragment), or ``None`` at the end.
+
+        With ``whole=True`` (a whole reply is wanted and nothing of the caller's runs
+        between fragments), one read returns every fragment up to the end: one step of
+        the caller's flow instead of one per fragment.
 
         Raises
         ------
@@ -60,6 +72,15 @@ class SyncReader:
         lmstudio.LMStudioError
             The server ended the prediction with an error.
         """
+        if self._whole:
+            fragments = []
+            for each in self._events:
+                if self._sigint.interrupted:
+                    raise KeyboardInterrupt
+                fragments.append(each)
+            if self._sigint.interrupted:
+                raise KeyboardInterrupt
+            return fragments or None
         if self._per_fragment:
             self._sigint.arm()
             try:

@@ -73,6 +73,9 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         self.client = client
         self._configure(model_name, max_concurrency, timeout, grammar)
         self.type_adapter = self._adapter
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self._pool_lock = threading.Lock()
 
     # -- drivers -----------------------------------------------------------------------------
     def _drive(self, runner: Runner[Any]) -> Iterator[Any]:
@@ -122,12 +125,38 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         if not flows:
             return []
         results: list[Any] = []
-        with concurrent.futures.ThreadPoolExecutor(min(limit, len(flows))) as pool:
+        with self._batch_pool(limit) as pool:
             futures = [pool.submit(self._run, flow) for flow in flows]
             for future in futures:
                 error = future.exception()
                 results.append(error if error is not None else future.result())
         return _flow.batch_result(results)
+
+    @contextlib.contextmanager
+    def _batch_pool(self, limit: int) -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+        """Lend the model's batch threads (``limit`` at most), kept from batch to batch.
+
+        A batch that starts while another one runs (from another thread, or nested in
+        one) gets a pool of its own, so every batch has its ``limit`` and none waits
+        for another's threads. Idle threads end with the model (or the interpreter).
+        """
+        if not self._pool_lock.acquire(blocking=False):
+            with concurrent.futures.ThreadPoolExecutor(
+                limit, thread_name_prefix="outlines-lmstudio-batch"
+            ) as own:
+                yield own
+            return
+        try:
+            if self._pool is None or self._pool_size != limit:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    limit, thread_name_prefix="outlines-lmstudio-batch"
+                )  # threads start as work arrives: a batch of 1 starts one
+                self._pool_size = limit
+            yield self._pool
+        finally:
+            self._pool_lock.release()
 
     # -- effects -----------------------------------------------------------------------------
     def _complete(self, effect: _flow.Complete) -> Completion:
@@ -182,7 +211,9 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
     def _open(self, effect: _flow.Open) -> None:
         guard: SigintGuard = effect.call.front
         stream = effect.handle.respond_stream(effect.chat, **effect.kwargs)
-        effect.call.reader = SyncReader(stream, guard, per_fragment=not guard.armed)
+        effect.call.reader = SyncReader(
+            stream, guard, per_fragment=not guard.armed, whole=guard.armed
+        )  # armed for the whole call: a whole reply, nothing of ours between fragments
 
     def _read(self, effect: _flow.Read) -> list[lms.LlmPredictionFragment] | None:
         reader: SyncReader = effect.call.reader

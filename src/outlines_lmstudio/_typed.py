@@ -19,22 +19,57 @@ from typing import Any, cast
 import jsonschema
 import pydantic
 import pydantic_core
+import referencing
+import referencing.exceptions
 from outlines.types import CFG, Choice, JsonSchema
 from outlines.types.dsl import python_types_to_terms, to_regex
 
 from ._inputs import ChatPrompt, Message
 from ._output import OutputPlan
-from .errors import ParseError, TruncatedOutputError
+from .errors import InvalidSchemaError, ParseError, TruncatedOutputError
 
 __all__ = [
+    "NO_RETRIEVAL",
     "TRUNCATED_STOP_REASONS",
     "Validator",
+    "json_validator",
     "partial_value",
     "reask_prompt",
     "validator_for",
 ]
 
 TRUNCATED_STOP_REASONS = frozenset({"maxPredictedTokensReached", "contextLengthReached"})
+
+
+def _refuse_retrieval(uri: str) -> referencing.Resource[Any]:
+    """Refuse to retrieve any schema: references resolve inside the schema or not at all."""
+    # referencing's attrs classes are built by its own decorator, which mypy cannot see.
+    raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]
+
+
+NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry(
+    retrieve=_refuse_retrieval  # type: ignore[call-arg]
+)
+"""A registry that never reads a file or the network, whatever the reference keyword
+(``$ref``, ``$dynamicRef``, ``$recursiveRef``...) or the base URI (``$id``)."""
+
+
+def json_validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
+    """Return a jsonschema validator for ``schema`` that can retrieve nothing.
+
+    Parameters
+    ----------
+    schema
+        The user's full JSON schema.
+
+    Returns
+    -------
+    jsonschema.protocols.Validator
+        The validator of the schema's own draft (2020-12 when it names none), whose
+        references resolve only within the schema and jsonschema's bundled meta-schemas.
+    """
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    return cls(schema, registry=NO_RETRIEVAL)
 
 
 class _Invalid(Exception):
@@ -63,6 +98,22 @@ class Validator:
     schema: dict[str, Any] | None = None
     adapter: pydantic.TypeAdapter[Any] | None = None
     grammar: Callable[[str], list[str]] | None = None
+
+    def _schema_errors(self, schema: dict[str, Any], value: Any) -> list[str]:
+        try:
+            errors = sorted(
+                json_validator(schema).iter_errors(value), key=lambda e: list(e.absolute_path)
+            )
+        except referencing.exceptions.Unresolvable as exc:
+            raise InvalidSchemaError(
+                f"The JSON schema has a reference that does not resolve inside it ({exc}); "
+                "references are never fetched."
+            ) from exc
+        except RecursionError:
+            return ["(root): the reply is nested too deeply to be checked"]
+        return [
+            f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors
+        ]
 
     def validate(self, raw: str) -> Any:
         """Return the typed value of a raw reply.
@@ -102,17 +153,11 @@ class Validator:
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise _Invalid([f"(root): invalid JSON: {exc}"]) from exc
-            validator_cls = jsonschema.validators.validator_for(self.schema)
-            errors = sorted(
-                validator_cls(self.schema).iter_errors(value), key=lambda e: list(e.absolute_path)
-            )
+            except RecursionError as exc:
+                raise _Invalid(["(root): the reply is nested too deeply to be read"]) from exc
+            errors = self._schema_errors(self.schema, value)
             if errors:
-                raise _Invalid(
-                    [
-                        f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
-                        for e in errors
-                    ]
-                )
+                raise _Invalid(errors)
             return value
         return raw
 
@@ -141,7 +186,8 @@ def validator_for(plan: OutputPlan) -> Validator:
     Returns
     -------
     Validator
-        Pydantic for Python types, ``jsonschema`` for schemas given as data.
+        Pydantic for Python types, ``jsonschema`` for schemas given as data: the user's
+        full schema, not the engine's form that was sent.
     """
     output_type = plan.output_type
     if plan.kind == "grammar":
@@ -151,7 +197,7 @@ def validator_for(plan: OutputPlan) -> Validator:
     if isinstance(output_type, dict | str | JsonSchema) or type(output_type).__name__ == (
         "SchemaBuilder"
     ):
-        return Validator(output_type, schema=plan.schema)
+        return Validator(output_type, schema=plan.full_schema or plan.schema)
     try:
         adapter = _adapter(output_type)
     except TypeError:  # unhashable type object: build it uncached

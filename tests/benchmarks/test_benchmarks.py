@@ -1,171 +1,256 @@
 """The benchmark itself: every case runs with tiny sizes and compares like with like.
 
-No timing is asserted: only that both sides of each case got the same results,
-that uploads are counted, and that the report has what the docs promise.
+No timing is asserted: only that both sides of each case got the same (distinct,
+ordered) results, that uploads and fragments are counted, that the checks can
+fail, and that the report and the docs have what they promise.
 """
 
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from benchmarks._common import (
+    Person,
+    Roster,
+    person_id,
+    person_reply,
+    prompt,
+    prompt_id,
+    roster_reply,
+    wide_model,
+)
 from benchmarks._harness import (
+    QUICK,
     CaseResult,
-    Context,
+    Metric,
     Paired,
+    Sample,
     Side,
-    Sizes,
     Stats,
     Target,
+    bootstrap_ci,
     interleave,
 )
-from benchmarks.run import CASES, END, START, format_table, main, report, run_cases, update_docs
-
-from benchmarks import batch, images, imports, overhead, streaming, vs_outlines
-from outlines_lmstudio.testing import LMStudioEmulator
-
-TINY = Sizes(
-    requests=4,
-    async_requests=4,
-    outlines_requests=3,
-    warmup=1,
-    batch_prompts=6,
-    batch_rounds=1,
-    batch_fragments=7,
-    token_latency=0.001,
-    image_prompts=3,
-    image_rounds=2,
-    image_size=(32, 24),
-    import_runs=1,
+from benchmarks._remote import RemoteEmulator, Script
+from benchmarks.run import (
+    CASES,
+    CURVES_END,
+    CURVES_START,
+    END,
+    START,
+    curves,
+    format_curves,
+    format_table,
+    main,
+    report,
+    run_cases,
+    update_docs,
 )
 
+from benchmarks import batch, engine, scale
+from outlines_lmstudio.testing._sampler import split_fragments
 
-@pytest.fixture
-def ctx(lmstudio_emulator: LMStudioEmulator) -> Context:
-    return Context(emulator=lmstudio_emulator, sizes=TINY)
-
-
-def by_name(results: list[CaseResult]) -> dict[str, CaseResult]:
-    return {r.name: r for r in results}
+TINY = replace(QUICK, requests=3, calls=5, import_runs=1)
 
 
-@pytest.mark.parametrize(
-    "case",
-    [overhead.run, overhead.run_async, vs_outlines.run, streaming.run],
-    ids=["overhead", "overhead-async", "outlines", "stream"],
-)
-def test_per_request_cases_send_the_same_requests(
-    ctx: Context, case: Callable[[Context], list[CaseResult]]
-) -> None:
-    results = case(ctx)
-    assert results
-    for result in results:
-        assert result.extra["results_equal"], result.name
-        assert result.n == (TINY.outlines_requests if "outlines" in result.name else 4)
-    # warm-up and measured requests, both sides, all reached the emulator
-    warm = 2 * TINY.warmup
-    sent = sum(2 * r.n + warm for r in results)
-    assert len(ctx.emulator.predictions) == sent
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[RemoteEmulator]:
+    with RemoteEmulator(slots=4) as emu:
+        yield emu
 
 
-def test_batch_cases_are_concurrent_and_fixed_length(ctx: Context) -> None:
-    for result in [*batch.run(ctx), *batch.run_async(ctx)]:
-        assert result.extra["results_equal"]
-        assert result.extra["fragments_seen"] == [TINY.batch_fragments]
-        assert result.extra["peak_concurrency"] >= 2
-        assert result.ratio_kind == "baseline/ours"
-    assert ctx.emulator.token_latency == 0.0  # restored
+@pytest.fixture(scope="module")
+def quick_results(emulator: RemoteEmulator) -> list[CaseResult]:
+    names = [name for name in CASES if name not in ("import", "engine")]
+    return run_cases(names, TINY, timing=False, log=lambda _: None, emulator=emulator)
 
 
-def test_reply_has_the_asked_number_of_fragments() -> None:
-    assert json.loads(batch.reply(9)) == {"name": "A bcd bcd bcd bcd", "age": 36}
-    with pytest.raises(ValueError, match="at least 5"):
-        batch.reply(4)
+def test_every_case_passes_its_correctness_checks(quick_results: list[CaseResult]) -> None:
+    names = {r.name for r in quick_results}
+    for expected in [
+        "overhead.sync",
+        "overhead.async",
+        "stream.ttff",
+        "parse",
+        "batch.sync",
+        "batch.async",
+        "memory.rss",
+        "outlines.json",
+    ]:
+        assert expected in names
+    assert {f"batch.efficiency.{n}" for n in TINY.efficiency_sizes} <= names
+    assert {f"parse_stream.{n}" for n in TINY.stream_fragments} <= names
+    assert {f"schema.first.{n}" for n in TINY.schema_fields} <= names
+    assert {f"history.{n}" for n in TINY.history_lengths} <= names
+    for result in quick_results:
+        assert result.checks, result.name
+        assert result.failed_checks == [], result.name
+        assert result.metrics == [], result.name  # --quick: no timing at all
 
 
-def test_images_are_uploaded_once_by_ours_and_every_time_by_outlines(ctx: Context) -> None:
-    results = by_name(images.run(ctx))
-    uploads = results["images.uploads"].extra["uploads_per_round"]
-    assert uploads == {
-        "ours": [1.0] * TINY.image_rounds,
-        "outlines": [float(TINY.image_prompts)] * TINY.image_rounds,
-    }
-    assert results["images.uploads"].passed is True
-    assert results["images.time"].extra["results_equal"]
-    assert results["images.time"].n == TINY.image_rounds
-
-
-def test_import_case_runs_fresh_interpreters(ctx: Context) -> None:
-    (result,) = imports.run(ctx)
-    assert result.n == TINY.import_runs
-    assert result.ours.median > 0
-    assert set(result.extra["import_statement_ms"]) == {"ours", "baseline"}
-
-
-def test_report_has_medians_ratio_target_pass_and_n(
-    lmstudio_emulator: LMStudioEmulator, tmp_path: Path
-) -> None:
-    results = run_cases(["overhead", "batch"], TINY, log=lambda _: None, emulator=lmstudio_emulator)
-    payload = json.loads(
-        json.dumps(report(results, TINY, mode="tiny", elapsed=0.0, command="test"))
+def test_checks_cover_order_uploads_and_fragments(quick_results: list[CaseResult]) -> None:
+    by_name = {r.name: r for r in quick_results}
+    assert {"results_equal", "order", "fragments", "concurrent"} <= set(
+        by_name["batch.sync"].checks
     )
-    assert {"nproc", "cpu_model", "python", "packages"} <= set(payload["machine"])
-    for case in payload["cases"]:
-        assert {"medians", "ratio", "target", "pass", "n"} <= set(case)
-        assert set(case["medians"]) == {"ours", "baseline"}
-        assert case["pass"] in (True, False)
-    docs = tmp_path / "benchmarks.md"
-    docs.write_text(f"# Benchmarks\n\n{START}\nold\n{END}\n\nafter\n")
-    update_docs(docs, payload)
-    text = docs.read_text()
-    assert "old" not in text
-    assert text.endswith(f"{END}\n\nafter\n")
-    assert payload["table"] in text
-    assert "CPU time of the calling thread" in text
-    table = format_table(results)
-    assert table.count("\n") == 1 + len(results)
-    assert "overhead.sync" in table
-    assert "batch.sync" in table
+    assert by_name["batch.sync"].extra["peak_concurrency"] == 4
+    image = next(r for r in quick_results if r.name.startswith("image.reuse"))
+    assert image.extra["uploads"] == 2 * TINY.image_rounds  # one per side per round
+    assert "distinct_replies" in by_name["overhead.sync"].checks
+    assert by_name["memory.rss"].extra["growth_bytes"].keys() == {"ours", "sdk"}
 
 
-def test_cli_refuses_unknown_cases(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        main(["--only", "nonsense"])
-    assert "invalid choice" in capsys.readouterr().err
-    assert next(iter(CASES)) == "overhead"
+def test_timed_run_reports_wall_and_cpu_with_intervals(emulator: RemoteEmulator) -> None:
+    sizes = replace(TINY, requests=8)
+    (result,) = run_cases(["overhead"], sizes, log=lambda _: None, emulator=emulator)
+    assert [m.name for m in result.metrics] == ["wall", "cpu"]
+    for metric in result.metrics:
+        assert metric.ci is not None
+        assert metric.ci[0] <= metric.value <= metric.ci[1]
+        assert metric.target == Target("<=", 1.05)
+        assert metric.passed in (True, False)
+    assert set(result.extra["extra_per_call"]) == {"wall_us", "cpu_us"}
 
 
-def test_interleave_alternates_and_skips_warmup() -> None:
+@pytest.mark.slow
+@pytest.mark.real_engine
+@pytest.mark.timeout(600)
+def test_real_engine_case_compares_the_same_tokens() -> None:
+    pytest.importorskip("llama_cpp")
+    if engine.gguf_path() is None:
+        pytest.skip("the embedded model package is not installed")
+    (result,) = run_cases(["engine"], TINY, timing=False, log=lambda _: None)
+    assert result.checks == {"same_token_counts": True, "same_text": True}
+
+
+def test_reply_scripts_have_the_asked_fragments_and_distinct_ids() -> None:
+    for i in (0, 35, 36, 511, 1295):
+        for fragments in (5, 10, 250):
+            text = person_reply(i, fragments)
+            assert len(split_fragments(text)) == fragments
+            assert person_id(text) == i
+            assert person_id(Person.model_validate_json(text)) == i
+    for fragments in (7, 8, 30, 2000):
+        text = roster_reply(9, fragments)
+        assert len(split_fragments(text)) == fragments
+        assert person_id(Roster.model_validate_json(text)) == 9
+    assert prompt_id(prompt(17)) == 17
+    with pytest.raises(ValueError, match="at least 5"):
+        person_reply(1, 4)
+
+
+def test_order_check_catches_a_swapped_batch() -> None:
+    replies = [person_reply(i, 6) for i in range(5)]
+    assert batch._in_order(replies, 5)
+    replies[1], replies[2] = replies[2], replies[1]
+    assert not batch._in_order(replies, 5)
+
+
+def test_remote_emulator_scripts_and_counts(emulator: RemoteEmulator) -> None:
+    import lmstudio as lms
+
+    emulator.reset(Script("person", 9))
+    with lms.Client(emulator.api_host) as client:
+        text = client.llm.model("qwen2.5-7b-instruct").respond(prompt(42)).content
+    assert text == person_reply(42, 9)
+    stats = emulator.stats()
+    assert (stats.predictions, stats.uploads, stats.fragment_counts) == (1, 0, [9])
+    emulator.reset(Script("fixed", text="hello"))
+    assert emulator.stats().predictions == 0
+
+
+def test_new_models_are_new_classes() -> None:
+    a, b = wide_model(3, 0), wide_model(3, 1)
+    assert a is not b
+    assert a.model_json_schema()["required"] == ["field_0", "field_1", "field_2"]
+
+
+def test_interleave_alternates_and_warms_up_on_other_indexes() -> None:
     calls: list[tuple[str, int]] = []
 
     def side(name: str) -> Side:
-        def call(i: int) -> tuple[float, object]:
+        def call(i: int) -> Sample:
             calls.append((name, i))
-            return 1.0, i
+            return Sample(1.0, 0.5, i)
 
         return call
 
     paired = interleave(side("a"), side("b"), 3, warmup=1)
-    assert calls == [
-        ("a", -1),
-        ("b", -1),
-        ("a", 0),
-        ("b", 0),
-        ("b", 1),
-        ("a", 1),
-        ("a", 2),
-        ("b", 2),
-    ]
+    assert calls == [("a", 3), ("b", 3), ("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2)]
     assert paired.results_equal
-    assert paired.ours_results == [0, 1, 2]
+    assert paired.results("ours") == [0, 1, 2]
+    assert not Paired([Sample(1, 1, "x")], [Sample(1, 1, "y")]).results_equal
+    assert not Paired().results_equal  # nothing measured is not "equal"
 
 
-def test_stats_targets_and_intervals() -> None:
+def test_verdicts_use_the_unfavourable_end_of_the_interval() -> None:
+    assert Target("<=", 1.05).met(1.01, (0.99, 1.04))
+    assert not Target("<=", 1.05).met(1.01, (0.98, 1.06))  # the point passes, the interval not
+    assert not Target(">=", 0.95).met(0.97, (0.94, 0.99))
+    assert Target(">=", 0.95).met(0.97, None)
+    metric = Metric.ratio("wall", [2.0] * 10, [1.0] * 10, Target("<=", 1.05))
+    assert (metric.value, metric.ci, metric.passed) == (2.0, (2.0, 2.0), False)
+    assert bootstrap_ci([1.0] * 3, [1.0] * 3) is None
     assert Stats.of([0.003, 0.001, 0.002], 1e3) == Stats(2.0, 1.5, 2.5, 3)
-    assert Target("<=", 1.05).met(1.05, 0)
-    assert not Target(">=", 3.5).met(3.4, 0)
-    assert Target("==", 1, on="ours").met(0.05, 1.0)
-    assert str(Target(">=", 3.5)) == "ratio >= 3.5"
-    paired = Paired(ours=[1.0] * 30, baseline=[2.0] * 30)
-    assert paired.ratio_ci("ours/baseline") == (0.5, 0.5)
-    assert Paired(ours=[1.0], baseline=[1.0]).ratio_ci("ours/baseline") is None
+
+
+def test_growth_exponent_fits_powers() -> None:
+    xs = [250, 500, 1000, 2000]
+    assert scale.fit_exponent(xs, [x**2 for x in xs]) == pytest.approx(2.0)
+    assert scale.fit_exponent(xs, [3 * x for x in xs]) == pytest.approx(1.0)
+    assert math.isnan(scale.fit_exponent([1], [1]))
+
+
+def _curve_case(name: str, x: int, ours: float, base: float) -> CaseResult:
+    return CaseResult(
+        name=f"c.{x}",
+        title="t",
+        ours_label="o",
+        baseline_label="b",
+        metrics=[Metric.ratio("wall", [ours] * 6, [base] * 6, Target("<=", 1.05))],
+        checks={"results_equal": True},
+        extra={"curve": name, "x": x, "ours_wall": [ours] * 6, "baseline_wall": [base] * 6},
+    )
+
+
+def test_report_curves_and_docs_keep_other_sections(tmp_path: Path) -> None:
+    results = [_curve_case("history", x, x * 1e-3, x * 1e-3 / 2) for x in (10, 100, 1000)]
+    results[0].checks["order"] = False
+    payload = json.loads(json.dumps(report(results, TINY, mode="t", elapsed=1.0, command="c")))
+    assert {"nproc", "cpu_model", "python", "packages"} <= set(payload["machine"])
+    assert payload["cases"][0]["pass"] is False
+    curve = payload["curves"]["history"]
+    assert curve["ours_exponent"] == pytest.approx(1.0)
+    assert [p["x"] for p in curve["points"]] == [10, 100, 1000]
+    assert "growth exponent" in format_curves(curves(results))
+    table = format_table(results)
+    assert "**FAILED**: order" in table
+    assert table.count("\n") == 1 + len(results)
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(
+        f"# B\n\n{START}\nold\n{END}\n\n{CURVES_START}\nold curves\n{CURVES_END}\n\n"
+        "## On the real engine\n\nkept\n"
+    )
+    update_docs(docs, payload)
+    text = docs.read_text()
+    assert "old" not in text
+    assert text.endswith("## On the real engine\n\nkept\n")
+    assert payload["table"] in text
+    assert "growth exponent" in text
+
+
+def test_quick_table_lists_checks() -> None:
+    result = CaseResult("x", "t", "o", "b", checks={"order": False, "results_equal": True})
+    assert "order **FAILED**, results_equal ok" in format_table([result])
+
+
+def test_cli_refuses_unknown_cases_and_bad_calls(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--only", "nonsense"])
+    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--calls", "0"])
+    assert "--calls" in capsys.readouterr().err

@@ -1,7 +1,9 @@
 import dataclasses
 import json
-from typing import Any, TypedDict
+from collections.abc import Callable
+from typing import Any, Literal, TypedDict
 
+import jsonschema
 import pydantic
 import pytest
 from genson import SchemaBuilder
@@ -9,7 +11,11 @@ from outlines.types import CFG, JsonSchema, Regex, either, integer
 
 from outlines_lmstudio import LMStudioTypeAdapter
 from outlines_lmstudio._output import check_json_schema, plan_output
-from outlines_lmstudio.errors import InvalidSchemaError, UnsupportedOutputTypeError
+from outlines_lmstudio.errors import (
+    InvalidSchemaError,
+    OutlinesLMStudioError,
+    UnsupportedOutputTypeError,
+)
 
 
 class Person(pydantic.BaseModel):
@@ -79,7 +85,9 @@ def test_union_and_ref_rooted_schemas_keep_explicit_form() -> None:
     assert "anyOf" in union
     assert "type" not in union  # the SDK would reject this bare
     ref_root = {"$ref": "#/$defs/P", "$defs": {"P": {"type": "object"}}}
-    assert sent(ref_root) == ref_root
+    # A root reference is sent as its target: llama.cpp's Python converter fails otherwise.
+    assert sent(ref_root) == {"type": "object", "$defs": {"P": {"type": "object"}}}
+    assert plan_output(ref_root).full_schema == ref_root  # parse validates the original
     assert sent(list[Person])["type"] == "array"
 
 
@@ -125,7 +133,8 @@ def test_recursive_schema_is_fine() -> None:
         },
         "$ref": "#/$defs/node",
     }
-    assert sent(tree) == tree
+    definitions: dict[str, Any] = tree["$defs"]  # type: ignore[assignment]
+    assert sent(tree) == {**definitions["node"], "$defs": definitions}
 
 
 @pytest.mark.parametrize("output_type", [Regex(r"\d+"), CFG("start: 'a'")])
@@ -150,3 +159,110 @@ def test_other_types_name_the_type() -> None:
 def test_whitespace_pattern_cannot_be_honoured() -> None:
     with pytest.raises(UnsupportedOutputTypeError, match="whitespace_pattern"):
         plan_output(JsonSchema({"type": "object"}, whitespace_pattern=r"[ ]?"))
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "$dynamicRef": "file:///tmp/secret.json#x"},
+        {"$recursiveRef": "https://example.com/s.json"},
+        {"properties": {"a": {"$dynamicRef": "http://10.255.255.1/x"}}},
+    ],
+)
+def test_every_reference_keyword_to_elsewhere_is_refused(schema: dict[str, Any]) -> None:
+    with pytest.raises(InvalidSchemaError, match="never fetched"):
+        plan_output(schema)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$ref": "#"},
+        {"anyOf": [{"$ref": "#"}, {"type": "null"}]},
+        {
+            "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"allOf": [{"$ref": "#/$defs/a"}]}},
+            "$ref": "#/$defs/a",
+        },
+    ],
+)
+def test_reference_loops_that_read_nothing_are_refused(schema: dict[str, Any]) -> None:
+    with pytest.raises(InvalidSchemaError, match="leads back to itself"):
+        plan_output(schema)
+
+
+def test_non_finite_numbers_never_reach_a_schema() -> None:
+    with pytest.raises(UnsupportedOutputTypeError, match="nan"):
+        plan_output(Literal[float("nan")])
+    with pytest.raises(UnsupportedOutputTypeError, match="inf"):
+        plan_output(Literal[1.0, float("inf")])
+    with pytest.raises(InvalidSchemaError, match="NaN"):
+        plan_output({"const": float("nan")})
+    with pytest.raises(InvalidSchemaError, match="cannot represent"):
+        plan_output(list[Literal[float("-inf")]])  # type: ignore[misc]
+
+    class Model(pydantic.BaseModel):
+        x: Literal[float("nan")]  # type: ignore[valid-type]
+
+    with pytest.raises(OutlinesLMStudioError):
+        plan_output(Model)
+
+
+def test_schema_building_errors_name_the_field_and_the_type() -> None:
+    class WithCallable(pydantic.BaseModel):
+        name: str
+        callback: Callable[[int], int]
+
+    with pytest.raises(
+        UnsupportedOutputTypeError, match=r"WithCallable \(field 'callback' of type"
+    ):
+        plan_output(WithCallable)
+
+    class Forward(pydantic.BaseModel):
+        friend: "Missing"  # type: ignore[name-defined]  # noqa: F821
+
+    with pytest.raises(
+        UnsupportedOutputTypeError, match=r"Forward \(field 'friend' of type Missing\)"
+    ):
+        plan_output(Forward)
+
+    class Holder(TypedDict):
+        thing: "Nope"  # type: ignore[name-defined]  # noqa: F821
+
+    with pytest.raises(UnsupportedOutputTypeError, match=r"Holder \(field 'thing' of type Nope\)"):
+        plan_output(Holder)
+
+    @dataclasses.dataclass
+    class Outer:
+        inner: list[WithCallable]
+
+    with pytest.raises(UnsupportedOutputTypeError, match=r"field 'inner.callback'"):
+        plan_output(Outer)
+
+
+def test_meta_schema_check_is_skipped_only_for_pydantic_schemas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pydantic's schemas are valid by construction; every other schema is checked."""
+    checked: list[object] = []
+    real = jsonschema.Draft202012Validator.check_schema
+
+    def spy(schema: Any, *args: Any, **kwargs: Any) -> None:
+        checked.append(schema)
+        real(schema, *args, **kwargs)
+
+    monkeypatch.setattr(jsonschema.Draft202012Validator, "check_schema", spy)
+
+    class Fresh(pydantic.BaseModel):
+        field_a: int
+
+    plan_output(Fresh)
+    plan_output(list[Fresh])
+    assert checked == []
+    plan_output({"type": "object", "properties": {"fresh_b": {"type": "integer"}}})
+    assert len(checked) == 1
+
+    class Extra(pydantic.BaseModel):  # the safety rules still run on Pydantic's schemas
+        field_c: int = pydantic.Field(json_schema_extra={"$dynamicRef": "http://evil/x"})
+
+    with pytest.raises(InvalidSchemaError, match="never fetched"):
+        plan_output(Extra)

@@ -1,5 +1,7 @@
 import dataclasses
 import enum
+import time
+from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import pydantic
@@ -7,8 +9,15 @@ import pytest
 
 from outlines_lmstudio._inputs import ChatPrompt, Message, format_input
 from outlines_lmstudio._output import plan_output
-from outlines_lmstudio._typed import check_reply, partial_value, reask_prompt, validator_for
-from outlines_lmstudio.errors import ParseError, TruncatedOutputError
+from outlines_lmstudio._typed import (
+    Validator,
+    _Invalid,
+    check_reply,
+    partial_value,
+    reask_prompt,
+    validator_for,
+)
+from outlines_lmstudio.errors import InvalidSchemaError, ParseError, TruncatedOutputError
 
 
 class Person(pydantic.BaseModel):
@@ -119,3 +128,60 @@ def test_reask_prompt_for_lmstudio_chat_copies() -> None:
 )
 def test_partial_values(text: str, expected: Any) -> None:
     assert partial_value(text) == expected
+
+
+SECRET = '{"x": {"type": "integer"}, "secret": "TOP-SECRET-CONTENT"}'
+
+
+@pytest.mark.parametrize("keyword", ["$ref", "$dynamicRef", "$recursiveRef"])
+def test_validation_retrieves_nothing_for_any_reference_keyword(
+    tmp_path: Path, keyword: str
+) -> None:
+    """Even a schema that reached the validator unchecked cannot read a file or a URL."""
+    secret = tmp_path / "secret.json"
+    secret.write_text(SECRET)
+    for target in (secret.as_uri() + "#/x", "http://10.255.255.1/never-answers.json"):
+        schema = {"type": "string", keyword: target}
+        if keyword == "$recursiveRef":
+            schema["$schema"] = "https://json-schema.org/draft/2019-09/schema"
+        validator = Validator(None, schema=schema)
+        started = time.monotonic()
+        # jsonschema reads $recursiveRef as "#" whatever it says: a loop, not a fetch.
+        expected = _Invalid if keyword == "$recursiveRef" else InvalidSchemaError
+        with pytest.raises(expected, match=r"never fetched|too deeply") as info:
+            validator.validate('"x"')
+        assert "TOP-SECRET" not in str(info.value)
+        assert time.monotonic() - started < 5  # refused at once, never waited on a network
+
+
+def test_parse_refuses_a_remote_dynamic_ref_before_sending(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.json"
+    secret.write_text(SECRET)
+    with pytest.raises(InvalidSchemaError, match="never fetched") as info:
+        plan_output({"type": "string", "$dynamicRef": secret.as_uri() + "#x"})
+    assert "TOP-SECRET" not in str(info.value)
+
+
+def test_self_reference_never_ends_in_recursion_error() -> None:
+    with pytest.raises(_Invalid, match="too deeply"):
+        Validator(None, schema={"$ref": "#"}).validate('"x"')
+    deep = "[" * 50_000 + "]" * 50_000
+    with pytest.raises(_Invalid, match="too deeply"):
+        Validator(None, schema={"type": "array"}).validate(deep)
+
+
+def test_dict_schemas_are_validated_against_the_full_schema() -> None:
+    """What is sent is normalised for the engine; parse validates the user's schema."""
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "string",
+        "pattern": "b",
+    }
+    plan = plan_output(schema)
+    assert plan.schema is not None
+    assert "$schema" not in plan.schema
+    assert plan.full_schema == schema
+    assert validator_for(plan).schema == schema
+    assert validator_for(plan).validate('"abc"') == "abc"
+    with pytest.raises(_Invalid):
+        validator_for(plan).validate('"xyz"')

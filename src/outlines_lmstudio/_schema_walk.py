@@ -1,0 +1,253 @@
+"""Walking JSON schemas: subschemas, pointers, references (pure, no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+__all__ = [
+    "ANNOTATIONS",
+    "ANY_TYPES",
+    "CONTAINERS",
+    "JSON_TYPES",
+    "SUB_ONE",
+    "assertions",
+    "kept",
+    "pointer_token",
+    "rebuild",
+    "recursive_refs",
+    "ref_target",
+    "schema_nodes",
+    "unguarded_ref_cycle",
+]
+
+JSON_TYPES = ("null", "boolean", "number", "string", "array", "object")
+ANY_TYPES: list[dict[str, str]] = [{"type": t} for t in JSON_TYPES]
+"""An ``anyOf`` of these accepts every JSON value."""
+ANNOTATIONS = frozenset(
+    {
+        "title",
+        "description",
+        "default",
+        "examples",
+        "$comment",
+        "readOnly",
+        "writeOnly",
+        "deprecated",
+        "$id",
+        "$anchor",
+        "$schema",
+        "$vocabulary",
+        "contentEncoding",
+        "contentMediaType",
+        "discriminator",  # OpenAPI (Pydantic), not a JSON Schema keyword
+    }
+)
+CONTAINERS = frozenset({"$defs", "definitions"})
+SUB_ONE = (
+    "additionalProperties",
+    "items",
+    "additionalItems",
+    "contains",
+    "propertyNames",
+    "not",
+    "if",
+    "then",
+    "else",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+    "contentSchema",
+)
+_SUB_MAP = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SUB_LIST = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
+
+
+def pointer_token(key: str | int) -> str:
+    return str(key).replace("~", "~0").replace("/", "~1")
+
+
+_ONE, _MAP, _LIST = frozenset(SUB_ONE), frozenset(_SUB_MAP), frozenset(_SUB_LIST)
+_SUBSCHEMA_KEYS = _ONE | _MAP | _LIST
+
+
+def _children(node: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Yield ``(relative pointer, subschema)`` for each subschema of a schema node."""
+    for key, value in node.items():
+        if key not in _SUBSCHEMA_KEYS:
+            continue
+        if isinstance(value, list):
+            if key in _LIST:
+                for index, sub in enumerate(value):
+                    yield f"{key}/{index}", sub
+        elif key in _MAP:
+            if isinstance(value, Mapping):
+                for name, sub in value.items():
+                    yield f"{key}/{pointer_token(name)}", sub
+        elif key in _ONE:
+            yield pointer_token(key), value
+
+
+def rebuild(node: Any, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    """Apply ``fn`` to every schema object, children first (returns new objects)."""
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key not in _SUBSCHEMA_KEYS:
+            out[key] = value
+        elif isinstance(value, list):
+            out[key] = [rebuild(sub, fn) for sub in value] if key in _LIST else value
+        elif key in _MAP:
+            if isinstance(value, dict):
+                out[key] = {name: rebuild(sub, fn) for name, sub in value.items()}
+            else:
+                out[key] = value
+        elif key in _ONE:
+            out[key] = rebuild(value, fn)
+        else:
+            out[key] = value
+    return fn(out)
+
+
+def schema_nodes(schema: Any, pointer: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield ``(JSON pointer, subschema)`` for a schema and every subschema, depth first.
+
+    Parameters
+    ----------
+    schema
+        A JSON schema.
+    pointer
+        The pointer of ``schema`` itself (``""`` for a root).
+
+    Yields
+    ------
+    tuple
+        The pointer and the subschema (a dict or a bool).
+    """
+    stack = [(pointer, schema)]
+    while stack:
+        where, node = stack.pop()
+        yield where, node
+        if isinstance(node, Mapping):
+            children = [(f"{where}/{rel}", sub) for rel, sub in _children(node)]
+            stack.extend(reversed(children))
+
+
+_IN_PLACE = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas")
+
+
+def _in_place_refs(node: Any) -> set[str]:
+    """Return the references a node applies to the same value (not to a part of it)."""
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if not isinstance(current, Mapping):
+            continue
+        for keyword in ("$ref", "$dynamicRef", "$recursiveRef"):
+            if isinstance(current.get(keyword), str):
+                found.add(current[keyword])
+        for keyword in _IN_PLACE:
+            value = current.get(keyword)
+            if isinstance(value, list):
+                stack.extend(value)
+            elif isinstance(value, Mapping):
+                stack.extend(value.values() if keyword == "dependentSchemas" else [value])
+    return found
+
+
+def unguarded_ref_cycle(schema: dict[str, Any]) -> str | None:
+    """Return a local reference that leads back to itself on the same value, if any.
+
+    ``{"$ref": "#"}`` is one: validating it never reads any of the value, and never ends
+    (jsonschema hits ``RecursionError``; the engines loop). A recursion through
+    ``properties`` or ``items`` is fine: each step reads a smaller part of the value.
+
+    Parameters
+    ----------
+    schema
+        A JSON schema.
+
+    Returns
+    -------
+    str | None
+        The reference (``"#"``, ``"#/$defs/A"``...), or ``None``.
+    """
+    graph: dict[str, set[str]] = {}
+    todo = [
+        ref
+        for _, node in schema_nodes(schema)
+        if isinstance(node, Mapping)
+        for ref in _in_place_refs(node)
+    ]
+    while todo:
+        ref = todo.pop()
+        if ref in graph or not ref.startswith("#"):
+            continue
+        graph[ref] = {r for r in _in_place_refs(ref_target(schema, ref)) if r.startswith("#")}
+        todo.extend(graph[ref])
+    for start in sorted(graph):
+        seen: set[str] = set()
+        stack = list(graph[start])
+        while stack:
+            ref = stack.pop()
+            if ref == start:
+                return start
+            if ref not in seen:
+                seen.add(ref)
+                stack.extend(graph.get(ref, ()))
+    return None
+
+
+def assertions(node: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in node.items() if k not in ANNOTATIONS and k not in CONTAINERS}
+
+
+def kept(node: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in node.items() if k in ANNOTATIONS or k in CONTAINERS}
+
+
+def ref_target(root: Any, ref: str) -> Any:
+    node = root
+    for part in ref[2:].split("/") if ref != "#" else []:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def recursive_refs(root: Any) -> set[str]:
+    """Return the local ``$ref`` targets that reach themselves again."""
+    graph: dict[str, set[str]] = {}
+
+    def refs_under(node: Any) -> set[str]:
+        found = set()
+        for _, sub in schema_nodes(node):
+            if isinstance(sub, Mapping) and isinstance(sub.get("$ref"), str):
+                found.add(sub["$ref"])
+        return found
+
+    todo = list(refs_under(root))
+    while todo:
+        ref = todo.pop()
+        if ref in graph or not ref.startswith("#"):
+            continue
+        target = ref_target(root, ref)
+        graph[ref] = refs_under(target) if target is not None else set()
+        todo.extend(graph[ref])
+    looping = set()
+    for start in graph:
+        seen, stack = set(), list(graph[start])
+        while stack:
+            ref = stack.pop()
+            if ref == start:
+                looping.add(start)
+                break
+            if ref not in seen:
+                seen.add(ref)
+                stack.extend(graph.get(ref, ()))
+    return looping

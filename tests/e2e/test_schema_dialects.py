@@ -1,0 +1,69 @@
+"""Schemas in the engines' dialect, end to end: what reaches LM Studio, and what comes back."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from outlines_lmstudio import InvalidSchemaError, UnsupportedOutputTypeError
+from outlines_lmstudio.testing import LMStudioEmulator
+
+from .conftest import TEXT_MODEL, MakeModel
+
+
+class Ticket(pydantic.BaseModel):
+    code: str = pydantic.Field(pattern=r"[A-Z]{3}-\d+")
+
+
+def test_unanchored_pydantic_pattern_is_sent_anchored_and_parses(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """The emulator's engine (outlines-core) generates from what we send; parse validates."""
+    ticket = make_model(TEXT_MODEL).parse("Open a ticket", Ticket)
+    assert re.search(r"[A-Z]{3}-\d+", ticket.code)
+    sent = emulator.predictions[-1].structured
+    assert sent is not None
+    pattern = sent["jsonSchema"]["properties"]["code"]["pattern"]
+    assert pattern.startswith("^")
+    assert pattern.endswith("$")
+    assert r"\d" not in pattern  # llama.cpp's converter cannot read \d
+
+
+def test_dollar_schema_is_never_sent(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {"n": {"type": "integer"}},
+        "required": ["n"],
+    }
+    value = make_model(TEXT_MODEL).parse("a number", schema)
+    assert isinstance(value["n"], int)
+    sent = emulator.predictions[-1].structured
+    assert sent is not None
+    assert "$schema" not in sent["jsonSchema"]
+
+
+def test_unsupported_keyword_is_refused_before_sending(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    before = len(emulator.predictions)
+    schema = {"type": "object", "properties": {"a": {"type": "string", "not": {"const": ""}}}}
+    with pytest.raises(UnsupportedOutputTypeError, match="/properties/a/not"):
+        make_model(TEXT_MODEL).parse("x", schema)
+    assert len(emulator.predictions) == before
+
+
+def test_remote_dynamic_ref_reads_nothing(
+    make_model: MakeModel, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"x": {"type": "string"}, "secret": "TOP-SECRET"}')
+    before = len(emulator.predictions)
+    schema = {"type": "string", "$dynamicRef": secret.as_uri() + "#x"}
+    with pytest.raises(InvalidSchemaError, match="never fetched") as info:
+        make_model(TEXT_MODEL).parse("x", schema, timeout=2)
+    assert "TOP-SECRET" not in str(info.value)
+    assert len(emulator.predictions) == before

@@ -1,0 +1,53 @@
+"""Schemas in the engine's dialect through the real llama.cpp engine (Gemma 3 270M)."""
+
+from __future__ import annotations
+
+import re
+
+import lmstudio as lms
+import pydantic
+
+from outlines_lmstudio import from_lmstudio
+from outlines_lmstudio.testing import LMStudioEmulator
+from tests.real_engine.conftest import EMBEDDED_MODEL_KEY
+
+
+class Ticket(pydantic.BaseModel):
+    code: str = pydantic.Field(pattern=r"[A-Z]{3}-\d+")
+
+
+def test_unanchored_pydantic_pattern_works_end_to_end(
+    client: lms.Client, emulator: LMStudioEmulator
+) -> None:
+    """Sent unanchored, llama.cpp's converter would refuse (Python port) or accept any string
+    (C++); sent in the anchored form, the real engine writes a value the pattern finds."""
+    model = from_lmstudio(client, EMBEDDED_MODEL_KEY)
+    ticket = model.parse(
+        'What is the ticket code in "ABC-12 opened"? Answer in JSON with the key code.',
+        Ticket,
+        max_tokens=48,
+        temperature=0,
+    )
+    assert re.search(r"[A-Z]{3}-\d+", ticket.code)  # a search, as in JSON Schema and Pydantic
+    sent = emulator.predictions[-1].structured
+    assert sent is not None
+    pattern = sent["jsonSchema"]["properties"]["code"]["pattern"]
+    assert pattern.startswith("^")
+    assert pattern.endswith("$")
+
+
+def test_grammar_mode_off_keeps_dict_patterns_constrained(client: lms.Client) -> None:
+    """A dict schema with an unanchored pattern and a \\d: the engine's output validates."""
+    model = from_lmstudio(client, EMBEDDED_MODEL_KEY)
+    schema = {
+        "type": "object",
+        "properties": {"zip": {"type": "string", "pattern": r"\d{5}"}},
+        "required": ["zip"],
+    }
+    value = model.parse(
+        'What is the postcode in "10178 Berlin"? Answer in JSON with the key zip.',
+        schema,
+        max_tokens=48,
+        temperature=0,
+    )
+    assert re.search(r"[0-9]{5}", value["zip"])

@@ -1,0 +1,370 @@
+"""The engines' schema dialects: meaning-keeping rewrites, findings, early refusals."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from outlines_lmstudio._dialects import (
+    ENGINES,
+    Engine,
+    dialect_schema,
+    engine_findings,
+    engine_for_format,
+)
+from outlines_lmstudio._output import check_json_schema
+from outlines_lmstudio._rewrites import (
+    REWRITES,
+    anchor_patterns,
+    any_value,
+    close_tuples,
+    drop_dollar_schema,
+    drop_unsupported_formats,
+    empty_object_properties,
+    inline_root_ref,
+    inline_single_all_of,
+    normalise_schema,
+    split_type_lists,
+    spread_one_of,
+)
+from outlines_lmstudio._schema_walk import ANY_TYPES
+from outlines_lmstudio._typed import json_validator
+from outlines_lmstudio.errors import InvalidSchemaError, UnsupportedOutputTypeError
+from tests.unit._schema_corpus import generated_schemas
+
+Rewrite = Callable[[dict[str, Any]], dict[str, Any]]
+
+_STRINGS = st.sampled_from(
+    ["", "a", "b", "ab", "abab", "xa", "abc", "12", "1.5", "2024-01-31", "x@y.io", "é", "z z"]
+)
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-6, 60),
+    st.sampled_from([0.5, 2.5, 3.0, -1.25]),
+    _STRINGS,
+)
+_KEYS = st.sampled_from(["a", "b", "id", "name", "x-y", "z1", "v", "next"])
+INSTANCES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_KEYS, inner, max_size=4)),
+    max_leaves=8,
+)
+
+
+def valid(schema: dict[str, Any], value: Any) -> bool:
+    return bool(json_validator(schema).is_valid(value))
+
+
+def checked_or_none(schema: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        return check_json_schema(schema)
+    except InvalidSchemaError:
+        return None
+
+
+def keeps_valid_values(rewrite: Rewrite, schema: dict[str, Any], values: list[Any]) -> None:
+    full = checked_or_none(schema)
+    if full is None:
+        return
+    before = json.dumps(full)
+    rewritten = rewrite(full)
+    assert json.dumps(full) == before  # pure: the input is not modified
+    check_json_schema(rewritten)  # still a valid schema
+    for value in values:
+        assert valid(rewritten, value) == valid(full, value), (rewritten, value)
+
+
+@pytest.mark.parametrize("rewrite", REWRITES, ids=lambda f: f.__name__)
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(schema=generated_schemas(), values=st.lists(INSTANCES, min_size=1, max_size=8))
+def test_each_rewrite_keeps_the_valid_values(
+    rewrite: Rewrite, schema: dict[str, Any], values: list[Any]
+) -> None:
+    keeps_valid_values(rewrite, schema, values)
+
+
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(schema=generated_schemas(), values=st.lists(INSTANCES, min_size=1, max_size=8))
+def test_normalising_keeps_the_valid_values(schema: dict[str, Any], values: list[Any]) -> None:
+    keeps_valid_values(normalise_schema, schema, values)
+
+
+OLD_DRAFTS = st.sampled_from(
+    [
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "array",
+            "items": [{"type": "integer"}, {"type": "string"}],
+            "additionalItems": False,
+        },
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "array",
+            "items": [{"type": "integer"}],
+            "additionalItems": {"type": "string"},
+        },
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "dependencies": {"a": ["b"], "b": {"required": ["id"]}},
+        },
+        {
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "minimum": 3,
+            "exclusiveMinimum": True,
+            "maximum": 9,
+            "exclusiveMaximum": False,
+        },
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "definitions": {"s": {"type": "string"}},
+            "properties": {"a": {"$ref": "#/definitions/s", "maxLength": 1}},
+        },
+        {"$schema": "http://json-schema.org/schema#", "type": "object"},  # genson's
+    ]
+)
+
+
+@settings(max_examples=120, deadline=None, database=None)
+@given(schema=OLD_DRAFTS, values=st.lists(INSTANCES, min_size=1, max_size=8))
+def test_old_drafts_keep_their_meaning_without_dollar_schema(
+    schema: dict[str, Any], values: list[Any]
+) -> None:
+    rewritten = drop_dollar_schema(schema)
+    assert "$schema" not in json.dumps(rewritten)
+    for value in values:
+        assert valid(rewritten, value) == valid(schema, value), (rewritten, value)
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [([1, "a"], True), ([1], True), ([1, "a", "b"], False), (["a"], False)]
+)
+def test_draft_07_tuple_keeps_its_meaning(value: Any, ok: bool) -> None:
+    tuple_07 = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "array",
+        "items": [{"type": "integer"}, {"type": "string"}],
+        "additionalItems": False,
+    }
+    rewritten = drop_dollar_schema(tuple_07)
+    assert rewritten == {
+        "type": "array",
+        "prefixItems": [{"type": "integer"}, {"type": "string"}],
+        "items": False,
+    }
+    assert valid(tuple_07, value) is ok
+    assert valid(rewritten, value) is ok
+
+
+def test_engine_for_format() -> None:
+    assert engine_for_format("gguf") == "llama.cpp"
+    assert engine_for_format("GGUF") == "llama.cpp"
+    assert engine_for_format("safetensors") == "outlines-core"
+    assert engine_for_format("mlx") == "outlines-core"
+    assert engine_for_format(None) == "outlines-core"
+
+
+def test_examples_of_each_rewrite() -> None:
+    assert drop_dollar_schema({"$schema": "x", "type": "string"}) == {"type": "string"}
+    assert anchor_patterns({"type": "string", "pattern": "^a$"}) == {
+        "type": "string",
+        "pattern": "^a$",
+    }
+    assert split_type_lists({"type": ["string", "null"], "maxLength": 3}) == {
+        "anyOf": [{"type": "string", "maxLength": 3}, {"type": "null"}]
+    }
+    assert spread_one_of({"anyOf": [{"type": "integer"}], "minimum": 3, "title": "t"}) == {
+        "title": "t",
+        "anyOf": [{"type": "integer", "minimum": 3}],
+    }
+    assert inline_single_all_of({"allOf": [{"type": "string"}], "title": "t"}) == {
+        "type": "string",
+        "title": "t",
+    }
+    assert any_value({"title": "x"}) == {"title": "x", "anyOf": ANY_TYPES}
+    assert empty_object_properties({"type": "object", "additionalProperties": False}) == {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {},
+    }
+    assert close_tuples({"prefixItems": [{}, {}], "items": False, "maxItems": 5}) == {
+        "prefixItems": [{}, {}],
+        "maxItems": 2,
+    }
+    assert drop_unsupported_formats({"type": "string", "format": "ipv4"}) == {"type": "string"}
+    assert drop_unsupported_formats({"type": "string", "format": "date"})["format"] == "date"
+    rooted = {"$ref": "#/$defs/A", "$defs": {"A": {"type": "integer"}}, "title": "r"}
+    assert inline_root_ref(rooted) == {"type": "integer", "$defs": rooted["$defs"], "title": "r"}
+
+
+# Each row of docs/output-types.md's engine table, as (schema, engine, status or None).
+ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
+    # constrained by both engines
+    ("type", {"type": "integer"}, "llama.cpp", None, None),
+    ("properties", {"type": "object", "properties": {"a": {"type": "string"}}}, "both", None, None),
+    ("enum", {"enum": ["a", 1, None]}, "both", None, None),
+    ("const", {"const": "a"}, "both", None, None),
+    ("anyOf", {"anyOf": [{"type": "string"}, {"type": "integer"}]}, "both", None, None),
+    ("items", {"type": "array", "items": {"type": "integer"}, "minItems": 1}, "both", None, None),
+    ("prefixItems", {"type": "array", "prefixItems": [{"type": "integer"}]}, "both", None, None),
+    ("pattern", {"type": "string", "pattern": "^[a-z]+$"}, "both", None, None),
+    ("minLength", {"type": "string", "minLength": 2, "maxLength": 4}, "both", None, None),
+    ("format date", {"type": "string", "format": "date"}, "both", None, None),
+    ("format uuid", {"type": "string", "format": "uuid"}, "both", None, None),
+    # loose
+    ("minimum", {"type": "integer", "minimum": 0}, "both", "minimum", "loose"),
+    ("multipleOf", {"type": "number", "multipleOf": 2}, "both", "multipleOf", "loose"),
+    ("uniqueItems", {"type": "array", "uniqueItems": True}, "both", "uniqueItems", "loose"),
+    ("oneOf", {"oneOf": [{"type": "string"}, {"type": "integer"}]}, "both", "oneOf", "loose"),
+    ("format email", {"type": "string", "format": "email"}, "llama.cpp", "format", "loose"),
+    ("format email", {"type": "string", "format": "email"}, "outlines-core", None, None),
+    ("format ipv4", {"type": "string", "format": "ipv4"}, "both", "format", "loose"),
+    (
+        "pattern+length",
+        {"type": "string", "pattern": "^a+$", "maxLength": 3},
+        "both",
+        "maxLength",
+        "loose",
+    ),
+    (
+        "minProperties",
+        {"type": "object", "minProperties": 1},
+        "llama.cpp",
+        "minProperties",
+        "loose",
+    ),
+    ("contains", {"type": "array", "contains": {"const": 1}}, "both", "contains", "loose"),
+    (
+        "patternProperties",
+        {"type": "object", "patternProperties": {"^x": {}}},
+        "both",
+        "patternProperties",
+        "loose",
+    ),
+    (
+        "$ref siblings",
+        {
+            "$defs": {"s": {"type": "string"}},
+            "type": "object",
+            "properties": {"a": {"$ref": "#/$defs/s", "maxLength": 2}},
+        },
+        "both",
+        "maxLength",
+        "loose",
+    ),
+    (
+        "recursion",
+        {
+            "$defs": {"n": {"type": "object", "properties": {"k": {"$ref": "#/$defs/n"}}}},
+            "$ref": "#/$defs/n",
+        },
+        "outlines-core",
+        "$ref",
+        "loose",
+    ),
+    (
+        "recursion",
+        {
+            "$defs": {"n": {"type": "object", "properties": {"k": {"$ref": "#/$defs/n"}}}},
+            "$ref": "#/$defs/n",
+        },
+        "llama.cpp",
+        None,
+        None,
+    ),
+    # refused
+    ("not", {"type": "string", "not": {"const": "a"}}, "both", "not", "refused"),
+    ("if", {"if": {"type": "string"}, "then": {"maxLength": 2}}, "both", "if", "refused"),
+    ("allOf", {"allOf": [{"type": "object"}, {"required": ["a"]}]}, "both", "allOf", "refused"),
+    ("lookaround", {"type": "string", "pattern": "(?=a)a"}, "both", "pattern", "refused"),
+    ("backreference", {"type": "string", "pattern": r"(a)\1"}, "both", "pattern", "refused"),
+    (
+        "items+prefixItems",
+        {"type": "array", "prefixItems": [{"type": "integer"}], "items": {"type": "string"}},
+        "both",
+        "items",
+        "refused",
+    ),
+    (
+        "boolean schema",
+        {"type": "object", "properties": {"a": False}},
+        "both",
+        "properties",
+        "refused",
+    ),
+    ("object enum", {"enum": [{"a": 1}]}, "outlines-core", "enum", "refused"),
+    ("object enum", {"enum": [{"a": 1}]}, "llama.cpp", None, None),
+]
+
+
+@pytest.mark.parametrize(("row", "schema", "engines", "keyword", "status"), ROWS)
+def test_engine_table_rows(
+    row: str, schema: dict[str, Any], engines: str, keyword: str | None, status: str | None
+) -> None:
+    chosen: tuple[Engine, ...] = (
+        ENGINES
+        if engines == "both"
+        else (engine_for_format("gguf" if engines == "llama.cpp" else "mlx"),)
+    )
+    for engine in chosen:
+        findings = engine_findings(schema, engine)
+        if keyword is None:
+            assert [f for f in findings if f.status == "refused"] == [], (row, engine)
+            assert not [f for f in findings if f.keyword == row.split()[0]], (row, engine)
+        else:
+            assert any(f.keyword == keyword and f.status == status for f in findings), (
+                row,
+                engine,
+                findings,
+            )
+
+
+def test_refusal_names_keyword_pointer_engine_and_ways_out() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string", "not": {"const": ""}}}}
+    with pytest.raises(UnsupportedOutputTypeError) as info:
+        dialect_schema(schema, "gguf")
+    message = str(info.value)
+    assert "'not'" in message
+    assert "/properties/a/not" in message
+    assert "llama.cpp" in message
+    assert "grammar=True" in message
+    assert "retries" in message
+    assert isinstance(info.value, TypeError)
+
+
+def test_strict_refuses_loose_keywords_only_when_asked() -> None:
+    schema = {"type": "integer", "multipleOf": 5}
+    assert dialect_schema(schema, "gguf") == schema
+    with pytest.raises(
+        UnsupportedOutputTypeError, match=r"does not enforce .*multipleOf.*/multipleOf"
+    ):
+        dialect_schema(schema, "gguf", strict=True)
+    with pytest.raises(UnsupportedOutputTypeError, match="outlines-core"):
+        dialect_schema(schema, "mlx", strict=True)
+
+
+def test_unknown_engine_checks_both() -> None:
+    schema = {"enum": [{"a": 1}, {"b": 2}]}
+    assert dialect_schema(schema, "gguf") == schema
+    with pytest.raises(UnsupportedOutputTypeError, match="outlines-core"):
+        dialect_schema(schema, None)
+
+
+def test_dollar_schema_never_sent() -> None:
+    schema = {"$schema": "http://json-schema.org/schema#", "type": "object", "properties": {}}
+    assert "$schema" not in dialect_schema(schema, None)
+
+
+def test_unanchored_pattern_is_sent_anchored_with_search_meaning() -> None:
+    sent = dialect_schema({"type": "string", "pattern": r"[A-Z]{3}-\d+"}, None)
+    pattern = sent["pattern"]
+    assert pattern.startswith("^")
+    assert pattern.endswith("$")
+    assert re.search(pattern, "see ABC-12 here")
+    assert not re.search(pattern, "AB-12")

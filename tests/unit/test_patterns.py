@@ -1,0 +1,189 @@
+"""`engine_pattern`: a search pattern as the anchored regex the engines read."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from outlines_lmstudio._patterns import ANY, PatternError, engine_pattern
+
+# Characters on which Python's re (with re.ASCII) and ECMA-262 agree for . \d \w \s:
+# no \r, \u2028, \u2029 (ECMA's dot excludes them) and no Unicode spaces. Non-ASCII
+# letters and digits are in, to show \d and \w keep ECMA's ASCII meaning; so are the
+# characters JSON escapes with a short escape (", \, \n, \t).
+ALPHABET = 'abcAZ019_- .\t\n"\\[]{}()|^$*+?/é٣'
+RARE = "\x01\x1f"  # control characters without a short JSON escape
+
+
+def json_text(text: str) -> str:
+    """The text between the quotes of a JSON string: what the engines match patterns on."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+_ATOMS = st.sampled_from(
+    [
+        "a",
+        "b",
+        "Z",
+        "0",
+        "-",
+        " ",
+        "é",
+        r"\d",
+        r"\w",
+        r"\s",
+        r"\D",
+        r"\W",
+        r"\S",
+        ".",
+        r"\.",
+        r"\-",
+        r"\\",
+        r"\[",
+        r"\]",
+        r"\(",
+        r"\{",
+        r"\^",
+        r"\$",
+        r"\|",
+        r"\/",
+        r"\"",
+        '"',
+        "]",
+        "}",
+        "\\x01",
+        "[a-c]",
+        "[^a]",
+        r"[\d_]",
+        r"[\w-]",
+        r"[\s.]",
+        r"[\]a]",
+        "[]a]",
+        r"\x41",
+        r"\u00e9",
+        r"\t",
+        r"\n",
+    ]
+)
+
+
+def _extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    quantifier = st.sampled_from(["", "*", "+", "?", "{2}", "{1,2}", "{0,}", "*?", "+?", "??"])
+    return st.one_of(
+        st.lists(inner, min_size=1, max_size=3).map("".join),
+        st.tuples(inner, quantifier).map(lambda t: t[0] if len(t[0]) == 1 else f"({t[0]}){t[1]}"),
+        st.tuples(inner, inner).map(lambda t: f"{t[0]}|{t[1]}"),
+        st.tuples(st.sampled_from(["(", "(?:", "(?P<n>"]), inner).map(lambda t: f"{t[0]}{t[1]})"),
+        st.tuples(st.sampled_from(["", "^"]), inner, st.sampled_from(["", "$"])).map("".join),
+        st.tuples(inner, quantifier).map(lambda t: f"[ab]{t[1]}{t[0]}"),
+    )
+
+
+PATTERNS = st.recursive(_ATOMS, _extend, max_leaves=6)
+TEXTS = st.text(alphabet=ALPHABET, max_size=8).filter(lambda t: not t.endswith("\n"))
+RARE_TEXTS = st.text(alphabet=ALPHABET + RARE, max_size=8).filter(lambda t: not t.endswith("\n"))
+
+
+def searches(pattern: str, text: str) -> bool:
+    """JSON Schema's meaning of ``pattern`` (ECMA-262 classes: Python's with re.ASCII)."""
+    return re.search(pattern, text, re.ASCII) is not None
+
+
+def engine_form(pattern: str) -> str | None:
+    try:
+        re.compile(pattern)
+        return engine_pattern(pattern)
+    except (re.error, PatternError):
+        return None  # not a pattern, or refused (the refusals are tested below)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pattern=PATTERNS, texts=st.lists(TEXTS, min_size=1, max_size=12))
+def test_the_engine_form_matches_the_json_text_exactly_when_the_pattern_finds_a_match(
+    pattern: str, texts: list[str]
+) -> None:
+    anchored = engine_form(pattern)
+    if anchored is None:
+        return
+    assert anchored.startswith("^")
+    assert anchored.endswith("$")
+    for text in texts:
+        assert searches(anchored, json_text(text)) == searches(pattern, text), (
+            pattern,
+            anchored,
+            text,
+        )
+
+
+@settings(max_examples=200, deadline=None)
+@given(pattern=PATTERNS, texts=st.lists(RARE_TEXTS, min_size=1, max_size=12))
+def test_the_engine_form_is_never_wider(pattern: str, texts: list[str]) -> None:
+    """With rare control characters too: what the engine may write, the pattern accepts."""
+    anchored = engine_form(pattern)
+    if anchored is None:
+        return
+    for text in texts:
+        if searches(anchored, json_text(text)):
+            assert searches(pattern, text), (pattern, anchored, text)
+
+
+def test_any_is_one_json_string_character() -> None:
+    for char in ["a", '"', "\\", "\n", "\x01", "é", "\u2028"]:
+        assert re.fullmatch(ANY, json_text(char)), char
+    assert not re.fullmatch(ANY, '"')  # a raw quote would end the string
+    assert not re.fullmatch(ANY, "\\")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        (r"[A-Z]{3}-\d+", rf"^{ANY}*[A-Z]{{3}}-[0-9]+{ANY}*$"),
+        (r"^[A-Z]{3}-\d+$", r"^[A-Z]{3}-[0-9]+$"),
+        (r"^a|b$", rf"^(a{ANY}*|{ANY}*b)$"),
+        (r"^a\.b$", r"^a[\x2e]b$"),
+        (r"^(?:ab)+?$", r"^(ab)+$"),
+        (r"^(?P<year>\d{4})$", r"^([0-9]{4})$"),
+        ('^"x$', r'^\\"x$'),
+        (r"^[\"\\]$", r'^(\\"|\\\\)$'),
+        (r"^\t$", r"^\\t$"),
+        (r"^[\]]$", r"^[\x5d]$"),
+        (r"^x{}$", r"^x[\x7b][\x7d]$"),
+    ],
+)
+def test_rewrites(pattern: str, expected: str) -> None:
+    assert engine_pattern(pattern) == expected
+
+
+def test_ecma_meaning_of_classes() -> None:
+    """JSON Schema patterns are ECMA-262: \\d is ASCII, . stops at \\r."""
+    assert re.search(engine_pattern(r"^\d$"), "٣") is None
+    assert re.search(engine_pattern(r"^\d$"), "3")
+    assert re.search(engine_pattern(r"^.$"), json_text("\r")) is None
+    assert re.search(engine_pattern(r"^\s$"), json_text("\u3000"))
+    assert re.search(engine_pattern(r"^\s$"), json_text("\n"))
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("(?=a)a", "lookaround"),
+        ("(?<!a)b", "lookaround"),
+        (r"(a)\1", "backreference"),
+        ("(?P<x>a)(?P=x)", "backreference"),
+        (r"\bword", "assertion"),
+        ("a^b", "anchor"),
+        ("(^a)", "anchor"),
+        ("(?i)abc", "group extension"),
+        ("a{,3}", "{,n}"),
+        (r"\p{L}", "not a valid"),
+        ("(", "not a valid"),
+        (r"[\D]", "negated class escape"),
+    ],
+)
+def test_refusals_name_the_construct(pattern: str, reason: str) -> None:
+    with pytest.raises(PatternError, match=re.escape(reason)):
+        engine_pattern(pattern)

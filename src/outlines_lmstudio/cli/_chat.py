@@ -41,7 +41,7 @@ COMMANDS = {
     "/test-image COLOR WxH": "attach a solid-colour test image, e.g. /test-image red 64x64",
     "/clear": "forget the conversation (the system prompt stays)",
     "/model NAME": "switch to another model (the conversation stays)",
-    "/save FILE": "save the conversation as JSON",
+    "/save FILE": "save the conversation as JSON (any reasoning under its own key)",
     "/help": "show this help",
     "/exit": "leave (also /quit or Ctrl-D)",
 }
@@ -57,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``chat`` options to ``parser``."""
     parser.add_argument("-m", "--model", metavar="KEY", help="model key (default: a loaded LLM)")
     parser.add_argument("--system", metavar="TEXT", help="system prompt")
+    parser.add_argument(
+        "--hide-reasoning",
+        action="store_true",
+        help="do not show a reasoning model's thinking (/save still keeps it, apart)",
+    )
     add_sampling_options(parser)
 
 
@@ -69,10 +74,13 @@ class Turn:
     images: list[Attachment] = field(default_factory=list)
     model: str | None = None
     stopped: bool = False
+    reasoning: str = ""
 
     def record(self) -> dict[str, Any]:
-        """Return the message as saved by ``/save``."""
+        """Return the message as saved by ``/save`` (the reasoning apart from the content)."""
         data: dict[str, Any] = {"role": self.role, "content": self.text}
+        if self.reasoning:
+            data["reasoning"] = self.reasoning
         if self.images:
             data["images"] = [a.record() for a in self.images]
         if self.model:
@@ -97,6 +105,8 @@ class ChatSession:
         Inference keywords for every reply.
     out
         The console to talk to.
+    show_reasoning
+        Show a reasoning model's thinking (dimmed) before its answer.
     """
 
     def __init__(
@@ -106,8 +116,11 @@ class ChatSession:
         system: str | None,
         kwargs: dict[str, Any],
         out: Console,
+        *,
+        show_reasoning: bool = True,
     ) -> None:
         self.session = session
+        self.show_reasoning = show_reasoning
         self.system = system
         self.kwargs = kwargs
         self.out = out
@@ -276,6 +289,20 @@ class ChatSession:
                 messages.append({"role": turn.role, "content": turn.text})
         return Chat(messages)
 
+    def _show(self, chunk: Any, reasoning: str, reply: str) -> None:
+        """Print one streamed piece: thinking dimmed (or one note when hidden), answer plain."""
+        from rich.text import Text
+
+        if chunk.reasoning:
+            if self.show_reasoning:
+                self.out.print(Text(chunk.text, style="dim"), end="", soft_wrap=True)
+            elif not reasoning:
+                self.out.print(Text("(thinking...) ", style="dim"), end="")
+            return
+        if reasoning and not reply and self.show_reasoning:
+            write_out("\n")  # the answer starts on its own line, after the thinking
+        write_out(chunk.text)
+
     def send(self, text: str) -> None:
         """Send a user message and stream the reply; Ctrl-C stops the reply."""
         from rich.text import Text
@@ -284,13 +311,16 @@ class ChatSession:
         self.pending = []
         self.history.append(turn)
         self.out.print(Text(f"{self.info.key}> ", style="bold cyan"), end="")
-        reply, stopped, failure = "", False, None
+        reply, reasoning, stopped, failure = "", "", False, None
         stream: Any = None
         try:
-            stream = self.model.stream(self.chat_input(), **self.kwargs)
-            for fragment in stream:
-                reply += fragment
-                write_out(fragment)
+            stream = self.model.reply_stream(self.chat_input(), **self.kwargs)
+            for chunk in stream:
+                self._show(chunk, reasoning, reply)
+                if chunk.reasoning:
+                    reasoning += chunk.text
+                else:
+                    reply += chunk.text
         except KeyboardInterrupt:
             stopped = True
         except Exception as exc:  # the reply failed; the session goes on
@@ -311,7 +341,11 @@ class ChatSession:
                 self.history.pop()
                 self.pending = turn.images
                 return
-        self.history.append(Turn("assistant", reply, model=self.info.key, stopped=stopped))
+        if not stopped and stream is not None:  # the finished answer, as generate() gives it
+            reply, reasoning = stream.reply.text, stream.reply.reasoning
+        self.history.append(
+            Turn("assistant", reply, model=self.info.key, stopped=stopped, reasoning=reasoning)
+        )
 
 
 def _failure(exc: Exception) -> str:
@@ -343,5 +377,6 @@ def run(args: argparse.Namespace) -> int:
             import readline  # noqa: F401  (line editing and history for input())
     with connect(args) as session:
         info = resolve_llm(session, args.model)
-        ChatSession(session, info, args.system, kwargs, console()).loop()
+        show = not args.hide_reasoning
+        ChatSession(session, info, args.system, kwargs, console(), show_reasoning=show).loop()
     return 0

@@ -41,7 +41,9 @@ for an object following --schema (or --type) and append {"id": ..., "result": {.
 or {"id": ..., "error": {"type": ..., "message": ...}} to the output, one complete
 line per finished item, in the order items finish. Run the same command again to
 resume: ids already in the output are skipped (add --retry-errors to redo the failed
-ones). Image paths are relative to the input file. Exit status 1 if an item failed."""
+ones). Image paths are relative to the input file. Only a reasoning model's answer is
+parsed; --reasoning also records its thinking as "reasoning". Exit status 1 if an
+item failed."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,9 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retries",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
-        help="re-ask up to N times when a reply does not validate (default: %(default)s)",
+        help="re-ask up to N times when a reply does not validate (default: 1; 0 with --reasoning)",
+    )
+    parser.add_argument(
+        "--reasoning",
+        action="store_true",
+        help='record a reasoning model\'s thinking on each line as "reasoning" (one reply '
+        "per line: not combined with --retries)",
     )
     parser.add_argument(
         "--retry-errors",
@@ -97,6 +105,7 @@ class _Job:
     system: str | None
     retries: int
     kwargs: dict[str, Any]
+    reasoning: bool = False
 
     def __call__(self, item: Item) -> dict[str, Any]:
         from outlines_lmstudio.errors import (
@@ -106,12 +115,16 @@ class _Job:
             ParseError,
         )
 
+        thought: list[str] = []
         try:
             images = [load_image(path) for path in item.images]
             model_input = build_input(item.prompt, self.system, images)
-            value = self.model.parse(
-                model_input, self.spec.output_type, retries=self.retries, **self.kwargs
-            )
+            if self.reasoning:
+                value = self._parse_reply(model_input, thought)
+            else:
+                value = self.model.parse(
+                    model_input, self.spec.output_type, retries=self.retries, **self.kwargs
+                )
         except (LMStudioConnectionError, LMStudioModelNotFoundError) as exc:
             raise _Fatal(exc) from exc
         except CliError as exc:
@@ -121,8 +134,25 @@ class _Job:
             if isinstance(exc, ParseError):
                 error["raw"] = exc.raw
                 error["errors"] = exc.errors
-            return {"id": item.id, "error": error}
-        return {"id": item.id, "result": to_json(value)}
+            record = {"id": item.id, "error": error}
+            if self.reasoning:
+                record["reasoning"] = getattr(exc, "reasoning", None) or "".join(thought)
+            return record
+        record = {"id": item.id, "result": to_json(value)}
+        if self.reasoning:
+            record["reasoning"] = "".join(thought)
+        return record
+
+    def _parse_reply(self, model_input: Any, thought: list[str]) -> Any:
+        """Ask once with ``reply`` and validate the answer as ``parse`` does."""
+        from outlines_lmstudio._output import plan_output
+        from outlines_lmstudio._typed import check_reply, validator_for
+
+        reply = self.model.reply(model_input, self.spec.output_type, **self.kwargs)
+        thought.append(reply.reasoning)
+        validator = validator_for(plan_output(self.spec.output_type))
+        _, value, _ = check_reply(validator, reply.text, reply.stats.stop_reason, 1, True)
+        return value
 
 
 def _rate_column() -> Any:
@@ -165,6 +195,13 @@ def _progress() -> Any:
 def _check_args(args: argparse.Namespace) -> None:
     if args.concurrency < 1:
         raise CliError(f"--concurrency must be at least 1, got {args.concurrency}.")
+    if args.reasoning and args.retries:
+        raise CliError(
+            "--reasoning records the thinking of one reply per line, so it cannot re-ask: "
+            "leave out --retries (or pass --retries 0)."
+        )
+    if args.retries is None:
+        args.retries = 0 if args.reasoning else 1
     if args.retries < 0:
         raise CliError(f"--retries must be 0 or more, got {args.retries}.")
 
@@ -202,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
                 "model (`outlines-lmstudio models --capability vision`)."
             )
         model = from_lmstudio(session.client, info.identifier, max_concurrency=args.concurrency)
-        job = _Job(model, spec, args.system, args.retries, kwargs)
+        job = _Job(model, spec, args.system, args.retries, kwargs, args.reasoning)
         output.open()
         try:
             ok, failed, seconds = _process(job, pending, output, args.concurrency)

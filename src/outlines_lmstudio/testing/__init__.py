@@ -21,6 +21,7 @@ from outlines_lmstudio.testing._embedded import (
     embedded_model,
 )
 from outlines_lmstudio.testing._faults import Fault
+from outlines_lmstudio.testing._reasoning_forms import ReasoningReply, reasoning_models
 from outlines_lmstudio.testing._records import Frame, Prediction, RecordedRequest, Upload
 from outlines_lmstudio.testing._server import LMStudioEmulator
 
@@ -34,9 +35,11 @@ __all__ = [
     "Frame",
     "LMStudioEmulator",
     "Prediction",
+    "ReasoningReply",
     "RecordedRequest",
     "Upload",
     "default_models",
     "embedded_available",
     "embedded_model",
+    "reasoning_models",
 ]

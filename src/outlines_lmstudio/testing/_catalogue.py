@@ -14,7 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
+from outlines_lmstudio.testing._reasoning_forms import check_form
+
 if TYPE_CHECKING:
+    from outlines_lmstudio.testing._reasoning_forms import ReasoningReply
     from outlines_lmstudio.testing._records import Prediction
 
 __all__ = [
@@ -31,10 +34,13 @@ DEFAULT_GGUF_CONTEXT = 4096
 """The context length a GGUF model is loaded with unless the load config says otherwise
 (LM Studio's default; the model's own maximum stays its ``maxContextLength``)."""
 
-Reply: TypeAlias = "str | Callable[[Prediction], str]"
-"""A scripted reply: fixed text, or a function of the recorded request."""
+Reply: TypeAlias = "str | ReasoningReply | Callable[[Prediction], str | ReasoningReply]"
+"""A scripted reply: fixed text (or reasoning and answer), or a function of the request."""
 
-Replies: TypeAlias = "Sequence[str | Callable[[Prediction], str]] | Callable[[Prediction], str]"
+Replies: TypeAlias = (
+    "Sequence[str | ReasoningReply | Callable[[Prediction], str | ReasoningReply]]"
+    " | ReasoningReply | Callable[[Prediction], str | ReasoningReply]"
+)
 """Scripted replies: a list consumed in order, or one function used for every request."""
 
 
@@ -79,6 +85,11 @@ class EmulatedModel:
         the ``local`` extra) instead of the synthetic engine, and
         ``size_bytes``, ``context_length`` (its maximum) and ``architecture``
         are read from the file.
+    reasoning
+        How the model thinks before it answers: a reasoning form (``"think"``,
+        ``"marker"``, ``"marker-inline"``, ``"legacy"``, ``"mlx"``, ``"harmony"``;
+        see `ReasoningReply`), or ``None`` for a model that does not reason. The
+        synthetic engine writes the reasoning; a ``gguf`` model thinks as its file does.
     """
 
     key: str
@@ -96,8 +107,10 @@ class EmulatedModel:
     embedding_dims: int = 768
     replies: Replies | None = None
     gguf: str | os.PathLike[str] | None = None
+    reasoning: str | None = None
 
     def __post_init__(self) -> None:
+        check_form(self.reasoning)
         if self.gguf is not None:
             from outlines_lmstudio.testing._llama import read_facts
 
@@ -153,8 +166,9 @@ def default_models() -> list[EmulatedModel]:
     -------
     list[EmulatedModel]
         A text-only GGUF LLM with tool use, a GGUF vision LLM, an MLX LLM,
-        an embedding model (all loaded) and a GGUF LLM that is downloaded but
-        not loaded (``getOrLoad`` loads it, reporting progress).
+        an embedding model (all loaded), a GGUF LLM that is downloaded but
+        not loaded (``getOrLoad`` loads it, reporting progress). Add
+        `reasoning_models` for models that think before they answer.
     """
     return [
         EmulatedModel(

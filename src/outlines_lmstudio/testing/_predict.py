@@ -22,6 +22,11 @@ from outlines_lmstudio.testing._protocol import (
     RequestError,
     server_error,
 )
+from outlines_lmstudio.testing._reasoning_forms import (
+    ReasoningReply,
+    plan_reasoning,
+    shape_reply,
+)
 from outlines_lmstudio.testing._records import Prediction, message_text
 from outlines_lmstudio.testing._sampler import (
     SchemaError,
@@ -124,13 +129,15 @@ def _fragments(tokens: list[str]) -> list[Fragment]:
 
 async def _reply_tokens(
     emu: LMStudioEmulator, instance: Instance, record: Prediction
-) -> list[Fragment]:
+) -> list[Fragment] | ReasoningReply:
     script = emu._next_reply(instance)
     if script is not None:
         try:
             text = script(record) if callable(script) else script
         except Exception as exc:
             raise server_error(f"Scripted reply failed: {exc!r}") from exc
+        if isinstance(text, ReasoningReply):
+            return text
         return _fragments(split_fragments(str(text)))
     structured = record.structured
     if structured is not None and structured.get("type") == "json":
@@ -171,12 +178,22 @@ class SyntheticEngine:
         self._instance = instance
 
     async def generate(self, record: Prediction) -> Generation:
-        """Produce the whole reply at once, cut by stop strings and the token limit."""
-        tokens, stop_reason = _cut(
-            await _reply_tokens(self._emu, self._instance, record), record.config
+        """Produce the whole reply at once, cut by stop strings and the token limit.
+
+        A reasoning model thinks first, in its reasoning form (`_reasoning_forms`).
+        """
+        answer, reasoning, form = plan_reasoning(
+            await _reply_tokens(self._emu, self._instance, record),
+            self._instance.model.reasoning,
+            key=json.dumps(record.messages, sort_keys=True),
+            seed=self._emu.seed,
+        )
+        tokens, stop_reason = _cut(answer, record.config)
+        fragments, stop_reason = shape_reply(
+            form, reasoning, tokens, stop_reason, record.config, structured=bool(record.structured)
         )
         prompt_tokens = count_tokens(" ".join(message_text(m) for m in record.messages))
-        return Generation(_listed(tokens), stop_reason, prompt_tokens)
+        return Generation(_listed(fragments), stop_reason, prompt_tokens)
 
     async def tokenize(self, text: str) -> list[int]:
         """Return deterministic ids, one per word piece."""

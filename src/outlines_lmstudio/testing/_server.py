@@ -21,6 +21,7 @@ from outlines_lmstudio.testing._catalogue import (
     default_models,
 )
 from outlines_lmstudio.testing._faults import Fault, FaultBook
+from outlines_lmstudio.testing._reasoning_forms import ReasoningReply
 from outlines_lmstudio.testing._records import Frame, Prediction, RecordedRequest, Recorder, Upload
 from outlines_lmstudio.testing._sampler import JsonSampler
 
@@ -131,7 +132,7 @@ class LMStudioEmulator:
         self._recorder = Recorder()
         self._faults = FaultBook()
         self._sampler = JsonSampler()
-        self._scripts: dict[str, deque[Reply] | Callable[[Prediction], str]] = {}
+        self._scripts: dict[str, deque[Reply] | Callable[[Prediction], str | ReasoningReply]] = {}
         self._files: dict[str, Upload] = {}
         self._auth: dict[str, str] = {}
         self._client_refs: dict[str, int] = {}
@@ -384,12 +385,13 @@ class LMStudioEmulator:
             the `Prediction`), or one function used for every request. Scripted
             text is sent verbatim, even for structured requests, so a test can
             produce invalid JSON on purpose. When the list runs out, the
-            emulator generates text again.
+            emulator generates text again. A `ReasoningReply` gives reasoning
+            text and the answer, sent in a reasoning form.
         """
         with self._lock:
             if callable(replies):
                 self._scripts[model_key] = replies
-            elif isinstance(replies, str):
+            elif isinstance(replies, str | ReasoningReply):
                 self._scripts[model_key] = deque([replies])
             else:
                 self._scripts[model_key] = deque(replies)

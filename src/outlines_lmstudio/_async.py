@@ -201,7 +201,17 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
     async def _open(self, effect: _flow.Open) -> None:
         reader = AsyncReader(whole=not effect.live)  # progress counts as a sign of life
         kwargs = reader.watch_progress(effect.kwargs)
-        opening = asyncio.ensure_future(effect.handle.respond_stream(effect.chat, **kwargs))
+
+        async def open_channel() -> lms.AsyncPredictionStream:
+            stream: lms.AsyncPredictionStream = await effect.handle.respond_stream(
+                effect.chat, **kwargs
+            )
+            # The SDK opens the channel lazily, and its cancel() is a no-op until then: open
+            # it here, so a cancel sent at any later moment reaches LM Studio.
+            await stream.start()
+            return stream
+
+        opening = asyncio.ensure_future(open_channel())
         try:  # shielded: a request already sent is cancelled once open, never left running
             reader.start(await asyncio.shield(opening))
         except asyncio.CancelledError:

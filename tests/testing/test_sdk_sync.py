@@ -220,9 +220,18 @@ def test_non_image_upload_is_unknown(client: lms.Client) -> None:
     assert handle.file_type == "unknown"
 
 
-def test_preset_is_recorded(emu: LMStudioEmulator, client: lms.Client) -> None:
-    client.llm.model(TEXT).respond("hi", preset="concise")
+def test_an_unknown_preset_fails_by_default(emu: LMStudioEmulator, client: lms.Client) -> None:
+    # Like LM Studio: a preset that does not exist is an error, not ignored.
+    with pytest.raises(lms.LMStudioPresetNotFoundError):
+        client.llm.model(TEXT).respond("hi", preset="concise")
     assert emu.predictions[-1].preset == "concise"
+
+
+def test_presets_none_accepts_any_preset(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(presets=None)
+    with lms.Client(emulator.api_host) as client:
+        assert client.llm.model(TEXT).respond("hi", preset="anything").content
+    assert emulator.predictions[-1].preset == "anything"
 
 
 def test_unknown_preset_when_presets_are_listed(make_emulator: MakeEmulator) -> None:

@@ -10,106 +10,31 @@ import math
 import random
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from outlines_lmstudio.testing._faults import Fault
-from outlines_lmstudio.testing._protocol import Channel, Connection, RequestError, server_error
+from outlines_lmstudio.testing._lookup import not_found, resolve
+from outlines_lmstudio.testing._predict import predict
 from outlines_lmstudio.testing._records import Upload, message_text
 from outlines_lmstudio.testing._sampler import count_tokens, token_ids
+from outlines_lmstudio.testing._wire import Channel, Peer, RequestError, server_error
 
-if TYPE_CHECKING:
-    from outlines_lmstudio.testing._catalogue import Instance
-    from outlines_lmstudio.testing._server import LMStudioEmulator
+__all__ = ["CHANNEL_HANDLERS", "RPC_HANDLERS", "sniff_file_type"]
 
-__all__ = ["CHANNEL_HANDLERS", "RPC_HANDLERS", "request_names", "resolve", "sniff_file_type"]
-
-RpcHandler = Callable[[Connection, Any], Awaitable[Any]]
-ChannelHandler = Callable[[Connection, Channel, dict[str, Any], Fault | None], Awaitable[None]]
-
-
-def _query_of(specifier: Any) -> dict[str, Any]:
-    if isinstance(specifier, dict):
-        if specifier.get("type") == "query" and isinstance(specifier.get("query"), dict):
-            return dict(specifier["query"])
-        if specifier.get("type") == "instanceReference":
-            return {"instanceReference": specifier.get("instanceReference")}
-    return {}
-
-
-def not_found(emu: LMStudioEmulator, namespace: str, query: dict[str, Any]) -> RequestError:
-    """Build the ``noModelMatchingQuery`` error (``LMStudioModelNotFoundError`` in the SDK)."""
-    with emu._lock:
-        loaded = [i.identifier for i in emu._catalogue.loaded_of_type(namespace)]
-    wire_query = {k: v for k, v in query.items() if k in ("domain", "identifier", "path", "vision")}
-    wanted = query.get("identifier") or query.get("instanceReference") or query.get("path")
-    return RequestError(
-        {
-            "title": f"No loaded model matches the query {wanted!r}",
-            "cause": f"Loaded {namespace} models: {', '.join(loaded) or 'none'}",
-            "suggestion": "Load the model first (e.g. client.llm.model(key)), or check the name.",
-            "displayData": {
-                "code": "generic.noModelMatchingQuery",
-                "query": wire_query,
-                "loadedModelsSample": loaded[:10],
-                "totalLoadedModels": len(loaded),
-            },
-        }
-    )
-
-
-def resolve(conn: Connection, specifier: Any) -> Instance:
-    """Resolve a model specifier to a loaded instance of the connection's domain."""
-    query = _query_of(specifier)
-    emu = conn.emu
-    with emu._lock:
-        for instance in emu._catalogue.loaded_of_type(conn.namespace):
-            if "instanceReference" in query:
-                if instance.reference == query["instanceReference"]:
-                    return instance
-                continue
-            if "identifier" in query and instance.identifier != query["identifier"]:
-                continue
-            if "path" in query and instance.model.path != query["path"]:
-                continue
-            if "vision" in query and instance.model.vision != query["vision"]:
-                continue
-            if query.get("domain", instance.model.type) != instance.model.type:
-                continue
-            return instance
-    raise not_found(emu, conn.namespace, query)
-
-
-def request_names(emu: LMStudioEmulator, namespace: str, parameter: Any) -> tuple[str, ...]:
-    """Return the model names a request refers to (identifier and model key), for faults."""
-    if not isinstance(parameter, dict):
-        return ()
-    names: list[str] = []
-    for key in ("specifier", "modelSpecifier"):
-        query = _query_of(parameter.get(key))
-        if query.get("identifier"):
-            names.append(str(query["identifier"]))
-    for key in ("identifier", "modelKey"):
-        if isinstance(parameter.get(key), str):
-            names.append(parameter[key])
-    with emu._lock:
-        for name in list(names):
-            instance = emu._catalogue.resolve_loaded(name)
-            model = instance.model if instance else emu._catalogue.find_model(name)
-            if model is not None:
-                names.append(model.key)
-    return tuple(names)
+RpcHandler = Callable[[Peer, Any], Awaitable[Any]]
+ChannelHandler = Callable[[Peer, Channel, dict[str, Any], Fault | None], Awaitable[None]]
 
 
 # -- RPCs ---------------------------------------------------------------------------
 
 
-async def list_loaded(conn: Connection, parameter: Any) -> Any:
+async def list_loaded(conn: Peer, parameter: Any) -> Any:
     """``listLoaded``: the loaded instances of the namespace's domain."""
     with conn.emu._lock:
         return [i.info() for i in conn.emu._catalogue.loaded_of_type(conn.namespace)]
 
 
-async def get_model_info(conn: Connection, parameter: Any) -> Any:
+async def get_model_info(conn: Peer, parameter: Any) -> Any:
     """``getModelInfo``: the instance info (void when missing and not required)."""
     try:
         return resolve(conn, parameter.get("specifier")).info()
@@ -119,24 +44,24 @@ async def get_model_info(conn: Connection, parameter: Any) -> Any:
         return None
 
 
-async def get_load_config(conn: Connection, parameter: Any) -> Any:
+async def get_load_config(conn: Peer, parameter: Any) -> Any:
     """``getLoadConfig``: the KV config the instance was loaded with."""
     return resolve(conn, parameter.get("specifier")).load_config()
 
 
-async def tokenize(conn: Connection, parameter: Any) -> Any:
+async def tokenize(conn: Peer, parameter: Any) -> Any:
     """``tokenize``: deterministic token ids."""
     resolve(conn, parameter.get("specifier"))
     return {"tokens": token_ids(str(parameter.get("inputString", "")))}
 
 
-async def count_tokens_rpc(conn: Connection, parameter: Any) -> Any:
+async def count_tokens_rpc(conn: Peer, parameter: Any) -> Any:
     """``countTokens``: the number of emulator tokens."""
     resolve(conn, parameter.get("specifier"))
     return {"tokenCount": count_tokens(str(parameter.get("inputString", "")))}
 
 
-async def unload_model(conn: Connection, parameter: Any) -> Any:
+async def unload_model(conn: Peer, parameter: Any) -> Any:
     """``unloadModel``: void, or noModelMatchingQuery for an unknown identifier."""
     identifier = parameter.get("identifier")
     with conn.emu._lock:
@@ -153,14 +78,14 @@ def format_prompt(messages: list[dict[str, Any]]) -> str:
     return "".join(parts) + "<|im_start|>assistant\n"
 
 
-async def apply_prompt_template(conn: Connection, parameter: Any) -> Any:
+async def apply_prompt_template(conn: Peer, parameter: Any) -> Any:
     """``applyPromptTemplate``: the history rendered as a ChatML prompt."""
     resolve(conn, parameter.get("specifier"))
     history = parameter.get("history") or {}
     return {"formatted": format_prompt(list(history.get("messages", [])))}
 
 
-async def embed_string(conn: Connection, parameter: Any) -> Any:
+async def embed_string(conn: Peer, parameter: Any) -> Any:
     """``embedString``: a deterministic unit vector derived from the text."""
     instance = resolve(conn, parameter.get("modelSpecifier"))
     text = str(parameter.get("inputString", ""))
@@ -171,13 +96,13 @@ async def embed_string(conn: Connection, parameter: Any) -> Any:
     return {"embedding": [v / norm for v in vector]}
 
 
-async def list_downloaded_models(conn: Connection, parameter: Any) -> Any:
+async def list_downloaded_models(conn: Peer, parameter: Any) -> Any:
     """``listDownloadedModels``: every model in the catalogue."""
     with conn.emu._lock:
         return [m.model_info() for m in conn.emu._catalogue.models.values()]
 
 
-async def version(conn: Connection, parameter: Any) -> Any:
+async def version(conn: Peer, parameter: Any) -> Any:
     """``version``: a plausible LM Studio version."""
     return {"version": "0.3.31", "build": 1}
 
@@ -201,7 +126,7 @@ def sniff_file_type(data: bytes) -> str:
     return "unknown"
 
 
-async def upload_file_base64(conn: Connection, parameter: Any) -> Any:
+async def upload_file_base64(conn: Peer, parameter: Any) -> Any:
     """``uploadFileBase64``: store the file for this client and return its handle."""
     try:
         data = base64.b64decode(str(parameter.get("contentBase64", "")), validate=True)
@@ -256,13 +181,13 @@ def _context_length(namespace: str, fields: list[dict[str, Any]]) -> int | None:
     return None
 
 
-async def _load_progress(conn: Connection, channel: Channel, packet: str) -> None:
+async def _load_progress(conn: Peer, channel: Channel, packet: str) -> None:
     for progress in (0.25, 0.5, 0.75):
         await asyncio.sleep(conn.emu.load_latency / 3)
         await conn.channel_send(channel, {"type": packet, "progress": progress})
 
 
-def _path_not_found(conn: Connection, name: str) -> RequestError:
+def _path_not_found(conn: Peer, name: str) -> RequestError:
     with conn.emu._lock:
         paths = [m.path for m in conn.emu._catalogue.models.values()]
     return RequestError(
@@ -279,7 +204,7 @@ def _path_not_found(conn: Connection, name: str) -> RequestError:
     )
 
 
-def _domain_mismatch(conn: Connection, name: str, actual: str) -> RequestError:
+def _domain_mismatch(conn: Peer, name: str, actual: str) -> RequestError:
     return RequestError(
         {
             "title": f"Model {name!r} is an {actual} model, not an {conn.namespace} model",
@@ -294,7 +219,7 @@ def _domain_mismatch(conn: Connection, name: str, actual: str) -> RequestError:
 
 
 async def get_or_load(
-    conn: Connection, channel: Channel, parameter: dict[str, Any], fault: Fault | None
+    conn: Peer, channel: Channel, parameter: dict[str, Any], fault: Fault | None
 ) -> None:
     """``getOrLoad``: an already-loaded instance, or load a downloaded model."""
     name = str(parameter.get("identifier", ""))
@@ -330,7 +255,7 @@ async def get_or_load(
 
 
 async def load_model(
-    conn: Connection, channel: Channel, parameter: dict[str, Any], fault: Fault | None
+    conn: Peer, channel: Channel, parameter: dict[str, Any], fault: Fault | None
 ) -> None:
     """``loadModel``: load a new instance (an explicit identifier must be new)."""
     key = str(parameter.get("modelKey", ""))
@@ -358,8 +283,6 @@ async def load_model(
 
 
 def _channel_handlers() -> dict[tuple[str, str], ChannelHandler]:
-    from outlines_lmstudio.testing._predict import predict
-
     handlers: dict[tuple[str, str], ChannelHandler] = {("llm", "predict"): predict}
     for ns in ("llm", "embedding"):
         handlers[(ns, "getOrLoad")] = get_or_load

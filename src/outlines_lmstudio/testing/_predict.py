@@ -9,21 +9,21 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from outlines_lmstudio.testing._endpoints import _query_of, resolve
 from outlines_lmstudio.testing._faults import Fault
-from outlines_lmstudio.testing._protocol import (
-    Channel,
-    Connection,
-    ConnectionDropped,
-    RequestError,
-    server_error,
-)
+from outlines_lmstudio.testing._lookup import query_of, resolve
 from outlines_lmstudio.testing._records import Prediction, message_text
 from outlines_lmstudio.testing._sampler import (
     SchemaError,
     count_tokens,
     plain_text,
     split_fragments,
+)
+from outlines_lmstudio.testing._wire import (
+    Channel,
+    ConnectionDropped,
+    Peer,
+    RequestError,
+    server_error,
 )
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def _prefix(tokens: list[str], length: int) -> list[str]:
     return kept
 
 
-def _images(conn: Connection, record: Prediction) -> bool:
+def _images(conn: Peer, record: Prediction) -> bool:
     """Collect the uploaded files of the history; return whether any is an image."""
     has_image = False
     for message in record.messages:
@@ -112,7 +112,7 @@ def _images(conn: Connection, record: Prediction) -> bool:
     return has_image
 
 
-async def _reply_tokens(conn: Connection, instance: Instance, record: Prediction) -> list[str]:
+async def _reply_tokens(conn: Peer, instance: Instance, record: Prediction) -> list[str]:
     emu = conn.emu
     script = emu._next_reply(instance)
     if script is not None:
@@ -142,7 +142,7 @@ async def _reply_tokens(conn: Connection, instance: Instance, record: Prediction
     return plain_text(json.dumps(record.messages, sort_keys=True), emu.seed)
 
 
-async def _strike(conn: Connection, fault: Fault) -> None:
+async def _strike(conn: Peer, fault: Fault) -> None:
     """Apply a fault that strikes mid-stream (after some fragments)."""
     if fault.kind == "error":
         raise server_error(fault.message)
@@ -156,7 +156,7 @@ async def _strike(conn: Connection, fault: Fault) -> None:
 
 
 async def predict(
-    conn: Connection, channel: Channel, parameter: dict[str, Any], fault: Fault | None
+    conn: Peer, channel: Channel, parameter: dict[str, Any], fault: Fault | None
 ) -> None:
     """Serve one prediction; always ends with ``success`` or ``channelError``."""
     emu = conn.emu
@@ -166,7 +166,7 @@ async def predict(
         structured = None
     history = parameter.get("history") or {}
     record = Prediction(
-        model=str(_query_of(parameter.get("modelSpecifier")).get("identifier", "")),
+        model=str(query_of(parameter.get("modelSpecifier")).get("identifier", "")),
         messages=list(history.get("messages", [])),
         config=config,
         structured=structured,
@@ -180,14 +180,14 @@ async def predict(
         await _serve(conn, channel, parameter, fault, record)
     except RequestError as exc:
         record.error = str(exc.error.get("title"))
+        record.done = True  # before sending: the client may look as soon as it arrives
         await conn.channel_error(channel, exc.error)
-        record.done = True
     finally:
         emu._channel_records.pop((id(conn), channel.id), None)
 
 
 async def _serve(
-    conn: Connection,
+    conn: Peer,
     channel: Channel,
     parameter: dict[str, Any],
     fault: Fault | None,
@@ -240,7 +240,7 @@ async def _serve(
 
 
 async def _stream(
-    conn: Connection,
+    conn: Peer,
     channel: Channel,
     instance: Instance,
     record: Prediction,
@@ -302,5 +302,5 @@ async def _stream(
         "predictionConfig": {"fields": [{"key": k, "value": v} for k, v in record.config.items()]},
     }
     record.stop_reason = stop_reason
+    record.done = True  # before sending: the client may look as soon as it arrives
     await conn.channel_send(channel, success)
-    record.done = True

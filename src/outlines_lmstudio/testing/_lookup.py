@@ -1,0 +1,86 @@
+"""Model lookup: model specifiers and the names a request refers to."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from outlines_lmstudio.testing._wire import Peer, RequestError
+
+if TYPE_CHECKING:
+    from outlines_lmstudio.testing._catalogue import Instance
+    from outlines_lmstudio.testing._state import EmulatorState
+
+__all__ = ["not_found", "query_of", "request_names", "resolve"]
+
+
+def query_of(specifier: Any) -> dict[str, Any]:
+    if isinstance(specifier, dict):
+        if specifier.get("type") == "query" and isinstance(specifier.get("query"), dict):
+            return dict(specifier["query"])
+        if specifier.get("type") == "instanceReference":
+            return {"instanceReference": specifier.get("instanceReference")}
+    return {}
+
+
+def not_found(emu: EmulatorState, namespace: str, query: dict[str, Any]) -> RequestError:
+    """Build the ``noModelMatchingQuery`` error (``LMStudioModelNotFoundError`` in the SDK)."""
+    with emu._lock:
+        loaded = [i.identifier for i in emu._catalogue.loaded_of_type(namespace)]
+    wire_query = {k: v for k, v in query.items() if k in ("domain", "identifier", "path", "vision")}
+    wanted = query.get("identifier") or query.get("instanceReference") or query.get("path")
+    return RequestError(
+        {
+            "title": f"No loaded model matches the query {wanted!r}",
+            "cause": f"Loaded {namespace} models: {', '.join(loaded) or 'none'}",
+            "suggestion": "Load the model first (e.g. client.llm.model(key)), or check the name.",
+            "displayData": {
+                "code": "generic.noModelMatchingQuery",
+                "query": wire_query,
+                "loadedModelsSample": loaded[:10],
+                "totalLoadedModels": len(loaded),
+            },
+        }
+    )
+
+
+def resolve(conn: Peer, specifier: Any) -> Instance:
+    """Resolve a model specifier to a loaded instance of the connection's domain."""
+    query = query_of(specifier)
+    emu = conn.emu
+    with emu._lock:
+        for instance in emu._catalogue.loaded_of_type(conn.namespace):
+            if "instanceReference" in query:
+                if instance.reference == query["instanceReference"]:
+                    return instance
+                continue
+            if "identifier" in query and instance.identifier != query["identifier"]:
+                continue
+            if "path" in query and instance.model.path != query["path"]:
+                continue
+            if "vision" in query and instance.model.vision != query["vision"]:
+                continue
+            if query.get("domain", instance.model.type) != instance.model.type:
+                continue
+            return instance
+    raise not_found(emu, conn.namespace, query)
+
+
+def request_names(emu: EmulatorState, namespace: str, parameter: Any) -> tuple[str, ...]:
+    """Return the model names a request refers to (identifier and model key), for faults."""
+    if not isinstance(parameter, dict):
+        return ()
+    names: list[str] = []
+    for key in ("specifier", "modelSpecifier"):
+        query = query_of(parameter.get(key))
+        if query.get("identifier"):
+            names.append(str(query["identifier"]))
+    for key in ("identifier", "modelKey"):
+        if isinstance(parameter.get(key), str):
+            names.append(parameter[key])
+    with emu._lock:
+        for name in list(names):
+            instance = emu._catalogue.resolve_loaded(name)
+            model = instance.model if instance else emu._catalogue.find_model(name)
+            if model is not None:
+                names.append(model.key)
+    return tuple(names)

@@ -7,6 +7,7 @@ import base64
 import binascii
 import hashlib
 import math
+import os
 import random
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,7 @@ from typing import Any
 
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._lookup import not_found, resolve
-from outlines_lmstudio.testing._predict import predict
+from outlines_lmstudio.testing._predict import complete_raw_text, predict
 from outlines_lmstudio.testing._records import Upload, message_text
 from outlines_lmstudio.testing._sampler import count_tokens, token_ids
 from outlines_lmstudio.testing._wire import Channel, Peer, RequestError, server_error
@@ -49,16 +50,24 @@ async def get_load_config(conn: Peer, parameter: Any) -> Any:
     return resolve(conn, parameter.get("specifier")).load_config()
 
 
+# Embedding tokenizers (BERT-style, like nomic-embed) wrap the text in [CLS] ... [SEP].
+_CLS, _SEP = 101, 102
+
+
 async def tokenize(conn: Peer, parameter: Any) -> Any:
-    """``tokenize``: deterministic token ids."""
+    """``tokenize``: deterministic token ids (with start and end tokens for embeddings)."""
     resolve(conn, parameter.get("specifier"))
-    return {"tokens": token_ids(str(parameter.get("inputString", "")))}
+    tokens = token_ids(str(parameter.get("inputString", "")))
+    if conn.namespace == "embedding":
+        tokens = [_CLS, *tokens, _SEP]
+    return {"tokens": tokens}
 
 
 async def count_tokens_rpc(conn: Peer, parameter: Any) -> Any:
-    """``countTokens``: the number of emulator tokens."""
+    """``countTokens``: the number of tokens ``tokenize`` returns."""
     resolve(conn, parameter.get("specifier"))
-    return {"tokenCount": count_tokens(str(parameter.get("inputString", "")))}
+    count = count_tokens(str(parameter.get("inputString", "")))
+    return {"tokenCount": count + 2 if conn.namespace == "embedding" else count}
 
 
 async def unload_model(conn: Peer, parameter: Any) -> Any:
@@ -102,9 +111,17 @@ async def list_downloaded_models(conn: Peer, parameter: Any) -> Any:
         return [m.model_info() for m in conn.emu._catalogue.models.values()]
 
 
+LMSTUDIO_VERSION = "0.3.31"
+
+
 async def version(conn: Peer, parameter: Any) -> Any:
     """``version``: a plausible LM Studio version."""
-    return {"version": "0.3.31", "build": 1}
+    return {"version": LMSTUDIO_VERSION, "build": 1}
+
+
+async def system_info(conn: Peer, parameter: Any) -> Any:
+    """``info`` (the 2.x SDK's ``system.getInfo()``): process id, daemon flag and version."""
+    return {"pid": os.getpid(), "isDaemon": False, "version": LMSTUDIO_VERSION}
 
 
 _MAGIC = (
@@ -116,13 +133,38 @@ _MAGIC = (
 )
 
 
-def sniff_file_type(data: bytes) -> str:
-    """Return the ``fileType`` LM Studio would report for these bytes."""
+_PLAIN = frozenset({".txt", ".md", ".markdown"})
+_WORD = frozenset({".doc", ".docx"})
+_OTHER_TEXT = frozenset(
+    {".csv", ".tsv", ".json", ".jsonl", ".html", ".htm", ".xml", ".yaml", ".yml", ".log", ".rst"}
+    | {".py", ".js", ".ts", ".c", ".h", ".cpp", ".java", ".go", ".rs", ".sh", ".toml", ".ini"}
+)
+
+
+def sniff_file_type(data: bytes, name: str = "") -> str:
+    """Return the ``fileType`` LM Studio would report for an upload.
+
+    Images and PDFs by their content; other files by the extension of their name
+    (``.txt``/``.md`` are ``text/plain``, ``.doc``/``.docx`` ``application/word``, source
+    and data files ``text/other`` when they decode as UTF-8); anything else ``unknown``.
+    Inferred from the SDKs' ``FileType`` values and their tests, not from LM Studio's code.
+    """
     for magic, kind in _MAGIC:
         if data.startswith(magic):
             return kind
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image"
+    suffix = os.path.splitext(name)[1].lower()
+    if suffix == ".pdf":
+        return "application/pdf"
+    if suffix in _WORD:
+        return "application/word"
+    if suffix in _PLAIN or suffix in _OTHER_TEXT:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return "unknown"
+        return "text/plain" if suffix in _PLAIN else "text/other"
     return "unknown"
 
 
@@ -136,7 +178,7 @@ async def upload_file_base64(conn: Peer, parameter: Any) -> Any:
         identifier=f"{uuid.uuid4().hex}.{len(conn.emu._recorder.uploads) + 1}",
         name=str(parameter.get("name", "")),
         data=data,
-        file_type=sniff_file_type(data),
+        file_type=sniff_file_type(data, str(parameter.get("name", ""))),
         client_id=conn.client_id,
     )
     with conn.emu._recorder.lock:
@@ -149,6 +191,7 @@ async def upload_file_base64(conn: Peer, parameter: Any) -> Any:
 RPC_HANDLERS: dict[tuple[str, str], RpcHandler] = {
     ("system", "listDownloadedModels"): list_downloaded_models,
     ("system", "version"): version,
+    ("system", "info"): system_info,
     ("files", "uploadFileBase64"): upload_file_base64,
     ("embedding", "embedString"): embed_string,
     ("llm", "applyPromptTemplate"): apply_prompt_template,
@@ -192,7 +235,7 @@ def _path_not_found(conn: Peer, name: str) -> RequestError:
         paths = [m.path for m in conn.emu._catalogue.models.values()]
     return RequestError(
         {
-            "title": f"Cannot find a model with path or key {name!r}",
+            "title": f'Cannot find a model with path "{name}"',
             "suggestion": "Check the key with client.list_downloaded_models().",
             "displayData": {
                 "code": "generic.pathNotFound",
@@ -204,10 +247,15 @@ def _path_not_found(conn: Peer, name: str) -> RequestError:
     )
 
 
+_DOMAIN = {"llm": "an LLM", "embedding": "an embedding model"}
+
+
 def _domain_mismatch(conn: Peer, name: str, actual: str) -> RequestError:
     return RequestError(
         {
-            "title": f"Model {name!r} is an {actual} model, not an {conn.namespace} model",
+            "title": "Model has wrong domain.",
+            "cause": f"Expecting {name} to be {_DOMAIN[conn.namespace]}, "
+            f"but it is actually {_DOMAIN.get(actual, actual)}.",
             "displayData": {
                 "code": "generic.domainMismatch",
                 "path": name,
@@ -239,17 +287,31 @@ async def get_or_load(
     if model is None:
         await conn.channel_send(channel, {"type": "alreadyLoaded", "info": info})
         return
+    # A model loaded on demand is a JIT model: it keeps the client's time-to-live, and
+    # (LM Studio's default "only keep the last JIT model") unloads the other JIT models.
     with emu._lock:
+        evicted = emu._catalogue.jit_instances() if emu.only_keep_last_jit_model else []
+        for other in evicted:
+            emu._catalogue.unload(other.identifier)
         ident = emu._catalogue.next_identifier(model.key)
+    for other in evicted:
+        await conn.channel_send(channel, {"type": "unloadingOtherJITModel", "info": other.info()})
     start = {"type": "startLoading", "identifier": ident, "info": model.model_info()}
     await conn.channel_send(channel, start)
     await _load_progress(conn, channel, "loadProgress")
+    ttl = parameter.get("loadTtlMs")
     with emu._lock:
         # Another request may have loaded it meanwhile: LM Studio would then reuse it.
         loaded = emu._catalogue.resolve_loaded(name)
         if loaded is None:
-            context = _context_length(conn.namespace, fields)
-            loaded = emu._catalogue.load(model, None, context_length=context, load_fields=fields)
+            loaded = emu._catalogue.load(
+                model,
+                None,
+                context_length=_context_length(conn.namespace, fields),
+                load_fields=fields,
+                ttl_ms=ttl if isinstance(ttl, int) and ttl > 0 else None,
+                jit=True,
+            )
         info = loaded.info()
     await conn.channel_send(channel, {"type": "loadSuccess", "info": info})
 
@@ -273,9 +335,16 @@ async def load_model(
     await conn.channel_send(channel, {"type": "resolved", "info": model.model_info()})
     await _load_progress(conn, channel, "progress")
     context = _context_length(conn.namespace, fields)
+    ttl = parameter.get("ttlMs")
     with emu._lock:
         try:
-            instance = emu._catalogue.load(model, ident, context_length=context, load_fields=fields)
+            instance = emu._catalogue.load(
+                model,
+                ident,
+                context_length=context,
+                load_fields=fields,
+                ttl_ms=ttl if isinstance(ttl, int) and ttl > 0 else None,
+            )
         except ValueError as exc:
             raise server_error(str(exc)) from exc
         info = instance.info()
@@ -283,7 +352,10 @@ async def load_model(
 
 
 def _channel_handlers() -> dict[tuple[str, str], ChannelHandler]:
-    handlers: dict[tuple[str, str], ChannelHandler] = {("llm", "predict"): predict}
+    handlers: dict[tuple[str, str], ChannelHandler] = {
+        ("llm", "predict"): predict,
+        ("llm", "completeRawText"): complete_raw_text,
+    }
     for ns in ("llm", "embedding"):
         handlers[(ns, "getOrLoad")] = get_or_load
         handlers[(ns, "loadModel")] = load_model

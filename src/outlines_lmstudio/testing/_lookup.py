@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._wire import Peer, RequestError
@@ -30,8 +31,8 @@ def not_found(emu: EmulatorState, namespace: str, query: dict[str, Any]) -> Requ
     wanted = query.get("identifier") or query.get("instanceReference") or query.get("path")
     return RequestError(
         {
-            "title": f"No loaded model matches the query {wanted!r}",
-            "cause": f"Loaded {namespace} models: {', '.join(loaded) or 'none'}",
+            "title": "No loaded model satisfies all requirements specified in the query.",
+            "cause": f"Query {wanted!r}; loaded {namespace} models: {', '.join(loaded) or 'none'}",
             "suggestion": "Load the model first (e.g. client.llm.model(key)), or check the name.",
             "displayData": {
                 "code": "generic.noModelMatchingQuery",
@@ -49,20 +50,25 @@ def resolve(conn: Peer, specifier: Any) -> Instance:
     emu = conn.emu
     with emu._lock:
         for instance in emu._catalogue.loaded_of_type(conn.namespace):
-            if "instanceReference" in query:
-                if instance.reference == query["instanceReference"]:
-                    return instance
-                continue
-            if "identifier" in query and instance.identifier != query["identifier"]:
-                continue
-            if "path" in query and instance.model.path != query["path"]:
-                continue
-            if "vision" in query and instance.model.vision != query["vision"]:
-                continue
-            if query.get("domain", instance.model.type) != instance.model.type:
-                continue
-            return instance
+            if _matches(instance, query):
+                instance.last_used = time.time()  # the time-to-live counts from here
+                return instance
     raise not_found(emu, conn.namespace, query)
+
+
+def _matches(instance: Instance, query: dict[str, Any]) -> bool:
+    """Whether a loaded instance satisfies every requirement of a model query."""
+    if "instanceReference" in query:
+        return bool(instance.reference == query["instanceReference"])
+    if "identifier" in query and instance.identifier != query["identifier"]:
+        return False
+    if "path" in query:
+        wanted = str(query["path"]).casefold()
+        if wanted not in (n.casefold() for n in instance.model.names()):
+            return False
+    if "vision" in query and instance.model.vision != query["vision"]:
+        return False
+    return bool(query.get("domain", instance.model.type) == instance.model.type)
 
 
 def request_names(emu: EmulatorState, namespace: str, parameter: Any) -> tuple[str, ...]:

@@ -18,6 +18,13 @@ from outlines_lmstudio.testing._sampler import (
     plain_text,
     split_fragments,
 )
+from outlines_lmstudio.testing._tools import (
+    ToolCall,
+    awaits_tool_call,
+    default_tool_call,
+    offered_tools,
+    tool_call_packets,
+)
 from outlines_lmstudio.testing._wire import (
     Channel,
     ConnectionDropped,
@@ -29,7 +36,7 @@ from outlines_lmstudio.testing._wire import (
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import Instance
 
-__all__ = ["merge_config", "predict"]
+__all__ = ["complete_raw_text", "merge_config", "predict"]
 
 NO_IMAGES = "Model does not support images. Please use a model that does."
 
@@ -112,15 +119,36 @@ def _images(conn: Peer, record: Prediction) -> bool:
     return has_image
 
 
-async def _reply_tokens(conn: Peer, instance: Instance, record: Prediction) -> list[str]:
+async def _reply(
+    conn: Peer, instance: Instance, record: Prediction
+) -> tuple[list[str], ToolCall | None]:
+    """Return the reply's text fragments, and the tool call that follows them (if any)."""
     emu = conn.emu
     script = emu._next_reply(instance)
     if script is not None:
         try:
-            text = script(record) if callable(script) else script
+            reply = script(record) if callable(script) else script
         except Exception as exc:
             raise server_error(f"Scripted reply failed: {exc!r}") from exc
-        return split_fragments(str(text))
+        if isinstance(reply, ToolCall):
+            return split_fragments(reply.text), reply
+        return split_fragments(str(reply)), None
+    tools = offered_tools(record.config)
+    wants_tool = tools and instance.model.tool_use and record.structured is None
+    if wants_tool and awaits_tool_call(record.messages):
+        rng = random.Random(_seed_for(emu.seed, record.messages, tools))
+        try:
+            call = default_tool_call(tools, emu._sampler.sample, rng)
+        except SchemaError as exc:
+            raise server_error(
+                f"Failed to build a grammar for the tool's parameters: {exc}"
+            ) from exc
+        return split_fragments(call.text), call
+    return await _reply_tokens(conn, instance, record), None
+
+
+async def _reply_tokens(conn: Peer, instance: Instance, record: Prediction) -> list[str]:
+    emu = conn.emu
     structured = record.structured
     if structured is not None and structured.get("type") == "json":
         schema = structured.get("jsonSchema")
@@ -140,6 +168,18 @@ async def _reply_tokens(conn: Peer, instance: Instance, record: Prediction) -> l
         except GrammarError as exc:
             raise server_error(f"Failed to parse the GBNF grammar: {exc}") from exc
     return plain_text(json.dumps(record.messages, sort_keys=True), emu.seed)
+
+
+def _prompt_progress(progress: float, prompt_tokens: int) -> dict[str, Any]:
+    """Build a ``promptProcessingProgress`` packet (the 2.x SDK needs its ``details``)."""
+    processed = round(progress * prompt_tokens)
+    details = {
+        "cachedTokenCount": 0,
+        "totalPromptTokenCount": prompt_tokens,
+        "processedPromptTokenCount": processed,
+        "unprocessedPromptTokenCount": prompt_tokens - processed,
+    }
+    return {"type": "promptProcessingProgress", "progress": progress, "details": details}
 
 
 async def _strike(conn: Peer, fault: Fault) -> None:
@@ -205,7 +245,7 @@ async def _serve(
     if preset is not None and emu.presets is not None and preset not in emu.presets:
         raise RequestError(
             {
-                "title": f"Preset {preset!r} not found",
+                "title": f'Cannot find a preset with identifier "{preset}"',
                 "displayData": {
                     "code": "generic.presetNotFound",
                     "specifiedFuzzyPresetIdentifier": preset,
@@ -227,13 +267,26 @@ async def _serve(
             f"{instance.identifier!r} is a {instance.model.format} model",
             suggestion='Use {"type": "json", "jsonSchema": ...}, or load a GGUF model.',
         )
-    tokens, stop_reason = _cut(await _reply_tokens(conn, instance, record), record.config)
+    text_tokens, tool_call = await _reply(conn, instance, record)
+    tokens, stop_reason = _cut(text_tokens, record.config)
+    if tool_call is not None and stop_reason == "eosFound":
+        stop_reason = "toolCalls"
+    else:
+        tool_call = None  # cut short before the call was written
     prompt_tokens = count_tokens(" ".join(message_text(m) for m in record.messages))
     async with emu._slot(instance):
         emu._enter(instance)
         try:
             await _stream(
-                conn, channel, instance, record, tokens, stop_reason, prompt_tokens, fault
+                conn,
+                channel,
+                instance,
+                record,
+                tokens,
+                stop_reason,
+                prompt_tokens,
+                fault,
+                tool_call=tool_call,
             )
         finally:
             emu._leave(instance)
@@ -248,6 +301,8 @@ async def _stream(
     stop_reason: str,
     prompt_tokens: int,
     fault: Fault | None,
+    *,
+    tool_call: ToolCall | None = None,
 ) -> None:
     emu = conn.emu
     start = time.monotonic()
@@ -255,15 +310,15 @@ async def _stream(
         await asyncio.sleep(emu.prompt_latency)
     if not channel.cancelled:
         for progress in (0.0, 1.0):
-            await conn.channel_send(
-                channel, {"type": "promptProcessingProgress", "progress": progress}
-            )
+            await conn.channel_send(channel, _prompt_progress(progress, prompt_tokens))
     first: float | None = None
     for i, token in enumerate(tokens):
         if fault is not None and i == fault.after_fragments:
             await _strike(conn, fault)
         if emu.token_latency:
             await asyncio.sleep(emu.token_latency)
+        else:
+            await conn.pause()  # read a waiting cancel between fragments, as LM Studio does
         if channel.cancelled:
             break
         fragment = {
@@ -271,6 +326,7 @@ async def _stream(
             "tokensCount": 1,
             "containsDrafted": False,
             "reasoningType": "none",
+            "isStructural": False,
         }
         await conn.channel_send(channel, {"type": "fragment", "fragment": fragment})
         record.fragments.append(token)
@@ -280,6 +336,10 @@ async def _stream(
     else:
         if fault is not None and len(tokens) <= fault.after_fragments:
             await _strike(conn, fault)
+    if tool_call is not None and not channel.cancelled:
+        for packet in tool_call_packets(tool_call):
+            await conn.channel_send(channel, packet)
+        record.tool_calls.append(tool_call)
     if channel.cancelled:
         stop_reason = "userStopped"
         record.cancelled = True
@@ -304,3 +364,12 @@ async def _stream(
     record.stop_reason = stop_reason
     record.done = True  # before sending: the client may look as soon as it arrives
     await conn.channel_send(channel, success)
+
+
+async def complete_raw_text(
+    conn: Peer, channel: Channel, parameter: dict[str, Any], fault: Fault | None
+) -> None:
+    """Serve ``completeRawText`` (the 2.x SDK's ``complete()``): the raw prompt, no template."""
+    raw = parameter.get("rawPrompt")
+    history = {"messages": [{"role": "user", "content": [{"type": "text", "text": str(raw)}]}]}
+    await predict(conn, channel, {**parameter, "history": history}, fault)

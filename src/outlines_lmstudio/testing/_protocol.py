@@ -83,8 +83,19 @@ class Connection:
         await self.send(frame, channel.endpoint, "channel")
 
     async def pause(self) -> None:
-        """Let this socket's reader run, so a waiting ``cancel`` is seen (zero latency too)."""
-        await asyncio.sleep(0)
+        """Wait for one round trip to the client, so a ``cancel`` it sent is read in time.
+
+        With no token latency the emulator would otherwise write a whole reply
+        before the client's reaction to its first fragment arrives. A websocket
+        ping is answered after the frames sent before it, so a cancel the client
+        sent on seeing a fragment is read before the next one. Bounded: a client
+        that does not answer pings only slows the stream down to one per second.
+        """
+        try:
+            waiter = await self.ws.ping()
+            await asyncio.wait_for(waiter, timeout=1.0)
+        except TimeoutError:
+            pass
 
     def abort(self) -> None:
         """Close the TCP connection abruptly, without a websocket close frame."""

@@ -7,7 +7,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from outlines_lmstudio.testing._tools import ToolCall
 
 __all__ = ["Frame", "Prediction", "RecordedRequest", "Recorder", "Upload"]
 
@@ -66,6 +69,8 @@ class Prediction:
         Whether a ``cancel`` message arrived.
     stop_reason
         What went into ``stats.stopReason`` (None if no ``success`` was sent).
+    tool_calls
+        The tool calls the reply ended with (`ToolCall`).
     done
         Whether the terminal ``success`` or ``channelError`` was sent.
     client_id
@@ -85,6 +90,7 @@ class Prediction:
     stop_reason: str | None = None
     done: bool = False
     error: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
     @property
     def last_user_text(self) -> str:

@@ -106,6 +106,11 @@ class LMStudioEmulator(EmulatorState):
         Allow a ``host`` outside loopback (``"0.0.0.0"``, ``"::"``, a LAN
         address). The emulator has no access control, so this is refused
         unless set, and warns (`EmulatorExposedWarning`) when set.
+    only_keep_last_jit_model
+        LM Studio's default: a model loaded on demand (``getOrLoad``, a JIT
+        model) unloads the other JIT models, and the client is told with
+        ``unloadingOtherJITModel``. False keeps them all loaded. JIT models
+        also honour the client's ``ttl``: unused that long, they are unloaded.
 
     Examples
     --------
@@ -129,6 +134,7 @@ class LMStudioEmulator(EmulatorState):
         load_latency: float = 0.0,
         presets: Collection[str] | None = (),
         allow_remote: bool = False,
+        only_keep_last_jit_model: bool = True,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, not {slots}")
@@ -159,6 +165,7 @@ class LMStudioEmulator(EmulatorState):
             validate_frames=validate_frames,
             load_latency=load_latency,
             presets=presets,
+            only_keep_last_jit_model=only_keep_last_jit_model,
         )
         self.host = host
         self._requested_port = port

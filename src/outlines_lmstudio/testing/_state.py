@@ -25,6 +25,7 @@ from outlines_lmstudio.testing._catalogue import (
 from outlines_lmstudio.testing._faults import FaultBook
 from outlines_lmstudio.testing._records import Prediction, Recorder, Upload
 from outlines_lmstudio.testing._sampler import JsonSampler
+from outlines_lmstudio.testing._tools import ToolCall
 from outlines_lmstudio.testing._wire import Channel
 
 __all__ = ["EmulatorState"]
@@ -45,6 +46,7 @@ class EmulatorState:
         validate_frames: bool,
         load_latency: float,
         presets: Collection[str] | None,
+        only_keep_last_jit_model: bool = True,
     ) -> None:
         self.seed = seed
         self.slots = slots
@@ -54,12 +56,13 @@ class EmulatorState:
         self.validate_frames = validate_frames
         self.load_latency = load_latency
         self.presets = None if presets is None else frozenset(presets)
+        self.only_keep_last_jit_model = only_keep_last_jit_model
         self._lock = threading.RLock()
         self._catalogue = Catalogue(default_models() if models is None else models)
         self._recorder = Recorder()
         self._faults = FaultBook()
         self._sampler = JsonSampler()
-        self._scripts: dict[str, deque[Reply] | Callable[[Prediction], str]] = {}
+        self._scripts: dict[str, deque[Reply] | Callable[[Prediction], str | ToolCall]] = {}
         self._files: dict[str, Upload] = {}
         self._auth: dict[str, str] = {}
         self._client_refs: dict[str, int] = {}

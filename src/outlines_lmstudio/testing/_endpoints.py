@@ -64,10 +64,9 @@ async def tokenize(conn: Peer, parameter: Any) -> Any:
 
 
 async def count_tokens_rpc(conn: Peer, parameter: Any) -> Any:
-    """``countTokens``: the number of tokens ``tokenize`` returns."""
+    """``countTokens``: the number of text tokens (without an embedding's start and end)."""
     resolve(conn, parameter.get("specifier"))
-    count = count_tokens(str(parameter.get("inputString", "")))
-    return {"tokenCount": count + 2 if conn.namespace == "embedding" else count}
+    return {"tokenCount": count_tokens(str(parameter.get("inputString", "")))}
 
 
 async def unload_model(conn: Peer, parameter: Any) -> Any:

@@ -49,10 +49,17 @@ def resolve(conn: Peer, specifier: Any) -> Instance:
     query = query_of(specifier)
     emu = conn.emu
     with emu._lock:
-        for instance in emu._catalogue.loaded_of_type(conn.namespace):
-            if _matches(instance, query):
-                instance.last_used = time.time()  # the time-to-live counts from here
-                return instance
+        loaded = emu._catalogue.loaded_of_type(conn.namespace)
+        found = next((i for i in loaded if _matches(i, query)), None)
+        if found is None and "identifier" in query:
+            # No instance has that identifier: LM Studio then takes it as a model
+            # key, path or alternative name ("hugging-quants/llama-3.2-1b-instruct").
+            by_model = {**query, "path": query["identifier"]}
+            del by_model["identifier"]
+            found = next((i for i in loaded if _matches(i, by_model)), None)
+        if found is not None:
+            found.last_used = time.time()  # the time-to-live counts from here
+            return found
     raise not_found(emu, conn.namespace, query)
 
 

@@ -24,6 +24,7 @@ from outlines_lmstudio.testing._tools import (
     default_tool_call,
     offered_tools,
     tool_call_packets,
+    tool_results,
 )
 from outlines_lmstudio.testing._wire import (
     Channel,
@@ -138,12 +139,17 @@ async def _reply(
     if wants_tool and awaits_tool_call(record.messages):
         rng = random.Random(_seed_for(emu.seed, record.messages, tools))
         try:
-            call = default_tool_call(tools, emu._sampler.sample, rng)
+            call = default_tool_call(tools, record.last_user_text, emu._sampler.sample, rng)
         except SchemaError as exc:
             raise server_error(
                 f"Failed to build a grammar for the tool's parameters: {exc}"
             ) from exc
         return split_fragments(call.text), call
+    results = tool_results(record.messages)
+    if results and record.structured is None:
+        # A simple model reports what the tool returned, then goes on.
+        answer = f"The tool returned {'; '.join(results)}. "
+        return split_fragments(answer) + await _reply_tokens(conn, instance, record), None
     return await _reply_tokens(conn, instance, record), None
 
 

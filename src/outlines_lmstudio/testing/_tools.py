@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ __all__ = [
     "default_tool_call",
     "offered_tools",
     "tool_call_packets",
+    "tool_results",
 ]
 
 
@@ -78,12 +80,49 @@ def awaits_tool_call(messages: list[dict[str, Any]]) -> bool:
     return bool(messages) and messages[-1].get("role") == "user"
 
 
-def default_tool_call(tools: list[dict[str, Any]], sample: Any, rng: random.Random) -> ToolCall:
-    """Call the first offered tool with arguments sampled from its parameter schema."""
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def default_tool_call(
+    tools: list[dict[str, Any]], prompt: str, sample: Any, rng: random.Random
+) -> ToolCall:
+    """Call the first offered tool, as a simple model would.
+
+    The arguments are sampled from the tool's parameter schema, except that its
+    ``integer`` and ``number`` parameters take the numbers of the prompt, in the order
+    the schema's ``required`` lists them ("What is 2 + 3?" calls ``add(a=2, b=3)``).
+    """
     tool = tools[0]
     schema = tool.get("parameters") or {"type": "object", "properties": {}}
     arguments = json.loads("".join(sample(schema, rng)))
+    numbers = iter(_NUMBER.findall(prompt))
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    properties = properties if isinstance(properties, dict) else {}
+    # Declaration order: ``required`` keeps it where ``properties`` may be sorted.
+    required = [n for n in schema.get("required") or [] if n in properties]
+    for name in [*required, *(n for n in properties if n not in required)]:
+        spec = properties[name]
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if kind not in ("integer", "number"):
+            continue
+        literal = next(numbers, None)
+        if literal is None:
+            break
+        value = float(literal)
+        arguments[name] = int(value) if value.is_integer() else value
     return ToolCall(str(tool.get("name")), arguments, text="Let me use a tool for that. ")
+
+
+def tool_results(messages: list[dict[str, Any]]) -> list[str]:
+    """Return the tool results that end the conversation (none if it ends otherwise)."""
+    results: list[str] = []
+    for message in reversed(messages):
+        if message.get("role") != "tool":
+            break
+        for part in message.get("content") or []:
+            if isinstance(part, dict) and part.get("type") == "toolCallResult":
+                results.insert(0, str(part.get("content", "")))
+    return results
 
 
 def tool_call_packets(call: ToolCall) -> list[dict[str, Any]]:

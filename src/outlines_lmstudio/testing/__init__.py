@@ -17,18 +17,21 @@ from __future__ import annotations
 from outlines_lmstudio.testing._catalogue import EmulatedModel, default_models
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._records import Frame, Prediction, RecordedRequest, Upload
-from outlines_lmstudio.testing._server import LMStudioEmulator
+from outlines_lmstudio.testing._server import EmulatorExposedWarning, LMStudioEmulator
+from outlines_lmstudio.testing._tools import ToolCall
 
 # Importing this package needs only the core dependencies; `LMStudioEmulator.start`
 # checks for the ``testing`` extra (websockets, outlines-core) and names the install line.
 
 __all__ = [
     "EmulatedModel",
+    "EmulatorExposedWarning",
     "Fault",
     "Frame",
     "LMStudioEmulator",
     "Prediction",
     "RecordedRequest",
+    "ToolCall",
     "Upload",
     "default_models",
 ]

@@ -55,7 +55,8 @@ def merge_config(parameter: dict[str, Any]) -> dict[str, Any]:
 
 def _seed_for(*parts: Any) -> int:
     text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+    # "surrogatepass": a prompt may hold a lone surrogate (JSON allows "\ud800").
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8], "big")
 
 
 def _cut(tokens: list[str], config: dict[str, Any]) -> tuple[list[str], str]:

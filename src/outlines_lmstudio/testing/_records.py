@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._tools import ToolCall
 
-__all__ = ["Frame", "Prediction", "RecordedRequest", "Recorder", "Upload"]
+__all__ = ["REDACTED", "Frame", "Prediction", "RecordedRequest", "Recorder", "Upload", "redact"]
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,8 @@ class Frame:
     socket_id
         A number identifying the socket within this emulator.
     data
-        The parsed JSON object (large base64 payloads are abbreviated).
+        The parsed JSON object (large base64 payloads are abbreviated; the client
+        passkey and other secrets read ``"<redacted>"``).
     time
         ``time.monotonic()`` when it was sent or received.
     """
@@ -151,6 +152,22 @@ class Frame:
 
 _TRACE_LIMIT = 20_000
 _LONG = 200
+
+
+_SECRETS = frozenset({"clientPasskey", "apiToken"})
+REDACTED = "<redacted>"
+
+
+def redact(data: Any) -> Any:
+    """Replace the values of secret keys (the client passkey, tokens) at any depth."""
+    if isinstance(data, dict):
+        return {
+            k: REDACTED if isinstance(k, str) and k in _SECRETS else redact(v)
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [redact(v) for v in data]
+    return data
 
 
 def _abbreviate(data: Any) -> Any:
@@ -187,9 +204,10 @@ class Recorder:
             self.start = time.monotonic()
 
     def frame(self, direction: Literal["in", "out"], namespace: str, sid: int, data: Any) -> None:
-        """Record one frame."""
+        """Record one frame (secrets redacted, long uploads abbreviated)."""
         if isinstance(data, dict) and "parameter" in data:
             data = _abbreviate(data)
+        data = redact(data)
         frame = Frame(direction, namespace, sid, data, time.monotonic())
         with self.lock:
             self.trace.append(frame)

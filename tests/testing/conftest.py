@@ -87,3 +87,12 @@ def raw_socket(emulator: LMStudioEmulator, namespace: str) -> Iterator[ClientCon
         )
         assert json.loads(ws.recv(timeout=5)) == {"success": True}
         yield ws
+
+
+def raw_rpc(ws: ClientConnection, endpoint: str, call_id: int, parameter: Any = None) -> Any:
+    """Send one ``rpcCall`` on a raw socket and return the next frame received."""
+    call: dict[str, Any] = {"type": "rpcCall", "endpoint": endpoint, "callId": call_id}
+    if parameter is not None:
+        call["parameter"] = parameter
+    ws.send(json.dumps(call))
+    return json.loads(ws.recv(timeout=5))

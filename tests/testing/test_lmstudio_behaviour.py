@@ -20,7 +20,7 @@ from outlines_lmstudio.testing import (
 from outlines_lmstudio.testing._catalogue import Catalogue
 from outlines_lmstudio.testing._server import is_loopback
 
-from .conftest import EMBED, TEXT, UNLOADED, MakeEmulator, raw_socket
+from .conftest import EMBED, TEXT, UNLOADED, MakeEmulator, raw_rpc, raw_socket
 
 LLAMA_PATH = "hugging-quants/Llama-3.2-1B-Instruct-Q8_0-GGUF/llama-3.2-1b-instruct-q8_0.gguf"
 
@@ -211,36 +211,15 @@ def test_embedding_tokenize_adds_start_and_end_tokens(client: lms.Client) -> Non
 
 def test_system_info_channel_ids_from_zero_and_instance_references(emu: LMStudioEmulator) -> None:
     with raw_socket(emu, "system") as ws:
-        ws.send(json.dumps({"type": "rpcCall", "endpoint": "info", "callId": 0}))
-        reply = json.loads(ws.recv(timeout=5))
+        reply = raw_rpc(ws, "info", 0)
     assert reply["callId"] == 0
     assert set(reply["result"]) == {"pid", "isDaemon", "version"}
     with raw_socket(emu, "llm") as ws:
-        empty = {"specifier": {"type": "query", "query": {}}, "throwIfNotFound": True}
-        ws.send(
-            json.dumps(
-                {"type": "rpcCall", "endpoint": "getModelInfo", "callId": 0, "parameter": empty}
-            )
-        )
-        first = json.loads(ws.recv(timeout=5))["result"]
-        by_reference = {
-            "specifier": {
-                "type": "instanceReference",
-                "instanceReference": first["instanceReference"],
-            },
-            "throwIfNotFound": True,
-        }
-        ws.send(
-            json.dumps(
-                {
-                    "type": "rpcCall",
-                    "endpoint": "getModelInfo",
-                    "callId": 1,
-                    "parameter": by_reference,
-                }
-            )
-        )
-        assert json.loads(ws.recv(timeout=5))["result"]["identifier"] == first["identifier"]
+        empty = {"type": "query", "query": {}}  # llm.model() in the 2.x SDK
+        first = raw_rpc(ws, "getModelInfo", 0, {"specifier": empty})["result"]
+        reference = {"type": "instanceReference", "instanceReference": first["instanceReference"]}
+        by_reference = raw_rpc(ws, "getModelInfo", 1, {"specifier": reference})["result"]
+        assert by_reference["identifier"] == first["identifier"]
         create = {
             "type": "channelCreate",
             "endpoint": "getOrLoad",
@@ -359,8 +338,7 @@ def test_a_failing_rpc_handler_answers(
 
     monkeypatch.setitem(_endpoints.RPC_HANDLERS, ("system", "version"), boom)
     with raw_socket(emu, "system") as ws:
-        ws.send(json.dumps({"type": "rpcCall", "endpoint": "version", "callId": 3}))
-        reply = json.loads(ws.recv(timeout=5))
+        reply = raw_rpc(ws, "version", 3)
     assert reply["type"] == "rpcError"
     assert reply["callId"] == 3
     assert "handler bug" in reply["error"]["title"]

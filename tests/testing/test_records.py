@@ -9,7 +9,7 @@ import pytest
 
 from outlines_lmstudio.testing import LMStudioEmulator
 
-from .conftest import PNG, TEXT, MakeEmulator, raw_socket
+from .conftest import PNG, TEXT, MakeEmulator, raw_rpc, raw_socket
 
 
 def test_trace_and_format(emu: LMStudioEmulator, client: lms.Client) -> None:
@@ -44,8 +44,7 @@ def test_an_endpoint_lm_studio_has_but_the_emulator_lacks_is_an_error(
 def test_an_unknown_endpoint_only_warns_by_default(emu: LMStudioEmulator) -> None:
     # LM Studio answers an endpoint it does not know with a warning only.
     with raw_socket(emu, "llm") as ws:
-        ws.send(json.dumps({"type": "rpcCall", "endpoint": "noSuchThing", "callId": 0}))
-        reply = json.loads(ws.recv(timeout=5))
+        reply = raw_rpc(ws, "noSuchThing", 0)
         assert reply["type"] == "communicationWarning"
         assert "noSuchThing" in reply["warning"]
         with pytest.raises(TimeoutError):
@@ -55,8 +54,7 @@ def test_an_unknown_endpoint_only_warns_by_default(emu: LMStudioEmulator) -> Non
 def test_unknown_endpoint_error_mode_is_lenient(make_emulator: MakeEmulator) -> None:
     emulator = make_emulator(unknown_endpoint="error")
     with raw_socket(emulator, "llm") as ws:
-        ws.send(json.dumps({"type": "rpcCall", "endpoint": "noSuchThing", "callId": 0}))
-        reply = json.loads(ws.recv(timeout=5))
+        reply = raw_rpc(ws, "noSuchThing", 0)
         assert reply["type"] == "rpcError"
         assert reply["callId"] == 0
         assert "Unknown endpoint" in reply["error"]["title"]
@@ -65,7 +63,6 @@ def test_unknown_endpoint_error_mode_is_lenient(make_emulator: MakeEmulator) -> 
 def test_a_client_warning_gets_no_reply(emu: LMStudioEmulator) -> None:
     with raw_socket(emu, "system") as ws:
         ws.send(json.dumps({"type": "communicationWarning", "warning": "odd frame"}))
-        ws.send(json.dumps({"type": "rpcCall", "endpoint": "version", "callId": 0}))
-        reply = json.loads(ws.recv(timeout=5))
+        reply = raw_rpc(ws, "version", 0)
         assert reply["type"] == "rpcResult"  # the warning got nothing back
         assert reply["callId"] == 0

@@ -18,7 +18,8 @@ from outlines_lmstudio.testing._lookup import not_found, resolve
 from outlines_lmstudio.testing._predict import complete_raw_text, predict
 from outlines_lmstudio.testing._records import Upload, message_text
 from outlines_lmstudio.testing._sampler import count_tokens, token_ids
-from outlines_lmstudio.testing._wire import Channel, Peer, RequestError, server_error
+from outlines_lmstudio.testing._state import Peer
+from outlines_lmstudio.testing._wire import Channel, RequestError, server_error
 
 __all__ = ["CHANNEL_HANDLERS", "RPC_HANDLERS", "sniff_file_type"]
 

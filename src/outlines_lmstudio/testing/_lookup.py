@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from outlines_lmstudio.testing._wire import Peer, RequestError
+from outlines_lmstudio.testing._state import Peer
+from outlines_lmstudio.testing._wire import RequestError
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import Instance

@@ -18,6 +18,7 @@ from outlines_lmstudio.testing._sampler import (
     plain_text,
     split_fragments,
 )
+from outlines_lmstudio.testing._state import Peer
 from outlines_lmstudio.testing._tools import (
     ToolCall,
     awaits_tool_call,
@@ -29,7 +30,6 @@ from outlines_lmstudio.testing._tools import (
 from outlines_lmstudio.testing._wire import (
     Channel,
     ConnectionDropped,
-    Peer,
     RequestError,
     server_error,
 )

@@ -13,6 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from itertools import count
+from typing import Any, Protocol
 
 from outlines_lmstudio.testing._catalogue import (
     Catalogue,
@@ -28,7 +29,7 @@ from outlines_lmstudio.testing._sampler import JsonSampler
 from outlines_lmstudio.testing._tools import ToolCall
 from outlines_lmstudio.testing._wire import Channel
 
-__all__ = ["EmulatorState"]
+__all__ = ["EmulatorState", "Peer"]
 
 
 class EmulatorState:
@@ -163,3 +164,26 @@ class EmulatorState:
                 self._scripts[model_key] = deque([replies])
             else:
                 self._scripts[model_key] = deque(replies)
+
+
+class Peer(Protocol):
+    """What a handler may do with the socket that sent its request."""
+
+    emu: EmulatorState
+    namespace: str
+    client_id: str
+
+    async def channel_send(self, channel: Channel, message: dict[str, Any]) -> None:
+        """Send one ``channelSend`` packet on ``channel``."""
+
+    async def channel_close(self, channel: Channel) -> None:
+        """End ``channel`` normally."""
+
+    async def channel_error(self, channel: Channel, error: dict[str, Any]) -> None:
+        """End ``channel`` with an error."""
+
+    async def pause(self) -> None:
+        """Let the socket's reader run (a cancel may be waiting), even at zero latency."""
+
+    def abort(self) -> None:
+        """Close the TCP connection abruptly."""

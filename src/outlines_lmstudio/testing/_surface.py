@@ -10,165 +10,63 @@ from __future__ import annotations
 
 __all__ = ["CHANNELS", "NAMESPACES", "RPCS"]
 
+_BASE_MODEL_RPCS = (
+    "unloadModel listLoaded getModelInfo getLoadConfig getBasePredictionConfig "
+    "getInstanceProcessingState estimateModelUsage"
+)
+_BASE_MODEL_CHANNELS = "loadModel getOrLoad"
+
+
+def _names(*groups: str) -> frozenset[str]:
+    """Split space-separated endpoint names into a set."""
+    return frozenset(" ".join(groups).split())
+
+
 RPCS: dict[str, frozenset[str]] = {
-    "llm": frozenset(
-        {
-            "applyPromptTemplate",
-            "countTokens",
-            "estimateModelUsage",
-            "getBasePredictionConfig",
-            "getInstanceProcessingState",
-            "getLoadConfig",
-            "getModelInfo",
-            "listLoaded",
-            "preloadDraftModel",
-            "tokenize",
-            "unloadModel",
-        }
+    "llm": _names(_BASE_MODEL_RPCS, "applyPromptTemplate tokenize countTokens preloadDraftModel"),
+    "embedding": _names(_BASE_MODEL_RPCS, "embedString tokenize countTokens"),
+    "system": _names(
+        "listDownloadedModels listDownloadedModelVariants notify version "
+        "setExperimentFlag getExperimentFlags startHttpServer stopHttpServer info "
+        "requestShutdown"
     ),
-    "embedding": frozenset(
-        {
-            "countTokens",
-            "embedString",
-            "estimateModelUsage",
-            "getBasePredictionConfig",
-            "getInstanceProcessingState",
-            "getLoadConfig",
-            "getModelInfo",
-            "listLoaded",
-            "tokenize",
-            "unloadModel",
-        }
+    "diagnostics": _names(),
+    "files": _names("getLocalFileAbsolutePath uploadFileBase64 getDocumentParsingLibrary"),
+    "repository": _names(
+        "searchModels getModelDownloadOptions installPluginDependencies "
+        "getLocalArtifactFiles getWritableArtifactOwners isAuthenticated "
+        "getAuthenticationStatus deauthenticate loginAsComputeDevice "
+        "loginWithPreAuthenticatedKeys installLocalPlugin getModelCatalog "
+        "fuzzyFindStaffPicks lmLinkStatus lmLinkSetDisabled lmLinkUpdateDeviceName "
+        "lmLinkSetPreferredDevice"
     ),
-    "system": frozenset(
-        {
-            "getExperimentFlags",
-            "info",
-            "listDownloadedModelVariants",
-            "listDownloadedModels",
-            "notify",
-            "requestShutdown",
-            "setExperimentFlag",
-            "startHttpServer",
-            "stopHttpServer",
-            "version",
-        }
+    "plugins": _names(
+        "reindexPlugins processingHandleUpdate processingHandleRequest "
+        "processingPullHistory processingGetOrLoadTokenSource processingHasStatus "
+        "processingNeedsNaming processingSuggestName processingSetSenderName "
+        "setConfigSchematics setGlobalConfigSchematics pluginInitCompleted reportError"
     ),
-    "diagnostics": frozenset({}),
-    "files": frozenset(
-        {
-            "getDocumentParsingLibrary",
-            "getLocalFileAbsolutePath",
-            "uploadFileBase64",
-        }
-    ),
-    "repository": frozenset(
-        {
-            "deauthenticate",
-            "fuzzyFindStaffPicks",
-            "getAuthenticationStatus",
-            "getLocalArtifactFiles",
-            "getModelCatalog",
-            "getModelDownloadOptions",
-            "getWritableArtifactOwners",
-            "installLocalPlugin",
-            "installPluginDependencies",
-            "isAuthenticated",
-            "lmLinkSetDisabled",
-            "lmLinkSetPreferredDevice",
-            "lmLinkStatus",
-            "lmLinkUpdateDeviceName",
-            "loginAsComputeDevice",
-            "loginWithPreAuthenticatedKeys",
-            "searchModels",
-        }
-    ),
-    "plugins": frozenset(
-        {
-            "pluginInitCompleted",
-            "processingGetOrLoadTokenSource",
-            "processingHandleRequest",
-            "processingHandleUpdate",
-            "processingHasStatus",
-            "processingNeedsNaming",
-            "processingPullHistory",
-            "processingSetSenderName",
-            "processingSuggestName",
-            "reindexPlugins",
-            "reportError",
-            "setConfigSchematics",
-            "setGlobalConfigSchematics",
-        }
-    ),
-    "runtime": frozenset(
-        {
-            "getEngineSelections",
-            "listEngines",
-            "removeEngine",
-            "searchRuntimeExtensions",
-            "selectEngine",
-            "surveyHardware",
-        }
+    "runtime": _names(
+        "listEngines getEngineSelections selectEngine removeEngine surveyHardware "
+        "searchRuntimeExtensions"
     ),
 }
 """RPC endpoints per namespace."""
 
 CHANNELS: dict[str, frozenset[str]] = {
-    "llm": frozenset(
-        {
-            "completeRawText",
-            "getOrLoad",
-            "loadModel",
-            "predict",
-        }
+    "llm": _names(_BASE_MODEL_CHANNELS, "predict completeRawText"),
+    "embedding": _names(_BASE_MODEL_CHANNELS),
+    "system": _names("alive"),
+    "diagnostics": _names("streamLogs"),
+    "files": _names("retrieve parseDocument"),
+    "repository": _names(
+        "downloadModel downloadArtifact pushArtifact ensureAuthenticated createDownloadPlan"
     ),
-    "embedding": frozenset(
-        {
-            "getOrLoad",
-            "loadModel",
-        }
+    "plugins": _names(
+        "startToolUseSession generateWithGenerator registerDevelopmentPlugin "
+        "setPromptPreprocessor setPredictionLoopHandler setToolsProvider setGenerator"
     ),
-    "system": frozenset(
-        {
-            "alive",
-        }
-    ),
-    "diagnostics": frozenset(
-        {
-            "streamLogs",
-        }
-    ),
-    "files": frozenset(
-        {
-            "parseDocument",
-            "retrieve",
-        }
-    ),
-    "repository": frozenset(
-        {
-            "createDownloadPlan",
-            "downloadArtifact",
-            "downloadModel",
-            "ensureAuthenticated",
-            "pushArtifact",
-        }
-    ),
-    "plugins": frozenset(
-        {
-            "generateWithGenerator",
-            "registerDevelopmentPlugin",
-            "setGenerator",
-            "setPredictionLoopHandler",
-            "setPromptPreprocessor",
-            "setToolsProvider",
-            "startToolUseSession",
-        }
-    ),
-    "runtime": frozenset(
-        {
-            "downloadRuntimeExtension",
-        }
-    ),
+    "runtime": _names("downloadRuntimeExtension"),
 }
 """Channel endpoints per namespace."""
 

@@ -9,20 +9,17 @@ The emulator's modules depend in one direction only::
     and below all of them: _wire (this module), _state, _lookup, _catalogue, _records, _faults.
 
 Handlers never import the protocol or server modules: they talk to the socket through
-`Peer`, the small interface `_protocol.Connection` implements, and to the shared state
-through `_state.EmulatorState`.
+`_state.Peer`, the small interface `_protocol.Connection` implements, and to the shared
+state through `_state.EmulatorState`. ``tests/testing/test_layers.py`` checks the order.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-if TYPE_CHECKING:
-    from outlines_lmstudio.testing._state import EmulatorState
-
-__all__ = ["Channel", "ConnectionDropped", "Peer", "RequestError", "server_error"]
+__all__ = ["Channel", "ConnectionDropped", "RequestError", "server_error"]
 
 
 class RequestError(Exception):
@@ -51,26 +48,3 @@ class Channel:
     cancelled: bool = False
     finished: bool = False
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class Peer(Protocol):
-    """What a handler may do with the socket that sent its request."""
-
-    emu: EmulatorState
-    namespace: str
-    client_id: str
-
-    async def channel_send(self, channel: Channel, message: dict[str, Any]) -> None:
-        """Send one ``channelSend`` packet on ``channel``."""
-
-    async def channel_close(self, channel: Channel) -> None:
-        """End ``channel`` normally."""
-
-    async def channel_error(self, channel: Channel, error: dict[str, Any]) -> None:
-        """End ``channel`` with an error."""
-
-    async def pause(self) -> None:
-        """Let the socket's reader run (a cancel may be waiting), even at zero latency."""
-
-    def abort(self) -> None:
-        """Close the TCP connection abruptly."""

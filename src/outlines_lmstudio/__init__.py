@@ -14,6 +14,7 @@ from ._adapter import LMStudioTypeAdapter
 from ._models import AsyncLMStudio, LMStudio, from_lmstudio
 from .errors import (
     BatchGenerationError,
+    EmptyAnswerError,
     InvalidImageError,
     InvalidInferenceArgumentError,
     InvalidInferenceValueError,
@@ -25,6 +26,7 @@ from .errors import (
     LMStudioTimeoutError,
     OutlinesLMStudioError,
     ParseError,
+    ReasoningTruncatedError,
     TruncatedOutputError,
     UnsupportedGrammarError,
     UnsupportedInputError,
@@ -34,6 +36,7 @@ from .errors import (
 __all__ = [
     "AsyncLMStudio",
     "BatchGenerationError",
+    "EmptyAnswerError",
     "InvalidImageError",
     "InvalidInferenceArgumentError",
     "InvalidInferenceValueError",
@@ -47,6 +50,7 @@ __all__ = [
     "LMStudioTypeAdapter",
     "OutlinesLMStudioError",
     "ParseError",
+    "ReasoningTruncatedError",
     "TruncatedOutputError",
     "UnsupportedGrammarError",
     "UnsupportedInputError",

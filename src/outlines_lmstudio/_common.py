@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,12 +17,10 @@ from ._output import OutputPlan
 from ._reconnect import AsyncReconnects, SyncReconnects
 from ._sdk_errors import Stage, client_host, translate_sdk_error
 from .errors import (
-    BatchGenerationError,
     InvalidInferenceArgumentError,
     InvalidInferenceValueError,
     LMStudioTimeoutError,
     OutlinesLMStudioError,
-    UnsupportedOutputTypeError,
 )
 
 __all__ = [
@@ -31,6 +28,7 @@ __all__ = [
     "ASYNC_HANDLES",
     "ASYNC_IMAGES",
     "ASYNC_RECONNECTS",
+    "CONFIRM_SECONDS",
     "DEFAULT_MAX_CONCURRENCY",
     "DRAIN_SECONDS",
     "Common",
@@ -40,21 +38,20 @@ __all__ = [
     "SYNC_HANDLES",
     "SYNC_IMAGES",
     "SYNC_RECONNECTS",
-    "batch_result",
     "check_concurrency",
     "check_flag",
     "check_model_name",
     "check_retries",
     "check_timeout",
-    "dropped",
-    "grammar_check",
     "is_batch",
     "no_backend",
-    "stop_reason",
 ]
 
 DRAIN_SECONDS = 5.0
 """How long a cancelled prediction may take to confirm before its reader is dropped."""
+
+CONFIRM_SECONDS = 1.0
+"""How long a Ctrl-C waits for LM Studio to confirm the cancel (the process may exit next)."""
 
 DEFAULT_MAX_CONCURRENCY = 4
 """LM Studio serves 4 predictions at once per llama.cpp model by default."""
@@ -87,7 +84,7 @@ class Request:
 
 @dataclass(frozen=True)
 class Completion:
-    """A finished reply: its text and why the model stopped."""
+    """A finished reply: its answer text and why the model stopped."""
 
     text: str
     stop_reason: str | None
@@ -100,34 +97,10 @@ def is_batch(model_input: object) -> bool:
     )
 
 
-def stop_reason(streams: Sequence[lms.PredictionStream | lms.AsyncPredictionStream]) -> str | None:
-    try:
-        return str(streams[-1].result().stats.stop_reason) if streams else None
-    except lms.LMStudioError:
-        return None
-
-
-def dropped(exc: BaseException) -> bool:
-    """Tell whether an error comes from a lost websocket (not from a refused connection)."""
-    return isinstance(exc.__cause__, lms.LMStudioWebsocketError) and "not reachable" not in str(
-        exc.__cause__
-    )
-
-
 def check_flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise InvalidInferenceArgumentError(f"{name} must be True or False, got {value!r}.")
     return value
-
-
-def grammar_check(model_format: str, identifier: str) -> None:
-    """Refuse grammar mode for a model that does not run on llama.cpp."""
-    if model_format != "gguf":
-        raise UnsupportedOutputTypeError(
-            f"Grammar mode sends a llama.cpp GBNF grammar, but {identifier!r} is a "
-            f"{model_format!r} model (not GGUF), whose engine does not take GBNF. Use a GGUF "
-            "model, or express the constraint as a JSON schema."
-        )
 
 
 def check_concurrency(value: object) -> int:
@@ -223,15 +196,6 @@ def no_backend(backend: str | None) -> None:
             f"backend={backend!r} has no effect: LM Studio does the constrained decoding itself. "
             "Leave backend unset."
         )
-
-
-def batch_result(results: Sequence[Any]) -> list[Any]:
-    errors = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
-    if errors:
-        raise BatchGenerationError(
-            [None if isinstance(r, BaseException) else r for r in results], errors
-        )
-    return list(results)
 
 
 def check_retries(value: object) -> int:

@@ -45,6 +45,11 @@ class SigintGuard:
         self._armed = False
         signal.signal(signal.SIGINT, signal.default_int_handler)  # the next one interrupts
 
+    @property
+    def armed(self) -> bool:
+        """Whether Ctrl-C is being deferred now."""
+        return self._armed
+
     def arm(self) -> None:
         """Start deferring Ctrl-C."""
         if self.enabled and not self._armed and not self.interrupted:

@@ -15,7 +15,9 @@ OutlinesLMStudioError
 ├── UnsupportedGrammarError    (ValueError)   regex/grammar construct GBNF cannot express
 ├── InvalidImageError          (ValueError)   image cannot be read or converted
 ├── ParseError                 (ValueError)   reply does not validate as the type asked for
-│   └── TruncatedOutputError                  ...because max tokens / context cut it off
+│   ├── TruncatedOutputError                  ...because max tokens / context cut it off
+│   │   └── ReasoningTruncatedError           ...while the model was still reasoning
+│   └── EmptyAnswerError                      ...the model reasoned, then answered nothing
 ├── LMStudioConnectionError    (ConnectionError) server unreachable or went away
 ├── LMStudioModelNotFoundError (LookupError)  no such model on the server
 ├── LMStudioTimeoutError       (TimeoutError) no answer in time
@@ -33,6 +35,7 @@ from typing import Any
 
 __all__ = [
     "BatchGenerationError",
+    "EmptyAnswerError",
     "InvalidImageError",
     "InvalidInferenceArgumentError",
     "InvalidInferenceValueError",
@@ -44,6 +47,7 @@ __all__ = [
     "LMStudioTimeoutError",
     "OutlinesLMStudioError",
     "ParseError",
+    "ReasoningTruncatedError",
     "TruncatedOutputError",
     "UnsupportedGrammarError",
     "UnsupportedInputError",
@@ -186,3 +190,54 @@ class ParseError(OutlinesLMStudioError, ValueError):
 
 class TruncatedOutputError(ParseError):
     """The reply was cut off (max tokens or context length) before it was complete."""
+
+
+class _ReasoningReplyError(ParseError):
+    """A reasoning model's reply with no answer; keeps the reasoning and its counts."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw: str,
+        errors: list[str],
+        stop_reason: str | None = None,
+        attempts: int = 1,
+        reasoning: str = "",
+        reasoning_tokens: int | None = None,
+        predicted_tokens: int | None = None,
+    ) -> None:
+        self.reasoning = reasoning
+        self.reasoning_tokens = reasoning_tokens
+        self.predicted_tokens = predicted_tokens
+        super().__init__(
+            message, raw=raw, errors=errors, stop_reason=stop_reason, attempts=attempts
+        )
+
+
+class ReasoningTruncatedError(_ReasoningReplyError, TruncatedOutputError):
+    """The token budget ran out while the model was still reasoning: there is no answer.
+
+    Attributes
+    ----------
+    reasoning
+        The reasoning text written before the stop.
+    reasoning_tokens
+        Tokens spent on reasoning, when known.
+    predicted_tokens
+        Tokens predicted in all, when known.
+    """
+
+
+class EmptyAnswerError(_ReasoningReplyError):
+    """The model reasoned and then wrote an empty answer.
+
+    Attributes
+    ----------
+    reasoning
+        The reasoning text.
+    reasoning_tokens
+        Tokens spent on reasoning, when known.
+    predicted_tokens
+        Tokens predicted in all, when known.
+    """

@@ -16,6 +16,7 @@ from outlines_lmstudio import LMStudio, OutlinesLMStudioError, errors, from_lmst
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL, VISION_MODEL
+from .fronts import Fronts
 from .helpers import png_image
 
 
@@ -424,17 +425,16 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_raises_before_anything_is_sent(emulator: LMStudioEmulator, case: Case) -> None:
-    client = lms.Client(emulator.api_host)  # not entered: no probe, nothing opened yet
-    try:
-        model = from_lmstudio(client, TEXT_MODEL)
-        with pytest.raises(case.error, match=case.match) as info:
-            case.call(model)
-        assert isinstance(info.value, case.builtin)
-        assert emulator.trace == []  # not a single frame reached the server
-        assert emulator.requests == []
-    finally:
-        client.close()
+def test_bad_input_raises_before_anything_is_sent(
+    fronts: Fronts, emulator: LMStudioEmulator, case: Case
+) -> None:
+    client = fronts.client(enter=False)  # not entered: no probe, nothing opened yet
+    model = fronts.model(client, TEXT_MODEL)
+    with pytest.raises(case.error, match=case.match) as info:
+        case.call(model)
+    assert isinstance(info.value, case.builtin)
+    assert emulator.trace == []  # not a single frame reached the server
+    assert emulator.requests == []
 
 
 def test_the_table_is_large_enough() -> None:

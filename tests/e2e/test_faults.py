@@ -6,7 +6,8 @@ import pytest
 from outlines_lmstudio import LMStudioConnectionError, from_lmstudio
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
-from .conftest import TEXT_MODEL, VISION_MODEL
+from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
+from .fronts import Fronts
 from .helpers import png_image
 
 
@@ -23,12 +24,12 @@ def _llm_sockets(emulator: LMStudioEmulator) -> int:
 
 
 def test_drop_mid_stream_fails_clearly_and_the_next_call_reconnects(
-    client: lms.Client, slow_emulator: LMStudioEmulator
+    make_model: MakeModel, slow_emulator: LMStudioEmulator
 ) -> None:
     # With a per-token latency the fragments before the drop are read before it; the one
     # sent just before the abort may be lost with the connection (as on a real network).
     emulator = slow_emulator
-    model = from_lmstudio(client, TEXT_MODEL)
+    model = make_model(TEXT_MODEL)
     emulator.add_fault(Fault(kind="drop", after_fragments=3))
     chunks: list[str] = []
 
@@ -43,9 +44,9 @@ def test_drop_mid_stream_fails_clearly_and_the_next_call_reconnects(
 
 
 def test_drop_before_any_fragment_is_retried_once(
-    client: lms.Client, emulator: LMStudioEmulator
+    make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:
-    model = from_lmstudio(client, TEXT_MODEL)
+    model = make_model(TEXT_MODEL)
     model("warm up")
     emulator.add_fault(Fault(kind="drop"))
     assert model("hi")
@@ -53,9 +54,9 @@ def test_drop_before_any_fragment_is_retried_once(
 
 
 def test_two_drops_in_a_row_are_not_retried_forever(
-    client: lms.Client, emulator: LMStudioEmulator
+    make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:
-    model = from_lmstudio(client, TEXT_MODEL)
+    model = make_model(TEXT_MODEL)
     emulator.add_fault(Fault(kind="drop", times=2))
     with pytest.raises(LMStudioConnectionError):
         model("hi")
@@ -63,10 +64,10 @@ def test_two_drops_in_a_row_are_not_retried_forever(
 
 
 def test_a_whole_reply_lost_mid_way_is_asked_again_once(
-    client: lms.Client, emulator: LMStudioEmulator
+    make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:
     emulator.script(TEXT_MODEL, lambda p: f"ok {p.last_user_text}")
-    model = from_lmstudio(client, TEXT_MODEL)
+    model = make_model(TEXT_MODEL)
     emulator.add_fault(Fault(kind="drop", after_fragments=1))
     assert model("p0") == "ok p0"  # nobody saw the partial reply: asked again
     assert len(emulator.predictions) == 2
@@ -77,9 +78,9 @@ def test_a_whole_reply_lost_mid_way_is_asked_again_once(
 
 
 def test_concurrent_calls_hit_by_one_drop_leave_a_working_client(
-    client: lms.Client, slow_emulator: LMStudioEmulator
+    make_model: MakeModel, slow_emulator: LMStudioEmulator
 ) -> None:
-    model = from_lmstudio(client, TEXT_MODEL)
+    model = make_model(TEXT_MODEL)
     model("warm up")
     sockets_before = _llm_sockets(slow_emulator)
     slow_emulator.add_fault(Fault(kind="drop", after_fragments=3))
@@ -88,28 +89,24 @@ def test_concurrent_calls_hit_by_one_drop_leave_a_working_client(
     assert _llm_sockets(slow_emulator) == sockets_before + 1
 
 
-def test_server_restart_between_calls(emulator: LMStudioEmulator) -> None:
+def test_server_restart_between_calls(fronts: Fronts) -> None:
     with LMStudioEmulator() as first:
         host = first.api_host
         port = int(host.rsplit(":", 1)[1])
-        client = lms.Client(host)
-        model = from_lmstudio(client, VISION_MODEL)
+        model = fronts.model(fronts.client(host), VISION_MODEL)
         assert model(["Describe", png_image()])
     with LMStudioEmulator(port=port) as second:
         assert model(["Describe", png_image()])  # reconnects, uploads the image again
         assert len(second.uploads) == 1
         assert second.predictions[-1].images == [second.uploads[0].data]
-    client.close()
 
 
-def test_server_gone_between_calls() -> None:
+def test_server_gone_between_calls(fronts: Fronts) -> None:
     with LMStudioEmulator() as emulator:
-        client = lms.Client(emulator.api_host)
-        model = from_lmstudio(client, TEXT_MODEL)
+        model = fronts.model(fronts.client(emulator.api_host), TEXT_MODEL)
         assert model("hi")
     with pytest.raises(LMStudioConnectionError, match="Start LM Studio"):
         model("anyone there?")
-    client.close()
 
 
 @pytest.mark.asyncio

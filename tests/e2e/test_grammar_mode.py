@@ -11,7 +11,8 @@ from outlines.types import CFG, Regex, at_least, either, integer
 from outlines_lmstudio import UnsupportedOutputTypeError, from_lmstudio
 from outlines_lmstudio.testing import LMStudioEmulator
 
-from .conftest import TEXT_MODEL
+from .conftest import TEXT_MODEL, MakeModel
+from .fronts import Fronts
 
 MLX_MODEL = "llama-3.2-1b-instruct-mlx"
 ARITHMETIC = """
@@ -26,8 +27,8 @@ ARITHMETIC = """
 @pytest.mark.parametrize(
     "pattern", [r"[a-c]{2}[0-9]", r"(cat|dog)s?", r"\d{3}-\d{4}", r"[A-Z][a-z]{1,8}"]
 )
-def test_regex_round_trip(client: lms.Client, emulator: LMStudioEmulator, pattern: str) -> None:
-    model = from_lmstudio(client, TEXT_MODEL, grammar=True)
+def test_regex_round_trip(make_model: MakeModel, emulator: LMStudioEmulator, pattern: str) -> None:
+    model = make_model(TEXT_MODEL, grammar=True)
     for _ in range(3):
         text = model("Give me one", Regex(pattern))
         assert re.fullmatch(pattern, text), text
@@ -37,8 +38,8 @@ def test_regex_round_trip(client: lms.Client, emulator: LMStudioEmulator, patter
     assert "root ::=" in structured["gbnfGrammar"]
 
 
-def test_cfg_round_trip(client: lms.Client, emulator: LMStudioEmulator) -> None:
-    model = from_lmstudio(client, TEXT_MODEL, grammar=True)
+def test_cfg_round_trip(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
+    model = make_model(TEXT_MODEL, grammar=True)
     parser = lark.Lark(ARITHMETIC, start="start")
     for _ in range(3):
         text = model("An expression", CFG(ARITHMETIC), max_tokens=200)
@@ -46,22 +47,23 @@ def test_cfg_round_trip(client: lms.Client, emulator: LMStudioEmulator) -> None:
             parser.parse(text)
 
 
-def test_dsl_terms_and_parse(client: lms.Client) -> None:
-    model = from_lmstudio(client, TEXT_MODEL, grammar=True)
+def test_dsl_terms_and_parse(fronts: Fronts, make_model: MakeModel) -> None:
+    model = make_model(TEXT_MODEL, grammar=True)
     assert model("yes or no?", either("yes", "no")) in ("yes", "no")
     assert re.fullmatch(r"(ab)+", model("repeat", at_least(1, "ab")))
     value = model.parse("a number", integer)
     assert re.fullmatch(r"[+-]?(0|[1-9][0-9]*)", value)
-    assert outlines.Generator(model, Regex(r"[xyz]{3}"))("three letters") in {
+    generator = outlines.Generator(fronts.raw(model), Regex(r"[xyz]{3}"))
+    assert fronts.run(generator("three letters")) in {
         a + b + c for a in "xyz" for b in "xyz" for c in "xyz"
     }
 
 
-def test_parse_checks_the_language(client: lms.Client, emulator: LMStudioEmulator) -> None:
+def test_parse_checks_the_language(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
     from outlines_lmstudio import ParseError
 
     emulator.script(TEXT_MODEL, ["not digits", "123"])
-    model = from_lmstudio(client, TEXT_MODEL, grammar=True)
+    model = make_model(TEXT_MODEL, grammar=True)
     assert model.parse("digits", Regex(r"\d+"), retries=1) == "123"
     emulator.script(TEXT_MODEL, ["2 +"])
     with pytest.raises(ParseError, match="not in the grammar"):
@@ -69,18 +71,18 @@ def test_parse_checks_the_language(client: lms.Client, emulator: LMStudioEmulato
 
 
 def test_grammar_on_a_non_gguf_model_is_refused_before_predicting(
-    client: lms.Client, emulator: LMStudioEmulator
+    make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:
-    model = from_lmstudio(client, MLX_MODEL, grammar=True)
+    model = make_model(MLX_MODEL, grammar=True)
     with pytest.raises(UnsupportedOutputTypeError, match="not GGUF"):
         model("x", Regex(r"\d"))
     assert emulator.predictions == []
     assert model("json still works", int)  # JSON schema output is fine on MLX
 
 
-def test_without_grammar_mode_regex_names_the_opt_in(client: lms.Client) -> None:
+def test_without_grammar_mode_regex_names_the_opt_in(make_model: MakeModel) -> None:
     with pytest.raises(TypeError, match=r"grammar=True"):
-        from_lmstudio(client, TEXT_MODEL)("x", Regex(r"\d"))
+        make_model(TEXT_MODEL)("x", Regex(r"\d"))
 
 
 @pytest.mark.asyncio

@@ -12,7 +12,7 @@ import pytest
 from outlines_lmstudio import LMStudioTimeoutError, from_lmstudio
 from outlines_lmstudio.testing import LMStudioEmulator
 
-from .conftest import TEXT_MODEL
+from .conftest import TEXT_MODEL, MakeModel
 
 LONG = "word " * 400
 
@@ -66,23 +66,17 @@ async def test_cancelling_a_task_that_streams(
     assert await model("still works")
 
 
-@pytest.mark.asyncio
-async def test_async_timeout_cancels_on_the_server(
-    async_client: lms.AsyncClient, slow_emulator: LMStudioEmulator
+def test_a_timeout_cancels_on_the_server(
+    make_model: MakeModel, slow_emulator: LMStudioEmulator
 ) -> None:
     slow_emulator.script(TEXT_MODEL, [LONG])
     with pytest.raises(LMStudioTimeoutError):
-        await from_lmstudio(async_client, TEXT_MODEL, timeout=0.2)("long")
-    await asyncio.to_thread(slow_emulator.wait_until, lambda: _finished(slow_emulator))
+        make_model(TEXT_MODEL, timeout=0.2)("long")
+    slow_emulator.wait_until(lambda: _finished(slow_emulator))
     assert slow_emulator.predictions[-1].cancelled
-
-
-def test_sync_timeout_cancels_on_the_server(
-    client: lms.Client, slow_emulator: LMStudioEmulator
-) -> None:
     slow_emulator.script(TEXT_MODEL, [LONG])
     with pytest.raises(LMStudioTimeoutError):
-        from_lmstudio(client, TEXT_MODEL)("long", timeout=0.2)
+        make_model(TEXT_MODEL)("long", timeout=0.2)
     slow_emulator.wait_until(lambda: _finished(slow_emulator))
     assert slow_emulator.predictions[-1].cancelled
 

@@ -65,7 +65,7 @@ async def test_async_stream_and_cancel(
     stream = model.stream("long")
     async for _chunk in stream:
         break
-    await stream.aclose()  # type: ignore[attr-defined]
+    await stream.aclose()
     await asyncio.to_thread(emulator.wait_until, lambda: emulator.predictions[-1].done)
     assert emulator.predictions[-1].cancelled
     assert emulator.predictions[-1].stop_reason == "userStopped"

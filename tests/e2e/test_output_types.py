@@ -15,7 +15,7 @@ from outlines.types.dsl import python_types_to_terms, to_regex
 from outlines_lmstudio import from_lmstudio
 from outlines_lmstudio.testing import LMStudioEmulator
 
-from .conftest import TEXT_MODEL
+from .conftest import TEXT_MODEL, MakeModel
 
 
 class Colour(enum.Enum):
@@ -53,9 +53,9 @@ SIMPLE_TYPES: list[Any] = [
 @pytest.mark.parametrize("output_type", SIMPLE_TYPES, ids=repr)
 @pytest.mark.parametrize("seed_prompt", ["first", "second", "third"])
 def test_text_matches_outlines_own_regex_for_the_type(
-    client: lms.Client, emulator: LMStudioEmulator, output_type: Any, seed_prompt: str
+    make_model: MakeModel, emulator: LMStudioEmulator, output_type: Any, seed_prompt: str
 ) -> None:
-    model = from_lmstudio(client, TEXT_MODEL)
+    model = make_model(TEXT_MODEL)
     text = model(f"Answer ({seed_prompt})", output_type)
     outlines_regex = to_regex(python_types_to_terms(output_type))
     assert re.fullmatch(outlines_regex, text), (text, outlines_regex)
@@ -64,15 +64,15 @@ def test_text_matches_outlines_own_regex_for_the_type(
     json.loads(emulator.predictions[-1].text)
 
 
-def test_str_is_a_quoted_string(client: lms.Client) -> None:
-    text = from_lmstudio(client, TEXT_MODEL)("Name a colour", str)
+def test_str_is_a_quoted_string(make_model: MakeModel) -> None:
+    text = make_model(TEXT_MODEL)("Name a colour", str)
     assert text.startswith('"')
     assert text.endswith('"')
     assert isinstance(json.loads(text), str)
 
 
-def test_scripted_replies_render_exactly(client: lms.Client, emulator: LMStudioEmulator) -> None:
-    model = from_lmstudio(client, TEXT_MODEL)
+def test_scripted_replies_render_exactly(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
+    model = make_model(TEXT_MODEL)
     cases: list[tuple[Any, str, str]] = [
         (Literal["pos", "neg"], '"pos"', "pos"),
         (int, "42", "42"),

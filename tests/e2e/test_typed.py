@@ -9,7 +9,7 @@ import pytest
 from outlines_lmstudio import BatchGenerationError, ParseError, TruncatedOutputError, from_lmstudio
 from outlines_lmstudio.testing import LMStudioEmulator
 
-from .conftest import TEXT_MODEL
+from .conftest import TEXT_MODEL, MakeModel
 
 
 class Person(pydantic.BaseModel):
@@ -24,9 +24,9 @@ class Person(pydantic.BaseModel):
         return value
 
 
-def test_parse_returns_instances(client: lms.Client, emulator: LMStudioEmulator) -> None:
+def test_parse_returns_instances(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
     emulator.script(TEXT_MODEL, ['{"name": "John", "age": 32}'])
-    person = from_lmstudio(client, TEXT_MODEL).parse("John is 32", Person)
+    person = make_model(TEXT_MODEL).parse("John is 32", Person)
     assert person == Person(name="John", age=32)
     assert emulator.predictions[-1].structured == {
         "type": "json",
@@ -34,7 +34,7 @@ def test_parse_returns_instances(client: lms.Client, emulator: LMStudioEmulator)
     }
 
 
-def test_parse_of_generated_output_validates(client: lms.Client) -> None:
+def test_parse_of_generated_output_validates(make_model: MakeModel) -> None:
     schema = {
         "type": "object",
         "properties": {
@@ -43,16 +43,16 @@ def test_parse_of_generated_output_validates(client: lms.Client) -> None:
         },
         "required": ["n"],
     }
-    value = from_lmstudio(client, TEXT_MODEL).parse("numbers", schema)
+    value = make_model(TEXT_MODEL).parse("numbers", schema)
     assert isinstance(value, dict)
     assert isinstance(value["n"], int)
 
 
 def test_retry_sends_the_errors_back_and_succeeds(
-    client: lms.Client, emulator: LMStudioEmulator
+    make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:
     emulator.script(TEXT_MODEL, ['{"name": "john", "age": 32}', '{"name": "John", "age": 32}'])
-    person = from_lmstudio(client, TEXT_MODEL).parse("John is 32", Person, retries=1)
+    person = make_model(TEXT_MODEL).parse("John is 32", Person, retries=1)
     assert person.name == "John"
     second = emulator.predictions[-1]
     roles = [m["role"] for m in second.messages]
@@ -62,28 +62,28 @@ def test_retry_sends_the_errors_back_and_succeeds(
 
 
 def test_without_retries_the_error_carries_raw_text(
-    client: lms.Client, emulator: LMStudioEmulator
+    make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:
     emulator.script(TEXT_MODEL, ['{"name": "john", "age": 32}'])
     with pytest.raises(ParseError) as info:
-        from_lmstudio(client, TEXT_MODEL).parse("John is 32", Person)
+        make_model(TEXT_MODEL).parse("John is 32", Person)
     assert info.value.raw == '{"name": "john", "age": 32}'
     assert any("capital letter" in e for e in info.value.errors)
     assert len(emulator.predictions) == 1
 
 
-def test_truncated_output_is_reported(client: lms.Client, emulator: LMStudioEmulator) -> None:
+def test_truncated_output_is_reported(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
     with pytest.raises(TruncatedOutputError, match="max_tokens") as info:
-        from_lmstudio(client, TEXT_MODEL).parse("John is 32", Person, max_tokens=3, retries=2)
+        make_model(TEXT_MODEL).parse("John is 32", Person, max_tokens=3, retries=2)
     assert info.value.stop_reason == "maxPredictedTokensReached"
     assert len(emulator.predictions) == 1  # re-asking cannot fix a cut-off reply
 
 
 def test_parse_stream_yields_growing_partials_then_the_value(
-    client: lms.Client, emulator: LMStudioEmulator
+    make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:
     emulator.script(TEXT_MODEL, ['{"name": "Johnny", "age": 32}'])
-    values = list(from_lmstudio(client, TEXT_MODEL).parse_stream("John", Person))
+    values = list(make_model(TEXT_MODEL).parse_stream("John", Person))
     assert values[-1] == Person(name="Johnny", age=32)
     partials = values[:-1]
     assert len(partials) > 2
@@ -94,16 +94,16 @@ def test_parse_stream_yields_growing_partials_then_the_value(
     assert partials[-1] == {"name": "Johnny", "age": 32}
 
 
-def test_parse_list_of_prompts_in_order(client: lms.Client, emulator: LMStudioEmulator) -> None:
+def test_parse_list_of_prompts_in_order(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
     emulator.script(TEXT_MODEL, lambda p: f'{{"name": "{p.last_user_text.title()}", "age": 1}}')
-    values = from_lmstudio(client, TEXT_MODEL).parse(["ann", "bob", "cy"], Person)
+    values = make_model(TEXT_MODEL).parse(["ann", "bob", "cy"], Person)
     assert [v.name for v in values] == ["Ann", "Bob", "Cy"]
 
 
-def test_parse_list_reports_failed_items(client: lms.Client, emulator: LMStudioEmulator) -> None:
+def test_parse_list_reports_failed_items(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
     emulator.script(TEXT_MODEL, lambda p: f'{{"name": "{p.last_user_text}", "age": 1}}')
     with pytest.raises(BatchGenerationError) as info:
-        from_lmstudio(client, TEXT_MODEL).parse(["Ann", "bob"], Person)
+        make_model(TEXT_MODEL).parse(["Ann", "bob"], Person)
     assert info.value.results[0] == Person(name="Ann", age=1)
     assert isinstance(info.value.errors[1], ParseError)
 

@@ -216,9 +216,13 @@ def test_system_info_channel_ids_from_zero_and_instance_references(emu: LMStudio
     assert set(reply["result"]) == {"pid", "isDaemon", "version"}
     with raw_socket(emu, "llm") as ws:
         empty = {"type": "query", "query": {}}  # llm.model() in the 2.x SDK
-        first = raw_rpc(ws, "getModelInfo", 0, {"specifier": empty})["result"]
+        first = raw_rpc(ws, "getModelInfo", 0, {"specifier": empty, "throwIfNotFound": True})[
+            "result"
+        ]
         reference = {"type": "instanceReference", "instanceReference": first["instanceReference"]}
-        by_reference = raw_rpc(ws, "getModelInfo", 1, {"specifier": reference})["result"]
+        by_reference = raw_rpc(
+            ws, "getModelInfo", 1, {"specifier": reference, "throwIfNotFound": True}
+        )["result"]
         assert by_reference["identifier"] == first["identifier"]
         create = {
             "type": "channelCreate",

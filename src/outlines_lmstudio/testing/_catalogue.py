@@ -9,6 +9,7 @@ thread-safe by itself: the emulator guards it with its own lock.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,19 @@ if TYPE_CHECKING:
     from outlines_lmstudio.testing._records import Prediction
     from outlines_lmstudio.testing._tools import ToolCall
 
-__all__ = ["Catalogue", "EmulatedModel", "Instance", "Reply", "Replies", "default_models"]
+__all__ = [
+    "DEFAULT_GGUF_CONTEXT",
+    "Catalogue",
+    "EmulatedModel",
+    "Instance",
+    "Reply",
+    "Replies",
+    "default_models",
+]
+
+DEFAULT_GGUF_CONTEXT = 4096
+"""The context length a GGUF model is loaded with unless the load config says otherwise
+(LM Studio's default; the model's own maximum stays its ``maxContextLength``)."""
 
 Reply: TypeAlias = "str | ToolCall | Callable[[Prediction], str | ToolCall]"
 """A scripted reply: fixed text, a tool call, or a function of the recorded request."""
@@ -73,6 +86,11 @@ class EmulatedModel:
     aliases
         Other names a query may use for this model, as LM Studio resolves them
         (e.g. ``"hugging-quants/llama-3.2-1b-instruct"``).
+    gguf
+        A GGUF file: the model is then served by llama.cpp (llama-cpp-python,
+        the ``local`` extra) instead of the synthetic engine, and
+        ``size_bytes``, ``context_length`` (its maximum) and ``architecture``
+        are read from the file.
     """
 
     key: str
@@ -92,8 +110,22 @@ class EmulatedModel:
     path: str = ""
     publisher: str = ""
     aliases: Sequence[str] = ()
+    gguf: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
+        if self.gguf is not None:
+            from outlines_lmstudio.testing._llama import read_facts
+
+            facts = read_facts(self.gguf)
+            self.gguf = os.fspath(self.gguf)
+            self.format = "gguf"
+            self.size_bytes = facts.size_bytes
+            self.context_length = facts.context_length
+            self.architecture = facts.architecture
+            self.params = self.params or facts.params
+            self.display_name = self.display_name or facts.name
+            if facts.embedding_dims is not None:
+                self.embedding_dims = facts.embedding_dims
         if not self.path:
             suffix = ".gguf" if self.format == "gguf" else ""
             self.path = f"emulator/{self.key}/{self.key}{suffix}"
@@ -102,6 +134,13 @@ class EmulatedModel:
         if isinstance(self.aliases, str):
             raise TypeError("EmulatedModel.aliases must be a sequence of names, not a string")
         self.aliases = tuple(self.aliases)
+
+    @property
+    def load_context_length(self) -> int:
+        """The context length of a new instance when the load config sets none."""
+        if self.gguf is not None:
+            return min(self.context_length, DEFAULT_GGUF_CONTEXT)
+        return self.context_length
 
     def names(self) -> tuple[str, ...]:
         """Every name a query by key, path or alias resolves to this model."""
@@ -322,7 +361,7 @@ class Catalogue:
             model=model,
             identifier=ident,
             reference=f"emulator-instance-{self._counter}",
-            context_length=context_length or model.context_length,
+            context_length=context_length or model.load_context_length,
             load_fields=list(load_fields or []),
             ttl_ms=ttl_ms,
             jit=jit,

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-__all__ = ["HELP", "add_arguments", "load_models", "main", "run"]
+__all__ = ["HELP", "add_arguments", "gguf_models", "load_models", "main", "run"]
 
 HELP = "Serve an LM Studio emulator (for tests and demos) until interrupted."
 INSTALL_HINT = 'pip install "outlines-lmstudio[testing]"'
@@ -39,6 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="JSON file: a list of models, each an object of EmulatedModel fields "
         '(e.g. {"key": "my-model", "vision": true}); default: the built-in catalogue',
+    )
+    parser.add_argument(
+        "--gguf",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also serve this GGUF file with llama.cpp (repeatable; needs the local extra); "
+        "its key is the file name without .gguf",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of generated text")
     parser.add_argument(
@@ -72,6 +81,19 @@ def load_models(path: Path) -> list[Any]:
     return models
 
 
+def gguf_models(paths: list[Path]) -> list[Any]:
+    """One `EmulatedModel` per GGUF file, keyed by the file name without ``.gguf``.
+
+    Raises
+    ------
+    OSError, ValueError, ImportError
+        If a file is missing or unreadable, or llama-cpp-python is not installed.
+    """
+    from outlines_lmstudio.testing import EmulatedModel
+
+    return [EmulatedModel(path.name.removesuffix(".gguf"), gguf=path) for path in paths]
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -84,13 +106,19 @@ def run(args: argparse.Namespace) -> int:
                 f"The emulator needs {module!r}. Install it with: {INSTALL_HINT}", file=sys.stderr
             )
             return 2
-    from outlines_lmstudio.testing import LMStudioEmulator
+    from outlines_lmstudio.testing import LMStudioEmulator, default_models
 
     try:
         models = load_models(args.models) if args.models else None
     except (OSError, ValueError) as exc:
         print(f"Cannot read the models file: {exc}", file=sys.stderr)
         return 2
+    if args.gguf:
+        try:
+            models = [*(default_models() if models is None else models), *gguf_models(args.gguf)]
+        except (OSError, ValueError, ImportError) as exc:
+            print(f"Cannot serve the GGUF file: {exc}", file=sys.stderr)
+            return 2
     if not 0 <= args.port <= 65535:
         print(f"--port must be between 0 and 65535, not {args.port}", file=sys.stderr)
         return 2

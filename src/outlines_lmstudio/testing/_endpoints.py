@@ -5,19 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
-import math
 import os
-import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from outlines_lmstudio.testing._faults import Fault
-from outlines_lmstudio.testing._lookup import not_found, resolve
+from outlines_lmstudio.testing._lookup import engine_for, not_found, resolve
 from outlines_lmstudio.testing._predict import complete_raw_text, predict
-from outlines_lmstudio.testing._records import Upload, message_text
-from outlines_lmstudio.testing._sampler import count_tokens, token_ids
+from outlines_lmstudio.testing._records import Upload
 from outlines_lmstudio.testing._state import Peer
 from outlines_lmstudio.testing._wire import Channel, RequestError, server_error
 
@@ -51,23 +47,16 @@ async def get_load_config(conn: Peer, parameter: Any) -> Any:
     return resolve(conn, parameter.get("specifier")).load_config()
 
 
-# Embedding tokenizers (BERT-style, like nomic-embed) wrap the text in [CLS] ... [SEP].
-_CLS, _SEP = 101, 102
-
-
 async def tokenize(conn: Peer, parameter: Any) -> Any:
-    """``tokenize``: deterministic token ids (with start and end tokens for embeddings)."""
-    resolve(conn, parameter.get("specifier"))
-    tokens = token_ids(str(parameter.get("inputString", "")))
-    if conn.namespace == "embedding":
-        tokens = [_CLS, *tokens, _SEP]
-    return {"tokens": tokens}
+    """``tokenize``: the token ids of the model's engine."""
+    engine = engine_for(conn.emu, resolve(conn, parameter.get("specifier")))
+    return {"tokens": await engine.tokenize(str(parameter.get("inputString", "")))}
 
 
 async def count_tokens_rpc(conn: Peer, parameter: Any) -> Any:
-    """``countTokens``: the number of text tokens (without an embedding's start and end)."""
-    resolve(conn, parameter.get("specifier"))
-    return {"tokenCount": count_tokens(str(parameter.get("inputString", "")))}
+    """``countTokens``: the number of tokens by the model's engine."""
+    engine = engine_for(conn.emu, resolve(conn, parameter.get("specifier")))
+    return {"tokenCount": await engine.count_tokens(str(parameter.get("inputString", "")))}
 
 
 async def unload_model(conn: Peer, parameter: Any) -> Any:
@@ -81,28 +70,17 @@ async def unload_model(conn: Peer, parameter: Any) -> Any:
     raise not_found(conn.emu, conn.namespace, {"identifier": identifier})
 
 
-def format_prompt(messages: list[dict[str, Any]]) -> str:
-    """Render a wire history with a ChatML-style template."""
-    parts = [f"<|im_start|>{m.get('role')}\n{message_text(m)}<|im_end|>\n" for m in messages]
-    return "".join(parts) + "<|im_start|>assistant\n"
-
-
 async def apply_prompt_template(conn: Peer, parameter: Any) -> Any:
-    """``applyPromptTemplate``: the history rendered as a ChatML prompt."""
-    resolve(conn, parameter.get("specifier"))
+    """``applyPromptTemplate``: the history rendered with the model's prompt template."""
+    engine = engine_for(conn.emu, resolve(conn, parameter.get("specifier")))
     history = parameter.get("history") or {}
-    return {"formatted": format_prompt(list(history.get("messages", [])))}
+    return {"formatted": await engine.apply_prompt_template(list(history.get("messages", [])))}
 
 
 async def embed_string(conn: Peer, parameter: Any) -> Any:
-    """``embedString``: a deterministic unit vector derived from the text."""
-    instance = resolve(conn, parameter.get("modelSpecifier"))
-    text = str(parameter.get("inputString", ""))
-    digest = hashlib.sha256(f"{instance.model.key}\x00{text}".encode()).digest()
-    rng = random.Random(int.from_bytes(digest[:8], "big"))
-    vector = [rng.gauss(0.0, 1.0) for _ in range(instance.model.embedding_dims)]
-    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
-    return {"embedding": [v / norm for v in vector]}
+    """``embedString``: the embedding vector of the model's engine."""
+    engine = engine_for(conn.emu, resolve(conn, parameter.get("modelSpecifier")))
+    return {"embedding": await engine.embed(str(parameter.get("inputString", "")))}
 
 
 async def list_downloaded_models(conn: Peer, parameter: Any) -> Any:

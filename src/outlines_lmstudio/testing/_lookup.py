@@ -1,4 +1,4 @@
-"""Model lookup: model specifiers and the names a request refers to."""
+"""Model lookup: model specifiers, the names a request refers to, and the engine serving a model."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._state import Peer
+from outlines_lmstudio.testing._synthetic import SyntheticEngine
 from outlines_lmstudio.testing._wire import RequestError
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import Instance
+    from outlines_lmstudio.testing._engine import Engine
     from outlines_lmstudio.testing._state import EmulatorState
 
-__all__ = ["not_found", "query_of", "request_names", "resolve"]
+__all__ = ["engine_for", "not_found", "query_of", "request_names", "resolve"]
 
 
 def query_of(specifier: Any) -> dict[str, Any]:
@@ -98,3 +100,23 @@ def request_names(emu: EmulatorState, namespace: str, parameter: Any) -> tuple[s
             if model is not None:
                 names.append(model.key)
     return tuple(names)
+
+
+def engine_for(emu: EmulatorState, instance: Instance) -> Engine:
+    """Return the engine serving ``instance``.
+
+    A model without a GGUF file gets the synthetic engine; a model with one
+    gets a llama.cpp engine, one per loaded instance (kept until it unloads).
+    """
+    if instance.model.gguf is None:
+        return SyntheticEngine(emu, instance)
+    from outlines_lmstudio.testing._llama import LlamaEngine
+
+    with emu._lock:
+        loaded = {i.reference for i in emu._catalogue.instances.values()}
+        for reference in [r for r in emu._engines if r not in loaded]:
+            del emu._engines[reference]
+        engine = emu._engines.get(instance.reference)
+        if engine is None:
+            engine = emu._engines[instance.reference] = LlamaEngine(instance)
+        return engine

@@ -357,6 +357,7 @@ class LMStudioEmulator(EmulatorState):
             self._catalogue.reset()
             self._files.clear()
             self._slots = {}
+            self._engines = {}
             self._peak = dict(self._active)
             self._restore_scripts()
 

@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from itertools import count
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from outlines_lmstudio.testing._catalogue import (
     Catalogue,
@@ -28,6 +28,9 @@ from outlines_lmstudio.testing._records import Prediction, Recorder, Upload
 from outlines_lmstudio.testing._sampler import JsonSampler
 from outlines_lmstudio.testing._tools import ToolCall
 from outlines_lmstudio.testing._wire import Channel
+
+if TYPE_CHECKING:
+    from outlines_lmstudio.testing._engine import Engine
 
 __all__ = ["EmulatorState", "Peer"]
 
@@ -69,6 +72,7 @@ class EmulatorState:
         self._client_refs: dict[str, int] = {}
         self._channel_records: dict[tuple[int, int], Prediction] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._engines: dict[str, Engine] = {}
         self._active: dict[str, int] = {}
         self._peak: dict[str, int] = {}
         self._socket_ids = count(1)

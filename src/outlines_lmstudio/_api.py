@@ -1,0 +1,237 @@
+"""The public methods of both model classes, written once over the fronts' three drivers.
+
+Each method checks its arguments (before any I/O), builds a flow (`_flow`) and hands it to
+the front: `ModelApi._run` (a whole result), `ModelApi._iterate` (a stream) or
+`ModelApi._map` (a batch). `LMStudio` returns the value; `AsyncLMStudio` returns an
+awaitable (or an async iterator), so ``await model.generate(...)`` works as Outlines expects,
+and bad input still raises at the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+from . import _flow
+from ._common import Common, Request, check_retries, is_batch, no_backend
+from ._flow import Flow, Sink
+
+__all__ = ["ModelApi"]
+
+
+class ModelApi(Common):
+    """The Outlines API and the typed helpers, for both fronts."""
+
+    _handles: Any
+    _formats: Any
+    _reconnects: Any
+
+    # -- what each front provides ------------------------------------------------------------
+    def _run(self, flow: Flow[Any]) -> Any:
+        """Drive a flow to its result (async: an awaitable of it)."""
+        raise NotImplementedError
+
+    def _iterate(self, request: Request, sink: Sink) -> Any:
+        """Stream a prediction through a sink (async: an async iterator)."""
+        raise NotImplementedError
+
+    def _map(self, flows: list[Flow[Any]], limit: int) -> Any:
+        """Drive several flows concurrently, at most ``limit`` at once; `batch_result`."""
+        raise NotImplementedError
+
+    # -- effects that need no I/O ------------------------------------------------------------
+    def _generation(self, effect: _flow.Generation) -> int:
+        return int(self._reconnects.generation(self.client))
+
+    def _forget(self, effect: _flow.Forget) -> None:
+        key: Hashable = effect.key
+        self._handles.forget(self.client, key)
+
+    # -- Outlines API ------------------------------------------------------------------------
+    def __call__(
+        self,
+        model_input: Any,
+        output_type: Any = None,
+        backend: str | None = None,
+        **inference_kwargs: Any,
+    ) -> Any:
+        """Generate a response (``model(prompt, T)``; async: awaitable); see `generate`.
+
+        Parameters
+        ----------
+        model_input
+            As for `generate`.
+        output_type
+            As for `generate`.
+        backend
+            Must be ``None``: LM Studio does the constrained decoding itself.
+        **inference_kwargs
+            As for `generate`.
+
+        Returns
+        -------
+        Any
+            The generated text.
+        """
+        no_backend(backend)
+        return self.generate(model_input, output_type, **inference_kwargs)
+
+    def stream(
+        self,
+        model_input: Any,
+        output_type: Any = None,
+        backend: str | None = None,
+        **inference_kwargs: Any,
+    ) -> Any:
+        """Stream a response, as `generate_stream` does (``backend`` must be ``None``).
+
+        Unlike Outlines' own method, bad input raises here, at the call, on both classes.
+        """
+        no_backend(backend)
+        return self.generate_stream(model_input, output_type, **inference_kwargs)
+
+    def batch(
+        self,
+        model_input: list[Any],
+        output_type: Any = None,
+        backend: str | None = None,
+        **inference_kwargs: Any,
+    ) -> Any:
+        """Generate responses to several inputs, as `generate_batch` does (no ``backend``)."""
+        no_backend(backend)
+        return self.generate_batch(model_input, output_type, **inference_kwargs)
+
+    def generate(self, model_input: Any, output_type: Any = None, **inference_kwargs: Any) -> Any:
+        """Generate a complete response (async: awaitable).
+
+        Parameters
+        ----------
+        model_input
+            A str, a list ``[prompt, Image, ...]``, an Outlines ``Chat`` or an
+            ``lmstudio.Chat``.
+        output_type
+            ``None`` for free text, or a structured output type.
+        **inference_kwargs
+            ``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``min_p``,
+            ``repeat_penalty``, ``stop``, ``config``, ``preset``, ``model``,
+            ``timeout`` and the SDK callbacks.
+
+        Returns
+        -------
+        str
+            The generated text (a JSON document for JSON-schema output types).
+        """
+        return self._run(_flow.generate(self._prepare(model_input, output_type, inference_kwargs)))
+
+    def generate_stream(
+        self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
+    ) -> Any:
+        """Stream a response; leaving early (``break``, ``close``) cancels it on the server.
+
+        Outlines declares the async form ``async def``; here it is a plain method on both
+        classes, so that bad input raises at the call, before any request is sent.
+
+        Parameters
+        ----------
+        model_input
+            As for `generate`.
+        output_type
+            As for `generate`.
+        **inference_kwargs
+            As for `generate`.
+
+        Returns
+        -------
+        Iterator[str] | AsyncIterator[str]
+            Text fragments as they arrive (simple types: the rendered value, once).
+        """
+        request = self._prepare(model_input, output_type, inference_kwargs)
+        return self._iterate(request, _flow.sink_for_stream(request))
+
+    def generate_batch(
+        self, model_input: list[Any], output_type: Any = None, **inference_kwargs: Any
+    ) -> Any:
+        """Generate responses to several inputs concurrently, in input order.
+
+        Parameters
+        ----------
+        model_input
+            The inputs.
+        output_type
+            The output type, the same for every input.
+        **inference_kwargs
+            As for `generate`, plus ``max_concurrency``.
+
+        Returns
+        -------
+        list[str]
+            One response per input, in input order (async: awaitable).
+
+        Raises
+        ------
+        BatchGenerationError
+            If any item failed; it holds the other results and each error by index.
+        """
+        requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
+        return self._map([_flow.generate(r) for r in requests], limit)
+
+    # -- typed results -----------------------------------------------------------------------
+    def parse(
+        self, model_input: Any, output_type: Any, *, retries: int = 0, **inference_kwargs: Any
+    ) -> Any:
+        """Generate and return a validated value of ``output_type`` (async: awaitable).
+
+        Parameters
+        ----------
+        model_input
+            One input (as for `generate`), or a list of inputs (str, Chat or
+            ``[prompt, Image, ...]`` lists), answered concurrently in order.
+        output_type
+            The type to return: a Pydantic model (an instance comes back), a
+            dataclass, TypedDict, dict/str JSON schema (a dict comes back), int,
+            Enum (a member comes back), Literal, ...
+        retries
+            How many times to re-ask, with the validation errors, when a reply
+            does not validate.
+        **inference_kwargs
+            As for `generate` (plus ``max_concurrency`` for a list of inputs).
+
+        Returns
+        -------
+        Any
+            The value (a list of values for a list of inputs).
+
+        Raises
+        ------
+        ParseError
+            The reply does not validate (it carries the raw text and the errors).
+        TruncatedOutputError
+            The reply was cut off by ``max_tokens`` or the context length.
+        """
+        retries = check_retries(retries)
+        if is_batch(model_input):
+            requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
+            return self._map([_flow.parse(r, retries) for r in requests], limit)
+        request = self._prepare(model_input, output_type, inference_kwargs)
+        return self._run(_flow.parse(request, retries))
+
+    def parse_stream(self, model_input: Any, output_type: Any, **inference_kwargs: Any) -> Any:
+        """Yield partial values while the reply streams, then the validated value.
+
+        Parameters
+        ----------
+        model_input
+            As for `generate`.
+        output_type
+            As for `parse`.
+        **inference_kwargs
+            As for `generate`.
+
+        Returns
+        -------
+        Iterator[Any] | AsyncIterator[Any]
+            Partial JSON values (dicts, lists, strings, each more complete than the
+            last), then the final value of ``output_type``.
+        """
+        request = self._prepare(model_input, output_type, inference_kwargs)
+        return self._iterate(request, _flow.sink_for_parse_stream(request))

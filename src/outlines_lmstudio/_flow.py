@@ -1,0 +1,471 @@
+"""Every decision of a call, written once, as sans-I/O flows that a sync and an async front drive.
+
+A *flow* is a generator. It yields an `Effect` when it needs I/O (upload the images, resolve the
+model, open a prediction, read the next fragments, reconnect, complete a whole request) and gets
+the result back by ``send``, or the I/O error by ``throw``. It yields an `Emit` when it has
+something for the caller (a text fragment, a partial value). It returns the call's result. The
+flow decides everything: which request to send, whether to retry after a dropped socket, when to
+reconnect, when to re-resolve a vanished model, how to split reasoning from the answer, when a
+reply is truncated, what to re-ask in ``parse``, when a partial value has changed, how batch
+results and errors are assembled. The fronts (`_sync.py`, `_async.py`) only perform I/O: SDK
+calls, threads or tasks, timeouts and signals. Each effect names the front method that performs
+it (`Effect.method`), so a front's driver loop is a few lines.
+
+Why this mechanism rather than writing async code and generating the sync code (httpcore's
+``unasync``, lmstudio-python's test generation): the two fronts are not the same program with
+``await`` removed. The sync front reads a stream in the caller's thread under a Ctrl-C guard and
+uses a thread only for a deadline; the async front reads through a task so that cancelling the
+caller still cancels on the server. A generated twin would carry every decision twice in the
+tree (and twice in review), and the parts that must differ would need escape hatches. The
+sans-I/O flow (httpx's ``Auth.auth_flow``) keeps one copy of each decision, lets unit tests drive
+a flow with no server at all, and keeps the fronts short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
+
+import lmstudio as lms
+
+from ._common import Completion, Request
+from ._inputs import build_chat
+from ._sdk_errors import Stage
+from ._typed import Validator, check_reply, partial_value, reask_prompt, validator_for
+from .errors import (
+    BatchGenerationError,
+    LMStudioConnectionError,
+    LMStudioModelNotFoundError,
+    UnsupportedOutputTypeError,
+)
+
+__all__ = [
+    "Call",
+    "Complete",
+    "Effect",
+    "Emit",
+    "ErrorFactory",
+    "Flow",
+    "Forget",
+    "Generation",
+    "ModelFormat",
+    "Open",
+    "Read",
+    "Reconnect",
+    "Resolve",
+    "Runner",
+    "Sink",
+    "Upload",
+    "batch_result",
+    "generate",
+    "parse",
+    "predict",
+    "sink_for_parse_stream",
+    "sink_for_stream",
+]
+
+T = TypeVar("T")
+ErrorFactory: TypeAlias = Callable[[BaseException, "str | None", Stage], BaseException]
+
+
+# -- effects: the I/O a flow asks for --------------------------------------------------------
+@dataclass(frozen=True)
+class Effect:
+    """A piece of I/O a flow needs; the front's method named `method` performs it."""
+
+    method: ClassVar[str]
+
+
+@dataclass(frozen=True)
+class Generation(Effect):
+    """The client's reconnect generation (an ``int``), read before an attempt."""
+
+    method = "_generation"
+
+
+@dataclass(frozen=True)
+class Upload(Effect):
+    """Upload the request's images (once per client); gives ``{digest: FileHandle}``."""
+
+    method = "_upload"
+    request: Request
+
+
+@dataclass(frozen=True)
+class Resolve(Effect):
+    """The model handle for a key (cached per client)."""
+
+    method = "_resolve"
+    key: str | None
+
+
+@dataclass(frozen=True)
+class Forget(Effect):
+    """Drop a cached model handle (the server no longer has the model)."""
+
+    method = "_forget"
+    key: str | None
+
+
+@dataclass(frozen=True)
+class ModelFormat(Effect):
+    """The model's format (``"gguf"``, ``"safetensors"``...), cached per client."""
+
+    method = "_model_format"
+    handle: Any
+
+
+@dataclass(frozen=True)
+class Open(Effect):
+    """Start a prediction; gives a reader the front can `Read`."""
+
+    method = "_open"
+    call: Call
+    handle: Any
+    chat: lms.Chat
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Read(Effect):
+    """The next fragments of the open prediction (a non-empty list), or ``None`` at its end."""
+
+    method = "_read"
+    call: Call
+
+
+@dataclass(frozen=True)
+class Reconnect(Effect):
+    """Reset the client's dead sessions, unless a call did since ``generation``."""
+
+    method = "_reconnect"
+    generation: int
+
+
+@dataclass(frozen=True)
+class Complete(Effect):
+    """Run a whole request (its own `predict` flow, under the call's time limit)."""
+
+    method = "_complete"
+    request: Request
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Something for the caller of a stream: a text fragment, a partial value."""
+
+    value: Any
+
+
+Flow: TypeAlias = Generator[Effect | Emit, Any, T]
+
+
+@dataclass(eq=False)
+class Call:
+    """One prediction's state shared by the flow and its driver (never between calls).
+
+    Attributes
+    ----------
+    request
+        The checked request.
+    reader
+        The front's reader of the prediction currently open, if any.
+    finished
+        Whether that prediction ended (completed or failed on the server): a driver
+        leaving an unfinished one cancels it on the server.
+    done
+        The finished reply, once there is one.
+    deadline
+        The front's clock reading at which the whole call times out, or ``None``.
+    front
+        The front's own per-call state (a Ctrl-C guard...).
+    """
+
+    request: Request
+    reader: Any = None
+    finished: bool = True
+    done: Completion | None = None
+    deadline: float | None = None
+    front: Any = None
+
+
+class Runner(Generic[T]):
+    """Steps a flow for a driver: the answer to the last effect goes in, the next step comes out.
+
+    Iterating gives the flow's effects and emits; after the iteration, `result` holds what
+    the flow returned. Use it as a context manager so an abandoned flow is closed.
+    """
+
+    def __init__(self, flow: Flow[T]) -> None:
+        self._flow = flow
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.result: T | None = None
+
+    def __iter__(self) -> Runner[T]:
+        return self
+
+    def __next__(self) -> Effect | Emit:
+        try:
+            if self._error is not None:
+                error, self._error = self._error, None
+                return self._flow.throw(error)
+            value, self._value = self._value, None
+            return self._flow.send(value)
+        except StopIteration as stop:
+            self.result = stop.value
+            raise StopIteration from None
+
+    def answer(self, value: Any) -> None:
+        """Give the result of the last effect."""
+        self._value = value
+
+    def fail(self, error: BaseException) -> None:
+        """Give the error the last effect raised (thrown into the flow)."""
+        self._error = error
+
+    def __enter__(self) -> Runner[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._flow.close()
+
+
+# -- sinks: what a call makes of the answer -------------------------------------------------
+class Sink:
+    """Turns a prediction's answer text into what the caller gets (per call, per attempt).
+
+    Attributes
+    ----------
+    emitted
+        Whether the caller has seen anything yet (then a failed attempt is not retried).
+    """
+
+    emitted = False
+
+    def begin(self) -> None:
+        """Start an attempt (forget what an earlier, failed attempt sent)."""
+
+    def feed(self, answer: str) -> Iterable[Any]:
+        """Take answer text; return what the caller gets now."""
+        return ()
+
+    def finish(self, done: Completion) -> Iterable[Any]:
+        """Take the finished reply; return the caller's last items."""
+        return ()
+
+
+class _TextSink(Sink):
+    """Answer fragments as they arrive."""
+
+    def feed(self, answer: str) -> Iterable[Any]:
+        self.emitted = True
+        return (answer,)
+
+
+class _RenderedSink(Sink):
+    """The whole answer rendered once (simple types: ``pos``, ``42``, ``True``)."""
+
+    def __init__(self, render: Callable[[str], str]) -> None:
+        self._render = render
+
+    def finish(self, done: Completion) -> Iterable[Any]:
+        return (self._render(done.text),)
+
+
+class _PartialSink(Sink):
+    """Partial JSON values while the reply streams, then the validated value."""
+
+    def __init__(self, validator: Validator) -> None:
+        self._validator = validator
+        self.begin()
+
+    def begin(self) -> None:
+        self._text, self._last = "", None
+
+    def feed(self, answer: str) -> Iterable[Any]:
+        self._text += answer
+        value = partial_value(self._text)
+        if value is None or value == self._last:
+            return ()
+        self._last = value
+        self.emitted = True
+        return (value,)
+
+    def finish(self, done: Completion) -> Iterable[Any]:
+        return (check_reply(self._validator, done.text, done.stop_reason, 1, True)[1],)
+
+
+def sink_for_stream(request: Request) -> Sink:
+    """Make the sink of ``generate_stream``: fragments, or one rendered value (simple types)."""
+    if request.plan.kind == "simple":
+        return _RenderedSink(request.plan.render)
+    return _TextSink()
+
+
+def sink_for_parse_stream(request: Request) -> Sink:
+    """Make the sink of ``parse_stream``: partial values, then the validated value."""
+    return _PartialSink(validator_for(request.plan))
+
+
+# -- the flows ------------------------------------------------------------------------------
+def _dropped(exc: BaseException) -> bool:
+    """Tell whether an SDK error is a lost websocket (not a refused connection)."""
+    return isinstance(exc, lms.LMStudioWebsocketError) and "not reachable" not in str(exc)
+
+
+def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory) -> BaseException:
+    error = errors(exc, key, "resolve")
+    if key is None and isinstance(exc, lms.LMStudioClientError) and "no models" in str(exc).lower():
+        return LMStudioModelNotFoundError(
+            "LM Studio has no model loaded, and no model_name was given.",
+            host=getattr(error, "host", None),
+            hint="Load a model in LM Studio, or pass model_name to from_lmstudio.",
+        )
+    return error
+
+
+def _grammar_check(model_format: str, identifier: str) -> None:
+    """Refuse grammar mode for a model that does not run on llama.cpp."""
+    if model_format != "gguf":
+        raise UnsupportedOutputTypeError(
+            f"Grammar mode sends a llama.cpp GBNF grammar, but {identifier!r} is a "
+            f"{model_format!r} model (not GGUF), whose engine does not take GBNF. Use a GGUF "
+            "model, or express the constraint as a JSON schema."
+        )
+
+
+def _answer(fragments: Sequence[lms.LlmPredictionFragment]) -> str:
+    """Join the answer text of some fragments (reasoning fragments are not part of it)."""
+    return "".join(f.content for f in fragments if f.reasoning_type == "none")
+
+
+def predict(call: Call, sink: Sink, errors: ErrorFactory) -> Flow[Completion]:
+    """One prediction: upload, resolve, predict, read; retried once after a drop or unload.
+
+    A lost socket makes the client reconnect (the next call finds it working); a model
+    the server no longer has is resolved again. Either way the request is sent once more,
+    but only while the caller has seen nothing of the reply.
+
+    Parameters
+    ----------
+    call
+        The call's state; its `Call.reader` and `Call.finished` tell the driver what to
+        cancel if the caller leaves early.
+    sink
+        What the caller gets of the answer.
+    errors
+        Builds our error for an SDK error (host, model, hint).
+
+    Returns
+    -------
+    Completion
+        The answer, and why the model stopped.
+    """
+    request = call.request
+    for attempt in (1, 2):
+        generation = yield Generation()
+        sink.begin()
+        stage: Stage = "upload"
+        try:
+            handles = (yield Upload(request)) if request.prompt.images else {}
+            stage = "resolve"
+            handle = yield Resolve(request.key)
+            if request.plan.kind == "grammar":
+                _grammar_check((yield ModelFormat(handle)), handle.identifier)
+            stage = "predict"
+            call.finished = False
+            yield Open(call, handle, build_chat(request.prompt, handles), request.sdk_kwargs())
+            parts: list[str] = []
+            while (fragments := (yield Read(call))) is not None:
+                answer = _answer(fragments)
+                parts.append(answer)
+                for item in sink.feed(answer) if answer else ():
+                    yield Emit(item)
+            call.finished = True
+            done = Completion("".join(parts), str(call.reader.result().stats.stop_reason))
+        except lms.LMStudioError as exc:
+            call.finished = True
+            again = attempt == 1 and not sink.emitted
+            if _dropped(exc):
+                try:
+                    yield Reconnect(generation)  # the retry (or the next call) finds it working
+                except lms.LMStudioError as failed:  # say why, if it is the connection
+                    error = errors(failed, request.key, "connect")
+                    if isinstance(error, LMStudioConnectionError):
+                        raise error from failed
+                    raise errors(exc, request.key, stage) from exc
+                if again:
+                    continue
+            elif stage == "resolve":
+                raise _resolve_error(exc, request.key, errors) from exc
+            elif stage == "predict" and isinstance(exc, lms.LMStudioModelNotFoundError):
+                yield Forget(request.key)
+                if again:
+                    continue
+            raise errors(exc, request.key, stage) from exc
+        call.done = done
+        for item in sink.finish(done):
+            yield Emit(item)
+        return done
+    raise AssertionError("unreachable: the second attempt returns or raises")  # pragma: no cover
+
+
+def generate(request: Request) -> Flow[str]:
+    """Complete a request; return its text rendered for the output type (``pos``, ``42``)."""
+    done: Completion = yield Complete(request)
+    return request.plan.render(done.text)
+
+
+def parse(request: Request, retries: int) -> Flow[Any]:
+    """Complete, validate, and re-ask with the errors until the reply validates or retries end.
+
+    Parameters
+    ----------
+    request
+        The checked request.
+    retries
+        How many times to re-ask after an invalid reply.
+
+    Returns
+    -------
+    Any
+        The value of the output type.
+    """
+    validator = validator_for(request.plan)
+    for attempt in range(1, retries + 2):
+        done: Completion = yield Complete(request)
+        ok, value, problems = check_reply(
+            validator, done.text, done.stop_reason, attempt, attempt > retries
+        )
+        if ok:
+            return value
+        request = replace(request, prompt=reask_prompt(request.prompt, done.text, problems))
+    raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+
+def batch_result(results: Sequence[Any]) -> list[Any]:
+    """Assemble a batch's results in input order; raise with the others if any item failed.
+
+    Parameters
+    ----------
+    results
+        One result or exception per input, in input order.
+
+    Returns
+    -------
+    list
+        The results.
+
+    Raises
+    ------
+    BatchGenerationError
+        If an item failed; it holds the other results and each error by index.
+    """
+    errors = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
+    if errors:
+        raise BatchGenerationError(
+            [None if isinstance(r, BaseException) else r for r in results], errors
+        )
+    return list(results)

@@ -1,0 +1,454 @@
+"""Separating a reasoning model's thinking from its answer (pure, incremental, no I/O).
+
+LM Studio tells a client where the reasoning is in up to three ways, and a reply
+may use several at once (sources and what is inferred: ``docs/reasoning.md``):
+
+* **Typed fragments.** Each fragment carries ``reasoningType``: ``none``,
+  ``reasoning``, ``reasoningStartTag`` or ``reasoningEndTag``.
+* **The synthetic marker.** From LM Studio 0.4.19, a reasoning model asked for a
+  JSON schema thinks, then LM Studio inserts `SYNTHETIC_MARKER` and the answer
+  follows under the schema. The marker has been seen typed as the end tag and
+  also inside ``none``-typed text.
+* **Harmony** (gpt-oss): ``<|channel|>analysis<|message|>...<|end|>
+  <|start|>assistant<|channel|>final<|message|>...``. The TypeScript SDK flags
+  the control text ``isStructural``; the Python SDK 1.5.0 has no such field, so
+  the control tokens are recognised here by their exact spelling.
+
+Untyped ``<think>...</think>`` (reasoning parsing off, or a template LM Studio
+does not know) is recognised when the reply opens with the start tag. A bare end
+tag in an untyped reply that has not reasoned yet also ends reasoning: some
+templates (Qwen3 2507) put the start tag in the prompt, so the model writes only
+``reasoning</think>answer``. A later mention of either tag is answer text.
+
+The rule, whichever signals arrive: **the answer is the untyped, non-control
+text after the last piece of reasoning**, with the whitespace that separates it
+from the reasoning removed. Text that could still become a marker, tag or
+control token is held back, and only that; everything else is released at once.
+
+If untyped text is followed by a marker or end tag, that text was reasoning all
+along. `ReasoningSplitter.answer` is corrected (the text moves to
+`ReasoningSplitter.reasoning`), and `ReasoningSplitter.retracted` is set,
+because chunks already handed out cannot be taken back.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum, auto
+from typing import Any
+
+from ._reply import ReplyChunk, ReplyStats
+from .errors import EmptyAnswerError, OutlinesLMStudioError, ReasoningTruncatedError
+
+__all__ = [
+    "HARMONY_TOKENS",
+    "SYNTHETIC_MARKER",
+    "ReasoningSplitter",
+    "reply_problem",
+]
+
+_MARKER_HEAD = "__LM_STUDIO_INTERNAL_LSEP_SYNTHETIC_REASONING_END_"
+SYNTHETIC_MARKER = _MARKER_HEAD + "f4e9a8d2c6b14d0c9e5f3a7b8c1d2e6a__"
+# The 32 hex digits look like a build-specific id; accept any, so another LM Studio
+# build does not leak its marker into answers.
+_MARKER_RE = re.compile(re.escape(_MARKER_HEAD) + r"[0-9a-f]{32}__")
+_MARKER_TAIL_RE = re.compile(r"[0-9a-f]{0,32}|[0-9a-f]{32}_")
+_MARKER_MAX = len(SYNTHETIC_MARKER)
+
+HARMONY_TOKENS = (
+    "<|start|>",
+    "<|channel|>",
+    "<|message|>",
+    "<|end|>",
+    "<|return|>",
+    "<|constrain|>",
+    "<|call|>",
+)
+_HARMONY_ANSWER_CHANNELS = frozenset({"final", ""})
+_MARKER = "\x00marker"  # the token name `_find` reports for a marker match (never a tag)
+
+
+class _Mode(Enum):
+    START = auto()  # nothing seen yet: an untyped <think> may open the reply
+    ANSWER = auto()  # untyped text is answer text
+    THINK = auto()  # inside an untyped <think> block
+    REASON = auto()  # inside typed reasoning fragments
+    HEADER = auto()  # inside a Harmony header, up to <|message|>
+    HREASON = auto()  # inside a Harmony analysis/commentary message
+
+
+_REASONING_MODES = frozenset({_Mode.THINK, _Mode.REASON, _Mode.HREASON})
+
+
+class ReasoningSplitter:
+    """Split a prediction's fragments into reasoning and answer, incrementally.
+
+    Feed each fragment as it arrives; each call returns the pieces that are
+    certain so far. Call `close` at the end to release held-back text. Take the
+    finished texts from `answer` and `reasoning`, not by joining the chunks: they
+    differ only when `retracted` is set (see the module docstring). A driver::
+
+        splitter = ReasoningSplitter()
+        for fragment in stream:
+            for chunk in splitter.feed(fragment.content, fragment.reasoning_type,
+                                       tokens_count=fragment.tokens_count):
+                ...  # stream chunk.text; chunk.reasoning tells which side
+        tail = splitter.close()
+        stats = reply_stats(result.stats, reasoning_tokens=splitter.reasoning_tokens)
+        error = reply_problem(splitter.answer, splitter.reasoning, stats, structured=...)
+
+    Parameters
+    ----------
+    start_tag, end_tag
+        The untyped reasoning tags recognised at the start of a reply (LM Studio's
+        ``reasoningParsing`` start and end strings; ``<think>``/``</think>`` by
+        default).
+
+    Attributes
+    ----------
+    in_reasoning
+        ``True`` if the reply so far ended inside reasoning.
+    retracted
+        ``True`` if text first given out as answer later proved to be reasoning.
+    reasoning_tokens
+        The ``tokensCount`` of the fragments that were reasoning or its tags.
+    """
+
+    def __init__(self, *, start_tag: str = "<think>", end_tag: str = "</think>") -> None:
+        if not start_tag or not end_tag:
+            raise ValueError("reasoning start and end tags must be non-empty strings")
+        self._start_tag = start_tag
+        self._end_tag = end_tag
+        self._mode = _Mode.START
+        self._hold = ""
+        self._strip_leading = False  # drop the separator after reasoning
+        self._header = ""
+        self._answer: list[str] = []
+        self._reasoning: list[str] = []
+        self._out: list[ReplyChunk] = []
+        self._closed = False
+        self.in_reasoning = False
+        self.retracted = False
+        self.reasoning_tokens = 0
+        self._typed = False  # the server has typed a fragment as reasoning
+        self._reasoned = False  # reasoning has begun or ended somewhere in this reply
+
+    @property
+    def answer(self) -> str:
+        """The answer so far: the text after the last reasoning, control text removed."""
+        return "".join(self._answer)
+
+    @property
+    def reasoning(self) -> str:
+        """The reasoning so far, without tags, markers or Harmony control text."""
+        return "".join(self._reasoning)
+
+    def feed(
+        self,
+        content: str,
+        reasoning_type: str,
+        *,
+        tokens_count: int = 0,
+        structural: bool = False,
+    ) -> list[ReplyChunk]:
+        """Take one fragment; return the pieces now known to be answer or reasoning.
+
+        Parameters
+        ----------
+        content
+            The fragment's text.
+        reasoning_type
+            Its ``reasoningType``: ``none``, ``reasoning``, ``reasoningStartTag``
+            or ``reasoningEndTag``.
+        tokens_count
+            Its ``tokensCount``, summed into `reasoning_tokens` when it is reasoning.
+        structural
+            Its ``isStructural`` flag, where the client has it: the text is control
+            text, read for where it switches channel but never given out.
+
+        Returns
+        -------
+        list[ReplyChunk]
+            Consecutive pieces of one kind are merged; may be empty.
+        """
+        if self._closed:
+            raise RuntimeError("ReasoningSplitter.feed() after close()")
+        answer_before, reasoning_before = len(self._answer), len(self._reasoning)
+        was_reasoning = self.in_reasoning
+        if reasoning_type != "none":
+            self._typed = True
+        if reasoning_type == "reasoningStartTag":
+            self._flush_before_reasoning()
+            self._enter(_Mode.REASON)
+        elif reasoning_type == "reasoningEndTag":
+            self._flush_hold()
+            self._boundary()
+        elif reasoning_type == "reasoning":
+            if self._mode not in _REASONING_MODES and self._mode is not _Mode.HEADER:
+                self._flush_before_reasoning()
+                self._enter(_Mode.REASON)
+            self._scan(content, structural)
+        else:  # "none", or a type this client does not know: answer unless shown otherwise
+            if self._mode is _Mode.REASON:
+                self._flush_hold()
+                self._mode = _Mode.ANSWER
+                self._strip_leading = True
+                self.in_reasoning = False
+            self._scan(content, structural)
+        gave_answer = len(self._answer) > answer_before  # pieces appended (never empty ones)
+        gave_reasoning = len(self._reasoning) > reasoning_before
+        if reasoning_type != "none" or (
+            not gave_answer and (gave_reasoning or was_reasoning or self.in_reasoning)
+        ):
+            self.reasoning_tokens += tokens_count
+        return self._take()
+
+    def close(self) -> list[ReplyChunk]:
+        """End the reply: release held-back text as what it is; return the last pieces."""
+        if not self._closed:
+            self._flush_hold()
+            self._closed = True
+        return self._take()
+
+    # -- scanning ---------------------------------------------------------------
+
+    def _scan(self, text: str, structural: bool) -> None:
+        buf = self._hold + text
+        self._hold = ""
+        pos = 0
+        while pos < len(buf):
+            if self._mode is _Mode.START:
+                pos = self._scan_start(buf, pos)  # len(buf) when all of it is held
+                continue
+            tokens = self._tokens()
+            if not any(_first(t) in buf for t in tokens):  # the common case: plain text
+                self._literal(buf[pos:], structural)
+                return
+            hit = _find(buf, pos, tokens)
+            if hit is None:
+                keep = _held_from(buf, pos, tokens)
+                self._literal(buf[pos:keep], structural)
+                self._hold = buf[keep:]
+                return
+            start, end, token = hit
+            self._literal(buf[pos:start], structural)
+            self._control(token)
+            pos = end
+
+    def _scan_start(self, buf: str, pos: int) -> int:
+        """At the very start: open an untyped think block, hold, or begin the answer."""
+        rest = buf[pos:].lstrip()
+        if rest.startswith(self._start_tag):
+            self._enter(_Mode.THINK)
+            return len(buf) - len(rest) + len(self._start_tag)
+        if self._start_tag.startswith(rest):
+            self._hold = buf[pos:]  # whitespace, or a possible start tag
+            return len(buf)
+        self._mode = _Mode.ANSWER
+        return pos
+
+    def _tokens(self) -> tuple[str, ...]:
+        if self._mode is _Mode.THINK:
+            return (_MARKER, self._end_tag)
+        if self._mode is _Mode.ANSWER and not self._reasoned and not self._typed:
+            # An untyped reply that has not reasoned yet: a bare end tag closes reasoning
+            # whose start tag was in the prompt (Qwen3 2507 templates open <think> there).
+            return (_MARKER, self._end_tag, *HARMONY_TOKENS)
+        return (_MARKER, *HARMONY_TOKENS)
+
+    def _literal(self, text: str, structural: bool) -> None:
+        if not text:
+            return
+        if self._mode is _Mode.HEADER:
+            self._header += text
+        elif structural:
+            return  # control text the server flagged: never answer, never reasoning
+        elif self._mode in _REASONING_MODES:
+            self._emit(text, reasoning=True)
+        else:
+            if self._strip_leading:
+                text = text.lstrip()
+                if not text:
+                    return
+                self._strip_leading = False
+            self.in_reasoning = False
+            self._emit(text, reasoning=False)
+
+    def _control(self, token: str) -> None:
+        if token in (_MARKER, self._end_tag):
+            self._boundary()
+        elif token in ("<|start|>", "<|channel|>"):
+            self._mode = _Mode.HEADER
+            self._header = ""  # the channel name follows the last <|channel|>
+        elif token == "<|constrain|>" and self._mode is _Mode.HEADER:
+            self._header += " "
+        elif token == "<|message|>" and self._mode is _Mode.HEADER:
+            words = self._header.split()
+            if (words[0] if words else "") in _HARMONY_ANSWER_CHANNELS:
+                self._boundary()
+            else:
+                self._enter(_Mode.HREASON)
+        # <|end|>, <|return|>, <|call|>, stray <|message|>/<|constrain|>: control
+        # text with no effect on which side the following text belongs to.
+
+    # -- state changes ----------------------------------------------------------
+
+    def _enter(self, mode: _Mode) -> None:
+        """Reasoning starts: any answer so far was reasoning after all."""
+        self._retract()
+        self._mode = mode
+        self.in_reasoning = True
+        self._reasoned = True
+
+    def _boundary(self) -> None:
+        """Reasoning ends: the answer starts after this point."""
+        self._retract()
+        self._mode = _Mode.ANSWER
+        self._strip_leading = True
+        self.in_reasoning = False
+        self._reasoned = True
+
+    def _retract(self) -> None:
+        if self._answer:
+            self._reasoning.extend(self._answer)
+            self._answer.clear()
+            self.retracted = True
+
+    def _flush_hold(self) -> None:
+        held, self._hold = self._hold, ""
+        if self._mode is _Mode.START:
+            self._mode = _Mode.ANSWER
+        self._literal(held, structural=False)
+
+    def _flush_before_reasoning(self) -> None:
+        if self._mode is _Mode.START and not self._hold.strip():
+            self._hold = ""  # whitespace before the reasoning is no answer
+        self._flush_hold()
+
+    def _emit(self, text: str, *, reasoning: bool) -> None:
+        (self._reasoning if reasoning else self._answer).append(text)
+        if self._out and self._out[-1].reasoning == reasoning:
+            self._out[-1] = ReplyChunk(self._out[-1].text + text, reasoning)
+        else:
+            self._out.append(ReplyChunk(text, reasoning))
+
+    def _take(self) -> list[ReplyChunk]:
+        out, self._out = self._out, []
+        return out
+
+
+def _first(token: str) -> str:
+    return _MARKER_HEAD[0] if token == _MARKER else token[0]
+
+
+def _find(buf: str, pos: int, tokens: tuple[str, ...]) -> tuple[int, int, str] | None:
+    """Find the earliest control token in ``buf[pos:]``: (start, end, token)."""
+    best: tuple[int, int, str] | None = None
+    for token in tokens:
+        if token == _MARKER:
+            match = _MARKER_RE.search(buf, pos)
+            found = (match.start(), match.end(), _MARKER) if match else None
+        else:
+            at = buf.find(token, pos)
+            found = (at, at + len(token), token) if at >= 0 else None
+        if found is not None and (best is None or found[0] < best[0]):
+            best = found
+    return best
+
+
+def _could_become(tail: str, token: str) -> bool:
+    """Tell whether ``tail`` is a proper beginning of ``token``.
+
+    Hand-written: no library answers "could this text still grow into a match"
+    for a stream of text.
+    """
+    if token != _MARKER:
+        return len(tail) < len(token) and token.startswith(tail)
+    if len(tail) <= len(_MARKER_HEAD):
+        return _MARKER_HEAD.startswith(tail)
+    return tail.startswith(_MARKER_HEAD) and bool(
+        _MARKER_TAIL_RE.fullmatch(tail, len(_MARKER_HEAD))
+    )
+
+
+def _held_from(buf: str, pos: int, tokens: tuple[str, ...]) -> int:
+    """Where the longest tail of ``buf[pos:]`` that may become a token begins."""
+    longest = max(_MARKER_MAX if t == _MARKER else len(t) for t in tokens)
+    for start in range(max(pos, len(buf) - longest), len(buf)):
+        tail = buf[start:]
+        if any(_could_become(tail, token) for token in tokens):
+            return start
+    return len(buf)
+
+
+_BUDGET_STOPS = {
+    "maxPredictedTokensReached": "max_tokens",
+    "contextLengthReached": "the model's context length (LM Studio's load setting)",
+}
+
+
+def reply_problem(
+    answer: str, reasoning: str, stats: ReplyStats, *, structured: bool
+) -> OutlinesLMStudioError | None:
+    """Return the error a finished reply of a reasoning model deserves, if any.
+
+    Parameters
+    ----------
+    answer
+        The answer text (`ReasoningSplitter.answer`).
+    reasoning
+        The reasoning text (`ReasoningSplitter.reasoning`).
+    stats
+        The reply's stats.
+    structured
+        Whether an output type constrained the answer (only changes the wording).
+
+    Returns
+    -------
+    OutlinesLMStudioError | None
+        `ReasoningTruncatedError` when the token budget ran out before any answer
+        was written, `EmptyAnswerError` when the model reasoned and then wrote no
+        answer, else ``None``. Replies without reasoning are never judged here.
+    """
+    if answer.strip() or not reasoning.strip():
+        return None
+    stop = stats.stop_reason
+    what = "JSON answer" if structured else "answer"
+    counts = _counts(stats)
+    if stop in _BUDGET_STOPS:
+        limit = _BUDGET_STOPS[stop]
+        spent = stats.predicted_tokens
+        suggestion = f" (for example to {max(4 * spent, 1024)})" if spent else ""
+        return ReasoningTruncatedError(
+            f"The token budget was spent on reasoning: the reply stopped ({stop}) before the "
+            f"model began its {what} ({counts}). Raise {limit}{suggestion}, or turn the "
+            "model's thinking down or off; the reasoning so far is in .reasoning",
+            raw=answer,
+            errors=[f"stopped inside the reasoning ({stop})"],
+            stop_reason=stop,
+            reasoning=reasoning,
+            reasoning_tokens=stats.reasoning_tokens,
+            predicted_tokens=stats.predicted_tokens,
+        )
+    if stop in (None, "eosFound", "stopStringFound"):
+        return EmptyAnswerError(
+            f"The model reasoned and then wrote an empty {what} (stop reason {stop}; "
+            f"{counts}). Ask for the answer explicitly in the prompt, raise max_tokens, "
+            "or use a model or setting without thinking; the reasoning is in .reasoning",
+            raw=answer,
+            errors=["empty answer after reasoning"],
+            stop_reason=stop,
+            reasoning=reasoning,
+            reasoning_tokens=stats.reasoning_tokens,
+            predicted_tokens=stats.predicted_tokens,
+        )
+    return None  # userStopped, failed, toolCalls...: the caller's own errors apply
+
+
+def _counts(stats: ReplyStats) -> str:
+    parts: list[Any] = []
+    if stats.predicted_tokens is not None:
+        parts.append(f"{stats.predicted_tokens} tokens predicted")
+    if stats.reasoning_tokens is not None:
+        parts.append(f"{stats.reasoning_tokens} of them reasoning")
+    return ", ".join(parts) or "token counts not reported"

@@ -1,0 +1,133 @@
+"""One call's answer, its reasoning and its stats (pure values, no I/O).
+
+`Reply` is what ``model.reply(...)`` returns; `ReplyChunk` is one piece of
+``model.reply_stream(...)``. `reply_stats` builds `ReplyStats` from the SDK's
+``LlmPredictionStats`` (or its dict form), adding what LM Studio does not report
+itself: the reasoning token count (summed from the typed fragments) and the time
+to the first answer token (measured by the caller).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Reply", "ReplyChunk", "ReplyStats", "reply_stats"]
+
+
+@dataclass(frozen=True)
+class ReplyChunk:
+    """One piece of a streamed reply.
+
+    Attributes
+    ----------
+    text
+        The text of this piece (never empty when produced by the splitter).
+    reasoning
+        ``True`` for thinking text, ``False`` for answer text.
+    """
+
+    text: str
+    reasoning: bool
+
+
+@dataclass(frozen=True)
+class ReplyStats:
+    """What is known about how a reply was produced.
+
+    Attributes
+    ----------
+    stop_reason
+        LM Studio's ``stopReason`` (``eosFound``, ``maxPredictedTokensReached``...).
+    prompt_tokens
+        Tokens in the prompt, as the server counted them.
+    predicted_tokens
+        Tokens the model produced, reasoning included.
+    reasoning_tokens
+        Of those, the tokens spent on reasoning, summed from the fragments'
+        ``tokensCount`` (LM Studio reports no such figure); ``None`` when unknown.
+    time_to_first_token
+        The server's time to the first token (reasoning or answer), in seconds.
+    time_to_first_answer_token
+        Seconds from the request to the first answer text, measured by the client.
+    tokens_per_second
+        The server's generation speed.
+    """
+
+    stop_reason: str | None = None
+    prompt_tokens: int | None = None
+    predicted_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    time_to_first_token: float | None = None
+    time_to_first_answer_token: float | None = None
+    tokens_per_second: float | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer of one call, apart from the model's reasoning.
+
+    Attributes
+    ----------
+    text
+        The answer only: exactly what ``generate`` returns for the same output type.
+    reasoning
+        The thinking text, without tags or markers (``""`` when the model did not reason).
+    stats
+        Token counts, stop reason and timings.
+    """
+
+    text: str
+    reasoning: str
+    stats: ReplyStats
+
+
+# The SDK's struct attribute names, and the camelCase keys of its wire/dict form.
+_FIELDS = {
+    "stop_reason": ("stop_reason", "stopReason"),
+    "prompt_tokens": ("prompt_tokens_count", "promptTokensCount"),
+    "predicted_tokens": ("predicted_tokens_count", "predictedTokensCount"),
+    "time_to_first_token": ("time_to_first_token_sec", "timeToFirstTokenSec"),
+    "tokens_per_second": ("tokens_per_second", "tokensPerSecond"),
+}
+
+
+def reply_stats(
+    stats: object | Mapping[str, Any] | None,
+    *,
+    reasoning_tokens: int | None = None,
+    time_to_first_answer_token: float | None = None,
+) -> ReplyStats:
+    """Build `ReplyStats` from the SDK's prediction stats.
+
+    Parameters
+    ----------
+    stats
+        An ``lmstudio.LlmPredictionStats``, its dict form (camelCase keys, as the
+        wire and ``to_dict()`` give it, or snake_case attribute names), or ``None``
+        when the server sent none.
+    reasoning_tokens
+        The reasoning token count (see `ReasoningSplitter.reasoning_tokens`).
+    time_to_first_answer_token
+        Seconds from the request to the first answer text, measured by the caller.
+
+    Returns
+    -------
+    ReplyStats
+        The figures found; missing ones are ``None``.
+    """
+    values: dict[str, Any] = {}
+    for name, (attribute, key) in _FIELDS.items():
+        if stats is None:
+            value = None
+        elif isinstance(stats, Mapping):
+            value = stats.get(key, stats.get(attribute))
+        else:
+            value = getattr(stats, attribute, None)
+        values[name] = value
+    return ReplyStats(
+        reasoning_tokens=reasoning_tokens,
+        time_to_first_answer_token=time_to_first_answer_token,
+        **values,
+    )

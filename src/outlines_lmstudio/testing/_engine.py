@@ -1,0 +1,110 @@
+"""The engine seam: who writes a model's text, tokens and vectors.
+
+The protocol layer (`_predict`, `_endpoints`) asks an `Engine` for everything
+a model produces and never knows which engine it is:
+
+- the synthetic engine (`outlines_lmstudio.testing._synthetic.SyntheticEngine`):
+  seeded, instant, scriptable; the default for every catalogue model;
+- the llama.cpp engine (`outlines_lmstudio.testing._llama.LlamaEngine`): a real
+  GGUF file run by llama-cpp-python, for a model with ``gguf=PATH``.
+
+A prediction is a `Generation`: `Fragment` values as they are produced, then
+how it ended (stop reason, prompt token count).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from outlines_lmstudio.testing._records import Prediction
+    from outlines_lmstudio.testing._tools import ToolCall
+
+__all__ = ["Engine", "Fragment", "Generation"]
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One piece of a streamed prediction, as the ``fragment`` frame carries it.
+
+    Attributes
+    ----------
+    content
+        The text.
+    tokens_count
+        How many tokens produced it (``tokensCount``).
+    reasoning_type
+        ``reasoningType``: ``"none"``, ``"reasoning"``, ``"reasoningStartTag"``
+        or ``"reasoningEndTag"``.
+    is_structural
+        ``isStructural``: text that belongs to the format, not to the answer.
+    """
+
+    content: str
+    tokens_count: int = 1
+    reasoning_type: str = "none"
+    is_structural: bool = False
+
+
+@dataclass
+class Generation:
+    """A prediction being produced.
+
+    Iterate `fragments` to run it; `stop_reason` and `prompt_tokens` are final
+    once the iteration ends (an engine may set them while it runs). Closing
+    `fragments` early (``aclose``) stops the engine.
+
+    Attributes
+    ----------
+    fragments
+        The fragments, in order.
+    stop_reason
+        LM Studio's ``stopReason`` (``eosFound``, ``maxPredictedTokensReached``,
+        ``stopStringFound``, ``contextLengthReached``; the protocol layer sets
+        ``userStopped`` itself).
+    prompt_tokens
+        ``promptTokensCount``.
+    stats
+        Further ``stats`` fields the engine measured itself (they override the
+        protocol layer's own timing), e.g. ``{"timeToFirstTokenSec": 0.2}``.
+    tool_call
+        The tool call the reply ends with (``stop_reason`` is then ``"toolCalls"``);
+        the protocol layer streams its ``toolCallGeneration*`` events.
+    """
+
+    fragments: AsyncGenerator[Fragment, None]
+    stop_reason: str = "eosFound"
+    prompt_tokens: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+    tool_call: ToolCall | None = None
+
+
+class Engine(Protocol):
+    """What serves a loaded model: predictions, tokenizer, template, embeddings.
+
+    Every method may raise `outlines_lmstudio.testing._wire.RequestError`
+    (for example ``server_error(...)``); the protocol layer sends it as the
+    request's error. No method may block the event loop.
+    """
+
+    async def generate(self, record: Prediction) -> Generation:
+        """Start a prediction for ``record`` (messages, merged config, structured)."""
+        ...
+
+    async def tokenize(self, text: str) -> list[int]:
+        """Return the token ids of ``text``."""
+        ...
+
+    async def count_tokens(self, text: str) -> int:
+        """Return the number of tokens of ``text``."""
+        ...
+
+    async def apply_prompt_template(self, messages: list[dict[str, Any]]) -> str:
+        """Render a wire history with the model's prompt template."""
+        ...
+
+    async def embed(self, text: str) -> list[float]:
+        """Return the embedding vector of ``text`` (embedding models)."""
+        ...

@@ -1,0 +1,281 @@
+"""The llama.cpp engine: a real GGUF model behind the emulator's protocol.
+
+One `LlamaEngine` serves one loaded instance, with the behaviour of LM Studio's
+llama.cpp engine where we can reproduce it (see ``docs/real-engine.md``):
+the GGUF's chat template (or a documented fallback), llama.cpp's JSON-schema
+converter (llama-cpp-python's Python port, ``llama_cpp.llama_grammar``), GBNF
+as given, LM Studio's sampler settings, real token counts and stop reasons.
+
+All llama.cpp work runs on worker threads (``asyncio.to_thread``), one token per
+call, so the event loop never blocks and a cancel stops decoding within one
+token. One instance decodes one prediction at a time; further predictions
+wait in arrival order (LM Studio batches up to 4 slots in one context).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+import os
+import threading
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
+
+from outlines_lmstudio.testing._engine import Fragment, Generation
+from outlines_lmstudio.testing._llama_plan import Plan, StopScanner, plan, template_for
+from outlines_lmstudio.testing._records import message_text
+from outlines_lmstudio.testing._wire import server_error
+
+if TYPE_CHECKING:
+    from outlines_lmstudio.testing._catalogue import Instance
+    from outlines_lmstudio.testing._llama_native import Decoder, GgufFacts, NativeModel
+    from outlines_lmstudio.testing._records import Prediction
+
+__all__ = ["LOCAL_INSTALL", "LlamaEngine", "json_schema_grammar", "read_facts"]
+
+LOCAL_INSTALL = 'pip install "outlines-lmstudio[local]"'
+
+
+def _native() -> Any:
+    try:
+        from outlines_lmstudio.testing import _llama_native
+    except ImportError as exc:
+        raise ImportError(
+            f"Serving a GGUF file needs llama-cpp-python ({exc.name!r} is missing). "
+            f"Install it with: {LOCAL_INSTALL}",
+            name=exc.name,
+        ) from exc
+    return _llama_native
+
+
+def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
+    """Read what LM Studio lists about a GGUF file (see `_llama_native.read_facts`)."""
+    facts: GgufFacts = _native().read_facts(path)
+    return facts
+
+
+def json_schema_grammar(schema: Any) -> str:
+    """Convert a JSON schema to GBNF with llama.cpp's converter (llama-cpp-python's port).
+
+    Raises
+    ------
+    ValueError
+        With the converter's reason, for a schema it cannot convert.
+    """
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        return str(json_schema_to_gbnf(json.dumps(schema)))
+    except RecursionError as exc:
+        raise ValueError("the schema is recursive") from exc
+    except Exception as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ValueError(reason) from exc
+
+
+def _threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class LlamaEngine:
+    """Serves one loaded instance of a GGUF model with llama.cpp."""
+
+    def __init__(self, instance: Instance) -> None:
+        gguf = instance.model.gguf
+        assert gguf is not None
+        self._path = os.fspath(gguf)
+        self._instance = instance
+        self._model: NativeModel | None = None
+        self._decoder: Decoder | None = None
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()  # the context: one llama.cpp call at a time
+        self._queue: asyncio.Lock | None = None  # predictions in arrival order
+
+    # -- blocking parts (worker threads) -------------------------------------------
+
+    def _loaded(self) -> NativeModel:
+        with self._load_lock:
+            if self._model is None:
+                self._model = _native().NativeModel(self._path)
+            return self._model
+
+    def _decoder_for(self, threads: int) -> Decoder:
+        if self._decoder is None:
+            self._decoder = _native().Decoder(
+                self._loaded(), self._instance.context_length, threads
+            )
+        return self._decoder
+
+    def _render(self, model: NativeModel, messages: list[dict[str, Any]], how: Plan) -> str:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        if how.template is not None:
+            template, bos, eos = how.template, how.bos_token or "", how.eos_token or ""
+        else:
+            template = template_for(model.chat_template, model.architecture)
+            bos, eos = model.bos_text, model.eos_text
+        plain = [{"role": str(m.get("role")), "content": message_text(m)} for m in messages]
+        formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        return str(formatter(messages=plain).prompt)  # type: ignore[arg-type]
+
+    def _prompt(self, messages: list[dict[str, Any]], how: Plan) -> list[int]:
+        model = self._loaded()
+        text = self._render(model, messages, how)
+        add_bos = model.add_bos and not (model.bos_text and text.startswith(model.bos_text))
+        return model.tokenize(text, add_special=add_bos)
+
+    def _check_grammar(self, gbnf: str) -> None:
+        native = _native()
+        sampler = self._loaded().grammar(gbnf)
+        native.L.llama_sampler_free(sampler)
+
+    def _start(self, tokens: list[int], how: Plan, gbnf: str | None, grammar_first: bool) -> None:
+        with self._run_lock:
+            decoder = self._decoder_for(how.cpu_threads or _threads())
+            grammar = self._loaded().grammar(gbnf) if gbnf is not None else None
+            decoder.start(tokens, how.sampling, grammar, grammar_first=grammar_first)
+
+    def _step(self, feed: int | None) -> tuple[int, bytes, bool, bool]:
+        """Decode the previous token (if any) and sample the next: (token, bytes, end, full)."""
+        with self._run_lock:
+            decoder = self._decoder
+            assert decoder is not None
+            if feed is not None:
+                if decoder.full:
+                    return -1, b"", False, True
+                decoder.feed(feed)
+            token = decoder.sample()
+            model = decoder.model
+            if model.is_end(token):
+                return token, b"", True, False
+            return token, model.piece(token), False, False
+
+    # -- the engine protocol -------------------------------------------------------
+
+    async def generate(self, record: Prediction) -> Generation:
+        """Template, tokenize and compile the grammar, then decode when iterated."""
+        return await self.start(record)
+
+    async def start(self, record: Prediction, *, grammar_first: bool = False) -> Generation:
+        """Like `generate`; ``grammar_first`` masks with the grammar before every sample."""
+        how = plan(record.config, self._instance.load_fields)
+        try:
+            tokens = await asyncio.to_thread(self._prompt, record.messages, how)
+        except ValueError as exc:  # jinja's raise_exception, e.g. roles that do not alternate
+            raise server_error(f"Error rendering prompt with jinja template: {exc}") from exc
+        n_ctx = self._instance.context_length
+        if len(tokens) >= n_ctx:
+            raise server_error(
+                f"The prompt has {len(tokens)} tokens, but the model is loaded with a "
+                f"context length of {n_ctx}",
+                suggestion="Shorten the prompt, or load the model with a larger contextLength.",
+            )
+        gbnf = await self._grammar(record.structured)
+        box: list[Generation] = []
+        generation = Generation(self._fragments(box, tokens, how, gbnf, grammar_first))
+        generation.prompt_tokens = len(tokens)
+        box.append(generation)
+        return generation
+
+    async def _grammar(self, structured: dict[str, Any] | None) -> str | None:
+        if structured is None:
+            return None
+        if structured.get("type") == "json":
+            schema = structured.get("jsonSchema", {})
+            try:
+                gbnf = await asyncio.to_thread(json_schema_grammar, schema)
+            except ValueError as exc:
+                raise server_error(
+                    f"Failed to convert the JSON schema to a grammar: {exc}",
+                    cause="llama.cpp's JSON-schema-to-grammar converter refused the schema.",
+                ) from exc
+        elif structured.get("type") == "gbnf":
+            gbnf = str(structured.get("gbnfGrammar", ""))
+        else:
+            raise server_error(f"Unsupported structured output type {structured.get('type')!r}")
+        try:
+            await asyncio.to_thread(self._check_grammar, gbnf)
+        except ValueError as exc:
+            raise server_error(f"Failed to parse the grammar: {exc}") from exc
+        return gbnf
+
+    async def _fragments(
+        self,
+        box: list[Generation],
+        tokens: list[int],
+        how: Plan,
+        gbnf: str | None,
+        grammar_first: bool,
+    ) -> AsyncGenerator[Fragment, None]:
+        if self._queue is None:
+            self._queue = asyncio.Lock()
+        generation = box[0]
+        async with self._queue:
+            await asyncio.to_thread(self._start, tokens, how, gbnf, grammar_first)
+            utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            scanner = StopScanner(how.stops)
+            predicted = pending = 0
+            last: int | None = None
+            stop = "eosFound"
+            while True:
+                if how.max_tokens is not None and predicted >= how.max_tokens:
+                    stop = "maxPredictedTokensReached"
+                    break
+                token, data, end, full = await asyncio.to_thread(self._step, last)
+                if full:
+                    stop = "contextLengthReached"
+                    break
+                if end:
+                    break
+                last = token
+                predicted += 1
+                pending += 1
+                text = scanner.feed(utf8.decode(data))
+                generation.stats["predictedTokensCount"] = predicted
+                if text:
+                    yield Fragment(text, pending)
+                    pending = 0
+                if scanner.found:
+                    stop = "stopStringFound"
+                    break
+            if stop != "stopStringFound":
+                rest = scanner.feed(utf8.decode(b"", final=True)) + scanner.flush()
+                if rest:
+                    yield Fragment(rest, pending)
+            generation.stop_reason = stop
+            generation.stats["predictedTokensCount"] = predicted
+            generation.stats["totalTokensCount"] = generation.prompt_tokens + predicted
+
+    async def tokenize(self, text: str) -> list[int]:
+        """Token ids by the model's tokenizer (special tokens parsed, none added)."""
+        model = await asyncio.to_thread(self._loaded)
+        return await asyncio.to_thread(model.tokenize, text, add_special=False)
+
+    async def count_tokens(self, text: str) -> int:
+        """Count the `tokenize` ids."""
+        return len(await self.tokenize(text))
+
+    async def apply_prompt_template(self, messages: list[dict[str, Any]]) -> str:
+        """Render the history with the model's chat template (or the fallback)."""
+        model = await asyncio.to_thread(self._loaded)
+        try:
+            return await asyncio.to_thread(self._render, model, messages, plan({}, []))
+        except ValueError as exc:
+            raise server_error(f"Error rendering prompt with jinja template: {exc}") from exc
+
+    async def embed(self, text: str) -> list[float]:
+        """Pooled, normalised hidden states of ``text`` (BOS/EOS added as the model says)."""
+        model = await asyncio.to_thread(self._loaded)
+
+        def run() -> list[float]:
+            with self._run_lock:
+                vector: list[float] = _native().embed(
+                    model, text, self._instance.context_length, _threads()
+                )
+                return vector
+
+        try:
+            return await asyncio.to_thread(run)
+        except ValueError as exc:
+            raise server_error(str(exc)) from exc

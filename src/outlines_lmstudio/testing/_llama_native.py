@@ -1,0 +1,434 @@
+"""llama.cpp through llama-cpp-python's low-level API: a model, its tokenizer, a decoder.
+
+Everything here is blocking and meant to run on a worker thread (never on the
+emulator's event loop); `outlines_lmstudio.testing._llama` drives it. We use
+the ``llama_*`` C functions rather than llama-cpp-python's ``Llama`` class
+because we need what llama.cpp's own server does and ``Llama`` does not:
+grammar checks after sampling (see `Decoder.step`), per-token cancellation
+and KV-cache reuse across requests we control.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import llama_cpp as L
+import numpy as np
+
+from outlines_lmstudio.testing._llama_plan import Sampling
+
+__all__ = [
+    "GgufFacts",
+    "GrammarError",
+    "NativeModel",
+    "Decoder",
+    "embed",
+    "read_facts",
+]
+
+_init_lock = threading.Lock()
+_initialised = False
+_log_lock = threading.Lock()
+_log_sink: list[str] | None = None
+
+
+def _on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    sink = _log_sink
+    if sink is not None:
+        sink.append(text.decode("utf-8", "replace"))
+
+
+# Kept referenced for the life of the process: llama.cpp calls it from C.
+_LOG_CALLBACK = L.llama_log_callback(_on_log)
+
+
+def _init() -> None:
+    """Initialise the llama.cpp backend once, with its log routed to `_on_log` (quiet)."""
+    global _initialised
+    with _init_lock:
+        if not _initialised:
+            L.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+            L.llama_backend_init()
+            _initialised = True
+
+
+class GrammarError(ValueError):
+    """llama.cpp could not parse a GBNF grammar (the message holds its reason)."""
+
+
+@dataclass(frozen=True)
+class GgufFacts:
+    """What LM Studio reads from a GGUF file to list a model."""
+
+    size_bytes: int
+    context_length: int
+    architecture: str
+    name: str | None
+    params: str | None
+    embedding_dims: int | None
+
+
+_facts_cache: dict[tuple[str, int, int], GgufFacts] = {}
+
+
+def _meta(model: Any, key: str) -> str | None:
+    buf = ctypes.create_string_buffer(1024)
+    n = L.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
+    return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+
+def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
+    """Read size, context length and architecture from a GGUF file (vocabulary-only load).
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    ValueError
+        If llama.cpp cannot read it as a GGUF model.
+    """
+    path = os.fspath(path)
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    cached = _facts_cache.get(key)
+    if cached is not None:
+        return cached
+    _init()
+    params = L.llama_model_default_params()
+    params.vocab_only = True
+    model = L.llama_model_load_from_file(path.encode(), params)
+    if model is None:
+        raise ValueError(f"{path}: llama.cpp cannot read this file as a GGUF model")
+    try:
+        arch = _meta(model, "general.architecture") or "unknown"
+        context = _meta(model, f"{arch}.context_length")
+        dims = _meta(model, f"{arch}.embedding_length")
+        facts = GgufFacts(
+            size_bytes=stat.st_size,
+            context_length=int(context) if context else 2048,
+            architecture=arch,
+            name=_meta(model, "general.name"),
+            params=_meta(model, "general.size_label"),
+            embedding_dims=int(dims) if dims else None,
+        )
+    finally:
+        L.llama_model_free(model)
+    _facts_cache[key] = facts
+    return facts
+
+
+class NativeModel:
+    """A loaded llama.cpp model: weights, vocabulary and metadata (thread-safe reads)."""
+
+    def __init__(self, path: str) -> None:
+        _init()
+        params = L.llama_model_default_params()
+        model = L.llama_model_load_from_file(path.encode(), params)
+        if model is None:
+            raise ValueError(f"{path}: llama.cpp could not load this GGUF model")
+        self.path = path
+        self.model = model
+        vocab = L.llama_model_get_vocab(model)
+        assert vocab is not None
+        self.vocab = vocab
+        self.n_vocab = L.llama_vocab_n_tokens(vocab)
+        self.n_embd = L.llama_model_n_embd(model)
+        self.add_bos = bool(L.llama_vocab_get_add_bos(vocab))
+        self.add_eos = bool(L.llama_vocab_get_add_eos(vocab))
+        self.bos_text = self._special_text(L.llama_vocab_bos(vocab))
+        self.eos_text = self._special_text(L.llama_vocab_eos(vocab))
+        self.architecture = _meta(model, "general.architecture") or "unknown"
+        self.pooling = _meta(model, f"{self.architecture}.pooling_type")
+        template = L.llama_model_chat_template(model, None)
+        self.chat_template = template.decode("utf-8") if template else None
+
+    def close(self) -> None:
+        """Free the weights."""
+        if self.model is not None:
+            L.llama_model_free(self.model)
+            self.model = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
+        """Token ids of ``text`` by the model's tokenizer."""
+        data = text.encode("utf-8")
+        size = len(data) + 8
+        tokens = (L.llama_token * size)()
+        n = L.llama_tokenize(self.vocab, data, len(data), tokens, size, add_special, parse_special)
+        if n < 0:
+            size = -n
+            tokens = (L.llama_token * size)()
+            n = L.llama_tokenize(
+                self.vocab, data, len(data), tokens, size, add_special, parse_special
+            )
+        return list(tokens[:n])
+
+    def _special_text(self, token: int) -> str:
+        return self.piece(token, special=True).decode("utf-8", "replace") if token >= 0 else ""
+
+    def piece(self, token: int, *, special: bool = False) -> bytes:
+        """Return the bytes a token stands for."""
+        buf = ctypes.create_string_buffer(64)
+        n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def is_end(self, token: int) -> bool:
+        """Whether ``token`` ends generation (EOS, EOT, ...)."""
+        return bool(L.llama_vocab_is_eog(self.vocab, token))
+
+    def grammar(self, gbnf: str) -> Any:
+        """Build llama.cpp's grammar sampler for ``gbnf`` (root rule ``root``).
+
+        Raises
+        ------
+        GrammarError
+            With llama.cpp's own parse error, if the grammar is invalid.
+        """
+        global _log_sink
+        with _log_lock:
+            _log_sink = []
+            try:
+                sampler = L.llama_sampler_init_grammar(self.vocab, gbnf.encode(), b"root")
+            finally:
+                messages, _log_sink = _log_sink, None
+        if not sampler:
+            reason = " ".join(m.strip() for m in messages if m.strip()) or "invalid grammar"
+            raise GrammarError(reason)
+        return sampler
+
+
+def _chain(model: NativeModel, sampling: Sampling) -> Any:
+    """Build the sampler chain in llama.cpp's order (penalties, top-k, top-p, min-p, temp)."""
+    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    parts = []
+    if sampling.repeat_penalty != 1.0:
+        parts.append(
+            L.llama_sampler_init_penalties(
+                model.n_vocab, sampling.repeat_last_n, sampling.repeat_penalty, 0.0, 0.0
+            )
+        )
+    if sampling.temperature <= 0:
+        parts.append(L.llama_sampler_init_greedy())
+    else:
+        if sampling.top_k > 0:
+            parts.append(L.llama_sampler_init_top_k(sampling.top_k))
+        if sampling.top_p < 1.0:
+            parts.append(L.llama_sampler_init_top_p(sampling.top_p, 1))
+        if sampling.min_p > 0.0:
+            parts.append(L.llama_sampler_init_min_p(sampling.min_p, 1))
+        parts.append(L.llama_sampler_init_temp(sampling.temperature))
+        parts.append(L.llama_sampler_init_dist(sampling.seed))
+    for part in parts:
+        L.llama_sampler_chain_add(chain, part)
+    return chain
+
+
+class _Candidates:
+    """A reusable ``llama_token_data_array`` over the whole vocabulary, filled from logits."""
+
+    _DTYPE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
+
+    def __init__(self, n_vocab: int) -> None:
+        self.n_vocab = n_vocab
+        self.data = np.zeros(n_vocab, dtype=self._DTYPE)
+        self.ids = np.arange(n_vocab, dtype=np.int32)
+        self.array = L.llama_token_data_array(
+            data=self.data.ctypes.data_as(L.llama_token_data_p),
+            size=n_vocab,
+            selected=-1,
+            sorted=False,
+        )
+        self.ref = ctypes.byref(self.array)
+
+    def fill(self, logits: Any) -> None:
+        self.data["id"] = self.ids
+        self.data["logit"] = np.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+        self.data["p"] = 0.0
+        self.array.size = self.n_vocab
+        self.array.selected = -1
+        self.array.sorted = False
+
+    def selected(self) -> int:
+        return int(self.data["id"][self.array.selected])
+
+
+class _Single:
+    """A one-token ``llama_token_data_array``: asks the grammar about one token."""
+
+    def __init__(self) -> None:
+        self.item = L.llama_token_data(0, 1.0, 0.0)
+        self.array = L.llama_token_data_array(
+            data=ctypes.pointer(self.item), size=1, selected=-1, sorted=False
+        )
+        self.ref = ctypes.byref(self.array)
+
+    def allows(self, grammar: Any, token: int) -> bool:
+        self.item.id = L.llama_token(token)
+        self.item.logit = 1.0
+        self.array.size = 1
+        L.llama_sampler_apply(grammar, self.ref)
+        return bool(self.item.logit != -np.inf)
+
+
+class Decoder:
+    """One llama.cpp context (one sequence): prompt processing and token-by-token decoding.
+
+    Not thread-safe: the caller serialises use (one prediction at a time).
+    The KV cache keeps the last prompt and reply, so a prompt that shares a
+    prefix with the previous one only processes the rest (as LM Studio does).
+    """
+
+    def __init__(self, model: NativeModel, n_ctx: int, n_threads: int) -> None:
+        params = L.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = 512
+        params.n_ubatch = 512
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        params.no_perf = True
+        ctx = L.llama_init_from_model(model.model, params)
+        if ctx is None:
+            raise ValueError(f"llama.cpp could not create a context of {n_ctx} tokens")
+        self.model = model
+        self.ctx = ctx
+        self.n_ctx = L.llama_n_ctx(ctx)
+        self.memory = L.llama_get_memory(ctx)
+        self.cached: list[int] = []
+        self.candidates = _Candidates(model.n_vocab)
+        self.single = _Single()
+        self.chain: Any = None
+        self.grammar: Any = None
+        self.grammar_first = False
+        self.checks = 0
+        self.rejections = 0
+
+    def close(self) -> None:
+        """Free the context and samplers."""
+        self._free_samplers()
+        if self.ctx is not None:
+            L.llama_free(self.ctx)
+            self.ctx = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _free_samplers(self) -> None:
+        for sampler in (self.chain, self.grammar):
+            if sampler:
+                L.llama_sampler_free(sampler)
+        self.chain = self.grammar = None
+
+    def _decode(self, tokens: list[int]) -> None:
+        for start in range(0, len(tokens), 512):
+            chunk = tokens[start : start + 512]
+            array = (L.llama_token * len(chunk))(*chunk)
+            status = L.llama_decode(self.ctx, L.llama_batch_get_one(array, len(chunk)))
+            if status != 0:
+                self.cached = []
+                L.llama_memory_clear(self.memory, True)
+                raise RuntimeError(f"llama_decode failed with status {status}")
+            self.cached.extend(chunk)
+
+    def start(
+        self,
+        prompt: list[int],
+        sampling: Sampling,
+        grammar: Any = None,
+        *,
+        grammar_first: bool = False,
+    ) -> None:
+        """Process the prompt and set up sampling; the grammar sampler becomes ours to free.
+
+        ``grammar_first`` masks the whole vocabulary with the grammar before
+        every sample (llama-cpp-python's way); by default the sampled token is
+        checked first and the full mask applied only when it is rejected
+        (llama.cpp server's way).
+        """
+        self._free_samplers()
+        self.chain = _chain(self.model, sampling)
+        self.grammar = grammar
+        self.grammar_first = grammar_first
+        self.checks = self.rejections = 0
+        keep = 0
+        for a, b in zip(self.cached, prompt[:-1], strict=False):
+            if a != b:
+                break
+            keep += 1
+        if keep < len(self.cached) and not L.llama_memory_seq_rm(self.memory, 0, keep, -1):
+            L.llama_memory_clear(self.memory, True)
+            keep = 0
+        del self.cached[keep:]
+        self._decode(prompt[keep:])
+
+    def sample(self) -> int:
+        """Sample the next token from the last logits (grammar honoured); accept it."""
+        cand = self.candidates
+        cand.fill(L.llama_get_logits_ith(self.ctx, -1))
+        grammar = self.grammar
+        if grammar and self.grammar_first:
+            L.llama_sampler_apply(grammar, cand.ref)
+        L.llama_sampler_apply(self.chain, cand.ref)
+        token = cand.selected()
+        if grammar and not self.grammar_first:
+            self.checks += 1
+            if not self.single.allows(grammar, token):
+                # Rejected: sample again with the full grammar mask, as llama.cpp's server does.
+                self.rejections += 1
+                cand.fill(L.llama_get_logits_ith(self.ctx, -1))
+                L.llama_sampler_apply(grammar, cand.ref)
+                L.llama_sampler_apply(self.chain, cand.ref)
+                token = cand.selected()
+        if grammar:
+            L.llama_sampler_accept(grammar, token)
+        L.llama_sampler_accept(self.chain, token)
+        return token
+
+    @property
+    def full(self) -> bool:
+        """Whether the context has no room for another token."""
+        room: bool = len(self.cached) >= self.n_ctx
+        return room
+
+    def feed(self, token: int) -> None:
+        """Decode one sampled token (so the next logits follow it)."""
+        self._decode([token])
+
+
+def embed(model: NativeModel, text: str, n_ctx: int, n_threads: int) -> list[float]:
+    """Embed ``text``: pooled hidden states (mean pooling unless the GGUF names one), L2-normed."""
+    params = L.llama_context_default_params()
+    tokens = model.tokenize(text, add_special=True)
+    params.n_ctx = max(n_ctx, len(tokens) + 1)
+    params.n_batch = params.n_ubatch = max(512, len(tokens) + 1)
+    params.n_threads = params.n_threads_batch = n_threads
+    params.embeddings = True
+    params.no_perf = True
+    if model.pooling is None:
+        params.pooling_type = L.LLAMA_POOLING_TYPE_MEAN
+    ctx = L.llama_init_from_model(model.model, params)
+    if ctx is None:
+        raise ValueError("llama.cpp could not create an embedding context")
+    try:
+        if len(tokens) > n_ctx:
+            raise ValueError(
+                f"The input has {len(tokens)} tokens, more than the context length {n_ctx}"
+            )
+        array = (L.llama_token * len(tokens))(*tokens)
+        status = L.llama_decode(ctx, L.llama_batch_get_one(array, len(tokens)))
+        if status != 0:
+            raise RuntimeError(f"llama_decode failed with status {status}")
+        pointer = L.llama_get_embeddings_seq(ctx, 0)
+        vector = np.ctypeslib.as_array(pointer, shape=(model.n_embd,)).astype(np.float64)
+    finally:
+        L.llama_free(ctx)
+    norm = float(np.linalg.norm(vector)) or 1.0
+    return [float(v) for v in vector / norm]

@@ -1,0 +1,277 @@
+"""Both model classes end to end: the real SDK against the emulator, each test on both fronts."""
+
+import lmstudio as lms
+import outlines
+import pydantic
+import pytest
+from outlines.inputs import Chat
+
+from outlines_lmstudio import (
+    BatchGenerationError,
+    InvalidInferenceArgumentError,
+    LMStudioConnectionError,
+    LMStudioModelNotFoundError,
+    LMStudioPredictionError,
+    LMStudioTimeoutError,
+    UnsupportedOutputTypeError,
+)
+from outlines_lmstudio.testing import Fault, LMStudioEmulator
+
+from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
+from .fronts import Fronts
+from .helpers import endpoint_count, message_texts, png_image
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int
+
+
+class Pet(pydantic.BaseModel):
+    species: str
+    legs: int
+
+
+def test_structured_call_returns_valid_json_and_sends_explicit_schema(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    model = make_model(TEXT_MODEL)
+    text = model("Extract the person: John is 32", Person)
+    Person.model_validate_json(text)
+    prediction = emulator.predictions[-1]
+    assert prediction.structured == {"type": "json", "jsonSchema": Person.model_json_schema()}
+    assert prediction.text == text
+    assert message_texts(prediction.messages) == [("user", "Extract the person: John is 32")]
+
+
+def test_plain_text_and_stream(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
+    model = make_model(TEXT_MODEL)
+    text = model("Say something")
+    assert text
+    assert emulator.predictions[-1].structured is None
+    chunks = list(model.stream("Say something else", Person))
+    assert len(chunks) > 1
+    assert "".join(chunks) == emulator.predictions[-1].text
+    Person.model_validate_json("".join(chunks))
+
+
+def test_inference_kwargs_reach_the_server(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    model = make_model(TEXT_MODEL)
+    model(
+        "Hi",
+        max_tokens=5,
+        temperature=0.25,
+        top_p=0.5,
+        top_k=7,
+        min_p=0.1,
+        repeat_penalty=1.2,
+        stop=["\n\n"],
+    )
+    config = emulator.predictions[-1].config
+    assert config["llm.prediction.maxPredictedTokens"] == {"checked": True, "value": 5}
+    assert config["llm.prediction.temperature"] == 0.25
+    assert config["llm.prediction.topPSampling"] == {"checked": True, "value": 0.5}
+    assert config["llm.prediction.topKSampling"] == 7
+    assert config["llm.prediction.minPSampling"] == {"checked": True, "value": 0.1}
+    assert config["llm.prediction.repeatPenalty"] == {"checked": True, "value": 1.2}
+    assert config["llm.prediction.stopStrings"] == ["\n\n"]
+    assert len(emulator.predictions[-1].fragments) <= 5
+
+
+def test_sdk_config_preset_and_callbacks(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
+    model = make_model(TEXT_MODEL)
+    fragments: list[str] = []
+    model(
+        "Hi",
+        config={"temperature": 0.7},
+        on_prediction_fragment=lambda f: fragments.append(f.content),
+    )
+    assert emulator.predictions[-1].config["llm.prediction.temperature"] == 0.7
+    assert "".join(fragments) == emulator.predictions[-1].text
+
+
+def test_bad_kwargs_raise_before_any_request(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    model = make_model(TEXT_MODEL)
+    before = len(emulator.requests)
+    with pytest.raises(InvalidInferenceArgumentError, match="max_tokens"):
+        model("Hi", max_tokns=5)
+    with pytest.raises(InvalidInferenceArgumentError, match="both"):
+        model("Hi", max_tokens=5, config={"maxTokens": 9})
+    with pytest.raises(UnsupportedOutputTypeError):
+        model("Hi", outlines.types.Regex(r"\d+"))
+    with pytest.raises(InvalidInferenceArgumentError):
+        model.stream("Hi", bogus=1)  # raised at the call, not at first iteration
+    assert len(emulator.requests) == before
+
+
+def test_chat_with_late_system_message_reaches_server(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    chat = Chat(
+        [
+            {"role": "system", "content": "You extract people."},
+            {"role": "user", "content": "John is 32"},
+            {"role": "assistant", "content": '{"name": "John", "age": 32}'},
+            {"role": "system", "content": "Now be strict."},
+            {"role": "user", "content": "Mary is 40"},
+        ]
+    )
+    make_model(TEXT_MODEL)(chat, Person)
+    assert message_texts(emulator.predictions[-1].messages) == [
+        ("system", "You extract people."),
+        ("user", "John is 32"),
+        ("assistant", '{"name": "John", "age": 32}'),
+        ("system", "Now be strict."),
+        ("user", "Mary is 40"),
+    ]
+
+
+def test_images_upload_once_through_the_users_client(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    model = make_model(VISION_MODEL)
+    red = png_image("red")
+    model(["Describe", red])
+    model(["Describe again", red, png_image("blue")])
+    assert len(emulator.uploads) == 2  # red once, blue once
+    assert emulator.predictions[-1].images[0] == emulator.uploads[0].data
+    assert emulator.predictions[-2].images == [emulator.uploads[0].data]
+    assert {u.client_id for u in emulator.uploads} == {emulator.predictions[-1].client_id}
+
+
+def test_image_to_text_only_model_fails_clearly(make_model: MakeModel) -> None:
+    model = make_model(TEXT_MODEL)
+    with pytest.raises(LMStudioPredictionError, match="LM Studio failed the prediction") as info:
+        model(["Describe", png_image()])
+    assert isinstance(info.value.__cause__, lms.LMStudioServerError)
+    assert info.value.model == TEXT_MODEL
+
+
+def test_leaving_a_stream_early_cancels_on_the_server(
+    make_model: MakeModel, slow_emulator: LMStudioEmulator
+) -> None:
+    emulator = slow_emulator
+    emulator.script(TEXT_MODEL, ["word " * 200])
+    stream = make_model(TEXT_MODEL).stream("Long story please")
+    next(iter(stream))
+    stream.close()
+    emulator.wait_until(lambda: emulator.predictions[-1].done)
+    prediction = emulator.predictions[-1]
+    assert prediction.cancelled
+    assert prediction.stop_reason == "userStopped"
+    assert len(prediction.fragments) < 200
+    # and the client is still fine
+    assert make_model(TEXT_MODEL)("Again")
+
+
+def test_breaking_out_of_a_for_loop_cancels(
+    make_model: MakeModel, slow_emulator: LMStudioEmulator
+) -> None:
+    emulator = slow_emulator
+    emulator.script(TEXT_MODEL, ["tick " * 200])
+    for _chunk in make_model(TEXT_MODEL).stream("Count"):
+        break
+    emulator.wait_until(lambda: emulator.predictions[-1].done)
+    assert emulator.predictions[-1].cancelled
+
+
+def test_handles_are_resolved_once_and_again_after_unload(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    model = make_model(TEXT_MODEL)
+    model("one")
+    model("two")
+    make_model(TEXT_MODEL)("three")  # another model object, same client
+    assert endpoint_count(emulator, "getOrLoad") == 1
+    emulator.unload(TEXT_MODEL)
+    assert model("four")
+    assert endpoint_count(emulator, "getOrLoad") == 2
+
+
+def test_per_call_model_selects_another_model(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    model = make_model(TEXT_MODEL)
+    model("hello", model=VISION_MODEL)
+    assert emulator.predictions[-1].model == VISION_MODEL
+
+
+def test_no_model_name_uses_the_loaded_model(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    model = make_model()
+    assert model("hello")
+    assert endpoint_count(emulator, "listLoaded") == 1
+
+
+def test_no_model_loaded_says_so(fronts: Fronts, emulator: LMStudioEmulator) -> None:
+    for key in ("qwen2.5-7b-instruct", "qwen2-vl-2b-instruct", "llama-3.2-1b-instruct-mlx"):
+        emulator.unload(key)
+    fresh = fronts.client()
+    with pytest.raises(LMStudioModelNotFoundError, match="no model loaded"):
+        fronts.model(fresh)("hello")
+
+
+def test_unknown_model(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
+    with pytest.raises(LMStudioModelNotFoundError) as info:
+        make_model("no-such-model")("hello")
+    assert info.value.host == emulator.api_host
+    assert info.value.model == "no-such-model"
+    assert isinstance(info.value.__cause__, lms.LMStudioError)
+
+
+def test_server_unreachable(fronts: Fronts) -> None:
+    with LMStudioEmulator() as emulator:
+        host = emulator.api_host
+    client = fronts.client(host, enter=False)  # the model connects on first use
+    with pytest.raises(LMStudioConnectionError, match="Start LM Studio") as info:
+        fronts.model(client, TEXT_MODEL)("hello")
+    assert info.value.host == host
+    assert isinstance(info.value.__cause__, lms.LMStudioError)
+
+
+@pytest.mark.parametrize("after_fragments", [0, 3])
+def test_prediction_errors_are_ours_with_cause(
+    make_model: MakeModel, emulator: LMStudioEmulator, after_fragments: int
+) -> None:
+    emulator.add_fault(Fault(kind="error", after_fragments=after_fragments, message="GPU on fire"))
+    with pytest.raises(LMStudioPredictionError, match="GPU on fire") as info:
+        make_model(TEXT_MODEL)("hello")
+    assert isinstance(info.value.__cause__, lms.LMStudioServerError)
+
+
+def test_timeout_per_model_and_per_call(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
+    emulator.add_fault(Fault(kind="hang", times=2))
+    with pytest.raises(LMStudioTimeoutError, match=r"within 0\.3 s"):
+        make_model(TEXT_MODEL, timeout=0.3)("hello")
+    with pytest.raises(LMStudioTimeoutError):
+        make_model(TEXT_MODEL)("hello", timeout=0.3)
+
+
+def test_batch_keeps_order_bounds_concurrency(
+    fronts: Fronts, make_model: MakeModel, slow_emulator: LMStudioEmulator
+) -> None:
+    emulator = slow_emulator
+    emulator.script(TEXT_MODEL, lambda prediction: f"echo: {prediction.last_user_text}")
+    model = make_model(TEXT_MODEL, max_concurrency=3)
+    prompts = [f"prompt {i}" for i in range(10)]
+    assert model.batch(prompts) == [f"echo: {p}" for p in prompts]
+    assert 1 < emulator.peak_concurrency(TEXT_MODEL) <= 3
+    generator = outlines.Generator(fronts.raw(model), Person)
+    assert fronts.run(generator.batch(["a", "b"], max_concurrency=1))
+
+
+def test_batch_reports_failed_items_and_keeps_others(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(TEXT_MODEL, lambda prediction: f"ok {prediction.last_user_text}")
+    emulator.add_fault(Fault(kind="error", message="item failed"))
+    with pytest.raises(BatchGenerationError) as info:
+        make_model(TEXT_MODEL).batch(["a", "b", "c"], max_concurrency=1)
+    assert list(info.value.errors) == [0]
+    assert isinstance(info.value.errors[0], LMStudioPredictionError)
+    assert info.value.results == [None, "ok b", "ok c"]

@@ -1,0 +1,214 @@
+"""The flows' decisions, driven by a scripted driver: no server, no SDK client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import lmstudio as lms
+import pydantic
+import pytest
+
+from outlines_lmstudio import LMStudioConnectionError, ParseError, TruncatedOutputError
+from outlines_lmstudio._common import Completion, Request
+from outlines_lmstudio._config import parse_inference_kwargs
+from outlines_lmstudio._flow import (
+    Call,
+    Complete,
+    Effect,
+    Emit,
+    Flow,
+    Forget,
+    Generation,
+    Open,
+    Read,
+    Reconnect,
+    Resolve,
+    Runner,
+    Sink,
+    parse,
+    predict,
+    sink_for_parse_stream,
+    sink_for_stream,
+)
+from outlines_lmstudio._inputs import format_input
+from outlines_lmstudio._output import plan_output
+from outlines_lmstudio._sdk_errors import translate_sdk_error
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int
+
+
+def request(output_type: Any = None) -> Request:
+    return Request(format_input("hi"), plan_output(output_type), parse_inference_kwargs({}), "m")
+
+
+def fragment(text: str, kind: str = "none") -> lms.LlmPredictionFragment:
+    return lms.LlmPredictionFragment(
+        content=text,
+        tokens_count=1,
+        contains_drafted=False,
+        reasoning_type=kind,  # type: ignore[arg-type]
+    )
+
+
+def errors(exc: BaseException, key: str | None, stage: Any) -> BaseException:
+    translated = translate_sdk_error(exc, host="h", model=key, stage=stage)
+    return translated if translated is not None else exc
+
+
+class Server:
+    """Answers a flow's effects from a script of attempts (each: fragments, then an end)."""
+
+    def __init__(self, *attempts: list[Any], stop_reason: str = "eosFound") -> None:
+        self.attempts = list(attempts)
+        self.stop_reason = stop_reason
+        self.effects: list[Effect] = []
+        self._reads: list[Any] = []
+
+    def answer(self, effect: Effect) -> Any:
+        self.effects.append(effect)
+        if isinstance(effect, Generation):
+            return 0
+        if isinstance(effect, Resolve):
+            return SimpleNamespace(identifier="m")
+        if isinstance(effect, Open):
+            self._reads = list(self.attempts.pop(0))
+            stats = SimpleNamespace(stop_reason=self.stop_reason)
+            effect.call.reader = SimpleNamespace(result=lambda: SimpleNamespace(stats=stats))
+            return None
+        if isinstance(effect, Read):
+            item = self._reads.pop(0) if self._reads else None
+            if isinstance(item, BaseException):
+                raise item
+            return item
+        return None  # Reconnect, Forget
+
+    def kinds(self) -> list[str]:
+        return [type(e).__name__ for e in self.effects]
+
+
+def drive(flow: Flow[Any], answer: Callable[[Effect], Any]) -> tuple[list[Any], Any]:
+    emitted: list[Any] = []
+    with Runner(flow) as runner:
+        for step in runner:
+            if isinstance(step, Emit):
+                emitted.append(step.value)
+                continue
+            try:
+                runner.answer(answer(step))
+            except Exception as exc:
+                runner.fail(exc)
+    return emitted, runner.result
+
+
+DROP = lms.LMStudioWebsocketError("Client unexpectedly disconnected.")
+GONE = lms.LMStudioModelNotFoundError("no such model")
+
+
+def test_a_whole_reply_lost_to_a_drop_is_asked_again_once() -> None:
+    server = Server([[fragment("a")], DROP], [[fragment("b")]])
+    call = Call(request())
+    emitted, done = drive(predict(call, Sink(), errors), server.answer)
+    assert (emitted, done) == ([], Completion("b", "eosFound"))
+    assert server.kinds().count("Reconnect") == 1
+    assert server.kinds().count("Open") == 2
+    assert call.finished
+    assert call.done == done
+
+
+def test_a_stream_the_caller_has_seen_is_not_asked_again() -> None:
+    server = Server([[fragment("a")], DROP], [[fragment("b")]])
+    call = Call(request())
+    seen: list[Any] = []
+    with pytest.raises(LMStudioConnectionError, match="next call reconnects"):
+        seen.extend(drive(predict(call, sink_for_stream(call.request), errors), server.answer)[0])
+    assert server.kinds().count("Reconnect") == 1  # the next call finds it working
+    assert server.kinds().count("Open") == 1
+
+
+def test_two_drops_give_up() -> None:
+    server = Server([DROP], [DROP])
+    with pytest.raises(LMStudioConnectionError):
+        drive(predict(Call(request()), Sink(), errors), server.answer)
+    assert server.kinds().count("Open") == 2
+
+
+def test_a_vanished_model_is_forgotten_and_resolved_again() -> None:
+    server = Server([GONE], [[fragment("ok")]])
+    _, done = drive(predict(Call(request()), Sink(), errors), server.answer)
+    assert done.text == "ok"
+    assert server.kinds() == [
+        "Generation",
+        "Resolve",
+        "Open",
+        "Read",
+        "Forget",
+        "Generation",
+        "Resolve",
+        "Open",
+        "Read",
+        "Read",
+    ]
+    assert isinstance(server.effects[4], Forget)
+
+
+def test_reasoning_fragments_are_not_part_of_the_answer() -> None:
+    server = Server([[fragment("think", "reasoning"), fragment("answer")]])
+    emitted, done = drive(
+        predict(Call(request()), sink_for_stream(request()), errors), server.answer
+    )
+    assert emitted == ["answer"]
+    assert done.text == "answer"
+
+
+def test_partial_values_only_when_changed_then_the_value() -> None:
+    chunks = ['{"name": "A', '"', ", ", '"age": 3', "}"]
+    server = Server([[fragment(c)] for c in chunks])
+    emitted, _ = drive(
+        predict(Call(request(Person)), sink_for_parse_stream(request(Person)), errors),
+        server.answer,
+    )
+    assert emitted[-1] == Person(name="A", age=3)
+    partials = emitted[:-1]
+    assert partials == [{"name": "A"}, {"name": "A", "age": 3}]
+
+
+def test_parse_re_asks_with_the_errors_then_raises() -> None:
+    asked: list[Request] = []
+
+    def complete(effect: Effect) -> Completion:
+        assert isinstance(effect, Complete)
+        asked.append(effect.request)
+        return Completion('{"name": "x"}', "eosFound")
+
+    with pytest.raises(ParseError) as info:
+        drive(parse(request(Person), retries=1), complete)
+    assert len(asked) == 2
+    assert info.value.attempts == 2
+    assert [m.role for m in asked[1].prompt.messages] == ["user", "assistant", "user"]
+
+
+def test_parse_never_re_asks_a_truncated_reply() -> None:
+    def complete(effect: Effect) -> Completion:
+        return Completion('{"name": "x', "maxPredictedTokensReached")
+
+    with pytest.raises(TruncatedOutputError):
+        drive(parse(request(Person), retries=3), complete)
+
+
+def test_a_failed_reconnect_says_why() -> None:
+    refused = lms.LMStudioWebsocketError("LM Studio is not reachable at ws://h/llm")
+    server = Server([DROP])
+
+    def answer(effect: Effect) -> Any:
+        if isinstance(effect, Reconnect):
+            raise refused
+        return server.answer(effect)
+
+    with pytest.raises(LMStudioConnectionError, match="Cannot talk") as info:
+        drive(predict(Call(request()), Sink(), errors), answer)
+    assert info.value.__cause__ is refused

@@ -1,0 +1,350 @@
+"""The reasoning splitter, the reply stats and the reasoning-reply errors (pure code)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from outlines_lmstudio import EmptyAnswerError, ReasoningTruncatedError, TruncatedOutputError
+from outlines_lmstudio._reasoning import (
+    HARMONY_TOKENS,
+    SYNTHETIC_MARKER,
+    ReasoningSplitter,
+    reply_problem,
+)
+from outlines_lmstudio._reply import ReplyChunk, ReplyStats, reply_stats
+
+Fragment = tuple[str, str]
+
+
+def split(fragments: list[Fragment], **kw: str) -> tuple[ReasoningSplitter, list[ReplyChunk]]:
+    splitter = ReasoningSplitter(**kw)
+    chunks: list[ReplyChunk] = []
+    for content, kind in fragments:
+        chunks += splitter.feed(content, kind)
+    chunks += splitter.close()
+    return splitter, chunks
+
+
+def answer_of(chunks: list[ReplyChunk]) -> str:
+    return "".join(c.text for c in chunks if not c.reasoning)
+
+
+CASES: dict[str, tuple[list[Fragment], str, str]] = {
+    "plain": ([("Hello", "none"), (" world", "none")], "Hello world", ""),
+    "plain keeps leading space": ([("  hi", "none")], "  hi", ""),
+    "typed think": (
+        [
+            ("<think>", "reasoningStartTag"),
+            ("plan {a}", "reasoning"),
+            ("</think>", "reasoningEndTag"),
+            ('\n\n{"a": 1}', "none"),
+        ],
+        '{"a": 1}',
+        "plan {a}",
+    ),
+    "marker as end tag": (
+        [("plan", "reasoning"), (SYNTHETIC_MARKER, "reasoningEndTag"), ("{}", "none")],
+        "{}",
+        "plan",
+    ),
+    "marker inline, split": (
+        [
+            ("plan", "reasoning"),
+            (SYNTHETIC_MARKER[:7], "none"),
+            (SYNTHETIC_MARKER[7:40], "none"),
+            (SYNTHETIC_MARKER[40:] + "[1", "none"),
+            (", 2]", "none"),
+        ],
+        "[1, 2]",
+        "plan",
+    ),
+    "marker with another build id": (
+        [
+            ("plan", "reasoning"),
+            ("__LM_STUDIO_INTERNAL_LSEP_SYNTHETIC_REASONING_END_" + "0" * 32 + "__x", "none"),
+        ],
+        "x",
+        "plan",
+    ),
+    "mlx channel": ([("plan", "reasoning"), ("\n42", "none")], "42", "plan"),
+    "untyped think": (
+        [("<th", "none"), ("ink>plan</th", "none"), ("ink>\n ok", "none")],
+        "ok",
+        "plan",
+    ),
+    "think mentioned later is answer": ([("say <think>", "none")], "say <think>", ""),
+    "end tag after typed reasoning is answer": (
+        [("plan", "reasoning"), ("a </think> b", "none")],
+        "a </think> b",
+        "plan",
+    ),
+    "second end tag is answer": (
+        [("<think>p</think>", "none"), ("x </think>", "none")],
+        "x </think>",
+        "p",
+    ),
+    "harmony untyped": (
+        [
+            ("<|channel|>analysis<|mess", "none"),
+            ("age|>plan {}<|end|><|start|>assistant<|chan", "none"),
+            ("nel|>final<|message|>ans", "none"),
+            ("wer<|return|>", "none"),
+        ],
+        "answer",
+        "plan {}",
+    ),
+    "harmony constrain header": (
+        [("<|channel|>final <|constrain|>json<|message|>{}", "none")],
+        "{}",
+        "",
+    ),
+    "held prefix released at the end": (
+        [("a <", "none"), ("|x __LM_ST", "none")],
+        "a <|x __LM_ST",
+        "",
+    ),
+    "whitespace before reasoning is dropped": (
+        [("\n", "none"), ("plan", "reasoning"), ("</think>", "reasoningEndTag"), ("x", "none")],
+        "x",
+        "plan",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_split(name: str) -> None:
+    fragments, answer, reasoning = CASES[name]
+    splitter, chunks = split(fragments)
+    assert splitter.answer == answer
+    assert splitter.reasoning == reasoning
+    assert answer_of(chunks) == answer
+    assert "".join(c.text for c in chunks if c.reasoning) == reasoning
+    assert not splitter.retracted
+    assert all(c.text for c in chunks)
+
+
+def test_chunks_are_released_as_soon_as_they_are_certain() -> None:
+    splitter = ReasoningSplitter()
+    states = [splitter.in_reasoning]
+    assert splitter.feed("<think>", "reasoningStartTag") == []
+    states.append(splitter.in_reasoning)
+    assert splitter.feed("a", "reasoning") == [ReplyChunk("a", True)]
+    assert splitter.feed("</think>", "reasoningEndTag") == []
+    states.append(splitter.in_reasoning)
+    assert states == [False, True, False]
+    assert splitter.feed('{"x": "__LM', "none") == [ReplyChunk('{"x": "', False)]
+    assert splitter.feed('"}', "none") == [ReplyChunk('__LM"}', False)]
+    assert splitter.close() == []
+
+
+def test_untyped_reasoning_before_a_marker_is_retracted() -> None:
+    splitter, chunks = split([("thinking aloud ", "none"), (SYNTHETIC_MARKER + "{}", "none")])
+    assert splitter.answer == "{}"
+    assert splitter.reasoning == "thinking aloud "
+    assert splitter.retracted
+    assert chunks[0] == ReplyChunk("thinking aloud ", False)  # could not be known then
+
+
+def test_bare_end_tag_closes_reasoning_opened_in_the_prompt() -> None:
+    splitter, chunks = split([("plan {a}</th", "none"), ("ink>\n\n{}", "none")])
+    assert (splitter.reasoning, splitter.answer) == ("plan {a}", "{}")
+    assert splitter.retracted  # "plan {a}" streamed as answer before the tag showed
+    assert chunks[-1] == ReplyChunk("{}", False)
+
+
+def test_structural_text_is_never_given_out() -> None:
+    splitter = ReasoningSplitter()
+    chunks = splitter.feed("<|channel|>analysis<|message|>", "reasoningStartTag", structural=True)
+    chunks += splitter.feed("plan", "reasoning", tokens_count=1)
+    chunks += splitter.feed("<|end|>", "reasoningEndTag", structural=True)
+    chunks += splitter.feed(
+        "<|start|>assistant<|channel|>final<|message|>", "none", structural=True
+    )
+    chunks += splitter.feed("ok", "none", tokens_count=1)
+    chunks += splitter.close()
+    assert chunks == [ReplyChunk("plan", True), ReplyChunk("ok", False)]
+    assert splitter.reasoning_tokens == 1
+
+
+def test_reasoning_tokens_count_typed_and_untyped_reasoning() -> None:
+    splitter = ReasoningSplitter()
+    splitter.feed("<think>", "none", tokens_count=1)
+    splitter.feed("a b", "none", tokens_count=2)
+    splitter.feed("</think>", "none", tokens_count=1)
+    splitter.feed("ok", "none", tokens_count=1)
+    splitter.close()
+    assert (splitter.reasoning, splitter.answer, splitter.reasoning_tokens) == ("a b", "ok", 4)
+
+
+def test_custom_reasoning_tags() -> None:
+    splitter, _ = split([("[R]x[/R]y", "none")], start_tag="[R]", end_tag="[/R]")
+    assert (splitter.reasoning, splitter.answer) == ("x", "y")
+
+
+def test_unclosed_think_ends_in_reasoning() -> None:
+    splitter, chunks = split([("<think>still going", "none")])
+    assert splitter.in_reasoning
+    assert splitter.answer == ""
+    assert chunks == [ReplyChunk("still going", True)]
+
+
+def test_feed_after_close_and_empty_tags_are_refused() -> None:
+    splitter = ReasoningSplitter()
+    splitter.close()
+    with pytest.raises(RuntimeError):
+        splitter.feed("x", "none")
+    with pytest.raises(ValueError, match="non-empty"):
+        ReasoningSplitter(start_tag="")
+
+
+def test_reply_stats_from_sdk_struct_and_dict() -> None:
+    import lmstudio as lms
+
+    wire = {
+        "stopReason": "eosFound",
+        "promptTokensCount": 5,
+        "predictedTokensCount": 7,
+        "timeToFirstTokenSec": 0.5,
+        "tokensPerSecond": 12.0,
+    }
+    expected = ReplyStats("eosFound", 5, 7, 3, 0.5, 0.9, 12.0)
+    struct = lms.LlmPredictionStats(
+        stop_reason="eosFound",
+        prompt_tokens_count=5,
+        predicted_tokens_count=7,
+        time_to_first_token_sec=0.5,
+        tokens_per_second=12.0,
+    )
+    for stats in (wire, struct):
+        assert reply_stats(stats, reasoning_tokens=3, time_to_first_answer_token=0.9) == expected
+    assert reply_stats(None) == ReplyStats()
+    assert reply_stats({"stop_reason": "userStopped"}).stop_reason == "userStopped"
+
+
+def test_budget_spent_on_reasoning() -> None:
+    stats = ReplyStats("maxPredictedTokensReached", 10, 64, 64)
+    error = reply_problem("", "thinking...", stats, structured=True)
+    assert isinstance(error, ReasoningTruncatedError)
+    assert isinstance(error, TruncatedOutputError)
+    assert isinstance(error, ValueError)
+    message = str(error)
+    assert "spent on reasoning" in message
+    assert "64 tokens predicted, 64 of them reasoning" in message
+    assert "Raise max_tokens (for example to 1024)" in message
+    assert error.reasoning == "thinking..."
+    assert (error.reasoning_tokens, error.predicted_tokens) == (64, 64)
+    context = reply_problem("", "x", ReplyStats("contextLengthReached"), structured=False)
+    assert isinstance(context, ReasoningTruncatedError)
+    assert "context length" in str(context)
+    assert "token counts not reported" in str(context)
+
+
+def test_empty_answer_after_reasoning() -> None:
+    error = reply_problem(" \n", "thinking", ReplyStats("eosFound", 1, 9, 8), structured=False)
+    assert isinstance(error, EmptyAnswerError)
+    assert not isinstance(error, TruncatedOutputError)
+    assert "empty answer" in str(error)
+    assert "9 tokens predicted, 8 of them reasoning" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("answer", "reasoning", "stop"),
+    [
+        ("{}", "x", "maxPredictedTokensReached"),  # there is an answer: parse judges it
+        ("", "", "maxPredictedTokensReached"),  # no reasoning: not ours to judge
+        ("", "x", "userStopped"),  # the caller cancelled
+    ],
+)
+def test_no_reasoning_problem(answer: str, reasoning: str, stop: str) -> None:
+    assert reply_problem(answer, reasoning, ReplyStats(stop), structured=True) is None
+
+
+# -- property: whatever the reasoning holds and however it is cut, the answer is exact --------
+
+_pieces = st.one_of(
+    st.text(alphabet='{}[]":, abc<>|/_\n', max_size=12),
+    st.sampled_from(['{"name": "draft", "age": 1}', "[1, 2", "}", "{", "<think", "</thi", "<|"]),
+    st.integers(1, len(SYNTHETIC_MARKER) - 3).map(lambda k: SYNTHETIC_MARKER[:k]),
+)
+reasonings = st.lists(_pieces, max_size=6).map("".join)
+answers = st.one_of(
+    st.sampled_from(['{"name": "Ada", "age": 36}', "42", "pos", "[]", "x"]),
+    st.text(alphabet='{}"ab:1 _<', min_size=1, max_size=10).filter(lambda t: not t[0].isspace()),
+)
+
+
+def _forms(reasoning: str, answer: str) -> dict[str, list[Fragment]]:
+    m = SYNTHETIC_MARKER
+    return {
+        "typed think": [
+            ("<think>", "reasoningStartTag"),
+            (reasoning, "reasoning"),
+            ("</think>", "reasoningEndTag"),
+            ("\n\n" + answer, "none"),
+        ],
+        "marker typed": [(reasoning, "reasoning"), (m, "reasoningEndTag"), (answer, "none")],
+        "marker inline": [(reasoning, "reasoning"), (m + answer, "none")],
+        "marker untyped": [(reasoning + m + answer, "none")],
+        "untyped think": [("<think>" + reasoning + "</think>\n" + answer, "none")],
+        "untyped end tag only": [(reasoning + "</think>\n\n" + answer, "none")],
+        "mlx": [(reasoning, "reasoning"), (answer, "none")],
+        "harmony": [
+            (
+                "<|channel|>analysis<|message|>" + reasoning + "<|end|>"
+                "<|start|>assistant<|channel|>final<|message|>" + answer + "<|return|>",
+                "none",
+            )
+        ],
+    }
+
+
+def _cut(fragments: list[Fragment], cuts: list[int]) -> list[Fragment]:
+    """Cut each fragment's text at the given positions (modulo its length)."""
+    out: list[Fragment] = []
+    for content, kind in fragments:
+        points = sorted({c % (len(content) + 1) for c in cuts})
+        edges = [0, *points, len(content)]
+        out += [(content[a:b], kind) for a, b in itertools.pairwise(edges) if b > a]
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    reasoning=reasonings,
+    answer=answers,
+    cuts=st.lists(st.integers(0, 200), max_size=8),
+    form=st.sampled_from(sorted(_forms("", ""))),
+)
+def test_answer_is_always_the_final_answer(
+    reasoning: str, answer: str, cuts: list[int], form: str
+) -> None:
+    # What no text can hold without being a control sequence itself:
+    assume(SYNTHETIC_MARKER not in reasoning + SYNTHETIC_MARKER[:-1])
+    assume(not any(t in reasoning or t in answer for t in HARMONY_TOKENS))
+    untyped = form in ("untyped think", "untyped end tag only", "marker untyped")
+    assume(not untyped or "</think>" not in reasoning + "</think>"[:-1])
+    assume(not untyped or not reasoning.lstrip().startswith("<think>"))
+    assume(form != "untyped end tag only" or "</think>" not in answer)
+    splitter, chunks = split(_cut(_forms(reasoning, answer)[form], cuts))
+    assert splitter.answer == answer
+    assert splitter.reasoning == reasoning
+    assert not splitter.in_reasoning
+    if not splitter.retracted:
+        assert answer_of(chunks) == answer
+    else:  # only untyped reasoning needs taking back
+        assert form in ("marker untyped", "untyped end tag only")
+
+
+@settings(max_examples=200, deadline=None)
+@given(answer=answers | st.text(max_size=20), cuts=st.lists(st.integers(0, 50), max_size=6))
+def test_no_reasoning_keeps_the_text_exactly(answer: str, cuts: list[int]) -> None:
+    assume(not any(t in answer for t in (*HARMONY_TOKENS, SYNTHETIC_MARKER)))
+    assume(not answer.lstrip().startswith("<think>"))  # documented: that opens reasoning
+    assume("</think>" not in answer)  # documented: a bare end tag closes reasoning
+    splitter, chunks = split(_cut([(answer, "none")], cuts))
+    assert answer_of(chunks) == splitter.answer == answer
+    assert splitter.reasoning == ""

@@ -11,7 +11,7 @@ from outlines.inputs import Chat
 
 from ._adapter import LMStudioTypeAdapter
 from ._cache import AsyncClientCache, SyncClientCache
-from ._config import PredictionArgs, parse_inference_kwargs
+from ._config import PredictionArgs, check_seconds, parse_inference_kwargs
 from ._inputs import ChatPrompt
 from ._output import OutputPlan
 from ._reconnect import AsyncReconnects, SyncReconnects
@@ -112,13 +112,7 @@ def check_concurrency(value: object) -> int:
 
 
 def check_timeout(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise InvalidInferenceValueError(
-            f"timeout must be a positive number of seconds, got {value!r}."
-        )
-    return float(value)
+    return check_seconds("timeout", value)
 
 
 def check_model_name(value: object) -> str | None:

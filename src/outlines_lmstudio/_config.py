@@ -2,6 +2,11 @@
 
 The SDK drops unknown keys of a prediction config silently, so every key is
 checked here against the SDK's own config struct before anything is sent.
+
+A setting has one checker, whichever way it is spelled: ``max_tokens=5``,
+``config={"maxTokens": 5}``, ``config={"max_tokens": 5}`` and
+``config=LlmPredictionConfig(max_tokens=5)`` all go through `SETTINGS`, so
+``config=`` can never send what the keyword refuses.
 """
 
 from __future__ import annotations
@@ -17,18 +22,194 @@ from lmstudio import LlmPredictionConfig
 
 from .errors import InvalidInferenceArgumentError, InvalidInferenceValueError
 
-__all__ = ["CALLBACK_KWARGS", "SIMPLE_KWARGS", "PredictionArgs", "parse_inference_kwargs"]
+__all__ = [
+    "CALLBACK_KWARGS",
+    "MAX_COUNT",
+    "MAX_SECONDS",
+    "SETTINGS",
+    "SIMPLE_KWARGS",
+    "PredictionArgs",
+    "accepted_keywords",
+    "check_seconds",
+    "parse_inference_kwargs",
+    "plain_str",
+]
+
+MAX_COUNT = 2**31 - 1
+"""Largest token count LM Studio takes (its engines count tokens in 32-bit ints)."""
+MAX_SECONDS = 1e9
+"""Largest timeout we accept (about 31 years); larger ones overflow the OS's timers."""
+DEFAULT_THINK_TAGS = ("<think>", "</think>")
+"""Reasoning delimiters used when ``reasoning_parsing=True`` gives none."""
+
+Checker = Callable[[str, object], object]
+
+
+def plain_str(value: str) -> str:
+    """Return ``value`` as an exact ``str`` (``markupsafe.Markup`` and other subclasses).
+
+    The SDK encodes messages with msgspec, which refuses ``str`` subclasses after the
+    socket is open; every string we pass on goes through this first.
+    """
+    return value if type(value) is str else str.__str__(value)
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _real(name: str, value: object, *, integer: bool = False) -> float:
+    """Check a finite real number (an int when ``integer``); bools are refused."""
+    kind = "an int" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInferenceArgumentError(
+            f"{name} must be {kind}, got {type(value).__name__} {_describe(value)}."
+        )
+    if integer and not isinstance(value, int):
+        raise InvalidInferenceArgumentError(f"{name} must be an int, got {_describe(value)}.")
+    if isinstance(value, int):
+        if abs(value) > MAX_COUNT:
+            raise InvalidInferenceValueError(
+                f"{name} is out of range: {_describe(value)} is larger than {MAX_COUNT:,}."
+            )
+        return value
+    if not math.isfinite(value):
+        raise InvalidInferenceValueError(f"{name} must be a finite number, got {value!r}.")
+    return value
+
+
+def _count(name: str, value: object) -> object:
+    """Check a token count: an int from 1 to `MAX_COUNT`."""
+    number = _real(name, value, integer=True)
+    if number < 1:
+        raise InvalidInferenceValueError(f"{name} must be at least 1, got {_describe(value)}.")
+    return int(number)
+
+
+def _max_tokens(name: str, value: object) -> object:
+    """``maxTokens``: a count, or ``False`` (the SDK's "no limit")."""
+    return False if value is False else _count(name, value)
+
+
+def _ranged(
+    low: float, high: float | None, *, low_open: bool = False, off: bool = False
+) -> Checker:
+    """Make a checker of a number in ``[low, high]`` (``low`` excluded if ``low_open``)."""
+
+    def check(name: str, value: object) -> object:
+        if off and value is False:
+            return False
+        number = _real(name, value)
+        too_low = number <= low if low_open else number < low
+        if too_low or (high is not None and number > high):
+            bound = f"> {low:g}" if low_open else f">= {low:g}"
+            wanted = f"between {low:g} and {high:g}" if high is not None else bound
+            raise InvalidInferenceValueError(f"{name} must be {wanted}, got {_describe(value)}.")
+        return number
+
+    return check
+
+
+def _strings(name: str, value: object) -> object:
+    """Stop strings: a string or a list of non-empty strings."""
+    strings = [value] if isinstance(value, str) else value
+    if not isinstance(strings, list | tuple) or not all(isinstance(s, str) for s in strings):
+        raise InvalidInferenceArgumentError(
+            f"{name} must be a string or a list of strings, got {_describe(value)}."
+        )
+    if any(s == "" for s in strings):
+        raise InvalidInferenceValueError(f"{name}: stop strings must not be empty.")
+    return [plain_str(s) for s in strings]
+
+
+_PARSING_KEYS = {
+    "enabled": "enabled",
+    "start_string": "startString",
+    "startString": "startString",
+    "end_string": "endString",
+    "endString": "endString",
+}
+
+
+def _reasoning_parsing(name: str, value: object) -> object:
+    """``True``/``False``, or ``{"enabled", "start_string", "end_string"}`` (either spelling)."""
+    start, end = DEFAULT_THINK_TAGS
+    if isinstance(value, bool):
+        return {"enabled": value, "startString": start, "endString": end}
+    if isinstance(value, msgspec.Struct) and hasattr(value, "to_dict"):
+        value = value.to_dict()  # the SDK's LlmReasoningParsing struct
+    if not isinstance(value, Mapping):
+        raise InvalidInferenceArgumentError(
+            f"{name} must be True, False or a dict "
+            f"{{'enabled': bool, 'start_string': str, 'end_string': str}}, "
+            f"got {type(value).__name__} {_describe(value)}."
+        )
+    unknown = sorted(str(k) for k in value if k not in _PARSING_KEYS)
+    if unknown:
+        raise InvalidInferenceArgumentError(
+            f"{name} has unknown key(s) {unknown}; it takes enabled, start_string, end_string."
+        )
+    parsed: dict[str, Any] = {"enabled": True, "startString": start, "endString": end}
+    for key, item in value.items():
+        parsed[_PARSING_KEYS[key]] = item
+    if not isinstance(parsed["enabled"], bool):
+        raise InvalidInferenceArgumentError(
+            f"{name}: 'enabled' must be True or False, got {_describe(parsed['enabled'])}."
+        )
+    for key in ("startString", "endString"):
+        tag = parsed[key]
+        if not isinstance(tag, str):
+            raise InvalidInferenceArgumentError(
+                f"{name}: {key!r} must be a string, got {type(tag).__name__}."
+            )
+        if parsed["enabled"] and not tag.strip():
+            raise InvalidInferenceValueError(f"{name}: {key!r} must not be empty.")
+        parsed[key] = plain_str(tag)
+    return parsed
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One prediction setting we check ourselves.
+
+    Attributes
+    ----------
+    key
+        The SDK's camelCase config key.
+    keyword
+        The Outlines-style keyword that sets it, if any.
+    check
+        ``check(label, value) -> value to send``; raises our errors.
+    """
+
+    key: str
+    keyword: str | None
+    check: Checker
+
+
+SETTINGS: Mapping[str, Setting] = {
+    s.key: s
+    for s in (
+        Setting("maxTokens", "max_tokens", _max_tokens),
+        Setting("temperature", "temperature", _ranged(0, None)),
+        Setting("topPSampling", "top_p", _ranged(0, 1, off=True)),
+        Setting("topKSampling", "top_k", _count),
+        Setting("minPSampling", "min_p", _ranged(0, 1, off=True)),
+        Setting("repeatPenalty", "repeat_penalty", _ranged(0, None, low_open=True, off=True)),
+        Setting("stopStrings", "stop", _strings),
+        Setting("toolCallStopStrings", None, _strings),
+        Setting("reasoningParsing", "reasoning_parsing", _reasoning_parsing),
+        Setting("cpuThreads", None, _count),
+        Setting("speculativeDecodingNumDraftTokensExact", None, _count),
+        Setting("speculativeDecodingMinDraftLengthToConsider", None, _ranged(0, MAX_COUNT)),
+        Setting("speculativeDecodingMinContinueDraftingProbability", None, _ranged(0, 1)),
+    )
+}
+"""Settings checked by value, by camelCase key (the rest only by the SDK's struct)."""
 
 # Outlines/OpenAI-style keyword -> SDK config key (camelCase, as `to_dict()` emits).
-SIMPLE_KWARGS: Mapping[str, str] = {
-    "max_tokens": "maxTokens",
-    "temperature": "temperature",
-    "top_p": "topPSampling",
-    "top_k": "topKSampling",
-    "min_p": "minPSampling",
-    "repeat_penalty": "repeatPenalty",
-    "stop": "stopStrings",
-}
+SIMPLE_KWARGS: Mapping[str, str] = {s.keyword: s.key for s in SETTINGS.values() if s.keyword}
 CALLBACK_KWARGS = (
     "on_message",
     "on_first_token",
@@ -72,6 +253,17 @@ class PredictionArgs:
     model: str | None = None
     timeout: float | None = None
 
+    def reasoning_tags(self) -> tuple[str, str]:
+        """Return the reasoning start and end strings this call asks LM Studio to parse.
+
+        The ``reasoning_parsing`` setting when given and enabled, else ``<think>`` and
+        ``</think>``; for ``ReasoningSplitter(start_tag=..., end_tag=...)``.
+        """
+        parsing = (self.config or {}).get("reasoningParsing")
+        if isinstance(parsing, Mapping) and parsing.get("enabled"):
+            return str(parsing["startString"]), str(parsing["endString"])
+        return DEFAULT_THINK_TAGS
+
     def sdk_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``LLM.respond`` / ``respond_stream``."""
         kwargs: dict[str, Any] = dict(self.callbacks)
@@ -97,49 +289,50 @@ def accepted_keywords() -> list[str]:
     return sorted([*SIMPLE_KWARGS, *CALLBACK_KWARGS, *_OTHER_KWARGS])
 
 
-def _number(name: str, value: object, *, integer: bool = False) -> float:
-    kind = "an int" if integer else "a number"
+def check_seconds(name: str, value: object) -> float | None:
+    """Check a timeout: ``None``, or a finite number of seconds in ``(0, MAX_SECONDS]``.
+
+    Parameters
+    ----------
+    name
+        How to name the setting in a message (``"timeout="``).
+    value
+        The value given.
+
+    Returns
+    -------
+    float | None
+        The timeout in seconds.
+
+    Raises
+    ------
+    InvalidInferenceArgumentError
+        If it is not a number.
+    InvalidInferenceValueError
+        If it is NaN, infinite, not positive or larger than `MAX_SECONDS`.
+    """
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInferenceArgumentError(
-            f"{name}= must be {kind}, got {type(value).__name__} {value!r}."
+            f"{name} must be a number of seconds, got {type(value).__name__} {_describe(value)}."
         )
-    if integer and not isinstance(value, int):
-        raise InvalidInferenceArgumentError(f"{name}= must be an int, got {value!r}.")
-    if not math.isfinite(value):
-        raise InvalidInferenceValueError(f"{name}= must be finite, got {value!r}.")
-    return value
-
-
-def _check_simple(name: str, value: object) -> object:
-    """Validate one Outlines-style keyword and return its SDK value."""
-    if name == "stop":
-        stops = [value] if isinstance(value, str) else value
-        if not isinstance(stops, list | tuple) or not all(isinstance(s, str) for s in stops):
-            raise InvalidInferenceArgumentError(
-                f"stop= must be a string or a list of strings, got {value!r}."
-            )
-        if any(s == "" for s in stops):
-            raise InvalidInferenceValueError("stop= strings must not be empty.")
-        return list(stops)
-    if name in ("max_tokens", "top_k"):
-        number = _number(name, value, integer=True)
-        if number < 1:
-            raise InvalidInferenceValueError(f"{name}= must be at least 1, got {value!r}.")
-        return int(number)
-    number = _number(name, value)
-    if name == "temperature" and number < 0:
-        raise InvalidInferenceValueError(f"temperature= must be >= 0, got {value!r}.")
-    if name in ("top_p", "min_p") and not 0 <= number <= 1:
-        raise InvalidInferenceValueError(f"{name}= must be between 0 and 1, got {value!r}.")
-    if name == "repeat_penalty" and number <= 0:
-        raise InvalidInferenceValueError(f"repeat_penalty= must be > 0, got {value!r}.")
-    return number
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInferenceValueError(
+            f"{name} must be a finite number of seconds, got {value!r}."
+        )
+    if value <= 0 or value > MAX_SECONDS:
+        raise InvalidInferenceValueError(
+            f"{name} must be more than 0 and at most {MAX_SECONDS:.0e} seconds, "
+            f"got {_describe(value)}."
+        )
+    return float(value)
 
 
 def _user_config(config: object) -> dict[str, Any]:
     """Normalise ``config=`` to camelCase keys, refusing keys the SDK would drop."""
     if isinstance(config, LlmPredictionConfig):
-        return dict(config.to_dict())
+        config = config.to_dict()
     if not isinstance(config, Mapping):
         raise InvalidInferenceArgumentError(
             "config= must be a dict or an lmstudio.LlmPredictionConfig, "
@@ -160,13 +353,26 @@ def _user_config(config: object) -> dict[str, Any]:
             raise InvalidInferenceArgumentError(
                 f"config= sets {camel!r} twice (as {key!r} and in another spelling)."
             )
+        setting = SETTINGS.get(camel)
+        if setting is not None and value is not None:
+            value = setting.check(f"config[{camel!r}]", value)
         result[camel] = value
-    # Let the SDK's own struct check the value types now, before any request.
+    # Let the SDK's own struct check the rest (structured, promptTemplate, ...) now.
     try:
         LlmPredictionConfig._from_any_dict(result)
-    except (msgspec.ValidationError, TypeError, ValueError) as exc:
+    except (msgspec.ValidationError, TypeError, ValueError, OverflowError) as exc:
         raise InvalidInferenceArgumentError(f"Invalid value in config=: {exc}") from exc
     return result
+
+
+def _optional_name(name: str, value: object, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInferenceArgumentError(
+            f"{name} must be a non-empty {what} string, got {_describe(value)}."
+        )
+    return plain_str(value)
 
 
 def parse_inference_kwargs(kwargs: Mapping[str, Any]) -> PredictionArgs:
@@ -189,9 +395,10 @@ def parse_inference_kwargs(kwargs: Mapping[str, Any]) -> PredictionArgs:
     InvalidInferenceValueError
         For a value out of range.
     """
-    known = set(accepted_keywords())
+    if not kwargs:
+        return _EMPTY
     for name in kwargs:
-        if name in known:
+        if name in _KNOWN:
             continue
         if name in _REDIRECTS:
             raise InvalidInferenceArgumentError(f"{name}= is not accepted: {_REDIRECTS[name]}.")
@@ -200,13 +407,14 @@ def parse_inference_kwargs(kwargs: Mapping[str, Any]) -> PredictionArgs:
         )
     config = _user_config(kwargs["config"]) if kwargs.get("config") is not None else {}
     for name, key in SIMPLE_KWARGS.items():
-        if name not in kwargs or kwargs[name] is None:
+        value = kwargs.get(name)
+        if value is None:
             continue
         if key in config:
             raise InvalidInferenceArgumentError(
                 f"{name}= and config[{key!r}] both set the same thing: give only one."
             )
-        config[key] = _check_simple(name, kwargs[name])
+        config[key] = SETTINGS[key].check(f"{name}=", value)
     callbacks: dict[str, Callable[..., Any]] = {}
     for name in CALLBACK_KWARGS:
         callback = kwargs.get(name)
@@ -215,23 +423,14 @@ def parse_inference_kwargs(kwargs: Mapping[str, Any]) -> PredictionArgs:
         if not callable(callback):
             raise InvalidInferenceArgumentError(f"{name}= must be callable, got {callback!r}.")
         callbacks[name] = callback
-    preset = kwargs.get("preset")
-    if preset is not None and (not isinstance(preset, str) or not preset):
-        raise InvalidInferenceArgumentError(f"preset= must be a non-empty string, got {preset!r}.")
-    model = kwargs.get("model")
-    if model is not None and (not isinstance(model, str) or not model.strip()):
-        raise InvalidInferenceArgumentError(
-            f"model= must be a non-empty model key string, got {model!r}."
-        )
-    timeout = kwargs.get("timeout")
-    if timeout is not None:
-        timeout = _number("timeout", timeout)
-        if timeout <= 0:
-            raise InvalidInferenceValueError(f"timeout= must be > 0 seconds, got {timeout!r}.")
     return PredictionArgs(
         config=config or None,
-        preset=preset,
+        preset=_optional_name("preset=", kwargs.get("preset"), "preset name"),
         callbacks=callbacks,
-        model=model,
-        timeout=timeout,
+        model=_optional_name("model=", kwargs.get("model"), "model key"),
+        timeout=check_seconds("timeout=", kwargs.get("timeout")),
     )
+
+
+_KNOWN = frozenset(accepted_keywords())
+_EMPTY = PredictionArgs()

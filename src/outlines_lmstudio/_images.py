@@ -2,8 +2,14 @@
 
 LM Studio's vision engines take JPEG, PNG and WebP. Other formats are
 re-encoded to PNG (lossless); animated images are refused rather than cut to
-their first frame. Each image is identified by the SHA-256 of the bytes that
-will be uploaded, so the model classes can upload it once per client.
+their first frame. MPO files (what many phone cameras write: a JPEG followed by
+previews or depth maps) are stills, sent as the JPEG they start with. Each image
+is identified by the SHA-256 of the bytes that will be uploaded, so the model
+classes can upload it once per client.
+
+Normalising is not free (decode, verify, hash: about 40 ms for a 10 MP JPEG
+given as an Outlines ``Image``), so the result is cached per image object and
+reused while that object is provably unchanged (see `ImageCache`).
 """
 
 from __future__ import annotations
@@ -12,7 +18,11 @@ import base64
 import binascii
 import hashlib
 import io
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
@@ -20,8 +30,10 @@ from PIL import UnidentifiedImageError
 from .errors import InvalidImageError
 
 __all__ = [
+    "IMAGES",
     "MAX_IMAGE_BYTES",
     "MAX_IMAGE_PIXELS",
+    "ImageCache",
     "ImageData",
     "image_from_bytes",
     "normalise_image",
@@ -33,6 +45,12 @@ MAX_IMAGE_PIXELS = 64_000_000
 """Largest image (width x height) we decode; guards against decompression bombs."""
 
 _PASS_THROUGH = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+# Pillow modes each pass-through format can be written in; others are re-encoded as PNG.
+_WRITABLE = {
+    "JPEG": frozenset({"L", "RGB", "CMYK"}),
+    "PNG": frozenset({"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"}),
+    "WEBP": frozenset({"RGB", "RGBA"}),
+}
 
 
 @dataclass(frozen=True)
@@ -69,9 +87,23 @@ def _make(data: bytes, mime: str) -> ImageData:
     return ImageData(data=data, mime=mime, digest=hashlib.sha256(data).hexdigest())
 
 
-def _encode(image: PILImage.Image) -> ImageData:
-    """Encode a decoded PIL image, keeping JPEG/PNG/WebP bytes as they are."""
-    width, height = image.size
+def _frames(image: PILImage.Image) -> int:
+    """Frames of an animation; 1 for stills, MPO included (its extra images are previews)."""
+    if (image.format or "").upper() == "MPO":
+        return 1
+    return int(getattr(image, "n_frames", 1))
+
+
+def _check_still(image: PILImage.Image) -> None:
+    frames = _frames(image)
+    if frames > 1:
+        raise InvalidImageError(
+            f"Image is animated ({frames} frames); LM Studio takes still images. "
+            "Pick one frame with image.seek(i) and pass image.copy()."
+        )
+
+
+def _check_size(width: int, height: int) -> None:
     if width * height > MAX_IMAGE_PIXELS:
         raise InvalidImageError(
             f"Image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels. "
@@ -79,20 +111,32 @@ def _encode(image: PILImage.Image) -> ImageData:
         )
     if width == 0 or height == 0:
         raise InvalidImageError(f"Image has no pixels ({width}x{height}).")
-    frames = getattr(image, "n_frames", 1)
-    if frames > 1:
-        raise InvalidImageError(
-            f"Image is animated ({frames} frames); LM Studio takes still images. "
-            "Pick one frame with image.seek(i) and pass image.copy()."
-        )
+
+
+def _encode(image: PILImage.Image) -> ImageData:
+    """Encode a decoded PIL image: JPEG/PNG/WebP in their own format, the rest as PNG.
+
+    An image whose mode its format cannot hold (an RGBA or ``LA`` image still
+    labelled JPEG, a CMYK WebP...) is written as PNG, converting the mode only if
+    PNG cannot hold it either; nothing is refused that Pillow can convert.
+    """
+    _check_size(*image.size)
+    _check_still(image)
     fmt = (image.format or "").upper()
+    if fmt == "MPO":
+        fmt = "JPEG"  # the primary image of an MPO file is a JPEG
     buffer = io.BytesIO()
     try:
-        if fmt in _PASS_THROUGH:
-            image.save(buffer, format=fmt)
+        if fmt in _PASS_THROUGH and image.mode in _WRITABLE[fmt]:
+            options: dict[str, Any] = {}
+            if fmt == "JPEG":
+                # Keep the quantisation of a decoded JPEG (no second lossy pass).
+                keep = image.format == "JPEG" and hasattr(image, "quantization")
+                options["quality"] = "keep" if keep else 95
+            image.save(buffer, format=fmt, **options)
             return _make(buffer.getvalue(), _PASS_THROUGH[fmt])
         converted = image
-        if image.mode not in ("RGB", "RGBA", "L", "LA", "P", "I;16", "1"):
+        if image.mode not in _WRITABLE["PNG"]:
             converted = image.convert("RGBA" if "A" in image.getbands() else "RGB")
         converted.save(buffer, format="PNG")
     except (OSError, ValueError) as exc:
@@ -113,26 +157,31 @@ def image_from_bytes(data: bytes) -> ImageData:
     Returns
     -------
     ImageData
-        The same bytes for JPEG/PNG/WebP, a PNG re-encoding otherwise.
+        The same bytes for JPEG/PNG/WebP (and MPO, as JPEG), a PNG re-encoding otherwise.
 
     Raises
     ------
     InvalidImageError
-        If the bytes are not an image Pillow can read.
+        If the bytes are not an image Pillow can read, or the image is too large or
+        animated (each said as such).
     """
     if not data:
         raise InvalidImageError("Image data is empty.")
     try:
         with PILImage.open(io.BytesIO(data)) as image:
             fmt = (image.format or "").upper()
-            if fmt in _PASS_THROUGH and getattr(image, "n_frames", 1) == 1:
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    return _encode(image)  # raises the size error
+            _check_size(*image.size)
+            _check_still(image)
+            if fmt == "MPO":
+                image.load()  # decodes the primary image; verify() would read the previews
+                return _make(data, "image/jpeg")
+            if fmt in _PASS_THROUGH:
                 image.verify()
                 return _make(data, _PASS_THROUGH[fmt])
             image.load()
             return _encode(image)
+    except InvalidImageError:
+        raise  # our own refusals (size, animation, encoding) say what they are
     except UnidentifiedImageError as exc:
         raise InvalidImageError(
             "These bytes are not an image Pillow can read (expected JPEG, PNG, WebP, GIF, "
@@ -142,6 +191,117 @@ def image_from_bytes(data: bytes) -> ImageData:
         raise InvalidImageError(f"Image refused as too large: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImageError(f"Image data is corrupt or truncated: {exc}") from exc
+
+
+def _from_outlines(image: Any) -> ImageData:
+    """Normalise an ``outlines.inputs.Image`` from its base64 ``image_str``."""
+    pil = getattr(image, "image", None)
+    if isinstance(pil, PILImage.Image):
+        # Outlines' Image keeps only the current frame in image_str: look at the PIL image.
+        _check_still(pil)
+    encoded = getattr(image, "image_str", None)
+    if not isinstance(encoded, str | bytes):
+        raise InvalidImageError(
+            f"This outlines Image holds no image data (image_str is "
+            f"{type(encoded).__name__}). Build it from a PIL image: Image(PIL.Image.open(path))."
+        )
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidImageError(f"Outlines Image holds invalid base64 data: {exc}") from exc
+    return image_from_bytes(raw)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    ref: weakref.ReferenceType[Any]
+    witness: tuple[Any, ...]
+    """Objects (held here, so their ids cannot be reused) that must still be in place."""
+    data: ImageData
+
+
+class ImageCache:
+    """Normalised images by image object, reused while the object is provably unchanged.
+
+    The key is the object's identity; an entry is used only if the object is still
+    alive and its *witness* is the same:
+
+    * an Outlines ``Image``: the very same ``image_str`` object (a ``str``, immutable)
+      and PIL image. Reassigning either makes a new entry; nothing is hashed.
+    * a PIL image: its size, mode, format and a SHA-1 of its pixels. PIL images
+      change in place (``paste``, ``ImageDraw``), so identity alone would be unsafe;
+      hashing the pixels costs about a tenth of encoding a PNG. JPEG-labelled PIL
+      images are not cached: re-encoding one costs no more than hashing it.
+
+    Entries go when their image object is garbage collected, and the oldest go first
+    past `max_bytes` of cached data.
+
+    Parameters
+    ----------
+    max_bytes
+        Most bytes of normalised image data kept.
+    """
+
+    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self._size = 0
+        self._lock = threading.RLock()  # weakref callbacks may run while it is held
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _drop(self, key: int) -> None:
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is not None:
+                self._size -= len(entry.data.data)
+
+    def get(self, image: object, witness: tuple[Any, ...]) -> ImageData | None:
+        """Return the cached data for ``image`` if its witness still matches."""
+        entry = self._entries.get(id(image))
+        if entry is None or entry.ref() is not image or len(entry.witness) != len(witness):
+            return None
+        same = (
+            a is b or (type(a) is tuple and a == b)
+            for a, b in zip(entry.witness, witness, strict=True)
+        )
+        if all(same):
+            with self._lock:
+                if id(image) in self._entries:
+                    self._entries.move_to_end(id(image))
+            return entry.data
+        return None
+
+    def put(self, image: object, witness: tuple[Any, ...], data: ImageData) -> None:
+        """Remember ``data`` for ``image`` (dropped when ``image`` is collected)."""
+        key = id(image)
+        try:
+            ref = weakref.ref(image, lambda _: self._drop(key))
+        except TypeError:  # pragma: no cover - every image class we cache takes weakrefs
+            return
+        self._drop(key)
+        with self._lock:
+            self._entries[key] = _Entry(ref, witness, data)
+            self._size += len(data.data)
+            while self._size > self.max_bytes and len(self._entries) > 1:
+                _, old = self._entries.popitem(last=False)
+                self._size -= len(old.data.data)
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._entries.clear()
+            self._size = 0
+
+
+IMAGES = ImageCache()
+"""The process-wide cache `normalise_image` uses."""
+
+
+def _pil_witness(image: PILImage.Image) -> tuple[Any, ...]:
+    pixels = hashlib.sha1(image.tobytes(), usedforsecurity=False).digest()
+    return ((image.size, image.mode, image.format, pixels),)
 
 
 def normalise_image(image: object) -> ImageData:
@@ -155,7 +315,7 @@ def normalise_image(image: object) -> ImageData:
     Returns
     -------
     ImageData
-        The bytes, MIME type and digest to upload.
+        The bytes, MIME type and digest to upload (cached per image object).
 
     Raises
     ------
@@ -165,20 +325,24 @@ def normalise_image(image: object) -> ImageData:
     from outlines.inputs import Image
 
     if isinstance(image, Image):
-        # Outlines' Image keeps only the first frame in image_str: look at the PIL image too.
-        frames = getattr(image.image, "n_frames", 1)
-        if frames > 1:
-            raise InvalidImageError(
-                f"Image is animated ({frames} frames); LM Studio takes still images. "
-                "Pick one frame with image.seek(i) and pass image.copy()."
-            )
-        try:
-            raw = base64.b64decode(image.image_str, validate=True)
-        except (binascii.Error, ValueError, AttributeError) as exc:
-            raise InvalidImageError(f"Outlines Image holds invalid base64 data: {exc}") from exc
-        return image_from_bytes(raw)
+        witness: tuple[Any, ...] = (
+            getattr(image, "image_str", None),
+            getattr(image, "image", None),
+        )
+        cached = IMAGES.get(image, witness)
+        if cached is None:
+            cached = _from_outlines(image)
+            IMAGES.put(image, witness, cached)
+        return cached
     if isinstance(image, PILImage.Image):
-        return _encode(image)
+        if (image.format or "").upper() == "JPEG":
+            return _encode(image)
+        witness = _pil_witness(image)
+        cached = IMAGES.get(image, witness)
+        if cached is None:
+            cached = _encode(image)
+            IMAGES.put(image, witness, cached)
+        return cached
     raise InvalidImageError(
         f"Expected an outlines Image or a PIL image, got {type(image).__name__}."
     )

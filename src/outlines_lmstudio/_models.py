@@ -50,8 +50,9 @@ def from_lmstudio(
 
     Raises
     ------
-    TypeError
-        If ``client`` is neither an ``lmstudio.Client`` nor an ``lmstudio.AsyncClient``.
+    InvalidInferenceArgumentError
+        (a ``TypeError``) If ``client`` is neither an ``lmstudio.Client`` nor an
+        ``lmstudio.AsyncClient``, or an option is unknown.
     """
     unknown = sorted(set(options) - {"max_concurrency", "timeout", "grammar"})
     if unknown:
@@ -64,7 +65,7 @@ def from_lmstudio(
         return LMStudio(client, model_name, **options)
     if isinstance(client, lms.AsyncClient):
         return AsyncLMStudio(client, model_name, **options)
-    raise TypeError(
+    raise InvalidInferenceArgumentError(
         "from_lmstudio needs an lmstudio.Client or an lmstudio.AsyncClient, "
         f"got {type(client).__name__}. Create one with lmstudio.Client('localhost:1234')."
     )

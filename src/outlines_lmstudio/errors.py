@@ -9,7 +9,7 @@ OutlinesLMStudioError
 ├── UnsupportedInputError      (TypeError)    input type not understood
 ├── InvalidPromptError         (ValueError)   empty prompt, list or chat
 ├── UnsupportedOutputTypeError (TypeError)    output type not supported
-├── InvalidInferenceArgumentError (TypeError) unknown or conflicting keyword
+├── InvalidInferenceArgumentError (TypeError) unknown or conflicting keyword, not a client
 ├── InvalidInferenceValueError (ValueError)   keyword value out of range
 ├── InvalidSchemaError         (ValueError)   malformed JSON schema
 ├── UnsupportedGrammarError    (ValueError)   regex/grammar construct GBNF cannot express
@@ -72,7 +72,11 @@ class UnsupportedOutputTypeError(OutlinesLMStudioError, TypeError):
 
 
 class InvalidInferenceArgumentError(OutlinesLMStudioError, TypeError):
-    """An inference keyword is unknown, mistyped or given twice."""
+    """An argument is unknown, mistyped or given twice.
+
+    Inference keywords, ``from_lmstudio`` options, and a client that is not an
+    ``lmstudio.Client`` / ``lmstudio.AsyncClient`` (e.g. an ``openai.OpenAI``).
+    """
 
 
 class InvalidInferenceValueError(OutlinesLMStudioError, ValueError):
@@ -213,6 +217,7 @@ class _ReasoningReplyError(ParseError):
         super().__init__(
             message, raw=raw, errors=errors, stop_reason=stop_reason, attempts=attempts
         )
+        self.args = (message,)  # the message says it all; there is no reply text to show
 
 
 class ReasoningTruncatedError(_ReasoningReplyError, TruncatedOutputError):

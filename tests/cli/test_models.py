@@ -125,8 +125,70 @@ def test_filter_sort_page(emulator: LMStudioEmulator, argv: list[str], expected:
 def test_paging(main_in_process: MainInProcess) -> None:
     table = main_in_process("models", "--page", "1", "--page-size", "2")
     assert table.returncode == 0
-    assert "Page 1 of 3 (5 models); --page 2 for more" in table.stdout
+    assert (
+        "Page 1 of 3 (5 models); --page 2 for more" in table.stderr
+    )  # not a terminal: data on stdout, notes on stderr
     beyond = main_in_process("models", "--page", "4", "--page-size", "2")
     assert beyond.returncode == 2
     assert beyond.stdout == ""
     assert_one_line_error(beyond, "--page 4 is out of range", "3 page(s) of 2")
+
+
+# -- issue 15: output made for pipes; keys never wrapped -----------------------------------
+
+ALL_KEYS = {TEXT, VISION, MLX, EMBED, UNLOADED}
+
+
+@pytest.mark.parametrize("columns", ["40", "80", "200"])
+def test_piped_output_is_one_model_per_line(
+    run_cli: RunCli, emulator: LMStudioEmulator, columns: str
+) -> None:
+    result = run_cli("models", env=cli_env(COLUMNS=columns))
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert {row[0] for row in rows} == ALL_KEYS  # nothing else on stdout: no title, no rules
+    assert all(len(row) == 8 for row in rows)
+    by_key = {row[0]: row for row in rows}
+    assert by_key[VISION][6] == "chat, vision"
+    assert by_key[UNLOADED][7] == "no"
+    # what `outlines-lmstudio models | grep KEY` relies on
+    assert [line for line in result.stdout.splitlines() if UNLOADED in line]
+
+
+def test_piped_notes_go_to_stderr(run_cli: RunCli) -> None:
+    paged = run_cli("models", "--page", "1", "--page-size", "2", env=cli_env(COLUMNS="40"))
+    assert len(paged.stdout.splitlines()) == 2
+    assert "Page 1 of 3" in paged.stderr
+    none = run_cli("models", "--capability", "vision", "--capability", "embedding")
+    assert none.stdout == ""
+    assert "no models match" in none.stderr
+
+
+def test_json_is_unchanged_at_any_width(run_cli: RunCli) -> None:
+    narrow = run_cli("models", "--json", env=cli_env(COLUMNS="40"))
+    wide = run_cli("models", "--json", env=cli_env(COLUMNS="200"))
+    assert narrow.stdout == wide.stdout
+    assert {m["key"] for m in json.loads(narrow.stdout)} == ALL_KEYS
+
+
+@pytest.mark.parametrize("columns", [40, 80])
+def test_terminal_table_never_wraps_keys(emulator: LMStudioEmulator, columns: int) -> None:
+    import pexpect
+
+    command = script_path()
+    env = cli_env()
+    env.pop("COLUMNS")
+    child = pexpect.spawn(
+        command[0],
+        [*command[1:], "--host", emulator.api_host, "models"],
+        env=env,
+        encoding="utf-8",
+        timeout=15,
+        dimensions=(50, columns),
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = child.before or ""
+    assert "Model key" in screen  # the table, not the piped form
+    for key in ALL_KEYS:
+        assert any(line.lstrip().startswith(key) for line in screen.splitlines()), (key, screen)

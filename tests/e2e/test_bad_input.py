@@ -33,6 +33,48 @@ def animated_gif() -> Image:
     return Image(PILImage.open(io.BytesIO(buffer.getvalue())))
 
 
+def animated_gif_bytes() -> Image:
+    """An Outlines Image whose PIL side is a still but whose bytes are an animation."""
+    frames = [PILImage.new("RGB", (4, 4), c) for c in ("red", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    image = png_image()
+    image.image_str = base64.b64encode(buffer.getvalue()).decode()
+    return image
+
+
+def huge_image() -> Image:
+    """A 64,016,001-pixel PNG: a few kB on disk, over our pixel limit."""
+    buffer = io.BytesIO()
+    PILImage.new("1", (8001, 8001)).save(buffer, format="PNG")
+    image = png_image()
+    image.image_str = base64.b64encode(buffer.getvalue()).decode()
+    return image
+
+
+def no_image_data() -> Image:
+    image = png_image()
+    image.image_str = cast(str, None)
+    return image
+
+
+class OpenAI:
+    """Stands for any client that is not lmstudio's (openai.OpenAI, httpx.Client...)."""
+
+
+def tool_result(content: object) -> Chat:
+    return Chat(
+        [
+            {"role": "user", "content": "x"},
+            {
+                "role": "assistant",
+                "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": {}}}],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": content},
+        ]
+    )
+
+
 def nested_schema(depth: int) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     for _ in range(depth):
@@ -384,6 +426,173 @@ CASES = [
         TypeError,
         "only one",
     ),
+    # issue 13: inputs that used to slip through or escape our errors
+    Case(
+        "file name after the prompt",
+        lambda m: m(["Describe", "photo.jpg"]),
+        E.UnsupportedInputError,
+        TypeError,
+        r"item 1, is a str \('photo.jpg'\).*Image\(PIL.Image.open\(path\)\)",
+    ),
+    Case(
+        "file name in chat content",
+        lambda m: m(Chat([{"role": "user", "content": ["Describe", "photo.jpg"]}])),
+        E.UnsupportedInputError,
+        TypeError,
+        "only images",
+    ),
+    Case(
+        "empty lmstudio.Chat",
+        lambda m: m(lms.Chat()),
+        E.InvalidPromptError,
+        ValueError,
+        "lmstudio.Chat has no messages",
+    ),
+    Case(
+        "tool result not JSON",
+        lambda m: m(tool_result({"when": object()})),
+        E.UnsupportedInputError,
+        TypeError,
+        "tool result must be JSON data",
+    ),
+    Case(
+        "tool result NaN",
+        lambda m: m(tool_result({"x": float("nan")})),
+        E.UnsupportedInputError,
+        TypeError,
+        "finite numbers",
+    ),
+    Case(
+        "tool call arguments not JSON",
+        lambda m: m(
+            Chat(
+                [
+                    {"role": "user", "content": "x"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"id": "1", "function": {"name": "f", "arguments": {"a": {1, 2}}}}
+                        ],
+                    },
+                ]
+            )
+        ),
+        E.UnsupportedInputError,
+        TypeError,
+        "tool call arguments must be JSON data",
+    ),
+    Case(
+        "image with no data",
+        lambda m: m(["see", no_image_data()], model=VISION_MODEL),
+        E.InvalidImageError,
+        ValueError,
+        "holds no image data",
+    ),
+    Case(
+        "animated bytes said to be animated",
+        lambda m: m(["see", animated_gif_bytes()], model=VISION_MODEL),
+        E.InvalidImageError,
+        ValueError,
+        r"^Image is animated \(2 frames\)",
+    ),
+    Case(
+        "too many pixels said to be too large",
+        lambda m: m(["see", huge_image()], model=VISION_MODEL),
+        E.InvalidImageError,
+        ValueError,
+        r"^Image is 8001x8001 pixels; the limit is 64,000,000",
+    ),
+    Case(
+        "timeout nan",
+        lambda m: m("x", timeout=float("nan")),
+        E.InvalidInferenceValueError,
+        ValueError,
+        "finite number of seconds, got nan",
+    ),
+    Case(
+        "timeout inf",
+        lambda m: m("x", timeout=float("inf")),
+        E.InvalidInferenceValueError,
+        ValueError,
+        "finite number of seconds, got inf",
+    ),
+    Case(
+        "timeout 10**400",
+        lambda m: m("x", timeout=10**400),
+        E.InvalidInferenceValueError,
+        ValueError,
+        "at most 1e[+]09 seconds",
+    ),
+    Case(
+        "temperature 10**400",
+        lambda m: m("x", temperature=10**400),
+        E.InvalidInferenceValueError,
+        ValueError,
+        "temperature= is out of range",
+    ),
+    Case(
+        "max_tokens 2**64+5",
+        lambda m: m("x", max_tokens=2**64 + 5),
+        E.InvalidInferenceValueError,
+        ValueError,
+        "max_tokens= is out of range: .* is larger than 2,147,483,647",
+    ),
+    Case(
+        "config maxTokens 0",
+        lambda m: m("x", config={"maxTokens": 0}),
+        E.InvalidInferenceValueError,
+        ValueError,
+        r"config\['maxTokens'\] must be at least 1",
+    ),
+    Case(
+        "config stopStrings empty",
+        lambda m: m("x", config={"stopStrings": [""]}),
+        E.InvalidInferenceValueError,
+        ValueError,
+        r"config\['stopStrings'\]: stop strings must not be empty",
+    ),
+    Case(
+        "config struct temperature nan",
+        lambda m: m("x", config=lms.LlmPredictionConfig(temperature=float("nan"))),
+        E.InvalidInferenceValueError,
+        ValueError,
+        r"config\['temperature'\] must be a finite number",
+    ),
+    Case(
+        "config snake_case top_k 2**40",
+        lambda m: m("x", config={"top_k_sampling": 2**40}),
+        E.InvalidInferenceValueError,
+        ValueError,
+        r"config\['topKSampling'\] is out of range",
+    ),
+    Case(
+        "reasoning_parsing not a setting",
+        lambda m: m("x", reasoning_parsing="on"),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "reasoning_parsing= must be True, False or a dict",
+    ),
+    Case(
+        "config reasoningParsing bad key",
+        lambda m: m("x", config={"reasoningParsing": {"enabled": True, "start": "<t>"}}),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        r"unknown key\(s\) \['start'\]",
+    ),
+    Case(
+        "reasoning_parsing empty tag",
+        lambda m: m("x", reasoning_parsing={"end_string": " "}),
+        E.InvalidInferenceValueError,
+        ValueError,
+        "'endString' must not be empty",
+    ),
+    Case(
+        "not an lmstudio client",
+        lambda m: from_lmstudio(cast(Any, OpenAI())),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "needs an lmstudio.Client or an lmstudio.AsyncClient, got OpenAI",
+    ),
     # other entry points
     Case(
         "stream bad kwarg",
@@ -438,7 +647,7 @@ def test_bad_input_raises_before_anything_is_sent(
 
 
 def test_the_table_is_large_enough() -> None:
-    assert len(CASES) >= 40
+    assert len(CASES) >= 80
 
 
 def test_from_lmstudio_bad_arguments(emulator: LMStudioEmulator) -> None:
@@ -449,6 +658,9 @@ def test_from_lmstudio_bad_arguments(emulator: LMStudioEmulator) -> None:
             from_lmstudio(client, max_concurrency=0)
         with pytest.raises(ValueError, match="timeout"):
             from_lmstudio(client, timeout=-1)
+        for seconds in (float("nan"), float("inf"), 10**400):
+            with pytest.raises(errors.InvalidInferenceValueError, match="timeout must be"):
+                from_lmstudio(client, timeout=seconds)
         with pytest.raises(TypeError, match="Unknown option"):
             from_lmstudio(client, grammer=True)
         assert emulator.requests == []

@@ -1,9 +1,17 @@
 from typing import Any
 
 import lmstudio as lms
+import msgspec
 import pytest
 
-from outlines_lmstudio._config import accepted_keywords, parse_inference_kwargs
+from outlines_lmstudio._config import (
+    MAX_SECONDS,
+    SETTINGS,
+    SIMPLE_KWARGS,
+    accepted_keywords,
+    check_seconds,
+    parse_inference_kwargs,
+)
 from outlines_lmstudio.errors import InvalidInferenceArgumentError, InvalidInferenceValueError
 
 
@@ -125,3 +133,135 @@ def test_callbacks_preset_model_and_timeout_pass_through() -> None:
     assert args.sdk_kwargs() == {"on_first_token": on_first_token, "preset": "mine"}
     assert args.model == "m"
     assert args.timeout == 2
+
+
+# -- one checker for keywords and config= (issue 13) ------------------------------------
+
+
+BAD_VALUES: list[tuple[str, object]] = [
+    ("max_tokens", 0),
+    ("max_tokens", -5),
+    ("max_tokens", 2**64 + 5),
+    ("max_tokens", 1.5),
+    ("max_tokens", True),
+    ("max_tokens", "10"),
+    ("temperature", -0.1),
+    ("temperature", float("nan")),
+    ("temperature", float("inf")),
+    ("temperature", 10**400),
+    ("top_p", 1.5),
+    ("top_p", True),
+    ("top_k", 0),
+    ("top_k", 2**40),
+    ("min_p", float("-inf")),
+    ("repeat_penalty", 0),
+    ("stop", [""]),
+    ("stop", ["a", 1]),
+    ("stop", 5),
+    ("reasoning_parsing", "on"),
+    ("reasoning_parsing", {"enabled": 1}),
+    ("reasoning_parsing", {"start_string": ""}),
+    ("reasoning_parsing", {"enabled": True, "extra": 1}),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), BAD_VALUES, ids=[f"{n}={v!r:.20}" for n, v in BAD_VALUES]
+)
+def test_config_is_checked_exactly_like_the_keyword(name: str, value: object) -> None:
+    key = SIMPLE_KWARGS[name]
+    snake = next(
+        f.name for f in msgspec.structs.fields(lms.LlmPredictionConfig) if f.encode_name == key
+    )
+    errors = []
+    for kwargs in ({name: value}, {"config": {key: value}}, {"config": {snake: value}}):
+        with pytest.raises((InvalidInferenceArgumentError, InvalidInferenceValueError)) as info:
+            parse_inference_kwargs(kwargs)
+        errors.append(info.value)
+    assert len({type(e) for e in errors}) == 1, errors
+    # the same words after the label (`max_tokens=` / `config['maxTokens']`)
+    tails = {
+        str(e).split(" ", 1)[1] if str(e).startswith(("config[", name)) else str(e) for e in errors
+    }
+    assert len(tails) == 1, tails
+
+
+def test_every_keyword_is_a_checked_setting() -> None:
+    assert set(SIMPLE_KWARGS.values()) <= set(SETTINGS)
+    assert "reasoning_parsing" in SIMPLE_KWARGS
+
+
+def test_off_values_the_sdk_documents_are_kept() -> None:
+    args = parse_inference_kwargs({"max_tokens": False, "config": {"topPSampling": False}})
+    assert args.config == {"maxTokens": False, "topPSampling": False}
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"),
+    [
+        (True, {"enabled": True, "startString": "<think>", "endString": "</think>"}),
+        (False, {"enabled": False, "startString": "<think>", "endString": "</think>"}),
+        (
+            {"start_string": "<r>", "endString": "</r>"},
+            {"enabled": True, "startString": "<r>", "endString": "</r>"},
+        ),
+    ],
+)
+def test_reasoning_parsing_forms(value: object, sent: dict[str, Any]) -> None:
+    for kwargs in ({"reasoning_parsing": value}, {"config": {"reasoningParsing": value}}):
+        args = parse_inference_kwargs(kwargs)
+        assert args.config == {"reasoningParsing": sent}
+        config = lms.LlmPredictionConfig._from_any_dict(args.config)
+        assert config.reasoning_parsing is not None
+        assert config.reasoning_parsing.start_string == sent["startString"]
+
+
+def test_reasoning_parsing_struct_is_accepted() -> None:
+    struct = lms.LlmPredictionConfig._from_any_dict(
+        {"reasoningParsing": {"enabled": True, "startString": "<a>", "endString": "</a>"}}
+    )
+    args = parse_inference_kwargs({"config": struct})
+    assert args.config == {
+        "reasoningParsing": {"enabled": True, "startString": "<a>", "endString": "</a>"}
+    }
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 10**400, 0, -1, MAX_SECONDS * 2])
+def test_seconds_out_of_range(value: object) -> None:
+    with pytest.raises(InvalidInferenceValueError, match="timeout"):
+        check_seconds("timeout", value)
+
+
+def test_seconds_kinds() -> None:
+    assert check_seconds("timeout", None) is None
+    assert check_seconds("timeout", 2) == 2.0
+    with pytest.raises(InvalidInferenceArgumentError):
+        check_seconds("timeout", "2")
+    with pytest.raises(InvalidInferenceArgumentError):
+        check_seconds("timeout", True)
+
+
+def test_str_subclasses_become_str() -> None:
+    from markupsafe import Markup
+
+    args = parse_inference_kwargs(
+        {"stop": Markup("x"), "model": Markup("m"), "preset": Markup("p")}
+    )
+    assert args.config is not None
+    assert [type(s) for s in args.config["stopStrings"]] == [str]
+    assert type(args.model) is str
+    assert type(args.preset) is str
+
+
+def test_reasoning_tags_for_the_splitter() -> None:
+    assert parse_inference_kwargs({}).reasoning_tags() == ("<think>", "</think>")
+    assert parse_inference_kwargs({"reasoning_parsing": False}).reasoning_tags() == (
+        "<think>",
+        "</think>",
+    )
+    custom = {"start_string": "[r]", "end_string": "[/r]"}
+    assert parse_inference_kwargs({"reasoning_parsing": custom}).reasoning_tags() == ("[r]", "[/r]")
+    assert parse_inference_kwargs({"config": {"reasoningParsing": custom}}).reasoning_tags() == (
+        "[r]",
+        "[/r]",
+    )

@@ -82,3 +82,112 @@ def test_pil_images_are_accepted_directly() -> None:
 def test_wrong_object() -> None:
     with pytest.raises(InvalidImageError, match="Expected"):
         normalise_image("cat.png")
+
+
+# -- issue 13: stills, modes, honest refusals; issue 14: reuse -------------------------
+
+import gc  # noqa: E402
+
+from PIL import ImageDraw  # noqa: E402
+
+from outlines_lmstudio._images import IMAGES, ImageCache, ImageData  # noqa: E402
+
+
+def mpo_bytes() -> bytes:
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (8, 6), "red").save(
+        buffer, format="MPO", save_all=True, append_images=[PILImage.new("RGB", (4, 3), "blue")]
+    )
+    return buffer.getvalue()
+
+
+def test_mpo_is_a_still_sent_as_its_jpeg_bytes() -> None:
+    data = mpo_bytes()
+    assert getattr(opened(data), "n_frames", 1) == 2  # what used to be called "animated"
+    image = image_from_bytes(data)
+    assert (image.mime, image.data) == ("image/jpeg", data)
+    via_outlines = normalise_image(Image(opened(data)))
+    assert via_outlines.mime == "image/jpeg"
+    via_pil = normalise_image(opened(data))
+    assert via_pil.mime == "image/jpeg"
+    assert opened(via_pil.data).size == (8, 6)
+
+
+def test_refusals_say_what_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = [PILImage.new("RGB", (4, 4), c) for c in ("red", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="PNG", save_all=True, append_images=frames[1:])  # APNG
+    with pytest.raises(InvalidImageError, match=r"^Image is animated \(2 frames\)"):
+        image_from_bytes(buffer.getvalue())
+    monkeypatch.setattr(_images, "MAX_IMAGE_PIXELS", 10)
+    for fmt in ("PNG", "JPEG", "BMP"):
+        with pytest.raises(InvalidImageError, match=r"^Image is 4x3 pixels"):
+            image_from_bytes(encoded(fmt))
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGBA", "PA"])
+def test_alpha_images_labelled_jpeg_become_png(mode: str) -> None:
+    picture = PILImage.new("RGBA", (4, 3), (1, 2, 3, 4))
+    picture = picture.convert("P").convert("PA") if mode == "PA" else picture.convert(mode)
+    picture.format = "JPEG"
+    image = normalise_image(picture)
+    assert image.mime == "image/png"
+    assert opened(image.data).mode in (mode, "RGBA")
+
+
+def test_jpeg_pil_image_keeps_its_quantisation() -> None:
+    buffer = io.BytesIO()
+    PILImage.effect_noise((32, 32), 40).convert("RGB").save(buffer, format="JPEG", quality=30)
+    image = normalise_image(opened(buffer.getvalue()))
+    assert image.mime == "image/jpeg"
+    assert getattr(opened(image.data), "quantization", None) == getattr(
+        opened(buffer.getvalue()), "quantization", None
+    )
+
+
+def test_outlines_image_without_data() -> None:
+    image = Image(opened(encoded("PNG")))
+    image.image_str = None  # type: ignore[assignment]
+    with pytest.raises(InvalidImageError, match="holds no image data"):
+        normalise_image(image)
+
+
+def test_outlines_image_is_normalised_once_per_image_str() -> None:
+    image = Image(opened(encoded("PNG", (5, 5))))
+    first = normalise_image(image)
+    assert normalise_image(image) is first  # no decode, verify or hash again
+    image.image_str = base64.b64encode(encoded("PNG", (6, 6))).decode()
+    second = normalise_image(image)
+    assert second is not first
+    assert opened(second.data).size == (6, 6)
+
+
+def test_pil_image_changed_in_place_is_normalised_again() -> None:
+    picture = PILImage.new("RGB", (8, 8), "white")
+    first = normalise_image(picture)
+    assert normalise_image(picture) is first
+    ImageDraw.Draw(picture).point((1, 1), fill="black")  # same object, same size, new pixels
+    second = normalise_image(picture)
+    assert second.digest != first.digest
+
+
+def test_cache_entries_go_with_their_image() -> None:
+    image = Image(opened(encoded("PNG", (7, 7))))
+    normalise_image(image)
+    key = id(image)
+    assert key in IMAGES._entries
+    del image
+    gc.collect()
+    assert key not in IMAGES._entries
+
+
+def test_cache_keeps_to_its_byte_budget() -> None:
+    cache = ImageCache(max_bytes=10)
+    images = [Image(opened(encoded("PNG"))) for _ in range(3)]
+    for image in images:
+        cache.put(image, (image.image_str,), ImageData(b"123456", "image/png", "d"))
+    assert len(cache) == 1
+    assert cache.get(images[-1], (images[-1].image_str,)) is not None
+    assert cache.get(images[0], (images[0].image_str,)) is None
+    cache.clear()
+    assert len(cache) == 0

@@ -148,7 +148,7 @@ def test_file_handles_pass_through() -> None:
         ("", InvalidPromptError, "empty"),
         ("   ", InvalidPromptError, "empty"),
         ([], InvalidPromptError, "empty"),
-        (["text", "more text", 5], UnsupportedInputError, "item 2"),
+        (["text", png(), 5], UnsupportedInputError, "item 2"),
         ([png(), "text"], UnsupportedInputError, "start with the text"),
         (["see", Video(video=b"x")], UnsupportedInputError, "only images"),
         (Audio(audio=b"x"), UnsupportedInputError, "Audio"),
@@ -197,3 +197,140 @@ def test_image_data_is_hashable_and_stable() -> None:
     second = format_input(["b", png()]).images[0]
     assert isinstance(first, ImageData)
     assert first == second
+
+
+# -- issue 13 / 14: plain strings, no text after the prompt, the SDK's own history ------
+
+
+def public_chat(prompt: ChatPrompt, handles: dict[str, lms.FileHandle]) -> lms.Chat:
+    """The same chat built with the SDK's public add_* methods (the slow, reference path)."""
+    from outlines_lmstudio._inputs import _merged
+
+    chat = lms.Chat()
+    for message in _merged(prompt.messages):
+        if message.role == "system":
+            chat.add_system_prompt(message.text)
+        elif message.role == "user":
+            chat.add_user_message(
+                [handles[p.digest] if isinstance(p, ImageData) else p for p in message.parts]
+            )
+        elif message.role == "assistant":
+            chat.add_assistant_response(
+                message.text,
+                [
+                    lms.ToolCallRequest(
+                        type="function", id=c.id or None, name=c.name, arguments=c.arguments
+                    )
+                    for c in message.tool_calls
+                ],
+            )
+        else:
+            chat.add_tool_result(
+                lms.ToolCallResultData(content=message.text, tool_call_id=message.tool_call_id)
+            )
+    return chat
+
+
+def test_history_is_what_the_sdk_builds_itself() -> None:
+    chat = Chat(
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "system", "content": "Use French."},
+            {"role": "user", "content": ["What is this?", png()]},
+            {"role": "user", "content": "And this?"},
+            {
+                "role": "assistant",
+                "content": "Let me look.",
+                "tool_calls": [
+                    {"id": "c1", "function": {"name": "look", "arguments": '{"at": "it"}'}},
+                    {"function": {"name": "zoom", "arguments": {"x": 2}}},
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": {"seen": ["a cat"]}},
+            {"role": "tool", "tool_call_id": "c2", "content": "zoomed"},
+            {"role": "assistant", "content": "A cat."},
+            {"role": "assistant", "content": "Certainly."},
+            {"role": "user", "content": [{"type": "text", "text": "Thanks"}, png("blue")]},
+        ]
+    )
+    prompt = format_input(chat)
+    handles = fake_handles(prompt)
+    ours = build_chat(prompt, handles)._get_history()
+    assert ours == public_chat(prompt, handles)._get_history()
+    assert [m["role"] for m in ours["messages"]] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "tool",
+        "assistant",
+        "user",
+    ]
+
+
+def test_each_call_gets_its_own_chat() -> None:
+    prompt = format_input("Hello")
+    first, second = build_chat(prompt, {}), build_chat(prompt, {})
+    first.add_assistant_response("Hi")
+    assert len(second._get_history()["messages"]) == 1
+
+
+def test_str_subclasses_become_plain_str_everywhere() -> None:
+    from markupsafe import Markup
+
+    prompts = [
+        format_input(Markup("Hi")),
+        format_input([Markup("Hi"), png()]),
+        format_input(
+            Chat(
+                [
+                    {"role": "system", "content": Markup("S")},
+                    {"role": "user", "content": Markup("U")},
+                    {
+                        "role": "assistant",
+                        "content": Markup("A"),
+                        "tool_calls": [
+                            {
+                                "id": Markup("c"),
+                                "function": {"name": Markup("f"), "arguments": {"q": Markup("v")}},
+                            }
+                        ],
+                    },
+                    {"role": "tool", "tool_call_id": Markup("c"), "content": Markup("R")},
+                ]
+            )
+        ),
+    ]
+    for prompt in prompts:
+        for message in prompt.messages:
+            assert all(type(p) is str for p in message.parts if isinstance(p, str))
+            for call in message.tool_calls:
+                assert (type(call.id), type(call.name)) == (str, str)
+                assert type(call.arguments["q"]) is str
+            assert message.tool_call_id is None or type(message.tool_call_id) is str
+
+
+@pytest.mark.parametrize(
+    "model_input",
+    [
+        ["Describe", "photo.jpg"],
+        ["Describe", png(), "photo.jpg"],
+        Chat([{"role": "user", "content": ["Describe", "photo.jpg"]}]),
+    ],
+)
+def test_text_after_the_prompt_is_refused_pointing_to_image(model_input: object) -> None:
+    with pytest.raises(UnsupportedInputError, match=r"photo\.jpg.*outlines\.inputs\.Image"):
+        format_input(model_input)
+
+
+def test_typed_text_items_stay_several_parts() -> None:
+    prompt = format_input(
+        [{"type": "text", "text": "One."}, {"type": "text", "text": "Two."}, png()]
+    )
+    assert prompt.messages[0].parts[:2] == ("One.", "Two.")
+
+
+def test_empty_lmstudio_chat_is_refused() -> None:
+    with pytest.raises(InvalidPromptError, match=r"lmstudio\.Chat has no messages"):
+        format_input(lms.Chat())
+    assert format_input(lms.Chat.from_history("Hi")).passthrough is not None

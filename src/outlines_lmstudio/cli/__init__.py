@@ -16,8 +16,9 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+__all__ = ["SUBCOMMANDS", "TRACEBACK_VARIABLE", "build_parser", "main"]
 
 SUBCOMMANDS: dict[str, str] = {
     "models": "outlines_lmstudio.cli._models",
@@ -29,6 +30,9 @@ SUBCOMMANDS: dict[str, str] = {
     "emulator": "outlines_lmstudio.cli._emulator",
 }
 """Subcommand name -> module implementing it."""
+
+TRACEBACK_VARIABLE = "OUTLINES_LMSTUDIO_TRACEBACK"
+"""Set to 1 to get the traceback of an unexpected error instead of its one-line report."""
 
 NO_CONNECTION = frozenset({"emulator"})
 """Subcommands that do not talk to LM Studio (no ``--host`` / ``--emulator``, no rich)."""
@@ -48,11 +52,18 @@ def _version() -> str:
         return "unknown"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (with where to find help), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every registered subcommand."""
     from ._common import add_connection_options
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="outlines-lmstudio",
         description="LM Studio from the terminal: models, chat, structured generation.",
         epilog=_EPILOG,
@@ -88,8 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         EXIT_FAILURE,
         EXIT_INTERRUPTED,
         CliError,
-        error_exit_code,
         error_message,
+        failure_report,
         require_rich,
     )
 
@@ -113,14 +124,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_FAILURE
     except Exception as exc:
-        import lmstudio as lms
-
-        from outlines_lmstudio.errors import OutlinesLMStudioError
-
-        if not isinstance(exc, OutlinesLMStudioError | lms.LMStudioError):
+        report = failure_report(exc)
+        if report is None and os.environ.get(TRACEBACK_VARIABLE):
             raise
-        _report(error_message(exc))
-        return error_exit_code(exc)
+        message, code = report or (
+            f"unexpected {type(exc).__name__}: {error_message(exc)} (a bug in "
+            f"outlines-lmstudio: please report it; set {TRACEBACK_VARIABLE}=1 to see the "
+            "traceback)",
+            EXIT_FAILURE,
+        )
+        _report(message)
+        return code
 
 
 def _quiet_sdk() -> None:

@@ -13,8 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import lmstudio as lms
-
 from ._common import (
     CliError,
     ModelInfo,
@@ -23,6 +21,7 @@ from ._common import (
     connect,
     console,
     error_message,
+    failure_report,
     resolve_llm,
     sampling_kwargs,
     write_out,
@@ -196,8 +195,10 @@ class ChatSession:
                 self.save(Path(os.path.expanduser(_argument(rest, "/save FILE"))))
             else:
                 self.problem(f"Unknown command {name}; /help lists the commands.")
-        except CliError as exc:
-            self.problem(exc.message)
+        except KeyboardInterrupt:
+            self.problem(f"{name} interrupted; the conversation is kept.")
+        except Exception as exc:  # every failure of a command keeps the session
+            self.problem(_failure(exc))
         return True
 
     def attach(self, make: Any) -> None:
@@ -238,13 +239,24 @@ class ChatSession:
             "options": self.kwargs,
             "messages": messages,
         }
+        if path.is_dir() or not path.name:
+            raise CliError(
+                f"Cannot save to {str(path)!r}: it is a directory; give a file name, "
+                f"e.g. /save {path / 'chat.json'}"
+            )
         tmp = path.with_name(f".{path.name}.tmp")
+        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
         try:
-            tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            with open(tmp, "x", encoding="utf-8") as handle:
+                handle.write(text)
             os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise CliError(f"Cannot save to {str(path)!r}: {exc.strerror or exc}.") from None
+            if not isinstance(exc, FileExistsError):
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+            raise CliError(
+                f"Cannot save to {str(path)!r}: {exc.strerror or exc}; the conversation is kept."
+            ) from None
         self.note(f"Saved {len(messages)} messages to {path}.")
 
     # -- replies -------------------------------------------------------------------
@@ -281,11 +293,7 @@ class ChatSession:
                 write_out(fragment)
         except KeyboardInterrupt:
             stopped = True
-        except Exception as exc:
-            from outlines_lmstudio.errors import OutlinesLMStudioError
-
-            if not isinstance(exc, OutlinesLMStudioError | lms.LMStudioError):
-                raise
+        except Exception as exc:  # the reply failed; the session goes on
             failure = exc
         finally:
             close = getattr(stream, "close", None)
@@ -295,7 +303,7 @@ class ChatSession:
         if failure is not None:
             self.history.pop()
             self.pending = turn.images
-            self.problem(f"{error_message(failure)} (the message was not added to the history)")
+            self.problem(f"{_failure(failure)} (the message was not added to the history)")
             return
         if stopped:
             self.note("[reply stopped]")
@@ -304,6 +312,14 @@ class ChatSession:
                 self.pending = turn.images
                 return
         self.history.append(Turn("assistant", reply, model=self.info.key, stopped=stopped))
+
+
+def _failure(exc: Exception) -> str:
+    """One line for a failure inside the chat (a bug of ours is named as such)."""
+    report = failure_report(exc)
+    if report is not None:
+        return report[0]
+    return f"unexpected {type(exc).__name__}: {error_message(exc)} (a bug: please report it)"
 
 
 def _argument(rest: str, usage: str) -> str:

@@ -42,6 +42,7 @@ __all__ = [
     "err_console",
     "error_exit_code",
     "error_message",
+    "failure_report",
     "one_line",
     "require_rich",
     "resolve_llm",
@@ -93,6 +94,25 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, lms.LMStudioError):
         return f"LM Studio failed the request: {text}"
     return text
+
+
+def failure_report(exc: Exception) -> tuple[str, int] | None:
+    """Return the one-line message and exit status for any failure, ``None`` for a bug.
+
+    Our errors and the SDK's are reported with `error_message`; an ``OSError``
+    (a file that could not be read or written) as ``FILE: reason`` with
+    `EXIT_USAGE`. Anything else is a bug of ours: ``None``.
+    """
+    from outlines_lmstudio.errors import OutlinesLMStudioError
+
+    if isinstance(exc, CliError):
+        return exc.message, exc.code
+    if isinstance(exc, OutlinesLMStudioError | lms.LMStudioError):
+        return error_message(exc), error_exit_code(exc)
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}.", EXIT_USAGE
+    return None
 
 
 def error_exit_code(exc: BaseException) -> int:

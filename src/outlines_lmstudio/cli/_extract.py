@@ -51,7 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--input", required=True, type=Path, metavar="IN.jsonl", help="the items, one per line"
     )
     parser.add_argument(
-        "--output", required=True, type=Path, metavar="OUT.jsonl", help="results are appended here"
+        "--output",
+        required=True,
+        type=Path,
+        metavar="OUT.jsonl",
+        help="results are appended here (an existing file must be an earlier extract output; "
+        "- or a pipe: written, never read)",
     )
     parser.add_argument("-m", "--model", metavar="KEY", help="model key (default: a loaded LLM)")
     parser.add_argument("--system", metavar="TEXT", help="system prompt for every item")
@@ -162,8 +167,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError(f"--concurrency must be at least 1, got {args.concurrency}.")
     if args.retries < 0:
         raise CliError(f"--retries must be 0 or more, got {args.retries}.")
-    if args.input.resolve() == args.output.resolve():
-        raise CliError("--output must be another file than --input.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     items = read_items(args.input)
     output = OutputFile(args.output)
     say = err_console()
-    note = output.scan()
+    note = output.scan(args.input)
     if note:
         say.print(note, style="yellow")
     if args.retry_errors and (dropped := output.drop_errors()):

@@ -6,19 +6,28 @@ input file's directory). Output: one JSON object per line, ``{"id": ..., "result
 or ``{"id": ..., "error": {"type": ..., "message": ...}}``. Each line is written with
 one ``write`` to a file opened for appending, so a line is complete or absent; a
 partial last line (a crash of the machine mid-write) is cut off when resuming.
+
+An existing output file is never opened for writing unless it is recognisably this
+command's own output (`scan_output`, pure): empty, or every line a record. Files are
+compared by device and inode, so a hard link or symlink to the input is refused.
+``--output -``, ``/dev/stdout`` and any non-regular file (a pipe, a terminal) are
+streams: written to, never read to resume and never cut.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._common import CliError
 
-__all__ = ["Item", "OutputFile", "item_key", "read_items"]
+__all__ = ["Item", "OutputFile", "OutputScan", "item_key", "read_items", "scan_output"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,8 @@ def read_items(path: Path) -> list[Item]:
                 f"{where} is not valid JSON ({exc.msg} at column {exc.colno}). Each line must "
                 'be an object like {"id": "a1", "prompt": "..."}; fix or remove that line.'
             ) from None
+        except RecursionError:
+            raise CliError(f"{where} is JSON nested too deeply to read.") from None
         if not isinstance(data, dict):
             raise CliError(
                 f'{where} is a JSON {type(data).__name__}, not an object {{"id", "prompt"}}.'
@@ -92,100 +103,255 @@ def read_items(path: Path) -> list[Item]:
     return items
 
 
+RECORD_PREFIX = b'{"id": '
+"""How every output line starts (``json.dumps`` of a dict whose first key is ``id``)."""
+_STREAM_PATHS = ("-", "/dev/stdout", "/dev/stderr")
+_STREAM_DIRS = ("/dev/fd/", "/proc/self/fd/")
+
+
+@dataclass(frozen=True)
+class OutputScan:
+    """What an existing output file holds.
+
+    Attributes
+    ----------
+    done
+        Keys (`item_key`) of the ids with a result.
+    failed
+        Keys of the ids whose only lines are errors.
+    keep
+        Bytes to keep: the file's length, or less to cut off a partial last line.
+    """
+
+    done: frozenset[str]
+    failed: frozenset[str]
+    keep: int
+
+
+def _is_record(raw: bytes) -> tuple[str, bool] | None:
+    """Return ``(id key, is error)`` for an output line, ``None`` for anything else."""
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
+        return None
+    if not isinstance(record, dict) or "id" not in record:
+        return None
+    if ("result" in record) == ("error" in record):
+        return None
+    return item_key(record["id"]), "error" in record
+
+
+def scan_output(data: bytes, name: str) -> OutputScan:
+    """Check that ``data`` is an extract output and read which ids it answers (pure).
+
+    Parameters
+    ----------
+    data
+        The whole content of the existing output file.
+    name
+        The file's name, for messages.
+
+    Returns
+    -------
+    OutputScan
+        The answered ids, and how much of the file to keep.
+
+    Raises
+    ------
+    CliError
+        If any complete line is not an output record, or the file is one partial line
+        that does not start like a record: then it is not this command's output.
+    """
+    end = data.rfind(b"\n") + 1
+    done: set[str] = set()
+    failed: set[str] = set()
+    for number, raw in enumerate(data[:end].splitlines(), start=1):
+        if not raw.strip():
+            continue
+        parsed = _is_record(raw)
+        if parsed is None:
+            raise CliError(
+                f"{name}, line {number} is not an extract result "
+                '({"id", "result"} or {"id", "error"}): is this the right --output file? '
+                "It was left untouched."
+            )
+        (failed if parsed[1] else done).add(parsed[0])
+    tail = data[end:]
+    if tail and not (done or failed) and not tail.startswith(RECORD_PREFIX):
+        raise CliError(
+            f"{name} is not an extract output (its only line is not a result): is this the "
+            "right --output file? It was left untouched."
+        )
+    return OutputScan(frozenset(done), frozenset(failed - done), end)
+
+
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
+
+
 class OutputFile:
-    """The output file: what it already holds, and appending whole lines.
+    """The output: what it already holds, and appending whole lines.
 
     Parameters
     ----------
     path
-        The output ``.jsonl`` file (created if missing).
+        The output ``.jsonl`` file (created if missing), or a stream (``-``,
+        ``/dev/stdout``, a pipe...).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.done: set[str] = set()
         self.failed: set[str] = set()
+        self.stream = str(path) in _STREAM_PATHS or str(path).startswith(_STREAM_DIRS)
+        self._existing: tuple[int, int] | None = None
         self._fd: int | None = None
 
-    def scan(self) -> str | None:
-        """Read the ids already answered; cut off a partial last line.
+    def _refuse_input(self, identity: tuple[int, int], source: tuple[int, int] | None) -> None:
+        if identity == source:
+            raise CliError(
+                f"--output {str(self.path)!r} is the input file (the same file on disk, "
+                "perhaps through a link): pick another output file."
+            )
+
+    def scan(self, source: Path) -> str | None:
+        """Check the output before anything is written; read the ids already answered.
+
+        Parameters
+        ----------
+        source
+            The input file (the output must not be the same file).
 
         Returns
         -------
         str | None
-            A note about a repaired partial line, if there was one.
+            A note about a repaired partial last line, if there was one.
 
         Raises
         ------
         CliError
-            If a complete line is not an output record (probably the wrong file).
+            If the output is the input, is not this command's output, or cannot be read.
         """
         try:
-            data = self.path.read_bytes()
+            source_id: tuple[int, int] | None = _identity(os.stat(source))
+        except OSError:
+            source_id = None
+        try:
+            info = os.fstat(sys.stdout.fileno()) if str(self.path) == "-" else os.stat(self.path)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise CliError(f"Cannot read output {str(self.path)!r}: {exc}") from None
-        note = None
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            # A partial line: never a result. Cut it off so the next line starts clean.
-            with self.path.open("r+b") as handle:
-                handle.truncate(end)
-            note = f"Removed an incomplete last line from {self.path} (it was never a result)."
-        for number, raw in enumerate(data[:end].splitlines(), start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                record = None
-            if (
-                not isinstance(record, dict)
-                or "id" not in record
-                or not ("result" in record or "error" in record)
-            ):
-                raise CliError(
-                    f"{self.path}, line {number} is not an extract result "
-                    '({"id", "result"} or {"id", "error"}): is this the right --output file?'
-                )
-            key = item_key(record["id"])
-            (self.failed if "error" in record else self.done).add(key)
-        self.failed -= self.done
-        return note
+            raise CliError(f"Cannot use output {str(self.path)!r}: {exc.strerror}.") from None
+        self._refuse_input(_identity(info), source_id)
+        if self.stream or not stat.S_ISREG(info.st_mode):
+            self.stream = True  # a pipe, a terminal, /dev/null...: write only
+            return None
+        try:
+            with open(self.path, "rb") as handle:
+                identity = _identity(os.fstat(handle.fileno()))
+                data = handle.read()
+        except OSError as exc:
+            raise CliError(f"Cannot read output {str(self.path)!r}: {exc.strerror}.") from None
+        self._refuse_input(identity, source_id)
+        found = scan_output(data, str(self.path))
+        self._existing = identity
+        self.done, self.failed = set(found.done), set(found.failed)
+        if found.keep == len(data):
+            return None
+        # A partial last line of our own output: never a result. Cut it off.
+        try:
+            with open(self.path, "r+b") as handle:
+                self._same(handle.fileno())
+                handle.truncate(found.keep)
+        except OSError as exc:
+            raise CliError(
+                f"Cannot repair output {str(self.path)!r} (it ends in an incomplete line): "
+                f"{exc.strerror}."
+            ) from None
+        return f"Removed an incomplete last line from {self.path} (it was never a result)."
+
+    def _same(self, fd: int) -> None:
+        """Refuse a file that is not the one scanned (replaced in between)."""
+        if _identity(os.fstat(fd)) != self._existing:
+            raise CliError(
+                f"{self.path} changed while extract was starting (another program?): "
+                "run the command again."
+            )
 
     def drop_errors(self) -> int:
-        """Rewrite the file without its error lines (atomically); return how many went."""
+        """Rewrite the file without its error lines (atomically); return how many went.
+
+        Raises
+        ------
+        CliError
+            For a stream (it is never read back), or if the file cannot be rewritten.
+        """
+        if self.stream:
+            raise CliError(
+                f"--retry-errors needs an output file to rewrite; {self.path} is a stream."
+            )
         if not self.failed:
             return 0
-        kept: list[bytes] = []
-        for raw in self.path.read_bytes().splitlines(keepends=True):
-            record = json.loads(raw) if raw.strip() else None
-            if isinstance(record, dict) and "error" in record:
-                continue
-            kept.append(raw)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("wb") as handle:
-            handle.writelines(kept)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with open(self.path, "rb") as handle:
+                self._same(handle.fileno())
+                mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+                kept = [
+                    raw
+                    for raw in handle.read().splitlines(keepends=True)
+                    if not ((parsed := _is_record(raw)) and parsed[1])
+                ]
+            with open(tmp, "xb") as out:
+                out.writelines(kept)
+                out.flush()
+                os.fchmod(out.fileno(), mode)
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+            self._existing = _identity(os.stat(self.path))
+        except OSError as exc:
+            if not isinstance(exc, FileExistsError):
+                with contextlib.suppress(OSError):  # e.g. a read-only file system
+                    tmp.unlink(missing_ok=True)
+            raise CliError(
+                f"Cannot rewrite {str(self.path)!r} without its error lines "
+                f"({exc.filename or self.path}: {exc.strerror}); the file is unchanged."
+            ) from None
         count = len(self.failed)
         self.failed.clear()
         return count
 
     def open(self) -> None:
-        """Open for appending (creating the file).
+        """Open for appending: the scanned file, a new file, or the stream.
 
         Raises
         ------
         CliError
-            If it cannot be opened.
+            If it cannot be opened, or the file is not the one scanned.
         """
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if str(self.path) == "-":
+                self._fd = os.dup(sys.stdout.fileno())
+            elif self.stream:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            elif self._existing is None:
+                # New file: O_EXCL, so a file that appeared since the scan is never written.
+                self._fd = os.open(
+                    self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644
+                )
+            else:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+                self._same(self._fd)
+        except FileExistsError:
+            raise CliError(
+                f"{self.path} appeared while extract was starting (another program?): "
+                "run the command again."
+            ) from None
         except OSError as exc:
             raise CliError(f"Cannot write output {str(self.path)!r}: {exc.strerror}.") from None
+        except CliError:
+            self.close()
+            raise
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one record as one line, in one write, and push it to the OS."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ._common import CliError, connect, console
 
-__all__ = ["HELP", "ModelRow", "add_arguments", "collect", "run", "select"]
+__all__ = ["HELP", "ModelRow", "add_arguments", "collect", "lines", "run", "select"]
 
 HELP = "List the downloaded and loaded models with their capabilities."
 DESCRIPTION = """\
@@ -20,7 +21,11 @@ the capabilities LM Studio reports for each (not guessed from the names):
   chat       an LLM (chat and completion)
   vision     the LLM accepts images
   tools      the LLM was trained for tool use
-  embedding  an embedding model"""
+  embedding  an embedding model
+
+On a terminal: a table. Piped or redirected: one model per line, tab-separated
+(key, type, format, params, context, size, capabilities, loaded), never wrapped;
+--json for a JSON list."""
 
 CAPABILITIES = ("chat", "vision", "tools", "embedding")
 SORT_KEYS = ("name", "size", "type", "capabilities")
@@ -186,7 +191,9 @@ def _table(rows: list[ModelRow], title: str) -> Any:
         padding=(0, 1),
         collapse_padding=True,
     )
-    table.add_column("Model key", style="bold", overflow="fold", min_width=12)
+    # A model key is what users copy: never wrapped or cut; the other columns give way.
+    key_width = max([12, *(len(row.key) for row in rows)])
+    table.add_column("Model key", style="bold", no_wrap=True, min_width=key_width)
     table.add_column("Type", no_wrap=True)
     table.add_column("Format", no_wrap=True)
     table.add_column("Params", justify="right", no_wrap=True)
@@ -195,17 +202,32 @@ def _table(rows: list[ModelRow], title: str) -> Any:
     table.add_column("Capabilities")
     table.add_column("Loaded", overflow="fold")
     for row in rows:
-        table.add_row(
-            row.key,
-            row.type,
-            FORMATS.get(row.format, row.format),
-            row.params or "",
-            f"{row.max_context_length:,}",
-            decimal(row.size_bytes),
-            ", ".join(row.capabilities),
-            _loaded(row),
-        )
+        table.add_row(*_cells(row, decimal))
     return table
+
+
+def _cells(row: ModelRow, size: Any) -> list[str]:
+    """Return the cells of a row, as shown in the table and in the piped form."""
+    return [
+        row.key,
+        row.type,
+        FORMATS.get(row.format, row.format),
+        row.params or "",
+        f"{row.max_context_length:,}",
+        size(row.size_bytes),
+        ", ".join(row.capabilities),
+        _loaded(row),
+    ]
+
+
+def lines(rows: list[ModelRow]) -> list[str]:
+    """One tab-separated line per model (for pipes): the table's columns, nothing wrapped.
+
+    Columns: key, type, format, params, context, size, capabilities, loaded.
+    """
+    from rich.filesize import decimal
+
+    return ["\t".join(_cells(row, decimal)) for row in rows]
 
 
 def _loaded(row: ModelRow) -> str:
@@ -227,6 +249,15 @@ def run(args: argparse.Namespace) -> int:
     out = console()
     filters = ", ".join(args.capability + (["loaded"] if args.loaded else []))
     title = f"Models on {session.host}" + (f" ({filters})" if filters else "")
+    if not out.is_terminal:
+        # A pipe or a file: one model per line, whatever the width; notes on stderr.
+        for line in lines(shown):
+            print(line)
+        if not shown:
+            print(f"{title}: no models match.", file=sys.stderr)
+        if footer:
+            print(footer, file=sys.stderr)
+        return 0
     if not shown:
         out.print(f"{title}: no models match.")
         return 0

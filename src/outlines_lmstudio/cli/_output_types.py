@@ -139,6 +139,13 @@ def load_type(spec: str) -> Any:
             raise CliError(f"--type {spec!r}: {module_name!r} has no {attr_path!r}.") from None
     if not (isinstance(obj, type) and issubclass(obj, pydantic.BaseModel)):
         raise CliError(f"--type {spec!r} is a {type(obj).__name__}, not a Pydantic model class.")
+    try:
+        obj.model_json_schema()  # fails here, named, rather than deep inside a request
+    except Exception as exc:  # pydantic raises several kinds (and NameError) for this
+        raise CliError(
+            f"--type {spec!r}: cannot build a JSON schema for {obj.__name__}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        ) from None
     return obj
 
 

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow a --host outside loopback (the emulator has no access control)",
     )
-    parser.add_argument("--port", type=int, default=0, help="port (default: a free port)")
+    parser.add_argument("--port", type=_port, default=0, help="port (default: a free port)")
     parser.add_argument(
         "--models",
         type=Path,
@@ -53,6 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token-latency", type=float, default=0.0, metavar="S", help="seconds per fragment"
     )
+
+
+def _port(text: str) -> int:
+    """Parse a TCP port (0 picks a free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: use 0 to 65535 (0: a free one)")
+    return port
 
 
 def load_models(path: Path) -> list[Any]:
@@ -119,9 +130,6 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError, ImportError) as exc:
             print(f"Cannot serve the GGUF file: {exc}", file=sys.stderr)
             return 2
-    if not 0 <= args.port <= 65535:
-        print(f"--port must be between 0 and 65535, not {args.port}", file=sys.stderr)
-        return 2
     try:
         emulator = LMStudioEmulator(
             models,
@@ -136,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         emulator.start()
-    except OSError as exc:
+    except (OSError, OverflowError, ValueError) as exc:
         print(f"Cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
     # Install both handlers: a background job may start with SIGINT ignored.

@@ -1,0 +1,380 @@
+"""Issue 13 through the real console script: no user file destroyed, no traceback, ever.
+
+``extract`` writes only to a new file, a stream, or its own earlier output (compared by
+device and inode, never by name); ``chat`` keeps the session whatever a command does;
+every failure is one line with the documented exit status.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from outlines_lmstudio.cli._common import CliError, failure_report
+from outlines_lmstudio.cli._jsonl import scan_output
+from outlines_lmstudio.errors import InvalidImageError, LMStudioConnectionError
+from outlines_lmstudio.testing import LMStudioEmulator
+
+from .conftest import RunCli
+from .helpers import PERSON_SCHEMA, TEXT, assert_one_line_error, cli_env, lines, script_path
+
+pytestmark = pytest.mark.timeout(40)
+
+ITEMS = (
+    '{"id": "a", "prompt": "Person one"}\n'
+    '{"id": "b", "prompt": "Person two"}\n'
+    '{"id": "c", "prompt": "Person three"}'  # no final newline: the line a bug would cut
+)
+
+
+RESULT_AND_ERROR = (
+    json.dumps({"id": "a", "result": {"name": "Ann", "age": 3}})
+    + "\n"
+    + json.dumps({"id": "b", "error": {"type": "ParseError", "message": "x"}})
+    + "\n"
+)
+"""An earlier output of extract: one result, one error."""
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    schema = tmp_path / "person.schema.json"
+    schema.write_text(json.dumps(PERSON_SCHEMA))
+    source = tmp_path / "items.jsonl"
+    source.write_text(ITEMS)
+    return schema, source
+
+
+def extract(schema: Path, source: Path, target: str, *more: str) -> list[str]:
+    return ["extract", "--schema", str(schema), "--input", str(source), "--output", target, *more]
+
+
+# -- extract: never open a file that is not ours ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"keep":1}',  # one line, no newline: used to be "a partial line" and emptied
+        '{"keep":1}\n',
+        "notes about my project\n",
+        '{"id": 1, "result": 2}\nnot json\n',
+        '{"id": 1}\n',  # an id but neither result nor error
+        '{"id": 1, "result": 2, "error": {}}\n',  # both
+        "\x00\x01binary",
+    ],
+)
+def test_existing_file_that_is_not_ours_is_refused_untouched(
+    run_cli: RunCli,
+    files: tuple[Path, Path],
+    tmp_path: Path,
+    emulator: LMStudioEmulator,
+    content: str,
+) -> None:
+    schema, source = files
+    target = tmp_path / "c.json"
+    target.write_text(content)
+    result = run_cli(*extract(schema, source, "c.json"))
+    assert result.returncode == 2
+    assert_one_line_error(result, "c.json", "right --output file", "left untouched")
+    assert target.read_text() == content
+    assert source.read_text() == ITEMS
+    assert emulator.requests == []
+
+
+@pytest.mark.parametrize("link", ["hard", "symbolic"])
+def test_link_to_the_input_is_refused(
+    run_cli: RunCli, files: tuple[Path, Path], tmp_path: Path, link: str
+) -> None:
+    schema, source = files
+    target = tmp_path / "results.jsonl"
+    (os.link if link == "hard" else os.symlink)(source, target)
+    result = run_cli(*extract(schema, source, "results.jsonl"))
+    assert result.returncode == 2
+    assert_one_line_error(result, "is the input file", "same file on disk")
+    assert source.read_text() == ITEMS  # the last line is still there
+
+
+def test_stdout_is_a_stream_never_read(run_cli: RunCli, files: tuple[Path, Path]) -> None:
+    schema, source = files
+    for target in ("/dev/stdout", "-"):
+        result = run_cli(*extract(schema, source, target))
+        assert result.returncode == 0, result.stderr
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        assert sorted(r["id"] for r in records) == ["a", "b", "c"]
+        assert "Skipping" not in result.stderr
+
+
+def test_stdout_redirected_to_the_input_is_refused(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    schema, source = files
+    with source.open("a") as handle:
+        result = subprocess.run(
+            [*script_path(), "--emulator", *extract(schema, source, "/dev/stdout")],
+            stdout=handle,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+            cwd=tmp_path,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert_one_line_error(result, "is the input file")
+    assert source.read_text() == ITEMS
+
+
+def test_retry_errors_on_a_stream_is_refused(run_cli: RunCli, files: tuple[Path, Path]) -> None:
+    schema, source = files
+    result = run_cli(*extract(schema, source, "/dev/stdout", "--retry-errors"))
+    assert result.returncode == 2
+    assert_one_line_error(result, "--retry-errors needs an output file", "stream")
+
+
+def test_directory_as_output_is_one_line(
+    run_cli: RunCli, files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    schema, source = files
+    (tmp_path / "outdir").mkdir()
+    result = run_cli(*extract(schema, source, "outdir"))
+    assert result.returncode == 2
+    assert_one_line_error(result, "Cannot write output 'outdir'", "Is a directory")
+
+
+def test_retry_errors_that_cannot_rewrite_keeps_the_file(
+    run_cli: RunCli, files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    schema, source = files
+    target = tmp_path / "out.jsonl"
+    content = RESULT_AND_ERROR
+    target.write_text(content)
+    (tmp_path / ".out.jsonl.tmp").mkdir()  # the rewrite's temporary name is taken
+    result = run_cli(*extract(schema, source, "out.jsonl", "--retry-errors"))
+    assert result.returncode == 2
+    assert_one_line_error(result, "Cannot rewrite", "the file is unchanged")
+    assert target.read_text() == content
+
+
+def run_read_only(
+    folder: Path, emulator: LMStudioEmulator, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with ``folder`` read-only: a read-only bind mount in a private mount
+    namespace as root (root ignores file modes), file modes otherwise."""
+    command = [*script_path(), "--host", emulator.api_host, *args]
+    if os.geteuid() == 0:
+        if shutil.which("unshare") is None:
+            pytest.skip("root ignores file modes, and unshare is not available")
+        mount = f"mount --bind -o ro {shlex.quote(str(folder))} {shlex.quote(str(folder))}"
+        command = ["unshare", "-m", "sh", "-c", f'{mount} && exec "$@"', "sh", *command]
+    else:
+        for path in folder.iterdir():
+            path.chmod(0o444)
+        folder.chmod(0o555)
+    try:
+        return subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            cwd=folder.parent,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        folder.chmod(0o755)
+
+
+def test_read_only_output_and_folder_are_one_line(
+    emulator: LMStudioEmulator, files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    schema, source = files
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    target = folder / "out.jsonl"
+    content = RESULT_AND_ERROR
+    target.write_text(content)
+    retry = run_read_only(folder, emulator, *extract(schema, source, str(target), "--retry-errors"))
+    assert retry.returncode == 2
+    assert_one_line_error(retry, "Cannot rewrite", "the file is unchanged")
+    plain = run_read_only(folder, emulator, *extract(schema, source, str(target)))
+    assert plain.returncode == 2
+    assert_one_line_error(
+        plain,
+        "Cannot write output",
+        "Read-only file system" if os.geteuid() == 0 else "Permission denied",
+    )
+    new = run_read_only(folder, emulator, *extract(schema, source, str(folder / "new.jsonl")))
+    assert new.returncode == 2
+    assert_one_line_error(new, "Cannot write output")
+    partial = folder / "partial.jsonl"
+    partial.write_text(content + '{"id": "c", "re')
+    cut = run_read_only(folder, emulator, *extract(schema, source, str(partial)))
+    assert cut.returncode == 2
+    assert_one_line_error(cut, "Cannot repair output")
+    assert target.read_text() == content
+    assert emulator.predictions == []
+
+
+def test_own_output_is_still_resumed(
+    run_cli: RunCli, files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    schema, source = files
+    target = tmp_path / "out.jsonl"
+    target.write_text(
+        json.dumps({"id": "a", "result": {"name": "Ann", "age": 3}}) + '\n{"id": "b", "re'
+    )
+    result = run_cli(*extract(schema, source, "out.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert "Removed an incomplete last line" in result.stderr
+    assert sorted(r["id"] for r in lines(target)) == ["a", "b", "c"]
+
+
+def test_scan_output_decisions() -> None:
+    assert scan_output(b"", "f").keep == 0
+    found = scan_output(b'{"id": 1, "result": 2}\n{"id": 2, "error": {}}\n{"id": 3, "res', "f")
+    assert (set(found.done), set(found.failed), found.keep) == ({"1"}, {"2"}, 46)
+    assert scan_output(b'{"id": 3, "res', "f").keep == 0  # a first line cut mid-write
+    for data in (b'{"keep":1}', b"x\n", b'{"id": 1, "result": 2}\nnope\n'):
+        with pytest.raises(CliError, match="left untouched"):
+            scan_output(data, "f")
+
+
+# -- chat: a failing command keeps the session ---------------------------------------------
+
+
+def test_chat_save_failures_keep_the_session(emulator: LMStudioEmulator, tmp_path: Path) -> None:
+    emulator.script(TEXT, ["First answer.", "Second answer."])
+    command = script_path()
+    chat = pexpect.spawn(
+        command[0],
+        [*command[1:], "--host", emulator.api_host, "chat", "-m", TEXT],
+        env=cli_env(),
+        cwd=str(tmp_path),
+        encoding="utf-8",
+        timeout=15,
+        dimensions=(50, 200),
+    )
+    screen = io.StringIO()
+    chat.logfile_read = screen
+    try:
+        chat.expect("you> ")
+        chat.sendline("Hello")
+        chat.expect("First answer.")
+        for bad, why in [
+            (".", "it is a directory"),
+            ("/", "it is a directory"),
+            ("no/such/folder/chat.json", "No such file or directory"),
+            ("/proc/version", "conversation is kept"),
+        ]:
+            chat.expect("you> ")
+            chat.sendline(f"/save {bad}")
+            chat.expect(why)
+        chat.expect("you> ")
+        chat.sendline("Still here?")
+        chat.expect("Second answer.")
+        chat.expect("you> ")
+        chat.sendline("/save chat.json")
+        chat.expect("Saved 4 messages")
+        chat.sendline("/exit")
+        chat.expect(pexpect.EOF)
+    finally:
+        chat.close(force=True)
+    assert "Traceback" not in screen.getvalue()
+    assert screen.getvalue().count("! Cannot save to") == 4  # one line each, session kept
+    assert chat.exitstatus == 0
+    saved = json.loads((tmp_path / "chat.json").read_text())
+    assert [m["content"] for m in saved["messages"]] == [
+        "Hello",
+        "First answer.",
+        "Still here?",
+        "Second answer.",
+    ]
+
+
+# -- one line, the documented exit status ---------------------------------------------------
+
+
+def test_emulator_bad_port_is_one_line(run_cli: RunCli) -> None:
+    result = run_cli("emulator", "--port", "99999", host=False)
+    assert result.returncode == 2
+    assert_one_line_error(result, "--port", "99999 is not a port")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (
+            "from typing import Callable\nimport pydantic\n"
+            "class Bad(pydantic.BaseModel):\n    f: Callable[[int], int]\n",
+            "cannot build a JSON schema for Bad",
+        ),
+        (
+            "import pydantic\nclass Bad(pydantic.BaseModel):\n    x: 'Missing'\n",
+            "`Bad` is not fully defined",
+        ),
+    ],
+)
+def test_generate_type_whose_schema_cannot_be_built(
+    run_cli: RunCli, tmp_path: Path, emulator: LMStudioEmulator, body: str, needle: str
+) -> None:
+    (tmp_path / "mod.py").write_text(body)
+    result = run_cli("generate", "--type", "mod:Bad", "hi")
+    assert result.returncode == 2
+    assert_one_line_error(result, needle)
+    assert emulator.requests == []
+
+
+def test_failure_report_kinds() -> None:
+    assert failure_report(CliError("x", 3)) == ("x", 3)
+    message, code = failure_report(InvalidImageError("bad image")) or ("", 0)
+    assert (message, code) == ("bad image", 2)
+    assert failure_report(LMStudioConnectionError("gone")) == ("gone", 3)
+    assert failure_report(PermissionError(13, "Permission denied", "out.jsonl")) == (
+        "out.jsonl: Permission denied.",
+        2,
+    )
+    assert failure_report(ZeroDivisionError("bug")) is None
+
+
+def test_unexpected_error_is_one_line_unless_asked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from outlines_lmstudio import cli
+    from outlines_lmstudio.cli import _emulator
+
+    def boom(args: object) -> int:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(_emulator, "run", boom)
+    monkeypatch.delenv(cli.TRACEBACK_VARIABLE, raising=False)
+    assert cli.main(["emulator"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "unexpected ZeroDivisionError: a bug" in err
+    assert cli.TRACEBACK_VARIABLE in err
+    monkeypatch.setenv(cli.TRACEBACK_VARIABLE, "1")
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["emulator"])
+
+
+def test_deeply_nested_lines_are_one_line_errors(
+    run_cli: RunCli, files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    schema, _ = files
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    result = run_cli(*extract(schema, deep, "out.jsonl"))
+    assert result.returncode == 2
+    assert_one_line_error(result, "deep.jsonl, line 1", "nested too deeply")
+    with pytest.raises(CliError, match="left untouched"):
+        scan_output(b"[" * 100_000 + b"]" * 100_000 + b"\n", "f")

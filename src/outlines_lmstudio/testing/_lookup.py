@@ -18,6 +18,7 @@ __all__ = ["engine_for", "not_found", "query_of", "request_names", "resolve"]
 
 
 def query_of(specifier: Any) -> dict[str, Any]:
+    """Return the query of a model specifier (``instanceReference`` as a query key)."""
     if isinstance(specifier, dict):
         if specifier.get("type") == "query" and isinstance(specifier.get("query"), dict):
             return dict(specifier["query"])

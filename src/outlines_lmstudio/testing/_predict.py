@@ -187,7 +187,9 @@ async def _stream(
             if emu.token_latency:
                 await asyncio.sleep(emu.token_latency)
             else:
-                await conn.pause()  # read a waiting cancel between fragments, as LM Studio does
+                # Read a waiting cancel between fragments, as LM Studio does. (Pausing
+                # only every few fragments let 4 in 60 sync cancels arrive too late.)
+                await conn.pause()
             if channel.cancelled:
                 break
             fragment = {

@@ -355,8 +355,8 @@ def test_embeddings_from_the_gguf(client: lms.Client) -> None:
 def test_rejection_sampling_equals_full_masking_when_greedy(
     emulator: LMStudioEmulator, prompt: str
 ) -> None:
-    from outlines_lmstudio.testing._engine import engine_for
     from outlines_lmstudio.testing._llama import LlamaEngine
+    from outlines_lmstudio.testing._lookup import engine_for
     from outlines_lmstudio.testing._records import Prediction
 
     schema = {

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import lmstudio as lms
 import pytest
 import pytest_asyncio
 
 from outlines_lmstudio.testing import LMStudioEmulator
+
+if TYPE_CHECKING:
+    from websockets.sync.client import ClientConnection
 
 TEXT = "qwen2.5-7b-instruct"
 VISION = "qwen2-vl-2b-instruct"
@@ -66,3 +72,27 @@ def sync_timeout() -> Iterator[Callable[[float], None]]:
     previous = lms.get_sync_api_timeout()
     yield lms.set_sync_api_timeout
     lms.set_sync_api_timeout(previous)
+
+
+@contextmanager
+def raw_socket(emulator: LMStudioEmulator, namespace: str) -> Iterator[ClientConnection]:
+    """Open an authenticated websocket to ``namespace`` without the SDK (for raw frames)."""
+    from websockets.sync.client import connect
+
+    with connect(f"ws://{emulator.api_host}/{namespace}") as ws:
+        ws.send(
+            json.dumps(
+                {"authVersion": 1, "clientIdentifier": str(uuid.uuid4()), "clientPasskey": "pk"}
+            )
+        )
+        assert json.loads(ws.recv(timeout=5)) == {"success": True}
+        yield ws
+
+
+def raw_rpc(ws: ClientConnection, endpoint: str, call_id: int, parameter: Any = None) -> Any:
+    """Send one ``rpcCall`` on a raw socket and return the next frame received."""
+    call: dict[str, Any] = {"type": "rpcCall", "endpoint": endpoint, "callId": call_id}
+    if parameter is not None:
+        call["parameter"] = parameter
+    ws.send(json.dumps(call))
+    return json.loads(ws.recv(timeout=5))

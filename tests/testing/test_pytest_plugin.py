@@ -42,6 +42,9 @@ def test_plugin_fixture_reset_trace_and_guard(pytester: pytest.Pytester) -> None
             "*FAILURES*",
             "*test_failure_shows_the_trace*",
             "*LM Studio emulator trace*",
+            '*"clientPasskey":"<redacted>"*',
             '*"type":"channelCreate","endpoint":"predict"*',
         ]
     )
+    # The client's passkey never reaches the report.
+    result.stdout.no_fnmatch_line('*"clientPasskey":"????????-*')

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
 
 import lmstudio as lms
 import pytest
 
 from outlines_lmstudio.testing import LMStudioEmulator
 
-from .conftest import PNG, TEXT, MakeEmulator
+from .conftest import PNG, TEXT, MakeEmulator, raw_rpc, raw_socket
 
 
 def test_trace_and_format(emu: LMStudioEmulator, client: lms.Client) -> None:
@@ -32,19 +32,37 @@ def test_wait_until_times_out_with_the_trace(emu: LMStudioEmulator) -> None:
         emu.wait_until(lambda: False, timeout=0.05)
 
 
-def test_unknown_endpoint_is_an_error_by_default(emu: LMStudioEmulator, client: lms.Client) -> None:
-    with pytest.raises(lms.LMStudioServerError, match="Unknown endpoint"):
+def test_an_endpoint_lm_studio_has_but_the_emulator_lacks_is_an_error(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    # The model hub is not emulated: the caller gets an error at once, never a hang.
+    with pytest.raises(lms.LMStudioServerError, match="does not implement repository/searchModels"):
         client.repository.search_models("qwen")
     assert emu.requests[-1].endpoint == "searchModels"
 
 
-def test_unknown_endpoint_warning_mode_is_faithful(
-    make_emulator: MakeEmulator, sync_timeout: Callable[[float], None]
-) -> None:
-    emulator = make_emulator(unknown_endpoint="warning")
-    sync_timeout(0.5)
-    with lms.Client(emulator.api_host) as client, pytest.raises(lms.LMStudioTimeoutError):
-        client.repository.search_models("qwen")
-    assert any(
-        f.data.get("type") == "communicationWarning" for f in emulator.trace if f.direction == "out"
-    )
+def test_an_unknown_endpoint_only_warns_by_default(emu: LMStudioEmulator) -> None:
+    # LM Studio answers an endpoint it does not know with a warning only.
+    with raw_socket(emu, "llm") as ws:
+        reply = raw_rpc(ws, "noSuchThing", 0)
+        assert reply["type"] == "communicationWarning"
+        assert "noSuchThing" in reply["warning"]
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.2)
+
+
+def test_unknown_endpoint_error_mode_is_lenient(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(unknown_endpoint="error")
+    with raw_socket(emulator, "llm") as ws:
+        reply = raw_rpc(ws, "noSuchThing", 0)
+        assert reply["type"] == "rpcError"
+        assert reply["callId"] == 0
+        assert "Unknown endpoint" in reply["error"]["title"]
+
+
+def test_a_client_warning_gets_no_reply(emu: LMStudioEmulator) -> None:
+    with raw_socket(emu, "system") as ws:
+        ws.send(json.dumps({"type": "communicationWarning", "warning": "odd frame"}))
+        reply = raw_rpc(ws, "version", 0)
+        assert reply["type"] == "rpcResult"  # the warning got nothing back
+        assert reply["callId"] == 0

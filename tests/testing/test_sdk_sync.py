@@ -215,14 +215,32 @@ def test_file_handles_are_scoped_to_their_client(emu: LMStudioEmulator, client: 
         other.llm.model(VISION).respond(chat)
 
 
-def test_non_image_upload_is_unknown(client: lms.Client) -> None:
-    handle = client.files.prepare_image(b"just some text", name="a.txt")
-    assert handle.file_type == "unknown"
+def test_upload_file_types_are_reported_like_lm_studio(client: lms.Client) -> None:
+    def file_type(data: bytes, name: str) -> str:
+        return str(client.files.prepare_image(data, name=name).file_type)
+
+    assert file_type(b"just some text", "a.txt") == "text/plain"
+    assert file_type(b"# notes", "notes.md") == "text/plain"
+    assert file_type(b"a,b\n1,2\n", "data.csv") == "text/other"
+    assert file_type(b"%PDF-1.7 ...", "paper.bin") == "application/pdf"
+    assert file_type(b"PK\x03\x04...", "letter.docx") == "application/word"
+    assert file_type(PNG, "photo.dat") == "image"
+    assert file_type(b"\xff\xfe\x00binary", "a.txt") == "unknown"
+    assert file_type(b"just some text", "blob.bin") == "unknown"
 
 
-def test_preset_is_recorded(emu: LMStudioEmulator, client: lms.Client) -> None:
-    client.llm.model(TEXT).respond("hi", preset="concise")
+def test_an_unknown_preset_fails_by_default(emu: LMStudioEmulator, client: lms.Client) -> None:
+    # Like LM Studio: a preset that does not exist is an error, not ignored.
+    with pytest.raises(lms.LMStudioPresetNotFoundError):
+        client.llm.model(TEXT).respond("hi", preset="concise")
     assert emu.predictions[-1].preset == "concise"
+
+
+def test_presets_none_accepts_any_preset(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(presets=None)
+    with lms.Client(emulator.api_host) as client:
+        assert client.llm.model(TEXT).respond("hi", preset="anything").content
+    assert emulator.predictions[-1].preset == "anything"
 
 
 def test_unknown_preset_when_presets_are_listed(make_emulator: MakeEmulator) -> None:

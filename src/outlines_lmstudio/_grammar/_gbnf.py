@@ -12,6 +12,11 @@ The dialect is what every llama.cpp build LM Studio has bundled accepts:
 
 Nothing ever repeats an expression that can match the empty string (llama.cpp reports
 that as left recursion), so repeats are rewritten over the non-empty part first.
+
+The emulator has its own GBNF node model (``outlines_lmstudio.testing._gbnf``) on
+purpose: it is the receiving side, standing in for llama.cpp, and parses the emitted
+text independently. Sharing one model would let an emitter bug be read back by the
+code that wrote it, and the tests would no longer catch it.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ from outlines_lmstudio.testing._embedded import (
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._reasoning_forms import ReasoningReply, reasoning_models
 from outlines_lmstudio.testing._records import Frame, Prediction, RecordedRequest, Upload
-from outlines_lmstudio.testing._server import LMStudioEmulator
+from outlines_lmstudio.testing._server import EmulatorExposedWarning, LMStudioEmulator
+from outlines_lmstudio.testing._tools import ToolCall
 
 # Importing this package needs only the core dependencies; `LMStudioEmulator.start`
 # checks for the ``testing`` extra (websockets, outlines-core) and names the install line.
@@ -31,12 +32,14 @@ from outlines_lmstudio.testing._server import LMStudioEmulator
 __all__ = [
     "EMBEDDED_MODEL_KEY",
     "EmulatedModel",
+    "EmulatorExposedWarning",
     "Fault",
     "Frame",
     "LMStudioEmulator",
     "Prediction",
     "ReasoningReply",
     "RecordedRequest",
+    "ToolCall",
     "Upload",
     "default_models",
     "embedded_available",

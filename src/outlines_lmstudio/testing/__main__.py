@@ -2,7 +2,7 @@
 
 import sys
 
-from outlines_lmstudio.cli import main
+from outlines_lmstudio.testing._command import main
 
 if __name__ == "__main__":
-    sys.exit(main(["emulator", *sys.argv[1:]]))
+    sys.exit(main())

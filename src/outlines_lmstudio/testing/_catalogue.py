@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
@@ -19,6 +20,7 @@ from outlines_lmstudio.testing._reasoning_forms import check_form
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._reasoning_forms import ReasoningReply
     from outlines_lmstudio.testing._records import Prediction
+    from outlines_lmstudio.testing._tools import ToolCall
 
 __all__ = [
     "DEFAULT_GGUF_CONTEXT",
@@ -34,12 +36,13 @@ DEFAULT_GGUF_CONTEXT = 4096
 """The context length a GGUF model is loaded with unless the load config says otherwise
 (LM Studio's default; the model's own maximum stays its ``maxContextLength``)."""
 
-Reply: TypeAlias = "str | ReasoningReply | Callable[[Prediction], str | ReasoningReply]"
-"""A scripted reply: fixed text (or reasoning and answer), or a function of the request."""
+Reply: TypeAlias = (
+    "str | ToolCall | ReasoningReply | Callable[[Prediction], str | ToolCall | ReasoningReply]"
+)
+"""A scripted reply: fixed text, a tool call, reasoning and answer, or a function of the request."""
 
 Replies: TypeAlias = (
-    "Sequence[str | ReasoningReply | Callable[[Prediction], str | ReasoningReply]]"
-    " | ReasoningReply | Callable[[Prediction], str | ReasoningReply]"
+    "Sequence[Reply] | ReasoningReply | Callable[[Prediction], str | ToolCall | ReasoningReply]"
 )
 """Scripted replies: a list consumed in order, or one function used for every request."""
 
@@ -79,7 +82,17 @@ class EmulatedModel:
         Length of the vectors returned by ``embedString`` (embedding models).
     replies
         Scripted replies used before the deterministic generator: a list
-        consumed in order, or one function used for every request.
+        consumed in order, or one function used for every request. A reply
+        may be a `ToolCall`, so that ``.act()`` runs a tool round.
+    path
+        The ``path`` LM Studio reports, ``publisher/repository/file`` (e.g.
+        ``"lmstudio-community/Qwen2.5-7B-Instruct-GGUF/Qwen2.5-7B-Instruct-Q4_K_M.gguf"``);
+        by default ``emulator/<key>/<key>.gguf`` (no ``.gguf`` for other formats).
+    publisher
+        ``publisher`` (defaults to the first part of ``path``).
+    aliases
+        Other names a query may use for this model, as LM Studio resolves them
+        (e.g. ``"hugging-quants/llama-3.2-1b-instruct"``).
     gguf
         A GGUF file: the model is then served by llama.cpp (llama-cpp-python,
         the ``local`` extra) instead of the synthetic engine, and
@@ -106,6 +119,9 @@ class EmulatedModel:
     architecture: str | None = None
     embedding_dims: int = 768
     replies: Replies | None = None
+    path: str = ""
+    publisher: str = ""
+    aliases: Sequence[str] = ()
     gguf: str | os.PathLike[str] | None = None
     reasoning: str | None = None
 
@@ -124,6 +140,14 @@ class EmulatedModel:
             self.display_name = self.display_name or facts.name
             if facts.embedding_dims is not None:
                 self.embedding_dims = facts.embedding_dims
+        if not self.path:
+            suffix = ".gguf" if self.format == "gguf" else ""
+            self.path = f"emulator/{self.key}/{self.key}{suffix}"
+        if not self.publisher:
+            self.publisher = self.path.split("/", 1)[0]
+        if isinstance(self.aliases, str):
+            raise TypeError("EmulatedModel.aliases must be a sequence of names, not a string")
+        self.aliases = tuple(self.aliases)
 
     @property
     def load_context_length(self) -> int:
@@ -132,11 +156,9 @@ class EmulatedModel:
             return min(self.context_length, DEFAULT_GGUF_CONTEXT)
         return self.context_length
 
-    @property
-    def path(self) -> str:
-        """The ``path`` LM Studio reports (``publisher/repo/file``)."""
-        suffix = ".gguf" if self.format == "gguf" else ""
-        return f"emulator/{self.key}/{self.key}{suffix}"
+    def names(self) -> tuple[str, ...]:
+        """Every name a query by key, path or alias resolves to this model."""
+        return (self.key, self.path, *self.aliases)
 
     def model_info(self) -> dict[str, Any]:
         """Return the wire ``ModelInfo`` of this downloaded model."""
@@ -145,8 +167,11 @@ class EmulatedModel:
             "modelKey": self.key,
             "format": self.format,
             "displayName": self.display_name or self.key,
+            "publisher": self.publisher,
             "path": self.path,
             "sizeBytes": self.size_bytes,
+            "indexedModelIdentifier": self.path,
+            "deviceIdentifier": None,
             "maxContextLength": self.context_length,
         }
         if self.type == "llm":
@@ -227,6 +252,9 @@ class Instance:
     reference: str
     context_length: int
     load_fields: list[dict[str, Any]] = field(default_factory=list)
+    ttl_ms: int | None = None
+    jit: bool = False
+    last_used: float = field(default_factory=time.time)
 
     def info(self) -> dict[str, Any]:
         """Return the wire ``InstanceInfo`` of this instance."""
@@ -234,7 +262,13 @@ class Instance:
         info["identifier"] = self.identifier
         info["instanceReference"] = self.reference
         info["contextLength"] = self.context_length
+        info["ttlMs"] = self.ttl_ms
+        info["lastUsedTime"] = int(self.last_used * 1000)
         return info
+
+    def expired(self, now: float) -> bool:
+        """Whether the time-to-live has run out since the last use."""
+        return self.ttl_ms is not None and now - self.last_used > self.ttl_ms / 1000
 
     def load_config(self) -> dict[str, Any]:
         """Return the ``KVConfig`` the instance was loaded with."""
@@ -249,9 +283,10 @@ class Catalogue:
 
     def __init__(self, models: Sequence[EmulatedModel]) -> None:
         self._initial = [copy.copy(m) for m in models]
-        keys = [m.key for m in self._initial]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"duplicate model keys in the catalogue: {keys}")
+        names = [name for m in self._initial for name in dict.fromkeys(m.names())]
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"duplicate model keys, paths or aliases in the catalogue: {dupes}")
         self.models: dict[str, EmulatedModel] = {}
         self.instances: dict[str, Instance] = {}
         self._counter = 0
@@ -266,25 +301,52 @@ class Catalogue:
                 self.load(model, model.identifier)
 
     def find_model(self, name: str) -> EmulatedModel | None:
-        """Find a downloaded model by key, path or display name."""
+        """Find a downloaded model by key, path, alias or display name.
+
+        Exact names first, then the same names ignoring case (LM Studio's
+        paths come from file names, and queries for them ignore case).
+        """
         for model in self.models.values():
-            if name in (model.key, model.path, model.display_name):
+            if name in (*model.names(), model.display_name):
+                return model
+        folded = name.casefold()
+        for model in self.models.values():
+            if folded in (n.casefold() for n in model.names()):
                 return model
         return None
 
     def find_instance(self, identifier: str) -> Instance | None:
         """Find a loaded instance by its exact identifier."""
+        self.expire()
         return self.instances.get(identifier)
 
     def resolve_loaded(self, name: str) -> Instance | None:
-        """Find a loaded instance by identifier, then by model key or path."""
+        """Find a loaded instance by identifier, then by its model's key, path or alias."""
+        self.expire()
         instance = self.instances.get(name)
         if instance is not None:
             return instance
         for candidate in self.instances.values():
-            if name in (candidate.model.key, candidate.model.path):
+            if name in candidate.model.names():
+                return candidate
+        folded = name.casefold()
+        for candidate in self.instances.values():
+            if folded in (n.casefold() for n in candidate.model.names()):
                 return candidate
         return None
+
+    def expire(self, now: float | None = None) -> list[Instance]:
+        """Unload the instances whose time-to-live ran out; return them."""
+        now = time.time() if now is None else now
+        gone = [i for i in self.instances.values() if i.expired(now)]
+        for instance in gone:
+            del self.instances[instance.identifier]
+        return gone
+
+    def jit_instances(self) -> list[Instance]:
+        """Return the instances loaded just in time (by ``getOrLoad``)."""
+        self.expire()
+        return [i for i in self.instances.values() if i.jit]
 
     def next_identifier(self, key: str) -> str:
         """Return the identifier LM Studio would give a new instance of ``key``."""
@@ -302,6 +364,8 @@ class Catalogue:
         *,
         context_length: int | None = None,
         load_fields: list[dict[str, Any]] | None = None,
+        ttl_ms: int | None = None,
+        jit: bool = False,
     ) -> Instance:
         """Load a new instance of ``model``."""
         ident = identifier or self.next_identifier(model.key)
@@ -314,6 +378,8 @@ class Catalogue:
             reference=f"emulator-instance-{self._counter}",
             context_length=context_length or model.load_context_length,
             load_fields=list(load_fields or []),
+            ttl_ms=ttl_ms,
+            jit=jit,
         )
         self.instances[ident] = instance
         return instance
@@ -324,4 +390,5 @@ class Catalogue:
 
     def loaded_of_type(self, model_type: str) -> list[Instance]:
         """Return the loaded instances of one domain, in load order."""
+        self.expire()
         return [i for i in self.instances.values() if i.model.type == model_type]

@@ -5,108 +5,34 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import os
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from outlines_lmstudio.testing._engine import engine_for
 from outlines_lmstudio.testing._faults import Fault
-from outlines_lmstudio.testing._protocol import Channel, Connection, RequestError, server_error
-from outlines_lmstudio.testing._records import Upload, message_text
+from outlines_lmstudio.testing._lookup import engine_for, not_found, resolve
+from outlines_lmstudio.testing._predict import complete_raw_text, predict
+from outlines_lmstudio.testing._records import Upload
+from outlines_lmstudio.testing._state import Peer
+from outlines_lmstudio.testing._wire import Channel, RequestError, server_error
 
-if TYPE_CHECKING:
-    from outlines_lmstudio.testing._catalogue import Instance
-    from outlines_lmstudio.testing._server import LMStudioEmulator
+__all__ = ["CHANNEL_HANDLERS", "RPC_HANDLERS", "sniff_file_type"]
 
-__all__ = ["CHANNEL_HANDLERS", "RPC_HANDLERS", "request_names", "resolve", "sniff_file_type"]
-
-RpcHandler = Callable[[Connection, Any], Awaitable[Any]]
-ChannelHandler = Callable[[Connection, Channel, dict[str, Any], Fault | None], Awaitable[None]]
-
-
-def _query_of(specifier: Any) -> dict[str, Any]:
-    if isinstance(specifier, dict):
-        if specifier.get("type") == "query" and isinstance(specifier.get("query"), dict):
-            return dict(specifier["query"])
-        if specifier.get("type") == "instanceReference":
-            return {"instanceReference": specifier.get("instanceReference")}
-    return {}
-
-
-def not_found(emu: LMStudioEmulator, namespace: str, query: dict[str, Any]) -> RequestError:
-    """Build the ``noModelMatchingQuery`` error (``LMStudioModelNotFoundError`` in the SDK)."""
-    with emu._lock:
-        loaded = [i.identifier for i in emu._catalogue.loaded_of_type(namespace)]
-    wire_query = {k: v for k, v in query.items() if k in ("domain", "identifier", "path", "vision")}
-    wanted = query.get("identifier") or query.get("instanceReference") or query.get("path")
-    return RequestError(
-        {
-            "title": f"No loaded model matches the query {wanted!r}",
-            "cause": f"Loaded {namespace} models: {', '.join(loaded) or 'none'}",
-            "suggestion": "Load the model first (e.g. client.llm.model(key)), or check the name.",
-            "displayData": {
-                "code": "generic.noModelMatchingQuery",
-                "query": wire_query,
-                "loadedModelsSample": loaded[:10],
-                "totalLoadedModels": len(loaded),
-            },
-        }
-    )
-
-
-def resolve(conn: Connection, specifier: Any) -> Instance:
-    """Resolve a model specifier to a loaded instance of the connection's domain."""
-    query = _query_of(specifier)
-    emu = conn.emu
-    with emu._lock:
-        for instance in emu._catalogue.loaded_of_type(conn.namespace):
-            if "instanceReference" in query:
-                if instance.reference == query["instanceReference"]:
-                    return instance
-                continue
-            if "identifier" in query and instance.identifier != query["identifier"]:
-                continue
-            if "path" in query and instance.model.path != query["path"]:
-                continue
-            if "vision" in query and instance.model.vision != query["vision"]:
-                continue
-            if query.get("domain", instance.model.type) != instance.model.type:
-                continue
-            return instance
-    raise not_found(emu, conn.namespace, query)
-
-
-def request_names(emu: LMStudioEmulator, namespace: str, parameter: Any) -> tuple[str, ...]:
-    """Return the model names a request refers to (identifier and model key), for faults."""
-    if not isinstance(parameter, dict):
-        return ()
-    names: list[str] = []
-    for key in ("specifier", "modelSpecifier"):
-        query = _query_of(parameter.get(key))
-        if query.get("identifier"):
-            names.append(str(query["identifier"]))
-    for key in ("identifier", "modelKey"):
-        if isinstance(parameter.get(key), str):
-            names.append(parameter[key])
-    with emu._lock:
-        for name in list(names):
-            instance = emu._catalogue.resolve_loaded(name)
-            model = instance.model if instance else emu._catalogue.find_model(name)
-            if model is not None:
-                names.append(model.key)
-    return tuple(names)
+RpcHandler = Callable[[Peer, Any], Awaitable[Any]]
+ChannelHandler = Callable[[Peer, Channel, dict[str, Any], Fault | None], Awaitable[None]]
 
 
 # -- RPCs ---------------------------------------------------------------------------
 
 
-async def list_loaded(conn: Connection, parameter: Any) -> Any:
+async def list_loaded(conn: Peer, parameter: Any) -> Any:
     """``listLoaded``: the loaded instances of the namespace's domain."""
     with conn.emu._lock:
         return [i.info() for i in conn.emu._catalogue.loaded_of_type(conn.namespace)]
 
 
-async def get_model_info(conn: Connection, parameter: Any) -> Any:
+async def get_model_info(conn: Peer, parameter: Any) -> Any:
     """``getModelInfo``: the instance info (void when missing and not required)."""
     try:
         return resolve(conn, parameter.get("specifier")).info()
@@ -116,24 +42,24 @@ async def get_model_info(conn: Connection, parameter: Any) -> Any:
         return None
 
 
-async def get_load_config(conn: Connection, parameter: Any) -> Any:
+async def get_load_config(conn: Peer, parameter: Any) -> Any:
     """``getLoadConfig``: the KV config the instance was loaded with."""
     return resolve(conn, parameter.get("specifier")).load_config()
 
 
-async def tokenize(conn: Connection, parameter: Any) -> Any:
+async def tokenize(conn: Peer, parameter: Any) -> Any:
     """``tokenize``: the token ids of the model's engine."""
     engine = engine_for(conn.emu, resolve(conn, parameter.get("specifier")))
     return {"tokens": await engine.tokenize(str(parameter.get("inputString", "")))}
 
 
-async def count_tokens_rpc(conn: Connection, parameter: Any) -> Any:
+async def count_tokens_rpc(conn: Peer, parameter: Any) -> Any:
     """``countTokens``: the number of tokens by the model's engine."""
     engine = engine_for(conn.emu, resolve(conn, parameter.get("specifier")))
     return {"tokenCount": await engine.count_tokens(str(parameter.get("inputString", "")))}
 
 
-async def unload_model(conn: Connection, parameter: Any) -> Any:
+async def unload_model(conn: Peer, parameter: Any) -> Any:
     """``unloadModel``: void, or noModelMatchingQuery for an unknown identifier."""
     identifier = parameter.get("identifier")
     with conn.emu._lock:
@@ -144,34 +70,36 @@ async def unload_model(conn: Connection, parameter: Any) -> Any:
     raise not_found(conn.emu, conn.namespace, {"identifier": identifier})
 
 
-def format_prompt(messages: list[dict[str, Any]]) -> str:
-    """Render a wire history with a ChatML-style template."""
-    parts = [f"<|im_start|>{m.get('role')}\n{message_text(m)}<|im_end|>\n" for m in messages]
-    return "".join(parts) + "<|im_start|>assistant\n"
-
-
-async def apply_prompt_template(conn: Connection, parameter: Any) -> Any:
+async def apply_prompt_template(conn: Peer, parameter: Any) -> Any:
     """``applyPromptTemplate``: the history rendered with the model's prompt template."""
     engine = engine_for(conn.emu, resolve(conn, parameter.get("specifier")))
     history = parameter.get("history") or {}
     return {"formatted": await engine.apply_prompt_template(list(history.get("messages", [])))}
 
 
-async def embed_string(conn: Connection, parameter: Any) -> Any:
+async def embed_string(conn: Peer, parameter: Any) -> Any:
     """``embedString``: the embedding vector of the model's engine."""
     engine = engine_for(conn.emu, resolve(conn, parameter.get("modelSpecifier")))
     return {"embedding": await engine.embed(str(parameter.get("inputString", "")))}
 
 
-async def list_downloaded_models(conn: Connection, parameter: Any) -> Any:
+async def list_downloaded_models(conn: Peer, parameter: Any) -> Any:
     """``listDownloadedModels``: every model in the catalogue."""
     with conn.emu._lock:
         return [m.model_info() for m in conn.emu._catalogue.models.values()]
 
 
-async def version(conn: Connection, parameter: Any) -> Any:
+LMSTUDIO_VERSION = "0.3.31"
+
+
+async def version(conn: Peer, parameter: Any) -> Any:
     """``version``: a plausible LM Studio version."""
-    return {"version": "0.3.31", "build": 1}
+    return {"version": LMSTUDIO_VERSION, "build": 1}
+
+
+async def system_info(conn: Peer, parameter: Any) -> Any:
+    """``info`` (the 2.x SDK's ``system.getInfo()``): process id, daemon flag and version."""
+    return {"pid": os.getpid(), "isDaemon": False, "version": LMSTUDIO_VERSION}
 
 
 _MAGIC = (
@@ -183,17 +111,42 @@ _MAGIC = (
 )
 
 
-def sniff_file_type(data: bytes) -> str:
-    """Return the ``fileType`` LM Studio would report for these bytes."""
+_PLAIN = frozenset({".txt", ".md", ".markdown"})
+_WORD = frozenset({".doc", ".docx"})
+_OTHER_TEXT = frozenset(
+    {".csv", ".tsv", ".json", ".jsonl", ".html", ".htm", ".xml", ".yaml", ".yml", ".log", ".rst"}
+    | {".py", ".js", ".ts", ".c", ".h", ".cpp", ".java", ".go", ".rs", ".sh", ".toml", ".ini"}
+)
+
+
+def sniff_file_type(data: bytes, name: str = "") -> str:
+    """Return the ``fileType`` LM Studio would report for an upload.
+
+    Images and PDFs by their content; other files by the extension of their name
+    (``.txt``/``.md`` are ``text/plain``, ``.doc``/``.docx`` ``application/word``, source
+    and data files ``text/other`` when they decode as UTF-8); anything else ``unknown``.
+    Inferred from the SDKs' ``FileType`` values and their tests, not from LM Studio's code.
+    """
     for magic, kind in _MAGIC:
         if data.startswith(magic):
             return kind
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image"
+    suffix = os.path.splitext(name)[1].lower()
+    if suffix == ".pdf":
+        return "application/pdf"
+    if suffix in _WORD:
+        return "application/word"
+    if suffix in _PLAIN or suffix in _OTHER_TEXT:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return "unknown"
+        return "text/plain" if suffix in _PLAIN else "text/other"
     return "unknown"
 
 
-async def upload_file_base64(conn: Connection, parameter: Any) -> Any:
+async def upload_file_base64(conn: Peer, parameter: Any) -> Any:
     """``uploadFileBase64``: store the file for this client and return its handle."""
     try:
         data = base64.b64decode(str(parameter.get("contentBase64", "")), validate=True)
@@ -203,7 +156,7 @@ async def upload_file_base64(conn: Connection, parameter: Any) -> Any:
         identifier=f"{uuid.uuid4().hex}.{len(conn.emu._recorder.uploads) + 1}",
         name=str(parameter.get("name", "")),
         data=data,
-        file_type=sniff_file_type(data),
+        file_type=sniff_file_type(data, str(parameter.get("name", ""))),
         client_id=conn.client_id,
     )
     with conn.emu._recorder.lock:
@@ -216,6 +169,7 @@ async def upload_file_base64(conn: Connection, parameter: Any) -> Any:
 RPC_HANDLERS: dict[tuple[str, str], RpcHandler] = {
     ("system", "listDownloadedModels"): list_downloaded_models,
     ("system", "version"): version,
+    ("system", "info"): system_info,
     ("files", "uploadFileBase64"): upload_file_base64,
     ("embedding", "embedString"): embed_string,
     ("llm", "applyPromptTemplate"): apply_prompt_template,
@@ -248,18 +202,18 @@ def _context_length(namespace: str, fields: list[dict[str, Any]]) -> int | None:
     return None
 
 
-async def _load_progress(conn: Connection, channel: Channel, packet: str) -> None:
+async def _load_progress(conn: Peer, channel: Channel, packet: str) -> None:
     for progress in (0.25, 0.5, 0.75):
         await asyncio.sleep(conn.emu.load_latency / 3)
         await conn.channel_send(channel, {"type": packet, "progress": progress})
 
 
-def _path_not_found(conn: Connection, name: str) -> RequestError:
+def _path_not_found(conn: Peer, name: str) -> RequestError:
     with conn.emu._lock:
         paths = [m.path for m in conn.emu._catalogue.models.values()]
     return RequestError(
         {
-            "title": f"Cannot find a model with path or key {name!r}",
+            "title": f'Cannot find a model with path "{name}"',
             "suggestion": "Check the key with client.list_downloaded_models().",
             "displayData": {
                 "code": "generic.pathNotFound",
@@ -271,10 +225,15 @@ def _path_not_found(conn: Connection, name: str) -> RequestError:
     )
 
 
-def _domain_mismatch(conn: Connection, name: str, actual: str) -> RequestError:
+_DOMAIN = {"llm": "an LLM", "embedding": "an embedding model"}
+
+
+def _domain_mismatch(conn: Peer, name: str, actual: str) -> RequestError:
     return RequestError(
         {
-            "title": f"Model {name!r} is an {actual} model, not an {conn.namespace} model",
+            "title": "Model has wrong domain.",
+            "cause": f"Expecting {name} to be {_DOMAIN[conn.namespace]}, "
+            f"but it is actually {_DOMAIN.get(actual, actual)}.",
             "displayData": {
                 "code": "generic.domainMismatch",
                 "path": name,
@@ -286,7 +245,7 @@ def _domain_mismatch(conn: Connection, name: str, actual: str) -> RequestError:
 
 
 async def get_or_load(
-    conn: Connection, channel: Channel, parameter: dict[str, Any], fault: Fault | None
+    conn: Peer, channel: Channel, parameter: dict[str, Any], fault: Fault | None
 ) -> None:
     """``getOrLoad``: an already-loaded instance, or load a downloaded model."""
     name = str(parameter.get("identifier", ""))
@@ -306,23 +265,37 @@ async def get_or_load(
     if model is None:
         await conn.channel_send(channel, {"type": "alreadyLoaded", "info": info})
         return
+    # A model loaded on demand is a JIT model: it keeps the client's time-to-live, and
+    # (LM Studio's default "only keep the last JIT model") unloads the other JIT models.
     with emu._lock:
+        evicted = emu._catalogue.jit_instances() if emu.only_keep_last_jit_model else []
+        for other in evicted:
+            emu._catalogue.unload(other.identifier)
         ident = emu._catalogue.next_identifier(model.key)
+    for other in evicted:
+        await conn.channel_send(channel, {"type": "unloadingOtherJITModel", "info": other.info()})
     start = {"type": "startLoading", "identifier": ident, "info": model.model_info()}
     await conn.channel_send(channel, start)
     await _load_progress(conn, channel, "loadProgress")
+    ttl = parameter.get("loadTtlMs")
     with emu._lock:
         # Another request may have loaded it meanwhile: LM Studio would then reuse it.
         loaded = emu._catalogue.resolve_loaded(name)
         if loaded is None:
-            context = _context_length(conn.namespace, fields)
-            loaded = emu._catalogue.load(model, None, context_length=context, load_fields=fields)
+            loaded = emu._catalogue.load(
+                model,
+                None,
+                context_length=_context_length(conn.namespace, fields),
+                load_fields=fields,
+                ttl_ms=ttl if isinstance(ttl, int) and ttl > 0 else None,
+                jit=True,
+            )
         info = loaded.info()
     await conn.channel_send(channel, {"type": "loadSuccess", "info": info})
 
 
 async def load_model(
-    conn: Connection, channel: Channel, parameter: dict[str, Any], fault: Fault | None
+    conn: Peer, channel: Channel, parameter: dict[str, Any], fault: Fault | None
 ) -> None:
     """``loadModel``: load a new instance (an explicit identifier must be new)."""
     key = str(parameter.get("modelKey", ""))
@@ -340,9 +313,16 @@ async def load_model(
     await conn.channel_send(channel, {"type": "resolved", "info": model.model_info()})
     await _load_progress(conn, channel, "progress")
     context = _context_length(conn.namespace, fields)
+    ttl = parameter.get("ttlMs")
     with emu._lock:
         try:
-            instance = emu._catalogue.load(model, ident, context_length=context, load_fields=fields)
+            instance = emu._catalogue.load(
+                model,
+                ident,
+                context_length=context,
+                load_fields=fields,
+                ttl_ms=ttl if isinstance(ttl, int) and ttl > 0 else None,
+            )
         except ValueError as exc:
             raise server_error(str(exc)) from exc
         info = instance.info()
@@ -350,9 +330,10 @@ async def load_model(
 
 
 def _channel_handlers() -> dict[tuple[str, str], ChannelHandler]:
-    from outlines_lmstudio.testing._predict import predict
-
-    handlers: dict[tuple[str, str], ChannelHandler] = {("llm", "predict"): predict}
+    handlers: dict[tuple[str, str], ChannelHandler] = {
+        ("llm", "predict"): predict,
+        ("llm", "completeRawText"): complete_raw_text,
+    }
     for ns in ("llm", "embedding"):
         handlers[(ns, "getOrLoad")] = get_or_load
         handlers[(ns, "loadModel")] = load_model

@@ -13,6 +13,13 @@ grammar code accepts what it generates.
 Sampling walks the grammar with a seeded RNG and a length bias: as the output
 grows, it prefers the alternatives and repetition counts with the shortest
 expansion, so every walk ends.
+
+This node model is separate from ``outlines_lmstudio._grammar._gbnf`` on purpose.
+That one is the *sending* side: it builds grammars and emits the conservative
+dialect. This one is the *receiving* side, standing where llama.cpp stands: it
+parses whatever text arrives, independently, so a grammar the library emits
+wrongly fails here as it would in LM Studio instead of being read back by the
+code that wrote it. Do not share the two models.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._engine import Fragment, Generation
 from outlines_lmstudio.testing._llama_plan import Plan, StopScanner, plan, template_for
-from outlines_lmstudio.testing._protocol import server_error
 from outlines_lmstudio.testing._records import message_text
+from outlines_lmstudio.testing._wire import server_error
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import Instance

@@ -13,54 +13,28 @@ import asyncio
 import contextlib
 import json
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._drift import check_incoming, check_outgoing
+from outlines_lmstudio.testing._endpoints import CHANNEL_HANDLERS, RPC_HANDLERS
 from outlines_lmstudio.testing._faults import Fault
+from outlines_lmstudio.testing._lookup import request_names
 from outlines_lmstudio.testing._records import RecordedRequest
+from outlines_lmstudio.testing._state import EmulatorState
+from outlines_lmstudio.testing._surface import CHANNELS, RPCS
+from outlines_lmstudio.testing._wire import Channel, ConnectionDropped, RequestError, server_error
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-    from outlines_lmstudio.testing._server import LMStudioEmulator
-
-__all__ = ["Channel", "Connection", "ConnectionDropped", "RequestError", "server_error"]
-
-
-class RequestError(Exception):
-    """Raised by a handler to answer with ``rpcError`` / ``channelError``."""
-
-    def __init__(self, error: dict[str, Any]) -> None:
-        super().__init__(error.get("title"))
-        self.error = error
-
-
-def server_error(title: str, **extra: Any) -> RequestError:
-    """Build a `RequestError` with a generic (``LMStudioServerError``) error object."""
-    return RequestError({"title": title, **extra})
-
-
-@dataclass
-class Channel:
-    """Server-side state of one open channel."""
-
-    id: int
-    endpoint: str
-    cancelled: bool = False
-    finished: bool = False
-    cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class ConnectionDropped(Exception):
-    """The connection was aborted on purpose (a ``drop`` fault)."""
+__all__ = ["Connection", "internal_error"]
 
 
 class Connection:
     """Serves one authenticated websocket of one SDK client."""
 
     def __init__(
-        self, emulator: LMStudioEmulator, ws: ServerConnection, namespace: str, sid: int
+        self, emulator: EmulatorState, ws: ServerConnection, namespace: str, sid: int
     ) -> None:
         self.emu = emulator
         self.ws = ws
@@ -107,6 +81,21 @@ class Connection:
         self.channels.pop(channel.id, None)
         frame = {"type": "channelError", "channelId": channel.id, "error": error}
         await self.send(frame, channel.endpoint, "channel")
+
+    async def pause(self) -> None:
+        """Wait for one round trip to the client, so a ``cancel`` it sent is read in time.
+
+        With no token latency the emulator would otherwise write a whole reply
+        before the client's reaction to its first fragment arrives. A websocket
+        ping is answered after the frames sent before it, so a cancel the client
+        sent on seeing a fragment is read before the next ones. (Keeping a ping in
+        flight instead of waiting for each was faster, but let about 1 in 180 sync
+        cancels arrive after the reply's end.) Bounded: a client that does not
+        answer pings slows the stream to one fragment per second.
+        """
+        waiter = await self.ws.ping()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter, timeout=1.0)
 
     def abort(self) -> None:
         """Close the TCP connection abruptly, without a websocket close frame."""
@@ -172,6 +161,8 @@ class Connection:
             self.spawn(self.channel(message))
         elif kind == "channelSend":
             self.channel_message(message)
+        elif kind == "communicationWarning":
+            pass  # LM Studio only logs a client's warning; answering it would loop
         else:
             self.spawn(self.warn(f"Unsupported message type {kind!r}"))
 
@@ -229,14 +220,13 @@ class Connection:
 
     async def rpc(self, message: dict[str, Any]) -> None:
         """Serve one ``rpcCall``."""
-        from outlines_lmstudio.testing._endpoints import RPC_HANDLERS, request_names
-
         call_id = message.get("callId")
         endpoint = str(message.get("endpoint"))
         parameter = message.get("parameter")
         handler = RPC_HANDLERS.get((self.namespace, endpoint))
         if handler is None:
-            await self.unknown_endpoint(endpoint, call_id, None)
+            known = endpoint in RPCS.get(self.namespace, ())
+            await self.unknown_endpoint(endpoint, call_id, None, known=known)
             return
         names = request_names(self.emu, self.namespace, parameter)
         fault = self.emu._faults.take(endpoint, names)
@@ -249,6 +239,10 @@ class Connection:
             result = await handler(self, parameter)
         except RequestError as exc:
             frame: dict[str, Any] = {"type": "rpcError", "callId": call_id, "error": exc.error}
+        except (ConnectionDropped, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a handler bug must still answer: the client would wait
+            frame = {"type": "rpcError", "callId": call_id, "error": internal_error(exc)}
         else:
             frame = {"type": "rpcResult", "callId": call_id}
             if result is not None:
@@ -257,8 +251,6 @@ class Connection:
 
     async def channel(self, message: dict[str, Any]) -> None:
         """Serve one ``channelCreate``."""
-        from outlines_lmstudio.testing._endpoints import CHANNEL_HANDLERS, request_names
-
         channel_id = message.get("channelId")
         endpoint = str(message.get("endpoint"))
         if not isinstance(channel_id, int):
@@ -267,7 +259,8 @@ class Connection:
         channel = Channel(channel_id, endpoint)
         handler = CHANNEL_HANDLERS.get((self.namespace, endpoint))
         if handler is None:
-            await self.unknown_endpoint(endpoint, None, channel)
+            known = endpoint in CHANNELS.get(self.namespace, ())
+            await self.unknown_endpoint(endpoint, None, channel, known=known)
             return
         self.channels[channel_id] = channel
         parameter = message.get("creationParameter")
@@ -284,17 +277,36 @@ class Connection:
         except RequestError as exc:
             if not channel.finished:
                 await self.channel_error(channel, exc.error)
+        except (ConnectionDropped, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a handler bug must still answer: the client would wait
+            if not channel.finished:
+                await self.channel_error(channel, internal_error(exc))
         else:
             if not channel.finished:
                 await self.channel_close(channel)
 
-    async def unknown_endpoint(self, endpoint: str, call_id: Any, channel: Channel | None) -> None:
-        """Answer a request for an endpoint the emulator does not serve."""
-        text = f"Unknown endpoint {endpoint!r} on namespace {self.namespace!r}"
-        if self.emu.unknown_endpoint == "warning":
-            await self.warn(text)  # what LM Studio does: the caller waits for a reply
-            return
-        error = {"title": text, "suggestion": "The LM Studio emulator does not serve it."}
+    async def unknown_endpoint(
+        self, endpoint: str, call_id: Any, channel: Channel | None, *, known: bool
+    ) -> None:
+        """Answer a request for an endpoint the emulator does not serve.
+
+        An endpoint LM Studio has (`_surface`) gets an error reply, so no client waits.
+        An endpoint LM Studio does not know gets only a ``communicationWarning``, as
+        LM Studio does (the caller waits), unless ``unknown_endpoint="error"``.
+        """
+        if known:
+            error = {
+                "title": f"The LM Studio emulator does not implement {self.namespace}/{endpoint}",
+                "cause": "LM Studio serves this endpoint; the emulator does not emulate it.",
+                "suggestion": "Run this against LM Studio itself.",
+            }
+        else:
+            text = f"Unknown endpoint {endpoint!r} on namespace {self.namespace!r}"
+            if self.emu.unknown_endpoint == "warning":
+                await self.warn(text)  # what LM Studio does: the caller waits for a reply
+                return
+            error = {"title": text, "suggestion": "LM Studio does not serve it either."}
         if channel is None:
             await self.send(
                 {"type": "rpcError", "callId": call_id, "error": error}, endpoint, "rpc"
@@ -302,3 +314,11 @@ class Connection:
         else:
             frame = {"type": "channelError", "channelId": channel.id, "error": error}
             await self.send(frame, endpoint, "channel")
+
+
+def internal_error(exc: Exception) -> dict[str, Any]:
+    """Build the error object for a handler that failed (an emulator bug, or bad input)."""
+    return {
+        "title": f"The LM Studio emulator failed to serve this request: {exc!r}",
+        "cause": type(exc).__name__,
+    }

@@ -7,9 +7,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-__all__ = ["Frame", "Prediction", "RecordedRequest", "Recorder", "Upload"]
+if TYPE_CHECKING:
+    from outlines_lmstudio.testing._tools import ToolCall
+
+__all__ = ["REDACTED", "Frame", "Prediction", "RecordedRequest", "Recorder", "Upload", "redact"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class Prediction:
         Whether a ``cancel`` message arrived.
     stop_reason
         What went into ``stats.stopReason`` (None if no ``success`` was sent).
+    tool_calls
+        The tool calls the reply ended with (`ToolCall`).
     done
         Whether the terminal ``success`` or ``channelError`` was sent.
     client_id
@@ -85,6 +90,7 @@ class Prediction:
     stop_reason: str | None = None
     done: bool = False
     error: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
     @property
     def last_user_text(self) -> str:
@@ -131,7 +137,8 @@ class Frame:
     socket_id
         A number identifying the socket within this emulator.
     data
-        The parsed JSON object (large base64 payloads are abbreviated).
+        The parsed JSON object (large base64 payloads are abbreviated; the client
+        passkey and other secrets read ``"<redacted>"``).
     time
         ``time.monotonic()`` when it was sent or received.
     """
@@ -145,6 +152,22 @@ class Frame:
 
 _TRACE_LIMIT = 20_000
 _LONG = 200
+
+
+_SECRETS = frozenset({"clientPasskey", "apiToken"})
+REDACTED = "<redacted>"
+
+
+def redact(data: Any) -> Any:
+    """Replace the values of secret keys (the client passkey, tokens) at any depth."""
+    if isinstance(data, dict):
+        return {
+            k: REDACTED if isinstance(k, str) and k in _SECRETS else redact(v)
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [redact(v) for v in data]
+    return data
 
 
 def _abbreviate(data: Any) -> Any:
@@ -181,9 +204,10 @@ class Recorder:
             self.start = time.monotonic()
 
     def frame(self, direction: Literal["in", "out"], namespace: str, sid: int, data: Any) -> None:
-        """Record one frame."""
+        """Record one frame (secrets redacted, long uploads abbreviated)."""
         if isinstance(data, dict) and "parameter" in data:
             data = _abbreviate(data)
+        data = redact(data)
         frame = Frame(direction, namespace, sid, data, time.monotonic())
         with self.lock:
             self.trace.append(frame)

@@ -3,43 +3,54 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import threading
 import time
-from collections import deque
+import warnings
 from collections.abc import Callable, Collection, Sequence
 from http import HTTPStatus
-from itertools import count
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
-from outlines_lmstudio.testing._catalogue import (
-    Catalogue,
-    EmulatedModel,
-    Instance,
-    Replies,
-    Reply,
-    default_models,
-)
-from outlines_lmstudio.testing._faults import Fault, FaultBook
-from outlines_lmstudio.testing._reasoning_forms import ReasoningReply
-from outlines_lmstudio.testing._records import Frame, Prediction, RecordedRequest, Recorder, Upload
-from outlines_lmstudio.testing._sampler import JsonSampler
+from outlines_lmstudio.testing._catalogue import EmulatedModel
+from outlines_lmstudio.testing._faults import Fault
+from outlines_lmstudio.testing._protocol import Connection
+from outlines_lmstudio.testing._records import Frame, Prediction, RecordedRequest, Upload
+from outlines_lmstudio.testing._state import EmulatorState
+from outlines_lmstudio.testing._surface import NAMESPACES
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import Server, ServerConnection
     from websockets.http11 import Request, Response
 
-    from outlines_lmstudio.testing._engine import Engine
-    from outlines_lmstudio.testing._protocol import Channel, Connection
+__all__ = [
+    "INSTALL_HINT",
+    "NAMESPACES",
+    "EmulatorExposedWarning",
+    "LMStudioEmulator",
+    "is_loopback",
+    "require_extra",
+]
 
-__all__ = ["INSTALL_HINT", "NAMESPACES", "LMStudioEmulator", "require_extra"]
-
-NAMESPACES = ("llm", "embedding", "system", "files", "repository")
 _MAX_FRAME = 1 << 30  # an image upload is a single base64 frame
 _GREETING = '{"lmstudio": true}'
 
 
 INSTALL_HINT = 'pip install "outlines-lmstudio[testing]"'
+
+
+class EmulatorExposedWarning(UserWarning):
+    """The emulator listens outside loopback (``allow_remote=True``)."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only the loopback interface (``127.0.0.0/8``, ``::1``, localhost)."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name or "": it may resolve to any interface
 
 
 def require_extra() -> None:
@@ -55,7 +66,7 @@ def require_extra() -> None:
             )
 
 
-class LMStudioEmulator:
+class LMStudioEmulator(EmulatorState):
     """A local server that speaks LM Studio's websocket protocol.
 
     The unmodified ``lmstudio`` SDK (``lms.Client``, ``lms.AsyncClient`` and
@@ -78,15 +89,28 @@ class LMStudioEmulator:
     prompt_latency
         Seconds to wait before the first fragment.
     unknown_endpoint
-        ``"error"`` answers unknown endpoints with an error; ``"warning"`` only
-        sends a ``communicationWarning``, as LM Studio does (the caller waits).
+        What an endpoint LM Studio does not have gets: ``"warning"`` (the
+        default, as LM Studio) only sends a ``communicationWarning``, and the
+        caller waits; ``"error"`` answers with an error instead. Endpoints LM
+        Studio has but the emulator does not serve always get an error.
     validate_frames
         Check every message against the SDK's wire schemas and record the
         problems in `protocol_violations` (the drift guard).
     load_latency
         Seconds a model load takes (spread over its progress reports).
     presets
-        Preset names accepted by ``preset=``; None accepts any.
+        Preset names accepted by ``preset=``. By default there are none, so a
+        ``preset=`` fails with LM Studio's "preset not found" error; None
+        accepts any name (lenient).
+    allow_remote
+        Allow a ``host`` outside loopback (``"0.0.0.0"``, ``"::"``, a LAN
+        address). The emulator has no access control, so this is refused
+        unless set, and warns (`EmulatorExposedWarning`) when set.
+    only_keep_last_jit_model
+        LM Studio's default: a model loaded on demand (``getOrLoad``, a JIT
+        model) unloads the other JIT models, and the client is told with
+        ``unloadingOtherJITModel``. False keeps them all loaded. JIT models
+        also honour the client's ``ttl``: unused that long, they are unloaded.
 
     Examples
     --------
@@ -105,10 +129,12 @@ class LMStudioEmulator:
         slots: int = 4,
         token_latency: float = 0.0,
         prompt_latency: float = 0.0,
-        unknown_endpoint: Literal["error", "warning"] = "error",
+        unknown_endpoint: Literal["error", "warning"] = "warning",
         validate_frames: bool = False,
         load_latency: float = 0.0,
-        presets: Collection[str] | None = None,
+        presets: Collection[str] | None = (),
+        allow_remote: bool = False,
+        only_keep_last_jit_model: bool = True,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, not {slots}")
@@ -116,37 +142,38 @@ class LMStudioEmulator:
             raise ValueError(
                 f"unknown_endpoint must be 'error' or 'warning', not {unknown_endpoint!r}"
             )
+        if not is_loopback(host):
+            if not allow_remote:
+                raise ValueError(
+                    f"host={host!r} is not a loopback address: the emulator would accept "
+                    "connections from other machines, and it has no access control. "
+                    "Pass allow_remote=True (CLI: --allow-remote) to bind it anyway."
+                )
+            warnings.warn(
+                f"The LM Studio emulator binds {host!r}: any machine that can reach it "
+                "can use it (it has no access control).",
+                EmulatorExposedWarning,
+                stacklevel=2,
+            )
+        super().__init__(
+            models,
+            seed=seed,
+            slots=slots,
+            token_latency=token_latency,
+            prompt_latency=prompt_latency,
+            unknown_endpoint=unknown_endpoint,
+            validate_frames=validate_frames,
+            load_latency=load_latency,
+            presets=presets,
+            only_keep_last_jit_model=only_keep_last_jit_model,
+        )
         self.host = host
-        self.seed = seed
-        self.slots = slots
-        self.token_latency = token_latency
-        self.prompt_latency = prompt_latency
-        self.unknown_endpoint = unknown_endpoint
-        self.validate_frames = validate_frames
-        self.load_latency = load_latency
-        self.presets = None if presets is None else frozenset(presets)
         self._requested_port = port
         self._port: int | None = None
-        self._lock = threading.RLock()
-        self._catalogue = Catalogue(default_models() if models is None else models)
-        self._recorder = Recorder()
-        self._faults = FaultBook()
-        self._sampler = JsonSampler()
-        self._scripts: dict[str, deque[Reply] | Callable[[Prediction], str | ReasoningReply]] = {}
-        self._files: dict[str, Upload] = {}
-        self._auth: dict[str, str] = {}
-        self._client_refs: dict[str, int] = {}
-        self._channel_records: dict[tuple[int, int], Prediction] = {}
-        self._slots: dict[str, asyncio.Semaphore] = {}
-        self._engines: dict[str, Engine] = {}
-        self._active: dict[str, int] = {}
-        self._peak: dict[str, int] = {}
-        self._socket_ids = count(1)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
         self._lifecycle = threading.Lock()
-        self._restore_scripts()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -281,8 +308,6 @@ class LMStudioEmulator:
     async def _handle(self, ws: ServerConnection) -> None:
         from websockets.exceptions import ConnectionClosed
 
-        from outlines_lmstudio.testing._protocol import Connection
-
         assert ws.request is not None
         namespace = ws.request.path.split("?", 1)[0].strip("/")
         conn = Connection(self, ws, namespace, next(self._socket_ids))
@@ -300,101 +325,7 @@ class LMStudioEmulator:
             if authenticated:
                 self._client_ref(conn.client_id, -1)
 
-    # -- state used by the protocol (loop thread) ------------------------------------
-
-    def _authenticate(self, client_id: str, passkey: str) -> bool:
-        with self._lock:
-            known = self._auth.setdefault(client_id, passkey)
-            return known == passkey
-
-    def _client_ref(self, client_id: str, delta: int) -> None:
-        with self._lock:
-            refs = self._client_refs.get(client_id, 0) + delta
-            if refs > 0:
-                self._client_refs[client_id] = refs
-                return
-            # The last socket closed: the client is released with its file handles.
-            self._client_refs.pop(client_id, None)
-            self._auth.pop(client_id, None)
-            for ident in [i for i, u in self._files.items() if u.client_id == client_id]:
-                del self._files[ident]
-
-    def _violation(self, problem: str) -> None:
-        with self._recorder.lock:
-            self._recorder.violations.append(problem)
-
-    def _on_cancel(self, conn: Connection, channel: Channel) -> None:
-        record = self._channel_records.get((id(conn), channel.id))
-        if record is not None:
-            record.cancelled = True
-
-    def _unload_names(self, names: Sequence[str], namespace: str) -> None:
-        with self._lock:
-            for name in names:
-                instance = self._catalogue.resolve_loaded(name)
-                if instance is not None and instance.model.type == namespace:
-                    self._catalogue.unload(instance.identifier)
-                    return
-
-    def _next_reply(self, instance: Instance) -> Reply | None:
-        with self._lock:
-            for name in (instance.identifier, instance.model.key):
-                entry = self._scripts.get(name)
-                if entry is None:
-                    continue
-                if callable(entry):
-                    return entry
-                if entry:
-                    return entry.popleft()
-        return None
-
-    def _slot(self, instance: Instance) -> asyncio.Semaphore:
-        slot = self._slots.get(instance.reference)
-        if slot is None:
-            slot = self._slots[instance.reference] = asyncio.Semaphore(self.slots)
-        return slot
-
-    def _enter(self, instance: Instance) -> None:
-        with self._lock:
-            for name in ("", f"id:{instance.identifier}", f"key:{instance.model.key}"):
-                active = self._active[name] = self._active.get(name, 0) + 1
-                self._peak[name] = max(self._peak.get(name, 0), active)
-
-    def _leave(self, instance: Instance) -> None:
-        with self._lock:
-            for name in ("", f"id:{instance.identifier}", f"key:{instance.model.key}"):
-                self._active[name] -= 1
-
-    def _restore_scripts(self) -> None:
-        self._scripts = {}
-        for model in self._catalogue.models.values():
-            if model.replies is not None:
-                self.script(model.key, model.replies)
-
     # -- public controls ------------------------------------------------------------
-
-    def script(self, model_key: str, replies: Replies) -> None:
-        """Script the next replies of a model (replacing earlier scripts for it).
-
-        Parameters
-        ----------
-        model_key
-            A model key or instance identifier.
-        replies
-            A list of replies consumed in order (each a text, or a function of
-            the `Prediction`), or one function used for every request. Scripted
-            text is sent verbatim, even for structured requests, so a test can
-            produce invalid JSON on purpose. When the list runs out, the
-            emulator generates text again. A `ReasoningReply` gives reasoning
-            text and the answer, sent in a reasoning form.
-        """
-        with self._lock:
-            if callable(replies):
-                self._scripts[model_key] = replies
-            elif isinstance(replies, str | ReasoningReply):
-                self._scripts[model_key] = deque([replies])
-            else:
-                self._scripts[model_key] = deque(replies)
 
     def add_fault(self, fault: Fault) -> None:
         """Arm a `Fault`."""

@@ -1,0 +1,170 @@
+"""The emulator command: ``python -m outlines_lmstudio.testing``, ``outlines-lmstudio emulator``.
+
+It lives in the emulator's package so that the emulator's own command needs neither the
+CLI's dependencies (rich) nor its modules; ``outlines_lmstudio.cli._emulator`` re-exports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+__all__ = ["HELP", "add_arguments", "gguf_models", "load_models", "main", "run"]
+
+HELP = "Serve an LM Studio emulator (for tests and demos) until interrupted."
+INSTALL_HINT = 'pip install "outlines-lmstudio[testing]"'
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``emulator`` options to ``parser``."""
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host outside loopback (the emulator has no access control)",
+    )
+    parser.add_argument("--port", type=_port, default=0, help="port (default: a free port)")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        metavar="FILE",
+        help="JSON file: a list of models, each an object of EmulatedModel fields "
+        '(e.g. {"key": "my-model", "vision": true}); default: the built-in catalogue',
+    )
+    parser.add_argument(
+        "--gguf",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also serve this GGUF file with llama.cpp (repeatable; needs the local extra); "
+        "its key is the file name without .gguf",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of generated text")
+    parser.add_argument(
+        "--token-latency", type=float, default=0.0, metavar="S", help="seconds per fragment"
+    )
+
+
+def _port(text: str) -> int:
+    """Parse a TCP port (0 picks a free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: use 0 to 65535 (0: a free one)")
+    return port
+
+
+def load_models(path: Path) -> list[Any]:
+    """Read a models file: a JSON list (or ``{"models": [...]}``) of EmulatedModel fields.
+
+    Raises
+    ------
+    ValueError
+        If the file is not such a list, or an entry has unknown fields.
+    """
+    from outlines_lmstudio.testing import EmulatedModel
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict):
+        data = data.get("models")
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of models (or {{'models': [...]}})")
+    models = []
+    for entry in data:
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: each model must be a JSON object, got {entry!r}")
+        try:
+            models.append(EmulatedModel(**entry))
+        except TypeError as exc:
+            raise ValueError(f"{path}: bad model entry {entry!r}: {exc}") from exc
+    return models
+
+
+def gguf_models(paths: list[Path]) -> list[Any]:
+    """One `EmulatedModel` per GGUF file, keyed by the file name without ``.gguf``.
+
+    Raises
+    ------
+    OSError, ValueError, ImportError
+        If a file is missing or unreadable, or llama-cpp-python is not installed.
+    """
+    from outlines_lmstudio.testing import EmulatedModel
+
+    return [EmulatedModel(path.name.removesuffix(".gguf"), gguf=path) for path in paths]
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the emulator, print its host line and serve until SIGINT/SIGTERM."""
+    for module in ("websockets", "outlines_core"):
+        if importlib.util.find_spec(module) is None:
+            print(
+                f"The emulator needs {module!r}. Install it with: {INSTALL_HINT}", file=sys.stderr
+            )
+            return 2
+    from outlines_lmstudio.testing import LMStudioEmulator, default_models
+
+    try:
+        models = load_models(args.models) if args.models else None
+    except (OSError, ValueError) as exc:
+        print(f"Cannot read the models file: {exc}", file=sys.stderr)
+        return 2
+    if args.gguf:
+        try:
+            models = [*(default_models() if models is None else models), *gguf_models(args.gguf)]
+        except (OSError, ValueError, ImportError) as exc:
+            print(f"Cannot serve the GGUF file: {exc}", file=sys.stderr)
+            return 2
+    try:
+        emulator = LMStudioEmulator(
+            models,
+            host=args.host,
+            port=args.port,
+            seed=args.seed,
+            token_latency=args.token_latency,
+            allow_remote=args.allow_remote,
+        )
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    try:
+        emulator.start()
+    except (OSError, OverflowError, ValueError) as exc:
+        print(f"Cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    # Install both handlers: a background job may start with SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    print(f"LM Studio emulator listening on {emulator.api_host}", flush=True)
+    stop = threading.Event()
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+    print("LM Studio emulator stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the emulator."""
+    parser = argparse.ArgumentParser(prog="python -m outlines_lmstudio.testing", description=HELP)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,139 @@
+"""Model lookup: model specifiers, the names a request refers to, and the engine serving a model."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from outlines_lmstudio.testing._state import Peer
+from outlines_lmstudio.testing._synthetic import SyntheticEngine
+from outlines_lmstudio.testing._wire import RequestError
+
+if TYPE_CHECKING:
+    from outlines_lmstudio.testing._catalogue import Instance
+    from outlines_lmstudio.testing._engine import Engine
+    from outlines_lmstudio.testing._state import EmulatorState
+
+__all__ = ["engine_for", "not_found", "query_of", "request_names", "resolve"]
+
+
+def query_of(specifier: Any) -> dict[str, Any]:
+    """Return the query of a model specifier (``instanceReference`` as a query key)."""
+    if isinstance(specifier, dict):
+        if specifier.get("type") == "query" and isinstance(specifier.get("query"), dict):
+            return dict(specifier["query"])
+        if specifier.get("type") == "instanceReference":
+            return {"instanceReference": specifier.get("instanceReference")}
+    return {}
+
+
+def not_found(emu: EmulatorState, namespace: str, query: dict[str, Any]) -> RequestError:
+    """Build the ``noModelMatchingQuery`` error (``LMStudioModelNotFoundError`` in the SDK)."""
+    with emu._lock:
+        loaded = [i.identifier for i in emu._catalogue.loaded_of_type(namespace)]
+    wire_query = {k: v for k, v in query.items() if k in ("domain", "identifier", "path", "vision")}
+    wanted = query.get("identifier") or query.get("instanceReference") or query.get("path")
+    return RequestError(
+        {
+            "title": "No loaded model satisfies all requirements specified in the query.",
+            "cause": f"Query {wanted!r}; loaded {namespace} models: {', '.join(loaded) or 'none'}",
+            "suggestion": "Load the model first (e.g. client.llm.model(key)), or check the name.",
+            "displayData": {
+                "code": "generic.noModelMatchingQuery",
+                "query": wire_query,
+                "loadedModelsSample": loaded[:10],
+                "totalLoadedModels": len(loaded),
+            },
+        }
+    )
+
+
+def resolve(conn: Peer, specifier: Any) -> Instance:
+    """Resolve a model specifier to a loaded instance of the connection's domain."""
+    query = query_of(specifier)
+    emu = conn.emu
+    with emu._lock:
+        loaded = emu._catalogue.loaded_of_type(conn.namespace)
+        found = next((i for i in loaded if _matches(i, query)), None)
+        if found is None and "identifier" in query:
+            # No instance has that identifier: LM Studio then takes it as a model
+            # key, path or alternative name ("hugging-quants/llama-3.2-1b-instruct").
+            by_model = {**query, "path": query["identifier"]}
+            del by_model["identifier"]
+            found = next((i for i in loaded if _matches(i, by_model)), None)
+        if found is not None:
+            found.last_used = time.time()  # the time-to-live counts from here
+            return found
+    raise not_found(emu, conn.namespace, query)
+
+
+def _matches(instance: Instance, query: dict[str, Any]) -> bool:
+    """Whether a loaded instance satisfies every requirement of a model query."""
+    if "instanceReference" in query:
+        return bool(instance.reference == query["instanceReference"])
+    if "identifier" in query and instance.identifier != query["identifier"]:
+        return False
+    if "path" in query:
+        wanted = str(query["path"]).casefold()
+        if wanted not in (n.casefold() for n in instance.model.names()):
+            return False
+    if "vision" in query and instance.model.vision != query["vision"]:
+        return False
+    return bool(query.get("domain", instance.model.type) == instance.model.type)
+
+
+def request_names(emu: EmulatorState, namespace: str, parameter: Any) -> tuple[str, ...]:
+    """Return the model names a request refers to (identifier and model key), for faults."""
+    if not isinstance(parameter, dict):
+        return ()
+    names: list[str] = []
+    for key in ("specifier", "modelSpecifier"):
+        query = query_of(parameter.get(key))
+        if query.get("identifier"):
+            names.append(str(query["identifier"]))
+    for key in ("identifier", "modelKey"):
+        if isinstance(parameter.get(key), str):
+            names.append(parameter[key])
+    with emu._lock:
+        for name in list(names):
+            instance = emu._catalogue.resolve_loaded(name)
+            model = instance.model if instance else emu._catalogue.find_model(name)
+            if model is not None:
+                names.append(model.key)
+    return tuple(names)
+
+
+def engine_for(emu: EmulatorState, instance: Instance) -> Engine:
+    """Return the engine serving ``instance``.
+
+    A model without a GGUF file gets the synthetic engine; a model with one
+    gets a llama.cpp engine, one per loaded instance. An instance loaded again
+    the same way (same identifier, file and load config, e.g. after
+    `LMStudioEmulator.reset`) gets the same engine back, so the model is not
+    read again; an engine is dropped once nothing loaded matches it.
+    """
+    if instance.model.gguf is None:
+        return SyntheticEngine(emu, instance)
+    from outlines_lmstudio.testing._llama import LlamaEngine
+
+    with emu._lock:
+        loaded = {_engine_key(i) for i in emu._catalogue.instances.values()}
+        for key in [k for k in emu._engines if k not in loaded]:
+            del emu._engines[key]
+        key = _engine_key(instance)
+        engine = emu._engines.get(key)
+        if engine is None:
+            engine = emu._engines[key] = LlamaEngine(instance)
+        return engine
+
+
+def _engine_key(instance: Instance) -> str:
+    facts = [
+        instance.identifier,
+        instance.model.type,
+        str(instance.model.gguf),
+        instance.context_length,
+        instance.load_fields,
+    ]
+    return json.dumps(facts, sort_keys=True, default=str)

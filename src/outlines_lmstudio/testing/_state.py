@@ -1,0 +1,197 @@
+"""`EmulatorState`: what every socket of one emulator shares.
+
+The catalogue, uploaded files, authenticated clients, scripts, faults, records and
+prediction slots, with the settings that shape replies. `LMStudioEmulator` is an
+`EmulatorState` with a server around it; handlers see only this class, so they never
+import the server module (see `outlines_lmstudio.testing._wire` for the layering).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
+from itertools import count
+from typing import TYPE_CHECKING, Any, Protocol
+
+from outlines_lmstudio.testing._catalogue import (
+    Catalogue,
+    EmulatedModel,
+    Instance,
+    Replies,
+    Reply,
+    default_models,
+)
+from outlines_lmstudio.testing._faults import FaultBook
+from outlines_lmstudio.testing._reasoning_forms import ReasoningReply
+from outlines_lmstudio.testing._records import Prediction, Recorder, Upload
+from outlines_lmstudio.testing._sampler import JsonSampler
+from outlines_lmstudio.testing._tools import ToolCall
+from outlines_lmstudio.testing._wire import Channel
+
+if TYPE_CHECKING:
+    from outlines_lmstudio.testing._engine import Engine
+
+__all__ = ["EmulatorState", "Peer"]
+
+
+class EmulatorState:
+    """Settings and shared state of one emulator (guarded by ``_lock``)."""
+
+    def __init__(
+        self,
+        models: Sequence[EmulatedModel] | None,
+        *,
+        seed: int,
+        slots: int,
+        token_latency: float,
+        prompt_latency: float,
+        unknown_endpoint: str,
+        validate_frames: bool,
+        load_latency: float,
+        presets: Collection[str] | None,
+        only_keep_last_jit_model: bool = True,
+    ) -> None:
+        self.seed = seed
+        self.slots = slots
+        self.token_latency = token_latency
+        self.prompt_latency = prompt_latency
+        self.unknown_endpoint = unknown_endpoint
+        self.validate_frames = validate_frames
+        self.load_latency = load_latency
+        self.presets = None if presets is None else frozenset(presets)
+        self.only_keep_last_jit_model = only_keep_last_jit_model
+        self._lock = threading.RLock()
+        self._catalogue = Catalogue(default_models() if models is None else models)
+        self._recorder = Recorder()
+        self._faults = FaultBook()
+        self._sampler = JsonSampler()
+        self._scripts: dict[
+            str, deque[Reply] | Callable[[Prediction], str | ToolCall | ReasoningReply]
+        ] = {}
+        self._files: dict[str, Upload] = {}
+        self._auth: dict[str, str] = {}
+        self._client_refs: dict[str, int] = {}
+        self._channel_records: dict[tuple[int, int], Prediction] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._engines: dict[str, Engine] = {}
+        self._active: dict[str, int] = {}
+        self._peak: dict[str, int] = {}
+        self._socket_ids = count(1)
+        self._restore_scripts()
+
+    def _authenticate(self, client_id: str, passkey: str) -> bool:
+        with self._lock:
+            known = self._auth.setdefault(client_id, passkey)
+            return known == passkey
+
+    def _client_ref(self, client_id: str, delta: int) -> None:
+        with self._lock:
+            refs = self._client_refs.get(client_id, 0) + delta
+            if refs > 0:
+                self._client_refs[client_id] = refs
+                return
+            # The last socket closed: the client is released with its file handles.
+            self._client_refs.pop(client_id, None)
+            self._auth.pop(client_id, None)
+            for ident in [i for i, u in self._files.items() if u.client_id == client_id]:
+                del self._files[ident]
+
+    def _violation(self, problem: str) -> None:
+        with self._recorder.lock:
+            self._recorder.violations.append(problem)
+
+    def _on_cancel(self, conn: object, channel: Channel) -> None:
+        record = self._channel_records.get((id(conn), channel.id))
+        if record is not None:
+            record.cancelled = True
+
+    def _unload_names(self, names: Sequence[str], namespace: str) -> None:
+        with self._lock:
+            for name in names:
+                instance = self._catalogue.resolve_loaded(name)
+                if instance is not None and instance.model.type == namespace:
+                    self._catalogue.unload(instance.identifier)
+                    return
+
+    def _next_reply(self, instance: Instance) -> Reply | None:
+        with self._lock:
+            for name in (instance.identifier, instance.model.key):
+                entry = self._scripts.get(name)
+                if entry is None:
+                    continue
+                if callable(entry):
+                    return entry
+                if entry:
+                    return entry.popleft()
+        return None
+
+    def _slot(self, instance: Instance) -> asyncio.Semaphore:
+        slot = self._slots.get(instance.reference)
+        if slot is None:
+            slot = self._slots[instance.reference] = asyncio.Semaphore(self.slots)
+        return slot
+
+    def _enter(self, instance: Instance) -> None:
+        with self._lock:
+            for name in ("", f"id:{instance.identifier}", f"key:{instance.model.key}"):
+                active = self._active[name] = self._active.get(name, 0) + 1
+                self._peak[name] = max(self._peak.get(name, 0), active)
+
+    def _leave(self, instance: Instance) -> None:
+        with self._lock:
+            for name in ("", f"id:{instance.identifier}", f"key:{instance.model.key}"):
+                self._active[name] -= 1
+
+    def _restore_scripts(self) -> None:
+        self._scripts = {}
+        for model in self._catalogue.models.values():
+            if model.replies is not None:
+                self.script(model.key, model.replies)
+
+    def script(self, model_key: str, replies: Replies) -> None:
+        """Script the next replies of a model (replacing earlier scripts for it).
+
+        Parameters
+        ----------
+        model_key
+            A model key or instance identifier.
+        replies
+            A list of replies consumed in order (each a text, or a function of
+            the `Prediction`), or one function used for every request. Scripted
+            text is sent verbatim, even for structured requests, so a test can
+            produce invalid JSON on purpose. When the list runs out, the
+            emulator generates text again. A `ReasoningReply` gives reasoning
+            text and the answer, sent in a reasoning form.
+        """
+        with self._lock:
+            if callable(replies):
+                self._scripts[model_key] = replies
+            elif isinstance(replies, str | ReasoningReply):
+                self._scripts[model_key] = deque([replies])
+            else:
+                self._scripts[model_key] = deque(replies)
+
+
+class Peer(Protocol):
+    """What a handler may do with the socket that sent its request."""
+
+    emu: EmulatorState
+    namespace: str
+    client_id: str
+
+    async def channel_send(self, channel: Channel, message: dict[str, Any]) -> None:
+        """Send one ``channelSend`` packet on ``channel``."""
+
+    async def channel_close(self, channel: Channel) -> None:
+        """End ``channel`` normally."""
+
+    async def channel_error(self, channel: Channel, error: dict[str, Any]) -> None:
+        """End ``channel`` with an error."""
+
+    async def pause(self) -> None:
+        """Let the socket's reader run (a cancel may be waiting), even at zero latency."""
+
+    def abort(self) -> None:
+        """Close the TCP connection abruptly."""

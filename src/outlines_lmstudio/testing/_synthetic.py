@@ -1,0 +1,223 @@
+"""The synthetic engine: seeded text, sampled JSON and GBNF, scripted replies, tool calls.
+
+Moved out of `_predict` so that the protocol layer sits above its engines: `_predict`
+asks an `Engine` (found by `_lookup.engine_for`) and never imports an engine's module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import math
+import random
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
+
+from outlines_lmstudio.testing._engine import Fragment, Generation
+from outlines_lmstudio.testing._reasoning_forms import (
+    ReasoningReply,
+    plan_reasoning,
+    shape_reply,
+)
+from outlines_lmstudio.testing._records import Prediction, message_text
+from outlines_lmstudio.testing._sampler import (
+    SchemaError,
+    count_tokens,
+    plain_text,
+    split_fragments,
+    token_ids,
+)
+from outlines_lmstudio.testing._tools import (
+    ToolCall,
+    awaits_tool_call,
+    default_tool_call,
+    offered_tools,
+    tool_results,
+)
+from outlines_lmstudio.testing._wire import server_error
+
+if TYPE_CHECKING:
+    from outlines_lmstudio.testing._catalogue import Instance
+    from outlines_lmstudio.testing._state import EmulatorState
+
+__all__ = ["SyntheticEngine", "format_prompt"]
+
+# Embedding tokenizers (BERT-style, like nomic-embed) wrap the text in [CLS] ... [SEP].
+_CLS, _SEP = 101, 102
+
+
+def format_prompt(messages: list[dict[str, Any]]) -> str:
+    """Render a wire history with a ChatML-style template."""
+    parts = [f"<|im_start|>{m.get('role')}\n{message_text(m)}<|im_end|>\n" for m in messages]
+    return "".join(parts) + "<|im_start|>assistant\n"
+
+
+def _seed_for(*parts: Any) -> int:
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    # "surrogatepass": a prompt may hold a lone surrogate (JSON allows "\ud800").
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8], "big")
+
+
+def _cut(tokens: list[Fragment], config: dict[str, Any]) -> tuple[list[Fragment], str]:
+    """Apply stop strings and the token limit, as a model would while generating."""
+    stops = [s for s in config.get("llm.prediction.stopStrings") or [] if isinstance(s, str) and s]
+    limit = config.get("llm.prediction.maxPredictedTokens")
+    max_tokens: int | None = None
+    if isinstance(limit, dict) and limit.get("checked") and isinstance(limit.get("value"), int):
+        max_tokens = max(0, int(limit["value"]))
+    out: list[Fragment] = []
+    text = ""
+    for token in tokens:
+        if max_tokens is not None and len(out) >= max_tokens:
+            return out, "maxPredictedTokensReached"
+        text += token.content
+        out.append(token)
+        found = [
+            i
+            for i in (text.find(s, max(0, len(text) - len(token.content) - len(s))) for s in stops)
+            if i >= 0
+        ]
+        if found:
+            # Like llama.cpp, text that may start a stop string is held back, so
+            # the cut can fall inside a fragment sent "earlier".
+            return _prefix(out, min(found)), "stopStringFound"
+    return out, "eosFound"
+
+
+def _prefix(tokens: list[Fragment], length: int) -> list[Fragment]:
+    """Return the tokens covering the first ``length`` characters (the last one trimmed)."""
+    kept: list[Fragment] = []
+    used = 0
+    for token in tokens:
+        if used + len(token.content) >= length:
+            if length > used:
+                kept.append(dataclasses.replace(token, content=token.content[: length - used]))
+            return kept
+        kept.append(token)
+        used += len(token.content)
+    return kept
+
+
+def _fragments(tokens: list[str]) -> list[Fragment]:
+    return [Fragment(token) for token in tokens]
+
+
+async def _reply(
+    emu: EmulatorState, instance: Instance, record: Prediction
+) -> tuple[list[Fragment] | ReasoningReply, ToolCall | None]:
+    """Return the reply's fragments, and the tool call that follows them (if any)."""
+    script = emu._next_reply(instance)
+    if script is not None:
+        try:
+            reply = script(record) if callable(script) else script
+        except Exception as exc:
+            raise server_error(f"Scripted reply failed: {exc!r}") from exc
+        if isinstance(reply, ToolCall):
+            return _fragments(split_fragments(reply.text)), reply
+        if isinstance(reply, ReasoningReply):
+            return reply, None
+        return _fragments(split_fragments(str(reply))), None
+    tools = offered_tools(record.config)
+    wants_tool = tools and instance.model.tool_use and record.structured is None
+    if wants_tool and awaits_tool_call(record.messages):
+        rng = random.Random(_seed_for(emu.seed, record.messages, tools))
+        try:
+            call = default_tool_call(tools, record.last_user_text, emu._sampler.sample, rng)
+        except SchemaError as exc:
+            raise server_error(f"Cannot build a grammar for the tool parameters: {exc}") from exc
+        return _fragments(split_fragments(call.text)), call
+    results = tool_results(record.messages)
+    if results and record.structured is None:
+        # A simple model reports what the tool returned, then goes on.
+        answer = _fragments(split_fragments(f"The tool returned {'; '.join(results)}. "))
+        return answer + await _reply_tokens(emu, record), None
+    return await _reply_tokens(emu, record), None
+
+
+async def _reply_tokens(emu: EmulatorState, record: Prediction) -> list[Fragment]:
+    structured = record.structured
+    if structured is not None and structured.get("type") == "json":
+        schema = structured.get("jsonSchema")
+        rng = random.Random(_seed_for(emu.seed, record.messages, schema))
+        try:
+            if emu._sampler.is_cached(schema):
+                return _fragments(emu._sampler.sample(schema, rng))
+            return _fragments(await asyncio.to_thread(emu._sampler.sample, schema, rng))
+        except SchemaError as exc:
+            raise server_error(f"Failed to build a grammar for the JSON schema: {exc}") from exc
+    if structured is not None and structured.get("type") == "gbnf":
+        from outlines_lmstudio.testing._gbnf import GrammarError, sample_gbnf
+
+        rng = random.Random(_seed_for(emu.seed, record.messages, structured))
+        try:
+            text = sample_gbnf(str(structured.get("gbnfGrammar", "")), rng)
+            return _fragments(split_fragments(text))
+        except GrammarError as exc:
+            raise server_error(f"Failed to parse the GBNF grammar: {exc}") from exc
+    return _fragments(plain_text(json.dumps(record.messages, sort_keys=True), emu.seed))
+
+
+async def _listed(fragments: list[Fragment]) -> AsyncGenerator[Fragment, None]:
+    for fragment in fragments:
+        yield fragment
+
+
+class SyntheticEngine:
+    """The synthetic engine: seeded text, sampled JSON and GBNF, scripted replies.
+
+    Instant and deterministic; it has no language model. Tokens are the
+    emulator's own word pieces (`outlines_lmstudio.testing._sampler`).
+    """
+
+    def __init__(self, emu: EmulatorState, instance: Instance) -> None:
+        self._emu = emu
+        self._instance = instance
+
+    async def generate(self, record: Prediction) -> Generation:
+        """Produce the whole reply at once, cut by stop strings and the token limit.
+
+        A reasoning model thinks first, in its reasoning form (`_reasoning_forms`).
+        """
+        produced, tool_call = await _reply(self._emu, self._instance, record)
+        answer, reasoning, form = plan_reasoning(
+            produced,
+            self._instance.model.reasoning,
+            key=json.dumps(record.messages, sort_keys=True),
+            seed=self._emu.seed,
+        )
+        cut, stop_reason = _cut(answer, record.config)
+        tokens, stop_reason = shape_reply(
+            form, reasoning, cut, stop_reason, record.config, structured=bool(record.structured)
+        )
+        if tool_call is not None and stop_reason == "eosFound":
+            stop_reason = "toolCalls"
+        else:
+            tool_call = None  # cut short before the call was written
+        prompt_tokens = count_tokens(" ".join(message_text(m) for m in record.messages))
+        return Generation(_listed(tokens), stop_reason, prompt_tokens, tool_call=tool_call)
+
+    async def tokenize(self, text: str) -> list[int]:
+        """Return deterministic ids, one per word piece (embeddings add start and end)."""
+        tokens = token_ids(text)
+        if self._instance.model.type == "embedding":
+            return [_CLS, *tokens, _SEP]
+        return tokens
+
+    async def count_tokens(self, text: str) -> int:
+        """Return the number of word pieces (without an embedding's start and end)."""
+        return count_tokens(text)
+
+    async def apply_prompt_template(self, messages: list[dict[str, Any]]) -> str:
+        """Render with a ChatML-style template."""
+        return format_prompt(messages)
+
+    async def embed(self, text: str) -> list[float]:
+        """Return a deterministic unit vector derived from the model key and the text."""
+        model = self._instance.model
+        digest = hashlib.sha256(f"{model.key}\x00{text}".encode()).digest()
+        rng = random.Random(int.from_bytes(digest[:8], "big"))
+        vector = [rng.gauss(0.0, 1.0) for _ in range(model.embedding_dims)]
+        norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+        return [v / norm for v in vector]

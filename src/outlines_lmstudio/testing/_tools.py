@@ -1,0 +1,143 @@
+"""Tool calls: scripted ones, the default one, and their wire events.
+
+LM Studio parses the model's tool-call syntax itself and streams it to the client as
+``toolCallGenerationStart``, ``toolCallGenerationNameReceived``,
+``toolCallGenerationArgumentFragmentGenerated`` and ``toolCallGenerationEnd`` packets;
+the prediction then ends with ``stopReason: "toolCalls"``. The client (``.act()``) runs
+the tool and sends the result back in a new prediction, as a ``tool`` message.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ToolCall",
+    "awaits_tool_call",
+    "default_tool_call",
+    "offered_tools",
+    "tool_call_packets",
+    "tool_results",
+]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A scripted reply in which the model calls a tool.
+
+    Parameters
+    ----------
+    name
+        The tool to call.
+    arguments
+        Its arguments (a JSON object).
+    text
+        Text the model writes before the call (sent as ordinary fragments).
+    id
+        The tool call id (a random one by default).
+
+    Examples
+    --------
+    >>> from outlines_lmstudio.testing import LMStudioEmulator, ToolCall
+    >>> emu = LMStudioEmulator()
+    >>> emu.script("qwen2.5-7b-instruct", [ToolCall("add", {"a": 1, "b": 2}), "It is 3."])
+    """
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("ToolCall.name must be a non-empty string")
+        if not isinstance(self.arguments, dict):
+            raise TypeError(f"ToolCall.arguments must be a dict, not {type(self.arguments)}")
+        json.dumps(self.arguments)  # must be JSON: a TypeError names the bad value
+
+
+def offered_tools(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the function tools of a prediction config (``llm.prediction.tools``)."""
+    tools = config.get("llm.prediction.tools")
+    if not isinstance(tools, dict) or tools.get("type") != "toolArray":
+        return []
+    return [
+        t["function"]
+        for t in tools.get("tools") or []
+        if isinstance(t, dict)
+        and t.get("type") == "function"
+        and isinstance(t.get("function"), dict)
+    ]
+
+
+def awaits_tool_call(messages: list[dict[str, Any]]) -> bool:
+    """Whether the conversation ends with the user (not with a tool result)."""
+    return bool(messages) and messages[-1].get("role") == "user"
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def default_tool_call(
+    tools: list[dict[str, Any]], prompt: str, sample: Any, rng: random.Random
+) -> ToolCall:
+    """Call the first offered tool, as a simple model would.
+
+    The arguments are sampled from the tool's parameter schema, except that its
+    ``integer`` and ``number`` parameters take the numbers of the prompt, in the order
+    the schema's ``required`` lists them ("What is 2 + 3?" calls ``add(a=2, b=3)``).
+    """
+    tool = tools[0]
+    schema = tool.get("parameters") or {"type": "object", "properties": {}}
+    arguments = json.loads("".join(sample(schema, rng)))
+    numbers = iter(_NUMBER.findall(prompt))
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    properties = properties if isinstance(properties, dict) else {}
+    # Declaration order: ``required`` keeps it where ``properties`` may be sorted.
+    required = [n for n in schema.get("required") or [] if n in properties]
+    for name in [*required, *(n for n in properties if n not in required)]:
+        spec = properties[name]
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if kind not in ("integer", "number"):
+            continue
+        literal = next(numbers, None)
+        if literal is None:
+            break
+        value = float(literal)
+        arguments[name] = int(value) if value.is_integer() else value
+    return ToolCall(str(tool.get("name")), arguments, text="Let me use a tool for that. ")
+
+
+def tool_results(messages: list[dict[str, Any]]) -> list[str]:
+    """Return the tool results that end the conversation (none if it ends otherwise)."""
+    results: list[str] = []
+    for message in reversed(messages):
+        if message.get("role") != "tool":
+            break
+        for part in message.get("content") or []:
+            if isinstance(part, dict) and part.get("type") == "toolCallResult":
+                results.insert(0, str(part.get("content", "")))
+    return results
+
+
+def tool_call_packets(call: ToolCall) -> list[dict[str, Any]]:
+    """Build the ``channelSend`` messages that stream one tool call to the client."""
+    call_id = call.id or f"call_{uuid.uuid4().hex[:12]}"
+    arguments = json.dumps(call.arguments, ensure_ascii=False)
+    request = {"type": "function", "id": call_id, "name": call.name, "arguments": call.arguments}
+    raw = json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)
+    return [
+        {"type": "toolCallGenerationStart", "toolCallId": call_id},
+        {"type": "toolCallGenerationNameReceived", "name": call.name},
+        {"type": "toolCallGenerationArgumentFragmentGenerated", "content": arguments},
+        {
+            "type": "toolCallGenerationEnd",
+            "toolCallRequest": request,
+            "rawContent": f"<tool_call>{raw}</tool_call>",
+        },
+    ]

@@ -1,0 +1,50 @@
+"""Wire primitives shared by every layer: channels, error replies and the peer interface.
+
+The emulator's modules depend in one direction only::
+
+    _server (LMStudioEmulator: lifecycle, public controls)
+      -> _protocol (one websocket: authentication, envelopes, dispatch, faults)
+        -> _endpoints (RPC and channel handlers)  -> _predict (the predict channels)
+          -> the engine that writes the text (_sampler, _gbnf)
+    and below all of them: _wire (this module), _state, _lookup, _catalogue, _records, _faults.
+
+Handlers never import the protocol or server modules: they talk to the socket through
+`_state.Peer`, the small interface `_protocol.Connection` implements, and to the shared
+state through `_state.EmulatorState`. ``tests/testing/test_layers.py`` checks the order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Channel", "ConnectionDropped", "RequestError", "server_error"]
+
+
+class RequestError(Exception):
+    """Raised by a handler to answer with ``rpcError`` / ``channelError``."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("title"))
+        self.error = error
+
+
+def server_error(title: str, **extra: Any) -> RequestError:
+    """Build a `RequestError` with a generic (``LMStudioServerError``) error object."""
+    return RequestError({"title": title, **extra})
+
+
+class ConnectionDropped(Exception):
+    """The connection was aborted on purpose (a ``drop`` fault)."""
+
+
+@dataclass
+class Channel:
+    """Server-side state of one open channel."""
+
+    id: int
+    endpoint: str
+    cancelled: bool = False
+    finished: bool = False
+    cancel_event: asyncio.Event = field(default_factory=asyncio.Event)

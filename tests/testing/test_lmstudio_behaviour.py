@@ -1,0 +1,355 @@
+"""What the emulator does the way the current LM Studio does it (issue 11), and its safety."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import lmstudio as lms
+import pytest
+
+from outlines_lmstudio.testing import (
+    EmulatedModel,
+    EmulatorExposedWarning,
+    LMStudioEmulator,
+    ToolCall,
+)
+from outlines_lmstudio.testing._catalogue import Catalogue
+from outlines_lmstudio.testing._server import is_loopback
+
+from .conftest import EMBED, TEXT, UNLOADED, MakeEmulator, raw_rpc, raw_socket
+
+LLAMA_PATH = "hugging-quants/Llama-3.2-1B-Instruct-Q8_0-GGUF/llama-3.2-1b-instruct-q8_0.gguf"
+
+
+def _llama(**kwargs: object) -> EmulatedModel:
+    return EmulatedModel(
+        "llama-3.2-1b-instruct",
+        path=LLAMA_PATH,
+        aliases=["hugging-quants/llama-3.2-1b-instruct"],
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+# -- names: paths, publishers, alternative names ---------------------------------------
+
+
+def test_a_model_has_lm_studio_style_path_and_publisher(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(models=[_llama()])
+    with lms.Client(emulator.api_host) as client:
+        (info,) = [m.info for m in client.list_downloaded_models()]
+    assert info.path == LLAMA_PATH
+    assert emulator.trace  # publisher and indexedModelIdentifier are on the wire
+    listed = [
+        f.data for f in emulator.trace if f.direction == "out" and f.data.get("type") == "rpcResult"
+    ][-1]["result"][0]
+    assert listed["publisher"] == "hugging-quants"
+    assert listed["indexedModelIdentifier"] == LLAMA_PATH
+    assert listed["deviceIdentifier"] is None
+
+
+@pytest.mark.parametrize(
+    "name", ["llama-3.2-1b-instruct", "hugging-quants/llama-3.2-1b-instruct", LLAMA_PATH]
+)
+def test_key_alias_and_path_resolve_like_lm_studio(make_emulator: MakeEmulator, name: str) -> None:
+    emulator = make_emulator(models=[_llama()])
+    with lms.Client(emulator.api_host) as client:
+        assert client.llm.model(name).identifier == "llama-3.2-1b-instruct"
+        # A model-specific call may name the model too, not only the instance.
+        assert client.llm.get_model_info(name).identifier == "llama-3.2-1b-instruct"
+        with pytest.raises(lms.LMStudioModelNotFoundError):
+            client.llm.get_model_info("hugging-quants/no-such-model")
+
+
+def test_a_path_query_ignores_case(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(models=[_llama(loaded=False)])
+    with lms.Client(emulator.api_host) as client:
+        model = client.llm.model(LLAMA_PATH.upper())
+    assert model.identifier == "llama-3.2-1b-instruct"
+
+
+def test_catalogue_names_must_be_unique() -> None:
+    with pytest.raises(ValueError, match=r"hugging-quants/llama-3\.2-1b-instruct"):
+        Catalogue(
+            [_llama(), EmulatedModel("other", aliases=["hugging-quants/llama-3.2-1b-instruct"])]
+        )
+    with pytest.raises(TypeError, match="aliases"):
+        EmulatedModel("x", aliases="not-a-list")
+
+
+# -- JIT loading and time-to-live --------------------------------------------------------
+
+
+def test_get_or_load_is_jit_with_the_clients_ttl(emu: LMStudioEmulator, client: lms.Client) -> None:
+    model = client.llm.model(UNLOADED, ttl=300)
+    info = [
+        f.data["message"]["info"]
+        for f in emu.trace
+        if f.direction == "out" and f.data.get("message", {}).get("type") == "loadSuccess"
+    ][-1]
+    assert info["ttlMs"] == 300_000
+    assert isinstance(info["lastUsedTime"], int)
+    assert model.identifier == UNLOADED
+
+
+def test_a_new_jit_model_unloads_the_other_jit_model(
+    make_emulator: MakeEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    models = [_llama(loaded=False), EmulatedModel("smollm2-135m-instruct", loaded=False)]
+    emulator = make_emulator(models=models)
+    with lms.Client(emulator.api_host) as client:
+        first = client.llm.model("llama-3.2-1b-instruct", ttl=300)
+        client.llm.model("smollm2-135m-instruct", ttl=300)
+        with pytest.raises(lms.LMStudioModelNotFoundError):
+            first.get_info()
+        loaded = [m.identifier for m in client.llm.list_loaded()]
+    assert loaded == ["smollm2-135m-instruct"]
+    sent = [
+        f.data["message"] for f in emulator.trace if f.direction == "out" and "message" in f.data
+    ]
+    (notice,) = [m for m in sent if m.get("type") == "unloadingOtherJITModel"]
+    assert notice["info"]["identifier"] == "llama-3.2-1b-instruct"
+
+
+def test_jit_eviction_can_be_turned_off(make_emulator: MakeEmulator) -> None:
+    models = [_llama(loaded=False), EmulatedModel("smollm2-135m-instruct", loaded=False)]
+    emulator = make_emulator(models=models, only_keep_last_jit_model=False)
+    with lms.Client(emulator.api_host) as client:
+        client.llm.model("llama-3.2-1b-instruct")
+        client.llm.model("smollm2-135m-instruct")
+        assert len(client.llm.list_loaded()) == 2
+
+
+def test_an_explicit_load_is_not_jit_and_keeps_its_ttl(make_emulator: MakeEmulator) -> None:
+    models = [_llama(loaded=False), EmulatedModel("smollm2-135m-instruct", loaded=False)]
+    emulator = make_emulator(models=models)
+    with lms.Client(emulator.api_host) as client:
+        client.llm.load_new_instance("llama-3.2-1b-instruct", "kept", ttl=60)
+        client.llm.model("smollm2-135m-instruct")  # a JIT load evicts JIT models only
+        loaded = {m.identifier: m for m in client.llm.list_loaded()}
+    assert set(loaded) == {"kept", "smollm2-135m-instruct"}
+    kept = [
+        i for i in emulator.trace if i.direction == "out" and i.data.get("type") == "rpcResult"
+    ][-1].data["result"][0]
+    assert kept["identifier"] == "kept"
+    assert kept["ttlMs"] == 60_000
+
+
+def test_an_instance_unused_for_its_ttl_is_unloaded() -> None:
+    catalogue = Catalogue([EmulatedModel("m", loaded=False)])
+    instance = catalogue.load(catalogue.models["m"], ttl_ms=1_000)
+    now = instance.last_used
+    assert catalogue.expire(now + 0.5) == []
+    assert catalogue.expire(now + 1.5) == [instance]
+    assert catalogue.find_instance("m") is None
+
+
+# -- tool calls ------------------------------------------------------------------------
+
+
+def _add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+def test_act_runs_a_scripted_tool_round(emu: LMStudioEmulator, client: lms.Client) -> None:
+    emu.script(TEXT, [ToolCall("_add", {"a": 20, "b": 22}, text="Adding. "), "It is 42."])
+    calls: list[tuple[int, int]] = []
+
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        calls.append((a, b))
+        return a + b
+
+    add.__name__ = "_add"
+    results: list[lms.PredictionResult] = []
+    act = client.llm.model(TEXT).act("Add them", [add], on_prediction_completed=results.append)
+    assert calls == [(20, 22)]
+    assert act.rounds == 2
+    assert [r.content for r in results] == ["Adding. ", "It is 42."]
+    assert results[0].stats.stop_reason == "toolCalls"
+    tool_message = emu.predictions[-1].messages[-1]
+    assert tool_message["role"] == "tool"
+    assert tool_message["content"][0]["content"] == "42"
+    assert emu.predictions[0].tool_calls[0].arguments == {"a": 20, "b": 22}
+
+
+def test_a_tool_model_calls_an_offered_tool_by_default(client: lms.Client) -> None:
+    results: list[lms.PredictionResult] = []
+    client.llm.model(TEXT).act("What is 2 + 3?", [_add], on_prediction_completed=results.append)
+    assert len(results) == 2
+    assert results[-1].content.startswith("The tool returned 5.")
+
+
+def test_a_model_without_tool_use_answers_in_text(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    act = client.llm.model("qwen2-vl-2b-instruct").act("What is 2 + 3?", [_add])
+    assert act.rounds == 1
+    assert emu.predictions[-1].tool_calls == []
+
+
+def test_tool_call_arguments_must_be_json() -> None:
+    with pytest.raises(TypeError):
+        ToolCall("f", {"x": object()})
+    with pytest.raises(ValueError, match="name"):
+        ToolCall("")
+
+
+# -- tokens, files, system -------------------------------------------------------------
+
+
+def test_embedding_tokenize_adds_start_and_end_tokens(client: lms.Client) -> None:
+    model = client.embedding.model(EMBED)
+    assert len(model.tokenize("Hello, world!")) == model.count_tokens("Hello, world!") + 2
+    llm = client.llm.model(TEXT)
+    assert len(llm.tokenize("Hello, world!")) == llm.count_tokens("Hello, world!")
+
+
+def test_system_info_channel_ids_from_zero_and_instance_references(emu: LMStudioEmulator) -> None:
+    with raw_socket(emu, "system") as ws:
+        reply = raw_rpc(ws, "info", 0)
+    assert reply["callId"] == 0
+    assert set(reply["result"]) == {"pid", "isDaemon", "version"}
+    with raw_socket(emu, "llm") as ws:
+        empty = {"type": "query", "query": {}}  # llm.model() in the 2.x SDK
+        first = raw_rpc(ws, "getModelInfo", 0, {"specifier": empty, "throwIfNotFound": True})[
+            "result"
+        ]
+        reference = {"type": "instanceReference", "instanceReference": first["instanceReference"]}
+        by_reference = raw_rpc(
+            ws, "getModelInfo", 1, {"specifier": reference, "throwIfNotFound": True}
+        )["result"]
+        assert by_reference["identifier"] == first["identifier"]
+        create = {
+            "type": "channelCreate",
+            "endpoint": "getOrLoad",
+            "channelId": 0,
+            "creationParameter": {"identifier": TEXT, "loadConfigStack": {"layers": []}},
+        }
+        ws.send(json.dumps(create))
+        packets = [json.loads(ws.recv(timeout=5)) for _ in range(2)]
+    assert [p["type"] for p in packets] == ["channelSend", "channelClose"]
+    assert packets[0]["channelId"] == 0
+    assert packets[0]["message"]["type"] == "alreadyLoaded"
+
+
+# -- cancel at every latency -----------------------------------------------------------
+
+
+def test_cancel_after_the_first_fragment_at_zero_latency_sync(client: lms.Client) -> None:
+    stream = client.llm.model(TEXT).respond_stream("A long answer", config={"maxTokens": 300})
+    seen = 0
+    for _ in stream:
+        seen += 1
+        stream.cancel()
+    assert seen == 1
+    assert stream.stats is not None
+    assert stream.stats.stop_reason == "userStopped"
+
+
+@pytest.mark.asyncio
+async def test_cancel_after_the_first_fragment_at_zero_latency_async(
+    aclient: lms.AsyncClient,
+) -> None:
+    model = await aclient.llm.model(TEXT)
+    stream = await model.respond_stream("A long answer", config={"maxTokens": 300})
+    async for _ in stream:
+        await stream.cancel()
+    assert stream.stats is not None
+    assert stream.stats.stop_reason == "userStopped"
+
+
+# -- safety (issue 13) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", ""])
+def test_binding_outside_loopback_needs_an_opt_in(host: str) -> None:
+    with pytest.raises(ValueError, match="allow_remote=True"):
+        LMStudioEmulator(host=host)
+    with pytest.warns(EmulatorExposedWarning, match="no access control"):
+        LMStudioEmulator(host=host, allow_remote=True)
+
+
+def test_loopback_hosts_need_no_opt_in() -> None:
+    assert all(map(is_loopback, ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.1", "example.com", ""]))
+
+
+def test_the_command_refuses_a_public_host_without_the_flag() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "outlines_lmstudio.testing", "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--allow-remote" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_trace_never_keeps_the_client_passkey(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    client.llm.model(TEXT).respond("hi")
+    auth = [f.data for f in emu.trace if f.direction == "in" and "authVersion" in f.data]
+    assert auth
+    assert all(a["clientPasskey"] == "<redacted>" for a in auth)
+    assert 'clientPasskey":"<redacted>' in emu.format_trace(last=None)
+    assert all(len(a["clientIdentifier"]) == 36 for a in auth)  # the identifier stays
+
+
+def test_a_prompt_with_a_lone_surrogate_is_answered(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    model = client.llm.model(TEXT)
+    assert model.respond("a \ud800").content
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    assert json.loads(model.respond("a \ud800", response_format=schema).content)
+    assert all(p.done for p in emu.predictions)
+    # The synthetic tokenizer cannot encode it: the client still gets an answer, an error.
+    with pytest.raises(lms.LMStudioServerError, match="failed to serve"):
+        model.tokenize("a \ud800")
+
+
+def test_a_failing_channel_handler_answers(
+    emu: LMStudioEmulator, client: lms.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from outlines_lmstudio.testing import _endpoints
+
+    async def boom(*args: object) -> None:
+        raise UnicodeEncodeError("utf-8", "a \ud800", 2, 3, "surrogates not allowed")
+
+    model = client.llm.model(TEXT)
+    monkeypatch.setitem(_endpoints.CHANNEL_HANDLERS, ("llm", "predict"), boom)
+    started = time.monotonic()
+    with pytest.raises(lms.LMStudioServerError, match="failed to serve"):
+        model.respond("hi")
+    assert time.monotonic() - started < 30  # an answer, not the SDK's 60 s timeout
+
+
+def test_a_failing_rpc_handler_answers(
+    emu: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from outlines_lmstudio.testing import _endpoints
+
+    async def boom(*args: object) -> None:
+        raise RuntimeError("handler bug")
+
+    monkeypatch.setitem(_endpoints.RPC_HANDLERS, ("system", "version"), boom)
+    with raw_socket(emu, "system") as ws:
+        reply = raw_rpc(ws, "version", 3)
+    assert reply["type"] == "rpcError"
+    assert reply["callId"] == 3
+    assert "handler bug" in reply["error"]["title"]
+
+
+@pytest.mark.asyncio
+async def test_async_sdk_gets_an_answer_for_a_lone_surrogate(aclient: lms.AsyncClient) -> None:
+    model = await aclient.llm.model(TEXT)
+    result = await asyncio.wait_for(model.respond("a \ud800"), timeout=30)
+    assert result.content

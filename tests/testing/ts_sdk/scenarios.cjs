@@ -1,0 +1,272 @@
+// Everyday scenarios of the TypeScript SDK (@lmstudio/sdk) against an LM Studio server.
+//
+//   node scenarios.cjs SDK_DIR HOST:PORT
+//
+// SDK_DIR holds node_modules/@lmstudio/sdk (scripts/ts-sdk.sh installs it). The catalogue is
+// the emulator's default one. Prints one JSON object per line: {"name", "ok", "detail"}, then
+// {"done": true}. Every scenario has its own time limit, so nothing waits forever.
+"use strict";
+const path = require("path");
+const { createRequire } = require("module");
+const [sdkDir, host] = process.argv.slice(2);
+const requireFromSdk = createRequire(path.join(sdkDir, "package.json"));
+const sdk = requireFromSdk("@lmstudio/sdk");
+const SDK_MAJOR = Number(
+  require(path.join(sdkDir, "node_modules", "@lmstudio", "sdk", "package.json")).version.split(".")[0],
+);
+const { LMStudioClient, Chat, rawFunctionTool } = sdk;
+
+const TEXT = "qwen2.5-7b-instruct";
+const VISION = "qwen2-vl-2b-instruct";
+const EMBED = "text-embedding-nomic-embed-text-v1.5";
+const UNLOADED = "gemma-3-1b-it";
+const PNG_B64 =
+  "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC";
+const SCHEMA = {
+  type: "object",
+  properties: { name: { type: "string" }, age: { type: "integer" } },
+  required: ["name", "age"],
+  additionalProperties: false,
+};
+
+function check(condition, what) {
+  if (!condition) throw new Error(`check failed: ${what}`);
+}
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  const limit = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, limit]).finally(() => clearTimeout(timer));
+}
+
+async function rejects(promise, pattern) {
+  try {
+    await promise;
+  } catch (error) {
+    const text = String(error && error.message ? error.message : error);
+    check(pattern.test(text), `error text ${JSON.stringify(text.slice(0, 300))} matches ${pattern}`);
+    return text;
+  }
+  throw new Error(`expected a rejection matching ${pattern}`);
+}
+
+const scenarios = {
+  async list(client) {
+    const downloaded = await client.system.listDownloadedModels();
+    check(downloaded.some(m => m.modelKey === TEXT), "text model downloaded");
+    if (SDK_MAJOR >= 2) {
+      check(downloaded.every(m => typeof m.publisher === "string"), "publisher on every model");
+    }
+    const loaded = await client.llm.listLoaded();
+    check(loaded.some(m => m.identifier === TEXT), "text model loaded");
+    const embeddings = await client.embedding.listLoaded();
+    check(embeddings.some(m => m.identifier === EMBED), "embedding model loaded");
+  },
+  async model_handle_and_info(client) {
+    const model = await client.llm.model(TEXT);
+    check(model.identifier === TEXT, "identifier");
+    const info = await (model.getInfo ?? model.getModelInfo).call(model);
+    check(info.modelKey === TEXT && info.contextLength > 0, "info");
+    const any = await client.llm.model();
+    check(typeof any.identifier === "string", "model() with no key");
+    check((await model.getContextLength()) === info.contextLength, "context length");
+    check((await model.getLoadConfig()) !== undefined, "load config");
+  },
+  async respond_plain(client) {
+    const model = await client.llm.model(TEXT);
+    const result = await model.respond("Hello there");
+    check(result.content.length > 0, "non-empty content");
+    check(result.stats.stopReason === "eosFound", `stop reason ${result.stats.stopReason}`);
+  },
+  async respond_streamed(client) {
+    const model = await client.llm.model(TEXT);
+    const prediction = model.respond([{ role: "user", content: "Tell me a story" }]);
+    let text = "";
+    let count = 0;
+    for await (const fragment of prediction) {
+      text += fragment.content;
+      count += 1;
+    }
+    const result = await prediction.result();
+    check(count > 1, "several fragments");
+    check(text === result.content, "fragments join to the content");
+  },
+  async respond_json_schema(client) {
+    const model = await client.llm.model(TEXT);
+    const result = await model.respond("A person", {
+      structured: { type: "json", jsonSchema: SCHEMA },
+    });
+    const value = JSON.parse(result.content);
+    check(typeof value.name === "string" && Number.isInteger(value.age), "schema-valid JSON");
+  },
+  async respond_gbnf(client) {
+    const model = await client.llm.model(TEXT);
+    const result = await model.respond("Yes or no?", {
+      structured: { type: "gbnf", gbnfGrammar: 'root ::= "yes" | "no"' },
+    });
+    check(["yes", "no"].includes(result.content), `grammar output ${result.content}`);
+  },
+  async complete(client) {
+    const model = await client.llm.model(TEXT);
+    const result = await model.complete("Once upon a time", { maxTokens: 8 });
+    check(result.content.length > 0, "completion text");
+  },
+  async cancel(client) {
+    const model = await client.llm.model(TEXT);
+    const prediction = model.respond("A long answer please", { maxTokens: 400 });
+    let seen = 0;
+    for await (const _fragment of prediction) {
+      seen += 1;
+      if (seen === 1) await prediction.cancel();
+    }
+    const result = await prediction.result();
+    check(result.stats.stopReason === "userStopped", `stop reason ${result.stats.stopReason}`);
+  },
+  async abort_signal(client) {
+    const model = await client.llm.model(TEXT);
+    const controller = new AbortController();
+    const prediction = model.respond("A long answer please", {
+      maxTokens: 400,
+      signal: controller.signal,
+    });
+    let stopped = "";
+    try {
+      for await (const _fragment of prediction) controller.abort();
+      stopped = (await prediction.result()).stats.stopReason;
+    } catch (error) {
+      stopped = "rejected";
+    }
+    check(["userStopped", "rejected"].includes(stopped), `aborted (${stopped})`);
+  },
+  async max_tokens(client) {
+    const model = await client.llm.model(TEXT);
+    const result = await model.respond("Go on", { maxTokens: 3 });
+    check(result.stats.predictedTokensCount <= 3, "at most 3 tokens");
+    check(result.stats.stopReason === "maxPredictedTokensReached", result.stats.stopReason);
+  },
+  async stop_strings(client) {
+    const model = await client.llm.model(TEXT);
+    const plain = await model.respond("Say something");
+    const words = plain.content.split(" ");
+    check(words.length > 2, "a few words to cut");
+    const stop = " " + words[2];
+    const result = await model.respond("Say something", { stopStrings: [stop] });
+    check(!result.content.includes(stop), "cut before the stop string");
+    check(result.stats.stopReason === "stopStringFound", result.stats.stopReason);
+  },
+  async image_on_vision_model(client) {
+    const image = await client.files.prepareImageBase64("red.png", PNG_B64);
+    const model = await client.llm.model(VISION);
+    const result = await model.respond([{ role: "user", content: "What is it?", images: [image] }]);
+    check(result.content.length > 0, "answer about the image");
+  },
+  async image_on_text_model(client) {
+    const image = await client.files.prepareImageBase64("red.png", PNG_B64);
+    const model = await client.llm.model(TEXT);
+    await rejects(
+      model.respond([{ role: "user", content: "What is it?", images: [image] }]),
+      /does not support images/,
+    );
+  },
+  async embeddings(client) {
+    const model = await client.embedding.model(EMBED);
+    const { embedding } = await model.embed("hello");
+    check(Array.isArray(embedding) && embedding.length > 0, "a vector");
+    const tokens = await model.tokenize("hello world");
+    check(tokens.length >= 2, "embedding tokens");
+  },
+  async tokenize(client) {
+    const model = await client.llm.model(TEXT);
+    const tokens = await model.tokenize("hello world");
+    check(tokens.length > 0 && tokens.every(Number.isInteger), "token ids");
+    check((await model.countTokens("hello world")) === tokens.length, "count matches");
+  },
+  async prompt_template(client) {
+    const model = await client.llm.model(TEXT);
+    const formatted = await model.applyPromptTemplate(Chat.from([{ role: "user", content: "Hi" }]));
+    check(formatted.includes("Hi"), "the message is in the prompt");
+  },
+  async load_and_unload(client) {
+    const model = await client.llm.load(TEXT, { identifier: "ts-extra" });
+    check(model.identifier === "ts-extra", "explicit identifier");
+    check((await client.llm.listLoaded()).some(m => m.identifier === "ts-extra"), "listed");
+    await model.unload();
+    check(!(await client.llm.listLoaded()).some(m => m.identifier === "ts-extra"), "unloaded");
+  },
+  async get_or_load(client) {
+    const progress = [];
+    const model = await client.llm.model(UNLOADED, { onProgress: p => progress.push(p) });
+    check(model.identifier === UNLOADED, "loaded on demand");
+    check((await model.respond("Hi")).content.length > 0, "answers");
+    await model.unload();
+  },
+  async bad_keys(client) {
+    await rejects(client.llm.model("no-such-model"), /no-such-model/);
+    await rejects(client.embedding.model(TEXT), /./);
+  },
+  async concurrent_predictions(client) {
+    const model = await client.llm.model(TEXT);
+    const [a, b] = await Promise.all([model.respond("First"), model.respond("Second")]);
+    check(a.content.length > 0 && b.content.length > 0, "both answered");
+  },
+  async act_with_tool(client) {
+    const model = await client.llm.model(TEXT);
+    const calls = [];
+    const add = rawFunctionTool({
+      name: "add",
+      description: "Add two integers",
+      parametersJsonSchema: {
+        type: "object",
+        properties: { a: { type: "integer" }, b: { type: "integer" } },
+        required: ["a", "b"],
+      },
+      implementation: ({ a, b }) => {
+        calls.push([a, b]);
+        return a + b;
+      },
+    });
+    const messages = [];
+    const result = await model.act("What is 2 + 3?", [add], { onMessage: m => messages.push(m) });
+    check(calls.length === 1, `the tool was called once (${calls.length})`);
+    check(result.rounds === 2, `two rounds (${result.rounds})`);
+    check(messages.length === 3, `assistant, tool result, assistant (${messages.length})`);
+  },
+  async system_info(client) {
+    const version = await client.system.getLMStudioVersion();
+    check(typeof version.version === "string", "version");
+    if (typeof client.system.getInfo === "function") {
+      const info = await client.system.getInfo();
+      check(typeof info.version === "string" && Number.isInteger(info.pid), "info");
+    }
+  },
+};
+
+async function main() {
+  const client = new LMStudioClient({ baseUrl: `ws://${host}`, logger: quietLogger() });
+  for (const [name, run] of Object.entries(scenarios)) {
+    let ok = true;
+    let detail = "";
+    try {
+      await withTimeout(run(client), 15000, name);
+    } catch (error) {
+      ok = false;
+      detail = String(error && error.stack ? error.stack : error).slice(0, 1500);
+    }
+    process.stdout.write(JSON.stringify({ name, ok, detail }) + "\n");
+  }
+  process.stdout.write(JSON.stringify({ done: true }) + "\n");
+  process.exit(0);
+}
+
+function quietLogger() {
+  const lines = [];
+  const keep = (...args) => lines.push(args.map(String).join(" "));
+  return { info: keep, error: keep, warn: keep, debug: () => {} };
+}
+
+main().catch(error => {
+  process.stdout.write(JSON.stringify({ fatal: String(error && error.stack) }) + "\n");
+  process.exit(1);
+});

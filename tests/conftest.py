@@ -5,15 +5,22 @@
   ``llama`` fixture (llama.cpp's grammar code) or carry the ``real_engine`` marker (a real
   model on llama.cpp) are skipped with the reason, even where llama-cpp-python is installed.
 - ``sigint_default``: Ctrl-C as an interactive process has it, for the tests of Ctrl-C.
+- ``client`` / ``async_client``: the real SDK's clients, entered, on the ``emulator`` fixture
+  of the folder that asks (the synthetic emulator in ``e2e/``, the llama.cpp one in
+  ``real_engine/``).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import lmstudio as lms
 import pytest
+import pytest_asyncio
+
+from outlines_lmstudio.testing import LMStudioEmulator
 
 QUICK_REASON = "scripts/check --quick: llama.cpp tiers skipped (CI runs them)"
 
@@ -44,3 +51,15 @@ def sigint_default() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def client(emulator: LMStudioEmulator) -> Iterator[lms.Client]:
+    with lms.Client(emulator.api_host) as sync_client:
+        yield sync_client
+
+
+@pytest_asyncio.fixture
+async def async_client(emulator: LMStudioEmulator) -> AsyncIterator[lms.AsyncClient]:
+    async with lms.AsyncClient(emulator.api_host) as entered:
+        yield entered

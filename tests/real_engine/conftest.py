@@ -6,11 +6,9 @@ Deselect the tier with ``-m "not real_engine"``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
-import lmstudio as lms
 import pytest
-import pytest_asyncio
 
 from outlines_lmstudio.testing import (
     EMBEDDED_MODEL_KEY,
@@ -46,18 +44,6 @@ def real_emulator() -> Iterator[LMStudioEmulator]:
 def emulator(real_emulator: LMStudioEmulator) -> LMStudioEmulator:
     real_emulator.reset()
     return real_emulator
-
-
-@pytest.fixture
-def client(emulator: LMStudioEmulator) -> Iterator[lms.Client]:
-    with lms.Client(emulator.api_host) as sync_client:
-        yield sync_client
-
-
-@pytest_asyncio.fixture
-async def async_client(emulator: LMStudioEmulator) -> AsyncIterator[lms.AsyncClient]:
-    async with lms.AsyncClient(emulator.api_host) as entered:
-        yield entered
 
 
 __all__ = ["EMBEDDED_MODEL_KEY", "EMBED_KEY"]

@@ -190,6 +190,7 @@ class AsyncReader:
         self._held: list[lms.LlmPredictionFragment] = []
         self._waiting: asyncio.Timeout | None = None
         self._bounds: tuple[float | None, float | None] = (None, None)
+        self._ended = False
 
     def watch_progress(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Return the prediction's SDK keywords with a progress callback that notes activity."""
@@ -216,8 +217,8 @@ class AsyncReader:
             self._held.append(item)
         idle, deadline = self._bounds
         waiting = self._waiting
-        if waiting is None or idle is None:
-            return
+        if waiting is None or idle is None or waiting.expired():
+            return  # an expiring bound cannot move (asyncio raises): the wait ends as timed
         loop = asyncio.get_running_loop()
         now = loop.time()
         when = waiting.when()
@@ -232,10 +233,12 @@ class AsyncReader:
         try:
             async for fragment in self.stream:
                 self._alive(fragment)
+            self._ended = True
             if self._held:
                 self._queue.put_nowait(self._held)
             self._queue.put_nowait(_END)
-        except lms.LMStudioError as exc:
+        except Exception as exc:  # the SDK's errors, and any other: the reader raises it
+            self._ended = isinstance(exc, lms.LMStudioError)  # the server ended the prediction
             if self._held:
                 self._queue.put_nowait(self._held)
             self._queue.put_nowait(exc)
@@ -253,6 +256,8 @@ class AsyncReader:
             With the argument ``"deadline"`` when the call's own limit ran out.
         """
         while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("deadline")  # even with fragments waiting: see `read`
             if not self._queue.empty():  # no timer for what has arrived already
                 item = self._queue.get_nowait()
             else:
@@ -282,7 +287,8 @@ class AsyncReader:
         idle
             The longest wait for any message (progress counts), or ``None``.
         deadline
-            When the call runs out of time (``time.monotonic()``), or ``None``.
+            When the call runs out of time (``time.monotonic()``), or ``None``. It holds
+            even while fragments keep coming: the limit is on the whole call.
 
         Raises
         ------
@@ -311,7 +317,7 @@ class AsyncReader:
 
     async def stop(self) -> None:
         """Cancel the prediction on the server; its reader finishes in the background."""
-        if self._pump.done():
+        if self._ended:
             return
         try:
             await self.stream.cancel()

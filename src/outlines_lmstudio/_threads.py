@@ -155,7 +155,9 @@ class Worker:
     def items(self, deadline: float | None, expired: Callable[[], BaseException]) -> Iterator[Any]:
         """Yield the producer's items; raise ``expired()`` when the deadline passes first."""
         while True:
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:  # even with items waiting: the
+                raise expired()  # limit is on the whole call, a stream read in full included
             try:
                 more, value = self._items.get(timeout=remaining)
             except queue.Empty:

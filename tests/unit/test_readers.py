@@ -1,0 +1,126 @@
+"""The readers' own scheduling: bounds while items keep coming, late fragments, cancel on stop.
+
+`AsyncReader` reads a stand-in for the SDK's stream (an async iterator of fragments with its
+``cancel()``); the sync `Worker` a generator. No server is involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, cast
+
+import lmstudio as lms
+import pytest
+
+from outlines_lmstudio._streams import AsyncReader
+from outlines_lmstudio._threads import Worker
+
+
+class EndlessStream:
+    """Fragments without end, one per event-loop turn, until cancelled."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.sent = 0
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._fragments()
+
+    async def _fragments(self) -> AsyncIterator[str]:
+        while not self.cancelled:
+            await asyncio.sleep(0)
+            self.sent += 1
+            yield "x"
+
+    async def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FailingStream(EndlessStream):
+    """Fails after three fragments with an error that is not the SDK's."""
+
+    async def _fragments(self) -> AsyncIterator[str]:
+        for _ in range(3):
+            await asyncio.sleep(0)
+            yield "x"
+        raise ValueError("not an SDK error")
+
+
+async def _read_all(
+    reader: AsyncReader, seen: list[Any] | None = None, deadline: float | None = None
+) -> None:
+    while (fragments := await reader.read(idle=30.0, deadline=deadline)) is not None:
+        if seen is not None:
+            seen += fragments
+
+
+def _start(stream: EndlessStream, *, whole: bool) -> AsyncReader:
+    reader = AsyncReader(whole=whole)
+    reader.start(cast(lms.AsyncPredictionStream, stream))
+    return reader
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("whole", [True, False])
+async def test_fragments_arriving_as_the_deadline_expires_still_time_out_and_cancel(
+    whole: bool,
+) -> None:
+    # Fragments keep arriving while the call's deadline runs out: the reader must raise
+    # its deadline error, and stop() must still cancel on the server. (A fragment that came
+    # while asyncio's Timeout was expiring once killed the reader, and stop() sent nothing.)
+    for _ in range(20):
+        stream = EndlessStream()
+        reader = _start(stream, whole=whole)
+        deadline = time.monotonic() + 0.01
+        with pytest.raises(TimeoutError, match="deadline"):
+            await _read_all(reader, deadline=deadline)
+        await reader.stop()
+        assert stream.cancelled
+        assert stream.sent > 0
+
+
+@pytest.mark.asyncio
+async def test_an_unexpected_error_in_the_stream_reaches_the_reader() -> None:
+    reader = _start(FailingStream(), whole=False)
+    seen: list[Any] = []
+    with pytest.raises(ValueError, match="not an SDK error"):
+        await _read_all(reader, seen)
+    assert seen == ["x", "x", "x"]
+
+
+@pytest.mark.asyncio
+async def test_stop_cancels_a_stream_whose_reader_died() -> None:
+    stream = FailingStream()
+    reader = _start(stream, whole=True)
+    with pytest.raises(ValueError, match="not an SDK error"):
+        await _read_all(reader)
+    await reader.stop()  # the prediction may still run on the server: cancel it
+    assert stream.cancelled
+
+
+def test_a_call_deadline_holds_while_items_keep_coming() -> None:
+    stop = threading.Event()
+
+    def produce() -> Iterator[int]:
+        while not stop.is_set():
+            time.sleep(0.0005)
+            yield 1
+
+    def consume(items: Iterator[int]) -> None:
+        for _ in items:
+            taken.append(1)
+            time.sleep(0.002)  # the consumer is slower: items are always waiting
+
+    worker = Worker(produce)
+    deadline = time.monotonic() + 0.05
+    taken: list[int] = []
+    try:
+        with pytest.raises(LookupError, match="late"):
+            consume(worker.items(deadline, lambda: LookupError("late")))
+    finally:
+        stop.set()
+    assert taken
+    assert time.monotonic() - deadline < 1.0

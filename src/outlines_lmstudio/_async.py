@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable
 from functools import partial
@@ -31,8 +30,8 @@ from ._common import (
     Request,
 )
 from ._discovery import enter_async_client
-from ._flow import Call, Emit, Flow, Runner, Sink, wait_limit
-from ._streams import AsyncReader, stop_when_open
+from ._flow import Call, Effect, Emit, Flow, Runner, Sink, wait_limit
+from ._streams import AsyncReader
 
 __all__ = ["AsyncLMStudio"]
 
@@ -112,19 +111,36 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
         await self.close()
 
     # -- drivers -----------------------------------------------------------------------------
+    async def _perform(self, runner: Runner[Any], step: Effect, call: Call | None) -> None:
+        """Perform one effect and give the flow its answer or error.
+
+        An effect method returns its answer, or an awaitable of it (a cached handle needs
+        no wait, hence no timer); a prediction's waits are bounded by `_within`.
+        """
+        try:
+            answer = getattr(self, step.method)(step)
+            if asyncio.iscoroutine(answer) or isinstance(answer, asyncio.Future):
+                if call is not None and step.bounded:
+                    answer = self._within(answer, call)
+                answer = await answer
+            runner.answer(answer)
+        except Exception as exc:  # the flow decides what an I/O error means
+            runner.fail(exc)
+
+    async def _steps(self, runner: Runner[Any], call: Call | None = None) -> None:
+        """Drive a flow whose emits nobody reads (a whole reply): no async generator."""
+        with runner:
+            for step in runner:
+                if not isinstance(step, Emit):
+                    await self._perform(runner, step, call)
+
     async def _drive(self, runner: Runner[Any], call: Call | None = None) -> AsyncIterator[Any]:
         with runner:
             for step in runner:
                 if isinstance(step, Emit):
                     yield step.value
-                    continue
-                try:
-                    answer = getattr(self, step.method)(step)
-                    if inspect.isawaitable(answer):
-                        answer = await (self._within(answer, call) if call else answer)
-                    runner.answer(answer)
-                except Exception as exc:  # the flow decides what an I/O error means
-                    runner.fail(exc)
+                else:
+                    await self._perform(runner, step, call)
 
     async def _within(self, answer: Awaitable[Any], call: Call) -> Any:
         """Await one step of a prediction, within ``read_timeout`` and the call's limit."""
@@ -141,22 +157,24 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
     async def _run(self, flow: Flow[Any]) -> Any:
         await self._ensure_client()
         runner = Runner(flow)
-        async for _ in self._drive(runner):
-            pass
+        await self._steps(runner)
         return runner.result
 
-    async def _iterate(
-        self, request: Request, sink: Sink, call: Call | None = None
-    ) -> AsyncIterator[Any]:
-        call = call or Call(request, deadline=self._deadline(request))
+    async def _iterate(self, request: Request, sink: Sink) -> AsyncIterator[Any]:
+        call = Call(request, deadline=self._deadline(request))
         await self._ensure_client()
         try:
             flow = _flow.predict(call, sink, self._error)
             async for item in self._drive(Runner(flow), call):
                 yield item
         finally:
-            if not call.finished and call.reader is not None:
-                await call.reader.stop()  # cancel on the server
+            await self._leave(call)
+
+    @staticmethod
+    async def _leave(call: Call) -> None:
+        """Cancel an unfinished prediction on the server (the caller left, or it failed)."""
+        if not call.finished and call.reader is not None:
+            await call.reader.stop()
 
     async def _map(self, flows: list[Flow[Any]], limit: int) -> list[Any]:
         await self._ensure_client()
@@ -172,8 +190,11 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
     # -- effects -----------------------------------------------------------------------------
     async def _complete(self, effect: _flow.Complete) -> Completion:
         call = Call(effect.request, deadline=self._deadline(effect.request))
-        async for _ in self._iterate(effect.request, Sink(), call):
-            pass
+        await self._ensure_client()
+        try:
+            await self._steps(Runner(_flow.predict(call, Sink(), self._error)), call)
+        finally:
+            await self._leave(call)
         assert call.done is not None
         return call.done
 
@@ -185,24 +206,33 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
             handles[image.digest] = await ASYNC_IMAGES.get(self.client, image.digest, upload)
         return handles
 
-    async def _resolve(self, effect: _flow.Resolve) -> lms.AsyncLLM:
+    def _resolve(self, effect: _flow.Resolve) -> lms.AsyncLLM | Awaitable[lms.AsyncLLM]:
+        """Return the cached handle at once (no wait to bound), else an awaitable of it."""
         llm, key = self.client.llm, effect.call.request.key
+        cached = ASYNC_HANDLES.peek(self.client, key)
+        if cached is not None:
+            return cached
         resolve = partial(llm.model, key) if key else llm.model
-        return await ASYNC_HANDLES.get(self.client, key, resolve)
+        return ASYNC_HANDLES.get(self.client, key, resolve)
 
-    async def _model_format(self, effect: _flow.ModelFormat) -> str:
+    def _model_format(self, effect: _flow.ModelFormat) -> str | Awaitable[str]:
+        """Return the cached format at once, else an awaitable of it."""
         handle: lms.AsyncLLM = effect.handle
+        cached = ASYNC_FORMATS.peek(self.client, handle.identifier)
+        if cached is not None:
+            return cached
 
         async def fetch() -> str:
             return str((await handle.get_info()).format)
 
-        return await ASYNC_FORMATS.get(self.client, handle.identifier, fetch)
+        return ASYNC_FORMATS.get(self.client, handle.identifier, fetch)
 
-    async def _open(self, effect: _flow.Open) -> None:
+    def _open(self, effect: _flow.Open) -> None:
+        """Start the prediction in the reader's task; the first `_read` waits for it."""
         reader = AsyncReader(whole=not effect.live)  # progress counts as a sign of life
         kwargs = reader.watch_progress(effect.kwargs)
 
-        async def open_channel() -> lms.AsyncPredictionStream:
+        async def open_stream() -> lms.AsyncPredictionStream:
             stream: lms.AsyncPredictionStream = await effect.handle.respond_stream(
                 effect.chat, **kwargs
             )
@@ -211,12 +241,7 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
             await stream.start()
             return stream
 
-        opening = asyncio.ensure_future(open_channel())
-        try:  # shielded: a request already sent is cancelled once open, never left running
-            reader.start(await asyncio.shield(opening))
-        except asyncio.CancelledError:
-            stop_when_open(opening)
-            raise
+        reader.start(open_stream)
         effect.call.reader = reader
 
     async def _read(self, effect: _flow.Read) -> list[lms.LlmPredictionFragment] | None:

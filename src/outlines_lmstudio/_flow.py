@@ -83,9 +83,14 @@ ErrorFactory: TypeAlias = Callable[[BaseException, "str | None", Stage], BaseExc
 # -- effects: the I/O a flow asks for --------------------------------------------------------
 @dataclass(frozen=True)
 class Effect:
-    """A piece of I/O a flow needs; the front's method named `method` performs it."""
+    """A piece of I/O a flow needs; the front's method named `method` performs it.
+
+    A driver bounds the wait for it by the read timeout and the call's deadline, unless
+    it is not `bounded` (its own wait is bounded where it happens).
+    """
 
     method: ClassVar[str]
+    bounded: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,7 @@ class Read(Effect):
     """The next fragments of the open prediction (a non-empty list), or ``None`` at its end."""
 
     method = "_read"
+    bounded = False  # the reader's own bound, which prompt-processing progress pushes back
     call: Call
 
 

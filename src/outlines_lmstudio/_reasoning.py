@@ -33,9 +33,10 @@ because chunks already handed out cannot be taken back.
 
 from __future__ import annotations
 
+import functools
 import re
 from enum import Enum, auto
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._reply import ReplyChunk, ReplyStats
 from .errors import EmptyAnswerError, OutlinesLMStudioError, ReasoningTruncatedError
@@ -132,6 +133,9 @@ class ReasoningSplitter:
         self.reasoning_tokens = 0
         self._typed = False  # the server has typed a fragment as reasoning
         self._reasoned = False  # reasoning has begun or ended somewhere in this reply
+        # The control tokens each mode looks for, with a pattern of their first characters:
+        # built once, since every fragment is checked against them.
+        self._think_tokens, self._untyped_tokens, self._plain_tokens = _mode_tokens(end_tag)
 
     @property
     def answer(self) -> str:
@@ -220,8 +224,8 @@ class ReasoningSplitter:
             if self._mode is _Mode.START:
                 pos = self._scan_start(buf, pos)  # len(buf) when all of it is held
                 continue
-            tokens = self._tokens()
-            if not any(_first(t) in buf for t in tokens):  # the common case: plain text
+            tokens, first = self._tokens()
+            if first.search(buf, pos) is None:  # the common case: plain text
                 self._literal(buf[pos:], structural)
                 return
             hit = _find(buf, pos, tokens)
@@ -247,14 +251,14 @@ class ReasoningSplitter:
         self._mode = _Mode.ANSWER
         return pos
 
-    def _tokens(self) -> tuple[str, ...]:
+    def _tokens(self) -> _Tokens:
         if self._mode is _Mode.THINK:
-            return (_MARKER, self._end_tag)
+            return self._think_tokens
         if self._mode is _Mode.ANSWER and not self._reasoned and not self._typed:
             # An untyped reply that has not reasoned yet: a bare end tag closes reasoning
             # whose start tag was in the prompt (Qwen3 2507 templates open <think> there).
-            return (_MARKER, self._end_tag, *HARMONY_TOKENS)
-        return (_MARKER, *HARMONY_TOKENS)
+            return self._untyped_tokens
+        return self._plain_tokens
 
     def _literal(self, text: str, structural: bool) -> None:
         if not text:
@@ -339,6 +343,28 @@ class ReasoningSplitter:
 
 def _first(token: str) -> str:
     return _MARKER_HEAD[0] if token == _MARKER else token[0]
+
+
+class _Tokens(NamedTuple):
+    """Control tokens, and a pattern matching any of their first characters."""
+
+    tokens: tuple[str, ...]
+    first: re.Pattern[str]
+
+    @classmethod
+    def of(cls, tokens: tuple[str, ...]) -> _Tokens:
+        firsts = "".join(sorted({_first(t) for t in tokens}))
+        return cls(tokens, re.compile(f"[{re.escape(firsts)}]"))
+
+
+@functools.lru_cache(maxsize=16)
+def _mode_tokens(end_tag: str) -> tuple[_Tokens, _Tokens, _Tokens]:
+    """Return what is looked for inside ``<think>``, in an untyped answer, and elsewhere."""
+    return (
+        _Tokens.of((_MARKER, end_tag)),
+        _Tokens.of((_MARKER, end_tag, *HARMONY_TOKENS)),
+        _Tokens.of((_MARKER, *HARMONY_TOKENS)),
+    )
 
 
 def _find(buf: str, pos: int, tokens: tuple[str, ...]) -> tuple[int, int, str] | None:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import lmstudio as lms
@@ -15,11 +15,11 @@ from ._common import CONFIRM_SECONDS, DRAIN_SECONDS
 from ._flow import wait_limit
 from ._interrupt import SigintGuard
 
-__all__ = ["AsyncReader", "SyncReader", "stop_when_open", "stream_text"]
+__all__ = ["AsyncReader", "SyncReader", "stream_text"]
 
 _END = object()
 _PROGRESS = object()
-_DRAINING: set[asyncio.Future[None]] = set()
+_TASKS: set[asyncio.Future[None]] = set()
 
 
 class SyncReader:
@@ -168,14 +168,16 @@ def stream_text(
 
 
 class AsyncReader:
-    """Reads one async prediction stream through a task, so that leaving cancels on the server.
+    """Opens and reads one async prediction in a task, so that leaving cancels on the server.
 
     When the task consuming a stream is cancelled, the SDK would release the channel before
-    a cancel could be sent (the server would keep generating), so an inner task reads the
-    SDK stream into a queue and the consumer waits on the queue.
+    a cancel could be sent (the server would keep generating), so an inner task opens the
+    prediction and reads the SDK stream into a queue, and the consumer waits on the queue.
+    The consumer never waits for the opening by itself: the first `read` does, under the
+    same bounds, and a `stop` before the prediction is open cancels it once it is.
 
-    Make it, let `watch_progress` wrap the SDK keywords, start the prediction with them,
-    then `start` reading its stream.
+    Make it, let `watch_progress` wrap the SDK keywords, then `start` it with a function
+    that starts the prediction with them.
 
     Parameters
     ----------
@@ -190,7 +192,9 @@ class AsyncReader:
         self._held: list[lms.LlmPredictionFragment] = []
         self._waiting: asyncio.Timeout | None = None
         self._bounds: tuple[float | None, float | None] = (None, None)
-        self._ended = False
+        self._ended = False  # the server ended the prediction (or it never started)
+        self._leaving = False  # stopped before it was open: cancel once it is
+        self.stream: lms.AsyncPredictionStream | None = None
 
     def watch_progress(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Return the prediction's SDK keywords with a progress callback that notes activity."""
@@ -203,10 +207,14 @@ class AsyncReader:
 
         return {**kwargs, "on_prompt_processing_progress": progress}
 
-    def start(self, stream: lms.AsyncPredictionStream) -> None:
-        """Start reading the started SDK stream."""
-        self.stream = stream
-        self._pump = asyncio.create_task(self._fill())
+    def start(self, open_stream: Callable[[], Awaitable[lms.AsyncPredictionStream]]) -> None:
+        """Open the prediction and read it, in a task of its own.
+
+        ``open_stream`` starts the prediction and returns the SDK's started stream.
+        """
+        self._pump = asyncio.create_task(self._fill(open_stream))
+        _TASKS.add(self._pump)  # keep a reference until done
+        self._pump.add_done_callback(_TASKS.discard)
 
     def _alive(self, item: Any) -> None:
         """Take a fragment or a progress mark: queue it, or (whole) keep it and wait longer."""
@@ -215,36 +223,54 @@ class AsyncReader:
             return
         if item is not _PROGRESS:
             self._held.append(item)
-        idle, deadline = self._bounds
         waiting = self._waiting
-        if waiting is None or idle is None or waiting.expired():
-            return  # an expiring bound cannot move (asyncio raises): the wait ends as timed
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        if waiting is None:
+            return
+        idle, deadline = self._bounds
+        if idle is None:
+            return
+        now = asyncio.get_running_loop().time()
         when = waiting.when()
         if when is not None and when - now >= idle / 2:
             return  # pushed back recently enough: one timer move per half bound, not per fragment
+        if waiting.expired():
+            return  # an expiring bound cannot move (asyncio raises): the wait ends as timed
         until = now + idle
         if deadline is not None:
             until = min(until, now + deadline - time.monotonic())
         waiting.reschedule(until)
 
-    async def _fill(self) -> None:
+    async def _fill(self, open_stream: Callable[[], Awaitable[lms.AsyncPredictionStream]]) -> None:
         try:
-            async for fragment in self.stream:
+            self.stream = stream = await open_stream()
+            if self._leaving:  # the caller left while it opened
+                await self._cancel_open(stream)
+                return
+            async for fragment in stream:
                 self._alive(fragment)
             self._ended = True
             if self._held:
                 self._queue.put_nowait(self._held)
             self._queue.put_nowait(_END)
         except Exception as exc:  # the SDK's errors, and any other: the reader raises it
-            self._ended = isinstance(exc, lms.LMStudioError)  # the server ended the prediction
+            # An SDK error means the server ended the prediction, or it never started.
+            self._ended = isinstance(exc, lms.LMStudioError) or self.stream is None
             if self._held:
                 self._queue.put_nowait(self._held)
             self._queue.put_nowait(exc)
 
+    async def _cancel_open(self, stream: lms.AsyncPredictionStream) -> None:
+        """Cancel a prediction nobody waits for; read on until LM Studio confirms (bounded)."""
+        with contextlib.suppress(lms.LMStudioError, TimeoutError):
+            await stream.cancel()
+            async with asyncio.timeout(DRAIN_SECONDS):
+                async for _ in stream:
+                    pass
+        self._ended = True
+
     def result(self) -> lms.PredictionResult:
         """Return the finished prediction's result (stats, stop reason)."""
+        assert self.stream is not None, "result() before the prediction was read to its end"
         return self.stream.result()
 
     async def _next(self, idle: float | None, deadline: float | None) -> Any:
@@ -319,14 +345,17 @@ class AsyncReader:
         """Cancel the prediction on the server; its reader finishes in the background."""
         if self._ended:
             return
+        if self.stream is None:  # not open yet: the reader cancels it once it is
+            self._leaving = True
+            return
         try:
             await self.stream.cancel()
         except (lms.LMStudioError, asyncio.CancelledError):
             self._pump.cancel()
             return
         drain = asyncio.create_task(self._drain())
-        _DRAINING.add(drain)  # keep a reference until done
-        drain.add_done_callback(_DRAINING.discard)
+        _TASKS.add(drain)  # keep a reference until done
+        drain.add_done_callback(_TASKS.discard)
 
     async def _drain(self) -> None:
         """Wait for the cancel to be confirmed; drop the reader if the server never does."""
@@ -334,22 +363,3 @@ class AsyncReader:
             await asyncio.wait_for(self._pump, DRAIN_SECONDS)
         except (TimeoutError, asyncio.CancelledError):
             self._pump.cancel()
-
-
-def stop_when_open(opening: asyncio.Future[lms.AsyncPredictionStream]) -> None:
-    """Cancel on the server a prediction whose start its caller stopped waiting for.
-
-    The request may already be on its way; once the SDK hands over the stream, it is
-    cancelled, and read until LM Studio confirms (at most ``DRAIN_SECONDS``).
-    """
-
-    def opened(done: asyncio.Future[lms.AsyncPredictionStream]) -> None:
-        if done.cancelled() or done.exception() is not None:
-            return
-        reader = AsyncReader()
-        reader.start(done.result())
-        stop = asyncio.ensure_future(reader.stop())
-        _DRAINING.add(stop)
-        stop.add_done_callback(_DRAINING.discard)
-
-    opening.add_done_callback(opened)

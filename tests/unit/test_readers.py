@@ -58,8 +58,12 @@ async def _read_all(
 
 
 def _start(stream: EndlessStream, *, whole: bool) -> AsyncReader:
+    async def open_stream() -> lms.AsyncPredictionStream:
+        await asyncio.sleep(0)
+        return cast(lms.AsyncPredictionStream, stream)
+
     reader = AsyncReader(whole=whole)
-    reader.start(cast(lms.AsyncPredictionStream, stream))
+    reader.start(open_stream)
     return reader
 
 
@@ -124,3 +128,28 @@ def test_a_call_deadline_holds_while_items_keep_coming() -> None:
         stop.set()
     assert taken
     assert time.monotonic() - deadline < 1.0
+
+
+@pytest.mark.asyncio
+async def test_a_stop_before_the_prediction_is_open_cancels_it_once_open() -> None:
+    stream = EndlessStream()
+    reader = _start(stream, whole=True)
+    await reader.stop()  # the caller leaves at once: the request may already be on its way
+    cancelled = [stream.cancelled]
+    for _ in range(100):
+        await asyncio.sleep(0)
+        cancelled.append(stream.cancelled)
+    assert cancelled[0] is False  # not open yet when it stopped
+    assert cancelled[-1] is True  # cancelled once open
+
+
+@pytest.mark.asyncio
+async def test_an_error_opening_the_prediction_reaches_the_reader() -> None:
+    async def refused() -> lms.AsyncPredictionStream:
+        raise lms.LMStudioServerError("no such model")
+
+    reader = AsyncReader(whole=True)
+    reader.start(refused)
+    with pytest.raises(lms.LMStudioServerError, match="no such model"):
+        await reader.read(idle=5.0)
+    await reader.stop()  # nothing to cancel: the prediction never started

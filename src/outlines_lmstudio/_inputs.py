@@ -13,6 +13,7 @@ SDK's encoder refuses them only once the request is being sent.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, singledispatch
@@ -87,6 +88,12 @@ class ChatPrompt:
     passthrough: lms.Chat | None = field(default=None, compare=False)
 
     @cached_property
+    def text_history(self) -> tuple[list[Message], tuple[Any, ...]]:
+        """The merged messages of a prompt without images, and their SDK structs (once)."""
+        merged = _merged(self.messages)
+        return merged, tuple(_structs(merged, {}))
+
+    @cached_property
     def images(self) -> list[ImageData]:
         """Distinct images to upload, in first-use order (computed once)."""
         seen: dict[str, ImageData] = {}
@@ -147,10 +154,64 @@ def _(model_input: list) -> ChatPrompt:  # type: ignore[type-arg]
 def _(model_input: Chat) -> ChatPrompt:
     if not model_input.messages:
         raise InvalidPromptError("The Chat has no messages. Add at least one user message.")
+    known = _CONVERTED.get(id(model_input))
+    if known is not None and known.chat() is model_input and known.matches(model_input.messages):
+        return known.prompt  # the same messages as last time: converted and checked then
     messages = tuple([_chat_message(i, m) for i, m in enumerate(model_input.messages)])
     if all(m.role != "user" for m in messages):
         raise InvalidPromptError("The Chat has no user message. Add one with add_user_message().")
-    return ChatPrompt(messages)
+    prompt = ChatPrompt(messages)
+    converted = _Converted.of(model_input, prompt)
+    if converted is not None:
+        _CONVERTED[id(model_input)] = converted
+    return prompt
+
+
+@dataclass(frozen=True, eq=False)
+class _Converted:
+    """The prompt made from a Chat's messages, and what it was made from.
+
+    Conversation loops send one ``Chat`` again and again (a 1,000-message history costs
+    milliseconds to convert), so the last conversion of each ``Chat`` is kept while the
+    ``Chat`` lives. It is reused only if the list holds the same message dicts, each with
+    the same role and content objects (an edit replaces them) and nothing else: content
+    that can change in place (lists, tool calls) is never cached.
+    """
+
+    chat: weakref.ref[Chat]
+    messages: tuple[tuple[dict[str, Any], object, str], ...]
+    prompt: ChatPrompt
+
+    @classmethod
+    def of(cls, chat: Chat, prompt: ChatPrompt) -> _Converted | None:
+        sources = []
+        for message in chat.messages:
+            if type(message) is not dict or len(message) != 2:  # only {"role", "content"}
+                return None
+            content = message.get("content")
+            if type(content) is not str:
+                return None
+            sources.append((message, message.get("role"), content))
+        key = id(chat)
+        # Chat is unhashable (no WeakKeyDictionary): keyed by id, dropped when it dies.
+        ref = weakref.ref(chat, lambda _: _CONVERTED.pop(key, None))
+        return cls(ref, tuple(sources), prompt)
+
+    def matches(self, messages: Sequence[Any]) -> bool:
+        if len(messages) != len(self.messages):
+            return False
+        for message, (known, role, content) in zip(messages, self.messages, strict=True):
+            if (
+                message is not known
+                or len(message) != 2
+                or message.get("role") is not role
+                or message.get("content") is not content
+            ):
+                return False
+        return True
+
+
+_CONVERTED: dict[int, _Converted] = {}
 
 
 @format_input.register
@@ -377,8 +438,13 @@ def _user_content(part: Part, handles: Mapping[str, FileHandle]) -> TextData | F
 
 def _history(prompt: ChatPrompt, handles: Mapping[str, FileHandle]) -> ChatHistoryData:
     """Build the SDK's history struct for a prompt directly (as ``lms.Chat.add_*`` do)."""
+    return ChatHistoryData(messages=_structs(_merged(prompt.messages), handles))
+
+
+def _structs(messages: Iterable[Message], handles: Mapping[str, FileHandle]) -> list[Any]:
+    """Build the SDK's message structs for merged messages."""
     history: list[Any] = []
-    for message in _merged(prompt.messages):
+    for message in messages:
         role = message.role
         if role == "user":
             history.append(UserMessage(content=[_user_content(p, handles) for p in message.parts]))
@@ -397,7 +463,7 @@ def _history(prompt: ChatPrompt, handles: Mapping[str, FileHandle]) -> ChatHisto
                     ]
                 )
             )
-    return ChatHistoryData(messages=history)
+    return history
 
 
 def build_chat(prompt: ChatPrompt, handles: Mapping[str, FileHandle]) -> lms.Chat:
@@ -417,7 +483,14 @@ def build_chat(prompt: ChatPrompt, handles: Mapping[str, FileHandle]) -> lms.Cha
     """
     if prompt.passthrough is not None:
         return prompt.passthrough
-    history = _history(prompt, handles)
+    if prompt.images:
+        history = _history(prompt, handles)
+    else:
+        # Text only: the structs are built once per prompt and shared by its chats. The
+        # SDK's Chat changes only its list and its last message (``add_user_message``
+        # extends a last user message), so each chat gets its own list and last message.
+        merged, structs = prompt.text_history
+        history = ChatHistoryData(messages=[*structs[:-1], *_structs(merged[-1:], {})])
     try:
         # The SDK's only copy-free way to wrap a history: its public from_history()
         # deep-copies every message (14 ms for 1,000 messages, 20x the rest of this).

@@ -334,3 +334,71 @@ def test_empty_lmstudio_chat_is_refused() -> None:
     with pytest.raises(InvalidPromptError, match=r"lmstudio\.Chat has no messages"):
         format_input(lms.Chat())
     assert format_input(lms.Chat.from_history("Hi")).passthrough is not None
+
+
+def _wire(prompt: ChatPrompt) -> Any:
+    return build_chat(prompt, {})._get_history()["messages"]
+
+
+def test_a_chat_sent_again_unchanged_reuses_its_conversion() -> None:
+    chat = Chat([{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}])
+    first = format_input(chat)
+    assert format_input(chat) is first  # no change: the checked conversion is reused
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda chat: chat.add_assistant_message("A"),  # grown
+        lambda chat: chat.messages.pop(),  # shrunk
+        lambda chat: chat.messages[1].update(content="Changed"),  # edited in place
+        lambda chat: chat.messages[1].update(role="system"),  # role changed
+        lambda chat: chat.messages.__setitem__(1, {"role": "user", "content": "Other"}),
+        lambda chat: chat.messages[0].update(tool_calls=[]),  # a key added
+    ],
+)
+def test_any_change_to_a_chat_is_converted_afresh(change: Any) -> None:
+    chat = Chat([{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}])
+    first = format_input(chat)
+    change(chat)
+    if not any(m.get("role") == "user" for m in chat.messages):
+        with pytest.raises(InvalidPromptError):
+            format_input(chat)
+        return
+    again = format_input(chat)
+    assert again is not first
+    assert again == format_input(Chat([dict(m) for m in chat.messages]))  # a fresh Chat
+
+
+def test_a_chat_with_list_content_is_never_reused() -> None:
+    parts: list[Any] = ["Look", png()]
+    chat = Chat([{"role": "user", "content": parts}])
+    first = format_input(chat)
+    parts.append(png())  # changed in place: the same list object
+    assert format_input(chat) is not first
+    assert len(format_input(chat).messages[0].parts) == 3
+
+
+def test_chats_built_from_one_prompt_stay_apart() -> None:
+    chat = Chat([{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}])
+    prompt = format_input(chat)
+    first, second = build_chat(prompt, {}), build_chat(prompt, {})
+    first.add_user_message("more")  # the SDK extends the last user message in place
+    first.add_assistant_response("A")
+    assert _wire(prompt) == _wire(format_input(Chat([dict(m) for m in chat.messages])))
+    assert second._get_history()["messages"] == _wire(prompt)
+    assert len(second._get_history()["messages"]) == 2
+
+
+def test_a_dead_chat_leaves_no_cache_entry() -> None:
+    import gc
+
+    from outlines_lmstudio import _inputs
+
+    chat = Chat([{"role": "user", "content": "Hi"}])
+    format_input(chat)
+    key = id(chat)
+    assert key in _inputs._CONVERTED
+    del chat
+    gc.collect()
+    assert key not in _inputs._CONVERTED

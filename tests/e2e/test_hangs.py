@@ -72,6 +72,19 @@ def test_a_server_that_goes_silent_after_auth(fronts: Fronts, sync_sdk_timeout: 
         assert server.auths >= 1
 
 
+def test_prompt_processing_progress_counts_as_a_sign_of_life(
+    make_model: MakeModel,
+    emulator: LMStudioEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    sync_sdk_timeout: None,
+) -> None:
+    # 2 s of prompt processing, reported every 0.25 s: longer than the 1 s bound on each
+    # wait, but LM Studio is visibly working, so the call must not time out.
+    monkeypatch.setattr(emulator, "prompt_latency", 2.0)
+    emulator.script(TEXT_MODEL, ["done"])
+    assert make_model(TEXT_MODEL, read_timeout=1.0)("hello") == "done"
+
+
 def test_an_odd_reply_to_the_model_lookup_is_not_model_not_found(fronts: Fronts) -> None:
     with Misbehaving("odd-lookup") as server:
         model = fronts.model(fronts.client(server.api_host, enter=False), TEXT_MODEL)

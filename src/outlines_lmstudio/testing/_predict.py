@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,10 @@ def _images(conn: Peer, record: Prediction) -> bool:
             record.images.append(upload.data)
             has_image = has_image or upload.file_type == "image"
     return has_image
+
+
+_PROGRESS_EVERY = 0.25
+"""Longest gap between prompt-processing progress reports (seconds)."""
 
 
 def _prompt_progress(progress: float, prompt_tokens: int) -> dict[str, Any]:
@@ -171,12 +176,16 @@ async def _stream(
 ) -> None:
     emu = conn.emu
     start = time.monotonic()
-    if emu.prompt_latency:
-        await asyncio.sleep(emu.prompt_latency)
-    if not channel.cancelled:
-        for progress in (0.0, 1.0):
-            prompt_tokens = generation.prompt_tokens
-            await conn.channel_send(channel, _prompt_progress(progress, prompt_tokens))
+    # Prompt processing: progress from 0 to 1, reported as it goes (as LM Studio does),
+    # at least every quarter second of `prompt_latency`.
+    steps = max(1, math.ceil(emu.prompt_latency / _PROGRESS_EVERY))
+    for step in range(steps + 1):
+        if channel.cancelled:
+            break
+        progress = step / steps
+        await conn.channel_send(channel, _prompt_progress(progress, generation.prompt_tokens))
+        if step < steps and emu.prompt_latency:
+            await asyncio.sleep(emu.prompt_latency / steps)
     first: float | None = None
     predicted = 0
     sent = 0

@@ -87,7 +87,8 @@ class LMStudioEmulator(EmulatorState):
     token_latency
         Seconds to wait before each fragment.
     prompt_latency
-        Seconds to wait before the first fragment.
+        Seconds of prompt processing before the first fragment, with progress reports
+        (``promptProcessingProgress``) at least every 0.25 s, as LM Studio sends them.
     unknown_endpoint
         What an endpoint LM Studio does not have gets: ``"warning"`` (the
         default, as LM Studio) only sends a ``communicationWarning``, and the

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, singledispatch
-from typing import Any, Literal
+from functools import singledispatch
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import lmstudio as lms
 from lmstudio import (
@@ -72,6 +72,35 @@ class Message:
         return "".join(p for p in parts if isinstance(p, str))
 
 
+T = TypeVar("T")
+
+
+class _once(Generic[T]):  # lower case: a decorator, like cached_property
+    """`functools.cached_property` without its lock.
+
+    Python 3.11's takes a lock on every first read of every instance, which costs a few
+    microseconds per call here; the value is a pure function of frozen fields, so two
+    threads computing it at once is harmless.
+    """
+
+    def __init__(self, func: Callable[[Any], T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> _once[T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, instance: object, owner: type | None = None) -> T | _once[T]:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.func(instance)
+        return value
+
+
 @dataclass(frozen=True)
 class ChatPrompt:
     """A prompt ready to send once its images are uploaded.
@@ -87,15 +116,15 @@ class ChatPrompt:
     messages: tuple[Message, ...] = ()
     passthrough: lms.Chat | None = field(default=None, compare=False)
 
-    @cached_property
+    @_once
     def text_history(self) -> tuple[list[Message], tuple[Any, ...]]:
-        """The merged messages of a prompt without images, and their SDK structs (once)."""
+        """Return the merged messages of an image-free prompt and their SDK structs (once)."""
         merged = _merged(self.messages)
         return merged, tuple(_structs(merged, {}))
 
-    @cached_property
+    @_once
     def images(self) -> list[ImageData]:
-        """Distinct images to upload, in first-use order (computed once)."""
+        """Return the distinct images to upload, in first-use order (computed once)."""
         seen: dict[str, ImageData] = {}
         for message in self.messages:
             if message.role != "user":

@@ -78,7 +78,7 @@ class _Mode(Enum):
     HREASON = auto()  # inside a Harmony analysis/commentary message
 
 
-_REASONING_MODES = frozenset({_Mode.THINK, _Mode.REASON, _Mode.HREASON})
+_REASONING_MODES = (_Mode.THINK, _Mode.REASON, _Mode.HREASON)  # a tuple: no Enum hashing
 
 
 class ReasoningSplitter:

@@ -183,61 +183,78 @@ def _(model_input: list) -> ChatPrompt:  # type: ignore[type-arg]
 def _(model_input: Chat) -> ChatPrompt:
     if not model_input.messages:
         raise InvalidPromptError("The Chat has no messages. Add at least one user message.")
+    listed = model_input.messages
     known = _CONVERTED.get(id(model_input))
-    if known is not None and known.chat() is model_input and known.matches(model_input.messages):
-        return known.prompt  # the same messages as last time: converted and checked then
-    messages = tuple([_chat_message(i, m) for i, m in enumerate(model_input.messages)])
+    if known is not None and known.chat() is not model_input:
+        known = None
+    same = known.unchanged(listed) if known is not None else 0  # leading messages as before
+    if known is not None and same == len(listed) == len(known.prompt.messages):
+        return known.prompt  # nothing changed: converted and checked last time
+    reused = known.prompt.messages[:same] if known is not None else ()
+    messages = reused + tuple([_chat_message(i, listed[i]) for i in range(same, len(listed))])
     if all(m.role != "user" for m in messages):
         raise InvalidPromptError("The Chat has no user message. Add one with add_user_message().")
     prompt = ChatPrompt(messages)
-    converted = _Converted.of(model_input, prompt)
-    if converted is not None:
-        _CONVERTED[id(model_input)] = converted
+    _CONVERTED[id(model_input)] = _Converted.of(model_input, prompt, known, same)
     return prompt
 
 
 @dataclass(frozen=True, eq=False)
 class _Converted:
-    """The prompt made from a Chat's messages, and what it was made from.
+    """The prompt made from a Chat's messages, and what they were made from.
 
-    Conversation loops send one ``Chat`` again and again (a 1,000-message history costs
-    milliseconds to convert), so the last conversion of each ``Chat`` is kept while the
-    ``Chat`` lives. It is reused only if the list holds the same message dicts, each with
-    the same role and content objects (an edit replaces them) and nothing else: content
-    that can change in place (lists, tool calls) is never cached.
+    Conversation loops send one ``Chat`` again and again, a message longer each turn (a
+    1,000-message history costs milliseconds to convert), so the last conversion of each
+    ``Chat`` is kept while the ``Chat`` lives: a message is converted again only if it is
+    not the same dict, with the same role and content objects (an edit replaces them), as
+    last time, and unchanged messages before it are reused. Only ``{"role", "content"}``
+    dicts with str content count: content that can change in place (lists, tool calls)
+    ends the reusable part.
+
+    Attributes
+    ----------
+    chat
+        The Chat (weakly).
+    sources
+        ``(dict, role, content)`` of the leading reusable messages.
+    prompt
+        The prompt made from all of the messages.
     """
 
     chat: weakref.ref[Chat]
-    messages: tuple[tuple[dict[str, Any], object, str], ...]
+    sources: tuple[tuple[dict[str, Any], object, str], ...]
     prompt: ChatPrompt
 
     @classmethod
-    def of(cls, chat: Chat, prompt: ChatPrompt) -> _Converted | None:
-        sources = []
-        for message in chat.messages:
-            if type(message) is not dict or len(message) != 2:  # only {"role", "content"}
-                return None
+    def of(cls, chat: Chat, prompt: ChatPrompt, known: _Converted | None, same: int) -> _Converted:
+        sources = list(known.sources[:same]) if known is not None else []
+        for message in chat.messages[same:]:
+            if type(message) is not dict or len(message) != 2:
+                break
             content = message.get("content")
             if type(content) is not str:
-                return None
+                break
             sources.append((message, message.get("role"), content))
+        if known is not None:
+            return cls(known.chat, tuple(sources), prompt)
         key = id(chat)
         # Chat is unhashable (no WeakKeyDictionary): keyed by id, dropped when it dies.
         ref = weakref.ref(chat, lambda _: _CONVERTED.pop(key, None))
         return cls(ref, tuple(sources), prompt)
 
-    def matches(self, messages: Sequence[Any]) -> bool:
-        if len(messages) != len(self.messages):
-            return False
-        for message, (known, role, content) in zip(messages, self.messages, strict=True):
+    def unchanged(self, messages: Sequence[Any]) -> int:
+        """Count the leading messages that are still what they were."""
+        count = 0
+        for message, (known, role, content) in zip(messages, self.sources, strict=False):
             if (
                 message is not known
                 or len(message) != 2
                 or message.get("role") is not role
                 or message.get("content") is not content
             ):
-                return False
-        return True
+                break
+            count += 1
+        return count
 
 
 _CONVERTED: dict[int, _Converted] = {}

@@ -402,3 +402,38 @@ def test_a_dead_chat_leaves_no_cache_entry() -> None:
     del chat
     gc.collect()
     assert key not in _inputs._CONVERTED
+
+
+def test_a_growing_chat_converts_only_what_is_new() -> None:
+    chat = Chat([{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}])
+    first = format_input(chat)
+    chat.add_assistant_message("Hello")
+    chat.add_user_message("More")
+    second = format_input(chat)
+    assert second.messages[:2] == first.messages[:2]
+    assert all(a is b for a, b in zip(second.messages[:2], first.messages, strict=True))
+    assert second == format_input(Chat([dict(m) for m in chat.messages]))
+
+
+def test_an_edit_in_the_middle_converts_from_there_on() -> None:
+    chat = Chat([{"role": "user", "content": f"m{k}"} for k in range(4)])
+    first = format_input(chat)
+    chat.messages[2]["content"] = "edited"
+    second = format_input(chat)
+    assert [a is b for a, b in zip(second.messages, first.messages, strict=True)] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert second.messages[2].parts == ("edited",)
+
+
+def test_list_content_ends_the_reusable_part() -> None:
+    parts: list[Any] = ["Look", png()]
+    chat = Chat([{"role": "user", "content": "Hi"}, {"role": "user", "content": parts}])
+    first = format_input(chat)
+    parts.append(png())  # changed in place
+    second = format_input(chat)
+    assert second.messages[0] is first.messages[0]
+    assert len(second.messages[1].parts) == 3

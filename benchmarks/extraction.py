@@ -31,7 +31,7 @@ from typing import Any, Literal
 import lmstudio as lms
 import pydantic
 
-from benchmarks._sections import replace_section
+from benchmarks._sections import publish
 from outlines_lmstudio import ParseError, from_lmstudio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,12 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cases = json.loads(CASES.read_text(encoding="utf-8"))["cases"][: args.limit]
     result = measure(cases, lambda line: print(line, file=sys.stderr, flush=True))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    text = table(result)
-    print(text)
-    if args.write_docs:
-        replace_section("extraction", "## Real engine: extraction accuracy", text)
+    section = ("extraction", "## Real engine: extraction accuracy")
+    publish(result, RESULTS, table(result), section if args.write_docs else None)
     return 0
 
 

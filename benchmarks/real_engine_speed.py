@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._sections import replace_section
+from benchmarks._sections import publish
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "real_engine_speed.json"
@@ -153,12 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
     result = asyncio.run(measure(args.rounds))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    text = table(result)
-    print(text)
-    if args.write_docs:
-        replace_section("real-engine-speed", "## Real engine: constrained decoding speed", text)
+    section = ("real-engine-speed", "## Real engine: constrained decoding speed")
+    publish(result, RESULTS, table(result), section if args.write_docs else None)
     return 0 if result["check_equals_mask"] else 1
 
 

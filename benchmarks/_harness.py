@@ -110,7 +110,7 @@ class Sizes:
     token_latency: float = 0.004
     """Emulator seconds per fragment in the batch cases."""
     efficiency_sizes: tuple[int, ...] = (1, 8, 64, 512)
-    efficiency_rounds: int = 4
+    efficiency_rounds: int = 6
     calls: int = 10_000
     """Sequential calls of the memory case."""
     import_runs: int = 12

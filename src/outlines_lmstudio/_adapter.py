@@ -6,7 +6,7 @@ from typing import Any
 
 from outlines.models.base import ModelTypeAdapter
 
-from ._inputs import ChatPrompt, format_input
+from ._inputs import ChatPrompt, format_input, format_text
 from ._output import OutputPlan, plan_output
 
 __all__ = ["LMStudioTypeAdapter"]
@@ -46,6 +46,8 @@ class LMStudioTypeAdapter(ModelTypeAdapter):
         ChatPrompt
             Messages with normalised images (not yet uploaded).
         """
+        if type(model_input) is str:  # most calls: no dispatch through a weak-keyed cache
+            return format_text(model_input)
         return format_input(model_input)
 
     def format_output_type(self, output_type: Any = None) -> dict[str, Any] | None:

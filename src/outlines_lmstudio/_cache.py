@@ -37,11 +37,11 @@ class SyncClientCache(Generic[V]):
 
     def get(self, client: object, key: Hashable, make: Callable[[], V]) -> V:
         """Return the cached value, or make it (once, under the client's lock)."""
-        data, lock = self._slot(client)
         try:
-            return data[key]
+            return self._data[client][key]  # made already: no lock
         except KeyError:
             pass
+        data, lock = self._slot(client)
         with lock:
             if key not in data:
                 data[key] = make()

@@ -259,7 +259,9 @@ class PredictionArgs:
         The ``reasoning_parsing`` setting when given and enabled, else ``<think>`` and
         ``</think>``; for ``ReasoningSplitter(start_tag=..., end_tag=...)``.
         """
-        parsing = (self.config or {}).get("reasoningParsing")
+        if not self.config:  # most calls: no ABC check on the hot path
+            return DEFAULT_THINK_TAGS
+        parsing = self.config.get("reasoningParsing")
         if isinstance(parsing, Mapping) and parsing.get("enabled"):
             return str(parsing["startString"]), str(parsing["endString"])
         return DEFAULT_THINK_TAGS

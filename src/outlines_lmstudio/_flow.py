@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 import lmstudio as lms
 
 from ._common import Completion, Request
-from ._inputs import build_chat
+from ._inputs import sdk_history
 from ._partial import PartialJson
 from ._reasoning import ReasoningSplitter, reply_problem
 from ._reply import Reply, ReplyChunk, ReplyStats, reply_stats
@@ -142,7 +142,7 @@ class Open(Effect):
     method = "_open"
     call: Call
     handle: Any
-    chat: lms.Chat
+    chat: lms.Chat | str
     kwargs: dict[str, Any]
     live: bool = True
 
@@ -427,16 +427,48 @@ class _Reply:
         self._first_answer: float | None = None
         self._structured = request.plan.response_format is not None
 
-    def feed(self, fragments: Sequence[lms.LlmPredictionFragment]) -> list[ReplyChunk]:
-        """Split fragments into answer and reasoning pieces."""
-        chunks: list[ReplyChunk] = []
-        for fragment in fragments:
-            chunks += self.split.feed(
-                fragment.content, fragment.reasoning_type, tokens_count=fragment.tokens_count
-            )
-        if self._first_answer is None and any(not c.reasoning for c in chunks):
-            self._first_answer = self._clock() - self._started
+    def feed(
+        self,
+        fragments: Sequence[lms.LlmPredictionFragment],
+        arrived: Sequence[float] | None = None,
+    ) -> list[ReplyChunk]:
+        """Split fragments into answer and reasoning pieces.
+
+        ``arrived`` holds the clock reading at which each fragment arrived, when they were
+        read in one piece (a whole reply); ``None`` when they arrived just now.
+        """
+        if arrived is None:
+            chunks: list[ReplyChunk] = []
+            for fragment in fragments:
+                chunks += self._split(fragment)
+            if self._first_answer is None and any(not c.reasoning for c in chunks):
+                self._first_answer = self._clock() - self._started
+            return chunks
+        split = self.split
+        for fragment in fragments:  # loops, not generator expressions: run on every call
+            if fragment.reasoning_type != "none":
+                break
+        else:
+            text = "".join([f.content for f in fragments])
+            if split.plain(text):  # all answer: one step, not one per fragment
+                tokens = 0
+                for fragment, at in zip(fragments, arrived, strict=True):
+                    tokens += fragment.tokens_count
+                    if self._first_answer is None and fragment.content.strip():
+                        self._first_answer = at - self._started  # where the answer begins
+                return split.feed(text, "none", tokens_count=tokens)
+        chunks = []
+        for fragment, at in zip(fragments, arrived, strict=True):
+            pieces = self._split(fragment)
+            if self._first_answer is None and any(not c.reasoning for c in pieces):
+                self._first_answer = at - self._started
+            chunks += pieces
         return chunks
+
+    def _split(self, fragment: lms.LlmPredictionFragment) -> list[ReplyChunk]:
+        return self.split.feed(
+            fragment.content, fragment.reasoning_type, tokens_count=fragment.tokens_count
+        )
 
     def finish(self, result: lms.PredictionResult) -> Completion:
         """Make the completion of the finished reply; raise if it has no usable answer."""
@@ -494,10 +526,10 @@ def predict(
             stage = "predict"
             call.finished = False
             reply = _Reply(request, clock)
-            chat = build_chat(request.prompt, handles)
+            chat = sdk_history(request.prompt, handles)
             yield Open(call, handle, chat, request.sdk_kwargs(), sink.live)
             while (fragments := (yield Read(call))) is not None:
-                for chunk in reply.feed(fragments):
+                for chunk in reply.feed(fragments, call.reader.arrived):
                     for item in sink.feed(chunk):
                         yield Emit(item)
             call.finished = True

@@ -37,7 +37,15 @@ from ._config import plain_str
 from ._images import ImageData, normalise_image
 from .errors import InvalidPromptError, UnsupportedInputError
 
-__all__ = ["ChatPrompt", "Message", "ToolCall", "build_chat", "format_input"]
+__all__ = [
+    "ChatPrompt",
+    "Message",
+    "ToolCall",
+    "build_chat",
+    "format_input",
+    "format_text",
+    "sdk_history",
+]
 
 Role = Literal["system", "user", "assistant", "tool"]
 Part = str | ImageData | FileHandle
@@ -168,7 +176,8 @@ def format_input(model_input: object) -> ChatPrompt:
 
 
 @format_input.register
-def _(model_input: str) -> ChatPrompt:
+def format_text(model_input: str) -> ChatPrompt:
+    """Convert a text prompt (what `format_input` does for a ``str``)."""
     if not model_input or model_input.isspace():
         raise InvalidPromptError("The prompt is empty. Pass some text to the model.")
     return ChatPrompt((Message("user", (plain_str(model_input),)),))
@@ -543,3 +552,31 @@ def build_chat(prompt: ChatPrompt, handles: Mapping[str, FileHandle]) -> lms.Cha
         return lms.Chat(_initial_history=history)
     except TypeError:  # pragma: no cover - an SDK without the keyword: the public path
         return lms.Chat.from_history(history)
+
+
+def sdk_history(prompt: ChatPrompt, handles: Mapping[str, FileHandle]) -> lms.Chat | str:
+    """Return what to pass the SDK as a prediction's history.
+
+    A prompt that is one user message of plain text goes as its text: the SDK makes the
+    same one-message chat from a ``str`` (``Chat.from_history``), so nothing is built
+    twice. Any other prompt goes as `build_chat` makes it.
+
+    Parameters
+    ----------
+    prompt
+        The prompt from `format_input`.
+    handles
+        File handle of each image, by image digest.
+
+    Returns
+    -------
+    lmstudio.Chat | str
+        The history for ``LLM.respond`` / ``respond_stream``.
+    """
+    messages = prompt.messages
+    if len(messages) == 1 and prompt.passthrough is None:
+        message = messages[0]
+        parts = message.parts
+        if message.role == "user" and len(parts) == 1 and type(parts[0]) is str:
+            return parts[0]
+    return build_chat(prompt, handles)

@@ -115,24 +115,27 @@ class ReasoningSplitter:
         The ``tokensCount`` of the fragments that were reasoning or its tags.
     """
 
+    # Defaults on the class: one splitter is made per call, and only what differs from
+    # them is set per instance (the lists, the tags, and the first state change).
+    _mode = _Mode.START
+    _hold = ""
+    _strip_leading = False  # drop the separator after reasoning
+    _header = ""
+    _closed = False
+    in_reasoning = False
+    retracted = False
+    reasoning_tokens = 0
+    _typed = False  # the server has typed a fragment as reasoning
+    _reasoned = False  # reasoning has begun or ended somewhere in this reply
+
     def __init__(self, *, start_tag: str = "<think>", end_tag: str = "</think>") -> None:
         if not start_tag or not end_tag:
             raise ValueError("reasoning start and end tags must be non-empty strings")
         self._start_tag = start_tag
         self._end_tag = end_tag
-        self._mode = _Mode.START
-        self._hold = ""
-        self._strip_leading = False  # drop the separator after reasoning
-        self._header = ""
         self._answer: list[str] = []
         self._reasoning: list[str] = []
         self._out: list[ReplyChunk] = []
-        self._closed = False
-        self.in_reasoning = False
-        self.retracted = False
-        self.reasoning_tokens = 0
-        self._typed = False  # the server has typed a fragment as reasoning
-        self._reasoned = False  # reasoning has begun or ended somewhere in this reply
         # The control tokens each mode looks for, with a pattern of their first characters:
         # built once, since every fragment is checked against them.
         self._think_tokens, self._untyped_tokens, self._plain_tokens = _mode_tokens(end_tag)
@@ -206,6 +209,34 @@ class ReasoningSplitter:
         ):
             self.reasoning_tokens += tokens_count
         return self._take()
+
+    def plain(self, text: str) -> bool:
+        """Tell whether ``text``, the whole untyped reply, holds no sign of reasoning.
+
+        Then feeding it in one piece splits it exactly as feeding it fragment by fragment
+        would: all of it is answer. The check is substring searches only (no scanning), so
+        a whole reply read at once is split in one step.
+
+        Parameters
+        ----------
+        text
+            The joined text of every fragment of the reply, all typed ``none``.
+
+        Returns
+        -------
+        bool
+            ``False`` if anything was fed already, if the reply could open with the start
+            tag, or if it holds the end tag, the marker or Harmony control text.
+        """
+        if self._mode is not _Mode.START or self._hold or self._typed or self._closed:
+            return False
+        head = text.lstrip()[:1]
+        return not (
+            (head and self._start_tag.startswith(head))
+            or self._end_tag in text
+            or _MARKER_HEAD in text
+            or "<|" in text  # every Harmony token begins so
+        )
 
     def close(self) -> list[ReplyChunk]:
         """End the reply: release held-back text as what it is; return the last pieces."""

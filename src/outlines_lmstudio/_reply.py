@@ -117,15 +117,13 @@ def reply_stats(
     ReplyStats
         The figures found; missing ones are ``None``.
     """
-    values: dict[str, Any] = {}
-    for name, (attribute, key) in _FIELDS.items():
-        if stats is None:
-            value = None
-        elif isinstance(stats, Mapping):
-            value = stats.get(key, stats.get(attribute))
-        else:
-            value = getattr(stats, attribute, None)
-        values[name] = value
+    # One type check, not one per field: the fields are read on every call's finish.
+    if stats is None:
+        values: dict[str, Any] = dict.fromkeys(_FIELDS)
+    elif isinstance(stats, Mapping):
+        values = {name: stats.get(key, stats.get(attr)) for name, (attr, key) in _FIELDS.items()}
+    else:
+        values = {name: getattr(stats, attr, None) for name, (attr, _) in _FIELDS.items()}
     return ReplyStats(
         reasoning_tokens=reasoning_tokens,
         time_to_first_answer_token=time_to_first_answer_token,

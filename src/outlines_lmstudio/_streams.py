@@ -56,6 +56,7 @@ class SyncReader:
         self._sigint = sigint
         self._per_fragment = per_fragment
         self._whole = whole
+        self.arrived: list[float] | None = None
 
     def result(self) -> lms.PredictionResult:
         """Return the finished prediction's result (stats, stop reason)."""
@@ -66,7 +67,8 @@ class SyncReader:
 
         With ``whole=True`` (a whole reply is wanted and nothing of the caller's runs
         between fragments), one read returns every fragment up to the end: one step of
-        the caller's flow instead of one per fragment.
+        the caller's flow instead of one per fragment. `arrived` then holds when each
+        one arrived (``time.monotonic()``); it is ``None`` for a read per fragment.
 
         Raises
         ------
@@ -76,11 +78,13 @@ class SyncReader:
             The server ended the prediction with an error.
         """
         if self._whole:
-            fragments = []
+            fragments: list[lms.LlmPredictionFragment] = []
+            self.arrived = arrived = []
             for each in self._events:
                 if self._sigint.interrupted:
                     raise KeyboardInterrupt
                 fragments.append(each)
+                arrived.append(time.monotonic())
             if self._sigint.interrupted:
                 raise KeyboardInterrupt
             return fragments or None
@@ -184,12 +188,20 @@ class AsyncReader:
     whole
         Nobody sees the reply before its end: the fragments are handed over at once when it
         ends (no task switch per fragment), and each one only pushes the wait's bound back.
+
+    Attributes
+    ----------
+    arrived
+        With ``whole``, when each fragment handed over arrived (``time.monotonic()``);
+        ``None`` otherwise (a fragment is read as it arrives).
     """
 
     def __init__(self, *, whole: bool = False) -> None:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._whole = whole
         self._held: list[lms.LlmPredictionFragment] = []
+        self._arrived: list[float] = []
+        self.arrived = self._arrived if whole else None
         self._waiting: asyncio.Timeout | None = None
         self._bounds: tuple[float | None, float | None] = (None, None)
         self._ended = False  # the server ended the prediction (or it never started)
@@ -223,6 +235,7 @@ class AsyncReader:
             return
         if item is not _PROGRESS:
             self._held.append(item)
+            self._arrived.append(time.monotonic())
         waiting = self._waiting
         if waiting is None:
             return

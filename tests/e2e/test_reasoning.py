@@ -10,6 +10,7 @@ exactly; the reasoning holds JSON-looking drafts, braces and a fake marker prefi
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
@@ -177,6 +178,36 @@ async def test_plain_text_answer(
     assert got == "Paris is the capital."
     if reply is not None:
         assert reply.reasoning == expected_reasoning(form, structured=False)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("entry", ["reply", "reply_stream", "reply_batch"])
+@pytest.mark.parametrize("form", [*sorted(FORMS), "none"])
+async def test_time_to_first_answer_is_when_the_answer_began(
+    emu: LMStudioEmulator,
+    front: Callable[[str], Model],
+    monkeypatch: pytest.MonkeyPatch,
+    form: str,
+    entry: str,
+) -> None:
+    """Short reasoning, then a long answer: its first token came early, not at the end.
+
+    A whole reply is read in one piece; the time is still that of the fragment where the
+    answer began (it once was the time the whole reply had arrived).
+    """
+    answer = " ".join(f"word{i}" for i in range(40))
+    key = FORMS.get(form, "qwen2.5-7b-instruct")
+    emu.script(key, [ReasoningReply(answer, "Brief.") if form != "none" else answer] * 2)
+    latency = 0.01
+    monkeypatch.setattr(emu, "token_latency", latency)
+    started = time.monotonic()
+    got, reply = await call(front(key), entry, "Say it.", None)
+    elapsed = time.monotonic() - started
+    assert got == answer
+    assert reply is not None
+    first = reply.stats.time_to_first_answer_token
+    assert first is not None
+    assert 0 < first < elapsed - 20 * latency  # 40 answer fragments came after it
 
 
 @pytest.mark.asyncio

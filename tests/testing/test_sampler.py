@@ -192,3 +192,35 @@ def test_text_helpers() -> None:
     tokens = plain_text("key", 0)
     assert tokens == plain_text("key", 0) != plain_text("key", 1)
     assert "".join(tokens)[-1] in ".!?"
+
+
+def test_email_fields_under_repeated_arrays_sample_fast() -> None:
+    """outlines-core's exact e-mail pattern made this schema's automaton take over 100 s
+    (past the suite's 60 s timeout); the sampler narrows it to simple valid addresses."""
+    person = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "format": "date"},
+            "id": {"type": "string", "format": "email"},
+            "nested": {"type": "string", "minLength": 4, "maxLength": 6},
+        },
+        "required": ["id"],
+    }
+    schema = {
+        "type": "array",
+        "items": {"type": "array", "items": person, "minItems": 2, "maxItems": 5},
+        "minItems": 1,
+        "maxItems": 3,
+    }
+    rng = random.Random(3)
+    for _ in range(5):
+        document = json.loads("".join(JsonSampler().sample(schema, rng)))
+        jsonschema.validate(document, schema)
+        emails = {"type": "string", "format": "email"}
+        for item in (item for inner in document for item in inner):
+            jsonschema.validate(item["id"], emails, format_checker=jsonschema.FormatChecker())
+    for low, high in ((None, 40), (20, 22), (None, 13)):  # length bounds are kept
+        bounded = {"type": "string", "format": "email", "minLength": low, "maxLength": high}
+        bounded = {k: v for k, v in bounded.items() if v is not None}
+        text = json.loads("".join(JsonSampler().sample(bounded, rng)))
+        jsonschema.validate(text, bounded, format_checker=jsonschema.FormatChecker())

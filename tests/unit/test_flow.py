@@ -81,7 +81,9 @@ class Server:
         if isinstance(effect, Open):
             self._reads = list(self.attempts.pop(0))
             stats = SimpleNamespace(stop_reason=self.stop_reason)
-            effect.call.reader = SimpleNamespace(result=lambda: SimpleNamespace(stats=stats))
+            effect.call.reader = SimpleNamespace(
+                result=lambda: SimpleNamespace(stats=stats), arrived=None
+            )
             return None
         if isinstance(effect, Read):
             item = self._reads.pop(0) if self._reads else None

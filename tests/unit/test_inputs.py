@@ -8,7 +8,7 @@ from PIL import Image as PILImage
 
 from outlines_lmstudio import LMStudioTypeAdapter
 from outlines_lmstudio._images import ImageData
-from outlines_lmstudio._inputs import ChatPrompt, build_chat, format_input
+from outlines_lmstudio._inputs import ChatPrompt, build_chat, format_input, sdk_history
 from outlines_lmstudio.errors import InvalidPromptError, UnsupportedInputError
 
 
@@ -437,3 +437,20 @@ def test_list_content_ends_the_reusable_part() -> None:
     second = format_input(chat)
     assert second.messages[0] is first.messages[0]
     assert len(second.messages[1].parts) == 3
+
+
+def test_a_one_message_text_prompt_goes_to_the_sdk_as_its_text() -> None:
+    """The SDK builds the same chat from the str (what a user by hand passes too)."""
+    prompt = format_input("Hello  there\n")
+    assert sdk_history(prompt, {}) == "Hello  there\n"
+    sent = lms.Chat.from_history("Hello  there\n")._get_history()
+    assert sent == build_chat(prompt, {})._get_history()
+    for other in (
+        format_input(Chat([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}])),
+        format_input(["Look", png()]),
+        format_input(
+            Chat([{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}])
+        ),
+        format_input(lms.Chat.from_history("Hello")),
+    ):
+        assert isinstance(sdk_history(other, fake_handles(other)), lms.Chat)

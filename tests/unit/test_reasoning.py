@@ -348,3 +348,44 @@ def test_no_reasoning_keeps_the_text_exactly(answer: str, cuts: list[int]) -> No
     splitter, chunks = split(_cut([(answer, "none")], cuts))
     assert answer_of(chunks) == splitter.answer == answer
     assert splitter.reasoning == ""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.one_of(
+        reasonings,
+        answers,
+        st.text(alphabet='<>/|_thinkL "{}\n', max_size=30),
+        st.builds(lambda a, b: a + b, answers, st.sampled_from(["</think>", "<|end|>", " "])),
+    ),
+    cuts=st.lists(st.integers(0, 60), max_size=6),
+)
+def test_a_plain_reply_splits_in_one_piece_as_in_many(text: str, cuts: list[int]) -> None:
+    """`plain` vouches that one feed of a whole reply gives what a feed per fragment gives."""
+    whole = ReasoningSplitter()
+    assume(whole.plain(text))
+    pieces = _cut([(text, "none")], cuts)
+    tokens = [len(content) for content, _ in pieces]
+    one = whole.feed(text, "none", tokens_count=sum(tokens)) + whole.close()
+    many = ReasoningSplitter()
+    chunks = [
+        c
+        for (content, kind), n in zip(pieces, tokens, strict=True)
+        for c in many.feed(content, kind, tokens_count=n)
+    ]
+    chunks += many.close()
+    assert (whole.answer, whole.reasoning, whole.reasoning_tokens) == (text, "", 0)
+    assert (many.answer, many.reasoning, many.reasoning_tokens) == (text, "", 0)
+    assert answer_of(one) == answer_of(chunks) == text
+
+
+def test_plain_refuses_what_may_be_reasoning() -> None:
+    assert ReasoningSplitter().plain('{"a_b": "<x>"}')
+    assert ReasoningSplitter().plain("  \n")
+    for text in ("  <think>x</think>y", "<", "x</think>y", "a<|end|>", SYNTHETIC_MARKER + "x"):
+        assert not ReasoningSplitter().plain(text), text
+    assert ReasoningSplitter(start_tag="[T]", end_tag="[/T]").plain("<think>x")
+    assert not ReasoningSplitter(start_tag="[T]", end_tag="[/T]").plain("[x")
+    fed = ReasoningSplitter()
+    fed.feed("a", "none")
+    assert not fed.plain("b")  # only a whole reply, from its start

@@ -189,12 +189,18 @@ async def _stream(
     first: float | None = None
     predicted = 0
     sent = 0
+    due = time.monotonic()  # when the engine has the next fragment ready
     try:
         async for token in generation.fragments:
             if fault is not None and sent == fault.after_fragments:
                 await _strike(conn, fault)
             if emu.token_latency:
-                await asyncio.sleep(emu.token_latency)
+                # The engine's own pace: it makes a fragment every token_latency seconds,
+                # and a send that was late (other predictions, a busy machine) does not
+                # push the later ones back, as LM Studio's engine does not wait for its
+                # websocket. A late fragment still yields, so a waiting cancel is read.
+                due += emu.token_latency
+                await asyncio.sleep(due - time.monotonic())
             else:
                 # Read a waiting cancel between fragments, as LM Studio does. (Pausing
                 # only every few fragments let 4 in 60 sync cancels arrive too late.)

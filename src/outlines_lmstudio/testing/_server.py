@@ -85,7 +85,8 @@ class LMStudioEmulator(EmulatorState):
         Parallel prediction slots per loaded instance (LM Studio's default is 4);
         further predictions wait for a free slot.
     token_latency
-        Seconds to wait before each fragment.
+        Seconds per fragment: the engine's pace. Fragment ``k`` is due ``k`` times this
+        after generation starts; one sent late does not delay the later ones.
     prompt_latency
         Seconds of prompt processing before the first fragment, with progress reports
         (``promptProcessingProgress``) at least every 0.25 s, as LM Studio sends them.

@@ -155,7 +155,8 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
             raise self._wait_error(call.request, by_deadline) from None
 
     async def _run(self, flow: Flow[Any]) -> Any:
-        await self._ensure_client()
+        if not self._ready:
+            await self._ensure_client()
         runner = Runner(flow)
         await self._steps(runner)
         return runner.result
@@ -190,11 +191,13 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
     # -- effects -----------------------------------------------------------------------------
     async def _complete(self, effect: _flow.Complete) -> Completion:
         call = Call(effect.request, deadline=self._deadline(effect.request))
-        await self._ensure_client()
+        if not self._ready:
+            await self._ensure_client()
         try:
             await self._steps(Runner(_flow.predict(call, Sink(), self._error)), call)
         finally:
-            await self._leave(call)
+            if not call.finished:  # the common case needs no extra await
+                await self._leave(call)
         assert call.done is not None
         return call.done
 

@@ -559,14 +559,7 @@ def sdk_history(prompt: ChatPrompt, handles: Mapping[str, FileHandle]) -> lms.Ch
 
     A prompt that is one user message of plain text goes as its text: the SDK makes the
     same one-message chat from a ``str`` (``Chat.from_history``), so nothing is built
-    twice. Any other prompt goes as `build_chat` makes it.
-
-    Parameters
-    ----------
-    prompt
-        The prompt from `format_input`.
-    handles
-        File handle of each image, by image digest.
+    twice. Any other prompt goes as `build_chat` makes it (same parameters).
 
     Returns
     -------

@@ -20,6 +20,7 @@ import concurrent.futures
 import functools
 import math
 import statistics
+from collections.abc import Callable
 
 import lmstudio as lms
 
@@ -201,7 +202,7 @@ def run_efficiency(ctx: Context) -> list[CaseResult]:
                 ordered = ordered and _in_order(sample.result, n)
                 single = [measure(lambda: one(prompt(0))).wall for _ in range(5)]
                 hand_ideal.append(rounds * statistics.median(single))
-                by_hand = measure(lambda: list(pool.map(one, prompts)))
+                by_hand = measure(functools.partial(_in_pool, pool, one, prompts))
                 hand.append(by_hand.wall)
             metrics = []
             if ctx.timing:
@@ -226,6 +227,12 @@ def run_efficiency(ctx: Context) -> list[CaseResult]:
                 )
             )
     return results
+
+
+def _in_pool(
+    pool: concurrent.futures.ThreadPoolExecutor, one: Callable[[str], str], prompts: list[str]
+) -> list[str]:
+    return list(pool.map(one, prompts))
 
 
 def _efficiency(

@@ -113,7 +113,9 @@ class SyncReader:
         threading.Thread
             The thread awaiting the confirmation.
         """
-        with contextlib.suppress(lms.LMStudioError):
+        # A cancel that cannot be sent (the connection or the client is gone: the SDK may
+        # raise its own error or RuntimeError) has nothing left to stop.
+        with contextlib.suppress(Exception):
             self.stream.cancel()
         drain = threading.Thread(target=self._drain, name="outlines-lmstudio-drain", daemon=True)
         drain.start()
@@ -122,7 +124,10 @@ class SyncReader:
         return drain
 
     def _drain(self) -> None:
-        with contextlib.suppress(lms.LMStudioError):
+        # Any end is this thread's end: the confirmation, an SDK error, or the client closed
+        # under it (the SDK then raises RuntimeError from its stopped websocket thread).
+        # Nothing is waiting for this thread's outcome, so none of it is an error to print.
+        with contextlib.suppress(Exception):
             for _ in self._events:
                 pass
 
@@ -204,6 +209,7 @@ class AsyncReader:
         self.arrived = self._arrived if whole else None
         self._waiting: asyncio.Timeout | None = None
         self._bounds: tuple[float | None, float | None] = (None, None)
+        self._by_deadline = False  # the current wait's bound is the call's deadline
         self._ended = False  # the server ended the prediction (or it never started)
         self._leaving = False  # stopped before it was open: cancel once it is
         self.stream: lms.AsyncPredictionStream | None = None
@@ -248,10 +254,8 @@ class AsyncReader:
             return  # pushed back recently enough: one timer move per half bound, not per fragment
         if waiting.expired():
             return  # an expiring bound cannot move (asyncio raises): the wait ends as timed
-        until = now + idle
-        if deadline is not None:
-            until = min(until, now + deadline - time.monotonic())
-        waiting.reschedule(until)
+        limit, self._by_deadline = wait_limit(deadline, idle, time.monotonic())
+        waiting.reschedule(now + (limit or 0.0))
 
     async def _fill(self, open_stream: Callable[[], Awaitable[lms.AsyncPredictionStream]]) -> None:
         try:
@@ -300,7 +304,7 @@ class AsyncReader:
             if not self._queue.empty():  # no timer for what has arrived already
                 item = self._queue.get_nowait()
             else:
-                limit, _ = wait_limit(deadline, idle, time.monotonic())
+                limit, self._by_deadline = wait_limit(deadline, idle, time.monotonic())
                 scope = asyncio.timeout(limit)
                 self._waiting, self._bounds = scope, (idle, deadline)
                 try:
@@ -309,8 +313,9 @@ class AsyncReader:
                 except TimeoutError:
                     if not scope.expired():
                         raise
-                    late = deadline is not None and time.monotonic() >= deadline - 0.001
-                    raise TimeoutError("deadline" if late else "idle") from None
+                    # Which bound the timer was set to, not a second clock reading: a
+                    # reading taken after a preemption could misname the call's deadline.
+                    raise TimeoutError("deadline" if self._by_deadline else "idle") from None
                 finally:
                     self._waiting = None
             if item is not _PROGRESS:
@@ -363,7 +368,7 @@ class AsyncReader:
             return
         try:
             await self.stream.cancel()
-        except (lms.LMStudioError, asyncio.CancelledError):
+        except (Exception, asyncio.CancelledError):  # not sent (connection or client gone)
             self._pump.cancel()
             return
         drain = asyncio.create_task(self._drain())

@@ -15,7 +15,8 @@ from typing import Any, cast
 import lmstudio as lms
 import pytest
 
-from outlines_lmstudio._streams import AsyncReader
+from outlines_lmstudio._interrupt import SigintGuard
+from outlines_lmstudio._streams import AsyncReader, SyncReader
 from outlines_lmstudio._threads import Worker
 
 
@@ -153,3 +154,57 @@ async def test_an_error_opening_the_prediction_reaches_the_reader() -> None:
     with pytest.raises(lms.LMStudioServerError, match="no such model"):
         await reader.read(idle=5.0)
     await reader.stop()  # nothing to cancel: the prediction never started
+
+
+class ClosedUnderneath:
+    """A sync SDK stream whose client is closed while a cancel waits for its confirmation.
+
+    The SDK then raises ``RuntimeError`` (its websocket thread is gone), not one of its
+    own errors: seen in CI, where the drain thread's traceback failed the next test.
+    """
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self._events = iter(self._fragments())
+
+    def __iter__(self) -> Iterator[str]:
+        return self._events
+
+    def _fragments(self) -> Iterator[str]:
+        yield "x"
+        raise RuntimeError("<lmstudio._ws_impl.AsyncTaskManager> is currently inactive.")
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def test_a_cancel_whose_client_closed_under_it_ends_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failures: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", failures.append)
+    stream = ClosedUnderneath()
+    sdk_stream = cast(lms.PredictionStream, stream)
+    reader = SyncReader(sdk_stream, SigintGuard(), per_fragment=True)
+    assert cast(list[str], reader.read()) == ["x"]
+    drain = reader.abandon()
+    drain.join(10)
+    assert stream.cancelled
+    assert not drain.is_alive()
+    assert [f.exc_value for f in failures] == []
+
+
+class UnsendableCancel(EndlessStream):
+    """A stream whose client is gone: sending the cancel fails outside the SDK's errors."""
+
+    async def cancel(self) -> None:
+        raise RuntimeError("the client is closed")
+
+
+@pytest.mark.asyncio
+async def test_stop_with_a_cancel_that_cannot_be_sent_ends_the_reader() -> None:
+    reader = _start(UnsendableCancel(), whole=False)
+    assert await reader.read(idle=30.0)
+    await reader.stop()  # raises nothing: there is no connection left to stop
+    await asyncio.sleep(0)
+    assert reader._pump.cancelled()  # and the reading task is gone

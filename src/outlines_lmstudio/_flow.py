@@ -437,33 +437,35 @@ class _Reply:
         ``arrived`` holds the clock reading at which each fragment arrived, when they were
         read in one piece (a whole reply); ``None`` when they arrived just now.
         """
-        if arrived is None:
-            chunks: list[ReplyChunk] = []
-            for fragment in fragments:
-                chunks += self._split(fragment)
-            if self._first_answer is None and any(not c.reasoning for c in chunks):
-                self._first_answer = self._clock() - self._started
-            return chunks
-        split = self.split
-        for fragment in fragments:  # loops, not generator expressions: run on every call
-            if fragment.reasoning_type != "none":
-                break
-        else:
-            text = "".join([f.content for f in fragments])
-            if split.plain(text):  # all answer: one step, not one per fragment
-                tokens = 0
-                for fragment, at in zip(fragments, arrived, strict=True):
-                    tokens += fragment.tokens_count
-                    if self._first_answer is None and fragment.content.strip():
-                        self._first_answer = at - self._started  # where the answer begins
-                return split.feed(text, "none", tokens_count=tokens)
-        chunks = []
-        for fragment, at in zip(fragments, arrived, strict=True):
+        if arrived is not None:
+            whole = self._feed_plain(fragments, arrived)
+            if whole is not None:
+                return whole
+        chunks: list[ReplyChunk] = []
+        for index, fragment in enumerate(fragments):
             pieces = self._split(fragment)
             if self._first_answer is None and any(not c.reasoning for c in pieces):
+                at = self._clock() if arrived is None else arrived[index]
                 self._first_answer = at - self._started
             chunks += pieces
         return chunks
+
+    def _feed_plain(
+        self, fragments: Sequence[lms.LlmPredictionFragment], arrived: Sequence[float]
+    ) -> list[ReplyChunk] | None:
+        """Split a whole reply with no sign of reasoning in one step; ``None`` if it has one."""
+        for fragment in fragments:  # loops, not generator expressions: run on every call
+            if fragment.reasoning_type != "none":
+                return None
+        text = "".join([f.content for f in fragments])
+        if not self.split.plain(text):
+            return None
+        tokens = 0
+        for fragment, at in zip(fragments, arrived, strict=True):
+            tokens += fragment.tokens_count
+            if self._first_answer is None and fragment.content.strip():
+                self._first_answer = at - self._started  # where the answer begins
+        return self.split.feed(text, "none", tokens_count=tokens)
 
     def _split(self, fragment: lms.LlmPredictionFragment) -> list[ReplyChunk]:
         return self.split.feed(

@@ -384,7 +384,8 @@ def _simple_email(node: dict[str, Any]) -> dict[str, Any] | None:
     if "pattern" in node:
         return None
     shortest = max(1, int(node.get("minLength", 0)) - len(_EMAIL_DOMAIN))
-    longest = int(node.get("maxLength", len(_EMAIL_DOMAIN) + shortest + 8)) - len(_EMAIL_DOMAIN)
+    bound = node.get("maxLength")
+    longest = shortest + 8 if bound is None else int(bound) - len(_EMAIL_DOMAIN)
     if longest < shortest:
         return None
     rest = {k: v for k, v in node.items() if k not in ("format", "minLength", "maxLength")}

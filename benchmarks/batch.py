@@ -194,16 +194,13 @@ def run_efficiency(ctx: Context) -> list[CaseResult]:
             hand: list[float] = []
             ordered = True
             ctx.log(f"batch.efficiency.{n}: {sizes.efficiency_rounds} rounds")
+            ours_single = functools.partial(model, prompt(0), Person)
+            ours_batch = functools.partial(model.batch, prompts, Person)
+            hand_batch = functools.partial(_in_pool, pool, one, prompts)
             for _ in range(sizes.efficiency_rounds):
-                single = [measure(lambda: model(prompt(0), Person)).wall for _ in range(5)]
-                ideal.append(rounds * statistics.median(single))
-                sample = measure(functools.partial(model.batch, prompts, Person))
-                actual.append(sample.wall)
+                sample = _round(ours_single, ours_batch, rounds, ideal, actual)
                 ordered = ordered and _in_order(sample.result, n)
-                single = [measure(lambda: one(prompt(0))).wall for _ in range(5)]
-                hand_ideal.append(rounds * statistics.median(single))
-                by_hand = measure(functools.partial(_in_pool, pool, one, prompts))
-                hand.append(by_hand.wall)
+                _round(functools.partial(one, prompt(0)), hand_batch, rounds, hand_ideal, hand)
             metrics = []
             if ctx.timing:
                 metrics.append(_efficiency("efficiency", ideal, actual, EFFICIENCY))
@@ -227,6 +224,20 @@ def run_efficiency(ctx: Context) -> list[CaseResult]:
                 )
             )
     return results
+
+
+def _round(
+    single: Callable[[], object],
+    batch: Callable[[], object],
+    rounds: int,
+    ideal: list[float],
+    actual: list[float],
+) -> Sample:
+    """Time 5 single requests, then the batch; note the ideal and the batch's time."""
+    ideal.append(rounds * statistics.median([measure(single).wall for _ in range(5)]))
+    sample = measure(batch)
+    actual.append(sample.wall)
+    return sample
 
 
 def _in_pool(

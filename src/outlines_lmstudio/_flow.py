@@ -33,7 +33,7 @@ import lmstudio as lms
 from ._common import Completion, Request
 from ._inputs import sdk_history
 from ._partial import PartialJson
-from ._reasoning import ReasoningSplitter, reply_problem
+from ._reasoning import ReasoningSplitter, plain_reply, reply_problem
 from ._reply import Reply, ReplyChunk, ReplyStats, reply_stats
 from ._sdk_errors import Stage
 from ._typed import Validator, check_reply, reask_prompt, validator_for
@@ -417,15 +417,31 @@ def _grammar_check(model_format: str, identifier: str) -> None:
 
 
 class _Reply:
-    """One attempt's reply as it arrives: answer apart from reasoning, and when it began."""
+    """One attempt's reply as it arrives: answer apart from reasoning, and when it began.
+
+    A whole reply read at once with no sign of reasoning (`plain_reply`) is taken as it is:
+    most replies are, and no splitter is made for them.
+    """
 
     def __init__(self, request: Request, clock: Callable[[], float]) -> None:
-        start, end = request.args.reasoning_tags()  # the call's reasoning_parsing, or <think>
-        self.split = ReasoningSplitter(start_tag=start, end_tag=end)
+        self._tags = request.args.reasoning_tags()  # the call's reasoning_parsing, or <think>
+        self._split: ReasoningSplitter | None = None
+        self._plain: str | None = None  # the answer of a whole reply taken as it is
         self._clock = clock
         self._started = clock()
         self._first_answer: float | None = None
         self._structured = request.plan.response_format is not None
+
+    @property
+    def split(self) -> ReasoningSplitter:
+        """The splitter the reply goes through (made when a reply needs one)."""
+        if self._split is None:
+            start, end = self._tags
+            self._split = ReasoningSplitter(start_tag=start, end_tag=end)
+            if self._plain is not None:  # more came after a whole reply: split all of it
+                self._split.feed(self._plain, "none")  # its pieces were given out already
+                self._plain = None
+        return self._split
 
     def feed(
         self,
@@ -437,43 +453,49 @@ class _Reply:
         ``arrived`` holds the clock reading at which each fragment arrived, when they were
         read in one piece (a whole reply); ``None`` when they arrived just now.
         """
-        if arrived is not None:
-            whole = self._feed_plain(fragments, arrived)
+        if arrived is not None and self._split is None and self._plain is None:
+            whole = self._take_plain(fragments, arrived)
             if whole is not None:
                 return whole
         chunks: list[ReplyChunk] = []
         for index, fragment in enumerate(fragments):
-            pieces = self._split(fragment)
+            pieces = self.split.feed(
+                fragment.content, fragment.reasoning_type, tokens_count=fragment.tokens_count
+            )
             if self._first_answer is None and any(not c.reasoning for c in pieces):
                 at = self._clock() if arrived is None else arrived[index]
                 self._first_answer = at - self._started
             chunks += pieces
         return chunks
 
-    def _feed_plain(
+    def _take_plain(
         self, fragments: Sequence[lms.LlmPredictionFragment], arrived: Sequence[float]
     ) -> list[ReplyChunk] | None:
-        """Split a whole reply with no sign of reasoning in one step; ``None`` if it has one."""
+        """Take a whole reply with no sign of reasoning as it is; ``None`` if it has one."""
         for fragment in fragments:  # loops, not generator expressions: run on every call
             if fragment.reasoning_type != "none":
                 return None
         text = "".join([f.content for f in fragments])
-        if not self.split.plain(text):
+        if not plain_reply(text, *self._tags):
             return None
-        tokens = 0
+        self._plain = text
         for fragment, at in zip(fragments, arrived, strict=True):
-            tokens += fragment.tokens_count
-            if self._first_answer is None and fragment.content.strip():
+            if fragment.content.strip():
                 self._first_answer = at - self._started  # where the answer begins
-        return self.split.feed(text, "none", tokens_count=tokens)
+                break
+        return [ReplyChunk(text, False)] if text else []
 
-    def _split(self, fragment: lms.LlmPredictionFragment) -> list[ReplyChunk]:
-        return self.split.feed(
-            fragment.content, fragment.reasoning_type, tokens_count=fragment.tokens_count
-        )
+    def close(self) -> list[ReplyChunk]:
+        """End the reply; return the pieces held back until now."""
+        return [] if self._plain is not None else self.split.close()
 
     def finish(self, result: lms.PredictionResult) -> Completion:
         """Make the completion of the finished reply; raise if it has no usable answer."""
+        if self._plain is not None:  # all answer: nothing to judge
+            stats = reply_stats(
+                result.stats, reasoning_tokens=0, time_to_first_answer_token=self._first_answer
+            )
+            return Completion(self._plain, stats.stop_reason, "", stats)
         stats = reply_stats(
             result.stats,
             reasoning_tokens=self.split.reasoning_tokens,
@@ -535,7 +557,7 @@ def predict(
                     for item in sink.feed(chunk):
                         yield Emit(item)
             call.finished = True
-            for chunk in reply.split.close():
+            for chunk in reply.close():
                 for item in sink.feed(chunk):
                     yield Emit(item)
         except lms.LMStudioError as exc:

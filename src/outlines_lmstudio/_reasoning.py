@@ -45,6 +45,7 @@ __all__ = [
     "HARMONY_TOKENS",
     "SYNTHETIC_MARKER",
     "ReasoningSplitter",
+    "plain_reply",
     "reply_problem",
 ]
 
@@ -209,34 +210,6 @@ class ReasoningSplitter:
         ):
             self.reasoning_tokens += tokens_count
         return self._take()
-
-    def plain(self, text: str) -> bool:
-        """Tell whether ``text``, the whole untyped reply, holds no sign of reasoning.
-
-        Then feeding it in one piece splits it exactly as feeding it fragment by fragment
-        would: all of it is answer. The check is substring searches only (no scanning), so
-        a whole reply read at once is split in one step.
-
-        Parameters
-        ----------
-        text
-            The joined text of every fragment of the reply, all typed ``none``.
-
-        Returns
-        -------
-        bool
-            ``False`` if anything was fed already, if the reply could open with the start
-            tag, or if it holds the end tag, the marker or Harmony control text.
-        """
-        if self._mode is not _Mode.START or self._hold or self._typed or self._closed:
-            return False
-        head = text.lstrip()[:1]
-        return not (
-            (head and self._start_tag.startswith(head))
-            or self._end_tag in text
-            or _MARKER_HEAD in text
-            or "<|" in text  # every Harmony token begins so
-        )
 
     def close(self) -> list[ReplyChunk]:
         """End the reply: release held-back text as what it is; return the last pieces."""
@@ -442,6 +415,35 @@ _BUDGET_STOPS = {
     "maxPredictedTokensReached": "max_tokens",
     "contextLengthReached": "the model's context length (LM Studio's load setting)",
 }
+
+
+def plain_reply(text: str, start_tag: str, end_tag: str) -> bool:
+    """Tell whether ``text``, a whole untyped reply, holds no sign of reasoning.
+
+    Then a `ReasoningSplitter` with these tags, fed the reply in any pieces, finds all of
+    it answer, and no reasoning tokens: a whole reply read at once can be taken as it is,
+    without a splitter. The check is substring searches only.
+
+    Parameters
+    ----------
+    text
+        The joined text of every fragment of the reply, all typed ``none``.
+    start_tag, end_tag
+        The reasoning tags the splitter would recognise.
+
+    Returns
+    -------
+    bool
+        ``False`` if the reply could open with the start tag, or if it holds the end tag,
+        the synthetic marker or Harmony control text.
+    """
+    head = text.lstrip()[:1]
+    return not (
+        (head and start_tag.startswith(head))
+        or end_tag in text
+        or _MARKER_HEAD in text
+        or "<|" in text  # every Harmony token begins so
+    )
 
 
 def reply_problem(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -37,6 +38,7 @@ from outlines_lmstudio._flow import (
 )
 from outlines_lmstudio._inputs import format_input
 from outlines_lmstudio._output import plan_output
+from outlines_lmstudio._reasoning import SYNTHETIC_MARKER
 from outlines_lmstudio._sdk_errors import translate_sdk_error
 
 
@@ -66,9 +68,12 @@ def errors(exc: BaseException, key: str | None, stage: Any) -> BaseException:
 class Server:
     """Answers a flow's effects from a script of attempts (each: fragments, then an end)."""
 
-    def __init__(self, *attempts: list[Any], stop_reason: str = "eosFound") -> None:
+    def __init__(
+        self, *attempts: list[Any], stop_reason: str = "eosFound", whole: bool = False
+    ) -> None:
         self.attempts = list(attempts)
         self.stop_reason = stop_reason
+        self.whole = whole  # each read is a whole read: the reader says when each one arrived
         self.effects: list[Effect] = []
         self._reads: list[Any] = []
 
@@ -89,6 +94,8 @@ class Server:
             item = self._reads.pop(0) if self._reads else None
             if isinstance(item, BaseException):
                 raise item
+            if self.whole and item is not None:
+                effect.call.reader.arrived = [float(i) for i in range(len(item))]
             return item
         return None  # Reconnect, Forget
 
@@ -169,6 +176,39 @@ def test_reasoning_fragments_are_not_part_of_the_answer() -> None:
     )
     assert emitted == ["answer"]
     assert done.text == "answer"
+
+
+WHOLE_REPLIES = {
+    "plain": [[fragment('{"a": '), fragment("1}")]],
+    "blank": [[fragment(" "), fragment("\n")]],
+    "empty": [],
+    "think tags": [[fragment("<think>"), fragment("a</think>"), fragment("b")]],
+    "bare end tag": [[fragment("a</think>"), fragment(" b")]],
+    "typed reasoning": [[fragment("a", "reasoning"), fragment("b")]],
+    "marker": [[fragment("a" + SYNTHETIC_MARKER), fragment("b")]],
+    "harmony": [
+        [
+            fragment("<|channel|>analysis<|message|>a<|end|>"),
+            fragment("<|start|>assistant<|channel|>final<|message|>b"),
+        ]
+    ],
+    "end tag across two reads": [[fragment("x</thi")], [fragment("nk>y")]],
+    "plain across two reads": [[fragment("x")], [fragment("y")]],
+}
+
+
+@pytest.mark.parametrize("reads", WHOLE_REPLIES.values(), ids=WHOLE_REPLIES.keys())
+def test_a_whole_read_splits_as_a_read_per_fragment(reads: list[list[Any]]) -> None:
+    """A whole reply taken as it is, or split, ends as the same completion as fragments."""
+    per_fragment = [[f] for read in reads for f in read]
+    _, whole = drive(predict(Call(request()), Sink(), errors), Server(reads, whole=True).answer)
+    _, one_by_one = drive(predict(Call(request()), Sink(), errors), Server(per_fragment).answer)
+    timing = {"time_to_first_answer_token": None}  # clock readings, not the same here
+    assert replace(whole, stats=replace(whole.stats, **timing)) == replace(
+        one_by_one, stats=replace(one_by_one.stats, **timing)
+    )
+    began = (whole.stats.time_to_first_answer_token, one_by_one.stats.time_to_first_answer_token)
+    assert (began[0] is None) == (began[1] is None)  # both saw the answer begin, or neither
 
 
 def test_partial_values_only_when_changed_then_the_value() -> None:

@@ -13,6 +13,7 @@ from outlines_lmstudio._reasoning import (
     HARMONY_TOKENS,
     SYNTHETIC_MARKER,
     ReasoningSplitter,
+    plain_reply,
     reply_problem,
 )
 from outlines_lmstudio._reply import ReplyChunk, ReplyStats, reply_stats
@@ -361,9 +362,9 @@ def test_no_reasoning_keeps_the_text_exactly(answer: str, cuts: list[int]) -> No
     cuts=st.lists(st.integers(0, 60), max_size=6),
 )
 def test_a_plain_reply_splits_in_one_piece_as_in_many(text: str, cuts: list[int]) -> None:
-    """`plain` vouches that one feed of a whole reply gives what a feed per fragment gives."""
+    """`plain_reply` vouches that a whole reply is all answer, however it is cut."""
+    assume(plain_reply(text, "<think>", "</think>"))
     whole = ReasoningSplitter()
-    assume(whole.plain(text))
     pieces = _cut([(text, "none")], cuts)
     tokens = [len(content) for content, _ in pieces]
     one = whole.feed(text, "none", tokens_count=sum(tokens)) + whole.close()
@@ -379,13 +380,12 @@ def test_a_plain_reply_splits_in_one_piece_as_in_many(text: str, cuts: list[int]
     assert answer_of(one) == answer_of(chunks) == text
 
 
-def test_plain_refuses_what_may_be_reasoning() -> None:
-    assert ReasoningSplitter().plain('{"a_b": "<x>"}')
-    assert ReasoningSplitter().plain("  \n")
+def test_plain_reply_refuses_what_may_be_reasoning() -> None:
+    think = ("<think>", "</think>")
+    assert plain_reply('{"a_b": "<x>"}', *think)
+    assert plain_reply("  \n", *think)
     for text in ("  <think>x</think>y", "<", "x</think>y", "a<|end|>", SYNTHETIC_MARKER + "x"):
-        assert not ReasoningSplitter().plain(text), text
-    assert ReasoningSplitter(start_tag="[T]", end_tag="[/T]").plain("<think>x")
-    assert not ReasoningSplitter(start_tag="[T]", end_tag="[/T]").plain("[x")
-    fed = ReasoningSplitter()
-    fed.feed("a", "none")
-    assert not fed.plain("b")  # only a whole reply, from its start
+        assert not plain_reply(text, *think), text
+    assert plain_reply("<think>x", "[T]", "[/T]")
+    assert not plain_reply("[x", "[T]", "[/T]")
+    assert not plain_reply("x[/T]y", "[T]", "[/T]")

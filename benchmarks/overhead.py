@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import lmstudio as lms
 
@@ -96,7 +97,7 @@ def run_async(ctx: Context) -> list[CaseResult]:
     n = ctx.sizes.requests
     _reset(ctx)
 
-    async def main() -> Paired:
+    async def main() -> tuple[Paired, Paired]:
         async with lms.AsyncClient(ctx.emulator.api_host) as client:
             model = from_lmstudio(client, TEXT_MODEL)
             handle = await client.llm.model(TEXT_MODEL)
@@ -111,18 +112,27 @@ def run_async(ctx: Context) -> list[CaseResult]:
 
                 return await ameasure(call)
 
-            ctx.log(f"overhead.async: {n} requests per side")
-            return await ainterleave(ours, sdk, n, ctx.sizes.warmup)
+            async def safe(i: int) -> Sample:
+                return await ameasure(lambda: _cancel_safe(handle, prompt(i), fmt))
 
-    paired = asyncio.run(main())
+            ctx.log(f"overhead.async: {n} requests per side")
+            paired = await ainterleave(ours, sdk, n, ctx.sizes.warmup)
+            _reset(ctx)
+            ctx.log(f"overhead.async.cancel_safe: {n} requests per side")
+            return paired, await ainterleave(safe, sdk, n, ctx.sizes.warmup)
+
+    paired, floor = asyncio.run(main())
+    sdk_label = "await handle.respond(prompt, response_format=fmt)"
     return [
+        _result(ctx, "overhead.async", paired, "await model(prompt, Person)", sdk_label),
         _result(
             ctx,
-            "overhead.async",
-            paired,
-            "await model(prompt, Person)",
-            "await handle.respond(prompt, response_format=fmt)",
-        )
+            "overhead.async.cancel_safe",
+            floor,
+            "the SDK by hand, cancel-safe: the prediction read in a task of its own",
+            sdk_label,
+            target=None,
+        ),
     ]
 
 
@@ -192,3 +202,37 @@ def run_parse(ctx: Context) -> list[CaseResult]:
     )
     result.checks["typed"] = all(isinstance(r, Person) for r in paired.results("ours"))
     return [result]
+
+
+async def _cancel_safe(handle: lms.AsyncLLM, text: str, fmt: dict[str, Any]) -> str:
+    """What the async guarantees cost by hand: cancel on the server, progress as a sign of life.
+
+    A caller cancelled while awaiting the SDK's stream would release the prediction's
+    channel before a cancel could be sent (the server would keep generating), so the
+    prediction is read in a task of its own; a cancelled caller sends the cancel, and that
+    task reads on until LM Studio confirms it. The progress callback and the arrival
+    times are what a read timeout that counts prompt processing needs.
+    """
+    alive = [time.monotonic()]
+    opened: list[lms.AsyncPredictionStream] = []
+
+    async def read() -> lms.AsyncPredictionStream:
+        stream = await handle.respond_stream(
+            text,
+            response_format=fmt,
+            on_prompt_processing_progress=lambda _: alive.append(time.monotonic()),
+        )
+        opened.append(stream)
+        await stream.start()
+        async for _ in stream:
+            alive.append(time.monotonic())
+        return stream
+
+    task = asyncio.create_task(read())
+    try:
+        stream = await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if opened:
+            await opened[0].cancel()
+        raise
+    return stream.result().content

@@ -73,6 +73,7 @@ def test_every_case_passes_its_correctness_checks(quick_results: list[CaseResult
     for expected in [
         "overhead.sync",
         "overhead.async",
+        "overhead.async.cancel_safe",
         "stream.ttff",
         "parse",
         "batch.sync",

@@ -14,11 +14,10 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any
 
 import jsonschema
 import pydantic
-import pydantic_core
 import referencing
 import referencing.exceptions
 from outlines.types import CFG, Choice, JsonSchema
@@ -33,7 +32,6 @@ __all__ = [
     "TRUNCATED_STOP_REASONS",
     "Validator",
     "json_validator",
-    "partial_value",
     "reask_prompt",
     "validator_for",
 ]
@@ -315,24 +313,3 @@ def reask_prompt(prompt: ChatPrompt, raw: str, errors: list[str]) -> ChatPrompt:
     return ChatPrompt(
         (*prompt.messages, Message("assistant", (raw,)), Message("user", (feedback,)))
     )
-
-
-def partial_value(text: str) -> Any:
-    """Parse the JSON received so far, completing it as far as it goes.
-
-    Parameters
-    ----------
-    text
-        A prefix of a JSON document.
-
-    Returns
-    -------
-    Any
-        The partial value (``None`` while nothing is parseable yet).
-    """
-    if not text.strip():
-        return None
-    try:
-        return cast(Any, pydantic_core.from_json(text, allow_partial="trailing-strings"))
-    except ValueError:
-        return None

@@ -13,7 +13,6 @@ from outlines_lmstudio._typed import (
     Validator,
     _Invalid,
     check_reply,
-    partial_value,
     reask_prompt,
     validator_for,
 )
@@ -114,20 +113,6 @@ def test_reask_prompt_for_lmstudio_chat_copies() -> None:
     assert again.passthrough is not None
     assert len(again.passthrough._get_history()["messages"]) == 3
     assert len(chat._get_history()["messages"]) == 1
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("", None),
-        ("{", {}),
-        ('{"name": "Jo', {"name": "Jo"}),
-        ('{"a": [1, 2', {"a": [1, 2]}),
-        ("[tru", []),
-    ],
-)
-def test_partial_values(text: str, expected: Any) -> None:
-    assert partial_value(text) == expected
 
 
 SECRET = '{"x": {"type": "integer"}, "secret": "TOP-SECRET-CONTENT"}'

@@ -129,3 +129,25 @@ def test_model_replies_from_the_catalogue(make_emulator: MakeEmulator) -> None:
         assert client.llm.model("m").respond("?").content == "canned"
         emulator.reset()  # restores the catalogue's scripts
         assert client.llm.model("m").respond("?").content == "canned"
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_right_behind_the_request_stops_the_prediction(
+    make_emulator: MakeEmulator,
+) -> None:
+    """The socket is ordered: a cancel sent right after the request finds its channel."""
+    emulator = make_emulator(token_latency=0.002)
+    emulator.script(TEXT, [LONG] * 30)
+    async with lms.AsyncClient(emulator.api_host) as client:
+        model = await client.llm.model(TEXT)
+        reasons = []
+        for _ in range(30):
+            stream = await model.respond_stream("go")
+            await stream.start()  # sends the request
+            await stream.cancel()  # sent at once after it
+            async with stream:
+                async for _fragment in stream:
+                    pass
+            reasons.append(stream.result().stats.stop_reason)
+    assert reasons == ["userStopped"] * 30
+    assert all(p.cancelled for p in emulator.predictions)

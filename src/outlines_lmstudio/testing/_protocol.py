@@ -158,7 +158,7 @@ class Connection:
             self.spawn(self.rpc(message))
         elif kind == "channelCreate":
             self.record(message, "channel", message.get("creationParameter"))
-            self.spawn(self.channel(message))
+            self.spawn(self.channel(message, self.open_channel(message)))
         elif kind == "channelSend":
             self.channel_message(message)
         elif kind == "communicationWarning":
@@ -249,20 +249,31 @@ class Connection:
                 frame["result"] = result
         await self.send(frame, endpoint, "rpc")
 
-    async def channel(self, message: dict[str, Any]) -> None:
-        """Serve one ``channelCreate``."""
+    def open_channel(self, message: dict[str, Any]) -> Channel | None:
+        """Register the channel a ``channelCreate`` opens, as its frame is read.
+
+        The socket is ordered: a ``channelSend`` (a cancel) right behind the create must
+        find the channel, even before the task serving it has started.
+        """
+        channel_id = message.get("channelId")
+        endpoint = str(message.get("endpoint"))
+        if not isinstance(channel_id, int) or (self.namespace, endpoint) not in CHANNEL_HANDLERS:
+            return None
+        channel = self.channels[channel_id] = Channel(channel_id, endpoint)
+        return channel
+
+    async def channel(self, message: dict[str, Any], channel: Channel | None) -> None:
+        """Serve one ``channelCreate``, whose channel `open_channel` registered (if valid)."""
         channel_id = message.get("channelId")
         endpoint = str(message.get("endpoint"))
         if not isinstance(channel_id, int):
             await self.warn(f"channelCreate for {endpoint!r} without an integer channelId")
             return
-        channel = Channel(channel_id, endpoint)
         handler = CHANNEL_HANDLERS.get((self.namespace, endpoint))
-        if handler is None:
+        if handler is None or channel is None:
             known = endpoint in CHANNELS.get(self.namespace, ())
-            await self.unknown_endpoint(endpoint, None, channel, known=known)
+            await self.unknown_endpoint(endpoint, None, Channel(channel_id, endpoint), known=known)
             return
-        self.channels[channel_id] = channel
         parameter = message.get("creationParameter")
         names = request_names(self.emu, self.namespace, parameter)
         fault = self.emu._faults.take(endpoint, names)

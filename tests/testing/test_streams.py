@@ -151,3 +151,20 @@ async def test_a_cancel_right_behind_the_request_stops_the_prediction(
             reasons.append(stream.result().stats.stop_reason)
     assert reasons == ["userStopped"] * 30
     assert all(p.cancelled for p in emulator.predictions)
+
+
+def test_stop_at_limit_stops_where_the_context_is_full(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator()
+    emulator.script(TEXT, [LONG, LONG])
+    with lms.Client(emulator.api_host) as client:
+        small = client.llm.load_new_instance(TEXT, "small", config={"contextLength": 32})
+        stopped = small.respond("go on", config={"contextOverflowPolicy": "stopAtLimit"})
+        stats = stopped.stats
+        assert stats.stop_reason == "contextLengthReached"
+        assert (stats.prompt_tokens_count or 0) + (stats.predicted_tokens_count or 0) <= 32
+        assert stats.predicted_tokens_count  # the reply began
+        assert stopped.content
+        assert LONG.startswith(stopped.content)
+        # LM Studio's other policies make room by truncating: the reply goes on.
+        rolling = small.respond("go on", config={"contextOverflowPolicy": "rollingWindow"})
+        assert (rolling.stats.stop_reason, rolling.content) == ("eosFound", LONG)

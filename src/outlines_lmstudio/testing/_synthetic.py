@@ -86,6 +86,25 @@ def _cut(tokens: list[Fragment], config: dict[str, Any]) -> tuple[list[Fragment]
     return out, "eosFound"
 
 
+def _within_context(
+    tokens: list[Fragment], stop_reason: str, config: dict[str, Any], room: int
+) -> tuple[list[Fragment], str]:
+    """Stop where the context is full, under ``contextOverflowPolicy: stopAtLimit``.
+
+    ``room`` is the context length less the prompt's tokens. LM Studio's other policies
+    (``truncateMiddle``, ``rollingWindow``) make room by dropping earlier tokens, so the
+    reply goes on; the synthetic engine has nothing to drop and simply goes on too.
+    """
+    if config.get("llm.prediction.contextOverflowPolicy") != "stopAtLimit":
+        return tokens, stop_reason
+    used = 0
+    for i, token in enumerate(tokens):
+        used += token.tokens_count
+        if used > max(0, room):
+            return tokens[:i], "contextLengthReached"
+    return tokens, stop_reason
+
+
 def _prefix(tokens: list[Fragment], length: int) -> list[Fragment]:
     """Return the tokens covering the first ``length`` characters (the last one trimmed)."""
     kept: list[Fragment] = []
@@ -191,11 +210,14 @@ class SyntheticEngine:
         tokens, stop_reason = shape_reply(
             form, reasoning, cut, stop_reason, record.config, structured=bool(record.structured)
         )
+        prompt_tokens = count_tokens(" ".join(message_text(m) for m in record.messages))
+        tokens, stop_reason = _within_context(
+            tokens, stop_reason, record.config, self._instance.context_length - prompt_tokens
+        )
         if tool_call is not None and stop_reason == "eosFound":
             stop_reason = "toolCalls"
         else:
             tool_call = None  # cut short before the call was written
-        prompt_tokens = count_tokens(" ".join(message_text(m) for m in record.messages))
         return Generation(_listed(tokens), stop_reason, prompt_tokens, tool_call=tool_call)
 
     async def tokenize(self, text: str) -> list[int]:

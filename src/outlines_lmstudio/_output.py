@@ -17,6 +17,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable
+from urllib.parse import unquote
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, cast
@@ -29,7 +30,7 @@ from outlines.types.dsl import Term
 
 from ._dialects import dialect_schema
 from ._patterns import PatternError, engine_pattern
-from ._schema_walk import schema_nodes, unguarded_ref_cycle
+from ._schema_walk import ref_target, schema_nodes, unguarded_ref_cycle
 from ._simple import is_simple_type, literal_values, render_simple, simple_schema
 from .errors import InvalidSchemaError, UnsupportedOutputTypeError
 
@@ -119,12 +120,22 @@ def _walk(node: object, depth: int, path: str) -> None:
 
 
 def _check_structure(schema: dict[str, Any]) -> None:
-    """Refuse invalid patterns and references that loop without reading any input."""
-    refers = False
+    """Refuse invalid patterns, dangling references and references that loop in place."""
+    refers = embedded = False
+    dangling: tuple[str, str] | None = None
     for pointer, node in schema_nodes(schema):
         if not isinstance(node, dict):
             continue
         refers = refers or any(k in node for k in REFERENCE_KEYWORDS)
+        embedded = embedded or (bool(pointer) and "$id" in node)
+        ref = node.get("$ref")
+        if (
+            dangling is None
+            and isinstance(ref, str)
+            and (ref == "#" or ref.startswith("#/"))
+            and ref_target(schema, unquote(ref)) is None
+        ):
+            dangling = (pointer or "/", ref)
         pattern = node.get("pattern")
         if isinstance(pattern, str):
             try:
@@ -134,6 +145,16 @@ def _check_structure(schema: dict[str, Any]) -> None:
                     raise InvalidSchemaError(
                         f"Invalid JSON schema at {pointer or '/'}/pattern: {exc}."
                     ) from exc
+    # A subschema with its own $id resolves its references against itself: leave those to
+    # jsonschema's resolver when a reply is validated (a JSON pointer from the root would
+    # misjudge them).
+    if dangling is not None and not embedded:
+        where, ref = dangling
+        raise InvalidSchemaError(
+            f"JSON schema reference {ref!r} at {where} points to nothing in the schema. "
+            "Define the referenced schema there (for example under '$defs') or fix the "
+            "reference; references are never fetched."
+        )
     loop = unguarded_ref_cycle(schema) if refers else None
     if loop is not None:
         raise InvalidSchemaError(

@@ -299,6 +299,13 @@ CASES = [
         "remote",
     ),
     Case(
+        "dangling local $ref",
+        lambda m: m("x", {"type": "object", "properties": {"a": {"$ref": "#/$defs/Nope"}}}),
+        E.InvalidSchemaError,
+        ValueError,
+        "points to nothing",
+    ),
+    Case(
         "deeply nested schema",
         lambda m: m("x", nested_schema(100)),
         E.InvalidSchemaError,

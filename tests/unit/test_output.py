@@ -106,6 +106,8 @@ def test_plans_are_cached_per_type() -> None:
         ({"type": "object", "required": "name"}, "required"),
         ({"$ref": "https://example.com/person.json"}, "remote"),
         ({"properties": {"a": {"$ref": "http://x/y#/z"}}}, "remote"),
+        ({"properties": {"a": {"$ref": "#/$defs/Missing"}}}, "'#/\\$defs/Missing' at /properties/a"),
+        ({"$defs": {"A": {}}, "items": {"$ref": "#/$defs/A/items"}}, "points to nothing"),
         ("not json", "not a JSON schema"),
         ("[1]", "JSON object"),
     ],
@@ -113,6 +115,22 @@ def test_plans_are_cached_per_type() -> None:
 def test_malformed_or_unsafe_schemas_are_refused(schema: object, match: str) -> None:
     with pytest.raises(InvalidSchemaError, match=match):
         plan_output(schema)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$defs": {"a b": {"type": "string"}}, "$ref": "#/$defs/a%20b"},
+        {"$defs": {"a/b": {"type": "string"}}, "$ref": "#/$defs/a~1b"},
+        {"type": "object", "properties": {"next": {"$ref": "#"}}},
+        {  # an embedded resource resolves its own references: left to jsonschema
+            "$defs": {"B": {"$id": "urn:b", "$defs": {"C": {}}, "$ref": "#/$defs/C"}},
+            "$ref": "#/$defs/B",
+        },
+    ],
+)
+def test_references_that_resolve_are_kept(schema: dict[str, Any]) -> None:
+    assert plan_output(schema).full_schema == schema
 
 
 def test_deep_schema_is_refused() -> None:

@@ -17,10 +17,10 @@ import sys
 import types
 import typing
 from collections.abc import Callable
-from urllib.parse import unquote
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, cast
+from urllib.parse import unquote
 
 import jsonschema
 import pydantic

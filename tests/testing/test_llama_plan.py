@@ -70,6 +70,16 @@ def test_unchecked_settings_turn_the_sampler_off() -> None:
     assert how.sampling.seed == Sampling.seed
 
 
+def test_the_python_sdks_false_turns_the_sampler_off() -> None:
+    """The Python SDK sends ``maxTokens=False`` (and ``topPSampling=False``...) checked."""
+    off = {"checked": True, "value": False}
+    names = ("topPSampling", "minPSampling", "repeatPenalty", "maxPredictedTokens")
+    how = plan({P + name: off for name in names}, [])
+    sampling = how.sampling
+    assert (sampling.top_p, sampling.min_p, sampling.repeat_penalty) == (1.0, 0.0, 1.0)
+    assert how.max_tokens is None
+
+
 def test_complete_mode_template_is_taken_from_the_config() -> None:
     setting = {
         "type": "jinja",

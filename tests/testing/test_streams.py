@@ -71,6 +71,13 @@ def test_max_tokens_truncates_json(emu: LMStudioEmulator, client: lms.Client) ->
         json.loads(result.content)
 
 
+def test_max_tokens_false_means_no_limit(emu: LMStudioEmulator, client: lms.Client) -> None:
+    """The Python SDK sends ``maxTokens=False`` as ``{checked: true, value: false}``."""
+    emu.script(TEXT, [LONG])
+    result = client.llm.model(TEXT).respond("go", config={"maxTokens": False})
+    assert (result.stats.stop_reason, result.content) == ("eosFound", LONG)
+
+
 def test_stop_string_cuts_before_it(emu: LMStudioEmulator, client: lms.Client) -> None:
     emu.script(TEXT, ["alpha beta STOP gamma"])
     result = client.llm.model(TEXT).respond("?", config={"stopStrings": ["STOP"]})

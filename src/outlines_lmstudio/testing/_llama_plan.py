@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from outlines_lmstudio.testing._engine import max_predicted_tokens
+
 __all__ = [
     "CHATML_TEMPLATE",
     "GEMMA_TEMPLATE",
@@ -79,9 +81,9 @@ class Plan:
 def _checked(value: Any, off: float) -> float | None:
     """Read a ``{checked, value}`` field: its value, ``off`` when unchecked, None when absent."""
     if isinstance(value, dict):
-        if not value.get("checked", True):
-            return off
         inner = value.get("value")
+        if not value.get("checked", True) or inner is False:  # the Python SDK's "off"
+            return off
         return float(inner) if isinstance(inner, int | float) else None
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
@@ -122,10 +124,7 @@ def plan(config: dict[str, Any], load_fields: list[dict[str, Any]]) -> Plan:
         repeat_penalty=base.repeat_penalty if repeat is None else repeat,
         seed=_seed(load_fields),
     )
-    limit = config.get(prefix + "maxPredictedTokens")
-    max_tokens: int | None = None
-    if isinstance(limit, dict) and limit.get("checked") and isinstance(limit.get("value"), int):
-        max_tokens = max(0, int(limit["value"]))
+    max_tokens = max_predicted_tokens(config)
     stops = tuple(s for s in config.get(prefix + "stopStrings") or [] if isinstance(s, str) and s)
     template = bos = eos = None
     setting = config.get(prefix + "promptTemplate")

@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from outlines_lmstudio.testing._engine import Fragment
+from outlines_lmstudio.testing._engine import Fragment, max_predicted_tokens
 from outlines_lmstudio.testing._sampler import split_fragments
 
 if TYPE_CHECKING:
@@ -296,16 +296,13 @@ def _budget(
     fragments: list[Fragment], stop_reason: str, config: Mapping[str, Any]
 ) -> tuple[list[Fragment], str]:
     """Stop at ``maxPredictedTokens``, counting every token (reasoning and tags too)."""
-    limit = config.get("llm.prediction.maxPredictedTokens")
-    if not (isinstance(limit, Mapping) and limit.get("checked")):
-        return fragments, stop_reason
-    value = limit.get("value")
-    if not isinstance(value, int):
+    value = max_predicted_tokens(config)
+    if value is None:
         return fragments, stop_reason
     used = 0
     for i, fragment in enumerate(fragments):
         used += fragment.tokens_count
-        if used > max(0, value):
+        if used > value:
             return fragments[:i], "maxPredictedTokensReached"
     return fragments, stop_reason
 

@@ -15,7 +15,7 @@ import random
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
-from outlines_lmstudio.testing._engine import Fragment, Generation
+from outlines_lmstudio.testing._engine import Fragment, Generation, max_predicted_tokens
 from outlines_lmstudio.testing._reasoning_forms import (
     ReasoningReply,
     plan_reasoning,
@@ -63,10 +63,7 @@ def _seed_for(*parts: Any) -> int:
 def _cut(tokens: list[Fragment], config: dict[str, Any]) -> tuple[list[Fragment], str]:
     """Apply stop strings and the token limit, as a model would while generating."""
     stops = [s for s in config.get("llm.prediction.stopStrings") or [] if isinstance(s, str) and s]
-    limit = config.get("llm.prediction.maxPredictedTokens")
-    max_tokens: int | None = None
-    if isinstance(limit, dict) and limit.get("checked") and isinstance(limit.get("value"), int):
-        max_tokens = max(0, int(limit["value"]))
+    max_tokens = max_predicted_tokens(config)
     out: list[Fragment] = []
     text = ""
     for token in tokens:

@@ -125,7 +125,7 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
                 answer = await answer
             runner.answer(answer)
         except Exception as exc:  # the flow decides what an I/O error means
-            runner.fail(exc)
+            runner.fail(self._failure(exc))
 
     async def _steps(self, runner: Runner[Any], call: Call | None = None) -> None:
         """Drive a flow whose emits nobody reads (a whole reply): no async generator."""
@@ -257,6 +257,8 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
             raise self._wait_error(call.request, expired.args == ("deadline",)) from None
 
     async def _reconnect(self, effect: _flow.Reconnect) -> None:
+        if (closed := self._closed()) is not None:  # nothing to reconnect: say why
+            raise closed
         await ASYNC_RECONNECTS.reset(self.client, effect.generation, self._reset)
 
     async def _reset(self) -> None:

@@ -17,7 +17,13 @@ from ._inputs import ChatPrompt
 from ._output import OutputPlan
 from ._reconnect import AsyncReconnects, SyncReconnects
 from ._reply import ReplyStats
-from ._sdk_errors import Stage, client_host, translate_sdk_error
+from ._sdk_errors import (
+    Stage,
+    client_closed,
+    client_host,
+    closed_client_error,
+    translate_sdk_error,
+)
 from .errors import (
     InvalidInferenceArgumentError,
     InvalidInferenceValueError,
@@ -196,11 +202,30 @@ class Common:
                 raise
         return requests, limit
 
+    def _closed(self, key: str | None = None) -> LMStudioConnectionError | None:
+        """Return the error for a call through a closed client, or ``None`` if it is open."""
+        if client_closed(self.client):
+            return closed_client_error(client_host(self.client), key or self.model_name)
+        return None
+
     def _error(self, exc: BaseException, key: str | None, stage: Stage) -> BaseException:
+        closed = self._closed(key)  # whatever the SDK raised, this is why
+        if closed is not None:
+            return closed
         translated = translate_sdk_error(
             exc, host=client_host(self.client), model=key or self.model_name, stage=stage
         )
         return translated if translated is not None else exc
+
+    def _failure(self, exc: Exception) -> Exception:
+        """Return the error an effect's failure means: a closed client, else ``exc`` itself.
+
+        A client closed under a call fails with errors that are not the SDK's own
+        (``RuntimeError``, a cancelled future); the flow sees ours instead.
+        """
+        if isinstance(exc, OutlinesLMStudioError | lms.LMStudioError):
+            return exc  # ours already, or the flow's to translate (with its stage)
+        return self._closed() or exc
 
     def _deadline(self, request: Request) -> float | None:
         """Return when a call runs out of time (``time.monotonic()``), if it has a limit."""

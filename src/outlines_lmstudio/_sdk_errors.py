@@ -14,7 +14,7 @@ from .errors import (
     OutlinesLMStudioError,
 )
 
-__all__ = ["client_host", "translate_sdk_error"]
+__all__ = ["client_closed", "client_host", "closed_client_error", "translate_sdk_error"]
 
 Stage = Literal["resolve", "predict", "upload", "connect"]
 
@@ -30,6 +30,33 @@ def client_host(client: lms.Client | lms.AsyncClient) -> str | None:
         return client.api_host
     except lms.LMStudioError:
         return None
+
+
+def client_closed(client: object) -> bool:
+    """Tell whether an ``lmstudio`` client was closed (``close()``, ``aclose()``, its ``with``).
+
+    The SDK has no public flag, and a closed client fails with errors that do not say so
+    (``RuntimeError: ... is currently inactive``, a cancelled future, "not reachable").
+    Its task manager knows: it was activated when the client opened, and is no longer
+    active once the client closed. ``False`` when the SDK's internals are not as expected.
+    """
+    manager = getattr(client, "_task_manager", None)  # AsyncClient
+    if manager is None:  # Client: the manager of its websocket thread
+        manager = getattr(getattr(client, "_ws_thread", None), "task_manager", None)
+    opened = getattr(manager, "activated", False) is True
+    return opened and getattr(manager, "active", True) is False
+
+
+def closed_client_error(host: str | None, model: str | None) -> LMStudioConnectionError:
+    """Return the error for a call through a client that was closed."""
+    return LMStudioConnectionError(
+        "The lmstudio client this model uses was closed (close(), aclose(), or the end of its "
+        "with block), so nothing can be sent to LM Studio through it.",
+        host=host,
+        model=model,
+        hint="Keep the client open while the model is in use, or make a new client and a new "
+        "model with from_lmstudio(client, ...).",
+    )
 
 
 def translate_sdk_error(
@@ -62,12 +89,16 @@ def translate_sdk_error(
     if not isinstance(exc, lms.LMStudioError):
         return None
     text = " ".join(str(exc).split())
-    if isinstance(exc, lms.LMStudioTimeoutError):
+    if isinstance(exc, lms.LMStudioTimeoutError):  # only a sync client's waits have one
+        limit = lms.get_sync_api_timeout()
         return LMStudioTimeoutError(
-            f"LM Studio did not answer in time: {text}",
+            f"LM Studio sent nothing for {limit or 0:g} s, the lmstudio SDK's limit on each wait "
+            "of a sync client (process-wide, in place of read_timeout). The SDK gave up the "
+            "request at that limit, so LM Studio may still be working on it.",
             host=host,
             model=model,
-            hint="Check that the model is not stuck loading; pass timeout= to wait longer.",
+            hint="If the model needs longer (loading a large model, a long prompt), raise the "
+            "limit with lmstudio.set_sync_api_timeout(seconds); otherwise check the server.",
         )
     if isinstance(exc, lms.LMStudioWebsocketError) or "not reachable" in text:
         lost = "not reachable" not in text

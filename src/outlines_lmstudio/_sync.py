@@ -67,7 +67,7 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
                 try:
                     runner.answer(getattr(self, step.method)(step))
                 except Exception as exc:  # the flow decides what an I/O error means
-                    runner.fail(exc)
+                    runner.fail(self._failure(exc))
 
     def _run(self, flow: Flow[Any]) -> Any:
         runner = Runner(flow)
@@ -180,7 +180,7 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
 
     def _upload(self, effect: _flow.Upload) -> dict[str, FileHandle]:
         files, call = self.client.files, effect.call
-        _threads.connect(files, self.connect_timeout, self._connect_error)
+        self._connect(files)
         upload = partial(_threads.unless_left, call, files.prepare_image)
         return {
             image.digest: SYNC_IMAGES.get(
@@ -191,7 +191,7 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
 
     def _resolve(self, effect: _flow.Resolve) -> lms.LLM:
         llm, key = self.client.llm, effect.call.request.key
-        _threads.connect(llm, self.connect_timeout, self._connect_error)
+        self._connect(llm)
         resolve = partial(llm.model, key) if key else llm.model
         return SYNC_HANDLES.get(
             self.client, key, partial(_threads.unless_left, effect.call, resolve)
@@ -217,7 +217,15 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         reader: SyncReader = effect.call.reader
         return reader.read()
 
+    def _connect(self, session: Any) -> None:
+        """Connect an SDK session unless it is connected (see `_threads.connect`)."""
+        if not session.connected and (closed := self._closed()) is not None:
+            raise closed  # a closed client cannot connect (the SDK would leak the attempt)
+        _threads.connect(session, self.connect_timeout, self._connect_error)
+
     def _reconnect(self, effect: _flow.Reconnect) -> None:
+        if (closed := self._closed()) is not None:  # nothing to reconnect: say why
+            raise closed
         SYNC_RECONNECTS.reset(self.client, effect.generation, self._reset)
 
     def _drop(self) -> None:
@@ -232,4 +240,4 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         connected = [s for s in (self.client.llm, self.client.files) if s.connected]
         self._drop()
         for session in connected:
-            _threads.connect(session, self.connect_timeout, self._connect_error)
+            self._connect(session)

@@ -1,5 +1,7 @@
 """Connection faults through the real SDK: drops, restarts, a server that goes away."""
 
+import threading
+
 import lmstudio as lms
 import pytest
 
@@ -131,3 +133,45 @@ async def test_async_drop_and_reconnect(
     emulator.add_fault(Fault(kind="drop", times=2))
     with pytest.raises(LMStudioConnectionError):
         await model("but only once")
+
+
+def _close(fronts: Fronts, client: lms.Client | lms.AsyncClient) -> None:
+    if isinstance(client, lms.Client):
+        client.close()
+    else:
+        fronts.run(client.aclose())
+
+
+def test_a_closed_client_says_so_and_sends_nothing(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    client = fronts.client()
+    model = fronts.model(client, TEXT_MODEL)
+    model("warm up")
+    _close(fronts, client)
+    sent = len(emulator.predictions)
+    for call in (lambda: model("hello"), lambda: list(model.stream("hello"))):
+        with pytest.raises(LMStudioConnectionError, match="client this model uses was closed"):
+            call()
+    assert len(emulator.predictions) == sent
+
+
+def test_a_sync_client_closed_during_a_call_fails_with_our_error(
+    slow_emulator: LMStudioEmulator,
+) -> None:
+    """Not the SDK's ``RuntimeError`` or a cancelled future.
+
+    Usually the error says the client was closed; when the SDK reports the lost socket
+    before its close has finished, it says the connection was lost (a race we cannot see).
+    """
+    client = lms.Client(slow_emulator.api_host)
+    model = from_lmstudio(client, TEXT_MODEL)
+    model("warm up")
+    slow_emulator.script(TEXT_MODEL, [" ".join(["word"] * 400)])  # 2 s of fragments
+    closer = threading.Timer(0.3, client.close)
+    closer.start()
+    try:
+        with pytest.raises(LMStudioConnectionError):
+            model("a long answer")
+    finally:
+        closer.join()

@@ -72,6 +72,22 @@ def test_a_server_that_goes_silent_after_auth(fronts: Fronts, sync_sdk_timeout: 
         assert server.auths >= 1
 
 
+def test_a_sync_stall_names_the_sdks_limit(
+    emulator: LMStudioEmulator, sync_sdk_timeout: None
+) -> None:
+    """A sync wait ends at the SDK's own limit: the error says which limit, and how to raise it.
+
+    (The async SDK has no limit of its own: ``read_timeout`` applies, tested above.)
+    """
+    with lms.Client(emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL)
+        emulator.add_fault(Fault("predict", "hang", after_fragments=2))
+        limit = r"sent nothing for 1 s, the lmstudio SDK.s limit"
+        with pytest.raises(LMStudioTimeoutError, match=limit) as info:
+            model("hello")
+    assert "set_sync_api_timeout" in (info.value.hint or "")
+
+
 def test_prompt_processing_progress_counts_as_a_sign_of_life(
     make_model: MakeModel,
     emulator: LMStudioEmulator,

@@ -191,6 +191,12 @@ def check_json_schema(schema: object, *, meta: bool = True) -> dict[str, Any]:
         raise InvalidSchemaError(
             f"A JSON schema must be a JSON object, got {type(schema).__name__}: {schema!r:.80}."
         )
+    declared = schema.get("$schema")
+    if declared is not None and not isinstance(declared, str):  # jsonschema would crash on it
+        raise InvalidSchemaError(
+            f"Invalid JSON schema at /$schema: it must be a string, the URI of a JSON Schema "
+            f"draft (or leave it out), got {declared!r:.80}."
+        )
     _walk(schema, 0, "#")
     if not meta:
         _check_structure(schema)

@@ -108,6 +108,8 @@ def test_plans_are_cached_per_type() -> None:
         ({"properties": {"a": {"$ref": "http://x/y#/z"}}}, "remote"),
         ({"properties": {"a": {"$ref": "#/$defs/Missing"}}}, "Missing' at /properties/a"),
         ({"$defs": {"A": {}}, "items": {"$ref": "#/$defs/A/items"}}, "points to nothing"),
+        ({"$schema": 5, "type": "object"}, "/\\$schema: it must be a string"),
+        ({"$schema": [], "type": "object"}, "/\\$schema: it must be a string"),
         ("not json", "not a JSON schema"),
         ("[1]", "JSON object"),
     ],

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import random
 from typing import Any
 
 import jsonschema
 import lmstudio as lms
+import pydantic
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -224,3 +226,20 @@ def test_email_fields_under_repeated_arrays_sample_fast() -> None:
         bounded = {k: v for k, v in bounded.items() if v is not None}
         text = json.loads("".join(JsonSampler().sample(bounded, rng)))
         jsonschema.validate(text, bounded, format_checker=jsonschema.FormatChecker())
+
+
+def test_dates_and_times_are_ones_pydantic_takes() -> None:
+    """outlines-core's date-time pattern allows years of any length and day 31 in any month."""
+
+    class Event(pydantic.BaseModel):
+        when: datetime.datetime
+        day: datetime.date
+        at: datetime.time
+        maybe: datetime.datetime | None = None
+
+    schema = Event.model_json_schema()
+    rng = random.Random(5)
+    for _ in range(40):
+        text = "".join(JsonSampler().sample(schema, rng))
+        event = Event.model_validate_json(text)
+        assert 1000 <= event.when.year <= 2999

@@ -392,11 +392,29 @@ def _simple_email(node: dict[str, Any]) -> dict[str, Any] | None:
     return {**rest, "pattern": f"[a-z]{{{shortest},{min(longest, 64)}}}{re.escape(_EMAIL_DOMAIN)}"}
 
 
+# Dates and times every validator takes. outlines-core's own date-time pattern allows years
+# of any length (``3925373-02-16T...``) and day 31 in every month, which Pydantic's datetime
+# and date refuse; a model writing for llama.cpp's grammar has 4-digit years. Days stop at
+# 28 so that every month has them.
+_DATE = "[12][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+_TIME = "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+_CALENDAR = {"date": _DATE, "time": _TIME + "Z?", "date-time": f"{_DATE}T{_TIME}Z"}
+
+
+def _calendar(node: dict[str, Any]) -> dict[str, Any] | None:
+    """Return a date, time or date-time string node as a pattern of valid values, or None."""
+    pattern = _CALENDAR.get(node.get("format", ""))
+    if pattern is None or {"pattern", "minLength", "maxLength"} & set(node):
+        return None
+    return {**{k: v for k, v in node.items() if k != "format"}, "pattern": pattern}
+
+
 def _tighten(node: Any) -> Any:
     """Narrow a schema to a subset of its valid documents that outlines-core samples fast.
 
-    Numeric bounds become enums of valid values (outlines-core ignores them), and an
-    ``email`` string a simple pattern of valid addresses.
+    Numeric bounds become enums of valid values (outlines-core ignores them), an ``email``
+    string a simple pattern of valid addresses, and dates and times patterns of values
+    that every validator takes.
     """
     if isinstance(node, list):
         return [_tighten(item) for item in node]
@@ -407,6 +425,8 @@ def _tighten(node: Any) -> Any:
         return {"enum": values}
     if node.get("format") == "email":
         node = _simple_email(node) or node
+    elif node.get("type") == "string" and node.get("format") in _CALENDAR:
+        node = _calendar(node) or node
     return {key: _tighten(value) for key, value in node.items()}
 
 

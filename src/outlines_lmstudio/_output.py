@@ -119,13 +119,72 @@ def _walk(node: object, depth: int, path: str) -> None:
         )
 
 
+_BOUNDS = (
+    ("minLength", "maxLength"),
+    ("minItems", "maxItems"),
+    ("minProperties", "maxProperties"),
+    ("minContains", "maxContains"),
+)
+_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER
+
+
+def _number(node: dict[str, Any], key: str) -> float | None:
+    value = node.get(key)
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _contradiction(node: dict[str, Any]) -> str | None:
+    """Return why no value can satisfy a schema object's own keywords, or ``None``.
+
+    The engines fail on such a schema after it is sent (outlines-core cannot build its
+    regex), or write a value that breaks it (an empty ``enum``); it is refused first.
+    """
+    for low, high in _BOUNDS:
+        lo, hi = _number(node, low), _number(node, high)
+        if lo is not None and hi is not None and lo > hi:
+            return f"{low} {lo!r} is greater than {high} {hi!r}"
+    lows = [(v, k) for k in ("minimum", "exclusiveMinimum") if (v := _number(node, k)) is not None]
+    highs = [(v, k) for k in ("maximum", "exclusiveMaximum") if (v := _number(node, k)) is not None]
+    for lo, low in lows:
+        for hi, high in highs:
+            if lo > hi or (lo == hi and "exclusive" in low + high):
+                return f"no number is both {low} {lo!r} and {high} {hi!r}"
+    if node.get("enum") == []:
+        return "'enum' is empty"
+    kinds = node.get("type")
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    if isinstance(kinds, list) and all(isinstance(k, str) for k in kinds):
+
+        def typed(value: object) -> bool:
+            for kind in kinds:
+                try:
+                    if _TYPES.is_type(value, kind):
+                        return True
+                except jsonschema.exceptions.UnknownType:
+                    return True  # a type the meta-schema check reports, not this one
+            return False
+
+        if "const" in node and not typed(node["const"]):
+            return f"'const' {node['const']!r:.40} is not of type {' or '.join(kinds)}"
+        if isinstance(node.get("enum"), list) and not any(typed(v) for v in node["enum"]):
+            return f"no 'enum' value is of type {' or '.join(kinds)}"
+    return None
+
+
 def _check_structure(schema: dict[str, Any]) -> None:
-    """Refuse invalid patterns, dangling references and references that loop in place."""
+    """Refuse invalid patterns, contradictions, dangling references and in-place loops."""
     refers = embedded = False
     dangling: tuple[str, str] | None = None
     for pointer, node in schema_nodes(schema):
         if not isinstance(node, dict):
             continue
+        why = _contradiction(node)
+        if why is not None:
+            raise InvalidSchemaError(
+                f"JSON schema at {pointer or '/'} can never be satisfied: {why}. No model can "
+                "write a value for it: fix those keywords."
+            )
         refers = refers or any(k in node for k in REFERENCE_KEYWORDS)
         embedded = embedded or (bool(pointer) and "$id" in node)
         ref = node.get("$ref")

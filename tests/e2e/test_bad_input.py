@@ -306,6 +306,13 @@ CASES = [
         "points to nothing",
     ),
     Case(
+        "contradictory bounds",
+        lambda m: m("x", {"type": "string", "minLength": 5, "maxLength": 2}),
+        E.InvalidSchemaError,
+        ValueError,
+        "can never be satisfied",
+    ),
+    Case(
         "deeply nested schema",
         lambda m: m("x", nested_schema(100)),
         E.InvalidSchemaError,

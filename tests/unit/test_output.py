@@ -135,6 +135,39 @@ def test_references_that_resolve_are_kept(schema: dict[str, Any]) -> None:
     assert plan_output(schema).full_schema == schema
 
 
+@pytest.mark.parametrize(
+    ("schema", "why"),
+    [
+        ({"type": "string", "minLength": 5, "maxLength": 2}, "minLength 5 is greater"),
+        ({"type": "array", "minItems": 3, "maxItems": 1}, "minItems 3 is greater"),
+        ({"type": "object", "minProperties": 2, "maxProperties": 1}, "minProperties 2"),
+        ({"type": "integer", "minimum": 10, "maximum": 5}, "no number is both minimum 10"),
+        ({"type": "number", "exclusiveMinimum": 1, "maximum": 1}, "no number is both exclusiveM"),
+        ({"enum": []}, "'enum' is empty"),
+        ({"type": "string", "const": 5}, "'const' 5 is not of type string"),
+        ({"type": "string", "enum": [1, 2]}, "no 'enum' value is of type string"),
+    ],
+)
+def test_contradictory_keywords_are_refused(schema: dict[str, Any], why: str) -> None:
+    nested = {"type": "object", "properties": {"a": schema}}
+    with pytest.raises(InvalidSchemaError, match=f"/properties/a can never be satisfied: {why}"):
+        plan_output(nested)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "number", "minimum": 1, "maximum": 1},
+        {"type": ["string", "null"], "const": None},
+        {"type": "integer", "const": 1.0},  # 1.0 is an integer in JSON Schema
+        {"type": "string", "enum": [1, "a"]},
+        {"type": "integer", "minimum": 1, "exclusiveMaximum": 2},
+    ],
+)
+def test_bounds_that_meet_are_kept(schema: dict[str, Any]) -> None:
+    assert plan_output(schema).full_schema == schema
+
+
 def test_deep_schema_is_refused() -> None:
     schema: dict[str, Any] = {"type": "string"}
     for _ in range(100):

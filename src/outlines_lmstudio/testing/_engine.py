@@ -14,7 +14,7 @@ how it ended (stop reason, prompt token count).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,24 +22,7 @@ if TYPE_CHECKING:
     from outlines_lmstudio.testing._records import Prediction
     from outlines_lmstudio.testing._tools import ToolCall
 
-
-def max_predicted_tokens(config: Mapping[str, Any]) -> int | None:
-    """Read the reply's token limit from a merged prediction config (``None``: no limit).
-
-    ``llm.prediction.maxPredictedTokens`` is a ``{checked, value}`` field. The TypeScript
-    SDK sends ``maxTokens: false`` unchecked; the Python SDK sends it checked with the value
-    ``false``. Both mean no limit, not a limit of 0.
-    """
-    limit = config.get("llm.prediction.maxPredictedTokens")
-    if not isinstance(limit, Mapping) or not limit.get("checked"):
-        return None
-    value = limit.get("value")
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return max(0, value)
-
-
-__all__ = ["Engine", "Fragment", "Generation", "max_predicted_tokens"]
+__all__ = ["Engine", "Fragment", "Generation"]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from outlines_lmstudio.testing._engine import max_predicted_tokens
+from outlines_lmstudio.testing._wire import max_predicted_tokens
 
 __all__ = [
     "CHATML_TEMPLATE",

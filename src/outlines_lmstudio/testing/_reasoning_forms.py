@@ -41,8 +41,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from outlines_lmstudio.testing._engine import Fragment, max_predicted_tokens
+from outlines_lmstudio.testing._engine import Fragment
 from outlines_lmstudio.testing._sampler import split_fragments
+from outlines_lmstudio.testing._wire import max_predicted_tokens
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import EmulatedModel

@@ -15,7 +15,7 @@ import random
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
-from outlines_lmstudio.testing._engine import Fragment, Generation, max_predicted_tokens
+from outlines_lmstudio.testing._engine import Fragment, Generation
 from outlines_lmstudio.testing._reasoning_forms import (
     ReasoningReply,
     plan_reasoning,
@@ -36,7 +36,7 @@ from outlines_lmstudio.testing._tools import (
     offered_tools,
     tool_results,
 )
-from outlines_lmstudio.testing._wire import server_error
+from outlines_lmstudio.testing._wire import max_predicted_tokens, server_error
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import Instance

@@ -16,10 +16,17 @@ state through `_state.EmulatorState`. ``tests/testing/test_layers.py`` checks th
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Channel", "ConnectionDropped", "RequestError", "server_error"]
+__all__ = [
+    "Channel",
+    "ConnectionDropped",
+    "RequestError",
+    "max_predicted_tokens",
+    "server_error",
+]
 
 
 class RequestError(Exception):
@@ -48,3 +55,19 @@ class Channel:
     cancelled: bool = False
     finished: bool = False
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def max_predicted_tokens(config: Mapping[str, Any]) -> int | None:
+    """Read the reply's token limit from a merged prediction config (``None``: no limit).
+
+    ``llm.prediction.maxPredictedTokens`` is a ``{checked, value}`` field. The TypeScript
+    SDK sends ``maxTokens: false`` unchecked; the Python SDK sends it checked with the value
+    ``false``. Both mean no limit, not a limit of 0.
+    """
+    limit = config.get("llm.prediction.maxPredictedTokens")
+    if not isinstance(limit, Mapping) or not limit.get("checked"):
+        return None
+    value = limit.get("value")
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return max(0, value)

@@ -161,7 +161,7 @@ def _contradiction(node: dict[str, Any]) -> str | None:
                 try:
                     if _TYPES.is_type(value, kind):
                         return True
-                except jsonschema.exceptions.UnknownType:
+                except jsonschema.exceptions.UndefinedTypeCheck:
                     return True  # a type the meta-schema check reports, not this one
             return False
 

@@ -168,6 +168,12 @@ def test_bounds_that_meet_are_kept(schema: dict[str, Any]) -> None:
     assert plan_output(schema).full_schema == schema
 
 
+def test_an_unknown_type_is_left_to_the_meta_schema_check() -> None:
+    assert check_json_schema({"type": "foo", "const": 1}, meta=False)
+    with pytest.raises(InvalidSchemaError, match="meta-schema"):
+        plan_output({"type": "foo", "const": 1})
+
+
 def test_deep_schema_is_refused() -> None:
     schema: dict[str, Any] = {"type": "string"}
     for _ in range(100):

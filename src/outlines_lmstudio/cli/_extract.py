@@ -212,7 +212,17 @@ def run(args: argparse.Namespace) -> int:
     spec = output_spec(args)
     kwargs = sampling_kwargs(args)
     items = read_items(args.input)
-    output = OutputFile(args.output)
+    with OutputFile(args.output) as output:  # holds the output's lock until the end
+        return _run(args, spec, kwargs, items, output)
+
+
+def _run(
+    args: argparse.Namespace,
+    spec: OutputSpec,
+    kwargs: dict[str, Any],
+    items: list[Item],
+    output: OutputFile,
+) -> int:
     say = err_console()
     note = output.scan(args.input)
     if note:
@@ -241,10 +251,7 @@ def run(args: argparse.Namespace) -> int:
         model = from_lmstudio(session.client, info.identifier, max_concurrency=args.concurrency)
         job = _Job(model, spec, args.system, args.retries, kwargs, args.reasoning)
         output.open()
-        try:
-            ok, failed, seconds = _process(job, pending, output, args.concurrency)
-        finally:
-            output.close()
+        ok, failed, seconds = _process(job, pending, output, args.concurrency)
     say.print(
         f"Done in {seconds:.1f} s: {ok} results and {failed} errors appended to {args.output}"
         + (f" ({skipped} ids skipped: already there)." if skipped else ".")

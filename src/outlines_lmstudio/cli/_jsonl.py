@@ -12,11 +12,16 @@ command's own output (`scan_output`, pure): empty, or every line a record. Files
 compared by device and inode, so a hard link or symlink to the input is refused.
 ``--output -``, ``/dev/stdout`` and any non-regular file (a pipe, a terminal) are
 streams: written to, never read to resume and never cut.
+
+A run holds an exclusive advisory lock (``flock``) on its output file from the scan
+to the end, so a second ``extract`` on the same file refuses instead of writing every
+record twice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import stat
@@ -206,6 +211,40 @@ class OutputFile:
         self.stream = str(path) in _STREAM_PATHS or str(path).startswith(_STREAM_DIRS)
         self._existing: tuple[int, int] | None = None
         self._fd: int | None = None
+        self._lock_fd: int | None = None
+
+    def __enter__(self) -> OutputFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _busy(self) -> CliError:
+        return CliError(
+            f"{self.path} is being written by another extract run (it holds the file's lock): "
+            "wait for it to finish, or pick another --output file."
+        )
+
+    def _lock(self, fd: int) -> None:
+        """Take the run's exclusive lock on ``fd``'s file, or refuse if another run has it."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._busy() from None
+
+    def _locked_elsewhere(self) -> bool:
+        """Whether another process holds the lock of the file now at ``path``."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     def _refuse_input(self, identity: tuple[int, int], source: tuple[int, int] | None) -> None:
         if identity == source:
@@ -247,8 +286,10 @@ class OutputFile:
             self.stream = True  # a pipe, a terminal, /dev/null...: write only
             return None
         try:
-            with open(self.path, "rb") as handle:
-                identity = _identity(os.fstat(handle.fileno()))
+            self._lock_fd = os.open(self.path, os.O_RDONLY)
+            self._lock(self._lock_fd)
+            identity = _identity(os.fstat(self._lock_fd))
+            with open(self._lock_fd, "rb", closefd=False) as handle:
                 data = handle.read()
         except OSError as exc:
             raise CliError(f"Cannot read output {str(self.path)!r}: {exc.strerror}.") from None
@@ -303,12 +344,16 @@ class OutputFile:
                     if not ((parsed := _is_record(raw)) and parsed[1])
                 ]
             with open(tmp, "xb") as out:
+                self._lock(out.fileno())  # the new file is ours before it has the name
                 out.writelines(kept)
                 out.flush()
                 os.fchmod(out.fileno(), mode)
                 os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-            self._existing = _identity(os.stat(self.path))
+                os.replace(tmp, self.path)
+                lock_fd = os.dup(out.fileno())  # keeps the lock once `out` is closed
+            self._release()
+            self._lock_fd = lock_fd
+            self._existing = _identity(os.fstat(lock_fd))
         except OSError as exc:
             if not isinstance(exc, FileExistsError):
                 with contextlib.suppress(OSError):  # e.g. a read-only file system
@@ -339,10 +384,13 @@ class OutputFile:
                 self._fd = os.open(
                     self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644
                 )
+                self._lock(self._fd)
             else:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
                 self._same(self._fd)
         except FileExistsError:
+            if self._locked_elsewhere():
+                raise self._busy() from None
             raise CliError(
                 f"{self.path} appeared while extract was starting (another program?): "
                 "run the command again."
@@ -362,8 +410,14 @@ class OutputFile:
             written = os.write(self._fd, view)
             view = view[written:]
 
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     def close(self) -> None:
-        """Close the file."""
+        """Close the file and release its lock."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self._release()

@@ -70,6 +70,7 @@ def extract(schema: Path, source: Path, target: str, *more: str) -> list[str]:
         '{"id": 1}\n',  # an id but neither result nor error
         '{"id": 1, "result": 2, "error": {}}\n',  # both
         "\x00\x01binary",
+        '{"id": 1, "result": 2}\nmy important notes',  # notes after results, no newline
     ],
 )
 def test_existing_file_that_is_not_ours_is_refused_untouched(
@@ -243,7 +244,12 @@ def test_scan_output_decisions() -> None:
     found = scan_output(b'{"id": 1, "result": 2}\n{"id": 2, "error": {}}\n{"id": 3, "res', "f")
     assert (set(found.done), set(found.failed), found.keep) == ({"1"}, {"2"}, 46)
     assert scan_output(b'{"id": 3, "res', "f").keep == 0  # a first line cut mid-write
-    for data in (b'{"keep":1}', b"x\n", b'{"id": 1, "result": 2}\nnope\n'):
+    for data in (
+        b'{"keep":1}',
+        b"x\n",
+        b'{"id": 1, "result": 2}\nnope\n',
+        b'{"id": 1, "result": 2}\nmy notes',
+    ):
         with pytest.raises(CliError, match="left untouched"):
             scan_output(data, "f")
 

@@ -164,8 +164,8 @@ def scan_output(data: bytes, name: str) -> OutputScan:
     Raises
     ------
     CliError
-        If any complete line is not an output record, or the file is one partial line
-        that does not start like a record: then it is not this command's output.
+        If any complete line is not an output record, or the last line (without a
+        newline) does not start like a record: then it is not this command's output.
     """
     end = data.rfind(b"\n") + 1
     done: set[str] = set()
@@ -182,9 +182,14 @@ def scan_output(data: bytes, name: str) -> OutputScan:
             )
         (failed if parsed[1] else done).add(parsed[0])
     tail = data[end:]
-    if tail and not (done or failed) and not tail.startswith(RECORD_PREFIX):
+    if tail and not tail.startswith(RECORD_PREFIX):  # not a record cut mid-write: not ours
+        if not end:
+            raise CliError(
+                f"{name} is not an extract output (its only line is not a result): is this the "
+                "right --output file? It was left untouched."
+            )
         raise CliError(
-            f"{name} is not an extract output (its only line is not a result): is this the "
+            f"{name}, last line (without a newline) is not an extract result: is this the "
             "right --output file? It was left untouched."
         )
     return OutputScan(frozenset(done), frozenset(failed - done), end)

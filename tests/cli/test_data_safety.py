@@ -239,11 +239,39 @@ def test_own_output_is_still_resumed(
     assert sorted(r["id"] for r in lines(target)) == ["a", "b", "c"]
 
 
+def test_whole_last_record_without_newline_is_kept(
+    run_cli: RunCli, files: tuple[Path, Path], tmp_path: Path, emulator: LMStudioEmulator
+) -> None:
+    schema, source = files
+    target = tmp_path / "out.jsonl"
+    content = (
+        json.dumps({"id": "a", "result": {"name": "Ann", "age": 3}})
+        + "\n"
+        + json.dumps({"id": "b", "result": {"name": "Bob", "age": 4}})
+    )
+    target.write_text(content)
+    result = run_cli(*extract(schema, source, "out.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert "Removed" not in result.stderr
+    assert "Skipping 2 ids" in result.stderr
+    assert target.read_text().startswith(content + "\n")  # kept, its newline added
+    assert sorted(r["id"] for r in lines(target)) == ["a", "b", "c"]
+    assert len(emulator.predictions) == 1  # only "c" was asked
+
+
 def test_scan_output_decisions() -> None:
     assert scan_output(b"", "f").keep == 0
     found = scan_output(b'{"id": 1, "result": 2}\n{"id": 2, "error": {}}\n{"id": 3, "res', "f")
     assert (set(found.done), set(found.failed), found.keep) == ({"1"}, {"2"}, 46)
     assert scan_output(b'{"id": 3, "res', "f").keep == 0  # a first line cut mid-write
+    data = b'{"id": 1, "result": 2}\n{"id": 2, "error": {}}'  # a whole record, no newline
+    whole = scan_output(data, "f")
+    assert (set(whole.done), set(whole.failed), whole.keep, whole.newline) == (
+        {"1"},
+        {"2"},
+        len(data),
+        True,
+    )
     for data in (
         b'{"keep":1}',
         b"x\n",

@@ -126,11 +126,15 @@ class OutputScan:
         Keys of the ids whose only lines are errors.
     keep
         Bytes to keep: the file's length, or less to cut off a partial last line.
+    newline
+        Whether the kept part ends without a newline (a whole record was the last line,
+        its newline never written): the next record must start with one.
     """
 
     done: frozenset[str]
     failed: frozenset[str]
     keep: int
+    newline: bool = False
 
 
 def _is_record(raw: bytes) -> tuple[str, bool] | None:
@@ -182,6 +186,9 @@ def scan_output(data: bytes, name: str) -> OutputScan:
             )
         (failed if parsed[1] else done).add(parsed[0])
     tail = data[end:]
+    if tail and (parsed := _is_record(tail)) is not None:  # whole, only its newline missing
+        (failed if parsed[1] else done).add(parsed[0])
+        return OutputScan(frozenset(done), frozenset(failed - done), len(data), newline=True)
     if tail and not tail.startswith(RECORD_PREFIX):  # not a record cut mid-write: not ours
         if not end:
             raise CliError(
@@ -217,6 +224,7 @@ class OutputFile:
         self._existing: tuple[int, int] | None = None
         self._fd: int | None = None
         self._lock_fd: int | None = None
+        self._newline = False
 
     def __enter__(self) -> OutputFile:
         return self
@@ -302,6 +310,7 @@ class OutputFile:
         found = scan_output(data, str(self.path))
         self._existing = identity
         self.done, self.failed = set(found.done), set(found.failed)
+        self._newline = found.newline
         if found.keep == len(data):
             return None
         # A partial last line of our own output: never a result. Cut it off.
@@ -344,7 +353,7 @@ class OutputFile:
                 self._same(handle.fileno())
                 mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
                 kept = [
-                    raw
+                    raw.rstrip(b"\n") + b"\n"
                     for raw in handle.read().splitlines(keepends=True)
                     if not ((parsed := _is_record(raw)) and parsed[1])
                 ]
@@ -358,6 +367,7 @@ class OutputFile:
                 lock_fd = os.dup(out.fileno())  # keeps the lock once `out` is closed
             self._release()
             self._lock_fd = lock_fd
+            self._newline = False
             self._existing = _identity(os.fstat(lock_fd))
         except OSError as exc:
             if not isinstance(exc, FileExistsError):
@@ -410,6 +420,9 @@ class OutputFile:
         """Append one record as one line, in one write, and push it to the OS."""
         assert self._fd is not None, "open() first"
         data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        if self._newline:  # end the earlier last line, in the same write
+            data = b"\n" + data
+            self._newline = False
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)

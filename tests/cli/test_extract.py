@@ -404,7 +404,7 @@ def test_the_lock_covers_a_new_file_and_a_rewritten_one(tmp_path: Path) -> None:
     target.write_text(json.dumps({"id": "item-0", "error": {"type": "X", "message": "x"}}) + "\n")
     with OutputFile(target) as output:  # --retry-errors: the new file is locked before its rename
         output.scan(source)
-        assert output.drop_errors() == 1
+        assert output.drop_errors({'"item-0"'}) == 1
         assert locked(target)
     assert not locked(target)
     late = tmp_path / "late.jsonl"
@@ -414,3 +414,25 @@ def test_the_lock_covers_a_new_file_and_a_rewritten_one(tmp_path: Path) -> None:
             fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
             with pytest.raises(CliError, match="another extract run"):
                 output.open()
+
+
+def test_retry_errors_keeps_the_errors_of_ids_not_in_the_input(
+    run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
+) -> None:
+    source = write_items(tmp_path / "in.jsonl", 1)  # only item-0
+    target = tmp_path / "out.jsonl"
+    errors = [
+        json.dumps({"id": f"item-{i}", "error": {"type": "ParseError", "message": "x"}}) + "\n"
+        for i in range(3)
+    ]
+    result_line = json.dumps({"id": "done", "result": {"name": "Ann", "age": 3}}) + "\n"
+    done_error = json.dumps({"id": "done", "error": {"type": "X", "message": "earlier"}}) + "\n"
+    target.write_text("".join(errors) + result_line + done_error)
+    result = run_cli(*extract(schema_file, source, target, "--retry-errors"))
+    assert result.returncode == 0, result.stderr
+    assert "Retrying 1 id(s)" in result.stderr
+    text = target.read_text()
+    assert text.startswith(errors[1] + errors[2] + result_line + done_error)  # kept, in order
+    redone = lines(target)[4:]
+    assert [(r["id"], "result" in r) for r in redone] == [("item-0", True)]
+    assert len(emulator.predictions) == 1

@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retry-errors",
         action="store_true",
-        help="redo the ids whose output line is an error (those lines are removed first)",
+        help="redo the input's ids whose output lines are errors (those lines are removed first)",
     )
     add_sampling_options(parser)
 
@@ -227,7 +227,8 @@ def _run(
     note = output.scan(args.input)
     if note:
         say.print(note, style="yellow")
-    if args.retry_errors and (dropped := output.drop_errors()):
+    keys = {item_key(item.id) for item in items}
+    if args.retry_errors and (dropped := output.drop_errors(keys)):
         say.print(f"Retrying {dropped} id(s) whose output line was an error.")
     answered = output.done | output.failed
     pending = [item for item in items if item_key(item.id) not in answered]

@@ -26,6 +26,7 @@ import json
 import os
 import stat
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,8 +334,21 @@ class OutputFile:
                 "run the command again."
             )
 
-    def drop_errors(self) -> int:
-        """Rewrite the file without its error lines (atomically); return how many went.
+    def drop_errors(self, keys: Collection[str]) -> int:
+        """Rewrite the file without the error lines of ``keys`` (atomically).
+
+        Only ids whose lines are all errors are dropped (an id with a result is not
+        redone); error lines of other ids, e.g. not in this run's input, stay.
+
+        Parameters
+        ----------
+        keys
+            The `item_key` of each id about to be redone (the ids of the input).
+
+        Returns
+        -------
+        int
+            How many ids had their error lines removed.
 
         Raises
         ------
@@ -345,7 +359,8 @@ class OutputFile:
             raise CliError(
                 f"--retry-errors needs an output file to rewrite; {self.path} is a stream."
             )
-        if not self.failed:
+        redo = self.failed.intersection(keys)
+        if not redo:
             return 0
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         try:
@@ -355,7 +370,7 @@ class OutputFile:
                 kept = [
                     raw.rstrip(b"\n") + b"\n"
                     for raw in handle.read().splitlines(keepends=True)
-                    if not ((parsed := _is_record(raw)) and parsed[1])
+                    if not ((parsed := _is_record(raw)) and parsed[1] and parsed[0] in redo)
                 ]
             with open(tmp, "xb") as out:
                 self._lock(out.fileno())  # the new file is ours before it has the name
@@ -377,9 +392,8 @@ class OutputFile:
                 f"Cannot rewrite {str(self.path)!r} without its error lines "
                 f"({exc.filename or self.path}: {exc.strerror}); the file is unchanged."
             ) from None
-        count = len(self.failed)
-        self.failed.clear()
-        return count
+        self.failed -= redo
+        return len(redo)
 
     def open(self) -> None:
         """Open for appending: the scanned file, a new file, or the stream.

@@ -171,6 +171,9 @@ GOOD = json.dumps({"id": "a", "prompt": "fine"})
         ('{"id": "x", "prompt": "p", "images": [1]}\n', '"images" must be a list of file paths'),
         (GOOD + "\n\n" + GOOD + "\n", "line 3 repeats the id 'a' of line 1"),
         ("[1]\n", "is a JSON list, not an object"),
+        ('{"id": "\\ud800", "prompt": "hi"}\n', 'line 1: "id" has a lone surrogate'),
+        ('{"id": 1, "prompt": "hi \\udfff"}\n', '"prompt" has a lone surrogate'),
+        ('{"id": 1, "prompt": "p", "images": ["\\ud800.png"]}\n', '"images" has a lone'),
         (None, "Cannot read input 'in.jsonl': no such file"),
     ],
 )

@@ -55,6 +55,19 @@ def _valid_id(value: object) -> bool:
     return isinstance(value, str | int) and not isinstance(value, bool)
 
 
+def _check_unicode(where: str, name: str, values: list[Any]) -> None:
+    r"""Refuse a string with a lone surrogate (``"\ud800"``): it cannot be sent or written."""
+    for value in values:
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise CliError(
+                    f'{where}: "{name}" has a lone surrogate ({value[exc.start]!r}), which is '
+                    "not valid Unicode: fix that line."
+                ) from None
+
+
 def read_items(path: Path) -> list[Item]:
     """Read and check the whole input before any work starts.
 
@@ -98,6 +111,9 @@ def read_items(path: Path) -> list[Item]:
             images = [images]
         if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
             raise CliError(f'{where}: "images" must be a list of file paths.')
+        _check_unicode(where, "id", [data["id"]])
+        _check_unicode(where, "prompt", [prompt])
+        _check_unicode(where, "images", images)
         key = item_key(data["id"])
         if key in seen:
             raise CliError(

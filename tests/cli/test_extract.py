@@ -171,6 +171,7 @@ GOOD = json.dumps({"id": "a", "prompt": "fine"})
         ('{"id": "x", "prompt": "p", "images": [1]}\n', '"images" must be a list of file paths'),
         (GOOD + "\n\n" + GOOD + "\n", "line 3 repeats the id 'a' of line 1"),
         ("[1]\n", "is a JSON list, not an object"),
+        (GOOD[:-1] + ', "x": "\u2028\u0085"}\n{"id": 2}\n', "in.jsonl, line 2 needs a non-empty"),
         ('{"id": "\\ud800", "prompt": "hi"}\n', 'line 1: "id" has a lone surrogate'),
         ('{"id": 1, "prompt": "hi \\udfff"}\n', '"prompt" has a lone surrogate'),
         ('{"id": 1, "prompt": "p", "images": ["\\ud800.png"]}\n', '"images" has a lone'),
@@ -439,3 +440,20 @@ def test_retry_errors_keeps_the_errors_of_ids_not_in_the_input(
     redone = lines(target)[4:]
     assert [(r["id"], "result" in r) for r in redone] == [("item-0", True)]
     assert len(emulator.predictions) == 1
+
+
+def test_input_lines_end_at_newline_only(tmp_path: Path) -> None:
+    from outlines_lmstudio.cli._jsonl import read_items
+
+    source = tmp_path / "in.jsonl"
+    prompts = ["a\u2028b", "c\u2029d", "e\u0085f", "g\x1ch"]
+    source.write_bytes(
+        "".join(
+            json.dumps({"id": i, "prompt": p}, ensure_ascii=False) + "\r\n"
+            for i, p in enumerate(prompts)
+        ).encode()
+    )
+    items = read_items(source)
+    assert [(item.prompt, item.line) for item in items] == [
+        (p, i + 1) for i, p in enumerate(prompts)
+    ]

@@ -1,8 +1,9 @@
 """The files of ``extract``: reading the input, resuming and appending the output.
 
 Input: one JSON object per line, ``{"id": str|int, "prompt": str, "images": [path...]}``
-(other keys are ignored; blank lines are skipped; image paths are relative to the
-input file's directory). Output: one JSON object per line, ``{"id": ..., "result": ...}``
+(other keys are ignored; blank lines are skipped; a line ends at a newline, with or
+without a carriage return, never at U+2028 and the like; image paths are relative to
+the input file's directory). Output: one JSON object per line, ``{"id": ..., "result": ...}``
 or ``{"id": ..., "error": {"type": ..., "message": ...}}``. Each line is written with
 one ``write`` to a file opened for appending, so a line is complete or absent; a
 partial last line (a crash of the machine mid-write) is cut off when resuming.
@@ -77,7 +78,8 @@ def read_items(path: Path) -> list[Item]:
         On the first malformed line, or a repeated id, naming the line.
     """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # Lines end at "\n" only: U+2028, U+0085... are valid inside a JSON string.
+        lines = [line.removesuffix("\r") for line in path.read_bytes().decode().split("\n")]
     except FileNotFoundError:
         raise CliError(f"Cannot read input {str(path)!r}: no such file.") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -99,6 +99,11 @@ def read_items(path: Path) -> list[Item]:
             ) from None
         except RecursionError:
             raise CliError(f"{where} is JSON nested too deeply to read.") from None
+        except ValueError:  # only Python's limit on integer digits is left
+            raise CliError(
+                f"{where} has an integer of more than {sys.get_int_max_str_digits()} digits, "
+                "too long to read: shorten it (an id may be a string)."
+            ) from None
         if not isinstance(data, dict):
             raise CliError(
                 f'{where} is a JSON {type(data).__name__}, not an object {{"id", "prompt"}}.'

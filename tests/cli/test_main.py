@@ -84,6 +84,24 @@ def test_lmstudio_host_environment_variable(
     assert wins.returncode == 0, wins.stderr
 
 
+@pytest.mark.parametrize(
+    ("host", "needle"),
+    [
+        ("127.0.0.1:abc", "is not HOST:PORT"),
+        ("garbage::", "is not HOST:PORT"),
+        ("127.0.0.1:99999", "99999 is not a port: use 1 to 65535"),
+        ("http://127.0.0.1:0/", "0 is not a port"),
+    ],
+)
+def test_bad_port_in_the_host_is_a_usage_error(run_cli: RunCli, host: str, needle: str) -> None:
+    given = run_cli("--host", host, "models", host=False)
+    assert given.returncode == 2
+    assert_one_line_error(given, f"--host {host.removeprefix('http://').rstrip('/')!r}", needle)
+    variable = run_cli("models", host=False, env=cli_env(LMSTUDIO_HOST=host))
+    assert variable.returncode == 2
+    assert_one_line_error(variable, "LMSTUDIO_HOST", needle)
+
+
 def test_options_after_the_subcommand(run_cli: RunCli, emulator: LMStudioEmulator) -> None:
     result = run_cli("models", "--json", "--host", f"http://{emulator.api_host}/", host=False)
     assert result.returncode == 0, result.stderr

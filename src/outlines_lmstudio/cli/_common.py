@@ -319,7 +319,10 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
         finally:
             emulator.stop()
         return
+    source = "--host" if host else "LMSTUDIO_HOST"
     host = host or os.environ.get("LMSTUDIO_HOST") or None
+    if host is not None:
+        _check_port(_normalise_host(host), source)
     if host is None:
         host = lms.Client.find_default_local_api_host()
         if host is None:
@@ -342,6 +345,28 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
         yield Session(client, host)
     finally:
         client.close()
+
+
+def _check_port(host: str, source: str) -> None:
+    """Refuse a ``HOST:PORT`` whose port is not a number from 1 to 65535.
+
+    Raises
+    ------
+    CliError
+        Naming ``source`` (``--host`` or ``LMSTUDIO_HOST``), before anything is sent.
+    """
+    try:
+        port = httpx.URL(f"http://{host}").port
+    except httpx.InvalidURL as exc:
+        raise CliError(
+            f"{source} {host!r} is not HOST:PORT ({exc}): e.g. 127.0.0.1:1234 "
+            "(see outlines-lmstudio --help)."
+        ) from None
+    if port is not None and not 0 < port <= 65535:
+        raise CliError(
+            f"{source} {host!r}: {port} is not a port: use 1 to 65535 "
+            "(see outlines-lmstudio --help)."
+        )
 
 
 def _normalise_host(host: str) -> str:

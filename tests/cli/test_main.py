@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -161,3 +163,33 @@ def test_emulator_command_still_serves() -> None:
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+@pytest.mark.parametrize("output", [None, "-", "/dev/stdout", "out.jsonl"])
+def test_closed_stdout(emulator: LMStudioEmulator, tmp_path: Path, output: str | None) -> None:
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "prompt": "Ann, 3"}\n')
+    (tmp_path / "s.json").write_text('{"type": "object", "properties": {"a": {"type": "integer"}}}')
+    args = (
+        ["generate", "hi"]
+        if output is None
+        else ["extract", "--schema", "s.json", "--input", "in.jsonl", "--output", output]
+    )
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *script_path(), "--host", emulator.api_host, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    if output == "out.jsonl":  # results go to a file: standard output is not needed
+        assert result.returncode == 0, result.stderr
+        assert [
+            json.loads(line)["id"] for line in (tmp_path / output).read_text().splitlines()
+        ] == [1]
+        return
+    assert result.returncode == 2
+    assert_one_line_error(result, "standard output is closed")
+    assert emulator.requests == []

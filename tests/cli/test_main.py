@@ -193,3 +193,16 @@ def test_closed_stdout(emulator: LMStudioEmulator, tmp_path: Path, output: str |
     assert result.returncode == 2
     assert_one_line_error(result, "standard output is closed")
     assert emulator.requests == []
+
+
+def test_ctrl_c_while_parsing_is_status_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from outlines_lmstudio import cli
+
+    def interrupted() -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["models"]) == 130
+    assert capsys.readouterr().err == "outlines-lmstudio: error: interrupted.\n"

@@ -105,10 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_rich,
     )
 
-    if argv is None:
-        _quiet_sdk()
-    args = build_parser().parse_args(argv)
     try:
+        if argv is None:
+            _quiet_sdk()
+        # Inside the try: building the parser imports every subcommand (a Ctrl-C there
+        # is "interrupted", status 130, not a traceback).
+        args = build_parser().parse_args(argv)
         _check_stdout(args)
         if args.command not in NO_CONNECTION:
             require_rich()

@@ -104,6 +104,18 @@ def test_link_to_the_input_is_refused(
     assert source.read_text() == ITEMS  # the last line is still there
 
 
+def test_dangling_symlink_as_output_is_refused_with_the_reason(
+    run_cli: RunCli, files: tuple[Path, Path], tmp_path: Path, emulator: LMStudioEmulator
+) -> None:
+    schema, source = files
+    (tmp_path / "results.jsonl").symlink_to("missing/target.jsonl")
+    result = run_cli(*extract(schema, source, "results.jsonl"))
+    assert result.returncode == 2
+    assert_one_line_error(result, "is a symbolic link to 'missing/target.jsonl', which does not")
+    assert not (tmp_path / "missing").exists()
+    assert emulator.requests == []
+
+
 def test_stdout_is_a_stream_never_read(run_cli: RunCli, files: tuple[Path, Path]) -> None:
     schema, source = files
     for target in ("/dev/stdout", "-"):

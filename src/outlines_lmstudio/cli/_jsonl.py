@@ -315,6 +315,12 @@ class OutputFile:
         try:
             info = os.fstat(sys.stdout.fileno()) if str(self.path) == "-" else os.stat(self.path)
         except FileNotFoundError:
+            if self.path.is_symlink():  # a new file is created exclusively: never through a link
+                raise CliError(
+                    f"--output {str(self.path)!r} is a symbolic link to "
+                    f"{os.readlink(self.path)!r}, which does not exist: pass the target's path "
+                    "as --output, or remove the link."
+                ) from None
             return None
         except OSError as exc:
             raise CliError(f"Cannot use output {str(self.path)!r}: {exc.strerror}.") from None

@@ -206,3 +206,25 @@ def test_ctrl_c_while_parsing_is_status_130(
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert cli.main(["models"]) == 130
     assert capsys.readouterr().err == "outlines-lmstudio: error: interrupted.\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["generate", "--temperature", "nan", "hi"], "--temperature must be 0 or more, got nan"),
+        (["generate", "--temperature", "inf", "hi"], "--temperature must be 0 or more, got inf"),
+        (["generate", "--max-tokens", "9" * 20, "hi"], "--max-tokens must be at most"),
+        (
+            ["extract", "--schema", "s.json", "--input", "in.jsonl", "--output", "nodir/o.jsonl"],
+            "its folder 'nodir' does not exist",
+        ),
+    ],
+)
+def test_bad_input_is_caught_before_connecting(
+    run_cli: RunCli, closed_port: int, tmp_path: Path, args: list[str], needle: str
+) -> None:
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "prompt": "Ann, 3"}\n')
+    (tmp_path / "s.json").write_text('{"type": "object"}')
+    result = run_cli("--host", f"127.0.0.1:{closed_port}", *args, host=False)
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result, needle)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -214,14 +215,18 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
 
 def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Return the inference keywords (``temperature``, ``max_tokens``) that were given."""
+    from outlines_lmstudio._config import MAX_COUNT
+
     kwargs: dict[str, Any] = {}
     if args.temperature is not None:
-        if args.temperature < 0:
+        if not math.isfinite(args.temperature) or args.temperature < 0:
             raise CliError(f"--temperature must be 0 or more, got {args.temperature}.")
         kwargs["temperature"] = args.temperature
     if args.max_tokens is not None:
         if args.max_tokens < 1:
             raise CliError(f"--max-tokens must be at least 1, got {args.max_tokens}.")
+        if args.max_tokens > MAX_COUNT:
+            raise CliError(f"--max-tokens must be at most {MAX_COUNT:,}, got {args.max_tokens:,}.")
         kwargs["max_tokens"] = args.max_tokens
     return kwargs
 

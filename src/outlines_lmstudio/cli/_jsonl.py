@@ -321,6 +321,11 @@ class OutputFile:
                     f"{os.readlink(self.path)!r}, which does not exist: pass the target's path "
                     "as --output, or remove the link."
                 ) from None
+            if not self.path.parent.is_dir():  # say so now, not after connecting
+                raise CliError(
+                    f"Cannot write output {str(self.path)!r}: its folder "
+                    f"{str(self.path.parent)!r} does not exist."
+                ) from None
             return None
         except OSError as exc:
             raise CliError(f"Cannot use output {str(self.path)!r}: {exc.strerror}.") from None

@@ -65,7 +65,7 @@ def test_embed_prints_one_vector_per_text(
     assert all(len(v) == 768 for v in vectors)
     assert all(isinstance(x, float) for v in vectors for x in v)
     assert vectors[0] != vectors[1]
-    monkeypatch.setattr(sys, "stdin", io.StringIO("first text\n\n"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("first text\n"))
     again = main_in_process("embed", "-m", EMBED, "-")
     assert json.loads(again.stdout) == vectors[:1]
 
@@ -80,6 +80,27 @@ def test_embed_errors(run_cli: RunCli, main_in_process: MainInProcess) -> None:
     empty = main_in_process("embed", " ")
     assert empty.returncode == 2
     assert_one_line_error(empty, "must be non-empty")
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "needle"),
+    [
+        (["-"], "a\n\nb\n", "line 2 of standard input is blank"),
+        (["-"], "a\n\n", "line 2 of standard input is blank"),
+        (["-"], "", "standard input) has no text"),
+        (["a", "-", "b"], "", "standard input) has no text"),
+        (["-", "-"], "a\nb\n", "may be given only once"),
+        (["a", ""], "", "TEXT 2 is blank"),
+    ],
+)
+def test_embed_never_drops_a_text(
+    run_cli: RunCli, emulator: LMStudioEmulator, args: list[str], stdin: str, needle: str
+) -> None:
+    result = run_cli("embed", *args, stdin=stdin)
+    assert result.returncode == 2
+    assert_one_line_error(result, needle)
+    assert result.stdout == ""
+    assert emulator.requests == []
 
 
 @pytest.mark.usefixtures("sigint_default")

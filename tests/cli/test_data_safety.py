@@ -70,6 +70,7 @@ def extract(schema: Path, source: Path, target: str, *more: str) -> list[str]:
         '{"id": 1}\n',  # an id but neither result nor error
         '{"id": 1, "result": 2, "error": {}}\n',  # both
         "\x00\x01binary",
+        '{"id": 1, "result": 2}\nmy important notes',  # notes after results, no newline
     ],
 )
 def test_existing_file_that_is_not_ours_is_refused_untouched(
@@ -101,6 +102,18 @@ def test_link_to_the_input_is_refused(
     assert result.returncode == 2
     assert_one_line_error(result, "is the input file", "same file on disk")
     assert source.read_text() == ITEMS  # the last line is still there
+
+
+def test_dangling_symlink_as_output_is_refused_with_the_reason(
+    run_cli: RunCli, files: tuple[Path, Path], tmp_path: Path, emulator: LMStudioEmulator
+) -> None:
+    schema, source = files
+    (tmp_path / "results.jsonl").symlink_to("missing/target.jsonl")
+    result = run_cli(*extract(schema, source, "results.jsonl"))
+    assert result.returncode == 2
+    assert_one_line_error(result, "is a symbolic link to 'missing/target.jsonl', which does not")
+    assert not (tmp_path / "missing").exists()
+    assert emulator.requests == []
 
 
 def test_stdout_is_a_stream_never_read(run_cli: RunCli, files: tuple[Path, Path]) -> None:
@@ -238,12 +251,45 @@ def test_own_output_is_still_resumed(
     assert sorted(r["id"] for r in lines(target)) == ["a", "b", "c"]
 
 
+def test_whole_last_record_without_newline_is_kept(
+    run_cli: RunCli, files: tuple[Path, Path], tmp_path: Path, emulator: LMStudioEmulator
+) -> None:
+    schema, source = files
+    target = tmp_path / "out.jsonl"
+    content = (
+        json.dumps({"id": "a", "result": {"name": "Ann", "age": 3}})
+        + "\n"
+        + json.dumps({"id": "b", "result": {"name": "Bob", "age": 4}})
+    )
+    target.write_text(content)
+    result = run_cli(*extract(schema, source, "out.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert "Removed" not in result.stderr
+    assert "Skipping 2 ids" in result.stderr
+    assert target.read_text().startswith(content + "\n")  # kept, its newline added
+    assert sorted(r["id"] for r in lines(target)) == ["a", "b", "c"]
+    assert len(emulator.predictions) == 1  # only "c" was asked
+
+
 def test_scan_output_decisions() -> None:
     assert scan_output(b"", "f").keep == 0
     found = scan_output(b'{"id": 1, "result": 2}\n{"id": 2, "error": {}}\n{"id": 3, "res', "f")
     assert (set(found.done), set(found.failed), found.keep) == ({"1"}, {"2"}, 46)
     assert scan_output(b'{"id": 3, "res', "f").keep == 0  # a first line cut mid-write
-    for data in (b'{"keep":1}', b"x\n", b'{"id": 1, "result": 2}\nnope\n'):
+    data = b'{"id": 1, "result": 2}\n{"id": 2, "error": {}}'  # a whole record, no newline
+    whole = scan_output(data, "f")
+    assert (set(whole.done), set(whole.failed), whole.keep, whole.newline) == (
+        {"1"},
+        {"2"},
+        len(data),
+        True,
+    )
+    for data in (
+        b'{"keep":1}',
+        b"x\n",
+        b'{"id": 1, "result": 2}\nnope\n',
+        b'{"id": 1, "result": 2}\nmy notes',
+    ):
         with pytest.raises(CliError, match="left untouched"):
             scan_output(data, "f")
 

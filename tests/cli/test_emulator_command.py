@@ -102,3 +102,28 @@ def test_python_dash_m_cli_is_the_command() -> None:
     )
     assert result.returncode == 0
     assert "usage: outlines-lmstudio" in result.stdout
+
+
+@pytest.mark.parametrize("latency", ["-1", "nan", "inf"])
+def test_emulator_bad_token_latency_is_a_usage_error(latency: str) -> None:
+    result = run("emulator", "--token-latency", latency)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"outlines-lmstudio: error: --token-latency must be 0 or more seconds, "
+        f"got {float(latency)}.\n"
+    )
+
+
+def test_emulator_remote_warning_is_one_line() -> None:
+    command = [*script_path(), "emulator", "--host", "0.0.0.0", "--allow-remote"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env()
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().startswith("LM Studio emulator listening on 0.0.0.0:")
+        finally:
+            child.kill()  # the warning came before the listening line
+        _, stderr = child.communicate(timeout=15)
+    assert stderr.startswith("outlines-lmstudio: warning: The LM Studio emulator binds '0.0.0.0'")
+    assert stderr.count("\n") == 1, stderr

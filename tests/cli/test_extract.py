@@ -171,6 +171,11 @@ GOOD = json.dumps({"id": "a", "prompt": "fine"})
         ('{"id": "x", "prompt": "p", "images": [1]}\n', '"images" must be a list of file paths'),
         (GOOD + "\n\n" + GOOD + "\n", "line 3 repeats the id 'a' of line 1"),
         ("[1]\n", "is a JSON list, not an object"),
+        ('{"id": ' + "9" * 5000 + ', "prompt": "p"}\n', "line 1 has an integer of more than"),
+        (GOOD[:-1] + ', "x": "\u2028\u0085"}\n{"id": 2}\n', "in.jsonl, line 2 needs a non-empty"),
+        ('{"id": "\\ud800", "prompt": "hi"}\n', 'line 1: "id" has a lone surrogate'),
+        ('{"id": 1, "prompt": "hi \\udfff"}\n', '"prompt" has a lone surrogate'),
+        ('{"id": 1, "prompt": "p", "images": ["\\ud800.png"]}\n', '"images" has a lone'),
         (None, "Cannot read input 'in.jsonl': no such file"),
     ],
 )
@@ -324,3 +329,132 @@ def test_lost_server_stops_the_run_without_error_lines(
     assert result.returncode == 3
     assert_one_line_error(result, "Lost the connection to LM Studio", "run the same command again")
     assert target.read_text() == ""  # nothing that looks like a result, nor an error per item
+
+
+def test_a_second_run_on_the_same_output_is_refused(
+    emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    count = 20
+    source = write_items(tmp_path / "in.jsonl", count)
+    target = tmp_path / "out.jsonl"
+    monkeypatch.setattr(emulator, "token_latency", 0.01)
+    command = [*script_path(), "--host", emulator.api_host, *extract(schema_file, source, target)]
+    first = subprocess.Popen(
+        [*command, "--concurrency", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+            target.exists() and target.read_text().count("\n") >= 2
+        ):
+            time.sleep(0.01)
+        second = subprocess.run(
+            command, capture_output=True, text=True, env=cli_env(), timeout=30, check=False
+        )
+        _, first_err = first.communicate(timeout=30)
+    finally:
+        first.kill()
+        first.wait(timeout=10)
+    assert first.returncode == 0, first_err
+    assert second.returncode == 2
+    assert_one_line_error(second, str(target), "another extract run")
+    assert_complete_output(target, {f"item-{i}" for i in range(count)})
+
+
+@pytest.mark.parametrize("retry", [False, True])
+def test_output_locked_by_another_process_is_left_alone(
+    run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path, retry: bool
+) -> None:
+    import fcntl
+
+    source = write_items(tmp_path / "in.jsonl", 2)
+    target = tmp_path / "out.jsonl"
+    content = json.dumps({"id": "item-0", "error": {"type": "X", "message": "x"}}) + "\n"
+    target.write_text(content)
+    with target.open("rb") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        result = run_cli(*extract(schema_file, source, target, *(["--retry-errors"] * retry)))
+    assert result.returncode == 2
+    assert_one_line_error(result, "out.jsonl", "another extract run")
+    assert target.read_text() == content
+    assert emulator.requests == []
+
+
+def test_the_lock_covers_a_new_file_and_a_rewritten_one(tmp_path: Path) -> None:
+    import fcntl
+
+    from outlines_lmstudio.cli._common import CliError
+    from outlines_lmstudio.cli._jsonl import OutputFile
+
+    def locked(path: Path) -> bool:
+        with path.open("rb") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+        return False
+
+    source = write_items(tmp_path / "in.jsonl", 1)
+    target = tmp_path / "out.jsonl"
+    with OutputFile(target) as output:  # a new file: locked from its creation
+        assert output.scan(source) is None
+        output.open()
+        assert locked(target)
+    assert not locked(target)
+    target.write_text(json.dumps({"id": "item-0", "error": {"type": "X", "message": "x"}}) + "\n")
+    with OutputFile(target) as output:  # --retry-errors: the new file is locked before its rename
+        output.scan(source)
+        assert output.drop_errors({'"item-0"'}) == 1
+        assert locked(target)
+    assert not locked(target)
+    late = tmp_path / "late.jsonl"
+    with OutputFile(late) as output:
+        assert output.scan(source) is None
+        with late.open("wb") as holder:  # another run created it in between
+            fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+            with pytest.raises(CliError, match="another extract run"):
+                output.open()
+
+
+def test_retry_errors_keeps_the_errors_of_ids_not_in_the_input(
+    run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
+) -> None:
+    source = write_items(tmp_path / "in.jsonl", 1)  # only item-0
+    target = tmp_path / "out.jsonl"
+    errors = [
+        json.dumps({"id": f"item-{i}", "error": {"type": "ParseError", "message": "x"}}) + "\n"
+        for i in range(3)
+    ]
+    result_line = json.dumps({"id": "done", "result": {"name": "Ann", "age": 3}}) + "\n"
+    done_error = json.dumps({"id": "done", "error": {"type": "X", "message": "earlier"}}) + "\n"
+    target.write_text("".join(errors) + result_line + done_error)
+    result = run_cli(*extract(schema_file, source, target, "--retry-errors"))
+    assert result.returncode == 0, result.stderr
+    assert "Retrying 1 id(s)" in result.stderr
+    text = target.read_text()
+    assert text.startswith(errors[1] + errors[2] + result_line + done_error)  # kept, in order
+    redone = lines(target)[4:]
+    assert [(r["id"], "result" in r) for r in redone] == [("item-0", True)]
+    assert len(emulator.predictions) == 1
+
+
+def test_input_lines_end_at_newline_only(tmp_path: Path) -> None:
+    from outlines_lmstudio.cli._jsonl import read_items
+
+    source = tmp_path / "in.jsonl"
+    prompts = ["a\u2028b", "c\u2029d", "e\u0085f", "g\x1ch"]
+    source.write_bytes(
+        "".join(
+            json.dumps({"id": i, "prompt": p}, ensure_ascii=False) + "\r\n"
+            for i, p in enumerate(prompts)
+        ).encode()
+    )
+    items = read_items(source)
+    assert [(item.prompt, item.line) for item in items] == [
+        (p, i + 1) for i, p in enumerate(prompts)
+    ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +86,24 @@ def test_lmstudio_host_environment_variable(
     assert wins.returncode == 0, wins.stderr
 
 
+@pytest.mark.parametrize(
+    ("host", "needle"),
+    [
+        ("127.0.0.1:abc", "is not HOST:PORT"),
+        ("garbage::", "is not HOST:PORT"),
+        ("127.0.0.1:99999", "99999 is not a port: use 1 to 65535"),
+        ("http://127.0.0.1:0/", "0 is not a port"),
+    ],
+)
+def test_bad_port_in_the_host_is_a_usage_error(run_cli: RunCli, host: str, needle: str) -> None:
+    given = run_cli("--host", host, "models", host=False)
+    assert given.returncode == 2
+    assert_one_line_error(given, f"--host {host.removeprefix('http://').rstrip('/')!r}", needle)
+    variable = run_cli("models", host=False, env=cli_env(LMSTUDIO_HOST=host))
+    assert variable.returncode == 2
+    assert_one_line_error(variable, "LMSTUDIO_HOST", needle)
+
+
 def test_options_after_the_subcommand(run_cli: RunCli, emulator: LMStudioEmulator) -> None:
     result = run_cli("models", "--json", "--host", f"http://{emulator.api_host}/", host=False)
     assert result.returncode == 0, result.stderr
@@ -143,3 +163,68 @@ def test_emulator_command_still_serves() -> None:
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+@pytest.mark.parametrize("output", [None, "-", "/dev/stdout", "out.jsonl"])
+def test_closed_stdout(emulator: LMStudioEmulator, tmp_path: Path, output: str | None) -> None:
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "prompt": "Ann, 3"}\n')
+    (tmp_path / "s.json").write_text('{"type": "object", "properties": {"a": {"type": "integer"}}}')
+    args = (
+        ["generate", "hi"]
+        if output is None
+        else ["extract", "--schema", "s.json", "--input", "in.jsonl", "--output", output]
+    )
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *script_path(), "--host", emulator.api_host, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    if output == "out.jsonl":  # results go to a file: standard output is not needed
+        assert result.returncode == 0, result.stderr
+        assert [
+            json.loads(line)["id"] for line in (tmp_path / output).read_text().splitlines()
+        ] == [1]
+        return
+    assert result.returncode == 2
+    assert_one_line_error(result, "standard output is closed")
+    assert emulator.requests == []
+
+
+def test_ctrl_c_while_parsing_is_status_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from outlines_lmstudio import cli
+
+    def interrupted() -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["models"]) == 130
+    assert capsys.readouterr().err == "outlines-lmstudio: error: interrupted.\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["generate", "--temperature", "nan", "hi"], "--temperature must be 0 or more, got nan"),
+        (["generate", "--temperature", "inf", "hi"], "--temperature must be 0 or more, got inf"),
+        (["generate", "--max-tokens", "9" * 20, "hi"], "--max-tokens must be at most"),
+        (
+            ["extract", "--schema", "s.json", "--input", "in.jsonl", "--output", "nodir/o.jsonl"],
+            "its folder 'nodir' does not exist",
+        ),
+    ],
+)
+def test_bad_input_is_caught_before_connecting(
+    run_cli: RunCli, closed_port: int, tmp_path: Path, args: list[str], needle: str
+) -> None:
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "prompt": "Ann, 3"}\n')
+    (tmp_path / "s.json").write_text('{"type": "object"}')
+    result = run_cli("--host", f"127.0.0.1:{closed_port}", *args, host=False)
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result, needle)

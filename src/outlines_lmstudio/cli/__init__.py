@@ -12,6 +12,7 @@ every failure is reported in one line on standard error with an exit status
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -104,10 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_rich,
     )
 
-    if argv is None:
-        _quiet_sdk()
-    args = build_parser().parse_args(argv)
     try:
+        if argv is None:
+            _quiet_sdk()
+        # Inside the try: building the parser imports every subcommand (a Ctrl-C there
+        # is "interrupted", status 130, not a traceback).
+        args = build_parser().parse_args(argv)
+        _check_stdout(args)
         if args.command not in NO_CONNECTION:
             require_rich()
         status: int = args._run(args)
@@ -154,6 +158,43 @@ def _quiet_sdk() -> None:
     )
 
 
+_STDOUT_PATHS = frozenset({"-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"})
+
+
+def _check_stdout(args: argparse.Namespace) -> None:
+    """Refuse to run with standard output closed (``>&-``) when results go there.
+
+    ``extract`` to a file does not need it: descriptor 1 is then held on ``/dev/null``,
+    so no file the command opens takes its place.
+
+    Raises
+    ------
+    CliError
+        If standard output is closed and the command writes its results there.
+    """
+    from ._common import CliError
+
+    try:
+        os.fstat(1)
+    except OSError:
+        pass
+    else:
+        if sys.stdout is not None:
+            return
+    if args.command != "extract" or str(args.output) in _STDOUT_PATHS:
+        raise CliError(
+            "standard output is closed, so the result would be lost: run the command "
+            "with standard output open (redirect it to a file, or > /dev/null to discard it)."
+        )
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    if devnull != 1:
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - for the life of the process
+
+
 def _report(message: str) -> None:
-    sys.stdout.flush()
+    if sys.stdout is not None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
     print(f"outlines-lmstudio: error: {message}", file=sys.stderr, flush=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -214,14 +215,18 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
 
 def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Return the inference keywords (``temperature``, ``max_tokens``) that were given."""
+    from outlines_lmstudio._config import MAX_COUNT
+
     kwargs: dict[str, Any] = {}
     if args.temperature is not None:
-        if args.temperature < 0:
+        if not math.isfinite(args.temperature) or args.temperature < 0:
             raise CliError(f"--temperature must be 0 or more, got {args.temperature}.")
         kwargs["temperature"] = args.temperature
     if args.max_tokens is not None:
         if args.max_tokens < 1:
             raise CliError(f"--max-tokens must be at least 1, got {args.max_tokens}.")
+        if args.max_tokens > MAX_COUNT:
+            raise CliError(f"--max-tokens must be at most {MAX_COUNT:,}, got {args.max_tokens:,}.")
         kwargs["max_tokens"] = args.max_tokens
     return kwargs
 
@@ -319,7 +324,10 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
         finally:
             emulator.stop()
         return
+    source = "--host" if host else "LMSTUDIO_HOST"
     host = host or os.environ.get("LMSTUDIO_HOST") or None
+    if host is not None:
+        _check_port(_normalise_host(host), source)
     if host is None:
         host = lms.Client.find_default_local_api_host()
         if host is None:
@@ -342,6 +350,28 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
         yield Session(client, host)
     finally:
         client.close()
+
+
+def _check_port(host: str, source: str) -> None:
+    """Refuse a ``HOST:PORT`` whose port is not a number from 1 to 65535.
+
+    Raises
+    ------
+    CliError
+        Naming ``source`` (``--host`` or ``LMSTUDIO_HOST``), before anything is sent.
+    """
+    try:
+        port = httpx.URL(f"http://{host}").port
+    except httpx.InvalidURL as exc:
+        raise CliError(
+            f"{source} {host!r} is not HOST:PORT ({exc}): e.g. 127.0.0.1:1234 "
+            "(see outlines-lmstudio --help)."
+        ) from None
+    if port is not None and not 0 < port <= 65535:
+        raise CliError(
+            f"{source} {host!r}: {port} is not a port: use 1 to 65535 "
+            "(see outlines-lmstudio --help)."
+        )
 
 
 def _normalise_host(host: str) -> str:

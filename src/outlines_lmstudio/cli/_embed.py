@@ -16,7 +16,7 @@ __all__ = ["HELP", "add_arguments", "embedding_model", "run"]
 HELP = "Print the embedding vector of each TEXT as JSON."
 DESCRIPTION = """\
 Print a JSON list with one embedding vector (a list of floats) per TEXT, in order.
-"-" reads one text per line from standard input."""
+"-" reads one text per line from standard input (a blank line is an error)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,18 +61,41 @@ def embedding_model(session: Session, key: str | None) -> lms.EmbeddingModel:
         ) from None
 
 
-def run(args: argparse.Namespace) -> int:
-    """Embed the texts; return the exit status."""
+def _texts(given: list[str]) -> list[str]:
+    """Return the texts, one per line of standard input for ``-``; refuse a blank one.
+
+    Raises
+    ------
+    CliError
+        For an empty or blank text (a blank line of standard input), empty standard
+        input, or ``-`` given twice (standard input is read once).
+    """
     import sys
 
     texts: list[str] = []
-    for text in args.texts:
-        if text == "-":
-            texts.extend(line for line in sys.stdin.read().splitlines() if line.strip())
-        else:
+    if given.count("-") > 1:
+        raise CliError("- (standard input) may be given only once: it is read to its end.")
+    for text in given:
+        if text != "-":
+            if not text.strip():
+                raise CliError(f"Every TEXT must be non-empty; TEXT {len(texts) + 1} is blank.")
             texts.append(text)
-    if not texts or not all(t.strip() for t in texts):
-        raise CliError("Every TEXT must be non-empty.")
+            continue
+        data = sys.stdin.read().removesuffix("\n")
+        if not data:
+            raise CliError("- (standard input) has no text: every TEXT must be non-empty.")
+        for number, line in enumerate(data.split("\n"), start=1):
+            if not line.strip():
+                raise CliError(
+                    f"Every TEXT must be non-empty; line {number} of standard input is blank."
+                )
+            texts.append(line)
+    return texts
+
+
+def run(args: argparse.Namespace) -> int:
+    """Embed the texts; return the exit status."""
+    texts = _texts(args.texts)
     with connect(args) as session:
         model = embedding_model(session, args.model)
         vectors = [[float(x) for x in cast("Sequence[float]", model.embed(t))] for t in texts]

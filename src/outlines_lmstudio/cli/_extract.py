@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retry-errors",
         action="store_true",
-        help="redo the ids whose output line is an error (those lines are removed first)",
+        help="redo the input's ids whose output lines are errors (those lines are removed first)",
     )
     add_sampling_options(parser)
 
@@ -212,12 +212,23 @@ def run(args: argparse.Namespace) -> int:
     spec = output_spec(args)
     kwargs = sampling_kwargs(args)
     items = read_items(args.input)
-    output = OutputFile(args.output)
+    with OutputFile(args.output) as output:  # holds the output's lock until the end
+        return _run(args, spec, kwargs, items, output)
+
+
+def _run(
+    args: argparse.Namespace,
+    spec: OutputSpec,
+    kwargs: dict[str, Any],
+    items: list[Item],
+    output: OutputFile,
+) -> int:
     say = err_console()
     note = output.scan(args.input)
     if note:
         say.print(note, style="yellow")
-    if args.retry_errors and (dropped := output.drop_errors()):
+    keys = {item_key(item.id) for item in items}
+    if args.retry_errors and (dropped := output.drop_errors(keys)):
         say.print(f"Retrying {dropped} id(s) whose output line was an error.")
     answered = output.done | output.failed
     pending = [item for item in items if item_key(item.id) not in answered]
@@ -241,10 +252,7 @@ def run(args: argparse.Namespace) -> int:
         model = from_lmstudio(session.client, info.identifier, max_concurrency=args.concurrency)
         job = _Job(model, spec, args.system, args.retries, kwargs, args.reasoning)
         output.open()
-        try:
-            ok, failed, seconds = _process(job, pending, output, args.concurrency)
-        finally:
-            output.close()
+        ok, failed, seconds = _process(job, pending, output, args.concurrency)
     say.print(
         f"Done in {seconds:.1f} s: {ok} results and {failed} errors appended to {args.output}"
         + (f" ({skipped} ids skipped: already there)." if skipped else ".")

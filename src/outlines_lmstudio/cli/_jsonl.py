@@ -1,8 +1,9 @@
 """The files of ``extract``: reading the input, resuming and appending the output.
 
 Input: one JSON object per line, ``{"id": str|int, "prompt": str, "images": [path...]}``
-(other keys are ignored; blank lines are skipped; image paths are relative to the
-input file's directory). Output: one JSON object per line, ``{"id": ..., "result": ...}``
+(other keys are ignored; blank lines are skipped; a line ends at a newline, with or
+without a carriage return, never at U+2028 and the like; image paths are relative to
+the input file's directory). Output: one JSON object per line, ``{"id": ..., "result": ...}``
 or ``{"id": ..., "error": {"type": ..., "message": ...}}``. Each line is written with
 one ``write`` to a file opened for appending, so a line is complete or absent; a
 partial last line (a crash of the machine mid-write) is cut off when resuming.
@@ -12,15 +13,21 @@ command's own output (`scan_output`, pure): empty, or every line a record. Files
 compared by device and inode, so a hard link or symlink to the input is refused.
 ``--output -``, ``/dev/stdout`` and any non-regular file (a pipe, a terminal) are
 streams: written to, never read to resume and never cut.
+
+A run holds an exclusive advisory lock (``flock``) on its output file from the scan
+to the end, so a second ``extract`` on the same file refuses instead of writing every
+record twice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import stat
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +56,19 @@ def _valid_id(value: object) -> bool:
     return isinstance(value, str | int) and not isinstance(value, bool)
 
 
+def _check_unicode(where: str, name: str, values: list[Any]) -> None:
+    r"""Refuse a string with a lone surrogate (``"\ud800"``): it cannot be sent or written."""
+    for value in values:
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise CliError(
+                    f'{where}: "{name}" has a lone surrogate ({value[exc.start]!r}), which is '
+                    "not valid Unicode: fix that line."
+                ) from None
+
+
 def read_items(path: Path) -> list[Item]:
     """Read and check the whole input before any work starts.
 
@@ -58,7 +78,8 @@ def read_items(path: Path) -> list[Item]:
         On the first malformed line, or a repeated id, naming the line.
     """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # Lines end at "\n" only: U+2028, U+0085... are valid inside a JSON string.
+        lines = [line.removesuffix("\r") for line in path.read_bytes().decode().split("\n")]
     except FileNotFoundError:
         raise CliError(f"Cannot read input {str(path)!r}: no such file.") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -78,6 +99,11 @@ def read_items(path: Path) -> list[Item]:
             ) from None
         except RecursionError:
             raise CliError(f"{where} is JSON nested too deeply to read.") from None
+        except ValueError:  # only Python's limit on integer digits is left
+            raise CliError(
+                f"{where} has an integer of more than {sys.get_int_max_str_digits()} digits, "
+                "too long to read: shorten it (an id may be a string)."
+            ) from None
         if not isinstance(data, dict):
             raise CliError(
                 f'{where} is a JSON {type(data).__name__}, not an object {{"id", "prompt"}}.'
@@ -92,6 +118,9 @@ def read_items(path: Path) -> list[Item]:
             images = [images]
         if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
             raise CliError(f'{where}: "images" must be a list of file paths.')
+        _check_unicode(where, "id", [data["id"]])
+        _check_unicode(where, "prompt", [prompt])
+        _check_unicode(where, "images", images)
         key = item_key(data["id"])
         if key in seen:
             raise CliError(
@@ -121,11 +150,15 @@ class OutputScan:
         Keys of the ids whose only lines are errors.
     keep
         Bytes to keep: the file's length, or less to cut off a partial last line.
+    newline
+        Whether the kept part ends without a newline (a whole record was the last line,
+        its newline never written): the next record must start with one.
     """
 
     done: frozenset[str]
     failed: frozenset[str]
     keep: int
+    newline: bool = False
 
 
 def _is_record(raw: bytes) -> tuple[str, bool] | None:
@@ -159,8 +192,8 @@ def scan_output(data: bytes, name: str) -> OutputScan:
     Raises
     ------
     CliError
-        If any complete line is not an output record, or the file is one partial line
-        that does not start like a record: then it is not this command's output.
+        If any complete line is not an output record, or the last line (without a
+        newline) does not start like a record: then it is not this command's output.
     """
     end = data.rfind(b"\n") + 1
     done: set[str] = set()
@@ -177,9 +210,17 @@ def scan_output(data: bytes, name: str) -> OutputScan:
             )
         (failed if parsed[1] else done).add(parsed[0])
     tail = data[end:]
-    if tail and not (done or failed) and not tail.startswith(RECORD_PREFIX):
+    if tail and (parsed := _is_record(tail)) is not None:  # whole, only its newline missing
+        (failed if parsed[1] else done).add(parsed[0])
+        return OutputScan(frozenset(done), frozenset(failed - done), len(data), newline=True)
+    if tail and not tail.startswith(RECORD_PREFIX):  # not a record cut mid-write: not ours
+        if not end:
+            raise CliError(
+                f"{name} is not an extract output (its only line is not a result): is this the "
+                "right --output file? It was left untouched."
+            )
         raise CliError(
-            f"{name} is not an extract output (its only line is not a result): is this the "
+            f"{name}, last line (without a newline) is not an extract result: is this the "
             "right --output file? It was left untouched."
         )
     return OutputScan(frozenset(done), frozenset(failed - done), end)
@@ -206,6 +247,41 @@ class OutputFile:
         self.stream = str(path) in _STREAM_PATHS or str(path).startswith(_STREAM_DIRS)
         self._existing: tuple[int, int] | None = None
         self._fd: int | None = None
+        self._lock_fd: int | None = None
+        self._newline = False
+
+    def __enter__(self) -> OutputFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _busy(self) -> CliError:
+        return CliError(
+            f"{self.path} is being written by another extract run (it holds the file's lock): "
+            "wait for it to finish, or pick another --output file."
+        )
+
+    def _lock(self, fd: int) -> None:
+        """Take the run's exclusive lock on ``fd``'s file, or refuse if another run has it."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._busy() from None
+
+    def _locked_elsewhere(self) -> bool:
+        """Whether another process holds the lock of the file now at ``path``."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     def _refuse_input(self, identity: tuple[int, int], source: tuple[int, int] | None) -> None:
         if identity == source:
@@ -239,6 +315,17 @@ class OutputFile:
         try:
             info = os.fstat(sys.stdout.fileno()) if str(self.path) == "-" else os.stat(self.path)
         except FileNotFoundError:
+            if self.path.is_symlink():  # a new file is created exclusively: never through a link
+                raise CliError(
+                    f"--output {str(self.path)!r} is a symbolic link to "
+                    f"{os.readlink(self.path)!r}, which does not exist: pass the target's path "
+                    "as --output, or remove the link."
+                ) from None
+            if not self.path.parent.is_dir():  # say so now, not after connecting
+                raise CliError(
+                    f"Cannot write output {str(self.path)!r}: its folder "
+                    f"{str(self.path.parent)!r} does not exist."
+                ) from None
             return None
         except OSError as exc:
             raise CliError(f"Cannot use output {str(self.path)!r}: {exc.strerror}.") from None
@@ -247,8 +334,10 @@ class OutputFile:
             self.stream = True  # a pipe, a terminal, /dev/null...: write only
             return None
         try:
-            with open(self.path, "rb") as handle:
-                identity = _identity(os.fstat(handle.fileno()))
+            self._lock_fd = os.open(self.path, os.O_RDONLY)
+            self._lock(self._lock_fd)
+            identity = _identity(os.fstat(self._lock_fd))
+            with open(self._lock_fd, "rb", closefd=False) as handle:
                 data = handle.read()
         except OSError as exc:
             raise CliError(f"Cannot read output {str(self.path)!r}: {exc.strerror}.") from None
@@ -256,6 +345,7 @@ class OutputFile:
         found = scan_output(data, str(self.path))
         self._existing = identity
         self.done, self.failed = set(found.done), set(found.failed)
+        self._newline = found.newline
         if found.keep == len(data):
             return None
         # A partial last line of our own output: never a result. Cut it off.
@@ -278,8 +368,21 @@ class OutputFile:
                 "run the command again."
             )
 
-    def drop_errors(self) -> int:
-        """Rewrite the file without its error lines (atomically); return how many went.
+    def drop_errors(self, keys: Collection[str]) -> int:
+        """Rewrite the file without the error lines of ``keys`` (atomically).
+
+        Only ids whose lines are all errors are dropped (an id with a result is not
+        redone); error lines of other ids, e.g. not in this run's input, stay.
+
+        Parameters
+        ----------
+        keys
+            The `item_key` of each id about to be redone (the ids of the input).
+
+        Returns
+        -------
+        int
+            How many ids had their error lines removed.
 
         Raises
         ------
@@ -290,7 +393,8 @@ class OutputFile:
             raise CliError(
                 f"--retry-errors needs an output file to rewrite; {self.path} is a stream."
             )
-        if not self.failed:
+        redo = self.failed.intersection(keys)
+        if not redo:
             return 0
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         try:
@@ -298,17 +402,22 @@ class OutputFile:
                 self._same(handle.fileno())
                 mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
                 kept = [
-                    raw
+                    raw.rstrip(b"\n") + b"\n"
                     for raw in handle.read().splitlines(keepends=True)
-                    if not ((parsed := _is_record(raw)) and parsed[1])
+                    if not ((parsed := _is_record(raw)) and parsed[1] and parsed[0] in redo)
                 ]
             with open(tmp, "xb") as out:
+                self._lock(out.fileno())  # the new file is ours before it has the name
                 out.writelines(kept)
                 out.flush()
                 os.fchmod(out.fileno(), mode)
                 os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-            self._existing = _identity(os.stat(self.path))
+                os.replace(tmp, self.path)
+                lock_fd = os.dup(out.fileno())  # keeps the lock once `out` is closed
+            self._release()
+            self._lock_fd = lock_fd
+            self._newline = False
+            self._existing = _identity(os.fstat(lock_fd))
         except OSError as exc:
             if not isinstance(exc, FileExistsError):
                 with contextlib.suppress(OSError):  # e.g. a read-only file system
@@ -317,9 +426,8 @@ class OutputFile:
                 f"Cannot rewrite {str(self.path)!r} without its error lines "
                 f"({exc.filename or self.path}: {exc.strerror}); the file is unchanged."
             ) from None
-        count = len(self.failed)
-        self.failed.clear()
-        return count
+        self.failed -= redo
+        return len(redo)
 
     def open(self) -> None:
         """Open for appending: the scanned file, a new file, or the stream.
@@ -339,10 +447,13 @@ class OutputFile:
                 self._fd = os.open(
                     self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644
                 )
+                self._lock(self._fd)
             else:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
                 self._same(self._fd)
         except FileExistsError:
+            if self._locked_elsewhere():
+                raise self._busy() from None
             raise CliError(
                 f"{self.path} appeared while extract was starting (another program?): "
                 "run the command again."
@@ -357,13 +468,22 @@ class OutputFile:
         """Append one record as one line, in one write, and push it to the OS."""
         assert self._fd is not None, "open() first"
         data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        if self._newline:  # end the earlier last line, in the same write
+            data = b"\n" + data
+            self._newline = False
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
 
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     def close(self) -> None:
-        """Close the file."""
+        """Close the file and release its lock."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self._release()

@@ -20,7 +20,7 @@ import jsonschema
 import pydantic
 import referencing
 import referencing.exceptions
-from outlines.types import CFG, Choice, JsonSchema
+from outlines.types import CFG, Choice, JsonSchema, Regex
 from outlines.types.dsl import python_types_to_terms, to_regex
 
 from ._inputs import ChatPrompt, Message
@@ -218,7 +218,9 @@ def _language_check(term: Any) -> Callable[[str], list[str]]:
             return []
 
         return parses
-    pattern = re.compile(to_regex(python_types_to_terms(term)))
+    term = python_types_to_terms(term)
+    # A bare Regex as written (to_regex wraps it in a group: "((?i)abc)" does not compile).
+    pattern = re.compile(term.pattern if isinstance(term, Regex) else to_regex(term))
 
     def matches(text: str) -> list[str]:
         if pattern.fullmatch(text):

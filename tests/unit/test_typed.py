@@ -170,3 +170,12 @@ def test_dict_schemas_are_validated_against_the_full_schema() -> None:
     assert validator_for(plan).validate('"abc"') == "abc"
     with pytest.raises(_Invalid):
         validator_for(plan).validate('"xyz"')
+
+
+def test_a_bare_regex_is_validated_as_written() -> None:
+    from outlines.types import Regex
+
+    validator = validator_for(plan_output(Regex("(?i)ab[0-9]"), grammar=True))
+    assert validator.validate("aB7") == "aB7"
+    with pytest.raises(_Invalid, match="does not match"):
+        validator.validate("abc")

@@ -131,9 +131,10 @@ def _term_node(builder: GbnfBuilder, term: Any, grammars: dict[str, Node]) -> No
     so a grammar used twice (``list[dict]``) is emitted once.
     """
     if not _has_cfg(term):
-        return regex_to_node(
-            dsl.to_regex(term), where=f"the regex of the Outlines {type(term).__name__}"
-        )
+        # A bare Regex as written: Outlines' to_regex wraps it in a group, which makes a
+        # leading inline flag ("(?i)...") or a backreference to group 1 read as invalid.
+        pattern = term.pattern if isinstance(term, dsl.Regex) else dsl.to_regex(term)
+        return regex_to_node(pattern, where=f"the regex of the Outlines {type(term).__name__}")
     if isinstance(term, dsl.CFG):
         if term.definition not in grammars:
             grammars[term.definition] = add_lark_grammar(builder, term.definition)

@@ -165,3 +165,16 @@ def test_ir_simplifications() -> None:
     assert rep(rep(Chars(((97, 98),)), 1, None), 0, 1) == rep(Chars(((97, 98),)), 0, None)
     with pytest.raises(ValueError, match="bad repeat bounds"):
         rep(Lit("a"), 3, 2)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [("(?i)ab", "root ::= [Aa] [Bb]\n"), (r"(a)b\1", None)],
+)
+def test_a_bare_regex_term_is_read_as_written(pattern: str, expected: str | None) -> None:
+    """Outlines' to_regex wraps a Regex in a group: "((?i)ab)" would be an invalid regex."""
+    if expected is None:
+        with pytest.raises(UnsupportedGrammarError, match="backreference"):
+            term_to_gbnf(Regex(pattern))
+    else:
+        assert term_to_gbnf(Regex(pattern)) == expected

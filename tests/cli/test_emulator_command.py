@@ -62,7 +62,7 @@ def test_a_bad_models_file_is_refused_in_one_line(
     models.write_text(content, "utf-8")
     result = run("emulator", "--models", str(models))
     assert result.returncode == 2
-    assert result.stderr.startswith("Cannot read the models file: ")
+    assert result.stderr.startswith("outlines-lmstudio: error: Cannot read the models file: ")
     assert problem in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -70,7 +70,7 @@ def test_a_bad_models_file_is_refused_in_one_line(
 def test_a_missing_models_file_is_refused(tmp_path: Path) -> None:
     result = run("emulator", "--models", str(tmp_path / "absent.json"))
     assert result.returncode == 2
-    assert "Cannot read the models file" in result.stderr
+    assert result.stderr.startswith("outlines-lmstudio: error: Cannot read the models file")
     assert "absent.json" in result.stderr
 
 
@@ -81,7 +81,8 @@ def test_a_port_in_use_is_refused() -> None:
         port = taken.getsockname()[1]
         result = run("emulator", "--port", str(port))
     assert result.returncode == 2
-    assert result.stderr.startswith(f"Cannot listen on 127.0.0.1:{port}: ")
+    error = f"outlines-lmstudio: error: Cannot listen on 127.0.0.1:{port}: "
+    assert result.stderr.startswith(error)
 
 
 def test_load_models_reads_a_list(tmp_path: Path) -> None:

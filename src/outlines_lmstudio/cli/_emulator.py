@@ -45,4 +45,4 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--token-latency must be 0 or more seconds, got {latency}.")
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
-        return _serve(args)
+        return _serve(args, error_prefix="outlines-lmstudio: error: ")

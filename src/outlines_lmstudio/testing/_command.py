@@ -109,27 +109,31 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run(args: argparse.Namespace) -> int:
-    """Start the emulator, print its host line and serve until SIGINT/SIGTERM."""
+def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
+    """Start the emulator, print its host line and serve until SIGINT/SIGTERM.
+
+    A problem with the options or the port is one line on stderr, after ``error_prefix``
+    (the CLI's ``outlines-lmstudio: error: ``), and status 2.
+    """
+
+    def fail(message: str) -> int:
+        print(f"{error_prefix}{message}", file=sys.stderr)
+        return 2
+
     for module in ("websockets", "outlines_core"):
         if importlib.util.find_spec(module) is None:
-            print(
-                f"The emulator needs {module!r}. Install it with: {INSTALL_HINT}", file=sys.stderr
-            )
-            return 2
+            return fail(f"The emulator needs {module!r}. Install it with: {INSTALL_HINT}")
     from outlines_lmstudio.testing import LMStudioEmulator, default_models
 
     try:
         models = load_models(args.models) if args.models else None
     except (OSError, ValueError) as exc:
-        print(f"Cannot read the models file: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"Cannot read the models file: {exc}")
     if args.gguf:
         try:
             models = [*(default_models() if models is None else models), *gguf_models(args.gguf)]
         except (OSError, ValueError, ImportError) as exc:
-            print(f"Cannot serve the GGUF file: {exc}", file=sys.stderr)
-            return 2
+            return fail(f"Cannot serve the GGUF file: {exc}")
     try:
         emulator = LMStudioEmulator(
             models,
@@ -140,13 +144,11 @@ def run(args: argparse.Namespace) -> int:
             allow_remote=args.allow_remote,
         )
     except ValueError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
+        return fail(str(exc))
     try:
         emulator.start()
     except (OSError, OverflowError, ValueError) as exc:
-        print(f"Cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"Cannot listen on {args.host}:{args.port}: {exc}")
     # Install both handlers: a background job may start with SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)

@@ -126,6 +126,10 @@ _BOUNDS = (
     ("minContains", "maxContains"),
 )
 _TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER
+_CHECKED = frozenset(
+    {*(key for pair in _BOUNDS for key in pair), "minimum", "maximum", "exclusiveMinimum"}
+    | {"exclusiveMaximum", "enum", "const"}
+)  # a node with none of these (most: {"type": "integer"}) has nothing to contradict
 
 
 def _number(node: dict[str, Any], key: str) -> float | None:
@@ -139,6 +143,8 @@ def _contradiction(node: dict[str, Any]) -> str | None:
     The engines fail on such a schema after it is sent (outlines-core cannot build its
     regex), or write a value that breaks it (an empty ``enum``); it is refused first.
     """
+    if node.keys().isdisjoint(_CHECKED):
+        return None
     for low, high in _BOUNDS:
         lo, hi = _number(node, low), _number(node, high)
         if lo is not None and hi is not None and lo > hi:

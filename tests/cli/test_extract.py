@@ -249,10 +249,19 @@ def test_partial_last_line_is_cut_off_when_resuming(
     assert_complete_output(target, {"item-0", "item-1", "item-2"})
 
 
-def test_killed_run_resumes_without_losing_or_repeating_results(
-    emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    count = 24
+def _start_slow_extract(
+    emulator: LMStudioEmulator,
+    schema_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    count: int,
+    *,
+    stderr: int,
+) -> tuple[list[str], subprocess.Popen[str], Path]:
+    """Start ``extract`` over ``count`` items in a child process, the emulator slowed down.
+
+    Returns the command (without ``--concurrency``), the child and the output path.
+    """
     source = write_items(tmp_path / "in.jsonl", count)
     target = tmp_path / "out.jsonl"
     monkeypatch.setattr(emulator, "token_latency", 0.01)
@@ -260,16 +269,32 @@ def test_killed_run_resumes_without_losing_or_repeating_results(
     child = subprocess.Popen(
         [*command, "--concurrency", "2"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
         env=cli_env(),
         cwd=tmp_path,
     )
+    return command, child, target
+
+
+def _wait_for_lines(target: Path, count: int) -> None:
+    """Wait (20 s at most) until the output has ``count`` complete lines."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (
+        target.exists() and target.read_text().count("\n") >= count
+    ):
+        time.sleep(0.01)
+
+
+def test_killed_run_resumes_without_losing_or_repeating_results(
+    emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    count = 24
+    command, child, target = _start_slow_extract(
+        emulator, schema_file, tmp_path, monkeypatch, count, stderr=subprocess.DEVNULL
+    )
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if target.exists() and target.read_text().count("\n") >= 5:
-                break
-            time.sleep(0.01)
+        _wait_for_lines(target, 5)
         child.send_signal(signal.SIGKILL)
     finally:
         child.wait(timeout=10)
@@ -335,24 +360,11 @@ def test_a_second_run_on_the_same_output_is_refused(
     emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     count = 20
-    source = write_items(tmp_path / "in.jsonl", count)
-    target = tmp_path / "out.jsonl"
-    monkeypatch.setattr(emulator, "token_latency", 0.01)
-    command = [*script_path(), "--host", emulator.api_host, *extract(schema_file, source, target)]
-    first = subprocess.Popen(
-        [*command, "--concurrency", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-        cwd=tmp_path,
+    command, first, target = _start_slow_extract(
+        emulator, schema_file, tmp_path, monkeypatch, count, stderr=subprocess.PIPE
     )
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (
-            target.exists() and target.read_text().count("\n") >= 2
-        ):
-            time.sleep(0.01)
+        _wait_for_lines(target, 2)
         second = subprocess.run(
             command, capture_output=True, text=True, env=cli_env(), timeout=30, check=False
         )

@@ -237,6 +237,16 @@ def test_system_info_channel_ids_from_zero_and_instance_references(emu: LMStudio
     assert packets[0]["message"]["type"] == "alreadyLoaded"
 
 
+def test_a_reference_to_an_unloaded_instance_says_so(emu: LMStudioEmulator) -> None:
+    """Not "no model matches the query" with an empty query (the TS SDK prints "Any Model")."""
+    with raw_socket(emu, "llm") as ws:
+        stale = {"type": "instanceReference", "instanceReference": "gone-instance"}
+        reply = raw_rpc(ws, "getModelInfo", 0, {"specifier": stale, "throwIfNotFound": True})
+    assert reply["type"] == "rpcError"
+    assert reply["error"]["displayData"] == {"code": "generic.specificModelUnloaded"}
+    assert reply["error"]["title"] == "This model has already been unloaded."
+
+
 # -- cancel at every latency -----------------------------------------------------------
 
 

@@ -29,7 +29,21 @@ def query_of(specifier: Any) -> dict[str, Any]:
 
 
 def not_found(emu: EmulatorState, namespace: str, query: dict[str, Any]) -> RequestError:
-    """Build the ``noModelMatchingQuery`` error (``LMStudioModelNotFoundError`` in the SDK)."""
+    """Build the ``noModelMatchingQuery`` error (``LMStudioModelNotFoundError`` in the SDK).
+
+    A handle's ``instanceReference`` names one loaded instance, not a query: once that
+    instance is unloaded the error is ``specificModelUnloaded`` (the TypeScript SDK's
+    handles use references; its message is "This model has already been unloaded.").
+    """
+    if set(query) == {"instanceReference"}:
+        return RequestError(
+            {
+                "title": "This model has already been unloaded.",
+                "cause": f"No loaded instance has the reference {query['instanceReference']!r}.",
+                "suggestion": "Get a new handle to the model (load it again if needed).",
+                "displayData": {"code": "generic.specificModelUnloaded"},
+            }
+        )
     with emu._lock:
         loaded = [i.identifier for i in emu._catalogue.loaded_of_type(namespace)]
     wire_query = {k: v for k, v in query.items() if k in ("domain", "identifier", "path", "vision")}

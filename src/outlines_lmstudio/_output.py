@@ -155,6 +155,9 @@ def _contradiction(node: dict[str, Any]) -> str | None:
         for hi, high in highs:
             if lo > hi or (lo == hi and "exclusive" in low + high):
                 return f"no number is both {low} {lo!r} and {high} {hi!r}"
+    prefix, least = node.get("prefixItems"), _number(node, "minItems")
+    if node.get("items") is False and isinstance(prefix, list) and (least or 0) > len(prefix):
+        return f"minItems {least!r} is more than the {len(prefix)} items that items: false allows"
     if node.get("enum") == []:
         return "'enum' is empty"
     kinds = node.get("type")

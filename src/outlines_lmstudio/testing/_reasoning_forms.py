@@ -53,6 +53,7 @@ __all__ = [
     "SYNTHETIC_MARKER",
     "ReasoningReply",
     "check_form",
+    "cut_at_tokens",
     "plan_reasoning",
     "reasoning_models",
     "shape_reply",
@@ -300,11 +301,35 @@ def _budget(
     value = max_predicted_tokens(config)
     if value is None:
         return fragments, stop_reason
+    return cut_at_tokens(fragments, value, stop_reason, "maxPredictedTokensReached")
+
+
+def cut_at_tokens(
+    fragments: list[Fragment], limit: int, stop_reason: str, cut_reason: str
+) -> tuple[list[Fragment], str]:
+    """Keep the fragments whose tokens fit in ``limit``; ``cut_reason`` if any were cut.
+
+    Parameters
+    ----------
+    fragments
+        The reply's fragments, each with its ``tokens_count``.
+    limit
+        How many tokens fit (a negative limit fits none).
+    stop_reason
+        The stop reason when everything fits.
+    cut_reason
+        The stop reason when the limit cut the reply (``maxPredictedTokensReached``...).
+
+    Returns
+    -------
+    tuple[list[Fragment], str]
+        The fragments kept, and the stop reason.
+    """
     used = 0
     for i, fragment in enumerate(fragments):
         used += fragment.tokens_count
-        if used > value:
-            return fragments[:i], "maxPredictedTokensReached"
+        if used > max(0, limit):
+            return fragments[:i], cut_reason
     return fragments, stop_reason
 
 

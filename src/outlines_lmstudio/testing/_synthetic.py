@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from outlines_lmstudio.testing._engine import Fragment, Generation
 from outlines_lmstudio.testing._reasoning_forms import (
     ReasoningReply,
+    cut_at_tokens,
     plan_reasoning,
     shape_reply,
 )
@@ -94,12 +95,7 @@ def _within_context(
     """
     if config.get("llm.prediction.contextOverflowPolicy") != "stopAtLimit":
         return tokens, stop_reason
-    used = 0
-    for i, token in enumerate(tokens):
-        used += token.tokens_count
-        if used > max(0, room):
-            return tokens[:i], "contextLengthReached"
-    return tokens, stop_reason
+    return cut_at_tokens(tokens, room, stop_reason, "contextLengthReached")
 
 
 def _prefix(tokens: list[Fragment], length: int) -> list[Fragment]:

@@ -113,7 +113,7 @@ class Sizes:
     efficiency_rounds: int = 6
     calls: int = 10_000
     """Sequential calls of the memory case."""
-    import_runs: int = 12
+    import_runs: int = 30
     engine_tokens: int = 128
     """Tokens per prediction of the real-engine case."""
     engine_rounds: int = 8

@@ -191,7 +191,9 @@ class Call:
     request
         The checked request.
     reader
-        The front's reader of the prediction currently open, if any.
+        The front's reader of the prediction currently open, if any. The flow reads its
+        ``arrived`` (when each fragment of a whole read arrived, else ``None``), ``at_end``
+        (the last read reached the end of the reply) and ``result()``.
     finished
         Whether that prediction ended (completed or failed on the server): a driver
         leaving an unfinished one cancels it on the server.
@@ -556,6 +558,8 @@ def predict(
                 for chunk in reply.feed(fragments, call.reader.arrived):
                     for item in sink.feed(chunk):
                         yield Emit(item)
+                if call.reader.at_end:  # a whole read took the end too: no read is left
+                    break
             call.finished = True
             for chunk in reply.close():
                 for item in sink.feed(chunk):

@@ -57,6 +57,7 @@ class SyncReader:
         self._per_fragment = per_fragment
         self._whole = whole
         self.arrived: list[float] | None = None
+        self.at_end = False  # a read reached the end: the next one would return None
 
     def result(self) -> lms.PredictionResult:
         """Return the finished prediction's result (stats, stop reason)."""
@@ -87,6 +88,7 @@ class SyncReader:
                 arrived.append(time.monotonic())
             if self._sigint.interrupted:
                 raise KeyboardInterrupt
+            self.at_end = True
             return fragments or None
         if self._per_fragment:
             self._sigint.arm()
@@ -212,6 +214,7 @@ class AsyncReader:
         self._by_deadline = False  # the current wait's bound is the call's deadline
         self._ended = False  # the server ended the prediction (or it never started)
         self._leaving = False  # stopped before it was open: cancel once it is
+        self.at_end = False  # a read reached the end: the next one would return None
         self.stream: lms.AsyncPredictionStream | None = None
 
     def watch_progress(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -347,6 +350,7 @@ class AsyncReader:
             if item is _END or isinstance(item, BaseException):
                 if fragments:  # deliver what came first; the end is read next time
                     self._queue.put_nowait(item)
+                    self.at_end = item is _END
                     return fragments
                 if isinstance(item, BaseException):
                     raise item

@@ -30,11 +30,30 @@ from ._common import (
     Request,
 )
 from ._discovery import ensure_host
-from ._flow import Call, Emit, Flow, Runner, Sink
+from ._flow import Call, Effect, Emit, Flow, Runner, Sink
 from ._interrupt import SigintGuard
 from ._streams import SyncReader
 
 __all__ = ["LMStudio"]
+
+
+class _Leaving:
+    """Around a prediction in the caller's thread: find LM Studio first, cancel if left.
+
+    Leaving on Ctrl-C waits a moment for LM Studio to confirm the cancel (the process may
+    exit next); leaving otherwise (an error, a closed stream) does not wait.
+    """
+
+    def __init__(self, model: LMStudio, call: Call) -> None:
+        self._model = model
+        self._call = call
+
+    def __enter__(self) -> None:
+        ensure_host(self._model.client, self._call.request.key)  # lms.Client() with no host
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        interrupted = kind is not None and issubclass(kind, KeyboardInterrupt)
+        self._model._leave(self._call, CONFIRM_SECONDS if interrupted else 0)
 
 
 class LMStudio(ModelApi, _OutlinesLMStudio):
@@ -58,21 +77,31 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         self._pool_lock = threading.Lock()
 
     # -- drivers -----------------------------------------------------------------------------
+    def _perform(self, runner: Runner[Any], step: Effect) -> None:
+        """Perform one effect and give the flow its answer or error."""
+        try:
+            runner.answer(getattr(self, step.method)(step))
+        except Exception as exc:  # the flow decides what an I/O error means
+            runner.fail(self._failure(exc))
+
     def _drive(self, runner: Runner[Any]) -> Iterator[Any]:
         with runner:
             for step in runner:
                 if isinstance(step, Emit):
                     yield step.value
-                    continue
-                try:
-                    runner.answer(getattr(self, step.method)(step))
-                except Exception as exc:  # the flow decides what an I/O error means
-                    runner.fail(self._failure(exc))
+                else:
+                    self._perform(runner, step)
+
+    def _steps(self, runner: Runner[Any]) -> None:
+        """Drive a flow whose emits nobody reads (a whole reply): no generator in between."""
+        with runner:
+            for step in runner:
+                if not isinstance(step, Emit):
+                    self._perform(runner, step)
 
     def _run(self, flow: Flow[Any]) -> Any:
         runner = Runner(flow)
-        for _ in self._drive(runner):
-            pass
+        self._steps(runner)
         return runner.result
 
     def _iterate(self, request: Request, sink: Sink) -> Iterator[Any]:
@@ -83,14 +112,13 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         return self._predict(call, sink)
 
     def _predict(self, call: Call, sink: Sink) -> Iterator[Any]:
-        ensure_host(self.client, call.request.key)  # lms.Client() with no host: find LM Studio
-        try:
+        with _Leaving(self, call):
             yield from self._drive(Runner(_flow.predict(call, sink, self._error)))
-        except KeyboardInterrupt:
-            self._leave(call, CONFIRM_SECONDS)  # the process may exit next: see it confirmed
-            raise
-        finally:
-            self._leave(call, 0)
+
+    def _predict_whole(self, call: Call) -> None:
+        """`_predict` for a whole reply: nobody reads its emits, so no generators."""
+        with _Leaving(self, call):
+            self._steps(Runner(_flow.predict(call, Sink(), self._error)))
 
     def _leave(self, call: Call, wait: float) -> None:
         """Cancel an unfinished prediction on the server, waiting at most ``wait`` s for it."""
@@ -171,8 +199,7 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
             call.front = guard = SigintGuard()
             guard.arm()  # once for the whole call: nothing of ours runs between fragments
             try:
-                for _ in self._predict(call, Sink()):
-                    pass
+                self._predict_whole(call)
             finally:
                 guard.disarm()
         assert call.done is not None
@@ -191,6 +218,8 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
 
     def _resolve(self, effect: _flow.Resolve) -> lms.LLM:
         llm, key = self.client.llm, effect.call.request.key
+        if llm.connected and (cached := SYNC_HANDLES.peek(self.client, key)) is not None:
+            return cached  # the common case: nothing to connect, nothing to make
         self._connect(llm)
         resolve = partial(llm.model, key) if key else llm.model
         return SYNC_HANDLES.get(

@@ -205,6 +205,19 @@ def test_growth_exponent_fits_powers() -> None:
     assert math.isnan(scale.fit_exponent([1], [1]))
 
 
+def test_parse_stream_growth_is_fitted_on_its_own_cost_with_an_interval() -> None:
+    xs = [250, 500, 1000, 2000]
+    noise = [0.98, 1.0, 1.02, 0.99, 1.01, 1.0, 0.97, 1.03]
+    linear = [[x * n for n in noise] for x in xs]
+    value, ci = scale._exponent_ci(xs, linear)
+    assert value == pytest.approx(1.0, abs=0.01)
+    assert ci is not None and ci[0] <= value <= ci[1] and ci[1] < 1.1
+    quadratic = [[x * x * n for n in noise] for x in xs]
+    value, ci = scale._exponent_ci(xs, quadratic)
+    assert value == pytest.approx(2.0, abs=0.01)
+    assert ci is not None and ci[0] > scale.LINEAR.value  # a re-parse per fragment fails it
+
+
 def _curve_case(name: str, x: int, ours: float, base: float) -> CaseResult:
     return CaseResult(
         name=f"c.{x}",

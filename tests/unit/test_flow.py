@@ -87,7 +87,7 @@ class Server:
             self._reads = list(self.attempts.pop(0))
             stats = SimpleNamespace(stop_reason=self.stop_reason)
             effect.call.reader = SimpleNamespace(
-                result=lambda: SimpleNamespace(stats=stats), arrived=None
+                result=lambda: SimpleNamespace(stats=stats), arrived=None, at_end=False
             )
             return None
         if isinstance(effect, Read):
@@ -96,6 +96,7 @@ class Server:
                 raise item
             if self.whole and item is not None:
                 effect.call.reader.arrived = [float(i) for i in range(len(item))]
+                effect.call.reader.at_end = not self._reads  # a whole read takes the end too
             return item
         return None  # Reconnect, Forget
 
@@ -115,6 +116,13 @@ def drive(flow: Flow[Any], answer: Callable[[Effect], Any]) -> tuple[list[Any], 
             except Exception as exc:
                 runner.fail(exc)
     return emitted, runner.result
+
+
+def test_a_read_that_took_the_end_is_the_last_read() -> None:
+    server = Server([[fragment("a"), fragment("b")]], whole=True)
+    _, done = drive(predict(Call(request()), Sink(), errors), server.answer)
+    assert done.text == "ab"
+    assert server.kinds().count("Read") == 1  # no read after the end
 
 
 DROP = lms.LMStudioWebsocketError("Client unexpectedly disconnected.")

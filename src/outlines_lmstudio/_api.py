@@ -116,6 +116,14 @@ class ModelApi(Common):
         """Stream a prediction through a sink (async: an async iterator)."""
         raise NotImplementedError
 
+    def _generate(self, request: Request) -> Any:
+        """Complete a request and render its text (async: an awaitable).
+
+        What the `_flow.generate` flow does, without a runner for its one step: the
+        `_complete` effect translates its own errors (it drives the prediction flow).
+        """
+        raise NotImplementedError
+
     def _map(self, flows: list[Flow[Any]], limit: int) -> Any:
         """Drive several flows concurrently, at most ``limit`` at once; `batch_result`."""
         raise NotImplementedError
@@ -202,7 +210,7 @@ class ModelApi(Common):
         str
             The generated text (a JSON document for JSON-schema output types).
         """
-        return self._run(_flow.generate(self._prepare(model_input, output_type, inference_kwargs)))
+        return self._generate(self._prepare(model_input, output_type, inference_kwargs))
 
     def generate_stream(
         self, model_input: Any, output_type: Any = None, **inference_kwargs: Any

@@ -161,6 +161,9 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
         await self._steps(runner)
         return runner.result
 
+    async def _generate(self, request: Request) -> str:
+        return request.plan.render((await self._complete(_flow.Complete(request))).text)
+
     async def _iterate(self, request: Request, sink: Sink) -> AsyncIterator[Any]:
         call = Call(request, deadline=self._deadline(request))
         await self._ensure_client()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,7 +112,14 @@ class Completion:
     text: str
     stop_reason: str | None
     reasoning: str = ""
-    stats: ReplyStats | None = None
+    measured: ReplyStats | Callable[[], ReplyStats] | None = None
+    """The stats, or how to build them when first asked (most calls never ask)."""
+
+    @property
+    def stats(self) -> ReplyStats | None:
+        """The reply's stats, if known."""
+        measured = self.measured
+        return measured() if callable(measured) else measured
 
 
 def is_batch(model_input: object) -> bool:

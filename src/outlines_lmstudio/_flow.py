@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import lmstudio as lms
@@ -34,7 +35,7 @@ from ._common import Completion, Request
 from ._inputs import sdk_history
 from ._partial import PartialJson
 from ._reasoning import ReasoningSplitter, plain_reply, reply_problem
-from ._reply import Reply, ReplyChunk, ReplyStats, reply_stats
+from ._reply import Reply, ReplyChunk, ReplyStats, reply_stats, stop_reason
 from ._sdk_errors import Stage
 from ._typed import Validator, check_reply, reask_prompt, validator_for
 from .errors import (
@@ -493,11 +494,14 @@ class _Reply:
 
     def finish(self, result: lms.PredictionResult) -> Completion:
         """Make the completion of the finished reply; raise if it has no usable answer."""
-        if self._plain is not None:  # all answer: nothing to judge
-            stats = reply_stats(
-                result.stats, reasoning_tokens=0, time_to_first_answer_token=self._first_answer
+        if self._plain is not None:  # all answer: nothing to judge; stats when asked
+            later = partial(
+                reply_stats,
+                result.stats,
+                reasoning_tokens=0,
+                time_to_first_answer_token=self._first_answer,
             )
-            return Completion(self._plain, stats.stop_reason, "", stats)
+            return Completion(self._plain, stop_reason(result.stats), "", later)
         stats = reply_stats(
             result.stats,
             reasoning_tokens=self.split.reasoning_tokens,

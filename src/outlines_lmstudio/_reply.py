@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Reply", "ReplyChunk", "ReplyStats", "reply_stats"]
+__all__ = ["Reply", "ReplyChunk", "ReplyStats", "reply_stats", "stop_reason"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,18 @@ _FIELDS = {
     "time_to_first_token": ("time_to_first_token_sec", "timeToFirstTokenSec"),
     "tokens_per_second": ("tokens_per_second", "tokensPerSecond"),
 }
+
+
+def stop_reason(stats: object | Mapping[str, Any] | None) -> str | None:
+    """Return the stop reason of the SDK's prediction stats, in any form `reply_stats` takes."""
+    attr, key = _FIELDS["stop_reason"]
+    if stats is None:
+        return None
+    if isinstance(stats, Mapping):
+        reason: str | None = stats.get(key, stats.get(attr))
+    else:
+        reason = getattr(stats, attr, None)
+    return reason
 
 
 def reply_stats(

@@ -104,6 +104,9 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         self._steps(runner)
         return runner.result
 
+    def _generate(self, request: Request) -> str:
+        return request.plan.render(self._complete(_flow.Complete(request)).text)
+
     def _iterate(self, request: Request, sink: Sink) -> Iterator[Any]:
         call = _threads.new(request, self._deadline(request))
         if call.deadline is not None:

@@ -211,11 +211,13 @@ def test_parse_stream_growth_is_fitted_on_its_own_cost_with_an_interval() -> Non
     linear = [[x * n for n in noise] for x in xs]
     value, ci = scale._exponent_ci(xs, linear)
     assert value == pytest.approx(1.0, abs=0.01)
-    assert ci is not None and ci[0] <= value <= ci[1] and ci[1] < 1.1
+    assert ci is not None
+    assert ci[0] <= value <= ci[1] < 1.1
     quadratic = [[x * x * n for n in noise] for x in xs]
     value, ci = scale._exponent_ci(xs, quadratic)
     assert value == pytest.approx(2.0, abs=0.01)
-    assert ci is not None and ci[0] > scale.LINEAR.value  # a re-parse per fragment fails it
+    assert ci is not None
+    assert ci[0] > scale.LINEAR.value  # a re-parse per fragment fails it
 
 
 def _curve_case(name: str, x: int, ours: float, base: float) -> CaseResult:

@@ -80,6 +80,17 @@ def test_reply_gives_answer_reasoning_and_stats(
     assert [r.reasoning for r in replies] == [THINKING, THINKING]
 
 
+def test_a_plain_reply_has_its_stats_too(make_model: MakeModel) -> None:
+    """A reply with no reasoning is taken whole, and its stats are built when asked."""
+    reply = make_model(TEXT_MODEL).reply("who?", Person)
+    assert reply.reasoning == ""
+    assert reply.stats.stop_reason == "eosFound"
+    assert reply.stats.reasoning_tokens == 0
+    assert reply.stats.predicted_tokens
+    assert reply.stats.prompt_tokens
+    assert reply.stats.time_to_first_answer_token is not None
+
+
 def test_reply_stream_gives_both_sides_then_the_reply(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

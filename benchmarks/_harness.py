@@ -92,7 +92,7 @@ class Sizes:
     stream_requests: int = 30
     image_uses: int = 20
     """Uses of the same image per round (the 1st is not timed)."""
-    image_rounds: int = 6
+    image_rounds: int = 10
     image_sizes: tuple[tuple[int, int], ...] = (
         (1224, 816),
         (1936, 1296),
@@ -111,6 +111,7 @@ class Sizes:
     """Emulator seconds per fragment in the batch cases."""
     efficiency_sizes: tuple[int, ...] = (1, 8, 64, 512)
     efficiency_rounds: int = 6
+    """Rounds at the largest batch size; the smaller (cheaper) sizes get twice as many."""
     calls: int = 10_000
     """Sequential calls of the memory case."""
     import_runs: int = 30

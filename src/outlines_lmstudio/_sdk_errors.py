@@ -43,8 +43,26 @@ def client_closed(client: object) -> bool:
     manager = getattr(client, "_task_manager", None)  # AsyncClient
     if manager is None:  # Client: the manager of its websocket thread
         manager = getattr(getattr(client, "_ws_thread", None), "task_manager", None)
-    opened = getattr(manager, "activated", False) is True
-    return opened and getattr(manager, "active", True) is False
+    if getattr(manager, "activated", False) is not True:
+        return False
+    return getattr(manager, "active", True) is False or _closing(client)
+
+
+def _closing(client: object) -> bool:
+    """Tell whether an ``AsyncClient``'s ``aclose()`` has begun (its manager is still active).
+
+    ``aclose()`` disconnects the sessions in the reverse order they were opened, the system
+    session first, and only then stops the manager; calls running meanwhile fail as if the
+    connection were lost. This library never disconnects the system session (it reconnects
+    ``llm`` and ``files`` only), so once it is disconnected the client is closing.
+    """
+    if not isinstance(client, lms.AsyncClient):
+        return False
+    try:
+        system = client.system
+    except KeyError:  # not entered (yet)
+        return False
+    return not system.connected
 
 
 def closed_client_error(host: str | None, model: str | None) -> LMStudioConnectionError:

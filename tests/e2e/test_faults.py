@@ -1,5 +1,6 @@
 """Connection faults through the real SDK: drops, restarts, a server that goes away."""
 
+import asyncio
 import threading
 
 import lmstudio as lms
@@ -175,3 +176,41 @@ def test_a_sync_client_closed_during_a_call_fails_with_our_error(
             model("a long answer")
     finally:
         closer.join()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("closer", ["model.close", "client.aclose"])
+async def test_an_async_client_closed_under_running_calls_says_so(
+    slow_emulator: LMStudioEmulator, closer: str
+) -> None:
+    """Calls and streams running when the client closes fail at once with the closed error.
+
+    ``aclose()`` disconnects the sessions before it stops the client, so the running calls
+    saw a lost connection and tried to reconnect the closing client: they waited out
+    ``connect_timeout`` and then blamed the connection or the server.
+    """
+    emulator = slow_emulator
+    client = lms.AsyncClient(emulator.api_host)
+    if closer == "client.aclose":
+        await client.__aenter__()  # the user's client: the model does not own it
+    model = from_lmstudio(client, TEXT_MODEL)
+    await model("warm up")
+    emulator.script(TEXT_MODEL, ["word " * 4000] * 4)  # 20 s of fragments each
+    sent = len(emulator.predictions)
+
+    async def read_stream() -> list[str]:
+        return [chunk async for chunk in model.stream("long")]
+
+    calls = [asyncio.create_task(model("long")) for _ in range(3)]
+    calls.append(asyncio.create_task(read_stream()))
+
+    def all_streaming() -> bool:
+        running = emulator.predictions[sent:]
+        return len(running) == 4 and all(len(p.fragments) > 2 for p in running)
+
+    await asyncio.to_thread(emulator.wait_until, all_streaming, 30)
+    await (model.close() if closer == "model.close" else client.aclose())
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 60)
+    for result in results:
+        assert isinstance(result, LMStudioConnectionError), result
+        assert "client this model uses was closed" in str(result)

@@ -21,7 +21,9 @@ from ._sdk_errors import (
     Stage,
     client_closed,
     client_host,
+    client_in_other_loop,
     closed_client_error,
+    other_loop_error,
     translate_sdk_error,
 )
 from .errors import (
@@ -203,9 +205,17 @@ class Common:
         return requests, limit
 
     def _closed(self, key: str | None = None) -> LMStudioConnectionError | None:
-        """Return the error for a call through a closed client, or ``None`` if it is open."""
+        """Return the error for a call through a client that cannot send, or ``None``.
+
+        A client cannot send once closed, nor (an ``AsyncClient``) from an event loop other
+        than the one that opened it.
+        """
+        host, model = client_host(self.client), key or self.model_name
         if client_closed(self.client):
-            return closed_client_error(client_host(self.client), key or self.model_name)
+            in_a_loop = isinstance(self.client, lms.AsyncClient)
+            return closed_client_error(host, model, in_a_loop=in_a_loop)
+        if client_in_other_loop(self.client):
+            return other_loop_error(host, model)
         return None
 
     def _error(self, exc: BaseException, key: str | None, stage: Stage) -> BaseException:

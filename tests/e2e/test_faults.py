@@ -10,7 +10,7 @@ from outlines_lmstudio import LMStudioConnectionError, from_lmstudio
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
 from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
-from .fronts import Fronts
+from .fronts import Fronts, Loop
 from .helpers import png_image
 
 
@@ -214,3 +214,32 @@ async def test_an_async_client_closed_under_running_calls_says_so(
     for result in results:
         assert isinstance(result, LMStudioConnectionError), result
         assert "client this model uses was closed" in str(result)
+
+
+def test_an_async_client_outliving_its_event_loop_says_so(emulator: LMStudioEmulator) -> None:
+    """The second ``asyncio.run`` gets an error naming the ended loop, not a close nobody made."""
+    model = from_lmstudio(lms.AsyncClient(emulator.api_host), TEXT_MODEL)
+    assert asyncio.run(model("first run"))
+    sent = len(emulator.requests)
+    with pytest.raises(LMStudioConnectionError, match="end of the event loop it was opened in"):
+        asyncio.run(model("second run"))
+    assert len(emulator.requests) == sent
+
+
+def test_an_async_client_used_from_another_event_loop_says_so(emulator: LMStudioEmulator) -> None:
+    """Not "LM Studio failed the prediction": the SDK refused to send from the wrong loop."""
+    other = Loop()
+    client = lms.AsyncClient(emulator.api_host)
+    try:
+        other.run(client.__aenter__())
+        model = from_lmstudio(client, TEXT_MODEL)
+        assert other.run(model("in its own loop"))
+        sent = len(emulator.requests)
+        with pytest.raises(LMStudioConnectionError, match="opened in another event loop"):
+            asyncio.run(model("from this loop"))
+        with pytest.raises(LMStudioConnectionError, match="opened in another event loop"):
+            asyncio.run(from_lmstudio(client)("a new model"))
+        assert len(emulator.requests) == sent
+        other.run(client.aclose())
+    finally:
+        other.close()

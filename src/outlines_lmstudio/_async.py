@@ -53,15 +53,26 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
 
     def __init__(self, client: lms.AsyncClient, *args: Any, **options: Any) -> None:
         super().__init__(client, *args, **options)
-        self._enter_lock = asyncio.Lock()
+        self._enter_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._ready = False
         self._owns_client = False
         self._failed: BaseException | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
+    def _lock(self) -> asyncio.Lock:
+        """Return the lock that guards entering and closing, one per event loop.
+
+        An ``asyncio.Lock`` that was ever waited on belongs to that loop: a model whose first
+        calls failed to connect in one ``asyncio.run`` must still connect in the next one.
+        """
+        loop = asyncio.get_running_loop()
+        if self._enter_lock is None or self._enter_lock[0] is not loop:
+            self._enter_lock = (loop, asyncio.Lock())
+        return self._enter_lock[1]
+
     async def _ensure_client(self) -> None:
         if not self._ready:
-            async with self._enter_lock:
+            async with self._lock():
                 await self._enter_once()
 
     async def _enter_once(self) -> None:
@@ -90,7 +101,7 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
 
     async def close(self) -> None:
         """Close the client if this model entered it; safe to call more than once."""
-        async with self._enter_lock:
+        async with self._lock():
             if self._owns_client:
                 self._owns_client = False
                 ASYNC_HANDLES.clear(self.client)

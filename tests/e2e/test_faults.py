@@ -243,3 +243,25 @@ def test_an_async_client_used_from_another_event_loop_says_so(emulator: LMStudio
         other.run(client.aclose())
     finally:
         other.close()
+
+
+def test_an_async_model_connects_in_the_next_event_loop_after_failing() -> None:
+    """Concurrent first calls that found no server leave no lock behind bound to their loop.
+
+    The notebook case: the first ``asyncio.run`` fails (LM Studio not started yet), and the
+    same model is used again once it is up.
+    """
+    with LMStudioEmulator() as first:
+        host = first.api_host
+        port = int(host.rsplit(":", 1)[1])
+    model = from_lmstudio(lms.AsyncClient(host), TEXT_MODEL)
+
+    async def four_calls() -> list[object]:
+        calls = (model(f"hello {i}", max_tokens=2) for i in range(4))
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    down = asyncio.run(four_calls())
+    assert all(isinstance(result, LMStudioConnectionError) for result in down), down
+    with LMStudioEmulator(port=port):
+        up = asyncio.run(four_calls())
+        assert all(isinstance(result, str) for result in up), up

@@ -31,6 +31,7 @@ from ._common import (
 )
 from ._discovery import enter_async_client
 from ._flow import Call, Effect, Emit, Flow, Runner, Sink, wait_limit
+from ._sdk_errors import client_closed
 from ._streams import AsyncReader
 
 __all__ = ["AsyncLMStudio"]
@@ -100,13 +101,17 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
             self._ready = True
 
     async def close(self) -> None:
-        """Close the client if this model entered it; safe to call more than once."""
+        """Close the client if this model entered it; safe to call more than once.
+
+        A client whose event loop has ended (an earlier ``asyncio.run``) is closed already.
+        """
         async with self._lock():
             if self._owns_client:
                 self._owns_client = False
                 ASYNC_HANDLES.clear(self.client)
                 ASYNC_IMAGES.clear(self.client)
-                await self.client.aclose()
+                if not client_closed(self.client):
+                    await self.client.aclose()
             self._ready = False
 
     async def __aenter__(self) -> Self:

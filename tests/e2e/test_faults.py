@@ -265,3 +265,11 @@ def test_an_async_model_connects_in_the_next_event_loop_after_failing() -> None:
     with LMStudioEmulator(port=port):
         up = asyncio.run(four_calls())
         assert all(isinstance(result, str) for result in up), up
+
+
+def test_closing_a_model_whose_event_loop_ended_is_quiet(emulator: LMStudioEmulator) -> None:
+    """The end of the loop that opened the client closed it; ``close()`` has nothing to do."""
+    model = from_lmstudio(lms.AsyncClient(emulator.api_host), TEXT_MODEL)
+    assert asyncio.run(model("hello"))
+    asyncio.run(model.close())
+    asyncio.run(model.close())

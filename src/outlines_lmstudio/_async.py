@@ -37,6 +37,12 @@ from ._streams import AsyncReader
 __all__ = ["AsyncLMStudio"]
 
 
+def _seen(task: asyncio.Future[None]) -> None:
+    """Retrieve a finished task's error, so that one its caller left is not logged."""
+    if not task.cancelled():
+        task.exception()
+
+
 class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
     """An Outlines model backed by LM Studio through an ``lmstudio.AsyncClient``.
 
@@ -58,6 +64,7 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
         self._ready = False
         self._owns_client = False
         self._failed: BaseException | None = None
+        self._entering: asyncio.Future[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _lock(self) -> asyncio.Lock:
@@ -77,28 +84,40 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
                 await self._enter_once()
 
     async def _enter_once(self) -> None:
-        """Enter the client unless it is already entered (called under the lock)."""
+        """Enter the client unless it is already entered (called under the lock).
+
+        The entering runs in a task of its own, which a caller cancelled meanwhile (``wait_for``
+        around a first call, a cancelled task) leaves running: stopped halfway, it would leave
+        the client half entered, which the SDK cannot undo. The next caller waits for it.
+        """
         if not self._ready:
+            entering = self._entering
+            if entering is None or entering.done():
+                self._entering = entering = asyncio.ensure_future(self._enter())
+                entering.add_done_callback(_seen)
+            await asyncio.shield(entering)
+
+    async def _enter(self) -> None:
+        try:
+            self.client.llm  # noqa: B018 - raises KeyError until the client is entered
+        except KeyError:
+            if self._failed is not None:
+                raise self._connect_error(self._failed) from None
             try:
-                self.client.llm  # noqa: B018 - raises KeyError until the client is entered
-            except KeyError:
-                if self._failed is not None:
-                    raise self._connect_error(self._failed) from None
-                try:
-                    async with asyncio.timeout(self.connect_timeout):
-                        await enter_async_client(self.client)  # finds LM Studio if no host
-                except lms.LMStudioError as exc:
-                    raise self._error(exc, None, "connect") from exc
-                except httpx.HTTPError as exc:  # the SDK's probe of the host is httpx
-                    raise self._connect_error(exc) from exc
-                except TimeoutError as exc:
-                    # Half entered: close what was opened; the client cannot be used again.
-                    self._failed = exc
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(self.client.aclose(), self.connect_timeout)
-                    raise self._connect_error(exc) from exc
-                self._owns_client = True
-            self._ready = True
+                async with asyncio.timeout(self.connect_timeout):
+                    await enter_async_client(self.client)  # finds LM Studio if no host
+            except lms.LMStudioError as exc:
+                raise self._error(exc, None, "connect") from exc
+            except httpx.HTTPError as exc:  # the SDK's probe of the host is httpx
+                raise self._connect_error(exc) from exc
+            except TimeoutError as exc:
+                # Half entered: close what was opened; the client cannot be used again.
+                self._failed = exc
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.client.aclose(), self.connect_timeout)
+                raise self._connect_error(exc) from exc
+            self._owns_client = True
+        self._ready = True
 
     async def close(self) -> None:
         """Close the client if this model entered it; safe to call more than once.
@@ -106,6 +125,9 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
         A client whose event loop has ended (an earlier ``asyncio.run``) is closed already.
         """
         async with self._lock():
+            if self._entering is not None and not self._entering.done():
+                with contextlib.suppress(Exception):  # its caller left: it is ours to finish
+                    await asyncio.shield(self._entering)
             if self._owns_client:
                 self._owns_client = False
                 ASYNC_HANDLES.clear(self.client)

@@ -190,7 +190,7 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
         except TimeoutError:
             if not scope.expired():
                 raise
-            raise self._wait_error(call.request, by_deadline) from None
+            raise self._wait_error(call.request, by_deadline, call.reader is not None) from None
 
     async def _run(self, flow: Flow[Any]) -> Any:
         if not self._ready:

@@ -242,13 +242,19 @@ class Common:
         timeout = request.args.timeout or self.timeout
         return None if timeout is None else time.monotonic() + timeout
 
-    def _wait_error(self, request: Request, by_deadline: bool) -> LMStudioTimeoutError:
-        """Return the error of a wait that ran out: the call's own limit, or ``read_timeout``."""
+    def _wait_error(
+        self, request: Request, by_deadline: bool, started: bool = True
+    ) -> LMStudioTimeoutError:
+        """Return the error of a wait that ran out: the call's own limit, or ``read_timeout``.
+
+        ``started``: the prediction was open (so it was cancelled), not still being prepared
+        (a model lookup or load, an image upload).
+        """
         if by_deadline:
-            return self._timeout_error(request.key, request.args.timeout or self.timeout or 0)
+            seconds = request.args.timeout or self.timeout or 0
+            return self._timeout_error(request.key, seconds, started)
         return LMStudioTimeoutError(
-            f"LM Studio sent nothing for {self.read_timeout or 0:g} s; the prediction was "
-            "cancelled.",
+            f"LM Studio sent nothing for {self.read_timeout or 0:g} s; {_given_up(started)}",
             host=client_host(self.client),
             model=request.key or self.model_name,
             hint="Pass a larger read_timeout= to from_lmstudio if the model needs longer "
@@ -275,14 +281,22 @@ class Common:
             "port; pass a larger connect_timeout= to from_lmstudio for a slow link.",
         )
 
-    def _timeout_error(self, key: str | None, seconds: float) -> LMStudioTimeoutError:
+    def _timeout_error(
+        self, key: str | None, seconds: float, started: bool = True
+    ) -> LMStudioTimeoutError:
         return LMStudioTimeoutError(
-            f"No complete answer from LM Studio within {seconds:g} s; "
-            "the prediction was cancelled.",
+            f"No complete answer from LM Studio within {seconds:g} s; {_given_up(started)}",
             host=client_host(self.client),
             model=key or self.model_name,
             hint="Pass a larger timeout= (per call or on from_lmstudio), or check the server.",
         )
+
+
+def _given_up(started: bool) -> str:
+    """Say what a call that ran out of time left behind."""
+    if started:
+        return "the prediction was cancelled."
+    return "no prediction had started yet (a model lookup or load, or an image upload)."
 
 
 def no_backend(backend: str | None) -> None:

@@ -91,11 +91,18 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
         the client half entered, which the SDK cannot undo. The next caller waits for it.
         """
         if not self._ready:
-            entering = self._entering
-            if entering is None or entering.done():
+            entering = self._pending_entering()
+            if entering is None:
                 self._entering = entering = asyncio.ensure_future(self._enter())
                 entering.add_done_callback(_seen)
             await asyncio.shield(entering)
+
+    def _pending_entering(self) -> asyncio.Future[None] | None:
+        """Return the entering still under way in this event loop, if any."""
+        entering = self._entering
+        if entering is None or entering.done():
+            return None
+        return entering if entering.get_loop() is asyncio.get_running_loop() else None
 
     async def _enter(self) -> None:
         try:
@@ -125,9 +132,9 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
         A client whose event loop has ended (an earlier ``asyncio.run``) is closed already.
         """
         async with self._lock():
-            if self._entering is not None and not self._entering.done():
+            if (entering := self._pending_entering()) is not None:
                 with contextlib.suppress(Exception):  # its caller left: it is ours to finish
-                    await asyncio.shield(self._entering)
+                    await asyncio.shield(entering)
             if self._owns_client:
                 self._owns_client = False
                 ASYNC_HANDLES.clear(self.client)

@@ -12,7 +12,7 @@ import asyncio
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["AsyncClientCache", "SyncClientCache"]
 
@@ -60,6 +60,15 @@ class SyncClientCache(Generic[V]):
         self._data.pop(client, None)
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a finished work's error as seen: its callers may all have left (a timeout).
+
+    Otherwise asyncio logs "Task exception was never retrieved" when the task is collected.
+    """
+    if not future.cancelled():
+        future.exception()
+
+
 class AsyncClientCache(Generic[V]):
     """Async values per (client, key); concurrent first calls share one task."""
 
@@ -74,6 +83,7 @@ class AsyncClientCache(Generic[V]):
         future = data.get(key)
         if future is None or (future.done() and (future.cancelled() or future.exception())):
             future = asyncio.ensure_future(make())
+            future.add_done_callback(_retrieve)
             data[key] = future
         try:
             # shield: one caller being cancelled must not cancel the shared work.

@@ -22,7 +22,9 @@ from ._sdk_errors import (
     Stage,
     client_closed,
     client_host,
+    client_in_other_loop,
     closed_client_error,
+    other_loop_error,
     translate_sdk_error,
 )
 from .errors import (
@@ -211,9 +213,17 @@ class Common:
         return requests, limit
 
     def _closed(self, key: str | None = None) -> LMStudioConnectionError | None:
-        """Return the error for a call through a closed client, or ``None`` if it is open."""
+        """Return the error for a call through a client that cannot send, or ``None``.
+
+        A client cannot send once closed, nor (an ``AsyncClient``) from an event loop other
+        than the one that opened it.
+        """
+        host, model = client_host(self.client), key or self.model_name
         if client_closed(self.client):
-            return closed_client_error(client_host(self.client), key or self.model_name)
+            in_a_loop = isinstance(self.client, lms.AsyncClient)
+            return closed_client_error(host, model, in_a_loop=in_a_loop)
+        if client_in_other_loop(self.client):
+            return other_loop_error(host, model)
         return None
 
     def _error(self, exc: BaseException, key: str | None, stage: Stage) -> BaseException:
@@ -240,13 +250,19 @@ class Common:
         timeout = request.args.timeout or self.timeout
         return None if timeout is None else time.monotonic() + timeout
 
-    def _wait_error(self, request: Request, by_deadline: bool) -> LMStudioTimeoutError:
-        """Return the error of a wait that ran out: the call's own limit, or ``read_timeout``."""
+    def _wait_error(
+        self, request: Request, by_deadline: bool, started: bool = True
+    ) -> LMStudioTimeoutError:
+        """Return the error of a wait that ran out: the call's own limit, or ``read_timeout``.
+
+        ``started``: the prediction was open (so it was cancelled), not still being prepared
+        (a model lookup or load, an image upload).
+        """
         if by_deadline:
-            return self._timeout_error(request.key, request.args.timeout or self.timeout or 0)
+            seconds = request.args.timeout or self.timeout or 0
+            return self._timeout_error(request.key, seconds, started)
         return LMStudioTimeoutError(
-            f"LM Studio sent nothing for {self.read_timeout or 0:g} s; the prediction was "
-            "cancelled.",
+            f"LM Studio sent nothing for {self.read_timeout or 0:g} s; {_given_up(started)}",
             host=client_host(self.client),
             model=request.key or self.model_name,
             hint="Pass a larger read_timeout= to from_lmstudio if the model needs longer "
@@ -273,14 +289,22 @@ class Common:
             "port; pass a larger connect_timeout= to from_lmstudio for a slow link.",
         )
 
-    def _timeout_error(self, key: str | None, seconds: float) -> LMStudioTimeoutError:
+    def _timeout_error(
+        self, key: str | None, seconds: float, started: bool = True
+    ) -> LMStudioTimeoutError:
         return LMStudioTimeoutError(
-            f"No complete answer from LM Studio within {seconds:g} s; "
-            "the prediction was cancelled.",
+            f"No complete answer from LM Studio within {seconds:g} s; {_given_up(started)}",
             host=client_host(self.client),
             model=key or self.model_name,
             hint="Pass a larger timeout= (per call or on from_lmstudio), or check the server.",
         )
+
+
+def _given_up(started: bool) -> str:
+    """Say what a call that ran out of time left behind."""
+    if started:
+        return "the prediction was cancelled."
+    return "no prediction had started yet (a model lookup or load, or an image upload)."
 
 
 def no_backend(backend: str | None) -> None:

@@ -14,7 +14,14 @@ from .errors import (
     OutlinesLMStudioError,
 )
 
-__all__ = ["client_closed", "client_host", "closed_client_error", "translate_sdk_error"]
+__all__ = [
+    "client_closed",
+    "client_host",
+    "client_in_other_loop",
+    "closed_client_error",
+    "other_loop_error",
+    "translate_sdk_error",
+]
 
 Stage = Literal["resolve", "predict", "upload", "connect"]
 
@@ -43,19 +50,79 @@ def client_closed(client: object) -> bool:
     manager = getattr(client, "_task_manager", None)  # AsyncClient
     if manager is None:  # Client: the manager of its websocket thread
         manager = getattr(getattr(client, "_ws_thread", None), "task_manager", None)
-    opened = getattr(manager, "activated", False) is True
-    return opened and getattr(manager, "active", True) is False
+    if getattr(manager, "activated", False) is not True:
+        return False
+    return getattr(manager, "active", True) is False or _closing(client)
 
 
-def closed_client_error(host: str | None, model: str | None) -> LMStudioConnectionError:
-    """Return the error for a call through a client that was closed."""
+def _closing(client: object) -> bool:
+    """Tell whether an ``AsyncClient``'s ``aclose()`` has begun (its manager is still active).
+
+    ``aclose()`` disconnects the sessions in the reverse order they were opened, the system
+    session first, and only then stops the manager; calls running meanwhile fail as if the
+    connection were lost. This library never disconnects the system session (it reconnects
+    ``llm`` and ``files`` only), so once it is disconnected the client is closing.
+    """
+    if not isinstance(client, lms.AsyncClient):
+        return False
+    try:
+        system = client.system
+    except KeyError:  # not entered (yet)
+        return False
+    return not system.connected
+
+
+def client_in_other_loop(client: object) -> bool:
+    """Tell whether an open ``AsyncClient`` belongs to an event loop other than the running one.
+
+    Its task manager runs in the loop that opened the client, and the SDK refuses a request
+    made from any other loop (``LMStudioRuntimeError``: "running in a different event loop")
+    before sending it. ``False`` for a sync client or when the SDK's internals are not as
+    expected.
+    """
+    if not isinstance(client, lms.AsyncClient):
+        return False
+    manager = getattr(client, "_task_manager", None)
+    in_its_loop = getattr(manager, "is_running_in_task_loop", None)
+    return getattr(manager, "active", False) is True and callable(in_its_loop) and not in_its_loop()
+
+
+def closed_client_error(
+    host: str | None, model: str | None, *, in_a_loop: bool = False
+) -> LMStudioConnectionError:
+    """Return the error for a call through a client that was closed.
+
+    ``in_a_loop`` (an ``AsyncClient``) adds the cause nobody asked for: the end of the event
+    loop that opened the client, such as an earlier ``asyncio.run()``.
+    """
+    how = "close(), aclose(), or the end of its with block"
+    hint = (
+        "Keep the client open while the model is in use, or make a new client and a new "
+        "model with from_lmstudio(client, ...)."
+    )
+    if in_a_loop:
+        how = "close(), aclose(), the end of its with block, or the end of the event loop it "
+        how += "was opened in, such as an earlier asyncio.run()"
+        hint += " An AsyncClient works only in the event loop that opened it: make it inside "
+        hint += "the asyncio.run(...) that uses it."
     return LMStudioConnectionError(
-        "The lmstudio client this model uses was closed (close(), aclose(), or the end of its "
-        "with block), so nothing can be sent to LM Studio through it.",
+        f"The lmstudio client this model uses was closed ({how}), so nothing can be sent to "
+        "LM Studio through it.",
         host=host,
         model=model,
-        hint="Keep the client open while the model is in use, or make a new client and a new "
-        "model with from_lmstudio(client, ...).",
+        hint=hint,
+    )
+
+
+def other_loop_error(host: str | None, model: str | None) -> LMStudioConnectionError:
+    """Return the error for a call through an ``AsyncClient`` opened in another event loop."""
+    return LMStudioConnectionError(
+        "The lmstudio.AsyncClient this model uses was opened in another event loop, and an "
+        "AsyncClient works only in the event loop that opened it; nothing was sent.",
+        host=host,
+        model=model,
+        hint="Call the model from that loop (asyncio.run_coroutine_threadsafe(..., loop)), or "
+        "make a client and a model in this one.",
     )
 
 

@@ -33,6 +33,7 @@ from ._discovery import ensure_host
 from ._flow import Call, Effect, Emit, Flow, Runner, Sink
 from ._interrupt import SigintGuard
 from ._streams import SyncReader
+from .errors import LMStudioTimeoutError
 
 __all__ = ["LMStudio"]
 
@@ -138,12 +139,16 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         """
         worker = _threads.Worker(lambda: self._predict(call, sink))
         try:
-            yield from worker.items(call.deadline, lambda: self._wait_error(call.request, True))
+            yield from worker.items(call.deadline, partial(self._ran_out, call))
         finally:
             call.stopped = True
             if worker.alive:
                 _threads.cancel(call)
                 self._watch(worker.thread)
+
+    def _ran_out(self, call: Call) -> LMStudioTimeoutError:
+        """Return the error of a call whose time ran out, opened or not (read at that moment)."""
+        return self._wait_error(call.request, True, call.reader is not None)
 
     def _watch(self, thread: threading.Thread) -> None:
         """Drop the client's sessions if ``thread`` still waits on LM Studio after a while.

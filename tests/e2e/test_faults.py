@@ -1,5 +1,6 @@
 """Connection faults through the real SDK: drops, restarts, a server that goes away."""
 
+import asyncio
 import threading
 
 import lmstudio as lms
@@ -9,7 +10,7 @@ from outlines_lmstudio import LMStudioConnectionError, from_lmstudio
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
 from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
-from .fronts import Fronts
+from .fronts import Fronts, Loop
 from .helpers import png_image
 
 
@@ -175,3 +176,100 @@ def test_a_sync_client_closed_during_a_call_fails_with_our_error(
             model("a long answer")
     finally:
         closer.join()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("closer", ["model.close", "client.aclose"])
+async def test_an_async_client_closed_under_running_calls_says_so(
+    slow_emulator: LMStudioEmulator, closer: str
+) -> None:
+    """Calls and streams running when the client closes fail at once with the closed error.
+
+    ``aclose()`` disconnects the sessions before it stops the client, so the running calls
+    saw a lost connection and tried to reconnect the closing client: they waited out
+    ``connect_timeout`` and then blamed the connection or the server.
+    """
+    emulator = slow_emulator
+    client = lms.AsyncClient(emulator.api_host)
+    if closer == "client.aclose":
+        await client.__aenter__()  # the user's client: the model does not own it
+    model = from_lmstudio(client, TEXT_MODEL)
+    await model("warm up")
+    emulator.script(TEXT_MODEL, ["word " * 4000] * 4)  # 20 s of fragments each
+    sent = len(emulator.predictions)
+
+    async def read_stream() -> list[str]:
+        return [chunk async for chunk in model.stream("long")]
+
+    calls = [asyncio.create_task(model("long")) for _ in range(3)]
+    calls.append(asyncio.create_task(read_stream()))
+
+    def all_streaming() -> bool:
+        running = emulator.predictions[sent:]
+        return len(running) == 4 and all(len(p.fragments) > 2 for p in running)
+
+    await asyncio.to_thread(emulator.wait_until, all_streaming, 30)
+    await (model.close() if closer == "model.close" else client.aclose())
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 60)
+    for result in results:
+        assert isinstance(result, LMStudioConnectionError), result
+        assert "client this model uses was closed" in str(result)
+
+
+def test_an_async_client_outliving_its_event_loop_says_so(emulator: LMStudioEmulator) -> None:
+    """The second ``asyncio.run`` gets an error naming the ended loop, not a close nobody made."""
+    model = from_lmstudio(lms.AsyncClient(emulator.api_host), TEXT_MODEL)
+    assert asyncio.run(model("first run"))
+    sent = len(emulator.requests)
+    with pytest.raises(LMStudioConnectionError, match="end of the event loop it was opened in"):
+        asyncio.run(model("second run"))
+    assert len(emulator.requests) == sent
+
+
+def test_an_async_client_used_from_another_event_loop_says_so(emulator: LMStudioEmulator) -> None:
+    """Not "LM Studio failed the prediction": the SDK refused to send from the wrong loop."""
+    other = Loop()
+    client = lms.AsyncClient(emulator.api_host)
+    try:
+        other.run(client.__aenter__())
+        model = from_lmstudio(client, TEXT_MODEL)
+        assert other.run(model("in its own loop"))
+        sent = len(emulator.requests)
+        with pytest.raises(LMStudioConnectionError, match="opened in another event loop"):
+            asyncio.run(model("from this loop"))
+        with pytest.raises(LMStudioConnectionError, match="opened in another event loop"):
+            asyncio.run(from_lmstudio(client)("a new model"))
+        assert len(emulator.requests) == sent
+        other.run(client.aclose())
+    finally:
+        other.close()
+
+
+def test_an_async_model_connects_in_the_next_event_loop_after_failing() -> None:
+    """Concurrent first calls that found no server leave no lock behind bound to their loop.
+
+    The notebook case: the first ``asyncio.run`` fails (LM Studio not started yet), and the
+    same model is used again once it is up.
+    """
+    with LMStudioEmulator() as first:
+        host = first.api_host
+        port = int(host.rsplit(":", 1)[1])
+    model = from_lmstudio(lms.AsyncClient(host), TEXT_MODEL)
+
+    async def four_calls() -> list[object]:
+        calls = (model(f"hello {i}", max_tokens=2) for i in range(4))
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    down = asyncio.run(four_calls())
+    assert all(isinstance(result, LMStudioConnectionError) for result in down), down
+    with LMStudioEmulator(port=port):
+        up = asyncio.run(four_calls())
+        assert all(isinstance(result, str) for result in up), up
+
+
+def test_closing_a_model_whose_event_loop_ended_is_quiet(emulator: LMStudioEmulator) -> None:
+    """The end of the loop that opened the client closed it; ``close()`` has nothing to do."""
+    model = from_lmstudio(lms.AsyncClient(emulator.api_host), TEXT_MODEL)
+    assert asyncio.run(model("hello"))
+    asyncio.run(model.close())
+    asyncio.run(model.close())

@@ -195,3 +195,15 @@ def test_ctrl_c_stops_a_sync_batch(slow_emulator: LMStudioEmulator, call: str) -
     assert len(started) < 32  # the queued items never started
     assert all(p.cancelled for p in started if p.stop_reason != "eosFound")
     assert any(p.cancelled for p in started)
+
+
+def test_a_call_out_of_time_before_its_prediction_does_not_claim_a_cancel(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Time up during the model lookup (a slow load): no prediction existed to cancel."""
+    model = make_model(TEXT_MODEL)
+    emulator.add_fault(Fault("getOrLoad", "hang"))
+    with pytest.raises(LMStudioTimeoutError, match="no prediction had started") as info:
+        model("hello", timeout=0.5)
+    assert "cancelled" not in str(info.value)
+    assert emulator.predictions == []

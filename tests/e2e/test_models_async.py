@@ -89,6 +89,33 @@ async def test_concurrent_first_calls_enter_the_client_once(
         await from_lmstudio(client, TEXT_MODEL)("hi")
 
 
+async def test_a_first_call_cancelled_while_connecting_leaves_the_model_usable(
+    emulator: LMStudioEmulator,
+) -> None:
+    """``wait_for`` around a first call: the client must not be left half entered.
+
+    The SDK cannot enter a client twice, so a cancel between its sessions left one it could
+    neither finish nor undo, and every later call failed (``KeyError: 'llm'``).
+    """
+    client = lms.AsyncClient(emulator.api_host)
+    model = from_lmstudio(client, TEXT_MODEL)
+    first = asyncio.create_task(model("cancelled while connecting"))
+    async with asyncio.timeout(30):
+        while True:  # the SDK opens its sessions one by one: cancel once the first exists
+            try:
+                client.embedding  # noqa: B018 - raises KeyError until that session exists
+            except KeyError:
+                await asyncio.sleep(0)
+            else:
+                break
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await model("hello")
+    await model.close()
+    assert not client.llm.connected  # the model entered it, so it closed it
+
+
 async def test_close_leaves_a_user_entered_client_open(async_client: lms.AsyncClient) -> None:
     async with from_lmstudio(async_client, TEXT_MODEL) as model:
         assert await model("hi")

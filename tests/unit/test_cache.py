@@ -100,3 +100,30 @@ async def test_async_failure_is_retried_and_cancelling_one_caller_keeps_the_work
     cache.forget(client, "s")
     cache.clear(client)
     assert cache.peek(client, "s") is None
+
+
+@pytest.mark.asyncio
+async def test_async_work_that_fails_after_its_callers_left_is_not_logged() -> None:
+    """A lookup whose caller timed out, then failed (the client closed): no asyncio error log."""
+    cache: AsyncClientCache[int] = AsyncClientCache()
+    client = Client()
+    reported: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+
+    async def fail_later() -> int:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("the client closed")
+
+    try:
+        caller = asyncio.create_task(cache.get(client, "k", fail_later))
+        await asyncio.sleep(0)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await asyncio.sleep(0.05)  # a later timer: the work has failed, nobody waiting
+        cache.clear(client)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []

@@ -21,6 +21,7 @@ from outlines.models.lmstudio import AsyncLMStudio as _OutlinesAsyncLMStudio
 
 from . import _flow
 from ._api import ModelApi
+from ._cache import retrieve_error
 from ._common import (
     ASYNC_FORMATS,
     ASYNC_HANDLES,
@@ -35,12 +36,6 @@ from ._sdk_errors import client_closed
 from ._streams import AsyncReader
 
 __all__ = ["AsyncLMStudio"]
-
-
-def _seen(task: asyncio.Future[None]) -> None:
-    """Retrieve a finished task's error, so that one its caller left is not logged."""
-    if not task.cancelled():
-        task.exception()
 
 
 class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
@@ -94,7 +89,7 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
             entering = self._pending_entering()
             if entering is None:
                 self._entering = entering = asyncio.ensure_future(self._enter())
-                entering.add_done_callback(_seen)
+                entering.add_done_callback(retrieve_error)
             await asyncio.shield(entering)
 
     def _pending_entering(self) -> asyncio.Future[None] | None:

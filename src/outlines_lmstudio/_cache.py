@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["AsyncClientCache", "SyncClientCache"]
+__all__ = ["AsyncClientCache", "SyncClientCache", "retrieve_error"]
 
 V = TypeVar("V")
 
@@ -60,8 +60,8 @@ class SyncClientCache(Generic[V]):
         self._data.pop(client, None)
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a finished work's error as seen: its callers may all have left (a timeout).
+def retrieve_error(future: asyncio.Future[Any]) -> None:
+    """Mark a finished work's error as seen (a done callback): its callers may all have left.
 
     Otherwise asyncio logs "Task exception was never retrieved" when the task is collected.
     """
@@ -83,7 +83,7 @@ class AsyncClientCache(Generic[V]):
         future = data.get(key)
         if future is None or (future.done() and (future.cancelled() or future.exception())):
             future = asyncio.ensure_future(make())
-            future.add_done_callback(_retrieve)
+            future.add_done_callback(retrieve_error)
             data[key] = future
         try:
             # shield: one caller being cancelled must not cancel the shared work.

@@ -132,6 +132,9 @@ class ModelApi(Common):
     def _generation(self, effect: _flow.Generation) -> int:
         return int(self._reconnects.generation(self.client))
 
+    def _call_deadline(self, effect: _flow.Deadline) -> float | None:
+        return self._deadline(effect.request)
+
     def _forget(self, effect: _flow.Forget) -> None:
         key: Hashable = effect.key
         self._handles.forget(self.client, key)

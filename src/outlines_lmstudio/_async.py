@@ -233,7 +233,10 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
 
     # -- effects -----------------------------------------------------------------------------
     async def _complete(self, effect: _flow.Complete) -> Completion:
-        call = Call(effect.request, deadline=self._deadline(effect.request))
+        deadline = effect.deadline
+        if deadline is None:
+            deadline = self._deadline(effect.request)
+        call = Call(effect.request, deadline=deadline)
         if not self._ready:
             await self._ensure_client()
         try:

@@ -52,6 +52,7 @@ __all__ = [
     "Call",
     "ChunkSink",
     "Complete",
+    "Deadline",
     "Effect",
     "Emit",
     "ErrorFactory",
@@ -170,6 +171,17 @@ class Complete(Effect):
     """Run a whole request (its own `predict` flow, under the call's time limit)."""
 
     method = "_complete"
+    request: Request
+    deadline: float | None = None
+    """The call's `Deadline` when it spans several predictions (``parse`` re-asking);
+    ``None``: the prediction gets the call's whole time limit from now, if it has one."""
+
+
+@dataclass(frozen=True)
+class Deadline(Effect):
+    """When a call of several predictions runs out of time (the front's clock), or ``None``."""
+
+    method = "_call_deadline"
     request: Request
 
 
@@ -611,6 +623,8 @@ def generate(request: Request) -> Flow[str]:
 def parse(request: Request, retries: int) -> Flow[Any]:
     """Complete, validate, and re-ask with the errors until the reply validates or retries end.
 
+    The call's time limit (``timeout=``) covers every attempt: it is read once, at the start.
+
     Parameters
     ----------
     request
@@ -624,8 +638,9 @@ def parse(request: Request, retries: int) -> Flow[Any]:
         The value of the output type.
     """
     validator = validator_for(request.plan)
+    deadline: float | None = yield Deadline(request)  # the limit is on the whole call
     for attempt in range(1, retries + 2):
-        done: Completion = yield Complete(request)
+        done: Completion = yield Complete(request, deadline)
         ok, value, problems = check_reply(
             validator, done.text, done.stop_reason, attempt, attempt > retries
         )

@@ -199,7 +199,10 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
 
     # -- effects -----------------------------------------------------------------------------
     def _complete(self, effect: _flow.Complete) -> Completion:
-        call = _threads.new(effect.request, self._deadline(effect.request))
+        deadline = effect.deadline
+        call = _threads.new(
+            effect.request, self._deadline(effect.request) if deadline is None else deadline
+        )
         if call.deadline is not None:
             for _ in self._in_worker(call, Sink()):
                 pass

@@ -4,6 +4,7 @@ import io
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,16 @@ from outlines.inputs import Image
 from PIL import Image as PILImage
 
 from outlines_lmstudio.testing import LMStudioEmulator
+
+
+def eventually(predicate: object, seconds: float = 20.0) -> bool:
+    """Poll a condition (a liveness check with a generous bound, not a timing assertion)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def png_image(color: str = "red", size: tuple[int, int] = (8, 8)) -> Image:

@@ -2,7 +2,6 @@
 
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 
 import lmstudio as lms
@@ -19,22 +18,12 @@ from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
 from .conftest import TEXT_MODEL, MakeModel
 from .fronts import Fronts
-from .helpers import interrupted
+from .helpers import eventually, interrupted
 from .misbehaving import Misbehaving
 
 
 def threads(prefix: str) -> int:
     return sum(1 for t in threading.enumerate() if t.name.startswith(prefix))
-
-
-def eventually(predicate: object, seconds: float = 20.0) -> bool:
-    """Poll a condition (a liveness check with a generous bound, not a timing assertion)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture

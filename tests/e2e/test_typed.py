@@ -6,10 +6,17 @@ import lmstudio as lms
 import pydantic
 import pytest
 
-from outlines_lmstudio import BatchGenerationError, ParseError, TruncatedOutputError, from_lmstudio
+from outlines_lmstudio import (
+    BatchGenerationError,
+    LMStudioTimeoutError,
+    ParseError,
+    TruncatedOutputError,
+    from_lmstudio,
+)
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL, MakeModel
+from .helpers import eventually
 
 
 class Person(pydantic.BaseModel):
@@ -32,6 +39,23 @@ def test_parse_returns_instances(make_model: MakeModel, emulator: LMStudioEmulat
         "type": "json",
         "jsonSchema": Person.model_json_schema(),
     }
+
+
+def test_parse_timeout_bounds_the_whole_call_with_its_re_asks(
+    make_model: MakeModel, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``timeout=`` is on the whole call: re-asking does not restart it."""
+    monkeypatch.setattr(emulator, "token_latency", 0.02)
+    emulator.script(TEXT_MODEL, lambda prediction: '{"name": "john", "age": 32}' + " " * 30)
+    model = make_model(TEXT_MODEL)
+    with pytest.raises(ParseError):  # each attempt alone is well within the limit
+        model.parse("John is 32", Person, retries=0, timeout=30)
+    single = len(emulator.predictions)
+    with pytest.raises(LMStudioTimeoutError, match=r"within 1\.5 s"):
+        model.parse("John is 32", Person, retries=20, timeout=1.5)  # 21 attempts: > 15 s
+    assert len(emulator.predictions) - single < 21
+    last = emulator.predictions[-1]
+    assert eventually(lambda: last.done)  # finished, or cancelled on the server
 
 
 def test_parse_of_generated_output_validates(make_model: MakeModel) -> None:

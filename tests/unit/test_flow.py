@@ -19,6 +19,7 @@ from outlines_lmstudio._config import parse_inference_kwargs
 from outlines_lmstudio._flow import (
     Call,
     Complete,
+    Deadline,
     Effect,
     Emit,
     Flow,
@@ -237,7 +238,9 @@ def test_partial_values_only_when_changed_then_the_value() -> None:
 def test_parse_re_asks_with_the_errors_then_raises() -> None:
     asked: list[Request] = []
 
-    def complete(effect: Effect) -> Completion:
+    def complete(effect: Effect) -> Completion | None:
+        if isinstance(effect, Deadline):
+            return None  # no time limit
         assert isinstance(effect, Complete)
         asked.append(effect.request)
         return Completion('{"name": "x"}', "eosFound")
@@ -250,11 +253,28 @@ def test_parse_re_asks_with_the_errors_then_raises() -> None:
 
 
 def test_parse_never_re_asks_a_truncated_reply() -> None:
-    def complete(effect: Effect) -> Completion:
+    def complete(effect: Effect) -> Completion | None:
+        if isinstance(effect, Deadline):
+            return None
         return Completion('{"name": "x', "maxPredictedTokensReached")
 
     with pytest.raises(TruncatedOutputError):
         drive(parse(request(Person), retries=3), complete)
+
+
+def test_parse_re_asks_within_the_deadline_of_the_whole_call() -> None:
+    deadlines: list[float | None] = []
+
+    def complete(effect: Effect) -> Completion | float:
+        if isinstance(effect, Deadline):
+            return 12.5  # read once: the front's clock, plus the call's limit
+        assert isinstance(effect, Complete)
+        deadlines.append(effect.deadline)
+        return Completion('{"name": "x"}', "eosFound")
+
+    with pytest.raises(ParseError):
+        drive(parse(request(Person), retries=2), complete)
+    assert deadlines == [12.5, 12.5, 12.5]
 
 
 def test_a_failed_reconnect_says_why() -> None:

@@ -346,7 +346,9 @@ def _field_annotations(tp: Any) -> list[tuple[str, Any]]:
     """Return the fields of a model-like type with their annotations (strings as written)."""
     if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
         return [(name, f.annotation) for name, f in tp.model_fields.items()]
-    if isinstance(tp, type) and (dataclasses.is_dataclass(tp) or typing.is_typeddict(tp)):
+    if isinstance(tp, type) and (
+        dataclasses.is_dataclass(tp) or typing_extensions.is_typeddict(tp)
+    ):
         raw: dict[str, Any] = {}
         for klass in reversed(tp.__mro__):
             raw.update(getattr(klass, "__annotations__", {}))
@@ -430,7 +432,7 @@ def _is_model_like(tp: object) -> bool:
     return isinstance(tp, type) and (
         issubclass(tp, pydantic.BaseModel)
         or dataclasses.is_dataclass(tp)
-        or typing.is_typeddict(tp)
+        or typing_extensions.is_typeddict(tp)  # typing's and typing_extensions' (Python < 3.12)
     )
 
 

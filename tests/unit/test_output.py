@@ -6,6 +6,7 @@ from typing import Any, Literal, TypedDict
 import jsonschema
 import pydantic
 import pytest
+import typing_extensions
 from genson import SchemaBuilder
 from outlines.types import CFG, JsonSchema, Regex, either, integer
 
@@ -72,6 +73,25 @@ def test_typeddict_dataclass_genson_jsonschema() -> None:
     assert sent(JsonSchema({"type": "object", "properties": {"b": {"type": "string"}}}))[
         "properties"
     ]["b"] == {"type": "string"}
+
+
+class Review(typing_extensions.TypedDict):
+    stars: int
+    text: typing_extensions.NotRequired[str]
+
+
+def test_typing_extensions_typeddict_is_a_json_type() -> None:
+    # The TypedDict Pydantic asks for before Python 3.12; typing.is_typeddict misses it there.
+    assert sent(Review) == {
+        "properties": {
+            "stars": {"title": "Stars", "type": "integer"},
+            "text": {"title": "Text", "type": "string"},
+        },
+        "required": ["stars"],
+        "title": "Review",
+        "type": "object",
+    }
+    assert sent(list[Review])["items"] == {"$ref": "#/$defs/Review"}
 
 
 def test_dict_and_str_schemas() -> None:

@@ -34,7 +34,13 @@ from ._schema_walk import ref_target, schema_nodes, unguarded_ref_cycle
 from ._simple import is_simple_type, literal_values, render_simple, simple_schema
 from .errors import InvalidSchemaError, UnsupportedOutputTypeError
 
-__all__ = ["REFERENCE_KEYWORDS", "OutputPlan", "check_json_schema", "plan_output"]
+__all__ = [
+    "REFERENCE_KEYWORDS",
+    "OutputPlan",
+    "check_json_schema",
+    "output_type_name",
+    "plan_output",
+]
 
 Kind = Literal["text", "json", "simple", "grammar"]
 MAX_SCHEMA_DEPTH = 64
@@ -401,8 +407,8 @@ def _schema_error(output_type: object, exc: BaseException) -> UnsupportedOutputT
     found = _field_problem(output_type, set())
     where = f" (field {found[0]!r} of type {found[1]})" if found else ""
     return UnsupportedOutputTypeError(
-        f"Cannot build a JSON schema for {_name(output_type)}{where}: {reason}. Give the "
-        "field a type JSON can represent (define every type it names before using the "
+        f"Cannot build a JSON schema for {output_type_name(output_type)}{where}: {reason}. "
+        "Give the field a type JSON can represent (define every type it names before using the "
         "model), or exclude it from the output type."
     )
 
@@ -424,7 +430,22 @@ def _type_adapter_schema(output_type: object) -> dict[str, Any]:
     return schema
 
 
-def _name(output_type: object) -> str:
+def output_type_name(output_type: object) -> str:
+    """Name an output type for a message: ``Person``, or in full ``list[uuid.UUID]``.
+
+    Parameters
+    ----------
+    output_type
+        The output type.
+
+    Returns
+    -------
+    str
+        Its name; the whole expression for a parameterised type (whose ``__name__`` is
+        only its origin's: ``list``, ``Optional``, ``Annotated``).
+    """
+    if typing.get_origin(output_type) is not None:
+        return repr(output_type)
     return getattr(output_type, "__name__", None) or repr(output_type)
 
 
@@ -478,8 +499,8 @@ def _non_finite_literal(output_type: object) -> None:
     bad = [v for v in values or () if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         raise UnsupportedOutputTypeError(
-            f"The output type {_name(output_type)} has the value {bad[0]!r}, which JSON cannot "
-            "represent, so no schema can ask for it. Use finite numbers or strings."
+            f"The output type {output_type_name(output_type)} has the value {bad[0]!r}, which "
+            "JSON cannot represent, so no schema can ask for it. Use finite numbers or strings."
         )
 
 
@@ -529,7 +550,7 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
             f"LM Studio's JSON-schema structured output cannot express. {_GRAMMAR_HINT}."
         )
     raise UnsupportedOutputTypeError(
-        f"The output type {_name(output_type)} is not supported by outlines-lmstudio. "
+        f"The output type {output_type_name(output_type)} is not supported by outlines-lmstudio. "
         f"Supported: {_SUPPORTED}."
     )
 

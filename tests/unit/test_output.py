@@ -1,7 +1,8 @@
 import dataclasses
 import json
+import uuid
 from collections.abc import Callable
-from typing import Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, Optional, TypedDict
 
 import jsonschema
 import pydantic
@@ -237,6 +238,21 @@ def test_other_types_name_the_type() -> None:
         plan_output([1, 2])
     with pytest.raises(UnsupportedOutputTypeError, match="DSL term"):
         plan_output(either("a", integer))
+
+
+@pytest.mark.parametrize(
+    ("output_type", "shown"),
+    [
+        (list[uuid.UUID], "list[uuid.UUID]"),
+        (Optional[uuid.UUID], "typing.Optional[uuid.UUID]"),
+        (Annotated[int, "meta"], "typing.Annotated[int, 'meta']"),
+    ],
+)
+def test_parameterised_types_are_named_in_full(output_type: object, shown: str) -> None:
+    # Their __name__ is only the origin's ("list", "Optional"), which hid the culprit.
+    with pytest.raises(UnsupportedOutputTypeError) as info:
+        plan_output(output_type)
+    assert str(info.value).startswith(f"The output type {shown} is not supported")
 
 
 def test_whitespace_pattern_cannot_be_honoured() -> None:

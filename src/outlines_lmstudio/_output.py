@@ -397,6 +397,59 @@ def _field_problem(tp: Any, seen: set[int]) -> tuple[str, str] | None:
     return None
 
 
+def _unhashable(tp: Any) -> bool:
+    """Tell whether values validated as ``tp`` can never be set items (``Cat``, ``list[int]``)."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return _unhashable(typing.get_args(tp)[0])
+    if typing.get_origin(tp) in (list, dict, set):
+        return True
+    return isinstance(tp, type) and getattr(tp, "__hash__", None) is None
+
+
+def _unhashable_set_item(tp: Any, seen: set[int]) -> tuple[str, str] | None:
+    """Find a set whose items cannot be hashed: ``(where, the item type)``.
+
+    Pydantic builds a schema for ``set[Cat]`` (an array with ``uniqueItems``) but refuses
+    every reply with an item, since a (non-frozen) ``Cat`` cannot be put in a set.
+    """
+    if id(tp) in seen:
+        return None
+    seen.add(id(tp))
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (set, frozenset) and args:
+        union = typing.get_origin(args[0]) in (typing.Union, types.UnionType)
+        members = typing.get_args(args[0]) if union else args
+        for member in members:
+            if _unhashable(member):
+                return output_type_name(tp), _type_name(member)
+    for name, annotation in _field_annotations(tp):
+        try:
+            resolved = _resolve(tp, annotation)
+        except Exception:  # unresolvable names were reported when the schema was built
+            continue
+        found = _unhashable_set_item(resolved, seen)
+        if found is not None:
+            return f"field {name!r} ({found[0]})", found[1]
+    for arg in args:
+        found = _unhashable_set_item(arg, seen)
+        if found is not None:
+            return found
+    return None
+
+
+def _refuse_unhashable_sets(output_type: object) -> None:
+    found = _unhashable_set_item(output_type, set())
+    if found is not None:
+        name, (where, item) = output_type_name(output_type), found
+        at = "" if where == name else f" (at {where})"
+        raise UnsupportedOutputTypeError(
+            f"The output type {name} asks for a set of {item}{at}, but {item} values cannot "
+            "be hashed, so every reply with an item would fail to validate. Use a list "
+            f"instead, or make {item} hashable (a frozen model: model_config = "
+            "ConfigDict(frozen=True); a frozen dataclass)."
+        )
+
+
 def _type_name(tp: Any) -> str:
     return tp.__qualname__ if isinstance(tp, type) else repr(tp)
 
@@ -530,9 +583,11 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
         return _json_plan(output_type.to_schema(), output_type, strict=strict)
     if isinstance(output_type, type) and issubclass(output_type, pydantic.BaseModel):
         schema = _model_schema(output_type)
+        _refuse_unhashable_sets(output_type)
         return _json_plan(schema, output_type, strict=strict, generated=True)
     if _is_json_family(output_type):
         schema = _type_adapter_schema(output_type)
+        _refuse_unhashable_sets(output_type)
         return _json_plan(schema, output_type, strict=strict, generated=True)
     _non_finite_literal(output_type)
     if is_simple_type(output_type):

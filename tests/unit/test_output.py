@@ -365,3 +365,18 @@ def test_meta_schema_check_is_skipped_only_for_pydantic_schemas(
 
     with pytest.raises(InvalidSchemaError, match="never fetched"):
         plan_output(Extra)
+
+
+class FrozenTag(pydantic.BaseModel, frozen=True):
+    label: str
+
+
+class Branch(pydantic.BaseModel):
+    children: list["Branch"] = []
+    tags: set[str] = set()
+    frozen_tags: frozenset[FrozenTag] = frozenset()
+
+
+@pytest.mark.parametrize("output_type", [set[FrozenTag], Branch, list[Branch]], ids=repr)
+def test_sets_of_hashable_items_are_kept(output_type: object) -> None:
+    assert sent(output_type)  # also: a recursive model is walked once

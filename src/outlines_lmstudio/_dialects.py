@@ -114,6 +114,7 @@ _LOOSE_EVERYWHERE = {
     "dependentSchemas": "not enforced",
     "unevaluatedProperties": "not enforced (undeclared properties are never written)",
     "unevaluatedItems": "not enforced",
+    "contentSchema": "not enforced: the string's content is not constrained",
 }
 _LOOSE: dict[Engine, dict[str, str]] = {
     "llama.cpp": {

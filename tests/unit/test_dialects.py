@@ -259,6 +259,13 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         "loose",
     ),
     (
+        "contentSchema",  # Pydantic's Json[list[int]]: a string holding JSON
+        {"type": "string", "contentSchema": {"type": "array", "items": {"type": "integer"}}},
+        "both",
+        "contentSchema",
+        "loose",
+    ),
+    (
         "$ref siblings",
         {
             "$defs": {"s": {"type": "string"}},

@@ -380,3 +380,12 @@ class Branch(pydantic.BaseModel):
 @pytest.mark.parametrize("output_type", [set[FrozenTag], Branch, list[Branch]], ids=repr)
 def test_sets_of_hashable_items_are_kept(output_type: object) -> None:
     assert sent(output_type)  # also: a recursive model is walked once
+
+
+def test_strict_schema_refuses_a_json_string_field() -> None:
+    class Payload(pydantic.BaseModel):
+        numbers: pydantic.Json[list[int]]  # a string holding JSON: no engine checks the content
+
+    assert plan_output(Payload).schema  # sent by default; parse validates the content
+    with pytest.raises(UnsupportedOutputTypeError, match=r"'contentSchema' at /properties/numbers"):
+        plan_output(Payload, strict_schema=True)

@@ -250,6 +250,22 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         "minProperties",
         "loose",
     ),
+    (
+        "minProperties (outlines-core, a count above 1)",
+        {"type": "object", "additionalProperties": {"type": "integer"}, "minProperties": 3},
+        "outlines-core",
+        "minProperties",
+        "loose",
+    ),
+    (
+        "maxProperties (outlines-core, a count above 0)",
+        {"type": "object", "maxProperties": 2},
+        "outlines-core",
+        "maxProperties",
+        "loose",
+    ),
+    ("minProperties 1", {"type": "object", "minProperties": 1}, "outlines-core", None, None),
+    ("maxProperties 0", {"type": "object", "maxProperties": 0}, "outlines-core", None, None),
     ("contains", {"type": "array", "contains": {"const": 1}}, "both", "contains", "loose"),
     (
         "patternProperties",

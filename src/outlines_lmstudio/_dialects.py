@@ -114,6 +114,7 @@ _LOOSE_EVERYWHERE = {
     "dependentSchemas": "not enforced",
     "unevaluatedProperties": "not enforced (undeclared properties are never written)",
     "unevaluatedItems": "not enforced",
+    "contentSchema": "not enforced: the string's content is not constrained",
 }
 _LOOSE: dict[Engine, dict[str, str]] = {
     "llama.cpp": {
@@ -203,10 +204,14 @@ def _node_findings(
     for key, why in (*_LOOSE_EVERYWHERE.items(), *_LOOSE[engine].items()):
         if key in node:
             yield key, "loose", why
-    if "properties" in node and engine == "outlines-core":
-        for key in ("minProperties", "maxProperties"):
-            if key in node:
+    if engine == "outlines-core":
+        # Without properties it writes a non-empty object for minProperties >= 1 and an
+        # empty one for maxProperties 0; other counts are not enforced.
+        for key, kept in (("minProperties", (0, 1)), ("maxProperties", (0,))):
+            if key in node and "properties" in node:
                 yield key, "loose", "ignored beside properties"
+            elif key in node and node[key] not in kept:
+                yield key, "loose", f"only {key} {' or '.join(map(str, kept))} is enforced"
 
 
 def _plain(node: Mapping[str, Any]) -> bool:

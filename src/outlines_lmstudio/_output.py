@@ -34,7 +34,13 @@ from ._schema_walk import ref_target, schema_nodes, unguarded_ref_cycle
 from ._simple import is_simple_type, literal_values, render_simple, simple_schema
 from .errors import InvalidSchemaError, UnsupportedOutputTypeError
 
-__all__ = ["REFERENCE_KEYWORDS", "OutputPlan", "check_json_schema", "plan_output"]
+__all__ = [
+    "REFERENCE_KEYWORDS",
+    "OutputPlan",
+    "check_json_schema",
+    "output_type_name",
+    "plan_output",
+]
 
 Kind = Literal["text", "json", "simple", "grammar"]
 MAX_SCHEMA_DEPTH = 64
@@ -346,7 +352,9 @@ def _field_annotations(tp: Any) -> list[tuple[str, Any]]:
     """Return the fields of a model-like type with their annotations (strings as written)."""
     if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
         return [(name, f.annotation) for name, f in tp.model_fields.items()]
-    if isinstance(tp, type) and (dataclasses.is_dataclass(tp) or typing.is_typeddict(tp)):
+    if isinstance(tp, type) and (
+        dataclasses.is_dataclass(tp) or typing_extensions.is_typeddict(tp)
+    ):
         raw: dict[str, Any] = {}
         for klass in reversed(tp.__mro__):
             raw.update(getattr(klass, "__annotations__", {}))
@@ -389,6 +397,59 @@ def _field_problem(tp: Any, seen: set[int]) -> tuple[str, str] | None:
     return None
 
 
+def _unhashable(tp: Any) -> bool:
+    """Tell whether values validated as ``tp`` can never be set items (``Cat``, ``list[int]``)."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return _unhashable(typing.get_args(tp)[0])
+    if typing.get_origin(tp) in (list, dict, set):
+        return True
+    return isinstance(tp, type) and getattr(tp, "__hash__", None) is None
+
+
+def _unhashable_set_item(tp: Any, seen: set[int]) -> tuple[str, str] | None:
+    """Find a set whose items cannot be hashed: ``(where, the item type)``.
+
+    Pydantic builds a schema for ``set[Cat]`` (an array with ``uniqueItems``) but refuses
+    every reply with an item, since a (non-frozen) ``Cat`` cannot be put in a set.
+    """
+    if id(tp) in seen:
+        return None
+    seen.add(id(tp))
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (set, frozenset) and args:
+        union = typing.get_origin(args[0]) in (typing.Union, types.UnionType)
+        members = typing.get_args(args[0]) if union else args
+        for member in members:
+            if _unhashable(member):
+                return output_type_name(tp), _type_name(member)
+    for name, annotation in _field_annotations(tp):
+        try:
+            resolved = _resolve(tp, annotation)
+        except Exception:  # unresolvable names were reported when the schema was built
+            continue
+        found = _unhashable_set_item(resolved, seen)
+        if found is not None:
+            return f"field {name!r} ({found[0]})", found[1]
+    for arg in args:
+        found = _unhashable_set_item(arg, seen)
+        if found is not None:
+            return found
+    return None
+
+
+def _refuse_unhashable_sets(output_type: object) -> None:
+    found = _unhashable_set_item(output_type, set())
+    if found is not None:
+        name, (where, item) = output_type_name(output_type), found
+        at = "" if where == name else f" (at {where})"
+        raise UnsupportedOutputTypeError(
+            f"The output type {name} asks for a set of {item}{at}, but {item} values cannot "
+            "be hashed, so every reply with an item would fail to validate. Use a list "
+            f"instead, or make {item} hashable (a frozen model: model_config = "
+            "ConfigDict(frozen=True); a frozen dataclass)."
+        )
+
+
 def _type_name(tp: Any) -> str:
     return tp.__qualname__ if isinstance(tp, type) else repr(tp)
 
@@ -399,8 +460,8 @@ def _schema_error(output_type: object, exc: BaseException) -> UnsupportedOutputT
     found = _field_problem(output_type, set())
     where = f" (field {found[0]!r} of type {found[1]})" if found else ""
     return UnsupportedOutputTypeError(
-        f"Cannot build a JSON schema for {_name(output_type)}{where}: {reason}. Give the "
-        "field a type JSON can represent (define every type it names before using the "
+        f"Cannot build a JSON schema for {output_type_name(output_type)}{where}: {reason}. "
+        "Give the field a type JSON can represent (define every type it names before using the "
         "model), or exclude it from the output type."
     )
 
@@ -422,7 +483,22 @@ def _type_adapter_schema(output_type: object) -> dict[str, Any]:
     return schema
 
 
-def _name(output_type: object) -> str:
+def output_type_name(output_type: object) -> str:
+    """Name an output type for a message: ``Person``, or in full ``list[uuid.UUID]``.
+
+    Parameters
+    ----------
+    output_type
+        The output type.
+
+    Returns
+    -------
+    str
+        Its name; the whole expression for a parameterised type (whose ``__name__`` is
+        only its origin's: ``list``, ``Optional``, ``Annotated``).
+    """
+    if typing.get_origin(output_type) is not None:
+        return repr(output_type)
     return getattr(output_type, "__name__", None) or repr(output_type)
 
 
@@ -430,7 +506,7 @@ def _is_model_like(tp: object) -> bool:
     return isinstance(tp, type) and (
         issubclass(tp, pydantic.BaseModel)
         or dataclasses.is_dataclass(tp)
-        or typing.is_typeddict(tp)
+        or typing_extensions.is_typeddict(tp)  # typing's and typing_extensions' (Python < 3.12)
     )
 
 
@@ -476,8 +552,8 @@ def _non_finite_literal(output_type: object) -> None:
     bad = [v for v in values or () if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         raise UnsupportedOutputTypeError(
-            f"The output type {_name(output_type)} has the value {bad[0]!r}, which JSON cannot "
-            "represent, so no schema can ask for it. Use finite numbers or strings."
+            f"The output type {output_type_name(output_type)} has the value {bad[0]!r}, which "
+            "JSON cannot represent, so no schema can ask for it. Use finite numbers or strings."
         )
 
 
@@ -507,9 +583,11 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
         return _json_plan(output_type.to_schema(), output_type, strict=strict)
     if isinstance(output_type, type) and issubclass(output_type, pydantic.BaseModel):
         schema = _model_schema(output_type)
+        _refuse_unhashable_sets(output_type)
         return _json_plan(schema, output_type, strict=strict, generated=True)
     if _is_json_family(output_type):
         schema = _type_adapter_schema(output_type)
+        _refuse_unhashable_sets(output_type)
         return _json_plan(schema, output_type, strict=strict, generated=True)
     _non_finite_literal(output_type)
     if is_simple_type(output_type):
@@ -527,7 +605,7 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
             f"LM Studio's JSON-schema structured output cannot express. {_GRAMMAR_HINT}."
         )
     raise UnsupportedOutputTypeError(
-        f"The output type {_name(output_type)} is not supported by outlines-lmstudio. "
+        f"The output type {output_type_name(output_type)} is not supported by outlines-lmstudio. "
         f"Supported: {_SUPPORTED}."
     )
 

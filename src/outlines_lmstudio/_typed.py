@@ -24,7 +24,7 @@ from outlines.types import CFG, Choice, JsonSchema, Regex
 from outlines.types.dsl import python_types_to_terms, to_regex
 
 from ._inputs import ChatPrompt, Message
-from ._output import OutputPlan
+from ._output import OutputPlan, output_type_name
 from .errors import InvalidSchemaError, ParseError, TruncatedOutputError
 
 __all__ = [
@@ -264,7 +264,7 @@ def check_reply(
         return True, validator.validate(raw), []
     except _Invalid as invalid:
         errors = invalid.errors
-    name = getattr(validator.output_type, "__name__", None) or repr(validator.output_type)
+    name = output_type_name(validator.output_type)
     if stop_reason in TRUNCATED_STOP_REASONS:
         raise TruncatedOutputError(
             f"The reply was cut off ({stop_reason}) before it was a complete {name}; "

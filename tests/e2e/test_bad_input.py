@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import lmstudio as lms
+import pydantic
 import pytest
 from outlines.inputs import Audio, Chat, Image, Video
 from outlines.types import CFG, JsonSchema, Regex, either, integer
@@ -84,6 +85,14 @@ def nested_schema(depth: int) -> dict[str, Any]:
 
 class Widget:
     pass
+
+
+class Pet(pydantic.BaseModel):  # not frozen: instances cannot be hashed
+    name: str
+
+
+class Shelter(pydantic.BaseModel):
+    pets: set[Pet]
 
 
 @dataclass(frozen=True)
@@ -262,6 +271,20 @@ CASES = [
         E.UnsupportedOutputTypeError,
         TypeError,
         "not supported",
+    ),
+    Case(
+        "set of unhashable models",
+        lambda m: m.parse("x", set[Pet]),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"set of Pet, but Pet values cannot be hashed",
+    ),
+    Case(
+        "model field: set of unhashable models",
+        lambda m: m("x", Shelter),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"set of Pet \(at field 'pets' \(set\[.*Pet\]\)\).*ConfigDict\(frozen=True\)",
     ),
     Case(
         "dict with int keys",

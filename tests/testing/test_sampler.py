@@ -18,6 +18,7 @@ from outlines_lmstudio.testing import LMStudioEmulator
 from outlines_lmstudio.testing._sampler import (
     JsonSampler,
     SchemaError,
+    _tighten,
     count_tokens,
     plain_text,
     split_fragments,
@@ -119,6 +120,23 @@ def test_sampled_json_validates(schema: dict[str, Any], use_defs: bool, seed: in
     for _ in range(3):
         text = "".join(SAMPLER.sample(schema, rng))
         jsonschema.validate(json.loads(text), schema)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "additionalProperties": {}},  # outlines-core's regex wrote {12}
+        {"type": "array", "items": True},
+        {"type": ["object", "null"], "title": "maybe"},
+        {"anyOf": [{"type": ["object", "null"]}, {"type": "array"}]},  # took ~1 min to index
+    ],
+    ids=repr,
+)
+def test_arrays_and_objects_of_anything_sample_valid_json(schema: dict[str, Any]) -> None:
+    rng = random.Random(1)
+    for _ in range(5):
+        jsonschema.validate(json.loads("".join(JsonSampler().sample(schema, rng))), schema)
+    assert _tighten(schema) != schema  # sampled as containers of scalars (a valid subset)
 
 
 def test_pydantic_schema_with_refs_and_unions() -> None:

@@ -250,12 +250,35 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         "minProperties",
         "loose",
     ),
+    (
+        "minProperties (outlines-core, a count above 1)",
+        {"type": "object", "additionalProperties": {"type": "integer"}, "minProperties": 3},
+        "outlines-core",
+        "minProperties",
+        "loose",
+    ),
+    (
+        "maxProperties (outlines-core, a count above 0)",
+        {"type": "object", "maxProperties": 2},
+        "outlines-core",
+        "maxProperties",
+        "loose",
+    ),
+    ("minProperties 1", {"type": "object", "minProperties": 1}, "outlines-core", None, None),
+    ("maxProperties 0", {"type": "object", "maxProperties": 0}, "outlines-core", None, None),
     ("contains", {"type": "array", "contains": {"const": 1}}, "both", "contains", "loose"),
     (
         "patternProperties",
         {"type": "object", "patternProperties": {"^x": {}}},
         "both",
         "patternProperties",
+        "loose",
+    ),
+    (
+        "contentSchema",  # Pydantic's Json[list[int]]: a string holding JSON
+        {"type": "string", "contentSchema": {"type": "array", "items": {"type": "integer"}}},
+        "both",
+        "contentSchema",
         "loose",
     ),
     (

@@ -1,11 +1,13 @@
 import dataclasses
 import json
+import uuid
 from collections.abc import Callable
-from typing import Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, Optional, TypedDict
 
 import jsonschema
 import pydantic
 import pytest
+import typing_extensions
 from genson import SchemaBuilder
 from outlines.types import CFG, JsonSchema, Regex, either, integer
 
@@ -72,6 +74,25 @@ def test_typeddict_dataclass_genson_jsonschema() -> None:
     assert sent(JsonSchema({"type": "object", "properties": {"b": {"type": "string"}}}))[
         "properties"
     ]["b"] == {"type": "string"}
+
+
+class Review(typing_extensions.TypedDict):
+    stars: int
+    text: typing_extensions.NotRequired[str]
+
+
+def test_typing_extensions_typeddict_is_a_json_type() -> None:
+    # The TypedDict Pydantic asks for before Python 3.12; typing.is_typeddict misses it there.
+    assert sent(Review) == {
+        "properties": {
+            "stars": {"title": "Stars", "type": "integer"},
+            "text": {"title": "Text", "type": "string"},
+        },
+        "required": ["stars"],
+        "title": "Review",
+        "type": "object",
+    }
+    assert sent(list[Review])["items"] == {"$ref": "#/$defs/Review"}
 
 
 def test_dict_and_str_schemas() -> None:
@@ -219,6 +240,21 @@ def test_other_types_name_the_type() -> None:
         plan_output(either("a", integer))
 
 
+@pytest.mark.parametrize(
+    ("output_type", "shown"),
+    [
+        (list[uuid.UUID], "list[uuid.UUID]"),
+        (Optional[uuid.UUID], "typing.Optional[uuid.UUID]"),
+        (Annotated[int, "meta"], "typing.Annotated[int, 'meta']"),
+    ],
+)
+def test_parameterised_types_are_named_in_full(output_type: object, shown: str) -> None:
+    # Their __name__ is only the origin's ("list", "Optional"), which hid the culprit.
+    with pytest.raises(UnsupportedOutputTypeError) as info:
+        plan_output(output_type)
+    assert str(info.value).startswith(f"The output type {shown} is not supported")
+
+
 def test_whitespace_pattern_cannot_be_honoured() -> None:
     with pytest.raises(UnsupportedOutputTypeError, match="whitespace_pattern"):
         plan_output(JsonSchema({"type": "object"}, whitespace_pattern=r"[ ]?"))
@@ -329,3 +365,27 @@ def test_meta_schema_check_is_skipped_only_for_pydantic_schemas(
 
     with pytest.raises(InvalidSchemaError, match="never fetched"):
         plan_output(Extra)
+
+
+class FrozenTag(pydantic.BaseModel, frozen=True):
+    label: str
+
+
+class Branch(pydantic.BaseModel):
+    children: list["Branch"] = []
+    tags: set[str] = set()
+    frozen_tags: frozenset[FrozenTag] = frozenset()
+
+
+@pytest.mark.parametrize("output_type", [set[FrozenTag], Branch, list[Branch]], ids=repr)
+def test_sets_of_hashable_items_are_kept(output_type: object) -> None:
+    assert sent(output_type)  # also: a recursive model is walked once
+
+
+def test_strict_schema_refuses_a_json_string_field() -> None:
+    class Payload(pydantic.BaseModel):
+        numbers: pydantic.Json[list[int]]  # a string holding JSON: no engine checks the content
+
+    assert plan_output(Payload).schema  # sent by default; parse validates the content
+    with pytest.raises(UnsupportedOutputTypeError, match=r"'contentSchema' at /properties/numbers"):
+        plan_output(Payload, strict_schema=True)

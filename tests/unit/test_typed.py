@@ -86,6 +86,11 @@ def test_pydantic_errors_name_the_field() -> None:
         )
 
 
+def test_parse_errors_name_a_parameterised_type_in_full() -> None:
+    with pytest.raises(ParseError, match=r"does not validate as list\[int\] after"):
+        check_reply(validator_for(plan_output(list[int])), '["x"]', "eosFound", 1, True)
+
+
 def test_truncation_is_reported_as_such_even_with_retries_left() -> None:
     with pytest.raises(TruncatedOutputError, match="max_tokens") as info:
         check_reply(

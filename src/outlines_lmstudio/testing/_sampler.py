@@ -409,12 +409,49 @@ def _calendar(node: dict[str, Any]) -> dict[str, Any] | None:
     return {**{k: v for k, v in node.items() if k != "format"}, "pattern": pattern}
 
 
+_SCALAR = {"anyOf": [{"type": t} for t in ("null", "boolean", "number", "string")]}
+_CONTAINER_KEYWORDS = {
+    "array": ("items", "prefixItems", "contains"),
+    "object": ("properties", "additionalProperties", "patternProperties", "propertyNames"),
+}
+_CONTAINER_ANY = {"array": "items", "object": "additionalProperties"}
+_NOTES = frozenset({"title", "description", "default", "examples", "$comment", "deprecated"})
+
+
+def _anything(schema: object) -> bool:
+    """Whether a subschema allows every value (``{}``, ``true``, annotations only)."""
+    return schema is True or (isinstance(schema, dict) and not set(schema) - _NOTES)
+
+
+def _open_container(node: dict[str, Any]) -> dict[str, Any] | None:
+    """Return an array or object node that allows any items as one with scalar items.
+
+    outlines-core spells "any array" or "any object" as every JSON document nested a few
+    levels deep: one such regex takes seconds to index, an ``anyOf`` of two about a minute
+    (the request then times out), and its regex for ``additionalProperties: {}`` admits
+    invalid JSON (``{12}``). Scalar items are a subset of what the node allows.
+    """
+    kinds = node.get("type")
+    listed = [kinds] if isinstance(kinds, str) else kinds
+    if not isinstance(listed, list) or not {"array", "object"} & set(listed):
+        return None
+    said = [key for kind in listed for key in _CONTAINER_KEYWORDS.get(kind, ()) if key in node]
+    if any(not _anything(node[key]) or key not in _CONTAINER_ANY.values() for key in said):
+        return None
+    if len(listed) == 1:
+        return {**node, _CONTAINER_ANY[listed[0]]: _SCALAR}
+    if set(node) - _NOTES - {"type"}:
+        return None  # other keywords apply to some of the types: leave it as it is
+    return {"anyOf": [_open_container({"type": k}) or {"type": k} for k in listed]}
+
+
 def _tighten(node: Any) -> Any:
     """Narrow a schema to a subset of its valid documents that outlines-core samples fast.
 
     Numeric bounds become enums of valid values (outlines-core ignores them), an ``email``
-    string a simple pattern of valid addresses, and dates and times patterns of values
-    that every validator takes.
+    string a simple pattern of valid addresses, dates and times patterns of values
+    that every validator takes, and arrays and objects that say nothing of their items
+    arrays and objects of scalars.
     """
     if isinstance(node, list):
         return [_tighten(item) for item in node]
@@ -423,6 +460,7 @@ def _tighten(node: Any) -> Any:
     values = _bounded_values(node)
     if values is not None:
         return {"enum": values}
+    node = _open_container(node) or node
     if node.get("format") == "email":
         node = _simple_email(node) or node
     elif node.get("type") == "string" and node.get("format") in _CALENDAR:

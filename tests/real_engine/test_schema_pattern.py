@@ -51,3 +51,20 @@ def test_grammar_mode_off_keeps_dict_patterns_constrained(client: lms.Client) ->
         temperature=0,
     )
     assert re.search(r"[0-9]{5}", value["zip"])
+
+
+def test_literals_with_quotes_and_backslashes_are_constrained(client: lms.Client) -> None:
+    """Enum values and property names holding ``"`` or a backslash reach the grammar escaped.
+
+    llama-cpp-python's port of the converter left the backslash unescaped: the grammar did not
+    parse (the prediction failed) or matched invalid JSON such as ``"C:\\temp"``.
+    """
+    key = 'path "or" \\ name'
+    values = ['say "hi"', "C:\\temp"]
+    schema = {"type": "object", "properties": {key: {"enum": values}}, "required": [key]}
+    model = from_lmstudio(client, EMBEDDED_MODEL_KEY)
+    value = model.parse("Pick one of the values, as JSON:", schema, max_tokens=32, temperature=0)
+    assert value[key] in values
+    for literal in values:
+        const = {"const": literal}
+        assert model.parse("A value, as JSON:", const, max_tokens=16, temperature=0) == literal

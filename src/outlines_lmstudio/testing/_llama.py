@@ -18,6 +18,7 @@ import asyncio
 import codecs
 import json
 import os
+import re
 import threading
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
@@ -55,18 +56,43 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
     return facts
 
 
+# llama.cpp's escapes for a GBNF string literal. The port leaves out the backslash, so a
+# JSON literal holding one (an enum value, a const or a property name with a quote or a
+# backslash) became a GBNF literal that does not parse, or that matches invalid JSON.
+_LITERAL_ESCAPE = re.compile(r'[\r\n"\\]')
+_LITERAL_ESCAPES = {"\r": "\\r", "\n": "\\n", '"': '\\"', "\\": "\\\\"}
+
+
+def _converter() -> Any:
+    """Return llama-cpp-python's converter with llama.cpp's (the C++ original's) literal escapes."""
+    from llama_cpp.llama_grammar import SchemaConverter
+
+    class Converter(SchemaConverter):
+        def _format_literal(self, literal: str) -> str:
+            escaped = _LITERAL_ESCAPE.sub(lambda m: _LITERAL_ESCAPES[m.group(0)], literal)
+            return f'"{escaped}"'
+
+    # As the port's json_schema_to_gbnf builds it.
+    return Converter(  # type: ignore[no-untyped-call]
+        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
+    )
+
+
 def json_schema_grammar(schema: Any) -> str:
     """Convert a JSON schema to GBNF with llama.cpp's converter (llama-cpp-python's port).
+
+    It is the port's ``json_schema_to_gbnf``, with string literals escaped as llama.cpp's
+    own converter escapes them (the port does not escape a backslash).
 
     Raises
     ------
     ValueError
         With the converter's reason, for a schema it cannot convert.
     """
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
     try:
-        return str(json_schema_to_gbnf(json.dumps(schema)))
+        converter = _converter()
+        converter.visit(converter.resolve_refs(json.loads(json.dumps(schema)), "stdin"), "")
+        return str(converter.format_grammar())
     except RecursionError as exc:
         raise ValueError("the schema is recursive") from exc
     except Exception as exc:

@@ -24,7 +24,14 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._engine import Fragment, Generation
-from outlines_lmstudio.testing._llama_plan import Plan, StopScanner, plan, template_for
+from outlines_lmstudio.testing._llama_plan import (
+    MAX_GRAMMAR_DEPTH,
+    Plan,
+    StopScanner,
+    grammar_depth,
+    plan,
+    template_for,
+)
 from outlines_lmstudio.testing._records import message_text
 from outlines_lmstudio.testing._wire import server_error
 
@@ -152,6 +159,12 @@ class LlamaEngine:
         return model.tokenize(text, add_special=add_bos)
 
     def _check_grammar(self, gbnf: str) -> None:
+        depth = grammar_depth(gbnf)
+        if depth > MAX_GRAMMAR_DEPTH:
+            raise ValueError(
+                f"it nests {depth} groups deep, more than the {MAX_GRAMMAR_DEPTH} llama.cpp's "
+                "parser can take (a JSON schema's large maxItems or maxLength does this)"
+            )
         native = _native()
         sampler = self._loaded().grammar(gbnf)
         native.L.llama_sampler_free(sampler)

@@ -308,6 +308,22 @@ def test_gbnf_is_passed_as_is(client: lms.Client) -> None:
         llm.respond("x", response_format={"type": "gbnf", "gbnfGrammar": "root ::= ("})
 
 
+def test_cpu_threads_is_read_on_every_prediction(
+    client: lms.Client, emulator: LMStudioEmulator
+) -> None:
+    """The llama.cpp context is made once, by the first prediction: its thread count stuck."""
+    from outlines_lmstudio.testing._llama import LlamaEngine
+    from outlines_lmstudio.testing._lookup import engine_for
+
+    model = from_lmstudio(client, EMBEDDED_MODEL_KEY)
+    engine = engine_for(emulator, emulator._catalogue.instances[EMBEDDED_MODEL_KEY])
+    assert isinstance(engine, LlamaEngine)
+    for threads in (1, 2, 1):
+        model("Hi", max_tokens=1, temperature=0, config={"cpuThreads": threads})
+        assert engine._decoder is not None
+        assert engine._decoder.threads == threads
+
+
 def test_seeded_sampling_repeats(client: lms.Client) -> None:
     seeded = client.llm.load_new_instance(EMBEDDED_MODEL_KEY, "seeded", config={"seed": 7})
     config: lms.LlmPredictionConfigDict = {"temperature": 1.0, "maxTokens": 12}

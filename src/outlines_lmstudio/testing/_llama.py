@@ -171,7 +171,9 @@ class LlamaEngine:
 
     def _start(self, tokens: list[int], how: Plan, gbnf: str | None, grammar_first: bool) -> None:
         with self._run_lock:
-            decoder = self._decoder_for(how.cpu_threads or _threads())
+            threads = how.cpu_threads or _threads()
+            decoder = self._decoder_for(threads)
+            decoder.use_threads(threads)  # the context outlives the prediction that made it
             grammar = self._loaded().grammar(gbnf) if gbnf is not None else None
             decoder.start(tokens, how.sampling, grammar, grammar_first=grammar_first)
 

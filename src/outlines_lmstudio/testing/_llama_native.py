@@ -418,6 +418,15 @@ class Decoder:
         del self.cached[keep:]
         self._decode(prompt[keep:])
 
+    def use_threads(self, n_threads: int) -> None:
+        """Decode (and process prompts) with ``n_threads`` CPU threads from now on."""
+        L.llama_set_n_threads(self.ctx, n_threads, n_threads)
+
+    @property
+    def threads(self) -> int:
+        """The CPU threads decoding uses."""
+        return int(L.llama_n_threads(self.ctx))
+
     def forget(self) -> None:
         """Empty the KV cache."""
         L.llama_memory_clear(self.memory, True)

@@ -175,7 +175,12 @@ class LlamaEngine:
             decoder = self._decoder_for(threads)
             decoder.use_threads(threads)  # the context outlives the prediction that made it
             grammar = self._loaded().grammar(gbnf) if gbnf is not None else None
-            decoder.start(tokens, how.sampling, grammar, grammar_first=grammar_first)
+            decoder.begin(tokens, how.sampling, grammar, grammar_first=grammar_first)
+
+    def _prefill(self) -> bool:
+        with self._run_lock:
+            assert self._decoder is not None
+            return self._decoder.prefill()
 
     def _step(self, feed: int | None) -> tuple[int, bytes, bool, bool]:
         """Decode the previous token (if any) and sample the next: (token, bytes, end, full)."""
@@ -214,7 +219,7 @@ class LlamaEngine:
             )
         gbnf = await self._grammar(record.structured)
         box: list[Generation] = []
-        generation = Generation(self._fragments(box, tokens, how, gbnf, grammar_first))
+        generation = Generation(self._fragments(box, record, tokens, how, gbnf, grammar_first))
         generation.prompt_tokens = len(tokens)
         box.append(generation)
         return generation
@@ -244,6 +249,7 @@ class LlamaEngine:
     async def _fragments(
         self,
         box: list[Generation],
+        record: Prediction,
         tokens: list[int],
         how: Plan,
         gbnf: str | None,
@@ -254,6 +260,13 @@ class LlamaEngine:
         generation = box[0]
         async with self._queue:
             await asyncio.to_thread(self._start, tokens, how, gbnf, grammar_first)
+            more = True
+            while more:
+                # A cancel is read before each batch of the prompt: a long prompt takes
+                # seconds, and the next prediction waits for it.
+                if record.cancelled:
+                    return
+                more = await asyncio.to_thread(self._prefill)
             utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
             scanner = StopScanner(how.stops)
             predicted = pending = 0

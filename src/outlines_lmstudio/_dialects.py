@@ -201,6 +201,10 @@ def _node_findings(
     if isinstance(required, list) and not set(required) <= set(node.get("properties", {})):
         yield "required", "loose", "required names missing from properties are not enforced"
     yield from _string_findings(node, engine)
+    if engine == "llama.cpp" and not {"items", "prefixItems"} & set(node):
+        for key in ("minItems", "maxItems"):
+            if key in node:
+                yield key, "loose", "not enforced without items or prefixItems (any array)"
     for key, why in (*_LOOSE_EVERYWHERE.items(), *_LOOSE[engine].items()):
         if key in node:
             yield key, "loose", why

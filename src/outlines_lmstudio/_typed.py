@@ -230,6 +230,12 @@ def _language_check(term: Any) -> Callable[[str], list[str]]:
     return matches
 
 
+def _ends_in_number(validator: Validator, raw: str) -> bool:
+    """Whether a JSON reply ends in a number: the one JSON value more tokens could extend."""
+    is_json = validator.adapter is not None or validator.schema is not None
+    return is_json and raw[-1:].isdigit()
+
+
 def check_reply(
     validator: Validator, raw: str, stop_reason: str | None, attempts: int, final: bool
 ) -> tuple[bool, Any, list[str]]:
@@ -256,14 +262,20 @@ def check_reply(
     Raises
     ------
     TruncatedOutputError
-        If the reply was cut off and does not validate.
+        If the reply was cut off and does not validate, or ends in a JSON number (which
+        the cut may have shortened).
     ParseError
         If the reply does not validate and ``final`` is true.
     """
     try:
-        return True, validator.validate(raw), []
+        value = validator.validate(raw)
     except _Invalid as invalid:
         errors = invalid.errors
+    else:
+        if stop_reason not in TRUNCATED_STOP_REASONS or not _ends_in_number(validator, raw):
+            return True, value, []
+        # "10" cut off from "1000": valid, but not the answer.
+        errors = ["(root): the reply ends in a number that the next tokens could have continued"]
     name = output_type_name(validator.output_type)
     if stop_reason in TRUNCATED_STOP_REASONS:
         raise TruncatedOutputError(

@@ -247,6 +247,36 @@ async def test_async_leaving_a_stream_early_stops_decoding(
 # -- tokenizer, template, counts, model facts ------------------------------------------
 
 
+@pytest.mark.asyncio
+async def test_a_cancel_stops_a_long_prompt_between_batches(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    """Cancelled while its prompt is processed, a prediction stopped only after the whole
+    prompt (seconds on a CPU), and the next prediction waited for it."""
+    from outlines_lmstudio.testing._llama import LlamaEngine
+    from outlines_lmstudio.testing._lookup import engine_for
+
+    engine = engine_for(emulator, emulator._catalogue.instances[EMBEDDED_MODEL_KEY])
+    assert isinstance(engine, LlamaEngine)
+    await engine.clear_cache()
+    model = from_lmstudio(async_client, EMBEDDED_MODEL_KEY)
+    prompt = "word " * 3000  # six batches of 512 tokens
+    call = asyncio.create_task(model(prompt, max_tokens=4, temperature=0, config={"cpuThreads": 1}))
+
+    def first_batch_done() -> bool:
+        return engine._decoder is not None and bool(engine._decoder.cached)
+
+    await asyncio.to_thread(emulator.wait_until, first_batch_done, 60)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    record = emulator.predictions[0]
+    await asyncio.to_thread(emulator.wait_until, lambda: record.done, 60)
+    assert record.cancelled
+    assert engine._decoder is not None
+    assert len(engine._decoder.cached) < 3000  # stopped before the end of the prompt
+
+
 def test_token_counts_are_the_tokenizers(client: lms.Client) -> None:
     llm = client.llm.model(EMBEDDED_MODEL_KEY)
     text = "Invoice 42: 3 hammers at 12.50 EUR."
@@ -306,6 +336,22 @@ def test_gbnf_is_passed_as_is(client: lms.Client) -> None:
     assert result.content in ("yes", "no")
     with pytest.raises(lms.LMStudioServerError, match="grammar"):
         llm.respond("x", response_format={"type": "gbnf", "gbnfGrammar": "root ::= ("})
+
+
+def test_cpu_threads_is_read_on_every_prediction(
+    client: lms.Client, emulator: LMStudioEmulator
+) -> None:
+    """The llama.cpp context is made once, by the first prediction: its thread count stuck."""
+    from outlines_lmstudio.testing._llama import LlamaEngine
+    from outlines_lmstudio.testing._lookup import engine_for
+
+    model = from_lmstudio(client, EMBEDDED_MODEL_KEY)
+    engine = engine_for(emulator, emulator._catalogue.instances[EMBEDDED_MODEL_KEY])
+    assert isinstance(engine, LlamaEngine)
+    for threads in (1, 2, 1):
+        model("Hi", max_tokens=1, temperature=0, config={"cpuThreads": threads})
+        assert engine._decoder is not None
+        assert engine._decoder.threads == threads
 
 
 def test_seeded_sampling_repeats(client: lms.Client) -> None:

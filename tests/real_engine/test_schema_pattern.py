@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import lmstudio as lms
 import pydantic
@@ -51,3 +53,46 @@ def test_grammar_mode_off_keeps_dict_patterns_constrained(client: lms.Client) ->
         temperature=0,
     )
     assert re.search(r"[0-9]{5}", value["zip"])
+
+
+def test_literals_with_quotes_and_backslashes_are_constrained(client: lms.Client) -> None:
+    """Enum values and property names holding ``"`` or a backslash reach the grammar escaped.
+
+    llama-cpp-python's port of the converter left the backslash unescaped: the grammar did not
+    parse (the prediction failed) or matched invalid JSON such as ``"C:\\temp"``.
+    """
+    key = 'path "or" \\ name'
+    values = ['say "hi"', "C:\\temp"]
+    schema = {"type": "object", "properties": {key: {"enum": values}}, "required": [key]}
+    model = from_lmstudio(client, EMBEDDED_MODEL_KEY)
+    value = model.parse("Pick one of the values, as JSON:", schema, max_tokens=32, temperature=0)
+    assert value[key] in values
+    for literal in values:
+        const = {"const": literal}
+        assert model.parse("A value, as JSON:", const, max_tokens=16, temperature=0) == literal
+
+
+_HUGE_REPETITION = """
+import lmstudio as lms
+from outlines_lmstudio import LMStudioPredictionError, from_lmstudio
+from outlines_lmstudio.testing import LMStudioEmulator, embedded_model
+
+with LMStudioEmulator([embedded_model()]) as emulator, lms.Client(emulator.api_host) as client:
+    model = from_lmstudio(client, embedded_model().key)
+    try:
+        model("A string:", {"type": "string", "maxLength": 100000}, max_tokens=4)
+    except LMStudioPredictionError as exc:
+        print(exc)
+"""
+
+
+def test_a_grammar_too_deep_for_llama_cpp_fails_the_prediction(
+    real_emulator: LMStudioEmulator,
+) -> None:
+    """{"maxLength": 100000} became a grammar nested 100,000 groups deep: llama.cpp's parser
+    overflowed the stack and killed the process (run apart, so it cannot kill pytest)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _HUGE_REPETITION], capture_output=True, text=True, timeout=100
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "nests 100000 groups deep" in done.stdout

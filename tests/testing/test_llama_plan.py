@@ -11,6 +11,7 @@ from outlines_lmstudio.testing._llama_plan import (
     GEMMA_TEMPLATE,
     Sampling,
     StopScanner,
+    grammar_depth,
     plan,
     template_for,
 )
@@ -140,3 +141,8 @@ def test_stop_scanner_equals_cutting_the_whole_text(pieces: list[str], stop: str
 def test_no_stop_strings_means_no_holding(stops: tuple[str, ...]) -> None:
     scanner = StopScanner(stops)
     assert scanner.feed("abc") == "abc"
+
+
+def test_grammar_depth_counts_groups_not_literals_classes_or_comments() -> None:
+    assert grammar_depth('root ::= "(" [()\\]] x # ((((\nx ::= ("a" ("\\"(" b)?)*)') == 2
+    assert grammar_depth("root ::= " + '("a" ' * 50 + ")?" * 50) == 50

@@ -267,6 +267,9 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
     ("minProperties 1", {"type": "object", "minProperties": 1}, "outlines-core", None, None),
     ("maxProperties 0", {"type": "object", "maxProperties": 0}, "outlines-core", None, None),
     ("contains", {"type": "array", "contains": {"const": 1}}, "both", "contains", "loose"),
+    ("maxItems without items", {"type": "array", "maxItems": 0}, "llama.cpp", "maxItems", "loose"),
+    ("minItems without items", {"type": "array", "minItems": 3}, "llama.cpp", "minItems", "loose"),
+    ("maxItems without items", {"type": "array", "maxItems": 0}, "outlines-core", None, None),
     (
         "patternProperties",
         {"type": "object", "patternProperties": {"^x": {}}},

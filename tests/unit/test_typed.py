@@ -100,6 +100,28 @@ def test_truncation_is_reported_as_such_even_with_retries_left() -> None:
     assert isinstance(info.value, ParseError)
 
 
+@pytest.mark.parametrize("output_type", [int, float, {"type": "integer"}, list[int]])
+def test_a_number_cut_off_is_truncated_even_when_it_validates(output_type: Any) -> None:
+    """``100`` may be the start of ``100000``: a valid number at the cut is not the answer."""
+    raw = "[1, 100" if output_type == list[int] else "100"
+    with pytest.raises(TruncatedOutputError, match="cut off") as info:
+        check_reply(validator_for(plan_output(output_type)), raw, "contextLengthReached", 1, True)
+    assert info.value.raw == raw
+
+
+@pytest.mark.parametrize(
+    ("output_type", "raw"),
+    [(int, "100 "), (Person, '{"name": "A", "age": 3}'), (str, '"10"'), (None, "100")],
+    ids=repr,
+)
+def test_a_complete_value_at_the_cut_is_kept(output_type: Any, raw: str) -> None:
+    """A number followed by the grammar's space, JSON that closes itself, and text are kept."""
+    ok, _, _ = check_reply(
+        validator_for(plan_output(output_type)), raw, "maxPredictedTokensReached", 1, True
+    )
+    assert ok
+
+
 def test_reask_prompt_appends_reply_and_errors() -> None:
     prompt = format_input("Who?")
     again = reask_prompt(prompt, '{"bad": 1}', ["name: Field required"])

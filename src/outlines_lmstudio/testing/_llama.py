@@ -18,12 +18,20 @@ import asyncio
 import codecs
 import json
 import os
+import re
 import threading
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._engine import Fragment, Generation
-from outlines_lmstudio.testing._llama_plan import Plan, StopScanner, plan, template_for
+from outlines_lmstudio.testing._llama_plan import (
+    MAX_GRAMMAR_DEPTH,
+    Plan,
+    StopScanner,
+    grammar_depth,
+    plan,
+    template_for,
+)
 from outlines_lmstudio.testing._records import message_text
 from outlines_lmstudio.testing._wire import server_error
 
@@ -55,18 +63,43 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
     return facts
 
 
+# llama.cpp's escapes for a GBNF string literal. The port leaves out the backslash, so a
+# JSON literal holding one (an enum value, a const or a property name with a quote or a
+# backslash) became a GBNF literal that does not parse, or that matches invalid JSON.
+_LITERAL_ESCAPE = re.compile(r'[\r\n"\\]')
+_LITERAL_ESCAPES = {"\r": "\\r", "\n": "\\n", '"': '\\"', "\\": "\\\\"}
+
+
+def _converter() -> Any:
+    """Return llama-cpp-python's converter with llama.cpp's (the C++ original's) literal escapes."""
+    from llama_cpp.llama_grammar import SchemaConverter
+
+    class Converter(SchemaConverter):
+        def _format_literal(self, literal: str) -> str:
+            escaped = _LITERAL_ESCAPE.sub(lambda m: _LITERAL_ESCAPES[m.group(0)], literal)
+            return f'"{escaped}"'
+
+    # As the port's json_schema_to_gbnf builds it.
+    return Converter(  # type: ignore[no-untyped-call]
+        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
+    )
+
+
 def json_schema_grammar(schema: Any) -> str:
     """Convert a JSON schema to GBNF with llama.cpp's converter (llama-cpp-python's port).
+
+    It is the port's ``json_schema_to_gbnf``, with string literals escaped as llama.cpp's
+    own converter escapes them (the port does not escape a backslash).
 
     Raises
     ------
     ValueError
         With the converter's reason, for a schema it cannot convert.
     """
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
     try:
-        return str(json_schema_to_gbnf(json.dumps(schema)))
+        converter = _converter()
+        converter.visit(converter.resolve_refs(json.loads(json.dumps(schema)), "stdin"), "")
+        return str(converter.format_grammar())
     except RecursionError as exc:
         raise ValueError("the schema is recursive") from exc
     except Exception as exc:
@@ -126,15 +159,28 @@ class LlamaEngine:
         return model.tokenize(text, add_special=add_bos)
 
     def _check_grammar(self, gbnf: str) -> None:
+        depth = grammar_depth(gbnf)
+        if depth > MAX_GRAMMAR_DEPTH:
+            raise ValueError(
+                f"it nests {depth} groups deep, more than the {MAX_GRAMMAR_DEPTH} llama.cpp's "
+                "parser can take (a JSON schema's large maxItems or maxLength does this)"
+            )
         native = _native()
         sampler = self._loaded().grammar(gbnf)
         native.L.llama_sampler_free(sampler)
 
     def _start(self, tokens: list[int], how: Plan, gbnf: str | None, grammar_first: bool) -> None:
         with self._run_lock:
-            decoder = self._decoder_for(how.cpu_threads or _threads())
+            threads = how.cpu_threads or _threads()
+            decoder = self._decoder_for(threads)
+            decoder.use_threads(threads)  # the context outlives the prediction that made it
             grammar = self._loaded().grammar(gbnf) if gbnf is not None else None
-            decoder.start(tokens, how.sampling, grammar, grammar_first=grammar_first)
+            decoder.begin(tokens, how.sampling, grammar, grammar_first=grammar_first)
+
+    def _prefill(self) -> bool:
+        with self._run_lock:
+            assert self._decoder is not None
+            return self._decoder.prefill()
 
     def _step(self, feed: int | None) -> tuple[int, bytes, bool, bool]:
         """Decode the previous token (if any) and sample the next: (token, bytes, end, full)."""
@@ -173,7 +219,7 @@ class LlamaEngine:
             )
         gbnf = await self._grammar(record.structured)
         box: list[Generation] = []
-        generation = Generation(self._fragments(box, tokens, how, gbnf, grammar_first))
+        generation = Generation(self._fragments(box, record, tokens, how, gbnf, grammar_first))
         generation.prompt_tokens = len(tokens)
         box.append(generation)
         return generation
@@ -203,6 +249,7 @@ class LlamaEngine:
     async def _fragments(
         self,
         box: list[Generation],
+        record: Prediction,
         tokens: list[int],
         how: Plan,
         gbnf: str | None,
@@ -213,6 +260,13 @@ class LlamaEngine:
         generation = box[0]
         async with self._queue:
             await asyncio.to_thread(self._start, tokens, how, gbnf, grammar_first)
+            more = True
+            while more:
+                # A cancel is read before each batch of the prompt: a long prompt takes
+                # seconds, and the next prediction waits for it.
+                if record.cancelled:
+                    return
+                more = await asyncio.to_thread(self._prefill)
             utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
             scanner = StopScanner(how.stops)
             predicted = pending = 0

@@ -350,6 +350,7 @@ class Decoder:
         self.n_ctx = min(n_ctx, L.llama_n_ctx(ctx))
         self.memory = L.llama_get_memory(ctx)
         self.cached: list[int] = []
+        self.pending: list[int] = []  # prompt tokens `prefill` has still to process
         self.candidates = _Candidates(model.n_vocab)
         self.best = _Candidates(_BEST)
         self.single = _Single()
@@ -395,12 +396,25 @@ class Decoder:
         *,
         grammar_first: bool = False,
     ) -> None:
-        """Process the prompt and set up sampling; the grammar sampler becomes ours to free.
+        """Process the prompt and set up sampling (`begin`, then `prefill` to the end)."""
+        self.begin(prompt, sampling, grammar, grammar_first=grammar_first)
+        while self.prefill():
+            pass
 
-        ``grammar_first`` masks the whole vocabulary with the grammar before
-        every sample (llama-cpp-python's way); by default the sampled token is
-        checked first and the full mask applied only when it is rejected
-        (llama.cpp server's way).
+    def begin(
+        self,
+        prompt: list[int],
+        sampling: Sampling,
+        grammar: Any = None,
+        *,
+        grammar_first: bool = False,
+    ) -> None:
+        """Set up sampling and keep the cached prefix; the grammar sampler becomes ours to free.
+
+        The rest of the prompt is processed by `prefill`. ``grammar_first`` masks
+        the whole vocabulary with the grammar before every sample (llama-cpp-python's
+        way); by default the sampled token is checked first and the full mask applied
+        only when it is rejected (llama.cpp server's way).
         """
         self._free_samplers()
         self.samplers = _Samplers(self.model, sampling)
@@ -416,7 +430,26 @@ class Decoder:
             L.llama_memory_clear(self.memory, True)
             keep = 0
         del self.cached[keep:]
-        self._decode(prompt[keep:])
+        self.pending = prompt[keep:]
+
+    def prefill(self) -> bool:
+        """Process the next batch of the prompt; return whether more of it remains.
+
+        One batch per call, so that a caller can stop between batches (a cancel),
+        as llama.cpp's server does.
+        """
+        batch, self.pending = self.pending[:512], self.pending[512:]
+        self._decode(batch)
+        return bool(self.pending)
+
+    def use_threads(self, n_threads: int) -> None:
+        """Decode (and process prompts) with ``n_threads`` CPU threads from now on."""
+        L.llama_set_n_threads(self.ctx, n_threads, n_threads)
+
+    @property
+    def threads(self) -> int:
+        """The CPU threads decoding uses."""
+        return int(L.llama_n_threads(self.ctx))
 
     def forget(self) -> None:
         """Empty the KV cache."""

@@ -9,6 +9,7 @@ chat template: the GGUF's own, else a documented fallback.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,11 @@ from outlines_lmstudio.testing._wire import max_predicted_tokens
 __all__ = [
     "CHATML_TEMPLATE",
     "GEMMA_TEMPLATE",
+    "MAX_GRAMMAR_DEPTH",
     "Plan",
     "Sampling",
     "StopScanner",
+    "grammar_depth",
     "plan",
     "template_for",
 ]
@@ -155,6 +158,29 @@ def template_for(gguf_template: str | None, architecture: str) -> str:
     if architecture.startswith("gemma"):
         return GEMMA_TEMPLATE
     return CHATML_TEMPLATE
+
+
+# llama.cpp parses GBNF groups by recursion: on an 8 MB thread stack a grammar nested about
+# 20,000 groups deep overflows it and kills the process. The JSON-schema converter nests a
+# group per item or character up to maxItems/maxLength, so {"maxLength": 100000} would.
+# Well below the crash; llama.cpp refuses such repetition counts anyway ("exceeds sane
+# defaults"), so nothing it would serve is refused.
+MAX_GRAMMAR_DEPTH = 8000
+
+_GBNF_TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|#[^\r\n]*|[()]')
+
+
+def grammar_depth(gbnf: str) -> int:
+    """Return how deep a GBNF grammar nests parenthesised groups (literals and comments aside)."""
+    depth = deepest = 0
+    for match in _GBNF_TOKEN.finditer(gbnf):
+        token = match.group()
+        if token == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token == ")":
+            depth -= 1
+    return deepest
 
 
 class StopScanner:

@@ -638,7 +638,8 @@ def parse(request: Request, retries: int) -> Flow[Any]:
         The value of the output type.
     """
     validator = validator_for(request.plan)
-    deadline: float | None = yield Deadline(request)  # the limit is on the whole call
+    # The limit is on the whole call: read once for several attempts (one gets it anyway).
+    deadline: float | None = (yield Deadline(request)) if retries else None
     for attempt in range(1, retries + 2):
         done: Completion = yield Complete(request, deadline)
         ok, value, problems = check_reply(

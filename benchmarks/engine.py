@@ -77,7 +77,9 @@ def run(ctx: Context) -> list[CaseResult]:
 
     def direct(i: int) -> Sample:
         def call() -> tuple[str, int]:
-            decoder.start(prompt_tokens, greedy)
+            decoder.begin(prompt_tokens, greedy)  # as the engine: the prompt by batches
+            while decoder.prefill():
+                pass
             text, count, token = bytearray(), 0, -1
             while count < tokens:
                 if count:

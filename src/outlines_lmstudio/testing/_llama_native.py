@@ -56,6 +56,7 @@ def _init() -> None:
             _initialised = True
 
 
+_BATCH = 512  # prompt tokens decoded per llama_decode call (n_batch, n_ubatch)
 _BEST = 256  # candidates checked against a grammar before masking the whole vocabulary
 
 
@@ -336,8 +337,8 @@ class Decoder:
     def __init__(self, model: NativeModel, n_ctx: int, n_threads: int) -> None:
         params = L.llama_context_default_params()
         params.n_ctx = n_ctx
-        params.n_batch = 512
-        params.n_ubatch = 512
+        params.n_batch = _BATCH
+        params.n_ubatch = _BATCH
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
         params.no_perf = True
@@ -378,28 +379,14 @@ class Decoder:
         self.samplers = self.grammar = None
 
     def _decode(self, tokens: list[int]) -> None:
-        for start in range(0, len(tokens), 512):
-            chunk = tokens[start : start + 512]
-            array = (L.llama_token * len(chunk))(*chunk)
-            status = L.llama_decode(self.ctx, L.llama_batch_get_one(array, len(chunk)))
-            if status != 0:
-                self.cached = []
-                L.llama_memory_clear(self.memory, True)
-                raise RuntimeError(f"llama_decode failed with status {status}")
-            self.cached.extend(chunk)
-
-    def start(
-        self,
-        prompt: list[int],
-        sampling: Sampling,
-        grammar: Any = None,
-        *,
-        grammar_first: bool = False,
-    ) -> None:
-        """Process the prompt and set up sampling (`begin`, then `prefill` to the end)."""
-        self.begin(prompt, sampling, grammar, grammar_first=grammar_first)
-        while self.prefill():
-            pass
+        """Decode one batch (at most `_BATCH` tokens) and add it to the cache."""
+        array = (L.llama_token * len(tokens))(*tokens)
+        status = L.llama_decode(self.ctx, L.llama_batch_get_one(array, len(tokens)))
+        if status != 0:
+            self.cached = []
+            L.llama_memory_clear(self.memory, True)
+            raise RuntimeError(f"llama_decode failed with status {status}")
+        self.cached.extend(tokens)
 
     def begin(
         self,
@@ -438,7 +425,7 @@ class Decoder:
         One batch per call, so that a caller can stop between batches (a cancel),
         as llama.cpp's server does.
         """
-        batch, self.pending = self.pending[:512], self.pending[512:]
+        batch, self.pending = self.pending[:_BATCH], self.pending[_BATCH:]
         self._decode(batch)
         return bool(self.pending)
 

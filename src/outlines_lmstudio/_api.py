@@ -135,6 +135,10 @@ class ModelApi(Common):
     def _call_deadline(self, effect: _flow.Deadline) -> float | None:
         return self._deadline(effect.request)
 
+    def _completion_deadline(self, effect: _flow.Complete) -> float | None:
+        """Return when a `Complete` times out: at the call's deadline, else its whole limit."""
+        return self._deadline(effect.request) if effect.deadline is None else effect.deadline
+
     def _forget(self, effect: _flow.Forget) -> None:
         key: Hashable = effect.key
         self._handles.forget(self.client, key)

@@ -233,10 +233,7 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
 
     # -- effects -----------------------------------------------------------------------------
     async def _complete(self, effect: _flow.Complete) -> Completion:
-        deadline = effect.deadline
-        if deadline is None:
-            deadline = self._deadline(effect.request)
-        call = Call(effect.request, deadline=deadline)
+        call = Call(effect.request, deadline=self._completion_deadline(effect))
         if not self._ready:
             await self._ensure_client()
         try:

@@ -199,10 +199,7 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
 
     # -- effects -----------------------------------------------------------------------------
     def _complete(self, effect: _flow.Complete) -> Completion:
-        deadline = effect.deadline
-        call = _threads.new(
-            effect.request, self._deadline(effect.request) if deadline is None else deadline
-        )
+        call = _threads.new(effect.request, self._completion_deadline(effect))
         if call.deadline is not None:
             for _ in self._in_worker(call, Sink()):
                 pass

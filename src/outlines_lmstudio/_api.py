@@ -9,7 +9,8 @@ and bad input still raises at the call.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from functools import partial
 from typing import Any, ClassVar
 
 import lmstudio as lms
@@ -21,6 +22,7 @@ from ._common import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_READ_TIMEOUT,
     Common,
+    Completion,
     Request,
     check_retries,
     is_batch,
@@ -28,6 +30,7 @@ from ._common import (
 )
 from ._flow import ChunkSink, Flow, Sink
 from ._reply import Reply
+from ._typed import validator_for
 
 __all__ = ["ModelApi", "ReplyStream"]
 
@@ -82,7 +85,7 @@ class ModelApi(Common):
     _client_class: ClassVar[type[lms.Client] | type[lms.AsyncClient]]
     type_adapter: ModelTypeAdapter
     _handles: Any
-    _formats: Any
+    _traits: Any
     _reconnects: Any
 
     def __init__(
@@ -116,11 +119,12 @@ class ModelApi(Common):
         """Stream a prediction through a sink (async: an async iterator)."""
         raise NotImplementedError
 
-    def _generate(self, request: Request) -> Any:
-        """Complete a request and render its text (async: an awaitable).
+    def _complete_then(self, request: Request, finish: Callable[[Completion], Any]) -> Any:
+        """Complete a request and return ``finish`` of it (async: an awaitable).
 
-        What the `_flow.generate` flow does, without a runner for its one step: the
-        `_complete` effect translates its own errors (it drives the prediction flow).
+        What a flow of one `Complete` step does (`_flow.generate`, `_flow.parse` without
+        retries), without a runner: the `_complete` effect translates its own errors (it
+        drives the prediction flow).
         """
         raise NotImplementedError
 
@@ -217,7 +221,8 @@ class ModelApi(Common):
         str
             The generated text (a JSON document for JSON-schema output types).
         """
-        return self._generate(self._prepare(model_input, output_type, inference_kwargs))
+        request = self._prepare(model_input, output_type, inference_kwargs)
+        return self._complete_then(request, partial(_flow.rendered, request))
 
     def generate_stream(
         self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
@@ -309,6 +314,8 @@ class ModelApi(Common):
             requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
             return self._map([_flow.parse(r, retries) for r in requests], limit)
         request = self._prepare(model_input, output_type, inference_kwargs)
+        if not retries:  # one step: no flow to run
+            return self._complete_then(request, partial(_flow.checked, validator_for(request.plan)))
         return self._run(_flow.parse(request, retries))
 
     def parse_stream(self, model_input: Any, output_type: Any, **inference_kwargs: Any) -> Any:

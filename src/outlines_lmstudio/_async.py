@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from types import TracebackType
 from typing import Any, Self
@@ -23,11 +23,12 @@ from . import _flow
 from ._api import ModelApi
 from ._cache import retrieve_error
 from ._common import (
-    ASYNC_FORMATS,
     ASYNC_HANDLES,
     ASYNC_IMAGES,
     ASYNC_RECONNECTS,
+    ASYNC_TRAITS,
     Completion,
+    ModelTraits,
     Request,
 )
 from ._discovery import enter_async_client
@@ -50,7 +51,7 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
     client: lms.AsyncClient
     _client_class = lms.AsyncClient
     _handles = ASYNC_HANDLES
-    _formats = ASYNC_FORMATS
+    _traits = ASYNC_TRAITS
     _reconnects = ASYNC_RECONNECTS
 
     def __init__(self, client: lms.AsyncClient, *args: Any, **options: Any) -> None:
@@ -201,8 +202,8 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
         await self._steps(runner)
         return runner.result
 
-    async def _generate(self, request: Request) -> str:
-        return request.plan.render((await self._complete(_flow.Complete(request))).text)
+    async def _complete_then(self, request: Request, finish: Callable[[Completion], Any]) -> Any:
+        return finish(await self._complete(_flow.Complete(request)))
 
     async def _iterate(self, request: Request, sink: Sink) -> AsyncIterator[Any]:
         call = Call(request, deadline=self._deadline(request))
@@ -261,17 +262,17 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
         resolve = partial(llm.model, key) if key else llm.model
         return ASYNC_HANDLES.get(self.client, key, resolve)
 
-    def _model_format(self, effect: _flow.ModelFormat) -> str | Awaitable[str]:
-        """Return the cached format at once, else an awaitable of it."""
+    def _model_info(self, effect: _flow.ModelInfo) -> ModelTraits | Awaitable[ModelTraits]:
+        """Return the cached traits at once, else an awaitable of them."""
         handle: lms.AsyncLLM = effect.handle
-        cached = ASYNC_FORMATS.peek(self.client, handle.identifier)
+        cached = ASYNC_TRAITS.peek(self.client, handle.identifier)
         if cached is not None:
             return cached
 
-        async def fetch() -> str:
-            return str((await handle.get_info()).format)
+        async def fetch() -> ModelTraits:
+            return ModelTraits.of(await handle.get_info())
 
-        return ASYNC_FORMATS.get(self.client, handle.identifier, fetch)
+        return ASYNC_TRAITS.get(self.client, handle.identifier, fetch)
 
     def _open(self, effect: _flow.Open) -> None:
         """Start the prediction in the reader's task; the first `_read` waits for it."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import lmstudio as lms
 from lmstudio import FileHandle
@@ -36,10 +36,10 @@ from .errors import (
 )
 
 __all__ = [
-    "ASYNC_FORMATS",
     "ASYNC_HANDLES",
     "ASYNC_IMAGES",
     "ASYNC_RECONNECTS",
+    "ASYNC_TRAITS",
     "CONFIRM_SECONDS",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_CONCURRENCY",
@@ -48,11 +48,12 @@ __all__ = [
     "NO_ARGS",
     "Common",
     "Completion",
+    "ModelTraits",
     "Request",
-    "SYNC_FORMATS",
     "SYNC_HANDLES",
     "SYNC_IMAGES",
     "SYNC_RECONNECTS",
+    "SYNC_TRAITS",
     "check_concurrency",
     "check_flag",
     "check_model_name",
@@ -86,8 +87,30 @@ SYNC_IMAGES: SyncClientCache[FileHandle] = SyncClientCache()
 ASYNC_HANDLES: AsyncClientCache[lms.AsyncLLM] = AsyncClientCache()
 ASYNC_IMAGES: AsyncClientCache[FileHandle] = AsyncClientCache()
 SYNC_RECONNECTS = SyncReconnects()
-SYNC_FORMATS: SyncClientCache[str] = SyncClientCache()
-ASYNC_FORMATS: AsyncClientCache[str] = AsyncClientCache()
+
+
+class ModelTraits(NamedTuple):
+    """What a loaded model can take, as LM Studio reports it (cached per client).
+
+    Attributes
+    ----------
+    format
+        ``"gguf"`` (llama.cpp), ``"safetensors"`` (MLX), ...
+    vision
+        Whether the model accepts images.
+    """
+
+    format: str
+    vision: bool
+
+    @classmethod
+    def of(cls, info: Any) -> ModelTraits:
+        """Read them from the SDK's model info (``handle.get_info()``)."""
+        return cls(str(info.format), bool(info.vision))
+
+
+SYNC_TRAITS: SyncClientCache[ModelTraits] = SyncClientCache()
+ASYNC_TRAITS: AsyncClientCache[ModelTraits] = AsyncClientCache()
 ASYNC_RECONNECTS = AsyncReconnects()
 
 

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import lmstudio as lms
 
-from ._common import Completion, Request
+from ._common import Completion, ModelTraits, Request
 from ._inputs import sdk_history
 from ._partial import PartialJson
 from ._reasoning import ReasoningSplitter, plain_reply, reply_problem
@@ -45,6 +45,7 @@ from .errors import (
     LMStudioPredictionError,
     LMStudioTimeoutError,
     OutlinesLMStudioError,
+    UnsupportedInputError,
     UnsupportedOutputTypeError,
 )
 
@@ -59,7 +60,7 @@ __all__ = [
     "Flow",
     "Forget",
     "Generation",
-    "ModelFormat",
+    "ModelInfo",
     "Open",
     "Read",
     "Reconnect",
@@ -69,9 +70,11 @@ __all__ = [
     "Upload",
     "as_reply",
     "batch_result",
+    "checked",
     "generate",
     "parse",
     "predict",
+    "rendered",
     "reply",
     "sink_for_parse_stream",
     "sink_for_stream",
@@ -127,10 +130,10 @@ class Forget(Effect):
 
 
 @dataclass(frozen=True)
-class ModelFormat(Effect):
-    """The model's format (``"gguf"``, ``"safetensors"``...), cached per client."""
+class ModelInfo(Effect):
+    """The model's `ModelTraits` (its format, whether it takes images), cached per client."""
 
-    method = "_model_format"
+    method = "_model_info"
     handle: Any
 
 
@@ -421,12 +424,19 @@ def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory
     return error
 
 
-def _grammar_check(model_format: str, identifier: str) -> None:
-    """Refuse grammar mode for a model that does not run on llama.cpp."""
-    if model_format != "gguf":
+def _can_take(request: Request, traits: ModelTraits, identifier: str) -> None:
+    """Refuse images for a model without vision, and grammar mode off llama.cpp."""
+    if request.prompt.images and not traits.vision:
+        raise UnsupportedInputError(
+            f"{identifier!r} does not accept images: LM Studio reports no vision support for "
+            f"it (the {len(request.prompt.images)} image(s) were not uploaded). Use a vision "
+            "model (`outlines-lmstudio models --capability vision` lists them), or send "
+            "text only."
+        )
+    if request.plan.kind == "grammar" and traits.format != "gguf":
         raise UnsupportedOutputTypeError(
             f"Grammar mode sends a llama.cpp GBNF grammar, but {identifier!r} is a "
-            f"{model_format!r} model (not GGUF), whose engine does not take GBNF. Use a GGUF "
+            f"{traits.format!r} model (not GGUF), whose engine does not take GBNF. Use a GGUF "
             "model, or express the constraint as a JSON schema."
         )
 
@@ -558,13 +568,13 @@ def predict(
     for attempt in (1, 2):
         generation = yield Generation()
         sink.begin()
-        stage: Stage = "upload"
+        stage: Stage = "resolve"
         try:
-            handles = (yield Upload(call)) if request.prompt.images else {}
-            stage = "resolve"
             handle = yield Resolve(call)
-            if request.plan.kind == "grammar":
-                _grammar_check((yield ModelFormat(handle)), handle.identifier)
+            if request.prompt.images or request.plan.kind == "grammar":
+                _can_take(request, (yield ModelInfo(handle)), handle.identifier)
+            stage = "upload"  # after the check: no upload for a model without vision
+            handles = (yield Upload(call)) if request.prompt.images else {}
             stage = "predict"
             call.finished = False
             reply = _Reply(request, clock)
@@ -616,8 +626,17 @@ def reply(request: Request) -> Flow[Reply]:
 
 def generate(request: Request) -> Flow[str]:
     """Complete a request; return its text rendered for the output type (``pos``, ``42``)."""
-    done: Completion = yield Complete(request)
+    return rendered(request, (yield Complete(request)))
+
+
+def rendered(request: Request, done: Completion) -> str:
+    """Return a completed request's text rendered for its output type (``pos``, ``42``)."""
     return request.plan.render(done.text)
+
+
+def checked(validator: Validator, done: Completion) -> Any:
+    """Return the value of a reply that may not be asked again; raise if it is not one."""
+    return check_reply(validator, done.text, done.stop_reason, 1, True)[1]
 
 
 def parse(request: Request, retries: int) -> Flow[Any]:

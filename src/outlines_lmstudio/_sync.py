@@ -9,7 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -22,11 +22,12 @@ from ._api import ModelApi
 from ._common import (
     CONFIRM_SECONDS,
     DRAIN_SECONDS,
-    SYNC_FORMATS,
     SYNC_HANDLES,
     SYNC_IMAGES,
     SYNC_RECONNECTS,
+    SYNC_TRAITS,
     Completion,
+    ModelTraits,
     Request,
 )
 from ._discovery import ensure_host
@@ -68,7 +69,7 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
     client: lms.Client
     _client_class = lms.Client
     _handles = SYNC_HANDLES
-    _formats = SYNC_FORMATS
+    _traits = SYNC_TRAITS
     _reconnects = SYNC_RECONNECTS
 
     def __init__(self, client: lms.Client, *args: Any, **options: Any) -> None:
@@ -105,8 +106,8 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         self._steps(runner)
         return runner.result
 
-    def _generate(self, request: Request) -> str:
-        return request.plan.render(self._complete(_flow.Complete(request)).text)
+    def _complete_then(self, request: Request, finish: Callable[[Completion], Any]) -> Any:
+        return finish(self._complete(_flow.Complete(request)))
 
     def _iterate(self, request: Request, sink: Sink) -> Iterator[Any]:
         call = _threads.new(request, self._deadline(request))
@@ -234,10 +235,10 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
             self.client, key, partial(_threads.unless_left, effect.call, resolve)
         )
 
-    def _model_format(self, effect: _flow.ModelFormat) -> str:
+    def _model_info(self, effect: _flow.ModelInfo) -> ModelTraits:
         handle: lms.LLM = effect.handle
-        return SYNC_FORMATS.get(
-            self.client, handle.identifier, lambda: str(handle.get_info().format)
+        return SYNC_TRAITS.get(
+            self.client, handle.identifier, lambda: ModelTraits.of(handle.get_info())
         )
 
     def _open(self, effect: _flow.Open) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,7 +134,9 @@ class Validator:
         """
         if self.adapter is not None:
             try:
-                return self.adapter.validate_json(raw)
+                # By name too: Pydantic's schema names a field with an `AliasPath` by its
+                # name (a path is no property name), which validation by alias rejects.
+                return self.adapter.validate_json(raw, by_alias=True, by_name=True)
             except pydantic.ValidationError as exc:
                 raise _Invalid(
                     [
@@ -203,21 +206,35 @@ def validator_for(plan: OutputPlan) -> Validator:
     return Validator(output_type, adapter=adapter)
 
 
+@lru_cache(maxsize=64)
+def _grammar_check(definition: str) -> Callable[[str], list[str]]:
+    """Build a check that a text is in a Lark grammar's language, once per grammar.
+
+    Building the Earley parser takes milliseconds (parsing takes microseconds), and
+    every ``parse`` call asks for its check. Lark does not promise that one parser
+    may parse in several threads at once (a sync batch validates in its threads), so
+    parses take turns.
+    """
+    import lark  # only grammar mode needs it (half of our import time otherwise)
+
+    parser = lark.Lark(definition, start="start", parser="earley")
+    turn = threading.Lock()
+
+    def parses(text: str) -> list[str]:
+        try:
+            with turn:
+                parser.parse(text)
+        except lark.exceptions.LarkError as exc:
+            return [f"(root): not in the grammar: {' '.join(str(exc).split())[:200]}"]
+        return []
+
+    return parses
+
+
 def _language_check(term: Any) -> Callable[[str], list[str]]:
     """Build a check that a text is in a DSL term's language (regex, or Lark for a CFG)."""
     if isinstance(term, CFG):
-        import lark  # only grammar mode needs it (half of our import time otherwise)
-
-        parser = lark.Lark(term.definition, start="start", parser="earley")
-
-        def parses(text: str) -> list[str]:
-            try:
-                parser.parse(text)
-            except lark.exceptions.LarkError as exc:
-                return [f"(root): not in the grammar: {' '.join(str(exc).split())[:200]}"]
-            return []
-
-        return parses
+        return _grammar_check(term.definition)
     term = python_types_to_terms(term)
     # A bare Regex as written (to_regex wraps it in a group: "((?i)abc)" does not compile).
     pattern = re.compile(term.pattern if isinstance(term, Regex) else to_regex(term))

@@ -13,6 +13,7 @@ from outlines_lmstudio import (
     LMStudioModelNotFoundError,
     LMStudioPredictionError,
     LMStudioTimeoutError,
+    UnsupportedInputError,
     UnsupportedOutputTypeError,
 )
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
@@ -143,12 +144,17 @@ def test_images_upload_once_through_the_users_client(
     assert {u.client_id for u in emulator.uploads} == {emulator.predictions[-1].client_id}
 
 
-def test_image_to_text_only_model_fails_clearly(make_model: MakeModel) -> None:
+def test_image_to_text_only_model_fails_clearly_before_upload(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """LM Studio reports whether a model takes images: without it, nothing is uploaded."""
     model = make_model(TEXT_MODEL)
-    with pytest.raises(LMStudioPredictionError, match="LM Studio failed the prediction") as info:
+    with pytest.raises(UnsupportedInputError, match=r"does not accept images.*vision model"):
         model(["Describe", png_image()])
-    assert isinstance(info.value.__cause__, lms.LMStudioServerError)
-    assert info.value.model == TEXT_MODEL
+    assert emulator.uploads == []
+    assert emulator.predictions == []
+    model("Text alone still works", max_tokens=3)  # the check did not spoil the model
+    assert len(emulator.predictions) == 1
 
 
 def test_leaving_a_stream_early_cancels_on_the_server(

@@ -72,6 +72,22 @@ def test_parse_of_generated_output_validates(make_model: MakeModel) -> None:
     assert isinstance(value["n"], int)
 
 
+class Aliased(pydantic.BaseModel):
+    """Validation aliases the JSON schema cannot spell: a path, and a choice of names."""
+
+    first: int = pydantic.Field(validation_alias=pydantic.AliasPath("values", 0))
+    label: str = pydantic.Field(validation_alias=pydantic.AliasChoices("tag", "name"))
+    kind: str = pydantic.Field(alias="Kind")
+
+
+def test_parse_validates_the_properties_the_schema_asked_for(make_model: MakeModel) -> None:
+    """Pydantic names an `AliasPath` field by its name in the schema (it cannot express a
+    path): a reply that follows the schema must validate, so validation takes names too."""
+    value = make_model(TEXT_MODEL).parse("values", Aliased)
+    assert isinstance(value, Aliased)
+    assert set(Aliased.model_json_schema()["properties"]) == {"first", "tag", "Kind"}
+
+
 def test_retry_sends_the_errors_back_and_succeeds(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

@@ -206,3 +206,16 @@ def test_a_bare_regex_is_validated_as_written() -> None:
     assert validator.validate("aB7") == "aB7"
     with pytest.raises(_Invalid, match="does not match"):
         validator.validate("abc")
+
+
+def test_a_grammar_parser_is_built_once_per_grammar() -> None:
+    """Each ``parse`` call asks for its validator: the Earley parser is not rebuilt."""
+    from outlines.types import CFG
+
+    grammar = 'start: "yes" | "no" | NUMBER\n%import common.NUMBER'
+    first = validator_for(plan_output(CFG(grammar), grammar=True))
+    again = validator_for(plan_output(CFG(grammar), grammar=True))
+    assert first.grammar is not None
+    assert first.grammar is again.grammar
+    assert again.grammar("12") == []
+    assert "not in the grammar" in again.grammar("maybe")[0]

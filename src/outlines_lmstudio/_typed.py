@@ -247,8 +247,15 @@ def _language_check(term: Any) -> Callable[[str], list[str]]:
     return matches
 
 
-def _ends_in_number(validator: Validator, raw: str) -> bool:
-    """Whether a JSON reply ends in a number: the one JSON value more tokens could extend."""
+def _may_go_on(validator: Validator, raw: str) -> bool:
+    r"""Whether more tokens could have extended a valid reply that was cut off.
+
+    A JSON reply could only if it ends in a number. A grammar-mode reply always might:
+    ``\d+`` matches ``12`` of ``12345``, and telling whether a match can go on would
+    take the pattern's automaton, which neither ``re`` nor Lark gives.
+    """
+    if validator.grammar is not None:
+        return True
     is_json = validator.adapter is not None or validator.schema is not None
     return is_json and raw[-1:].isdigit()
 
@@ -279,8 +286,8 @@ def check_reply(
     Raises
     ------
     TruncatedOutputError
-        If the reply was cut off and does not validate, or ends in a JSON number (which
-        the cut may have shortened).
+        If the reply was cut off and does not validate, or could have gone on (it ends
+        in a JSON number, or it is a grammar-mode reply).
     ParseError
         If the reply does not validate and ``final`` is true.
     """
@@ -289,10 +296,14 @@ def check_reply(
     except _Invalid as invalid:
         errors = invalid.errors
     else:
-        if stop_reason not in TRUNCATED_STOP_REASONS or not _ends_in_number(validator, raw):
+        if stop_reason not in TRUNCATED_STOP_REASONS or not _may_go_on(validator, raw):
             return True, value, []
         # "10" cut off from "1000": valid, but not the answer.
-        errors = ["(root): the reply ends in a number that the next tokens could have continued"]
+        errors = [
+            "(root): the reply matches, but the model may not have finished it"
+            if validator.grammar is not None
+            else "(root): the reply ends in a number that the next tokens could have continued"
+        ]
     name = output_type_name(validator.output_type)
     if stop_reason in TRUNCATED_STOP_REASONS:
         raise TruncatedOutputError(

@@ -70,6 +70,22 @@ def test_parse_checks_the_language(make_model: MakeModel, emulator: LMStudioEmul
         model.parse("expr", CFG(ARITHMETIC))
 
 
+def test_parse_refuses_a_cut_reply_that_happens_to_match(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """``\\d+`` matches the start of ``1234567890``: cut by max_tokens, it is not the answer."""
+    from outlines_lmstudio import TruncatedOutputError
+
+    model = make_model(TEXT_MODEL, grammar=True)
+    emulator.script(TEXT_MODEL, ["1234567890"])
+    with pytest.raises(TruncatedOutputError, match="may not have finished") as info:
+        model.parse("digits", Regex(r"\d+"), max_tokens=1)
+    assert re.fullmatch(r"\d+", info.value.raw)
+    assert info.value.raw != "1234567890"
+    emulator.script(TEXT_MODEL, ["1234567890"])
+    assert model.parse("digits", Regex(r"\d+")) == "1234567890"  # not cut: kept
+
+
 def test_grammar_on_a_non_gguf_model_is_refused_before_predicting(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

@@ -321,17 +321,35 @@ class _RenderedSink(Sink):
         return (self._render(done.text),)
 
 
+class _TextSoFar:
+    """The answer so far, for a reply that is not JSON (grammar mode, free text)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def feed(self, fragment: str) -> str | None:
+        """Add ``fragment``; return the whole text so far (``None`` while it is empty)."""
+        self.text += fragment
+        return self.text or None
+
+
 class _PartialSink(Sink):
-    """Partial JSON values of the answer while it streams, then the validated value."""
+    """Partial values of the answer while it streams, then the validated value.
+
+    The partial values of a JSON reply are its partial JSON values; those of a reply in
+    a grammar's language (or free text) are its text so far, as the final value is.
+    """
 
     live = True
 
-    def __init__(self, validator: Validator) -> None:
+    def __init__(self, validator: Validator, json: bool) -> None:
         self._validator = validator
+        self._json = json
         self.begin()
 
     def begin(self) -> None:
-        self._parser, self._last = PartialJson(), None
+        self._parser: PartialJson | _TextSoFar = PartialJson() if self._json else _TextSoFar()
+        self._last: Any = None
 
     def feed(self, chunk: ReplyChunk) -> Iterable[Any]:
         if chunk.reasoning:
@@ -380,7 +398,7 @@ def sink_for_stream(request: Request) -> Sink:
 
 def sink_for_parse_stream(request: Request) -> Sink:
     """Make the sink of ``parse_stream``: partial values, then the validated value."""
-    return _PartialSink(validator_for(request.plan))
+    return _PartialSink(validator_for(request.plan), request.plan.kind in ("json", "simple"))
 
 
 def as_reply(done: Completion, render: Callable[[str], str]) -> Reply:

@@ -86,6 +86,16 @@ def test_parse_refuses_a_cut_reply_that_happens_to_match(
     assert model.parse("digits", Regex(r"\d+")) == "1234567890"  # not cut: kept
 
 
+def test_parse_stream_partials_of_a_grammar_reply_are_its_text_so_far(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Not JSON: ``123456`` is text so far, not the number 123456."""
+    model = make_model(TEXT_MODEL, grammar=True)
+    emulator.script(TEXT_MODEL, ["1234567890"])
+    values = list(model.parse_stream("digits", Regex(r"[0-9]+")))
+    assert values == ["123456", "1234567890", "1234567890"]
+
+
 def test_grammar_on_a_non_gguf_model_is_refused_before_predicting(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

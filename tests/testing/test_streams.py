@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import lmstudio as lms
 import pytest
@@ -83,6 +84,30 @@ def test_stop_string_cuts_before_it(emu: LMStudioEmulator, client: lms.Client) -
     result = client.llm.model(TEXT).respond("?", config={"stopStrings": ["STOP"]})
     assert result.content == "alpha beta "
     assert result.stats.stop_reason == "stopStringFound"
+
+
+def _success_stats(emu: LMStudioEmulator) -> dict[str, Any]:
+    """The ``stats`` of the last ``success`` packet sent (the SDK 1.5.0 drops newer keys)."""
+    for frame in reversed(emu.trace):
+        message = frame.data.get("message") if frame.direction == "out" else None
+        if isinstance(message, dict) and message.get("type") == "success" and "stats" in message:
+            stats: dict[str, Any] = message["stats"]
+            return stats
+    raise AssertionError("no success packet in the trace")
+
+
+def test_stats_name_the_stop_string_and_total_time(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    """LM Studio's stats say which stop string ended the reply (lmstudio-js #521)."""
+    emu.script(TEXT, ["alpha beta STOP gamma END", "alpha beta"])
+    model = client.llm.model(TEXT)
+    model.respond("?", config={"stopStrings": ["END", "STOP"]})
+    stats = _success_stats(emu)
+    assert (stats["stopReason"], stats["stopString"]) == ("stopStringFound", "STOP")
+    assert stats["totalTimeSec"] >= 0
+    model.respond("?", config={"stopStrings": ["END"]})
+    assert "stopString" not in _success_stats(emu)  # only when a stop string ended it
 
 
 def test_stop_string_spanning_fragments(emu: LMStudioEmulator, client: lms.Client) -> None:

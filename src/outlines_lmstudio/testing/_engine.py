@@ -68,7 +68,8 @@ class Generation:
         ``promptTokensCount``.
     stats
         Further ``stats`` fields the engine measured itself (they override the
-        protocol layer's own timing), e.g. ``{"timeToFirstTokenSec": 0.2}``.
+        protocol layer's own timing), e.g. ``{"timeToFirstTokenSec": 0.2}``, and
+        ``stopString``: the stop string that ended the reply (``stopStringFound``).
     tool_call
         The tool call the reply ends with (``stop_reason`` is then ``"toolCalls"``);
         the protocol layer streams its ``toolCallGeneration*`` events.

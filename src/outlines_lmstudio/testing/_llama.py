@@ -292,6 +292,7 @@ class LlamaEngine:
                     pending = 0
                 if scanner.found:
                     stop = "stopStringFound"
+                    generation.stats["stopString"] = scanner.found
                     break
             if stop != "stopStringFound":
                 rest = scanner.feed(utf8.decode(b"", final=True)) + scanner.flush()

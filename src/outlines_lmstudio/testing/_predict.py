@@ -242,11 +242,15 @@ async def _stream(
         "promptTokensCount": prompt_tokens,
         "predictedTokensCount": predicted,
         "totalTokensCount": prompt_tokens + predicted,
+        "totalTimeSec": end - start,
     }
     if first is not None:
         stats["timeToFirstTokenSec"] = first - start
         stats["tokensPerSecond"] = predicted / max(end - first, 1e-6)
     stats.update(generation.stats)
+    if stop_reason != "stopStringFound":
+        # LM Studio names the stop string only when one ended the reply (lmstudio-js #521).
+        stats.pop("stopString", None)
     success = {
         "type": "success",
         "stats": stats,

@@ -155,6 +155,10 @@ const scenarios = {
     const result = await model.respond("Say something", { stopStrings: [stop] });
     check(!result.content.includes(stop), "cut before the stop string");
     check(result.stats.stopReason === "stopStringFound", result.stats.stopReason);
+    if (SDK_MAJOR >= 2) {
+      check(result.stats.stopString === stop, `stats.stopString ${result.stats.stopString}`);
+      check(result.stats.totalTimeSec >= 0, `stats.totalTimeSec ${result.stats.totalTimeSec}`);
+    }
   },
   async image_on_vision_model(client) {
     const image = await client.files.prepareImageBase64("red.png", PNG_B64);

@@ -30,6 +30,7 @@ SCENARIOS = (
     "respond_plain",
     "respond_streamed",
     "respond_json_schema",
+    "respond_json_mode",
     "respond_gbnf",
     "complete",
     "cancel",

@@ -33,7 +33,7 @@ from outlines_lmstudio.testing._llama_plan import (
     template_for,
 )
 from outlines_lmstudio.testing._records import message_text
-from outlines_lmstudio.testing._wire import server_error
+from outlines_lmstudio.testing._wire import json_mode_schema, server_error
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import Instance
@@ -228,7 +228,7 @@ class LlamaEngine:
         if structured is None:
             return None
         if structured.get("type") == "json":
-            schema = structured.get("jsonSchema", {})
+            schema = json_mode_schema(structured)
             try:
                 gbnf = await asyncio.to_thread(json_schema_grammar, schema)
             except ValueError as exc:

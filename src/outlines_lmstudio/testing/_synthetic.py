@@ -37,7 +37,11 @@ from outlines_lmstudio.testing._tools import (
     offered_tools,
     tool_results,
 )
-from outlines_lmstudio.testing._wire import max_predicted_tokens, server_error
+from outlines_lmstudio.testing._wire import (
+    json_mode_schema,
+    max_predicted_tokens,
+    server_error,
+)
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import Instance
@@ -158,7 +162,7 @@ async def _reply(
 async def _reply_tokens(emu: EmulatorState, record: Prediction) -> list[Fragment]:
     structured = record.structured
     if structured is not None and structured.get("type") == "json":
-        schema = structured.get("jsonSchema")
+        schema = json_mode_schema(structured)
         rng = random.Random(_seed_for(emu.seed, record.messages, schema))
         try:
             if emu._sampler.is_cached(schema):

@@ -101,6 +101,12 @@ const scenarios = {
     const value = JSON.parse(result.content);
     check(typeof value.name === "string" && Number.isInteger(value.age), "schema-valid JSON");
   },
+  async respond_json_mode(client) {
+    // structured: { type: "json" } without a schema: "only generate valid JSON".
+    const model = await client.llm.model(TEXT);
+    const result = await model.respond("Anything", { structured: { type: "json" } });
+    JSON.parse(result.content);
+  },
   async respond_gbnf(client) {
     const model = await client.llm.model(TEXT);
     const result = await model.respond("Yes or no?", {

@@ -10,7 +10,7 @@ import pytest
 
 from outlines_lmstudio.testing import LMStudioEmulator, Prediction
 
-from .conftest import MLX, TEXT, MakeEmulator
+from .conftest import MLX, TEXT, UNLOADED, MakeEmulator
 
 LONG = " ".join(f"word{i}" for i in range(200))
 
@@ -44,6 +44,36 @@ async def test_cancel_after_first_fragment_async(make_emulator: MakeEmulator) ->
                 await stream.cancel()
         assert stream.result().stats.stop_reason == "userStopped"
     assert emulator.predictions[-1].cancelled
+
+
+def test_unloading_the_model_ends_its_prediction(make_emulator: MakeEmulator) -> None:
+    """LM Studio stops a model's predictions when it is unloaded: ``modelUnloaded``."""
+    emulator = make_emulator(token_latency=0.01)
+    emulator.script(TEXT, [LONG])
+    with lms.Client(emulator.api_host) as client:
+        stream = client.llm.model(TEXT).respond_stream("go")
+        seen = 0
+        for _fragment in stream:
+            seen += 1
+            if seen == 2:
+                client.llm.unload(TEXT)
+        assert stream.result().stats.stop_reason == "modelUnloaded"
+        assert seen < 50
+    prediction = emulator.predictions[-1]
+    assert (prediction.stop_reason, prediction.cancelled) == ("modelUnloaded", False)
+    assert prediction.text == stream.result().content
+
+
+def test_a_generating_model_is_not_idle(make_emulator: MakeEmulator) -> None:
+    """The time-to-live counts from the last use: a long prediction does not expire it."""
+    emulator = make_emulator(token_latency=0.02, only_keep_last_jit_model=False)
+    emulator.script(UNLOADED, [LONG])  # 200 fragments: 4 s, longer than the 1 s TTL
+    with lms.Client(emulator.api_host) as client:
+        stream = client.llm.model(UNLOADED, ttl=1).respond_stream("go")
+        for index, _fragment in enumerate(stream):
+            if index % 20 == 0:
+                assert UNLOADED in [m.identifier for m in client.llm.list_loaded()]
+        assert stream.result().stats.stop_reason == "eosFound"
 
 
 def test_abandoned_stream_keeps_the_socket_usable(make_emulator: MakeEmulator) -> None:

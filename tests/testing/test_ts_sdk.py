@@ -34,6 +34,7 @@ SCENARIOS = (
     "respond_gbnf",
     "complete",
     "cancel",
+    "unload_during_prediction",
     "abort_signal",
     "max_tokens",
     "stop_strings",

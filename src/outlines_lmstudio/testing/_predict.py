@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._lookup import engine_for, query_of, resolve
 from outlines_lmstudio.testing._records import Prediction
-from outlines_lmstudio.testing._state import Peer
+from outlines_lmstudio.testing._state import EmulatorState, Peer
 from outlines_lmstudio.testing._tools import tool_call_packets
 from outlines_lmstudio.testing._wire import Channel, ConnectionDropped, RequestError, server_error
 
@@ -70,6 +70,19 @@ def _prompt_progress(progress: float, prompt_tokens: int) -> dict[str, Any]:
         "unprocessedPromptTokenCount": prompt_tokens - processed,
     }
     return {"type": "promptProcessingProgress", "progress": progress, "details": details}
+
+
+def _in_use(emu: EmulatorState, instance: Instance) -> bool:
+    """Mark ``instance`` used now (its time-to-live counts from here); False if unloaded.
+
+    A model unloaded while it generates (by a client, `LMStudioEmulator.unload`, its TTL
+    or a JIT load) ends the prediction, which LM Studio reports as ``modelUnloaded``.
+    """
+    with emu._lock:
+        loaded = emu._catalogue.instances.get(instance.identifier) is instance
+        if loaded:
+            instance.last_used = time.time()
+        return loaded
 
 
 async def _strike(conn: Peer, fault: Fault) -> None:
@@ -179,8 +192,12 @@ async def _stream(
     # Prompt processing: progress from 0 to 1, reported as it goes (as LM Studio does),
     # at least every quarter second of `prompt_latency`.
     steps = max(1, math.ceil(emu.prompt_latency / _PROGRESS_EVERY))
+    unloaded = False
     for step in range(steps + 1):
         if channel.cancelled:
+            break
+        if not _in_use(emu, instance):
+            unloaded = True
             break
         progress = step / steps
         await conn.channel_send(channel, _prompt_progress(progress, generation.prompt_tokens))
@@ -192,6 +209,8 @@ async def _stream(
     due = time.monotonic()  # when the engine has the next fragment ready
     try:
         async for token in generation.fragments:
+            if unloaded:
+                break
             if fault is not None and sent == fault.after_fragments:
                 await _strike(conn, fault)
             if emu.token_latency:
@@ -206,6 +225,9 @@ async def _stream(
                 # only every few fragments let 4 in 60 sync cancels arrive too late.)
                 await conn.pause()
             if channel.cancelled:
+                break
+            if not _in_use(emu, instance):
+                unloaded = True  # LM Studio ends the prediction: stopReason "modelUnloaded"
                 break
             fragment = {
                 "content": token.content,
@@ -228,11 +250,13 @@ async def _stream(
         # Stops the engine when we leave early (cancel, fault, dropped connection).
         await generation.fragments.aclose()
     stop_reason = generation.stop_reason
-    if generation.tool_call is not None and not channel.cancelled:
+    if generation.tool_call is not None and not channel.cancelled and not unloaded:
         for packet in tool_call_packets(generation.tool_call):
             await conn.channel_send(channel, packet)
         record.tool_calls.append(generation.tool_call)
-    if channel.cancelled:
+    if unloaded:
+        stop_reason = "modelUnloaded"
+    elif channel.cancelled:
         stop_reason = "userStopped"
         record.cancelled = True
     end = time.monotonic()

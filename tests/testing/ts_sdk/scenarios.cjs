@@ -130,6 +130,17 @@ const scenarios = {
     const result = await prediction.result();
     check(result.stats.stopReason === "userStopped", `stop reason ${result.stats.stopReason}`);
   },
+  async unload_during_prediction(client) {
+    const model = await client.llm.load(TEXT, { identifier: "ts-unloaded", verbose: false });
+    const prediction = model.respond("A long answer please", { maxTokens: 400 });
+    let seen = 0;
+    for await (const _fragment of prediction) {
+      seen += 1;
+      if (seen === 1) await client.llm.unload("ts-unloaded");
+    }
+    const result = await prediction.result();
+    check(result.stats.stopReason === "modelUnloaded", `stop reason ${result.stats.stopReason}`);
+  },
   async abort_signal(client) {
     const model = await client.llm.model(TEXT);
     const controller = new AbortController();

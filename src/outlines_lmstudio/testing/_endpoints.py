@@ -203,9 +203,18 @@ def _context_length(namespace: str, fields: list[dict[str, Any]]) -> int | None:
 
 
 async def _load_progress(conn: Peer, channel: Channel, packet: str) -> None:
+    """Report load progress; raise if the client cancelled the load meanwhile.
+
+    The TypeScript SDK cancels a load whose ``signal`` is aborted (``{"type": "cancel"}``)
+    and stops waiting; LM Studio then stops loading, so the model does not end up loaded.
+    """
     for progress in (0.25, 0.5, 0.75):
         await asyncio.sleep(conn.emu.load_latency / 3)
+        if channel.cancelled:
+            break
         await conn.channel_send(channel, {"type": packet, "progress": progress})
+    if channel.cancelled:
+        raise server_error("Model loading was cancelled.")
 
 
 def _path_not_found(conn: Peer, name: str) -> RequestError:

@@ -216,6 +216,20 @@ const scenarios = {
     await model.unload();
     check(!(await client.llm.listLoaded()).some(m => m.identifier === "ts-extra"), "unloaded");
   },
+  async load_abort(client) {
+    // An aborted load is cancelled on the server too: the model does not end up loaded.
+    const controller = new AbortController();
+    const loading = client.llm.load(UNLOADED, {
+      identifier: "ts-aborted",
+      signal: controller.signal,
+      verbose: false,
+      onProgress: () => controller.abort(),
+    });
+    await rejects(loading, /abort/i);
+    await new Promise(resolve => setTimeout(resolve, 600));  // longer than the whole load
+    const loaded = (await client.llm.listLoaded()).map(m => m.identifier);
+    check(!loaded.includes("ts-aborted"), `not loaded after the abort (${loaded})`);
+  },
   async get_or_load(client) {
     const progress = [];
     const model = await client.llm.model(UNLOADED, { onProgress: p => progress.push(p) });

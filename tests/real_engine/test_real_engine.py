@@ -293,6 +293,8 @@ def test_token_counts_are_the_tokenizers(client: lms.Client) -> None:
     formatted = llm.apply_prompt_template(chat)
     assert formatted.startswith("<bos><start_of_turn>user\n")  # the Gemma turn format
     assert formatted.endswith("<start_of_turn>model\n")
+    without_bos = llm.apply_prompt_template(chat, opts={"omitBosToken": True})
+    assert without_bos == formatted.removeprefix("<bos>")
     result = llm.respond(chat, config=_config(max_tokens=5))
     assert result.stats.prompt_tokens_count == llm.count_tokens(formatted)
     assert result.stats.predicted_tokens_count == 5

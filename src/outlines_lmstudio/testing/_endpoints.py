@@ -74,7 +74,10 @@ async def apply_prompt_template(conn: Peer, parameter: Any) -> Any:
     """``applyPromptTemplate``: the history rendered with the model's prompt template."""
     engine = engine_for(conn.emu, resolve(conn, parameter.get("specifier")))
     history = parameter.get("history") or {}
-    return {"formatted": await engine.apply_prompt_template(list(history.get("messages", [])))}
+    opts = parameter.get("opts")
+    messages = list(history.get("messages", []))
+    formatted = await engine.apply_prompt_template(messages, opts if isinstance(opts, dict) else {})
+    return {"formatted": formatted}
 
 
 async def embed_string(conn: Peer, parameter: Any) -> Any:

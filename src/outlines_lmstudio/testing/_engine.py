@@ -14,7 +14,7 @@ how it ended (stop reason, prompt token count).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -102,8 +102,14 @@ class Engine(Protocol):
         """Return the number of tokens of ``text``."""
         ...
 
-    async def apply_prompt_template(self, messages: list[dict[str, Any]]) -> str:
-        """Render a wire history with the model's prompt template."""
+    async def apply_prompt_template(
+        self, messages: list[dict[str, Any]], opts: Mapping[str, Any]
+    ) -> str:
+        """Render a wire history with the model's prompt template.
+
+        ``opts`` are the request's ``LLMApplyPromptTemplateOpts``: ``omitBosToken`` and
+        ``omitEosToken`` leave those tokens out of the text.
+        """
         ...
 
     async def embed(self, text: str) -> list[float]:

@@ -20,7 +20,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._engine import Fragment, Generation
@@ -140,7 +140,14 @@ class LlamaEngine:
             )
         return self._decoder
 
-    def _render(self, model: NativeModel, messages: list[dict[str, Any]], how: Plan) -> str:
+    def _render(
+        self,
+        model: NativeModel,
+        messages: list[dict[str, Any]],
+        how: Plan,
+        omit: tuple[bool, bool] = (False, False),
+    ) -> str:
+        """Render with the plan's or the model's template; ``omit``: (BOS, EOS) left out."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         if how.template is not None:
@@ -148,6 +155,7 @@ class LlamaEngine:
         else:
             template = template_for(model.chat_template, model.architecture)
             bos, eos = model.bos_text, model.eos_text
+        bos, eos = ("" if omit[0] else bos), ("" if omit[1] else eos)
         plain = [{"role": str(m.get("role")), "content": message_text(m)} for m in messages]
         formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         return str(formatter(messages=plain).prompt)  # type: ignore[arg-type]
@@ -326,11 +334,18 @@ class LlamaEngine:
         """Count the `tokenize` ids."""
         return len(await self.tokenize(text))
 
-    async def apply_prompt_template(self, messages: list[dict[str, Any]]) -> str:
-        """Render the history with the model's chat template (or the fallback)."""
+    async def apply_prompt_template(
+        self, messages: list[dict[str, Any]], opts: Mapping[str, Any]
+    ) -> str:
+        """Render the history with the model's chat template (or the fallback).
+
+        ``omitBosToken`` / ``omitEosToken`` render the template with an empty
+        ``bos_token`` / ``eos_token``.
+        """
         model = await asyncio.to_thread(self._loaded)
+        omit = (bool(opts.get("omitBosToken")), bool(opts.get("omitEosToken")))
         try:
-            return await asyncio.to_thread(self._render, model, messages, plan({}, []))
+            return await asyncio.to_thread(self._render, model, messages, plan({}, []), omit)
         except ValueError as exc:
             raise server_error(f"Error rendering prompt with jinja template: {exc}") from exc
 

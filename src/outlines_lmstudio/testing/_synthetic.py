@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._engine import Fragment, Generation
@@ -238,8 +238,10 @@ class SyntheticEngine:
         """Return the number of word pieces (without an embedding's start and end)."""
         return count_tokens(text)
 
-    async def apply_prompt_template(self, messages: list[dict[str, Any]]) -> str:
-        """Render with a ChatML-style template."""
+    async def apply_prompt_template(
+        self, messages: list[dict[str, Any]], opts: Mapping[str, Any]
+    ) -> str:
+        """Render with a ChatML-style template (it has no BOS or EOS token to omit)."""
         return format_prompt(messages)
 
     async def embed(self, text: str) -> list[float]:

@@ -171,12 +171,39 @@ async def _serve(
             suggestion='Use {"type": "json", "jsonSchema": ...}, or load a GGUF model.',
         )
     generation = await engine_for(emu, instance).generate(record)
-    async with emu._slot(instance):
-        emu._enter(instance)
-        try:
-            await _stream(conn, channel, instance, record, generation, fault)
-        finally:
-            emu._leave(instance)
+    slot = emu._slot(instance)
+    if not await _take_slot(slot, channel):
+        # Cancelled while it waited for a free slot: it leaves the queue at once.
+        await generation.fragments.aclose()
+        record.cancelled = True
+        stats = {"stopReason": "userStopped", "promptTokensCount": generation.prompt_tokens}
+        await _succeed(conn, channel, instance, record, stats)
+        return
+    emu._enter(instance)
+    try:
+        await _stream(conn, channel, instance, record, generation, fault)
+    finally:
+        emu._leave(instance)
+        slot.release()
+
+
+async def _take_slot(slot: asyncio.Semaphore, channel: Channel) -> bool:
+    """Wait for a free prediction slot; False (and no slot taken) if cancelled first."""
+    if channel.cancelled:
+        return False
+    acquire = asyncio.ensure_future(slot.acquire())
+    cancel = asyncio.ensure_future(channel.cancel_event.wait())
+    try:
+        await asyncio.wait((acquire, cancel), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # the connection closed meanwhile: give back a slot we got
+        if acquire.done() and not acquire.cancelled():
+            slot.release()
+        raise
+    finally:
+        cancel.cancel()
+        if not acquire.done():
+            acquire.cancel()  # the semaphore hands the slot to the next waiter
+    return acquire.done() and not acquire.cancelled()
 
 
 async def _stream(
@@ -275,6 +302,13 @@ async def _stream(
     if stop_reason != "stopStringFound":
         # LM Studio names the stop string only when one ended the reply (lmstudio-js #521).
         stats.pop("stopString", None)
+    await _succeed(conn, channel, instance, record, stats)
+
+
+async def _succeed(
+    conn: Peer, channel: Channel, instance: Instance, record: Prediction, stats: dict[str, Any]
+) -> None:
+    """Send the terminal ``success`` packet with ``stats``."""
     success = {
         "type": "success",
         "stats": stats,
@@ -282,7 +316,7 @@ async def _stream(
         "loadModelConfig": instance.load_config(),
         "predictionConfig": {"fields": [{"key": k, "value": v} for k, v in record.config.items()]},
     }
-    record.stop_reason = stop_reason
+    record.stop_reason = stats["stopReason"]
     record.done = True  # before sending: the client may look as soon as it arrives
     await conn.channel_send(channel, success)
 

@@ -184,13 +184,20 @@ def test_max_tokens_truncates_at_exactly_that_many(client: lms.Client) -> None:
         )
 
 
-def test_stop_string_cuts_the_reply(client: lms.Client) -> None:
+def test_stop_string_cuts_the_reply(client: lms.Client, emulator: LMStudioEmulator) -> None:
     llm = client.llm.model(EMBEDDED_MODEL_KEY)
     free = llm.respond("Write two sentences about cats.", config=_config(max_tokens=40))
     assert "." in free.content
     cut = llm.respond("Write two sentences about cats.", config=_config(max_tokens=40, stop=["."]))
     assert cut.stats.stop_reason == "stopStringFound"
     assert cut.content == free.content[: free.content.index(".")]
+    # LM Studio's stats name the stop string (the Python SDK 1.5.0 does not read it).
+    success = [
+        f.data["message"]
+        for f in emulator.trace
+        if f.direction == "out" and f.data.get("message", {}).get("type") == "success"
+    ]
+    assert success[-1]["stats"]["stopString"] == "."
 
 
 def test_eos_ends_a_short_answer(client: lms.Client) -> None:
@@ -286,6 +293,8 @@ def test_token_counts_are_the_tokenizers(client: lms.Client) -> None:
     formatted = llm.apply_prompt_template(chat)
     assert formatted.startswith("<bos><start_of_turn>user\n")  # the Gemma turn format
     assert formatted.endswith("<start_of_turn>model\n")
+    without_bos = llm.apply_prompt_template(chat, opts={"omitBosToken": True})
+    assert without_bos == formatted.removeprefix("<bos>")
     result = llm.respond(chat, config=_config(max_tokens=5))
     assert result.stats.prompt_tokens_count == llm.count_tokens(formatted)
     assert result.stats.predicted_tokens_count == 5

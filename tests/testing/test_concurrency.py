@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import lmstudio as lms
 import pytest
+from lmstudio.async_api import AsyncPredictionStream
 
 from .conftest import TEXT, VISION, MakeEmulator
 
@@ -58,3 +59,30 @@ def test_peak_is_reset(make_emulator: MakeEmulator) -> None:
     assert emulator.peak_concurrency() == 2
     emulator.reset()
     assert emulator.peak_concurrency() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_queued_prediction_cancels_at_once(make_emulator: MakeEmulator) -> None:
+    """A prediction cancelled while it waits for a slot leaves the queue at once."""
+    emulator = make_emulator(token_latency=0.05, slots=1)
+    emulator.script(TEXT, lambda prediction: " ".join(f"w{i}" for i in range(100)))  # 5 s
+    async with lms.AsyncClient(emulator.api_host) as client:
+        model = await client.llm.model(TEXT)
+        running = await model.respond_stream("first")
+        queued = await model.respond_stream("second")
+
+        async def drain(stream: AsyncPredictionStream) -> str:
+            async for _fragment in stream:
+                pass
+            return stream.result().stats.stop_reason
+
+        first = asyncio.create_task(drain(running))
+        second = asyncio.create_task(drain(queued))
+        await asyncio.to_thread(emulator.wait_until, lambda: len(emulator.predictions) == 2)
+        await queued.cancel()
+        assert await asyncio.wait_for(second, timeout=2) == "userStopped"
+        assert not first.done()  # the running one goes on
+        await running.cancel()
+        assert await first == "userStopped"
+    assert emulator.predictions[1].fragments == []
+    assert emulator.predictions[1].cancelled

@@ -113,6 +113,13 @@ def test_stop_string_split_across_pieces_is_cut() -> None:
     assert _scan(["ab", "c<", "/e", "nd>tail"], ("</end>",)) == ("abc", True)
 
 
+def test_the_scanner_names_the_earliest_stop_string() -> None:
+    # The llama.cpp engine reports it as ``stats.stopString``.
+    scanner = StopScanner(("END", "STOP"))
+    assert scanner.feed("alpha STOP beta END") == "alpha "
+    assert scanner.found == "STOP"
+
+
 def test_text_that_only_looks_like_a_stop_start_is_released() -> None:
     scanner = StopScanner(("STOP",))
     assert scanner.feed("xST") == "x"

@@ -81,6 +81,16 @@ def test_structured_json_conforms(emu: LMStudioEmulator, client: lms.Client) -> 
     assert emu.predictions[-1].structured == {"type": "json", "jsonSchema": schema}
 
 
+def test_json_mode_without_a_schema_writes_json(emu: LMStudioEmulator, client: lms.Client) -> None:
+    """``structured: {"type": "json"}`` is LM Studio's "only valid JSON" mode, not an error."""
+    model = client.llm.model(TEXT)
+    for prompt in ("One", "Two", "Three"):
+        result = model.respond(prompt, config={"structured": {"type": "json"}})
+        json.loads(result.content)
+        assert emu.predictions[-1].structured == {"type": "json"}
+    assert emu.predictions[-1].error is None
+
+
 def test_config_fields_are_recorded_and_echoed(emu: LMStudioEmulator, client: lms.Client) -> None:
     result = client.llm.model(TEXT).respond(
         "Hi", config={"temperature": 0.2, "maxTokens": 50, "topKSampling": 7}

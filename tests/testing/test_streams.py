@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import lmstudio as lms
 import pytest
 
 from outlines_lmstudio.testing import LMStudioEmulator, Prediction
 
-from .conftest import MLX, TEXT, MakeEmulator
+from .conftest import MLX, TEXT, UNLOADED, MakeEmulator
 
 LONG = " ".join(f"word{i}" for i in range(200))
 
@@ -43,6 +44,36 @@ async def test_cancel_after_first_fragment_async(make_emulator: MakeEmulator) ->
                 await stream.cancel()
         assert stream.result().stats.stop_reason == "userStopped"
     assert emulator.predictions[-1].cancelled
+
+
+def test_unloading_the_model_ends_its_prediction(make_emulator: MakeEmulator) -> None:
+    """LM Studio stops a model's predictions when it is unloaded: ``modelUnloaded``."""
+    emulator = make_emulator(token_latency=0.01)
+    emulator.script(TEXT, [LONG])
+    with lms.Client(emulator.api_host) as client:
+        stream = client.llm.model(TEXT).respond_stream("go")
+        seen = 0
+        for _fragment in stream:
+            seen += 1
+            if seen == 2:
+                client.llm.unload(TEXT)
+        assert stream.result().stats.stop_reason == "modelUnloaded"
+        assert seen < 50
+    prediction = emulator.predictions[-1]
+    assert (prediction.stop_reason, prediction.cancelled) == ("modelUnloaded", False)
+    assert prediction.text == stream.result().content
+
+
+def test_a_generating_model_is_not_idle(make_emulator: MakeEmulator) -> None:
+    """The time-to-live counts from the last use: a long prediction does not expire it."""
+    emulator = make_emulator(token_latency=0.02, only_keep_last_jit_model=False)
+    emulator.script(UNLOADED, [LONG])  # 200 fragments: 4 s, longer than the 1 s TTL
+    with lms.Client(emulator.api_host) as client:
+        stream = client.llm.model(UNLOADED, ttl=1).respond_stream("go")
+        for index, _fragment in enumerate(stream):
+            if index % 20 == 0:
+                assert UNLOADED in [m.identifier for m in client.llm.list_loaded()]
+        assert stream.result().stats.stop_reason == "eosFound"
 
 
 def test_abandoned_stream_keeps_the_socket_usable(make_emulator: MakeEmulator) -> None:
@@ -83,6 +114,30 @@ def test_stop_string_cuts_before_it(emu: LMStudioEmulator, client: lms.Client) -
     result = client.llm.model(TEXT).respond("?", config={"stopStrings": ["STOP"]})
     assert result.content == "alpha beta "
     assert result.stats.stop_reason == "stopStringFound"
+
+
+def _success_stats(emu: LMStudioEmulator) -> dict[str, Any]:
+    """The ``stats`` of the last ``success`` packet sent (the SDK 1.5.0 drops newer keys)."""
+    for frame in reversed(emu.trace):
+        message = frame.data.get("message") if frame.direction == "out" else None
+        if isinstance(message, dict) and message.get("type") == "success" and "stats" in message:
+            stats: dict[str, Any] = message["stats"]
+            return stats
+    raise AssertionError("no success packet in the trace")
+
+
+def test_stats_name_the_stop_string_and_total_time(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    """LM Studio's stats say which stop string ended the reply (lmstudio-js #521)."""
+    emu.script(TEXT, ["alpha beta STOP gamma END", "alpha beta"])
+    model = client.llm.model(TEXT)
+    model.respond("?", config={"stopStrings": ["END", "STOP"]})
+    stats = _success_stats(emu)
+    assert (stats["stopReason"], stats["stopString"]) == ("stopStringFound", "STOP")
+    assert stats["totalTimeSec"] >= 0
+    model.respond("?", config={"stopStrings": ["END"]})
+    assert "stopString" not in _success_stats(emu)  # only when a stop string ended it
 
 
 def test_stop_string_spanning_fragments(emu: LMStudioEmulator, client: lms.Client) -> None:

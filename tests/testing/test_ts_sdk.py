@@ -30,9 +30,11 @@ SCENARIOS = (
     "respond_plain",
     "respond_streamed",
     "respond_json_schema",
+    "respond_json_mode",
     "respond_gbnf",
     "complete",
     "cancel",
+    "unload_during_prediction",
     "abort_signal",
     "max_tokens",
     "stop_strings",
@@ -42,6 +44,7 @@ SCENARIOS = (
     "tokenize",
     "prompt_template",
     "load_and_unload",
+    "load_abort",
     "get_or_load",
     "bad_keys",
     "concurrent_predictions",
@@ -80,7 +83,8 @@ def ts_results(request: pytest.FixtureRequest) -> tuple[str, dict[str, dict[str,
     node = _need_node()
     version: str = request.param
     sdk_dir = _install(version)
-    with LMStudioEmulator(validate_frames=True) as emulator:
+    # Loads take 0.3 s, so that a load can be aborted while it runs.
+    with LMStudioEmulator(validate_frames=True, load_latency=0.3) as emulator:
         result = subprocess.run(
             [node, str(SCRIPT), str(sdk_dir), emulator.api_host],
             capture_output=True,

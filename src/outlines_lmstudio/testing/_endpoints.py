@@ -74,7 +74,10 @@ async def apply_prompt_template(conn: Peer, parameter: Any) -> Any:
     """``applyPromptTemplate``: the history rendered with the model's prompt template."""
     engine = engine_for(conn.emu, resolve(conn, parameter.get("specifier")))
     history = parameter.get("history") or {}
-    return {"formatted": await engine.apply_prompt_template(list(history.get("messages", [])))}
+    opts = parameter.get("opts")
+    messages = list(history.get("messages", []))
+    formatted = await engine.apply_prompt_template(messages, opts if isinstance(opts, dict) else {})
+    return {"formatted": formatted}
 
 
 async def embed_string(conn: Peer, parameter: Any) -> Any:
@@ -203,9 +206,18 @@ def _context_length(namespace: str, fields: list[dict[str, Any]]) -> int | None:
 
 
 async def _load_progress(conn: Peer, channel: Channel, packet: str) -> None:
+    """Report load progress; raise if the client cancelled the load meanwhile.
+
+    The TypeScript SDK cancels a load whose ``signal`` is aborted (``{"type": "cancel"}``)
+    and stops waiting; LM Studio then stops loading, so the model does not end up loaded.
+    """
     for progress in (0.25, 0.5, 0.75):
         await asyncio.sleep(conn.emu.load_latency / 3)
+        if channel.cancelled:
+            break
         await conn.channel_send(channel, {"type": packet, "progress": progress})
+    if channel.cancelled:
+        raise server_error("Model loading was cancelled.")
 
 
 def _path_not_found(conn: Peer, name: str) -> RequestError:

@@ -14,7 +14,7 @@ how it ended (stop reason, prompt token count).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -68,7 +68,8 @@ class Generation:
         ``promptTokensCount``.
     stats
         Further ``stats`` fields the engine measured itself (they override the
-        protocol layer's own timing), e.g. ``{"timeToFirstTokenSec": 0.2}``.
+        protocol layer's own timing), e.g. ``{"timeToFirstTokenSec": 0.2}``, and
+        ``stopString``: the stop string that ended the reply (``stopStringFound``).
     tool_call
         The tool call the reply ends with (``stop_reason`` is then ``"toolCalls"``);
         the protocol layer streams its ``toolCallGeneration*`` events.
@@ -101,8 +102,14 @@ class Engine(Protocol):
         """Return the number of tokens of ``text``."""
         ...
 
-    async def apply_prompt_template(self, messages: list[dict[str, Any]]) -> str:
-        """Render a wire history with the model's prompt template."""
+    async def apply_prompt_template(
+        self, messages: list[dict[str, Any]], opts: Mapping[str, Any]
+    ) -> str:
+        """Render a wire history with the model's prompt template.
+
+        ``opts`` are the request's ``LLMApplyPromptTemplateOpts``: ``omitBosToken`` and
+        ``omitEosToken`` leave those tokens out of the text.
+        """
         ...
 
     async def embed(self, text: str) -> list[float]:

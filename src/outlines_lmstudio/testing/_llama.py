@@ -20,7 +20,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._engine import Fragment, Generation
@@ -33,7 +33,7 @@ from outlines_lmstudio.testing._llama_plan import (
     template_for,
 )
 from outlines_lmstudio.testing._records import message_text
-from outlines_lmstudio.testing._wire import server_error
+from outlines_lmstudio.testing._wire import json_mode_schema, server_error
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import Instance
@@ -140,7 +140,14 @@ class LlamaEngine:
             )
         return self._decoder
 
-    def _render(self, model: NativeModel, messages: list[dict[str, Any]], how: Plan) -> str:
+    def _render(
+        self,
+        model: NativeModel,
+        messages: list[dict[str, Any]],
+        how: Plan,
+        omit: tuple[bool, bool] = (False, False),
+    ) -> str:
+        """Render with the plan's or the model's template; ``omit``: (BOS, EOS) left out."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         if how.template is not None:
@@ -148,6 +155,7 @@ class LlamaEngine:
         else:
             template = template_for(model.chat_template, model.architecture)
             bos, eos = model.bos_text, model.eos_text
+        bos, eos = ("" if omit[0] else bos), ("" if omit[1] else eos)
         plain = [{"role": str(m.get("role")), "content": message_text(m)} for m in messages]
         formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         return str(formatter(messages=plain).prompt)  # type: ignore[arg-type]
@@ -228,7 +236,7 @@ class LlamaEngine:
         if structured is None:
             return None
         if structured.get("type") == "json":
-            schema = structured.get("jsonSchema", {})
+            schema = json_mode_schema(structured)
             try:
                 gbnf = await asyncio.to_thread(json_schema_grammar, schema)
             except ValueError as exc:
@@ -292,6 +300,7 @@ class LlamaEngine:
                     pending = 0
                 if scanner.found:
                     stop = "stopStringFound"
+                    generation.stats["stopString"] = scanner.found
                     break
             if stop != "stopStringFound":
                 rest = scanner.feed(utf8.decode(b"", final=True)) + scanner.flush()
@@ -325,11 +334,18 @@ class LlamaEngine:
         """Count the `tokenize` ids."""
         return len(await self.tokenize(text))
 
-    async def apply_prompt_template(self, messages: list[dict[str, Any]]) -> str:
-        """Render the history with the model's chat template (or the fallback)."""
+    async def apply_prompt_template(
+        self, messages: list[dict[str, Any]], opts: Mapping[str, Any]
+    ) -> str:
+        """Render the history with the model's chat template (or the fallback).
+
+        ``omitBosToken`` / ``omitEosToken`` render the template with an empty
+        ``bos_token`` / ``eos_token``.
+        """
         model = await asyncio.to_thread(self._loaded)
+        omit = (bool(opts.get("omitBosToken")), bool(opts.get("omitEosToken")))
         try:
-            return await asyncio.to_thread(self._render, model, messages, plan({}, []))
+            return await asyncio.to_thread(self._render, model, messages, plan({}, []), omit)
         except ValueError as exc:
             raise server_error(f"Error rendering prompt with jinja template: {exc}") from exc
 

@@ -193,17 +193,17 @@ class StopScanner:
     def __init__(self, stops: tuple[str, ...]) -> None:
         self.stops = stops
         self.held = ""
-        self.found = False
+        self.found: str | None = None
 
     def feed(self, text: str) -> str:
-        """Add text; return what can be sent now (``found`` tells if a stop string ended it)."""
+        """Add text; return what can be sent now (``found``: the stop string that ended it)."""
         if not self.stops:
             return text
         self.held += text
-        hits = [i for i in (self.held.find(s) for s in self.stops) if i >= 0]
+        hits = [(i, s) for i, s in ((self.held.find(s), s) for s in self.stops) if i >= 0]
         if hits:
-            self.found = True
-            out, self.held = self.held[: min(hits)], ""
+            at, self.found = min(hits, key=lambda hit: hit[0])
+            out, self.held = self.held[:at], ""
             return out
         keep = 0
         for stop in self.stops:

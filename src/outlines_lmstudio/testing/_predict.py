@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._lookup import engine_for, query_of, resolve
 from outlines_lmstudio.testing._records import Prediction
-from outlines_lmstudio.testing._state import Peer
+from outlines_lmstudio.testing._state import EmulatorState, Peer
 from outlines_lmstudio.testing._tools import tool_call_packets
 from outlines_lmstudio.testing._wire import Channel, ConnectionDropped, RequestError, server_error
 
@@ -70,6 +70,19 @@ def _prompt_progress(progress: float, prompt_tokens: int) -> dict[str, Any]:
         "unprocessedPromptTokenCount": prompt_tokens - processed,
     }
     return {"type": "promptProcessingProgress", "progress": progress, "details": details}
+
+
+def _in_use(emu: EmulatorState, instance: Instance) -> bool:
+    """Mark ``instance`` used now (its time-to-live counts from here); False if unloaded.
+
+    A model unloaded while it generates (by a client, `LMStudioEmulator.unload`, its TTL
+    or a JIT load) ends the prediction, which LM Studio reports as ``modelUnloaded``.
+    """
+    with emu._lock:
+        loaded = emu._catalogue.instances.get(instance.identifier) is instance
+        if loaded:
+            instance.last_used = time.time()
+        return loaded
 
 
 async def _strike(conn: Peer, fault: Fault) -> None:
@@ -158,12 +171,39 @@ async def _serve(
             suggestion='Use {"type": "json", "jsonSchema": ...}, or load a GGUF model.',
         )
     generation = await engine_for(emu, instance).generate(record)
-    async with emu._slot(instance):
-        emu._enter(instance)
-        try:
-            await _stream(conn, channel, instance, record, generation, fault)
-        finally:
-            emu._leave(instance)
+    slot = emu._slot(instance)
+    if not await _take_slot(slot, channel):
+        # Cancelled while it waited for a free slot: it leaves the queue at once.
+        await generation.fragments.aclose()
+        record.cancelled = True
+        stats = {"stopReason": "userStopped", "promptTokensCount": generation.prompt_tokens}
+        await _succeed(conn, channel, instance, record, stats)
+        return
+    emu._enter(instance)
+    try:
+        await _stream(conn, channel, instance, record, generation, fault)
+    finally:
+        emu._leave(instance)
+        slot.release()
+
+
+async def _take_slot(slot: asyncio.Semaphore, channel: Channel) -> bool:
+    """Wait for a free prediction slot; False (and no slot taken) if cancelled first."""
+    if channel.cancelled:
+        return False
+    acquire = asyncio.ensure_future(slot.acquire())
+    cancel = asyncio.ensure_future(channel.cancel_event.wait())
+    try:
+        await asyncio.wait((acquire, cancel), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # the connection closed meanwhile: give back a slot we got
+        if acquire.done() and not acquire.cancelled():
+            slot.release()
+        raise
+    finally:
+        cancel.cancel()
+        if not acquire.done():
+            acquire.cancel()  # the semaphore hands the slot to the next waiter
+    return acquire.done() and not acquire.cancelled()
 
 
 async def _stream(
@@ -179,8 +219,12 @@ async def _stream(
     # Prompt processing: progress from 0 to 1, reported as it goes (as LM Studio does),
     # at least every quarter second of `prompt_latency`.
     steps = max(1, math.ceil(emu.prompt_latency / _PROGRESS_EVERY))
+    unloaded = False
     for step in range(steps + 1):
         if channel.cancelled:
+            break
+        if not _in_use(emu, instance):
+            unloaded = True
             break
         progress = step / steps
         await conn.channel_send(channel, _prompt_progress(progress, generation.prompt_tokens))
@@ -192,6 +236,8 @@ async def _stream(
     due = time.monotonic()  # when the engine has the next fragment ready
     try:
         async for token in generation.fragments:
+            if unloaded:
+                break
             if fault is not None and sent == fault.after_fragments:
                 await _strike(conn, fault)
             if emu.token_latency:
@@ -206,6 +252,9 @@ async def _stream(
                 # only every few fragments let 4 in 60 sync cancels arrive too late.)
                 await conn.pause()
             if channel.cancelled:
+                break
+            if not _in_use(emu, instance):
+                unloaded = True  # LM Studio ends the prediction: stopReason "modelUnloaded"
                 break
             fragment = {
                 "content": token.content,
@@ -228,11 +277,13 @@ async def _stream(
         # Stops the engine when we leave early (cancel, fault, dropped connection).
         await generation.fragments.aclose()
     stop_reason = generation.stop_reason
-    if generation.tool_call is not None and not channel.cancelled:
+    if generation.tool_call is not None and not channel.cancelled and not unloaded:
         for packet in tool_call_packets(generation.tool_call):
             await conn.channel_send(channel, packet)
         record.tool_calls.append(generation.tool_call)
-    if channel.cancelled:
+    if unloaded:
+        stop_reason = "modelUnloaded"
+    elif channel.cancelled:
         stop_reason = "userStopped"
         record.cancelled = True
     end = time.monotonic()
@@ -242,11 +293,22 @@ async def _stream(
         "promptTokensCount": prompt_tokens,
         "predictedTokensCount": predicted,
         "totalTokensCount": prompt_tokens + predicted,
+        "totalTimeSec": end - start,
     }
     if first is not None:
         stats["timeToFirstTokenSec"] = first - start
         stats["tokensPerSecond"] = predicted / max(end - first, 1e-6)
     stats.update(generation.stats)
+    if stop_reason != "stopStringFound":
+        # LM Studio names the stop string only when one ended the reply (lmstudio-js #521).
+        stats.pop("stopString", None)
+    await _succeed(conn, channel, instance, record, stats)
+
+
+async def _succeed(
+    conn: Peer, channel: Channel, instance: Instance, record: Prediction, stats: dict[str, Any]
+) -> None:
+    """Send the terminal ``success`` packet with ``stats``."""
     success = {
         "type": "success",
         "stats": stats,
@@ -254,7 +316,7 @@ async def _stream(
         "loadModelConfig": instance.load_config(),
         "predictionConfig": {"fields": [{"key": k, "value": v} for k, v in record.config.items()]},
     }
-    record.stop_reason = stop_reason
+    record.stop_reason = stats["stopReason"]
     record.done = True  # before sending: the client may look as soon as it arrives
     await conn.channel_send(channel, success)
 

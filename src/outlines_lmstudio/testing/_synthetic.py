@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._engine import Fragment, Generation
@@ -37,7 +37,11 @@ from outlines_lmstudio.testing._tools import (
     offered_tools,
     tool_results,
 )
-from outlines_lmstudio.testing._wire import max_predicted_tokens, server_error
+from outlines_lmstudio.testing._wire import (
+    json_mode_schema,
+    max_predicted_tokens,
+    server_error,
+)
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import Instance
@@ -61,27 +65,34 @@ def _seed_for(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8], "big")
 
 
-def _cut(tokens: list[Fragment], config: dict[str, Any]) -> tuple[list[Fragment], str]:
-    """Apply stop strings and the token limit, as a model would while generating."""
+def _cut(tokens: list[Fragment], config: dict[str, Any]) -> tuple[list[Fragment], str, str | None]:
+    """Apply stop strings and the token limit, as a model would while generating.
+
+    Returns the fragments kept, the stop reason and the stop string that ended the
+    reply (None unless the stop reason is ``stopStringFound``).
+    """
     stops = [s for s in config.get("llm.prediction.stopStrings") or [] if isinstance(s, str) and s]
     max_tokens = max_predicted_tokens(config)
     out: list[Fragment] = []
     text = ""
     for token in tokens:
         if max_tokens is not None and len(out) >= max_tokens:
-            return out, "maxPredictedTokensReached"
+            return out, "maxPredictedTokensReached", None
         text += token.content
         out.append(token)
         found = [
-            i
-            for i in (text.find(s, max(0, len(text) - len(token.content) - len(s))) for s in stops)
+            (i, s)
+            for i, s in (
+                (text.find(s, max(0, len(text) - len(token.content) - len(s))), s) for s in stops
+            )
             if i >= 0
         ]
         if found:
             # Like llama.cpp, text that may start a stop string is held back, so
             # the cut can fall inside a fragment sent "earlier".
-            return _prefix(out, min(found)), "stopStringFound"
-    return out, "eosFound"
+            at, stop = min(found, key=lambda hit: hit[0])
+            return _prefix(out, at), "stopStringFound", stop
+    return out, "eosFound", None
 
 
 def _within_context(
@@ -151,7 +162,7 @@ async def _reply(
 async def _reply_tokens(emu: EmulatorState, record: Prediction) -> list[Fragment]:
     structured = record.structured
     if structured is not None and structured.get("type") == "json":
-        schema = structured.get("jsonSchema")
+        schema = json_mode_schema(structured)
         rng = random.Random(_seed_for(emu.seed, record.messages, schema))
         try:
             if emu._sampler.is_cached(schema):
@@ -199,7 +210,7 @@ class SyntheticEngine:
             key=json.dumps(record.messages, sort_keys=True),
             seed=self._emu.seed,
         )
-        cut, stop_reason = _cut(answer, record.config)
+        cut, stop_reason, stop_string = _cut(answer, record.config)
         tokens, stop_reason = shape_reply(
             form, reasoning, cut, stop_reason, record.config, structured=bool(record.structured)
         )
@@ -211,7 +222,10 @@ class SyntheticEngine:
             stop_reason = "toolCalls"
         else:
             tool_call = None  # cut short before the call was written
-        return Generation(_listed(tokens), stop_reason, prompt_tokens, tool_call=tool_call)
+        generation = Generation(_listed(tokens), stop_reason, prompt_tokens, tool_call=tool_call)
+        if stop_reason == "stopStringFound" and stop_string is not None:
+            generation.stats["stopString"] = stop_string
+        return generation
 
     async def tokenize(self, text: str) -> list[int]:
         """Return deterministic ids, one per word piece (embeddings add start and end)."""
@@ -224,8 +238,10 @@ class SyntheticEngine:
         """Return the number of word pieces (without an embedding's start and end)."""
         return count_tokens(text)
 
-    async def apply_prompt_template(self, messages: list[dict[str, Any]]) -> str:
-        """Render with a ChatML-style template."""
+    async def apply_prompt_template(
+        self, messages: list[dict[str, Any]], opts: Mapping[str, Any]
+    ) -> str:
+        """Render with a ChatML-style template (it has no BOS or EOS token to omit)."""
         return format_prompt(messages)
 
     async def embed(self, text: str) -> list[float]:

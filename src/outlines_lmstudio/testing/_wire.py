@@ -24,6 +24,7 @@ __all__ = [
     "Channel",
     "ConnectionDropped",
     "RequestError",
+    "json_mode_schema",
     "max_predicted_tokens",
     "server_error",
 ]
@@ -71,3 +72,14 @@ def max_predicted_tokens(config: Mapping[str, Any]) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return None
     return max(0, value)
+
+
+def json_mode_schema(structured: Mapping[str, Any]) -> Any:
+    """Return the JSON schema of a ``{"type": "json", ...}`` structured setting.
+
+    Without ``jsonSchema`` (``structured: {type: "json"}``, which lmstudio-js documents as
+    "only generate valid JSON") the schema is ``{}``: any JSON document, what llama.cpp's
+    converter makes of an empty schema.
+    """
+    schema = structured.get("jsonSchema")
+    return {} if schema is None else schema

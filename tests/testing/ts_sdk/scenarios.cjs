@@ -101,6 +101,12 @@ const scenarios = {
     const value = JSON.parse(result.content);
     check(typeof value.name === "string" && Number.isInteger(value.age), "schema-valid JSON");
   },
+  async respond_json_mode(client) {
+    // structured: { type: "json" } without a schema: "only generate valid JSON".
+    const model = await client.llm.model(TEXT);
+    const result = await model.respond("Anything", { structured: { type: "json" } });
+    JSON.parse(result.content);
+  },
   async respond_gbnf(client) {
     const model = await client.llm.model(TEXT);
     const result = await model.respond("Yes or no?", {
@@ -123,6 +129,17 @@ const scenarios = {
     }
     const result = await prediction.result();
     check(result.stats.stopReason === "userStopped", `stop reason ${result.stats.stopReason}`);
+  },
+  async unload_during_prediction(client) {
+    const model = await client.llm.load(TEXT, { identifier: "ts-unloaded", verbose: false });
+    const prediction = model.respond("A long answer please", { maxTokens: 400 });
+    let seen = 0;
+    for await (const _fragment of prediction) {
+      seen += 1;
+      if (seen === 1) await client.llm.unload("ts-unloaded");
+    }
+    const result = await prediction.result();
+    check(result.stats.stopReason === "modelUnloaded", `stop reason ${result.stats.stopReason}`);
   },
   async abort_signal(client) {
     const model = await client.llm.model(TEXT);
@@ -155,6 +172,10 @@ const scenarios = {
     const result = await model.respond("Say something", { stopStrings: [stop] });
     check(!result.content.includes(stop), "cut before the stop string");
     check(result.stats.stopReason === "stopStringFound", result.stats.stopReason);
+    if (SDK_MAJOR >= 2) {
+      check(result.stats.stopString === stop, `stats.stopString ${result.stats.stopString}`);
+      check(result.stats.totalTimeSec >= 0, `stats.totalTimeSec ${result.stats.totalTimeSec}`);
+    }
   },
   async image_on_vision_model(client) {
     const image = await client.files.prepareImageBase64("red.png", PNG_B64);
@@ -194,6 +215,20 @@ const scenarios = {
     check((await client.llm.listLoaded()).some(m => m.identifier === "ts-extra"), "listed");
     await model.unload();
     check(!(await client.llm.listLoaded()).some(m => m.identifier === "ts-extra"), "unloaded");
+  },
+  async load_abort(client) {
+    // An aborted load is cancelled on the server too: the model does not end up loaded.
+    const controller = new AbortController();
+    const loading = client.llm.load(UNLOADED, {
+      identifier: "ts-aborted",
+      signal: controller.signal,
+      verbose: false,
+      onProgress: () => controller.abort(),
+    });
+    await rejects(loading, /abort/i);
+    await new Promise(resolve => setTimeout(resolve, 600));  // longer than the whole load
+    const loaded = (await client.llm.listLoaded()).map(m => m.identifier);
+    check(!loaded.includes("ts-aborted"), `not loaded after the abort (${loaded})`);
   },
   async get_or_load(client) {
     const progress = [];

@@ -407,6 +407,19 @@ def as_reply(done: Completion, render: Callable[[str], str]) -> Reply:
 
 
 # -- the flows ------------------------------------------------------------------------------
+_CUT_SHORT = {
+    "modelUnloaded": "the model was unloaded while it answered",
+    "userStopped": "it was stopped in LM Studio, not by this call",
+    "failed": "LM Studio reports that it failed",
+}
+"""Stop reasons of a reply that LM Studio ended, not the model nor a limit of the call.
+
+The call's own stop (``break``, Ctrl-C, its time limit) leaves before the reply's end, so
+a reply that ends so reaching here is not a whole answer: it raises, rather than be taken
+for one (``max_tokens`` and the context length have their own errors where they matter).
+"""
+
+
 def _dropped(exc: BaseException) -> bool:
     """Tell whether an SDK error is a lost websocket (not a refused connection)."""
     return isinstance(exc, lms.LMStudioWebsocketError) and "not reachable" not in str(exc)
@@ -629,6 +642,13 @@ def predict(
                     continue
             raise errors(exc, request.key, stage) from exc
         done = reply.finish(call.reader.result())
+        why = _CUT_SHORT.get(done.stop_reason or "")
+        if why is not None and not call.stopped:
+            cut = lms.LMStudioServerError(
+                f"the reply ended before the model finished it: {why} (stop reason "
+                f"{done.stop_reason}, after {len(done.text)} characters)"
+            )
+            raise errors(cut, request.key, "predict")
         call.done = done
         for item in sink.finish(done):
             yield Emit(item)

@@ -157,6 +157,22 @@ def test_image_to_text_only_model_fails_clearly_before_upload(
     assert len(emulator.predictions) == 1
 
 
+def test_a_reply_cut_short_by_an_unload_raises(
+    make_model: MakeModel, slow_emulator: LMStudioEmulator
+) -> None:
+    """The model unloaded mid-reply (``modelUnloaded``): its text is not a whole answer."""
+    emulator = slow_emulator
+    emulator.script(TEXT_MODEL, ["word " * 200])
+    stream = iter(make_model(TEXT_MODEL).stream("Long story please"))
+    next(stream)
+    emulator.unload(TEXT_MODEL)
+    with pytest.raises(LMStudioPredictionError, match=r"unloaded while it answered") as info:
+        for _ in stream:
+            pass
+    assert info.value.model == TEXT_MODEL
+    assert emulator.predictions[-1].stop_reason == "modelUnloaded"
+
+
 def test_leaving_a_stream_early_cancels_on_the_server(
     make_model: MakeModel, slow_emulator: LMStudioEmulator
 ) -> None:

@@ -93,9 +93,13 @@ def test_lmstudio_host_environment_variable(
         ("garbage::", "is not HOST:PORT"),
         ("127.0.0.1:99999", "99999 is not a port: use 1 to 65535"),
         ("http://127.0.0.1:0/", "0 is not a port"),
+        # LM Studio's OpenAI-compatible address: running, yet it was "not reachable".
+        ("http://127.0.0.1:1234/v1", "has more than HOST:PORT ('/v1')"),
+        ("127.0.0.1:1234?x=1", "has more than HOST:PORT ('?x=1')"),
+        (":1234", "has no host name"),
     ],
 )
-def test_bad_port_in_the_host_is_a_usage_error(run_cli: RunCli, host: str, needle: str) -> None:
+def test_bad_host_or_port_is_a_usage_error(run_cli: RunCli, host: str, needle: str) -> None:
     given = run_cli("--host", host, "models", host=False)
     assert given.returncode == 2
     assert_one_line_error(given, f"--host {host.removeprefix('http://').rstrip('/')!r}", needle)

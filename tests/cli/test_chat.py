@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,28 @@ def test_ctrl_c_stops_the_reply_on_the_server_and_keeps_the_session(
     chat.expect(pexpect.EOF)
     chat.close()
     assert chat.exitstatus == 0
+
+
+@pytest.mark.parametrize("io_encoding", ["", "utf-8"])  # the locale's way, and strict decoding
+def test_a_line_that_is_not_utf8_is_refused_and_the_session_goes_on(
+    emulator: LMStudioEmulator, tmp_path: Path, io_encoding: str
+) -> None:
+    # It was sent as lone surrogates (and /save then failed), or ended the chat as a bug.
+    emulator.script(TEXT, ["Fine."])
+    lines = "caf\xe9".encode("latin-1") + b"\nHello\n/save chat.json\n/exit\n"
+    result = subprocess.run(
+        [*script_path(), "--host", emulator.api_host, "chat", "-m", TEXT],
+        input=lines,
+        capture_output=True,
+        env=cli_env(PYTHONIOENCODING=io_encoding),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    out = result.stdout.decode("utf-8")
+    assert result.returncode == 0, result.stderr
+    assert "! That line is not UTF-8 text (the byte 0xe9 at character 4)" in out
+    assert "It was not sent." in out
+    assert [roles_and_texts(p.messages) for p in emulator.predictions] == [[("user", "Hello")]]
+    saved = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
+    assert [m["content"] for m in saved["messages"]] == ["Hello", "Fine."]

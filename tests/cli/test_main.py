@@ -232,3 +232,69 @@ def test_bad_input_is_caught_before_connecting(
     result = run_cli("--host", f"127.0.0.1:{closed_port}", *args, host=False)
     assert result.returncode == 2, result.stderr
     assert_one_line_error(result, needle)
+
+
+_LATIN1 = "café".encode("latin-1")  # b"caf\xe9": not UTF-8
+
+
+@pytest.mark.parametrize("io_encoding", ["", "utf-8"])  # the locale's way, and strict decoding
+@pytest.mark.parametrize(
+    ("args", "stdin", "needle"),
+    [
+        (["generate", "-m", TEXT, "-"], _LATIN1, "Standard input (PROMPT -) is not UTF-8"),
+        (["complete", "-m", TEXT, "-"], _LATIN1, "Standard input (PROMPT -) is not UTF-8"),
+        (["embed", "-"], b"ok\n" + _LATIN1, "Standard input (TEXT -) is not UTF-8"),
+        (["generate", "-m", TEXT, _LATIN1], b"", "PROMPT is not UTF-8"),
+        (["generate", "-m", TEXT, "--system", _LATIN1, "hi"], b"", "--system is not UTF-8"),
+        (["embed", "ok", _LATIN1], b"", "TEXT 2 is not UTF-8"),
+        (["complete", "-m", TEXT, "--stop", _LATIN1, "hi"], b"", "--stop is not UTF-8"),
+    ],
+)
+def test_text_that_is_not_utf8_is_refused_before_sending(
+    emulator: LMStudioEmulator,
+    tmp_path: Path,
+    args: list[str | bytes],
+    stdin: bytes,
+    needle: str,
+    io_encoding: str,
+) -> None:
+    # Sent as lone surrogates (garbage, or a server error) or an "unexpected" bug report.
+    result = subprocess.run(
+        [*script_path(), "--host", emulator.api_host, *args],
+        input=stdin,
+        capture_output=True,
+        env=cli_env(PYTHONIOENCODING=io_encoding),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    report = subprocess.CompletedProcess(
+        result.args, result.returncode, "", result.stderr.decode("utf-8")
+    )
+    assert result.returncode == 2, report.stderr
+    assert_one_line_error(report, needle, "the byte 0xe9", "convert it to UTF-8")
+    assert emulator.requests == []
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["generate", "-"], "PROMPT - reads standard input, which is closed"),
+        (["embed", "-"], "TEXT - reads standard input, which is closed"),
+        (["chat"], "chat reads your messages from standard input, which is closed"),
+    ],
+)
+def test_closed_stdin_is_a_usage_error(
+    emulator: LMStudioEmulator, tmp_path: Path, args: list[str], needle: str
+) -> None:
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", *script_path(), "--host", emulator.api_host, *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result, needle)

@@ -27,6 +27,7 @@ from ._common import (
     write_out,
 )
 from ._images import MAX_SIDE, Attachment, load_image, solid_image
+from ._text import check_options_text, check_text, stdin_lines_tolerant
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -169,6 +170,11 @@ class ChatSession:
                 continue
             line = line.strip()
             if not line:
+                continue
+            try:
+                check_text(line, "That line")
+            except CliError as exc:
+                self.problem(f"{exc.message} It was not sent.")
                 continue
             if line.startswith("/"):
                 if not self.command(line):
@@ -372,6 +378,8 @@ def _argument(rest: str, usage: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the chat; return the exit status."""
     kwargs = sampling_kwargs(args)
+    check_options_text(args)
+    stdin_lines_tolerant()
     if sys.stdin.isatty():
         with contextlib.suppress(ImportError):  # no readline on Windows
             import readline  # noqa: F401  (line editing and history for input())

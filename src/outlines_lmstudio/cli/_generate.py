@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import sys
 from typing import Any
 
 from ._common import (
@@ -19,6 +18,7 @@ from ._common import (
 )
 from ._images import Attachment, load_image
 from ._output_types import OutputSpec, add_output_options, output_spec, to_json
+from ._text import check_options_text, check_text, read_stdin
 
 __all__ = ["HELP", "add_arguments", "build_input", "read_prompt", "run"]
 
@@ -60,9 +60,9 @@ def read_prompt(prompt: str) -> str:
     Raises
     ------
     CliError
-        If the prompt is empty.
+        If the prompt is empty, or is not UTF-8 text.
     """
-    text = sys.stdin.read() if prompt == "-" else prompt
+    text = read_stdin("PROMPT -") if prompt == "-" else check_text(prompt, "PROMPT")
     if not text.strip():
         raise CliError("The prompt is empty: pass some text (or pipe it in with PROMPT -).")
     return text
@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     """Generate; return the exit status."""
     spec = output_spec(args)
     prompt = read_prompt(args.prompt)
+    check_options_text(args)
     if args.retries < 0:
         raise CliError(f"--retries must be 0 or more, got {args.retries}.")
     images = [load_image(path) for path in args.image]

@@ -209,3 +209,26 @@ def test_a_line_that_is_not_utf8_is_refused_and_the_session_goes_on(
     assert [roles_and_texts(p.messages) for p in emulator.predictions] == [[("user", "Hello")]]
     saved = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
     assert [m["content"] for m in saved["messages"]] == ["Hello", "Fine."]
+
+
+def test_save_is_not_blocked_by_a_temporary_file_left_behind(
+    emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    # A crash mid-/save left ".chat.json.tmp"; every later /save said "File exists".
+    (tmp_path / ".chat.json.tmp").write_text("{")
+    emulator.script(TEXT, ["Fine."])
+    result = subprocess.run(
+        [*script_path(), "--host", emulator.api_host, "chat", "-m", TEXT],
+        input="Hello\n/save chat.json\n/exit\n",
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Saved 2 messages to chat.json." in result.stdout, result.stdout
+    saved = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
+    assert [m["content"] for m in saved["messages"]] == ["Hello", "Fine."]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".chat.json.tmp", "chat.json"]

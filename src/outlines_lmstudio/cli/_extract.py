@@ -235,6 +235,9 @@ def _run(
     answered = output.done | output.failed
     pending = [item for item in items if item_key(item.id) not in answered]
     skipped = len(items) - len(pending)
+    if not items:
+        say.print(f"Nothing to do: {args.input} has no items (it is empty or blank).")
+        return 0
     if not pending:
         say.print(f"Nothing to do: all {len(items)} ids are already in {args.output}.")
         return 0

@@ -10,13 +10,20 @@ naming the byte, before anything is sent.
 from __future__ import annotations
 
 import argparse
+import codecs
 import io
 import sys
 from typing import BinaryIO
 
 from ._common import CliError
 
-__all__ = ["check_options_text", "check_text", "read_stdin", "stdin_lines_tolerant"]
+__all__ = [
+    "check_options_text",
+    "check_text",
+    "decode_file",
+    "read_stdin",
+    "stdin_lines_tolerant",
+]
 
 _FIX = "convert it to UTF-8 first (e.g. `iconv -f latin1 -t utf-8`)"
 
@@ -63,6 +70,35 @@ def check_options_text(args: argparse.Namespace) -> None:
         for text in value if isinstance(value, list) else [value]:
             if isinstance(text, str):
                 check_text(text, option)
+
+
+def decode_file(data: bytes, name: str) -> str:
+    """Decode a file's bytes as UTF-8, a leading byte order mark allowed (RFC 8259).
+
+    Parameters
+    ----------
+    data
+        The file's content.
+    name
+        The file's name, for the message.
+
+    Raises
+    ------
+    CliError
+        Naming the line and byte that is not UTF-8, and how to convert the file.
+    """
+    try:
+        return data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = exc.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
+        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise CliError(
+                f"{name} is UTF-16 text: save it as UTF-8 (e.g. `iconv -f utf-16 -t utf-8`)."
+            ) from None
+        line = data.count(b"\n", 0, start) + 1
+        raise CliError(
+            f"{name}, line {line} is not UTF-8 text (the byte 0x{data[start]:02x}): {_FIX}."
+        ) from None
 
 
 def read_stdin(what: str) -> str:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
-from .helpers import TEXT, VISION, cli_env, png, script_path
+from .helpers import TEXT, VISION, cli_env, png, roles_and_texts, script_path
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -44,16 +44,6 @@ def spawn(emulator: LMStudioEmulator, tmp_path: Path) -> Iterator[Spawn]:
     yield start
     for child in children:
         child.close(force=True)
-
-
-def roles_and_texts(messages: list[dict[str, object]]) -> list[tuple[str, str]]:
-    result = []
-    for message in messages:
-        content = message["content"]
-        assert isinstance(content, list)
-        text = "".join(p.get("text", "") for p in content if p.get("type") == "text")
-        result.append((str(message["role"]), text))
-    return result
 
 
 def test_conversation_with_images_clear_and_save(

@@ -91,6 +91,13 @@ def one_line(text: str) -> str:
 
 def error_message(exc: BaseException) -> str:
     """Return the one-line message to show for an exception."""
+    if isinstance(exc, lms.LMStudioTimeoutError):  # the SDK's own: no message at all
+        return (
+            f"LM Studio sent nothing for {lms.get_sync_api_timeout() or 0:g} s, the longest "
+            "the command waits for each message: it may still be loading the model or "
+            "reading a long prompt (LM Studio's server log shows it). Run the command again "
+            "when it is ready, or check the server."
+        )
     text = one_line(str(exc))
     if isinstance(exc, lms.LMStudioWebsocketError):
         return f"Lost the connection to LM Studio: {text} Run the command again."

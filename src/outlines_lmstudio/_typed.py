@@ -33,6 +33,7 @@ __all__ = [
     "TRUNCATED_STOP_REASONS",
     "Validator",
     "json_validator",
+    "reask_feedback",
     "reask_prompt",
     "validator_for",
 ]
@@ -325,6 +326,15 @@ def check_reply(
     return False, None, errors
 
 
+def reask_feedback(errors: list[str]) -> str:
+    """Return the user message that asks again, listing the validation errors."""
+    return (
+        "Your previous answer is invalid:\n"
+        + "\n".join(f"- {e}" for e in errors)
+        + "\nReply again with a corrected, complete answer only."
+    )
+
+
 def reask_prompt(prompt: ChatPrompt, raw: str, errors: list[str]) -> ChatPrompt:
     """Append the invalid reply and the validation errors, asking for a corrected reply.
 
@@ -342,11 +352,7 @@ def reask_prompt(prompt: ChatPrompt, raw: str, errors: list[str]) -> ChatPrompt:
     ChatPrompt
         The prompt for the next attempt.
     """
-    feedback = (
-        "Your previous answer is invalid:\n"
-        + "\n".join(f"- {e}" for e in errors)
-        + "\nReply again with a corrected, complete answer only."
-    )
+    feedback = reask_feedback(errors)
     if prompt.passthrough is not None:
         chat = prompt.passthrough.copy()
         chat.add_assistant_response(raw)

@@ -60,3 +60,14 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
 
 def lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def roles_and_texts(messages: list[dict[str, object]]) -> list[tuple[str, str]]:
+    """The role and text of each message of a recorded prediction."""
+    result = []
+    for message in messages:
+        content = message["content"]
+        assert isinstance(content, list)
+        text = "".join(p.get("text", "") for p in content if p.get("type") == "text")
+        result.append((str(message["role"]), text))
+    return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from PIL import Image
 
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
-from .helpers import TEXT, VISION, cli_env, png, script_path
+from .helpers import TEXT, VISION, cli_env, png, roles_and_texts, script_path
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -43,16 +44,6 @@ def spawn(emulator: LMStudioEmulator, tmp_path: Path) -> Iterator[Spawn]:
     yield start
     for child in children:
         child.close(force=True)
-
-
-def roles_and_texts(messages: list[dict[str, object]]) -> list[tuple[str, str]]:
-    result = []
-    for message in messages:
-        content = message["content"]
-        assert isinstance(content, list)
-        text = "".join(p.get("text", "") for p in content if p.get("type") == "text")
-        result.append((str(message["role"]), text))
-    return result
 
 
 def test_conversation_with_images_clear_and_save(
@@ -183,3 +174,51 @@ def test_ctrl_c_stops_the_reply_on_the_server_and_keeps_the_session(
     chat.expect(pexpect.EOF)
     chat.close()
     assert chat.exitstatus == 0
+
+
+@pytest.mark.parametrize("io_encoding", ["", "utf-8"])  # the locale's way, and strict decoding
+def test_a_line_that_is_not_utf8_is_refused_and_the_session_goes_on(
+    emulator: LMStudioEmulator, tmp_path: Path, io_encoding: str
+) -> None:
+    # It was sent as lone surrogates (and /save then failed), or ended the chat as a bug.
+    emulator.script(TEXT, ["Fine."])
+    lines = "caf\xe9".encode("latin-1") + b"\nHello\n/save chat.json\n/exit\n"
+    result = subprocess.run(
+        [*script_path(), "--host", emulator.api_host, "chat", "-m", TEXT],
+        input=lines,
+        capture_output=True,
+        env=cli_env(PYTHONIOENCODING=io_encoding),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    out = result.stdout.decode("utf-8")
+    assert result.returncode == 0, result.stderr
+    assert "! That line is not UTF-8 text (the byte 0xe9 at character 4)" in out
+    assert "It was not sent." in out
+    assert [roles_and_texts(p.messages) for p in emulator.predictions] == [[("user", "Hello")]]
+    saved = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
+    assert [m["content"] for m in saved["messages"]] == ["Hello", "Fine."]
+
+
+def test_save_is_not_blocked_by_a_temporary_file_left_behind(
+    emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    # A crash mid-/save left ".chat.json.tmp"; every later /save said "File exists".
+    (tmp_path / ".chat.json.tmp").write_text("{")
+    emulator.script(TEXT, ["Fine."])
+    result = subprocess.run(
+        [*script_path(), "--host", emulator.api_host, "chat", "-m", TEXT],
+        input="Hello\n/save chat.json\n/exit\n",
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Saved 2 messages to chat.json." in result.stdout, result.stdout
+    saved = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
+    assert [m["content"] for m in saved["messages"]] == ["Hello", "Fine."]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".chat.json.tmp", "chat.json"]

@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lmstudio as lms
 import pytest
 
-from outlines_lmstudio.testing import LMStudioEmulator
+from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
 from .conftest import MainInProcess, RunCli
 from .helpers import EMBED, TEXT, assert_one_line_error, cli_env, script_path
@@ -139,3 +140,25 @@ def test_ctrl_c_during_complete_cancels_on_the_server(
     emulator.wait_until(lambda: emulator.predictions[-1].done)
     assert emulator.predictions[-1].cancelled
     assert len(emulator.predictions[-1].fragments) < 400
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "args"),
+    [("predict", ["complete", "-m", TEXT, "Once"]), ("embedString", ["embed", "hello"])],
+)
+def test_a_server_that_stops_answering_is_named_in_the_error(
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    endpoint: str,
+    args: list[str],
+) -> None:
+    # The SDK's own timeout has no message: it was "LM Studio failed the request: ".
+    emulator.add_fault(Fault(endpoint, "hang"))
+    limit = lms.get_sync_api_timeout()
+    lms.set_sync_api_timeout(1)
+    try:
+        result = main_in_process(*args)
+    finally:
+        lms.set_sync_api_timeout(limit)
+    assert result.returncode == 1
+    assert_one_line_error(result, "LM Studio sent nothing for 1 s", "Run the command again")

@@ -128,3 +128,21 @@ def test_emulator_remote_warning_is_one_line() -> None:
         _, stderr = child.communicate(timeout=15)
     assert stderr.startswith("outlines-lmstudio: warning: The LM Studio emulator binds '0.0.0.0'")
     assert stderr.count("\n") == 1, stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        (["--host", "127.0.0.1:41000"], "outlines-lmstudio emulator --host ADDRESS --port N"),
+        (["--emulator"], "--emulator does not apply to 'emulator'"),
+        (["--local"], "--local does not apply to 'emulator'"),
+    ],
+)
+def test_connection_options_before_emulator_are_refused(options: list[str], needle: str) -> None:
+    # They were accepted and ignored: a synthetic emulator on a random port was served.
+    result = run(*options, "emulator", "--port", "0", timeout=10)
+    assert result.returncode == 2, result.stdout
+    assert result.stdout == ""
+    assert result.stderr.startswith("outlines-lmstudio: error: ")
+    assert needle in result.stderr
+    assert result.stderr.count("\n") == 1

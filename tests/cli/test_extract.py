@@ -470,3 +470,57 @@ def test_input_lines_end_at_newline_only(tmp_path: Path) -> None:
     assert [(item.prompt, item.line) for item in items] == [
         (p, i + 1) for i, p in enumerate(prompts)
     ]
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (
+            GOOD.encode() + b"\n" + '{"id": 2, "prompt": "café"}\n'.encode("latin-1"),
+            "in.jsonl, line 2 is not UTF-8 text (the byte 0xe9): convert it to UTF-8",
+        ),
+        (
+            (GOOD + "\n").encode("utf-16"),
+            "in.jsonl is UTF-16 text: save it as UTF-8 (e.g. `iconv -f utf-16 -t utf-8`)",
+        ),
+    ],
+)
+def test_input_that_is_not_utf8_names_the_line_and_the_fix(
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    schema_file: Path,
+    tmp_path: Path,
+    content: bytes,
+    needle: str,
+) -> None:
+    # It was "Cannot read input ...: 'utf-8' codec can't decode byte 0xe9 in position 39".
+    (tmp_path / "in.jsonl").write_bytes(content)
+    result = main_in_process(*extract(schema_file, Path("in.jsonl"), tmp_path / "out.jsonl"))
+    assert result.returncode == 2
+    assert_one_line_error(result, needle)
+    assert not (tmp_path / "out.jsonl").exists()
+    assert emulator.predictions == []
+
+
+def test_input_with_a_byte_order_mark_is_read(
+    main_in_process: MainInProcess, schema_file: Path, tmp_path: Path
+) -> None:
+    # As Windows editors (and PowerShell's UTF8 encoding) save it; it was "not valid JSON
+    # (Unexpected UTF-8 BOM (decode using utf-8-sig) ...)".
+    (tmp_path / "in.jsonl").write_text(GOOD + "\n", encoding="utf-8-sig")
+    schema_file.write_text(schema_file.read_text(), encoding="utf-8-sig")
+    result = main_in_process(*extract(schema_file, Path("in.jsonl"), tmp_path / "out.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert_complete_output(tmp_path / "out.jsonl", {"a"})
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_empty_input_says_so(
+    main_in_process: MainInProcess, schema_file: Path, tmp_path: Path, content: str
+) -> None:
+    # It said "Nothing to do: all 0 ids are already in out.jsonl."
+    (tmp_path / "in.jsonl").write_text(content)
+    result = main_in_process(*extract(schema_file, Path("in.jsonl"), tmp_path / "out.jsonl"))
+    assert result.returncode == 0
+    assert "Nothing to do: in.jsonl has no items (it is empty or blank)." in result.stderr
+    assert not (tmp_path / "out.jsonl").exists()

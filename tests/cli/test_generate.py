@@ -15,7 +15,15 @@ from PIL import Image
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
 from .conftest import MainInProcess, RunCli
-from .helpers import MLX, PERSON_SCHEMA, TEXT, VISION, assert_one_line_error, png
+from .helpers import (
+    MLX,
+    PERSON_SCHEMA,
+    TEXT,
+    VISION,
+    assert_one_line_error,
+    png,
+    roles_and_texts,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -241,3 +249,30 @@ def test_prompt_from_stdin(
     empty = main_in_process("generate", "-m", TEXT, "-")
     assert empty.returncode == 2
     assert_one_line_error(empty, "prompt is empty")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_retries_re_ask_with_the_errors_streamed_or_not(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, schema_file: Path, stream: bool
+) -> None:
+    # With --stream, --retries (default 1) was ignored: one attempt, then status 1.
+    emulator.script(TEXT, ['{"name": "Ann"}', '{"name": "Bo", "age": 3}'])
+    more = ["--stream"] if stream else []
+    args = ["generate", "-m", TEXT, "--system", "Be exact", "--schema", str(schema_file)]
+    result = main_in_process(*args, *more, "Who?")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"name": "Bo", "age": 3}
+    first, second = emulator.predictions
+    asked = roles_and_texts(second.messages)
+    assert asked[:3] == [*roles_and_texts(first.messages), ("assistant", '{"name": "Ann"}')]
+    assert asked[3][0] == "user"
+    assert "Your previous answer is invalid" in asked[3][1]
+    assert "age" in asked[3][1]
+
+    emulator.reset()
+    emulator.script(TEXT, ['{"name": "Ann"}'] * 3)
+    failed = main_in_process(*args, *more, "--retries", "2", "Who?")
+    assert failed.returncode == 1
+    assert failed.stdout == ""
+    assert_one_line_error(failed, "after 3 attempt(s)", "Raw reply")
+    assert len(emulator.predictions) == 3

@@ -93,9 +93,13 @@ def test_lmstudio_host_environment_variable(
         ("garbage::", "is not HOST:PORT"),
         ("127.0.0.1:99999", "99999 is not a port: use 1 to 65535"),
         ("http://127.0.0.1:0/", "0 is not a port"),
+        # LM Studio's OpenAI-compatible address: running, yet it was "not reachable".
+        ("http://127.0.0.1:1234/v1", "has more than HOST:PORT ('/v1')"),
+        ("127.0.0.1:1234?x=1", "has more than HOST:PORT ('?x=1')"),
+        (":1234", "has no host name"),
     ],
 )
-def test_bad_port_in_the_host_is_a_usage_error(run_cli: RunCli, host: str, needle: str) -> None:
+def test_bad_host_or_port_is_a_usage_error(run_cli: RunCli, host: str, needle: str) -> None:
     given = run_cli("--host", host, "models", host=False)
     assert given.returncode == 2
     assert_one_line_error(given, f"--host {host.removeprefix('http://').rstrip('/')!r}", needle)
@@ -226,5 +230,71 @@ def test_bad_input_is_caught_before_connecting(
     (tmp_path / "in.jsonl").write_text('{"id": 1, "prompt": "Ann, 3"}\n')
     (tmp_path / "s.json").write_text('{"type": "object"}')
     result = run_cli("--host", f"127.0.0.1:{closed_port}", *args, host=False)
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result, needle)
+
+
+_LATIN1 = "café".encode("latin-1")  # b"caf\xe9": not UTF-8
+
+
+@pytest.mark.parametrize("io_encoding", ["", "utf-8"])  # the locale's way, and strict decoding
+@pytest.mark.parametrize(
+    ("args", "stdin", "needle"),
+    [
+        (["generate", "-m", TEXT, "-"], _LATIN1, "Standard input (PROMPT -) is not UTF-8"),
+        (["complete", "-m", TEXT, "-"], _LATIN1, "Standard input (PROMPT -) is not UTF-8"),
+        (["embed", "-"], b"ok\n" + _LATIN1, "Standard input (TEXT -) is not UTF-8"),
+        (["generate", "-m", TEXT, _LATIN1], b"", "PROMPT is not UTF-8"),
+        (["generate", "-m", TEXT, "--system", _LATIN1, "hi"], b"", "--system is not UTF-8"),
+        (["embed", "ok", _LATIN1], b"", "TEXT 2 is not UTF-8"),
+        (["complete", "-m", TEXT, "--stop", _LATIN1, "hi"], b"", "--stop is not UTF-8"),
+    ],
+)
+def test_text_that_is_not_utf8_is_refused_before_sending(
+    emulator: LMStudioEmulator,
+    tmp_path: Path,
+    args: list[str | bytes],
+    stdin: bytes,
+    needle: str,
+    io_encoding: str,
+) -> None:
+    # Sent as lone surrogates (garbage, or a server error) or an "unexpected" bug report.
+    result = subprocess.run(
+        [*script_path(), "--host", emulator.api_host, *args],
+        input=stdin,
+        capture_output=True,
+        env=cli_env(PYTHONIOENCODING=io_encoding),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    report = subprocess.CompletedProcess(
+        result.args, result.returncode, "", result.stderr.decode("utf-8")
+    )
+    assert result.returncode == 2, report.stderr
+    assert_one_line_error(report, needle, "the byte 0xe9", "convert it to UTF-8")
+    assert emulator.requests == []
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["generate", "-"], "PROMPT - reads standard input, which is closed"),
+        (["embed", "-"], "TEXT - reads standard input, which is closed"),
+        (["chat"], "chat reads your messages from standard input, which is closed"),
+    ],
+)
+def test_closed_stdin_is_a_usage_error(
+    emulator: LMStudioEmulator, tmp_path: Path, args: list[str], needle: str
+) -> None:
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", *script_path(), "--host", emulator.api_host, *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 2, result.stderr
     assert_one_line_error(result, needle)

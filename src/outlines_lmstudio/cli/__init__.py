@@ -111,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Inside the try: building the parser imports every subcommand (a Ctrl-C there
         # is "interrupted", status 130, not a traceback).
         args = build_parser().parse_args(argv)
+        _check_connection_options(args)
         _check_stdout(args)
         if args.command not in NO_CONNECTION:
             require_rich()
@@ -156,6 +157,36 @@ def _quiet_sdk() -> None:
     warnings.filterwarnings(
         "ignore", message="coroutine .* was never awaited", category=RuntimeWarning
     )
+
+
+def _check_connection_options(args: argparse.Namespace) -> None:
+    """Refuse ``--host``, ``--emulator`` or ``--local`` before a command that does not connect.
+
+    Given before ``emulator`` they would be accepted and silently ignored (``--host``
+    there is LM Studio's address, not where the emulator listens).
+
+    Raises
+    ------
+    CliError
+        Naming the option and what to use instead.
+    """
+    from ._common import CliError
+
+    if args.command not in NO_CONNECTION:
+        return
+    if args.api_host is not None:
+        raise CliError(
+            f"--host before {args.command!r} is LM Studio's address, which {args.command!r} "
+            f"does not use: to choose where the emulator listens, put the options after the "
+            f"command: outlines-lmstudio {args.command} --host ADDRESS --port N."
+        )
+    for given, option in ((args.use_emulator, "--emulator"), (args.use_local, "--local")):
+        if given:
+            raise CliError(
+                f"{option} does not apply to {args.command!r}, which serves the synthetic "
+                f"emulator itself: leave it out (to serve a GGUF model with llama.cpp, add "
+                f"--gguf PATH after the command)."
+            )
 
 
 _STDOUT_PATHS = frozenset({"-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"})

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from ._common import (
     write_out,
 )
 from ._images import MAX_SIDE, Attachment, load_image, solid_image
+from ._text import check_options_text, check_text, stdin_lines_tolerant
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -170,6 +172,11 @@ class ChatSession:
             line = line.strip()
             if not line:
                 continue
+            try:
+                check_text(line, "That line")
+            except CliError as exc:
+                self.problem(f"{exc.message} It was not sent.")
+                continue
             if line.startswith("/"):
                 if not self.command(line):
                     return
@@ -257,16 +264,22 @@ class ChatSession:
                 f"Cannot save to {str(path)!r}: it is a directory; give a file name, "
                 f"e.g. /save {path / 'chat.json'}"
             )
-        tmp = path.with_name(f".{path.name}.tmp")
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        # A new name each time, created exclusively: a temporary file left by a crash (or
+        # planted as a symbolic link) is neither reused nor in the way.
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        created = False
         try:
             with open(tmp, "x", encoding="utf-8") as handle:
+                created = True
                 handle.write(text)
             os.replace(tmp, path)
-        except OSError as exc:
-            if not isinstance(exc, FileExistsError):
+        except BaseException as exc:
+            if created:
                 with contextlib.suppress(OSError):
                     tmp.unlink(missing_ok=True)
+            if not isinstance(exc, OSError):
+                raise
             raise CliError(
                 f"Cannot save to {str(path)!r}: {exc.strerror or exc}; the conversation is kept."
             ) from None
@@ -372,6 +385,8 @@ def _argument(rest: str, usage: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the chat; return the exit status."""
     kwargs = sampling_kwargs(args)
+    check_options_text(args)
+    stdin_lines_tolerant()
     if sys.stdin.isatty():
         with contextlib.suppress(ImportError):  # no readline on Windows
             import readline  # noqa: F401  (line editing and history for input())

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,6 +91,13 @@ def one_line(text: str) -> str:
 
 def error_message(exc: BaseException) -> str:
     """Return the one-line message to show for an exception."""
+    if isinstance(exc, lms.LMStudioTimeoutError):  # the SDK's own: no message at all
+        return (
+            f"LM Studio sent nothing for {lms.get_sync_api_timeout() or 0:g} s, the longest "
+            "the command waits for each message: it may still be loading the model or "
+            "reading a long prompt (LM Studio's server log shows it). Run the command again "
+            "when it is ready, or check the server."
+        )
     text = one_line(str(exc))
     if isinstance(exc, lms.LMStudioWebsocketError):
         return f"Lost the connection to LM Studio: {text} Run the command again."
@@ -327,7 +335,7 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
     source = "--host" if host else "LMSTUDIO_HOST"
     host = host or os.environ.get("LMSTUDIO_HOST") or None
     if host is not None:
-        _check_port(_normalise_host(host), source)
+        _check_host(_normalise_host(host), source)
     if host is None:
         host = lms.Client.find_default_local_api_host()
         if host is None:
@@ -352,21 +360,30 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
         client.close()
 
 
-def _check_port(host: str, source: str) -> None:
-    """Refuse a ``HOST:PORT`` whose port is not a number from 1 to 65535.
+def _check_host(host: str, source: str) -> None:
+    """Refuse a ``HOST:PORT`` that is not one: no host name, a path, a bad port.
+
+    A URL with a path (``http://localhost:1234/v1``, LM Studio's OpenAI-compatible
+    address) would otherwise be reported as "not reachable" while the server runs.
 
     Raises
     ------
     CliError
         Naming ``source`` (``--host`` or ``LMSTUDIO_HOST``), before anything is sent.
     """
+    example = "e.g. 127.0.0.1:1234 (see outlines-lmstudio --help)"
     try:
-        port = httpx.URL(f"http://{host}").port
+        url = httpx.URL(f"http://{host}")
+        port = url.port
     except httpx.InvalidURL as exc:
+        raise CliError(f"{source} {host!r} is not HOST:PORT ({exc}): {example}.") from None
+    if not url.host:
+        raise CliError(f"{source} {host!r} has no host name: give HOST:PORT, {example}.")
+    if extra := re.search(r"[/?#].*", host):
         raise CliError(
-            f"{source} {host!r} is not HOST:PORT ({exc}): e.g. 127.0.0.1:1234 "
-            "(see outlines-lmstudio --help)."
-        ) from None
+            f"{source} {host!r} has more than HOST:PORT ({extra.group()!r}): give only the host "
+            f"and port of LM Studio's server, {example}."
+        )
     if port is not None and not 0 < port <= 65535:
         raise CliError(
             f"{source} {host!r}: {port} is not a port: use 1 to 65535 "

@@ -11,6 +11,7 @@ from .._interrupt import SigintGuard
 from .._streams import stream_text
 from ._common import add_sampling_options, connect, resolve_llm, sampling_kwargs, write_out
 from ._generate import read_prompt
+from ._text import check_options_text
 
 __all__ = ["HELP", "add_arguments", "fragments", "run"]
 
@@ -52,6 +53,7 @@ def fragments(stream: lms.PredictionStream) -> Iterator[str]:
 def run(args: argparse.Namespace) -> int:
     """Complete the prompt; return the exit status."""
     prompt = read_prompt(args.prompt)
+    check_options_text(args)
     config = _config(args)
     with connect(args) as session:
         info = resolve_llm(session, args.model)

@@ -10,6 +10,7 @@ from typing import cast
 import lmstudio as lms
 
 from ._common import EXIT_FAILURE, CliError, Session, connect
+from ._text import check_text, read_stdin
 
 __all__ = ["HELP", "add_arguments", "embedding_model", "run"]
 
@@ -68,10 +69,8 @@ def _texts(given: list[str]) -> list[str]:
     ------
     CliError
         For an empty or blank text (a blank line of standard input), empty standard
-        input, or ``-`` given twice (standard input is read once).
+        input, ``-`` given twice (standard input is read once), or text that is not UTF-8.
     """
-    import sys
-
     texts: list[str] = []
     if given.count("-") > 1:
         raise CliError("- (standard input) may be given only once: it is read to its end.")
@@ -79,9 +78,9 @@ def _texts(given: list[str]) -> list[str]:
         if text != "-":
             if not text.strip():
                 raise CliError(f"Every TEXT must be non-empty; TEXT {len(texts) + 1} is blank.")
-            texts.append(text)
+            texts.append(check_text(text, f"TEXT {len(texts) + 1}"))
             continue
-        data = sys.stdin.read().removesuffix("\n")
+        data = read_stdin("TEXT -").removesuffix("\n")
         if not data:
             raise CliError("- (standard input) has no text: every TEXT must be non-empty.")
         for number, line in enumerate(data.split("\n"), start=1):

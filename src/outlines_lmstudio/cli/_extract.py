@@ -25,6 +25,7 @@ from ._generate import build_input
 from ._images import load_image
 from ._jsonl import Item, OutputFile, item_key, read_items
 from ._output_types import OutputSpec, add_output_options, output_spec, to_json
+from ._text import check_options_text
 
 if TYPE_CHECKING:
     from rich.progress import Task
@@ -209,6 +210,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the extraction; return the exit status."""
     _check_args(args)
+    check_options_text(args)
     spec = output_spec(args)
     kwargs = sampling_kwargs(args)
     items = read_items(args.input)
@@ -233,6 +235,9 @@ def _run(
     answered = output.done | output.failed
     pending = [item for item in items if item_key(item.id) not in answered]
     skipped = len(items) - len(pending)
+    if not items:
+        say.print(f"Nothing to do: {args.input} has no items (it is empty or blank).")
+        return 0
     if not pending:
         say.print(f"Nothing to do: all {len(items)} ids are already in {args.output}.")
         return 0

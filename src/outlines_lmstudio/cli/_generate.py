@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import sys
 from typing import Any
 
 from ._common import (
@@ -19,6 +18,7 @@ from ._common import (
 )
 from ._images import Attachment, load_image
 from ._output_types import OutputSpec, add_output_options, output_spec, to_json
+from ._text import check_options_text, check_text, read_stdin
 
 __all__ = ["HELP", "add_arguments", "build_input", "read_prompt", "run"]
 
@@ -60,9 +60,9 @@ def read_prompt(prompt: str) -> str:
     Raises
     ------
     CliError
-        If the prompt is empty.
+        If the prompt is empty, or is not UTF-8 text.
     """
-    text = sys.stdin.read() if prompt == "-" else prompt
+    text = read_stdin("PROMPT -") if prompt == "-" else check_text(prompt, "PROMPT")
     if not text.strip():
         raise CliError("The prompt is empty: pass some text (or pipe it in with PROMPT -).")
     return text
@@ -85,7 +85,56 @@ def _print_value(value: Any, spec: OutputSpec) -> None:
         print(value)
 
 
-def _stream_structured(model: Any, model_input: Any, spec: OutputSpec, kwargs: Any) -> Any:
+def reask_input(model_input: Any, raw: str, errors: list[str]) -> Any:
+    """Return ``model_input`` followed by the invalid reply and the request to correct it."""
+    from outlines.inputs import Chat
+
+    from outlines_lmstudio._typed import reask_feedback
+
+    if isinstance(model_input, Chat):
+        messages = list(model_input.messages)
+    else:
+        messages = [{"role": "user", "content": model_input}]
+    messages += [
+        {"role": "assistant", "content": raw},
+        {"role": "user", "content": reask_feedback(errors)},
+    ]
+    return Chat(messages)
+
+
+def _stream_structured(
+    model: Any, model_input: Any, spec: OutputSpec, kwargs: Any, retries: int
+) -> Any:
+    """Stream each attempt, re-asking as ``parse`` does; return the validated value.
+
+    Raises
+    ------
+    ParseError
+        When the last attempt does not validate (counting every attempt), or a reply
+        was cut off.
+    """
+    from outlines_lmstudio._output import plan_output
+    from outlines_lmstudio._typed import check_reply, validator_for
+    from outlines_lmstudio.errors import ParseError
+
+    for attempt in range(1, retries + 2):
+        try:
+            return _stream_once(model, model_input, spec, kwargs)
+        except ParseError as exc:
+            # Only a complete reply that does not validate is re-asked (as `parse` does):
+            # not one cut off, nor a reasoning model's reply without an answer.
+            if type(exc) is not ParseError:
+                raise
+            if attempt > retries:
+                if attempt > 1:  # the same error, counting every attempt
+                    validator = validator_for(plan_output(spec.output_type))
+                    check_reply(validator, exc.raw, exc.stop_reason, attempt, True)
+                raise
+            model_input = reask_input(model_input, exc.raw, exc.errors)
+    raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+
+def _stream_once(model: Any, model_input: Any, spec: OutputSpec, kwargs: Any) -> Any:
     """Show the partial object live on a terminal; return the validated value."""
     from rich.live import Live
     from rich.pretty import Pretty
@@ -108,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     """Generate; return the exit status."""
     spec = output_spec(args)
     prompt = read_prompt(args.prompt)
+    check_options_text(args)
     if args.retries < 0:
         raise CliError(f"--retries must be 0 or more, got {args.retries}.")
     images = [load_image(path) for path in args.image]
@@ -128,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
             write_out("\n")
             return 0
         if args.stream:
-            value = _stream_structured(model, model_input, spec, kwargs)
+            value = _stream_structured(model, model_input, spec, kwargs, args.retries)
         else:
             value = model.parse(model_input, spec.output_type, retries=args.retries, **kwargs)
         _print_value(value, spec)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ._common import CliError
+from ._text import decode_file
 
 __all__ = ["Item", "OutputFile", "OutputScan", "item_key", "read_items", "scan_output"]
 
@@ -78,12 +79,14 @@ def read_items(path: Path) -> list[Item]:
         On the first malformed line, or a repeated id, naming the line.
     """
     try:
-        # Lines end at "\n" only: U+2028, U+0085... are valid inside a JSON string.
-        lines = [line.removesuffix("\r") for line in path.read_bytes().decode().split("\n")]
+        data = path.read_bytes()
     except FileNotFoundError:
         raise CliError(f"Cannot read input {str(path)!r}: no such file.") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise CliError(f"Cannot read input {str(path)!r}: {exc}") from None
+    text = decode_file(data, str(path))
+    # Lines end at "\n" only: U+2028, U+0085... are valid inside a JSON string.
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     items: list[Item] = []
     seen: dict[str, int] = {}
     for number, text in enumerate(lines, start=1):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._common import CliError
+from ._text import decode_file
 
 __all__ = ["OutputSpec", "add_output_options", "load_schema", "load_type", "output_spec", "to_json"]
 
@@ -79,11 +80,12 @@ def load_schema(path: Path) -> dict[str, Any]:
     import jsonschema
 
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise CliError(f"Cannot read schema file {str(path)!r}: no such file.") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise CliError(f"Cannot read schema file {str(path)!r}: {exc}") from None
+    text = decode_file(data, f"Schema file {str(path)!r}")
     try:
         schema = json.loads(text)
     except json.JSONDecodeError as exc:

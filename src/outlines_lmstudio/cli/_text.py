@@ -1,0 +1,150 @@
+"""Text from the command line and standard input: UTF-8, or a clear error.
+
+Python decodes arguments (and, in the C locale, standard input) with
+``surrogateescape``: a byte that is not UTF-8 becomes a lone surrogate, which would
+be sent to LM Studio as garbage or fail deep inside a request. In a UTF-8 locale,
+reading standard input raises ``UnicodeDecodeError`` instead. Both are refused here,
+naming the byte, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import io
+import sys
+from typing import BinaryIO
+
+from ._common import CliError
+
+__all__ = [
+    "check_options_text",
+    "check_text",
+    "decode_file",
+    "read_stdin",
+    "stdin_lines_tolerant",
+]
+
+_FIX = "convert it to UTF-8 first (e.g. `iconv -f latin1 -t utf-8`)"
+
+
+def check_text(text: str, what: str) -> str:
+    """Return ``text`` if it is valid Unicode, else refuse it.
+
+    Parameters
+    ----------
+    text
+        An argument, or a line read with ``surrogateescape``.
+    what
+        What it is, for the message (``PROMPT``, ``--system``...).
+
+    Raises
+    ------
+    CliError
+        If ``text`` holds a lone surrogate: a byte that was not UTF-8.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        found = f"the byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        raise CliError(
+            f"{what} is not UTF-8 text ({found} at character {exc.start + 1}): {_FIX}."
+        ) from None
+    return text
+
+
+_TEXT_OPTIONS = {"system": "--system", "choice": "--choice", "regex": "--regex", "stop": "--stop"}
+
+
+def check_options_text(args: argparse.Namespace) -> None:
+    """Refuse a text option (``--system``, ``--choice``, ``--regex``, ``--stop``) that is not UTF-8.
+
+    Raises
+    ------
+    CliError
+        Naming the option.
+    """
+    for dest, option in _TEXT_OPTIONS.items():
+        value = getattr(args, dest, None)
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                check_text(text, option)
+
+
+def decode_file(data: bytes, name: str) -> str:
+    """Decode a file's bytes as UTF-8, a leading byte order mark allowed (RFC 8259).
+
+    Parameters
+    ----------
+    data
+        The file's content.
+    name
+        The file's name, for the message.
+
+    Raises
+    ------
+    CliError
+        Naming the line and byte that is not UTF-8, and how to convert the file.
+    """
+    try:
+        return data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = exc.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
+        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise CliError(
+                f"{name} is UTF-16 text: save it as UTF-8 (e.g. `iconv -f utf-16 -t utf-8`)."
+            ) from None
+        line = data.count(b"\n", 0, start) + 1
+        raise CliError(
+            f"{name}, line {line} is not UTF-8 text (the byte 0x{data[start]:02x}): {_FIX}."
+        ) from None
+
+
+def read_stdin(what: str) -> str:
+    r"""Read standard input to its end as UTF-8 (``\r\n`` and ``\r`` become ``\n``).
+
+    Parameters
+    ----------
+    what
+        What is read, for the messages (``PROMPT -``...).
+
+    Raises
+    ------
+    CliError
+        If standard input is closed or is not UTF-8 text.
+    """
+    if sys.stdin is None:
+        raise CliError(
+            f"{what} reads standard input, which is closed: pipe the text in "
+            "(e.g. `echo hello | outlines-lmstudio ...`) or pass it as an argument."
+        )
+    buffer: BinaryIO | None = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # replaced by a text stream (main() called from Python)
+        return check_text(sys.stdin.read(), f"Standard input ({what})")
+    data = buffer.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CliError(
+            f"Standard input ({what}) is not UTF-8 text (the byte 0x{data[exc.start]:02x} at "
+            f"byte {exc.start + 1}): {_FIX}."
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def stdin_lines_tolerant() -> None:
+    """Make line reads from standard input keep bytes that are not UTF-8 (for `check_text`).
+
+    Raises
+    ------
+    CliError
+        If standard input is closed.
+    """
+    if sys.stdin is None:
+        raise CliError(
+            "chat reads your messages from standard input, which is closed: run it in a "
+            "terminal, or pipe the messages in."
+        )
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="surrogateescape")

@@ -497,9 +497,20 @@ def output_type_name(output_type: object) -> str:
         Its name; the whole expression for a parameterised type (whose ``__name__`` is
         only its origin's: ``list``, ``Optional``, ``Annotated``).
     """
+    if isinstance(output_type, JsonSchema):
+        output_type = output_type.schema
+    if isinstance(output_type, dict | str):  # a schema as data: its title, not its text
+        title = output_type.get("title") if isinstance(output_type, dict) else None
+        return f"JSON schema {title!r}" if isinstance(title, str) else "JSON schema"
     if typing.get_origin(output_type) is not None:
-        return repr(output_type)
-    return getattr(output_type, "__name__", None) or repr(output_type)
+        name = repr(output_type)
+    else:
+        name = getattr(output_type, "__name__", None) or repr(output_type)
+    return name if len(name) <= _LONGEST_NAME else name[: _LONGEST_NAME - 3] + "..."
+
+
+_LONGEST_NAME = 200
+"""Longer type names are cut in messages (a ``Literal`` of a thousand values...)."""
 
 
 def _is_model_like(tp: object) -> bool:

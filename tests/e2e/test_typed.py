@@ -119,6 +119,17 @@ def test_truncated_output_is_reported(make_model: MakeModel, emulator: LMStudioE
     assert len(emulator.predictions) == 1  # re-asking cannot fix a cut-off reply
 
 
+def test_errors_name_a_schema_given_as_data_by_its_title(make_model: MakeModel) -> None:
+    """Not by its whole text: a big schema made each message as long as itself."""
+    fields = {f"field_{i}": {"type": "string"} for i in range(12)}
+    schema = {"title": "Invoice", "type": "object", "properties": fields}
+    with pytest.raises(TruncatedOutputError) as info:
+        make_model(TEXT_MODEL).parse("An invoice", schema, max_tokens=3)
+    message = str(info.value)
+    assert "complete JSON schema 'Invoice'" in message
+    assert "field_11" not in message
+
+
 def test_parse_stream_yields_growing_partials_then_the_value(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

@@ -59,6 +59,7 @@ __all__ = [
     "Flow",
     "Forget",
     "Generation",
+    "Left",
     "ModelFormat",
     "Open",
     "Read",
@@ -193,6 +194,14 @@ class Emit:
 
 
 Flow: TypeAlias = Generator[Effect | Emit, Any, T]
+
+
+class Left(Exception):
+    """The caller left (time up, Ctrl-C): the prediction never started, or was stopped.
+
+    A reply that the leaving stopped (``userStopped``) is not the call's result: a batch
+    stopped by Ctrl-C reports such an item as unfinished, not as its cut-off text.
+    """
 
 
 @dataclass(eq=False)
@@ -600,7 +609,10 @@ def predict(
                 if again:
                     continue
             raise errors(exc, request.key, stage) from exc
-        done = reply.finish(call.reader.result())
+        result = call.reader.result()
+        if call.stopped and stop_reason(result.stats) == "userStopped":
+            raise Left("the prediction was stopped when its caller left")
+        done = reply.finish(result)
         call.done = done
         for item in sink.finish(done):
             yield Emit(item)

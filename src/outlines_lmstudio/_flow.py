@@ -327,17 +327,34 @@ class _RenderedSink(Sink):
         return (self._render(done.text),)
 
 
+class _TextSoFar:
+    """The partial value of a reply that is not JSON (a grammar's, plain text): its text."""
+
+    def __init__(self) -> None:
+        self._text = ""
+
+    def feed(self, fragment: str) -> str | None:
+        self._text += fragment
+        return self._text or None
+
+
 class _PartialSink(Sink):
-    """Partial JSON values of the answer while it streams, then the validated value."""
+    """Partial values of the answer while it streams, then the validated value.
+
+    A JSON reply's partial values are parsed (`PartialJson`); a reply in a grammar's
+    language (a regex, a CFG) or plain text is no JSON, and its partial value is its text.
+    """
 
     live = True
 
-    def __init__(self, validator: Validator) -> None:
+    def __init__(self, validator: Validator, json: bool) -> None:
         self._validator = validator
+        self._json = json
         self.begin()
 
     def begin(self) -> None:
-        self._parser, self._last = PartialJson(), None
+        self._parser: PartialJson | _TextSoFar = PartialJson() if self._json else _TextSoFar()
+        self._last: Any = None
 
     def feed(self, chunk: ReplyChunk) -> Iterable[Any]:
         if chunk.reasoning:
@@ -386,7 +403,8 @@ def sink_for_stream(request: Request) -> Sink:
 
 def sink_for_parse_stream(request: Request) -> Sink:
     """Make the sink of ``parse_stream``: partial values, then the validated value."""
-    return _PartialSink(validator_for(request.plan))
+    json = request.plan.kind in ("json", "simple")
+    return _PartialSink(validator_for(request.plan), json)
 
 
 def as_reply(done: Completion, render: Callable[[str], str]) -> Reply:

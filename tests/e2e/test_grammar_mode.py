@@ -70,6 +70,22 @@ def test_parse_checks_the_language(make_model: MakeModel, emulator: LMStudioEmul
         model.parse("expr", CFG(ARITHMETIC))
 
 
+@pytest.mark.parametrize(
+    ("output_type", "reply"),
+    [(Regex(r"\[\d(,\d)*\]"), "[1,2,3,4,5,6,7,8]"), (CFG(ARITHMETIC), "12*34+56*78")],
+)
+def test_parse_stream_of_a_grammar_yields_its_text_so_far(
+    make_model: MakeModel, emulator: LMStudioEmulator, output_type: object, reply: str
+) -> None:
+    """A grammar's reply is no JSON: its partial values are its text, not parsed numbers."""
+    emulator.script(TEXT_MODEL, [reply])
+    model = make_model(TEXT_MODEL, grammar=True)
+    values = list(model.parse_stream("go", output_type))
+    assert len(values) > 2  # the reply came in several fragments
+    assert all(isinstance(v, str) and reply.startswith(v) for v in values), values
+    assert values[-1] == reply
+
+
 def test_grammar_on_a_non_gguf_model_is_refused_before_predicting(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

@@ -76,3 +76,18 @@ def test_a_stream_made_here_reads_in_another_thread(
     assert items
     assert emulator.predictions[-1].done
     assert not emulator.predictions[-1].cancelled
+
+
+@pytest.mark.asyncio
+async def test_a_sync_reply_stream_read_with_async_for_says_how_to_read_it(
+    client: lms.Client, emulator: LMStudioEmulator
+) -> None:
+    model = from_lmstudio(client, TEXT_MODEL)
+    stream = model.reply_stream("Hello")
+    with pytest.raises(TypeError, match=r"from LMStudio.*read it with for"):
+        aiter(stream)
+    with pytest.raises(TypeError, match=r"leave it early with close\(\)"):
+        await stream.aclose()
+    assert list(stream)  # the stream itself is untouched
+    assert stream.reply is not None
+    assert len(emulator.predictions) == 1

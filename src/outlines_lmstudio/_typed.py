@@ -9,7 +9,6 @@ types and with ``jsonschema`` for dict/str schemas.
 from __future__ import annotations
 
 import json
-import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -218,14 +217,19 @@ def _language_check(term: Any) -> Callable[[str], list[str]]:
             return []
 
         return parses
+    from ._grammar._match import Matcher  # grammar mode only (see lark above)
+    from ._grammar._regex import regex_to_node
+
     term = python_types_to_terms(term)
     # A bare Regex as written (to_regex wraps it in a group: "((?i)abc)" does not compile).
-    pattern = re.compile(term.pattern if isinstance(term, Regex) else to_regex(term))
+    pattern = term.pattern if isinstance(term, Regex) else to_regex(term)
+    # Not re.fullmatch: it can take exponential time on a reply cut off by max_tokens.
+    matcher = Matcher(regex_to_node(pattern))
 
     def matches(text: str) -> list[str]:
-        if pattern.fullmatch(text):
+        if matcher.matches(text):
             return []
-        return [f"(root): does not match the regular expression {pattern.pattern[:120]!r}"]
+        return [f"(root): does not match the regular expression {pattern[:120]!r}"]
 
     return matches
 

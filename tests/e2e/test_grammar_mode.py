@@ -1,14 +1,15 @@
 """Grammar mode end to end: GBNF sent to LM Studio, the emulator generates from it."""
 
 import re
+import time
 
 import lark
 import lmstudio as lms
 import outlines
 import pytest
-from outlines.types import CFG, Regex, at_least, either, integer
+from outlines.types import CFG, Regex, at_least, either, integer, paragraph
 
-from outlines_lmstudio import UnsupportedOutputTypeError, from_lmstudio
+from outlines_lmstudio import TruncatedOutputError, UnsupportedOutputTypeError, from_lmstudio
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL, MakeModel
@@ -84,6 +85,20 @@ def test_parse_stream_of_a_grammar_yields_its_text_so_far(
     assert len(values) > 2  # the reply came in several fragments
     assert all(isinstance(v, str) and reply.startswith(v) for v in values), values
     assert values[-1] == reply
+
+
+def test_parse_of_a_cut_off_paragraph_does_not_backtrack(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """re.fullmatch takes exponential time on Outlines' paragraph when the reply is cut."""
+    emulator.script(TEXT_MODEL, ["Hello there. " * 100 + "\n"])
+    model = make_model(TEXT_MODEL, grammar=True)
+    started = time.monotonic()
+    with pytest.raises(TruncatedOutputError) as raised:
+        model.parse("Write a paragraph", paragraph, max_tokens=50)
+    # 25 sentences: re.fullmatch takes about 9 s, twice that per sentence more.
+    assert raised.value.raw.count(".") >= 25
+    assert time.monotonic() - started < 4
 
 
 def test_grammar_on_a_non_gguf_model_is_refused_before_predicting(

@@ -24,7 +24,12 @@ from outlines.types.dsl import python_types_to_terms, to_regex
 
 from ._inputs import ChatPrompt, Message
 from ._output import OutputPlan, output_type_name
-from .errors import InvalidSchemaError, ParseError, TruncatedOutputError
+from .errors import (
+    InvalidSchemaError,
+    ParseError,
+    TruncatedOutputError,
+    UnsupportedOutputTypeError,
+)
 
 __all__ = [
     "NO_RETRIEVAL",
@@ -217,10 +222,17 @@ def _language_check(term: Any) -> Callable[[str], list[str]]:
             return []
 
         return parses
+    from ._grammar._api import has_cfg
     from ._grammar._match import Matcher  # grammar mode only (see lark above)
     from ._grammar._regex import regex_to_node
 
     term = python_types_to_terms(term)
+    if has_cfg(term):  # a CFG inside a regular term: neither check reads the whole
+        raise UnsupportedOutputTypeError(
+            f"parse cannot check a reply against an Outlines {type(term).__name__} with a CFG "
+            "inside; it checks a CFG on its own, or a term without one. Use generate (which "
+            "constrains the reply) and check the text yourself, or write the whole as one CFG."
+        )
     # A bare Regex as written (to_regex wraps it in a group: "((?i)abc)" does not compile).
     pattern = term.pattern if isinstance(term, Regex) else to_regex(term)
     # Not re.fullmatch: it can take exponential time on a reply cut off by max_tokens.

@@ -87,6 +87,19 @@ def test_parse_stream_of_a_grammar_yields_its_text_so_far(
     assert values[-1] == reply
 
 
+@pytest.mark.parametrize("method", ["parse", "parse_stream"])
+def test_parse_of_a_term_with_a_cfg_inside_says_it_cannot_check_it(
+    make_model: MakeModel, emulator: LMStudioEmulator, method: str
+) -> None:
+    model = make_model(TEXT_MODEL, grammar=True)
+    term = either(CFG(ARITHMETIC), "none")
+    assert model("expr or none", term)  # generate constrains it
+    sent = len(emulator.predictions)
+    with pytest.raises(UnsupportedOutputTypeError, match=r"Alternatives with a CFG inside"):
+        getattr(model, method)("expr or none", term)  # was: Outlines' raw TypeError
+    assert len(emulator.predictions) == sent  # refused before sending
+
+
 def test_parse_of_a_cut_off_paragraph_does_not_backtrack(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

@@ -9,7 +9,7 @@ and bad input still raises at the call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from functools import partial
 from typing import Any, ClassVar
 
@@ -46,19 +46,35 @@ class ReplyStream:
     def __init__(self, chunks: Any, sink: ChunkSink) -> None:
         self._chunks = chunks
         self._sink = sink
+        self._is_async = isinstance(chunks, AsyncIterator)
 
     @property
     def reply(self) -> Reply | None:
         """The finished reply (answer, reasoning, stats); ``None`` until the stream ends."""
         return self._sink.reply
 
+    def _front(self, is_async: bool, how: str) -> None:
+        """Refuse the other front's way of reading or leaving, saying which one to use."""
+        if is_async != self._is_async:
+            model, read, leave = (
+                ("AsyncLMStudio", "async for", "await aclose()")
+                if self._is_async
+                else ("LMStudio", "for", "close()")
+            )
+            raise TypeError(
+                f"This reply_stream comes from {model}, so {how} does not work on it: "
+                f"read it with {read} and leave it early with {leave}."
+            )
+
     def __iter__(self) -> ReplyStream:
+        self._front(False, "for")
         return self
 
     def __next__(self) -> Any:
         return next(self._chunks)
 
     def __aiter__(self) -> ReplyStream:
+        self._front(True, "async for")
         return self
 
     async def __anext__(self) -> Any:
@@ -66,10 +82,12 @@ class ReplyStream:
 
     def close(self) -> None:
         """Leave a sync stream early (cancels the prediction on the server)."""
+        self._front(False, "close()")
         self._chunks.close()
 
     async def aclose(self) -> None:
         """Leave an async stream early (cancels the prediction on the server)."""
+        self._front(True, "aclose()")
         await self._chunks.aclose()
 
 

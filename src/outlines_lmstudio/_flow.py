@@ -60,6 +60,7 @@ __all__ = [
     "Flow",
     "Forget",
     "Generation",
+    "Left",
     "ModelInfo",
     "Open",
     "Read",
@@ -196,6 +197,14 @@ class Emit:
 
 
 Flow: TypeAlias = Generator[Effect | Emit, Any, T]
+
+
+class Left(Exception):
+    """The caller left (time up, Ctrl-C): the prediction never started, or was stopped.
+
+    A reply that the leaving stopped (``userStopped``) is not the call's result: a batch
+    stopped by Ctrl-C reports such an item as unfinished, not as its cut-off text.
+    """
 
 
 @dataclass(eq=False)
@@ -414,9 +423,9 @@ _CUT_SHORT = {
 }
 """Stop reasons of a reply that LM Studio ended, not the model nor a limit of the call.
 
-The call's own stop (``break``, Ctrl-C, its time limit) leaves before the reply's end, so
-a reply that ends so reaching here is not a whole answer: it raises, rather than be taken
-for one (``max_tokens`` and the context length have their own errors where they matter).
+Such a reply is not a whole answer: it raises, rather than be taken for one (``max_tokens``
+and the context length have their own errors where they matter). A reply that the call's
+own stop ended (time up, Ctrl-C: the call has left) raises `Left`.
 """
 
 
@@ -641,14 +650,14 @@ def predict(
                 if again:
                     continue
             raise errors(exc, request.key, stage) from exc
-        done = reply.finish(call.reader.result())
-        why = _CUT_SHORT.get(done.stop_reason or "")
-        if why is not None and not call.stopped:
-            cut = lms.LMStudioServerError(
-                f"the reply ended before the model finished it: {why} (stop reason "
-                f"{done.stop_reason}, after {len(done.text)} characters)"
-            )
-            raise errors(cut, request.key, "predict")
+        result = call.reader.result()
+        why = _CUT_SHORT.get(stop_reason(result.stats) or "")
+        if why is not None:
+            if call.stopped:  # the caller left: its own cancel ended the reply
+                raise Left("the prediction was stopped when its caller left")
+            cut = f"the reply ended before the model finished it: {why}"
+            raise errors(lms.LMStudioServerError(cut), request.key, "predict")
+        done = reply.finish(result)
         call.done = done
         for item in sink.finish(done):
             yield Emit(item)

@@ -89,8 +89,17 @@ class SigintGuard:
         return self._armed
 
     def arm(self) -> None:
-        """Start deferring Ctrl-C."""
-        if self.enabled and not self._armed and not self.interrupted:
+        """Start deferring Ctrl-C, in the main thread only.
+
+        A stream made in the main thread may be read in another (a web server's thread
+        pool), where Python refuses to set a handler and Ctrl-C is never delivered anyway.
+        """
+        if (
+            self.enabled
+            and not self._armed
+            and not self.interrupted
+            and threading.current_thread() is threading.main_thread()
+        ):
             _RAW.signal(_SIGINT, self._note)
             self._armed = True
 

@@ -58,6 +58,7 @@ class SyncReader:
         self._whole = whole
         self.arrived: list[float] | None = None
         self.at_end = False  # a read reached the end: the next one would return None
+        self._sent = False  # the SDK sends the request when its stream is first read
 
     def result(self) -> lms.PredictionResult:
         """Return the finished prediction's result (stats, stop reason)."""
@@ -78,6 +79,7 @@ class SyncReader:
         lmstudio.LMStudioError
             The server ended the prediction with an error.
         """
+        self._sent = True
         if self._whole:
             fragments: list[lms.LlmPredictionFragment] = []
             self.arrived = arrived = []
@@ -102,19 +104,22 @@ class SyncReader:
             raise KeyboardInterrupt
         return None if fragment is None else [fragment]
 
-    def abandon(self, wait: float = 0) -> threading.Thread:
+    def abandon(self, wait: float = 0) -> threading.Thread | None:
         """Cancel the prediction on the server; its confirmation is awaited in the background.
 
         The SDK's ``cancel()`` only sends a message (it is thread-safe); reading on until
         LM Studio confirms (``userStopped``) keeps the channel's late messages from being
         logged as unexpected, and is done by a daemon thread so that leaving returns at once
-        (after at most ``wait`` seconds).
+        (after at most ``wait`` seconds). A stream never read was never sent: reading it
+        would send the request, so nothing is done.
 
         Returns
         -------
-        threading.Thread
-            The thread awaiting the confirmation.
+        threading.Thread | None
+            The thread awaiting the confirmation; ``None`` if nothing was sent.
         """
+        if not self._sent:
+            return None
         # A cancel that cannot be sent (the connection or the client is gone: the SDK may
         # raise its own error or RuntimeError) has nothing left to stop.
         with contextlib.suppress(Exception):

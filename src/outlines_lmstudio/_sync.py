@@ -129,7 +129,8 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         """Cancel an unfinished prediction on the server, waiting at most ``wait`` s for it."""
         if not call.finished and call.reader is not None:
             call.finished = True
-            self._watch(call.reader.abandon(wait))
+            if (drain := call.reader.abandon(wait)) is not None:
+                self._watch(drain)
 
     def _in_worker(self, call: Call, sink: Sink) -> Iterator[Any]:
         """Drive a prediction in a worker thread; the caller waits until the call's deadline.

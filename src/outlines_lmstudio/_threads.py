@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._common import CONFIRM_SECONDS, Request
-from ._flow import Call, Flow, batch_result
+from ._flow import Call, Flow, Left, batch_result
 
 __all__ = [
     "Worker",
@@ -34,10 +34,6 @@ __all__ = [
 ]
 
 _BATCH = threading.local()  # the batch a pool thread works for, if any
-
-
-class _Left(Exception):
-    """The caller left (time up, Ctrl-C) before this prediction started."""
 
 
 class _Scope:
@@ -74,7 +70,7 @@ def new(request: Request, deadline: float | None) -> Call:
 def check_open(call: Call) -> None:
     """Refuse to start a prediction for a call its caller has left."""
     if call.stopped:
-        raise _Left("the call was left before its prediction started")
+        raise Left("the call was left before its prediction started")
 
 
 def unless_left(call: Call, action: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -9,7 +9,6 @@ types and with ``jsonschema`` for dict/str schemas.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import typing
 from collections.abc import Callable
@@ -26,7 +25,12 @@ from outlines.types.dsl import python_types_to_terms, to_regex
 
 from ._inputs import ChatPrompt, Message
 from ._output import OutputPlan, output_type_name
-from .errors import InvalidSchemaError, ParseError, TruncatedOutputError
+from .errors import (
+    InvalidSchemaError,
+    ParseError,
+    TruncatedOutputError,
+    UnsupportedOutputTypeError,
+)
 
 __all__ = [
     "NO_RETRIEVAL",
@@ -236,14 +240,26 @@ def _language_check(term: Any) -> Callable[[str], list[str]]:
     """Build a check that a text is in a DSL term's language (regex, or Lark for a CFG)."""
     if isinstance(term, CFG):
         return _grammar_check(term.definition)
+    from ._grammar._api import has_cfg
+    from ._grammar._match import Matcher  # grammar mode only (see lark above)
+    from ._grammar._regex import regex_to_node
+
     term = python_types_to_terms(term)
+    if has_cfg(term):  # a CFG inside a regular term: neither check reads the whole
+        raise UnsupportedOutputTypeError(
+            f"parse cannot check a reply against an Outlines {type(term).__name__} with a CFG "
+            "inside; it checks a CFG on its own, or a term without one. Use generate (which "
+            "constrains the reply) and check the text yourself, or write the whole as one CFG."
+        )
     # A bare Regex as written (to_regex wraps it in a group: "((?i)abc)" does not compile).
-    pattern = re.compile(term.pattern if isinstance(term, Regex) else to_regex(term))
+    pattern = term.pattern if isinstance(term, Regex) else to_regex(term)
+    # Not re.fullmatch: it can take exponential time on a reply cut off by max_tokens.
+    matcher = Matcher(regex_to_node(pattern))
 
     def matches(text: str) -> list[str]:
-        if pattern.fullmatch(text):
+        if matcher.matches(text):
             return []
-        return [f"(root): does not match the regular expression {pattern.pattern[:120]!r}"]
+        return [f"(root): does not match the regular expression {pattern[:120]!r}"]
 
     return matches
 

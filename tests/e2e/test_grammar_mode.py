@@ -1,14 +1,15 @@
 """Grammar mode end to end: GBNF sent to LM Studio, the emulator generates from it."""
 
 import re
+import time
 
 import lark
 import lmstudio as lms
 import outlines
 import pytest
-from outlines.types import CFG, Regex, at_least, either, integer
+from outlines.types import CFG, Regex, at_least, either, integer, paragraph
 
-from outlines_lmstudio import UnsupportedOutputTypeError, from_lmstudio
+from outlines_lmstudio import TruncatedOutputError, UnsupportedOutputTypeError, from_lmstudio
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL, MakeModel
@@ -86,14 +87,47 @@ def test_parse_refuses_a_cut_reply_that_happens_to_match(
     assert model.parse("digits", Regex(r"\d+")) == "1234567890"  # not cut: kept
 
 
-def test_parse_stream_partials_of_a_grammar_reply_are_its_text_so_far(
+@pytest.mark.parametrize(
+    ("output_type", "reply"),
+    [(Regex(r"\[\d(,\d)*\]"), "[1,2,3,4,5,6,7,8]"), (CFG(ARITHMETIC), "12*34+56*78")],
+)
+def test_parse_stream_of_a_grammar_yields_its_text_so_far(
+    make_model: MakeModel, emulator: LMStudioEmulator, output_type: object, reply: str
+) -> None:
+    """A grammar's reply is no JSON: its partial values are its text, not parsed numbers."""
+    emulator.script(TEXT_MODEL, [reply])
+    model = make_model(TEXT_MODEL, grammar=True)
+    values = list(model.parse_stream("go", output_type))
+    assert len(values) > 2  # the reply came in several fragments
+    assert all(isinstance(v, str) and reply.startswith(v) for v in values), values
+    assert values[-1] == reply
+
+
+@pytest.mark.parametrize("method", ["parse", "parse_stream"])
+def test_parse_of_a_term_with_a_cfg_inside_says_it_cannot_check_it(
+    make_model: MakeModel, emulator: LMStudioEmulator, method: str
+) -> None:
+    model = make_model(TEXT_MODEL, grammar=True)
+    term = either(CFG(ARITHMETIC), "none")
+    assert model("expr or none", term)  # generate constrains it
+    sent = len(emulator.predictions)
+    with pytest.raises(UnsupportedOutputTypeError, match=r"Alternatives with a CFG inside"):
+        getattr(model, method)("expr or none", term)  # was: Outlines' raw TypeError
+    assert len(emulator.predictions) == sent  # refused before sending
+
+
+def test_parse_of_a_cut_off_paragraph_does_not_backtrack(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:
-    """Not JSON: ``123456`` is text so far, not the number 123456."""
+    """re.fullmatch takes exponential time on Outlines' paragraph when the reply is cut."""
+    emulator.script(TEXT_MODEL, ["Hello there. " * 100 + "\n"])
     model = make_model(TEXT_MODEL, grammar=True)
-    emulator.script(TEXT_MODEL, ["1234567890"])
-    values = list(model.parse_stream("digits", Regex(r"[0-9]+")))
-    assert values == ["123456", "1234567890", "1234567890"]
+    started = time.monotonic()
+    with pytest.raises(TruncatedOutputError) as raised:
+        model.parse("Write a paragraph", paragraph, max_tokens=50)
+    # 25 sentences: re.fullmatch takes about 9 s, twice that per sentence more.
+    assert raised.value.raw.count(".") >= 25
+    assert time.monotonic() - started < 4
 
 
 def test_grammar_on_a_non_gguf_model_is_refused_before_predicting(

@@ -155,10 +155,15 @@ BATCH = textwrap.dedent(
             print("STARTED", flush=True)
             if sys.argv[3] == "batch":
                 model.batch(prompts)
+            elif sys.argv[3] == "reply_batch":
+                model.reply_batch(prompts)
             else:
                 model.parse(prompts, str)
         except KeyboardInterrupt as interrupt:
             print("INTERRUPTED", len(interrupt.results), flush=True)
+            texts = [getattr(r, "text", r) for r in interrupt.results if r is not None]
+            cut = [t for t in texts if t.strip('"') != "word " * 200]
+            print("CUT", len(cut), flush=True)  # kept as results, yet stopped by the Ctrl-C
             sys.exit(130)
     print("FINISHED", flush=True)
     """
@@ -166,7 +171,7 @@ BATCH = textwrap.dedent(
 
 
 @pytest.mark.usefixtures("sigint_default")
-@pytest.mark.parametrize("call", ["batch", "parse"])
+@pytest.mark.parametrize("call", ["batch", "reply_batch", "parse"])
 def test_ctrl_c_stops_a_sync_batch(slow_emulator: LMStudioEmulator, call: str) -> None:
     emulator = slow_emulator
     emulator.script(TEXT_MODEL, lambda prediction: '"' + "word " * 200 + '"')
@@ -178,6 +183,7 @@ def test_ctrl_c_stops_a_sync_batch(slow_emulator: LMStudioEmulator, call: str) -
         ),
     )
     assert "INTERRUPTED 32" in out, err
+    assert "CUT 0" in out, out  # an item the Ctrl-C stopped is None, not its text so far
     assert returncode == 130
     assert eventually(lambda: all(p.done for p in emulator.predictions))
     started = emulator.predictions

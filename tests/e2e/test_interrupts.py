@@ -7,6 +7,8 @@ import lmstudio as lms
 import pytest
 
 from outlines_lmstudio import LMStudioTimeoutError, from_lmstudio
+from outlines_lmstudio._interrupt import SigintGuard
+from outlines_lmstudio._streams import SyncReader
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL, MakeModel
@@ -123,3 +125,15 @@ def test_ctrl_c_in_a_sync_call_cancels_on_the_server(
     prediction = slow_emulator.predictions[-1]
     assert prediction.cancelled
     assert len(prediction.fragments) < 400
+
+
+def test_leaving_before_the_first_read_sends_nothing(emulator: LMStudioEmulator) -> None:
+    """The sync SDK sends a prediction when its stream is first read: leaving before that
+    (Ctrl-C or a batch's stop between opening and reading) must not send it to cancel it."""
+    with lms.Client(emulator.api_host) as client:
+        handle = client.llm.model(TEXT_MODEL)
+        reader = SyncReader(handle.respond_stream(LONG), SigintGuard(), per_fragment=True)
+        assert reader.abandon() is None
+        assert handle.respond("still works").content  # a round trip after the leaving
+    assert len(emulator.predictions) == 1  # only the round trip's
+    assert emulator.predictions[0].last_user_text == "still works"

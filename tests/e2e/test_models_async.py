@@ -177,3 +177,16 @@ async def test_model_gone_is_resolved_again(
     emulator.unload(TEXT_MODEL)
     assert await model("two")
     assert endpoint_count(emulator, "getOrLoad") == 2
+
+
+async def test_an_async_reply_stream_read_with_for_says_how_to_read_it(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    model = from_lmstudio(async_client, TEXT_MODEL)
+    stream = model.reply_stream("Hello")
+    with pytest.raises(TypeError, match=r"AsyncLMStudio.*read it with async for"):
+        iter(stream)
+    with pytest.raises(TypeError, match=r"leave it early with await aclose\(\)"):
+        stream.close()
+    assert [chunk async for chunk in stream]  # the stream itself is untouched
+    assert stream.reply is not None

@@ -1,5 +1,6 @@
 """What only the sync model has: its class, outlines.Generator, threads sharing a client."""
 
+import concurrent.futures
 import json
 import threading
 from typing import cast
@@ -60,3 +61,33 @@ def test_threads_share_one_client(client: lms.Client, emulator: LMStudioEmulator
 def test_async_model_class_is_refused_for_sync_client(client: lms.Client) -> None:
     with pytest.raises(TypeError, match="AsyncClient"):
         AsyncLMStudio(client)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", ["stream", "parse_stream", "reply_stream"])
+def test_a_stream_made_here_reads_in_another_thread(
+    client: lms.Client, emulator: LMStudioEmulator, method: str
+) -> None:
+    """A web server makes a stream in one thread and reads it in its thread pool."""
+    emulator.script(TEXT_MODEL, ['"Hello, world, from a thread"'])
+    model = from_lmstudio(client, TEXT_MODEL)
+    stream = getattr(model, method)("Greet", str)  # made in the main thread
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        items = pool.submit(list, stream).result(30)
+    assert items
+    assert emulator.predictions[-1].done
+    assert not emulator.predictions[-1].cancelled
+
+
+@pytest.mark.asyncio
+async def test_a_sync_reply_stream_read_with_async_for_says_how_to_read_it(
+    client: lms.Client, emulator: LMStudioEmulator
+) -> None:
+    model = from_lmstudio(client, TEXT_MODEL)
+    stream = model.reply_stream("Hello")
+    with pytest.raises(TypeError, match=r"from LMStudio.*read it with for"):
+        aiter(stream)
+    with pytest.raises(TypeError, match=r"leave it early with close\(\)"):
+        await stream.aclose()
+    assert list(stream)  # the stream itself is untouched
+    assert stream.reply is not None
+    assert len(emulator.predictions) == 1

@@ -188,6 +188,7 @@ def test_a_cancel_whose_client_closed_under_it_ends_quietly(
     reader = SyncReader(sdk_stream, SigintGuard(), per_fragment=True)
     assert cast(list[str], reader.read()) == ["x"]
     drain = reader.abandon()
+    assert drain is not None  # it was read, so it was sent
     drain.join(10)
     assert stream.cancelled
     assert not drain.is_alive()

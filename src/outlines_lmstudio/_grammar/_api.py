@@ -11,7 +11,7 @@ from ._gbnf import GbnfBuilder, Node, alt, rep, seq
 from ._lark import add_lark_grammar, refuse_left_recursion
 from ._regex import regex_to_node
 
-__all__ = ["lark_to_gbnf", "regex_to_gbnf", "term_to_gbnf"]
+__all__ = ["has_cfg", "lark_to_gbnf", "regex_to_gbnf", "term_to_gbnf"]
 
 
 def regex_to_gbnf(pattern: str) -> str:
@@ -102,15 +102,16 @@ def _as_term(value: object) -> dsl.Term:
         ) from exc
 
 
-def _has_cfg(term: Any) -> bool:
+def has_cfg(term: Any) -> bool:
+    """Tell whether an Outlines term holds a ``CFG`` (itself, or inside)."""
     if isinstance(term, dsl.CFG):
         return True
     if isinstance(term, dsl.Sequence | dsl.Alternatives):
-        return any(_has_cfg(t) for t in term.terms)
+        return any(has_cfg(t) for t in term.terms)
     if isinstance(term, dsl.Choice):
-        return any(_has_cfg(_as_term(item)) for item in term.items)
+        return any(has_cfg(_as_term(item)) for item in term.items)
     inner = getattr(term, "term", None)
-    return inner is not None and _has_cfg(inner)
+    return inner is not None and has_cfg(inner)
 
 
 _COUNTS: dict[type, tuple[str | None, str | None]] = {
@@ -130,7 +131,7 @@ def _term_node(builder: GbnfBuilder, term: Any, grammars: dict[str, Node]) -> No
     ``grammars`` maps each Lark grammar already added to ``builder`` to its entry node,
     so a grammar used twice (``list[dict]``) is emitted once.
     """
-    if not _has_cfg(term):
+    if not has_cfg(term):
         # A bare Regex as written: Outlines' to_regex wraps it in a group, which makes a
         # leading inline flag ("(?i)...") or a backreference to group 1 read as invalid.
         pattern = term.pattern if isinstance(term, dsl.Regex) else dsl.to_regex(term)

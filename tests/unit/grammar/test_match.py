@@ -1,0 +1,50 @@
+"""The linear-time matcher `parse` checks grammar replies with agrees with ``re.fullmatch``."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from outlines.types import paragraph
+
+from outlines_lmstudio._grammar._match import Matcher
+from outlines_lmstudio._grammar._regex import regex_to_node
+
+from ._checks import DIFF_SETTINGS, chars_for, variants
+from ._corpus import OUTLINES_TYPES, REGEXES
+
+PATTERNS = REGEXES + [(name, term.pattern) for name, term in OUTLINES_TYPES]
+
+
+@pytest.mark.parametrize(("name", "pattern"), PATTERNS, ids=[n for n, _ in PATTERNS])
+@DIFF_SETTINGS
+@given(data=st.data())
+def test_matcher_matches_like_fullmatch(name: str, pattern: str, data: st.DataObject) -> None:
+    compiled = re.compile(pattern)
+    matcher = Matcher(regex_to_node(pattern))
+    chars = chars_for(pattern)
+    positive = st.from_regex(compiled, fullmatch=True)
+    if name in ("paragraph", "sentence"):  # re.fullmatch, the reference, backtracks on them
+        positive = positive.filter(lambda s: len(s) <= 48)
+    samples = [data.draw(positive, label="positive"), data.draw(st.text(chars, max_size=12))]
+    for text in [s for sample in samples for s in variants(data.draw, sample, chars)]:
+        assert matcher.matches(text) == (compiled.fullmatch(text) is not None), text
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "end"),
+    [
+        (r"(a+)+b", "a" * 5000, "b"),  # re.fullmatch: exponential (a second at 26 characters)
+        (paragraph.pattern, "Hello there. " * 400, "Bye.\n"),  # Outlines' paragraph, cut off
+        (r"(\w+\s?)+\.", "word " * 2000, "."),
+    ],
+)
+def test_no_backtracking_on_texts_that_do_not_match(pattern: str, text: str, end: str) -> None:
+    matcher = Matcher(regex_to_node(pattern))
+    started = time.monotonic()
+    assert not matcher.matches(text)
+    assert matcher.matches(text + end)
+    assert time.monotonic() - started < 2

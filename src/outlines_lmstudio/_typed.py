@@ -96,12 +96,15 @@ class Validator:
         A Pydantic ``TypeAdapter`` for Python types, else ``None``.
     grammar
         For grammar-mode types: returns the reasons a text is not in the language.
+    goes_on
+        For a regular grammar-mode type: whether a text can go on in its language.
     """
 
     output_type: Any
     schema: dict[str, Any] | None = None
     adapter: pydantic.TypeAdapter[Any] | None = None
     grammar: Callable[[str], list[str]] | None = None
+    goes_on: Callable[[str], bool] | None = None
 
     def _schema_errors(self, schema: dict[str, Any], value: Any) -> list[str]:
         try:
@@ -197,7 +200,8 @@ def validator_for(plan: OutputPlan) -> Validator:
     """
     output_type = plan.output_type
     if plan.kind == "grammar":
-        return Validator(output_type, grammar=_language_check(output_type))
+        check, goes_on = _language_check(output_type)
+        return Validator(output_type, grammar=check, goes_on=goes_on)
     if plan.kind == "text":
         return Validator(output_type)
     if isinstance(output_type, dict | str | JsonSchema) or type(output_type).__name__ == (
@@ -236,13 +240,21 @@ def _grammar_check(definition: str) -> Callable[[str], list[str]]:
     return parses
 
 
-def _language_check(term: Any) -> Callable[[str], list[str]]:
-    """Build a check that a text is in a DSL term's language (regex, or Lark for a CFG)."""
+def _language_check(
+    term: Any,
+) -> tuple[Callable[[str], list[str]], Callable[[str], bool] | None]:
+    """Build a check that a text is in a DSL term's language (regex, or Lark for a CFG).
+
+    Returns
+    -------
+    tuple
+        The check (the reasons a text is not in the language), and for a regular term
+        whether a text can go on in it (``None`` for a CFG: Lark's Earley parser cannot
+        tell).
+    """
     if isinstance(term, CFG):
-        return _grammar_check(term.definition)
+        return _grammar_check(term.definition), None
     from ._grammar._api import has_cfg
-    from ._grammar._match import Matcher  # grammar mode only (see lark above)
-    from ._grammar._regex import regex_to_node
 
     term = python_types_to_terms(term)
     if has_cfg(term):  # a CFG inside a regular term: neither check reads the whole
@@ -252,7 +264,15 @@ def _language_check(term: Any) -> Callable[[str], list[str]]:
             "constrains the reply) and check the text yourself, or write the whole as one CFG."
         )
     # A bare Regex as written (to_regex wraps it in a group: "((?i)abc)" does not compile).
-    pattern = term.pattern if isinstance(term, Regex) else to_regex(term)
+    return _regex_check(term.pattern if isinstance(term, Regex) else to_regex(term))
+
+
+@lru_cache(maxsize=256)
+def _regex_check(pattern: str) -> tuple[Callable[[str], list[str]], Callable[[str], bool]]:
+    """Build a regular expression's check and its `Matcher.goes_on`, once per pattern."""
+    from ._grammar._match import Matcher  # grammar mode only (see lark above)
+    from ._grammar._regex import regex_to_node
+
     # Not re.fullmatch: it can take exponential time on a reply cut off by max_tokens.
     matcher = Matcher(regex_to_node(pattern))
 
@@ -261,18 +281,18 @@ def _language_check(term: Any) -> Callable[[str], list[str]]:
             return []
         return [f"(root): does not match the regular expression {pattern[:120]!r}"]
 
-    return matches
+    return matches, matcher.goes_on
 
 
 def _may_go_on(validator: Validator, raw: str) -> bool:
     r"""Whether more tokens could have extended a valid reply that was cut off.
 
-    A JSON reply could only if it ends in a number. A grammar-mode reply always might:
-    ``\d+`` matches ``12`` of ``12345``, and telling whether a match can go on would
-    take the pattern's automaton, which neither ``re`` nor Lark gives.
+    A JSON reply could only if it ends in a number. A regular grammar-mode reply could if
+    its automaton can read on (``\d+`` matches ``12`` of ``12345``; ``\d{2}`` ends
+    there). A CFG reply is taken as one that could: Lark's Earley parser cannot tell.
     """
     if validator.grammar is not None:
-        return True
+        return validator.goes_on is None or validator.goes_on(raw)
     is_json = validator.adapter is not None or validator.schema is not None
     return is_json and raw[-1:].isdigit()
 

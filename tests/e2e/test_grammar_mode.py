@@ -71,7 +71,7 @@ def test_parse_checks_the_language(make_model: MakeModel, emulator: LMStudioEmul
         model.parse("expr", CFG(ARITHMETIC))
 
 
-def test_parse_refuses_a_cut_reply_that_happens_to_match(
+def test_parse_refuses_a_cut_reply_that_could_have_gone_on(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:
     """``\\d+`` matches the start of ``1234567890``: cut by max_tokens, it is not the answer."""
@@ -85,6 +85,9 @@ def test_parse_refuses_a_cut_reply_that_happens_to_match(
     assert info.value.raw != "1234567890"
     emulator.script(TEXT_MODEL, ["1234567890"])
     assert model.parse("digits", Regex(r"\d+")) == "1234567890"  # not cut: kept
+    emulator.script(TEXT_MODEL, ["1234567890"])  # (scripted: the emulator ignores the grammar)
+    # Cut, but nothing can follow six digits in \d{6}: the model had finished.
+    assert model.parse("digits", Regex(r"\d{6}"), max_tokens=1) == "123456"
 
 
 @pytest.mark.parametrize(

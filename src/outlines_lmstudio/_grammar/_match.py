@@ -36,6 +36,8 @@ class Matcher:
     >>> matcher = Matcher(regex_to_node(r"(a+)+b"))
     >>> matcher.matches("aab"), matcher.matches("a" * 10_000)
     (True, False)
+    >>> matcher.goes_on("aab"), matcher.goes_on("aa")
+    (False, True)
     """
 
     def __init__(self, node: Node) -> None:
@@ -115,8 +117,8 @@ class Matcher:
                 targets.append(self._next[state])
         return self._closure(targets)
 
-    def matches(self, text: str) -> bool:
-        """Tell whether the whole of ``text`` is in the language."""
+    def _after(self, text: str) -> frozenset[int]:
+        """Return the states the whole of ``text`` leads to (none once a character fails)."""
         states = self._start
         moves = self._moves
         for char in text:
@@ -128,6 +130,19 @@ class Matcher:
                     moves.clear()
                 moves[key] = after
             if not after:
-                return False
+                return after
             states = after
-        return self._accept in states
+        return states
+
+    def matches(self, text: str) -> bool:
+        """Tell whether the whole of ``text`` is in the language."""
+        return self._accept in self._after(text)
+
+    def goes_on(self, text: str) -> bool:
+        r"""Tell whether ``text`` followed by more characters can still be in the language.
+
+        A state that reads a character leads on to the accepting one (every state of the
+        automaton does, unless its language is empty), so it is a way on. ``\d+`` goes on
+        after ``12``; ``\d{2}`` does not.
+        """
+        return any(self._ranges[state] for state in self._after(text))

@@ -48,3 +48,20 @@ def test_no_backtracking_on_texts_that_do_not_match(pattern: str, text: str, end
     assert not matcher.matches(text)
     assert matcher.matches(text + end)
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "goes_on"),
+    [
+        (r"\d+", "12", True),
+        (r"\d{2}", "12", False),
+        (r"(cat|dog)s?", "cat", True),
+        (r"(cat|dog)s?", "cats", False),
+        (r"yes|no", "no", False),
+        (r"a*", "", True),
+        (r"ab", "a", True),  # a prefix goes on
+        (r"ab", "b", False),  # nothing reads it: no way on
+    ],
+)
+def test_goes_on_tells_whether_more_text_can_follow(pattern: str, text: str, goes_on: bool) -> None:
+    assert Matcher(regex_to_node(pattern)).goes_on(text) is goes_on

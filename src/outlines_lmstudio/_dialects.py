@@ -64,12 +64,15 @@ class Finding:
         ``"refused"``: the engine fails or misreads it; ``"loose"``: accepted, not enforced.
     why
         What the engine does with it.
+    value
+        The keyword's value there.
     """
 
     pointer: str
     keyword: str
     status: Status
     why: str
+    value: Any = None
 
 
 def engine_for_format(model_format: str | None) -> Engine:
@@ -245,7 +248,8 @@ def schema_findings(schema: dict[str, Any], engine: Engine) -> list[Finding]:
     for pointer, node in schema_nodes(schema):
         if isinstance(node, Mapping) and not _plain(node):
             for keyword, status, why in _node_findings(node, engine, looping):
-                found.append(Finding(f"{pointer}/{pointer_token(keyword)}", keyword, status, why))
+                where = f"{pointer}/{pointer_token(keyword)}"
+                found.append(Finding(where, keyword, status, why, node.get(keyword)))
     return sorted(found, key=lambda f: f.status != "refused")
 
 
@@ -273,6 +277,23 @@ def engine_findings(schema: dict[str, Any], engine: Engine) -> list[Finding]:
         Refusals first; pointers are into the normalised schema.
     """
     return schema_findings(apply(schema, FINDING_REWRITES), engine)
+
+
+def _users_pointer(schema: dict[str, Any], finding: Finding) -> str:
+    """Return where a finding is in the user's own schema, found again by its value.
+
+    The findings' pointers are into the normalised schema, whose rewrites move
+    subschemas (a root ``$ref`` inlined, ``oneOf`` spread...): ``/pattern`` there may be
+    ``/$defs/x/pattern`` in the schema the user wrote. The first place with the same
+    keyword and value is taken; with none, the normalised pointer is said as such.
+    """
+    for pointer, node in schema_nodes(schema):
+        if isinstance(node, Mapping) and node.get(finding.keyword, _NONE) == finding.value:
+            return f"{pointer}/{pointer_token(finding.keyword)}"
+    return f"{finding.pointer or '/'} (of the schema as normalised)"
+
+
+_NONE = object()
 
 
 def dialect_schema(
@@ -309,7 +330,7 @@ def dialect_schema(
                 what = "cannot constrain" if finding.status == "refused" else "does not enforce"
                 raise UnsupportedOutputTypeError(
                     f"LM Studio's {engine} engine {what} the JSON-schema keyword "
-                    f"{finding.keyword!r} at {finding.pointer or '/'} ({finding.why}). "
+                    f"{finding.keyword!r} at {_users_pointer(schema, finding)} ({finding.why}). "
                     + ("" if finding.status == "refused" else "Strict schema checking is on. ")
                     + _WAYS_OUT
                 )

@@ -405,3 +405,25 @@ def test_unanchored_pattern_is_sent_anchored_with_search_meaning() -> None:
     assert pattern.endswith("$")
     assert re.search(pattern, "see ABC-12 here")
     assert not re.search(pattern, "AB-12")
+
+
+@pytest.mark.parametrize(
+    ("schema", "where"),
+    [
+        (  # the root $ref is inlined before the check: the pointer is the user's still
+            {"$ref": "#/$defs/x", "$defs": {"x": {"type": "string", "pattern": "(?<=a)b"}}},
+            "/$defs/x/pattern",
+        ),
+        (  # oneOf is spread into anyOf before the check
+            {"oneOf": [{"type": "integer"}, {"type": "string", "pattern": "(?!a)b"}]},
+            "/oneOf/1/pattern",
+        ),
+        ({"type": "object", "properties": {"a": {"not": {"type": "string"}}}}, "/properties/a/not"),
+    ],
+)
+def test_a_refusal_points_into_the_schema_the_user_wrote(
+    schema: dict[str, Any], where: str
+) -> None:
+    with pytest.raises(UnsupportedOutputTypeError) as info:
+        dialect_schema(schema, "gguf")
+    assert f" at {where} (" in str(info.value)

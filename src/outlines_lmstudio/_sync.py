@@ -254,7 +254,11 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
     def _read(self, effect: _flow.Read) -> list[lms.LlmPredictionFragment] | None:
         _threads.check_open(effect.call)  # the first read sends the request: not once left
         reader: SyncReader = effect.call.reader
-        return reader.read()
+        fragments = reader.read()
+        # Left while this read sent the request: the caller's cancel found no channel to
+        # stop, so leave now (leaving cancels the open prediction on the server).
+        _threads.check_open(effect.call)
+        return fragments
 
     def _connect(self, session: Any) -> None:
         """Connect an SDK session unless it is connected (see `_threads.connect`)."""

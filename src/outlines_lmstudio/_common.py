@@ -209,14 +209,21 @@ class Common:
         self.read_timeout = check_timeout(read_timeout, "read_timeout")
 
     def _prepare(self, model_input: Any, output_type: Any, kwargs: dict[str, Any]) -> Request:
+        args, plan = self._settings(output_type, kwargs)
+        prompt = self._adapter.format_input(model_input)
+        return Request(prompt, plan, args, args.model or self.model_name)
+
+    def _settings(
+        self, output_type: Any, kwargs: dict[str, Any]
+    ) -> tuple[PredictionArgs, OutputPlan]:
+        """Check what a call's inputs share: its keywords and its output type."""
         args = parse_inference_kwargs(kwargs) if kwargs else NO_ARGS
         plan = self._adapter.plan_output(output_type)
         if plan.response_format is not None and args.config and "structured" in args.config:
             raise InvalidInferenceArgumentError(
                 "Both an output type and config['structured'] were given: pass only one."
             )
-        prompt = self._adapter.format_input(model_input)
-        return Request(prompt, plan, args, args.model or self.model_name)
+        return args, plan
 
     def _prepare_batch(
         self, model_input: Any, output_type: Any, kwargs: dict[str, Any]
@@ -226,10 +233,12 @@ class Common:
                 f"batch() takes a list of inputs, got {type(model_input).__name__}."
             )
         limit = check_concurrency(kwargs.pop("max_concurrency", self.max_concurrency))
+        args, plan = self._settings(output_type, kwargs)  # every item's: checked once
+        key = args.model or self.model_name
         requests = []
         for index, item in enumerate(model_input):
             try:
-                requests.append(self._prepare(item, output_type, kwargs))
+                requests.append(Request(self._adapter.format_input(item), plan, args, key))
             except OutlinesLMStudioError as exc:
                 exc.add_note(f"(in batch item {index})")
                 raise

@@ -701,3 +701,19 @@ def test_from_lmstudio_bad_arguments(emulator: LMStudioEmulator) -> None:
         with pytest.raises(TypeError, match="Unknown option"):
             from_lmstudio(client, grammer=True)
         assert emulator.requests == []
+
+
+def test_a_batch_error_names_the_item_only_when_it_is_the_items(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """A bad keyword or output type is every item's: no "(in batch item 0)" on it."""
+    model = fronts.model(fronts.client(enter=False), TEXT_MODEL)
+    with pytest.raises(E.InvalidInferenceValueError) as shared:
+        model.batch(["a", "b"], max_tokens=-5)
+    assert getattr(shared.value, "__notes__", []) == []
+    with pytest.raises(E.InvalidInferenceValueError):
+        model.batch([], max_tokens=-5)  # refused even with no item to send
+    with pytest.raises(E.UnsupportedInputError) as own:
+        model.batch(["ok", 3])
+    assert own.value.__notes__ == ["(in batch item 1)"]
+    assert emulator.requests == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -287,6 +288,26 @@ def test_binding_outside_loopback_needs_an_opt_in(host: str) -> None:
 def test_loopback_hosts_need_no_opt_in() -> None:
     assert all(map(is_loopback, ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"]))
     assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.1", "example.com", ""]))
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_an_ipv6_host_gives_an_api_host_the_sdk_takes(
+    make_emulator: MakeEmulator, host: str
+) -> None:
+    emulator = make_emulator(host=host)
+    assert emulator.api_host.startswith("[::1]:")
+    with lms.Client(emulator.api_host) as client:
+        assert client.llm.model(TEXT).respond("hi").content
 
 
 def test_the_command_refuses_a_public_host_without_the_flag() -> None:

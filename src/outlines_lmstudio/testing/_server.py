@@ -169,7 +169,7 @@ class LMStudioEmulator(EmulatorState):
             presets=presets,
             only_keep_last_jit_model=only_keep_last_jit_model,
         )
-        self.host = host
+        self.host = host.strip("[]")  # "[::1]" binds as "::1"
         self._requested_port = port
         self._port: int | None = None
         self._thread: threading.Thread | None = None
@@ -181,10 +181,11 @@ class LMStudioEmulator(EmulatorState):
 
     @property
     def api_host(self) -> str:
-        """``"HOST:PORT"``, for ``lms.Client(api_host)``."""
+        """``"HOST:PORT"`` for ``lms.Client(api_host)`` (IPv6 in brackets: ``[::1]:PORT``)."""
         if self._port is None:
             raise RuntimeError("The LM Studio emulator is not running: call start() first")
-        return f"{self.host}:{self._port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self._port}"
 
     @property
     def running(self) -> bool:

@@ -40,6 +40,14 @@ def test_one_slot_serialises(make_emulator: MakeEmulator) -> None:
     assert emulator.peak_concurrency(TEXT) == 1
 
 
+def test_peak_by_path_and_refused_for_an_unknown_name(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(token_latency=0.005)
+    _sync_burst(emulator.api_host, 2)
+    assert emulator.peak_concurrency(f"emulator/{TEXT}/{TEXT}.gguf") == 2
+    with pytest.raises(KeyError, match="no model or loaded instance named 'qwen-typo'"):
+        emulator.peak_concurrency("qwen-typo")  # was 0: a typo passed `<= 2` checks
+
+
 @pytest.mark.asyncio
 async def test_eight_async_gathered(make_emulator: MakeEmulator) -> None:
     emulator = make_emulator(token_latency=0.01)

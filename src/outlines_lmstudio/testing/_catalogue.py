@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from outlines_lmstudio.testing._reasoning_forms import check_form
+from outlines_lmstudio.testing._scripts import check_replies
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._reasoning_forms import ReasoningReply
@@ -127,6 +128,13 @@ class EmulatedModel:
 
     def __post_init__(self) -> None:
         check_form(self.reasoning)
+        if self.replies is not None:
+            check_replies(self.replies)
+            if self.gguf is not None:
+                raise ValueError(
+                    f"EmulatedModel {self.key!r}: a gguf model writes its own replies with "
+                    "llama.cpp; replies= scripts apply to the synthetic engine only"
+                )
         if self.gguf is not None:
             from outlines_lmstudio.testing._llama import read_facts
 

@@ -331,8 +331,15 @@ class LMStudioEmulator(EmulatorState):
     # -- public controls ------------------------------------------------------------
 
     def add_fault(self, fault: Fault) -> None:
-        """Arm a `Fault`."""
-        self._faults.add(fault)
+        """Arm a `Fault`.
+
+        Raises
+        ------
+        KeyError
+            If ``fault.model`` names no model (key, path or alias) and no loaded instance.
+        """
+        model = None if fault.model is None else self._model_name(fault.model)
+        self._faults.add(fault, model)
 
     def clear_faults(self) -> None:
         """Disarm every fault."""
@@ -364,10 +371,23 @@ class LMStudioEmulator(EmulatorState):
             self._restore_scripts()
 
     def peak_concurrency(self, model: str | None = None) -> int:
-        """Most predictions generating at once (for an identifier or key, or overall)."""
+        """Most predictions generating at once: overall, or for one model or instance.
+
+        Parameters
+        ----------
+        model
+            An instance identifier, or a model key, path or alias (all its instances).
+
+        Raises
+        ------
+        KeyError
+            If no model or loaded instance has that name, and none had it.
+        """
         with self._lock:
             if model is None:
                 return self._peak.get("", 0)
+            if f"id:{model}" not in self._peak:
+                model = self._model_name(model)
             return max(self._peak.get(f"id:{model}", 0), self._peak.get(f"key:{model}", 0))
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any, get_args
 
 import lmstudio as lms
 import pytest
@@ -18,7 +19,7 @@ from outlines_lmstudio.testing import (
     LMStudioEmulator,
     ToolCall,
 )
-from outlines_lmstudio.testing._catalogue import Catalogue
+from outlines_lmstudio.testing._catalogue import MODEL_FORMATS, Catalogue
 from outlines_lmstudio.testing._server import is_loopback
 
 from .conftest import EMBED, TEXT, UNLOADED, MakeEmulator, raw_rpc, raw_socket
@@ -79,6 +80,29 @@ def test_catalogue_names_must_be_unique() -> None:
         )
     with pytest.raises(TypeError, match="aliases"):
         EmulatedModel("x", aliases="not-a-list")
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"type": "bogus"}, "type must be one of"),
+        ({"format": "mlx"}, "an MLX model is 'safetensors'"),
+        ({"context_length": 0}, "context_length must be a positive integer"),
+        ({"embedding_dims": -1}, "embedding_dims must be a positive integer"),
+        ({"key": ""}, "key must be a non-empty string"),
+    ],
+)
+def test_a_model_the_sdk_could_not_decode_is_refused(fields: dict[str, Any], problem: str) -> None:
+    # Before, such a model broke every listing in the client (LMStudioClientError or a
+    # msgspec ValidationError) instead of failing where it was written.
+    with pytest.raises(ValueError, match=problem):
+        EmulatedModel(**{"key": "x", **fields})
+
+
+def test_the_model_formats_are_the_sdks() -> None:
+    from lmstudio._sdk_models import ModelCompatibilityType
+
+    assert set(MODEL_FORMATS) == set(get_args(ModelCompatibilityType))
 
 
 # -- JIT loading and time-to-live --------------------------------------------------------

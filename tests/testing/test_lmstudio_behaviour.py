@@ -309,6 +309,24 @@ def test_binding_outside_loopback_needs_an_opt_in(host: str) -> None:
         LMStudioEmulator(host=host, allow_remote=True)
 
 
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [
+        ({"port": -1}, "port must be 0"),
+        ({"port": 70000}, "port must be 0"),
+        ({"token_latency": float("nan")}, "token_latency must be a finite number"),
+        ({"token_latency": float("inf")}, "token_latency must be a finite number"),
+        ({"prompt_latency": -1.0}, "prompt_latency must be a finite number"),
+        ({"load_latency": float("nan")}, "load_latency must be a finite number"),
+    ],
+)
+def test_settings_out_of_range_are_refused_when_made(setting: dict[str, Any], problem: str) -> None:
+    # Before: a bad port failed only in start() (OverflowError), a NaN prompt_latency failed
+    # every prediction with a bare "ValueError", and an infinite latency hung every reply.
+    with pytest.raises(ValueError, match=problem):
+        LMStudioEmulator(**setting)
+
+
 def test_loopback_hosts_need_no_opt_in() -> None:
     assert all(map(is_loopback, ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"]))
     assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.1", "example.com", ""]))

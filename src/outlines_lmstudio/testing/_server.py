@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import threading
 import time
 import warnings
@@ -140,6 +141,15 @@ class LMStudioEmulator(EmulatorState):
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, not {slots}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0 (a free port) to 65535, not {port!r}")
+        for name, seconds in (
+            ("token_latency", token_latency),
+            ("prompt_latency", prompt_latency),
+            ("load_latency", load_latency),
+        ):
+            if not (isinstance(seconds, int | float) and 0 <= seconds < math.inf):
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, not {seconds!r}")
         if unknown_endpoint not in ("error", "warning"):
             raise ValueError(
                 f"unknown_endpoint must be 'error' or 'warning', not {unknown_endpoint!r}"

@@ -370,10 +370,15 @@ class LMStudioEmulator(EmulatorState):
                 raise KeyError(f"No loaded instance {identifier!r}")
 
     def reset(self) -> None:
-        """Clear records, scripts and faults; restore the catalogue and loaded state."""
+        """Clear records, scripts and faults; restore the catalogue, loaded state and settings.
+
+        Settings changed since the emulator was made (``emu.token_latency = 0.05``) get
+        the values it was made with, so one test's changes do not reach the next.
+        """
         self._faults.clear()
         self._recorder.clear()
         with self._lock:
+            self._restore_settings()
             self._catalogue.reset()
             self._files.clear()
             self._slots = {}

@@ -31,7 +31,20 @@ from outlines_lmstudio.testing._wire import Channel
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._engine import Engine
 
-__all__ = ["EmulatorState", "Peer"]
+__all__ = ["SETTINGS", "EmulatorState", "Peer"]
+
+SETTINGS = (
+    "seed",
+    "slots",
+    "token_latency",
+    "prompt_latency",
+    "unknown_endpoint",
+    "validate_frames",
+    "load_latency",
+    "presets",
+    "only_keep_last_jit_model",
+)
+"""The public settings a test may change on a running emulator; `reset` restores them."""
 
 
 class EmulatorState:
@@ -60,6 +73,7 @@ class EmulatorState:
         self.load_latency = load_latency
         self.presets = None if presets is None else frozenset(presets)
         self.only_keep_last_jit_model = only_keep_last_jit_model
+        self._settings = {name: getattr(self, name) for name in SETTINGS}
         self._lock = threading.RLock()
         self._catalogue = Catalogue(default_models() if models is None else models)
         self._recorder = Recorder()
@@ -140,6 +154,10 @@ class EmulatorState:
         with self._lock:
             for name in ("", f"id:{instance.identifier}", f"key:{instance.model.key}"):
                 self._active[name] -= 1
+
+    def _restore_settings(self) -> None:
+        for name, value in self._settings.items():
+            setattr(self, name, value)
 
     def _restore_scripts(self) -> None:
         self._scripts = {}

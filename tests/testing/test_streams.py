@@ -162,6 +162,23 @@ def test_a_reply_function_must_return_a_reply(emu: LMStudioEmulator, client: lms
         client.llm.model(TEXT).respond("?")  # was the text "None"
 
 
+@pytest.mark.timeout(10)
+def test_stop_from_a_reply_function_fails_at_once(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator()
+
+    def stop_here(prediction: Prediction) -> str:
+        emulator.stop()  # waited 15 s for its own thread, then left the emulator half stopped
+        return "unreachable"
+
+    emulator.script(TEXT, stop_here)
+    with lms.Client(emulator.api_host) as client:
+        model = client.llm.model(TEXT)
+        with pytest.raises(lms.LMStudioServerError, match="the emulator's own thread"):
+            model.respond("?")
+        emulator.script(TEXT, ["still serving"])
+        assert model.respond("?").content == "still serving"
+
+
 def test_a_script_for_a_llama_cpp_model_is_refused(make_emulator: MakeEmulator) -> None:
     from outlines_lmstudio.testing import EmulatedModel, embedded_available, embedded_model
 

@@ -229,7 +229,19 @@ class LMStudioEmulator(EmulatorState):
         return self
 
     def stop(self) -> None:
-        """Stop serving: close every socket and join the thread (idempotent)."""
+        """Stop serving: close every socket and join the thread (idempotent).
+
+        Raises
+        ------
+        RuntimeError
+            If called from the emulator's own thread (a scripted reply function), which
+            would wait for itself.
+        """
+        if threading.current_thread() is self._thread:
+            raise RuntimeError(
+                "LMStudioEmulator.stop() was called from the emulator's own thread (a "
+                "scripted reply function?); it would wait for itself. Stop it from your test."
+            )
         with self._lifecycle:
             loop, thread = self._loop, self._thread
             if loop is None or thread is None:

@@ -214,6 +214,8 @@ class LMStudioEmulator(EmulatorState):
         with self._lifecycle:
             if self._thread is not None:
                 return self
+            with self._lock:
+                self._slots = {}  # a restart has a new event loop: its own semaphores
             loop = asyncio.new_event_loop()
             ready = threading.Event()
             failure: list[BaseException] = []

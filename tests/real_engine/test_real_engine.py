@@ -386,6 +386,25 @@ async def test_concurrent_predictions_are_all_served(
     assert [p.last_user_text for p in emulator.predictions] == prompts
 
 
+def test_a_restarted_emulator_serves_concurrent_predictions() -> None:
+    # The engine's queue lock belonged to the first event loop: after stop() and start(),
+    # a prediction that had to wait failed with "bound to a different event loop".
+    from concurrent.futures import ThreadPoolExecutor
+
+    from outlines_lmstudio.testing import embedded_model
+
+    emulator = LMStudioEmulator([embedded_model()])
+    for _ in range(2):
+        with emulator, lms.Client(emulator.api_host) as client:
+            llm = client.llm.model(EMBEDDED_MODEL_KEY)
+
+            def say(n: int, llm: lms.LLM = llm) -> str:
+                return llm.respond(f"Say {n}", config=_config(2)).content
+
+            with ThreadPoolExecutor(2) as pool:
+                assert all(pool.map(say, (1, 2)))
+
+
 def test_embeddings_from_the_gguf(client: lms.Client) -> None:
     embedder = client.embedding.model(EMBED_KEY)
     a = cast(list[float], embedder.embed("The cat sat on the mat."))

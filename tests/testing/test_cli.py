@@ -64,6 +64,9 @@ def test_bad_models_file(tmp_path: Path) -> None:
     bad.write_text(json.dumps([{"key": "x", "colour": "red"}]))
     with pytest.raises(ValueError, match="bad model entry"):
         load_models(bad)
+    bad.write_text(json.dumps([{"key": "x", "format": "mlx"}]))
+    with pytest.raises(ValueError, match=r"bad\.json: bad model entry.*'safetensors'"):
+        load_models(bad)
     bad.write_text(json.dumps({"models": "nope"}))
     with pytest.raises(ValueError, match="JSON list"):
         load_models(bad)

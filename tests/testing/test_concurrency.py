@@ -41,6 +41,27 @@ def test_one_slot_serialises(make_emulator: MakeEmulator) -> None:
     assert emulator.peak_concurrency(TEXT) == 1
 
 
+def test_a_restarted_emulator_serves_predictions_that_wait_for_a_slot(
+    make_emulator: MakeEmulator,
+) -> None:
+    # The slot semaphores belonged to the first event loop: after stop() and start(), a
+    # prediction that had to wait failed with "bound to a different event loop".
+    emulator = make_emulator(token_latency=0.005, slots=1)
+    _sync_burst(emulator.api_host, 3)
+    emulator.stop()
+    emulator.start()
+    assert len(_sync_burst(emulator.api_host, 3)) == 3
+    assert emulator.peak_concurrency(TEXT) == 1
+
+
+def test_peak_by_path_and_refused_for_an_unknown_name(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator(token_latency=0.005)
+    _sync_burst(emulator.api_host, 2)
+    assert emulator.peak_concurrency(f"emulator/{TEXT}/{TEXT}.gguf") == 2
+    with pytest.raises(KeyError, match="no model or loaded instance named 'qwen-typo'"):
+        emulator.peak_concurrency("qwen-typo")  # was 0: a typo passed `<= 2` checks
+
+
 @pytest.mark.asyncio
 async def test_eight_async_gathered(make_emulator: MakeEmulator) -> None:
     emulator = make_emulator(token_latency=0.01)

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import lmstudio as lms
 import pytest
 
-from outlines_lmstudio.testing import Fault, LMStudioEmulator
+from outlines_lmstudio.testing import EmulatedModel, Fault, LMStudioEmulator
 
-from .conftest import EMBED, PNG, TEXT
+from .conftest import EMBED, PNG, TEXT, MakeEmulator
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -45,6 +45,25 @@ def test_fault_for_another_model_does_not_match(emu: LMStudioEmulator, client: l
     assert client.llm.model(TEXT).respond("hi").content
     with pytest.raises(lms.LMStudioServerError):
         client.llm.model("qwen2-vl-2b-instruct").respond("hi")
+
+
+def test_a_fault_for_a_model_alias_matches_it(make_emulator: MakeEmulator) -> None:
+    alias = "hugging-quants/llama-3.2-1b-instruct"
+    llama = EmulatedModel("llama-3.2-1b-instruct", aliases=[alias])
+    emulator = make_emulator(models=[llama])
+    emulator.add_fault(Fault("predict", "error", model=alias, message="via alias"))
+    with (
+        lms.Client(emulator.api_host) as client,
+        pytest.raises(lms.LMStudioServerError, match="via alias"),
+    ):
+        client.llm.model(alias).respond("hi")
+
+
+def test_a_fault_that_could_never_match_is_refused(emu: LMStudioEmulator) -> None:
+    with pytest.raises(ValueError, match="'predcit' is no LM Studio endpoint"):
+        Fault("predcit")
+    with pytest.raises(KeyError, match="no model or loaded instance named 'qwen-typo'"):
+        emu.add_fault(Fault("predict", model="qwen-typo"))
 
 
 def test_fault_times(emu: LMStudioEmulator, client: lms.Client) -> None:

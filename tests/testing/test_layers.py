@@ -10,9 +10,10 @@ import outlines_lmstudio.testing as testing
 PACKAGE = Path(testing.__file__).parent
 # Lower layers first: a module may import (at run time or for types) only lower layers.
 LAYERS = [
-    {"_wire"},
-    {"_surface", "_faults", "_tools", "_sampler", "_gbnf", "_llama_plan"},
+    {"_wire", "_surface"},
+    {"_faults", "_tools", "_sampler", "_gbnf", "_llama_plan"},
     {"_records", "_drift", "_llama_native"},
+    {"_scripts"},
     {"_catalogue"},
     {"_engine"},
     {"_state"},

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
+from typing import Any, get_args
 
 import lmstudio as lms
 import pytest
@@ -17,7 +19,7 @@ from outlines_lmstudio.testing import (
     LMStudioEmulator,
     ToolCall,
 )
-from outlines_lmstudio.testing._catalogue import Catalogue
+from outlines_lmstudio.testing._catalogue import MODEL_FORMATS, Catalogue
 from outlines_lmstudio.testing._server import is_loopback
 
 from .conftest import EMBED, TEXT, UNLOADED, MakeEmulator, raw_rpc, raw_socket
@@ -78,6 +80,29 @@ def test_catalogue_names_must_be_unique() -> None:
         )
     with pytest.raises(TypeError, match="aliases"):
         EmulatedModel("x", aliases="not-a-list")
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"type": "bogus"}, "type must be one of"),
+        ({"format": "mlx"}, "an MLX model is 'safetensors'"),
+        ({"context_length": 0}, "context_length must be a positive integer"),
+        ({"embedding_dims": -1}, "embedding_dims must be a positive integer"),
+        ({"key": ""}, "key must be a non-empty string"),
+    ],
+)
+def test_a_model_the_sdk_could_not_decode_is_refused(fields: dict[str, Any], problem: str) -> None:
+    # Before, such a model broke every listing in the client (LMStudioClientError or a
+    # msgspec ValidationError) instead of failing where it was written.
+    with pytest.raises(ValueError, match=problem):
+        EmulatedModel(**{"key": "x", **fields})
+
+
+def test_the_model_formats_are_the_sdks() -> None:
+    from lmstudio._sdk_models import ModelCompatibilityType
+
+    assert set(MODEL_FORMATS) == set(get_args(ModelCompatibilityType))
 
 
 # -- JIT loading and time-to-live --------------------------------------------------------
@@ -284,9 +309,47 @@ def test_binding_outside_loopback_needs_an_opt_in(host: str) -> None:
         LMStudioEmulator(host=host, allow_remote=True)
 
 
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [
+        ({"port": -1}, "port must be 0"),
+        ({"port": 70000}, "port must be 0"),
+        ({"token_latency": float("nan")}, "token_latency must be a finite number"),
+        ({"token_latency": float("inf")}, "token_latency must be a finite number"),
+        ({"prompt_latency": -1.0}, "prompt_latency must be a finite number"),
+        ({"load_latency": float("nan")}, "load_latency must be a finite number"),
+    ],
+)
+def test_settings_out_of_range_are_refused_when_made(setting: dict[str, Any], problem: str) -> None:
+    # Before: a bad port failed only in start() (OverflowError), a NaN prompt_latency failed
+    # every prediction with a bare "ValueError", and an infinite latency hung every reply.
+    with pytest.raises(ValueError, match=problem):
+        LMStudioEmulator(**setting)
+
+
 def test_loopback_hosts_need_no_opt_in() -> None:
     assert all(map(is_loopback, ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"]))
     assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.1", "example.com", ""]))
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_an_ipv6_host_gives_an_api_host_the_sdk_takes(
+    make_emulator: MakeEmulator, host: str
+) -> None:
+    emulator = make_emulator(host=host)
+    assert emulator.api_host.startswith("[::1]:")
+    with lms.Client(emulator.api_host) as client:
+        assert client.llm.model(TEXT).respond("hi").content
 
 
 def test_the_command_refuses_a_public_host_without_the_flag() -> None:

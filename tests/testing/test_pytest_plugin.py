@@ -18,6 +18,14 @@ def test_uses_the_fixture(lmstudio_emulator):
 def test_state_is_reset(lmstudio_emulator):
     assert lmstudio_emulator.predictions == []
 
+def test_changes_settings(lmstudio_emulator):
+    lmstudio_emulator.token_latency = 5.0
+    lmstudio_emulator.validate_frames = False
+
+def test_settings_are_restored(lmstudio_emulator):
+    assert lmstudio_emulator.token_latency == 0.0
+    assert lmstudio_emulator.validate_frames  # the drift guard is on again
+
 def test_failure_shows_the_trace(lmstudio_emulator):
     with lms.Client(lmstudio_emulator.api_host) as client:
         client.llm.model("qwen2.5-7b-instruct").respond("hi")
@@ -33,7 +41,7 @@ def test_plugin_fixture_reset_trace_and_guard(pytester: pytest.Pytester) -> None
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(test_user=_TEST_FILE)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
-    result.assert_outcomes(passed=3, failed=1, errors=1)
+    result.assert_outcomes(passed=5, failed=1, errors=1)
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_violation_fails_the_test*",

@@ -183,6 +183,70 @@ def test_failing_script_is_a_server_error(emu: LMStudioEmulator, client: lms.Cli
         client.llm.model(TEXT).respond("?")
 
 
+def test_a_script_by_path_or_alias_applies_to_the_model(make_emulator: MakeEmulator) -> None:
+    from outlines_lmstudio.testing import EmulatedModel
+
+    alias = "hugging-quants/llama-3.2-1b-instruct"
+    path = "hugging-quants/Llama-3.2-1B-Instruct-Q8_0-GGUF/llama-3.2-1b-instruct-q8_0.gguf"
+    llama = EmulatedModel("llama-3.2-1b-instruct", path=path, aliases=[alias])
+    emulator = make_emulator(models=[llama])
+    with lms.Client(emulator.api_host) as client:
+        model = client.llm.model(alias)
+        emulator.script(alias, ["by alias"])
+        assert model.respond("?").content == "by alias"
+        emulator.script(path.upper(), ["by path"])  # paths ignore case, as in LM Studio
+        assert model.respond("?").content == "by path"
+
+
+def test_a_script_for_an_unknown_name_is_refused(emu: LMStudioEmulator) -> None:
+    with pytest.raises(KeyError, match="no model or loaded instance named 'qwen-typo'"):
+        emu.script("qwen-typo", ["never sent"])
+
+
+@pytest.mark.parametrize("replies", [None, b"abc", {"a": 1}, [42], ["ok", None], 3.5])
+def test_script_values_that_are_not_replies_are_refused(
+    emu: LMStudioEmulator, replies: object
+) -> None:
+    with pytest.raises(TypeError, match="a str, a ToolCall, a ReasoningReply"):
+        emu.script(TEXT, replies)  # type: ignore[arg-type]
+
+
+def test_a_reply_function_must_return_a_reply(emu: LMStudioEmulator, client: lms.Client) -> None:
+    emu.script(TEXT, lambda prediction: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(lms.LMStudioServerError, match="returned NoneType"):
+        client.llm.model(TEXT).respond("?")  # was the text "None"
+
+
+@pytest.mark.timeout(10)
+def test_stop_from_a_reply_function_fails_at_once(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator()
+
+    def stop_here(prediction: Prediction) -> str:
+        emulator.stop()  # waited 15 s for its own thread, then left the emulator half stopped
+        return "unreachable"
+
+    emulator.script(TEXT, stop_here)
+    with lms.Client(emulator.api_host) as client:
+        model = client.llm.model(TEXT)
+        with pytest.raises(lms.LMStudioServerError, match="the emulator's own thread"):
+            model.respond("?")
+        emulator.script(TEXT, ["still serving"])
+        assert model.respond("?").content == "still serving"
+
+
+def test_a_script_for_a_llama_cpp_model_is_refused(make_emulator: MakeEmulator) -> None:
+    from outlines_lmstudio.testing import EmulatedModel, embedded_available, embedded_model
+
+    if not embedded_available():
+        pytest.skip("the embedded GGUF model is not installed")
+    gemma = embedded_model()
+    emulator = LMStudioEmulator([gemma])  # not started: scripting needs no server
+    with pytest.raises(ValueError, match="writes its own replies"):
+        emulator.script(gemma.key, ["never used"])
+    with pytest.raises(ValueError, match="writes its own replies"):
+        EmulatedModel("g", gguf=gemma.gguf, replies=["never used"])
+
+
 def test_model_replies_from_the_catalogue(make_emulator: MakeEmulator) -> None:
     from outlines_lmstudio.testing import EmulatedModel
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from outlines_lmstudio.testing._reasoning_forms import check_form
+from outlines_lmstudio.testing._scripts import check_replies
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._reasoning_forms import ReasoningReply
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_GGUF_CONTEXT",
+    "MODEL_FORMATS",
+    "MODEL_TYPES",
     "Catalogue",
     "EmulatedModel",
     "Instance",
@@ -31,6 +34,12 @@ __all__ = [
     "Replies",
     "default_models",
 ]
+
+MODEL_TYPES = ("llm", "embedding")
+"""The model types the emulator serves (one websocket namespace each)."""
+
+MODEL_FORMATS = ("gguf", "safetensors", "onnx", "ggml", "mlx_placeholder", "torch_safetensors")
+"""The ``format`` values the SDK decodes (its ``ModelCompatibilityType``)."""
 
 DEFAULT_GGUF_CONTEXT = 4096
 """The context length a GGUF model is loaded with unless the load config says otherwise
@@ -126,7 +135,15 @@ class EmulatedModel:
     reasoning: str | None = None
 
     def __post_init__(self) -> None:
+        self._check_fields()
         check_form(self.reasoning)
+        if self.replies is not None:
+            check_replies(self.replies)
+            if self.gguf is not None:
+                raise ValueError(
+                    f"EmulatedModel {self.key!r}: a gguf model writes its own replies with "
+                    "llama.cpp; replies= scripts apply to the synthetic engine only"
+                )
         if self.gguf is not None:
             from outlines_lmstudio.testing._llama import read_facts
 
@@ -148,6 +165,26 @@ class EmulatedModel:
         if isinstance(self.aliases, str):
             raise TypeError("EmulatedModel.aliases must be a sequence of names, not a string")
         self.aliases = tuple(self.aliases)
+
+    def _check_fields(self) -> None:
+        """Refuse values the SDKs cannot decode: they would break every model listing."""
+        if not isinstance(self.key, str) or not self.key:
+            raise ValueError(f"EmulatedModel key must be a non-empty string, not {self.key!r}")
+        if self.type not in MODEL_TYPES:
+            raise ValueError(
+                f"EmulatedModel {self.key!r}: type must be one of {MODEL_TYPES}, not {self.type!r}"
+            )
+        if self.format not in MODEL_FORMATS:
+            raise ValueError(
+                f"EmulatedModel {self.key!r}: format must be one of {MODEL_FORMATS} "
+                f"(an MLX model is 'safetensors'), not {self.format!r}"
+            )
+        for name in ("context_length", "embedding_dims"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"EmulatedModel {self.key!r}: {name} must be a positive integer, not {value!r}"
+                )
 
     @property
     def load_context_length(self) -> int:

@@ -87,7 +87,7 @@ def load_models(path: Path) -> list[Any]:
             raise ValueError(f"{path}: each model must be a JSON object, got {entry!r}")
         try:
             models.append(EmulatedModel(**entry))
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: bad model entry {entry!r}: {exc}") from exc
     return models
 

@@ -6,10 +6,13 @@ import threading
 from dataclasses import dataclass
 from typing import Literal
 
+from outlines_lmstudio.testing._surface import CHANNELS, RPCS
+
 __all__ = ["Fault", "FaultBook"]
 
 FaultKind = Literal["error", "drop", "hang", "delay", "unload"]
 _KINDS = ("error", "drop", "hang", "delay", "unload")
+_ENDPOINTS = frozenset().union(*RPCS.values(), *CHANNELS.values())
 
 
 @dataclass
@@ -49,6 +52,12 @@ class Fault:
     message: str = "Injected failure"
 
     def __post_init__(self) -> None:
+        if self.endpoint not in _ENDPOINTS:
+            raise ValueError(
+                f"Fault endpoint {self.endpoint!r} is no LM Studio endpoint, so no request "
+                'would ever match it; e.g. "predict", "getOrLoad", "embedString", '
+                '"uploadFileBase64" (the names are in outlines_lmstudio.testing._surface)'
+            )
         if self.kind not in _KINDS:
             raise ValueError(f"Fault kind must be one of {_KINDS}, not {self.kind!r}")
         if self.times < 1:
@@ -62,12 +71,12 @@ class FaultBook:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._faults: list[tuple[Fault, list[int]]] = []
+        self._faults: list[tuple[Fault, str | None, list[int]]] = []
 
-    def add(self, fault: Fault) -> None:
-        """Arm a fault."""
+    def add(self, fault: Fault, model: str | None = None) -> None:
+        """Arm a fault; ``model`` is the name it matches (``fault.model`` resolved)."""
         with self._lock:
-            self._faults.append((fault, [fault.times]))
+            self._faults.append((fault, model, [fault.times]))
 
     def clear(self) -> None:
         """Disarm every fault."""
@@ -86,10 +95,10 @@ class FaultBook:
             the endpoint is not about a model.
         """
         with self._lock:
-            for i, (fault, left) in enumerate(self._faults):
+            for i, (fault, model, left) in enumerate(self._faults):
                 if fault.endpoint != endpoint:
                     continue
-                if fault.model is not None and fault.model not in models:
+                if model is not None and model not in models:
                     continue
                 left[0] -= 1
                 if left[0] <= 0:

@@ -124,6 +124,7 @@ class LlamaEngine:
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()  # the context: one llama.cpp call at a time
         self._queue: asyncio.Lock | None = None  # predictions in arrival order
+        self._queue_loop: asyncio.AbstractEventLoop | None = None
 
     # -- blocking parts (worker threads) -------------------------------------------
 
@@ -263,8 +264,10 @@ class LlamaEngine:
         gbnf: str | None,
         grammar_first: bool,
     ) -> AsyncGenerator[Fragment, None]:
-        if self._queue is None:
-            self._queue = asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        if self._queue is None or self._queue_loop is not loop:
+            # A restarted emulator runs a new event loop, and a lock belongs to one loop.
+            self._queue, self._queue_loop = asyncio.Lock(), loop
         generation = box[0]
         async with self._queue:
             await asyncio.to_thread(self._start, tokens, how, gbnf, grammar_first)

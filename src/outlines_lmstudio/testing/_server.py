@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import threading
 import time
 import warnings
@@ -140,6 +141,15 @@ class LMStudioEmulator(EmulatorState):
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, not {slots}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0 (a free port) to 65535, not {port!r}")
+        for name, seconds in (
+            ("token_latency", token_latency),
+            ("prompt_latency", prompt_latency),
+            ("load_latency", load_latency),
+        ):
+            if not (isinstance(seconds, int | float) and 0 <= seconds < math.inf):
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, not {seconds!r}")
         if unknown_endpoint not in ("error", "warning"):
             raise ValueError(
                 f"unknown_endpoint must be 'error' or 'warning', not {unknown_endpoint!r}"
@@ -169,7 +179,7 @@ class LMStudioEmulator(EmulatorState):
             presets=presets,
             only_keep_last_jit_model=only_keep_last_jit_model,
         )
-        self.host = host
+        self.host = host.strip("[]")  # "[::1]" binds as "::1"
         self._requested_port = port
         self._port: int | None = None
         self._thread: threading.Thread | None = None
@@ -181,10 +191,11 @@ class LMStudioEmulator(EmulatorState):
 
     @property
     def api_host(self) -> str:
-        """``"HOST:PORT"``, for ``lms.Client(api_host)``."""
+        """``"HOST:PORT"`` for ``lms.Client(api_host)`` (IPv6 in brackets: ``[::1]:PORT``)."""
         if self._port is None:
             raise RuntimeError("The LM Studio emulator is not running: call start() first")
-        return f"{self.host}:{self._port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self._port}"
 
     @property
     def running(self) -> bool:
@@ -203,6 +214,8 @@ class LMStudioEmulator(EmulatorState):
         with self._lifecycle:
             if self._thread is not None:
                 return self
+            with self._lock:
+                self._slots = {}  # a restart has a new event loop: its own semaphores
             loop = asyncio.new_event_loop()
             ready = threading.Event()
             failure: list[BaseException] = []
@@ -218,7 +231,19 @@ class LMStudioEmulator(EmulatorState):
         return self
 
     def stop(self) -> None:
-        """Stop serving: close every socket and join the thread (idempotent)."""
+        """Stop serving: close every socket and join the thread (idempotent).
+
+        Raises
+        ------
+        RuntimeError
+            If called from the emulator's own thread (a scripted reply function), which
+            would wait for itself.
+        """
+        if threading.current_thread() is self._thread:
+            raise RuntimeError(
+                "LMStudioEmulator.stop() was called from the emulator's own thread (a "
+                "scripted reply function?); it would wait for itself. Stop it from your test."
+            )
         with self._lifecycle:
             loop, thread = self._loop, self._thread
             if loop is None or thread is None:
@@ -330,8 +355,15 @@ class LMStudioEmulator(EmulatorState):
     # -- public controls ------------------------------------------------------------
 
     def add_fault(self, fault: Fault) -> None:
-        """Arm a `Fault`."""
-        self._faults.add(fault)
+        """Arm a `Fault`.
+
+        Raises
+        ------
+        KeyError
+            If ``fault.model`` names no model (key, path or alias) and no loaded instance.
+        """
+        model = None if fault.model is None else self._model_name(fault.model)
+        self._faults.add(fault, model)
 
     def clear_faults(self) -> None:
         """Disarm every fault."""
@@ -352,10 +384,15 @@ class LMStudioEmulator(EmulatorState):
                 raise KeyError(f"No loaded instance {identifier!r}")
 
     def reset(self) -> None:
-        """Clear records, scripts and faults; restore the catalogue and loaded state."""
+        """Clear records, scripts and faults; restore the catalogue, loaded state and settings.
+
+        Settings changed since the emulator was made (``emu.token_latency = 0.05``) get
+        the values it was made with, so one test's changes do not reach the next.
+        """
         self._faults.clear()
         self._recorder.clear()
         with self._lock:
+            self._restore_settings()
             self._catalogue.reset()
             self._files.clear()
             self._slots = {}
@@ -363,10 +400,23 @@ class LMStudioEmulator(EmulatorState):
             self._restore_scripts()
 
     def peak_concurrency(self, model: str | None = None) -> int:
-        """Most predictions generating at once (for an identifier or key, or overall)."""
+        """Most predictions generating at once: overall, or for one model or instance.
+
+        Parameters
+        ----------
+        model
+            An instance identifier, or a model key, path or alias (all its instances).
+
+        Raises
+        ------
+        KeyError
+            If no model or loaded instance has that name, and none had it.
+        """
         with self._lock:
             if model is None:
                 return self._peak.get("", 0)
+            if f"id:{model}" not in self._peak:
+                model = self._model_name(model)
             return max(self._peak.get(f"id:{model}", 0), self._peak.get(f"key:{model}", 0))
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from itertools import count
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,16 +23,28 @@ from outlines_lmstudio.testing._catalogue import (
     default_models,
 )
 from outlines_lmstudio.testing._faults import FaultBook
-from outlines_lmstudio.testing._reasoning_forms import ReasoningReply
 from outlines_lmstudio.testing._records import Prediction, Recorder, Upload
 from outlines_lmstudio.testing._sampler import JsonSampler
-from outlines_lmstudio.testing._tools import ToolCall
+from outlines_lmstudio.testing._scripts import Script, check_replies
 from outlines_lmstudio.testing._wire import Channel
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._engine import Engine
 
-__all__ = ["EmulatorState", "Peer"]
+__all__ = ["SETTINGS", "EmulatorState", "Peer"]
+
+SETTINGS = (
+    "seed",
+    "slots",
+    "token_latency",
+    "prompt_latency",
+    "unknown_endpoint",
+    "validate_frames",
+    "load_latency",
+    "presets",
+    "only_keep_last_jit_model",
+)
+"""The public settings a test may change on a running emulator; `reset` restores them."""
 
 
 class EmulatorState:
@@ -62,14 +73,13 @@ class EmulatorState:
         self.load_latency = load_latency
         self.presets = None if presets is None else frozenset(presets)
         self.only_keep_last_jit_model = only_keep_last_jit_model
+        self._settings = {name: getattr(self, name) for name in SETTINGS}
         self._lock = threading.RLock()
         self._catalogue = Catalogue(default_models() if models is None else models)
         self._recorder = Recorder()
         self._faults = FaultBook()
         self._sampler = JsonSampler()
-        self._scripts: dict[
-            str, deque[Reply] | Callable[[Prediction], str | ToolCall | ReasoningReply]
-        ] = {}
+        self._scripts: dict[str, Script] = {}
         self._files: dict[str, Upload] = {}
         self._auth: dict[str, str] = {}
         self._client_refs: dict[str, int] = {}
@@ -124,7 +134,8 @@ class EmulatorState:
                 if callable(entry):
                     return entry
                 if entry:
-                    return entry.popleft()
+                    reply: Reply = entry.popleft()
+                    return reply
         return None
 
     def _slot(self, instance: Instance) -> asyncio.Semaphore:
@@ -144,11 +155,40 @@ class EmulatorState:
             for name in ("", f"id:{instance.identifier}", f"key:{instance.model.key}"):
                 self._active[name] -= 1
 
+    def _restore_settings(self) -> None:
+        for name, value in self._settings.items():
+            setattr(self, name, value)
+
     def _restore_scripts(self) -> None:
         self._scripts = {}
         for model in self._catalogue.models.values():
             if model.replies is not None:
-                self.script(model.key, model.replies)
+                self._scripts[model.key] = check_replies(model.replies)
+
+    def _model_name(self, name: str) -> str:
+        """Return the name a script or fault for ``name`` is kept under.
+
+        A loaded instance's identifier stays itself; a model key, path or alias (as
+        LM Studio resolves them, paths ignoring case) becomes the model's key.
+
+        Raises
+        ------
+        KeyError
+            If no loaded instance and no model of the catalogue has that name.
+        """
+        with self._lock:
+            if name in self._catalogue.instances:
+                return name
+            model = self._catalogue.find_model(name)
+            if model is not None:
+                return model.key
+            keys = ", ".join(self._catalogue.models) or "none"
+            loaded = ", ".join(self._catalogue.instances) or "none"
+        raise KeyError(
+            f"The emulator has no model or loaded instance named {name!r} (models: {keys}; "
+            f"loaded: {loaded}). Use a model key, path or alias, or the identifier of a "
+            "loaded instance (load it first: emu.load(key, identifier))."
+        )
 
     def script(self, model_key: str, replies: Replies) -> None:
         """Script the next replies of a model (replacing earlier scripts for it).
@@ -156,22 +196,37 @@ class EmulatorState:
         Parameters
         ----------
         model_key
-            A model key or instance identifier.
+            A model key, path or alias (the model's replies on every instance),
+            or a loaded instance's identifier (that instance's replies).
         replies
-            A list of replies consumed in order (each a text, or a function of
-            the `Prediction`), or one function used for every request. Scripted
+            A list of replies consumed in order (each a text, a `ToolCall`, a
+            `ReasoningReply`, or a function of the `Prediction` returning one),
+            or one reply, or one function used for every request. Scripted
             text is sent verbatim, even for structured requests, so a test can
             produce invalid JSON on purpose. When the list runs out, the
             emulator generates text again. A `ReasoningReply` gives reasoning
             text and the answer, sent in a reasoning form.
+
+        Raises
+        ------
+        KeyError
+            If no model or loaded instance has that name.
+        ValueError
+            If the model is served by llama.cpp (``gguf=``): it writes its own replies.
+        TypeError
+            If a reply is none of the above.
         """
+        script = check_replies(replies)
         with self._lock:
-            if callable(replies):
-                self._scripts[model_key] = replies
-            elif isinstance(replies, str | ReasoningReply):
-                self._scripts[model_key] = deque([replies])
-            else:
-                self._scripts[model_key] = deque(replies)
+            name = self._model_name(model_key)
+            instance = self._catalogue.instances.get(name)
+            model = instance.model if instance is not None else self._catalogue.models[name]
+            if model.gguf is not None:
+                raise ValueError(
+                    f"{model_key!r} is served by llama.cpp (gguf={model.gguf!r}), which "
+                    "writes its own replies: scripts apply to the synthetic engine's models."
+                )
+            self._scripts[name] = script
 
 
 class Peer(Protocol):

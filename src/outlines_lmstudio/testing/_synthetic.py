@@ -30,6 +30,7 @@ from outlines_lmstudio.testing._sampler import (
     split_fragments,
     token_ids,
 )
+from outlines_lmstudio.testing._scripts import check_reply
 from outlines_lmstudio.testing._tools import (
     ToolCall,
     awaits_tool_call,
@@ -134,7 +135,7 @@ async def _reply(
     script = emu._next_reply(instance)
     if script is not None:
         try:
-            reply = script(record) if callable(script) else script
+            reply = check_reply(script(record)) if callable(script) else script
         except Exception as exc:
             raise server_error(f"Scripted reply failed: {exc!r}") from exc
         if isinstance(reply, ToolCall):

@@ -386,6 +386,40 @@ async def test_concurrent_predictions_are_all_served(
     assert [p.last_user_text for p in emulator.predictions] == prompts
 
 
+@pytest.mark.asyncio
+async def test_a_prediction_cancelled_in_the_engine_queue_stops_at_once(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    """Queued behind a running prediction on the one context, a cancelled prediction
+    waited for the running one to end before its ``userStopped``."""
+    llm = await async_client.llm.model(EMBEDDED_MODEL_KEY)
+    long = _config(max_tokens=400)
+    long["cpuThreads"] = 1
+
+    async def drain(stream: lms.AsyncPredictionStream) -> str:
+        async for _fragment in stream:
+            pass
+        return stream.result().stats.stop_reason
+
+    running = await llm.respond_stream("Tell me a very long story about a dragon.", config=long)
+    first = asyncio.create_task(drain(running))
+    await asyncio.to_thread(
+        emulator.wait_until,
+        lambda: bool(emulator.predictions and emulator.predictions[0].fragments),
+        60,
+    )
+    queued = await llm.respond_stream("Say hello.", config=_config(max_tokens=8))
+    second = asyncio.create_task(drain(queued))
+    await asyncio.to_thread(emulator.wait_until, lambda: len(emulator.predictions) == 2, 60)
+    await queued.cancel()
+    assert await asyncio.wait_for(second, timeout=5) == "userStopped"
+    assert not first.done()  # the running one goes on
+    await running.cancel()
+    assert await asyncio.wait_for(first, timeout=30) == "userStopped"
+    assert emulator.predictions[1].fragments == []
+    assert emulator.predictions[1].cancelled
+
+
 def test_a_restarted_emulator_serves_concurrent_predictions() -> None:
     # The engine's queue lock belonged to the first event loop: after stop() and start(),
     # a prediction that had to wait failed with "bound to a different event loop".

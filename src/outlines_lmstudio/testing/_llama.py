@@ -33,7 +33,11 @@ from outlines_lmstudio.testing._llama_plan import (
     template_for,
 )
 from outlines_lmstudio.testing._records import message_text
-from outlines_lmstudio.testing._wire import json_mode_schema, server_error
+from outlines_lmstudio.testing._wire import (
+    acquire_unless_cancelled,
+    json_mode_schema,
+    server_error,
+)
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import Instance
@@ -269,7 +273,11 @@ class LlamaEngine:
             # A restarted emulator runs a new event loop, and a lock belongs to one loop.
             self._queue, self._queue_loop = asyncio.Lock(), loop
         generation = box[0]
-        async with self._queue:
+        queue = self._queue
+        # A prediction cancelled while it waits for the running one leaves at once.
+        if not await acquire_unless_cancelled(queue, record.cancel_event):
+            return
+        try:
             await asyncio.to_thread(self._start, tokens, how, gbnf, grammar_first)
             more = True
             while more:
@@ -312,6 +320,8 @@ class LlamaEngine:
             generation.stop_reason = stop
             generation.stats["predictedTokensCount"] = predicted
             generation.stats["totalTokensCount"] = generation.prompt_tokens + predicted
+        finally:
+            queue.release()
 
     async def clear_cache(self) -> None:
         """Forget the KV cache, so the next prompt is processed from its first token.

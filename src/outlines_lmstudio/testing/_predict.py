@@ -12,7 +12,13 @@ from outlines_lmstudio.testing._lookup import engine_for, query_of, resolve
 from outlines_lmstudio.testing._records import Prediction
 from outlines_lmstudio.testing._state import EmulatorState, Peer
 from outlines_lmstudio.testing._tools import tool_call_packets
-from outlines_lmstudio.testing._wire import Channel, ConnectionDropped, RequestError, server_error
+from outlines_lmstudio.testing._wire import (
+    Channel,
+    ConnectionDropped,
+    RequestError,
+    acquire_unless_cancelled,
+    server_error,
+)
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import Instance
@@ -115,6 +121,7 @@ async def predict(
         structured=structured,
         preset=parameter.get("fuzzyPresetIdentifier"),
         client_id=conn.client_id,
+        cancel_event=channel.cancel_event,
     )
     with emu._recorder.lock:
         emu._recorder.predictions.append(record)
@@ -172,7 +179,7 @@ async def _serve(
         )
     generation = await engine_for(emu, instance).generate(record)
     slot = emu._slot(instance)
-    if not await _take_slot(slot, channel):
+    if not await acquire_unless_cancelled(slot, channel.cancel_event):
         # Cancelled while it waited for a free slot: it leaves the queue at once.
         await generation.fragments.aclose()
         record.cancelled = True
@@ -185,25 +192,6 @@ async def _serve(
     finally:
         emu._leave(instance)
         slot.release()
-
-
-async def _take_slot(slot: asyncio.Semaphore, channel: Channel) -> bool:
-    """Wait for a free prediction slot; False (and no slot taken) if cancelled first."""
-    if channel.cancelled:
-        return False
-    acquire = asyncio.ensure_future(slot.acquire())
-    cancel = asyncio.ensure_future(channel.cancel_event.wait())
-    try:
-        await asyncio.wait((acquire, cancel), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:  # the connection closed meanwhile: give back a slot we got
-        if acquire.done() and not acquire.cancelled():
-            slot.release()
-        raise
-    finally:
-        cancel.cancel()
-        if not acquire.done():
-            acquire.cancel()  # the semaphore hands the slot to the next waiter
-    return acquire.done() and not acquire.cancelled()
 
 
 async def _stream(

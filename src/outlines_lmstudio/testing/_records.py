@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -67,6 +68,9 @@ class Prediction:
         The fragment contents, in order.
     cancelled
         Whether a ``cancel`` message arrived.
+    cancel_event
+        Set when a ``cancel`` message arrives: an engine that waits (for its turn on a
+        loaded instance) waits on it too.
     stop_reason
         What went into ``stats.stopReason`` (None if no ``success`` was sent).
     tool_calls
@@ -91,6 +95,7 @@ class Prediction:
     done: bool = False
     error: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
+    cancel_event: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)
 
     @property
     def last_user_text(self) -> str:

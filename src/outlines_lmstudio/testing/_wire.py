@@ -24,6 +24,7 @@ __all__ = [
     "Channel",
     "ConnectionDropped",
     "RequestError",
+    "acquire_unless_cancelled",
     "json_mode_schema",
     "max_predicted_tokens",
     "server_error",
@@ -56,6 +57,31 @@ class Channel:
     cancelled: bool = False
     finished: bool = False
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def acquire_unless_cancelled(
+    queue: asyncio.Lock | asyncio.Semaphore, cancelled: asyncio.Event
+) -> bool:
+    """Wait for ``queue``; False, with nothing taken, if ``cancelled`` is set first.
+
+    A prediction cancelled while it waits for a slot or for its engine leaves the queue at
+    once, as LM Studio ends a queued prediction; the caller releases ``queue`` after a True.
+    """
+    if cancelled.is_set():
+        return False
+    acquire = asyncio.ensure_future(queue.acquire())
+    cancel = asyncio.ensure_future(cancelled.wait())
+    try:
+        await asyncio.wait((acquire, cancel), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled meanwhile (the connection closed): give back a turn we got
+        if acquire.done() and not acquire.cancelled():
+            queue.release()
+        raise
+    finally:
+        cancel.cancel()
+        if not acquire.done():
+            acquire.cancel()  # the lock or semaphore hands the turn to the next waiter
+    return acquire.done() and not acquire.cancelled()
 
 
 def max_predicted_tokens(config: Mapping[str, Any]) -> int | None:

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from ._patterns import PatternError, engine_pattern
-from ._rewrites import FINDING_REWRITES, FORMATS, LAST_REWRITES, apply
+from ._rewrites import FINDING_REWRITES, FORMATS, LAST_REWRITES, apply, enum_values_allowed
 from ._schema_walk import (
     ANNOTATIONS,
     SUB_ONE,
@@ -195,7 +195,13 @@ def _node_findings(
         compound = any(isinstance(v, dict | list) for v in values)
         if container in node and engine == "outlines-core" and compound:
             yield container, "refused", "outlines-core takes only scalar enum/const values"
-    if ("enum" in node or "const" in node) and engine == "llama.cpp":
+    if "enum" in node or "const" in node:
+        # Both engines write a listed value and ignore the keywords beside it. Values those
+        # keywords refuse are dropped first (`narrow_enums`); what is left here is refused
+        # (no value at all) or beside a reference.
+        if enum_values_allowed(node) == []:
+            listed = "enum" if "enum" in node else "const"
+            yield listed, "refused", f"no {listed} value satisfies the keywords beside it"
         for other in assertions(node):
             if other not in ("enum", "const", "type"):
                 yield other, "loose", "keywords beside enum/const are ignored"

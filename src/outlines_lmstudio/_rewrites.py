@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import jsonschema
 
 from ._patterns import PatternError, engine_pattern
 from ._schema_walk import ANY_TYPES, CONTAINERS, JSON_TYPES, assertions, kept, rebuild, ref_target
@@ -28,7 +31,9 @@ __all__ = [
     "drop_unsupported_formats",
     "empty_object_properties",
     "inline_root_ref",
+    "enum_values_allowed",
     "inline_single_all_of",
+    "narrow_enums",
     "normalise_schema",
     "split_type_lists",
     "spread_one_of",
@@ -235,6 +240,55 @@ def inline_single_all_of(schema: dict[str, Any]) -> dict[str, Any]:
     return rebuilt
 
 
+_REFERENCES = ("$ref", "$dynamicRef", "$recursiveRef")
+
+
+def enum_values_allowed(node: Mapping[str, Any]) -> list[Any] | None:
+    """Return the ``enum`` (or ``const``) values the keywords beside them also accept.
+
+    ``None`` when the node has no ``enum``/``const``, nothing beside it, or a reference
+    beside it (whose target is elsewhere in the schema), or when a keyword there cannot be
+    checked here (a pattern Python cannot compile).
+    """
+    if isinstance(node.get("enum"), list):
+        values: list[Any] = node["enum"]
+    elif "const" in node:
+        values = [node["const"]]
+    else:
+        return None
+    checked = assertions(node)
+    if checked.keys() <= {"enum", "const"} or any(r in json.dumps(checked) for r in _REFERENCES):
+        return None
+    try:
+        check = jsonschema.Draft202012Validator(checked)
+        return [value for value in values if check.is_valid(value)]
+    except Exception:  # any keyword the validator cannot run: leave the node
+        return None
+
+
+def narrow_enums(schema: dict[str, Any]) -> dict[str, Any]:
+    """Keep only the ``enum``/``const`` values the keywords beside them accept, alone.
+
+    Both engines write one of the listed values and ignore every keyword beside an
+    ``enum`` or a ``const`` (``type``, ``maxLength``, ``maximum``...), so
+    ``{"type": "string", "enum": ["a", 1]}`` could be answered ``1``. A value is valid
+    under ``{"enum": E, ...K}`` exactly when it is one of the values of ``E`` that ``K``
+    accepts, so those values alone say the same. Left alone when none is accepted (the
+    schema is refused before as unsatisfiable) or a reference is beside them.
+    """
+
+    def narrow(node: dict[str, Any]) -> dict[str, Any]:
+        allowed = enum_values_allowed(node)
+        if not allowed:
+            return node
+        if isinstance(node.get("enum"), list):
+            return {**kept(node), "enum": allowed}
+        return {**kept(node), "const": node["const"]}
+
+    rebuilt: dict[str, Any] = rebuild(schema, narrow)
+    return rebuilt
+
+
 def any_value(schema: dict[str, Any]) -> dict[str, Any]:
     """Write a schema without assertions (``{}``, ``{"title": ...}``) as an explicit union.
 
@@ -334,6 +388,7 @@ FINDING_REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     drop_dollar_schema,
     inline_root_ref,
     inline_single_all_of,
+    narrow_enums,
     spread_one_of,
     split_type_lists,
     empty_object_properties,

@@ -67,3 +67,31 @@ def test_remote_dynamic_ref_reads_nothing(
         make_model(TEXT_MODEL).parse("x", schema, timeout=2)
     assert "TOP-SECRET" not in str(info.value)
     assert len(emulator.predictions) == before
+
+
+def test_enum_values_the_keywords_beside_them_refuse_are_never_written(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """The engines ignore keywords beside an enum: ``"big"`` and ``3`` were sent, so the
+    engine could write them, and the reply failed the user's schema."""
+    schema = {
+        "type": "object",
+        "properties": {"size": {"type": "integer", "enum": [1, "big", 3, 2], "maximum": 2}},
+        "required": ["size"],
+    }
+    model = make_model(TEXT_MODEL)
+    for _ in range(8):
+        assert model.parse("a size", schema)["size"] in (1, 2)
+    sent = emulator.predictions[-1].structured
+    assert sent is not None
+    assert sent["jsonSchema"]["properties"]["size"] == {"enum": [1, 2]}
+
+
+def test_an_enum_no_value_of_which_is_allowed_is_refused_before_sending(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    before = len(emulator.predictions)
+    schema = {"type": "string", "enum": ["abc", "de"], "maxLength": 1}
+    with pytest.raises(UnsupportedOutputTypeError, match="no enum value satisfies"):
+        make_model(TEXT_MODEL).parse("x", schema)
+    assert len(emulator.predictions) == before

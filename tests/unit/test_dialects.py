@@ -29,6 +29,7 @@ from outlines_lmstudio._rewrites import (
     empty_object_properties,
     inline_root_ref,
     inline_single_all_of,
+    narrow_enums,
     normalise_schema,
     split_type_lists,
     spread_one_of,
@@ -107,6 +108,36 @@ def test_normalising_keeps_the_valid_values(schema: dict[str, Any], values: list
     keeps_valid_values(normalise_schema, schema, values)
 
 
+_ENUM_SIBLINGS = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["string", "integer", "number", "null", "array"]),
+        "maxLength": st.integers(0, 3),
+        "pattern": st.sampled_from(["^a", "b$", "[0-9]"]),
+        "minimum": st.integers(-5, 30),
+        "maxItems": st.integers(0, 2),
+        "const": _SCALARS,
+    },
+)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    siblings=_ENUM_SIBLINGS,
+    values=st.lists(INSTANCES, min_size=1, max_size=6, unique_by=json.dumps),
+    others=st.lists(INSTANCES, max_size=4),
+)
+def test_narrowed_enums_keep_the_valid_values(
+    siblings: dict[str, Any], values: list[Any], others: list[Any]
+) -> None:
+    """Checked on the enum's own values too, which random values rarely hit."""
+    schema = {"type": "object", "properties": {"v": {**siblings, "enum": values}}}
+    narrowed = narrow_enums(schema)
+    for value in [*values, *others]:
+        document = {"v": value}
+        assert valid(narrowed, document) == valid(schema, document), (narrowed, value)
+
+
 OLD_DRAFTS = st.sampled_from(
     [
         {
@@ -182,6 +213,14 @@ def test_engine_for_format() -> None:
 
 
 def test_examples_of_each_rewrite() -> None:
+    assert narrow_enums(
+        {"type": "string", "enum": ["a", 1, "bc"], "maxLength": 1, "title": "t"}
+    ) == {
+        "title": "t",
+        "enum": ["a"],
+    }
+    assert narrow_enums({"const": 3, "minimum": 2}) == {"const": 3}
+    assert narrow_enums({"enum": ["a", 1]}) == {"enum": ["a", 1]}  # nothing beside it
     assert drop_dollar_schema({"$schema": "x", "type": "string"}) == {"type": "string"}
     assert anchor_patterns({"type": "string", "pattern": "^a$"}) == {
         "type": "string",
@@ -337,6 +376,31 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
     ),
     ("object enum", {"enum": [{"a": 1}]}, "outlines-core", "enum", "refused"),
     ("object enum", {"enum": [{"a": 1}]}, "llama.cpp", None, None),
+    (
+        "enum siblings (beside a reference: not narrowed)",
+        {
+            "$defs": {"s": {"type": "string"}},
+            "enum": [["a"], [1]],
+            "items": {"$ref": "#/$defs/s"},
+        },
+        "both",
+        "items",
+        "loose",
+    ),
+    (
+        "enum siblings narrowed",
+        {"type": "integer", "enum": [1, 9], "maximum": 5},
+        "both",
+        None,
+        None,
+    ),
+    (
+        "unsatisfiable enum",
+        {"type": "string", "enum": ["ab"], "maxLength": 1},
+        "both",
+        "enum",
+        "refused",
+    ),
 ]
 
 

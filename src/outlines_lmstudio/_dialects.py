@@ -32,7 +32,7 @@ from ._schema_walk import (
     recursive_refs,
     schema_nodes,
 )
-from .errors import UnsupportedOutputTypeError
+from .errors import InvalidSchemaError, UnsupportedOutputTypeError
 
 __all__ = [
     "ENGINES",
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 Engine = Literal["llama.cpp", "outlines-core"]
-Status = Literal["refused", "loose"]
+Status = Literal["empty", "refused", "loose"]
 ENGINES: tuple[Engine, ...] = ("llama.cpp", "outlines-core")
 
 
@@ -61,7 +61,8 @@ class Finding:
     keyword
         The keyword (``not``, ``multipleOf``...).
     status
-        ``"refused"``: the engine fails or misreads it; ``"loose"``: accepted, not enforced.
+        ``"refused"``: the engine fails or misreads it; ``"loose"``: accepted, not enforced;
+        ``"empty"``: no value is valid there, whatever the engine.
     why
         What the engine does with it.
     value
@@ -201,7 +202,7 @@ def _node_findings(
         # (no value at all) or beside a reference.
         if enum_values_allowed(node) == []:
             listed = "enum" if "enum" in node else "const"
-            yield listed, "refused", f"no {listed} value satisfies the keywords beside it"
+            yield listed, "empty", f"no {listed} value satisfies the keywords beside it"
         for other in assertions(node):
             if other not in ("enum", "const", "type"):
                 yield other, "loose", "keywords beside enum/const are ignored"
@@ -256,7 +257,7 @@ def schema_findings(schema: dict[str, Any], engine: Engine) -> list[Finding]:
             for keyword, status, why in _node_findings(node, engine, looping):
                 where = f"{pointer}/{pointer_token(keyword)}"
                 found.append(Finding(where, keyword, status, why, node.get(keyword)))
-    return sorted(found, key=lambda f: f.status != "refused")
+    return sorted(found, key=lambda f: ("empty", "refused", "loose").index(f.status))
 
 
 _WAYS_OUT = (
@@ -324,6 +325,9 @@ def dialect_schema(
 
     Raises
     ------
+    InvalidSchemaError
+        If a part of the schema accepts no value at all (an enum none of whose values
+        the keywords beside it allow).
     UnsupportedOutputTypeError
         For the first keyword the engine cannot constrain (or, when ``strict``, does not
         enforce), naming the keyword, its JSON pointer, the engine and the ways out.
@@ -332,6 +336,12 @@ def dialect_schema(
     engines = ENGINES if engine_format is None else (engine_for_format(engine_format),)
     for engine in engines:
         for finding in schema_findings(prepared, engine):
+            if finding.status == "empty":  # no engine, no setting would help
+                raise InvalidSchemaError(
+                    f"A part of the JSON schema accepts no value: at "
+                    f"{_users_pointer(schema, finding)}, {finding.why}. The engines would write "
+                    "a value there anyway; fix the schema so that some value is valid there."
+                )
             if finding.status == "refused" or strict:
                 what = "cannot constrain" if finding.status == "refused" else "does not enforce"
                 raise UnsupportedOutputTypeError(

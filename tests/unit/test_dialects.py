@@ -399,7 +399,7 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         {"type": "string", "enum": ["ab"], "maxLength": 1},
         "both",
         "enum",
-        "refused",
+        "empty",
     ),
 ]
 

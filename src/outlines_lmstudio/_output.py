@@ -615,10 +615,29 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
             f"The Outlines DSL term {output_type!r:.80} compiles to a regular expression, which "
             f"LM Studio's JSON-schema structured output cannot express. {_GRAMMAR_HINT}."
         )
-    raise UnsupportedOutputTypeError(
-        f"The output type {output_type_name(output_type)} is not supported by outlines-lmstudio. "
-        f"Supported: {_SUPPORTED}."
+    key = _non_str_key(output_type)
+    why = (
+        f" Its dict keys are {output_type_name(key)}; only str keys are supported (JSON "
+        "object keys are strings): use dict[str, ...]."
+        if key is not None
+        else ""
     )
+    raise UnsupportedOutputTypeError(
+        f"The output type {output_type_name(output_type)} is not supported by outlines-lmstudio."
+        f"{why} Supported: {_SUPPORTED}."
+    )
+
+
+def _non_str_key(output_type: Any) -> Any:
+    """Return the key type of a ``dict[K, ...]`` with ``K`` not ``str`` inside a type, if any."""
+    args = typing.get_args(output_type)
+    if typing.get_origin(output_type) is dict and args and args[0] is not str:
+        return args[0]
+    for arg in args:
+        key = _non_str_key(arg)
+        if key is not None:
+            return key
+    return None
 
 
 @lru_cache(maxsize=512)

@@ -58,13 +58,20 @@ NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry(
 (``$ref``, ``$dynamicRef``, ``$recursiveRef``...) or the base URI (``$id``)."""
 
 
-def json_validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
+def json_validator(
+    schema: dict[str, Any], *, formats: bool = False
+) -> jsonschema.protocols.Validator:
     """Return a jsonschema validator for ``schema`` that can retrieve nothing.
 
     Parameters
     ----------
     schema
         The user's full JSON schema.
+    formats
+        Also assert ``format`` (the formats jsonschema can check: date, email, ipv4,
+        ipv6, uuid, regex..., more with its ``format`` extra). JSON Schema makes
+        ``format`` an annotation by default; replies are checked with it, because the
+        engines constrain a format's shape at most (day 31 in every month) or not at all.
 
     Returns
     -------
@@ -73,7 +80,8 @@ def json_validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
         references resolve only within the schema and jsonschema's bundled meta-schemas.
     """
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    return cls(schema, registry=NO_RETRIEVAL)
+    checker = cls.FORMAT_CHECKER if formats else None
+    return cls(schema, registry=NO_RETRIEVAL, format_checker=checker)
 
 
 class _Invalid(Exception):
@@ -109,7 +117,8 @@ class Validator:
     def _schema_errors(self, schema: dict[str, Any], value: Any) -> list[str]:
         try:
             errors = sorted(
-                json_validator(schema).iter_errors(value), key=lambda e: list(e.absolute_path)
+                json_validator(schema, formats=True).iter_errors(value),
+                key=lambda e: list(e.absolute_path),
             )
         except referencing.exceptions.Unresolvable as exc:
             raise InvalidSchemaError(

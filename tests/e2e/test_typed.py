@@ -173,3 +173,17 @@ async def test_async_parse_and_stream(
     assert values[-1] == Person(name="Y", age=2)
     emulator.script(TEXT_MODEL, lambda p: "7")
     assert await model.parse(["a", "b"], int) == [7, 7]
+
+
+def test_parse_checks_a_format_the_engine_lets_through(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Engines constrain a date's shape only (day 31 in every month): parse checks the date."""
+    schema = {
+        "type": "object",
+        "properties": {"due": {"type": "string", "format": "date"}},
+        "required": ["due"],
+    }
+    emulator.script(TEXT_MODEL, ['{"due": "2024-02-31"}', '{"due": "2024-02-29"}'])
+    assert make_model(TEXT_MODEL).parse("When?", schema, retries=1) == {"due": "2024-02-29"}
+    assert "'2024-02-31' is not a 'date'" in emulator.predictions[-1].last_user_text

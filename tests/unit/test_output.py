@@ -241,6 +241,15 @@ def test_other_types_name_the_type() -> None:
 
 
 @pytest.mark.parametrize(
+    "output_type", [dict[int, str], list[dict[bool, int]], Optional[dict[float, str]]]
+)
+def test_a_dict_with_non_str_keys_says_why(output_type: Any) -> None:
+    """The generic list ("dict of these", int among them) does not tell what is wrong."""
+    with pytest.raises(UnsupportedOutputTypeError, match=r"only str keys.*dict\[str, \.\.\.\]"):
+        plan_output(output_type)
+
+
+@pytest.mark.parametrize(
     ("output_type", "shown"),
     [
         (list[uuid.UUID], "list[uuid.UUID]"),

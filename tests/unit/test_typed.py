@@ -1,5 +1,6 @@
 import dataclasses
 import enum
+import json
 import time
 from pathlib import Path
 from typing import Any, Literal, TypedDict
@@ -77,6 +78,27 @@ def test_jsonschema_catches_keywords_engines_do_not_enforce() -> None:
     assert info.value.raw == '{"n": 7}'
     assert info.value.attempts == 2
     assert "multiple of 5" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "bad", "good"),
+    [
+        ("date", "2024-02-31", "2024-02-29"),  # the engines constrain only the shape of a date
+        ("email", "no-at-sign", "ann@example.com"),  # loose on llama.cpp
+        ("ipv4", "300.1.2.3", "10.1.2.3"),  # loose on both engines
+        ("uuid", "12345678-1234-1234-1234-12345678901", "12345678-1234-1234-1234-123456789012"),
+    ],
+)
+def test_jsonschema_checks_the_formats_engines_leave_loose(fmt: str, bad: str, good: str) -> None:
+    """parse validates against the full schema: ``format`` included, as Pydantic does."""
+    schema = {"type": "object", "properties": {"v": {"type": "string", "format": fmt}}}
+    validator = validator_for(plan_output(schema))
+    ok, _, errors = check_reply(validator, json.dumps({"v": bad}), "eosFound", 1, False)
+    assert not ok
+    assert errors == [f"v: {bad!r} is not a {fmt!r}"]
+    ok, value, _ = check_reply(validator, json.dumps({"v": good}), "eosFound", 1, False)
+    assert ok
+    assert value == {"v": good}
 
 
 def test_pydantic_errors_name_the_field() -> None:

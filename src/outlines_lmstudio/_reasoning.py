@@ -195,7 +195,9 @@ class ReasoningSplitter:
             if self._mode not in _REASONING_MODES and self._mode is not _Mode.HEADER:
                 self._flush_before_reasoning()
                 self._enter(_Mode.REASON)
-            self._scan(content, structural)
+            # Typed reasoning stays reasoning: a marker or Harmony header written inside
+            # it is dropped, but switches nothing (the answer begins with untyped text).
+            self._scan(content, structural, inert=self._mode is not _Mode.HEADER)
         else:  # "none", or a type this client does not know: answer unless shown otherwise
             if self._mode is _Mode.REASON:
                 self._flush_hold()
@@ -220,7 +222,7 @@ class ReasoningSplitter:
 
     # -- scanning ---------------------------------------------------------------
 
-    def _scan(self, text: str, structural: bool) -> None:
+    def _scan(self, text: str, structural: bool, inert: bool = False) -> None:
         buf = self._hold + text
         self._hold = ""
         pos = 0
@@ -240,7 +242,8 @@ class ReasoningSplitter:
                 return
             start, end, token = hit
             self._literal(buf[pos:start], structural)
-            self._control(token)
+            if not inert:
+                self._control(token)
             pos = end
 
     def _scan_start(self, buf: str, pos: int) -> int:

@@ -320,6 +320,33 @@ async def test_untyped_marker_is_taken_out_of_the_answer(
     assert (reply.text, reply.reasoning) == (ANSWER, REASONING)
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("entry", ["stream", "parse_stream", "reply_stream"])
+@pytest.mark.parametrize("form", ["mlx", "think", "marker"])
+async def test_control_text_inside_typed_reasoning_switches_nothing(
+    emu: LMStudioEmulator, front: Callable[[str], Model], form: str, entry: str
+) -> None:
+    """Reasoning that *mentions* a Harmony final header or the marker stays reasoning.
+
+    Typed ``reasoning`` fragments are never answer text: the draft after the mention once
+    streamed out as answer (``'{"name{"name": "Ada", ...'``) before being taken back.
+    """
+    thinking = (
+        "gpt-oss would write <|start|>assistant<|channel|>final<|message|>"
+        '{"name": "Bob", "age": 1} then ' + SYNTHETIC_MARKER + '{"name": "Bob"'
+    )
+    emu.script(FORMS[form], [ReasoningReply(ANSWER, thinking)])
+    got, reply = await call(front(FORMS[form]), entry, "Who?", Person)
+    if entry == "parse_stream":
+        assert got[-1] == Person(name="Ada", age=36)
+        assert all("Bob" not in repr(partial) for partial in got)
+    else:
+        assert got == ANSWER
+    if reply is not None:
+        assert "Bob" in reply.reasoning
+        assert not any(token in reply.reasoning for token in HARMONY_TOKENS)
+
+
 @pytest.mark.parametrize("parsing", [None, "off"])
 @pytest.mark.parametrize("structured", [False, True])
 @pytest.mark.parametrize("form", sorted(FORMS))

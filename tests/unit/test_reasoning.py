@@ -171,6 +171,24 @@ def test_structural_text_is_never_given_out() -> None:
     assert splitter.reasoning_tokens == 1
 
 
+@pytest.mark.parametrize(
+    "mention",
+    [
+        "<|start|>assistant<|channel|>final<|message|>",
+        "<|channel|>final<|message|>",
+        SYNTHETIC_MARKER,
+    ],
+)
+def test_control_text_inside_typed_reasoning_is_still_reasoning(mention: str) -> None:
+    fragments = [("plan ", "reasoning"), (mention + "draft", "reasoning"), (" more", "reasoning")]
+    splitter, chunks = split([*fragments, ("ok", "none")])
+    assert [c for c in chunks if not c.reasoning] == [ReplyChunk("ok", False)]
+    assert splitter.answer == "ok"
+    assert splitter.reasoning.startswith("plan ")
+    assert splitter.reasoning.endswith("draft more")
+    assert not splitter.retracted
+
+
 def test_reasoning_tokens_count_typed_and_untyped_reasoning() -> None:
     splitter = ReasoningSplitter()
     splitter.feed("<think>", "none", tokens_count=1)
@@ -338,6 +356,29 @@ def test_answer_is_always_the_final_answer(
         assert answer_of(chunks) == answer
     else:  # only untyped reasoning needs taking back
         assert form in ("marker untyped", "untyped end tag only")
+
+
+_TYPED_FORMS = ["typed think", "marker typed", "marker inline", "mlx"]
+_control_pieces = st.sampled_from(
+    [*HARMONY_TOKENS, "<|start|>assistant<|channel|>final<|message|>", SYNTHETIC_MARKER]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    reasoning=st.lists(_pieces | _control_pieces, max_size=6).map("".join),
+    answer=answers,
+    cuts=st.lists(st.integers(0, 200), max_size=8),
+    form=st.sampled_from(_TYPED_FORMS),
+)
+def test_typed_reasoning_never_reaches_the_answer_whatever_it_holds(
+    reasoning: str, answer: str, cuts: list[int], form: str
+) -> None:
+    assume(not any(t in answer for t in HARMONY_TOKENS))
+    splitter, chunks = split(_cut(_forms(reasoning, answer)[form], cuts))
+    assert answer_of(chunks) == splitter.answer == answer
+    assert not splitter.retracted
+    assert not splitter.in_reasoning
 
 
 @settings(max_examples=200, deadline=None)

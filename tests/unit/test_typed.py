@@ -87,6 +87,10 @@ def test_jsonschema_catches_keywords_engines_do_not_enforce() -> None:
         ("email", "no-at-sign", "ann@example.com"),  # loose on llama.cpp
         ("ipv4", "300.1.2.3", "10.1.2.3"),  # loose on both engines
         ("uuid", "12345678-1234-1234-1234-12345678901", "12345678-1234-1234-1234-123456789012"),
+        # These three need jsonschema's format extra (a dependency of the package).
+        ("date-time", "2024-02-01T25:00:00Z", "2024-02-01T23:00:00Z"),
+        ("time", "25:61:00Z", "23:59:00Z"),
+        ("uri", "no scheme", "https://example.com/a"),
     ],
 )
 def test_jsonschema_checks_the_formats_engines_leave_loose(fmt: str, bad: str, good: str) -> None:

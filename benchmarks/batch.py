@@ -11,6 +11,8 @@ every request costs the same and a result in the wrong place is caught.
   semaphore of 4.
 - ``batch.efficiency.N``: the ideal time, ``ceil(N / 4)`` times one request
   (measured in the same rounds), over the batch's time.
+- ``batch.vs_loop.32``: how many times faster ``model.batch`` is than a loop of
+  ``model(...)`` calls over the same 32 prompts (4 at most: the server's 4 slots).
 """
 
 from __future__ import annotations
@@ -42,11 +44,13 @@ from benchmarks._harness import (
 from benchmarks._remote import Script
 from outlines_lmstudio import from_lmstudio
 
-__all__ = ["EFFICIENCY", "TARGET", "run", "run_async", "run_efficiency"]
+__all__ = ["EFFICIENCY", "SPEEDUP", "TARGET", "run", "run_async", "run_efficiency", "run_vs_loop"]
 
 TARGET = Target("<=", 1.03)
 EFFICIENCY = Target(">=", 0.95)
+SPEEDUP = Target(">=", 3.5)
 SLOTS = 4
+LOOP_PROMPTS = 32
 
 
 def _reset(ctx: Context) -> None:
@@ -226,6 +230,42 @@ def run_efficiency(ctx: Context) -> list[CaseResult]:
                 )
             )
     return results
+
+
+def run_vs_loop(ctx: Context) -> list[CaseResult]:
+    """``model.batch`` against a loop of ``model(...)`` calls, 32 prompts (issue 5's case).
+
+    Each round runs the loop and the batch once, in turn; the speed-up is the loop's
+    median time over the batch's. With 4 slots it cannot pass 4.
+    """
+    _reset(ctx)
+    prompts = [prompt(i) for i in range(LOOP_PROMPTS)]
+    loops: list[float] = []
+    batches: list[float] = []
+    same = True
+    with lms.Client(ctx.emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL)
+        model(prompt(0), Person)  # resolve the handle before timing
+        rounds = 2 * ctx.sizes.efficiency_rounds  # one slow round widens the interval
+        ctx.log(f"batch.vs_loop.{LOOP_PROMPTS}: {rounds} rounds")
+        for _ in range(rounds):
+            looped = measure(lambda: [model(p, Person) for p in prompts])
+            batched = measure(lambda: model.batch(prompts, Person))
+            loops.append(looped.wall)
+            batches.append(batched.wall)
+            same = same and looped.result == batched.result
+            same = same and _in_order(batched.result, LOOP_PROMPTS)
+    speedup = _efficiency("speed-up over a loop", loops, batches, SPEEDUP)
+    return [
+        CaseResult(
+            name=f"batch.vs_loop.{LOOP_PROMPTS}",
+            title=f"batch of {LOOP_PROMPTS} vs a loop of single calls",
+            ours_label=f"model.batch({LOOP_PROMPTS} prompts, Person)",
+            baseline_label="[model(p, Person) for p in prompts]",
+            metrics=[speedup] if ctx.timing else [],
+            checks={"same_results_in_order": same},
+        )
+    ]
 
 
 def _round(

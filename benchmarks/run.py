@@ -58,8 +58,10 @@ CASES: dict[str, Callable[[Context], list[CaseResult]]] = {
     "batch": batch.run,
     "batch-async": batch.run_async,
     "efficiency": batch.run_efficiency,
+    "batch-loop": batch.run_vs_loop,
     "memory": memory.run,
     "outlines": vs_outlines.run,
+    "outlines-image": vs_outlines.run_images,
     "import": imports.run,
     "engine": engine.run,
 }

@@ -2,7 +2,9 @@
 
 The same requests (plain text, then the `Person` JSON schema) through both
 adapters on one client. Outlines' adapter resolves the model handle again on
-every call (a server round trip); ours resolves it once.
+every call (a server round trip); ours resolves it once. Then the same image in
+20 prompts: Outlines' adapter uploads it on every call, through the SDK's default
+client; ours uploads it once per client (the emulator counts the uploads).
 """
 
 from __future__ import annotations
@@ -12,12 +14,19 @@ from typing import Any
 import lmstudio as lms
 from outlines.models.lmstudio import LMStudio as OutlinesLMStudio
 
-from benchmarks._common import TEXT_MODEL, Person, prompt
+from benchmarks._common import (
+    TEXT_MODEL,
+    VISION_MODEL,
+    Person,
+    make_image,
+    make_image_bytes,
+    prompt,
+)
 from benchmarks._harness import CaseResult, Context, Sample, interleave, measure
 from benchmarks._remote import Script
 from outlines_lmstudio import LMStudio, from_lmstudio
 
-__all__ = ["run"]
+__all__ = ["run", "run_images"]
 
 
 def _compare(
@@ -54,3 +63,42 @@ def run(ctx: Context) -> list[CaseResult]:
             _compare(ctx, ours_model, theirs, "text", None),
             _compare(ctx, ours_model, theirs, "json", Person),
         ]
+
+
+def run_images(ctx: Context) -> list[CaseResult]:
+    """The same image in 20 prompts, ours against Outlines' adapter (issue 5's case).
+
+    Outlines' adapter uploads with ``lms.prepare_image``, through the SDK's default
+    client. A file handle belongs to the client that uploaded it, so its images work
+    only when the model's client is that default client: it gets it here, pointed at
+    the emulator. Both sides' calls are timed, first uses (and uploads) included.
+    """
+    uses = ctx.sizes.image_uses
+    data = make_image_bytes(ctx.sizes.image_sizes[0])
+    image = make_image(data)
+    ctx.emulator.reset(Script("vision"), models=(VISION_MODEL,))
+    lms.configure_default_client(ctx.emulator.api_host)
+    with lms.Client(ctx.emulator.api_host) as client, lms.get_default_client() as default:
+        ours_model = from_lmstudio(client, VISION_MODEL)
+        theirs = OutlinesLMStudio(default, VISION_MODEL)
+
+        def ours(i: int) -> Sample:
+            return measure(lambda: ours_model([prompt(i), image]))
+
+        def outlines(i: int) -> Sample:
+            return measure(lambda: theirs([prompt(i), image]))
+
+        ctx.log(f"outlines.image: the same image in {uses} prompts per side")
+        paired = interleave(ours, outlines, uses)
+    uploads = ctx.emulator.stats().uploads
+    return [
+        CaseResult(
+            name=f"outlines.image.{uses}",
+            title=f"ours vs Outlines' LMStudio adapter, the same image in {uses} prompts",
+            ours_label="model([prompt, image])",
+            baseline_label="outlines LMStudio([prompt, image])",
+            metrics=paired.metrics() if ctx.timing else [],
+            checks={"results_equal": paired.results_equal, "uploads": uploads == 1 + uses},
+            extra={"uploads": uploads, "ours_uploads": 1, "outlines_uploads": uploads - 1},
+        )
+    ]

@@ -82,12 +82,6 @@ NO_ARGS = PredictionArgs()
 DEFAULT_MAX_CONCURRENCY = 4
 """LM Studio serves 4 predictions at once per llama.cpp model by default."""
 
-SYNC_HANDLES: SyncClientCache[lms.LLM] = SyncClientCache()
-SYNC_IMAGES: SyncClientCache[FileHandle] = SyncClientCache()
-ASYNC_HANDLES: AsyncClientCache[lms.AsyncLLM] = AsyncClientCache()
-ASYNC_IMAGES: AsyncClientCache[FileHandle] = AsyncClientCache()
-SYNC_RECONNECTS = SyncReconnects()
-
 
 class ModelTraits(NamedTuple):
     """What a loaded model can take, as LM Studio reports it (cached per client).
@@ -109,6 +103,11 @@ class ModelTraits(NamedTuple):
         return cls(str(info.format), bool(info.vision))
 
 
+SYNC_HANDLES: SyncClientCache[lms.LLM] = SyncClientCache()
+SYNC_IMAGES: SyncClientCache[FileHandle] = SyncClientCache()
+ASYNC_HANDLES: AsyncClientCache[lms.AsyncLLM] = AsyncClientCache()
+ASYNC_IMAGES: AsyncClientCache[FileHandle] = AsyncClientCache()
+SYNC_RECONNECTS = SyncReconnects()
 SYNC_TRAITS: SyncClientCache[ModelTraits] = SyncClientCache()
 ASYNC_TRAITS: AsyncClientCache[ModelTraits] = AsyncClientCache()
 ASYNC_RECONNECTS = AsyncReconnects()

@@ -15,6 +15,7 @@ from PIL import Image
 
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
+from .conftest import RunCli
 from .helpers import TEXT, VISION, cli_env, png, roles_and_texts, script_path
 
 pytestmark = pytest.mark.timeout(40)
@@ -202,21 +203,12 @@ def test_a_line_that_is_not_utf8_is_refused_and_the_session_goes_on(
 
 
 def test_save_is_not_blocked_by_a_temporary_file_left_behind(
-    emulator: LMStudioEmulator, tmp_path: Path
+    emulator: LMStudioEmulator, tmp_path: Path, run_cli: RunCli
 ) -> None:
     # A crash mid-/save left ".chat.json.tmp"; every later /save said "File exists".
     (tmp_path / ".chat.json.tmp").write_text("{")
     emulator.script(TEXT, ["Fine."])
-    result = subprocess.run(
-        [*script_path(), "--host", emulator.api_host, "chat", "-m", TEXT],
-        input="Hello\n/save chat.json\n/exit\n",
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        cwd=tmp_path,
-        timeout=30,
-        check=False,
-    )
+    result = run_cli("chat", "-m", TEXT, stdin="Hello\n/save chat.json\n/exit\n", timeout=30)
     assert result.returncode == 0, result.stderr
     assert "Saved 2 messages to chat.json." in result.stdout, result.stdout
     saved = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))

@@ -68,8 +68,9 @@ def json_validator(
     schema
         The user's full JSON schema.
     formats
-        Also assert ``format`` (the formats jsonschema can check: date, email, ipv4,
-        ipv6, uuid, regex..., more with its ``format`` extra). JSON Schema makes
+        Also assert ``format`` (every format jsonschema checks: date, date-time, time,
+        email, uri, uuid...; the package depends on its ``format-nongpl`` extra, which
+        brings the checkers of date-time, time and uri). JSON Schema makes
         ``format`` an annotation by default; replies are checked with it, because the
         engines constrain a format's shape at most (day 31 in every month) or not at all.
 

@@ -12,7 +12,11 @@ may use several at once (sources and what is inferred: ``docs/reasoning.md``):
 * **Harmony** (gpt-oss): ``<|channel|>analysis<|message|>...<|end|>
   <|start|>assistant<|channel|>final<|message|>...``. The TypeScript SDK flags
   the control text ``isStructural``; the Python SDK 1.5.0 has no such field, so
-  the control tokens are recognised here by their exact spelling.
+  the control tokens are recognised here by their exact spelling. A reply is
+  Harmony once a header (``<|start|>`` or ``<|channel|>``) opens its answer, that
+  is before any answer text: then every control token is control text. In the
+  answer of any other reply they are answer text (a model may well write
+  ``<|end|>`` in a JSON string).
 
 Untyped ``<think>...</think>`` (reasoning parsing off, or a template LM Studio
 does not know) is recognised when the reply opens with the start tag. A bare end
@@ -128,6 +132,8 @@ class ReasoningSplitter:
     reasoning_tokens = 0
     _typed = False  # the server has typed a fragment as reasoning
     _reasoned = False  # reasoning has begun or ended somewhere in this reply
+    _harmony = False  # a Harmony header opened the answer: control tokens are control
+    _answer_open = True  # no answer text since the start or the last reasoning
 
     def __init__(self, *, start_tag: str = "<think>", end_tag: str = "</think>") -> None:
         if not start_tag or not end_tag:
@@ -137,9 +143,9 @@ class ReasoningSplitter:
         self._answer: list[str] = []
         self._reasoning: list[str] = []
         self._out: list[ReplyChunk] = []
-        # The control tokens each mode looks for, with a pattern of their first characters:
+        # The control tokens each state looks for, with a pattern of their first characters:
         # built once, since every fragment is checked against them.
-        self._think_tokens, self._untyped_tokens, self._plain_tokens = _mode_tokens(end_tag)
+        self._token_sets = _mode_tokens(end_tag)
 
     @property
     def answer(self) -> str:
@@ -242,8 +248,12 @@ class ReasoningSplitter:
                 return
             start, end, token = hit
             self._literal(buf[pos:start], structural)
-            if not inert:
+            if inert:
+                pass  # dropped, switching nothing
+            elif token in self._tokens().tokens:
                 self._control(token)
+            else:  # the text before it began the answer, where it is text (Harmony headers)
+                self._literal(buf[start:end], structural)
             pos = end
 
     def _scan_start(self, buf: str, pos: int) -> int:
@@ -259,13 +269,17 @@ class ReasoningSplitter:
         return pos
 
     def _tokens(self) -> _Tokens:
+        sets = self._token_sets
         if self._mode is _Mode.THINK:
-            return self._think_tokens
-        if self._mode is _Mode.ANSWER and not self._reasoned and not self._typed:
-            # An untyped reply that has not reasoned yet: a bare end tag closes reasoning
-            # whose start tag was in the prompt (Qwen3 2507 templates open <think> there).
-            return self._untyped_tokens
-        return self._plain_tokens
+            return sets.think
+        if self._mode is not _Mode.ANSWER or self._harmony:
+            return sets.harmony
+        # An untyped reply that has not reasoned yet: a bare end tag closes reasoning
+        # whose start tag was in the prompt (Qwen3 2507 templates open <think> there).
+        untyped = not self._reasoned and not self._typed
+        if self._answer_open:  # a Harmony header may still open the answer
+            return sets.untyped_open if untyped else sets.answer_open
+        return sets.untyped if untyped else sets.answer
 
     def _literal(self, text: str, structural: bool) -> None:
         if not text:
@@ -283,12 +297,15 @@ class ReasoningSplitter:
                     return
                 self._strip_leading = False
             self.in_reasoning = False
+            if self._answer_open and not text.isspace():
+                self._answer_open = False
             self._emit(text, reasoning=False)
 
     def _control(self, token: str) -> None:
         if token in (_MARKER, self._end_tag):
             self._boundary()
         elif token in ("<|start|>", "<|channel|>"):
+            self._harmony = True
             self._mode = _Mode.HEADER
             self._header = ""  # the channel name follows the last <|channel|>
         elif token == "<|constrain|>" and self._mode is _Mode.HEADER:
@@ -314,6 +331,7 @@ class ReasoningSplitter:
     def _boundary(self) -> None:
         """Reasoning ends: the answer starts after this point."""
         self._retract()
+        self._answer_open = True
         self._mode = _Mode.ANSWER
         self._strip_leading = True
         self.in_reasoning = False
@@ -364,13 +382,30 @@ class _Tokens(NamedTuple):
         return cls(tokens, re.compile(f"[{re.escape(firsts)}]"))
 
 
+class _TokenSets(NamedTuple):
+    """The control tokens looked for in each state of a `ReasoningSplitter`."""
+
+    think: _Tokens  # inside an untyped <think> block
+    untyped_open: _Tokens  # an untyped reply that has not reasoned, before its answer text
+    untyped: _Tokens  # the same, once answer text came
+    answer_open: _Tokens  # after reasoning, before the answer text
+    answer: _Tokens  # the answer text of a reply that is not Harmony
+    harmony: _Tokens  # reasoning, Harmony headers, and the answer of a Harmony reply
+
+
+_HARMONY_HEADERS = ("<|start|>", "<|channel|>")
+
+
 @functools.lru_cache(maxsize=16)
-def _mode_tokens(end_tag: str) -> tuple[_Tokens, _Tokens, _Tokens]:
-    """Return what is looked for inside ``<think>``, in an untyped answer, and elsewhere."""
-    return (
-        _Tokens.of((_MARKER, end_tag)),
-        _Tokens.of((_MARKER, end_tag, *HARMONY_TOKENS)),
-        _Tokens.of((_MARKER, *HARMONY_TOKENS)),
+def _mode_tokens(end_tag: str) -> _TokenSets:
+    """Return the control tokens of each state, for a reply whose end tag is ``end_tag``."""
+    return _TokenSets(
+        think=_Tokens.of((_MARKER, end_tag)),
+        untyped_open=_Tokens.of((_MARKER, end_tag, *_HARMONY_HEADERS)),
+        untyped=_Tokens.of((_MARKER, end_tag)),
+        answer_open=_Tokens.of((_MARKER, *_HARMONY_HEADERS)),
+        answer=_Tokens.of((_MARKER,)),
+        harmony=_Tokens.of((_MARKER, *HARMONY_TOKENS)),
     )
 
 
@@ -437,15 +472,16 @@ def plain_reply(text: str, start_tag: str, end_tag: str) -> bool:
     Returns
     -------
     bool
-        ``False`` if the reply could open with the start tag, or if it holds the end tag,
-        the synthetic marker or Harmony control text.
+        ``False`` if the reply could open with the start tag or Harmony control text, or
+        if it holds the end tag or the synthetic marker.
     """
-    head = text.lstrip()[:1]
+    stripped = text.lstrip()
+    head = stripped[:1]
     return not (
         (head and start_tag.startswith(head))
         or end_tag in text
         or _MARKER_HEAD in text
-        or "<|" in text  # every Harmony token begins so
+        or stripped.startswith("<|")  # a Harmony header opens only a reply's answer
     )
 
 

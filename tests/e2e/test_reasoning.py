@@ -347,6 +347,27 @@ async def test_control_text_inside_typed_reasoning_switches_nothing(
         assert not any(token in reply.reasoning for token in HARMONY_TOKENS)
 
 
+class Note(BaseModel):
+    text: str
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("entry", ["generate", "stream", "parse", "reply_stream"])
+@pytest.mark.parametrize("form", ["none", "think", "marker"])
+async def test_harmony_tokens_in_an_answer_are_kept(
+    emu: LMStudioEmulator, front: Callable[[str], Model], form: str, entry: str
+) -> None:
+    """A model that is not gpt-oss may write Harmony's tokens as text: they stay in.
+
+    They were once removed from every answer (``{"text": ""}``, silently).
+    """
+    answer = json.dumps({"text": "gpt-oss ends with <|end|> and <|return|>; <|start|> opens"})
+    key = FORMS.get(form, "qwen2.5-7b-instruct")
+    emu.script(key, [ReasoningReply(answer, REASONING) if form != "none" else answer])
+    got, _ = await call(front(key), entry, "Tokens?", Note)
+    assert got == (Note.model_validate_json(answer) if entry == "parse" else answer)
+
+
 @pytest.mark.parametrize("parsing", [None, "off"])
 @pytest.mark.parametrize("structured", [False, True])
 @pytest.mark.parametrize("form", sorted(FORMS))

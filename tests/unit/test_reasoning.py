@@ -108,6 +108,26 @@ CASES: dict[str, tuple[list[Fragment], str, str]] = {
         "a <|x __LM_ST",
         "",
     ),
+    "harmony tokens in a plain answer are answer text": (
+        [('{"t": "<|e', "none"), ('nd|> <|start|>"}', "none")],
+        '{"t": "<|end|> <|start|>"}',
+        "",
+    ),
+    "harmony tokens in the answer after reasoning are answer text": (
+        [("plan", "reasoning"), ("</think>", "reasoningEndTag"), ('["<|return|>", "<|ch', "none")],
+        '["<|return|>", "<|ch',
+        "plan",
+    ),
+    "harmony final header after typed reasoning": (
+        [
+            ("plan", "reasoning"),
+            ("<|end|>", "reasoningEndTag"),
+            (" <|start|>assistant<|channel|>final<|message|>", "none"),
+            ('{"t": 1}<|return|>', "none"),
+        ],
+        '{"t": 1}',
+        "plan",
+    ),
     "whitespace before reasoning is dropped": (
         [("\n", "none"), ("plan", "reasoning"), ("</think>", "reasoningEndTag"), ("x", "none")],
         "x",
@@ -382,10 +402,17 @@ def test_typed_reasoning_never_reaches_the_answer_whatever_it_holds(
 
 
 @settings(max_examples=200, deadline=None)
-@given(answer=answers | st.text(max_size=20), cuts=st.lists(st.integers(0, 50), max_size=6))
+@given(
+    answer=answers
+    | st.text(max_size=20)
+    | st.builds(lambda a, t, b: a + t + b, answers, st.sampled_from(HARMONY_TOKENS), answers),
+    cuts=st.lists(st.integers(0, 50), max_size=6),
+)
 def test_no_reasoning_keeps_the_text_exactly(answer: str, cuts: list[int]) -> None:
-    assume(not any(t in answer for t in (*HARMONY_TOKENS, SYNTHETIC_MARKER)))
+    assume(SYNTHETIC_MARKER not in answer)
     assume(not answer.lstrip().startswith("<think>"))  # documented: that opens reasoning
+    # Documented: a Harmony header opening the reply makes it Harmony; later, it is text.
+    assume(not answer.lstrip().startswith(("<|start|>", "<|channel|>")))
     assume("</think>" not in answer)  # documented: a bare end tag closes reasoning
     splitter, chunks = split(_cut([(answer, "none")], cuts))
     assert answer_of(chunks) == splitter.answer == answer
@@ -398,7 +425,11 @@ def test_no_reasoning_keeps_the_text_exactly(answer: str, cuts: list[int]) -> No
         reasonings,
         answers,
         st.text(alphabet='<>/|_thinkL "{}\n', max_size=30),
-        st.builds(lambda a, b: a + b, answers, st.sampled_from(["</think>", "<|end|>", " "])),
+        st.builds(
+            lambda a, b: a + b,
+            answers,
+            st.sampled_from(["</think>", "<|end|>", "<|start|>x", "<|channel|>final", " "]),
+        ),
     ),
     cuts=st.lists(st.integers(0, 60), max_size=6),
 )
@@ -425,8 +456,10 @@ def test_plain_reply_refuses_what_may_be_reasoning() -> None:
     think = ("<think>", "</think>")
     assert plain_reply('{"a_b": "<x>"}', *think)
     assert plain_reply("  \n", *think)
-    for text in ("  <think>x</think>y", "<", "x</think>y", "a<|end|>", SYNTHETIC_MARKER + "x"):
+    assert plain_reply("a<|end|>", *think)  # Harmony control text opens a reply or is text
+    for text in ("  <think>x</think>y", "<", "x</think>y", SYNTHETIC_MARKER + "x"):
         assert not plain_reply(text, *think), text
+    assert not plain_reply(" <|channel|>final<|message|>x", "[T]", "[/T]")
     assert plain_reply("<think>x", "[T]", "[/T]")
     assert not plain_reply("[x", "[T]", "[/T]")
     assert not plain_reply("x[/T]y", "[T]", "[/T]")

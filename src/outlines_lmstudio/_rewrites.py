@@ -274,10 +274,13 @@ def narrow_enums(schema: dict[str, Any]) -> dict[str, Any]:
     ``{"type": "string", "enum": ["a", 1]}`` could be answered ``1``. A value is valid
     under ``{"enum": E, ...K}`` exactly when it is one of the values of ``E`` that ``K``
     accepts, so those values alone say the same. Left alone when none is accepted (the
-    schema is refused before as unsatisfiable) or a reference is beside them.
+    schema is refused before as unsatisfiable) or a reference is beside them, except in
+    an ``anyOf``/``oneOf`` with other branches: a branch no value satisfies is left out
+    there (no value could match it, so the union says the same without it).
     """
 
     def narrow(node: dict[str, Any]) -> dict[str, Any]:
+        node = _without_empty_branches(node)
         allowed = enum_values_allowed(node)
         if not allowed:
             return node
@@ -287,6 +290,21 @@ def narrow_enums(schema: dict[str, Any]) -> dict[str, Any]:
 
     rebuilt: dict[str, Any] = rebuild(schema, narrow)
     return rebuilt
+
+
+def _without_empty_branches(node: dict[str, Any]) -> dict[str, Any]:
+    """Leave out the ``anyOf``/``oneOf`` branches whose enum no value satisfies (not all)."""
+    changed = {}
+    for key in ("anyOf", "oneOf"):
+        branches = node.get(key)
+        if not isinstance(branches, list):
+            continue
+        kept_branches = [
+            b for b in branches if not (isinstance(b, dict) and enum_values_allowed(b) == [])
+        ]
+        if kept_branches and len(kept_branches) < len(branches):
+            changed[key] = kept_branches
+    return {**node, **changed} if changed else node
 
 
 def any_value(schema: dict[str, Any]) -> dict[str, Any]:

@@ -87,6 +87,23 @@ def test_enum_values_the_keywords_beside_them_refuse_are_never_written(
     assert sent["jsonSchema"]["properties"]["size"] == {"enum": [1, 2]}
 
 
+def test_a_union_branch_no_value_satisfies_is_left_out(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """The other branches still make a schema: only the impossible one goes."""
+    empty = {"type": "string", "enum": ["abc", "de"], "maxLength": 1}
+    schema = {
+        "type": "object",
+        "properties": {"v": {"anyOf": [empty, {"type": "integer"}]}},
+        "required": ["v"],
+    }
+    emulator.script(TEXT_MODEL, ['{"v": 3}'])
+    assert make_model(TEXT_MODEL).parse("x", schema) == {"v": 3}
+    sent = emulator.predictions[-1].structured
+    assert sent is not None
+    assert sent["jsonSchema"]["properties"]["v"] == {"anyOf": [{"type": "integer"}]}
+
+
 def test_an_enum_no_value_of_which_is_allowed_is_refused_before_sending(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

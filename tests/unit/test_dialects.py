@@ -221,6 +221,12 @@ def test_examples_of_each_rewrite() -> None:
     }
     assert narrow_enums({"const": 3, "minimum": 2}) == {"const": 3}
     assert narrow_enums({"enum": ["a", 1]}) == {"enum": ["a", 1]}  # nothing beside it
+    empty = {"type": "string", "enum": ["abc"], "maxLength": 1}  # no value is valid
+    assert narrow_enums({"anyOf": [empty, {"type": "integer"}]}) == {
+        "anyOf": [{"type": "integer"}]
+    }
+    assert narrow_enums({"oneOf": [{"type": "null"}, empty]}) == {"oneOf": [{"type": "null"}]}
+    assert narrow_enums({"anyOf": [empty]}) == {"anyOf": [empty]}  # refused as a whole
     assert drop_dollar_schema({"$schema": "x", "type": "string"}) == {"type": "string"}
     assert anchor_patterns({"type": "string", "pattern": "^a$"}) == {
         "type": "string",

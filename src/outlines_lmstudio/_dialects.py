@@ -250,14 +250,22 @@ def schema_findings(schema: dict[str, Any], engine: Engine) -> list[Finding]:
     list of Finding
         Refusals first, each with its JSON pointer.
     """
+    return _findings(schema, (engine,))[engine]
+
+
+def _findings(schema: dict[str, Any], engines: tuple[Engine, ...]) -> dict[Engine, list[Finding]]:
+    """`schema_findings` for several engines in one walk of the schema."""
     looping = recursive_refs(schema)
-    found: list[Finding] = []
+    found: dict[Engine, list[Finding]] = {engine: [] for engine in engines}
     for pointer, node in schema_nodes(schema):
         if isinstance(node, Mapping) and not _plain(node):
-            for keyword, status, why in _node_findings(node, engine, looping):
-                where = f"{pointer}/{pointer_token(keyword)}"
-                found.append(Finding(where, keyword, status, why, node.get(keyword)))
-    return sorted(found, key=lambda f: ("empty", "refused", "loose").index(f.status))
+            for engine in engines:
+                for keyword, status, why in _node_findings(node, engine, looping):
+                    where = f"{pointer}/{pointer_token(keyword)}"
+                    found[engine].append(Finding(where, keyword, status, why, node.get(keyword)))
+    for listed in found.values():
+        listed.sort(key=lambda f: ("empty", "refused", "loose").index(f.status))
+    return found
 
 
 _WAYS_OUT = (
@@ -334,8 +342,9 @@ def dialect_schema(
     """
     prepared = apply(schema, FINDING_REWRITES)  # each rewrite builds new objects
     engines = ENGINES if engine_format is None else (engine_for_format(engine_format),)
+    findings = _findings(prepared, engines)
     for engine in engines:
-        for finding in schema_findings(prepared, engine):
+        for finding in findings[engine]:
             if finding.status == "empty":  # no engine, no setting would help
                 raise InvalidSchemaError(
                     f"A part of the JSON schema accepts no value: at "

@@ -343,8 +343,18 @@ def test_gbnf_is_passed_as_is(client: lms.Client) -> None:
         "Is water wet?", response_format={"type": "gbnf", "gbnfGrammar": grammar}, config=_config()
     )
     assert result.content in ("yes", "no")
-    with pytest.raises(lms.LMStudioServerError, match="grammar"):
-        llm.respond("x", response_format={"type": "gbnf", "gbnfGrammar": "root ::= ("})
+    # llama.cpp logs only "failed to parse grammar"; the error also says where.
+    with pytest.raises(lms.LMStudioServerError, match=r"grammar.*expected '\)'"):
+        llm.respond("x", response_format={"type": "gbnf", "gbnfGrammar": 'root ::= ( "a"'})
+
+
+def test_a_repetition_below_its_minimum_fails_without_reaching_llama_cpp(
+    client: lms.Client,
+) -> None:
+    # llama.cpp takes "a"{3,1} and allocates memory until the OOM killer ends the process.
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    with pytest.raises(lms.LMStudioServerError, match=r"repetition \{3,1\}"):
+        llm.respond("x", response_format={"type": "gbnf", "gbnfGrammar": 'root ::= "a"{3,1}'})
 
 
 def test_cpu_threads_is_read_on_every_prediction(

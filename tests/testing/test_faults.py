@@ -188,3 +188,21 @@ def test_fault_validation() -> None:
         Fault(kind="explode")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="times"):
         Fault(times=0)
+    with pytest.raises(ValueError, match=r"Fault\.seconds must be a finite number"):
+        Fault(kind="delay", seconds=float("inf"))  # would hang the request for ever
+    with pytest.raises(ValueError, match=r"Fault\.seconds must be a finite number"):
+        Fault(kind="delay", seconds=float("nan"))
+    with pytest.raises(ValueError, match=r"Fault\.seconds must be a finite number"):
+        Fault(kind="delay", seconds="1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Fault\.times must be an integer"):
+        Fault(times=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Fault\.after_fragments must be an integer"):
+        Fault(after_fragments=True)
+    with pytest.raises(ValueError, match=r"Fault\.message must be a string"):
+        Fault(message=None)  # type: ignore[arg-type]
+
+
+def test_add_fault_takes_only_a_fault(emu: LMStudioEmulator) -> None:
+    # Before: AttributeError: 'str' object has no attribute 'model'.
+    with pytest.raises(TypeError, match=r"add_fault\(\) takes a Fault"):
+        emu.add_fault("predict")  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import Literal
@@ -60,10 +61,21 @@ class Fault:
             )
         if self.kind not in _KINDS:
             raise ValueError(f"Fault kind must be one of {_KINDS}, not {self.kind!r}")
-        if self.times < 1:
-            raise ValueError(f"Fault.times must be at least 1, not {self.times}")
-        if self.after_fragments < 0 or self.seconds < 0:
-            raise ValueError("Fault.after_fragments and Fault.seconds must not be negative")
+        for name, least in (("times", 1), ("after_fragments", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"Fault.{name} must be an integer >= {least}, not {value!r}")
+        seconds = self.seconds
+        if isinstance(seconds, bool) or not (
+            isinstance(seconds, int | float) and 0 <= seconds < math.inf
+        ):
+            # An infinite delay would hang the request: that is kind="hang".
+            raise ValueError(
+                f"Fault.seconds must be a finite number of seconds >= 0, not {seconds!r} "
+                '(for a request that never gets an answer, use kind="hang")'
+            )
+        if not isinstance(self.message, str):
+            raise ValueError(f"Fault.message must be a string, not {self.message!r}")
 
 
 class FaultBook:

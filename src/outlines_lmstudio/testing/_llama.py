@@ -437,7 +437,12 @@ class LlamaEngine:
                 if how.max_tokens is not None and predicted >= how.max_tokens:
                     stop = "maxPredictedTokensReached"
                     break
-                token, data, end, full = await asyncio.to_thread(self._step, last)
+                try:
+                    token, data, end, full = await asyncio.to_thread(self._step, last)
+                except _native().GrammarDeadEnd as exc:
+                    raise server_error(
+                        f"Generation stopped after {predicted} tokens: {exc}"
+                    ) from exc
                 if full:
                     stop = "contextLengthReached"
                     break

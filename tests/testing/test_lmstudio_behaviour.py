@@ -376,6 +376,17 @@ def test_settings_changed_on_a_running_emulator_are_checked(
     assert emu.token_latency == 0.01
 
 
+def test_wait_until_checks_its_arguments(emu: LMStudioEmulator) -> None:
+    # Before: a str timeout raised "unsupported operand type(s) for +", and a predicate
+    # that is no function ("emu.predictions", not "lambda: emu.predictions") a bare TypeError.
+    with pytest.raises(ValueError, match="timeout must be a finite number"):
+        emu.wait_until(lambda: True, timeout="5")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout must be a finite number"):
+        emu.wait_until(lambda: True, timeout=-1)
+    with pytest.raises(TypeError, match="a function of no arguments"):
+        emu.wait_until(emu.predictions)  # type: ignore[arg-type]
+
+
 def test_the_models_must_be_emulated_models() -> None:
     # Before: AttributeError: 'dict' object has no attribute 'names'.
     with pytest.raises(TypeError, match=r"EmulatedModel\(\*\*fields\)"):

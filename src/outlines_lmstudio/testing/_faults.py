@@ -35,9 +35,10 @@ class Fault:
     model
         Only requests for this model key or instance identifier match.
     after_fragments
-        For ``predict``: send this many fragments before the fault strikes.
+        For ``predict``: send this many fragments before the fault strikes (not for
+        ``unload``, which strikes before the request is served).
     seconds
-        The wait of a ``delay`` fault.
+        The wait of a ``delay`` fault (only).
     times
         How many matching requests it hits before it is spent.
     message
@@ -76,6 +77,21 @@ class Fault:
             )
         if not isinstance(self.message, str):
             raise ValueError(f"Fault.message must be a string, not {self.message!r}")
+        if self.after_fragments and self.endpoint != "predict":
+            raise ValueError(
+                "Fault.after_fragments applies to predict only (the one endpoint that "
+                f"streams fragments), not to {self.endpoint!r}"
+            )
+        if self.after_fragments and self.kind == "unload":
+            raise ValueError(
+                "Fault.after_fragments does not apply to an unload fault (it unloads the "
+                "model before the request is served); to unload mid-stream, call "
+                "emu.unload(identifier) from a reply function or your test"
+            )
+        if self.seconds and self.kind != "delay":
+            raise ValueError(
+                f'Fault.seconds is the wait of kind="delay"; a {self.kind!r} fault has none'
+            )
 
 
 class FaultBook:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import threading
 import time
 import warnings
@@ -436,7 +437,18 @@ class LMStudioEmulator(EmulatorState):
         ------
         TimeoutError
             If it is still false after ``timeout`` seconds (with the trace tail).
+        TypeError, ValueError
+            If ``predicate`` is not callable, or ``timeout`` is not a number of seconds >= 0.
         """
+        if not callable(predicate):
+            raise TypeError(
+                f"wait_until() takes a function of no arguments, not {type(predicate).__name__}"
+                " (e.g. lambda: len(emu.predictions) == 2)"
+            )
+        if isinstance(timeout, bool) or not (
+            isinstance(timeout, int | float) and 0 <= timeout < math.inf
+        ):
+            raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:

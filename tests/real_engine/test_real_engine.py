@@ -343,8 +343,33 @@ def test_gbnf_is_passed_as_is(client: lms.Client) -> None:
         "Is water wet?", response_format={"type": "gbnf", "gbnfGrammar": grammar}, config=_config()
     )
     assert result.content in ("yes", "no")
-    with pytest.raises(lms.LMStudioServerError, match="grammar"):
-        llm.respond("x", response_format={"type": "gbnf", "gbnfGrammar": "root ::= ("})
+    # llama.cpp logs only "failed to parse grammar"; the error also says where.
+    with pytest.raises(lms.LMStudioServerError, match=r"grammar.*expected '\)'"):
+        llm.respond("x", response_format={"type": "gbnf", "gbnfGrammar": 'root ::= ( "a"'})
+
+
+@pytest.mark.parametrize("temperature", [0, 0.8])
+def test_a_grammar_that_allows_no_token_fails_the_prediction(
+    client: lms.Client, temperature: float
+) -> None:
+    # Nothing matches [z-a], and the grammar is not complete, so no token (not even the end)
+    # is allowed. Before, the sampler picked a forbidden token anyway and llama.cpp threw
+    # "Unexpected empty grammar stack", which aborted the whole process (SIGABRT).
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    config: lms.LlmPredictionConfigDict = {"temperature": temperature, "maxTokens": 4}
+    grammar = {"type": "gbnf", "gbnfGrammar": 'root ::= "a" [z-a]'}
+    with pytest.raises(lms.LMStudioServerError, match="grammar allows no token"):
+        llm.respond("x", response_format=grammar, config=config)
+    assert llm.respond("Hi", config=_config(max_tokens=2)).content  # the engine goes on
+
+
+def test_a_repetition_below_its_minimum_fails_without_reaching_llama_cpp(
+    client: lms.Client,
+) -> None:
+    # llama.cpp takes "a"{3,1} and allocates memory until the OOM killer ends the process.
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    with pytest.raises(lms.LMStudioServerError, match=r"repetition \{3,1\}"):
+        llm.respond("x", response_format={"type": "gbnf", "gbnfGrammar": 'root ::= "a"{3,1}'})
 
 
 def test_cpu_threads_is_read_on_every_prediction(

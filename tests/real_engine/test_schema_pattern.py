@@ -96,3 +96,17 @@ def test_a_grammar_too_deep_for_llama_cpp_fails_the_prediction(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "nests 100000 groups deep" in done.stdout
+
+
+def test_integer_bounds_are_constrained(client: lms.Client) -> None:
+    """As LM Studio's C++ converter: before, the port's grammar let 1000000000000000 through."""
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 10, "maximum": 99}},
+        "required": ["n"],
+    }
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    config: lms.LlmPredictionConfigDict = {"temperature": 0, "maxTokens": 24}
+    result = llm.respond("Give an example as JSON.", response_format=schema, config=config)
+    assert isinstance(result.parsed, dict)
+    assert 10 <= result.parsed["n"] <= 99

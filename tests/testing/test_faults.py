@@ -188,3 +188,31 @@ def test_fault_validation() -> None:
         Fault(kind="explode")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="times"):
         Fault(times=0)
+    with pytest.raises(ValueError, match=r"Fault\.seconds must be a finite number"):
+        Fault(kind="delay", seconds=float("inf"))  # would hang the request for ever
+    with pytest.raises(ValueError, match=r"Fault\.seconds must be a finite number"):
+        Fault(kind="delay", seconds=float("nan"))
+    with pytest.raises(ValueError, match=r"Fault\.seconds must be a finite number"):
+        Fault(kind="delay", seconds="1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Fault\.times must be an integer"):
+        Fault(times=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Fault\.after_fragments must be an integer"):
+        Fault(after_fragments=True)
+    with pytest.raises(ValueError, match=r"Fault\.message must be a string"):
+        Fault(message=None)  # type: ignore[arg-type]
+
+
+def test_add_fault_takes_only_a_fault(emu: LMStudioEmulator) -> None:
+    # Before: AttributeError: 'str' object has no attribute 'model'.
+    with pytest.raises(TypeError, match=r"add_fault\(\) takes a Fault"):
+        emu.add_fault("predict")  # type: ignore[arg-type]
+
+
+def test_fault_settings_that_would_be_ignored_are_refused() -> None:
+    # Before, each was taken and had no effect: the fault struck at once, or never waited.
+    with pytest.raises(ValueError, match="after_fragments applies to predict"):
+        Fault("getModelInfo", "error", after_fragments=2)
+    with pytest.raises(ValueError, match="after_fragments does not apply to an unload"):
+        Fault("predict", "unload", after_fragments=2)
+    with pytest.raises(ValueError, match='seconds is the wait of kind="delay"'):
+        Fault("predict", "hang", seconds=2)

@@ -82,11 +82,17 @@ def test_samples_end_for_recursive_grammars() -> None:
         "root ::= [\\-]",
         "root ::= root",
         "::= x",
+        'root ::= "a" [z-a]',  # no character: was "empty range for randrange()"
     ],
 )
 def test_bad_grammars_are_rejected(bad: str) -> None:
     with pytest.raises(GrammarError):
         parse_gbnf(bad)
+
+
+def test_a_reversed_range_beside_others_matches_nothing_itself() -> None:
+    # As in llama.cpp: [z-a0-9] is the digits.
+    assert re.fullmatch(r"[0-9]{3}", sample_gbnf("root ::= [z-a0-9]{3}", random.Random(0)))
 
 
 def _load_harness() -> Any:

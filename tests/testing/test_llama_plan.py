@@ -13,6 +13,7 @@ from outlines_lmstudio.testing._llama_plan import (
     StopScanner,
     grammar_depth,
     plan,
+    reversed_repetition,
     template_for,
 )
 
@@ -148,6 +149,16 @@ def test_stop_scanner_equals_cutting_the_whole_text(pieces: list[str], stop: str
 def test_no_stop_strings_means_no_holding(stops: tuple[str, ...]) -> None:
     scanner = StopScanner(stops)
     assert scanner.feed("abc") == "abc"
+
+
+def test_a_repetition_whose_maximum_is_below_its_minimum_is_found() -> None:
+    # llama.cpp 0.3.36 takes "a"{3,1} and allocates memory until the process is killed
+    # (24 GB here, then the OOM killer): the engine must refuse it before llama.cpp sees it.
+    assert reversed_repetition('root ::= "a"{3,1}') == "{3,1}"
+    assert reversed_repetition('root ::= x\nx ::= [a-z]{ 5 , 2 } "b"') == "{ 5 , 2 }"
+    assert reversed_repetition('root ::= "a"{3,3} "b"{0,} "c"{2} "d"{1,4}') is None
+    # Inside literals, classes and comments, braces are text.
+    assert reversed_repetition('root ::= "{3,1}" [{3,1}] # x{3,1}\n') is None
 
 
 def test_grammar_depth_counts_groups_not_literals_classes_or_comments() -> None:

@@ -99,6 +99,13 @@ def test_a_model_the_sdk_could_not_decode_is_refused(fields: dict[str, Any], pro
         EmulatedModel(**{"key": "x", **fields})
 
 
+def test_a_gguf_model_cannot_claim_vision(tmp_path: Any) -> None:
+    # The llama.cpp engine serves GGUF files text-only (no vision projector). Before, such a
+    # model was listed with vision, took images, and answered without them, silently.
+    with pytest.raises(ValueError, match="text-only"):
+        EmulatedModel("x", gguf=tmp_path / "missing.gguf", vision=True)
+
+
 def test_the_model_formats_are_the_sdks() -> None:
     from lmstudio._sdk_models import ModelCompatibilityType
 
@@ -325,6 +332,90 @@ def test_settings_out_of_range_are_refused_when_made(setting: dict[str, Any], pr
     # every prediction with a bare "ValueError", and an infinite latency hung every reply.
     with pytest.raises(ValueError, match=problem):
         LMStudioEmulator(**setting)
+
+
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [
+        ({"slots": 2.5}, "slots must be an integer"),
+        ({"slots": "4"}, "slots must be an integer"),
+        ({"seed": "a"}, "seed must be an integer"),
+        ({"token_latency": "0.1"}, "token_latency must be a finite number"),
+        ({"unknown_endpoint": "ignore"}, "unknown_endpoint must be"),
+    ],
+)
+def test_settings_of_the_wrong_type_are_refused_when_made(
+    setting: dict[str, Any], problem: str
+) -> None:
+    # Before: slots=2.5 and seed="a" were taken and failed later, inside the server;
+    # slots="4" raised a bare "'<' not supported between instances of 'str' and 'int'".
+    with pytest.raises(ValueError, match=problem):
+        LMStudioEmulator(**setting)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("slots", 0, "slots must be an integer of at least 1"),
+        ("token_latency", -1.0, "token_latency must be a finite number"),
+        ("prompt_latency", float("inf"), "prompt_latency must be a finite number"),
+        ("seed", 1.5, "seed must be an integer"),
+        ("unknown_endpoint", "ignore", "unknown_endpoint must be"),
+    ],
+)
+def test_settings_changed_on_a_running_emulator_are_checked(
+    emu: LMStudioEmulator, name: str, value: object, problem: str
+) -> None:
+    # The docs change settings on the fixture's emulator (emu.token_latency = 0.05). Before,
+    # any value was taken: slots = 0 made every later prediction wait for ever.
+    before = getattr(emu, name)
+    with pytest.raises(ValueError, match=problem):
+        setattr(emu, name, value)
+    assert getattr(emu, name) == before
+    emu.token_latency = 0.01  # a valid value is still taken
+    assert emu.token_latency == 0.01
+
+
+def test_wait_until_checks_its_arguments(emu: LMStudioEmulator) -> None:
+    # Before: a str timeout raised "unsupported operand type(s) for +", and a predicate
+    # that is no function ("emu.predictions", not "lambda: emu.predictions") a bare TypeError.
+    with pytest.raises(ValueError, match="timeout must be a finite number"):
+        emu.wait_until(lambda: True, timeout="5")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout must be a finite number"):
+        emu.wait_until(lambda: True, timeout=-1)
+    with pytest.raises(TypeError, match="a function of no arguments"):
+        emu.wait_until(emu.predictions)  # type: ignore[arg-type]
+
+
+def test_the_models_must_be_emulated_models() -> None:
+    # Before: AttributeError: 'dict' object has no attribute 'names'.
+    with pytest.raises(TypeError, match=r"EmulatedModel\(\*\*fields\)"):
+        LMStudioEmulator([{"key": "my-model"}])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="a list of EmulatedModel"):
+        LMStudioEmulator("qwen2.5-7b-instruct")  # type: ignore[arg-type]
+
+
+def test_a_nested_with_leaves_the_emulator_running(make_emulator: MakeEmulator) -> None:
+    # Before, the inner ``with`` stopped the emulator the outer one (or the pytest fixture)
+    # was still using: every later test of the session failed with "not running".
+    emulator = make_emulator()
+    with emulator:
+        with emulator as inner:
+            assert inner is emulator
+        assert emulator.running
+        with lms.Client(emulator.api_host) as client:
+            assert client.llm.model(TEXT).respond("hi").content
+    assert not emulator.running  # the outermost with (after start()) stops it
+
+
+@pytest.mark.asyncio
+async def test_a_nested_async_with_leaves_the_emulator_running() -> None:
+    emulator = LMStudioEmulator()
+    async with emulator:
+        async with emulator:
+            pass
+        assert emulator.running
+    assert not emulator.running
 
 
 def test_loopback_hosts_need_no_opt_in() -> None:

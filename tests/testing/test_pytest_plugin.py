@@ -56,3 +56,33 @@ def test_plugin_fixture_reset_trace_and_guard(pytester: pytest.Pytester) -> None
     )
     # The client's passkey never reaches the report.
     result.stdout.no_fnmatch_line('*"clientPasskey":"????????-*')
+
+
+_STOPPING_TESTS = """
+import lmstudio as lms
+
+def test_uses_it_in_a_with(lmstudio_emulator):
+    with lmstudio_emulator as emulator:
+        assert emulator.running
+
+def test_after_the_with(lmstudio_emulator):
+    with lms.Client(lmstudio_emulator.api_host) as client:
+        assert client.llm.model("qwen2.5-7b-instruct").respond("hi").content
+
+def test_stops_it(lmstudio_emulator):
+    lmstudio_emulator.stop()  # e.g. to see what a client does when LM Studio is gone
+
+def test_after_the_stop(lmstudio_emulator):
+    with lms.Client(lmstudio_emulator.api_host) as client:
+        assert client.llm.model("qwen2.5-7b-instruct").respond("hi").content
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_test_that_stops_the_emulator_leaves_it_to_the_next(pytester: pytest.Pytester) -> None:
+    # Before, a ``with lmstudio_emulator:`` in one test, or a stop(), stopped the session's
+    # emulator, and every later test failed with "The LM Studio emulator is not running".
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_user=_STOPPING_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result.assert_outcomes(passed=4)

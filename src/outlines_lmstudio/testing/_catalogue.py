@@ -70,7 +70,8 @@ class EmulatedModel:
         The ``format`` LM Studio reports: ``"gguf"`` for llama.cpp models,
         ``"safetensors"`` for MLX models (see `default_models`).
     vision
-        Whether the model accepts images (LLMs only).
+        Whether the model accepts images (LLMs only; not with ``gguf``, which is
+        served text-only).
     tool_use
         Reported as ``trainedForToolUse`` (LLMs only).
     context_length
@@ -145,6 +146,12 @@ class EmulatedModel:
                     "llama.cpp; replies= scripts apply to the synthetic engine only"
                 )
         if self.gguf is not None:
+            if self.vision:
+                raise ValueError(
+                    f"EmulatedModel {self.key!r}: a gguf model is served text-only by "
+                    "llama.cpp (no vision projector), so it cannot take images; "
+                    "leave vision=False"
+                )
             from outlines_lmstudio.testing._llama import read_facts
 
             facts = read_facts(self.gguf)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import Literal
@@ -34,9 +35,10 @@ class Fault:
     model
         Only requests for this model key or instance identifier match.
     after_fragments
-        For ``predict``: send this many fragments before the fault strikes.
+        For ``predict``: send this many fragments before the fault strikes (not for
+        ``unload``, which strikes before the request is served).
     seconds
-        The wait of a ``delay`` fault.
+        The wait of a ``delay`` fault (only).
     times
         How many matching requests it hits before it is spent.
     message
@@ -60,10 +62,36 @@ class Fault:
             )
         if self.kind not in _KINDS:
             raise ValueError(f"Fault kind must be one of {_KINDS}, not {self.kind!r}")
-        if self.times < 1:
-            raise ValueError(f"Fault.times must be at least 1, not {self.times}")
-        if self.after_fragments < 0 or self.seconds < 0:
-            raise ValueError("Fault.after_fragments and Fault.seconds must not be negative")
+        for name, least in (("times", 1), ("after_fragments", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"Fault.{name} must be an integer >= {least}, not {value!r}")
+        seconds = self.seconds
+        if isinstance(seconds, bool) or not (
+            isinstance(seconds, int | float) and 0 <= seconds < math.inf
+        ):
+            # An infinite delay would hang the request: that is kind="hang".
+            raise ValueError(
+                f"Fault.seconds must be a finite number of seconds >= 0, not {seconds!r} "
+                '(for a request that never gets an answer, use kind="hang")'
+            )
+        if not isinstance(self.message, str):
+            raise ValueError(f"Fault.message must be a string, not {self.message!r}")
+        if self.after_fragments and self.endpoint != "predict":
+            raise ValueError(
+                "Fault.after_fragments applies to predict only (the one endpoint that "
+                f"streams fragments), not to {self.endpoint!r}"
+            )
+        if self.after_fragments and self.kind == "unload":
+            raise ValueError(
+                "Fault.after_fragments does not apply to an unload fault (it unloads the "
+                "model before the request is served); to unload mid-stream, call "
+                "emu.unload(identifier) from a reply function or your test"
+            )
+        if self.seconds and self.kind != "delay":
+            raise ValueError(
+                f'Fault.seconds is the wait of kind="delay"; a {self.kind!r} fault has none'
+            )
 
 
 class FaultBook:

@@ -182,8 +182,11 @@ class _Parser:
                 raise self.error("unterminated character class")
             if not ranges and not negated:
                 raise self.error("empty character class")
+            kept = [(low, high) for low, high in ranges if low <= high]  # z-a: no character
+            if not kept and not negated:
+                raise self.error("the character class matches no character")
             self.pos += 1
-            return Chars(tuple(ranges), negated)
+            return Chars(tuple(kept), negated)
         if char == ".":
             self.pos += 1
             return Chars((), True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import json
+import math
 import os
 import re
 import threading
@@ -30,6 +31,7 @@ from outlines_lmstudio.testing._llama_plan import (
     StopScanner,
     grammar_depth,
     plan,
+    reversed_repetition,
     template_for,
 )
 from outlines_lmstudio.testing._records import message_text
@@ -44,7 +46,13 @@ if TYPE_CHECKING:
     from outlines_lmstudio.testing._llama_native import Decoder, GgufFacts, NativeModel
     from outlines_lmstudio.testing._records import Prediction
 
-__all__ = ["LOCAL_INSTALL", "LlamaEngine", "json_schema_grammar", "read_facts"]
+__all__ = [
+    "LOCAL_INSTALL",
+    "LlamaEngine",
+    "integer_range_gbnf",
+    "json_schema_grammar",
+    "read_facts",
+]
 
 LOCAL_INSTALL = 'pip install "outlines-lmstudio[local]"'
 
@@ -74,14 +82,123 @@ _LITERAL_ESCAPE = re.compile(r'[\r\n"\\]')
 _LITERAL_ESCAPES = {"\r": "\\r", "\n": "\\n", '"': '\\"', "\\": "\\\\"}
 
 
+# An integer with one side unbounded has at most this many digits, as the converter's
+# own integer rule (``[0] | [1-9] [0-9]{0,15}``).
+_INTEGER_DIGITS = 16
+_BOUND_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+# Keywords the converter reads before an integer's bounds (the bounds are then ignored).
+_BEFORE_BOUNDS = ("$ref", "oneOf", "anyOf", "const", "enum")
+
+
+def _digits(low: str, high: str) -> str:
+    """GBNF for the digit strings of one length from ``low`` to ``high`` (``low <= high``)."""
+    common = 0
+    while common < len(low) and low[common] == high[common]:
+        common += 1
+    prefix = f'"{low[:common]}"' if common else ""
+    low, high = low[common:], high[common:]
+    if not low:
+        return prefix
+    rest = len(low) - 1
+    first, last = int(low[0]), int(high[0])
+    options = []
+    if low[1:] != "0" * rest:  # the first digit, then at least the rest of ``low``
+        options.append(f'"{first}" ({_digits(low[1:], "9" * rest)})')
+        first += 1
+    upper = ""
+    if high[1:] != "9" * rest:  # the last digit, then at most the rest of ``high``
+        upper = f'"{last}" ({_digits("0" * rest, high[1:])})'
+        last -= 1
+    if first <= last:
+        options.append(f"[{first}-{last}]" + (f" [0-9]{{{rest}}}" if rest else ""))
+    if upper:
+        options.append(upper)
+    body = " | ".join(options)
+    return f"{prefix} ({body})" if prefix else f"({body})"
+
+
+def _magnitudes(low: int, high: int) -> list[str]:
+    """GBNF alternatives for the numbers ``low`` to ``high`` (both >= 0), no leading zeros."""
+    options = []
+    full: list[int] = []  # lengths of more than one digit taken whole: one option for them
+    for length in range(len(str(low)), len(str(high)) + 1):
+        start = max(low, 10 ** (length - 1) if length > 1 else 0)
+        end = min(high, 10**length - 1)
+        if length > 1 and start == 10 ** (length - 1) and end == 10**length - 1:
+            full.append(length - 1)
+        else:
+            options.append(_digits(str(start), str(end)))
+    if full:  # contiguous: only the shortest and the longest length can be partial
+        count = f"{full[0]}" if len(full) == 1 else f"{full[0]},{full[-1]}"
+        options.append(f"[1-9] [0-9]{{{count}}}")
+    return options
+
+
+def integer_range_gbnf(low: int | None, high: int | None) -> str:
+    """GBNF for the integers from ``low`` to ``high`` as JSON writes them (None: unbounded).
+
+    An unbounded side stops at 16 digits, as the converter's integers do. There is
+    no ``-0`` and no leading zero.
+
+    Raises
+    ------
+    ValueError
+        If no integer lies between the bounds.
+    """
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"no integer is at least {low} and at most {high}")
+    options = []
+    if high is None or high >= 0:  # zero and the positive numbers
+        start = 0 if low is None else max(low, 0)
+        end = high if high is not None else max(10**_INTEGER_DIGITS - 1, start)
+        options += _magnitudes(start, end)
+    if low is None or low < 0:  # the negative numbers, by magnitude
+        start = 1 if high is None else max(-high, 1)
+        end = -low if low is not None else max(10**_INTEGER_DIGITS - 1, start)
+        options.append(f'"-" ({" | ".join(_magnitudes(start, end))})')
+    return " | ".join(options)
+
+
+def _integer_bounds(schema: dict[str, Any]) -> tuple[int | None, int | None]:
+    """Return the least and greatest integer the bounds of ``schema`` allow (None: unbounded)."""
+
+    def number(key: str) -> float | None:
+        value = schema.get(key)
+        return None if isinstance(value, bool) or not isinstance(value, int | float) else value
+
+    lows = [math.ceil(v) for v in [number("minimum")] if v is not None]
+    lows += [math.floor(v) + 1 for v in [number("exclusiveMinimum")] if v is not None]
+    highs = [math.floor(v) for v in [number("maximum")] if v is not None]
+    highs += [math.ceil(v) - 1 for v in [number("exclusiveMaximum")] if v is not None]
+    return (max(lows) if lows else None), (min(highs) if highs else None)
+
+
 def _converter() -> Any:
-    """Return llama-cpp-python's converter with llama.cpp's (the C++ original's) literal escapes."""
-    from llama_cpp.llama_grammar import SchemaConverter
+    """Return llama-cpp-python's converter with what llama.cpp's (the C++ original) adds.
+
+    The port leaves out two things the C++ converter LM Studio runs does: the
+    backslash in string literals' escapes, and the bounds of integers.
+    """
+    from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
 
     class Converter(SchemaConverter):
         def _format_literal(self, literal: str) -> str:
             escaped = _LITERAL_ESCAPE.sub(lambda m: _LITERAL_ESCAPES[m.group(0)], literal)
             return f'"{escaped}"'
+
+        def visit(self, schema: Any, name: str) -> Any:
+            if (
+                isinstance(schema, dict)
+                and schema.get("type") == "integer"
+                and any(key in schema for key in _BOUND_KEYS)
+                and not any(key in schema for key in _BEFORE_BOUNDS)
+            ):
+                low, high = _integer_bounds(schema)
+                if low is not None or high is not None:
+                    rule = name + "-" if name in RESERVED_NAMES else name or "root"
+                    body = f"({integer_range_gbnf(low, high)}) space"
+                    return self._add_rule(rule, body)  # type: ignore[no-untyped-call]
+            return super().visit(schema, name)  # type: ignore[no-untyped-call]
 
     # As the port's json_schema_to_gbnf builds it.
     return Converter(  # type: ignore[no-untyped-call]
@@ -93,7 +210,9 @@ def json_schema_grammar(schema: Any) -> str:
     """Convert a JSON schema to GBNF with llama.cpp's converter (llama-cpp-python's port).
 
     It is the port's ``json_schema_to_gbnf``, with string literals escaped as llama.cpp's
-    own converter escapes them (the port does not escape a backslash).
+    own converter escapes them (the port does not escape a backslash), and integer bounds
+    (``minimum``, ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum``) constrained as
+    llama.cpp's own converter constrains them (the port ignores them).
 
     Raises
     ------
@@ -109,6 +228,23 @@ def json_schema_grammar(schema: Any) -> str:
     except Exception as exc:
         reason = str(exc) or type(exc).__name__
         raise ValueError(reason) from exc
+
+
+def _parse_reason(reason: str, gbnf: str) -> str:
+    """llama.cpp's reason for refusing ``gbnf``, with the place when it gives none.
+
+    llama.cpp logs only "failed to parse grammar"; the place (``expecting ')'``) goes
+    to the process's stderr. The emulator's own GBNF parser then names it.
+    """
+    if reason != "failed to parse grammar":
+        return reason
+    from outlines_lmstudio.testing._gbnf import GrammarError, parse_gbnf
+
+    try:
+        parse_gbnf(gbnf)
+    except GrammarError as exc:
+        return f"{reason}: {exc}"
+    return reason
 
 
 def _threads() -> int:
@@ -178,8 +314,14 @@ class LlamaEngine:
                 f"it nests {depth} groups deep, more than the {MAX_GRAMMAR_DEPTH} llama.cpp's "
                 "parser can take (a JSON schema's large maxItems or maxLength does this)"
             )
+        repeat = reversed_repetition(gbnf)
+        if repeat is not None:  # llama.cpp would allocate memory until the process dies
+            raise ValueError(f"the repetition {repeat} has a maximum below its minimum")
         native = _native()
-        sampler = self._loaded().grammar(gbnf)
+        try:
+            sampler = self._loaded().grammar(gbnf)
+        except native.GrammarError as exc:
+            raise ValueError(_parse_reason(str(exc), gbnf)) from exc
         native.L.llama_sampler_free(sampler)
 
     def _start(self, tokens: list[int], how: Plan, gbnf: str | None, grammar_first: bool) -> None:
@@ -295,7 +437,12 @@ class LlamaEngine:
                 if how.max_tokens is not None and predicted >= how.max_tokens:
                     stop = "maxPredictedTokensReached"
                     break
-                token, data, end, full = await asyncio.to_thread(self._step, last)
+                try:
+                    token, data, end, full = await asyncio.to_thread(self._step, last)
+                except _native().GrammarDeadEnd as exc:
+                    raise server_error(
+                        f"Generation stopped after {predicted} tokens: {exc}"
+                    ) from exc
                 if full:
                     stop = "contextLengthReached"
                     break

@@ -23,6 +23,7 @@ from outlines_lmstudio.testing._llama_plan import Sampling
 
 __all__ = [
     "GgufFacts",
+    "GrammarDeadEnd",
     "GrammarError",
     "NativeModel",
     "Decoder",
@@ -62,6 +63,14 @@ _BEST = 256  # candidates checked against a grammar before masking the whole voc
 
 class GrammarError(ValueError):
     """llama.cpp could not parse a GBNF grammar (the message holds its reason)."""
+
+
+class GrammarDeadEnd(RuntimeError):
+    """The grammar allows no token, not even the end: generation cannot go on.
+
+    Accepting a token the grammar forbids makes llama.cpp throw a C++ exception
+    that aborts the process, so the sampler raises this instead.
+    """
 
 
 @dataclass(frozen=True)
@@ -460,6 +469,7 @@ class Decoder:
         samplers.penalise(cand.ref)
         if grammar and self.grammar_first:
             L.llama_sampler_apply(grammar, cand.ref)
+            _check_allowed(cand)
         samplers.pick(cand.ref)
         token = cand.selected()
         if grammar and not self.grammar_first:
@@ -492,6 +502,7 @@ class Decoder:
                 samplers.pick(best.ref)
                 return best.selected()
         L.llama_sampler_apply(grammar, cand.ref)
+        _check_allowed(cand)
         samplers.pick(cand.ref)
         return cand.selected()
 
@@ -504,6 +515,15 @@ class Decoder:
     def feed(self, token: int) -> None:
         """Decode one sampled token (so the next logits follow it)."""
         self._decode([token])
+
+
+def _check_allowed(cand: _Candidates) -> None:
+    """Raise `GrammarDeadEnd` if the grammar masked every candidate (the end included)."""
+    if not cand.allowed():
+        raise GrammarDeadEnd(
+            "the grammar allows no token here, not even the end of the reply: it can "
+            "neither go on nor end (a character class or literal no text can match?)"
+        )
 
 
 def embed(model: NativeModel, text: str, n_ctx: int, n_threads: int) -> list[float]:

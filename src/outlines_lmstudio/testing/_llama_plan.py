@@ -24,6 +24,7 @@ __all__ = [
     "StopScanner",
     "grammar_depth",
     "plan",
+    "reversed_repetition",
     "template_for",
 ]
 
@@ -168,6 +169,9 @@ def template_for(gguf_template: str | None, architecture: str) -> str:
 MAX_GRAMMAR_DEPTH = 8000
 
 _GBNF_TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|#[^\r\n]*|[()]')
+_GBNF_REPEAT = re.compile(
+    r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|#[^\r\n]*|\{\s*(\d+)\s*,\s*(\d+)\s*\}'
+)
 
 
 def grammar_depth(gbnf: str) -> int:
@@ -219,3 +223,16 @@ class StopScanner:
         """Return the held-back text (generation ended without completing a stop string)."""
         out, self.held = self.held, ""
         return out
+
+
+def reversed_repetition(gbnf: str) -> str | None:
+    """Return the first repetition ``{m,n}`` with ``n < m`` (literals and comments aside).
+
+    llama.cpp (0.3.36) does not refuse one: it allocates memory until the process is
+    killed, so the engine refuses such a grammar before llama.cpp sees it.
+    """
+    for match in _GBNF_REPEAT.finditer(gbnf):
+        low, high = match.group(1), match.group(2)
+        if low is not None and high is not None and int(high) < int(low):
+            return match.group()
+    return None

@@ -73,6 +73,8 @@ class LMStudioEmulator(EmulatorState):
     The unmodified ``lmstudio`` SDK (``lms.Client``, ``lms.AsyncClient`` and
     the module-level API) works against it over loopback. It runs its own
     event loop in a background thread, so sync and async code can use it.
+    ``with`` blocks nest: only the outermost one stops it (a ``with`` on the
+    pytest fixture's emulator leaves it running for the next test).
 
     Parameters
     ----------
@@ -139,21 +141,8 @@ class LMStudioEmulator(EmulatorState):
         allow_remote: bool = False,
         only_keep_last_jit_model: bool = True,
     ) -> None:
-        if slots < 1:
-            raise ValueError(f"slots must be at least 1, not {slots}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be 0 (a free port) to 65535, not {port!r}")
-        for name, seconds in (
-            ("token_latency", token_latency),
-            ("prompt_latency", prompt_latency),
-            ("load_latency", load_latency),
-        ):
-            if not (isinstance(seconds, int | float) and 0 <= seconds < math.inf):
-                raise ValueError(f"{name} must be a finite number of seconds >= 0, not {seconds!r}")
-        if unknown_endpoint not in ("error", "warning"):
-            raise ValueError(
-                f"unknown_endpoint must be 'error' or 'warning', not {unknown_endpoint!r}"
-            )
         if not is_loopback(host):
             if not allow_remote:
                 raise ValueError(
@@ -186,6 +175,7 @@ class LMStudioEmulator(EmulatorState):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
         self._lifecycle = threading.Lock()
+        self._depth = 0  # open ``with`` blocks: the outermost one stops the server
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -258,7 +248,10 @@ class LMStudioEmulator(EmulatorState):
                 self._port = None
 
     def __enter__(self) -> LMStudioEmulator:
-        return self.start()
+        self.start()
+        with self._lifecycle:
+            self._depth += 1
+        return self
 
     def __exit__(
         self,
@@ -266,10 +259,14 @@ class LMStudioEmulator(EmulatorState):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        if self._close_block():
+            self.stop()
 
     async def __aenter__(self) -> LMStudioEmulator:
-        return await asyncio.to_thread(self.start)
+        await asyncio.to_thread(self.start)
+        with self._lifecycle:
+            self._depth += 1
+        return self
 
     async def __aexit__(
         self,
@@ -277,7 +274,14 @@ class LMStudioEmulator(EmulatorState):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await asyncio.to_thread(self.stop)
+        if self._close_block():
+            await asyncio.to_thread(self.stop)
+
+    def _close_block(self) -> bool:
+        """Close one ``with`` block; return whether it was the outermost (stop then)."""
+        with self._lifecycle:
+            self._depth = max(0, self._depth - 1)
+            return self._depth == 0
 
     def _run(
         self, loop: asyncio.AbstractEventLoop, ready: threading.Event, failure: list[BaseException]
@@ -361,7 +365,14 @@ class LMStudioEmulator(EmulatorState):
         ------
         KeyError
             If ``fault.model`` names no model (key, path or alias) and no loaded instance.
+        TypeError
+            If ``fault`` is not a `Fault`.
         """
+        if not isinstance(fault, Fault):
+            raise TypeError(
+                f"add_fault() takes a Fault, not {type(fault).__name__} ({fault!r:.60}); "
+                'e.g. emu.add_fault(Fault("predict", "error"))'
+            )
         model = None if fault.model is None else self._model_name(fault.model)
         self._faults.add(fault, model)
 
@@ -426,7 +437,18 @@ class LMStudioEmulator(EmulatorState):
         ------
         TimeoutError
             If it is still false after ``timeout`` seconds (with the trace tail).
+        TypeError, ValueError
+            If ``predicate`` is not callable, or ``timeout`` is not a number of seconds >= 0.
         """
+        if not callable(predicate):
+            raise TypeError(
+                f"wait_until() takes a function of no arguments, not {type(predicate).__name__}"
+                " (e.g. lambda: len(emu.predictions) == 2)"
+            )
+        if isinstance(timeout, bool) or not (
+            isinstance(timeout, int | float) and 0 <= timeout < math.inf
+        ):
+            raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:

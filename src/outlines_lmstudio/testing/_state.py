@@ -9,6 +9,7 @@ import the server module (see `outlines_lmstudio.testing._wire` for the layering
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Collection, Sequence
 from itertools import count
@@ -31,7 +32,7 @@ from outlines_lmstudio.testing._wire import Channel
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._engine import Engine
 
-__all__ = ["SETTINGS", "EmulatorState", "Peer"]
+__all__ = ["SETTINGS", "EmulatorState", "Peer", "check_setting"]
 
 SETTINGS = (
     "seed",
@@ -45,6 +46,46 @@ SETTINGS = (
     "only_keep_last_jit_model",
 )
 """The public settings a test may change on a running emulator; `reset` restores them."""
+
+_UNKNOWN_ENDPOINT = ("error", "warning")
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """Check one of the `SETTINGS`; return the value to keep (``presets`` as a frozenset).
+
+    The same checks hold when the emulator is made and when a test changes a setting
+    on a running one (``emu.slots = 1``), so a bad value fails where it was written,
+    never inside the server (``slots = 0`` would make every prediction wait for ever).
+
+    Raises
+    ------
+    ValueError
+        If the value is of the wrong type or out of range.
+    """
+    if name in ("seed", "slots"):
+        least = 1 if name == "slots" else -math.inf
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            bound = " of at least 1" if name == "slots" else ""
+            raise ValueError(f"{name} must be an integer{bound}, not {value!r}")
+    elif name in ("token_latency", "prompt_latency", "load_latency"):
+        if isinstance(value, bool) or not (
+            isinstance(value, int | float) and 0 <= value < math.inf
+        ):
+            raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
+    elif name == "unknown_endpoint":
+        if value not in _UNKNOWN_ENDPOINT:
+            raise ValueError(f"unknown_endpoint must be 'error' or 'warning', not {value!r}")
+    elif name == "presets":
+        if value is None:
+            return None
+        if not isinstance(value, Collection) or isinstance(value, str):
+            raise ValueError(f"presets must be a collection of preset names or None, not {value!r}")
+        if not all(isinstance(p, str) for p in value):
+            raise ValueError(f"presets must be a collection of preset names or None, not {value!r}")
+        return frozenset(value)
+    elif name in ("validate_frames", "only_keep_last_jit_model") and not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, not {value!r}")
+    return value
 
 
 class EmulatorState:
@@ -71,10 +112,24 @@ class EmulatorState:
         self.unknown_endpoint = unknown_endpoint
         self.validate_frames = validate_frames
         self.load_latency = load_latency
-        self.presets = None if presets is None else frozenset(presets)
+        self.presets = presets  # type: ignore[assignment]  # kept as a frozenset
         self.only_keep_last_jit_model = only_keep_last_jit_model
         self._settings = {name: getattr(self, name) for name in SETTINGS}
         self._lock = threading.RLock()
+        given: object = models
+        if given is not None and (
+            isinstance(given, str | bytes) or not isinstance(given, Sequence)
+        ):
+            raise TypeError(
+                f"models must be a list of EmulatedModel, not {type(models).__name__} "
+                f"({models!r:.60})"
+            )
+        for model in models or ():
+            if not isinstance(model, EmulatedModel):
+                raise TypeError(
+                    f"models must be a list of EmulatedModel; got {type(model).__name__} "
+                    f"({model!r:.60}). Make one with EmulatedModel(**fields)."
+                )
         self._catalogue = Catalogue(default_models() if models is None else models)
         self._recorder = Recorder()
         self._faults = FaultBook()
@@ -90,6 +145,16 @@ class EmulatorState:
         self._peak: dict[str, int] = {}
         self._socket_ids = count(1)
         self._restore_scripts()
+
+    presets: frozenset[str] | None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in SETTINGS:
+            value = check_setting(name, value)
+            if name == "slots" and "_slots" in self.__dict__:
+                # Semaphores are made with the count; later predictions get new ones.
+                self._slots = {}
+        super().__setattr__(name, value)
 
     def _authenticate(self, client_id: str, passkey: str) -> bool:
         with self._lock:

@@ -5,7 +5,8 @@ Fixtures
 lmstudio_emulator_session
     One `LMStudioEmulator` for the whole session, with the drift guard on.
 lmstudio_emulator
-    That emulator, `reset <LMStudioEmulator.reset>` for each test. The test
+    That emulator, `reset <LMStudioEmulator.reset>` for each test (and started
+    again if a test stopped it). The test
     fails if a message broke the SDK's wire schemas; when a test that uses it
     fails, the emulator's frame trace is added to the report.
 
@@ -48,6 +49,8 @@ def lmstudio_emulator(
 ) -> Iterator[LMStudioEmulator]:
     """Yield the session's emulator, reset; fail on wire-schema violations."""
     emulator = lmstudio_emulator_session
+    if not emulator.running:  # an earlier test stopped it
+        emulator.start()
     emulator.reset()
     request.node.stash[_EMULATOR] = emulator
     yield emulator

@@ -152,6 +152,26 @@ def _string_findings(node: Mapping[str, Any], engine: Engine) -> Iterator[tuple[
             yield lengths[0], "loose", "minLength/maxLength are ignored beside a format"
 
 
+_INTEGER_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+_INT64 = range(-(2**63), 2**63)
+
+
+def _integer_bound(node: Mapping[str, Any], key: str) -> bool:
+    """Whether llama.cpp constrains ``key``: a whole-number bound of an ``integer``.
+
+    llama.cpp's converter writes the integers between an integer's bounds as a grammar
+    (``_build_min_max_int``), reading them as 64-bit integers; a bound with a fraction
+    would be cut, and a number's bounds are not read at all.
+    """
+    value = node.get(key)
+    return (
+        key in _INTEGER_BOUNDS
+        and node.get("type") == "integer"
+        and type(value) is int
+        and value in _INT64
+    )
+
+
 def _node_findings(
     node: Mapping[str, Any], engine: Engine, looping: set[str]
 ) -> Iterator[tuple[str, Status, str]]:
@@ -216,7 +236,7 @@ def _node_findings(
             if key in node:
                 yield key, "loose", "not enforced without items or prefixItems (any array)"
     for key, why in (*_LOOSE_EVERYWHERE.items(), *_LOOSE[engine].items()):
-        if key in node:
+        if key in node and not (engine == "llama.cpp" and _integer_bound(node, key)):
             yield key, "loose", why
     if engine == "outlines-core":
         # Without properties it writes a non-empty object for minProperties >= 1 and an

@@ -222,9 +222,7 @@ def test_examples_of_each_rewrite() -> None:
     assert narrow_enums({"const": 3, "minimum": 2}) == {"const": 3}
     assert narrow_enums({"enum": ["a", 1]}) == {"enum": ["a", 1]}  # nothing beside it
     empty = {"type": "string", "enum": ["abc"], "maxLength": 1}  # no value is valid
-    assert narrow_enums({"anyOf": [empty, {"type": "integer"}]}) == {
-        "anyOf": [{"type": "integer"}]
-    }
+    assert narrow_enums({"anyOf": [empty, {"type": "integer"}]}) == {"anyOf": [{"type": "integer"}]}
     assert narrow_enums({"oneOf": [{"type": "null"}, empty]}) == {"oneOf": [{"type": "null"}]}
     assert narrow_enums({"anyOf": [empty]}) == {"anyOf": [empty]}  # refused as a whole
     assert drop_dollar_schema({"$schema": "x", "type": "string"}) == {"type": "string"}
@@ -273,8 +271,19 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
     ("minLength", {"type": "string", "minLength": 2, "maxLength": 4}, "both", None, None),
     ("format date", {"type": "string", "format": "date"}, "both", None, None),
     ("format uuid", {"type": "string", "format": "uuid"}, "both", None, None),
+    ("integer bounds", {"type": "integer", "minimum": 0, "maximum": 9}, "llama.cpp", None, None),
+    (
+        "exclusive integer bounds",
+        {"type": "integer", "exclusiveMaximum": 9},
+        "llama.cpp",
+        None,
+        None,
+    ),
     # loose
-    ("minimum", {"type": "integer", "minimum": 0}, "both", "minimum", "loose"),
+    ("minimum", {"type": "integer", "minimum": 0}, "outlines-core", "minimum", "loose"),
+    ("number minimum", {"type": "number", "minimum": 0}, "llama.cpp", "minimum", "loose"),
+    ("fractional minimum", {"type": "integer", "minimum": 0.5}, "llama.cpp", "minimum", "loose"),
+    ("huge maximum", {"type": "integer", "maximum": 2**64}, "llama.cpp", "maximum", "loose"),
     ("multipleOf", {"type": "number", "multipleOf": 2}, "both", "multipleOf", "loose"),
     ("uniqueItems", {"type": "array", "uniqueItems": True}, "both", "uniqueItems", "loose"),
     ("oneOf", {"oneOf": [{"type": "string"}, {"type": "integer"}]}, "both", "oneOf", "loose"),

@@ -81,7 +81,7 @@ async def ameasure(call: Callable[[], Awaitable[object]]) -> Sample:
 class Sizes:
     """How much work each case does."""
 
-    requests: int = 600
+    requests: int = 1200
     """Paired requests per side in the per-request cases."""
     warmup: int = 30
     """Untimed calls per side before a per-request case."""
@@ -92,7 +92,7 @@ class Sizes:
     stream_requests: int = 30
     image_uses: int = 20
     """Uses of the same image per round (the 1st is not timed)."""
-    image_rounds: int = 10
+    image_rounds: int = 14
     image_sizes: tuple[tuple[int, int], ...] = (
         (1224, 816),
         (1936, 1296),
@@ -110,11 +110,11 @@ class Sizes:
     token_latency: float = 0.004
     """Emulator seconds per fragment in the batch cases."""
     efficiency_sizes: tuple[int, ...] = (1, 8, 64, 512)
-    efficiency_rounds: int = 6
+    efficiency_rounds: int = 8
     """Rounds at the largest batch size; the smaller (cheaper) sizes get twice as many."""
     calls: int = 10_000
     """Sequential calls of the memory case."""
-    import_runs: int = 30
+    import_runs: int = 40
     engine_tokens: int = 128
     """Tokens per prediction of the real-engine case."""
     engine_rounds: int = 8

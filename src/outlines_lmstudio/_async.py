@@ -222,7 +222,8 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
             await call.reader.stop()
 
     async def _map(self, flows: list[Flow[Any]], limit: int) -> list[Any]:
-        await self._ensure_client()
+        # Each item enters the client in `_run` (once, under the lock), so a client that
+        # cannot connect fails every item, as on the sync front: `BatchGenerationError`.
         semaphore = asyncio.Semaphore(limit)
 
         async def one(flow: Flow[Any]) -> Any:

@@ -111,20 +111,9 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
     def _complete_then(self, request: Request, finish: Callable[[Completion], Any]) -> Any:
         return finish(self._complete(_flow.Complete(request)))
 
-    def _idle(self) -> float | None:
-        """Return the ``read_timeout`` a call must watch itself, if any.
-
-        The sync SDK bounds each wait by its own process-wide limit
-        (``lmstudio.set_sync_api_timeout``, 60 s by default) and cannot be given another per
-        call: a shorter ``read_timeout`` is watched from the caller's thread while a worker
-        reads the call (as for a call's ``timeout``). A longer one is the SDK's to cut.
-        """
-        idle, sdk = self.read_timeout, lms.get_sync_api_timeout()
-        return idle if idle is not None and (sdk is None or idle < sdk) else None
-
     def _iterate(self, request: Request, sink: Sink) -> Iterator[Any]:
         call = _threads.new(request, self._deadline(request))
-        if call.deadline is not None or self._idle() is not None:
+        if call.deadline is not None or _threads.idle_bound(self.read_timeout) is not None:
             return self._in_worker(call, sink)
         call.front = SigintGuard()  # armed around each wait only: user code runs in between
         return self._predict(call, sink)
@@ -149,11 +138,11 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         """Drive a prediction in a worker thread; the caller waits until the call's deadline.
 
         The SDK's own sync timeout is one process-wide setting, so a call with a time limit
-        (or a ``read_timeout`` shorter than the SDK's, `_idle`) is read by a daemon thread.
+        (or a shorter ``read_timeout``: `_threads.idle_bound`) is read by a daemon thread.
         Leaving (time up, silence, ``break``, Ctrl-C) cancels on the server at once and opens
         nothing more; the worker ends when LM Studio confirms.
         """
-        idle = self._idle()
+        idle = _threads.idle_bound(self.read_timeout)
         beats = None if idle is None else _threads.Pulse()
         worker = _threads.Worker(lambda: self._predict(call, sink), beats)
         try:
@@ -223,7 +212,7 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
     # -- effects -----------------------------------------------------------------------------
     def _complete(self, effect: _flow.Complete) -> Completion:
         call = _threads.new(effect.request, self._completion_deadline(effect))
-        if call.deadline is not None or self._idle() is not None:
+        if call.deadline is not None or _threads.idle_bound(self.read_timeout) is not None:
             for _ in self._in_worker(call, Sink()):
                 pass
         else:

@@ -20,6 +20,8 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import lmstudio as lms
+
 from ._common import CONFIRM_SECONDS, Request
 from ._flow import Call, Flow, Left, batch_result
 
@@ -31,6 +33,7 @@ __all__ = [
     "check_open",
     "connect",
     "held",
+    "idle_bound",
     "later",
     "new",
     "pulse",
@@ -150,6 +153,20 @@ class Pulse:
     def left(self, idle: float, now: float) -> float | None:
         """Return how long the caller may still wait (``None``: held, wait on)."""
         return None if self.holds else idle - (now - self.at)
+
+
+def idle_bound(read_timeout: float | None) -> float | None:
+    """Return the ``read_timeout`` a sync call must watch itself, if any.
+
+    The sync SDK bounds each wait by its own process-wide limit
+    (``lmstudio.set_sync_api_timeout``, 60 s by default) and cannot be given another per
+    call: a shorter ``read_timeout`` is watched from the caller's thread while a `Worker`
+    reads the call (as for a call's ``timeout``). A longer one is the SDK's to cut.
+    """
+    sdk = lms.get_sync_api_timeout()
+    if read_timeout is not None and (sdk is None or read_timeout < sdk):
+        return read_timeout
+    return None
 
 
 def pulse() -> Pulse | None:

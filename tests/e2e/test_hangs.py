@@ -130,6 +130,28 @@ def test_read_timeout_bounds_a_model_lookup_on_both_fronts(
     assert emulator.predictions == []
 
 
+def test_a_model_lookup_that_is_never_answered_is_given_up(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Later calls share the lookup their callers left: it must end, not hold them for good.
+
+    The sync model dropped the client's sessions when the lookup still waited a while later;
+    the async model waited on it forever, so every later call timed out.
+    """
+    emulator.add_fault(Fault("getOrLoad", "hang"))  # one lookup, never answered
+    model = make_model(TEXT_MODEL, read_timeout=0.5)
+    with pytest.raises(LMStudioTimeoutError):
+        model("hello")
+
+    def works() -> bool:
+        try:
+            return bool(model("again"))
+        except LMStudioTimeoutError:
+            return False
+
+    assert eventually(works)
+
+
 def test_progress_counts_as_a_sign_of_life_under_read_timeout(
     make_model: MakeModel, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

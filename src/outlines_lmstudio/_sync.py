@@ -145,6 +145,7 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         idle = _threads.idle_bound(self.read_timeout)
         beats = None if idle is None else _threads.Pulse()
         worker = _threads.Worker(lambda: self._predict(call, sink), beats)
+        confirm = 0.0
         try:
             yield from worker.items(
                 call.deadline,
@@ -152,10 +153,14 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
                 idle,
                 lambda: self._wait_error(call.request, False, call.reader is not None),
             )
+        except KeyboardInterrupt:
+            confirm = CONFIRM_SECONDS  # the process may exit next: see the cancel confirmed
+            raise
         finally:
             call.stopped = True
             if worker.alive:
                 _threads.cancel(call)
+                worker.thread.join(confirm)
                 self._watch(worker.thread)
 
     def _ran_out(self, call: Call) -> LMStudioTimeoutError:

@@ -120,9 +120,9 @@ SCENARIOS: dict[str, tuple[Callable[[LMStudioEmulator], None], Callable[[Any], A
         lambda e: e.add_fault(Fault(kind="drop", times=2)),
         lambda m: m.parse("hi", int),
     ),
-    "model unloaded mid-reply": (
-        lambda e: e.add_fault(Fault(kind="unload", after_fragments=2)),
-        lambda m: m.reply_stream("hi"),
+    "model unloaded before the reply": (
+        lambda e: e.add_fault(Fault(kind="unload")),
+        lambda m: m.reply_stream("hi", max_tokens=4),
     ),
     "unknown model": (lambda e: None, lambda m: m("hi", model="no-such-model")),
     "unknown preset": (lambda e: None, lambda m: m("hi", preset="nope")),

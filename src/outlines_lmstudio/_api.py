@@ -31,6 +31,7 @@ from ._common import (
 from ._flow import ChunkSink, Flow, Sink
 from ._reply import Reply
 from ._typed import validator_for
+from .errors import InvalidInferenceArgumentError
 
 __all__ = ["ModelApi", "ReplyStream"]
 
@@ -119,8 +120,9 @@ class ModelApi(Common):
     ) -> None:
         wanted = self._client_class.__name__
         if not isinstance(client, self._client_class):
-            raise TypeError(
-                f"{type(self).__name__} needs an lmstudio.{wanted}, got {type(client).__name__}."
+            raise InvalidInferenceArgumentError(
+                f"{type(self).__name__} needs an lmstudio.{wanted}, got {type(client).__name__}. "
+                "from_lmstudio(client) picks the model class for either kind of client."
             )
         self.client = client
         self._configure(

@@ -27,6 +27,7 @@ from ._common import (
     ASYNC_IMAGES,
     ASYNC_RECONNECTS,
     ASYNC_TRAITS,
+    DRAIN_SECONDS,
     Completion,
     ModelTraits,
     Request,
@@ -193,7 +194,22 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
         except TimeoutError:
             if not scope.expired():
                 raise
+            if call.reader is None:  # a lookup, upload or model info the callers left
+                self._unstick_later()
             raise self._wait_error(call.request, by_deadline, call.reader is not None) from None
+
+    def _unstick_later(self) -> None:
+        """Reset the sessions if work its callers left (a lookup...) still waits a while later.
+
+        As on the sync front (`LMStudio._watch`): see `AsyncReconnects.reset_later`.
+        """
+        caches = (ASYNC_HANDLES, ASYNC_TRAITS, ASYNC_IMAGES)
+        ASYNC_RECONNECTS.reset_later(
+            self.client,
+            DRAIN_SECONDS,
+            lambda: self._closed() is None and any(c.pending(self.client) for c in caches),
+            self._reset,
+        )
 
     async def _run(self, flow: Flow[Any]) -> Any:
         if not self._ready:
@@ -222,7 +238,8 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
             await call.reader.stop()
 
     async def _map(self, flows: list[Flow[Any]], limit: int) -> list[Any]:
-        await self._ensure_client()
+        # Each item enters the client in `_run` (once, under the lock), so a client that
+        # cannot connect fails every item, as on the sync front: `BatchGenerationError`.
         semaphore = asyncio.Semaphore(limit)
 
         async def one(flow: Flow[Any]) -> Any:

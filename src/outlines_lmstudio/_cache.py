@@ -106,6 +106,10 @@ class AsyncClientCache(Generic[V]):
             return future.result()
         return None
 
+    def pending(self, client: object) -> bool:
+        """Tell whether any work for the client is still under way."""
+        return any(not future.done() for future in self._data.get(client, {}).values())
+
     def forget(self, client: object, key: Hashable) -> None:
         """Drop one entry."""
         self._data.get(client, {}).pop(key, None)

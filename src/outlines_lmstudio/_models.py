@@ -48,8 +48,9 @@ def from_lmstudio(
         ``connect_timeout``: seconds to open a websocket to LM Studio and authenticate
         (default 10; ``None``: no bound).
         ``read_timeout``: seconds to wait for any message from LM Studio during a call
-        (default 60, the sync SDK's own bound, which the sync model keeps using:
-        ``lmstudio.set_sync_api_timeout``); prompt-processing progress counts as a message.
+        (default 60, the sync SDK's own bound, ``lmstudio.set_sync_api_timeout``, which
+        still cuts a sync call's waits when it is the shorter); prompt-processing progress
+        counts as a message.
         ``grammar``: send ``Regex``/``CFG``/DSL terms as GBNF grammars (GGUF models only).
 
     Returns

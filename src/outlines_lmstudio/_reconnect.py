@@ -16,7 +16,11 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable
 
+from ._cache import retrieve_error
+
 __all__ = ["AsyncReconnects", "SyncReconnects"]
+
+_RESETS: set[asyncio.Task[None]] = set()
 
 
 class SyncReconnects:
@@ -49,6 +53,31 @@ class AsyncReconnects:
     def generation(self, client: object) -> int:
         """Return the client's current generation (read before a call)."""
         return self._generation.get(client, 0)
+
+    def reset_later(
+        self,
+        client: object,
+        delay: float,
+        stuck: Callable[[], bool],
+        reset: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Reset the client's sessions after ``delay`` seconds if ``stuck()`` says so then.
+
+        A model lookup, model info or upload is shared by every call that needs it (the
+        caches): one that LM Studio never answers would hold them all, for good. Resetting
+        the sessions ends it; the next call asks again. Nothing happens if another call
+        reset the client meanwhile.
+        """
+        loop, seen = asyncio.get_running_loop(), self.generation(client)
+
+        def check() -> None:
+            if stuck():
+                task = loop.create_task(self.reset(client, seen, reset))
+                _RESETS.add(task)  # keep a reference until done
+                task.add_done_callback(_RESETS.discard)
+                task.add_done_callback(retrieve_error)
+
+        loop.call_later(delay, check)
 
     async def reset(self, client: object, seen: int, reset: Callable[[], Awaitable[None]]) -> None:
         """Await ``reset`` unless another task already reset since generation ``seen``."""

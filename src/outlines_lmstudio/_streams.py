@@ -7,6 +7,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
+from functools import partial
 from typing import Any
 
 import lmstudio as lms
@@ -15,11 +16,26 @@ from ._common import CONFIRM_SECONDS, DRAIN_SECONDS
 from ._flow import wait_limit
 from ._interrupt import SigintGuard
 
-__all__ = ["AsyncReader", "SyncReader", "stream_text"]
+__all__ = ["AsyncReader", "SyncReader", "noting_progress", "stream_text"]
 
 _END = object()
 _PROGRESS = object()
 _TASKS: set[asyncio.Future[None]] = set()
+
+
+def noting_progress(kwargs: dict[str, Any], note: Callable[[], None]) -> dict[str, Any]:
+    """Return a prediction's SDK keywords with a progress callback that calls ``note`` first.
+
+    Prompt-processing progress is a sign of life: it pushes a wait's idle bound back.
+    """
+    theirs = kwargs.get("on_prompt_processing_progress")
+
+    def progress(value: float) -> None:
+        note()
+        if theirs is not None:
+            theirs(value)
+
+    return {**kwargs, "on_prompt_processing_progress": progress}
 
 
 class SyncReader:
@@ -41,6 +57,8 @@ class SyncReader:
         fragments); ``False`` when the caller armed it for the whole call.
     whole
         Read to the end in one `read` (see there).
+    heard
+        Called on each fragment (a call read under an idle bound: `_threads.Pulse`).
     """
 
     def __init__(
@@ -50,8 +68,10 @@ class SyncReader:
         *,
         per_fragment: bool,
         whole: bool = False,
+        heard: Callable[[], None] | None = None,
     ) -> None:
         self.stream = stream
+        self._heard = heard
         self._events = iter(stream)
         self._sigint = sigint
         self._per_fragment = per_fragment
@@ -83,9 +103,12 @@ class SyncReader:
         if self._whole:
             fragments: list[lms.LlmPredictionFragment] = []
             self.arrived = arrived = []
+            heard = self._heard
             for each in self._events:
                 if self._sigint.interrupted:
                     raise KeyboardInterrupt
+                if heard is not None:
+                    heard()
                 fragments.append(each)
                 arrived.append(time.monotonic())
             if self._sigint.interrupted:
@@ -102,6 +125,8 @@ class SyncReader:
             fragment = next(self._events, None)
         if self._sigint.interrupted:
             raise KeyboardInterrupt
+        if self._heard is not None:
+            self._heard()
         return None if fragment is None else [fragment]
 
     def abandon(self, wait: float = 0) -> threading.Thread | None:
@@ -224,14 +249,7 @@ class AsyncReader:
 
     def watch_progress(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Return the prediction's SDK keywords with a progress callback that notes activity."""
-        theirs = kwargs.get("on_prompt_processing_progress")
-
-        def progress(value: float) -> None:
-            self._alive(_PROGRESS)
-            if theirs is not None:
-                theirs(value)
-
-        return {**kwargs, "on_prompt_processing_progress": progress}
+        return noting_progress(kwargs, partial(self._alive, _PROGRESS))
 
     def start(self, open_stream: Callable[[], Awaitable[lms.AsyncPredictionStream]]) -> None:
         """Open the prediction and read it, in a task of its own.

@@ -33,7 +33,7 @@ from ._common import (
 from ._discovery import ensure_host
 from ._flow import Call, Effect, Emit, Flow, Runner, Sink
 from ._interrupt import SigintGuard
-from ._streams import SyncReader
+from ._streams import SyncReader, noting_progress
 from .errors import LMStudioTimeoutError
 
 __all__ = ["LMStudio"]
@@ -51,7 +51,8 @@ class _Leaving:
         self._call = call
 
     def __enter__(self) -> None:
-        ensure_host(self._model.client, self._call.request.key)  # lms.Client() with no host
+        with _threads.held():  # finding LM Studio has bounds of its own
+            ensure_host(self._model.client, self._call.request.key)  # lms.Client() no host
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         interrupted = kind is not None and issubclass(kind, KeyboardInterrupt)
@@ -85,6 +86,7 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
             runner.answer(getattr(self, step.method)(step))
         except Exception as exc:  # the flow decides what an I/O error means
             runner.fail(self._failure(exc))
+        _threads.beat()  # an answer came (a call read under an idle bound waits anew)
 
     def _drive(self, runner: Runner[Any]) -> Iterator[Any]:
         with runner:
@@ -111,7 +113,7 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
 
     def _iterate(self, request: Request, sink: Sink) -> Iterator[Any]:
         call = _threads.new(request, self._deadline(request))
-        if call.deadline is not None:
+        if call.deadline is not None or _threads.idle_bound(self.read_timeout) is not None:
             return self._in_worker(call, sink)
         call.front = SigintGuard()  # armed around each wait only: user code runs in between
         return self._predict(call, sink)
@@ -136,16 +138,29 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         """Drive a prediction in a worker thread; the caller waits until the call's deadline.
 
         The SDK's own sync timeout is one process-wide setting, so a call with a time limit
-        is read by a daemon thread. Leaving (time up, ``break``, Ctrl-C) cancels on the server
-        at once and opens nothing more; the worker ends when LM Studio confirms.
+        (or a shorter ``read_timeout``: `_threads.idle_bound`) is read by a daemon thread.
+        Leaving (time up, silence, ``break``, Ctrl-C) cancels on the server at once and opens
+        nothing more; the worker ends when LM Studio confirms.
         """
-        worker = _threads.Worker(lambda: self._predict(call, sink))
+        idle = _threads.idle_bound(self.read_timeout)
+        beats = None if idle is None else _threads.Pulse()
+        worker = _threads.Worker(lambda: self._predict(call, sink), beats)
+        confirm = 0.0
         try:
-            yield from worker.items(call.deadline, partial(self._ran_out, call))
+            yield from worker.items(
+                call.deadline,
+                partial(self._ran_out, call),
+                idle,
+                lambda: self._wait_error(call.request, False, call.reader is not None),
+            )
+        except KeyboardInterrupt:
+            confirm = CONFIRM_SECONDS  # the process may exit next: see the cancel confirmed
+            raise
         finally:
             call.stopped = True
             if worker.alive:
                 _threads.cancel(call)
+                worker.thread.join(confirm)
                 self._watch(worker.thread)
 
     def _ran_out(self, call: Call) -> LMStudioTimeoutError:
@@ -202,7 +217,7 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
     # -- effects -----------------------------------------------------------------------------
     def _complete(self, effect: _flow.Complete) -> Completion:
         call = _threads.new(effect.request, self._completion_deadline(effect))
-        if call.deadline is not None:
+        if call.deadline is not None or _threads.idle_bound(self.read_timeout) is not None:
             for _ in self._in_worker(call, Sink()):
                 pass
         else:
@@ -246,10 +261,17 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         call = effect.call
         _threads.check_open(call)
         guard: SigintGuard = call.front or SigintGuard()
-        stream = effect.handle.respond_stream(effect.chat, **effect.kwargs)
+        kwargs, beats = effect.kwargs, _threads.pulse()
+        if beats is not None:  # read under an idle bound: progress is a sign of life
+            kwargs = noting_progress(kwargs, beats.beat)
+        stream = effect.handle.respond_stream(effect.chat, **kwargs)
         call.reader = SyncReader(
-            stream, guard, per_fragment=not guard.armed, whole=guard.armed
-        )  # armed for the whole call: a whole reply, nothing of ours between fragments
+            stream,
+            guard,
+            per_fragment=not guard.armed,
+            whole=guard.armed,  # armed for the whole call: nothing of ours between fragments
+            heard=None if beats is None else beats.beat,
+        )
 
     def _read(self, effect: _flow.Read) -> list[lms.LlmPredictionFragment] | None:
         _threads.check_open(effect.call)  # the first read sends the request: not once left
@@ -264,7 +286,8 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         """Connect an SDK session unless it is connected (see `_threads.connect`)."""
         if not session.connected and (closed := self._closed()) is not None:
             raise closed  # a closed client cannot connect (the SDK would leak the attempt)
-        _threads.connect(session, self.connect_timeout, self._connect_error)
+        with _threads.held():  # bounded by connect_timeout, not read_timeout
+            _threads.connect(session, self.connect_timeout, self._connect_error)
 
     def _reconnect(self, effect: _flow.Reconnect) -> None:
         if (closed := self._closed()) is not None:  # nothing to reconnect: say why

@@ -2,8 +2,9 @@
 
 The sync SDK waits without a bound of its own in two places (opening a websocket until the
 server authenticates; a process-wide 60 s per message otherwise) and cannot be interrupted
-from outside. What must not wait longer runs in a daemon thread the caller waits for, and
-leaving cancels the prediction on the server and lets nothing new start.
+from outside. What must not wait longer (a call's ``timeout``, a shorter ``read_timeout``,
+watched through a `Pulse`) runs in a daemon thread the caller waits for, and leaving cancels
+the prediction on the server and lets nothing new start.
 """
 
 from __future__ import annotations
@@ -19,16 +20,23 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import lmstudio as lms
+
 from ._common import CONFIRM_SECONDS, Request
 from ._flow import Call, Flow, Left, batch_result
 
 __all__ = [
+    "Pulse",
     "Worker",
+    "beat",
     "cancel",
     "check_open",
     "connect",
+    "held",
+    "idle_bound",
     "later",
     "new",
+    "pulse",
     "run_batch",
     "unless_left",
 ]
@@ -123,11 +131,82 @@ def _watch() -> None:
             action()
 
 
-class Worker:
-    """Runs a producer in a daemon thread; the caller takes its items with a deadline."""
+_PULSE = threading.local()  # the pulse of the call a worker thread reads, if any
 
-    def __init__(self, produce: Callable[[], Iterator[Any]]) -> None:
+
+class Pulse:
+    """When LM Studio was last heard from during a call read in a worker (its idle bound).
+
+    The worker's thread beats it at each message: a fragment, a progress report, the
+    answer to a model lookup or an upload. A wait with a bound of its own (connecting,
+    ``connect_timeout``) holds it.
+    """
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+        self.holds = 0
+
+    def beat(self, *_: object) -> None:
+        """Note that LM Studio was heard from now (takes and ignores a callback's value)."""
+        self.at = time.monotonic()
+
+    def left(self, idle: float, now: float) -> float | None:
+        """Return how long the caller may still wait (``None``: held, wait on)."""
+        return None if self.holds else idle - (now - self.at)
+
+
+def idle_bound(read_timeout: float | None) -> float | None:
+    """Return the ``read_timeout`` a sync call must watch itself, if any.
+
+    The sync SDK bounds each wait by its own process-wide limit
+    (``lmstudio.set_sync_api_timeout``, 60 s by default) and cannot be given another per
+    call: a shorter ``read_timeout`` is watched from the caller's thread while a `Worker`
+    reads the call (as for a call's ``timeout``). A longer one is the SDK's to cut.
+    """
+    sdk = lms.get_sync_api_timeout()
+    if read_timeout is not None and (sdk is None or read_timeout < sdk):
+        return read_timeout
+    return None
+
+
+def pulse() -> Pulse | None:
+    """Return the pulse of the call this thread reads under an idle bound, if any."""
+    found: Pulse | None = getattr(_PULSE, "pulse", None)
+    return found
+
+
+def beat() -> None:
+    """Beat the pulse of the call this thread reads, if it has one."""
+    found: Pulse | None = getattr(_PULSE, "pulse", None)
+    if found is not None:
+        found.at = time.monotonic()
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Hold this thread's pulse during a wait with a bound of its own (connecting)."""
+    found: Pulse | None = getattr(_PULSE, "pulse", None)
+    if found is None:
+        yield
+        return
+    found.holds += 1
+    try:
+        yield
+    finally:
+        found.holds -= 1
+        found.beat()
+
+
+class Worker:
+    """Runs a producer in a daemon thread; the caller takes its items with a deadline.
+
+    With a `Pulse`, the caller also gives up when the producer's thread has not heard
+    from LM Studio for ``idle`` seconds (see `items`).
+    """
+
+    def __init__(self, produce: Callable[[], Iterator[Any]], beats: Pulse | None = None) -> None:
         self._items: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        self._pulse = beats
         self.thread = threading.Thread(
             target=self._run, args=(produce,), name="outlines-lmstudio-call", daemon=True
         )
@@ -139,6 +218,7 @@ class Worker:
         return self.thread.is_alive()
 
     def _run(self, produce: Callable[[], Iterator[Any]]) -> None:
+        _PULSE.pulse = self._pulse
         try:
             for item in produce():
                 self._items.put((True, item))
@@ -146,16 +226,36 @@ class Worker:
         except BaseException as exc:  # handed to the caller's thread
             self._items.put((False, exc))
 
-    def items(self, deadline: float | None, expired: Callable[[], BaseException]) -> Iterator[Any]:
-        """Yield the producer's items; raise ``expired()`` when the deadline passes first."""
+    def items(
+        self,
+        deadline: float | None,
+        expired: Callable[[], BaseException],
+        idle: float | None = None,
+        quiet: Callable[[], BaseException] | None = None,
+    ) -> Iterator[Any]:
+        """Yield the producer's items; raise ``expired()`` when the deadline passes first.
+
+        With ``idle`` (and the worker's `Pulse`), raise ``quiet()`` when LM Studio has not
+        been heard from for that long.
+        """
         while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:  # even with items waiting: the
-                raise expired()  # limit is on the whole call, a stream read in full included
+            now = time.monotonic()
+            wait = None if deadline is None else deadline - now
+            if wait is not None and wait <= 0:  # even with items waiting: the limit is
+                raise expired()  # on the whole call, a stream read in full included
             try:
-                more, value = self._items.get(timeout=remaining)
+                more, value = self._items.get_nowait()  # what arrived: no idle bound
             except queue.Empty:
-                raise expired() from None
+                if idle is not None and self._pulse is not None and quiet is not None:
+                    left = self._pulse.left(idle, now)
+                    if left is not None and left <= 0:
+                        raise quiet() from None
+                    left = idle if left is None else left  # held: look again after idle
+                    wait = left if wait is None else min(wait, left)
+                try:
+                    more, value = self._items.get(timeout=wait)
+                except queue.Empty:
+                    continue  # a bound ran out, or the pulse moved it: the top says which
             if not more:
                 if value is not None:
                     raise value

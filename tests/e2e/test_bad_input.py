@@ -13,7 +13,13 @@ from outlines.inputs import Audio, Chat, Image, Video
 from outlines.types import CFG, JsonSchema, Regex, either, integer
 from PIL import Image as PILImage
 
-from outlines_lmstudio import LMStudio, OutlinesLMStudioError, errors, from_lmstudio
+from outlines_lmstudio import (
+    AsyncLMStudio,
+    LMStudio,
+    OutlinesLMStudioError,
+    errors,
+    from_lmstudio,
+)
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL, VISION_MODEL
@@ -629,6 +635,20 @@ CASES = [
         E.InvalidInferenceArgumentError,
         TypeError,
         "needs an lmstudio.Client or an lmstudio.AsyncClient, got OpenAI",
+    ),
+    Case(
+        "LMStudio for a client of the other kind",
+        lambda m: LMStudio(cast(Any, lms.AsyncClient())),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "LMStudio needs an lmstudio.Client, got AsyncClient",
+    ),
+    Case(
+        "AsyncLMStudio for something else",
+        lambda m: AsyncLMStudio(cast(Any, OpenAI())),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "AsyncLMStudio needs an lmstudio.AsyncClient, got OpenAI",
     ),
     # other entry points
     Case(

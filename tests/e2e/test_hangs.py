@@ -1,13 +1,15 @@
 """Nothing waits forever: connecting, each wait for LM Studio, streams, Ctrl-C in a batch."""
 
+import re
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import lmstudio as lms
 import pytest
 
 from outlines_lmstudio import (
+    BatchGenerationError,
     LMStudioConnectionError,
     LMStudioModelNotFoundError,
     LMStudioPredictionError,
@@ -88,6 +90,77 @@ def test_prompt_processing_progress_counts_as_a_sign_of_life(
     monkeypatch.setattr(emulator, "prompt_latency", 2.0)
     emulator.script(TEXT_MODEL, ["done"])
     assert make_model(TEXT_MODEL, read_timeout=1.0)("hello") == "done"
+
+
+@pytest.mark.parametrize("entry", ["generate", "stream", "reply_stream", "batch"])
+def test_read_timeout_bounds_each_wait_on_both_fronts(
+    make_model: MakeModel, emulator: LMStudioEmulator, entry: str
+) -> None:
+    """A ``read_timeout`` shorter than the sync SDK's own bound (60 s) holds on both fronts.
+
+    The sync model used to keep the SDK's bound in its place: it waited 60 s, and the
+    prediction was left running on the server.
+    """
+    # The reply stalls mid-way for 2 s; a cancel sent meanwhile is read when it goes on.
+    emulator.add_fault(Fault(kind="delay", after_fragments=2, seconds=2.0))
+    model = make_model(TEXT_MODEL, read_timeout=0.5)
+    stalled = r"sent nothing for 0\.5 s; the prediction was cancelled"
+    calls: dict[str, Callable[[], object]] = {
+        "generate": lambda: model("hello"),
+        "stream": lambda: list(model.stream("hello")),
+        "reply_stream": lambda: list(model.reply_stream("hello")),
+        "batch": lambda: model.batch(["hello"]),
+    }
+    with pytest.raises((LMStudioTimeoutError, BatchGenerationError)) as info:
+        calls[entry]()
+    error = info.value.errors[0] if isinstance(info.value, BatchGenerationError) else info.value
+    assert isinstance(error, LMStudioTimeoutError)
+    assert re.search(stalled, str(error))
+    emulator.wait_until(lambda: emulator.predictions[-1].done)
+    assert emulator.predictions[-1].cancelled
+    assert model("the client still works")
+
+
+def test_read_timeout_bounds_a_model_lookup_on_both_fronts(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    emulator.add_fault(Fault("getOrLoad", "hang"))
+    with pytest.raises(LMStudioTimeoutError, match=r"0\.5 s; no prediction had started"):
+        make_model(TEXT_MODEL, read_timeout=0.5)("hello")
+    assert emulator.predictions == []
+
+
+def test_a_model_lookup_that_is_never_answered_is_given_up(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Later calls share the lookup their callers left: it must end, not hold them for good.
+
+    The sync model dropped the client's sessions when the lookup still waited a while later;
+    the async model waited on it forever, so every later call timed out.
+    """
+    emulator.add_fault(Fault("getOrLoad", "hang"))  # one lookup, never answered
+    model = make_model(TEXT_MODEL, read_timeout=0.5)
+    with pytest.raises(LMStudioTimeoutError):
+        model("hello")
+
+    def works() -> bool:
+        try:
+            return bool(model("again"))
+        except LMStudioTimeoutError:
+            return False
+
+    assert eventually(works)
+
+
+def test_progress_counts_as_a_sign_of_life_under_read_timeout(
+    make_model: MakeModel, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, with ``read_timeout`` shorter than the sync SDK's bound (no SDK setting)."""
+    monkeypatch.setattr(emulator, "prompt_latency", 2.0)
+    emulator.script(TEXT_MODEL, ["done", "done"])
+    model = make_model(TEXT_MODEL, read_timeout=1.0)
+    assert model("hello") == "done"
+    assert list(model.stream("hello")) == ["done"]
 
 
 def test_an_odd_reply_to_the_model_lookup_is_not_model_not_found(fronts: Fronts) -> None:

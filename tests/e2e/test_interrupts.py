@@ -97,7 +97,8 @@ SCRIPT = textwrap.dedent(
         model(sys.argv[3])
 
     with lms.Client(sys.argv[1]) as client:
-        model = from_lmstudio(client, sys.argv[2])
+        bounds = {sys.argv[5]: float(sys.argv[6])} if len(sys.argv) > 6 else {}
+        model = from_lmstudio(client, sys.argv[2], **bounds)
         try:
             {"stream": stream, "generate": generate}[sys.argv[4]](model)
         except KeyboardInterrupt:
@@ -109,14 +110,21 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.usefixtures("sigint_default")
+@pytest.mark.parametrize(
+    "bound",
+    [[], ["read_timeout", "5"], ["timeout", "30"]],
+    ids=["no-bound", "read_timeout", "timeout"],
+)
 @pytest.mark.parametrize("call", ["stream", "generate"])
 def test_ctrl_c_in_a_sync_call_cancels_on_the_server(
-    slow_emulator: LMStudioEmulator, call: str
+    slow_emulator: LMStudioEmulator, call: str, bound: list[str]
 ) -> None:
+    """Also when a worker reads the call (a ``timeout``, a ``read_timeout`` shorter than the
+    SDK's bound): it waited for no confirmation, so the process could exit first."""
     slow_emulator.script(TEXT_MODEL, [LONG])
     returncode, out, err = interrupted(
         SCRIPT,
-        [slow_emulator.api_host, TEXT_MODEL, "long", call],
+        [slow_emulator.api_host, TEXT_MODEL, "long", call, *bound],
         lambda: slow_emulator.wait_until(lambda: _streaming(slow_emulator)),
     )
     assert "INTERRUPTED" in out, err

@@ -256,6 +256,26 @@ def test_server_unreachable(fronts: Fronts) -> None:
     assert isinstance(info.value.__cause__, lms.LMStudioError)
 
 
+@pytest.mark.parametrize("call", ["batch", "reply_batch", "parse"])
+def test_a_batch_that_cannot_connect_reports_every_item(fronts: Fronts, call: str) -> None:
+    """Both fronts raise `BatchGenerationError`, each item's error the connection's.
+
+    The async model entered its client once before the batch, so the connection error
+    escaped on its own there, and ``except BatchGenerationError`` caught it on one front only.
+    """
+    with LMStudioEmulator() as emulator:
+        host = emulator.api_host
+    model = fronts.model(fronts.client(host, enter=False), TEXT_MODEL)
+    args = (int,) if call == "parse" else ()
+    with pytest.raises(BatchGenerationError) as info:
+        getattr(model, call)(["a", "b"], *args)
+    assert info.value.results == [None, None]
+    assert sorted(info.value.errors) == [0, 1]
+    for error in info.value.errors.values():
+        assert isinstance(error, LMStudioConnectionError)
+        assert "Start LM Studio" in str(error)
+
+
 @pytest.mark.parametrize("after_fragments", [0, 3])
 def test_prediction_errors_are_ours_with_cause(
     make_model: MakeModel, emulator: LMStudioEmulator, after_fragments: int

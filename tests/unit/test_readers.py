@@ -17,7 +17,7 @@ import pytest
 
 from outlines_lmstudio._interrupt import SigintGuard
 from outlines_lmstudio._streams import AsyncReader, SyncReader
-from outlines_lmstudio._threads import Worker
+from outlines_lmstudio._threads import Pulse, Worker, held
 
 
 class EndlessStream:
@@ -209,3 +209,39 @@ async def test_stop_with_a_cancel_that_cannot_be_sent_ends_the_reader() -> None:
     await reader.stop()  # raises nothing: there is no connection left to stop
     await asyncio.sleep(0)
     assert reader._pump.cancelled()  # and the reading task is gone
+
+
+def _quiet() -> LookupError:
+    return LookupError("quiet")
+
+
+def test_an_idle_bound_ends_a_silent_worker() -> None:
+    release = threading.Event()
+
+    def produce() -> Iterator[int]:
+        yield 1
+        release.wait(5)  # silent: no beat
+
+    worker = Worker(produce, Pulse())
+    try:
+        with pytest.raises(LookupError, match="quiet"):
+            list(worker.items(None, lambda: LookupError("late"), 0.05, _quiet))
+    finally:
+        release.set()
+
+
+def test_an_idle_bound_spares_what_has_arrived_and_a_held_pulse() -> None:
+    beats = Pulse()
+
+    def produce() -> Iterator[int]:
+        with held():  # a wait with a bound of its own (connecting): the idle bound waits
+            time.sleep(0.2)
+        yield 1
+        yield 2
+
+    worker = Worker(produce, beats)
+    worker.thread.join(5)
+    beats.at -= 10  # long quiet since, but the items and the end arrived before it
+    assert list(worker.items(None, lambda: LookupError("late"), 0.05, _quiet)) == [1, 2]
+    held_worker = Worker(produce, Pulse())
+    assert list(held_worker.items(None, lambda: LookupError("late"), 0.05, _quiet)) == [1, 2]

@@ -1,46 +1,39 @@
 """`AsyncLMStudio`: the async front, which performs the I/O of the flows in `_flow`.
 
-Everything this module decides is how to wait: tasks, ``asyncio.timeout``, a semaphore for
-batches, and entering the client once under a lock.
+Everything this module decides is how to wait: tasks, ``asyncio.timeout`` and a semaphore
+for batches. Entering, closing and reconnecting the client are in `_async_sessions`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-import httpx
 import lmstudio as lms
 from lmstudio import FileHandle
 from outlines.models.lmstudio import AsyncLMStudio as _OutlinesAsyncLMStudio
 
 from . import _flow
-from ._api import ModelApi
-from ._cache import retrieve_error
+from ._async_sessions import AsyncSessions
 from ._common import (
     ASYNC_HANDLES,
     ASYNC_IMAGES,
     ASYNC_RECONNECTS,
     ASYNC_TRAITS,
-    DRAIN_SECONDS,
     Completion,
     ModelTraits,
     Request,
 )
-from ._discovery import enter_async_client
 from ._flow import Call, Effect, Emit, Flow, Runner, Sink, wait_limit
-from ._sdk_errors import client_closed
 from ._streams import AsyncReader
 
 __all__ = ["AsyncLMStudio"]
 
 
-class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
+class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
     """An Outlines model backed by LM Studio through an ``lmstudio.AsyncClient``.
 
     The client is entered (``async with``) on first use if it is not already,
@@ -49,108 +42,10 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
     settings are those of `from_lmstudio`.
     """
 
-    client: lms.AsyncClient
     _client_class = lms.AsyncClient
     _handles = ASYNC_HANDLES
     _traits = ASYNC_TRAITS
     _reconnects = ASYNC_RECONNECTS
-
-    def __init__(self, client: lms.AsyncClient, *args: Any, **options: Any) -> None:
-        super().__init__(client, *args, **options)
-        self._enter_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
-        self._ready = False
-        self._owns_client = False
-        self._failed: BaseException | None = None
-        self._entering: asyncio.Future[None] | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    def _lock(self) -> asyncio.Lock:
-        """Return the lock that guards entering and closing, one per event loop.
-
-        An ``asyncio.Lock`` that was ever waited on belongs to that loop: a model whose first
-        calls failed to connect in one ``asyncio.run`` must still connect in the next one.
-        """
-        loop = asyncio.get_running_loop()
-        if self._enter_lock is None or self._enter_lock[0] is not loop:
-            self._enter_lock = (loop, asyncio.Lock())
-        return self._enter_lock[1]
-
-    async def _ensure_client(self) -> None:
-        if not self._ready:
-            async with self._lock():
-                await self._enter_once()
-
-    async def _enter_once(self) -> None:
-        """Enter the client unless it is already entered (called under the lock).
-
-        The entering runs in a task of its own, which a caller cancelled meanwhile (``wait_for``
-        around a first call, a cancelled task) leaves running: stopped halfway, it would leave
-        the client half entered, which the SDK cannot undo. The next caller waits for it.
-        """
-        if not self._ready:
-            entering = self._pending_entering()
-            if entering is None:
-                self._entering = entering = asyncio.ensure_future(self._enter())
-                entering.add_done_callback(retrieve_error)
-            await asyncio.shield(entering)
-
-    def _pending_entering(self) -> asyncio.Future[None] | None:
-        """Return the entering still under way in this event loop, if any."""
-        entering = self._entering
-        if entering is None or entering.done():
-            return None
-        return entering if entering.get_loop() is asyncio.get_running_loop() else None
-
-    async def _enter(self) -> None:
-        try:
-            self.client.llm  # noqa: B018 - raises KeyError until the client is entered
-        except KeyError:
-            if self._failed is not None:
-                raise self._connect_error(self._failed) from None
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    await enter_async_client(self.client)  # finds LM Studio if no host
-            except lms.LMStudioError as exc:
-                raise self._error(exc, None, "connect") from exc
-            except httpx.HTTPError as exc:  # the SDK's probe of the host is httpx
-                raise self._connect_error(exc) from exc
-            except TimeoutError as exc:
-                # Half entered: close what was opened; the client cannot be used again.
-                self._failed = exc
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.client.aclose(), self.connect_timeout)
-                raise self._connect_error(exc) from exc
-            self._owns_client = True
-        self._ready = True
-
-    async def close(self) -> None:
-        """Close the client if this model entered it; safe to call more than once.
-
-        A client whose event loop has ended (an earlier ``asyncio.run``) is closed already.
-        """
-        async with self._lock():
-            if (entering := self._pending_entering()) is not None:
-                with contextlib.suppress(Exception):  # its caller left: it is ours to finish
-                    await asyncio.shield(entering)
-            if self._owns_client:
-                self._owns_client = False
-                ASYNC_HANDLES.clear(self.client)
-                ASYNC_IMAGES.clear(self.client)
-                if not client_closed(self.client):
-                    await self.client.aclose()
-            self._ready = False
-
-    async def __aenter__(self) -> Self:
-        await self._ensure_client()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- drivers -----------------------------------------------------------------------------
     async def _perform(self, runner: Runner[Any], step: Effect, call: Call | None) -> None:
@@ -197,19 +92,6 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
             if call.reader is None:  # a lookup, upload or model info the callers left
                 self._unstick_later()
             raise self._wait_error(call.request, by_deadline, call.reader is not None) from None
-
-    def _unstick_later(self) -> None:
-        """Reset the sessions if work its callers left (a lookup...) still waits a while later.
-
-        As on the sync front (`LMStudio._watch`): see `AsyncReconnects.reset_later`.
-        """
-        caches = (ASYNC_HANDLES, ASYNC_TRAITS, ASYNC_IMAGES)
-        ASYNC_RECONNECTS.reset_later(
-            self.client,
-            DRAIN_SECONDS,
-            lambda: self._closed() is None and any(c.pending(self.client) for c in caches),
-            self._reset,
-        )
 
     async def _run(self, flow: Flow[Any]) -> Any:
         if not self._ready:
@@ -316,20 +198,3 @@ class AsyncLMStudio(ModelApi, _OutlinesAsyncLMStudio):
             return await reader.read(self.read_timeout, call.deadline)
         except TimeoutError as expired:
             raise self._wait_error(call.request, expired.args == ("deadline",)) from None
-
-    async def _reconnect(self, effect: _flow.Reconnect) -> None:
-        if (closed := self._closed()) is not None:  # nothing to reconnect: say why
-            raise closed
-        await ASYNC_RECONNECTS.reset(self.client, effect.generation, self._reset)
-
-    async def _reset(self) -> None:
-        """Reconnect dead sessions (the async SDK does not reconnect by itself)."""
-        ASYNC_IMAGES.clear(self.client)
-        for session in (self.client.llm, self.client.files):
-            with contextlib.suppress(lms.LMStudioError):
-                await session.disconnect()
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    await session.connect()
-            except TimeoutError as exc:
-                raise self._connect_error(exc) from exc

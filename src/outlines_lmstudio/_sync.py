@@ -6,9 +6,6 @@ or, for a call with a time limit, in a worker thread the caller waits for.
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
-import threading
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -18,10 +15,8 @@ from lmstudio import FileHandle
 from outlines.models.lmstudio import LMStudio as _OutlinesLMStudio
 
 from . import _flow, _threads
-from ._api import ModelApi
 from ._common import (
     CONFIRM_SECONDS,
-    DRAIN_SECONDS,
     SYNC_HANDLES,
     SYNC_IMAGES,
     SYNC_RECONNECTS,
@@ -34,6 +29,7 @@ from ._discovery import ensure_host
 from ._flow import Call, Effect, Emit, Flow, Runner, Sink
 from ._interrupt import SigintGuard
 from ._streams import SyncReader, noting_progress
+from ._sync_sessions import SyncSessions
 from .errors import LMStudioTimeoutError
 
 __all__ = ["LMStudio"]
@@ -59,7 +55,7 @@ class _Leaving:
         self._model._leave(self._call, CONFIRM_SECONDS if interrupted else 0)
 
 
-class LMStudio(ModelApi, _OutlinesLMStudio):
+class LMStudio(SyncSessions, _OutlinesLMStudio):
     """An Outlines model backed by LM Studio through a sync ``lmstudio.Client``.
 
     The model uses the client but never closes it. Its settings are those of
@@ -67,7 +63,6 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
     prediction on the server first); a call with a time limit runs in a worker thread.
     """
 
-    client: lms.Client
     _client_class = lms.Client
     _handles = SYNC_HANDLES
     _traits = SYNC_TRAITS
@@ -75,9 +70,7 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
 
     def __init__(self, client: lms.Client, *args: Any, **options: Any) -> None:
         super().__init__(client, *args, **options)
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pool_size = 0
-        self._pool_lock = threading.Lock()
+        self._batches = _threads.BatchPool()
 
     # -- drivers -----------------------------------------------------------------------------
     def _perform(self, runner: Runner[Any], step: Effect) -> None:
@@ -167,52 +160,11 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         """Return the error of a call whose time ran out, opened or not (read at that moment)."""
         return self._wait_error(call.request, True, call.reader is not None)
 
-    def _watch(self, thread: threading.Thread) -> None:
-        """Drop the client's sessions if ``thread`` still waits on LM Studio after a while.
-
-        A server that does not confirm a cancel within ``DRAIN_SECONDS`` is not answering;
-        dropping its sockets wakes every reader blocked on them (the next call reconnects).
-        """
-        generation = SYNC_RECONNECTS.generation(self.client)
-
-        def unstick() -> None:
-            if thread.is_alive():
-                with contextlib.suppress(Exception):  # a closed client: nothing left to drop
-                    SYNC_RECONNECTS.reset(self.client, generation, self._drop)
-
-        _threads.later(DRAIN_SECONDS, unstick)
-
     def _map(self, flows: list[Flow[Any]], limit: int) -> list[Any]:
         if not flows:
             return []
-        with self._batch_pool(limit) as pool:
+        with self._batches.lend(limit) as pool:
             return _threads.run_batch(self._run, flows, pool)
-
-    @contextlib.contextmanager
-    def _batch_pool(self, limit: int) -> Iterator[concurrent.futures.ThreadPoolExecutor]:
-        """Lend the model's batch threads (``limit`` at most), kept from batch to batch.
-
-        A batch that starts while another one runs (from another thread, or nested in
-        one) gets a pool of its own, so every batch has its ``limit`` and none waits
-        for another's threads. Idle threads end with the model (or the interpreter).
-        """
-        if not self._pool_lock.acquire(blocking=False):
-            with concurrent.futures.ThreadPoolExecutor(
-                limit, thread_name_prefix="outlines-lmstudio-batch"
-            ) as own:
-                yield own
-            return
-        try:
-            if self._pool is None or self._pool_size != limit:
-                if self._pool is not None:
-                    self._pool.shutdown(wait=False)
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    limit, thread_name_prefix="outlines-lmstudio-batch"
-                )  # threads start as work arrives: a batch of 1 starts one
-                self._pool_size = limit
-            yield self._pool
-        finally:
-            self._pool_lock.release()
 
     # -- effects -----------------------------------------------------------------------------
     def _complete(self, effect: _flow.Complete) -> Completion:
@@ -281,29 +233,3 @@ class LMStudio(ModelApi, _OutlinesLMStudio):
         # stop, so leave now (leaving cancels the open prediction on the server).
         _threads.check_open(effect.call)
         return fragments
-
-    def _connect(self, session: Any) -> None:
-        """Connect an SDK session unless it is connected (see `_threads.connect`)."""
-        if not session.connected and (closed := self._closed()) is not None:
-            raise closed  # a closed client cannot connect (the SDK would leak the attempt)
-        with _threads.held():  # bounded by connect_timeout, not read_timeout
-            _threads.connect(session, self.connect_timeout, self._connect_error)
-
-    def _reconnect(self, effect: _flow.Reconnect) -> None:
-        if (closed := self._closed()) is not None:  # nothing to reconnect: say why
-            raise closed
-        SYNC_RECONNECTS.reset(self.client, effect.generation, self._reset)
-
-    def _drop(self) -> None:
-        """Close the sessions' sockets and forget the uploads tied to them."""
-        SYNC_IMAGES.clear(self.client)
-        for session in (self.client.llm, self.client.files):
-            with contextlib.suppress(lms.LMStudioError):
-                session.disconnect()
-
-    def _reset(self) -> None:
-        """Reconnect dead sessions, here under the reset lock (one new socket per session)."""
-        connected = [s for s in (self.client.llm, self.client.files) if s.connected]
-        self._drop()
-        for session in connected:
-            self._connect(session)

@@ -26,6 +26,7 @@ from ._common import CONFIRM_SECONDS, Request
 from ._flow import Call, Flow, Left, batch_result
 
 __all__ = [
+    "BatchPool",
     "Pulse",
     "Worker",
     "beat",
@@ -195,6 +196,41 @@ def held() -> Iterator[None]:
     finally:
         found.holds -= 1
         found.beat()
+
+
+class BatchPool:
+    """A sync model's batch threads, kept from batch to batch (see `lend`)."""
+
+    def __init__(self) -> None:
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.size = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def lend(self, limit: int) -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+        """Lend the model's batch threads (``limit`` at most), kept from batch to batch.
+
+        A batch that starts while another one runs (from another thread, or nested in
+        one) gets a pool of its own, so every batch has its ``limit`` and none waits
+        for another's threads. Idle threads end with the model (or the interpreter).
+        """
+        if not self._lock.acquire(blocking=False):
+            with concurrent.futures.ThreadPoolExecutor(
+                limit, thread_name_prefix="outlines-lmstudio-batch"
+            ) as own:
+                yield own
+            return
+        try:
+            if self.pool is None or self.size != limit:
+                if self.pool is not None:
+                    self.pool.shutdown(wait=False)
+                self.pool = concurrent.futures.ThreadPoolExecutor(
+                    limit, thread_name_prefix="outlines-lmstudio-batch"
+                )  # threads start as work arrives: a batch of 1 starts one
+                self.size = limit
+            yield self.pool
+        finally:
+            self._lock.release()
 
 
 class Worker:

@@ -16,13 +16,13 @@ def test_batches_reuse_one_pool_of_the_asked_size(
     emulator.script(TEXT_MODEL, lambda p: p.last_user_text.upper())
     model = from_lmstudio(client, TEXT_MODEL)
     assert model.batch(["a", "b", "c"]) == ["A", "B", "C"]
-    pool = model._pool
+    pool = model._batches.pool
     assert pool is not None
     assert model.batch(["d", "e"]) == ["D", "E"]
-    assert model._pool is pool  # kept from batch to batch
+    assert model._batches.pool is pool  # kept from batch to batch
     assert model.batch(["f", "g"], max_concurrency=2) == ["F", "G"]
-    assert model._pool is not pool  # another limit: a pool of that size
-    assert model._pool_size == 2
+    assert model._batches.pool is not pool  # another limit: a pool of that size
+    assert model._batches.size == 2
 
 
 def test_a_batch_during_a_batch_gets_its_own_threads(
@@ -30,9 +30,9 @@ def test_a_batch_during_a_batch_gets_its_own_threads(
 ) -> None:
     emulator.script(TEXT_MODEL, lambda p: p.last_user_text.upper())
     model = from_lmstudio(client, TEXT_MODEL, max_concurrency=2)
-    with model._pool_lock:  # as while another thread's (or an outer) batch runs
+    with model._batches._lock:  # as while another thread's (or an outer) batch runs
         assert model.batch([f"y{i}" for i in range(5)]) == [f"Y{i}" for i in range(5)]
-    assert model._pool is None  # it used threads of its own, gone with it
+    assert model._batches.pool is None  # it used threads of its own, gone with it
 
 
 def test_no_keywords_is_what_parsing_no_keywords_gives() -> None:

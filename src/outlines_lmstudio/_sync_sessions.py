@@ -1,0 +1,68 @@
+"""The sync front's sessions: connect, reconnect and drop an ``lmstudio.Client``'s sockets.
+
+The sync SDK cannot be interrupted while it waits: connecting is bounded by
+`_threads.connect`, a dead session is reconnected under the client's reset lock, and a
+reader that LM Studio stopped answering is woken by dropping the sockets it waits on
+(`SyncSessions._watch`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+import lmstudio as lms
+
+from . import _flow, _threads
+from ._api import ModelApi
+from ._common import DRAIN_SECONDS, SYNC_IMAGES, SYNC_RECONNECTS
+
+__all__ = ["SyncSessions"]
+
+
+class SyncSessions(ModelApi):
+    """What `LMStudio` does with its client's sessions, apart from predicting."""
+
+    client: lms.Client
+
+    def _watch(self, thread: threading.Thread) -> None:
+        """Drop the client's sessions if ``thread`` still waits on LM Studio after a while.
+
+        A server that does not confirm a cancel within ``DRAIN_SECONDS`` is not answering;
+        dropping its sockets wakes every reader blocked on them (the next call reconnects).
+        """
+        generation = SYNC_RECONNECTS.generation(self.client)
+
+        def unstick() -> None:
+            if thread.is_alive():
+                with contextlib.suppress(Exception):  # a closed client: nothing left to drop
+                    SYNC_RECONNECTS.reset(self.client, generation, self._drop)
+
+        _threads.later(DRAIN_SECONDS, unstick)
+
+    def _connect(self, session: Any) -> None:
+        """Connect an SDK session unless it is connected (see `_threads.connect`)."""
+        if not session.connected and (closed := self._closed()) is not None:
+            raise closed  # a closed client cannot connect (the SDK would leak the attempt)
+        with _threads.held():  # bounded by connect_timeout, not read_timeout
+            _threads.connect(session, self.connect_timeout, self._connect_error)
+
+    def _reconnect(self, effect: _flow.Reconnect) -> None:
+        if (closed := self._closed()) is not None:  # nothing to reconnect: say why
+            raise closed
+        SYNC_RECONNECTS.reset(self.client, effect.generation, self._reset)
+
+    def _drop(self) -> None:
+        """Close the sessions' sockets and forget the uploads tied to them."""
+        SYNC_IMAGES.clear(self.client)
+        for session in (self.client.llm, self.client.files):
+            with contextlib.suppress(lms.LMStudioError):
+                session.disconnect()
+
+    def _reset(self) -> None:
+        """Reconnect dead sessions, here under the reset lock (one new socket per session)."""
+        connected = [s for s in (self.client.llm, self.client.files) if s.connected]
+        self._drop()
+        for session in connected:
+            self._connect(session)

@@ -365,9 +365,13 @@ def test_a_second_run_on_the_same_output_is_refused(
     )
     try:
         _wait_for_lines(target, 2)
+        # Slowed to a crawl while the second run starts (a busy machine may take seconds to
+        # start a Python process), so the first run is still running when it is checked.
+        emulator.token_latency = 0.5
         second = subprocess.run(
             command, capture_output=True, text=True, env=cli_env(), timeout=30, check=False
         )
+        emulator.token_latency = 0.01
         _, first_err = first.communicate(timeout=30)
     finally:
         first.kill()

@@ -131,7 +131,8 @@ class _Job:
         except CliError as exc:
             return {"id": item.id, "error": {"type": "InputError", "message": exc.message}}
         except OutlinesLMStudioError as exc:
-            error: dict[str, Any] = {"type": type(exc).__name__, "message": error_message(exc)}
+            message = error_message(exc, None)
+            error: dict[str, Any] = {"type": type(exc).__name__, "message": message}
             if isinstance(exc, ParseError):
                 error["raw"] = exc.raw
                 error["errors"] = exc.errors
@@ -280,9 +281,10 @@ def _process(
                 try:
                     record = future.result()
                 except _Fatal as exc:
+                    told = error_message(exc.cause, None).rstrip(".")
                     raise CliError(
-                        f"{error_message(exc.cause)} Stopped after {ok + failed} items; run the "
-                        "same command again to resume.",
+                        f"{told}. Stopped after {ok + failed} items; run the same command "
+                        "again to resume.",
                         error_exit_code(exc.cause),
                     ) from None
                 output.append(record)

@@ -83,6 +83,7 @@ def test_a_timeout_cancels_on_the_server(
 
 SCRIPT = textwrap.dedent(
     """
+    import os
     import sys
     import lmstudio as lms
     from outlines_lmstudio import from_lmstudio
@@ -101,8 +102,8 @@ SCRIPT = textwrap.dedent(
         print("STARTED", flush=True)
         model(sys.argv[3])
 
-    if len(sys.argv) > 5:  # the sync SDK's bound on each wait
-        lms.set_sync_api_timeout(float(sys.argv[5]))
+    if "SYNC_API_TIMEOUT" in os.environ:  # the sync SDK's bound on each wait
+        lms.set_sync_api_timeout(float(os.environ["SYNC_API_TIMEOUT"]))
     with lms.Client(sys.argv[1]) as client:
         model = from_lmstudio(client, sys.argv[2])
         try:
@@ -161,13 +162,16 @@ def test_ctrl_c_while_the_prompt_is_read_cancels_at_once(
 
 
 @pytest.mark.usefixtures("sigint_default")
-def test_ctrl_c_then_silence_is_still_an_interrupt(emulator: LMStudioEmulator) -> None:
+def test_ctrl_c_then_silence_is_still_an_interrupt(
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A server that neither answers nor confirms the cancel: the SDK's wait runs out, and
     the caller gets the Ctrl-C it pressed, not a timeout error."""
     emulator.add_fault(Fault("predict", "hang"))
+    monkeypatch.setenv("SYNC_API_TIMEOUT", "3")  # for the script's process
     returncode, out, err = interrupted(
         SCRIPT,
-        [emulator.api_host, TEXT_MODEL, "long", "generate", "3"],
+        [emulator.api_host, TEXT_MODEL, "long", "generate"],
         lambda: emulator.wait_until(lambda: _started(emulator)),
     )
     assert "INTERRUPTED" in out, err

@@ -4,8 +4,11 @@ A ``KeyboardInterrupt`` raised inside the SDK's stream iterator closes the
 prediction channel first, after which the SDK's ``cancel()`` sends nothing and
 LM Studio keeps generating. While the model waits for the server, the first
 Ctrl-C is therefore only noted; the model cancels the prediction on the
-server and then raises ``KeyboardInterrupt``. A second Ctrl-C interrupts at
-once. Only the default handler in the main thread is replaced, never a
+server and then raises ``KeyboardInterrupt``. The cancel is sent at once, from a
+thread of its own, by the guard's `SigintGuard.on_interrupt` (set by the reader
+waiting for the server), so a prediction still reading its prompt, or a server that
+sends nothing for a while, stops then rather than at its next fragment. A second
+Ctrl-C interrupts at once. Only the default handler in the main thread is replaced, never a
 handler the application installed.
 
 When SIGINT is ignored (inherited as ignored under ``nohup``, ``cmd &`` from a
@@ -28,6 +31,7 @@ call itself. The handlers, the signal and the behaviour are the same.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import signal
 import threading
@@ -61,6 +65,12 @@ _SIGINT = int(signal.SIGINT)
 _DEFAULT: Callable[..., Any] = signal.default_int_handler
 
 
+def _quietly(action: Callable[[], object]) -> None:
+    """Run ``action``; a cancel that cannot be sent (connection gone) has nothing to stop."""
+    with contextlib.suppress(Exception):
+        action()
+
+
 class SigintGuard:
     """Defers the first Ctrl-C while armed (main thread, default handler only).
 
@@ -68,10 +78,14 @@ class SigintGuard:
     ----------
     interrupted
         Whether a Ctrl-C arrived while armed.
+    on_interrupt
+        Called (in a daemon thread of its own, its errors ignored) when a Ctrl-C is
+        noted: what stops the wait at once, e.g. the prediction's cancel.
     """
 
     def __init__(self) -> None:
         self.interrupted = False
+        self.on_interrupt: Callable[[], object] | None = None
         self._armed = False
         self.enabled = (
             threading.current_thread() is threading.main_thread()
@@ -82,6 +96,12 @@ class SigintGuard:
         self.interrupted = True
         self._armed = False
         _RAW.signal(_SIGINT, _DEFAULT)  # the next one interrupts
+        if (stop := self.on_interrupt) is not None:
+            # Not in the handler itself: it runs inside whatever the main thread was doing,
+            # possibly the SDK's own send, which a cancel sent from here would re-enter.
+            threading.Thread(
+                target=_quietly, args=(stop,), name="outlines-lmstudio-cancel", daemon=True
+            ).start()
 
     @property
     def armed(self) -> bool:

@@ -43,8 +43,9 @@ class SyncReader:
 
     A ``KeyboardInterrupt`` raised inside the SDK's iterator would close the prediction
     channel before a cancel could be sent (the server would keep generating), so the
-    first Ctrl-C during a wait is only noted by ``sigint``; `read` then raises it once the
-    fragment is in, and the caller's `abandon` cancels on the server.
+    first Ctrl-C during a wait is only noted by ``sigint``, which sends the cancel at once
+    from a thread of its own; `read` raises it when the wait ends (LM Studio confirms),
+    and the caller's `abandon` sees the prediction ended.
 
     Parameters
     ----------
@@ -79,6 +80,7 @@ class SyncReader:
         self.arrived: list[float] | None = None
         self.at_end = False  # a read reached the end: the next one would return None
         self._sent = False  # the SDK sends the request when its stream is first read
+        self._open = threading.Event()  # the SDK holds the prediction's channel
 
     def result(self) -> lms.PredictionResult:
         """Return the finished prediction's result (stats, stop reason)."""
@@ -92,14 +94,40 @@ class SyncReader:
         the caller's flow instead of one per fragment. `arrived` then holds when each
         one arrived (``time.monotonic()``); it is ``None`` for a read per fragment.
 
+        A Ctrl-C noted during the wait cancels the prediction on the server at once
+        (the wait then ends with LM Studio's confirmation), and one noted before the
+        first read sends nothing.
+
         Raises
         ------
         KeyboardInterrupt
-            A Ctrl-C arrived during the wait.
+            A Ctrl-C arrived during the wait (also when the wait then failed: the SDK's
+            time limit on a server that did not confirm the cancel).
         lmstudio.LMStudioError
             The server ended the prediction with an error.
         """
+        if self._sigint.interrupted:
+            raise KeyboardInterrupt  # before the request: nothing to send, nothing to cancel
         self._sent = True
+        self._sigint.on_interrupt = self._cancel_once_open
+        arm = self._per_fragment and not self._whole  # else armed by the caller, if at all
+        if arm:
+            self._sigint.arm()
+        try:
+            if not self._open.is_set():
+                self.stream.start()  # sends the request
+                self._open.set()
+            return self._wait()
+        except Exception as exc:
+            if self._sigint.interrupted:
+                raise KeyboardInterrupt from exc
+            raise
+        finally:
+            if arm:
+                self._sigint.disarm()
+            self._sigint.on_interrupt = None
+
+    def _wait(self) -> list[lms.LlmPredictionFragment] | None:
         if self._whole:
             fragments: list[lms.LlmPredictionFragment] = []
             self.arrived = arrived = []
@@ -115,19 +143,21 @@ class SyncReader:
                 raise KeyboardInterrupt
             self.at_end = True
             return fragments or None
-        if self._per_fragment:
-            self._sigint.arm()
-            try:
-                fragment = next(self._events, None)
-            finally:
-                self._sigint.disarm()
-        else:
-            fragment = next(self._events, None)
+        fragment = next(self._events, None)
         if self._sigint.interrupted:
             raise KeyboardInterrupt
         if self._heard is not None:
             self._heard()
         return None if fragment is None else [fragment]
+
+    def _cancel_once_open(self) -> None:
+        """Cancel on the server, from the guard's thread, once the SDK holds the channel.
+
+        The SDK's ``cancel()`` does nothing before ``start()`` returns: a Ctrl-C that
+        arrives while the request is being sent waits for that (bounded).
+        """
+        if self._open.wait(DRAIN_SECONDS):
+            self.stream.cancel()
 
     def abandon(self, wait: float = 0) -> threading.Thread | None:
         """Cancel the prediction on the server; its confirmation is awaited in the background.

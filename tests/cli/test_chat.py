@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from PIL import Image
 
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
-from .conftest import RunCli
+from .conftest import MainInProcess, RunCli
 from .helpers import TEXT, VISION, cli_env, png, roles_and_texts, script_path
 
 pytestmark = pytest.mark.timeout(40)
@@ -175,6 +176,44 @@ def test_ctrl_c_stops_the_reply_on_the_server_and_keeps_the_session(
     chat.expect(pexpect.EOF)
     chat.close()
     assert chat.exitstatus == 0
+
+
+def test_ctrl_c_while_the_prompt_is_read_stops_the_reply_at_once(
+    spawn: Spawn, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No fragment comes while LM Studio reads the prompt: the Ctrl-C waited for the first
+    # one (here two minutes away) before it stopped the reply.
+    monkeypatch.setattr(emulator, "prompt_latency", 120.0)
+    chat = spawn("-m", TEXT)
+    chat.expect(PROMPT)
+    chat.sendline("Read this very long document")
+    emulator.wait_until(lambda: bool(emulator.predictions), timeout=10)
+    chat.sendintr()
+    chat.expect(r"\[reply stopped\]")
+    chat.expect(PROMPT)
+    emulator.wait_until(lambda: emulator.predictions[0].done, timeout=5)
+    assert emulator.predictions[0].cancelled
+    assert emulator.predictions[0].fragments == []
+    chat.sendline("/exit")
+    chat.expect(pexpect.EOF)
+    chat.close()
+    assert chat.exitstatus == 0
+
+
+def test_a_lost_connection_keeps_the_session(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator.add_fault(Fault("predict", "drop", after_fragments=2))
+    emulator.script(TEXT, ["Lost on the way.", "Back again."])
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\nHello again\n/exit\n"))
+    result = main_in_process("chat", "-m", TEXT)
+    assert result.returncode == 0, result.stderr
+    problem = next(line for line in result.stdout.splitlines() if line.startswith("! "))
+    assert "Lost the connection to LM Studio" in problem
+    assert "Send your message again" in problem
+    assert "next call" not in problem
+    assert "Run the command" not in problem
+    assert "Back again." in result.stdout
 
 
 @pytest.mark.parametrize("io_encoding", ["", "utf-8"])  # the locale's way, and strict decoding

@@ -144,7 +144,12 @@ def test_ctrl_c_during_complete_cancels_on_the_server(
 
 @pytest.mark.parametrize(
     ("endpoint", "args"),
-    [("predict", ["complete", "-m", TEXT, "Once"]), ("embedString", ["embed", "hello"])],
+    [
+        ("predict", ["complete", "-m", TEXT, "Once"]),
+        ("embedString", ["embed", "hello"]),
+        ("predict", ["generate", "-m", TEXT, "Once"]),
+        ("predict", ["generate", "-m", TEXT, "--choice", "a,b", "Once"]),
+    ],
 )
 def test_a_server_that_stops_answering_is_named_in_the_error(
     main_in_process: MainInProcess,
@@ -162,3 +167,23 @@ def test_a_server_that_stops_answering_is_named_in_the_error(
         lms.set_sync_api_timeout(limit)
     assert result.returncode == 1
     assert_one_line_error(result, "LM Studio sent nothing for 1 s", "Run the command again")
+    assert "set_sync_api_timeout" not in result.stderr  # Python advice: no use at a shell
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["complete", "-m", TEXT, "Once"],
+        ["complete", "-m", TEXT, "--stream", "Once"],
+        ["generate", "-m", TEXT, "Once"],
+        ["generate", "-m", TEXT, "--stream", "Once"],
+    ],
+)
+def test_a_connection_lost_mid_reply_is_status_3(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, args: list[str]
+) -> None:
+    emulator.add_fault(Fault("predict", "drop", after_fragments=2, times=10))
+    result = main_in_process(*args)
+    assert result.returncode == 3, result.stderr
+    assert_one_line_error(result, "Lost the connection to LM Studio", "Run the command again")
+    assert "The next call reconnects" not in result.stderr  # there is no next call

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -144,6 +145,43 @@ def test_images_are_sent_relative_to_the_input_file(
     assert refused.returncode == 2
     assert_one_line_error(refused, "have images", "no vision support")
     assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_items_piped_in_and_results_piped_out(
+    run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
+) -> None:
+    # `--input -` was "Cannot read input '-': no such file."
+    png(tmp_path / "a.png", (16, 16))  # relative to the current directory
+    items = [
+        {"id": "one", "prompt": "Ann, 3"},
+        {"id": 2, "prompt": "Bob, 4", "images": ["a.png"]},
+    ]
+    piped = "".join(json.dumps(item) + "\n" for item in items)
+    result = run_cli(
+        "extract", "--schema", str(schema_file), "--input", "-", "--output", "-", "-m", VISION,
+        stdin=piped,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(str(r["id"]) for r in records) == ["2", "one"]
+    for record in records:
+        jsonschema.validate(record["result"], PERSON_SCHEMA)
+    assert sorted(len(p.images) for p in emulator.predictions) == [0, 1]
+
+
+def test_a_malformed_line_piped_in_is_named(
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    schema_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(GOOD + '\n{"id": "b"}\n'))
+    result = main_in_process(*extract(schema_file, Path("-"), tmp_path / "out.jsonl"))
+    assert result.returncode == 2
+    assert_one_line_error(result, 'standard input (--input -), line 2 needs a non-empty "prompt"')
+    assert not (tmp_path / "out.jsonl").exists()
+    assert emulator.predictions == []
 
 
 def test_malformed_line_is_refused_before_any_work(
@@ -520,7 +558,11 @@ def test_input_with_a_byte_order_mark_is_read(
 
 @pytest.mark.parametrize("content", ["", "\n  \n"])
 def test_empty_input_says_so(
-    main_in_process: MainInProcess, schema_file: Path, tmp_path: Path, content: str
+    main_in_process: MainInProcess,
+    schema_file: Path,
+    tmp_path: Path,
+    content: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # It said "Nothing to do: all 0 ids are already in out.jsonl."
     (tmp_path / "in.jsonl").write_text(content)
@@ -528,3 +570,6 @@ def test_empty_input_says_so(
     assert result.returncode == 0
     assert "Nothing to do: in.jsonl has no items (it is empty or blank)." in result.stderr
     assert not (tmp_path / "out.jsonl").exists()
+    monkeypatch.setattr("sys.stdin", io.StringIO(content))
+    result = main_in_process(*extract(schema_file, Path("-"), tmp_path / "out.jsonl"))
+    assert "Nothing to do: standard input has no items (it is empty or blank)." in result.stderr

@@ -16,6 +16,19 @@ from .helpers import EMBED, MLX, TEXT, UNLOADED, VISION, assert_one_line_error, 
 pytestmark = pytest.mark.timeout(30)
 
 
+_WIDTHS = {
+    "Model key": 36,
+    "Type": 9,
+    "Format": 6,
+    "Params": 6,
+    "Context": 7,
+    "Size": 8,
+    "Capabilities": 12,
+    "Loaded": 6,
+}
+"""The natural widths of the columns for the emulator's catalogue."""
+
+
 def models_json(run_cli: RunCli, *args: str) -> list[dict[str, Any]]:
     result = run_cli("models", "--json", *args)
     assert result.returncode == 0, result.stderr
@@ -164,6 +177,21 @@ def test_piped_notes_go_to_stderr(run_cli: RunCli) -> None:
     assert "no models match" in none.stderr
 
 
+@pytest.mark.parametrize(
+    ("available", "kept"),
+    [
+        (200, list(_WIDTHS)),
+        (80, ["Model key", "Context", "Size", "Capabilities", "Loaded"]),
+        (60, ["Model key", "Capabilities", "Loaded"]),
+        (30, ["Model key", "Capabilities", "Loaded"]),  # then a list, not a table
+    ],
+)
+def test_columns_left_out_to_fit_a_terminal(available: int, kept: list[str]) -> None:
+    from outlines_lmstudio.cli._models import fit_columns
+
+    assert fit_columns(_WIDTHS, available) == kept
+
+
 def test_json_is_unchanged_at_any_width(run_cli: RunCli) -> None:
     narrow = run_cli("models", "--json", env=cli_env(COLUMNS="40"))
     wide = run_cli("models", "--json", env=cli_env(COLUMNS="200"))
@@ -172,7 +200,9 @@ def test_json_is_unchanged_at_any_width(run_cli: RunCli) -> None:
 
 
 @pytest.mark.parametrize("columns", [40, 80])
-def test_terminal_table_never_wraps_keys(emulator: LMStudioEmulator, columns: int) -> None:
+def test_terminal_table_never_wraps_keys(
+    emulator: LMStudioEmulator, columns: int, run_cli: RunCli
+) -> None:
     import pexpect
 
     command = script_path()
@@ -188,7 +218,20 @@ def test_terminal_table_never_wraps_keys(emulator: LMStudioEmulator, columns: in
     )
     child.expect(pexpect.EOF)
     child.close()
-    screen = child.before or ""
-    assert "Model key" in screen  # the table, not the piped form
+    screen = (child.before or "").replace("\r", "")
+    assert "Models on" in screen  # the terminal's form, not the piped one
     for key in ALL_KEYS:
         assert any(line.lstrip().startswith(key) for line in screen.splitlines()), (key, screen)
+    # At 80 columns (and even 40) every model still shows its capabilities and whether it is
+    # loaded: they were the columns rich dropped to fit, and the command is for them.
+    piped = run_cli("models").stdout.splitlines()
+    for row in (line.split("\t") for line in piped):
+        key, capabilities, loaded = row[0], row[6], row[7]
+        on_screen = screen.splitlines()
+        at = next(i for i, line in enumerate(on_screen) if line.lstrip().startswith(key))
+        shown = on_screen[at]  # the table's row
+        if shown.strip() == key:  # the list: key, then capabilities and loaded
+            shown = on_screen[at + 1]
+        assert capabilities in shown, (key, screen)
+        assert loaded in shown, (key, screen)
+    assert "Left out to fit the terminal:" in screen

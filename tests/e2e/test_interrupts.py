@@ -9,7 +9,7 @@ import pytest
 from outlines_lmstudio import LMStudioTimeoutError, from_lmstudio
 from outlines_lmstudio._interrupt import SigintGuard
 from outlines_lmstudio._streams import SyncReader
-from outlines_lmstudio.testing import LMStudioEmulator
+from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
 from .conftest import TEXT_MODEL, MakeModel
 from .helpers import interrupted
@@ -83,6 +83,7 @@ def test_a_timeout_cancels_on_the_server(
 
 SCRIPT = textwrap.dedent(
     """
+    import os
     import sys
     import lmstudio as lms
     from outlines_lmstudio import from_lmstudio
@@ -92,15 +93,23 @@ SCRIPT = textwrap.dedent(
             if index == 0:
                 print("STARTED", flush=True)
 
+    def stream_now(model):  # STARTED before the request: LM Studio may be silent a while
+        print("STARTED", flush=True)
+        for _chunk in model.stream(sys.argv[3]):
+            pass
+
     def generate(model):
         print("STARTED", flush=True)
         model(sys.argv[3])
 
+    if "SYNC_API_TIMEOUT" in os.environ:  # the sync SDK's bound on each wait
+        lms.set_sync_api_timeout(float(os.environ["SYNC_API_TIMEOUT"]))
     with lms.Client(sys.argv[1]) as client:
         bounds = {sys.argv[5]: float(sys.argv[6])} if len(sys.argv) > 6 else {}
         model = from_lmstudio(client, sys.argv[2], **bounds)
         try:
-            {"stream": stream, "generate": generate}[sys.argv[4]](model)
+            calls = {"stream": stream, "stream_now": stream_now, "generate": generate}
+            calls[sys.argv[4]](model)
         except KeyboardInterrupt:
             print("INTERRUPTED", flush=True)
             sys.exit(130)
@@ -133,6 +142,49 @@ def test_ctrl_c_in_a_sync_call_cancels_on_the_server(
     prediction = slow_emulator.predictions[-1]
     assert prediction.cancelled
     assert len(prediction.fragments) < 400
+
+
+def _started(emulator: LMStudioEmulator) -> bool:
+    return bool(emulator.predictions)
+
+
+@pytest.mark.usefixtures("sigint_default")
+@pytest.mark.parametrize("call", ["stream_now", "generate"])
+def test_ctrl_c_while_the_prompt_is_read_cancels_at_once(
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    """No fragment comes while LM Studio reads a long prompt: one Ctrl-C cancels then,
+    not at the first fragment (a minute later), nor never."""
+    monkeypatch.setattr(emulator, "prompt_latency", 120.0)
+    returncode, out, err = interrupted(
+        SCRIPT,
+        [emulator.api_host, TEXT_MODEL, "long", call],
+        lambda: emulator.wait_until(lambda: _started(emulator)),
+    )
+    assert "INTERRUPTED" in out, err
+    assert returncode == 130
+    emulator.wait_until(lambda: _finished(emulator))
+    prediction = emulator.predictions[-1]
+    assert prediction.cancelled
+    assert prediction.fragments == []
+
+
+@pytest.mark.usefixtures("sigint_default")
+def test_ctrl_c_then_silence_is_still_an_interrupt(
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that neither answers nor confirms the cancel: the SDK's wait runs out, and
+    the caller gets the Ctrl-C it pressed, not a timeout error."""
+    emulator.add_fault(Fault("predict", "hang"))
+    monkeypatch.setenv("SYNC_API_TIMEOUT", "3")  # for the script's process
+    returncode, out, err = interrupted(
+        SCRIPT,
+        [emulator.api_host, TEXT_MODEL, "long", "generate"],
+        lambda: emulator.wait_until(lambda: _started(emulator)),
+    )
+    assert "INTERRUPTED" in out, err
+    assert returncode == 130
+    assert "Timeout" not in err
 
 
 def test_leaving_before_the_first_read_sends_nothing(emulator: LMStudioEmulator) -> None:

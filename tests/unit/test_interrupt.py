@@ -62,3 +62,21 @@ def test_an_ignored_sigint_stays_ignored() -> None:
         assert not guard.interrupted
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_noted_ctrl_c_runs_on_interrupt_in_a_thread_of_its_own() -> None:
+    ran = threading.Event()
+    where: list[str] = []
+
+    def stop() -> None:
+        where.append(threading.current_thread().name)
+        ran.set()
+        raise RuntimeError("a cancel that cannot be sent is ignored")
+
+    guard = SigintGuard()
+    guard.on_interrupt = stop
+    guard.arm()
+    os.kill(os.getpid(), signal.SIGINT)
+    assert ran.wait(5)
+    assert guard.interrupted
+    assert where == ["outlines-lmstudio-cancel"]

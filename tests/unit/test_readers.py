@@ -170,6 +170,9 @@ class ClosedUnderneath:
     def __iter__(self) -> Iterator[str]:
         return self._events
 
+    def start(self) -> None:
+        """Send the request (nothing to send here)."""
+
     def _fragments(self) -> Iterator[str]:
         yield "x"
         raise RuntimeError("<lmstudio._ws_impl.AsyncTaskManager> is currently inactive.")

@@ -363,7 +363,7 @@ class ChatSession:
 
 def _failure(exc: Exception) -> str:
     """One line for a failure inside the chat (a bug of ours is named as such)."""
-    report = failure_report(exc)
+    report = failure_report(exc, "Send your message again")
     if report is not None:
         return report[0]
     return f"unexpected {type(exc).__name__}: {error_message(exc)} (a bug: please report it)"

@@ -89,36 +89,60 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def error_message(exc: BaseException) -> str:
-    """Return the one-line message to show for an exception."""
-    if isinstance(exc, lms.LMStudioTimeoutError):  # the SDK's own: no message at all
+def _sdk_cause(exc: BaseException) -> BaseException:
+    """Return the SDK error the library's error wraps (the error itself if none)."""
+    cause = exc.__cause__
+    return cause if isinstance(cause, lms.LMStudioError) else exc
+
+
+def error_message(exc: BaseException, again: str | None = "Run the command again") -> str:
+    """Return the one-line message to show for an exception.
+
+    The SDK's wait running out, and a lost connection, are told the same way whether
+    the library wrapped them or not: the library's hints are for Python code (raise the
+    limit with ``lmstudio.set_sync_api_timeout``, "the next call reconnects").
+
+    Parameters
+    ----------
+    exc
+        The failure.
+    again
+        What to do after a timeout or a lost connection (``chat``: send the message
+        again); ``None`` to say nothing (the caller says it).
+    """
+    sdk = _sdk_cause(exc)
+    if isinstance(sdk, lms.LMStudioTimeoutError):  # the SDK's own has no message at all
         return (
             f"LM Studio sent nothing for {lms.get_sync_api_timeout() or 0:g} s, the longest "
             "the command waits for each message: it may still be loading the model or "
-            "reading a long prompt (LM Studio's server log shows it). Run the command again "
-            "when it is ready, or check the server."
+            "reading a long prompt (LM Studio's server log shows it)"
+            + (f". {again} when it is ready, or check the server." if again else ".")
+        )
+    if isinstance(sdk, lms.LMStudioWebsocketError) and "not reachable" not in str(sdk):
+        return f"Lost the connection to LM Studio: {one_line(str(sdk))}" + (
+            f" {again} (if LM Studio stopped, start it first)." if again else ""
         )
     text = one_line(str(exc))
-    if isinstance(exc, lms.LMStudioWebsocketError):
-        return f"Lost the connection to LM Studio: {text} Run the command again."
     if isinstance(exc, lms.LMStudioError):
         return f"LM Studio failed the request: {text}"
     return text
 
 
-def failure_report(exc: Exception) -> tuple[str, int] | None:
+def failure_report(
+    exc: Exception, again: str | None = "Run the command again"
+) -> tuple[str, int] | None:
     """Return the one-line message and exit status for any failure, ``None`` for a bug.
 
-    Our errors and the SDK's are reported with `error_message`; an ``OSError``
-    (a file that could not be read or written) as ``FILE: reason`` with
-    `EXIT_USAGE`. Anything else is a bug of ours: ``None``.
+    Our errors and the SDK's are reported with `error_message` (``again`` is passed
+    on); an ``OSError`` (a file that could not be read or written) as
+    ``FILE: reason`` with `EXIT_USAGE`. Anything else is a bug of ours: ``None``.
     """
     from outlines_lmstudio.errors import OutlinesLMStudioError
 
     if isinstance(exc, CliError):
         return exc.message, exc.code
     if isinstance(exc, OutlinesLMStudioError | lms.LMStudioError):
-        return error_message(exc), error_exit_code(exc)
+        return error_message(exc, again), error_exit_code(exc)
     if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{exc.strerror or exc}.", EXIT_USAGE
@@ -129,7 +153,7 @@ def error_exit_code(exc: BaseException) -> int:
     """Return the exit status for an error raised by the library or the SDK."""
     if isinstance(exc, CliError):
         return exc.code
-    if isinstance(exc, ConnectionError) or (
+    if isinstance(exc, ConnectionError | lms.LMStudioWebsocketError) or (
         isinstance(exc, lms.LMStudioError) and "not reachable" in str(exc)
     ):
         return EXIT_UNREACHABLE

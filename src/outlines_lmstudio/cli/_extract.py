@@ -23,7 +23,7 @@ from ._common import (
 )
 from ._generate import build_input
 from ._images import load_image
-from ._jsonl import Item, OutputFile, item_key, read_items
+from ._jsonl import STDIN, Item, OutputFile, item_key, read_items
 from ._output_types import OutputSpec, add_output_options, output_spec, to_json
 from ._text import check_options_text
 
@@ -42,7 +42,8 @@ for an object following --schema (or --type) and append {"id": ..., "result": {.
 or {"id": ..., "error": {"type": ..., "message": ...}} to the output, one complete
 line per finished item, in the order items finish. Run the same command again to
 resume: ids already in the output are skipped (add --retry-errors to redo the failed
-ones). Image paths are relative to the input file. Only a reasoning model's answer is
+ones). Image paths are relative to the input file (with --input -, which reads
+standard input: to the current directory). Only a reasoning model's answer is
 parsed; --reasoning also records its thinking as "reasoning". Exit status 1 if an
 item failed."""
 
@@ -51,7 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``extract`` options to ``parser``."""
     add_output_options(parser, text=False)
     parser.add_argument(
-        "--input", required=True, type=Path, metavar="IN.jsonl", help="the items, one per line"
+        "--input",
+        required=True,
+        type=Path,
+        metavar="IN.jsonl",
+        help="the items, one per line (- reads standard input)",
     )
     parser.add_argument(
         "--output",
@@ -131,7 +136,8 @@ class _Job:
         except CliError as exc:
             return {"id": item.id, "error": {"type": "InputError", "message": exc.message}}
         except OutlinesLMStudioError as exc:
-            error: dict[str, Any] = {"type": type(exc).__name__, "message": error_message(exc)}
+            message = error_message(exc, None)
+            error: dict[str, Any] = {"type": type(exc).__name__, "message": message}
             if isinstance(exc, ParseError):
                 error["raw"] = exc.raw
                 error["errors"] = exc.errors
@@ -236,7 +242,8 @@ def _run(
     pending = [item for item in items if item_key(item.id) not in answered]
     skipped = len(items) - len(pending)
     if not items:
-        say.print(f"Nothing to do: {args.input} has no items (it is empty or blank).")
+        source = "standard input" if str(args.input) == STDIN else args.input
+        say.print(f"Nothing to do: {source} has no items (it is empty or blank).")
         return 0
     if not pending:
         say.print(f"Nothing to do: all {len(items)} ids are already in {args.output}.")
@@ -280,9 +287,10 @@ def _process(
                 try:
                     record = future.result()
                 except _Fatal as exc:
+                    told = error_message(exc.cause, None).rstrip(".")
                     raise CliError(
-                        f"{error_message(exc.cause)} Stopped after {ok + failed} items; run the "
-                        "same command again to resume.",
+                        f"{told}. Stopped after {ok + failed} items; run the same command "
+                        "again to resume.",
                         error_exit_code(exc.cause),
                     ) from None
                 output.append(record)

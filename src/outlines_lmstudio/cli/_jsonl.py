@@ -3,7 +3,8 @@
 Input: one JSON object per line, ``{"id": str|int, "prompt": str, "images": [path...]}``
 (other keys are ignored; blank lines are skipped; a line ends at a newline, with or
 without a carriage return, never at U+2028 and the like; image paths are relative to
-the input file's directory). Output: one JSON object per line, ``{"id": ..., "result": ...}``
+the input file's directory; ``--input -`` reads standard input, its image paths relative
+to the current directory). Output: one JSON object per line, ``{"id": ..., "result": ...}``
 or ``{"id": ..., "error": {"type": ..., "message": ...}}``. Each line is written with
 one ``write`` to a file opened for appending, so a line is complete or absent; a
 partial last line (a crash of the machine mid-write) is cut off when resuming.
@@ -33,9 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from ._common import CliError
-from ._text import decode_file
+from ._text import decode_file, read_stdin_bytes
 
-__all__ = ["Item", "OutputFile", "OutputScan", "item_key", "read_items", "scan_output"]
+__all__ = ["STDIN", "Item", "OutputFile", "OutputScan", "item_key", "read_items", "scan_output"]
+
+
+STDIN = "-"
+"""``--input -``: the items are read from standard input."""
 
 
 @dataclass(frozen=True)
@@ -73,18 +78,31 @@ def _check_unicode(where: str, name: str, values: list[Any]) -> None:
 def read_items(path: Path) -> list[Item]:
     """Read and check the whole input before any work starts.
 
+    Parameters
+    ----------
+    path
+        The input file; ``-`` reads standard input (image paths are then relative to
+        the current directory).
+
     Raises
     ------
     CliError
         On the first malformed line, or a repeated id, naming the line.
     """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CliError(f"Cannot read input {str(path)!r}: no such file.") from None
-    except OSError as exc:
-        raise CliError(f"Cannot read input {str(path)!r}: {exc}") from None
-    text = decode_file(data, str(path))
+    if str(path) == STDIN:
+        name, folder = "standard input (--input -)", Path()
+        data = read_stdin_bytes("--input -")
+    else:
+        name, folder = str(path), path.parent
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise CliError(
+                f"Cannot read input {str(path)!r}: no such file (--input - reads standard input)."
+            ) from None
+        except OSError as exc:
+            raise CliError(f"Cannot read input {str(path)!r}: {exc}") from None
+    text = decode_file(data, name)
     # Lines end at "\n" only: U+2028, U+0085... are valid inside a JSON string.
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     items: list[Item] = []
@@ -92,7 +110,7 @@ def read_items(path: Path) -> list[Item]:
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
-        where = f"{path}, line {number}"
+        where = f"{name}, line {number}"
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -130,7 +148,7 @@ def read_items(path: Path) -> list[Item]:
                 f"{where} repeats the id {data['id']!r} of line {seen[key]}: ids must be unique."
             )
         seen[key] = number
-        paths = [path.parent / Path(i).expanduser() for i in images]
+        paths = [folder / Path(i).expanduser() for i in images]
         items.append(Item(data["id"], prompt, paths, number))
     return items
 
@@ -312,8 +330,10 @@ class OutputFile:
             If the output is the input, is not this command's output, or cannot be read.
         """
         try:
-            source_id: tuple[int, int] | None = _identity(os.stat(source))
-        except OSError:
+            source_id: tuple[int, int] | None = _identity(
+                os.fstat(sys.stdin.fileno()) if str(source) == STDIN else os.stat(source)
+            )
+        except (OSError, AttributeError, ValueError):  # no stdin, or not a real file
             source_id = None
         try:
             info = os.fstat(sys.stdout.fileno()) if str(self.path) == "-" else os.stat(self.path)

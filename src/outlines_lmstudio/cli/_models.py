@@ -11,7 +11,16 @@ from typing import Any
 
 from ._common import CliError, connect, console
 
-__all__ = ["HELP", "ModelRow", "add_arguments", "collect", "lines", "run", "select"]
+__all__ = [
+    "HELP",
+    "ModelRow",
+    "add_arguments",
+    "collect",
+    "fit_columns",
+    "lines",
+    "run",
+    "select",
+]
 
 HELP = "List the downloaded and loaded models with their capabilities."
 DESCRIPTION = """\
@@ -177,11 +186,58 @@ def select(rows: list[ModelRow], args: argparse.Namespace) -> tuple[list[ModelRo
     return shown, footer
 
 
-def _table(rows: list[ModelRow], title: str) -> Any:
+_HEADERS = ("Model key", "Type", "Format", "Params", "Context", "Size", "Capabilities", "Loaded")
+_DROP_ORDER = ("Params", "Type", "Format", "Context", "Size")
+"""Columns left out, in this order, of a table wider than the terminal: the key, the
+capabilities and whether a model is loaded are what the command is for."""
+_GAP = 2  # between two columns
+
+
+def fit_columns(widths: dict[str, int], available: int) -> list[str]:
+    """Return the columns to show so that the table fits ``available`` cells (pure).
+
+    Parameters
+    ----------
+    widths
+        Each column's natural width (its longest cell or header), by header.
+    available
+        The terminal's width.
+
+    Returns
+    -------
+    list[str]
+        The headers to keep, in table order. Columns of `_DROP_ORDER` are left out
+        one by one until the rest fits; the key, capabilities and loaded columns stay
+        (then wrapped, or the terminal's own lines, if even they do not fit).
+    """
+    kept = list(widths)
+    for name in _DROP_ORDER:
+        if _span(widths, kept) <= available:
+            break
+        kept.remove(name)
+    return kept
+
+
+def _span(widths: dict[str, int], kept: list[str]) -> int:
+    return sum(widths[k] for k in kept) + _GAP * (len(kept) - 1)
+
+
+def _table(rows: list[ModelRow], title: str, width: int) -> tuple[Any, list[str]]:
+    """Return the table for a terminal ``width`` cells wide, and the columns left out."""
     from rich import box
+    from rich.cells import cell_len
     from rich.filesize import decimal
     from rich.table import Table
 
+    cells = [_cells(row, decimal) for row in rows]
+    widths = {
+        header: max([cell_len(header), *(cell_len(line[i]) for line in cells)])
+        for i, header in enumerate(_HEADERS)
+    }
+    kept = fit_columns(widths, width)
+    hidden = [header for header in _HEADERS if header not in kept]
+    if _span(widths, kept) > width:  # not even a table of three columns: a list
+        return _narrow(rows, title), hidden
     table = Table(
         title=title,
         title_justify="left",
@@ -191,19 +247,33 @@ def _table(rows: list[ModelRow], title: str) -> Any:
         padding=(0, 1),
         collapse_padding=True,
     )
-    # A model key is what users copy: never wrapped or cut; the other columns give way.
-    key_width = max([12, *(len(row.key) for row in rows)])
-    table.add_column("Model key", style="bold", no_wrap=True, min_width=key_width)
-    table.add_column("Type", no_wrap=True)
-    table.add_column("Format", no_wrap=True)
-    table.add_column("Params", justify="right", no_wrap=True)
-    table.add_column("Context", justify="right", no_wrap=True)
-    table.add_column("Size", justify="right", no_wrap=True)
-    table.add_column("Capabilities")
-    table.add_column("Loaded", overflow="fold")
+    right = {"Params", "Context", "Size"}
+    for header in kept:
+        if header == "Model key":
+            # A model key is what users copy: never wrapped or cut; the others give way.
+            table.add_column(header, style="bold", no_wrap=True, min_width=widths[header])
+        elif header == "Capabilities":
+            table.add_column(header)
+        elif header == "Loaded":
+            table.add_column(header, overflow="fold")
+        else:
+            table.add_column(header, justify="right" if header in right else "left", no_wrap=True)
+    index = [_HEADERS.index(header) for header in kept]
+    for line in cells:
+        table.add_row(*(line[i] for i in index))
+    return table, hidden
+
+
+def _narrow(rows: list[ModelRow], title: str) -> Any:
+    """Each model's key on a line of its own (never cut), its capabilities and loaded below."""
+    from rich.console import Group
+    from rich.text import Text
+
+    parts: list[Text] = [Text(title, style="italic")]
     for row in rows:
-        table.add_row(*_cells(row, decimal))
-    return table
+        parts.append(Text(row.key, style="bold", no_wrap=True, overflow="ignore"))
+        parts.append(Text(f"  {', '.join(row.capabilities)}; loaded: {_loaded(row)}"))
+    return Group(*parts)
 
 
 def _cells(row: ModelRow, size: Any) -> list[str]:
@@ -261,7 +331,13 @@ def run(args: argparse.Namespace) -> int:
     if not shown:
         out.print(f"{title}: no models match.")
         return 0
-    out.print(_table(shown, title))
+    table, hidden = _table(shown, title, out.width)
+    out.print(table, crop=False)  # a key longer than the terminal is wrapped by it, not cut
+    if hidden:
+        out.print(
+            f"Left out to fit the terminal: {', '.join(hidden)} (widen it, or use --json).",
+            style="dim",
+        )
     if footer:
         out.print(footer)
     return 0

@@ -22,6 +22,7 @@ __all__ = [
     "check_text",
     "decode_file",
     "read_stdin",
+    "read_stdin_bytes",
     "stdin_lines_tolerant",
 ]
 
@@ -101,6 +102,30 @@ def decode_file(data: bytes, name: str) -> str:
         ) from None
 
 
+def read_stdin_bytes(what: str) -> bytes:
+    """Read standard input to its end, as bytes.
+
+    Parameters
+    ----------
+    what
+        What is read, for the messages (``--input -``...).
+
+    Raises
+    ------
+    CliError
+        If standard input is closed.
+    """
+    if sys.stdin is None:
+        raise CliError(
+            f"{what} reads standard input, which is closed: pipe the text in "
+            "(e.g. `echo hello | outlines-lmstudio ...`) or pass it as an argument."
+        )
+    buffer: BinaryIO | None = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # replaced by a text stream (main() called from Python)
+        return check_text(sys.stdin.read(), f"Standard input ({what})").encode("utf-8")
+    return buffer.read()
+
+
 def read_stdin(what: str) -> str:
     r"""Read standard input to its end as UTF-8 (``\r\n`` and ``\r`` become ``\n``).
 
@@ -114,15 +139,7 @@ def read_stdin(what: str) -> str:
     CliError
         If standard input is closed or is not UTF-8 text.
     """
-    if sys.stdin is None:
-        raise CliError(
-            f"{what} reads standard input, which is closed: pipe the text in "
-            "(e.g. `echo hello | outlines-lmstudio ...`) or pass it as an argument."
-        )
-    buffer: BinaryIO | None = getattr(sys.stdin, "buffer", None)
-    if buffer is None:  # replaced by a text stream (main() called from Python)
-        return check_text(sys.stdin.read(), f"Standard input ({what})")
-    data = buffer.read()
+    data = read_stdin_bytes(what)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -39,6 +39,7 @@ __all__ = [
     "Engine",
     "Finding",
     "Status",
+    "WAYS_OUT",
     "dialect_schema",
     "engine_findings",
     "engine_for_format",
@@ -288,7 +289,7 @@ def _findings(schema: dict[str, Any], engines: tuple[Engine, ...]) -> dict[Engin
     return found
 
 
-_WAYS_OUT = (
+WAYS_OUT = (  # the CLI says it in its own terms: cli._common.error_message
     "Ways out: restructure the schema without it; for a GGUF model, turn on grammar mode "
     "(from_lmstudio(..., grammar=True)) and send a Regex/CFG output type; or send a schema "
     "without it and rely on model.parse(..., retries=N), which validates every reply "
@@ -377,7 +378,7 @@ def dialect_schema(
                     f"LM Studio's {engine} engine {what} the JSON-schema keyword "
                     f"{finding.keyword!r} at {_users_pointer(schema, finding)} ({finding.why}). "
                     + ("" if finding.status == "refused" else "Strict schema checking is on. ")
-                    + _WAYS_OUT
+                    + WAYS_OUT
                 )
     result: dict[str, Any] = apply(prepared, LAST_REWRITES)
     return result

@@ -236,6 +236,26 @@ def test_server_failure(main_in_process: MainInProcess, emulator: LMStudioEmulat
     assert_one_line_error(result, "GPU on fire")
 
 
+def test_hints_are_said_as_options(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """The library's hints name Python arguments; the command line names its options."""
+    (tmp_path / "not.json").write_text(json.dumps({"type": "string", "not": {"const": "x"}}))
+    refused = main_in_process("generate", "-m", TEXT, "--schema", "not.json", "Hi")
+    assert refused.returncode == 2
+    assert_one_line_error(refused, "'not'", "--regex")
+    assert "from_lmstudio" not in refused.stderr
+    assert emulator.predictions == []
+
+    emulator.script(TEXT, ['{"name": "Ada", "age": 3'])
+    (tmp_path / "person.json").write_text(json.dumps(PERSON_SCHEMA))
+    cut = main_in_process(
+        "generate", "-m", TEXT, "--schema", "person.json", "--max-tokens", "3", "Who?"
+    )
+    assert cut.returncode == 1
+    assert_one_line_error(cut, "raise --max-tokens")
+
+
 def test_prompt_from_stdin(
     main_in_process: MainInProcess,
     emulator: LMStudioEmulator,

@@ -122,9 +122,28 @@ def error_message(exc: BaseException, again: str | None = "Run the command again
         return f"Lost the connection to LM Studio: {one_line(str(sdk))}" + (
             f" {again} (if LM Studio stopped, start it first)." if again else ""
         )
-    text = one_line(str(exc))
+    text = _for_the_shell(one_line(str(exc)))
     if isinstance(exc, lms.LMStudioError):
         return f"LM Studio failed the request: {text}"
+    return text
+
+
+def _for_the_shell(text: str) -> str:
+    """Say the library's Python hints in the command line's terms (options, not arguments)."""
+    from outlines_lmstudio._dialects import WAYS_OUT
+
+    hints = (
+        (
+            WAYS_OUT,
+            "Ways out: restructure the schema without it, or, for a GGUF model, describe the "
+            "output with --regex instead of a schema.",
+        ),
+        ("; the reasoning so far is in .reasoning", ""),
+        ("; the reasoning is in .reasoning", ""),
+        ("aise max_tokens", "aise --max-tokens"),
+    )
+    for python, shell in hints:
+        text = text.replace(python, shell)
     return text
 
 

@@ -178,15 +178,15 @@ def pulse() -> Pulse | None:
 
 def beat() -> None:
     """Beat the pulse of the call this thread reads, if it has one."""
-    found: Pulse | None = getattr(_PULSE, "pulse", None)
+    found = pulse()
     if found is not None:
-        found.at = time.monotonic()
+        found.beat()
 
 
 @contextlib.contextmanager
 def held() -> Iterator[None]:
     """Hold this thread's pulse during a wait with a bound of its own (connecting)."""
-    found: Pulse | None = getattr(_PULSE, "pulse", None)
+    found = pulse()
     if found is None:
         yield
         return

@@ -399,10 +399,11 @@ _HARMONY_HEADERS = ("<|start|>", "<|channel|>")
 @functools.lru_cache(maxsize=16)
 def _mode_tokens(end_tag: str) -> _TokenSets:
     """Return the control tokens of each state, for a reply whose end tag is ``end_tag``."""
+    think = _Tokens.of((_MARKER, end_tag))
     return _TokenSets(
-        think=_Tokens.of((_MARKER, end_tag)),
+        think=think,
         untyped_open=_Tokens.of((_MARKER, end_tag, *_HARMONY_HEADERS)),
-        untyped=_Tokens.of((_MARKER, end_tag)),
+        untyped=think,  # the same tokens as inside <think>
         answer_open=_Tokens.of((_MARKER, *_HARMONY_HEADERS)),
         answer=_Tokens.of((_MARKER,)),
         harmony=_Tokens.of((_MARKER, *HARMONY_TOKENS)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,39 +273,72 @@ def _run(
     return EXIT_FAILURE if failed else 0
 
 
+class _Tally:
+    """The records this run appended, each written by the worker that made it.
+
+    Ctrl-C raises ``KeyboardInterrupt`` in the main thread only, so a line written by a
+    worker and its count can never be split by it: the main thread once counted a line it
+    had just written as unfinished. After :meth:`stop` nothing more is appended, so the
+    number told is the number of lines the run added.
+    """
+
+    def __init__(self, output: OutputFile) -> None:
+        self._output = output
+        self._lock = threading.Lock()
+        self._open = True
+        self.ok = self.failed = 0
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write ``record`` and count it, unless the run has stopped."""
+        with self._lock:
+            if not self._open:
+                return
+            self._output.append(record)
+            if "error" in record:
+                self.failed += 1
+            else:
+                self.ok += 1
+
+    def stop(self) -> int:
+        """Append nothing more; return how many records were appended."""
+        with self._lock:
+            self._open = False
+            return self.ok + self.failed
+
+
 def _process(
     job: _Job, pending: list[Item], output: OutputFile, concurrency: int
 ) -> tuple[int, int, float]:
     """Run the items concurrently, appending each result as it finishes."""
     start = time.monotonic()
-    ok = failed = 0
+    tally = _Tally(output)
+
+    def run(item: Item) -> None:
+        tally.append(job(item))
+
     pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="extract")
     try:
-        futures = [pool.submit(job, item) for item in pending]
+        futures = [pool.submit(run, item) for item in pending]
         with _progress() as progress:
             task = progress.add_task("extract", total=len(pending), failed=0)
             for future in concurrent.futures.as_completed(futures):
                 try:
-                    record = future.result()
+                    future.result()
                 except _Fatal as exc:
                     told = error_message(exc.cause, None).rstrip(".")
                     raise CliError(
-                        f"{told}. Stopped after {ok + failed} items; run the same command "
+                        f"{told}. Stopped after {tally.stop()} items; run the same command "
                         "again to resume.",
                         error_exit_code(exc.cause),
                     ) from None
-                output.append(record)
-                if "error" in record:
-                    failed += 1
-                else:
-                    ok += 1
-                progress.update(task, advance=1, failed=failed)
+                progress.update(task, advance=1, failed=tally.failed)
     except KeyboardInterrupt:
         raise CliError(
-            f"Interrupted: {ok + failed} items finished and written to {output.path}; run the "
-            "same command again to resume.",
+            f"Interrupted: {tally.stop()} items finished and written to {output.path}; run "
+            "the same command again to resume.",
             EXIT_INTERRUPTED,
         ) from None
     finally:
+        tally.stop()
         pool.shutdown(wait=False, cancel_futures=True)
-    return ok, failed, time.monotonic() - start
+    return tally.ok, tally.failed, time.monotonic() - start

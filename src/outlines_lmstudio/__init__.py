@@ -8,11 +8,18 @@ from outlines_lmstudio import from_lmstudio
 model = from_lmstudio(lms.Client(), "qwen2.5-7b-instruct")
 generator = outlines.Generator(model, Person)
 ```
+
+The model classes load Outlines and the ``lmstudio`` SDK (about 1.5 s) when first used, not
+when the package is imported: the command line's commands that do not need them, and every
+pytest run in an environment where this package's pytest plugin is installed, start without
+them. ``from outlines_lmstudio import from_lmstudio`` loads them as before.
 """
 
-from ._adapter import LMStudioTypeAdapter
-from ._models import AsyncLMStudio, LMStudio, from_lmstudio
-from ._reply import Reply, ReplyChunk, ReplyStats
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     BatchGenerationError,
     EmptyAnswerError,
@@ -33,6 +40,22 @@ from .errors import (
     UnsupportedInputError,
     UnsupportedOutputTypeError,
 )
+
+if TYPE_CHECKING:
+    from ._adapter import LMStudioTypeAdapter
+    from ._models import AsyncLMStudio, LMStudio, from_lmstudio
+    from ._reply import Reply, ReplyChunk, ReplyStats
+
+# PEP 562 lazy attributes: a dozen lines, so no lazy-loading dependency for them.
+_LAZY = {
+    "LMStudioTypeAdapter": "._adapter",
+    "AsyncLMStudio": "._models",
+    "LMStudio": "._models",
+    "from_lmstudio": "._models",
+    "Reply": "._reply",
+    "ReplyChunk": "._reply",
+    "ReplyStats": "._reply",
+}
 
 __all__ = [
     "AsyncLMStudio",
@@ -61,3 +84,17 @@ __all__ = [
     "UnsupportedOutputTypeError",
     "from_lmstudio",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a model class or ``from_lmstudio`` on first use (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

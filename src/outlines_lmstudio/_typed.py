@@ -23,6 +23,7 @@ import referencing.exceptions
 from outlines.types import CFG, Choice, JsonSchema, Regex
 from outlines.types.dsl import python_types_to_terms, to_regex
 
+from ._formats import format_checker
 from ._inputs import ChatPrompt, Message
 from ._output import OutputPlan, output_type_name
 from .errors import (
@@ -69,8 +70,8 @@ def json_validator(
         The user's full JSON schema.
     formats
         Also assert ``format`` (every format jsonschema checks: date, date-time, time,
-        email, uri, uuid...; the package depends on its ``format-nongpl`` extra, which
-        brings the checkers of date-time, time and uri). JSON Schema makes
+        email, uri, iri, uuid...; the package depends on the checkers' packages, see
+        `_formats`). JSON Schema makes
         ``format`` an annotation by default; replies are checked with it, because the
         engines constrain a format's shape at most (day 31 in every month) or not at all.
 
@@ -81,7 +82,7 @@ def json_validator(
         references resolve only within the schema and jsonschema's bundled meta-schemas.
     """
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    checker = cls.FORMAT_CHECKER if formats else None
+    checker = format_checker(cls) if formats else None
     return cls(schema, registry=NO_RETRIEVAL, format_checker=checker)
 
 

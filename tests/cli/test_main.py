@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -210,6 +212,39 @@ def test_ctrl_c_while_parsing_is_status_130(
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert cli.main(["models"]) == 130
     assert capsys.readouterr().err == "outlines-lmstudio: error: interrupted.\n"
+
+
+@pytest.mark.usefixtures("sigint_default")
+def test_ctrl_c_while_the_command_line_starts_is_status_130(
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the SDK is being imported: "interrupted", not a traceback.
+
+    The package once imported Outlines and the SDK before ``main`` could catch anything,
+    about 1.5 s in which Ctrl-C printed a traceback. The child reports each import as it
+    ends (``PYTHONPROFILEIMPORTTIME``); Ctrl-C comes with the first of the SDK's modules.
+    """
+    monkeypatch.setattr(emulator, "token_latency", 0.5)  # the command would run for a while
+    with subprocess.Popen(
+        [*script_path(), "--host", emulator.api_host, "complete", "--max-tokens", "40", "hi"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(PYTHONPROFILEIMPORTTIME="1"),
+    ) as child:
+        assert child.stderr is not None
+        try:
+            for line in child.stderr:
+                if re.search(r"\|\s+lmstudio\.", line):
+                    child.send_signal(signal.SIGINT)
+                    break
+            rest = child.stderr.read()
+            child.wait(timeout=20)
+        finally:
+            child.kill()
+    told = [line for line in rest.splitlines() if not line.startswith("import time:")]
+    assert child.returncode == 130, rest
+    assert told == ["outlines-lmstudio: error: interrupted."]
 
 
 @pytest.mark.parametrize(

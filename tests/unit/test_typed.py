@@ -1,6 +1,8 @@
 import dataclasses
 import enum
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Literal, TypedDict
@@ -14,6 +16,7 @@ from outlines_lmstudio._typed import (
     Validator,
     _Invalid,
     check_reply,
+    json_validator,
     reask_prompt,
     validator_for,
 )
@@ -87,10 +90,19 @@ def test_jsonschema_catches_keywords_engines_do_not_enforce() -> None:
         ("email", "no-at-sign", "ann@example.com"),  # loose on llama.cpp
         ("ipv4", "300.1.2.3", "10.1.2.3"),  # loose on both engines
         ("uuid", "12345678-1234-1234-1234-12345678901", "12345678-1234-1234-1234-123456789012"),
-        # These three need jsonschema's format extra (a dependency of the package).
+        # These need the checkers' packages (dependencies of the package).
         ("date-time", "2024-02-01T25:00:00Z", "2024-02-01T23:00:00Z"),
         ("time", "25:61:00Z", "23:59:00Z"),
         ("uri", "no scheme", "https://example.com/a"),
+        ("uri-reference", "a b", "../a?x"),
+        ("uri-template", "{a", "/x/{a}"),
+        ("json-pointer", "a/b", "/a/b"),
+        ("duration", "P1Y2X", "P1Y2M"),
+        ("hostname", "-bad-.com", "example.com"),
+        ("idn-hostname", "a..b", "例え.jp"),
+        # Checked with rfc3987-syntax2 (`_formats`), not jsonschema's slow rfc3987-syntax.
+        ("iri", "no scheme ü", "https://例え.jp/ü"),
+        ("iri-reference", "a b", "../ü?x"),
     ],
 )
 def test_jsonschema_checks_the_formats_engines_leave_loose(fmt: str, bad: str, good: str) -> None:
@@ -245,3 +257,29 @@ def test_a_grammar_parser_is_built_once_per_grammar() -> None:
     assert first.grammar is again.grammar
     assert again.grammar("12") == []
     assert "not in the grammar" in again.grammar("maybe")[0]
+
+
+def test_iri_is_checked_only_in_the_drafts_that_define_it() -> None:
+    """Draft 4 and 6 have no ``iri`` format: an unknown format is an annotation there."""
+    for draft in ("draft-04", "draft-06"):
+        schema = {"$schema": f"http://json-schema.org/{draft}/schema#", "format": "iri"}
+        assert json_validator(schema, formats=True).is_valid("no scheme")
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#", "format": "iri"}
+    assert not json_validator(schema, formats=True).is_valid("no scheme")
+
+
+def test_the_package_does_not_load_rfc3987_syntax() -> None:
+    """jsonschema imports rfc3987-syntax, if installed, at its own import (1.2 s of parser
+    building, for every program that imports jsonschema): the package must not bring it."""
+    code = (
+        "import sys; from outlines_lmstudio import from_lmstudio; "
+        "from outlines_lmstudio._typed import json_validator; "
+        "json_validator({'format': 'iri'}, formats=True).is_valid('x'); "
+        "print(*sorted(m for m in sys.modules if m.startswith('rfc3987')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = out.stdout.split()
+    assert "rfc3987_syntax2" in loaded  # iri was checked...
+    assert "rfc3987_syntax" not in loaded  # ...without the slow one

@@ -19,6 +19,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from ._exit import EXIT_INTERRUPTED
+
 __all__ = ["SUBCOMMANDS", "TRACEBACK_VARIABLE", "build_parser", "main"]
 
 SUBCOMMANDS: dict[str, str] = {
@@ -96,9 +98,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv
         The arguments (``sys.argv[1:]`` when None).
     """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # while `_common`, and the SDK with it, is being imported
+        _report("interrupted.")
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from ._common import (
         EXIT_FAILURE,
-        EXIT_INTERRUPTED,
         CliError,
         error_message,
         failure_report,

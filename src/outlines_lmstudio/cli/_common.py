@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import httpx
 import lmstudio as lms
 
+from ._exit import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -54,10 +56,6 @@ __all__ = [
 
 CLI_INSTALL = 'pip install "outlines-lmstudio[cli]"'
 LOCAL_INSTALL = 'pip install "outlines-lmstudio[cli,local]"'
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_INTERRUPTED = 130
 
 _START_HINT = (
     "start the LM Studio server (Developer tab, or `lms server start`), "

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 import lmstudio as lms
 
 from .._interrupt import SigintGuard
-from .._streams import stream_text
 from ._common import add_sampling_options, connect, resolve_llm, sampling_kwargs, write_out
 from ._generate import read_prompt
 from ._text import check_options_text
@@ -47,6 +46,8 @@ def fragments(stream: lms.PredictionStream) -> Iterator[str]:
     Ctrl-C while waiting for the server is deferred until the prediction is
     cancelled, then raised as ``KeyboardInterrupt``.
     """
+    from .._streams import stream_text  # it loads Outlines: not for every command's start
+
     return stream_text(stream, SigintGuard())
 
 

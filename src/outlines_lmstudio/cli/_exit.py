@@ -1,0 +1,10 @@
+"""The command line's exit statuses (no imports: ``main`` needs them before anything loads)."""
+
+from __future__ import annotations
+
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_UNREACHABLE", "EXIT_USAGE"]
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130

@@ -9,10 +9,10 @@ model = from_lmstudio(lms.Client(), "qwen2.5-7b-instruct")
 generator = outlines.Generator(model, Person)
 ```
 
-The model classes load Outlines and the ``lmstudio`` SDK (about 1.5 s) when first used, not
-when the package is imported: the command line's commands that do not need them, and every
-pytest run in an environment where this package's pytest plugin is installed, start without
-them. ``from outlines_lmstudio import from_lmstudio`` loads them as before.
+The model classes load Outlines and the ``lmstudio`` SDK (about half a second) when first
+used, not when the package is imported: the command line's commands that do not need them,
+and every pytest run in an environment where this package's pytest plugin is installed, start
+without them. ``from outlines_lmstudio import from_lmstudio`` loads them as before.
 """
 
 from __future__ import annotations

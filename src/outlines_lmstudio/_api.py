@@ -105,7 +105,6 @@ class ModelApi(Common):
     type_adapter: ModelTypeAdapter
     _handles: Any
     _traits: Any
-    _reconnects: Any
 
     def __init__(
         self,
@@ -153,9 +152,6 @@ class ModelApi(Common):
         raise NotImplementedError
 
     # -- effects that need no I/O ------------------------------------------------------------
-    def _generation(self, effect: _flow.Generation) -> int:
-        return int(self._reconnects.generation(self.client))
-
     def _call_deadline(self, effect: _flow.Deadline) -> float | None:
         return self._deadline(effect.request)
 
@@ -193,7 +189,8 @@ class ModelApi(Common):
         Any
             The generated text.
         """
-        no_backend(backend)
+        if backend is not None:  # checked here: this runs on every call
+            no_backend(backend)
         return self.generate(model_input, output_type, **inference_kwargs)
 
     def stream(

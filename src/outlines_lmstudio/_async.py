@@ -45,7 +45,6 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
     _client_class = lms.AsyncClient
     _handles = ASYNC_HANDLES
     _traits = ASYNC_TRAITS
-    _reconnects = ASYNC_RECONNECTS
 
     # -- drivers -----------------------------------------------------------------------------
     async def _perform(self, runner: Runner[Any], step: Effect, call: Call | None) -> None:
@@ -154,6 +153,7 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
 
     def _resolve(self, effect: _flow.Resolve) -> lms.AsyncLLM | Awaitable[lms.AsyncLLM]:
         """Return the cached handle at once (no wait to bound), else an awaitable of it."""
+        effect.call.generation = ASYNC_RECONNECTS.generation(self.client)
         llm, key = self.client.llm, effect.call.request.key
         cached = ASYNC_HANDLES.peek(self.client, key)
         if cached is not None:

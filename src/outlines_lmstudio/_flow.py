@@ -59,7 +59,6 @@ __all__ = [
     "ErrorFactory",
     "Flow",
     "Forget",
-    "Generation",
     "Left",
     "ModelInfo",
     "Open",
@@ -100,13 +99,6 @@ class Effect:
 
 
 @dataclass(frozen=True)
-class Generation(Effect):
-    """The client's reconnect generation (an ``int``), read before an attempt."""
-
-    method = "_generation"
-
-
-@dataclass(frozen=True)
 class Upload(Effect):
     """Upload the call's images (once per client); gives ``{digest: FileHandle}``."""
 
@@ -116,7 +108,11 @@ class Upload(Effect):
 
 @dataclass(frozen=True)
 class Resolve(Effect):
-    """The model handle for the call's key (cached per client)."""
+    """The model handle for the call's key (cached per client).
+
+    The front first notes the client's reconnect generation in `Call.generation`: an
+    attempt that loses its socket resets only the generation it started with.
+    """
 
     method = "_resolve"
     call: Call
@@ -230,6 +226,9 @@ class Call:
         The front's own per-call state (a Ctrl-C guard...).
     stopped
         Whether the caller has left (time up, Ctrl-C): no prediction may start any more.
+    generation
+        The client's reconnect generation when the current attempt began (the front
+        notes it as it performs `Resolve`).
     """
 
     request: Request
@@ -239,6 +238,7 @@ class Call:
     deadline: float | None = None
     front: Any = None
     stopped: bool = False
+    generation: int = 0
 
 
 class Runner(Generic[T]):
@@ -537,10 +537,12 @@ class _Reply:
         self, fragments: Sequence[lms.LlmPredictionFragment], arrived: Sequence[float]
     ) -> list[ReplyChunk] | None:
         """Take a whole reply with no sign of reasoning as it is; ``None`` if it has one."""
-        for fragment in fragments:  # loops, not generator expressions: run on every call
+        parts = []
+        for fragment in fragments:  # loops, not comprehensions: run on every call
             if fragment.reasoning_type != "none":
                 return None
-        text = "".join([f.content for f in fragments])
+            parts.append(fragment.content)
+        text = "".join(parts)
         if not plain_reply(text, *self._tags):
             return None
         self._plain = text
@@ -554,8 +556,11 @@ class _Reply:
         """End the reply; return the pieces held back until now."""
         return [] if self._plain is not None else self.split.close()
 
-    def finish(self, result: lms.PredictionResult) -> Completion:
-        """Make the completion of the finished reply; raise if it has no usable answer."""
+    def finish(self, result: lms.PredictionResult, reason: str | None) -> Completion:
+        """Make the completion of the finished reply; raise if it has no usable answer.
+
+        ``reason`` is the stop reason of ``result`` (read once, by the caller).
+        """
         if self._plain is not None:  # all answer: nothing to judge; stats when asked
             later = partial(
                 reply_stats,
@@ -563,7 +568,7 @@ class _Reply:
                 reasoning_tokens=0,
                 time_to_first_answer_token=self._first_answer,
             )
-            return Completion(self._plain, stop_reason(result.stats), "", later)
+            return Completion(self._plain, reason, "", later)
         stats = reply_stats(
             result.stats,
             reasoning_tokens=self.split.reasoning_tokens,
@@ -606,7 +611,6 @@ def predict(
     """
     request = call.request
     for attempt in (1, 2):
-        generation = yield Generation()
         sink.begin()
         stage: Stage = "resolve"
         try:
@@ -635,7 +639,7 @@ def predict(
             again = attempt == 1 and not sink.emitted and not call.stopped
             if _dropped(exc):
                 try:
-                    yield Reconnect(generation)  # the retry (or the next call) finds it working
+                    yield Reconnect(call.generation)  # the retry (or the next call) finds it
                 except lms.LMStudioError as failed:  # say why, if it is the connection
                     error = errors(failed, request.key, "connect")
                     if isinstance(error, LMStudioConnectionError):
@@ -651,13 +655,14 @@ def predict(
                     continue
             raise errors(exc, request.key, stage) from exc
         result = call.reader.result()
-        why = _CUT_SHORT.get(stop_reason(result.stats) or "")
+        reason = stop_reason(result.stats)
+        why = _CUT_SHORT.get(reason or "")
         if why is not None:
             if call.stopped:  # the caller left: its own cancel ended the reply
                 raise Left("the prediction was stopped when its caller left")
             cut = f"the reply ended before the model finished it: {why}"
             raise errors(lms.LMStudioServerError(cut), request.key, "predict")
-        done = reply.finish(result)
+        done = reply.finish(result, reason)
         call.done = done
         for item in sink.finish(done):
             yield Emit(item)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -65,6 +66,24 @@ _SIGINT = int(signal.SIGINT)
 _DEFAULT: Callable[..., Any] = signal.default_int_handler
 
 
+class _Main:
+    """The main thread's ident, compared on every call (no ``Thread`` object looked up).
+
+    A forked child's main thread is the thread that forked: ``threading`` makes it the
+    child's main thread at fork, and this follows (its hook was registered first).
+    """
+
+    ident = threading.main_thread().ident
+
+    @classmethod
+    def after_fork(cls) -> None:
+        cls.ident = threading.main_thread().ident
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - not on Windows
+    os.register_at_fork(after_in_child=_Main.after_fork)
+
+
 def _quietly(action: Callable[[], object]) -> None:
     """Run ``action``; a cancel that cannot be sent (connection gone) has nothing to stop."""
     with contextlib.suppress(Exception):
@@ -81,20 +100,19 @@ class SigintGuard:
     on_interrupt
         Called (in a daemon thread of its own, its errors ignored) when a Ctrl-C is
         noted: what stops the wait at once, e.g. the prediction's cancel.
+    armed
+        Whether Ctrl-C is being deferred now (read only: `arm` and `disarm` set it).
     """
 
     def __init__(self) -> None:
         self.interrupted = False
         self.on_interrupt: Callable[[], object] | None = None
-        self._armed = False
-        self.enabled = (
-            threading.current_thread() is threading.main_thread()
-            and _RAW.getsignal(_SIGINT) is _DEFAULT
-        )
+        self.armed = False
+        self.enabled = threading.get_ident() == _Main.ident and _RAW.getsignal(_SIGINT) is _DEFAULT
 
     def _note(self, signum: int, frame: FrameType | None) -> None:
         self.interrupted = True
-        self._armed = False
+        self.armed = False
         _RAW.signal(_SIGINT, _DEFAULT)  # the next one interrupts
         if (stop := self.on_interrupt) is not None:
             # Not in the handler itself: it runs inside whatever the main thread was doing,
@@ -102,11 +120,6 @@ class SigintGuard:
             threading.Thread(
                 target=_quietly, args=(stop,), name="outlines-lmstudio-cancel", daemon=True
             ).start()
-
-    @property
-    def armed(self) -> bool:
-        """Whether Ctrl-C is being deferred now."""
-        return self._armed
 
     def arm(self) -> None:
         """Start deferring Ctrl-C, in the main thread only.
@@ -116,15 +129,15 @@ class SigintGuard:
         """
         if (
             self.enabled
-            and not self._armed
+            and not self.armed
             and not self.interrupted
-            and threading.current_thread() is threading.main_thread()
+            and threading.get_ident() == _Main.ident
         ):
             _RAW.signal(_SIGINT, self._note)
-            self._armed = True
+            self.armed = True
 
     def disarm(self) -> None:
         """Stop deferring Ctrl-C (the default handler is back)."""
-        if self._armed:
-            self._armed = False
+        if self.armed:
+            self.armed = False
             _RAW.signal(_SIGINT, _DEFAULT)

@@ -80,7 +80,11 @@ class SyncReader:
         self.arrived: list[float] | None = None
         self.at_end = False  # a read reached the end: the next one would return None
         self._sent = False  # the SDK sends the request when its stream is first read
-        self._open = threading.Event()  # the SDK holds the prediction's channel
+        self._started = False  # the SDK holds the prediction's channel
+        # Released once it does (the guard's cancel thread waits for that). A plain lock,
+        # not a threading.Event: an Event builds a Condition in Python on every call.
+        self._open = threading.Lock()
+        self._open.acquire()
 
     def result(self) -> lms.PredictionResult:
         """Return the finished prediction's result (stats, stop reason)."""
@@ -114,9 +118,10 @@ class SyncReader:
         if arm:
             self._sigint.arm()
         try:
-            if not self._open.is_set():
+            if not self._started:
                 self.stream.start()  # sends the request
-                self._open.set()
+                self._started = True
+                self._open.release()
             return self._wait()
         except Exception as exc:
             if self._sigint.interrupted:
@@ -156,7 +161,8 @@ class SyncReader:
         The SDK's ``cancel()`` does nothing before ``start()`` returns: a Ctrl-C that
         arrives while the request is being sent waits for that (bounded).
         """
-        if self._open.wait(DRAIN_SECONDS):
+        if self._open.acquire(timeout=DRAIN_SECONDS):
+            self._open.release()  # for any other waiter
             self.stream.cancel()
 
     def abandon(self, wait: float = 0) -> threading.Thread | None:

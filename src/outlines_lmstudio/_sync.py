@@ -28,6 +28,7 @@ from ._common import (
 from ._discovery import ensure_host
 from ._flow import Call, Effect, Emit, Flow, Runner, Sink
 from ._interrupt import SigintGuard
+from ._sdk_errors import client_host
 from ._streams import SyncReader, noting_progress
 from ._sync_sessions import SyncSessions
 from .errors import LMStudioTimeoutError
@@ -35,24 +36,13 @@ from .errors import LMStudioTimeoutError
 __all__ = ["LMStudio"]
 
 
-class _Leaving:
-    """Around a prediction in the caller's thread: find LM Studio first, cancel if left.
+def _confirm_wait(left: BaseException) -> float:
+    """How long leaving a prediction waits for LM Studio to confirm its cancel.
 
-    Leaving on Ctrl-C waits a moment for LM Studio to confirm the cancel (the process may
-    exit next); leaving otherwise (an error, a closed stream) does not wait.
+    Leaving on Ctrl-C waits a moment (the process may exit next); leaving otherwise (an
+    error, a closed stream) does not wait.
     """
-
-    def __init__(self, model: LMStudio, call: Call) -> None:
-        self._model = model
-        self._call = call
-
-    def __enter__(self) -> None:
-        with _threads.held():  # finding LM Studio has bounds of its own
-            ensure_host(self._model.client, self._call.request.key)  # lms.Client() no host
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        interrupted = kind is not None and issubclass(kind, KeyboardInterrupt)
-        self._model._leave(self._call, CONFIRM_SECONDS if interrupted else 0)
+    return CONFIRM_SECONDS if isinstance(left, KeyboardInterrupt) else 0
 
 
 class LMStudio(SyncSessions, _OutlinesLMStudio):
@@ -66,35 +56,31 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
     _client_class = lms.Client
     _handles = SYNC_HANDLES
     _traits = SYNC_TRAITS
-    _reconnects = SYNC_RECONNECTS
 
     def __init__(self, client: lms.Client, *args: Any, **options: Any) -> None:
         super().__init__(client, *args, **options)
         self._batches = _threads.BatchPool()
 
     # -- drivers -----------------------------------------------------------------------------
-    def _perform(self, runner: Runner[Any], step: Effect) -> None:
-        """Perform one effect and give the flow its answer or error."""
+    def _perform(self, runner: Runner[Any], step: Effect, pulse: _threads.Pulse | None) -> None:
+        """Perform one effect and give the flow its answer or error.
+
+        ``pulse``: this thread's (`_threads.pulse`), read once per flow by the driver.
+        """
         try:
             runner.answer(getattr(self, step.method)(step))
         except Exception as exc:  # the flow decides what an I/O error means
             runner.fail(self._failure(exc))
-        _threads.beat()  # an answer came (a call read under an idle bound waits anew)
-
-    def _drive(self, runner: Runner[Any]) -> Iterator[Any]:
-        with runner:
-            for step in runner:
-                if isinstance(step, Emit):
-                    yield step.value
-                else:
-                    self._perform(runner, step)
+        if pulse is not None:  # an answer came (a call read under an idle bound waits anew)
+            pulse.beat()
 
     def _steps(self, runner: Runner[Any]) -> None:
         """Drive a flow whose emits nobody reads (a whole reply): no generator in between."""
+        pulse = _threads.pulse()
         with runner:
             for step in runner:
                 if not isinstance(step, Emit):
-                    self._perform(runner, step)
+                    self._perform(runner, step, pulse)
 
     def _run(self, flow: Flow[Any]) -> Any:
         runner = Runner(flow)
@@ -111,14 +97,39 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         call.front = SigintGuard()  # armed around each wait only: user code runs in between
         return self._predict(call, sink)
 
+    def _find_host(self, call: Call) -> None:
+        """Find LM Studio on its default ports if the client was made with no host."""
+        if client_host(self.client) is None:  # made as lms.Client()
+            with _threads.held():  # finding LM Studio has bounds of its own
+                ensure_host(self.client, call.request.key)
+
     def _predict(self, call: Call, sink: Sink) -> Iterator[Any]:
-        with _Leaving(self, call):
-            yield from self._drive(Runner(_flow.predict(call, sink, self._error)))
+        """Drive a prediction in the caller's thread, yielding its emits.
+
+        Leaving early cancels the prediction on the server. One generator drives the flow
+        (no nested driver): each fragment passes through one generator frame less.
+        """
+        self._find_host(call)
+        pulse = _threads.pulse()
+        try:
+            with Runner(_flow.predict(call, sink, self._error)) as runner:
+                for step in runner:
+                    if isinstance(step, Emit):
+                        yield step.value
+                    else:
+                        self._perform(runner, step, pulse)
+        except BaseException as left:  # GeneratorExit too: the caller closed the stream
+            self._leave(call, _confirm_wait(left))
+            raise
 
     def _predict_whole(self, call: Call) -> None:
         """`_predict` for a whole reply: nobody reads its emits, so no generators."""
-        with _Leaving(self, call):
+        self._find_host(call)
+        try:
             self._steps(Runner(_flow.predict(call, Sink(), self._error)))
+        except BaseException as left:
+            self._leave(call, _confirm_wait(left))
+            raise
 
     def _leave(self, call: Call, wait: float) -> None:
         """Cancel an unfinished prediction on the server, waiting at most ``wait`` s for it."""
@@ -194,6 +205,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         }
 
     def _resolve(self, effect: _flow.Resolve) -> lms.LLM:
+        effect.call.generation = SYNC_RECONNECTS.generation(self.client)
         llm, key = self.client.llm, effect.call.request.key
         if llm.connected and (cached := SYNC_HANDLES.peek(self.client, key)) is not None:
             return cached  # the common case: nothing to connect, nothing to make
@@ -211,7 +223,8 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
 
     def _open(self, effect: _flow.Open) -> None:
         call = effect.call
-        _threads.check_open(call)
+        if call.stopped:
+            raise _threads.left_early()
         guard: SigintGuard = call.front or SigintGuard()
         kwargs, beats = effect.kwargs, _threads.pulse()
         if beats is not None:  # read under an idle bound: progress is a sign of life
@@ -226,10 +239,13 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         )
 
     def _read(self, effect: _flow.Read) -> list[lms.LlmPredictionFragment] | None:
-        _threads.check_open(effect.call)  # the first read sends the request: not once left
-        reader: SyncReader = effect.call.reader
+        call = effect.call
+        if call.stopped:  # the first read sends the request: not once left
+            raise _threads.left_early()
+        reader: SyncReader = call.reader
         fragments = reader.read()
         # Left while this read sent the request: the caller's cancel found no channel to
         # stop, so leave now (leaving cancels the open prediction on the server).
-        _threads.check_open(effect.call)
+        if call.stopped:
+            raise _threads.left_early()
         return fragments

@@ -36,13 +36,25 @@ __all__ = [
     "held",
     "idle_bound",
     "later",
+    "left_early",
     "new",
     "pulse",
     "run_batch",
     "unless_left",
 ]
 
-_BATCH = threading.local()  # the batch a pool thread works for, if any
+
+class _BatchLocal(threading.local):
+    """The batch a pool thread works for, if any.
+
+    A class default, not ``getattr(local, name, None)``: a missing attribute costs an
+    ``AttributeError`` (its message formatted), and this is read on every call.
+    """
+
+    scope: _Scope | None = None
+
+
+_BATCH = _BatchLocal()
 
 
 class _Scope:
@@ -70,16 +82,21 @@ class _Scope:
 def new(request: Request, deadline: float | None) -> Call:
     """Make a call's state (registered with the batch this thread works for, if any)."""
     call = Call(request, deadline=deadline)
-    scope: _Scope | None = getattr(_BATCH, "scope", None)
+    scope = _BATCH.scope
     if scope is not None:
         scope.add(call)
     return call
 
 
+def left_early() -> Left:
+    """Return the error of a call its caller left before its prediction started."""
+    return Left("the call was left before its prediction started")
+
+
 def check_open(call: Call) -> None:
     """Refuse to start a prediction for a call its caller has left."""
     if call.stopped:
-        raise Left("the call was left before its prediction started")
+        raise left_early()
 
 
 def unless_left(call: Call, action: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -132,7 +149,13 @@ def _watch() -> None:
             action()
 
 
-_PULSE = threading.local()  # the pulse of the call a worker thread reads, if any
+class _PulseLocal(threading.local):
+    """The pulse of the call a worker thread reads, if any (a class default: see `_BatchLocal`)."""
+
+    pulse: Pulse | None = None
+
+
+_PULSE = _PulseLocal()
 
 
 class Pulse:
@@ -172,30 +195,41 @@ def idle_bound(read_timeout: float | None) -> float | None:
 
 def pulse() -> Pulse | None:
     """Return the pulse of the call this thread reads under an idle bound, if any."""
-    found: Pulse | None = getattr(_PULSE, "pulse", None)
-    return found
+    return _PULSE.pulse
 
 
 def beat() -> None:
     """Beat the pulse of the call this thread reads, if it has one."""
-    found = pulse()
+    found = _PULSE.pulse
     if found is not None:
         found.beat()
 
 
-@contextlib.contextmanager
-def held() -> Iterator[None]:
-    """Hold this thread's pulse during a wait with a bound of its own (connecting)."""
-    found = pulse()
-    if found is None:
-        yield
-        return
-    found.holds += 1
-    try:
-        yield
-    finally:
-        found.holds -= 1
-        found.beat()
+class _Held:
+    """Holds a pulse for the length of a ``with`` block (see `held`)."""
+
+    def __init__(self, pulse: Pulse) -> None:
+        self._pulse = pulse
+
+    def __enter__(self) -> None:
+        self._pulse.holds += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._pulse.holds -= 1
+        self._pulse.beat()
+
+
+_NOT_HELD = contextlib.nullcontext()
+
+
+def held() -> contextlib.AbstractContextManager[None]:
+    """Hold this thread's pulse during a wait with a bound of its own (connecting).
+
+    Without a pulse (most calls), a shared no-op context: no generator-based context
+    manager is made on every call.
+    """
+    found = _PULSE.pulse
+    return _NOT_HELD if found is None else _Held(found)
 
 
 class BatchPool:

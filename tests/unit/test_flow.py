@@ -24,7 +24,6 @@ from outlines_lmstudio._flow import (
     Emit,
     Flow,
     Forget,
-    Generation,
     Open,
     Read,
     Reconnect,
@@ -80,8 +79,6 @@ class Server:
 
     def answer(self, effect: Effect) -> Any:
         self.effects.append(effect)
-        if isinstance(effect, Generation):
-            return 0
         if isinstance(effect, Resolve):
             return SimpleNamespace(identifier="m")
         if isinstance(effect, Open):
@@ -164,18 +161,31 @@ def test_a_vanished_model_is_forgotten_and_resolved_again() -> None:
     _, done = drive(predict(Call(request()), Sink(), errors), server.answer)
     assert done.text == "ok"
     assert server.kinds() == [
-        "Generation",
         "Resolve",
         "Open",
         "Read",
         "Forget",
-        "Generation",
         "Resolve",
         "Open",
         "Read",
         "Read",
     ]
-    assert isinstance(server.effects[4], Forget)
+    assert isinstance(server.effects[3], Forget)
+
+
+def test_a_drop_resets_the_generation_its_attempt_began_with() -> None:
+    """The front notes the client's generation as it resolves; a lost socket resets that one."""
+    server = Server([DROP], [[fragment("ok")]])
+    generations = iter([7, 8])
+
+    def answer(effect: Effect) -> Any:
+        if isinstance(effect, Resolve):
+            effect.call.generation = next(generations)  # what a front does
+        return server.answer(effect)
+
+    _, done = drive(predict(Call(request()), Sink(), errors), answer)
+    assert done.text == "ok"
+    assert [e.generation for e in server.effects if isinstance(e, Reconnect)] == [7]
 
 
 def test_reasoning_fragments_are_not_part_of_the_answer() -> None:

@@ -204,7 +204,8 @@ class ModelApi(Common):
 
         Unlike Outlines' own method, bad input raises here, at the call, on both classes.
         """
-        no_backend(backend)
+        if backend is not None:
+            no_backend(backend)
         return self.generate_stream(model_input, output_type, **inference_kwargs)
 
     def batch(

@@ -262,16 +262,13 @@ class ImageCache:
         entry = self._entries.get(id(image))
         if entry is None or entry.ref() is not image or len(entry.witness) != len(witness):
             return None
-        same = (
-            a is b or (type(a) is tuple and a == b)
-            for a, b in zip(entry.witness, witness, strict=True)
-        )
-        if all(same):
-            with self._lock:
-                if id(image) in self._entries:
-                    self._entries.move_to_end(id(image))
-            return entry.data
-        return None
+        for a, b in zip(entry.witness, witness, strict=True):  # a loop: run on every use
+            if not (a is b or (type(a) is tuple and a == b)):
+                return None
+        with self._lock:
+            if id(image) in self._entries:
+                self._entries.move_to_end(id(image))
+        return entry.data
 
     def put(self, image: object, witness: tuple[Any, ...], data: ImageData) -> None:
         """Remember ``data`` for ``image`` (dropped when ``image`` is collected)."""

@@ -311,9 +311,14 @@ def _user_parts(items: Sequence[object], where: str) -> tuple[Part, ...]:
         raise InvalidPromptError(f"{where} is empty. Pass [prompt, Image, ...].")
     parts: list[Part] = []
     for index, item in enumerate(items):
-        item_where = f"{where}, item {index},"
-        if isinstance(item, Mapping):
-            parts.append(_typed_item(item, item_where))
+        # The common items first: an isinstance check against the Mapping ABC runs Python
+        # code for every other type, and this runs on every call.
+        if index == 0 and type(item) is str:
+            parts.append(plain_str(item))
+        elif index and isinstance(item, Image | PILImage.Image | FileHandle):
+            parts.append(_asset(item, ""))  # these raise no error that names the item
+        elif isinstance(item, Mapping):
+            parts.append(_typed_item(item, f"{where}, item {index},"))
         elif index == 0:
             if not isinstance(item, str):
                 raise UnsupportedInputError(
@@ -322,12 +327,11 @@ def _user_parts(items: Sequence[object], where: str) -> tuple[Part, ...]:
                 )
             parts.append(plain_str(item))
         else:
-            parts.append(_asset(item, item_where))
-    if not any(isinstance(p, str) and p.strip() for p in parts):
-        raise InvalidPromptError(
-            f"{where} has no text. Put the prompt first: [prompt, Image, ...]."
-        )
-    return tuple(parts)
+            parts.append(_asset(item, f"{where}, item {index},"))
+    for part in parts:
+        if isinstance(part, str) and part.strip():
+            return tuple(parts)
+    raise InvalidPromptError(f"{where} has no text. Put the prompt first: [prompt, Image, ...].")
 
 
 def _typed_item(item: Mapping[str, Any], where: str) -> Part:

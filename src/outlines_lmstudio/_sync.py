@@ -27,6 +27,7 @@ from ._common import (
 )
 from ._discovery import ensure_host
 from ._flow import Call, Effect, Emit, Flow, Runner, Sink
+from ._images import ImageData
 from ._interrupt import SigintGuard
 from ._sdk_errors import client_host
 from ._streams import SyncReader, noting_progress
@@ -43,6 +44,14 @@ def _confirm_wait(left: BaseException) -> float:
     error, a closed stream) does not wait.
     """
     return CONFIRM_SECONDS if isinstance(left, KeyboardInterrupt) else 0
+
+
+def _prepare_image(call: Call, files: Any, image: ImageData) -> FileHandle:
+    """Upload an image for a call, unless its caller has left."""
+    handle: FileHandle = _threads.unless_left(
+        call, files.prepare_image, image.data, name=image.name
+    )
+    return handle
 
 
 class LMStudio(SyncSessions, _OutlinesLMStudio):
@@ -196,13 +205,11 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
     def _upload(self, effect: _flow.Upload) -> dict[str, FileHandle]:
         files, call = self.client.files, effect.call
         self._connect(files)
-        upload = partial(_threads.unless_left, call, files.prepare_image)
-        return {
-            image.digest: SYNC_IMAGES.get(
-                self.client, image.digest, partial(upload, image.data, name=image.name)
-            )
-            for image in call.request.prompt.images
-        }
+        handles = {}
+        for image in call.request.prompt.images:  # uploaded once per client: cached
+            upload = partial(_prepare_image, call, files, image)
+            handles[image.digest] = SYNC_IMAGES.get(self.client, image.digest, upload)
+        return handles
 
     def _resolve(self, effect: _flow.Resolve) -> lms.LLM:
         effect.call.generation = SYNC_RECONNECTS.generation(self.client)

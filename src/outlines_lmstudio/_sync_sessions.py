@@ -43,7 +43,9 @@ class SyncSessions(ModelApi):
 
     def _connect(self, session: Any) -> None:
         """Connect an SDK session unless it is connected (see `_threads.connect`)."""
-        if not session.connected and (closed := self._closed()) is not None:
+        if session.connected:  # most calls: nothing to connect, nothing to hold
+            return
+        if (closed := self._closed()) is not None:
             raise closed  # a closed client cannot connect (the SDK would leak the attempt)
         with _threads.held():  # bounded by connect_timeout, not read_timeout
             _threads.connect(session, self.connect_timeout, self._connect_error)

@@ -80,3 +80,26 @@ def test_a_noted_ctrl_c_runs_on_interrupt_in_a_thread_of_its_own() -> None:
     assert ran.wait(5)
     assert guard.interrupted
     assert where == ["outlines-lmstudio-cancel"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_from_another_thread_guards_its_new_main_thread() -> None:
+    """After fork, the forking thread is the child's main thread: the guard arms there."""
+    status: list[int] = []
+
+    def fork_and_check() -> None:
+        pid = os.fork()
+        if pid == 0:  # the child: this thread is its only, and main, thread
+            guard = SigintGuard()
+            guard.arm()
+            ok = guard.enabled and guard.armed
+            guard.disarm()
+            os._exit(0 if ok else 1)
+        status.append(os.waitpid(pid, 0)[1])
+
+    thread = threading.Thread(target=fork_and_check)
+    thread.start()
+    thread.join(30)
+    assert status == [0]
+    assert not SigintGuard().armed  # the parent's main thread is unchanged
+

@@ -19,7 +19,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks import batch, engine, images, imports, memory, overhead, scale, vs_outlines
+from benchmarks import (
+    batch,
+    calls,
+    engine,
+    images,
+    imports,
+    memory,
+    overhead,
+    scale,
+    vs_outlines,
+)
 from benchmarks._harness import FULL, QUICK, SHORT, CaseResult, Context, Sizes
 from benchmarks._machine import machine_info
 from benchmarks._remote import RemoteEmulator
@@ -51,6 +61,7 @@ CASES: dict[str, Callable[[Context], list[CaseResult]]] = {
     "overhead-async": overhead.run_async,
     "stream": overhead.run_stream,
     "parse": overhead.run_parse,
+    "calls": calls.run,
     "parse-stream": scale.run_parse_stream,
     "images": images.run,
     "schema": scale.run_schema,

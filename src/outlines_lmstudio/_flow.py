@@ -86,9 +86,13 @@ ErrorFactory: TypeAlias = Callable[[BaseException, "str | None", Stage], BaseExc
 
 
 # -- effects: the I/O a flow asks for --------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Effect:
     """A piece of I/O a flow needs; the front's method named `method` performs it.
+
+    Effects are read, never changed. They are not frozen dataclasses: a frozen
+    dataclass sets each field through ``object.__setattr__``, five times slower to make,
+    and a call makes several.
 
     A driver bounds the wait for it by the read timeout and the call's deadline, unless
     it is not `bounded` (its own wait is bounded where it happens).
@@ -98,7 +102,7 @@ class Effect:
     bounded: ClassVar[bool] = True
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Upload(Effect):
     """Upload the call's images (once per client); gives ``{digest: FileHandle}``."""
 
@@ -106,7 +110,7 @@ class Upload(Effect):
     call: Call
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Resolve(Effect):
     """The model handle for the call's key (cached per client).
 
@@ -118,7 +122,7 @@ class Resolve(Effect):
     call: Call
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Forget(Effect):
     """Drop a cached model handle (the server no longer has the model)."""
 
@@ -126,7 +130,7 @@ class Forget(Effect):
     key: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class ModelInfo(Effect):
     """The model's `ModelTraits` (its format, whether it takes images), cached per client."""
 
@@ -134,7 +138,7 @@ class ModelInfo(Effect):
     handle: Any
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Open(Effect):
     """Start a prediction; gives a reader the front can `Read`.
 
@@ -149,7 +153,7 @@ class Open(Effect):
     live: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Read(Effect):
     """The next fragments of the open prediction (a non-empty list), or ``None`` at its end."""
 
@@ -158,7 +162,7 @@ class Read(Effect):
     call: Call
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Reconnect(Effect):
     """Reset the client's dead sessions, unless a call did since ``generation``."""
 
@@ -166,7 +170,7 @@ class Reconnect(Effect):
     generation: int
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Complete(Effect):
     """Run a whole request (its own `predict` flow, under the call's time limit)."""
 
@@ -177,7 +181,7 @@ class Complete(Effect):
     ``None``: the prediction gets the call's whole time limit from now, if it has one."""
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Deadline(Effect):
     """When a call of several predictions runs out of time (the front's clock), or ``None``."""
 
@@ -185,7 +189,7 @@ class Deadline(Effect):
     request: Request
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Emit:
     """Something for the caller of a stream: a text fragment, a partial value."""
 

@@ -35,6 +35,7 @@ from benchmarks._harness import (
     interleave,
 )
 from benchmarks._remote import RemoteEmulator, Script
+from benchmarks.calls import count_calls, profiled
 from benchmarks.run import (
     CASES,
     CURVES_END,
@@ -51,6 +52,7 @@ from benchmarks.run import (
 )
 
 from benchmarks import batch, engine, scale
+from outlines_lmstudio._flow import wait_limit
 from outlines_lmstudio.testing._sampler import split_fragments
 
 TINY = replace(QUICK, requests=3, calls=5, import_runs=1)
@@ -80,6 +82,9 @@ def test_every_case_passes_its_correctness_checks(quick_results: list[CaseResult
         "batch.async",
         "memory.rss",
         "outlines.json",
+        "calls.sync",
+        "calls.parse",
+        "calls.stream_first",
     ]:
         assert expected in names
     assert {f"batch.efficiency.{n}" for n in TINY.efficiency_sizes} <= names
@@ -270,3 +275,16 @@ def test_cli_refuses_unknown_cases_and_bad_calls(capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit):
         main(["--calls", "0"])
     assert "--calls" in capsys.readouterr().err
+
+
+def test_calls_are_counted_per_call_with_the_package_s_own() -> None:
+    def leaf() -> float | None:
+        return wait_limit(None, None, 0.0)[0]  # one of the package's functions
+
+    def work(i: int) -> tuple[int, float | None]:
+        return i, leaf()
+
+    per_call, own, results = count_calls(profiled(work), 4, start=10)
+    assert per_call == 3  # work, leaf and wait_limit
+    assert own == 1
+    assert results == [(i, None) for i in range(10, 14)]

@@ -102,4 +102,3 @@ def test_a_child_forked_from_another_thread_guards_its_new_main_thread() -> None
     thread.join(30)
     assert status == [0]
     assert not SigintGuard().armed  # the parent's main thread is unchanged
-

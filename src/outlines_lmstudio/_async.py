@@ -55,7 +55,8 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
         """
         try:
             answer = getattr(self, step.method)(step)
-            if asyncio.iscoroutine(answer) or isinstance(answer, asyncio.Future):
+            # A coroutine, task or future; asyncio.iscoroutine is Python code on every step.
+            if hasattr(answer, "__await__"):
                 if call is not None and step.bounded:
                     answer = self._within(answer, call)
                 answer = await answer

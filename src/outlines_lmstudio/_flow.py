@@ -298,7 +298,7 @@ class Sink:
     """
 
     emitted = False
-    live = False  # whether the caller sees pieces before the end
+    live = False  # whether the caller sees pieces before the end (else it is fed none)
 
     def begin(self) -> None:
         """Start an attempt (forget what an earlier, failed attempt sent)."""
@@ -527,13 +527,17 @@ class _Reply:
             if whole is not None:
                 return whole
         chunks: list[ReplyChunk] = []
+        split = self.split
         for index, fragment in enumerate(fragments):
-            pieces = self.split.feed(
+            pieces = split.feed(
                 fragment.content, fragment.reasoning_type, tokens_count=fragment.tokens_count
             )
-            if self._first_answer is None and any(not c.reasoning for c in pieces):
-                at = self._clock() if arrived is None else arrived[index]
-                self._first_answer = at - self._started
+            if self._first_answer is None:
+                for piece in pieces:  # a loop, not any(...): it runs on every fragment
+                    if not piece.reasoning:
+                        at = self._clock() if arrived is None else arrived[index]
+                        self._first_answer = at - self._started
+                        break
             chunks += pieces
         return chunks
 
@@ -629,9 +633,11 @@ def predict(
             chat = sdk_history(request.prompt, handles)
             yield Open(call, handle, chat, request.sdk_kwargs(), sink.live)
             while (fragments := (yield Read(call))) is not None:
-                for chunk in reply.feed(fragments, call.reader.arrived):
-                    for item in sink.feed(chunk):
-                        yield Emit(item)
+                chunks = reply.feed(fragments, call.reader.arrived)
+                if sink.live:  # a sink that is not live gives nothing before the end
+                    for chunk in chunks:
+                        for item in sink.feed(chunk):
+                            yield Emit(item)
                 if call.reader.at_end:  # a whole read took the end too: no read is left
                     break
             call.finished = True

@@ -5,23 +5,38 @@ are about 0.03 wide). The number of Python functions a call runs does not, and o
 this kind of machine it is what our overhead is made of: the SDK's own calls and
 ours run interleaved, with cold CPU caches, at about 2 µs a Python call. So this
 case counts them with ``cProfile`` (every Python function entered, in the calling
-thread) over the same calls as ``overhead.sync``, ``parse`` and ``stream.ttff`` (the
-stream up to its first fragment), and reports the ratio and how many of ours are
-our own package's functions.
+thread) over the same calls as ``overhead.sync``, ``parse``, ``stream.ttff`` (the
+stream up to its first fragment), ``image.reuse`` (an image already uploaded) and
+``overhead.async``, and reports the ratio and how many of ours are our own
+package's functions. An async call counts what the event loop runs until it
+returns, the SDK's websocket tasks included, on both sides alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import cProfile
 import pstats
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from benchmarks._common import Person, person_format, prompt, sync_sides
+import lmstudio as lms
+
+from benchmarks._common import (
+    TEXT_MODEL,
+    VISION_MODEL,
+    Person,
+    make_image,
+    make_image_bytes,
+    person_format,
+    prompt,
+    sync_sides,
+)
 from benchmarks._harness import CaseResult, Context, Metric, Stats
 from benchmarks._remote import Script
+from outlines_lmstudio import from_lmstudio
 
-__all__ = ["count_calls", "profiled", "run"]
+__all__ = ["acount_calls", "count_calls", "profiled", "run"]
 
 PACKAGE = "outlines_lmstudio"
 
@@ -39,6 +54,30 @@ def count_calls(
     """
     profile = cProfile.Profile()
     results = [call(i, profile) for i in range(start, start + n)]
+    return (*_tally(profile, n), results)
+
+
+async def acount_calls(
+    work: Callable[[int], Awaitable[Any]], n: int, start: int = 0
+) -> tuple[float, float, list[Any]]:
+    """`count_calls` for ``await work(i)``: everything the thread runs until it returns.
+
+    That is the event loop's work for the call too (the SDK's websocket tasks run in the
+    caller's loop), on both sides alike.
+    """
+    profile = cProfile.Profile()
+    results = []
+    for i in range(start, start + n):
+        profile.enable()
+        try:
+            results.append(await work(i))
+        finally:
+            profile.disable()
+    return (*_tally(profile, n), results)
+
+
+def _tally(profile: cProfile.Profile, n: int) -> tuple[float, float]:
+    """Python function calls per call, and how many of them are this package's."""
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     python = package = 0
     for (path, _, _), (_, calls, *_) in stats.items():
@@ -47,7 +86,7 @@ def count_calls(
         python += calls
         if f"{PACKAGE}/" in path.replace("\\", "/"):
             package += calls
-    return python / n, package / n, results
+    return python / n, package / n
 
 
 def profiled(work: Callable[[int], Any]) -> Callable[[int, cProfile.Profile], Any]:
@@ -64,7 +103,7 @@ def profiled(work: Callable[[int], Any]) -> Callable[[int, cProfile.Profile], An
 
 
 def run(ctx: Context) -> list[CaseResult]:
-    """Count ours and the SDK's Python calls for a whole call, ``parse`` and a first fragment."""
+    """Count ours and the SDK's Python calls in each case the module docstring lists."""
     n = max(ctx.sizes.requests // 10, 10)
     ctx.emulator.reset(Script("person", ctx.sizes.short_fragments))
     fmt = person_format()
@@ -89,17 +128,74 @@ def run(ctx: Context) -> list[CaseResult]:
                 *_first_fragments(model, handle, fmt),
             ),
         }
-        results = []
-        for name, (title, ours, sdk) in sides.items():
-            ctx.log(f"{name}: {n} calls per side, counted")
-            count_calls(ours, 5, n)  # warm-up: caches filled, handles resolved
-            count_calls(sdk, 5, n)
-            ours_calls, own, ours_results = count_calls(ours, n)
-            sdk_calls, _, sdk_results = count_calls(sdk, n)
-            result = _result(ctx, name, title, ours_calls, own, sdk_calls)
-            result.checks["results_equal"] = ours_results == sdk_results
-            results.append(result)
-    return results
+        results = [_counted(ctx, name, *sides, n) for name, sides in sides.items()]
+    return [*results, _image_case(ctx, n), _async_case(ctx, n)]
+
+
+def _counted(
+    ctx: Context,
+    name: str,
+    title: str,
+    ours: Callable[[int, cProfile.Profile], Any],
+    sdk: Callable[[int, cProfile.Profile], Any],
+    n: int,
+) -> CaseResult:
+    ctx.log(f"{name}: {n} calls per side, counted")
+    count_calls(ours, 5, n)  # warm-up: caches filled, handles resolved, uploads done
+    count_calls(sdk, 5, n)
+    ours_calls, own, ours_results = count_calls(ours, n)
+    sdk_calls, _, sdk_results = count_calls(sdk, n)
+    result = _result(ctx, name, title, ours_calls, own, sdk_calls)
+    result.checks["results_equal"] = ours_results == sdk_results
+    return result
+
+
+def _image_case(ctx: Context, n: int) -> CaseResult:
+    """The same image in every prompt: ours against the SDK's chat with its ``FileHandle``."""
+    data = make_image_bytes(ctx.sizes.image_sizes[0])
+    ctx.emulator.reset(Script("vision"), models=(VISION_MODEL,))
+    image = make_image(data)
+    with lms.Client(ctx.emulator.api_host) as client:
+        model = from_lmstudio(client, VISION_MODEL)
+        handle = client.llm.model(VISION_MODEL)
+        file_handle = client.files.prepare_image(data, name="picture.jpg")
+
+        def sdk(i: int) -> str:
+            chat = lms.Chat()
+            chat.add_user_message(prompt(i), images=[file_handle])
+            return handle.respond(chat).content
+
+        title = "model([prompt, image]) vs handle.respond(chat with the same FileHandle)"
+        ours = profiled(lambda i: model([prompt(i), image]))
+        return _counted(ctx, "calls.image_reuse", title, ours, profiled(sdk), n)
+
+
+def _async_case(ctx: Context, n: int) -> CaseResult:
+    """``await model(prompt, Person)`` against ``await handle.respond(...)``."""
+    ctx.emulator.reset(Script("person", ctx.sizes.short_fragments))
+    ctx.log(f"calls.async: {n} calls per side, counted")
+
+    async def both() -> tuple[tuple[float, float, list[Any]], tuple[float, float, list[Any]]]:
+        async with lms.AsyncClient(ctx.emulator.api_host) as client:
+            model = from_lmstudio(client, TEXT_MODEL)
+            handle = await client.llm.model(TEXT_MODEL)
+            fmt = person_format()
+
+            async def ours(i: int) -> Any:
+                return await model(prompt(i), Person)
+
+            async def sdk(i: int) -> str:
+                return (await handle.respond(prompt(i), response_format=fmt)).content
+
+            await acount_calls(ours, 5, n)
+            await acount_calls(sdk, 5, n)
+            return await acount_calls(ours, n), await acount_calls(sdk, n)
+
+    (ours_calls, own, ours_results), (sdk_calls, _, sdk_results) = asyncio.run(both())
+    title = "await model(prompt, Person) vs await handle.respond(prompt, response_format=fmt)"
+    result = _result(ctx, "calls.async", title, ours_calls, own, sdk_calls)
+    result.checks["results_equal"] = ours_results == sdk_results
+    return result
 
 
 def _first_fragments(

@@ -5,6 +5,7 @@ ordered) results, that uploads and fragments are counted, that the checks can
 fail, and that the report and the docs have what they promise.
 """
 
+import asyncio
 import json
 import math
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from benchmarks._harness import (
     interleave,
 )
 from benchmarks._remote import RemoteEmulator, Script
-from benchmarks.calls import count_calls, profiled
+from benchmarks.calls import acount_calls, count_calls, profiled
 from benchmarks.run import (
     CASES,
     CURVES_END,
@@ -85,6 +86,8 @@ def test_every_case_passes_its_correctness_checks(quick_results: list[CaseResult
         "calls.sync",
         "calls.parse",
         "calls.stream_first",
+        "calls.image_reuse",
+        "calls.async",
     ]:
         assert expected in names
     assert {f"batch.efficiency.{n}" for n in TINY.efficiency_sizes} <= names
@@ -288,3 +291,16 @@ def test_calls_are_counted_per_call_with_the_package_s_own() -> None:
     assert per_call == 3  # work, leaf and wait_limit
     assert own == 1
     assert results == [(i, None) for i in range(10, 14)]
+
+
+def test_awaited_calls_are_counted_per_call() -> None:
+    async def leaf() -> float | None:
+        return wait_limit(None, None, 0.0)[0]
+
+    async def work(i: int) -> tuple[int, float | None]:
+        return i, await leaf()
+
+    per_call, own, results = asyncio.run(acount_calls(work, 3))
+    assert per_call == 3  # work, leaf and wait_limit
+    assert own == 1
+    assert results == [(i, None) for i in range(3)]

@@ -128,7 +128,7 @@ def run(ctx: Context) -> list[CaseResult]:
                 *_first_fragments(model, handle, fmt),
             ),
         }
-        results = [_counted(ctx, name, *sides, n) for name, sides in sides.items()]
+        results = [_counted(ctx, name, *parts, n) for name, parts in sides.items()]
     return [*results, _image_case(ctx, n), _async_case(ctx, n)]
 
 

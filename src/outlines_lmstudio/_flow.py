@@ -641,9 +641,11 @@ def predict(
                 if call.reader.at_end:  # a whole read took the end too: no read is left
                     break
             call.finished = True
-            for chunk in reply.close():
-                for item in sink.feed(chunk):
-                    yield Emit(item)
+            chunks = reply.close()
+            if sink.live:
+                for chunk in chunks:
+                    for item in sink.feed(chunk):
+                        yield Emit(item)
         except lms.LMStudioError as exc:
             call.finished = True
             again = attempt == 1 and not sink.emitted and not call.stopped

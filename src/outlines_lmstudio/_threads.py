@@ -29,7 +29,6 @@ __all__ = [
     "BatchPool",
     "Pulse",
     "Worker",
-    "beat",
     "cancel",
     "check_open",
     "connect",
@@ -196,13 +195,6 @@ def idle_bound(read_timeout: float | None) -> float | None:
 def pulse() -> Pulse | None:
     """Return the pulse of the call this thread reads under an idle bound, if any."""
     return _PULSE.pulse
-
-
-def beat() -> None:
-    """Beat the pulse of the call this thread reads, if it has one."""
-    found = _PULSE.pulse
-    if found is not None:
-        found.beat()
 
 
 class _Held:

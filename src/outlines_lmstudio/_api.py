@@ -142,7 +142,7 @@ class ModelApi(Common):
         """Complete a request and return ``finish`` of it (async: an awaitable).
 
         What a flow of one `Complete` step does (`_flow.generate`, `_flow.parse` without
-        retries), without a runner: the `_complete` effect translates its own errors (it
+        retries), without stepping that flow: the `_complete` effect translates its own errors (it
         drives the prediction flow).
         """
         raise NotImplementedError

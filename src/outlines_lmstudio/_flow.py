@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 import lmstudio as lms
 
@@ -65,7 +65,6 @@ __all__ = [
     "Read",
     "Reconnect",
     "Resolve",
-    "Runner",
     "Sink",
     "Upload",
     "as_reply",
@@ -243,48 +242,6 @@ class Call:
     front: Any = None
     stopped: bool = False
     generation: int = 0
-
-
-class Runner(Generic[T]):
-    """Steps a flow for a driver: the answer to the last effect goes in, the next step comes out.
-
-    Iterating gives the flow's effects and emits; after the iteration, `result` holds what
-    the flow returned. Use it as a context manager so an abandoned flow is closed.
-    """
-
-    def __init__(self, flow: Flow[T]) -> None:
-        self._flow = flow
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self.result: T | None = None
-
-    def __iter__(self) -> Runner[T]:
-        return self
-
-    def __next__(self) -> Effect | Emit:
-        try:
-            if self._error is not None:
-                error, self._error = self._error, None
-                return self._flow.throw(error)
-            value, self._value = self._value, None
-            return self._flow.send(value)
-        except StopIteration as stop:
-            self.result = stop.value
-            raise StopIteration from None
-
-    def answer(self, value: Any) -> None:
-        """Give the result of the last effect."""
-        self._value = value
-
-    def fail(self, error: BaseException) -> None:
-        """Give the error the last effect raised (thrown into the flow)."""
-        self._error = error
-
-    def __enter__(self) -> Runner[T]:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._flow.close()
 
 
 # -- sinks: what a call makes of the answer -------------------------------------------------

@@ -28,7 +28,6 @@ from outlines_lmstudio._flow import (
     Read,
     Reconnect,
     Resolve,
-    Runner,
     Sink,
     parse,
     predict,
@@ -103,17 +102,25 @@ class Server:
 
 
 def drive(flow: Flow[Any], answer: Callable[[Effect], Any]) -> tuple[list[Any], Any]:
+    """Step a flow as a front does: each effect's answer (or error) goes back in."""
     emitted: list[Any] = []
-    with Runner(flow) as runner:
-        for step in runner:
+    try:
+        step = flow.send(None)
+        while True:
             if isinstance(step, Emit):
                 emitted.append(step.value)
+                step = flow.send(None)
                 continue
             try:
-                runner.answer(answer(step))
+                value = answer(step)
             except Exception as exc:
-                runner.fail(exc)
-    return emitted, runner.result
+                step = flow.throw(exc)
+            else:
+                step = flow.send(value)
+    except StopIteration as stop:
+        return emitted, stop.value
+    finally:
+        flow.close()
 
 
 def test_a_read_that_took_the_end_is_the_last_read() -> None:

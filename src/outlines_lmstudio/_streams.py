@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
@@ -21,6 +22,16 @@ __all__ = ["AsyncReader", "SyncReader", "noting_progress", "stream_text"]
 _END = object()
 _PROGRESS = object()
 _TASKS: set[asyncio.Future[None]] = set()
+
+
+def _recheck_at(now: float, limit: float | None, idle: float | None) -> float:
+    """When a wait bounded by ``limit`` from ``now`` is due to be pushed back by activity.
+
+    Half the idle bound before it runs out; never, without an idle bound.
+    """
+    if idle is None or limit is None:
+        return math.inf
+    return now + limit - idle / 2
 
 
 def noting_progress(kwargs: dict[str, Any], note: Callable[[], None]) -> dict[str, Any]:
@@ -278,6 +289,9 @@ class AsyncReader:
         self._waiting: asyncio.Timeout | None = None
         self._bounds: tuple[float | None, float | None] = (None, None)
         self._by_deadline = False  # the current wait's bound is the call's deadline
+        # When (time.monotonic()) the current wait's bound is next due to be pushed back:
+        # until then a fragment costs no timer lookup (see `_alive`).
+        self._recheck = math.inf
         self._ended = False  # the server ended the prediction (or it never started)
         self._leaving = False  # stopped before it was open: cancel once it is
         self.at_end = False  # a read reached the end: the next one would return None
@@ -301,23 +315,23 @@ class AsyncReader:
         if not self._whole:
             self._queue.put_nowait(item)
             return
+        now = time.monotonic()
         if item is not _PROGRESS:
             self._held.append(item)
-            self._arrived.append(time.monotonic())
+            self._arrived.append(now)
+        if now < self._recheck:
+            return  # pushed back recently enough: one timer move per half bound, not per fragment
         waiting = self._waiting
         if waiting is None:
             return
         idle, deadline = self._bounds
         if idle is None:
             return
-        now = asyncio.get_running_loop().time()
-        when = waiting.when()
-        if when is not None and when - now >= idle / 2:
-            return  # pushed back recently enough: one timer move per half bound, not per fragment
         if waiting.expired():
             return  # an expiring bound cannot move (asyncio raises): the wait ends as timed
-        limit, self._by_deadline = wait_limit(deadline, idle, time.monotonic())
-        waiting.reschedule(now + (limit or 0.0))
+        limit, self._by_deadline = wait_limit(deadline, idle, now)
+        waiting.reschedule(asyncio.get_running_loop().time() + (limit or 0.0))
+        self._recheck = _recheck_at(now, limit, idle)
 
     async def _fill(self, open_stream: Callable[[], Awaitable[lms.AsyncPredictionStream]]) -> None:
         try:
@@ -366,9 +380,11 @@ class AsyncReader:
             if not self._queue.empty():  # no timer for what has arrived already
                 item = self._queue.get_nowait()
             else:
-                limit, self._by_deadline = wait_limit(deadline, idle, time.monotonic())
+                now = time.monotonic()
+                limit, self._by_deadline = wait_limit(deadline, idle, now)
                 scope = asyncio.timeout(limit)
                 self._waiting, self._bounds = scope, (idle, deadline)
+                self._recheck = _recheck_at(now, limit, idle)
                 try:
                     async with scope:
                         item = await self._queue.get()
@@ -379,7 +395,7 @@ class AsyncReader:
                     # reading taken after a preemption could misname the call's deadline.
                     raise TimeoutError("deadline" if self._by_deadline else "idle") from None
                 finally:
-                    self._waiting = None
+                    self._waiting, self._recheck = None, math.inf
             if item is not _PROGRESS:
                 return item
 

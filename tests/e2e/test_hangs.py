@@ -3,6 +3,7 @@
 import re
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import lmstudio as lms
@@ -90,6 +91,24 @@ def test_prompt_processing_progress_counts_as_a_sign_of_life(
     monkeypatch.setattr(emulator, "prompt_latency", 2.0)
     emulator.script(TEXT_MODEL, ["done"])
     assert make_model(TEXT_MODEL, read_timeout=1.0)("hello") == "done"
+
+
+def test_a_reply_that_keeps_coming_outlasts_read_timeout(
+    make_model: MakeModel, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``read_timeout`` bounds each silence, not the whole reply: each fragment pushes it back.
+
+    A whole reply is read at once (the sync front in a worker under a pulse, the async one
+    by a task of its own whose wait's timer is moved as fragments arrive), so this is the
+    test that the moving happens: 15 fragments 0.1 s apart take well over the 0.5 s bound.
+    """
+    monkeypatch.setattr(emulator, "token_latency", 0.1)
+    text = " ".join(f"word{i}" for i in range(15))
+    emulator.script(TEXT_MODEL, [text])
+    model = make_model(TEXT_MODEL, read_timeout=0.5)
+    started = time.monotonic()
+    assert model("hello") == text
+    assert time.monotonic() - started > 1.0  # two bounds and more: it was pushed back
 
 
 @pytest.mark.parametrize("entry", ["generate", "stream", "reply_stream", "batch"])

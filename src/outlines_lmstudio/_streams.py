@@ -260,7 +260,8 @@ class AsyncReader:
 
     When the task consuming a stream is cancelled, the SDK would release the channel before
     a cancel could be sent (the server would keep generating), so an inner task opens the
-    prediction and reads the SDK stream into a queue, and the consumer waits on the queue.
+    prediction and reads the SDK stream into a queue, and the consumer waits on the queue
+    (or, for a whole reply, on the reply's end).
     The consumer never waits for the opening by itself: the first `read` does, under the
     same bounds, and a `stop` before the prediction is open cancels it once it is.
 
@@ -271,7 +272,8 @@ class AsyncReader:
     ----------
     whole
         Nobody sees the reply before its end: the fragments are handed over at once when it
-        ends (no task switch per fragment), and each one only pushes the wait's bound back.
+        ends (no task switch per fragment, no queue: one event wakes the consumer), and each
+        one only pushes the wait's bound back.
 
     Attributes
     ----------
@@ -281,8 +283,11 @@ class AsyncReader:
     """
 
     def __init__(self, *, whole: bool = False) -> None:
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._whole = whole
+        # Per fragment, or (whole) once at the end: the held fragments, then how it ended.
+        self._queue: asyncio.Queue[Any] | None = None if whole else asyncio.Queue()
+        self._ended_event: asyncio.Event | None = asyncio.Event() if whole else None
+        self._end: object = None  # whole: _END or the error the reply ended with
         self._held: list[lms.LlmPredictionFragment] = []
         self._arrived: list[float] = []
         self.arrived = self._arrived if whole else None
@@ -312,7 +317,7 @@ class AsyncReader:
 
     def _alive(self, item: Any) -> None:
         """Take a fragment or a progress mark: queue it, or (whole) keep it and wait longer."""
-        if not self._whole:
+        if self._queue is not None:
             self._queue.put_nowait(item)
             return
         now = time.monotonic()
@@ -342,15 +347,20 @@ class AsyncReader:
             async for fragment in stream:
                 self._alive(fragment)
             self._ended = True
-            if self._held:
-                self._queue.put_nowait(self._held)
-            self._queue.put_nowait(_END)
+            self._finish(_END)
         except Exception as exc:  # the SDK's errors, and any other: the reader raises it
             # An SDK error means the server ended the prediction, or it never started.
             self._ended = isinstance(exc, lms.LMStudioError) or self.stream is None
-            if self._held:
-                self._queue.put_nowait(self._held)
-            self._queue.put_nowait(exc)
+            self._finish(exc)
+
+    def _finish(self, end: object) -> None:
+        """Hand the reader how the reply ended: `_END` or an error (after what it held)."""
+        if self._queue is not None:
+            self._queue.put_nowait(end)
+            return
+        assert self._ended_event is not None
+        self._end = end
+        self._ended_event.set()
 
     async def _cancel_open(self, stream: lms.AsyncPredictionStream) -> None:
         """Cancel a prediction nobody waits for; read on until LM Studio confirms (bounded)."""
@@ -374,30 +384,44 @@ class AsyncReader:
         TimeoutError
             With the argument ``"deadline"`` when the call's own limit ran out.
         """
+        queue = self._queue
+        assert queue is not None
         while True:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError("deadline")  # even with fragments waiting: see `read`
-            if not self._queue.empty():  # no timer for what has arrived already
-                item = self._queue.get_nowait()
+            if not queue.empty():  # no timer for what has arrived already
+                item = queue.get_nowait()
             else:
-                now = time.monotonic()
-                limit, self._by_deadline = wait_limit(deadline, idle, now)
-                scope = asyncio.timeout(limit)
-                self._waiting, self._bounds = scope, (idle, deadline)
-                self._recheck = _recheck_at(now, limit, idle)
-                try:
-                    async with scope:
-                        item = await self._queue.get()
-                except TimeoutError:
-                    if not scope.expired():
-                        raise
-                    # Which bound the timer was set to, not a second clock reading: a
-                    # reading taken after a preemption could misname the call's deadline.
-                    raise TimeoutError("deadline" if self._by_deadline else "idle") from None
-                finally:
-                    self._waiting, self._recheck = None, math.inf
+                item = await self._bounded(queue.get(), idle, deadline)
             if item is not _PROGRESS:
                 return item
+
+    async def _bounded(
+        self, wait: Awaitable[Any], idle: float | None, deadline: float | None
+    ) -> Any:
+        """Await ``wait`` within ``idle`` (pushed back by each sign of life) and the deadline.
+
+        Raises
+        ------
+        TimeoutError
+            With the argument ``"deadline"`` or ``"idle"``: the bound that ran out.
+        """
+        now = time.monotonic()
+        limit, self._by_deadline = wait_limit(deadline, idle, now)
+        scope = asyncio.timeout(limit)
+        self._waiting, self._bounds = scope, (idle, deadline)
+        self._recheck = _recheck_at(now, limit, idle)
+        try:
+            async with scope:
+                return await wait
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            # Which bound the timer was set to, not a second clock reading: a reading
+            # taken after a preemption could misname the call's deadline.
+            raise TimeoutError("deadline" if self._by_deadline else "idle") from None
+        finally:
+            self._waiting, self._recheck = None, math.inf
 
     async def read(
         self, idle: float | None = None, deadline: float | None = None
@@ -419,24 +443,42 @@ class AsyncReader:
         TimeoutError
             A bound ran out (``"deadline"`` or ``"idle"``).
         """
+        if self._ended_event is not None:
+            return await self._read_whole(self._ended_event, idle, deadline)
+        queue = self._queue
+        assert queue is not None
         fragments: list[lms.LlmPredictionFragment] = []
         item = await self._next(idle, deadline)
         while True:
             if item is _END or isinstance(item, BaseException):
                 if fragments:  # deliver what came first; the end is read next time
-                    self._queue.put_nowait(item)
+                    queue.put_nowait(item)
                     self.at_end = item is _END
                     return fragments
                 if isinstance(item, BaseException):
                     raise item
                 return None
-            if isinstance(item, list):
-                fragments += item
-            elif item is not _PROGRESS:
+            if item is not _PROGRESS:
                 fragments.append(item)
-            if self._queue.empty():
+            if queue.empty():
                 return fragments
-            item = self._queue.get_nowait()
+            item = queue.get_nowait()
+
+    async def _read_whole(
+        self, ended: asyncio.Event, idle: float | None, deadline: float | None
+    ) -> list[lms.LlmPredictionFragment] | None:
+        """`read` of a whole reply: every fragment at its end, then (next read) its error."""
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError("deadline")  # even when it has ended: see `read`
+        if not ended.is_set():
+            await self._bounded(ended.wait(), idle, deadline)
+        fragments, self._held = self._held, []
+        if fragments:  # deliver what came first; an error is raised by the next read
+            self.at_end = self._end is _END
+            return fragments
+        if isinstance(self._end, BaseException):
+            raise self._end
+        return None
 
     async def stop(self) -> None:
         """Cancel the prediction on the server; its reader finishes in the background."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Hashable
 from functools import partial
+from operator import attrgetter
 from typing import Any, ClassVar
 
 import lmstudio as lms
@@ -29,11 +30,14 @@ from ._common import (
     no_backend,
 )
 from ._flow import ChunkSink, Flow, Sink
+from ._output import identity
 from ._reply import Reply
 from ._typed import validator_for
 from .errors import InvalidInferenceArgumentError
 
 __all__ = ["ModelApi", "ReplyStream"]
+
+_TEXT: Callable[[Completion], str] = attrgetter("text")  # a completion's text, in C
 
 
 class ReplyStream:
@@ -240,6 +244,8 @@ class ModelApi(Common):
             The generated text (a JSON document for JSON-schema output types).
         """
         request = self._prepare(model_input, output_type, inference_kwargs)
+        if request.plan.render is identity:  # most calls: no render to wrap and call
+            return self._complete_then(request, _TEXT)
         return self._complete_then(request, partial(_flow.rendered, request))
 
     def generate_stream(

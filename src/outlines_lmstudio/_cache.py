@@ -51,13 +51,22 @@ class SyncClientCache(Generic[V]):
         """Return the cached value without making it."""
         return self._data.get(client, {}).get(key)
 
+    def entries(self, client: object) -> dict[Hashable, V]:
+        """Return the client's own entries, to read without a lookup by client.
+
+        The dict stays the client's for the client's life (`clear` empties it in place).
+        """
+        return self._slot(client)[0]
+
     def forget(self, client: object, key: Hashable) -> None:
         """Drop one entry (e.g. a model the server no longer has)."""
         self._data.get(client, {}).pop(key, None)
 
     def clear(self, client: object) -> None:
-        """Drop every entry for a client."""
-        self._data.pop(client, None)
+        """Drop every entry for a client (in place: see `entries`)."""
+        data = self._data.get(client)
+        if data is not None:
+            data.clear()
 
 
 def retrieve_error(future: asyncio.Future[Any]) -> None:

@@ -180,7 +180,9 @@ def format_text(model_input: str) -> ChatPrompt:
     """Convert a text prompt (what `format_input` does for a ``str``)."""
     if not model_input or model_input.isspace():
         raise InvalidPromptError("The prompt is empty. Pass some text to the model.")
-    return ChatPrompt((Message("user", (plain_str(model_input),)),))
+    prompt = ChatPrompt((Message("user", (plain_str(model_input),)),))
+    prompt.__dict__["images"] = []  # what `images` would find, without looking on every call
+    return prompt
 
 
 @format_input.register

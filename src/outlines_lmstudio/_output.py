@@ -38,6 +38,7 @@ __all__ = [
     "REFERENCE_KEYWORDS",
     "OutputPlan",
     "check_json_schema",
+    "identity",
     "output_type_name",
     "plan_output",
 ]
@@ -54,7 +55,8 @@ _SUPPORTED = (
 )
 
 
-def _identity(text: str) -> str:
+def identity(text: str) -> str:
+    """Return the text as it came: the render of free text and JSON plans."""
     return text
 
 
@@ -81,7 +83,7 @@ class OutputPlan:
     kind: Kind
     response_format: dict[str, Any] | None = None
     output_type: Any = None
-    render: Callable[[str], str] = field(default=_identity, compare=False)
+    render: Callable[[str], str] = field(default=identity, compare=False)
     full_schema: dict[str, Any] | None = field(default=None, compare=False)
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 __all__ = ["Reply", "ReplyChunk", "ReplyStats", "reply_stats", "stop_reason"]
 
@@ -93,9 +93,6 @@ _FIELDS = {
 }
 
 
-_MISSING = object()
-
-
 def stop_reason(stats: object | Mapping[str, Any] | None) -> str | None:
     """Return the stop reason of the SDK's prediction stats, in any form `reply_stats` takes."""
     attr, key = _FIELDS["stop_reason"]
@@ -103,10 +100,10 @@ def stop_reason(stats: object | Mapping[str, Any] | None) -> str | None:
         return None
     # The SDK's struct first: read on every call, and an isinstance check against the
     # Mapping ABC runs Python code (abc.__instancecheck__) for a struct.
-    reason = getattr(stats, attr, _MISSING)
-    if reason is _MISSING:
-        reason = stats.get(key, stats.get(attr)) if isinstance(stats, Mapping) else None
-    return cast("str | None", reason)
+    reason: str | None = getattr(stats, attr, None)  # typed, not cast(): no call per reply
+    if reason is None and isinstance(stats, Mapping):
+        reason = stats.get(key, stats.get(attr))
+    return reason
 
 
 def reply_stats(

@@ -133,7 +133,14 @@ class SyncReader:
                 self.stream.start()  # sends the request
                 self._started = True
                 self._open.release()
-            return self._wait()
+            if self._whole:
+                return self._read_all()
+            fragment = next(self._events, None)  # here, not in a helper: once per fragment
+            if self._sigint.interrupted:
+                raise KeyboardInterrupt
+            if self._heard is not None:
+                self._heard()
+            return None if fragment is None else [fragment]
         except Exception as exc:
             if self._sigint.interrupted:
                 raise KeyboardInterrupt from exc
@@ -143,28 +150,22 @@ class SyncReader:
                 self._sigint.disarm()
             self._sigint.on_interrupt = None
 
-    def _wait(self) -> list[lms.LlmPredictionFragment] | None:
-        if self._whole:
-            fragments: list[lms.LlmPredictionFragment] = []
-            self.arrived = arrived = []
-            heard = self._heard
-            for each in self._events:
-                if self._sigint.interrupted:
-                    raise KeyboardInterrupt
-                if heard is not None:
-                    heard()
-                fragments.append(each)
-                arrived.append(time.monotonic())
+    def _read_all(self) -> list[lms.LlmPredictionFragment] | None:
+        """Read every fragment up to the end (``whole``), noting when each one arrived."""
+        fragments: list[lms.LlmPredictionFragment] = []
+        self.arrived = arrived = []
+        heard = self._heard
+        for each in self._events:
             if self._sigint.interrupted:
                 raise KeyboardInterrupt
-            self.at_end = True
-            return fragments or None
-        fragment = next(self._events, None)
+            if heard is not None:
+                heard()
+            fragments.append(each)
+            arrived.append(time.monotonic())
         if self._sigint.interrupted:
             raise KeyboardInterrupt
-        if self._heard is not None:
-            self._heard()
-        return None if fragment is None else [fragment]
+        self.at_end = True
+        return fragments or None
 
     def _cancel_once_open(self) -> None:
         """Cancel on the server, from the guard's thread, once the SDK holds the channel.

@@ -6,7 +6,7 @@ or, for a call with a time limit, in a worker thread the caller waits for.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from functools import partial
 from typing import Any
 
@@ -71,6 +71,8 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         self._batches = _threads.BatchPool()
         # The client whose host is known (once known, it stays): no check on every call.
         self._host_known_of: lms.Client | None = None
+        self._handles_of: lms.Client | None = None  # whose handles `_known` holds
+        self._known: dict[Hashable, lms.LLM] = {}
 
     # -- drivers -----------------------------------------------------------------------------
     # The drivers step the flow themselves (``send``/``throw``), with no runner object or
@@ -232,9 +234,12 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         return handles
 
     def _resolve(self, effect: _flow.Resolve) -> lms.LLM:
-        effect.call.generation = SYNC_RECONNECTS.generation(self.client)
-        llm, key = self.client.llm, effect.call.request.key
-        if llm.connected and (cached := SYNC_HANDLES.peek(self.client, key)) is not None:
+        client = self.client
+        effect.call.generation = SYNC_RECONNECTS.generation(client)
+        if self._handles_of is not client:  # the client's own handles, looked up once
+            self._handles_of, self._known = client, SYNC_HANDLES.entries(client)
+        llm, key = client.llm, effect.call.request.key
+        if llm.connected and (cached := self._known.get(key)) is not None:
             return cached  # the common case: nothing to connect, nothing to make
         self._connect(llm)
         resolve = partial(llm.model, key) if key else llm.model

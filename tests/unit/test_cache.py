@@ -47,6 +47,23 @@ def test_sync_forget_clear_and_weak_keys() -> None:
     assert len(cache._data) == 0  # entries live only as long as the client
 
 
+def test_sync_entries_held_by_a_model_follow_get_forget_and_clear() -> None:
+    """A model reads its client's handles from the dict `entries` gives it, once looked up."""
+    cache: SyncClientCache[str] = SyncClientCache()
+    client = Client()
+    held = cache.entries(client)
+    assert held == {}
+    cache.get(client, "a", lambda: "x")
+    assert held == {"a": "x"}  # made after it was handed out: seen through it
+    cache.forget(client, "a")
+    assert "a" not in held
+    cache.get(client, "b", lambda: "y")
+    cache.clear(client)
+    assert held == {}  # cleared in place, not replaced under the holder
+    assert cache.entries(client) is held
+    assert cache.entries(Client()) is not held
+
+
 def test_sync_failures_are_not_cached() -> None:
     cache: SyncClientCache[int] = SyncClientCache()
     client = Client()

@@ -27,7 +27,8 @@ Stage = Literal["resolve", "predict", "upload", "connect"]
 
 _START_HINT = (
     "Start LM Studio's server (Developer tab, or `lms server start`), check the host and "
-    "port given to lms.Client(...), or test against outlines_lmstudio.testing.LMStudioEmulator."
+    "port given to lms.Client(...) or lms.AsyncClient(...), or test against "
+    "outlines_lmstudio.testing.LMStudioEmulator."
 )
 
 

@@ -71,8 +71,12 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         self._batches = _threads.BatchPool()
         # The client whose host is known (once known, it stays): no check on every call.
         self._host_known_of: lms.Client | None = None
-        self._handles_of: lms.Client | None = None  # whose handles `_known` holds
+        # The client whose entries of the per-client caches (handles, model traits,
+        # uploaded images) this model holds, read without a lookup by client (`_hold_entries`).
+        self._entries_of: lms.Client | None = None
         self._known: dict[Hashable, lms.LLM] = {}
+        self._known_traits: dict[Hashable, ModelTraits] = {}
+        self._known_images: dict[Hashable, FileHandle] = {}
 
     # -- drivers -----------------------------------------------------------------------------
     # The drivers step the flow themselves (``send``/``throw``), with no runner object or
@@ -224,34 +228,52 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         assert call.done is not None
         return call.done
 
+    def _hold_entries(self, client: lms.Client) -> None:
+        """Hold the client's own entries of the per-client caches (once per client).
+
+        A model's ``client`` may be replaced, hence the check before each use; each cache
+        keeps a client's dict for the client's life, so what is held stays current.
+        """
+        self._known = SYNC_HANDLES.entries(client)
+        self._known_traits = SYNC_TRAITS.entries(client)
+        self._known_images = SYNC_IMAGES.entries(client)
+        self._entries_of = client
+
     def _upload(self, effect: _flow.Upload) -> dict[str, FileHandle]:
-        files, call = self.client.files, effect.call
-        self._connect(files)
+        client, call = self.client, effect.call
+        if self._entries_of is not client:
+            self._hold_entries(client)
         handles = {}
         for image in call.request.prompt.images:  # uploaded once per client: cached
-            upload = partial(_prepare_image, call, files, image)
-            handles[image.digest] = SYNC_IMAGES.get(self.client, image.digest, upload)
+            cached = self._known_images.get(image.digest)
+            if cached is None:  # only an upload needs the files session
+                files = client.files
+                self._connect(files)
+                upload = partial(_prepare_image, call, files, image)
+                cached = SYNC_IMAGES.get(client, image.digest, upload)
+            handles[image.digest] = cached
         return handles
 
     def _resolve(self, effect: _flow.Resolve) -> lms.LLM:
         client = self.client
+        if self._entries_of is not client:
+            self._hold_entries(client)
         effect.call.generation = SYNC_RECONNECTS.generation(client)
-        if self._handles_of is not client:  # the client's own handles, looked up once
-            self._handles_of, self._known = client, SYNC_HANDLES.entries(client)
         llm, key = client.llm, effect.call.request.key
         if llm.connected and (cached := self._known.get(key)) is not None:
             return cached  # the common case: nothing to connect, nothing to make
         self._connect(llm)
         resolve = partial(llm.model, key) if key else llm.model
-        return SYNC_HANDLES.get(
-            self.client, key, partial(_threads.unless_left, effect.call, resolve)
-        )
+        return SYNC_HANDLES.get(client, key, partial(_threads.unless_left, effect.call, resolve))
 
     def _model_info(self, effect: _flow.ModelInfo) -> ModelTraits:
         handle: lms.LLM = effect.handle
-        return SYNC_TRAITS.get(
-            self.client, handle.identifier, lambda: ModelTraits.of(handle.get_info())
-        )
+        client = self.client
+        if self._entries_of is not client:
+            self._hold_entries(client)
+        if (cached := self._known_traits.get(handle.identifier)) is not None:
+            return cached
+        return SYNC_TRAITS.get(client, handle.identifier, lambda: ModelTraits.of(handle.get_info()))
 
     def _open(self, effect: _flow.Open) -> None:
         call = effect.call

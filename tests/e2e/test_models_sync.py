@@ -18,8 +18,8 @@ from outlines_lmstudio import (
 )
 from outlines_lmstudio.testing import LMStudioEmulator
 
-from .conftest import TEXT_MODEL
-from .helpers import endpoint_count
+from .conftest import TEXT_MODEL, VISION_MODEL
+from .helpers import endpoint_count, png_image
 from .test_models import Person, Pet
 
 
@@ -91,3 +91,24 @@ async def test_a_sync_reply_stream_read_with_async_for_says_how_to_read_it(
     assert list(stream)  # the stream itself is untouched
     assert stream.reply is not None
     assert len(emulator.predictions) == 1
+
+
+def test_a_model_whose_client_is_replaced_uses_the_new_clients_sessions(
+    emulator: LMStudioEmulator,
+) -> None:
+    """Handles, model traits and uploads belong to a client: a replaced client gets its own.
+
+    The model holds its client's cache entries for speed; holding the old client's would
+    send the old (closed) client's handle and file handle.
+    """
+    red = png_image("red")
+    with lms.Client(emulator.api_host) as first:
+        model = from_lmstudio(first, VISION_MODEL)
+        model(["Describe", red])
+    with lms.Client(emulator.api_host) as second:
+        model.client = second
+        assert model(["Describe again", red])
+        assert len(emulator.uploads) == 2  # uploaded again, through the new client
+        old, new = emulator.predictions[-2], emulator.predictions[-1]
+        assert emulator.uploads[1].client_id == new.client_id != old.client_id
+        assert new.images == [emulator.uploads[1].data]

@@ -8,7 +8,6 @@ import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
-from functools import partial
 from typing import Any
 
 import lmstudio as lms
@@ -296,7 +295,7 @@ class AsyncReader:
         self._bounds: tuple[float | None, float | None] = (None, None)
         self._by_deadline = False  # the current wait's bound is the call's deadline
         # When (time.monotonic()) the current wait's bound is next due to be pushed back:
-        # until then a fragment costs no timer lookup (see `_alive`).
+        # until then a fragment costs no timer lookup (see `_push_back`).
         self._recheck = math.inf
         self._ended = False  # the server ended the prediction (or it never started)
         self._leaving = False  # stopped before it was open: cancel once it is
@@ -305,7 +304,7 @@ class AsyncReader:
 
     def watch_progress(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Return the prediction's SDK keywords with a progress callback that notes activity."""
-        return noting_progress(kwargs, partial(self._alive, _PROGRESS))
+        return noting_progress(kwargs, self._progress)
 
     def start(self, open_stream: Callable[[], Awaitable[lms.AsyncPredictionStream]]) -> None:
         """Open the prediction and read it, in a task of its own.
@@ -316,17 +315,20 @@ class AsyncReader:
         _TASKS.add(self._pump)  # keep a reference until done
         self._pump.add_done_callback(_TASKS.discard)
 
-    def _alive(self, item: Any) -> None:
-        """Take a fragment or a progress mark: queue it, or (whole) keep it and wait longer."""
+    def _progress(self) -> None:
+        """Note a prompt-processing report: a sign of life, as a fragment is."""
         if self._queue is not None:
-            self._queue.put_nowait(item)
+            self._queue.put_nowait(_PROGRESS)
             return
         now = time.monotonic()
-        if item is not _PROGRESS:
-            self._held.append(item)
-            self._arrived.append(now)
-        if now < self._recheck:
-            return  # pushed back recently enough: one timer move per half bound, not per fragment
+        if now >= self._recheck:
+            self._push_back(now)
+
+    def _push_back(self, now: float) -> None:
+        """Move the current wait's bound back after a sign of life (whole: see `_recheck`).
+
+        Once per half bound, not per fragment: `_recheck` says when it is due.
+        """
         waiting = self._waiting
         if waiting is None:
             return
@@ -345,8 +347,18 @@ class AsyncReader:
             if self._leaving:  # the caller left while it opened
                 await self._cancel_open(stream)
                 return
-            async for fragment in stream:
-                self._alive(fragment)
+            queue = self._queue
+            if queue is not None:
+                async for fragment in stream:
+                    queue.put_nowait(fragment)
+            else:  # whole: kept until the end; each fragment is a sign of life
+                held, arrived = self._held, self._arrived
+                async for fragment in stream:  # inline, not a helper: once per fragment
+                    now = time.monotonic()
+                    held.append(fragment)
+                    arrived.append(now)
+                    if now >= self._recheck:
+                        self._push_back(now)
             self._ended = True
             self._finish(_END)
         except Exception as exc:  # the SDK's errors, and any other: the reader raises it

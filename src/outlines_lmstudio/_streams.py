@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
@@ -21,16 +20,6 @@ __all__ = ["AsyncReader", "SyncReader", "noting_progress", "stream_text"]
 _END = object()
 _PROGRESS = object()
 _TASKS: set[asyncio.Future[None]] = set()
-
-
-def _recheck_at(now: float, limit: float | None, idle: float | None) -> float:
-    """When a wait bounded by ``limit`` from ``now`` is due to be pushed back by activity.
-
-    Half the idle bound before it runs out; never, without an idle bound.
-    """
-    if idle is None or limit is None:
-        return math.inf
-    return now + limit - idle / 2
 
 
 def noting_progress(kwargs: dict[str, Any], note: Callable[[], None]) -> dict[str, Any]:
@@ -291,12 +280,9 @@ class AsyncReader:
         self._held: list[lms.LlmPredictionFragment] = []
         self._arrived: list[float] = []
         self.arrived = self._arrived if whole else None
-        self._waiting: asyncio.Timeout | None = None
-        self._bounds: tuple[float | None, float | None] = (None, None)
-        self._by_deadline = False  # the current wait's bound is the call's deadline
-        # When (time.monotonic()) the current wait's bound is next due to be pushed back:
-        # until then a fragment costs no timer lookup (see `_push_back`).
-        self._recheck = math.inf
+        # When (time.monotonic()) the reader last heard from LM Studio during a wait (whole:
+        # each fragment and progress mark; else the wait's start, as any item ends a wait).
+        self._heard = 0.0
         self._ended = False  # the server ended the prediction (or it never started)
         self._leaving = False  # stopped before it was open: cancel once it is
         self.at_end = False  # a read reached the end: the next one would return None
@@ -316,30 +302,15 @@ class AsyncReader:
         self._pump.add_done_callback(_TASKS.discard)
 
     def _progress(self) -> None:
-        """Note a prompt-processing report: a sign of life, as a fragment is."""
+        """Note a prompt-processing report: a sign of life, as a fragment is.
+
+        A whole reply's wait is not woken by it, nor its timer moved: the time noted here
+        pushes its idle bound back when the timer runs out (see `_bounded`).
+        """
         if self._queue is not None:
             self._queue.put_nowait(_PROGRESS)
             return
-        now = time.monotonic()
-        if now >= self._recheck:
-            self._push_back(now)
-
-    def _push_back(self, now: float) -> None:
-        """Move the current wait's bound back after a sign of life (whole: see `_recheck`).
-
-        Once per half bound, not per fragment: `_recheck` says when it is due.
-        """
-        waiting = self._waiting
-        if waiting is None:
-            return
-        idle, deadline = self._bounds
-        if idle is None:
-            return
-        if waiting.expired():
-            return  # an expiring bound cannot move (asyncio raises): the wait ends as timed
-        limit, self._by_deadline = wait_limit(deadline, idle, now)
-        waiting.reschedule(asyncio.get_running_loop().time() + (limit or 0.0))
-        self._recheck = _recheck_at(now, limit, idle)
+        self._heard = time.monotonic()
 
     async def _fill(self, open_stream: Callable[[], Awaitable[lms.AsyncPredictionStream]]) -> None:
         try:
@@ -354,11 +325,9 @@ class AsyncReader:
             else:  # whole: kept until the end; each fragment is a sign of life
                 held, arrived = self._held, self._arrived
                 async for fragment in stream:  # inline, not a helper: once per fragment
-                    now = time.monotonic()
+                    self._heard = now = time.monotonic()  # see `_bounded`
                     held.append(fragment)
                     arrived.append(now)
-                    if now >= self._recheck:
-                        self._push_back(now)
             self._ended = True
             self._finish(_END)
         except Exception as exc:  # the SDK's errors, and any other: the reader raises it
@@ -405,36 +374,44 @@ class AsyncReader:
             if not queue.empty():  # no timer for what has arrived already
                 item = queue.get_nowait()
             else:
-                item = await self._bounded(queue.get(), idle, deadline)
+                item = await self._bounded(queue.get, idle, deadline)
             if item is not _PROGRESS:
                 return item
 
     async def _bounded(
-        self, wait: Awaitable[Any], idle: float | None, deadline: float | None
+        self, wait: Callable[[], Awaitable[Any]], idle: float | None, deadline: float | None
     ) -> Any:
-        """Await ``wait`` within ``idle`` (pushed back by each sign of life) and the deadline.
+        """Await ``wait()`` within ``idle`` of the last sign of life, and the deadline.
+
+        The timer is set once for the whole bound: a sign of life does not move it (that
+        would cost a timer operation per fragment). When it runs out after LM Studio was
+        heard from, the wait goes on (a new ``wait()``) for what is left of the idle bound,
+        so each silence, not the time since the wait began, is what ``idle`` bounds.
 
         Raises
         ------
         TimeoutError
             With the argument ``"deadline"`` or ``"idle"``: the bound that ran out.
         """
-        now = time.monotonic()
-        limit, self._by_deadline = wait_limit(deadline, idle, now)
-        scope = asyncio.timeout(limit)
-        self._waiting, self._bounds = scope, (idle, deadline)
-        self._recheck = _recheck_at(now, limit, idle)
-        try:
-            async with scope:
-                return await wait
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            # Which bound the timer was set to, not a second clock reading: a reading
-            # taken after a preemption could misname the call's deadline.
-            raise TimeoutError("deadline" if self._by_deadline else "idle") from None
-        finally:
-            self._waiting, self._recheck = None, math.inf
+        self._heard = time.monotonic()
+        while True:
+            now = time.monotonic()
+            left = None if idle is None else self._heard + idle - now
+            limit, by_deadline = wait_limit(deadline, left, now)
+            scope = asyncio.timeout(limit)
+            try:
+                async with scope:
+                    return await wait()
+            except TimeoutError:
+                if not scope.expired():
+                    raise
+                # Which bound the timer was set to, not a second clock reading: a reading
+                # taken after a preemption could misname the call's deadline.
+                if by_deadline:
+                    raise TimeoutError("deadline") from None
+                assert idle is not None  # a timer without a deadline is the idle bound
+                if time.monotonic() - self._heard >= idle:
+                    raise TimeoutError("idle") from None
 
     async def read(
         self, idle: float | None = None, deadline: float | None = None
@@ -484,7 +461,7 @@ class AsyncReader:
         if deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError("deadline")  # even when it has ended: see `read`
         if not ended.is_set():
-            await self._bounded(ended.wait(), idle, deadline)
+            await self._bounded(ended.wait, idle, deadline)
         fragments, self._held = self._held, []
         if fragments:  # deliver what came first; an error is raised by the next read
             self.at_end = self._end is _END

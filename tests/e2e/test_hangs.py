@@ -111,6 +111,33 @@ def test_a_reply_that_keeps_coming_outlasts_read_timeout(
     assert time.monotonic() - started > 1.0  # two bounds and more: it was pushed back
 
 
+def test_read_timeout_bounds_each_silence_after_an_early_fragment(
+    make_model: MakeModel, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fragment early in the bound, then a silence shorter than the bound: no timeout.
+
+    Fragments at 0.4 s, 1.1 s and 1.8 s: no silence reaches the 1 s bound, but the bound
+    counted from the start of the wait runs out at 1 s. The async front once pushed its
+    timer back only for a fragment in the second half of the bound, and failed with "LM
+    Studio sent nothing for 1 s" after 0.7 s of silence.
+    """
+    monkeypatch.setattr(emulator, "token_latency", 0.4)
+    emulator.script(TEXT_MODEL, ["one two three"])
+
+    def slow_down() -> None:  # after the first fragment's time is set, before it is sent
+        emulator.wait_until(lambda: bool(emulator.predictions))
+        time.sleep(0.2)
+        emulator.token_latency = 0.7
+
+    pacer = threading.Thread(target=slow_down, daemon=True)
+    pacer.start()
+    model = make_model(TEXT_MODEL, read_timeout=1.0)
+    started = time.monotonic()
+    assert model("hello") == "one two three"
+    assert time.monotonic() - started > 1.5  # the silences did come, past the first bound
+    pacer.join()
+
+
 @pytest.mark.parametrize("entry", ["generate", "stream", "reply_stream", "batch"])
 def test_read_timeout_bounds_each_wait_on_both_fronts(
     make_model: MakeModel, emulator: LMStudioEmulator, entry: str

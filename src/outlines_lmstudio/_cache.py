@@ -54,7 +54,8 @@ class SyncClientCache(Generic[V]):
     def entries(self, client: object) -> dict[Hashable, V]:
         """Return the client's own entries, to read without a lookup by client.
 
-        The dict stays the client's for the client's life (`clear` empties it in place).
+        The dict is the client's until `clear` (which gives the client a new one): hold it
+        only for a cache that is never cleared.
         """
         return self._slot(client)[0]
 
@@ -63,10 +64,12 @@ class SyncClientCache(Generic[V]):
         self._data.get(client, {}).pop(key, None)
 
     def clear(self, client: object) -> None:
-        """Drop every entry for a client (in place: see `entries`)."""
-        data = self._data.get(client)
-        if data is not None:
-            data.clear()
+        """Drop every entry for a client.
+
+        The client's dict is replaced, not emptied: a value made meanwhile (an upload
+        through a session being dropped) goes into the old one, and is not kept.
+        """
+        self._data.pop(client, None)
 
 
 def retrieve_error(future: asyncio.Future[Any]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
 from functools import partial
-from typing import Any
+from typing import Any, TypeAlias
 
 import lmstudio as lms
 from lmstudio import FileHandle
@@ -35,6 +35,9 @@ from ._sync_sessions import SyncSessions
 from .errors import LMStudioTimeoutError
 
 __all__ = ["LMStudio"]
+
+_Entries: TypeAlias = tuple[lms.Client | None, dict[Hashable, lms.LLM], dict[Hashable, ModelTraits]]
+"""A client, and its own entries of the handle and model-traits caches."""
 
 
 def _confirm_wait(left: BaseException) -> float:
@@ -71,12 +74,10 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         self._batches = _threads.BatchPool()
         # The client whose host is known (once known, it stays): no check on every call.
         self._host_known_of: lms.Client | None = None
-        # The client whose entries of the per-client caches (handles, model traits,
-        # uploaded images) this model holds, read without a lookup by client (`_hold_entries`).
-        self._entries_of: lms.Client | None = None
-        self._known: dict[Hashable, lms.LLM] = {}
-        self._known_traits: dict[Hashable, ModelTraits] = {}
-        self._known_images: dict[Hashable, FileHandle] = {}
+        # A client and its own entries of the handle and model-traits caches, read without
+        # a lookup by client; one attribute, so a thread replacing ``client`` never pairs
+        # one client with another's entries (see `_hold_entries`).
+        self._held: _Entries = (None, {}, {})
 
     # -- drivers -----------------------------------------------------------------------------
     # The drivers step the flow themselves (``send``/``throw``), with no runner object or
@@ -228,24 +229,22 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         assert call.done is not None
         return call.done
 
-    def _hold_entries(self, client: lms.Client) -> None:
-        """Hold the client's own entries of the per-client caches (once per client).
+    def _hold_entries(self, client: lms.Client) -> _Entries:
+        """Hold and return ``client`` with its own entries of the handle and traits caches.
 
-        A model's ``client`` may be replaced, hence the check before each use; each cache
-        keeps a client's dict for the client's life, so what is held stays current.
+        Done once per client (a model's ``client`` may be replaced: each use checks whose
+        entries are held). Those caches are never cleared, and keep a client's dict for the
+        client's life, so what is held stays current. The image cache is cleared when a
+        session is dropped, so it is not held.
         """
-        self._known = SYNC_HANDLES.entries(client)
-        self._known_traits = SYNC_TRAITS.entries(client)
-        self._known_images = SYNC_IMAGES.entries(client)
-        self._entries_of = client
+        held = self._held = (client, SYNC_HANDLES.entries(client), SYNC_TRAITS.entries(client))
+        return held
 
     def _upload(self, effect: _flow.Upload) -> dict[str, FileHandle]:
         client, call = self.client, effect.call
-        if self._entries_of is not client:
-            self._hold_entries(client)
         handles = {}
         for image in call.request.prompt.images:  # uploaded once per client: cached
-            cached = self._known_images.get(image.digest)
+            cached = SYNC_IMAGES.peek(client, image.digest)
             if cached is None:  # only an upload needs the files session
                 files = client.files
                 self._connect(files)
@@ -255,12 +254,13 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         return handles
 
     def _resolve(self, effect: _flow.Resolve) -> lms.LLM:
-        client = self.client
-        if self._entries_of is not client:
-            self._hold_entries(client)
+        client, held = self.client, self._held
+        if held[0] is not client:
+            held = self._hold_entries(client)
+        known = held[1]
         effect.call.generation = SYNC_RECONNECTS.generation(client)
         llm, key = client.llm, effect.call.request.key
-        if llm.connected and (cached := self._known.get(key)) is not None:
+        if llm.connected and (cached := known.get(key)) is not None:
             return cached  # the common case: nothing to connect, nothing to make
         self._connect(llm)
         resolve = partial(llm.model, key) if key else llm.model
@@ -268,10 +268,10 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
 
     def _model_info(self, effect: _flow.ModelInfo) -> ModelTraits:
         handle: lms.LLM = effect.handle
-        client = self.client
-        if self._entries_of is not client:
-            self._hold_entries(client)
-        if (cached := self._known_traits.get(handle.identifier)) is not None:
+        client, held = self.client, self._held
+        if held[0] is not client:
+            held = self._hold_entries(client)
+        if (cached := held[2].get(handle.identifier)) is not None:
             return cached
         return SYNC_TRAITS.get(client, handle.identifier, lambda: ModelTraits.of(handle.get_info()))
 

@@ -93,22 +93,25 @@ async def test_a_sync_reply_stream_read_with_async_for_says_how_to_read_it(
     assert len(emulator.predictions) == 1
 
 
-def test_a_model_whose_client_is_replaced_uses_the_new_clients_sessions(
+def test_a_model_whose_client_is_replaced_uses_the_new_client(
     emulator: LMStudioEmulator,
 ) -> None:
     """Handles, model traits and uploads belong to a client: a replaced client gets its own.
 
     The model holds its client's cache entries for speed; holding the old client's would
-    send the old (closed) client's handle and file handle.
+    send the prediction (or the image) to the old client's server.
     """
     red = png_image("red")
-    with lms.Client(emulator.api_host) as first:
+    with (
+        LMStudioEmulator() as other,
+        lms.Client(emulator.api_host) as first,
+        lms.Client(other.api_host) as second,
+    ):
         model = from_lmstudio(first, VISION_MODEL)
         model(["Describe", red])
-    with lms.Client(emulator.api_host) as second:
         model.client = second
         assert model(["Describe again", red])
-        assert len(emulator.uploads) == 2  # uploaded again, through the new client
-        old, new = emulator.predictions[-2], emulator.predictions[-1]
-        assert emulator.uploads[1].client_id == new.client_id != old.client_id
-        assert new.images == [emulator.uploads[1].data]
+        assert model(["And again", red])  # the new client's sessions are connected now
+        assert (len(emulator.predictions), len(other.predictions)) == (1, 2)
+        assert (len(emulator.uploads), len(other.uploads)) == (1, 1)
+        assert other.predictions[-1].images == [other.uploads[0].data]

@@ -47,7 +47,7 @@ def test_sync_forget_clear_and_weak_keys() -> None:
     assert len(cache._data) == 0  # entries live only as long as the client
 
 
-def test_sync_entries_held_by_a_model_follow_get_forget_and_clear() -> None:
+def test_sync_entries_held_by_a_model_follow_get_and_forget() -> None:
     """A model reads its client's handles from the dict `entries` gives it, once looked up."""
     cache: SyncClientCache[str] = SyncClientCache()
     client = Client()
@@ -57,11 +57,21 @@ def test_sync_entries_held_by_a_model_follow_get_forget_and_clear() -> None:
     assert held == {"a": "x"}  # made after it was handed out: seen through it
     cache.forget(client, "a")
     assert "a" not in held
-    cache.get(client, "b", lambda: "y")
-    cache.clear(client)
-    assert held == {}  # cleared in place, not replaced under the holder
     assert cache.entries(client) is held
     assert cache.entries(Client()) is not held
+
+
+def test_sync_clear_gives_the_client_a_new_dict() -> None:
+    """A value made while its client is cleared (an upload on a dropped session) is not kept."""
+    cache: SyncClientCache[str] = SyncClientCache()
+    client = Client()
+    old = cache.entries(client)
+    cache.get(client, "b", lambda: "y")
+    cache.clear(client)
+    old["late"] = "made on the dropped session"  # what an upload in flight would write
+    assert cache.peek(client, "late") is None
+    assert cache.peek(client, "b") is None
+    assert cache.entries(client) is not old
 
 
 def test_sync_failures_are_not_cached() -> None:

@@ -171,10 +171,11 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
     def _resolve(self, effect: _flow.Resolve) -> lms.AsyncLLM | Awaitable[lms.AsyncLLM]:
         """Return the cached handle at once (no wait to bound), else an awaitable of it."""
         effect.call.generation = ASYNC_RECONNECTS.generation(self.client)
-        llm, key = self.client.llm, effect.call.request.key
+        key = effect.call.request.key
         cached = ASYNC_HANDLES.peek(self.client, key)
         if cached is not None:
             return cached
+        llm = self.client.llm  # a public-API property: seven Python calls, so not when cached
         resolve = partial(llm.model, key) if key else llm.model
         return ASYNC_HANDLES.get(self.client, key, resolve)
 

@@ -36,8 +36,11 @@ from .errors import LMStudioTimeoutError
 
 __all__ = ["LMStudio"]
 
-_Entries: TypeAlias = tuple[lms.Client | None, dict[Hashable, lms.LLM], dict[Hashable, ModelTraits]]
-"""A client, and its own entries of the handle and model-traits caches."""
+_Entries: TypeAlias = tuple[
+    lms.Client | None, Any, dict[Hashable, lms.LLM], dict[Hashable, ModelTraits]
+]
+"""A client, its LLM session (``client.llm``), and its own entries of the handle and
+model-traits caches. The session's class is private to the SDK, hence ``Any``."""
 
 
 def _confirm_wait(left: BaseException) -> float:
@@ -77,7 +80,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         # A client and its own entries of the handle and model-traits caches, read without
         # a lookup by client; one attribute, so a thread replacing ``client`` never pairs
         # one client with another's entries (see `_hold_entries`).
-        self._held: _Entries = (None, {}, {})
+        self._held: _Entries = (None, None, {}, {})
 
     # -- drivers -----------------------------------------------------------------------------
     # The drivers step the flow themselves (``send``/``throw``), with no runner object or
@@ -230,14 +233,21 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         return call.done
 
     def _hold_entries(self, client: lms.Client) -> _Entries:
-        """Hold and return ``client`` with its own entries of the handle and traits caches.
+        """Hold and return ``client`` with its LLM session and its own cache entries.
 
         Done once per client (a model's ``client`` may be replaced: each use checks whose
-        entries are held). Those caches are never cleared, and keep a client's dict for the
-        client's life, so what is held stays current. The image cache is cleared when a
-        session is dropped, so it is not held.
+        entries are held). The handle and traits caches are never cleared, and keep a
+        client's dict for the client's life, so what is held stays current. The image cache
+        is cleared when a session is dropped, so it is not held. The SDK makes a client's
+        ``llm`` session once and keeps it (a reconnect reuses it), so holding it saves a
+        public-API property call, seven Python calls, on every call.
         """
-        held = self._held = (client, SYNC_HANDLES.entries(client), SYNC_TRAITS.entries(client))
+        held = self._held = (
+            client,
+            client.llm,
+            SYNC_HANDLES.entries(client),
+            SYNC_TRAITS.entries(client),
+        )
         return held
 
     def _upload(self, effect: _flow.Upload) -> dict[str, FileHandle]:
@@ -257,10 +267,9 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         client, held = self.client, self._held
         if held[0] is not client:
             held = self._hold_entries(client)
-        known = held[1]
         effect.call.generation = SYNC_RECONNECTS.generation(client)
-        llm, key = client.llm, effect.call.request.key
-        if llm.connected and (cached := known.get(key)) is not None:
+        llm, key = held[1], effect.call.request.key
+        if llm.connected and (cached := held[2].get(key)) is not None:
             return cached  # the common case: nothing to connect, nothing to make
         self._connect(llm)
         resolve = partial(llm.model, key) if key else llm.model
@@ -271,7 +280,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         client, held = self.client, self._held
         if held[0] is not client:
             held = self._hold_entries(client)
-        if (cached := held[2].get(handle.identifier)) is not None:
+        if (cached := held[3].get(handle.identifier)) is not None:
             return cached
         return SYNC_TRAITS.get(client, handle.identifier, lambda: ModelTraits.of(handle.get_info()))
 

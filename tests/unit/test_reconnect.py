@@ -1,5 +1,6 @@
 import asyncio
 
+import lmstudio as lms
 import pytest
 
 from outlines_lmstudio._reconnect import AsyncReconnects, SyncReconnects
@@ -45,3 +46,19 @@ async def test_async_concurrent_resets_run_once() -> None:
     await asyncio.gather(*(reconnects.reset(client, generation, reset) for _ in range(5)))
     assert runs == [1]
     assert reconnects.generation(client) == generation + 1
+
+
+def test_the_sdk_keeps_a_clients_llm_session_across_a_reset() -> None:
+    """A sync model holds ``client.llm`` (see ``LMStudio._hold_entries``): the SDK must keep it.
+
+    A reset (``_reset``) disconnects and reconnects the same session object; only closing
+    the client drops it, and a closed client is refused before its session is used.
+    """
+    client = lms.Client("127.0.0.1:9")  # nothing is connected here
+    try:
+        session = client.llm
+        assert client.llm is session
+        session.disconnect()
+        assert client.llm is session
+    finally:
+        client.close()

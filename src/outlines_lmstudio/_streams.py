@@ -261,7 +261,7 @@ class AsyncReader:
     ----------
     whole
         Nobody sees the reply before its end: the fragments are handed over at once when it
-        ends (no task switch per fragment, no queue: one event wakes the consumer), and each
+        ends (no task switch per fragment, no queue: one future wakes the consumer), and each
         one only pushes the wait's bound back.
 
     Attributes
@@ -275,8 +275,10 @@ class AsyncReader:
         self._whole = whole
         # Per fragment, or (whole) once at the end: the held fragments, then how it ended.
         self._queue: asyncio.Queue[Any] | None = None if whole else asyncio.Queue()
-        self._ended_event: asyncio.Event | None = asyncio.Event() if whole else None
         self._end: object = None  # whole: _END or the error the reply ended with
+        # Whole: the future a read waits on for the end, and the timer that bounds it.
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._held: list[lms.LlmPredictionFragment] = []
         self._arrived: list[float] = []
         self.arrived = self._arrived if whole else None
@@ -305,7 +307,7 @@ class AsyncReader:
         """Note a prompt-processing report: a sign of life, as a fragment is.
 
         A whole reply's wait is not woken by it, nor its timer moved: the time noted here
-        pushes its idle bound back when the timer runs out (see `_bounded`).
+        pushes its idle bound back when the timer runs out (see `_bounded`, `_expire`).
         """
         if self._queue is not None:
             self._queue.put_nowait(_PROGRESS)
@@ -340,9 +342,9 @@ class AsyncReader:
         if self._queue is not None:
             self._queue.put_nowait(end)
             return
-        assert self._ended_event is not None
         self._end = end
-        self._ended_event.set()
+        if (waiter := self._waiter) is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _cancel_open(self, stream: lms.AsyncPredictionStream) -> None:
         """Cancel a prediction nobody waits for; read on until LM Studio confirms (bounded)."""
@@ -433,8 +435,8 @@ class AsyncReader:
         TimeoutError
             A bound ran out (``"deadline"`` or ``"idle"``).
         """
-        if self._ended_event is not None:
-            return await self._read_whole(self._ended_event, idle, deadline)
+        if self._whole:
+            return await self._read_whole(idle, deadline)
         queue = self._queue
         assert queue is not None
         fragments: list[lms.LlmPredictionFragment] = []
@@ -455,13 +457,33 @@ class AsyncReader:
             item = queue.get_nowait()
 
     async def _read_whole(
-        self, ended: asyncio.Event, idle: float | None, deadline: float | None
+        self, idle: float | None, deadline: float | None
     ) -> list[lms.LlmPredictionFragment] | None:
-        """`read` of a whole reply: every fragment at its end, then (next read) its error."""
-        if deadline is not None and time.monotonic() >= deadline:
+        """`read` of a whole reply: every fragment at its end, then (next read) its error.
+
+        It waits on a bare future that `_finish` resolves, under one timer that `_expire`
+        moves only when it runs out: `_bounded`'s ``asyncio.timeout`` and an ``Event`` cost
+        about a dozen Python calls more, and a whole reply is every complete call's wait.
+        """
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
             raise TimeoutError("deadline")  # even when it has ended: see `read`
-        if not ended.is_set():
-            await self._bounded(ended.wait, idle, deadline)
+        if self._end is None:
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            self._heard = now
+            limit, by_deadline = wait_limit(deadline, idle, now)
+            if limit is not None:
+                self._timer = loop.call_at(
+                    loop.time() + limit, self._expire, waiter, idle, deadline, by_deadline
+                )
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if (timer := self._timer) is not None:
+                    self._timer = None
+                    timer.cancel()
         fragments, self._held = self._held, []
         if fragments:  # deliver what came first; an error is raised by the next read
             self.at_end = self._end is _END
@@ -469,6 +491,33 @@ class AsyncReader:
         if isinstance(self._end, BaseException):
             raise self._end
         return None
+
+    def _expire(
+        self,
+        waiter: asyncio.Future[None],
+        idle: float | None,
+        deadline: float | None,
+        by_deadline: bool,
+    ) -> None:
+        """Fail a whole read whose timer ran out, or (heard from since) let it go on.
+
+        As in `_bounded`: the bound the timer was set to names the error, and a sign of life
+        within ``idle`` sets a new timer for what is left of it.
+        """
+        if waiter.done():  # the reply ended, or the reader left, in the same loop pass
+            return
+        if not by_deadline:
+            assert idle is not None  # a timer without a deadline is the idle bound
+            now = time.monotonic()
+            left = self._heard + idle - now
+            if left > 0:
+                limit, by_deadline = wait_limit(deadline, left, now)
+                loop = waiter.get_loop()
+                self._timer = loop.call_at(
+                    loop.time() + (limit or 0.0), self._expire, waiter, idle, deadline, by_deadline
+                )
+                return
+        waiter.set_exception(TimeoutError("deadline" if by_deadline else "idle"))
 
     async def stop(self) -> None:
         """Cancel the prediction on the server; its reader finishes in the background."""

@@ -484,7 +484,7 @@ class _Reply:
             if whole is not None:
                 return whole
         chunks: list[ReplyChunk] = []
-        split = self.split
+        split = self._split if self._split is not None else self.split  # no call per read
         for index, fragment in enumerate(fragments):
             pieces = split.feed(
                 fragment.content, fragment.reasoning_type, tokens_count=fragment.tokens_count

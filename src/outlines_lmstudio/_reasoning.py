@@ -187,6 +187,21 @@ class ReasoningSplitter:
         """
         if self._closed:
             raise RuntimeError("ReasoningSplitter.feed() after close()")
+        if (
+            reasoning_type == "none"
+            and self._mode is _Mode.ANSWER
+            and content
+            and not (self._hold or self._strip_leading or structural or self.in_reasoning)
+            and self._tokens().first.search(content) is None
+        ):
+            # Each answer fragment of a reply under way: plain text, with nothing held back
+            # and nothing to strip, is answer as it stands. This is what `_scan`, `_literal`
+            # and `_emit` do for it, without their four calls a fragment (`_out` is empty
+            # between calls: `_take` empties it).
+            if self._answer_open and not content.isspace():
+                self._answer_open = False
+            self._answer.append(content)
+            return [ReplyChunk(content, False)]
         answer_before, reasoning_before = len(self._answer), len(self._reasoning)
         was_reasoning = self.in_reasoning
         if reasoning_type != "none":

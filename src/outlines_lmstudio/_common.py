@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,6 +147,48 @@ class Completion:
         return measured() if callable(measured) else measured
 
 
+def _structured_from_config(
+    args: PredictionArgs, plan_output: Callable[[object], OutputPlan]
+) -> tuple[PredictionArgs, OutputPlan]:
+    """Take ``config['structured']`` as the output type it describes, with the same checks.
+
+    A JSON schema given there is planned as if it were the output type (checked, refused
+    or normalised for LM Studio's engines before anything is sent); a GBNF grammar becomes
+    a grammar plan, so that a model whose engine takes no GBNF is refused first; ``none``
+    asks for free text. The setting then leaves the config: the plan sends it.
+    """
+    assert args.config is not None
+    config = dict(args.config)
+    given = config.pop("structured")
+    setting = given.to_dict() if hasattr(given, "to_dict") else given
+    if setting is None:
+        kind, body = "none", None
+    else:  # checked by the SDK's own struct in `parse_inference_kwargs`: a known shape
+        kind = setting.get("type")
+        body = next((setting[k] for k in _STRUCTURED_BODY.get(kind, ()) if k in setting), None)
+    if kind == "json" and body is not None:
+        plan = plan_output(body if isinstance(body, dict) else dict(body))
+    elif kind == "gbnf" and body is not None:
+        if not isinstance(body, str) or not body.strip():
+            raise InvalidInferenceArgumentError(
+                "config['structured'] of type 'gbnf' needs a non-empty 'gbnfGrammar' string."
+            )
+        plan = OutputPlan("grammar", {"type": "gbnf", "gbnfGrammar": body})
+    elif kind == "none":
+        plan = plan_output(None)
+    else:
+        raise InvalidInferenceArgumentError(
+            f"config['structured'] of type {kind!r} needs its "
+            f"{'jsonSchema' if kind == 'json' else 'gbnfGrammar'!r}. Better: pass the JSON "
+            "schema as the output type, model(prompt, schema), and leave config['structured'] out."
+        )
+    return dataclasses.replace(args, config=config or None), plan
+
+
+_STRUCTURED_BODY = {"json": ("jsonSchema", "json_schema"), "gbnf": ("gbnfGrammar", "gbnf_grammar")}
+"""Where each kind of ``config['structured']`` keeps what it asks for (both spellings)."""
+
+
 def is_batch(model_input: object) -> bool:
     """Tell whether ``parse`` got several inputs rather than one ``[prompt, Image, ...]``."""
     return isinstance(model_input, list) and all(
@@ -218,10 +261,12 @@ class Common:
         """Check what a call's inputs share: its keywords and its output type."""
         args = parse_inference_kwargs(kwargs) if kwargs else NO_ARGS
         plan = self._adapter.plan_output(output_type)
-        if plan.response_format is not None and args.config and "structured" in args.config:
-            raise InvalidInferenceArgumentError(
-                "Both an output type and config['structured'] were given: pass only one."
-            )
+        if args.config and "structured" in args.config:
+            if plan.response_format is not None:
+                raise InvalidInferenceArgumentError(
+                    "Both an output type and config['structured'] were given: pass only one."
+                )
+            return _structured_from_config(args, self._adapter.plan_output)
         return args, plan
 
     def _prepare_batch(
@@ -347,6 +392,8 @@ def no_backend(backend: str | None) -> None:
 
 
 def check_retries(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int):  # a wrong type: a TypeError
+        raise InvalidInferenceArgumentError(f"retries must be an int >= 0, got {value!r}.")
+    if value < 0:
         raise InvalidInferenceValueError(f"retries must be an int >= 0, got {value!r}.")
     return value

@@ -436,7 +436,8 @@ def _can_take(request: Request, traits: ModelTraits, identifier: str) -> None:
         )
     if request.plan.kind == "grammar" and traits.format != "gguf":
         raise UnsupportedOutputTypeError(
-            f"Grammar mode sends a llama.cpp GBNF grammar, but {identifier!r} is a "
+            f"A llama.cpp GBNF grammar (grammar mode, or config['structured'] of type 'gbnf') "
+            f"was to be sent, but {identifier!r} is a "
             f"{traits.format!r} model (not GGUF), whose engine does not take GBNF. Use a GGUF "
             "model, or express the constraint as a JSON schema."
         )

@@ -297,7 +297,13 @@ IMAGES = ImageCache()
 
 
 def _pil_witness(image: PILImage.Image) -> tuple[Any, ...]:
-    pixels = hashlib.sha1(image.tobytes(), usedforsecurity=False).digest()
+    try:
+        pixels = hashlib.sha1(image.tobytes(), usedforsecurity=False).digest()
+    except ValueError as exc:  # Pillow: "Operation on closed image"
+        raise InvalidImageError(
+            f"The PIL image cannot be read ({exc}). Pass an open image: load it before its "
+            "file is closed (image.load() or image.copy() inside the with block)."
+        ) from exc
     return ((image.size, image.mode, image.format, pixels),)
 
 

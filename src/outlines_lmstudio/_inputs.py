@@ -279,6 +279,10 @@ def _(model_input: lms.Chat) -> ChatPrompt:
         raise InvalidPromptError(
             "The lmstudio.Chat has no messages. Add one with chat.add_user_message(...)."
         )
+    if all(message.role != "user" for message in model_input._messages):
+        raise InvalidPromptError(  # as for an Outlines Chat: nothing to answer
+            "The lmstudio.Chat has no user message. Add one with chat.add_user_message(...)."
+        )
     return ChatPrompt(passthrough=model_input)
 
 
@@ -414,12 +418,39 @@ def _chat_message(index: int, message: object) -> Message:
         )
     role = message.get("role")
     content = message.get("content")
-    if type(content) is str and role != "tool":  # the common case, checked cheaply
+    if type(content) is str and role != "tool" and len(message) == 2:  # the common case
         if role == "user" and (not content or content.isspace()):
             raise InvalidPromptError(f"Chat message {index}: the user message is empty.")
-        if role in ("user", "system") or (role == "assistant" and not message.get("tool_calls")):
+        if role in ("user", "system", "assistant"):
             return Message(role, (content,))
-    return _chat_message_slow(f"Chat message {index}", role, content, message)
+    where = f"Chat message {index}"
+    allowed = _MESSAGE_KEYS.get(role) if isinstance(role, str) else None  # else: refused below
+    extra = (
+        []
+        if allowed is None  # an empty value (OpenAI-style "tool_calls": None) drops nothing
+        else sorted(str(k) for k, v in message.items() if k not in allowed and not _empty(v))
+    )
+    if extra:
+        raise UnsupportedInputError(
+            f"{where} ({role}) has key(s) {extra} that LM Studio's chat does not take, so they "
+            f"would be dropped. Remove them: a {role} message takes "
+            f"{', '.join(repr(k) for k in allowed or ())}."
+        )
+    return _chat_message_slow(where, role, content, message)
+
+
+def _empty(value: object) -> bool:
+    """Tell whether a message key's value carries nothing (``None``, ``""``, ``[]``, ``{}``)."""
+    return value is None or (isinstance(value, str | list | tuple | dict) and not value)
+
+
+_MESSAGE_KEYS: dict[object, tuple[str, ...]] = {
+    "user": ("role", "content"),
+    "system": ("role", "content"),
+    "assistant": ("role", "content", "tool_calls"),
+    "tool": ("role", "content", "tool_call_id"),
+}
+"""The keys of each role's message that are sent (an unknown role is refused by its role)."""
 
 
 def _chat_message_slow(

@@ -24,6 +24,7 @@ from urllib.parse import unquote
 
 import jsonschema
 import pydantic
+import pydantic_core
 import typing_extensions
 from outlines.types import CFG, JsonSchema, Regex
 from outlines.types.dsl import Term
@@ -116,6 +117,8 @@ def _walk(node: object, depth: int, path: str) -> None:
                     "'#/$defs/...'."
                 )
         for key, value in node.items():
+            if isinstance(key, str) and not key.isascii():
+                _refuse_surrogates(key, f"{path} (a key)")
             _walk(value, depth + 1, f"{path}/{key}")
     elif isinstance(node, list):
         for index, value in enumerate(node):
@@ -125,6 +128,20 @@ def _walk(node: object, depth: int, path: str) -> None:
             f"JSON schema has the number {node!r} at {path}, which JSON cannot represent. "
             "Use finite numbers only (no NaN or infinity)."
         )
+    elif isinstance(node, str) and not node.isascii():
+        _refuse_surrogates(node, path)
+
+
+def _refuse_surrogates(text: str, path: str) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate): no engine can match it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidSchemaError(
+            f"JSON schema has text at {path} with a lone surrogate "
+            f"({text[exc.start : exc.end]!r}), which is not valid Unicode: LM Studio's engines "
+            "cannot read it. Use valid Unicode text (a character, not half of one)."
+        ) from exc
 
 
 _BOUNDS = (
@@ -347,7 +364,12 @@ def _portable_typeddicts(tp: Any, memo: dict[int, Any]) -> Any:
     return origin[new_args]
 
 
-_BUILD_ERRORS = (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, NameError)
+_BUILD_ERRORS = (
+    pydantic.PydanticSchemaGenerationError,
+    pydantic.PydanticUserError,
+    pydantic_core.SchemaError,  # e.g. a Literal holding a lone surrogate
+    NameError,
+)
 
 
 def _field_annotations(tp: Any) -> list[tuple[str, Any]]:
@@ -559,8 +581,8 @@ def _grammar_plan(output_type: object) -> OutputPlan:
     )
 
 
-def _non_finite_literal(output_type: object) -> None:
-    """Refuse Literal/Enum/Choice values JSON cannot write (NaN, infinity)."""
+def _unwritable_literal(output_type: object) -> None:
+    """Refuse Literal/Enum/Choice values JSON cannot write (NaN, infinity, lone surrogates)."""
     values = literal_values(output_type)
     bad = [v for v in values or () if isinstance(v, float) and not math.isfinite(v)]
     if bad:
@@ -568,6 +590,16 @@ def _non_finite_literal(output_type: object) -> None:
             f"The output type {output_type_name(output_type)} has the value {bad[0]!r}, which "
             "JSON cannot represent, so no schema can ask for it. Use finite numbers or strings."
         )
+    for value in values or ():
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise UnsupportedOutputTypeError(
+                    f"The output type {output_type_name(output_type)} has the value "
+                    f"{value!r}, which holds a lone surrogate: not valid Unicode, so no "
+                    "engine can write it. Use valid Unicode text."
+                ) from exc
 
 
 def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> OutputPlan:
@@ -602,7 +634,7 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
         schema = _type_adapter_schema(output_type)
         _refuse_unhashable_sets(output_type)
         return _json_plan(schema, output_type, strict=strict, generated=True)
-    _non_finite_literal(output_type)
+    _unwritable_literal(output_type)
     if is_simple_type(output_type):
         full = check_json_schema(simple_schema(output_type), meta=False)
         return OutputPlan(

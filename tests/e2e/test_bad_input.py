@@ -4,7 +4,7 @@ import base64
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import lmstudio as lms
 import pydantic
@@ -108,6 +108,22 @@ class Case:
     error: type[OutlinesLMStudioError]
     builtin: type[Exception]
     match: str
+
+
+@dataclass
+class _Odd:
+    """A field whose only value is half a character (pydantic cannot build its validator)."""
+
+    tag: Literal["\udc00"]
+
+
+def _closed_png() -> PILImage.Image:
+    """A PNG opened lazily and closed before use: its pixels can no longer be read."""
+    data = io.BytesIO()
+    PILImage.new("RGB", (4, 4)).save(data, format="PNG")
+    image = PILImage.open(io.BytesIO(data.getvalue()))
+    image.close()
+    return image
 
 
 E = errors
@@ -686,6 +702,83 @@ CASES = [
         E.UnsupportedOutputTypeError,
         TypeError,
         "Widget",
+    ),
+    # found by an adversarial probe (session 26): each of these used to be sent, or to
+    # escape as a builtin or pydantic error
+    Case(
+        "parse mistyped retries",
+        lambda m: m.parse("x", int, retries=True),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "retries",
+    ),
+    Case(
+        "config structured malformed schema",
+        lambda m: m("x", config={"structured": {"type": "json", "jsonSchema": {"type": "objekt"}}}),
+        E.InvalidSchemaError,
+        ValueError,
+        "meta-schema",
+    ),
+    Case(
+        "config structured remote ref",
+        lambda m: m(
+            "x", config={"structured": {"type": "json", "jsonSchema": {"$ref": "http://x/s"}}}
+        ),
+        E.InvalidSchemaError,
+        ValueError,
+        "never fetched",
+    ),
+    Case(
+        "config structured keyword no engine takes",
+        lambda m: m(
+            "x",
+            config={"structured": {"type": "json", "json_schema": {"type": "integer", "not": {}}}},
+        ),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        "'not'",
+    ),
+    Case(
+        "config structured json without a schema",
+        lambda m: m("x", config={"structured": {"type": "json"}}),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "jsonSchema",
+    ),
+    Case(
+        "lmstudio.Chat without a user message",
+        lambda m: m(lms.Chat("be terse")),
+        E.InvalidPromptError,
+        ValueError,
+        "no user message",
+    ),
+    Case(
+        "Literal with a lone surrogate",
+        lambda m: m("x", Literal["\ud800", "b"]),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        "lone surrogate",
+    ),
+    Case(
+        "dataclass field Literal with a lone surrogate",
+        lambda m: m("x", _Odd),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        "_Odd",
+    ),
+    Case(
+        "schema with a lone surrogate",
+        lambda m: m("x", {"type": "string", "enum": ["\ud800", "ok"]}),
+        E.InvalidSchemaError,
+        ValueError,
+        "lone surrogate",
+    ),
+    Case(
+        "closed PIL image",
+        lambda m: m(["Describe", _closed_png()]),
+        E.InvalidImageError,
+        ValueError,
+        "closed image",
     ),
 ]
 

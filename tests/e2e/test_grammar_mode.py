@@ -143,6 +143,32 @@ def test_grammar_on_a_non_gguf_model_is_refused_before_predicting(
     assert model("json still works", int)  # JSON schema output is fine on MLX
 
 
+def test_config_structured_is_checked_as_an_output_type_is(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """``config['structured']`` goes through the checks an output type does, then is sent.
+
+    It used to be passed through as it was: a GBNF grammar reached an MLX model, and a JSON
+    schema was neither checked nor normalised.
+    """
+    gbnf = {"type": "gbnf", "gbnfGrammar": 'root ::= "yes" | "no"'}
+    with pytest.raises(UnsupportedOutputTypeError, match=r"config\['structured'\].*not GGUF"):
+        make_model(MLX_MODEL)("x", config={"structured": gbnf})
+    assert emulator.predictions == []
+    assert make_model(TEXT_MODEL)("x", config={"structured": gbnf}) in ("yes", "no")
+    assert emulator.predictions[-1].structured == gbnf
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "integer"}
+    json_setting = {"type": "json", "jsonSchema": schema}
+    reply = make_model(TEXT_MODEL)("x", config={"structured": json_setting})
+    assert re.fullmatch(r"-?\d+", reply), reply
+    assert emulator.predictions[-1].structured == {
+        "type": "json",
+        "jsonSchema": {"type": "integer"},
+    }
+    assert make_model(TEXT_MODEL)("x", config={"structured": {"type": "none"}})
+    assert emulator.predictions[-1].structured is None
+
+
 def test_without_grammar_mode_regex_names_the_opt_in(make_model: MakeModel) -> None:
     with pytest.raises(TypeError, match=r"grammar=True"):
         make_model(TEXT_MODEL)("x", Regex(r"\d"))

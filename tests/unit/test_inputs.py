@@ -454,3 +454,34 @@ def test_a_one_message_text_prompt_goes_to_the_sdk_as_its_text() -> None:
         format_input(lms.Chat.from_history("Hello")),
     ):
         assert isinstance(sdk_history(other, fake_handles(other)), lms.Chat)
+
+
+@pytest.mark.parametrize(
+    ("message", "keys"),
+    [
+        ({"role": "user", "content": "Hi", "name": "bob"}, r"\['name'\].*'role', 'content'"),
+        ({"role": "system", "content": "S", "tool_call_id": "1"}, r"\['tool_call_id'\]"),
+        ({"role": "assistant", "content": "A", "weight": 0}, r"\['weight'\]"),
+        ({"role": "user", "content": ["Hi"], "cache": True}, r"\['cache'\]"),
+    ],
+)
+def test_message_keys_lm_studio_would_drop_are_refused(message: dict[str, Any], keys: str) -> None:
+    """Nothing is dropped silently: a key the role's message does not send is refused."""
+    with pytest.raises(UnsupportedInputError, match=f"Chat message 1 .*{keys}"):
+        format_input(Chat([{"role": "system", "content": "S"}, message]))
+
+
+def test_empty_extra_message_keys_carry_nothing_and_pass() -> None:
+    """OpenAI-style histories write ``"tool_calls": None`` or ``"name": ""`` on every message."""
+    chat = Chat([{"role": "user", "content": "Hi", "tool_calls": None, "name": "", "x": []}])
+    assert format_input(chat) == format_input(Chat([{"role": "user", "content": "Hi"}]))
+
+
+def test_an_lmstudio_chat_without_a_user_message_is_refused() -> None:
+    answered = lms.Chat("be terse")
+    answered.add_assistant_response("I spoke first")
+    for chat in (lms.Chat("be terse"), answered):
+        with pytest.raises(InvalidPromptError, match="no user message"):
+            format_input(chat)
+    answered.add_user_message("now a question")
+    assert format_input(answered).passthrough is answered

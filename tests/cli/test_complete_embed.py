@@ -51,6 +51,9 @@ def test_complete_errors(
     bad_tokens = main_in_process("complete", "--max-tokens", "0", "Hi")
     assert bad_tokens.returncode == 2
     assert_one_line_error(bad_tokens, "--max-tokens must be at least 1")
+    empty_stop = main_in_process("complete", "--stop", "END", "--stop", "", "Hi")
+    assert empty_stop.returncode == 2  # it was sent, and stopped nothing (session 26)
+    assert_one_line_error(empty_stop, "--stop is empty")
     assert emulator.predictions == []
 
 

@@ -209,6 +209,8 @@ GOOD = json.dumps({"id": "a", "prompt": "fine"})
         ('{"id": "x", "prompt": "p", "images": [1]}\n', '"images" must be a list of file paths'),
         (GOOD + "\n\n" + GOOD + "\n", "line 3 repeats the id 'a' of line 1"),
         ("[1]\n", "is a JSON list, not an object"),
+        # kept the last id without a word (session 26)
+        ('{"id": "s", "prompt": "x", "id": "s2"}\n', "line 1 has the key 'id' twice"),
         ('{"id": ' + "9" * 5000 + ', "prompt": "p"}\n', "line 1 has an integer of more than"),
         (GOOD[:-1] + ', "x": "\u2028\u0085"}\n{"id": 2}\n', "in.jsonl, line 2 needs a non-empty"),
         ('{"id": "\\ud800", "prompt": "hi"}\n', 'line 1: "id" has a lone surrogate'),

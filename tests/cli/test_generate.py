@@ -189,6 +189,7 @@ def test_bad_schema_file(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: 
         (["--type", "json"], None, "must be MODULE:CLASS"),
         (["--choice", "a,,b"], None, "distinct, non-empty"),
         (["--regex", "(unclosed"], None, "not a valid regular expression"),
+        (["--regex", ""], None, "--regex is empty"),  # printed an empty line (session 26)
         (["--retries", "-1", "--schema", "s.json"], "{}", "--retries must be 0 or more"),
         (["--temperature", "-1"], None, "--temperature must be 0 or more"),
     ],

@@ -99,6 +99,12 @@ def test_lmstudio_host_environment_variable(
         ("http://127.0.0.1:1234/v1", "has more than HOST:PORT ('/v1')"),
         ("127.0.0.1:1234?x=1", "has more than HOST:PORT ('?x=1')"),
         (":1234", "has no host name"),
+        # found by a probe (session 26): reported as "not reachable" (status 3)
+        ("127.0.0.1:", "has no port"),
+        ("localhost", "has no port"),
+        ("127.0.0.1:+80", "a port in digits 0-9"),
+        ("127.0.0.1:\u0669\u0669", "a port in digits 0-9"),  # Arabic-Indic "99"
+        ("foo bar:1234", "a port in digits 0-9"),
     ],
 )
 def test_bad_host_or_port_is_a_usage_error(run_cli: RunCli, host: str, needle: str) -> None:
@@ -108,6 +114,13 @@ def test_bad_host_or_port_is_a_usage_error(run_cli: RunCli, host: str, needle: s
     variable = run_cli("models", host=False, env=cli_env(LMSTUDIO_HOST=host))
     assert variable.returncode == 2
     assert_one_line_error(variable, "LMSTUDIO_HOST", needle)
+
+
+def test_an_empty_host_option_is_refused_not_ignored(run_cli: RunCli) -> None:
+    """``--host ''`` fell back to LMSTUDIO_HOST or the default ports without a word."""
+    given = run_cli("--host", "", "models", host=False, env=cli_env(LMSTUDIO_HOST="127.0.0.1:9"))
+    assert given.returncode == 2
+    assert_one_line_error(given, "--host is empty")
 
 
 def test_options_after_the_subcommand(run_cli: RunCli, emulator: LMStudioEmulator) -> None:

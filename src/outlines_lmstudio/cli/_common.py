@@ -373,6 +373,8 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
         finally:
             emulator.stop()
         return
+    if host is not None and not host.strip():  # given, but empty: not "use the default"
+        raise CliError("--host is empty: give HOST:PORT, e.g. 127.0.0.1:1234, or leave it out.")
     source = "--host" if host else "LMSTUDIO_HOST"
     host = host or os.environ.get("LMSTUDIO_HOST") or None
     if host is not None:
@@ -430,6 +432,16 @@ def _check_host(host: str, source: str) -> None:
             f"{source} {host!r}: {port} is not a port: use 1 to 65535 "
             "(see outlines-lmstudio --help)."
         )
+    # httpx reads more than HOST:PORT spells ("127.0.0.1:" has no port, "+80" and "٩٩" are
+    # read as numbers, a space passes in a host name); LM Studio's address is only that.
+    if not _HOST_PORT.fullmatch(host):
+        written = host.rpartition(":")[2] if ":" in host else ""
+        what = "is not a host name and a port in digits 0-9" if written else "has no port"
+        raise CliError(f"{source} {host!r} {what}: give HOST:PORT, {example}.")
+
+
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):[0-9]{1,5}")
+"""``HOST:PORT`` as LM Studio's server is addressed: a name or address, then ASCII digits."""
 
 
 def _normalise_host(host: str) -> str:

@@ -8,7 +8,14 @@ from collections.abc import Iterator
 import lmstudio as lms
 
 from .._interrupt import SigintGuard
-from ._common import add_sampling_options, connect, resolve_llm, sampling_kwargs, write_out
+from ._common import (
+    CliError,
+    add_sampling_options,
+    connect,
+    resolve_llm,
+    sampling_kwargs,
+    write_out,
+)
 from ._generate import read_prompt
 from ._text import check_options_text
 
@@ -36,6 +43,8 @@ def _config(args: argparse.Namespace) -> lms.LlmPredictionConfigDict:
     if "max_tokens" in sampling:
         config["maxTokens"] = sampling["max_tokens"]
     if args.stop:
+        if not all(args.stop):  # an empty stop string stops nothing: say so, do not drop it
+            raise CliError("--stop is empty: give the text generation should stop at.")
         config["stopStrings"] = list(args.stop)
     return config
 

@@ -112,7 +112,12 @@ def read_items(path: Path) -> list[Item]:
             continue
         where = f"{name}, line {number}"
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_without_repeats)
+        except _RepeatedKey as exc:
+            raise CliError(
+                f"{where} has the key {exc.args[0]!r} twice; JSON would keep only the last "
+                "value: remove one."
+            ) from None
         except json.JSONDecodeError as exc:
             raise CliError(
                 f"{where} is not valid JSON ({exc.msg} at column {exc.colno}). Each line must "
@@ -180,6 +185,22 @@ class OutputScan:
     failed: frozenset[str]
     keep: int
     newline: bool = False
+
+
+class _RepeatedKey(Exception):
+    """An input object names a key twice (its ``args[0]``)."""
+
+
+def _without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build a JSON object, refusing a repeated key (``json`` keeps the last one silently)."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(key)
+            seen.add(key)
+    return data
 
 
 def _is_record(raw: bytes) -> tuple[str, bool] | None:

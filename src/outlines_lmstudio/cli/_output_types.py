@@ -178,6 +178,8 @@ def output_spec(args: argparse.Namespace) -> OutputSpec:
     if regex is not None:
         from outlines.types import Regex
 
+        if not regex:  # matches only the empty answer: surely not what was meant
+            raise CliError("--regex is empty: give the pattern the answer must match.")
         try:
             re.compile(regex)
         except re.error as exc:

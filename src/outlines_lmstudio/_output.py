@@ -132,16 +132,23 @@ def _walk(node: object, depth: int, path: str) -> None:
         _refuse_surrogates(node, path)
 
 
-def _refuse_surrogates(text: str, path: str) -> None:
-    """Refuse text that is not valid Unicode (a lone surrogate): no engine can match it."""
+def _lone_surrogate(text: str) -> str | None:
+    """Return the first lone surrogate in ``text`` (not valid Unicode), or ``None``."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
+        return text[exc.start : exc.end]
+    return None
+
+
+def _refuse_surrogates(text: str, path: str) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate): no engine can match it."""
+    if (half := _lone_surrogate(text)) is not None:
         raise InvalidSchemaError(
-            f"JSON schema has text at {path} with a lone surrogate "
-            f"({text[exc.start : exc.end]!r}), which is not valid Unicode: LM Studio's engines "
-            "cannot read it. Use valid Unicode text (a character, not half of one)."
-        ) from exc
+            f"JSON schema has text at {path} with a lone surrogate ({half!r}), which is not "
+            "valid Unicode: LM Studio's engines cannot read it. Use valid Unicode text (a "
+            "character, not half of one)."
+        )
 
 
 _BOUNDS = (
@@ -591,15 +598,12 @@ def _unwritable_literal(output_type: object) -> None:
             "JSON cannot represent, so no schema can ask for it. Use finite numbers or strings."
         )
     for value in values or ():
-        if isinstance(value, str) and not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise UnsupportedOutputTypeError(
-                    f"The output type {output_type_name(output_type)} has the value "
-                    f"{value!r}, which holds a lone surrogate: not valid Unicode, so no "
-                    "engine can write it. Use valid Unicode text."
-                ) from exc
+        if isinstance(value, str) and not value.isascii() and _lone_surrogate(value):
+            raise UnsupportedOutputTypeError(
+                f"The output type {output_type_name(output_type)} has the value {value!r}, "
+                "which holds a lone surrogate: not valid Unicode, so no engine can write it. "
+                "Use valid Unicode text."
+            )
 
 
 def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> OutputPlan:

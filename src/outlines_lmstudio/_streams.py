@@ -18,7 +18,6 @@ from ._interrupt import SigintGuard
 __all__ = ["AsyncReader", "SyncReader", "noting_progress", "stream_text"]
 
 _END = object()
-_PROGRESS = object()
 _TASKS: set[asyncio.Future[None]] = set()
 
 
@@ -249,8 +248,9 @@ class AsyncReader:
 
     When the task consuming a stream is cancelled, the SDK would release the channel before
     a cancel could be sent (the server would keep generating), so an inner task opens the
-    prediction and reads the SDK stream into a queue, and the consumer waits on the queue
-    (or, for a whole reply, on the reply's end).
+    prediction and reads the SDK stream, holding its fragments, and the consumer waits on a
+    bare future that the inner task resolves: at a fragment, or (for a whole reply) at the
+    reply's end. One loop timer bounds each wait (see `_expire`).
     The consumer never waits for the opening by itself: the first `read` does, under the
     same bounds, and a `stop` before the prediction is open cancels it once it is.
 
@@ -261,8 +261,7 @@ class AsyncReader:
     ----------
     whole
         Nobody sees the reply before its end: the fragments are handed over at once when it
-        ends (no task switch per fragment, no queue: one future wakes the consumer), and each
-        one only pushes the wait's bound back.
+        ends (no task switch per fragment), and each one only pushes the wait's bound back.
 
     Attributes
     ----------
@@ -273,17 +272,15 @@ class AsyncReader:
 
     def __init__(self, *, whole: bool = False) -> None:
         self._whole = whole
-        # Per fragment, or (whole) once at the end: the held fragments, then how it ended.
-        self._queue: asyncio.Queue[Any] | None = None if whole else asyncio.Queue()
-        self._end: object = None  # whole: _END or the error the reply ended with
-        # Whole: the future a read waits on for the end, and the timer that bounds it.
+        self._held: list[lms.LlmPredictionFragment] = []  # arrived, not yet read
+        self._end: object = None  # _END or the error the reply ended with, once it has
+        # The future a read waits on, and the timer that bounds it.
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._held: list[lms.LlmPredictionFragment] = []
         self._arrived: list[float] = []
         self.arrived = self._arrived if whole else None
-        # When (time.monotonic()) the reader last heard from LM Studio during a wait (whole:
-        # each fragment and progress mark; else the wait's start, as any item ends a wait).
+        # When (time.monotonic()) the reader last heard from LM Studio during a wait: the
+        # wait's start, each progress mark, and (whole) each fragment.
         self._heard = 0.0
         self._ended = False  # the server ended the prediction (or it never started)
         self._leaving = False  # stopped before it was open: cancel once it is
@@ -306,12 +303,9 @@ class AsyncReader:
     def _progress(self) -> None:
         """Note a prompt-processing report: a sign of life, as a fragment is.
 
-        A whole reply's wait is not woken by it, nor its timer moved: the time noted here
-        pushes its idle bound back when the timer runs out (see `_bounded`, `_expire`).
+        The wait is not woken by it, nor its timer moved: the time noted here pushes the
+        idle bound back when the timer runs out (see `_expire`).
         """
-        if self._queue is not None:
-            self._queue.put_nowait(_PROGRESS)
-            return
         self._heard = time.monotonic()
 
     async def _fill(self, open_stream: Callable[[], Awaitable[lms.AsyncPredictionStream]]) -> None:
@@ -320,16 +314,17 @@ class AsyncReader:
             if self._leaving:  # the caller left while it opened
                 await self._cancel_open(stream)
                 return
-            queue = self._queue
-            if queue is not None:
-                async for fragment in stream:
-                    queue.put_nowait(fragment)
-            else:  # whole: kept until the end; each fragment is a sign of life
+            if self._whole:  # kept until the end; each fragment is a sign of life
                 held, arrived = self._held, self._arrived
                 async for fragment in stream:  # inline, not a helper: once per fragment
-                    self._heard = now = time.monotonic()  # see `_bounded`
+                    self._heard = now = time.monotonic()  # see `_expire`
                     held.append(fragment)
                     arrived.append(now)
+            else:  # each fragment wakes a waiting read (and so ends its wait)
+                async for fragment in stream:
+                    self._held.append(fragment)  # a read takes the list: look it up each time
+                    if (waiter := self._waiter) is not None and not waiter.done():
+                        waiter.set_result(None)
             self._ended = True
             self._finish(_END)
         except Exception as exc:  # the SDK's errors, and any other: the reader raises it
@@ -339,9 +334,6 @@ class AsyncReader:
 
     def _finish(self, end: object) -> None:
         """Hand the reader how the reply ended: `_END` or an error (after what it held)."""
-        if self._queue is not None:
-            self._queue.put_nowait(end)
-            return
         self._end = end
         if (waiter := self._waiter) is not None and not waiter.done():
             waiter.set_result(None)
@@ -360,65 +352,13 @@ class AsyncReader:
         assert self.stream is not None, "result() before the prediction was read to its end"
         return self.stream.result()
 
-    async def _next(self, idle: float | None, deadline: float | None) -> Any:
-        """Return the next item, waiting at most ``idle`` s since the last sign of life.
-
-        Raises
-        ------
-        TimeoutError
-            With the argument ``"deadline"`` when the call's own limit ran out.
-        """
-        queue = self._queue
-        assert queue is not None
-        while True:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError("deadline")  # even with fragments waiting: see `read`
-            if not queue.empty():  # no timer for what has arrived already
-                item = queue.get_nowait()
-            else:
-                item = await self._bounded(queue.get, idle, deadline)
-            if item is not _PROGRESS:
-                return item
-
-    async def _bounded(
-        self, wait: Callable[[], Awaitable[Any]], idle: float | None, deadline: float | None
-    ) -> Any:
-        """Await ``wait()`` within ``idle`` of the last sign of life, and the deadline.
-
-        The timer is set once for the whole bound: a sign of life does not move it (that
-        would cost a timer operation per fragment). When it runs out after LM Studio was
-        heard from, the wait goes on (a new ``wait()``) for what is left of the idle bound,
-        so each silence, not the time since the wait began, is what ``idle`` bounds.
-
-        Raises
-        ------
-        TimeoutError
-            With the argument ``"deadline"`` or ``"idle"``: the bound that ran out.
-        """
-        self._heard = time.monotonic()
-        while True:
-            now = time.monotonic()
-            left = None if idle is None else self._heard + idle - now
-            limit, by_deadline = wait_limit(deadline, left, now)
-            scope = asyncio.timeout(limit)
-            try:
-                async with scope:
-                    return await wait()
-            except TimeoutError:
-                if not scope.expired():
-                    raise
-                # Which bound the timer was set to, not a second clock reading: a reading
-                # taken after a preemption could misname the call's deadline.
-                if by_deadline:
-                    raise TimeoutError("deadline") from None
-                assert idle is not None  # a timer without a deadline is the idle bound
-                if time.monotonic() - self._heard >= idle:
-                    raise TimeoutError("idle") from None
-
     async def read(
         self, idle: float | None = None, deadline: float | None = None
     ) -> list[lms.LlmPredictionFragment] | None:
         """Wait for fragments: all that have arrived (at least one), or ``None`` at the end.
+
+        A whole reader hands every fragment over at the reply's end, and its error (if it
+        ended with one) at the next read.
 
         Parameters
         ----------
@@ -435,40 +375,13 @@ class AsyncReader:
         TimeoutError
             A bound ran out (``"deadline"`` or ``"idle"``).
         """
-        if self._whole:
-            return await self._read_whole(idle, deadline)
-        queue = self._queue
-        assert queue is not None
-        fragments: list[lms.LlmPredictionFragment] = []
-        item = await self._next(idle, deadline)
-        while True:
-            if item is _END or isinstance(item, BaseException):
-                if fragments:  # deliver what came first; the end is read next time
-                    queue.put_nowait(item)
-                    self.at_end = item is _END
-                    return fragments
-                if isinstance(item, BaseException):
-                    raise item
-                return None
-            if item is not _PROGRESS:
-                fragments.append(item)
-            if queue.empty():
-                return fragments
-            item = queue.get_nowait()
-
-    async def _read_whole(
-        self, idle: float | None, deadline: float | None
-    ) -> list[lms.LlmPredictionFragment] | None:
-        """`read` of a whole reply: every fragment at its end, then (next read) its error.
-
-        It waits on a bare future that `_finish` resolves, under one timer that `_expire`
-        moves only when it runs out: `_bounded`'s ``asyncio.timeout`` and an ``Event`` cost
-        about a dozen Python calls more, and a whole reply is every complete call's wait.
-        """
         now = time.monotonic()
         if deadline is not None and now >= deadline:
-            raise TimeoutError("deadline")  # even when it has ended: see `read`
-        if self._end is None:
+            raise TimeoutError("deadline")  # even with fragments waiting: the call's limit
+        if self._end is None and (self._whole or not self._held):
+            # Wait on a bare future under one timer that `_expire` moves only when it runs
+            # out: ``asyncio.timeout`` around a queue or an ``Event`` costs about a dozen
+            # Python calls more, and this is every call's wait, and every fragment's.
             loop = asyncio.get_running_loop()
             self._waiter = waiter = loop.create_future()
             self._heard = now
@@ -499,10 +412,14 @@ class AsyncReader:
         deadline: float | None,
         by_deadline: bool,
     ) -> None:
-        """Fail a whole read whose timer ran out, or (heard from since) let it go on.
+        """Fail a read whose timer ran out, or (heard from since) let it go on.
 
-        As in `_bounded`: the bound the timer was set to names the error, and a sign of life
-        within ``idle`` sets a new timer for what is left of it.
+        The timer is set once for the whole bound: a sign of life does not move it (that
+        would cost a timer operation per fragment). When it runs out after LM Studio was
+        heard from within ``idle``, a new timer is set for what is left of it, so each
+        silence, not the time since the wait began, is what ``idle`` bounds. The bound the
+        timer was set to names the error, not a second clock reading: a reading taken after
+        a preemption could misname the call's deadline.
         """
         if waiter.done():  # the reply ended, or the reader left, in the same loop pass
             return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
 from functools import partial
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple
 
 import lmstudio as lms
 from lmstudio import FileHandle
@@ -36,11 +36,26 @@ from .errors import LMStudioTimeoutError
 
 __all__ = ["LMStudio"]
 
-_Entries: TypeAlias = tuple[
-    lms.Client | None, Any, dict[Hashable, lms.LLM], dict[Hashable, ModelTraits]
-]
-"""A client, its LLM session (``client.llm``), and its own entries of the handle and
-model-traits caches. The session's class is private to the SDK, hence ``Any``."""
+
+class _Entries(NamedTuple):
+    """A client with its LLM session and its own entries of the handle and traits caches.
+
+    Attributes
+    ----------
+    client
+        The client (``None`` before the first call).
+    llm
+        Its LLM session (``client.llm``; the session's class is private to the SDK).
+    handles
+        The client's own entries of the handle cache.
+    traits
+        The client's own entries of the model-traits cache.
+    """
+
+    client: lms.Client | None
+    llm: Any
+    handles: dict[Hashable, lms.LLM]
+    traits: dict[Hashable, ModelTraits]
 
 
 def _confirm_wait(left: BaseException) -> float:
@@ -80,7 +95,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         # A client and its own entries of the handle and model-traits caches, read without
         # a lookup by client; one attribute, so a thread replacing ``client`` never pairs
         # one client with another's entries (see `_hold_entries`).
-        self._held: _Entries = (None, None, {}, {})
+        self._held = _Entries(None, None, {}, {})
 
     # -- drivers -----------------------------------------------------------------------------
     # The drivers step the flow themselves (``send``/``throw``), with no runner object or
@@ -242,11 +257,8 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         ``llm`` session once and keeps it (a reconnect reuses it), so holding it saves a
         public-API property call, seven Python calls, on every call.
         """
-        held = self._held = (
-            client,
-            client.llm,
-            SYNC_HANDLES.entries(client),
-            SYNC_TRAITS.entries(client),
+        held = self._held = _Entries(
+            client, client.llm, SYNC_HANDLES.entries(client), SYNC_TRAITS.entries(client)
         )
         return held
 
@@ -265,11 +277,11 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
 
     def _resolve(self, effect: _flow.Resolve) -> lms.LLM:
         client, held = self.client, self._held
-        if held[0] is not client:
+        if held.client is not client:
             held = self._hold_entries(client)
         effect.call.generation = SYNC_RECONNECTS.generation(client)
-        llm, key = held[1], effect.call.request.key
-        if llm.connected and (cached := held[2].get(key)) is not None:
+        llm, key = held.llm, effect.call.request.key
+        if llm.connected and (cached := held.handles.get(key)) is not None:
             return cached  # the common case: nothing to connect, nothing to make
         self._connect(llm)
         resolve = partial(llm.model, key) if key else llm.model
@@ -278,9 +290,9 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
     def _model_info(self, effect: _flow.ModelInfo) -> ModelTraits:
         handle: lms.LLM = effect.handle
         client, held = self.client, self._held
-        if held[0] is not client:
+        if held.client is not client:
             held = self._hold_entries(client)
-        if (cached := held[3].get(handle.identifier)) is not None:
+        if (cached := held.traits.get(handle.identifier)) is not None:
             return cached
         return SYNC_TRAITS.get(client, handle.identifier, lambda: ModelTraits.of(handle.get_info()))
 

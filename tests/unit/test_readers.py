@@ -144,6 +144,66 @@ async def test_a_stop_before_the_prediction_is_open_cancels_it_once_open() -> No
     assert cancelled[-1] is True  # cancelled once open
 
 
+class ShortStream(EndlessStream):
+    """Three fragments a loop turn apart, then the end (or an error, when ``fails``)."""
+
+    def __init__(self, *, fails: bool = False) -> None:
+        super().__init__()
+        self.fails = fails
+
+    async def _fragments(self) -> AsyncIterator[str]:
+        for piece in "abc":
+            await asyncio.sleep(0)
+            yield piece
+        if self.fails:
+            raise lms.LMStudioServerError("the model crashed")
+
+
+class SilentStream(EndlessStream):
+    """Opens, then sends nothing for 30 s."""
+
+    async def _fragments(self) -> AsyncIterator[str]:
+        await asyncio.sleep(30)
+        yield "never"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("whole", [True, False])
+async def test_every_fragment_is_read_once_and_a_read_after_the_end_returns_none(
+    whole: bool,
+) -> None:
+    reader = _start(ShortStream(), whole=whole)
+    seen: list[Any] = []
+    await _read_all(reader, seen)
+    assert seen == ["a", "b", "c"]
+    for _ in range(2):  # the end stays the end: nothing waits for a fragment to come
+        assert await asyncio.wait_for(reader.read(idle=30.0), 1.0) is None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("whole", [True, False])
+async def test_an_error_at_the_end_comes_after_the_fragments_before_it(whole: bool) -> None:
+    reader = _start(ShortStream(fails=True), whole=whole)
+    seen: list[Any] = []
+    with pytest.raises(lms.LMStudioServerError, match="crashed"):
+        await _read_all(reader, seen)
+    assert seen == ["a", "b", "c"]
+    assert reader.at_end is False  # the last fragments were not the end: the error was
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("whole", [True, False])
+async def test_a_silent_stream_runs_out_of_its_idle_bound(whole: bool) -> None:
+    stream = SilentStream()
+    reader = _start(stream, whole=whole)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="idle"):
+        await reader.read(idle=0.05)
+    assert time.monotonic() - started < 5.0
+    await reader.stop()
+    assert stream.cancelled
+
+
 @pytest.mark.asyncio
 async def test_an_error_opening_the_prediction_reaches_the_reader() -> None:
     async def refused() -> lms.AsyncPredictionStream:

@@ -51,8 +51,8 @@ MAX_SCHEMA_DEPTH = 64
 _SUPPORTED = (
     "None (plain text); a Pydantic model, TypedDict, dataclass, JSON schema (dict or str), "
     "outlines.types.JsonSchema or genson SchemaBuilder; int, float, bool, str, Literal, Enum, "
-    "outlines.types.Choice, datetime.date/time/datetime; and list/tuple/dict/Optional/Union "
-    "of these"
+    "outlines.types.Choice, datetime.date/time/datetime; list/tuple/dict/Optional/Union "
+    "of these; and Annotated of these with Pydantic constraints (Field(ge=1, le=5))"
 )
 
 
@@ -640,7 +640,15 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
         return _json_plan(schema, output_type, strict=strict, generated=True)
     _unwritable_literal(output_type)
     if is_simple_type(output_type):
-        full = check_json_schema(simple_schema(output_type), meta=False)
+        try:
+            schema = simple_schema(output_type)
+        except _BUILD_ERRORS as exc:  # e.g. Annotated[int, Field(ge="x")]
+            reason = " ".join(str(exc).split())
+            raise UnsupportedOutputTypeError(
+                f"Cannot build a JSON schema for {output_type_name(output_type)}: {reason}. "
+                "Fix the constraint in its Annotated metadata."
+            ) from exc
+        full = check_json_schema(schema, meta=False)
         return OutputPlan(
             "simple",
             {"type": "json", "jsonSchema": dialect_schema(full, None, strict=strict)},

@@ -85,6 +85,8 @@ def is_simple_type(tp: Any) -> bool:
     if tp in _SCALARS:
         return True
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:  # Field(ge=1, le=5) and the like: Pydantic's schema has them
+        return is_simple_type(args[0])
     if origin in _UNIONS:
         return all(is_simple_type(a) for a in args)
     if origin in _CONTAINERS:
@@ -146,7 +148,15 @@ class _Number(str):
         return int(self) if self.is_int else float(self)
 
 
+def _bare(tp: Any) -> Any:
+    """Return the type an ``Annotated`` type annotates (its metadata constrains, not renders)."""
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
 def _matches(value: Any, tp: Any) -> bool:
+    tp = _bare(tp)
     values = literal_values(tp)
     if values is not None:
         if isinstance(value, _Number):
@@ -176,6 +186,7 @@ def _matches(value: Any, tp: Any) -> bool:
 
 
 def _render(value: Any, tp: Any, top: bool) -> str:
+    tp = _bare(tp)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in _UNIONS:
         member = next((a for a in args if _matches(value, a)), args[0])

@@ -4,15 +4,16 @@ import datetime
 import enum
 import json
 import re
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import lmstudio as lms
 import outlines
+import pydantic
 import pytest
 from outlines.types import Choice
 from outlines.types.dsl import python_types_to_terms, to_regex
 
-from outlines_lmstudio import from_lmstudio
+from outlines_lmstudio import ParseError, UnsupportedOutputTypeError, from_lmstudio
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL, MakeModel
@@ -105,3 +106,76 @@ async def test_async_simple_types(
     assert await model("q", Literal["pos", "neg"]) == "neg"
     assert [c async for c in model.stream("q", Literal["pos", "neg"])] == ["neg"]
     assert await outlines.Generator(model, int)("q") == "7"
+
+
+Rating = Annotated[int, pydantic.Field(ge=1, le=5)]
+Code = Annotated[str, pydantic.Field(pattern=r"^[A-Z]{2,4}$")]
+
+
+@pytest.mark.parametrize("seed_prompt", ["first", "second", "third", "fourth"])
+def test_annotated_constraints_are_sent_and_hold(
+    make_model: MakeModel, emulator: LMStudioEmulator, seed_prompt: str
+) -> None:
+    model = make_model(TEXT_MODEL)
+    text = model(f"Rate it ({seed_prompt})", Rating)
+    assert emulator.predictions[-1].structured == {
+        "type": "json",
+        "jsonSchema": {"type": "integer", "minimum": 1, "maximum": 5},
+    }
+    assert re.fullmatch(to_regex(python_types_to_terms(int)), text)  # rendered as an int is
+    assert 1 <= int(text) <= 5
+    assert 1 <= model.parse(f"Rate it ({seed_prompt})", Rating) <= 5
+    code = model.parse(f"A code ({seed_prompt})", Code)
+    assert re.fullmatch(r"[A-Z]{2,4}", code)
+    ratings = model.parse(f"Rate three ({seed_prompt})", list[Rating])
+    assert ratings
+    assert all(1 <= r <= 5 for r in ratings)
+
+
+def test_outlines_generator_takes_an_annotated_type(client: lms.Client) -> None:
+    generator = outlines.Generator(from_lmstudio(client, TEXT_MODEL), Rating)
+    texts = [generator(f"Rate it ({i})") for i in range(4)]
+    assert all(isinstance(t, str) and 1 <= int(t) <= 5 for t in texts), texts
+
+
+def test_parse_checks_an_annotated_constraint_and_re_asks(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(TEXT_MODEL, ["9", "4", "0"])
+    model = make_model(TEXT_MODEL)
+    assert model.parse("Rate it", Rating, retries=1) == 4
+    assert "less than or equal to 5" in emulator.predictions[-1].last_user_text
+    with pytest.raises(ParseError, match="greater than or equal to 1"):
+        model.parse("Rate it", Rating)
+
+
+@pytest.mark.asyncio
+async def test_async_annotated_constraints(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(TEXT_MODEL, ["3", "6", "2", "5"])
+    model = from_lmstudio(async_client, TEXT_MODEL)
+    assert await model("q", Rating) == "3"
+    assert await model.parse("q", Rating, retries=1) == 2
+    assert emulator.predictions[-1].structured == {
+        "type": "json",
+        "jsonSchema": {"type": "integer", "minimum": 1, "maximum": 5},
+    }
+    assert await outlines.Generator(model, Rating)("q") == "5"
+
+
+@pytest.mark.parametrize(
+    ("output_type", "message"),
+    [
+        (Annotated[int, pydantic.Field(ge="x")], "'ge' must be coercible to an integer"),
+        (Annotated[str, pydantic.Field(pattern="[")], "unclosed character class"),
+    ],
+    ids=["ge-not-a-number", "broken-pattern"],
+)
+def test_a_broken_annotated_constraint_is_refused_before_sending(
+    make_model: MakeModel, emulator: LMStudioEmulator, output_type: Any, message: str
+) -> None:
+    with pytest.raises(UnsupportedOutputTypeError, match=message) as info:
+        make_model(TEXT_MODEL)("q", output_type)
+    assert "Annotated metadata" in str(info.value)
+    assert emulator.predictions == []

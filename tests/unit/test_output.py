@@ -254,7 +254,7 @@ def test_a_dict_with_non_str_keys_says_why(output_type: Any) -> None:
     [
         (list[uuid.UUID], "list[uuid.UUID]"),
         (Optional[uuid.UUID], "typing.Optional[uuid.UUID]"),
-        (Annotated[int, "meta"], "typing.Annotated[int, 'meta']"),
+        (Annotated[uuid.UUID, "meta"], "typing.Annotated[uuid.UUID, 'meta']"),
     ],
 )
 def test_parameterised_types_are_named_in_full(output_type: object, shown: str) -> None:

@@ -237,7 +237,11 @@ def _grammar_check(definition: str) -> Callable[[str], list[str]]:
     """
     import lark  # only grammar mode needs it (half of our import time otherwise)
 
-    parser = lark.Lark(definition, start="start", parser="earley")
+    from ._grammar._lark import import_loader
+
+    # The imports the GBNF was written from (Outlines' common.lark, not Lark's): the same
+    # language, and terminals only Outlines' file defines (UNESCAPED_STRING) resolve.
+    parser = lark.Lark(definition, start="start", parser="earley", import_paths=[import_loader])
     turn = threading.Lock()
 
     def parses(text: str) -> list[str]:

@@ -259,6 +259,26 @@ def test_a_grammar_parser_is_built_once_per_grammar() -> None:
     assert "not in the grammar" in again.grammar("maybe")[0]
 
 
+def test_a_grammar_is_checked_with_the_imports_it_was_sent_with() -> None:
+    """``%import common.X`` is Outlines' common.lark in the GBNF, so in the check too.
+
+    Lark's own file has no UNESCAPED_STRING (the check raised lark's GrammarError), and
+    its ESCAPED_STRING lets through a raw tab that the constrained one excludes.
+    """
+    from outlines.types import CFG
+
+    only_outlines = validator_for(
+        plan_output(CFG("%import common.UNESCAPED_STRING\nstart: UNESCAPED_STRING"), grammar=True)
+    )
+    assert only_outlines.validate('"a b"') == '"a b"'
+    escaped = validator_for(
+        plan_output(CFG("%import common.ESCAPED_STRING\nstart: ESCAPED_STRING"), grammar=True)
+    )
+    assert escaped.validate('"a\\"b"') == '"a\\"b"'
+    with pytest.raises(_Invalid, match="not in the grammar"):
+        escaped.validate('"a\tb"')
+
+
 def test_iri_is_checked_only_in_the_drafts_that_define_it() -> None:
     """Draft 4 and 6 have no ``iri`` format: an unknown format is an annotation there."""
     for draft in ("draft-04", "draft-06"):

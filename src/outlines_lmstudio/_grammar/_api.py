@@ -9,7 +9,7 @@ from outlines.types import dsl
 from ..errors import UnsupportedOutputTypeError
 from ._gbnf import GbnfBuilder, Node, alt, rep, seq
 from ._lark import add_lark_grammar, refuse_left_recursion
-from ._regex import regex_to_node
+from ._regex import nested_too_deeply, regex_to_node
 
 __all__ = ["has_cfg", "lark_to_gbnf", "regex_to_gbnf", "term_to_gbnf"]
 
@@ -35,7 +35,7 @@ def regex_to_gbnf(pattern: str) -> str:
     """
     builder = GbnfBuilder()
     builder.define("root", regex_to_node(pattern))
-    return builder.render()
+    return _render(builder, f"regex {pattern!r}")
 
 
 def lark_to_gbnf(grammar: str) -> str:
@@ -60,8 +60,11 @@ def lark_to_gbnf(grammar: str) -> str:
         regex `regex_to_gbnf` refuses.
     """
     builder = GbnfBuilder()
-    builder.define("root", add_lark_grammar(builder, grammar))
-    return builder.render()
+    try:
+        builder.define("root", add_lark_grammar(builder, grammar))
+    except RecursionError as exc:
+        raise nested_too_deeply("the Lark grammar") from exc
+    return _render(builder, "the Lark grammar")
 
 
 def term_to_gbnf(term: object) -> str:
@@ -88,9 +91,20 @@ def term_to_gbnf(term: object) -> str:
         If the regex or grammar it becomes uses something GBNF cannot express.
     """
     builder = GbnfBuilder()
-    builder.define("root", _term_node(builder, _as_term(term), {}))
-    refuse_left_recursion(builder.bodies(), {})  # a CFG that matches "" inside a repeat
-    return builder.render()
+    what = f"the Outlines {type(term).__name__}"
+    try:
+        builder.define("root", _term_node(builder, _as_term(term), {}))
+        refuse_left_recursion(builder.bodies(), {})  # a CFG that matches "" inside a repeat
+    except RecursionError as exc:
+        raise nested_too_deeply(what) from exc
+    return _render(builder, what)
+
+
+def _render(builder: GbnfBuilder, what: str) -> str:
+    try:
+        return builder.render()
+    except RecursionError as exc:
+        raise nested_too_deeply(what) from exc
 
 
 def _as_term(value: object) -> dsl.Term:

@@ -89,7 +89,7 @@ def _load(grammar: str) -> lark.Lark:
         )
     except UnsupportedGrammarError:
         raise
-    except (lark.exceptions.LarkError, KeyError, AssertionError, OSError) as exc:
+    except (lark.exceptions.LarkError, KeyError, AssertionError, OSError, OverflowError) as exc:
         raise UnsupportedGrammarError(
             f"the Lark grammar could not be loaded: {exc}. It needs a `start` rule and must "
             "load with lark.Lark(grammar, start='start')."

@@ -16,7 +16,7 @@ from ..errors import UnsupportedGrammarError
 from ._charset import Ranges, complement, matched_by, normalize, union
 from ._gbnf import MAX_REPEAT, Node, alt, chars, rep, seq
 
-__all__ = ["regex_to_node"]
+__all__ = ["nested_too_deeply", "regex_to_node"]
 
 # typeshed has no stubs for these private modules; importlib gives them as `Any`.
 _parser: Any = importlib.import_module("re._parser")
@@ -195,10 +195,23 @@ def regex_to_node(pattern: str, *, where: str = "regex", flags: int = 0) -> Node
         raise TypeError(f"expected the regex as str, got {type(pattern).__name__}")
     try:
         parsed = _parser.parse(pattern, flags)
-    except re.error as exc:
+    except (re.error, OverflowError) as exc:  # OverflowError: a{99999999999999999999}
         raise UnsupportedGrammarError(
             f"{where} {pattern!r} is not a valid Python regex: {exc}"
         ) from exc
+    except RecursionError as exc:
+        raise nested_too_deeply(f"{where} {pattern!r}") from exc
     translator = _Translator(pattern, where)
     translator.check_flags(parsed.state.flags)
-    return translator.sequence(list(parsed.data), parsed.state.flags, True, True)
+    try:
+        return translator.sequence(list(parsed.data), parsed.state.flags, True, True)
+    except RecursionError as exc:
+        raise nested_too_deeply(f"{where} {pattern!r}") from exc
+
+
+def nested_too_deeply(what: str) -> UnsupportedGrammarError:
+    """Return the error for a regex or grammar nested deeper than Python's recursion limit."""
+    return UnsupportedGrammarError(
+        f"{what} is nested too deeply to be translated to GBNF (Python's recursion "
+        "limit); flatten its groups, or split it into rules of a Lark grammar."
+    )

@@ -115,6 +115,9 @@ def test_repeat_limit() -> None:
         (r"a\Ab", "anchor"),
         (r"(?L)a", "not a valid Python regex"),
         (r"a(", "not a valid Python regex"),
+        (r"a{99999999999999999999}", "not a valid Python regex"),  # was OverflowError
+        ("(?:" * 1000 + "a" + ")" * 1000, "nested too deeply"),  # was RecursionError
+        ("(?:a|" * 400 + "b" + ")*" * 400, "nested too deeply"),
     ],
 )
 def test_refused_regex_constructs(pattern: str, construct: str) -> None:
@@ -151,6 +154,8 @@ def test_regex_and_cfg_terms() -> None:
         ("start: FOO\n%declare FOO\n", "declared but has no definition"),
         ("start: /a(?=b)/\n", "lookahead assertion in Lark terminal"),
         ('other: "a"\n', "could not be loaded|no `start`"),
+        ("start: /a{99999999999999999999}/\n", "could not be loaded"),  # was OverflowError
+        ("start: " + "(" * 3000 + '"a"' + ")" * 3000 + "\n", "nested too deeply|not be loaded"),
     ],
 )
 def test_refused_lark_grammars(grammar: str, message: str) -> None:

@@ -285,11 +285,19 @@ def _language_check(
 @lru_cache(maxsize=256)
 def _regex_check(pattern: str) -> tuple[Callable[[str], list[str]], Callable[[str], bool]]:
     """Build a regular expression's check and its `Matcher.goes_on`, once per pattern."""
-    from ._grammar._match import Matcher  # grammar mode only (see lark above)
+    from ._grammar._match import Matcher, MatcherTooLarge  # grammar mode only (see lark)
     from ._grammar._regex import regex_to_node
 
     # Not re.fullmatch: it can take exponential time on a reply cut off by max_tokens.
-    matcher = Matcher(regex_to_node(pattern))
+    try:
+        matcher = Matcher(regex_to_node(pattern))
+    except MatcherTooLarge as exc:
+        raise UnsupportedOutputTypeError(
+            f"parse cannot check a reply against the regular expression {pattern[:120]!r}: "
+            f"its automaton is too large ({exc}; nested counted repeats multiply). Use "
+            "generate (which constrains the reply) and check the text yourself, or use "
+            "smaller counts or * / +."
+        ) from exc
 
     def matches(text: str) -> list[str]:
         if matcher.matches(text):

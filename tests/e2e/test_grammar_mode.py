@@ -119,6 +119,21 @@ def test_parse_of_a_term_with_a_cfg_inside_says_it_cannot_check_it(
     assert len(emulator.predictions) == sent  # refused before sending
 
 
+@pytest.mark.parametrize("method", ["parse", "parse_stream"])
+def test_parse_of_a_regex_too_large_to_check_says_so_before_sending(
+    make_model: MakeModel, emulator: LMStudioEmulator, method: str
+) -> None:
+    """Counted repeats are copied out in the checker: nested ones multiply.
+
+    ``((ab){1000}){1000}`` is two million states (seconds); with one more level
+    (``{2000}`` three deep: eight billion) parse never came back.
+    """
+    model = make_model(TEXT_MODEL, grammar=True)
+    with pytest.raises(UnsupportedOutputTypeError, match=r"automaton is too large"):
+        getattr(model, method)("go", Regex(r"(?:(?:ab){1000}){1000}"))
+    assert emulator.predictions == []  # refused before sending
+
+
 def test_parse_of_a_cut_off_paragraph_does_not_backtrack(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

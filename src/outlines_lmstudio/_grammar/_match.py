@@ -17,9 +17,17 @@ import bisect
 from ._charset import MAX_CODE_POINT, Ranges
 from ._gbnf import Alt, Chars, Lit, Node, Rep, Seq
 
-__all__ = ["Matcher"]
+__all__ = ["MAX_STATES", "Matcher", "MatcherTooLarge"]
 
 _CACHE_LIMIT = 4096  # DFA transitions kept per matcher
+MAX_STATES = 1_000_000
+"""The most NFA states a matcher builds (about a second). Counted repeats are copied out,
+so nested counts multiply (``((ab){2000}){2000}`` is eight million states) and nested
+optional stars grow exponentially; the GBNF shares them as rules and stays small."""
+
+
+class MatcherTooLarge(Exception):
+    """The regex needs more than `MAX_STATES` states (or nests beyond the recursion limit)."""
 
 
 class Matcher:
@@ -47,11 +55,16 @@ class Matcher:
         self._next: list[int] = []
         self._splits: list[tuple[int, ...]] = []
         self._accept = self._state(None, -1, ())
-        start = self._build(node, self._accept)
+        try:
+            start = self._build(node, self._accept)
+        except RecursionError as exc:
+            raise MatcherTooLarge("nested beyond Python's recursion limit") from exc
         self._start = self._closure((start,))
         self._moves: dict[tuple[frozenset[int], str], frozenset[int]] = {}
 
     def _state(self, ranges: Ranges | None, then: int, splits: tuple[int, ...]) -> int:
+        if len(self._ranges) >= MAX_STATES:
+            raise MatcherTooLarge(f"more than {MAX_STATES:,} states")
         self._ranges.append(ranges)
         self._next.append(then)
         self._splits.append(splits)

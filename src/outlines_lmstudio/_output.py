@@ -579,11 +579,11 @@ _GRAMMAR_HINT = (
 
 
 def _grammar_plan(output_type: object) -> OutputPlan:
-    from ._grammar import term_to_gbnf
+    from ._grammar._api import sendable_gbnf
 
     return OutputPlan(
         "grammar",
-        {"type": "gbnf", "gbnfGrammar": term_to_gbnf(output_type)},
+        {"type": "gbnf", "gbnfGrammar": sendable_gbnf(output_type)},
         output_type=output_type,
     )
 

@@ -197,3 +197,23 @@ async def test_async_grammar_mode(
     assert re.fullmatch(r"[0-9]{4}", await model("year", Regex(r"[0-9]{4}")))
     with pytest.raises(UnsupportedOutputTypeError):
         await from_lmstudio(async_client, MLX_MODEL, grammar=True)("x", Regex("a"))
+
+
+@pytest.mark.parametrize(
+    "output_type",
+    [
+        Regex(r"[^\s\S]"),  # an empty class: the model could write nothing
+        Regex(r"(?:x[^\s\S])+"),
+        CFG("start: A\nA: /[^\\s\\S]/\n"),
+        CFG('start: a\na: "x" a\n'),  # never ends: only max_tokens would stop it
+    ],
+)
+def test_a_grammar_that_matches_nothing_is_refused_before_sending(
+    make_model: MakeModel, emulator: LMStudioEmulator, output_type: object
+) -> None:
+    from outlines_lmstudio import UnsupportedGrammarError
+
+    model = make_model(TEXT_MODEL, grammar=True)
+    with pytest.raises(UnsupportedGrammarError, match="matches no text at all"):
+        model("go", output_type, max_tokens=20)
+    assert emulator.predictions == []

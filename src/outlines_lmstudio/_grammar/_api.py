@@ -6,12 +6,12 @@ from typing import Any
 
 from outlines.types import dsl
 
-from ..errors import UnsupportedOutputTypeError
-from ._gbnf import GbnfBuilder, Node, alt, rep, seq
+from ..errors import UnsupportedGrammarError, UnsupportedOutputTypeError
+from ._gbnf import Alt, Chars, GbnfBuilder, Lit, Node, Rep, Seq, alt, rep, seq
 from ._lark import add_lark_grammar, refuse_left_recursion
 from ._regex import nested_too_deeply, regex_to_node
 
-__all__ = ["has_cfg", "lark_to_gbnf", "regex_to_gbnf", "term_to_gbnf"]
+__all__ = ["has_cfg", "lark_to_gbnf", "regex_to_gbnf", "sendable_gbnf", "term_to_gbnf"]
 
 
 def regex_to_gbnf(pattern: str) -> str:
@@ -90,14 +90,80 @@ def term_to_gbnf(term: object) -> str:
     UnsupportedGrammarError
         If the regex or grammar it becomes uses something GBNF cannot express.
     """
+    return _term_gbnf(term, sendable=False)
+
+
+def sendable_gbnf(term: object) -> str:
+    """Translate an Outlines output type into GBNF for a request (`term_to_gbnf`'s checks).
+
+    Parameters
+    ----------
+    term
+        What `term_to_gbnf` takes.
+
+    Returns
+    -------
+    str
+        The same text as `term_to_gbnf`.
+
+    Raises
+    ------
+    UnsupportedGrammarError
+        As `term_to_gbnf`, and if the grammar matches no text at all (the model could
+        write nothing, and llama.cpp would be left with no token it may sample).
+    UnsupportedOutputTypeError
+        As `term_to_gbnf`.
+    """
+    return _term_gbnf(term, sendable=True)
+
+
+def _term_gbnf(term: object, *, sendable: bool) -> str:
     builder = GbnfBuilder()
     what = f"the Outlines {type(term).__name__}"
     try:
         builder.define("root", _term_node(builder, _as_term(term), {}))
         refuse_left_recursion(builder.bodies(), {})  # a CFG that matches "" inside a repeat
+        if sendable and not _productive_rules(builder.bodies()).get("root"):
+            if isinstance(term, dsl.CFG):
+                shown = "the Lark grammar of the Outlines CFG"
+            elif isinstance(term, dsl.Regex):
+                shown = f"the regex {term.pattern!r}"
+            else:
+                shown = f"{what} {term!r:.200}"
+            raise UnsupportedGrammarError(
+                f"{shown} matches no text at all (an empty character class such as "
+                "[^\\s\\S], or a grammar rule that never ends), so the model could write "
+                "nothing. Fix the pattern or grammar so that some text matches it."
+            )
     except RecursionError as exc:
         raise nested_too_deeply(what) from exc
     return _render(builder, what)
+
+
+def _productive_rules(rules: dict[str, Node]) -> dict[str, bool]:
+    """Tell for each rule whether it matches some text (a least fixpoint)."""
+    found = dict.fromkeys(rules, False)
+    changed = True
+    while changed:
+        changed = False
+        for name, body in rules.items():
+            if not found[name] and _matches_some(body, found):
+                found[name] = changed = True
+    return found
+
+
+def _matches_some(node: Node, found: dict[str, bool]) -> bool:
+    if isinstance(node, Lit):
+        return True
+    if isinstance(node, Chars):
+        return bool(node.ranges)
+    if isinstance(node, Seq):
+        return all(_matches_some(item, found) for item in node.items)
+    if isinstance(node, Alt):
+        return any(_matches_some(item, found) for item in node.items)
+    if isinstance(node, Rep):
+        return node.low == 0 or _matches_some(node.item, found)
+    return found.get(node.name, False)
 
 
 def _render(builder: GbnfBuilder, what: str) -> str:

@@ -217,3 +217,26 @@ def test_a_grammar_that_matches_nothing_is_refused_before_sending(
     with pytest.raises(UnsupportedGrammarError, match="matches no text at all"):
         model("go", output_type, max_tokens=20)
     assert emulator.predictions == []
+
+
+@pytest.mark.parametrize(
+    ("output_type", "error", "match"),
+    [
+        (Regex(b"ab"), TypeError, "as str, got bytes"),  # type: ignore[arg-type]
+        (CFG(b"start: 'a'"), TypeError, "as str, got bytes"),  # type: ignore[arg-type]
+        (Regex("a{99999999999999999999}"), ValueError, "not a valid Python regex"),
+        (Regex("(?:a|" * 400 + "b" + ")*" * 400), ValueError, "nested too deeply"),
+        (CFG("start: A\nA: /a{99999999999999999999}/\n"), ValueError, "could not be loaded"),
+    ],
+    ids=["bytes regex", "bytes grammar", "huge count", "deep nesting", "huge count in lark"],
+)
+def test_grammar_input_python_cannot_take_is_our_error_before_sending(
+    fronts: Fronts, emulator: LMStudioEmulator, output_type: object, error: type, match: str
+) -> None:
+    from outlines_lmstudio import OutlinesLMStudioError
+
+    model = fronts.model(fronts.client(enter=False), TEXT_MODEL, grammar=True)
+    with pytest.raises(OutlinesLMStudioError, match=match) as raised:
+        model("go", output_type)
+    assert isinstance(raised.value, error)
+    assert emulator.requests == []

@@ -20,7 +20,7 @@ import lark
 from lark.grammar import NonTerminal, Symbol
 from lark.lexer import PatternStr
 
-from ..errors import UnsupportedGrammarError
+from ..errors import UnsupportedGrammarError, UnsupportedOutputTypeError
 from ._gbnf import EMPTY, Alt, GbnfBuilder, Lit, Node, Ref, Rep, Seq, alt, nullable, rep, seq
 from ._regex import regex_to_node
 
@@ -82,7 +82,10 @@ def import_loader(base_path: object, grammar_path: str) -> tuple[str, str]:
 @functools.lru_cache(maxsize=32)
 def _load(grammar: str) -> lark.Lark:
     if not isinstance(grammar, str):
-        raise TypeError(f"expected the Lark grammar as str, got {type(grammar).__name__}")
+        raise UnsupportedOutputTypeError(
+            f"expected the Lark grammar as str, got {type(grammar).__name__}: pass the "
+            "grammar's text (decode bytes first)."
+        )
     try:
         return lark.Lark(
             grammar, start="start", parser="earley", lexer="dynamic", import_paths=[import_loader]

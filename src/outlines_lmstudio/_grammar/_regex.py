@@ -12,7 +12,7 @@ import importlib
 import re
 from typing import Any
 
-from ..errors import UnsupportedGrammarError
+from ..errors import UnsupportedGrammarError, UnsupportedOutputTypeError
 from ._charset import Ranges, complement, matched_by, normalize, union
 from ._gbnf import MAX_REPEAT, Node, alt, chars, rep, seq
 
@@ -190,9 +190,14 @@ def regex_to_node(pattern: str, *, where: str = "regex", flags: int = 0) -> Node
     ------
     UnsupportedGrammarError
         If the pattern is invalid, or uses a construct GBNF cannot express.
+    UnsupportedOutputTypeError
+        If the pattern is not a ``str`` (a ``bytes`` pattern).
     """
     if not isinstance(pattern, str):
-        raise TypeError(f"expected the regex as str, got {type(pattern).__name__}")
+        raise UnsupportedOutputTypeError(
+            f"expected the regex as str, got {type(pattern).__name__}: grammar mode "
+            "translates str patterns (decode a bytes pattern first)."
+        )
     try:
         parsed = _parser.parse(pattern, flags)
     except (re.error, OverflowError) as exc:  # OverflowError: a{99999999999999999999}

@@ -457,7 +457,7 @@ class _Reply:
         self._clock = clock
         self._started = clock()
         self._first_answer: float | None = None
-        self._structured = request.plan.response_format is not None
+        self._structured = request.plan.kind in ("json", "simple")  # a JSON document
 
     @property
     def split(self) -> ReasoningSplitter:

@@ -515,7 +515,8 @@ def reply_problem(
     stats
         The reply's stats.
     structured
-        Whether an output type constrained the answer (only changes the wording).
+        Whether the answer was to be a JSON document (only changes the wording: a
+        grammar-mode answer is not called JSON).
 
     Returns
     -------

@@ -134,3 +134,21 @@ def test_an_empty_answer_after_reasoning_is_an_error(
         model("who?")
     with pytest.raises(EmptyAnswerError):
         list(model.stream("who?"))
+
+
+def test_a_grammar_answer_cut_in_the_reasoning_is_not_called_json(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """The errors say "JSON answer" only when a JSON document was asked for."""
+    from outlines.types import Regex
+
+    emulator.script(TEXT_MODEL, lambda prediction: "<think>" + "hmm " * 50 + "</think>42")
+    model = make_model(TEXT_MODEL, grammar=True)
+    with pytest.raises(TruncatedOutputError, match="began its answer") as cut:
+        model("how many?", Regex(r"\d+"), max_tokens=5)
+    assert "JSON" not in str(cut.value)
+    with pytest.raises(TruncatedOutputError, match="began its JSON answer"):
+        model("how many?", int, max_tokens=5)
+    emulator.script(TEXT_MODEL, lambda prediction: "<think>I am not sure.</think>")
+    with pytest.raises(EmptyAnswerError, match="wrote an empty answer"):
+        model.parse("how many?", Regex(r"\d*"))

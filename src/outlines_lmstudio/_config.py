@@ -151,8 +151,16 @@ def _reasoning_parsing(name: str, value: object) -> object:
             f"{name} has unknown key(s) {unknown}; it takes enabled, start_string, end_string."
         )
     parsed: dict[str, Any] = {"enabled": True, "startString": start, "endString": end}
+    given: dict[str, object] = {}
     for key, item in value.items():
-        parsed[_PARSING_KEYS[key]] = item
+        camel = _PARSING_KEYS[key]
+        if camel in given:
+            raise InvalidInferenceArgumentError(
+                f"{name} sets {camel!r} twice (as {given[camel]!r} and {key!r}); "
+                "give each key once, in either spelling."
+            )
+        given[camel] = key
+        parsed[camel] = item
     if not isinstance(parsed["enabled"], bool):
         raise InvalidInferenceArgumentError(
             f"{name}: 'enabled' must be True or False, got {_describe(parsed['enabled'])}."

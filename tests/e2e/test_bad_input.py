@@ -646,6 +646,15 @@ CASES = [
         "'endString' must not be empty",
     ),
     Case(
+        "reasoning_parsing key in both spellings",  # was: the last one won, silently
+        lambda m: m(
+            "x", reasoning_parsing={"enabled": False, "startString": "<a>", "start_string": "<b>"}
+        ),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        r"sets 'startString' twice \(as 'startString' and 'start_string'\)",
+    ),
+    Case(
         "not an lmstudio client",
         lambda m: from_lmstudio(cast(Any, OpenAI())),
         E.InvalidInferenceArgumentError,

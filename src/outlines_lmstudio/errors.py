@@ -58,6 +58,24 @@ __all__ = [
 class OutlinesLMStudioError(Exception):
     """Base class of every error raised by outlines-lmstudio."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Rebuild from the message and the attributes, not by calling ``__init__``.
+
+        ``Exception``'s own reduction calls ``cls(*args)``, which the errors taking
+        keyword-only attributes (`ParseError`, `BatchGenerationError`...) refuse: without
+        this they could not be pickled (a process pool, a task queue) or copied.
+        """
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+def _rebuild(
+    cls: type[OutlinesLMStudioError], args: tuple[Any, ...], state: dict[str, Any]
+) -> OutlinesLMStudioError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class UnsupportedInputError(OutlinesLMStudioError, TypeError):
     """The model input has a type or shape LM Studio cannot take."""

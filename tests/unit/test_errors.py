@@ -1,3 +1,6 @@
+import copy
+import pickle
+
 import lmstudio as lms
 import pytest
 
@@ -85,3 +88,40 @@ def test_batch_error_keeps_results() -> None:
     assert isinstance(exc.errors[1], ValueError)
     assert "1 of 3" in str(exc)
     assert "item 1" in str(exc)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.ParseError("bad", raw="{", errors=["(root): x"], stop_reason="eosFound", attempts=2),
+        errors.TruncatedOutputError(
+            "cut", raw="1", errors=["e"], stop_reason="contextLengthReached"
+        ),
+        errors.ReasoningTruncatedError(
+            "spent", raw="", errors=[], reasoning="hm", reasoning_tokens=3, predicted_tokens=4
+        ),
+        errors.EmptyAnswerError("empty", raw="", errors=[], reasoning="hm", predicted_tokens=9),
+        errors.BatchGenerationError(["a", None], {1: ValueError("boom")}),
+        errors.LMStudioTimeoutError("slow", host="h:1", model="m", hint="wait"),
+        errors.InvalidSchemaError("no"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_errors_pickle_and_copy_with_their_attributes(error: Exception) -> None:
+    """A process pool or task queue pickles the error; ParseError's family could not be."""
+    error.add_note("(in batch item 1)")
+    for again in (
+        pickle.loads(pickle.dumps(error)),
+        copy.copy(error),
+        copy.deepcopy(error),
+    ):
+        assert type(again) is type(error)
+        assert str(again) == str(error)
+        assert again.args == error.args
+        assert again.__notes__ == ["(in batch item 1)"]
+        if isinstance(error, errors.BatchGenerationError):
+            assert isinstance(again, errors.BatchGenerationError)
+            assert again.results == ["a", None]
+            assert repr(again.errors) == repr(error.errors)
+        else:
+            assert vars(again) == vars(error)

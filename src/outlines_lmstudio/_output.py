@@ -609,8 +609,8 @@ def _unwritable_literal(output_type: object) -> None:
 def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> OutputPlan:
     if output_type is None:
         return OutputPlan("text", output_type=None)
-    if grammar and isinstance(output_type, Term):
-        return _grammar_plan(output_type)
+    if grammar and isinstance(output_type, Term) and not isinstance(output_type, JsonSchema):
+        return _grammar_plan(output_type)  # a JsonSchema stays a JSON schema (below)
     if isinstance(output_type, Regex | CFG):
         kind = "Regex" if isinstance(output_type, Regex) else "CFG"
         raise UnsupportedOutputTypeError(

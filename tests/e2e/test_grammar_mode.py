@@ -240,3 +240,25 @@ def test_grammar_input_python_cannot_take_is_our_error_before_sending(
         model("go", output_type)
     assert isinstance(raised.value, error)
     assert emulator.requests == []
+
+
+def test_a_json_schema_stays_json_in_grammar_mode(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """``JsonSchema`` is an Outlines term, but a JSON document: grammar mode leaves it be.
+
+    It was sent as the GBNF of Outlines' regex for it (``minimum`` lost), ``parse``
+    returned the text instead of a dict and let ``1`` through, and MLX models refused it.
+    """
+    from outlines.types import JsonSchema
+
+    from outlines_lmstudio import ParseError
+
+    schema = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 3}}}
+    emulator.script(TEXT_MODEL, ['{"a": 5}', '{"a": 1}'])
+    model = make_model(TEXT_MODEL, grammar=True)
+    assert model.parse("go", JsonSchema(schema)) == {"a": 5}
+    assert emulator.predictions[-1].structured == {"type": "json", "jsonSchema": schema}
+    with pytest.raises(ParseError, match="less than the minimum of 3"):
+        model.parse("go", JsonSchema(schema))
+    assert isinstance(make_model(MLX_MODEL, grammar=True)("go", JsonSchema(schema)), str)

@@ -464,7 +464,9 @@ class _Reply:
         """The splitter the reply goes through (made when a reply needs one)."""
         if self._split is None:
             start, end = self._tags
-            self._split = ReasoningSplitter(start_tag=start, end_tag=end)
+            self._split = ReasoningSplitter(
+                start_tag=start, end_tag=end, json_answer=self._structured
+            )
             if self._plain is not None:  # more came after a whole reply: split all of it
                 self._split.feed(self._plain, "none")  # its pieces were given out already
                 self._plain = None

@@ -22,7 +22,9 @@ Untyped ``<think>...</think>`` (reasoning parsing off, or a template LM Studio
 does not know) is recognised when the reply opens with the start tag. A bare end
 tag in an untyped reply that has not reasoned yet also ends reasoning: some
 templates (Qwen3 2507) put the start tag in the prompt, so the model writes only
-``reasoning</think>answer``. A later mention of either tag is answer text.
+``reasoning</think>answer``. A later mention of either tag is answer text, and so is a
+bare end tag in a reply asked to be JSON that opens a JSON object or array: that reply
+is its answer from the first character (``{"note": "</think>"}`` keeps its text).
 
 The rule, whichever signals arrive: **the answer is the untyped, non-control
 text after the last piece of reasoning**, with the whitespace that separates it
@@ -109,6 +111,9 @@ class ReasoningSplitter:
         The untyped reasoning tags recognised at the start of a reply (LM Studio's
         ``reasoningParsing`` start and end strings; ``<think>``/``</think>`` by
         default).
+    json_answer
+        The reply was asked to be a JSON document: one that opens a JSON object or array is
+        its answer from the start, so a bare end tag in it is answer text.
 
     Attributes
     ----------
@@ -131,15 +136,20 @@ class ReasoningSplitter:
     retracted = False
     reasoning_tokens = 0
     _typed = False  # the server has typed a fragment as reasoning
-    _reasoned = False  # reasoning has begun or ended somewhere in this reply
+    # Reasoning has begun or ended somewhere in this reply, or (json_answer) the reply
+    # opened a JSON object or array: a bare end tag no longer ends reasoning.
+    _reasoned = False
     _harmony = False  # a Harmony header opened the answer: control tokens are control
     _answer_open = True  # no answer text since the start or the last reasoning
 
-    def __init__(self, *, start_tag: str = "<think>", end_tag: str = "</think>") -> None:
+    def __init__(
+        self, *, start_tag: str = "<think>", end_tag: str = "</think>", json_answer: bool = False
+    ) -> None:
         if not start_tag or not end_tag:
             raise ValueError("reasoning start and end tags must be non-empty strings")
         self._start_tag = start_tag
         self._end_tag = end_tag
+        self._json_answer = json_answer
         self._answer: list[str] = []
         self._reasoning: list[str] = []
         self._out: list[ReplyChunk] = []
@@ -281,6 +291,8 @@ class ReasoningSplitter:
             self._hold = buf[pos:]  # whitespace, or a possible start tag
             return len(buf)
         self._mode = _Mode.ANSWER
+        if self._json_answer and rest[:1] in ("{", "["):
+            self._reasoned = True  # the JSON answer has begun: see the module docstring
         return pos
 
     def _tokens(self) -> _Tokens:

@@ -62,6 +62,41 @@ def test_streams_yield_only_the_answer(make_model: MakeModel, emulator: LMStudio
     assert all("Bob" not in json.dumps(v) for v in values[:-1])  # nothing from the reasoning
 
 
+class Note(pydantic.BaseModel):
+    note: str
+
+
+@pytest.mark.parametrize(
+    ("reply", "output_type"),
+    [
+        ('{"note": "a reply ends at </think> here"}', Note),
+        ('[{"note": "</think>"}, {"note": "x"}]', list[Note]),
+    ],
+    ids=["object", "array"],
+)
+def test_an_end_tag_inside_a_json_answer_is_answer_text(
+    make_model: MakeModel, emulator: LMStudioEmulator, reply: str, output_type: object
+) -> None:
+    # A bare </think> ends untyped reasoning opened in the prompt, but a reply asked to be
+    # JSON that opens a JSON object or array is its answer from the start.
+    emulator.script(TEXT_MODEL, lambda prediction: reply)
+    model = make_model(TEXT_MODEL)
+    assert model("q", output_type) == reply
+    assert "".join(model.stream("q", output_type)) == reply
+    reply_of = model.reply("q", output_type)
+    assert (reply_of.text, reply_of.reasoning) == (reply, "")
+    assert "</think>" in json.dumps(model.parse("q", output_type), default=repr)
+
+
+def test_reasoning_before_a_json_answer_still_ends_at_a_bare_end_tag(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(TEXT_MODEL, lambda prediction: f"{THINKING}</think>\n\n{ANSWER}")
+    model = make_model(TEXT_MODEL)
+    assert model("who?", Person) == ANSWER
+    assert model.reply("who?", Person).reasoning == THINKING
+
+
 def test_reply_gives_answer_reasoning_and_stats(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

@@ -177,6 +177,29 @@ def test_bare_end_tag_closes_reasoning_opened_in_the_prompt() -> None:
     assert chunks[-1] == ReplyChunk("{}", False)
 
 
+@pytest.mark.parametrize("opener", ['{"a": "', '  [{"a": "'])
+def test_a_json_answer_keeps_a_bare_end_tag_as_text(opener: str) -> None:
+    pieces = [opener + "x</th", 'ink> y"}' + ("]" if "[" in opener else "")]
+    splitter = ReasoningSplitter(json_answer=True)
+    chunks = [c for p in pieces for c in splitter.feed(p, "none")] + splitter.close()
+    assert splitter.answer == "".join(pieces)
+    assert (splitter.reasoning, splitter.retracted) == ("", False)
+    assert answer_of(chunks) == splitter.answer
+    plain = ReasoningSplitter()  # not asked for JSON: the documented bare-tag rule
+    for p in pieces:
+        plain.feed(p, "none")
+    plain.close()
+    assert plain.retracted
+
+
+def test_a_json_answer_after_untyped_reasoning_still_splits_at_a_bare_end_tag() -> None:
+    splitter = ReasoningSplitter(json_answer=True)
+    for piece in ("plan {a}</th", "ink>\n\n{}"):
+        splitter.feed(piece, "none")
+    splitter.close()
+    assert (splitter.reasoning, splitter.answer) == ("plan {a}", "{}")
+
+
 def test_structural_text_is_never_given_out() -> None:
     splitter = ReasoningSplitter()
     chunks = splitter.feed("<|channel|>analysis<|message|>", "reasoningStartTag", structural=True)

@@ -21,8 +21,10 @@ from outlines_lmstudio._reply import ReplyChunk, ReplyStats, reply_stats
 Fragment = tuple[str, str]
 
 
-def split(fragments: list[Fragment], **kw: str) -> tuple[ReasoningSplitter, list[ReplyChunk]]:
-    splitter = ReasoningSplitter(**kw)
+def split(
+    fragments: list[Fragment], start_tag: str = "<think>", end_tag: str = "</think>"
+) -> tuple[ReasoningSplitter, list[ReplyChunk]]:
+    splitter = ReasoningSplitter(start_tag=start_tag, end_tag=end_tag)
     chunks: list[ReplyChunk] = []
     for content, kind in fragments:
         chunks += splitter.feed(content, kind)

@@ -7,7 +7,7 @@ from typing import Any
 from outlines.types import dsl
 
 from ..errors import UnsupportedGrammarError, UnsupportedOutputTypeError
-from ._gbnf import Alt, Chars, GbnfBuilder, Lit, Node, Rep, Seq, alt, rep, seq
+from ._gbnf import GbnfBuilder, Node, alt, productive, rep, rules_where, seq
 from ._lark import add_lark_grammar, refuse_left_recursion
 from ._regex import nested_too_deeply, regex_to_node
 
@@ -123,7 +123,7 @@ def _term_gbnf(term: object, *, sendable: bool) -> str:
     try:
         builder.define("root", _term_node(builder, _as_term(term), {}))
         refuse_left_recursion(builder.bodies(), {})  # a CFG that matches "" inside a repeat
-        if sendable and not _productive_rules(builder.bodies()).get("root"):
+        if sendable and not rules_where(builder.bodies(), productive).get("root"):
             if isinstance(term, dsl.CFG):
                 shown = "the Lark grammar of the Outlines CFG"
             elif isinstance(term, dsl.Regex):
@@ -138,32 +138,6 @@ def _term_gbnf(term: object, *, sendable: bool) -> str:
     except RecursionError as exc:
         raise nested_too_deeply(what) from exc
     return _render(builder, what)
-
-
-def _productive_rules(rules: dict[str, Node]) -> dict[str, bool]:
-    """Tell for each rule whether it matches some text (a least fixpoint)."""
-    found = dict.fromkeys(rules, False)
-    changed = True
-    while changed:
-        changed = False
-        for name, body in rules.items():
-            if not found[name] and _matches_some(body, found):
-                found[name] = changed = True
-    return found
-
-
-def _matches_some(node: Node, found: dict[str, bool]) -> bool:
-    if isinstance(node, Lit):
-        return True
-    if isinstance(node, Chars):
-        return bool(node.ranges)
-    if isinstance(node, Seq):
-        return all(_matches_some(item, found) for item in node.items)
-    if isinstance(node, Alt):
-        return any(_matches_some(item, found) for item in node.items)
-    if isinstance(node, Rep):
-        return node.low == 0 or _matches_some(node.item, found)
-    return found.get(node.name, False)
 
 
 def _render(builder: GbnfBuilder, what: str) -> str:

@@ -22,6 +22,7 @@ code that wrote it, and the tests would no longer catch it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -44,7 +45,9 @@ __all__ = [
     "chars",
     "nonempty",
     "nullable",
+    "productive",
     "rep",
+    "rules_where",
     "seq",
 ]
 
@@ -145,17 +148,55 @@ def alt(*items: Node) -> Node:
 
 def nullable(node: Node, rules: dict[str, bool] | None = None) -> bool:
     """Whether ``node`` matches the empty string (``rules`` gives it for references)."""
-    if isinstance(node, Lit):
-        return node.text == ""
-    if isinstance(node, Chars):
-        return False
+    return _holds(node, rules, _empty)
+
+
+def productive(node: Node, rules: dict[str, bool] | None = None) -> bool:
+    """Whether ``node`` matches some text (``rules`` gives it for references)."""
+    return _holds(node, rules, _some)
+
+
+def _empty(leaf: Lit | Chars) -> bool:
+    return isinstance(leaf, Lit) and leaf.text == ""
+
+
+def _some(leaf: Lit | Chars) -> bool:
+    return isinstance(leaf, Lit) or bool(leaf.ranges)
+
+
+def _holds(node: Node, rules: dict[str, bool] | None, leaf: Callable[[Lit | Chars], bool]) -> bool:
+    """Whether a language property holds of ``node``, given it of its literals and classes.
+
+    Sequences need it of every item, alternatives of one, repeats of their item unless they
+    may repeat zero times; references look it up in ``rules``.
+    """
+    if isinstance(node, Lit | Chars):
+        return leaf(node)
     if isinstance(node, Seq):
-        return all(nullable(item, rules) for item in node.items)
+        return all(_holds(item, rules, leaf) for item in node.items)
     if isinstance(node, Alt):
-        return any(nullable(item, rules) for item in node.items)
+        return any(_holds(item, rules, leaf) for item in node.items)
     if isinstance(node, Rep):
-        return node.low == 0 or nullable(node.item, rules)
+        return node.low == 0 or _holds(node.item, rules, leaf)
     return bool(rules and rules.get(node.name, False))
+
+
+def rules_where(
+    rules: dict[str, Node], holds: Callable[[Node, dict[str, bool]], bool]
+) -> dict[str, bool]:
+    """Tell for each rule whether ``holds`` (`nullable`, `productive`) is true of it.
+
+    The least fixpoint: a rule is marked once ``holds`` is true of its body, given the
+    rules marked so far, until nothing changes.
+    """
+    found = dict.fromkeys(rules, False)
+    changed = True
+    while changed:
+        changed = False
+        for name, body in rules.items():
+            if not found[name] and holds(body, found):
+                found[name] = changed = True
+    return found
 
 
 def nonempty(node: Node) -> Node:

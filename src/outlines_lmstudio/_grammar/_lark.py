@@ -21,7 +21,21 @@ from lark.grammar import NonTerminal, Symbol
 from lark.lexer import PatternStr
 
 from ..errors import UnsupportedGrammarError, UnsupportedOutputTypeError
-from ._gbnf import EMPTY, Alt, GbnfBuilder, Lit, Node, Ref, Rep, Seq, alt, nullable, rep, seq
+from ._gbnf import (
+    EMPTY,
+    Alt,
+    GbnfBuilder,
+    Lit,
+    Node,
+    Ref,
+    Rep,
+    Seq,
+    alt,
+    nullable,
+    rep,
+    rules_where,
+    seq,
+)
 from ._regex import regex_to_node
 
 __all__ = ["add_lark_grammar", "import_loader", "refuse_left_recursion"]
@@ -214,13 +228,7 @@ def refuse_left_recursion(rules: dict[str, Node], lark_names: dict[str, str]) ->
     over something that can match the empty string (llama.cpp expands ``x*`` into the
     rule ``r ::= x r |``).
     """
-    empty = {name: False for name in rules}
-    changed = True
-    while changed:  # least fixpoint of "can match the empty string"
-        changed = False
-        for name, body in rules.items():
-            if not empty[name] and nullable(body, empty):
-                empty[name] = changed = True
+    empty = rules_where(rules, nullable)  # the rules that can match the empty string
     for name, body in rules.items():
         _refuse_nullable_loops(body, empty, lark_names.get(name, name))
     edges = {name: _left_refs(body, empty) for name, body in rules.items()}

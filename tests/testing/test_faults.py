@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 import lmstudio as lms
@@ -10,7 +11,7 @@ import pytest
 
 from outlines_lmstudio.testing import EmulatedModel, Fault, LMStudioEmulator
 
-from .conftest import EMBED, PNG, TEXT, MakeEmulator
+from .conftest import EMBED, PNG, TEXT, MakeEmulator, raw_rpc, raw_socket
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -216,3 +217,39 @@ def test_fault_settings_that_would_be_ignored_are_refused() -> None:
         Fault("predict", "unload", after_fragments=2)
     with pytest.raises(ValueError, match='seconds is the wait of kind="delay"'):
         Fault("predict", "hang", seconds=2)
+
+
+@pytest.mark.parametrize("how", ["instanceReference", "empty query"])
+def test_a_fault_for_a_model_strikes_requests_that_select_it_without_its_name(
+    emu: LMStudioEmulator, how: str
+) -> None:
+    # Before: only a query's identifier was matched, so a fault for a model never struck
+    # a request by instance reference (the TypeScript SDK's handles) or by an empty query.
+    with raw_socket(emu, "llm") as ws:
+        query = {"type": "query", "query": {"identifier": TEXT}}
+        info = raw_rpc(ws, "getModelInfo", 0, {"specifier": query, "throwIfNotFound": True})
+        reference = {
+            "type": "instanceReference",
+            "instanceReference": info["result"]["instanceReference"],
+        }
+        specifier = reference if how == "instanceReference" else {"type": "query", "query": {}}
+        emu.add_fault(Fault("getModelInfo", "error", model=TEXT, message="struck"))
+        emu.add_fault(Fault("predict", "error", model=TEXT, message="struck"))
+        reply = raw_rpc(ws, "getModelInfo", 1, {"specifier": specifier, "throwIfNotFound": True})
+        assert reply["type"] == "rpcError"
+        assert reply["error"]["title"] == "struck"
+        history = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}
+        create = {
+            "type": "channelCreate",
+            "endpoint": "predict",
+            "channelId": 0,
+            "creationParameter": {
+                "modelSpecifier": specifier,
+                "history": history,
+                "predictionConfigStack": {"layers": []},
+            },
+        }
+        ws.send(json.dumps(create))
+        frame = json.loads(ws.recv(timeout=5))
+    assert frame["type"] == "channelError"
+    assert frame["error"]["title"] == "struck"

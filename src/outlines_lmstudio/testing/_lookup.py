@@ -28,6 +28,11 @@ def query_of(specifier: Any) -> dict[str, Any]:
     return {}
 
 
+def _is_specifier(specifier: Any) -> bool:
+    """Whether ``specifier`` is a model specifier (a query or an instance reference)."""
+    return isinstance(specifier, dict) and specifier.get("type") in ("query", "instanceReference")
+
+
 def not_found(emu: EmulatorState, namespace: str, query: dict[str, Any]) -> RequestError:
     """Build the ``noModelMatchingQuery`` error (``LMStudioModelNotFoundError`` in the SDK).
 
@@ -68,18 +73,24 @@ def resolve(conn: Peer, specifier: Any) -> Instance:
     query = query_of(specifier)
     emu = conn.emu
     with emu._lock:
-        loaded = emu._catalogue.loaded_of_type(conn.namespace)
-        found = next((i for i in loaded if _matches(i, query)), None)
-        if found is None and "identifier" in query:
-            # No instance has that identifier: LM Studio then takes it as a model
-            # key, path or alternative name ("hugging-quants/llama-3.2-1b-instruct").
-            by_model = {**query, "path": query["identifier"]}
-            del by_model["identifier"]
-            found = next((i for i in loaded if _matches(i, by_model)), None)
+        found = _find_loaded(emu, conn.namespace, query)
         if found is not None:
             found.last_used = time.time()  # the time-to-live counts from here
             return found
     raise not_found(emu, conn.namespace, query)
+
+
+def _find_loaded(emu: EmulatorState, namespace: str, query: dict[str, Any]) -> Instance | None:
+    """Return the loaded instance a model query selects (the caller holds the lock)."""
+    loaded = emu._catalogue.loaded_of_type(namespace)
+    found = next((i for i in loaded if _matches(i, query)), None)
+    if found is None and "identifier" in query:
+        # No instance has that identifier: LM Studio then takes it as a model
+        # key, path or alternative name ("hugging-quants/llama-3.2-1b-instruct").
+        by_model = {**query, "path": query["identifier"]}
+        del by_model["identifier"]
+        found = next((i for i in loaded if _matches(i, by_model)), None)
+    return found
 
 
 def _matches(instance: Instance, query: dict[str, Any]) -> bool:
@@ -102,14 +113,20 @@ def request_names(emu: EmulatorState, namespace: str, parameter: Any) -> tuple[s
     if not isinstance(parameter, dict):
         return ()
     names: list[str] = []
-    for key in ("specifier", "modelSpecifier"):
-        query = query_of(parameter.get(key))
-        if query.get("identifier"):
-            names.append(str(query["identifier"]))
+    specifiers = [parameter[k] for k in ("specifier", "modelSpecifier") if k in parameter]
     for key in ("identifier", "modelKey"):
         if isinstance(parameter.get(key), str):
             names.append(parameter[key])
     with emu._lock:
+        for specifier in specifiers:
+            query = query_of(specifier)
+            if query.get("identifier"):
+                names.append(str(query["identifier"]))
+            # The instance it selects: an ``instanceReference`` (the TypeScript SDK's
+            # handles) or an empty query (``llm.model()``) names no model itself.
+            instance = _find_loaded(emu, namespace, query) if _is_specifier(specifier) else None
+            if instance is not None:
+                names.append(instance.identifier)
         for name in list(names):
             instance = emu._catalogue.resolve_loaded(name)
             model = instance.model if instance else emu._catalogue.find_model(name)

@@ -10,7 +10,7 @@ import pytest
 
 from outlines_lmstudio.testing import LMStudioEmulator, Prediction
 
-from .conftest import MLX, TEXT, UNLOADED, MakeEmulator
+from .conftest import EMBED, MLX, TEXT, UNLOADED, MakeEmulator
 
 LONG = " ".join(f"word{i}" for i in range(200))
 
@@ -245,6 +245,16 @@ def test_a_script_for_a_llama_cpp_model_is_refused(make_emulator: MakeEmulator) 
         emulator.script(gemma.key, ["never used"])
     with pytest.raises(ValueError, match="writes its own replies"):
         EmulatedModel("g", gguf=gemma.gguf, replies=["never used"])
+
+
+def test_a_script_for_an_embedding_model_is_refused(emu: LMStudioEmulator) -> None:
+    from outlines_lmstudio.testing import EmulatedModel
+
+    # Before: both were taken and never used (an embedding model returns vectors).
+    with pytest.raises(ValueError, match="embedding model"):
+        emu.script(EMBED, ["never used"])
+    with pytest.raises(ValueError, match="embedding model"):
+        EmulatedModel("e", type="embedding", replies=["never used"])
 
 
 def test_model_replies_from_the_catalogue(make_emulator: MakeEmulator) -> None:

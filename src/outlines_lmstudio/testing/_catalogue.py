@@ -91,7 +91,7 @@ class EmulatedModel:
     embedding_dims
         Length of the vectors returned by ``embedString`` (embedding models).
     replies
-        Scripted replies used before the deterministic generator: a list
+        Scripted replies (LLMs only) used before the deterministic generator: a list
         consumed in order, or one function used for every request. A reply
         may be a `ToolCall`, so that ``.act()`` runs a tool round.
     path
@@ -140,6 +140,11 @@ class EmulatedModel:
         check_form(self.reasoning)
         if self.replies is not None:
             check_replies(self.replies)
+            if self.type != "llm":
+                raise ValueError(
+                    f"EmulatedModel {self.key!r}: an embedding model returns vectors, never "
+                    "a reply, so replies= would never be used"
+                )
             if self.gguf is not None:
                 raise ValueError(
                     f"EmulatedModel {self.key!r}: a gguf model writes its own replies with "

@@ -277,7 +277,8 @@ class EmulatorState:
         KeyError
             If no model or loaded instance has that name.
         ValueError
-            If the model is served by llama.cpp (``gguf=``): it writes its own replies.
+            If the model is served by llama.cpp (``gguf=``): it writes its own replies;
+            or if it is an embedding model, which never replies with text.
         TypeError
             If a reply is none of the above.
         """
@@ -286,6 +287,11 @@ class EmulatorState:
             name = self._model_name(model_key)
             instance = self._catalogue.instances.get(name)
             model = instance.model if instance is not None else self._catalogue.models[name]
+            if model.type != "llm":
+                raise ValueError(
+                    f"{model_key!r} is an embedding model: it returns vectors, never a "
+                    "reply, so a script for it would never be used. Script an LLM."
+                )
             if model.gguf is not None:
                 raise ValueError(
                     f"{model_key!r} is served by llama.cpp (gguf={model.gguf!r}), which "

@@ -247,6 +247,20 @@ def test_a_script_for_a_llama_cpp_model_is_refused(make_emulator: MakeEmulator) 
         EmulatedModel("g", gguf=gemma.gguf, replies=["never used"])
 
 
+def test_model_replies_from_an_iterator_are_kept(make_emulator: MakeEmulator) -> None:
+    from outlines_lmstudio.testing import EmulatedModel
+
+    # Typed as a sequence, but any iterable is taken at run time. Before: checking
+    # the replies spent the iterator, so the model had none.
+    model = EmulatedModel("m", replies=(text for text in ["one", "two"]))  # type: ignore[arg-type]
+    emulator = make_emulator(models=[model])
+    with lms.Client(emulator.api_host) as client:
+        handle = client.llm.model("m")
+        assert [handle.respond("?").content for _ in range(2)] == ["one", "two"]
+        emulator.reset()
+        assert handle.respond("?").content == "one"
+
+
 def test_a_script_for_an_embedding_model_is_refused(emu: LMStudioEmulator) -> None:
     from outlines_lmstudio.testing import EmulatedModel
 

@@ -139,7 +139,11 @@ class EmulatedModel:
         self._check_fields()
         check_form(self.reasoning)
         if self.replies is not None:
-            check_replies(self.replies)
+            script = check_replies(self.replies)
+            if not callable(script) and not isinstance(self.replies, Sequence):
+                # An iterator (a generator of replies) is spent by the check: keep its
+                # items, which every start and reset of the emulator scripts again.
+                self.replies = list(script)
             if self.type != "llm":
                 raise ValueError(
                     f"EmulatedModel {self.key!r}: an embedding model returns vectors, never "

@@ -203,6 +203,22 @@ def test_a_script_for_an_unknown_name_is_refused(emu: LMStudioEmulator) -> None:
         emu.script("qwen-typo", ["never sent"])
 
 
+def test_a_model_name_that_is_not_a_string_is_a_type_error(emu: LMStudioEmulator) -> None:
+    from outlines_lmstudio.testing import Fault
+
+    # Before: AttributeError: 'int' object has no attribute 'casefold'.
+    with pytest.raises(TypeError, match="A model name must be a string"):
+        emu.script(7, ["never sent"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="A model name must be a string"):
+        emu.add_fault(Fault("predict", model=7))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="A model name must be a string"):
+        emu.peak_concurrency(7)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="as strings"):
+        emu.load(7)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="as strings"):
+        emu.load(TEXT, 7)  # type: ignore[arg-type]  # was loaded, with an identifier of 7
+
+
 @pytest.mark.parametrize("replies", [None, b"abc", {"a": 1}, [42], ["ok", None], 3.5])
 def test_script_values_that_are_not_replies_are_refused(
     emu: LMStudioEmulator, replies: object

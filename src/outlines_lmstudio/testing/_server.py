@@ -381,7 +381,22 @@ class LMStudioEmulator(EmulatorState):
         self._faults.clear()
 
     def load(self, key: str, identifier: str | None = None) -> str:
-        """Load a new instance of a downloaded model, server-side; return its identifier."""
+        """Load a new instance of a downloaded model, server-side; return its identifier.
+
+        Raises
+        ------
+        KeyError
+            If no downloaded model has that key, path or alias.
+        TypeError
+            If ``key`` or ``identifier`` is not a string.
+        ValueError
+            If a loaded instance already has that identifier.
+        """
+        if not isinstance(key, str) or not isinstance(identifier, str | None):
+            raise TypeError(
+                f"load() takes a model key and an optional identifier, as strings, not "
+                f"{key!r:.60} and {identifier!r:.60}"
+            )
         with self._lock:
             model = self._catalogue.find_model(key)
             if model is None:

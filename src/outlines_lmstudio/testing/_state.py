@@ -240,7 +240,14 @@ class EmulatorState:
         ------
         KeyError
             If no loaded instance and no model of the catalogue has that name.
+        TypeError
+            If ``name`` is not a string.
         """
+        if not isinstance(name, str):
+            raise TypeError(
+                f"A model name must be a string (a model key, path or alias, or a loaded "
+                f"instance's identifier), not {type(name).__name__} ({name!r:.60})"
+            )
         with self._lock:
             if name in self._catalogue.instances:
                 return name

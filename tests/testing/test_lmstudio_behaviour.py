@@ -209,6 +209,16 @@ def test_act_runs_a_scripted_tool_round(emu: LMStudioEmulator, client: lms.Clien
     assert emu.predictions[0].tool_calls[0].arguments == {"a": 20, "b": 22}
 
 
+def test_a_scripted_tool_call_without_tools_offered_is_an_error(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    # Before: the reply ended with stopReason "toolCalls" and no tool had been offered,
+    # which LM Studio never does; .respond() returned "" and said nothing.
+    emu.script(TEXT, [ToolCall("add", {"a": 1})])
+    with pytest.raises(lms.LMStudioServerError, match="offered none"):
+        client.llm.model(TEXT).respond("What is 1 + 0?")
+
+
 def test_a_tool_model_calls_an_offered_tool_by_default(client: lms.Client) -> None:
     results: list[lms.PredictionResult] = []
     client.llm.model(TEXT).act("What is 2 + 3?", [_add], on_prediction_completed=results.append)

@@ -139,6 +139,12 @@ async def _reply(
         except Exception as exc:
             raise server_error(f"Scripted reply failed: {exc!r}") from exc
         if isinstance(reply, ToolCall):
+            if not offered_tools(record.config):
+                # LM Studio parses a tool call only out of a request that offers tools.
+                raise server_error(
+                    f"Scripted reply ToolCall({reply.name!r}) calls a tool, but the request "
+                    "offered none: call .act() with tools, or script text for this request"
+                )
             return _fragments(split_fragments(reply.text)), reply
         if isinstance(reply, ReasoningReply):
             return reply, None

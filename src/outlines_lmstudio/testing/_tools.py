@@ -30,6 +30,9 @@ __all__ = [
 class ToolCall:
     """A scripted reply in which the model calls a tool.
 
+    It answers a request that offers tools (``.act()``); a request without tools
+    fails with a server error that says so.
+
     Parameters
     ----------
     name

@@ -225,6 +225,20 @@ def test_file_handles_are_scoped_to_their_client(emu: LMStudioEmulator, client: 
         other.llm.model(VISION).respond(chat)
 
 
+def test_a_reset_keeps_the_files_of_a_connected_client(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    # A session-scoped client (and outlines-lmstudio's upload cache) reuses its handles
+    # in the next test. Before: reset() forgot them ("File not found") while connected.
+    handle = client.files.prepare_image(PNG)
+    emu.reset()
+    assert emu.uploads == []
+    chat = lms.Chat()
+    chat.add_user_message("What?", images=[handle])
+    assert client.llm.model(VISION).respond(chat).content
+    assert emu.predictions[-1].images == [PNG]
+
+
 def test_upload_file_types_are_reported_like_lm_studio(client: lms.Client) -> None:
     def file_type(data: bytes, name: str) -> str:
         return str(client.files.prepare_image(data, name=name).file_type)

@@ -413,14 +413,21 @@ class LMStudioEmulator(EmulatorState):
         """Clear records, scripts and faults; restore the catalogue, loaded state and settings.
 
         Settings changed since the emulator was made (``emu.token_latency = 0.05``) get
-        the values it was made with, so one test's changes do not reach the next.
+        the values it was made with, so one test's changes do not reach the next. Files
+        a still-connected client uploaded stay usable by it, as in LM Studio (a session's
+        client may reuse its file handles); only the `uploads` records are cleared.
         """
         self._faults.clear()
         self._recorder.clear()
         with self._lock:
             self._restore_settings()
             self._catalogue.reset()
-            self._files.clear()
+            # A file belongs to its client's connection, which a reset does not close.
+            self._files = {
+                ident: upload
+                for ident, upload in self._files.items()
+                if upload.client_id in self._client_refs
+            }
             self._slots = {}
             self._peak = dict(self._active)
             self._restore_scripts()

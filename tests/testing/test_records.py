@@ -7,7 +7,7 @@ import json
 import lmstudio as lms
 import pytest
 
-from outlines_lmstudio.testing import LMStudioEmulator
+from outlines_lmstudio.testing import Frame, LMStudioEmulator, Prediction, RecordedRequest
 
 from .conftest import PNG, TEXT, MakeEmulator, raw_rpc, raw_socket
 
@@ -66,3 +66,12 @@ def test_a_client_warning_gets_no_reply(emu: LMStudioEmulator) -> None:
         reply = raw_rpc(ws, "version", 0)
         assert reply["type"] == "rpcResult"  # the warning got nothing back
         assert reply["callId"] == 0
+
+
+@pytest.mark.parametrize("record", [Prediction, RecordedRequest, Frame])
+def test_every_field_of_a_record_is_documented(record: type) -> None:
+    # Before: Prediction.error (the error that ended the prediction) was not.
+    import dataclasses
+
+    documented = {line.strip() for line in (record.__doc__ or "").splitlines()}
+    assert [f.name for f in dataclasses.fields(record) if f.name not in documented] == []

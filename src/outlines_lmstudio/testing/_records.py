@@ -77,6 +77,9 @@ class Prediction:
         The tool calls the reply ended with (`ToolCall`).
     done
         Whether the terminal ``success`` or ``channelError`` was sent.
+    error
+        The title of the ``channelError`` that ended it (an injected fault, a failing
+        reply function, a refused request), or None.
     client_id
         The ``clientIdentifier`` of the client that sent it.
     """

@@ -271,9 +271,11 @@ class EmulatorState:
             A model key, path or alias (the model's replies on every instance),
             or a loaded instance's identifier (that instance's replies).
         replies
-            A list of replies consumed in order (each a text, a `ToolCall`, a
-            `ReasoningReply`, or a function of the `Prediction` returning one),
-            or one reply, or one function used for every request. Scripted
+            A list of replies (each a text, a `ToolCall`, a `ReasoningReply`, or a
+            function of the `Prediction` returning one) consumed in the order the
+            requests arrive, so concurrent requests (a batch's) race for them; or
+            one reply, or one function used for every request (it can answer each
+            prompt its own way). Scripted
             text is sent verbatim, even for structured requests, so a test can
             produce invalid JSON on purpose. When the list runs out, the
             emulator generates text again. A `ReasoningReply` gives reasoning

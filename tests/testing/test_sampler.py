@@ -261,3 +261,23 @@ def test_dates_and_times_are_ones_pydantic_takes() -> None:
         text = "".join(JsonSampler().sample(schema, rng))
         event = Event.model_validate_json(text)
         assert 1000 <= event.when.year <= 2999
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"const": {"type": "integer", "minimum": 1}},
+        {"enum": [{"type": "string", "maxLength": 2}, 3]},
+    ],
+    ids=["const", "enum"],
+)
+def test_const_and_enum_values_that_look_like_schemas_are_kept(
+    emu: LMStudioEmulator, client: lms.Client, schema: dict[str, Any]
+) -> None:
+    """A ``const``/``enum`` value is data: narrowing it like a subschema changed the value
+    the model had to write (``{"enum": [1, 2, ...]}`` for the const above)."""
+    model = client.llm.model(TEXT)
+    for i in range(4):
+        wrapped = {"type": "json", "jsonSchema": schema}
+        result = model.respond(f"value {i}", response_format=wrapped)
+        jsonschema.validate(json.loads(result.content), schema)

@@ -416,6 +416,7 @@ _CONTAINER_KEYWORDS = {
 }
 _CONTAINER_ANY = {"array": "items", "object": "additionalProperties"}
 _NOTES = frozenset({"title", "description", "default", "examples", "$comment", "deprecated"})
+_DATA = frozenset({"const", "enum", "default", "examples"})  # values, not subschemas
 
 
 def _anything(schema: object) -> bool:
@@ -465,7 +466,7 @@ def _tighten(node: Any) -> Any:
         node = _simple_email(node) or node
     elif node.get("type") == "string" and node.get("format") in _CALENDAR:
         node = _calendar(node) or node
-    return {key: _tighten(value) for key, value in node.items()}
+    return {key: value if key in _DATA else _tighten(value) for key, value in node.items()}
 
 
 def _validator(schema: Any) -> Any:

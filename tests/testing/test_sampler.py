@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import random
+from collections.abc import Callable
 from typing import Any
 
 import jsonschema
@@ -281,3 +282,29 @@ def test_const_and_enum_values_that_look_like_schemas_are_kept(
         wrapped = {"type": "json", "jsonSchema": schema}
         result = model.respond(f"value {i}", response_format=wrapped)
         jsonschema.validate(json.loads(result.content), schema)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "maxLength": 40},
+        {"type": "string", "minLength": 2000},
+        {"anyOf": [{"type": "string", "maxLength": 30}, {"type": "null"}]},
+    ],
+    ids=["maxLength", "minLength", "optional"],
+)
+def test_length_bounded_strings_are_answered_in_time(
+    emu: LMStudioEmulator,
+    client: lms.Client,
+    sync_timeout: Callable[[float], None],
+    schema: dict[str, Any],
+) -> None:
+    """outlines-core's automaton for a length-bounded string outside an object grows
+    exponentially with the bound (``maxLength: 20`` took over a minute): the SDK timed out
+    on a root ``Annotated[str, Field(max_length=40)]``. The emulator writes such strings
+    from letters, digits and spaces within the bounds."""
+    sync_timeout(10)
+    result = client.llm.model(TEXT).respond(
+        "?", response_format={"type": "json", "jsonSchema": schema}
+    )
+    jsonschema.validate(json.loads(result.content), schema)

@@ -409,6 +409,37 @@ def _calendar(node: dict[str, Any]) -> dict[str, Any] | None:
     return {**{k: v for k, v in node.items() if k != "format"}, "pattern": pattern}
 
 
+# Letters, digits and spaces: each is one character of JSON text, with no escapes.
+_LENGTH_CHARS = "[a-zA-Z0-9 ]"
+_LENGTH_SPAN = 32  # longest string over the minimum when there is no maximum
+_LENGTH_CAP = 256  # longest string over the minimum offered at all
+
+
+def _bounded_string(node: dict[str, Any]) -> dict[str, Any] | None:
+    """Return a string node with length bounds as a pattern of such strings, or None.
+
+    outlines-core spells ``minLength``/``maxLength`` as a counted repetition of every
+    character JSON allows. Outside an object (the root, an ``anyOf``) its automaton grew
+    exponentially with the bound: ``maxLength: 16`` took 8 s to index, ``maxLength: 20``
+    over a minute (the SDK timed out, a thread kept building). Letters, digits and
+    spaces within the same bounds index in milliseconds and are a subset of the valid
+    strings.
+    """
+    if node.get("type") != "string" or {"pattern", "format", "enum", "const"} & set(node):
+        return None
+    if "minLength" not in node and "maxLength" not in node:
+        return None
+    low, high = node.get("minLength", 0), node.get("maxLength")
+    if isinstance(low, bool) or not isinstance(low, int) or low < 0:
+        return None
+    if high is None:
+        high = low + _LENGTH_SPAN
+    elif isinstance(high, bool) or not isinstance(high, int) or high < low:
+        return None
+    rest = {k: v for k, v in node.items() if k not in ("minLength", "maxLength")}
+    return {**rest, "pattern": f"{_LENGTH_CHARS}{{{low},{min(high, low + _LENGTH_CAP)}}}"}
+
+
 _SCALAR = {"anyOf": [{"type": t} for t in ("null", "boolean", "number", "string")]}
 _CONTAINER_KEYWORDS = {
     "array": ("items", "prefixItems", "contains"),
@@ -451,7 +482,8 @@ def _tighten(node: Any) -> Any:
 
     Numeric bounds become enums of valid values (outlines-core ignores them), an ``email``
     string a simple pattern of valid addresses, dates and times patterns of values
-    that every validator takes, and arrays and objects that say nothing of their items
+    that every validator takes, strings with length bounds patterns of letters, digits
+    and spaces within them, and arrays and objects that say nothing of their items
     arrays and objects of scalars.
     """
     if isinstance(node, list):
@@ -466,6 +498,8 @@ def _tighten(node: Any) -> Any:
         node = _simple_email(node) or node
     elif node.get("type") == "string" and node.get("format") in _CALENDAR:
         node = _calendar(node) or node
+    else:
+        node = _bounded_string(node) or node
     return {key: value if key in _DATA else _tighten(value) for key, value in node.items()}
 
 

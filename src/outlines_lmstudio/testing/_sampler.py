@@ -333,13 +333,19 @@ def _num(node: dict[str, Any], key: str) -> float | None:
 def _bounded_values(node: dict[str, Any]) -> list[int | float] | None:
     """Return a finite set of values meeting a numeric node's bounds (None if not applicable).
 
-    outlines-core ignores ``minimum``/``maximum``; a model may pick any valid
-    value, so offering a subset of the valid range still conforms.
+    outlines-core ignores ``minimum``/``maximum`` and ``multipleOf``; a model may pick
+    any valid value, so offering a subset of the valid range still conforms. A whole
+    ``multipleOf`` (``5``, ``2.0``) gives its multiples, within the bounds if any; other
+    steps (``0.1``) are left to the re-draws.
     """
     kind = node.get("type")
-    if kind not in ("integer", "number") or not any(k in node for k in _BOUNDS):
+    step = _num(node, "multipleOf")
+    whole_step = step is not None and step > 0 and float(step).is_integer()
+    if kind not in ("integer", "number") or {"enum", "const"} & set(node):
         return None
-    if {"enum", "const", "multipleOf"} & set(node):
+    if "multipleOf" in node and not whole_step:
+        return None
+    if not whole_step and not any(k in node for k in _BOUNDS):
         return None
     lo, hi = _num(node, "minimum"), _num(node, "maximum")
     xlo, xhi = _num(node, "exclusiveMinimum"), _num(node, "exclusiveMaximum")
@@ -354,19 +360,22 @@ def _bounded_values(node: dict[str, Any]) -> list[int | float] | None:
 
     lows = [b for b in (lo, xlo) if b is not None]
     highs = [b for b in (hi, xhi) if b is not None]
-    span = 999 if kind == "integer" else 1000.0
+    unit = int(step) if whole_step and step is not None else 1
+    span = (999 if kind == "integer" or whole_step else 1000.0) * unit
     if lows:
         low = max(lows)
         high = min(highs) if highs else low + span
     elif highs:
         high = min(highs)
         low = high - span
+    elif whole_step:
+        low, high = 0, span
     else:
         return None
-    if kind == "integer":
-        first = math.floor(low)
-        ints = range(first, min(math.ceil(high), first + _MAX_RANGE) + 1)
-        values: list[int | float] = [v for v in ints if ok(v)]
+    if kind == "integer" or whole_step:
+        first = math.ceil(low / unit)
+        last = min(math.floor(high / unit), first + _MAX_RANGE)
+        values: list[int | float] = [k * unit for k in range(first, last + 1) if ok(k * unit)]
     else:
         steps = [round(low + (high - low) * k / 64, 6) for k in range(65)]
         values = sorted({v for v in steps if ok(v)})

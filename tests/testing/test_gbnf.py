@@ -200,3 +200,50 @@ def test_llama_cpp_accepts_samples_of_random_grammars(
     for _ in range(5):
         text = sample_gbnf(grammar, rng)
         assert llama.matches(grammar, text), (grammar, text)
+
+
+LEFT_RECURSION = {
+    # llama.cpp refuses these ("unsupported grammar, left recursion detected").
+    "direct": ('root ::= root "a" | "b"', True),
+    "through_a_rule": ('root ::= x "a" | "b"\nx ::= root', True),
+    "after_an_optional": ('root ::= "a"? root | "b"', True),
+    "after_an_empty_group": ('root ::= ("a" | "") root | "b"', True),
+    "after_an_empty_literal": ('root ::= "" root | "b"', True),
+    "after_a_bounded_repeat": ('root ::= "a"{0,3} root | "b"', True),
+    "repeat_of_an_empty_group": ('root ::= ("a" | "")* "b"', True),
+    "repeat_of_an_empty_rule": ('root ::= x* "b"\nx ::= "a" | ""', True),
+    # ... and takes these: llama.cpp calls a rule empty only for a literally empty choice.
+    "right_recursion": ('root ::= "a" root | "b"', False),
+    "repeat_of_an_optional": ('root ::= ("a"?)* "b"', False),
+    "through_an_empty_chain": ('root ::= x root | "b"\nx ::= y\ny ::= ""', False),
+    "nested_empty_groups": ('root ::= (("a" | "")) "b"', False),
+    "empty_tail": ('root ::= x\nx ::= "a" x | ""', False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LEFT_RECURSION))
+def test_left_recursion_is_refused_as_llama_cpp_does(name: str) -> None:
+    grammar, refused = LEFT_RECURSION[name]
+    if refused:
+        with pytest.raises(GrammarError, match="left recursion"):
+            parse_gbnf(grammar)
+    else:
+        parse_gbnf(grammar)
+
+
+@pytest.mark.parametrize("name", sorted(LEFT_RECURSION))
+def test_llama_cpp_agrees_on_left_recursion(llama: Any, name: str) -> None:
+    grammar, refused = LEFT_RECURSION[name]
+    if refused:
+        with pytest.raises(Exception, match="left recursion"):
+            llama.check_parses(grammar)
+    else:
+        llama.check_parses(grammar)
+
+
+def test_left_recursive_gbnf_fails_the_prediction(client: lms.Client) -> None:
+    """LM Studio's llama.cpp engine cannot build a left-recursive grammar; the emulator
+    used to accept it and answer ``b``."""
+    grammar = {"type": "gbnf", "gbnfGrammar": LEFT_RECURSION["direct"][0]}
+    with pytest.raises(lms.LMStudioServerError, match="left recursion"):
+        client.llm.model(TEXT).respond("?", response_format=grammar)

@@ -258,6 +258,12 @@ class Grammar:
             raise GrammarError("the grammar has no 'root' rule")
         for node in self.rules.values():
             self._check_refs(node)
+        recursive = _left_recursive(self.rules)
+        if recursive is not None:
+            raise GrammarError(
+                f"unsupported grammar, left recursion detected for rule {recursive!r} "
+                "(llama.cpp refuses a rule that can reach itself before any character)"
+            )
         self.cost: dict[str, float] = dict.fromkeys(self.rules, _INF)
         changed = True
         while changed:
@@ -335,6 +341,84 @@ class Grammar:
                 self._walk(node.item, rng, out, target, depth + 1)
 
 
+# llama.cpp's view of a grammar, for its left-recursion check: each rule is a list of
+# alternatives, each a list of elements, None for a character and a rule key for a
+# reference. Groups and repetitions become rules of their own, as llama.cpp rewrites them.
+_Element: TypeAlias = "str | None"
+
+
+def _lower(rules: dict[str, Alt]) -> dict[str, list[list[_Element]]]:
+    """Rewrite the grammar into flat rules the way llama.cpp's parser does."""
+    lowered: dict[str, list[list[_Element]]] = {}
+
+    def new_rule(alternatives: list[list[_Element]]) -> str:
+        key = f"\x00{len(lowered)}"  # no user rule name has a NUL
+        lowered[key] = alternatives
+        return key
+
+    def elements(node: Node) -> list[_Element]:
+        if isinstance(node, Lit):
+            return [None] * min(len(node.text), 1)  # "" adds nothing
+        if isinstance(node, Chars):
+            return [None]
+        if isinstance(node, Ref):
+            return [node.name]
+        if isinstance(node, Seq):
+            return [e for item in node.items for e in elements(item)]
+        if isinstance(node, Alt):  # a group
+            return [new_rule([elements(option) for option in node.options])]
+        item = elements(node.item)
+        out = item * node.low
+        if node.high is None:  # S' ::= S S' | (empty)
+            key = new_rule([])
+            lowered[key] += [[*item, key], []]
+            out.append(key)
+        elif node.high > node.low:  # a chain S'(k) ::= S S'(k-1) | ... S'(1) ::= S |
+            last = new_rule([item, []])
+            out.append(new_rule([[*item, last], []]) if node.high - node.low > 1 else last)
+        return out
+
+    for name, body in rules.items():
+        lowered[name] = [elements(option) for option in body.options]
+    return lowered
+
+
+def _left_recursive(rules: dict[str, Alt]) -> str | None:
+    """Return a rule llama.cpp finds left-recursive (``llama_grammar_detect_left_recursion``).
+
+    A rule may be empty only when one of its alternatives is literally empty (as in
+    llama.cpp, which does not look further), and a reference is followed into only while
+    the rules before it in the alternative may be empty.
+    """
+    lowered = _lower(rules)
+    visited: set[str] = set()
+    in_progress: set[str] = set()
+    may_be_empty: set[str] = set()
+
+    def detect(rule: str) -> bool:
+        if rule in in_progress:
+            return True
+        in_progress.add(rule)
+        if any(not alternative for alternative in lowered[rule]):
+            may_be_empty.add(rule)
+        for alternative in lowered[rule]:
+            for element in alternative:
+                if element is None:
+                    break
+                if detect(element):
+                    return True
+                if element not in may_be_empty:
+                    break
+        in_progress.discard(rule)
+        visited.add(rule)
+        return False
+
+    for name in rules:
+        if name not in visited and detect(name):
+            return name
+    return None
+
+
 _PRINTABLE = [chr(c) for c in range(0x20, 0x7F)]
 
 
@@ -358,7 +442,8 @@ def parse_gbnf(text: str) -> Grammar:
     Raises
     ------
     GrammarError
-        On a syntax error, an undefined rule, or a missing or endless ``root``.
+        On a syntax error, an undefined rule, left recursion (which llama.cpp refuses),
+        or a missing or endless ``root``.
     """
     return Grammar(_Parser(text).rules())
 

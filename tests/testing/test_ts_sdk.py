@@ -50,6 +50,8 @@ SCENARIOS = (
     "concurrent_predictions",
     "act_with_tool",
     "system_info",
+    "system_notify",
+    "base_prediction_config",
 )
 
 

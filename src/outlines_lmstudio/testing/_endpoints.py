@@ -47,6 +47,16 @@ async def get_load_config(conn: Peer, parameter: Any) -> Any:
     return resolve(conn, parameter.get("specifier")).load_config()
 
 
+async def get_base_prediction_config(conn: Peer, parameter: Any) -> Any:
+    """``getBasePredictionConfig`` (the 2.x SDK's ``getBasePredictionConfig()``).
+
+    The instance's own prediction settings, which predictions start from. The emulator's
+    models have none (an empty KV config): the SDK fills in its defaults.
+    """
+    resolve(conn, parameter.get("specifier"))
+    return {"fields": []}
+
+
 async def tokenize(conn: Peer, parameter: Any) -> Any:
     """``tokenize``: the token ids of the model's engine."""
     engine = engine_for(conn.emu, resolve(conn, parameter.get("specifier")))
@@ -103,6 +113,11 @@ async def version(conn: Peer, parameter: Any) -> Any:
 async def system_info(conn: Peer, parameter: Any) -> Any:
     """``info`` (the 2.x SDK's ``system.getInfo()``): process id, daemon flag and version."""
     return {"pid": os.getpid(), "isDaemon": False, "version": LMSTUDIO_VERSION}
+
+
+async def notify(conn: Peer, parameter: Any) -> Any:
+    """``notify`` (``client.system.notify()``): LM Studio shows it; void (it is recorded)."""
+    return None
 
 
 _MAGIC = (
@@ -173,9 +188,11 @@ RPC_HANDLERS: dict[tuple[str, str], RpcHandler] = {
     ("system", "listDownloadedModels"): list_downloaded_models,
     ("system", "version"): version,
     ("system", "info"): system_info,
+    ("system", "notify"): notify,
     ("files", "uploadFileBase64"): upload_file_base64,
     ("embedding", "embedString"): embed_string,
     ("llm", "applyPromptTemplate"): apply_prompt_template,
+    ("llm", "getBasePredictionConfig"): get_base_prediction_config,
 }
 for _ns in ("llm", "embedding"):
     RPC_HANDLERS[(_ns, "listLoaded")] = list_loaded

@@ -268,6 +268,18 @@ const scenarios = {
     check(result.rounds === 2, `two rounds (${result.rounds})`);
     check(messages.length === 3, `assistant, tool result, assistant (${messages.length})`);
   },
+  async system_notify(client) {
+    // LM Studio shows the notification and answers with nothing.
+    const answer = await client.system.notify({ title: "Done", description: "All good" });
+    check(answer === undefined, `notify answers nothing (${JSON.stringify(answer)})`);
+  },
+  async base_prediction_config(client) {
+    if (SDK_MAJOR < 2) return; // getBasePredictionConfig() is new in 2.x
+    const model = await client.llm.model(TEXT);
+    const config = await model.getBasePredictionConfig();
+    check(typeof config.temperature === "number", `a prediction config (${JSON.stringify(config)})`);
+    await rejects(client.llm.createDynamicHandle("no-such-model").getBasePredictionConfig(), /./);
+  },
   async system_info(client) {
     const version = await client.system.getLMStudioVersion();
     check(typeof version.version === "string", "version");

@@ -49,6 +49,7 @@ SCENARIOS = (
     "bad_keys",
     "concurrent_predictions",
     "act_with_tool",
+    "tool_choice",
     "system_info",
     "system_notify",
     "base_prediction_config",

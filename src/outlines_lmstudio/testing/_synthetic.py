@@ -36,6 +36,7 @@ from outlines_lmstudio.testing._tools import (
     awaits_tool_call,
     default_tool_call,
     offered_tools,
+    tool_choice,
     tool_results,
 )
 from outlines_lmstudio.testing._wire import (
@@ -150,8 +151,13 @@ async def _reply(
             return reply, None
         return _fragments(split_fragments(str(reply))), None
     tools = offered_tools(record.config)
+    choice = tool_choice(record.config)
     wants_tool = tools and instance.model.tool_use and record.structured is None
-    if wants_tool and awaits_tool_call(record.messages):
+    if (
+        wants_tool
+        and choice != "none"
+        and (choice == "required" or awaits_tool_call(record.messages))
+    ):
         rng = random.Random(_seed_for(emu.seed, record.messages, tools))
         try:
             call = default_tool_call(tools, record.last_user_text, emu._sampler.sample, rng)

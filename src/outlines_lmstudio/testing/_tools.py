@@ -22,6 +22,7 @@ __all__ = [
     "default_tool_call",
     "offered_tools",
     "tool_call_packets",
+    "tool_choice",
     "tool_results",
 ]
 
@@ -76,6 +77,17 @@ def offered_tools(config: dict[str, Any]) -> list[dict[str, Any]]:
         and t.get("type") == "function"
         and isinstance(t.get("function"), dict)
     ]
+
+
+def tool_choice(config: dict[str, Any]) -> str:
+    """Return the ``llm.prediction.toolChoice`` mode: ``auto``, ``none`` or ``required``.
+
+    The 2.x TypeScript SDK sends ``toolChoice: {type: "generic", mode}``: ``none`` lets
+    the model call no tool, ``required`` makes it call one every time.
+    """
+    choice = config.get("llm.prediction.toolChoice")
+    mode = choice.get("mode") if isinstance(choice, dict) else None
+    return str(mode) if mode in ("none", "required") else "auto"
 
 
 def awaits_tool_call(messages: list[dict[str, Any]]) -> bool:

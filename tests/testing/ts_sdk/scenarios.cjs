@@ -280,6 +280,32 @@ const scenarios = {
     check(typeof config.temperature === "number", `a prediction config (${JSON.stringify(config)})`);
     await rejects(client.llm.createDynamicHandle("no-such-model").getBasePredictionConfig(), /./);
   },
+  async tool_choice(client) {
+    if (SDK_MAJOR < 2) return; // toolChoice is new in 2.x
+    const model = await client.llm.model(TEXT);
+    const rawTools = {
+      type: "toolArray",
+      tools: [{ type: "function", function: { name: "add", description: "Add", parameters: {
+        type: "object", properties: { a: { type: "integer" } }, required: ["a"] } } }],
+    };
+    const auto = await model.respond("What is 2 + 3?", { rawTools });
+    check(auto.stats.stopReason === "toolCalls", `auto calls the tool (${auto.stats.stopReason})`);
+    const none = await model.respond("What is 2 + 3?", {
+      rawTools,
+      toolChoice: { type: "generic", mode: "none" },
+    });
+    check(none.stats.stopReason === "eosFound", `none calls no tool (${none.stats.stopReason})`);
+    // After the model's own answer, "auto" has nothing to call; "required" calls anyway.
+    const answered = Chat.from([
+      { role: "user", content: "What is 2 + 3?" },
+      { role: "assistant", content: "Five." },
+    ]);
+    const required = await model.respond(answered, {
+      rawTools,
+      toolChoice: { type: "generic", mode: "required" },
+    });
+    check(required.stats.stopReason === "toolCalls", `required (${required.stats.stopReason})`);
+  },
   async system_info(client) {
     const version = await client.system.getLMStudioVersion();
     check(typeof version.version === "string", "version");

@@ -112,6 +112,19 @@ def test_incoming_requests_are_checked() -> None:
     assert check_incoming("llm", good) == []
 
 
+def test_an_endpoint_without_typed_payloads_is_checked_without_failing() -> None:
+    """The SDK types the ``alive`` channel (``client.system.whenDisconnected()`` in the
+    TypeScript SDK) as a plain class, not a struct: checking its ``channelCreate`` raised,
+    and the exception closed the client's ``system`` socket."""
+    create = {"type": "channelCreate", "endpoint": "alive", "channelId": 0}
+    assert check_incoming("system", create) == []
+    assert (
+        check_outgoing("system", "alive", "channel", {"type": "channelClose", "channelId": 0}) == []
+    )
+    packet = {"type": "channelSend", "channelId": 0, "message": {"type": "x"}}
+    assert check_outgoing("system", "alive", "channel", packet)
+
+
 def test_the_emulator_records_violations(emu: LMStudioEmulator) -> None:
     # A malformed frame reaching `send` is recorded; the fixture would fail the test.
     from outlines_lmstudio.testing._protocol import Connection

@@ -52,6 +52,8 @@ def _endpoint_types(namespace: str, kind: str, endpoint: str) -> dict[str, Any] 
     wanted = prefix + endpoint[:1].upper() + endpoint[1:]
     for ns_field in msgspec.structs.fields(getattr(_sdk_models, struct_name)):
         if ns_field.encode_name == wanted:
+            if not (isinstance(ns_field.type, type) and issubclass(ns_field.type, msgspec.Struct)):
+                return {}  # an endpoint without typed payloads (the ``alive`` channel)
             return {f.encode_name: f.type for f in msgspec.structs.fields(ns_field.type)}
     return None
 
@@ -147,6 +149,8 @@ def check_outgoing(namespace: str, endpoint: str | None, kind: str, message: Any
             return [f"{where}: 'result' is missing"]
         return _convert(message["result"], returns, where)
     if message["type"] == "channelSend":
+        if "toClientPacket" not in types:
+            return [f"{where}: the SDK defines no packets from the server on this channel"]
         return _convert(message["message"], types["toClientPacket"], where)
     return []
 
@@ -168,8 +172,8 @@ def check_incoming(namespace: str, message: dict[str, Any]) -> list[str]:
     if types is None:
         return []  # unknown endpoints are answered (and reported) by the emulator
     where = f"{namespace}/{endpoint} {kind} (from the client)"
-    if kind == "rpcCall" and "parameter" in message:
+    if kind == "rpcCall" and "parameter" in types and "parameter" in message:
         return _convert(message["parameter"], types["parameter"], where)
-    if kind == "channelCreate" and "creationParameter" in message:
+    if kind == "channelCreate" and "creationParameter" in types and "creationParameter" in message:
         return _convert(message["creationParameter"], types["creationParameter"], where)
     return []

@@ -51,6 +51,7 @@ SCENARIOS = (
     "act_with_tool",
     "tool_choice",
     "system_info",
+    "when_disconnected",
     "system_notify",
     "base_prediction_config",
 )

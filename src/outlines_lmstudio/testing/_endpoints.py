@@ -358,10 +358,22 @@ async def load_model(
     await conn.channel_send(channel, {"type": "success", "info": info})
 
 
+async def alive(
+    conn: Peer, channel: Channel, parameter: dict[str, Any], fault: Fault | None
+) -> None:
+    """``alive`` (``client.system.whenDisconnected()``): stays open while the client is.
+
+    The channel never ends on its own; it goes when the socket closes, which is how the
+    client learns that it was disconnected.
+    """
+    await asyncio.Event().wait()  # cancelled when the socket closes
+
+
 def _channel_handlers() -> dict[tuple[str, str], ChannelHandler]:
     handlers: dict[tuple[str, str], ChannelHandler] = {
         ("llm", "predict"): predict,
         ("llm", "completeRawText"): complete_raw_text,
+        ("system", "alive"): alive,
     }
     for ns in ("llm", "embedding"):
         handlers[(ns, "getOrLoad")] = get_or_load

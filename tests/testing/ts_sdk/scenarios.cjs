@@ -306,6 +306,14 @@ const scenarios = {
     });
     check(required.stats.stopReason === "toolCalls", `required (${required.stats.stopReason})`);
   },
+  async when_disconnected(client) {
+    // The "alive" channel stays open while the client is connected.
+    let resolved = false;
+    client.system.whenDisconnected().then(() => (resolved = true), () => (resolved = true));
+    await new Promise(resolve => setTimeout(resolve, 300));
+    check(!resolved, "whenDisconnected() waits while the client is connected");
+    check((await client.system.getLMStudioVersion()).version, "the client still works");
+  },
   async system_info(client) {
     const version = await client.system.getLMStudioVersion();
     check(typeof version.version === "string", "version");

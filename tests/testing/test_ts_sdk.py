@@ -53,6 +53,7 @@ SCENARIOS = (
     "system_info",
     "when_disconnected",
     "system_notify",
+    "model_variants",
     "base_prediction_config",
 )
 

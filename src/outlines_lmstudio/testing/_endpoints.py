@@ -102,6 +102,19 @@ async def list_downloaded_models(conn: Peer, parameter: Any) -> Any:
         return [m.model_info() for m in conn.emu._catalogue.models.values()]
 
 
+async def list_downloaded_model_variants(conn: Peer, parameter: Any) -> Any:
+    """``listDownloadedModelVariants``: the variants of one model (each emulated model has one).
+
+    A key the catalogue does not have fails, as LM Studio does for a key without variants.
+    """
+    key = str(parameter.get("modelKey", ""))
+    with conn.emu._lock:
+        model = conn.emu._catalogue.models.get(key)
+        if model is not None:
+            return [model.model_info()]
+    raise _path_not_found(conn, key)
+
+
 LMSTUDIO_VERSION = "0.3.31"
 
 
@@ -186,6 +199,7 @@ async def upload_file_base64(conn: Peer, parameter: Any) -> Any:
 
 RPC_HANDLERS: dict[tuple[str, str], RpcHandler] = {
     ("system", "listDownloadedModels"): list_downloaded_models,
+    ("system", "listDownloadedModelVariants"): list_downloaded_model_variants,
     ("system", "version"): version,
     ("system", "info"): system_info,
     ("system", "notify"): notify,

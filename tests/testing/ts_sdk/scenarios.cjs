@@ -268,6 +268,12 @@ const scenarios = {
     check(result.rounds === 2, `two rounds (${result.rounds})`);
     check(messages.length === 3, `assistant, tool result, assistant (${messages.length})`);
   },
+  async model_variants(client) {
+    if (SDK_MAJOR < 2) return; // listDownloadedModelVariants() is new in 2.x
+    const variants = await client.system.listDownloadedModelVariants(TEXT);
+    check(variants.length === 1 && variants[0].modelKey === TEXT, "the model's one variant");
+    await rejects(client.system.listDownloadedModelVariants("no-such-model"), /no-such-model/);
+  },
   async system_notify(client) {
     // LM Studio shows the notification and answers with nothing.
     const answer = await client.system.notify({ title: "Done", description: "All good" });

@@ -187,6 +187,16 @@ def _contradiction(node: dict[str, Any]) -> str | None:
         for hi, high in highs:
             if lo > hi or (lo == hi and "exclusive" in low + high):
                 return f"no number is both {low} {lo!r} and {high} {hi!r}"
+    if lows and highs and node.get("type") in ("integer", ["integer"]):
+        # The least and greatest integers each bound allows: 3 < x < 4 holds no integer.
+        first, low = max(
+            (math.ceil(v) if k == "minimum" else math.floor(v) + 1, k) for v, k in lows
+        )
+        last, high = min(
+            (math.floor(v) if k == "maximum" else math.ceil(v) - 1, k) for v, k in highs
+        )
+        if first > last:
+            return f"no integer is both {low} {node[low]!r} and {high} {node[high]!r}"
     prefix, least = node.get("prefixItems"), _number(node, "minItems")
     if node.get("items") is False and isinstance(prefix, list) and (least or 0) > len(prefix):
         return f"minItems {least!r} is more than the {len(prefix)} items that items: false allows"

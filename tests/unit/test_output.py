@@ -164,6 +164,11 @@ def test_references_that_resolve_are_kept(schema: dict[str, Any]) -> None:
         ({"type": "object", "minProperties": 2, "maxProperties": 1}, "minProperties 2"),
         ({"type": "integer", "minimum": 10, "maximum": 5}, "no number is both minimum 10"),
         ({"type": "number", "exclusiveMinimum": 1, "maximum": 1}, "no number is both exclusiveM"),
+        (
+            {"type": "integer", "exclusiveMinimum": 3, "exclusiveMaximum": 4},
+            "no integer is both exclusiveMinimum 3 and exclusiveMaximum 4",
+        ),
+        ({"type": "integer", "minimum": 3.5, "maximum": 3.9}, "no integer is both minimum 3.5"),
         ({"enum": []}, "'enum' is empty"),
         (
             {"type": "array", "prefixItems": [{}], "items": False, "minItems": 2},
@@ -187,6 +192,8 @@ def test_contradictory_keywords_are_refused(schema: dict[str, Any], why: str) ->
         {"type": "integer", "const": 1.0},  # 1.0 is an integer in JSON Schema
         {"type": "string", "enum": [1, "a"]},
         {"type": "integer", "minimum": 1, "exclusiveMaximum": 2},
+        {"type": "integer", "exclusiveMinimum": 2.5, "exclusiveMaximum": 3.5},  # 3
+        {"type": "number", "exclusiveMinimum": 3, "exclusiveMaximum": 4},  # 3.5
     ],
 )
 def test_bounds_that_meet_are_kept(schema: dict[str, Any]) -> None:

@@ -575,3 +575,30 @@ def test_empty_input_says_so(
     monkeypatch.setattr("sys.stdin", io.StringIO(content))
     result = main_in_process(*extract(schema_file, Path("-"), tmp_path / "out.jsonl"))
     assert "Nothing to do: standard input has no items (it is empty or blank)." in result.stderr
+
+
+def test_the_progress_rate_and_eta_are_averages_since_the_start() -> None:
+    # Items in flight together finish together: Rich's own speed divides by the time
+    # between the first and the last item finished, and read 2 items in 1 s as 100,000/s.
+    from rich.progress import Progress
+
+    from outlines_lmstudio.cli._extract import _eta_column, _rate_column
+
+    now = [0.0]
+    progress = Progress(get_time=lambda: now[0])
+    task_id = progress.add_task("extract", total=40)
+    now[0] = 1.0
+    progress.update(task_id, advance=1)
+    now[0] = 1.00001
+    progress.update(task_id, advance=1)
+    task = progress.tasks[0]
+    assert task.speed is not None
+    assert task.speed > 10_000  # what the bar used to show
+    assert str(_rate_column().render(task)) == "2.0 items/s"
+    assert str(_eta_column().render(task)) == "0:00:19"  # 38 items left at 2 per second
+
+    now[0] = 20.0
+    progress.update(task_id, advance=38)
+    task = progress.tasks[0]
+    assert str(_rate_column().render(task)) == "2.0 items/s"  # 40 items in 20 s
+    assert str(_eta_column().render(task)) == "0:00:00"

@@ -163,18 +163,57 @@ class _Job:
         return value
 
 
+def _rate(task: Task) -> float | None:
+    """Items finished per second since the run started, or ``None`` before the first.
+
+    Rich's own ``task.speed`` divides by the time between the first and the last item
+    finished, so items that finish together (several in flight) read as thousands per
+    second; the average since the start is what a user can plan with.
+    """
+    elapsed = task.finished_time or task.elapsed
+    if not task.completed or not elapsed:
+        return None
+    return task.completed / elapsed
+
+
 def _rate_column() -> Any:
     from rich.progress import ProgressColumn
     from rich.text import Text
 
     class RateColumn(ProgressColumn):
-        """Items per second."""
+        """Items per second, averaged since the start."""
 
         def render(self, task: Task) -> Text:
-            speed = task.finished_speed or task.speed
+            speed = _rate(task)
             return Text("-- items/s" if speed is None else f"{speed:.1f} items/s", style="cyan")
 
     return RateColumn()
+
+
+def _eta_column() -> Any:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class EtaColumn(ProgressColumn):
+        """Time left at the average rate (``-:--:--`` before the first item)."""
+
+        max_refresh = 0.5
+
+        def render(self, task: Task) -> Text:
+            speed = _rate(task)
+            if task.finished:
+                left: float | None = 0.0
+            elif speed is None or task.total is None:
+                left = None
+            else:
+                left = (task.total - task.completed) / speed
+            if left is None:
+                return Text("-:--:--", style="progress.remaining")
+            minutes, seconds = divmod(round(left), 60)
+            hours, minutes = divmod(minutes, 60)
+            return Text(f"{hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+
+    return EtaColumn()
 
 
 def _progress() -> Any:
@@ -184,7 +223,6 @@ def _progress() -> Any:
         Progress,
         TextColumn,
         TimeElapsedColumn,
-        TimeRemainingColumn,
     )
 
     return Progress(
@@ -195,7 +233,7 @@ def _progress() -> Any:
         _rate_column(),
         TimeElapsedColumn(),
         TextColumn("ETA"),
-        TimeRemainingColumn(),
+        _eta_column(),
         console=err_console(),
     )
 

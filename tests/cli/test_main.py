@@ -116,6 +116,15 @@ def test_bad_host_or_port_is_a_usage_error(run_cli: RunCli, host: str, needle: s
     assert_one_line_error(variable, "LMSTUDIO_HOST", needle)
 
 
+def test_a_port_with_leading_zeros_is_a_port(run_cli: RunCli, emulator: LMStudioEmulator) -> None:
+    """``127.0.0.1:047123`` is port 47123 (the SDK connects to it); it was refused as
+    "not a host name and a port in digits 0-9" (found by a probe)."""
+    host, port = emulator.api_host.rsplit(":", 1)
+    result = run_cli("--host", f"{host}:00{port}", "models", "--json", host=False)
+    assert result.returncode == 0, result.stderr
+    assert TEXT in result.stdout
+
+
 def test_an_empty_host_option_is_refused_not_ignored(run_cli: RunCli) -> None:
     """``--host ''`` fell back to LMSTUDIO_HOST or the default ports without a word."""
     given = run_cli("--host", "", "models", host=False, env=cli_env(LMSTUDIO_HOST="127.0.0.1:9"))

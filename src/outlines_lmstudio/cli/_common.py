@@ -440,8 +440,11 @@ def _check_host(host: str, source: str) -> None:
         raise CliError(f"{source} {host!r} {what}: give HOST:PORT, {example}.")
 
 
-_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):[0-9]{1,5}")
-"""``HOST:PORT`` as LM Studio's server is addressed: a name or address, then ASCII digits."""
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):[0-9]+")
+"""``HOST:PORT`` as LM Studio's server is addressed: a name or address, then ASCII digits.
+
+Leading zeros are allowed (the SDK reads ``:01234`` as port 1234); the range was checked.
+"""
 
 
 def _normalise_host(host: str) -> str:

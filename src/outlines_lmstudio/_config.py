@@ -339,6 +339,24 @@ def check_seconds(name: str, value: object) -> float | None:
     return float(value)
 
 
+def _config_hints(unknown: list[str]) -> str:
+    """Return what to do instead, for unknown ``config=`` keys known elsewhere.
+
+    ``seed`` belongs to the load config; ``top_p`` and the other call keywords have
+    a config key of another name.
+    """
+    hints = []
+    for key in unknown:
+        if key == "seed":
+            hints.append(f"{key!r}: {_REDIRECTS['seed']}. ")
+        elif key in SIMPLE_KWARGS:
+            hints.append(
+                f"{key!r} is a keyword: pass {key}= to the call, "
+                f"or config[{SIMPLE_KWARGS[key]!r}]. "
+            )
+    return "".join(hints)
+
+
 def _user_config(config: object) -> dict[str, Any]:
     """Normalise ``config=`` to camelCase keys, refusing keys the SDK would drop."""
     if isinstance(config, LlmPredictionConfig):
@@ -354,7 +372,7 @@ def _user_config(config: object) -> dict[str, Any]:
         valid = sorted({v for v in keys.values()})
         raise InvalidInferenceArgumentError(
             f"Unknown key(s) in config=: {unknown}. LM Studio would ignore them silently. "
-            f"Valid keys: {valid}."
+            f"{_config_hints(unknown)}Valid keys: {valid}."
         )
     result: dict[str, Any] = {}
     for key, value in config.items():

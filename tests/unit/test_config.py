@@ -61,6 +61,28 @@ def test_unknown_config_key_is_refused_not_dropped() -> None:
         parse_inference_kwargs({"config": {"tempreature": 0.5}})
 
 
+@pytest.mark.parametrize(
+    ("config", "hint"),
+    [
+        ({"seed": 1}, r"'seed': LM Studio takes the seed when the model is loaded"),
+        (
+            {"top_p": 0.5},
+            r"'top_p' is a keyword: pass top_p= to the call, or config\['topPSampling'\]",
+        ),
+        (
+            {"stop": ["x"]},
+            r"'stop' is a keyword: pass stop= to the call, or config\['stopStrings'\]",
+        ),
+    ],
+)
+def test_unknown_config_keys_known_elsewhere_say_where_they_go(
+    config: dict[str, Any], hint: str
+) -> None:
+    """``config={"seed": 1}`` only said LM Studio would ignore it (found by a probe)."""
+    with pytest.raises(InvalidInferenceArgumentError, match=hint):
+        parse_inference_kwargs({"config": config})
+
+
 def test_unknown_keyword_lists_accepted_ones() -> None:
     with pytest.raises(InvalidInferenceArgumentError) as info:
         parse_inference_kwargs({"temprature": 0.5})

@@ -329,3 +329,51 @@ def test_multiple_of_is_honoured(
         wrapped = {"type": "json", "jsonSchema": schema}
         result = model.respond(f"number {i}", response_format=wrapped)
         jsonschema.validate(json.loads(result.content), schema)
+
+
+def _nested(depth: int, wrap: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer"}
+    for _ in range(depth):
+        schema = wrap(schema)
+    return schema
+
+
+def _array_of(item: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": item}
+
+
+@pytest.mark.parametrize("depth", [11, 20, 63])
+def test_deeply_nested_arrays_are_answered_without_exhausting_memory(
+    emu: LMStudioEmulator,
+    client: lms.Client,
+    sync_timeout: Callable[[float], None],
+    depth: int,
+) -> None:
+    """outlines-core writes an array's item schema twice, so its regex doubles per level:
+    20 levels made its index allocate gigabytes and abort the process the emulator (and,
+    with the pytest fixture, the whole test session) ran in. Deep arrays are answered with
+    one item per level, which the regex holds once."""
+    sync_timeout(10)
+    schema = _nested(depth, _array_of)
+    result = client.llm.model(TEXT).respond(
+        "?", response_format={"type": "json", "jsonSchema": schema}
+    )
+    jsonschema.validate(json.loads(result.content), schema)
+
+
+def test_shallow_arrays_keep_their_many_items() -> None:
+    sampler = JsonSampler()
+    schema = _nested(3, _array_of)
+    lengths = set()
+    for seed in range(30):
+        value = json.loads("".join(sampler.sample(schema, random.Random(seed))))
+        lengths.add(len(value))
+    assert len(lengths) > 1  # not narrowed to one item: only deep nesting is
+
+
+def test_maps_nested_too_deeply_fail_the_prediction_with_a_reason(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    schema = _nested(15, lambda value: {"type": "object", "additionalProperties": value})
+    with pytest.raises(lms.LMStudioServerError, match="nests lists and maps too deeply"):
+        client.llm.model(TEXT).respond("?", response_format={"type": "json", "jsonSchema": schema})

@@ -282,8 +282,17 @@ class JsonSampler:
         from outlines_core import Index, Vocabulary
         from outlines_core.json_schema import build_regex_from_schema
 
+        tightened = _tighten(schema)
+        if _doublings(tightened) > _MAX_DOUBLINGS:
+            tightened = _one_item_arrays(tightened)
+            if _doublings(tightened) > _MAX_DOUBLINGS:
+                return SchemaError(
+                    "this JSON schema nests lists and maps too deeply for the emulator's "
+                    f"engine: outlines-core would write a regex that doubles more than "
+                    f"{_MAX_DOUBLINGS} times (it runs out of memory); nest them less deeply"
+                )
         try:
-            regex = build_regex_from_schema(json.dumps(_tighten(schema)), r"[ ]?")
+            regex = build_regex_from_schema(json.dumps(tightened), r"[ ]?")
         except Exception as exc:  # outlines-core raises ValueError or TypeError
             return SchemaError(f"outlines-core cannot build a regex for this JSON schema: {exc}")
         tokens = _base_tokens()
@@ -484,6 +493,50 @@ def _open_container(node: dict[str, Any]) -> dict[str, Any] | None:
     if set(node) - _NOTES - {"type"}:
         return None  # other keywords apply to some of the types: leave it as it is
     return {"anyOf": [_open_container({"type": k}) or {"type": k} for k in listed]}
+
+
+# outlines-core writes an array's item schema twice (the first item, then ``(,item)*``), and
+# a map's value schema too, so its regex doubles with each level of nesting: 10 levels of
+# arrays are 50,000 characters (0.3 s to index), 14 are 800,000 (5 s, 280 MB), and 20 made
+# its index allocate gigabytes and abort the process the emulator runs in.
+_MAX_DOUBLINGS = 10
+
+
+def _doublings(node: Any) -> int:
+    """How many times outlines-core's regex doubles along the most doubling path of a schema."""
+    if isinstance(node, list):
+        return max((_doublings(item) for item in node), default=0)
+    if not isinstance(node, dict):
+        return 0
+    items, extra = node.get("items"), node.get("additionalProperties")
+    doubles = (isinstance(items, dict) and node.get("maxItems") != 0) or isinstance(extra, dict)
+    inner = (_doublings(v) for k, v in node.items() if k not in _DATA)
+    return int(doubles) + max(inner, default=0)
+
+
+def _one_item_arrays(node: Any) -> Any:
+    """Narrow arrays that may hold one item to exactly one, which outlines-core writes once.
+
+    ``{"prefixItems": [item], "items": false}`` is an array of one item, a valid subset of
+    ``{"items": item}`` when the bounds allow one item; its regex holds ``item`` once.
+    """
+    if isinstance(node, list):
+        return [_one_item_arrays(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: v if k in _DATA else _one_item_arrays(v) for k, v in node.items()}
+    items = out.get("items")
+    low, high = out.get("minItems", 0), out.get("maxItems", 1)
+    if (
+        isinstance(items, dict)
+        and not {"prefixItems", "contains", "uniqueItems"} & set(out)
+        and isinstance(low, int)
+        and isinstance(high, int)
+        and low <= 1 <= high
+    ):
+        rest = {k: v for k, v in out.items() if k not in ("items", "minItems", "maxItems")}
+        return {**rest, "prefixItems": [items], "items": False}
+    return out
 
 
 def _tighten(node: Any) -> Any:

@@ -318,7 +318,9 @@ class _PartialSink(Sink):
         self.begin()
 
     def begin(self) -> None:
-        self._parser: PartialJson | _TextSoFar = PartialJson() if self._json else _TextSoFar()
+        self._parser: PartialJson | _TextSoFar = (
+            PartialJson(whole_scalars=True) if self._json else _TextSoFar()
+        )
         self._last: Any = None
 
     def feed(self, chunk: ReplyChunk) -> Iterable[Any]:

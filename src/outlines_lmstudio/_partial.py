@@ -109,6 +109,14 @@ class PartialJson:
     each time; finished children are shared between successive values, so
     treat partial values as read-only.
 
+    Parameters
+    ----------
+    whole_scalars
+        Leave out a number or ``true``/``false``/``null`` until it is complete (a
+        delimiter follows it). pydantic-core gives a number as far as it goes (``-12``
+        of ``-12345``) and drops it, key and all, while it cannot be read (``-12.``,
+        ``-12e``), so a key would appear, vanish and come back with another value.
+
     Examples
     --------
     >>> parser = PartialJson()
@@ -118,7 +126,8 @@ class PartialJson:
     {'name': 'Alice', 'tags': [1, 2]}
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, whole_scalars: bool = False) -> None:
+        self._whole_scalars = whole_scalars
         self.text = ""
         self._pos = 0
         self._frames: list[_Frame] = []
@@ -269,6 +278,8 @@ class PartialJson:
                 # "-", "1.", "tru": nothing yet, as for the whole text; "E", "01": invalid
                 if not _SCALAR_PREFIX.fullmatch(self.text[self._start :]):
                     raise _Broken from None
+            if self._whole_scalars:
+                child, has_child = None, False  # checked above, shown once delimited
         if not self._frames:
             return child  # None while nothing is parseable
         for frame in reversed(self._frames):

@@ -145,6 +145,27 @@ def test_parse_stream_yields_growing_partials_then_the_value(
     assert partials[-1] == {"name": "Johnny", "age": 32}
 
 
+def test_parse_stream_shows_a_number_once_it_is_whole(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Fragments ' -12345', '678.5e', '3}': no -12345, and 'score' never vanishes."""
+    emulator.script(TEXT_MODEL, ['{"name": "Al", "score": -12345678.5e3}'])
+    values = list(make_model(TEXT_MODEL).parse_stream("Al", Scored))
+    assert values == [
+        {},
+        {"name": "Al"},
+        {"name": "Al", "score": -12345678500.0},
+        Scored(name="Al", score=-12345678500.0),
+    ]
+    emulator.script(TEXT_MODEL, ["-12345678"])  # fragments '-12345', '678'
+    assert list(make_model(TEXT_MODEL).parse_stream("n", int)) == [-12345678]
+
+
+class Scored(pydantic.BaseModel):
+    name: str
+    score: float
+
+
 def test_parse_list_of_prompts_in_order(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
     emulator.script(TEXT_MODEL, lambda p: f'{{"name": "{p.last_user_text.title()}", "age": 1}}')
     values = make_model(TEXT_MODEL).parse(["ann", "bob", "cy"], Person)

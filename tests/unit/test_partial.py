@@ -1,5 +1,6 @@
 """`PartialJson` gives exactly pydantic-core's partial values, fragment by fragment."""
 
+import itertools
 import json
 from typing import Any
 
@@ -102,3 +103,38 @@ def test_long_string_is_read_once() -> None:
         value = parser.feed("ab ")
     assert value == {"text": "ab " * 5000}
     assert parser._decoded_to == len(parser.text)  # decoded incrementally, up to the end
+
+
+def grows_into(partial: Any, final: Any) -> bool:
+    """Tell whether ``final`` extends ``partial``: strings and lists at the end, objects by keys."""
+    if isinstance(partial, str) and isinstance(final, str):
+        return final.startswith(partial)
+    if isinstance(partial, list) and isinstance(final, list):
+        if len(partial) > len(final) or not partial:
+            return len(partial) <= len(final)
+        *done, last = partial
+        return done == final[: len(done)] and grows_into(last, final[len(done)])
+    if isinstance(partial, dict) and isinstance(final, dict):
+        return all(k in final and grows_into(v, final[k]) for k, v in partial.items())
+    return partial == final and type(partial) is type(final)
+
+
+@settings(max_examples=400, deadline=None)
+@given(split_documents())
+def test_whole_scalars_values_only_grow(fragments: list[str]) -> None:
+    """No number shows as far as it goes, no key vanishes: each value grows into the next."""
+    parser = PartialJson(whole_scalars=True)
+    values = [v for v in (parser.feed(f) for f in fragments) if v is not None]
+    for earlier, later in itertools.pairwise(values):
+        if not parser._broken:
+            assert grows_into(earlier, later), (fragments, earlier, later)
+
+
+@pytest.mark.parametrize("cut", range(1, len('{"a": -12.5e3, "b": [true, 10]}')))
+def test_whole_scalars_show_a_number_once_delimited(cut: int) -> None:
+    text = '{"a": -12.5e3, "b": [true, 10]}'
+    parser = PartialJson(whole_scalars=True)
+    first, second = parser.feed(text[:cut]), parser.feed(text[cut:])
+    assert second == {"a": -12500.0, "b": [True, 10]}
+    assert first is None or grows_into(first, second)
+    assert PartialJson(whole_scalars=True).feed("-12345") is None  # may go on: -123456

@@ -676,12 +676,27 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
         f" Its dict keys are {output_type_name(key)}; only str keys are supported (JSON "
         "object keys are strings): use dict[str, ...]."
         if key is not None
+        else _BARE_CONTAINERS.get(output_type, "")
+        if isinstance(output_type, type)  # a value ([1, 2]) may be unhashable
         else ""
     )
     raise UnsupportedOutputTypeError(
         f"The output type {output_type_name(output_type)} is not supported by outlines-lmstudio."
         f"{why} Supported: {_SUPPORTED}."
     )
+
+
+_BARE_CONTAINERS: dict[object, str] = {
+    container: f" A bare {container.__name__} does not say what it holds, so no schema can "
+    f"be built: give its item types, e.g. {example}."
+    for container, example in (
+        (list, "list[int]"),
+        (tuple, "tuple[int, str] or tuple[int, ...]"),
+        (dict, "dict[str, int] (or a Pydantic model)"),
+    )
+}
+"""The hint for ``list``, ``tuple`` and ``dict`` without item types (Outlines' ``dict``
+means any JSON, a CFG, which LM Studio's JSON-schema output has no form for)."""
 
 
 def _non_str_key(output_type: Any) -> Any:

@@ -257,6 +257,18 @@ def test_a_dict_with_non_str_keys_says_why(output_type: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    ("output_type", "example"),
+    [(list, "list[int]"), (tuple, "tuple[int, ...]"), (dict, "dict[str, int]")],
+)
+def test_a_bare_container_says_to_give_its_item_types(output_type: Any, example: str) -> None:
+    """The generic list names "list/tuple/dict ... of these", which a bare ``list`` seemed to be."""
+    with pytest.raises(UnsupportedOutputTypeError) as info:
+        plan_output(output_type)
+    assert f"A bare {output_type.__name__} does not say what it holds" in str(info.value)
+    assert example in str(info.value)
+
+
+@pytest.mark.parametrize(
     ("output_type", "shown"),
     [
         (list[uuid.UUID], "list[uuid.UUID]"),

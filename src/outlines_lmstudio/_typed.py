@@ -375,8 +375,13 @@ def check_reply(
             attempts=attempts,
         )
     if final:
+        cut = (
+            " (a stop string ended it: drop it from stop=, or pick one the answer cannot hold)"
+            if stop_reason == "stopStringFound"
+            else ""
+        )
         raise ParseError(
-            f"The reply does not validate as {name} after {attempts} attempt(s)",
+            f"The reply does not validate as {name} after {attempts} attempt(s){cut}",
             raw=raw,
             errors=errors,
             stop_reason=stop_reason,

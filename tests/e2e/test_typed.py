@@ -196,6 +196,17 @@ async def test_async_parse_and_stream(
     assert await model.parse(["a", "b"], int) == [7, 7]
 
 
+def test_a_reply_cut_by_a_stop_string_says_so(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Only 'Invalid JSON: EOF while parsing a string' was said, with no word of stop=."""
+    emulator.script(TEXT_MODEL, ['{"name": "STOP", "age": 1}'])
+    with pytest.raises(ParseError, match=r"a stop string ended it: drop it from stop=") as info:
+        make_model(TEXT_MODEL).parse("q", Person, stop="STOP")
+    assert info.value.stop_reason == "stopStringFound"
+    assert info.value.raw == '{"name": "'
+
+
 def test_parse_checks_a_format_the_engine_lets_through(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

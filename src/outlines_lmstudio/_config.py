@@ -234,6 +234,9 @@ _REDIRECTS: Mapping[str, str] = {
     "max_new_tokens": "use max_tokens=",
     "stop_strings": "use stop=",
     "top_p_sampling": "use top_p=",
+    "retries": "only parse takes it (parse_stream cannot take back the values it has "
+    "yielded; generate returns the text as it is): use model.parse(prompt, output_type, "
+    "retries=N)",
 }
 
 

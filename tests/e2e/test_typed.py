@@ -8,6 +8,7 @@ import pytest
 
 from outlines_lmstudio import (
     BatchGenerationError,
+    InvalidInferenceArgumentError,
     LMStudioTimeoutError,
     ParseError,
     TruncatedOutputError,
@@ -205,6 +206,17 @@ def test_a_reply_cut_by_a_stop_string_says_so(
         make_model(TEXT_MODEL).parse("q", Person, stop="STOP")
     assert info.value.stop_reason == "stopStringFound"
     assert info.value.raw == '{"name": "'
+
+
+def test_retries_elsewhere_than_parse_says_where_it_goes(make_model: MakeModel) -> None:
+    """parse_stream(..., retries=1) said only 'Unknown keyword argument retries='."""
+    model = make_model(TEXT_MODEL)
+    with pytest.raises(
+        InvalidInferenceArgumentError, match=r"retries= is not accepted: only parse"
+    ):
+        list(model.parse_stream("q", Person, retries=1))
+    with pytest.raises(InvalidInferenceArgumentError, match=r"model.parse\(prompt, output_type"):
+        model.generate("q", Person, retries=1)
 
 
 def test_parse_checks_a_format_the_engine_lets_through(

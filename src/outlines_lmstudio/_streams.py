@@ -437,14 +437,26 @@ class AsyncReader:
         waiter.set_exception(TimeoutError("deadline" if by_deadline else "idle"))
 
     async def stop(self) -> None:
-        """Cancel the prediction on the server; its reader finishes in the background."""
+        """Cancel the prediction on the server; its reader finishes in the background.
+
+        The cancel is sent by a task of its own, which the caller awaits shielded: a caller
+        cancelled again while it leaves (a second ``cancel()``, an outer timeout) would
+        otherwise abort the send, and the server would go on generating.
+        """
         if self._ended:
             return
         if self.stream is None:  # not open yet: the reader cancels it once it is
             self._leaving = True
             return
+        sending = asyncio.create_task(self._cancel(self.stream))
+        _TASKS.add(sending)  # keep a reference until done
+        sending.add_done_callback(_TASKS.discard)
+        await asyncio.shield(sending)
+
+    async def _cancel(self, stream: lms.AsyncPredictionStream) -> None:
+        """Send the cancel, then wait for its confirmation in the background."""
         try:
-            await self.stream.cancel()
+            await stream.cancel()
         except (Exception, asyncio.CancelledError):  # not sent (connection or client gone)
             self._pump.cancel()
             return

@@ -1,5 +1,6 @@
 """Nothing waits forever: connecting, each wait for LM Studio, streams, Ctrl-C in a batch."""
 
+import asyncio
 import re
 import textwrap
 import threading
@@ -321,3 +322,33 @@ def test_a_call_out_of_time_before_its_prediction_does_not_claim_a_cancel(
         model("hello", timeout=0.5)
     assert "cancelled" not in str(info.value)
     assert emulator.predictions == []
+
+
+@pytest.mark.asyncio
+async def test_an_async_stream_cancelled_again_while_leaving_still_cancels(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second cancel of the consumer, while it sends the first one's cancel, stops nothing.
+
+    It once aborted the send: the prediction ran to its end on the server, and the SDK
+    logged its late fragments as messages for a closed channel (found by a probe).
+    """
+    monkeypatch.setattr(emulator, "token_latency", 0.05)
+    emulator.script(TEXT_MODEL, ["word " * 40])
+    model = from_lmstudio(async_client, TEXT_MODEL)
+
+    async def consume() -> None:
+        async for _ in model.stream("hello"):
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.to_thread(emulator.wait_until, lambda: bool(emulator.predictions))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    await asyncio.sleep(0)  # the consumer is leaving: sending the cancel
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.to_thread(emulator.wait_until, lambda: emulator.predictions[-1].done)
+    assert emulator.predictions[-1].cancelled
+    assert emulator.predictions[-1].stop_reason == "userStopped"

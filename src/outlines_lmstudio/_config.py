@@ -345,13 +345,14 @@ def check_seconds(name: str, value: object) -> float | None:
 def _config_hints(unknown: list[str]) -> str:
     """Return what to do instead, for unknown ``config=`` keys known elsewhere.
 
-    ``seed`` belongs to the load config; ``top_p`` and the other call keywords have
-    a config key of another name.
+    The names a call's keywords redirect (`_REDIRECTS`: ``seed`` belongs to the load
+    config...) say the same here; ``top_p`` and the other call keywords have a config key
+    of another name.
     """
     hints = []
     for key in unknown:
-        if key == "seed":
-            hints.append(f"{key!r}: {_REDIRECTS['seed']}. ")
+        if key in _REDIRECTS:
+            hints.append(f"{key!r}: {_REDIRECTS[key]}. ")
         elif key in SIMPLE_KWARGS:
             hints.append(
                 f"{key!r} is a keyword: pass {key}= to the call, "

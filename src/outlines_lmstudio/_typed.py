@@ -237,11 +237,11 @@ def _grammar_check(definition: str) -> Callable[[str], list[str]]:
     """
     import lark  # only grammar mode needs it (half of our import time otherwise)
 
-    from ._grammar._lark import import_loader
+    from ._grammar._lark import load_lark
 
-    # The imports the GBNF was written from (Outlines' common.lark, not Lark's): the same
-    # language, and terminals only Outlines' file defines (UNESCAPED_STRING) resolve.
-    parser = lark.Lark(definition, start="start", parser="earley", import_paths=[import_loader])
+    # The parser the GBNF was translated from (cached there): the same language, with the
+    # imports of Outlines' common.lark, where terminals such as UNESCAPED_STRING are defined.
+    parser = load_lark(definition)
     turn = threading.Lock()
 
     def parses(text: str) -> list[str]:

@@ -38,7 +38,7 @@ from ._gbnf import (
 )
 from ._regex import regex_to_node
 
-__all__ = ["add_lark_grammar", "import_loader", "refuse_left_recursion"]
+__all__ = ["add_lark_grammar", "import_loader", "load_lark", "refuse_left_recursion"]
 
 # `%import common.X` resolves to this copy of Outlines' common.lark (the file Outlines'
 # own grammars are written against): unlike Lark's, its ESCAPED_STRING has no lookbehind.
@@ -94,7 +94,19 @@ def import_loader(base_path: object, grammar_path: str) -> tuple[str, str]:
 
 
 @functools.lru_cache(maxsize=32)
-def _load(grammar: str) -> lark.Lark:
+def load_lark(grammar: str) -> lark.Lark:
+    """Load a Lark grammar (Earley, its imports from Outlines' ``common.lark``), once.
+
+    The GBNF translation reads its rules, and ``parse`` checks replies with it: one parser,
+    built once per grammar (it takes milliseconds).
+
+    Raises
+    ------
+    UnsupportedGrammarError
+        If the grammar does not load.
+    UnsupportedOutputTypeError
+        If it is not a ``str``.
+    """
     if not isinstance(grammar, str):
         raise UnsupportedOutputTypeError(
             f"expected the Lark grammar as str, got {type(grammar).__name__}: pass the "
@@ -134,7 +146,7 @@ def add_lark_grammar(builder: GbnfBuilder, grammar: str) -> Node:
     UnsupportedGrammarError
         If the grammar does not load, or is left-recursive in a way that cannot be rewritten.
     """
-    parser = _load(grammar)
+    parser = load_lark(grammar)
     alternatives: dict[str, list[list[Symbol]]] = {}
     for rule in parser.rules:
         alternatives.setdefault(rule.origin.name, []).append(list(rule.expansion))

@@ -151,16 +151,7 @@ def _reasoning_parsing(name: str, value: object) -> object:
             f"{name} has unknown key(s) {unknown}; it takes enabled, start_string, end_string."
         )
     parsed: dict[str, Any] = {"enabled": True, "startString": start, "endString": end}
-    given: dict[str, object] = {}
-    for key, item in value.items():
-        camel = _PARSING_KEYS[key]
-        if camel in given:
-            raise InvalidInferenceArgumentError(
-                f"{name} sets {camel!r} twice (as {given[camel]!r} and {key!r}); "
-                "give each key once, in either spelling."
-            )
-        given[camel] = key
-        parsed[camel] = item
+    parsed.update(_by_camel_name(name, value, _PARSING_KEYS))
     if not isinstance(parsed["enabled"], bool):
         raise InvalidInferenceArgumentError(
             f"{name}: 'enabled' must be True or False, got {_describe(parsed['enabled'])}."
@@ -361,6 +352,26 @@ def _config_hints(unknown: list[str]) -> str:
     return "".join(hints)
 
 
+def _by_camel_name(name: str, given: Mapping[Any, Any], names: Mapping[Any, str]) -> dict[str, Any]:
+    """Return ``given`` under its camelCase names, refusing a key given in two spellings.
+
+    ``names`` maps every accepted spelling (``maxTokens``, ``max_tokens``) to the camelCase
+    name; every key of ``given`` is in it.
+    """
+    result: dict[str, Any] = {}
+    spelled: dict[str, object] = {}
+    for key, value in given.items():
+        camel = names[key]
+        if camel in result:
+            raise InvalidInferenceArgumentError(
+                f"{name} sets {camel!r} twice (as {spelled[camel]!r} and {key!r}); "
+                "give each key once, in either spelling."
+            )
+        spelled[camel] = key
+        result[camel] = value
+    return result
+
+
 def _user_config(config: object) -> dict[str, Any]:
     """Normalise ``config=`` to camelCase keys, refusing keys the SDK would drop."""
     if isinstance(config, LlmPredictionConfig):
@@ -378,17 +389,11 @@ def _user_config(config: object) -> dict[str, Any]:
             f"Unknown key(s) in config=: {unknown}. LM Studio would ignore them silently. "
             f"{_config_hints(unknown)}Valid keys: {valid}."
         )
-    result: dict[str, Any] = {}
-    for key, value in config.items():
-        camel = keys[key]
-        if camel in result:
-            raise InvalidInferenceArgumentError(
-                f"config= sets {camel!r} twice (as {key!r} and in another spelling)."
-            )
+    result = _by_camel_name("config=", config, keys)
+    for camel, value in result.items():
         setting = SETTINGS.get(camel)
         if setting is not None and value is not None:
-            value = setting.check(f"config[{camel!r}]", value)
-        result[camel] = value
+            result[camel] = setting.check(f"config[{camel!r}]", value)
     # Let the SDK's own struct check the rest (structured, promptTemplate, ...) now.
     try:
         LlmPredictionConfig._from_any_dict(result)

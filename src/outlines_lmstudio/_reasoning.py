@@ -197,6 +197,14 @@ class ReasoningSplitter:
         """
         if self._closed:
             raise RuntimeError("ReasoningSplitter.feed() after close()")
+        if self._mode is _Mode.START and reasoning_type == "none" and not structural:
+            # The first fragment of most replies: text that cannot open a think block
+            # begins the answer, as `_scan_start` decides, and goes on by the path below.
+            head = (self._hold + content).lstrip()[:1]
+            if head and head != self._start_tag[0]:
+                self._mode = _Mode.ANSWER
+                if self._json_answer and head in ("{", "["):
+                    self._reasoned = True  # the JSON answer has begun (module docstring)
         if (
             reasoning_type == "none"
             and self._mode is _Mode.ANSWER

@@ -296,14 +296,34 @@ IMAGES = ImageCache()
 """The process-wide cache `normalise_image` uses."""
 
 
-def _pil_witness(image: PILImage.Image) -> tuple[Any, ...]:
+def _load(image: PILImage.Image) -> None:
+    """Decode a PIL image's pixels, or say why they cannot be read.
+
+    Pillow fails in several ways here: ``ValueError`` for an image closed with
+    ``close()``, a bare ``AssertionError`` (``AttributeError`` under ``python -O``) for
+    a lazily opened image used after its ``with`` block closed the file, ``OSError`` or
+    ``SyntaxError`` for a truncated or corrupt file.
+
+    Raises
+    ------
+    InvalidImageError
+        If the pixels cannot be read, saying whether the file was closed or is corrupt.
+    """
     try:
-        pixels = hashlib.sha1(image.tobytes(), usedforsecurity=False).digest()
-    except ValueError as exc:  # Pillow: "Operation on closed image"
-        raise InvalidImageError(
-            f"The PIL image cannot be read ({exc}). Pass an open image: load it before its "
-            "file is closed (image.load() or image.copy() inside the with block)."
-        ) from exc
+        image.load()
+    except (OSError, SyntaxError, ValueError, AssertionError, AttributeError) as exc:
+        closed = isinstance(exc, ValueError | AssertionError | AttributeError)
+        if closed and (getattr(image, "fp", None) is None or "closed" in str(exc)):
+            raise InvalidImageError(
+                f"The PIL image cannot be read ({str(exc) or 'its file is closed'}). Pass an open "
+                "image: load it before its file is closed (image.load() or image.copy() "
+                "inside the with block)."
+            ) from exc
+        raise InvalidImageError(f"Image data is corrupt or truncated: {exc}") from exc
+
+
+def _pil_witness(image: PILImage.Image) -> tuple[Any, ...]:
+    pixels = hashlib.sha1(image.tobytes(), usedforsecurity=False).digest()
     return ((image.size, image.mode, image.format, pixels),)
 
 
@@ -338,6 +358,7 @@ def normalise_image(image: object) -> ImageData:
             IMAGES.put(image, witness, cached)
         return cached
     if isinstance(image, PILImage.Image):
+        _load(image)
         if (image.format or "").upper() == "JPEG":
             return _encode(image)
         witness = _pil_witness(image)

@@ -126,6 +126,15 @@ def _closed_png() -> PILImage.Image:
     return image
 
 
+def _png_after_its_with_block() -> PILImage.Image:
+    """A PNG opened lazily in a with block and used after it: Pillow asserts bare."""
+    data = io.BytesIO()
+    PILImage.new("RGB", (4, 4)).save(data, format="PNG")
+    with PILImage.open(io.BytesIO(data.getvalue())) as image:
+        pass
+    return image
+
+
 E = errors
 CASES = [
     # inputs
@@ -788,6 +797,13 @@ CASES = [
         E.InvalidImageError,
         ValueError,
         "closed image",
+    ),
+    Case(
+        "PIL image used after its with block",
+        lambda m: m(["Describe", _png_after_its_with_block()]),
+        E.InvalidImageError,
+        ValueError,
+        "inside the with block",
     ),
 ]
 

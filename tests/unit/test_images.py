@@ -191,3 +191,28 @@ def test_cache_keeps_to_its_byte_budget() -> None:
     assert cache.get(images[0], (images[0].image_str,)) is None
     cache.clear()
     assert len(cache) == 0
+
+
+# -- probe-inputs: PIL images whose pixels cannot be read; state beyond the pixels ----------
+
+
+def _left_with_block(fmt: str) -> PILImage.Image:
+    """An image opened lazily in a ``with`` block and used after it (its file is closed)."""
+    with PILImage.open(io.BytesIO(encoded(fmt, (16, 16)))) as image:
+        pass
+    return image
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF"])
+def test_pil_image_used_after_its_with_block_is_refused_clearly(fmt: str) -> None:
+    with pytest.raises(InvalidImageError, match=r"cannot be read.*with block"):
+        normalise_image(_left_with_block(fmt))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF", "JPEG"])
+def test_truncated_pil_image_is_refused_as_corrupt(fmt: str) -> None:
+    buffer = io.BytesIO()
+    PILImage.effect_noise((64, 64), 50).save(buffer, format=fmt)
+    image = opened(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(InvalidImageError, match="corrupt or truncated"):
+        normalise_image(image)

@@ -228,8 +228,9 @@ class ImageCache:
 
     * an Outlines ``Image``: the very same ``image_str`` object (a ``str``, immutable)
       and PIL image. Reassigning either makes a new entry; nothing is hashed.
-    * a PIL image: its size, mode, format and a SHA-1 of its pixels. PIL images
-      change in place (``paste``, ``ImageDraw``), so identity alone would be unsafe;
+    * a PIL image: its size, mode, format and a SHA-1 of its pixels, palette and
+      ``info``. PIL images change in place (``paste``, ``ImageDraw``, ``putpalette``,
+      ``info["transparency"] = ...``), so identity alone would be unsafe;
       hashing the pixels costs about a tenth of encoding a PNG. JPEG-labelled PIL
       images are not cached: re-encoding one costs no more than hashing it.
 
@@ -323,8 +324,17 @@ def _load(image: PILImage.Image) -> None:
 
 
 def _pil_witness(image: PILImage.Image) -> tuple[Any, ...]:
-    pixels = hashlib.sha1(image.tobytes(), usedforsecurity=False).digest()
-    return ((image.size, image.mode, image.format, pixels),)
+    """Return what the encoded bytes of a loaded PIL image depend on (see `ImageCache`).
+
+    Beside the pixels: the palette of a ``P`` / ``PA`` image (``putpalette`` keeps the
+    indexes) and ``image.info``, which the encoders read (``transparency`` becomes a
+    PNG ``tRNS`` chunk; ``icc_profile``, ``exif``...).
+    """
+    state = hashlib.sha1(image.tobytes(), usedforsecurity=False)
+    if image.mode in ("P", "PA"):
+        state.update(bytes(image.getpalette(rawmode=None) or ()))
+    state.update(repr(image.info).encode("utf-8", "backslashreplace"))
+    return ((image.size, image.mode, image.format, state.digest()),)
 
 
 def normalise_image(image: object) -> ImageData:

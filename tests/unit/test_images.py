@@ -216,3 +216,22 @@ def test_truncated_pil_image_is_refused_as_corrupt(fmt: str) -> None:
     image = opened(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     with pytest.raises(InvalidImageError, match="corrupt or truncated"):
         normalise_image(image)
+
+
+def test_pil_image_with_a_new_palette_is_normalised_again() -> None:
+    picture = PILImage.new("P", (4, 4), 0)
+    picture.putpalette([255, 0, 0] * 256)
+    first = normalise_image(picture)
+    picture.putpalette([0, 0, 255] * 256)  # same indexes, other colours
+    second = normalise_image(picture)
+    assert opened(second.data).convert("RGB").getpixel((0, 0)) == (0, 0, 255)
+    assert second.digest != first.digest
+
+
+def test_pil_image_with_new_transparency_is_normalised_again() -> None:
+    picture = PILImage.new("RGB", (4, 4), (1, 2, 3))
+    first = normalise_image(picture)
+    picture.info["transparency"] = (1, 2, 3)  # written as PNG tRNS: the pixels vanish
+    second = normalise_image(picture)
+    assert opened(second.data).info.get("transparency") == (1, 2, 3)
+    assert second.digest != first.digest

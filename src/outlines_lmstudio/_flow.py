@@ -429,10 +429,10 @@ def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory
 
 def _can_take(request: Request, traits: ModelTraits, identifier: str) -> None:
     """Refuse images for a model without vision, and grammar mode off llama.cpp."""
-    if request.prompt.images and not traits.vision:
+    if request.prompt.image_count and not traits.vision:
         raise UnsupportedInputError(
             f"{identifier!r} does not accept images: LM Studio reports no vision support for "
-            f"it (the {len(request.prompt.images)} image(s) were not uploaded). Use a vision "
+            f"it (the {request.prompt.image_count} image(s) were not sent). Use a vision "
             "model (`outlines-lmstudio models --capability vision` lists them), or send "
             "text only."
         )
@@ -585,7 +585,7 @@ def predict(
         stage: Stage = "resolve"
         try:
             handle = yield Resolve(call)
-            if request.prompt.images or request.plan.kind == "grammar":
+            if request.prompt.image_count or request.plan.kind == "grammar":
                 _can_take(request, (yield ModelInfo(handle)), handle.identifier)
             stage = "upload"  # after the check: no upload for a model without vision
             handles = (yield Upload(call)) if request.prompt.images else {}

@@ -142,6 +142,22 @@ class ChatPrompt:
                     seen.setdefault(part.digest, part)
         return list(seen.values())
 
+    @_once
+    def image_count(self) -> int:
+        """Return how many distinct images the model is shown (computed once).
+
+        The images to upload and the image ``FileHandle`` s already uploaded: a model
+        without vision must refuse both before anything is sent.
+        """
+        uploaded = {
+            part.identifier
+            for message in self.messages
+            if message.role == "user"
+            for part in message.parts
+            if isinstance(part, FileHandle) and part.file_type == "image"
+        }
+        return len(self.images) + len(uploaded)
+
 
 @singledispatch
 def format_input(model_input: object) -> ChatPrompt:
@@ -182,6 +198,7 @@ def format_text(model_input: str) -> ChatPrompt:
         raise InvalidPromptError("The prompt is empty. Pass some text to the model.")
     prompt = ChatPrompt((Message("user", (plain_str(model_input),)),))
     prompt.__dict__["images"] = []  # what `images` would find, without looking on every call
+    prompt.__dict__["image_count"] = 0
     return prompt
 
 

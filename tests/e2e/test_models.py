@@ -1,5 +1,7 @@
 """Both model classes end to end: the real SDK against the emulator, each test on both fronts."""
 
+import base64
+
 import lmstudio as lms
 import outlines
 import pydantic
@@ -155,6 +157,23 @@ def test_image_to_text_only_model_fails_clearly_before_upload(
     assert emulator.predictions == []
     model("Text alone still works", max_tokens=3)  # the check did not spoil the model
     assert len(emulator.predictions) == 1
+
+
+def test_uploaded_image_handle_to_text_only_model_fails_before_the_prediction(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """An ``lmstudio.FileHandle`` image is checked against the model's vision like an Image."""
+    client = fronts.client()
+    data = base64.b64decode(png_image().image_str)
+    handle = fronts.run(client.files.prepare_image(data, name="red.png"))
+    model = fronts.model(client, TEXT_MODEL)
+    with pytest.raises(UnsupportedInputError, match=r"does not accept images.*vision model"):
+        model(["Describe", handle])
+    with pytest.raises(UnsupportedInputError, match="does not accept images"):
+        model(Chat([{"role": "user", "content": ["Describe", handle]}]))
+    assert emulator.predictions == []  # refused here, not by LM Studio
+    assert fronts.model(client, VISION_MODEL)(["Describe", handle], max_tokens=3)
+    assert emulator.predictions[-1].images == [data]
 
 
 def test_a_reply_cut_short_by_an_unload_raises(

@@ -14,7 +14,7 @@ from outlines.inputs import Chat
 
 from ._adapter import LMStudioTypeAdapter
 from ._cache import AsyncClientCache, SyncClientCache
-from ._config import PredictionArgs, check_seconds, parse_inference_kwargs
+from ._config import PredictionArgs, check_seconds, parse_inference_kwargs, real_number
 from ._inputs import ChatPrompt
 from ._output import OutputPlan
 from ._reconnect import AsyncReconnects, SyncReconnects
@@ -203,11 +203,12 @@ def check_flag(name: str, value: object) -> bool:
 
 
 def check_concurrency(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    number = real_number(value)
+    if not isinstance(number, int):
         raise InvalidInferenceArgumentError(f"max_concurrency must be an int, got {value!r}.")
-    if value < 1:
+    if number < 1:
         raise InvalidInferenceValueError(f"max_concurrency must be at least 1, got {value}.")
-    return value
+    return number
 
 
 def check_timeout(value: object, name: str = "timeout") -> float | None:
@@ -392,8 +393,9 @@ def no_backend(backend: str | None) -> None:
 
 
 def check_retries(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):  # a wrong type: a TypeError
+    number = real_number(value)
+    if not isinstance(number, int):  # a wrong type: a TypeError
         raise InvalidInferenceArgumentError(f"retries must be an int >= 0, got {value!r}.")
-    if value < 0:
+    if number < 0:
         raise InvalidInferenceValueError(f"retries must be an int >= 0, got {value!r}.")
-    return value
+    return number

@@ -12,6 +12,7 @@ A setting has one checker, whichever way it is spelled: ``max_tokens=5``,
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -33,6 +34,7 @@ __all__ = [
     "check_seconds",
     "parse_inference_kwargs",
     "plain_str",
+    "real_number",
 ]
 
 MAX_COUNT = 2**31 - 1
@@ -59,24 +61,43 @@ def _describe(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def real_number(value: object) -> int | float | None:
+    """Return a real number as a Python ``int`` or ``float``; ``None`` if it is not one.
+
+    NumPy scalars (``np.int64(100)``, ``np.float32(0.5)``) and ``Fraction`` are real
+    numbers too (``numbers.Integral`` / ``numbers.Real``); the SDK's msgspec encoder
+    takes only Python's own, hence the conversion. A bool is not a number here.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):  # the common case, before the slower ABC checks
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return None
+
+
 def _real(name: str, value: object, *, integer: bool = False) -> float:
     """Check a finite real number (an int when ``integer``); bools are refused."""
     kind = "an int" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    number = real_number(value)
+    if number is None:
         raise InvalidInferenceArgumentError(
             f"{name} must be {kind}, got {type(value).__name__} {_describe(value)}."
         )
-    if integer and not isinstance(value, int):
+    if integer and not isinstance(number, int):
         raise InvalidInferenceArgumentError(f"{name} must be an int, got {_describe(value)}.")
-    if isinstance(value, int):
-        if abs(value) > MAX_COUNT:
+    if isinstance(number, int):
+        if abs(number) > MAX_COUNT:
             raise InvalidInferenceValueError(
                 f"{name} is out of range: {_describe(value)} is larger than {MAX_COUNT:,}."
             )
-        return value
-    if not math.isfinite(value):
+        return number
+    if not math.isfinite(number):
         raise InvalidInferenceValueError(f"{name} must be a finite number, got {value!r}.")
-    return value
+    return number
 
 
 def _count(name: str, value: object) -> object:
@@ -317,20 +338,21 @@ def check_seconds(name: str, value: object) -> float | None:
     """
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    seconds = real_number(value)
+    if seconds is None:
         raise InvalidInferenceArgumentError(
             f"{name} must be a number of seconds, got {type(value).__name__} {_describe(value)}."
         )
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(seconds, float) and not math.isfinite(seconds):
         raise InvalidInferenceValueError(
             f"{name} must be a finite number of seconds, got {value!r}."
         )
-    if value <= 0 or value > MAX_SECONDS:
+    if seconds <= 0 or seconds > MAX_SECONDS:
         raise InvalidInferenceValueError(
             f"{name} must be more than 0 and at most {MAX_SECONDS:.0e} seconds, "
             f"got {_describe(value)}."
         )
-    return float(value)
+    return float(seconds)
 
 
 def _config_hints(unknown: list[str]) -> str:

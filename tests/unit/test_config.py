@@ -1,9 +1,13 @@
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import lmstudio as lms
 import msgspec
+import numpy as np
 import pytest
 
+from outlines_lmstudio._common import check_concurrency, check_retries
 from outlines_lmstudio._config import (
     MAX_SECONDS,
     SETTINGS,
@@ -287,3 +291,54 @@ def test_reasoning_tags_for_the_splitter() -> None:
         "[r]",
         "[/r]",
     )
+
+
+def test_numpy_and_fraction_numbers_are_numbers() -> None:
+    """NumPy scalars and ``Fraction`` are real numbers: taken, and sent as Python's own."""
+    args = parse_inference_kwargs(
+        {
+            "max_tokens": np.int64(64),
+            "temperature": np.float32(0.5),
+            "top_k": np.uint8(40),
+            "top_p": Fraction(9, 10),
+            "timeout": np.int32(30),
+        }
+    )
+    config = args.sdk_kwargs()["config"]
+    sent = {key: (value, type(value)) for key, value in config.items()}
+    assert sent == {
+        "maxTokens": (64, int),
+        "temperature": (0.5, float),
+        "topKSampling": (40, int),
+        "topPSampling": (0.9, float),
+    }
+    assert (args.timeout, type(args.timeout)) == (30.0, float)
+    msgspec.json.encode(config)  # what the SDK does with it: no numpy type left
+    limit, retries = check_concurrency(np.int64(8)), check_retries(np.int16(2))
+    assert (limit, type(limit), retries, type(retries)) == (8, int, 2, int)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"max_tokens": np.float64(64.0)}, InvalidInferenceArgumentError),
+        ({"max_tokens": np.True_}, InvalidInferenceArgumentError),
+        ({"max_tokens": np.int64(0)}, InvalidInferenceValueError),
+        ({"temperature": np.float32("nan")}, InvalidInferenceValueError),
+        ({"timeout": Decimal("1.5")}, InvalidInferenceArgumentError),
+        ({"timeout": np.float64("inf")}, InvalidInferenceValueError),
+    ],
+)
+def test_numpy_numbers_are_checked_like_python_numbers(
+    kwargs: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        parse_inference_kwargs(kwargs)
+
+
+@pytest.mark.parametrize("value", [np.float64(4.0), np.True_, True, "4"])
+def test_concurrency_and_retries_must_be_ints(value: object) -> None:
+    with pytest.raises(InvalidInferenceArgumentError, match="max_concurrency"):
+        check_concurrency(value)
+    with pytest.raises(InvalidInferenceArgumentError, match="retries"):
+        check_retries(value)

@@ -2,8 +2,9 @@
 
 ``client.llm.model(key)`` is a server round trip and an image upload sends the
 whole file, so both are done once per client and reused. Entries live as long
-as the client object (weak keys). Sync caches are guarded by a lock per
-client; async caches share in-flight work so concurrent first calls do it once.
+as the client object (weak keys). Sync caches make each value under a lock of
+its own (one slow upload holds up no other image); async caches share in-flight
+work so concurrent first calls do it once.
 """
 
 from __future__ import annotations
@@ -20,28 +21,34 @@ V = TypeVar("V")
 
 
 class SyncClientCache(Generic[V]):
-    """Values per (client, key), computed at most once at a time per client."""
+    """Values per (client, key), each made at most once at a time.
+
+    Threads asking for the same key wait for the one making it; a key being made (an
+    upload that stalls until LM Studio's connection is reset) holds up no other key.
+    """
 
     def __init__(self) -> None:
         self._data: weakref.WeakKeyDictionary[object, dict[Hashable, V]] = (
             weakref.WeakKeyDictionary()
         )
-        self._locks: weakref.WeakKeyDictionary[object, threading.Lock] = weakref.WeakKeyDictionary()
+        self._locks: weakref.WeakKeyDictionary[object, dict[Hashable, threading.Lock]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._guard = threading.Lock()
 
-    def _slot(self, client: object) -> tuple[dict[Hashable, V], threading.Lock]:
+    def _slot(self, client: object, key: Hashable) -> tuple[dict[Hashable, V], threading.Lock]:
         with self._guard:
             data = self._data.setdefault(client, {})
-            lock = self._locks.setdefault(client, threading.Lock())
+            lock = self._locks.setdefault(client, {}).setdefault(key, threading.Lock())
         return data, lock
 
     def get(self, client: object, key: Hashable, make: Callable[[], V]) -> V:
-        """Return the cached value, or make it (once, under the client's lock)."""
+        """Return the cached value, or make it (once, under the key's own lock)."""
         try:
             return self._data[client][key]  # made already: no lock
         except KeyError:
             pass
-        data, lock = self._slot(client)
+        data, lock = self._slot(client, key)
         with lock:
             if key not in data:
                 data[key] = make()
@@ -57,7 +64,8 @@ class SyncClientCache(Generic[V]):
         The dict is the client's until `clear` (which gives the client a new one): hold it
         only for a cache that is never cleared.
         """
-        return self._slot(client)[0]
+        with self._guard:
+            return self._data.setdefault(client, {})
 
     def forget(self, client: object, key: Hashable) -> None:
         """Drop one entry (e.g. a model the server no longer has)."""

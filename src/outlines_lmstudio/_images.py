@@ -368,6 +368,7 @@ def normalise_image(image: object) -> ImageData:
             IMAGES.put(image, witness, cached)
         return cached
     if isinstance(image, PILImage.Image):
+        _check_size(*image.size)  # from the header: a lazily opened image is not decoded yet
         _load(image)
         if (image.format or "").upper() == "JPEG":
             return _encode(image)

@@ -32,6 +32,34 @@ def test_sync_values_are_made_once_per_client_even_from_threads() -> None:
     assert cache.get(Client(), "k", lambda: 7) == 7  # another client has its own entries
 
 
+def test_sync_a_key_being_made_holds_up_no_other_key() -> None:
+    """A stalled upload of one image must not stall another image's upload on that client."""
+    cache: SyncClientCache[str] = SyncClientCache()
+    client = Client()
+    release = threading.Event()
+    started = threading.Event()
+
+    def stalled() -> str:
+        started.set()
+        release.wait(10)
+        return "slow"
+
+    slow = threading.Thread(target=lambda: cache.get(client, "slow", stalled))
+    slow.start()
+    try:
+        assert started.wait(5)
+        done: list[str] = []
+        other = threading.Thread(target=lambda: done.append(cache.get(client, "b", lambda: "b")))
+        other.start()
+        other.join(2)
+        assert done == ["b"]  # made while "slow" is still being made
+        assert cache.peek(client, "slow") is None
+    finally:
+        release.set()
+        slow.join(5)
+    assert cache.peek(client, "slow") == "slow"
+
+
 def test_sync_forget_clear_and_weak_keys() -> None:
     cache: SyncClientCache[str] = SyncClientCache()
     client = Client()

@@ -68,6 +68,16 @@ def test_too_many_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
         image_from_bytes(encoded("PNG", (4, 3)))
 
 
+def test_too_many_pixels_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lazily opened PIL image over the limit is refused from its header, not decoded."""
+    monkeypatch.setattr(_images, "MAX_IMAGE_PIXELS", 10)
+    lazy = PILImage.open(io.BytesIO(encoded("PNG", (4, 3))))
+    assert lazy.tile  # not decoded yet
+    with pytest.raises(InvalidImageError, match="pixels"):
+        normalise_image(lazy)
+    assert lazy.tile  # still not decoded: a 170 MP file would not take its memory first
+
+
 def test_too_many_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_images, "MAX_IMAGE_BYTES", 10)
     with pytest.raises(InvalidImageError, match="MiB"):

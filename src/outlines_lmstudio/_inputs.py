@@ -132,31 +132,33 @@ class ChatPrompt:
 
     @_once
     def images(self) -> list[ImageData]:
-        """Return the distinct images to upload, in first-use order (computed once)."""
+        """Return the distinct images to upload, in first-use order (computed once).
+
+        The same pass counts the image ``FileHandle`` s already uploaded (`image_count`).
+        """
         seen: dict[str, ImageData] = {}
+        uploaded: set[str] = set()
         for message in self.messages:
             if message.role != "user":
                 continue
             for part in message.parts:
                 if type(part) is ImageData:
                     seen.setdefault(part.digest, part)
+                elif isinstance(part, FileHandle) and part.file_type == "image":
+                    uploaded.add(part.identifier)
+        self.__dict__["image_count"] = len(seen) + len(uploaded)
         return list(seen.values())
 
-    @_once
+    @property
     def image_count(self) -> int:
-        """Return how many distinct images the model is shown (computed once).
+        """Return how many distinct images the model is shown (computed with `images`).
 
         The images to upload and the image ``FileHandle`` s already uploaded: a model
         without vision must refuse both before anything is sent.
         """
-        uploaded = {
-            part.identifier
-            for message in self.messages
-            if message.role == "user"
-            for part in message.parts
-            if isinstance(part, FileHandle) and part.file_type == "image"
-        }
-        return len(self.images) + len(uploaded)
+        self.images  # noqa: B018 - computes and keeps both
+        count: int = self.__dict__["image_count"]
+        return count
 
 
 @singledispatch

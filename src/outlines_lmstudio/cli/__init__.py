@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ._exit import EXIT_INTERRUPTED
+from ._exit import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
 
 __all__ = ["SUBCOMMANDS", "TRACEBACK_VARIABLE", "build_parser", "main"]
 
@@ -42,7 +42,7 @@ NO_CONNECTION = frozenset({"emulator"})
 
 _EPILOG = """\
 exit status: 0 success, 1 the job failed, 2 usage or input error,
-3 LM Studio not reachable, 130 interrupted.
+3 LM Studio not reachable, 130 interrupted, 141 the output's reader went away.
 See `outlines-lmstudio COMMAND --help` for each command."""
 
 
@@ -133,10 +133,12 @@ def _main(argv: Sequence[str] | None) -> int:
         _report("interrupted.")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # The reader went away (e.g. `| head`): stop quietly.
+        # The reader went away (`| head`): stop quietly, with the status a shell gives a
+        # command killed by SIGPIPE (`cat`), not 1 ("the job failed") without a message.
+        # Nothing more reaches the closed pipe (Python flushes standard output at exit).
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_FAILURE
+        os.dup2(devnull, 1)
+        return EXIT_BROKEN_PIPE
     except Exception as exc:
         report = failure_report(exc)
         if report is None and os.environ.get(TRACEBACK_VARIABLE):

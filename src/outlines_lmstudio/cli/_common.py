@@ -200,18 +200,30 @@ def require_rich() -> None:
         ) from None
 
 
-def console() -> Console:
-    """Return a rich console on standard output (markup off: styles go in `rich.text.Text`)."""
+def _console_class() -> type[Console]:
+    """Return rich's ``Console`` with a closed pipe left to ``main`` (status 141, no message).
+
+    Rich's own ``on_broken_pipe`` raises ``SystemExit(1)``, which ``main`` cannot tell
+    from a failed job; raising ``BrokenPipeError`` again reports it as the other commands do.
+    """
     from rich.console import Console
 
-    return Console(highlight=False, markup=False)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True  # nothing more to the closed pipe
+            raise BrokenPipeError
+
+    return _Console
+
+
+def console() -> Console:
+    """Return a rich console on standard output (markup off: styles go in `rich.text.Text`)."""
+    return _console_class()(highlight=False, markup=False)
 
 
 def err_console() -> Console:
     """Return a rich console on standard error (messages, progress bars; markup off)."""
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+    return _console_class()(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 # -- options ---------------------------------------------------------------------------

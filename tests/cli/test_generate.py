@@ -297,3 +297,19 @@ def test_retries_re_ask_with_the_errors_streamed_or_not(
     assert failed.stdout == ""
     assert_one_line_error(failed, "after 3 attempt(s)", "Raw reply")
     assert len(emulator.predictions) == 3
+
+
+@pytest.mark.parametrize("levels", [150, 5000], ids=["checked too deep", "read too deep"])
+def test_a_schema_file_nested_too_deeply_is_a_usage_error(
+    run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path, levels: int
+) -> None:
+    # It was "unexpected RecursionError ... a bug", status 1: from json.loads, or from
+    # jsonschema's meta-schema check, before the library could refuse it in its own words.
+    nested = '{"type": "object", "properties": {"a": ' * levels + "{}" + "}}" * levels
+    (tmp_path / "deep.json").write_text(nested)
+    for command in (["generate", "Anything"], ["extract", "--input", "-", "--output", "-"]):
+        result = run_cli(*command, "--schema", "deep.json", stdin='{"id": 1, "prompt": "a"}\n')
+        assert result.returncode == 2, result.stderr
+        assert_one_line_error(result, "deep.json", "nested too deeply", "levels")
+        assert "RecursionError" not in result.stderr
+    assert emulator.predictions == []

@@ -93,6 +93,8 @@ def load_schema(path: Path) -> dict[str, Any]:
             f"Schema file {str(path)!r} is not valid JSON (line {exc.lineno}, column "
             f"{exc.colno}: {exc.msg}). Fix the file."
         ) from None
+    except RecursionError:
+        raise _too_deep(path) from None
     if not isinstance(schema, dict):
         raise CliError(
             f"Schema file {str(path)!r} holds a JSON {type(schema).__name__}, not a JSON "
@@ -105,7 +107,20 @@ def load_schema(path: Path) -> dict[str, Any]:
         raise CliError(
             f"Schema file {str(path)!r} is not a valid JSON schema: at {where}: {exc.message}."
         ) from None
+    except RecursionError:  # jsonschema recurses once per level, Python's stack does not
+        raise _too_deep(path) from None
     return schema
+
+
+def _too_deep(path: Path) -> CliError:
+    """Return the error for a schema file nested deeper than Python's stack can read or check."""
+    from outlines_lmstudio._output import MAX_SCHEMA_DEPTH
+
+    return CliError(
+        f"Schema file {str(path)!r} is nested too deeply to read (a schema may have up to "
+        f"{MAX_SCHEMA_DEPTH} levels): flatten it, or use $defs and $ref for recursive "
+        "structures."
+    )
 
 
 def load_type(spec: str) -> Any:

@@ -291,6 +291,31 @@ def test_bad_input_is_caught_before_connecting(
     assert_one_line_error(result, needle)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["generate", "-m", "", "hi"],
+        ["complete", "--model", " ", "hi"],
+        ["embed", "-m", "", "hi"],
+        ["chat", "-m", ""],
+        ["extract", "-m", "", "--schema", "s.json", "--input", "in.jsonl", "--output", "o.jsonl"],
+    ],
+    ids=["generate", "complete", "embed", "chat", "extract"],
+)
+def test_an_empty_model_key_is_refused_not_ignored(
+    run_cli: RunCli, tmp_path: Path, args: list[str]
+) -> None:
+    # `-m ""` (an unset shell variable: -m "$MODEL") silently used whatever LLM was loaded
+    # (embed: "no embedding model ''", status 1), as an empty --host is refused.
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "prompt": "Ann, 3"}\n')
+    (tmp_path / "s.json").write_text('{"type": "object"}')
+    result = run_cli(*args, stdin="")
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result, "-m/--model", "is empty", "outlines-lmstudio models")
+    assert result.stdout == ""
+    assert not (tmp_path / "o.jsonl").exists()
+
+
 _LATIN1 = "café".encode("latin-1")  # b"caf\xe9": not UTF-8
 
 

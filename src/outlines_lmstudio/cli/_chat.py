@@ -18,6 +18,7 @@ from ._common import (
     CliError,
     ModelInfo,
     Session,
+    add_model_option,
     add_sampling_options,
     connect,
     console,
@@ -57,7 +58,7 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``chat`` options to ``parser``."""
-    parser.add_argument("-m", "--model", metavar="KEY", help="model key (default: a loaded LLM)")
+    add_model_option(parser, "model key (default: a loaded LLM)")
     parser.add_argument("--system", metavar="TEXT", help="system prompt")
     parser.add_argument(
         "--hide-reasoning",

@@ -39,6 +39,7 @@ __all__ = [
     "ModelInfo",
     "Session",
     "add_connection_options",
+    "add_model_option",
     "add_sampling_options",
     "check_vision",
     "connect",
@@ -264,6 +265,30 @@ def add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) -
         help="run the command against the embedded real model (Gemma 3 270M on llama.cpp, "
         "greedy unless --temperature is given; needs the local extra)",
     )
+
+
+def model_key(text: str) -> str:
+    """Return a ``-m/--model`` value, refusing an empty one (``-m "$UNSET"``).
+
+    Empty, it would silently mean "any loaded model", as an empty ``--host`` would mean
+    the default ports.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If ``text`` is empty or blank (a usage error, status 2, before connecting).
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "is empty: give a model key (`outlines-lmstudio models` lists them), or leave "
+            "the option out to use a loaded model"
+        )
+    return text
+
+
+def add_model_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """Add ``-m/--model KEY`` (a non-empty model key; ``None`` when not given)."""
+    parser.add_argument("-m", "--model", type=model_key, metavar="KEY", help=help)
 
 
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:

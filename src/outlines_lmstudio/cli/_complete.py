@@ -10,6 +10,7 @@ import lmstudio as lms
 from .._interrupt import SigintGuard
 from ._common import (
     CliError,
+    add_model_option,
     add_sampling_options,
     connect,
     resolve_llm,
@@ -27,7 +28,7 @@ HELP = "Continue a text prompt (raw completion, no chat template)."
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``complete`` options to ``parser``."""
     parser.add_argument("prompt", metavar="PROMPT", help='the text to continue ("-": stdin)')
-    parser.add_argument("-m", "--model", metavar="KEY", help="model key (default: a loaded LLM)")
+    add_model_option(parser, "model key (default: a loaded LLM)")
     parser.add_argument(
         "--stop", action="append", default=[], metavar="TEXT", help="stop at this text (repeatable)"
     )

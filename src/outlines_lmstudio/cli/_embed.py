@@ -9,7 +9,7 @@ from typing import cast
 
 import lmstudio as lms
 
-from ._common import EXIT_FAILURE, CliError, Session, connect
+from ._common import EXIT_FAILURE, CliError, Session, add_model_option, connect
 from ._text import check_text, read_stdin
 
 __all__ = ["HELP", "add_arguments", "embedding_model", "run"]
@@ -23,9 +23,7 @@ Print a JSON list with one embedding vector (a list of floats) per TEXT, in orde
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``embed`` options to ``parser``."""
     parser.add_argument("texts", nargs="+", metavar="TEXT", help="the texts to embed")
-    parser.add_argument(
-        "-m", "--model", metavar="KEY", help="embedding model key (default: a loaded one)"
-    )
+    add_model_option(parser, "embedding model key (default: a loaded one)")
 
 
 def embedding_model(session: Session, key: str | None) -> lms.EmbeddingModel:

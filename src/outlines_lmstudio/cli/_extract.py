@@ -14,6 +14,7 @@ from ._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     CliError,
+    add_model_option,
     add_sampling_options,
     connect,
     err_console,
@@ -67,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="results are appended here (an existing file must be an earlier extract output; "
         "- or a pipe: written, never read)",
     )
-    parser.add_argument("-m", "--model", metavar="KEY", help="model key (default: a loaded LLM)")
+    add_model_option(parser, "model key (default: a loaded LLM)")
     parser.add_argument("--system", metavar="TEXT", help="system prompt for every item")
     parser.add_argument(
         "--concurrency",

@@ -9,6 +9,7 @@ from typing import Any
 
 from ._common import (
     CliError,
+    add_model_option,
     add_sampling_options,
     check_vision,
     connect,
@@ -33,7 +34,7 @@ models only). Exit status 1 when the reply does not validate."""
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``generate`` options to ``parser``."""
     parser.add_argument("prompt", metavar="PROMPT", help='the prompt ("-" reads standard input)')
-    parser.add_argument("-m", "--model", metavar="KEY", help="model key (default: a loaded LLM)")
+    add_model_option(parser, "model key (default: a loaded LLM)")
     parser.add_argument("--system", metavar="TEXT", help="system prompt")
     add_output_options(parser, text=True)
     parser.add_argument(

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import lmstudio as lms
+import pexpect
 import pytest
 
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
@@ -190,3 +191,33 @@ def test_a_connection_lost_mid_reply_is_status_3(
     assert result.returncode == 3, result.stderr
     assert_one_line_error(result, "Lost the connection to LM Studio", "Run the command again")
     assert "The next call reconnects" not in result.stderr  # there is no next call
+
+
+@pytest.mark.usefixtures("sigint_default")
+@pytest.mark.parametrize("command", ["generate", "complete"])
+def test_ctrl_c_after_streamed_text_reports_on_a_line_of_its_own(
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: str
+) -> None:
+    # On a terminal the message was glued to the text shown so far:
+    # "word word wordoutlines-lmstudio: error: interrupted."
+    monkeypatch.setattr(emulator, "token_latency", 0.05)
+    emulator.script(TEXT, ["word " * 200])
+    program, *args = script_path()
+    child = pexpect.spawn(
+        program,
+        [*args, "--host", emulator.api_host, command, "-m", TEXT, "--stream", "Go on"],
+        env=cli_env(),
+        cwd=str(tmp_path),
+        encoding="utf-8",
+        timeout=15,
+        dimensions=(50, 200),
+    )
+    try:
+        child.expect("word word word")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130
+    shown = str(child.before).split("\r\n")
+    assert "outlines-lmstudio: error: interrupted." in shown, shown

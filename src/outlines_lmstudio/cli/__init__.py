@@ -239,4 +239,9 @@ def _report(message: str) -> None:
     if sys.stdout is not None:
         with contextlib.suppress(OSError, ValueError):
             sys.stdout.flush()
+            # A reply streamed to the terminal and cut off: the message on a line of its own.
+            # (Not loaded yet, nothing was streamed; importing it here could be interrupted.)
+            common = sys.modules.get(f"{__name__}._common")
+            if common is not None:
+                common.end_open_line()
     print(f"outlines-lmstudio: error: {message}", file=sys.stderr, flush=True)

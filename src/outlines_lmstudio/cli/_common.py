@@ -44,6 +44,7 @@ __all__ = [
     "check_vision",
     "connect",
     "console",
+    "end_open_line",
     "err_console",
     "error_exit_code",
     "error_message",
@@ -604,7 +605,26 @@ def check_vision(model: ModelInfo, count: int) -> None:
         )
 
 
+class _Stdout:
+    """What `write_out` left on standard output."""
+
+    open_line = False
+    """The last text written did not end its line (a reply cut off mid-stream)."""
+
+
 def write_out(text: str) -> None:
     """Write text to standard output and flush it (for streamed fragments)."""
     sys.stdout.write(text)
     sys.stdout.flush()
+    if text:
+        _Stdout.open_line = not text.endswith("\n")
+
+
+def end_open_line() -> None:
+    """End a line of streamed text left open on a terminal, so a message starts on its own.
+
+    Only on a terminal: standard output redirected to a file or a pipe keeps the text as
+    it came.
+    """
+    if _Stdout.open_line and sys.stdout is not None and sys.stdout.isatty():
+        write_out("\n")

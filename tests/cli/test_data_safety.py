@@ -424,3 +424,18 @@ def test_deeply_nested_lines_are_one_line_errors(
     assert_one_line_error(result, "deep.jsonl, line 1", "nested too deeply")
     with pytest.raises(CliError, match="left untouched"):
         scan_output(b"[" * 100_000 + b"]" * 100_000 + b"\n", "f")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a full disk)")
+def test_an_output_that_cannot_be_written_is_named_with_what_to_do(
+    run_cli: RunCli, files: tuple[Path, Path]
+) -> None:
+    # A full disk mid-run was "No space left on device.": no file, no word of resuming.
+    schema, source = files
+    result = run_cli(*extract(schema, source, "/dev/full"))
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(
+        result,
+        "Cannot write output '/dev/full': No space left on device",
+        "the same command again",
+    )

@@ -370,6 +370,13 @@ def _process(
                         "again to resume.",
                         error_exit_code(exc.cause),
                     ) from None
+                except CliError as exc:  # the output cannot be written
+                    resume = "" if output.stream else " to resume"  # a stream is not read
+                    raise CliError(
+                        f"{exc.message} Stopped after {tally.stop()} items; run the same "
+                        f"command again{resume} once it can be written.",
+                        exc.code,
+                    ) from None
                 progress.update(task, advance=1, failed=tally.failed)
     except KeyboardInterrupt:
         raise CliError(

@@ -509,16 +509,29 @@ class OutputFile:
             raise
 
     def append(self, record: dict[str, Any]) -> None:
-        """Append one record as one line, in one write, and push it to the OS."""
+        """Append one record as one line, in one write, and push it to the OS.
+
+        Raises
+        ------
+        CliError
+            Naming the output, if it cannot be written (a full disk...). A reader of
+            the stream that went away stays a ``BrokenPipeError`` (a quiet stop).
+        """
         assert self._fd is not None, "open() first"
         data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
         if self._newline:  # end the earlier last line, in the same write
             data = b"\n" + data
             self._newline = False
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            what = "standard output" if str(self.path) == "-" else f"output {str(self.path)!r}"
+            raise CliError(f"Cannot write {what}: {exc.strerror}.") from None
 
     def _release(self) -> None:
         if self._lock_fd is not None:

@@ -100,13 +100,18 @@ REFERENCE_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
 """The keywords jsonschema follows to another schema (none of them is ever fetched)."""
 
 
+def _too_deep(where: str) -> InvalidSchemaError:
+    """Return the error for a schema nested more than `MAX_SCHEMA_DEPTH` levels."""
+    return InvalidSchemaError(
+        f"JSON schema is nested more than {MAX_SCHEMA_DEPTH} levels deep ({where}). "
+        "Flatten it or use $defs/$ref for recursive structures."
+    )
+
+
 def _walk(node: object, depth: int, path: str) -> None:
     """Refuse remote references, non-finite numbers and absurd nesting before sending."""
     if depth > MAX_SCHEMA_DEPTH:
-        raise InvalidSchemaError(
-            f"JSON schema is nested more than {MAX_SCHEMA_DEPTH} levels deep (at {path}). "
-            "Flatten it or use $defs/$ref for recursive structures."
-        )
+        raise _too_deep(f"at {path}")
     if isinstance(node, dict):
         for keyword in REFERENCE_KEYWORDS:
             ref = node.get(keyword)
@@ -340,6 +345,8 @@ def _json_plan(
 def _schema_from_str(text: str) -> object:
     try:
         return json.loads(text)
+    except RecursionError:  # Python's JSON decoder gives up around 1,000 levels
+        raise _too_deep("too deep for Python's JSON decoder") from None
     except json.JSONDecodeError as exc:
         raise InvalidSchemaError(
             f"The output type is a str but not a JSON schema ({exc}). Pass a JSON schema "
@@ -756,6 +763,8 @@ def plan_output(
         # the order the fields are written in where the engine sees it.
         try:
             key = json.dumps(output_type, allow_nan=False)
+        except RecursionError:  # Python's JSON encoder gives up around 1,000 levels
+            raise _too_deep("too deep for Python's JSON encoder") from None
         except (TypeError, ValueError) as exc:
             raise InvalidSchemaError(
                 f"JSON schema dict is not JSON-serialisable (or holds NaN/infinity): {exc}"

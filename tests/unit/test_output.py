@@ -214,6 +214,17 @@ def test_deep_schema_is_refused() -> None:
         check_json_schema(schema)
 
 
+@pytest.mark.parametrize("form", ["dict", "str"])
+def test_a_schema_too_deep_for_python_json_is_refused_as_too_deep(form: str) -> None:
+    """Deeper than Python's JSON encoder/decoder goes: our error, not a RecursionError."""
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(5000):
+        schema = {"type": "object", "properties": {"a": schema}}
+    given = schema if form == "dict" else '{"a":' * 5000 + "1" + "}" * 5000
+    with pytest.raises(InvalidSchemaError, match="nested more than 64 levels"):
+        plan_output(given)
+
+
 def test_recursive_schema_is_fine() -> None:
     tree = {
         "$defs": {

@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import AsyncGenerator, Generator
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import lark
 import lmstudio as lms
@@ -395,6 +395,15 @@ def test_seeded_sampling_repeats(client: lms.Client) -> None:
     second = seeded.respond("Name a colour.", config=config).content
     assert first == second
     seeded.unload()
+
+
+def test_top_k_one_is_greedy(client: lms.Client) -> None:
+    """The SDK sends ``topKSampling`` as a float (``1.0``): it must still be top-k 1."""
+    model = from_lmstudio(client, EMBEDDED_MODEL_KEY)
+    kw: dict[str, Any] = {"max_tokens": 8, "config": {"cpuThreads": 1}}
+    greedy = model("Name a colour.", temperature=0, **kw)
+    replies = {model("Name a colour.", temperature=1.5, top_k=1, **kw) for _ in range(3)}
+    assert replies == {greedy}
 
 
 @pytest.mark.asyncio

@@ -9,6 +9,7 @@ chat template: the GGUF's own, else a documented fallback.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +95,13 @@ def _checked(value: Any, off: float) -> float | None:
     return None
 
 
+def _number(value: Any) -> float | None:
+    """Return a finite number from the config as a float (a bool is not one), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def _seed(load_fields: list[dict[str, Any]]) -> int:
     for item in load_fields:
         if item.get("key") == "llm.load.seed":
@@ -113,16 +121,15 @@ def plan(config: dict[str, Any], load_fields: list[dict[str, Any]]) -> Plan:
     """Read the merged prediction config (``llm.prediction.*`` keys) into a `Plan`."""
     base = Sampling()
     prefix = "llm.prediction."
-    temperature = config.get(prefix + "temperature")
-    top_k = config.get(prefix + "topKSampling")
+    temperature = _number(config.get(prefix + "temperature"))
+    # The SDK types topKSampling as a float: top_k=1 arrives as 1.0.
+    top_k = _number(config.get(prefix + "topKSampling"))
     top_p = _checked(config.get(prefix + "topPSampling"), 1.0)
     min_p = _checked(config.get(prefix + "minPSampling"), 0.0)
     repeat = _checked(config.get(prefix + "repeatPenalty"), 1.0)
     sampling = Sampling(
-        temperature=float(temperature)
-        if isinstance(temperature, int | float) and not isinstance(temperature, bool)
-        else base.temperature,
-        top_k=int(top_k) if isinstance(top_k, int) and not isinstance(top_k, bool) else base.top_k,
+        temperature=base.temperature if temperature is None else temperature,
+        top_k=base.top_k if top_k is None else int(top_k),
         top_p=base.top_p if top_p is None else top_p,
         min_p=base.min_p if min_p is None else min_p,
         repeat_penalty=base.repeat_penalty if repeat is None else repeat,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -110,3 +111,17 @@ def test_integer_bounds_are_constrained(client: lms.Client) -> None:
     result = llm.respond("Give an example as JSON.", response_format=schema, config=config)
     assert isinstance(result.parsed, dict)
     assert 10 <= result.parsed["n"] <= 99
+
+
+def test_strings_hold_no_raw_control_characters(client: lms.Client) -> None:
+    """As LM Studio's C++ converter: the port's ``char`` rule let a raw newline into a string.
+
+    Greedy Gemma 3 270M wrote ``"\\n"`` with a real line break: invalid JSON, from constrained
+    decoding.
+    """
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    config: lms.LlmPredictionConfigDict = {"temperature": 0, "maxTokens": 8, "cpuThreads": 1}
+    result = llm.respond("Name:", response_format={"type": "string"}, config=config)
+    assert not re.search(r"[\x00-\x1f\x7f]", result.content.strip())
+    if result.stats.stop_reason == "eosFound":
+        assert isinstance(json.loads(result.content), str)

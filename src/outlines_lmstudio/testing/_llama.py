@@ -81,6 +81,10 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
 _LITERAL_ESCAPE = re.compile(r'[\r\n"\\]')
 _LITERAL_ESCAPES = {"\r": "\\r", "\n": "\\n", '"': '\\"', "\\": "\\\\"}
 
+# llama.cpp's rule for one character of a JSON string. The port's (``[^"\\] | ...``) lets
+# control characters through, so a constrained reply could hold a raw line break: not JSON.
+_CHAR_RULE = r'[^"\\\x7F\x00-\x1F] | [\\] (["\\bfnrt] | "u" [0-9a-fA-F]{4})'
+
 
 # An integer with one side unbounded has at most this many digits, as the converter's
 # own integer rule (``[0] | [1-9] [0-9]{0,15}``).
@@ -176,12 +180,19 @@ def _integer_bounds(schema: dict[str, Any]) -> tuple[int | None, int | None]:
 def _converter() -> Any:
     """Return llama-cpp-python's converter with what llama.cpp's (the C++ original) adds.
 
-    The port leaves out two things the C++ converter LM Studio runs does: the
-    backslash in string literals' escapes, and the bounds of integers.
+    The port leaves out three things the C++ converter LM Studio runs does: the
+    backslash in string literals' escapes, the bounds of integers, and keeping
+    control characters out of strings.
     """
-    from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
+    from llama_cpp.llama_grammar import RESERVED_NAMES, BuiltinRule, SchemaConverter
 
     class Converter(SchemaConverter):
+        def _add_primitive(self, name: str, rule: Any) -> str:
+            if name == "char":
+                rule = BuiltinRule(_CHAR_RULE, [])
+            added: str = super()._add_primitive(name, rule)
+            return added
+
         def _format_literal(self, literal: str) -> str:
             escaped = _LITERAL_ESCAPE.sub(lambda m: _LITERAL_ESCAPES[m.group(0)], literal)
             return f'"{escaped}"'

@@ -377,3 +377,31 @@ def test_maps_nested_too_deeply_fail_the_prediction_with_a_reason(
     schema = _nested(15, lambda value: {"type": "object", "additionalProperties": value})
     with pytest.raises(lms.LMStudioServerError, match="nests lists and maps too deeply"):
         client.llm.model(TEXT).respond("?", response_format={"type": "json", "jsonSchema": schema})
+
+
+def test_objects_with_many_optional_properties_are_answered_in_time(
+    emu: LMStudioEmulator, client: lms.Client, sync_timeout: Callable[[float], None]
+) -> None:
+    """outlines-core's regex grows with the square of an object's optional properties (and
+    more): 5,000 of them (a generated schema) were never answered before the client's
+    timeout. The emulator answers with the required ones and the first few optional ones."""
+    sync_timeout(20)
+    properties = {f"p{i}": {"type": "integer"} for i in range(5000)}
+    schema = {"type": "object", "properties": properties, "required": ["p4999"]}
+    result = client.llm.model(TEXT).respond(
+        "?", response_format={"type": "json", "jsonSchema": schema}
+    )
+    value = json.loads(result.content)
+    jsonschema.validate(value, schema)
+    assert "p4999" in value
+
+
+def test_optional_properties_are_narrowed_only_where_that_keeps_documents_valid() -> None:
+    properties = {f"p{i}": {"type": "string"} for i in range(100)}
+    narrowed = _tighten({"type": "object", "properties": properties, "required": ["p99"]})
+    assert list(narrowed["properties"]) == [f"p{i}" for i in range(48)] + ["p99"]
+    assert narrowed["additionalProperties"] is False
+    counted = {"type": "object", "properties": properties, "minProperties": 60}
+    assert _tighten(counted)["properties"] == properties  # fewer would break minProperties
+    few = {"type": "object", "properties": {"a": {"type": "string"}}}
+    assert _tighten(few) == few

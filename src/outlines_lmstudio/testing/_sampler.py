@@ -539,14 +539,62 @@ def _one_item_arrays(node: Any) -> Any:
     return out
 
 
+# outlines-core's regex of an object holds every way its optional properties can follow one
+# another, so it grows with their square and more: 100 optional properties take 1 s to index,
+# 200 take 10 s, and 5,000 (a generated schema) never finish before the client times out.
+_MAX_OPTIONAL = 48
+# Keywords under which leaving optional properties out could make a document invalid.
+_WHOLE_OBJECT = frozenset(
+    {
+        "minProperties",
+        "dependentRequired",
+        "dependentSchemas",
+        "dependencies",
+        "patternProperties",
+        "propertyNames",
+        "unevaluatedProperties",
+        "allOf",
+        "anyOf",
+        "oneOf",
+        "not",
+        "if",
+        "then",
+        "else",
+    }
+)
+
+
+def _few_optional(node: dict[str, Any]) -> dict[str, Any] | None:
+    """Return an object node with many optional properties as one with the first few.
+
+    The required properties and the first `_MAX_OPTIONAL` optional ones, and no others
+    (``additionalProperties: false``): a subset of the documents the node allows, whenever
+    no other keyword of the node counts or constrains its properties.
+    """
+    properties, required = node.get("properties"), node.get("required", [])
+    if not isinstance(properties, dict) or not isinstance(required, list):
+        return None
+    optional = [key for key in properties if key not in required]
+    if (
+        len(optional) <= _MAX_OPTIONAL
+        or _WHOLE_OBJECT & set(node)
+        or not set(required) <= set(properties)  # a required key only additional properties hold
+    ):
+        return None
+    keep = set(required) | set(optional[:_MAX_OPTIONAL])
+    kept = {key: value for key, value in properties.items() if key in keep}
+    return {**node, "properties": kept, "additionalProperties": False}
+
+
 def _tighten(node: Any) -> Any:
     """Narrow a schema to a subset of its valid documents that outlines-core samples fast.
 
     Numeric bounds become enums of valid values (outlines-core ignores them), an ``email``
     string a simple pattern of valid addresses, dates and times patterns of values
     that every validator takes, strings with length bounds patterns of letters, digits
-    and spaces within them, and arrays and objects that say nothing of their items
-    arrays and objects of scalars.
+    and spaces within them, arrays and objects that say nothing of their items
+    arrays and objects of scalars, and objects with many optional properties objects
+    with the first few of them.
     """
     if isinstance(node, list):
         return [_tighten(item) for item in node]
@@ -556,6 +604,7 @@ def _tighten(node: Any) -> Any:
     if values is not None:
         return {"enum": values}
     node = _open_container(node) or node
+    node = _few_optional(node) or node
     if node.get("format") == "email":
         node = _simple_email(node) or node
     elif node.get("type") == "string" and node.get("format") in _CALENDAR:

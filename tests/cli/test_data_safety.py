@@ -439,3 +439,23 @@ def test_an_output_that_cannot_be_written_is_named_with_what_to_do(
         "Cannot write output '/dev/full': No space left on device",
         "the same command again",
     )
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a full disk)")
+@pytest.mark.parametrize(
+    "args", [("models",), ("generate", "Say hi", "--max-tokens", "4"), ("embed", "hello")]
+)
+def test_a_full_standard_output_is_named(emulator: LMStudioEmulator, args: tuple[str, ...]) -> None:
+    """``> /dev/full``: the error names standard output, not only "No space left on device"."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [*script_path(), "--host", emulator.api_host, *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result, "Cannot write standard output: No space left on device")

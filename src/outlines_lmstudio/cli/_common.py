@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import math
 import os
 import re
@@ -163,9 +164,20 @@ def failure_report(
     if isinstance(exc, OutlinesLMStudioError | lms.LMStudioError):
         return error_message(exc, again), error_exit_code(exc)
     if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
-        where = f"{exc.filename}: " if exc.filename else ""
-        return f"{where}{exc.strerror or exc}.", EXIT_USAGE
+        if exc.filename:
+            return f"{exc.filename}: {exc.strerror or exc}.", EXIT_USAGE
+        if exc.errno in _FULL:  # a write with no file named: the command's standard output
+            return (
+                f"Cannot write standard output: {exc.strerror}. Free some space, or send the "
+                "output elsewhere.",
+                EXIT_USAGE,
+            )
+        return f"{exc.strerror or exc}.", EXIT_USAGE
     return None
+
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""The errors of a write to a device or file system that has no room left."""
 
 
 def error_exit_code(exc: BaseException) -> int:

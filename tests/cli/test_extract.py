@@ -167,6 +167,7 @@ def test_items_piped_in_and_results_piped_out(
     for record in records:
         jsonschema.validate(record["result"], PERSON_SCHEMA)
     assert sorted(len(p.images) for p in emulator.predictions) == [0, 1]
+    assert "2 results and 0 errors written to standard output." in result.stderr  # not "to -"
 
 
 def test_a_malformed_line_piped_in_is_named(

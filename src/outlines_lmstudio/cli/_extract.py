@@ -305,8 +305,12 @@ def _run(
         job = _Job(model, spec, args.system, args.retries, kwargs, args.reasoning)
         output.open()
         ok, failed, seconds = _process(job, pending, output, args.concurrency)
+    if str(args.output) == "-":
+        where = "written to standard output"
+    else:  # a pipe or a device is written, a file appended to
+        where = f"{'written to' if output.stream else 'appended to'} {args.output}"
     say.print(
-        f"Done in {seconds:.1f} s: {ok} results and {failed} errors appended to {args.output}"
+        f"Done in {seconds:.1f} s: {ok} results and {failed} errors {where}"
         + (f" ({skipped} ids skipped: already there)." if skipped else ".")
     )
     return EXIT_FAILURE if failed else 0

@@ -199,10 +199,18 @@ def translate_sdk_error(
         return LMStudioPredictionError(
             f"LM Studio refused the image upload: {text}", host=host, model=model
         )
+    lowered = text.lower()
+    if "template" in lowered or "alternate" in lowered:
+        hint = (
+            "The model's chat template refused these messages: many templates take one system "
+            "message, first, then user and assistant messages in turn. Reorder or merge the "
+            "messages, or use a model whose template takes them."
+        )
+    else:
+        hint = (
+            "See LM Studio's server log for details; check the model supports this request "
+            "(its context length, its chat template, tools)."
+        )
     return LMStudioPredictionError(
-        f"LM Studio failed the prediction: {text}",
-        host=host,
-        model=model,
-        hint="See LM Studio's server log for details; check the model supports this request "
-        "(e.g. images need a vision model).",
+        f"LM Studio failed the prediction: {text}", host=host, model=model, hint=hint
     )

@@ -78,6 +78,19 @@ def test_sdk_errors_translate(sdk_error: Exception, stage: str, ours: type[Excep
     assert "host='127.0.0.1:1'" in str(translated)
 
 
+def test_a_chat_template_refusal_gets_a_hint_about_the_messages() -> None:
+    """Not "images need a vision model": images are checked before the request is sent."""
+    refused = lms.LMStudioServerError(
+        "Error rendering prompt with jinja template: Conversation roles must alternate "
+        "user/assistant/user/assistant/...",
+        {},
+    )
+    translated = translate_sdk_error(refused, host=None, model="gemma", stage="predict")
+    assert isinstance(translated, errors.LMStudioPredictionError)
+    assert "in turn" in str(translated)
+    assert "vision" not in str(translated)
+
+
 def test_non_sdk_errors_are_not_translated() -> None:
     assert translate_sdk_error(KeyError("x"), host=None, model=None, stage="predict") is None
 

@@ -217,11 +217,53 @@ def spread_one_of(schema: dict[str, Any]) -> dict[str, Any]:
     return rebuilt
 
 
+_SIBLING_BOUND = ("additionalProperties", "patternProperties", "unevaluatedProperties")
+"""Keywords whose meaning depends on the ``properties`` beside them."""
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two JSON values are the same (``1`` and ``true`` are not)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _merge_keyword(key: str, mine: Any, theirs: Any, free: bool) -> tuple[bool, Any]:
+    """Merge one keyword both sides set: ``(merged, value)``; not merged when unsure."""
+    if _same(mine, theirs):
+        return True, mine
+    if key == "required" and isinstance(mine, list) and isinstance(theirs, list):
+        return True, list(dict.fromkeys([*theirs, *mine]))
+    if key == "properties" and free and isinstance(mine, dict) and isinstance(theirs, dict):
+        shared = mine.keys() & theirs.keys()
+        if all(_same(mine[name], theirs[name]) for name in shared):
+            return True, {**theirs, **mine}
+    return False, None
+
+
+def _merge_all_of(rest: dict[str, Any], branch: dict[str, Any]) -> dict[str, Any] | None:
+    """Return ``{"allOf": [branch], **rest}`` as one schema object, or ``None``.
+
+    A keyword both set is merged when the result means the same: equal values,
+    ``required`` (both lists hold), ``properties`` with equal schemas for shared names
+    (when no keyword reads the properties beside it, as ``additionalProperties`` does).
+    """
+    merged = {**branch, **rest}
+    free = not any(k in rest or k in branch for k in _SIBLING_BOUND)
+    for key in assertions(rest).keys() & assertions(branch).keys():
+        ok, value = _merge_keyword(key, rest[key], branch[key], free)
+        if not ok:
+            return None
+        merged[key] = value
+    return merged
+
+
 def inline_single_all_of(schema: dict[str, Any]) -> dict[str, Any]:
-    """Write ``{"allOf": [A], ...}`` as ``A`` merged with its siblings (no keyword shared).
+    """Write ``{"allOf": [A], ...}`` as ``A`` merged with its siblings.
 
     Both engines misread ``allOf`` (llama.cpp builds an object, outlines-core concatenates
-    the branches); a one-branch ``allOf`` is just its branch.
+    the branches), and read only the ``properties`` or ``type`` beside one, dropping the
+    branch; a one-branch ``allOf`` is just its branch. Left alone when a keyword both
+    set cannot be merged (the findings refuse it then). A ``$ref`` branch becomes a
+    ``$ref`` with the keywords beside it (which the engines drop, reported loose).
     """
 
     def inline(node: dict[str, Any]) -> dict[str, Any]:
@@ -229,12 +271,8 @@ def inline_single_all_of(schema: dict[str, Any]) -> dict[str, Any]:
         if not (isinstance(parts, list) and len(parts) == 1 and isinstance(parts[0], dict)):
             return node
         rest = {k: v for k, v in node.items() if k != "allOf"}
-        branch = parts[0]
-        if assertions(rest).keys() & assertions(branch).keys():
-            return node
-        if "$ref" in branch and assertions(rest):
-            return node  # the engines drop a $ref's siblings
-        return {**branch, **rest}
+        merged = _merge_all_of(rest, parts[0])
+        return node if merged is None else merged
 
     rebuilt: dict[str, Any] = rebuild(schema, inline)
     return rebuilt

@@ -373,6 +373,13 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
     ("not", {"type": "string", "not": {"const": "a"}}, "both", "not", "refused"),
     ("if", {"if": {"type": "string"}, "then": {"maxLength": 2}}, "both", "if", "refused"),
     ("allOf", {"allOf": [{"type": "object"}, {"required": ["a"]}]}, "both", "allOf", "refused"),
+    (
+        "allOf (one branch the keywords beside it contradict: not merged, so dropped)",
+        {"type": "string", "maxLength": 3, "allOf": [{"type": "string", "maxLength": 5}]},
+        "both",
+        "allOf",
+        "refused",
+    ),
     ("lookaround", {"type": "string", "pattern": "(?=a)a"}, "both", "pattern", "refused"),
     ("backreference", {"type": "string", "pattern": r"(a)\1"}, "both", "pattern", "refused"),
     (
@@ -470,6 +477,50 @@ def test_unknown_engine_checks_both() -> None:
     assert dialect_schema(schema, "gguf") == schema
     with pytest.raises(UnsupportedOutputTypeError, match="outlines-core"):
         dialect_schema(schema, None)
+
+
+_OBJECT_PARTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["object", "integer"]),
+        "properties": st.dictionaries(
+            _KEYS, st.sampled_from([{"type": "integer"}, {"type": "string"}, {}]), max_size=2
+        ),
+        "required": st.lists(_KEYS, max_size=2, unique=True),
+        "additionalProperties": st.sampled_from([False, {"type": "integer"}]),
+        "title": st.just("t"),
+    },
+)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    rest=_OBJECT_PARTS,
+    branch=_OBJECT_PARTS,
+    values=st.lists(INSTANCES, min_size=1, max_size=6),
+)
+def test_merged_all_of_keeps_the_valid_values(
+    rest: dict[str, Any], branch: dict[str, Any], values: list[Any]
+) -> None:
+    keeps_valid_values(inline_single_all_of, {**rest, "allOf": [branch]}, values)
+
+
+def test_one_branch_all_of_beside_its_own_keywords_is_merged() -> None:
+    """The engines read the properties beside an allOf and drop its branch."""
+    base = {"properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    schema = {
+        "type": "object",
+        "allOf": [{"type": "object", **base}],
+        "properties": {"b": {"type": "string"}},
+        "required": ["b"],
+    }
+    sent = dialect_schema(schema, None)
+    assert "allOf" not in sent
+    assert sent["properties"] == {"a": {"type": "integer"}, "b": {"type": "string"}}
+    assert sorted(sent["required"]) == ["a", "b"]
+    # A $ref branch is kept as a $ref with the keywords beside it (reported loose there).
+    ref = {"$defs": {"x": base}, "allOf": [{"$ref": "#/$defs/x"}], "minProperties": 1}
+    assert dialect_schema(ref, None)["$ref"] == "#/$defs/x"
 
 
 def test_dollar_schema_never_sent() -> None:

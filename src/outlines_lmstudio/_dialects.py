@@ -19,6 +19,7 @@ does not enforce is still checked (and re-asked with ``retries``).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
@@ -173,6 +174,19 @@ def _integer_bound(node: Mapping[str, Any], key: str) -> bool:
     )
 
 
+_UNWRITABLE_NAME = re.compile(r'["\\\x00-\x1f]')
+"""What outlines-core cannot write in a property name: it puts the name in its regex
+unescaped, so ``a"b`` is written ``"a"b"`` and a line break raw (no JSON either way)."""
+
+
+def _unwritable_name(node: Mapping[str, Any], engine: Engine) -> str | None:
+    """Return a property name ``engine`` would write as invalid JSON, if any."""
+    properties = node.get("properties")
+    if engine != "outlines-core" or not isinstance(properties, Mapping):
+        return None
+    return next((name for name in properties if _UNWRITABLE_NAME.search(name)), None)
+
+
 def _node_findings(
     node: Mapping[str, Any], engine: Engine, looping: set[str]
 ) -> Iterator[tuple[str, Status, str]]:
@@ -180,6 +194,14 @@ def _node_findings(
     for key, why in _REFUSED_EVERYWHERE.items():
         if key in node:
             yield key, "refused", why
+    name = _unwritable_name(node, engine)
+    if name is not None:
+        yield (
+            "properties",
+            "refused",
+            f"the property name {name!r} would be written unescaped, as invalid JSON; rename "
+            "it without '\"', '\\' or control characters, with a Pydantic alias if need be",
+        )
     ref = node.get("$ref")
     if isinstance(ref, str):
         if not ref.startswith("#/") and ref != "#":

@@ -56,6 +56,21 @@ def test_unsupported_keyword_is_refused_before_sending(
     assert len(emulator.predictions) == before
 
 
+class Quoted(pydantic.BaseModel):
+    said: int = pydantic.Field(alias='he said "hi"')
+
+
+def test_a_property_name_outlines_core_cannot_write_is_refused_before_sending(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """outlines-core writes a property name unescaped: '{"he said "hi"": 1}' is no JSON."""
+    before = len(emulator.predictions)
+    with pytest.raises(UnsupportedOutputTypeError, match=re.escape("""'he said "hi"'""")) as info:
+        make_model(TEXT_MODEL).parse("x", Quoted)
+    assert "at /properties " in str(info.value)
+    assert len(emulator.predictions) == before
+
+
 def test_remote_dynamic_ref_reads_nothing(
     make_model: MakeModel, emulator: LMStudioEmulator, tmp_path: Path
 ) -> None:

@@ -187,6 +187,15 @@ def _unwritable_name(node: Mapping[str, Any], engine: Engine) -> str | None:
     return next((name for name in properties if _UNWRITABLE_NAME.search(name)), None)
 
 
+_WITHIN_64_BITS = range(-(2**63), 2**64)
+"""The integers outlines-core's JSON reader (serde_json) keeps as integers (i64 or u64)."""
+
+
+def _huge_integer(values: list[Any]) -> int | None:
+    """Return an integer that outlines-core would read as a float, if any."""
+    return next((v for v in values if type(v) is int and v not in _WITHIN_64_BITS), None)
+
+
 def _node_findings(
     node: Mapping[str, Any], engine: Engine, looping: set[str]
 ) -> Iterator[tuple[str, Status, str]]:
@@ -241,6 +250,14 @@ def _node_findings(
         compound = any(isinstance(v, dict | list) for v in values)
         if container in node and engine == "outlines-core" and compound:
             yield container, "refused", "outlines-core takes only scalar enum/const values"
+        huge = _huge_integer(values) if container in node else None
+        if huge is not None and engine == "outlines-core":
+            yield (
+                container,
+                "refused",
+                f"outlines-core reads the integer {huge} as a float and "
+                "writes another number (it reads integers within 64 bits only)",
+            )
     if "enum" in node or "const" in node:
         # Both engines write a listed value and ignore the keywords beside it. Values those
         # keywords refuse are dropped first (`narrow_enums`); what is left here is refused

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import pydantic
 import pytest
@@ -68,6 +69,16 @@ def test_a_property_name_outlines_core_cannot_write_is_refused_before_sending(
     with pytest.raises(UnsupportedOutputTypeError, match=re.escape("""'he said "hi"'""")) as info:
         make_model(TEXT_MODEL).parse("x", Quoted)
     assert "at /properties " in str(info.value)
+    assert len(emulator.predictions) == before
+
+
+def test_an_integer_literal_beyond_64_bits_is_refused_before_sending(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """outlines-core would write 2**64 + 1 as 1.8446744073709552e+19, another number."""
+    before = len(emulator.predictions)
+    with pytest.raises(UnsupportedOutputTypeError, match=r"/const .*18446744073709551617"):
+        make_model(TEXT_MODEL).parse("x", Literal[2**64 + 1])
     assert len(emulator.predictions) == before
 
 

@@ -424,6 +424,10 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         None,
         None,
     ),
+    ("integer enum beyond 64 bits", {"enum": [2**64 + 1, 3]}, "outlines-core", "enum", "refused"),
+    ("integer const beyond 64 bits", {"const": -(2**63) - 1}, "outlines-core", "const", "refused"),
+    ("integer enum within 64 bits", {"enum": [2**64 - 1, -(2**63)]}, "outlines-core", None, None),
+    ("integer enum beyond 64 bits", {"enum": [2**64 + 1]}, "llama.cpp", None, None),
     ("object enum", {"enum": [{"a": 1}]}, "outlines-core", "enum", "refused"),
     ("object enum", {"enum": [{"a": 1}]}, "llama.cpp", None, None),
     (

@@ -405,3 +405,20 @@ def test_optional_properties_are_narrowed_only_where_that_keeps_documents_valid(
     assert _tighten(counted)["properties"] == properties  # fewer would break minProperties
     few = {"type": "object", "properties": {"a": {"type": "string"}}}
     assert _tighten(few) == few
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"^[\u3041-\u3093]+$", r"^[\u03b1-\u03c9]{2}$", r"^[\u0400-\u04ff]+ [a-z]+$", "^[ぁ-ん]+$"],
+)
+def test_patterns_with_ranges_outside_ascii_are_answered(
+    emu: LMStudioEmulator, client: lms.Client, pattern: str
+) -> None:
+    """The library sends such ranges as escapes (``[ぁ-ん]`` as ``[\\u3041-\\u3093]``): the
+    emulator's vocabulary lacked their characters, and the prediction failed ("vocabulary
+    provided is incompatible with the regex")."""
+    schema = {"type": "string", "pattern": pattern}
+    result = client.llm.model(TEXT).respond(
+        "?", response_format={"type": "json", "jsonSchema": schema}
+    )
+    jsonschema.validate(json.loads(result.content), schema)

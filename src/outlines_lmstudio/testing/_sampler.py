@@ -13,6 +13,7 @@ than the schema (outlines-core ignores, e.g., ``uniqueItems``).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -297,8 +298,8 @@ class JsonSampler:
             return SchemaError(f"outlines-core cannot build a regex for this JSON schema: {exc}")
         tokens = _base_tokens()
         known = set(tokens)
-        for char in key:
-            if char not in known:  # e.g. letters of enum values outside ASCII
+        for char in itertools.chain(key, _escaped_chars(regex)):
+            if char not in known:  # e.g. letters of enum values or patterns outside ASCII
                 known.add(char)
                 tokens.append(char)
         vocab = Vocabulary(len(tokens), {tok: [i] for i, tok in enumerate(tokens)})
@@ -326,6 +327,20 @@ class JsonSampler:
             if automaton.validate is None or automaton.validate("".join(tokens)):
                 break
         return tokens
+
+
+_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})|\\x\{([0-9a-fA-F]{1,6})\}")
+
+
+def _escaped_chars(regex: str) -> list[str]:
+    r"""Return the characters a regex names by escape (``[\u3041-\u3093]``: both ends).
+
+    The vocabulary must hold a character of every class the regex requires; a pattern's
+    non-ASCII characters reach outlines-core's regex as escapes, not as themselves.
+    Surrogates are left out (no token can be one).
+    """
+    codes = (int(next(g for g in m.groups() if g), 16) for m in _ESCAPE.finditer(regex))
+    return [chr(c) for c in codes if c <= 0x10FFFF and not 0xD800 <= c <= 0xDFFF]
 
 
 _MAX_RANGE = 20_000  # an enum this size builds in ~0.1 s

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import select
+import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -253,3 +258,80 @@ def test_save_is_not_blocked_by_a_temporary_file_left_behind(
     saved = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
     assert [m["content"] for m in saved["messages"]] == ["Hello", "Fine."]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".chat.json.tmp", "chat.json"]
+
+
+def _read_fifo(path: Path, timeout: float = 20) -> bytes:
+    """Open ``path`` (a FIFO) for reading now, and return what a writer sends until it closes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a writer's open() no longer blocks
+    data, deadline, writer_seen = b"", time.monotonic() + timeout, False
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if chunk:
+                data, writer_seen = data + chunk, True
+            elif writer_seen:
+                return data  # the writer closed
+            else:
+                time.sleep(0.05)  # no writer yet: a FIFO with none reads as empty
+        return data
+    finally:
+        os.close(fd)
+
+
+def test_save_writes_through_a_link_and_into_a_fifo_without_replacing_them(
+    emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    # /save renamed its temporary file over the target: a symbolic link became a plain file
+    # (the file it pointed to kept the old conversation), and a FIFO or device was replaced
+    # (as root, `/save /dev/null` replaced /dev/null itself with a regular file).
+    emulator.script(TEXT, ["Fine."])
+    (tmp_path / "kept").mkdir()
+    real = tmp_path / "kept" / "real.json"
+    real.write_text("{}\n")
+    (tmp_path / "link.json").symlink_to(real)
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(_read_fifo(fifo)))
+    reader.start()
+    lines = "Hello\n/save link.json\n/save pipe.json\n/exit\n"
+    result = subprocess.run(
+        [*script_path(), "--host", emulator.api_host, "chat", "-m", TEXT],
+        input=lines,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    reader.join(timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "Saved 2 messages to link.json." in result.stdout, result.stdout
+    assert "Saved 2 messages to pipe.json." in result.stdout, result.stdout
+    assert (tmp_path / "link.json").is_symlink()
+    saved = json.loads(real.read_text(encoding="utf-8"))
+    assert [m["content"] for m in saved["messages"]] == ["Hello", "Fine."]
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["real.json"]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert [m["content"] for m in json.loads(received[0])["messages"]] == ["Hello", "Fine."]
+
+
+def test_save_through_a_dangling_link_is_refused_with_the_reason(
+    emulator: LMStudioEmulator, tmp_path: Path, run_cli: RunCli
+) -> None:
+    (tmp_path / "chat.json").symlink_to("missing/target.json")
+    emulator.script(TEXT, ["Fine."])
+    result = run_cli(
+        "chat", "-m", TEXT, stdin="Hello\n/save chat.json\n/save ok.json\n/exit\n", timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "! Cannot save to 'chat.json': it is a symbolic link to 'missing/target.json', which "
+        "does not exist" in result.stdout
+    ), result.stdout
+    assert (tmp_path / "chat.json").is_symlink()
+    assert "Saved 2 messages to ok.json." in result.stdout

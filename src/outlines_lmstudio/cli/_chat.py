@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import shlex
+import stat
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -250,7 +251,11 @@ class ChatSession:
                 self.note("Earlier images stay in the history but are not sent to this model.")
 
     def save(self, path: Path) -> None:
-        """Write the conversation to ``path`` as JSON (atomically)."""
+        """Write the conversation to ``path`` as JSON.
+
+        A regular file (or the one a link points to) is replaced whole, through a temporary
+        file and a rename; a FIFO, terminal or device is written into, never replaced.
+        """
         messages = [Turn("system", self.system).record()] if self.system else []
         messages += [t.record() for t in self.history]
         data = {
@@ -260,30 +265,12 @@ class ChatSession:
             "options": self.kwargs,
             "messages": messages,
         }
-        if path.is_dir() or not path.name:
-            raise CliError(
-                f"Cannot save to {str(path)!r}: it is a directory; give a file name, "
-                f"e.g. /save {path / 'chat.json'}"
-            )
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-        # A new name each time, created exclusively: a temporary file left by a crash (or
-        # planted as a symbolic link) is neither reused nor in the way.
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        created = False
-        try:
-            with open(tmp, "x", encoding="utf-8") as handle:
-                created = True
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException as exc:
-            if created:
-                with contextlib.suppress(OSError):
-                    tmp.unlink(missing_ok=True)
-            if not isinstance(exc, OSError):
-                raise
-            raise CliError(
-                f"Cannot save to {str(path)!r}: {exc.strerror or exc}; the conversation is kept."
-            ) from None
+        target = _save_target(path)
+        if target is None:  # a FIFO, a terminal, /dev/null...: written into, never replaced
+            _write_into(path, text)
+        else:
+            _replace(target, text, path)
         self.note(f"Saved {len(messages)} messages to {path}.")
 
     # -- replies -------------------------------------------------------------------
@@ -360,6 +347,72 @@ class ChatSession:
         self.history.append(
             Turn("assistant", reply, model=self.info.key, stopped=stopped, reasoning=reasoning)
         )
+
+
+def _cannot_save(path: Path, reason: str) -> CliError:
+    return CliError(f"Cannot save to {str(path)!r}: {reason}; the conversation is kept.")
+
+
+def _save_target(path: Path) -> Path | None:
+    """Return the regular file ``/save`` replaces (a link's target), ``None`` for a stream.
+
+    Raises
+    ------
+    CliError
+        If ``path`` is a directory, a link to nothing, or cannot be looked at.
+    """
+    if path.is_dir() or not path.name:
+        raise CliError(
+            f"Cannot save to {str(path)!r}: it is a directory; give a file name, "
+            f"e.g. /save {path / 'chat.json'}"
+        )
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():  # never create a file at the end of a link
+            raise _cannot_save(
+                path,
+                f"it is a symbolic link to {os.readlink(path)!r}, which does not exist "
+                "(give the target's path, or remove the link)",
+            ) from None
+        return path
+    except OSError as exc:
+        raise _cannot_save(path, str(exc.strerror or exc)) from None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    return Path(os.path.realpath(path))  # the link stays; the file it points to is replaced
+
+
+def _write_into(path: Path, text: str) -> None:
+    """Write ``text`` into an existing file that is not a regular one (no rename)."""
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise _cannot_save(path, str(exc.strerror or exc)) from None
+
+
+def _replace(target: Path, text: str, path: Path) -> None:
+    """Write ``text`` to a temporary file next to ``target`` and rename it over ``target``.
+
+    ``path`` is the name the user gave, for the message.
+    """
+    # A new name each time, created exclusively: a temporary file left by a crash (or
+    # planted as a symbolic link) is neither reused nor in the way.
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    created = False
+    try:
+        with open(tmp, "x", encoding="utf-8") as handle:
+            created = True
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        if created:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        if not isinstance(exc, OSError):
+            raise
+        raise _cannot_save(path, str(exc.strerror or exc)) from None
 
 
 def _failure(exc: Exception) -> str:

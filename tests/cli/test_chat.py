@@ -335,3 +335,43 @@ def test_save_through_a_dangling_link_is_refused_with_the_reason(
     ), result.stdout
     assert (tmp_path / "chat.json").is_symlink()
     assert "Saved 2 messages to ok.json." in result.stdout
+
+
+def test_lm_studio_gone_mid_session_says_what_to_do_in_the_command_line_terms(
+    tmp_path: Path,
+) -> None:
+    # LM Studio stopped while chatting: the reply's error gave the library's hints for Python
+    # code ("check the host and port given to lms.Client(...)", "test against
+    # outlines_lmstudio.testing.LMStudioEmulator"), and /model said "LM Studio failed the
+    # request", as if the server had refused it.
+    emulator = LMStudioEmulator().start()
+    host = emulator.api_host
+    try:
+        emulator.script(TEXT, ["First answer."])
+        chat = subprocess.Popen(
+            [*script_path(), "--host", host, "chat", "-m", TEXT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+            cwd=tmp_path,
+        )
+        assert chat.stdin is not None
+        chat.stdin.write("Hello\n")
+        chat.stdin.flush()
+        emulator.wait_until(lambda: any(p.done for p in emulator.predictions), timeout=20)
+    finally:
+        emulator.stop()
+    out, err = chat.communicate(f"Hello again\n/model {VISION}\n/save chat.json\n", timeout=60)
+    assert chat.returncode == 0, err
+    shown = [line.removeprefix(PROMPT) for line in out.splitlines()]  # no echo when piped
+    problems = [line for line in shown if line.startswith("! ")]
+    assert len(problems) == 2, out
+    for problem in problems:
+        assert f"LM Studio is not reachable at {host} any more" in problem, problem
+        assert "lms server start" in problem
+        for python_words in ("lms.Client", "outlines_lmstudio.testing", "failed the request"):
+            assert python_words not in problem
+    assert problems[0].endswith("(the message was not added to the history)")
+    assert "Saved 2 messages to chat.json." in out

@@ -119,7 +119,9 @@ def error_message(exc: BaseException, again: str | None = "Run the command again
             "reading a long prompt (LM Studio's server log shows it)"
             + (f". {again} when it is ready, or check the server." if again else ".")
         )
-    if isinstance(sdk, lms.LMStudioWebsocketError) and "not reachable" not in str(sdk):
+    if "not reachable" in str(sdk):  # it was reached when the command started
+        return _gone(str(sdk), again)
+    if isinstance(sdk, lms.LMStudioWebsocketError):
         return f"Lost the connection to LM Studio: {one_line(str(sdk))}" + (
             f" {again} (if LM Studio stopped, start it first)." if again else ""
         )
@@ -127,6 +129,21 @@ def error_message(exc: BaseException, again: str | None = "Run the command again
     if isinstance(exc, lms.LMStudioError):
         return f"LM Studio failed the request: {text}"
     return text
+
+
+def _gone(text: str, again: str | None) -> str:
+    """Say that LM Studio, reached when the command started, is not reachable any more.
+
+    The SDK's message names the websocket address and gives hints for Python code
+    (``lms.Client(...)``, the testing emulator): the command says what to do instead.
+    """
+    found = re.search(r"not reachable at (?:wss?://)?([^/\s]+)", text)
+    where = f" at {found[1]}" if found else ""
+    return (
+        f"LM Studio is not reachable{where} any more: start the LM Studio server again "
+        "(Developer tab, or `lms server start`)"
+        + (f". {again} when it is running." if again else ".")
+    )
 
 
 def _for_the_shell(text: str) -> str:

@@ -375,3 +375,30 @@ def test_lm_studio_gone_mid_session_says_what_to_do_in_the_command_line_terms(
             assert python_words not in problem
     assert problems[0].endswith("(the message was not added to the history)")
     assert "Saved 2 messages to chat.json." in out
+
+
+def test_a_very_large_image_is_attached_without_a_python_warning(
+    main_in_process: MainInProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # An image over Pillow's pixel limit (89 million: a 10000x10000 scan) printed Pillow's
+    # DecompressionBombWarning, its file path and source line, before being attached;
+    # one over twice the limit was refused with Pillow's "could be decompression bomb DOS
+    # attack" and nothing to do. The limit is lowered here to keep the images small.
+    import warnings
+
+    from PIL import Image as PILImage
+
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)
+    png(tmp_path / "big.png", (40, 40))  # 1,600 pixels: over the limit, under twice it
+    png(tmp_path / "huge.png", (50, 50))  # 2,500 pixels: over twice the limit
+    monkeypatch.setattr(sys, "stdin", io.StringIO("/image big.png\n/image huge.png\n/exit\n"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = main_in_process("chat", "-m", VISION)
+    assert result.returncode == 0, result.stderr
+    assert [w.category.__name__ for w in caught] == []
+    assert "Attached big.png (40x40)" in result.stdout
+    assert (
+        "! Cannot read image 'huge.png': it has 2,500 pixels, more than the 2,000 that are "
+        "safe to decode; downscale it first." in result.stdout
+    ), result.stdout

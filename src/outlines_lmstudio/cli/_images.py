@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,36 @@ def _fit(image: PILImage.Image) -> PILImage.Image:
     return image
 
 
+def _decode(path: Path) -> PILImage.Image:
+    """Open and decode an image file, keeping its format.
+
+    An image over Pillow's pixel limit, but under twice it, is decoded without Pillow's
+    ``DecompressionBombWarning`` (it is downscaled anyway); over twice it, Pillow raises
+    ``DecompressionBombError``.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+        with PILImage.open(path) as opened:
+            opened.load()
+            image = opened.copy()
+            image.format = opened.format
+    return image
+
+
+def _pixels(path: Path) -> int | None:
+    """Return the pixel count of an image too large to decode (from its header), if known."""
+    saved = PILImage.MAX_IMAGE_PIXELS
+    PILImage.MAX_IMAGE_PIXELS = None  # reading the header only: no pixel is decoded
+    try:
+        with PILImage.open(path) as opened:
+            width, height = opened.size
+    except (OSError, ValueError):
+        return None
+    finally:
+        PILImage.MAX_IMAGE_PIXELS = saved
+    return width * height
+
+
 def load_image(path: str | Path) -> Attachment:
     """Read an image file, downscaling it if needed.
 
@@ -99,10 +130,14 @@ def load_image(path: str | Path) -> Attachment:
     """
     path = Path(path)
     try:
-        with PILImage.open(path) as opened:
-            opened.load()
-            image = opened.copy()
-            image.format = opened.format
+        image = _decode(path)
+    except PILImage.DecompressionBombError:
+        pixels = _pixels(path)
+        raise CliError(
+            f"Cannot read image {str(path)!r}: it has {f'{pixels:,}' if pixels else 'more'} "
+            f"pixels, more than the {2 * (PILImage.MAX_IMAGE_PIXELS or 0):,} that are safe to "
+            "decode; downscale it first."
+        ) from None
     except FileNotFoundError:
         raise CliError(f"Cannot read image {str(path)!r}: no such file.") from None
     except IsADirectoryError:
@@ -112,7 +147,7 @@ def load_image(path: str | Path) -> Attachment:
             f"Cannot read image {str(path)!r}: not an image file (expected JPEG, PNG, WebP, "
             "GIF, BMP or TIFF)."
         ) from None
-    except (OSError, ValueError, PILImage.DecompressionBombError) as exc:
+    except (OSError, ValueError) as exc:
         raise CliError(f"Cannot read image {str(path)!r}: {exc}") from None
     original = image.size
     return Attachment(str(path), _fit(image), original)

@@ -11,6 +11,7 @@ A setting has one checker, whichever way it is spelled: ``max_tokens=5``,
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping
@@ -479,9 +480,7 @@ def parse_inference_kwargs(kwargs: Mapping[str, Any]) -> PredictionArgs:
         callback = kwargs.get(name)
         if callback is None:
             continue
-        if not callable(callback):
-            raise InvalidInferenceArgumentError(f"{name}= must be callable, got {callback!r}.")
-        callbacks[name] = callback
+        callbacks[name] = _check_callback(name, callback)
     return PredictionArgs(
         config=config or None,
         preset=_optional_name("preset=", kwargs.get("preset"), "preset name"),
@@ -489,6 +488,31 @@ def parse_inference_kwargs(kwargs: Mapping[str, Any]) -> PredictionArgs:
         model=_optional_name("model=", kwargs.get("model"), "model key"),
         timeout=check_seconds("timeout=", kwargs.get("timeout")),
     )
+
+
+def _check_callback(name: str, callback: object) -> Callable[..., Any]:
+    """Return an SDK callback, refusing one the SDK could not run.
+
+    The SDK calls callbacks without awaiting them, on both clients: an ``async def``
+    callback would only make coroutines that never run (and a "never awaited" warning
+    for each message).
+
+    Raises
+    ------
+    InvalidInferenceArgumentError
+        If ``callback`` is not callable, or is an async function.
+    """
+    if not callable(callback):
+        raise InvalidInferenceArgumentError(f"{name}= must be callable, got {callback!r}.")
+    call = callback if inspect.isroutine(callback) else type(callback).__call__
+    if inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(call):
+        raise InvalidInferenceArgumentError(
+            f"{name}= is an async function, but LM Studio's SDK calls callbacks without "
+            "awaiting them, so it would never run: pass a plain function (it runs in the "
+            "event loop, so keep it quick), or read the reply with async for over "
+            "model.stream(...) and await your work there."
+        )
+    return callback
 
 
 _KNOWN = frozenset(accepted_keywords())

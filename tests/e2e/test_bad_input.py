@@ -135,6 +135,10 @@ def _png_after_its_with_block() -> PILImage.Image:
     return image
 
 
+async def _async_callback(fragment: object) -> None:
+    """What an async caller may hand over; the SDK calls callbacks without awaiting them."""
+
+
 E = errors
 CASES = [
     # inputs
@@ -459,6 +463,13 @@ CASES = [
         "config=",
     ),
     Case("seed", lambda m: m("x", seed=1), E.InvalidInferenceArgumentError, TypeError, "loaded"),
+    Case(
+        "async callback",
+        lambda m: m("x", on_prediction_fragment=_async_callback),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "on_prediction_fragment= is an async function",
+    ),
     Case(
         "response_format",
         lambda m: m("x", response_format={"type": "json"}),

@@ -1,3 +1,4 @@
+import functools
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -142,6 +143,39 @@ def test_same_setting_given_twice_raises() -> None:
 def test_bad_values_are_refused(kwargs: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error):
         parse_inference_kwargs(kwargs)
+
+
+class _AsyncCallable:
+    async def __call__(self, fragment: object) -> None:
+        pass
+
+    async def method(self, fragment: object) -> None:
+        pass
+
+
+async def _async_function(fragment: object) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    "callback",
+    [
+        _async_function,
+        functools.partial(_async_function),
+        _AsyncCallable(),
+        _AsyncCallable().method,
+    ],
+    ids=["function", "partial", "callable object", "bound method"],
+)
+def test_async_callbacks_are_refused_in_every_form(callback: object) -> None:
+    """The SDK calls callbacks without awaiting them: an async one would never run."""
+    with pytest.raises(InvalidInferenceArgumentError, match="plain function"):
+        parse_inference_kwargs({"on_prediction_fragment": callback})
+
+
+def test_plain_callables_are_callbacks() -> None:
+    plain = functools.partial(print, end="")
+    assert parse_inference_kwargs({"on_message": plain}).callbacks == {"on_message": plain}
 
 
 def test_errors_are_builtin_kinds() -> None:

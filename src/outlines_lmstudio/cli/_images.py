@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,10 @@ def _fit(image: PILImage.Image) -> PILImage.Image:
     return image
 
 
+_DECODING = threading.Lock()
+"""`_decode` changes the process's warning filters (`extract` loads images in threads)."""
+
+
 def _decode(path: Path) -> PILImage.Image:
     """Open and decode an image file, keeping its format.
 
@@ -87,7 +92,7 @@ def _decode(path: Path) -> PILImage.Image:
     ``DecompressionBombWarning`` (it is downscaled anyway); over twice it, Pillow raises
     ``DecompressionBombError``.
     """
-    with warnings.catch_warnings():
+    with _DECODING, warnings.catch_warnings():
         warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
         with PILImage.open(path) as opened:
             opened.load()
@@ -96,18 +101,13 @@ def _decode(path: Path) -> PILImage.Image:
     return image
 
 
-def _pixels(path: Path) -> int | None:
-    """Return the pixel count of an image too large to decode (from its header), if known."""
-    saved = PILImage.MAX_IMAGE_PIXELS
-    PILImage.MAX_IMAGE_PIXELS = None  # reading the header only: no pixel is decoded
-    try:
-        with PILImage.open(path) as opened:
-            width, height = opened.size
-    except (OSError, ValueError):
-        return None
-    finally:
-        PILImage.MAX_IMAGE_PIXELS = saved
-    return width * height
+_BOMB_SIZE = re.compile(r"Image size \((\d+) pixels\)")
+
+
+def _pixels(error: PILImage.DecompressionBombError) -> int | None:
+    """Return the pixel count Pillow's refusal names (read from the header), if it does."""
+    found = _BOMB_SIZE.search(str(error))
+    return int(found[1]) if found else None
 
 
 def load_image(path: str | Path) -> Attachment:
@@ -131,8 +131,8 @@ def load_image(path: str | Path) -> Attachment:
     path = Path(path)
     try:
         image = _decode(path)
-    except PILImage.DecompressionBombError:
-        pixels = _pixels(path)
+    except PILImage.DecompressionBombError as exc:
+        pixels = _pixels(exc)
         raise CliError(
             f"Cannot read image {str(path)!r}: it has {f'{pixels:,}' if pixels else 'more'} "
             f"pixels, more than the {2 * (PILImage.MAX_IMAGE_PIXELS or 0):,} that are safe to "

@@ -282,7 +282,7 @@ def _read_fifo(path: Path, timeout: float = 20) -> bytes:
 
 
 def test_save_writes_through_a_link_and_into_a_fifo_without_replacing_them(
-    emulator: LMStudioEmulator, tmp_path: Path
+    emulator: LMStudioEmulator, run_cli: RunCli, tmp_path: Path
 ) -> None:
     # /save renamed its temporary file over the target: a symbolic link became a plain file
     # (the file it pointed to kept the old conversation), and a FIFO or device was replaced
@@ -298,16 +298,7 @@ def test_save_writes_through_a_link_and_into_a_fifo_without_replacing_them(
     reader = threading.Thread(target=lambda: received.append(_read_fifo(fifo)))
     reader.start()
     lines = "Hello\n/save link.json\n/save pipe.json\n/exit\n"
-    result = subprocess.run(
-        [*script_path(), "--host", emulator.api_host, "chat", "-m", TEXT],
-        input=lines,
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        cwd=tmp_path,
-        timeout=30,
-        check=False,
-    )
+    result = run_cli("chat", "-m", TEXT, stdin=lines, timeout=30)
     reader.join(timeout=30)
     assert result.returncode == 0, result.stderr
     assert "Saved 2 messages to link.json." in result.stdout, result.stdout

@@ -103,6 +103,42 @@ def test_config_fields_are_recorded_and_echoed(emu: LMStudioEmulator, client: lm
     assert result.prediction_config.top_k_sampling == 7
 
 
+def test_a_draft_model_is_used_and_reported_in_the_stats(client: lms.Client) -> None:
+    stream = client.llm.model(TEXT).respond_stream(
+        "Tell me about rivers", config={"draftModel": UNLOADED}
+    )
+    fragments = list(stream)
+    stats = stream.result().stats
+    assert stats.used_draft_model_key == UNLOADED
+    drafted = sum(f.tokens_count for f in fragments if f.contains_drafted)
+    assert 0 < drafted < (stats.predicted_tokens_count or 0)
+    assert stats.accepted_draft_tokens_count == drafted
+    assert stats.rejected_draft_tokens_count is not None
+    assert stats.ignored_draft_tokens_count is not None
+    assert stats.total_draft_tokens_count == (
+        drafted + stats.rejected_draft_tokens_count + stats.ignored_draft_tokens_count
+    )
+    plain = client.llm.model(TEXT).respond("Tell me about rivers").stats
+    assert plain.used_draft_model_key is None
+    assert plain.total_draft_tokens_count is None
+
+
+@pytest.mark.parametrize(
+    ("draft", "message"),
+    [
+        ("no-such-draft", 'Cannot find a model with path "no-such-draft"'),
+        (EMBED, "not an LLM"),
+        (MLX, "same engine"),
+    ],
+)
+def test_a_draft_model_that_cannot_draft_fails_the_prediction(
+    emu: LMStudioEmulator, client: lms.Client, draft: str, message: str
+) -> None:
+    with pytest.raises(lms.LMStudioServerError, match=message):
+        client.llm.model(TEXT).respond("Hi", config={"draftModel": draft})
+    assert emu.predictions[-1].error is not None
+
+
 def test_model_info_and_bookkeeping(client: lms.Client) -> None:
     model = client.llm.model(TEXT)
     info = model.get_info()

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from outlines_lmstudio.testing._faults import Fault
-from outlines_lmstudio.testing._lookup import engine_for, not_found, resolve
+from outlines_lmstudio.testing._lookup import engine_for, not_found, path_not_found, resolve
 from outlines_lmstudio.testing._predict import complete_raw_text, predict
 from outlines_lmstudio.testing._records import Upload
 from outlines_lmstudio.testing._state import Peer
@@ -112,7 +112,7 @@ async def list_downloaded_model_variants(conn: Peer, parameter: Any) -> Any:
         model = conn.emu._catalogue.models.get(key)
         if model is not None:
             return [model.model_info()]
-    raise _path_not_found(conn, key)
+    raise path_not_found(conn.emu, key)
 
 
 LMSTUDIO_VERSION = "0.3.31"
@@ -251,23 +251,6 @@ async def _load_progress(conn: Peer, channel: Channel, packet: str) -> None:
         raise server_error("Model loading was cancelled.")
 
 
-def _path_not_found(conn: Peer, name: str) -> RequestError:
-    with conn.emu._lock:
-        paths = [m.path for m in conn.emu._catalogue.models.values()]
-    return RequestError(
-        {
-            "title": f'Cannot find a model with path "{name}"',
-            "suggestion": "Check the key with client.list_downloaded_models().",
-            "displayData": {
-                "code": "generic.pathNotFound",
-                "path": name,
-                "availablePathsSample": paths[:10],
-                "totalModels": len(paths),
-            },
-        }
-    )
-
-
 _DOMAIN = {"llm": "an LLM", "embedding": "an embedding model"}
 
 
@@ -302,7 +285,7 @@ async def get_or_load(
         else:
             model = emu._catalogue.find_model(name)
             if model is None:
-                raise _path_not_found(conn, name)
+                raise path_not_found(conn.emu, name)
             if model.type != conn.namespace:
                 raise _domain_mismatch(conn, name, model.type)
     if model is None:
@@ -348,7 +331,7 @@ async def load_model(
     with emu._lock:
         model = emu._catalogue.find_model(key)
         if model is None:
-            raise _path_not_found(conn, key)
+            raise path_not_found(conn.emu, key)
         if model.type != conn.namespace:
             raise _domain_mismatch(conn, key, model.type)
         if ident is not None and emu._catalogue.find_instance(str(ident)) is not None:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from outlines_lmstudio.testing._engine import Engine
     from outlines_lmstudio.testing._state import EmulatorState
 
-__all__ = ["engine_for", "not_found", "query_of", "request_names", "resolve"]
+__all__ = ["engine_for", "not_found", "path_not_found", "query_of", "request_names", "resolve"]
 
 
 def query_of(specifier: Any) -> dict[str, Any]:
@@ -63,6 +63,24 @@ def not_found(emu: EmulatorState, namespace: str, query: dict[str, Any]) -> Requ
                 "query": wire_query,
                 "loadedModelsSample": loaded[:10],
                 "totalLoadedModels": len(loaded),
+            },
+        }
+    )
+
+
+def path_not_found(emu: EmulatorState, name: str) -> RequestError:
+    """Build the ``pathNotFound`` error: no downloaded model has that key, path or alias."""
+    with emu._lock:
+        paths = [m.path for m in emu._catalogue.models.values()]
+    return RequestError(
+        {
+            "title": f'Cannot find a model with path "{name}"',
+            "suggestion": "Check the key with client.list_downloaded_models().",
+            "displayData": {
+                "code": "generic.pathNotFound",
+                "path": name,
+                "availablePathsSample": paths[:10],
+                "totalModels": len(paths),
             },
         }
     )

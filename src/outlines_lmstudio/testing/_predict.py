@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._faults import Fault
-from outlines_lmstudio.testing._lookup import engine_for, query_of, resolve
+from outlines_lmstudio.testing._lookup import engine_for, path_not_found, query_of, resolve
 from outlines_lmstudio.testing._records import Prediction
 from outlines_lmstudio.testing._state import EmulatorState, Peer
 from outlines_lmstudio.testing._tools import tool_call_packets
@@ -21,7 +21,7 @@ from outlines_lmstudio.testing._wire import (
 )
 
 if TYPE_CHECKING:
-    from outlines_lmstudio.testing._catalogue import Instance
+    from outlines_lmstudio.testing._catalogue import EmulatedModel, Instance
     from outlines_lmstudio.testing._engine import Generation
 
 __all__ = ["complete_raw_text", "merge_config", "predict"]
@@ -177,6 +177,7 @@ async def _serve(
             f"{instance.identifier!r} is a {instance.model.format} model",
             suggestion='Use {"type": "json", "jsonSchema": ...}, or load a GGUF model.',
         )
+    draft = _draft_model(emu, instance, record.config)
     generation = await engine_for(emu, instance).generate(record)
     slot = emu._slot(instance)
     if not await acquire_unless_cancelled(slot, channel.cancel_event):
@@ -188,10 +189,45 @@ async def _serve(
         return
     emu._enter(instance)
     try:
-        await _stream(conn, channel, instance, record, generation, fault)
+        await _stream(conn, channel, instance, record, generation, fault, draft)
     finally:
         emu._leave(instance)
         slot.release()
+
+
+def _draft_model(
+    emu: EmulatorState, instance: Instance, config: dict[str, Any]
+) -> EmulatedModel | None:
+    """Return the draft model of a speculative-decoding request (``draftModel``), or None.
+
+    Inferred (LM Studio's checks and their wording are not verified): the draft model must
+    be a downloaded LLM on the same engine as the model it drafts for.
+    """
+    name = config.get("llm.prediction.speculativeDecoding.draftModel")
+    if not isinstance(name, str) or not name:
+        return None
+    with emu._lock:
+        draft = emu._catalogue.find_model(name)
+    if draft is None:
+        raise path_not_found(emu, name)
+    if draft.type != "llm":
+        raise server_error(
+            f"Cannot use {name!r} as a draft model: it is not an LLM",
+            suggestion="Choose a smaller LLM of the same family as the draft model.",
+        )
+    if draft.format != instance.model.format:
+        raise server_error(
+            f"Cannot use {name!r} ({draft.format}) as a draft model for "
+            f"{instance.identifier!r} ({instance.model.format}): "
+            "a draft model must run on the same engine",
+            suggestion="Choose a draft model of the same format as the main model.",
+        )
+    return draft
+
+
+def _is_drafted(index: int) -> bool:
+    """Whether fragment ``index`` came from accepted draft tokens (synthetic: every other one)."""
+    return index % 2 == 1
 
 
 async def _stream(
@@ -201,6 +237,7 @@ async def _stream(
     record: Prediction,
     generation: Generation,
     fault: Fault | None,
+    draft: EmulatedModel | None = None,
 ) -> None:
     emu = conn.emu
     start = time.monotonic()
@@ -220,6 +257,7 @@ async def _stream(
             await asyncio.sleep(emu.prompt_latency / steps)
     first: float | None = None
     predicted = 0
+    drafted = 0  # tokens of accepted draft fragments
     sent = 0
     due = time.monotonic()  # when the engine has the next fragment ready
     try:
@@ -247,13 +285,15 @@ async def _stream(
             fragment = {
                 "content": token.content,
                 "tokensCount": token.tokens_count,
-                "containsDrafted": False,
+                "containsDrafted": draft is not None and _is_drafted(sent),
                 "reasoningType": token.reasoning_type,
                 "isStructural": token.is_structural,
             }
             await conn.channel_send(channel, {"type": "fragment", "fragment": fragment})
             record.fragments.append(token.content)
             record.text += token.content
+            if fragment["containsDrafted"]:
+                drafted += token.tokens_count
             sent += 1
             predicted += token.tokens_count
             if first is None:
@@ -286,6 +326,17 @@ async def _stream(
     if first is not None:
         stats["timeToFirstTokenSec"] = first - start
         stats["tokensPerSecond"] = predicted / max(end - first, 1e-6)
+    if draft is not None:
+        # Synthetic counts: each fragment the draft model did not give stands for one
+        # rejected draft token, and none is ignored.
+        rejected = sent - sum(_is_drafted(i) for i in range(sent))
+        stats.update(
+            usedDraftModelKey=draft.key,
+            totalDraftTokensCount=drafted + rejected,
+            acceptedDraftTokensCount=drafted,
+            rejectedDraftTokensCount=rejected,
+            ignoredDraftTokensCount=0,
+        )
     stats.update(generation.stats)
     if stop_reason != "stopStringFound":
         # LM Studio names the stop string only when one ended the reply (lmstudio-js #521).

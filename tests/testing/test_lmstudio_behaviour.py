@@ -209,6 +209,28 @@ def test_act_runs_a_scripted_tool_round(emu: LMStudioEmulator, client: lms.Clien
     assert emu.predictions[0].tool_calls[0].arguments == {"a": 20, "b": 22}
 
 
+def test_the_prompt_template_keeps_tool_calls_and_results(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    def multiply(a: int, b: int) -> int:
+        """Multiply two integers."""
+        return a * b
+
+    emu.script(TEXT, [ToolCall("multiply", {"a": 6, "b": 7}, text="Let me see. "), "It is 42."])
+    chat = lms.Chat()
+    chat.add_user_message("What is 6 times 7?")
+    model = client.llm.model(TEXT)
+    model.act(chat, [multiply], on_message=chat.append)
+    formatted = model.apply_prompt_template(chat)
+    # Qwen2.5's template (the ChatML family the emulator writes) renders both.
+    call = json.dumps({"name": "multiply", "arguments": {"a": 6, "b": 7}})
+    assert f"<|im_start|>assistant\nLet me see. \n<tool_call>\n{call}\n</tool_call><|im_end|>" in (
+        formatted
+    )
+    assert "<|im_start|>user\n<tool_response>\n42\n</tool_response><|im_end|>" in formatted
+    assert formatted.endswith("It is 42.<|im_end|>\n<|im_start|>assistant\n")
+
+
 def test_a_scripted_tool_call_without_tools_offered_is_an_error(
     emu: LMStudioEmulator, client: lms.Client
 ) -> None:

@@ -56,8 +56,39 @@ _CLS, _SEP = 101, 102
 
 
 def format_prompt(messages: list[dict[str, Any]]) -> str:
-    """Render a wire history with a ChatML-style template."""
-    parts = [f"<|im_start|>{m.get('role')}\n{message_text(m)}<|im_end|>\n" for m in messages]
+    """Render a wire history with a ChatML-style template (Qwen2.5's).
+
+    Tool call requests and tool results are rendered as Qwen2.5's template does
+    (``<tool_call>`` in the assistant's turn, ``<tool_response>`` in a user turn),
+    so neither disappears from the prompt.
+    """
+    parts = []
+    for message in messages:
+        role = message.get("role")
+        content = message.get("content")
+        items = [p for p in content if isinstance(p, dict)] if isinstance(content, list) else []
+        if role == "tool":
+            responses = "".join(
+                f"\n<tool_response>\n{p.get('content', '')}\n</tool_response>"
+                for p in items
+                if p.get("type") == "toolCallResult"
+            )
+            parts.append(f"<|im_start|>user{responses}<|im_end|>\n")
+            continue
+        calls = [
+            p["toolCallRequest"]
+            for p in items
+            if p.get("type") == "toolCallRequest" and isinstance(p.get("toolCallRequest"), dict)
+        ]
+        if role != "assistant" or not calls:
+            parts.append(f"<|im_start|>{role}\n{message_text(message)}<|im_end|>\n")
+            continue
+        text = message_text(message)
+        turn = "<|im_start|>assistant" + (f"\n{text}" if text else "")
+        for call in calls:
+            request = {"name": call.get("name"), "arguments": call.get("arguments", {})}
+            turn += f"\n<tool_call>\n{json.dumps(request)}\n</tool_call>"
+        parts.append(turn + "<|im_end|>\n")
     return "".join(parts) + "<|im_start|>assistant\n"
 
 

@@ -55,6 +55,7 @@ SCENARIOS = (
     "system_notify",
     "model_variants",
     "base_prediction_config",
+    "unknown_draft_model",
 )
 
 

@@ -312,6 +312,13 @@ const scenarios = {
     });
     check(required.stats.stopReason === "toolCalls", `required (${required.stats.stopReason})`);
   },
+  async unknown_draft_model(client) {
+    // A draft model LM Studio does not have cannot be loaded for speculative decoding: the
+    // prediction fails, naming it, instead of running without a draft.
+    const model = await client.llm.model(TEXT);
+    await rejects(model.respond("Hi", { draftModel: "no-such-draft", maxTokens: 3 }), /no-such-draft/);
+    check((await model.respond("Hi", { maxTokens: 3 })).content.length > 0, "answers without one");
+  },
   async when_disconnected(client) {
     // The "alive" channel stays open while the client is connected.
     let resolved = false;

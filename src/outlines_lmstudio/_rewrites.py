@@ -345,16 +345,33 @@ def _without_empty_branches(node: dict[str, Any]) -> dict[str, Any]:
     return {**node, **changed} if changed else node
 
 
+_VALIDATING = frozenset().union(
+    *(
+        validator.VALIDATORS
+        for validator in (
+            jsonschema.Draft4Validator,
+            jsonschema.Draft6Validator,
+            jsonschema.Draft7Validator,
+            jsonschema.Draft201909Validator,
+            jsonschema.Draft202012Validator,
+        )
+    )
+)
+"""Every keyword some JSON Schema draft validates with (jsonschema's own tables)."""
+
+
 def any_value(schema: dict[str, Any]) -> dict[str, Any]:
     """Write a schema without assertions (``{}``, ``{"title": ...}``) as an explicit union.
 
     llama.cpp's converter reads ``{}`` as "any object" and refuses ``{"title": "x"}``;
     outlines-core refuses ``{"title": "x"}``. Both read an ``anyOf`` of the six JSON
-    types, which accepts every value, as the original does.
+    types, which accepts every value, as the original does. So is a schema whose only
+    keywords no draft defines (``{"foo": 1}``, Pydantic's ``{"ge": "x"}`` for an untyped
+    field), which both engines refuse: validators ignore such keywords.
     """
 
     def explicit(node: dict[str, Any]) -> dict[str, Any]:
-        if assertions(node):
+        if not _VALIDATING.isdisjoint(node):
             return node
         return {**node, "anyOf": copy.deepcopy(ANY_TYPES)}
 

@@ -47,6 +47,24 @@ def test_dollar_schema_is_never_sent(make_model: MakeModel, emulator: LMStudioEm
     assert "$schema" not in sent["jsonSchema"]
 
 
+def test_a_field_with_only_keywords_no_draft_defines_takes_any_value(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """``{"ge": "x", "title": "X"}`` (Pydantic's ``x: object = Field(ge="x")``) means any
+    value: validators ignore keywords no draft defines. It was sent as it is, and both
+    engines refused it ("Unsupported JSON Schema structure"): the prediction failed."""
+    schema = {
+        "type": "object",
+        "properties": {"x": {"ge": "x", "title": "X"}, "n": {"type": "integer"}},
+        "required": ["x", "n"],
+    }
+    value = make_model(TEXT_MODEL).parse("anything", schema)
+    assert set(value) == {"x", "n"}
+    sent = emulator.predictions[-1].structured
+    assert sent is not None
+    assert len(sent["jsonSchema"]["properties"]["x"]["anyOf"]) == 6  # every JSON type
+
+
 def test_unsupported_keyword_is_refused_before_sending(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

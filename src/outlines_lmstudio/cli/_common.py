@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import math
 import os
 import re
@@ -231,6 +232,7 @@ def require_rich() -> None:
         ) from None
 
 
+@functools.cache  # one class for every console (rich is imported on first use)
 def _console_class() -> type[Console]:
     """Return rich's ``Console`` with a closed pipe left to ``main`` (status 141, no message).
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import lmstudio as lms
+import msgspec
 from lmstudio import FileHandle
 from outlines.inputs import Chat
 
@@ -114,8 +113,7 @@ ASYNC_TRAITS: AsyncClientCache[ModelTraits] = AsyncClientCache()
 ASYNC_RECONNECTS = AsyncReconnects()
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(msgspec.Struct, frozen=True):
     """A checked request: everything known before any I/O happens."""
 
     prompt: ChatPrompt
@@ -130,8 +128,7 @@ class Request:
         return kwargs
 
 
-@dataclass(frozen=True)
-class Completion:
+class Completion(msgspec.Struct, frozen=True):
     """A finished reply: its answer text, why the model stopped, its reasoning and stats."""
 
     text: str
@@ -182,7 +179,7 @@ def _structured_from_config(
             f"{'jsonSchema' if kind == 'json' else 'gbnfGrammar'!r}. Better: pass the JSON "
             "schema as the output type, model(prompt, schema), and leave config['structured'] out."
         )
-    return dataclasses.replace(args, config=config or None), plan
+    return msgspec.structs.replace(args, config=config or None), plan
 
 
 _STRUCTURED_BODY = {"json": ("jsonSchema", "json_schema"), "gbnf": ("gbnfGrammar", "gbnf_grammar")}

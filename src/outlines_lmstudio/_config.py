@@ -15,7 +15,6 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -190,8 +189,7 @@ def _reasoning_parsing(name: str, value: object) -> object:
     return parsed
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(msgspec.Struct, frozen=True):
     """One prediction setting we check ourselves.
 
     Attributes
@@ -253,8 +251,7 @@ _REDIRECTS: Mapping[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class PredictionArgs:
+class PredictionArgs(msgspec.Struct, frozen=True):
     """What a call's keyword arguments ask of the SDK.
 
     Attributes
@@ -273,7 +270,7 @@ class PredictionArgs:
 
     config: dict[str, Any] | None = None
     preset: str | None = None
-    callbacks: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    callbacks: dict[str, Callable[..., Any]] = msgspec.field(default_factory=dict)
     model: str | None = None
     timeout: float | None = None
 

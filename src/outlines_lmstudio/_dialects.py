@@ -18,10 +18,11 @@ does not enforce is still checked (and re-asked with ``retries``).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
+
+import msgspec
 
 from ._patterns import PatternError, engine_pattern
 from ._rewrites import FINDING_REWRITES, FORMATS, LAST_REWRITES, apply, enum_values_allowed
@@ -52,8 +53,7 @@ Status = Literal["empty", "refused", "loose"]
 ENGINES: tuple[Engine, ...] = ("llama.cpp", "outlines-core")
 
 
-@dataclasses.dataclass(frozen=True)
-class Finding:
+class Finding(msgspec.Struct, frozen=True):
     """One keyword an engine refuses or does not enforce.
 
     Attributes

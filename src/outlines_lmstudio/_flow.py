@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
-from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, ClassVar, TypeAlias, TypeVar
 
 import lmstudio as lms
+import msgspec
 
 from ._common import Completion, ModelTraits, Request
 from ._inputs import sdk_history
@@ -85,8 +85,7 @@ ErrorFactory: TypeAlias = Callable[[BaseException, "str | None", Stage], BaseExc
 
 
 # -- effects: the I/O a flow asks for --------------------------------------------------------
-@dataclass(eq=False)
-class Effect:
+class Effect(msgspec.Struct, eq=False):
     """A piece of I/O a flow needs; the front's method named `method` performs it.
 
     Effects are read, never changed. They are not frozen dataclasses: a frozen
@@ -101,7 +100,6 @@ class Effect:
     bounded: ClassVar[bool] = True
 
 
-@dataclass(eq=False)
 class Upload(Effect):
     """Upload the call's images (once per client); gives ``{digest: FileHandle}``."""
 
@@ -109,7 +107,6 @@ class Upload(Effect):
     call: Call
 
 
-@dataclass(eq=False)
 class Resolve(Effect):
     """The model handle for the call's key (cached per client).
 
@@ -121,7 +118,6 @@ class Resolve(Effect):
     call: Call
 
 
-@dataclass(eq=False)
 class Forget(Effect):
     """Drop a cached model handle (the server no longer has the model)."""
 
@@ -129,7 +125,6 @@ class Forget(Effect):
     key: str | None
 
 
-@dataclass(eq=False)
 class ModelInfo(Effect):
     """The model's `ModelTraits` (its format, whether it takes images), cached per client."""
 
@@ -137,7 +132,6 @@ class ModelInfo(Effect):
     handle: Any
 
 
-@dataclass(eq=False)
 class Open(Effect):
     """Start a prediction; gives a reader the front can `Read`.
 
@@ -152,7 +146,6 @@ class Open(Effect):
     live: bool = True
 
 
-@dataclass(eq=False)
 class Read(Effect):
     """The next fragments of the open prediction (a non-empty list), or ``None`` at its end."""
 
@@ -161,7 +154,6 @@ class Read(Effect):
     call: Call
 
 
-@dataclass(eq=False)
 class Reconnect(Effect):
     """Reset the client's dead sessions, unless a call did since ``generation``."""
 
@@ -169,7 +161,6 @@ class Reconnect(Effect):
     generation: int
 
 
-@dataclass(eq=False)
 class Complete(Effect):
     """Run a whole request (its own `predict` flow, under the call's time limit)."""
 
@@ -180,7 +171,6 @@ class Complete(Effect):
     ``None``: the prediction gets the call's whole time limit from now, if it has one."""
 
 
-@dataclass(eq=False)
 class Deadline(Effect):
     """When a call of several predictions runs out of time (the front's clock), or ``None``."""
 
@@ -188,8 +178,7 @@ class Deadline(Effect):
     request: Request
 
 
-@dataclass(eq=False)
-class Emit:
+class Emit(msgspec.Struct, eq=False):
     """Something for the caller of a stream: a text fragment, a partial value."""
 
     value: Any
@@ -206,8 +195,7 @@ class Left(Exception):
     """
 
 
-@dataclass(eq=False)
-class Call:
+class Call(msgspec.Struct, eq=False):
     """One prediction's state shared by the flow and its driver (never between calls).
 
     Attributes
@@ -692,7 +680,9 @@ def parse(request: Request, retries: int) -> Flow[Any]:
         )
         if ok:
             return value
-        request = replace(request, prompt=reask_prompt(request.prompt, done.text, problems))
+        request = msgspec.structs.replace(
+            request, prompt=reask_prompt(request.prompt, done.text, problems)
+        )
     raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
 

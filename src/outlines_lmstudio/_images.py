@@ -21,9 +21,9 @@ import io
 import threading
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
@@ -53,8 +53,7 @@ _WRITABLE = {
 }
 
 
-@dataclass(frozen=True)
-class ImageData:
+class ImageData(msgspec.Struct, frozen=True):
     """An image ready to upload.
 
     Attributes
@@ -212,8 +211,7 @@ def _from_outlines(image: Any) -> ImageData:
     return image_from_bytes(raw)
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(msgspec.Struct, frozen=True):
     ref: weakref.ReferenceType[Any]
     witness: tuple[Any, ...]
     """Objects (held here, so their ids cannot be reused) that must still be in place."""

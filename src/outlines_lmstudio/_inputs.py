@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import Any, Generic, Literal, TypeVar, overload
 
 import lmstudio as lms
+import msgspec
 from lmstudio import (
     ChatHistoryData,
     FileHandle,
@@ -53,8 +53,7 @@ _ROLES = ("system", "user", "assistant", "tool")
 _SUPPORTED = "a str, a list [prompt, Image, ...], an outlines.inputs.Chat or an lmstudio.Chat"
 
 
-@dataclass(frozen=True)
-class ToolCall:
+class ToolCall(msgspec.Struct, frozen=True):
     """A tool call requested by the assistant in an earlier turn."""
 
     id: str
@@ -62,8 +61,7 @@ class ToolCall:
     arguments: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(msgspec.Struct, frozen=True):
     """One chat message with its parts (text, images, uploaded file handles)."""
 
     role: Role
@@ -109,8 +107,7 @@ class _once(Generic[T]):  # lower case: a decorator, like cached_property
         return value
 
 
-@dataclass(frozen=True)
-class ChatPrompt:
+class ChatPrompt(msgspec.Struct, frozen=True, dict=True):
     """A prompt ready to send once its images are uploaded.
 
     Attributes
@@ -122,7 +119,7 @@ class ChatPrompt:
     """
 
     messages: tuple[Message, ...] = ()
-    passthrough: lms.Chat | None = field(default=None, compare=False)
+    passthrough: lms.Chat | None = None
 
     @_once
     def text_history(self) -> tuple[list[Message], tuple[Any, ...]]:
@@ -229,8 +226,7 @@ def _(model_input: Chat) -> ChatPrompt:
     return prompt
 
 
-@dataclass(frozen=True, eq=False)
-class _Converted:
+class _Converted(msgspec.Struct, frozen=True, eq=False):
     """The prompt made from a Chat's messages, and what they were made from.
 
     Conversation loops send one ``Chat`` again and again, a message longer each turn (a

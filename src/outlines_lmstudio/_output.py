@@ -17,12 +17,12 @@ import sys
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, cast
 from urllib.parse import unquote
 
 import jsonschema
+import msgspec
 import pydantic
 import pydantic_core
 import typing_extensions
@@ -61,8 +61,7 @@ def identity(text: str) -> str:
     return text
 
 
-@dataclass(frozen=True)
-class OutputPlan:
+class OutputPlan(msgspec.Struct, frozen=True):
     """How one output type is requested from LM Studio and rendered back.
 
     Attributes
@@ -84,8 +83,8 @@ class OutputPlan:
     kind: Kind
     response_format: dict[str, Any] | None = None
     output_type: Any = None
-    render: Callable[[str], str] = field(default=identity, compare=False)
-    full_schema: dict[str, Any] | None = field(default=None, compare=False)
+    render: Callable[[str], str] = identity
+    full_schema: dict[str, Any] | None = None
 
     @property
     def schema(self) -> dict[str, Any] | None:
@@ -770,7 +769,7 @@ def plan_output(
                 f"JSON schema dict is not JSON-serialisable (or holds NaN/infinity): {exc}"
             ) from exc
         plan = _plan_schema_text(key, strict_schema)
-        return dataclasses.replace(plan, output_type=output_type)
+        return msgspec.structs.replace(plan, output_type=output_type)
     try:
         hash(output_type)
     except TypeError:

@@ -20,9 +20,9 @@ later text to ``from_json`` whole, which then decides, as before.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import pydantic_core
 
 __all__ = ["PartialJson"]
@@ -45,13 +45,12 @@ class _Broken(Exception):
     """The text is not a JSON prefix this scanner follows: fall back to whole parses."""
 
 
-@dataclass
-class _Frame:
+class _Frame(msgspec.Struct):
     """An open array or object: its finished children and what comes next."""
 
     is_object: bool
-    items: list[Any] = field(default_factory=list)
-    pairs: dict[Any, Any] = field(default_factory=dict)
+    items: list[Any] = msgspec.field(default_factory=list)
+    pairs: dict[Any, Any] = msgspec.field(default_factory=dict)
     key: Any = None
     """The finished key whose value comes next (objects)."""
     expect: str = "first"

@@ -12,11 +12,11 @@ import json
 import threading
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import jsonschema
+import msgspec
 import pydantic
 import referencing
 import referencing.exceptions
@@ -92,8 +92,7 @@ class _Invalid(Exception):
         super().__init__("; ".join(errors))
 
 
-@dataclass(frozen=True)
-class Validator:
+class Validator(msgspec.Struct, frozen=True):
     """Validates a reply's raw text as one output type.
 
     Attributes

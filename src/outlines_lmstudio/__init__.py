@@ -43,14 +43,16 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._adapter import LMStudioTypeAdapter
-    from ._models import AsyncLMStudio, LMStudio, from_lmstudio
+    from ._async import AsyncLMStudio
+    from ._models import from_lmstudio
     from ._reply import Reply, ReplyChunk, ReplyStats
+    from ._sync import LMStudio
 
 # PEP 562 lazy attributes: a dozen lines, so no lazy-loading dependency for them.
 _LAZY = {
     "LMStudioTypeAdapter": "._adapter",
-    "AsyncLMStudio": "._models",
-    "LMStudio": "._models",
+    "AsyncLMStudio": "._async",
+    "LMStudio": "._sync",
     "from_lmstudio": "._models",
     "Reply": "._reply",
     "ReplyChunk": "._reply",

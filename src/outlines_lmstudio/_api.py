@@ -32,7 +32,6 @@ from ._common import (
 from ._flow import ChunkSink, Flow, Sink
 from ._output import identity
 from ._reply import Reply
-from ._typed import validator_for
 from .errors import InvalidInferenceArgumentError
 
 __all__ = ["ModelApi", "ReplyStream"]
@@ -339,7 +338,7 @@ class ModelApi(Common):
             return self._map([_flow.parse(r, retries) for r in requests], limit)
         request = self._prepare(model_input, output_type, inference_kwargs)
         if not retries:  # one step: no flow to run
-            return self._complete_then(request, partial(_flow.checked, validator_for(request.plan)))
+            return self._complete_then(request, _flow.checked(request.plan))
         return self._run(_flow.parse(request, retries))
 
     def parse_stream(self, model_input: Any, output_type: Any, **inference_kwargs: Any) -> Any:

@@ -26,18 +26,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from functools import partial
-from typing import Any, ClassVar, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
 
 import lmstudio as lms
 import msgspec
 
 from ._common import Completion, ModelTraits, Request
 from ._inputs import sdk_history
-from ._partial import PartialJson
 from ._reasoning import ReasoningSplitter, plain_reply, reply_problem
 from ._reply import Reply, ReplyChunk, ReplyStats, reply_stats, stop_reason
 from ._sdk_errors import Stage
-from ._typed import Validator, check_reply, reask_prompt, validator_for
 from .errors import (
     BatchGenerationError,
     LMStudioConnectionError,
@@ -48,6 +46,11 @@ from .errors import (
     UnsupportedInputError,
     UnsupportedOutputTypeError,
 )
+
+if TYPE_CHECKING:
+    from ._output import OutputPlan
+    from ._partial import PartialJson
+    from ._typed import Validator
 
 __all__ = [
     "Call",
@@ -85,12 +88,11 @@ ErrorFactory: TypeAlias = Callable[[BaseException, "str | None", Stage], BaseExc
 
 
 # -- effects: the I/O a flow asks for --------------------------------------------------------
-class Effect(msgspec.Struct, eq=False):
+class Effect(msgspec.Struct, frozen=True, eq=False):
     """A piece of I/O a flow needs; the front's method named `method` performs it.
 
-    Effects are read, never changed. They are not frozen dataclasses: a frozen
-    dataclass sets each field through ``object.__setattr__``, five times slower to make,
-    and a call makes several.
+    Effects are read, never changed (frozen ``msgspec.Struct``s: a call makes several, and
+    a Struct costs a tenth of a frozen dataclass to make).
 
     A driver bounds the wait for it by the read timeout and the call's deadline, unless
     it is not `bounded` (its own wait is bounded where it happens).
@@ -100,14 +102,14 @@ class Effect(msgspec.Struct, eq=False):
     bounded: ClassVar[bool] = True
 
 
-class Upload(Effect):
+class Upload(Effect, frozen=True):
     """Upload the call's images (once per client); gives ``{digest: FileHandle}``."""
 
     method = "_upload"
     call: Call
 
 
-class Resolve(Effect):
+class Resolve(Effect, frozen=True):
     """The model handle for the call's key (cached per client).
 
     The front first notes the client's reconnect generation in `Call.generation`: an
@@ -118,21 +120,21 @@ class Resolve(Effect):
     call: Call
 
 
-class Forget(Effect):
+class Forget(Effect, frozen=True):
     """Drop a cached model handle (the server no longer has the model)."""
 
     method = "_forget"
     key: str | None
 
 
-class ModelInfo(Effect):
+class ModelInfo(Effect, frozen=True):
     """The model's `ModelTraits` (its format, whether it takes images), cached per client."""
 
     method = "_model_info"
     handle: Any
 
 
-class Open(Effect):
+class Open(Effect, frozen=True):
     """Start a prediction; gives a reader the front can `Read`.
 
     ``live``: the caller sees the reply as it comes (else it may be read in one piece).
@@ -146,7 +148,7 @@ class Open(Effect):
     live: bool = True
 
 
-class Read(Effect):
+class Read(Effect, frozen=True):
     """The next fragments of the open prediction (a non-empty list), or ``None`` at its end."""
 
     method = "_read"
@@ -154,14 +156,14 @@ class Read(Effect):
     call: Call
 
 
-class Reconnect(Effect):
+class Reconnect(Effect, frozen=True):
     """Reset the client's dead sessions, unless a call did since ``generation``."""
 
     method = "_reconnect"
     generation: int
 
 
-class Complete(Effect):
+class Complete(Effect, frozen=True):
     """Run a whole request (its own `predict` flow, under the call's time limit)."""
 
     method = "_complete"
@@ -171,7 +173,7 @@ class Complete(Effect):
     ``None``: the prediction gets the call's whole time limit from now, if it has one."""
 
 
-class Deadline(Effect):
+class Deadline(Effect, frozen=True):
     """When a call of several predictions runs out of time (the front's clock), or ``None``."""
 
     method = "_call_deadline"
@@ -306,6 +308,8 @@ class _PartialSink(Sink):
         self.begin()
 
     def begin(self) -> None:
+        from ._partial import PartialJson  # parse_stream only (import time)
+
         self._parser: PartialJson | _TextSoFar = (
             PartialJson(whole_scalars=True) if self._json else _TextSoFar()
         )
@@ -322,6 +326,8 @@ class _PartialSink(Sink):
         return (value,)
 
     def finish(self, done: Completion) -> Iterable[Any]:
+        from ._typed import check_reply  # typed results only (import time)
+
         return (check_reply(self._validator, done.text, done.stop_reason, 1, True)[1],)
 
 
@@ -358,6 +364,8 @@ def sink_for_stream(request: Request) -> Sink:
 
 def sink_for_parse_stream(request: Request) -> Sink:
     """Make the sink of ``parse_stream``: partial values, then the validated value."""
+    from ._typed import validator_for  # typed results only (import time)
+
     return _PartialSink(validator_for(request.plan), request.plan.kind in ("json", "simple"))
 
 
@@ -648,9 +656,12 @@ def rendered(request: Request, done: Completion) -> str:
     return request.plan.render(done.text)
 
 
-def checked(validator: Validator, done: Completion) -> Any:
-    """Return the value of a reply that may not be asked again; raise if it is not one."""
-    return check_reply(validator, done.text, done.stop_reason, 1, True)[1]
+def checked(plan: OutputPlan) -> Callable[[Completion], Any]:
+    """Return what gives the value of a reply that may not be asked again (or raises)."""
+    from ._typed import check_reply, validator_for  # typed results only (import time)
+
+    validator = validator_for(plan)
+    return lambda done: check_reply(validator, done.text, done.stop_reason, 1, True)[1]
 
 
 def parse(request: Request, retries: int) -> Flow[Any]:
@@ -670,6 +681,8 @@ def parse(request: Request, retries: int) -> Flow[Any]:
     Any
         The value of the output type.
     """
+    from ._typed import check_reply, reask_prompt, validator_for  # (import time)
+
     validator = validator_for(request.plan)
     # The limit is on the whole call: read once for several attempts (one gets it anyway).
     deadline: float | None = (yield Deadline(request)) if retries else None

@@ -8,15 +8,17 @@ Outlines calls.
 
 from __future__ import annotations
 
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import lmstudio as lms
 
-from ._async import AsyncLMStudio
 from ._sync import LMStudio
 from .errors import InvalidInferenceArgumentError
 
-__all__ = ["AsyncLMStudio", "LMStudio", "OPTIONS", "from_lmstudio"]
+if TYPE_CHECKING:
+    from ._async import AsyncLMStudio
+
+__all__ = ["LMStudio", "OPTIONS", "from_lmstudio"]
 
 OPTIONS = ("max_concurrency", "timeout", "connect_timeout", "read_timeout", "grammar")
 
@@ -73,6 +75,9 @@ def from_lmstudio(
     if isinstance(client, lms.Client):
         return LMStudio(client, model_name, **options)
     if isinstance(client, lms.AsyncClient):
+        # Imported here: a sync program never loads the async front (import time).
+        from ._async import AsyncLMStudio
+
         return AsyncLMStudio(client, model_name, **options)
     raise InvalidInferenceArgumentError(
         "from_lmstudio needs an lmstudio.Client or an lmstudio.AsyncClient, "

@@ -29,9 +29,6 @@ import typing_extensions
 from outlines.types import CFG, JsonSchema, Regex
 from outlines.types.dsl import Term
 
-from ._dialects import dialect_schema
-from ._patterns import PatternError, engine_pattern
-from ._schema_walk import ref_target, schema_nodes, unguarded_ref_cycle
 from ._simple import is_simple_type, literal_values, render_simple, simple_schema
 from .errors import InvalidSchemaError, UnsupportedOutputTypeError
 
@@ -229,6 +226,10 @@ def _contradiction(node: dict[str, Any]) -> str | None:
 
 def _check_structure(schema: dict[str, Any]) -> None:
     """Refuse invalid patterns, contradictions, dangling references and in-place loops."""
+    # The schema modules load with the first schema, not with the package (import time).
+    from ._patterns import PatternError, engine_pattern
+    from ._schema_walk import ref_target, schema_nodes, unguarded_ref_cycle
+
     refers = embedded = False
     dangling: tuple[str, str] | None = None
     for pointer, node in schema_nodes(schema):
@@ -328,11 +329,18 @@ def check_json_schema(schema: object, *, meta: bool = True) -> dict[str, Any]:
     return schema
 
 
+def _sendable(schema: dict[str, Any], strict: bool) -> dict[str, Any]:
+    """Return the form of a checked schema both engines read (`outlines_lmstudio._dialects`)."""
+    from ._dialects import dialect_schema  # with the first schema (import time)
+
+    return dialect_schema(schema, None, strict=strict)
+
+
 def _json_plan(
     schema: object, output_type: object, *, strict: bool, generated: bool = False
 ) -> OutputPlan:
     checked = check_json_schema(schema, meta=not generated)
-    sent = dialect_schema(checked, None, strict=strict)
+    sent = _sendable(checked, strict)
     return OutputPlan(
         "json",
         {"type": "json", "jsonSchema": sent},
@@ -667,7 +675,7 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
         full = check_json_schema(schema, meta=False)
         return OutputPlan(
             "simple",
-            {"type": "json", "jsonSchema": dialect_schema(full, None, strict=strict)},
+            {"type": "json", "jsonSchema": _sendable(full, strict)},
             output_type=output_type,
             render=functools.partial(_render_simple_text, output_type=output_type),
             full_schema=full,

@@ -571,7 +571,8 @@ _LONGEST_NAME = 200
 def _is_model_like(tp: object) -> bool:
     return isinstance(tp, type) and (
         issubclass(tp, pydantic.BaseModel)
-        or dataclasses.is_dataclass(tp)
+        # Outlines' DSL classes (Regex, Choice...) are dataclasses too, but no schema
+        or (dataclasses.is_dataclass(tp) and not issubclass(tp, Term))
         or typing_extensions.is_typeddict(tp)  # typing's and typing_extensions' (Python < 3.12)
     )
 
@@ -641,6 +642,12 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
             f"{kind} output types cannot be expressed by LM Studio's JSON-schema structured "
             f"output. {_GRAMMAR_HINT}."
         )
+    if isinstance(output_type, type) and issubclass(output_type, Term):
+        name = output_type.__name__
+        raise UnsupportedOutputTypeError(
+            f"The output type is the Outlines class {name} itself, not an instance of it: "
+            f"build one, e.g. {_TERM_EXAMPLES.get(name, name + '(...)')}."
+        )
     if isinstance(output_type, JsonSchema):
         if output_type.whitespace_pattern is not None:
             raise UnsupportedOutputTypeError(
@@ -698,6 +705,15 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
         f"The output type {output_type_name(output_type)} is not supported by outlines-lmstudio."
         f"{why} Supported: {_SUPPORTED}."
     )
+
+
+_TERM_EXAMPLES = {
+    "Regex": 'Regex(r"[0-9]+")',
+    "CFG": "CFG(lark_grammar_text)",
+    "Choice": 'Choice(["yes", "no"])',
+    "JsonSchema": "JsonSchema(Person)",
+}
+"""How to build the Outlines DSL classes people pass uninstantiated."""
 
 
 _BARE_CONTAINERS: dict[object, str] = {

@@ -10,7 +10,7 @@ import lmstudio as lms
 import pydantic
 import pytest
 from outlines.inputs import Audio, Chat, Image, Video
-from outlines.types import CFG, JsonSchema, Regex, either, integer
+from outlines.types import CFG, Choice, JsonSchema, Regex, either, integer
 from PIL import Image as PILImage
 
 from outlines_lmstudio import (
@@ -801,6 +801,29 @@ CASES = [
         E.InvalidSchemaError,
         ValueError,
         "lone surrogate",
+    ),
+    # found by the Outlines-parity probe: these escaped as a bare TypeError from pydantic
+    # (Outlines' DSL classes are dataclasses), in Outlines' own LM Studio model too
+    Case(
+        "Outlines class Regex, not an instance",
+        lambda m: m("x", Regex),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"the Outlines class Regex itself, not an instance of it: build one, e\.g\. Regex\(",
+    ),
+    Case(
+        "Outlines class Choice, not an instance, in parse",
+        lambda m: m.parse("x", Choice),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"class Choice itself.*Choice\(\[",
+    ),
+    Case(
+        "list of an Outlines class",
+        lambda m: m("x", list[CFG]),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"list\[.*CFG\] is not supported",
     ),
     Case(
         "closed PIL image",

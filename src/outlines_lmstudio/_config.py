@@ -410,6 +410,11 @@ def _user_config(config: object) -> dict[str, Any]:
             f"{_config_hints(unknown)}Valid keys: {valid}."
         )
     result = _by_camel_name("config=", config, keys)
+    if "raw" in result:  # a field of the SDK's struct that its request builder refuses
+        raise InvalidInferenceArgumentError(
+            "config['raw'] cannot be sent: the lmstudio SDK refuses it in a prediction "
+            "config. Set each setting by its own key (or keyword, e.g. max_tokens=)."
+        )
     for camel, value in result.items():
         setting = SETTINGS.get(camel)
         if setting is not None and value is not None:

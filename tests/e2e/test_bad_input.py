@@ -826,6 +826,13 @@ CASES = [
         r"list\[.*CFG\] is not supported",
     ),
     Case(
+        "config raw, which the SDK refuses",
+        lambda m: m("x", config={"raw": {"fields": []}}),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        r"config\['raw'\] cannot be sent",
+    ),
+    Case(
         "closed PIL image",
         lambda m: m(["Describe", _closed_png()]),
         E.InvalidImageError,

@@ -614,8 +614,20 @@ def _grammar_plan(output_type: object) -> OutputPlan:
 
 
 def _unwritable_literal(output_type: object) -> None:
-    """Refuse Literal/Enum/Choice values JSON cannot write (NaN, infinity, lone surrogates)."""
+    """Refuse Literal/Enum/Choice values no schema can hold (none, non-scalars, NaN...)."""
     values = literal_values(output_type)
+    if values is not None and not values:
+        raise UnsupportedOutputTypeError(
+            f"The output type {output_type_name(output_type)} has no values, so there is "
+            "nothing to choose from. Give it at least one."
+        )
+    odd = [v for v in values or () if not isinstance(v, str | int | float | bool | None)]
+    if odd:
+        raise UnsupportedOutputTypeError(
+            f"The output type {output_type_name(output_type)} has the value {odd[0]!r:.80} "
+            f"({type(odd[0]).__name__}), which cannot be sent as a JSON-schema enum: "
+            "Literal, Enum and Choice values must be str, int, float, bool or None."
+        )
     bad = [v for v in values or () if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         raise UnsupportedOutputTypeError(

@@ -1,6 +1,8 @@
 """Bad input, table-driven: our error, of the right builtin kind, and nothing sent to the server."""
 
 import base64
+import enum
+import functools
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,6 +117,18 @@ class _Odd:
     """A field whose only value is half a character (pydantic cannot build its validator)."""
 
     tag: Literal["\udc00"]
+
+
+def _search(query: str) -> None:
+    """A tool: Outlines' local models read an Enum of these as each signature's schema."""
+
+
+class Tool(enum.Enum):
+    search = functools.partial(_search)
+
+
+class NoMembers(enum.Enum):
+    pass
 
 
 def _closed_png() -> PILImage.Image:
@@ -824,6 +838,27 @@ CASES = [
         E.UnsupportedOutputTypeError,
         TypeError,
         r"list\[.*CFG\] is not supported",
+    ),
+    Case(
+        "empty Choice",
+        lambda m: m("x", Choice([])),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"Choice\(items=\[\]\) has no values",
+    ),
+    Case(
+        "Enum without members",
+        lambda m: m("x", NoMembers),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        "NoMembers has no values",
+    ),
+    Case(
+        "Enum of functions",
+        lambda m: m("x", Tool),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"Tool has the value functools\.partial.*must be str, int, float, bool or None",
     ),
     Case(
         "config raw, which the SDK refuses",

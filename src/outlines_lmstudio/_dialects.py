@@ -225,7 +225,11 @@ def _node_findings(
     if isinstance(all_of, list) and len(all_of) > 1:
         yield "allOf", "refused", "allOf with several branches is misread (merge them into one)"
     elif isinstance(all_of, list) and all_of:
-        yield "allOf", "refused", "an allOf beside keywords it also sets is dropped (merge them)"
+        yield (
+            "allOf",
+            "refused",
+            "an allOf beside keywords it cannot be merged with is dropped (merge them)",
+        )
     if "anyOf" in node and "oneOf" in node:
         yield "oneOf", "refused", "anyOf and oneOf together: one of them is dropped"
     elif "oneOf" in node or "anyOf" in node:

@@ -219,6 +219,8 @@ def spread_one_of(schema: dict[str, Any]) -> dict[str, Any]:
 
 _SIBLING_BOUND = ("additionalProperties", "patternProperties", "unevaluatedProperties")
 """Keywords whose meaning depends on the ``properties`` beside them."""
+_READ_BY_BOUND = ("properties", "patternProperties")
+"""What those keywords read beside them."""
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -245,7 +247,13 @@ def _merge_all_of(rest: dict[str, Any], branch: dict[str, Any]) -> dict[str, Any
     A keyword both set is merged when the result means the same: equal values,
     ``required`` (both lists hold), ``properties`` with equal schemas for shared names
     (when no keyword reads the properties beside it, as ``additionalProperties`` does).
+    Not merged when one side's ``additionalProperties`` (or the like) would read the
+    other side's properties: ``{"additionalProperties": false, "allOf": [{"properties":
+    {"id": ...}}]}`` takes only ``{}``, and merged it would take ``{"id": 0}``.
     """
+    for one, other in ((rest, branch), (branch, rest)):
+        if any(k in one for k in _SIBLING_BOUND) and any(k in other for k in _READ_BY_BOUND):
+            return None
     merged = {**branch, **rest}
     free = not any(k in rest or k in branch for k in _SIBLING_BOUND)
     for key in assertions(rest).keys() & assertions(branch).keys():

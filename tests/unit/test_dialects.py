@@ -555,6 +555,21 @@ def test_one_branch_all_of_beside_its_own_keywords_is_merged() -> None:
     assert dialect_schema(ref, None)["$ref"] == "#/$defs/x"
 
 
+def test_one_branch_all_of_is_not_merged_under_additional_properties() -> None:
+    """``additionalProperties: false`` reads only the properties beside it: this schema
+    takes ``{}`` alone. Merged, it took ``{"id": 0}`` (found by the property test above)."""
+    branch = {"type": "object", "properties": {"id": {"type": "integer"}}}
+    for schema in (
+        {"additionalProperties": False, "allOf": [branch]},
+        {"properties": {"id": {"type": "integer"}}, "allOf": [{"additionalProperties": False}]},
+        {"patternProperties": {"^x": {}}, "allOf": [{"unevaluatedProperties": False}]},
+    ):
+        keeps_valid_values(inline_single_all_of, schema, [{}, {"id": 0}, {"x": 1}])
+        assert "allOf" in inline_single_all_of(schema)
+        with pytest.raises(UnsupportedOutputTypeError, match="'allOf'"):
+            dialect_schema(schema, None)
+
+
 def test_dollar_schema_never_sent() -> None:
     schema = {"$schema": "http://json-schema.org/schema#", "type": "object", "properties": {}}
     assert "$schema" not in dialect_schema(schema, None)

@@ -62,6 +62,20 @@ def test_rendered_text_matches_outlines_regexes() -> None:
         )
 
 
+def test_where_the_text_differs_from_outlines_regexes() -> None:
+    """The exceptions docs/output-types.md lists: JSON quotes and escapes are kept."""
+    for output_type, reply in [
+        (str, '"say \\"hi\\""'),
+        (list[Literal['q"', "r"]], '["q\\""]'),
+        (list[datetime.date], '["2024-01-31"]'),
+        (dict[str, datetime.time], '{"a": "10:00:00"}'),
+        (tuple[datetime.datetime, int], '["2024-01-31 10:00:00", 1]'),
+    ]:
+        text = render_simple(reply, output_type)
+        assert not re.fullmatch(to_regex(python_types_to_terms(output_type)), text), text
+        assert '"' in text
+
+
 def test_truncated_json_is_returned_as_is() -> None:
     assert render_simple('"po', Literal["pos"]) == '"po'
 

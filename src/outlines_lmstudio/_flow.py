@@ -540,11 +540,17 @@ class _Reply:
             reasoning_tokens=self.split.reasoning_tokens,
             time_to_first_answer_token=self._first_answer,
         )
-        answer, reasoning = self.split.answer, self.split.reasoning
-        problem = reply_problem(answer, reasoning, stats, structured=self._structured)
+        split = self.split
+        problem = reply_problem(
+            split.answer,
+            split.reasoning,
+            stats,
+            structured=self._structured,
+            in_reasoning=split.in_reasoning,
+        )
         if problem is not None:
             raise problem
-        return Completion(answer, stats.stop_reason, reasoning, stats)
+        return Completion(split.answer, stats.stop_reason, split.reasoning, stats)
 
 
 def predict(

@@ -522,7 +522,12 @@ def plain_reply(text: str, start_tag: str, end_tag: str) -> bool:
 
 
 def reply_problem(
-    answer: str, reasoning: str, stats: ReplyStats, *, structured: bool
+    answer: str,
+    reasoning: str,
+    stats: ReplyStats,
+    *,
+    structured: bool,
+    in_reasoning: bool = False,
 ) -> OutlinesLMStudioError | None:
     """Return the error a finished reply of a reasoning model deserves, if any.
 
@@ -537,6 +542,9 @@ def reply_problem(
     structured
         Whether the answer was to be a JSON document (only changes the wording: a
         grammar-mode answer is not called JSON).
+    in_reasoning
+        Whether the reply ended inside reasoning (`ReasoningSplitter.in_reasoning`): a
+        reply cut just after its start tag, or after whitespace, has reasoned too.
 
     Returns
     -------
@@ -545,7 +553,7 @@ def reply_problem(
         was written, `EmptyAnswerError` when the model reasoned and then wrote no
         answer, else ``None``. Replies without reasoning are never judged here.
     """
-    if answer.strip() or not reasoning.strip():
+    if answer.strip() or not (reasoning.strip() or in_reasoning):
         return None
     stop = stats.stop_reason
     what = "JSON answer" if structured else "answer"

@@ -283,6 +283,23 @@ async def test_budget_spent_on_reasoning_raises_a_clear_error(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("entry", ["generate", "stream", "parse", "parse_stream", "reply"])
+@pytest.mark.parametrize("form", ["think", "marker", "marker-inline"])
+async def test_budget_spent_on_the_start_tag_is_spent_on_reasoning(
+    emu: LMStudioEmulator, front: Callable[[str], Model], form: str, entry: str
+) -> None:
+    """A reply cut just after ``<think>`` has no reasoning text yet, but it was thinking.
+
+    It was once taken for an empty answer: ``generate`` returned ``""``, ``parse`` raised a
+    plain `TruncatedOutputError` about an incomplete JSON document.
+    """
+    emu.script(FORMS[form], [ReasoningReply(ANSWER, REASONING)])
+    with pytest.raises(ReasoningTruncatedError, match="spent on reasoning") as info:
+        await call(front(FORMS[form]), entry, "Who?", Person, max_tokens=1)
+    assert (info.value.predicted_tokens, info.value.reasoning) == (1, "")
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("entry", ["generate", "parse", "reply"])
 async def test_empty_answer_after_reasoning_is_a_clear_error(
     emu: LMStudioEmulator, front: Callable[[str], Model], entry: str

@@ -307,6 +307,25 @@ def test_budget_spent_on_reasoning() -> None:
     assert "token counts not reported" in str(context)
 
 
+@pytest.mark.parametrize("reasoning", ["", "\n"])
+def test_a_reply_cut_inside_its_reasoning_without_text_spent_its_budget(reasoning: str) -> None:
+    splitter = ReasoningSplitter()
+    splitter.feed("<think>", "reasoningStartTag", tokens_count=1)
+    if reasoning:
+        splitter.feed(reasoning, "reasoning", tokens_count=1)
+    splitter.close()
+    assert splitter.in_reasoning
+    stats = ReplyStats("maxPredictedTokensReached", 5, 1 + len(reasoning))
+    error = reply_problem(
+        splitter.answer, splitter.reasoning, stats, structured=True, in_reasoning=True
+    )
+    assert isinstance(error, ReasoningTruncatedError)
+    assert error.reasoning == reasoning
+    stopped = reply_problem("", "", ReplyStats("eosFound"), structured=False, in_reasoning=True)
+    assert isinstance(stopped, EmptyAnswerError)
+    assert reply_problem("", "", stats, structured=True) is None  # no sign of reasoning
+
+
 def test_empty_answer_after_reasoning() -> None:
     error = reply_problem(" \n", "thinking", ReplyStats("eosFound", 1, 9, 8), structured=False)
     assert isinstance(error, EmptyAnswerError)

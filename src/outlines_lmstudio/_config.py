@@ -277,14 +277,17 @@ class PredictionArgs(msgspec.Struct, frozen=True):
     def reasoning_tags(self) -> tuple[str, str]:
         """Return the reasoning start and end strings this call asks LM Studio to parse.
 
-        The ``reasoning_parsing`` setting when given and enabled, else ``<think>`` and
-        ``</think>``; for ``ReasoningSplitter(start_tag=..., end_tag=...)``.
+        The ``reasoning_parsing`` strings when given (enabled or not: with parsing off,
+        the model writes them as plain text), else ``<think>`` and ``</think>``; for
+        ``ReasoningSplitter(start_tag=..., end_tag=...)``.
         """
         if not self.config:  # most calls: no ABC check on the hot path
             return DEFAULT_THINK_TAGS
         parsing = self.config.get("reasoningParsing")
-        if isinstance(parsing, Mapping) and parsing.get("enabled"):
-            return str(parsing["startString"]), str(parsing["endString"])
+        if isinstance(parsing, Mapping):
+            start, end = str(parsing.get("startString", "")), str(parsing.get("endString", ""))
+            if start.strip() and end.strip():  # checked when enabled; may be blank when off
+                return start, end
         return DEFAULT_THINK_TAGS
 
     def sdk_kwargs(self) -> dict[str, Any]:

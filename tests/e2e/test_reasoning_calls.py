@@ -187,3 +187,20 @@ def test_a_grammar_answer_cut_in_the_reasoning_is_not_called_json(
     emulator.script(TEXT_MODEL, lambda prediction: "<think>I am not sure.</think>")
     with pytest.raises(EmptyAnswerError, match="wrote an empty answer"):
         model.parse("how many?", Regex(r"\d*"))
+
+
+def test_custom_tags_are_split_with_reasoning_parsing_off(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """With parsing off, LM Studio sends the model's own tags as text: they are split on.
+
+    The splitter once looked for ``<think>`` whenever parsing was off, whatever strings were
+    given, and ``[R]...[/R]`` stayed in the answer.
+    """
+    emulator.script(TEXT_MODEL, lambda prediction: f"[R]{THINKING}[/R]\n\n{ANSWER}")
+    model = make_model(TEXT_MODEL)
+    off = {"enabled": False, "start_string": "[R]", "end_string": "[/R]"}
+    reply = model.reply("who?", Person, reasoning_parsing=off)
+    assert (reply.text, reply.reasoning) == (ANSWER, THINKING)
+    value = model.parse("who?", Person, config={"reasoningParsing": off})
+    assert value == Person(name="Ann", age=3)

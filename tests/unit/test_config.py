@@ -325,6 +325,15 @@ def test_reasoning_tags_for_the_splitter() -> None:
         "[r]",
         "[/r]",
     )
+    # With parsing off LM Studio sends the model's own tags as text: the splitter looks
+    # for those (they were once replaced by <think>, and [r]...[/r] stayed in the answer).
+    off = {**custom, "enabled": False}
+    assert parse_inference_kwargs({"reasoning_parsing": off}).reasoning_tags() == ("[r]", "[/r]")
+    blank = {"enabled": False, "start_string": "", "end_string": " "}
+    assert parse_inference_kwargs({"reasoning_parsing": blank}).reasoning_tags() == (
+        "<think>",
+        "</think>",
+    )
 
 
 def test_numpy_and_fraction_numbers_are_numbers() -> None:

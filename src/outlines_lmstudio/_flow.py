@@ -43,6 +43,7 @@ from .errors import (
     LMStudioPredictionError,
     LMStudioTimeoutError,
     OutlinesLMStudioError,
+    ParseError,
     UnsupportedInputError,
     UnsupportedOutputTypeError,
 )
@@ -693,7 +694,11 @@ def parse(request: Request, retries: int) -> Flow[Any]:
     # The limit is on the whole call: read once for several attempts (one gets it anyway).
     deadline: float | None = (yield Deadline(request)) if retries else None
     for attempt in range(1, retries + 2):
-        done: Completion = yield Complete(request, deadline)
+        try:
+            done: Completion = yield Complete(request, deadline)
+        except ParseError as error:  # a reasoning reply with no answer: never re-asked
+            error.attempts = attempt
+            raise
         ok, value, problems = check_reply(
             validator, done.text, done.stop_reason, attempt, attempt > retries
         )

@@ -310,6 +310,18 @@ async def test_empty_answer_after_reasoning_is_a_clear_error(
 
 
 @pytest.mark.asyncio
+async def test_a_re_asked_reply_with_no_answer_counts_every_attempt(
+    emu: LMStudioEmulator, front: Callable[[str], Model]
+) -> None:
+    """``.attempts`` of an `EmptyAnswerError` on a re-ask counts the replies asked for."""
+    key = FORMS["marker"]
+    emu.script(key, [ReasoningReply('{"name": 1}', REASONING), ReasoningReply("", REASONING)])
+    with pytest.raises(EmptyAnswerError) as info:
+        await call(front(key), "parse", "Who?", Person, retries=3)
+    assert (info.value.attempts, len(emu.predictions)) == (2, 2)
+
+
+@pytest.mark.asyncio
 async def test_reasoning_parsing_setting_reaches_the_server(
     emu: LMStudioEmulator, front: Callable[[str], Model]
 ) -> None:

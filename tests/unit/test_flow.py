@@ -11,7 +11,12 @@ import lmstudio as lms
 import pydantic
 import pytest
 
-from outlines_lmstudio import LMStudioConnectionError, ParseError, TruncatedOutputError
+from outlines_lmstudio import (
+    EmptyAnswerError,
+    LMStudioConnectionError,
+    ParseError,
+    TruncatedOutputError,
+)
 from outlines_lmstudio import LMStudioModelNotFoundError as NotFound
 from outlines_lmstudio import LMStudioPredictionError as Failed
 from outlines_lmstudio._common import Completion, Request
@@ -277,6 +282,29 @@ def test_parse_never_re_asks_a_truncated_reply() -> None:
 
     with pytest.raises(TruncatedOutputError):
         drive(parse(request(Person), retries=3), complete)
+
+
+def test_a_reasoning_reply_error_on_a_re_ask_counts_the_attempts() -> None:
+    """A re-asked reply that spent its budget on reasoning names every attempt, as others do.
+
+    It said ``attempts == 1`` after two predictions.
+    """
+    replies: list[Completion | Exception] = [
+        Completion('{"name": "x"}', "eosFound"),
+        EmptyAnswerError("empty", raw="", errors=["empty answer after reasoning"]),
+    ]
+
+    def complete(effect: Effect) -> Completion | None:
+        if isinstance(effect, Deadline):
+            return None
+        reply = replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    with pytest.raises(EmptyAnswerError) as info:
+        drive(parse(request(Person), retries=3), complete)
+    assert (info.value.attempts, replies) == (2, [])
 
 
 def test_parse_re_asks_within_the_deadline_of_the_whole_call() -> None:

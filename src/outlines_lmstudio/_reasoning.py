@@ -33,8 +33,9 @@ control token is held back, and only that; everything else is released at once.
 
 If untyped text is followed by a marker or end tag, that text was reasoning all
 along. `ReasoningSplitter.answer` is corrected (the text moves to
-`ReasoningSplitter.reasoning`), and `ReasoningSplitter.retracted` is set,
-because chunks already handed out cannot be taken back.
+`ReasoningSplitter.reasoning`), and so is what the same `feed` returns; if some of it
+was handed out by an earlier `feed`, `ReasoningSplitter.retracted` is set, because
+chunks already handed out cannot be taken back.
 """
 
 from __future__ import annotations
@@ -374,9 +375,15 @@ class ReasoningSplitter:
 
     def _retract(self) -> None:
         if self._answer:
+            # Every piece not handed out yet (`_out`) was reasoning or is this answer: it
+            # goes out as reasoning. Only text handed out before cannot be taken back.
+            held_back = sum(len(chunk.text) for chunk in self._out if not chunk.reasoning)
+            if sum(map(len, self._answer)) > held_back:
+                self.retracted = True  # some of it was handed out as answer
+            pending = "".join(chunk.text for chunk in self._out)
+            self._out = [ReplyChunk(pending, True)] if pending else []
             self._reasoning.extend(self._answer)
             self._answer.clear()
-            self.retracted = True
 
     def _flush_hold(self) -> None:
         held, self._hold = self._hold, ""

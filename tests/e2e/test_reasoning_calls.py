@@ -204,3 +204,20 @@ def test_custom_tags_are_split_with_reasoning_parsing_off(
     assert (reply.text, reply.reasoning) == (ANSWER, THINKING)
     value = model.parse("who?", Person, config={"reasoningParsing": off})
     assert value == Person(name="Ann", age=3)
+
+
+def test_reasoning_ended_within_one_fragment_never_streams_as_answer(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """A fragment holding the reasoning, its end and the answer streams them apart.
+
+    The emulator sends ``ab|cd`` as one fragment; with ``|`` as the end string, ``ab`` once
+    streamed as answer (``stream`` gave ``abcd`` where ``generate`` gave ``cd``).
+    """
+    emulator.script(TEXT_MODEL, lambda prediction: "ab|cd")
+    model = make_model(TEXT_MODEL)
+    tags = {"start_string": "<r>", "end_string": "|"}
+    assert model("q", reasoning_parsing=tags) == "cd"
+    assert "".join(model.stream("q", reasoning_parsing=tags)) == "cd"
+    stream = model.reply_stream("q", reasoning_parsing=tags)
+    assert list(stream) == [ReplyChunk("ab", True), ReplyChunk("cd", False)]

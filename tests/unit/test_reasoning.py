@@ -172,6 +172,25 @@ def test_untyped_reasoning_before_a_marker_is_retracted() -> None:
     assert chunks[0] == ReplyChunk("thinking aloud ", False)  # could not be known then
 
 
+@pytest.mark.parametrize("end", ["</think>", SYNTHETIC_MARKER])
+def test_untyped_reasoning_in_the_fragment_that_ends_it_goes_out_as_reasoning(end: str) -> None:
+    """A fragment of several tokens (speculative decoding) may hold reasoning, end and answer.
+
+    The reasoning once went out as answer, in one chunk with it (``'plan {a}{}'``), though
+    nothing of it had been handed out before.
+    """
+    splitter, chunks = split([("plan {a}" + end + "\n\n{}", "none")])
+    assert chunks == [ReplyChunk("plan {a}", True), ReplyChunk("{}", False)]
+    assert (splitter.reasoning, splitter.answer, splitter.retracted) == ("plan {a}", "{}", False)
+    splitter, chunks = split([("plan ", "none"), ("{a}" + end + "{}", "none")])
+    assert chunks == [
+        ReplyChunk("plan ", False),  # handed out before the end showed: cannot be taken back
+        ReplyChunk("{a}", True),
+        ReplyChunk("{}", False),
+    ]
+    assert splitter.retracted
+
+
 def test_bare_end_tag_closes_reasoning_opened_in_the_prompt() -> None:
     splitter, chunks = split([("plan {a}</th", "none"), ("ink>\n\n{}", "none")])
     assert (splitter.reasoning, splitter.answer) == ("plan {a}", "{}")

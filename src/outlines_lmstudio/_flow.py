@@ -453,6 +453,7 @@ class _Reply:
         self._tags = request.args.reasoning_tags()  # the call's reasoning_parsing, or <think>
         self._split: ReasoningSplitter | None = None
         self._plain: str | None = None  # the answer of a whole reply taken as it is
+        self._plain_fragments: Sequence[lms.LlmPredictionFragment] = ()  # and its fragments
         self._clock = clock
         self._started = clock()
         self._first_answer: float | None = None
@@ -467,7 +468,9 @@ class _Reply:
                 start_tag=start, end_tag=end, json_answer=self._structured
             )
             if self._plain is not None:  # more came after a whole reply: split all of it
-                self._split.feed(self._plain, "none")  # its pieces were given out already
+                tokens = sum(f.tokens_count for f in self._plain_fragments)
+                # Its pieces were given out already; its tokens count if it was reasoning.
+                self._split.feed(self._plain, "none", tokens_count=tokens)
                 self._plain = None
         return self._split
 
@@ -513,6 +516,7 @@ class _Reply:
         if not plain_reply(text, *self._tags):
             return None
         self._plain = text
+        self._plain_fragments = fragments
         for fragment, at in zip(fragments, arrived, strict=True):
             if fragment.content.strip():
                 self._first_answer = at - self._started  # where the answer begins

@@ -123,7 +123,8 @@ class ReasoningSplitter:
     retracted
         ``True`` if text first given out as answer later proved to be reasoning.
     reasoning_tokens
-        The ``tokensCount`` of the fragments that were reasoning or its tags.
+        The ``tokensCount`` of the fragments that were reasoning or its tags (also those
+        first taken for answer text, once they prove to be reasoning).
     """
 
     # Defaults on the class: one splitter is made per call, and only what differs from
@@ -136,6 +137,7 @@ class ReasoningSplitter:
     in_reasoning = False
     retracted = False
     reasoning_tokens = 0
+    _answer_tokens = 0  # tokens of the answer so far: reasoning if it is taken back
     _typed = False  # the server has typed a fragment as reasoning
     # Reasoning has begun or ended somewhere in this reply, or (json_answer) the reply
     # opened a JSON object or array: a bare end tag no longer ends reasoning.
@@ -220,6 +222,7 @@ class ReasoningSplitter:
             if self._answer_open and not content.isspace():
                 self._answer_open = False
             self._answer.append(content)
+            self._answer_tokens += tokens_count
             return [ReplyChunk(content, False)]
         answer_before, reasoning_before = len(self._answer), len(self._reasoning)
         was_reasoning = self.in_reasoning
@@ -251,6 +254,8 @@ class ReasoningSplitter:
             not gave_answer and (gave_reasoning or was_reasoning or self.in_reasoning)
         ):
             self.reasoning_tokens += tokens_count
+        else:
+            self._answer_tokens += tokens_count
         return self._take()
 
     def close(self) -> list[ReplyChunk]:
@@ -384,6 +389,8 @@ class ReasoningSplitter:
             self._out = [ReplyChunk(pending, True)] if pending else []
             self._reasoning.extend(self._answer)
             self._answer.clear()
+            self.reasoning_tokens += self._answer_tokens
+        self._answer_tokens = 0
 
     def _flush_hold(self) -> None:
         held, self._hold = self._hold, ""

@@ -221,3 +221,16 @@ def test_reasoning_ended_within_one_fragment_never_streams_as_answer(
     assert "".join(model.stream("q", reasoning_parsing=tags)) == "cd"
     stream = model.reply_stream("q", reasoning_parsing=tags)
     assert list(stream) == [ReplyChunk("ab", True), ReplyChunk("cd", False)]
+
+
+def test_reasoning_tokens_count_reasoning_opened_in_the_prompt(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Reasoning with no start tag streams as answer until ``</think>``: it counts, all of it.
+
+    The emulator sends 18 fragments, the last 5 the answer's; only the end tag's fragment
+    was counted as reasoning (1, not 13).
+    """
+    emulator.script(TEXT_MODEL, lambda prediction: f"{THINKING}</think>\n\n{ANSWER}")
+    stats = make_model(TEXT_MODEL).reply("who?", Person).stats
+    assert (stats.reasoning_tokens, stats.predicted_tokens) == (13, 18)

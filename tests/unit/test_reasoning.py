@@ -263,6 +263,25 @@ def test_reasoning_tokens_count_typed_and_untyped_reasoning() -> None:
     assert (splitter.reasoning, splitter.answer, splitter.reasoning_tokens) == ("a b", "ok", 4)
 
 
+@pytest.mark.parametrize("end", ["</think>", SYNTHETIC_MARKER])
+def test_reasoning_tokens_count_untyped_reasoning_taken_back(end: str) -> None:
+    """Untyped reasoning streamed as answer until its end showed is counted as reasoning.
+
+    Only the fragment of the end tag was counted (1 of 4).
+    """
+    splitter = ReasoningSplitter()
+    for piece in ("plan", " {a}", " more", end, "\n\n{}", " "):
+        splitter.feed(piece, "none", tokens_count=1)
+    splitter.close()
+    assert (splitter.reasoning, splitter.answer) == ("plan {a} more", "{} ")
+    assert splitter.reasoning_tokens == 4
+    splitter = ReasoningSplitter(json_answer=True)  # an answer never taken back: none
+    for piece in ('{"a": "', "</think>", '"}'):
+        splitter.feed(piece, "none", tokens_count=1)
+    splitter.close()
+    assert (splitter.answer, splitter.reasoning_tokens) == ('{"a": "</think>"}', 0)
+
+
 def test_custom_reasoning_tags() -> None:
     splitter, _ = split([("[R]x[/R]y", "none")], start_tag="[R]", end_tag="[/R]")
     assert (splitter.reasoning, splitter.answer) == ("x", "y")

@@ -587,6 +587,18 @@ def reply_problem(
             reasoning_tokens=stats.reasoning_tokens,
             predicted_tokens=stats.predicted_tokens,
         )
+    if stop == "stopStringFound" and in_reasoning:
+        return EmptyAnswerError(
+            f"A stop string ended the reply inside the reasoning, before the model began "
+            f"its {what} ({counts}). Drop it from stop=, or pick one the reasoning cannot "
+            "hold; the reasoning so far is in .reasoning",
+            raw=answer,
+            errors=["stopped inside the reasoning (stopStringFound)"],
+            stop_reason=stop,
+            reasoning=reasoning,
+            reasoning_tokens=stats.reasoning_tokens,
+            predicted_tokens=stats.predicted_tokens,
+        )
     if stop in (None, "eosFound", "stopStringFound"):
         return EmptyAnswerError(
             f"The model reasoned and then wrote an empty {what} (stop reason {stop}; "

@@ -234,3 +234,13 @@ def test_reasoning_tokens_count_reasoning_opened_in_the_prompt(
     emulator.script(TEXT_MODEL, lambda prediction: f"{THINKING}</think>\n\n{ANSWER}")
     stats = make_model(TEXT_MODEL).reply("who?", Person).stats
     assert (stats.reasoning_tokens, stats.predicted_tokens) == (13, 18)
+
+
+def test_a_stop_string_inside_the_reasoning_is_named(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(TEXT_MODEL, lambda prediction: f"<think>Hmm. {THINKING}</think>{ANSWER}")
+    with pytest.raises(EmptyAnswerError, match=r"stop string ended the reply inside") as info:
+        make_model(TEXT_MODEL)("who?", Person, stop=["."])
+    assert "Drop it from stop=" in str(info.value)
+    assert info.value.reasoning == "Hmm"

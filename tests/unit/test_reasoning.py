@@ -372,6 +372,19 @@ def test_empty_answer_after_reasoning() -> None:
     assert "9 tokens predicted, 8 of them reasoning" in str(error)
 
 
+def test_a_stop_string_inside_the_reasoning_says_so() -> None:
+    """It was told to ask for the answer in the prompt or raise max_tokens: no help."""
+    stats = ReplyStats("stopStringFound", 1, 3, 3)
+    error = reply_problem("", "Hmm", stats, structured=True, in_reasoning=True)
+    assert isinstance(error, EmptyAnswerError)
+    assert "A stop string ended the reply inside the reasoning" in str(error)
+    assert "Drop it from stop=" in str(error)
+    assert error.stop_reason == "stopStringFound"
+    after = reply_problem("", "Hmm", stats, structured=True)  # after the reasoning ended
+    assert isinstance(after, EmptyAnswerError)
+    assert "wrote an empty JSON answer" in str(after)
+
+
 @pytest.mark.parametrize(
     ("answer", "reasoning", "stop"),
     [

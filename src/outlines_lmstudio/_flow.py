@@ -491,9 +491,12 @@ class _Reply:
         chunks: list[ReplyChunk] = []
         split = self._split if self._split is not None else self.split  # no call per read
         for index, fragment in enumerate(fragments):
+            retractions = split.retractions
             pieces = split.feed(
                 fragment.content, fragment.reasoning_type, tokens_count=fragment.tokens_count
             )
+            if split.retractions != retractions:  # what began the answer was reasoning
+                self._first_answer = None
             if self._first_answer is None:
                 for piece in pieces:  # a loop, not any(...): it runs on every fragment
                     if not piece.reasoning:

@@ -122,6 +122,9 @@ class ReasoningSplitter:
         ``True`` if the reply so far ended inside reasoning.
     retracted
         ``True`` if text first given out as answer later proved to be reasoning.
+    retractions
+        How many times the answer so far proved to be reasoning (whether or not it had
+        been given out): the answer then begins anew.
     reasoning_tokens
         The ``tokensCount`` of the fragments that were reasoning or its tags (also those
         first taken for answer text, once they prove to be reasoning).
@@ -136,6 +139,7 @@ class ReasoningSplitter:
     _closed = False
     in_reasoning = False
     retracted = False
+    retractions = 0
     reasoning_tokens = 0
     _answer_tokens = 0  # tokens of the answer so far: reasoning if it is taken back
     _typed = False  # the server has typed a fragment as reasoning
@@ -390,6 +394,7 @@ class ReasoningSplitter:
             self._reasoning.extend(self._answer)
             self._answer.clear()
             self.reasoning_tokens += self._answer_tokens
+            self.retractions += 1
         self._answer_tokens = 0
 
     def _flush_hold(self) -> None:

@@ -245,6 +245,25 @@ def test_a_whole_read_splits_as_a_read_per_fragment(reads: list[list[Any]]) -> N
     assert (began[0] is None) == (began[1] is None)  # both saw the answer begin, or neither
 
 
+@pytest.mark.parametrize("whole", [False, True])
+def test_time_to_first_answer_is_after_reasoning_taken_back(whole: bool) -> None:
+    """Untyped reasoning that ends at a bare end tag is not where the answer began.
+
+    The time was that of the reasoning's first fragment.
+    """
+    pieces = ["plan", " more", "</think>", "\n\nok"]
+    reads = [[fragment(p) for p in pieces]] if whole else [[fragment(p)] for p in pieces]
+    ticks = iter(range(100))  # a clock reading per call: 0 when the reply is made
+    _, done = drive(
+        predict(Call(request()), Sink(), errors, clock=lambda: float(next(ticks))),
+        Server(*[reads], whole=whole).answer,
+    )
+    assert (done.text, done.reasoning) == ("ok", "plan more")
+    assert done.stats is not None
+    # a read per fragment: the clock's 2nd reading, at "ok"; a whole read: when it arrived
+    assert done.stats.time_to_first_answer_token == (3.0 if whole else 2.0)
+
+
 def test_partial_values_only_when_changed_then_the_value() -> None:
     chunks = ['{"name": "A', '"', ", ", '"age": 3', "}"]
     server = Server([[fragment(c)] for c in chunks])

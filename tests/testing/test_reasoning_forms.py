@@ -64,6 +64,14 @@ def test_every_form_has_a_catalogue_model() -> None:
         ReasoningReply("a", "b", form="nope")
 
 
+@pytest.mark.parametrize(("answer", "reasoning"), [(42, "b"), ("a", None), (b"a", "b")])
+def test_a_reasoning_reply_of_no_text_is_refused_when_made(answer: Any, reasoning: Any) -> None:
+    """It was taken, and the request that used it failed inside the emulator with a bare
+    ``TypeError("expected string or bytes-like object")``."""
+    with pytest.raises(TypeError, match=r"ReasoningReply\.(answer|reasoning) must be a string"):
+        ReasoningReply(answer, reasoning)
+
+
 @pytest.mark.parametrize(
     ("form", "expected"),
     [

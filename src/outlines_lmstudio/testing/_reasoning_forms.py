@@ -120,6 +120,13 @@ class ReasoningReply:
     form: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("answer", "reasoning"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise TypeError(
+                    f"ReasoningReply.{name} must be a string (the text sent), not "
+                    f"{type(value).__name__} ({value!r:.60}); use '' for none"
+                )
         check_form(self.form)
 
 

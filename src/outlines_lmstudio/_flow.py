@@ -255,6 +255,9 @@ class Sink:
         """Take a piece of the reply (answer or reasoning); return what the caller gets now."""
         return ()
 
+    def restart(self) -> None:
+        """Forget the answer fed so far: it proved to be reasoning (the answer begins anew)."""
+
     def finish(self, done: Completion) -> Iterable[Any]:
         """Take the finished reply; return the caller's last items."""
         return ()
@@ -315,6 +318,9 @@ class _PartialSink(Sink):
             PartialJson(whole_scalars=True) if self._json else _TextSoFar()
         )
         self._last: Any = None
+
+    def restart(self) -> None:
+        self.begin()  # the values given out cannot be taken back; the next ones are right
 
     def feed(self, chunk: ReplyChunk) -> Iterable[Any]:
         if chunk.reasoning:
@@ -458,6 +464,7 @@ class _Reply:
         self._started = clock()
         self._first_answer: float | None = None
         self._structured = request.plan.kind in ("json", "simple")  # a JSON document
+        self.restarts = 0  # times the answer so far proved to be reasoning
 
     @property
     def split(self) -> ReasoningSplitter:
@@ -497,6 +504,9 @@ class _Reply:
             )
             if split.retractions != retractions:  # what began the answer was reasoning
                 self._first_answer = None
+                self.restarts += 1
+                # This read's pieces are not handed out yet: they go out as what they are.
+                chunks = [c if c.reasoning else ReplyChunk(c.text, True) for c in chunks]
             if self._first_answer is None:
                 for piece in pieces:  # a loop, not any(...): it runs on every fragment
                     if not piece.reasoning:
@@ -605,8 +615,11 @@ def predict(
             chat = sdk_history(request.prompt, handles)
             yield Open(call, handle, chat, request.sdk_kwargs(), sink.live)
             while (fragments := (yield Read(call))) is not None:
+                restarts = reply.restarts
                 chunks = reply.feed(fragments, call.reader.arrived)
                 if sink.live:  # a sink that is not live gives nothing before the end
+                    if reply.restarts != restarts:  # the answer so far was reasoning
+                        sink.restart()
                     for chunk in chunks:
                         for item in sink.feed(chunk):
                             yield Emit(item)

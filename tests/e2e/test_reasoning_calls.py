@@ -244,3 +244,17 @@ def test_a_stop_string_inside_the_reasoning_is_named(
         make_model(TEXT_MODEL)("who?", Person, stop=["."])
     assert "Drop it from stop=" in str(info.value)
     assert info.value.reasoning == "Hmm"
+
+
+def test_parse_stream_after_reasoning_opened_in_the_prompt(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Reasoning that streams as answer until ``</think>``: the answer's partial values follow.
+
+    Only the final value came: the partial parser kept the reasoning's text before the answer.
+    """
+    emulator.script(TEXT_MODEL, lambda prediction: f"{THINKING}</think>\n\n{ANSWER}")
+    values = list(make_model(TEXT_MODEL).parse_stream("who?", Person))
+    assert values[-1] == Person(name="Ann", age=3)
+    assert {"name": "Ann"} in values[:-1]
+    assert all("Bob" not in json.dumps(v) for v in values[:-1])

@@ -264,6 +264,33 @@ def test_time_to_first_answer_is_after_reasoning_taken_back(whole: bool) -> None
     assert done.stats.time_to_first_answer_token == (3.0 if whole else 2.0)
 
 
+def test_untyped_reasoning_ended_within_one_read_never_streams_as_answer() -> None:
+    """A read of several fragments (all that arrived since the last) is not handed out yet.
+
+    Reasoning in it that a later fragment of it ends (a bare end tag) once streamed as answer.
+    """
+    pieces = ["plan", " more", "</think>", "\n\n{}"]
+    server = Server([[fragment(p) for p in pieces]])
+    emitted, done = drive(
+        predict(Call(request()), sink_for_stream(request()), errors), server.answer
+    )
+    assert (emitted, done.text, done.reasoning) == (["{}"], "{}", "plan more")
+
+
+def test_partial_values_begin_again_after_reasoning_taken_back() -> None:
+    """Reasoning streamed as answer until ``</think>``: the answer's partial values follow.
+
+    The partial JSON parser kept the reasoning's text, and no partial value came at all.
+    """
+    pieces = ["Okay,", " so", "</think>", '\n\n{"name": "A"', ', "age": 3}']
+    server = Server([[fragment(p)] for p in pieces])
+    emitted, _ = drive(
+        predict(Call(request(Person)), sink_for_parse_stream(request(Person)), errors),
+        server.answer,
+    )
+    assert emitted == [{"name": "A"}, {"name": "A", "age": 3}, Person(name="A", age=3)]
+
+
 def test_partial_values_only_when_changed_then_the_value() -> None:
     chunks = ['{"name": "A', '"', ", ", '"age": 3', "}"]
     server = Server([[fragment(c)] for c in chunks])

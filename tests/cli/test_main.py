@@ -105,6 +105,10 @@ def test_lmstudio_host_environment_variable(
         ("127.0.0.1:+80", "a port in digits 0-9"),
         ("127.0.0.1:\u0669\u0669", "a port in digits 0-9"),  # Arabic-Indic "99"
         ("foo bar:1234", "a port in digits 0-9"),
+        # found by a probe: a name the resolver cannot encode (an empty label, a bad
+        # A-label) was "unexpected UnicodeError ... a bug in outlines-lmstudio", status 1
+        ("192.168..1:1234", "is not HOST:PORT (encoding with 'idna' codec failed"),
+        ("xn--:1234", "is not HOST:PORT (Malformed A-label"),
     ],
 )
 def test_bad_host_or_port_is_a_usage_error(run_cli: RunCli, host: str, needle: str) -> None:

@@ -487,9 +487,13 @@ def _check_host(host: str, source: str) -> None:
     try:
         url = httpx.URL(f"http://{host}")
         port = url.port
-    except httpx.InvalidURL as exc:
+        name = url.host  # an A-label is decoded (IDNAError, a UnicodeError)
+        # What the connection asks the resolver for, encoded as it will be (an empty or
+        # too long label, "192.168..1", fails there as a UnicodeError, not a connect error).
+        url.raw_host.decode("ascii").encode("idna")
+    except (httpx.InvalidURL, UnicodeError) as exc:
         raise CliError(f"{source} {host!r} is not HOST:PORT ({exc}): {example}.") from None
-    if not url.host:
+    if not name:
         raise CliError(f"{source} {host!r} has no host name: give HOST:PORT, {example}.")
     if extra := re.search(r"[/?#].*", host):
         raise CliError(

@@ -17,11 +17,13 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
+import httpx
 import lmstudio as lms
 import outlines
 import pydantic
@@ -69,16 +71,39 @@ class Backend:
     small: bool = False  # too small a model for the nested invoices
 
 
+# HOST:PORT as LM Studio's server is addressed: a name or address, then a port in digits.
+HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):([0-9]+)")
+
+
+def _refuse_host(value: str, why: str = "") -> NoReturn:
+    print(
+        f"LMSTUDIO_HOST={value!r} is not HOST:PORT{why}, e.g. localhost:1234: fix it, or "
+        "unset it to look for LM Studio on its default local ports.",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
+
+
 def _lmstudio() -> Backend | None:
-    host = os.environ.get("LMSTUDIO_HOST")
-    if host and lms.Client.is_valid_api_host(host):
-        return Backend(host, f"LM Studio at {host}", os.environ.get("LMSTUDIO_MODEL") or None)
+    value = os.environ.get("LMSTUDIO_HOST", "")
+    # Also written http://HOST:PORT/, as LM Studio shows its address (the CLI takes it too).
+    host = re.sub(r"^(?:https?|wss?)://", "", value.strip()).rstrip("/")
+    model = os.environ.get("LMSTUDIO_MODEL") or None
     if host:
-        print(f"LMSTUDIO_HOST={host} is not answering as LM Studio.", file=sys.stderr)
+        match = HOST_PORT.fullmatch(host)
+        if match is None or not 0 < int(match[1]) <= 65535:
+            _refuse_host(value, " with a port from 1 to 65535")
+        try:
+            answering = lms.Client.is_valid_api_host(host)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError) as exc:
+            _refuse_host(value, f" ({exc})")
+        if answering:
+            return Backend(host, f"LM Studio at {host} (LMSTUDIO_HOST)", model)
+        print(f"LMSTUDIO_HOST={value} is not answering as LM Studio.", file=sys.stderr)
         return None
     found = lms.Client.find_default_local_api_host()
     if found:
-        return Backend(found, f"LM Studio at {found}", os.environ.get("LMSTUDIO_MODEL") or None)
+        return Backend(found, f"LM Studio at {found} (found on its default local port)", model)
     return None
 
 

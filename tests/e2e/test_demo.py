@@ -1,0 +1,57 @@
+"""The main job, ``examples/extract.py`` (what ``bash scripts/demo`` runs), as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from outlines_lmstudio.testing import LMStudioEmulator
+
+DEMO = Path(__file__).parents[2] / "examples" / "extract.py"
+
+
+def run_demo(lmstudio_host: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LMSTUDIO_HOST": lmstudio_host}
+    return subprocess.run(
+        [sys.executable, str(DEMO), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        # found by a probe: a traceback from httpx (InvalidURL, UnsupportedProtocol)
+        "localhost:abc",
+        ":1234",
+        "[::1",
+        # found by a probe: a traceback (UnicodeError from the resolver)
+        "192.168..1:1234",
+        # found by a probe: "not answering as LM Studio", then the embedded model
+        "localhost:99999",
+        "localhost:1234/v1",
+    ],
+)
+def test_a_malformed_lmstudio_host_is_refused_before_anything_runs(host: str) -> None:
+    result = run_demo(host)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"LMSTUDIO_HOST={host!r} is not HOST:PORT" in result.stderr
+    assert "e.g. localhost:1234" in result.stderr
+    assert result.stdout == ""
+
+
+def test_lmstudio_host_is_taken_as_the_cli_takes_it(lmstudio_emulator: LMStudioEmulator) -> None:
+    """``http://127.0.0.1:1234`` (as LM Studio shows its address) was "not answering"."""
+    result = run_demo(f" http://{lmstudio_emulator.api_host}/ ")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(
+        f"Running against LM Studio at {lmstudio_emulator.api_host} (LMSTUDIO_HOST)\n"
+    )

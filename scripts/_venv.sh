@@ -19,6 +19,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.installed-${EXTRAS//,/-}-$(cksum < pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ]; then
+  # A first run stopped while making .venv, or a `python -m venv` that could not install pip
+  # (Debian's python3 without python3-venv), leaves a .venv without pip: make it again.
+  if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    say "Creating .venv again with $("$PYTHON" --version): the one there has no working pip"
+    "$PYTHON" -m venv --clear .venv
+  fi
   say "Installing outlines-lmstudio[${EXTRAS}] into .venv (editable)"
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | awk '!/^WARNING: Location/'
   if [[ ",$EXTRAS," == *",grammar-tests,"* || ",$EXTRAS," == *",local,"* ]] && ! .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then

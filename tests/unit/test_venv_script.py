@@ -1,0 +1,90 @@
+"""``scripts/_venv.sh``, which ``scripts/demo`` and ``scripts/check`` source, on a fresh checkout.
+
+It runs on a throw-away project (a path with a space, an in-tree build backend, no index),
+so nothing is downloaded and the checkout's own ``.venv`` is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).parents[2] / "scripts"
+
+BACKEND = """
+import os, zipfile
+
+def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
+    name = "tiny-0-py3-none-any.whl"
+    info = "tiny-0.dist-info/"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as wheel:
+        wheel.writestr("tiny.pth", os.path.dirname(os.path.abspath(__file__)) + "\\n")
+        wheel.writestr(info + "METADATA", "Metadata-Version: 2.1\\nName: tiny\\nVersion: 0\\n")
+        wheel.writestr(
+            info + "WHEEL",
+            "Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
+        )
+        wheel.writestr(info + "RECORD", "")
+    return name
+"""
+
+PYPROJECT = """
+[build-system]
+requires = []
+build-backend = "backend"
+backend-path = ["."]
+
+[project]
+name = "tiny"
+version = "0"
+"""
+
+
+def make_project(tmp_path: Path) -> Path:
+    project = tmp_path / "a checkout"
+    (project / "scripts").mkdir(parents=True)
+    for name in ("_venv.sh", "_say.sh"):
+        shutil.copy(SCRIPTS / name, project / "scripts" / name)
+    (project / "pyproject.toml").write_text(PYPROJECT)
+    (project / "backend.py").write_text(BACKEND)
+    (project / "tiny_mod.py").write_text("X = 1\n")
+    return project
+
+
+def source_venv_sh(project: Path) -> subprocess.CompletedProcess[str]:
+    """Source the script as scripts/demo does (from another directory), then import."""
+    env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1"}
+    env.pop("PYTHONPATH", None)
+    code = 'EXTRAS=x; source "$0/scripts/_venv.sh"; exec .venv/bin/python -c "import tiny_mod"'
+    return subprocess.run(
+        ["bash", "-c", code, str(project)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=project.parent,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)  # two pip runs and ensurepip, on a busy machine
+def test_a_venv_left_without_pip_is_made_again(tmp_path: Path) -> None:
+    """Found by a probe: a first run stopped while ``python -m venv`` installed pip (or
+    Debian's python3 without python3-venv) leaves ``.venv/bin/python`` without pip, and
+    every later run failed with "No module named pip" until ``.venv`` was deleted by hand."""
+    project = make_project(tmp_path)
+    venv.create(project / ".venv", with_pip=False)
+    result = source_venv_sh(project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Creating .venv again" in result.stdout
+    assert "has no working pip" in result.stdout
+    # The next run finds it installed and does nothing.
+    again = source_venv_sh(project)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout == ""

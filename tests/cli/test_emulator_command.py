@@ -53,6 +53,8 @@ def test_a_models_file_serves_those_models(tmp_path: Path) -> None:
         ('{"not_models": []}', "expected a JSON list of models"),
         ('["my-model"]', "each model must be a JSON object"),
         ('[{"key": "m", "colour": "red"}]', "bad model entry"),
+        # found by a probe: served, then `models` failed with "unexpected ValidationError"
+        ('[{"key": "m", "size_bytes": "4 GB"}]', "size_bytes must be a whole number of bytes"),
     ],
 )
 def test_a_bad_models_file_is_refused_in_one_line(

@@ -90,6 +90,21 @@ def test_catalogue_names_must_be_unique() -> None:
         ({"context_length": 0}, "context_length must be a positive integer"),
         ({"embedding_dims": -1}, "embedding_dims must be a positive integer"),
         ({"key": ""}, "key must be a non-empty string"),
+        # found by a probe (a models file for `outlines-lmstudio emulator --models`): these
+        # broke every listing ("unexpected ValidationError ... a bug" in the CLI), or were
+        # read as true ("loaded": "no")
+        ({"size_bytes": "big"}, "size_bytes must be a whole number of bytes"),
+        ({"size_bytes": 1.5}, "size_bytes must be a whole number of bytes"),
+        ({"size_bytes": -1}, "size_bytes must be a whole number of bytes"),
+        ({"vision": "yes"}, "vision must be True or False"),
+        ({"tool_use": 1}, "tool_use must be True or False"),
+        ({"loaded": "no"}, "loaded must be True or False"),
+        ({"identifier": 5}, "identifier must be a string"),
+        ({"display_name": 5}, "display_name must be a string"),
+        ({"params": 7}, "params must be a string"),
+        ({"architecture": 5}, "architecture must be a string"),
+        ({"path": 5}, "path must be a string"),
+        ({"publisher": 5}, "publisher must be a string"),
     ],
 )
 def test_a_model_the_sdk_could_not_decode_is_refused(fields: dict[str, Any], problem: str) -> None:

@@ -201,6 +201,22 @@ class EmulatedModel:
                 raise ValueError(
                     f"EmulatedModel {self.key!r}: {name} must be a positive integer, not {value!r}"
                 )
+        size = self.size_bytes
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(
+                f"EmulatedModel {self.key!r}: size_bytes must be a whole number of bytes "
+                f"(0 or more), not {size!r}"
+            )
+        for name in ("vision", "tool_use", "loaded"):  # "no" would be read as true
+            if not isinstance(value := getattr(self, name), bool):
+                raise ValueError(
+                    f"EmulatedModel {self.key!r}: {name} must be True or False, not {value!r}"
+                )
+        for name in ("identifier", "display_name", "params", "architecture", "path", "publisher"):
+            if not isinstance(value := getattr(self, name), str | None):
+                raise ValueError(
+                    f"EmulatedModel {self.key!r}: {name} must be a string, not {value!r}"
+                )
 
     @property
     def load_context_length(self) -> int:

@@ -86,3 +86,26 @@ def test_a_test_that_stops_the_emulator_leaves_it_to_the_next(pytester: pytest.P
     pytester.makepyfile(test_user=_STOPPING_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
     result.assert_outcomes(passed=4)
+
+
+_WITHOUT_THE_EXTRA = """
+import sys
+
+sys.modules["websockets"] = None  # as if the testing extra were not installed
+"""
+
+
+def test_without_the_extra_the_fixture_says_what_to_install_once(
+    pytester: pytest.Pytester,
+) -> None:
+    # Found by a probe: the message came twice, joined by "During handling of the above
+    # exception, another exception occurred:" (pytest.fail inside the except block).
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makeconftest(_WITHOUT_THE_EXTRA)
+    pytester.makepyfile(test_user="def test_it(lmstudio_emulator):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result.assert_outcomes(errors=1)
+    output = result.stdout.str()
+    assert output.count('pip install "outlines-lmstudio[testing]"') == 1
+    assert "During handling" not in output
+    assert "Traceback" not in output

@@ -38,7 +38,11 @@ def lmstudio_emulator_session() -> Iterator[LMStudioEmulator]:
     try:
         require_extra()
     except ImportError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        missing = str(exc)
+    else:
+        missing = ""
+    if missing:  # outside the except block: the message once, not chained to itself
+        pytest.fail(missing, pytrace=False)
     with LMStudioEmulator(validate_frames=True) as emulator:
         yield emulator
 

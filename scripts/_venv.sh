@@ -15,14 +15,15 @@ fi
 [ -n "$PYTHON" ] || { echo "outlines-lmstudio needs Python >= 3.11 on PATH (or set PYTHON=...)." >&2; exit 2; }
 if [ ! -x .venv/bin/python ]; then
   say "Creating .venv with $("$PYTHON" --version)"
-  "$PYTHON" -m venv .venv
+  "$PYTHON" -m venv --clear .venv  # (what is left of a .venv whose Python was removed, too)
 fi
 stamp=".venv/.installed-${EXTRAS//,/-}-$(cksum < pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ]; then
   # A first run stopped while making .venv, or a `python -m venv` that could not install pip
-  # (Debian's python3 without python3-venv), leaves a .venv without pip: make it again.
-  if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
-    say "Creating .venv again with $("$PYTHON" --version): the one there has no working pip"
+  # (Debian's python3 without python3-venv), leaves a .venv without pip; a .venv made before
+  # with an older Python cannot install the project: make it again.
+  if ! .venv/bin/python -c 'import sys, pip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    say "Creating .venv again with $("$PYTHON" --version): the one there has no pip or is older than Python 3.11"
     "$PYTHON" -m venv --clear .venv
   fi
   say "Installing outlines-lmstudio[${EXTRAS}] into .venv (editable)"

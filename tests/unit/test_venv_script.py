@@ -72,18 +72,37 @@ def source_venv_sh(project: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def break_venv(project: Path, how: str) -> None:
+    """Leave ``project/.venv`` as a first run, or an earlier set-up, may have left it."""
+    path = project / ".venv"
+    if how == "without pip":
+        venv.create(path, with_pip=False)
+    elif how == "python removed":  # the interpreter it was made with was uninstalled
+        venv.create(path, with_pip=False)
+        (path / "bin" / "python").unlink()
+        (path / "bin" / "python").symlink_to(project / "gone" / "python3")
+    else:  # made with an older Python: pip then refuses the project (requires-python)
+        venv.create(path, with_pip=True)
+        (site_packages,) = path.glob("lib/python3.*/site-packages")
+        (site_packages / "sitecustomize.py").write_text(
+            "import sys\nsys.version_info = (3, 10, 13, 'final', 0)\n"
+        )
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(240)  # two pip runs and ensurepip, on a busy machine
-def test_a_venv_left_without_pip_is_made_again(tmp_path: Path) -> None:
+@pytest.mark.timeout(240)  # ensurepip and two pip runs, on a busy machine
+@pytest.mark.parametrize("how", ["without pip", "python removed", "older python"])
+def test_a_venv_that_cannot_install_the_project_is_made_again(tmp_path: Path, how: str) -> None:
     """Found by a probe: a first run stopped while ``python -m venv`` installed pip (or
-    Debian's python3 without python3-venv) leaves ``.venv/bin/python`` without pip, and
-    every later run failed with "No module named pip" until ``.venv`` was deleted by hand."""
+    Debian's python3 without python3-venv) left ``.venv/bin/python`` without pip, and every
+    later run failed with "No module named pip" until ``.venv`` was deleted by hand; a
+    ``.venv`` made with Python 3.10 failed every run with pip's "requires a different
+    Python"."""
     project = make_project(tmp_path)
-    venv.create(project / ".venv", with_pip=False)
+    break_venv(project, how)
     result = source_venv_sh(project)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Creating .venv again" in result.stdout
-    assert "has no working pip" in result.stdout
+    assert result.stdout.count("Creating .venv") == 1, result.stdout
     # The next run finds it installed and does nothing.
     again = source_venv_sh(project)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -5,7 +5,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/_say.sh
 source scripts/_say.sh
 PYTHON="${PYTHON:-}"
-if [ -z "$PYTHON" ]; then
+if [ -n "$PYTHON" ]; then
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 || {
+    echo "PYTHON=$PYTHON is not Python 3.11 or newer (or does not run): outlines-lmstudio needs Python >= 3.11 (unset PYTHON to look for one on PATH)." >&2
+    exit 2
+  }
+else
   for candidate in python3.11 python3.12 python3.13 python3; do
     if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
       PYTHON="$candidate"; break

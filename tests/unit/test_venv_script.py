@@ -107,3 +107,26 @@ def test_a_venv_that_cannot_install_the_project_is_made_again(tmp_path: Path, ho
     again = source_venv_sh(project)
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout == ""
+
+
+def run_bare(project: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    code = 'EXTRAS=x; source "$0/scripts/_venv.sh"'
+    return subprocess.run(
+        ["/bin/bash", "-c", code, str(project)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=project.parent,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("python", ["/nonexistent/python3", "false"])
+def test_a_python_variable_that_is_not_python_3_11_is_refused(tmp_path: Path, python: str) -> None:
+    """Found by a probe: ``PYTHON=...`` was used unchecked: a Python 3.10 made a ``.venv``
+    that pip then refused, a wrong path ended in bash's "No such file or directory"."""
+    project = make_project(tmp_path)
+    result = run_bare(project, {**os.environ, "PYTHON": python})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"PYTHON={python} is not Python 3.11 or newer" in result.stderr
+    assert not (project / ".venv").exists()

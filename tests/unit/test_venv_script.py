@@ -130,3 +130,20 @@ def test_a_python_variable_that_is_not_python_3_11_is_refused(tmp_path: Path, py
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"PYTHON={python} is not Python 3.11 or newer" in result.stderr
     assert not (project / ".venv").exists()
+
+
+def test_pythons_that_do_not_run_are_passed_over_quietly(tmp_path: Path) -> None:
+    """Found by a probe: with pyenv, a shim whose command the selected version lacks
+    (``python3.11`` under a 3.12 global) printed pyenv's screenful of "command not found"
+    before the set-up went on with the next candidate."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("python3.11", "python3.12", "python3.13", "python3"):
+        shim = bin_dir / name
+        shim.write_text(f"#!/bin/sh\necho 'pyenv: {name}: command not found' >&2\nexit 127\n")
+        shim.chmod(0o755)
+    project = make_project(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    result = run_bare(project, {**env, "PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == "outlines-lmstudio needs Python >= 3.11 on PATH (or set PYTHON=...).\n"

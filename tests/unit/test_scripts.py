@@ -1,6 +1,7 @@
-"""``scripts/_venv.sh``, which ``scripts/demo`` and ``scripts/check`` source, on a fresh checkout.
+"""The set-up scripts on a fresh machine: ``scripts/_venv.sh`` (which ``scripts/demo`` and
+``scripts/check`` source) and ``scripts/package-check``.
 
-It runs on a throw-away project (a path with a space, an in-tree build backend, no index),
+``_venv.sh`` runs on a throw-away project (a path with a space, an in-tree build backend, no index),
 so nothing is downloaded and the checkout's own ``.venv`` is left alone.
 """
 
@@ -147,3 +148,20 @@ def test_pythons_that_do_not_run_are_passed_over_quietly(tmp_path: Path) -> None
     result = run_bare(project, {**env, "PATH": f"{bin_dir}:/usr/bin:/bin"})
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr == "outlines-lmstudio needs Python >= 3.11 on PATH (or set PYTHON=...).\n"
+
+
+def test_package_check_without_build_and_twine_says_how_to_get_them(tmp_path: Path) -> None:
+    """Found by a probe: run after ``bash scripts/demo`` (whose .venv has no dev extra), it
+    stopped with ".venv/bin/python: No module named build" and status 1."""
+    bare = tmp_path / "bare"
+    venv.create(bare, with_pip=False)
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "package-check")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PY": str(bare / "bin" / "python")},
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "needs build and twine" in result.stderr
+    assert "run bash scripts/check once" in result.stderr

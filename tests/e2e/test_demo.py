@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from outlines_lmstudio.testing import LMStudioEmulator
+from outlines_lmstudio.testing import EmulatedModel, LMStudioEmulator
 
 DEMO = Path(__file__).parents[2] / "examples" / "extract.py"
 
@@ -55,3 +55,14 @@ def test_lmstudio_host_is_taken_as_the_cli_takes_it(lmstudio_emulator: LMStudioE
     assert result.stdout.startswith(
         f"Running against LM Studio at {lmstudio_emulator.api_host} (LMSTUDIO_HOST)\n"
     )
+
+
+def test_lmstudio_without_a_loaded_model_is_said_once_with_what_to_do() -> None:
+    """Found by a probe: the same "no model loaded ... pass model_name to from_lmstudio"
+    came once per example (seven times), never naming the demo's LMSTUDIO_MODEL."""
+    with LMStudioEmulator([EmulatedModel("only-model", loaded=False)]) as emulator:
+        result = run_demo(emulator.api_host)
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert output.count("no model loaded") == 1, output
+    assert "LMSTUDIO_MODEL=KEY" in result.stderr

@@ -7,6 +7,7 @@ so nothing is downloaded and the checkout's own ``.venv`` is left alone.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -92,6 +93,9 @@ def break_venv(project: Path, how: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)  # ensurepip and two pip runs, on a busy machine
+@pytest.mark.skipif(
+    importlib.util.find_spec("ensurepip") is None, reason="this Python cannot make a venv with pip"
+)
 @pytest.mark.parametrize("how", ["without pip", "python removed", "older python"])
 def test_a_venv_that_cannot_install_the_project_is_made_again(tmp_path: Path, how: str) -> None:
     """Found by a probe: a first run stopped while ``python -m venv`` installed pip (or

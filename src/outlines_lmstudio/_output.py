@@ -647,6 +647,8 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
     if output_type is None:
         return OutputPlan("text", output_type=None)
     if grammar and isinstance(output_type, Term) and not isinstance(output_type, JsonSchema):
+        if literal_values(output_type) == []:  # an empty Choice: its grammar takes only ""
+            _unwritable_literal(output_type)
         return _grammar_plan(output_type)  # a JsonSchema stays a JSON schema (below)
     if isinstance(output_type, Regex | CFG):
         kind = "Regex" if isinstance(output_type, Regex) else "CFG"

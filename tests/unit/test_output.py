@@ -9,7 +9,7 @@ import pydantic
 import pytest
 import typing_extensions
 from genson import SchemaBuilder
-from outlines.types import CFG, JsonSchema, Regex, either, integer
+from outlines.types import CFG, Choice, JsonSchema, Regex, either, integer
 
 from outlines_lmstudio import LMStudioTypeAdapter
 from outlines_lmstudio._output import check_json_schema, plan_output
@@ -244,6 +244,14 @@ def test_regex_and_cfg_raise_type_error(output_type: object) -> None:
     with pytest.raises(TypeError, match=r"grammar=True") as info:
         plan_output(output_type)
     assert isinstance(info.value, UnsupportedOutputTypeError)
+
+
+@pytest.mark.parametrize("grammar", [False, True])
+def test_an_empty_choice_is_refused_in_both_modes(grammar: bool) -> None:
+    # In grammar mode its grammar would take only the empty string.
+    with pytest.raises(UnsupportedOutputTypeError, match=r"Choice\(items=\[\]\) has no values"):
+        plan_output(Choice([]), grammar=grammar)
+    assert plan_output(Choice(["a"]), grammar=grammar).kind == ("grammar" if grammar else "simple")
 
 
 def test_other_types_name_the_type() -> None:

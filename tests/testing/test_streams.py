@@ -285,6 +285,8 @@ def test_a_script_for_an_embedding_model_is_refused(emu: LMStudioEmulator) -> No
         emu.script(EMBED, ["never used"])
     with pytest.raises(ValueError, match="embedding model"):
         EmulatedModel("e", type="embedding", replies=["never used"])
+    with pytest.raises(ValueError, match="embedding model never replies"):
+        EmulatedModel("e", type="embedding", reasoning="think")
 
 
 def test_model_replies_from_the_catalogue(make_emulator: MakeEmulator) -> None:

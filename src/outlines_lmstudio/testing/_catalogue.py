@@ -138,6 +138,11 @@ class EmulatedModel:
     def __post_init__(self) -> None:
         self._check_fields()
         check_form(self.reasoning)
+        if self.reasoning is not None and self.type != "llm":
+            raise ValueError(
+                f"EmulatedModel {self.key!r}: an embedding model never replies, so "
+                f"reasoning={self.reasoning!r} would never be used"
+            )
         if self.replies is not None:
             script = check_replies(self.replies)
             if not callable(script) and not isinstance(self.replies, Sequence):

@@ -114,6 +114,59 @@ def test_a_venv_that_cannot_install_the_project_is_made_again(tmp_path: Path, ho
     assert again.stdout == ""
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(
+    importlib.util.find_spec("ensurepip") is None, reason="this Python cannot make a venv with pip"
+)
+def test_the_demo_goes_on_without_an_extra_that_cannot_be_installed(tmp_path: Path) -> None:
+    """The demo's ``local`` extra compiles llama-cpp-python, which needs a C/C++ compiler a
+    fresh machine may lack: the set-up then installs ``FALLBACK_EXTRAS`` (the demo runs the
+    synthetic emulator), says so, and says it again on later runs instead of retrying."""
+    project = make_project(tmp_path)
+    backend = project / "backend.py"  # its wheel's metadata: an extra nothing can install
+    backend.write_text(
+        backend.read_text().replace(
+            "Version: 0\\n",
+            "Version: 0\\nProvides-Extra: x\\nProvides-Extra: built\\n"
+            "Requires-Dist: no-such-package-anywhere; extra == 'built'\\n",
+        )
+    )
+    env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1"}
+    env.pop("PYTHONPATH", None)
+    code = (
+        'EXTRAS=x,built FALLBACK_EXTRAS=x; source "$0/scripts/_venv.sh"; '
+        'exec .venv/bin/python -c "import tiny_mod"'
+    )
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", code, str(project)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=project.parent,
+            timeout=200,
+        )
+
+    first = run()
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Could not install [x,built] (above); going on with [x]." in first.stdout
+    assert "pip install failed" in first.stderr
+    again = run()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Installing" not in again.stdout
+    assert "[x,built] could not be installed here" in again.stdout
+    # Without a fallback the failure still stops the script.
+    project2 = make_project(tmp_path / "2")
+    (project2 / "backend.py").write_text(backend.read_text())
+    code = 'EXTRAS=x,built; source "$0/scripts/_venv.sh"'
+    failed = subprocess.run(
+        ["bash", "-c", code, str(project2)], capture_output=True, text=True, env=env, timeout=200
+    )
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+
+
 def run_bare(project: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     code = 'EXTRAS=x; source "$0/scripts/_venv.sh"'
     return subprocess.run(

@@ -155,7 +155,12 @@ def load_type(spec: str) -> Any:
         except AttributeError:
             raise CliError(f"--type {spec!r}: {module_name!r} has no {attr_path!r}.") from None
     if not (isinstance(obj, type) and issubclass(obj, pydantic.BaseModel)):
-        raise CliError(f"--type {spec!r} is a {type(obj).__name__}, not a Pydantic model class.")
+        what = (
+            f"the class {obj.__name__}"
+            if isinstance(obj, type)
+            else f"a {type(obj).__name__} value"
+        )
+        raise CliError(f"--type {spec!r} is {what}, not a Pydantic model class.")
     try:
         obj.model_json_schema()  # fails here, named, rather than deep inside a request
     except Exception as exc:  # pydantic raises several kinds (and NameError) for this

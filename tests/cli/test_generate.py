@@ -185,7 +185,7 @@ def test_bad_schema_file(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: 
         (["--schema", "s.json"], "[1, 2]", "holds a JSON list, not a JSON schema object"),
         (["--schema", "s.json"], '{"type": 12}', "not a valid JSON schema: at type"),
         (["--type", "no_such_module:Thing"], None, "cannot import 'no_such_module'"),
-        (["--type", "json:dumps"], None, "is a function value, not a Pydantic model class"),
+        (["--type", "json:dumps"], None, "is an object of type function, not a Pydantic"),
         (["--type", "json:JSONDecoder"], None, "is the class JSONDecoder, not a Pydantic model"),
         (["--type", "json"], None, "must be MODULE:CLASS"),
         (["--choice", "a,,b"], None, "distinct, non-empty"),

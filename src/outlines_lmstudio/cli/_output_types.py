@@ -158,7 +158,7 @@ def load_type(spec: str) -> Any:
         what = (
             f"the class {obj.__name__}"
             if isinstance(obj, type)
-            else f"a {type(obj).__name__} value"
+            else f"an object of type {type(obj).__name__}"
         )
         raise CliError(f"--type {spec!r} is {what}, not a Pydantic model class.")
     try:

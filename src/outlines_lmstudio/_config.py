@@ -110,6 +110,11 @@ def _count(name: str, value: object) -> object:
 
 def _max_tokens(name: str, value: object) -> object:
     """``maxTokens``: a count, or ``False`` (the SDK's "no limit")."""
+    if type(value) is int and value == -1:  # "no limit" in OpenAI-style and llama.cpp APIs
+        raise InvalidInferenceValueError(
+            f"{name} must be at least 1, got -1. For no limit, pass False (the SDK's form; "
+            "-1 means no limit in some other APIs, not in this one)."
+        )
     return False if value is False else _count(name, value)
 
 

@@ -385,3 +385,11 @@ def test_concurrency_and_retries_must_be_ints(value: object) -> None:
         check_concurrency(value)
     with pytest.raises(InvalidInferenceArgumentError, match="retries"):
         check_retries(value)
+
+
+@pytest.mark.parametrize("kwargs", [{"max_tokens": -1}, {"config": {"maxTokens": -1}}])
+def test_max_tokens_minus_one_says_how_to_ask_for_no_limit(kwargs: dict[str, Any]) -> None:
+    # -1 is "no limit" in OpenAI-style and llama.cpp APIs; here that is False.
+    with pytest.raises(InvalidInferenceValueError, match=r"got -1\. For no limit, pass False"):
+        parse_inference_kwargs(kwargs)
+    assert parse_inference_kwargs({"max_tokens": False}).config == {"maxTokens": False}

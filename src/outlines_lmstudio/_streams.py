@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
@@ -176,7 +177,8 @@ class SyncReader:
         Returns
         -------
         threading.Thread | None
-            The thread awaiting the confirmation; ``None`` if nothing was sent.
+            The thread awaiting the confirmation; ``None`` if nothing was sent, or at
+            interpreter exit (no thread can start then; the process's end closes the socket).
         """
         if not self._sent:
             return None
@@ -184,6 +186,10 @@ class SyncReader:
         # raise its own error or RuntimeError) has nothing left to stop.
         with contextlib.suppress(Exception):
             self.stream.cancel()
+        if sys.is_finalizing():  # a stream collected at exit: a thread would never start
+            with contextlib.suppress(Exception):  # (its start() would wait forever), and
+                self.stream.close()  # the SDK's own cleanup fails (its loop has stopped)
+            return None
         drain = threading.Thread(target=self._drain, name="outlines-lmstudio-drain", daemon=True)
         drain.start()
         if wait:

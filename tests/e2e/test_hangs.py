@@ -2,6 +2,8 @@
 
 import asyncio
 import re
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -260,6 +262,45 @@ def test_leaving_a_stalled_sync_stream_returns(
     # The thread awaiting the confirmation that never comes ends when the sessions are
     # dropped (after DRAIN_SECONDS), before the client is closed under it.
     assert eventually(lambda: threads("outlines-lmstudio-drain") == 0)
+
+
+KEPT_STREAM = textwrap.dedent(
+    """
+    import sys
+    import lmstudio as lms
+    from outlines_lmstudio import from_lmstudio
+
+    client = lms.Client(sys.argv[1])
+    model = from_lmstudio(client, sys.argv[2])
+    stream = model.stream("hello")  # kept in a variable: collected only at exit
+    for chunk in stream:
+        break
+    print("LEAVING", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("fault", [None, Fault(kind="hang", after_fragments=2)], ids=["", "hang"])
+def test_a_script_with_a_stream_left_open_exits(
+    slow_emulator: LMStudioEmulator, fault: Fault | None
+) -> None:
+    """A sync stream still open at exit is collected during interpreter shutdown.
+
+    Its cleanup started a thread to await the cancel's confirmation, and a thread started
+    then never runs: ``Thread.start()`` waited for it forever, so the script never ended.
+    """
+    slow_emulator.script(TEXT_MODEL, ["word " * 400])
+    if fault is not None:
+        slow_emulator.add_fault(fault)
+    finished = subprocess.run(
+        [sys.executable, "-c", KEPT_STREAM, slow_emulator.api_host, TEXT_MODEL],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert "LEAVING" in finished.stdout
+    assert "Exception ignored" not in finished.stderr, finished.stderr
 
 
 BATCH = textwrap.dedent(

@@ -368,8 +368,11 @@ def connect(
                 return
             pending = concurrent.futures.Future()
             _CONNECTING[session] = pending
-            threading.Thread(
-                target=_connect, args=(session, pending), name="outlines-lmstudio-connect"
+            threading.Thread(  # a daemon: a server that never answers must not hold the exit
+                target=_connect,
+                args=(session, pending),
+                name="outlines-lmstudio-connect",
+                daemon=True,
             ).start()
     try:
         pending.result(timeout)

@@ -59,6 +59,35 @@ def test_a_server_that_never_lets_us_in(fronts: Fronts, mode: str) -> None:
         assert threads("outlines-lmstudio-connect") <= 1
 
 
+UNANSWERED = textwrap.dedent(
+    """
+    import sys
+    import lmstudio as lms
+    from outlines_lmstudio import LMStudioConnectionError, from_lmstudio
+
+    model = from_lmstudio(lms.Client(sys.argv[1]), connect_timeout=0.5)  # never closed
+    try:
+        model("hello")
+    except LMStudioConnectionError:
+        print("REFUSED", flush=True)
+    """
+)
+
+
+def test_a_script_left_by_a_server_that_never_lets_us_in_exits() -> None:
+    """The thread still connecting (the SDK waits for the auth answer without a bound)
+    was not a daemon: the script printed its error, then never ended."""
+    with Misbehaving("no-auth") as server:
+        finished = subprocess.run(
+            [sys.executable, "-c", UNANSWERED, server.api_host],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert finished.returncode == 0, finished.stderr
+    assert "REFUSED" in finished.stdout
+
+
 def test_a_server_that_goes_silent_after_auth(fronts: Fronts, sync_sdk_timeout: None) -> None:
     with Misbehaving("silent") as server:
         model = fronts.model(fronts.client(server.api_host, enter=False), read_timeout=1.0)

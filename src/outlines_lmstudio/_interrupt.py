@@ -102,12 +102,17 @@ class SigintGuard:
         noted: what stops the wait at once, e.g. the prediction's cancel.
     armed
         Whether Ctrl-C is being deferred now (read only: `arm` and `disarm` set it).
+    whole
+        Armed for a whole reply once its prediction opens, until the caller disarms it
+        (nothing of the caller's runs between fragments). Before that (a model lookup or
+        load, an upload) there is nothing to cancel on the server: Ctrl-C interrupts at once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, whole: bool = False) -> None:
         self.interrupted = False
         self.on_interrupt: Callable[[], object] | None = None
         self.armed = False
+        self.whole = whole
         self.enabled = threading.get_ident() == _Main.ident and _RAW.getsignal(_SIGINT) is _DEFAULT
 
     def _note(self, signum: int, frame: FrameType | None) -> None:

@@ -238,8 +238,8 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
             for _ in self._in_worker(call, Sink()):
                 pass
         else:
-            call.front = guard = SigintGuard()
-            guard.arm()  # once for the whole call: nothing of ours runs between fragments
+            # Armed once the prediction opens (`_open`), for the rest of the call.
+            call.front = guard = SigintGuard(whole=True)
             try:
                 self._predict_whole(call)
             finally:
@@ -301,6 +301,8 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         if call.stopped:
             raise _threads.left_early()
         guard: SigintGuard = call.front or SigintGuard()
+        if guard.whole:  # from here on, Ctrl-C cancels the prediction first
+            guard.arm()
         kwargs, beats = effect.kwargs, _threads.pulse()
         if beats is not None:  # read under an idle bound: progress is a sign of life
             kwargs = noting_progress(kwargs, beats.beat)

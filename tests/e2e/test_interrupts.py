@@ -170,6 +170,26 @@ def test_ctrl_c_while_the_prompt_is_read_cancels_at_once(
 
 
 @pytest.mark.usefixtures("sigint_default")
+@pytest.mark.parametrize("call", ["stream_now", "generate"])
+def test_ctrl_c_while_the_model_loads_interrupts_at_once(
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    """No prediction exists while LM Studio loads the model: nothing to cancel, so Ctrl-C
+    interrupts then. A whole call deferred it (as for a prediction) until the load ended."""
+    monkeypatch.setattr(emulator, "load_latency", 120.0)
+    returncode, out, err = interrupted(
+        SCRIPT,
+        [emulator.api_host, "gemma-3-1b-it", "hello", call],  # downloaded, not loaded
+        lambda: emulator.wait_until(
+            lambda: any(r.endpoint == "getOrLoad" for r in emulator.requests)
+        ),
+    )
+    assert "INTERRUPTED" in out, err
+    assert returncode == 130
+    assert emulator.predictions == []
+
+
+@pytest.mark.usefixtures("sigint_default")
 def test_ctrl_c_then_silence_is_still_an_interrupt(
     emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -229,7 +229,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         if not flows:
             return []
         with self._batches.lend(limit) as pool:
-            return _threads.run_batch(self._run, flows, pool)
+            return _threads.run_batch(self._run, flows, pool, self._unstick_if)
 
     # -- effects -----------------------------------------------------------------------------
     def _complete(self, effect: _flow.Complete) -> Completion:

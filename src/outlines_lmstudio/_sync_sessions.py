@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import lmstudio as lms
@@ -32,10 +33,14 @@ class SyncSessions(ModelApi):
         A server that does not confirm a cancel within ``DRAIN_SECONDS`` is not answering;
         dropping its sockets wakes every reader blocked on them (the next call reconnects).
         """
+        self._unstick_if(thread.is_alive)
+
+    def _unstick_if(self, waiting: Callable[[], bool]) -> None:
+        """Drop the client's sessions if ``waiting()`` still holds after ``DRAIN_SECONDS``."""
         generation = SYNC_RECONNECTS.generation(self.client)
 
         def unstick() -> None:
-            if thread.is_alive():
+            if waiting():
                 with contextlib.suppress(Exception):  # a closed client: nothing left to drop
                     SYNC_RECONNECTS.reset(self.client, generation, self._drop)
 

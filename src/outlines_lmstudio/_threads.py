@@ -398,12 +398,16 @@ def run_batch(
     run: Callable[[Flow[Any]], Any],
     flows: list[Flow[Any]],
     pool: concurrent.futures.ThreadPoolExecutor,
+    unstick_if: Callable[[Callable[[], bool]], None],
 ) -> list[Any]:
     """Run flows on a thread pool; results in input order.
 
     Ctrl-C stops the batch at once: running predictions are cancelled on the server,
     queued ones never start, and the ``KeyboardInterrupt`` carries ``results`` (the
-    finished items' values, ``None`` for the others).
+    finished items' values, ``None`` for the others). Items still waiting on LM Studio
+    then (a cancel it does not confirm, a model load) are handed to ``unstick_if``, which
+    drops the client's sockets if they still wait a while later: the pool's threads must
+    end, or the interpreter's exit waits for them.
     """
     scope = _Scope()
     futures = [pool.submit(_in_scope, scope, run, flow) for flow in flows]
@@ -415,6 +419,8 @@ def run_batch(
             future.cancel()  # the queued ones never start
         # The process may exit next: give LM Studio a moment to confirm the cancels.
         concurrent.futures.wait(futures, timeout=CONFIRM_SECONDS)
+        if running := [f for f in futures if not f.done()]:
+            unstick_if(lambda: not all(f.done() for f in running))
         results = [_value(f) for f in futures]
         interrupt.__dict__["results"] = results
         done = sum(f.done() and not f.cancelled() and f.exception() is None for f in futures)

@@ -382,6 +382,43 @@ def test_ctrl_c_stops_a_sync_batch(slow_emulator: LMStudioEmulator, call: str) -
     assert any(p.cancelled for p in started)
 
 
+UNCONFIRMED_BATCH = textwrap.dedent(
+    """
+    import sys
+    import lmstudio as lms
+    from outlines_lmstudio import from_lmstudio
+
+    model = from_lmstudio(lms.Client(sys.argv[1]), sys.argv[2], max_concurrency=4)
+    print("STARTED", flush=True)
+    try:
+        model.batch([f"p{i}" for i in range(8)])
+    except KeyboardInterrupt:
+        print("INTERRUPTED", flush=True)
+        sys.exit(130)
+    """
+)
+
+
+@pytest.mark.usefixtures("sigint_default")
+@pytest.mark.parametrize("endpoint", ["predict", "getOrLoad"])
+def test_a_sync_batch_stopped_by_ctrl_c_lets_the_script_exit(
+    emulator: LMStudioEmulator, endpoint: str
+) -> None:
+    """LM Studio confirms no cancel (or is still loading the model): the batch's threads
+    still waited on it, and the interpreter's exit waited for them (the SDK's 60 s)."""
+    emulator.add_fault(Fault(endpoint, "hang", times=8))
+    waiting = 4 if endpoint == "predict" else 1  # the items share one model lookup
+    returncode, out, err = interrupted(
+        UNCONFIRMED_BATCH,
+        [emulator.api_host, TEXT_MODEL],
+        lambda: emulator.wait_until(
+            lambda: sum(r.endpoint == endpoint for r in emulator.requests) >= waiting
+        ),
+    )  # the script must end within the helper's 30 s
+    assert "INTERRUPTED" in out, err
+    assert returncode == 130
+
+
 def test_a_call_out_of_time_before_its_prediction_does_not_claim_a_cancel(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

@@ -129,3 +129,16 @@ def test_the_page_shows_the_real_message(
         PAGE.write_text(text.replace(f"```text\n{shown}\n```", f"```text\n{real}\n```"), "utf-8")
         return
     assert real == shown
+
+
+def test_the_reliability_page_counts_the_bad_input_table() -> None:
+    """docs/reliability.md says how many cases the bad-input table holds: the count is kept."""
+    import re
+    from pathlib import Path
+
+    from tests.e2e.test_bad_input import CASES
+
+    page = (Path(__file__).parents[2] / "docs" / "reliability.md").read_text()
+    match = re.search(r"`tests/e2e/test_bad_input\.py` holds (\d+) cases", page)
+    assert match is not None
+    assert int(match.group(1)) == len(CASES)

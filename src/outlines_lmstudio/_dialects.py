@@ -187,6 +187,31 @@ def _unwritable_name(node: Mapping[str, Any], engine: Engine) -> str | None:
     return next((name for name in properties if _UNWRITABLE_NAME.search(name)), None)
 
 
+_NAMED_MAPS = (
+    "properties",
+    "patternProperties",
+    "$defs",
+    "definitions",
+    "dependentSchemas",
+    "dependentRequired",
+)
+"""Keywords whose keys are names the user chose, not keywords."""
+
+
+def _ref_named(node: Mapping[str, Any], engine: Engine) -> str | None:
+    """Return a keyword of ``node`` that has an entry named ``$ref`` llama.cpp would misread.
+
+    llama.cpp's converter reads every ``$ref`` key of the schema's JSON as a reference,
+    a property named ``$ref`` included: its value (a schema, not a string) fails the
+    conversion (the C++ converter's JSON library throws; the port fails on a dict).
+    """
+    if engine != "llama.cpp":
+        return None
+    return next(
+        (k for k in _NAMED_MAPS if isinstance(node.get(k), Mapping) and "$ref" in node[k]), None
+    )
+
+
 _WITHIN_64_BITS = range(-(2**63), 2**64)
 """The integers outlines-core's JSON reader (serde_json) keeps as integers (i64 or u64)."""
 
@@ -210,6 +235,14 @@ def _node_findings(
             "refused",
             f"the property name {name!r} would be written unescaped, as invalid JSON; rename "
             "it without '\"', '\\' or control characters, with a Pydantic alias if need be",
+        )
+    named = _ref_named(node, engine)
+    if named is not None:
+        yield (
+            named,
+            "refused",
+            "an entry named '$ref' is read as a reference and fails the conversion; rename "
+            "it, with a Pydantic alias if need be",
         )
     ref = node.get("$ref")
     if isinstance(ref, str):

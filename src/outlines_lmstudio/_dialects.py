@@ -244,6 +244,10 @@ def _node_findings(
             "an entry named '$ref' is read as a reference and fails the conversion; rename "
             "it, with a Pydantic alias if need be",
         )
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        branches = node.get(key)
+        if isinstance(branches, list) and any(isinstance(b, bool) for b in branches):
+            yield key, "refused", "a boolean schema here is not supported"
     ref = node.get("$ref")
     if isinstance(ref, str):
         if not ref.startswith("#/") and ref != "#":
@@ -257,7 +261,7 @@ def _node_findings(
     all_of = node.get("allOf")
     if isinstance(all_of, list) and len(all_of) > 1:
         yield "allOf", "refused", "allOf with several branches is misread (merge them into one)"
-    elif isinstance(all_of, list) and all_of:
+    elif isinstance(all_of, list) and all_of and isinstance(all_of[0], Mapping):
         yield (
             "allOf",
             "refused",

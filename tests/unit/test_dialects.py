@@ -396,6 +396,16 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         "properties",
         "refused",
     ),
+    ("boolean branch", {"anyOf": [True, {"type": "string"}]}, "both", "anyOf", "refused"),
+    ("boolean branch", {"oneOf": [False, {"type": "string"}]}, "both", "oneOf", "refused"),
+    ("boolean branch", {"allOf": [True]}, "both", "allOf", "refused"),
+    (
+        "boolean tuple item",
+        {"type": "array", "prefixItems": [True, {"type": "integer"}]},
+        "both",
+        "prefixItems",
+        "refused",
+    ),
     (
         "property name with a quote",
         {"type": "object", "properties": {'say "hi"': {"type": "integer"}}},

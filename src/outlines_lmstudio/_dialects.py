@@ -25,7 +25,14 @@ from typing import Any, Literal
 import msgspec
 
 from ._patterns import PatternError, engine_pattern
-from ._rewrites import FINDING_REWRITES, FORMATS, LAST_REWRITES, apply, enum_values_allowed
+from ._rewrites import (
+    ALL_FORMATS,
+    FINDING_REWRITES,
+    FORMATS,
+    LAST_REWRITES,
+    apply,
+    enum_values_allowed,
+)
 from ._schema_walk import (
     ANNOTATIONS,
     SUB_ONE,
@@ -152,6 +159,59 @@ def _string_findings(node: Mapping[str, Any], engine: Engine) -> Iterator[tuple[
             yield "format", "loose", "the format is ignored beside a pattern or length"
         elif lengths and engine == "llama.cpp":
             yield lengths[0], "loose", "minLength/maxLength are ignored beside a format"
+
+
+MAX_REPETITION = 2000
+"""llama.cpp's ``MAX_REPETITION_THRESHOLD``: its grammar parser refuses a grammar that
+repeats something more than this many times at least (``x{2001,}``), and reads a larger
+upper bound as none (older builds refuse that too)."""
+_COUNTED = re.compile(r"\{(\d+)(?:(,)(\d*))?\}")
+
+
+def _counts(node: Mapping[str, Any]) -> Iterator[tuple[str, int, int | None]]:
+    """Yield ``(keyword, least, most)`` for each repetition llama.cpp's converter writes.
+
+    As llama.cpp's C++ converter builds them: a string's length bounds repeat a character
+    (``char{min,max}``; beside a pattern or a format they are not read), an array's item
+    bounds repeat ``"," item`` after the first item (``{min-1,max-1}``), and a pattern's
+    counted quantifiers are kept as they are.
+    """
+    string = node.get("type") == "string" and "pattern" not in node
+    if string and node.get("format") not in ALL_FORMATS:  # the others are not sent
+        yield "minLength", node.get("minLength", 0), node.get("maxLength")
+    if isinstance(node.get("items"), dict) and "prefixItems" not in node:
+        least, most = node.get("minItems", 0), node.get("maxItems")
+        yield "minItems", max(least - 1, 0), None if most is None else most - 1
+    pattern = node.get("pattern")
+    if isinstance(pattern, str):
+        try:
+            sent = engine_pattern(pattern)
+        except PatternError:
+            return
+        for match in _COUNTED.finditer(sent):
+            most = (match.group(3) or None) if match.group(2) else match.group(1)
+            yield "pattern", int(match.group(1)), None if most is None else int(most)
+
+
+def _repetition_findings(node: Mapping[str, Any]) -> Iterator[tuple[str, Status, str]]:
+    """Yield what llama.cpp's grammar parser refuses or drops of a node's repetitions."""
+    for key, least, most in _counts(node):
+        if not (type(least) is int and (most is None or type(most) is int)):
+            continue
+        if least > MAX_REPETITION:
+            yield (
+                key,
+                "refused",
+                f"llama.cpp's grammar parser refuses a repetition of more than "
+                f"{MAX_REPETITION} ('number of repetitions exceeds sane defaults'); lower it",
+            )
+        elif most is not None and most > MAX_REPETITION:
+            upper = "maxLength" if key == "minLength" else "maxItems" if key == "minItems" else key
+            yield (
+                upper,
+                "loose",
+                f"an upper bound over {MAX_REPETITION} repetitions is not enforced",
+            )
 
 
 _INTEGER_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
@@ -314,6 +374,8 @@ def _node_findings(
     if isinstance(required, list) and not set(required) <= set(node.get("properties", {})):
         yield "required", "loose", "required names missing from properties are not enforced"
     yield from _string_findings(node, engine)
+    if engine == "llama.cpp":
+        yield from _repetition_findings(node)
     if engine == "llama.cpp" and not {"items", "prefixItems"} & set(node):
         for key in ("minItems", "maxItems"):
             if key in node:

@@ -192,6 +192,15 @@ def test_print_counts() -> None:
         print(f"{key}: {COUNTS[key]}")
 
 
+def test_llama_cpp_repeats_at_most_2000_times(llama: LlamaGrammarHarness) -> None:
+    """The limit `_dialects` refuses above, in llama.cpp's own grammar parser."""
+    from outlines_lmstudio._dialects import MAX_REPETITION
+
+    llama.check_parses(f'root ::= "a"{{{MAX_REPETITION},}}')
+    with pytest.raises(ValueError, match="rejected the grammar"):
+        llama.check_parses(f'root ::= "a"{{{MAX_REPETITION + 1},}}')
+
+
 def test_validator_and_engines_agree_on_a_pattern(llama: LlamaGrammarHarness) -> None:
     """An unanchored Pydantic pattern: search semantics, in both engines."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf

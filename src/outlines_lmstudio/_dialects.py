@@ -282,7 +282,7 @@ def _huge_integer(values: list[Any]) -> int | None:
 
 
 def _node_findings(
-    node: Mapping[str, Any], engine: Engine, looping: set[str]
+    node: Mapping[str, Any], engine: Engine, looping: set[str], unfollowed: set[str]
 ) -> Iterator[tuple[str, Status, str]]:
     """Yield ``(keyword, status, why)`` for one schema object (its children aside)."""
     for key, why in _REFUSED_EVERYWHERE.items():
@@ -312,6 +312,21 @@ def _node_findings(
     if isinstance(ref, str):
         if not ref.startswith("#/") and ref != "#":
             yield "$ref", "refused", "only references inside the schema ('#/$defs/...') work"
+        elif ref == "#" and engine == "llama.cpp":
+            yield (
+                "$ref",
+                "refused",
+                "a reference to the whole schema ('#') is not supported: put the schema under "
+                "$defs and refer to it as '#/$defs/Name'",
+            )
+        elif ref in unfollowed:
+            yield (
+                "$ref",
+                "refused",
+                "the engines follow a reference's path only through object keys written as "
+                "they are (no '~0', '~1' or '%' escapes, no array indexes): move what it "
+                "points to under $defs, with a name that needs no escape",
+            )
         elif ref in looping and engine == "outlines-core":
             yield "$ref", "loose", "recursion is cut at depth 3 (deeper fields are dropped)"
         for key in assertions(node):
@@ -393,6 +408,29 @@ def _node_findings(
                 yield key, "loose", f"only {key} {' or '.join(map(str, kept))} is enforced"
 
 
+def _unfollowed_refs(schema: dict[str, Any]) -> set[str]:
+    """Return the local references whose path leads nowhere when read as written.
+
+    Both engines split a reference's path at ``/`` and look each part up as an object key
+    as it is, so ``#/$defs/a~1b`` (the definition ``a/b``), ``#/$defs/a%20b`` (``a b``) or
+    ``#/prefixItems/0`` (an array item; outlines-core and llama-cpp-python's port) is not
+    found.
+    """
+    found = set()
+    for _, node in schema_nodes(schema):
+        ref = node.get("$ref") if isinstance(node, Mapping) else None
+        if not (isinstance(ref, str) and ref.startswith("#/")):
+            continue
+        target: Any = schema
+        for part in ref[2:].split("/"):
+            if isinstance(target, Mapping) and part in target:
+                target = target[part]
+            else:
+                found.add(ref)
+                break
+    return found
+
+
 def _plain(node: Mapping[str, Any]) -> bool:
     """Whether a node is just a type with annotations (most nodes; nothing to report)."""
     return isinstance(node.get("type"), str) and all(
@@ -420,12 +458,12 @@ def schema_findings(schema: dict[str, Any], engine: Engine) -> list[Finding]:
 
 def _findings(schema: dict[str, Any], engines: tuple[Engine, ...]) -> dict[Engine, list[Finding]]:
     """`schema_findings` for several engines in one walk of the schema."""
-    looping = recursive_refs(schema)
+    looping, unfollowed = recursive_refs(schema), _unfollowed_refs(schema)
     found: dict[Engine, list[Finding]] = {engine: [] for engine in engines}
     for pointer, node in schema_nodes(schema):
         if isinstance(node, Mapping) and not _plain(node):
             for engine in engines:
-                for keyword, status, why in _node_findings(node, engine, looping):
+                for keyword, status, why in _node_findings(node, engine, looping, unfollowed):
                     where = f"{pointer}/{pointer_token(keyword)}"
                     found[engine].append(Finding(where, keyword, status, why, node.get(keyword)))
     for listed in found.values():

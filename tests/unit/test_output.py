@@ -153,7 +153,9 @@ def test_malformed_or_unsafe_schemas_are_refused(schema: object, match: str) -> 
     ],
 )
 def test_references_that_resolve_are_kept(schema: dict[str, Any]) -> None:
-    assert plan_output(schema).full_schema == schema
+    # Valid, and validated as written; the engines cannot follow the first three
+    # (tests/unit/test_dialects.py), so plan_output refuses those before sending.
+    assert check_json_schema(schema) == schema
 
 
 @pytest.mark.parametrize(

@@ -177,6 +177,46 @@ def _integer_bounds(schema: dict[str, Any]) -> tuple[int | None, int | None]:
     return (max(lows) if lows else None), (min(highs) if highs else None)
 
 
+def cpp_repetition(item: str, least: int, most: int | None, separator: str = "") -> str:
+    """Return GBNF repeating ``item``, as llama.cpp's C++ converter writes it.
+
+    Its ``build_repetition``: a counted repetition (``item{2,500}``), where the port
+    nests one optional group per repetition (``(item (item ...)?)?``), which llama.cpp's
+    grammar parser refuses from about 1500 on.
+    """
+    if most == 0:
+        return ""
+    if least == 0 and most == 1:
+        return f"{item}?"
+    if not separator:
+        if least == 1 and most is None:
+            return f"{item}+"
+        if least == 0 and most is None:
+            return f"{item}*"
+        return f"{item}{{{least},{'' if most is None else most}}}"
+    rest = cpp_repetition(
+        f"({separator} {item})", max(least - 1, 0), None if most is None else most - 1
+    )
+    result = f"{item} {rest}"
+    return f"({result})?" if least == 0 else result
+
+
+def _counted(schema: Any) -> bool:
+    """Whether the converter repeats a string's characters or an array's items for ``schema``."""
+    if not isinstance(schema, dict) or any(k in schema for k in (*_BEFORE_BOUNDS, "allOf")):
+        return False
+    if schema.get("type") == "array":
+        return isinstance(schema.get("items"), dict) and "prefixItems" not in schema
+    fmt = schema.get("format") or ""
+    return (
+        schema.get("type") == "string"
+        and ("minLength" in schema or "maxLength" in schema)
+        and "pattern" not in schema
+        and not re.match(r"^uuid[1-5]?$", fmt)
+        and fmt not in ("date", "time", "date-time")
+    )
+
+
 def _converter() -> Any:
     """Return llama-cpp-python's converter with what llama.cpp's (the C++ original) adds.
 
@@ -209,7 +249,20 @@ def _converter() -> Any:
                     rule = name + "-" if name in RESERVED_NAMES else name or "root"
                     body = f"({integer_range_gbnf(low, high)}) space"
                     return self._add_rule(rule, body)  # type: ignore[no-untyped-call]
+            if _counted(schema):
+                rule = name + "-" if name in RESERVED_NAMES else name or "root"
+                return self._add_rule(rule, self._counted(schema, name))  # type: ignore[no-untyped-call]
             return super().visit(schema, name)  # type: ignore[no-untyped-call]
+
+        def _counted(self, schema: dict[str, Any], name: str) -> str:
+            """Return a string's length or an array's item count as the C++ converter does."""
+            if schema["type"] == "string":
+                char = self._add_primitive("char", BuiltinRule(_CHAR_RULE, []))
+                least, most = schema.get("minLength", 0), schema.get("maxLength")
+                return '"\\"" ' + cpp_repetition(char, least, most) + ' "\\"" space'
+            item = self.visit(schema["items"], f"{name}{'-' if name else ''}item")
+            least, most = schema.get("minItems", 0), schema.get("maxItems")
+            return '"[" space ' + cpp_repetition(item, least, most, '"," space') + ' "]" space'
 
     # As the port's json_schema_to_gbnf builds it.
     return Converter(  # type: ignore[no-untyped-call]

@@ -577,6 +577,13 @@ def reply_problem(
     stop = stats.stop_reason
     what = "JSON answer" if structured else "answer"
     counts = _counts(stats)
+    found: dict[str, Any] = {
+        "raw": answer,
+        "stop_reason": stop,
+        "reasoning": reasoning,
+        "reasoning_tokens": stats.reasoning_tokens,
+        "predicted_tokens": stats.predicted_tokens,
+    }
     if stop in _BUDGET_STOPS:
         limit = _BUDGET_STOPS[stop]
         spent = stats.predicted_tokens
@@ -585,36 +592,24 @@ def reply_problem(
             f"The token budget was spent on reasoning: the reply stopped ({stop}) before the "
             f"model began its {what} ({counts}). Raise {limit}{suggestion}, or turn the "
             "model's thinking down or off; the reasoning so far is in .reasoning",
-            raw=answer,
             errors=[f"stopped inside the reasoning ({stop})"],
-            stop_reason=stop,
-            reasoning=reasoning,
-            reasoning_tokens=stats.reasoning_tokens,
-            predicted_tokens=stats.predicted_tokens,
+            **found,
         )
     if stop == "stopStringFound" and in_reasoning:
         return EmptyAnswerError(
             f"A stop string ended the reply inside the reasoning, before the model began "
             f"its {what} ({counts}). Drop it from stop=, or pick one the reasoning cannot "
             "hold; the reasoning so far is in .reasoning",
-            raw=answer,
             errors=["stopped inside the reasoning (stopStringFound)"],
-            stop_reason=stop,
-            reasoning=reasoning,
-            reasoning_tokens=stats.reasoning_tokens,
-            predicted_tokens=stats.predicted_tokens,
+            **found,
         )
     if stop in (None, "eosFound", "stopStringFound"):
         return EmptyAnswerError(
             f"The model reasoned and then wrote an empty {what} (stop reason {stop}; "
             f"{counts}). Ask for the answer explicitly in the prompt, raise max_tokens, "
             "or use a model or setting without thinking; the reasoning is in .reasoning",
-            raw=answer,
             errors=["empty answer after reasoning"],
-            stop_reason=stop,
-            reasoning=reasoning,
-            reasoning_tokens=stats.reasoning_tokens,
-            predicted_tokens=stats.predicted_tokens,
+            **found,
         )
     return None  # userStopped, failed, toolCalls...: the caller's own errors apply
 

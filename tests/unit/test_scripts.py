@@ -64,13 +64,20 @@ def source_venv_sh(project: Path, settings: str = "EXTRAS=x") -> subprocess.Comp
     env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1"}
     env.pop("PYTHONPATH", None)
     code = f'{settings}; source "$0/scripts/_venv.sh"; exec .venv/bin/python -c "import tiny_mod"'
+    return _bash(code, project, env, timeout=300)
+
+
+def _bash(
+    code: str, project: Path, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` with bash from outside ``project`` (``$0`` is the project's path)."""
     return subprocess.run(
-        ["bash", "-c", code, str(project)],
+        ["/bin/bash", "-c", code, str(project)],
         capture_output=True,
         text=True,
         env=env,
         cwd=project.parent,
-        timeout=300,
+        timeout=timeout,
     )
 
 
@@ -153,15 +160,7 @@ def test_the_demo_goes_on_without_an_extra_that_cannot_be_installed(tmp_path: Pa
 
 
 def run_bare(project: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    code = 'EXTRAS=x; source "$0/scripts/_venv.sh"'
-    return subprocess.run(
-        ["/bin/bash", "-c", code, str(project)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=project.parent,
-        timeout=60,
-    )
+    return _bash('EXTRAS=x; source "$0/scripts/_venv.sh"', project, env, timeout=60)
 
 
 @pytest.mark.parametrize("python", ["/nonexistent/python3", "false"])

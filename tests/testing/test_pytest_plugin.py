@@ -103,7 +103,9 @@ def test_without_the_extra_the_fixture_says_what_to_install_once(
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makeconftest(_WITHOUT_THE_EXTRA)
     pytester.makepyfile(test_user="def test_it(lmstudio_emulator):\n    pass\n")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    # -rN: no short summary, which repeats the message (in full under CI=true, where pytest
+    # does not cut its lines to the terminal's width).
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "-rN")
     result.assert_outcomes(errors=1)
     output = result.stdout.str()
     assert output.count('pip install "outlines-lmstudio[testing]"') == 1

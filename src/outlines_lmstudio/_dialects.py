@@ -272,6 +272,36 @@ def _ref_named(node: Mapping[str, Any], engine: Engine) -> str | None:
     )
 
 
+_DATA_KEYWORDS = ("const", "enum", "default", "examples")
+"""Keywords whose values are JSON data, not schemas."""
+
+
+def _ref_in_data(node: Mapping[str, Any], engine: Engine) -> str | None:
+    """Return a keyword of ``node`` whose JSON data holds a ``$ref`` key llama.cpp would misread.
+
+    llama.cpp's converter walks the schema's whole JSON, data included, and reads every
+    object with a ``$ref`` key as a reference: it rewrites a ``#/...`` value in place (a
+    ``const`` or ``enum`` value then asks for other text than the one given) and fails on
+    any other value. The walk is written out with a stack: data may nest deeper than the
+    recursion limit.
+    """
+    if engine != "llama.cpp":
+        return None
+    for key in _DATA_KEYWORDS:
+        if key not in node:
+            continue
+        stack = [node[key]]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, Mapping):
+                if "$ref" in value:
+                    return key
+                stack.extend(value.values())
+            elif isinstance(value, list):
+                stack.extend(value)
+    return None
+
+
 _WITHIN_64_BITS = range(-(2**63), 2**64)
 """The integers outlines-core's JSON reader (serde_json) keeps as integers (i64 or u64)."""
 
@@ -303,6 +333,15 @@ def _node_findings(
             "refused",
             "an entry named '$ref' is read as a reference and fails the conversion; rename "
             "it, with a Pydantic alias if need be",
+        )
+    data = _ref_in_data(node, engine)
+    if data is not None:
+        yield (
+            data,
+            "refused",
+            f"a '$ref' key inside {data} values is read as a reference (a '#/...' one is "
+            "rewritten, changing the value; any other fails the conversion); remove it from "
+            f"{data}, or rename the key",
         )
     for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
         branches = node.get(key)
@@ -432,9 +471,14 @@ def _unfollowed_refs(schema: dict[str, Any]) -> set[str]:
 
 
 def _plain(node: Mapping[str, Any]) -> bool:
-    """Whether a node is just a type with annotations (most nodes; nothing to report)."""
+    """Whether a node is just a type with annotations (most nodes; nothing to report).
+
+    A ``default`` or ``examples`` that holds objects or arrays is looked into (`_ref_in_data`).
+    """
     return isinstance(node.get("type"), str) and all(
-        key == "type" or key in ANNOTATIONS for key in node
+        key == "type"
+        or (key in ANNOTATIONS and not (key in _DATA_KEYWORDS and isinstance(value, list | dict)))
+        for key, value in node.items()
     )
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 import sys
 import types
 import typing
@@ -320,13 +321,47 @@ def check_json_schema(schema: object, *, meta: bool = True) -> dict[str, Any]:
     try:
         validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        where = "/" + "/".join(str(p) for p in exc.absolute_path)
+        if exc.validator == "format" and exc.validator_value == "regex":
+            raise InvalidSchemaError(_not_a_regex(where, exc.instance)) from exc
         raise InvalidSchemaError(
             f"Invalid JSON schema at {where}: {exc.message}. Fix the schema so it validates "
             f"against the {validator.__name__.removesuffix('Validator')} meta-schema."
         ) from exc
     _check_structure(schema)
     return schema
+
+
+_JS_ONLY = (
+    ("[^]", "[\\s\\S] instead of [^]"),
+    ("\\c", "an escape such as \\n or \\x0a instead of \\cJ"),
+    ("(?<", "(?:...) instead of (?<name>...)"),
+    ("\\p{", "a character class instead of \\p{...}"),
+    ("\\u{", "\\uXXXX or the character itself instead of \\u{...}"),
+)
+"""JavaScript-only regex syntax (ECMA-262) Python cannot read, and what to write instead."""
+
+
+def _not_a_regex(where: str, pattern: object) -> str:
+    """Say why a ``pattern`` (or a ``format: regex`` value) is not a regex, and what to do.
+
+    JSON Schema's patterns are ECMA-262 regexes; jsonschema checks them with Python's
+    ``re``, and the engines' regex subsets are narrower still, so syntax only JavaScript
+    reads is refused: the message names its portable spelling.
+    """
+    text = str(pattern)
+    try:
+        re.compile(text)
+        reason = "not a regex"
+    except re.error as exc:
+        reason = f"not a regex Python can read ({exc})"
+    instead = [how for what, how in _JS_ONLY if what in text]
+    hint = (
+        f" It uses syntax only JavaScript reads: write {'; '.join(instead)}."
+        if instead
+        else " Write it in the syntax Python's re and JavaScript share."
+    )
+    return f"Invalid JSON schema at {where}: {text!r} is {reason}.{hint}"
 
 
 def _sendable(schema: dict[str, Any], strict: bool) -> dict[str, Any]:

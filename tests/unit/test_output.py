@@ -208,6 +208,38 @@ def test_an_unknown_type_is_left_to_the_meta_schema_check() -> None:
         plan_output({"type": "foo", "const": 1})
 
 
+def test_a_meta_schema_error_names_its_json_pointer() -> None:
+    with pytest.raises(InvalidSchemaError, match=r"at /properties/a/type: 'strng'"):
+        plan_output({"type": "object", "properties": {"a": {"type": "strng"}}})
+
+
+@pytest.mark.parametrize(
+    ("pattern", "instead"),
+    [
+        ("[^]", r"[\s\S] instead of [^]"),
+        (r"a\cJ", r"\x0a instead of \cJ"),
+        ("(?<year>[0-9]{4})", "(?:...) instead of (?<name>...)"),
+        (r"\p{L}+", r"a character class instead of \p{...}"),
+        (r"\u{1F600}", r"\uXXXX or the character itself instead of \u{...}"),
+    ],
+)
+def test_a_javascript_only_pattern_is_refused_with_its_portable_spelling(
+    pattern: str, instead: str
+) -> None:
+    schema = {"type": "object", "properties": {"d": {"type": "string", "pattern": pattern}}}
+    with pytest.raises(InvalidSchemaError) as info:
+        plan_output(schema)
+    message = str(info.value)
+    assert "at /properties/d/pattern" in message
+    assert "not a regex Python can read" in message
+    assert instead in message
+
+
+def test_a_broken_pattern_says_what_python_found() -> None:
+    with pytest.raises(InvalidSchemaError, match=r"missing \), unterminated subpattern"):
+        plan_output({"type": "string", "pattern": "(a"})
+
+
 def test_deep_schema_is_refused() -> None:
     schema: dict[str, Any] = {"type": "string"}
     for _ in range(100):

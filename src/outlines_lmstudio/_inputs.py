@@ -298,7 +298,20 @@ def _(model_input: lms.Chat) -> ChatPrompt:
         raise InvalidPromptError(  # as for an Outlines Chat: nothing to answer
             "The lmstudio.Chat has no user message. Add one with chat.add_user_message(...)."
         )
-    return ChatPrompt(passthrough=model_input)
+    prompt = ChatPrompt(passthrough=model_input)
+    # Nothing to upload, but its image handles count: a model without vision refuses them
+    # before the prediction, as it does an image handle in a list or an Outlines Chat.
+    prompt.__dict__["images"] = []
+    prompt.__dict__["image_count"] = len(
+        {
+            part.identifier
+            for message in model_input._messages
+            if message.role == "user"
+            for part in message.content
+            if isinstance(part, FileHandle) and part.file_type == "image"
+        }
+    )
+    return prompt
 
 
 def _asset(item: object, where: str) -> ImageData | FileHandle:

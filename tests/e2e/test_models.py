@@ -176,6 +176,22 @@ def test_uploaded_image_handle_to_text_only_model_fails_before_the_prediction(
     assert emulator.predictions[-1].images == [data]
 
 
+def test_lmstudio_chat_with_an_image_to_text_only_model_fails_before_the_prediction(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """An ``lmstudio.Chat`` holding an image handle is checked like ``[prompt, handle]``."""
+    client = fronts.client()
+    data = base64.b64decode(png_image().image_str)
+    handle = fronts.run(client.files.prepare_image(data, name="red.png"))
+    chat = lms.Chat()
+    chat.add_user_message("Describe", images=[handle])
+    with pytest.raises(UnsupportedInputError, match=r"does not accept images.*vision model"):
+        fronts.model(client, TEXT_MODEL)(chat)
+    assert emulator.predictions == []  # refused here, not by LM Studio
+    assert fronts.model(client, VISION_MODEL)(chat, max_tokens=3)
+    assert emulator.predictions[-1].images == [data]
+
+
 def test_a_reply_cut_short_by_an_unload_raises(
     make_model: MakeModel, slow_emulator: LMStudioEmulator
 ) -> None:

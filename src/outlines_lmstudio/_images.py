@@ -48,7 +48,8 @@ _PASS_THROUGH = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 # Pillow modes each pass-through format can be written in; others are re-encoded as PNG.
 _WRITABLE = {
     "JPEG": frozenset({"L", "RGB", "CMYK"}),
-    "PNG": frozenset({"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"}),
+    # Not "I": Pillow 13 writes no 32-bit PNG (older ones wrote it as 16-bit, as we convert it).
+    "PNG": frozenset({"1", "L", "LA", "I;16", "P", "RGB", "RGBA"}),
     "WEBP": frozenset({"RGB", "RGBA"}),
 }
 
@@ -135,7 +136,9 @@ def _encode(image: PILImage.Image) -> ImageData:
             image.save(buffer, format=fmt, **options)
             return _make(buffer.getvalue(), _PASS_THROUGH[fmt])
         converted = image
-        if image.mode not in _WRITABLE["PNG"]:
+        if image.mode == "I":  # 32-bit integers: as 16-bit grey, as Pillow < 13 wrote them
+            converted = image.convert("I;16")
+        elif image.mode not in _WRITABLE["PNG"]:
             converted = image.convert("RGBA" if "A" in image.getbands() else "RGB")
         converted.save(buffer, format="PNG")
     except (OSError, ValueError) as exc:

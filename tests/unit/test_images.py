@@ -145,6 +145,18 @@ def test_alpha_images_labelled_jpeg_become_png(mode: str) -> None:
     assert opened(image.data).mode in (mode, "RGBA")
 
 
+def test_32_bit_integer_images_are_sent_as_16_bit_png() -> None:
+    """Mode ``I`` (a 32-bit TIFF, ``convert("I")``): Pillow 13 writes no such PNG."""
+    picture = PILImage.new("I", (4, 3), 1000)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="TIFF")
+    for image in (normalise_image(picture), normalise_image(Image(opened(buffer.getvalue())))):
+        assert image.mime == "image/png"
+        with opened(image.data) as decoded:
+            assert decoded.mode == "I;16"
+            assert decoded.getpixel((1, 1)) == 1000
+
+
 def test_jpeg_pil_image_keeps_its_quantisation() -> None:
     buffer = io.BytesIO()
     PILImage.effect_noise((32, 32), 40).convert("RGB").save(buffer, format="JPEG", quality=30)

@@ -138,6 +138,8 @@ def _encode(image: PILImage.Image) -> ImageData:
         converted = image
         if image.mode == "I":  # 32-bit integers: as 16-bit grey, as Pillow < 13 wrote them
             converted = image.convert("I;16")
+        elif image.mode in ("RGBa", "La"):  # premultiplied: its alpha band is "a", kept too
+            converted = image.convert(image.mode[:-1] + "A")
         elif image.mode not in _WRITABLE["PNG"]:
             converted = image.convert("RGBA" if "A" in image.getbands() else "RGB")
         converted.save(buffer, format="PNG")

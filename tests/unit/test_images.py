@@ -157,6 +157,20 @@ def test_32_bit_integer_images_are_sent_as_16_bit_png() -> None:
             assert decoded.getpixel((1, 1)) == 1000
 
 
+@pytest.mark.parametrize("mode", ["RGBa", "La"])
+def test_premultiplied_alpha_is_kept(mode: str) -> None:
+    """``RGBa`` lost its alpha (converted to RGB); ``La`` was refused (no La to RGB)."""
+    straight = mode[:-1] + "A"
+    picture = PILImage.new("RGBA", (4, 3), (200, 100, 50, 0)).convert(straight).convert(mode)
+    image = normalise_image(picture)
+    assert image.mime == "image/png"
+    with opened(image.data) as decoded:
+        assert decoded.mode == straight
+        pixel = decoded.getpixel((1, 1))
+        assert isinstance(pixel, tuple)
+        assert pixel[-1] == 0  # still transparent
+
+
 def test_jpeg_pil_image_keeps_its_quantisation() -> None:
     buffer = io.BytesIO()
     PILImage.effect_noise((32, 32), 40).convert("RGB").save(buffer, format="JPEG", quality=30)

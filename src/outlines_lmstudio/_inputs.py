@@ -208,9 +208,14 @@ def _(model_input: list) -> ChatPrompt:  # type: ignore[type-arg]
 
 @format_input.register
 def _(model_input: Chat) -> ChatPrompt:
-    if not model_input.messages:
-        raise InvalidPromptError("The Chat has no messages. Add at least one user message.")
     listed = model_input.messages
+    if not isinstance(listed, list | tuple):  # a lone message dict, a generator...
+        raise UnsupportedInputError(
+            f"Chat.messages must be a list of message dicts, got {type(listed).__name__}: "
+            "Chat([{'role': 'user', 'content': ...}])."
+        )
+    if not listed:
+        raise InvalidPromptError("The Chat has no messages. Add at least one user message.")
     known = _CONVERTED.get(id(model_input))
     if known is not None and known.chat() is not model_input:
         known = None

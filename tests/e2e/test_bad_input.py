@@ -188,6 +188,20 @@ CASES = [
     ),
     Case("empty chat", lambda m: m(Chat([])), E.InvalidPromptError, ValueError, "no messages"),
     Case(
+        "chat of one message dict, not a list",
+        lambda m: m(Chat(cast(Any, {"role": "user", "content": "x"}))),
+        E.UnsupportedInputError,
+        TypeError,
+        "Chat.messages must be a list of message dicts, got dict",
+    ),
+    Case(
+        "chat of a generator",
+        lambda m: m(Chat(cast(Any, (x for x in [{"role": "user", "content": "x"}])))),
+        E.UnsupportedInputError,
+        TypeError,
+        "must be a list of message dicts, got generator",
+    ),
+    Case(
         "chat without user",
         lambda m: m(Chat([{"role": "system", "content": "x"}])),
         E.InvalidPromptError,

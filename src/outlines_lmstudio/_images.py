@@ -48,10 +48,13 @@ _PASS_THROUGH = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 # Pillow modes each pass-through format can be written in; others are re-encoded as PNG.
 _WRITABLE = {
     "JPEG": frozenset({"L", "RGB", "CMYK"}),
-    # Not "I": Pillow 13 writes no 32-bit PNG (older ones wrote it as 16-bit, as we convert it).
     "PNG": frozenset({"1", "L", "LA", "I;16", "P", "RGB", "RGBA"}),
     "WEBP": frozenset({"RGB", "RGBA"}),
 }
+
+# Integer grey modes sent as 16-bit PNG ("I;16"): 32-bit ("I", which Pillow 13 no longer writes
+# as PNG and older ones wrote as 16-bit) and 16-bit in another byte order (a big-endian TIFF).
+_INTEGER_MODES = frozenset({"I", "I;16B", "I;16L", "I;16N"})
 
 
 class ImageData(msgspec.Struct, frozen=True):
@@ -136,8 +139,8 @@ def _encode(image: PILImage.Image) -> ImageData:
             image.save(buffer, format=fmt, **options)
             return _make(buffer.getvalue(), _PASS_THROUGH[fmt])
         converted = image
-        if image.mode == "I":  # 32-bit integers: as 16-bit grey, as Pillow < 13 wrote them
-            converted = image.convert("I;16")
+        if image.mode in _INTEGER_MODES:  # as 16-bit grey (RGB would clip them at 255)
+            converted = image.convert("I").convert("I;16")
         elif image.mode in ("RGBa", "La"):  # premultiplied: its alpha band is "a", kept too
             converted = image.convert(image.mode[:-1] + "A")
         elif image.mode not in _WRITABLE["PNG"]:

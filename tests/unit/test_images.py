@@ -171,6 +171,17 @@ def test_premultiplied_alpha_is_kept(mode: str) -> None:
         assert pixel[-1] == 0  # still transparent
 
 
+def test_big_endian_16_bit_images_keep_their_values() -> None:
+    """A big-endian 16-bit TIFF opens as ``I;16B``: it was converted to RGB, clipped at 255."""
+    buffer = io.BytesIO()
+    PILImage.new("I;16B", (4, 3), 1000).save(buffer, format="TIFF")
+    for image in (opened(buffer.getvalue()), Image(opened(buffer.getvalue()))):
+        data = normalise_image(image)
+        with opened(data.data) as decoded:
+            assert (data.mime, decoded.mode) == ("image/png", "I;16")
+            assert decoded.getpixel((1, 1)) == 1000
+
+
 def test_jpeg_pil_image_keeps_its_quantisation() -> None:
     buffer = io.BytesIO()
     PILImage.effect_noise((32, 32), 40).convert("RGB").save(buffer, format="JPEG", quality=30)

@@ -376,6 +376,12 @@ def _user_parts(items: Sequence[object], where: str) -> tuple[Part, ...]:
 def _typed_item(item: Mapping[str, Any], where: str) -> Part:
     """``{"type": "text", "text": ...}`` / ``{"type": "image", "image": Image}`` items."""
     kind = item.get("type")
+    extra = sorted(str(k) for k, v in item.items() if k not in ("type", kind) and not _empty(v))
+    if extra and kind in ("text", "image"):  # {"type": "image", ..., "detail": "high"}
+        raise UnsupportedInputError(
+            f"{where} has key(s) {extra} that LM Studio does not take, so they would be "
+            f"dropped. Remove them: a {kind} item is {{'type': {kind!r}, {kind!r}: ...}}."
+        )
     if kind == "text" and isinstance(item.get("text"), str):
         return plain_str(item["text"])
     if kind == "image" and "image" in item:

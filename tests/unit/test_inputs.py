@@ -330,6 +330,22 @@ def test_typed_text_items_stay_several_parts() -> None:
     assert prompt.messages[0].parts[:2] == ("One.", "Two.")
 
 
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral"}},
+        {"type": "image", "image": png(), "detail": "high"},
+    ],
+)
+def test_typed_item_keys_that_would_be_dropped_are_refused(item: dict[str, Any]) -> None:
+    """As for message keys: ``detail`` or ``cache_control`` were dropped without a word."""
+    with pytest.raises(
+        UnsupportedInputError, match=r"item 1, has key\(s\) \['(cache_control|detail)'\]"
+    ):
+        format_input(["Describe", item])
+    format_input(["Describe", {"type": "text", "text": "Hi", "detail": None}])  # drops nothing
+
+
 def test_empty_lmstudio_chat_is_refused() -> None:
     with pytest.raises(InvalidPromptError, match=r"lmstudio\.Chat has no messages"):
         format_input(lms.Chat())

@@ -205,7 +205,20 @@ def _from_outlines(image: Any) -> ImageData:
     pil = getattr(image, "image", None)
     if isinstance(pil, PILImage.Image):
         # Outlines' Image keeps only the current frame in image_str: look at the PIL image.
-        _check_still(pil)
+        try:
+            _check_still(pil)
+        except InvalidImageError:
+            raise
+        except (OSError, ValueError, AssertionError, AttributeError) as exc:
+            # A GIF counts its frames by reading its file, closed by the end of a
+            # ``with PIL.Image.open(path)`` block: whether it is animated is unknown.
+            raise InvalidImageError(
+                f"Cannot tell whether this outlines Image is animated: its PIL image "
+                f"({pil.format or 'unknown format'}) cannot be read any more ({exc}), and "
+                "image_str holds only its current frame. Build the Image from an open image "
+                "(Image(PIL.Image.open(path)) without a with block), or pass the PIL image "
+                "itself in the list while it is open."
+            ) from exc
     encoded = getattr(image, "image_str", None)
     if not isinstance(encoded, str | bytes):
         raise InvalidImageError(

@@ -1,6 +1,7 @@
 import base64
 import hashlib
 import io
+from pathlib import Path
 
 import pytest
 from outlines.inputs import Image
@@ -180,6 +181,19 @@ def test_big_endian_16_bit_images_keep_their_values() -> None:
         with opened(data.data) as decoded:
             assert (data.mime, decoded.mode) == ("image/png", "I;16")
             assert decoded.getpixel((1, 1)) == 1000
+
+
+def test_outlines_image_of_a_gif_closed_by_its_with_block(tmp_path: Path) -> None:
+    """Its frames cannot be counted any more: our error saying why, not Pillow's ValueError."""
+    path = tmp_path / "still.gif"
+    PILImage.new("RGB", (4, 3), "red").save(path)
+    with PILImage.open(path) as picture:
+        image = Image(picture)
+    with pytest.raises(InvalidImageError, match=r"Cannot tell whether .* is animated"):
+        normalise_image(image)
+    picture = PILImage.open(path)  # kept open while it is used
+    assert normalise_image(Image(picture)).mime == "image/png"
+    picture.close()
 
 
 def test_jpeg_pil_image_keeps_its_quantisation() -> None:

@@ -98,7 +98,19 @@ def _frames(image: PILImage.Image) -> int:
 
 
 def _check_still(image: PILImage.Image) -> None:
-    frames = _frames(image)
+    try:
+        frames = _frames(image)
+    except (OSError, ValueError, AssertionError, AttributeError) as exc:
+        if getattr(image, "fp", None) is not None and "closed" not in str(exc):
+            raise InvalidImageError(f"Image data is corrupt or truncated: {exc}") from exc
+        # A GIF counts its frames by reading its file, which the end of a
+        # ``with PIL.Image.open(path)`` block closes (even once its pixels are loaded).
+        raise InvalidImageError(
+            f"Cannot tell whether this {image.format or ''} image is animated: its frames "
+            f"cannot be counted once its file is closed ({exc}). Use it while its file is "
+            "open (inside the with block, or opened without one), or pass a still PIL "
+            "image: image.copy() of the frame you want."
+        ) from exc
     if frames > 1:
         raise InvalidImageError(
             f"Image is animated ({frames} frames); LM Studio takes still images. "
@@ -205,20 +217,7 @@ def _from_outlines(image: Any) -> ImageData:
     pil = getattr(image, "image", None)
     if isinstance(pil, PILImage.Image):
         # Outlines' Image keeps only the current frame in image_str: look at the PIL image.
-        try:
-            _check_still(pil)
-        except InvalidImageError:
-            raise
-        except (OSError, ValueError, AssertionError, AttributeError) as exc:
-            # A GIF counts its frames by reading its file, closed by the end of a
-            # ``with PIL.Image.open(path)`` block: whether it is animated is unknown.
-            raise InvalidImageError(
-                f"Cannot tell whether this outlines Image is animated: its PIL image "
-                f"({pil.format or 'unknown format'}) cannot be read any more ({exc}), and "
-                "image_str holds only its current frame. Build the Image from an open image "
-                "(Image(PIL.Image.open(path)) without a with block), or pass the PIL image "
-                "itself in the list while it is open."
-            ) from exc
+        _check_still(pil)
     encoded = getattr(image, "image_str", None)
     if not isinstance(encoded, str | bytes):
         raise InvalidImageError(
@@ -336,8 +335,8 @@ def _load(image: PILImage.Image) -> None:
         if closed and (getattr(image, "fp", None) is None or "closed" in str(exc)):
             raise InvalidImageError(
                 f"The PIL image cannot be read ({str(exc) or 'its file is closed'}). Pass an open "
-                "image: load it before its file is closed (image.load() or image.copy() "
-                "inside the with block)."
+                "image: load it before its file is closed (image.copy() inside the with "
+                "block; image.load() is enough for formats other than GIF)."
             ) from exc
         raise InvalidImageError(f"Image data is corrupt or truncated: {exc}") from exc
 

@@ -183,7 +183,7 @@ def test_big_endian_16_bit_images_keep_their_values() -> None:
             assert decoded.getpixel((1, 1)) == 1000
 
 
-def test_outlines_image_of_a_gif_closed_by_its_with_block(tmp_path: Path) -> None:
+def test_gif_closed_by_its_with_block(tmp_path: Path) -> None:
     """Its frames cannot be counted any more: our error saying why, not Pillow's ValueError."""
     path = tmp_path / "still.gif"
     PILImage.new("RGB", (4, 3), "red").save(path)
@@ -191,6 +191,10 @@ def test_outlines_image_of_a_gif_closed_by_its_with_block(tmp_path: Path) -> Non
         image = Image(picture)
     with pytest.raises(InvalidImageError, match=r"Cannot tell whether .* is animated"):
         normalise_image(image)
+    with PILImage.open(path) as picture:
+        picture.load()  # what the closed-file error advises: the frames still need the file
+    with pytest.raises(InvalidImageError, match=r"Cannot tell whether .* is animated"):
+        normalise_image(picture)
     picture = PILImage.open(path)  # kept open while it is used
     assert normalise_image(Image(picture)).mime == "image/png"
     picture.close()

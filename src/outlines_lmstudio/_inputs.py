@@ -303,19 +303,25 @@ def _(model_input: lms.Chat) -> ChatPrompt:
         raise InvalidPromptError(  # as for an Outlines Chat: nothing to answer
             "The lmstudio.Chat has no user message. Add one with chat.add_user_message(...)."
         )
+    images: set[str] = set()
+    for index, message in enumerate(model_input._messages):
+        if message.role != "user":
+            continue
+        blank = True
+        for part in message.content:
+            if isinstance(part, FileHandle):
+                blank = False
+                if part.file_type == "image":
+                    images.add(part.identifier)
+            elif not isinstance(part, TextData) or part.text.strip():
+                blank = False
+        if blank:  # as for an Outlines Chat's empty user message (from_history("") makes one)
+            raise InvalidPromptError(f"The lmstudio.Chat's message {index} (user) is empty.")
     prompt = ChatPrompt(passthrough=model_input)
     # Nothing to upload, but its image handles count: a model without vision refuses them
     # before the prediction, as it does an image handle in a list or an Outlines Chat.
     prompt.__dict__["images"] = []
-    prompt.__dict__["image_count"] = len(
-        {
-            part.identifier
-            for message in model_input._messages
-            if message.role == "user"
-            for part in message.content
-            if isinstance(part, FileHandle) and part.file_type == "image"
-        }
-    )
+    prompt.__dict__["image_count"] = len(images)
     return prompt
 
 

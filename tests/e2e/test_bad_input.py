@@ -67,6 +67,12 @@ def no_image_data() -> Image:
     return image
 
 
+def blank_user_message() -> lms.Chat:
+    chat = lms.Chat("Be brief.")
+    chat.add_user_message("  ")
+    return chat
+
+
 class OpenAI:
     """Stands for any client that is not lmstudio's (openai.OpenAI, httpx.Client...)."""
 
@@ -554,6 +560,20 @@ CASES = [
         E.InvalidPromptError,
         ValueError,
         "lmstudio.Chat has no messages",
+    ),
+    Case(
+        "lmstudio.Chat of an empty prompt",
+        lambda m: m(lms.Chat.from_history("")),
+        E.InvalidPromptError,
+        ValueError,
+        r"lmstudio\.Chat's message 0 \(user\) is empty",
+    ),
+    Case(
+        "lmstudio.Chat with a blank user message",
+        lambda m: m(blank_user_message()),
+        E.InvalidPromptError,
+        ValueError,
+        r"message 1 \(user\) is empty",
     ),
     Case(
         "tool result not JSON",

@@ -127,9 +127,11 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         return finish(self._complete(_flow.Complete(request)))
 
     def _iterate(self, request: Request, sink: Sink) -> Iterator[Any]:
-        call = _threads.new(request, self._deadline(request))
-        if call.deadline is not None or _threads.idle_bound(self.read_timeout) is not None:
-            return self._in_worker(call, sink)
+        call = _threads.new(request, None)
+        timed = (request.args.timeout or self.timeout) is not None
+        if timed or _threads.idle_bound(self.read_timeout) is not None:
+            # The call's clock starts at the first next(), as on the async front.
+            return self._in_worker(call, sink, starts_clock=timed)
         call.front = SigintGuard()  # armed around each wait only: user code runs in between
         return self._predict(call, sink)
 
@@ -192,14 +194,17 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
             if (drain := call.reader.abandon(wait)) is not None:
                 self._watch(drain)
 
-    def _in_worker(self, call: Call, sink: Sink) -> Iterator[Any]:
+    def _in_worker(self, call: Call, sink: Sink, *, starts_clock: bool = False) -> Iterator[Any]:
         """Drive a prediction in a worker thread; the caller waits until the call's deadline.
 
         The SDK's own sync timeout is one process-wide setting, so a call with a time limit
         (or a shorter ``read_timeout``: `_threads.idle_bound`) is read by a daemon thread.
         Leaving (time up, silence, ``break``, Ctrl-C) cancels on the server at once and opens
-        nothing more; the worker ends when LM Studio confirms.
+        nothing more; the worker ends when LM Studio confirms. ``starts_clock``: a stream's
+        deadline is set here, at its first ``next()``, not when the stream was made.
         """
+        if starts_clock:
+            call.deadline = self._deadline(call.request)
         idle = _threads.idle_bound(self.read_timeout)
         beats = None if idle is None else _threads.Pulse()
         worker = _threads.Worker(lambda: self._predict(call, sink), beats)

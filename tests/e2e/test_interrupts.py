@@ -2,6 +2,7 @@
 
 import asyncio
 import textwrap
+import time
 
 import lmstudio as lms
 import pytest
@@ -79,6 +80,23 @@ def test_a_timeout_cancels_on_the_server(
         make_model(TEXT_MODEL)("long", timeout=0.2)
     slow_emulator.wait_until(lambda: _finished(slow_emulator))
     assert slow_emulator.predictions[-1].cancelled
+
+
+def test_a_stream_timeout_runs_from_its_first_read(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    # A stream made, then read later: its time limit starts at the first read on both
+    # fronts (the sync one started it when the stream was made, so this timed out at once).
+    emulator.script(TEXT_MODEL, ["Hello there.", '"Hello"'])
+    streams = [
+        make_model(TEXT_MODEL, timeout=1).stream("hi"),
+        make_model(TEXT_MODEL).parse_stream("hi", str, timeout=1),
+    ]
+    time.sleep(1.1)
+    assert "".join(streams[0]) == "Hello there."
+    assert list(streams[1])[-1] == "Hello"
+    assert len(emulator.predictions) == 2
+    assert not any(p.cancelled for p in emulator.predictions)
 
 
 SCRIPT = textwrap.dedent(

@@ -332,14 +332,20 @@ class ModelApi(Common):
         TruncatedOutputError
             The reply was cut off by ``max_tokens`` or the context length.
         """
+        from ._typed import validator_for  # typed results only (import time)
+
         retries = check_retries(retries)
         if is_batch(model_input):
             requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
-            return self._map([_flow.parse(r, retries) for r in requests], limit)
+            if not requests:
+                return self._map([], limit)
+            # One validator for all (one plan): a type parse cannot check raises here.
+            validator = validator_for(requests[0].plan)
+            return self._map([_flow.parse(r, retries, validator) for r in requests], limit)
         request = self._prepare(model_input, output_type, inference_kwargs)
         if not retries:  # one step: no flow to run
             return self._complete_then(request, _flow.checked(request.plan))
-        return self._run(_flow.parse(request, retries))
+        return self._run(_flow.parse(request, retries, validator_for(request.plan)))
 
     def parse_stream(self, model_input: Any, output_type: Any, **inference_kwargs: Any) -> Any:
         """Yield partial values while the reply streams, then the validated value.

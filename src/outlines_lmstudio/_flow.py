@@ -691,7 +691,7 @@ def checked(plan: OutputPlan) -> Callable[[Completion], Any]:
     return lambda done: check_reply(validator, done.text, done.stop_reason, 1, True)[1]
 
 
-def parse(request: Request, retries: int) -> Flow[Any]:
+def parse(request: Request, retries: int, validator: Validator | None = None) -> Flow[Any]:
     """Complete, validate, and re-ask with the errors until the reply validates or retries end.
 
     The call's time limit (``timeout=``) covers every attempt: it is read once, at the start.
@@ -702,6 +702,9 @@ def parse(request: Request, retries: int) -> Flow[Any]:
         The checked request.
     retries
         How many times to re-ask after an invalid reply.
+    validator
+        The output type's validator, if the caller made it already (to refuse a type that
+        cannot be checked at the call, before any flow runs).
 
     Returns
     -------
@@ -710,7 +713,8 @@ def parse(request: Request, retries: int) -> Flow[Any]:
     """
     from ._typed import check_reply, reask_prompt, validator_for  # (import time)
 
-    validator = validator_for(request.plan)
+    if validator is None:
+        validator = validator_for(request.plan)
     # The limit is on the whole call: read once for several attempts (one gets it anyway).
     deadline: float | None = (yield Deadline(request)) if retries else None
     for attempt in range(1, retries + 2):

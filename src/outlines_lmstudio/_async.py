@@ -161,11 +161,13 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
         return call.done
 
     async def _upload(self, effect: _flow.Upload) -> dict[str, FileHandle]:
-        files = self.client.files
+        """Upload the images, each within ``read_timeout`` (each reply is a sign of life)."""
+        files, call = self.client.files, effect.call
         handles: dict[str, FileHandle] = {}
-        for image in effect.call.request.prompt.images:
+        for image in call.request.prompt.images:
             upload = partial(files.prepare_image, image.data, name=image.name)
-            handles[image.digest] = await ASYNC_IMAGES.get(self.client, image.digest, upload)
+            handle = ASYNC_IMAGES.get(self.client, image.digest, upload)
+            handles[image.digest] = await self._within(handle, call)
         return handles
 
     def _resolve(self, effect: _flow.Resolve) -> lms.AsyncLLM | Awaitable[lms.AsyncLLM]:

@@ -107,6 +107,7 @@ class Upload(Effect, frozen=True):
     """Upload the call's images (once per client); gives ``{digest: FileHandle}``."""
 
     method = "_upload"
+    bounded = False  # each image's upload is a wait of its own, bounded by the front
     call: Call
 
 

@@ -269,6 +269,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
 
     def _upload(self, effect: _flow.Upload) -> dict[str, FileHandle]:
         client, call = self.client, effect.call
+        beats = _threads.pulse()  # read under an idle bound: each upload's reply is heard
         handles = {}
         for image in call.request.prompt.images:  # uploaded once per client: cached
             cached = SYNC_IMAGES.peek(client, image.digest)
@@ -277,6 +278,8 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
                 self._connect(files)
                 upload = partial(_prepare_image, call, files, image)
                 cached = SYNC_IMAGES.get(client, image.digest, upload)
+                if beats is not None:
+                    beats.beat()
             handles[image.digest] = cached
         return handles
 

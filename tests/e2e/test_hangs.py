@@ -22,9 +22,9 @@ from outlines_lmstudio import (
 )
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
-from .conftest import TEXT_MODEL, MakeModel
+from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
 from .fronts import Fronts
-from .helpers import eventually, interrupted
+from .helpers import eventually, interrupted, png_image
 from .misbehaving import Misbehaving
 
 
@@ -206,6 +206,21 @@ def test_read_timeout_bounds_a_model_lookup_on_both_fronts(
     with pytest.raises(LMStudioTimeoutError, match=r"0\.5 s; no prediction had started"):
         make_model(TEXT_MODEL, read_timeout=0.5)("hello")
     assert emulator.predictions == []
+
+
+def test_read_timeout_bounds_each_image_upload_not_all_of_them(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Each upload's reply is a sign of life: 4 uploads 0.4 s apart outlast a 1 s bound.
+
+    Both fronts bounded the whole upload step by ``read_timeout`` and failed with "LM Studio
+    sent nothing for 1 s" while LM Studio answered every 0.4 s.
+    """
+    emulator.add_fault(Fault("uploadFileBase64", "delay", seconds=0.4, times=4))
+    images = [png_image(colour) for colour in ("red", "blue", "green", "white")]
+    model = make_model(VISION_MODEL, read_timeout=1.0)
+    assert model(["Describe", *images], max_tokens=3)
+    assert len(emulator.uploads) == 4
 
 
 def test_a_model_lookup_that_is_never_answered_is_given_up(

@@ -177,6 +177,28 @@ def test_retry_errors_that_cannot_rewrite_keeps_the_file(
     assert target.read_text() == content
 
 
+def test_retry_errors_through_a_link_rewrites_its_target_and_keeps_the_link(
+    run_cli: RunCli, files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    schema, source = files
+    (tmp_path / "data").mkdir()
+    target = tmp_path / "data" / "out.jsonl"
+    target.write_text(RESULT_AND_ERROR)
+    (tmp_path / "out.jsonl").symlink_to("data/out.jsonl")
+    result = run_cli(*extract(schema, source, "out.jsonl", "--retry-errors"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.jsonl").is_symlink()  # not replaced by a file of its own
+    records = lines(target)
+    assert sorted(r["id"] for r in records) == ["a", "b", "c"]
+    assert all("result" in r for r in records)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "data",
+        "items.jsonl",
+        "out.jsonl",
+        "person.schema.json",
+    ]
+
+
 def run_read_only(
     folder: Path, emulator: LMStudioEmulator, *args: str
 ) -> subprocess.CompletedProcess[str]:

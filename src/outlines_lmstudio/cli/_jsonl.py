@@ -440,9 +440,11 @@ class OutputFile:
         redo = self.failed.intersection(keys)
         if not redo:
             return 0
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        # Through a symbolic link, the file it points to is rewritten and the link stays.
+        target = Path(os.path.realpath(self.path))
+        tmp = target.with_name(f".{target.name}.tmp")
         try:
-            with open(self.path, "rb") as handle:
+            with open(target, "rb") as handle:
                 self._same(handle.fileno())
                 mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
                 kept = [
@@ -456,7 +458,7 @@ class OutputFile:
                 out.flush()
                 os.fchmod(out.fileno(), mode)
                 os.fsync(out.fileno())
-                os.replace(tmp, self.path)
+                os.replace(tmp, target)
                 lock_fd = os.dup(out.fileno())  # keeps the lock once `out` is closed
             self._release()
             self._lock_fd = lock_fd

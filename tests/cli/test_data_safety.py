@@ -163,18 +163,28 @@ def test_directory_as_output_is_one_line(
     assert_one_line_error(result, "Cannot write output 'outdir'", "Is a directory")
 
 
-def test_retry_errors_that_cannot_rewrite_keeps_the_file(
-    run_cli: RunCli, files: tuple[Path, Path], tmp_path: Path
+@pytest.mark.parametrize("left", ["file", "folder"])
+def test_retry_errors_is_not_blocked_by_a_temporary_file_left_behind(
+    run_cli: RunCli, files: tuple[Path, Path], tmp_path: Path, left: str
 ) -> None:
+    """A run killed while rewriting leaves its temporary file; later runs still rewrite.
+
+    (A rewrite that fails is in `test_read_only_output_and_folder_are_one_line`.)
+    """
     schema, source = files
     target = tmp_path / "out.jsonl"
-    content = RESULT_AND_ERROR
-    target.write_text(content)
-    (tmp_path / ".out.jsonl.tmp").mkdir()  # the rewrite's temporary name is taken
+    target.write_text(RESULT_AND_ERROR)
+    stale = tmp_path / ".out.jsonl.tmp"  # the name the rewrite used to take every time
+    if left == "file":
+        stale.write_text(RESULT_AND_ERROR[:20])
+    else:
+        stale.mkdir()
     result = run_cli(*extract(schema, source, "out.jsonl", "--retry-errors"))
-    assert result.returncode == 2
-    assert_one_line_error(result, "Cannot rewrite", "the file is unchanged")
-    assert target.read_text() == content
+    assert result.returncode == 0, result.stderr
+    records = lines(target)
+    assert sorted(r["id"] for r in records) == ["a", "b", "c"]
+    assert all("result" in r for r in records)
+    assert stale.exists()  # not this run's: left alone
 
 
 def test_retry_errors_through_a_link_rewrites_its_target_and_keeps_the_link(

@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import stat
 import sys
 from collections.abc import Collection
@@ -442,7 +443,9 @@ class OutputFile:
             return 0
         # Through a symbolic link, the file it points to is rewritten and the link stays.
         target = Path(os.path.realpath(self.path))
-        tmp = target.with_name(f".{target.name}.tmp")
+        # A new name each time, created exclusively: a temporary file left by a run that
+        # was killed while rewriting is not in the way of every later --retry-errors.
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
         try:
             with open(target, "rb") as handle:
                 self._same(handle.fileno())

@@ -188,6 +188,8 @@ def test_bad_schema_file(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: 
         (["--type", "json:dumps"], None, "is an object of type function, not a Pydantic"),
         (["--type", "json:JSONDecoder"], None, "is the class JSONDecoder, not a Pydantic model"),
         (["--type", "json"], None, "must be MODULE:CLASS"),
+        (["--type", "people.py:City"], None, "not a file path: run --type people:City."),
+        (["--type", "app/people.py:City"], None, "run --type people:City from 'app' (or add it"),
         (["--choice", "a,,b"], None, "distinct, non-empty"),
         (["--regex", "(unclosed"], None, "not a valid regular expression"),
         (["--regex", ""], None, "--regex is empty"),  # printed an empty line (session 26)

@@ -141,6 +141,14 @@ def load_type(spec: str) -> Any:
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
+        if module_name.endswith(".py") or "/" in module_name:  # a file given for the module
+            stem = Path(module_name.removesuffix(".py"))
+            folder = str(stem.parent)
+            where = "" if folder == "." else f" from {folder!r} (or add it to PYTHONPATH)"
+            raise CliError(
+                f"--type {spec!r}: MODULE is a Python module name, not a file path: run "
+                f"--type {stem.name}:{attr_path}{where}."
+            ) from None
         raise CliError(
             f"--type {spec!r}: cannot import {module_name!r} ({exc}). Run from the directory "
             "that holds it, or add that directory to PYTHONPATH."

@@ -227,6 +227,28 @@ def test_closed_stdout(emulator: LMStudioEmulator, tmp_path: Path, output: str |
     assert emulator.requests == []
 
 
+@pytest.mark.parametrize(
+    ("args", "status", "stdout"),
+    [
+        (["generate", "--choice", "a,", "hi"], 2, ""),  # the error message was printed here
+        (["generate", "--choice", "yes", "hi"], 0, "yes\n"),
+    ],
+)
+def test_closed_stderr_keeps_messages_out_of_stdout(
+    emulator: LMStudioEmulator, tmp_path: Path, args: list[str], status: int, stdout: str
+) -> None:
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$@" 2>&-', "sh", *script_path(), "--host", emulator.api_host, *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (status, stdout)
+
+
 def test_ctrl_c_while_parsing_is_status_130(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

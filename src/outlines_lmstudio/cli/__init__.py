@@ -98,11 +98,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv
         The arguments (``sys.argv[1:]`` when None).
     """
+    _hold_stderr()
     try:
         return _main(argv)
     except KeyboardInterrupt:  # while `_common`, and the SDK with it, is being imported
         _report("interrupted.")
         return EXIT_INTERRUPTED
+
+
+def _hold_stderr() -> None:
+    """With standard error closed (``2>&-``), send the messages to ``/dev/null``.
+
+    Python sets ``sys.stderr`` to None then, and ``print(..., file=None)`` writes to
+    standard output: an error message would land among the results (``> out.json``).
+    Descriptor 2 is held on ``/dev/null``, so no file the command opens takes its place.
+    """
+    try:
+        os.fstat(2)
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        if devnull != 2:
+            os.dup2(devnull, 2)
+            os.close(devnull)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
 
 def _main(argv: Sequence[str] | None) -> int:

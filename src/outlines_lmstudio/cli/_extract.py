@@ -285,11 +285,15 @@ def _run(
         source = "standard input" if str(args.input) == STDIN else args.input
         say.print(f"Nothing to do: {source} has no items (it is empty or blank).")
         return 0
+    errors = sum(item_key(item.id) in output.failed for item in items)
+    as_errors = f", {errors} of them as errors (--retry-errors redoes those)" if errors else ""
     if not pending:
-        say.print(f"Nothing to do: all {len(items)} ids are already in {args.output}.")
+        say.print(f"Nothing to do: all {len(items)} ids are already in {args.output}{as_errors}.")
         return 0
     if skipped:
-        say.print(f"Skipping {skipped} ids already in {args.output}; {len(pending)} to go.")
+        say.print(
+            f"Skipping {skipped} ids already in {args.output}{as_errors}; {len(pending)} to go."
+        )
     from outlines_lmstudio import from_lmstudio
 
     with connect(args) as session:

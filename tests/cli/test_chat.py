@@ -260,6 +260,22 @@ def test_save_is_not_blocked_by_a_temporary_file_left_behind(
     assert sorted(p.name for p in tmp_path.iterdir()) == [".chat.json.tmp", "chat.json"]
 
 
+def test_save_over_a_file_keeps_its_permissions(
+    emulator: LMStudioEmulator, tmp_path: Path, run_cli: RunCli
+) -> None:
+    # /save replaced a private (0600) conversation file with a world-readable one.
+    target = tmp_path / "chat.json"
+    target.write_text("{}")
+    target.chmod(0o600)
+    emulator.script(TEXT, ["Fine."])
+    result = run_cli("chat", "-m", TEXT, stdin="Hello\n/save chat.json\n/exit\n", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "Saved 2 messages to chat.json." in result.stdout, result.stdout
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    saved = json.loads(target.read_text(encoding="utf-8"))
+    assert [m["content"] for m in saved["messages"]] == ["Hello", "Fine."]
+
+
 def _read_fifo(path: Path, timeout: float = 20) -> bytes:
     """Open ``path`` (a FIFO) for reading now, and return what a writer sends until it closes."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a writer's open() no longer blocks

@@ -402,8 +402,14 @@ def _replace(target: Path, text: str, path: Path) -> None:
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     created = False
     try:
+        try:  # a file replaced keeps its permissions (a private chat stays private)
+            mode: int | None = stat.S_IMODE(target.stat().st_mode)
+        except FileNotFoundError:
+            mode = None
         with open(tmp, "x", encoding="utf-8") as handle:
             created = True
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
             handle.write(text)
         os.replace(tmp, target)
     except BaseException as exc:

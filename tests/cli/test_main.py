@@ -249,6 +249,16 @@ def test_closed_stderr_keeps_messages_out_of_stdout(
     assert (result.returncode, result.stdout) == (status, stdout)
 
 
+def test_standard_output_that_cannot_hold_the_text_says_so(run_cli: RunCli) -> None:
+    # It was "unexpected UnicodeEncodeError ... (a bug in outlines-lmstudio)", status 1.
+    result = run_cli(
+        "generate", "--choice", "\u00e9t\u00e9", "hi", env=cli_env(PYTHONIOENCODING="ascii")
+    )
+    assert result.returncode == 2
+    assert_one_line_error(result, "encoding is ascii", "LANG=C.UTF-8", "PYTHONIOENCODING=utf-8")
+    assert "bug" not in result.stderr
+
+
 def test_ctrl_c_while_parsing_is_status_130(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,6 +12,7 @@ Exit codes of every command::
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import errno
 import functools
@@ -181,6 +182,15 @@ def failure_report(
         return exc.message, exc.code
     if isinstance(exc, OutlinesLMStudioError | lms.LMStudioError):
         return error_message(exc, again), error_exit_code(exc)
+    if isinstance(exc, UnicodeEncodeError) and codecs.lookup(exc.encoding).name != "utf-8":
+        # Every file the command writes is UTF-8: this is standard output or error in a
+        # locale (or PYTHONIOENCODING) that cannot hold the text.
+        return (
+            f"Cannot write {exc.object[exc.start : exc.end]!a} to the terminal or pipe, whose "
+            f"encoding is {exc.encoding}: use a UTF-8 locale (e.g. LANG=C.UTF-8) or set "
+            "PYTHONIOENCODING=utf-8.",
+            EXIT_USAGE,
+        )
     if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
         if exc.filename:
             return f"{exc.filename}: {exc.strerror or exc}.", EXIT_USAGE

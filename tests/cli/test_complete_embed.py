@@ -73,6 +73,10 @@ def test_embed_prints_one_vector_per_text(
     monkeypatch.setattr(sys, "stdin", io.StringIO("first text\n"))
     again = main_in_process("embed", "-m", EMBED, "-")
     assert json.loads(again.stdout) == vectors[:1]
+    # A byte order mark (a file saved on Windows) is not part of the text: same vector.
+    with_bom = run_cli("embed", "-", stdin="\ufefffirst text\n")
+    assert with_bom.returncode == 0, with_bom.stderr
+    assert json.loads(with_bom.stdout) == vectors[:1]
 
 
 def test_embed_errors(run_cli: RunCli, main_in_process: MainInProcess) -> None:

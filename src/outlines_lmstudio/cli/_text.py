@@ -129,6 +129,8 @@ def read_stdin_bytes(what: str) -> bytes:
 def read_stdin(what: str) -> str:
     r"""Read standard input to its end as UTF-8 (``\r\n`` and ``\r`` become ``\n``).
 
+    A leading byte order mark (a file saved by a Windows editor) is not part of the text.
+
     Parameters
     ----------
     what
@@ -139,13 +141,14 @@ def read_stdin(what: str) -> str:
     CliError
         If standard input is closed or is not UTF-8 text.
     """
-    data = read_stdin_bytes(what)
+    raw = read_stdin_bytes(what)
+    data = raw.removeprefix(codecs.BOM_UTF8)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CliError(
             f"Standard input ({what}) is not UTF-8 text (the byte 0x{data[exc.start]:02x} at "
-            f"byte {exc.start + 1}): {_FIX}."
+            f"byte {exc.start + 1 + len(raw) - len(data)}): {_FIX}."
         ) from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
 

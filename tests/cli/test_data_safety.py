@@ -23,7 +23,7 @@ from outlines_lmstudio.cli._jsonl import scan_output
 from outlines_lmstudio.errors import InvalidImageError, LMStudioConnectionError
 from outlines_lmstudio.testing import LMStudioEmulator
 
-from .conftest import RunCli
+from .conftest import MainInProcess, RunCli
 from .helpers import PERSON_SCHEMA, TEXT, assert_one_line_error, cli_env, lines, script_path
 
 pytestmark = pytest.mark.timeout(40)
@@ -185,6 +185,30 @@ def test_retry_errors_is_not_blocked_by_a_temporary_file_left_behind(
     assert sorted(r["id"] for r in records) == ["a", "b", "c"]
     assert all("result" in r for r in records)
     assert stale.exists()  # not this run's: left alone
+
+
+def test_ctrl_c_during_the_retry_errors_rewrite_leaves_no_temporary_file(
+    main_in_process: MainInProcess,
+    files: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    schema, source = files
+    target = tmp_path / "out.jsonl"
+    target.write_text(RESULT_AND_ERROR)
+
+    def interrupted(fd: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)  # Ctrl-C while the new file is written
+    result = main_in_process(*extract(schema, source, "out.jsonl", "--retry-errors"))
+    assert result.returncode == 130
+    assert target.read_text() == RESULT_AND_ERROR
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "items.jsonl",
+        "out.jsonl",
+        "person.schema.json",
+    ]
 
 
 def test_retry_errors_through_a_link_rewrites_its_target_and_keeps_the_link(

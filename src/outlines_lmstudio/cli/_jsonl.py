@@ -475,6 +475,10 @@ class OutputFile:
                 f"Cannot rewrite {str(self.path)!r} without its error lines "
                 f"({exc.filename or self.path}: {exc.strerror}); the file is unchanged."
             ) from None
+        except BaseException:  # Ctrl-C mid-rewrite: the output is unchanged; leave no litter
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
         self.failed -= redo
         return len(redo)
 

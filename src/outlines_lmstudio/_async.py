@@ -18,6 +18,7 @@ from outlines.models.lmstudio import AsyncLMStudio as _OutlinesAsyncLMStudio
 
 from . import _flow
 from ._async_sessions import AsyncSessions
+from ._cache import LOADS, Heard
 from ._common import (
     ASYNC_HANDLES,
     ASYNC_IMAGES,
@@ -29,6 +30,7 @@ from ._common import (
 )
 from ._flow import Call, Effect, Emit, Flow, Sink, wait_limit
 from ._streams import AsyncReader
+from .errors import LMStudioTimeoutError
 
 __all__ = ["AsyncLMStudio"]
 
@@ -97,8 +99,14 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
         finally:
             flow.close()
 
-    async def _within(self, answer: Awaitable[Any], call: Call) -> Any:
-        """Await one step of a prediction, within ``read_timeout`` and the call's limit."""
+    async def _within(self, answer: Awaitable[Any], call: Call, load: Heard | None = None) -> Any:
+        """Await one step of a prediction, within ``read_timeout`` and the call's limit.
+
+        ``load``: the step waits for a model load, whose progress reports push the idle
+        bound back (the wait's start counts as heard too).
+        """
+        if load is not None:
+            return await self._within_load(answer, call, load)
         limit, by_deadline = wait_limit(call.deadline, self.read_timeout, time.monotonic())
         scope = asyncio.timeout(limit)
         try:
@@ -107,9 +115,38 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
         except TimeoutError:
             if not scope.expired():
                 raise
-            if call.reader is None:  # a lookup, upload or model info the callers left
-                self._unstick_later()
-            raise self._wait_error(call.request, by_deadline, call.reader is not None) from None
+            raise self._gave_up(call, by_deadline) from None
+
+    def _gave_up(self, call: Call, by_deadline: bool) -> LMStudioTimeoutError:
+        """Return the error of a step whose wait ran out (the caller gives the step up)."""
+        if call.reader is None:  # a lookup, upload or model info the callers left
+            self._unstick_later()
+        return self._wait_error(call.request, by_deadline, call.reader is not None)
+
+    async def _within_load(self, answer: Awaitable[Any], call: Call, load: Heard) -> Any:
+        """`_within` for a model lookup that may load: each progress report is heard."""
+        started = time.monotonic()
+        waiting = asyncio.ensure_future(answer)
+        try:
+            while True:
+                now = time.monotonic()
+                idle = self.read_timeout
+                if idle is not None:  # what is left of the bound since last heard
+                    idle = max(idle - (now - max(started, load.at)), 0.0)
+                limit, by_deadline = wait_limit(call.deadline, idle, now)
+                done, _ = await asyncio.wait((waiting,), timeout=limit)
+                if done:
+                    return waiting.result()
+                heard = max(started, load.at)
+                if (
+                    by_deadline
+                    or self.read_timeout is None
+                    or (time.monotonic() - heard >= self.read_timeout)
+                ):
+                    raise self._gave_up(call, by_deadline)
+        finally:
+            if not waiting.done():
+                waiting.cancel()  # the load itself is shared (shielded): it goes on
 
     async def _run(self, flow: Flow[Any]) -> Any:
         if not self._ready:
@@ -178,8 +215,13 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
         if cached is not None:
             return cached
         llm = self.client.llm  # a public-API property: seven Python calls, so not when cached
-        resolve = partial(llm.model, key) if key else llm.model
-        return ASYNC_HANDLES.get(self.client, key, resolve)
+        if not key:  # a loaded model: no load to hear from
+            return self._within(ASYNC_HANDLES.get(self.client, key, llm.model), effect.call)
+        # A large model loads for minutes: its progress reports (shared by every call
+        # waiting for it) push read_timeout back.
+        load = LOADS.of(self.client, key)
+        resolve = partial(llm.model, key, on_load_progress=load.beat)
+        return self._within(ASYNC_HANDLES.get(self.client, key, resolve), effect.call, load)
 
     def _model_info(self, effect: _flow.ModelInfo) -> ModelTraits | Awaitable[ModelTraits]:
         """Return the cached traits at once, else an awaitable of them."""

@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["AsyncClientCache", "SyncClientCache", "retrieve_error"]
+__all__ = [
+    "LOADS",
+    "AsyncClientCache",
+    "Heard",
+    "LoadProgress",
+    "SyncClientCache",
+    "retrieve_error",
+]
 
 V = TypeVar("V")
 
@@ -137,3 +145,39 @@ class AsyncClientCache(Generic[V]):
     def clear(self, client: object) -> None:
         """Drop every entry for a client."""
         self._data.pop(client, None)
+
+
+class Heard:
+    """When LM Studio was last heard from (``time.monotonic()``): made now, moved by `beat`."""
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+
+    def beat(self, *_: object) -> None:
+        """Note that LM Studio was heard from now (takes and ignores a callback's value)."""
+        self.at = time.monotonic()
+
+
+class LoadProgress:
+    """The progress of each model load under way, per (client, model key).
+
+    A model loaded on first use (LM Studio's JIT load) may take minutes, with progress
+    reports all along. Every caller waiting for the same load shares its `Heard`, which
+    the SDK's ``on_load_progress`` callback beats, so ``read_timeout`` bounds the silence
+    between reports for all of them, not the whole load.
+    """
+
+    def __init__(self) -> None:
+        self._heard: weakref.WeakKeyDictionary[object, dict[Hashable, Heard]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._guard = threading.Lock()
+
+    def of(self, client: object, key: Hashable) -> Heard:
+        """Return the load's `Heard` (kept with the client: one float per model key)."""
+        with self._guard:
+            return self._heard.setdefault(client, {}).setdefault(key, Heard())
+
+
+LOADS = LoadProgress()
+"""The model loads of every client, both fronts (a client is of one front only)."""

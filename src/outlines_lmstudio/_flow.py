@@ -119,6 +119,7 @@ class Resolve(Effect, frozen=True):
     """
 
     method = "_resolve"
+    bounded = False  # a model load's progress pushes the bound back: bounded by the front
     call: Call
 
 

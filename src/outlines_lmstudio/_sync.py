@@ -15,6 +15,7 @@ from lmstudio import FileHandle
 from outlines.models.lmstudio import LMStudio as _OutlinesLMStudio
 
 from . import _flow, _threads
+from ._cache import LOADS
 from ._common import (
     CONFIRM_SECONDS,
     SYNC_HANDLES,
@@ -292,8 +293,20 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         if llm.connected and (cached := held.handles.get(key)) is not None:
             return cached  # the common case: nothing to connect, nothing to make
         self._connect(llm)
-        resolve = partial(llm.model, key) if key else llm.model
-        return SYNC_HANDLES.get(client, key, partial(_threads.unless_left, effect.call, resolve))
+        beats = _threads.pulse()
+        if key and beats is not None:
+            # Read under an idle bound: a load's progress reports, whichever call's load it
+            # is, are signs of life (a large model loads for minutes).
+            beats.also = load = LOADS.of(client, key)
+            resolve = partial(llm.model, key, on_load_progress=load.beat)
+        else:
+            resolve = partial(llm.model, key) if key else llm.model
+        make = partial(_threads.unless_left, effect.call, resolve)
+        try:
+            return SYNC_HANDLES.get(client, key, make)
+        finally:
+            if beats is not None:
+                beats.also = None
 
     def _model_info(self, effect: _flow.ModelInfo) -> ModelTraits:
         handle: lms.LLM = effect.handle

@@ -22,6 +22,7 @@ from typing import Any
 
 import lmstudio as lms
 
+from ._cache import Heard
 from ._common import CONFIRM_SECONDS, Request
 from ._flow import Call, Flow, Left, batch_result
 
@@ -157,25 +158,26 @@ class _PulseLocal(threading.local):
 _PULSE = _PulseLocal()
 
 
-class Pulse:
+class Pulse(Heard):
     """When LM Studio was last heard from during a call read in a worker (its idle bound).
 
     The worker's thread beats it at each message: a fragment, a progress report, the
     answer to a model lookup or an upload. A wait with a bound of its own (connecting,
-    ``connect_timeout``) holds it.
+    ``connect_timeout``) holds it. While the call waits for a model load, it also follows
+    the load's shared progress (``also``), which may be beaten by another call's load.
     """
 
     def __init__(self) -> None:
-        self.at = time.monotonic()
+        super().__init__()
         self.holds = 0
-
-    def beat(self, *_: object) -> None:
-        """Note that LM Studio was heard from now (takes and ignores a callback's value)."""
-        self.at = time.monotonic()
+        self.also: Heard | None = None
 
     def left(self, idle: float, now: float) -> float | None:
         """Return how long the caller may still wait (``None``: held, wait on)."""
-        return None if self.holds else idle - (now - self.at)
+        if self.holds:
+            return None
+        also = self.also
+        return idle - (now - (self.at if also is None else max(self.at, also.at)))
 
 
 def idle_bound(read_timeout: float | None) -> float | None:

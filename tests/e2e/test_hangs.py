@@ -208,6 +208,24 @@ def test_read_timeout_bounds_a_model_lookup_on_both_fronts(
     assert emulator.predictions == []
 
 
+def test_read_timeout_bounds_the_silences_of_a_model_load_not_the_whole_load(
+    make_model: MakeModel, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model loaded on first use reports progress: a 2.4 s load reporting every 0.8 s
+    outlasts a 1 s bound, for the call whose lookup loads it and for one waiting on it.
+
+    Both fronts bounded the whole lookup by ``read_timeout`` and failed with "LM Studio
+    sent nothing for 1 s" while the load reported progress (a large model loads for
+    minutes: the first call failed under the default 60 s).
+    """
+    monkeypatch.setattr(emulator, "load_latency", 2.4)
+    model = make_model("gemma-3-1b-it", read_timeout=1.0)  # downloaded, not loaded
+    replies = model.batch(["hello", "hi"], max_tokens=3)  # both wait for one load
+    assert all(replies)
+    assert [r.endpoint for r in emulator.requests].count("getOrLoad") == 1
+    assert len(emulator.predictions) == 2
+
+
 def test_read_timeout_bounds_each_image_upload_not_all_of_them(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

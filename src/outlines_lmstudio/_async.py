@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -33,6 +33,44 @@ from ._streams import AsyncReader
 from .errors import LMStudioTimeoutError
 
 __all__ = ["AsyncLMStudio"]
+
+
+class _AsyncStream:
+    """An async model's stream (``stream``, ``generate_stream``, ``parse_stream``).
+
+    It is its async generator to ``async for`` (which reads the generator itself: nothing
+    in between per fragment), ``anext``, ``aclose``, ``asend`` and ``athrow``; a plain
+    ``for`` says how to read it, rather than Python's "'async_generator' object is not
+    iterable".
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: AsyncGenerator[Any, None]) -> None:
+        self._items = items
+
+    def __aiter__(self) -> AsyncGenerator[Any, None]:
+        return self._items
+
+    def __anext__(self) -> Awaitable[Any]:
+        return self._items.__anext__()
+
+    def asend(self, value: None) -> Awaitable[Any]:
+        return self._items.asend(value)
+
+    def athrow(self, *args: Any) -> Awaitable[Any]:
+        return self._items.athrow(*args)
+
+    def aclose(self) -> Awaitable[None]:
+        """Leave the stream early (cancels the prediction on the server)."""
+        return self._items.aclose()
+
+    def __iter__(self) -> Iterator[Any]:
+        raise TypeError(
+            "This stream comes from AsyncLMStudio (an lmstudio.AsyncClient), so for does not "
+            "work on it: read it with async for inside a coroutine, and leave it early with "
+            "await stream.aclose(). For a plain for, use a model on an lmstudio.Client."
+        )
 
 
 class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
@@ -156,7 +194,10 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
     async def _complete_then(self, request: Request, finish: Callable[[Completion], Any]) -> Any:
         return finish(await self._complete(_flow.Complete(request)))
 
-    async def _iterate(self, request: Request, sink: Sink) -> AsyncIterator[Any]:
+    def _iterate(self, request: Request, sink: Sink) -> _AsyncStream:
+        return _AsyncStream(self._items(request, sink))
+
+    async def _items(self, request: Request, sink: Sink) -> AsyncGenerator[Any, None]:
         call = Call(request, deadline=self._deadline(request))
         await self._ensure_client()
         try:

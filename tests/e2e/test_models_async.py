@@ -1,6 +1,7 @@
 """AsyncLMStudio end to end: the real async SDK against the emulator."""
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import cast
 
 import lmstudio as lms
@@ -190,3 +191,32 @@ async def test_an_async_reply_stream_read_with_for_says_how_to_read_it(
         stream.close()
     assert [chunk async for chunk in stream]  # the stream itself is untouched
     assert stream.reply is not None
+
+
+@pytest.mark.parametrize("method", ["stream", "generate_stream", "parse_stream"])
+async def test_an_async_stream_read_with_for_says_how_to_read_it(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator, method: str
+) -> None:
+    """Python's own "'async_generator' object is not iterable" named no way out."""
+    model = from_lmstudio(async_client, TEXT_MODEL)
+    stream = getattr(model, method)("Describe a person", Person)
+    with pytest.raises(TypeError, match=r"AsyncLMStudio.*read it with async for.*aclose\(\)"):
+        iter(stream)
+    assert emulator.predictions == []  # nothing was sent
+    assert isinstance(stream, AsyncIterator)
+    first = await anext(stream)
+    rest = [item async for item in stream]
+    assert [first, *rest]
+    assert emulator.predictions[-1].done
+
+
+async def test_an_async_stream_left_with_aclose_cancels_on_the_server(
+    async_client: lms.AsyncClient, slow_emulator: LMStudioEmulator
+) -> None:
+    emulator = slow_emulator
+    emulator.script(TEXT_MODEL, ["word " * 200])
+    stream = from_lmstudio(async_client, TEXT_MODEL).stream("long")
+    assert await stream.__anext__()
+    await stream.aclose()
+    await asyncio.to_thread(emulator.wait_until, lambda: emulator.predictions[-1].done)
+    assert emulator.predictions[-1].cancelled

@@ -308,7 +308,7 @@ class ModelApi(Common):
         Parameters
         ----------
         model_input
-            One input (as for `generate`), or a list of inputs (str, Chat or
+            One input (as for `generate`), or a list (or tuple) of inputs (str, Chat or
             ``[prompt, Image, ...]`` lists), answered concurrently in order.
         output_type
             The type to return: a Pydantic model (an instance comes back), a
@@ -342,6 +342,11 @@ class ModelApi(Common):
             # One validator for all (one plan): a type parse cannot check raises here.
             validator = validator_for(requests[0].plan)
             return self._map([_flow.parse(r, retries, validator) for r in requests], limit)
+        if "max_concurrency" in inference_kwargs:
+            raise InvalidInferenceArgumentError(
+                "max_concurrency= applies to parse on a list of inputs (answered concurrently); "
+                "this call has one input: drop it."
+            )
         request = self._prepare(model_input, output_type, inference_kwargs)
         if not retries:  # one step: no flow to run
             return self._complete_then(request, _flow.checked(request.plan))

@@ -187,7 +187,12 @@ _STRUCTURED_BODY = {"json": ("jsonSchema", "json_schema"), "gbnf": ("gbnfGrammar
 
 
 def is_batch(model_input: object) -> bool:
-    """Tell whether ``parse`` got several inputs rather than one ``[prompt, Image, ...]``."""
+    """Tell whether ``parse`` got several inputs rather than one ``[prompt, Image, ...]``.
+
+    A tuple of inputs is a batch too, as `batch` takes it (a tuple is no one input).
+    """
+    if isinstance(model_input, tuple):
+        return True
     return isinstance(model_input, list) and all(
         isinstance(item, str | list | Chat | lms.Chat) for item in model_input
     )

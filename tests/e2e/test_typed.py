@@ -173,6 +173,24 @@ def test_parse_list_of_prompts_in_order(make_model: MakeModel, emulator: LMStudi
     assert [v.name for v in values] == ["Ann", "Bob", "Cy"]
 
 
+def test_parse_takes_a_tuple_of_prompts_as_batch_does(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    emulator.script(TEXT_MODEL, lambda p: f'{{"name": "{p.last_user_text.title()}", "age": 1}}')
+    model = make_model(TEXT_MODEL)
+    values = model.parse(("ann", "bob"), Person, max_concurrency=1)
+    assert [v.name for v in values] == ["Ann", "Bob"]
+    assert [Person.model_validate_json(t) for t in model.batch(("ann", "bob"), Person)] == values
+
+
+def test_max_concurrency_on_one_input_says_it_is_for_lists(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    with pytest.raises(InvalidInferenceArgumentError, match="applies to parse on a list"):
+        make_model(TEXT_MODEL).parse("ann", Person, max_concurrency=2)
+    assert emulator.predictions == []
+
+
 def test_parse_list_reports_failed_items(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
     emulator.script(TEXT_MODEL, lambda p: f'{{"name": "{p.last_user_text}", "age": 1}}')
     with pytest.raises(BatchGenerationError) as info:

@@ -77,8 +77,13 @@ def _rebuild(
     return error
 
 
-class UnsupportedInputError(OutlinesLMStudioError, TypeError):
-    """The model input has a type or shape LM Studio cannot take."""
+class UnsupportedInputError(OutlinesLMStudioError, TypeError, ValueError):
+    """The model input has a type or shape LM Studio cannot take.
+
+    A ``TypeError`` and a ``ValueError``: Outlines' own model raises the first for an input
+    type it does not take and the second for a bad shape (an unknown role, a list item that
+    is not an image), so code written for either catches this.
+    """
 
 
 class InvalidPromptError(OutlinesLMStudioError, ValueError):

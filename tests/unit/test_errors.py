@@ -3,9 +3,12 @@ import pickle
 
 import lmstudio as lms
 import pytest
+from outlines.inputs import Chat
+from outlines.models.lmstudio import LMStudioTypeAdapter as OutlinesAdapter
 
 import outlines_lmstudio
 from outlines_lmstudio import errors
+from outlines_lmstudio._adapter import LMStudioTypeAdapter
 from outlines_lmstudio._sdk_errors import translate_sdk_error
 
 
@@ -21,6 +24,7 @@ def test_package_exports_a_sorted_explicit_all() -> None:
     ("cls", "builtin"),
     [
         (errors.UnsupportedInputError, TypeError),
+        (errors.UnsupportedInputError, ValueError),
         (errors.UnsupportedOutputTypeError, TypeError),
         (errors.InvalidInferenceArgumentError, TypeError),
         (errors.InvalidInferenceValueError, ValueError),
@@ -138,3 +142,22 @@ def test_errors_pickle_and_copy_with_their_attributes(error: Exception) -> None:
             assert repr(again.errors) == repr(error.errors)
         else:
             assert vars(again) == vars(error)
+
+
+@pytest.mark.parametrize(
+    "model_input",
+    [
+        ["Describe", "photo.jpg"],  # Outlines: ValueError (assets must be Images)
+        Chat([{"role": "robot", "content": "x"}]),  # ValueError (unsupported role)
+        Chat([{"role": "user", "content": 5}]),  # ValueError (invalid content type)
+        5,  # TypeError (input type not available)
+    ],
+    ids=["file name in a list", "unknown role", "int content", "int input"],
+)
+def test_bad_input_is_caught_as_outlines_own_model_raises_it(model_input: object) -> None:
+    """Code written for Outlines' own model (``except ValueError``) catches our error too."""
+    with pytest.raises((TypeError, ValueError)) as theirs:
+        OutlinesAdapter().format_input(model_input)
+    with pytest.raises(errors.OutlinesLMStudioError) as ours:
+        LMStudioTypeAdapter().format_input(model_input)
+    assert isinstance(ours.value, type(theirs.value)), (type(theirs.value), type(ours.value))

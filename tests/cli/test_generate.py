@@ -143,6 +143,19 @@ def test_unreadable_image(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path:
     assert emulator.predictions == []
 
 
+def test_an_animated_image_is_refused_not_cut_to_its_first_frame(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """The library refuses animations; the CLI's decoded copy had one frame, so it was sent."""
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ("red", "blue", "green")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    result = main_in_process("generate", "-m", VISION, "--image", "anim.gif", "Describe")
+    assert result.returncode == 2
+    assert_one_line_error(result, "anim.gif", "animated (3 frames)")
+    assert emulator.uploads == []
+    assert emulator.predictions == []
+
+
 @pytest.mark.parametrize(
     ("name", "content", "needle"),
     [

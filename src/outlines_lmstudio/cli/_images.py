@@ -85,6 +85,10 @@ _DECODING = threading.Lock()
 """`_decode` changes the process's warning filters (`extract` loads images in threads)."""
 
 
+class _Animated(Exception):
+    """An animated image file (its frame count)."""
+
+
 def _decode(path: Path) -> PILImage.Image:
     """Open and decode an image file, keeping its format.
 
@@ -95,6 +99,9 @@ def _decode(path: Path) -> PILImage.Image:
     with _DECODING, warnings.catch_warnings():
         warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
         with PILImage.open(path) as opened:
+            frames = getattr(opened, "n_frames", 1)  # read from the file: while it is open
+            if frames > 1:  # a copy has one frame: the library would no longer see it
+                raise _Animated(frames)
             opened.load()
             image = opened.copy()
             image.format = opened.format
@@ -137,6 +144,11 @@ def load_image(path: str | Path) -> Attachment:
             f"Cannot read image {str(path)!r}: it has {f'{pixels:,}' if pixels else 'more'} "
             f"pixels, more than the {2 * (PILImage.MAX_IMAGE_PIXELS or 0):,} that are safe to "
             "decode; downscale it first."
+        ) from None
+    except _Animated as exc:
+        raise CliError(
+            f"Image {str(path)!r} is animated ({exc.args[0]} frames); LM Studio takes still "
+            "images. Save the frame you want as PNG or JPEG."
         ) from None
     except FileNotFoundError:
         raise CliError(f"Cannot read image {str(path)!r}: no such file.") from None

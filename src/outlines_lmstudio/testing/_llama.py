@@ -217,12 +217,48 @@ def _counted(schema: Any) -> bool:
     )
 
 
+def _class_char(char: str) -> str:
+    """Return one character inside a GBNF character class (hex-escaped unless alphanumeric)."""
+    return char if char.isascii() and char.isalnum() else f"\\U{ord(char):08X}"
+
+
+def _not_strings(names: list[str], char: str) -> str:
+    r"""Return GBNF for a JSON string that is none of ``names``, as the C++ converter does.
+
+    Its ``_not_strings``: a trie of the names, one character class per character. The
+    C++ original puts each character in its class as it is; here it is escaped, so a
+    name holding ``\``, ``]``, ``-`` or ``^`` keeps the class's meaning.
+    """
+    trie: dict[str, Any] = {}
+    for text in names:
+        node = trie
+        for c in text:
+            node = node.setdefault(c, {})
+        node[""] = {}  # the end of a name
+
+    def visit(node: dict[str, Any]) -> str:
+        options = []
+        for c in sorted(k for k in node if k):
+            child = node[c]
+            if any(child_key for child_key in child):
+                options.append(f"[{_class_char(c)}] ({visit(child)})")
+            else:
+                options.append(f"[{_class_char(c)}] {char}+")
+        rejects = "".join(_class_char(c) for c in sorted(k for k in node if k))
+        if rejects:
+            options.append(f'[^"{rejects}] {char}*')
+        return " | ".join(options)
+
+    return f'["] ( {visit(trie)} ){"" if "" in trie else "?"} ["] space'
+
+
 def _converter() -> Any:
     """Return llama-cpp-python's converter with what llama.cpp's (the C++ original) adds.
 
-    The port leaves out three things the C++ converter LM Studio runs does: the
-    backslash in string literals' escapes, the bounds of integers, and keeping
-    control characters out of strings.
+    The port leaves out things the C++ converter LM Studio runs does: the
+    backslash in string literals' escapes, the bounds of integers, keeping
+    control characters out of strings, and the comma before an object's
+    additional properties.
     """
     from llama_cpp.llama_grammar import RESERVED_NAMES, BuiltinRule, SchemaConverter
 
@@ -253,6 +289,73 @@ def _converter() -> Any:
                 rule = name + "-" if name in RESERVED_NAMES else name or "root"
                 return self._add_rule(rule, self._counted(schema, name))  # type: ignore[no-untyped-call]
             return super().visit(schema, name)  # type: ignore[no-untyped-call]
+
+        def _build_object_rule(
+            self,
+            properties: list[tuple[str, Any]],
+            required: set[str],
+            name: str,
+            additional_properties: Any,
+        ) -> str:
+            """Return an object's rule as the C++ converter builds it (``_build_object_rule``).
+
+            The port leaves out the comma between the last declared property and the
+            first additional one (``{"a": 1 "b": 2}``), lets a declared name be written
+            again as an additional key, and writes only objects as the values of
+            ``additionalProperties: true``.
+            """
+            from llama_cpp.llama_grammar import PRIMITIVE_RULES
+
+            sep = "-" if name else ""
+            kv_rules: dict[str, str] = {}
+            required_props: list[str] = []
+            optional_props: list[str] = []
+            for prop_name, prop_schema in properties:
+                value = self.visit(prop_schema, f"{name}{sep}{prop_name}")
+                key = self._format_literal(json.dumps(prop_name))
+                kv_rules[prop_name] = self._add_rule(  # type: ignore[no-untyped-call]
+                    f"{name}{sep}{prop_name}-kv", f'{key} space ":" space {value}'
+                )
+                (required_props if prop_name in required else optional_props).append(prop_name)
+            if additional_properties is True or isinstance(additional_properties, dict):
+                sub = f"{name}{sep}additional"
+                value = (
+                    self.visit(additional_properties, f"{sub}-value")
+                    if isinstance(additional_properties, dict)
+                    else self._add_primitive("value", PRIMITIVE_RULES["value"])
+                )
+                key = (
+                    self._add_rule(f"{sub}-k", _not_strings(list(kv_rules), self._char()))  # type: ignore[no-untyped-call]
+                    if kv_rules
+                    else self._add_primitive("string", PRIMITIVE_RULES["string"])
+                )
+                kv_rules["*"] = self._add_rule(f"{sub}-kv", f'{key} ":" space {value}')  # type: ignore[no-untyped-call]
+                optional_props.append("*")
+
+            def rest(keys: list[str], first_is_optional: bool) -> str:
+                kv = kv_rules[keys[0]]
+                comma = f'( "," space {kv} )'
+                many = keys[0] == "*"
+                if first_is_optional:
+                    res = comma + ("*" if many else "?")
+                else:
+                    res = kv + (f" {comma}*" if many else "")
+                if len(keys) > 1:
+                    later = rest(keys[1:], True)
+                    res += " " + self._add_rule(f"{name}{sep}{keys[0]}-rest", later)  # type: ignore[no-untyped-call]
+                return res
+
+            rule = '"{" space ' + ' "," space '.join(kv_rules[k] for k in required_props)
+            if optional_props:
+                rule += " (" + (' "," space ( ' if required_props else "")
+                rule += " | ".join(
+                    rest(optional_props[i:], False) for i in range(len(optional_props))
+                )
+                rule += (" )" if required_props else "") + " )?"
+            return rule + ' "}" space'
+
+        def _char(self) -> str:
+            return self._add_primitive("char", BuiltinRule(_CHAR_RULE, []))
 
         def _counted(self, schema: dict[str, Any], name: str) -> str:
             """Return a string's length or an array's item count as the C++ converter does."""

@@ -218,20 +218,62 @@ _INTEGER_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 _INT64 = range(-(2**63), 2**63)
 
 
+def _one_sided_miswritten(low: int | None, high: int | None) -> bool:
+    """Whether llama.cpp's C++ ``build_min_max_int`` writes a one-sided integer range wrongly.
+
+    With both bounds it writes exactly the integers between them. With one, it drops the
+    leading zeros of the digits after the first (``minimum: 105`` goes on as ``5``, so
+    ``100`` passes), lets a negative maximum's digits start with ``0`` (``maximum: -1``
+    takes ``-01``, not JSON), and writes a reversed repetition (``[0-9]{16,15}``) from 16
+    digits on.
+    """
+    if low is not None and high is None:
+        digits = str(low)
+        return low >= 100 and ("0" in digits[1:-1] or len(digits) >= 16)
+    if high is not None and low is None and high < 0:
+        digits = str(-high)
+        return -high <= 9 or digits[0] != "1" or "0" in digits[1:-1] or len(digits) >= 16
+    return False
+
+
 def _integer_bound(node: Mapping[str, Any], key: str) -> bool:
     """Whether llama.cpp constrains ``key``: a whole-number bound of an ``integer``.
 
     llama.cpp's converter writes the integers between an integer's bounds as a grammar
     (``_build_min_max_int``), reading them as 64-bit integers; a bound with a fraction
-    would be cut, and a number's bounds are not read at all.
+    would be cut, and a number's bounds are not read at all. It reads ``minimum``, else
+    ``exclusiveMinimum`` (beside ``minimum`` it is ignored), and the same for the
+    maximum; some one-sided ranges it writes wrongly (`_one_sided_miswritten`).
     """
     value = node.get(key)
-    return (
+    if not (
         key in _INTEGER_BOUNDS
         and node.get("type") == "integer"
         and type(value) is int
         and value in _INT64
-    )
+    ):
+        return False
+    inclusive = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}.get(key)
+    if inclusive is not None and inclusive in node:  # ignored, unless the other implies it
+        other = node[inclusive]
+        implied = isinstance(other, int | float) and not isinstance(other, bool)
+        lower = key == "exclusiveMinimum"
+        if not (implied and (value < other if lower else value > other)):
+            return False
+
+    def read(plain: str, exclusive: str, step: int) -> int | None:
+        bound = node.get(plain, node.get(exclusive))
+        if type(bound) is not int:
+            return None
+        return bound if plain in node else bound + step
+
+    low = read("minimum", "exclusiveMinimum", 1)
+    high = read("maximum", "exclusiveMaximum", -1)
+    low_keys = "minimum" in node or "exclusiveMinimum" in node
+    high_keys = "maximum" in node or "exclusiveMaximum" in node
+    if low_keys != high_keys:  # one-sided, as the converter sees it
+        return not _one_sided_miswritten(low, high)
+    return True
 
 
 _UNWRITABLE_NAME = re.compile(r'["\\\x00-\x1f]')

@@ -279,8 +279,36 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         None,
         None,
     ),
+    ("minimum 123, one-sided", {"type": "integer", "minimum": 123}, "llama.cpp", None, None),
+    ("maximum -123, one-sided", {"type": "integer", "maximum": -123}, "llama.cpp", None, None),
+    (
+        "minimum 105 beside a maximum",
+        {"type": "integer", "minimum": 105, "maximum": 2000},
+        "llama.cpp",
+        None,
+        None,
+    ),
     # loose
     ("minimum", {"type": "integer", "minimum": 0}, "outlines-core", "minimum", "loose"),
+    # llama.cpp's C++ converter writes these one-sided ranges wrongly: 100 passes a minimum
+    # of 105 (the 0 after the first digit is dropped), -01 passes a maximum of -1
+    ("one-sided minimum", {"type": "integer", "minimum": 105}, "llama.cpp", "minimum", "loose"),
+    ("one-sided minimum", {"type": "integer", "minimum": 10**16}, "llama.cpp", "minimum", "loose"),
+    (
+        "one-sided maximum",
+        {"type": "integer", "exclusiveMaximum": 0},
+        "llama.cpp",
+        "exclusiveMaximum",
+        "loose",
+    ),
+    ("one-sided maximum", {"type": "integer", "maximum": -25}, "llama.cpp", "maximum", "loose"),
+    (
+        "exclusiveMinimum beside minimum (ignored)",
+        {"type": "integer", "minimum": 0, "exclusiveMinimum": 5},
+        "llama.cpp",
+        "exclusiveMinimum",
+        "loose",
+    ),
     ("number minimum", {"type": "number", "minimum": 0}, "llama.cpp", "minimum", "loose"),
     ("fractional minimum", {"type": "integer", "minimum": 0.5}, "llama.cpp", "minimum", "loose"),
     ("huge maximum", {"type": "integer", "maximum": 2**64}, "llama.cpp", "maximum", "loose"),

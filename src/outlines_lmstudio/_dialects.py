@@ -546,6 +546,16 @@ def _findings(schema: dict[str, Any], engines: tuple[Engine, ...]) -> dict[Engin
     """`schema_findings` for several engines in one walk of the schema."""
     looping, unfollowed = recursive_refs(schema), _unfollowed_refs(schema)
     found: dict[Engine, list[Finding]] = {engine: [] for engine in engines}
+    properties = schema.get("properties")
+    if "llama.cpp" in found and isinstance(properties, Mapping) and "" in properties:
+        # llama.cpp's converter names a property's rule after its parent's and its own
+        # name: the root's is "", so a root property named "" takes the name "root" and
+        # the whole reply becomes that property's value (a bare 42 for an object).
+        why = (
+            "a property of the root named '' is written as the whole reply; rename it, with "
+            "a Pydantic alias if need be"
+        )
+        found["llama.cpp"].append(Finding("/properties", "properties", "refused", why, properties))
     for pointer, node in schema_nodes(schema):
         if isinstance(node, Mapping) and not _plain(node):
             for engine in engines:

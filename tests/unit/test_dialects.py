@@ -288,6 +288,13 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         None,
         None,
     ),
+    (
+        "properties '' below the root",
+        {"type": "object", "properties": {"a": {"type": "object", "properties": {"": {}}}}},
+        "both",
+        None,
+        None,
+    ),
     # loose
     ("minimum", {"type": "integer", "minimum": 0}, "outlines-core", "minimum", "loose"),
     # llama.cpp's C++ converter writes these one-sided ranges wrongly: 100 passes a minimum
@@ -674,6 +681,14 @@ def test_engine_table_rows(
                 engine,
                 findings,
             )
+
+
+def test_a_root_property_named_empty_is_refused_for_llama_cpp() -> None:
+    """llama.cpp's converter named its rule "root": the grammar asked for a bare integer."""
+    schema = {"type": "object", "properties": {"": {"type": "integer"}}, "required": [""]}
+    with pytest.raises(UnsupportedOutputTypeError, match="named ''"):
+        dialect_schema(schema, "gguf")
+    assert dialect_schema(schema, "mlx") == schema
 
 
 def test_refusal_names_keyword_pointer_engine_and_ways_out() -> None:

@@ -217,6 +217,11 @@ def _counted(schema: Any) -> bool:
     )
 
 
+def _dump(value: Any) -> str:
+    """Return JSON text as llama.cpp's JSON library dumps it: compact, non-ASCII as it is."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def _class_char(char: str) -> str:
     """Return one character inside a GBNF character class (hex-escaped unless alphanumeric)."""
     return char if char.isascii() and char.isalnum() else f"\\U{ord(char):08X}"
@@ -269,6 +274,11 @@ def _converter() -> Any:
             added: str = super()._add_primitive(name, rule)
             return added
 
+        def _generate_constant_rule(self, value: Any) -> str:
+            # As the C++ converter's ``value.dump()``: compact, and only what JSON must
+            # escape escaped (the port's json.dumps writes "é" as "\\u00e9").
+            return self._format_literal(_dump(value))
+
         def _format_literal(self, literal: str) -> str:
             escaped = _LITERAL_ESCAPE.sub(lambda m: _LITERAL_ESCAPES[m.group(0)], literal)
             return f'"{escaped}"'
@@ -312,7 +322,7 @@ def _converter() -> Any:
             optional_props: list[str] = []
             for prop_name, prop_schema in properties:
                 value = self.visit(prop_schema, f"{name}{sep}{prop_name}")
-                key = self._format_literal(json.dumps(prop_name))
+                key = self._format_literal(_dump(prop_name))
                 kv_rules[prop_name] = self._add_rule(  # type: ignore[no-untyped-call]
                     f"{name}{sep}{prop_name}-kv", f'{key} space ":" space {value}'
                 )

@@ -267,6 +267,10 @@ def _integer_bound(node: Mapping[str, Any], key: str) -> bool:
             return None
         return bound if plain in node else bound + step
 
+    for plain, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        raw = node.get(plain, node.get(exclusive))
+        if raw is not None and not (isinstance(raw, int | float) and -(2**63) <= raw < 2**63):
+            return False  # cast to 64 bits, the other side's range is garbage (u64's max: -1)
     low = read("minimum", "exclusiveMinimum", 1)
     high = read("maximum", "exclusiveMaximum", -1)
     low_keys = "minimum" in node or "exclusiveMinimum" in node

@@ -310,6 +310,13 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
     ),
     ("one-sided maximum", {"type": "integer", "maximum": -25}, "llama.cpp", "maximum", "loose"),
     (
+        "minimum beside a maximum beyond 64 bits (read as -1)",
+        {"type": "integer", "minimum": 0, "maximum": 2**64 - 1},
+        "llama.cpp",
+        "minimum",
+        "loose",
+    ),
+    (
         "exclusiveMinimum beside minimum (ignored)",
         {"type": "integer", "minimum": 0, "exclusiveMinimum": 5},
         "llama.cpp",

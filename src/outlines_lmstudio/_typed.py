@@ -225,6 +225,10 @@ def validator_for(plan: OutputPlan) -> Validator:
     return Validator(output_type, adapter=adapter)
 
 
+_COMPLETE_LEXER_UP_TO = 4000
+"""The longest reply (in characters) re-checked with Lark's complete lexer (about 0.5 s)."""
+
+
 @lru_cache(maxsize=64)
 def _grammar_check(definition: str) -> Callable[[str], list[str]]:
     """Build a check that a text is in a Lark grammar's language, once per grammar.
@@ -247,9 +251,21 @@ def _grammar_check(definition: str) -> Callable[[str], list[str]]:
         try:
             with turn:
                 parser.parse(text)
+            return []
         except lark.exceptions.LarkError as exc:
-            return [f"(root): not in the grammar: {' '.join(str(exc).split())[:200]}"]
-        return []
+            error = exc
+        # Lark's dynamic lexer takes each terminal's longest match only, so it rejects
+        # "1.2.3" for NUMBER "." NUMBER "." NUMBER (NUMBER takes "1.2"), which GBNF allows.
+        # The complete lexer tries every length, in time quadratic in a token's length:
+        # only for replies short enough for that to stay well under a second.
+        if len(text) <= _COMPLETE_LEXER_UP_TO:
+            try:
+                with turn:
+                    load_lark(definition, complete=True).parse(text)
+                return []
+            except lark.exceptions.LarkError as exc:
+                error = exc
+        return [f"(root): not in the grammar: {' '.join(str(error).split())[:200]}"]
 
     return parses
 

@@ -9,7 +9,12 @@ import outlines
 import pytest
 from outlines.types import CFG, Regex, at_least, either, integer, paragraph
 
-from outlines_lmstudio import TruncatedOutputError, UnsupportedOutputTypeError, from_lmstudio
+from outlines_lmstudio import (
+    ParseError,
+    TruncatedOutputError,
+    UnsupportedOutputTypeError,
+    from_lmstudio,
+)
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL, MakeModel
@@ -69,6 +74,19 @@ def test_parse_checks_the_language(make_model: MakeModel, emulator: LMStudioEmul
     emulator.script(TEXT_MODEL, ["2 +"])
     with pytest.raises(ParseError, match="not in the grammar"):
         model.parse("expr", CFG(ARITHMETIC))
+
+
+def test_parse_accepts_a_cfg_reply_whose_terminal_is_not_the_longest_match(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """GBNF allows ``1.2.3`` here; Lark's longest-match lexer read NUMBER as ``1.2``."""
+    version = 'start: NUMBER "." NUMBER "." NUMBER\n%import common.NUMBER\n'
+    emulator.script(TEXT_MODEL, ["1.2.3"])
+    model = make_model(TEXT_MODEL, grammar=True)
+    assert model.parse("a version", CFG(version)) == "1.2.3"
+    emulator.script(TEXT_MODEL, ["1.2"])
+    with pytest.raises(ParseError, match="not in the grammar"):
+        model.parse("a version", CFG(version))
 
 
 def test_parse_refuses_a_cut_reply_that_could_have_gone_on(

@@ -94,11 +94,14 @@ def import_loader(base_path: object, grammar_path: str) -> tuple[str, str]:
 
 
 @functools.lru_cache(maxsize=32)
-def load_lark(grammar: str) -> lark.Lark:
+def load_lark(grammar: str, *, complete: bool = False) -> lark.Lark:
     """Load a Lark grammar (Earley, its imports from Outlines' ``common.lark``), once.
 
     The GBNF translation reads its rules, and ``parse`` checks replies with it: one parser,
-    built once per grammar (it takes milliseconds).
+    built once per grammar (it takes milliseconds). ``complete`` gives Lark's
+    ``dynamic_complete`` lexer, which tries every length of each terminal's match, as GBNF
+    does (the default ``dynamic`` lexer tries the longest only), in time quadratic in a
+    token's length.
 
     Raises
     ------
@@ -114,7 +117,11 @@ def load_lark(grammar: str) -> lark.Lark:
         )
     try:
         return lark.Lark(
-            grammar, start="start", parser="earley", lexer="dynamic", import_paths=[import_loader]
+            grammar,
+            start="start",
+            parser="earley",
+            lexer="dynamic_complete" if complete else "dynamic",
+            import_paths=[import_loader],
         )
     except UnsupportedGrammarError:
         raise

@@ -137,9 +137,11 @@ def seq(*items: Node) -> Node:
 def alt(*items: Node) -> Node:
     """Alternate, flattening nested alternations and dropping duplicates."""
     out: list[Node] = []
+    seen: set[Node] = {NOTHING}  # a set: a Choice of 10,000 items took seconds as a list
     for item in items:
         for part in item.items if isinstance(item, Alt) else (item,):
-            if part != NOTHING and part not in out:
+            if part not in seen:
+                seen.add(part)
                 out.append(part)
     if not out:
         return NOTHING

@@ -206,6 +206,9 @@ def test_bad_schema_file(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: 
         (["--choice", "a,,b"], None, "distinct, non-empty"),
         (["--regex", "(unclosed"], None, "not a valid regular expression"),
         (["--regex", ""], None, "--regex is empty"),  # printed an empty line (session 26)
+        # Both were "unexpected OverflowError/RecursionError ... a bug", status 1:
+        (["--regex", "a{99999999999999999999}"], None, "repetition number is too large"),
+        (["--regex", "(" * 1200 + "a" + ")" * 1200], None, "nests its groups too deeply"),
         (["--retries", "-1", "--schema", "s.json"], "{}", "--retries must be 0 or more"),
         (["--temperature", "-1"], None, "--temperature must be 0 or more"),
     ],

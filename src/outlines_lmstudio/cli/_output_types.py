@@ -210,8 +210,13 @@ def output_spec(args: argparse.Namespace) -> OutputSpec:
             raise CliError("--regex is empty: give the pattern the answer must match.")
         try:
             re.compile(regex)
-        except re.error as exc:
+        except (re.error, OverflowError) as exc:  # OverflowError: a{99999999999999999999}
             raise CliError(f"--regex {regex!r} is not a valid regular expression: {exc}.") from None
+        except RecursionError:
+            raise CliError(
+                f"--regex {regex[:60]!r}... nests its groups too deeply for Python's regular "
+                "expressions (its recursion limit): flatten them."
+            ) from None
         return OutputSpec(Regex(regex), grammar=True)
     return OutputSpec()
 

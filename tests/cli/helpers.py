@@ -42,6 +42,21 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_with_closed(
+    redirect: str, host: str, cwd: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with a standard stream closed by the shell (``redirect``: ``<&-``, ``2>&-``)."""
+    return subprocess.run(
+        ["sh", "-c", f'exec "$@" {redirect}', "sh", *script_path(), "--host", host, *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=cwd,
+        timeout=30,
+        check=False,
+    )
+
+
 def png(path: Path, size: tuple[int, int], color: str = "red") -> Path:
     from PIL import Image
 

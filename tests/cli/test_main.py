@@ -14,7 +14,7 @@ import pytest
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import MainInProcess, RunCli
-from .helpers import TEXT, assert_one_line_error, cli_env, script_path
+from .helpers import TEXT, assert_one_line_error, cli_env, run_with_closed, script_path
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -237,15 +237,7 @@ def test_closed_stdout(emulator: LMStudioEmulator, tmp_path: Path, output: str |
 def test_closed_stderr_keeps_messages_out_of_stdout(
     emulator: LMStudioEmulator, tmp_path: Path, args: list[str], status: int, stdout: str
 ) -> None:
-    result = subprocess.run(
-        ["sh", "-c", 'exec "$@" 2>&-', "sh", *script_path(), "--host", emulator.api_host, *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        cwd=tmp_path,
-        timeout=30,
-        check=False,
-    )
+    result = run_with_closed("2>&-", emulator.api_host, tmp_path, *args)
     assert (result.returncode, result.stdout) == (status, stdout)
 
 
@@ -405,14 +397,6 @@ def test_text_that_is_not_utf8_is_refused_before_sending(
 def test_closed_stdin_is_a_usage_error(
     emulator: LMStudioEmulator, tmp_path: Path, args: list[str], needle: str
 ) -> None:
-    result = subprocess.run(
-        ["sh", "-c", 'exec "$@" <&-', "sh", *script_path(), "--host", emulator.api_host, *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        cwd=tmp_path,
-        timeout=30,
-        check=False,
-    )
+    result = run_with_closed("<&-", emulator.api_host, tmp_path, *args)
     assert result.returncode == 2, result.stderr
     assert_one_line_error(result, needle)

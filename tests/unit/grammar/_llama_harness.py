@@ -120,6 +120,13 @@ class LlamaGrammarHarness:
         lib.llama_sampler_apply(sampler, ctypes.byref(array))
         return not math.isinf(data[0].logit)
 
+    def assert_language(self, gbnf: str, taken: list[str], refused: list[str]) -> None:
+        """Assert that the grammar takes every text of ``taken`` and none of ``refused``."""
+        for text in taken:
+            assert self.matches(gbnf, text), (text, gbnf)
+        for text in refused:
+            assert not self.matches(gbnf, text), (text, gbnf)
+
     def matches(self, gbnf: str, text: str) -> bool:
         """Whether llama.cpp's matcher accepts exactly ``text`` (then end of generation)."""
         if "\x00" in text:

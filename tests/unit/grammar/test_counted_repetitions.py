@@ -66,11 +66,7 @@ def _array(count: int) -> str:
 def test_lengths_and_item_counts_are_counted_repetitions(
     llama: LlamaGrammarHarness, schema: dict[str, Any], taken: list[str], refused: list[str]
 ) -> None:
-    gbnf = json_schema_grammar(schema)
-    for text in taken:
-        assert llama.matches(gbnf, text), (text, gbnf)
-    for text in refused:
-        assert not llama.matches(gbnf, text), (text, gbnf)
+    llama.assert_language(json_schema_grammar(schema), taken, refused)
 
 
 def test_the_repetition_is_the_cpp_converters() -> None:

@@ -409,3 +409,24 @@ def test_a_very_large_image_is_attached_without_a_python_warning(
         "! Cannot read image 'huge.png': it has 2,500 pixels, more than the 2,000 that are "
         "safe to decode; downscale it first." in result.stdout
     ), result.stdout
+
+
+def test_a_message_beginning_with_a_slash_is_written_with_two(
+    emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """'/etc/hosts: what is it?' was an unknown command, and no way to send it existed."""
+    result = subprocess.run(
+        [*script_path(), "--host", emulator.api_host, "chat", "-m", TEXT],
+        input="/etc/hosts: what is it?\n//etc/hosts: what is it?\n",
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Unknown command /etc/hosts:" in result.stdout
+    assert "write it with //, e.g. //etc/hosts: what is it?" in result.stdout
+    (prediction,) = emulator.predictions
+    assert prediction.last_user_text == "/etc/hosts: what is it?"

@@ -48,6 +48,7 @@ COMMANDS = {
     "/save FILE": "save the conversation as JSON (any reasoning under its own key)",
     "/help": "show this help",
     "/exit": "leave (also /quit or Ctrl-D)",
+    "//TEXT": "send a message that begins with / (as /TEXT)",
 }
 DESCRIPTION = (
     "An interactive chat; replies stream as they are generated. Ctrl-C stops a reply\n"
@@ -179,7 +180,9 @@ class ChatSession:
             except CliError as exc:
                 self.problem(f"{exc.message} It was not sent.")
                 continue
-            if line.startswith("/"):
+            if line.startswith("//"):  # a message that begins with "/": written "//..."
+                line = line[1:]
+            elif line.startswith("/"):
                 if not self.command(line):
                     return
                 continue
@@ -216,7 +219,10 @@ class ChatSession:
             elif name == "/save":
                 self.save(Path(os.path.expanduser(_argument(rest, "/save FILE"))))
             else:
-                self.problem(f"Unknown command {name}; /help lists the commands.")
+                self.problem(
+                    f"Unknown command {name}; /help lists the commands. To send a message that "
+                    f"begins with /, write it with //, e.g. /{line}."
+                )
         except KeyboardInterrupt:
             self.problem(f"{name} interrupted; the conversation is kept.")
         except Exception as exc:  # every failure of a command keeps the session

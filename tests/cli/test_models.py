@@ -235,3 +235,28 @@ def test_terminal_table_never_wraps_keys(
         assert capabilities in shown, (key, screen)
         assert loaded in shown, (key, screen)
     assert "Left out to fit the terminal:" in screen
+
+
+def test_control_characters_in_names_are_shown_escaped() -> None:
+    """A key with an escape sequence acted on the terminal, and a tab or line break in it
+    broke the piped form's one tab-separated line per model; --json keeps it as it is."""
+    key = "evil\x1b[2J\tkey\nx"
+    with LMStudioEmulator([EmulatedModel(key), EmulatedModel("plain")]) as custom:
+
+        def models(*extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*script_path(), "--host", custom.api_host, "models", *extra],
+                capture_output=True,
+                text=True,
+                env=cli_env(),
+                timeout=20,
+                check=False,
+            )
+
+        piped, as_json = models(), models("--json")
+    assert piped.returncode == 0, piped.stderr
+    rows = [line.split("\t") for line in piped.stdout.splitlines()]
+    assert all(len(row) == 8 for row in rows)
+    assert sorted(row[0] for row in rows) == ["evil\\x1b[2J\\tkey\\nx", "plain"]
+    assert "\x1b" not in piped.stdout
+    assert sorted(m["key"] for m in json.loads(as_json.stdout)) == [key, "plain"]

@@ -271,18 +271,30 @@ def _narrow(rows: list[ModelRow], title: str) -> Any:
 
     parts: list[Text] = [Text(title, style="italic")]
     for row in rows:
-        parts.append(Text(row.key, style="bold", no_wrap=True, overflow="ignore"))
+        parts.append(Text(_shown(row.key), style="bold", no_wrap=True, overflow="ignore"))
         parts.append(Text(f"  {', '.join(row.capabilities)}; loaded: {_loaded(row)}"))
     return Group(*parts)
+
+
+def _shown(text: str) -> str:
+    r"""Return a server-given name with control characters escaped (``\x1b``, ``\t``).
+
+    A key or identifier holding an escape sequence would act on the terminal (the table)
+    and a tab or line break would break the piped form's one tab-separated line per model.
+    ``--json`` keeps the names as they are (JSON escapes them).
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _cells(row: ModelRow, size: Any) -> list[str]:
     """Return the cells of a row, as shown in the table and in the piped form."""
     return [
-        row.key,
-        row.type,
-        FORMATS.get(row.format, row.format),
-        row.params or "",
+        _shown(row.key),
+        _shown(row.type),
+        _shown(FORMATS.get(row.format, row.format)),
+        _shown(row.params or ""),
         f"{row.max_context_length:,}",
         size(row.size_bytes),
         ", ".join(row.capabilities),
@@ -305,7 +317,7 @@ def _loaded(row: ModelRow) -> str:
         return "no"
     if row.loaded_as == [row.key]:
         return "yes"
-    return ", ".join(row.loaded_as)
+    return ", ".join(_shown(identifier) for identifier in row.loaded_as)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -195,6 +195,7 @@ def test_bad_schema_file(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: 
     ("args", "content", "needle"),
     [
         (["--schema", "missing.json"], None, "'missing.json': no such file"),
+        (["--schema", "."], None, "'.': it is a directory."),  # was "[Errno 21] ...: '.'"
         (["--schema", "s.json"], "[1, 2]", "holds a JSON list, not a JSON schema object"),
         (["--schema", "s.json"], '{"type": 12}', "not a valid JSON schema: at type"),
         (["--type", "no_such_module:Thing"], None, "cannot import 'no_such_module'"),

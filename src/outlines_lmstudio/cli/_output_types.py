@@ -83,8 +83,10 @@ def load_schema(path: Path) -> dict[str, Any]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise CliError(f"Cannot read schema file {str(path)!r}: no such file.") from None
+    except IsADirectoryError:
+        raise CliError(f"Cannot read schema file {str(path)!r}: it is a directory.") from None
     except OSError as exc:
-        raise CliError(f"Cannot read schema file {str(path)!r}: {exc}") from None
+        raise CliError(f"Cannot read schema file {str(path)!r}: {exc.strerror or exc}.") from None
     text = decode_file(data, f"Schema file {str(path)!r}")
     try:
         schema = json.loads(text)

@@ -229,7 +229,7 @@ def _check_structure(schema: dict[str, Any]) -> None:
     """Refuse invalid patterns, contradictions, dangling references and in-place loops."""
     # The schema modules load with the first schema, not with the package (import time).
     from ._patterns import PatternError, engine_pattern
-    from ._schema_walk import ref_target, schema_nodes, unguarded_ref_cycle
+    from ._schema_walk import endless_ref, ref_target, schema_nodes, unguarded_ref_cycle
 
     refers = embedded = False
     dangling: tuple[str, str] | None = None
@@ -277,6 +277,15 @@ def _check_structure(schema: dict[str, Any]) -> None:
             f"JSON schema reference {loop!r} leads back to itself without reading any part of "
             "the value (as {'$ref': '#'} does), so no value can ever be checked against it. "
             "Put the recursive reference under 'properties' or 'items'."
+        )
+    endless = endless_ref(schema) if refers else None
+    if endless is not None:
+        raise InvalidSchemaError(
+            f"JSON schema reference {endless!r} can never end: each of its values must hold "
+            "another (a required property or item that refers back to it), so no finite value "
+            "exists and a model would write until its token limit. Make the recursion "
+            "optional: for a Pydantic model, a field such as child: Node | None = None, or a "
+            "list that may be empty."
         )
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "kept",
     "pointer_token",
     "rebuild",
+    "endless_ref",
     "recursive_refs",
     "ref_target",
     "schema_nodes",
@@ -251,3 +252,72 @@ def recursive_refs(root: Any) -> set[str]:
                 seen.add(ref)
                 stack.extend(graph.get(ref, ()))
     return looping
+
+
+def endless_ref(schema: dict[str, Any]) -> str | None:
+    """Return a recursive local reference no finite value can satisfy, if any.
+
+    ``{"properties": {"child": {"$ref": "#"}}, "required": ["child"]}`` is one: each value
+    must hold another, so none ends (a model writes until its token limit). Found as a least
+    fixpoint: a recursive reference counts as endless until one of its values is shown
+    to end without it. Keywords this does not follow (``not``, ``if``...) count as ending,
+    so only a schema that certainly has no finite value is reported.
+
+    Parameters
+    ----------
+    schema
+        A JSON schema.
+
+    Returns
+    -------
+    str | None
+        The first such reference (``"#/$defs/Node"``...), in order, or ``None``.
+    """
+    refs = sorted(r for r in recursive_refs(schema) if r.startswith("#"))
+    ends = dict.fromkeys(refs, False)
+    changed = True
+    while changed:  # at most one more reference shown to end per round: it terminates
+        changed = False
+        for ref in refs:
+            if not ends[ref] and _can_end(ref_target(schema, ref), ends):
+                ends[ref] = changed = True
+    return next((ref for ref in refs if not ends[ref]), None)
+
+
+def _can_end(node: Any, ends: dict[str, bool]) -> bool:
+    """Whether ``node`` has a finite value, with ``ends`` for the recursive references."""
+    if node is False:
+        return False
+    if not isinstance(node, Mapping):
+        return True
+    ref = node.get("$ref")
+    if isinstance(ref, str) and not ends.get(ref, True):
+        return False
+    for key in ("anyOf", "oneOf"):
+        branches = node.get(key)
+        if isinstance(branches, list) and not any(_can_end(b, ends) for b in branches):
+            return False
+    branches = node.get("allOf")
+    if isinstance(branches, list) and not all(_can_end(b, ends) for b in branches):
+        return False
+    kind = node.get("type")
+    if kind == "object":
+        properties = node.get("properties")
+        required = node.get("required")
+        if isinstance(properties, Mapping) and isinstance(required, list):
+            return all(
+                _can_end(properties[name], ends)
+                for name in required
+                if isinstance(name, str) and name in properties
+            )
+    elif kind == "array":
+        least = node.get("minItems", 0)
+        prefix = node.get("prefixItems")
+        prefix = prefix if isinstance(prefix, list) else []
+        if not isinstance(least, int) or least <= 0:
+            return True
+        if not all(_can_end(item, ends) for item in prefix[:least]):
+            return False
+        if least > len(prefix):
+            return _can_end(node.get("items", True), ends)
+    return True

@@ -240,6 +240,60 @@ def test_a_broken_pattern_says_what_python_found() -> None:
         plan_output({"type": "string", "pattern": "(a"})
 
 
+class _Endless(pydantic.BaseModel):
+    value: int
+    child: "_Endless"
+
+
+class _EndlessList(pydantic.BaseModel):
+    kids: list["_EndlessList"] = pydantic.Field(min_length=1)
+
+
+class _Ping(pydantic.BaseModel):
+    pong: "_Pong"
+
+
+class _Pong(pydantic.BaseModel):
+    ping: _Ping
+
+
+class _Tree(pydantic.BaseModel):
+    left: "_Tree | None" = None
+    kids: list["_Tree"] = []
+
+
+class _Either(pydantic.BaseModel):
+    next: "_Either | int"
+
+
+@pytest.mark.parametrize(
+    "output_type",
+    [
+        _Endless,
+        _EndlessList,
+        _Ping,
+        {"type": "object", "properties": {"n": {"$ref": "#"}}, "required": ["n"]},
+        {
+            "$defs": {"L": {"type": "array", "items": {"$ref": "#/$defs/L"}, "minItems": 1}},
+            "$ref": "#/$defs/L",
+        },
+    ],
+    ids=["required child", "list of at least one", "mutual", "dict", "array through a def"],
+)
+def test_a_recursion_with_no_way_to_end_is_refused(output_type: object) -> None:
+    """No finite value exists: a model wrote until max_tokens and the call failed as cut off."""
+    for model in (_Endless, _EndlessList, _Ping, _Pong, _Tree, _Either):
+        model.model_rebuild()
+    with pytest.raises(InvalidSchemaError, match=r"can never end.*Node \| None = None"):
+        plan_output(output_type)
+
+
+@pytest.mark.parametrize("output_type", [_Tree, _Either], ids=["optional", "a scalar branch"])
+def test_a_recursion_that_can_end_is_kept(output_type: type[pydantic.BaseModel]) -> None:
+    output_type.model_rebuild()
+    assert plan_output(output_type).schema is not None
+
+
 def test_deep_schema_is_refused() -> None:
     schema: dict[str, Any] = {"type": "string"}
     for _ in range(100):

@@ -25,6 +25,7 @@ from ._sdk_errors import (
     client_in_other_loop,
     closed_client_error,
     other_loop_error,
+    release_unsent,
     translate_sdk_error,
 )
 from .errors import (
@@ -308,6 +309,7 @@ class Common:
     def _error(self, exc: BaseException, key: str | None, stage: Stage) -> BaseException:
         closed = self._closed(key)  # whatever the SDK raised, this is why
         if closed is not None:
+            release_unsent(exc)
             return closed
         translated = translate_sdk_error(
             exc, host=client_host(self.client), model=key or self.model_name, stage=stage
@@ -322,7 +324,11 @@ class Common:
         """
         if isinstance(exc, OutlinesLMStudioError | lms.LMStudioError):
             return exc  # ours already, or the flow's to translate (with its stage)
-        return self._closed() or exc
+        closed = self._closed()
+        if closed is None:
+            return exc
+        release_unsent(exc)
+        return closed
 
     def _deadline(self, request: Request) -> float | None:
         """Return when a call runs out of time (``time.monotonic()``), if it has a limit."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import traceback
 from typing import Literal
 
 import lmstudio as lms
@@ -20,6 +22,7 @@ __all__ = [
     "client_in_other_loop",
     "closed_client_error",
     "other_loop_error",
+    "release_unsent",
     "translate_sdk_error",
 ]
 
@@ -71,6 +74,31 @@ def _closing(client: object) -> bool:
     except KeyError:  # not entered (yet)
         return False
     return not system.connected
+
+
+def release_unsent(exc: BaseException) -> None:
+    """Close the coroutines that ``exc``'s traceback holds and nobody ever started.
+
+    A sync ``lmstudio.Client`` closed (from another thread) while a call reads its reply:
+    the SDK builds ``rx_queue.get()`` and only then finds its event loop gone
+    (``_rx_queue_get_threadsafe``: ``RuntimeError: ... is currently inactive``). The
+    coroutine lives on in the traceback of the error, and when the garbage collector frees
+    it, at any later moment, Python prints "RuntimeWarning: coroutine 'Queue.get' was never
+    awaited" (an error under ``-W error``). Closing it first is all that is needed; nothing
+    can run it any more. Hand-written: no library cleans up after this.
+    """
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        for frame, _ in traceback.walk_tb(error.__traceback__):
+            for value in frame.f_locals.values():
+                if (
+                    inspect.iscoroutine(value)
+                    and inspect.getcoroutinestate(value) == inspect.CORO_CREATED
+                ):
+                    value.close()
+        error = error.__cause__ or error.__context__
 
 
 def client_in_other_loop(client: object) -> bool:

@@ -1,15 +1,19 @@
+import asyncio
 import copy
+import gc
 import pickle
+import warnings
 
 import lmstudio as lms
 import pytest
+from lmstudio._ws_impl import AsyncTaskManager
 from outlines.inputs import Chat
 from outlines.models.lmstudio import LMStudioTypeAdapter as OutlinesAdapter
 
 import outlines_lmstudio
 from outlines_lmstudio import errors
 from outlines_lmstudio._adapter import LMStudioTypeAdapter
-from outlines_lmstudio._sdk_errors import translate_sdk_error
+from outlines_lmstudio._sdk_errors import release_unsent, translate_sdk_error
 
 
 def test_package_exports_a_sorted_explicit_all() -> None:
@@ -161,3 +165,31 @@ def test_bad_input_is_caught_as_outlines_own_model_raises_it(model_input: object
     with pytest.raises(errors.OutlinesLMStudioError) as ours:
         LMStudioTypeAdapter().format_input(model_input)
     assert isinstance(ours.value, type(theirs.value)), (type(theirs.value), type(ours.value))
+
+
+def test_release_unsent_closes_the_coroutine_a_closed_sdk_client_made() -> None:
+    """A closed sync client's reader builds ``Queue.get()`` and only then finds no loop.
+
+    The SDK's task manager raises with the coroutine in its traceback; released (found
+    through the error chain), it no longer warns "never awaited" when it is freed.
+    """
+
+    def read_from_closed_client() -> RuntimeError:
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        try:
+            AsyncTaskManager().run_coroutine_threadsafe(queue.get())  # what the SDK does
+        except RuntimeError as exc:
+            return exc
+        raise AssertionError("an inactive task manager ran a coroutine")
+
+    for release, warned in ((False, 1), (True, 0)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            error = read_from_closed_client()
+            if release:
+                ours = RuntimeError("the error the caller sees")
+                ours.__cause__ = error
+                release_unsent(ours)  # found through the chain
+            del error
+            gc.collect()
+        assert sum("never awaited" in str(w.message) for w in caught) == warned

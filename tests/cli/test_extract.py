@@ -244,6 +244,11 @@ def test_bad_input_lines(
     [
         (["--concurrency", "0"], "--concurrency must be at least 1"),
         (["--retries", "-2"], "--retries must be 0 or more"),
+        # Both were accepted: a thread per item, or re-asking without end.
+        (["--concurrency", "65"], "--concurrency must be at most 64, got 65: each item"),
+        (["--concurrency", "9" * 30], f"--concurrency must be at most 64, got {'9' * 30}"),
+        (["--retries", "11"], "--retries must be at most 10, got 11: each retry asks"),
+        (["--retries", "9" * 30], f"--retries must be at most 10, got {'9' * 30}"),
         (["--output", "in.jsonl"], "is the input file"),
     ],
 )
@@ -254,6 +259,16 @@ def test_bad_options(
     result = main_in_process(*extract(schema_file, Path("in.jsonl"), Path("out.jsonl")), *args)
     assert result.returncode == 2
     assert_one_line_error(result, needle)
+
+
+def test_the_largest_concurrency_and_retries_are_accepted(
+    main_in_process: MainInProcess, schema_file: Path, tmp_path: Path
+) -> None:
+    write_items(tmp_path / "in.jsonl", 2)
+    more = ["--concurrency", "64", "--retries", "10"]
+    result = main_in_process(*extract(schema_file, Path("in.jsonl"), Path("out.jsonl"), *more))
+    assert result.returncode == 0, result.stderr
+    assert len(lines(tmp_path / "out.jsonl")) == 2
 
 
 def test_bad_schema_file(main_in_process: MainInProcess, tmp_path: Path) -> None:

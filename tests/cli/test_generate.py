@@ -211,6 +211,8 @@ def test_bad_schema_file(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: 
         (["--regex", "a{99999999999999999999}"], None, "repetition number is too large"),
         (["--regex", "(" * 1200 + "a" + ")" * 1200], None, "nests its groups too deeply"),
         (["--retries", "-1", "--schema", "s.json"], "{}", "--retries must be 0 or more"),
+        # Accepted: a reply that never validates was asked for again without end.
+        (["--retries", "9" * 30, "--schema", "s.json"], "{}", "--retries must be at most 10"),
         (["--temperature", "-1"], None, "--temperature must be 0 or more"),
     ],
 )

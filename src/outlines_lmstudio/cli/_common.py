@@ -38,12 +38,14 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
+    "MAX_RETRIES",
     "CliError",
     "ModelInfo",
     "Session",
     "add_connection_options",
     "add_model_option",
     "add_sampling_options",
+    "check_retries",
     "check_vision",
     "connect",
     "console",
@@ -339,6 +341,29 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-tokens", type=int, metavar="N", help="most tokens to generate per reply"
     )
+
+
+MAX_RETRIES = 10
+"""Most re-asks ``--retries`` takes: each is a whole new reply (minutes on a slow model)."""
+
+
+def check_retries(retries: int) -> int:
+    """Return ``--retries`` if it is from 0 to `MAX_RETRIES`.
+
+    Raises
+    ------
+    CliError
+        If it is negative or larger than `MAX_RETRIES`.
+    """
+    if retries < 0:
+        raise CliError(f"--retries must be 0 or more, got {retries}.")
+    if retries > MAX_RETRIES:
+        raise CliError(
+            f"--retries must be at most {MAX_RETRIES}, got {retries}: each retry asks for a "
+            f"whole new reply, and a reply that fails {MAX_RETRIES} times in a row needs a "
+            "clearer prompt or schema, not more tries."
+        )
+    return retries
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 from ._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
+    MAX_RETRIES,
     CliError,
     add_model_option,
     add_sampling_options,
+    check_retries,
     connect,
     err_console,
     error_exit_code,
@@ -35,7 +37,10 @@ if TYPE_CHECKING:
 
     from outlines_lmstudio import LMStudio
 
-__all__ = ["HELP", "add_arguments", "run"]
+__all__ = ["HELP", "MAX_CONCURRENCY", "add_arguments", "run"]
+
+MAX_CONCURRENCY = 64
+"""Most items ``--concurrency`` puts in flight (one thread and one prediction each)."""
 
 HELP = "Extract validated JSON for each line of a JSONL file (concurrent, resumable)."
 DESCRIPTION = """\
@@ -75,14 +80,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=4,
         metavar="N",
-        help="items in flight at once (default: %(default)s, LM Studio's parallel slots)",
+        help=f"items in flight at once (1 to {MAX_CONCURRENCY}; default: %(default)s, LM Studio's "
+        "parallel slots)",
     )
     parser.add_argument(
         "--retries",
         type=int,
         default=None,
         metavar="N",
-        help="re-ask up to N times when a reply does not validate (default: 1; 0 with --reasoning)",
+        help=f"re-ask up to N times when a reply does not validate (0 to {MAX_RETRIES}; "
+        "default: 1; 0 with --reasoning)",
     )
     parser.add_argument(
         "--reasoning",
@@ -242,6 +249,12 @@ def _progress() -> Any:
 def _check_args(args: argparse.Namespace) -> None:
     if args.concurrency < 1:
         raise CliError(f"--concurrency must be at least 1, got {args.concurrency}.")
+    if args.concurrency > MAX_CONCURRENCY:
+        raise CliError(
+            f"--concurrency must be at most {MAX_CONCURRENCY}, got {args.concurrency}: each "
+            "item in flight is a thread and a prediction, and LM Studio runs only a few at "
+            "once (4 per model by default); more only wait on the server."
+        )
     if args.reasoning and args.retries:
         raise CliError(
             "--reasoning records the thinking of one reply per line, so it cannot re-ask: "
@@ -249,8 +262,7 @@ def _check_args(args: argparse.Namespace) -> None:
         )
     if args.retries is None:
         args.retries = 0 if args.reasoning else 1
-    if args.retries < 0:
-        raise CliError(f"--retries must be 0 or more, got {args.retries}.")
+    check_retries(args.retries)
 
 
 def run(args: argparse.Namespace) -> int:

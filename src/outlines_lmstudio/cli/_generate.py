@@ -8,9 +8,11 @@ import json
 from typing import Any
 
 from ._common import (
+    MAX_RETRIES,
     CliError,
     add_model_option,
     add_sampling_options,
+    check_retries,
     check_vision,
     connect,
     resolve_llm,
@@ -50,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="re-ask up to N times when a structured reply does not validate (default: 1)",
+        help="re-ask up to N times when a structured reply does not validate "
+        f"(0 to {MAX_RETRIES}; default: 1)",
     )
     add_sampling_options(parser)
 
@@ -159,8 +162,7 @@ def run(args: argparse.Namespace) -> int:
     spec = output_spec(args)
     prompt = read_prompt(args.prompt)
     check_options_text(args)
-    if args.retries < 0:
-        raise CliError(f"--retries must be 0 or more, got {args.retries}.")
+    check_retries(args.retries)
     images = [load_image(path) for path in args.image]
     kwargs = sampling_kwargs(args)
     from outlines_lmstudio import from_lmstudio

@@ -112,12 +112,19 @@ def test_failed_items_are_error_lines_and_can_be_retried(
     assert errors[0]["error"]["raw"] == '{"name": "No age"}'
     assert "result" not in errors[0]
     # Errors count as answered, until --retry-errors redoes them.
-    again = main_in_process(*extract(schema_file, source, target)).stderr
-    assert "Nothing to do: all 3 ids are already in" in again
-    assert "1 of them as errors (--retry-errors redoes those)." in again  # not hidden
+    again = main_in_process(*extract(schema_file, source, target))
+    assert "Nothing to do: all 3 ids are already in" in again.stderr
+    assert "1 of them as errors (--retry-errors redoes those)." in again.stderr  # not hidden
+    assert again.returncode == 1  # was 0: `extract ... && next-step` went on with a failed item
+    write_items(source, 4)  # a new item: it succeeds, the error stays
+    resumed = main_in_process(*extract(schema_file, source, target, "-m", TEXT))
+    assert resumed.returncode == 1, resumed.stderr
+    assert "1 results and 0 errors appended" in resumed.stderr
+    assert "1 of the input's 4 ids failed: their lines in" in resumed.stderr
+    assert "(1 from an earlier run: --retry-errors redoes them)." in resumed.stderr
     retried = main_in_process(*extract(schema_file, source, target, "-m", TEXT, "--retry-errors"))
     assert retried.returncode == 0, retried.stderr
-    assert_complete_output(target, {"item-0", "item-1", "item-2"})
+    assert_complete_output(target, {"item-0", "item-1", "item-2", "item-3"})
 
 
 def test_images_are_sent_relative_to_the_input_file(

@@ -52,7 +52,7 @@ resume: ids already in the output are skipped (add --retry-errors to redo the fa
 ones). Image paths are relative to the input file (with --input -, which reads
 standard input: to the current directory). Only a reasoning model's answer is
 parsed; --reasoning also records its thinking as "reasoning". Exit status 1 if an
-item failed."""
+item of the input failed: in this run, or left as an error line by an earlier one."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -301,7 +301,7 @@ def _run(
     as_errors = f", {errors} of them as errors (--retry-errors redoes those)" if errors else ""
     if not pending:
         say.print(f"Nothing to do: all {len(items)} ids are already in {args.output}{as_errors}.")
-        return 0
+        return EXIT_FAILURE if errors else 0
     if skipped:
         say.print(
             f"Skipping {skipped} ids already in {args.output}{as_errors}; {len(pending)} to go."
@@ -329,7 +329,12 @@ def _run(
         f"Done in {seconds:.1f} s: {ok} results and {failed} errors {where}"
         + (f" ({skipped} ids skipped: already there)." if skipped else ".")
     )
-    return EXIT_FAILURE if failed else 0
+    if errors:  # skipped, still errors: the input is not done
+        say.print(
+            f"{failed + errors} of the input's {len(items)} ids failed: their lines in "
+            f"{args.output} are errors ({errors} from an earlier run: --retry-errors redoes them)."
+        )
+    return EXIT_FAILURE if failed or errors else 0
 
 
 class _Tally:

@@ -117,6 +117,37 @@ def test_emulator_bad_token_latency_is_a_usage_error(latency: str) -> None:
     )
 
 
+@pytest.mark.parametrize("latency", ["1e308", "60.5"])
+@pytest.mark.parametrize("module", [False, True])
+def test_emulator_token_latency_above_a_minute_is_refused(latency: str, module: bool) -> None:
+    # Was served: every prediction then waited 1e308 s before its first fragment.
+    command = [sys.executable, "-m", "outlines_lmstudio.testing"] if module else script_path()
+    prefix = "" if module else "outlines-lmstudio: error: "
+    result = subprocess.run(
+        [*command, *([] if module else ["emulator"]), "--token-latency", latency, "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"{prefix}--token-latency must be at most 60 seconds, got {float(latency):g}: it is "
+        "the pause before each fragment of every reply (0.1 is a slow model).\n"
+    )
+
+
+def test_emulator_module_bad_token_latency_names_the_option() -> None:
+    command = [sys.executable, "-m", "outlines_lmstudio.testing", "--token-latency", "nan"]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=cli_env(), timeout=30, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr == "--token-latency must be 0 or more seconds, got nan.\n"
+
+
 def test_emulator_remote_warning_is_one_line() -> None:
     command = [*script_path(), "emulator", "--host", "0.0.0.0", "--allow-remote"]
     with subprocess.Popen(

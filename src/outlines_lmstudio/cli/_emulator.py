@@ -1,22 +1,20 @@
 """``outlines-lmstudio emulator``: `outlines_lmstudio.testing._command`, with the CLI's checks.
 
-The command itself is shared with ``python -m outlines_lmstudio.testing``; here its
-options are checked the CLI's way (one ``outlines-lmstudio: error:`` line, status 2)
-and its warnings are shown as one line, without a source path.
+The command itself, with its checks of the options, is shared with
+``python -m outlines_lmstudio.testing``; here its errors are told the CLI's way (one
+``outlines-lmstudio: error:`` line, status 2) and its warnings as one line, without a
+source path.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import warnings
 from typing import TextIO
 
 from outlines_lmstudio.testing._command import HELP, add_arguments, gguf_models, load_models
 from outlines_lmstudio.testing._command import run as _serve
-
-from ._common import CliError
 
 __all__ = ["HELP", "add_arguments", "gguf_models", "load_models", "run"]
 
@@ -33,16 +31,11 @@ def _show_warning(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the options, then serve the emulator until Ctrl-C; return the exit status.
+    """Serve the emulator until Ctrl-C; return the exit status.
 
-    Raises
-    ------
-    CliError
-        If ``--token-latency`` is negative or not a number.
+    Bad options (``--token-latency``, ``--port``, ``--models``) are one
+    ``outlines-lmstudio: error:`` line and status 2.
     """
-    latency = args.token_latency
-    if not math.isfinite(latency) or latency < 0:
-        raise CliError(f"--token-latency must be 0 or more seconds, got {latency}.")
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         return _serve(args, error_prefix="outlines-lmstudio: error: ")

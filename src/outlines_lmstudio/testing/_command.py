@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import signal
 import sys
 import threading
@@ -16,10 +17,21 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-__all__ = ["HELP", "add_arguments", "gguf_models", "load_models", "main", "run"]
+__all__ = [
+    "HELP",
+    "MAX_TOKEN_LATENCY",
+    "add_arguments",
+    "gguf_models",
+    "load_models",
+    "main",
+    "run",
+    "token_latency_problem",
+]
 
 HELP = "Serve an LM Studio emulator (for tests and demos) until interrupted."
 INSTALL_HINT = 'pip install "outlines-lmstudio[testing]"'
+MAX_TOKEN_LATENCY = 60.0
+"""Most seconds per fragment ``--token-latency`` takes (a slow model is about 0.1 s)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of generated text")
     parser.add_argument(
-        "--token-latency", type=float, default=0.0, metavar="S", help="seconds per fragment"
+        "--token-latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help=f"seconds per fragment (0 to {MAX_TOKEN_LATENCY:g}; default: 0)",
     )
 
 
@@ -105,6 +121,18 @@ def gguf_models(paths: list[Path]) -> list[Any]:
     return [EmulatedModel(path.name.removesuffix(".gguf"), gguf=path) for path in paths]
 
 
+def token_latency_problem(latency: float) -> str | None:
+    """Say what is wrong with a ``--token-latency``, or return None if it is usable."""
+    if not math.isfinite(latency) or latency < 0:
+        return f"--token-latency must be 0 or more seconds, got {latency}."
+    if latency > MAX_TOKEN_LATENCY:
+        return (
+            f"--token-latency must be at most {MAX_TOKEN_LATENCY:g} seconds, got {latency:g}: "
+            "it is the pause before each fragment of every reply (0.1 is a slow model)."
+        )
+    return None
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -112,7 +140,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
     """Start the emulator, print its host line and serve until SIGINT/SIGTERM.
 
-    A problem with the options or the port is one line on stderr, after ``error_prefix``
+    A problem with the options (a ``--token-latency`` that is negative, not a number or
+    above `MAX_TOKEN_LATENCY`) or the port is one line on stderr, after ``error_prefix``
     (the CLI's ``outlines-lmstudio: error: ``), and status 2.
     """
 
@@ -120,6 +149,9 @@ def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
         print(f"{error_prefix}{message}", file=sys.stderr)
         return 2
 
+    problem = token_latency_problem(args.token_latency)
+    if problem is not None:
+        return fail(problem)
     for module in ("websockets", "outlines_core"):
         if importlib.util.find_spec(module) is None:
             return fail(f"The emulator needs {module!r}. Install it with: {INSTALL_HINT}")

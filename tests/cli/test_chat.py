@@ -6,6 +6,7 @@ import io
 import json
 import os
 import select
+import signal
 import stat
 import subprocess
 import sys
@@ -181,6 +182,38 @@ def test_ctrl_c_stops_the_reply_on_the_server_and_keeps_the_session(
     chat.expect(pexpect.EOF)
     chat.close()
     assert chat.exitstatus == 0
+
+
+def test_sigterm_during_a_reply_stops_it_on_the_server_and_ends_the_chat(
+    spawn: Spawn, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGTERM (kill, timeout, a service manager) ended the process at once, status -15,
+    # without a word, and the prediction went on on the server.
+    monkeypatch.setattr(emulator, "token_latency", 0.05)
+    emulator.script(TEXT, ["word " * 200])
+    chat = spawn("-m", TEXT)
+    chat.expect(PROMPT)
+    chat.sendline("Tell me a very long story")
+    chat.expect("word word word")
+    chat.kill(signal.SIGTERM)
+    chat.expect("outlines-lmstudio: error: terminated \\(SIGTERM\\).")
+    chat.expect(pexpect.EOF)
+    chat.close()
+    assert (chat.exitstatus, chat.signalstatus) == (143, None)
+    assert "Traceback" not in (chat.before or "")
+    emulator.wait_until(lambda: emulator.predictions[0].done, timeout=5)
+    assert emulator.predictions[0].cancelled
+    assert len(emulator.predictions[0].fragments) < 200
+
+
+def test_sigterm_at_the_prompt_ends_the_chat(spawn: Spawn) -> None:
+    chat = spawn("-m", TEXT)
+    chat.expect(PROMPT)
+    chat.kill(signal.SIGTERM)  # Ctrl-C there does not leave; SIGTERM does
+    chat.expect("outlines-lmstudio: error: terminated \\(SIGTERM\\).")
+    chat.expect(pexpect.EOF)
+    chat.close()
+    assert (chat.exitstatus, chat.signalstatus) == (143, None)
 
 
 def test_ctrl_c_while_the_prompt_is_read_stops_the_reply_at_once(

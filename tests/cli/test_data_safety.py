@@ -12,12 +12,15 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
 
+from outlines_lmstudio.cli import _sigterm
 from outlines_lmstudio.cli._common import CliError, failure_report
 from outlines_lmstudio.cli._jsonl import scan_output
 from outlines_lmstudio.errors import InvalidImageError, LMStudioConnectionError
@@ -203,6 +206,46 @@ def test_ctrl_c_during_the_retry_errors_rewrite_leaves_no_temporary_file(
     monkeypatch.setattr(os, "fsync", interrupted)  # Ctrl-C while the new file is written
     result = main_in_process(*extract(schema, source, "out.jsonl", "--retry-errors"))
     assert result.returncode == 130
+    assert target.read_text() == RESULT_AND_ERROR
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "items.jsonl",
+        "out.jsonl",
+        "person.schema.json",
+    ]
+
+
+@pytest.fixture
+def sigterm_as_the_command_has_it() -> Iterator[None]:
+    """SIGTERM handled as the ``outlines-lmstudio`` command handles it; put back after."""
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _sigterm.install()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _sigterm._State.received = False
+
+
+@pytest.mark.usefixtures("sigint_default", "sigterm_as_the_command_has_it")
+def test_sigterm_during_the_retry_errors_rewrite_leaves_no_temporary_file(
+    main_in_process: MainInProcess,
+    files: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # SIGTERM ended the process mid-rewrite, leaving .out.jsonl.XXXX.tmp behind.
+    schema, source = files
+    target = tmp_path / "out.jsonl"
+    target.write_text(RESULT_AND_ERROR)
+
+    def terminated(fd: int) -> None:
+        signal.raise_signal(signal.SIGTERM)  # while the new file is written
+
+    monkeypatch.setattr(os, "fsync", terminated)
+    result = main_in_process(*extract(schema, source, "out.jsonl", "--retry-errors"))
+    assert result.returncode == 143
+    assert result.stderr.splitlines()[-1] == "outlines-lmstudio: error: terminated (SIGTERM)."
     assert target.read_text() == RESULT_AND_ERROR
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "items.jsonl",

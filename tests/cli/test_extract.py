@@ -351,6 +351,36 @@ def _wait_for_lines(target: Path, count: int) -> None:
         time.sleep(0.01)
 
 
+def test_sigterm_stops_the_run_as_ctrl_c_does(
+    emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGTERM ended the process at once: status -15 (143 in a shell), no message.
+    count = 24
+    _, child, target = _start_slow_extract(
+        emulator, schema_file, tmp_path, monkeypatch, count, stderr=subprocess.PIPE
+    )
+    try:
+        _wait_for_lines(target, 3)
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=15)
+    finally:
+        child.kill()
+    assert child.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    done = lines(target)
+    assert 3 <= len(done) < count
+    last = stderr.strip().splitlines()[-1]
+    assert last == (
+        f"outlines-lmstudio: error: Terminated (SIGTERM): {len(done)} items finished and "
+        f"written to {target}; run the same command again to resume."
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "in.jsonl",
+        "out.jsonl",
+        "person.schema.json",
+    ]
+
+
 def test_killed_run_resumes_without_losing_or_repeating_results(
     emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from . import _sigterm
 from ._exit import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
 
 __all__ = ["SUBCOMMANDS", "TRACEBACK_VARIABLE", "build_parser", "main"]
@@ -42,7 +43,8 @@ NO_CONNECTION = frozenset({"emulator"})
 
 _EPILOG = """\
 exit status: 0 success, 1 the job failed, 2 usage or input error,
-3 LM Studio not reachable, 130 interrupted, 141 the output's reader went away.
+3 LM Studio not reachable, 130 interrupted (Ctrl-C), 141 the output's reader went away,
+143 terminated (SIGTERM: stopped as Ctrl-C stops it).
 See `outlines-lmstudio COMMAND --help` for each command."""
 
 
@@ -96,14 +98,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     Parameters
     ----------
     argv
-        The arguments (``sys.argv[1:]`` when None).
+        The arguments (``sys.argv[1:]`` when None: the command line, where SIGTERM is
+        handled as Ctrl-C, see `outlines_lmstudio.cli._sigterm`).
     """
+    if argv is None:
+        _sigterm.install()
     _hold_stderr()
     try:
-        return _main(argv)
+        status = _main(argv)
     except KeyboardInterrupt:  # while `_common`, and the SDK with it, is being imported
-        _report("interrupted.")
-        return EXIT_INTERRUPTED
+        _report(_interrupted())
+        status = EXIT_INTERRUPTED
+    return _sigterm.EXIT_TERMINATED if _sigterm.terminated() else status
+
+
+def _interrupted() -> str:
+    return "terminated (SIGTERM)." if _sigterm.terminated() else "interrupted."
 
 
 def _hold_stderr() -> None:
@@ -149,7 +159,7 @@ def _main(argv: Sequence[str] | None) -> int:
         _report(exc.message)
         return exc.code
     except KeyboardInterrupt:
-        _report("interrupted.")
+        _report(_interrupted())
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, with the status a shell gives a

@@ -30,6 +30,7 @@ from ._common import (
     write_out,
 )
 from ._images import MAX_SIDE, Attachment, load_image, solid_image
+from ._sigterm import leave_if_terminated
 from ._text import check_options_text, check_text, stdin_lines_tolerant
 
 if TYPE_CHECKING:
@@ -170,6 +171,7 @@ class ChatSession:
                 return
             except KeyboardInterrupt:
                 self.out.print()
+                leave_if_terminated()
                 self.note("(Ctrl-C: type /exit or press Ctrl-D to leave)")
                 continue
             line = line.strip()
@@ -224,6 +226,7 @@ class ChatSession:
                     f"begins with /, write it with //, e.g. /{line}."
                 )
         except KeyboardInterrupt:
+            leave_if_terminated()
             self.problem(f"{name} interrupted; the conversation is kept.")
         except Exception as exc:  # every failure of a command keeps the session
             self.problem(_failure(exc))
@@ -337,6 +340,8 @@ class ChatSession:
             if close is not None:
                 close()  # cancels the prediction on the server if it is still running
         write_out("\n")
+        if stopped:
+            leave_if_terminated()
         if failure is not None:
             self.history.pop()
             self.pending = turn.images

@@ -7,6 +7,8 @@ Exit codes of every command::
     2    a usage or input error (bad option, unreadable file, bad schema, missing extra)
     3    LM Studio is not reachable, or the connection was lost
     130  interrupted (Ctrl-C)
+    141  the reader of standard output went away
+    143  terminated (SIGTERM, handled as Ctrl-C: see `outlines_lmstudio.cli._sigterm`)
 """
 
 from __future__ import annotations

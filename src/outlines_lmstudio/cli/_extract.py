@@ -29,6 +29,7 @@ from ._generate import build_input
 from ._images import load_image
 from ._jsonl import STDIN, Item, OutputFile, item_key, read_items
 from ._output_types import OutputSpec, add_output_options, output_spec, to_json
+from ._sigterm import terminated
 from ._text import check_options_text
 
 if TYPE_CHECKING:
@@ -404,8 +405,9 @@ def _process(
                     ) from None
                 progress.update(task, advance=1, failed=tally.failed)
     except KeyboardInterrupt:
+        stopped = "Terminated (SIGTERM)" if terminated() else "Interrupted"
         raise CliError(
-            f"Interrupted: {tally.stop()} items finished and written to {output.path}; run "
+            f"{stopped}: {tally.stop()} items finished and written to {output.path}; run "
             "the same command again to resume.",
             EXIT_INTERRUPTED,
         ) from None

@@ -9,7 +9,7 @@ and bad input still raises at the call.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from functools import partial
 from operator import attrgetter
 from typing import Any, ClassVar
@@ -150,8 +150,11 @@ class ModelApi(Common):
         """
         raise NotImplementedError
 
-    def _map(self, flows: list[Flow[Any]], limit: int) -> Any:
-        """Drive several flows concurrently, at most ``limit`` at once; `batch_result`."""
+    def _map(self, flows: list[Flow[Any]], limit: int, requests: Sequence[Request] = ()) -> Any:
+        """Drive several flows concurrently, at most ``limit`` at once; `batch_result`.
+
+        ``requests``: the flows' requests (the async front normalises their images first).
+        """
         raise NotImplementedError
 
     # -- effects that need no I/O ------------------------------------------------------------
@@ -297,7 +300,7 @@ class ModelApi(Common):
             If any item failed; it holds the other results and each error by index.
         """
         requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
-        return self._map([_flow.generate(r) for r in requests], limit)
+        return self._map([_flow.generate(r) for r in requests], limit, requests)
 
     # -- typed results -----------------------------------------------------------------------
     def parse(
@@ -341,7 +344,8 @@ class ModelApi(Common):
                 return self._map([], limit)
             # One validator for all (one plan): a type parse cannot check raises here.
             validator = validator_for(requests[0].plan)
-            return self._map([_flow.parse(r, retries, validator) for r in requests], limit)
+            flows = [_flow.parse(r, retries, validator) for r in requests]
+            return self._map(flows, limit, requests)
         if "max_concurrency" in inference_kwargs:
             raise InvalidInferenceArgumentError(
                 "max_concurrency= applies to parse on a list of inputs (answered concurrently); "
@@ -392,7 +396,7 @@ class ModelApi(Common):
         Takes the arguments of `generate_batch`; returns ``list[Reply]`` (async: awaitable).
         """
         requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
-        return self._map([_flow.reply(r) for r in requests], limit)
+        return self._map([_flow.reply(r) for r in requests], limit, requests)
 
     def reply_stream(
         self, model_input: Any, output_type: Any = None, **inference_kwargs: Any

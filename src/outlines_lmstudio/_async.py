@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
 import lmstudio as lms
+import msgspec
 from lmstudio import FileHandle
 from outlines.models.lmstudio import AsyncLMStudio as _OutlinesAsyncLMStudio
 
@@ -29,8 +30,10 @@ from ._common import (
     Request,
 )
 from ._flow import Call, Effect, Emit, Flow, Sink, wait_limit
+from ._images import PendingImage
+from ._inputs import ChatPrompt, deferring_images, settled
 from ._streams import AsyncReader
-from .errors import LMStudioTimeoutError
+from .errors import LMStudioTimeoutError, OutlinesLMStudioError
 
 __all__ = ["AsyncLMStudio"]
 
@@ -73,6 +76,65 @@ class _AsyncStream:
         )
 
 
+class _Deferred(Request, frozen=True):
+    """A request whose prompt holds `PendingImage` parts, to normalise in a worker thread.
+
+    ``item``: its index in a batch (the note an image error gets, as on the sync front).
+    ``done``: ``(prompt, settled prompt)`` pairs, so that each prompt is settled once (a
+    batch settles its items before any is sent; ``parse`` re-asks with a longer prompt).
+    """
+
+    item: int | None = None
+    done: list[tuple[ChatPrompt, ChatPrompt]] = msgspec.field(default_factory=list)
+
+
+def _deferred(request: Request, item: int | None = None) -> Request:
+    """Return ``request`` as a `_Deferred` if its prompt holds a `PendingImage`."""
+    for message in request.prompt.messages:
+        if any(type(part) is PendingImage for part in message.parts):
+            return _Deferred(request.prompt, request.plan, request.args, request.key, item)
+    return request
+
+
+def _known(request: _Deferred) -> ChatPrompt | None:
+    """Return the prompt's settled form if it was settled already."""
+    for source, prompt in request.done:
+        if source is request.prompt:
+            return prompt
+    return None
+
+
+def _settled_now(request: _Deferred) -> Request:
+    """Return ``request`` with its images normalised (blocking: in a worker thread)."""
+    prompt = _known(request)
+    if prompt is None:
+        try:
+            prompt = settled(request.prompt)
+        except OutlinesLMStudioError as exc:
+            if request.item is not None:
+                exc.add_note(f"(in batch item {request.item})")
+            raise
+        request.done.append((request.prompt, prompt))
+    return Request(prompt, request.plan, request.args, request.key)
+
+
+def _settle_all(requests: list[_Deferred]) -> None:
+    for request in requests:  # in order: the first bad item's error, as on the sync front
+        _settled_now(request)
+
+
+async def _settle(request: _Deferred) -> Request:
+    """Normalise a request's images in a worker thread (the event loop runs on meanwhile).
+
+    A cancelled call leaves the thread to finish, which only fills the image cache:
+    nothing has been uploaded yet.
+    """
+    prompt = _known(request)
+    if prompt is not None:  # settled with its batch
+        return Request(prompt, request.plan, request.args, request.key)
+    return await asyncio.to_thread(_settled_now, request)
+
+
 class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
     """An Outlines model backed by LM Studio through an ``lmstudio.AsyncClient``.
 
@@ -85,6 +147,22 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
     _client_class = lms.AsyncClient
     _handles = ASYNC_HANDLES
     _traits = ASYNC_TRAITS
+
+    # -- images: normalised off the event loop -------------------------------------------------
+    def _prepare(self, model_input: Any, output_type: Any, kwargs: dict[str, Any]) -> Request:
+        """Check a call, leaving its costly images to normalise when it is awaited (`_settle`)."""
+        with deferring_images() as pending:
+            request = super()._prepare(model_input, output_type, kwargs)
+        return _deferred(request) if pending else request
+
+    def _prepare_batch(
+        self, model_input: Any, output_type: Any, kwargs: dict[str, Any]
+    ) -> tuple[list[Request], int]:
+        with deferring_images() as pending:
+            requests, limit = super()._prepare_batch(model_input, output_type, kwargs)
+        if pending:
+            requests = [_deferred(r, index) for index, r in enumerate(requests)]
+        return requests, limit
 
     # -- drivers -----------------------------------------------------------------------------
     # The drivers step the flow themselves (``send``/``throw``), with no runner object in
@@ -198,6 +276,8 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
         return _AsyncStream(self._items(request, sink))
 
     async def _items(self, request: Request, sink: Sink) -> AsyncGenerator[Any, None]:
+        if isinstance(request, _Deferred):
+            request = await _settle(request)
         call = Call(request, deadline=self._deadline(request))
         await self._ensure_client()
         try:
@@ -213,7 +293,12 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
         if not call.finished and call.reader is not None:
             await call.reader.stop()
 
-    async def _map(self, flows: list[Flow[Any]], limit: int) -> list[Any]:
+    async def _map(
+        self, flows: list[Flow[Any]], limit: int, requests: Sequence[Request] = ()
+    ) -> list[Any]:
+        deferred = [r for r in requests if isinstance(r, _Deferred)]
+        if deferred:  # an image error fails the batch before anything is sent, as on sync
+            await asyncio.to_thread(_settle_all, deferred)
         # Each item enters the client in `_run` (once, under the lock), so a client that
         # cannot connect fails every item, as on the sync front: `BatchGenerationError`.
         semaphore = asyncio.Semaphore(limit)
@@ -227,7 +312,10 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
 
     # -- effects -----------------------------------------------------------------------------
     async def _complete(self, effect: _flow.Complete) -> Completion:
-        call = Call(effect.request, deadline=self._completion_deadline(effect))
+        request = effect.request
+        if isinstance(request, _Deferred):
+            request = await _settle(request)
+        call = Call(request, deadline=self._completion_deadline(effect))
         if not self._ready:
             await self._ensure_client()
         try:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import singledispatch
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -34,7 +36,7 @@ from outlines.inputs import Audio, Chat, Image, Video
 from PIL import Image as PILImage
 
 from ._config import plain_str
-from ._images import ImageData, normalise_image
+from ._images import ImageData, PendingImage, normalise_cheaply, normalise_image
 from .errors import InvalidPromptError, UnsupportedInputError
 
 __all__ = [
@@ -42,13 +44,15 @@ __all__ = [
     "Message",
     "ToolCall",
     "build_chat",
+    "deferring_images",
     "format_input",
     "format_text",
     "sdk_history",
+    "settled",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
-Part = str | ImageData | FileHandle
+Part = str | ImageData | FileHandle | PendingImage
 _ROLES = ("system", "user", "assistant", "tool")
 _SUPPORTED = "a str, a list [prompt, Image, ...], an outlines.inputs.Chat or an lmstudio.Chat"
 
@@ -325,9 +329,62 @@ def _(model_input: lms.Chat) -> ChatPrompt:
     return prompt
 
 
-def _asset(item: object, where: str) -> ImageData | FileHandle:
+_DEFERRED: ContextVar[list[PendingImage] | None] = ContextVar("_DEFERRED", default=None)
+
+
+@contextmanager
+def deferring_images() -> Iterator[list[PendingImage]]:
+    """Let `format_input` leave costly images as `PendingImage` parts, listed in the value.
+
+    The async front formats inputs so, then normalises those images in a worker thread
+    (`settled`): decoding, checking and hashing a large image blocks for tens of
+    milliseconds (seconds for a large PIL image encoded as PNG).
+    """
+    pending: list[PendingImage] = []
+    token = _DEFERRED.set(pending)
+    try:
+        yield pending
+    finally:
+        _DEFERRED.reset(token)
+
+
+def settled(prompt: ChatPrompt) -> ChatPrompt:
+    """Return ``prompt`` with each `PendingImage` normalised (the work `deferring_images` left).
+
+    Raises
+    ------
+    InvalidImageError
+        As `format_input` would have, for the first image that cannot be sent.
+    """
+    done: dict[int, ImageData] = {}  # the same image object twice: normalised once
+
+    def part(p: Part) -> Part:
+        if type(p) is not PendingImage:
+            return p
+        data = done.get(id(p.source))
+        if data is None:
+            data = done[id(p.source)] = normalise_image(p.source)
+        return data
+
+    messages = tuple(
+        msgspec.structs.replace(m, parts=tuple(map(part, m.parts)))
+        if any(type(p) is PendingImage for p in m.parts)
+        else m
+        for m in prompt.messages
+    )
+    return ChatPrompt(messages, prompt.passthrough)
+
+
+def _asset(item: object, where: str) -> ImageData | FileHandle | PendingImage:
     if isinstance(item, Image | PILImage.Image):
-        return normalise_image(item)
+        pending = _DEFERRED.get()
+        if pending is None:
+            return normalise_image(item)
+        data = normalise_cheaply(item)
+        if data is not None:
+            return data
+        pending.append(PendingImage(item))
+        return pending[-1]
     if isinstance(item, FileHandle):
         return item
     if isinstance(item, Video | Audio):

@@ -6,7 +6,7 @@ or, for a call with a time limit, in a worker thread the caller waits for.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -231,7 +231,9 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         """Return the error of a call whose time ran out, opened or not (read at that moment)."""
         return self._wait_error(call.request, True, call.reader is not None)
 
-    def _map(self, flows: list[Flow[Any]], limit: int) -> list[Any]:
+    def _map(
+        self, flows: list[Flow[Any]], limit: int, requests: Sequence[Request] = ()
+    ) -> list[Any]:
         if not flows:
             return []
         with self._batches.lend(limit) as pool:

@@ -951,6 +951,22 @@ def test_from_lmstudio_bad_arguments(emulator: LMStudioEmulator) -> None:
         assert emulator.requests == []
 
 
+def test_a_large_bad_image_is_refused_before_anything_is_sent(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """The async front checks a large image in a worker thread, with the same errors."""
+    image = png_image()
+    image.image_str = base64.b64encode(bytes(64 * 1024)).decode()  # not an image, and large
+    model = fronts.model(fronts.client(enter=False), VISION_MODEL)
+    with pytest.raises(E.InvalidImageError, match="not an image Pillow can read"):
+        model(["Describe", image])
+    with pytest.raises(E.InvalidImageError, match="not an image Pillow can read") as info:
+        model.batch(["ok", ["Describe", png_image()], ["Describe", image]])
+    assert info.value.__notes__ == ["(in batch item 2)"]
+    assert emulator.trace == []
+    assert emulator.requests == []
+
+
 def test_a_batch_error_names_the_item_only_when_it_is_the_items(
     fronts: Fronts, emulator: LMStudioEmulator
 ) -> None:

@@ -1,6 +1,7 @@
 """AsyncLMStudio end to end: the real async SDK against the emulator."""
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from typing import cast
 
@@ -9,6 +10,7 @@ import outlines
 import pydantic
 import pytest
 from outlines.generator import AsyncBlackBoxGenerator
+from PIL import Image as PILImage
 
 from outlines_lmstudio import (
     AsyncLMStudio,
@@ -133,6 +135,58 @@ async def test_async_images_upload_once(
     await asyncio.gather(*(model(["What colour?", image]) for _ in range(4)))
     assert len(emulator.uploads) == 1
     assert all(p.images == [emulator.uploads[0].data] for p in emulator.predictions)
+
+
+def noise_image(size: int = 1024) -> PILImage.Image:
+    """A PIL image of random pixels, encoded as PNG to upload: about 0.6 s of work here."""
+    return PILImage.frombytes("RGB", (size, size), os.urandom(size * size * 3))
+
+
+async def test_async_image_work_leaves_the_event_loop_free(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    """A large image is checked and encoded in a worker thread, not on the event loop.
+
+    Until the call's first frame reaches the server, it prepares its image (ours: 0.6 s),
+    then the SDK its upload. A ticker that sleeps 1 ms ticked 126-160 times in that span
+    on a 2-core machine; with our work on the loop, 8-14 times (during the SDK's part).
+    """
+    model = from_lmstudio(async_client, VISION_MODEL)
+    await model(["Warm up", png_image()])  # the handle and traits are cached: no lookup
+    await asyncio.sleep(0.05)  # the warm-up's last frames are in
+    frames = len(emulator.trace)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while len(emulator.trace) == frames:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0)
+    assert await model(["Describe", noise_image()])
+    await ticker
+    assert ticks >= 50
+    assert len(emulator.uploads) == 2
+
+
+async def test_async_call_cancelled_while_its_image_is_prepared(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    """Cancelled during the image work: nothing is sent; the next call sends it once."""
+    model = from_lmstudio(async_client, VISION_MODEL)
+    image = noise_image()
+    call = asyncio.ensure_future(model(["Describe", image]))
+    await asyncio.sleep(0.05)  # in the worker thread
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert emulator.uploads == []
+    assert emulator.predictions == []
+    assert await model(["Describe", image])
+    assert len(emulator.uploads) == 1
+    assert len(emulator.predictions) == 1
 
 
 async def test_async_batch_order_and_failures(

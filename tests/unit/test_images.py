@@ -1,6 +1,7 @@
 import base64
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -300,3 +301,40 @@ def test_pil_image_with_new_transparency_is_normalised_again() -> None:
     second = normalise_image(picture)
     assert opened(second.data).info.get("transparency") == (1, 2, 3)
     assert second.digest != first.digest
+
+
+def test_only_costly_images_are_left_for_a_worker_thread() -> None:
+    """Cheaper than a thread hop: cached or small images; the rest is left (``None``)."""
+    from outlines_lmstudio._images import normalise_cheaply
+
+    small = Image(opened(encoded("PNG")))
+    assert normalise_cheaply(small) == normalise_image(small)
+    noise = PILImage.frombytes("RGB", (128, 128), os.urandom(128 * 128 * 3))
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    large = Image(opened(buffer.getvalue()))
+    assert len(large.image_str) > 16 * 1024
+    assert normalise_cheaply(large) is None
+    assert normalise_cheaply(noise) is None  # 16,384 pixels
+    assert normalise_cheaply(noise.resize((32, 32))) is not None
+    done = normalise_image(large)
+    assert normalise_cheaply(large) is done  # cached: no hop for it
+
+
+def test_deferred_images_settle_to_what_format_input_makes() -> None:
+    from outlines_lmstudio._images import PendingImage
+    from outlines_lmstudio._inputs import deferring_images, format_input, settled
+
+    noise = PILImage.frombytes("RGB", (128, 128), os.urandom(128 * 128 * 3))
+    small = Image(opened(encoded("PNG")))
+    items = ["Compare", noise, small, noise]
+    with deferring_images() as pending:
+        prompt = format_input(items)
+    assert [type(p) for p in prompt.messages[0].parts] == [
+        str,
+        PendingImage,
+        _images.ImageData,
+        PendingImage,
+    ]
+    assert len(pending) == 2
+    assert settled(prompt) == format_input(items)

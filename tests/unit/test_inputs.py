@@ -7,7 +7,7 @@ from outlines.inputs import Audio, Chat, Image, Video
 from PIL import Image as PILImage
 
 from outlines_lmstudio import LMStudioTypeAdapter
-from outlines_lmstudio._images import ImageData
+from outlines_lmstudio._images import ImageData, PendingImage
 from outlines_lmstudio._inputs import ChatPrompt, build_chat, format_input, sdk_history
 from outlines_lmstudio.errors import InvalidPromptError, UnsupportedInputError
 
@@ -212,7 +212,11 @@ def public_chat(prompt: ChatPrompt, handles: dict[str, lms.FileHandle]) -> lms.C
             chat.add_system_prompt(message.text)
         elif message.role == "user":
             chat.add_user_message(
-                [handles[p.digest] if isinstance(p, ImageData) else p for p in message.parts]
+                [
+                    handles[p.digest] if isinstance(p, ImageData) else p
+                    for p in message.parts
+                    if not isinstance(p, PendingImage)  # format_input leaves none here
+                ]
             )
         elif message.role == "assistant":
             chat.add_assistant_response(

@@ -4,7 +4,8 @@ Each method checks its arguments (before any I/O), builds a flow (`_flow`) and h
 the front: `ModelApi._run` (a whole result), `ModelApi._iterate` (a stream) or
 `ModelApi._map` (a batch). `LMStudio` returns the value; `AsyncLMStudio` returns an
 awaitable (or an async iterator), so ``await model.generate(...)`` works as Outlines expects,
-and bad input still raises at the call.
+and bad input still raises at the call (on the async class, a large image that cannot be sent
+raises when awaited: it is read in a worker thread; still before any request is sent).
 """
 
 from __future__ import annotations
@@ -208,7 +209,8 @@ class ModelApi(Common):
     ) -> Any:
         """Stream a response, as `generate_stream` does (``backend`` must be ``None``).
 
-        Unlike Outlines' own method, bad input raises here, at the call, on both classes.
+        Unlike Outlines' own method, bad input raises here, at the call, on both classes
+        (on the async class, a large image that cannot be sent raises at the first item).
         """
         if backend is not None:
             no_backend(backend)
@@ -256,7 +258,9 @@ class ModelApi(Common):
         """Stream a response; leaving early (``break``, ``close``) cancels it on the server.
 
         Outlines declares the async form ``async def``; here it is a plain method on both
-        classes, so that bad input raises at the call, before any request is sent.
+        classes, so that bad input raises at the call, before any request is sent. On the
+        async class a large image is read in a worker thread, so one that cannot be sent
+        raises at the first item instead (still before any request is sent).
 
         Parameters
         ----------

@@ -14,9 +14,12 @@ may use several at once (sources and what is inferred: ``docs/reasoning.md``):
   the control text ``isStructural``; the Python SDK 1.5.0 has no such field, so
   the control tokens are recognised here by their exact spelling. A reply is
   Harmony once a header (``<|start|>`` or ``<|channel|>``) opens its answer, that
-  is before any answer text: then every control token is control text. In the
-  answer of any other reply they are answer text (a model may well write
-  ``<|end|>`` in a JSON string).
+  is before any answer text: then its control tokens are control text, up to the
+  ``final`` channel's ``<|message|>``. The final message is the answer, and text in
+  it is answer text (a JSON string may hold ``<|channel|>``), except a closing
+  ``<|end|>``, ``<|return|>`` or ``<|call|>`` that ends the reply or is followed at
+  once by ``<|start|>`` (a new message). In the answer of any other reply control
+  tokens are answer text (a model may well write ``<|end|>`` in a JSON string).
 
 Untyped ``<think>...</think>`` (reasoning parsing off, or a template LM Studio
 does not know) is recognised when the reply opens with the start tag. A bare end
@@ -147,6 +150,7 @@ class ReasoningSplitter:
     # opened a JSON object or array: a bare end tag no longer ends reasoning.
     _reasoned = False
     _harmony = False  # a Harmony header opened the answer: control tokens are control
+    _final = False  # inside a Harmony final message: only its closing token is control
     _answer_open = True  # no answer text since the start or the last reasoning
 
     def __init__(
@@ -291,6 +295,17 @@ class ReasoningSplitter:
                 return
             start, end, token = hit
             self._literal(buf[pos:start], structural)
+            if self._final and token in _HARMONY_CLOSERS:
+                after = buf[end:]
+                if _could_become(after, _HARMONY_NEW) or not after:
+                    self._hold = buf[start:]  # which it is depends on what follows
+                    return
+                if after.startswith(_HARMONY_NEW):  # the final message ends, another begins
+                    self._final = False
+                else:  # written inside the answer
+                    self._literal(token, structural)
+                pos = end
+                continue
             if inert:
                 pass  # dropped, switching nothing
             elif token in self._tokens().tokens:
@@ -317,6 +332,8 @@ class ReasoningSplitter:
         sets = self._token_sets
         if self._mode is _Mode.THINK:
             return sets.think
+        if self._mode is _Mode.ANSWER and self._final:
+            return sets.final
         if self._mode is not _Mode.ANSWER or self._harmony:
             return sets.harmony
         # An untyped reply that has not reasoned yet: a bare end tag closes reasoning
@@ -359,6 +376,7 @@ class ReasoningSplitter:
             words = self._header.split()
             if (words[0] if words else "") in _HARMONY_ANSWER_CHANNELS:
                 self._boundary()
+                self._final = True
             else:
                 self._enter(_Mode.HREASON)
         # <|end|>, <|return|>, <|call|>, stray <|message|>/<|constrain|>: control
@@ -370,12 +388,14 @@ class ReasoningSplitter:
         """Reasoning starts: any answer so far was reasoning after all."""
         self._retract()
         self._mode = mode
+        self._final = False
         self.in_reasoning = True
         self._reasoned = True
 
     def _boundary(self) -> None:
         """Reasoning ends: the answer starts after this point."""
         self._retract()
+        self._final = False
         self._answer_open = True
         self._mode = _Mode.ANSWER
         self._strip_leading = True
@@ -399,6 +419,8 @@ class ReasoningSplitter:
 
     def _flush_hold(self) -> None:
         held, self._hold = self._hold, ""
+        if self._final and held.startswith(_HARMONY_CLOSERS):
+            held = held[held.index("|>") + 2 :]  # the final message's closing token
         if self._mode is _Mode.START:
             self._mode = _Mode.ANSWER
         self._literal(held, structural=False)
@@ -444,10 +466,13 @@ class _TokenSets(NamedTuple):
     untyped: _Tokens  # the same, once answer text came
     answer_open: _Tokens  # after reasoning, before the answer text
     answer: _Tokens  # the answer text of a reply that is not Harmony
-    harmony: _Tokens  # reasoning, Harmony headers, and the answer of a Harmony reply
+    harmony: _Tokens  # reasoning and Harmony headers
+    final: _Tokens  # a Harmony final message: only its closing tokens (and the marker)
 
 
 _HARMONY_HEADERS = ("<|start|>", "<|channel|>")
+_HARMONY_CLOSERS = ("<|end|>", "<|return|>", "<|call|>")
+_HARMONY_NEW = "<|start|>"  # after a closer: the closer ends the final message
 
 
 @functools.lru_cache(maxsize=16)
@@ -461,6 +486,7 @@ def _mode_tokens(end_tag: str) -> _TokenSets:
         answer_open=_Tokens.of((_MARKER, *_HARMONY_HEADERS)),
         answer=_Tokens.of((_MARKER,)),
         harmony=_Tokens.of((_MARKER, *HARMONY_TOKENS)),
+        final=_Tokens.of((_MARKER, *_HARMONY_CLOSERS)),
     )
 
 

@@ -382,15 +382,22 @@ class Note(BaseModel):
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("entry", ["generate", "stream", "parse", "reply_stream"])
-@pytest.mark.parametrize("form", ["none", "think", "marker"])
+@pytest.mark.parametrize("form", ["none", "think", "marker", "harmony"])
 async def test_harmony_tokens_in_an_answer_are_kept(
     emu: LMStudioEmulator, front: Callable[[str], Model], form: str, entry: str
 ) -> None:
-    """A model that is not gpt-oss may write Harmony's tokens as text: they stay in.
+    """A model may write Harmony's tokens and the think tags as text: they stay in.
 
-    They were once removed from every answer (``{"text": ""}``, silently).
+    They were once removed from every answer (``{"text": ""}``, silently). In gpt-oss's own
+    final message, ``<|start|>`` or ``<|channel|>final<|message|>`` in a JSON string once
+    restarted the answer there, and the whole call and the stream disagreed.
     """
-    answer = json.dumps({"text": "gpt-oss ends with <|end|> and <|return|>; <|start|> opens"})
+    answer = json.dumps(
+        {
+            "text": "gpt-oss ends with <|end|> and <|return|>; <|start|> opens, "
+            "<|channel|>final<|message|> begins the answer, </think> ends a thought"
+        }
+    )
     key = FORMS.get(form, "qwen2.5-7b-instruct")
     emu.script(key, [ReasoningReply(answer, REASONING) if form != "none" else answer])
     got, _ = await call(front(key), entry, "Tokens?", Note)

@@ -130,6 +130,39 @@ CASES: dict[str, tuple[list[Fragment], str, str]] = {
         '{"t": 1}',
         "plan",
     ),
+    "harmony control text inside the final message is answer text": (
+        [
+            ("<|channel|>analysis<|message|>plan<|end|>", "none"),
+            ("<|start|>assistant<|channel|>final<|message|>", "none"),
+            ('{"t": "<|start|>assistant<|channel|>final<|mess', "none"),
+            ("age|>x<|end|>y<|ret", "none"),
+            ('urn|>"}<|return|>', "none"),
+        ],
+        '{"t": "<|start|>assistant<|channel|>final<|message|>x<|end|>y<|return|>"}',
+        "plan",
+    ),
+    "harmony final message closed, then another message": (
+        [
+            (
+                "<|channel|>final<|message|>draft<|end|>"
+                "<|start|>assistant<|channel|>final<|message|>x<|return|>",
+                "none",
+            ),
+        ],
+        "x",
+        "draft",
+    ),
+    "harmony typed, a control token in the final answer is answer text": (
+        [
+            ("<|channel|>analysis<|message|>", "reasoningStartTag"),
+            ("plan", "reasoning"),
+            ("<|end|>", "reasoningEndTag"),
+            ("<|start|>assistant<|channel|>final<|message|>", "none"),
+            ('{"note": "use <|channel|> then <|end|>"}', "none"),
+        ],
+        '{"note": "use <|channel|> then <|end|>"}',
+        "plan",
+    ),
     "whitespace before reasoning is dropped": (
         [("\n", "none"), ("plan", "reasoning"), ("</think>", "reasoningEndTag"), ("x", "none")],
         "x",

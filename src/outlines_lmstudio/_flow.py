@@ -566,7 +566,8 @@ class _Reply:
             split.reasoning,
             stats,
             structured=self._structured,
-            in_reasoning=split.in_reasoning,
+            # A reply cut inside a Harmony header stopped before its answer too.
+            in_reasoning=split.in_reasoning or split.in_header,
         )
         if problem is not None:
             raise problem

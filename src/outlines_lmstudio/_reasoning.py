@@ -107,7 +107,8 @@ class ReasoningSplitter:
                 ...  # stream chunk.text; chunk.reasoning tells which side
         tail = splitter.close()
         stats = reply_stats(result.stats, reasoning_tokens=splitter.reasoning_tokens)
-        error = reply_problem(splitter.answer, splitter.reasoning, stats, structured=...)
+        error = reply_problem(splitter.answer, splitter.reasoning, stats, structured=...,
+                              in_reasoning=splitter.in_reasoning or splitter.in_header)
 
     Parameters
     ----------
@@ -123,6 +124,9 @@ class ReasoningSplitter:
     ----------
     in_reasoning
         ``True`` if the reply so far ended inside reasoning.
+    in_header
+        ``True`` if the reply so far ended inside a Harmony header (``<|channel|>...``,
+        before its ``<|message|>``): control text, before any answer of that message.
     retracted
         ``True`` if text first given out as answer later proved to be reasoning.
     retractions
@@ -172,6 +176,11 @@ class ReasoningSplitter:
     def answer(self) -> str:
         """The answer so far: the text after the last reasoning, control text removed."""
         return "".join(self._answer)
+
+    @property
+    def in_header(self) -> bool:
+        """Whether the reply so far ended inside a Harmony header, before its message."""
+        return self._mode is _Mode.HEADER
 
     @property
     def reasoning(self) -> str:
@@ -259,7 +268,8 @@ class ReasoningSplitter:
         gave_answer = len(self._answer) > answer_before  # pieces appended (never empty ones)
         gave_reasoning = len(self._reasoning) > reasoning_before
         if reasoning_type != "none" or (
-            not gave_answer and (gave_reasoning or was_reasoning or self.in_reasoning)
+            not gave_answer
+            and (gave_reasoning or was_reasoning or self.in_reasoning or self.in_header)
         ):
             self.reasoning_tokens += tokens_count
         else:
@@ -588,8 +598,9 @@ def reply_problem(
         Whether the answer was to be a JSON document (only changes the wording: a
         grammar-mode answer is not called JSON).
     in_reasoning
-        Whether the reply ended inside reasoning (`ReasoningSplitter.in_reasoning`): a
-        reply cut just after its start tag, or after whitespace, has reasoned too.
+        Whether the reply ended inside reasoning (`ReasoningSplitter.in_reasoning`) or
+        inside a Harmony header (`ReasoningSplitter.in_header`): a reply cut just after its
+        start tag, or after whitespace, or in ``<|channel|>analysis``, has reasoned too.
 
     Returns
     -------

@@ -300,6 +300,27 @@ async def test_budget_spent_on_the_start_tag_is_spent_on_reasoning(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("entry", ["generate", "stream", "parse", "parse_stream", "reply"])
+@pytest.mark.parametrize("max_tokens", [2, 3])
+async def test_budget_spent_inside_an_untyped_harmony_header_is_spent_on_reasoning(
+    emu: LMStudioEmulator, front: Callable[[str], Model], max_tokens: int, entry: str
+) -> None:
+    """Harmony sent as plain text, cut before the header's ``<|message|>``: no answer began.
+
+    It was once taken for an empty answer: ``generate`` and ``reply`` returned ``""``.
+    """
+    key = "qwen2.5-7b-instruct"  # any model: the server sends gpt-oss's text untyped
+    raw = "<|channel|>analysis<|message|>plan<|end|><|start|>assistant<|channel|>final"
+    emu.script(key, [raw + "<|message|>" + ANSWER])
+    with pytest.raises(ReasoningTruncatedError, match="spent on reasoning") as info:
+        await call(front(key), entry, "Who?", Person, max_tokens=max_tokens)
+    assert "max_tokens" in str(info.value)
+    assert emu.predictions[-1].text.startswith("<|channel|>")  # cut inside the header
+    assert "<|message|>" not in emu.predictions[-1].text
+    assert info.value.predicted_tokens == max_tokens
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("entry", ["generate", "parse", "reply"])
 async def test_empty_answer_after_reasoning_is_a_clear_error(
     emu: LMStudioEmulator, front: Callable[[str], Model], entry: str

@@ -397,6 +397,41 @@ def test_a_reply_cut_inside_its_reasoning_without_text_spent_its_budget(reasonin
     assert reply_problem("", "", stats, structured=True) is None  # no sign of reasoning
 
 
+@pytest.mark.parametrize(
+    "fragments",
+    [
+        ["<|channel|>"],
+        ["<|channel|>", "analysis"],
+        ["<|start|>", "assistant", "<|channel|>", "final"],
+        ["<|channel|>final <|constrain|>", "json"],
+    ],
+)
+def test_a_reply_cut_inside_a_harmony_header_spent_its_budget(fragments: list[str]) -> None:
+    """A reply whose budget ran out in its first Harmony header stopped before its answer.
+
+    It was once taken for an empty answer: ``generate`` returned ``""``.
+    """
+    splitter = ReasoningSplitter()
+    for content in fragments:
+        assert splitter.feed(content, "none", tokens_count=1) == []
+    assert splitter.close() == []
+    assert splitter.in_header
+    assert not splitter.in_reasoning
+    assert (splitter.answer, splitter.reasoning) == ("", "")
+    assert splitter.reasoning_tokens == len(fragments)  # control text, as typed tags count
+    n = len(fragments)
+    error = reply_problem(
+        "",
+        "",
+        ReplyStats("maxPredictedTokensReached", 5, n, splitter.reasoning_tokens),
+        structured=False,
+        in_reasoning=splitter.in_reasoning or splitter.in_header,
+    )
+    assert isinstance(error, ReasoningTruncatedError)
+    assert f"{n} tokens predicted, {n} of them reasoning" in str(error)
+    assert "Raise max_tokens" in str(error)
+
+
 def test_empty_answer_after_reasoning() -> None:
     error = reply_problem(" \n", "thinking", ReplyStats("eosFound", 1, 9, 8), structured=False)
     assert isinstance(error, EmptyAnswerError)

@@ -93,7 +93,7 @@ def test_plain_reply_of_each_form(client: lms.Client, form: str, expected: list[
     assert result.stats.stop_reason == "eosFound"
     tags = [c for c, k in got if k in ("reasoningStartTag", "reasoningEndTag")]
     if form == "harmony":
-        assert tags == ["<|channel|>analysis<|message|>", "<|end|>"]
+        assert tags == ["<|channel|>", "analysis", "<|message|>", "<|end|>"]
         assert "<|start|>assistant<|channel|>final<|message|>" in result.content
     elif form == "marker":
         assert tags == ["<think>", SYNTHETIC_MARKER]
@@ -180,7 +180,9 @@ def test_a_plain_model_can_be_scripted_to_reason(emu: LMStudioEmulator, client: 
 def test_layout_flags_harmony_control_text_structural() -> None:
     out, stop = shape_reply("harmony", ["r"], [Fragment("a")], "eosFound", {}, structured=False)
     assert [(f.content, f.reasoning_type, f.is_structural) for f in out] == [
-        ("<|channel|>analysis<|message|>", "reasoningStartTag", True),
+        ("<|channel|>", "reasoningStartTag", True),
+        ("analysis", "reasoningStartTag", True),
+        ("<|message|>", "reasoningStartTag", True),
         ("r", "reasoning", False),
         ("<|end|>", "reasoningEndTag", True),
         ("<|start|>assistant<|channel|>final<|message|>", "none", True),

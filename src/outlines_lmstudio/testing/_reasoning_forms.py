@@ -76,7 +76,9 @@ FORMS: dict[str, str] = {
 }
 
 _THINK = ("<think>", "</think>")
-_HARMONY_OPEN = "<|channel|>analysis<|message|>"
+# The analysis header goes out a token a fragment, as LM Studio streams tokens: a budget of
+# one or two tokens stops inside it (the whole header was once one fragment, so nothing came).
+_HARMONY_OPEN = ("<|channel|>", "analysis", "<|message|>")
 _HARMONY_CLOSE = "<|end|>"
 _HARMONY_FINAL = "<|start|>assistant<|channel|>final<|message|>"
 
@@ -277,7 +279,7 @@ def shape_reply(
         out = [*thought, *body]
     elif form == "harmony":
         out = [
-            _fragment(_HARMONY_OPEN, "reasoningStartTag", tokens=3, structural=True),
+            *(_fragment(t, "reasoningStartTag", structural=True) for t in _HARMONY_OPEN),
             *thought,
             _fragment(_HARMONY_CLOSE, "reasoningEndTag", structural=True),
             _fragment(_HARMONY_FINAL, tokens=4, structural=True),

@@ -755,6 +755,8 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
         f" Its dict keys are {output_type_name(key)}; only str keys are supported (JSON "
         "object keys are strings): use dict[str, ...]."
         if key is not None
+        else _set_hint(output_type)
+        if typing.get_origin(output_type) in (set, frozenset) or output_type in (set, frozenset)
         else _BARE_CONTAINERS.get(output_type, "")
         if isinstance(output_type, type)  # a value ([1, 2]) may be unhashable
         else ""
@@ -785,6 +787,18 @@ _BARE_CONTAINERS: dict[object, str] = {
 }
 """The hint for ``list``, ``tuple`` and ``dict`` without item types (Outlines' ``dict``
 means any JSON, a CFG, which LM Studio's JSON-schema output has no form for)."""
+
+
+def _set_hint(output_type: Any) -> str:
+    """Say what to ask for instead of a set of simple values (``set[int]``)."""
+    container = typing.get_origin(output_type) or output_type
+    args = typing.get_args(output_type)
+    item = output_type_name(args[0]) if args else "int"
+    return (
+        f" JSON has no set type, and LM Studio does not make array items unique (it does not "
+        f"enforce uniqueItems): ask for list[{item}] and build the {container.__name__} from "
+        f"the result, e.g. {container.__name__}(model.parse(prompt, list[{item}]))."
+    )
 
 
 def _non_str_key(output_type: Any) -> Any:

@@ -364,6 +364,31 @@ def test_a_dict_with_non_str_keys_says_why(output_type: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    ("output_type", "instead"),
+    [
+        (set[int], "set(model.parse(prompt, list[int]))"),
+        (frozenset[str], "frozenset(model.parse(prompt, list[str]))"),
+        (set, "set(model.parse(prompt, list[int]))"),
+    ],
+    ids=["set[int]", "frozenset[str]", "bare set"],
+)
+def test_a_set_of_simple_values_says_what_to_ask_for_instead(
+    output_type: Any, instead: str
+) -> None:
+    """Outlines has no set type either; the generic list ("list/tuple/dict...") named none.
+
+    A set of simple values is refused before any request (a set of frozen models is a
+    JSON-schema type, validated by pydantic), and the message says what to use.
+    """
+    with pytest.raises(UnsupportedOutputTypeError) as info:
+        plan_output(output_type)
+    message = str(info.value)
+    assert "JSON has no set type" in message
+    assert "uniqueItems" in message
+    assert instead in message
+
+
+@pytest.mark.parametrize(
     ("output_type", "example"),
     [(list, "list[int]"), (tuple, "tuple[int, ...]"), (dict, "dict[str, int]")],
 )

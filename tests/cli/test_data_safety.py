@@ -14,7 +14,7 @@ import shlex
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pexpect
@@ -190,30 +190,6 @@ def test_retry_errors_is_not_blocked_by_a_temporary_file_left_behind(
     assert stale.exists()  # not this run's: left alone
 
 
-def test_ctrl_c_during_the_retry_errors_rewrite_leaves_no_temporary_file(
-    main_in_process: MainInProcess,
-    files: tuple[Path, Path],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    schema, source = files
-    target = tmp_path / "out.jsonl"
-    target.write_text(RESULT_AND_ERROR)
-
-    def interrupted(fd: int) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "fsync", interrupted)  # Ctrl-C while the new file is written
-    result = main_in_process(*extract(schema, source, "out.jsonl", "--retry-errors"))
-    assert result.returncode == 130
-    assert target.read_text() == RESULT_AND_ERROR
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "items.jsonl",
-        "out.jsonl",
-        "person.schema.json",
-    ]
-
-
 @pytest.fixture
 def sigterm_as_the_command_has_it() -> Iterator[None]:
     """SIGTERM handled as the ``outlines-lmstudio`` command handles it; put back after."""
@@ -227,25 +203,37 @@ def sigterm_as_the_command_has_it() -> Iterator[None]:
         _sigterm._State.received = False
 
 
+def _ctrl_c(fd: int) -> None:
+    raise KeyboardInterrupt
+
+
+def _sigterm_sent(fd: int) -> None:
+    signal.raise_signal(signal.SIGTERM)
+
+
 @pytest.mark.usefixtures("sigint_default", "sigterm_as_the_command_has_it")
-def test_sigterm_during_the_retry_errors_rewrite_leaves_no_temporary_file(
+@pytest.mark.parametrize(
+    ("stop", "status", "said"),
+    [(_ctrl_c, 130, "interrupted."), (_sigterm_sent, 143, "terminated (SIGTERM).")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_stopped_during_the_retry_errors_rewrite_leaves_no_temporary_file(
     main_in_process: MainInProcess,
     files: tuple[Path, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    stop: Callable[[int], None],
+    status: int,
+    said: str,
 ) -> None:
-    # SIGTERM ended the process mid-rewrite, leaving .out.jsonl.XXXX.tmp behind.
+    # Ctrl-C was handled here already; SIGTERM ended the process, leaving .out.jsonl.XXXX.tmp.
     schema, source = files
     target = tmp_path / "out.jsonl"
     target.write_text(RESULT_AND_ERROR)
-
-    def terminated(fd: int) -> None:
-        signal.raise_signal(signal.SIGTERM)  # while the new file is written
-
-    monkeypatch.setattr(os, "fsync", terminated)
+    monkeypatch.setattr(os, "fsync", stop)  # stopped while the new file is written
     result = main_in_process(*extract(schema, source, "out.jsonl", "--retry-errors"))
-    assert result.returncode == 143
-    assert result.stderr.splitlines()[-1] == "outlines-lmstudio: error: terminated (SIGTERM)."
+    assert result.returncode == status
+    assert result.stderr.splitlines()[-1] == f"outlines-lmstudio: error: {said}"
     assert target.read_text() == RESULT_AND_ERROR
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "items.jsonl",

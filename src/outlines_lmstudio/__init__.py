@@ -93,6 +93,17 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if module != "._reply":
+        # The two heavy dependencies load here, from a shallow frame, before our modules
+        # ask for them. On CPython 3.11, importing them from inside our model modules'
+        # import chain (a dozen frames deeper) made `re`'s parser, running for a
+        # dependency's patterns, cross a boundary of the interpreter's 16 KiB frame-stack
+        # chunks on every call: about 2,600 mmap/munmap pairs and some 20 ms of a
+        # 450 ms cold import, counted with `strace -e trace=mmap` (633 mmaps for
+        # `import outlines, lmstudio`, 3,245 before this line and 394 with it). Which
+        # depth thrashes is chance; this one is measured (`benchmarks/imports.py`).
+        import lmstudio  # noqa: F401
+        import outlines  # noqa: F401
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value

@@ -25,6 +25,7 @@ def _loaded_after(statement: str) -> set[str]:
     [
         "import outlines_lmstudio",
         "from outlines_lmstudio import ParseError",
+        "from outlines_lmstudio import Reply, ReplyChunk",
         "import outlines_lmstudio.cli",
         "import outlines_lmstudio.testing.pytest_plugin",
     ],

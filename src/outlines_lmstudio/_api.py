@@ -339,7 +339,7 @@ class ModelApi(Common):
         TruncatedOutputError
             The reply was cut off by ``max_tokens`` or the context length.
         """
-        from ._typed import validator_for  # typed results only (import time)
+        from outlines_lmstudio._typed import validator_for  # typed results only (import time)
 
         retries = check_retries(retries)
         if is_batch(model_input):

@@ -53,6 +53,10 @@ if TYPE_CHECKING:
     from ._partial import PartialJson
     from ._typed import Validator
 
+# The typed-result modules load on first use, from inside the functions that need them, by
+# absolute name: a relative import run in a function reads ``__spec__.parent`` (a Python
+# property) every time, two calls more on each `parse`.
+
 __all__ = [
     "Call",
     "ChunkSink",
@@ -314,7 +318,7 @@ class _PartialSink(Sink):
         self.begin()
 
     def begin(self) -> None:
-        from ._partial import PartialJson  # parse_stream only (import time)
+        from outlines_lmstudio._partial import PartialJson  # parse_stream only (import time)
 
         self._parser: PartialJson | _TextSoFar = (
             PartialJson(whole_scalars=True) if self._json else _TextSoFar()
@@ -335,7 +339,7 @@ class _PartialSink(Sink):
         return (value,)
 
     def finish(self, done: Completion) -> Iterable[Any]:
-        from ._typed import check_reply  # typed results only (import time)
+        from outlines_lmstudio._typed import check_reply  # typed results only (import time)
 
         return (check_reply(self._validator, done.text, done.stop_reason, 1, True)[1],)
 
@@ -373,7 +377,7 @@ def sink_for_stream(request: Request) -> Sink:
 
 def sink_for_parse_stream(request: Request) -> Sink:
     """Make the sink of ``parse_stream``: partial values, then the validated value."""
-    from ._typed import validator_for  # typed results only (import time)
+    from outlines_lmstudio._typed import validator_for  # typed results only (import time)
 
     return _PartialSink(validator_for(request.plan), request.plan.kind in ("json", "simple"))
 
@@ -688,7 +692,10 @@ def rendered(request: Request, done: Completion) -> str:
 
 def checked(plan: OutputPlan) -> Callable[[Completion], Any]:
     """Return what gives the value of a reply that may not be asked again (or raises)."""
-    from ._typed import check_reply, validator_for  # typed results only (import time)
+    from outlines_lmstudio._typed import (
+        check_reply,
+        validator_for,
+    )  # typed results only (import time)
 
     validator = validator_for(plan)
     return lambda done: check_reply(validator, done.text, done.stop_reason, 1, True)[1]
@@ -714,7 +721,7 @@ def parse(request: Request, retries: int, validator: Validator | None = None) ->
     Any
         The value of the output type.
     """
-    from ._typed import check_reply, reask_prompt, validator_for  # (import time)
+    from outlines_lmstudio._typed import check_reply, reask_prompt, validator_for  # (import time)
 
     if validator is None:
         validator = validator_for(request.plan)

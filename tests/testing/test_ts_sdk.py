@@ -51,6 +51,7 @@ SCENARIOS = (
     "act_with_tool",
     "tool_choice",
     "system_info",
+    "diagnostics_logs",
     "when_disconnected",
     "system_notify",
     "model_variants",

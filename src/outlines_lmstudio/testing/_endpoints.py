@@ -355,6 +355,39 @@ async def load_model(
     await conn.channel_send(channel, {"type": "success", "info": info})
 
 
+async def stream_logs(
+    conn: Peer, channel: Channel, parameter: dict[str, Any], fault: Fault | None
+) -> None:
+    """``streamLogs`` (``client.diagnostics.unstable_streamLogs()``): log events until ``stop``.
+
+    Every prediction of any client is logged while the channel is open; the client's
+    ``{"type": "stop"}`` ends it (with ``channelClose``, as LM Studio's handler returns).
+    """
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    conn.emu._log_listeners.add(queue)
+    try:
+        while (event := await _next_unless_stopped(queue, channel.cancel_event)) is not None:
+            await conn.channel_send(channel, {"type": "log", "log": event})
+    finally:
+        conn.emu._log_listeners.discard(queue)
+
+
+async def _next_unless_stopped(
+    queue: asyncio.Queue[dict[str, Any]], stopped: asyncio.Event
+) -> dict[str, Any] | None:
+    """Return the next queued event, or None once ``stopped`` is set."""
+    if stopped.is_set():
+        return None
+    get = asyncio.ensure_future(queue.get())
+    stop = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait((get, stop), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        get.cancel()
+    return get.result() if get.done() and not get.cancelled() else None
+
+
 async def alive(
     conn: Peer, channel: Channel, parameter: dict[str, Any], fault: Fault | None
 ) -> None:
@@ -371,6 +404,7 @@ def _channel_handlers() -> dict[tuple[str, str], ChannelHandler]:
         ("llm", "predict"): predict,
         ("llm", "completeRawText"): complete_raw_text,
         ("system", "alive"): alive,
+        ("diagnostics", "streamLogs"): stream_logs,
     }
     for ns in ("llm", "embedding"):
         handlers[(ns, "getOrLoad")] = get_or_load

@@ -22,7 +22,7 @@ from outlines_lmstudio.testing._wire import (
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import EmulatedModel, Instance
-    from outlines_lmstudio.testing._engine import Generation
+    from outlines_lmstudio.testing._engine import Engine, Generation
 
 __all__ = ["complete_raw_text", "merge_config", "predict"]
 
@@ -178,7 +178,10 @@ async def _serve(
             suggestion='Use {"type": "json", "jsonSchema": ...}, or load a GGUF model.',
         )
     draft = _draft_model(emu, instance, record.config)
-    generation = await engine_for(emu, instance).generate(record)
+    engine = engine_for(emu, instance)
+    if emu._log_listeners:
+        await _log_input(emu, engine, instance, record, parameter.get("rawPrompt"))
+    generation = await engine.generate(record)
     slot = emu._slot(instance)
     if not await acquire_unless_cancelled(slot, channel.cancel_event):
         # Cancelled while it waited for a free slot: it leaves the queue at once.
@@ -193,6 +196,30 @@ async def _serve(
     finally:
         emu._leave(instance)
         slot.release()
+
+
+async def _log_input(
+    emu: EmulatorState, engine: Engine, instance: Instance, record: Prediction, raw: Any
+) -> None:
+    """Log the prediction's input for ``streamLogs`` (``llm.prediction.input``).
+
+    Inferred (the SDK's schema names the fields, not their content): the input is the
+    prompt the model reads, the history rendered with the model's template, or a
+    completion's raw prompt as it is. Only the input event is sent: the 1.5.0 SDK's
+    schema knows no other, so an output event would be a protocol error there.
+    """
+    if isinstance(raw, str):
+        text = raw
+    else:
+        text = await engine.apply_prompt_template(record.messages, {})
+    emu._publish_log(
+        {
+            "type": "llm.prediction.input",
+            "modelPath": instance.model.path,
+            "modelIdentifier": instance.identifier,
+            "input": text,
+        }
+    )
 
 
 def _draft_model(

@@ -192,13 +192,13 @@ class Connection:
             await coro
 
     def channel_message(self, message: dict[str, Any]) -> None:
-        """Handle ``channelSend`` from the client (only ``cancel`` is defined)."""
+        """Handle ``channelSend`` from the client: ``cancel``, or ``stop`` (``streamLogs``)."""
         channel = self.channels.get(message.get("channelId", -1))
         if channel is None:
             self.spawn(self.warn(f"channelSend for unknown channel {message.get('channelId')}"))
             return
         payload = message.get("message")
-        if isinstance(payload, dict) and payload.get("type") == "cancel":
+        if isinstance(payload, dict) and payload.get("type") in ("cancel", "stop"):
             channel.cancelled = True
             channel.cancel_event.set()
             self.emu._on_cancel(self, channel)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 from collections.abc import Collection, Sequence
 from itertools import count
 from typing import TYPE_CHECKING, Any, Protocol
@@ -144,6 +145,7 @@ class EmulatorState:
         self._active: dict[str, int] = {}
         self._peak: dict[str, int] = {}
         self._socket_ids = count(1)
+        self._log_listeners: set[asyncio.Queue[dict[str, Any]]] = set()
         self._restore_scripts()
 
     presets: frozenset[str] | None
@@ -176,6 +178,17 @@ class EmulatorState:
     def _violation(self, problem: str) -> None:
         with self._recorder.lock:
             self._recorder.violations.append(problem)
+
+    def _publish_log(self, data: dict[str, Any]) -> None:
+        """Hand one diagnostics log event to every open ``streamLogs`` channel.
+
+        Runs on the server's event loop, as the channels that listen do. The timestamp is
+        in milliseconds since the epoch, JavaScript's ``Date.now()`` (inferred: the SDK's
+        schema says only that it is a number).
+        """
+        event = {"timestamp": int(time.time() * 1000), "data": data}
+        for queue in self._log_listeners:
+            queue.put_nowait(event)
 
     def _on_cancel(self, conn: object, channel: Channel) -> None:
         record = self._channel_records.get((id(conn), channel.id))

@@ -327,6 +327,27 @@ const scenarios = {
     check(!resolved, "whenDisconnected() waits while the client is connected");
     check((await client.system.getLMStudioVersion()).version, "the client still works");
   },
+  async diagnostics_logs(client) {
+    // unstable_streamLogs() gets LM Studio's log of each prediction's input, until stop().
+    const logger = recordingLogger();
+    const own = new LMStudioClient({ baseUrl: `ws://${host}`, logger });
+    const logs = [];
+    const stop = own.diagnostics.unstable_streamLogs(log => logs.push(log));
+    const model = await client.llm.model(TEXT);
+    // The log channel opens on its own socket: predict until it is there.
+    for (let i = 0; i < 50 && logs.length === 0; i += 1) {
+      await model.respond("Log me", { maxTokens: 2 });
+      await new Promise(resolve => setTimeout(resolve, 50));
+    }
+    stop();
+    await new Promise(resolve => setTimeout(resolve, 200));
+    await own[Symbol.asyncDispose]();
+    const input = logs.find(log => log.data.type === "llm.prediction.input");
+    check(input !== undefined, `a prediction input was logged (${JSON.stringify(logs)})`);
+    check(input.data.modelIdentifier === TEXT && input.data.input.includes("Log me"), "its input");
+    check(typeof input.timestamp === "number", "a timestamp");
+    check(logger.warnings.length === 0, `no warnings: ${logger.warnings.join("; ")}`);
+  },
   async system_info(client) {
     const version = await client.system.getLMStudioVersion();
     check(typeof version.version === "string", "version");
@@ -352,6 +373,12 @@ async function main() {
   }
   process.stdout.write(JSON.stringify({ done: true }) + "\n");
   process.exit(0);
+}
+
+function recordingLogger() {
+  const warnings = [];
+  const keep = (...args) => warnings.push(args.map(String).join(" "));
+  return { warnings, info: () => {}, error: keep, warn: keep, debug: () => {} };
 }
 
 function quietLogger() {

@@ -57,6 +57,7 @@ SCENARIOS = (
     "model_variants",
     "base_prediction_config",
     "unknown_draft_model",
+    "preload_draft_model",
 )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._lookup import engine_for, not_found, path_not_found, resolve
-from outlines_lmstudio.testing._predict import complete_raw_text, predict
+from outlines_lmstudio.testing._predict import complete_raw_text, draft_model, predict
 from outlines_lmstudio.testing._records import Upload
 from outlines_lmstudio.testing._state import Peer
 from outlines_lmstudio.testing._wire import Channel, RequestError, server_error
@@ -55,6 +55,17 @@ async def get_base_prediction_config(conn: Peer, parameter: Any) -> Any:
     """
     resolve(conn, parameter.get("specifier"))
     return {"fields": []}
+
+
+async def preload_draft_model(conn: Peer, parameter: Any) -> Any:
+    """``preloadDraftModel`` (``model.unstable_preloadDraftModel(key)``): void.
+
+    The emulator loads nothing ahead of time: it checks that the model could draft for the
+    instance, with the checks (and errors) of a prediction's ``draftModel``.
+    """
+    instance = resolve(conn, parameter.get("specifier"))
+    draft_model(conn.emu, instance, str(parameter.get("draftModelKey", "")))
+    return None
 
 
 async def tokenize(conn: Peer, parameter: Any) -> Any:
@@ -207,6 +218,7 @@ RPC_HANDLERS: dict[tuple[str, str], RpcHandler] = {
     ("embedding", "embedString"): embed_string,
     ("llm", "applyPromptTemplate"): apply_prompt_template,
     ("llm", "getBasePredictionConfig"): get_base_prediction_config,
+    ("llm", "preloadDraftModel"): preload_draft_model,
 }
 for _ns in ("llm", "embedding"):
     RPC_HANDLERS[(_ns, "listLoaded")] = list_loaded

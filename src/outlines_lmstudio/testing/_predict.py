@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import EmulatedModel, Instance
     from outlines_lmstudio.testing._engine import Engine, Generation
 
-__all__ = ["complete_raw_text", "merge_config", "predict"]
+__all__ = ["complete_raw_text", "draft_model", "merge_config", "predict"]
 
 NO_IMAGES = "Model does not support images. Please use a model that does."
 
@@ -225,14 +225,24 @@ async def _log_input(
 def _draft_model(
     emu: EmulatorState, instance: Instance, config: dict[str, Any]
 ) -> EmulatedModel | None:
-    """Return the draft model of a speculative-decoding request (``draftModel``), or None.
-
-    Inferred (LM Studio's checks and their wording are not verified): the draft model must
-    be a downloaded LLM on the same engine as the model it drafts for.
-    """
+    """Return the draft model of a speculative-decoding request (``draftModel``), or None."""
     name = config.get("llm.prediction.speculativeDecoding.draftModel")
     if not isinstance(name, str) or not name:
         return None
+    return draft_model(emu, instance, name)
+
+
+def draft_model(emu: EmulatorState, instance: Instance, name: str) -> EmulatedModel:
+    """Return the model ``name`` as a draft model for ``instance``.
+
+    Inferred (LM Studio's checks and their wording are not verified): the draft model must
+    be a downloaded LLM on the same engine as the model it drafts for.
+
+    Raises
+    ------
+    RequestError
+        If there is no such model, or it cannot draft for ``instance``.
+    """
     with emu._lock:
         draft = emu._catalogue.find_model(name)
     if draft is None:

@@ -319,6 +319,14 @@ const scenarios = {
     await rejects(model.respond("Hi", { draftModel: "no-such-draft", maxTokens: 3 }), /no-such-draft/);
     check((await model.respond("Hi", { maxTokens: 3 })).content.length > 0, "answers without one");
   },
+  async preload_draft_model(client) {
+    // Preloading a draft model answers nothing; one that cannot draft fails as in a prediction.
+    const model = await client.llm.model(TEXT);
+    const answer = await model.unstable_preloadDraftModel(UNLOADED);
+    check(answer === undefined, `preloading answers nothing (${JSON.stringify(answer)})`);
+    await rejects(model.unstable_preloadDraftModel("no-such-draft"), /no-such-draft/);
+    await rejects(model.unstable_preloadDraftModel(EMBED), /not an LLM/);
+  },
   async when_disconnected(client) {
     // The "alive" channel stays open while the client is connected.
     let resolved = false;

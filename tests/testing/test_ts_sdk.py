@@ -50,6 +50,7 @@ SCENARIOS = (
     "concurrent_predictions",
     "act_with_tool",
     "tool_choice",
+    "processing_state",
     "system_info",
     "diagnostics_logs",
     "when_disconnected",

@@ -103,8 +103,15 @@ async def apply_prompt_template(conn: Peer, parameter: Any) -> Any:
 
 async def embed_string(conn: Peer, parameter: Any) -> Any:
     """``embedString``: the embedding vector of the model's engine."""
-    engine = engine_for(conn.emu, resolve(conn, parameter.get("modelSpecifier")))
-    return {"embedding": await engine.embed(str(parameter.get("inputString", "")))}
+    instance = resolve(conn, parameter.get("modelSpecifier"))
+    engine = engine_for(conn.emu, instance)
+    with conn.emu._busy("queued", instance), conn.emu._busy("embedding", instance):
+        return {"embedding": await engine.embed(str(parameter.get("inputString", "")))}
+
+
+async def get_instance_processing_state(conn: Peer, parameter: Any) -> Any:
+    """``getInstanceProcessingState`` (2.x): what the instance is doing, and its queue."""
+    return conn.emu._processing_state(resolve(conn, parameter.get("specifier")))
 
 
 async def list_downloaded_models(conn: Peer, parameter: Any) -> Any:
@@ -224,6 +231,7 @@ for _ns in ("llm", "embedding"):
     RPC_HANDLERS[(_ns, "listLoaded")] = list_loaded
     RPC_HANDLERS[(_ns, "getModelInfo")] = get_model_info
     RPC_HANDLERS[(_ns, "getLoadConfig")] = get_load_config
+    RPC_HANDLERS[(_ns, "getInstanceProcessingState")] = get_instance_processing_state
     RPC_HANDLERS[(_ns, "tokenize")] = tokenize
     RPC_HANDLERS[(_ns, "countTokens")] = count_tokens_rpc
     RPC_HANDLERS[(_ns, "unloadModel")] = unload_model

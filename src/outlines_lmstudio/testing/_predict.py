@@ -181,21 +181,23 @@ async def _serve(
     engine = engine_for(emu, instance)
     if emu._log_listeners:
         await _log_input(emu, engine, instance, record, parameter.get("rawPrompt"))
-    generation = await engine.generate(record)
-    slot = emu._slot(instance)
-    if not await acquire_unless_cancelled(slot, channel.cancel_event):
-        # Cancelled while it waited for a free slot: it leaves the queue at once.
-        await generation.fragments.aclose()
-        record.cancelled = True
-        stats = {"stopReason": "userStopped", "promptTokensCount": generation.prompt_tokens}
-        await _succeed(conn, channel, instance, record, stats)
-        return
-    emu._enter(instance)
-    try:
-        await _stream(conn, channel, instance, record, generation, fault, draft)
-    finally:
-        emu._leave(instance)
-        slot.release()
+    with emu._busy("queued", instance):
+        generation = await engine.generate(record)
+        slot = emu._slot(instance)
+        if not await acquire_unless_cancelled(slot, channel.cancel_event):
+            # Cancelled while it waited for a free slot: it leaves the queue at once.
+            await generation.fragments.aclose()
+            record.cancelled = True
+            stats = {"stopReason": "userStopped", "promptTokensCount": generation.prompt_tokens}
+            await _succeed(conn, channel, instance, record, stats)
+            return
+        emu._enter(instance)
+        try:
+            with emu._busy("generating", instance):
+                await _stream(conn, channel, instance, record, generation, fault, draft)
+        finally:
+            emu._leave(instance)
+            slot.release()
 
 
 async def _log_input(
@@ -267,6 +269,24 @@ def _is_drafted(index: int) -> bool:
     return index % 2 == 1
 
 
+async def _process_prompt(
+    conn: Peer, channel: Channel, instance: Instance, generation: Generation
+) -> bool:
+    """Report prompt processing from 0 to 1; return False if the model was unloaded."""
+    emu = conn.emu
+    steps = max(1, math.ceil(emu.prompt_latency / _PROGRESS_EVERY))
+    for step in range(steps + 1):
+        if channel.cancelled:
+            break
+        if not _in_use(emu, instance):
+            return False
+        progress = step / steps
+        await conn.channel_send(channel, _prompt_progress(progress, generation.prompt_tokens))
+        if step < steps and emu.prompt_latency:
+            await asyncio.sleep(emu.prompt_latency / steps)
+    return True
+
+
 async def _stream(
     conn: Peer,
     channel: Channel,
@@ -280,18 +300,8 @@ async def _stream(
     start = time.monotonic()
     # Prompt processing: progress from 0 to 1, reported as it goes (as LM Studio does),
     # at least every quarter second of `prompt_latency`.
-    steps = max(1, math.ceil(emu.prompt_latency / _PROGRESS_EVERY))
-    unloaded = False
-    for step in range(steps + 1):
-        if channel.cancelled:
-            break
-        if not _in_use(emu, instance):
-            unloaded = True
-            break
-        progress = step / steps
-        await conn.channel_send(channel, _prompt_progress(progress, generation.prompt_tokens))
-        if step < steps and emu.prompt_latency:
-            await asyncio.sleep(emu.prompt_latency / steps)
+    with emu._busy("prompt", instance):
+        unloaded = not await _process_prompt(conn, channel, instance, generation)
     first: float | None = None
     predicted = 0
     drafted = 0  # tokens of accepted draft fragments

@@ -9,10 +9,11 @@ import the server module (see `outlines_lmstudio.testing._wire` for the layering
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from itertools import count
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,6 +50,12 @@ SETTINGS = (
 """The public settings a test may change on a running emulator; `reset` restores them."""
 
 _UNKNOWN_ENDPOINT = ("error", "warning")
+_STATUSES = (
+    ("prompt", "processingPrompt"),
+    ("generating", "generating"),
+    ("embedding", "computingEmbedding"),
+)
+"""Busy kinds (`EmulatorState._busy`) and the processing status each gives, first wins."""
 
 
 def check_setting(name: str, value: Any) -> Any:
@@ -146,6 +153,7 @@ class EmulatorState:
         self._peak: dict[str, int] = {}
         self._socket_ids = count(1)
         self._log_listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._busy_counts: dict[tuple[str, str], int] = {}
         self._restore_scripts()
 
     presets: frozenset[str] | None
@@ -232,6 +240,40 @@ class EmulatorState:
         with self._lock:
             for name in ("", f"id:{instance.identifier}", f"key:{instance.model.key}"):
                 self._active[name] -= 1
+
+    @contextlib.contextmanager
+    def _busy(self, what: str, instance: Instance) -> Iterator[None]:
+        """Count a request of ``instance`` as ``what`` while the block runs.
+
+        ``what`` is ``"queued"`` (from its arrival to its end, waiting or running),
+        ``"generating"`` (running: its prompt, then its reply), ``"prompt"`` (processing
+        its prompt) or ``"embedding"``.
+        """
+        key = (what, instance.reference)
+        with self._lock:
+            self._busy_counts[key] = self._busy_counts.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy_counts[key] -= 1
+
+    def _processing_state(self, instance: Instance) -> dict[str, Any]:
+        """Return the ``getInstanceProcessingState`` answer for ``instance``.
+
+        ``queued`` counts the requests in its queue, the running ones included (the SDK's
+        doc comment). Which status wins while predictions in several slots are in different
+        phases is inferred: a prompt being processed, then generation, then embedding.
+        """
+        ref = instance.reference
+        with self._lock:
+            counts = {what: n for (what, key), n in self._busy_counts.items() if key == ref}
+        status = "idle"
+        for what, name in _STATUSES:
+            if counts.get(what):
+                status = name
+                break
+        return {"status": status, "queued": counts.get("queued", 0)}
 
     def _restore_settings(self) -> None:
         for name, value in self._settings.items():

@@ -286,6 +286,26 @@ const scenarios = {
     check(typeof config.temperature === "number", `a prediction config (${JSON.stringify(config)})`);
     await rejects(client.llm.createDynamicHandle("no-such-model").getBasePredictionConfig(), /./);
   },
+  async processing_state(client) {
+    if (SDK_MAJOR < 2) return; // getInstanceProcessingState() is new in 2.x
+    // An instance of its own, so that no other scenario's prediction is in its queue.
+    const model = await client.llm.load(TEXT, { identifier: "ts-state", verbose: false });
+    const idle = await model.getInstanceProcessingState();
+    check(idle.status === "idle" && idle.queued === 0, `idle (${JSON.stringify(idle)})`);
+    const prediction = model.respond("A long answer please", { maxTokens: 400 });
+    let busy;
+    for await (const _fragment of prediction) {
+      if (busy !== undefined) continue;
+      busy = await model.getInstanceProcessingState();
+      await prediction.cancel();
+    }
+    await prediction.result();
+    check(busy.status === "generating" && busy.queued === 1, `busy (${JSON.stringify(busy)})`);
+    await model.unload();
+    const embedding = await client.embedding.model(EMBED);
+    const state = await embedding.getInstanceProcessingState();
+    check(state.status === "idle", `embedding model idle (${JSON.stringify(state)})`);
+  },
   async tool_choice(client) {
     if (SDK_MAJOR < 2) return; // toolChoice is new in 2.x
     const model = await client.llm.model(TEXT);

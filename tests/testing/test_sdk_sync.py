@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import lmstudio as lms
 import pytest
 from lmstudio import LlmInstanceInfo
+from lmstudio._sdk_models import FilesRpcGetLocalFileAbsolutePathParameter
 
 from outlines_lmstudio.testing import LMStudioEmulator
 
@@ -273,6 +276,26 @@ def test_a_reset_keeps_the_files_of_a_connected_client(
     chat.add_user_message("What?", images=[handle])
     assert client.llm.model(VISION).respond(chat).content
     assert emu.predictions[-1].images == [PNG]
+
+
+def test_a_file_path_is_a_copy_of_the_upload_while_its_client_is_connected(
+    make_emulator: MakeEmulator,
+) -> None:
+    # FileHandle.getFilePath() of the TypeScript SDK; the Python SDK has no wrapper for it.
+    emulator = make_emulator()
+    with lms.Client(emulator.api_host) as client:
+        handle = client.files.prepare_image(PNG)
+        parameter = FilesRpcGetLocalFileAbsolutePathParameter(file_name=handle.identifier)
+        answer = client.files.remote_call("getLocalFileAbsolutePath", parameter)
+        path = Path(answer["path"])
+        assert path.is_absolute()
+        assert path.read_bytes() == PNG
+    deadline = time.monotonic() + 5
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)  # the server releases the client when it sees the sockets close
+    assert not path.exists()
+    emulator.stop()
+    assert not path.parent.exists()
 
 
 def test_upload_file_types_are_reported_like_lm_studio(client: lms.Client) -> None:

@@ -40,6 +40,7 @@ SCENARIOS = (
     "stop_strings",
     "image_on_vision_model",
     "image_on_text_model",
+    "file_path",
     "embeddings",
     "tokenize",
     "prompt_template",

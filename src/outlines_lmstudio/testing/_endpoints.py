@@ -215,6 +215,23 @@ async def upload_file_base64(conn: Peer, parameter: Any) -> Any:
     return {"identifier": upload.identifier, "fileType": upload.file_type, "sizeBytes": len(data)}
 
 
+async def get_local_file_absolute_path(conn: Peer, parameter: Any) -> Any:
+    """``getLocalFileAbsolutePath`` (``FileHandle.getFilePath()``): the upload's path on disk.
+
+    The file must be one this client uploaded, as for a prediction that uses it. LM Studio's
+    answer for another name is not verified (inferred: an error naming the file).
+    """
+    name = str(parameter.get("fileName", ""))
+    with conn.emu._lock:
+        upload = conn.emu._files.get(name)
+    if upload is None or upload.client_id != conn.client_id:
+        raise server_error(
+            f"File not found: {name}",
+            cause="File handles belong to the client that uploaded them.",
+        )
+    return {"path": await asyncio.to_thread(conn.emu._file_path, upload)}
+
+
 RPC_HANDLERS: dict[tuple[str, str], RpcHandler] = {
     ("system", "listDownloadedModels"): list_downloaded_models,
     ("system", "listDownloadedModelVariants"): list_downloaded_model_variants,
@@ -222,6 +239,7 @@ RPC_HANDLERS: dict[tuple[str, str], RpcHandler] = {
     ("system", "info"): system_info,
     ("system", "notify"): notify,
     ("files", "uploadFileBase64"): upload_file_base64,
+    ("files", "getLocalFileAbsolutePath"): get_local_file_absolute_path,
     ("embedding", "embedString"): embed_string,
     ("llm", "applyPromptTemplate"): apply_prompt_template,
     ("llm", "getBasePredictionConfig"): get_base_prediction_config,

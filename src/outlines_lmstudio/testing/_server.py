@@ -246,6 +246,7 @@ class LMStudioEmulator(EmulatorState):
                 thread.join(timeout=15)
                 self._loop = self._thread = self._server = None
                 self._port = None
+                self._remove_file_dir()
 
     def __enter__(self) -> LMStudioEmulator:
         self.start()

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
@@ -144,6 +147,7 @@ class EmulatorState:
         self._sampler = JsonSampler()
         self._scripts: dict[str, Script] = {}
         self._files: dict[str, Upload] = {}
+        self._file_dir: str | None = None  # uploads written out (`_file_path`)
         self._auth: dict[str, str] = {}
         self._client_refs: dict[str, int] = {}
         self._channel_records: dict[tuple[int, int], Prediction] = {}
@@ -182,6 +186,37 @@ class EmulatorState:
             self._auth.pop(client_id, None)
             for ident in [i for i, u in self._files.items() if u.client_id == client_id]:
                 del self._files[ident]
+                self._drop_file_copy(ident)
+
+    def _file_path(self, upload: Upload) -> str:
+        """Return the path of ``upload`` on disk, writing it there the first time.
+
+        LM Studio keeps uploads as files of its own; the emulator keeps them in memory and
+        writes one to a temporary directory of its own only when a client asks for its path
+        (blocking I/O: call it from a worker thread). A copy goes when its client is released,
+        the directory when the emulator stops.
+        """
+        with self._lock:
+            if self._file_dir is None:
+                self._file_dir = tempfile.mkdtemp(prefix="lmstudio-emulator-files-")
+            path = os.path.join(self._file_dir, upload.identifier)
+            if not os.path.exists(path):
+                with open(path, "wb") as file:
+                    file.write(upload.data)
+        return path
+
+    def _drop_file_copy(self, ident: str) -> None:
+        """Remove the copy `_file_path` wrote of upload ``ident``, if any."""
+        if self._file_dir is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self._file_dir, ident))
+
+    def _remove_file_dir(self) -> None:
+        """Remove the directory of written uploads (the emulator stopped)."""
+        with self._lock:
+            directory, self._file_dir = self._file_dir, None
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
     def _violation(self, problem: str) -> None:
         with self._recorder.lock:

@@ -183,6 +183,14 @@ const scenarios = {
     const result = await model.respond([{ role: "user", content: "What is it?", images: [image] }]);
     check(result.content.length > 0, "answer about the image");
   },
+  async file_path(client) {
+    // FileHandle.getFilePath(): the absolute path of the uploaded file on LM Studio's machine.
+    const image = await client.files.prepareImageBase64("red.png", PNG_B64);
+    const file = await image.getFilePath();
+    check(path.isAbsolute(file), `an absolute path (${file})`);
+    const content = require("fs").readFileSync(file).toString("base64");
+    check(content === PNG_B64, "the file holds what was uploaded");
+  },
   async image_on_text_model(client) {
     const image = await client.files.prepareImageBase64("red.png", PNG_B64);
     const model = await client.llm.model(TEXT);

@@ -53,6 +53,7 @@ SCENARIOS = (
     "tool_choice",
     "processing_state",
     "system_info",
+    "experiment_flags",
     "diagnostics_logs",
     "when_disconnected",
     "system_notify",

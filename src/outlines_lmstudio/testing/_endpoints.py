@@ -146,6 +146,27 @@ async def system_info(conn: Peer, parameter: Any) -> Any:
     return {"pid": os.getpid(), "isDaemon": False, "version": LMSTUDIO_VERSION}
 
 
+async def set_experiment_flag(conn: Peer, parameter: Any) -> Any:
+    """``setExperimentFlag`` (``system.unstable_setExperimentFlag(code, value)``): void.
+
+    Inferred: LM Studio keeps any flag it is told about; the emulator turns nothing on
+    or off with them, it only remembers them (until `LMStudioEmulator.reset`).
+    """
+    code = str(parameter.get("code", ""))
+    with conn.emu._lock:
+        if parameter.get("value") is True:
+            conn.emu._experiment_flags.add(code)
+        else:
+            conn.emu._experiment_flags.discard(code)
+    return None
+
+
+async def get_experiment_flags(conn: Peer, parameter: Any) -> Any:
+    """``getExperimentFlags`` (``system.unstable_getExperimentFlags()``): the flags on."""
+    with conn.emu._lock:
+        return sorted(conn.emu._experiment_flags)
+
+
 async def notify(conn: Peer, parameter: Any) -> Any:
     """``notify`` (``client.system.notify()``): LM Studio shows it; void (it is recorded)."""
     return None
@@ -238,6 +259,8 @@ RPC_HANDLERS: dict[tuple[str, str], RpcHandler] = {
     ("system", "version"): version,
     ("system", "info"): system_info,
     ("system", "notify"): notify,
+    ("system", "setExperimentFlag"): set_experiment_flag,
+    ("system", "getExperimentFlags"): get_experiment_flags,
     ("files", "uploadFileBase64"): upload_file_base64,
     ("files", "getLocalFileAbsolutePath"): get_local_file_absolute_path,
     ("embedding", "embedString"): embed_string,

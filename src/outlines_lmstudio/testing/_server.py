@@ -431,6 +431,7 @@ class LMStudioEmulator(EmulatorState):
             }
             self._slots = {}
             self._peak = dict(self._active)
+            self._experiment_flags = set()
             self._restore_scripts()
 
     def peak_concurrency(self, model: str | None = None) -> int:

@@ -148,6 +148,7 @@ class EmulatorState:
         self._scripts: dict[str, Script] = {}
         self._files: dict[str, Upload] = {}
         self._file_dir: str | None = None  # uploads written out (`_file_path`)
+        self._experiment_flags: set[str] = set()
         self._auth: dict[str, str] = {}
         self._client_refs: dict[str, int] = {}
         self._channel_records: dict[tuple[int, int], Prediction] = {}

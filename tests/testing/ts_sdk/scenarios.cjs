@@ -384,6 +384,13 @@ const scenarios = {
     check(typeof input.timestamp === "number", "a timestamp");
     check(logger.warnings.length === 0, `no warnings: ${logger.warnings.join("; ")}`);
   },
+  async experiment_flags(client) {
+    // getExperimentFlags() lists the flags that are on.
+    await client.system.unstable_setExperimentFlag("ts-flag", true);
+    check((await client.system.unstable_getExperimentFlags()).includes("ts-flag"), "on");
+    await client.system.unstable_setExperimentFlag("ts-flag", false);
+    check(!(await client.system.unstable_getExperimentFlags()).includes("ts-flag"), "off");
+  },
   async system_info(client) {
     const version = await client.system.getLMStudioVersion();
     check(typeof version.version === "string", "version");

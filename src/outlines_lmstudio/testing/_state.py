@@ -293,6 +293,8 @@ class EmulatorState:
         finally:
             with self._lock:
                 self._busy_counts[key] -= 1
+                if not self._busy_counts[key]:
+                    del self._busy_counts[key]  # instances come and go: keep no zeros
 
     def _processing_state(self, instance: Instance) -> dict[str, Any]:
         """Return the ``getInstanceProcessingState`` answer for ``instance``.

@@ -66,11 +66,13 @@ def real_number(value: object) -> int | float | None:
 
     NumPy scalars (``np.int64(100)``, ``np.float32(0.5)``) and ``Fraction`` are real
     numbers too (``numbers.Integral`` / ``numbers.Real``); the SDK's msgspec encoder
-    takes only Python's own, hence the conversion. A bool is not a number here.
+    takes only Python's own, hence the conversion. Subclasses of ``int`` and ``float``
+    (``np.float64`` is one, an ``IntEnum`` member another) are converted too: msgspec
+    refuses ``np.float64``. A bool is not a number here.
     """
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):  # the common case, before the slower ABC checks
+    if type(value) is int or type(value) is float:  # the common case, returned as it is
         return value
     if isinstance(value, numbers.Integral):
         return int(value)

@@ -393,3 +393,21 @@ def test_max_tokens_minus_one_says_how_to_ask_for_no_limit(kwargs: dict[str, Any
     with pytest.raises(InvalidInferenceValueError, match=r"got -1\. For no limit, pass False"):
         parse_inference_kwargs(kwargs)
     assert parse_inference_kwargs({"max_tokens": False}).config == {"maxTokens": False}
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("temperature", "temperature"),
+        ("top_p", "topPSampling"),
+        ("min_p", "minPSampling"),
+        ("repeat_penalty", "repeatPenalty"),
+    ],
+)
+def test_float_subclasses_are_sent_as_python_floats(name: str, key: str) -> None:
+    # np.float64 is a float subclass: it passed the checks as it was, then the SDK's
+    # encoder refused it (a raw TypeError or msgspec error once the model was looked up).
+    for given in ({name: np.float64(0.5)}, {"config": {key: np.float64(0.5)}}):
+        config = parse_inference_kwargs(given).sdk_kwargs()["config"]
+        assert (config[key], type(config[key])) == (0.5, float)
+        msgspec.json.encode(config)

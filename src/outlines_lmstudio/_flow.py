@@ -409,6 +409,15 @@ def _dropped(exc: BaseException) -> bool:
 _NOT_FOUND = ("cannot find", "not found", "pathnotfound", "nomodelmatching", "no model")
 
 
+def _wrong_domain(exc: lms.LMStudioError) -> str | None:
+    """Name the kind of model the server found instead of an LLM (``generic.domainMismatch``)."""
+    details = getattr(getattr(exc, "server_error", None), "display_data", None)
+    if not isinstance(details, dict) or details.get("code") != "generic.domainMismatch":
+        return None
+    actual = details.get("actualDomain")
+    return "an embedding model" if actual == "embedding" else f"a model of domain {actual!r}"
+
+
 def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory) -> BaseException:
     """Our error for a failed model lookup: not found only when the server says so."""
     error = errors(exc, key, "resolve")
@@ -424,6 +433,15 @@ def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory
     )
     if isinstance(error, LMStudioConnectionError | LMStudioTimeoutError) or says_not_found:
         return error
+    domain = _wrong_domain(exc)
+    if domain is not None:
+        return LMStudioModelNotFoundError(
+            f"{key!r} is {domain}, not an LLM: LM Studio answers text prompts with LLMs only.",
+            host=getattr(error, "host", None),
+            model=key,
+            hint="Pick an LLM: `outlines-lmstudio models` (or client.llm.list_downloaded()) "
+            "lists them.",
+        )
     if isinstance(error, OutlinesLMStudioError):
         return LMStudioPredictionError(
             f"LM Studio gave an unexpected reply when asked for model {key!r}: "

@@ -281,6 +281,18 @@ def test_unknown_model(make_model: MakeModel, emulator: LMStudioEmulator) -> Non
     assert isinstance(info.value.__cause__, lms.LMStudioError)
 
 
+def test_an_embedding_model_is_not_an_llm(make_model: MakeModel) -> None:
+    # LM Studio answers "Model has wrong domain"; this was "an unexpected reply" with a
+    # hint that the server and SDK versions may not match.
+    key = "text-embedding-nomic-embed-text-v1.5"
+    with pytest.raises(LMStudioModelNotFoundError, match="is an embedding model, not an LLM"):
+        make_model(key)("hello")
+    with pytest.raises(LMStudioModelNotFoundError, match="is an embedding model") as info:
+        make_model(TEXT_MODEL)("hello", model=key)
+    assert info.value.model == key
+    assert "versions" not in str(info.value)
+
+
 def test_server_unreachable(fronts: Fronts) -> None:
     with LMStudioEmulator() as emulator:
         host = emulator.api_host

@@ -30,6 +30,7 @@ import typing_extensions
 from outlines.types import CFG, JsonSchema, Regex
 from outlines.types.dsl import Term
 
+from ._schema_walk import ref_target, schema_nodes
 from ._simple import is_simple_type, literal_values, render_simple, simple_schema
 from .errors import InvalidSchemaError, UnsupportedOutputTypeError
 
@@ -567,7 +568,7 @@ def _schema_error(output_type: object, exc: BaseException) -> UnsupportedOutputT
 
 def _model_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
     try:
-        return model.model_json_schema()
+        return _require_tags(model.model_json_schema())
     except _BUILD_ERRORS as exc:
         raise _schema_error(model, exc) from exc
 
@@ -579,6 +580,30 @@ def _type_adapter_schema(output_type: object) -> dict[str, Any]:
         schema: dict[str, Any] = adapter.json_schema()
     except _BUILD_ERRORS as exc:
         raise _schema_error(output_type, exc) from exc
+    return _require_tags(schema)
+
+
+def _require_tags(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make the tag of each Pydantic discriminated union required in its branches.
+
+    Pydantic writes such a union as a ``oneOf`` beside an OpenAPI ``discriminator``, and
+    leaves a tag field that has a default (``kind: Literal["a"] = "a"``) out of
+    ``required``. Its validator still needs the tag ("Unable to extract tag"), and no
+    engine reads ``discriminator``: a model could write a branch without the tag, which
+    ``parse`` then refuses. ``schema`` is Pydantic's fresh output: it is changed in place.
+    """
+    for _, node in list(schema_nodes(schema)):
+        tag = node.get("discriminator") if isinstance(node, dict) else None
+        if not isinstance(tag, dict) or not isinstance(tag.get("propertyName"), str):
+            continue
+        for branch in node.get("oneOf", []):
+            ref = branch.get("$ref") if isinstance(branch, dict) else None
+            target = ref_target(schema, ref) if isinstance(ref, str) else branch
+            properties = target.get("properties") if isinstance(target, dict) else None
+            if isinstance(properties, dict) and tag["propertyName"] in properties:
+                required = target.setdefault("required", [])
+                if tag["propertyName"] not in required:
+                    required.append(tag["propertyName"])
     return schema
 
 

@@ -185,6 +185,25 @@ def _matches(value: Any, tp: Any) -> bool:
     return False
 
 
+def _listed_number(value: _Number, values: list[Any] | None) -> str | None:
+    """Return Outlines' text of the listed number a JSON number equals, if any.
+
+    An engine writes a ``Literal``/``Enum``/``Choice`` number in its own JSON form
+    (``1e20``, ``1``); Outlines writes ``str`` of the value (``1e+20``, ``1.0``). A value of
+    the number's own kind (int or float) is preferred when several are equal.
+    """
+    if values is None:
+        return None
+    equal = [
+        v
+        for v in values
+        if isinstance(v, int | float) and not isinstance(v, bool) and v == value.value()
+    ]
+    same_kind = [v for v in equal if isinstance(v, int) == value.is_int]
+    chosen = same_kind or equal
+    return str(chosen[0]) if chosen else None
+
+
 def _render(value: Any, tp: Any, top: bool) -> str:
     tp = _bare(tp)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -196,7 +215,8 @@ def _render(value: Any, tp: Any, top: bool) -> str:
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, _Number):
-        return str.__str__(value)
+        listed = _listed_number(value, literal_values(tp))
+        return str.__str__(value) if listed is None else listed
     if isinstance(value, str):
         bare = literal_values(tp) is not None or tp in (
             datetime.date,

@@ -1,7 +1,7 @@
 import datetime
 import enum
 import re
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, cast
 
 import pytest
 from outlines.types import Choice
@@ -60,6 +60,37 @@ def test_rendered_text_matches_outlines_regexes() -> None:
         assert re.fullmatch(
             to_regex(python_types_to_terms(output_type)), render_simple(reply, output_type)
         )
+
+
+def literal(*values: object) -> Any:
+    """``Literal[values]`` built at run time (mypy takes no float in ``Literal[...]``)."""
+    return cast(Any, Literal)[values]
+
+
+class Ratio(enum.Enum):
+    HALF = 0.5
+    BIG = 1e20
+
+
+@pytest.mark.parametrize(
+    ("output_type", "reply"),
+    [
+        (literal(1e20), "1e20"),  # serde_json's form (outlines-core, LM Studio's MLX engine)
+        (literal(1e20), "100000000000000000000.0"),
+        (literal(1.0), "1"),
+        (literal(0.5, "x"), "5e-1"),
+        (Ratio, "1E+20"),
+        (Choice([2.5]), "2.50"),
+        (list[literal(1e20)], "[1e20]"),  # type: ignore[misc]
+        (Literal[2**62], "4.611686018427388e18"),
+    ],
+    ids=repr,
+)
+def test_a_listed_number_is_rendered_as_outlines_writes_it(output_type: Any, reply: str) -> None:
+    # The engine's JSON form of a Literal/Enum number was kept: '1e20' for Literal[1e20],
+    # where Outlines writes (and its regex takes) '1e+20'.
+    text = render_simple(reply, output_type)
+    assert re.fullmatch(to_regex(python_types_to_terms(output_type)), text), text
 
 
 def test_where_the_text_differs_from_outlines_regexes() -> None:

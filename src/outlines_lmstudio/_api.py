@@ -357,7 +357,7 @@ class ModelApi(Common):
             )
         request = self._prepare(model_input, output_type, inference_kwargs)
         if not retries:  # one step: no flow to run
-            return self._complete_then(request, _flow.checked(request.plan))
+            return self._complete_then(request, _flow.checked(request))
         return self._run(_flow.parse(request, retries, validator_for(request.plan)))
 
     def parse_stream(self, model_input: Any, output_type: Any, **inference_kwargs: Any) -> Any:

@@ -297,6 +297,11 @@ class PredictionArgs(msgspec.Struct, frozen=True):
                 return start, end
         return DEFAULT_THINK_TAGS
 
+    def stop_strings(self) -> tuple[str, ...]:
+        """Return the stop strings this call gives LM Studio (``stop=`` or ``config=``)."""
+        stops = self.config.get("stopStrings") if self.config else None
+        return tuple(stops) if isinstance(stops, list | tuple) else ()
+
     def sdk_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``LLM.respond`` / ``respond_stream``."""
         kwargs: dict[str, Any] = dict(self.callbacks)

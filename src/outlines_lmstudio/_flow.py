@@ -49,7 +49,6 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from ._output import OutputPlan
     from ._partial import PartialJson
     from ._typed import Validator
 
@@ -312,9 +311,10 @@ class _PartialSink(Sink):
 
     live = True
 
-    def __init__(self, validator: Validator, json: bool) -> None:
+    def __init__(self, validator: Validator, json: bool, stops: Sequence[str] = ()) -> None:
         self._validator = validator
         self._json = json
+        self._stops = stops
         self.begin()
 
     def begin(self) -> None:
@@ -341,7 +341,8 @@ class _PartialSink(Sink):
     def finish(self, done: Completion) -> Iterable[Any]:
         from outlines_lmstudio._typed import check_reply  # typed results only (import time)
 
-        return (check_reply(self._validator, done.text, done.stop_reason, 1, True)[1],)
+        reply = check_reply(self._validator, done.text, done.stop_reason, 1, True, self._stops)
+        return (reply[1],)
 
 
 class ChunkSink(Sink):
@@ -379,7 +380,8 @@ def sink_for_parse_stream(request: Request) -> Sink:
     """Make the sink of ``parse_stream``: partial values, then the validated value."""
     from outlines_lmstudio._typed import validator_for  # typed results only (import time)
 
-    return _PartialSink(validator_for(request.plan), request.plan.kind in ("json", "simple"))
+    json = request.plan.kind in ("json", "simple")
+    return _PartialSink(validator_for(request.plan), json, request.args.stop_strings())
 
 
 def as_reply(done: Completion, render: Callable[[str], str]) -> Reply:
@@ -708,15 +710,15 @@ def rendered(request: Request, done: Completion) -> str:
     return request.plan.render(done.text)
 
 
-def checked(plan: OutputPlan) -> Callable[[Completion], Any]:
+def checked(request: Request) -> Callable[[Completion], Any]:
     """Return what gives the value of a reply that may not be asked again (or raises)."""
     from outlines_lmstudio._typed import (
         check_reply,
         validator_for,
     )  # typed results only (import time)
 
-    validator = validator_for(plan)
-    return lambda done: check_reply(validator, done.text, done.stop_reason, 1, True)[1]
+    validator, stops = validator_for(request.plan), request.args.stop_strings()
+    return lambda done: check_reply(validator, done.text, done.stop_reason, 1, True, stops)[1]
 
 
 def parse(request: Request, retries: int, validator: Validator | None = None) -> Flow[Any]:
@@ -745,6 +747,7 @@ def parse(request: Request, retries: int, validator: Validator | None = None) ->
         validator = validator_for(request.plan)
     # The limit is on the whole call: read once for several attempts (one gets it anyway).
     deadline: float | None = (yield Deadline(request)) if retries else None
+    stops = request.args.stop_strings()
     for attempt in range(1, retries + 2):
         try:
             done: Completion = yield Complete(request, deadline)
@@ -752,7 +755,7 @@ def parse(request: Request, retries: int, validator: Validator | None = None) ->
             error.attempts = attempt
             raise
         ok, value, problems = check_reply(
-            validator, done.text, done.stop_reason, attempt, attempt > retries
+            validator, done.text, done.stop_reason, attempt, attempt > retries, stops
         )
         if ok:
             return value

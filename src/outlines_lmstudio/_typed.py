@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -337,8 +337,37 @@ def _may_go_on(validator: Validator, raw: str) -> bool:
     return is_json and raw[-1:].isdigit()
 
 
+_NUMBER_GOES_ON = frozenset("0123456789.eE+-")
+"""Characters that can continue a JSON number that ends in a digit."""
+
+
+def _stop_inside(validator: Validator, raw: str, stops: Sequence[str]) -> str | None:
+    r"""Return a stop string that may have ended a valid reply inside its value, if any.
+
+    LM Studio leaves the stop string out of the reply: ``3.14`` with ``stop=["."]`` comes
+    back as ``3``, valid and wrong. A JSON reply is at risk when it ends in a number and
+    a stop string starts with what goes on with one; a grammar-mode reply when the reply
+    and the stop string are still in (or on the way into) its language.
+    """
+    for stop in stops:
+        if validator.grammar is not None:
+            longer = raw + stop
+            if validator.goes_on is not None and (
+                not validator.grammar(longer) or validator.goes_on(longer)
+            ):
+                return stop
+        elif _may_go_on(validator, raw) and stop[:1] in _NUMBER_GOES_ON:
+            return stop
+    return None
+
+
 def check_reply(
-    validator: Validator, raw: str, stop_reason: str | None, attempts: int, final: bool
+    validator: Validator,
+    raw: str,
+    stop_reason: str | None,
+    attempts: int,
+    final: bool,
+    stops: Sequence[str] = (),
 ) -> tuple[bool, Any, list[str]]:
     """Validate one reply; raise when it is truncated, or invalid on the last attempt.
 
@@ -354,6 +383,9 @@ def check_reply(
         How many replies have been asked for so far.
     final
         Whether no retry is left.
+    stops
+        The call's stop strings: a valid reply one of them may have cut inside its value
+        (``3`` of ``3.14`` with ``stop=["."]``) is not taken.
 
     Returns
     -------
@@ -373,14 +405,16 @@ def check_reply(
     except _Invalid as invalid:
         errors = invalid.errors
     else:
-        if stop_reason not in TRUNCATED_STOP_REASONS or not _may_go_on(validator, raw):
+        if stop_reason == "stopStringFound" and (cut := _stop_inside(validator, raw, stops)):
+            errors = [f"(root): the stop string {cut!r} may have ended the reply inside its value"]
+        elif stop_reason not in TRUNCATED_STOP_REASONS or not _may_go_on(validator, raw):
             return True, value, []
-        # "10" cut off from "1000": valid, but not the answer.
-        errors = [
-            "(root): the reply matches, but the model may not have finished it"
-            if validator.grammar is not None
-            else "(root): the reply ends in a number that the next tokens could have continued"
-        ]
+        else:  # "10" cut off from "1000": valid, but not the answer.
+            errors = [
+                "(root): the reply matches, but the model may not have finished it"
+                if validator.grammar is not None
+                else "(root): the reply ends in a number that the next tokens could have continued"
+            ]
     name = output_type_name(validator.output_type)
     if stop_reason in TRUNCATED_STOP_REASONS:
         raise TruncatedOutputError(

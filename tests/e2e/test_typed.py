@@ -1,6 +1,8 @@
 """parse / parse_stream end to end through the real SDK and the emulator."""
 
 import itertools
+from collections.abc import Callable
+from typing import Any
 
 import lmstudio as lms
 import pydantic
@@ -224,6 +226,27 @@ def test_a_reply_cut_by_a_stop_string_says_so(
         make_model(TEXT_MODEL).parse("q", Person, stop="STOP")
     assert info.value.stop_reason == "stopStringFound"
     assert info.value.raw == '{"name": "'
+
+
+@pytest.mark.parametrize("entry", ["parse", "parse_stream", "parse_retries", "config"])
+def test_a_stop_string_inside_a_number_is_not_a_value(
+    make_model: MakeModel, emulator: LMStudioEmulator, entry: str
+) -> None:
+    """LM Studio drops the stop string: 3.14 with stop=["."] came back as 3.0, taken."""
+    emulator.script(TEXT_MODEL, ["3.14", "3.14"])
+    model = make_model(TEXT_MODEL)
+    calls: dict[str, Callable[[], Any]] = {
+        "parse": lambda: model.parse("q", float, stop=["."]),
+        "parse_stream": lambda: list(model.parse_stream("q", float, stop=".")),
+        "parse_retries": lambda: model.parse("q", float, stop=["."], retries=1),
+        "config": lambda: model.parse("q", float, config={"stopStrings": ["."]}),
+    }
+    with pytest.raises(ParseError, match=r"a stop string ended it") as info:
+        calls[entry]()
+    assert info.value.raw == "3"
+    assert "the stop string '.' may have ended the reply inside its value" in info.value.errors[0]
+    emulator.script(TEXT_MODEL, ["42\n"])  # a stop string that cannot go on a number
+    assert model.parse("q", int, stop=["\n"]) == 42
 
 
 def test_retries_elsewhere_than_parse_says_where_it_goes(make_model: MakeModel) -> None:

@@ -303,3 +303,22 @@ def test_the_package_does_not_load_rfc3987_syntax() -> None:
     loaded = out.stdout.split()
     assert "rfc3987_syntax2" in loaded  # iri was checked...
     assert "rfc3987_syntax" not in loaded  # ...without the slow one
+
+
+@pytest.mark.parametrize(
+    ("pattern", "raw", "stop", "taken"),
+    [
+        (r"\d+", "4", "2", False),  # "42" was on its way: cut inside the value
+        (r"\d+", "4", "x", True),
+        (r"\d{1}", "4", "2", True),  # nothing can follow: whole
+        (r"[a-z]+!", "ab!", "!", True),
+    ],
+)
+def test_a_grammar_reply_cut_by_a_stop_string_inside_it_is_not_taken(
+    pattern: str, raw: str, stop: str, taken: bool
+) -> None:
+    from outlines.types import Regex
+
+    validator = validator_for(plan_output(Regex(pattern), grammar=True))
+    ok, _, errors = check_reply(validator, raw, "stopStringFound", 1, False, (stop,))
+    assert ok is taken, errors

@@ -9,6 +9,7 @@ types and with ``jsonschema`` for dict/str schemas.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import typing
 from collections.abc import Callable, Sequence
@@ -337,8 +338,9 @@ def _may_go_on(validator: Validator, raw: str) -> bool:
     return is_json and raw[-1:].isdigit()
 
 
-_NUMBER_GOES_ON = frozenset("0123456789.eE+-")
-"""Characters that can continue a JSON number that ends in a digit."""
+_GOES_ON_A_NUMBER = re.compile(r"[0-9]|\.(?:[0-9]|$)|[eE](?:[0-9+-]|$)")
+"""The start of a stop string that can continue a JSON number ending in a digit (``2``,
+``.``, ``.5``, ``e``, ``e-3``; not ``END`` or ``. ``)."""
 
 
 def _stop_inside(validator: Validator, raw: str, stops: Sequence[str]) -> str | None:
@@ -356,7 +358,7 @@ def _stop_inside(validator: Validator, raw: str, stops: Sequence[str]) -> str | 
                 not validator.grammar(longer) or validator.goes_on(longer)
             ):
                 return stop
-        elif _may_go_on(validator, raw) and stop[:1] in _NUMBER_GOES_ON:
+        elif _may_go_on(validator, raw) and _GOES_ON_A_NUMBER.match(stop):
             return stop
     return None
 

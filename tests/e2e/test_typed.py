@@ -245,8 +245,10 @@ def test_a_stop_string_inside_a_number_is_not_a_value(
         calls[entry]()
     assert info.value.raw == "3"
     assert "the stop string '.' may have ended the reply inside its value" in info.value.errors[0]
-    emulator.script(TEXT_MODEL, ["42\n"])  # a stop string that cannot go on a number
+    emulator.script(TEXT_MODEL, ["42\n", "42END", "42. "])  # stops that cannot go on a number
     assert model.parse("q", int, stop=["\n"]) == 42
+    assert model.parse("q", int, stop=["END"]) == 42
+    assert model.parse("q", int, stop=[". "]) == 42
 
 
 def test_retries_elsewhere_than_parse_says_where_it_goes(make_model: MakeModel) -> None:

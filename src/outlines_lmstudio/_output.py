@@ -31,7 +31,13 @@ from outlines.types import CFG, JsonSchema, Regex
 from outlines.types.dsl import Term
 
 from ._schema_walk import ref_target, schema_nodes
-from ._simple import is_simple_type, literal_values, render_simple, simple_schema
+from ._simple import (
+    is_simple_type,
+    is_str_key,
+    literal_values,
+    render_simple,
+    simple_schema,
+)
 from .errors import InvalidSchemaError, UnsupportedOutputTypeError
 
 __all__ = [
@@ -777,8 +783,8 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
         )
     key = _non_str_key(output_type)
     why = (
-        f" Its dict keys are {output_type_name(key)}; only str keys are supported (JSON "
-        "object keys are strings): use dict[str, ...]."
+        f" Its dict keys are {output_type_name(key)}; only str keys (or a Literal or Enum of "
+        "strings) are supported (JSON object keys are strings): use dict[str, ...]."
         if key is not None
         else _set_hint(output_type)
         if typing.get_origin(output_type) in (set, frozenset) or output_type in (set, frozenset)
@@ -827,9 +833,9 @@ def _set_hint(output_type: Any) -> str:
 
 
 def _non_str_key(output_type: Any) -> Any:
-    """Return the key type of a ``dict[K, ...]`` with ``K`` not ``str`` inside a type, if any."""
+    """Return the key type of a ``dict[K, ...]`` with ``K`` not of strings inside a type, if any."""
     args = typing.get_args(output_type)
-    if typing.get_origin(output_type) is dict and args and args[0] is not str:
+    if typing.get_origin(output_type) is dict and args and not is_str_key(args[0]):
         return args[0]
     for arg in args:
         key = _non_str_key(arg)

@@ -33,6 +33,7 @@ __all__ = [
     "inline_root_ref",
     "enum_values_allowed",
     "inline_single_all_of",
+    "name_listed_keys",
     "narrow_enums",
     "normalise_schema",
     "split_type_lists",
@@ -387,6 +388,59 @@ def any_value(schema: dict[str, Any]) -> dict[str, Any]:
     return rebuilt
 
 
+def _listed_names(names: Any, root: dict[str, Any]) -> list[str] | None:
+    """Return the strings a ``propertyNames`` schema lists, or ``None`` if it says more.
+
+    The names are an ``enum`` or a ``const`` of strings, maybe behind a local ``$ref``.
+    """
+    ref = names.get("$ref") if isinstance(names, dict) else None
+    if isinstance(ref, str) and ref.startswith("#") and assertions(names).keys() == {"$ref"}:
+        names = ref_target(root, ref)
+    if not isinstance(names, dict) or not assertions(names).keys() <= {"enum", "const", "type"}:
+        return None
+    if names.get("type", "string") != "string":
+        return None
+    listed = names["enum"] if isinstance(names.get("enum"), list) else None
+    if "const" in names:
+        listed = [names["const"]] if listed is None or names["const"] in listed else []
+    if not listed or not all(isinstance(n, str) for n in listed):
+        return None
+    return list(dict.fromkeys(listed))
+
+
+def name_listed_keys(schema: dict[str, Any]) -> dict[str, Any]:
+    """Write an object whose key names are listed as one with those properties, no others.
+
+    ``{"propertyNames": {"enum": ["a", "b"]}, "additionalProperties": S}`` (Pydantic's
+    ``dict[Literal["a", "b"], V]``) accepts the objects whose keys are among the names and
+    whose values are valid for ``S``: exactly ``{"properties": {"a": S, "b": S},
+    "additionalProperties": false}``. No engine reads ``propertyNames``; both read that.
+    Left alone beside ``properties``, ``patternProperties`` or ``unevaluatedProperties``.
+    """
+
+    def name(node: dict[str, Any]) -> dict[str, Any]:
+        if (
+            "propertyNames" not in node
+            or {
+                "properties",
+                "patternProperties",
+                "unevaluatedProperties",
+            }
+            & node.keys()
+        ):
+            return node
+        listed = _listed_names(node["propertyNames"], schema)
+        values = node.get("additionalProperties", {})
+        if listed is None or values is False:
+            return node
+        rest = {k: v for k, v in node.items() if k not in ("propertyNames", "additionalProperties")}
+        properties = {key: copy.deepcopy(values) for key in listed}
+        return {**rest, "properties": properties, "additionalProperties": False}
+
+    rebuilt: dict[str, Any] = rebuild(schema, name)
+    return rebuilt
+
+
 def empty_object_properties(schema: dict[str, Any]) -> dict[str, Any]:
     """Give ``{"type": "object", "additionalProperties": false}`` an empty ``properties``.
 
@@ -468,6 +522,7 @@ def inline_root_ref(schema: dict[str, Any]) -> dict[str, Any]:
 FINDING_REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     drop_dollar_schema,
     inline_root_ref,
+    name_listed_keys,
     inline_single_all_of,
     narrow_enums,
     spread_one_of,

@@ -22,7 +22,7 @@ from typing import Any, cast
 import pydantic
 from outlines.types import Choice
 
-__all__ = ["is_simple_type", "literal_values", "render_simple", "simple_schema"]
+__all__ = ["is_simple_type", "is_str_key", "literal_values", "render_simple", "simple_schema"]
 
 # The patterns Outlines uses for these types (outlines.types.date / time / datetime).
 _DATE = r"(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
@@ -64,6 +64,15 @@ def literal_values(tp: Any) -> list[Any] | None:
     return None
 
 
+def is_str_key(tp: Any) -> bool:
+    """Tell whether a dict key type is one JSON can write.
+
+    ``str``, or a Literal, Enum or Choice of strings (``dict[Literal["lo", "hi"], float]``).
+    """
+    values = literal_values(tp)
+    return tp is str or (bool(values) and all(isinstance(v, str) for v in values or ()))
+
+
 def is_simple_type(tp: Any) -> bool:
     """Tell whether a type is a scalar, literal, enum or choice, or a container/union of them.
 
@@ -91,7 +100,7 @@ def is_simple_type(tp: Any) -> bool:
         return all(is_simple_type(a) for a in args)
     if origin in _CONTAINERS:
         inner = [a for a in args if a is not Ellipsis]
-        if origin is dict and inner and inner[0] is not str:
+        if origin is dict and inner and not is_str_key(inner[0]):
             return False  # JSON object keys are strings
         return bool(inner) and all(is_simple_type(a) for a in inner)
     return False

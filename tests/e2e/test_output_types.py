@@ -208,3 +208,30 @@ def test_a_tag_with_a_default_is_required_in_a_discriminated_union(
         assert isinstance(model.parse(f"A pet ({i})", Pet), Cat | Dog)
         assert "kind" in json.loads(model(f"Pet ({i})", Pet))
         assert isinstance(model.parse(f"An owner ({i})", Owner), Owner)
+
+
+Level3 = Literal["low", "mid", "high"]
+
+
+@pytest.mark.parametrize("seed_prompt", ["first", "second", "third"])
+def test_a_dict_keyed_by_a_literal_of_strings(
+    make_model: MakeModel, emulator: LMStudioEmulator, seed_prompt: str
+) -> None:
+    """It was refused as "only str keys are supported"; keyed by a model, sent loose."""
+    model = make_model(TEXT_MODEL)
+    text = model(f"Scores ({seed_prompt})", dict[Level3, int])
+    assert re.fullmatch(to_regex(python_types_to_terms(dict[Level3, int])), text)
+    structured = emulator.predictions[-1].structured
+    assert structured is not None
+    assert structured["jsonSchema"] == {
+        "type": "object",
+        "properties": {
+            "low": {"type": "integer"},
+            "mid": {"type": "integer"},
+            "high": {"type": "integer"},
+        },
+        "additionalProperties": False,
+    }
+    assert set(model.parse(f"Scores ({seed_prompt})", dict[Level3, int])) <= {"low", "mid", "high"}
+    by_colour = model.parse(f"Pets ({seed_prompt})", dict[Colour, Cat])
+    assert all(isinstance(k, Colour) and isinstance(v, Cat) for k, v in by_colour.items())

@@ -29,6 +29,7 @@ from outlines_lmstudio._rewrites import (
     empty_object_properties,
     inline_root_ref,
     inline_single_all_of,
+    name_listed_keys,
     narrow_enums,
     normalise_schema,
     split_type_lists,
@@ -106,6 +107,30 @@ def test_each_rewrite_keeps_the_valid_values(
 )
 def test_normalising_keeps_the_valid_values(schema: dict[str, Any], values: list[Any]) -> None:
     keeps_valid_values(normalise_schema, schema, values)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    names=st.lists(st.sampled_from(["a", "b", "id"]), min_size=1, max_size=3, unique=True),
+    spelling=st.sampled_from(["enum", "const", "ref"]),
+    inner=st.sampled_from([None, {}, {"type": "integer"}, {"type": "string", "maxLength": 1}]),
+    values=st.lists(INSTANCES, min_size=1, max_size=8),
+)
+def test_listed_key_names_become_properties(
+    names: list[str], spelling: str, inner: dict[str, Any] | None, values: list[Any]
+) -> None:
+    """``dict[Literal["a", "b"], V]``: its ``propertyNames`` was sent, which no engine reads."""
+    listed: dict[str, Any] = {"const": names[0]} if spelling == "const" else {"enum": names}
+    schema: dict[str, Any] = {"type": "object", "propertyNames": listed}
+    if spelling == "ref":
+        schema = {**schema, "propertyNames": {"$ref": "#/$defs/K"}, "$defs": {"K": listed}}
+    if inner is not None:
+        schema["additionalProperties"] = inner
+    rewritten = name_listed_keys(schema)
+    assert "propertyNames" not in rewritten
+    assert rewritten["additionalProperties"] is False
+    for value in values:
+        assert valid(rewritten, value) == valid(schema, value), (rewritten, value)
 
 
 _ENUM_SIBLINGS = st.fixed_dictionaries(

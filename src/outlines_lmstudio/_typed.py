@@ -353,10 +353,9 @@ def _stop_inside(validator: Validator, raw: str, stops: Sequence[str]) -> str | 
     """
     for stop in stops:
         if validator.grammar is not None:
-            longer = raw + stop
-            if validator.goes_on is not None and (
-                not validator.grammar(longer) or validator.goes_on(longer)
-            ):
+            longer = raw + stop  # a CFG's check cannot tell whether it goes on: a match only
+            goes_on = validator.goes_on is not None and validator.goes_on(longer)
+            if goes_on or not validator.grammar(longer):
                 return stop
         elif _may_go_on(validator, raw) and _GOES_ON_A_NUMBER.match(stop):
             return stop

@@ -322,3 +322,13 @@ def test_a_grammar_reply_cut_by_a_stop_string_inside_it_is_not_taken(
     validator = validator_for(plan_output(Regex(pattern), grammar=True))
     ok, _, errors = check_reply(validator, raw, "stopStringFound", 1, False, (stop,))
     assert ok is taken, errors
+
+
+def test_a_cfg_reply_cut_by_a_stop_string_it_could_hold_is_not_taken() -> None:
+    from outlines.types import CFG
+
+    validator = validator_for(plan_output(CFG('?start: "a"+ "b"?'), grammar=True))
+    ok, _, errors = check_reply(validator, "a", "stopStringFound", 1, False, ("b",))
+    assert not ok
+    assert "the stop string 'b'" in errors[0]
+    assert check_reply(validator, "a", "stopStringFound", 1, False, ("!",))[0]

@@ -159,6 +159,26 @@ def test_image_to_text_only_model_fails_clearly_before_upload(
     assert len(emulator.predictions) == 1
 
 
+def test_a_batch_item_with_an_image_for_a_text_only_model_fails_alone(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """What depends on the model is checked per item once LM Studio has described it
+    (docs/batch.md): the image item fails alone, with nothing of it sent, the others run."""
+    model = make_model(TEXT_MODEL)
+    with pytest.raises(BatchGenerationError) as caught:
+        model.batch(["Text alone", ["Describe", png_image()], "More text"], max_tokens=3)
+    results, errors = caught.value.results, caught.value.errors
+    assert set(errors) == {1}
+    assert isinstance(errors[1], UnsupportedInputError)
+    assert "does not accept images" in str(errors[1])
+    assert results[0]
+    assert results[2]
+    assert results[1] is None
+    assert emulator.uploads == []
+    assert len(emulator.predictions) == 2
+    assert all(p.images == [] for p in emulator.predictions)
+
+
 def test_uploaded_image_handle_to_text_only_model_fails_before_the_prediction(
     fronts: Fronts, emulator: LMStudioEmulator
 ) -> None:

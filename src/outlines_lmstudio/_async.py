@@ -232,6 +232,18 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
             if not scope.expired():
                 raise
             raise self._gave_up(call, by_deadline) from None
+        except asyncio.CancelledError:
+            self._cancelled(call)
+            raise
+
+    def _cancelled(self, call: Call) -> None:
+        """Note that the caller was cancelled (``wait_for``, a task's ``cancel()``) in a step.
+
+        As when the step's own bound runs out (`_gave_up`): a shared lookup, upload or model
+        info its callers left is reset if LM Studio still has not answered a while later.
+        """
+        if call.reader is None:
+            self._unstick_later()
 
     def _gave_up(self, call: Call, by_deadline: bool) -> LMStudioTimeoutError:
         """Return the error of a step whose wait ran out (the caller gives the step up)."""
@@ -260,6 +272,9 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
                     or (time.monotonic() - heard >= self.read_timeout)
                 ):
                     raise self._gave_up(call, by_deadline)
+        except asyncio.CancelledError:
+            self._cancelled(call)
+            raise
         finally:
             if not waiting.done():
                 waiting.cancel()  # the load itself is shared (shielded): it goes on

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from types import TracebackType
 from typing import Any, Self
 
@@ -17,7 +18,7 @@ import lmstudio as lms
 
 from . import _flow
 from ._api import ModelApi
-from ._cache import retrieve_error
+from ._cache import LOADS, retrieve_error
 from ._common import ASYNC_HANDLES, ASYNC_IMAGES, ASYNC_RECONNECTS, ASYNC_TRAITS, DRAIN_SECONDS
 from ._discovery import enter_async_client
 from ._sdk_errors import client_closed
@@ -131,12 +132,23 @@ class AsyncSessions(ModelApi):
 
         As on the sync front (`LMStudio._watch`): see `AsyncReconnects.reset_later`.
         """
-        caches = (ASYNC_HANDLES, ASYNC_TRAITS, ASYNC_IMAGES)
-        ASYNC_RECONNECTS.reset_later(
-            self.client,
-            DRAIN_SECONDS,
-            lambda: self._closed() is None and any(c.pending(self.client) for c in caches),
-            self._reset,
+        ASYNC_RECONNECTS.reset_later(self.client, DRAIN_SECONDS, self._stuck, self._reset)
+
+    def _stuck(self) -> bool:
+        """Tell whether shared work still waits for LM Studio (the client still open).
+
+        An upload or model info waits; a model lookup does unless it is a load that
+        reported progress within `DRAIN_SECONDS` (a large model loads for minutes).
+        """
+        client = self.client
+        if self._closed() is not None:
+            return False
+        if ASYNC_TRAITS.pending(client) or ASYNC_IMAGES.pending(client):
+            return True
+        now = time.monotonic()
+        return any(
+            not key or now - LOADS.of(client, key).at >= DRAIN_SECONDS
+            for key in ASYNC_HANDLES.pending_keys(client)
         )
 
     async def _reconnect(self, effect: _flow.Reconnect) -> None:

@@ -138,6 +138,10 @@ class AsyncClientCache(Generic[V]):
         """Tell whether any work for the client is still under way."""
         return any(not future.done() for future in self._data.get(client, {}).values())
 
+    def pending_keys(self, client: object) -> list[Hashable]:
+        """Return the keys whose work for the client is still under way."""
+        return [key for key, future in self._data.get(client, {}).items() if not future.done()]
+
     def forget(self, client: object, key: Hashable) -> None:
         """Drop one entry."""
         self._data.get(client, {}).pop(key, None)

@@ -492,3 +492,61 @@ async def test_an_async_stream_cancelled_again_while_leaving_still_cancels(
     await asyncio.to_thread(emulator.wait_until, lambda: emulator.predictions[-1].done)
     assert emulator.predictions[-1].cancelled
     assert emulator.predictions[-1].stop_reason == "userStopped"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("endpoint", ["getOrLoad", "uploadFileBase64"])
+async def test_a_shared_lookup_or_upload_left_by_a_cancelled_caller_is_given_up(
+    async_client: lms.AsyncClient,
+    emulator: LMStudioEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    endpoint: str,
+) -> None:
+    """A caller cancelled (``wait_for``) while LM Studio never answers its model lookup or
+    image upload: the work it left is reset a while later, as when its own bound runs out.
+
+    Only a timeout of the call's own reset the sessions: after a cancel, the next call waited
+    on the same unanswered request for the whole ``read_timeout``, then failed (found by a
+    probe).
+    """
+    monkeypatch.setattr("outlines_lmstudio._async_sessions.DRAIN_SECONDS", 0.3)
+    emulator.add_fault(Fault(endpoint, "hang"))  # one request, never answered
+    model = from_lmstudio(async_client, VISION_MODEL, read_timeout=3.0)
+    image = png_image()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(model(["Describe", image], max_tokens=3), 0.3)
+    assert await model(["Describe", image], max_tokens=3)
+
+
+@pytest.mark.asyncio
+async def test_a_model_load_left_by_a_cancelled_caller_goes_on_while_it_reports_progress(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reset above spares a load that is not stuck: it reports progress every 0.5 s."""
+    monkeypatch.setattr("outlines_lmstudio._async_sessions.DRAIN_SECONDS", 1.0)
+    monkeypatch.setattr(emulator, "load_latency", 1.5)
+    model = from_lmstudio(async_client, "gemma-3-1b-it")  # downloaded, not loaded
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(model("hello", max_tokens=3), 0.2)
+    assert await model("hello", max_tokens=3)
+    assert [r.endpoint for r in emulator.requests].count("getOrLoad") == 1
+
+
+@pytest.mark.asyncio
+async def test_a_call_cancelled_beside_a_model_load_leaves_the_load_alone(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call cancelled in its (answered) upload while another model loads with progress:
+    nothing is stuck, so the sessions are not reset under the load."""
+    monkeypatch.setattr("outlines_lmstudio._async_sessions.DRAIN_SECONDS", 1.0)
+    monkeypatch.setattr(emulator, "load_latency", 2.4)
+    emulator.add_fault(Fault("uploadFileBase64", "delay", seconds=0.3))
+    loading = asyncio.create_task(from_lmstudio(async_client, "gemma-3-1b-it")("hi", max_tokens=3))
+    await asyncio.to_thread(
+        emulator.wait_until, lambda: any(r.endpoint == "getOrLoad" for r in emulator.requests)
+    )
+    vision = from_lmstudio(async_client, VISION_MODEL)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(vision(["Describe", png_image()], max_tokens=3), 0.1)
+    assert await loading
+    assert [r.endpoint for r in emulator.requests].count("getOrLoad") == 2  # gemma, vision

@@ -255,6 +255,14 @@ _REDIRECTS: Mapping[str, str] = {
     "retries": "only parse takes it (parse_stream cannot take back the values it has "
     "yielded; generate returns the text as it is): use model.parse(prompt, output_type, "
     "retries=N)",
+    "read_timeout": "it is a bound of the model, on each wait for LM Studio: pass it to "
+    "from_lmstudio(client, model_name, read_timeout=...); a call takes timeout= (its whole "
+    "time)",
+    "connect_timeout": "it is a bound of the model, on connecting: pass it to "
+    "from_lmstudio(client, model_name, connect_timeout=...); a call takes timeout= (its "
+    "whole time)",
+    "max_concurrency": "only a batch takes it (model.batch, or parse on a list of inputs), "
+    "or from_lmstudio(client, model_name, max_concurrency=N)",
 }
 
 

@@ -497,6 +497,29 @@ CASES = [
         "config=",
     ),
     Case("seed", lambda m: m("x", seed=1), E.InvalidInferenceArgumentError, TypeError, "loaded"),
+    # The model's bounds given to a call were refused as unknown, with no word of where
+    # they go (found by a probe: the docs' table of bounds lists read_timeout).
+    Case(
+        "read_timeout on a call",
+        lambda m: m("x", read_timeout=5),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        r"from_lmstudio\(client, model_name, read_timeout=",
+    ),
+    Case(
+        "connect_timeout on a stream",
+        lambda m: m.stream("x", connect_timeout=5),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        r"from_lmstudio\(client, model_name, connect_timeout=",
+    ),
+    Case(
+        "max_concurrency on a single call",
+        lambda m: m("x", max_concurrency=2),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        "only a batch takes it",
+    ),
     Case(
         "async callback",
         lambda m: m("x", on_prediction_fragment=_async_callback),

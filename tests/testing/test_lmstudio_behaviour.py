@@ -522,9 +522,37 @@ def test_a_prompt_with_a_lone_surrogate_is_answered(
     schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
     assert json.loads(model.respond("a \ud800", response_format=schema).content)
     assert all(p.done for p in emu.predictions)
-    # The synthetic tokenizer cannot encode it: the client still gets an answer, an error.
-    with pytest.raises(lms.LMStudioServerError, match="failed to serve"):
-        model.tokenize("a \ud800")
+
+
+def test_a_lone_surrogate_is_tokenized_and_embedded_as_u_fffd(client: lms.Client) -> None:
+    # Before: tokenize and embed failed with "The LM Studio emulator failed to serve this
+    # request: UnicodeEncodeError". LM Studio's engines get the text as UTF-8, where a lone
+    # surrogate is U+FFFD (inferred).
+    model = client.llm.model(TEXT)
+    assert model.tokenize("a \ud800") == model.tokenize("a \ufffd")
+    assert model.count_tokens("a \ud800") == 2
+    embedder = client.embedding.model(EMBED)
+    assert embedder.tokenize("a \ud800") == embedder.tokenize("a \ufffd")
+    assert embedder.embed("a \ud800") == embedder.embed("a \ufffd")
+
+
+def test_a_lone_surrogate_reaches_llama_cpp_as_u_fffd(make_emulator: MakeEmulator) -> None:
+    from outlines_lmstudio.testing import embedded_available, embedded_model
+
+    if not embedded_available():
+        pytest.skip("the embedded GGUF model is not installed")
+    gemma = embedded_model()
+    embedder = EmulatedModel("gemma-embedding", type="embedding", gguf=gemma.gguf)
+    emulator = make_emulator(models=[gemma, embedder])
+    with lms.Client(emulator.api_host) as client:
+        # Before: each of these failed with UnicodeEncodeError ("surrogates not allowed").
+        model = client.llm.model(gemma.key)
+        assert model.tokenize("a \ud800 b") == model.tokenize("a \ufffd b")
+        greedy: lms.LlmPredictionConfigDict = {"temperature": 0, "maxTokens": 3}
+        reply = model.respond("a \ud800 b", config=greedy)
+        assert reply.content == model.respond("a \ufffd b", config=greedy).content
+        vectors = client.embedding.model(embedder.key).embed(["a \ud800", "a \ufffd"])
+        assert vectors[0] == vectors[1]
 
 
 def test_a_failing_channel_handler_answers(

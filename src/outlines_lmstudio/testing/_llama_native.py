@@ -20,6 +20,7 @@ import llama_cpp as L
 import numpy as np
 
 from outlines_lmstudio.testing._llama_plan import Sampling
+from outlines_lmstudio.testing._wire import well_formed
 
 __all__ = [
     "GgufFacts",
@@ -169,8 +170,8 @@ class NativeModel:
         self.close()
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
-        """Token ids of ``text`` by the model's tokenizer."""
-        data = text.encode("utf-8")
+        """Token ids of ``text`` by the model's tokenizer (a lone surrogate as U+FFFD)."""
+        data = well_formed(text).encode("utf-8")
         size = len(data) + 8
         tokens = (L.llama_token * size)()
         n = L.llama_tokenize(self.vocab, data, len(data), tokens, size, add_special, parse_special)

@@ -43,6 +43,7 @@ from outlines_lmstudio.testing._wire import (
     json_mode_schema,
     max_predicted_tokens,
     server_error,
+    well_formed,
 )
 
 if TYPE_CHECKING:
@@ -273,7 +274,7 @@ class SyntheticEngine:
 
     async def tokenize(self, text: str) -> list[int]:
         """Return deterministic ids, one per word piece (embeddings add start and end)."""
-        tokens = token_ids(text)
+        tokens = token_ids(well_formed(text))
         if self._instance.model.type == "embedding":
             return [_CLS, *tokens, _SEP]
         return tokens
@@ -291,7 +292,7 @@ class SyntheticEngine:
     async def embed(self, text: str) -> list[float]:
         """Return a deterministic unit vector derived from the model key and the text."""
         model = self._instance.model
-        digest = hashlib.sha256(f"{model.key}\x00{text}".encode()).digest()
+        digest = hashlib.sha256(f"{model.key}\x00{well_formed(text)}".encode()).digest()
         rng = random.Random(int.from_bytes(digest[:8], "big"))
         vector = [rng.gauss(0.0, 1.0) for _ in range(model.embedding_dims)]
         norm = math.sqrt(sum(v * v for v in vector)) or 1.0

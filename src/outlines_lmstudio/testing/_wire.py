@@ -28,6 +28,7 @@ __all__ = [
     "json_mode_schema",
     "max_predicted_tokens",
     "server_error",
+    "well_formed",
 ]
 
 
@@ -109,3 +110,25 @@ def json_mode_schema(structured: Mapping[str, Any]) -> Any:
     """
     schema = structured.get("jsonSchema")
     return {} if schema is None else schema
+
+
+def well_formed(text: str) -> str:
+    r"""Return ``text`` with each lone surrogate replaced by U+FFFD.
+
+    A JSON string may hold a lone surrogate (``"\ud800"``), and the SDK sends one as
+    it is. LM Studio keeps it in its JavaScript string, and its engines get the text
+    as UTF-8, where the conversion writes U+FFFD for it (inferred from how JavaScript
+    and Node's native addons encode strings, not checked against the app). Python
+    cannot encode such a string as UTF-8 at all.
+
+    Parameters
+    ----------
+    text
+        Any string from the wire.
+
+    Returns
+    -------
+    str
+        The same text, encodable as UTF-8 (surrogate pairs are kept whole).
+    """
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")

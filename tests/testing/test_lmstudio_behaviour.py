@@ -11,6 +11,7 @@ import time
 from typing import Any, get_args
 
 import lmstudio as lms
+import pydantic
 import pytest
 
 from outlines_lmstudio.testing import (
@@ -592,3 +593,31 @@ async def test_async_sdk_gets_an_answer_for_a_lone_surrogate(aclient: lms.AsyncC
     model = await aclient.llm.model(TEXT)
     result = await asyncio.wait_for(model.respond("a \ud800"), timeout=30)
     assert result.content
+
+
+class _Node(pydantic.BaseModel):
+    name: str
+    children: list[_Node] = []
+
+
+def test_llama_cpp_takes_a_recursive_pydantic_model(make_emulator: MakeEmulator) -> None:
+    from outlines_lmstudio.testing import embedded_available, embedded_model
+
+    if not embedded_available():
+        pytest.skip("the embedded GGUF model is not installed")
+    gemma = embedded_model()
+    emulator = make_emulator(models=[gemma])
+    schema = _Node.model_json_schema()
+    assert "$ref" in schema  # Pydantic writes a recursive model as a "$ref" root
+    with lms.Client(emulator.api_host) as client:
+        # Before: "Failed to convert the JSON schema to a grammar: '#/$defs/_Node'"
+        # (llama.cpp's converter resolves the nested reference).
+        result = client.llm.model(gemma.key).respond(
+            "A tree of two nodes, as JSON.",
+            response_format=_Node,
+            config={"temperature": 0, "maxTokens": 60},
+        )
+    if result.stats.stop_reason == "eosFound":
+        _Node.model_validate_json(result.content)
+    else:
+        assert result.content.startswith("{")

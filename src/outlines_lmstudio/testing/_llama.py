@@ -92,6 +92,8 @@ _INTEGER_DIGITS = 16
 _BOUND_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 # Keywords the converter reads before an integer's bounds (the bounds are then ignored).
 _BEFORE_BOUNDS = ("$ref", "oneOf", "anyOf", "const", "enum")
+# What the C++ converter replaces with "-" in the name of a ``$ref``'s rule.
+_RULE_NAME_JUNK = re.compile(r"[^a-zA-Z0-9-]+")
 
 
 def _digits(low: str, high: str) -> str:
@@ -367,6 +369,22 @@ def _converter() -> Any:
         def _char(self) -> str:
             return self._add_primitive("char", BuiltinRule(_CHAR_RULE, []))
 
+        def _resolve_ref(self, ref: str) -> str:
+            """Return the rule of a ``$ref``, named as the C++ converter names it.
+
+            ``ref`` plus the JSON pointer with every run of other characters than
+            letters, digits and ``-`` as one ``-`` (``#/$defs/_Node`` is
+            ``ref-defs-Node``). The port names it after the pointer's last part as
+            it is, and a rule named ``_Node`` is not GBNF: a recursive model whose
+            name holds an underscore failed to parse.
+            """
+            name = "ref" + _RULE_NAME_JUNK.sub("-", ref.split("#")[-1])
+            if name not in self._rules and ref not in self._refs_being_resolved:
+                self._refs_being_resolved.add(ref)
+                name = self.visit(self._refs[ref], name)
+                self._refs_being_resolved.remove(ref)
+            return name
+
         def _counted(self, schema: dict[str, Any], name: str) -> str:
             """Return a string's length or an array's item count as the C++ converter does."""
             if schema["type"] == "string":
@@ -398,7 +416,11 @@ def json_schema_grammar(schema: Any) -> str:
     """
     try:
         converter = _converter()
-        converter.visit(converter.resolve_refs(json.loads(json.dumps(schema)), "stdin"), "")
+        # Refs keep their own "#/..." form, as llama.cpp's build_grammar resolves them
+        # (base URL ""). The port's "stdin" rewrites only the refs it visits, and it does
+        # not visit below a "$ref": the refs inside "$defs" of a "$ref" root (a recursive
+        # Pydantic model) then named nothing, and the conversion failed.
+        converter.visit(converter.resolve_refs(json.loads(json.dumps(schema)), ""), "")
         return str(converter.format_grammar())
     except RecursionError as exc:
         raise ValueError("the schema is recursive") from exc

@@ -23,7 +23,7 @@ from outlines_lmstudio.testing import (
 from outlines_lmstudio.testing._catalogue import MODEL_FORMATS, Catalogue
 from outlines_lmstudio.testing._server import is_loopback
 
-from .conftest import EMBED, TEXT, UNLOADED, MakeEmulator, raw_rpc, raw_socket
+from .conftest import EMBED, MLX, TEXT, UNLOADED, MakeEmulator, raw_rpc, raw_socket
 
 LLAMA_PATH = "hugging-quants/Llama-3.2-1B-Instruct-Q8_0-GGUF/llama-3.2-1b-instruct-q8_0.gguf"
 
@@ -621,3 +621,43 @@ def test_llama_cpp_takes_a_recursive_pydantic_model(make_emulator: MakeEmulator)
         _Node.model_validate_json(result.content)
     else:
         assert result.content.startswith("{")
+
+
+def test_a_gguf_model_refuses_an_unanchored_pattern(client: lms.Client) -> None:
+    # Before: the synthetic engine sampled it with outlines-core for every model; LM Studio
+    # runs a GGUF model's schema through llama.cpp's converter, which refuses it (#2168).
+    nested = {
+        "type": "object",
+        "properties": {"code": {"type": "string", "pattern": "[A-Z]{3}"}},
+        "required": ["code"],
+    }
+    with pytest.raises(lms.LMStudioServerError, match='Pattern must start with "\\^"'):
+        client.llm.model(TEXT).respond("Code?", response_format=nested)
+    anchored = {**nested, "properties": {"code": {"type": "string", "pattern": "^[A-Z]{3}$"}}}
+    assert json.loads(client.llm.model(TEXT).respond("Code?", response_format=anchored).content)
+    # MLX models use outlines-core, which takes it.
+    assert json.loads(client.llm.model(MLX).respond("Code?", response_format=nested).content)
+
+
+@pytest.mark.parametrize(
+    ("schema", "refused"),
+    [
+        ({"type": "string", "pattern": "a+"}, "a+"),
+        ({"type": "string", "pattern": "^a+$"}, None),
+        ({"pattern": "a"}, "a"),  # no type: a string pattern all the same
+        ({"type": "string", "enum": ["b"], "pattern": "a"}, None),  # enum comes first
+        ({"type": "integer", "pattern": "a"}, None),
+        ({"type": ["string", "null"], "pattern": "a"}, "a"),
+        ({"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "a"}]}, "a"),
+        ({"type": "array", "items": {"type": "string", "pattern": "a"}}, "a"),
+        ({"type": "object", "additionalProperties": {"type": "string", "pattern": "a"}}, "a"),
+        ({"allOf": [{"properties": {"x": {"type": "string", "pattern": "a"}}}]}, "a"),
+        ({"$ref": "#/$defs/S", "$defs": {"S": {"type": "string", "pattern": "a"}}}, "a"),
+        ({"$defs": {"S": {"type": "string", "pattern": "a"}}, "type": "string"}, None),
+        ({"$ref": "#/$defs/N", "$defs": {"N": {"properties": {"n": {"$ref": "#/$defs/N"}}}}}, None),
+    ],
+)
+def test_the_patterns_llama_cpp_reads(schema: dict[str, Any], refused: str | None) -> None:
+    from outlines_lmstudio.testing._llama_schema import refused_pattern
+
+    assert refused_pattern(schema) == refused

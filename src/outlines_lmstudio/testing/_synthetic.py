@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._engine import Fragment, Generation
+from outlines_lmstudio.testing._llama_schema import refused_pattern
 from outlines_lmstudio.testing._reasoning_forms import (
     ReasoningReply,
     cut_at_tokens,
@@ -200,14 +201,36 @@ async def _reply(
     if results and record.structured is None:
         # A simple model reports what the tool returned, then goes on.
         answer = _fragments(split_fragments(f"The tool returned {'; '.join(results)}. "))
-        return answer + await _reply_tokens(emu, record), None
-    return await _reply_tokens(emu, record), None
+        return answer + await _reply_tokens(emu, instance, record), None
+    return await _reply_tokens(emu, instance, record), None
 
 
-async def _reply_tokens(emu: EmulatorState, record: Prediction) -> list[Fragment]:
+def _check_llama_cpp_dialect(instance: Instance, schema: Any) -> None:
+    """Refuse what llama.cpp's converter refuses, for a GGUF model (LM Studio runs it there).
+
+    The synthetic engine samples with outlines-core, which takes an unanchored pattern;
+    LM Studio's llama.cpp engine refuses the schema (inferred from llama.cpp's converter
+    and lmstudio-bug-tracker #2168, with the wording of our llama.cpp engine).
+    """
+    if instance.model.format != "gguf":
+        return
+    pattern = refused_pattern(schema)
+    if pattern is not None:
+        raise server_error(
+            'Failed to convert the JSON schema to a grammar: Pattern must start with "^" '
+            'and end with "$"',
+            cause="llama.cpp's JSON-schema-to-grammar converter refused the schema.",
+            suggestion=f"Anchor the pattern {pattern!r} at both ends: ^...$",
+        )
+
+
+async def _reply_tokens(
+    emu: EmulatorState, instance: Instance, record: Prediction
+) -> list[Fragment]:
     structured = record.structured
     if structured is not None and structured.get("type") == "json":
         schema = json_mode_schema(structured)
+        _check_llama_cpp_dialect(instance, schema)
         rng = random.Random(_seed_for(emu.seed, record.messages, schema))
         try:
             if emu._sampler.is_cached(schema):

@@ -661,3 +661,31 @@ def test_the_patterns_llama_cpp_reads(schema: dict[str, Any], refused: str | Non
     from outlines_lmstudio.testing._llama_schema import refused_pattern
 
     assert refused_pattern(schema) == refused
+
+
+def test_llama_cpp_keeps_the_keywords_beside_a_type_list(make_emulator: MakeEmulator) -> None:
+    from outlines_lmstudio.testing import embedded_available, embedded_model
+
+    if not embedded_available():
+        pytest.skip("the embedded GGUF model is not installed")
+    gemma = embedded_model()
+    emulator = make_emulator(models=[gemma])
+    person = {
+        "type": ["object", "null"],
+        "properties": {"age": {"type": "integer", "minimum": 30, "maximum": 30}},
+        "required": ["age"],
+        "additionalProperties": False,
+    }
+    seven = {"type": ["integer", "null"], "minimum": 7, "maximum": 7}
+    greedy: lms.LlmPredictionConfigDict = {"temperature": 0, "maxTokens": 40}
+    with lms.Client(emulator.api_host) as client:
+        model = client.llm.model(gemma.key)
+        # Before: each type was converted alone ({"type": "object"}: any object), so the
+        # model wrote '{ "person": {...}, "gender": "female" }' and '-1000000000000000'.
+        for schema, allowed in ((person, ({"age": 30}, None)), (seven, (7, None))):
+            reply = model.respond(
+                "Extract the person as JSON: Mary, aged 30.",
+                response_format={"type": "json", "jsonSchema": schema},
+                config=greedy,
+            )
+            assert json.loads(reply.content) in allowed

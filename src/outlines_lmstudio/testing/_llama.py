@@ -219,6 +219,15 @@ def _counted(schema: Any) -> bool:
     )
 
 
+def _type_list(schema: Any) -> bool:
+    """Whether the converter reads ``schema`` as a union of its ``type`` list."""
+    return (
+        isinstance(schema, dict)
+        and isinstance(schema.get("type"), list)
+        and not any(key in schema for key in ("$ref", "oneOf", "anyOf"))
+    )
+
+
 def _dump(value: Any) -> str:
     """Return JSON text as llama.cpp's JSON library dumps it: compact, non-ASCII as it is."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
@@ -300,6 +309,12 @@ def _converter() -> Any:
             if _counted(schema):
                 rule = name + "-" if name in RESERVED_NAMES else name or "root"
                 return self._add_rule(rule, self._counted(schema, name))  # type: ignore[no-untyped-call]
+            if _type_list(schema):
+                # As the C++ converter: each type with the schema's other keywords. The
+                # port keeps only {"type": t}, so ["object", "null"] took any object.
+                rule = name + "-" if name in RESERVED_NAMES else name or "root"
+                each = [{**schema, "type": kind} for kind in schema["type"]]
+                return self._add_rule(rule, self._generate_union_rule(name, each))  # type: ignore[no-untyped-call]
             return super().visit(schema, name)  # type: ignore[no-untyped-call]
 
         def _build_object_rule(

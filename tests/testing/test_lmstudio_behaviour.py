@@ -689,3 +689,27 @@ def test_llama_cpp_keeps_the_keywords_beside_a_type_list(make_emulator: MakeEmul
                 config=greedy,
             )
             assert json.loads(reply.content) in allowed
+
+
+def test_llama_cpp_reads_an_enum_behind_all_of(make_emulator: MakeEmulator) -> None:
+    from outlines_lmstudio.testing import embedded_available, embedded_model
+
+    if not embedded_available():
+        pytest.skip("the embedded GGUF model is not installed")
+    gemma = embedded_model()
+    emulator = make_emulator(models=[gemma])
+    # A $ref wrapped in allOf (Pydantic 1, OpenAPI generators) to give it a default.
+    schema = {
+        "type": "object",
+        "properties": {"color": {"allOf": [{"$ref": "#/$defs/Color"}], "default": "red"}},
+        "required": ["color"],
+        "$defs": {"Color": {"type": "string", "enum": ["red", "green"]}},
+    }
+    with lms.Client(emulator.api_host) as client:
+        reply = client.llm.model(gemma.key).respond(
+            "The car is green. Its color as JSON:",
+            response_format={"type": "json", "jsonSchema": schema},
+            config={"temperature": 0, "maxTokens": 20},
+        )
+    # Before: the port read allOf as properties only, so "color" had to be {}.
+    assert json.loads(reply.content)["color"] in ("red", "green")

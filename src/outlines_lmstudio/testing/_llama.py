@@ -219,6 +219,23 @@ def _counted(schema: Any) -> bool:
     )
 
 
+def _reads_all_of(schema: Any) -> bool:
+    """Whether the C++ converter reaches its ``allOf`` branch for ``schema``.
+
+    After ``$ref``, ``oneOf``/``anyOf``, a type list, ``const``, ``enum`` and an object
+    with properties; for no type, ``object`` or ``string``.
+    """
+    if not isinstance(schema, dict) or not isinstance(schema.get("allOf"), list):
+        return False
+    if any(key in schema for key in _BEFORE_BOUNDS) or isinstance(schema.get("type"), list):
+        return False
+    kind = schema.get("type")
+    extras = schema.get("additionalProperties", True)
+    if kind in (None, "object") and ("properties" in schema or extras is not True):
+        return False
+    return kind in (None, "object", "string")
+
+
 def _type_list(schema: Any) -> bool:
     """Whether the converter reads ``schema`` as a union of its ``type`` list."""
     return (
@@ -309,6 +326,9 @@ def _converter() -> Any:
             if _counted(schema):
                 rule = name + "-" if name in RESERVED_NAMES else name or "root"
                 return self._add_rule(rule, self._counted(schema, name))  # type: ignore[no-untyped-call]
+            if _reads_all_of(schema):
+                rule = name + "-" if name in RESERVED_NAMES else name or "root"
+                return self._add_rule(rule, self._all_of(schema["allOf"], name))  # type: ignore[no-untyped-call]
             if _type_list(schema):
                 # As the C++ converter: each type with the schema's other keywords. The
                 # port keeps only {"type": t}, so ["object", "null"] took any object.
@@ -380,6 +400,42 @@ def _converter() -> Any:
                 )
                 rule += (" )" if required_props else "") + " )?"
             return rule + ' "}" space'
+
+        def _all_of(self, parts: list[Any], name: str) -> str:
+            """Return an ``allOf``'s rule as the C++ converter builds it.
+
+            The properties of its members (a member's ``$ref`` followed; an ``anyOf``
+            member's alternatives optional), or, when members give enums, the values
+            common to all of them. The port knows only properties: an enum behind
+            ``allOf`` (``{"allOf": [{"$ref": "#/$defs/Color"}]}``) became ``{}``.
+            """
+            required: set[str] = set()
+            properties: list[tuple[str, Any]] = []
+            counts: dict[str, int] = {}
+
+            def add(member: Any, is_required: bool) -> None:
+                if isinstance(member, dict) and "$ref" in member:
+                    add(self._refs.get(member["$ref"]), is_required)
+                elif isinstance(member, dict) and isinstance(member.get("properties"), dict):
+                    for prop_name, prop_schema in member["properties"].items():
+                        properties.append((prop_name, prop_schema))
+                        if is_required:
+                            required.add(prop_name)
+                elif isinstance(member, dict) and isinstance(member.get("enum"), list):
+                    for value in member["enum"]:
+                        literal = self._generate_constant_rule(value)
+                        counts[literal] = counts.get(literal, 0) + 1
+
+            for part in parts:
+                if isinstance(part, dict) and isinstance(part.get("anyOf"), list):
+                    for alternative in part["anyOf"]:
+                        add(alternative, False)
+                else:
+                    add(part, True)
+            common = sorted(literal for literal, n in counts.items() if n == len(parts))
+            if common:  # sorted: the C++ code counts them in a std::map
+                return "(" + " | ".join(common) + ") space"
+            return self._build_object_rule(properties, required, name, None)
 
         def _char(self) -> str:
             return self._add_primitive("char", BuiltinRule(_CHAR_RULE, []))

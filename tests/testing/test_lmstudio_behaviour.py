@@ -713,3 +713,23 @@ def test_llama_cpp_reads_an_enum_behind_all_of(make_emulator: MakeEmulator) -> N
         )
     # Before: the port read allOf as properties only, so "color" had to be {}.
     assert json.loads(reply.content)["color"] in ("red", "green")
+
+
+def test_llama_cpp_counts_a_patterns_repetition(make_emulator: MakeEmulator) -> None:
+    from outlines_lmstudio.testing import embedded_available, embedded_model
+
+    if not embedded_available():
+        pytest.skip("the embedded GGUF model is not installed")
+    gemma = embedded_model()
+    emulator = make_emulator(models=[gemma])
+    schema = {"type": "string", "pattern": "^[a-z]{1,3000}$"}
+    with lms.Client(emulator.api_host) as client:
+        # Before: "The LM Studio emulator failed to serve this request: RecursionError"
+        # (the port nested 3000 optional groups; llama.cpp writes [a-z]{1,3000}).
+        reply = client.llm.model(gemma.key).respond(
+            "One word:",
+            response_format={"type": "json", "jsonSchema": schema},
+            config={"temperature": 0, "maxTokens": 8},
+        )
+    assert reply.content.startswith('"')
+    assert reply.content[1:2].isalpha()

@@ -21,6 +21,7 @@ import math
 import os
 import re
 import threading
+import types
 from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -203,6 +204,17 @@ def cpp_repetition(item: str, least: int, most: int | None, separator: str = "")
     return f"({result})?" if least == 0 else result
 
 
+def _pattern_repetition(
+    item: str,
+    least: int,
+    most: int | None,
+    separator_rule: str | None = None,
+    item_rule_is_literal: bool = False,
+) -> str:
+    """Write a repetition as llama.cpp's C++ code does (the port's ``_build_repetition`` call)."""
+    return cpp_repetition(item, least, most, separator_rule or "")
+
+
 def _counted(schema: Any) -> bool:
     """Whether the converter repeats a string's characters or an array's items for ``schema``."""
     if not isinstance(schema, dict) or any(k in schema for k in (*_BEFORE_BOUNDS, "allOf")):
@@ -293,7 +305,10 @@ def _converter() -> Any:
     control characters out of strings, and the comma before an object's
     additional properties.
     """
+    from llama_cpp import llama_grammar
     from llama_cpp.llama_grammar import RESERVED_NAMES, BuiltinRule, SchemaConverter
+
+    _PORT_GLOBALS = {**vars(llama_grammar), "_build_repetition": _pattern_repetition}
 
     class Converter(SchemaConverter):
         def _add_primitive(self, name: str, rule: Any) -> str:
@@ -436,6 +451,19 @@ def _converter() -> Any:
             if common:  # sorted: the C++ code counts them in a std::map
                 return "(" + " | ".join(common) + ") space"
             return self._build_object_rule(properties, required, name, None)
+
+        def _visit_pattern(self, pattern: str, name: str) -> str:
+            """Return a pattern's rule with its ``{m,n}`` counted, as the C++ converter does.
+
+            The port's own method, run with `cpp_repetition` in place of the port's
+            ``_build_repetition``, which nests one optional group per repetition: a
+            pattern's ``{1,3000}`` failed with RecursionError (and a larger count can
+            overflow llama.cpp's parser) where llama.cpp writes ``item{1,3000}``.
+            """
+            port = llama_grammar.SchemaConverter._visit_pattern
+            run = types.FunctionType(port.__code__, _PORT_GLOBALS, port.__name__)
+            rule: str = run(self, pattern, name)
+            return rule
 
         def _char(self) -> str:
             return self._add_primitive("char", BuiltinRule(_CHAR_RULE, []))

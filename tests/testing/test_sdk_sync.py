@@ -343,3 +343,21 @@ def test_requests_are_recorded(emu: LMStudioEmulator, client: lms.Client) -> Non
     assert predict.parameter["modelSpecifier"]["query"]["identifier"] == TEXT
     assert predict.client_id == emu.predictions[-1].client_id != ""
     assert json.loads(json.dumps(predict.parameter)) == predict.parameter
+
+
+def test_keywords_beside_a_type_list_hold(client: lms.Client) -> None:
+    # Before: a "type" list hid the bounds from the sampler, and 345 or 97996 came back
+    # for an integer fixed at 7 (the re-draws rarely met them).
+    schema = {"type": ["integer", "null"], "minimum": 7, "maximum": 7}
+    model = client.llm.model(TEXT)
+    for prompt in ("a", "b", "c", "d", "e", "f"):
+        reply = model.respond(prompt, response_format={"type": "json", "jsonSchema": schema})
+        assert json.loads(reply.content) in (7, None)
+    person = {
+        "type": ["object", "null"],
+        "properties": {"age": {"$ref": "#/$defs/Age"}},
+        "required": ["age"],
+        "$defs": {"Age": {"type": "integer", "minimum": 30, "maximum": 30}},
+    }
+    reply = model.respond("a", response_format={"type": "json", "jsonSchema": person})
+    assert json.loads(reply.content) in ({"age": 30}, None)

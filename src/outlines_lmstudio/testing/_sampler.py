@@ -601,6 +601,26 @@ def _few_optional(node: dict[str, Any]) -> dict[str, Any] | None:
     return {**node, "properties": kept, "additionalProperties": False}
 
 
+_DOCUMENT_KEYS = frozenset({"$defs", "definitions", "$schema", "$id"})
+
+
+def _split_types(node: dict[str, Any]) -> dict[str, Any] | None:
+    """Return a node with a ``type`` list as ``anyOf`` one copy per type, or None.
+
+    ``{"type": ["integer", "null"], "minimum": 7}`` is the union of the same node with
+    each type (every other keyword applies to its own type only), as llama.cpp's
+    converter reads it. Split, each copy is tightened like any node: a type list hid
+    the bounds from `_bounded_values`, and the re-draws rarely met them.
+    """
+    kinds = node.get("type")
+    if not isinstance(kinds, list) or not kinds or {"anyOf", "oneOf"} & set(node):
+        return None
+    # Definitions stay where "#/$defs/..." references find them.
+    top = {key: value for key, value in node.items() if key in _DOCUMENT_KEYS}
+    rest = {key: value for key, value in node.items() if key not in _DOCUMENT_KEYS}
+    return {**top, "anyOf": [{**rest, "type": kind} for kind in kinds]}
+
+
 def _tighten(node: Any) -> Any:
     """Narrow a schema to a subset of its valid documents that outlines-core samples fast.
 
@@ -615,6 +635,9 @@ def _tighten(node: Any) -> Any:
         return [_tighten(item) for item in node]
     if not isinstance(node, dict):
         return node
+    split = _split_types(node)
+    if split is not None:
+        return _tighten(split)
     values = _bounded_values(node)
     if values is not None:
         return {"enum": values}

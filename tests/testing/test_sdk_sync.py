@@ -361,3 +361,18 @@ def test_keywords_beside_a_type_list_hold(client: lms.Client) -> None:
     }
     reply = model.respond("a", response_format={"type": "json", "jsonSchema": person})
     assert json.loads(reply.content) in ({"age": 30}, None)
+
+
+def test_an_all_of_of_objects_is_one_object(client: lms.Client) -> None:
+    # Before: outlines-core wrote the members one after the other: '{"a" :1 }{ "b" : ""}'.
+    schema = {
+        "allOf": [
+            {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+            {"properties": {"b": {"type": "string"}}, "required": ["b"]},
+        ]
+    }
+    model = client.llm.model(TEXT)
+    for prompt in ("a", "b", "c"):
+        reply = model.respond(prompt, response_format={"type": "json", "jsonSchema": schema})
+        assert isinstance(reply.parsed, dict)
+        assert {"a", "b"} <= set(reply.parsed)

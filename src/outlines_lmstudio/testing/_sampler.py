@@ -602,6 +602,36 @@ def _few_optional(node: dict[str, Any]) -> dict[str, Any] | None:
 
 
 _DOCUMENT_KEYS = frozenset({"$defs", "definitions", "$schema", "$id"})
+_OBJECT_PART = frozenset({"type", "properties", "required"}) | _NOTES
+
+
+def _merged_all_of(node: dict[str, Any]) -> dict[str, Any] | None:
+    """Return an ``allOf`` of plain objects as one object with all their properties, or None.
+
+    outlines-core writes each member's regex one after the other, so
+    ``{"allOf": [{"properties": {"a": ...}}, {"properties": {"b": ...}}]}`` came out as
+    ``{"a": 1}{"b": ""}``, not JSON. llama.cpp's converter merges the members' properties
+    (LM Studio does so for GGUF models; what its MLX engine does is not verified). Only
+    members of properties and required ones, no key in two of them, are merged: the
+    object is then exactly what the ``allOf`` allows.
+    """
+    parts = node.get("allOf")
+    if not isinstance(parts, list) or len(parts) < 2 or set(node) - _OBJECT_PART - {"allOf"}:
+        return None
+    properties: dict[str, Any] = {}
+    required: list[Any] = []
+    for part in [node, *parts]:
+        if not isinstance(part, dict) or part.get("type", "object") != "object":
+            return None
+        if set(part) - _OBJECT_PART - ({"allOf"} if part is node else set()):
+            return None
+        own, wanted = part.get("properties", {}), part.get("required", [])
+        if not isinstance(own, dict) or not isinstance(wanted, list) or set(own) & set(properties):
+            return None
+        properties.update(own)
+        required += [key for key in wanted if key not in required]
+    notes = {key: value for key, value in node.items() if key in _NOTES}
+    return {**notes, "type": "object", "properties": properties, "required": required}
 
 
 def _split_types(node: dict[str, Any]) -> dict[str, Any] | None:
@@ -635,7 +665,7 @@ def _tighten(node: Any) -> Any:
         return [_tighten(item) for item in node]
     if not isinstance(node, dict):
         return node
-    split = _split_types(node)
+    split = _split_types(node) or _merged_all_of(node)
     if split is not None:
         return _tighten(split)
     values = _bounded_values(node)

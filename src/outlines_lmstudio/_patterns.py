@@ -260,6 +260,18 @@ class _Scanner:
             raise self.fail("possessive quantifier")
         return ""
 
+    def unit(self, written: str) -> str:
+        r"""Group a character written as several regex atoms when a quantifier follows.
+
+        A JSON escape (``\\"``, ``\\n``, ``\\u0001``) is a backslash and more: ``"+``
+        written ``\\"+`` would repeat only the quote. llama.cpp's converter also reads a run
+        of literal characters up to a quantifier as one literal and repeats all of it
+        (``a\\\\+`` as ``("a\\\\")+``); a group keeps the repeat on the one character.
+        """
+        if written.startswith("\\\\") and self.peek() in ("*", "+", "?", "{"):
+            return f"({written})"
+        return written
+
     def alternatives(self) -> list[str]:
         """Translate the whole pattern; return its top-level alternatives (anchors kept)."""
         pieces: list[str] = []
@@ -269,9 +281,9 @@ class _Scanner:
             char = self.peek()
             if char == "\\":
                 atom = self.escape(in_class=False)
-                out += _char(atom) if isinstance(atom, int) else _class(*atom)
+                out += self.unit(_char(atom) if isinstance(atom, int) else _class(*atom))
             elif char == "[":
-                out += self.char_class()
+                out += self.unit(self.char_class())
             elif char == "(":
                 out += self.group_open()
                 depth += 1
@@ -302,8 +314,8 @@ class _Scanner:
                     out += _char(ord(char))
                     self.i += 1
             elif char == ".":
-                out += _class(_DOT, negated=True)
                 self.i += 1
+                out += self.unit(_class(_DOT, negated=True))
             elif char in "^$":
                 at_start = out == "" and depth == 0 and char == "^"
                 at_end = depth == 0 and char == "$" and self.peek(1) in ("", "|")
@@ -312,8 +324,8 @@ class _Scanner:
                 out += char
                 self.i += 1
             else:
-                out += _char(ord(char))
                 self.i += 1
+                out += self.unit(_char(ord(char)))
         pieces.append(out)
         return pieces
 

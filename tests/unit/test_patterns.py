@@ -75,7 +75,8 @@ def _extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     quantifier = st.sampled_from(["", "*", "+", "?", "{2}", "{1,2}", "{0,}", "*?", "+?", "??"])
     return st.one_of(
         st.lists(inner, min_size=1, max_size=3).map("".join),
-        st.tuples(inner, quantifier).map(lambda t: t[0] if len(t[0]) == 1 else f"({t[0]}){t[1]}"),
+        st.tuples(inner, quantifier).map(lambda t: f"({t[0]}){t[1]}"),
+        st.tuples(_ATOMS, quantifier).map("".join),  # an atom quantified directly
         st.tuples(inner, inner).map(lambda t: f"{t[0]}|{t[1]}"),
         st.tuples(st.sampled_from(["(", "(?:", "(?P<n>"]), inner).map(lambda t: f"{t[0]}{t[1]})"),
         st.tuples(st.sampled_from(["", "^"]), inner, st.sampled_from(["", "$"])).map("".join),
@@ -152,10 +153,22 @@ def test_any_is_one_json_string_character() -> None:
         (r"^\t$", r"^\\t$"),
         (r"^[\]]$", r"^[\x5d]$"),
         (r"^x{}$", r"^x[\x7b][\x7d]$"),
+        ('^a"+$', r'^a(\\")+$'),
+        (r"^\n{2}\\?$", r"^(\\n){2}(\\\\)?$"),
+        (r"^[\n]*$", r"^(\\n)*$"),
     ],
 )
 def test_rewrites(pattern: str, expected: str) -> None:
     assert engine_pattern(pattern) == expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text"),
+    [('^"+$', '""'), (r"^\n{2}$", "\n\n"), (r"^[\n]+$", "\n\n"), (r"^\x01*$", "\x01\x01")],
+)
+def test_a_quantifier_repeats_a_whole_json_escape(pattern: str, text: str) -> None:
+    """``"+`` is ``\\"`` repeated, not a backslash and then quotes."""
+    assert searches(engine_pattern(pattern), json_text(text))
 
 
 def test_ecma_meaning_of_classes() -> None:

@@ -218,3 +218,32 @@ def test_validator_and_engines_agree_on_a_pattern(llama: LlamaGrammarHarness) ->
         valid = validator.is_valid({"code": code})
         assert llama.matches(gbnf, text) is valid, code
         assert (re.fullmatch(regex, text) is not None) is valid, code
+
+
+@pytest.mark.parametrize(
+    ("pattern", "valid", "invalid"),
+    [
+        ('^"+$', ['""', '"'], ["", 'a"']),
+        (r"^a\\+$", ["a\\", "a\\\\"], ["a\\a\\", "a"]),
+        (r"^x\n{2}$", ["x\n\n"], ["x\nx\n", "x\n"]),
+    ],
+)
+def test_a_quantified_json_escape_in_a_pattern(
+    llama: LlamaGrammarHarness, pattern: str, valid: list[str], invalid: list[str]
+) -> None:
+    """A quantifier after a character JSON escapes repeats that character, in both engines.
+
+    llama.cpp's converter reads ``a\\\\+`` as the literal ``a\\`` repeated: the engine
+    form must group the escape.
+    """
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+    from outlines_core.json_schema import build_regex_from_schema
+
+    schema = {"type": "string", "pattern": pattern}
+    gbnf = json_schema_to_gbnf(json.dumps(dialect_schema(schema, "gguf")))
+    regex = build_regex_from_schema(json.dumps(dialect_schema(schema, "mlx")), r"[ ]?")
+    for value in valid + invalid:
+        expected = value in valid
+        assert (re.search(pattern, value) is not None) is expected, value
+        assert llama.matches(gbnf, json.dumps(value)) is expected, ("llama.cpp", value)
+        assert (re.fullmatch(regex, json.dumps(value)) is not None) is expected, value

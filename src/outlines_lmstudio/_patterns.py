@@ -62,11 +62,15 @@ _CLASS_ESCAPES: dict[str, Intervals] = {
         (0xFEFF, 0xFEFF),
     ],
 }
-_CONTROL_ESCAPES = {"t": 0x09, "n": 0x0A, "r": 0x0D, "f": 0x0C, "v": 0x0B, "0": 0x00}
+_CONTROL_ESCAPES = {"t": 0x09, "n": 0x0A, "r": 0x0D, "f": 0x0C, "v": 0x0B}
 _DOT: Intervals = [(0x0A, 0x0A), (0x0D, 0x0D), (0x2028, 0x2029)]  # what ECMA-262's . excludes
 _PLAIN = frozenset(" _-,:;@#%&=<>!~'`/")
 _QUANTIFIER = re.compile(r"\{(\d*)(,(\d*))?\}")
 _HEX = re.compile(r"x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}")
+_OCTAL = re.compile(r"0[0-7]{0,2}|[0-7]{3}")
+"""Python's octal escapes: ``\\0`` and up to two more digits, or three digits (else a
+backreference); in a class, any one to three octal digits."""
+_CLASS_OCTAL = re.compile(r"[0-7]{1,3}")
 
 
 class PatternError(ValueError):
@@ -182,6 +186,10 @@ class _Scanner:
         if hexa:
             self.i = hexa.end()
             return int(hexa.group(0)[1:], 16)
+        octal = (_CLASS_OCTAL if in_class else _OCTAL).match(self.pattern, self.i + 1)
+        if octal:  # \01 is one character (U+0001), not NUL and "1"
+            self.i = octal.end()
+            return int(octal.group(0), 8)
         self.i += 2
         if char.lower() in _CLASS_ESCAPES:
             if char.isupper() and in_class:

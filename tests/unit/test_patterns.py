@@ -171,6 +171,27 @@ def test_a_quantifier_repeats_a_whole_json_escape(pattern: str, text: str) -> No
     assert searches(engine_pattern(pattern), json_text(text))
 
 
+@pytest.mark.parametrize(
+    ("pattern", "text", "not_text"),
+    [
+        (r"^\01$", "\x01", "\x001"),
+        (r"^\0$", "\x00", "0"),
+        (r"^\101\0012$", "A\x012", "A\x0012"),
+        (r"^[\01]$", "\x01", "1"),
+        (r"^[\1]$", "\x01", "1"),
+        (r"^[\101-\103]+$", "ABC", "\x01"),
+    ],
+)
+def test_octal_escapes_are_read_as_python_reads_them(
+    pattern: str, text: str, not_text: str
+) -> None:
+    """``\\01`` is U+0001 (not NUL and then ``1``); in a class ``\\1`` is U+0001 too."""
+    assert searches(pattern, text)
+    assert not searches(pattern, not_text)
+    assert searches(engine_pattern(pattern), json_text(text))
+    assert not searches(engine_pattern(pattern), json_text(not_text))
+
+
 def test_ecma_meaning_of_classes() -> None:
     """JSON Schema patterns are ECMA-262: \\d is ASCII, . stops at \\r."""
     assert re.search(engine_pattern(r"^\d$"), "٣") is None

@@ -198,7 +198,10 @@ def spread_one_of(schema: dict[str, Any]) -> dict[str, Any]:
     Both engines read only the branches and drop the keywords beside them.
     ``S and (A or B)`` is ``(S and A) or (S and B)``, and exactly one of ``A, B`` holds under
     ``S`` exactly when exactly one of ``S and A, S and B`` holds. Skipped when a branch
-    already has one of those keywords, or is not an object (a ``$ref`` or ``true``).
+    already has one of those keywords, or is not an object (a ``$ref`` or ``true``), or
+    when a keyword on one side reads the properties beside it and the other side has some
+    (``additionalProperties: false`` beside the ``anyOf`` forbids the properties its
+    branches declare; moved into a branch, it would allow them).
     """
 
     def spread(node: dict[str, Any]) -> dict[str, Any]:
@@ -208,7 +211,10 @@ def spread_one_of(schema: dict[str, Any]) -> dict[str, Any]:
         rest = {k: v for k, v in assertions(node).items() if k != key}
         branches = node[key]
         if not rest or not all(
-            isinstance(b, dict) and "$ref" not in b and not (rest.keys() & b.keys())
+            isinstance(b, dict)
+            and "$ref" not in b
+            and not (rest.keys() & b.keys())
+            and not _reads_the_other(rest, b)
             for b in branches
         ):
             return node
@@ -242,6 +248,14 @@ def _merge_keyword(key: str, mine: Any, theirs: Any, free: bool) -> tuple[bool, 
     return False, None
 
 
+def _reads_the_other(rest: Mapping[str, Any], branch: Mapping[str, Any]) -> bool:
+    """Whether a keyword of one side reads properties the other side declares."""
+    return any(
+        any(k in one for k in _SIBLING_BOUND) and any(k in other for k in _READ_BY_BOUND)
+        for one, other in ((rest, branch), (branch, rest))
+    )
+
+
 def _merge_all_of(rest: dict[str, Any], branch: dict[str, Any]) -> dict[str, Any] | None:
     """Return ``{"allOf": [branch], **rest}`` as one schema object, or ``None``.
 
@@ -252,9 +266,8 @@ def _merge_all_of(rest: dict[str, Any], branch: dict[str, Any]) -> dict[str, Any
     other side's properties: ``{"additionalProperties": false, "allOf": [{"properties":
     {"id": ...}}]}`` takes only ``{}``, and merged it would take ``{"id": 0}``.
     """
-    for one, other in ((rest, branch), (branch, rest)):
-        if any(k in one for k in _SIBLING_BOUND) and any(k in other for k in _READ_BY_BOUND):
-            return None
+    if _reads_the_other(rest, branch):
+        return None
     merged = {**branch, **rest}
     free = not any(k in rest or k in branch for k in _SIBLING_BOUND)
     for key in assertions(rest).keys() & assertions(branch).keys():

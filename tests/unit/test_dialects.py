@@ -780,6 +780,25 @@ def test_merged_all_of_keeps_the_valid_values(
     keeps_valid_values(inline_single_all_of, {**rest, "allOf": [branch]}, values)
 
 
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    rest=_OBJECT_PARTS,
+    branches=st.lists(_OBJECT_PARTS, min_size=1, max_size=2),
+    key=st.sampled_from(["anyOf", "oneOf"]),
+    values=st.lists(INSTANCES, min_size=1, max_size=6),
+)
+@example(  # additionalProperties beside the anyOf forbids the branch's property
+    rest={"type": "object", "additionalProperties": False},
+    branches=[{"properties": {"a": {"type": "integer"}}}],
+    key="anyOf",
+    values=[{}, {"a": 1}],
+)
+def test_spread_any_of_keeps_the_valid_values(
+    rest: dict[str, Any], branches: list[dict[str, Any]], key: str, values: list[Any]
+) -> None:
+    keeps_valid_values(spread_one_of, {**rest, key: branches}, values)
+
+
 def test_one_branch_all_of_beside_its_own_keywords_is_merged() -> None:
     """The engines read the properties beside an allOf and drop its branch."""
     base = {"properties": {"a": {"type": "integer"}}, "required": ["a"]}

@@ -21,8 +21,8 @@ import msgspec
 import pydantic
 import referencing
 import referencing.exceptions
-from outlines.types import CFG, Choice, JsonSchema, Regex
-from outlines.types.dsl import python_types_to_terms, to_regex
+from outlines.types import CFG, Choice, JsonSchema
+from outlines.types.dsl import python_types_to_terms
 
 from ._formats import format_checker
 from ._inputs import ChatPrompt, Message
@@ -287,7 +287,7 @@ def _language_check(
     """
     if isinstance(term, CFG):
         return _grammar_check(term.definition), None
-    from ._grammar._api import has_cfg
+    from ._grammar._api import has_cfg, term_regex
 
     term = python_types_to_terms(term)
     if has_cfg(term):  # a CFG inside a regular term: neither check reads the whole
@@ -296,8 +296,7 @@ def _language_check(
             "inside; it checks a CFG on its own, or a term without one. Use generate (which "
             "constrains the reply) and check the text yourself, or write the whole as one CFG."
         )
-    # A bare Regex as written (to_regex wraps it in a group: "((?i)abc)" does not compile).
-    return _regex_check(term.pattern if isinstance(term, Regex) else to_regex(term))
+    return _regex_check(term_regex(term))
 
 
 @lru_cache(maxsize=256)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Any
 
 from outlines.types import dsl
@@ -11,7 +13,14 @@ from ._gbnf import GbnfBuilder, Node, alt, productive, rep, rules_where, seq
 from ._lark import add_lark_grammar, refuse_left_recursion
 from ._regex import nested_too_deeply, regex_to_node
 
-__all__ = ["has_cfg", "lark_to_gbnf", "regex_to_gbnf", "sendable_gbnf", "term_to_gbnf"]
+__all__ = [
+    "has_cfg",
+    "lark_to_gbnf",
+    "regex_to_gbnf",
+    "sendable_gbnf",
+    "term_regex",
+    "term_to_gbnf",
+]
 
 
 def regex_to_gbnf(pattern: str) -> str:
@@ -168,6 +177,49 @@ def has_cfg(term: Any) -> bool:
     return inner is not None and has_cfg(inner)
 
 
+_GLOBAL_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
+
+
+def _scoped_flags(pattern: str) -> str:
+    """Write a pattern's leading global flags as a scoped group: ``(?i)ab`` as ``(?i:ab)``.
+
+    Python refuses global flags anywhere but at the start, and Outlines' ``to_regex`` puts
+    each ``Regex`` of a larger term in a group: ``Regex("(?i)ab") + "c"`` becomes
+    ``((?i)ab)c``, which Outlines' own regex engine reads with the flag applying to the end
+    of its group. The scoped group says the same in Python. A verbose pattern's closing
+    parenthesis goes on a line of its own, out of reach of a trailing ``# comment``.
+    """
+    flags, rest = "", pattern
+    while match := _GLOBAL_FLAGS.match(rest):
+        flags, rest = flags + match.group(1), rest[match.end() :]
+    if not flags:
+        return pattern
+    return f"(?{flags}:{rest}{chr(10) if 'x' in flags else ''})"
+
+
+def _scope_regex_flags(term: Any) -> Any:
+    """Return ``term`` with `_scoped_flags` applied to every ``Regex`` in it."""
+    if isinstance(term, dsl.Regex):
+        return dsl.Regex(_scoped_flags(term.pattern))
+    if isinstance(term, dsl.Sequence | dsl.Alternatives):
+        return type(term)([_scope_regex_flags(t) for t in term.terms])
+    if type(term) in _COUNTS:  # the repeats and Optional: one inner term
+        return dataclasses.replace(term, term=_scope_regex_flags(term.term))
+    return term
+
+
+def term_regex(term: Any) -> str:
+    """Return the Python regex of a DSL term without a ``CFG`` inside.
+
+    A bare ``Regex`` as written (``to_regex`` wraps it in a group, which would also make a
+    backreference to group 1 read as invalid); any other term through Outlines' own
+    ``to_regex``, its regexes' leading inline flags scoped (`_scoped_flags`).
+    """
+    if isinstance(term, dsl.Regex):
+        return str(term.pattern)
+    return str(dsl.to_regex(_scope_regex_flags(term)))
+
+
 _COUNTS: dict[type, tuple[str | None, str | None]] = {
     dsl.KleeneStar: (None, None),
     dsl.KleenePlus: (None, None),
@@ -186,10 +238,8 @@ def _term_node(builder: GbnfBuilder, term: Any, grammars: dict[str, Node]) -> No
     so a grammar used twice (``list[dict]``) is emitted once.
     """
     if not has_cfg(term):
-        # A bare Regex as written: Outlines' to_regex wraps it in a group, which makes a
-        # leading inline flag ("(?i)...") or a backreference to group 1 read as invalid.
-        pattern = term.pattern if isinstance(term, dsl.Regex) else dsl.to_regex(term)
-        return regex_to_node(pattern, where=f"the regex of the Outlines {type(term).__name__}")
+        where = f"the regex of the Outlines {type(term).__name__}"
+        return regex_to_node(term_regex(term), where=where)
     if isinstance(term, dsl.CFG):
         if term.definition not in grammars:
             grammars[term.definition] = add_lark_grammar(builder, term.definition)

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from outlines.types.dsl import Regex, python_types_to_terms, to_regex
+from outlines.types import either, exactly, optional
+from outlines.types.dsl import Regex, String, python_types_to_terms, to_regex
 
 from outlines_lmstudio._grammar import regex_to_gbnf, term_to_gbnf
+from outlines_lmstudio._typed import _language_check
 
 from ._checks import DIFF_SETTINGS, assert_dialect
 from ._corpus import DSL_TERMS, OUTLINES_TYPES
@@ -42,3 +44,25 @@ def test_dsl_term(llama: LlamaGrammarHarness, name: str, term: object, data: st.
     assert_dialect(gbnf)
     llama.check_parses(gbnf)
     check_against_re(llama, to_regex(python_types_to_terms(term)), gbnf, data)
+
+
+@pytest.mark.parametrize(
+    ("term", "taken", "refused"),
+    [
+        (Regex("(?i)ab") + String("c"), ["abc", "ABc", "aBc"], ["abC", "ab"]),
+        (exactly(2, Regex("(?i)a")), ["aA", "AA"], ["a", "b"]),
+        (either(Regex("(?s)a.b"), String("x")) + String("!"), ["a\nb!", "x!"], ["a\nb"]),
+        (optional(Regex("(?x) a b # comment")), ["", "ab"], ["a b"]),
+    ],
+)
+def test_a_regex_with_inline_flags_inside_a_term(
+    llama: LlamaGrammarHarness, term: object, taken: list[str], refused: list[str]
+) -> None:
+    """Outlines' to_regex writes ``Regex("(?i)ab") + "c"`` as ``((?i)ab)c``, which Python
+    refuses (global flags not at the start) and Outlines' regex engine reads with the flag
+    to the end of its group: it is translated, and checked, as ``(?i:ab)c``."""
+    gbnf = term_to_gbnf(term)
+    llama.assert_language(gbnf, taken, refused)
+    check, _ = _language_check(term)
+    assert [not check(text) for text in taken] == [True] * len(taken)
+    assert [not check(text) for text in refused] == [False] * len(refused)

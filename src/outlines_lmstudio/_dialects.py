@@ -446,6 +446,14 @@ def _node_findings(
             yield key, "refused", "a boolean schema here is not supported"
     if isinstance(node.get("prefixItems"), list) and isinstance(node.get("items"), dict):
         yield "items", "refused", "items beside prefixItems is misread by the engines"
+    prefix, least = node.get("prefixItems"), node.get("minItems")
+    if isinstance(prefix, list) and type(least) is int and least > len(prefix):
+        yield (
+            "minItems",
+            "refused",
+            f"the engines write exactly the {len(prefix)} prefixItems and ignore minItems, "
+            f"so every array they wrote would have fewer than {least} items",
+        )
     for container, bad in (("enum", node.get("enum")), ("const", node.get("const"))):
         values = bad if container == "enum" and isinstance(bad, list) else [bad]
         compound = any(isinstance(v, dict | list) for v in values)

@@ -27,6 +27,7 @@ __all__ = [
     "any_value",
     "apply",
     "close_tuples",
+    "cut_tuples",
     "drop_dollar_schema",
     "drop_unsupported_formats",
     "empty_object_properties",
@@ -491,6 +492,24 @@ def close_tuples(schema: dict[str, Any]) -> dict[str, Any]:
     return rebuilt
 
 
+def cut_tuples(schema: dict[str, Any]) -> dict[str, Any]:
+    """Leave out the ``prefixItems`` past ``maxItems``: ``[A, B]`` with ``maxItems: 1`` is ``[A]``.
+
+    Both engines write exactly one item per ``prefixItems`` entry and ignore ``maxItems``
+    beside them: with fewer allowed, every value they wrote was invalid. No array has an
+    item past ``maxItems``, so the schemas for those positions say nothing.
+    """
+
+    def cut(node: dict[str, Any]) -> dict[str, Any]:
+        prefix, limit = node.get("prefixItems"), node.get("maxItems")
+        if not (isinstance(prefix, list) and type(limit) is int and 0 <= limit < len(prefix)):
+            return node
+        return {**node, "prefixItems": prefix[:limit]}
+
+    rebuilt: dict[str, Any] = rebuild(schema, cut)
+    return rebuilt
+
+
 def drop_unsupported_formats(schema: dict[str, Any]) -> dict[str, Any]:
     """Drop a string ``format`` that not every engine knows (``ipv4``, ``hostname``...).
 
@@ -542,6 +561,7 @@ FINDING_REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     split_type_lists,
     empty_object_properties,
     close_tuples,
+    cut_tuples,
 )
 LAST_REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     # After the findings, which report dropped formats and patterns no engine can match.

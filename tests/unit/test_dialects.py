@@ -24,6 +24,7 @@ from outlines_lmstudio._rewrites import (
     anchor_patterns,
     any_value,
     close_tuples,
+    cut_tuples,
     drop_dollar_schema,
     drop_unsupported_formats,
     empty_object_properties,
@@ -275,6 +276,10 @@ def test_examples_of_each_rewrite() -> None:
     assert close_tuples({"prefixItems": [{}, {}], "items": False, "maxItems": 5}) == {
         "prefixItems": [{}, {}],
         "maxItems": 2,
+    }
+    assert cut_tuples({"prefixItems": [{}, {"type": "integer"}], "maxItems": 1}) == {
+        "prefixItems": [{}],
+        "maxItems": 1,
     }
     assert drop_unsupported_formats({"type": "string", "format": "ipv4"}) == {"type": "string"}
     assert drop_unsupported_formats({"type": "string", "format": "date"})["format"] == "date"
@@ -797,6 +802,19 @@ def test_spread_any_of_keeps_the_valid_values(
     rest: dict[str, Any], branches: list[dict[str, Any]], key: str, values: list[Any]
 ) -> None:
     keeps_valid_values(spread_one_of, {**rest, key: branches}, values)
+
+
+def test_a_tuple_bounded_below_its_prefix_items() -> None:
+    """Both engines write exactly one item per prefixItems entry, ignoring min/maxItems:
+    beside maxItems 1, two entries gave only invalid arrays (now cut to one), and a
+    minItems above their number cannot be met (refused, naming minItems)."""
+    pair = {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}]}
+    for engine in (None, "gguf", "mlx"):
+        sent = dialect_schema({**pair, "maxItems": 1}, engine)
+        assert sent["prefixItems"] == [{"type": "integer"}]
+        with pytest.raises(UnsupportedOutputTypeError, match="'minItems' at /minItems"):
+            dialect_schema({**pair, "minItems": 3}, engine)
+        dialect_schema({**pair, "minItems": 2, "maxItems": 2}, engine)  # exactly the pair
 
 
 def test_one_branch_all_of_beside_its_own_keywords_is_merged() -> None:

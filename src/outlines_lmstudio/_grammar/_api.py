@@ -208,16 +208,18 @@ def _scope_regex_flags(term: Any) -> Any:
     return term
 
 
-def term_regex(term: Any) -> str:
+def term_regex(term: Any) -> Any:
     """Return the Python regex of a DSL term without a ``CFG`` inside.
 
     A bare ``Regex`` as written (``to_regex`` wraps it in a group, which would also make a
-    backreference to group 1 read as invalid); any other term through Outlines' own
-    ``to_regex``, its regexes' leading inline flags scoped (`_scoped_flags`).
+    backreference to group 1 read as invalid), whatever its type: a pattern that is not a
+    ``str`` (bytes) is refused by the regex reader, naming its type; any other term
+    through Outlines' own ``to_regex``, its regexes' leading inline flags scoped
+    (`_scoped_flags`).
     """
     if isinstance(term, dsl.Regex):
-        return str(term.pattern)
-    return str(dsl.to_regex(_scope_regex_flags(term)))
+        return term.pattern
+    return dsl.to_regex(_scope_regex_flags(term))
 
 
 _COUNTS: dict[type, tuple[str | None, str | None]] = {

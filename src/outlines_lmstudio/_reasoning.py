@@ -156,6 +156,7 @@ class ReasoningSplitter:
     _harmony = False  # a Harmony header opened the answer: control tokens are control
     _final = False  # inside a Harmony final message: only its closing token is control
     _answer_open = True  # no answer text since the start or the last reasoning
+    _boundaries = 0  # how many times reasoning ended (end tags, markers, final headers)
 
     def __init__(
         self, *, start_tag: str = "<think>", end_tag: str = "</think>", json_answer: bool = False
@@ -243,6 +244,7 @@ class ReasoningSplitter:
             return [ReplyChunk(content, False)]
         answer_before, reasoning_before = len(self._answer), len(self._reasoning)
         was_reasoning = self.in_reasoning
+        boundaries_before = self._boundaries
         if reasoning_type != "none":
             self._typed = True
         if reasoning_type == "reasoningStartTag":
@@ -269,7 +271,13 @@ class ReasoningSplitter:
         gave_reasoning = len(self._reasoning) > reasoning_before
         if reasoning_type != "none" or (
             not gave_answer
-            and (gave_reasoning or was_reasoning or self.in_reasoning or self.in_header)
+            and (
+                gave_reasoning
+                or was_reasoning
+                or self.in_reasoning
+                or self.in_header
+                or self._boundaries != boundaries_before  # an end tag or marker: its tag
+            )
         ):
             self.reasoning_tokens += tokens_count
         else:
@@ -405,6 +413,7 @@ class ReasoningSplitter:
     def _boundary(self) -> None:
         """Reasoning ends: the answer starts after this point."""
         self._retract()
+        self._boundaries += 1
         self._final = False
         self._answer_open = True
         self._mode = _Mode.ANSWER
@@ -423,8 +432,10 @@ class ReasoningSplitter:
             self._out = [ReplyChunk(pending, True)] if pending else []
             self._reasoning.extend(self._answer)
             self._answer.clear()
-            self.reasoning_tokens += self._answer_tokens
             self.retractions += 1
+        # Tokens counted as answer with no answer text to show for them were held back (the
+        # start of a tag cut across fragments) or were whitespace: reasoning too.
+        self.reasoning_tokens += self._answer_tokens
         self._answer_tokens = 0
 
     def _flush_hold(self) -> None:

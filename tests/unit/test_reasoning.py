@@ -315,6 +315,30 @@ def test_reasoning_tokens_count_untyped_reasoning_taken_back(end: str) -> None:
     assert (splitter.answer, splitter.reasoning_tokens) == ('{"a": "</think>"}', 0)
 
 
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        ["<", "think>", "plan", "</think>", "ok"],  # the start tag cut across fragments
+        ["\n", "<think>", "plan", "</think>", "ok"],  # whitespace before the start tag
+        ["plan", "</", "think>", "ok"],  # a bare end tag cut across fragments
+        ["</think>", "ok"],  # a bare end tag: its tokens are the tag's, not the answer's
+    ],
+)
+def test_reasoning_tokens_count_every_fragment_of_tags_and_reasoning(pieces: list[str]) -> None:
+    """Every fragment before the answer is reasoning or its tags: none is lost or answer.
+
+    Fragments held back as the start of a tag, or whitespace, counted as answer and were then
+    dropped when reasoning began (``<`` + ``think>`` counted 4 of 5); a lone bare end tag
+    counted as answer.
+    """
+    splitter = ReasoningSplitter()
+    for piece in pieces:
+        splitter.feed(piece, "none", tokens_count=1)
+    splitter.close()
+    assert splitter.answer == "ok"
+    assert splitter.reasoning_tokens == len(pieces) - 1
+
+
 def test_custom_reasoning_tags() -> None:
     splitter, _ = split([("[R]x[/R]y", "none")], start_tag="[R]", end_tag="[/R]")
     assert (splitter.reasoning, splitter.answer) == ("x", "y")

@@ -254,12 +254,18 @@ class ReasoningSplitter:
             self._flush_hold()
             self._boundary()
         elif reasoning_type == "reasoning":
-            if self._mode not in _REASONING_MODES and self._mode is not _Mode.HEADER:
-                self._flush_before_reasoning()
-                self._enter(_Mode.REASON)
-            # Typed reasoning stays reasoning: a marker or Harmony header written inside
-            # it is dropped, but switches nothing (the answer begins with untyped text).
-            self._scan(content, structural, inert=self._mode is not _Mode.HEADER)
+            in_header = self._mode is _Mode.HEADER
+            if in_header:
+                # It may finish a Harmony header begun in untyped text: read up to the
+                # header's end; the text after it is reasoning, whatever the channel.
+                content = self._scan(content, structural, header_only=True)
+            if not in_header or content:  # (the rest of a fragment that ended a header)
+                if self._mode not in _REASONING_MODES:
+                    self._flush_before_reasoning()
+                    self._enter(_Mode.REASON)
+                # Typed reasoning stays reasoning: a marker or Harmony header written inside
+                # it is dropped, but switches nothing (the answer begins with untyped text).
+                self._scan(content, structural, inert=True)
         else:  # "none", or a type this client does not know: answer unless shown otherwise
             if self._mode is _Mode.REASON:
                 self._flush_hold()
@@ -293,7 +299,13 @@ class ReasoningSplitter:
 
     # -- scanning ---------------------------------------------------------------
 
-    def _scan(self, text: str, structural: bool, inert: bool = False) -> None:
+    def _scan(
+        self, text: str, structural: bool, inert: bool = False, header_only: bool = False
+    ) -> str:
+        """Read ``text``; return what is left unread (only with ``header_only``).
+
+        ``header_only``: stop just after the control token that ends a Harmony header.
+        """
         buf = self._hold + text
         self._hold = ""
         pos = 0
@@ -304,20 +316,20 @@ class ReasoningSplitter:
             tokens, first = self._tokens()
             if first.search(buf, pos) is None:  # the common case: plain text
                 self._literal(buf[pos:], structural)
-                return
+                return ""
             hit = _find(buf, pos, tokens)
             if hit is None:
                 keep = _held_from(buf, pos, tokens)
                 self._literal(buf[pos:keep], structural)
                 self._hold = buf[keep:]
-                return
+                return ""
             start, end, token = hit
             self._literal(buf[pos:start], structural)
             if self._final and token in _HARMONY_CLOSERS:
                 after = buf[end:]
                 if _could_become(after, _HARMONY_NEW) or not after:
                     self._hold = buf[start:]  # which it is depends on what follows
-                    return
+                    return ""
                 if after.startswith(_HARMONY_NEW):  # the final message ends, another begins
                     self._final = False
                 else:  # written inside the answer
@@ -328,9 +340,12 @@ class ReasoningSplitter:
                 pass  # dropped, switching nothing
             elif token in self._tokens().tokens:
                 self._control(token)
+                if header_only and self._mode is not _Mode.HEADER:
+                    return buf[end:]
             else:  # the text before it began the answer, where it is text (Harmony headers)
                 self._literal(buf[start:end], structural)
             pos = end
+        return ""
 
     def _scan_start(self, buf: str, pos: int) -> int:
         """At the very start: open an untyped think block, hold, or begin the answer."""

@@ -286,6 +286,23 @@ def test_control_text_inside_typed_reasoning_is_still_reasoning(mention: str) ->
     assert not splitter.retracted
 
 
+@pytest.mark.parametrize("cut", [0, 1, 5])
+def test_typed_reasoning_that_ends_an_untyped_final_header_is_still_reasoning(cut: int) -> None:
+    """A final-channel header begun in untyped text and ended in a typed reasoning fragment.
+
+    The typed fragment's text after the header's ``<|message|>`` became answer text (and the
+    answer that followed was appended to it); cut differently (its last characters in a
+    fragment of their own) the same text was reasoning.
+    """
+    typed = "assistant<|channel|>final<|message|>draft <|end|>{x}"
+    head, tail = typed[: len(typed) - cut], typed[len(typed) - cut :]
+    typed_fragments = [(head, "reasoning")] + ([(tail, "reasoning")] if tail else [])
+    splitter, chunks = split([("<|start|>", "none"), *typed_fragments, ("ok", "none")])
+    assert (splitter.answer, splitter.reasoning) == ("ok", "draft {x}")
+    assert [c for c in chunks if not c.reasoning] == [ReplyChunk("ok", False)]
+    assert not splitter.retracted
+
+
 def test_reasoning_tokens_count_typed_and_untyped_reasoning() -> None:
     splitter = ReasoningSplitter()
     splitter.feed("<think>", "none", tokens_count=1)

@@ -244,7 +244,7 @@ class ReasoningSplitter:
             return [ReplyChunk(content, False)]
         answer_before, reasoning_before = len(self._answer), len(self._reasoning)
         was_reasoning = self.in_reasoning
-        boundaries_before = self._boundaries
+        boundaries_before, retractions_before = self._boundaries, self.retractions
         if reasoning_type != "none":
             self._typed = True
         if reasoning_type == "reasoningStartTag":
@@ -273,6 +273,8 @@ class ReasoningSplitter:
                 self._strip_leading = True
                 self.in_reasoning = False
             self._scan(content, structural)
+        if self.retractions != retractions_before:  # the answer began anew in this fragment
+            answer_before = 0
         gave_answer = len(self._answer) > answer_before  # pieces appended (never empty ones)
         gave_reasoning = len(self._reasoning) > reasoning_before
         if reasoning_type != "none" or (

@@ -356,6 +356,23 @@ def test_reasoning_tokens_count_every_fragment_of_tags_and_reasoning(pieces: lis
     assert splitter.reasoning_tokens == len(pieces) - 1
 
 
+@pytest.mark.parametrize("end", ["</think>", SYNTHETIC_MARKER])
+def test_a_fragment_that_ends_untyped_reasoning_and_begins_the_answer_is_answer(end: str) -> None:
+    """Its tokens are the answer's, as when the reasoning opened with ``<think>``.
+
+    The answer pieces were counted before and after the retraction in that fragment: the
+    answer's first piece did not look new (1 piece before, 1 after), and the fragment was
+    counted as reasoning.
+    """
+    for opening in ("", "<think>"):
+        splitter = ReasoningSplitter()
+        for piece in (opening + "plan", " more", end + '{"a"', ": 1}"):
+            splitter.feed(piece, "none", tokens_count=1)
+        splitter.close()
+        assert (splitter.reasoning, splitter.answer) == ("plan more", '{"a": 1}')
+        assert splitter.reasoning_tokens == 2, opening
+
+
 def test_custom_reasoning_tags() -> None:
     splitter, _ = split([("[R]x[/R]y", "none")], start_tag="[R]", end_tag="[/R]")
     assert (splitter.reasoning, splitter.answer) == ("x", "y")

@@ -163,7 +163,8 @@ class ReasoningSplitter:
     ) -> None:
         if not start_tag or not end_tag:
             raise ValueError("reasoning start and end tags must be non-empty strings")
-        self._start_tag = start_tag
+        # Matched after the reply's leading whitespace, so without its own (``"\n<think>"``).
+        self._start_tag = start_tag.lstrip() or start_tag
         self._end_tag = end_tag
         self._json_answer = json_answer
         self._answer: list[str] = []
@@ -597,7 +598,7 @@ def plain_reply(text: str, start_tag: str, end_tag: str) -> bool:
     stripped = text.lstrip()
     head = stripped[:1]
     return not (
-        (head and start_tag.startswith(head))
+        (head and (start_tag.lstrip() or start_tag).startswith(head))
         or end_tag in text
         or _MARKER_HEAD in text
         or stripped.startswith("<|")  # a Harmony header opens only a reply's answer

@@ -378,6 +378,25 @@ def test_custom_reasoning_tags() -> None:
     assert (splitter.reasoning, splitter.answer) == ("x", "y")
 
 
+@pytest.mark.parametrize("start_tag", ["\n<think>", " <think>\n"])
+@pytest.mark.parametrize("step", [1, 3, 100])
+def test_a_start_tag_with_leading_whitespace_opens_the_reply(start_tag: str, step: int) -> None:
+    """The start tag is looked for after the reply's leading whitespace, its own included.
+
+    A reply opening with ``"\n<think>"`` did not open reasoning: the tag was kept in the
+    reasoning (taken back only at the bare end tag), and a reply cut before its end tag was
+    all answer.
+    """
+    for text, reasoning, answer in [
+        (start_tag + "plan</think>ok", "plan", "ok"),
+        (start_tag + "plan", "plan", ""),
+    ]:
+        fragments = [(text[i : i + step], "none") for i in range(0, len(text), step)]
+        splitter, _ = split(fragments, start_tag=start_tag)
+        assert (splitter.reasoning.strip(), splitter.answer) == (reasoning, answer)
+        assert not plain_reply(text, start_tag, "</think>")
+
+
 def test_unclosed_think_ends_in_reasoning() -> None:
     splitter, chunks = split([("<think>still going", "none")])
     assert splitter.in_reasoning

@@ -657,3 +657,24 @@ def test_the_progress_rate_and_eta_are_averages_since_the_start() -> None:
     task = progress.tasks[0]
     assert str(_rate_column().render(task)) == "2.0 items/s"  # 40 items in 20 s
     assert str(_eta_column().render(task)) == "0:00:00"
+
+
+def test_a_result_with_a_lone_surrogate_escape_is_written_escaped(
+    run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
+) -> None:
+    # The result (or a validation error quoting it) holds a lone surrogate that UTF-8
+    # cannot encode: the run stopped with "unexpected UnicodeEncodeError ... a bug".
+    source = write_items(tmp_path / "in.jsonl", 2)
+    target = tmp_path / "out.jsonl"
+    emulator.script(
+        TEXT, ['{"name": "a \\udc00", "age": 3}', '{"name": "b \\udc00 toolong, too long"}']
+    )
+    args = extract(schema_file, source, target, "-m", TEXT, "--retries", "0")
+    result = run_cli(*args, "--concurrency", "1")
+    assert result.returncode == 1, result.stderr  # the second reply does not validate
+    assert "unexpected" not in result.stderr
+    text = target.read_bytes().decode("utf-8")
+    assert "\\udc00" in text
+    records = {r["id"]: r for r in lines(target)}
+    assert records["item-0"]["result"] == {"name": "a \udc00", "age": 3}
+    assert records["item-1"]["error"]["raw"] == '{"name": "b \\udc00 toolong, too long"}'

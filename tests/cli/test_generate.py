@@ -335,3 +335,15 @@ def test_a_schema_file_nested_too_deeply_is_a_usage_error(
         assert_one_line_error(result, "deep.json", "nested too deeply", "levels")
         assert "RecursionError" not in result.stderr
     assert emulator.predictions == []
+
+
+def test_a_reply_with_a_lone_surrogate_escape_is_printed_as_json(
+    run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path
+) -> None:
+    # A model may write half of a surrogate pair as an escape ("\ud83d"): valid JSON, whose
+    # value UTF-8 cannot hold. It was "unexpected UnicodeEncodeError ... a bug", status 1.
+    emulator.script(TEXT, ['{"name": "smile \\ud83d", "age": 3}'])
+    result = run_cli("generate", "-m", TEXT, "--schema", str(schema_file), "Who?")
+    assert result.returncode == 0, result.stderr
+    assert '"smile \\ud83d"' in result.stdout  # escaped as the model wrote it
+    assert json.loads(result.stdout) == {"name": "smile \ud83d", "age": 3}

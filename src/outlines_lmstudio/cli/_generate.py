@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 from typing import Any
 
 from ._common import (
@@ -20,7 +19,7 @@ from ._common import (
     write_out,
 )
 from ._images import Attachment, load_image
-from ._output_types import OutputSpec, add_output_options, output_spec, to_json
+from ._output_types import OutputSpec, add_output_options, json_text, output_spec, to_json
 from ._text import check_options_text, check_text, read_stdin
 
 __all__ = ["HELP", "add_arguments", "build_input", "read_prompt", "run"]
@@ -84,7 +83,7 @@ def build_input(prompt: str, system: str | None, images: list[Attachment]) -> An
 
 def _print_value(value: Any, spec: OutputSpec) -> None:
     if spec.structured:
-        print(json.dumps(to_json(value), indent=2, ensure_ascii=False))
+        print(json_text(to_json(value), indent=2))
     else:
         print(value)
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ._common import CliError
+from ._output_types import json_text
 from ._text import decode_file, read_stdin_bytes
 
 __all__ = ["STDIN", "Item", "OutputFile", "OutputScan", "item_key", "read_items", "scan_output"]
@@ -527,7 +528,7 @@ class OutputFile:
             the stream that went away stays a ``BrokenPipeError`` (a quiet stop).
         """
         assert self._fd is not None, "open() first"
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        data = (json_text(record) + "\n").encode("utf-8")
         if self._newline:  # end the earlier last line, in the same write
             data = b"\n" + data
             self._newline = False

@@ -14,7 +14,15 @@ from typing import Any
 from ._common import CliError
 from ._text import decode_file
 
-__all__ = ["OutputSpec", "add_output_options", "load_schema", "load_type", "output_spec", "to_json"]
+__all__ = [
+    "OutputSpec",
+    "add_output_options",
+    "json_text",
+    "load_schema",
+    "load_type",
+    "output_spec",
+    "to_json",
+]
 
 
 @dataclass(frozen=True)
@@ -228,3 +236,17 @@ def to_json(value: Any) -> Any:
     import pydantic_core
 
     return pydantic_core.to_jsonable_python(value)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    r"""Return ``value`` as JSON text that UTF-8 can encode.
+
+    Non-ASCII characters are written as they are, except lone surrogates (a reply's
+    ``"\ud83d"``, half of a pair): UTF-8 cannot hold them, so they are written as the
+    ``\uXXXX`` escapes the model wrote, and the text reads back to the same value.
+    """
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    return _SURROGATE.sub(lambda found: f"\\u{ord(found[0]):04x}", text)

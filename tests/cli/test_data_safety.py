@@ -495,6 +495,10 @@ def test_unexpected_error_is_one_line_unless_asked(
     assert err.count("\n") == 1
     assert "unexpected ZeroDivisionError: a bug" in err
     assert cli.TRACEBACK_VARIABLE in err
+    for off in ("0", "false", "no", "off", " "):  # set to turn it off: was a traceback
+        monkeypatch.setenv(cli.TRACEBACK_VARIABLE, off)
+        assert cli.main(["emulator"]) == 1
+        assert "unexpected ZeroDivisionError: a bug" in capsys.readouterr().err
     monkeypatch.setenv(cli.TRACEBACK_VARIABLE, "1")
     with pytest.raises(ZeroDivisionError):
         cli.main(["emulator"])

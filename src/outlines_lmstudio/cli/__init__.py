@@ -36,7 +36,10 @@ SUBCOMMANDS: dict[str, str] = {
 """Subcommand name -> module implementing it."""
 
 TRACEBACK_VARIABLE = "OUTLINES_LMSTUDIO_TRACEBACK"
-"""Set to 1 to get the traceback of an unexpected error instead of its one-line report."""
+"""Set to 1 to get the traceback of an unexpected error instead of its one-line report.
+
+Unset, empty, ``0``, ``false``, ``no`` or ``off``: the one-line report.
+"""
 
 NO_CONNECTION = frozenset({"emulator"})
 """Subcommands that do not talk to LM Studio (no ``--host`` / ``--emulator``, no rich)."""
@@ -170,7 +173,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_BROKEN_PIPE
     except Exception as exc:
         report = failure_report(exc)
-        if report is None and os.environ.get(TRACEBACK_VARIABLE):
+        if report is None and _traceback_asked():
             raise
         message, code = report or (
             f"unexpected {type(exc).__name__}: {error_message(exc)} (a bug in "
@@ -180,6 +183,12 @@ def _main(argv: Sequence[str] | None) -> int:
         )
         _report(message)
         return code
+
+
+def _traceback_asked() -> bool:
+    """Whether `TRACEBACK_VARIABLE` asks for tracebacks (``0``, ``false``, ``no``, ``off``: no)."""
+    value = os.environ.get(TRACEBACK_VARIABLE, "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")
 
 
 def _quiet_sdk() -> None:

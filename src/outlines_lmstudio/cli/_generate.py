@@ -9,6 +9,7 @@ from typing import Any
 from ._common import (
     MAX_RETRIES,
     CliError,
+    ModelInfo,
     add_model_option,
     add_sampling_options,
     check_retries,
@@ -22,7 +23,7 @@ from ._images import Attachment, load_image
 from ._output_types import OutputSpec, add_output_options, json_text, output_spec, to_json
 from ._text import check_options_text, check_text, read_stdin
 
-__all__ = ["HELP", "add_arguments", "build_input", "read_prompt", "run"]
+__all__ = ["HELP", "add_arguments", "build_input", "check_grammar", "read_prompt", "run"]
 
 HELP = "Generate one reply: free text, or structured by a JSON schema, type, choice or regex."
 DESCRIPTION = """\
@@ -156,6 +157,25 @@ def _stream_once(model: Any, model_input: Any, spec: OutputSpec, kwargs: Any) ->
     return value
 
 
+def check_grammar(model: ModelInfo, spec: OutputSpec) -> None:
+    """Refuse ``--regex`` (grammar mode) for a model that is not GGUF, in the command's terms.
+
+    Raises
+    ------
+    CliError
+        If ``spec`` needs grammar mode and the model's engine is not llama.cpp.
+    """
+    if spec.grammar and model.format.lower() != "gguf":
+        from ._models import FORMATS
+
+        shown = FORMATS.get(model.format.lower(), model.format)
+        raise CliError(
+            f"--regex is sent as a llama.cpp grammar, which only GGUF models take, and "
+            f"{model.key!r} is an {shown} model: pick a GGUF model (the Format column "
+            "of `outlines-lmstudio models`), or describe the answer with --schema."
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Generate; return the exit status."""
     spec = output_spec(args)
@@ -169,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     with connect(args) as session:
         info = resolve_llm(session, args.model)
         check_vision(info, len(images))
+        check_grammar(info, spec)
         model = from_lmstudio(session.client, info.identifier, grammar=spec.grammar)
         model_input = build_input(prompt, args.system, images)
         if spec.output_type is None:

@@ -463,3 +463,14 @@ def test_a_message_beginning_with_a_slash_is_written_with_two(
     assert "write it with //, e.g. //etc/hosts: what is it?" in result.stdout
     (prediction,) = emulator.predictions
     assert prediction.last_user_text == "/etc/hosts: what is it?"
+
+
+def test_an_empty_quoted_argument_is_a_usage_line(
+    emulator: LMStudioEmulator, tmp_path: Path, run_cli: RunCli
+) -> None:
+    # `/save ""` was "Cannot save to '.': it is a directory" (the empty path read as ".").
+    result = run_cli("chat", "-m", VISION, stdin="/save \"\"\n/image ''\n/exit\n", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "! Usage: /save FILE (it is empty)" in result.stdout, result.stdout
+    assert "! Usage: /image PATH (it is empty)" in result.stdout, result.stdout
+    assert "'.'" not in result.stdout

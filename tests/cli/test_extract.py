@@ -217,6 +217,7 @@ GOOD = json.dumps({"id": "a", "prompt": "fine"})
         ('{"id": true, "prompt": "x"}\n', 'needs an "id" (a string or an integer)'),
         ('{"id": "x", "prompt": ""}\n', 'needs a non-empty "prompt"'),
         ('{"id": "x", "prompt": "p", "images": [1]}\n', '"images" must be a list of file paths'),
+        ('{"id": "x", "prompt": "p", "images": [""]}\n', '"images" must be a list of file'),
         (GOOD + "\n\n" + GOOD + "\n", "line 3 repeats the id 'a' of line 1"),
         ("[1]\n", "is a JSON list, not an object"),
         # kept the last id without a word (session 26)

@@ -344,6 +344,30 @@ def test_an_empty_model_key_is_refused_not_ignored(
     assert not (tmp_path / "o.jsonl").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["generate", "--schema", "", "hi"], "--schema"),
+        (["generate", "-m", "qwen2-vl-2b-instruct", "--image", "", "hi"], "--image"),
+        (["extract", "--schema", "s.json", "--input", "", "--output", "o.jsonl"], "--input"),
+        (["extract", "--schema", "s.json", "--input", "in.jsonl", "--output", ""], "--output"),
+    ],
+    ids=["schema", "image", "input", "output"],
+)
+def test_an_empty_file_option_is_refused_as_empty(
+    run_cli: RunCli, tmp_path: Path, args: list[str], option: str
+) -> None:
+    # `--schema "$UNSET"` was read as ".", the current directory: "Cannot read schema
+    # file '.': it is a directory" (input: "[Errno 21] Is a directory: '.'").
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "prompt": "Ann, 3"}\n')
+    (tmp_path / "s.json").write_text('{"type": "object"}')
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result, option, "is empty")
+    assert "'.'" not in result.stderr
+    assert not (tmp_path / "o.jsonl").exists()
+
+
 _LATIN1 = "café".encode("latin-1")  # b"caf\xe9": not UTF-8
 
 

@@ -449,6 +449,8 @@ def _argument(rest: str, usage: str) -> str:
         except ValueError as exc:
             raise CliError(f"Usage: {usage} ({exc})") from None
         if len(parts) == 1:
+            if not parts[0]:  # /save "": it would be ".", the current directory
+                raise CliError(f"Usage: {usage} (it is empty)")
             return parts[0]
     return rest
 

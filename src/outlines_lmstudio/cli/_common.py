@@ -24,6 +24,7 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
@@ -56,6 +57,7 @@ __all__ = [
     "error_exit_code",
     "error_message",
     "failure_report",
+    "file_path",
     "one_line",
     "require_rich",
     "resolve_llm",
@@ -330,6 +332,22 @@ def model_key(text: str) -> str:
             "the option out to use a loaded model"
         )
     return text
+
+
+def file_path(text: str) -> Path:
+    """Return a file option's value (``--schema``, ``--input``...) as a path, refusing an empty one.
+
+    Empty (``--schema "$UNSET"``), it would be read as ``.``, the current directory, and
+    refused as "'.': it is a directory", which does not say what was wrong.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If ``text`` is empty (a usage error, status 2, before connecting).
+    """
+    if not text:
+        raise argparse.ArgumentTypeError("is empty: give a file path")
+    return Path(text)
 
 
 def add_model_option(parser: argparse.ArgumentParser, help: str) -> None:

@@ -7,7 +7,6 @@ import concurrent.futures
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._common import (
@@ -22,6 +21,7 @@ from ._common import (
     err_console,
     error_exit_code,
     error_message,
+    file_path,
     resolve_llm,
     sampling_kwargs,
 )
@@ -62,14 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input",
         required=True,
-        type=Path,
+        type=file_path,
         metavar="IN.jsonl",
         help="the items, one per line (- reads standard input)",
     )
     parser.add_argument(
         "--output",
         required=True,
-        type=Path,
+        type=file_path,
         metavar="OUT.jsonl",
         help="results are appended here (an existing file must be an earlier extract output; "
         "- or a pipe: written, never read)",

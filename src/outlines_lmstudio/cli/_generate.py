@@ -15,6 +15,7 @@ from ._common import (
     check_retries,
     check_vision,
     connect,
+    file_path,
     resolve_llm,
     sampling_kwargs,
     write_out,
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image",
         action="append",
+        type=file_path,
         default=[],
         metavar="PATH",
         help="attach an image (repeatable; needs a vision model; over 2048 px is downscaled)",

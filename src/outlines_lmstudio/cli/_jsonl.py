@@ -103,7 +103,7 @@ def read_items(path: Path) -> list[Item]:
                 f"Cannot read input {str(path)!r}: no such file (--input - reads standard input)."
             ) from None
         except OSError as exc:
-            raise CliError(f"Cannot read input {str(path)!r}: {exc}") from None
+            raise CliError(f"Cannot read input {str(path)!r}: {exc.strerror or exc}.") from None
     text = decode_file(data, name)
     # Lines end at "\n" only: U+2028, U+0085... are valid inside a JSON string.
     lines = [line.removesuffix("\r") for line in text.split("\n")]
@@ -144,8 +144,8 @@ def read_items(path: Path) -> list[Item]:
         images = data.get("images", [])
         if isinstance(images, str):
             images = [images]
-        if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
-            raise CliError(f'{where}: "images" must be a list of file paths.')
+        if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
+            raise CliError(f'{where}: "images" must be a list of file paths (none empty).')
         _check_unicode(where, "id", [data["id"]])
         _check_unicode(where, "prompt", [prompt])
         _check_unicode(where, "images", images)

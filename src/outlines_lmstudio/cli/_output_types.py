@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._common import CliError
+from ._common import CliError, file_path
 from ._text import decode_file
 
 __all__ = [
@@ -56,7 +56,7 @@ def add_output_options(parser: argparse.ArgumentParser, *, text: bool) -> None:
     """
     group = parser.add_mutually_exclusive_group(required=not text)
     group.add_argument(
-        "--schema", type=Path, metavar="FILE", help="JSON schema file the result must follow"
+        "--schema", type=file_path, metavar="FILE", help="JSON schema file the result must follow"
     )
     group.add_argument(
         "--type",

@@ -49,7 +49,9 @@ def test_a_models_file_serves_those_models(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
-        ("[1, 2", "Expecting"),
+        # said "Expecting ',' delimiter: line 1 column 6 (char 5)", naming no file
+        ("[1, 2", "is not valid JSON (line 1, column 6: Expecting ',' delimiter)"),
+        (b'[{"key": "caf\xe9"}]', "is not UTF-8 text (the byte 0xe9"),
         ('{"not_models": []}', "expected a JSON list of models"),
         ('["my-model"]', "each model must be a JSON object"),
         ('[{"key": "m", "colour": "red"}]', "bad model entry"),
@@ -58,14 +60,15 @@ def test_a_models_file_serves_those_models(tmp_path: Path) -> None:
     ],
 )
 def test_a_bad_models_file_is_refused_in_one_line(
-    tmp_path: Path, content: str, problem: str
+    tmp_path: Path, content: str | bytes, problem: str
 ) -> None:
     models = tmp_path / "models.json"
-    models.write_text(content, "utf-8")
+    models.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
     result = run("emulator", "--models", str(models))
     assert result.returncode == 2
     assert result.stderr.startswith("outlines-lmstudio: error: Cannot read the models file: ")
     assert problem in result.stderr
+    assert str(models) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
@@ -74,6 +77,7 @@ def test_a_missing_models_file_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("outlines-lmstudio: error: Cannot read the models file")
     assert "absent.json" in result.stderr
+    assert "Errno" not in result.stderr  # was "[Errno 2] No such file or directory: '...'"
 
 
 def test_a_port_in_use_is_refused() -> None:

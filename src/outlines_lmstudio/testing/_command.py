@@ -92,7 +92,21 @@ def load_models(path: Path) -> list[Any]:
     """
     from outlines_lmstudio.testing import EmulatedModel
 
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise OSError(exc.errno, f"{path}: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path} is not UTF-8 text (the byte 0x{raw[exc.start]:02x} at byte "
+            f"{exc.start + 1}): save it as UTF-8"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
     if isinstance(data, dict):
         data = data.get("models")
     if not isinstance(data, list):
@@ -160,7 +174,8 @@ def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
     try:
         models = load_models(args.models) if args.models else None
     except (OSError, ValueError) as exc:
-        return fail(f"Cannot read the models file: {exc}")
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        return fail(f"Cannot read the models file: {reason}.")
     if args.gguf:
         try:
             models = [*(default_models() if models is None else models), *gguf_models(args.gguf)]

@@ -237,6 +237,28 @@ def test_terminal_table_never_wraps_keys(
     assert "Left out to fit the terminal:" in screen
 
 
+def test_a_columns_of_zero_still_shows_the_table(emulator: LMStudioEmulator) -> None:
+    import pexpect
+
+    # COLUMNS=0 made rich's width 0: on a terminal `models` printed nothing and exited 0.
+    command = script_path()
+    child = pexpect.spawn(
+        command[0],
+        [*command[1:], "--host", emulator.api_host, "models"],
+        env=cli_env(COLUMNS="0", TERM="xterm"),
+        encoding="utf-8",
+        timeout=15,
+        dimensions=(50, 120),
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = (child.before or "").replace("\r", "")
+    assert child.exitstatus == 0
+    assert "Models on" in screen
+    for key in ALL_KEYS:
+        assert key in screen, (key, screen)
+
+
 def test_control_characters_in_names_are_shown_escaped() -> None:
     """A key with an escape sequence acted on the terminal, and a tab or line break in it
     broke the piped form's one tab-separated line per model; --json keeps it as it is."""

@@ -265,14 +265,30 @@ def _console_class() -> type[Console]:
     return _Console
 
 
+def _environ() -> dict[str, str]:
+    """Return the environment for rich, without a ``COLUMNS`` or ``LINES`` of 0.
+
+    Rich takes ``COLUMNS=0`` as a width of 0 and then prints nothing at all (``models``
+    showed no table and exited 0; chat showed no notes); without it, the terminal's own
+    size is used, as for an unset ``COLUMNS``.
+    """
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not (name in ("COLUMNS", "LINES") and value.isdigit() and int(value) == 0)
+    }
+
+
 def console() -> Console:
     """Return a rich console on standard output (markup off: styles go in `rich.text.Text`)."""
-    return _console_class()(highlight=False, markup=False)
+    return _console_class()(highlight=False, markup=False, _environ=_environ())
 
 
 def err_console() -> Console:
     """Return a rich console on standard error (messages, progress bars; markup off)."""
-    return _console_class()(stderr=True, highlight=False, soft_wrap=True, markup=False)
+    return _console_class()(
+        stderr=True, highlight=False, soft_wrap=True, markup=False, _environ=_environ()
+    )
 
 
 # -- options ---------------------------------------------------------------------------

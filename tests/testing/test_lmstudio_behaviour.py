@@ -11,7 +11,6 @@ import time
 from typing import Any, get_args
 
 import lmstudio as lms
-import pydantic
 import pytest
 
 from outlines_lmstudio.testing import (
@@ -537,25 +536,6 @@ def test_a_lone_surrogate_is_tokenized_and_embedded_as_u_fffd(client: lms.Client
     assert embedder.embed("a \ud800") == embedder.embed("a \ufffd")
 
 
-def test_a_lone_surrogate_reaches_llama_cpp_as_u_fffd(make_emulator: MakeEmulator) -> None:
-    from outlines_lmstudio.testing import embedded_available, embedded_model
-
-    if not embedded_available():
-        pytest.skip("the embedded GGUF model is not installed")
-    gemma = embedded_model()
-    embedder = EmulatedModel("gemma-embedding", type="embedding", gguf=gemma.gguf)
-    emulator = make_emulator(models=[gemma, embedder])
-    with lms.Client(emulator.api_host) as client:
-        # Before: each of these failed with UnicodeEncodeError ("surrogates not allowed").
-        model = client.llm.model(gemma.key)
-        assert model.tokenize("a \ud800 b") == model.tokenize("a \ufffd b")
-        greedy: lms.LlmPredictionConfigDict = {"temperature": 0, "maxTokens": 3}
-        reply = model.respond("a \ud800 b", config=greedy)
-        assert reply.content == model.respond("a \ufffd b", config=greedy).content
-        vectors = client.embedding.model(embedder.key).embed(["a \ud800", "a \ufffd"])
-        assert vectors[0] == vectors[1]
-
-
 def test_a_failing_channel_handler_answers(
     emu: LMStudioEmulator, client: lms.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -593,34 +573,6 @@ async def test_async_sdk_gets_an_answer_for_a_lone_surrogate(aclient: lms.AsyncC
     model = await aclient.llm.model(TEXT)
     result = await asyncio.wait_for(model.respond("a \ud800"), timeout=30)
     assert result.content
-
-
-class _Node(pydantic.BaseModel):
-    name: str
-    children: list[_Node] = []
-
-
-def test_llama_cpp_takes_a_recursive_pydantic_model(make_emulator: MakeEmulator) -> None:
-    from outlines_lmstudio.testing import embedded_available, embedded_model
-
-    if not embedded_available():
-        pytest.skip("the embedded GGUF model is not installed")
-    gemma = embedded_model()
-    emulator = make_emulator(models=[gemma])
-    schema = _Node.model_json_schema()
-    assert "$ref" in schema  # Pydantic writes a recursive model as a "$ref" root
-    with lms.Client(emulator.api_host) as client:
-        # Before: "Failed to convert the JSON schema to a grammar: '#/$defs/_Node'"
-        # (llama.cpp's converter resolves the nested reference).
-        result = client.llm.model(gemma.key).respond(
-            "A tree of two nodes, as JSON.",
-            response_format=_Node,
-            config={"temperature": 0, "maxTokens": 60},
-        )
-    if result.stats.stop_reason == "eosFound":
-        _Node.model_validate_json(result.content)
-    else:
-        assert result.content.startswith("{")
 
 
 def test_a_gguf_model_refuses_an_unanchored_pattern(client: lms.Client) -> None:
@@ -661,75 +613,3 @@ def test_the_patterns_llama_cpp_reads(schema: dict[str, Any], refused: str | Non
     from outlines_lmstudio.testing._llama_schema import refused_pattern
 
     assert refused_pattern(schema) == refused
-
-
-def test_llama_cpp_keeps_the_keywords_beside_a_type_list(make_emulator: MakeEmulator) -> None:
-    from outlines_lmstudio.testing import embedded_available, embedded_model
-
-    if not embedded_available():
-        pytest.skip("the embedded GGUF model is not installed")
-    gemma = embedded_model()
-    emulator = make_emulator(models=[gemma])
-    person = {
-        "type": ["object", "null"],
-        "properties": {"age": {"type": "integer", "minimum": 30, "maximum": 30}},
-        "required": ["age"],
-        "additionalProperties": False,
-    }
-    seven = {"type": ["integer", "null"], "minimum": 7, "maximum": 7}
-    greedy: lms.LlmPredictionConfigDict = {"temperature": 0, "maxTokens": 40}
-    with lms.Client(emulator.api_host) as client:
-        model = client.llm.model(gemma.key)
-        # Before: each type was converted alone ({"type": "object"}: any object), so the
-        # model wrote '{ "person": {...}, "gender": "female" }' and '-1000000000000000'.
-        for schema, allowed in ((person, ({"age": 30}, None)), (seven, (7, None))):
-            reply = model.respond(
-                "Extract the person as JSON: Mary, aged 30.",
-                response_format={"type": "json", "jsonSchema": schema},
-                config=greedy,
-            )
-            assert json.loads(reply.content) in allowed
-
-
-def test_llama_cpp_reads_an_enum_behind_all_of(make_emulator: MakeEmulator) -> None:
-    from outlines_lmstudio.testing import embedded_available, embedded_model
-
-    if not embedded_available():
-        pytest.skip("the embedded GGUF model is not installed")
-    gemma = embedded_model()
-    emulator = make_emulator(models=[gemma])
-    # A $ref wrapped in allOf (Pydantic 1, OpenAPI generators) to give it a default.
-    schema = {
-        "type": "object",
-        "properties": {"color": {"allOf": [{"$ref": "#/$defs/Color"}], "default": "red"}},
-        "required": ["color"],
-        "$defs": {"Color": {"type": "string", "enum": ["red", "green"]}},
-    }
-    with lms.Client(emulator.api_host) as client:
-        reply = client.llm.model(gemma.key).respond(
-            "The car is green. Its color as JSON:",
-            response_format={"type": "json", "jsonSchema": schema},
-            config={"temperature": 0, "maxTokens": 20},
-        )
-    # Before: the port read allOf as properties only, so "color" had to be {}.
-    assert json.loads(reply.content)["color"] in ("red", "green")
-
-
-def test_llama_cpp_counts_a_patterns_repetition(make_emulator: MakeEmulator) -> None:
-    from outlines_lmstudio.testing import embedded_available, embedded_model
-
-    if not embedded_available():
-        pytest.skip("the embedded GGUF model is not installed")
-    gemma = embedded_model()
-    emulator = make_emulator(models=[gemma])
-    schema = {"type": "string", "pattern": "^[a-z]{1,3000}$"}
-    with lms.Client(emulator.api_host) as client:
-        # Before: "The LM Studio emulator failed to serve this request: RecursionError"
-        # (the port nested 3000 optional groups; llama.cpp writes [a-z]{1,3000}).
-        reply = client.llm.model(gemma.key).respond(
-            "One word:",
-            response_format={"type": "json", "jsonSchema": schema},
-            config={"temperature": 0, "maxTokens": 8},
-        )
-    assert reply.content.startswith('"')
-    assert reply.content[1:2].isalpha()

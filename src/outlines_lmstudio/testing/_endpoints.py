@@ -12,7 +12,12 @@ from typing import Any
 
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._lookup import engine_for, not_found, path_not_found, resolve
-from outlines_lmstudio.testing._predict import complete_raw_text, draft_model, predict
+from outlines_lmstudio.testing._predict import (
+    client_upload,
+    complete_raw_text,
+    draft_model,
+    predict,
+)
 from outlines_lmstudio.testing._records import Upload
 from outlines_lmstudio.testing._state import Peer
 from outlines_lmstudio.testing._wire import Channel, RequestError, server_error
@@ -242,14 +247,7 @@ async def get_local_file_absolute_path(conn: Peer, parameter: Any) -> Any:
     The file must be one this client uploaded, as for a prediction that uses it. LM Studio's
     answer for another name is not verified (inferred: an error naming the file).
     """
-    name = str(parameter.get("fileName", ""))
-    with conn.emu._lock:
-        upload = conn.emu._files.get(name)
-    if upload is None or upload.client_id != conn.client_id:
-        raise server_error(
-            f"File not found: {name}",
-            cause="File handles belong to the client that uploaded them.",
-        )
+    upload = client_upload(conn, str(parameter.get("fileName", "")))
     return {"path": await asyncio.to_thread(conn.emu._file_path, upload)}
 
 

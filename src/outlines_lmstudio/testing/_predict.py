@@ -23,8 +23,9 @@ from outlines_lmstudio.testing._wire import (
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import EmulatedModel, Instance
     from outlines_lmstudio.testing._engine import Engine, Generation
+    from outlines_lmstudio.testing._records import Upload
 
-__all__ = ["complete_raw_text", "draft_model", "merge_config", "predict"]
+__all__ = ["client_upload", "complete_raw_text", "draft_model", "merge_config", "predict"]
 
 NO_IMAGES = "Model does not support images. Please use a model that does."
 
@@ -40,6 +41,26 @@ def merge_config(parameter: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def client_upload(conn: Peer, ident: str, suggestion: str | None = None) -> Upload:
+    """Return the upload ``ident`` of this connection's client.
+
+    Raises
+    ------
+    RequestError
+        If there is no such upload, or another client uploaded it ("File not found").
+    """
+    with conn.emu._lock:
+        upload = conn.emu._files.get(ident)
+    if upload is None or upload.client_id != conn.client_id:
+        extra = {} if suggestion is None else {"suggestion": suggestion}
+        raise server_error(
+            f"File not found: {ident}",
+            cause="File handles belong to the client that uploaded them.",
+            **extra,
+        )
+    return upload
+
+
 def _images(conn: Peer, record: Prediction) -> bool:
     """Collect the uploaded files of the history; return whether any is an image."""
     has_image = False
@@ -48,15 +69,11 @@ def _images(conn: Peer, record: Prediction) -> bool:
         for part in content if isinstance(content, list) else []:
             if not isinstance(part, dict) or part.get("type") != "file":
                 continue
-            ident = str(part.get("identifier"))
-            with conn.emu._lock:
-                upload = conn.emu._files.get(ident)
-            if upload is None or upload.client_id != conn.client_id:
-                raise server_error(
-                    f"File not found: {ident}",
-                    cause="File handles belong to the client that uploaded them.",
-                    suggestion="Upload the file with the same client that sends the prediction.",
-                )
+            upload = client_upload(
+                conn,
+                str(part.get("identifier")),
+                suggestion="Upload the file with the same client that sends the prediction.",
+            )
             record.images.append(upload.data)
             has_image = has_image or upload.file_type == "image"
     return has_image

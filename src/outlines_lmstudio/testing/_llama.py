@@ -6,9 +6,9 @@ the GGUF's chat template (or a documented fallback), llama.cpp's JSON-schema
 converter (llama-cpp-python's Python port, ``llama_cpp.llama_grammar``), GBNF
 as given, LM Studio's sampler settings, real token counts and stop reasons.
 
-All llama.cpp work runs on worker threads (``asyncio.to_thread``), one token per
-call, so the event loop never blocks and a cancel stops decoding within one
-token. One instance decodes one prediction at a time; further predictions
+All llama.cpp work runs on worker threads, so the event loop never blocks: a
+reply is decoded in a thread of its own (`_Decoding`), which checks for a cancel
+before each token. One instance decodes one prediction at a time; further predictions
 wait in arrival order (LM Studio batches up to 4 slots in one context).
 """
 
@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import json
 import math
 import os
 import re
 import threading
 import types
-from collections.abc import AsyncGenerator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from outlines_lmstudio.testing._engine import Fragment, Generation
 from outlines_lmstudio.testing._llama_plan import (
@@ -549,6 +550,102 @@ def _threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+class _Ended(NamedTuple):
+    """How a reply ended: LM Studio's stop reason, its token count, the stop string found."""
+
+    stop: str
+    predicted: int
+    stop_string: str | None
+
+
+class _Decoding:
+    """One reply decoded in a thread of its own, handing each fragment to the event loop.
+
+    The thread decodes the next token while the loop sends the last one: a token asked
+    for from the loop each time (``asyncio.to_thread`` per token) waited for two thread
+    wake-ups a token, with nothing decoded meanwhile. `stop` is checked before each
+    token, so a cancel still stops decoding within one token.
+
+    ``items`` receives ``(text, tokens, predicted)`` per fragment, then an `_Ended` or
+    the exception decoding raised.
+    """
+
+    def __init__(
+        self,
+        step: Callable[[int | None], tuple[int, bytes, bool, bool]],
+        how: Plan,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._step = step
+        self._how = how
+        self._loop = loop
+        self._leaving = threading.Event()
+        self._done = asyncio.Event()
+        self._thread = threading.Thread(target=self._run, name="llama-decode", daemon=True)
+        self.items: asyncio.Queue[tuple[str, int, int] | _Ended | BaseException] = asyncio.Queue()
+        self.predicted = 0  # tokens decoded so far (read after an error)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Stop decoding (after the token being decoded, if any) and wait until it has.
+
+        The next prediction may then use the context. If the wait is cancelled, the
+        thread ends after its current token on its own (it takes the run lock per token).
+        """
+        self._leaving.set()
+        await self._done.wait()
+
+    def _hand(self, item: tuple[str, int, int] | _Ended | BaseException) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.items.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: the emulator stopped
+            self._leaving.set()
+
+    def _run(self) -> None:
+        try:
+            self._hand(self._decode())
+        except BaseException as exc:  # handed to the loop, which raises it
+            self._hand(exc)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self._loop.call_soon_threadsafe(self._done.set)
+
+    def _decode(self) -> _Ended:
+        how = self._how
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        scanner = StopScanner(how.stops)
+        predicted = pending = 0
+        last: int | None = None
+        while not self._leaving.is_set():
+            if how.max_tokens is not None and predicted >= how.max_tokens:
+                stop = "maxPredictedTokensReached"
+                break
+            token, data, end, full = self._step(last)
+            if full:
+                stop = "contextLengthReached"
+                break
+            if end:
+                stop = "eosFound"
+                break
+            last = token
+            self.predicted = predicted = predicted + 1
+            pending += 1
+            text = scanner.feed(utf8.decode(data))
+            if text:
+                self._hand((text, pending, predicted))
+                pending = 0
+            if scanner.found:
+                return _Ended("stopStringFound", predicted, scanner.found)
+        else:
+            return _Ended("userStopped", predicted, None)  # left: nobody reads it
+        rest = scanner.feed(utf8.decode(b"", final=True)) + scanner.flush()
+        if rest:
+            self._hand((rest, pending, predicted))
+        return _Ended(stop, predicted, None)
+
+
 class LlamaEngine:
     """Serves one loaded instance of a GGUF model with llama.cpp."""
 
@@ -726,45 +823,30 @@ class LlamaEngine:
                 if record.cancelled:
                     return
                 more = await asyncio.to_thread(self._prefill)
-            utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            scanner = StopScanner(how.stops)
-            predicted = pending = 0
-            last: int | None = None
-            stop = "eosFound"
-            while True:
-                if how.max_tokens is not None and predicted >= how.max_tokens:
-                    stop = "maxPredictedTokensReached"
-                    break
-                try:
-                    token, data, end, full = await asyncio.to_thread(self._step, last)
-                except _native().GrammarDeadEnd as exc:
-                    raise server_error(
-                        f"Generation stopped after {predicted} tokens: {exc}"
-                    ) from exc
-                if full:
-                    stop = "contextLengthReached"
-                    break
-                if end:
-                    break
-                last = token
-                predicted += 1
-                pending += 1
-                text = scanner.feed(utf8.decode(data))
-                generation.stats["predictedTokensCount"] = predicted
-                if text:
-                    yield Fragment(text, pending)
-                    pending = 0
-                if scanner.found:
-                    stop = "stopStringFound"
-                    generation.stats["stopString"] = scanner.found
-                    break
-            if stop != "stopStringFound":
-                rest = scanner.feed(utf8.decode(b"", final=True)) + scanner.flush()
-                if rest:
-                    yield Fragment(rest, pending)
-            generation.stop_reason = stop
-            generation.stats["predictedTokensCount"] = predicted
-            generation.stats["totalTokensCount"] = generation.prompt_tokens + predicted
+            decoding = _Decoding(self._step, how, loop)
+            decoding.start()
+            try:
+                while True:
+                    item = await decoding.items.get()
+                    if isinstance(item, _Ended):
+                        ended = item
+                        break
+                    if isinstance(item, BaseException):
+                        if isinstance(item, _native().GrammarDeadEnd):
+                            raise server_error(
+                                f"Generation stopped after {decoding.predicted} tokens: {item}"
+                            ) from item
+                        raise item
+                    text, tokens_count, predicted = item
+                    generation.stats["predictedTokensCount"] = predicted
+                    yield Fragment(text, tokens_count)
+            finally:
+                await decoding.stop()
+            generation.stop_reason = ended.stop
+            if ended.stop_string is not None:
+                generation.stats["stopString"] = ended.stop_string
+            generation.stats["predictedTokensCount"] = ended.predicted
+            generation.stats["totalTokensCount"] = generation.prompt_tokens + ended.predicted
         finally:
             queue.release()
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 import math
 import re
+import threading
 from collections.abc import AsyncGenerator, Generator
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -226,6 +227,8 @@ def test_leaving_a_stream_early_stops_decoding(
     assert record.cancelled
     assert record.stop_reason == "userStopped"
     assert len(record.fragments) < 200
+    # The reply's decoding thread (it decodes ahead of what is sent) has stopped too.
+    assert not [t for t in threading.enumerate() if t.name == "llama-decode"]
 
 
 @pytest.mark.asyncio

@@ -136,9 +136,19 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
 
 
 class NativeModel:
-    """A loaded llama.cpp model: weights, vocabulary and metadata (thread-safe reads)."""
+    """A loaded llama.cpp model: weights, vocabulary and metadata (thread-safe reads).
+
+    A llama.cpp context borrows its model: the weights must outlive every context
+    made on them. `Decoder` holds the model while its context lives, and `close`
+    frees the weights only once no context holds them (the garbage collector
+    finalises a model and its decoder in any order).
+    """
 
     def __init__(self, path: str) -> None:
+        self.model: Any = None
+        self._holds = 0  # live contexts on these weights
+        self._closing = False
+        self._holds_lock = threading.Lock()
         _init()
         params = L.llama_model_default_params()
         model = L.llama_model_load_from_file(path.encode(), params)
@@ -161,10 +171,30 @@ class NativeModel:
         self.chat_template = template.decode("utf-8") if template else None
 
     def close(self) -> None:
-        """Free the weights."""
-        if self.model is not None:
-            L.llama_model_free(self.model)
-            self.model = None
+        """Free the weights, now or when the last context made on them is freed."""
+        with self._holds_lock:
+            self._closing = True
+            free = self._holds == 0
+        if free:
+            self._free()
+
+    def hold(self) -> None:
+        """Keep the weights for a context made on them (until `release`)."""
+        with self._holds_lock:
+            self._holds += 1
+
+    def release(self) -> None:
+        """Let go of the weights for a freed context (and free them if `close` was called)."""
+        with self._holds_lock:
+            self._holds -= 1
+            free = self._closing and self._holds == 0
+        if free:
+            self._free()
+
+    def _free(self) -> None:
+        model, self.model = self.model, None
+        if model is not None:
+            L.llama_model_free(model)
 
     def __del__(self) -> None:
         self.close()
@@ -345,6 +375,10 @@ class Decoder:
     """
 
     def __init__(self, model: NativeModel, n_ctx: int, n_threads: int) -> None:
+        self.ctx: Any = None
+        self.model = model
+        self.samplers: _Samplers | None = None
+        self.grammar: Any = None
         params = L.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = _BATCH
@@ -355,7 +389,7 @@ class Decoder:
         ctx = L.llama_init_from_model(model.model, params)
         if ctx is None:
             raise ValueError(f"llama.cpp could not create a context of {n_ctx} tokens")
-        self.model = model
+        model.hold()
         self.ctx = ctx
         # llama.cpp may round the size up; the instance's context length is what we honour.
         self.n_ctx = min(n_ctx, L.llama_n_ctx(ctx))
@@ -365,18 +399,17 @@ class Decoder:
         self.candidates = _Candidates(model.n_vocab)
         self.best = _Candidates(_BEST)
         self.single = _Single()
-        self.samplers: _Samplers | None = None
-        self.grammar: Any = None
         self.grammar_first = False
         self.checks = 0
         self.rejections = 0
 
     def close(self) -> None:
-        """Free the context and samplers."""
+        """Free the context and samplers, then let go of the model's weights."""
         self._free_samplers()
-        if self.ctx is not None:
-            L.llama_free(self.ctx)
-            self.ctx = None
+        ctx, self.ctx = self.ctx, None
+        if ctx is not None:
+            L.llama_free(ctx)
+            self.model.release()
 
     def __del__(self) -> None:
         self.close()

@@ -221,7 +221,10 @@ class LMStudioEmulator(EmulatorState):
         return self
 
     def stop(self) -> None:
-        """Stop serving: close every socket and join the thread (idempotent).
+        """Stop serving: close every socket, join the thread, free the models (idempotent).
+
+        A GGUF model's weights are freed; a restart reads them again when it first
+        needs them.
 
         Raises
         ------
@@ -247,6 +250,10 @@ class LMStudioEmulator(EmulatorState):
                 self._loop = self._thread = self._server = None
                 self._port = None
                 self._remove_file_dir()
+                with self._lock:
+                    # llama.cpp engines hold their model's weights and KV cache (hundreds
+                    # of MB), which a stopped emulator kept for as long as it lived.
+                    self._engines = {}
 
     def __enter__(self) -> LMStudioEmulator:
         self.start()

@@ -45,3 +45,21 @@ def test_stopping_an_emulator_frees_its_models() -> None:
     with emulator, lms.Client(emulator.api_host) as client:  # a restart reads it again
         llm = client.llm.model(EMBEDDED_MODEL_KEY)
         assert llm.respond("Say hi", config={"temperature": 0, "maxTokens": 1}).content
+
+
+def test_a_cancelled_prediction_counts_its_tokens_consistently(client: lms.Client) -> None:
+    """Cancelled mid-reply, the stats said predictedTokensCount 4 (the engine's count) but
+    totalTokensCount prompt + 3 (the fragments sent): the total was not the sum."""
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    stream = llm.respond_stream(
+        "Tell me a long story about a dragon.", config={"temperature": 0, "maxTokens": 200}
+    )
+    for count, _fragment in enumerate(stream, 1):
+        if count == 3:
+            stream.cancel()
+    stats = stream.result().stats
+    assert stats.stop_reason == "userStopped"
+    assert stats.prompt_tokens_count is not None
+    assert stats.predicted_tokens_count is not None
+    assert stats.predicted_tokens_count < 200
+    assert stats.total_tokens_count == stats.prompt_tokens_count + stats.predicted_tokens_count

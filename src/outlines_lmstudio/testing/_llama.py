@@ -838,7 +838,10 @@ class LlamaEngine:
                             ) from item
                         raise item
                     text, tokens_count, predicted = item
+                    # Kept current: a prediction stopped early (a cancel, an unload) reports
+                    # these, and the total must stay the prompt plus the predicted tokens.
                     generation.stats["predictedTokensCount"] = predicted
+                    generation.stats["totalTokensCount"] = generation.prompt_tokens + predicted
                     yield Fragment(text, tokens_count)
             finally:
                 await decoding.stop()

@@ -6,6 +6,7 @@ import weakref
 from typing import Any, cast
 
 import lmstudio as lms
+import pytest
 
 from outlines_lmstudio.testing import LMStudioEmulator, embedded_model
 from tests.real_engine.conftest import EMBEDDED_MODEL_KEY
@@ -63,3 +64,14 @@ def test_a_cancelled_prediction_counts_its_tokens_consistently(client: lms.Clien
     assert stats.predicted_tokens_count is not None
     assert stats.predicted_tokens_count < 200
     assert stats.total_tokens_count == stats.prompt_tokens_count + stats.predicted_tokens_count
+
+
+def test_a_history_the_template_cannot_render_is_a_template_error(client: lms.Client) -> None:
+    """An empty history made the Gemma template read ``messages[0]``: jinja's UndefinedError
+    failed the request as an emulator crash ("failed to serve this request"), not as the
+    template error LM Studio reports."""
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    with pytest.raises(lms.LMStudioServerError, match="Error rendering prompt with jinja"):
+        llm.apply_prompt_template(lms.Chat())
+    with pytest.raises(lms.LMStudioServerError, match="Error rendering prompt with jinja"):
+        llm.respond(lms.Chat(), config={"temperature": 0, "maxTokens": 1})

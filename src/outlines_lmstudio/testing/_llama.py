@@ -683,7 +683,15 @@ class LlamaEngine:
         how: Plan,
         omit: tuple[bool, bool] = (False, False),
     ) -> str:
-        """Render with the plan's or the model's template; ``omit``: (BOS, EOS) left out."""
+        """Render with the plan's or the model's template; ``omit``: (BOS, EOS) left out.
+
+        Raises
+        ------
+        ValueError
+            If the template cannot render the history (its ``raise_exception``, an
+            undefined value such as the first message of an empty history, bad syntax).
+        """
+        import jinja2
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         if how.template is not None:
@@ -693,8 +701,11 @@ class LlamaEngine:
             bos, eos = model.bos_text, model.eos_text
         bos, eos = ("" if omit[0] else bos), ("" if omit[1] else eos)
         plain = [{"role": str(m.get("role")), "content": message_text(m)} for m in messages]
-        formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-        return str(formatter(messages=plain).prompt)  # type: ignore[arg-type]
+        try:
+            formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+            return str(formatter(messages=plain).prompt)  # type: ignore[arg-type]
+        except jinja2.TemplateError as exc:  # jinja's own errors are not ValueErrors
+            raise ValueError(str(exc) or type(exc).__name__) from exc
 
     def _prompt(self, messages: list[dict[str, Any]], how: Plan) -> list[int]:
         model = self._loaded()

@@ -1,4 +1,4 @@
-"""The llama.cpp engine's lifecycle: models, contexts and predictions that outlive each other."""
+"""The llama.cpp engine at its edges: model and context lifetimes, stopped and refused requests."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import lmstudio as lms
 import pytest
 
 from outlines_lmstudio.testing import LMStudioEmulator, embedded_model
-from tests.real_engine.conftest import EMBEDDED_MODEL_KEY
+from tests.real_engine.conftest import EMBED_KEY, EMBEDDED_MODEL_KEY
 
 
 def test_a_model_outlives_the_contexts_made_on_it(real_emulator: LMStudioEmulator) -> None:
@@ -75,3 +75,13 @@ def test_a_history_the_template_cannot_render_is_a_template_error(client: lms.Cl
         llm.apply_prompt_template(lms.Chat())
     with pytest.raises(lms.LMStudioServerError, match="Error rendering prompt with jinja"):
         llm.respond(lms.Chat(), config={"temperature": 0, "maxTokens": 1})
+
+
+def test_an_input_longer_than_the_context_is_refused_before_it_is_embedded(
+    client: lms.Client,
+) -> None:
+    """The embedding context was sized for the input before its length was checked: 50,000
+    tokens took about 800 MB and failed with "could not create an embedding context"."""
+    embedder = client.embedding.model(EMBED_KEY)
+    with pytest.raises(lms.LMStudioServerError, match="more than the context length 4096"):
+        embedder.embed("word " * 50_000)

@@ -562,8 +562,12 @@ def _check_allowed(cand: _Candidates) -> None:
 
 def embed(model: NativeModel, text: str, n_ctx: int, n_threads: int) -> list[float]:
     """Embed ``text``: pooled hidden states (mean pooling unless the GGUF names one), L2-normed."""
-    params = L.llama_context_default_params()
     tokens = model.tokenize(text, add_special=True)
+    if len(tokens) > n_ctx:  # before the context: one sized for the input could be gigabytes
+        raise ValueError(
+            f"The input has {len(tokens)} tokens, more than the context length {n_ctx}"
+        )
+    params = L.llama_context_default_params()
     params.n_ctx = max(n_ctx, len(tokens) + 1)
     params.n_batch = params.n_ubatch = max(512, len(tokens) + 1)
     params.n_threads = params.n_threads_batch = n_threads
@@ -575,10 +579,6 @@ def embed(model: NativeModel, text: str, n_ctx: int, n_threads: int) -> list[flo
     if ctx is None:
         raise ValueError("llama.cpp could not create an embedding context")
     try:
-        if len(tokens) > n_ctx:
-            raise ValueError(
-                f"The input has {len(tokens)} tokens, more than the context length {n_ctx}"
-            )
         array = (L.llama_token * len(tokens))(*tokens)
         status = L.llama_decode(ctx, L.llama_batch_get_one(array, len(tokens)))
         if status != 0:

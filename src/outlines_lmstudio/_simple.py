@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import enum
 import json
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -38,6 +39,12 @@ _SCALARS: tuple[type, ...] = (
     datetime.datetime,
     type(None),
 )
+_FORMATS: dict[Any, str] = {
+    datetime.date: "date",
+    datetime.time: "time",
+    datetime.datetime: "date-time",
+}
+"""The JSON-schema format (a key of `_PATTERNS`) of each date and time type."""
 _UNIONS = (typing.Union, types.UnionType)
 _CONTAINERS = (list, tuple, dict)
 
@@ -182,8 +189,14 @@ def _matches(value: Any, tp: Any) -> bool:
         return isinstance(value, _Number) and value.is_int
     if tp is float:
         return isinstance(value, _Number)
-    if tp in (str, datetime.date, datetime.time, datetime.datetime):
+    if tp is str:
         return isinstance(value, str) and not isinstance(value, _Number)
+    if tp in _FORMATS:  # a date only if it has the date's shape: "hi" in date | str is the str
+        return (
+            isinstance(value, str)
+            and not isinstance(value, _Number)
+            and re.fullmatch(_PATTERNS[_FORMATS[tp]], value) is not None
+        )
     origin = typing.get_origin(tp)
     if origin in _UNIONS:
         return any(_matches(value, a) for a in typing.get_args(tp))

@@ -235,3 +235,21 @@ def test_a_dict_keyed_by_a_literal_of_strings(
     assert set(model.parse(f"Scores ({seed_prompt})", dict[Level3, int])) <= {"low", "mid", "high"}
     by_colour = model.parse(f"Pets ({seed_prompt})", dict[Colour, Cat])
     assert all(isinstance(k, Colour) and isinstance(v, Cat) for k, v in by_colour.items())
+
+
+@pytest.mark.parametrize(
+    "output_type", [Union[datetime.date, str], Union[datetime.datetime, str], datetime.time | str]
+)
+def test_a_string_beside_a_date_in_a_union_keeps_its_quotes(
+    make_model: MakeModel, emulator: LMStudioEmulator, output_type: Any
+) -> None:
+    """Any string was taken for the date: ``hello`` came back bare, which no regex reads."""
+    model = make_model(TEXT_MODEL)
+    outlines_regex = to_regex(python_types_to_terms(output_type))
+    emulator.script(TEXT_MODEL, ['"hello"', '"hello"'])
+    assert model("q", output_type) == '"hello"'
+    assert "".join(model.stream("q", output_type)) == '"hello"'
+    for reply in ['"2024-01-31"', '"2024-01-31 13:45:00"', '"13:45:00"']:
+        emulator.script(TEXT_MODEL, [reply])
+        text = model("q", output_type)
+        assert re.fullmatch(outlines_regex, text), (reply, text)

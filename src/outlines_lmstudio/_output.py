@@ -43,6 +43,7 @@ from .errors import InvalidSchemaError, UnsupportedOutputTypeError
 __all__ = [
     "REFERENCE_KEYWORDS",
     "OutputPlan",
+    "argument_order",
     "check_json_schema",
     "identity",
     "output_type_name",
@@ -844,8 +845,34 @@ def _non_str_key(output_type: Any) -> Any:
     return None
 
 
+def argument_order(output_type: object) -> object:
+    """Return a type's arguments, nested, in the order they were written.
+
+    ``Union[date, str] == Union[str, date]`` (and the same for ``Literal``), but the order
+    decides what Pydantic's union validation returns and which member renders a reply, so
+    a cache keyed on the type alone would serve one order's result for the other. Key it
+    on the type and this too.
+
+    Parameters
+    ----------
+    output_type
+        A hashable output type.
+
+    Returns
+    -------
+    object
+        A hashable value, equal for two types only when their arguments are written alike.
+    """
+    args = typing.get_args(output_type)
+    if isinstance(output_type, list):  # the parameters of Callable[[int], str]
+        args = tuple(output_type)
+    if args:
+        return tuple(argument_order(arg) for arg in args)
+    return type(output_type), output_type  # Literal[1, True]: 1 == True, but not alike
+
+
 @lru_cache(maxsize=512)
-def _plan_cached(output_type: object, grammar: bool, strict: bool) -> OutputPlan:
+def _plan_cached(output_type: object, grammar: bool, strict: bool, order: object) -> OutputPlan:
     return _plan(output_type, grammar, strict)
 
 
@@ -897,8 +924,9 @@ def plan_output(
             ) from exc
         plan = _plan_schema_text(key, strict_schema)
         return msgspec.structs.replace(plan, output_type=output_type)
+    order = argument_order(output_type)
     try:
-        hash(output_type)
+        hash((output_type, order))
     except TypeError:
         return _plan(output_type, grammar, strict_schema)
-    return _plan_cached(output_type, grammar, strict_schema)
+    return _plan_cached(output_type, grammar, strict_schema, order)

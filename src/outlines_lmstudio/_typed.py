@@ -26,7 +26,7 @@ from outlines.types.dsl import python_types_to_terms
 
 from ._formats import format_checker
 from ._inputs import ChatPrompt, Message
-from ._output import OutputPlan, output_type_name
+from ._output import OutputPlan, argument_order, output_type_name
 from .errors import (
     InvalidSchemaError,
     ParseError,
@@ -191,7 +191,8 @@ def _python_type(output_type: Any) -> Any:
 
 
 @lru_cache(maxsize=256)
-def _adapter(output_type: Any) -> pydantic.TypeAdapter[Any]:
+def _adapter(output_type: Any, order: object) -> pydantic.TypeAdapter[Any]:
+    """Build the Pydantic adapter of a type, once per type written alike (`argument_order`)."""
     from ._output import _portable_typeddicts
 
     return pydantic.TypeAdapter(_portable_typeddicts(_python_type(output_type), {}))
@@ -222,7 +223,7 @@ def validator_for(plan: OutputPlan) -> Validator:
     ):
         return Validator(output_type, schema=plan.full_schema or plan.schema)
     try:
-        adapter = _adapter(output_type)
+        adapter = _adapter(output_type, argument_order(output_type))
     except TypeError:  # unhashable type object: build it uncached
         adapter = pydantic.TypeAdapter(_python_type(output_type))
     return Validator(output_type, adapter=adapter)

@@ -335,6 +335,13 @@ CASES = [
         "custom class", lambda m: m("x", Widget), E.UnsupportedOutputTypeError, TypeError, "Widget"
     ),
     Case(
+        "Callable",  # its parameters are a list: the plan cache's key must not hold it
+        lambda m: m("x", Callable[[int], str]),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        "Callable",
+    ),
+    Case(
         "list instance",
         lambda m: m("x", [1, 2]),
         E.UnsupportedOutputTypeError,

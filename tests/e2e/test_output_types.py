@@ -253,3 +253,15 @@ def test_a_string_beside_a_date_in_a_union_keeps_its_quotes(
         emulator.script(TEXT_MODEL, [reply])
         text = model("q", output_type)
         assert re.fullmatch(outlines_regex, text), (reply, text)
+
+
+def test_the_order_of_a_union_is_kept_from_one_call_to_the_next(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """``Union[date, str] == Union[str, date]``: the second was served the first's plan."""
+    model = make_model(TEXT_MODEL)
+    emulator.script(TEXT_MODEL, ['"2024-01-31"'] * 4)
+    assert model.parse("q", Union[datetime.date, str]) == datetime.date(2024, 1, 31)
+    assert model.parse("q", Union[str, datetime.date]) == "2024-01-31"
+    assert model("q", Union[datetime.date, str]) == "2024-01-31"
+    assert model("q", Union[str, datetime.date]) == '"2024-01-31"'

@@ -32,6 +32,7 @@ from outlines.types.dsl import Term
 
 from ._schema_walk import ref_target, schema_nodes
 from ._simple import (
+    FullMatchTerms,
     is_simple_type,
     is_str_key,
     literal_values,
@@ -575,7 +576,7 @@ def _schema_error(output_type: object, exc: BaseException) -> UnsupportedOutputT
 
 def _model_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
     try:
-        return _require_tags(model.model_json_schema())
+        return _require_tags(model.model_json_schema(schema_generator=FullMatchTerms))
     except _BUILD_ERRORS as exc:
         raise _schema_error(model, exc) from exc
 
@@ -584,7 +585,7 @@ def _type_adapter_schema(output_type: object) -> dict[str, Any]:
     try:
         portable = _portable_typeddicts(output_type, {})
         adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(cast(Any, portable))
-        schema: dict[str, Any] = adapter.json_schema()
+        schema: dict[str, Any] = adapter.json_schema(schema_generator=FullMatchTerms)
     except _BUILD_ERRORS as exc:
         raise _schema_error(output_type, exc) from exc
     return _require_tags(schema)

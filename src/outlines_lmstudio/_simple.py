@@ -22,8 +22,18 @@ from typing import Any, cast
 
 import pydantic
 from outlines.types import Choice
+from outlines.types.dsl import Term, to_regex
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import CoreSchema
 
-__all__ = ["is_simple_type", "is_str_key", "literal_values", "render_simple", "simple_schema"]
+__all__ = [
+    "FullMatchTerms",
+    "is_simple_type",
+    "is_str_key",
+    "literal_values",
+    "render_simple",
+    "simple_schema",
+]
 
 # The patterns Outlines uses for these types (outlines.types.date / time / datetime).
 _DATE = r"(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
@@ -129,6 +139,30 @@ def _with_outlines_patterns(node: Any) -> Any:
     return node
 
 
+class FullMatchTerms(GenerateJsonSchema):
+    """Pydantic's JSON schema, with the pattern of each Outlines term anchored at both ends.
+
+    An Outlines term in a Pydantic type (``email: outlines.types.email``, or
+    ``Annotated[str, Regex("[a-z]+")]``) writes ``{"type": "string", "pattern": regex}`` but
+    validates with a full match. JSON Schema reads a ``pattern`` as a search, so the
+    engines wrote any string that holds a match (``" x a@b.co y"``), which the type then
+    refused. Anchored, the schema asks for what the type accepts, as Outlines' own models do
+    (outlines-core reads every pattern as a full match).
+    """
+
+    def generate_inner(self, schema: Any) -> JsonSchemaValue:
+        """Write a term's schema with its anchored pattern; anything else as Pydantic does."""
+        metadata = schema.get("metadata", {})
+        for function in (
+            *metadata.get("pydantic_js_functions", ()),
+            *metadata.get("pydantic_js_annotation_functions", ()),
+        ):
+            term = getattr(function, "__self__", None)  # Term.__get_pydantic_json_schema__
+            if isinstance(term, Term):
+                return {"type": "string", "pattern": f"^(?:{to_regex(term)})$"}
+        return super().generate_inner(cast(CoreSchema, schema))
+
+
 def _pydantic_type(tp: Any) -> Any:
     values = literal_values(tp)
     if isinstance(tp, Choice) and values is not None:
@@ -150,7 +184,8 @@ def simple_schema(tp: Any) -> dict[str, Any]:
         The JSON schema (dates and times carry Outlines' patterns).
     """
     adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(_pydantic_type(tp))
-    return cast(dict[str, Any], _with_outlines_patterns(adapter.json_schema()))
+    schema = adapter.json_schema(schema_generator=FullMatchTerms)
+    return cast(dict[str, Any], _with_outlines_patterns(schema))
 
 
 class _Number(str):

@@ -265,3 +265,23 @@ def test_the_order_of_a_union_is_kept_from_one_call_to_the_next(
     assert model.parse("q", Union[str, datetime.date]) == "2024-01-31"
     assert model("q", Union[datetime.date, str]) == "2024-01-31"
     assert model("q", Union[str, datetime.date]) == '"2024-01-31"'
+
+
+class Contact(pydantic.BaseModel):
+    email: outlines.types.email  # type: ignore[valid-type]
+    code: Annotated[str, outlines.types.Regex(r"[a-c]{2}|z")]
+
+
+@pytest.mark.parametrize("output_type", [Contact, Annotated[str, outlines.types.Regex("[a-c]{2}")]])
+def test_an_outlines_term_in_a_pydantic_type_is_matched_whole(
+    make_model: MakeModel, emulator: LMStudioEmulator, output_type: Any
+) -> None:
+    """A term validates with a full match, but its schema pattern is a search: anchor it.
+
+    The engine wrote strings holding a match (``"river a@b.co x"``), which the type refused.
+    """
+    model = make_model(TEXT_MODEL)
+    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(output_type)
+    for i in range(6):
+        adapter.validate_json(model(f"Contact ({i})", output_type))
+    model.parse("Contact", output_type)

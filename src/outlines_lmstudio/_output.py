@@ -783,6 +783,15 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
             f"The Outlines DSL term {output_type!r:.80} compiles to a regular expression, which "
             f"LM Studio's JSON-schema structured output cannot express. {_GRAMMAR_HINT}."
         )
+    term = _term_inside(output_type)
+    if term is not None and grammar:  # list[integer]: a regular type, as Outlines reads it
+        return _grammar_plan(output_type)
+    if term is not None:
+        raise UnsupportedOutputTypeError(
+            f"The output type {output_type_name(output_type)} holds the Outlines DSL term "
+            f"{term!r:.80}, which compiles to a regular expression that LM Studio's "
+            f"JSON-schema structured output cannot express. {_GRAMMAR_HINT}."
+        )
     key = _non_str_key(output_type)
     why = (
         f" Its dict keys are {output_type_name(key)}; only str keys (or a Literal or Enum of "
@@ -832,6 +841,25 @@ def _set_hint(output_type: Any) -> str:
         f"enforce uniqueItems): ask for list[{item}] and build the {container.__name__} from "
         f"the result, e.g. {container.__name__}(model.parse(prompt, list[{item}]))."
     )
+
+
+def _term_inside(output_type: Any) -> Term | None:
+    """Return an Outlines DSL term written inside a type (``list[integer]``), if any.
+
+    Not in ``Annotated`` metadata (``Annotated[str, Regex(...)]`` is Pydantic's, sent as
+    a JSON schema) nor among ``Literal`` values.
+    """
+    origin = typing.get_origin(output_type)
+    if origin is Literal:
+        return None
+    args = typing.get_args(output_type)
+    for arg in args[:1] if origin is typing.Annotated else args:
+        if isinstance(arg, Term):
+            return arg
+        term = _term_inside(arg)
+        if term is not None:
+            return term
+    return None
 
 
 def _non_str_key(output_type: Any) -> Any:

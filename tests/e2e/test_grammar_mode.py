@@ -8,6 +8,7 @@ import lmstudio as lms
 import outlines
 import pytest
 from outlines.types import CFG, Regex, at_least, either, integer, paragraph
+from outlines.types.dsl import python_types_to_terms, to_regex
 
 from outlines_lmstudio import (
     ParseError,
@@ -280,3 +281,23 @@ def test_a_json_schema_stays_json_in_grammar_mode(
     with pytest.raises(ParseError, match="less than the minimum of 3"):
         model.parse("go", JsonSchema(schema))
     assert isinstance(make_model(MLX_MODEL, grammar=True)("go", JsonSchema(schema)), str)
+
+
+def test_a_python_type_holding_dsl_terms_is_sent_as_a_grammar(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """``list[integer]`` (Outlines' local models take it) was refused as an unsupported type,
+    in grammar mode too, with no word of the term inside or of grammar mode."""
+    output_type = list[integer]  # type: ignore[valid-type]
+    outlines_regex = to_regex(python_types_to_terms(output_type))
+    model = make_model(TEXT_MODEL, grammar=True)
+    for i in range(3):
+        assert re.fullmatch(outlines_regex, model(f"Numbers ({i})", output_type))
+    structured = emulator.predictions[-1].structured
+    assert structured is not None
+    assert structured["type"] == "gbnf"
+    assert re.fullmatch(outlines_regex, model.parse("Numbers", output_type))
+    sent = len(emulator.predictions)
+    with pytest.raises(UnsupportedOutputTypeError, match=r"DSL term .*grammar=True"):
+        make_model(TEXT_MODEL)("x", dict[str, integer])  # type: ignore[valid-type]
+    assert len(emulator.predictions) == sent

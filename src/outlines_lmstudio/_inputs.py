@@ -449,9 +449,14 @@ def _typed_item(item: Mapping[str, Any], where: str) -> Part:
         return plain_str(item["text"])
     if kind == "image" and "image" in item:
         return _asset(item["image"], where)
+    message = (  # [{"role": "user", "content": ...}]: OpenAI-style messages, not parts
+        " It is a chat message: pass a list of messages as outlines.inputs.Chat(messages)."
+        if "role" in item
+        else ""
+    )
     raise UnsupportedInputError(
         f"{where} is a dict {dict(item)!r:.80}; expected {{'type': 'text', 'text': str}} or "
-        "{'type': 'image', 'image': Image}."
+        f"{{'type': 'image', 'image': Image}}.{message}"
     )
 
 

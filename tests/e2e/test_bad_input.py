@@ -166,6 +166,13 @@ CASES = [
     Case("None input", lambda m: m(None), E.UnsupportedInputError, TypeError, "NoneType"),
     Case("bytes input", lambda m: m(b"hi"), E.UnsupportedInputError, TypeError, "bytes"),
     Case("dict input", lambda m: m({"role": "user"}), E.UnsupportedInputError, TypeError, "dict"),
+    Case(
+        "a list of chat messages",  # OpenAI style: said to be a Chat's messages
+        lambda m: m([{"role": "user", "content": "hi"}]),
+        E.UnsupportedInputError,
+        TypeError,
+        r"chat message: pass a list of messages as outlines\.inputs\.Chat\(messages\)",
+    ),
     Case("empty prompt", lambda m: m(""), E.InvalidPromptError, ValueError, "empty"),
     Case("blank prompt", lambda m: m("  \n"), E.InvalidPromptError, ValueError, "empty"),
     Case("empty list", lambda m: m([]), E.InvalidPromptError, ValueError, "empty"),

@@ -95,7 +95,7 @@ def _complete_part(raw: str) -> int:
 def _parse(piece: str) -> Any:
     try:
         return pydantic_core.from_json(piece)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # TypeError: a lone surrogate (not UTF-8)
         raise _Broken from exc
 
 
@@ -151,7 +151,7 @@ class PartialJson:
                 self._broken = True
         try:
             return pydantic_core.from_json(self.text, allow_partial="trailing-strings")
-        except ValueError:
+        except (ValueError, TypeError):  # TypeError: text with a lone surrogate
             return None
 
     # -- scanning ---------------------------------------------------------------------

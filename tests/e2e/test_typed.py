@@ -274,3 +274,22 @@ def test_parse_checks_a_format_the_engine_lets_through(
     emulator.script(TEXT_MODEL, ['{"due": "2024-02-31"}', '{"due": "2024-02-29"}'])
     assert make_model(TEXT_MODEL).parse("When?", schema, retries=1) == {"due": "2024-02-29"}
     assert "'2024-02-31' is not a 'date'" in emulator.predictions[-1].last_user_text
+
+
+def test_parse_stream_of_a_reply_with_a_lone_surrogate_ends_as_parse_does(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """A reply holding a lone surrogate (not UTF-8) made parse_stream raise a bare
+    TypeError ("Expected bytes, bytearray or str") from pydantic-core's partial parse."""
+    reply = '{"name": "A\ud800b", "age": 1}'
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    model = make_model(TEXT_MODEL)
+    emulator.script(TEXT_MODEL, [reply, reply])
+    with pytest.raises(ParseError, match="unicode") as info:
+        list(model.parse_stream("q", Person))
+    assert info.value.raw == reply
+    with pytest.raises(ParseError, match="unicode"):
+        model.parse("q", Person)
+    emulator.script(TEXT_MODEL, [reply, reply])
+    values = list(model.parse_stream("q", schema))
+    assert values[-1] == model.parse("q", schema) == {"name": "A\ud800b", "age": 1}

@@ -38,6 +38,8 @@ _SCALAR_PREFIX = re.compile(
 """What later text may still turn into a number or a literal."""
 _SCALAR_CHARS = frozenset("-+.eE0123456789abcdefghijklmnopqrstuvwxyz")
 _WHITESPACE = frozenset(" \t\n\r")
+_MAX_DEPTH = 200
+"""pydantic-core's recursion limit: it refuses text nested deeper (as its error says)."""
 _DELIMITERS = frozenset(" \t\n\r,]}")
 
 
@@ -227,6 +229,8 @@ class PartialJson:
                     self._decoded, self._decoded_to = "", i + 1
                 self._start = i
             elif char in "{[":
+                if len(self._frames) == _MAX_DEPTH:
+                    raise _Broken  # deeper than pydantic-core reads: it decides, as before
                 self._start_value()
                 self._frames.append(_Frame(is_object=char == "{"))
             elif char in "}]":

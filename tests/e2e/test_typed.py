@@ -293,3 +293,17 @@ def test_parse_stream_of_a_reply_with_a_lone_surrogate_ends_as_parse_does(
     emulator.script(TEXT_MODEL, [reply, reply])
     values = list(model.parse_stream("q", schema))
     assert values[-1] == model.parse("q", schema) == {"name": "A\ud800b", "age": 1}
+
+
+def test_parse_stream_of_a_reply_nested_too_deeply_ends_as_parse_does(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """parse_stream raised RecursionError (comparing two partial values 3,000 levels deep)
+    where parse raises ParseError. After reasoning, as a reasoning model sends it."""
+    reply = "<think>ok</think>" + "[" * 3000 + "]" * 3000
+    model = make_model(TEXT_MODEL)
+    emulator.script(TEXT_MODEL, [reply, reply])
+    with pytest.raises(ParseError, match="nested too deeply"):
+        list(model.parse_stream("q", {"type": "array"}))
+    with pytest.raises(ParseError, match="nested too deeply"):
+        model.parse("q", {"type": "array"})

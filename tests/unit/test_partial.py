@@ -138,3 +138,11 @@ def test_whole_scalars_show_a_number_once_delimited(cut: int) -> None:
     assert second == {"a": -12500.0, "b": [True, 10]}
     assert first is None or grows_into(first, second)
     assert PartialJson(whole_scalars=True).feed("-12345") is None  # may go on: -123456
+
+
+@pytest.mark.parametrize("opener", ["[", '{"a":'])
+def test_text_nested_deeper_than_pydantic_core_reads_is_its_value(opener: str) -> None:
+    """The scanner nested without bound: a partial value 3,000 levels deep, where
+    pydantic-core refuses the text (None), and comparing two of them hit Python's
+    recursion limit (parse_stream raised RecursionError)."""
+    check([opener] * 3000)

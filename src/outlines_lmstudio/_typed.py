@@ -175,6 +175,9 @@ class Validator(msgspec.Struct, frozen=True):
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise _Invalid([f"(root): invalid JSON: {exc}"]) from exc
+            except ValueError as exc:  # an integer longer than Python reads (4,300 digits)
+                too_long = f"(root): the reply holds a number too long to read: {exc}"
+                raise _Invalid([too_long]) from exc
             except RecursionError as exc:
                 raise _Invalid(["(root): the reply is nested too deeply to be read"]) from exc
             errors = self._schema_errors(self.schema, value)

@@ -307,3 +307,19 @@ def test_parse_stream_of_a_reply_nested_too_deeply_ends_as_parse_does(
         list(model.parse_stream("q", {"type": "array"}))
     with pytest.raises(ParseError, match="nested too deeply"):
         model.parse("q", {"type": "array"})
+
+
+def test_a_reply_with_a_number_too_long_to_read_is_a_parse_error(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """json.loads refuses an integer of more than 4,300 digits with a ValueError that is
+    no JSONDecodeError: parse and parse_stream let it out bare. After reasoning, as a
+    reasoning model sends it (the SDK then does not read the reply first)."""
+    reply = "<think>ok</think>" + "9" * 4400
+    model = make_model(TEXT_MODEL)
+    emulator.script(TEXT_MODEL, [reply, reply])
+    with pytest.raises(ParseError, match="a number too long to read") as info:
+        model.parse("q", {"type": "integer"})
+    assert info.value.raw == "9" * 4400
+    with pytest.raises(ParseError, match="a number too long to read"):
+        list(model.parse_stream("q", {"type": "integer"}))

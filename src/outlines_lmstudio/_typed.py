@@ -93,6 +93,14 @@ class _Invalid(Exception):
         super().__init__("; ".join(errors))
 
 
+class _NotJson(ValueError):
+    """``NaN``, ``Infinity`` or ``-Infinity`` in a reply: Python's ``json`` reads them."""
+
+
+def _not_json(name: str) -> Any:
+    raise _NotJson(f"{name} is not JSON (JSON has no NaN or infinity)")
+
+
 class Validator(msgspec.Struct, frozen=True):
     """Validates a reply's raw text as one output type.
 
@@ -172,7 +180,9 @@ class Validator(msgspec.Struct, frozen=True):
             return raw
         if self.schema is not None:
             try:
-                value = json.loads(raw)
+                value = json.loads(raw, parse_constant=_not_json)
+            except _NotJson as exc:
+                raise _Invalid([f"(root): invalid JSON: {exc}"]) from exc
             except json.JSONDecodeError as exc:
                 raise _Invalid([f"(root): invalid JSON: {exc}"]) from exc
             except ValueError as exc:  # an integer longer than Python reads (4,300 digits)

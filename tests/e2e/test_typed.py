@@ -323,3 +323,17 @@ def test_a_reply_with_a_number_too_long_to_read_is_a_parse_error(
     assert info.value.raw == "9" * 4400
     with pytest.raises(ParseError, match="a number too long to read"):
         list(model.parse_stream("q", {"type": "integer"}))
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_schema_given_as_data_takes_no_nan_or_infinity(
+    make_model: MakeModel, emulator: LMStudioEmulator, constant: str
+) -> None:
+    """Python's json reads NaN and Infinity, which are not JSON, and jsonschema takes
+    them as numbers: parse returned nan for {"type": "number"} (and `extract` wrote it)."""
+    schema = {"type": "object", "properties": {"x": {"type": "number"}}, "required": ["x"]}
+    emulator.script(TEXT_MODEL, [f'{{"x": {constant}}}', '{"x": 1.5}'])
+    model = make_model(TEXT_MODEL)
+    with pytest.raises(ParseError, match=f"{constant} is not JSON"):
+        model.parse("q", schema)
+    assert model.parse("q", schema) == {"x": 1.5}

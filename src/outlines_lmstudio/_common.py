@@ -14,7 +14,7 @@ from outlines.inputs import Chat
 from ._adapter import LMStudioTypeAdapter
 from ._cache import AsyncClientCache, SyncClientCache
 from ._config import PredictionArgs, check_seconds, parse_inference_kwargs, real_number
-from ._inputs import ChatPrompt
+from ._inputs import ChatPrompt, follows_a_prompt
 from ._output import OutputPlan
 from ._reconnect import AsyncReconnects, SyncReconnects
 from ._reply import ReplyStats
@@ -190,13 +190,20 @@ _STRUCTURED_BODY = {"json": ("jsonSchema", "json_schema"), "gbnf": ("gbnfGrammar
 def is_batch(model_input: object) -> bool:
     """Tell whether ``parse`` got several inputs rather than one ``[prompt, Image, ...]``.
 
-    A tuple of inputs is a batch too, as `batch` takes it (a tuple is no one input).
+    A tuple of inputs is a batch too, as `batch` takes it (a tuple is no one input). So is
+    a list of several inputs and some other values but no image (``["a", "b", None]``, a
+    column with a missing value): one ``[prompt, Image, ...]`` holds one prompt, so the
+    odd value is refused as a batch item, as `batch` refuses it, not as what follows a
+    prompt.
     """
     if isinstance(model_input, tuple):
         return True
-    return isinstance(model_input, list) and all(
-        isinstance(item, str | list | Chat | lms.Chat) for item in model_input
-    )
+    if not isinstance(model_input, list):
+        return False
+    inputs = [isinstance(item, str | list | Chat | lms.Chat) for item in model_input]
+    if all(inputs):
+        return True
+    return sum(inputs) > 1 and not any(follows_a_prompt(item) for item in model_input)
 
 
 def check_flag(name: str, value: object) -> bool:

@@ -45,6 +45,7 @@ __all__ = [
     "ToolCall",
     "build_chat",
     "deferring_images",
+    "follows_a_prompt",
     "format_input",
     "format_text",
     "sdk_history",
@@ -373,6 +374,15 @@ def settled(prompt: ChatPrompt) -> ChatPrompt:
         for m in prompt.messages
     )
     return ChatPrompt(messages, prompt.passthrough)
+
+
+def follows_a_prompt(item: object) -> bool:
+    """Tell whether ``item`` is meant to follow the prompt in one ``[prompt, Image, ...]``.
+
+    An image, a file handle or a typed ``{"type": ...}`` item (a video or audio too,
+    which that list then refuses by name).
+    """
+    return isinstance(item, Image | PILImage.Image | FileHandle | Video | Audio | Mapping)
 
 
 def _asset(item: object, where: str) -> ImageData | FileHandle | PendingImage:

@@ -14,12 +14,13 @@ from outlines_lmstudio import (
     LMStudioTimeoutError,
     ParseError,
     TruncatedOutputError,
+    UnsupportedInputError,
     from_lmstudio,
 )
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL, MakeModel
-from .helpers import eventually
+from .helpers import eventually, png_image
 
 
 class Person(pydantic.BaseModel):
@@ -337,3 +338,23 @@ def test_a_schema_given_as_data_takes_no_nan_or_infinity(
     with pytest.raises(ParseError, match=f"{constant} is not JSON"):
         model.parse("q", schema)
     assert model.parse("q", schema) == {"x": 1.5}
+
+
+@pytest.mark.parametrize("missing", [None, float("nan"), 42])
+def test_parse_of_a_list_with_a_missing_value_names_that_item(
+    make_model: MakeModel, emulator: LMStudioEmulator, missing: object
+) -> None:
+    """A list of prompts with one that is no input (a column with a missing value) was taken
+    as one [prompt, Image, ...] input, and the error blamed the second prompt: "item 1, is a
+    str ('bob'); after the prompt a list takes only images". It is refused as batch is."""
+    model = make_model(TEXT_MODEL)
+    prompts = ["ann", "bob", missing]
+    for call in (model.parse, model.batch):
+        with pytest.raises(UnsupportedInputError, match="Input of type") as info:
+            call(prompts, Person)
+        assert "after the prompt" not in str(info.value)
+        assert "(in batch item 2)" in getattr(info.value, "__notes__", [])
+    # With an image it is one [prompt, Image, ...] input, told what may follow the prompt.
+    with pytest.raises(UnsupportedInputError, match=r"item 2, is a str \('more'\); after the"):
+        model.parse(["Describe", png_image(), "more"], Person)
+    assert emulator.requests == []

@@ -196,12 +196,13 @@ def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
         emulator.start()
     except (OSError, OverflowError, ValueError) as exc:
         return fail(f"Cannot listen on {args.host}:{args.port}: {exc}")
-    # Install both handlers: a background job may start with SIGINT ignored.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    print(f"LM Studio emulator listening on {emulator.api_host}", flush=True)
     stop = threading.Event()
     try:
+        # Install both handlers: a background job may start with SIGINT ignored. Inside
+        # the try, so a stop that comes as soon as the host line is read is a clean stop.
+        signal.signal(signal.SIGINT, _interrupt)
+        signal.signal(signal.SIGTERM, _interrupt)
+        print(f"LM Studio emulator listening on {emulator.api_host}", flush=True)
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:

@@ -227,3 +227,35 @@ def test_a_stop_as_soon_as_the_host_line_is_read_is_a_clean_stop(code: str) -> N
             child.kill()
     assert (child.returncode, err) == (0, "")
     assert out == "LM Studio emulator stopped\n"
+
+
+@pytest.mark.parametrize("module", [False, True])
+def test_a_reader_that_closed_the_pipe_after_the_host_line_leaves_a_clean_stop(
+    module: bool,
+) -> None:
+    # Found by a probe: a harness reads the host line, closes its pipe and later stops
+    # the emulator. `python -m outlines_lmstudio.testing` then ended with a traceback
+    # (BrokenPipeError writing "stopped") and status 1, `outlines-lmstudio emulator`
+    # with status 141, though the emulator had stopped as asked.
+    command = (
+        [sys.executable, "-m", "outlines_lmstudio.testing"]
+        if module
+        else [*script_path(), "emulator"]
+    )
+    with subprocess.Popen(
+        [*command, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stderr is not None
+            assert child.stdout.readline().startswith("LM Studio emulator listening on ")
+            child.stdout.close()
+            child.send_signal(signal.SIGTERM)
+            assert child.wait(timeout=15) == 0
+            assert child.stderr.read() == ""
+        finally:
+            child.kill()

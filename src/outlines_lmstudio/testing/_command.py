@@ -10,6 +10,7 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -156,7 +157,8 @@ def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
 
     A problem with the options (a ``--token-latency`` that is negative, not a number or
     above `MAX_TOKEN_LATENCY`) or the port is one line on stderr, after ``error_prefix``
-    (the CLI's ``outlines-lmstudio: error: ``), and status 2.
+    (the CLI's ``outlines-lmstudio: error: ``), and status 2. Stopped by a signal, it
+    returns 0, also when the reader of its output has gone (the ``stopped`` line is lost).
     """
 
     def fail(message: str) -> int:
@@ -209,7 +211,13 @@ def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
         pass
     finally:
         emulator.stop()
-    print("LM Studio emulator stopped", flush=True)
+    try:
+        print("LM Studio emulator stopped", flush=True)
+    except BrokenPipeError:
+        # The reader of the host line went away (a harness that read it and closed its
+        # pipe, ``| head -1``): the emulator still stopped as asked. Nothing more reaches
+        # the closed pipe (Python flushes standard output at exit).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

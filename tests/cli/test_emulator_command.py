@@ -57,6 +57,12 @@ def test_a_models_file_serves_those_models(tmp_path: Path) -> None:
         ('[{"key": "m", "colour": "red"}]', "bad model entry"),
         # found by a probe: served, then `models` failed with "unexpected ValidationError"
         ('[{"key": "m", "size_bytes": "4 GB"}]', "size_bytes must be a whole number of bytes"),
+        # found by a probe: "Cannot read the models file: No such file or directory.",
+        # naming neither file (the models file had been read)
+        (
+            '[{"key": "m", "gguf": "absent.gguf"}]',
+            "absent.gguf': No such file or directory",
+        ),
     ],
 )
 def test_a_bad_models_file_is_refused_in_one_line(
@@ -259,3 +265,29 @@ def test_a_reader_that_closed_the_pipe_after_the_host_line_leaves_a_clean_stop(
             assert child.stderr.read() == ""
         finally:
             child.kill()
+
+
+def test_a_models_file_with_a_gguf_model_without_llama_cpp_says_what_to_install(
+    tmp_path: Path,
+) -> None:
+    # Found by a probe: python -m outlines_lmstudio.testing ended with an ImportError
+    # traceback (the --gguf option said it in one line).
+    models = tmp_path / "models.json"
+    models.write_text('[{"key": "m", "gguf": "m.gguf"}]', "utf-8")
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'llama_cpp':\n"
+        "            raise ModuleNotFoundError(name, name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from outlines_lmstudio.testing._command import main\n"
+        f"sys.exit(main(['--models', {str(models)!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"Cannot read the models file: {models}: model entry ")
+    assert 'pip install "outlines-lmstudio[local]"' in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -89,7 +89,8 @@ def load_models(path: Path) -> list[Any]:
     Raises
     ------
     ValueError
-        If the file is not such a list, or an entry has unknown fields.
+        If the file is not such a list, or an entry has unknown fields, or names a
+        ``gguf`` file that cannot be read or served (no llama-cpp-python).
     """
     from outlines_lmstudio.testing import EmulatedModel
 
@@ -120,6 +121,14 @@ def load_models(path: Path) -> list[Any]:
             models.append(EmulatedModel(**entry))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: bad model entry {entry!r}: {exc}") from exc
+        except OSError as exc:  # its gguf file (a relative path is read from the cwd)
+            where = os.path.abspath(exc.filename) if exc.filename else entry.get("gguf")
+            raise ValueError(
+                f"{path}: model entry {entry!r}: cannot read its gguf file {where!r}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        except ImportError as exc:  # a gguf model without llama-cpp-python
+            raise ValueError(f"{path}: model entry {entry!r}: {exc}") from exc
     return models
 
 

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, get_args
 
 import lmstudio as lms
@@ -22,6 +23,7 @@ from outlines_lmstudio.testing import (
 from outlines_lmstudio.testing._catalogue import MODEL_FORMATS, Catalogue
 from outlines_lmstudio.testing._server import is_loopback
 
+from ..private_network import require_private_network
 from .conftest import EMBED, MLX, TEXT, UNLOADED, MakeEmulator, raw_rpc, raw_socket
 
 LLAMA_PATH = "hugging-quants/Llama-3.2-1B-Instruct-Q8_0-GGUF/llama-3.2-1b-instruct-q8_0.gguf"
@@ -488,6 +490,53 @@ def test_an_ipv6_host_gives_an_api_host_the_sdk_takes(
     assert emulator.api_host.startswith("[::1]:")
     with lms.Client(emulator.api_host) as client:
         assert client.llm.model(TEXT).respond("hi").content
+
+
+_DUAL_STACK_PROBE = """
+import lmstudio as lms
+from outlines_lmstudio.testing import LMStudioEmulator
+with LMStudioEmulator(host="localhost") as emulator:
+    port = emulator.api_host.rsplit(":", 1)[1]
+    for host in (emulator.api_host, f"127.0.0.1:{port}", f"[::1]:{port}"):
+        with lms.Client(host) as client:
+            reply = client.llm.model("qwen2.5-7b-instruct").respond("hi")
+            print(host.rsplit(":", 1)[0], bool(reply.content))
+"""
+
+
+def test_localhost_on_a_dual_stack_machine_listens_on_one_port(tmp_path: Path) -> None:
+    # Found by a probe: where localhost is ::1 and 127.0.0.1 (Debian, Ubuntu and macOS
+    # hosts files), host="localhost" with port 0 listened on a different free port per
+    # address; api_host named the first, so 127.0.0.1:PORT was refused ("LM Studio is
+    # not reachable"), as was `--host localhost` then `--host 127.0.0.1:PORT`. Run with
+    # such a hosts file, in a private mount and network namespace.
+    require_private_network()
+    hosts = tmp_path / "hosts"
+    hosts.write_text("::1 localhost\n127.0.0.1 localhost\n", "utf-8")
+    result = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "-n",
+            "--",
+            "sh",
+            "-c",
+            'mount --bind "$0" /etc/hosts && ip link set lo up && exec "$@"',
+            str(hosts),
+            sys.executable,
+            "-c",
+            _DUAL_STACK_PROBE,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.stderr.startswith("mount:"):
+        pytest.skip(f"no private mount namespace here: {result.stderr.strip()[-200:]}")
+    assert result.stdout.split() == ["localhost", "True", "127.0.0.1", "True", "[::1]", "True"], (
+        result.stdout + result.stderr[-2000:]
+    )
 
 
 def test_the_command_refuses_a_public_host_without_the_flag() -> None:

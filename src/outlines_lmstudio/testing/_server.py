@@ -35,6 +35,7 @@ __all__ = [
 
 _MAX_FRAME = 1 << 30  # an image upload is a single base64 frame
 _GREETING = '{"lmstudio": true}'
+_PORT_ATTEMPTS = 20  # to find one free port on every address of the host (port 0)
 
 
 INSTALL_HINT = 'pip install "outlines-lmstudio[testing]"'
@@ -81,7 +82,8 @@ class LMStudioEmulator(EmulatorState):
     models
         The catalogue (`default_models` when None).
     host, port
-        Where to listen; port 0 picks a free port.
+        Where to listen; port 0 picks a free port (the same one on every address of a
+        name such as ``localhost``, which may be ``::1`` and ``127.0.0.1``).
     seed
         Seed of the deterministic text and the JSON sampler.
     slots
@@ -296,17 +298,36 @@ class LMStudioEmulator(EmulatorState):
     ) -> None:
         from websockets.asyncio.server import serve
 
-        async def open_server() -> Server:
+        async def serve_on(port: int) -> Server:
             return await serve(
                 self._handle,
                 self.host,
-                self._requested_port,
+                port,
                 process_request=self._process_request,
                 max_size=_MAX_FRAME,
                 compression=None,
                 ping_interval=None,
                 close_timeout=2,
             )
+
+        async def open_server() -> Server:
+            server = await serve_on(self._requested_port)
+            for _ in range(_PORT_ATTEMPTS):
+                ports = [sock.getsockname()[1] for sock in server.sockets]
+                if len(set(ports)) == 1:
+                    return server
+                # Port 0 on a name with several addresses ("localhost": ::1 and
+                # 127.0.0.1) gets a free port per address, and api_host names only one:
+                # listen on the first one's port on every address.
+                server.close()
+                await server.wait_closed()
+                try:
+                    server = await serve_on(ports[0])
+                except OSError:  # taken on another address: pick another one
+                    server = await serve_on(0)
+            server.close()
+            await server.wait_closed()
+            raise OSError(f"found no port free on every address of {self.host!r}")
 
         asyncio.set_event_loop(loop)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from typing import Any
 
 import lmstudio as lms
 import pytest
@@ -253,3 +254,41 @@ def test_a_fault_for_a_model_strikes_requests_that_select_it_without_its_name(
         frame = json.loads(ws.recv(timeout=5))
     assert frame["type"] == "channelError"
     assert frame["error"]["title"] == "struck"
+
+
+@pytest.mark.parametrize("how", ["instanceReference", "empty query"])
+def test_a_prediction_that_selects_its_model_without_a_name_is_recorded_and_unloaded(
+    emu: LMStudioEmulator, how: str
+) -> None:
+    # Found by a probe: a prediction by instance reference (every respond() of the
+    # TypeScript SDK's handles) or by an empty query was recorded with model "", and an
+    # unload fault for it unloaded nothing (the handle's prediction succeeded).
+    history = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}
+
+    def predict(ws: Any, specifier: dict[str, Any], channel_id: int) -> str:
+        """Return how the prediction ended: "channelError" or "channelClose"."""
+        parameter = {"modelSpecifier": specifier, "history": history}
+        parameter["predictionConfigStack"] = {"layers": []}
+        create = {"type": "channelCreate", "endpoint": "predict", "channelId": channel_id}
+        ws.send(json.dumps({**create, "creationParameter": parameter}))
+        while True:
+            end = str(json.loads(ws.recv(timeout=5))["type"])
+            if end in ("channelError", "channelClose"):
+                return end
+
+    with raw_socket(emu, "llm") as ws:
+        query = {"type": "query", "query": {"identifier": TEXT}}
+        info = raw_rpc(ws, "getModelInfo", 0, {"specifier": query, "throwIfNotFound": True})
+        reference = {
+            "type": "instanceReference",
+            "instanceReference": info["result"]["instanceReference"],
+        }
+        specifier = reference if how == "instanceReference" else {"type": "query", "query": {}}
+        assert predict(ws, specifier, 1) == "channelClose"
+        assert emu.predictions[-1].model == TEXT
+        emu.add_fault(Fault("predict", "unload"))
+        end = predict(ws, specifier, 2)
+        if how == "instanceReference":  # an empty query then selects another loaded model
+            assert end == "channelError"
+        loaded = raw_rpc(ws, "listLoaded", 3)["result"]
+    assert TEXT not in [m["identifier"] for m in loaded]

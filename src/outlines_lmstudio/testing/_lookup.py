@@ -15,7 +15,15 @@ if TYPE_CHECKING:
     from outlines_lmstudio.testing._engine import Engine
     from outlines_lmstudio.testing._state import EmulatorState
 
-__all__ = ["engine_for", "not_found", "path_not_found", "query_of", "request_names", "resolve"]
+__all__ = [
+    "engine_for",
+    "not_found",
+    "path_not_found",
+    "query_of",
+    "request_names",
+    "resolve",
+    "specifier_name",
+]
 
 
 def query_of(specifier: Any) -> dict[str, Any]:
@@ -26,6 +34,23 @@ def query_of(specifier: Any) -> dict[str, Any]:
         if specifier.get("type") == "instanceReference":
             return {"instanceReference": specifier.get("instanceReference")}
     return {}
+
+
+def specifier_name(emu: EmulatorState, namespace: str, specifier: Any) -> str:
+    """Return the identifier a model specifier names, or that of the instance it selects.
+
+    An ``instanceReference`` (the TypeScript SDK's handles) or an empty query
+    (``llm.model()``) names no model itself: the loaded instance it selects gives the
+    name ("" if none does).
+    """
+    query = query_of(specifier)
+    if query.get("identifier"):
+        return str(query["identifier"])
+    if not _is_specifier(specifier):
+        return ""
+    with emu._lock:
+        instance = _find_loaded(emu, namespace, query)
+    return "" if instance is None else instance.identifier
 
 
 def _is_specifier(specifier: Any) -> bool:

@@ -8,7 +8,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._faults import Fault
-from outlines_lmstudio.testing._lookup import engine_for, path_not_found, query_of, resolve
+from outlines_lmstudio.testing._lookup import (
+    engine_for,
+    path_not_found,
+    resolve,
+    specifier_name,
+)
 from outlines_lmstudio.testing._records import Prediction
 from outlines_lmstudio.testing._state import EmulatorState, Peer
 from outlines_lmstudio.testing._tools import tool_call_packets
@@ -132,7 +137,7 @@ async def predict(
         structured = None
     history = parameter.get("history") or {}
     record = Prediction(
-        model=str(query_of(parameter.get("modelSpecifier")).get("identifier", "")),
+        model=specifier_name(emu, conn.namespace, parameter.get("modelSpecifier")),
         messages=list(history.get("messages", [])),
         config=config,
         structured=structured,

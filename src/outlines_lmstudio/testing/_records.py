@@ -51,7 +51,9 @@ class Prediction:
     Attributes
     ----------
     model
-        The identifier from the request's model specifier.
+        The identifier from the request's model specifier; for one that names none (an
+        instance reference, as the TypeScript SDK's handles send, or an empty query),
+        the identifier of the loaded instance it selects ("" if none does).
     messages
         The raw wire history messages.
     config

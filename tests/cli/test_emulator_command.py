@@ -291,3 +291,21 @@ def test_a_models_file_with_a_gguf_model_without_llama_cpp_says_what_to_install(
     assert result.stderr.startswith(f"Cannot read the models file: {models}: model entry ")
     assert 'pip install "outlines-lmstudio[local]"' in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_gguf_option_that_names_a_directory_or_no_file_says_so(tmp_path: Path) -> None:
+    # Found by a probe: a directory (LM Studio keeps each model in one) was "llama.cpp
+    # cannot read this file as a GGUF model", and a missing file "[Errno 2] No such
+    # file or directory: '...'".
+    result = run("emulator", "--gguf", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"outlines-lmstudio: error: Cannot serve the GGUF file: {tmp_path}: a directory, "
+        "not a GGUF file: give the .gguf file in it.\n"
+    )
+    result = run("emulator", "--gguf", str(tmp_path / "absent.gguf"))
+    assert result.returncode == 2
+    assert result.stderr == (
+        "outlines-lmstudio: error: Cannot serve the GGUF file: "
+        f"{tmp_path / 'absent.gguf'}: No such file or directory.\n"
+    )

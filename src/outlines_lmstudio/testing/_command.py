@@ -190,7 +190,9 @@ def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
     if args.gguf:
         try:
             models = [*(default_models() if models is None else models), *gguf_models(args.gguf)]
-        except (OSError, ValueError, ImportError) as exc:
+        except OSError as exc:  # said "[Errno 2] No such file or directory: 'a.gguf'"
+            return fail(f"Cannot serve the GGUF file: {exc.filename}: {exc.strerror or exc}.")
+        except (ValueError, ImportError) as exc:
             return fail(f"Cannot serve the GGUF file: {exc}")
     try:
         emulator = LMStudioEmulator(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import errno
 import json
 import math
 import os
@@ -72,7 +73,17 @@ def _native() -> Any:
 
 
 def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
-    """Read what LM Studio lists about a GGUF file (see `_llama_native.read_facts`)."""
+    """Read what LM Studio lists about a GGUF file (see `_llama_native.read_facts`).
+
+    Raises
+    ------
+    IsADirectoryError
+        If ``path`` is a directory (LM Studio keeps each model in one): the file is needed.
+    """
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            errno.EISDIR, "a directory, not a GGUF file: give the .gguf file in it", os.fspath(path)
+        )
     facts: GgufFacts = _native().read_facts(path)
     return facts
 

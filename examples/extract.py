@@ -206,4 +206,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        status = main()
+    except BrokenPipeError:
+        # The reader went away (`bash scripts/demo | head`): stop quietly, with the status a
+        # shell gives a command killed by SIGPIPE, as the CLI does. Nothing more reaches the
+        # closed pipe (Python flushes standard output at exit).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 141
+    raise SystemExit(status)

@@ -66,3 +66,22 @@ def test_lmstudio_without_a_loaded_model_is_said_once_with_what_to_do() -> None:
     output = result.stdout + result.stderr
     assert output.count("no model loaded") == 1, output
     assert "LMSTUDIO_MODEL=KEY" in result.stderr
+
+
+def test_a_reader_that_went_away_stops_the_demo_quietly() -> None:
+    # Found by a probe: `bash scripts/demo | head -1` ended in a BrokenPipeError traceback
+    # (status 1). The pipe's read end is closed before the demo writes, as once `head` is done.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, str(DEMO), "--emulator"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141
+    assert result.stderr == ""

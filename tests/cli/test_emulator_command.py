@@ -5,6 +5,7 @@ Run as real subprocesses (measured by coverage through ``patch = ["subprocess"]`
 
 from __future__ import annotations
 
+import codecs
 import json
 import signal
 import socket
@@ -95,6 +96,17 @@ def test_a_port_in_use_is_refused() -> None:
     assert result.returncode == 2
     error = f"outlines-lmstudio: error: Cannot listen on 127.0.0.1:{port}: "
     assert result.stderr.startswith(error)
+
+
+def test_a_models_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    # Found by a probe: a file saved by a Windows editor was "not valid JSON (line 1,
+    # column 1: Unexpected UTF-8 BOM ...)", where the CLI's other files take the mark.
+    models = tmp_path / "models.json"
+    models.write_bytes(codecs.BOM_UTF8 + b'[{"key": "a"}]')
+    assert [m.key for m in load_models(models)] == ["a"]
+    models.write_bytes(codecs.BOM_UTF8 + b'[{"key": "caf\xe9"}]')
+    with pytest.raises(ValueError, match="the byte 0xe9 at byte 17"):
+        load_models(models)
 
 
 def test_load_models_reads_a_list(tmp_path: Path) -> None:

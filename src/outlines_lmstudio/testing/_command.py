@@ -7,6 +7,7 @@ CLI's dependencies (rich) nor its modules; ``outlines_lmstudio.cli._emulator`` r
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib.util
 import json
 import math
@@ -98,12 +99,16 @@ def load_models(path: Path) -> list[Any]:
         raw = path.read_bytes()
     except OSError as exc:
         raise OSError(exc.errno, f"{path}: {exc.strerror or exc}") from exc
+    # A leading byte order mark (a file saved by a Windows editor) is allowed (RFC 8259),
+    # as in the CLI's other files.
+    text = raw.removeprefix(codecs.BOM_UTF8)
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(text.decode("utf-8"))
     except UnicodeDecodeError as exc:
+        start = exc.start + len(raw) - len(text)
         raise ValueError(
-            f"{path} is not UTF-8 text (the byte 0x{raw[exc.start]:02x} at byte "
-            f"{exc.start + 1}): save it as UTF-8"
+            f"{path} is not UTF-8 text (the byte 0x{raw[start]:02x} at byte "
+            f"{start + 1}): save it as UTF-8"
         ) from None
     except json.JSONDecodeError as exc:
         raise ValueError(

@@ -6,11 +6,14 @@ Run as real subprocesses (measured by coverage through ``patch = ["subprocess"]`
 from __future__ import annotations
 
 import codecs
+import errno
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lmstudio as lms
@@ -321,3 +324,42 @@ def test_a_gguf_option_that_names_a_directory_or_no_file_says_so(tmp_path: Path)
         "outlines-lmstudio: error: Cannot serve the GGUF file: "
         f"{tmp_path / 'absent.gguf'}: No such file or directory.\n"
     )
+
+
+@pytest.mark.parametrize("module", [False, True])
+def test_ctrl_c_while_the_models_file_is_read_is_one_line(tmp_path: Path, module: bool) -> None:
+    # Found by a probe: Ctrl-C before the emulator served (a models file or a GGUF file
+    # still being read) ended `python -m outlines_lmstudio.testing` with a
+    # KeyboardInterrupt traceback and status -2; the CLI said "interrupted." (130).
+    # A named pipe holds the read until the signal has come.
+    fifo = tmp_path / "models.json"
+    os.mkfifo(fifo)
+    command = (
+        [sys.executable, "-m", "outlines_lmstudio.testing"]
+        if module
+        else [*script_path(), "emulator"]
+    )
+    with subprocess.Popen(
+        [*command, "--models", str(fifo)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    ) as child:
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # a writer can open the pipe once the command opened it to read
+                try:
+                    writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+            child.send_signal(signal.SIGINT)
+            out, err = child.communicate(timeout=15)
+            os.close(writer)
+        finally:
+            child.kill()
+    prefix = "" if module else "outlines-lmstudio: error: "
+    assert (child.returncode, out, err) == (130, "", f"{prefix}interrupted.\n")

@@ -238,7 +238,15 @@ def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the emulator."""
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the emulator.
+
+    Ctrl-C before it serves (while it reads a models file or a large GGUF file) is one
+    line on stderr and status 130, as ``outlines-lmstudio emulator`` says it.
+    """
     parser = argparse.ArgumentParser(prog="python -m outlines_lmstudio.testing", description=HELP)
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except KeyboardInterrupt:
+        print("interrupted.", file=sys.stderr)
+        return 130

@@ -357,6 +357,26 @@ async def test_cancel_after_the_first_fragment_at_zero_latency_async(
 # -- safety (issue 13) -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("host", "told"),
+    [
+        ("127.0.0.1:1234", "give host='127.0.0.1', port=1234 (CLI: --host 127.0.0.1 --port 1234)"),
+        ("localhost:1234", "give host='localhost', port=1234"),
+        ("[::1]:1234", "give host='[::1]', port=1234"),
+        ("http://127.0.0.1:1234", "is a URL: give the address alone"),
+    ],
+)
+def test_a_host_written_with_its_port_is_refused_as_such(host: str, told: str) -> None:
+    # Found by a probe: `emulator --host 127.0.0.1:1234` (HOST:PORT, as the CLI's other
+    # --host options take it) was "not a loopback address ... Pass allow_remote=True";
+    # with the opt-in it then failed to bind ("Name or service not known").
+    for allow_remote in (False, True):
+        with pytest.raises(ValueError, match=r"holds a port|is a URL") as info:
+            LMStudioEmulator(host=host, allow_remote=allow_remote)
+        assert told in str(info.value)
+        assert "allow_remote" not in str(info.value)
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", ""])
 def test_binding_outside_loopback_needs_an_opt_in(host: str) -> None:
     with pytest.raises(ValueError, match="allow_remote=True"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import math
+import re
 import threading
 import time
 import warnings
@@ -53,6 +54,32 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name or "": it may resolve to any interface
+
+
+# HOST:PORT, as LM Studio's address and the CLI's other --host options are written.
+_HOST_PORT = re.compile(r"(\[[^\]]*\]|[^:\[\]/]*):([0-9]+)")
+
+
+def _check_address(host: str) -> None:
+    """Refuse a ``host`` written with a port or as a URL (it was "not a loopback address").
+
+    Raises
+    ------
+    ValueError
+        Naming the address and the port to give instead.
+    """
+    if "://" in host:
+        raise ValueError(
+            f"host={host!r} is a URL: give the address alone, and the port as port= "
+            "(e.g. host='127.0.0.1', port=1234; CLI: --host 127.0.0.1 --port 1234)"
+        )
+    written = _HOST_PORT.fullmatch(host)
+    if written is not None:
+        address, port = written.group(1), written.group(2)
+        raise ValueError(
+            f"host={host!r} holds a port: give host={address!r}, port={port} "
+            f"(CLI: --host {address} --port {port})"
+        )
 
 
 def require_extra() -> None:
@@ -145,6 +172,7 @@ class LMStudioEmulator(EmulatorState):
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be 0 (a free port) to 65535, not {port!r}")
+        _check_address(host)
         if not is_loopback(host):
             if not allow_remote:
                 raise ValueError(

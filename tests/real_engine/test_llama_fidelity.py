@@ -5,6 +5,8 @@ text handling do with what a client sends (the real Gemma 3 270M, the tier's sha
 from __future__ import annotations
 
 import json
+import uuid
+from typing import Any
 
 import lmstudio as lms
 import pydantic
@@ -99,3 +101,43 @@ def test_llama_cpp_counts_a_patterns_repetition(emulator: LMStudioEmulator) -> N
         )
     assert reply.content.startswith('"')
     assert reply.content[1:2].isalpha()
+
+
+def _complete_raw_text(emulator: LMStudioEmulator, raw: str, fields: list[dict[str, Any]]) -> Any:
+    """Send ``completeRawText`` (the TypeScript SDK 2.x's ``complete()``); return its stats."""
+    from websockets.sync.client import connect
+
+    with connect(f"ws://{emulator.api_host}/llm") as ws:
+        auth = {"authVersion": 1, "clientIdentifier": str(uuid.uuid4()), "clientPasskey": "pk"}
+        ws.send(json.dumps(auth))
+        assert json.loads(ws.recv(timeout=5)) == {"success": True}
+        parameter = {
+            "modelSpecifier": {"type": "query", "query": {"identifier": EMBEDDED_MODEL_KEY}},
+            "rawPrompt": raw,
+            "predictionConfigStack": {
+                "layers": [{"layerName": "apiOverride", "config": {"fields": fields}}]
+            },
+        }
+        create = {"type": "channelCreate", "endpoint": "completeRawText", "channelId": 0}
+        ws.send(json.dumps({**create, "creationParameter": parameter}))
+        while True:
+            frame = json.loads(ws.recv(timeout=60))
+            assert frame["type"] == "channelSend", frame
+            if frame["message"]["type"] == "success":
+                return frame["message"]["stats"]
+
+
+def test_complete_raw_text_reads_the_prompt_without_the_chat_template(
+    emulator: LMStudioEmulator,
+) -> None:
+    raw = "The capital of France is"
+    with lms.Client(emulator.api_host) as client:
+        model = client.llm.model(EMBEDDED_MODEL_KEY)
+        python = model.complete(raw, config={"temperature": 0, "maxTokens": 1})
+    fields: list[dict[str, Any]] = [
+        {"key": "llm.prediction.temperature", "value": 0},
+        {"key": "llm.prediction.maxPredictedTokens", "value": {"checked": True, "value": 1}},
+    ]
+    stats = _complete_raw_text(emulator, raw, fields)
+    # Before: the raw prompt was wrapped in Gemma's turn format (14 tokens, not 6).
+    assert stats["promptTokensCount"] == python.stats.prompt_tokens_count

@@ -35,6 +35,19 @@ __all__ = ["client_upload", "complete_raw_text", "draft_model", "merge_config", 
 NO_IMAGES = "Model does not support images. Please use a model that does."
 
 
+def _raw_text_layer() -> dict[str, Any]:
+    """Return the layer the Python SDK adds for ``complete()``.
+
+    Its template writes the messages' text as it is, with no BOS or EOS text and no stop
+    strings of its own.
+    """
+    template = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+    jinja = {"bosToken": "", "eosToken": "", "template": template}
+    value = {"type": "jinja", "jinjaPromptTemplate": jinja, "stopStrings": []}
+    field = {"key": "llm.prediction.promptTemplate", "value": value}
+    return {"layerName": "completeModeFormatting", "config": {"fields": [field]}}
+
+
 def merge_config(parameter: dict[str, Any]) -> dict[str, Any]:
     """Merge the KV fields of ``predictionConfigStack`` (later layers win)."""
     merged: dict[str, Any] = {}
@@ -432,7 +445,16 @@ async def _succeed(
 async def complete_raw_text(
     conn: Peer, channel: Channel, parameter: dict[str, Any], fault: Fault | None
 ) -> None:
-    """Serve ``completeRawText`` (the 2.x SDK's ``complete()``): the raw prompt, no template."""
+    """Serve ``completeRawText`` (the 2.x SDK's ``complete()``): the raw prompt, no template.
+
+    The prompt becomes one user message read through the pass-through template the Python
+    SDK's ``complete()`` sends (a last ``completeModeFormatting`` layer), so no engine wraps
+    it in the model's chat template.
+    """
     raw = parameter.get("rawPrompt")
     history = {"messages": [{"role": "user", "content": [{"type": "text", "text": str(raw)}]}]}
-    await predict(conn, channel, {**parameter, "history": history}, fault)
+    stack = parameter.get("predictionConfigStack")
+    layers = stack.get("layers") if isinstance(stack, dict) else None
+    layers = [*(layers if isinstance(layers, list) else []), _raw_text_layer()]
+    raw_parameter = {**parameter, "history": history, "predictionConfigStack": {"layers": layers}}
+    await predict(conn, channel, raw_parameter, fault)

@@ -187,6 +187,25 @@ def test_an_explicit_load_is_not_jit_and_keeps_its_ttl(make_emulator: MakeEmulat
     assert kept["ttlMs"] == 60_000
 
 
+def test_integral_floats_are_numbers_as_lm_studio_reads_them(make_emulator: MakeEmulator) -> None:
+    # The Python SDK sends ttl=1.5 as "ttlMs": 1500.0 and maxTokens=3.0 as the value 3.0;
+    # LM Studio (JavaScript) reads both as integers. The SDK's own schema wants an int for
+    # ttlMs, so the drift guard is off here.
+    emulator = make_emulator(validate_frames=False)
+    with lms.Client(emulator.api_host) as client:
+        client.llm.load_new_instance(UNLOADED, "short", ttl=1.5)  # type: ignore[arg-type]
+        result = client.llm.model(TEXT).respond("Hi", config={"maxTokens": 3.0})
+        loaded = client.llm.list_loaded()
+    assert [m.identifier for m in loaded][-1] == "short"
+    listed = [
+        i for i in emulator.trace if i.direction == "out" and i.data.get("type") == "rpcResult"
+    ][-1].data["result"]
+    # Before: a float was no number to the emulator: no time-to-live, no token limit.
+    assert listed[-1]["ttlMs"] == 1_500
+    assert result.stats.stop_reason == "maxPredictedTokensReached"
+    assert result.stats.predicted_tokens_count == 3
+
+
 def test_an_instance_unused_for_its_ttl_is_unloaded() -> None:
     catalogue = Catalogue([EmulatedModel("m", loaded=False)])
     instance = catalogue.load(catalogue.models["m"], ttl_ms=1_000)

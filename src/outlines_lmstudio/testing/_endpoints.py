@@ -20,7 +20,7 @@ from outlines_lmstudio.testing._predict import (
 )
 from outlines_lmstudio.testing._records import Upload
 from outlines_lmstudio.testing._state import Peer
-from outlines_lmstudio.testing._wire import Channel, RequestError, server_error
+from outlines_lmstudio.testing._wire import Channel, RequestError, server_error, wire_int
 
 __all__ = ["CHANNEL_HANDLERS", "RPC_HANDLERS", "sniff_file_type"]
 
@@ -290,9 +290,15 @@ def _load_fields(parameter: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _context_length(namespace: str, fields: list[dict[str, Any]]) -> int | None:
     for item in fields:
-        if item["key"] == f"{namespace}.load.contextLength" and isinstance(item["value"], int):
-            return int(item["value"])
+        if item["key"] == f"{namespace}.load.contextLength":
+            return wire_int(item["value"])
     return None
+
+
+def _ttl_ms(value: Any) -> int | None:
+    """Return the time-to-live of a load request (``ttlMs`` / ``loadTtlMs``), or None."""
+    ttl = wire_int(value)
+    return ttl if ttl is not None and ttl > 0 else None
 
 
 async def _load_progress(conn: Peer, channel: Channel, packet: str) -> None:
@@ -372,7 +378,7 @@ async def get_or_load(
                 None,
                 context_length=_context_length(conn.namespace, fields),
                 load_fields=fields,
-                ttl_ms=ttl if isinstance(ttl, int) and ttl > 0 else None,
+                ttl_ms=_ttl_ms(ttl),
                 jit=True,
             )
         info = loaded.info()
@@ -406,7 +412,7 @@ async def load_model(
                 ident,
                 context_length=context,
                 load_fields=fields,
-                ttl_ms=ttl if isinstance(ttl, int) and ttl > 0 else None,
+                ttl_ms=_ttl_ms(ttl),
             )
         except ValueError as exc:
             raise server_error(str(exc)) from exc

@@ -29,6 +29,7 @@ __all__ = [
     "max_predicted_tokens",
     "server_error",
     "well_formed",
+    "wire_int",
 ]
 
 
@@ -85,6 +86,22 @@ async def acquire_unless_cancelled(
     return acquire.done() and not acquire.cancelled()
 
 
+def wire_int(value: Any) -> int | None:
+    """Read an integer the way LM Studio reads a JSON number (``None`` if it is not one).
+
+    LM Studio is JavaScript: ``5.0`` on the wire is the number 5, which its schemas take as
+    an integer. The Python SDK sends such floats (``ttl=1.5`` becomes ``"ttlMs": 1500.0``,
+    ``maxTokens=5.0`` the value ``5.0``). A bool is not a number.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def max_predicted_tokens(config: Mapping[str, Any]) -> int | None:
     """Read the reply's token limit from a merged prediction config (``None``: no limit).
 
@@ -95,10 +112,8 @@ def max_predicted_tokens(config: Mapping[str, Any]) -> int | None:
     limit = config.get("llm.prediction.maxPredictedTokens")
     if not isinstance(limit, Mapping) or not limit.get("checked"):
         return None
-    value = limit.get("value")
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return max(0, value)
+    value = wire_int(limit.get("value"))
+    return None if value is None else max(0, value)
 
 
 def json_mode_schema(structured: Mapping[str, Any]) -> Any:

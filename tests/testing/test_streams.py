@@ -321,6 +321,25 @@ async def test_a_cancel_right_behind_the_request_stops_the_prediction(
     assert all(p.cancelled for p in emulator.predictions)
 
 
+def test_the_prompt_tokens_are_those_of_the_templated_prompt(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator()
+    emulator.script(TEXT, [LONG, LONG])
+    chat = lms.Chat("You answer briefly.")
+    chat.add_user_message("Tell me about rivers.")
+    with lms.Client(emulator.api_host) as client:
+        small = client.llm.load_new_instance(TEXT, "small", config={"contextLength": 40})
+        prompt = small.count_tokens(small.apply_prompt_template(chat))
+        stats = small.respond(chat, config={"contextOverflowPolicy": "stopAtLimit"}).stats
+        completed = small.complete("Once upon a time", config={"maxTokens": 1}).stats
+        raw = small.count_tokens("Once upon a time")
+    # Before: only the messages' text was counted (9 tokens where the prompt has 22), and
+    # the reply ran past the context the SDK's own count_tokens measures.
+    assert stats.prompt_tokens_count == prompt
+    assert stats.stop_reason == "contextLengthReached"
+    assert prompt + (stats.predicted_tokens_count or 0) == 40
+    assert completed.prompt_tokens_count == raw  # complete(): the prompt as it is
+
+
 def test_stop_at_limit_stops_where_the_context_is_full(make_emulator: MakeEmulator) -> None:
     emulator = make_emulator()
     emulator.script(TEXT, [LONG, LONG])

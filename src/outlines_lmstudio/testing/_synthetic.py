@@ -94,6 +94,17 @@ def format_prompt(messages: list[dict[str, Any]]) -> str:
     return "".join(parts) + "<|im_start|>assistant\n"
 
 
+def _prompt_text(record: Prediction) -> str:
+    """Return the prompt the model reads: the history in the template `format_prompt` writes.
+
+    A prompt template from the config is ``complete()``'s pass-through template (the
+    synthetic engine renders no Jinja): the messages' text as it is.
+    """
+    if isinstance(record.config.get("llm.prediction.promptTemplate"), dict):
+        return "".join(message_text(m) for m in record.messages)
+    return format_prompt(record.messages)
+
+
 def _seed_for(*parts: Any) -> int:
     text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
     # "surrogatepass": a prompt may hold a lone surrogate (JSON allows "\ud800").
@@ -282,7 +293,7 @@ class SyntheticEngine:
         tokens, stop_reason = shape_reply(
             form, reasoning, cut, stop_reason, record.config, structured=bool(record.structured)
         )
-        prompt_tokens = count_tokens(" ".join(message_text(m) for m in record.messages))
+        prompt_tokens = count_tokens(_prompt_text(record))
         tokens, stop_reason = _within_context(
             tokens, stop_reason, record.config, self._instance.context_length - prompt_tokens
         )

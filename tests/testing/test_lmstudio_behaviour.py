@@ -267,6 +267,24 @@ def test_the_prompt_template_keeps_tool_calls_and_results(
     assert formatted.endswith("It is 42.<|im_end|>\n<|im_start|>assistant\n")
 
 
+def test_the_prompt_template_lists_the_tool_definitions(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    emu.script(TEXT, ["It is 5."])
+    chat = lms.Chat("Answer briefly.")
+    chat.add_user_message("What is 2 + 3?")
+    model = client.llm.model(TEXT)
+    stats: list[lms.LlmPredictionStats] = []
+    model.act(chat, [_add], on_prediction_completed=lambda r: stats.append(r.stats))
+    tools = emu.predictions[-1].config["llm.prediction.tools"]["tools"]
+    formatted = model.apply_prompt_template(chat, {"toolDefinitions": tools})
+    # Before: toolDefinitions were dropped, and a prediction's tools were not in its prompt.
+    assert formatted.startswith("<|im_start|>system\nAnswer briefly.\n\n# Tools\n")
+    listed = formatted.split("<tools>\n")[1].split("\n</tools>")[0]
+    assert json.loads(listed) == tools[0]
+    assert stats[0].prompt_tokens_count == model.count_tokens(formatted)
+
+
 def test_a_scripted_tool_call_without_tools_offered_is_an_error(
     emu: LMStudioEmulator, client: lms.Client
 ) -> None:

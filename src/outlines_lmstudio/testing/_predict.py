@@ -16,7 +16,7 @@ from outlines_lmstudio.testing._lookup import (
 )
 from outlines_lmstudio.testing._records import Prediction
 from outlines_lmstudio.testing._state import EmulatorState, Peer
-from outlines_lmstudio.testing._tools import tool_call_packets
+from outlines_lmstudio.testing._tools import tool_call_packets, tool_definitions
 from outlines_lmstudio.testing._wire import (
     Channel,
     ConnectionDropped,
@@ -248,7 +248,9 @@ async def _log_input(
     if isinstance(raw, str):
         text = raw
     else:
-        text = await engine.apply_prompt_template(record.messages, {})
+        tools = tool_definitions(record.config)
+        opts = {"toolDefinitions": tools} if tools else {}
+        text = await engine.apply_prompt_template(record.messages, opts)
     emu._publish_log(
         {
             "type": "llm.prediction.input",

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._engine import Fragment, Generation
@@ -38,6 +38,7 @@ from outlines_lmstudio.testing._tools import (
     default_tool_call,
     offered_tools,
     tool_choice,
+    tool_definitions,
     tool_results,
 )
 from outlines_lmstudio.testing._wire import (
@@ -57,14 +58,40 @@ __all__ = ["SyntheticEngine", "format_prompt"]
 _CLS, _SEP = 101, 102
 
 
-def format_prompt(messages: list[dict[str, Any]]) -> str:
+_TOOLS_INTRO = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+)
+_TOOLS_OUTRO = (
+    "\n</tools>\n\nFor each function call, return a json object with function name and "
+    "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+    '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
+)
+
+
+def format_prompt(messages: list[dict[str, Any]], tools: Sequence[Mapping[str, Any]] = ()) -> str:
     """Render a wire history with a ChatML-style template (Qwen2.5's).
 
     Tool call requests and tool results are rendered as Qwen2.5's template does
     (``<tool_call>`` in the assistant's turn, ``<tool_response>`` in a user turn),
-    so neither disappears from the prompt.
+    so neither disappears from the prompt. ``tools`` (``LlmTool`` definitions: the
+    ``toolDefinitions`` of ``applyPromptTemplate``, the tools a prediction offers) go
+    into the system turn, after the system message, as Qwen2.5's template lists them
+    (with sorted keys: the SDK sends a prediction's tools sorted, and
+    ``toolDefinitions`` in its own order).
     """
     parts = []
+    if tools:
+        system = ""
+        if messages and messages[0].get("role") == "system":
+            system = message_text(messages[0]) + "\n\n"
+            messages = messages[1:]
+        listed = "".join(
+            "\n" + json.dumps(tool, ensure_ascii=False, sort_keys=True) for tool in tools
+        )
+        parts.append(
+            f"<|im_start|>system\n{system}{_TOOLS_INTRO}{listed}{_TOOLS_OUTRO}<|im_end|>\n"
+        )
     for message in messages:
         role = message.get("role")
         content = message.get("content")
@@ -102,7 +129,7 @@ def _prompt_text(record: Prediction) -> str:
     """
     if isinstance(record.config.get("llm.prediction.promptTemplate"), dict):
         return "".join(message_text(m) for m in record.messages)
-    return format_prompt(record.messages)
+    return format_prompt(record.messages, tool_definitions(record.config))
 
 
 def _seed_for(*parts: Any) -> int:
@@ -320,8 +347,13 @@ class SyntheticEngine:
     async def apply_prompt_template(
         self, messages: list[dict[str, Any]], opts: Mapping[str, Any]
     ) -> str:
-        """Render with a ChatML-style template (it has no BOS or EOS token to omit)."""
-        return format_prompt(messages)
+        """Render with a ChatML-style template (it has no BOS or EOS token to omit).
+
+        ``opts["toolDefinitions"]`` are listed in the system turn, as Qwen2.5's template does.
+        """
+        tools = opts.get("toolDefinitions")
+        listed = [t for t in tools if isinstance(t, Mapping)] if isinstance(tools, list) else []
+        return format_prompt(messages, listed)
 
     async def embed(self, text: str) -> list[float]:
         """Return a deterministic unit vector derived from the model key and the text."""

@@ -23,6 +23,7 @@ __all__ = [
     "offered_tools",
     "tool_call_packets",
     "tool_choice",
+    "tool_definitions",
     "tool_results",
 ]
 
@@ -65,18 +66,26 @@ class ToolCall:
         json.dumps(self.arguments)  # must be JSON: a TypeError names the bad value
 
 
-def offered_tools(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Return the function tools of a prediction config (``llm.prediction.tools``)."""
+def tool_definitions(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the function tools of a prediction config (``llm.prediction.tools``).
+
+    Each is an ``LlmTool`` definition, as the client sent it.
+    """
     tools = config.get("llm.prediction.tools")
     if not isinstance(tools, dict) or tools.get("type") != "toolArray":
         return []
     return [
-        t["function"]
+        t
         for t in tools.get("tools") or []
         if isinstance(t, dict)
         and t.get("type") == "function"
         and isinstance(t.get("function"), dict)
     ]
+
+
+def offered_tools(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the functions of a prediction config's tools (name, description, parameters)."""
+    return [t["function"] for t in tool_definitions(config)]
 
 
 def tool_choice(config: dict[str, Any]) -> str:

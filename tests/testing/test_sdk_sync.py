@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import lmstudio as lms
 import pytest
 from lmstudio import LlmInstanceInfo
@@ -376,3 +378,22 @@ def test_an_all_of_of_objects_is_one_object(client: lms.Client) -> None:
         reply = model.respond(prompt, response_format={"type": "json", "jsonSchema": schema})
         assert isinstance(reply.parsed, dict)
         assert {"a", "b"} <= set(reply.parsed)
+
+
+def test_a_value_that_may_be_anything_is_written_inside_its_document(client: lms.Client) -> None:
+    # Before: outlines-core wrote "any value" as an alternation it does not group, so an
+    # object with {"p": {}} came back as a bare number ("9514").
+    schemas: list[dict[str, Any]] = [
+        {"type": "object", "properties": {"p": {}}, "required": ["p"]},
+        {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "extra": {}},
+            "required": ["name", "extra"],
+        },
+        {"type": "array", "prefixItems": [{}, {"type": "string"}], "minItems": 2},
+    ]
+    model = client.llm.model(TEXT)
+    for schema in schemas:
+        for prompt in ("a", "b", "c"):
+            reply = model.respond(prompt, response_format={"type": "json", "jsonSchema": schema})
+            jsonschema.validate(json.loads(reply.content), schema)

@@ -679,7 +679,34 @@ def _tighten(node: Any) -> Any:
         node = _calendar(node) or node
     else:
         node = _bounded_string(node) or node
-    return {key: value if key in _DATA else _tighten(value) for key, value in node.items()}
+    return {key: _tighten_value(key, value) for key, value in node.items()}
+
+
+# Keywords whose value maps names to the subschemas of values inside the document.
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
+
+
+def _tighten_value(key: str, value: Any) -> Any:
+    """Tighten the value of keyword ``key`` of a schema node.
+
+    An empty subschema (``{}``: any value) as a property's value, an item or a definition
+    becomes one of scalars: outlines-core writes "any value" as an alternation it does not
+    group, so ``{"properties": {"p": {}}}`` admitted bare numbers in place of the object.
+    (``true`` and annotations-only subschemas there stay refused, as both llama.cpp's
+    converter and outlines-core refuse them.)
+    """
+    if key in _DATA:
+        return value
+    if key in _SCHEMA_MAPS and isinstance(value, dict):
+        return {name: _member(sub) for name, sub in value.items()}
+    if key in ("items", "prefixItems"):
+        return [_member(sub) for sub in value] if isinstance(value, list) else _member(value)
+    return _tighten(value)
+
+
+def _member(schema: Any) -> Any:
+    """Tighten the subschema of a value inside an object or array (``{}``: scalars)."""
+    return _SCALAR if schema == {} else _tighten(schema)
 
 
 def _validator(schema: Any) -> Any:

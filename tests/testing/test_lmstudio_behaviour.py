@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, TypedDict, get_args
 
 import lmstudio as lms
 import pytest
@@ -283,6 +283,34 @@ def test_the_prompt_template_lists_the_tool_definitions(
     listed = formatted.split("<tools>\n")[1].split("\n</tools>")[0]
     assert json.loads(listed) == tools[0]
     assert stats[0].prompt_tokens_count == model.count_tokens(formatted)
+
+
+class _Point(TypedDict):
+    x: int
+    y: int
+
+
+def _distance(p: _Point, q: _Point) -> float:
+    """Distance between two points."""
+    return float(((p["x"] - q["x"]) ** 2 + (p["y"] - q["y"]) ** 2) ** 0.5)
+
+
+def test_a_tool_whose_parameters_refer_to_missing_defs_is_called(client: lms.Client) -> None:
+    # The SDK writes a TypedDict parameter as {"$ref": "#/$defs/_Point"} without "$defs".
+    # Before: the default call failed the prediction ("Cannot build a grammar for the tool
+    # parameters: ... Invalid reference path"); a model is still offered the tool and
+    # calls it, and the SDK reports arguments that do not fit.
+    invalid: list[str] = []
+
+    def report(exc: lms.LMStudioPredictionError, request: object) -> None:
+        invalid.append(str(exc))
+
+    result = client.llm.model(TEXT).act(
+        "How far is (1, 2) from (4, 6)?", [_distance], handle_invalid_tool_request=report
+    )
+    assert result.rounds == 2
+    assert len(invalid) == 1
+    assert "_distance" in invalid[0]
 
 
 def test_a_scripted_tool_call_without_tools_offered_is_an_error(

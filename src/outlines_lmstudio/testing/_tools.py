@@ -117,7 +117,7 @@ def default_tool_call(
     the schema's ``required`` lists them ("What is 2 + 3?" calls ``add(a=2, b=3)``).
     """
     tool = tools[0]
-    schema = tool.get("parameters") or {"type": "object", "properties": {}}
+    schema = _without_dangling_refs(tool.get("parameters") or {"type": "object", "properties": {}})
     arguments = json.loads("".join(sample(schema, rng)))
     numbers = iter(_NUMBER.findall(prompt))
     properties = schema.get("properties") if isinstance(schema, dict) else None
@@ -135,6 +135,41 @@ def default_tool_call(
         value = float(literal)
         arguments[name] = int(value) if value.is_integer() else value
     return ToolCall(str(tool.get("name")), arguments, text="Let me use a tool for that. ")
+
+
+def _without_dangling_refs(schema: Any) -> Any:
+    """Return ``schema`` with each ``$ref`` it does not hold read as any value (``{}``).
+
+    The Python SDK 1.5.0 writes a TypedDict or dataclass parameter as
+    ``{"$ref": "#/$defs/Point"}`` and leaves ``$defs`` out of the tool's parameters. A
+    model still sees the tool and calls it; its arguments may then not fit the function.
+    """
+
+    def resolves(ref: str) -> bool:
+        node: Any = schema
+        if not ref.startswith("#/"):
+            return False  # another document: nothing here to sample from
+        for part in ref[2:].split("/"):
+            name = part.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, list) and name.isdigit() and int(name) < len(node):
+                node = node[int(name)]
+            elif isinstance(node, dict) and name in node:
+                node = node[name]
+            else:
+                return False
+        return True
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref != "#" and not resolves(ref):
+                return {}
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
 
 
 def tool_results(messages: list[dict[str, Any]]) -> list[str]:

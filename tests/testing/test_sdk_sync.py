@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -397,3 +398,26 @@ def test_a_value_that_may_be_anything_is_written_inside_its_document(client: lms
         for prompt in ("a", "b", "c"):
             reply = model.respond(prompt, response_format={"type": "json", "jsonSchema": schema})
             jsonschema.validate(json.loads(reply.content), schema)
+
+
+def test_a_gguf_model_takes_a_string_format_llama_cpp_does_not_know(client: lms.Client) -> None:
+    # llama.cpp's converter writes an unknown format as any string; outlines-core refuses it.
+    # Before: the GGUF model failed ("Format ipv4 is not supported by Outlines").
+    schema = {
+        "type": "object",
+        "properties": {
+            "took": {"type": "string", "format": "duration"},
+            "host": {"type": "string", "format": "ipv4"},
+            "day": {"type": "string", "format": "date"},
+            "id": {"type": "string", "format": "uuid4"},
+        },
+        "required": ["took", "host", "day", "id"],
+    }
+    structured = {"type": "json", "jsonSchema": schema}
+    reply = client.llm.model(TEXT).respond("a", response_format=structured)
+    parsed = json.loads(reply.content)
+    assert set(parsed) == {"took", "host", "day", "id"}
+    assert len(parsed["day"]) == len("2024-01-31")  # formats llama.cpp constrains still hold
+    uuid.UUID(parsed["id"])
+    with pytest.raises(lms.LMStudioServerError, match="not supported"):  # MLX: outlines-core
+        client.llm.model(MLX).respond("a", response_format=structured)

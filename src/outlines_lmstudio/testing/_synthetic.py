@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import random
+import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -262,6 +263,36 @@ def _check_llama_cpp_dialect(instance: Instance, schema: Any) -> None:
         )
 
 
+# The string formats outlines-core constrains; it refuses a schema with any other.
+_SAMPLED_FORMATS = frozenset({"date", "time", "date-time", "email", "uri", "uuid"})
+_VALUES = frozenset({"const", "enum", "default", "examples"})  # data, not subschemas
+
+
+def _llama_cpp_formats(schema: Any) -> Any:
+    """Drop the string formats outlines-core does not know, for a GGUF model.
+
+    llama.cpp's converter constrains ``date``, ``time``, ``date-time`` and ``uuid`` (and
+    ``uuid1`` to ``uuid5``, as any UUID) and writes a string of any other format
+    (``duration``, ``ipv4``, ``binary``...) as any string, so LM Studio answers such a
+    schema on a GGUF model; outlines-core (the synthetic engine's sampler, and LM Studio's
+    MLX engine) refuses it.
+    """
+    if isinstance(schema, list):
+        return [_llama_cpp_formats(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kept: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "format" and isinstance(value, str):
+            if re.fullmatch(r"uuid[1-5]", value):  # llama.cpp writes any UUID for these
+                kept[key] = "uuid"
+            elif value in _SAMPLED_FORMATS:
+                kept[key] = value
+        else:
+            kept[key] = value if key in _VALUES else _llama_cpp_formats(value)
+    return kept
+
+
 async def _reply_tokens(
     emu: EmulatorState, instance: Instance, record: Prediction
 ) -> list[Fragment]:
@@ -269,6 +300,8 @@ async def _reply_tokens(
     if structured is not None and structured.get("type") == "json":
         schema = json_mode_schema(structured)
         _check_llama_cpp_dialect(instance, schema)
+        if instance.model.format == "gguf":
+            schema = _llama_cpp_formats(schema)
         rng = random.Random(_seed_for(emu.seed, record.messages, schema))
         try:
             if emu._sampler.is_cached(schema):

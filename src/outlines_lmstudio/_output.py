@@ -953,7 +953,9 @@ def plan_output(
             ) from exc
         plan = _plan_schema_text(key, strict_schema)
         return msgspec.structs.replace(plan, output_type=output_type)
-    order = argument_order(output_type)
+    # A class or None has no arguments to order (skipping the walk keeps calls cheap).
+    plain = output_type is None or isinstance(output_type, type)
+    order = None if plain else argument_order(output_type)
     try:
         hash((output_type, order))
     except TypeError:

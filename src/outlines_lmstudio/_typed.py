@@ -236,7 +236,10 @@ def validator_for(plan: OutputPlan) -> Validator:
     ):
         return Validator(output_type, schema=plan.full_schema or plan.schema)
     try:
-        adapter = _adapter(output_type, argument_order(output_type))
+        # A class or None has no arguments to order (skipping the walk keeps calls cheap).
+        plain = output_type is None or isinstance(output_type, type)
+        order = None if plain else argument_order(output_type)
+        adapter = _adapter(output_type, order)
     except TypeError:  # unhashable type object: build it uncached
         adapter = pydantic.TypeAdapter(_python_type(output_type))
     return Validator(output_type, adapter=adapter)

@@ -28,7 +28,11 @@ class Fault:
     kind
         ``"error"``: answer with ``rpcError`` / ``channelError`` (title = ``message``).
         ``"drop"``: abort the client's socket (TCP close, no close frame).
-        ``"hang"``: never answer this request (other requests are still served).
+        ``"hang"``: never answer this request, not even its cancel, until the
+        client's socket closes (other requests are still served). A prediction hung
+        after fragments keeps its parallel slot meanwhile, so as many hangs as the
+        model has slots make later predictions for that model wait, the way a stuck
+        LM Studio would.
         ``"delay"``: wait ``seconds``, then answer normally.
         ``"unload"``: unload the model just before serving the request, so it
         fails the way a model unloaded in the LM Studio UI does.

@@ -363,3 +363,22 @@ def test_ctrl_c_while_the_models_file_is_read_is_one_line(tmp_path: Path, module
             child.kill()
     prefix = "" if module else "outlines-lmstudio: error: "
     assert (child.returncode, out, err) == (130, "", f"{prefix}interrupted.\n")
+
+
+def test_a_gguf_file_named_in_capitals_is_keyed_without_its_suffix(tmp_path: Path) -> None:
+    from outlines_lmstudio.cli._emulator import gguf_models
+    from outlines_lmstudio.testing import embedded_available, embedded_model
+
+    if not embedded_available():
+        pytest.skip("the embedded GGUF model is not installed")
+    source = Path(embedded_model().gguf or "")
+    for name in ("Tiny.GGUF", "tiny.Gguf", "plain.gguf", ".gguf"):
+        (tmp_path / name).symlink_to(source)
+    keys = [
+        m.key
+        for m in gguf_models(
+            [tmp_path / n for n in ("Tiny.GGUF", "tiny.Gguf", "plain.gguf", ".gguf")]
+        )
+    ]
+    # Before: "Tiny.GGUF" kept its suffix in the key (only ".gguf" was removed).
+    assert keys == ["Tiny", "tiny", "plain", ".gguf"]

@@ -510,6 +510,39 @@ def test_settings_changed_on_a_running_emulator_are_checked(
     assert emu.token_latency == 0.01
 
 
+def test_a_misspelt_setting_is_refused_not_kept_as_a_new_attribute(emu: LMStudioEmulator) -> None:
+    # Before: emu.token_latncy = 0.05 made a new attribute the server never reads, so the
+    # test ran at the old latency without a word.
+    with pytest.raises(
+        AttributeError, match=r"no setting 'token_latncy' \(did you mean 'token_latency'\?\)"
+    ):
+        emu.token_latncy = 0.05
+    assert not hasattr(emu, "token_latncy")
+    with pytest.raises(AttributeError, match="the settings a test may change are: seed, slots"):
+        emu.colour = "blue"
+    emu.token_latency = 0.02  # the real setting, and a public attribute made at start-up,
+    emu.host = emu.host  # are still set as before
+    assert emu.token_latency == 0.02
+
+
+def test_a_relative_gguf_path_is_kept_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from outlines_lmstudio.testing import EmulatedModel, embedded_available, embedded_model
+
+    if not embedded_available():
+        pytest.skip("the embedded GGUF model is not installed")
+    source = Path(embedded_model().gguf or "")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny.gguf").symlink_to(source)
+    monkeypatch.chdir(tmp_path)
+    model = EmulatedModel("tiny", gguf="models/tiny.gguf")
+    # Before: kept as "models/tiny.gguf", read again from whatever the cwd was at load time.
+    assert model.gguf == str(tmp_path / "models" / "tiny.gguf")
+    monkeypatch.chdir(tmp_path / "models")
+    assert Path(model.gguf).is_file()
+
+
 def test_wait_until_checks_its_arguments(emu: LMStudioEmulator) -> None:
     # Before: a str timeout raised "unsupported operand type(s) for +", and a predicate
     # that is no function ("emu.predictions", not "lambda: emu.predictions") a bare TypeError.

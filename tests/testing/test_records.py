@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import lmstudio as lms
@@ -30,6 +31,25 @@ def test_trace_and_format(emu: LMStudioEmulator, client: lms.Client) -> None:
 def test_wait_until_times_out_with_the_trace(emu: LMStudioEmulator) -> None:
     with pytest.raises(TimeoutError, match="emulator trace"):
         emu.wait_until(lambda: False, timeout=0.05)
+
+
+@pytest.mark.asyncio
+async def test_await_until_lets_an_async_client_in_the_same_loop_run(emu: LMStudioEmulator) -> None:
+    # Found by a probe: in an async test, wait_until's blocking sleep stopped the test's
+    # own event loop, so an lms.AsyncClient in it never sent what was awaited.
+    async with lms.AsyncClient(emu.api_host) as client:
+        model = await client.llm.model(TEXT)
+        reply = asyncio.create_task(model.respond("awaited"))
+        with pytest.raises(TimeoutError, match=r"in async code use await emu\.await_until"):
+            emu.wait_until(lambda: len(emu.predictions) == 1, timeout=0.2)
+        assert emu.predictions == []  # the client never ran while the loop was blocked
+        await emu.await_until(lambda: len(emu.predictions) == 1, timeout=5)
+        assert emu.predictions[0].last_user_text == "awaited"
+        await reply
+    with pytest.raises(TimeoutError, match="emulator trace"):
+        await emu.await_until(lambda: False, timeout=0.05)
+    with pytest.raises(TypeError, match=r"await_until\(\) takes a function of no arguments"):
+        await emu.await_until(emu.predictions)  # type: ignore[arg-type]
 
 
 def test_an_endpoint_lm_studio_has_but_the_emulator_lacks_is_an_error(

@@ -287,6 +287,11 @@ def test_a_script_for_an_embedding_model_is_refused(emu: LMStudioEmulator) -> No
         EmulatedModel("e", type="embedding", replies=["never used"])
     with pytest.raises(ValueError, match="embedding model never replies"):
         EmulatedModel("e", type="embedding", reasoning="think")
+    # Found by a probe: vision and tool use were taken for an embedding model and dropped.
+    with pytest.raises(ValueError, match=r"so vision=True would never be used"):
+        EmulatedModel("e", type="embedding", vision=True)
+    with pytest.raises(ValueError, match=r"so tool_use=True would never be used"):
+        EmulatedModel("e", type="embedding", tool_use=True)
 
 
 def test_model_replies_from_the_catalogue(make_emulator: MakeEmulator) -> None:

@@ -107,7 +107,8 @@ class EmulatedModel:
         A GGUF file: the model is then served by llama.cpp (llama-cpp-python,
         the ``local`` extra) instead of the synthetic engine, and
         ``size_bytes``, ``context_length`` (its maximum) and ``architecture``
-        are read from the file.
+        are read from the file. A relative path is taken from the current
+        directory when the model is made.
     reasoning
         How the model thinks before it answers: a reasoning form (``"think"``,
         ``"marker"``, ``"marker-inline"``, ``"legacy"``, ``"mlx"``, ``"harmony"``;
@@ -143,6 +144,13 @@ class EmulatedModel:
                 f"EmulatedModel {self.key!r}: an embedding model never replies, so "
                 f"reasoning={self.reasoning!r} would never be used"
             )
+        for flag in ("vision", "tool_use"):
+            if getattr(self, flag) and self.type != "llm":
+                # LM Studio lists neither for an embedding model: the flag would be dropped.
+                raise ValueError(
+                    f"EmulatedModel {self.key!r}: an embedding model takes no images and "
+                    f"calls no tools, so {flag}=True would never be used"
+                )
         if self.replies is not None:
             script = check_replies(self.replies)
             if not callable(script) and not isinstance(self.replies, Sequence):
@@ -169,7 +177,9 @@ class EmulatedModel:
             from outlines_lmstudio.testing._llama import read_facts
 
             facts = read_facts(self.gguf)
-            self.gguf = os.fspath(self.gguf)
+            # Kept absolute: a relative path would be read again from whatever the cwd is
+            # when the model is (re)loaded, not from where it was given.
+            self.gguf = os.path.abspath(os.fspath(self.gguf))
             self.format = "gguf"
             self.size_bytes = facts.size_bytes
             self.context_length = facts.context_length

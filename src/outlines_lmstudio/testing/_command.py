@@ -147,7 +147,13 @@ def gguf_models(paths: list[Path]) -> list[Any]:
     """
     from outlines_lmstudio.testing import EmulatedModel
 
-    return [EmulatedModel(path.name.removesuffix(".gguf"), gguf=path) for path in paths]
+    return [EmulatedModel(_key(path), gguf=path) for path in paths]
+
+
+def _key(path: Path) -> str:
+    """Key a GGUF file by its name without the suffix, in any case (``.GGUF`` too)."""
+    stem, suffix = path.name[:-5], path.name[-5:]
+    return stem if suffix.lower() == ".gguf" and stem else path.name
 
 
 def token_latency_problem(latency: float) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import math
 import re
@@ -206,6 +207,7 @@ class LMStudioEmulator(EmulatorState):
         self._server: Server | None = None
         self._lifecycle = threading.Lock()
         self._depth = 0  # open ``with`` blocks: the outermost one stops the server
+        self._settled = True  # from here on, a new public attribute is a misspelt setting
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -511,7 +513,7 @@ class LMStudioEmulator(EmulatorState):
             return max(self._peak.get(f"id:{model}", 0), self._peak.get(f"key:{model}", 0))
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Poll ``predicate`` until it is true.
+        """Poll ``predicate`` until it is true (blocking; in async code use `await_until`).
 
         Raises
         ------
@@ -520,22 +522,49 @@ class LMStudioEmulator(EmulatorState):
         TypeError, ValueError
             If ``predicate`` is not callable, or ``timeout`` is not a number of seconds >= 0.
         """
-        if not callable(predicate):
-            raise TypeError(
-                f"wait_until() takes a function of no arguments, not {type(predicate).__name__}"
-                " (e.g. lambda: len(emu.predictions) == 2)"
-            )
-        if isinstance(timeout, bool) or not (
-            isinstance(timeout, int | float) and 0 <= timeout < math.inf
-        ):
-            raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
-        deadline = time.monotonic() + timeout
+        deadline = _wait_deadline(predicate, timeout)
+        while not predicate():
+            if time.monotonic() > deadline:
+                hint = ""
+                with contextlib.suppress(RuntimeError):
+                    asyncio.get_running_loop()
+                    # The sleep below blocked the caller's event loop, so an async client
+                    # in it never got to send what the predicate waits for.
+                    hint = (
+                        " (wait_until was called in a running event loop and blocked it: "
+                        "in async code use await emu.await_until(...))"
+                    )
+                raise TimeoutError(
+                    f"Condition not met within {timeout} s{hint}\n{self.format_trace(last=20)}"
+                )
+            time.sleep(0.005)
+
+    # The same timeout as wait_until (not asyncio.timeout): its TimeoutError holds the
+    # trace tail, which is what says why the condition never came.
+    async def await_until(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> None:
+        """Poll ``predicate`` until it is true, letting the caller's event loop run meanwhile.
+
+        The `wait_until` of async tests: an ``lms.AsyncClient`` works in the test's own
+        event loop, so a blocking wait would stop it from sending what is awaited.
+
+        Raises
+        ------
+        TimeoutError
+            If it is still false after ``timeout`` seconds (with the trace tail).
+        TypeError, ValueError
+            If ``predicate`` is not callable, or ``timeout`` is not a number of seconds >= 0.
+        """
+        deadline = _wait_deadline(predicate, timeout, "await_until")
         while not predicate():
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"Condition not met within {timeout} s\n{self.format_trace(last=20)}"
                 )
-            time.sleep(0.005)
+            await asyncio.sleep(0.005)
 
     # -- records ----------------------------------------------------------------------
 
@@ -576,3 +605,17 @@ class LMStudioEmulator(EmulatorState):
     def __repr__(self) -> str:
         where = self.api_host if self._port is not None else "stopped"
         return f"<LMStudioEmulator {where} models={list(self._catalogue.models)}>"
+
+
+def _wait_deadline(predicate: object, timeout: object, name: str = "wait_until") -> float:
+    """Check the arguments of `LMStudioEmulator.wait_until` (or ``name``); return the deadline."""
+    if not callable(predicate):
+        raise TypeError(
+            f"{name}() takes a function of no arguments, not {type(predicate).__name__}"
+            " (e.g. lambda: len(emu.predictions) == 2)"
+        )
+    if isinstance(timeout, bool) or not (
+        isinstance(timeout, int | float) and 0 <= timeout < math.inf
+    ):
+        raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
+    return time.monotonic() + timeout

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import math
 import os
 import shutil
@@ -169,6 +170,20 @@ class EmulatorState:
             if name == "slots" and "_slots" in self.__dict__:
                 # Semaphores are made with the count; later predictions get new ones.
                 self._slots = {}
+        elif (
+            self.__dict__.get("_settled")
+            and not name.startswith("_")
+            and name not in self.__dict__
+            and not hasattr(type(self), name)
+        ):
+            # ``emu.token_latncy = 0.05`` would otherwise be a new attribute the server
+            # never reads: the test would run with the old setting and not know it.
+            close = difflib.get_close_matches(name, SETTINGS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise AttributeError(
+                f"{type(self).__name__} has no setting {name!r}{hint}; the settings a test "
+                f"may change are: {', '.join(SETTINGS)}"
+            )
         super().__setattr__(name, value)
 
     def _authenticate(self, client_id: str, passkey: str) -> bool:

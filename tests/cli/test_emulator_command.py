@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -331,38 +332,90 @@ def test_ctrl_c_while_the_models_file_is_read_is_one_line(tmp_path: Path, module
     # Found by a probe: Ctrl-C before the emulator served (a models file or a GGUF file
     # still being read) ended `python -m outlines_lmstudio.testing` with a
     # KeyboardInterrupt traceback and status -2; the CLI said "interrupted." (130).
-    # A named pipe holds the read until the signal has come.
-    fifo = tmp_path / "models.json"
-    os.mkfifo(fifo)
+    # A named pipe holds the read until the signal has come. Repeated: a Ctrl-C that
+    # landed between the pipe's open() and its read() used to be lost, and the command
+    # hung (CI caught it once in ~20 runs; 9 of 60 in a tight loop).
     command = (
         [sys.executable, "-m", "outlines_lmstudio.testing"]
         if module
         else [*script_path(), "emulator"]
     )
-    with subprocess.Popen(
-        [*command, "--models", str(fifo)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    ) as child:
-        try:
-            deadline = time.monotonic() + 30
-            while True:  # a writer can open the pipe once the command opened it to read
-                try:
-                    writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.ENXIO or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.01)
-            child.send_signal(signal.SIGINT)
-            out, err = child.communicate(timeout=15)
-            os.close(writer)
-        finally:
-            child.kill()
     prefix = "" if module else "outlines-lmstudio: error: "
-    assert (child.returncode, out, err) == (130, "", f"{prefix}interrupted.\n")
+    for attempt in range(5):
+        fifo = tmp_path / f"models-{attempt}.json"
+        os.mkfifo(fifo)
+        with subprocess.Popen(
+            [*command, "--models", str(fifo)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+        ) as child:
+            try:
+                deadline = time.monotonic() + 30
+                while True:  # a writer can open the pipe once the command opened it to read
+                    try:
+                        writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                        break
+                    except OSError as exc:
+                        if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.001)
+                child.send_signal(signal.SIGINT)
+                out, err = child.communicate(timeout=15)
+                os.close(writer)
+            finally:
+                child.kill()
+        assert (attempt, child.returncode, out, err) == (
+            attempt,
+            130,
+            "",
+            f"{prefix}interrupted.\n",
+        )
+
+
+def test_a_ctrl_c_delivered_to_another_thread_stops_a_blocked_models_read() -> None:
+    # The race above made deterministic: the kernel hands the signal to a thread other
+    # than the one blocked in read(). Read in the main thread (the old way), the read
+    # never came back to Python's handler and the command hung; `_interruptible`
+    # raises the KeyboardInterrupt while the read is still blocked.
+    from outlines_lmstudio.testing._command import _interruptible
+
+    readable, writable = os.pipe()
+    finished = threading.Event()
+
+    def ctrl_c_elsewhere() -> None:
+        time.sleep(0.2)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        finished.wait(10)
+        os.write(writable, b"x")  # frees the blocked read (and a lost Ctrl-C's test)
+
+    helper = threading.Thread(target=ctrl_c_elsewhere, daemon=True)
+    helper.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _interruptible(lambda path: os.read(readable, 1), Path("models.json"))
+        assert time.monotonic() - started < 5
+    finally:
+        finished.set()
+        helper.join()
+        time.sleep(0.1)  # the reading thread takes its byte before the pipe closes
+        os.close(readable)
+        os.close(writable)
+
+
+def test_interruptible_hands_back_the_result_or_the_error_of_the_read() -> None:
+    from outlines_lmstudio.testing._command import _interruptible
+
+    assert _interruptible(lambda path: path.name, Path("a/models.json")) == "models.json"
+
+    def absent(path: Path) -> str:
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+
+    with pytest.raises(FileNotFoundError) as info:
+        _interruptible(absent, Path("absent.json"))
+    assert info.value.filename == "absent.json"
 
 
 def test_a_gguf_file_named_in_capitals_is_keyed_without_its_suffix(tmp_path: Path) -> None:

@@ -15,9 +15,10 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "HELP",
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 HELP = "Serve an LM Studio emulator (for tests and demos) until interrupted."
+_T = TypeVar("_T")
+
 INSTALL_HINT = 'pip install "outlines-lmstudio[testing]"'
 MAX_TOKEN_LATENCY = 60.0
 """Most seconds per fragment ``--token-latency`` takes (a slow model is about 0.1 s)."""
@@ -168,6 +171,35 @@ def token_latency_problem(latency: float) -> str | None:
     return None
 
 
+def _interruptible(read: Callable[[Path], _T], path: Path) -> _T:
+    """Run ``read(path)`` so that a Ctrl-C that comes at any moment stops the wait.
+
+    Read in the main thread, a named pipe (or a slow file system) could lose a Ctrl-C:
+    a signal that lands after ``open()`` returned and before ``read()`` began runs
+    Python's handler only at the next bytecode, and the blocked ``read()`` never comes
+    back to it (the command then hung until a second Ctrl-C). The read runs in a daemon
+    thread (a blocked one does not hold up the exit) and the main thread waits in short
+    timed joins, so a pending signal raises within one of them. The standard library has
+    no interruptible blocking read, hence this helper.
+    """
+    box: list[_T] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            box.append(read(path))
+        except BaseException as exc:  # handed to the main thread as it is
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name="read-models", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.05)
+    if failure:
+        raise failure[0]
+    return box[0]
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -194,7 +226,7 @@ def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
     from outlines_lmstudio.testing import LMStudioEmulator, default_models
 
     try:
-        models = load_models(args.models) if args.models else None
+        models = _interruptible(load_models, args.models) if args.models else None
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         return fail(f"Cannot read the models file: {reason}.")

@@ -116,6 +116,9 @@ class Validator(msgspec.Struct, frozen=True):
         For grammar-mode types: returns the reasons a text is not in the language.
     goes_on
         For a regular grammar-mode type: whether a text can go on in its language.
+    decode
+        For a grammar-mode ``Choice``: the item a valid text stands for (``"2"`` is the
+        item ``2``), so ``parse`` returns what it returns without grammar mode.
     """
 
     output_type: Any
@@ -123,6 +126,7 @@ class Validator(msgspec.Struct, frozen=True):
     adapter: pydantic.TypeAdapter[Any] | None = None
     grammar: Callable[[str], list[str]] | None = None
     goes_on: Callable[[str], bool] | None = None
+    decode: Callable[[str], Any] | None = None
 
     def _schema_errors(self, schema: dict[str, Any], value: Any) -> list[str]:
         try:
@@ -177,7 +181,7 @@ class Validator(msgspec.Struct, frozen=True):
             problems = self.grammar(raw)
             if problems:
                 raise _Invalid(problems)
-            return raw
+            return raw if self.decode is None else self.decode(raw)
         if self.schema is not None:
             try:
                 value = json.loads(raw, parse_constant=_not_json)
@@ -195,6 +199,25 @@ class Validator(msgspec.Struct, frozen=True):
                 raise _Invalid(errors)
             return value
         return raw
+
+
+def _choice_items(choice: Choice) -> Callable[[str], Any]:
+    """Map a grammar-mode ``Choice`` reply back to its item (``"2"`` to ``2``).
+
+    Outlines writes a scalar item as ``str(item)`` (``True`` as ``True``, ``1.5`` as
+    ``1.5``), so that text stands for the item. The first item wins when two are written
+    alike (``Choice(["1", 1])``), as the grammar cannot tell them apart. A text that is
+    no scalar item (an item that is itself a term, such as a ``Regex``) stays text.
+    """
+    items: dict[str, Any] = {}
+    for item in choice.items:
+        if isinstance(item, str | int | float):  # bool is an int
+            items.setdefault(item if isinstance(item, str) else str(item), item)
+
+    def decode(raw: str) -> Any:
+        return items.get(raw, raw)
+
+    return decode
 
 
 def _python_type(output_type: Any) -> Any:
@@ -228,7 +251,8 @@ def validator_for(plan: OutputPlan) -> Validator:
     output_type = plan.output_type
     if plan.kind == "grammar":
         check, goes_on = _language_check(output_type)
-        return Validator(output_type, grammar=check, goes_on=goes_on)
+        decode = _choice_items(output_type) if isinstance(output_type, Choice) else None
+        return Validator(output_type, grammar=check, goes_on=goes_on, decode=decode)
     if plan.kind == "text":
         return Validator(output_type)
     if isinstance(output_type, dict | str | JsonSchema) or type(output_type).__name__ == (

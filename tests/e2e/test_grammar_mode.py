@@ -1,5 +1,6 @@
 """Grammar mode end to end: GBNF sent to LM Studio, the emulator generates from it."""
 
+import json
 import re
 import time
 
@@ -7,7 +8,7 @@ import lark
 import lmstudio as lms
 import outlines
 import pytest
-from outlines.types import CFG, Regex, at_least, either, integer, paragraph
+from outlines.types import CFG, Choice, Regex, at_least, either, integer, paragraph
 from outlines.types.dsl import python_types_to_terms, to_regex
 
 from outlines_lmstudio import (
@@ -123,6 +124,38 @@ def test_parse_stream_of_a_grammar_yields_its_text_so_far(
     assert len(values) > 2  # the reply came in several fragments
     assert all(isinstance(v, str) and reply.startswith(v) for v in values), values
     assert values[-1] == reply
+
+
+@pytest.mark.parametrize(
+    ("items", "reply", "value"),
+    [
+        ([1, 2, 3], "2", 2),
+        ([1.5, 2], "1.5", 1.5),
+        ([True, "maybe"], "True", True),
+        (["1", 1], "1", "1"),  # written alike: the grammar cannot tell, the first item wins
+        ([Regex(r"[a-z]+"), 7], "abc", "abc"),  # a term item stays text
+    ],
+)
+def test_parse_of_a_choice_returns_its_item_in_grammar_mode_too(
+    make_model: MakeModel,
+    emulator: LMStudioEmulator,
+    items: list[object],
+    reply: str,
+    value: object,
+) -> None:
+    """Found by a probe: ``parse(Choice([1, 2, 3]))`` gave ``'2'`` in grammar mode, ``2``
+    without it."""
+    model = make_model(TEXT_MODEL, grammar=True)
+    emulator.script(TEXT_MODEL, [reply])
+    got = model.parse("pick", Choice(items))
+    assert (got, type(got)) == (value, type(value))
+    emulator.script(TEXT_MODEL, [reply])
+    final = list(model.parse_stream("pick", Choice(items)))[-1]
+    assert (final, type(final)) == (value, type(value))
+    if all(not isinstance(item, Regex) for item in items):
+        emulator.script(TEXT_MODEL, [json.dumps(value)])  # without grammar mode: JSON
+        plain = make_model(TEXT_MODEL).parse("pick", Choice(items))
+        assert (plain, type(plain)) == (value, type(value))
 
 
 @pytest.mark.parametrize("method", ["parse", "parse_stream"])

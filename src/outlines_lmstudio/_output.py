@@ -10,6 +10,7 @@ own models return for that type.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import json
 import math
@@ -514,47 +515,99 @@ def _unhashable(tp: Any) -> bool:
     return isinstance(tp, type) and getattr(tp, "__hash__", None) is None
 
 
-def _unhashable_set_item(tp: Any, seen: set[int]) -> tuple[str, str] | None:
-    """Find a set whose items cannot be hashed: ``(where, the item type)``.
+def _type_problem(
+    tp: Any, problem: Callable[[Any], str | None], seen: set[int]
+) -> tuple[str, str] | None:
+    """Find a part of a type (fields and arguments, depth first) that ``problem`` names.
 
-    Pydantic builds a schema for ``set[Cat]`` (an array with ``uniqueItems``) but refuses
-    every reply with an item, since a (non-frozen) ``Cat`` cannot be put in a set.
+    Returns
+    -------
+    tuple or None
+        ``(where, what problem said)``: where is the part's name, behind the fields
+        that lead to it (``field 'pets' (set[Cat])``).
     """
     if id(tp) in seen:
         return None
     seen.add(id(tp))
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (set, frozenset) and args:
-        union = typing.get_origin(args[0]) in (typing.Union, types.UnionType)
-        members = typing.get_args(args[0]) if union else args
-        for member in members:
-            if _unhashable(member):
-                return output_type_name(tp), _type_name(member)
+    what = problem(tp)
+    if what is not None:
+        return output_type_name(tp), what
     for name, annotation in _field_annotations(tp):
         try:
             resolved = _resolve(tp, annotation)
         except Exception:  # unresolvable names were reported when the schema was built
             continue
-        found = _unhashable_set_item(resolved, seen)
+        found = _type_problem(resolved, problem, seen)
         if found is not None:
             return f"field {name!r} ({found[0]})", found[1]
-    for arg in args:
-        found = _unhashable_set_item(arg, seen)
+    for arg in typing.get_args(tp):
+        found = _type_problem(arg, problem, seen)
         if found is not None:
             return found
     return None
 
 
-def _refuse_unhashable_sets(output_type: object) -> None:
-    found = _unhashable_set_item(output_type, set())
+def _unhashable_set_item(tp: Any) -> str | None:
+    """Name the item type of a set whose items cannot be hashed.
+
+    Pydantic builds a schema for ``set[Cat]`` (an array with ``uniqueItems``) but refuses
+    every reply with an item, since a (non-frozen) ``Cat`` cannot be put in a set.
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (set, frozenset) and args:
+        union = typing.get_origin(args[0]) in (typing.Union, types.UnionType)
+        for member in typing.get_args(args[0]) if union else args:
+            if _unhashable(member):
+                return _type_name(member)
+    return None
+
+
+def _unreadable_enum_literal(tp: Any) -> str | None:
+    """Name an Enum member of a ``Literal`` that Pydantic cannot read back from JSON.
+
+    Pydantic writes ``Literal[Color.RED]`` as ``{"const": "red"}`` but, for a plain
+    ``Enum`` (not a ``str`` or ``int`` one), takes only the member itself, never
+    ``"red"``: every reply would fail to validate. Pydantic is asked, not guessed.
+    """
+    if typing.get_origin(tp) is not Literal:
+        return None
+    for value in typing.get_args(tp):
+        if not isinstance(value, enum.Enum):
+            continue
+        try:
+            text = json.dumps(value.value)
+        except (TypeError, ValueError):  # no JSON form: the schema build says so
+            continue
+        try:
+            pydantic.TypeAdapter(Literal[value]).validate_json(text)
+        except pydantic.ValidationError:
+            return f"{type(value).__qualname__}.{value.name}"
+    return None
+
+
+def _refuse_unreadable_parts(output_type: object) -> None:
+    """Refuse a type whose schema Pydantic writes but whose replies it would never read."""
+    name = output_type_name(output_type)
+    found = _type_problem(output_type, _unhashable_set_item, set())
     if found is not None:
-        name, (where, item) = output_type_name(output_type), found
+        (where, item) = found
         at = "" if where == name else f" (at {where})"
         raise UnsupportedOutputTypeError(
             f"The output type {name} asks for a set of {item}{at}, but {item} values cannot "
             "be hashed, so every reply with an item would fail to validate. Use a list "
             f"instead, or make {item} hashable (a frozen model: model_config = "
             "ConfigDict(frozen=True); a frozen dataclass)."
+        )
+    found = _type_problem(output_type, _unreadable_enum_literal, set())
+    if found is not None:
+        (where, member) = found
+        at = "" if where == name else f" (at {where})"
+        raise UnsupportedOutputTypeError(
+            f"The output type {name} has {member} in a Literal{at}, which Pydantic "
+            f"writes in the schema as its value but cannot read back from JSON, so every "
+            f"reply would fail to validate. Use Literal[{member}.value] (the value itself), "
+            f"the enum {member.rsplit('.', 1)[0]} as the type, or an enum that subclasses str "
+            "or int."
         )
 
 
@@ -754,11 +807,11 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
         return _json_plan(output_type.to_schema(), output_type, strict=strict)
     if isinstance(output_type, type) and issubclass(output_type, pydantic.BaseModel):
         schema = _model_schema(output_type)
-        _refuse_unhashable_sets(output_type)
+        _refuse_unreadable_parts(output_type)
         return _json_plan(schema, output_type, strict=strict, generated=True)
     if _is_json_family(output_type):
         schema = _type_adapter_schema(output_type)
-        _refuse_unhashable_sets(output_type)
+        _refuse_unreadable_parts(output_type)
         return _json_plan(schema, output_type, strict=strict, generated=True)
     _unwritable_literal(output_type)
     if is_simple_type(output_type):

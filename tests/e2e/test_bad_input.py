@@ -109,6 +109,19 @@ class Shelter(pydantic.BaseModel):
     pets: set[Pet]
 
 
+class Colour(enum.Enum):  # a plain Enum: Pydantic reads Literal[Colour.RED] only as the member
+    RED = "red"
+
+
+class Paint(pydantic.BaseModel):
+    colour: Literal[Colour.RED]
+
+
+@dataclass
+class Wall:
+    coats: list[Paint]
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -368,6 +381,21 @@ CASES = [
         E.UnsupportedOutputTypeError,
         TypeError,
         r"set of Pet \(at field 'pets' \(set\[.*Pet\]\)\).*ConfigDict\(frozen=True\)",
+    ),
+    Case(
+        "model field: Literal of a plain Enum member",
+        lambda m: m.parse("x", Paint),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"Paint has Colour\.RED in a Literal \(at field 'colour'.*cannot read back from JSON"
+        r".*Literal\[Colour\.RED\.value\]",
+    ),
+    Case(
+        "Literal of a plain Enum member deep in a dataclass",
+        lambda m: m("x", Wall),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"Wall has Colour\.RED in a Literal \(at field 'coats' \(.*field 'colour'",
     ),
     Case(
         "dict with int keys",

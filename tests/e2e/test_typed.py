@@ -358,3 +358,29 @@ def test_parse_of_a_list_with_a_missing_value_names_that_item(
     with pytest.raises(UnsupportedInputError, match=r"item 2, is a str \('more'\); after the"):
         model.parse(["Describe", png_image(), "more"], Person)
     assert emulator.requests == []
+
+
+def test_parse_reads_a_literal_of_str_and_int_enum_members(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """A ``Literal`` of plain Enum members is refused (Pydantic cannot read it back from
+    JSON); members of ``str`` and ``int`` enums read back, so they are served."""
+    import enum
+    from typing import Literal
+
+    class Shade(enum.StrEnum):
+        DARK = "dark"
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Setting(pydantic.BaseModel):
+        shade: Literal[Shade.DARK]
+        level: Literal[Level.HIGH]
+
+    emulator.script(TEXT_MODEL, ['{"shade": "dark", "level": 3}'])
+    value = make_model(TEXT_MODEL).parse("x", Setting)
+    assert value == Setting(shade=Shade.DARK, level=Level.HIGH)
+    assert emulator.predictions[-1].structured is not None
+    schema = emulator.predictions[-1].structured["jsonSchema"]
+    assert schema["properties"]["shade"]["const"] == "dark"

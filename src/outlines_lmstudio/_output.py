@@ -34,6 +34,7 @@ from outlines.types.dsl import Term
 from ._schema_walk import ref_target, schema_nodes
 from ._simple import (
     FullMatchTerms,
+    TermWithoutRegex,
     is_simple_type,
     is_str_key,
     literal_values,
@@ -460,7 +461,17 @@ _BUILD_ERRORS = (
 def _field_annotations(tp: Any) -> list[tuple[str, Any]]:
     """Return the fields of a model-like type with their annotations (strings as written)."""
     if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
-        return [(name, f.annotation) for name, f in tp.model_fields.items()]
+        # Pydantic keeps a field's Annotated metadata (constraints, an Outlines term) apart
+        # from its annotation: put it back, so the walks see a term in it.
+        return [
+            (
+                name,
+                typing.Annotated[(f.annotation, *f.metadata)]
+                if f.metadata and not isinstance(f.annotation, str | typing.ForwardRef)
+                else f.annotation,
+            )
+            for name, f in tp.model_fields.items()
+        ]
     if isinstance(tp, type) and (
         dataclasses.is_dataclass(tp) or typing_extensions.is_typeddict(tp)
     ):
@@ -497,7 +508,7 @@ def _field_problem(tp: Any, seen: set[int]) -> tuple[str, str] | None:
             return f"{name}.{inner[0]}", inner[1]
         try:
             pydantic.TypeAdapter(_portable_typeddicts(resolved, {})).json_schema()
-        except _BUILD_ERRORS:
+        except (*_BUILD_ERRORS, TypeError):  # TypeError: Outlines' for a CFG in metadata
             return name, _type_name(resolved)
     for arg in typing.get_args(tp):
         found = _field_problem(arg, seen)
@@ -516,32 +527,36 @@ def _unhashable(tp: Any) -> bool:
 
 
 def _type_problem(
-    tp: Any, problem: Callable[[Any], str | None], seen: set[int]
+    tp: Any,
+    problem: Callable[[Any], str | None],
+    seen: set[int],
+    name_of: Callable[[Any], str] | None = None,
 ) -> tuple[str, str] | None:
     """Find a part of a type (fields and arguments, depth first) that ``problem`` names.
 
     Returns
     -------
     tuple or None
-        ``(where, what problem said)``: where is the part's name, behind the fields
-        that lead to it (``field 'pets' (set[Cat])``).
+        ``(where, what problem said)``: where is the part's name (``name_of``, by
+        default `output_type_name`), behind
+        the fields that lead to it (``field 'pets' (set[Cat])``).
     """
     if id(tp) in seen:
         return None
     seen.add(id(tp))
     what = problem(tp)
     if what is not None:
-        return output_type_name(tp), what
+        return (name_of or output_type_name)(tp), what
     for name, annotation in _field_annotations(tp):
         try:
             resolved = _resolve(tp, annotation)
         except Exception:  # unresolvable names were reported when the schema was built
             continue
-        found = _type_problem(resolved, problem, seen)
+        found = _type_problem(resolved, problem, seen, name_of)
         if found is not None:
             return f"field {name!r} ({found[0]})", found[1]
     for arg in typing.get_args(tp):
-        found = _type_problem(arg, problem, seen)
+        found = _type_problem(arg, problem, seen, name_of)
         if found is not None:
             return found
     return None
@@ -627,9 +642,30 @@ def _schema_error(output_type: object, exc: BaseException) -> UnsupportedOutputT
     )
 
 
+def _term_without_regex(output_type: object, exc: TermWithoutRegex) -> UnsupportedOutputTypeError:
+    """Name the field that holds a CFG, which no JSON-schema ``pattern`` can write."""
+
+    def holds_it(tp: Any) -> str | None:
+        # Pydantic copies Annotated metadata: the same term, not the same object.
+        return "it" if isinstance(tp, Term) and tp == exc.term else None
+
+    name = output_type_name(output_type)
+    found = _type_problem(output_type, holds_it, set(), lambda term: type(term).__name__)
+    at = f" (at {found[0]:.300})" if found is not None else f" (in {exc.term!r:.200})"
+    return UnsupportedOutputTypeError(
+        f"The output type {name} holds an Outlines CFG{at}: a context-free grammar has no "
+        "regular expression, so no JSON-schema pattern can ask for it. Use a Regex (or "
+        "another regular term) for the field, or "
+        "make the whole reply one CFG in grammar mode: from_lmstudio(client, model, "
+        "grammar=True)."
+    )
+
+
 def _model_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
     try:
         return _require_tags(model.model_json_schema(schema_generator=FullMatchTerms))
+    except TermWithoutRegex as exc:
+        raise _term_without_regex(model, exc) from exc
     except _BUILD_ERRORS as exc:
         raise _schema_error(model, exc) from exc
 
@@ -639,6 +675,8 @@ def _type_adapter_schema(output_type: object) -> dict[str, Any]:
         portable = _portable_typeddicts(output_type, {})
         adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(cast(Any, portable))
         schema: dict[str, Any] = adapter.json_schema(schema_generator=FullMatchTerms)
+    except TermWithoutRegex as exc:
+        raise _term_without_regex(output_type, exc) from exc
     except _BUILD_ERRORS as exc:
         raise _schema_error(output_type, exc) from exc
     return _require_tags(schema)

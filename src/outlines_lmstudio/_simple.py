@@ -28,6 +28,7 @@ from pydantic_core import CoreSchema
 
 __all__ = [
     "FullMatchTerms",
+    "TermWithoutRegex",
     "is_simple_type",
     "is_str_key",
     "literal_values",
@@ -139,6 +140,18 @@ def _with_outlines_patterns(node: Any) -> Any:
     return node
 
 
+class TermWithoutRegex(TypeError):
+    """An Outlines term in a Pydantic type that no regular expression can write (a ``CFG``).
+
+    Raised while a schema is built (by `FullMatchTerms`); ``plan_output`` turns it into an
+    ``UnsupportedOutputTypeError`` that names the field.
+    """
+
+    def __init__(self, term: Term) -> None:
+        super().__init__(f"{term!r:.80} has no regular expression")
+        self.term = term
+
+
 class FullMatchTerms(GenerateJsonSchema):
     """Pydantic's JSON schema, with the pattern of each Outlines term anchored at both ends.
 
@@ -159,7 +172,11 @@ class FullMatchTerms(GenerateJsonSchema):
         ):
             term = getattr(function, "__self__", None)  # Term.__get_pydantic_json_schema__
             if isinstance(term, Term):
-                return {"type": "string", "pattern": f"^(?:{to_regex(term)})$"}
+                try:
+                    regex = to_regex(term)
+                except TypeError as exc:  # a CFG, alone or inside the term
+                    raise TermWithoutRegex(term) from exc
+                return {"type": "string", "pattern": f"^(?:{regex})$"}
         return super().generate_inner(cast(CoreSchema, schema))
 
 

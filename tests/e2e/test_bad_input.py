@@ -6,7 +6,7 @@ import functools
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 import lmstudio as lms
 import pydantic
@@ -120,6 +120,19 @@ class Paint(pydantic.BaseModel):
 @dataclass
 class Wall:
     coats: list[Paint]
+
+
+class Sum(pydantic.BaseModel):
+    expression: CFG('?start: NUMBER "+" NUMBER\n%import common.NUMBER')  # type: ignore[valid-type]
+
+
+class Answer(pydantic.BaseModel):
+    text: Annotated[str, either(CFG('start: "yes"'), "none")]
+
+
+@dataclass
+class Answers:
+    answers: list[Answer]
 
 
 @dataclass(frozen=True)
@@ -396,6 +409,20 @@ CASES = [
         E.UnsupportedOutputTypeError,
         TypeError,
         r"Wall has Colour\.RED in a Literal \(at field 'coats' \(.*field 'colour'",
+    ),
+    Case(
+        "model field: a CFG",
+        lambda m: m("x", Sum),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"Sum holds an Outlines CFG \(at field 'expression'.*no JSON-schema pattern.*grammar=True",
+    ),
+    Case(
+        "a CFG inside a term in a field's Annotated metadata, deep in a dataclass",
+        lambda m: m.parse("x", Answers),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"Answers holds an Outlines CFG \(at field 'answers' \(.*field 'text'",
     ),
     Case(
         "dict with int keys",

@@ -19,6 +19,12 @@ from ._interrupt import SigintGuard
 __all__ = ["AsyncReader", "SyncReader", "noting_progress", "stream_text"]
 
 _END = object()
+
+LEAVE_GRACE = 0.1
+"""Seconds a stream left without a Ctrl-C is read on before its cancel is sent (see
+`SyncReader.abandon`): what is already on its way to the SDK is read within it."""
+
+_DRAIN = "outlines-lmstudio-drain"
 _TASKS: set[asyncio.Future[None]] = set()
 
 
@@ -174,6 +180,13 @@ class SyncReader:
         (after at most ``wait`` seconds). A stream never read was never sent: reading it
         would send the request, so nothing is done.
 
+        A leave that does not wait (``break``, ``close()``, an error in the consumer) sends
+        its cancel after `LEAVE_GRACE` seconds, unless the reply ends first: a consumer that
+        stops at the last fragment leaves before the SDK has read the reply's end, which is
+        already on its way, and a cancel sent then reaches a channel LM Studio has closed
+        (it answers with a warning the SDK logs as an ERROR). A Ctrl-C (``wait`` > 0)
+        cancels at once: the process may exit next.
+
         Returns
         -------
         threading.Thread | None
@@ -182,27 +195,43 @@ class SyncReader:
         """
         if not self._sent:
             return None
-        # A cancel that cannot be sent (the connection or the client is gone: the SDK may
-        # raise its own error or RuntimeError) has nothing left to stop.
-        with contextlib.suppress(Exception):
-            self.stream.cancel()
+        if wait or sys.is_finalizing():
+            self._cancel()
         if sys.is_finalizing():  # a stream collected at exit: a thread would never start
             with contextlib.suppress(Exception):  # (its start() would wait forever), and
                 self.stream.close()  # the SDK's own cleanup fails (its loop has stopped)
             return None
-        drain = threading.Thread(target=self._drain, name="outlines-lmstudio-drain", daemon=True)
+        drain = threading.Thread(
+            target=self._drain, args=(0.0 if wait else LEAVE_GRACE,), name=_DRAIN, daemon=True
+        )
         drain.start()
         if wait:
             drain.join(wait)
         return drain
 
-    def _drain(self) -> None:
+    def _cancel(self) -> None:
+        # A cancel that cannot be sent (the connection or the client is gone: the SDK may
+        # raise its own error or RuntimeError) has nothing left to stop. After the reply's
+        # end was read, the SDK's cancel() sends nothing.
+        with contextlib.suppress(Exception):
+            self.stream.cancel()
+
+    def _drain(self, grace: float) -> None:
         # Any end is this thread's end: the confirmation, an SDK error, or the client closed
         # under it (the SDK then raises RuntimeError from its stopped websocket thread).
         # Nothing is waiting for this thread's outcome, so none of it is an error to print.
-        with contextlib.suppress(Exception):
-            for _ in self._events:
-                pass
+        later = None
+        if grace:  # the reply's end may already be read during the grace: then no cancel
+            later = threading.Timer(grace, self._cancel)
+            later.name, later.daemon = f"{_DRAIN}-cancel", True
+            later.start()
+        try:
+            with contextlib.suppress(Exception):
+                for _ in self._events:
+                    pass
+        finally:
+            if later is not None:
+                later.cancel()
 
 
 def stream_text(

@@ -1,6 +1,7 @@
 """Both model classes end to end: the real SDK against the emulator, each test on both fronts."""
 
 import base64
+import threading
 
 import lmstudio as lms
 import outlines
@@ -22,7 +23,7 @@ from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
 from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
 from .fronts import Fronts
-from .helpers import endpoint_count, message_texts, png_image
+from .helpers import endpoint_count, eventually, message_texts, png_image
 
 
 class Person(pydantic.BaseModel):
@@ -254,6 +255,29 @@ def test_breaking_out_of_a_for_loop_cancels(
         break
     emulator.wait_until(lambda: emulator.predictions[-1].done)
     assert emulator.predictions[-1].cancelled
+
+
+def test_leaving_a_stream_at_its_last_fragment_sends_no_late_cancel(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: a loop that stops at the last fragment left before the SDK had
+    read the reply's end; the cancel then reached a channel LM Studio had closed, whose
+    warning the SDK logs as an ERROR (19 streams in 20). The cancel now waits a moment."""
+    model = make_model(TEXT_MODEL)
+    for _ in range(10):
+        emulator.script(TEXT_MODEL, ["a b c d e"])
+        text = ""
+        for chunk in model.stream("hi"):
+            text += chunk
+            if text == "a b c d e":
+                break
+    assert model("the client still works")
+    assert eventually(
+        lambda: not any(t.name.startswith("outlines-lmstudio-drain") for t in threading.enumerate())
+    )
+    warnings = [f.data for f in emulator.trace if f.data.get("type") == "communicationWarning"]
+    assert warnings == []
+    assert [p.stop_reason for p in emulator.predictions] == ["eosFound"] * 11
 
 
 def test_handles_are_resolved_once_and_again_after_unload(

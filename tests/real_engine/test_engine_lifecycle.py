@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from pathlib import Path
 from typing import Any, cast
 
 import lmstudio as lms
@@ -27,6 +28,62 @@ def test_a_model_outlives_the_contexts_made_on_it(real_emulator: LMStudioEmulato
     assert model.model is not None  # still under the live context
     decoder.close()
     assert model.model is None  # freed with the last context
+
+
+def _log_callback_address() -> int | None:
+    import ctypes
+
+    import llama_cpp.llama_cpp as lib
+
+    current, data = lib.llama_log_callback(), ctypes.c_void_p()
+    lib.llama_log_get(ctypes.byref(current), ctypes.byref(data))
+    return ctypes.cast(current, ctypes.c_void_p).value
+
+
+def test_a_load_sets_our_log_callback_again() -> None:
+    """llama.cpp's log callback is one process-wide setting. The grammar tests' harness set
+    its own and let it be freed, and the next model load (the emulator reading a GGUF's
+    facts) called freed memory: the whole test run died with SIGSEGV, now and then."""
+    import ctypes
+
+    import llama_cpp.llama_cpp as lib
+
+    from outlines_lmstudio.testing import _llama_native as native
+
+    native._init()  # the backend is set up (as after any earlier load in the process)
+    lines: list[bytes] = []
+    foreign = lib.llama_log_callback(lambda level, text, data: lines.append(text))
+    lib.llama_log_set(foreign, ctypes.c_void_p(0))  # as other code in the process may
+    try:
+        native._facts_cache.clear()
+        facts = native.read_facts(embedded_model().gguf or "")
+    finally:
+        ours = ctypes.cast(native._LOG_CALLBACK, ctypes.c_void_p).value
+        now = _log_callback_address()
+        lib.llama_log_set(native._LOG_CALLBACK, ctypes.c_void_p(0))
+    assert facts.architecture == "gemma3"
+    assert now == ours  # set again before the load: the foreign callback was not called
+    assert lines == []
+
+
+def test_the_grammar_harness_sets_the_previous_log_callback_back(tmp_path: Path) -> None:
+    import importlib.util
+    import sys
+
+    path = Path(__file__).parents[1] / "unit" / "grammar" / "_llama_harness.py"
+    spec = importlib.util.spec_from_file_location("_lifecycle_llama_harness", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    vocab = tmp_path / "bytes.gguf"
+    module.write_byte_vocab(vocab)
+    before = _log_callback_address()
+    harness = module.LlamaGrammarHarness(vocab)
+    assert _log_callback_address() != before
+    harness.close()
+    assert _log_callback_address() == before
 
 
 def test_stopping_an_emulator_frees_its_models() -> None:

@@ -49,11 +49,17 @@ _LOG_CALLBACK = L.llama_log_callback(_on_log)
 
 
 def _init() -> None:
-    """Initialise the llama.cpp backend once, with its log routed to `_on_log` (quiet)."""
+    """Initialise the llama.cpp backend once, and route its log to `_on_log` (quiet).
+
+    The log callback is llama.cpp's one process-wide setting, and other code in the
+    process may set its own (llama-cpp-python's logger, a test's harness) and then let
+    it be freed: llama.cpp would call freed memory on its next log line (a model load
+    crashed the test run with SIGSEGV that way). So ours is set again before each load.
+    """
     global _initialised
     with _init_lock:
+        L.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
         if not _initialised:
-            L.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
             L.llama_backend_init()
             _initialised = True
 
@@ -241,6 +247,7 @@ class NativeModel:
         with _log_lock:
             _log_sink = []
             try:
+                _init()  # the parse error comes as log lines: to our callback
                 sampler = L.llama_sampler_init_grammar(self.vocab, gbnf.encode(), b"root")
             finally:
                 messages, _log_sink = _log_sink, None

@@ -58,14 +58,24 @@ def write_byte_vocab(path: Path) -> None:
     writer.close()
 
 
+_CALLBACKS: list[Any] = []
+"""Every log callback a harness made, referenced until the process ends (see above)."""
+
+
 class LlamaGrammarHarness:
     """Parse GBNF and match strings with llama.cpp's grammar sampler."""
 
     def __init__(self, vocab_path: Path) -> None:
         self._log: list[str] = []
         self._lock = threading.Lock()
-        # Keep the callback alive for as long as llama.cpp may call it.
+        # llama.cpp keeps one log callback for the process and calls it from C: a callback
+        # freed while set crashes the next log line anywhere in the process (the emulator's
+        # model loads in later tests died with SIGSEGV). Ours lives as long as the process,
+        # and the previous one is set back on close.
         self._callback = lib.llama_log_callback(self._on_log)
+        _CALLBACKS.append(self._callback)
+        self._previous = (lib.llama_log_callback(), ctypes.c_void_p())
+        lib.llama_log_get(ctypes.byref(self._previous[0]), ctypes.byref(self._previous[1]))
         lib.llama_log_set(self._callback, ctypes.c_void_p(0))
         lib.llama_backend_init()
         params = lib.llama_model_default_params()
@@ -90,6 +100,7 @@ class LlamaGrammarHarness:
             lib.llama_sampler_free(sampler)
         self._cache.clear()
         lib.llama_model_free(self._model)
+        lib.llama_log_set(*self._previous)
 
     def _pristine(self, gbnf: str) -> Any:
         if gbnf not in self._cache:

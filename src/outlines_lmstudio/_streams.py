@@ -20,9 +20,9 @@ __all__ = ["AsyncReader", "SyncReader", "noting_progress", "stream_text"]
 
 _END = object()
 
-LEAVE_GRACE = 0.1
-"""Seconds a stream left without a Ctrl-C is read on before its cancel is sent (see
-`SyncReader.abandon`): what is already on its way to the SDK is read within it."""
+LEAVE_GRACE = 0.02
+"""Most seconds leaving a sync stream waits to learn whether its reply has ended (see
+`SyncReader.abandon`): what is already on its way to the SDK is read well within it."""
 
 _DRAIN = "outlines-lmstudio-drain"
 _TASKS: set[asyncio.Future[None]] = set()
@@ -180,12 +180,13 @@ class SyncReader:
         (after at most ``wait`` seconds). A stream never read was never sent: reading it
         would send the request, so nothing is done.
 
-        A leave that does not wait (``break``, ``close()``, an error in the consumer) sends
-        its cancel after `LEAVE_GRACE` seconds, unless the reply ends first: a consumer that
-        stops at the last fragment leaves before the SDK has read the reply's end, which is
-        already on its way, and a cancel sent then reaches a channel LM Studio has closed
-        (it answers with a warning the SDK logs as an ERROR). A Ctrl-C (``wait`` > 0)
-        cancels at once: the process may exit next.
+        A consumer that stops at the last fragment leaves before the SDK has read the
+        reply's end, which is already on its way: a cancel sent then reaches a channel
+        LM Studio has closed, and its warning is logged by the SDK as an ERROR. So a leave
+        without a Ctrl-C first lets the reading thread take what has come: the reply's end
+        (no cancel), or a fragment (the reply goes on: cancelled at once). After
+        `LEAVE_GRACE` seconds with neither, the cancel is sent from here, before leaving
+        returns (the process may exit next). A Ctrl-C (``wait`` > 0) cancels at once.
 
         Returns
         -------
@@ -201,12 +202,13 @@ class SyncReader:
             with contextlib.suppress(Exception):  # (its start() would wait forever), and
                 self.stream.close()  # the SDK's own cleanup fails (its loop has stopped)
             return None
-        drain = threading.Thread(
-            target=self._drain, args=(0.0 if wait else LEAVE_GRACE,), name=_DRAIN, daemon=True
-        )
+        told = threading.Event()  # set at the first event or the end after leaving
+        drain = threading.Thread(target=self._drain, args=(told,), name=_DRAIN, daemon=True)
         drain.start()
         if wait:
             drain.join(wait)
+        elif not told.wait(LEAVE_GRACE):
+            self._cancel()
         return drain
 
     def _cancel(self) -> None:
@@ -216,22 +218,18 @@ class SyncReader:
         with contextlib.suppress(Exception):
             self.stream.cancel()
 
-    def _drain(self, grace: float) -> None:
+    def _drain(self, told: threading.Event) -> None:
         # Any end is this thread's end: the confirmation, an SDK error, or the client closed
         # under it (the SDK then raises RuntimeError from its stopped websocket thread).
         # Nothing is waiting for this thread's outcome, so none of it is an error to print.
-        later = None
-        if grace:  # the reply's end may already be read during the grace: then no cancel
-            later = threading.Timer(grace, self._cancel)
-            later.name, later.daemon = f"{_DRAIN}-cancel", True
-            later.start()
         try:
             with contextlib.suppress(Exception):
                 for _ in self._events:
-                    pass
+                    if not told.is_set():  # the reply goes on: cancel it now
+                        self._cancel()
+                        told.set()
         finally:
-            if later is not None:
-                later.cancel()
+            told.set()
 
 
 def stream_text(

@@ -223,11 +223,13 @@ class SyncReader:
         # under it (the SDK then raises RuntimeError from its stopped websocket thread).
         # Nothing is waiting for this thread's outcome, so none of it is an error to print.
         try:
-            with contextlib.suppress(Exception):
-                for _ in self._events:
-                    if not told.is_set():  # the reply goes on: cancel it now
-                        self._cancel()
-                        told.set()
+            for _ in self._events:
+                if not told.is_set():  # the reply goes on: cancel it now
+                    self._cancel()
+                    told.set()
+        except Exception:
+            if not told.is_set():  # an error is no sign that the reply ended
+                self._cancel()  # (after the server's own error, the SDK sends nothing)
         finally:
             told.set()
 

@@ -600,30 +600,40 @@ def _unreadable_enum_literal(tp: Any) -> str | None:
     return None
 
 
+def _unhashable_set_message(name: str, item: str, at: str) -> str:
+    return (
+        f"The output type {name} asks for a set of {item}{at}, but {item} values cannot "
+        "be hashed, so every reply with an item would fail to validate. Use a list "
+        f"instead, or make {item} hashable (a frozen model: model_config = "
+        "ConfigDict(frozen=True); a frozen dataclass)."
+    )
+
+
+def _enum_literal_message(name: str, member: str, at: str) -> str:
+    return (
+        f"The output type {name} has {member} in a Literal{at}, which Pydantic writes in "
+        "the schema as its value but cannot read back from JSON, so every reply would fail "
+        f"to validate. Use Literal[{member}.value] (the value itself), the enum "
+        f"{member.rsplit('.', 1)[0]} as the type, or an enum that subclasses str or int."
+    )
+
+
+_UNREADABLE_PARTS = (
+    (_unhashable_set_item, _unhashable_set_message),
+    (_unreadable_enum_literal, _enum_literal_message),
+)
+"""Parts of a type Pydantic writes a schema for but never reads a reply of, and what to say."""
+
+
 def _refuse_unreadable_parts(output_type: object) -> None:
     """Refuse a type whose schema Pydantic writes but whose replies it would never read."""
     name = output_type_name(output_type)
-    found = _type_problem(output_type, _unhashable_set_item, set())
-    if found is not None:
-        (where, item) = found
-        at = "" if where == name else f" (at {where})"
-        raise UnsupportedOutputTypeError(
-            f"The output type {name} asks for a set of {item}{at}, but {item} values cannot "
-            "be hashed, so every reply with an item would fail to validate. Use a list "
-            f"instead, or make {item} hashable (a frozen model: model_config = "
-            "ConfigDict(frozen=True); a frozen dataclass)."
-        )
-    found = _type_problem(output_type, _unreadable_enum_literal, set())
-    if found is not None:
-        (where, member) = found
-        at = "" if where == name else f" (at {where})"
-        raise UnsupportedOutputTypeError(
-            f"The output type {name} has {member} in a Literal{at}, which Pydantic "
-            f"writes in the schema as its value but cannot read back from JSON, so every "
-            f"reply would fail to validate. Use Literal[{member}.value] (the value itself), "
-            f"the enum {member.rsplit('.', 1)[0]} as the type, or an enum that subclasses str "
-            "or int."
-        )
+    for problem, message in _UNREADABLE_PARTS:
+        found = _type_problem(output_type, problem, set())
+        if found is not None:
+            where, what = found
+            at = "" if where == name else f" (at {where})"
+            raise UnsupportedOutputTypeError(message(name, what, at))
 
 
 def _type_name(tp: Any) -> str:

@@ -67,16 +67,9 @@ def test_a_load_sets_our_log_callback_again() -> None:
 
 
 def test_the_grammar_harness_sets_the_previous_log_callback_back(tmp_path: Path) -> None:
-    import importlib.util
-    import sys
+    from tests.testing.test_gbnf import _load_harness
 
-    path = Path(__file__).parents[1] / "unit" / "grammar" / "_llama_harness.py"
-    spec = importlib.util.spec_from_file_location("_lifecycle_llama_harness", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = _load_harness()
     vocab = tmp_path / "bytes.gguf"
     module.write_byte_vocab(vocab)
     before = _log_callback_address()

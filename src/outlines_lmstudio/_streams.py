@@ -489,7 +489,23 @@ class AsyncReader:
         await asyncio.shield(sending)
 
     async def _cancel(self, stream: lms.AsyncPredictionStream) -> None:
-        """Send the cancel, then wait for its confirmation in the background."""
+        """Send the cancel, then wait for its confirmation in the background.
+
+        A stream left at its last fragment may be left before the reading task has read
+        the reply's end, which is already on its way (a cancel then reaches a channel
+        LM Studio has closed, whose warning the SDK logs as an ERROR). So the reading task
+        first gets up to `LEAVE_GRACE` seconds to take what has come: the end (no cancel),
+        or a fragment (the reply goes on: cancel). A whole reply's reader wakes nobody per
+        fragment (it would cost each fragment a check): it is cancelled at once.
+        """
+        if not self._whole and self._end is None:
+            self._waiter = told = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(told, LEAVE_GRACE)
+            if self._waiter is told:
+                self._waiter = None
+            if self._ended:  # the server ended the reply: nothing to cancel
+                return
         try:
             await stream.cancel()
         except (Exception, asyncio.CancelledError):  # not sent (connection or client gone)

@@ -538,8 +538,8 @@ def _type_problem(
     -------
     tuple or None
         ``(where, what problem said)``: where is the part's name (``name_of``, by
-        default `output_type_name`), behind
-        the fields that lead to it (``field 'pets' (set[Cat])``).
+        default `output_type_name`), behind the fields that lead to it
+        (``field 'pets' (set[Cat])``).
     """
     if id(tp) in seen:
         return None

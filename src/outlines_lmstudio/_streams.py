@@ -21,8 +21,9 @@ __all__ = ["AsyncReader", "SyncReader", "noting_progress", "stream_text"]
 _END = object()
 
 LEAVE_GRACE = 0.02
-"""Most seconds leaving a sync stream waits to learn whether its reply has ended (see
-`SyncReader.abandon`): what is already on its way to the SDK is read well within it."""
+"""Most seconds leaving a stream waits to learn whether its reply has ended (see
+`SyncReader.abandon`, `AsyncReader._cancel`): what is already on its way to the SDK is
+read well within it."""
 
 _DRAIN = "outlines-lmstudio-drain"
 _TASKS: set[asyncio.Future[None]] = set()

@@ -32,8 +32,6 @@ __all__ = [
 ]
 
 HELP = "Serve an LM Studio emulator (for tests and demos) until interrupted."
-_T = TypeVar("_T")
-
 INSTALL_HINT = 'pip install "outlines-lmstudio[testing]"'
 MAX_TOKEN_LATENCY = 60.0
 """Most seconds per fragment ``--token-latency`` takes (a slow model is about 0.1 s)."""
@@ -169,6 +167,9 @@ def token_latency_problem(latency: float) -> str | None:
             "it is the pause before each fragment of every reply (0.1 is a slow model)."
         )
     return None
+
+
+_T = TypeVar("_T")
 
 
 def _interruptible(read: Callable[[Path], _T], path: Path) -> _T:

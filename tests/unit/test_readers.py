@@ -15,6 +15,7 @@ from typing import Any, cast
 import lmstudio as lms
 import pytest
 
+from outlines_lmstudio import _streams
 from outlines_lmstudio._interrupt import SigintGuard
 from outlines_lmstudio._streams import AsyncReader, SyncReader
 from outlines_lmstudio._threads import Pulse, Worker, held
@@ -263,6 +264,71 @@ def test_a_cancel_whose_client_closed_under_it_ends_quietly(
     assert stream.cancelled
     assert not drain.is_alive()
     assert [f.exc_value for f in failures] == []
+
+
+class Burst:
+    """A sync SDK stream whose fragments come at given delays (seconds) after each read."""
+
+    def __init__(self, *delays: float) -> None:
+        self.delays = delays
+        self.cancels = 0
+        self._events = iter(self._fragments())
+
+    def __iter__(self) -> Iterator[str]:
+        return self._events
+
+    def start(self) -> None:
+        """Send the request (nothing to send here)."""
+
+    def _fragments(self) -> Iterator[str]:
+        for i, delay in enumerate(self.delays):
+            time.sleep(delay)
+            yield f"f{i}"
+
+    def cancel(self) -> None:
+        self.cancels += 1
+
+
+def _left_after_the_first(stream: Burst) -> tuple[float, threading.Thread]:
+    """Read the first fragment, leave; how long leaving took, and the reading thread."""
+    reader = SyncReader(cast(lms.PredictionStream, stream), SigintGuard(), per_fragment=True)
+    assert cast(list[str], reader.read()) == ["f0"]
+    began = time.monotonic()
+    drain = reader.abandon()
+    took = time.monotonic() - began
+    assert drain is not None
+    drain.join(10)
+    assert not drain.is_alive()
+    return took, drain
+
+
+def test_a_stream_left_after_its_whole_reply_came_is_not_cancelled() -> None:
+    """The rest of the reply and its end were already there: a cancel would reach a closed
+    channel (LM Studio's warning, which the SDK logs as an ERROR)."""
+    stream = Burst(0, 0, 0, 0, 0)
+    _left_after_the_first(stream)
+    assert stream.cancels == 0
+
+
+@pytest.mark.parametrize(
+    ("delays", "grace"),
+    [
+        # A fragment generated after the leave: the reply goes on, cancelled at once (the
+        # grace is made long, so that only the reading thread can have cancelled in time).
+        ((0, 0.05), 2.0),
+        ((0, 0, 0, 0.05), 2.0),  # some had come, the reply goes on
+        ((0, 0.5), None),  # nothing within LEAVE_GRACE: the leaving caller cancels, only it
+    ],
+)
+def test_a_stream_left_while_its_reply_goes_on_is_cancelled_once_before_leave_returns(
+    delays: tuple[float, ...], grace: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if grace is not None:
+        monkeypatch.setattr(_streams, "LEAVE_GRACE", grace)
+    stream = Burst(*delays)
+    took, _ = _left_after_the_first(stream)
+    assert stream.cancels == 1
+    assert took < 0.4  # the leave did not wait for the slow fragment or the long grace
 
 
 class UnsendableCancel(EndlessStream):

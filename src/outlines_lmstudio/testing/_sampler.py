@@ -293,7 +293,7 @@ class JsonSampler:
                     f"{_MAX_DOUBLINGS} times (it runs out of memory); nest them less deeply"
                 )
         try:
-            regex = build_regex_from_schema(json.dumps(tightened), r"[ ]?")
+            regex = _capped_digits(build_regex_from_schema(json.dumps(tightened), r"[ ]?"))
         except Exception as exc:  # outlines-core raises ValueError or TypeError
             return SchemaError(f"outlines-core cannot build a regex for this JSON schema: {exc}")
         tokens = _base_tokens()
@@ -330,6 +330,25 @@ class JsonSampler:
 
 
 _ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})|\\x\{([0-9a-fA-F]{1,6})\}")
+
+
+# outlines-core's integer and number regexes allow any number of digits, and a walk that aims
+# past the shortest document wrote ages of 30 digits. llama.cpp's converter allows 16 before
+# the point and 16 after it (``[1-9] [0-9]{0,15}``, ``[0-9]{1,16}``), so a model on LM Studio's
+# llama.cpp engine writes no more; its exponent is kept to 2 digits, a float's range. Each
+# rewrite keeps a subset of what the regex allowed, so any match still validates.
+_DIGIT_CAPS = (
+    ("(0|[1-9][0-9]*)", "(0|[1-9][0-9]{0,15})"),
+    (r"(\.[0-9]+)", r"(\.[0-9]{1,16})"),
+    ("([eE][+-][0-9]+)", "([eE][+-][0-9]{1,2})"),
+)
+
+
+def _capped_digits(regex: str) -> str:
+    """Cap the digits of outlines-core's integer and number regexes as llama.cpp does."""
+    for unbounded, capped in _DIGIT_CAPS:
+        regex = regex.replace(unbounded, capped)
+    return regex
 
 
 def _escaped_chars(regex: str) -> list[str]:

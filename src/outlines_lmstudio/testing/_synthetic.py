@@ -268,17 +268,21 @@ _SAMPLED_FORMATS = frozenset({"date", "time", "date-time", "email", "uri", "uuid
 _VALUES = frozenset({"const", "enum", "default", "examples"})  # data, not subschemas
 
 
-def _llama_cpp_formats(schema: Any) -> Any:
-    """Drop the string formats outlines-core does not know, for a GGUF model.
+def _for_llama_cpp(schema: Any) -> Any:
+    """Rewrite what llama.cpp's converter takes and outlines-core refuses, for a GGUF model.
 
-    llama.cpp's converter constrains ``date``, ``time``, ``date-time`` and ``uuid`` (and
-    ``uuid1`` to ``uuid5``, as any UUID) and writes a string of any other format
-    (``duration``, ``ipv4``, ``binary``...) as any string, so LM Studio answers such a
-    schema on a GGUF model; outlines-core (the synthetic engine's sampler, and LM Studio's
-    MLX engine) refuses it.
+    LM Studio answers such a schema on a GGUF model; outlines-core (the synthetic engine's
+    sampler, and LM Studio's MLX engine) refuses it:
+
+    - llama.cpp's converter constrains ``date``, ``time``, ``date-time`` and ``uuid`` (and
+      ``uuid1`` to ``uuid5``, as any UUID) and writes a string of any other format
+      (``duration``, ``ipv4``, ``binary``...) as any string: those formats are dropped.
+    - An object with ``additionalProperties: false`` and no ``properties`` is the empty
+      object to llama.cpp's converter (it reads the missing properties as none), and
+      "Unsupported JSON Schema structure false" to outlines-core: it gets ``properties: {}``.
     """
     if isinstance(schema, list):
-        return [_llama_cpp_formats(item) for item in schema]
+        return [_for_llama_cpp(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
     kept: dict[str, Any] = {}
@@ -289,7 +293,13 @@ def _llama_cpp_formats(schema: Any) -> Any:
             elif value in _SAMPLED_FORMATS:
                 kept[key] = value
         else:
-            kept[key] = value if key in _VALUES else _llama_cpp_formats(value)
+            kept[key] = value if key in _VALUES else _for_llama_cpp(value)
+    if (
+        kept.get("additionalProperties") is False
+        and kept.get("type", "object") == "object"
+        and not {"properties", "patternProperties"} & set(kept)
+    ):
+        kept["properties"] = {}
     return kept
 
 
@@ -301,7 +311,7 @@ async def _reply_tokens(
         schema = json_mode_schema(structured)
         _check_llama_cpp_dialect(instance, schema)
         if instance.model.format == "gguf":
-            schema = _llama_cpp_formats(schema)
+            schema = _for_llama_cpp(schema)
         rng = random.Random(_seed_for(emu.seed, record.messages, schema))
         try:
             if emu._sampler.is_cached(schema):

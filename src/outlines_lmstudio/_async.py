@@ -394,6 +394,7 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
             return stream
 
         reader.start(open_stream)
+        ASYNC_RECONNECTS.reading(self.client, reader)  # a reset ends it if its socket is lost
         effect.call.reader = reader
 
     async def _read(self, effect: _flow.Read) -> list[lms.LlmPredictionFragment] | None:

@@ -21,6 +21,7 @@ from ._api import ModelApi
 from ._cache import LOADS, retrieve_error
 from ._common import ASYNC_HANDLES, ASYNC_IMAGES, ASYNC_RECONNECTS, ASYNC_TRAITS, DRAIN_SECONDS
 from ._discovery import enter_async_client
+from ._reconnect import Reading
 from ._sdk_errors import client_closed
 
 __all__ = ["AsyncSessions"]
@@ -157,13 +158,27 @@ class AsyncSessions(ModelApi):
         await ASYNC_RECONNECTS.reset(self.client, effect.generation, self._reset)
 
     async def _reset(self) -> None:
-        """Reconnect dead sessions (the async SDK does not reconnect by itself)."""
+        """Reconnect dead sessions (the async SDK does not reconnect by itself).
+
+        The predictions whose channel was open on the ``llm`` session when it was
+        disconnected are ended with the SDK's error for a lost socket, which retries those
+        whose reply nobody has seen (the SDK does not always tell them: see
+        `AsyncReconnects`). Taken right after the disconnect, they are exactly those opened
+        on the old socket: none can open between the disconnect and the new connection.
+        """
         ASYNC_IMAGES.clear(self.client)
-        for session in (self.client.llm, self.client.files):
-            with contextlib.suppress(lms.LMStudioError):
-                await session.disconnect()
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    await session.connect()
-            except TimeoutError as exc:
-                raise self._connect_error(exc) from exc
+        lost: list[Reading] = []
+        try:
+            for session in (self.client.llm, self.client.files):
+                with contextlib.suppress(lms.LMStudioError):
+                    await session.disconnect()
+                if session is self.client.llm:
+                    lost = ASYNC_RECONNECTS.open_reads(self.client)
+                try:
+                    async with asyncio.timeout(self.connect_timeout):
+                        await session.connect()
+                except TimeoutError as exc:
+                    raise self._connect_error(exc) from exc
+        finally:
+            for reader in lost:
+                reader.lose()

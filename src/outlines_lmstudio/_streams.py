@@ -407,6 +407,23 @@ class AsyncReader:
                     pass
         self._ended = True
 
+    @property
+    def open(self) -> bool:
+        """Whether the prediction's channel is open and the reply has not ended."""
+        return self.stream is not None and not self._ended
+
+    def lose(self) -> None:
+        """End the read with the SDK's error for a lost socket (its session was reset).
+
+        The reader's task is cancelled: its channel is on a socket that is gone, so there
+        is nothing to cancel on the server, and the SDK may never tell the channel.
+        """
+        if self._ended:
+            return
+        self._ended = True
+        self._finish(lms.LMStudioWebsocketError("Client unexpectedly disconnected."))
+        self._pump.cancel()
+
     def result(self) -> lms.PredictionResult:
         """Return the finished prediction's result (stats, stop reason)."""
         assert self.stream is not None, "result() before the prediction was read to its end"

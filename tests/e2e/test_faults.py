@@ -94,6 +94,34 @@ def test_concurrent_calls_hit_by_one_drop_leave_a_working_client(
     assert _llm_sockets(slow_emulator) == sockets_before + 1
 
 
+def test_many_first_async_calls_hit_by_one_drop_all_get_their_reply() -> None:
+    """Found by a probe: 30 first calls at once, the socket dropped under them. The SDK's
+    receive loop did not always see the drop, so the reads open on the lost socket were
+    never told: 6 to 14 calls in half the runs waited out their read timeout, and then
+    said LM Studio had sent nothing. A second reset also dropped the fresh socket, when a
+    call that began during the first one failed on the old socket."""
+
+    async def once(emulator: LMStudioEmulator) -> list[object]:
+        async with lms.AsyncClient(emulator.api_host) as client:
+            model = from_lmstudio(client, TEXT_MODEL, read_timeout=5)
+            emulator.add_fault(Fault(kind="drop", after_fragments=3))
+
+            async def call(i: int) -> object:
+                try:
+                    return await model(f"q{i}", max_tokens=20)
+                except Exception as exc:  # the test counts what failed
+                    return exc
+
+            return await asyncio.gather(*(call(i) for i in range(30)))
+
+    for _ in range(3):  # each run failed one time in two before
+        with LMStudioEmulator(token_latency=0.002) as emulator:
+            results = asyncio.run(once(emulator))
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert all(isinstance(r, str) and r for r in results)
+        assert _llm_sockets(emulator) == 2  # one reset: the fresh socket was left alone
+
+
 def test_server_restart_between_calls(fronts: Fronts) -> None:
     with LMStudioEmulator() as first:
         host = first.api_host

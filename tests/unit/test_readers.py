@@ -266,6 +266,36 @@ def test_a_cancel_whose_client_closed_under_it_ends_quietly(
     assert [f.exc_value for f in failures] == []
 
 
+class DroppedUnnoticed(EndlessStream):
+    """Open, then silent for good: a channel on a socket that dropped unnoticed."""
+
+    async def _fragments(self) -> AsyncIterator[str]:
+        yield "x"
+        await asyncio.Event().wait()
+        yield "never"  # pragma: no cover
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("whole", [True, False])
+async def test_a_read_lost_with_its_socket_ends_with_the_sdks_error_and_sends_nothing(
+    whole: bool,
+) -> None:
+    stream = DroppedUnnoticed()
+    reader = _start(stream, whole=whole)
+    assert not reader.open
+    reading = asyncio.ensure_future(_read_all(reader))
+    await asyncio.sleep(0.01)
+    assert reader.open  # the reset takes only readers whose channel is open
+    reader.lose()
+    assert not reader.open
+    with pytest.raises(lms.LMStudioWebsocketError, match="unexpectedly disconnected"):
+        await asyncio.wait_for(reading, 5)
+    await reader.stop()  # nothing to cancel: the socket is gone
+    assert not stream.cancelled
+    await asyncio.sleep(0)
+    assert reader._pump.cancelled()
+
+
 class Burst:
     """A sync SDK stream whose fragments come at given delays (seconds) after each read."""
 

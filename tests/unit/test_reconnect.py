@@ -1,4 +1,5 @@
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import lmstudio as lms
 import pytest
@@ -46,6 +47,87 @@ async def test_async_concurrent_resets_run_once() -> None:
     await asyncio.gather(*(reconnects.reset(client, generation, reset) for _ in range(5)))
     assert runs == [1]
     assert reconnects.generation(client) == generation + 1
+
+
+def test_a_call_that_begins_during_a_reset_does_not_reset_again() -> None:
+    """It used the sessions being reset: its failure is the same loss (found by a probe,
+    where a second reset dropped the fresh socket with predictions open on it)."""
+    reconnects = SyncReconnects()
+    client = Client()
+    during: list[int] = []
+    resets: list[str] = []
+
+    def reset() -> None:
+        resets.append("first")
+        during.append(reconnects.generation(client))  # a call that begins meanwhile
+
+    reconnects.reset(client, 0, reset)
+    reconnects.reset(client, during[0], lambda: resets.append("again"))
+    assert resets == ["first"]
+    assert reconnects.generation(client) == 1
+
+
+@pytest.mark.asyncio
+async def test_an_async_call_that_begins_during_a_reset_does_not_reset_again() -> None:
+    reconnects = AsyncReconnects()
+    client = Client()
+    during: list[int] = []
+    resets: list[str] = []
+
+    async def reset() -> None:
+        resets.append("first")
+        await asyncio.sleep(0)
+        during.append(reconnects.generation(client))
+
+    await reconnects.reset(client, 0, reset)
+    await reconnects.reset(client, during[0], _appending(resets, "again"))
+    assert resets == ["first"]
+
+
+def _appending(into: list[str], item: str) -> Callable[[], Awaitable[None]]:
+    async def append() -> None:
+        into.append(item)
+
+    return append
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_generation_moves_once_a_reset_is_done_even_when_it_fails(fails: bool) -> None:
+    reconnects = SyncReconnects()
+    client = Client()
+
+    def reset() -> None:
+        if fails:
+            raise lms.LMStudioWebsocketError("not reachable")
+
+    if fails:
+        with pytest.raises(lms.LMStudioWebsocketError):
+            reconnects.reset(client, 0, reset)
+    else:
+        reconnects.reset(client, 0, reset)
+    assert reconnects.generation(client) == 1  # the calls that saw 0 do not try again
+
+
+class Read:
+    """A stand-in for `AsyncReader` as a reset sees it."""
+
+    def __init__(self, is_open: bool) -> None:
+        self.open = is_open
+        self.lost = False
+
+    def lose(self) -> None:
+        self.lost = True
+
+
+def test_open_reads_are_the_noted_readers_still_open_and_not_kept_alive() -> None:
+    reconnects = AsyncReconnects()
+    client = Client()
+    first, ended = Read(is_open=True), Read(is_open=False)
+    reconnects.reading(client, first)
+    reconnects.reading(client, ended)
+    reconnects.reading(client, Read(is_open=True))  # collected at once: nobody holds it
+    assert reconnects.open_reads(client) == [first]
+    assert reconnects.open_reads(Client()) == []
 
 
 def test_the_sdk_keeps_a_clients_llm_session_across_a_reset() -> None:

@@ -284,9 +284,9 @@ async def test_a_read_lost_with_its_socket_ends_with_the_sdks_error_and_sends_no
     reader = _start(stream, whole=whole)
     reading = asyncio.ensure_future(_read_all(reader))
     await asyncio.sleep(0.01)
-    assert reader.open  # the reset takes only readers whose channel is open
+    was_open = reader.open  # the reset takes only readers whose channel is open
     reader.lose()
-    assert not reader.open
+    assert (was_open, reader.open) == (True, False)
     with pytest.raises(lms.LMStudioWebsocketError, match="unexpectedly disconnected"):
         await asyncio.wait_for(reading, 5)
     await reader.stop()  # nothing to cancel: the socket is gone

@@ -420,22 +420,23 @@ def _portable_typeddicts(tp: Any, memo: dict[int, Any]) -> Any:
     """Rebuild ``typing.TypedDict`` classes as ``typing_extensions`` ones, recursively.
 
     Pydantic refuses ``typing.TypedDict`` before Python 3.12 (and so does
-    Outlines); the rebuilt class has the same fields and required keys.
+    Outlines); the rebuilt class has the same fields and required keys. It is made
+    empty and given its fields after: a TypedDict that refers to itself (a tree's
+    ``kids: list["Node"]``) then finds its rebuilt class in ``memo`` (before, the walk
+    recursed until Python's limit).
     """
     if typing.is_typeddict(tp) and type(tp).__module__ == "typing":
         if id(tp) in memo:
             return memo[id(tp)]
-        hints = typing.get_type_hints(tp, include_extras=True)
-        fields = {
-            key: _portable_typeddicts(value, memo)
-            if key in tp.__required_keys__
-            else typing_extensions.NotRequired[_portable_typeddicts(value, memo)]
-            for key, value in hints.items()
-        }
         make_typeddict: Any = typing_extensions.TypedDict  # functional form, dynamic name
-        rebuilt = make_typeddict(tp.__name__, fields)
+        rebuilt = memo[id(tp)] = make_typeddict(tp.__name__, {})
+        hints = typing.get_type_hints(tp, include_extras=True)
+        rebuilt.__annotations__ = {
+            key: _portable_typeddicts(value, memo) for key, value in hints.items()
+        }
+        rebuilt.__required_keys__ = frozenset(tp.__required_keys__)
+        rebuilt.__optional_keys__ = frozenset(tp.__optional_keys__)
         rebuilt.__doc__ = tp.__doc__
-        memo[id(tp)] = rebuilt
         return rebuilt
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is None or not args:

@@ -1,6 +1,8 @@
 """parse / parse_stream end to end through the real SDK and the emulator."""
 
 import itertools
+import json
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -384,3 +386,39 @@ def test_parse_reads_a_literal_of_str_and_int_enum_members(
     assert emulator.predictions[-1].structured is not None
     schema = emulator.predictions[-1].structured["jsonSchema"]
     assert schema["properties"]["shade"]["const"] == "dark"
+
+
+class Tree(typing.TypedDict):  # typing's TypedDict, which Pydantic refuses before 3.12
+    label: str
+    kids: list["Tree"]
+
+
+class Tag(typing.TypedDict, total=False):
+    name: str
+    parent: "Branch | None"
+
+
+class Branch(typing.TypedDict):
+    tag: Tag
+
+
+@pytest.mark.parametrize(
+    ("output_type", "reply"),
+    [
+        (Tree, '{"label": "a", "kids": [{"label": "b", "kids": []}]}'),
+        (Branch, '{"tag": {"parent": {"tag": {}}}}'),
+    ],
+)
+def test_recursive_typing_typeddicts_are_sent_and_parsed(
+    make_model: MakeModel, emulator: LMStudioEmulator, output_type: Any, reply: str
+) -> None:
+    """Found by a probe: a ``typing.TypedDict`` that refers to itself, or to one that refers
+    back to it, raised a bare ``RecursionError`` (rebuilding it for Pydantic recursed)."""
+    model = make_model(TEXT_MODEL)
+    emulator.script(TEXT_MODEL, [reply])
+    assert model.parse("x", output_type) == json.loads(reply)
+    structured = emulator.predictions[-1].structured
+    assert structured is not None
+    assert structured["jsonSchema"]["title"] == output_type.__name__
+    assert output_type.__name__ in structured["jsonSchema"]["$defs"]  # refers to itself
+    assert json.loads(model("free sampling", output_type))  # the engine takes the schema

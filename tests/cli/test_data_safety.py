@@ -74,6 +74,10 @@ def extract(schema: Path, source: Path, target: str, *more: str) -> list[str]:
         '{"id": 1, "result": 2, "error": {}}\n',  # both
         "\x00\x01binary",
         '{"id": 1, "result": 2}\nmy important notes',  # notes after results, no newline
+        # Found by a probe: whole JSON that starts like a record (json.dump writes no
+        # newline) was taken for a record cut mid-write, and cut off: the file emptied.
+        '{"id": 7, "settings": {"a": 1}}',
+        '{"id": 1, "result": 2}\n{"id": "note", "comment": "keep me"}',
     ],
 )
 def test_existing_file_that_is_not_ours_is_refused_untouched(
@@ -376,6 +380,7 @@ def test_scan_output_decisions() -> None:
         b"x\n",
         b'{"id": 1, "result": 2}\nnope\n',
         b'{"id": 1, "result": 2}\nmy notes',
+        b'{"id": 7, "settings": {"a": 1}}',  # whole JSON, not a record: not cut mid-write
     ):
         with pytest.raises(CliError, match="left untouched"):
             scan_output(data, "f")

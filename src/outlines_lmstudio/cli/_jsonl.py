@@ -205,6 +205,15 @@ def _without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return data
 
 
+def _whole_json(raw: bytes) -> bool:
+    """Whether ``raw`` is one whole JSON document."""
+    try:
+        json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
 def _is_record(raw: bytes) -> tuple[str, bool] | None:
     """Return ``(id key, is error)`` for an output line, ``None`` for anything else."""
     try:
@@ -237,7 +246,8 @@ def scan_output(data: bytes, name: str) -> OutputScan:
     ------
     CliError
         If any complete line is not an output record, or the last line (without a
-        newline) does not start like a record: then it is not this command's output.
+        newline) is not one cut mid-write (it does not start like a record, or it is whole
+        JSON that is not one): then it is not this command's output.
     """
     end = data.rfind(b"\n") + 1
     done: set[str] = set()
@@ -257,7 +267,10 @@ def scan_output(data: bytes, name: str) -> OutputScan:
     if tail and (parsed := _is_record(tail)) is not None:  # whole, only its newline missing
         (failed if parsed[1] else done).add(parsed[0])
         return OutputScan(frozenset(done), frozenset(failed - done), len(data), newline=True)
-    if tail and not tail.startswith(RECORD_PREFIX):  # not a record cut mid-write: not ours
+    # Not a record cut mid-write, so not ours: a line that does not start like a record, or
+    # one that does and is whole (a JSON document written without a newline by json.dump:
+    # found by a probe, where such a file was cut to nothing).
+    if tail and (not tail.startswith(RECORD_PREFIX) or _whole_json(tail)):
         if not end:
             raise CliError(
                 f"{name} is not an extract output (its only line is not a result): is this the "

@@ -18,6 +18,7 @@ import base64
 import binascii
 import hashlib
 import io
+import struct
 import threading
 import weakref
 from collections import OrderedDict
@@ -30,6 +31,7 @@ from PIL import UnidentifiedImageError
 from .errors import InvalidImageError
 
 __all__ = [
+    "CORRUPT_IMAGE_ERRORS",
     "IMAGES",
     "MAX_IMAGE_BYTES",
     "MAX_IMAGE_PIXELS",
@@ -40,6 +42,11 @@ __all__ = [
     "normalise_cheaply",
     "normalise_image",
 ]
+
+CORRUPT_IMAGE_ERRORS = (SyntaxError, TypeError, EOFError, IndexError, struct.error)
+"""What Pillow raises, besides ``OSError`` and ``ValueError``, decoding a corrupt file: a broken
+PNG chunk (``SyntaxError``), a TIFF without its dimensions (``TypeError``), a header cut short
+(``EOFError``, ``struct.error``, ``IndexError``). Found by a fuzzing probe of the CLI."""
 
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
 """Largest upload we send; LM Studio takes each image as one websocket frame."""
@@ -222,7 +229,7 @@ def image_from_bytes(data: bytes) -> ImageData:
         ) from exc
     except PILImage.DecompressionBombError as exc:
         raise InvalidImageError(f"Image refused as too large: {exc}") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, ValueError, *CORRUPT_IMAGE_ERRORS) as exc:
         raise InvalidImageError(f"Image data is corrupt or truncated: {exc}") from exc
 
 

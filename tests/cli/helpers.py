@@ -64,6 +64,19 @@ def png(path: Path, size: tuple[int, int], color: str = "red") -> Path:
     return path
 
 
+def broken_png(path: Path) -> Path:
+    """A PNG whose first data chunk says it is 10 bytes shorter than it is.
+
+    Pillow opens it, then fails its decode with ``SyntaxError`` ("broken PNG file"), which
+    is not an ``OSError``: found by a fuzzing probe of the CLI.
+    """
+    png(path, (64, 48), "orange")
+    data = path.read_bytes()
+    length = int.from_bytes(data[33:37], "big")  # the chunk after the 33-byte header
+    path.write_bytes(data[:33] + (length - 10).to_bytes(4, "big") + data[37:])
+    return path
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
     """The failure is reported in one line on stderr, without a traceback."""
     assert "Traceback" not in result.stderr, result.stderr

@@ -22,6 +22,7 @@ from .helpers import (
     TEXT,
     VISION,
     assert_one_line_error,
+    broken_png,
     cli_env,
     lines,
     png,
@@ -150,10 +151,29 @@ def test_images_are_sent_relative_to_the_input_file(
     jsonschema.validate(by_id["with-image"]["result"], PERSON_SCHEMA)
     assert "nope.png" in by_id["missing-image"]["error"]["message"]
     assert [len(p.images) for p in emulator.predictions] == [1]
+
     refused = main_in_process(*extract(schema_file, source, tmp_path / "other.jsonl", "-m", TEXT))
     assert refused.returncode == 2
     assert_one_line_error(refused, "have images", "no vision support")
     assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_a_corrupt_image_fails_its_item_and_the_run_goes_on(
+    run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
+) -> None:
+    """Found by a probe: Pillow's SyntaxError for a broken PNG ended the whole run, as a bug."""
+    broken_png(tmp_path / "broken.png")
+    source = tmp_path / "in.jsonl"
+    items = [{"id": 1, "prompt": "a", "images": ["broken.png"]}, {"id": 2, "prompt": "b"}]
+    source.write_text("".join(json.dumps(item) + "\n" for item in items))
+    target = tmp_path / "out.jsonl"
+    result = run_cli(*extract(schema_file, source, target, "-m", VISION, "--concurrency", "1"))
+    assert result.returncode == 1  # one item failed
+    by_id = {r["id"]: r for r in lines(target)}
+    assert by_id[1]["error"]["type"] == "InputError"
+    assert "corrupt or truncated" in by_id[1]["error"]["message"]
+    jsonschema.validate(by_id[2]["result"], PERSON_SCHEMA)
+    assert "bug" not in result.stderr
 
 
 def test_items_piped_in_and_results_piped_out(

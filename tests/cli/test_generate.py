@@ -21,6 +21,7 @@ from .helpers import (
     TEXT,
     VISION,
     assert_one_line_error,
+    broken_png,
     png,
     roles_and_texts,
 )
@@ -141,6 +142,17 @@ def test_unreadable_image(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path:
     assert result.returncode == 2
     assert result.stdout == ""
     assert_one_line_error(result, "text.png", "not an image file")
+    assert emulator.predictions == []
+
+
+def test_a_corrupt_image_is_named_as_such_not_as_a_bug(
+    run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    broken_png(tmp_path / "broken.png")
+    result = run_cli("generate", "-m", VISION, "--image", str(tmp_path / "broken.png"), "Hi")
+    assert result.returncode == 2
+    assert_one_line_error(result, "broken.png", "corrupt or truncated", "broken PNG file")
+    assert "bug" not in result.stderr
     assert emulator.predictions == []
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from PIL import Image as PILImage
 from PIL import ImageColor, UnidentifiedImageError
 
+from .._images import CORRUPT_IMAGE_ERRORS
 from ._common import CliError
 
 __all__ = ["MAX_SIDE", "Attachment", "load_image", "parse_size", "solid_image"]
@@ -98,6 +99,9 @@ def _decode(path: Path) -> PILImage.Image:
     """
     with _DECODING, warnings.catch_warnings():
         warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+        # Pillow's notes on a damaged file it still decodes ("Corrupt EXIF data", "Tag data
+        # larger than file"): two lines of noise each, on a terminal the CLI writes to.
+        warnings.simplefilter("ignore", UserWarning)
         with PILImage.open(path) as opened:
             frames = getattr(opened, "n_frames", 1)  # read from the file: while it is open
             if frames > 1:  # a copy has one frame: the library would no longer see it
@@ -161,6 +165,10 @@ def load_image(path: str | Path) -> Attachment:
         ) from None
     except (OSError, ValueError) as exc:
         raise CliError(f"Cannot read image {str(path)!r}: {exc}") from None
+    except CORRUPT_IMAGE_ERRORS as exc:
+        raise CliError(
+            f"Cannot read image {str(path)!r}: the file is corrupt or truncated ({exc})."
+        ) from None
     original = image.size
     return Attachment(str(path), _fit(image), original)
 

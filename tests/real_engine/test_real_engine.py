@@ -26,6 +26,7 @@ from outlines.types.dsl import python_types_to_terms, to_regex
 
 from outlines_lmstudio import TruncatedOutputError, from_lmstudio
 from outlines_lmstudio.testing import LMStudioEmulator
+from tests.e2e.helpers import eventually
 from tests.real_engine.conftest import EMBED_KEY, EMBEDDED_MODEL_KEY
 
 PERSON_PROMPT = "Extract the person as JSON: Mary Smith, aged 40, lives in Berlin."
@@ -227,8 +228,10 @@ def test_leaving_a_stream_early_stops_decoding(
     assert record.cancelled
     assert record.stop_reason == "userStopped"
     assert len(record.fragments) < 200
-    # The reply's decoding thread (it decodes ahead of what is sent) has stopped too.
-    assert not [t for t in threading.enumerate() if t.name == "llama-decode"]
+    # The reply's decoding thread (it decodes ahead of what is sent) stops too: it says it
+    # is done as its last step, so it may still be leaving when the record is done (seen
+    # once in a full run on a loaded machine).
+    assert eventually(lambda: not [t for t in threading.enumerate() if t.name == "llama-decode"])
 
 
 @pytest.mark.asyncio

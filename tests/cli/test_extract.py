@@ -402,6 +402,46 @@ def test_sigterm_stops_the_run_as_ctrl_c_does(
     ]
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_run_exits_though_an_item_is_stuck_where_nothing_can_cancel_it(
+    emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Found by a probe: an item whose image is a named pipe nobody writes to blocks its
+    worker for good; the run said it stopped, then never exited (Python joins its worker
+    threads at exit), and a second Ctrl-C printed a traceback."""
+    os.mkfifo(tmp_path / "pipe.png")
+    source = tmp_path / "in.jsonl"
+    items = [{"id": 1, "prompt": "a", "images": ["pipe.png"]}, {"id": 2, "prompt": "b"}]
+    source.write_text("".join(json.dumps(item) + "\n" for item in items))
+    target = tmp_path / "out.jsonl"
+    child = subprocess.Popen(
+        [
+            *script_path(),
+            "--host",
+            emulator.api_host,
+            *extract(schema_file, source, target, "-m", VISION),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        # A child of a test run may inherit SIGINT ignored (a background shell job): the
+        # run under test must get it as a terminal would give it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        _wait_for_lines(target, 1)  # item 2 is done: item 1 waits on the pipe
+        child.send_signal(sig)
+        _, stderr = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == (143 if sig == signal.SIGTERM else 130), stderr
+    assert "Traceback" not in stderr
+    assert "1 items finished and written to" in stderr
+    assert [r["id"] for r in lines(target)] == [2]
+
+
 def test_killed_run_resumes_without_losing_or_repeating_results(
     emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

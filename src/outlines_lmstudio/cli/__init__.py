@@ -112,7 +112,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # while `_common`, and the SDK with it, is being imported
         _report(_interrupted())
         status = EXIT_INTERRUPTED
-    return _sigterm.EXIT_TERMINATED if _sigterm.terminated() else status
+    status = _sigterm.EXIT_TERMINATED if _sigterm.terminated() else status
+    if argv is None and status in (EXIT_INTERRUPTED, _sigterm.EXIT_TERMINATED):
+        _leave_stuck_threads(status)
+    return status
+
+
+STUCK_SECONDS = 5.0
+"""How long an interrupted command waits for its worker threads before it exits anyway."""
+
+
+def _leave_stuck_threads(status: int) -> None:
+    """Exit with ``status`` now if a worker thread is still running `STUCK_SECONDS` later.
+
+    Python joins its worker threads when it exits (``concurrent.futures`` joins every
+    pool's): one blocked in a call nothing can cancel (an ``extract`` item's image that is a
+    named pipe nobody writes to) kept an interrupted run alive for good after it had said it
+    stopped, and a second Ctrl-C printed a traceback. What the command wrote is already
+    written (each result line whole, under a lock), so nothing is lost by not waiting.
+    """
+    import threading
+    import time
+
+    deadline = time.monotonic() + STUCK_SECONDS
+    try:
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join(max(deadline - time.monotonic(), 0.0))
+        if not any(
+            t.is_alive() and not t.daemon and t is not threading.current_thread()
+            for t in threading.enumerate()
+        ):
+            return
+    except KeyboardInterrupt:  # a second Ctrl-C while waiting: leave now
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def _interrupted() -> str:

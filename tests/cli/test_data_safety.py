@@ -472,6 +472,58 @@ def test_generate_type_whose_schema_cannot_be_built(
     assert emulator.requests == []
 
 
+_RAISING_VALIDATOR = """
+import pydantic
+
+
+class P(pydantic.BaseModel):
+    name: str
+    age: int
+
+    @pydantic.field_validator("age")
+    @classmethod
+    def check(cls, value: int) -> int:
+        return value // 0
+"""
+
+
+def test_a_type_whose_own_validator_raises_is_named_not_called_our_bug(
+    run_cli: RunCli, tmp_path: Path, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: "unexpected ZeroDivisionError ... a bug in outlines-lmstudio"."""
+    (tmp_path / "vm.py").write_text(_RAISING_VALIDATOR)
+    result = run_cli("generate", "--type", "vm:P", "hi")
+    assert result.returncode == 1
+    assert_one_line_error(result, "--type P's own code raised ZeroDivisionError", "in vm, line")
+    assert "bug" not in result.stderr
+
+
+def test_extract_fails_the_items_a_types_own_validator_raises_on_and_goes_on(
+    run_cli: RunCli, tmp_path: Path, emulator: LMStudioEmulator
+) -> None:
+    (tmp_path / "vm.py").write_text(_RAISING_VALIDATOR)
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "prompt": "a"}\n{"id": 2, "prompt": "b"}\n')
+    command = ("extract", "--type", "vm:P", "--input", "in.jsonl", "--output", "out.jsonl")
+    result = run_cli(*command)
+    assert result.returncode == 1  # items failed, the run did not
+    records = lines(tmp_path / "out.jsonl")
+    assert sorted(r["id"] for r in records) == [1, 2]
+    assert {r["error"]["type"] for r in records} == {"ZeroDivisionError"}
+    assert "bug" not in result.stderr
+
+
+@pytest.mark.parametrize("code", ["0", "'boom'"])
+def test_a_type_module_that_exits_when_imported_is_named(
+    run_cli: RunCli, tmp_path: Path, emulator: LMStudioEmulator, code: str
+) -> None:
+    """Found by a probe: sys.exit(0) at import ended the command with status 0, no word."""
+    (tmp_path / "exits.py").write_text(f"import sys\nsys.exit({code})\n")
+    result = run_cli("generate", "--type", "exits:P", "hi")
+    assert result.returncode == 2
+    assert_one_line_error(result, "importing 'exits' called sys.exit(", "must not exit")
+    assert emulator.requests == []
+
+
 def test_failure_report_kinds() -> None:
     assert failure_report(CliError("x", 3)) == ("x", 3)
     message, code = failure_report(InvalidImageError("bad image")) or ("", 0)

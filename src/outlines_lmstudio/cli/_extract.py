@@ -28,7 +28,7 @@ from ._common import (
 from ._generate import build_input
 from ._images import load_image
 from ._jsonl import STDIN, Item, OutputFile, item_key, read_items
-from ._output_types import OutputSpec, add_output_options, output_spec, to_json
+from ._output_types import OutputSpec, add_output_options, output_spec, to_json, type_code_error
 from ._sigterm import terminated
 from ._text import check_options_text
 
@@ -155,10 +155,27 @@ class _Job:
             if self.reasoning:
                 record["reasoning"] = getattr(exc, "reasoning", None) or "".join(thought)
             return record
-        record = {"id": item.id, "result": to_json(value)}
+        except Exception as exc:
+            return self._type_code_failed(item, exc)
+        try:
+            result = to_json(value)  # a serializer of the --type class runs here
+        except Exception as exc:
+            return self._type_code_failed(item, exc)
+        record = {"id": item.id, "result": result}
         if self.reasoning:
             record["reasoning"] = "".join(thought)
         return record
+
+    def _type_code_failed(self, item: Item, exc: Exception) -> dict[str, Any]:
+        """Return the item's error record if the ``--type`` class's own code raised ``exc``.
+
+        A validator that fails on some replies fails those items, as a reply that does not
+        validate does; anything else is ours, and is raised.
+        """
+        told = type_code_error(exc, self.spec.output_type)
+        if told is None:
+            raise exc
+        return {"id": item.id, "error": {"type": type(exc).__name__, "message": told}}
 
     def _parse_reply(self, model_input: Any, thought: list[str]) -> Any:
         """Ask once with ``reply`` and validate the answer as ``parse`` does."""

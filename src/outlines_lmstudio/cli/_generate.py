@@ -7,6 +7,7 @@ import collections
 from typing import Any
 
 from ._common import (
+    EXIT_FAILURE,
     MAX_RETRIES,
     CliError,
     ModelInfo,
@@ -21,7 +22,14 @@ from ._common import (
     write_out,
 )
 from ._images import Attachment, load_image
-from ._output_types import OutputSpec, add_output_options, json_text, output_spec, to_json
+from ._output_types import (
+    OutputSpec,
+    add_output_options,
+    json_text,
+    output_spec,
+    to_json,
+    type_code_error,
+)
 from ._text import check_options_text, check_text, read_stdin
 
 __all__ = ["HELP", "add_arguments", "build_input", "check_grammar", "read_prompt", "run"]
@@ -202,9 +210,15 @@ def run(args: argparse.Namespace) -> int:
                 write_out(fragment)
             write_out("\n")
             return 0
-        if args.stream:
-            value = _stream_structured(model, model_input, spec, kwargs, args.retries)
-        else:
-            value = model.parse(model_input, spec.output_type, retries=args.retries, **kwargs)
-        _print_value(value, spec)
+        try:
+            if args.stream:
+                value = _stream_structured(model, model_input, spec, kwargs, args.retries)
+            else:
+                value = model.parse(model_input, spec.output_type, retries=args.retries, **kwargs)
+            _print_value(value, spec)
+        except Exception as exc:  # a validator or serializer of the --type class: say so
+            told = type_code_error(exc, spec.output_type)
+            if told is None:
+                raise
+            raise CliError(told[0].upper() + told[1:] + ".", EXIT_FAILURE) from None
     return 0

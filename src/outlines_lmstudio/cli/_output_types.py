@@ -22,6 +22,7 @@ __all__ = [
     "load_type",
     "output_spec",
     "to_json",
+    "type_code_error",
 ]
 
 
@@ -167,6 +168,12 @@ def load_type(spec: str) -> Any:
         raise CliError(
             f"--type {spec!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
         ) from None
+    except SystemExit as exc:  # sys.exit() at import: the command ended with no word
+        raise CliError(
+            f"--type {spec!r}: importing {module_name!r} called sys.exit({exc.code!r}); a "
+            "module used as --type must not exit when it is imported (guard that code with "
+            '`if __name__ == "__main__":`).'
+        ) from None
     for name in attr_path.split("."):
         try:
             obj = getattr(obj, name)
@@ -187,6 +194,35 @@ def load_type(spec: str) -> Any:
             f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
         ) from None
     return obj
+
+
+def type_code_error(exc: BaseException, output_type: Any) -> str | None:
+    """Say that ``exc`` came from the ``--type`` class's own code, or return ``None``.
+
+    A validator or serializer of the user's model that raises something other than
+    Pydantic's validation errors (``1/0`` in a ``field_validator``) reaches the command as
+    that exception: it is the user's code failing, not a bug of ours. It is told by a frame
+    of the traceback that runs in the model's own top-level package.
+
+    Returns
+    -------
+    str | None
+        The one-line message, if it came from there.
+    """
+    module = getattr(output_type, "__module__", None)
+    if not isinstance(output_type, type) or not isinstance(module, str):
+        return None
+    package = module.partition(".")[0]
+    trace = exc.__traceback__
+    while trace is not None:
+        name = trace.tb_frame.f_globals.get("__name__", "")
+        if name == package or name.startswith(package + "."):
+            return (
+                f"the --type {output_type.__name__}'s own code raised "
+                f"{type(exc).__name__}: {exc} (in {name}, line {trace.tb_lineno})"
+            )
+        trace = trace.tb_next
+    return None
 
 
 def output_spec(args: argparse.Namespace) -> OutputSpec:

@@ -441,6 +441,15 @@ def test_chat_save_failures_keep_the_session(emulator: LMStudioEmulator, tmp_pat
 # -- one line, the documented exit status ---------------------------------------------------
 
 
+def test_a_save_name_with_a_nul_is_refused_as_such() -> None:
+    """Found by a probe: ``/save a<NUL>b.json`` (piped in) was "unexpected ValueError ...
+    (a bug: please report it)"."""
+    from outlines_lmstudio.cli._chat import _save_target
+
+    with pytest.raises(CliError, match="cannot hold a NUL character; the conversation is kept"):
+        _save_target(Path("a\x00b.json"))
+
+
 def test_emulator_bad_port_is_one_line(run_cli: RunCli) -> None:
     result = run_cli("emulator", "--port", "99999", host=False)
     assert result.returncode == 2

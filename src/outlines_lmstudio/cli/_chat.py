@@ -372,6 +372,8 @@ def _save_target(path: Path) -> Path | None:
     CliError
         If ``path`` is a directory, a link to nothing, or cannot be looked at.
     """
+    if "\x00" in str(path):  # the OS takes no such name: Python's ValueError, not an OSError
+        raise _cannot_save(path, "a file name cannot hold a NUL character")
     if path.is_dir() or not path.name:
         raise CliError(
             f"Cannot save to {str(path)!r}: it is a directory; give a file name, "

@@ -444,10 +444,81 @@ def _user_config(config: object) -> dict[str, Any]:
             result[camel] = setting.check(f"config[{camel!r}]", value)
     # Let the SDK's own struct check the rest (structured, promptTemplate, ...) now.
     try:
-        LlmPredictionConfig._from_any_dict(result)
+        kept = LlmPredictionConfig._from_any_dict(result).to_dict()
     except (msgspec.ValidationError, TypeError, ValueError, OverflowError) as exc:
         raise InvalidInferenceArgumentError(f"Invalid value in config=: {exc}") from exc
+    dropped = _dropped_keys(result, kept, "config")
+    if dropped:
+        raise InvalidInferenceArgumentError(
+            f"Unknown key(s) in config=: {', '.join(dropped)}. The lmstudio SDK drops them "
+            "silently, so "
+            "LM Studio would never see them: check their spelling against LM Studio's "
+            "prediction config (e.g. structured takes type, jsonSchema and gbnfGrammar)."
+        )
+    _check_structured(result.get("structured"))
     return result
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _dropped_keys(given: object, kept: object, path: str) -> list[str]:
+    """Return the paths of keys in ``given``'s mappings that the SDK's round trip lost.
+
+    The SDK reads ``config=`` into its structs, which drop what they do not know, at any
+    depth (``structured: {"typo": 1}``). ``kept`` is what its struct writes back: a key
+    it does not hold (in either spelling) was dropped. A key set to ``None`` is unset.
+    """
+    if isinstance(given, Mapping) and isinstance(kept, Mapping):
+        lost: list[str] = []
+        for key, value in given.items():
+            here = f"{path}[{key!r}]"
+            name = _camel(key) if isinstance(key, str) else key
+            if name in kept:
+                lost += _dropped_keys(value, kept[name], here)
+            elif key in kept:
+                lost += _dropped_keys(value, kept[key], here)
+            elif value is not None:
+                lost.append(here)
+        return lost
+    if isinstance(given, list | tuple) and isinstance(kept, list | tuple):
+        return [
+            lost
+            for index, (item, back) in enumerate(zip(given, kept, strict=False))
+            for lost in _dropped_keys(item, back, f"{path}[{index}]")
+        ]
+    return []
+
+
+# What each kind of structured output reads; LM Studio ignores the other bodies.
+_STRUCTURED_BODIES = {"none": (), "json": ("jsonSchema",), "gbnf": ("gbnfGrammar",)}
+
+
+def _check_structured(structured: object) -> None:
+    """Refuse a ``structured`` setting with a body its ``type`` does not read.
+
+    ``{"type": "none", "jsonSchema": ...}`` would be sent as free text, and a ``json`` one
+    with a ``gbnfGrammar`` would lose the grammar: either way, silently.
+    """
+    if not isinstance(structured, Mapping):
+        return
+    kind = structured.get("type")
+    reads = _STRUCTURED_BODIES.get(kind) if isinstance(kind, str) else None
+    if reads is None:
+        return  # the SDK's struct has checked the type
+    ignored = sorted(
+        _camel(str(key))
+        for key, value in structured.items()
+        if value is not None and _camel(str(key)) not in (*reads, "type")
+    )
+    if ignored:
+        raise InvalidInferenceArgumentError(
+            f"config['structured'] has type {kind!r} and also {ignored}, which that type "
+            "does not read: LM Studio would ignore them silently. Set type to 'json' for a "
+            "jsonSchema or 'gbnf' for a gbnfGrammar, or leave the other out."
+        )
 
 
 def _optional_name(name: str, value: object, what: str) -> str | None:

@@ -771,6 +771,20 @@ CASES = [
         r"config\['stopStrings'\]: stop strings must not be empty",
     ),
     Case(
+        "config nested key unknown",
+        lambda m: m("x", config={"structured": {"type": "json", "jsonSchema": {}, "typo": 1}}),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        r"config\['structured'\]\['typo'\]\. The lmstudio SDK drops them silently",
+    ),
+    Case(
+        "config structured body its type ignores",
+        lambda m: m("x", config={"structured": {"type": "none", "jsonSchema": {}}}),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        r"type 'none' and also \['jsonSchema'\], which that type does not read",
+    ),
+    Case(
         "config struct temperature nan",
         lambda m: m("x", config=lms.LlmPredictionConfig(temperature=float("nan"))),
         E.InvalidInferenceValueError,

@@ -67,6 +67,59 @@ def test_unknown_config_key_is_refused_not_dropped() -> None:
 
 
 @pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"structured": {"type": "json", "jsonSchema": {}, "typo": 1}}, "['structured']['typo']"),
+        ({"rawTools": {"type": "none", "typo": 1}}, "['rawTools']['typo']"),
+        (
+            {
+                "promptTemplate": {
+                    "type": "jinja",
+                    "jinjaPromptTemplate": {"template": "x"},
+                    "stopStrings": [],
+                    "x": 2,
+                }
+            },
+            "['promptTemplate']['x']",
+        ),
+    ],
+)
+def test_unknown_nested_config_keys_are_refused_not_dropped(
+    config: dict[str, Any], named: str
+) -> None:
+    """Found by a probe: the SDK's structs drop unknown keys at any depth, silently."""
+    with pytest.raises(InvalidInferenceArgumentError, match="drops them silently") as info:
+        parse_inference_kwargs({"config": config})
+    assert named in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "structured",
+    [
+        {"type": "none", "jsonSchema": {"type": "integer"}},  # was sent as free text
+        {"type": "json", "jsonSchema": {"type": "integer"}, "gbnfGrammar": 'root ::= "a"'},
+        {"type": "gbnf", "gbnfGrammar": 'root ::= "a"', "json_schema": {}},
+    ],
+)
+def test_a_structured_body_its_type_does_not_read_is_refused(structured: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInferenceArgumentError, match="does not read"):
+        parse_inference_kwargs({"config": {"structured": structured}})
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"structured": {"type": "json", "json_schema": {"type": "integer", "x-any": [1]}}},
+        {"structured": {"type": "none", "jsonSchema": None}},
+        {"reasoningParsing": {"enabled": True, "startString": "<a>", "endString": "</a>"}},
+        {"stop_strings": ["x"], "temperature": 0.5},
+    ],
+)
+def test_nested_config_the_sdk_keeps_whole_is_accepted(config: dict[str, Any]) -> None:
+    assert parse_inference_kwargs({"config": config}).config is not None
+
+
+@pytest.mark.parametrize(
     ("config", "hint"),
     [
         ({"seed": 1}, r"'seed': LM Studio takes the seed when the model is loaded"),

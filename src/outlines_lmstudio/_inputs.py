@@ -515,9 +515,15 @@ def _tool_calls(raw: object, where: str) -> tuple[ToolCall, ...]:
                     f"{where}: tool call arguments are not valid JSON: {exc}"
                 ) from exc
         name = function.get("name")
-        if not isinstance(arguments, dict) or not isinstance(name, str):
+        if not isinstance(arguments, dict) or not isinstance(name, str) or not name.strip():
             raise UnsupportedInputError(
-                f"{where}: tool call needs a str name and an object of arguments."
+                f"{where}: tool call needs a non-empty str name and an object of arguments."
+            )
+        kind = call.get("type", "function")
+        if kind != "function":  # LM Studio's chat holds function calls only
+            raise UnsupportedInputError(
+                f"{where}: a tool call of type {kind!r} cannot be sent: LM Studio's chat "
+                "holds function calls only ('type': 'function'), and it would be sent as one."
             )
         call_id = call.get("id", "")
         if not isinstance(call_id, str):

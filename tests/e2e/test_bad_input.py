@@ -701,6 +701,37 @@ CASES = [
         "tool call arguments must be JSON data",
     ),
     Case(
+        "tool call of another type",
+        lambda m: m(
+            Chat(
+                [
+                    {"role": "user", "content": "x"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [{"id": "1", "type": "retrieval", "function": {"name": "f"}}],
+                    },
+                ]
+            )
+        ),
+        E.UnsupportedInputError,
+        TypeError,
+        r"a tool call of type 'retrieval' cannot be sent",
+    ),
+    Case(
+        "tool call with an empty name",
+        lambda m: m(
+            Chat(
+                [
+                    {"role": "user", "content": "x"},
+                    {"role": "assistant", "tool_calls": [{"id": "1", "function": {"name": " "}}]},
+                ]
+            )
+        ),
+        E.UnsupportedInputError,
+        TypeError,
+        "tool call needs a non-empty str name",
+    ),
+    Case(
         "image with no data",
         lambda m: m(["see", no_image_data()], model=VISION_MODEL),
         E.InvalidImageError,

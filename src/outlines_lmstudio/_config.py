@@ -451,9 +451,8 @@ def _user_config(config: object) -> dict[str, Any]:
     if dropped:
         raise InvalidInferenceArgumentError(
             f"Unknown key(s) in config=: {', '.join(dropped)}. The lmstudio SDK drops them "
-            "silently, so "
-            "LM Studio would never see them: check their spelling against LM Studio's "
-            "prediction config (e.g. structured takes type, jsonSchema and gbnfGrammar)."
+            "silently, so LM Studio would never see them: check their spelling against "
+            "LM Studio's prediction config (structured takes type, jsonSchema, gbnfGrammar)."
         )
     _check_structured(result.get("structured"))
     return result

@@ -8,9 +8,9 @@ the async client, ``connect()``) bring them back. Calls that fail together
 reset bumps a per-client generation and a call resets only the generation it
 started with. The generation moves when the reset is done, not when it begins:
 a call that began meanwhile used the sessions being reset, and its failure is
-the same loss (before, it reset the fresh connection again, and the SDK leaves
-the predictions open on a session it is told to disconnect waiting for good:
-10 calls in 30 stalled until their read timeout).
+the same loss (before, it reset the fresh connection again, dropping the
+predictions open on it: in a probe, 10 calls in 30 then waited out their read
+timeout, never told by the SDK; see `AsyncReconnects`).
 """
 
 from __future__ import annotations

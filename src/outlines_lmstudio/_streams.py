@@ -206,13 +206,13 @@ class SyncReader:
         """
         if not self._sent:
             return None
+        told = threading.Event()  # set once cancelled, or at the end, after leaving
         if wait or sys.is_finalizing():
-            self._cancel()
+            self._decide(told, cancel=True)  # the reading thread sends no second cancel
         if sys.is_finalizing():  # a stream collected at exit: a thread would never start
             with contextlib.suppress(Exception):  # (its start() would wait forever), and
                 self.stream.close()  # the SDK's own cleanup fails (its loop has stopped)
             return None
-        told = threading.Event()  # set once cancelled, or at the end, after leaving
         drain = threading.Thread(target=self._drain, args=(told,), name=_DRAIN, daemon=True)
         drain.start()
         if wait:

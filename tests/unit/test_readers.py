@@ -360,6 +360,16 @@ def test_a_stream_left_while_its_reply_goes_on_is_cancelled_once_before_leave_re
     assert took < 0.4  # the leave did not wait for the slow fragment or the long grace
 
 
+def test_a_ctrl_c_leave_cancels_at_once_and_only_once() -> None:
+    stream = Burst(0, 0.05, 0.05)  # fragments the reading thread waits for, after the leave
+    reader = SyncReader(cast(lms.PredictionStream, stream), SigintGuard(), per_fragment=True)
+    assert cast(list[str], reader.read()) == ["f0"]
+    drain = reader.abandon(wait=2.0)  # as after a Ctrl-C: the cancel is sent at once
+    assert drain is not None
+    drain.join(10)
+    assert stream.cancels == 1
+
+
 class UnsendableCancel(EndlessStream):
     """A stream whose client is gone: sending the cancel fails outside the SDK's errors."""
 

@@ -592,6 +592,7 @@ class _Reply:
             structured=self._structured,
             # A reply cut inside a Harmony header stopped before its answer too.
             in_reasoning=split.in_reasoning or split.in_header,
+            reasoned=split.reasoned,
         )
         if problem is not None:
             raise problem

@@ -26,8 +26,10 @@ does not know) is recognised when the reply opens with the start tag. A bare end
 tag in an untyped reply that has not reasoned yet also ends reasoning: some
 templates (Qwen3 2507) put the start tag in the prompt, so the model writes only
 ``reasoning</think>answer``. A later mention of either tag is answer text, and so is a
-bare end tag in a reply asked to be JSON that opens a JSON object or array: that reply
-is its answer from the first character (``{"note": "</think>"}`` keeps its text).
+bare end tag in a reply asked to be JSON that opens a JSON object, array or string: that
+reply is its answer from the first character (``{"note": "</think>"}`` and, for a ``str``,
+``"Close it with </think>."`` keep their text). A number or ``true`` may open reasoning
+text too ("1. First, ...", "the user asks"), so those do not count.
 
 The rule, whichever signals arrive: **the answer is the untyped, non-control
 text after the last piece of reasoning**, with the whitespace that separates it
@@ -58,6 +60,9 @@ __all__ = [
     "plain_reply",
     "reply_problem",
 ]
+
+_JSON_OPENERS = frozenset('{["')
+"""First characters of a JSON answer that reasoning text does not open with (see above)."""
 
 _MARKER_HEAD = "__LM_STUDIO_INTERNAL_LSEP_SYNTHETIC_REASONING_END_"
 SYNTHETIC_MARKER = _MARKER_HEAD + "f4e9a8d2c6b14d0c9e5f3a7b8c1d2e6a__"
@@ -117,8 +122,8 @@ class ReasoningSplitter:
         ``reasoningParsing`` start and end strings; ``<think>``/``</think>`` by
         default).
     json_answer
-        The reply was asked to be a JSON document: one that opens a JSON object or array is
-        its answer from the start, so a bare end tag in it is answer text.
+        The reply was asked to be a JSON document: one that opens a JSON object, array or
+        string is its answer from the start, so a bare end tag in it is answer text.
 
     Attributes
     ----------
@@ -151,7 +156,7 @@ class ReasoningSplitter:
     _answer_tokens = 0  # tokens of the answer so far: reasoning if it is taken back
     _typed = False  # the server has typed a fragment as reasoning
     # Reasoning has begun or ended somewhere in this reply, or (json_answer) the reply
-    # opened a JSON object or array: a bare end tag no longer ends reasoning.
+    # opened a JSON object, array or string: a bare end tag no longer ends reasoning.
     _reasoned = False
     _harmony = False  # a Harmony header opened the answer: control tokens are control
     _final = False  # inside a Harmony final message: only its closing token is control
@@ -183,6 +188,11 @@ class ReasoningSplitter:
     def in_header(self) -> bool:
         """Whether the reply so far ended inside a Harmony header, before its message."""
         return self._mode is _Mode.HEADER
+
+    @property
+    def reasoned(self) -> bool:
+        r"""Whether the reply held reasoning, even empty (``<think>\n\n</think>``)."""
+        return self._typed or self._boundaries > 0
 
     @property
     def reasoning(self) -> str:
@@ -225,7 +235,7 @@ class ReasoningSplitter:
             head = (self._hold + content).lstrip()[:1]
             if head and head != self._start_tag[0]:
                 self._mode = _Mode.ANSWER
-                if self._json_answer and head in ("{", "["):
+                if self._json_answer and head in _JSON_OPENERS:
                     self._reasoned = True  # the JSON answer has begun (module docstring)
         if (
             reasoning_type == "none"
@@ -360,7 +370,7 @@ class ReasoningSplitter:
             self._hold = buf[pos:]  # whitespace, or a possible start tag
             return len(buf)
         self._mode = _Mode.ANSWER
-        if self._json_answer and rest[:1] in ("{", "["):
+        if self._json_answer and rest[:1] in _JSON_OPENERS:
             self._reasoned = True  # the JSON answer has begun: see the module docstring
         return pos
 
@@ -612,6 +622,7 @@ def reply_problem(
     *,
     structured: bool,
     in_reasoning: bool = False,
+    reasoned: bool = False,
 ) -> OutlinesLMStudioError | None:
     """Return the error a finished reply of a reasoning model deserves, if any.
 
@@ -630,6 +641,10 @@ def reply_problem(
         Whether the reply ended inside reasoning (`ReasoningSplitter.in_reasoning`) or
         inside a Harmony header (`ReasoningSplitter.in_header`): a reply cut just after its
         start tag, or after whitespace, or in ``<|channel|>analysis``, has reasoned too.
+    reasoned
+        Whether the reply held reasoning at all (`ReasoningSplitter.reasoned`): an empty
+        think block (what Qwen3 writes with ``/no_think``) or Harmony analysis message
+        followed by no answer is an empty answer, not an empty JSON document.
 
     Returns
     -------
@@ -638,7 +653,7 @@ def reply_problem(
         was written, `EmptyAnswerError` when the model reasoned and then wrote no
         answer, else ``None``. Replies without reasoning are never judged here.
     """
-    if answer.strip() or not (reasoning.strip() or in_reasoning):
+    if answer.strip() or not (reasoning.strip() or in_reasoning or reasoned):
         return None
     stop = stats.stop_reason
     what = "JSON answer" if structured else "answer"

@@ -88,6 +88,21 @@ def test_an_end_tag_inside_a_json_answer_is_answer_text(
     assert "</think>" in json.dumps(model.parse("q", output_type), default=repr)
 
 
+def test_an_end_tag_inside_a_json_string_answer_is_answer_text(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: a ``str`` answer holding ``</think>`` was cut to what followed it
+    (``'."'``), and ``parse`` then failed on invalid JSON. A JSON string opens with ``"``,
+    which reasoning text does not."""
+    reply = '"Close it with </think>."'
+    emulator.script(TEXT_MODEL, lambda prediction: reply)
+    model = make_model(TEXT_MODEL)
+    assert model("q", str) == reply
+    assert "".join(model.stream("q", str)) == reply
+    assert model.parse("q", str) == "Close it with </think>."
+    assert model.reply("q", str).reasoning == ""
+
+
 def test_reasoning_before_a_json_answer_still_ends_at_a_bare_end_tag(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:
@@ -169,6 +184,27 @@ def test_an_empty_answer_after_reasoning_is_an_error(
         model("who?")
     with pytest.raises(EmptyAnswerError):
         list(model.stream("who?"))
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "<think></think>",
+        "<think>\n\n</think>\n\n",  # what Qwen3 writes with /no_think, then nothing
+        "<|channel|>analysis<|message|><|end|>",  # an empty Harmony analysis message
+    ],
+)
+def test_an_empty_think_block_then_no_answer_is_an_empty_answer(
+    make_model: MakeModel, emulator: LMStudioEmulator, reply: str
+) -> None:
+    """Found by a probe: it was "Invalid JSON: EOF while parsing a value" from ``parse``,
+    and ``""`` from a call without an output type, which the docs say never happens."""
+    emulator.script(TEXT_MODEL, lambda prediction: reply)
+    model = make_model(TEXT_MODEL)
+    with pytest.raises(EmptyAnswerError, match="wrote an empty JSON answer"):
+        model.parse("how many?", int)
+    with pytest.raises(EmptyAnswerError, match="wrote an empty answer"):
+        model("how many?")
 
 
 def test_a_grammar_answer_cut_in_the_reasoning_is_not_called_json(

@@ -91,6 +91,21 @@ def test_embed_errors(run_cli: RunCli, main_in_process: MainInProcess) -> None:
     assert_one_line_error(empty, "must be non-empty")
 
 
+def test_embed_under_local_says_it_has_no_embedding_model() -> None:
+    """Found by a probe: it said to pass --model and list embedding models, of which --local
+    has none, so every hint led to an empty list."""
+    result = subprocess.run(
+        [*script_path(), "--local", "embed", "hello"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert_one_line_error(result, "--local serves the embedded real model only", "--emulator")
+
+
 @pytest.mark.parametrize(
     ("args", "stdin", "needle"),
     [

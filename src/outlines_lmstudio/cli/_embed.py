@@ -93,6 +93,12 @@ def _texts(given: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Embed the texts; return the exit status."""
     texts = _texts(args.texts)
+    if getattr(args, "use_local", False):  # before starting it: it would have none
+        raise CliError(
+            "--local serves the embedded real model only, an LLM (Gemma 3 270M): it has no "
+            "embedding model. Use --emulator for embeddings (vectors of the right shape from "
+            "generated text), or LM Studio with an embedding model loaded."
+        )
     with connect(args) as session:
         model = embedding_model(session, args.model)
         vectors = [[float(x) for x in cast("Sequence[float]", model.embed(t))] for t in texts]

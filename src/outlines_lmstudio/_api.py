@@ -411,5 +411,5 @@ class ModelApi(Common):
         for`` on `AsyncLMStudio`); once it has ended, its ``reply`` holds the `Reply`.
         """
         request = self._prepare(model_input, output_type, inference_kwargs)
-        sink = ChunkSink(request.plan.render)
+        sink = ChunkSink(request.plan.render, whole_answer=request.plan.kind == "simple")
         return ReplyStream(self._iterate(request, sink), sink)

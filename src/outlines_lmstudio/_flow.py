@@ -348,6 +348,10 @@ class _PartialSink(Sink):
 class ChunkSink(Sink):
     """Every piece of the reply, reasoning included; `reply` holds the whole at the end.
 
+    For a simple type (``whole_answer``) the answer is one piece, rendered, at the end, as
+    ``stream`` gives it (``pos``, not the JSON ``"pos"`` in pieces): the answer pieces then
+    join to ``reply.text``, as they do for every other type (found by a probe).
+
     Attributes
     ----------
     reply
@@ -356,16 +360,21 @@ class ChunkSink(Sink):
 
     live = True
 
-    def __init__(self, render: Callable[[str], str]) -> None:
+    def __init__(self, render: Callable[[str], str], *, whole_answer: bool = False) -> None:
         self._render = render
+        self._whole_answer = whole_answer
         self.reply: Reply | None = None
 
     def feed(self, chunk: ReplyChunk) -> Iterable[Any]:
+        if self._whole_answer and not chunk.reasoning:
+            return ()  # given out rendered, whole, by `finish`
         self.emitted = True
         return (chunk,)
 
     def finish(self, done: Completion) -> Iterable[Any]:
-        self.reply = as_reply(done, self._render)
+        self.reply = reply = as_reply(done, self._render)
+        if self._whole_answer and reply.text:
+            return (ReplyChunk(reply.text, reasoning=False),)
         return ()
 
 

@@ -7,6 +7,7 @@ models.)
 """
 
 import json
+from typing import Any, Literal
 
 import outlines
 import pydantic
@@ -101,6 +102,30 @@ def test_an_end_tag_inside_a_json_string_answer_is_answer_text(
     assert "".join(model.stream("q", str)) == reply
     assert model.parse("q", str) == "Close it with </think>."
     assert model.reply("q", str).reasoning == ""
+
+
+@pytest.mark.parametrize(
+    ("reply", "output_type", "text"),
+    [
+        ('"pos"', Literal["pos", "neg"], "pos"),
+        ("true", bool, "True"),
+        ("42", int, "42"),
+    ],
+)
+def test_reply_stream_of_a_simple_type_gives_its_answer_as_stream_does(
+    make_model: MakeModel, emulator: LMStudioEmulator, reply: str, output_type: Any, text: str
+) -> None:
+    """Found by a probe: the answer pieces were the raw JSON (``"pos"``), which joined to
+    something else than ``reply.text`` (``pos``) and than what ``stream`` gives."""
+    emulator.script(TEXT_MODEL, lambda prediction: f"<think>hmm</think>{reply}")
+    model = make_model(TEXT_MODEL)
+    stream = model.reply_stream("q", output_type)
+    chunks = list(stream)
+    assert "".join(c.text for c in chunks if not c.reasoning) == text
+    assert "".join(c.text for c in chunks if c.reasoning) == "hmm"
+    assert stream.reply is not None
+    assert stream.reply.text == text
+    assert "".join(model.stream("q", output_type)) == text
 
 
 def test_reasoning_before_a_json_answer_still_ends_at_a_bare_end_tag(

@@ -116,6 +116,10 @@ class Validator(msgspec.Struct, frozen=True):
         For grammar-mode types: returns the reasons a text is not in the language.
     goes_on
         For a regular grammar-mode type: whether a text can go on in its language.
+    unfinished
+        For a CFG: whether Lark's parser reaches the end of a text wanting more (``1+``
+        for ``NUMBER ("+" NUMBER)*``). Unlike `goes_on`, it cannot tell whether a
+        sentence of the language (``1+2``) goes on.
     decode
         For a grammar-mode ``Choice``: the item a valid text stands for (``"2"`` is the
         item ``2``), so ``parse`` returns what it returns without grammar mode.
@@ -126,6 +130,7 @@ class Validator(msgspec.Struct, frozen=True):
     adapter: pydantic.TypeAdapter[Any] | None = None
     grammar: Callable[[str], list[str]] | None = None
     goes_on: Callable[[str], bool] | None = None
+    unfinished: Callable[[str], bool] | None = None
     decode: Callable[[str], Any] | None = None
 
     def _schema_errors(self, schema: dict[str, Any], value: Any) -> list[str]:
@@ -252,7 +257,12 @@ def validator_for(plan: OutputPlan) -> Validator:
     if plan.kind == "grammar":
         check, goes_on = _language_check(output_type)
         decode = _choice_items(output_type) if isinstance(output_type, Choice) else None
-        return Validator(output_type, grammar=check, goes_on=goes_on, decode=decode)
+        unfinished = (
+            _grammar_check(output_type.definition)[1] if isinstance(output_type, CFG) else None
+        )
+        return Validator(
+            output_type, grammar=check, goes_on=goes_on, unfinished=unfinished, decode=decode
+        )
     if plan.kind == "text":
         return Validator(output_type)
     if isinstance(output_type, dict | str | JsonSchema) or type(output_type).__name__ == (
@@ -274,8 +284,13 @@ _COMPLETE_LEXER_UP_TO = 4000
 
 
 @lru_cache(maxsize=64)
-def _grammar_check(definition: str) -> Callable[[str], list[str]]:
+def _grammar_check(
+    definition: str,
+) -> tuple[Callable[[str], list[str]], Callable[[str], bool]]:
     """Build a check that a text is in a Lark grammar's language, once per grammar.
+
+    Also returns `Validator.unfinished` for the grammar: whether the parser reaches the
+    end of a text wanting more (Lark's ``UnexpectedEOF``).
 
     Building the Earley parser takes milliseconds (parsing takes microseconds), and
     every ``parse`` call asks for its check. Lark does not promise that one parser
@@ -311,7 +326,17 @@ def _grammar_check(definition: str) -> Callable[[str], list[str]]:
                 error = exc
         return [f"(root): not in the grammar: {' '.join(str(error).split())[:200]}"]
 
-    return parses
+    def unfinished(text: str) -> bool:
+        try:
+            with turn:
+                parser.parse(text)
+        except lark.exceptions.UnexpectedEOF:
+            return True
+        except lark.exceptions.LarkError:
+            return False
+        return False
+
+    return parses, unfinished
 
 
 def _language_check(
@@ -327,7 +352,7 @@ def _language_check(
         tell).
     """
     if isinstance(term, CFG):
-        return _grammar_check(term.definition), None
+        return _grammar_check(term.definition)[0], None
     from ._grammar._api import has_cfg, term_regex
 
     term = python_types_to_terms(term)
@@ -393,9 +418,12 @@ def _stop_inside(validator: Validator, raw: str, stops: Sequence[str]) -> str | 
     """
     for stop in stops:
         if validator.grammar is not None:
-            longer = raw + stop  # a CFG's check cannot tell whether it goes on: a match only
+            longer = raw + stop
             goes_on = validator.goes_on is not None and validator.goes_on(longer)
-            if goes_on or not validator.grammar(longer):
+            # A CFG's parser cannot tell whether a sentence goes on, but it tells a text
+            # that ends wanting more: "1+" of "1+2+3" cut at stop="+" (found by a probe).
+            unfinished = validator.unfinished is not None and validator.unfinished(longer)
+            if goes_on or unfinished or not validator.grammar(longer):
                 return stop
         elif _may_go_on(validator, raw) and _GOES_ON_A_NUMBER.match(stop):
             return stop

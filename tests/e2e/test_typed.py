@@ -254,6 +254,27 @@ def test_a_stop_string_inside_a_number_is_not_a_value(
     assert model.parse("q", int, stop=[". "]) == 42
 
 
+def test_a_stop_string_inside_a_cfg_reply_is_not_a_value(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: "1+2+3" cut at stop=["+"] came back as "1" and was taken for a
+    CFG (a Regex raised): Lark's parser cannot tell whether "1" goes on, but it tells that
+    "1+" ends wanting more."""
+    from outlines.types import CFG
+
+    sums = CFG('start: NUMBER ("+" NUMBER)*\n%import common.NUMBER')
+    model = make_model(TEXT_MODEL, grammar=True)
+    emulator.script(TEXT_MODEL, ["1+2+3", "1+2+3"])
+    with pytest.raises(ParseError, match=r"a stop string ended it") as info:
+        model.parse("q", sums, stop=["+"])
+    assert info.value.raw == "1"
+    with pytest.raises(ParseError, match=r"a stop string ended it"):
+        list(model.parse_stream("q", sums, stop=["+"]))
+    emulator.script(TEXT_MODEL, ["1+2\nmore", "1+2x"])  # stops the language cannot go on with
+    assert model.parse("q", sums, stop=["\n"]) == "1+2"
+    assert model.parse("q", sums, stop=["x"]) == "1+2"
+
+
 def test_retries_elsewhere_than_parse_says_where_it_goes(make_model: MakeModel) -> None:
     """parse_stream(..., retries=1) said only 'Unknown keyword argument retries='."""
     model = make_model(TEXT_MODEL)

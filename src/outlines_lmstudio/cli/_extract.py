@@ -141,6 +141,7 @@ class _Job:
                 value = self.model.parse(
                     model_input, self.spec.output_type, retries=self.retries, **self.kwargs
                 )
+            result = to_json(value)  # a serializer of the --type class runs here
         except (LMStudioConnectionError, LMStudioModelNotFoundError) as exc:
             raise _Fatal(exc) from exc
         except CliError as exc:
@@ -156,26 +157,16 @@ class _Job:
                 record["reasoning"] = getattr(exc, "reasoning", None) or "".join(thought)
             return record
         except Exception as exc:
-            return self._type_code_failed(item, exc)
-        try:
-            result = to_json(value)  # a serializer of the --type class runs here
-        except Exception as exc:
-            return self._type_code_failed(item, exc)
+            # The --type class's own code (a validator, a serializer) fails this item, as a
+            # reply that does not validate does; anything else is ours, and is raised.
+            told = type_code_error(exc, self.spec.output_type)
+            if told is None:
+                raise
+            return {"id": item.id, "error": {"type": type(exc).__name__, "message": told}}
         record = {"id": item.id, "result": result}
         if self.reasoning:
             record["reasoning"] = "".join(thought)
         return record
-
-    def _type_code_failed(self, item: Item, exc: Exception) -> dict[str, Any]:
-        """Return the item's error record if the ``--type`` class's own code raised ``exc``.
-
-        A validator that fails on some replies fails those items, as a reply that does not
-        validate does; anything else is ours, and is raised.
-        """
-        told = type_code_error(exc, self.spec.output_type)
-        if told is None:
-            raise exc
-        return {"id": item.id, "error": {"type": type(exc).__name__, "message": told}}
 
     def _parse_reply(self, model_input: Any, thought: list[str]) -> Any:
         """Ask once with ``reply`` and validate the answer as ``parse`` does."""

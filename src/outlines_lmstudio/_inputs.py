@@ -604,10 +604,29 @@ def _chat_message_slow(
             )
         if isinstance(content, str):
             text = plain_str(content)
+        elif _content_parts(content):  # OpenAI's text parts: their text, not their JSON
+            text = _text_only(content, "tool", where)
         else:
             text = json.dumps(_json_copy(content, where, "a tool result"))
         return Message("tool", (text,), tool_call_id=plain_str(call_id))
     raise UnsupportedInputError(f"{where} has role {role!r}; LM Studio takes {', '.join(_ROLES)}.")
+
+
+_PART_TYPES = frozenset({"text", "image", "image_url", "input_audio", "file", "refusal"})
+"""``type`` of OpenAI's content parts, and of this library's image item."""
+
+
+def _content_parts(content: object) -> bool:
+    """Tell whether a tool message's content is a list of content parts, not JSON data.
+
+    OpenAI allows a tool result as ``[{"type": "text", "text": ...}, ...]``; sent as JSON,
+    the model would read the parts' syntax instead of the result.
+    """
+    return (
+        isinstance(content, list)
+        and bool(content)
+        and all(isinstance(p, Mapping) and p.get("type") in _PART_TYPES for p in content)
+    )
 
 
 def _merged(messages: Iterable[Message]) -> list[Message]:

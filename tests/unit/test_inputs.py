@@ -272,6 +272,38 @@ def test_history_is_what_the_sdk_builds_itself() -> None:
     ]
 
 
+def _tool_result(content: object) -> str:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    chat = Chat(
+        [
+            {"role": "user", "content": "Q"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": content},
+        ]
+    )
+    return str(wire(format_input(chat))[-1]["content"][0]["content"])
+
+
+def test_a_tool_result_given_as_openai_text_parts_is_sent_as_their_text() -> None:
+    parts = [{"type": "text", "text": "22 C, "}, {"type": "text", "text": "sunny"}]
+    assert _tool_result(parts) == "22 C, sunny"
+    # JSON data that merely looks typed is still the result's JSON
+    assert _tool_result([{"type": "cat", "name": "Tom"}]) == '[{"type": "cat", "name": "Tom"}]'
+    assert _tool_result({"type": "text", "text": "x"}) == '{"type": "text", "text": "x"}'
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [{"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": "x"}}],
+        [{"type": "text", "text": "see", "detail": "high"}],
+    ],
+)
+def test_a_tool_result_part_that_is_not_plain_text_is_refused(parts: object) -> None:
+    with pytest.raises(UnsupportedInputError, match="Chat message 2"):
+        _tool_result(parts)
+
+
 def test_each_call_gets_its_own_chat() -> None:
     prompt = format_input("Hello")
     first, second = build_chat(prompt, {}), build_chat(prompt, {})

@@ -409,14 +409,21 @@ def test_optional_properties_are_narrowed_only_where_that_keeps_documents_valid(
 
 @pytest.mark.parametrize(
     "pattern",
-    [r"^[\u3041-\u3093]+$", r"^[\u03b1-\u03c9]{2}$", r"^[\u0400-\u04ff]+ [a-z]+$", "^[ぁ-ん]+$"],
+    [
+        r"^[\u3041-\u3093]+$",
+        r"^[\u03b1-\u03c9]{2}$",
+        r"^[\u0400-\u04ff]+ [a-z]+$",
+        "^[ぁ-ん]+$",
+        r"^caf[\xe8-\xe9]$",  # how the library sends [éè]: U+0080-U+00FF as \xNN
+        r"^[\xdf\xfc]+$",
+    ],
 )
 def test_patterns_with_ranges_outside_ascii_are_answered(
     emu: LMStudioEmulator, client: lms.Client, pattern: str
 ) -> None:
-    """The library sends such ranges as escapes (``[ぁ-ん]`` as ``[\\u3041-\\u3093]``): the
-    emulator's vocabulary lacked their characters, and the prediction failed ("vocabulary
-    provided is incompatible with the regex")."""
+    """The library sends such ranges as escapes (``[ぁ-ん]`` as ``[\\u3041-\\u3093]``, ``[éè]``
+    as ``[\\xe8-\\xe9]``): the emulator's vocabulary lacked their characters, and the
+    prediction failed ("vocabulary provided is incompatible with the regex", "missing tokens")."""
     schema = {"type": "string", "pattern": pattern}
     result = client.llm.model(TEXT).respond(
         "?", response_format={"type": "json", "jsonSchema": schema}

@@ -329,7 +329,10 @@ class JsonSampler:
         return tokens
 
 
-_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})|\\x\{([0-9a-fA-F]{1,6})\}")
+_ESCAPE = re.compile(
+    r"\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})|\\x\{([0-9a-fA-F]{1,6})\}|\\x([0-9a-fA-F]{2})"
+)
+"""Escapes naming a character (the pattern rewrite writes U+0080-U+00FF as ``\\xNN``)."""
 
 
 # outlines-core's integer and number regexes allow any number of digits, and a walk that aims

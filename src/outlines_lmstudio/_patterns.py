@@ -46,22 +46,30 @@ _SHORT = {
     0x0D: r"\\r",
     0x09: r"\\t",
 }
+_ECMA_SPACE: Intervals = [
+    (0x09, 0x0D),
+    (0x20, 0x20),
+    (0xA0, 0xA0),
+    (0x1680, 0x1680),
+    (0x2000, 0x200A),
+    (0x2028, 0x2029),
+    (0x202F, 0x202F),
+    (0x205F, 0x205F),
+    (0x3000, 0x3000),
+    (0xFEFF, 0xFEFF),
+]
+"""ECMA-262's ``\\s``."""
 _CLASS_ESCAPES: dict[str, Intervals] = {
     "d": [(0x30, 0x39)],
     "w": [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)],
-    "s": [  # ECMA-262's \s
-        (0x09, 0x0D),
-        (0x20, 0x20),
-        (0xA0, 0xA0),
-        (0x1680, 0x1680),
-        (0x2000, 0x200A),
-        (0x2028, 0x2029),
-        (0x202F, 0x202F),
-        (0x205F, 0x205F),
-        (0x3000, 0x3000),
-        (0xFEFF, 0xFEFF),
-    ],
+    # ECMA-262's \s counts U+FEFF (the byte-order mark) as a space; Python's re and
+    # Pydantic's regex do not, so a reply holding it would fail ``parse`` though the engine
+    # kept the pattern. ``\s`` is sent without it, and ``\S`` still leaves it out, as
+    # ECMA-262's does: each sends the characters both readings accept there.
+    "s": _ECMA_SPACE[:-1],
 }
+_NEGATED_ESCAPES: dict[str, Intervals] = {**_CLASS_ESCAPES, "s": _ECMA_SPACE}
+"""What ``\\D \\W \\S`` leave out."""
 _CONTROL_ESCAPES = {"t": 0x09, "n": 0x0A, "r": 0x0D, "f": 0x0C, "v": 0x0B}
 _DOT: Intervals = [(0x0A, 0x0A), (0x0D, 0x0D), (0x2028, 0x2029)]  # what ECMA-262's . excludes
 _PLAIN = frozenset(" _-,:;@#%&=<>!~'`/")
@@ -194,7 +202,9 @@ class _Scanner:
         if char.lower() in _CLASS_ESCAPES:
             if char.isupper() and in_class:
                 raise self.fail(f"negated class escape \\{char} inside a character class")
-            return _CLASS_ESCAPES[char.lower()], char.isupper()
+            if char.isupper():
+                return _NEGATED_ESCAPES[char.lower()], True
+            return _CLASS_ESCAPES[char], False
         if char in _CONTROL_ESCAPES:
             return _CONTROL_ESCAPES[char]
         if char == "b" and in_class:
@@ -231,7 +241,8 @@ class _Scanner:
             first = False
             low = self.class_atom()
             if isinstance(low, list):
-                intervals += low
+                # [^\s] leaves U+FEFF out, as ECMA-262's does (see _CLASS_ESCAPES)
+                intervals += _ECMA_SPACE if negated and low is _CLASS_ESCAPES["s"] else low
             elif self.peek() == "-" and self.peek(1) not in ("", "]"):
                 self.i += 1
                 high = self.class_atom()

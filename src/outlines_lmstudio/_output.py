@@ -38,6 +38,7 @@ from ._simple import (
     is_simple_type,
     is_str_key,
     literal_values,
+    pydantic_schema,
     render_simple,
     simple_schema,
 )
@@ -309,8 +310,9 @@ def check_json_schema(schema: object, *, meta: bool = True) -> dict[str, Any]:
         The schema (a dict).
     meta
         Check it against its meta-schema. ``False`` only for schemas Pydantic generated
-        itself, which are valid by construction (the check is ~90% of the first call's
-        time for a large model); the safety rules always run.
+        itself with no part its user wrote (`pydantic_schema` tells), which are valid by
+        construction (the check is ~90% of the first call's time for a large model); the
+        safety rules always run.
 
     Returns
     -------
@@ -672,25 +674,32 @@ def _term_without_regex(output_type: object, exc: TermWithoutRegex) -> Unsupport
     )
 
 
-def _model_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
+def _model_schema(model: type[pydantic.BaseModel]) -> tuple[dict[str, Any], bool]:
+    """Pydantic's schema of a model, and whether its user wrote parts of it."""
     try:
-        return _require_tags(model.model_json_schema(schema_generator=FullMatchTerms))
+        schema, written = pydantic_schema(
+            lambda: model.model_json_schema(schema_generator=FullMatchTerms)
+        )
     except TermWithoutRegex as exc:
         raise _term_without_regex(model, exc) from exc
     except _BUILD_ERRORS as exc:
         raise _schema_error(model, exc) from exc
+    return _require_tags(schema), written
 
 
-def _type_adapter_schema(output_type: object) -> dict[str, Any]:
+def _type_adapter_schema(output_type: object) -> tuple[dict[str, Any], bool]:
+    """Pydantic's schema of a type, and whether its user wrote parts of it."""
     try:
         portable = _portable_typeddicts(output_type, {})
         adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(cast(Any, portable))
-        schema: dict[str, Any] = adapter.json_schema(schema_generator=FullMatchTerms)
+        schema, written = pydantic_schema(
+            lambda: adapter.json_schema(schema_generator=FullMatchTerms)
+        )
     except TermWithoutRegex as exc:
         raise _term_without_regex(output_type, exc) from exc
     except _BUILD_ERRORS as exc:
         raise _schema_error(output_type, exc) from exc
-    return _require_tags(schema)
+    return _require_tags(schema), written
 
 
 def _require_tags(schema: dict[str, Any]) -> dict[str, Any]:
@@ -855,24 +864,24 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
     if type(output_type).__name__ == "SchemaBuilder" and hasattr(output_type, "to_schema"):
         return _json_plan(output_type.to_schema(), output_type, strict=strict)
     if isinstance(output_type, type) and issubclass(output_type, pydantic.BaseModel):
-        schema = _model_schema(output_type)
+        schema, written = _model_schema(output_type)
         _refuse_unreadable_parts(output_type)
-        return _json_plan(schema, output_type, strict=strict, generated=True)
+        return _json_plan(schema, output_type, strict=strict, generated=not written)
     if _is_json_family(output_type):
-        schema = _type_adapter_schema(output_type)
+        schema, written = _type_adapter_schema(output_type)
         _refuse_unreadable_parts(output_type)
-        return _json_plan(schema, output_type, strict=strict, generated=True)
+        return _json_plan(schema, output_type, strict=strict, generated=not written)
     _unwritable_literal(output_type)
     if is_simple_type(output_type):
         try:
-            schema = simple_schema(output_type)
+            schema, written = pydantic_schema(lambda: simple_schema(output_type))
         except _BUILD_ERRORS as exc:  # e.g. Annotated[int, Field(ge="x")]
             reason = " ".join(str(exc).split())
             raise UnsupportedOutputTypeError(
                 f"Cannot build a JSON schema for {output_type_name(output_type)}: {reason}. "
                 "Fix the constraint in its Annotated metadata."
             ) from exc
-        full = check_json_schema(schema, meta=False)
+        full = check_json_schema(schema, meta=written)
         return OutputPlan(
             "simple",
             {"type": "json", "jsonSchema": _sendable(full, strict)},

@@ -11,6 +11,7 @@ tuples ``(a, b)``, dicts ``{"k":v, "k2":v2}`` with quoted strings inside.
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 import enum
 import json
@@ -23,7 +24,7 @@ from typing import Any, cast
 import pydantic
 from outlines.types import Choice
 from outlines.types.dsl import Term, to_regex
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, WithJsonSchema
 from pydantic_core import CoreSchema
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "is_simple_type",
     "is_str_key",
     "literal_values",
+    "pydantic_schema",
     "render_simple",
     "simple_schema",
 ]
@@ -166,10 +168,11 @@ class FullMatchTerms(GenerateJsonSchema):
     def generate_inner(self, schema: Any) -> JsonSchemaValue:
         """Write a term's schema with its anchored pattern; anything else as Pydantic does."""
         metadata = schema.get("metadata", {})
-        for function in (
+        functions = (
             *metadata.get("pydantic_js_functions", ()),
             *metadata.get("pydantic_js_annotation_functions", ()),
-        ):
+        )
+        for function in functions:
             term = getattr(function, "__self__", None)  # Term.__get_pydantic_json_schema__
             if isinstance(term, Term):
                 try:
@@ -177,7 +180,56 @@ class FullMatchTerms(GenerateJsonSchema):
                 except TypeError as exc:  # a CFG, alone or inside the term
                     raise TermWithoutRegex(term) from exc
                 return {"type": "string", "pattern": f"^(?:{regex})$"}
+        written = _WRITTEN.get()
+        if written is not None and not written:
+            part = _user_written_part(schema, metadata, functions)
+            if part:
+                written.append(part)
         return super().generate_inner(cast(CoreSchema, schema))
+
+
+_WRITTEN: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "outlines_lmstudio_user_written", default=None
+)
+"""Where `FullMatchTerms` notes a part of the schema its user wrote (see `pydantic_schema`)."""
+
+
+def _user_written_part(schema: Any, metadata: Any, functions: tuple[Any, ...]) -> str:
+    """Name the JSON schema a user wrote that Pydantic applies at this node ("" if none)."""
+    if metadata.get("pydantic_js_extra") is not None:
+        return "json_schema_extra"
+    for function in functions:
+        if isinstance(getattr(function, "__self__", None), WithJsonSchema):
+            return "WithJsonSchema"
+        module = getattr(getattr(function, "func", function), "__module__", None) or ""
+        if module != "pydantic" and not module.startswith("pydantic."):
+            return "__get_pydantic_json_schema__"  # a user class's own hook
+    cls = schema.get("cls")
+    config = getattr(cls, "__pydantic_config__", None) or getattr(cls, "model_config", None)
+    if isinstance(config, Mapping) and config.get("json_schema_extra") is not None:
+        return "json_schema_extra"
+    return ""
+
+
+def pydantic_schema(build: typing.Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+    """Run ``build``, which generates with `FullMatchTerms`; tell whether its user wrote parts.
+
+    Pydantic builds a schema that is valid by construction, except where it copies what
+    the user wrote (``json_schema_extra``, ``WithJsonSchema``, a class's own
+    ``__get_pydantic_json_schema__``): such a schema needs the meta-schema check.
+
+    Returns
+    -------
+    tuple
+        The schema, and whether a user-written part was applied.
+    """
+    written: list[str] = []
+    token = _WRITTEN.set(written)
+    try:
+        schema = build()
+    finally:
+        _WRITTEN.reset(token)
+    return schema, bool(written)
 
 
 def _pydantic_type(tp: Any) -> Any:

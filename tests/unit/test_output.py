@@ -527,6 +527,99 @@ def test_meta_schema_check_is_skipped_only_for_pydantic_schemas(
         plan_output(Extra)
 
 
+class _AnyValue:
+    """A user class with its own JSON schema hook."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_plain_validator_function(lambda value: value)
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> Any:
+        return {"type": "strnig"}
+
+
+class _BadFieldExtra(pydantic.BaseModel):
+    x: int = pydantic.Field(json_schema_extra={"type": "integr"})
+
+
+class _BadConfigExtra(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(json_schema_extra={"required": "x"})
+    x: int
+
+
+class _BadWithJsonSchema(pydantic.BaseModel):
+    x: Annotated[int, pydantic.WithJsonSchema({"type": "integer", "minimum": "five"})]
+
+
+class _BadHook(pydantic.BaseModel):
+    x: _AnyValue
+
+
+@pytest.mark.parametrize(
+    ("output_type", "where"),
+    [
+        (_BadFieldExtra, "/properties/x/type"),
+        (list[_BadFieldExtra], "/type"),  # under $defs: the pointer names the definition
+        (_BadConfigExtra, "/required"),
+        (_BadWithJsonSchema, "/properties/x/minimum"),
+        (_BadHook, "/properties/x/type"),
+        (Annotated[int, pydantic.WithJsonSchema({"type": "integr"})], "/type"),
+    ],
+)
+def test_a_pydantic_schema_with_user_written_parts_gets_the_meta_schema_check(
+    output_type: object, where: str
+) -> None:
+    """Pydantic copies what its user wrote (json_schema_extra, WithJsonSchema, a class's own
+    hook) into the schema unchecked: it was sent, and failed on the server or was dropped
+    (found by a probe)."""
+    with pytest.raises(InvalidSchemaError, match=f"at [^ ]*{where}"):
+        plan_output(output_type)
+
+
+def test_pydantic_own_schema_parts_are_not_taken_for_user_written_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Formats, discriminated unions, generics, terms, root models: all Pydantic's own."""
+    checked: list[object] = []
+    real = jsonschema.Draft202012Validator.check_schema
+
+    def spy(schema: Any, *args: Any, **kwargs: Any) -> None:
+        checked.append(schema)
+        real(schema, *args, **kwargs)
+
+    monkeypatch.setattr(jsonschema.Draft202012Validator, "check_schema", spy)
+
+    class Cat(pydantic.BaseModel):
+        kind: Literal["cat"] = "cat"
+
+    class Dog(pydantic.BaseModel):
+        kind: Literal["dog"] = "dog"
+
+    class Box(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(title="A box", extra="forbid")
+        when: Annotated[str, pydantic.Field(description="d", examples=["x"], min_length=1)]
+        uid: uuid.UUID
+        url: pydantic.HttpUrl
+        pet: Annotated[Cat | Dog, pydantic.Field(discriminator="kind")]
+        code: Annotated[str, Regex("[0-9]{5}")]
+        many: dict[str, Cat]
+
+        @pydantic.computed_field  # type: ignore[prop-decorator]
+        @property
+        def size(self) -> int:
+            return 1
+
+    class Pets(pydantic.RootModel[list[Cat]]):
+        pass
+
+    for output_type in (Box, Pets, list[Box], Annotated[int, pydantic.Field(ge=1)], Literal["a"]):
+        plan_output(output_type)
+    assert checked == []
+
+
 class FrozenTag(pydantic.BaseModel, frozen=True):
     label: str
 

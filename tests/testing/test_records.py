@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import lmstudio as lms
 import pytest
@@ -78,6 +79,55 @@ def test_unknown_endpoint_error_mode_is_lenient(make_emulator: MakeEmulator) -> 
         assert reply["type"] == "rpcError"
         assert reply["callId"] == 0
         assert "Unknown endpoint" in reply["error"]["title"]
+
+
+def test_a_parameter_its_schema_refuses_only_warns_by_default(
+    make_emulator: MakeEmulator, sync_timeout: Callable[[float], None]
+) -> None:
+    # LM Studio checks a request's parameter before serving it, and answers a bad one with
+    # a warning only. The emulator served ``ttl=0`` (``loadTtlMs: 0``; at least 1 in LM
+    # Studio's schema), so code that stalls on LM Studio passed against it (found by a probe).
+    emulator = make_emulator(validate_frames=False)
+    sync_timeout(1.0)
+    with lms.Client(emulator.api_host) as client:
+        loaded = [m.identifier for m in client.llm.list_loaded()]
+        with pytest.raises(lms.LMStudioTimeoutError):
+            client.llm.model("gemma-3-1b-it", ttl=0)
+        assert [m.identifier for m in client.llm.list_loaded()] == loaded  # nothing loaded
+    warnings = [
+        f.data["warning"] for f in emulator.trace if f.data.get("type") == "communicationWarning"
+    ]
+    assert len(warnings) == 1
+    assert "invalid creationParameter" in warnings[0]
+    assert "loadTtlMs" in warnings[0]
+    with raw_socket(emulator, "llm") as ws:
+        reply = raw_rpc(
+            ws, "countTokens", 0, {"specifier": {"type": "query", "query": {}}, "inputString": 5}
+        )
+        assert reply["type"] == "communicationWarning"
+        assert "invalid parameter" in reply["warning"]
+        assert "inputString" in reply["warning"]
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.2)
+
+
+def test_a_parameter_its_schema_refuses_is_an_error_in_error_mode(
+    make_emulator: MakeEmulator,
+) -> None:
+    emulator = make_emulator(validate_frames=False, unknown_endpoint="error")
+    with lms.Client(emulator.api_host) as client:
+        with pytest.raises(lms.LMStudioServerError, match=r"invalid creationParameter.*\$\.ttlMs"):
+            client.llm.load_new_instance("gemma-3-1b-it", "mine", ttl=-5)
+        assert "mine" not in [m.identifier for m in client.llm.list_loaded()]
+        model = client.llm.model(TEXT)  # the socket goes on serving
+        assert model.respond("hi", config={"maxTokens": 2}).content
+    with raw_socket(emulator, "llm") as ws:
+        reply = raw_rpc(
+            ws, "countTokens", 3, {"specifier": {"type": "query", "query": {}}, "inputString": 5}
+        )
+        assert reply["type"] == "rpcError"
+        assert reply["callId"] == 3
+        assert "inputString" in reply["error"]["title"]
 
 
 def test_a_client_warning_gets_no_reply(emu: LMStudioEmulator) -> None:

@@ -149,16 +149,22 @@ class Connection:
         if not isinstance(message, dict):
             self.spawn(self.warn("Received a frame that is not a JSON object"))
             return
+        # LM Studio checks a request's parameter against its schema before serving it; the
+        # SDK's structs carry the same constraints (``ttlMs`` at least 1, for example).
+        problems = check_incoming(self.namespace, message)
         if self.emu.validate_frames:
-            for problem in check_incoming(self.namespace, message):
+            for problem in problems:
                 self.emu._violation(problem)
         kind = message.get("type")
         if kind == "rpcCall":
             self.record(message, "rpc", message.get("parameter"))
-            self.spawn(self.rpc(message))
+            self.spawn(self.invalid(message, problems) if problems else self.rpc(message))
         elif kind == "channelCreate":
             self.record(message, "channel", message.get("creationParameter"))
-            self.spawn(self.channel(message, self.open_channel(message)))
+            if problems:
+                self.spawn(self.invalid(message, problems))
+            else:
+                self.spawn(self.channel(message, self.open_channel(message)))
         elif kind == "channelSend":
             self.channel_message(message)
         elif kind == "communicationWarning":
@@ -302,6 +308,26 @@ class Connection:
         else:
             if not channel.finished:
                 await self.channel_close(channel)
+
+    async def invalid(self, message: dict[str, Any], problems: list[str]) -> None:
+        """Answer a request whose parameter breaks its schema, as LM Studio does.
+
+        LM Studio sends only a ``communicationWarning`` and never serves it (the caller
+        waits), unless ``unknown_endpoint="error"``, which answers with an error instead.
+        """
+        endpoint = str(message.get("endpoint"))
+        what = "parameter" if message.get("type") == "rpcCall" else "creationParameter"
+        text = f"Received invalid {what}: {'; '.join(problems)}"
+        if self.emu.unknown_endpoint == "warning":
+            await self.warn(text)
+            return
+        error = {"title": text, "suggestion": "LM Studio does not serve it either."}
+        if message.get("type") == "rpcCall":
+            frame = {"type": "rpcError", "callId": message.get("callId"), "error": error}
+            await self.send(frame, endpoint, "rpc")
+        elif isinstance(message.get("channelId"), int):
+            frame = {"type": "channelError", "channelId": message["channelId"], "error": error}
+            await self.send(frame, endpoint, "channel")
 
     async def unknown_endpoint(
         self, endpoint: str, call_id: Any, channel: Channel | None, *, known: bool

@@ -124,10 +124,12 @@ class LMStudioEmulator(EmulatorState):
         Seconds of prompt processing before the first fragment, with progress reports
         (``promptProcessingProgress``) at least every 0.25 s, as LM Studio sends them.
     unknown_endpoint
-        What an endpoint LM Studio does not have gets: ``"warning"`` (the
-        default, as LM Studio) only sends a ``communicationWarning``, and the
-        caller waits; ``"error"`` answers with an error instead. Endpoints LM
-        Studio has but the emulator does not serve always get an error.
+        What an endpoint LM Studio does not have, or a parameter that breaks
+        LM Studio's schema for its endpoint (as the SDK's structs state it), gets:
+        ``"warning"`` (the default, as LM Studio) only sends a
+        ``communicationWarning``, and the caller waits; ``"error"`` answers with
+        an error instead. Endpoints LM Studio has but the emulator does not serve
+        always get an error.
     validate_frames
         Check every message against the SDK's wire schemas and record the
         problems in `protocol_violations` (the drift guard).

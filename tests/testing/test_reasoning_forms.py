@@ -205,6 +205,25 @@ def test_layout_budget_counts_tags_and_not_the_marker() -> None:
     assert shape_reply(None, [], two, "eosFound", unchecked, structured=False)[1] == "eosFound"
 
 
+@pytest.mark.parametrize("form", ["think", "marker", "harmony"])
+def test_the_reasoning_budget_ends_the_reasoning_and_the_answer_follows(form: str) -> None:
+    """TypeScript SDK 2's ``reasoningBudget``: it was ignored (found by a probe)."""
+    reasoning, answer = ["r1", "r2", "r3"], [Fragment("a")]
+
+    def sent(value: Any) -> tuple[list[str], list[str]]:
+        config = {"llm.prediction.reasoning.budgetTokens": value}
+        out, stop = shape_reply(form, reasoning, answer, "eosFound", config, structured=True)
+        assert stop == "eosFound"
+        kept = [f.content for f in out if f.reasoning_type == "reasoning"]
+        answered = [f.content for f in out if f.reasoning_type == "none" and not f.is_structural]
+        return kept, [text for text in answered if text.strip()]
+
+    assert sent({"checked": True, "value": 2}) == (["r1", "r2"], ["a"])
+    assert sent({"checked": True, "value": 0})[0] == []
+    assert sent({"checked": False, "value": 1})[0] == reasoning  # reasoningBudget: false
+    assert sent({"checked": True, "value": 0})[1][-1] == "a"  # the answer still comes
+
+
 def test_reasoning_text_is_deterministic_and_drafts_the_answer() -> None:
     text = write_reasoning(ANSWER, "k", 1)
     assert text == write_reasoning(ANSWER, "k", 1)

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._engine import Fragment
 from outlines_lmstudio.testing._sampler import split_fragments
-from outlines_lmstudio.testing._wire import max_predicted_tokens
+from outlines_lmstudio.testing._wire import max_predicted_tokens, reasoning_budget
 
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._catalogue import EmulatedModel
@@ -260,7 +260,8 @@ def shape_reply(
     stop_reason
         The stop reason the answer alone would have.
     config
-        The merged prediction config (``maxPredictedTokens``, reasoning parsing).
+        The merged prediction config (``maxPredictedTokens``, the reasoning budget,
+        reasoning parsing).
     structured
         Whether the request carried a JSON schema or grammar.
 
@@ -274,6 +275,9 @@ def shape_reply(
     body = answer
     if form is None or (form == "legacy" and structured):
         return _budget(body, stop_reason, config)
+    budget = reasoning_budget(config)
+    if budget is not None and form != "mlx":  # llama.cpp's budget; MLX has none
+        reasoning = reasoning[:budget]  # one token each; the section then ends as usual
     thought = [_fragment(t, "reasoning") for t in reasoning]
     if form == "mlx":
         out = [*thought, *body]

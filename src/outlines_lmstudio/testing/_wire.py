@@ -27,6 +27,7 @@ __all__ = [
     "acquire_unless_cancelled",
     "json_mode_schema",
     "max_predicted_tokens",
+    "reasoning_budget",
     "server_error",
     "well_formed",
     "wire_int",
@@ -113,6 +114,20 @@ def max_predicted_tokens(config: Mapping[str, Any]) -> int | None:
     if not isinstance(limit, Mapping) or not limit.get("checked"):
         return None
     value = wire_int(limit.get("value"))
+    return None if value is None else max(0, value)
+
+
+def reasoning_budget(config: Mapping[str, Any]) -> int | None:
+    """Read the reasoning budget from a merged prediction config (``None``: no budget).
+
+    ``llm.prediction.reasoning.budgetTokens`` is a ``{checked, value}`` field that the
+    TypeScript SDK 2 sends for ``reasoningBudget`` (``false``: unchecked). llama.cpp ends
+    the reasoning section when it has used that many tokens, and the answer follows.
+    """
+    budget = config.get("llm.prediction.reasoning.budgetTokens")
+    if not isinstance(budget, Mapping) or not budget.get("checked"):
+        return None
+    value = wire_int(budget.get("value"))
     return None if value is None else max(0, value)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from outlines_lmstudio.testing._surface import CHANNELS, RPCS
 
-__all__ = ["check_incoming", "check_outgoing"]
+__all__ = ["check_incoming", "check_outgoing", "refused_by_lm_studio"]
 
 _SAME_PACKETS = {"completeRawText": "predict"}
 """Endpoints the Python SDK lacks whose packets are those of one it has (lmstudio-js)."""
@@ -177,3 +177,24 @@ def check_incoming(namespace: str, message: dict[str, Any]) -> list[str]:
     if kind == "channelCreate" and "creationParameter" in types and "creationParameter" in message:
         return _convert(message["creationParameter"], types["creationParameter"], where)
     return []
+
+
+def refused_by_lm_studio(namespace: str, message: dict[str, Any], problems: list[str]) -> list[str]:
+    """Return why LM Studio's own check refuses a request that `check_incoming` faults.
+
+    LM Studio reads JSON with JavaScript, where ``1500.0`` is the integer ``1500`` (the
+    Python SDK sends ``ttl=1.5`` so); the SDK's structs want a Python ``int``. Only what
+    still fails with such numbers read as integers is refused (``[]``: served).
+    """
+    return check_incoming(namespace, _javascript_numbers(message)) if problems else []
+
+
+def _javascript_numbers(value: Any) -> Any:
+    """Return JSON data with each integral float as an int, as JavaScript holds it."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {key: _javascript_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_javascript_numbers(item) for item in value]
+    return value

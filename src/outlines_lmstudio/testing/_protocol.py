@@ -15,7 +15,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from outlines_lmstudio.testing._drift import check_incoming, check_outgoing
+from outlines_lmstudio.testing._drift import check_incoming, check_outgoing, refused_by_lm_studio
 from outlines_lmstudio.testing._endpoints import CHANNEL_HANDLERS, RPC_HANDLERS
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._lookup import request_names
@@ -155,6 +155,7 @@ class Connection:
         if self.emu.validate_frames:
             for problem in problems:
                 self.emu._violation(problem)
+        problems = refused_by_lm_studio(self.namespace, message, problems)
         kind = message.get("type")
         if kind == "rpcCall":
             self.record(message, "rpc", message.get("parameter"))

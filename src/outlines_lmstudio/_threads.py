@@ -44,6 +44,35 @@ __all__ = [
 ]
 
 
+SIGNAL_POLL = 0.1
+"""Longest the caller's thread blocks at once while it waits for a worker.
+
+A signal sent to another thread (``signal.raise_signal`` in a timer, a watchdog's
+``_thread.interrupt_main()``) runs its Python handler only when the main thread next runs
+Python code: an unbounded wait held such a Ctrl-C until the whole reply or batch was done,
+and nothing was cancelled. A signal to the process interrupts any wait.
+"""
+
+
+def _result(future: concurrent.futures.Future[Any], timeout: float | None) -> Any:
+    """``future.result(timeout)``, waking every `SIGNAL_POLL` so that Ctrl-C is seen."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        wait = SIGNAL_POLL if deadline is None else min(SIGNAL_POLL, deadline - time.monotonic())
+        try:
+            return future.result(max(wait, 0.0))
+        except concurrent.futures.TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+
+
+def _wait_all(futures: list[concurrent.futures.Future[Any]]) -> None:
+    """Wait for every future, waking every `SIGNAL_POLL` (one future watched at a time)."""
+    for future in futures:
+        while not future.done():
+            concurrent.futures.wait((future,), timeout=SIGNAL_POLL)
+
+
 class _BatchLocal(threading.local):
     """The batch a pool thread works for, if any.
 
@@ -328,7 +357,8 @@ class Worker:
                     left = idle if left is None else left  # held: look again after idle
                     wait = left if wait is None else min(wait, left)
                 try:
-                    more, value = self._items.get(timeout=wait)
+                    poll = SIGNAL_POLL if wait is None else min(wait, SIGNAL_POLL)
+                    more, value = self._items.get(timeout=poll)
                 except queue.Empty:
                     continue  # a bound ran out, or the pulse moved it: the top says which
             if not more:
@@ -377,7 +407,7 @@ def connect(
                 daemon=True,
             ).start()
     try:
-        pending.result(timeout)
+        _result(pending, timeout)
     except concurrent.futures.TimeoutError:
         raise error(TimeoutError()) from None
 
@@ -414,7 +444,7 @@ def run_batch(
     scope = _Scope()
     futures = [pool.submit(_in_scope, scope, run, flow) for flow in flows]
     try:
-        concurrent.futures.wait(futures)
+        _wait_all(futures)
     except KeyboardInterrupt as interrupt:
         scope.stop()
         for future in futures:

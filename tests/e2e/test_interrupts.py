@@ -1,8 +1,13 @@
 """Interrupted predictions are cancelled on the server: task cancellation, timeouts, Ctrl-C."""
 
+import _thread
 import asyncio
+import signal
 import textwrap
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import lmstudio as lms
 import pytest
@@ -160,6 +165,50 @@ def test_ctrl_c_in_a_sync_call_cancels_on_the_server(
     prediction = slow_emulator.predictions[-1]
     assert prediction.cancelled
     assert len(prediction.fragments) < 400
+
+
+@pytest.mark.usefixtures("sigint_default")
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda model: model("long", timeout=60),
+        lambda model: from_lmstudio(model.client, TEXT_MODEL, read_timeout=30)("long"),
+        lambda model: model.batch(["long"] * 6),
+        lambda model: list(model.stream("long", timeout=60)),
+    ],
+    ids=["timeout", "read_timeout", "batch", "stream-timeout"],
+)
+@pytest.mark.parametrize(
+    "send",
+    [_thread.interrupt_main, lambda: signal.raise_signal(signal.SIGINT)],
+    ids=["interrupt_main", "raise_signal"],
+)
+def test_a_ctrl_c_raised_in_another_thread_still_cancels_at_once(
+    slow_emulator: LMStudioEmulator,
+    call: Callable[[Any], object],
+    send: Callable[[], None],
+) -> None:
+    """A watchdog thread's ``interrupt_main()`` or ``raise_signal(SIGINT)`` reaches no
+    blocked wait: the main thread waited for its worker without a bound, so the Ctrl-C came
+    only when the whole reply (or batch) had, and nothing was cancelled (found by a probe)."""
+    slow_emulator.script(TEXT_MODEL, [LONG] * 6)
+    with lms.Client(slow_emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL)
+
+        def when_streaming() -> None:
+            slow_emulator.wait_until(lambda: _streaming(slow_emulator), timeout=30)
+            send()
+
+        watchdog = threading.Thread(target=when_streaming, daemon=True)
+        watchdog.start()
+        with pytest.raises(KeyboardInterrupt):
+            call(model)
+        watchdog.join(5)
+        slow_emulator.wait_until(lambda: all(p.done for p in slow_emulator.predictions), timeout=30)
+    started = slow_emulator.predictions
+    assert started
+    assert all(p.cancelled for p in started)
+    assert all(len(p.fragments) < 400 for p in started)  # none ran to its end
 
 
 def _started(emulator: LMStudioEmulator) -> bool:

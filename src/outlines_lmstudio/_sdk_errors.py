@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import traceback
-from typing import Literal
+from typing import Any, Literal
 
 import lmstudio as lms
 
@@ -23,6 +23,7 @@ __all__ = [
     "closed_client_error",
     "other_loop_error",
     "release_unsent",
+    "task_manager",
     "translate_sdk_error",
 ]
 
@@ -51,12 +52,21 @@ def client_closed(client: object) -> bool:
     Its task manager knows: it was activated when the client opened, and is no longer
     active once the client closed. ``False`` when the SDK's internals are not as expected.
     """
-    manager = getattr(client, "_task_manager", None)  # AsyncClient
-    if manager is None:  # Client: the manager of its websocket thread
-        manager = getattr(getattr(client, "_ws_thread", None), "task_manager", None)
+    manager = task_manager(client)
     if getattr(manager, "activated", False) is not True:
         return False
     return getattr(manager, "active", True) is False or _closing(client)
+
+
+def task_manager(client: object) -> Any:
+    """Return the SDK's task manager of a client (``None`` if its internals differ).
+
+    Its ``active`` is ``False`` once the client is closed (see `client_closed`).
+    """
+    manager = getattr(client, "_task_manager", None)  # AsyncClient
+    if manager is None:  # Client: the manager of its websocket thread
+        manager = getattr(getattr(client, "_ws_thread", None), "task_manager", None)
+    return manager
 
 
 def _closing(client: object) -> bool:

@@ -71,6 +71,11 @@ class SyncReader:
         Read to the end in one `read` (see there).
     heard
         Called on each fragment (a call read under an idle bound: `_threads.Pulse`).
+    manager
+        The client's SDK task manager (`_sdk_errors.task_manager`), for a read per
+        fragment: a stream resumed after its client closed must not ask the SDK for
+        more (its closed thread refuses the request, and the coroutine it made is
+        reported "never awaited").
     """
 
     def __init__(
@@ -81,9 +86,11 @@ class SyncReader:
         per_fragment: bool,
         whole: bool = False,
         heard: Callable[[], None] | None = None,
+        manager: Any = None,
     ) -> None:
         self.stream = stream
         self._heard = heard
+        self._manager = manager
         self._events = iter(stream)
         self._sigint = sigint
         self._per_fragment = per_fragment
@@ -136,6 +143,12 @@ class SyncReader:
                 self._open.release()
             if self._whole:
                 return self._read_all()
+            if self._manager is not None and self._manager.active is False:  # see manager
+                # Release the stream's channel now: left to the garbage collector, its
+                # release on the closed client fails in an "Exception ignored" report.
+                with contextlib.suppress(Exception):
+                    self.stream.close()
+                raise lms.LMStudioWebsocketError("The client was closed.")
             fragment = next(self._events, None)  # here, not in a helper: once per fragment
             if self._sigint.interrupted:
                 raise KeyboardInterrupt

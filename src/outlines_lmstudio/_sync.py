@@ -30,7 +30,7 @@ from ._discovery import ensure_host
 from ._flow import Call, Emit, Flow, Sink
 from ._images import ImageData
 from ._interrupt import SigintGuard
-from ._sdk_errors import client_host
+from ._sdk_errors import client_host, task_manager
 from ._streams import SyncReader, noting_progress
 from ._sync_sessions import SyncSessions
 from .errors import LMStudioTimeoutError
@@ -336,6 +336,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
             per_fragment=not guard.armed,
             whole=guard.armed,  # armed for the whole call: nothing of ours between fragments
             heard=None if beats is None else beats.beat,
+            manager=None if guard.armed else task_manager(self.client),
         )
 
     def _read(self, effect: _flow.Read) -> list[lms.LlmPredictionFragment] | None:

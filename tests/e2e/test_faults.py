@@ -2,6 +2,7 @@
 
 import asyncio
 import gc
+import sys
 import threading
 import warnings
 
@@ -217,6 +218,32 @@ def test_a_sync_client_closed_during_a_call_fails_with_our_error(
     # left unawaited is ours.
     ours = [str(w.message) for w in caught if "never awaited" in str(w.message)]
     assert [m for m in ours if "'Queue.get'" not in m] == []
+
+
+def test_a_sync_stream_resumed_after_its_client_closed_fails_cleanly(
+    slow_emulator: LMStudioEmulator,
+) -> None:
+    """It asked the SDK for the next fragment: the closed client's thread refused the
+    request, its coroutine was reported "never awaited" (5 streams in 20), and the stream's
+    channel failed to be released at garbage collection (found by a probe)."""
+    reports: list[str] = []
+    hook, sys.unraisablehook = sys.unraisablehook, lambda u: reports.append(repr(u.exc_value))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(10):
+                client = lms.Client(slow_emulator.api_host)
+                stream = from_lmstudio(client, TEXT_MODEL).stream("a long answer")
+                next(stream)
+                client.close()
+                with pytest.raises(LMStudioConnectionError):
+                    list(stream)
+                del stream
+                gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert [str(w.message) for w in caught] == []
+    assert reports == []
 
 
 @pytest.mark.asyncio

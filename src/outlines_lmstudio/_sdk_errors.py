@@ -21,6 +21,7 @@ __all__ = [
     "client_host",
     "client_in_other_loop",
     "closed_client_error",
+    "forked_client_error",
     "other_loop_error",
     "release_unsent",
     "task_manager",
@@ -124,6 +125,19 @@ def client_in_other_loop(client: object) -> bool:
     manager = getattr(client, "_task_manager", None)
     in_its_loop = getattr(manager, "is_running_in_task_loop", None)
     return getattr(manager, "active", False) is True and callable(in_its_loop) and not in_its_loop()
+
+
+def forked_client_error(host: str | None, model: str | None) -> LMStudioConnectionError:
+    """Return the error for a call, in a forked process, through its parent's client."""
+    return LMStudioConnectionError(
+        "The lmstudio client this model uses was made in another process (this one was "
+        "forked from it, with os.fork() or multiprocessing's fork start method): its "
+        "websocket thread does not exist here, so a call would wait forever.",
+        host=host,
+        model=model,
+        hint="Make the client and the model in the process that uses them, or start "
+        "processes with multiprocessing's 'spawn' or 'forkserver' method.",
+    )
 
 
 def closed_client_error(

@@ -6,6 +6,8 @@ or, for a call with a time limit, in a worker thread the caller waits for.
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from functools import partial
 from typing import Any, NamedTuple
@@ -30,7 +32,7 @@ from ._discovery import ensure_host
 from ._flow import Call, Emit, Flow, Sink
 from ._images import ImageData
 from ._interrupt import SigintGuard
-from ._sdk_errors import client_host, task_manager
+from ._sdk_errors import client_host, forked_client_error, task_manager
 from ._streams import SyncReader, noting_progress
 from ._sync_sessions import SyncSessions
 from .errors import LMStudioTimeoutError
@@ -93,6 +95,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         self._batches = _threads.BatchPool()
         # The client whose host is known (once known, it stays): no check on every call.
         self._host_known_of: lms.Client | None = None
+        _MODELS.add(self)
         # A client and its own entries of the handle and model-traits caches, read without
         # a lookup by client; one attribute, so a thread replacing ``client`` never pairs
         # one client with another's entries (see `_hold_entries`).
@@ -141,10 +144,17 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         client = self.client
         if self._host_known_of is client:
             return
+        self._check_process(call.request.key)
         if client_host(client) is None:  # made as lms.Client()
             with _threads.held():  # finding LM Studio has bounds of its own
                 ensure_host(client, call.request.key)
         self._host_known_of = client
+
+    def _check_process(self, key: str | None) -> None:
+        """Refuse a client made in the process this one was forked from (it would hang)."""
+        pid = os.getpid()
+        if _USED_IN.setdefault(self.client, pid) != pid:
+            raise forked_client_error(client_host(self.client), key or self.model_name)
 
     def _predict(self, call: Call, sink: Sink) -> Iterator[Any]:
         """Drive a prediction in the caller's thread, yielding its emits.
@@ -236,6 +246,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
     ) -> list[Any]:
         if not flows:
             return []
+        self._check_process(None)  # before the pool: its threads are gone in a fork
         with self._batches.lend(limit) as pool:
             return _threads.run_batch(self._run, flows, pool, self._unstick_if)
 
@@ -350,3 +361,22 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         if call.stopped:
             raise _threads.left_early()
         return fragments
+
+
+_MODELS: weakref.WeakSet[LMStudio] = weakref.WeakSet()
+"""Every sync model, so that a forked child checks each one's client again."""
+_USED_IN: weakref.WeakKeyDictionary[lms.Client, int] = weakref.WeakKeyDictionary()
+"""The process each client was first used in (``os.getpid()``)."""
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child, make each model's next call check its client (`_check_process`).
+
+    The parent's clients cannot work here: the SDK's websocket thread was not copied, and a
+    call through one waited forever for it.
+    """
+    for model in list(_MODELS):
+        model._host_known_of = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

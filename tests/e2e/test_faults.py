@@ -2,6 +2,8 @@
 
 import asyncio
 import gc
+import os
+import subprocess
 import sys
 import threading
 import warnings
@@ -244,6 +246,57 @@ def test_a_sync_stream_resumed_after_its_client_closed_fails_cleanly(
         sys.unraisablehook = hook
     assert [str(w.message) for w in caught] == []
     assert reports == []
+
+
+_FORK_SCRIPT = """
+import os, sys
+import lmstudio as lms
+from outlines_lmstudio import from_lmstudio
+
+with lms.Client(sys.argv[1]) as client:
+    model = from_lmstudio(client, sys.argv[2])
+    model("in the parent")
+    calls = {
+        "call": lambda: model("in the child"),
+        "timeout": lambda: model("in the child", timeout=30),
+        "stream": lambda: list(model.stream("in the child")),
+        "batch": lambda: model.batch(["in the child"] * 2),
+    }
+    for name, call in calls.items():
+        pid = os.fork()
+        if pid == 0:
+            try:
+                call()
+                print(name, "answered", flush=True)
+            except Exception as exc:
+                print(name, type(exc).__name__, str(exc)[:57], flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+    print("parent", model("in the parent again") != "", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_using_its_parents_client_is_refused_at_once(
+    emulator: LMStudioEmulator,
+) -> None:
+    """Its websocket thread does not exist in the child: a call waited forever (found by a
+    probe). A client made in the child works."""
+    result = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT, emulator.api_host, TEXT_MODEL],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    refused = "LMStudioConnectionError The lmstudio client this model uses was made in another"
+    names = ("call", "timeout", "stream", "batch")
+    assert len(lines) == len(names) + 1, result.stdout
+    for name, line in zip(names, lines, strict=False):
+        assert line.startswith(f"{name} {refused}"), line
+    assert lines[-1] == "parent True"
 
 
 @pytest.mark.asyncio

@@ -79,11 +79,17 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
     ------
     IsADirectoryError
         If ``path`` is a directory (LM Studio keeps each model in one): the file is needed.
+    FileNotFoundError
+        If nothing is at ``path`` (before llama.cpp is looked for).
+    ImportError
+        If llama-cpp-python is not installed.
     """
     if os.path.isdir(path):
         raise IsADirectoryError(
             errno.EISDIR, "a directory, not a GGUF file: give the .gguf file in it", os.fspath(path)
         )
+    if not os.path.exists(path):  # said first: it is wrong with or without llama.cpp
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), os.fspath(path))
     facts: GgufFacts = _native().read_facts(path)
     return facts
 

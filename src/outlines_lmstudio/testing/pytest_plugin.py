@@ -11,13 +11,15 @@ lmstudio_emulator
     fails, the emulator's frame trace is added to the report.
 
 Nothing here imports websockets until a fixture is used, so installing the
-plugin never breaks a test session without the ``testing`` extra.
+plugin never breaks a test session without the ``testing`` extra; and it uses only
+what pytest 7 with pluggy 1.0 has (an old-style hook wrapper, no ``pytest.StashKey``),
+since it loads in every pytest session of an environment that has the package.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["lmstudio_emulator", "lmstudio_emulator_session"]
 
-_EMULATOR = pytest.StashKey["LMStudioEmulator"]()
+_IN_USE: dict[str, LMStudioEmulator] = {}
+"""The emulator of each running test that uses the fixture, by node id."""
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +59,7 @@ def lmstudio_emulator(
     if not emulator.running:  # an earlier test stopped it
         emulator.start()
     emulator.reset()
-    request.node.stash[_EMULATOR] = emulator
+    _IN_USE[request.node.nodeid] = emulator
     yield emulator
     violations = emulator.protocol_violations
     if violations:
@@ -68,13 +71,15 @@ def lmstudio_emulator(
         )
 
 
-@pytest.hookimpl(wrapper=True)
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+) -> Generator[None, Any, None]:
     """Attach the emulator's frame trace to the report of a failing test."""
-    report = yield
-    emulator = item.stash.get(_EMULATOR, None)
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    emulator = _IN_USE.get(item.nodeid)
+    if call.when == "teardown":
+        _IN_USE.pop(item.nodeid, None)
     if emulator is not None and report.failed:
         report.sections.append(("LM Studio emulator trace", emulator.format_trace()))
-    return report

@@ -55,6 +55,17 @@ class ServerStats:
     upload_sizes: list[int]
     stop_reasons: list[str | None]
     """Of every prediction, oldest first."""
+    schema_properties: list[int]
+    """Of every prediction, oldest first: the properties of its JSON schema (-1: none)."""
+    message_counts: list[int]
+    """Of every prediction, oldest first: the messages of its chat."""
+
+
+def _properties(structured: dict[str, Any] | None) -> int:
+    schema = (structured or {}).get("jsonSchema")
+    if not isinstance(schema, dict):
+        return -1
+    return len(schema.get("properties") or {})
 
 
 def _last_text(messages: list[dict[str, Any]]) -> str:
@@ -115,6 +126,8 @@ def _serve(
                         peak_concurrency=emu.peak_concurrency(),
                         upload_sizes=[len(u.data) for u in emu.uploads],
                         stop_reasons=[p.stop_reason for p in emu.predictions],
+                        schema_properties=[_properties(p.structured) for p in emu.predictions],
+                        message_counts=[len(p.messages) for p in emu.predictions],
                     )
                 )
             else:

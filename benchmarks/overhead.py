@@ -27,7 +27,7 @@ from benchmarks._harness import (
     interleave,
     measure,
 )
-from benchmarks._remote import Script
+from benchmarks._remote import Script, ServerStats
 from outlines_lmstudio import from_lmstudio
 
 __all__ = ["run", "run_async", "run_parse", "run_stream"]
@@ -35,26 +35,34 @@ __all__ = ["run", "run_async", "run_parse", "run_stream"]
 TARGET = Target("<=", 1.05)
 
 
-def _checks(ctx: Context, paired: Paired, n: int) -> dict[str, bool]:
-    stats = ctx.emulator.stats()
+def _checks(ctx: Context, paired: Paired, n: int, stats: ServerStats) -> dict[str, bool]:
     ids = [person_id(r) for r in paired.results("ours")]
     return {
         "results_equal": paired.results_equal,
         "distinct_replies": ids == [i % 1296 for i in range(n)],
         "fragments": stats.fragment_counts == [ctx.sizes.short_fragments],
+        # the reply is scripted: both sides must have sent the Person schema
+        "schema_sent": set(stats.schema_properties) == {len(Person.model_fields)},
     }
 
 
 def _result(
-    ctx: Context, name: str, paired: Paired, ours: str, sdk: str, target: Target | None = TARGET
+    ctx: Context,
+    name: str,
+    paired: Paired,
+    ours: str,
+    sdk: str,
+    target: Target | None = TARGET,
+    stats: ServerStats | None = None,
 ) -> CaseResult:
+    """The case's result; ``stats`` of its own run (read now if ``None``)."""
     return CaseResult(
         name=name,
         title=f"{ours} vs SDK by hand",
         ours_label=ours,
         baseline_label=sdk,
         metrics=paired.metrics(target) if ctx.timing else [],
-        checks=_checks(ctx, paired, len(paired.ours)),
+        checks=_checks(ctx, paired, len(paired.ours), stats or ctx.emulator.stats()),
         extra={
             "fragments_per_reply": ctx.sizes.short_fragments,
             "extra_per_call": paired.extra_us() if ctx.timing else None,
@@ -97,7 +105,7 @@ def run_async(ctx: Context) -> list[CaseResult]:
     n = ctx.sizes.requests
     _reset(ctx)
 
-    async def main() -> tuple[Paired, Paired]:
+    async def main() -> tuple[Paired, ServerStats, Paired]:
         async with lms.AsyncClient(ctx.emulator.api_host) as client:
             model = from_lmstudio(client, TEXT_MODEL)
             handle = await client.llm.model(TEXT_MODEL)
@@ -117,14 +125,17 @@ def run_async(ctx: Context) -> list[CaseResult]:
 
             ctx.log(f"overhead.async: {n} requests per side")
             paired = await ainterleave(ours, sdk, n, ctx.sizes.warmup)
+            stats = ctx.emulator.stats()  # this run's, before the next reset
             _reset(ctx)
             ctx.log(f"overhead.async.cancel_safe: {n} requests per side")
-            return paired, await ainterleave(safe, sdk, n, ctx.sizes.warmup)
+            return paired, stats, await ainterleave(safe, sdk, n, ctx.sizes.warmup)
 
-    paired, floor = asyncio.run(main())
+    paired, stats, floor = asyncio.run(main())
     sdk_label = "await handle.respond(prompt, response_format=fmt)"
     return [
-        _result(ctx, "overhead.async", paired, "await model(prompt, Person)", sdk_label),
+        _result(
+            ctx, "overhead.async", paired, "await model(prompt, Person)", sdk_label, stats=stats
+        ),
         _result(
             ctx,
             "overhead.async.cancel_safe",

@@ -282,6 +282,36 @@ def update_docs(path: Path, payload: dict[str, Any]) -> None:
         replace_section("curves", "## Scale curves", format_curves(payload["curves"]), path)
 
 
+def _unwritable(path: Path) -> str:
+    """Say why the results cannot be written to ``path`` ("" if they can)."""
+    if path.exists() and not path.is_file():
+        return "not a regular file (the results replace it: give a file path)"
+    if path.is_symlink():
+        return "a symbolic link (the results would replace the link: give its target)"
+    parent = path.parent
+    while not parent.exists():  # _write makes the missing folders
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        return f"{parent} is not a folder this process can write in"
+    return ""
+
+
+def _saved_run(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
+    """Read a run saved by ``--output``, for ``--docs-from``; refuse one that is not full."""
+    try:
+        payload = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        parser.error(f"--docs-from {path}: cannot read a saved run: {exc}")
+    if not isinstance(payload, dict) or "table" not in payload or "mode" not in payload:
+        parser.error(f"--docs-from {path}: not a run saved by python -m benchmarks")
+    if payload["mode"] != "full" or "--only" in str(payload.get("command", "")).split():
+        parser.error(
+            f"--docs-from {path}: a {payload['mode']} run of {payload.get('command')!r}; "
+            "the docs publish full runs of every case"
+        )
+    return payload
+
+
 def _write(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.json")
@@ -329,8 +359,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.docs_from is not None:
-        update_docs(DOCS, json.loads(args.docs_from.read_text()))
+        payload = _saved_run(parser, args.docs_from)
+        update_docs(DOCS, payload)
         return 0
+    if args.update_docs and (args.quick or args.short or args.only):
+        parser.error(
+            "--update-docs publishes a full run (every case, full sizes): drop --quick, "
+            "--short and --only, or publish a saved full run with --docs-from"
+        )
     sizes = QUICK if args.quick else SHORT if args.short else FULL
     if args.calls is not None:
         if args.calls < 1:
@@ -342,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = Sizes(**{**asdict(sizes), "engine_threads": args.engine_threads})
     names = args.only or list(CASES)
     output = args.output or RESULTS / ("quick.json" if args.quick else "latest.json")
+    problem = _unwritable(output)
+    if problem:  # said now, not after a run of many minutes
+        parser.error(f"--output {output}: {problem}")
 
     start = time.perf_counter()
     results = run_cases(names, sizes, timing=not args.quick)

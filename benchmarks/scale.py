@@ -10,8 +10,8 @@ draws the curves). The target applies at the size the issue names.
 - ``history.N``: an Outlines ``Chat`` of N messages against the SDK with the
   same history prebuilt once as an ``lms.Chat``.
 - ``parse_stream.N``: ``model.parse_stream`` against ``model.stream`` on a reply
-  of N fragments (a list of records, ``Roster``); the extra cost must grow
-  linearly with N.
+  of N fragments (a list of records, ``Roster``); the extra cost per fragment
+  must stay flat: the CPU ratio to ``stream`` must not grow with N (`FLAT`).
 """
 
 from __future__ import annotations
@@ -49,11 +49,16 @@ __all__ = ["fit_exponent", "run_history", "run_parse_stream", "run_schema"]
 SCHEMA_TARGET = Target("<=", 2.0)
 HISTORY_TARGET = Target("<=", 1.2)
 STREAM_TARGET = Target("<=", 1.10)
-LINEAR = Target("<=", 1.2)
-"""Growth exponent of parse_stream's CPU per call over the reply length (1 is linear, 2
-quadratic). Its extra cost over ``stream`` cannot be fitted: it is at or under zero at
-the smaller sizes (a log-log fit of it is undefined), so the growth is fitted on the
-whole cost, which a per-fragment re-parse of the accumulated text would make quadratic."""
+FLAT = Target("<=", 0.1)
+"""Growth exponent of parse_stream's CPU ratio to ``stream`` over the reply length.
+
+0 when parse_stream's extra cost per fragment is flat (the issue's "per-fragment cost flat
+from 250 to 2,000"): its cost then grows as stream's does. A per-fragment re-parse of the
+accumulated text makes the ratio grow with the length (150 µs a fragment more at 2,000
+fragments gave about 0.11). The extra cost itself cannot be fitted: it is at or under zero
+at the smaller sizes, and the whole cost's exponent hides it under stream's own cost (a
+re-parse moved it from 1.00 to 1.07 only). 0.1, not 0: the ratio at 250 fragments has an
+interval about 0.1 wide from run to run, and the target is judged on the interval's end."""
 
 
 def fit_exponent(xs: Sequence[float], ys: Sequence[float]) -> float:
@@ -70,11 +75,11 @@ def fit_exponent(xs: Sequence[float], ys: Sequence[float]) -> float:
 def run_schema(ctx: Context) -> list[CaseResult]:
     """First call with a new N-field model, ours vs ``model_json_schema()`` + SDK."""
     sizes = ctx.sizes
-    ctx.emulator.reset(Script("person", sizes.short_fragments))
     results = []
     tags = iter(range(10**9))
     with sync_sides(ctx.emulator.api_host) as (model, handle):
         for fields in sizes.schema_fields:
+            ctx.emulator.reset(Script("person", sizes.short_fragments))
 
             def ours(i: int, fields: int = fields) -> Sample:
                 output_type = wide_model(fields, next(tags))
@@ -99,7 +104,11 @@ def run_schema(ctx: Context) -> list[CaseResult]:
                     ours_label="model(prompt, NewModel)",
                     baseline_label="NewModel.model_json_schema() + handle.respond",
                     metrics=paired.metrics(target) if ctx.timing else [],
-                    checks={"results_equal": paired.results_equal},
+                    checks={
+                        "results_equal": paired.results_equal,
+                        # the reply is scripted: what was sent is what this case costs
+                        "schema_sent": set(ctx.emulator.stats().schema_properties) == {fields},
+                    },
                     extra=paired.curve("schema size (fields)", fields),
                 )
             )
@@ -119,10 +128,10 @@ def _lms_chat(pairs: list[tuple[str, str]]) -> lms.Chat:
 def run_history(ctx: Context) -> list[CaseResult]:
     """An N-message Outlines ``Chat`` against the SDK with a prebuilt ``lms.Chat``."""
     sizes = ctx.sizes
-    ctx.emulator.reset(Script("person", sizes.short_fragments))
     results = []
     with sync_sides(ctx.emulator.api_host) as (model, handle):
         for length in sizes.history_lengths:
+            ctx.emulator.reset(Script("person", sizes.short_fragments))
             chat, pairs = history(length, prompt(7))
             prebuilt = _lms_chat(pairs)
 
@@ -145,6 +154,8 @@ def run_history(ctx: Context) -> list[CaseResult]:
                     checks={
                         "results_equal": paired.results_equal,
                         "reply_to_last": all(person_id(r) == 7 for r in paired.results("ours")),
+                        # the reply is scripted: what was sent is what this case costs
+                        "history_sent": set(ctx.emulator.stats().message_counts) == {len(pairs)},
                     },
                     extra=paired.curve("history length (messages)", length),
                 )
@@ -152,21 +163,29 @@ def run_history(ctx: Context) -> list[CaseResult]:
     return results
 
 
-def _exponent_ci(
-    xs: Sequence[int], samples: Sequence[list[float]], resamples: int = 400
+def _ratio_exponent_ci(
+    xs: Sequence[int],
+    ours: Sequence[list[float]],
+    baseline: Sequence[list[float]],
+    resamples: int = 400,
 ) -> tuple[float, tuple[float, float] | None]:
-    """Growth exponent of the median of ``samples`` over ``xs``, with a 95% interval."""
+    """Growth exponent over ``xs`` of the ratio of medians ours / baseline, with a 95%
+    interval (the interleaved pairs of each size resampled together)."""
 
-    def fit(picks: Sequence[list[float]]) -> float:
-        return fit_exponent(xs, [statistics.median(p) for p in picks])
+    def fit(picks: Sequence[list[int]]) -> float:
+        ratios = [
+            statistics.median(o[i] for i in p) / statistics.median(b[i] for i in p)
+            for o, b, p in zip(ours, baseline, picks, strict=True)
+        ]
+        return fit_exponent(xs, ratios)
 
-    value = fit(samples)
-    if min(len(s) for s in samples) < 6:
+    value = fit([list(range(len(o))) for o in ours])
+    if min(len(o) for o in ours) < 6:
         return value, None
     rng = random.Random(0)
     fits = []
     for _ in range(resamples):
-        fits.append(fit([[s[rng.randrange(len(s))] for _ in s] for s in samples]))
+        fits.append(fit([[rng.randrange(len(o)) for _ in o] for o in ours]))
     fits = sorted(f if not math.isnan(f) else math.inf for f in fits)
     return value, (fits[int(0.025 * resamples)], fits[int(0.975 * resamples) - 1])
 
@@ -176,6 +195,7 @@ def run_parse_stream(ctx: Context) -> list[CaseResult]:
     sizes = ctx.sizes
     results = []
     cpu: list[list[float]] = []
+    cpu_stream: list[list[float]] = []
     with lms.Client(ctx.emulator.api_host) as client:
         model = from_lmstudio(client, TEXT_MODEL)
         for fragments in sizes.stream_fragments:
@@ -192,6 +212,7 @@ def run_parse_stream(ctx: Context) -> list[CaseResult]:
             ctx.log(f"parse_stream.{fragments}: {sizes.stream_requests} streams per side")
             paired = interleave(ours, stream, sizes.stream_requests, warmup=1)
             cpu.append(paired.cpu("ours"))
+            cpu_stream.append(paired.cpu("baseline"))
             stats = ctx.emulator.stats()
             target = STREAM_TARGET if fragments == max(sizes.stream_fragments) else None
             per_fragment = {k: round(v / fragments, 2) for k, v in paired.extra_us().items()}
@@ -215,6 +236,6 @@ def run_parse_stream(ctx: Context) -> list[CaseResult]:
                 )
             )
     if ctx.timing and len(sizes.stream_fragments) > 1:
-        value, ci = _exponent_ci(sizes.stream_fragments, cpu)
-        results[-1].metrics.append(Metric("CPU growth exponent", value, ci, LINEAR))
+        value, ci = _ratio_exponent_ci(sizes.stream_fragments, cpu, cpu_stream)
+        results[-1].metrics.append(Metric("CPU ratio growth exponent", value, ci, FLAT))
     return results

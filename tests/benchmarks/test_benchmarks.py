@@ -213,19 +213,24 @@ def test_growth_exponent_fits_powers() -> None:
     assert math.isnan(scale.fit_exponent([1], [1]))
 
 
-def test_parse_stream_growth_is_fitted_on_its_own_cost_with_an_interval() -> None:
+def test_parse_stream_flatness_is_the_growth_of_its_ratio_to_stream() -> None:
+    """A flat extra cost per fragment keeps the ratio flat (exponent 0) and passes; a
+    per-fragment re-parse of the accumulated text (an extra cost growing with the length)
+    fails, even under a baseline cost that dwarfs it (470 µs a fragment, as measured)."""
     xs = [250, 500, 1000, 2000]
     noise = [0.98, 1.0, 1.02, 0.99, 1.01, 1.0, 0.97, 1.03]
-    linear = [[x * n for n in noise] for x in xs]
-    value, ci = scale._exponent_ci(xs, linear)
-    assert value == pytest.approx(1.0, abs=0.01)
+    stream = [[470e-6 * x * n for n in noise] for x in xs]
+    flat = [[(470e-6 + 10e-6) * x * n for n in reversed(noise)] for x in xs]
+    value, ci = scale._ratio_exponent_ci(xs, flat, stream)
+    assert value == pytest.approx(0.0, abs=0.01)
     assert ci is not None
-    assert ci[0] <= value <= ci[1] < 1.1
-    quadratic = [[x * x * n for n in noise] for x in xs]
-    value, ci = scale._exponent_ci(xs, quadratic)
-    assert value == pytest.approx(2.0, abs=0.01)
+    assert ci[0] <= value <= ci[1] <= scale.FLAT.value
+    # a re-parse: 150 µs a fragment more at 2,000 fragments, growing with the length
+    reparse = [[(470e-6 + 75e-9 * x) * x * n for n in reversed(noise)] for x in xs]
+    value, ci = scale._ratio_exponent_ci(xs, reparse, stream)
     assert ci is not None
-    assert ci[0] > scale.LINEAR.value  # a re-parse per fragment fails it
+    assert value > scale.FLAT.value
+    assert not scale.FLAT.met(value, ci)
 
 
 def _curve_case(name: str, x: int, ours: float, base: float) -> CaseResult:

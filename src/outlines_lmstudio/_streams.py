@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import Any, NamedTuple
 
 import lmstudio as lms
 
@@ -16,9 +16,37 @@ from ._common import CONFIRM_SECONDS, DRAIN_SECONDS
 from ._flow import wait_limit
 from ._interrupt import SigintGuard
 
-__all__ = ["AsyncReader", "SyncReader", "noting_progress", "stream_text"]
+__all__ = ["AsyncReader", "SyncReader", "UnreadResult", "noting_progress", "stream_text"]
 
 _END = object()
+
+
+class UnreadResult(NamedTuple):
+    """The result of a reply that arrived whole but that the SDK failed to read at its end.
+
+    For a structured prediction the SDK runs ``json.loads`` on the whole reply when it
+    ends, and lets through what is not a ``JSONDecodeError``: the ``ValueError`` of an
+    integer longer than Python reads (4,300 digits: a model writing digits until its token
+    limit) or the ``RecursionError`` of nesting deeper than Python's limit. The reply's
+    fragments had all come: it is taken as it is, for the caller's own validation to judge
+    (``parse`` raises ``ParseError``; a call returns the text). LM Studio's stats were in the
+    message the SDK failed on: they are unknown (``None``), the stop reason too.
+    """
+
+    stats: None = None
+
+
+def _unread(exc: Exception) -> bool:
+    """Whether the SDK's reading failed on a finished reply's text (see `UnreadResult`).
+
+    Only the two errors ``json.loads`` lets through are taken so; any other error out of
+    the SDK's stream reaches the caller as it is.
+    """
+    if isinstance(exc, RecursionError):
+        return True
+    # Python's message for an integer over sys.get_int_max_str_digits() digits
+    return type(exc) is ValueError and "integer string conversion" in str(exc)
+
 
 LEAVE_GRACE = 0.02
 """Most seconds leaving a stream waits to learn whether its reply has ended (see
@@ -104,9 +132,12 @@ class SyncReader:
         self._open = threading.Lock()
         self._open.acquire()
         self._deciding = threading.Lock()  # see `_decide`
+        self._unread = False  # see `UnreadResult`
 
-    def result(self) -> lms.PredictionResult:
+    def result(self) -> lms.PredictionResult | UnreadResult:
         """Return the finished prediction's result (stats, stop reason)."""
+        if self._unread:
+            return UnreadResult()
         return self.stream.result()
 
     def read(self) -> list[lms.LlmPredictionFragment] | None:
@@ -158,6 +189,9 @@ class SyncReader:
         except Exception as exc:
             if self._sigint.interrupted:
                 raise KeyboardInterrupt from exc
+            if self._started and _unread(exc):  # every fragment had come: see UnreadResult
+                self._unread = self.at_end = True
+                return None
             raise
         finally:
             if arm:
@@ -169,13 +203,18 @@ class SyncReader:
         fragments: list[lms.LlmPredictionFragment] = []
         self.arrived = arrived = []
         heard = self._heard
-        for each in self._events:
-            if self._sigint.interrupted:
-                raise KeyboardInterrupt
-            if heard is not None:
-                heard()
-            fragments.append(each)
-            arrived.append(time.monotonic())
+        try:
+            for each in self._events:
+                if self._sigint.interrupted:
+                    raise KeyboardInterrupt
+                if heard is not None:
+                    heard()
+                fragments.append(each)
+                arrived.append(time.monotonic())
+        except Exception as exc:
+            if self._sigint.interrupted or not _unread(exc):
+                raise
+            self._unread = True  # every fragment had come: see UnreadResult
         if self._sigint.interrupted:
             raise KeyboardInterrupt
         self.at_end = True
@@ -359,6 +398,7 @@ class AsyncReader:
         self._leaving = False  # stopped before it was open: cancel once it is
         self.at_end = False  # a read reached the end: the next one would return None
         self.stream: lms.AsyncPredictionStream | None = None
+        self._unread = False  # see `UnreadResult`
 
     def watch_progress(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Return the prediction's SDK keywords with a progress callback that notes activity."""
@@ -401,6 +441,10 @@ class AsyncReader:
             self._ended = True
             self._finish(_END)
         except Exception as exc:  # the SDK's errors, and any other: the reader raises it
+            if self.stream is not None and _unread(exc):  # every fragment had come
+                self._unread = self._ended = True  # see UnreadResult
+                self._finish(_END)
+                return
             # An SDK error means the server ended the prediction, or it never started.
             self._ended = isinstance(exc, lms.LMStudioError) or self.stream is None
             self._finish(exc)
@@ -437,9 +481,11 @@ class AsyncReader:
         self._finish(lms.LMStudioWebsocketError("Client unexpectedly disconnected."))
         self._pump.cancel()
 
-    def result(self) -> lms.PredictionResult:
+    def result(self) -> lms.PredictionResult | UnreadResult:
         """Return the finished prediction's result (stats, stop reason)."""
         assert self.stream is not None, "result() before the prediction was read to its end"
+        if self._unread:
+            return UnreadResult()
         return self.stream.result()
 
     async def read(

@@ -22,6 +22,7 @@ from outlines_lmstudio import (
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL, MakeModel
+from .fronts import Fronts
 from .helpers import eventually, png_image
 
 
@@ -170,6 +171,29 @@ def test_parse_stream_shows_a_number_once_it_is_whole(
 class Scored(pydantic.BaseModel):
     name: str
     score: float
+
+
+@pytest.mark.parametrize(
+    ("reply", "problem"),
+    [
+        ("1" * 5000, "number"),  # a model writing digits: longer than Python reads (4,300)
+        ("[" * 3000 + "]" * 3000, "nested too deeply"),
+    ],
+    ids=["long-integer", "deep-nesting"],
+)
+def test_a_reply_the_sdk_cannot_read_is_still_ours_to_judge(
+    fronts: Fronts, emulator: LMStudioEmulator, reply: str, problem: str
+) -> None:
+    """The SDK's ``json.loads`` of a finished structured reply raised a raw ``ValueError``
+    or ``RecursionError`` out of every call, and nothing was re-asked (found by a probe)."""
+    output_type: object = int if reply[0] == "1" else {"type": "array"}
+    emulator.script(TEXT_MODEL, [reply] * 3)
+    model = fronts.model(fronts.client(), TEXT_MODEL)
+    assert model("n?", output_type) == reply  # a call returns the text as it is
+    with pytest.raises(ParseError, match=problem) as info:
+        model.parse("n?", output_type, retries=1)
+    assert info.value.raw == reply
+    assert info.value.attempts == 2  # re-asked, as for any reply that does not validate
 
 
 def test_parse_list_of_prompts_in_order(make_model: MakeModel, emulator: LMStudioEmulator) -> None:

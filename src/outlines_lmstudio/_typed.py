@@ -27,6 +27,7 @@ from outlines.types.dsl import python_types_to_terms
 from ._formats import format_checker
 from ._inputs import ChatPrompt, Message
 from ._output import OutputPlan, argument_order, output_type_name
+from ._search import linear_time
 from .errors import (
     InvalidSchemaError,
     ParseError,
@@ -80,11 +81,15 @@ def json_validator(
     -------
     jsonschema.protocols.Validator
         The validator of the schema's own draft (2020-12 when it names none), whose
-        references resolve only within the schema and jsonschema's bundled meta-schemas.
+        references resolve only within the schema and jsonschema's bundled meta-schemas,
+        and whose pattern keywords search in linear time (`_search`).
     """
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     checker = format_checker(cls) if formats else None
-    return cls(schema, registry=NO_RETRIEVAL, format_checker=checker)
+    validator: jsonschema.protocols.Validator = linear_time(cls)(
+        schema, registry=NO_RETRIEVAL, format_checker=checker
+    )
+    return validator
 
 
 class _Invalid(Exception):

@@ -289,7 +289,9 @@ def test_a_models_file_with_a_gguf_model_without_llama_cpp_says_what_to_install(
     # Found by a probe: python -m outlines_lmstudio.testing ended with an ImportError
     # traceback (the --gguf option said it in one line).
     models = tmp_path / "models.json"
-    models.write_text('[{"key": "m", "gguf": "m.gguf"}]', "utf-8")
+    gguf = tmp_path / "m.gguf"  # there: a missing file is said first
+    gguf.write_bytes(b"GGUF")
+    models.write_text(json.dumps([{"key": "m", "gguf": str(gguf)}]), "utf-8")
     code = (
         "import sys, importlib.abc\n"
         "class Block(importlib.abc.MetaPathFinder):\n"

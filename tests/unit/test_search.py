@@ -1,0 +1,80 @@
+"""Pattern keywords searched in linear time (`outlines_lmstudio._search`)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jsonschema
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from outlines_lmstudio._search import linear_time, search
+from outlines_lmstudio._typed import json_validator
+
+PATTERNS = [r"^[a-z]+$", r"\d{3}", r"^(ab|cd)*e?$", r"[A-Z][a-z]+ [A-Z]", r"^\s*x", "b", r"^$"]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+@given(text=st.text(alphabet="abcdeAZxz019 _-", max_size=12))
+def test_the_search_finds_what_python_re_finds(pattern: str, text: str) -> None:
+    """A search, as JSON Schema's pattern is: ``b`` is found in ``abc``."""
+    assert search(pattern)(text) == (re.search(pattern, text) is not None)
+
+
+def test_a_pattern_only_python_reads_is_searched_with_re() -> None:
+    assert search(r"(?P<x>a)(?P=x)")("xaax")  # a backreference: Rust's regex has none
+    assert not search(r"(?P<x>a)(?P=x)")("xax")
+
+
+@pytest.mark.parametrize(
+    ("schema", "value"),
+    [
+        ({"type": "string", "pattern": r"^([A-Za-z]+ ?)+$"}, "a" * 40 + "1"),
+        (
+            {
+                "type": "object",
+                "patternProperties": {r"^([a-z]+_?)+$": {}},
+                "additionalProperties": False,
+            },
+            {"a" * 40 + "-": 1},
+        ),
+        ({"type": "object", "propertyNames": {"pattern": r"^([a-z]+_?)+$"}}, {"a" * 40 + "-": 1}),
+    ],
+    ids=["pattern", "patternProperties", "propertyNames"],
+)
+def test_a_reply_that_nearly_matches_a_catastrophic_pattern_is_refused_at_once(
+    schema: dict[str, object], value: Any
+) -> None:
+    """Python's re (jsonschema's) takes exponential time here: 20 s at 28 letters, in the
+    caller's thread where no timeout= stops it (found by a probe); at 40 letters, days."""
+    errors = list(json_validator(schema).iter_errors(value))
+    assert len(errors) == 1
+
+
+def test_the_keywords_keep_jsonschema_s_messages() -> None:
+    schema = {"type": "object", "properties": {"a": {}}, "additionalProperties": False}
+    ours = [
+        e.message
+        for e in linear_time(jsonschema.Draft202012Validator)(schema).iter_errors(
+            {"a": 1, "b": 2, "c": 3}
+        )
+    ]
+    theirs = [
+        e.message
+        for e in jsonschema.Draft202012Validator(schema).iter_errors({"a": 1, "b": 2, "c": 3})
+    ]
+    assert ours == theirs
+    schema = {"patternProperties": {"^x": {}}, "additionalProperties": False}
+    ours = [
+        e.message
+        for e in linear_time(jsonschema.Draft202012Validator)(schema).iter_errors({"y": 1})
+    ]
+    theirs = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors({"y": 1})]
+    assert ours == theirs
+    schema = {"pattern": "^x"}
+    ours = [
+        e.message for e in linear_time(jsonschema.Draft202012Validator)(schema).iter_errors("y")
+    ]
+    assert ours == [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors("y")]

@@ -34,9 +34,11 @@ _HIGH_SURROGATE = re.compile(r"u[dD][89abAB][0-9a-fA-F]{2}")
 _SCALAR_PREFIX = re.compile(
     r"-?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?(?:(?<=[0-9])[eE][+-]?[0-9]*)?)?"
     r"|t(?:r(?:ue?)?)?|f(?:a(?:l(?:se?)?)?)?|n(?:u(?:ll?)?)?"
+    r"|N(?:aN?)?|-?I(?:n(?:f(?:i(?:n(?:i(?:ty?)?)?)?)?)?)?"
 )
-"""What later text may still turn into a number or a literal."""
-_SCALAR_CHARS = frozenset("-+.eE0123456789abcdefghijklmnopqrstuvwxyz")
+"""What later text may still turn into a number or a literal (pydantic-core reads
+``NaN`` and ``Infinity``, which are not JSON, as numbers: followed, as it reads them)."""
+_SCALAR_CHARS = frozenset("-+.eE0123456789abcdefghijklmnopqrstuvwxyzIN")
 _WHITESPACE = frozenset(" \t\n\r")
 _MAX_DEPTH = 200
 """pydantic-core's recursion limit: it refuses text nested deeper (as its error says)."""

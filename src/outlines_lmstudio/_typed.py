@@ -106,6 +106,20 @@ def _not_json(name: str) -> Any:
     raise _NotJson(f"{name} is not JSON (JSON has no NaN or infinity)")
 
 
+def _refuse_non_json_numbers(raw: str) -> None:
+    """Refuse ``NaN`` / ``Infinity`` literals (not inside strings), as the schema path does.
+
+    The schema sent asks for a JSON number, which no engine writes as these; a reply that
+    holds them is not what was asked for, though Pydantic reads them as floats.
+    """
+    try:
+        json.loads(raw, parse_constant=_not_json)
+    except _NotJson as exc:
+        raise _Invalid([f"(root): invalid JSON: {exc}"]) from exc
+    except (ValueError, RecursionError):
+        return  # Pydantic read it: what Python's json cannot is no literal of these
+
+
 class Validator(msgspec.Struct, frozen=True):
     """Validates a reply's raw text as one output type.
 
@@ -179,7 +193,7 @@ class Validator(msgspec.Struct, frozen=True):
                 # name (a path is no property name), which validation by alias rejects.
                 # The core validator itself: `TypeAdapter.validate_json` only checks the
                 # by_alias / by_name pair, one Python call more on each reply.
-                return self.adapter.validator.validate_json(raw, by_alias=True, by_name=True)
+                value = self.adapter.validator.validate_json(raw, by_alias=True, by_name=True)
             except pydantic.ValidationError as exc:
                 raise _Invalid(
                     [
@@ -187,6 +201,9 @@ class Validator(msgspec.Struct, frozen=True):
                         for e in exc.errors()
                     ]
                 ) from exc
+            if "NaN" in raw or "Infinity" in raw:  # Pydantic reads these literals: JSON has none
+                _refuse_non_json_numbers(raw)
+            return value
         if self.grammar is not None:
             problems = self.grammar(raw)
             if problems:

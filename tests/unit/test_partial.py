@@ -140,6 +140,21 @@ def test_whole_scalars_show_a_number_once_delimited(cut: int) -> None:
     assert PartialJson(whole_scalars=True).feed("-12345") is None  # may go on: -123456
 
 
+def test_nan_and_infinity_are_followed_as_numbers() -> None:
+    """The scanner fell back for good to whole parses at ``NaN`` (not JSON, but a number to
+    pydantic-core), which then showed ``123456`` of ``12345678901.5`` and dropped a key it
+    had shown (found by a probe)."""
+    fragments = ['{"x":', " NaN,", ' "y":', " 123456", "78901.", "5, ", '"z": -Inf', "inity}"]
+    parser = PartialJson(whole_scalars=True)
+    values = [repr(parser.feed(f)) for f in fragments]
+    assert not parser._broken
+    assert values[1:] == [
+        *["{'x': nan}"] * 4,
+        *["{'x': nan, 'y': 12345678901.5}"] * 2,
+        "{'x': nan, 'y': 12345678901.5, 'z': -inf}",
+    ]
+
+
 @pytest.mark.parametrize("opener", ["[", '{"a":'])
 def test_text_nested_deeper_than_pydantic_core_reads_is_its_value(opener: str) -> None:
     """The scanner nested without bound: a partial value 3,000 levels deep, where

@@ -212,6 +212,37 @@ def test_parse_refuses_a_remote_dynamic_ref_before_sending(tmp_path: Path) -> No
     assert "TOP-SECRET" not in str(info.value)
 
 
+@dataclasses.dataclass
+class _Reading:
+    celsius: float
+
+
+@pytest.mark.parametrize(
+    ("output_type", "raw"),
+    [
+        (float, "NaN"),
+        (float, "-Infinity"),
+        (list[float], "[1.5, NaN]"),
+        (_Reading, '{"celsius": Infinity}'),
+    ],
+)
+def test_nan_and_infinity_are_refused_for_python_types_as_for_schemas(
+    output_type: Any, raw: str
+) -> None:
+    """Pydantic reads these literals as floats; the schema sent asked for a JSON number, and
+    a schema given as data refused them: the result depended on the type's family (found
+    by a probe)."""
+    with pytest.raises(_Invalid, match="is not JSON"):
+        validator_for(plan_output(output_type)).validate(raw)
+    with pytest.raises(_Invalid, match="is not JSON"):
+        validator_for(plan_output({"type": "array"} if raw[0] == "[" else {})).validate(raw)
+
+
+def test_nan_inside_a_string_is_text() -> None:
+    assert validator_for(plan_output(str)).validate('"NaN Infinity"') == "NaN Infinity"
+    assert validator_for(plan_output(dict[str, str])).validate('{"a": "NaN"}') == {"a": "NaN"}
+
+
 def test_self_reference_never_ends_in_recursion_error() -> None:
     with pytest.raises(_Invalid, match="too deeply"):
         Validator(None, schema={"$ref": "#"}).validate('"x"')

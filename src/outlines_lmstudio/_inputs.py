@@ -295,6 +295,41 @@ class _Converted(msgspec.Struct, frozen=True, eq=False):
 
 _CONVERTED: dict[int, _Converted] = {}
 
+_TEXT_FIELDS = ("text", "content")
+"""The string fields of the SDK's message parts (``TextData.text``, a tool result's
+``content``)."""
+
+
+def _subclassed_text(part: object) -> bool:
+    """Whether a message part holds a str subclass, which the SDK's encoder refuses."""
+    for name in _TEXT_FIELDS:
+        value = getattr(part, name, None)
+        if isinstance(value, str) and type(value) is not str:
+            return True
+    return False
+
+
+def _plain_texts(chat: lms.Chat) -> lms.Chat:
+    """Return a copy of ``chat`` whose texts are plain ``str`` (the caller's is unchanged).
+
+    Strings of a str subclass (``markupsafe.Markup``, what Jinja templates return) are sent
+    as plain text everywhere else; the SDK's encoder fails on them with a ``TypeError``.
+    """
+    messages = []
+    for message in chat._messages:
+        parts = []
+        for part in message.content:
+            if _subclassed_text(part):
+                plain = {
+                    name: str(value)
+                    for name in _TEXT_FIELDS
+                    if isinstance(value := getattr(part, name, None), str)
+                }
+                part = msgspec.structs.replace(part, **plain)
+            parts.append(part)
+        messages.append(msgspec.structs.replace(message, content=parts))
+    return lms.Chat.from_history(ChatHistoryData(messages=messages))
+
 
 @format_input.register
 def _(model_input: lms.Chat) -> ChatPrompt:
@@ -309,8 +344,10 @@ def _(model_input: lms.Chat) -> ChatPrompt:
             "The lmstudio.Chat has no user message. Add one with chat.add_user_message(...)."
         )
     images: set[str] = set()
+    subclassed = False  # a str subclass (markupsafe.Markup) in a text: the SDK cannot send it
     for index, message in enumerate(model_input._messages):
         if message.role != "user":
+            subclassed = subclassed or any(_subclassed_text(p) for p in message.content)
             continue
         blank = True
         for part in message.content:
@@ -320,8 +357,11 @@ def _(model_input: lms.Chat) -> ChatPrompt:
                     images.add(part.identifier)
             elif not isinstance(part, TextData) or part.text.strip():
                 blank = False
+            subclassed = subclassed or _subclassed_text(part)
         if blank:  # as for an Outlines Chat's empty user message (from_history("") makes one)
             raise InvalidPromptError(f"The lmstudio.Chat's message {index} (user) is empty.")
+    if subclassed:
+        model_input = _plain_texts(model_input)
     prompt = ChatPrompt(passthrough=model_input)
     # Nothing to upload, but its image handles count: a model without vision refuses them
     # before the prediction, as it does an image handle in a list or an Outlines Chat.

@@ -304,6 +304,23 @@ def test_a_tool_result_part_that_is_not_plain_text_is_refused(parts: object) -> 
         _tool_result(parts)
 
 
+def test_str_subclasses_in_an_lmstudio_chat_are_sent_as_plain_text() -> None:
+    """The SDK's encoder failed on them with a raw TypeError (found by a probe)."""
+    from markupsafe import Markup
+
+    chat = lms.Chat(Markup("Be <b>brief</b>."))
+    chat.add_user_message(Markup("Hi"))
+    chat.add_assistant_response(Markup("Hello"))
+    chat.add_user_message("And?")
+    prompt = format_input(chat)
+    sent: list[Any] = list(build_chat(prompt, {})._get_history()["messages"])  # TypeError before
+    texts = [part["text"] for message in sent for part in message["content"]]
+    assert texts == ["Be <b>brief</b>.", "Hi", "Hello", "And?"]
+    assert all(type(text) is str for text in texts)
+    kept: Any = chat._messages[1].content[0]
+    assert type(kept.text) is Markup  # the caller's chat is left as it is
+
+
 def test_each_call_gets_its_own_chat() -> None:
     prompt = format_input("Hello")
     first, second = build_chat(prompt, {}), build_chat(prompt, {})

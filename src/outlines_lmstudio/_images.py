@@ -22,7 +22,7 @@ import struct
 import threading
 import weakref
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from PIL import Image as PILImage
@@ -161,6 +161,8 @@ def _encode(image: PILImage.Image) -> ImageData:
     fmt = (image.format or "").upper()
     if fmt == "MPO":
         fmt = "JPEG"  # the primary image of an MPO file is a JPEG
+    if image.mode in _INTEGER_MODES:
+        _check_16_bits(image)
     buffer = io.BytesIO()
     try:
         if fmt in _PASS_THROUGH and image.mode in _WRITABLE[fmt]:
@@ -184,6 +186,18 @@ def _encode(image: PILImage.Image) -> ImageData:
             f"Could not encode the {fmt or 'unknown-format'} image: {exc}"
         ) from exc
     return _make(buffer.getvalue(), "image/png")
+
+
+def _check_16_bits(image: PILImage.Image) -> None:
+    """Refuse an integer grey image whose values 16-bit grey PNG cannot hold (clamped)."""
+    low, high = cast(tuple[int, int], image.convert("I").getextrema())  # one band: ints
+    if low < 0 or high > 65535:
+        raise InvalidImageError(
+            f"This grey image (mode {image.mode}) has values from {low} to {high}; images "
+            "are sent as PNG, whose grey holds 0 to 65535, so they would be clamped. Scale "
+            "it into 0..65535 first (for example image.point(lambda v: v // 256)), or "
+            "convert it to 8-bit ('L')."
+        )
 
 
 def image_from_bytes(data: bytes) -> ImageData:

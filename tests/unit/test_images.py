@@ -159,6 +159,15 @@ def test_32_bit_integer_images_are_sent_as_16_bit_png() -> None:
             assert decoded.getpixel((1, 1)) == 1000
 
 
+@pytest.mark.parametrize("value", [70000, -5])
+def test_32_bit_values_16_bit_png_cannot_hold_are_refused(value: int) -> None:
+    """They were clamped to 0..65535 without a word (found by a probe)."""
+    picture = PILImage.new("I", (4, 3), 1000)
+    picture.putpixel((2, 1), value)
+    with pytest.raises(InvalidImageError, match=f"values from {min(value, 1000)} to"):
+        normalise_image(picture)
+
+
 @pytest.mark.parametrize("mode", ["RGBa", "La"])
 def test_premultiplied_alpha_is_kept(mode: str) -> None:
     """``RGBa`` lost its alpha (converted to RGB); ``La`` was refused (no La to RGB)."""

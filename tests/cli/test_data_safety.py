@@ -533,6 +533,36 @@ def test_a_type_module_that_exits_when_imported_is_named(
     assert emulator.requests == []
 
 
+_PERSON_MODULE = "from pydantic import BaseModel\n\n\nclass P(BaseModel):\n    name: str\n"
+
+
+def test_files_of_the_current_directory_do_not_replace_modules_imported_after_the_type(
+    run_cli: RunCli, tmp_path: Path, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: the current directory stayed first on sys.path after --type was
+    imported, so a sqlite3.py there ran in place of the standard library's (its output
+    went into stdout), and a pprint.py broke the command with two tracebacks."""
+    (tmp_path / "mine.py").write_text(_PERSON_MODULE)
+    for name in ("sqlite3", "pprint"):
+        (tmp_path / f"{name}.py").write_text(f"print('{name}.py of the current directory ran')\n")
+    result = run_cli("generate", "--type", "mine:P", "hi")
+    assert result.returncode == 0, result.stderr
+    assert "ran" not in result.stdout + result.stderr
+    assert json.loads(result.stdout)["name"] is not None
+
+
+def test_a_type_module_named_like_a_loaded_module_says_so(
+    run_cli: RunCli, tmp_path: Path, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: types.py here was never imported (the standard library's was
+    loaded already), and the error said only that 'types' has no 'P'."""
+    (tmp_path / "types.py").write_text(_PERSON_MODULE)
+    result = run_cli("generate", "--type", "types:P", "hi")
+    assert result.returncode == 2
+    assert_one_line_error(result, "named like the module 'types' that is already loaded", "rename")
+    assert emulator.requests == []
+
+
 def test_failure_report_kinds() -> None:
     assert failure_report(CliError("x", 3)) == ("x", 3)
     message, code = failure_report(InvalidImageError("bad image")) or ("", 0)

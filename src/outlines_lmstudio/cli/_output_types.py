@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import re
@@ -134,6 +135,26 @@ def _too_deep(path: Path) -> CliError:
     )
 
 
+def _check_not_shadowed(spec: str, top: str) -> None:
+    """Refuse a module of the current directory named like one already loaded from elsewhere.
+
+    ``types.py`` here cannot be imported as ``types`` once the standard library's is loaded:
+    the loaded one was used, and its missing class was the only error.
+    """
+    loaded = sys.modules.get(top)
+    here = Path(f"{top}.py").is_file() or Path(top, "__init__.py").is_file()
+    if loaded is None or not here:
+        return
+    origin = getattr(loaded, "__file__", None)
+    if origin is not None and Path(origin).resolve().parent in (Path.cwd(), Path.cwd() / top):
+        return  # it is this directory's own module
+    raise CliError(
+        f"--type {spec!r}: {top!r} in the current directory is named like the module "
+        f"{top!r} that is already loaded ({origin or 'built in'}), so it cannot be imported: "
+        f"rename it (for example my_{top}.py) and run --type my_{top}:..."
+    )
+
+
 def load_type(spec: str) -> Any:
     """Import ``module:Class`` (the current directory is searched first).
 
@@ -147,8 +168,13 @@ def load_type(spec: str) -> Any:
     module_name, _, attr_path = spec.partition(":")
     if not module_name or not attr_path:
         raise CliError(f"--type {spec!r} must be MODULE:CLASS, e.g. myapp.models:Person.")
-    if "" not in sys.path:
-        sys.path.insert(0, "")  # like `python -m`: modules in the current directory
+    _check_not_shadowed(spec, module_name.partition(".")[0])
+    # Like `python -m`: modules in the current directory first, but only while this one is
+    # imported: left there, a file of the current directory named like a module imported
+    # later (sqlite3.py, pprint.py) would be run in its place.
+    added = "" not in sys.path
+    if added:
+        sys.path.insert(0, "")
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -174,6 +200,10 @@ def load_type(spec: str) -> Any:
             "module used as --type must not exit when it is imported (guard that code with "
             '`if __name__ == "__main__":`).'
         ) from None
+    finally:
+        if added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove("")
     for name in attr_path.split("."):
         try:
             obj = getattr(obj, name)

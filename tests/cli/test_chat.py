@@ -293,6 +293,21 @@ def test_save_is_not_blocked_by_a_temporary_file_left_behind(
     assert sorted(p.name for p in tmp_path.iterdir()) == [".chat.json.tmp", "chat.json"]
 
 
+@pytest.mark.parametrize("first", ["/clear", "Hello"])
+def test_a_byte_order_mark_opening_piped_input_is_dropped(
+    emulator: LMStudioEmulator, tmp_path: Path, run_cli: RunCli, first: str
+) -> None:
+    """Found by a probe: a first-line command was sent as the message "\\ufeff/clear", and a
+    first message kept the mark (generate -, embed - and extract --input - drop it)."""
+    emulator.script(TEXT, ["Fine."])
+    stdin = f"\ufeff{first}\nHello\n/save chat.json\n/exit\n"
+    result = run_cli("chat", "-m", TEXT, stdin=stdin, timeout=30)
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
+    contents = [m["content"] for m in saved["messages"] if m["role"] == "user"]
+    assert contents == (["Hello"] if first == "/clear" else ["Hello", "Hello"])
+
+
 def test_save_over_a_file_keeps_its_permissions(
     emulator: LMStudioEmulator, tmp_path: Path, run_cli: RunCli
 ) -> None:

@@ -128,6 +128,61 @@ def test_failed_items_are_error_lines_and_can_be_retried(
     assert_complete_output(target, {"item-0", "item-1", "item-2", "item-3"})
 
 
+def test_retry_errors_keeps_the_error_lines_when_the_run_cannot_start(
+    main_in_process: MainInProcess,
+    run_cli: RunCli,
+    emulator: LMStudioEmulator,
+    schema_file: Path,
+    tmp_path: Path,
+) -> None:
+    """Found by a probe: --retry-errors removed the error lines before connecting, so a run
+    that then failed (LM Studio unreachable, a mistyped model) lost their raw replies and
+    messages with nothing redone."""
+    source = write_items(tmp_path / "in.jsonl", 2)
+    target = tmp_path / "out.jsonl"
+    emulator.script(TEXT, ['{"name": "No age"}'] * 2)
+    first = run_cli(*extract(schema_file, source, target, "-m", TEXT, "--retries", "0"))
+    assert first.returncode == 1
+    before = target.read_bytes()
+    assert before.count(b'"error"') == 2
+    wrong_model = run_cli(
+        *extract(schema_file, source, target, "-m", "no-such-model", "--retry-errors")
+    )
+    assert wrong_model.returncode != 0
+    unreachable = run_cli(
+        "--host", "127.0.0.1:9", *extract(schema_file, source, target, "--retry-errors"), host=False
+    )
+    assert unreachable.returncode == 3
+    assert target.read_bytes() == before
+    retried = main_in_process(*extract(schema_file, source, target, "-m", TEXT, "--retry-errors"))
+    assert retried.returncode == 0, retried.stderr
+    assert "Retrying 2 id(s) whose output line was an error." in retried.stderr
+    assert_complete_output(target, {"item-0", "item-1"})
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "integer", "minimum": 5, "maximum": 1},
+        {"type": "object", "not": {"required": ["a"]}},
+    ],
+)
+def test_a_schema_no_request_can_use_is_a_usage_error_before_any_item(
+    run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path, schema: dict[str, object]
+) -> None:
+    """Found by a probe: each item failed on it and was written as an error line (status 1,
+    and a rerun needed --retry-errors), where generate refuses it as a usage error."""
+    schema_path = tmp_path / "bad.schema.json"
+    schema_path.write_text(json.dumps(schema))
+    source = write_items(tmp_path / "in.jsonl", 3)
+    target = tmp_path / "out.jsonl"
+    result = run_cli(*extract(schema_path, source, target))
+    assert result.returncode == 2
+    assert_one_line_error(result)
+    assert not target.exists()
+    assert emulator.requests == []
+
+
 def test_images_are_sent_relative_to_the_input_file(
     main_in_process: MainInProcess,
     run_cli: RunCli,

@@ -163,6 +163,7 @@ class ChatSession:
             f"Chatting with {self.info.key} on {self.session.host} (vision: {vision}). "
             "/help lists the commands; /exit or Ctrl-D leaves; Ctrl-C stops a reply."
         )
+        first = True
         while True:
             try:
                 line = self.out.input(Text("you> ", style="bold green"))
@@ -174,6 +175,8 @@ class ChatSession:
                 leave_if_terminated()
                 self.note("(Ctrl-C: type /exit or press Ctrl-D to leave)")
                 continue
+            if first:  # a byte order mark opening piped input is no text (as generate -)
+                line, first = line.removeprefix("\ufeff"), False
             line = line.strip()
             if not line:
                 continue

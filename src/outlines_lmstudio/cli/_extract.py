@@ -279,10 +279,26 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     check_options_text(args)
     spec = output_spec(args)
+    _check_output_type(spec)
     kwargs = sampling_kwargs(args)
     items = read_items(args.input)
     with OutputFile(args.output) as output:  # holds the output's lock until the end
         return _run(args, spec, kwargs, items, output)
+
+
+def _check_output_type(spec: OutputSpec) -> None:
+    """Refuse a schema or ``--type`` that no request could use, before any item is run.
+
+    Each item raised the same error and was written as an error line (status 1, and a rerun
+    needed ``--retry-errors``), where ``generate`` refuses it as a usage error.
+    """
+    from outlines_lmstudio._output import plan_output
+    from outlines_lmstudio.errors import InvalidSchemaError, UnsupportedOutputTypeError
+
+    try:
+        plan_output(spec.output_type)
+    except (InvalidSchemaError, UnsupportedOutputTypeError) as exc:
+        raise CliError(str(exc)) from None
 
 
 def _run(
@@ -297,16 +313,20 @@ def _run(
     if note:
         say.print(note, style="yellow")
     keys = {item_key(item.id) for item in items}
-    if args.retry_errors and (dropped := output.drop_errors(keys)):
-        say.print(f"Retrying {dropped} id(s) whose output line was an error.")
-    answered = output.done | output.failed
+    # Error lines dropped by --retry-errors count as not answered; they are removed from
+    # the file only once LM Studio and the model are found (a run that cannot start keeps
+    # them: their raw replies and messages are the record of what went wrong).
+    if args.retry_errors:
+        output.check_rewritable()
+    retried = output.failed & keys - output.done if args.retry_errors else set()
+    answered = output.done | (output.failed - retried)
     pending = [item for item in items if item_key(item.id) not in answered]
     skipped = len(items) - len(pending)
     if not items:
         source = "standard input" if str(args.input) == STDIN else args.input
         say.print(f"Nothing to do: {source} has no items (it is empty or blank).")
         return 0
-    errors = sum(item_key(item.id) in output.failed for item in items)
+    errors = sum(item_key(item.id) in output.failed - retried for item in items)
     as_errors = f", {errors} of them as errors (--retry-errors redoes those)" if errors else ""
     if not pending:
         say.print(f"Nothing to do: all {len(items)} ids are already in {args.output}{as_errors}.")
@@ -328,6 +348,8 @@ def _run(
             )
         model = from_lmstudio(session.client, info.identifier, max_concurrency=args.concurrency)
         job = _Job(model, spec, args.system, args.retries, kwargs, args.reasoning)
+        if retried and (dropped := output.drop_errors(retried)):
+            say.print(f"Retrying {dropped} id(s) whose output line was an error.")
         output.open()
         ok, failed, seconds = _process(job, pending, output, args.concurrency)
     if str(args.output) == "-":

@@ -427,6 +427,19 @@ class OutputFile:
                 "run the command again."
             )
 
+    def check_rewritable(self) -> None:
+        """Refuse to rewrite a stream for ``--retry-errors`` (it is never read back).
+
+        Raises
+        ------
+        CliError
+            If the output is a stream.
+        """
+        if self.stream:
+            raise CliError(
+                f"--retry-errors needs an output file to rewrite; {self.path} is a stream."
+            )
+
     def drop_errors(self, keys: Collection[str]) -> int:
         """Rewrite the file without the error lines of ``keys`` (atomically).
 
@@ -448,10 +461,7 @@ class OutputFile:
         CliError
             For a stream (it is never read back), or if the file cannot be rewritten.
         """
-        if self.stream:
-            raise CliError(
-                f"--retry-errors needs an output file to rewrite; {self.path} is a stream."
-            )
+        self.check_rewritable()
         redo = self.failed.intersection(keys)
         if not redo:
             return 0

@@ -498,10 +498,9 @@ def test_schema_building_errors_name_the_field_and_the_type() -> None:
         plan_output(Outer)
 
 
-def test_meta_schema_check_is_skipped_only_for_pydantic_schemas(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Pydantic's schemas are valid by construction; every other schema is checked."""
+@pytest.fixture
+def meta_checks(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The schemas checked against their meta-schema from now on (a spy on jsonschema)."""
     checked: list[object] = []
     real = jsonschema.Draft202012Validator.check_schema
 
@@ -510,6 +509,14 @@ def test_meta_schema_check_is_skipped_only_for_pydantic_schemas(
         real(schema, *args, **kwargs)
 
     monkeypatch.setattr(jsonschema.Draft202012Validator, "check_schema", spy)
+    return checked
+
+
+def test_meta_schema_check_is_skipped_only_for_pydantic_schemas(
+    meta_checks: list[object],
+) -> None:
+    """Pydantic's schemas are valid by construction; every other schema is checked."""
+    checked = meta_checks
 
     class Fresh(pydantic.BaseModel):
         field_a: int
@@ -580,17 +587,10 @@ def test_a_pydantic_schema_with_user_written_parts_gets_the_meta_schema_check(
 
 
 def test_pydantic_own_schema_parts_are_not_taken_for_user_written_ones(
-    monkeypatch: pytest.MonkeyPatch,
+    meta_checks: list[object],
 ) -> None:
     """Formats, discriminated unions, generics, terms, root models: all Pydantic's own."""
-    checked: list[object] = []
-    real = jsonschema.Draft202012Validator.check_schema
-
-    def spy(schema: Any, *args: Any, **kwargs: Any) -> None:
-        checked.append(schema)
-        real(schema, *args, **kwargs)
-
-    monkeypatch.setattr(jsonschema.Draft202012Validator, "check_schema", spy)
+    checked = meta_checks
 
     class Cat(pydantic.BaseModel):
         kind: Literal["cat"] = "cat"

@@ -218,11 +218,18 @@ def format_curves(data: dict[str, dict[str, Any]]) -> str:
 
 
 def report(
-    results: Sequence[CaseResult], sizes: Sizes, *, mode: str, elapsed: float, command: str
+    results: Sequence[CaseResult],
+    sizes: Sizes,
+    *,
+    mode: str,
+    elapsed: float,
+    command: str,
+    groups: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The JSON document of a run: machine, sizes, one entry per case, the curves."""
+    """The JSON document of a run: machine, sizes, the case groups run, each case, curves."""
     return {
         "mode": mode,
+        "groups": list(groups),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "elapsed_s": round(elapsed, 1),
         "command": command,
@@ -304,10 +311,16 @@ def _saved_run(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
         parser.error(f"--docs-from {path}: cannot read a saved run: {exc}")
     if not isinstance(payload, dict) or "table" not in payload or "mode" not in payload:
         parser.error(f"--docs-from {path}: not a run saved by python -m benchmarks")
-    if payload["mode"] != "full" or "--only" in str(payload.get("command", "")).split():
+    groups = payload.get("groups")
+    if groups is None:  # saved before runs recorded their groups: its command says
+        partial = any(a.startswith("--on") for a in str(payload.get("command", "")).split())
+    else:
+        partial = not set(CASES) <= set(groups)
+    if payload["mode"] != "full" or partial:
+        what = "a run of some case groups only" if partial else f"a {payload['mode']} run"
         parser.error(
-            f"--docs-from {path}: a {payload['mode']} run of {payload.get('command')!r}; "
-            "the docs publish full runs of every case"
+            f"--docs-from {path}: {what} ({payload.get('command')!r}); the docs publish full "
+            "runs of every case"
         )
     return payload
 
@@ -387,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - start
     command = " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
     mode = "quick" if args.quick else "short" if args.short else "full"
-    payload = report(results, sizes, mode=mode, elapsed=elapsed, command=command)
+    payload = report(results, sizes, mode=mode, elapsed=elapsed, command=command, groups=names)
     print()
     print(payload["table"])
     if payload["curves"] and not args.quick:

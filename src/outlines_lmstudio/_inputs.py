@@ -644,29 +644,31 @@ def _chat_message_slow(
             )
         if isinstance(content, str):
             text = plain_str(content)
-        elif _content_parts(content):  # OpenAI's text parts: their text, not their JSON
-            text = _text_only(content, "tool", where)
+        elif (parts := _text_parts(content)) is not None:  # their text, not their JSON
+            text = parts
         else:
             text = json.dumps(_json_copy(content, where, "a tool result"))
         return Message("tool", (text,), tool_call_id=plain_str(call_id))
     raise UnsupportedInputError(f"{where} has role {role!r}; LM Studio takes {', '.join(_ROLES)}.")
 
 
-_PART_TYPES = frozenset({"text", "image", "image_url", "input_audio", "file", "refusal"})
-"""``type`` of OpenAI's content parts, and of this library's image item."""
+def _text_parts(content: object) -> str | None:
+    """Return the text of a tool result given as OpenAI text parts (``None``: it is not).
 
-
-def _content_parts(content: object) -> bool:
-    """Tell whether a tool message's content is a list of content parts, not JSON data.
-
-    OpenAI allows a tool result as ``[{"type": "text", "text": ...}, ...]``; sent as JSON,
-    the model would read the parts' syntax instead of the result.
+    OpenAI allows a tool message's content as ``[{"type": "text", "text": ...}, ...]``;
+    sent as JSON, the model would read the parts' syntax instead of the result. Only items
+    that are exactly text parts count: any other list is JSON data, sent as such.
     """
-    return (
-        isinstance(content, list)
-        and bool(content)
-        and all(isinstance(p, Mapping) and p.get("type") in _PART_TYPES for p in content)
-    )
+    if not isinstance(content, list) or not content:
+        return None
+    texts = []
+    for part in content:
+        if not (isinstance(part, Mapping) and part.keys() == {"type", "text"}):
+            return None
+        if part["type"] != "text" or not isinstance(part["text"], str):
+            return None
+        texts.append(plain_str(part["text"]))
+    return "".join(texts)
 
 
 def _merged(messages: Iterable[Message]) -> list[Message]:

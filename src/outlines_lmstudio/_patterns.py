@@ -62,13 +62,16 @@ _ECMA_SPACE: Intervals = [
 _CLASS_ESCAPES: dict[str, Intervals] = {
     "d": [(0x30, 0x39)],
     "w": [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)],
-    # ECMA-262's \s counts U+FEFF (the byte-order mark) as a space; Python's re and
-    # Pydantic's regex do not, so a reply holding it would fail ``parse`` though the engine
-    # kept the pattern. ``\s`` is sent without it, and ``\S`` still leaves it out, as
-    # ECMA-262's does: each sends the characters both readings accept there.
+    # ECMA-262's \s counts U+FEFF (the byte-order mark) as a space, and U+0085 (next line)
+    # not; Python's re and the Rust regex that Pydantic (and parse) validate with read both
+    # the other way, so a reply holding either could fail ``parse`` though the engine kept
+    # the pattern. ``\s`` is sent without U+FEFF, and ``\S`` / ``[^\s]`` leave out both:
+    # each sends only the characters both readings accept there.
     "s": _ECMA_SPACE[:-1],
 }
-_NEGATED_ESCAPES: dict[str, Intervals] = {**_CLASS_ESCAPES, "s": _ECMA_SPACE}
+_SPACE_EITHER: Intervals = [(0x85, 0x85), *_ECMA_SPACE]
+"""Space to ECMA-262 or to Python's and Rust's regex: what ``\\S`` and ``[^\\s]`` leave out."""
+_NEGATED_ESCAPES: dict[str, Intervals] = {**_CLASS_ESCAPES, "s": _SPACE_EITHER}
 """What ``\\D \\W \\S`` leave out."""
 _CONTROL_ESCAPES = {"t": 0x09, "n": 0x0A, "r": 0x0D, "f": 0x0C, "v": 0x0B}
 _DOT: Intervals = [(0x0A, 0x0A), (0x0D, 0x0D), (0x2028, 0x2029)]  # what ECMA-262's . excludes
@@ -241,8 +244,8 @@ class _Scanner:
             first = False
             low = self.class_atom()
             if isinstance(low, list):
-                # [^\s] leaves U+FEFF out, as ECMA-262's does (see _CLASS_ESCAPES)
-                intervals += _ECMA_SPACE if negated and low is _CLASS_ESCAPES["s"] else low
+                # [^\s] leaves out U+FEFF and U+0085 (see _CLASS_ESCAPES)
+                intervals += _SPACE_EITHER if negated and low is _CLASS_ESCAPES["s"] else low
             elif self.peek() == "-" and self.peek(1) not in ("", "]"):
                 self.i += 1
                 high = self.class_atom()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -43,11 +44,15 @@ def search(pattern: str) -> Callable[[str], bool]:
         The search, in linear time unless the pattern needs Python's ``re``.
     """
     try:
+        if _rust_reads_otherwise(pattern):
+            raise SchemaError("read otherwise by Rust's regex")
         checker = SchemaValidator(
             core_schema.str_schema(pattern=pattern, regex_engine="rust-regex")
         )
-    except SchemaError:  # syntax only Python's re reads: its search, as jsonschema's
-        compiled = re.compile(pattern)
+    except SchemaError:  # syntax only Python's re reads (alike): its search, as jsonschema's
+        with warnings.catch_warnings():  # "Possible nested set": read as ECMA-262 reads it
+            warnings.simplefilter("ignore", FutureWarning)
+            compiled = re.compile(pattern)
         return lambda text: compiled.search(text) is not None
 
     def found(text: str) -> bool:
@@ -58,6 +63,38 @@ def search(pattern: str) -> Callable[[str], bool]:
         return True
 
     return found
+
+
+_RUST_ONLY_IN_CLASS = ("[", "&&", "--", "~~")
+"""In a character class, Rust's regex reads these as a nested class, a POSIX class
+(``[[:alpha:]]``), an intersection, a difference and a symmetric difference; ECMA-262 and
+Python's ``re`` read their characters as members."""
+
+
+def _rust_reads_otherwise(pattern: str) -> bool:
+    r"""Whether Rust's regex would read ``pattern`` otherwise than Python's ``re`` does.
+
+    Besides the class syntax above, ``\<`` and ``\>`` are word boundaries to Rust and the
+    characters ``<`` and ``>`` to Python.
+    """
+    in_class = False
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            if pattern[i + 1 : i + 2] in ("<", ">"):
+                return True
+            i += 2
+            continue
+        if in_class:
+            if char == "]" and pattern[i - 1] != "[" and pattern[i - 2 : i] != "[^":
+                in_class = False
+            elif pattern.startswith(_RUST_ONLY_IN_CLASS, i):
+                return True
+        elif char == "[":
+            in_class = True
+        i += 1
+    return False
 
 
 def _pattern(

@@ -7,6 +7,7 @@ or, for a call with a time limit, in a worker thread the caller waits for.
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from functools import partial
@@ -32,7 +33,7 @@ from ._discovery import ensure_host
 from ._flow import Call, Emit, Flow, Sink
 from ._images import ImageData
 from ._interrupt import SigintGuard
-from ._sdk_errors import client_host, forked_client_error, task_manager
+from ._sdk_errors import client_closed, client_host, forked_client_error, task_manager
 from ._streams import SyncReader, noting_progress
 from ._sync_sessions import SyncSessions
 from .errors import LMStudioTimeoutError
@@ -96,6 +97,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         # The client whose host is known (once known, it stays): no check on every call.
         self._host_known_of: lms.Client | None = None
         _MODELS.add(self)
+        _USED_IN.setdefault(client, os.getpid())
         # A client and its own entries of the handle and model-traits caches, read without
         # a lookup by client; one attribute, so a thread replacing ``client`` never pairs
         # one client with another's entries (see `_hold_entries`).
@@ -151,10 +153,16 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         self._host_known_of = client
 
     def _check_process(self, key: str | None) -> None:
-        """Refuse a client made in the process this one was forked from (it would hang)."""
+        """Refuse a client made in the process this one was forked from (it would hang).
+
+        Known by the process the client was first seen in, or by its websocket thread: a
+        forked child has none of its parent's threads, while the client, not closed, still
+        counts on it.
+        """
+        client = self.client
         pid = os.getpid()
-        if _USED_IN.setdefault(self.client, pid) != pid:
-            raise forked_client_error(client_host(self.client), key or self.model_name)
+        if _USED_IN.setdefault(client, pid) != pid or _thread_gone(client):
+            raise forked_client_error(client_host(client), key or self.model_name)
 
     def _predict(self, call: Call, sink: Sink) -> Iterator[Any]:
         """Drive a prediction in the caller's thread, yielding its emits.
@@ -367,6 +375,14 @@ _MODELS: weakref.WeakSet[LMStudio] = weakref.WeakSet()
 """Every sync model, so that a forked child checks each one's client again."""
 _USED_IN: weakref.WeakKeyDictionary[lms.Client, int] = weakref.WeakKeyDictionary()
 """The process each client was first used in (``os.getpid()``)."""
+
+
+def _thread_gone(client: lms.Client) -> bool:
+    """Whether the client's websocket thread ran, is gone, and the client is not closed."""
+    thread = getattr(client, "_ws_thread", None)
+    if not isinstance(thread, threading.Thread) or thread.ident is None or thread.is_alive():
+        return False
+    return not client_closed(client)
 
 
 def _after_fork_in_child() -> None:

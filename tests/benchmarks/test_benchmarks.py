@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from benchmarks._common import (
@@ -53,6 +54,7 @@ from benchmarks.run import (
 )
 
 from benchmarks import batch, engine, scale
+from benchmarks import run as run_module
 from outlines_lmstudio._flow import wait_limit
 from outlines_lmstudio.testing._sampler import split_fragments
 
@@ -309,3 +311,30 @@ def test_awaited_calls_are_counted_per_call() -> None:
     assert per_call == 3  # work, leaf and wait_limit
     assert own == 1
     assert results == [(i, None) for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("saved", "problem"),
+    [
+        ({"mode": "quick", "table": "", "groups": list(run_module.CASES)}, "a quick run"),
+        ({"mode": "full", "table": "", "groups": ["overhead"]}, "some case groups only"),
+        ({"mode": "full", "table": "", "command": "python -m benchmarks --onl calls"}, "groups"),
+        ({"cases": []}, "not a run saved by python -m benchmarks"),
+    ],
+)
+def test_docs_are_published_from_full_runs_of_every_case_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], saved: dict[str, Any], problem: str
+) -> None:
+    """--update-docs with --quick or --only replaced the published full table with a partial
+    one, and --docs-from took a partial run (found by a probe and a review)."""
+    path = tmp_path / "saved.json"
+    path.write_text(json.dumps(saved))
+    with pytest.raises(SystemExit) as info:
+        run_module.main(["--docs-from", str(path)])
+    assert info.value.code == 2
+    assert problem in capsys.readouterr().err
+    for partial in (["--quick"], ["--short"], ["--only", "import"]):
+        with pytest.raises(SystemExit):
+            run_module.main([*partial, "--update-docs"])
+    with pytest.raises(SystemExit):
+        run_module.main(["--quick", "--output", str(tmp_path)])  # a folder: refused at once

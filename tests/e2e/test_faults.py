@@ -253,14 +253,16 @@ import os, sys
 import lmstudio as lms
 from outlines_lmstudio import from_lmstudio
 
-with lms.Client(sys.argv[1]) as client:
+with lms.Client(sys.argv[1]) as client, lms.Client(sys.argv[1]) as other:
     model = from_lmstudio(client, sys.argv[2])
     model("in the parent")
+    other.llm.list_loaded()  # used in the parent, but never through a model
     calls = {
         "call": lambda: model("in the child"),
         "timeout": lambda: model("in the child", timeout=30),
         "stream": lambda: list(model.stream("in the child")),
         "batch": lambda: model.batch(["in the child"] * 2),
+        "model made in the child": lambda: from_lmstudio(other, sys.argv[2])("in the child"),
     }
     for name, call in calls.items():
         pid = os.fork()
@@ -281,7 +283,8 @@ def test_a_forked_child_using_its_parents_client_is_refused_at_once(
     emulator: LMStudioEmulator,
 ) -> None:
     """Its websocket thread does not exist in the child: a call waited forever (found by a
-    probe). A client made in the child works."""
+    probe), also through a model made in the child on a client the parent never called a
+    model through (found by a review)."""
     result = subprocess.run(
         [sys.executable, "-c", _FORK_SCRIPT, emulator.api_host, TEXT_MODEL],
         capture_output=True,
@@ -292,7 +295,7 @@ def test_a_forked_child_using_its_parents_client_is_refused_at_once(
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     refused = "LMStudioConnectionError The lmstudio client this model uses was made in another"
-    names = ("call", "timeout", "stream", "batch")
+    names = ("call", "timeout", "stream", "batch", "model made in the child")
     assert len(lines) == len(names) + 1, result.stdout
     for name, line in zip(names, lines, strict=False):
         assert line.startswith(f"{name} {refused}"), line

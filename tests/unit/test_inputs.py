@@ -1,4 +1,5 @@
 import io
+import json
 from typing import Any
 
 import lmstudio as lms
@@ -293,15 +294,22 @@ def test_a_tool_result_given_as_openai_text_parts_is_sent_as_their_text() -> Non
 
 
 @pytest.mark.parametrize(
-    "parts",
+    "data",
     [
+        [{"type": "file", "name": "a.txt", "size": 3}],
+        [{"type": "image", "url": "http://x/y.png"}],
+        [{"type": "text", "text": "hi", "score": 0.9}],
         [{"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": "x"}}],
-        [{"type": "text", "text": "see", "detail": "high"}],
     ],
 )
-def test_a_tool_result_part_that_is_not_plain_text_is_refused(parts: object) -> None:
-    with pytest.raises(UnsupportedInputError, match="Chat message 2"):
-        _tool_result(parts)
+def test_a_tool_result_that_is_json_data_with_a_type_field_stays_json(data: object) -> None:
+    """Only exact text parts are parts: JSON data that merely has a "type" was refused, or
+    checked as a user prompt (found by a review)."""
+    assert json.loads(_tool_result(data)) == data
+
+
+def test_an_empty_text_part_is_an_empty_tool_result() -> None:
+    assert _tool_result([{"type": "text", "text": ""}]) == ""
 
 
 def test_str_subclasses_in_an_lmstudio_chat_are_sent_as_plain_text() -> None:

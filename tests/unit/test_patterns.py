@@ -211,6 +211,10 @@ def test_the_byte_order_mark_is_neither_a_space_nor_a_non_space() -> None:
     assert re.search(engine_pattern(r"^\S+$"), json_text("aé"))
     assert re.search(engine_pattern(r"^[^\s]+$"), json_text("a\ufeff")) is None
     assert re.search(engine_pattern(r"^[^\s]+$"), json_text("aé"))
+    # U+0085 the other way round: a space to Python and Rust, not to ECMA-262 (a review)
+    assert re.search(engine_pattern(r"^\S+$"), json_text("a\x85")) is None
+    assert re.search(engine_pattern(r"^[^\s]+$"), json_text("a\x85")) is None
+    assert re.search(engine_pattern(r"^\s+$"), json_text("\x85")) is None
     assert re.search(engine_pattern(r"^[\s]+$"), json_text("\ufeff")) is None
 
 

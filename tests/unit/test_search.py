@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
 
 import jsonschema
@@ -21,6 +22,28 @@ PATTERNS = [r"^[a-z]+$", r"\d{3}", r"^(ab|cd)*e?$", r"[A-Z][a-z]+ [A-Z]", r"^\s*
 def test_the_search_finds_what_python_re_finds(pattern: str, text: str) -> None:
     """A search, as JSON Schema's pattern is: ``b`` is found in ``abc``."""
     assert search(pattern)(text) == (re.search(pattern, text) is not None)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text"),
+    [
+        (r"^[a&&b]+$", "a&b"),
+        (r"^[[:alpha:]]+$", ":]"),
+        (r"^[a-c--b]$", "-"),
+        (r"^[a~~b]+$", "~"),
+        (r"a\<b", "a<b"),
+    ],
+)
+def test_syntax_rust_reads_otherwise_is_searched_as_python_reads_it(
+    pattern: str, text: str
+) -> None:
+    """Rust's regex reads these as set operations, POSIX classes, word boundaries; the
+    engines were told ECMA-262's reading, so valid replies were refused (found by a review)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        expected = re.search(pattern, text) is not None
+    assert expected
+    assert search(pattern)(text) is expected
 
 
 def test_a_pattern_only_python_reads_is_searched_with_re() -> None:
@@ -78,3 +101,19 @@ def test_the_keywords_keep_jsonschema_s_messages() -> None:
         e.message for e in linear_time(jsonschema.Draft202012Validator)(schema).iter_errors("y")
     ]
     assert ours == [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors("y")]
+
+
+def test_a_subschema_naming_the_root_draft_is_searched_in_linear_time_too() -> None:
+    """jsonschema gave a subschema with its own $schema the draft's stock class, whose
+    patterns search with Python's re: the same near-match took exponential time there
+    (found by a review)."""
+    from outlines_lmstudio._output import plan_output
+    from outlines_lmstudio._typed import _Invalid, validator_for
+
+    draft = "https://json-schema.org/draft/2020-12/schema"
+    person = {"$schema": draft, "type": "string", "pattern": r"^([a-z]+ ?)+$"}
+    schema = {"$schema": draft, "type": "array", "items": {"$ref": "#/$defs/p"}}
+    schema["$defs"] = {"p": person}
+    with pytest.raises(_Invalid, match="does not match"):
+        validator_for(plan_output(schema)).validate('["' + "a" * 40 + '1"]')
+    assert person["$schema"] == draft  # the caller's schema is left as it is

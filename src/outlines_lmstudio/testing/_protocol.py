@@ -324,11 +324,9 @@ class Connection:
             return
         error = {"title": text, "suggestion": "LM Studio does not serve it either."}
         if message.get("type") == "rpcCall":
-            frame = {"type": "rpcError", "callId": message.get("callId"), "error": error}
-            await self.send(frame, endpoint, "rpc")
+            await self.refuse(endpoint, error, call_id=message.get("callId"))
         elif isinstance(message.get("channelId"), int):
-            frame = {"type": "channelError", "channelId": message["channelId"], "error": error}
-            await self.send(frame, endpoint, "channel")
+            await self.refuse(endpoint, error, channel_id=message["channelId"])
 
     async def unknown_endpoint(
         self, endpoint: str, call_id: Any, channel: Channel | None, *, known: bool
@@ -352,11 +350,24 @@ class Connection:
                 return
             error = {"title": text, "suggestion": "LM Studio does not serve it either."}
         if channel is None:
-            await self.send(
-                {"type": "rpcError", "callId": call_id, "error": error}, endpoint, "rpc"
-            )
+            await self.refuse(endpoint, error, call_id=call_id)
         else:
-            frame = {"type": "channelError", "channelId": channel.id, "error": error}
+            await self.refuse(endpoint, error, channel_id=channel.id)
+
+    async def refuse(
+        self,
+        endpoint: str,
+        error: dict[str, Any],
+        *,
+        call_id: Any = None,
+        channel_id: int | None = None,
+    ) -> None:
+        """Answer a request with ``error``: an ``rpcError``, or a channel's ``channelError``."""
+        if channel_id is None:
+            frame = {"type": "rpcError", "callId": call_id, "error": error}
+            await self.send(frame, endpoint, "rpc")
+        else:
+            frame = {"type": "channelError", "channelId": channel_id, "error": error}
             await self.send(frame, endpoint, "channel")
 
 

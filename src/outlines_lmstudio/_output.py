@@ -520,13 +520,50 @@ def _field_problem(tp: Any, seen: set[int]) -> tuple[str, str] | None:
     return None
 
 
-def _unhashable(tp: Any) -> bool:
-    """Tell whether values validated as ``tp`` can never be set items (``Cat``, ``list[int]``)."""
-    if typing.get_origin(tp) is typing.Annotated:
-        return _unhashable(typing.get_args(tp)[0])
-    if typing.get_origin(tp) in (list, dict, set):
-        return True
-    return isinstance(tp, type) and getattr(tp, "__hash__", None) is None
+def _unhashable(tp: Any, seen: frozenset[int] = frozenset()) -> str | None:
+    """Say why values validated as ``tp`` can never be set items, or ``None`` if they can.
+
+    ``Cat`` (not frozen), ``list[int]``, a tuple or frozenset holding one, and a frozen
+    model or dataclass with such a field, whose generated ``__hash__`` hashes every field
+    (a class that writes its own ``__hash__`` is taken at its word).
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _unhashable(args[0], seen)
+    if origin in (list, dict, set):
+        return f"a {_type_name(tp)} cannot be hashed"
+    if origin in (tuple, frozenset, typing.Union, types.UnionType):
+        for arg in args:
+            why = None if arg is Ellipsis else _unhashable(arg, seen)
+            if why is not None:
+                return why
+        return None
+    if not isinstance(tp, type):
+        return None
+    if getattr(tp, "__hash__", None) is None:
+        return f"{_type_name(tp)} cannot be hashed"
+    if id(tp) in seen or not (_is_model_like(tp) and _generated_hash(tp)):
+        return None
+    for name, annotation in _field_annotations(tp):
+        try:
+            why = _unhashable(_resolve(tp, annotation), seen | {id(tp)})
+        except Exception:  # unresolvable names were reported when the schema was built
+            continue
+        if why is not None:
+            return f"{_type_name(tp)}'s field {name!r}: {why}"
+    return None
+
+
+def _generated_hash(tp: type) -> bool:
+    """Tell whether a class's ``__hash__`` is the one a frozen model or dataclass is given.
+
+    Pydantic's hashes the fields' values (``pydantic._internal``); a dataclass's is compiled
+    from generated source (``<string>``). Either fails on a field that cannot be hashed.
+    """
+    function = tp.__hash__
+    code = getattr(function, "__code__", None)
+    module = getattr(function, "__module__", None) or ""
+    return code is not None and (code.co_filename == "<string>" or module.startswith("pydantic."))
 
 
 def _type_problem(
@@ -566,17 +603,16 @@ def _type_problem(
 
 
 def _unhashable_set_item(tp: Any) -> str | None:
-    """Name the item type of a set whose items cannot be hashed.
+    """Name the item type of a set whose items cannot be hashed, and why.
 
     Pydantic builds a schema for ``set[Cat]`` (an array with ``uniqueItems``) but refuses
     every reply with an item, since a (non-frozen) ``Cat`` cannot be put in a set.
     """
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (set, frozenset) and args:
-        union = typing.get_origin(args[0]) in (typing.Union, types.UnionType)
-        for member in typing.get_args(args[0]) if union else args:
-            if _unhashable(member):
-                return _type_name(member)
+        why, item = _unhashable(args[0]), _type_name(args[0])
+        if why is not None:
+            return item if why == f"{item} cannot be hashed" else f"{item} ({why})"
     return None
 
 
@@ -605,10 +641,10 @@ def _unreadable_enum_literal(tp: Any) -> str | None:
 
 def _unhashable_set_message(name: str, item: str, at: str) -> str:
     return (
-        f"The output type {name} asks for a set of {item}{at}, but {item} values cannot "
-        "be hashed, so every reply with an item would fail to validate. Use a list "
-        f"instead, or make {item} hashable (a frozen model: model_config = "
-        "ConfigDict(frozen=True); a frozen dataclass)."
+        f"The output type {name} asks for a set of {item}{at}: its items cannot be hashed, "
+        "so every reply with an item would fail to validate. Use a list instead, or make "
+        "the items hashable (a frozen model: model_config = ConfigDict(frozen=True); a "
+        "frozen dataclass; in a frozen one, tuples and frozensets for its lists and sets)."
     )
 
 
@@ -645,7 +681,7 @@ def _type_name(tp: Any) -> str:
 
 def _schema_error(output_type: object, exc: BaseException) -> UnsupportedOutputTypeError:
     """Name the type and, when it can be found, the field whose schema cannot be built."""
-    reason = str(exc).split("\n")[0]
+    reason = str(exc).split("\n")[0].rstrip(".")
     found = _field_problem(output_type, set())
     where = f" (field {found[0]!r} of type {found[1]})" if found else ""
     return UnsupportedOutputTypeError(
@@ -757,6 +793,11 @@ _LONGEST_NAME = 200
 
 
 def _is_model_like(tp: object) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is not None and typing.get_args(tp):  # a generic one with its parameters given
+        return (dataclasses.is_dataclass(origin) or typing_extensions.is_typeddict(origin)) and (
+            _is_model_like(origin)
+        )
     return isinstance(tp, type) and (
         issubclass(tp, pydantic.BaseModel)
         # Outlines' DSL classes (Regex, Choice...) are dataclasses too, but no schema

@@ -127,15 +127,24 @@ def is_simple_type(tp: Any) -> bool:
 
 
 def _with_outlines_patterns(node: Any) -> Any:
-    """Match Outlines' regexes: its date/time patterns, and lists of at least one item."""
+    """Match Outlines' regexes: its date/time patterns, and lists of at least one item.
+
+    A list whose length the user bounded (``Field(min_length=0)``, ``max_length=0``) keeps
+    the user's bounds.
+    """
     if isinstance(node, dict):
         fmt = node.get("format")
         if node.get("type") == "string" and fmt in _PATTERNS:
             rest = {k: v for k, v in node.items() if k != "format"}
             return {**rest, "pattern": f"^{_PATTERNS[fmt]}$"}
         result = {k: _with_outlines_patterns(v) for k, v in node.items()}
-        if node.get("type") == "array" and "prefixItems" not in node:
-            result["minItems"] = max(int(node.get("minItems", 0)), 1)
+        if (
+            node.get("type") == "array"
+            and "prefixItems" not in node
+            and "minItems" not in node
+            and node.get("maxItems") != 0
+        ):
+            result["minItems"] = 1
         return result
     if isinstance(node, list):
         return [_with_outlines_patterns(v) for v in node]

@@ -386,7 +386,7 @@ CASES = [
         lambda m: m.parse("x", set[Pet]),
         E.UnsupportedOutputTypeError,
         TypeError,
-        r"set of Pet, but Pet values cannot be hashed",
+        r"set of Pet: its items cannot be hashed",
     ),
     Case(
         "model field: set of unhashable models",

@@ -1,14 +1,17 @@
 """parse / parse_stream end to end through the real SDK and the emulator."""
 
+import dataclasses
 import itertools
 import json
 import typing
 from collections.abc import Callable
 from typing import Any
 
+import jsonschema
 import lmstudio as lms
 import pydantic
 import pytest
+import typing_extensions
 
 from outlines_lmstudio import (
     BatchGenerationError,
@@ -467,3 +470,53 @@ def test_recursive_typing_typeddicts_are_sent_and_parsed(
     assert structured["jsonSchema"]["title"] == output_type.__name__
     assert output_type.__name__ in structured["jsonSchema"]["$defs"]  # refers to itself
     assert json.loads(model("free sampling", output_type))  # the engine takes the schema
+
+
+_T = typing.TypeVar("_T")
+
+
+@dataclasses.dataclass
+class Pair(typing.Generic[_T]):
+    left: _T
+    right: _T
+
+
+class Labelled(typing_extensions.TypedDict, typing.Generic[_T]):
+    label: str
+    value: _T
+
+
+@pytest.mark.parametrize(
+    ("output_type", "reply", "expected", "wrong"),
+    [
+        (Pair[int], '{"left": 1, "right": 2}', Pair(1, 2), '{"left": "1", "right": 2}'),
+        (list[Pair[str]], '[{"left": "a", "right": "b"}]', [Pair("a", "b")], '[{"left": 1}]'),
+        (
+            Labelled[float],
+            '{"label": "x", "value": 1.5}',
+            {"label": "x", "value": 1.5},
+            '{"label": "x", "value": "1.5"}',
+        ),
+    ],
+    ids=repr,
+)
+def test_generic_dataclasses_and_typeddicts_are_sent_and_parsed(
+    make_model: MakeModel,
+    emulator: LMStudioEmulator,
+    output_type: Any,
+    reply: str,
+    expected: object,
+    wrong: str,
+) -> None:
+    """Found by a probe: a generic dataclass or TypedDict with its parameters given
+    (``Pair[int]``) was refused as not supported, though Pydantic builds and reads it, as
+    it does a generic Pydantic model (which worked)."""
+    model = make_model(TEXT_MODEL)
+    emulator.script(TEXT_MODEL, [reply])
+    assert model.parse("x", output_type) == expected
+    structured = emulator.predictions[-1].structured
+    assert structured is not None
+    schema = structured["jsonSchema"]
+    jsonschema.validate(json.loads(reply), schema)
+    with pytest.raises(jsonschema.ValidationError):  # the parameter's type was sent
+        jsonschema.validate(json.loads(wrong), schema)

@@ -1,8 +1,9 @@
 import datetime
 import enum
 import re
-from typing import Any, Literal, Optional, Union, cast
+from typing import Annotated, Any, Literal, Optional, Union, cast
 
+import pydantic
 import pytest
 from outlines.types import Choice
 from outlines.types.dsl import python_types_to_terms, to_regex
@@ -116,6 +117,25 @@ def test_schemas_follow_outlines_constraints() -> None:
     assert simple_schema(list[int])["minItems"] == 1
     assert simple_schema(Choice(["a", "b"]))["enum"] == ["a", "b"]
     assert plan_output(Literal["a"]).kind == "simple"
+
+
+@pytest.mark.parametrize(
+    ("output_type", "bounds"),
+    [
+        (Annotated[list[int], pydantic.Field(min_length=0)], {"minItems": 0}),
+        (Annotated[list[int], pydantic.Field(max_length=0)], {"maxItems": 0}),
+        (Annotated[list[int], pydantic.Field(min_length=3)], {"minItems": 3}),
+        (Annotated[list[int], pydantic.Field(max_length=2)], {"minItems": 1, "maxItems": 2}),
+    ],
+    ids=repr,
+)
+def test_a_list_keeps_the_bounds_its_user_gave(output_type: Any, bounds: dict[str, int]) -> None:
+    """Found by a probe: an explicit ``Field(min_length=0)`` was raised to Outlines'
+    ``minItems: 1`` (``parse`` accepts ``[]``), and ``max_length=0`` was refused for the
+    clash with the ``minItems`` the library itself had added."""
+    schema = plan_output(output_type).schema
+    assert schema is not None
+    assert {k: v for k, v in schema.items() if k in ("minItems", "maxItems")} == bounds
 
 
 @pytest.mark.parametrize(

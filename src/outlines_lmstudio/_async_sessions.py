@@ -129,28 +129,66 @@ class AsyncSessions(ModelApi):
         await self.close()
 
     def _unstick_later(self) -> None:
-        """Reset the sessions if work its callers left (a lookup...) still waits a while later.
+        """Free the work its callers left (a lookup...) if it still waits a while later.
 
         As on the sync front (`LMStudio._watch`): see `AsyncReconnects.reset_later`.
         """
-        ASYNC_RECONNECTS.reset_later(self.client, DRAIN_SECONDS, self._stuck, self._reset)
+        ASYNC_RECONNECTS.reset_later(self.client, DRAIN_SECONDS, self._stuck, self._unstick)
 
     def _stuck(self) -> bool:
-        """Tell whether shared work still waits for LM Studio (the client still open).
-
-        An upload or model info waits; a model lookup does unless it is a load that
-        reported progress within `DRAIN_SECONDS` (a large model loads for minutes).
-        """
-        client = self.client
+        """Tell whether shared work still waits for LM Studio (the client still open)."""
         if self._closed() is not None:
             return False
-        if ASYNC_TRAITS.pending(client) or ASYNC_IMAGES.pending(client):
-            return True
-        now = time.monotonic()
-        return any(
-            not key or now - LOADS.of(client, key).at >= DRAIN_SECONDS
+        return bool(self._stuck_lookups()) or ASYNC_IMAGES.pending(self.client)
+
+    def _stuck_lookups(self) -> list[tuple[Any, Any]]:
+        """Return the shared lookups still waiting: ``(cache, key)``.
+
+        Model info waits; a model lookup does unless it is a load that reported progress
+        within `DRAIN_SECONDS` (a large model loads for minutes).
+        """
+        client, now = self.client, time.monotonic()
+        stuck: list[tuple[Any, Any]] = [
+            (ASYNC_TRAITS, k) for k in ASYNC_TRAITS.pending_keys(client)
+        ]
+        stuck += [
+            (ASYNC_HANDLES, key)
             for key in ASYNC_HANDLES.pending_keys(client)
-        )
+            if not key or now - LOADS.of(client, key).at >= DRAIN_SECONDS
+        ]
+        return stuck
+
+    async def _unstick(self, seen: int) -> None:
+        """Free the shared work LM Studio has still not answered (see `_stuck`).
+
+        A lookup unanswered on a socket LM Studio still answers on is slow, not lost:
+        dropping the socket would end every prediction running on it (found by a probe: a
+        healthy stream beside a slow lookup was cut). It is given up instead: the calls
+        waiting for it, and the next ones, ask again. Only if LM Studio does not answer a
+        quick request either are the sessions reset. A stuck upload reconnects the
+        ``files`` session alone, on which no prediction runs. ``seen``: the client's
+        generation when the work was left.
+        """
+        if self._closed() is not None:
+            return
+        client, lookups = self.client, self._stuck_lookups()
+        if lookups:
+            if not await self._answers():
+                await ASYNC_RECONNECTS.reset(client, seen, self._reset)
+                return
+            for cache, key in lookups:
+                cache.abandon(client, key)
+        if ASYNC_IMAGES.pending(client):
+            await ASYNC_RECONNECTS.reset(client, seen, self._reset_files)
+
+    async def _answers(self) -> bool:
+        """Tell whether LM Studio answers a quick request on the ``llm`` session."""
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                await self.client.llm.list_loaded()
+        except (TimeoutError, lms.LMStudioError):
+            return False
+        return True
 
     async def _reconnect(self, effect: _flow.Reconnect) -> None:
         if (closed := self._closed()) is not None:  # nothing to reconnect: say why
@@ -174,11 +212,21 @@ class AsyncSessions(ModelApi):
                     await session.disconnect()
                 if session is self.client.llm:
                     lost = ASYNC_RECONNECTS.open_reads(self.client)
-                try:
-                    async with asyncio.timeout(self.connect_timeout):
-                        await session.connect()
-                except TimeoutError as exc:
-                    raise self._connect_error(exc) from exc
+                await self._connect_session(session)
         finally:
             for reader in lost:
                 reader.lose()
+
+    async def _reset_files(self) -> None:
+        """Reconnect the ``files`` session alone (an upload LM Studio never answered)."""
+        ASYNC_IMAGES.clear(self.client)
+        with contextlib.suppress(lms.LMStudioError):
+            await self.client.files.disconnect()
+        await self._connect_session(self.client.files)
+
+    async def _connect_session(self, session: Any) -> None:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await session.connect()
+        except TimeoutError as exc:
+            raise self._connect_error(exc) from exc

@@ -88,6 +88,30 @@ class SyncClientCache(Generic[V]):
         self._data.pop(client, None)
 
 
+class _Abandoned(Exception):
+    """The work of a cache entry was given up (`AsyncClientCache.abandon`)."""
+
+
+def _entry(work: Awaitable[V]) -> asyncio.Future[V]:
+    """Return a future resolved by ``work`` (run in a task) unless given up before."""
+    task = asyncio.ensure_future(work)
+    future: asyncio.Future[V] = task.get_loop().create_future()
+
+    def settle(done: asyncio.Future[V]) -> None:
+        if future.done():  # given up: nobody reads this result
+            retrieve_error(done)
+        elif done.cancelled():
+            future.cancel()
+        elif (error := done.exception()) is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(done.result())
+
+    task.add_done_callback(settle)
+    future.add_done_callback(retrieve_error)
+    return future
+
+
 def retrieve_error(future: asyncio.Future[Any]) -> None:
     """Mark a finished work's error as seen (a done callback): its callers may all have left.
 
@@ -98,7 +122,11 @@ def retrieve_error(future: asyncio.Future[Any]) -> None:
 
 
 class AsyncClientCache(Generic[V]):
-    """Async values per (client, key); concurrent first calls share one task."""
+    """Async values per (client, key); concurrent first calls share one task.
+
+    Each entry is a future of its own, resolved from the task doing the work, so that work
+    nobody should wait for any more can be given up (`abandon`) while it goes on.
+    """
 
     def __init__(self) -> None:
         self._data: weakref.WeakKeyDictionary[object, dict[Hashable, asyncio.Future[V]]] = (
@@ -106,21 +134,31 @@ class AsyncClientCache(Generic[V]):
         )
 
     async def get(self, client: object, key: Hashable, make: Callable[[], Awaitable[V]]) -> V:
-        """Return the cached value, or make it once even if asked concurrently."""
-        data = self._data.setdefault(client, {})
-        future = data.get(key)
-        if future is None or (future.done() and (future.cancelled() or future.exception())):
-            future = asyncio.ensure_future(make())
-            future.add_done_callback(retrieve_error)
-            data[key] = future
-        try:
-            # shield: one caller being cancelled must not cancel the shared work.
-            return await asyncio.shield(future)
-        except BaseException:
-            failed = future.done() and (future.cancelled() or future.exception() is not None)
-            if failed and data.get(key) is future:
-                del data[key]
-            raise
+        """Return the cached value, or make it once even if asked concurrently.
+
+        A wait whose work was given up (`abandon`) asks again.
+        """
+        while True:
+            data = self._data.setdefault(client, {})
+            future = data.get(key)
+            if future is None or (future.done() and (future.cancelled() or future.exception())):
+                future = data[key] = _entry(make())
+            try:
+                # shield: one caller being cancelled must not cancel the shared work.
+                return await asyncio.shield(future)
+            except _Abandoned:
+                continue
+            except BaseException:
+                failed = future.done() and (future.cancelled() or future.exception() is not None)
+                if failed and data.get(key) is future:
+                    del data[key]
+                raise
+
+    def abandon(self, client: object, key: Hashable) -> None:
+        """Give up an entry's work: its waiters ask again, the work's result is dropped."""
+        future = self._data.get(client, {}).pop(key, None)
+        if future is not None and not future.done():
+            future.set_exception(_Abandoned())
 
     def peek(self, client: object, key: Hashable) -> V | None:
         """Return the cached value if it is ready."""

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 from ._cache import retrieve_error
 
@@ -97,20 +97,20 @@ class AsyncReconnects:
         client: object,
         delay: float,
         stuck: Callable[[], bool],
-        reset: Callable[[], Awaitable[None]],
+        unstick: Callable[[int], Coroutine[Any, Any, None]],
     ) -> None:
-        """Reset the client's sessions after ``delay`` seconds if ``stuck()`` says so then.
+        """Run ``unstick`` after ``delay`` seconds if ``stuck()`` says so then.
 
         A model lookup, model info or upload is shared by every call that needs it (the
-        caches): one that LM Studio never answers would hold them all, for good. Resetting
-        the sessions ends it; the next call asks again. Nothing happens if another call
-        reset the client meanwhile.
+        caches): one that LM Studio never answers would hold them all, for good.
+        ``unstick`` is given the client's generation now, for `reset`: nothing is reset if
+        another call reset the client meanwhile.
         """
         loop, seen = asyncio.get_running_loop(), self.generation(client)
 
         def check() -> None:
             if stuck():
-                task = loop.create_task(self.reset(client, seen, reset))
+                task = loop.create_task(unstick(seen))
                 _RESETS.add(task)  # keep a reference until done
                 task.add_done_callback(_RESETS.discard)
                 task.add_done_callback(retrieve_error)

@@ -519,6 +519,43 @@ async def test_a_shared_lookup_or_upload_left_by_a_cancelled_caller_is_given_up(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("endpoint", ["getOrLoad", "uploadFileBase64"])
+async def test_giving_up_slow_shared_work_leaves_other_predictions_alone(
+    async_client: lms.AsyncClient,
+    emulator: LMStudioEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    endpoint: str,
+) -> None:
+    """Found by a probe: a caller that gave up on a slow model lookup or image upload made
+    the model reset the client's sockets a while later, which cut a healthy stream on the
+    same client (``Lost the connection``; a whole call was asked again from scratch).
+    LM Studio still answers on that socket, so nothing is reset: the lookup is forgotten
+    (the next call asks again), a stuck upload reconnects the ``files`` session alone."""
+    monkeypatch.setattr("outlines_lmstudio._async_sessions.DRAIN_SECONDS", 0.3)
+    monkeypatch.setattr(emulator, "token_latency", 0.01)
+    emulator.script(TEXT_MODEL, ["w " * 150])  # about 1.5 s of fragments
+    text_model = from_lmstudio(async_client, TEXT_MODEL)
+    vision = from_lmstudio(async_client, VISION_MODEL)
+    if endpoint == "uploadFileBase64":
+        assert await vision("warm", max_tokens=2)  # the lookup done: only the upload waits
+    model = VISION_MODEL if endpoint == "getOrLoad" else None
+    emulator.add_fault(Fault(endpoint, "delay", seconds=3.0, model=model))
+
+    async def read_all() -> int:
+        return len([fragment async for fragment in text_model.stream("long")])
+
+    streaming = asyncio.create_task(read_all())
+    await asyncio.to_thread(emulator.wait_until, lambda: bool(emulator.predictions))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(vision(["Describe", png_image()], max_tokens=3), 0.2)
+    assert await streaming == 151
+    assert [(p.model, p.stop_reason) for p in emulator.predictions if p.model == TEXT_MODEL] == [
+        (TEXT_MODEL, "eosFound")
+    ]
+    assert await vision(["Describe", png_image()], max_tokens=3)  # the next call asks again
+
+
+@pytest.mark.asyncio
 async def test_a_model_load_left_by_a_cancelled_caller_goes_on_while_it_reports_progress(
     async_client: lms.AsyncClient, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -247,3 +247,29 @@ def test_left_recursive_gbnf_fails_the_prediction(client: lms.Client) -> None:
     grammar = {"type": "gbnf", "gbnfGrammar": LEFT_RECURSION["direct"][0]}
     with pytest.raises(lms.LMStudioServerError, match="left recursion"):
         client.llm.model(TEXT).respond("?", response_format=grammar)
+
+
+def test_samples_hold_no_lone_surrogate_or_nul() -> None:
+    """Found by a probe: a class over the whole range (``[^a]``, as the raw SDK may send it)
+    gave lone surrogates in 9 samples of 300, which no reply can hold."""
+    grammar = "root ::= [\\x00-\\U0010FFFF]{40}"
+    for seed in range(300):
+        text = sample_gbnf(grammar, random.Random(seed))
+        assert not any(ord(c) == 0 or 0xD800 <= ord(c) <= 0xDFFF for c in text), seed
+        text.encode()  # valid UTF-8
+    with pytest.raises(GrammarError, match="only NUL or lone surrogates"):
+        sample_gbnf("root ::= [\\uD800-\\uDFFF]", random.Random(0))
+
+
+def test_a_sentence_longer_than_any_reply_is_cut_not_built() -> None:
+    """Found by a probe: ``((ab|cd){2000}){2000}`` (8 million characters at least) froze the
+    emulator for 45 s, whatever ``maxTokens``: the sample now stops at its limit."""
+    from outlines_lmstudio.testing._gbnf import SAMPLE_LIMIT
+
+    pair = "p ::=" + ' ("ab" | "cd")' * 2000 + "\n"  # 4,000 characters
+    text = sample_gbnf("root ::= p p p p p p p p p p\n" + pair, random.Random(0))
+    assert len(text) == 40_000  # under the limit: the whole sentence
+    big = "root ::=" + " q" * 20 + "\nq ::=" + " p" * 10 + "\n" + pair  # 800,000 at least
+    text = sample_gbnf(big, random.Random(0))
+    assert len(text) == SAMPLE_LIMIT
+    assert re.fullmatch("(?:ab|cd)*", text)

@@ -110,6 +110,22 @@ def test_config_fields_are_recorded_and_echoed(emu: LMStudioEmulator, client: lm
     assert result.prediction_config.top_k_sampling == 7
 
 
+@pytest.mark.parametrize(("max_tokens", "limited"), [(-1, False), (0, True), (3, True)])
+def test_max_tokens_minus_one_means_no_limit(
+    client: lms.Client, max_tokens: int, limited: bool
+) -> None:
+    """Found by a probe: ``maxTokens: -1`` (allowed by both SDKs' types: "as many tokens as
+    it wants") gave an empty reply, as if the limit were 0."""
+    result = client.llm.model(TEXT).respond("Say something long", config={"maxTokens": max_tokens})
+    if limited:
+        assert result.stats.stop_reason == "maxPredictedTokensReached"
+        assert result.stats.predicted_tokens_count == max_tokens
+    else:
+        assert result.stats.stop_reason == "eosFound"
+        assert result.stats.predicted_tokens_count > 0
+        assert result.content
+
+
 def test_a_draft_model_is_used_and_reported_in_the_stats(client: lms.Client) -> None:
     stream = client.llm.model(TEXT).respond_stream(
         "Tell me about rivers", config={"draftModel": UNLOADED}

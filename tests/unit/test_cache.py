@@ -182,3 +182,43 @@ async def test_async_work_that_fails_after_its_callers_left_is_not_logged() -> N
     finally:
         loop.set_exception_handler(None)
     assert reported == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("late", ["answer", "error"])
+async def test_async_abandoned_work_is_asked_again_by_its_waiters(late: str) -> None:
+    """`abandon`: the waiters of work LM Studio does not answer ask again, and the first
+    work's late answer or error is dropped without an asyncio error log."""
+    cache: AsyncClientCache[int] = AsyncClientCache()
+    client = Client()
+    reported: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    release = asyncio.Event()
+    calls: list[int] = []
+
+    async def make() -> int:
+        calls.append(1)
+        if len(calls) == 1:  # the first ask is stuck until released
+            await release.wait()
+            if late == "error":
+                raise RuntimeError("too late")
+            return 1
+        return 2
+
+    try:
+        waiters = [asyncio.create_task(cache.get(client, "k", make)) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        assert cache.pending_keys(client) == ["k"]
+        cache.abandon(client, "k")
+        assert await asyncio.gather(*waiters) == [2, 2, 2]
+        assert calls == [1, 1]  # asked once more, shared by the three waiters
+        release.set()
+        await asyncio.sleep(0.01)
+        assert cache.peek(client, "k") == 2  # the late answer did not replace it
+        cache.abandon(client, "k")  # a finished entry: dropped, nothing to give up
+        assert cache.peek(client, "k") is None
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []

@@ -141,8 +141,9 @@ def _term_gbnf(term: object, *, sendable: bool) -> str:
                 shown = f"{what} {term!r:.200}"
             raise UnsupportedGrammarError(
                 f"{shown} matches no text at all (an empty character class such as "
-                "[^\\s\\S], or a grammar rule that never ends), so the model could write "
-                "nothing. Fix the pattern or grammar so that some text matches it."
+                "[^\\s\\S], a character no reply can hold: NUL or a lone surrogate, or a "
+                "grammar rule that never ends), so the model could write nothing. Fix the "
+                "pattern or grammar so that some text matches it."
             )
     except RecursionError as exc:
         raise nested_too_deeply(what) from exc
@@ -219,7 +220,16 @@ def term_regex(term: Any) -> Any:
     """
     if isinstance(term, dsl.Regex):
         return term.pattern
-    return dsl.to_regex(_scope_regex_flags(term))
+    try:
+        return dsl.to_regex(_scope_regex_flags(term))
+    except TypeError as exc:  # a part with no regex: a Pydantic model, a dict (Outlines')
+        raise UnsupportedOutputTypeError(
+            f"{term!r:.200} cannot be used in grammar mode: {str(exc).rstrip('.')}. The parts "
+            "of a term in grammar mode must be Regex, CFG, strings or the simple types "
+            "Outlines writes as regexes (int, float, bool, Literal...); a Pydantic model, "
+            "dataclass or dict has a JSON schema, not a regex: ask for it as the whole output "
+            "type instead (grammar=False), or write its JSON form as a Regex."
+        ) from exc
 
 
 _COUNTS: dict[type, tuple[str | None, str | None]] = {

@@ -12,11 +12,25 @@ from __future__ import annotations
 import functools
 import re
 
-__all__ = ["MAX_CODE_POINT", "Ranges", "complement", "matched_by", "normalize", "union"]
+__all__ = [
+    "MAX_CODE_POINT",
+    "WRITABLE",
+    "Ranges",
+    "complement",
+    "matched_by",
+    "normalize",
+    "union",
+    "writable",
+]
 
 MAX_CODE_POINT = 0x10FFFF
 
 Ranges = tuple[tuple[int, int], ...]
+
+WRITABLE: Ranges = ((0x01, 0xD7FF), (0xE000, MAX_CODE_POINT))
+"""The code points a model's reply can hold: not NUL (llama.cpp's grammar code ends its
+strings there, so no token holding it is ever allowed) and no lone surrogate (not valid
+Unicode: a reply is UTF-8)."""
 
 
 def normalize(ranges: list[tuple[int, int]] | Ranges) -> Ranges:
@@ -47,6 +61,11 @@ def complement(ranges: Ranges) -> Ranges:
     if start <= MAX_CODE_POINT:
         result.append((start, MAX_CODE_POINT))
     return tuple(result)
+
+
+def writable(ranges: Ranges) -> Ranges:
+    """Return the code points of ``ranges`` a reply can hold (`WRITABLE`)."""
+    return complement(union(complement(ranges), complement(WRITABLE)))
 
 
 @functools.cache

@@ -21,8 +21,10 @@ from lark.grammar import NonTerminal, Symbol
 from lark.lexer import PatternStr
 
 from ..errors import UnsupportedGrammarError, UnsupportedOutputTypeError
+from ._charset import WRITABLE
 from ._gbnf import (
     EMPTY,
+    NOTHING,
     Alt,
     GbnfBuilder,
     Lit,
@@ -165,7 +167,8 @@ def add_lark_grammar(builder: GbnfBuilder, grammar: str) -> Node:
     for term in parser.terminals:
         pattern = term.pattern
         if isinstance(pattern, PatternStr) and not pattern.flags:
-            terminals[term.name] = Lit(pattern.value)
+            text = pattern.value  # a character no reply can hold: matches nothing
+            terminals[term.name] = NOTHING if _unwritable(text) else Lit(text)
         else:
             node = regex_to_node(pattern.to_regexp(), where=f"Lark terminal {term.name}")
             name = builder.reserve(term.name)
@@ -275,3 +278,8 @@ def refuse_left_recursion(rules: dict[str, Node], lark_names: dict[str, str]) ->
     for name in rules:
         if name not in state:
             visit(name)
+
+
+def _unwritable(text: str) -> bool:
+    """Tell whether a literal holds a character no reply can hold (see `WRITABLE`)."""
+    return any(not any(low <= ord(c) <= high for low, high in WRITABLE) for c in text)

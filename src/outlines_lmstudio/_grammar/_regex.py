@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from ..errors import UnsupportedGrammarError, UnsupportedOutputTypeError
-from ._charset import Ranges, complement, matched_by, normalize, union
+from ._charset import Ranges, complement, matched_by, normalize, union, writable
 from ._gbnf import MAX_REPEAT, Node, alt, chars, rep, seq
 
 __all__ = ["nested_too_deeply", "regex_to_node"]
@@ -119,7 +119,9 @@ class _Translator:
 
     def item(self, op: Any, av: Any, flags: int, at_start: bool, at_end: bool) -> Node:
         if op in (_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN):
-            return chars(_charset(op, av, flags))
+            # Only what a reply can hold: `[^a]` leaves out the lone surrogates and NUL,
+            # and a pattern that needs one matches nothing (refused before it is sent).
+            return chars(writable(_charset(op, av, flags)))
         if op is _c.SUBPATTERN:
             _group, add_flags, del_flags, sub = av
             self.check_flags(add_flags)

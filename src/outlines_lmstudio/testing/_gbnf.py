@@ -24,6 +24,7 @@ code that wrote it. Do not share the two models.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 import re
@@ -31,6 +32,29 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 __all__ = ["Grammar", "GrammarError", "parse_gbnf", "sample_gbnf"]
+
+
+SAMPLE_LIMIT = 100_000
+"""The longest text a grammar's sample is built to (characters); see `Grammar.sample`."""
+
+
+class _Full(Exception):
+    """The sample reached its limit."""
+
+
+class _Output(list[str]):
+    """A sample's pieces and their total length, which stops the walk at ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.size = 0
+        self.limit = limit
+
+    def append(self, piece: str) -> None:
+        super().append(piece)
+        self.size += len(piece)
+        if self.size >= self.limit:
+            raise _Full
 
 
 class GrammarError(ValueError):
@@ -302,19 +326,22 @@ class Grammar:
             return sum(self.min_len(item) for item in node.items)
         return min(self.min_len(option) for option in node.options)
 
-    def sample(self, rng: random.Random, target: int = 40) -> str:
-        """Generate one random string of the grammar's language."""
-        out: list[str] = []
-        self._walk(self.rules["root"], rng, out, target, 0)
-        return "".join(out)
+    def sample(self, rng: random.Random, target: int = 40, limit: int = SAMPLE_LIMIT) -> str:
+        """Generate one random string of the grammar's language.
 
-    def _pressure(self, out: list[str], target: int, depth: int) -> float:
-        size = sum(len(s) for s in out)
-        return min(1.0, (size / target) ** 2 + depth / 60)
+        A grammar whose shortest sentence is longer than ``limit`` characters (``a{2000}``
+        nested in ``{2000}``) gives its first ``limit`` characters, as an engine would go on
+        until its token limit: the walk stops there instead of building the whole sentence.
+        """
+        out = _Output(limit)
+        with contextlib.suppress(_Full):
+            self._walk(self.rules["root"], rng, out, target, 0)
+        return "".join(out)[:limit]
 
-    def _walk(
-        self, node: Node, rng: random.Random, out: list[str], target: int, depth: int
-    ) -> None:
+    def _pressure(self, out: _Output, target: int, depth: int) -> float:
+        return min(1.0, (out.size / target) ** 2 + depth / 60)
+
+    def _walk(self, node: Node, rng: random.Random, out: _Output, target: int, depth: int) -> None:
         if isinstance(node, Lit):
             out.append(node.text)
         elif isinstance(node, Chars):
@@ -421,10 +448,30 @@ def _left_recursive(rules: dict[str, Alt]) -> str | None:
 
 _PRINTABLE = [chr(c) for c in range(0x20, 0x7F)]
 
+_UNWRITABLE = ((0x00, 0x00), (0xD800, 0xDFFF))
+"""Code points no reply holds: NUL (llama.cpp never allows it) and the lone surrogates."""
+
+
+def _writable(ranges: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
+    """Return ``ranges`` without `_UNWRITABLE`."""
+    kept: list[tuple[int, int]] = []
+    for low, high in ranges:
+        for gap_low, gap_high in _UNWRITABLE:
+            if low <= gap_high and high >= gap_low:
+                if low < gap_low:
+                    kept.append((low, gap_low - 1))
+                low = max(low, gap_high + 1)
+        if low <= high:
+            kept.append((low, high))
+    return kept
+
 
 def _pick_char(node: Chars, rng: random.Random) -> str:
     if not node.negated:
-        low, high = rng.choice(node.ranges)
+        ranges = _writable(node.ranges)
+        if not ranges:
+            raise GrammarError("a character class holds only NUL or lone surrogates")
+        low, high = rng.choice(ranges)
         return chr(rng.randint(low, high))
     allowed = [c for c in _PRINTABLE if not any(lo <= ord(c) <= hi for lo, hi in node.ranges)]
     if allowed:

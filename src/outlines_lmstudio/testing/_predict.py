@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["client_upload", "complete_raw_text", "draft_model", "merge_config", "predict"]
 
+_SENT_COUNTS = frozenset({"predictedTokensCount", "totalTokensCount"})
+"""Token counts an engine keeps that a prediction stopped early reports as sent instead."""
+
 NO_IMAGES = "Model does not support images. Please use a model that does."
 
 
@@ -421,7 +424,12 @@ async def _stream(
             rejectedDraftTokensCount=rejected,
             ignoredDraftTokensCount=0,
         )
-    stats.update(generation.stats)
+    engine_stats = generation.stats
+    if stop_reason in ("modelUnloaded", "userStopped"):
+        # Stopped here, after the engine had counted a token more than was sent (found by
+        # a probe: 4 predicted for 3 sent): the counts are what was sent.
+        engine_stats = {k: v for k, v in engine_stats.items() if k not in _SENT_COUNTS}
+    stats.update(engine_stats)
     if stop_reason != "stopStringFound":
         # LM Studio names the stop string only when one ended the reply (lmstudio-js #521).
         stats.pop("stopString", None)

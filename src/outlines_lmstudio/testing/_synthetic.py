@@ -324,7 +324,8 @@ async def _reply_tokens(
 
         rng = random.Random(_seed_for(emu.seed, record.messages, structured))
         try:
-            text = sample_gbnf(str(structured.get("gbnfGrammar", "")), rng)
+            grammar = str(structured.get("gbnfGrammar", ""))
+            text = await asyncio.to_thread(sample_gbnf, grammar, rng)  # as JSON: off the loop
             return _fragments(split_fragments(text))
         except GrammarError as exc:
             raise server_error(f"Failed to parse the GBNF grammar: {exc}") from exc

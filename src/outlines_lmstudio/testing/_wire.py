@@ -108,13 +108,15 @@ def max_predicted_tokens(config: Mapping[str, Any]) -> int | None:
 
     ``llm.prediction.maxPredictedTokens`` is a ``{checked, value}`` field. The TypeScript
     SDK sends ``maxTokens: false`` unchecked; the Python SDK sends it checked with the value
-    ``false``. Both mean no limit, not a limit of 0.
+    ``false``. Both mean no limit, not a limit of 0, and so does -1 (the SDKs' types allow
+    it: lmstudio-js's ``maxTokens`` docs, "-1: as many tokens as it wants"; llama.cpp's
+    ``n_predict``).
     """
     limit = config.get("llm.prediction.maxPredictedTokens")
     if not isinstance(limit, Mapping) or not limit.get("checked"):
         return None
     value = wire_int(limit.get("value"))
-    return None if value is None else max(0, value)
+    return None if value is None or value < 0 else value
 
 
 def reasoning_budget(config: Mapping[str, Any]) -> int | None:

@@ -6,9 +6,11 @@ import subprocess
 import sys
 import textwrap
 
+import pydantic
 import pytest
 from outlines import grammars
 from outlines.types import CFG, Regex
+from outlines.types.dsl import either
 
 import outlines_lmstudio._grammar as grammar_pkg
 from outlines_lmstudio._grammar import lark_to_gbnf, regex_to_gbnf, term_to_gbnf
@@ -204,3 +206,42 @@ def test_alternatives_are_deduplicated_in_linear_time(monkeypatch: pytest.Monkey
     monkeypatch.undo()
     assert node == Alt(tuple(words))  # order kept, the duplicate and the empty set dropped
     assert comparisons < 100  # was about two million
+
+
+@pytest.mark.parametrize(
+    "term",
+    [
+        Regex("\ud800"),
+        Regex("\x00"),
+        Regex("[\ud800-\udfff]+"),
+        CFG('start: "a" "\\x00"'),
+        CFG("start: /[\\ud800-\\udfff]/"),
+    ],
+    ids=ascii,
+)
+def test_characters_no_reply_can_hold_match_nothing(term: object) -> None:
+    """Found by a probe: NUL (llama.cpp never allows it) and lone surrogates were sent, so
+    no engine could finish the reply (the emulator wrote them)."""
+    from outlines_lmstudio._grammar._api import sendable_gbnf
+
+    with pytest.raises(UnsupportedGrammarError, match="NUL or a lone surrogate"):
+        sendable_gbnf(term)
+
+
+def test_classes_leave_out_nul_and_lone_surrogates() -> None:
+    assert regex_to_gbnf("[^a]") == "root ::= [\\x01-`b-\\uD7FF\\uE000-\U0010ffff]\n"
+
+
+class _Named(pydantic.BaseModel):
+    name: str
+
+
+@pytest.mark.parametrize(
+    "term", [either(_Named, Regex("none")), Regex("a") + _Named, either(dict, "x")], ids=repr
+)
+def test_a_term_holding_a_type_without_a_regex_is_refused_with_advice(term: object) -> None:
+    """Found by a probe: a bare ``TypeError`` from Outlines' ``to_regex``."""
+    with pytest.raises(
+        UnsupportedOutputTypeError, match=r"cannot be used in grammar mode.*grammar=False"
+    ):
+        term_to_gbnf(term)

@@ -28,6 +28,7 @@ from ._common import (
     Completion,
     ModelTraits,
     Request,
+    no_backend,
 )
 from ._flow import Call, Effect, Emit, Flow, Sink, wait_limit
 from ._images import PendingImage
@@ -147,6 +148,64 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
     _client_class = lms.AsyncClient
     _handles = ASYNC_HANDLES
     _traits = ASYNC_TRAITS
+
+    # -- the awaitable entry points: bad input raises at the await ------------------------------
+    # Outlines declares these ``async def``, and a caller may build the coroutines before
+    # awaiting any: ``gather(*(model(p) for p in prompts), return_exceptions=True)`` gets an
+    # input error among the results, instead of raising it while the list is built and
+    # leaving the others never awaited (found by a probe). Still before any request is sent.
+    async def __call__(
+        self,
+        model_input: Any,
+        output_type: Any = None,
+        backend: str | None = None,
+        **inference_kwargs: Any,
+    ) -> Any:
+        """Generate a response, as `generate` does (``backend`` must be ``None``)."""
+        if backend is not None:
+            no_backend(backend)
+        return await super().generate(model_input, output_type, **inference_kwargs)
+
+    async def generate(
+        self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
+    ) -> Any:
+        """Generate a complete response; takes the arguments of `LMStudio.generate`."""
+        return await super().generate(model_input, output_type, **inference_kwargs)
+
+    async def batch(
+        self,
+        model_input: list[Any],
+        output_type: Any = None,
+        backend: str | None = None,
+        **inference_kwargs: Any,
+    ) -> Any:
+        """Generate responses to several inputs, as `generate_batch` does (no ``backend``)."""
+        no_backend(backend)
+        return await super().generate_batch(model_input, output_type, **inference_kwargs)
+
+    async def generate_batch(
+        self, model_input: list[Any], output_type: Any = None, **inference_kwargs: Any
+    ) -> Any:
+        """Generate responses concurrently, in order; as `LMStudio.generate_batch`."""
+        return await super().generate_batch(model_input, output_type, **inference_kwargs)
+
+    async def parse(
+        self, model_input: Any, output_type: Any, *, retries: int = 0, **inference_kwargs: Any
+    ) -> Any:
+        """Generate and return a validated value of ``output_type``; as `LMStudio.parse`."""
+        return await super().parse(model_input, output_type, retries=retries, **inference_kwargs)
+
+    async def reply(
+        self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
+    ) -> Any:
+        """Generate a response: its answer, reasoning and stats; as `LMStudio.reply`."""
+        return await super().reply(model_input, output_type, **inference_kwargs)
+
+    async def reply_batch(
+        self, model_input: list[Any], output_type: Any = None, **inference_kwargs: Any
+    ) -> Any:
+        """Return a `Reply` for each of several inputs, in order; as `LMStudio.reply_batch`."""
+        return await super().reply_batch(model_input, output_type, **inference_kwargs)
 
     # -- images: normalised off the event loop -------------------------------------------------
     def _prepare(self, model_input: Any, output_type: Any, kwargs: dict[str, Any]) -> Request:

@@ -3,7 +3,7 @@
 import asyncio
 import os
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Any, cast
 
 import lmstudio as lms
 import outlines
@@ -19,6 +19,7 @@ from outlines_lmstudio import (
     LMStudioConnectionError,
     LMStudioPredictionError,
     LMStudioTimeoutError,
+    OutlinesLMStudioError,
     from_lmstudio,
 )
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
@@ -274,3 +275,33 @@ async def test_an_async_stream_left_with_aclose_cancels_on_the_server(
     await stream.aclose()
     await asyncio.to_thread(emulator.wait_until, lambda: emulator.predictions[-1].done)
     assert emulator.predictions[-1].cancelled
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m, p: m(p),
+        lambda m, p: m.generate(p),
+        lambda m, p: m.parse(p, int),
+        lambda m, p: m.reply(p),
+        lambda m, p: m.batch([p]),
+        lambda m, p: m.generate_batch([p]),
+        lambda m, p: m.reply_batch([p]),
+        lambda m, p: m(p, backend=None if p else "outlines_core"),
+    ],
+    ids=["call", "generate", "parse", "reply", "batch", "generate_batch", "reply_batch", "backend"],
+)
+async def test_bad_input_raises_at_the_await_among_gathered_calls(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator, call: Any
+) -> None:
+    """Found by a probe: the input was checked when the coroutine was made, so an error
+    escaped ``gather(..., return_exceptions=True)`` while its arguments were built, and
+    the calls made before it were never awaited. Outlines declares these ``async def``."""
+    emulator.script(TEXT_MODEL, ["1", "2"])
+    model = from_lmstudio(async_client, TEXT_MODEL)
+    awaitables = [call(model, p) for p in ["one", "two", ""]]  # no error while they are made
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    assert not isinstance(results[0], BaseException)
+    assert not isinstance(results[1], BaseException)
+    assert isinstance(results[2], OutlinesLMStudioError | ValueError | TypeError)
+    assert len(emulator.predictions) == 2  # the bad one sent nothing

@@ -131,7 +131,15 @@ def _term_gbnf(term: object, *, sendable: bool) -> str:
     what = f"the Outlines {type(term).__name__}"
     try:
         builder.define("root", _term_node(builder, _as_term(term), {}))
-        refuse_left_recursion(builder.bodies(), {})  # a CFG that matches "" inside a repeat
+        try:  # each Lark grammar was checked alone: a CFG that matches "" inside a repeat
+            refuse_left_recursion(builder.bodies(), {})
+        except UnsupportedGrammarError as exc:  # said of the term, not of a rule "root"
+            raise UnsupportedGrammarError(
+                f"the Outlines term {term!r:.200} repeats a CFG that can match the empty string "
+                "(zero_or_more, one_or_more, at_least or between over it); llama.cpp treats "
+                "that as left recursion. Make the CFG's start rule match at least one "
+                "character, or repeat a term that cannot be empty."
+            ) from exc
         if sendable and not rules_where(builder.bodies(), productive).get("root"):
             if isinstance(term, dsl.CFG):
                 shown = "the Lark grammar of the Outlines CFG"

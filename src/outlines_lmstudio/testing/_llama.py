@@ -9,7 +9,8 @@ as given, LM Studio's sampler settings, real token counts and stop reasons.
 All llama.cpp work runs on worker threads, so the event loop never blocks: a
 reply is decoded in a thread of its own (`_Decoding`), which checks for a cancel
 before each token. One instance decodes one prediction at a time; further predictions
-wait in arrival order (LM Studio batches up to 4 slots in one context).
+wait their turn, taken once their prompt is tokenized (see docs/real-engine.md; LM Studio
+batches up to 4 slots in one context).
 """
 
 from __future__ import annotations

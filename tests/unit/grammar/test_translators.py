@@ -10,7 +10,7 @@ import pydantic
 import pytest
 from outlines import grammars
 from outlines.types import CFG, Regex
-from outlines.types.dsl import either
+from outlines.types.dsl import at_least, either, zero_or_more
 
 import outlines_lmstudio._grammar as grammar_pkg
 from outlines_lmstudio._grammar import lark_to_gbnf, regex_to_gbnf, term_to_gbnf
@@ -247,4 +247,13 @@ def test_a_term_holding_a_type_without_a_regex_is_refused_with_advice(term: obje
     with pytest.raises(
         UnsupportedOutputTypeError, match=r"cannot be used in grammar mode.*grammar=False"
     ):
+        term_to_gbnf(term)
+
+
+@pytest.mark.parametrize(
+    "term", [zero_or_more(CFG('start: "x"?')), at_least(1, CFG('start: "x"?'))], ids=repr
+)
+def test_a_repeated_cfg_that_can_be_empty_is_refused_naming_the_term(term: object) -> None:
+    """Found by a probe: the error named a Lark rule 'root' the user never wrote."""
+    with pytest.raises(UnsupportedGrammarError, match=r"Outlines term .*CFG.* repeats a CFG"):
         term_to_gbnf(term)

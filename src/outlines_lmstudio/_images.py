@@ -163,6 +163,8 @@ def _encode(image: PILImage.Image) -> ImageData:
         fmt = "JPEG"  # the primary image of an MPO file is a JPEG
     if image.mode in _INTEGER_MODES:
         _check_16_bits(image)
+    elif image.mode == "F":
+        _refuse_floats(image)
     buffer = io.BytesIO()
     try:
         if fmt in _PASS_THROUGH and image.mode in _WRITABLE[fmt]:
@@ -171,6 +173,8 @@ def _encode(image: PILImage.Image) -> ImageData:
                 # Keep the quantisation of a decoded JPEG (no second lossy pass).
                 keep = image.format == "JPEG" and hasattr(image, "quantization")
                 options["quality"] = "keep" if keep else 95
+            elif fmt == "WEBP":  # Pillow's default is lossy (quality 80): keep the pixels
+                options["lossless"] = True
             image.save(buffer, format=fmt, **options)
             return _make(buffer.getvalue(), _PASS_THROUGH[fmt])
         converted = image
@@ -186,6 +190,22 @@ def _encode(image: PILImage.Image) -> ImageData:
             f"Could not encode the {fmt or 'unknown-format'} image: {exc}"
         ) from exc
     return _make(buffer.getvalue(), "image/png")
+
+
+def _refuse_floats(image: PILImage.Image) -> None:
+    """Refuse a floating-point grey image (mode ``F``): no format sent can hold its values.
+
+    Converted, they would be clipped to 0..255 and their fractions dropped (a 0..1 image, as
+    numpy arrays often are, would be sent all black); only the caller knows their scale.
+    """
+    low, high = image.getextrema()
+    raise InvalidImageError(
+        f"This grey image has floating-point values (mode F, from {low:g} to {high:g}); "
+        "images are sent as PNG, JPEG or WebP, whose values are integers, so they would be "
+        "clipped to 0..255 and rounded down. Scale it to 8 bits first, for example "
+        "Image.fromarray((array * 255).clip(0, 255).astype('uint8')) for values in 0..1, "
+        "or image.convert('L') for values already in 0..255."
+    )
 
 
 def _check_16_bits(image: PILImage.Image) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import singledispatch
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 import lmstudio as lms
 import msgspec
@@ -45,6 +45,7 @@ __all__ = [
     "ToolCall",
     "build_chat",
     "deferring_images",
+    "followed_by_answer",
     "follows_a_prompt",
     "format_input",
     "format_text",
@@ -295,39 +296,68 @@ class _Converted(msgspec.Struct, frozen=True, eq=False):
 
 _CONVERTED: dict[int, _Converted] = {}
 
-_TEXT_FIELDS = ("text", "content")
-"""The string fields of the SDK's message parts (``TextData.text``, a tool result's
-``content``)."""
 
+def _subclassed_text(value: object) -> bool:
+    """Whether a message part holds a str subclass anywhere (the SDK's encoder refuses it).
 
-def _subclassed_text(part: object) -> bool:
-    """Whether a message part holds a str subclass, which the SDK's encoder refuses."""
-    for name in _TEXT_FIELDS:
-        value = getattr(part, name, None)
-        if isinstance(value, str) and type(value) is not str:
-            return True
+    Its text, a tool result's content and call id, a tool call's name, id and arguments.
+    """
+    if isinstance(value, str):
+        return type(value) is not str
+    if isinstance(value, msgspec.Struct):
+        return any(_subclassed_text(getattr(value, name)) for name in value.__struct_fields__)
+    if isinstance(value, dict):
+        return any(_subclassed_text(k) or _subclassed_text(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_subclassed_text(item) for item in value)
     return False
 
 
+def _exact_str(value: object) -> str:
+    """Return a str subclass as a plain ``str`` (the ``enc_hook`` of `_plain_texts`)."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")  # msgspec's error
+
+
 def _plain_texts(chat: lms.Chat) -> lms.Chat:
-    """Return a copy of ``chat`` whose texts are plain ``str`` (the caller's is unchanged).
+    """Return a copy of ``chat`` whose strings are plain ``str`` (the caller's is unchanged).
 
     Strings of a str subclass (``markupsafe.Markup``, what Jinja templates return) are sent
     as plain text everywhere else; the SDK's encoder fails on them with a ``TypeError``.
     """
     messages = []
     for message in chat._messages:
-        parts = []
-        for part in message.content:
-            if _subclassed_text(part):
-                plain = {
-                    name: str(value)
-                    for name in _TEXT_FIELDS
-                    if isinstance(value := getattr(part, name, None), str)
-                }
-                part = msgspec.structs.replace(part, **plain)
-            parts.append(part)
+        parts = [
+            msgspec.convert(msgspec.to_builtins(part, enc_hook=_exact_str), type(part))
+            if _subclassed_text(part)
+            else part
+            for part in message.content
+        ]
         messages.append(msgspec.structs.replace(message, content=parts))
+    return lms.Chat.from_history(ChatHistoryData(messages=messages))
+
+
+def followed_by_answer(chat: lms.Chat, answer: str) -> lms.Chat:
+    """Return a copy of ``chat`` with ``answer`` as the assistant's next turn.
+
+    A chat that already ends with an assistant message (a prefill) has ``answer`` joined to
+    its text with a blank line, as consecutive assistant messages of an Outlines ``Chat``
+    are: the SDK refuses two in a row ("consecutive assistant responses").
+    """
+    last = chat._messages[-1] if chat._messages else None
+    if last is None or last.role != "assistant":
+        chat = chat.copy()
+        chat.add_assistant_response(answer)
+        return chat
+    parts = list(last.content)
+    at = max((i for i, p in enumerate(parts) if isinstance(p, TextData)), default=None)
+    if at is None:
+        parts.insert(0, TextData(text=answer))
+    else:
+        text = cast(TextData, parts[at]).text
+        parts[at] = TextData(text="\n\n".join(t for t in (text, answer) if t))
+    messages = [*chat._messages[:-1], msgspec.structs.replace(last, content=parts)]
     return lms.Chat.from_history(ChatHistoryData(messages=messages))
 
 

@@ -26,7 +26,7 @@ from outlines.types import CFG, Choice, JsonSchema
 from outlines.types.dsl import python_types_to_terms
 
 from ._formats import format_checker
-from ._inputs import ChatPrompt, Message
+from ._inputs import ChatPrompt, Message, followed_by_answer
 from ._output import OutputPlan, argument_order, output_type_name
 from ._search import linear_time
 from .errors import (
@@ -586,8 +586,7 @@ def reask_prompt(prompt: ChatPrompt, raw: str, errors: list[str]) -> ChatPrompt:
     """
     feedback = reask_feedback(errors)
     if prompt.passthrough is not None:
-        chat = prompt.passthrough.copy()
-        chat.add_assistant_response(raw)
+        chat = followed_by_answer(prompt.passthrough, raw)  # a copy: the caller's is kept
         chat.add_user_message(feedback)
         return ChatPrompt(passthrough=chat)
     return ChatPrompt(

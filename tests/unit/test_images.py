@@ -168,6 +168,30 @@ def test_32_bit_values_16_bit_png_cannot_hold_are_refused(value: int) -> None:
         normalise_image(picture)
 
 
+def test_a_webp_image_keeps_its_pixels() -> None:
+    """Found by a probe: a PIL WebP image was written again with Pillow's default, lossy
+    quality 80 (pixels off by up to 234); JPEG already kept its quantisation."""
+    noise = PILImage.frombytes("RGB", (32, 32), os.urandom(32 * 32 * 3))
+    buffer = io.BytesIO()
+    noise.save(buffer, format="WEBP", lossless=True)
+    with opened(buffer.getvalue()) as picture:
+        picture.load()
+        image = normalise_image(picture)
+        with opened(image.data) as decoded:
+            assert image.mime == "image/webp"
+            assert decoded.convert("RGB").tobytes() == picture.convert("RGB").tobytes()
+
+
+@pytest.mark.parametrize(("low", "high"), [(0.0, 1.0), (0.0, 255.0), (-3.5, 1000.0)])
+def test_floating_point_images_are_refused(low: float, high: float) -> None:
+    """Found by a probe: a mode ``F`` image (0..1, as numpy arrays often are) was clipped
+    and rounded down into RGB, so sent all black."""
+    picture = PILImage.new("F", (4, 3), low)
+    picture.putpixel((1, 1), high)
+    with pytest.raises(InvalidImageError, match=f"mode F, from {low:g} to {high:g}.*uint8"):
+        normalise_image(picture)
+
+
 @pytest.mark.parametrize("mode", ["RGBa", "La"])
 def test_premultiplied_alpha_is_kept(mode: str) -> None:
     """``RGBa`` lost its alpha (converted to RGB); ``La`` was refused (no La to RGB)."""

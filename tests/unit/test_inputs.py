@@ -329,6 +329,54 @@ def test_str_subclasses_in_an_lmstudio_chat_are_sent_as_plain_text() -> None:
     assert type(kept.text) is Markup  # the caller's chat is left as it is
 
 
+def test_str_subclasses_in_an_lmstudio_chat_s_tool_fields_are_sent_as_plain_text() -> None:
+    """Found by a probe: a tool result's call id, a tool call's name, id or an argument as
+    a ``Markup`` failed in the SDK's encoder (only texts were made plain)."""
+    from markupsafe import Markup
+
+    history: Any = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "add"}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": ""},
+                    {
+                        "type": "toolCallRequest",
+                        "toolCallRequest": {
+                            "type": "function",
+                            "name": Markup("add"),
+                            "id": Markup("c1"),
+                            "arguments": {"a": Markup("x"), "b": [Markup("y")]},
+                        },
+                    },
+                ],
+            },
+            {
+                "role": "tool",
+                "content": [{"type": "toolCallResult", "content": "2", "toolCallId": Markup("c1")}],
+            },
+        ]
+    }
+    chat = lms.Chat.from_history(history)
+    sent: Any = build_chat(format_input(chat), {})._get_history()  # TypeError before
+    request = sent["messages"][1]["content"][1]["toolCallRequest"]
+    assert request == {
+        "type": "function",
+        "name": "add",
+        "id": "c1",
+        "arguments": {"a": "x", "b": ["y"]},
+    }
+    assert sent["messages"][2]["content"][0]["toolCallId"] == "c1"
+    strings = [
+        request["name"],
+        request["id"],
+        request["arguments"]["a"],
+        request["arguments"]["b"][0],
+    ]
+    assert all(type(text) is str for text in strings)
+
+
 def test_each_call_gets_its_own_chat() -> None:
     prompt = format_input("Hello")
     first, second = build_chat(prompt, {}), build_chat(prompt, {})

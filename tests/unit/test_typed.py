@@ -10,7 +10,7 @@ from typing import Any, Literal, TypedDict
 import pydantic
 import pytest
 
-from outlines_lmstudio._inputs import ChatPrompt, Message, format_input
+from outlines_lmstudio._inputs import ChatPrompt, Message, format_input, sdk_history
 from outlines_lmstudio._output import plan_output
 from outlines_lmstudio._typed import (
     Validator,
@@ -178,6 +178,28 @@ def test_reask_prompt_for_lmstudio_chat_copies() -> None:
     assert again.passthrough is not None
     assert len(again.passthrough._get_history()["messages"]) == 3
     assert len(chat._get_history()["messages"]) == 1
+
+
+def test_reask_prompt_for_an_lmstudio_chat_ending_with_a_prefill_joins_the_answer() -> None:
+    """Found by a probe: the re-ask of an ``lmstudio.Chat`` whose last message is the
+    assistant's failed in the SDK ("consecutive assistant responses are not supported"),
+    after one prediction; an Outlines ``Chat`` joins the two texts with a blank line."""
+    import lmstudio as lms
+
+    chat = lms.Chat()
+    chat.add_user_message("Who?")
+    chat.add_assistant_response("Sure:")
+    again = reask_prompt(ChatPrompt(passthrough=chat), '{"name": 1}', ["bad"])
+    assert again.passthrough is not None
+    messages = again.passthrough._get_history()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[1]["content"] == [{"type": "text", "text": 'Sure:\n\n{"name": 1}'}]
+    assert len(chat._get_history()["messages"]) == 2  # the caller's chat is unchanged
+    outlines_chat = ChatPrompt((Message("user", ("Who?",)), Message("assistant", ("Sure:",))))
+    same = reask_prompt(outlines_chat, '{"name": 1}', ["bad"])
+    history = sdk_history(same, {})
+    assert isinstance(history, lms.Chat)
+    assert history._get_history()["messages"][1] == messages[1]  # as for an Outlines Chat
 
 
 SECRET = '{"x": {"type": "integer"}, "secret": "TOP-SECRET-CONTENT"}'

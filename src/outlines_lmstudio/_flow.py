@@ -33,7 +33,7 @@ import msgspec
 
 from ._common import Completion, ModelTraits, Request
 from ._inputs import sdk_history
-from ._reasoning import ReasoningSplitter, plain_reply, reply_problem
+from ._reasoning import ReasoningSplitter, json_openers, plain_reply, reply_problem
 from ._reply import Reply, ReplyChunk, ReplyStats, reply_stats, stop_reason
 from ._sdk_errors import Stage
 from .errors import (
@@ -499,6 +499,7 @@ class _Reply:
         self._started = clock()
         self._first_answer: float | None = None
         self._structured = request.plan.kind in ("json", "simple")  # a JSON document
+        self._plan = request.plan  # its schema is read only if a splitter is needed
         self.restarts = 0  # times the answer so far proved to be reasoning
 
     @property
@@ -507,7 +508,10 @@ class _Reply:
         if self._split is None:
             start, end = self._tags
             self._split = ReasoningSplitter(
-                start_tag=start, end_tag=end, json_answer=self._structured
+                start_tag=start,
+                end_tag=end,
+                json_answer=self._structured,
+                json_openers=json_openers(self._plan.schema),
             )
             if self._plain is not None:  # more came after a whole reply: split all of it
                 tokens = sum(f.tokens_count for f in self._plain_fragments)

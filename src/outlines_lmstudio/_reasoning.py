@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from enum import Enum, auto
 from typing import Any, NamedTuple
 
@@ -57,6 +58,7 @@ __all__ = [
     "HARMONY_TOKENS",
     "SYNTHETIC_MARKER",
     "ReasoningSplitter",
+    "json_openers",
     "plain_reply",
     "reply_problem",
 ]
@@ -97,6 +99,22 @@ class _Mode(Enum):
 _REASONING_MODES = (_Mode.THINK, _Mode.REASON, _Mode.HREASON)  # a tuple: no Enum hashing
 
 
+def json_openers(schema: Mapping[str, Any] | None) -> frozenset[str]:
+    """Return the characters a JSON document valid against ``schema`` can open with.
+
+    Of ``{``, ``[`` and ``"``, by the root's ``type``; all three when it names none (an
+    ``anyOf``, a ``$ref``), or for no schema.
+    """
+    kinds = schema.get("type") if schema is not None else None
+    names = [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else None
+    if names is None:
+        return _JSON_OPENERS
+    return frozenset(_OPENER_OF[name] for name in names if name in _OPENER_OF)
+
+
+_OPENER_OF = {"object": "{", "array": "[", "string": '"'}
+
+
 class ReasoningSplitter:
     """Split a prediction's fragments into reasoning and answer, incrementally.
 
@@ -124,6 +142,9 @@ class ReasoningSplitter:
     json_answer
         The reply was asked to be a JSON document: one that opens a JSON object, array or
         string is its answer from the start, so a bare end tag in it is answer text.
+    json_openers
+        The characters that answer may open with (`json_openers` of its schema): a reply
+        opening otherwise (reasoning quoting the question, for an object) is not it.
 
     Attributes
     ----------
@@ -162,9 +183,15 @@ class ReasoningSplitter:
     _final = False  # inside a Harmony final message: only its closing token is control
     _answer_open = True  # no answer text since the start or the last reasoning
     _boundaries = 0  # how many times reasoning ended (end tags, markers, final headers)
+    _openers = _JSON_OPENERS  # the characters a JSON answer may open with (`json_openers`)
 
     def __init__(
-        self, *, start_tag: str = "<think>", end_tag: str = "</think>", json_answer: bool = False
+        self,
+        *,
+        start_tag: str = "<think>",
+        end_tag: str = "</think>",
+        json_answer: bool = False,
+        json_openers: frozenset[str] = _JSON_OPENERS,
     ) -> None:
         if not start_tag or not end_tag:
             raise ValueError("reasoning start and end tags must be non-empty strings")
@@ -172,6 +199,8 @@ class ReasoningSplitter:
         self._start_tag = start_tag.lstrip() or start_tag
         self._end_tag = end_tag
         self._json_answer = json_answer
+        if json_openers != _JSON_OPENERS:  # most calls: the class default
+            self._openers = json_openers
         self._answer: list[str] = []
         self._reasoning: list[str] = []
         self._out: list[ReplyChunk] = []
@@ -235,7 +264,7 @@ class ReasoningSplitter:
             head = (self._hold + content).lstrip()[:1]
             if head and head != self._start_tag[0]:
                 self._mode = _Mode.ANSWER
-                if self._json_answer and head in _JSON_OPENERS:
+                if self._json_answer and head in self._openers:
                     self._reasoned = True  # the JSON answer has begun (module docstring)
         if (
             reasoning_type == "none"
@@ -370,7 +399,7 @@ class ReasoningSplitter:
             self._hold = buf[pos:]  # whitespace, or a possible start tag
             return len(buf)
         self._mode = _Mode.ANSWER
-        if self._json_answer and rest[:1] in _JSON_OPENERS:
+        if self._json_answer and rest[:1] in self._openers:
             self._reasoned = True  # the JSON answer has begun: see the module docstring
         return pos
 
@@ -668,7 +697,11 @@ def reply_problem(
     if stop in _BUDGET_STOPS:
         limit = _BUDGET_STOPS[stop]
         spent = stats.predicted_tokens
-        suggestion = f" (for example to {max(4 * spent, 1024)})" if spent else ""
+        if stop == "contextLengthReached":  # the context holds the prompt too
+            spent = (spent or 0) + (stats.prompt_tokens or 0) if spent is not None else None
+            suggestion = f" (above {spent}, the tokens it held)" if spent else ""
+        else:
+            suggestion = f" (for example to {max(4 * spent, 1024)})" if spent else ""
         return ReasoningTruncatedError(
             f"The token budget was spent on reasoning: the reply stopped ({stop}) before the "
             f"model began its {what} ({counts}). Raise {limit}{suggestion}, or turn the "

@@ -318,7 +318,8 @@ def stream_text(
 
     Leaving early (``close()``, an exception in the consumer, a Ctrl-C noted by
     ``sigint``) cancels the prediction on the server (see `SyncReader`). Reasoning
-    fragments are not part of the answer and are skipped. SDK errors propagate (the
+    (typed fragments, LM Studio's marker, Harmony control text) is not part of the answer
+    and is skipped (`ReasoningSplitter`). SDK errors propagate (the
     server ended the prediction itself).
 
     Parameters
@@ -335,13 +336,22 @@ def stream_text(
     str
         The text of each answer fragment.
     """
+    from ._reasoning import ReasoningSplitter  # the CLI's `complete` only
+
     reader = SyncReader(stream, sigint, per_fragment=per_fragment)
+    # LM Studio's reasoning marker and Harmony control text are not text either (found by
+    # a probe: `complete` printed them): the splitter takes them out, as for every call.
+    splitter = ReasoningSplitter()
     finished = False
     try:
         while (fragments := reader.read()) is not None:
             for fragment in fragments:
-                if fragment.reasoning_type == "none":
-                    yield fragment.content
+                for chunk in splitter.feed(fragment.content, fragment.reasoning_type):
+                    if not chunk.reasoning:
+                        yield chunk.text
+        for chunk in splitter.close():
+            if not chunk.reasoning:
+                yield chunk.text
         finished = True
     except lms.LMStudioError:
         finished = True  # the server ended the prediction

@@ -51,6 +51,18 @@ def test_generate_plain_text_prints_only_the_answer(
     assert (result.returncode, result.stdout) == (0, "Paris.\n")
 
 
+@pytest.mark.parametrize("form", ["think", "marker", "marker-inline", "harmony"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_complete_prints_only_the_answer(
+    emulator: LMStudioEmulator, main_in_process: MainInProcess, form: str, stream: bool
+) -> None:
+    """Found by a probe: ``complete`` skipped typed reasoning only, and printed LM Studio's
+    reasoning marker and Harmony control text as text."""
+    emulator.script(TEXT, [reasoned("Paris.", form)])
+    result = main_in_process("complete", "Capital?", "-m", TEXT, *(["--stream"] if stream else []))
+    assert (result.returncode, result.stdout) == (0, "Paris.\n"), result.stderr
+
+
 def test_generate_reports_a_budget_spent_on_reasoning(
     emulator: LMStudioEmulator, main_in_process: MainInProcess, schema_file: Path
 ) -> None:

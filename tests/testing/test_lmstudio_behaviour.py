@@ -780,3 +780,33 @@ def test_the_patterns_llama_cpp_reads(schema: dict[str, Any], refused: str | Non
     from outlines_lmstudio.testing._llama_schema import refused_pattern
 
     assert refused_pattern(schema) == refused
+
+
+def test_default_tool_arguments_take_only_prompt_numbers_their_parameter_takes() -> None:
+    """Found by a probe: "2.5 times at level 7" called ``repeat(times=2.5, level=7)`` for an
+    integer in 1..3 and an enum of 1 and 2, which the SDK refused before the tool ran."""
+    import random
+
+    from outlines_lmstudio.testing._sampler import JsonSampler
+    from outlines_lmstudio.testing._tools import default_tool_call
+
+    parameters = {
+        "type": "object",
+        "properties": {
+            "times": {"type": "integer", "minimum": 1, "maximum": 3},
+            "level": {"type": "integer", "enum": [1, 2]},
+        },
+        "required": ["times", "level"],
+    }
+    tools = [{"name": "repeat", "parameters": parameters}]
+    sampler = JsonSampler()
+    for seed in range(10):
+        call = default_tool_call(
+            tools, "Say hi 2.5 times at level 7", sampler.sample, random.Random(seed)
+        )
+        assert call.arguments["times"] in (1, 2, 3)
+        assert call.arguments["level"] in (1, 2)
+    fitting = default_tool_call(
+        tools, "Say hi 3 times at level 2", sampler.sample, random.Random(0)
+    )
+    assert fitting.arguments == {"times": 3, "level": 2}  # the prompt's numbers, where they fit

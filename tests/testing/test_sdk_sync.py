@@ -88,6 +88,25 @@ def test_structured_json_conforms(emu: LMStudioEmulator, client: lms.Client) -> 
     assert emu.predictions[-1].structured == {"type": "json", "jsonSchema": schema}
 
 
+def test_a_draft_07_tuple_is_answered_on_a_gguf_model(client: lms.Client) -> None:
+    """Found by a probe: ``items`` as a list (what zod's ``z.tuple`` writes, read by
+    llama.cpp's converter as exactly those items) failed the prediction, as outlines-core
+    refuses it."""
+    tuple_schema = {
+        "type": "array",
+        "items": [{"type": "string"}, {"type": "number"}],
+        "minItems": 2,
+        "maxItems": 2,
+    }
+    schema = {"type": "object", "properties": {"v": tuple_schema}, "required": ["v"]}
+    for seed in range(5):
+        result = client.llm.model(TEXT).respond(f"Pair {seed}?", response_format=schema)
+        assert isinstance(result.parsed, dict)
+        first, second = result.parsed["v"]
+        assert isinstance(first, str)
+        assert isinstance(second, int | float)
+
+
 def test_json_mode_without_a_schema_writes_json(emu: LMStudioEmulator, client: lms.Client) -> None:
     """``structured: {"type": "json"}`` is LM Studio's "only valid JSON" mode, not an error."""
     model = client.llm.model(TEXT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 from hypothesis import assume, given, settings
@@ -13,6 +14,7 @@ from outlines_lmstudio._reasoning import (
     HARMONY_TOKENS,
     SYNTHETIC_MARKER,
     ReasoningSplitter,
+    json_openers,
     plain_reply,
     reply_problem,
 )
@@ -453,6 +455,13 @@ def test_budget_spent_on_reasoning() -> None:
     assert isinstance(context, ReasoningTruncatedError)
     assert "context length" in str(context)
     assert "token counts not reported" in str(context)
+    full = reply_problem(
+        "", "x", ReplyStats("contextLengthReached", 32700, 68, 68), structured=False
+    )
+    # Found by a probe: "for example to 1024" for a 32,768-token context (4 x the reply).
+    assert "context length (LM Studio's load setting) (above 32768, the tokens it held)" in str(
+        full
+    )
 
 
 @pytest.mark.parametrize("reasoning", ["", "\n"])
@@ -703,3 +712,35 @@ def test_plain_reply_refuses_what_may_be_reasoning() -> None:
     assert plain_reply("<think>x", "[T]", "[/T]")
     assert not plain_reply("[x", "[T]", "[/T]")
     assert not plain_reply("x[/T]y", "[T]", "[/T]")
+
+
+@pytest.mark.parametrize(
+    ("schema", "openers"),
+    [
+        ({"type": "object"}, "{"),
+        ({"type": "array"}, "["),
+        ({"type": "string"}, '"'),
+        ({"type": ["object", "null"]}, "{"),
+        ({"type": "integer"}, ""),
+        ({"anyOf": [{"type": "object"}, {"type": "string"}]}, '{["'),
+        ({"$ref": "#/$defs/Node"}, '{["'),
+        (None, '{["'),
+    ],
+)
+def test_json_openers_follow_the_root_type(schema: Any, openers: str) -> None:
+    assert json_openers(schema) == frozenset(openers)
+
+
+def test_untyped_reasoning_opening_with_a_quote_is_reasoning_before_an_object() -> None:
+    """Found by a probe: reasoning that quotes the question (``"Who is Ada?" The user...``)
+    was taken as the JSON answer's start for an object schema, so its ``</think>`` stayed in
+    the answer; only a string-rooted answer opens with a quote."""
+    reply = '"Who is Ada?" The user wants JSON.</think>\n\n{"name": "Ada"}'
+    split = ReasoningSplitter(json_answer=True, json_openers=json_openers({"type": "object"}))
+    split.feed(reply, "none")
+    split.close()
+    assert split.answer == '{"name": "Ada"}'
+    as_string = ReasoningSplitter(json_answer=True, json_openers=json_openers({"type": "string"}))
+    as_string.feed('"a </think> b"', "none")
+    as_string.close()
+    assert as_string.answer == '"a </think> b"'  # a string answer: its end tag is its text

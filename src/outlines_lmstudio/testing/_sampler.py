@@ -22,7 +22,7 @@ import string
 import threading
 import zlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ __all__ = [
     "JsonSampler",
     "SchemaError",
     "count_tokens",
+    "document_check",
     "plain_text",
     "split_fragments",
     "token_ids",
@@ -313,7 +314,7 @@ class JsonSampler:
         initial = index.get_initial_state()
         if initial not in distance:
             return SchemaError("this JSON schema admits no document the emulator can write")
-        return _Automaton(tokens, initial, finals, transitions, distance, _validator(schema))
+        return _Automaton(tokens, initial, finals, transitions, distance, document_check(schema))
 
     def sample(self, schema: Any, rng: random.Random) -> list[str]:
         """Return the tokens of one JSON document matching ``schema``."""
@@ -731,7 +732,7 @@ def _member(schema: Any) -> Any:
     return _SCALAR if schema == {} else _tighten(schema)
 
 
-def _validator(schema: Any) -> Any:
+def document_check(schema: Any) -> Callable[[str], bool] | None:
     """Return a function text -> bool checking documents against ``schema`` (None if unusable)."""
     try:
         from jsonschema.validators import validator_for

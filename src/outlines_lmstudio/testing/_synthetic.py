@@ -280,6 +280,9 @@ def _for_llama_cpp(schema: Any) -> Any:
     - An object with ``additionalProperties: false`` and no ``properties`` is the empty
       object to llama.cpp's converter (it reads the missing properties as none), and
       "Unsupported JSON Schema structure false" to outlines-core: it gets ``properties: {}``.
+    - ``items`` as a list (the draft-07 tuple, what zod's ``z.tuple`` writes) is the tuple
+      of exactly those items to llama.cpp's converter (its ``items.is_array()`` branch), and
+      an unsupported structure to outlines-core: it gets ``prefixItems`` and ``items: false``.
     """
     if isinstance(schema, list):
         return [_for_llama_cpp(item) for item in schema]
@@ -292,6 +295,8 @@ def _for_llama_cpp(schema: Any) -> Any:
                 kept[key] = "uuid"
             elif value in _SAMPLED_FORMATS:
                 kept[key] = value
+        elif key == "items" and isinstance(value, list):  # a draft-07 tuple
+            kept["prefixItems"], kept["items"] = _for_llama_cpp(value), False
         else:
             kept[key] = value if key in _VALUES else _for_llama_cpp(value)
     if (

@@ -16,6 +16,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._sampler import document_check
+
 __all__ = [
     "ToolCall",
     "awaits_tool_call",
@@ -114,7 +116,8 @@ def default_tool_call(
 
     The arguments are sampled from the tool's parameter schema, except that its
     ``integer`` and ``number`` parameters take the numbers of the prompt, in the order
-    the schema's ``required`` lists them ("What is 2 + 3?" calls ``add(a=2, b=3)``).
+    the schema's ``required`` lists them ("What is 2 + 3?" calls ``add(a=2, b=3)``), each
+    one only if the parameter's schema takes it.
     """
     tool = tools[0]
     schema = _without_dangling_refs(tool.get("parameters") or {"type": "object", "properties": {}})
@@ -133,7 +136,12 @@ def default_tool_call(
         if literal is None:
             break
         value = float(literal)
-        arguments[name] = int(value) if value.is_integer() else value
+        number = int(value) if value.is_integer() else value
+        # Only a number the parameter takes (found by a probe: 2.5 for an integer, 7 for
+        # an enum of 1 and 2, which the SDK refused): else the sampled one stays.
+        fits = document_check(spec)
+        if fits is None or fits(json.dumps(number)):
+            arguments[name] = number
     return ToolCall(str(tool.get("name")), arguments, text="Let me use a tool for that. ")
 
 

@@ -62,7 +62,8 @@ _SUPPORTED = (
     "None (plain text); a Pydantic model, TypedDict, dataclass, JSON schema (dict or str), "
     "outlines.types.JsonSchema or genson SchemaBuilder; int, float, bool, str, Literal, Enum, "
     "outlines.types.Choice, datetime.date/time/datetime; list/tuple/dict/Optional/Union "
-    "of these; and Annotated of these with Pydantic constraints (Field(ge=1, le=5))"
+    "of these; Annotated of these with Pydantic constraints (Field(ge=1, le=5)); and other "
+    "types Pydantic writes a JSON schema for (uuid.UUID, Decimal, a NamedTuple...)"
 )
 
 
@@ -945,12 +946,19 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
             f"JSON-schema structured output cannot express. {_GRAMMAR_HINT}."
         )
     key = _non_str_key(output_type)
+    set_like = typing.get_origin(output_type) in (set, frozenset) or output_type in (set, frozenset)
+    if key is None and not set_like and _other_json_type(output_type):
+        # Types Outlines has no regex for, which work as fields (uuid.UUID, Decimal, a
+        # NamedTuple, dict[str, Any]...): the reply is their JSON document, as for a model.
+        schema, written = _type_adapter_schema(output_type)
+        _refuse_unreadable_parts(output_type)
+        return _json_plan(schema, output_type, strict=strict, generated=not written)
     why = (
         f" Its dict keys are {output_type_name(key)}; only str keys (or a Literal or Enum of "
         "strings) are supported (JSON object keys are strings): use dict[str, ...]."
         if key is not None
         else _set_hint(output_type)
-        if typing.get_origin(output_type) in (set, frozenset) or output_type in (set, frozenset)
+        if set_like
         else _BARE_CONTAINERS.get(output_type, "")
         if isinstance(output_type, type)  # a value ([1, 2]) may be unhashable
         else ""
@@ -959,6 +967,24 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
         f"The output type {output_type_name(output_type)} is not supported by outlines-lmstudio."
         f"{why} Supported: {_SUPPORTED}."
     )
+
+
+def _other_json_type(output_type: object) -> bool:
+    """Tell whether Pydantic writes a JSON schema for a type no other branch takes.
+
+    Not for a bare ``list``/``dict``... (they say nothing of their items) or a type whose
+    schema is ``{}`` (``Any``, ``object``: any JSON value, which asks for nothing).
+    """
+    if not isinstance(output_type, type) and typing.get_origin(output_type) is None:
+        return False  # a value, not a type
+    if isinstance(output_type, type) and output_type in _BARE_CONTAINERS:
+        return False
+    try:
+        portable = _portable_typeddicts(output_type, {})
+        schema = pydantic.TypeAdapter(cast(Any, portable)).json_schema()
+    except (*_BUILD_ERRORS, TypeError):
+        return False
+    return schema != {}
 
 
 _TERM_EXAMPLES = {

@@ -106,6 +106,8 @@ class SyncReader:
         reported "never awaited").
     """
 
+    _cancel_pending = False  # a cancel asked for before the request was sent
+
     def __init__(
         self,
         stream: lms.PredictionStream,
@@ -131,7 +133,7 @@ class SyncReader:
         # not a threading.Event: an Event builds a Condition in Python on every call.
         self._open = threading.Lock()
         self._open.acquire()
-        self._deciding = threading.Lock()  # see `_decide`
+        self._deciding = threading.Lock()  # see `_decide` and `cancel_when_open`
         self._unread = False  # see `UnreadResult`
 
     def result(self) -> lms.PredictionResult | UnreadResult:
@@ -170,8 +172,12 @@ class SyncReader:
         try:
             if not self._started:
                 self.stream.start()  # sends the request
-                self._started = True
+                with self._deciding:  # see `cancel_when_open`
+                    self._started = True
+                    pending = self._cancel_pending
                 self._open.release()
+                if pending:
+                    self._cancel()
             if self._whole:
                 return self._read_all()
             if self._manager is not None and self._manager.active is False:  # see manager
@@ -220,6 +226,19 @@ class SyncReader:
         self.at_end = True
         return fragments or None
 
+    def cancel_when_open(self) -> None:
+        """Cancel on the server now, or once the request is sent (thread-safe, no wait).
+
+        The SDK's ``cancel()`` does nothing before ``start()`` returns: a timeout that runs
+        out while the request is being sent (found by a probe: a busy client, many
+        threads) left the prediction running, queued on the server, with no cancel.
+        """
+        with self._deciding:
+            if not self._started:
+                self._cancel_pending = True  # `read` sends it once the request is out
+                return
+        self._cancel()
+
     def _cancel_once_open(self) -> None:
         """Cancel on the server, from the guard's thread, once the SDK holds the channel.
 
@@ -257,6 +276,13 @@ class SyncReader:
             interpreter exit (no thread can start then; the process's end closes the socket).
         """
         if not self._sent:
+            return None
+        if self._manager is not None and self._manager.active is False:  # client closed
+            # Nothing to cancel or read on a closed client: reading its stream would ask
+            # its stopped thread for more (found by a probe: "coroutine 'Queue.get' was
+            # never awaited" when a half-read stream was collected after client.close()).
+            with contextlib.suppress(Exception):
+                self.stream.close()
             return None
         told = threading.Event()  # set once cancelled, or at the end, after leaving
         if wait or sys.is_finalizing():

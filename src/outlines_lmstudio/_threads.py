@@ -138,7 +138,7 @@ def cancel(call: Call) -> None:
     """Ask LM Studio to stop the call's prediction, if one is running (thread-safe)."""
     if not call.finished and call.reader is not None:
         with contextlib.suppress(Exception):  # nothing left to stop (see SyncReader.abandon)
-            call.reader.stream.cancel()
+            call.reader.cancel_when_open()
 
 
 _TIMERS: list[tuple[float, int, Callable[[], None]]] = []  # a heap, by due time

@@ -233,13 +233,15 @@ def test_a_sync_stream_resumed_after_its_client_closed_fails_cleanly(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            for _ in range(10):
+            for attempt in range(20):
                 client = lms.Client(slow_emulator.api_host)
                 stream = from_lmstudio(client, TEXT_MODEL).stream("a long answer")
                 next(stream)
                 client.close()
-                with pytest.raises(LMStudioConnectionError):
-                    list(stream)
+                if attempt % 2:  # resumed; or (found by a probe) left to the collector,
+                    # whose cancel read on the closed client: "Queue.get never awaited"
+                    with pytest.raises(LMStudioConnectionError):
+                        list(stream)
                 del stream
                 gc.collect()
     finally:

@@ -1,9 +1,11 @@
 """parse / parse_stream end to end through the real SDK and the emulator."""
 
 import dataclasses
+import decimal
 import itertools
 import json
 import typing
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -520,3 +522,41 @@ def test_generic_dataclasses_and_typeddicts_are_sent_and_parsed(
     jsonschema.validate(json.loads(reply), schema)
     with pytest.raises(jsonschema.ValidationError):  # the parameter's type was sent
         jsonschema.validate(json.loads(wrong), schema)
+
+
+class _Point(typing.NamedTuple):
+    x: int
+    label: str
+
+
+@pytest.mark.parametrize(
+    ("output_type", "reply", "expected"),
+    [
+        (
+            uuid.UUID,
+            '"12345678-1234-5678-1234-567812345678"',
+            uuid.UUID(int=0x12345678123456781234567812345678),
+        ),
+        (decimal.Decimal, '"1.10"', decimal.Decimal("1.10")),
+        (_Point, '[1, "a"]', _Point(1, "a")),
+        (dict[str, Any], '{"a": [1, null]}', {"a": [1, None]}),
+        (
+            list[uuid.UUID],
+            '["12345678-1234-5678-1234-567812345678"]',
+            [uuid.UUID(int=0x12345678123456781234567812345678)],
+        ),
+    ],
+    ids=repr,
+)
+def test_types_outlines_has_no_regex_for_are_json_documents(
+    make_model: MakeModel, emulator: LMStudioEmulator, output_type: Any, reply: str, expected: Any
+) -> None:
+    """Found by a probe: ``uuid.UUID``, ``Decimal``, a ``NamedTuple``, ``dict[str, Any]``...
+    worked as fields of a model but were refused as the output type itself."""
+    model = make_model(TEXT_MODEL)
+    emulator.script(TEXT_MODEL, [reply, reply])
+    assert model("x", output_type) == reply  # the JSON document, as for a model
+    assert model.parse("x", output_type) == expected
+    structured = emulator.predictions[-1].structured
+    assert structured is not None
+    jsonschema.validate(json.loads(reply), structured["jsonSchema"])

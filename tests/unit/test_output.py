@@ -403,9 +403,9 @@ def test_a_bare_container_says_to_give_its_item_types(output_type: Any, example:
 @pytest.mark.parametrize(
     ("output_type", "shown"),
     [
-        (list[uuid.UUID], "list[uuid.UUID]"),
-        (Optional[uuid.UUID], "typing.Optional[uuid.UUID]"),
-        (Annotated[uuid.UUID, "meta"], "typing.Annotated[uuid.UUID, 'meta']"),
+        (list[type], "list[type]"),  # no JSON schema: Pydantic refuses ``type``
+        (Optional[type], "typing.Optional[type]"),
+        (Annotated[type, "meta"], "typing.Annotated[type, 'meta']"),
     ],
 )
 def test_parameterised_types_are_named_in_full(output_type: object, shown: str) -> None:

@@ -370,6 +370,47 @@ def test_a_ctrl_c_leave_cancels_at_once_and_only_once() -> None:
     assert stream.cancels == 1
 
 
+class SlowSend(Burst):
+    """A stream whose request takes a while to send; its cancel does nothing before that,
+    as the SDK's (``PredictionStream.cancel`` without a channel)."""
+
+    def __init__(self, *delays: float) -> None:
+        super().__init__(*delays)
+        self.sending = threading.Event()
+        self.sent = threading.Event()
+        self.release = threading.Event()
+
+    def start(self) -> None:
+        self.sending.set()
+        self.release.wait(5)
+        self.sent.set()
+
+    def cancel(self) -> None:
+        if self.sent.is_set():
+            self.cancels += 1
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_a_cancel_asked_for_while_the_request_is_sent_is_sent_once_it_is(whole: bool) -> None:
+    """Found by a probe: a ``timeout=`` that ran out while the request was being sent (a
+    busy client) called the SDK's ``cancel()`` before it held the channel, a no-op, and the
+    prediction ran on, queued on the server; its thread outlived the watch."""
+    stream = SlowSend(0, 0, 0)
+    reader = SyncReader(
+        cast(lms.PredictionStream, stream), SigintGuard(), per_fragment=not whole, whole=whole
+    )
+    reading = threading.Thread(target=reader.read)
+    reading.start()
+    assert stream.sending.wait(5)
+    reader.cancel_when_open()  # from the caller's thread, while start() is under way
+    assert stream.cancels == 0
+    stream.release.set()
+    reading.join(5)
+    assert stream.cancels == 1  # sent by the reading thread, once the channel was held
+    reader.cancel_when_open()  # after: sent at once
+    assert stream.cancels == 2
+
+
 class UnsendableCancel(EndlessStream):
     """A stream whose client is gone: sending the cancel fails outside the SDK's errors."""
 

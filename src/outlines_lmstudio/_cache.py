@@ -155,9 +155,14 @@ class AsyncClientCache(Generic[V]):
                 raise
 
     def abandon(self, client: object, key: Hashable) -> None:
-        """Give up an entry's work: its waiters ask again, the work's result is dropped."""
-        future = self._data.get(client, {}).pop(key, None)
+        """Give up an entry's work: its waiters ask again, the work's result is dropped.
+
+        An entry whose work has ended meanwhile is kept.
+        """
+        data = self._data.get(client, {})
+        future = data.get(key)
         if future is not None and not future.done():
+            del data[key]
             future.set_exception(_Abandoned())
 
     def peek(self, client: object, key: Hashable) -> V | None:

@@ -178,8 +178,17 @@ def _reasoning_parsing(name: str, value: object) -> object:
         raise InvalidInferenceArgumentError(
             f"{name} has unknown key(s) {unknown}; it takes enabled, start_string, end_string."
         )
+    given = _by_camel_name(name, value, _PARSING_KEYS)
+    if ("startString" in given) != ("endString" in given):
+        # One tag alone would be paired with ``<think>``/``</think>``, tags the model
+        # may never write (found by a probe): the pair is asked for whole.
+        missing = "end_string" if "startString" in given else "start_string"
+        raise InvalidInferenceArgumentError(
+            f"{name} gives one reasoning tag without the other: add {missing!r} "
+            f"(or give neither for {start!r} ... {end!r})."
+        )
     parsed: dict[str, Any] = {"enabled": True, "startString": start, "endString": end}
-    parsed.update(_by_camel_name(name, value, _PARSING_KEYS))
+    parsed.update(given)
     if not isinstance(parsed["enabled"], bool):
         raise InvalidInferenceArgumentError(
             f"{name}: 'enabled' must be True or False, got {_describe(parsed['enabled'])}."

@@ -845,7 +845,7 @@ CASES = [
     ),
     Case(
         "reasoning_parsing empty tag",
-        lambda m: m("x", reasoning_parsing={"end_string": " "}),
+        lambda m: m("x", reasoning_parsing={"start_string": "<t>", "end_string": " "}),
         E.InvalidInferenceValueError,
         ValueError,
         "'endString' must not be empty",
@@ -858,6 +858,13 @@ CASES = [
         E.InvalidInferenceArgumentError,
         TypeError,
         r"sets 'startString' twice \(as 'startString' and 'start_string'\)",
+    ),
+    Case(
+        "reasoning_parsing with one tag",  # was: paired with '</think>', silently
+        lambda m: m("x", reasoning_parsing={"start_string": "<reasoning>"}),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        r"one reasoning tag without the other: add 'end_string'",
     ),
     Case(
         "not an lmstudio client",

@@ -425,7 +425,7 @@ async def _stream(
             ignoredDraftTokensCount=0,
         )
     engine_stats = generation.stats
-    if stop_reason in ("modelUnloaded", "userStopped"):
+    if unloaded or channel.cancelled:
         # Stopped here, after the engine had counted a token more than was sent (found by
         # a probe: 4 predicted for 3 sent): the counts are what was sent.
         engine_stats = {k: v for k, v in engine_stats.items() if k not in _SENT_COUNTS}

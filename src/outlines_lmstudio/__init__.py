@@ -88,8 +88,14 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a model class or ``from_lmstudio`` on first use (PEP 562)."""
+def _lazy_attribute(name: str) -> Any:
+    """Import a model class or ``from_lmstudio`` on first use (PEP 562).
+
+    Bound as the module's ``__getattr__`` only at run time: a type checker that sees a
+    module ``__getattr__`` takes every name as defined (``from outlines_lmstudio import
+    from_lmstudo`` passed mypy; found by a probe), and the lazy names are declared for it
+    under ``TYPE_CHECKING`` above.
+    """
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -111,3 +117,7 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
+
+
+if not TYPE_CHECKING:
+    __getattr__ = _lazy_attribute

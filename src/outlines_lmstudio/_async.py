@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import lmstudio as lms
 import msgspec
@@ -35,6 +35,13 @@ from ._images import PendingImage
 from ._inputs import ChatPrompt, deferring_images, settled
 from ._streams import AsyncReader
 from .errors import LMStudioTimeoutError, OutlinesLMStudioError
+
+if TYPE_CHECKING:
+    from outlines.inputs import Chat
+
+    from ._reply import Reply
+
+    T = TypeVar("T")
 
 __all__ = ["AsyncLMStudio"]
 
@@ -160,17 +167,19 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
         output_type: Any = None,
         backend: str | None = None,
         **inference_kwargs: Any,
-    ) -> Any:
+    ) -> str:
         """Generate a response, as `generate` does (``backend`` must be ``None``)."""
         if backend is not None:
             no_backend(backend)
-        return await super().generate(model_input, output_type, **inference_kwargs)
+        text: str = await super().generate(model_input, output_type, **inference_kwargs)
+        return text
 
     async def generate(
         self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
-    ) -> Any:
+    ) -> str:
         """Generate a complete response; takes the arguments of `LMStudio.generate`."""
-        return await super().generate(model_input, output_type, **inference_kwargs)
+        text: str = await super().generate(model_input, output_type, **inference_kwargs)
+        return text
 
     async def batch(
         self,
@@ -178,16 +187,37 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
         output_type: Any = None,
         backend: str | None = None,
         **inference_kwargs: Any,
-    ) -> Any:
+    ) -> list[str]:
         """Generate responses to several inputs, as `generate_batch` does (no ``backend``)."""
         no_backend(backend)
-        return await super().generate_batch(model_input, output_type, **inference_kwargs)
+        texts: list[str] = await super().generate_batch(
+            model_input, output_type, **inference_kwargs
+        )
+        return texts
 
     async def generate_batch(
         self, model_input: list[Any], output_type: Any = None, **inference_kwargs: Any
-    ) -> Any:
+    ) -> list[str]:
         """Generate responses concurrently, in order; as `LMStudio.generate_batch`."""
-        return await super().generate_batch(model_input, output_type, **inference_kwargs)
+        texts: list[str] = await super().generate_batch(
+            model_input, output_type, **inference_kwargs
+        )
+        return texts
+
+    @overload
+    async def parse(
+        self,
+        model_input: str | Chat | lms.Chat,
+        output_type: type[T],
+        *,
+        retries: int = 0,
+        **inference_kwargs: Any,
+    ) -> T: ...
+
+    @overload
+    async def parse(
+        self, model_input: Any, output_type: Any, *, retries: int = 0, **inference_kwargs: Any
+    ) -> Any: ...
 
     async def parse(
         self, model_input: Any, output_type: Any, *, retries: int = 0, **inference_kwargs: Any
@@ -197,15 +227,38 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
 
     async def reply(
         self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
-    ) -> Any:
+    ) -> Reply:
         """Generate a response: its answer, reasoning and stats; as `LMStudio.reply`."""
-        return await super().reply(model_input, output_type, **inference_kwargs)
+        reply: Reply = await super().reply(model_input, output_type, **inference_kwargs)
+        return reply
 
     async def reply_batch(
         self, model_input: list[Any], output_type: Any = None, **inference_kwargs: Any
-    ) -> Any:
+    ) -> list[Reply]:
         """Return a `Reply` for each of several inputs, in order; as `LMStudio.reply_batch`."""
-        return await super().reply_batch(model_input, output_type, **inference_kwargs)
+        replies: list[Reply] = await super().reply_batch(
+            model_input, output_type, **inference_kwargs
+        )
+        return replies
+
+    if TYPE_CHECKING:
+        # The streams, for type checkers (the shared `ModelApi` code is typed ``Any``):
+        # ``async for`` them; a plain ``for`` raises (found by a probe: it passed mypy).
+        def stream(
+            self,
+            model_input: Any,
+            output_type: Any = None,
+            backend: str | None = None,
+            **inference_kwargs: Any,
+        ) -> AsyncGenerator[str, None]: ...
+
+        def generate_stream(  # type: ignore[override]  # a plain method, as documented
+            self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
+        ) -> AsyncGenerator[str, None]: ...
+
+        def parse_stream(
+            self, model_input: Any, output_type: Any, **inference_kwargs: Any
+        ) -> AsyncGenerator[Any, None]: ...
 
     # -- images: normalised off the event loop -------------------------------------------------
     def _prepare(self, model_input: Any, output_type: Any, kwargs: dict[str, Any]) -> Request:

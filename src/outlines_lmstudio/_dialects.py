@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
+import jsonschema
 import msgspec
 
 from ._patterns import PatternError, engine_pattern
@@ -35,6 +36,7 @@ from ._rewrites import (
 )
 from ._schema_walk import (
     ANNOTATIONS,
+    CONTAINERS,
     SUB_ONE,
     assertions,
     pointer_token,
@@ -320,6 +322,15 @@ def _ref_named(node: Mapping[str, Any], engine: Engine) -> str | None:
 
 _DATA_KEYWORDS = ("const", "enum", "default", "examples")
 """Keywords whose values are JSON data, not schemas."""
+_KEYWORDS = (
+    frozenset(jsonschema.Draft202012Validator.VALIDATORS)
+    | ANNOTATIONS
+    | CONTAINERS
+    | frozenset(SUB_ONE)
+    | {"$recursiveRef", "$recursiveAnchor", "$dynamicAnchor", "dependencies", "minContains"}
+    | {"maxContains"}
+)
+"""The keywords JSON Schema defines; any other key (``x-source``...) holds data."""
 
 
 def _ref_in_data(node: Mapping[str, Any], engine: Engine) -> str | None:
@@ -329,11 +340,12 @@ def _ref_in_data(node: Mapping[str, Any], engine: Engine) -> str | None:
     object with a ``$ref`` key as a reference: it rewrites a ``#/...`` value in place (a
     ``const`` or ``enum`` value then asks for other text than the one given) and fails on
     any other value. The walk is written out with a stack: data may nest deeper than the
-    recursion limit.
+    recursion limit. Keys no JSON Schema vocabulary defines (``x-source``) hold data too
+    (found by a probe).
     """
     if engine != "llama.cpp":
         return None
-    for key in _DATA_KEYWORDS:
+    for key in (*_DATA_KEYWORDS, *(k for k in node if k not in _KEYWORDS)):
         if key not in node:
             continue
         stack = [node[key]]
@@ -524,6 +536,20 @@ def _unfollowed_refs(schema: dict[str, Any]) -> set[str]:
     return found
 
 
+def _scoped_refs(node: Mapping[str, Any]) -> bool:
+    """Whether ``node`` has an ``$id`` and a local ``$ref`` in it, resolved against that id.
+
+    Found by a probe: a subschema's ``$id`` makes ``#/$defs/B`` inside it its own ``B``;
+    both engines look it up from the root, and enforce the root's ``B``.
+    """
+    if "$id" not in node:
+        return False
+    return any(
+        isinstance(sub, Mapping) and str(sub.get("$ref", "")).startswith("#")
+        for _, sub in schema_nodes(node)
+    )
+
+
 def _plain(node: Mapping[str, Any]) -> bool:
     """Whether a node is just a type with annotations (most nodes; nothing to report).
 
@@ -569,6 +595,14 @@ def _findings(schema: dict[str, Any], engines: tuple[Engine, ...]) -> dict[Engin
         )
         found["llama.cpp"].append(Finding("/properties", "properties", "refused", why, properties))
     for pointer, node in schema_nodes(schema):
+        if pointer and isinstance(node, Mapping) and _scoped_refs(node):
+            why = (
+                "a '$ref' inside a subschema with its own '$id' refers within that subschema, "
+                "but the engines resolve it from the root (another schema would be enforced); "
+                "remove this '$id' and write the references from the root ('#/$defs/...')"
+            )
+            for engine in engines:
+                found[engine].append(Finding(f"{pointer}/$id", "$id", "refused", why, node["$id"]))
         if isinstance(node, Mapping) and not _plain(node):
             for engine in engines:
                 for keyword, status, why in _node_findings(node, engine, looping, unfollowed):
@@ -664,8 +698,24 @@ def dialect_schema(
                 )
             if finding.status == "refused" or strict:
                 what = "cannot constrain" if finding.status == "refused" else "does not enforce"
+                alike = [
+                    e
+                    for e in engines
+                    if any(
+                        (f.pointer, f.keyword, f.status)
+                        == (finding.pointer, finding.keyword, finding.status)
+                        for f in findings[e]
+                    )
+                ]
+                refused = finding.status == "refused"
+                who = (
+                    f"LM Studio's {engine} engine {what}"
+                    if len(alike) == 1
+                    else f"Neither of LM Studio's engines ({', '.join(alike)}) "
+                    + ("can constrain" if refused else "enforces")
+                )
                 raise UnsupportedOutputTypeError(
-                    f"LM Studio's {engine} engine {what} the JSON-schema keyword "
+                    f"{who} the JSON-schema keyword "
                     f"{finding.keyword!r} at {_users_pointer(schema, finding)} ({finding.why}). "
                     + ("" if finding.status == "refused" else "Strict schema checking is on. ")
                     + WAYS_OUT

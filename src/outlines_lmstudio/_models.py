@@ -23,13 +23,29 @@ __all__ = ["LMStudio", "OPTIONS", "from_lmstudio"]
 OPTIONS = ("max_concurrency", "timeout", "connect_timeout", "read_timeout", "grammar")
 
 
+# The options by name, for type checkers (a misspelt one is caught before it runs; found
+# by a probe); the function itself takes **options and names an unknown one at run time.
 @overload
 def from_lmstudio(
-    client: lms.Client, model_name: str | None = None, **options: Any
+    client: lms.Client,
+    model_name: str | None = None,
+    *,
+    max_concurrency: int = ...,
+    timeout: float | None = ...,
+    connect_timeout: float | None = ...,
+    read_timeout: float | None = ...,
+    grammar: bool = ...,
 ) -> LMStudio: ...
 @overload
 def from_lmstudio(
-    client: lms.AsyncClient, model_name: str | None = None, **options: Any
+    client: lms.AsyncClient,
+    model_name: str | None = None,
+    *,
+    max_concurrency: int = ...,
+    timeout: float | None = ...,
+    connect_timeout: float | None = ...,
+    read_timeout: float | None = ...,
+    grammar: bool = ...,
 ) -> AsyncLMStudio: ...
 def from_lmstudio(
     client: lms.Client | lms.AsyncClient, model_name: str | None = None, **options: Any

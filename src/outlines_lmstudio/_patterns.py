@@ -195,8 +195,11 @@ class _Scanner:
             raise self.fail("trailing backslash")
         hexa = _HEX.match(self.pattern, self.i + 1)
         if hexa:
+            code = int(hexa.group(0)[1:], 16)
+            if 0xD800 <= code <= 0xDFFF:
+                raise self.fail(self._surrogate(code, hexa.end()))
             self.i = hexa.end()
-            return int(hexa.group(0)[1:], 16)
+            return code
         octal = (_CLASS_OCTAL if in_class else _OCTAL).match(self.pattern, self.i + 1)
         if octal:  # \01 is one character (U+0001), not NUL and "1"
             self.i = octal.end()
@@ -219,6 +222,26 @@ class _Scanner:
         if char.isalnum() or char == "_":
             raise self.fail(f"unsupported escape \\{char}")
         return ord(char)
+
+    def _surrogate(self, code: int, end: int) -> str:
+        r"""Say why a ``\uD83D`` escape is refused (found by a probe).
+
+        The engines read a pair of them as one character, as JavaScript does; Python's
+        ``re``, which checks the replies, reads two code points no text holds, so no reply
+        would ever pass.
+        """
+        low = _HEX.match(self.pattern, end + 1) if self.pattern[end : end + 1] == "\\" else None
+        low_code = int(low.group(0)[1:], 16) if low else 0
+        if 0xD800 <= code <= 0xDBFF and 0xDC00 <= low_code <= 0xDFFF:
+            char = chr(0x10000 + ((code - 0xD800) << 10) + (low_code - 0xDC00))
+            instead = f"write the character itself ({char!r})"
+        else:
+            instead = "write the character itself"
+        return (
+            f"the escape \\u{code:04X} is half of a UTF-16 surrogate pair: the engines read "
+            "the pair as one character, but replies are checked with Python's re, which does "
+            f"not, so none would pass; {instead}"
+        )
 
     def class_atom(self) -> int | Intervals:
         if self.peek() == "\\":

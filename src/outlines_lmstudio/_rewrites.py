@@ -56,7 +56,8 @@ def drop_dollar_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """Drop ``$schema``, translating the older drafts' forms into draft 2020-12.
 
     LM Studio 0.4 has been seen to skip enforcement for a schema with ``$schema``.
-    Draft 4-7 spellings are rewritten so that the schema means the same under 2020-12:
+    Draft 4-7 spellings (and 2019-09's tuples) are rewritten so that the schema means the same
+    under 2020-12:
     ``items: [...]`` becomes ``prefixItems`` (``additionalItems`` becomes ``items``),
     ``dependencies`` splits into ``dependentRequired`` / ``dependentSchemas``, draft 4's
     boolean ``exclusiveMinimum``/``exclusiveMaximum`` become numbers, and a ``$ref``'s
@@ -64,13 +65,15 @@ def drop_dollar_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """
     dialect = str(schema.get("$schema", ""))
     old = any(f"draft-0{n}" in dialect for n in range(3, 8))
+    # 2019-09 keeps the tuple spelling (and honours a $ref's siblings); found by a probe.
+    tuples = old or "draft/2019-09/" in dialect
     draft4 = any(f"draft-0{n}" in dialect for n in (3, 4))
 
     def translate(node: dict[str, Any]) -> dict[str, Any]:
         node.pop("$schema", None)
-        if not old:
+        if not tuples:
             return node
-        if "$ref" in node:
+        if old and "$ref" in node:
             return {k: v for k, v in node.items() if k == "$ref" or k in CONTAINERS}
         if isinstance(node.get("items"), list):
             node["prefixItems"] = node.pop("items")

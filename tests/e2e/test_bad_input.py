@@ -1091,7 +1091,7 @@ def test_from_lmstudio_bad_arguments(emulator: LMStudioEmulator) -> None:
             with pytest.raises(errors.InvalidInferenceValueError, match="timeout must be"):
                 from_lmstudio(client, timeout=seconds)
         with pytest.raises(TypeError, match="Unknown option"):
-            from_lmstudio(client, grammer=True)
+            from_lmstudio(client, grammer=True)  # type: ignore[call-overload]
         assert emulator.requests == []
 
 

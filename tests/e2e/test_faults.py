@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import warnings
+from typing import Any
 
 import lmstudio as lms
 import pytest
@@ -325,7 +326,7 @@ async def test_an_async_client_closed_under_running_calls_says_so(
     async def read_stream() -> list[str]:
         return [chunk async for chunk in model.stream("long")]
 
-    calls = [asyncio.create_task(model("long")) for _ in range(3)]
+    calls: list[asyncio.Task[Any]] = [asyncio.create_task(model("long")) for _ in range(3)]
     calls.append(asyncio.create_task(read_stream()))
 
     def all_streaming() -> bool:

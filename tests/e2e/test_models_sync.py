@@ -30,7 +30,7 @@ def test_from_lmstudio_picks_the_class(client: lms.Client) -> None:
     with pytest.raises(TypeError, match=r"lmstudio.Client or an lmstudio.AsyncClient"):
         from_lmstudio("localhost:1234")  # type: ignore[call-overload]
     with pytest.raises(InvalidInferenceArgumentError, match="temperature"):
-        from_lmstudio(client, TEXT_MODEL, temperature=0.1)
+        from_lmstudio(client, TEXT_MODEL, temperature=0.1)  # type: ignore[call-overload]
 
 
 def test_generator_sync_with_union_output(client: lms.Client, emulator: LMStudioEmulator) -> None:

@@ -12,7 +12,6 @@ import json
 import math
 import re
 import threading
-from collections.abc import AsyncGenerator, Generator
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -222,7 +221,7 @@ def test_leaving_a_stream_early_stops_decoding(
     for i, _ in enumerate(stream):
         if i == 2:
             break
-    cast(Generator[str, None, None], stream).close()
+    stream.close()
     emulator.wait_until(lambda: bool(emulator.predictions) and emulator.predictions[-1].done)
     record = emulator.predictions[-1]
     assert record.cancelled
@@ -247,7 +246,7 @@ async def test_async_leaving_a_stream_early_stops_decoding(
         count += 1
         if count == 3:
             break
-    await cast(AsyncGenerator[str, None], stream).aclose()
+    await stream.aclose()
     for _ in range(200):
         if emulator.predictions and emulator.predictions[-1].done:
             break

@@ -195,6 +195,17 @@ OLD_DRAFTS = st.sampled_from(
             "properties": {"a": {"$ref": "#/definitions/s", "maxLength": 1}},
         },
         {"$schema": "http://json-schema.org/schema#", "type": "object"},  # genson's
+        {
+            "$schema": "https://json-schema.org/draft/2019-09/schema",
+            "type": "array",
+            "items": [{"type": "integer"}, {"type": "string"}],
+            "additionalItems": False,
+        },
+        {
+            "$schema": "https://json-schema.org/draft/2019-09/schema",
+            "$defs": {"s": {"type": "string"}},
+            "properties": {"a": {"$ref": "#/$defs/s", "maxLength": 1}},  # siblings count
+        },
     ]
 )
 
@@ -211,11 +222,18 @@ def test_old_drafts_keep_their_meaning_without_dollar_schema(
 
 
 @pytest.mark.parametrize(
+    "dialect",
+    [
+        "http://json-schema.org/draft-07/schema#",
+        "https://json-schema.org/draft/2019-09/schema",  # was: sent as it stood (a probe)
+    ],
+)
+@pytest.mark.parametrize(
     ("value", "ok"), [([1, "a"], True), ([1], True), ([1, "a", "b"], False), (["a"], False)]
 )
-def test_draft_07_tuple_keeps_its_meaning(value: Any, ok: bool) -> None:
+def test_draft_07_tuple_keeps_its_meaning(dialect: str, value: Any, ok: bool) -> None:
     tuple_07 = {
-        "$schema": "http://json-schema.org/draft-07/schema#",
+        "$schema": dialect,
         "type": "array",
         "items": [{"type": "integer"}, {"type": "string"}],
         "additionalItems": False,
@@ -657,6 +675,43 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         None,
         None,
     ),
+    (  # the converter reads every "$ref" key of the JSON (found by a probe)
+        "extension keyword holding a $ref key",
+        {"type": "string", "x-source": {"$ref": "#/components/schemas/Name"}},
+        "llama.cpp",
+        "x-source",
+        "refused",
+    ),
+    (
+        "extension keyword holding a $ref key",
+        {"type": "string", "x-source": {"$ref": "#/components/schemas/Name"}},
+        "outlines-core",
+        None,
+        None,
+    ),
+    (  # a reference inside resolves against the $id (found by a probe)
+        "subschema with its own $id and a reference inside",
+        {
+            "$defs": {"B": {"type": "string"}},
+            "properties": {
+                "x": {
+                    "$id": "https://example.com/x",
+                    "$defs": {"B": {"type": "integer"}},
+                    "properties": {"y": {"$ref": "#/$defs/B"}},
+                }
+            },
+        },
+        "both",
+        "$id",
+        "refused",
+    ),
+    (
+        "subschema with its own $id, no reference inside",
+        {"properties": {"x": {"$id": "https://example.com/x", "type": "string"}}},
+        "both",
+        None,
+        None,
+    ),
     (
         "examples without a $ref key",
         {"type": "string", "examples": [{"ref": 1}, "x"]},
@@ -755,8 +810,23 @@ def test_strict_refuses_loose_keywords_only_when_asked() -> None:
 def test_unknown_engine_checks_both() -> None:
     schema = {"enum": [{"a": 1}, {"b": 2}]}
     assert dialect_schema(schema, "gguf") == schema
-    with pytest.raises(UnsupportedOutputTypeError, match="outlines-core"):
+    with pytest.raises(UnsupportedOutputTypeError, match="LM Studio's outlines-core engine"):
         dialect_schema(schema, None)
+
+
+def test_a_keyword_both_engines_refuse_names_both() -> None:
+    """Was: "LM Studio's llama.cpp engine cannot constrain" for an MLX model's schema."""
+    schema = {"type": "string", "not": {"const": ""}}
+    with pytest.raises(
+        UnsupportedOutputTypeError,
+        match=r"^Neither of LM Studio's engines \(llama.cpp, outlines-core\) can constrain ",
+    ):
+        dialect_schema(schema, None)
+    with pytest.raises(
+        UnsupportedOutputTypeError,
+        match=r"^Neither of LM Studio's engines \(llama.cpp, outlines-core\) enforces ",
+    ):
+        dialect_schema({"type": "integer", "multipleOf": 5}, None, strict=True)
 
 
 _OBJECT_PARTS = st.fixed_dictionaries(

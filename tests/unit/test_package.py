@@ -51,6 +51,6 @@ def test_lazy_names_are_the_real_objects() -> None:
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="has no attribute 'LMStudioo'"):
-        _ = outlines_lmstudio.LMStudioo
+        _ = outlines_lmstudio.LMStudioo  # type: ignore[attr-defined]
     with pytest.raises(ImportError, match="cannot import name 'Nope'"):
         exec("from outlines_lmstudio import Nope")

@@ -233,6 +233,9 @@ def test_the_byte_order_mark_is_neither_a_space_nor_a_non_space() -> None:
         (r"\p{L}", "not a valid"),
         ("(", "not a valid"),
         (r"[\D]", "negated class escape"),
+        # a pair the engines read as one character and Python's re as two (a probe)
+        (r"^\uD83D\uDE00$", "write the character itself ('\U0001f600')"),
+        (r"[\uDE00]", "half of a UTF-16 surrogate pair"),
     ],
 )
 def test_refusals_name_the_construct(pattern: str, reason: str) -> None:

@@ -1,0 +1,118 @@
+"""What a type checker sees of the public API: a user's code checked with ``mypy --strict``.
+
+Found by a probe: the package's lazy ``__getattr__`` made every name (``from_lmstudo``)
+type-check, every entry point returned ``Any``, and a plain ``for`` over the async
+model's stream (which raises at run time) passed.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+mypy_api = pytest.importorskip("mypy.api")
+
+GOOD = """
+from typing import Any, assert_type
+
+import lmstudio as lms
+from pydantic import BaseModel
+
+from outlines_lmstudio import AsyncLMStudio, LMStudio, Reply, from_lmstudio
+
+
+class Person(BaseModel):
+    name: str
+
+
+def sync(client: lms.Client) -> None:
+    model = from_lmstudio(client, "m", max_concurrency=2, timeout=None, grammar=True)
+    assert_type(model, LMStudio)
+    assert_type(model("x"), str)
+    assert_type(model.generate("x", Person), str)
+    assert_type(model.batch(["x"]), list[str])
+    assert_type(model.parse("x", Person), Person)
+    assert_type(model.parse("x", int, retries=1), int)
+    assert_type(model.parse("x", list[Person]), list[Person])
+    assert_type(model.parse(["x", "y"], Person), Any)  # one input or a batch: not known
+    assert_type(model.reply("x"), Reply)
+    assert_type(model.reply_batch(["x"]), list[Reply])
+    for chunk in model.stream("x"):
+        assert_type(chunk, str)
+    model.stream("x").close()
+
+
+async def asynchronous(client: lms.AsyncClient) -> None:
+    model = from_lmstudio(client)
+    assert_type(model, AsyncLMStudio)
+    assert_type(await model("x"), str)
+    assert_type(await model.batch(["x"]), list[str])
+    assert_type(await model.parse("x", Person), Person)
+    assert_type(await model.reply("x"), Reply)
+    async for chunk in model.stream("x"):
+        assert_type(chunk, str)
+    await model.stream("x").aclose()
+"""
+
+BAD = """
+import lmstudio as lms
+
+import outlines_lmstudio
+from outlines_lmstudio import AsyncLMStudio, LMStudio, from_lmstudo
+
+x = outlines_lmstudio.LMStuido
+
+
+def sync(model: LMStudio, client: lms.Client) -> None:
+    n: int = model("x")
+    s: str = model.parse("x", int)
+    from_lmstudio_typo = outlines_lmstudio.from_lmstudio(client, max_concurency=8)
+
+
+def asynchronous(model: AsyncLMStudio) -> None:
+    for chunk in model.stream("x"):
+        pass
+"""
+
+
+def _mypy(tmp_path: Path, source: str) -> tuple[str, int]:
+    path = tmp_path / "user.py"
+    path.write_text(textwrap.dedent(source))
+    out, err, status = mypy_api.run(
+        [
+            "--strict",
+            "--no-incremental",
+            "--config-file",
+            "",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--show-error-codes",
+            str(path),
+        ]
+    )
+    return out + err, status
+
+
+def test_the_public_api_is_typed(tmp_path: Path) -> None:
+    output, status = _mypy(tmp_path, GOOD)
+    assert status == 0, output
+
+
+def test_misuse_is_caught_by_the_type_checker(tmp_path: Path) -> None:
+    output, status = _mypy(tmp_path, BAD)
+    assert status == 1, output
+    errors = {
+        (int(line), code)
+        for line, code in re.findall(r"user\.py:(\d+): error: .*\[([a-z-]+)\]", output)
+    }
+    assert errors == {
+        (5, "attr-defined"),  # from_lmstudo
+        (7, "attr-defined"),  # outlines_lmstudio.LMStuido
+        (11, "assignment"),  # int from model(...)
+        (12, "assignment"),  # str from parse(..., int)
+        (13, "call-overload"),  # max_concurency
+        (17, "attr-defined"),  # a plain for over an async stream
+    }, output

@@ -75,6 +75,21 @@ def test_a_path_query_ignores_case(make_emulator: MakeEmulator) -> None:
     assert model.identifier == "llama-3.2-1b-instruct"
 
 
+def test_a_display_name_is_not_a_model_name(make_emulator: MakeEmulator) -> None:
+    """Found by a probe: getOrLoad by display name loaded a second instance (``key:2``)."""
+    emulator = make_emulator(models=[_llama(display_name="Llama 3.2 1B Instruct")])
+    with lms.Client(emulator.api_host) as client:
+        display = client.llm.get_model_info("llama-3.2-1b-instruct").display_name
+        assert display == "Llama 3.2 1B Instruct"
+        with pytest.raises(lms.LMStudioServerError, match="Cannot find a model with path"):
+            client.llm.model(display)
+        with pytest.raises(lms.LMStudioServerError, match="Cannot find a model with path"):
+            client.llm.load_new_instance(display)
+        with pytest.raises(lms.LMStudioModelNotFoundError):
+            client.llm.get_model_info(display)
+        assert [m.identifier for m in client.llm.list_loaded()] == ["llama-3.2-1b-instruct"]
+
+
 def test_catalogue_names_must_be_unique() -> None:
     with pytest.raises(ValueError, match=r"hugging-quants/llama-3\.2-1b-instruct"):
         Catalogue(

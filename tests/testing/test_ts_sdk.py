@@ -49,6 +49,7 @@ SCENARIOS = (
     "get_or_load",
     "bad_keys",
     "concurrent_predictions",
+    "max_parallel_predictions",
     "act_with_tool",
     "tool_choice",
     "processing_state",

@@ -385,13 +385,15 @@ class Catalogue:
                 self.load(model, model.identifier)
 
     def find_model(self, name: str) -> EmulatedModel | None:
-        """Find a downloaded model by key, path, alias or display name.
+        """Find a downloaded model by key, path or alias.
 
         Exact names first, then the same names ignoring case (LM Studio's
-        paths come from file names, and queries for them ignore case).
+        paths come from file names, and queries for them ignore case). Not by display
+        name, as LM Studio does not (found by a probe: a loaded model asked for by its
+        display name was loaded again, as ``key:2``).
         """
         for model in self.models.values():
-            if name in (*model.names(), model.display_name):
+            if name in model.names():
                 return model
         folded = name.casefold()
         for model in self.models.values():

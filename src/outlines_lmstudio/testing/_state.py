@@ -278,7 +278,9 @@ class EmulatorState:
     def _slot(self, instance: Instance) -> asyncio.Semaphore:
         slot = self._slots.get(instance.reference)
         if slot is None:
-            slot = self._slots[instance.reference] = asyncio.Semaphore(self.slots)
+            slot = self._slots[instance.reference] = asyncio.Semaphore(
+                _parallel(instance, self.slots)
+            )
         return slot
 
     def _enter(self, instance: Instance) -> None:
@@ -438,3 +440,16 @@ class Peer(Protocol):
 
     def abort(self) -> None:
         """Close the TCP connection abruptly."""
+
+
+def _parallel(instance: Instance, default: int) -> int:
+    """Return how many predictions an instance runs at once: its load setting, or ``default``.
+
+    The TypeScript SDK's ``maxParallelPredictions`` (``llm.load.numParallelSessions``,
+    1 to 1023); found by a probe: it was reported back and not applied.
+    """
+    for item in instance.load_fields:
+        value = item.get("value")
+        if item.get("key") == "llm.load.numParallelSessions" and type(value) is int and value >= 1:
+            return value
+    return default

@@ -254,6 +254,37 @@ const scenarios = {
     const [a, b] = await Promise.all([model.respond("First"), model.respond("Second")]);
     check(a.content.length > 0 && b.content.length > 0, "both answered");
   },
+  async max_parallel_predictions(client) {
+    // A load setting the server applies (found by a probe: reported back, not applied):
+    // with one slot, each prediction starts after the one before it ended. SDK 1.5 has no
+    // such setting.
+    if (SDK_MAJOR < 2) return;
+    const model = await client.llm.load(TEXT, {
+      identifier: "ts-one-slot",
+      config: { maxParallelPredictions: 1 },
+      verbose: false,
+    });
+    try {
+      check((await model.getLoadConfig()).maxParallelPredictions === 1, "reported");
+      const spans = await Promise.all(
+        ["One", "Two", "Three"].map(async prompt => {
+          let first;
+          const prediction = model.respond(prompt, {
+            maxTokens: 40,
+            onPredictionFragment: () => { first = first ?? performance.now(); },
+          });
+          await prediction;
+          return [first, performance.now()];
+        }),
+      );
+      spans.sort((x, y) => x[0] - y[0]);
+      for (let i = 1; i < spans.length; i++) {
+        check(spans[i][0] >= spans[i - 1][1] - 1, `prediction ${i} began before ${i - 1} ended`);
+      }
+    } finally {
+      await model.unload();
+    }
+  },
   async act_with_tool(client) {
     const model = await client.llm.model(TEXT);
     const calls = [];

@@ -32,7 +32,9 @@ from ._rewrites import (
     FORMATS,
     LAST_REWRITES,
     apply,
+    distinct_ref_rules,
     enum_values_allowed,
+    ref_rule_clashes,
 )
 from ._schema_walk import (
     ANNOTATIONS,
@@ -594,6 +596,15 @@ def _findings(schema: dict[str, Any], engines: tuple[Engine, ...]) -> dict[Engin
             "a Pydantic alias if need be"
         )
         found["llama.cpp"].append(Finding("/properties", "properties", "refused", why, properties))
+    if "llama.cpp" in found:
+        for refs in ref_rule_clashes(distinct_ref_rules(schema)):
+            why = (
+                f"the references {' and '.join(map(repr, refs))} get one grammar rule (their "
+                "paths differ only in characters other than letters, digits and '-'), so "
+                "both would be written as one; move their targets under $defs with names "
+                "that differ in letters or digits"
+            )
+            found["llama.cpp"].append(Finding("", "$ref", "refused", why, refs[-1]))
     for pointer, node in schema_nodes(schema):
         if pointer and isinstance(node, Mapping) and _scoped_refs(node):
             why = (

@@ -9,13 +9,23 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jsonschema
 
 from ._patterns import PatternError, engine_pattern
-from ._schema_walk import ANY_TYPES, CONTAINERS, JSON_TYPES, assertions, kept, rebuild, ref_target
+from ._schema_walk import (
+    ANY_TYPES,
+    CONTAINERS,
+    JSON_TYPES,
+    assertions,
+    kept,
+    rebuild,
+    ref_target,
+    schema_nodes,
+)
 
 __all__ = [
     "ALL_FORMATS",
@@ -28,6 +38,7 @@ __all__ = [
     "apply",
     "close_tuples",
     "cut_tuples",
+    "distinct_ref_rules",
     "drop_dollar_schema",
     "drop_unsupported_formats",
     "empty_object_properties",
@@ -37,6 +48,7 @@ __all__ = [
     "name_listed_keys",
     "narrow_enums",
     "normalise_schema",
+    "ref_rule_clashes",
     "split_type_lists",
     "spread_one_of",
 ]
@@ -531,6 +543,88 @@ def drop_unsupported_formats(schema: dict[str, Any]) -> dict[str, Any]:
     return rebuilt
 
 
+_RULE_JUNK = re.compile(r"[^a-zA-Z0-9-]+")
+
+
+def _ref_rule(ref: str) -> str:
+    """Return the grammar rule llama.cpp's converter names a reference by (`_resolve_ref`)."""
+    return "ref" + _RULE_JUNK.sub("-", ref.split("#")[-1])
+
+
+def _local_refs(schema: dict[str, Any]) -> set[str]:
+    found = set()
+    for _, node in schema_nodes(schema):
+        ref = node.get("$ref") if isinstance(node, Mapping) else None
+        if isinstance(ref, str) and ref.startswith("#/"):
+            found.add(ref)
+    return found
+
+
+def ref_rule_clashes(schema: dict[str, Any]) -> list[list[str]]:
+    """Return the groups of references llama.cpp's converter would give one rule.
+
+    It names a reference's rule after its pointer with each run of characters other
+    than letters, digits and ``-`` as one ``-``, and reuses a rule of that name: so
+    ``#/$defs/A_B`` and ``#/$defs/A__B`` (two Pydantic models) both got ``A_B``'s grammar
+    (found by a probe: every reply failed validation).
+    """
+    by_rule: dict[str, list[str]] = {}
+    for ref in sorted(_local_refs(schema)):
+        by_rule.setdefault(_ref_rule(ref), []).append(ref)
+    return [refs for refs in by_rule.values() if len(refs) > 1]
+
+
+def distinct_ref_rules(schema: dict[str, Any]) -> dict[str, Any]:
+    """Rename definitions whose references llama.cpp would give one rule (`ref_rule_clashes`).
+
+    A definition directly under the root's ``$defs``/``definitions`` gets a name of
+    letters, digits and ``-`` whose rule no other reference has, and every reference to
+    it (or into it) follows. Names mean nothing to validation: the valid values are the
+    same. A clash this cannot mend (a reference elsewhere) is left; `schema_findings`
+    refuses it.
+    """
+    clashes = ref_rule_clashes(schema)
+    if not clashes:
+        return schema
+    rules = {_ref_rule(ref) for ref in _local_refs(schema)}
+    renamed: dict[str, str] = {}  # old reference -> new one
+    names: dict[str, dict[str, str]] = {}  # container -> old name -> new name
+    for refs in clashes:
+        for ref in refs[1:]:  # the first keeps its name
+            parts = ref[2:].split("/")
+            container = parts[0]
+            if len(parts) != 2 or container not in CONTAINERS:
+                continue
+            if not isinstance(schema.get(container), dict) or parts[1] not in schema[container]:
+                continue
+            stem, number = _RULE_JUNK.sub("-", parts[1]).strip("-") or "def", 2
+            while (
+                f"{stem}-{number}" in schema[container]
+                or _ref_rule(f"#/{container}/{stem}-{number}") in rules
+            ):
+                number += 1
+            new = f"{stem}-{number}"
+            rules.add(_ref_rule(f"#/{container}/{new}"))
+            names.setdefault(container, {})[parts[1]] = new
+            renamed[ref] = f"#/{container}/{new}"
+    if not renamed:
+        return schema
+
+    def follow(node: dict[str, Any]) -> dict[str, Any]:
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            for old, new in renamed.items():
+                if ref == old or ref.startswith(old + "/"):
+                    node["$ref"] = new + ref[len(old) :]
+                    break
+        return node
+
+    rebuilt: dict[str, Any] = rebuild(schema, follow)
+    for container, table in names.items():
+        rebuilt[container] = {table.get(k, k): v for k, v in rebuilt[container].items()}
+    return rebuilt
+
+
 def inline_root_ref(schema: dict[str, Any]) -> dict[str, Any]:
     """Replace a root ``{"$ref": "#/$defs/X", "$defs": ...}`` by ``X`` (keeping ``$defs``).
 
@@ -571,6 +665,7 @@ LAST_REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     drop_unsupported_formats,
     anchor_patterns,
     any_value,
+    distinct_ref_rules,
 )
 REWRITES = FINDING_REWRITES + LAST_REWRITES
 """Every rewrite `normalise_schema` applies, in order."""

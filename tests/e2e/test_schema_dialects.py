@@ -156,3 +156,34 @@ def test_an_enum_no_value_of_which_is_allowed_is_refused_before_sending(
     with pytest.raises(InvalidSchemaError, match=r"accepts no value: at /enum, no enum value"):
         make_model(TEXT_MODEL).parse("x", schema)
     assert len(emulator.predictions) == before
+
+
+class Pair_A(pydantic.BaseModel):  # the name is the point
+    i: int
+
+
+class Pair__A(pydantic.BaseModel):
+    s: str
+
+
+class Both(pydantic.BaseModel):
+    x: Pair_A
+    y: Pair__A
+
+
+def test_definitions_llama_cpp_would_give_one_rule_are_renamed(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: llama.cpp names a reference's rule after its path with each run of
+    characters other than letters, digits and '-' as one '-', and reuses a rule of that
+    name: ``Pair_A`` and ``Pair__A`` got one rule, and every reply on a GGUF model wrote
+    ``{"i": ...}`` for both (the grammar itself: ``tests/unit/grammar/test_ref_rules.py``).
+    What is sent renames one; ``parse`` validates against the user's own names."""
+    for _ in range(3):
+        both = make_model(TEXT_MODEL).parse("Two parts", Both)
+        assert isinstance(both.x.i, int)
+        assert isinstance(both.y.s, str)
+    sent = emulator.predictions[-1].structured
+    assert sent is not None
+    refs = {sent["jsonSchema"]["properties"][k]["$ref"] for k in ("x", "y")}
+    assert refs == {"#/$defs/Pair_A", "#/$defs/Pair-A-2"}

@@ -25,6 +25,7 @@ from outlines_lmstudio._rewrites import (
     any_value,
     close_tuples,
     cut_tuples,
+    distinct_ref_rules,
     drop_dollar_schema,
     drop_unsupported_formats,
     empty_object_properties,
@@ -33,6 +34,7 @@ from outlines_lmstudio._rewrites import (
     name_listed_keys,
     narrow_enums,
     normalise_schema,
+    ref_rule_clashes,
     split_type_lists,
     spread_one_of,
 )
@@ -98,6 +100,40 @@ def test_each_rewrite_keeps_the_valid_values(
     rewrite: Rewrite, schema: dict[str, Any], values: list[Any]
 ) -> None:
     keeps_valid_values(rewrite, schema, values)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    names=st.lists(
+        st.sampled_from(["a_b", "a-b", "a__b", "a.b", "a-b-2", "A_B", "_a_b_", "a b"]),
+        min_size=1,
+        max_size=6,
+        unique=True,
+    ),
+    types=st.lists(st.sampled_from(["integer", "string", "null", "boolean"]), min_size=6),
+    container=st.sampled_from(["$defs", "definitions"]),
+    values=st.lists(INSTANCES, min_size=1, max_size=8),
+)
+def test_definitions_llama_cpp_would_give_one_rule_are_renamed(
+    names: list[str], types: list[str], container: str, values: list[Any]
+) -> None:
+    """Found by a probe: ``#/$defs/a_b`` and ``#/$defs/a-b`` got one llama.cpp rule."""
+    schema: dict[str, Any] = {
+        container: {n: {"type": t} for n, t in zip(names, types, strict=False)},
+        "type": "object",
+        "properties": {
+            f"p{i}": {"$ref": f"#/{container}/{n}"}
+            for i, n in enumerate(names)
+            if " " not in n  # (its path needs an escape: refused on its own)
+        },
+    }
+    renamed = distinct_ref_rules(schema)
+    assert ref_rule_clashes(renamed) == []
+    keeps_valid_values(distinct_ref_rules, schema, values)
+    for name, value in (("p0", 1), ("p0", "s"), ("p0", None)):
+        if name in schema["properties"]:
+            document = {name: value}
+            assert valid(renamed, document) == valid(schema, document)
 
 
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -709,6 +745,29 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         "subschema with its own $id, no reference inside",
         {"properties": {"x": {"$id": "https://example.com/x", "type": "string"}}},
         "both",
+        None,
+        None,
+    ),
+    (  # two rules in one name, under a definition the rename does not reach (a probe)
+        "references llama.cpp gives one rule",
+        {
+            "properties": {
+                "p": {"$defs": {"a_b": {"type": "integer"}, "a-b": {"type": "string"}}},
+                "x": {"$ref": "#/properties/p/$defs/a_b"},
+                "y": {"$ref": "#/properties/p/$defs/a-b"},
+            }
+        },
+        "llama.cpp",
+        "$ref",
+        "refused",
+    ),
+    (
+        "references llama.cpp gives one rule, renamed",
+        {
+            "$defs": {"a_b": {"type": "integer"}, "a-b": {"type": "string"}},
+            "properties": {"x": {"$ref": "#/$defs/a_b"}, "y": {"$ref": "#/$defs/a-b"}},
+        },
+        "llama.cpp",
         None,
         None,
     ),

@@ -345,6 +345,8 @@ class ModelApi(Common):
         if is_batch(model_input):
             requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
             if not requests:
+                # Still refuse a type parse cannot check, as for any other list (a probe).
+                validator_for(self._settings(output_type, inference_kwargs)[1])
                 return self._map([], limit)
             # One validator for all (one plan): a type parse cannot check raises here.
             validator = validator_for(requests[0].plan)

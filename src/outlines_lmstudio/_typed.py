@@ -93,10 +93,26 @@ def json_validator(
     return validator
 
 
+_ERROR_CHARS = 300
+"""The longest a validation error line is kept (its middle is cut)."""
+
+
+def _clipped(error: str) -> str:
+    """Cut the middle of a long error line: the messages quote the reply's values.
+
+    Found by a probe: a 20,000-character string value made a 20 kB `ParseError` message
+    and re-ask (jsonschema and Pydantic quote the whole value).
+    """
+    if len(error) <= _ERROR_CHARS:
+        return error
+    half = _ERROR_CHARS // 2
+    return f"{error[:half]} ... ({len(error) - 2 * half} characters cut) ... {error[-half:]}"
+
+
 class _Invalid(Exception):
     def __init__(self, errors: list[str]) -> None:
-        self.errors = errors
-        super().__init__("; ".join(errors))
+        self.errors = [_clipped(e) for e in errors]
+        super().__init__("; ".join(self.errors))
 
 
 class _NotJson(ValueError):
@@ -558,11 +574,22 @@ def check_reply(
     return False, None, errors
 
 
+_REASKED_ERRORS = 20
+"""The most validation errors a re-ask lists (a probe's reply had 3,000: a 233 kB message)."""
+
+
 def reask_feedback(errors: list[str]) -> str:
-    """Return the user message that asks again, listing the validation errors."""
+    """Return the user message that asks again, listing the validation errors.
+
+    At most `_REASKED_ERRORS` of them, each clipped, and how many more there are: the
+    message goes into the model's context.
+    """
+    listed = [f"- {_clipped(e)}" for e in errors[:_REASKED_ERRORS]]
+    if len(errors) > _REASKED_ERRORS:
+        listed.append(f"- ... and {len(errors) - _REASKED_ERRORS} more errors")
     return (
         "Your previous answer is invalid:\n"
-        + "\n".join(f"- {e}" for e in errors)
+        + "\n".join(listed)
         + "\nReply again with a corrected, complete answer only."
     )
 

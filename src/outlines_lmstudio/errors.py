@@ -177,7 +177,8 @@ class BatchGenerationError(OutlinesLMStudioError, RuntimeError):
         first = min(errors)
         summary = f"{len(errors)} of {len(results)} batch items failed (indexes {sorted(errors)})"
         super().__init__(
-            f"{summary}; first, item {first}: {type(errors[first]).__name__}: {errors[first]}. "
+            f"{summary}; first, item {first}: {type(errors[first]).__name__}: "
+            f"{str(errors[first]).rstrip('.')}. "
             "The other results are in .results, each error in .errors."
         )
 
@@ -211,7 +212,7 @@ class ParseError(OutlinesLMStudioError, ValueError):
         self.stop_reason = stop_reason
         self.attempts = attempts
         shown = raw if len(raw) <= 200 else raw[:200] + "..."
-        details = "; ".join(errors[:5])
+        details = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if errors[5:] else "")
         super().__init__(f"{message}: {details}. Raw reply: {shown!r}")
 
 

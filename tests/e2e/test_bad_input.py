@@ -1139,6 +1139,7 @@ def test_parse_refuses_a_type_it_cannot_check_at_the_call(
         lambda: model.parse("a", term, retries=1),
         lambda: model.parse(["a", "b"], term),  # a BatchGenerationError of two copies
         lambda: model.parse(["a", "b"], term, retries=1),
+        lambda: model.parse([], term),  # was: [] (found by a probe)
     ]
     for call in calls:
         with pytest.raises(E.UnsupportedOutputTypeError, match="with a CFG inside"):

@@ -111,6 +111,17 @@ def test_batch_error_keeps_results() -> None:
     assert "item 1" in str(exc)
 
 
+def test_batch_error_message_has_one_full_stop_after_the_item() -> None:
+    """Found by a probe: "...or check the server.. The other results"."""
+    exc = errors.BatchGenerationError([None], {0: ValueError("Check the server.")})
+    assert "Check the server. The other results" in str(exc)
+
+
+def test_parse_error_message_says_how_many_errors_it_leaves_out() -> None:
+    exc = errors.ParseError("bad", raw="{}", errors=[f"e{i}" for i in range(8)])
+    assert "e0; e1; e2; e3; e4; and 3 more. Raw reply" in str(exc)
+
+
 @pytest.mark.parametrize(
     "error",
     [

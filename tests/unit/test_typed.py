@@ -9,6 +9,7 @@ from typing import Any, Literal, TypedDict
 
 import pydantic
 import pytest
+from outlines.types import JsonSchema
 
 from outlines_lmstudio._inputs import ChatPrompt, Message, format_input, sdk_history
 from outlines_lmstudio._output import plan_output
@@ -17,6 +18,7 @@ from outlines_lmstudio._typed import (
     _Invalid,
     check_reply,
     json_validator,
+    reask_feedback,
     reask_prompt,
     validator_for,
 )
@@ -167,6 +169,21 @@ def test_reask_prompt_appends_reply_and_errors() -> None:
     assert again.messages[1] == Message("assistant", ('{"bad": 1}',))
     assert "name: Field required" in again.messages[2].text
     assert prompt.messages == format_input("Who?").messages  # the original is unchanged
+
+
+def test_validation_errors_and_the_reask_are_bounded() -> None:
+    """Found by a probe: a 20,000-character value made a 20 kB ParseError message and
+    re-ask (the errors quote the value), and 3,000 wrong items a 233 kB re-ask."""
+    validator = validator_for(plan_output(JsonSchema({"type": "integer"})))
+    with pytest.raises(ParseError) as info:
+        check_reply(validator, json.dumps("x" * 20_000), "eosFound", 1, True)
+    assert len(str(info.value)) < 1_000
+    assert all(len(e) < 400 for e in info.value.errors)
+    assert "characters cut" in info.value.errors[0]
+    feedback = reask_feedback([f"{i}: wrong" for i in range(3_000)])
+    assert feedback.count("\n- ") == 21
+    assert "- ... and 2980 more errors" in feedback
+    assert len(reask_feedback(["x" * 20_000])) < 500
 
 
 def test_reask_prompt_for_lmstudio_chat_copies() -> None:

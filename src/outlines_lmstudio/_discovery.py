@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import threading
 
+import httpx
 import lmstudio as lms
 
 from ._sdk_errors import client_host
 from .errors import LMStudioConnectionError
 
-__all__ = ["DEFAULT_PORTS", "enter_async_client", "ensure_host", "no_server_error"]
+__all__ = ["DEFAULT_PORTS", "NOT_LM_STUDIO", "enter_async_client", "ensure_host", "no_server_error"]
 
 DEFAULT_PORTS = (41343, 52993, 16141, 39414, 22931)
 """LM Studio's default local API ports, in the order ``lmstudio`` 1.5 probes them.
@@ -29,13 +30,27 @@ changes it cannot make our message wrong silently.
 _DISCOVERY = threading.Lock()  # batch threads sharing one new client probe once
 
 
-def no_server_error(model: str | None = None) -> LMStudioConnectionError:
+NOT_LM_STUDIO = (httpx.HTTPError, ValueError)
+"""What the SDK's probe of a port raises when something other than LM Studio answers there.
+
+It catches only a refused or timed-out connection: a server that answers HTML
+(``json.JSONDecodeError``, a ``ValueError``), never answers (``httpx.ReadTimeout``) or
+speaks no HTTP escaped as such (found by a probe), and ended the search of the other
+ports too.
+"""
+
+
+def no_server_error(
+    model: str | None = None, answered: BaseException | None = None
+) -> LMStudioConnectionError:
     """Return the error for "no LM Studio on any default port".
 
     Parameters
     ----------
     model
         The model key the call was for, if any.
+    answered
+        What the probe of a port raised when another server answered there, if it did.
 
     Returns
     -------
@@ -44,9 +59,15 @@ def no_server_error(model: str | None = None) -> LMStudioConnectionError:
         server or pass a host.
     """
     ports = ", ".join(str(port) for port in DEFAULT_PORTS)
+    other = (
+        ""
+        if answered is None
+        else f"; a server on one of them answered, but not as LM Studio does "
+        f"({type(answered).__name__}: {answered})"
+    )
     return LMStudioConnectionError(
         f"Cannot find LM Studio: the client has no host, and nothing answered as LM Studio "
-        f"on 127.0.0.1 ports {ports} (LM Studio's default local API ports).",
+        f"on 127.0.0.1 ports {ports} (LM Studio's default local API ports){other}.",
         model=model,
         hint="Start LM Studio's server (Developer tab, or `lms server start`), or pass the "
         'host it listens on: lms.Client("localhost:1234"). Without LM Studio, use '
@@ -81,6 +102,8 @@ def ensure_host(client: lms.Client, model: str | None = None) -> None:
             client.__enter__()
         except lms.LMStudioClientError as exc:
             raise no_server_error(model) from exc
+        except NOT_LM_STUDIO as exc:
+            raise no_server_error(model, exc) from exc
 
 
 async def enter_async_client(client: lms.AsyncClient) -> None:
@@ -104,4 +127,8 @@ async def enter_async_client(client: lms.AsyncClient) -> None:
     except lms.LMStudioClientError as exc:
         if discovering and client_host(client) is None:
             raise no_server_error() from exc
+        raise
+    except NOT_LM_STUDIO as exc:
+        if discovering and client_host(client) is None:
+            raise no_server_error(answered=exc) from exc
         raise

@@ -3,14 +3,17 @@
 ``python discovery_scenario.py found PORT`` starts the emulator on ``PORT`` (one of LM
 Studio's default ports) and uses ``lms.Client()`` / ``lms.AsyncClient()`` with no host,
 never entered by us. ``python discovery_scenario.py nothing`` makes the same calls with
-nothing listening. Prints one JSON object with what happened.
+nothing listening, ``other PORT`` with a web server (not LM Studio) on ``PORT``. Prints
+one JSON object with what happened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import sys
+import threading
 from typing import Any
 
 import lmstudio as lms
@@ -50,10 +53,32 @@ async def async_call() -> dict[str, Any]:
         return {"error": type(exc).__name__, "message": str(exc)}
 
 
+class _NotLMStudio(http.server.BaseHTTPRequestHandler):
+    """A web app on LM Studio's port: 200 and HTML for every path."""
+
+    def do_GET(self) -> None:  # the handler's name
+        body = b"<html>hello</html>"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 def main() -> None:
-    if sys.argv[1] == "found":
-        with LMStudioEmulator(port=int(sys.argv[2])) as emulator:
+    if sys.argv[1] == "other":
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), _NotLMStudio)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
             result: dict[str, Any] = {"sync": sync_call(), "async": asyncio.run(async_call())}
+        finally:
+            server.shutdown()
+            server.server_close()
+    elif sys.argv[1] == "found":
+        with LMStudioEmulator(port=int(sys.argv[2])) as emulator:
+            result = {"sync": sync_call(), "async": asyncio.run(async_call())}
             result["predictions"] = len(emulator.predictions)
     else:
         result = {"sync": sync_call(), "async": asyncio.run(async_call())}

@@ -55,6 +55,17 @@ def test_nothing_on_the_default_ports_names_them_and_the_fix() -> None:
         assert 'lms.Client("localhost:1234")' in message
 
 
+def test_another_server_on_a_default_port_is_named_as_such() -> None:
+    """Found by a probe: the SDK's probe let the HTML's JSONDecodeError out, raw."""
+    result = scenario("other", str(DEFAULT_PORTS[0]))
+    for front in ("sync", "async"):
+        assert result[front]["error"] == "LMStudioConnectionError", result
+        message = result[front]["message"]
+        assert "a server on one of them answered, but not as LM Studio does" in message
+        assert "JSONDecodeError" in message
+        assert "lms server start" in message
+
+
 def test_the_ports_are_the_sdks() -> None:
     # Our message lists the ports from our copy; this fails when an SDK release changes them.
     assert tuple(lms.Client._DEFAULT_API_PORTS) == DEFAULT_PORTS

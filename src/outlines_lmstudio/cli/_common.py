@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import httpx
 import lmstudio as lms
 
+from .._discovery import NOT_LM_STUDIO
 from ._exit import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -520,7 +521,15 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
     if host is not None:
         _check_host(_normalise_host(host), source)
     if host is None:
-        host = lms.Client.find_default_local_api_host()
+        try:
+            host = lms.Client.find_default_local_api_host()
+        except NOT_LM_STUDIO as exc:  # found by a probe: "unexpected JSONDecodeError"
+            raise CliError(
+                "LM Studio is not reachable on its default local ports (a server on one of "
+                f"them answered, but not as LM Studio does: {type(exc).__name__}): "
+                f"{_START_HINT}.",
+                EXIT_UNREACHABLE,
+            ) from None
         if host is None:
             raise CliError(
                 f"LM Studio is not reachable on its default local ports: {_START_HINT}.",
@@ -530,8 +539,14 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
     client = lms.Client(host)
     try:
         client.__enter__()  # probes the host
-    except (lms.LMStudioError, httpx.HTTPError, OSError) as exc:
+    except (lms.LMStudioError, httpx.HTTPError, OSError, ValueError) as exc:
         client.close()
+        if isinstance(exc, ValueError):  # an answer that is not LM Studio's (HTML...)
+            raise CliError(
+                f"The server at {host} is not LM Studio (it answered, but not as LM Studio "
+                f"does: {type(exc).__name__}): check the port; {_START_HINT}.",
+                EXIT_UNREACHABLE,
+            ) from None
         if isinstance(exc, lms.LMStudioError) and "not reachable" not in str(exc):
             raise CliError(f"Cannot use LM Studio at {host}: {one_line(str(exc))}") from None
         raise CliError(

@@ -73,6 +73,9 @@ class Backend:
 
 # HOST:PORT as LM Studio's server is addressed: a name or address, then a port in digits.
 HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):([0-9]+)")
+# What the SDK's probe of a port raises when a server other than LM Studio answers there
+# (it catches only a refused or timed-out connection).
+NOT_LM_STUDIO = (httpx.HTTPError, ValueError)
 
 
 def _refuse_host(value: str, why: str = "") -> NoReturn:
@@ -87,7 +90,9 @@ def _refuse_host(value: str, why: str = "") -> NoReturn:
 def _lmstudio() -> Backend | None:
     value = os.environ.get("LMSTUDIO_HOST", "")
     # Also written http://HOST:PORT/, as LM Studio shows its address (the CLI takes it too).
-    host = re.sub(r"^(?:https?|wss?)://", "", value.strip()).rstrip("/")
+    if re.match(r"(?i:https|wss)://", value.strip()):  # the SDK would connect unencrypted
+        _refuse_host(value, " (an encrypted https:// or wss:// connection: the SDK has none)")
+    host = re.sub(r"^(?i:http|ws)://", "", value.strip()).rstrip("/")
     model = os.environ.get("LMSTUDIO_MODEL") or None
     if host:
         match = HOST_PORT.fullmatch(host)
@@ -97,11 +102,17 @@ def _lmstudio() -> Backend | None:
             answering = lms.Client.is_valid_api_host(host)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError) as exc:
             _refuse_host(value, f" ({exc})")
+        except NOT_LM_STUDIO:  # another server: HTML (JSONDecodeError), no answer...
+            answering = False
         if answering:
             return Backend(host, f"LM Studio at {host} (LMSTUDIO_HOST)", model)
         print(f"LMSTUDIO_HOST={value} is not answering as LM Studio.", file=sys.stderr)
         return None
-    found = lms.Client.find_default_local_api_host()
+    try:
+        found = lms.Client.find_default_local_api_host()
+    except NOT_LM_STUDIO:  # the SDK's probe lets another server's answer out (a probe)
+        print("Another server answers on one of LM Studio's default ports.", file=sys.stderr)
+        return None
     if found:
         return Backend(found, f"LM Studio at {found} (found on its default local port)", model)
     return None

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import jsonschema
+import lmstudio as lms
 import pytest
 
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
@@ -179,6 +180,11 @@ def test_a_schema_no_request_can_use_is_a_usage_error_before_any_item(
     result = run_cli(*extract(schema_path, source, target))
     assert result.returncode == 2
     assert_one_line_error(result)
+    # The hints in the command's terms: extract has no --regex (found by a probe: it said
+    # "from_lmstudio(..., grammar=True)" and "model.parse(..., retries=N)").
+    assert "grammar=True" not in result.stderr
+    assert "model.parse" not in result.stderr
+    assert "--regex" not in result.stderr
     assert not target.exists()
     assert emulator.requests == []
 
@@ -565,6 +571,26 @@ def test_lost_server_stops_the_run_without_error_lines(
     assert result.returncode == 3
     assert_one_line_error(result, "Lost the connection to LM Studio", "run the same command again")
     assert target.read_text() == ""  # nothing that looks like a result, nor an error per item
+
+
+def test_a_silent_server_stops_the_run_without_error_lines(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
+) -> None:
+    """Found by a probe: each item waited out the SDK's wait (60 s) and became an error
+    line, so a run over many items went on for hours and then needed --retry-errors."""
+    source = write_items(tmp_path / "in.jsonl", 3)
+    target = tmp_path / "out.jsonl"
+    emulator.add_fault(Fault("predict", "hang", times=100))
+    limit = lms.get_sync_api_timeout()
+    lms.set_sync_api_timeout(1)
+    try:
+        result = main_in_process(*extract(schema_file, source, target, "--concurrency", "1"))
+    finally:
+        lms.set_sync_api_timeout(limit)
+    assert result.returncode == 1
+    assert_one_line_error(result, "LM Studio sent nothing for 1 s", "run the same command again")
+    assert target.read_text() == ""
+    assert len(emulator.predictions) == 1  # the first item's wait, then the run stopped
 
 
 def test_a_second_run_on_the_same_output_is_refused(

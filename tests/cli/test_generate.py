@@ -227,6 +227,11 @@ def test_bad_schema_file(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: 
         # Accepted: a reply that never validates was asked for again without end.
         (["--retries", "9" * 30, "--schema", "s.json"], "{}", "--retries must be at most 10"),
         (["--temperature", "-1"], None, "--temperature must be 0 or more"),
+        # Found by a probe: the first "properties" was dropped, NaN read as a number.
+        (["--schema", "s.json"], '{"properties": {}, "properties": {}}', "key 'properties' twice"),
+        (["--schema", "s.json"], '{"maximum": NaN}', "holds NaN, which is not JSON"),
+        # Found by a probe: three FutureWarnings with our paths, then a reply "p]]]".
+        (["--regex", "[[:alpha:]]+"], None, "is ambiguous: Possible nested set"),
     ],
 )
 def test_bad_output_options(
@@ -243,6 +248,28 @@ def test_bad_output_options(
     assert result.returncode == 2
     assert_one_line_error(result, needle)
     assert emulator.predictions == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--schema", "not.json"],
+        ["--schema", "loop.json"],
+        ["--regex", "(a)\\1"],
+        ["--regex", "(?=a)a"],
+    ],
+)
+def test_the_output_type_is_checked_before_connecting(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, tmp_path: Path, args: list[str]
+) -> None:
+    """Found by a probe: checked after connecting and loading the model (with LM Studio
+    down: "not reachable", status 3; with a model not loaded: loaded, then refused)."""
+    (tmp_path / "not.json").write_text(json.dumps({"type": "string", "not": {"const": "x"}}))
+    (tmp_path / "loop.json").write_text(json.dumps({"$ref": "#"}))
+    result = main_in_process("generate", "-m", "gemma-3-1b-it", *args, "Hi")
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result)
+    assert emulator.requests == []
 
 
 def test_unknown_model(run_cli: RunCli, emulator: LMStudioEmulator) -> None:

@@ -146,6 +146,9 @@ def test_lmstudio_host_environment_variable(
         # A-label) was "unexpected UnicodeError ... a bug in outlines-lmstudio", status 1
         ("192.168..1:1234", "is not HOST:PORT (encoding with 'idna' codec failed"),
         ("xn--:1234", "is not HOST:PORT (Malformed A-label"),
+        # found by a probe: connected over plain ws://, silently
+        ("https://127.0.0.1:1234", "asks for an encrypted connection (https://)"),
+        ("wss://127.0.0.1:1234", "asks for an encrypted connection (wss://)"),
     ],
 )
 def test_bad_host_or_port_is_a_usage_error(run_cli: RunCli, host: str, needle: str) -> None:
@@ -177,6 +180,19 @@ def test_options_after_the_subcommand(run_cli: RunCli, emulator: LMStudioEmulato
     result = run_cli("models", "--json", "--host", f"http://{emulator.api_host}/", host=False)
     assert result.returncode == 0, result.stderr
     assert TEXT in result.stdout
+
+
+def test_a_scheme_is_read_in_any_case_and_quoted_as_written(
+    run_cli: RunCli, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: "HTTP://" was "has more than HOST:PORT ('//...')", and "http://"
+    quoted as "--host ''"."""
+    result = run_cli("models", "--json", "--host", f"HTTP://{emulator.api_host}", host=False)
+    assert result.returncode == 0, result.stderr
+    assert TEXT in result.stdout
+    empty = run_cli("models", "--host", "http://", host=False)
+    assert empty.returncode == 2
+    assert_one_line_error(empty, "--host 'http://' has no host name")
 
 
 def test_bundled_emulator_option(run_cli: RunCli) -> None:
@@ -419,6 +435,9 @@ _LATIN1 = "café".encode("latin-1")  # b"caf\xe9": not UTF-8
         (["generate", "-m", TEXT, "--system", _LATIN1, "hi"], b"", "--system is not UTF-8"),
         (["embed", "ok", _LATIN1], b"", "TEXT 2 is not UTF-8"),
         (["complete", "-m", TEXT, "--stop", _LATIN1, "hi"], b"", "--stop is not UTF-8"),
+        # found by a probe: sent to LM Studio as is
+        (["generate", "-m", _LATIN1, "hi"], b"", "-m/--model is not UTF-8"),
+        (["embed", "-m", _LATIN1, "hi"], b"", "-m/--model is not UTF-8"),
     ],
 )
 def test_text_that_is_not_utf8_is_refused_before_sending(

@@ -147,6 +147,23 @@ def test_paging(main_in_process: MainInProcess) -> None:
     assert_one_line_error(beyond, "--page 4 is out of range", "3 page(s) of 2")
 
 
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--page", "0"], "--page must be at least 1, got 0"),
+        (["--page", "-1"], "--page must be at least 1, got -1"),
+        (["--page-size", "0"], "--page-size must be at least 1, got 0"),
+    ],
+)
+def test_paging_options_are_checked_before_connecting(
+    run_cli: RunCli, closed_port: int, argv: list[str], needle: str
+) -> None:
+    """Found by a probe: with LM Studio down, "not reachable" (status 3)."""
+    result = run_cli("--host", f"127.0.0.1:{closed_port}", "models", *argv, host=False)
+    assert result.returncode == 2
+    assert_one_line_error(result, needle)
+
+
 # -- issue 15: output made for pipes; keys never wrapped -----------------------------------
 
 ALL_KEYS = {TEXT, VISION, MLX, EMBED, UNLOADED}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
+import importlib.util
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -37,6 +40,8 @@ def run_demo(lmstudio_host: str, *args: str) -> subprocess.CompletedProcess[str]
         # found by a probe: "not answering as LM Studio", then the embedded model
         "localhost:99999",
         "localhost:1234/v1",
+        # found by a probe (of the CLI, which read it the same): connected unencrypted
+        "https://localhost:1234",
     ],
 )
 def test_a_malformed_lmstudio_host_is_refused_before_anything_runs(host: str) -> None:
@@ -55,6 +60,42 @@ def test_lmstudio_host_is_taken_as_the_cli_takes_it(lmstudio_emulator: LMStudioE
     assert result.stdout.startswith(
         f"Running against LM Studio at {lmstudio_emulator.api_host} (LMSTUDIO_HOST)\n"
     )
+
+
+class _WebApp(http.server.BaseHTTPRequestHandler):
+    """Another server on LM Studio's port: 200 and HTML for every path."""
+
+    def do_GET(self) -> None:
+        body = b"<html>hello</html>"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_another_server_at_lmstudio_host_is_not_lm_studio(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a probe (of the CLI): the SDK's probe raised JSONDecodeError, a traceback.
+    The demo says so and goes on to its other backends (not run here: the lookup alone)."""
+    spec = importlib.util.spec_from_file_location("demo_extract", DEMO)
+    assert spec is not None
+    assert spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, demo)  # its dataclasses look it up
+    spec.loader.exec_module(demo)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _WebApp)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("LMSTUDIO_HOST", f"127.0.0.1:{server.server_address[1]}")
+        assert demo._lmstudio() is None
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "is not answering as LM Studio" in capsys.readouterr().err
 
 
 def test_lmstudio_without_a_loaded_model_is_said_once_with_what_to_do() -> None:

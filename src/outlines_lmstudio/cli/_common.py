@@ -519,7 +519,7 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
     source = "--host" if host else "LMSTUDIO_HOST"
     host = host or os.environ.get("LMSTUDIO_HOST") or None
     if host is not None:
-        _check_host(_normalise_host(host), source)
+        _check_host(_normalise_host(host, source), source, host)
     if host is None:
         try:
             host = lms.Client.find_default_local_api_host()
@@ -535,7 +535,7 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
                 f"LM Studio is not reachable on its default local ports: {_START_HINT}.",
                 EXIT_UNREACHABLE,
             )
-    host = _normalise_host(host)
+    host = _normalise_host(host, source)
     client = lms.Client(host)
     try:
         client.__enter__()  # probes the host
@@ -558,17 +558,20 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
         client.close()
 
 
-def _check_host(host: str, source: str) -> None:
+def _check_host(host: str, source: str, given: str | None = None) -> None:
     """Refuse a ``HOST:PORT`` that is not one: no host name, a path, a bad port.
 
     A URL with a path (``http://localhost:1234/v1``, LM Studio's OpenAI-compatible
     address) would otherwise be reported as "not reachable" while the server runs.
+    ``given``: what the user wrote (``http://``), when ``host`` is its normalised form.
 
     Raises
     ------
     CliError
         Naming ``source`` (``--host`` or ``LMSTUDIO_HOST``), before anything is sent.
     """
+    if given is not None and not host:
+        raise CliError(f"{source} {given!r} has no host name: give HOST:PORT, e.g. 127.0.0.1:1234.")
     example = "e.g. 127.0.0.1:1234 (see outlines-lmstudio --help)"
     try:
         url = httpx.URL(f"http://{host}")
@@ -606,12 +609,23 @@ Leading zeros are allowed (the SDK reads ``:01234`` as port 1234); the range was
 """
 
 
-def _normalise_host(host: str) -> str:
-    """Accept ``http://host:port/`` and ``ws://host:port`` spellings of ``host:port``."""
+def _normalise_host(host: str, source: str = "--host") -> str:
+    """Accept ``http://host:port/`` and ``ws://host:port`` spellings of ``host:port``.
+
+    The scheme in any case (``HTTP://``). ``https://`` and ``wss://`` are refused: the
+    SDK connects with plain ``ws://`` only, so the encryption asked for would be dropped
+    (found by a probe: it was, silently).
+    """
     host = host.strip()
-    for scheme in ("http://", "https://", "ws://", "wss://"):
-        if host.startswith(scheme):
-            host = host[len(scheme) :]
+    scheme, sep, rest = host.partition("://")
+    if sep and scheme.lower() in ("https", "wss"):
+        raise CliError(
+            f"{source} {host!r} asks for an encrypted connection ({scheme}://), which the "
+            "lmstudio SDK does not make (it speaks plain ws://): give HOST:PORT, and reach a "
+            "remote LM Studio through a tunnel (ssh -L) if the network is not trusted."
+        )
+    if sep and scheme.lower() in ("http", "ws"):
+        host = rest
     return host.rstrip("/")
 
 

@@ -10,7 +10,7 @@ from typing import cast
 import lmstudio as lms
 
 from ._common import EXIT_FAILURE, CliError, Session, add_model_option, connect
-from ._text import check_text, read_stdin
+from ._text import check_options_text, check_text, read_stdin
 
 __all__ = ["HELP", "add_arguments", "embedding_model", "run"]
 
@@ -92,6 +92,7 @@ def _texts(given: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Embed the texts; return the exit status."""
+    check_options_text(args)
     texts = _texts(args.texts)
     if getattr(args, "use_local", False):  # before starting it: it would have none
         raise CliError(

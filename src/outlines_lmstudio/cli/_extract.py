@@ -28,7 +28,14 @@ from ._common import (
 from ._generate import build_input
 from ._images import load_image
 from ._jsonl import STDIN, Item, OutputFile, item_key, read_items
-from ._output_types import OutputSpec, add_output_options, output_spec, to_json, type_code_error
+from ._output_types import (
+    OutputSpec,
+    add_output_options,
+    check_output_type,
+    output_spec,
+    to_json,
+    type_code_error,
+)
 from ._sigterm import terminated
 from ._text import check_options_text
 
@@ -127,6 +134,7 @@ class _Job:
         from outlines_lmstudio.errors import (
             LMStudioConnectionError,
             LMStudioModelNotFoundError,
+            LMStudioTimeoutError,
             OutlinesLMStudioError,
             ParseError,
         )
@@ -142,7 +150,10 @@ class _Job:
                     model_input, self.spec.output_type, retries=self.retries, **self.kwargs
                 )
             result = to_json(value)  # a serializer of the --type class runs here
-        except (LMStudioConnectionError, LMStudioModelNotFoundError) as exc:
+        except (LMStudioConnectionError, LMStudioModelNotFoundError, LMStudioTimeoutError) as exc:
+            # A timeout here is LM Studio silent for the SDK's whole wait (extract sets no
+            # time limit of its own): not the item's fault, and every next item would wait
+            # it out too (found by a probe: 3 items, 181 s, each an error line to retry).
             raise _Fatal(exc) from exc
         except CliError as exc:
             return {"id": item.id, "error": {"type": "InputError", "message": exc.message}}
@@ -279,26 +290,11 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     check_options_text(args)
     spec = output_spec(args)
-    _check_output_type(spec)
+    check_output_type(spec, regex_option=False)
     kwargs = sampling_kwargs(args)
     items = read_items(args.input)
     with OutputFile(args.output) as output:  # holds the output's lock until the end
         return _run(args, spec, kwargs, items, output)
-
-
-def _check_output_type(spec: OutputSpec) -> None:
-    """Refuse a schema or ``--type`` that no request could use, before any item is run.
-
-    Each item raised the same error and was written as an error line (status 1, and a rerun
-    needed ``--retry-errors``), where ``generate`` refuses it as a usage error.
-    """
-    from outlines_lmstudio._output import plan_output
-    from outlines_lmstudio.errors import InvalidSchemaError, UnsupportedOutputTypeError
-
-    try:
-        plan_output(spec.output_type)
-    except (InvalidSchemaError, UnsupportedOutputTypeError) as exc:
-        raise CliError(str(exc)) from None
 
 
 def _run(

@@ -25,6 +25,7 @@ from ._images import Attachment, load_image
 from ._output_types import (
     OutputSpec,
     add_output_options,
+    check_output_type,
     json_text,
     output_spec,
     to_json,
@@ -189,6 +190,7 @@ def check_grammar(model: ModelInfo, spec: OutputSpec) -> None:
 def run(args: argparse.Namespace) -> int:
     """Generate; return the exit status."""
     spec = output_spec(args)
+    check_output_type(spec, regex_option=True)
     prompt = read_prompt(args.prompt)
     check_options_text(args)
     check_retries(args.retries)

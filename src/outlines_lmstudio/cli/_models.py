@@ -170,10 +170,7 @@ def select(rows: list[ModelRow], args: argparse.Namespace) -> tuple[list[ModelRo
     chosen.sort(key=_sort_key(args.sort), reverse=args.reverse)
     if args.page is None and args.page_size is None:
         return chosen, ""
-    size = DEFAULT_PAGE_SIZE if args.page_size is None else args.page_size
-    page = 1 if args.page is None else args.page
-    if size < 1:
-        raise CliError(f"--page-size must be at least 1, got {size}.")
+    size, page = _paging(args)
     pages = max(1, math.ceil(len(chosen) / size))
     if not 1 <= page <= pages:
         raise CliError(
@@ -184,6 +181,17 @@ def select(rows: list[ModelRow], args: argparse.Namespace) -> tuple[list[ModelRo
     if page < pages:
         footer += f"; --page {page + 1} for more"
     return shown, footer
+
+
+def _paging(args: argparse.Namespace) -> tuple[int, int]:
+    """Return the page size and page asked for, refusing what no listing has."""
+    size = DEFAULT_PAGE_SIZE if args.page_size is None else args.page_size
+    page = 1 if args.page is None else args.page
+    if size < 1:
+        raise CliError(f"--page-size must be at least 1, got {size}.")
+    if page < 1:
+        raise CliError(f"--page must be at least 1, got {page}.")
+    return size, page
 
 
 _HEADERS = ("Model key", "Type", "Format", "Params", "Context", "Size", "Capabilities", "Loaded")
@@ -322,6 +330,7 @@ def _loaded(row: ModelRow) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """List the models; return the exit status."""
+    _paging(args)  # before connecting (found by a probe: "not reachable" for --page 0)
     with connect(args) as session:
         rows = collect(session.client)
     shown, footer = select(rows, args)

@@ -8,6 +8,7 @@ import importlib
 import json
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from ._text import decode_file
 __all__ = [
     "OutputSpec",
     "add_output_options",
+    "check_output_type",
     "json_text",
     "load_schema",
     "load_type",
@@ -99,7 +101,9 @@ def load_schema(path: Path) -> dict[str, Any]:
         raise CliError(f"Cannot read schema file {str(path)!r}: {exc.strerror or exc}.") from None
     text = decode_file(data, f"Schema file {str(path)!r}")
     try:
-        schema = json.loads(text)
+        schema = json.loads(text, object_pairs_hook=_one_of_each, parse_constant=_no_constant)
+    except _NotPlainJson as exc:  # found by a probe: a repeated key was dropped, silently
+        raise CliError(f"Schema file {str(path)!r} {exc}. Fix the file.") from None
     except json.JSONDecodeError as exc:
         raise CliError(
             f"Schema file {str(path)!r} is not valid JSON (line {exc.lineno}, column "
@@ -122,6 +126,63 @@ def load_schema(path: Path) -> dict[str, Any]:
     except RecursionError:  # jsonschema recurses once per level, Python's stack does not
         raise _too_deep(path) from None
     return schema
+
+
+class _NotPlainJson(ValueError):
+    """What Python's ``json`` reads and a JSON schema must not hold."""
+
+
+def _one_of_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build an object, refusing a key given twice (``json`` keeps the last one)."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        keys = [k for k, _ in pairs]
+        twice = next(k for i, k in enumerate(keys) if k in keys[:i])
+        raise _NotPlainJson(
+            f"has the key {twice!r} twice in one object (JSON readers keep only one of them)"
+        )
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotPlainJson(f"holds {name}, which is not JSON (JSON has no NaN or infinity)")
+
+
+def check_output_type(spec: OutputSpec, *, regex_option: bool) -> None:
+    """Refuse an output type no request could use, before anything is sent.
+
+    The checks ``parse`` makes when called (the schema's dialect, what it can check); found
+    by a probe: ``generate`` made them after connecting and loading the model, so a bad
+    schema was reported as "not reachable" with LM Studio down, or after a model load.
+
+    Parameters
+    ----------
+    spec
+        The output type.
+    regex_option
+        Whether the command has ``--regex`` (its hints name it).
+
+    Raises
+    ------
+    CliError
+        With the library's message in the command's terms (status 2).
+    """
+    if spec.output_type is None:
+        return
+    from outlines_lmstudio._dialects import WAYS_OUT
+    from outlines_lmstudio._output import plan_output
+    from outlines_lmstudio._typed import validator_for
+    from outlines_lmstudio.errors import InvalidSchemaError, UnsupportedOutputTypeError
+
+    from ._common import error_message
+
+    try:
+        validator_for(plan_output(spec.output_type, grammar=spec.grammar))
+    except (InvalidSchemaError, UnsupportedOutputTypeError) as exc:
+        text = str(exc)
+        if not regex_option:
+            text = text.replace(WAYS_OUT, "Way out: restructure the schema without it.")
+        raise CliError(error_message(exc) if regex_option else text) from None
 
 
 def _too_deep(path: Path) -> CliError:
@@ -285,7 +346,18 @@ def output_spec(args: argparse.Namespace) -> OutputSpec:
         if not regex:  # matches only the empty answer: surely not what was meant
             raise CliError("--regex is empty: give the pattern the answer must match.")
         try:
-            re.compile(regex)
+            with warnings.catch_warnings():
+                # Python warns of a set its next versions will read otherwise, such as a
+                # POSIX class ([[:alpha:]], read as the set "[:alph" then "]"): found by a
+                # probe, three warnings with our file paths, then a reply like "p]]]".
+                warnings.simplefilter("error", FutureWarning)
+                re.compile(regex)
+        except FutureWarning as exc:
+            raise CliError(
+                f"--regex {regex!r} is ambiguous: {exc}. Escape the '[' or the repeated "
+                "character (\\[, \\-), or, for a POSIX class such as [[:alpha:]], write "
+                "its range ([a-zA-Z])."
+            ) from None
         except (re.error, OverflowError) as exc:  # OverflowError: a{99999999999999999999}
             raise CliError(f"--regex {regex!r} is not a valid regular expression: {exc}.") from None
         except RecursionError:

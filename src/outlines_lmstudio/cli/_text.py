@@ -55,11 +55,17 @@ def check_text(text: str, what: str) -> str:
     return text
 
 
-_TEXT_OPTIONS = {"system": "--system", "choice": "--choice", "regex": "--regex", "stop": "--stop"}
+_TEXT_OPTIONS = {
+    "system": "--system",
+    "choice": "--choice",
+    "regex": "--regex",
+    "stop": "--stop",
+    "model": "-m/--model",  # found by a probe: sent as is, then "not found" or status 3
+}
 
 
 def check_options_text(args: argparse.Namespace) -> None:
-    """Refuse a text option (``--system``, ``--choice``, ``--regex``, ``--stop``) that is not UTF-8.
+    """Refuse a text option (``--system``, ``-m``, ``--regex``...) that is not UTF-8.
 
     Raises
     ------

@@ -35,6 +35,7 @@ from ._rewrites import (
     distinct_ref_rules,
     enum_values_allowed,
     ref_rule_clashes,
+    time_as_pattern,
 )
 from ._schema_walk import (
     ANNOTATIONS,
@@ -731,5 +732,5 @@ def dialect_schema(
                     + ("" if finding.status == "refused" else "Strict schema checking is on. ")
                     + WAYS_OUT
                 )
-    result: dict[str, Any] = apply(prepared, LAST_REWRITES)
+    result: dict[str, Any] = time_as_pattern(apply(prepared, LAST_REWRITES))
     return result

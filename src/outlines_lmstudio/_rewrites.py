@@ -51,6 +51,8 @@ __all__ = [
     "ref_rule_clashes",
     "split_type_lists",
     "spread_one_of",
+    "time_as_pattern",
+    "TIME_PATTERN",
 ]
 
 FORMATS: dict[str, frozenset[str]] = {
@@ -622,6 +624,33 @@ def distinct_ref_rules(schema: dict[str, Any]) -> dict[str, Any]:
     rebuilt: dict[str, Any] = rebuild(schema, follow)
     for container, table in names.items():
         rebuilt[container] = {table.get(k, k): v for k, v in rebuilt[container].items()}
+    return rebuilt
+
+
+TIME_PATTERN = (
+    "^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+"""RFC 3339's ``full-time`` (what jsonschema checks a ``format: time`` reply against), less
+a leap second and a lower-case ``z``, which Pydantic's ``time`` may refuse."""
+_TIME_SENT = engine_pattern(TIME_PATTERN)
+
+
+def time_as_pattern(schema: dict[str, Any]) -> dict[str, Any]:
+    r"""Spell ``format: time`` out as the ``pattern`` it stands for, where none is given.
+
+    outlines-core's regex for it (LM Studio's MLX engine) reads ``\\.`` as a backslash
+    then any character: ``"13:13:25\d1"``, not even JSON, matched it (found by a probe).
+    Both engines take a ``pattern`` before a ``format``. Not in `REWRITES`: the valid
+    values are those of the format asserted (as replies are checked), not of the format
+    as an annotation.
+    """
+
+    def spell(node: dict[str, Any]) -> dict[str, Any]:
+        if node.get("format") == "time" and "pattern" not in node:
+            node["pattern"] = _TIME_SENT
+        return node
+
+    rebuilt: dict[str, Any] = rebuild(schema, spell)
     return rebuilt
 
 

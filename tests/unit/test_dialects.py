@@ -711,6 +711,8 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         None,
         None,
     ),
+    # sent with its pattern (test_a_time_format_is_sent_as_the_pattern_it_stands_for)
+    ("format time, without a pattern", {"type": "string", "format": "time"}, "both", None, None),
     (  # the converter reads every "$ref" key of the JSON (found by a probe)
         "extension keyword holding a $ref key",
         {"type": "string", "x-source": {"$ref": "#/components/schemas/Name"}},
@@ -1013,3 +1015,32 @@ def test_a_refusal_points_into_the_schema_the_user_wrote(
     with pytest.raises(UnsupportedOutputTypeError) as info:
         dialect_schema(schema, "gguf")
     assert f" at {where} (" in str(info.value)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    text=st.one_of(
+        st.from_regex(
+            r"\A[0-2][0-9]:[0-6][0-9]:[0-6][0-9](\.[0-9]{1,3})?(Z|z|[+-][0-2][0-9]:[0-5][0-9])?\Z"
+        ),
+        st.text(max_size=12),
+    )
+)
+def test_a_time_format_is_sent_as_the_pattern_it_stands_for(text: str) -> None:
+    """Found by a probe: outlines-core's regex for ``format: time`` (LM Studio's MLX engine)
+    reads ``\\.`` as a backslash then any character, so ``"13:13:25\\d1"`` (not JSON)
+    matched. Both engines take a pattern first; what it takes, the format check takes."""
+    from outlines_core.json_schema import build_regex_from_schema
+
+    schema = {"type": "string", "format": "time"}
+    sent = dialect_schema(schema, None)
+    assert sent["format"] == "time"
+    regex = build_regex_from_schema(json.dumps(sent))
+    assert re.fullmatch(regex, json.dumps("13:13:25Z"))
+    assert re.fullmatch(regex, json.dumps("23:59:59.123+02:00"))
+    assert not re.fullmatch(regex, '"13:13:25\\d1"')
+    if re.fullmatch(regex, json.dumps(text)):
+        assert json_validator(schema, formats=True).is_valid(text), text
+    # A pattern of the user's own is left as it is (both engines read it first).
+    own = dialect_schema({"type": "string", "format": "time", "pattern": "^1"}, None)
+    assert own["pattern"] == dialect_schema({"type": "string", "pattern": "^1"}, None)["pattern"]

@@ -123,6 +123,26 @@ def _not_json(name: str) -> Any:
     raise _NotJson(f"{name} is not JSON (JSON has no NaN or infinity)")
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    r"""Refuse a value holding a lone surrogate (``"\ud800"`` in the reply), as Pydantic does.
+
+    Python's ``json`` reads the escape into a string that is not Unicode text: it failed
+    later, where the value was encoded (found by a probe). A pair is one character.
+    """
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _Invalid(
+            [
+                "(root): the reply holds a lone surrogate escape (half of a UTF-16 pair), "
+                "which is not Unicode text"
+            ]
+        ) from exc
+
+
 def _refuse_non_json_numbers(raw: str) -> None:
     """Refuse ``NaN`` / ``Infinity`` literals (not inside strings), as the schema path does.
 
@@ -238,6 +258,8 @@ class Validator(msgspec.Struct, frozen=True):
                 raise _Invalid([too_long]) from exc
             except RecursionError as exc:
                 raise _Invalid(["(root): the reply is nested too deeply to be read"]) from exc
+            if "\\u" in raw and _SURROGATE_ESCAPE.search(raw):
+                _refuse_lone_surrogates(value)
             errors = self._schema_errors(self.schema, value)
             if errors:
                 raise _Invalid(errors)

@@ -171,6 +171,27 @@ def test_reask_prompt_appends_reply_and_errors() -> None:
     assert prompt.messages == format_input("Who?").messages  # the original is unchanged
 
 
+@pytest.mark.parametrize(
+    ("raw", "ok"),
+    [
+        ('{"s": "\\ud800"}', False),  # a lone surrogate: not Unicode text
+        ('["a", {"k": "x\\uDFFFy"}]', False),
+        ('{"s": "\\ud83d\\ude00"}', True),  # a pair: one character
+        ('{"s": "\\\\ud800"}', True),  # an escaped backslash, then "ud800"
+    ],
+)
+def test_a_lone_surrogate_escape_is_refused_on_the_schema_path(raw: str, ok: bool) -> None:
+    """Found by a probe: Pydantic refused it, the schema path returned a string that
+    failed later, when encoded."""
+    validator = validator_for(plan_output(JsonSchema({})))
+    accepted, value, errors = check_reply(validator, raw, "eosFound", 1, False)
+    assert accepted is ok, errors
+    if ok:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    else:
+        assert "lone surrogate" in errors[0]
+
+
 def test_validation_errors_and_the_reask_are_bounded() -> None:
     """Found by a probe: a 20,000-character value made a 20 kB ParseError message and
     re-ask (the errors quote the value), and 3,000 wrong items a 233 kB re-ask."""

@@ -153,7 +153,8 @@ def _structured_from_config(
     A JSON schema given there is planned as if it were the output type (checked, refused
     or normalised for LM Studio's engines before anything is sent); a GBNF grammar becomes
     a grammar plan, so that a model whose engine takes no GBNF is refused first; ``none``
-    asks for free text. The setting then leaves the config: the plan sends it.
+    asks for free text, and stays in the config (nothing else would send it). Any other
+    setting then leaves the config: the plan sends it.
     """
     assert args.config is not None
     config = dict(args.config)
@@ -173,6 +174,10 @@ def _structured_from_config(
             )
         plan = OutputPlan("grammar", {"type": "gbnf", "gbnfGrammar": body})
     elif kind == "none":
+        # Sent as given: it overrides a structured setting of a preset or of the model's
+        # defaults in LM Studio (found by a probe: it was dropped, so they applied).
+        if setting is not None:
+            return args, plan_output(None)
         plan = plan_output(None)
     else:
         raise InvalidInferenceArgumentError(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import jsonschema
 import msgspec
@@ -44,6 +45,7 @@ from ._schema_walk import (
     assertions,
     pointer_token,
     recursive_refs,
+    ref_target,
     schema_nodes,
 )
 from .errors import InvalidSchemaError, UnsupportedOutputTypeError
@@ -336,30 +338,50 @@ _KEYWORDS = (
 """The keywords JSON Schema defines; any other key (``x-source``...) holds data."""
 
 
+def _refs_within(value: Any) -> Iterator[Any]:
+    """Yield the ``$ref`` values of every object in some JSON, at any depth.
+
+    Written out with a stack: data may nest deeper than the recursion limit.
+    """
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Mapping):
+            if "$ref" in value:
+                yield value["$ref"]
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
 def _ref_in_data(node: Mapping[str, Any], engine: Engine) -> str | None:
     """Return a keyword of ``node`` whose JSON data holds a ``$ref`` key llama.cpp would misread.
 
     llama.cpp's converter walks the schema's whole JSON, data included, and reads every
     object with a ``$ref`` key as a reference: it rewrites a ``#/...`` value in place (a
     ``const`` or ``enum`` value then asks for other text than the one given) and fails on
-    any other value. The walk is written out with a stack: data may nest deeper than the
-    recursion limit. Keys no JSON Schema vocabulary defines (``x-source``) hold data too
-    (found by a probe).
+    any other value.
     """
     if engine != "llama.cpp":
         return None
-    for key in (*_DATA_KEYWORDS, *(k for k in node if k not in _KEYWORDS)):
-        if key not in node:
+    return next((k for k in _DATA_KEYWORDS if k in node and any(_refs_within(node[k]))), None)
+
+
+def _unresolved_in_other_keys(root: dict[str, Any], node: Mapping[str, Any]) -> str | None:
+    """Return a key no JSON Schema vocabulary defines that holds a ``$ref`` leading nowhere.
+
+    llama.cpp's converter reads the ``$ref`` keys there too (``x-source``, OpenAPI's
+    ``components``): one that points into the schema is resolved (and may be what other
+    references point to), one that does not fails the conversion (found by a probe).
+    """
+    for key in node:
+        if key in _KEYWORDS:
             continue
-        stack = [node[key]]
-        while stack:
-            value = stack.pop()
-            if isinstance(value, Mapping):
-                if "$ref" in value:
-                    return key
-                stack.extend(value.values())
-            elif isinstance(value, list):
-                stack.extend(value)
+        for ref in _refs_within(node[key]):
+            if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
+                return key
+            if ref_target(root, unquote(ref)) is None:
+                return key
     return None
 
 
@@ -539,13 +561,16 @@ def _unfollowed_refs(schema: dict[str, Any]) -> set[str]:
     return found
 
 
-def _scoped_refs(node: Mapping[str, Any]) -> bool:
+def _scoped_refs(node: Mapping[str, Any], root: Mapping[str, Any]) -> bool:
     """Whether ``node`` has an ``$id`` and a local ``$ref`` in it, resolved against that id.
 
     Found by a probe: a subschema's ``$id`` makes ``#/$defs/B`` inside it its own ``B``;
-    both engines look it up from the root, and enforce the root's ``B``.
+    both engines look it up from the root, and enforce the root's ``B``. Not an ``$id``
+    that is a plain name (``#address``, draft 6 and 7: it names a place, the base stays)
+    or the root's own.
     """
-    if "$id" not in node:
+    ident = node.get("$id")
+    if not isinstance(ident, str) or ident.startswith("#") or ident == root.get("$id"):
         return False
     return any(
         isinstance(sub, Mapping) and str(sub.get("$ref", "")).startswith("#")
@@ -607,7 +632,16 @@ def _findings(schema: dict[str, Any], engines: tuple[Engine, ...]) -> dict[Engin
             )
             found["llama.cpp"].append(Finding("", "$ref", "refused", why, refs[-1]))
     for pointer, node in schema_nodes(schema):
-        if pointer and isinstance(node, Mapping) and _scoped_refs(node):
+        other = _unresolved_in_other_keys(schema, node) if isinstance(node, Mapping) else None
+        if "llama.cpp" in found and other is not None:
+            why = (
+                f"a '$ref' inside {other} (not a JSON Schema keyword) is read as a reference, "
+                "and this one points to nothing in the schema: the conversion fails; remove "
+                "it, or rename the key"
+            )
+            where = f"{pointer}/{pointer_token(other)}"
+            found["llama.cpp"].append(Finding(where, other, "refused", why, node[other]))
+        if pointer and isinstance(node, Mapping) and _scoped_refs(node, schema):
             why = (
                 "a '$ref' inside a subschema with its own '$id' refers within that subschema, "
                 "but the engines resolve it from the root (another schema would be enforced); "
@@ -714,8 +748,8 @@ def dialect_schema(
                     e
                     for e in engines
                     if any(
-                        (f.pointer, f.keyword, f.status)
-                        == (finding.pointer, finding.keyword, finding.status)
+                        (f.pointer, f.keyword, f.status, f.why)
+                        == (finding.pointer, finding.keyword, finding.status, finding.why)
                         for f in findings[e]
                     )
                 ]

@@ -10,6 +10,7 @@ error lists the ports tried and says how to start LM Studio or pass a host.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import httpx
@@ -18,7 +19,14 @@ import lmstudio as lms
 from ._sdk_errors import client_host
 from .errors import LMStudioConnectionError
 
-__all__ = ["DEFAULT_PORTS", "NOT_LM_STUDIO", "enter_async_client", "ensure_host", "no_server_error"]
+__all__ = [
+    "DEFAULT_PORTS",
+    "NOT_LM_STUDIO",
+    "enter_async_client",
+    "ensure_host",
+    "find_lm_studio",
+    "no_server_error",
+]
 
 DEFAULT_PORTS = (41343, 52993, 16141, 39414, 22931)
 """LM Studio's default local API ports, in the order ``lmstudio`` 1.5 probes them.
@@ -38,6 +46,43 @@ It catches only a refused or timed-out connection: a server that answers HTML
 speaks no HTTP escaped as such (found by a probe), and ended the search of the other
 ports too.
 """
+
+
+def find_lm_studio() -> tuple[str | None, BaseException | None]:
+    """Probe LM Studio's default ports one by one, past any where another server answers.
+
+    The SDK's own search stops at the first port where another server answers, though LM
+    Studio takes a later default port when the first is taken (found by a review).
+
+    Returns
+    -------
+    tuple
+        The ``HOST:PORT`` LM Studio answers on (``None`` if none), and what the probe of
+        a port raised where another server answered (``None`` if none did).
+    """
+    other: BaseException | None = None
+    for port in DEFAULT_PORTS:
+        try:
+            if lms.Client.is_valid_api_host(f"127.0.0.1:{port}"):
+                return f"127.0.0.1:{port}", other
+        except NOT_LM_STUDIO as exc:
+            other = other or exc
+    return None, other
+
+
+def _behind_another_server(
+    found: str | None, answered: BaseException, model: str | None
+) -> LMStudioConnectionError:
+    """Return the error for a search the SDK gave up at another server's port."""
+    if found is None:
+        return no_server_error(model, answered)
+    return LMStudioConnectionError(
+        f"Cannot find LM Studio: the client has no host, and another server on an earlier "
+        f"default port stops the lmstudio SDK's search ({type(answered).__name__}: "
+        f"{answered}); LM Studio answers at {found}.",
+        model=model,
+        hint=f'Pass that host: lms.Client("{found}") (or lms.AsyncClient("{found}")).',
+    )
 
 
 def no_server_error(
@@ -103,7 +148,7 @@ def ensure_host(client: lms.Client, model: str | None = None) -> None:
         except lms.LMStudioClientError as exc:
             raise no_server_error(model) from exc
         except NOT_LM_STUDIO as exc:
-            raise no_server_error(model, exc) from exc
+            raise _behind_another_server(find_lm_studio()[0], exc, model) from exc
 
 
 async def enter_async_client(client: lms.AsyncClient) -> None:
@@ -130,5 +175,6 @@ async def enter_async_client(client: lms.AsyncClient) -> None:
         raise
     except NOT_LM_STUDIO as exc:
         if discovering and client_host(client) is None:
-            raise no_server_error(answered=exc) from exc
+            found = (await asyncio.to_thread(find_lm_studio))[0]
+            raise _behind_another_server(found, exc, None) from exc
         raise

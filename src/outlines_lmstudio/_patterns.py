@@ -196,7 +196,7 @@ class _Scanner:
         hexa = _HEX.match(self.pattern, self.i + 1)
         if hexa:
             code = int(hexa.group(0)[1:], 16)
-            if 0xD800 <= code <= 0xDFFF:
+            if 0xD800 <= code <= 0xDFFF and not in_class:  # in a class: a range's end
                 raise self.fail(self._surrogate(code, hexa.end()))
             self.i = hexa.end()
             return code

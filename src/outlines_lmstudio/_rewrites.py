@@ -95,7 +95,7 @@ def drop_dollar_schema(schema: dict[str, Any]) -> dict[str, Any]:
                 node["items"] = node.pop("additionalItems")
         else:
             node.pop("additionalItems", None)  # no effect without an items array
-        deps = node.pop("dependencies", None)
+        deps = node.pop("dependencies", None) if old else None  # not 2019-09's (a review)
         if isinstance(deps, dict):
             required = {k: v for k, v in deps.items() if isinstance(v, list)}
             schemas = {k: v for k, v in deps.items() if not isinstance(v, list)}

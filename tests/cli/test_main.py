@@ -438,6 +438,8 @@ _LATIN1 = "café".encode("latin-1")  # b"caf\xe9": not UTF-8
         # found by a probe: sent to LM Studio as is
         (["generate", "-m", _LATIN1, "hi"], b"", "-m/--model is not UTF-8"),
         (["embed", "-m", _LATIN1, "hi"], b"", "-m/--model is not UTF-8"),
+        # found by a review: "the regex ... matches no text at all" (checked first now)
+        (["generate", "-m", TEXT, "--regex", _LATIN1, "hi"], b"", "--regex is not UTF-8"),
     ],
 )
 def test_text_that_is_not_utf8_is_refused_before_sending(

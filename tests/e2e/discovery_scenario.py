@@ -3,8 +3,9 @@
 ``python discovery_scenario.py found PORT`` starts the emulator on ``PORT`` (one of LM
 Studio's default ports) and uses ``lms.Client()`` / ``lms.AsyncClient()`` with no host,
 never entered by us. ``python discovery_scenario.py nothing`` makes the same calls with
-nothing listening, ``other PORT`` with a web server (not LM Studio) on ``PORT``. Prints
-one JSON object with what happened.
+nothing listening, ``other PORT`` with a web server (not LM Studio) on ``PORT``, ``behind
+PORT1 PORT2`` with that server on ``PORT1`` and the emulator on ``PORT2`` (the CLI too).
+Prints one JSON object with what happened.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import os
+import subprocess
 import sys
 import threading
 from typing import Any
@@ -73,6 +76,27 @@ def main() -> None:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             result: dict[str, Any] = {"sync": sync_call(), "async": asyncio.run(async_call())}
+        finally:
+            server.shutdown()
+            server.server_close()
+    elif sys.argv[1] == "behind":  # another server on the first port, LM Studio on the next
+        ports = [int(p) for p in sys.argv[2:4]]
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", ports[0]), _NotLMStudio)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            with LMStudioEmulator(port=ports[1]):
+                result = {"sync": sync_call(), "async": asyncio.run(async_call())}
+                env = {k: v for k, v in os.environ.items() if k != "LMSTUDIO_HOST"}
+                command = [sys.executable, "-m", "outlines_lmstudio.cli", "generate", "-m", MODEL]
+                done = subprocess.run(
+                    [*command, "--max-tokens", "4", "Hi"],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    timeout=60,
+                    check=False,
+                )
+                result["cli"] = {"status": done.returncode, "stderr": done.stderr}
         finally:
             server.shutdown()
             server.server_close()

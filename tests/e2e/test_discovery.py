@@ -66,6 +66,18 @@ def test_another_server_on_a_default_port_is_named_as_such() -> None:
         assert "lms server start" in message
 
 
+def test_lm_studio_behind_another_server_is_named_or_found() -> None:
+    """Found by a review: LM Studio takes a later default port when the first is taken, and
+    the SDK's search stops at the other server. The library cannot give the user's client
+    a host: its error names the one to pass; the CLI, which makes its client, uses it."""
+    first, second = DEFAULT_PORTS[0], DEFAULT_PORTS[1]
+    result = scenario("behind", str(first), str(second))
+    for front in ("sync", "async"):
+        assert result[front]["error"] == "LMStudioConnectionError", result
+        assert f'lms.Client("127.0.0.1:{second}")' in result[front]["message"]
+    assert result["cli"]["status"] == 0, result["cli"]["stderr"]
+
+
 def test_the_ports_are_the_sdks() -> None:
     # Our message lists the ports from our copy; this fails when an SDK release changes them.
     assert tuple(lms.Client._DEFAULT_API_PORTS) == DEFAULT_PORTS

@@ -233,10 +233,11 @@ def test_config_structured_is_checked_as_an_output_type_is(
         "jsonSchema": {"type": "integer"},
     }
     assert make_model(TEXT_MODEL)("x", config={"structured": {"type": "none"}})
-    assert emulator.predictions[-1].structured is None
+    free = emulator.predictions[-1]
+    assert free.structured is None
     # ... and "none" is sent, as it was asked for: it overrides a structured setting of a
     # preset or of the model's defaults (found by a probe: it was dropped)
-    assert emulator.predictions[-1].config["llm.prediction.structured"] == {"type": "none"}
+    assert free.config["llm.prediction.structured"] == {"type": "none"}
 
 
 def test_without_grammar_mode_regex_names_the_opt_in(make_model: MakeModel) -> None:

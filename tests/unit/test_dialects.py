@@ -237,6 +237,10 @@ OLD_DRAFTS = st.sampled_from(
             "items": [{"type": "integer"}, {"type": "string"}],
             "additionalItems": False,
         },
+        {  # not a 2019-09 keyword: it is no constraint there (a review)
+            "$schema": "https://json-schema.org/draft/2019-09/schema",
+            "dependencies": {"a": ["b"], "b": {"required": ["id"]}},
+        },
         {
             "$schema": "https://json-schema.org/draft/2019-09/schema",
             "$defs": {"s": {"type": "string"}},
@@ -727,6 +731,58 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         None,
         None,
     ),
+    (  # ... one that resolves is resolved, as OpenAPI's components are (a review)
+        "extension keywords holding references that resolve",
+        {
+            "type": "object",
+            "properties": {"pet": {"$ref": "#/components/schemas/Pet"}},
+            "components": {
+                "schemas": {
+                    "Pet": {"type": "object", "properties": {"o": {"$ref": "#/$defs/O"}}},
+                }
+            },
+            "$defs": {"O": {"type": "string"}},
+            "x-origin": {"$ref": "#/$defs/O"},
+        },
+        "llama.cpp",
+        None,
+        None,
+    ),
+    (  # draft 6 and 7: an $id that is a plain name names a place, the base stays (a review)
+        "subschema with a plain-name $id and a reference inside",
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "definitions": {
+                "country": {"type": "string"},
+                "address": {
+                    "$id": "#address",
+                    "type": "object",
+                    "properties": {"country": {"$ref": "#/definitions/country"}},
+                },
+            },
+            "properties": {"home": {"$ref": "#/definitions/address"}},
+        },
+        "both",
+        None,
+        None,
+    ),
+    (
+        "subschema with the root's own $id and a reference inside",
+        {
+            "$id": "https://example.com/s.json",
+            "$defs": {
+                "c": {"type": "string"},
+                "a": {
+                    "$id": "https://example.com/s.json",
+                    "properties": {"c": {"$ref": "#/$defs/c"}},
+                },
+            },
+            "properties": {"a": {"$ref": "#/$defs/a"}},
+        },
+        "both",
+        None,
+        None,
+    ),
     (  # a reference inside resolves against the $id (found by a probe)
         "subschema with its own $id and a reference inside",
         {
@@ -873,6 +929,12 @@ def test_unknown_engine_checks_both() -> None:
     assert dialect_schema(schema, "gguf") == schema
     with pytest.raises(UnsupportedOutputTypeError, match="LM Studio's outlines-core engine"):
         dialect_schema(schema, None)
+
+
+def test_a_keyword_the_engines_refuse_for_other_reasons_names_one() -> None:
+    """Found by a review: "Neither..." with llama.cpp's reason alone."""
+    with pytest.raises(UnsupportedOutputTypeError, match=r"^LM Studio's llama.cpp engine"):
+        dialect_schema({"enum": [{"$ref": "#/x"}, 1]}, None)
 
 
 def test_a_keyword_both_engines_refuse_names_both() -> None:

@@ -235,9 +235,15 @@ def test_the_byte_order_mark_is_neither_a_space_nor_a_non_space() -> None:
         (r"[\D]", "negated class escape"),
         # a pair the engines read as one character and Python's re as two (a probe)
         (r"^\uD83D\uDE00$", "write the character itself ('\U0001f600')"),
-        (r"[\uDE00]", "half of a UTF-16 surrogate pair"),
+        (r"a\uDE00", "half of a UTF-16 surrogate pair"),
     ],
 )
 def test_refusals_name_the_construct(pattern: str, reason: str) -> None:
     with pytest.raises(PatternError, match=re.escape(reason)):
         engine_pattern(pattern)
+
+
+def test_surrogates_in_a_class_are_a_range_end_not_a_character() -> None:
+    """Found by a review: ``[^\\uD800-\\uDFFF]`` (every real character) was refused."""
+    form = engine_pattern(r"^[^\uD800-\uDFFF]$")
+    assert re.search(form, json_text("é"))

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import httpx
 import lmstudio as lms
 
-from .._discovery import NOT_LM_STUDIO
+from .._discovery import find_lm_studio
 from ._exit import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -521,18 +521,18 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
     if host is not None:
         _check_host(_normalise_host(host, source), source, host)
     if host is None:
-        try:
-            host = lms.Client.find_default_local_api_host()
-        except NOT_LM_STUDIO as exc:  # found by a probe: "unexpected JSONDecodeError"
-            raise CliError(
-                "LM Studio is not reachable on its default local ports (a server on one of "
-                f"them answered, but not as LM Studio does: {type(exc).__name__}): "
-                f"{_START_HINT}.",
-                EXIT_UNREACHABLE,
-            ) from None
+        # Port by port: another server on one (found by a probe: "unexpected
+        # JSONDecodeError") neither fails the search nor ends it.
+        host, other = find_lm_studio()
         if host is None:
+            answered = (
+                ""
+                if other is None
+                else " (a server on one of them answered, but not as LM Studio does: "
+                f"{type(other).__name__})"
+            )
             raise CliError(
-                f"LM Studio is not reachable on its default local ports: {_START_HINT}.",
+                f"LM Studio is not reachable on its default local ports{answered}: {_START_HINT}.",
                 EXIT_UNREACHABLE,
             )
     host = _normalise_host(host, source)

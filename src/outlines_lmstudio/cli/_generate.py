@@ -189,10 +189,10 @@ def check_grammar(model: ModelInfo, spec: OutputSpec) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate; return the exit status."""
+    check_options_text(args)  # first: a --regex that is not UTF-8 is said to be so
     spec = output_spec(args)
     check_output_type(spec, regex_option=True)
     prompt = read_prompt(args.prompt)
-    check_options_text(args)
     check_retries(args.retries)
     images = [load_image(path) for path in args.image]
     kwargs = sampling_kwargs(args)

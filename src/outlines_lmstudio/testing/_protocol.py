@@ -241,9 +241,9 @@ class Connection:
             known = endpoint in RPCS.get(self.namespace, ())
             await self.unknown_endpoint(endpoint, call_id, None, known=known)
             return
-        names = request_names(self.emu, self.namespace, parameter)
-        fault = self.emu._faults.take(endpoint, names)
-        try:
+        try:  # the lookups too: whatever fails must be answered (found by a probe)
+            names = request_names(self.emu, self.namespace, parameter)
+            fault = self.emu._faults.take(endpoint, names)
             if fault is not None:
                 if fault.kind == "error":
                     raise server_error(fault.message)
@@ -288,9 +288,9 @@ class Connection:
             await self.unknown_endpoint(endpoint, None, Channel(channel_id, endpoint), known=known)
             return
         parameter = message.get("creationParameter")
-        names = request_names(self.emu, self.namespace, parameter)
-        fault = self.emu._faults.take(endpoint, names)
-        try:
+        try:  # the lookups too: whatever fails must be answered (found by a probe)
+            names = request_names(self.emu, self.namespace, parameter)
+            fault = self.emu._faults.take(endpoint, names)
             if fault is not None and endpoint != "predict":
                 if fault.kind == "error":
                     raise server_error(fault.message)

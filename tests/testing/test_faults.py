@@ -66,6 +66,9 @@ def test_a_fault_that_could_never_match_is_refused(emu: LMStudioEmulator) -> Non
         Fault("predcit")
     with pytest.raises(KeyError, match="no model or loaded instance named 'qwen-typo'"):
         emu.add_fault(Fault("predict", model="qwen-typo"))
+    # An LM Studio endpoint the emulator does not serve (found by a probe: armed, never hit)
+    with pytest.raises(ValueError, match="does not serve 'searchModels'"):
+        emu.add_fault(Fault("searchModels"))
 
 
 def test_fault_times(emu: LMStudioEmulator, client: lms.Client) -> None:

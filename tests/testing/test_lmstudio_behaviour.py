@@ -358,6 +358,19 @@ def test_tool_call_arguments_must_be_json() -> None:
         ToolCall("f", {"x": object()})
     with pytest.raises(ValueError, match="name"):
         ToolCall("")
+    # found by a probe: sent as "1" (a frame the SDK's schema refuses) and as NaN (not JSON)
+    with pytest.raises(TypeError, match="keys must be strings, not 1"):
+        ToolCall("f", {"a": [{1: 2}]})
+    with pytest.raises(ValueError, match="must be JSON"):
+        ToolCall("f", {"a": float("nan")})
+
+
+@pytest.mark.parametrize("aliases", [[3], [""], [None]])
+def test_an_alias_that_is_not_a_name_is_refused(aliases: list[Any]) -> None:
+    """Found by a probe: ``aliases=[3]`` was taken; every lookup by another name then failed
+    on it, and the request was never answered."""
+    with pytest.raises(TypeError, match="aliases must hold non-empty strings"):
+        EmulatedModel("x", aliases=aliases)
 
 
 # -- tokens, files, system -------------------------------------------------------------

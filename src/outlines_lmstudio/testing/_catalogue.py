@@ -196,6 +196,11 @@ class EmulatedModel:
         if isinstance(self.aliases, str):
             raise TypeError("EmulatedModel.aliases must be a sequence of names, not a string")
         self.aliases = tuple(self.aliases)
+        for alias in self.aliases:
+            if not isinstance(alias, str) or not alias.strip():
+                # Found by a probe: an int alias was taken, then every lookup of another
+                # name failed on it (the request was never answered).
+                raise TypeError(f"EmulatedModel.aliases must hold non-empty strings, not {alias!r}")
 
     def _check_fields(self) -> None:
         """Refuse values the SDKs cannot decode: they would break every model listing."""

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from outlines_lmstudio.testing._catalogue import EmulatedModel
+from outlines_lmstudio.testing._endpoints import CHANNEL_HANDLERS, RPC_HANDLERS
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._protocol import Connection
 from outlines_lmstudio.testing._records import Frame, Prediction, RecordedRequest, Upload
@@ -428,11 +429,20 @@ class LMStudioEmulator(EmulatorState):
             If ``fault.model`` names no model (key, path or alias) and no loaded instance.
         TypeError
             If ``fault`` is not a `Fault`.
+        ValueError
+            If the emulator does not serve ``fault.endpoint`` (no request would meet it).
         """
         if not isinstance(fault, Fault):
             raise TypeError(
                 f"add_fault() takes a Fault, not {type(fault).__name__} ({fault!r:.60}); "
                 'e.g. emu.add_fault(Fault("predict", "error"))'
+            )
+        served = {endpoint for _, endpoint in (*RPC_HANDLERS, *CHANNEL_HANDLERS)}
+        if fault.endpoint not in served:  # found by a probe: armed, and never struck
+            raise ValueError(
+                f"The emulator does not serve {fault.endpoint!r} (it answers it as not "
+                "implemented, before any fault), so this fault would never strike; the "
+                f"endpoints it serves: {', '.join(sorted(served))}"
             )
         model = None if fault.model is None else self._model_name(fault.model)
         self._faults.add(fault, model)

@@ -385,7 +385,8 @@ class EmulatorState:
             function of the `Prediction` returning one) consumed in the order the
             requests arrive, so concurrent requests (a batch's) race for them; or
             one reply, or one function used for every request (it can answer each
-            prompt its own way). Scripted
+            prompt its own way; it runs on the emulator's event loop: it must not
+            block, or every request waits for it). Scripted
             text is sent verbatim, even for structured requests, so a test can
             produce invalid JSON on purpose. When the list runs out, the
             emulator generates text again. A `ReasoningReply` gives reasoning

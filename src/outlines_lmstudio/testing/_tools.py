@@ -65,7 +65,23 @@ class ToolCall:
             raise ValueError("ToolCall.name must be a non-empty string")
         if not isinstance(self.arguments, dict):
             raise TypeError(f"ToolCall.arguments must be a dict, not {type(self.arguments)}")
-        json.dumps(self.arguments)  # must be JSON: a TypeError names the bad value
+        # JSON as the wire carries it (a TypeError names a value that is not): json.dumps
+        # alone took an int key, sent as "1" where the SDK's schema wants the str the test
+        # gave, and NaN, which is not JSON (found by a probe).
+        try:
+            json.dumps(self.arguments, allow_nan=False)
+        except ValueError as exc:
+            raise ValueError(f"ToolCall.arguments must be JSON: {exc}") from None
+        stack: list[Any] = [self.arguments]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, dict):
+                keys = [k for k in value if not isinstance(k, str)]
+                if keys:
+                    raise TypeError(f"ToolCall.arguments keys must be strings, not {keys[0]!r}")
+                stack.extend(value.values())
+            elif isinstance(value, list | tuple):
+                stack.extend(value)
 
 
 def tool_definitions(config: dict[str, Any]) -> list[dict[str, Any]]:

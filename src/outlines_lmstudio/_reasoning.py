@@ -206,7 +206,7 @@ class ReasoningSplitter:
         self._out: list[ReplyChunk] = []
         # The control tokens each state looks for, with a pattern of their first characters:
         # built once, since every fragment is checked against them.
-        self._token_sets = _mode_tokens(end_tag)
+        self._token_sets = _mode_tokens(start_tag, end_tag)
 
     @property
     def answer(self) -> str:
@@ -439,7 +439,13 @@ class ReasoningSplitter:
             self._emit(text, reasoning=False)
 
     def _control(self, token: str) -> None:
-        if token in (_MARKER, self._end_tag):
+        if token == self._start_tag and self._mode is _Mode.ANSWER:
+            # Answer text that writes the start tag (not at the start: `_scan_start`) is
+            # a model writing about the tags; the end tag after it is text too (found by a
+            # probe: "Wrap the notes in <think> and </think> tags." lost its start).
+            self._reasoned = True
+            self._literal(token, False)
+        elif token in (_MARKER, self._end_tag):
             self._boundary()
         elif token in ("<|start|>", "<|channel|>"):
             self._harmony = True
@@ -554,13 +560,14 @@ _HARMONY_NEW = "<|start|>"  # after a closer: the closer ends the final message
 
 
 @functools.lru_cache(maxsize=16)
-def _mode_tokens(end_tag: str) -> _TokenSets:
-    """Return the control tokens of each state, for a reply whose end tag is ``end_tag``."""
+def _mode_tokens(start_tag: str, end_tag: str) -> _TokenSets:
+    """Return the control tokens of each state, for a reply with these think tags."""
     think = _Tokens.of((_MARKER, end_tag))
     return _TokenSets(
         think=think,
-        untyped_open=_Tokens.of((_MARKER, end_tag, *_HARMONY_HEADERS)),
-        untyped=think,  # the same tokens as inside <think>
+        # A start tag here is a mention, after which the end tag is one too (`_control`).
+        untyped_open=_Tokens.of((_MARKER, start_tag, end_tag, *_HARMONY_HEADERS)),
+        untyped=_Tokens.of((_MARKER, start_tag, end_tag)),
         answer_open=_Tokens.of((_MARKER, *_HARMONY_HEADERS)),
         answer=_Tokens.of((_MARKER,)),
         harmony=_Tokens.of((_MARKER, *HARMONY_TOKENS)),

@@ -233,6 +233,24 @@ def test_bare_end_tag_closes_reasoning_opened_in_the_prompt() -> None:
     assert chunks[-1] == ReplyChunk("{}", False)
 
 
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        ["Wrap the notes in <think> and </think> tags."],
+        ["Wrap the notes in <thi", "nk> and </th", "ink> tags."],
+        ["answer <think>x</think>"],
+    ],
+)
+def test_an_answer_that_writes_the_start_tag_keeps_the_end_tag_as_text(
+    pieces: list[str],
+) -> None:
+    """Found by a probe: the bare end tag closed "reasoning" that was answer text naming
+    the tags ("tags." was the answer, and "answer <think>x</think>" had none)."""
+    splitter, _ = split([(p, "none") for p in pieces])
+    assert (splitter.reasoning, splitter.answer) == ("", "".join(pieces))
+    assert not splitter.retracted
+
+
 @pytest.mark.parametrize("opener", ['{"a": "', '  [{"a": "'])
 def test_a_json_answer_keeps_a_bare_end_tag_as_text(opener: str) -> None:
     pieces = [opener + "x</th", 'ink> y"}' + ("]" if "[" in opener else "")]

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from outlines_lmstudio.testing import LMStudioEmulator
 
+from ..e2e.other_server import serving_html
 from .conftest import MainInProcess, RunCli
 from .helpers import TEXT, assert_one_line_error, cli_env, run_with_closed, script_path
 
@@ -57,26 +56,10 @@ def test_unreachable_host_is_one_line_with_what_to_do(run_cli: RunCli, closed_po
     )
 
 
-class _WebApp(http.server.BaseHTTPRequestHandler):
-    """Another server on the port: 200 and HTML for every path."""
-
-    def do_GET(self) -> None:
-        body = b"<html>hello</html>"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 def test_a_host_that_is_not_lm_studio_is_named_as_such() -> None:
     """Found by a probe: "unexpected JSONDecodeError (a bug in outlines-lmstudio...)", 1."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _WebApp)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host = f"127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving_html() as port:
+        host = f"127.0.0.1:{port}"
         result = subprocess.run(
             [*script_path(), "--host", host, "models"],
             capture_output=True,
@@ -85,9 +68,6 @@ def test_a_host_that_is_not_lm_studio_is_named_as_such() -> None:
             timeout=20,
             check=False,
         )
-    finally:
-        server.shutdown()
-        server.server_close()
     assert result.returncode == 3, result.stderr
     assert_one_line_error(result, f"The server at {host} is not LM Studio", "--emulator")
 

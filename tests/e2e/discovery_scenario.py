@@ -11,15 +11,14 @@ Prints one JSON object with what happened.
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 from typing import Any
 
 import lmstudio as lms
+from other_server import serving_html  # type: ignore[import-not-found]  # a script's folder
 from pydantic import BaseModel
 
 from outlines_lmstudio import LMStudioConnectionError, from_lmstudio
@@ -56,50 +55,25 @@ async def async_call() -> dict[str, Any]:
         return {"error": type(exc).__name__, "message": str(exc)}
 
 
-class _NotLMStudio(http.server.BaseHTTPRequestHandler):
-    """A web app on LM Studio's port: 200 and HTML for every path."""
-
-    def do_GET(self) -> None:  # the handler's name
-        body = b"<html>hello</html>"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 def main() -> None:
     if sys.argv[1] == "other":
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), _NotLMStudio)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
+        with serving_html(int(sys.argv[2])):
             result: dict[str, Any] = {"sync": sync_call(), "async": asyncio.run(async_call())}
-        finally:
-            server.shutdown()
-            server.server_close()
     elif sys.argv[1] == "behind":  # another server on the first port, LM Studio on the next
         ports = [int(p) for p in sys.argv[2:4]]
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", ports[0]), _NotLMStudio)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            with LMStudioEmulator(port=ports[1]):
-                result = {"sync": sync_call(), "async": asyncio.run(async_call())}
-                env = {k: v for k, v in os.environ.items() if k != "LMSTUDIO_HOST"}
-                command = [sys.executable, "-m", "outlines_lmstudio.cli", "generate", "-m", MODEL]
-                done = subprocess.run(
-                    [*command, "--max-tokens", "4", "Hi"],
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    timeout=60,
-                    check=False,
-                )
-                result["cli"] = {"status": done.returncode, "stderr": done.stderr}
-        finally:
-            server.shutdown()
-            server.server_close()
+        with serving_html(ports[0]), LMStudioEmulator(port=ports[1]):
+            result = {"sync": sync_call(), "async": asyncio.run(async_call())}
+            env = {k: v for k, v in os.environ.items() if k != "LMSTUDIO_HOST"}
+            command = [sys.executable, "-m", "outlines_lmstudio.cli", "generate", "-m", MODEL]
+            done = subprocess.run(
+                [*command, "--max-tokens", "4", "Hi"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+                check=False,
+            )
+            result["cli"] = {"status": done.returncode, "stderr": done.stderr}
     elif sys.argv[1] == "found":
         with LMStudioEmulator(port=int(sys.argv[2])) as emulator:
             result = {"sync": sync_call(), "async": asyncio.run(async_call())}

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import http.server
 import importlib.util
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from outlines_lmstudio.testing import EmulatedModel, LMStudioEmulator
+
+from .other_server import serving_html
 
 DEMO = Path(__file__).parents[2] / "examples" / "extract.py"
 
@@ -62,20 +62,6 @@ def test_lmstudio_host_is_taken_as_the_cli_takes_it(lmstudio_emulator: LMStudioE
     )
 
 
-class _WebApp(http.server.BaseHTTPRequestHandler):
-    """Another server on LM Studio's port: 200 and HTML for every path."""
-
-    def do_GET(self) -> None:
-        body = b"<html>hello</html>"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 def test_another_server_at_lmstudio_host_is_not_lm_studio(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -87,14 +73,9 @@ def test_another_server_at_lmstudio_host_is_not_lm_studio(
     demo = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, demo)  # its dataclasses look it up
     spec.loader.exec_module(demo)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _WebApp)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("LMSTUDIO_HOST", f"127.0.0.1:{server.server_address[1]}")
+    with serving_html() as port:
+        monkeypatch.setenv("LMSTUDIO_HOST", f"127.0.0.1:{port}")
         assert demo._lmstudio() is None
-    finally:
-        server.shutdown()
-        server.server_close()
     assert "is not answering as LM Studio" in capsys.readouterr().err
 
 

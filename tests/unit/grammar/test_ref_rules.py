@@ -10,26 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pydantic
-
 from outlines_lmstudio._dialects import dialect_schema
 from outlines_lmstudio.testing._llama import json_schema_grammar
+from tests.e2e.test_schema_dialects import Both  # Pair_A and Pair__A
 
 if TYPE_CHECKING:
     from ._llama_harness import LlamaGrammarHarness
-
-
-class Pair_A(pydantic.BaseModel):  # the name is the point
-    i: int
-
-
-class Pair__A(pydantic.BaseModel):
-    s: str
-
-
-class Both(pydantic.BaseModel):
-    x: Pair_A
-    y: Pair__A
 
 
 def test_two_definitions_named_alike_keep_their_own_rules(llama: LlamaGrammarHarness) -> None:

@@ -137,12 +137,16 @@ class SigintGuard:
             and not self.armed
             and not self.interrupted
             and threading.get_ident() == _Main.ident
+            # Checked again: the application may have installed a handler since the guard
+            # was made (between a stream's fragments); found by a probe.
+            and _RAW.getsignal(_SIGINT) is _DEFAULT
         ):
             _RAW.signal(_SIGINT, self._note)
             self.armed = True
 
     def disarm(self) -> None:
-        """Stop deferring Ctrl-C (the default handler is back)."""
+        """Stop deferring Ctrl-C (the default handler is back, unless it was replaced)."""
         if self.armed:
             self.armed = False
-            _RAW.signal(_SIGINT, _DEFAULT)
+            if _RAW.getsignal(_SIGINT) == self._note:  # a handler set meanwhile stays
+                _RAW.signal(_SIGINT, _DEFAULT)

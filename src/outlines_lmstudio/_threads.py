@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import heapq
 import itertools
+import os
 import queue
 import threading
 import time
@@ -156,6 +157,23 @@ def later(seconds: float, action: Callable[[], None]) -> None:
             _watcher = threading.Thread(target=_watch, name="outlines-lmstudio-watch", daemon=True)
             _watcher.start()
         _TIMERS_CHANGED.notify()
+
+
+def _after_fork_in_child() -> None:
+    """Start the timers afresh in a forked child (found by a probe).
+
+    The child has no watcher thread, though ``_watcher`` names the parent's: no timer ran
+    there, and calls left hung were never freed. The parent's timers act on the parent's
+    clients, which the child cannot use.
+    """
+    global _TIMERS_CHANGED, _watcher
+    _TIMERS.clear()
+    _TIMERS_CHANGED = threading.Condition()  # the parent's lock may have been held
+    _watcher = None
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _watch() -> None:

@@ -2,6 +2,7 @@ import asyncio
 import gc
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -70,9 +71,38 @@ def test_sync_forget_clear_and_weak_keys() -> None:
     cache.clear(client)
     assert cache.peek(client, "b") is None
     cache.get(client, "c", lambda: "z")
+    alive = weakref.ref(client)
     del client
     gc.collect()
-    assert len(cache._data) == 0  # entries live only as long as the client
+    assert alive() is None  # entries live only as long as the client
+
+
+class _Handle:
+    """A value that refers back to its client, as the SDK's model handles do."""
+
+    def __init__(self, client: object) -> None:
+        self.client = client
+
+
+def test_a_value_that_refers_to_its_client_does_not_keep_it() -> None:
+    """Found by a probe: a weak-key dict's value referring back to its key keeps it, so
+    every client used (100 clients, 11 MB) stayed alive with all its entries."""
+    sync_cache: SyncClientCache[_Handle] = SyncClientCache()
+    async_cache: AsyncClientCache[_Handle] = AsyncClientCache()
+
+    def use(client: Client) -> None:
+        async def handle() -> _Handle:
+            return _Handle(client)
+
+        sync_cache.get(client, "m", lambda: _Handle(client))
+        assert asyncio.run(async_cache.get(client, "m", handle)).client is client
+
+    client = Client()
+    use(client)
+    alive = weakref.ref(client)
+    del client
+    gc.collect()
+    assert alive() is None
 
 
 def test_sync_entries_held_by_a_model_follow_get_and_forget() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from types import SimpleNamespace
@@ -418,6 +419,31 @@ def test_only_a_server_that_says_so_means_model_not_found(
     with pytest.raises(expected) as info:
         drive(predict(Call(request()), Sink(), errors), answer)
     assert isinstance(info.value, NotFound) == (expected is NotFound)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork only")
+def test_later_runs_in_a_forked_child() -> None:
+    """Found by a probe: a child forked while the watcher thread ran inherited its name
+    but not the thread: no timer ever ran there (a call left hung was never freed)."""
+    import threading
+
+    from outlines_lmstudio import _threads
+
+    parked = threading.Event()
+    _threads.later(30, parked.set)  # the watcher thread runs, waiting for it
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether a timer runs, then leave at once
+        ran = threading.Event()
+        _threads.later(0.05, ran.set)
+        os.write(write_end, b"1" if ran.wait(5) else b"0")
+        os._exit(0)
+    os.close(write_end)
+    try:
+        assert os.read(read_end, 1) == b"1"
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
 
 
 def test_later_runs_actions_in_one_shared_thread() -> None:

@@ -43,6 +43,43 @@ def test_a_custom_handler_is_left_alone() -> None:
         signal.signal(signal.SIGINT, previous)
 
 
+def test_a_handler_installed_after_the_guard_was_made_is_left_alone() -> None:
+    """Found by a probe: a stream's guard is made with the stream, and the application
+    may set a handler between its fragments; the guard armed over it, then restored the
+    default at disarm, dropping the application's handler."""
+    seen: list[int] = []
+
+    def app_handler(signum: int, frame: object) -> None:
+        seen.append(signum)
+
+    guard = SigintGuard()
+    assert guard.enabled
+    guard.arm()
+    guard.disarm()  # a first fragment read
+    previous = signal.signal(signal.SIGINT, app_handler)  # the loop's body sets one
+    try:
+        guard.arm()  # the next fragment's wait
+        assert signal.getsignal(signal.SIGINT) is app_handler
+        os.kill(os.getpid(), signal.SIGINT)
+        assert seen == [signal.SIGINT]
+        assert not guard.interrupted
+        guard.disarm()
+        assert signal.getsignal(signal.SIGINT) is app_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_handler_set_while_armed_survives_the_disarm() -> None:
+    guard = SigintGuard()
+    guard.arm()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # e.g. from an SDK callback
+    try:
+        guard.disarm()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_not_in_other_threads() -> None:
     result: list[bool] = []
     thread = threading.Thread(target=lambda: result.append(SigintGuard().enabled))

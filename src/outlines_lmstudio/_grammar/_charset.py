@@ -73,7 +73,7 @@ def _every_code_point() -> str:
     return "".join(map(chr, range(MAX_CODE_POINT + 1)))
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)  # a user's (?i) classes: bounded (found by a probe)
 def matched_by(single_char_pattern: str, flags: int) -> Ranges:
     """Return the code points that a one-character regex matches under ``flags``.
 

@@ -332,8 +332,8 @@ _KEYWORDS = (
     | ANNOTATIONS
     | CONTAINERS
     | frozenset(SUB_ONE)
-    | {"$recursiveRef", "$recursiveAnchor", "$dynamicAnchor", "dependencies", "minContains"}
-    | {"maxContains"}
+    | {"$recursiveRef", "$recursiveAnchor", "$dynamicAnchor", "dependencies"}
+    | {"minContains", "maxContains"}
 )
 """The keywords JSON Schema defines; any other key (``x-source``...) holds data."""
 
@@ -632,8 +632,9 @@ def _findings(schema: dict[str, Any], engines: tuple[Engine, ...]) -> dict[Engin
             )
             found["llama.cpp"].append(Finding("", "$ref", "refused", why, refs[-1]))
     for pointer, node in schema_nodes(schema):
-        other = _unresolved_in_other_keys(schema, node) if isinstance(node, Mapping) else None
-        if "llama.cpp" in found and other is not None:
+        llama = "llama.cpp" in found and isinstance(node, Mapping)
+        other = _unresolved_in_other_keys(schema, node) if llama else None
+        if other is not None:
             why = (
                 f"a '$ref' inside {other} (not a JSON Schema keyword) is read as a reference, "
                 "and this one points to nothing in the schema: the conversion fails; remove "
@@ -744,15 +745,7 @@ def dialect_schema(
                 )
             if finding.status == "refused" or strict:
                 what = "cannot constrain" if finding.status == "refused" else "does not enforce"
-                alike = [
-                    e
-                    for e in engines
-                    if any(
-                        (f.pointer, f.keyword, f.status, f.why)
-                        == (finding.pointer, finding.keyword, finding.status, finding.why)
-                        for f in findings[e]
-                    )
-                ]
+                alike = [e for e in engines if finding in findings[e]]  # the same, whole
                 refused = finding.status == "refused"
                 who = (
                     f"LM Studio's {engine} engine {what}"

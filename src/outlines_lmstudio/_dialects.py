@@ -35,6 +35,7 @@ from ._rewrites import (
     apply,
     distinct_ref_rules,
     enum_values_allowed,
+    local_refs,
     ref_rule_clashes,
     time_as_pattern,
 )
@@ -547,10 +548,7 @@ def _unfollowed_refs(schema: dict[str, Any]) -> set[str]:
     found.
     """
     found = set()
-    for _, node in schema_nodes(schema):
-        ref = node.get("$ref") if isinstance(node, Mapping) else None
-        if not (isinstance(ref, str) and ref.startswith("#/")):
-            continue
+    for ref in local_refs(schema):
         target: Any = schema
         for part in ref[2:].split("/"):
             if isinstance(target, Mapping) and part in target:

@@ -45,6 +45,7 @@ __all__ = [
     "inline_root_ref",
     "enum_values_allowed",
     "inline_single_all_of",
+    "local_refs",
     "name_listed_keys",
     "narrow_enums",
     "normalise_schema",
@@ -553,7 +554,8 @@ def _ref_rule(ref: str) -> str:
     return "ref" + _RULE_JUNK.sub("-", ref.split("#")[-1])
 
 
-def _local_refs(schema: dict[str, Any]) -> set[str]:
+def local_refs(schema: dict[str, Any]) -> set[str]:
+    """Return the ``#/...`` references of a schema's subschemas."""
     found = set()
     for _, node in schema_nodes(schema):
         ref = node.get("$ref") if isinstance(node, Mapping) else None
@@ -571,7 +573,7 @@ def ref_rule_clashes(schema: dict[str, Any]) -> list[list[str]]:
     (found by a probe: every reply failed validation).
     """
     by_rule: dict[str, list[str]] = {}
-    for ref in sorted(_local_refs(schema)):
+    for ref in sorted(local_refs(schema)):
         by_rule.setdefault(_ref_rule(ref), []).append(ref)
     return [refs for refs in by_rule.values() if len(refs) > 1]
 
@@ -588,7 +590,7 @@ def distinct_ref_rules(schema: dict[str, Any]) -> dict[str, Any]:
     clashes = ref_rule_clashes(schema)
     if not clashes:
         return schema
-    rules = {_ref_rule(ref) for ref in _local_refs(schema)}
+    rules = {_ref_rule(ref) for ref in local_refs(schema)}
     renamed: dict[str, str] = {}  # old reference -> new one
     names: dict[str, dict[str, str]] = {}  # container -> old name -> new name
     for refs in clashes:

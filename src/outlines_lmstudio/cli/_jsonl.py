@@ -36,7 +36,7 @@ from typing import Any
 
 from ._common import CliError
 from ._output_types import json_text
-from ._text import decode_file, read_stdin_bytes
+from ._text import RepeatedKey, decode_file, read_stdin_bytes, without_repeats
 
 __all__ = ["STDIN", "Item", "OutputFile", "OutputScan", "item_key", "read_items", "scan_output"]
 
@@ -114,8 +114,8 @@ def read_items(path: Path) -> list[Item]:
             continue
         where = f"{name}, line {number}"
         try:
-            data = json.loads(text, object_pairs_hook=_without_repeats)
-        except _RepeatedKey as exc:
+            data = json.loads(text, object_pairs_hook=without_repeats)
+        except RepeatedKey as exc:
             raise CliError(
                 f"{where} has the key {exc.args[0]!r} twice; JSON would keep only the last "
                 "value: remove one."
@@ -187,22 +187,6 @@ class OutputScan:
     failed: frozenset[str]
     keep: int
     newline: bool = False
-
-
-class _RepeatedKey(Exception):
-    """An input object names a key twice (its ``args[0]``)."""
-
-
-def _without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Build a JSON object, refusing a repeated key (``json`` keeps the last one silently)."""
-    data = dict(pairs)
-    if len(data) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _RepeatedKey(key)
-            seen.add(key)
-    return data
 
 
 def _whole_json(raw: bytes) -> bool:

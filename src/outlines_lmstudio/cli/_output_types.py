@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ._common import CliError, file_path
-from ._text import decode_file
+from ._text import RepeatedKey, decode_file, without_repeats
 
 __all__ = [
     "OutputSpec",
@@ -101,8 +101,13 @@ def load_schema(path: Path) -> dict[str, Any]:
         raise CliError(f"Cannot read schema file {str(path)!r}: {exc.strerror or exc}.") from None
     text = decode_file(data, f"Schema file {str(path)!r}")
     try:
-        schema = json.loads(text, object_pairs_hook=_one_of_each, parse_constant=_no_constant)
-    except _NotPlainJson as exc:  # found by a probe: a repeated key was dropped, silently
+        schema = json.loads(text, object_pairs_hook=without_repeats, parse_constant=_no_constant)
+    except RepeatedKey as exc:  # found by a probe: the first value was dropped, silently
+        raise CliError(
+            f"Schema file {str(path)!r} has the key {exc.args[0]!r} twice in one object (JSON "
+            "readers keep only one of them). Fix the file."
+        ) from None
+    except _NotPlainJson as exc:
         raise CliError(f"Schema file {str(path)!r} {exc}. Fix the file.") from None
     except json.JSONDecodeError as exc:
         raise CliError(
@@ -130,18 +135,6 @@ def load_schema(path: Path) -> dict[str, Any]:
 
 class _NotPlainJson(ValueError):
     """What Python's ``json`` reads and a JSON schema must not hold."""
-
-
-def _one_of_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Build an object, refusing a key given twice (``json`` keeps the last one)."""
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        keys = [k for k, _ in pairs]
-        twice = next(k for i, k in enumerate(keys) if k in keys[:i])
-        raise _NotPlainJson(
-            f"has the key {twice!r} twice in one object (JSON readers keep only one of them)"
-        )
-    return result
 
 
 def _no_constant(name: str) -> Any:

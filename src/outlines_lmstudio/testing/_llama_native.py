@@ -29,6 +29,7 @@ __all__ = [
     "NativeModel",
     "Decoder",
     "embed",
+    "model_params",
     "read_facts",
 ]
 
@@ -62,6 +63,23 @@ def _init() -> None:
         if not _initialised:
             L.llama_backend_init()
             _initialised = True
+
+
+def model_params() -> Any:
+    """Return llama.cpp's model-load parameters for a full (weights) load.
+
+    Where llama.cpp was built with Intel AMX and the CPU reports it, its weights go to the
+    AMX buffer type, and on virtual machines that report AMX (measured on a Xeon guest
+    whose kernel grants the AMX permission) its matrix multiply crashes the process with
+    SIGSEGV at ``ldtilecfg`` on the first decode, in llama.cpp's own examples too. So the
+    extra buffer types (AMX, and the CPU repacking that comes with them) are turned off
+    there: the plain CPU kernels, slower on prompts, never crash. Elsewhere the defaults
+    stand.
+    """
+    params = L.llama_model_default_params()
+    if b"AMX_INT8 = 1" in L.llama_print_system_info():
+        params.use_extra_bufts = False
+    return params
 
 
 _BATCH = 512  # prompt tokens decoded per llama_decode call (n_batch, n_ubatch)
@@ -156,8 +174,7 @@ class NativeModel:
         self._closing = False
         self._holds_lock = threading.Lock()
         _init()
-        params = L.llama_model_default_params()
-        model = L.llama_model_load_from_file(path.encode(), params)
+        model = L.llama_model_load_from_file(path.encode(), model_params())
         if model is None:
             raise ValueError(f"{path}: llama.cpp could not load this GGUF model")
         self.path = path

@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import msgspec
 from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
+from PIL import ImageOps, UnidentifiedImageError
 
 from .errors import InvalidImageError
 
@@ -118,12 +118,22 @@ def _frames(image: PILImage.Image) -> int:
     return int(getattr(image, "n_frames", 1))
 
 
+def _unreadable(exc: BaseException) -> InvalidImageError:
+    """Return the error for image data Pillow failed to read: corrupt, or a program missing."""
+    if "Ghostscript" in str(exc):  # Pillow reads EPS files through the gs program
+        return InvalidImageError(
+            f"Pillow reads this image (EPS) through Ghostscript, which it cannot run: {exc}. "
+            "Install Ghostscript (the gs program), or convert the image to PNG first."
+        )
+    return InvalidImageError(f"Image data is corrupt or truncated: {exc}")
+
+
 def _check_still(image: PILImage.Image) -> None:
     try:
         frames = _frames(image)
     except (OSError, ValueError, AssertionError, AttributeError) as exc:
         if getattr(image, "fp", None) is not None and "closed" not in str(exc):
-            raise InvalidImageError(f"Image data is corrupt or truncated: {exc}") from exc
+            raise _unreadable(exc) from exc
         # A GIF counts its frames by reading its file, which the end of a
         # ``with PIL.Image.open(path)`` block closes (even once its pixels are loaded).
         raise InvalidImageError(
@@ -132,6 +142,12 @@ def _check_still(image: PILImage.Image) -> None:
             "open (inside the with block, or opened without one), or pass a still PIL "
             "image: image.copy() of the frame you want."
         ) from exc
+    if frames > 1 and (image.format or "").upper() == "TIFF":
+        raise InvalidImageError(
+            f"Image is a TIFF of {frames} pages; LM Studio takes one image at a time. "
+            "Pick a page with image.seek(i) and pass image.copy(), or pass each page as "
+            "an image of its own."
+        )
     if frames > 1:
         raise InvalidImageError(
             f"Image is animated ({frames} frames); LM Studio takes still images. "
@@ -165,10 +181,14 @@ def _encode(image: PILImage.Image) -> ImageData:
         _check_16_bits(image)
     elif image.mode == "F":
         _refuse_floats(image)
+    image = _upright(image)
+    # Kept as the file had them: the EXIF (its orientation already applied) and the colour
+    # profile, which describes the pixels only in their own mode.
+    kept = {key: image.info[key] for key in ("exif", "icc_profile") if image.info.get(key)}
     buffer = io.BytesIO()
     try:
         if fmt in _PASS_THROUGH and image.mode in _WRITABLE[fmt]:
-            options: dict[str, Any] = {}
+            options: dict[str, Any] = dict(kept)
             if fmt == "JPEG":
                 # Keep the quantisation of a decoded JPEG (no second lossy pass).
                 keep = image.format == "JPEG" and hasattr(image, "quantization")
@@ -184,12 +204,35 @@ def _encode(image: PILImage.Image) -> ImageData:
             converted = image.convert(image.mode[:-1] + "A")
         elif image.mode not in _WRITABLE["PNG"]:
             converted = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-        converted.save(buffer, format="PNG")
+        if converted is not image:
+            kept.pop("icc_profile", None)
+        converted.save(buffer, format="PNG", **kept)
     except (OSError, ValueError) as exc:
         raise InvalidImageError(
             f"Could not encode the {fmt or 'unknown-format'} image: {exc}"
         ) from exc
     return _make(buffer.getvalue(), "image/png")
+
+
+def _upright(image: PILImage.Image) -> PILImage.Image:
+    """Return ``image`` turned as its EXIF orientation says a viewer shows it.
+
+    A phone photo is stored sideways with an orientation tag. The image decoders behind
+    vision models (llama.cpp's, MLX's) read the pixels as stored, so the model would see
+    the photo sideways: the turn is applied here, and the tag dropped with it (Pillow's
+    ``exif_transpose``). Images without the tag are returned as they are.
+    """
+    if not _turned(image):
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def _turned(image: PILImage.Image) -> bool:
+    """Whether ``image``'s EXIF orientation tag says it is shown turned or mirrored."""
+    return image.getexif().get(_ORIENTATION, 1) not in (None, 1)
+
+
+_ORIENTATION = 0x0112  # the EXIF orientation tag
 
 
 def _refuse_floats(image: PILImage.Image) -> None:
@@ -264,7 +307,7 @@ def image_from_bytes(data: bytes) -> ImageData:
     except PILImage.DecompressionBombError as exc:
         raise InvalidImageError(f"Image refused as too large: {exc}") from exc
     except (OSError, ValueError, *CORRUPT_IMAGE_ERRORS) as exc:
-        raise InvalidImageError(f"Image data is corrupt or truncated: {exc}") from exc
+        raise _unreadable(exc) from exc
 
 
 def _from_outlines(image: Any) -> ImageData:
@@ -273,6 +316,8 @@ def _from_outlines(image: Any) -> ImageData:
     if isinstance(pil, PILImage.Image):
         # Outlines' Image keeps only the current frame in image_str: look at the PIL image.
         _check_still(pil)
+        if _turned(pil):  # image_str was saved without the EXIF, so without its turn
+            return _encode(pil)
     encoded = getattr(image, "image_str", None)
     if not isinstance(encoded, str | bytes):
         raise InvalidImageError(
@@ -393,7 +438,7 @@ def _load(image: PILImage.Image) -> None:
                 "image: load it before its file is closed (image.copy() inside the with "
                 "block; image.load() is enough for formats other than GIF)."
             ) from exc
-        raise InvalidImageError(f"Image data is corrupt or truncated: {exc}") from exc
+        raise _unreadable(exc) from exc
 
 
 def _pil_witness(image: PILImage.Image) -> tuple[Any, ...]:
@@ -410,8 +455,21 @@ def _pil_witness(image: PILImage.Image) -> tuple[Any, ...]:
     return ((image.size, image.mode, image.format, state.digest()),)
 
 
+# Normalising reads (and for a lazily opened file, decodes into) the image object itself, and
+# Pillow's lazy ``load()`` is not safe from two threads at once: concurrent awaited calls
+# over one ``PIL.Image.open(...)`` image (each normalises in its own worker thread) failed at
+# random or uploaded scrambled pixels, and left them in the caller's image. So one object is
+# normalised by one thread at a time; the next finds it cached. Locks are picked by the
+# object's ``id`` from a fixed set (PIL and Outlines images are unhashable): two images
+# sharing a lock only wait for each other, and nothing needs cleaning up.
+_LOCKS = tuple(threading.Lock() for _ in range(64))
+
+
 def normalise_image(image: object) -> ImageData:
     """Turn an Outlines ``Image`` or a PIL image into upload-ready bytes.
+
+    Safe to call from several threads with the same image object (one at a time does the
+    work). See `_normalise`.
 
     Parameters
     ----------
@@ -428,6 +486,12 @@ def normalise_image(image: object) -> ImageData:
     InvalidImageError
         If the image cannot be read or encoded, or is too large or animated.
     """
+    with _LOCKS[(id(image) >> 4) % len(_LOCKS)]:
+        return _normalise(image)
+
+
+def _normalise(image: object) -> ImageData:
+    """`normalise_image` of ``image``, with the image's lock held."""
     from outlines.inputs import Image
 
     if isinstance(image, Image):

@@ -1,8 +1,10 @@
 """AsyncLMStudio end to end: the real async SDK against the emulator."""
 
 import asyncio
+import io
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, cast
 
 import lmstudio as lms
@@ -170,6 +172,28 @@ async def test_async_image_work_leaves_the_event_loop_free(
     await ticker
     assert ticks >= 50
     assert len(emulator.uploads) == 2
+
+
+async def test_concurrent_calls_share_a_lazily_opened_image(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """One ``PIL.Image.open(...)`` image in gathered calls: each gets the file's pixels.
+
+    Each call normalises it in its own worker thread, and Pillow's lazy decode is not safe
+    from two threads: calls failed ("corrupt or truncated", "closed file") or uploaded
+    scrambled pixels, and the caller's image kept them.
+    """
+    source = noise_image(600)
+    source.save(tmp_path / "photo.png")
+    model = from_lmstudio(async_client, VISION_MODEL)
+    photo = PILImage.open(tmp_path / "photo.png")  # lazily opened: not decoded yet
+    replies = await asyncio.gather(*(model([f"Describe #{i}", photo]) for i in range(4)))
+    assert all(replies)
+    assert len(emulator.uploads) == 1
+    sent = PILImage.open(io.BytesIO(emulator.uploads[0].data))
+    assert sent.convert("RGB").tobytes() == source.tobytes()
+    assert all(p.images == [emulator.uploads[0].data] for p in emulator.predictions)
+    assert photo.tobytes() == source.tobytes()
 
 
 async def test_async_call_cancelled_while_its_image_is_prepared(

@@ -371,3 +371,73 @@ def test_deferred_images_settle_to_what_format_input_makes() -> None:
     ]
     assert len(pending) == 2
     assert settled(prompt) == format_input(items)
+
+
+def turned_photo(fmt: str, orientation: int = 6) -> bytes:
+    """A 40x20 image stored with an EXIF orientation (6: shown turned, 20x40) and a profile.
+
+    Its left half is black, its right half white: turned (a quarter clockwise), the top
+    half is black.
+    """
+    image = PILImage.new("RGB", (40, 20), "black")
+    image.paste("white", (20, 0, 40, 20))
+    exif = PILImage.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "Camera maker"
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, exif=exif.tobytes(), icc_profile=b"profile")
+    return buffer.getvalue()
+
+
+def grey(image: PILImage.Image, x: int, y: int) -> int:
+    value = image.convert("L").getpixel((x, y))
+    assert isinstance(value, float | int)
+    return int(value)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_a_pil_photo_is_sent_turned_as_its_exif_says(fmt: str) -> None:
+    """The decoders behind vision models read the pixels as stored: the turn is applied."""
+    sent = opened(normalise_image(opened(turned_photo(fmt))).data)
+    assert sent.size == (20, 40)
+    assert grey(sent, 10, 5) < 50  # the black half is on top
+    assert grey(sent, 10, 35) > 200
+    assert sent.getexif().get(0x0112) is None  # applied, so not applied twice
+    assert sent.getexif().get(0x010F) == "Camera maker"  # the rest of the EXIF is kept
+    assert sent.info.get("icc_profile") == b"profile"
+
+
+def test_an_outlines_image_of_a_turned_photo_is_sent_turned() -> None:
+    """Outlines saves ``image_str`` without the EXIF: the turn is read from its PIL image."""
+    sent = opened(normalise_image(Image(opened(turned_photo("JPEG")))).data)
+    assert sent.size == (20, 40)
+    assert grey(sent, 10, 5) < 50
+
+
+def test_a_photo_without_a_turn_keeps_its_bytes_and_profile() -> None:
+    data = turned_photo("JPEG", orientation=1)
+    assert image_from_bytes(data).data == data
+    assert opened(normalise_image(opened(data)).data).info.get("icc_profile") == b"profile"
+
+
+def test_a_multi_page_tiff_is_refused_as_pages_not_animation() -> None:
+    pages = [PILImage.new("L", (5, 7), value) for value in (255, 200, 150)]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, format="TIFF", save_all=True, append_images=pages[1:])
+    with pytest.raises(InvalidImageError, match="TIFF of 3 pages") as caught:
+        normalise_image(opened(buffer.getvalue()))
+    assert "animated" not in str(caught.value)
+
+
+def test_an_eps_image_pillow_cannot_read_says_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pillow reads EPS through Ghostscript: without it the file is not called corrupt."""
+    from PIL import EpsImagePlugin
+
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", False)  # as where gs is not installed
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (16, 16), "red").save(buffer, format="EPS")
+    with pytest.raises(InvalidImageError, match="Install Ghostscript") as caught:
+        normalise_image(opened(buffer.getvalue()))
+    assert "corrupt" not in str(caught.value)

@@ -73,7 +73,23 @@ class _AsyncStream:
         return self._items.athrow(*args)
 
     def aclose(self) -> Awaitable[None]:
-        """Leave the stream early (cancels the prediction on the server)."""
+        """Leave the stream early (cancels the prediction on the server).
+
+        Raises
+        ------
+        RuntimeError
+            If another task is reading the stream at that moment (its ``async for`` waits
+            for a fragment): Python cannot close an async generator while it runs, and the
+            prediction would go on. The message says what to do instead.
+        """
+        if getattr(self._items, "ag_running", False):  # an async generator's (not in typeshed)
+            raise RuntimeError(
+                "This stream is being read by another task (its async for is waiting for the "
+                "next fragment), and an async generator cannot be closed while it runs: "
+                "LM Studio would go on generating. Cancel the task that reads it "
+                "(task.cancel(): that cancels the prediction on the server), give the call a "
+                "timeout=, or have the reading loop check a flag and break."
+            )
         return self._items.aclose()
 
     def __iter__(self) -> Iterator[Any]:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import httpx
 import lmstudio as lms
 import msgspec
 from lmstudio import FileHandle
@@ -376,14 +377,24 @@ class Common:
             )
             if not isinstance(self.client, lms.Client):
                 what += "; this AsyncClient was closed: make a new one to try again"
+            slow = "; pass a larger connect_timeout= to from_lmstudio for a slow link"
         else:
-            what = f"LM Studio did not answer at {host}: {type(exc).__name__}: {exc}"
+            what = f"LM Studio did not answer at {host}: {type(exc).__name__}"
+            what += f": {exc}" if str(exc) else " (no detail)"
+            # Before it connects, the lmstudio SDK asks the host over HTTP with a fixed
+            # 1 s limit of its own: connect_timeout= does not reach that request.
+            slow = (
+                "; the lmstudio SDK waits 1 s for that first HTTP answer whatever "
+                "connect_timeout= says, so a server this slow to answer cannot be used"
+                if isinstance(exc, httpx.TimeoutException)
+                else ""
+            )
         return LMStudioConnectionError(
             what,
             host=host,
             model=self.model_name,
-            hint="Check that LM Studio's server (not another program) listens on that host and "
-            "port; pass a larger connect_timeout= to from_lmstudio for a slow link.",
+            hint="Check that LM Studio's server (not another program) listens on that host "
+            f"and port{slow}.",
         )
 
     def _timeout_error(

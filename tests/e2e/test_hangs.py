@@ -59,6 +59,20 @@ def test_a_server_that_never_lets_us_in(fronts: Fronts, mode: str) -> None:
         assert threads("outlines-lmstudio-connect") <= 1
 
 
+def test_a_mute_server_is_not_blamed_on_connect_timeout(fronts: Fronts) -> None:
+    """The SDK's first HTTP request has a fixed 1 s limit: ``connect_timeout`` cannot help."""
+    with Misbehaving("mute") as server:
+        model = fronts.model(fronts.client(server.api_host, enter=False), connect_timeout=30)
+        with pytest.raises(LMStudioConnectionError) as caught:
+            model("hello")
+    message = str(caught.value)
+    assert "ReadTimeout" in message
+    assert "larger connect_timeout" not in message
+    if fronts.front == "async":  # the sync SDK says "not reachable ... (due to ReadTimeout)"
+        assert "ReadTimeout: (" not in message  # httpx's empty detail is said as such
+        assert "waits 1 s for that first HTTP answer whatever connect_timeout= says" in message
+
+
 UNANSWERED = textwrap.dedent(
     """
     import sys

@@ -301,6 +301,31 @@ async def test_an_async_stream_left_with_aclose_cancels_on_the_server(
     assert emulator.predictions[-1].cancelled
 
 
+@pytest.mark.parametrize("method", ["stream", "reply_stream"])
+async def test_aclose_from_another_task_says_to_cancel_the_reader(
+    async_client: lms.AsyncClient, slow_emulator: LMStudioEmulator, method: str
+) -> None:
+    """Python's "asynchronous generator is already running" said nothing of the prediction."""
+    emulator = slow_emulator
+    emulator.script(TEXT_MODEL, ["word " * 200])
+    stream = getattr(from_lmstudio(async_client, TEXT_MODEL), method)("long")
+    seen = asyncio.Event()
+
+    async def read() -> None:
+        async for _ in stream:
+            seen.set()
+
+    reader = asyncio.ensure_future(read())
+    await seen.wait()
+    with pytest.raises(RuntimeError, match=r"read by another task.*task\.cancel\(\)"):
+        await stream.aclose()
+    reader.cancel()  # the way the message gives
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    await asyncio.to_thread(emulator.wait_until, lambda: emulator.predictions[-1].done)
+    assert emulator.predictions[-1].cancelled
+
+
 @pytest.mark.parametrize(
     "call",
     [

@@ -254,6 +254,36 @@ def test_a_lost_connection_keeps_the_session(
     assert "Back again." in result.stdout
 
 
+def test_a_piece_shown_when_ctrl_c_lands_stays_in_the_history(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C right after a piece is printed: the piece was shown, so it is kept.
+
+    The piece was printed, then added to the reply: a Ctrl-C in between (seen under load)
+    left the history one piece short of what the user saw.
+    """
+    from outlines_lmstudio.cli import _chat
+
+    emulator.script(TEXT, ["alpha beta gamma delta epsilon", "Still here."])
+    shown: list[str] = []
+
+    def write_then_interrupt(text: str) -> None:
+        shown.append(text)
+        print(text, end="")
+        if "beta" in text:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_chat, "write_out", write_then_interrupt)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Tell me\nAnd?\n/exit\n"))
+    result = main_in_process("chat", "-m", TEXT)
+    assert result.returncode == 0, result.stderr
+    assert "[reply stopped]" in result.stdout
+    history = roles_and_texts(emulator.predictions[1].messages)
+    assert [role for role, _ in history] == ["user", "assistant", "user"]
+    assert history[1][1] == "alpha beta"
+    assert "".join(shown).startswith("alpha beta")
+
+
 @pytest.mark.parametrize("io_encoding", ["", "utf-8"])  # the locale's way, and strict decoding
 def test_a_line_that_is_not_utf8_is_refused_and_the_session_goes_on(
     emulator: LMStudioEmulator, tmp_path: Path, io_encoding: str

@@ -329,11 +329,14 @@ class ChatSession:
         try:
             stream = self.model.reply_stream(self.chat_input(), **self.kwargs)
             for chunk in stream:
-                self._show(chunk, reasoning, reply)
+                # Kept before it is shown: a Ctrl-C between the two would otherwise leave a
+                # piece on the screen that the history (what is sent next) lacks.
+                before = reasoning, reply
                 if chunk.reasoning:
                     reasoning += chunk.text
                 else:
                     reply += chunk.text
+                self._show(chunk, *before)
         except KeyboardInterrupt:
             stopped = True
         except Exception as exc:  # the reply failed; the session goes on

@@ -838,3 +838,25 @@ def test_default_tool_arguments_take_only_prompt_numbers_their_parameter_takes()
         tools, "Say hi 3 times at level 2", sampler.sample, random.Random(0)
     )
     assert fitting.arguments == {"times": 3, "level": 2}  # the prompt's numbers, where they fit
+
+
+def test_an_embedding_input_longer_than_the_context_is_refused(client: lms.Client) -> None:
+    # Before: any length was embedded. LM Studio refuses it: "Input length 6491 exceeds context
+    # length 1500" (lmstudio-ai/examples#29); its count includes the start and end tokens.
+    embedder = client.embedding.model(EMBED)
+    assert embedder.get_context_length() == 2048
+    with pytest.raises(
+        lms.LMStudioServerError, match=r"Input length 5003 exceeds context length 2048$"
+    ):
+        embedder.embed("word " * 5000)
+    assert len(embedder.embed("word " * 2045)) == 768  # 2046 + start + end = the context
+    with pytest.raises(
+        lms.LMStudioServerError, match=r"Input length 2049 exceeds context length 2048$"
+    ):
+        embedder.embed("word " * 2046)
+    small = client.embedding.load_new_instance(EMBED, "ctx16", config={"contextLength": 16})
+    with pytest.raises(
+        lms.LMStudioServerError, match=r"Input length 23 exceeds context length 16$"
+    ):
+        small.embed("word " * 20)
+    assert len(small.embed("word " * 13)) == 768

@@ -89,3 +89,13 @@ async def test_async_context_manager_does_not_block_the_loop() -> None:
         model = await client.llm.model(TEXT)
         assert (await model.respond("hi")).content
     assert not emulator.running
+
+
+@pytest.mark.asyncio
+async def test_async_embedding_longer_than_the_context_is_refused(aclient: lms.AsyncClient) -> None:
+    # Before: embedded. LM Studio: "Input length 6491 exceeds context length 1500".
+    embedder = await aclient.embedding.model(EMBED)
+    with pytest.raises(
+        lms.LMStudioServerError, match=r"Input length 5003 exceeds context length 2048$"
+    ):
+        await embedder.embed("word " * 5000)

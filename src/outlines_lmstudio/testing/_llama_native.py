@@ -20,7 +20,7 @@ import llama_cpp as L
 import numpy as np
 
 from outlines_lmstudio.testing._llama_plan import Sampling
-from outlines_lmstudio.testing._wire import well_formed
+from outlines_lmstudio.testing._wire import embedding_overflow, well_formed
 
 __all__ = [
     "GgufFacts",
@@ -588,9 +588,7 @@ def embed(model: NativeModel, text: str, n_ctx: int, n_threads: int) -> list[flo
     """Embed ``text``: pooled hidden states (mean pooling unless the GGUF names one), L2-normed."""
     tokens = model.tokenize(text, add_special=True)
     if len(tokens) > n_ctx:  # before the context: one sized for the input could be gigabytes
-        raise ValueError(
-            f"The input has {len(tokens)} tokens, more than the context length {n_ctx}"
-        )
+        raise ValueError(embedding_overflow(len(tokens), n_ctx))
     params = L.llama_context_default_params()
     params.n_ctx = max(n_ctx, len(tokens) + 1)
     params.n_batch = params.n_ubatch = max(512, len(tokens) + 1)

@@ -43,6 +43,7 @@ from outlines_lmstudio.testing._tools import (
     tool_results,
 )
 from outlines_lmstudio.testing._wire import (
+    embedding_overflow,
     json_mode_schema,
     max_predicted_tokens,
     server_error,
@@ -405,7 +406,14 @@ class SyntheticEngine:
         return format_prompt(messages, listed)
 
     async def embed(self, text: str) -> list[float]:
-        """Return a deterministic unit vector derived from the model key and the text."""
+        """Return a deterministic unit vector derived from the model key and the text.
+
+        An input longer than the instance's context length (start and end tokens included)
+        is refused with LM Studio's error (lmstudio-ai/examples#29).
+        """
+        length, context = len(await self.tokenize(text)), self._instance.context_length
+        if length > context:
+            raise server_error(embedding_overflow(length, context))
         model = self._instance.model
         digest = hashlib.sha256(f"{model.key}\x00{well_formed(text)}".encode()).digest()
         rng = random.Random(int.from_bytes(digest[:8], "big"))

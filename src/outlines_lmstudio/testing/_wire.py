@@ -25,6 +25,7 @@ __all__ = [
     "ConnectionDropped",
     "RequestError",
     "acquire_unless_cancelled",
+    "embedding_overflow",
     "json_mode_schema",
     "max_predicted_tokens",
     "reasoning_budget",
@@ -45,6 +46,11 @@ class RequestError(Exception):
 def server_error(title: str, **extra: Any) -> RequestError:
     """Build a `RequestError` with a generic (``LMStudioServerError``) error object."""
     return RequestError({"title": title, **extra})
+
+
+def embedding_overflow(length: int, context: int) -> str:
+    """LM Studio's error for an embedding input longer than the context (examples#29)."""
+    return f"Input length {length} exceeds context length {context}"
 
 
 class ConnectionDropped(Exception):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 
 import lmstudio as lms
@@ -145,3 +148,59 @@ def test_every_field_of_a_record_is_documented(record: type) -> None:
 
     documented = {line.strip() for line in (record.__doc__ or "").splitlines()}
     assert [f.name for f in dataclasses.fields(record) if f.name not in documented] == []
+
+
+def _long_reply(emu: LMStudioEmulator) -> None:
+    emu.token_latency = 0.02
+    emu.script(TEXT, [" ".join(f"w{i}" for i in range(400))])
+
+
+def _ended_by_disconnect(emu: LMStudioEmulator) -> Prediction:
+    record = emu.predictions[-1]
+    emu.wait_until(lambda: record.done, timeout=5)  # before: timed out, done stayed False
+    sent = len(record.fragments)
+    assert 0 < sent < 400
+    assert (record.disconnected, record.cancelled, record.stop_reason, record.error) == (
+        True,
+        False,
+        None,
+        None,
+    )
+    time.sleep(0.1)
+    assert len(record.fragments) == sent  # and it no longer generates
+    return record
+
+
+@pytest.mark.asyncio
+async def test_a_prediction_whose_client_closed_mid_reply_is_done_and_disconnected(
+    emu: LMStudioEmulator,
+) -> None:
+    # Found by a probe: the record stayed done=False, cancelled=False, stop_reason=None.
+    _long_reply(emu)
+    client = lms.AsyncClient(emu.api_host)
+    await client.__aenter__()
+    model = await client.llm.model(TEXT)
+    task = asyncio.ensure_future(model.respond("x"))
+    await emu.await_until(lambda: any(len(p.fragments) > 2 for p in emu.predictions), timeout=5)
+    await client.aclose()
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.to_thread(_ended_by_disconnect, emu)
+
+
+def test_a_prediction_whose_client_process_was_killed_is_done_and_disconnected(
+    emu: LMStudioEmulator,
+) -> None:
+    _long_reply(emu)
+    script = (
+        "import sys, lmstudio as lms\n"
+        "client = lms.Client(sys.argv[1])\n"
+        "for _ in client.llm.model(sys.argv[2]).respond_stream('x'):\n"
+        "    pass\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script, emu.api_host, TEXT])
+    try:
+        emu.wait_until(lambda: any(len(p.fragments) > 2 for p in emu.predictions), timeout=30)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    assert _ended_by_disconnect(emu).client_id

@@ -145,7 +145,13 @@ async def _strike(conn: Peer, fault: Fault) -> None:
 async def predict(
     conn: Peer, channel: Channel, parameter: dict[str, Any], fault: Fault | None
 ) -> None:
-    """Serve one prediction; always ends with ``success`` or ``channelError``."""
+    """Serve one prediction; always ends with ``success`` or ``channelError``.
+
+    Or with its connection: a client that goes away mid-reply (closed, killed), or an
+    emulator that stops, leaves its record ``done`` and ``disconnected``.
+    """
+    from websockets.exceptions import ConnectionClosed
+
     emu = conn.emu
     config = merge_config(parameter)
     structured = config.get("llm.prediction.structured")
@@ -170,6 +176,11 @@ async def predict(
         record.error = str(exc.error.get("title"))
         record.done = True  # before sending: the client may look as soon as it arrives
         await conn.channel_error(channel, exc.error)
+    except (ConnectionClosed, ConnectionDropped, asyncio.CancelledError):
+        if not record.done:  # nothing more can be sent: it ends here, and says why
+            record.disconnected = True
+            record.done = True
+        raise
     finally:
         emu._channel_records.pop((id(conn), channel.id), None)
 

@@ -78,7 +78,12 @@ class Prediction:
     tool_calls
         The tool calls the reply ended with (`ToolCall`).
     done
-        Whether the terminal ``success`` or ``channelError`` was sent.
+        Whether it ended: the terminal ``success`` or ``channelError`` was sent, or its
+        connection closed first (`disconnected`).
+    disconnected
+        Whether its connection closed before it ended (the client closed or was killed
+        mid-reply, a ``drop`` fault, the emulator stopped): the emulator stopped
+        generating and sent nothing more, so ``stop_reason`` and ``error`` stay None.
     error
         The title of the ``channelError`` that ended it (an injected fault, a failing
         reply function, a refused request), or None.
@@ -98,6 +103,7 @@ class Prediction:
     cancelled: bool = False
     stop_reason: str | None = None
     done: bool = False
+    disconnected: bool = False
     error: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)

@@ -22,7 +22,7 @@ import pytest
 
 from outlines_lmstudio.cli._emulator import load_models
 
-from .helpers import cli_env, script_path
+from .helpers import TEXT, UNLOADED, cli_env, script_path
 
 
 def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -437,3 +437,129 @@ def test_a_gguf_file_named_in_capitals_is_keyed_without_its_suffix(tmp_path: Pat
     ]
     # Before: "Tiny.GGUF" kept its suffix in the key (only ".gguf" was removed).
     assert keys == ["Tiny", "tiny", "plain", ".gguf"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--load-latency", "-1"], "--load-latency must be 0 or more seconds, got -1.0."),
+        (["--prompt-latency", "nan"], "--prompt-latency must be 0 or more seconds, got nan."),
+        (
+            ["--load-latency", "61"],
+            "--load-latency must be at most 60 seconds, got 61: it is the time every model "
+            "load takes.",
+        ),
+        (
+            ["--prompt-latency", "1e9"],
+            "--prompt-latency must be at most 60 seconds, got 1e+09: it is the prompt "
+            "processing before every reply.",
+        ),
+    ],
+)
+def test_a_bad_load_or_prompt_latency_is_refused_in_one_line(
+    options: list[str], message: str
+) -> None:
+    result = run("emulator", *options, "--port", "0")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"outlines-lmstudio: error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("slots", "message"),
+    [
+        ("0", "0 slots would serve no prediction: use 1 or more"),
+        ("-2", "-2 slots would serve no prediction: use 1 or more"),
+        ("two", "'two' is not a whole number of slots: use 1 or more"),
+        ("1.5", "'1.5' is not a whole number of slots: use 1 or more"),
+    ],
+)
+def test_bad_slots_are_refused(slots: str, message: str) -> None:
+    result = run("emulator", "--slots", slots, "--port", "0")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert f"argument --slots: {message}" in result.stderr
+
+
+def _serve(*options: str) -> tuple[subprocess.Popen[str], str]:
+    child = subprocess.Popen(
+        [*script_path(), "emulator", "--port", "0", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if not line.startswith("LM Studio emulator listening on "):
+        child.kill()
+        _, err = child.communicate(timeout=20)
+        pytest.fail(f"the emulator did not start: {line}{err}")
+    return child, line.rsplit(" ", 1)[1].strip()
+
+
+@pytest.mark.timeout(60)
+def test_a_load_latency_makes_a_load_cancellable_from_the_command() -> None:
+    # Before: no --load-latency, so a load over the command finished before the client's
+    # cancel (the TypeScript SDK's signal) arrived, and the model stayed loaded.
+    from websockets.sync.client import connect
+
+    child, host = _serve("--load-latency", "3")
+    try:
+        with connect(f"ws://{host}/llm") as ws:
+            ws.send(json.dumps({"authVersion": 1, "clientIdentifier": "c", "clientPasskey": "p"}))
+            assert json.loads(ws.recv(timeout=5))["success"] is True
+            create = {
+                "modelKey": UNLOADED,
+                "identifier": "aborted",
+                "loadConfigStack": {"layers": []},
+            }
+            ws.send(
+                json.dumps(
+                    {
+                        "type": "channelCreate",
+                        "endpoint": "loadModel",
+                        "channelId": 0,
+                        "creationParameter": create,
+                    }
+                )
+            )
+            assert json.loads(ws.recv(timeout=5))["message"]["type"] == "resolved"
+            cancel = {"type": "channelSend", "channelId": 0, "message": {"type": "cancel"}}
+            ws.send(json.dumps(cancel))
+            ended = json.loads(ws.recv(timeout=10))
+            assert ended["type"] == "channelError"
+            assert ended["error"]["title"] == "Model loading was cancelled."
+        with lms.Client(host) as client:
+            loaded = [m.identifier for m in client.llm.list_loaded()]
+            assert TEXT in loaded
+            assert "aborted" not in loaded
+    finally:
+        child.send_signal(signal.SIGINT)
+        child.communicate(timeout=20)
+
+
+@pytest.mark.timeout(60)
+def test_slots_and_prompt_latency_reach_the_emulator() -> None:
+    child, host = _serve("--slots", "1", "--prompt-latency", "0.6")
+    try:
+        with lms.Client(host) as client:
+            model = client.llm.model(TEXT)
+            progress: list[list[float]] = [[], []]
+            start = time.monotonic()
+            threads = [
+                threading.Thread(
+                    target=model.respond,
+                    args=("hi",),
+                    kwargs={"config": {"maxTokens": 1}, "on_prompt_processing_progress": p.append},
+                )
+                for p in progress
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=30)
+            # One slot: the second prompt is processed after the first (0.6 s each).
+            assert time.monotonic() - start >= 1.2
+            assert all(len(p) >= 3 and p[-1] == 1.0 for p in progress)
+    finally:
+        child.send_signal(signal.SIGINT)
+        child.communicate(timeout=20)

@@ -33,8 +33,8 @@ def _show_warning(
 def run(args: argparse.Namespace) -> int:
     """Serve the emulator until Ctrl-C; return the exit status.
 
-    Bad options (``--token-latency``, ``--port``, ``--models``) are one
-    ``outlines-lmstudio: error:`` line and status 2.
+    Bad options (``--token-latency`` and the other latencies, ``--slots``, ``--port``,
+    ``--models``) are one ``outlines-lmstudio: error:`` line and status 2.
     """
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning

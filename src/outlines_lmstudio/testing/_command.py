@@ -72,6 +72,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"seconds per fragment (0 to {MAX_TOKEN_LATENCY:g}; default: 0)",
     )
+    parser.add_argument(
+        "--prompt-latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds of prompt processing before a reply's first fragment, with progress "
+        f"reports (0 to {MAX_TOKEN_LATENCY:g}; default: 0)",
+    )
+    parser.add_argument(
+        "--load-latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds a model load takes, with progress reports; a load can be cancelled "
+        f"only while it runs (0 to {MAX_TOKEN_LATENCY:g}; default: 0, loads at once)",
+    )
+    parser.add_argument(
+        "--slots",
+        type=_slots,
+        default=4,
+        metavar="N",
+        help="predictions a loaded model serves at once; more wait for a free slot "
+        "(default: %(default)s, as LM Studio)",
+    )
 
 
 def _port(text: str) -> int:
@@ -83,6 +107,19 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port: use 0 to 65535 (0: a free one)")
     return port
+
+
+def _slots(text: str) -> int:
+    """Parse ``--slots``: a whole number of at least 1."""
+    try:
+        slots = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number of slots: use 1 or more"
+        ) from None
+    if slots < 1:
+        raise argparse.ArgumentTypeError(f"{slots} slots would serve no prediction: use 1 or more")
+    return slots
 
 
 def load_models(path: Path) -> list[Any]:
@@ -157,14 +194,25 @@ def _key(path: Path) -> str:
     return stem if suffix.lower() == ".gguf" and stem else path.name
 
 
-def token_latency_problem(latency: float) -> str | None:
-    """Say what is wrong with a ``--token-latency``, or return None if it is usable."""
+_LATENCIES = {
+    "token": "the pause before each fragment of every reply (0.1 is a slow model)",
+    "prompt": "the prompt processing before every reply",
+    "load": "the time every model load takes",
+}
+
+
+def token_latency_problem(latency: float, kind: str = "token") -> str | None:
+    """Say what is wrong with a ``--token-latency`` (or ``--{kind}-latency``), or return None.
+
+    Every latency takes 0 to `MAX_TOKEN_LATENCY` seconds.
+    """
+    option = f"--{kind}-latency"
     if not math.isfinite(latency) or latency < 0:
-        return f"--token-latency must be 0 or more seconds, got {latency}."
+        return f"{option} must be 0 or more seconds, got {latency}."
     if latency > MAX_TOKEN_LATENCY:
         return (
-            f"--token-latency must be at most {MAX_TOKEN_LATENCY:g} seconds, got {latency:g}: "
-            "it is the pause before each fragment of every reply (0.1 is a slow model)."
+            f"{option} must be at most {MAX_TOKEN_LATENCY:g} seconds, got {latency:g}: "
+            f"it is {_LATENCIES[kind]}."
         )
     return None
 
@@ -208,9 +256,10 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
     """Start the emulator, print its host line and serve until SIGINT/SIGTERM.
 
-    A problem with the options (a ``--token-latency`` that is negative, not a number or
-    above `MAX_TOKEN_LATENCY`) or the port is one line on stderr, after ``error_prefix``
-    (the CLI's ``outlines-lmstudio: error: ``), and status 2. Stopped by a signal, it
+    A problem with the options (a ``--token-latency``, ``--prompt-latency`` or
+    ``--load-latency`` that is negative, not a number or above `MAX_TOKEN_LATENCY`) or
+    the port is one line on stderr, after ``error_prefix`` (the CLI's
+    ``outlines-lmstudio: error: ``), and status 2. Stopped by a signal, it
     returns 0, also when the reader of its output has gone (the ``stopped`` line is lost).
     """
 
@@ -218,9 +267,10 @@ def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
         print(f"{error_prefix}{message}", file=sys.stderr)
         return 2
 
-    problem = token_latency_problem(args.token_latency)
-    if problem is not None:
-        return fail(problem)
+    for kind in _LATENCIES:
+        problem = token_latency_problem(getattr(args, f"{kind}_latency"), kind)
+        if problem is not None:
+            return fail(problem)
     for module in ("websockets", "outlines_core"):
         if importlib.util.find_spec(module) is None:
             return fail(f"The emulator needs {module!r}. Install it with: {INSTALL_HINT}")
@@ -245,6 +295,9 @@ def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
             port=args.port,
             seed=args.seed,
             token_latency=args.token_latency,
+            prompt_latency=args.prompt_latency,
+            load_latency=args.load_latency,
+            slots=args.slots,
             allow_remote=args.allow_remote,
         )
     except ValueError as exc:

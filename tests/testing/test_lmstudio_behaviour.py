@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, TypedDict, get_args
@@ -176,6 +177,36 @@ def test_a_new_jit_model_unloads_the_other_jit_model(
     ]
     (notice,) = [m for m in sent if m.get("type") == "unloadingOtherJITModel"]
     assert notice["info"]["identifier"] == "llama-3.2-1b-instruct"
+
+
+def test_of_two_overlapping_jit_loads_only_the_last_stays(make_emulator: MakeEmulator) -> None:
+    # Found by a probe: a model still loading was not loaded yet when the second JIT load
+    # started, so nothing evicted it and both stayed loaded.
+    models = [EmulatedModel("a", loaded=False), EmulatedModel("b", loaded=False)]
+    emulator = make_emulator(models=models, load_latency=0.6)
+
+    def started(key: str) -> bool:
+        return any(
+            f.data.get("message", {}).get("type") == "startLoading"
+            and f.data["message"]["identifier"] == key
+            for f in emulator.trace
+            if f.direction == "out"
+        )
+
+    with lms.Client(emulator.api_host) as c1, lms.Client(emulator.api_host) as c2:
+        first = threading.Thread(target=c1.llm.model, args=("a",))
+        first.start()
+        emulator.wait_until(lambda: started("a"), timeout=10)
+        second = threading.Thread(target=c2.llm.model, args=("b",))
+        second.start()
+        first.join(timeout=30)
+        second.join(timeout=30)
+        assert [m.identifier for m in c1.llm.list_loaded()] == ["b"]
+    sent = [
+        f.data["message"] for f in emulator.trace if f.direction == "out" and "message" in f.data
+    ]
+    (notice,) = [m for m in sent if m.get("type") == "unloadingOtherJITModel"]
+    assert notice["info"]["identifier"] == "a"
 
 
 def test_jit_eviction_can_be_turned_off(make_emulator: MakeEmulator) -> None:

@@ -372,7 +372,14 @@ async def get_or_load(
     with emu._lock:
         # Another request may have loaded it meanwhile: LM Studio would then reuse it.
         loaded = emu._catalogue.resolve_loaded(name)
+        evicted = []
         if loaded is None:
+            # A JIT load that overlapped this one was not loaded when this one started, so
+            # it was not evicted then: it is now, and only the last JIT model stays.
+            if emu.only_keep_last_jit_model:
+                evicted = emu._catalogue.jit_instances()
+                for other in evicted:
+                    emu._catalogue.unload(other.identifier)
             loaded = emu._catalogue.load(
                 model,
                 None,
@@ -382,6 +389,8 @@ async def get_or_load(
                 jit=True,
             )
         info = loaded.info()
+    for other in evicted:
+        await conn.channel_send(channel, {"type": "unloadingOtherJITModel", "info": other.info()})
     await conn.channel_send(channel, {"type": "loadSuccess", "info": info})
 
 

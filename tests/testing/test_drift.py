@@ -10,7 +10,7 @@ import pytest
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 from outlines_lmstudio.testing._drift import check_incoming, check_outgoing
 
-from .conftest import EMBED, PNG, TEXT, UNLOADED, VISION, MakeEmulator
+from .conftest import EMBED, PNG, TEXT, UNLOADED, VISION, MakeEmulator, raw_rpc, raw_socket
 
 
 def test_representative_session_has_no_violations(make_emulator: MakeEmulator) -> None:
@@ -143,3 +143,30 @@ def test_the_emulator_records_violations(emu: LMStudioEmulator) -> None:
     assert emu.protocol_violations
     emu.reset()
     assert emu.protocol_violations == []
+
+
+def test_a_fractional_ttl_lm_studio_reads_as_an_integer_is_no_violation(
+    make_emulator: MakeEmulator,
+) -> None:
+    # Found by a probe: ttl=1.5 makes the SDK send loadTtlMs 1500.0, which LM Studio reads
+    # as 1500 and the emulator served, yet the guard recorded "Expected `int | null`, got
+    # `float`" and the pytest fixture failed the test, blaming the emulator's messages.
+    emulator = make_emulator()
+    with lms.Client(emulator.api_host) as client:
+        model = client.llm.model(UNLOADED, ttl=1.5)  # type: ignore[arg-type]  # as users write it
+        assert model.respond("hi", config={"maxTokens": 2}).content
+        (load,) = [r for r in emulator.requests if r.endpoint == "getOrLoad"][-1:]
+        assert load.parameter["loadTtlMs"] == 1500.0
+    assert emulator.protocol_violations == []
+
+
+def test_a_value_lm_studio_refuses_is_a_violation_that_names_the_client(
+    make_emulator: MakeEmulator,
+) -> None:
+    emulator = make_emulator(unknown_endpoint="error")
+    with raw_socket(emulator, "llm") as ws:
+        bad = {"specifier": {"type": "query", "query": {"identifier": TEXT}}, "inputString": 1.5}
+        assert raw_rpc(ws, "countTokens", 1, bad)["type"] == "rpcError"
+    (violation,) = emulator.protocol_violations
+    assert violation.startswith("llm/countTokens rpcCall (the client's request): ")
+    emulator.reset()  # the fixture checks the guard afterwards

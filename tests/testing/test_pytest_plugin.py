@@ -58,6 +58,50 @@ def test_plugin_fixture_reset_trace_and_guard(pytester: pytest.Pytester) -> None
     result.stdout.no_fnmatch_line('*"clientPasskey":"????????-*')
 
 
+_CLIENT_VALUE_TESTS = """
+import json
+
+import lmstudio as lms
+from websockets.sync.client import connect
+
+def test_a_fractional_ttl_passes(lmstudio_emulator):
+    with lms.Client(lmstudio_emulator.api_host) as client:
+        client.llm.model("gemma-3-1b-it", ttl=1.5)
+
+def test_a_client_value_lm_studio_refuses(lmstudio_emulator):
+    lmstudio_emulator.unknown_endpoint = "error"
+    with connect(f"ws://{lmstudio_emulator.api_host}/llm") as ws:
+        ws.send(json.dumps({"authVersion": 1, "clientIdentifier": "c", "clientPasskey": "p"}))
+        ws.recv(timeout=5)
+        specifier = {"type": "query", "query": {"identifier": "qwen2.5-7b-instruct"}}
+        parameter = {"specifier": specifier, "inputString": 1.5}
+        ws.send(json.dumps({"type": "rpcCall", "endpoint": "countTokens", "callId": 1,
+                            "parameter": parameter}))
+        assert json.loads(ws.recv(timeout=5))["type"] == "rpcError"
+"""
+
+
+@pytest.mark.timeout(120)
+def test_the_guard_tells_a_client_value_from_the_emulators_messages(
+    pytester: pytest.Pytester,
+) -> None:
+    # Before: a fractional ttl failed the test, and every violation was reported as
+    # "The LM Studio emulator exchanged messages that do not match ...".
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_user=_CLIENT_VALUE_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_a_client_value_lm_studio_refuses*",
+            "*The client sent requests whose values LM Studio refuses (the client's values, "
+            "not the emulator's*",
+            "*llm/countTokens rpcCall (the client's request)*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*The LM Studio emulator sent messages*")
+
+
 _STOPPING_TESTS = """
 import lmstudio as lms
 

@@ -15,7 +15,10 @@ from typing import Any
 
 from outlines_lmstudio.testing._surface import CHANNELS, RPCS
 
-__all__ = ["check_incoming", "check_outgoing", "refused_by_lm_studio"]
+__all__ = ["FROM_CLIENT", "check_incoming", "check_outgoing", "refused_by_lm_studio"]
+
+FROM_CLIENT = "(the client's request)"
+"""Marks a problem `check_incoming` found: a value the client sent, not the emulator."""
 
 _SAME_PACKETS = {"completeRawText": "predict"}
 """Endpoints the Python SDK lacks whose packets are those of one it has (lmstudio-js)."""
@@ -171,7 +174,7 @@ def check_incoming(namespace: str, message: dict[str, Any]) -> list[str]:
     types = _endpoint_types(namespace, short, endpoint)
     if types is None:
         return []  # unknown endpoints are answered (and reported) by the emulator
-    where = f"{namespace}/{endpoint} {kind} (from the client)"
+    where = f"{namespace}/{endpoint} {kind} {FROM_CLIENT}"
     if kind == "rpcCall" and "parameter" in types and "parameter" in message:
         return _convert(message["parameter"], types["parameter"], where)
     if kind == "channelCreate" and "creationParameter" in types and "creationParameter" in message:

@@ -150,12 +150,13 @@ class Connection:
             self.spawn(self.warn("Received a frame that is not a JSON object"))
             return
         # LM Studio checks a request's parameter against its schema before serving it; the
-        # SDK's structs carry the same constraints (``ttlMs`` at least 1, for example).
+        # SDK's structs carry the same constraints (``ttlMs`` at least 1, for example). What
+        # LM Studio reads differently (``1500.0`` as ``1500``) is served, and no violation.
         problems = check_incoming(self.namespace, message)
+        problems = refused_by_lm_studio(self.namespace, message, problems)
         if self.emu.validate_frames:
             for problem in problems:
                 self.emu._violation(problem)
-        problems = refused_by_lm_studio(self.namespace, message, problems)
         kind = message.get("type")
         if kind == "rpcCall":
             self.record(message, "rpc", message.get("parameter"))

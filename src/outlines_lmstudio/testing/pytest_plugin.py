@@ -63,12 +63,30 @@ def lmstudio_emulator(
     yield emulator
     violations = emulator.protocol_violations
     if violations:
-        listed = "\n".join(f"  - {v}" for v in violations[:20])
-        pytest.fail(
-            "The LM Studio emulator exchanged messages that do not match the lmstudio "
-            f"SDK's wire schemas ({len(violations)}):\n{listed}",
-            pytrace=False,
+        pytest.fail(_violations_report(violations), pytrace=False)
+
+
+def _violations_report(violations: list[str]) -> str:
+    """Say which messages broke the SDK's wire schemas: the client's or the emulator's."""
+    from outlines_lmstudio.testing._drift import FROM_CLIENT
+
+    client = [v for v in violations if FROM_CLIENT in v]
+    emulator = [v for v in violations if FROM_CLIENT not in v]
+    parts = []
+    if emulator:
+        listed = "\n".join(f"  - {v}" for v in emulator[:20])
+        parts.append(
+            "The LM Studio emulator sent messages that do not match the lmstudio "
+            f"SDK's wire schemas ({len(emulator)}):\n{listed}"
         )
+    if client:
+        listed = "\n".join(f"  - {v}" for v in client[:20])
+        parts.append(
+            "The client sent requests whose values LM Studio refuses (the client's values, "
+            "not the emulator's; LM Studio answers them with only a warning, and the caller "
+            f"waits) ({len(client)}):\n{listed}"
+        )
+    return "\n".join(parts)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -891,3 +891,71 @@ def test_an_embedding_input_longer_than_the_context_is_refused(client: lms.Clien
     ):
         small.embed("word " * 20)
     assert len(small.embed("word " * 13)) == 768
+
+
+@pytest.mark.parametrize(
+    ("schema", "why"),
+    [
+        ({"type": "integer", "minimum": 5, "maximum": 3}, "no integer lies within its bounds"),
+        ({"type": "integer", "minimum": 1.2, "maximum": 1.8}, "no integer lies within"),
+        ({"type": "integer", "exclusiveMinimum": 3, "exclusiveMaximum": 4}, "no integer"),
+        ({"type": "number", "exclusiveMinimum": 2, "maximum": 2}, "no number lies within"),
+        ({"type": "string", "enum": []}, "its enum lists no value"),
+        (
+            {
+                "type": "object",
+                "properties": {"a": {"type": "array", "items": {"enum": []}}},
+            },
+            r"\$\.properties\.a\.items admits no value",
+        ),
+        (
+            {"type": "object", "properties": {"c": {"$ref": "#"}}, "required": ["c"]},
+            "nest '#' in itself without end",
+        ),
+        (
+            {
+                "$defs": {
+                    "N": {
+                        "type": "object",
+                        "properties": {"next": {"$ref": "#/$defs/N"}},
+                        "required": ["next"],
+                    }
+                },
+                "type": "array",
+                "items": {"$ref": "#/$defs/N"},
+                "minItems": 1,
+            },
+            "nest '#/\\$defs/N' in itself",
+        ),
+        (  # an optional property too (emulator choice): the sampler would write it, invalid
+            {"type": "object", "properties": {"a": {"enum": []}}},
+            r"\$\.properties\.a admits no value",
+        ),
+        ({"type": "string", "minLength": 5, "maxLength": 2}, "outlines-core cannot build"),
+    ],
+)
+def test_a_schema_no_document_matches_is_refused(
+    client: lms.Client, schema: dict[str, Any], why: str
+) -> None:
+    # Before: the bounds case wrote "14", the empty enum "", the required self-reference
+    # an object missing "c" (only the string case failed, as LM Studio fails them all).
+    model = client.llm.model(TEXT)
+    with pytest.raises(lms.LMStudioServerError, match=f"Failed to build a grammar.*{why}"):
+        model.respond("x", response_format=schema)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "integer", "minimum": 3, "maximum": 3},
+        {"type": "number", "minimum": 1.5, "maximum": 1.5},
+        {"type": ["integer", "null"], "minimum": 5, "maximum": 3},
+        {"type": "object", "properties": {"c": {"$ref": "#"}}},
+        {"type": "array", "items": {"$ref": "#"}},
+        {"anyOf": [{"type": "null"}, {"type": "object", "properties": {"c": {"$ref": "#"}}}]},
+    ],
+)
+def test_a_schema_a_document_matches_is_not_refused_as_impossible(schema: Any) -> None:
+    from outlines_lmstudio.testing._impossible import impossible
+
+    assert impossible(schema) is None

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from outlines_lmstudio.testing._impossible import impossible
+
 __all__ = [
     "JsonSampler",
     "SchemaError",
@@ -284,6 +286,9 @@ class JsonSampler:
         from outlines_core import Index, Vocabulary
         from outlines_core.json_schema import build_regex_from_schema
 
+        problem = impossible(schema)
+        if problem is not None:
+            return SchemaError(f"this JSON schema admits no document: {problem}")
         tightened = _tighten(schema)
         if _doublings(tightened) > _MAX_DOUBLINGS:
             tightened = _one_item_arrays(tightened)

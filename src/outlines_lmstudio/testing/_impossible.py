@@ -20,37 +20,58 @@ from typing import Any
 
 __all__ = ["impossible"]
 
-_DATA = frozenset({"enum", "const", "default", "examples", "example"})
-"""Keywords whose values are JSON data, not schemas."""
-_NAMED = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
-"""Keywords whose values map names to schemas."""
-
-
 def impossible(schema: Any) -> str | None:
     """Say why no JSON document matches ``schema`` (None if none of the checks finds it)."""
-    for path, node in _nodes(schema, "$"):
-        problem = _empty_node(node)
-        if problem is not None:
-            return f"{path} admits no value: {problem}"
-    return _endless(schema)
+    problem = _empty(schema, "$")
+    return problem if problem is not None else _endless(schema)
 
 
-def _nodes(node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield every subschema (with its JSON path) that is an object."""
+def _empty(node: Any, path: str) -> str | None:
+    """Say which part of ``node`` that every value must match admits no value (or None).
+
+    Only parts every matching value goes through count: the node's own keywords, its
+    ``allOf`` members, its required properties, its first ``minItems`` items, and
+    ``anyOf`` / ``oneOf`` when every branch is empty. An optional property, one branch
+    of several, or a ``not`` may be empty while the schema still admits documents.
+    """
     if not isinstance(node, dict):
-        return
-    yield path, node
-    for key, value in node.items():
-        if key in _DATA:
-            continue
-        if key in _NAMED and isinstance(value, dict):
-            for name, sub in value.items():
-                yield from _nodes(sub, f"{path}.{key}.{name}")
-        elif isinstance(value, dict):
-            yield from _nodes(value, f"{path}.{key}")
-        elif isinstance(value, list):
-            for index, sub in enumerate(value):
-                yield from _nodes(sub, f"{path}.{key}[{index}]")
+        return None
+    problem = _empty_node(node)
+    if problem is not None:
+        return f"{path} admits no value: {problem}"
+    members = node.get("allOf")
+    for index, member in enumerate(members if isinstance(members, list) else []):
+        if (problem := _empty(member, f"{path}.allOf[{index}]")) is not None:
+            return problem
+    for key in ("anyOf", "oneOf"):
+        branches = node.get(key)
+        if isinstance(branches, list) and branches:
+            problems = [_empty(b, f"{path}.{key}[{i}]") for i, b in enumerate(branches)]
+            if all(p is not None for p in problems):
+                return problems[0]
+    for name, sub in _required_parts(node):
+        if (problem := _empty(sub, f"{path}.{name}")) is not None:
+            return problem
+    return None
+
+
+def _required_parts(node: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Yield the subschemas of an object's required properties and an array's first items."""
+    if node.get("type") == "object":
+        properties, required = node.get("properties"), node.get("required")
+        if isinstance(properties, dict) and isinstance(required, list):
+            for name in required:
+                if isinstance(name, str) and name in properties:
+                    yield f"properties.{name}", properties[name]
+    if node.get("type") == "array":
+        least = node.get("minItems")
+        count = least if isinstance(least, int) and not isinstance(least, bool) else 0
+        prefix = node.get("prefixItems")
+        prefix = prefix if isinstance(prefix, list) else []
+        for index, item in enumerate(prefix[:count]):
+            yield f"prefixItems[{index}]", item
+        if count > len(prefix) and isinstance(node.get("items"), dict):
+            yield "items", node["items"]
 
 
 def _bound(node: dict[str, Any], key: str) -> float | None:
@@ -158,7 +179,6 @@ def _must_follow(node: Any) -> set[str]:
     ref = node.get("$ref")
     if isinstance(ref, str) and ref.startswith("#"):
         refs.add(ref)
-    kind = node.get("type")
     for member in node.get("allOf", []) if isinstance(node.get("allOf"), list) else []:
         refs |= _must_follow(member)
     for key in ("anyOf", "oneOf"):
@@ -166,20 +186,6 @@ def _must_follow(node: Any) -> set[str]:
         if isinstance(branches, list) and branches:
             common = set.intersection(*(_must_follow(b) for b in branches))
             refs |= common
-    if kind == "object":
-        properties = node.get("properties")
-        required = node.get("required")
-        if isinstance(properties, dict) and isinstance(required, list):
-            for name in required:
-                if isinstance(name, str) and name in properties:
-                    refs |= _must_follow(properties[name])
-    if kind == "array":
-        least = node.get("minItems")
-        count = least if isinstance(least, int) and not isinstance(least, bool) else 0
-        prefix = node.get("prefixItems")
-        prefix = prefix if isinstance(prefix, list) else []
-        for item in prefix[:count]:
-            refs |= _must_follow(item)
-        if count > len(prefix) and isinstance(node.get("items"), dict):
-            refs |= _must_follow(node["items"])
+    for _, part in _required_parts(node):
+        refs |= _must_follow(part)
     return refs

@@ -283,8 +283,18 @@ def test_a_grammar_that_matches_nothing_is_refused_before_sending(
         (Regex("a{99999999999999999999}"), ValueError, "not a valid Python regex"),
         (Regex("(?:a|" * 400 + "b" + ")*" * 400), ValueError, "nested too deeply"),
         (CFG("start: A\nA: /a{99999999999999999999}/\n"), ValueError, "could not be loaded"),
+        (Regex("(?u)(?a)x"), ValueError, "not a valid Python regex"),
+        (CFG('start: K "=" V\nK: /[a-z]+$/\nV: /[0-9]+/\n'), ValueError, "anchor.*terminal K"),
     ],
-    ids=["bytes regex", "bytes grammar", "huge count", "deep nesting", "huge count in lark"],
+    ids=[
+        "bytes regex",
+        "bytes grammar",
+        "huge count",
+        "deep nesting",
+        "huge count in lark",
+        "incompatible flags",
+        "anchor in a lark terminal",
+    ],
 )
 def test_grammar_input_python_cannot_take_is_our_error_before_sending(
     fronts: Fronts, emulator: LMStudioEmulator, output_type: object, error: type, match: str

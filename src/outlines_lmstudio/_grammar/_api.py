@@ -11,7 +11,7 @@ from outlines.types import dsl
 from ..errors import UnsupportedGrammarError, UnsupportedOutputTypeError
 from ._gbnf import GbnfBuilder, Node, alt, productive, rep, rules_where, seq
 from ._lark import add_lark_grammar, refuse_left_recursion
-from ._regex import nested_too_deeply, regex_to_node
+from ._regex import nested_too_deeply, regex_to_node, shown
 
 __all__ = [
     "has_cfg",
@@ -142,13 +142,13 @@ def _term_gbnf(term: object, *, sendable: bool) -> str:
             ) from exc
         if sendable and not rules_where(builder.bodies(), productive).get("root"):
             if isinstance(term, dsl.CFG):
-                shown = "the Lark grammar of the Outlines CFG"
+                what_text = "the Lark grammar of the Outlines CFG"
             elif isinstance(term, dsl.Regex):
-                shown = f"the regex {term.pattern!r}"
+                what_text = f"the regex {shown(term.pattern)}"
             else:
-                shown = f"{what} {term!r:.200}"
+                what_text = f"{what} {term!r:.200}"
             raise UnsupportedGrammarError(
-                f"{shown} matches no text at all (an empty character class such as "
+                f"{what_text} matches no text at all (an empty character class such as "
                 "[^\\s\\S], a character no reply can hold: NUL or a lone surrogate, or a "
                 "grammar rule that never ends), so the model could write nothing. Fix the "
                 "pattern or grammar so that some text matches it."

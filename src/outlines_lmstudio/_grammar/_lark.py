@@ -156,21 +156,22 @@ def add_lark_grammar(builder: GbnfBuilder, grammar: str) -> Node:
         If the grammar does not load, or is left-recursive in a way that cannot be rewritten.
     """
     parser = load_lark(grammar)
-    alternatives: dict[str, list[list[Symbol]]] = {}
-    for rule in parser.rules:
-        alternatives.setdefault(rule.origin.name, []).append(list(rule.expansion))
-    if "start" not in alternatives:
-        raise UnsupportedGrammarError("the Lark grammar has no `start` rule; add one.")
+    alternatives = _reachable_rules(parser)
+    used = {sym.name for options in alternatives.values() for o in options for sym in o}
+    used.update(parser.ignore_tokens)
 
     names = {name: builder.reserve(name) for name in alternatives}
     terminals: dict[str, Node] = {}
     for term in parser.terminals:
+        if term.name not in used:
+            continue
         pattern = term.pattern
         if isinstance(pattern, PatternStr) and not pattern.flags:
             text = pattern.value  # a character no reply can hold: matches nothing
             terminals[term.name] = NOTHING if _unwritable(text) else Lit(text)
         else:
-            node = regex_to_node(pattern.to_regexp(), where=f"Lark terminal {term.name}")
+            where = f"Lark terminal {term.name}"
+            node = regex_to_node(pattern.to_regexp(), where=where, whole=False)
             name = builder.reserve(term.name)
             builder.define(name, node)
             terminals[term.name] = Ref(name)
@@ -199,6 +200,28 @@ def add_lark_grammar(builder: GbnfBuilder, grammar: str) -> Node:
     for gbnf_name, body in bodies.items():
         builder.define(gbnf_name, body)
     return seq(Ref(names["start"]), ignore)
+
+
+def _reachable_rules(parser: lark.Lark) -> dict[str, list[list[Symbol]]]:
+    """Return the alternatives of each rule the ``start`` rule reaches, by rule name.
+
+    Lark drops a rule no other rule refers to, but keeps unused rules that refer to each
+    other; they are not part of the language, so they are neither checked nor translated.
+    """
+    alternatives: dict[str, list[list[Symbol]]] = {}
+    for rule in parser.rules:
+        alternatives.setdefault(rule.origin.name, []).append(list(rule.expansion))
+    if "start" not in alternatives:
+        raise UnsupportedGrammarError("the Lark grammar has no `start` rule; add one.")
+    reached = {"start": alternatives["start"]}
+    queue = ["start"]
+    while queue:
+        for option in alternatives[queue.pop()]:
+            for sym in option:
+                if isinstance(sym, NonTerminal) and sym.name not in reached:
+                    reached[sym.name] = alternatives[sym.name]
+                    queue.append(sym.name)
+    return reached
 
 
 def _body(builder: GbnfBuilder, node: Node) -> Node:

@@ -16,7 +16,7 @@ from ..errors import UnsupportedGrammarError, UnsupportedOutputTypeError
 from ._charset import Ranges, complement, matched_by, normalize, union, writable
 from ._gbnf import MAX_REPEAT, Node, alt, chars, rep, seq
 
-__all__ = ["nested_too_deeply", "regex_to_node"]
+__all__ = ["nested_too_deeply", "regex_to_node", "shown"]
 
 # typeshed has no stubs for these private modules; importlib gives them as `Any`.
 _parser: Any = importlib.import_module("re._parser")
@@ -88,20 +88,35 @@ def _charset(op: Any, av: Any, flags: int) -> Ranges:
     return complement(ranges) if negate else normalize(ranges)
 
 
+def shown(pattern: str) -> str:
+    """Quote a pattern for an error message, clipped to its first 200 characters."""
+    text = repr(pattern)
+    return text if len(text) <= 200 else f"{text[:200]}... ({len(pattern)} characters)"
+
+
 class _Translator:
-    def __init__(self, pattern: str, where: str) -> None:
+    def __init__(self, pattern: str, where: str, whole: bool) -> None:
         self.pattern = pattern
         self.where = where
+        self.whole = whole
 
     def refuse(self, construct: str, advice: str) -> UnsupportedGrammarError:
         return UnsupportedGrammarError(
-            f"{construct} in {self.where} {self.pattern!r} is not supported in grammar mode: "
-            f"{advice}"
+            f"{construct} in {self.where} {shown(self.pattern)} is not supported in grammar "
+            f"mode: {advice}"
         )
 
     def sequence(self, items: list[Any], flags: int, at_start: bool, at_end: bool) -> Node:
         nodes: list[Node] = []
         for i, (op, av) in enumerate(items):
+            if op is _c.AT and not self.whole:
+                raise self.refuse(
+                    "an anchor or word boundary (^, $, \\A, \\Z, \\b, \\B)",
+                    "Lark matches a terminal's regex against the whole input, so there ^ and $ "
+                    "test the start and end of the input, not of the token, and GBNF cannot "
+                    "test positions. Remove the anchor from the terminal (a terminal always "
+                    "matches a whole token), or spell out a boundary with explicit characters.",
+                )
             if op is _c.AT:
                 before = all(o is _c.AT for o, _ in items[:i])
                 after = all(o is _c.AT for o, _ in items[i + 1 :])
@@ -171,7 +186,9 @@ class _Translator:
             )
 
 
-def regex_to_node(pattern: str, *, where: str = "regex", flags: int = 0) -> Node:
+def regex_to_node(
+    pattern: str, *, where: str = "regex", flags: int = 0, whole: bool = True
+) -> Node:
     """Translate a Python regex (full-match semantics) into grammar IR.
 
     Parameters
@@ -182,6 +199,10 @@ def regex_to_node(pattern: str, *, where: str = "regex", flags: int = 0) -> Node
         Names the pattern's origin in error messages (e.g. ``"Lark terminal NUMBER"``).
     flags
         ``re`` flags applied to the whole pattern.
+    whole
+        Whether the pattern matches the whole output, so that anchors at its very ends
+        are implied and dropped. ``False`` for a Lark terminal, one token among others:
+        every anchor is refused.
 
     Returns
     -------
@@ -202,18 +223,19 @@ def regex_to_node(pattern: str, *, where: str = "regex", flags: int = 0) -> Node
         )
     try:
         parsed = _parser.parse(pattern, flags)
-    except (re.error, OverflowError) as exc:  # OverflowError: a{99999999999999999999}
+    # OverflowError: a{99999999999999999999}; ValueError: (?u)(?a)x (incompatible flags)
+    except (re.error, OverflowError, ValueError) as exc:
         raise UnsupportedGrammarError(
-            f"{where} {pattern!r} is not a valid Python regex: {exc}"
+            f"{where} {shown(pattern)} is not a valid Python regex: {exc}"
         ) from exc
     except RecursionError as exc:
-        raise nested_too_deeply(f"{where} {pattern!r}") from exc
-    translator = _Translator(pattern, where)
+        raise nested_too_deeply(f"{where} {shown(pattern)}") from exc
+    translator = _Translator(pattern, where, whole)
     translator.check_flags(parsed.state.flags)
     try:
-        return translator.sequence(list(parsed.data), parsed.state.flags, True, True)
+        return translator.sequence(list(parsed.data), parsed.state.flags, whole, whole)
     except RecursionError as exc:
-        raise nested_too_deeply(f"{where} {pattern!r}") from exc
+        raise nested_too_deeply(f"{where} {shown(pattern)}") from exc
 
 
 def nested_too_deeply(what: str) -> UnsupportedGrammarError:

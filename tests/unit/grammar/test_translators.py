@@ -120,12 +120,17 @@ def test_repeat_limit() -> None:
         (r"a{99999999999999999999}", "not a valid Python regex"),  # was OverflowError
         ("(?:" * 1000 + "a" + ")" * 1000, "nested too deeply"),  # was RecursionError
         ("(?:a|" * 400 + "b" + ")*" * 400, "nested too deeply"),
+        ("(?u)(?a)x", "not a valid Python regex"),  # was re._parser's bare ValueError
+        ("(" * 5000 + "a" + ")" * 5000, "nested too deeply"),  # was 10,145 characters long
+        ("a" * 5000 + "(?=b)", "lookahead"),
+        ("a" * 5000 + "(", "not a valid Python regex"),
     ],
 )
 def test_refused_regex_constructs(pattern: str, construct: str) -> None:
     with pytest.raises(UnsupportedGrammarError, match=construct) as info:
         regex_to_gbnf(pattern)
-    assert repr(pattern) in str(info.value)  # says where
+    assert repr(pattern)[:200] in str(info.value)  # says where
+    assert len(str(info.value)) < 700  # a long pattern is clipped to its first 200 characters
 
 
 def test_refused_types_say_why() -> None:
@@ -155,6 +160,12 @@ def test_regex_and_cfg_terms() -> None:
         ("%import other.X\nstart: X\n", r"%import of 'other'"),
         ("start: FOO\n%declare FOO\n", "declared but has no definition"),
         ("start: /a(?=b)/\n", "lookahead assertion in Lark terminal"),
+        # Lark tests ^ and $ in a terminal against the whole input (here it accepts nothing)
+        ('start: KEY "=" VALUE\nKEY: /[a-z]+$/\nVALUE: /[0-9]+/\n', r"anchor.*Lark terminal KEY"),
+        ("start: A\nA: /^a/\n", r"Lark terminal A '\^a'.*Remove the anchor"),
+        ("start: A\nA: /a\\Z/\n", r"anchor.*Lark terminal A"),
+        ("start: A\nA: /(?m)a$/\n", r"anchor.*Lark terminal A"),
+        ("start: /(^a|b)c/\n", r"anchor.*Lark terminal __ANON_0"),
         ('other: "a"\n', "could not be loaded|no `start`"),
         ("start: /a{99999999999999999999}/\n", "could not be loaded"),  # was OverflowError
         ("start: " + "(" * 3000 + '"a"' + ")" * 3000 + "\n", "nested too deeply|not be loaded"),
@@ -163,6 +174,20 @@ def test_regex_and_cfg_terms() -> None:
 def test_refused_lark_grammars(grammar: str, message: str) -> None:
     with pytest.raises(UnsupportedGrammarError, match=message):
         lark_to_gbnf(grammar)
+
+
+@pytest.mark.parametrize(
+    "unused",
+    [
+        'old: helper "y"\nhelper: old "z"\n',  # left-recursive
+        "old: helper BAD\nhelper: old\nBAD: /(?=a)a/\n",  # a lookahead
+        'old: helper | "q"\nhelper: ("y"?)* old\n',  # a loop over the empty string
+        "old: old2 A\nold2: old\nA: /a$/\n",  # an anchor in a terminal
+    ],
+)
+def test_rules_start_does_not_reach_are_not_checked_or_translated(unused: str) -> None:
+    """Lark keeps unused rules that refer to each other; they are not in the language."""
+    assert lark_to_gbnf('start: "x"\n' + unused) == lark_to_gbnf('start: "x"\n')
 
 
 def test_ir_simplifications() -> None:

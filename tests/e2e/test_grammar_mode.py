@@ -285,6 +285,7 @@ def test_a_grammar_that_matches_nothing_is_refused_before_sending(
         (CFG("start: A\nA: /a{99999999999999999999}/\n"), ValueError, "could not be loaded"),
         (Regex("(?u)(?a)x"), ValueError, "not a valid Python regex"),
         (CFG('start: K "=" V\nK: /[a-z]+$/\nV: /[0-9]+/\n'), ValueError, "anchor.*terminal K"),
+        (Regex(r"(((\d{0,40}){0,40}){0,40}){0,40}"), ValueError, "up to 64000 times in all"),
     ],
     ids=[
         "bytes regex",
@@ -294,6 +295,7 @@ def test_a_grammar_that_matches_nothing_is_refused_before_sending(
         "huge count in lark",
         "incompatible flags",
         "anchor in a lark terminal",
+        "nested counted repeats",
     ],
 )
 def test_grammar_input_python_cannot_take_is_our_error_before_sending(

@@ -47,6 +47,8 @@ __all__ = [
     "nullable",
     "productive",
     "rep",
+    "repeat_counts",
+    "uncollapsed_count",
     "rules_where",
     "seq",
 ]
@@ -59,6 +61,8 @@ _LIFT_CLASS_OVER = 48  # a class longer than this (as text) becomes a shared rul
 # each repeat inside it is one): keep nesting inside one rule well below that.
 _MAX_NESTED_OPTIONAL = 32
 _MAX_GROUPS_IN_REPEAT = 200
+# Nested repeats whose counts form at most this many ranges become one repeat per range.
+_MAX_COUNT_RANGES = 4
 
 
 @dataclass(frozen=True)
@@ -233,11 +237,62 @@ def rep(item: Node, low: int, high: int | None) -> Node:
         return item
     if nullable(item):
         return rep(nonempty(item), 0, high)
-    if isinstance(item, Rep) and item.low == 1 and item.high is None and high is None:
-        return rep(item.item, min(low, 1), None)  # (x+)* == x*, (x+)+ == x+
-    if isinstance(item, Rep) and item.low == 1 and item.high is None and (low, high) == (0, 1):
-        return rep(item.item, 0, None)  # (x+)? == x*
+    if isinstance(item, Rep) and item.high != item.low:
+        counts = repeat_counts(item.low, item.high, low, high)
+        if len(counts) <= _MAX_COUNT_RANGES and all(
+            a <= MAX_REPEAT and (b is None or b <= MAX_REPEAT) for a, b in counts
+        ):
+            return alt(*(rep(item.item, a, b) for a, b in counts))
     return Rep(item, low, high)
+
+
+def uncollapsed_count(node: Rep) -> int | None:
+    """Return the count nested repeats collapse to, if `rep` kept them nested for its size.
+
+    ``(x{1,1600}){0,40}`` is ``x{0,64000}``, over `MAX_REPEAT`: left nested, with 40
+    copies of a count that varies, llama.cpp's grammar check follows every way of splitting
+    a reply into the copies, and slows down sharply with its length. ``None`` for any other
+    repeat (fixed inner counts such as ``((ab){1000}){1000}`` split one way only).
+    """
+    item = node.item
+    if not isinstance(item, Rep) or item.low == item.high or node.high is None:
+        return None
+    counts = repeat_counts(item.low, item.high, node.low, node.high)
+    if len(counts) > _MAX_COUNT_RANGES:
+        return None
+    return max(b if b is not None else a for a, b in counts)
+
+
+def repeat_counts(
+    inner_low: int, inner_high: int | None, low: int, high: int | None
+) -> list[tuple[int, int | None]]:
+    """Return how many times ``(x{inner_low,inner_high}){low,high}`` repeats ``x``.
+
+    As disjoint ranges, in order: ``(x{1,40}){0,40}`` is ``x{0,1600}``, and
+    ``(x{2,3}){0,40}`` is ``x{0}|x{2,120}``. Exact for any ``x``: ``j`` copies of
+    ``x{a,b}`` are ``x{j*a,j*b}``, so the counts are the union of those ranges over ``j``.
+    From the first ``j`` whose range reaches the next one's start, they all join up.
+    Stops after `_MAX_COUNT_RANGES` + 1 ranges (the caller keeps the nested repeat).
+    """
+    if inner_high == 0:
+        return [(0, 0)]
+    ranges: list[tuple[int, int | None]] = []
+    j = low
+    while True:
+        first = j * inner_low
+        last: int | None = 0 if j == 0 else None if inner_high is None else j * inner_high
+        done = j == high
+        if j > 0 and (last is None or (j + 1) * inner_low <= last + 1):
+            done = True  # this range and all the later ones form one range
+            last = None if inner_high is None or high is None else high * inner_high
+        if ranges and (ranges[-1][1] is None or first <= ranges[-1][1] + 1):
+            previous = ranges[-1][1]
+            ranges[-1] = (ranges[-1][0], None if last is None or previous is None else last)
+        else:
+            ranges.append((first, last))
+        if done or len(ranges) > _MAX_COUNT_RANGES:
+            return ranges
+        j += 1
 
 
 _NAME_SAFE = re.compile(r"[^A-Za-z0-9-]+")

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import UnsupportedGrammarError, UnsupportedOutputTypeError
 from ._charset import Ranges, complement, matched_by, normalize, union, writable
-from ._gbnf import MAX_REPEAT, Node, alt, chars, rep, seq
+from ._gbnf import MAX_REPEAT, Node, Rep, alt, chars, rep, seq, uncollapsed_count
 
 __all__ = ["nested_too_deeply", "regex_to_node", "shown"]
 
@@ -154,7 +154,18 @@ class _Translator:
                     f"llama.cpp allows at most {MAX_REPEAT} repetitions; use a smaller bound "
                     "or * / +.",
                 )
-            return rep(self.sequence(sub.data, flags, False, False), low, high)
+            node = rep(self.sequence(sub.data, flags, False, False), low, high)
+            count = uncollapsed_count(node) if isinstance(node, Rep) else None
+            if count is not None:
+                raise self.refuse(
+                    f"nested counted repeats that repeat their innermost part up to {count} "
+                    "times in all",
+                    f"llama.cpp allows at most {MAX_REPEAT} repetitions, and left nested, "
+                    "repeats whose count varies make llama.cpp's grammar check slow down "
+                    "sharply with the reply's length. Use smaller bounds, or an unbounded "
+                    "repeat (* or +) for the outer one.",
+                )
+            return node
         if op is _c.POSSESSIVE_REPEAT or op is _c.ATOMIC_GROUP:
             raise self.refuse(
                 "a possessive repeat or atomic group",

@@ -58,6 +58,11 @@ REGEXES: list[tuple[str, str]] = [
     ("anchors-string", r"\Aab+\Z"),
     ("anchor-branches", r"^a|b$"),
     ("anchors-in-group", r"(^x|y)z(w$|v)"),
+    # Nested counted repeats, collapsed into one repeat per range of counts
+    ("nested-optional-counts", r"(\d{0,4}){0,3}x"),
+    ("nested-count-gaps", r"(a{3,4}){0,5}b?"),
+    ("nested-count-items", r"((ab|c){1,3}){2,4}"),
+    ("star-of-counts", r"(x{2,3})*y"),
     ("empty", r""),
     ("empty-alt", r"a|"),
     ("dot", r"a.c"),

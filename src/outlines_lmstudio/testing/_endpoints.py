@@ -138,7 +138,10 @@ async def list_downloaded_model_variants(conn: Peer, parameter: Any) -> Any:
     raise path_not_found(conn.emu, key)
 
 
-LMSTUDIO_VERSION = "0.3.31"
+LMSTUDIO_VERSION = "0.4.19"
+"""The version the emulator reports: the newest whose behaviour it models (reasoning closed by
+the synthetic marker, and reasoning sent under a schema: `_reasoning_forms`). A model with the
+``legacy`` form behaves as LM Studio did before it."""
 
 
 async def version(conn: Peer, parameter: Any) -> Any:

@@ -425,6 +425,10 @@ const scenarios = {
   async system_info(client) {
     const version = await client.system.getLMStudioVersion();
     check(typeof version.version === "string", "version");
+    // The reasoning models send reasoning under a schema, as LM Studio does from 0.4.19 on:
+    // the version reported must not say an older server (whose clients expect none).
+    const [major, minor, patch] = version.version.split(".").map(Number);
+    check(major > 0 || minor > 4 || (minor === 4 && patch >= 19), `version ${version.version}`);
     if (typeof client.system.getInfo === "function") {
       const info = await client.system.getInfo();
       check(typeof info.version === "string" && Number.isInteger(info.pid), "info");

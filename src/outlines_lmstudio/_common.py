@@ -20,6 +20,7 @@ from ._output import OutputPlan
 from ._reconnect import AsyncReconnects, SyncReconnects
 from ._reply import ReplyStats
 from ._sdk_errors import (
+    SLOW_PROBE,
     Stage,
     client_closed,
     client_host,
@@ -381,14 +382,7 @@ class Common:
         else:
             what = f"LM Studio did not answer at {host}: {type(exc).__name__}"
             what += f": {exc}" if str(exc) else " (no detail)"
-            # Before it connects, the lmstudio SDK asks the host over HTTP with a fixed
-            # 1 s limit of its own: connect_timeout= does not reach that request.
-            slow = (
-                "; the lmstudio SDK waits 1 s for that first HTTP answer whatever "
-                "connect_timeout= says, so a server this slow to answer cannot be used"
-                if isinstance(exc, httpx.TimeoutException)
-                else ""
-            )
+            slow = f"; {SLOW_PROBE}" if isinstance(exc, httpx.TimeoutException) else ""
         return LMStudioConnectionError(
             what,
             host=host,

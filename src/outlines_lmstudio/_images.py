@@ -181,10 +181,14 @@ def _encode(image: PILImage.Image) -> ImageData:
         _check_16_bits(image)
     elif image.mode == "F":
         _refuse_floats(image)
-    image = _upright(image)
-    # Kept as the file had them: the EXIF (its orientation already applied) and the colour
-    # profile, which describes the pixels only in their own mode.
+    turn = _orientation(image)
+    if turn is not None and turn != 1:
+        image = ImageOps.exif_transpose(image)
+    # Kept as the file had them: the EXIF (its orientation already applied; not one Pillow
+    # cannot read) and the colour profile, which describes the pixels only in their own mode.
     kept = {key: image.info[key] for key in ("exif", "icc_profile") if image.info.get(key)}
+    if turn is None:
+        kept.pop("exif", None)
     buffer = io.BytesIO()
     try:
         if fmt in _PASS_THROUGH and image.mode in _WRITABLE[fmt]:
@@ -214,22 +218,20 @@ def _encode(image: PILImage.Image) -> ImageData:
     return _make(buffer.getvalue(), "image/png")
 
 
-def _upright(image: PILImage.Image) -> PILImage.Image:
-    """Return ``image`` turned as its EXIF orientation says a viewer shows it.
+def _orientation(image: PILImage.Image) -> int | None:
+    """Return ``image``'s EXIF orientation (1 when it has none), ``None`` for unreadable EXIF.
 
     A phone photo is stored sideways with an orientation tag. The image decoders behind
     vision models (llama.cpp's, MLX's) read the pixels as stored, so the model would see
-    the photo sideways: the turn is applied here, and the tag dropped with it (Pillow's
-    ``exif_transpose``). Images without the tag are returned as they are.
+    the photo sideways: `_encode` applies the turn and drops the tag (Pillow's
+    ``exif_transpose``). EXIF that Pillow cannot parse is not applied or kept (it would
+    raise ``SyntaxError`` and the like where the image itself is fine).
     """
-    if not _turned(image):
-        return image
-    return ImageOps.exif_transpose(image)
-
-
-def _turned(image: PILImage.Image) -> bool:
-    """Whether ``image``'s EXIF orientation tag says it is shown turned or mirrored."""
-    return image.getexif().get(_ORIENTATION, 1) not in (None, 1)
+    try:
+        value = image.getexif().get(_ORIENTATION, 1)
+    except (OSError, ValueError, *CORRUPT_IMAGE_ERRORS):
+        return None
+    return value if isinstance(value, int) else 1
 
 
 _ORIENTATION = 0x0112  # the EXIF orientation tag
@@ -316,7 +318,7 @@ def _from_outlines(image: Any) -> ImageData:
     if isinstance(pil, PILImage.Image):
         # Outlines' Image keeps only the current frame in image_str: look at the PIL image.
         _check_still(pil)
-        if _turned(pil):  # image_str was saved without the EXIF, so without its turn
+        if _orientation(pil) not in (None, 1):  # image_str was saved without the EXIF turn
             return _encode(pil)
     encoded = getattr(image, "image_str", None)
     if not isinstance(encoded, str | bytes):
@@ -458,11 +460,22 @@ def _pil_witness(image: PILImage.Image) -> tuple[Any, ...]:
 # Normalising reads (and for a lazily opened file, decodes into) the image object itself, and
 # Pillow's lazy ``load()`` is not safe from two threads at once: concurrent awaited calls
 # over one ``PIL.Image.open(...)`` image (each normalises in its own worker thread) failed at
-# random or uploaded scrambled pixels, and left them in the caller's image. So one object is
+# random or uploaded scrambled pixels, and left them in the caller's image. So one image is
 # normalised by one thread at a time; the next finds it cached. Locks are picked by the
 # object's ``id`` from a fixed set (PIL and Outlines images are unhashable): two images
-# sharing a lock only wait for each other, and nothing needs cleaning up.
+# sharing a lock only wait for each other, and nothing needs cleaning up. An Outlines
+# ``Image`` takes its PIL image's lock too (two Outlines images of one PIL image read it), in
+# index order, so two threads never wait for each other's.
 _LOCKS = tuple(threading.Lock() for _ in range(64))
+
+
+def _locks_of(image: object) -> list[threading.Lock]:
+    """Return the locks to hold while normalising ``image``, in the order to take them."""
+    objects = [image]
+    inner = getattr(image, "image", None)  # an Outlines Image's PIL image
+    if isinstance(inner, PILImage.Image) and inner is not image:
+        objects.append(inner)
+    return [_LOCKS[slot] for slot in sorted({(id(o) >> 4) % len(_LOCKS) for o in objects})]
 
 
 def normalise_image(image: object) -> ImageData:
@@ -486,8 +499,33 @@ def normalise_image(image: object) -> ImageData:
     InvalidImageError
         If the image cannot be read or encoded, or is too large or animated.
     """
-    with _LOCKS[(id(image) >> 4) % len(_LOCKS)]:
+    locks = _locks_of(image)
+    for lock in locks:
+        lock.acquire()
+    try:
         return _normalise(image)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _normalise_now(image: object) -> ImageData | None:
+    """`normalise_image`, or ``None`` if another thread holds one of its locks.
+
+    For the event loop (`normalise_cheaply`): a worker thread may hold a lock for seconds,
+    encoding this image or another one sharing the lock; such an image goes to a thread too.
+    """
+    locks = _locks_of(image)
+    taken: list[threading.Lock] = []
+    try:
+        for lock in locks:
+            if not lock.acquire(blocking=False):
+                return None
+            taken.append(lock)
+        return _normalise(image)
+    finally:
+        for lock in taken:
+            lock.release()
 
 
 def _normalise(image: object) -> ImageData:
@@ -546,9 +584,9 @@ def normalise_cheaply(image: object) -> ImageData | None:
         if cached is not None:
             return cached
         if not isinstance(encoded, str | bytes) or len(encoded) <= _CHEAP_BASE64:
-            return normalise_image(image)  # no data (the error), or little of it
+            return _normalise_now(image)  # no data (the error), or little of it
         return None
     if isinstance(image, PILImage.Image):
         width, height = image.size
-        return normalise_image(image) if width * height <= _CHEAP_PIXELS else None
+        return _normalise_now(image) if width * height <= _CHEAP_PIXELS else None
     return normalise_image(image)  # not an image: the error

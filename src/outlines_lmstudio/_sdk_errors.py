@@ -17,6 +17,7 @@ from .errors import (
 )
 
 __all__ = [
+    "SLOW_PROBE",
     "client_closed",
     "client_host",
     "client_in_other_loop",
@@ -35,6 +36,16 @@ _START_HINT = (
     "port given to lms.Client(...) or lms.AsyncClient(...), or test against "
     "outlines_lmstudio.testing.LMStudioEmulator."
 )
+
+SLOW_PROBE = (
+    "the lmstudio SDK waits 1 s for that first HTTP answer whatever connect_timeout= says, so "
+    "a server this slow to answer cannot be used"
+)
+"""Why a server that accepted the connection but did not answer HTTP in time failed.
+
+Before it connects, the lmstudio SDK asks the host over HTTP with a fixed 1 s limit of its
+own (sync and async): ``connect_timeout=`` does not reach that request.
+"""
 
 
 def client_host(client: lms.Client | lms.AsyncClient) -> str | None:
@@ -222,13 +233,20 @@ def translate_sdk_error(
         )
     if isinstance(exc, lms.LMStudioWebsocketError) or "not reachable" in text:
         lost = "not reachable" not in text
+        if lost:
+            hint = "The next call reconnects; if LM Studio stopped, start it again."
+        elif "ReadTimeout" in text:  # a server took the connection, and said nothing in 1 s
+            hint = (
+                "Check that LM Studio's server (not another program) listens on that host and "
+                f"port; {SLOW_PROBE}."
+            )
+        else:
+            hint = _START_HINT
         return LMStudioConnectionError(
             f"{'Lost the connection to' if lost else 'Cannot talk to'} LM Studio: {text}",
             host=host,
             model=model,
-            hint="The next call reconnects; if LM Studio stopped, start it again."
-            if lost
-            else _START_HINT,
+            hint=hint,
         )
     if isinstance(exc, lms.LMStudioModelNotFoundError) or (
         stage == "resolve" and isinstance(exc, lms.LMStudioServerError | lms.LMStudioClientError)

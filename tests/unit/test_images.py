@@ -441,3 +441,38 @@ def test_an_eps_image_pillow_cannot_read_says_what_is_missing(
     with pytest.raises(InvalidImageError, match="Install Ghostscript") as caught:
         normalise_image(opened(buffer.getvalue()))
     assert "corrupt" not in str(caught.value)
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_exif_pillow_cannot_parse_is_not_an_error(wrap: bool) -> None:
+    """Such EXIF was never read before the turn was applied; it must not fail the image."""
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (4, 3), "red").save(buffer, format="PNG", exif=b"garbage")
+    image = opened(buffer.getvalue())
+    sent = normalise_image(Image(image) if wrap else image)
+    assert opened(sent.data).size == (4, 3)
+
+
+def test_a_cheap_image_whose_lock_is_held_is_left_for_a_thread() -> None:
+    """On the event loop, a lock held by a worker (encoding another image) is not waited for."""
+    import threading
+
+    image = PILImage.new("RGB", (8, 8), "red")
+    [lock] = _images._locks_of(image)
+    results: list[object] = []
+    with lock:  # as a worker thread encoding an image that shares it
+        worker = threading.Thread(target=lambda: results.append(_images.normalise_cheaply(image)))
+        worker.start()
+        worker.join(5)
+        assert not worker.is_alive()
+    assert results == [None]
+    assert _images.normalise_cheaply(image) is not None  # free again: done on the loop
+
+
+def test_an_outlines_image_holds_its_pil_images_lock_too() -> None:
+    """Two Outlines Images of one PIL image read it: they share its lock."""
+    pil = opened(encoded("PNG"))  # Outlines needs an image with a format
+    first, second = _images._locks_of(Image(pil)), _images._locks_of(Image(pil))
+    [pil_lock] = _images._locks_of(pil)
+    assert pil_lock in first
+    assert pil_lock in second

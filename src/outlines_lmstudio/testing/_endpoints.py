@@ -8,7 +8,7 @@ import binascii
 import os
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._lookup import engine_for, not_found, path_not_found, resolve
@@ -19,8 +19,11 @@ from outlines_lmstudio.testing._predict import (
     predict,
 )
 from outlines_lmstudio.testing._records import Upload
-from outlines_lmstudio.testing._state import Peer
+from outlines_lmstudio.testing._state import EmulatorState, Peer
 from outlines_lmstudio.testing._wire import Channel, RequestError, server_error, wire_int
+
+if TYPE_CHECKING:
+    from outlines_lmstudio.testing._catalogue import Instance
 
 __all__ = ["CHANNEL_HANDLERS", "RPC_HANDLERS", "sniff_file_type"]
 
@@ -362,12 +365,9 @@ async def get_or_load(
     # A model loaded on demand is a JIT model: it keeps the client's time-to-live, and
     # (LM Studio's default "only keep the last JIT model") unloads the other JIT models.
     with emu._lock:
-        evicted = emu._catalogue.jit_instances() if emu.only_keep_last_jit_model else []
-        for other in evicted:
-            emu._catalogue.unload(other.identifier)
+        evicted = _evict_jit(emu)
         ident = emu._catalogue.next_identifier(model.key)
-    for other in evicted:
-        await conn.channel_send(channel, {"type": "unloadingOtherJITModel", "info": other.info()})
+    await _say_evicted(conn, channel, evicted)
     start = {"type": "startLoading", "identifier": ident, "info": model.model_info()}
     await conn.channel_send(channel, start)
     await _load_progress(conn, channel, "loadProgress")
@@ -379,10 +379,7 @@ async def get_or_load(
         if loaded is None:
             # A JIT load that overlapped this one was not loaded when this one started, so
             # it was not evicted then: it is now, and only the last JIT model stays.
-            if emu.only_keep_last_jit_model:
-                evicted = emu._catalogue.jit_instances()
-                for other in evicted:
-                    emu._catalogue.unload(other.identifier)
+            evicted = _evict_jit(emu)
             loaded = emu._catalogue.load(
                 model,
                 None,
@@ -392,9 +389,25 @@ async def get_or_load(
                 jit=True,
             )
         info = loaded.info()
+    await _say_evicted(conn, channel, evicted)
+    await conn.channel_send(channel, {"type": "loadSuccess", "info": info})
+
+
+def _evict_jit(emu: EmulatorState) -> list[Instance]:
+    """Unload the JIT instances (LM Studio's "only keep the last JIT model"); return them.
+
+    Called with the emulator's lock held.
+    """
+    evicted = emu._catalogue.jit_instances() if emu.only_keep_last_jit_model else []
+    for other in evicted:
+        emu._catalogue.unload(other.identifier)
+    return evicted
+
+
+async def _say_evicted(conn: Peer, channel: Channel, evicted: list[Instance]) -> None:
+    """Tell a loading client which JIT models its load unloaded."""
     for other in evicted:
         await conn.channel_send(channel, {"type": "unloadingOtherJITModel", "info": other.info()})
-    await conn.channel_send(channel, {"type": "loadSuccess", "info": info})
 
 
 async def load_model(

@@ -3,9 +3,10 @@
 outlines-core builds a regex for some of them anyway and the sampler wrote documents that
 break the schema: ``{"type": "integer", "minimum": 5, "maximum": 3}`` gave ``14`` (the
 bounds are checked apart from the regex), ``{"enum": []}`` gave an empty reply, and a
-required property whose schema is the schema itself (``{"properties": {"c": {"$ref":
-"#"}}, "required": ["c"]}``: only an infinitely deep document matches) gave an object
-missing that property where outlines-core stops recursing. LM Studio's engines fail to
+required property whose schema is the schema itself (``{"type": "object", "properties":
+{"c": {"$ref": "#"}}, "required": ["c"]}``: only an infinitely deep document matches; without
+``type`` a number would match) gave an object missing that property where outlines-core
+stops recursing. LM Studio's engines fail to
 build a grammar for such schemas; the emulator refuses them the same way.
 
 The checks are conservative: a schema they pass may still admit no document (then the
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["impossible"]
+
 
 def impossible(schema: Any) -> str | None:
     """Say why no JSON document matches ``schema`` (None if none of the checks finds it)."""

@@ -70,22 +70,23 @@ def _violations_report(violations: list[str]) -> str:
     """Say which messages broke the SDK's wire schemas: the client's or the emulator's."""
     from outlines_lmstudio.testing._drift import FROM_CLIENT
 
-    client = [v for v in violations if FROM_CLIENT in v]
-    emulator = [v for v in violations if FROM_CLIENT not in v]
+    sections = (
+        (
+            [v for v in violations if FROM_CLIENT not in v],
+            "The LM Studio emulator sent messages that do not match the lmstudio SDK's wire "
+            "schemas",
+        ),
+        (
+            [v for v in violations if FROM_CLIENT in v],
+            "The client sent requests whose values LM Studio refuses (the client's values, not "
+            "the emulator's; LM Studio answers them with only a warning, and the caller waits)",
+        ),
+    )
     parts = []
-    if emulator:
-        listed = "\n".join(f"  - {v}" for v in emulator[:20])
-        parts.append(
-            "The LM Studio emulator sent messages that do not match the lmstudio "
-            f"SDK's wire schemas ({len(emulator)}):\n{listed}"
-        )
-    if client:
-        listed = "\n".join(f"  - {v}" for v in client[:20])
-        parts.append(
-            "The client sent requests whose values LM Studio refuses (the client's values, "
-            "not the emulator's; LM Studio answers them with only a warning, and the caller "
-            f"waits) ({len(client)}):\n{listed}"
-        )
+    for found, heading in sections:
+        if found:
+            listed = "\n".join(f"  - {v}" for v in found[:20])
+            parts.append(f"{heading} ({len(found)}):\n{listed}")
     return "\n".join(parts)
 
 

@@ -28,6 +28,7 @@ from ._sdk_errors import (
     closed_client_error,
     other_loop_error,
     release_unsent,
+    server_hint,
     translate_sdk_error,
 )
 from .errors import (
@@ -387,8 +388,7 @@ class Common:
             what,
             host=host,
             model=self.model_name,
-            hint="Check that LM Studio's server (not another program) listens on that host "
-            f"and port{slow}.",
+            hint=server_hint(slow),
         )
 
     def _timeout_error(

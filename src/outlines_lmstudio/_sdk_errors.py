@@ -25,6 +25,7 @@ __all__ = [
     "forked_client_error",
     "other_loop_error",
     "release_unsent",
+    "server_hint",
     "task_manager",
     "translate_sdk_error",
 ]
@@ -46,6 +47,13 @@ SLOW_PROBE = (
 Before it connects, the lmstudio SDK asks the host over HTTP with a fixed 1 s limit of its
 own (sync and async): ``connect_timeout=`` does not reach that request.
 """
+
+
+def server_hint(more: str) -> str:
+    """Return the hint for a host that took the connection but not as LM Studio, ``more`` after."""
+    return (
+        f"Check that LM Studio's server (not another program) listens on that host and port{more}."
+    )
 
 
 def client_host(client: lms.Client | lms.AsyncClient) -> str | None:
@@ -236,10 +244,7 @@ def translate_sdk_error(
         if lost:
             hint = "The next call reconnects; if LM Studio stopped, start it again."
         elif "ReadTimeout" in text:  # a server took the connection, and said nothing in 1 s
-            hint = (
-                "Check that LM Studio's server (not another program) listens on that host and "
-                f"port; {SLOW_PROBE}."
-            )
+            hint = server_hint(f"; {SLOW_PROBE}")
         else:
             hint = _START_HINT
         return LMStudioConnectionError(

@@ -6,6 +6,7 @@ from typing import Any
 
 from outlines.models.base import ModelTypeAdapter
 
+from ._config import check_flag
 from ._inputs import ChatPrompt, format_input, format_text
 from ._output import OutputPlan, plan_output
 
@@ -26,11 +27,16 @@ class LMStudioTypeAdapter(ModelTypeAdapter):
         Grammar mode: send Outlines DSL terms (``Regex``, ``CFG``...) as GBNF grammars.
     strict_schema
         Also refuse JSON-schema keywords LM Studio's engines accept but do not enforce.
+
+    Raises
+    ------
+    InvalidInferenceArgumentError
+        (a ``TypeError``) If ``grammar`` or ``strict_schema`` is not a bool.
     """
 
     def __init__(self, *, grammar: bool = False, strict_schema: bool = False) -> None:
-        self.grammar = grammar
-        self.strict_schema = strict_schema
+        self.grammar = check_flag("grammar", grammar)
+        self.strict_schema = check_flag("strict_schema", strict_schema)
 
     def format_input(self, model_input: Any) -> ChatPrompt:
         """Convert a model input into a prompt whose images are ready to upload.

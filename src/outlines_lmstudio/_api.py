@@ -10,7 +10,7 @@ raises when awaited: it is read in a worker thread; still before any request is 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from functools import partial
 from operator import attrgetter
 from typing import Any, ClassVar
@@ -35,7 +35,7 @@ from ._output import identity
 from ._reply import Reply
 from .errors import InvalidInferenceArgumentError
 
-__all__ = ["ModelApi", "ReplyStream"]
+__all__ = ["OPTIONS", "ModelApi", "ReplyStream", "check_options"]
 
 _TEXT: Callable[[Completion], str] = attrgetter("text")  # a completion's text, in C
 
@@ -96,6 +96,26 @@ class ReplyStream:
         await self._chunks.aclose()
 
 
+OPTIONS = ("max_concurrency", "timeout", "connect_timeout", "read_timeout", "grammar")
+"""The options of a model (`from_lmstudio` documents each)."""
+
+
+def check_options(where: str, options: Mapping[str, object]) -> None:
+    """Refuse an option name a model does not take, listing those it takes.
+
+    Raises
+    ------
+    InvalidInferenceArgumentError
+        If an option is unknown.
+    """
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise InvalidInferenceArgumentError(
+            f"Unknown option(s) {unknown} for {where}. Accepted: {', '.join(OPTIONS)}. "
+            "Inference settings (temperature, max_tokens, ...) go on each call."
+        )
+
+
 class ModelApi(Common):
     """The Outlines API and the typed helpers, for both fronts.
 
@@ -111,16 +131,16 @@ class ModelApi(Common):
     _traits: Any
 
     def __init__(
-        self,
-        client: Any,
-        model_name: str | None = None,
-        *,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        timeout: float | None = None,
-        grammar: bool = False,
-        connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
-        read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+        self, client: Any, model_name: str | None = None, *args: Any, **options: Any
     ) -> None:
+        where = type(self).__name__
+        if args:
+            raise InvalidInferenceArgumentError(
+                f"{where} takes the client and the model key by position, and its options "
+                f"by name ({', '.join(f'{o}=' for o in OPTIONS)}); got {len(args)} more "
+                f"positional argument(s): {args!r}."
+            )
+        check_options(where, options)
         wanted = self._client_class.__name__
         if not isinstance(client, self._client_class):
             raise InvalidInferenceArgumentError(
@@ -129,7 +149,12 @@ class ModelApi(Common):
             )
         self.client = client
         self._configure(
-            model_name, max_concurrency, timeout, grammar, connect_timeout, read_timeout
+            model_name,
+            options.get("max_concurrency", DEFAULT_MAX_CONCURRENCY),
+            options.get("timeout"),
+            options.get("grammar", False),
+            options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+            options.get("read_timeout", DEFAULT_READ_TIMEOUT),
         )
         self.type_adapter = self._adapter
 

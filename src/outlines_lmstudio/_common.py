@@ -14,7 +14,13 @@ from outlines.inputs import Chat
 
 from ._adapter import LMStudioTypeAdapter
 from ._cache import AsyncClientCache, SyncClientCache
-from ._config import PredictionArgs, check_seconds, parse_inference_kwargs, real_number
+from ._config import (
+    PredictionArgs,
+    check_flag,
+    check_seconds,
+    parse_inference_kwargs,
+    real_number,
+)
 from ._inputs import ChatPrompt, follows_a_prompt
 from ._output import OutputPlan
 from ._reconnect import AsyncReconnects, SyncReconnects
@@ -59,7 +65,6 @@ __all__ = [
     "SYNC_RECONNECTS",
     "SYNC_TRAITS",
     "check_concurrency",
-    "check_flag",
     "check_model_name",
     "check_retries",
     "check_timeout",
@@ -212,12 +217,6 @@ def is_batch(model_input: object) -> bool:
     if all(inputs):
         return True
     return sum(inputs) > 1 and not any(follows_a_prompt(item) for item in model_input)
-
-
-def check_flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidInferenceArgumentError(f"{name} must be True or False, got {value!r}.")
-    return value
 
 
 def check_concurrency(value: object) -> int:

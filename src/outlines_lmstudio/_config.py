@@ -31,6 +31,7 @@ __all__ = [
     "SIMPLE_KWARGS",
     "PredictionArgs",
     "accepted_keywords",
+    "check_flag",
     "check_seconds",
     "parse_inference_kwargs",
     "plain_str",
@@ -92,14 +93,26 @@ def _real(name: str, value: object, *, integer: bool = False) -> float:
     if integer and not isinstance(number, int):
         raise InvalidInferenceArgumentError(f"{name} must be an int, got {_describe(value)}.")
     if isinstance(number, int):
-        if abs(number) > MAX_COUNT:
+        if abs(number) <= MAX_COUNT:
+            return number
+        if integer:  # a count: LM Studio's engines count in 32-bit ints
             raise InvalidInferenceValueError(
                 f"{name} is out of range: {_describe(value)} is larger than {MAX_COUNT:,}."
             )
-        return number
+        try:  # any other setting is a JSON number: a large int is the float it means
+            number = float(number)
+        except OverflowError:
+            number = math.inf
     if not math.isfinite(number):
-        raise InvalidInferenceValueError(f"{name} must be a finite number, got {value!r}.")
+        raise InvalidInferenceValueError(f"{name} must be a finite number, got {_describe(value)}.")
     return number
+
+
+def check_flag(name: str, value: object) -> bool:
+    """Return an on/off option, refusing anything but a bool (``"no"`` is truthy)."""
+    if not isinstance(value, bool):
+        raise InvalidInferenceArgumentError(f"{name} must be True or False, got {value!r}.")
+    return value
 
 
 def _count(name: str, value: object) -> object:
@@ -251,6 +264,13 @@ CALLBACK_KWARGS = (
     "on_prediction_fragment",
     "on_prompt_processing_progress",
 )
+# What the SDK passes each callback (``json_api.PredictionStreamBase``, both clients).
+_CALLBACK_ARGS: Mapping[str, tuple[str, ...]] = {
+    "on_message": ("the reply message, an lmstudio.AssistantResponse",),
+    "on_first_token": (),
+    "on_prediction_fragment": ("each fragment, an lmstudio.LlmPredictionFragment",),
+    "on_prompt_processing_progress": ("the progress, a float from 0 to 1",),
+}
 _OTHER_KWARGS = ("config", "preset", "model", "timeout")
 
 # Keywords people carry over from other backends, with what to do instead.
@@ -464,7 +484,9 @@ def _user_config(config: object) -> dict[str, Any]:
             "LM Studio's prediction config (structured takes type, jsonSchema, gbnfGrammar)."
         )
     _check_structured(result.get("structured"))
-    return result
+    # A key set to None is unset (the SDK's struct sends nothing for it): dropped here, so
+    # that it does not count as given next to a keyword or an output type.
+    return {camel: value for camel, value in result.items() if value is not None}
 
 
 def _camel(key: str) -> str:
@@ -616,7 +638,31 @@ def _check_callback(name: str, callback: object) -> Callable[..., Any]:
             "event loop, so keep it quick), or read the reply with async for over "
             "model.stream(...) and await your work there."
         )
+    _check_arity(name, callback)
     return callback
+
+
+def _check_arity(name: str, callback: Callable[..., Any]) -> None:
+    """Refuse a callback that cannot take what the SDK passes it.
+
+    The SDK only logs what a progress, first-token or fragment callback raises, so a
+    wrong signature would silently never run; a wrong ``on_message`` would fail after
+    the whole reply was generated.
+    """
+    passed = _CALLBACK_ARGS[name]
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check
+        return
+    try:
+        signature.bind(*passed)
+    except TypeError:
+        takes = f"one argument ({passed[0]})" if passed else "no arguments"
+        raise InvalidInferenceArgumentError(
+            f"{name}= is called by LM Studio's SDK with {takes}, but {callback!r} has the "
+            f"signature {signature}: make it take "
+            f"{'one positional argument' if passed else 'no required arguments'}."
+        ) from None
 
 
 _KNOWN = frozenset(accepted_keywords())

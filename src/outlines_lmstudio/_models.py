@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import lmstudio as lms
 
+from ._api import OPTIONS, check_options
 from ._sync import LMStudio
 from .errors import InvalidInferenceArgumentError
 
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
     from ._async import AsyncLMStudio
 
 __all__ = ["LMStudio", "OPTIONS", "from_lmstudio"]
-
-OPTIONS = ("max_concurrency", "timeout", "connect_timeout", "read_timeout", "grammar")
 
 
 # The options by name, for type checkers (a misspelt one is caught before it runs; found
@@ -82,12 +81,7 @@ def from_lmstudio(
         (a ``TypeError``) If ``client`` is neither an ``lmstudio.Client`` nor an
         ``lmstudio.AsyncClient``, or an option is unknown.
     """
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise InvalidInferenceArgumentError(
-            f"Unknown option(s) {unknown} for from_lmstudio. Accepted: {', '.join(OPTIONS)}. "
-            "Inference settings (temperature, max_tokens, ...) go on each call."
-        )
+    check_options("from_lmstudio", options)
     if isinstance(client, lms.Client):
         return LMStudio(client, model_name, **options)
     if isinstance(client, lms.AsyncClient):

@@ -181,6 +181,10 @@ def _png_after_its_with_block() -> PILImage.Image:
     return image
 
 
+def _keyword_only_progress(*, progress: float) -> None:
+    """A progress callback the SDK cannot call: it passes the progress by position."""
+
+
 async def _async_callback(fragment: object) -> None:
     """What an async caller may hand over; the SDK calls callbacks without awaiting them."""
 
@@ -597,6 +601,34 @@ CASES = [
         "on_prediction_fragment= is an async function",
     ),
     Case(
+        "first-token callback that takes an argument",
+        lambda m: m("x", on_first_token=lambda token: None),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        r"on_first_token= is called by LM Studio's SDK with no arguments",
+    ),
+    Case(
+        "fragment callback that takes no argument",
+        lambda m: m("x", on_prediction_fragment=lambda: None),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        r"on_prediction_fragment= is called by LM Studio's SDK with one argument",
+    ),
+    Case(
+        "message callback that takes two arguments",
+        lambda m: m.stream("x", on_message=lambda message, extra: None),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        r"on_message= is called .* one argument \(the reply message",
+    ),
+    Case(
+        "progress callback that takes keyword-only arguments",
+        lambda m: m("x", on_prompt_processing_progress=_keyword_only_progress),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        r"on_prompt_processing_progress= .* signature \(\*, progress: float\)",
+    ),
+    Case(
         "response_format",
         lambda m: m("x", response_format={"type": "json"}),
         E.InvalidInferenceArgumentError,
@@ -778,7 +810,7 @@ CASES = [
         lambda m: m("x", temperature=10**400),
         E.InvalidInferenceValueError,
         ValueError,
-        "temperature= is out of range",
+        "temperature= must be a finite number, got 10000000000[0-9]*[.][.][.]",
     ),
     Case(
         "max_tokens 2**64+5",
@@ -1092,7 +1124,31 @@ def test_from_lmstudio_bad_arguments(emulator: LMStudioEmulator) -> None:
                 from_lmstudio(client, timeout=seconds)
         with pytest.raises(TypeError, match="Unknown option"):
             from_lmstudio(client, grammer=True)  # type: ignore[call-overload]
+        # The classes themselves, as from_lmstudio: our error, naming the options.
+        with pytest.raises(
+            errors.InvalidInferenceArgumentError,
+            match=r"Unknown option\(s\) \['foo'\] for LMStudio\. Accepted: max_concurrency",
+        ):
+            LMStudio(client, TEXT_MODEL, foo=1)
+        with pytest.raises(
+            errors.InvalidInferenceArgumentError,
+            match=r"LMStudio takes the client and the model key by position.*grammar=.*\(4,\)",
+        ):
+            LMStudio(client, TEXT_MODEL, 4)
+        with pytest.raises(errors.InvalidInferenceArgumentError, match="grammar must be True"):
+            LMStudio(client, TEXT_MODEL, grammar="no")
         assert emulator.requests == []
+
+
+@pytest.mark.asyncio
+async def test_the_async_class_names_an_unknown_option(emulator: LMStudioEmulator) -> None:
+    async with lms.AsyncClient(emulator.api_host) as client:
+        with pytest.raises(
+            errors.InvalidInferenceArgumentError,
+            match=r"Unknown option\(s\) \['foo'\] for AsyncLMStudio",
+        ):
+            AsyncLMStudio(client, TEXT_MODEL, foo=1)
+    assert emulator.requests == []
 
 
 def test_a_large_bad_image_is_refused_before_anything_is_sent(

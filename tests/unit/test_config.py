@@ -8,6 +8,7 @@ import msgspec
 import numpy as np
 import pytest
 
+from outlines_lmstudio._adapter import LMStudioTypeAdapter
 from outlines_lmstudio._common import check_concurrency, check_retries
 from outlines_lmstudio._config import (
     MAX_SECONDS,
@@ -464,3 +465,69 @@ def test_float_subclasses_are_sent_as_python_floats(name: str, key: str) -> None
         config = parse_inference_kwargs(given).sdk_kwargs()["config"]
         assert (config[key], type(config[key])) == (0.5, float)
         msgspec.json.encode(config)
+
+
+def test_a_config_key_set_to_none_is_unset() -> None:
+    """None sends nothing, so it neither clashes with a keyword nor with an output type."""
+    args = parse_inference_kwargs({"temperature": 0.5, "config": {"temperature": None}})
+    assert args.config == {"temperature": 0.5}
+    assert (
+        parse_inference_kwargs({"config": {"maxTokens": None, "structured": None}}).config is None
+    )
+
+
+def test_a_large_int_is_the_float_it_means_where_a_setting_is_not_a_count() -> None:
+    assert parse_inference_kwargs({"temperature": 3_000_000_000}).config == {"temperature": 3e9}
+    assert parse_inference_kwargs({"temperature": 3e9}).config == {"temperature": 3e9}
+    with pytest.raises(InvalidInferenceValueError, match="finite"):
+        parse_inference_kwargs({"temperature": 10**400})
+    with pytest.raises(InvalidInferenceValueError, match="larger than 2,147,483,647"):
+        parse_inference_kwargs({"max_tokens": 3_000_000_000})  # a count stays bounded
+
+
+class _Progress:
+    def __call__(self, progress: float) -> None:
+        pass
+
+    def method(self, progress: float) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "callback",
+    [
+        lambda progress: None,
+        lambda *args: None,
+        lambda progress, extra=1: None,
+        _Progress(),
+        _Progress().method,
+        functools.partial(lambda tag, progress: None, "tag"),
+    ],
+    ids=["one argument", "varargs", "a default", "callable object", "bound method", "partial"],
+)
+def test_callbacks_that_take_what_the_sdk_passes_are_accepted(callback: Any) -> None:
+    args = parse_inference_kwargs({"on_prompt_processing_progress": callback})
+    assert args.callbacks == {"on_prompt_processing_progress": callback}
+
+
+@pytest.mark.parametrize(
+    ("name", "callback", "takes"),
+    [
+        ("on_first_token", lambda token: None, "no arguments"),
+        ("on_message", lambda: None, "one argument"),
+        ("on_prediction_fragment", lambda fragment, extra: None, "one argument"),
+        ("on_prompt_processing_progress", _Progress, "one argument"),  # the class itself
+    ],
+)
+def test_callbacks_the_sdk_cannot_call_are_refused(name: str, callback: Any, takes: str) -> None:
+    """The SDK only logs what most callbacks raise: a wrong one would silently never run."""
+    with pytest.raises(InvalidInferenceArgumentError, match=f"{name}= is called .* {takes}"):
+        parse_inference_kwargs({name: callback})
+
+
+def test_the_adapter_takes_only_bools_as_flags() -> None:
+    with pytest.raises(InvalidInferenceArgumentError, match="grammar must be True or False"):
+        LMStudioTypeAdapter(grammar="no")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInferenceArgumentError, match="strict_schema must be True"):
+        LMStudioTypeAdapter(strict_schema=1)  # type: ignore[arg-type]
+    assert LMStudioTypeAdapter(grammar=True, strict_schema=True).grammar is True

@@ -435,9 +435,10 @@ def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory
     text = str(exc).lower()
     if key is None and isinstance(exc, lms.LMStudioClientError) and "no models" in text:
         return LMStudioModelNotFoundError(
-            "LM Studio has no model loaded, and no model_name was given.",
+            "LM Studio has no LLM loaded (a loaded embedding model cannot answer prompts), "
+            "and no model_name was given.",
             host=getattr(error, "host", None),
-            hint="Load a model in LM Studio, or pass model_name to from_lmstudio.",
+            hint="Load an LLM in LM Studio, or pass model_name to from_lmstudio.",
         )
     says_not_found = isinstance(exc, lms.LMStudioModelNotFoundError) or any(
         s in text for s in _NOT_FOUND

@@ -563,3 +563,33 @@ def test_slots_and_prompt_latency_reach_the_emulator() -> None:
     finally:
         child.send_signal(signal.SIGINT)
         child.communicate(timeout=20)
+
+
+@pytest.mark.parametrize("module", [False, True])
+def test_a_burst_of_stop_signals_is_one_clean_stop(module: bool) -> None:
+    # Found by a probe: GNU timeout sends SIGTERM to the emulator and again to its process
+    # group; the second one, landing while the emulator stopped, cut the stop short: status
+    # 130 and "interrupted." (143 with two SIGTERMs 30 ms apart).
+    command = (
+        [sys.executable, "-m", "outlines_lmstudio.testing"]
+        if module
+        else [*script_path(), "emulator"]
+    )
+    with subprocess.Popen(
+        [*command, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().startswith("LM Studio emulator listening on ")
+            for kind in (signal.SIGTERM, signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
+                child.send_signal(kind)
+                time.sleep(0.01)
+            out, err = child.communicate(timeout=15)
+        finally:
+            child.kill()
+    assert (child.returncode, err) == (0, "")
+    assert out == "LM Studio emulator stopped\n"

@@ -323,7 +323,14 @@ def test_no_model_loaded_says_so(fronts: Fronts, emulator: LMStudioEmulator) -> 
     for key in ("qwen2.5-7b-instruct", "qwen2-vl-2b-instruct", "llama-3.2-1b-instruct-mlx"):
         emulator.unload(key)
     fresh = fronts.client()
-    with pytest.raises(LMStudioModelNotFoundError, match="no model loaded"):
+    with pytest.raises(LMStudioModelNotFoundError, match="no LLM loaded"):
+        fronts.model(fresh)("hello")
+    # Found by a probe: with an embedding model loaded, "no model loaded" told a user who
+    # could see a loaded model that there was none.
+    emulator.load("text-embedding-nomic-embed-text-v1.5")
+    with pytest.raises(
+        LMStudioModelNotFoundError, match=r"no LLM loaded \(a loaded embedding model cannot"
+    ):
         fronts.model(fresh)("hello")
 
 

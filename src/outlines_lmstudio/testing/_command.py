@@ -249,8 +249,22 @@ def _interruptible(read: Callable[[Path], _T], path: Path) -> _T:
     return box[0]
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+class _Interrupt:
+    """The SIGINT/SIGTERM handler: the first signal stops the emulator, the rest wait.
+
+    GNU ``timeout`` (and service managers that signal a process group) send SIGTERM to
+    the process and again to its group: a second KeyboardInterrupt raised while the
+    emulator stops cut its stop short and exited 130 "interrupted" (found by a probe).
+    """
+
+    def __init__(self) -> None:
+        self.stopping = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            return  # already stopping: the stop finishes, then the "stopped" line
+        self.stopping = True
+        raise KeyboardInterrupt
 
 
 def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
@@ -307,11 +321,12 @@ def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
     except (OSError, OverflowError, ValueError) as exc:
         return fail(f"Cannot listen on {args.host}:{args.port}: {exc}")
     stop = threading.Event()
+    interrupt = _Interrupt()
     try:
         # Install both handlers: a background job may start with SIGINT ignored. Inside
         # the try, so a stop that comes as soon as the host line is read is a clean stop.
-        signal.signal(signal.SIGINT, _interrupt)
-        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, interrupt)
         print(f"LM Studio emulator listening on {emulator.api_host}", flush=True)
         while not stop.wait(0.5):
             pass
@@ -319,6 +334,12 @@ def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
         pass
     finally:
         emulator.stop()
+    if interrupt.stopping:
+        # Stopped by a signal: more of them (a group's) are ignored from here on, also
+        # while Python exits (it puts back the default handlers, which would end the
+        # process with the signal's status after a clean stop).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         print("LM Studio emulator stopped", flush=True)
     except BrokenPipeError:

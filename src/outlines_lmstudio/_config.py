@@ -213,7 +213,11 @@ def _reasoning_parsing(name: str, value: object) -> object:
                 f"{name}: {key!r} must be a string, got {type(tag).__name__}."
             )
         if parsed["enabled"] and not tag.strip():
-            raise InvalidInferenceValueError(f"{name}: {key!r} must not be empty.")
+            got = "empty" if not tag else f"only whitespace ({tag!r})"
+            raise InvalidInferenceValueError(
+                f"{name}: {key!r} must be the tag the model writes, such as "
+                f"{DEFAULT_THINK_TAGS[key == 'endString']!r}; got {got}."
+            )
         parsed[key] = plain_str(tag)
     return parsed
 

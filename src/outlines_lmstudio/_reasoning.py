@@ -61,7 +61,39 @@ __all__ = [
     "json_openers",
     "plain_reply",
     "reply_problem",
+    "unparsed_tags_hint",
 ]
+
+# Reasoning tags other model families write, which only a reasoningParsing setting with
+# them separates (the splitter knows <think> and Harmony): a reply that opens with one
+# and fails to validate gets a hint naming the setting.
+_OTHER_TAGS = {
+    "[THINK]": "[/THINK]",  # Magistral
+    "<thinking>": "</thinking>",
+    "<reasoning>": "</reasoning>",
+    "<seed:think>": "</seed:think>",  # Seed-OSS
+    "<|begin_of_thought|>": "<|end_of_thought|>",
+}
+
+
+def unparsed_tags_hint(raw: str) -> str:
+    """Name the reasoning setting that separates a reply opening with another family's tag.
+
+    Returns
+    -------
+    str
+        A sentence to add to a validation error (``""`` for other replies).
+    """
+    head = raw.lstrip()
+    for start, end in _OTHER_TAGS.items():
+        if head.startswith(start):
+            parsing = {"enabled": True, "start_string": start, "end_string": end}
+            return (
+                f" (the reply opens with {start}, a reasoning tag LM Studio did not "
+                f"separate: pass reasoning_parsing={parsing!r})"
+            )
+    return ""
+
 
 _JSON_OPENERS = frozenset('{["')
 """First characters of a JSON answer that reasoning text does not open with (see above)."""
@@ -145,6 +177,10 @@ class ReasoningSplitter:
     json_openers
         The characters that answer may open with (`json_openers` of its schema): a reply
         opening otherwise (reasoning quoting the question, for an object) is not it.
+    untyped_tags
+        Whether the think tags in untyped text open or close reasoning. ``False`` for a
+        raw completion, which continues the prompt's text as is: only what the server
+        marks (typed fragments, its marker, Harmony headers) is reasoning.
 
     Attributes
     ----------
@@ -192,6 +228,7 @@ class ReasoningSplitter:
         end_tag: str = "</think>",
         json_answer: bool = False,
         json_openers: frozenset[str] = _JSON_OPENERS,
+        untyped_tags: bool = True,
     ) -> None:
         if not start_tag or not end_tag:
             raise ValueError("reasoning start and end tags must be non-empty strings")
@@ -201,6 +238,9 @@ class ReasoningSplitter:
         self._json_answer = json_answer
         if json_openers != _JSON_OPENERS:  # most calls: the class default
             self._openers = json_openers
+        if not untyped_tags:  # the answer from the first character, with no tags to find
+            self._mode = _Mode.ANSWER
+            self._reasoned = True
         self._answer: list[str] = []
         self._reasoning: list[str] = []
         self._out: list[ReplyChunk] = []

@@ -367,7 +367,9 @@ def stream_text(
     reader = SyncReader(stream, sigint, per_fragment=per_fragment)
     # LM Studio's reasoning marker and Harmony control text are not text either (found by
     # a probe: `complete` printed them): the splitter takes them out, as for every call.
-    splitter = ReasoningSplitter()
+    # Think tags in untyped text are the completion's own text (found by a probe: a
+    # completion that opened with <think> printed nothing, with status 0).
+    splitter = ReasoningSplitter(untyped_tags=False)
     finished = False
     try:
         while (fragments := reader.read()) is not None:

@@ -28,6 +28,7 @@ from outlines.types.dsl import python_types_to_terms
 from ._formats import format_checker
 from ._inputs import ChatPrompt, Message, followed_by_answer
 from ._output import OutputPlan, argument_order, output_type_name
+from ._reasoning import unparsed_tags_hint
 from ._search import linear_time
 from .errors import (
     InvalidSchemaError,
@@ -584,7 +585,7 @@ def check_reply(
         cut = (
             " (a stop string ended it: drop it from stop=, or pick one the answer cannot hold)"
             if stop_reason == "stopStringFound"
-            else ""
+            else unparsed_tags_hint(raw)
         )
         raise ParseError(
             f"The reply does not validate as {name} after {attempts} attempt(s){cut}",

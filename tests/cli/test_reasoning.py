@@ -63,6 +63,25 @@ def test_complete_prints_only_the_answer(
     assert (result.returncode, result.stdout) == (0, "Paris.\n"), result.stderr
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<think> is the tag DeepSeek-R1 opens its reasoning with.",
+        "Close the block with </think> and then answer.",
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_complete_prints_think_tags_in_untyped_text_as_the_text_they_are(
+    emulator: LMStudioEmulator, main_in_process: MainInProcess, text: str, stream: bool
+) -> None:
+    """Found by a probe: a raw completion that opened with <think> printed nothing, with
+    status 0, and a bare </think> cut off what came before it: a completion continues the
+    prompt's text, so untyped tags are that text."""
+    emulator.script(TEXT, [text])
+    result = main_in_process("complete", "The tag", "-m", TEXT, *(["--stream"] if stream else []))
+    assert (result.returncode, result.stdout) == (0, text + "\n"), result.stderr
+
+
 def test_generate_reports_a_budget_spent_on_reasoning(
     emulator: LMStudioEmulator, main_in_process: MainInProcess, schema_file: Path
 ) -> None:

@@ -880,7 +880,8 @@ CASES = [
         lambda m: m("x", reasoning_parsing={"start_string": "<t>", "end_string": " "}),
         E.InvalidInferenceValueError,
         ValueError,
-        "'endString' must not be empty",
+        r"'endString' must be the tag the model writes, such as '</think>'; "
+        r"got only whitespace \(' '\)",
     ),
     Case(
         "reasoning_parsing key in both spellings",  # was: the last one won, silently

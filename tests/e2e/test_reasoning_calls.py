@@ -7,6 +7,7 @@ models.)
 """
 
 import json
+import re
 from typing import Any, Literal
 
 import outlines
@@ -15,12 +16,14 @@ import pytest
 
 from outlines_lmstudio import (
     EmptyAnswerError,
+    ParseError,
+    ReasoningTruncatedError,
     Reply,
     ReplyChunk,
     TruncatedOutputError,
 )
 from outlines_lmstudio._reasoning import SYNTHETIC_MARKER
-from outlines_lmstudio.testing import LMStudioEmulator
+from outlines_lmstudio.testing import LMStudioEmulator, ReasoningReply
 
 from .conftest import TEXT_MODEL, MakeModel
 from .fronts import Fronts
@@ -198,6 +201,44 @@ def test_budget_spent_on_reasoning_says_so(
     with pytest.raises(TruncatedOutputError, match="spent on reasoning"):
         model.parse("who?", Person, max_tokens=5, retries=2)
     assert len(emulator.predictions) == 2  # re-asking cannot fix it
+
+
+def test_a_budget_that_ends_anywhere_in_a_harmony_reply_is_said(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Every cut of a Harmony reply: the answer, or `ReasoningTruncatedError`. The emulator
+    sent the final channel's header as one fragment (found by a probe), so no budget ever
+    ended inside it; it sends it a token a fragment, as LM Studio streams it."""
+    model = make_model(TEXT_MODEL)
+    outcomes = []
+    for budget in range(1, 14):
+        emulator.script(TEXT_MODEL, [ReasoningReply("Paris.", "hmm ok", form="harmony")])
+        try:
+            outcomes.append(model.reply("Capital?", max_tokens=budget).text)
+        except ReasoningTruncatedError:
+            outcomes.append(None)
+        fragments = emulator.predictions[-1].fragments
+        header = ("<|start|>", "assistant", "<|channel|>", "final")
+        if outcomes[-1] is None and "<|end|>" in fragments and fragments[-1] in header:
+            outcomes[-1] = "cut in the header"
+    assert outcomes[0] is None
+    assert outcomes[-1] == "Paris."
+    assert "cut in the header" in outcomes
+    assert set(outcomes) <= {None, "cut in the header", "Paris."}
+
+
+def test_a_reply_opening_with_another_familys_tag_names_the_setting(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: Magistral's [THINK] sent as text failed as "Invalid JSON" with no
+    hint; the setting the message names then separates it."""
+    reply = '[THINK]Draft {"name": "Bob", "age": 9}? No.[/THINK]' + ANSWER
+    emulator.script(TEXT_MODEL, [reply, reply])
+    model = make_model(TEXT_MODEL)
+    parsing = {"enabled": True, "start_string": "[THINK]", "end_string": "[/THINK]"}
+    with pytest.raises(ParseError, match=re.escape(f"pass reasoning_parsing={parsing!r})")):
+        model.parse("who?", Person)
+    assert model.parse("who?", Person, reasoning_parsing=parsing) == Person(name="Ann", age=3)
 
 
 def test_an_empty_answer_after_reasoning_is_an_error(

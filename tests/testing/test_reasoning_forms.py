@@ -185,7 +185,11 @@ def test_layout_flags_harmony_control_text_structural() -> None:
         ("<|message|>", "reasoningStartTag", True),
         ("r", "reasoning", False),
         ("<|end|>", "reasoningEndTag", True),
-        ("<|start|>assistant<|channel|>final<|message|>", "none", True),
+        ("<|start|>", "none", True),  # a token a fragment: a budget can end inside it
+        ("assistant", "none", True),
+        ("<|channel|>", "none", True),
+        ("final", "none", True),
+        ("<|message|>", "none", True),
         ("a", "none", False),
     ]
     assert stop == "eosFound"

@@ -762,3 +762,24 @@ def test_untyped_reasoning_opening_with_a_quote_is_reasoning_before_an_object() 
     as_string.feed('"a </think> b"', "none")
     as_string.close()
     assert as_string.answer == '"a </think> b"'  # a string answer: its end tag is its text
+
+
+@pytest.mark.parametrize(
+    ("fragments", "answer", "reasoning"),
+    [
+        ([("<think>plan</think>ok", "none")], "<think>plan</think>ok", ""),
+        ([("plan</think>\n\nok", "none")], "plan</think>\n\nok", ""),
+        ([("plan", "reasoning"), ("\n\nok", "none")], "ok", "plan"),
+        ([("plan" + SYNTHETIC_MARKER + "ok", "none")], "ok", "plan"),
+    ],
+    ids=["think block", "bare end tag", "typed reasoning", "marker"],
+)
+def test_without_untyped_tags_only_what_the_server_marks_is_reasoning(
+    fragments: list[tuple[str, str]], answer: str, reasoning: str
+) -> None:
+    """A raw completion (the CLI's ``complete``) continues the prompt's text as is."""
+    splitter = ReasoningSplitter(untyped_tags=False)
+    for content, kind in fragments:
+        splitter.feed(content, kind)
+    splitter.close()
+    assert (splitter.answer, splitter.reasoning) == (answer, reasoning)

@@ -80,7 +80,8 @@ _THINK = ("<think>", "</think>")
 # one or two tokens stops inside it (the whole header was once one fragment, so nothing came).
 _HARMONY_OPEN = ("<|channel|>", "analysis", "<|message|>")
 _HARMONY_CLOSE = "<|end|>"
-_HARMONY_FINAL = "<|start|>assistant<|channel|>final<|message|>"
+# One token a fragment, as LM Studio streams them (a token budget can end inside it).
+_HARMONY_FINAL = ("<|start|>", "assistant", "<|channel|>", "final", "<|message|>")
 
 
 def check_form(form: str | None) -> None:
@@ -286,7 +287,7 @@ def shape_reply(
             *(_fragment(t, "reasoningStartTag", structural=True) for t in _HARMONY_OPEN),
             *thought,
             _fragment(_HARMONY_CLOSE, "reasoningEndTag", structural=True),
-            _fragment(_HARMONY_FINAL, tokens=4, structural=True),
+            *(_fragment(t, structural=True) for t in _HARMONY_FINAL),
             *body,
         ]
     elif not _think_tags(config):

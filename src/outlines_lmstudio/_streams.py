@@ -59,6 +59,14 @@ server: its fragment was generated after the leave, so the reply goes on (see
 `SyncReader.abandon`). What had already come is read well within it."""
 
 _DRAIN = "outlines-lmstudio-drain"
+_OPEN: set[SyncReader] = set()
+"""Readers of sync predictions under way, from the request until the reply's end was read
+or a cancel's drain ended. Held here so that the SDK's stream stays reachable when the
+caller's stream becomes garbage in a reference cycle: the cycle collector finalises what a
+cycle holds in any order, and the SDK's generators, closed first, released the channel with
+no cancel (LM Studio generated to the end, and the SDK logged each late fragment as an
+ERROR), or were closed while the drain read them ("generator already executing"; found by
+a probe). So only the caller's stream is finalised, and leaving it cancels."""
 _TASKS: set[asyncio.Future[None]] = set()
 
 
@@ -171,6 +179,7 @@ class SyncReader:
             self._sigint.arm()
         try:
             if not self._started:
+                _OPEN.add(self)  # see _OPEN
                 self.stream.start()  # sends the request
                 with self._deciding:  # see `cancel_when_open`
                     self._started = True
@@ -191,10 +200,14 @@ class SyncReader:
                 raise KeyboardInterrupt
             if self._heard is not None:
                 self._heard()
-            return None if fragment is None else [fragment]
+            if fragment is None:
+                _OPEN.discard(self)
+                return None
+            return [fragment]
         except Exception as exc:
             if self._sigint.interrupted:
                 raise KeyboardInterrupt from exc
+            _OPEN.discard(self)  # the server ended it (an error), or the client is gone
             if self._started and _unread(exc):  # every fragment had come: see UnreadResult
                 self._unread = self.at_end = True
                 return None
@@ -224,6 +237,7 @@ class SyncReader:
         if self._sigint.interrupted:
             raise KeyboardInterrupt
         self.at_end = True
+        _OPEN.discard(self)
         return fragments or None
 
     def cancel_when_open(self) -> None:
@@ -281,6 +295,7 @@ class SyncReader:
             # Nothing to cancel or read on a closed client: reading its stream would ask
             # its stopped thread for more (found by a probe: "coroutine 'Queue.get' was
             # never awaited" when a half-read stream was collected after client.close()).
+            _OPEN.discard(self)
             with contextlib.suppress(Exception):
                 self.stream.close()
             return None
@@ -288,6 +303,7 @@ class SyncReader:
         if wait or sys.is_finalizing():
             self._decide(told, cancel=True)  # the reading thread sends no second cancel
         if sys.is_finalizing():  # a stream collected at exit: a thread would never start
+            _OPEN.discard(self)
             with contextlib.suppress(Exception):  # (its start() would wait forever), and
                 self.stream.close()  # the SDK's own cleanup fails (its loop has stopped)
             return None
@@ -323,6 +339,7 @@ class SyncReader:
             self._decide(told, cancel=True)
         finally:
             self._decide(told, cancel=False)
+            _OPEN.discard(self)
 
     def _decide(self, told: threading.Event, *, cancel: bool) -> None:
         """Cancel, or not, once: the leaving caller and the reading thread may both try.

@@ -1,8 +1,10 @@
 """What only the sync model has: its class, outlines.Generator, threads sharing a client."""
 
 import concurrent.futures
+import gc
 import json
 import threading
+import weakref
 from typing import cast
 
 import lmstudio as lms
@@ -115,3 +117,35 @@ def test_a_model_whose_client_is_replaced_uses_the_new_client(
         assert (len(emulator.predictions), len(other.predictions)) == (1, 2)
         assert (len(emulator.uploads), len(other.uploads)) == (1, 1)
         assert other.predictions[-1].images == [other.uploads[0].data]
+
+
+@pytest.mark.parametrize("kind", ["stream", "parse_stream"])
+def test_a_stream_collected_in_a_reference_cycle_cancels_on_the_server(
+    slow_emulator: LMStudioEmulator, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """Found by a probe: a stream held in a reference cycle was finalised with the SDK's own
+    generators, in any order: closed first, they released the channel with no cancel (LM
+    Studio generated to the end, the SDK logging each late fragment as an ERROR), or were
+    closed while the drain read them ("generator already executing")."""
+    emulator = slow_emulator
+    emulator.script(TEXT_MODEL, ['{"name": "' + "a" * 400 + '", "age": 1}'])
+
+    class Holder:
+        pass
+
+    with lms.Client(emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL)
+        holder = Holder()
+        holder.cycle = holder  # type: ignore[attr-defined]
+        holder.stream = getattr(model, kind)("Who?", Person)  # type: ignore[attr-defined]
+        next(iter(holder.stream))  # type: ignore[attr-defined]
+        gone = weakref.ref(holder)
+        del holder
+        gc.collect()
+        assert gone() is None
+        emulator.wait_until(lambda: emulator.predictions[-1].done)
+        prediction = emulator.predictions[-1]
+        assert prediction.cancelled
+        assert prediction.stop_reason == "userStopped"
+        assert model("Again", max_tokens=3)  # the client is fine
+    assert not [r for r in caplog.records if "already closed channel" in r.getMessage()]

@@ -404,7 +404,7 @@ class Common:
 def _given_up(started: bool) -> str:
     """Say what a call that ran out of time left behind."""
     if started:
-        return "the prediction was cancelled."
+        return "a cancel of its prediction was sent to LM Studio."
     return "no prediction had started yet (a model lookup or load, or an image upload)."
 
 

@@ -429,6 +429,11 @@ def _wrong_domain(exc: lms.LMStudioError) -> str | None:
     return "an embedding model" if actual == "embedding" else f"a model of domain {actual!r}"
 
 
+_LOAD_PREFIX = "Model get/load"
+"""How the SDK begins the error LM Studio's getOrLoad channel ended with (its notice prefix):
+the key was found, and getting or loading it failed."""
+
+
 def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory) -> BaseException:
     """Our error for a failed model lookup: not found only when the server says so."""
     error = errors(exc, key, "resolve")
@@ -453,6 +458,16 @@ def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory
             model=key,
             hint="Pick an LLM: `outlines-lmstudio models` (or client.llm.list_downloaded()) "
             "lists them.",
+        )
+    if isinstance(error, OutlinesLMStudioError) and str(exc).startswith(_LOAD_PREFIX):
+        # Found by a probe: an out-of-memory load was blamed on mismatched versions.
+        return LMStudioPredictionError(
+            f"LM Studio could not load model {key!r}: {' '.join(str(exc).split())}",
+            host=getattr(error, "host", None),
+            model=key,
+            hint="A load fails most often for memory (unload other models, or pick a "
+            "smaller quantisation or context length) or for an architecture this LM Studio "
+            "runtime cannot run; LM Studio's server log says which.",
         )
     if isinstance(error, OutlinesLMStudioError):
         return LMStudioPredictionError(

@@ -318,10 +318,12 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
             confirm = CONFIRM_SECONDS  # the process may exit next: see the cancel confirmed
             raise
         finally:
-            call.stopped = True
+            call.stopped = True  # from here on, the worker opens and sends nothing
             if worker.alive:
                 _threads.cancel(call)
-                worker.thread.join(confirm)
+                # No prediction opened yet (a lookup or load): no cancel to confirm (found
+                # by a probe: Ctrl-C during a load waited the whole second).
+                worker.thread.join(confirm if call.reader is not None else 0)
                 self._watch(worker.thread)
 
     def _ran_out(self, call: Call) -> LMStudioTimeoutError:

@@ -367,11 +367,17 @@ class Worker:
                 raise expired()  # on the whole call, a stream read in full included
             try:
                 more, value = self._items.get_nowait()  # what arrived: no idle bound
+                waiting = False
             except queue.Empty:
+                waiting = True
+            # The wait is outside that except clause: a Ctrl-C during it would carry the
+            # queue.Empty as its context ("During handling of the above exception...",
+            # found by a probe).
+            if waiting:
                 if idle is not None and self._pulse is not None and quiet is not None:
                     left = self._pulse.left(idle, now)
                     if left is not None and left <= 0:
-                        raise quiet() from None
+                        raise quiet()
                     left = idle if left is None else left  # held: look again after idle
                     wait = left if wait is None else min(wait, left)
                 try:

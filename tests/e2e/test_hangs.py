@@ -196,7 +196,7 @@ def test_read_timeout_bounds_each_wait_on_both_fronts(
     # The reply stalls mid-way for 2 s; a cancel sent meanwhile is read when it goes on.
     emulator.add_fault(Fault(kind="delay", after_fragments=2, seconds=2.0))
     model = make_model(TEXT_MODEL, read_timeout=0.5)
-    stalled = r"sent nothing for 0\.5 s; the prediction was cancelled"
+    stalled = r"sent nothing for 0\.5 s; a cancel of its prediction was sent to LM Studio"
     calls: dict[str, Callable[[], object]] = {
         "generate": lambda: model("hello"),
         "stream": lambda: list(model.stream("hello")),

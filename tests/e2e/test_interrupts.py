@@ -108,6 +108,7 @@ SCRIPT = textwrap.dedent(
     """
     import os
     import sys
+    import time
     import lmstudio as lms
     from outlines_lmstudio import from_lmstudio
 
@@ -133,8 +134,8 @@ SCRIPT = textwrap.dedent(
         try:
             calls = {"stream": stream, "stream_now": stream_now, "generate": generate}
             calls[sys.argv[4]](model)
-        except KeyboardInterrupt:
-            print("INTERRUPTED", flush=True)
+        except KeyboardInterrupt as exc:  # the clock is system-wide; and what it carries
+            print("INTERRUPTED", time.monotonic(), repr(exc.__context__), flush=True)
             sys.exit(130)
     print("FINISHED", flush=True)
     """
@@ -161,6 +162,9 @@ def test_ctrl_c_in_a_sync_call_cancels_on_the_server(
     )
     assert "INTERRUPTED" in out, err
     assert returncode == 130
+    # Found by a probe: read by a worker, the interrupt carried the worker queue's Empty
+    # ("During handling of the above exception, another exception occurred").
+    assert "Empty" not in out
     slow_emulator.wait_until(lambda: _finished(slow_emulator))
     prediction = slow_emulator.predictions[-1]
     assert prediction.cancelled
@@ -237,23 +241,29 @@ def test_ctrl_c_while_the_prompt_is_read_cancels_at_once(
 
 
 @pytest.mark.usefixtures("sigint_default")
+@pytest.mark.parametrize("bound", [[], ["timeout", "30"]], ids=["no bound", "timeout"])
 @pytest.mark.parametrize("call", ["stream_now", "generate"])
 def test_ctrl_c_while_the_model_loads_interrupts_at_once(
-    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch, call: str
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch, call: str, bound: list[str]
 ) -> None:
     """No prediction exists while LM Studio loads the model: nothing to cancel, so Ctrl-C
-    interrupts then. A whole call deferred it (as for a prediction) until the load ended."""
+    interrupts then. A whole call deferred it (as for a prediction) until the load ended;
+    with timeout= it waited a second for a cancel's confirmation (found by a probe)."""
     monkeypatch.setattr(emulator, "load_latency", 120.0)
+    sent: list[float] = []
+
+    def ready() -> None:
+        emulator.wait_until(lambda: any(r.endpoint == "getOrLoad" for r in emulator.requests))
+        sent.append(time.monotonic())
+
     returncode, out, err = interrupted(
-        SCRIPT,
-        [emulator.api_host, "gemma-3-1b-it", "hello", call],  # downloaded, not loaded
-        lambda: emulator.wait_until(
-            lambda: any(r.endpoint == "getOrLoad" for r in emulator.requests)
-        ),
+        SCRIPT, [emulator.api_host, "gemma-3-1b-it", "hello", call, *bound], ready
     )
     assert "INTERRUPTED" in out, err
     assert returncode == 130
     assert emulator.predictions == []
+    took = float(out.split("INTERRUPTED")[1].split()[0]) - sent[0]
+    assert took < 0.9, f"Ctrl-C took {took:.2f} s"  # it waited CONFIRM_SECONDS (1 s)
 
 
 @pytest.mark.usefixtures("sigint_default")

@@ -354,6 +354,21 @@ def test_an_embedding_model_is_not_an_llm(make_model: MakeModel) -> None:
     assert "versions" not in str(info.value)
 
 
+def test_a_failed_load_says_so(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
+    # Found by a probe: LM Studio's load error (out of memory) was "an unexpected reply" with
+    # a hint that the server and SDK versions may not match.
+    emulator.unload(TEXT_MODEL)
+    emulator.add_fault(Fault("getOrLoad", "error", message="Failed to load model: out of memory"))
+    with pytest.raises(
+        LMStudioPredictionError, match=f"LM Studio could not load model '{TEXT_MODEL}': .*out of"
+    ) as info:
+        make_model(TEXT_MODEL)("hello")
+    assert "unload other models" in str(info.value)
+    assert "versions" not in str(info.value)
+    assert info.value.model == TEXT_MODEL
+    assert emulator.predictions == []
+
+
 def test_server_unreachable(fronts: Fronts) -> None:
     with LMStudioEmulator() as emulator:
         host = emulator.api_host

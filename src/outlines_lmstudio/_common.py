@@ -180,6 +180,17 @@ def _structured_from_config(
             raise InvalidInferenceArgumentError(
                 "config['structured'] of type 'gbnf' needs a non-empty 'gbnfGrammar' string."
             )
+        # Here, not at import: the grammar package loads lark (a rare path).
+        from ._grammar._gbnf_syntax import GbnfSyntaxError, check_gbnf_syntax
+
+        try:
+            check_gbnf_syntax(body)
+        except GbnfSyntaxError as exc:
+            raise InvalidInferenceValueError(
+                f"config['structured'] holds a GBNF grammar llama.cpp cannot parse: {exc}. "
+                "Fix the grammar, or pass an outlines Regex or CFG as the output type with "
+                "grammar=True on from_lmstudio to have the GBNF written for you."
+            ) from None
         plan = OutputPlan("grammar", {"type": "gbnf", "gbnfGrammar": body})
     elif kind == "none":
         # Sent as given: it overrides a structured setting of a preset or of the model's

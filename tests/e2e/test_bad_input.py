@@ -601,6 +601,13 @@ CASES = [
         "on_prediction_fragment= is an async function",
     ),
     Case(
+        "raw GBNF llama.cpp cannot parse",  # found by a probe: it was sent
+        lambda m: m("x", config={"structured": {"type": "gbnf", "gbnfGrammar": "(((("}}),
+        E.InvalidInferenceValueError,
+        ValueError,
+        r"GBNF grammar llama.cpp cannot parse: expecting a rule name .* at line 1, column 1",
+    ),
+    Case(
         "first-token callback that takes an argument",
         lambda m: m("x", on_first_token=lambda token: None),
         E.InvalidInferenceArgumentError,

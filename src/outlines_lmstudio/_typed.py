@@ -189,6 +189,7 @@ class Validator(msgspec.Struct, frozen=True):
     goes_on: Callable[[str], bool] | None = None
     unfinished: Callable[[str], bool] | None = None
     decode: Callable[[str], Any] | None = None
+    by_name: bool | None = None
 
     def _schema_errors(self, schema: dict[str, Any], value: Any) -> list[str]:
         try:
@@ -227,11 +228,11 @@ class Validator(msgspec.Struct, frozen=True):
         """
         if self.adapter is not None:
             try:
-                # By name too: Pydantic's schema names a field with an `AliasPath` by its
-                # name (a path is no property name), which validation by alias rejects.
                 # The core validator itself: `TypeAdapter.validate_json` only checks the
                 # by_alias / by_name pair, one Python call more on each reply.
-                value = self.adapter.validator.validate_json(raw, by_alias=True, by_name=True)
+                value = self.adapter.validator.validate_json(
+                    raw, by_alias=True, by_name=self.by_name
+                )
             except pydantic.ValidationError as exc:
                 raise _Invalid(
                     [
@@ -363,7 +364,35 @@ def validator_for(plan: OutputPlan) -> Validator:
         adapter = _adapter(output_type, order)
     except TypeError:  # unhashable type object: build it uncached
         adapter = pydantic.TypeAdapter(_python_type(output_type))
-    return Validator(output_type, adapter=adapter)
+    return Validator(output_type, adapter=adapter, by_name=_named_by_path(adapter.core_schema))
+
+
+def _named_by_path(core_schema: object) -> bool | None:
+    """Return ``True`` if a field's validation aliases are all paths, else ``None`` (config).
+
+    Pydantic's JSON schema names such a field (``AliasPath("a", 0)``) by its name, a path
+    being no property name, which validation by alias rejects: validating by name too
+    takes it. Only then: by name for every type let a reply name an aliased field by its
+    Python name, which the model itself refuses (found by a probe). The walk reads the
+    core schema's ``validation_alias`` entries: a path is a list of keys and indexes, and
+    choices a list of such lists; a one-key entry is a property name.
+    """
+    stack, seen = [core_schema], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            alias = node.get("validation_alias")
+            if isinstance(alias, list) and alias:
+                choices = alias if isinstance(alias[0], list) else [alias]
+                if not any(len(c) == 1 and isinstance(c[0], str) for c in choices):
+                    return True
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+    return None
 
 
 _COMPLETE_LEXER_UP_TO = 4000

@@ -100,6 +100,26 @@ def test_parse_validates_the_properties_the_schema_asked_for(make_model: MakeMod
     assert set(Aliased.model_json_schema()["properties"]) == {"first", "tag", "Kind"}
 
 
+class ByAlias(pydantic.BaseModel):
+    full_name: str = pydantic.Field(alias="fullName")
+
+
+class ByAliasOrName(ByAlias):
+    model_config = pydantic.ConfigDict(populate_by_name=True)
+
+
+def test_parse_takes_an_aliased_field_by_name_only_where_the_model_does(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: validation took names for every type, so a reply naming an aliased
+    field by its Python name parsed, which ``ByAlias.model_validate_json`` refuses."""
+    model = make_model(TEXT_MODEL)
+    emulator.script(TEXT_MODEL, ['{"full_name": "Ann"}', '{"full_name": "Ann"}'])
+    with pytest.raises(ParseError, match="fullName"):
+        model.parse("who?", ByAlias)
+    assert model.parse("who?", ByAliasOrName) == ByAliasOrName(fullName="Ann")
+
+
 def test_retry_sends_the_errors_back_and_succeeds(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

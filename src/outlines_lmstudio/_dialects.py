@@ -396,9 +396,17 @@ def _huge_integer(values: list[Any]) -> int | None:
 
 
 def _node_findings(
-    node: Mapping[str, Any], engine: Engine, looping: set[str], unfollowed: set[str]
+    node: Mapping[str, Any],
+    engine: Engine,
+    looping: set[str],
+    unfollowed: set[str],
+    objectless: set[str],
 ) -> Iterator[tuple[str, Status, str]]:
-    """Yield ``(keyword, status, why)`` for one schema object (its children aside)."""
+    """Yield ``(keyword, status, why)`` for one schema object (its children aside).
+
+    ``looping``: the recursive references; ``objectless``: those whose recursion goes
+    through no object property (`recursive_refs` with ``through_properties=False``).
+    """
     for key, why in _REFUSED_EVERYWHERE.items():
         if key in node:
             yield key, "refused", why
@@ -449,6 +457,16 @@ def _node_findings(
                 "the engines follow a reference's path only through object keys written as "
                 "they are (no '~0', '~1' or '%' escapes, no array indexes): move what it "
                 "points to under $defs, with a name that needs no escape",
+            )
+        elif ref in objectless and engine == "outlines-core":
+            yield (
+                "$ref",
+                "refused",
+                "a recursion that goes through no object property (only array items, "
+                "additionalProperties or anyOf/oneOf branches: a list of lists, a JSON-value "
+                "type) cannot be cut at depth 3: outlines-core fails, or drops the property "
+                "around it and writes invalid JSON; put an object with the recursive value "
+                "under a property in the cycle",
             )
         elif ref in looping and engine == "outlines-core":
             yield "$ref", "loose", "recursion is cut at depth 3 (deeper fields are dropped)"
@@ -609,6 +627,11 @@ def schema_findings(schema: dict[str, Any], engine: Engine) -> list[Finding]:
 def _findings(schema: dict[str, Any], engines: tuple[Engine, ...]) -> dict[Engine, list[Finding]]:
     """`schema_findings` for several engines in one walk of the schema."""
     looping, unfollowed = recursive_refs(schema), _unfollowed_refs(schema)
+    objectless = (
+        recursive_refs(schema, through_properties=False)
+        if looping and "outlines-core" in engines
+        else set()
+    )
     found: dict[Engine, list[Finding]] = {engine: [] for engine in engines}
     properties = schema.get("properties")
     if "llama.cpp" in found and isinstance(properties, Mapping) and "" in properties:
@@ -650,7 +673,8 @@ def _findings(schema: dict[str, Any], engines: tuple[Engine, ...]) -> dict[Engin
                 found[engine].append(Finding(f"{pointer}/$id", "$id", "refused", why, node["$id"]))
         if isinstance(node, Mapping) and not _plain(node):
             for engine in engines:
-                for keyword, status, why in _node_findings(node, engine, looping, unfollowed):
+                findings = _node_findings(node, engine, looping, unfollowed, objectless)
+                for keyword, status, why in findings:
                     where = f"{pointer}/{pointer_token(keyword)}"
                     found[engine].append(Finding(where, keyword, status, why, node.get(keyword)))
     for listed in found.values():

@@ -295,10 +295,10 @@ def _check_structure(schema: dict[str, Any]) -> None:
     if endless is not None:
         raise InvalidSchemaError(
             f"JSON schema reference {endless!r} can never end: each of its values must hold "
-            "another (a required property or item that refers back to it), so no finite value "
-            "exists and a model would write until its token limit. Make the recursion "
+            "another (a required property, item or key that refers back to it), so no finite "
+            "value exists and a model would write until its token limit. Make the recursion "
             "optional: for a Pydantic model, a field such as child: Node | None = None, or a "
-            "list that may be empty."
+            "list or dict that may be empty."
         )
 
 

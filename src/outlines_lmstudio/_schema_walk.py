@@ -221,18 +221,18 @@ def ref_target(root: Any, ref: str) -> Any:
     return node
 
 
-def recursive_refs(root: Any) -> set[str]:
-    """Return the local ``$ref`` targets that reach themselves again."""
+def recursive_refs(root: Any, *, through_properties: bool = True) -> set[str]:
+    """Return the local ``$ref`` targets that reach themselves again.
+
+    With ``through_properties=False``, only those that do without going through an object's
+    ``properties`` (through array items, ``additionalProperties``, branches): outlines-core
+    cuts a recursion at depth 3 by dropping the object property it is in, and such a cycle
+    has none to drop, so it fails ("Ref recursion limit reached"), or drops the nearest
+    enclosing property, required or not, and writes invalid JSON (found by a probe).
+    """
     graph: dict[str, set[str]] = {}
-
-    def refs_under(node: Any) -> set[str]:
-        found = set()
-        for _, sub in schema_nodes(node):
-            if isinstance(sub, Mapping) and isinstance(sub.get("$ref"), str):
-                found.add(sub["$ref"])
-        return found
-
-    todo = list(refs_under(root))
+    refs_under = _refs_under if through_properties else _refs_outside_properties
+    todo = list(_refs_under(root))  # every reference; the steps from each, as asked
     while todo:
         ref = todo.pop()
         if ref in graph or not ref.startswith("#"):
@@ -252,6 +252,33 @@ def recursive_refs(root: Any) -> set[str]:
                 seen.add(ref)
                 stack.extend(graph.get(ref, ()))
     return looping
+
+
+def _refs_under(node: Any) -> set[str]:
+    found = set()
+    for _, sub in schema_nodes(node):
+        if isinstance(sub, Mapping) and isinstance(sub.get("$ref"), str):
+            found.add(sub["$ref"])
+    return found
+
+
+_NOT_FOLLOWED = frozenset({"properties", "$defs", "definitions", "enum", "const", *ANNOTATIONS})
+"""Keys `_refs_outside_properties` does not enter: object properties, and what no value
+goes through (definitions, annotations such as ``default`` and ``examples``)."""
+
+
+def _refs_outside_properties(node: Any) -> set[str]:
+    found, stack = set(), [node]
+    while stack:  # a stack: data may nest deeper than the recursion limit
+        sub = stack.pop()
+        if isinstance(sub, Mapping):
+            ref = sub.get("$ref")
+            if isinstance(ref, str):
+                found.add(ref)
+            stack.extend(v for k, v in sub.items() if k not in _NOT_FOLLOWED)
+        elif isinstance(sub, list):
+            stack.extend(sub)
+    return found
 
 
 def endless_ref(schema: dict[str, Any]) -> str | None:
@@ -303,13 +330,21 @@ def _can_end(node: Any, ends: dict[str, bool]) -> bool:
     kind = node.get("type")
     if kind == "object":
         properties = node.get("properties")
+        properties = properties if isinstance(properties, Mapping) else {}
         required = node.get("required")
-        if isinstance(properties, Mapping) and isinstance(required, list):
-            return all(
-                _can_end(properties[name], ends)
-                for name in required
-                if isinstance(name, str) and name in properties
-            )
+        if isinstance(required, list) and not all(
+            _can_end(properties[name], ends)
+            for name in required
+            if isinstance(name, str) and name in properties
+        ):
+            return False
+        # At least N keys (`dict[str, Node]` with min_length, found by a probe): those the
+        # declared properties cannot give must come from additionalProperties.
+        least = node.get("minProperties", 0)
+        if isinstance(least, int) and least > 0 and not node.get("patternProperties"):
+            ending = sum(1 for value in properties.values() if _can_end(value, ends))
+            if least > ending and not _can_end(node.get("additionalProperties", True), ends):
+                return False
     elif kind == "array":
         least = node.get("minItems", 0)
         prefix = node.get("prefixItems")

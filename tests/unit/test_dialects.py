@@ -861,6 +861,61 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         None,
     ),
     (
+        "recursive $ref through no object property",
+        {
+            "$defs": {
+                "t": {
+                    "anyOf": [
+                        {"type": "integer"},
+                        {"type": "array", "items": {"$ref": "#/$defs/t"}},
+                    ]
+                }
+            },
+            "type": "object",
+            "properties": {"p": {"type": "integer"}, "t": {"$ref": "#/$defs/t"}},
+            "required": ["p", "t"],
+        },
+        "outlines-core",
+        "$ref",
+        "refused",
+    ),
+    (
+        "recursive $ref through no object property",
+        {
+            "$defs": {
+                "t": {
+                    "anyOf": [
+                        {"type": "integer"},
+                        {"type": "array", "items": {"$ref": "#/$defs/t"}},
+                    ]
+                }
+            },
+            "type": "object",
+            "properties": {"p": {"type": "integer"}, "t": {"$ref": "#/$defs/t"}},
+            "required": ["p", "t"],
+        },
+        "llama.cpp",
+        None,
+        None,
+    ),
+    (
+        "recursive $ref through additionalProperties",
+        {
+            "$defs": {
+                "v": {
+                    "anyOf": [
+                        {"type": "string"},
+                        {"type": "object", "additionalProperties": {"$ref": "#/$defs/v"}},
+                    ]
+                }
+            },
+            "$ref": "#/$defs/v",
+        },
+        "outlines-core",
+        "$ref",
+        "refused",
+    ),
+    (
         "unsatisfiable enum",
         {"type": "string", "enum": ["ab"], "maxLength": 1},
         "both",

@@ -266,6 +266,10 @@ class _Either(pydantic.BaseModel):
     next: "_Either | int"
 
 
+class _EndlessDict(pydantic.BaseModel):
+    kids: dict[str, "_EndlessDict"] = pydantic.Field(min_length=1)
+
+
 @pytest.mark.parametrize(
     "output_type",
     [
@@ -277,20 +281,54 @@ class _Either(pydantic.BaseModel):
             "$defs": {"L": {"type": "array", "items": {"$ref": "#/$defs/L"}, "minItems": 1}},
             "$ref": "#/$defs/L",
         },
+        _EndlessDict,  # found by a probe: sent, and every reply failed parse
+        {
+            "type": "object",
+            "properties": {"a": {"$ref": "#"}},
+            "additionalProperties": {"$ref": "#"},
+            "minProperties": 2,
+        },
     ],
-    ids=["required child", "list of at least one", "mutual", "dict", "array through a def"],
+    ids=[
+        "required child",
+        "list of at least one",
+        "mutual",
+        "dict",
+        "array through a def",
+        "dict of at least one",
+        "more keys than properties",
+    ],
 )
 def test_a_recursion_with_no_way_to_end_is_refused(output_type: object) -> None:
     """No finite value exists: a model wrote until max_tokens and the call failed as cut off."""
-    for model in (_Endless, _EndlessList, _Ping, _Pong, _Tree, _Either):
+    for model in (_Endless, _EndlessList, _Ping, _Pong, _Tree, _Either, _EndlessDict):
         model.model_rebuild()
     with pytest.raises(InvalidSchemaError, match=r"can never end.*Node \| None = None"):
         plan_output(output_type)
 
 
-@pytest.mark.parametrize("output_type", [_Tree, _Either], ids=["optional", "a scalar branch"])
-def test_a_recursion_that_can_end_is_kept(output_type: type[pydantic.BaseModel]) -> None:
-    output_type.model_rebuild()
+@pytest.mark.parametrize(
+    "output_type",
+    [
+        _Tree,
+        _Either,
+        {
+            "$defs": {
+                "N": {
+                    "type": "object",
+                    "properties": {"a": {"type": "integer"}, "kid": {"$ref": "#/$defs/N"}},
+                    "minProperties": 1,
+                }
+            },
+            "$ref": "#/$defs/N",
+        },
+        {"type": "object", "patternProperties": {"^x": {}}, "minProperties": 1},
+    ],
+    ids=["optional", "a scalar branch", "a key that ends", "pattern properties"],
+)
+def test_a_recursion_that_can_end_is_kept(output_type: Any) -> None:
+    if isinstance(output_type, type):
+        output_type.model_rebuild()
     assert plan_output(output_type).schema is not None
 
 

@@ -327,7 +327,7 @@ def test_a_recursion_with_no_way_to_end_is_refused(output_type: object) -> None:
     ids=["optional", "a scalar branch", "a key that ends", "pattern properties"],
 )
 def test_a_recursion_that_can_end_is_kept(output_type: Any) -> None:
-    if isinstance(output_type, type):
+    if isinstance(output_type, type) and issubclass(output_type, pydantic.BaseModel):
         output_type.model_rebuild()
     assert plan_output(output_type).schema is not None
 

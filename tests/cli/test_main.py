@@ -462,3 +462,28 @@ def test_closed_stdin_is_a_usage_error(
     result = run_with_closed("<&-", emulator.api_host, tmp_path, *args)
     assert result.returncode == 2, result.stderr
     assert_one_line_error(result, needle)
+
+
+@pytest.mark.parametrize(
+    ("argv", "temperature"),
+    [
+        (["--local", "generate", "hi"], 0.0),
+        (["--local", "generate", "--temperature", "0.7", "hi"], 0.7),
+        (["--local", "complete", "hi"], 0.0),
+        (["--local", "chat"], 0.0),
+        (["--local", "extract", "--schema", "s", "--input", "i", "--output", "o"], 0.0),
+        (["--emulator", "generate", "hi"], None),
+        (["generate", "hi"], None),
+    ],
+)
+def test_local_commands_are_greedy_unless_a_temperature_is_given(
+    argv: list[str], temperature: float | None
+) -> None:
+    """Found by a probe: ``--local`` set temperature 0 only after the command had read its
+    keywords, so predictions went out at LM Studio's default (0.8) under a "greedy" banner,
+    and the 270M model's extractions varied from run to run."""
+    from outlines_lmstudio.cli import build_parser
+    from outlines_lmstudio.cli._common import sampling_kwargs
+
+    args = build_parser().parse_args(argv)
+    assert sampling_kwargs(args).get("temperature") == temperature

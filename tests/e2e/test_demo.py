@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from outlines_lmstudio.testing import EmulatedModel, LMStudioEmulator
+from outlines_lmstudio.testing import EmulatedModel, LMStudioEmulator, embedded_available
 
 from .other_server import serving_html
 
@@ -107,3 +108,26 @@ def test_a_reader_that_went_away_stops_the_demo_quietly() -> None:
         os.close(write_end)
     assert result.returncode == 141
     assert result.stderr == ""
+
+
+def test_an_embedded_model_its_cache_cannot_hold_falls_back_to_the_emulator(
+    tmp_path: Path,
+) -> None:
+    """Found by a probe: with the cache unusable, the README's main job ended in two chained
+    tracebacks, though it is to fall back to the synthetic emulator."""
+    if not embedded_available():
+        pytest.skip("the local extra is not installed: there is no embedded model to fail")
+    home = tmp_path / "home"
+    home.write_text("")  # a file: no cache can be made under it
+    with socket.socket() as closed:  # a port nothing listens on: no LM Studio
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = {**os.environ, "LMSTUDIO_HOST": f"127.0.0.1:{port}", "HOME": str(home)}
+    result = subprocess.run(
+        [sys.executable, str(DEMO)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "The embedded model cannot be used:" in result.stderr
+    assert "the bundled LM Studio emulator's synthetic engine" in result.stdout
+    assert "the embedded model cannot be used (" in result.stdout

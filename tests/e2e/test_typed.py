@@ -198,6 +198,32 @@ class Scored(pydantic.BaseModel):
     score: float
 
 
+def test_parse_stream_of_an_escaped_emoji_keeps_its_guarantees(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    r"""An emoji escaped as a surrogate pair (as Gemma writes it), cut inside its low half
+    (``"ab\ud`` | ``83d\ud`` | ``e04",``): the partial values showed ``-12345`` of the
+    number, then dropped its key; a tuple dropped an item (found by a probe)."""
+    emulator.script(TEXT_MODEL, [r'{"name": "ab\ud83d\ude04", "score": -1234567890.5}'])
+    values = list(make_model(TEXT_MODEL).parse_stream("Al", Scored))
+    assert r"83d\ud" in emulator.predictions[-1].fragments  # the cut this test is about
+    assert values == [
+        {},
+        {"name": "ab"},
+        {"name": "ab\U0001f604"},
+        {"name": "ab\U0001f604", "score": -1234567890.5},
+        Scored(name="ab\U0001f604", score=-1234567890.5),
+    ]
+    emulator.script(TEXT_MODEL, [r'["ab\ud83d\ude04", -1234567890.5]'])
+    values = list(make_model(TEXT_MODEL).parse_stream("Al", tuple[str, float]))
+    assert values == [
+        ["ab"],
+        ["ab\U0001f604"],
+        ["ab\U0001f604", -1234567890.5],
+        ("ab\U0001f604", -1234567890.5),
+    ]
+
+
 @pytest.mark.parametrize(
     ("reply", "problem"),
     [

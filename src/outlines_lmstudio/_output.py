@@ -30,6 +30,7 @@ import pydantic_core
 import typing_extensions
 from outlines.types import CFG, JsonSchema, Regex
 from outlines.types.dsl import Term
+from typing_inspection import typing_objects
 
 from ._schema_walk import ref_target, schema_nodes
 from ._simple import (
@@ -640,6 +641,47 @@ def _unreadable_enum_literal(tp: Any) -> str | None:
     return None
 
 
+def _unreadable_value(tp: Any) -> str | None:
+    """Name a value of an Enum or Literal that Pydantic cannot read back from its JSON form.
+
+    Pydantic writes an ``Enum`` of dates as ``{"enum": ["2024-01-01"]}`` (``Decimal``,
+    ``bytes``... alike) but takes only the values themselves, never their JSON form: every
+    reply would fail to validate. Each value is dumped to JSON and read back by Pydantic (a
+    table of types would guess). Enum members in a ``Literal`` are
+    `_unreadable_enum_literal`'s.
+    """
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        values: list[Any] = list(tp)
+    elif typing.get_origin(tp) is Literal:
+        values = [v for v in typing.get_args(tp) if not isinstance(v, enum.Enum)]
+    else:
+        return None
+    if not values:
+        return None
+    try:
+        adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(tp)
+    except _BUILD_ERRORS:  # no schema: the schema build says so
+        return None
+    for value in values:
+        try:
+            adapter.validate_json(adapter.dump_json(value))
+        except (pydantic.ValidationError, pydantic_core.PydanticSerializationError):
+            if isinstance(value, enum.Enum):
+                return f"{value.value!r:.80} ({type(value).__qualname__}.{value.name})"
+            return f"{value!r:.80}"
+    return None
+
+
+def _unreadable_value_message(name: str, value: str, at: str) -> str:
+    return (
+        f"The output type {name} has the value {value}{at}, which Pydantic writes in the "
+        "schema as its JSON form but cannot read back from JSON, so every reply would fail "
+        "to validate. Give the enum or Literal JSON values (str, int, float, bool or None: "
+        "a date's isoformat(), a Decimal's str), or use the values' type itself (date, "
+        "Decimal) for the field."
+    )
+
+
 def _unhashable_set_message(name: str, item: str, at: str) -> str:
     return (
         f"The output type {name} asks for a set of {item}{at}: its items cannot be hashed, "
@@ -661,6 +703,7 @@ def _enum_literal_message(name: str, member: str, at: str) -> str:
 _UNREADABLE_PARTS = (
     (_unhashable_set_item, _unhashable_set_message),
     (_unreadable_enum_literal, _enum_literal_message),
+    (_unreadable_value, _unreadable_value_message),
 )
 """Parts of a type Pydantic writes a schema for but never reads a reply of, and what to say."""
 
@@ -876,6 +919,18 @@ def _unwritable_literal(output_type: object) -> None:
 def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> OutputPlan:
     if output_type is None:
         return OutputPlan("text", output_type=None)
+    inner = _unaliased(output_type)
+    if inner is not output_type:  # planned as what it stands for, named as written
+        try:
+            plan = _plan(inner, grammar, strict)
+        except UnsupportedOutputTypeError:
+            # A recursive alias (type Json = dict[str, Json] | ...) names itself in its
+            # value, which only Pydantic resolves from the alias: plan the alias as is.
+            if not _names_inside(inner) or not _other_json_type(output_type):
+                raise
+            schema, written = _type_adapter_schema(output_type)
+            plan = _json_plan(schema, output_type, strict=strict, generated=not written)
+        return msgspec.structs.replace(plan, output_type=output_type)
     if grammar and isinstance(output_type, Term) and not isinstance(output_type, JsonSchema):
         if literal_values(output_type) == []:  # an empty Choice: its grammar takes only ""
             _unwritable_literal(output_type)
@@ -969,13 +1024,50 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
     )
 
 
+def _unaliased(output_type: object) -> object:
+    """Return the type an alias stands for, or the type itself when it is none.
+
+    A bare ``typing.List`` (``Dict``, ``Tuple``, ``Set``...) is its builtin (``list``),
+    as Pydantic reads it, so it is refused alike; a ``TypeAliasType`` (Python 3.12's
+    ``type IntList = list[int]``), given with its parameters or not, is its value, which
+    Pydantic also reads in a field. Pydantic's own tables (typing-inspection) tell both.
+    """
+    bare = typing_objects.DEPRECATED_ALIASES_IDS.get(id(output_type))
+    if bare is not None:
+        return bare
+    if typing_objects.is_typealiastype(output_type):
+        return output_type.__value__
+    origin = typing.get_origin(output_type)
+    if typing_objects.is_typealiastype(origin):
+        try:  # Pair[int] for type Pair[T] = tuple[T, T]: tuple[int, int]
+            return origin.__value__[typing.get_args(output_type)]
+        except TypeError:  # a value with no parameters to fill: Pydantic reads it as given
+            return output_type
+    return output_type
+
+
+def _names_inside(tp: Any) -> bool:
+    """Tell whether a type names another by a string (``list["Json"]``), not a Literal's."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return False
+    return any(
+        isinstance(arg, str) or typing_objects.is_forwardref(arg) or _names_inside(arg)
+        for arg in (args[:1] if origin is typing.Annotated else args)
+    )
+
+
 def _other_json_type(output_type: object) -> bool:
     """Tell whether Pydantic writes a JSON schema for a type no other branch takes.
 
     Not for a bare ``list``/``dict``... (they say nothing of their items) or a type whose
     schema is ``{}`` (``Any``, ``object``: any JSON value, which asks for nothing).
     """
-    if not isinstance(output_type, type) and typing.get_origin(output_type) is None:
+    if (
+        not isinstance(output_type, type)
+        and typing.get_origin(output_type) is None
+        and not typing_objects.is_typealiastype(output_type)
+    ):
         return False  # a value, not a type
     if isinstance(output_type, type) and output_type in _BARE_CONTAINERS:
         return False

@@ -163,6 +163,21 @@ class TermWithoutRegex(TypeError):
         self.term = term
 
 
+_NAIVE_DATETIME = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?$"
+)
+"""A date-time with no offset, which ``NaiveDatetime`` takes (RFC 3339 with its offset left
+out: ``format: date-time`` asks for one, and the engines write it)."""
+_AWARE_DATETIME = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+"""RFC 3339's ``date-time``, which ``AwareDatetime`` takes: outlines-core's regex for the
+format (LM Studio's MLX engine) leaves the offset optional."""
+
+
 class FullMatchTerms(GenerateJsonSchema):
     """Pydantic's JSON schema, with the pattern of each Outlines term anchored at both ends.
 
@@ -195,6 +210,23 @@ class FullMatchTerms(GenerateJsonSchema):
             if part:
                 written.append(part)
         return super().generate_inner(cast(CoreSchema, schema))
+
+    def datetime_schema(self, schema: Any) -> JsonSchemaValue:
+        """Write ``NaiveDatetime`` and ``AwareDatetime`` as the strings they take.
+
+        ``format: date-time`` asks for an offset (llama.cpp writes one, outlines-core may
+        not): a naive one is asked for by a ``pattern`` with none, an aware one by a
+        ``pattern`` with one (both engines take a pattern before a format).
+        """
+        written = super().datetime_schema(schema)
+        constraint = schema.get("tz_constraint")
+        if constraint == "naive":
+            return {k: v for k, v in written.items() if k != "format"} | {
+                "pattern": _NAIVE_DATETIME
+            }
+        if constraint is not None:  # "aware", or a fixed offset in seconds
+            return written | {"pattern": _AWARE_DATETIME}
+        return written
 
 
 _WRITTEN: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(

@@ -1,9 +1,12 @@
 """Bad input, table-driven: our error, of the right builtin kind, and nothing sent to the server."""
 
 import base64
+import datetime
+import decimal
 import enum
 import functools
 import io
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, cast
@@ -120,6 +123,24 @@ class Paint(pydantic.BaseModel):
 @dataclass
 class Wall:
     coats: list[Paint]
+
+
+class Release(enum.Enum):  # Pydantic writes "2024-01-01" but reads only the date itself
+    V1 = datetime.date(2024, 1, 1)
+    V2 = datetime.date(2025, 1, 1)
+
+
+class Price(enum.Enum):
+    LOW = decimal.Decimal("1.5")
+    HIGH = decimal.Decimal("2")
+
+
+class Notes(pydantic.BaseModel):
+    release: Release
+
+
+class Packet(pydantic.BaseModel):
+    magic: Literal[b"x", b"y"]
 
 
 class Sum(pydantic.BaseModel):
@@ -393,6 +414,27 @@ CASES = [
         r"set of Pet: its items cannot be hashed",
     ),
     Case(
+        "bare typing.List",  # sent as an array of anything, where a bare list was refused
+        lambda m: m.parse("x", typing.List),  # noqa: UP006 - the typing alias is tested
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"A bare list does not say what it holds.*list\[int\]",
+    ),
+    Case(
+        "bare typing.Dict",
+        lambda m: m("x", typing.Dict),  # noqa: UP006 - the typing alias is tested
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"A bare dict does not say what it holds",
+    ),
+    Case(
+        "bare typing.Set",
+        lambda m: m.parse("x", typing.Set),  # noqa: UP006 - the typing alias is tested
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"JSON has no set type",
+    ),
+    Case(
         "model field: set of unhashable models",
         lambda m: m("x", Shelter),
         E.UnsupportedOutputTypeError,
@@ -413,6 +455,28 @@ CASES = [
         E.UnsupportedOutputTypeError,
         TypeError,
         r"Wall has Colour\.RED in a Literal \(at field 'coats' \(.*field 'colour'",
+    ),
+    Case(
+        "model field: an Enum of dates",
+        lambda m: m.parse("x", Notes),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"Notes has the value datetime\.date\(2024, 1, 1\) \(Release\.V1\) \(at field 'release'"
+        r".*cannot read back from JSON.*isoformat",
+    ),
+    Case(
+        "list of an Enum of Decimals",
+        lambda m: m("x", list[Price]),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"has the value Decimal\('1\.5'\) \(Price\.LOW\) \(at Price\).*cannot read back",
+    ),
+    Case(
+        "model field: a Literal of bytes",
+        lambda m: m.parse("x", Packet),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"Packet has the value b'x' \(at field 'magic'.*cannot read back from JSON",
     ),
     Case(
         "model field: a CFG",

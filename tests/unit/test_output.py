@@ -1,4 +1,5 @@
 import dataclasses
+import datetime
 import json
 import uuid
 from collections.abc import Callable
@@ -752,3 +753,71 @@ def test_strict_schema_refuses_a_json_string_field() -> None:
     assert plan_output(Payload).schema  # sent by default; parse validates the content
     with pytest.raises(UnsupportedOutputTypeError, match=r"'contentSchema' at /properties/numbers"):
         plan_output(Payload, strict_schema=True)
+
+
+class Stamps(pydantic.BaseModel):
+    local: pydantic.NaiveDatetime
+    utc: pydantic.AwareDatetime
+    any_kind: datetime.datetime
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "valid"),
+    [
+        ("local", "2024-02-29T13:45:00", True),
+        ("local", "2024-02-29T13:45:00.123456", True),
+        ("local", "2024-02-29T13:45:00Z", False),
+        ("local", "2024-02-29T13:45:00+01:00", False),
+        ("utc", "2024-02-29T13:45:00Z", True),
+        ("utc", "2024-02-29T13:45:00.5-05:30", True),
+        ("utc", "2024-02-29T13:45:00", False),
+    ],
+)
+def test_naive_and_aware_datetimes_are_asked_for_as_they_are_read(
+    field: str, text: str, valid: bool
+) -> None:
+    """The schema sent takes a value exactly when Pydantic's type does (offset or none).
+
+    ``format: date-time`` asks for an offset, which NaiveDatetime refuses; outlines-core's
+    regex for it leaves the offset optional, which AwareDatetime refuses.
+    """
+    schema = plan_output(Stamps).schema
+    assert schema is not None
+    node = schema["properties"][field]
+    assert jsonschema.Draft202012Validator(node).is_valid(text) is valid
+    annotation = Stamps.model_fields[field].annotation
+    assert annotation is not None
+    try:
+        pydantic.TypeAdapter(annotation).validate_python(text)
+        taken = True
+    except pydantic.ValidationError:
+        taken = False
+    assert taken is valid
+    assert "pattern" not in schema["properties"]["any_kind"]  # a plain datetime: either
+
+
+Json: Any = typing_extensions.TypeAliasType(
+    "Json",
+    dict[str, "Json"] | list["Json"] | str | int | float | bool | None,  # type: ignore[misc]
+)
+
+
+def test_a_recursive_type_alias_is_planned_as_pydantic_reads_it() -> None:
+    """Its value names the alias, which only Pydantic resolves: it is planned as given."""
+    plan = plan_output(Json)
+    assert plan.kind == "json"
+    assert plan.output_type is Json
+    assert plan.schema is not None
+    assert "$defs" in plan.schema or "$ref" in json.dumps(plan.schema)
+
+
+@pytest.mark.parametrize(
+    "output_type",
+    [
+        typing_extensions.TypeAliasType("Bare", list),
+        typing_extensions.TypeAliasType("Pets", set[Pet]),
+    ],
+)
+def test_a_type_alias_is_refused_as_what_it_stands_for(output_type: Any) -> None:
+    with pytest.raises(UnsupportedOutputTypeError, match=r"bare list|JSON has no set type|hash"):
+        plan_output(output_type)

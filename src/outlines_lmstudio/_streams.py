@@ -398,6 +398,24 @@ def stream_text(
             if not chunk.reasoning:
                 yield chunk.text
         finished = True
+        if not splitter.answer.strip() and (splitter.reasoned or splitter.in_reasoning):
+            # Found by a probe: a budget spent on reasoning printed an empty completion,
+            # status 0; said as every other call says it.
+            from ._reasoning import reply_problem
+            from ._reply import reply_stats
+
+            result = reader.result()
+            stats = reply_stats(result.stats, reasoning_tokens=splitter.reasoning_tokens)
+            error = reply_problem(
+                splitter.answer,
+                splitter.reasoning,
+                stats,
+                structured=False,
+                in_reasoning=splitter.in_reasoning or splitter.in_header,
+                reasoned=splitter.reasoned,
+            )
+            if error is not None:
+                raise error
     except lms.LMStudioError:
         finished = True  # the server ended the prediction
         raise

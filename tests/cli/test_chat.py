@@ -284,6 +284,34 @@ def test_a_piece_shown_when_ctrl_c_lands_stays_in_the_history(
     assert "".join(shown).startswith("alpha beta")
 
 
+def test_ctrl_c_as_the_reply_header_is_written_stops_only_that_message(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe: Ctrl-C right after Enter, while the reply's header was written,
+    ended the whole chat ("interrupted.", status 130) and lost the conversation."""
+    from rich.console import Console
+
+    emulator.script(TEXT, ["Kept."])
+    real_print = Console.print
+    headers: list[str] = []
+
+    def print_then_interrupt(self: Console, *objects: Any, **kwargs: Any) -> None:
+        real_print(self, *objects, **kwargs)
+        text = "".join(str(o) for o in objects)
+        if text == f"{TEXT}> ":
+            headers.append(text)
+            if len(headers) == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(Console, "print", print_then_interrupt)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("First\nSecond\n/exit\n"))
+    result = main_in_process("chat", "-m", TEXT)
+    assert result.returncode == 0, result.stderr
+    assert len(headers) == 2  # the session went on to the second message
+    (prediction,) = emulator.predictions  # the first was never sent
+    assert roles_and_texts(prediction.messages) == [("user", "Second")]
+
+
 @pytest.mark.parametrize("io_encoding", ["", "utf-8"])  # the locale's way, and strict decoding
 def test_a_line_that_is_not_utf8_is_refused_and_the_session_goes_on(
     emulator: LMStudioEmulator, tmp_path: Path, io_encoding: str

@@ -237,6 +237,42 @@ def test_a_corrupt_image_fails_its_item_and_the_run_goes_on(
     assert "bug" not in result.stderr
 
 
+def test_an_image_path_that_is_a_pipe_fails_its_item_and_holds_up_no_other(
+    run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
+) -> None:
+    """Found by a probe: a FIFO's open() blocked while holding the decoding lock, so no item
+    with an image ever finished (the run sat at 0/7 until killed)."""
+    os.mkfifo(tmp_path / "fifo.png")
+    png(tmp_path / "ok.png", (16, 16))
+    items = [{"id": 0, "prompt": "a", "images": ["fifo.png"]}]
+    items += [{"id": i, "prompt": "b", "images": ["ok.png"]} for i in range(1, 5)]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(item) + "\n" for item in items))
+    target = tmp_path / "out.jsonl"
+    result = run_cli(*extract(schema_file, source, target, "-m", VISION, "--concurrency", "4"))
+    assert result.returncode == 1  # one item failed
+    by_id = {r["id"]: r for r in lines(target)}
+    assert "not a regular file" in by_id[0]["error"]["message"]
+    assert all("result" in by_id[i] for i in range(1, 5))
+
+
+def test_resuming_many_errors_takes_linear_time(
+    run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
+) -> None:
+    """Found by a probe: resuming an output of 40,000 error lines took 35 s before saying
+    "Nothing to do" (the kept errors were rebuilt as a set once per item)."""
+    count = 40_000
+    source = write_items(tmp_path / "in.jsonl", count)
+    error = {"type": "ParseError", "message": "no"}
+    target = tmp_path / "out.jsonl"
+    target.write_text(
+        "".join(json.dumps({"id": f"item-{i}", "error": error}) + "\n" for i in range(count))
+    )
+    result = run_cli(*extract(schema_file, source, target), timeout=20)
+    assert result.returncode == 1
+    assert f"{count} of them as errors" in result.stdout + result.stderr
+
+
 def test_items_piped_in_and_results_piped_out(
     run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
 ) -> None:
@@ -338,7 +374,6 @@ def test_bad_input_lines(
         (["--concurrency", "9" * 30], f"--concurrency must be at most 64, got {'9' * 30}"),
         (["--retries", "11"], "--retries must be at most 10, got 11: each retry asks"),
         (["--retries", "9" * 30], f"--retries must be at most 10, got {'9' * 30}"),
-        (["--output", "in.jsonl"], "is the input file"),
     ],
 )
 def test_bad_options(
@@ -348,6 +383,15 @@ def test_bad_options(
     result = main_in_process(*extract(schema_file, Path("in.jsonl"), Path("out.jsonl")), *args)
     assert result.returncode == 2
     assert_one_line_error(result, needle)
+
+
+def test_an_output_that_is_the_input_is_refused(
+    main_in_process: MainInProcess, schema_file: Path, tmp_path: Path
+) -> None:
+    write_items(tmp_path / "in.jsonl", 1)
+    result = main_in_process(*extract(schema_file, Path("in.jsonl"), Path("in.jsonl")))
+    assert result.returncode == 2
+    assert_one_line_error(result, "is the input file")
 
 
 def test_the_largest_concurrency_and_retries_are_accepted(
@@ -467,12 +511,13 @@ def test_sigterm_stops_the_run_as_ctrl_c_does(
 def test_a_stopped_run_exits_though_an_item_is_stuck_where_nothing_can_cancel_it(
     emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path, sig: signal.Signals
 ) -> None:
-    """Found by a probe: an item whose image is a named pipe nobody writes to blocks its
+    """Found by a probe: an item whose image was a named pipe nobody writes to blocked its
     worker for good; the run said it stopped, then never exited (Python joins its worker
-    threads at exit), and a second Ctrl-C printed a traceback."""
-    os.mkfifo(tmp_path / "pipe.png")
+    threads at exit), and a second Ctrl-C printed a traceback. (A pipe is now refused as an
+    image, so the stuck item here is a validator of the user's that never returns.)"""
+    (tmp_path / "stuck.py").write_text(_STUCK_TYPE)
     source = tmp_path / "in.jsonl"
-    items = [{"id": 1, "prompt": "a", "images": ["pipe.png"]}, {"id": 2, "prompt": "b"}]
+    items = [{"id": 1, "prompt": "a"}, {"id": 2, "prompt": "b"}]
     source.write_text("".join(json.dumps(item) + "\n" for item in items))
     target = tmp_path / "out.jsonl"
     child = subprocess.Popen(
@@ -480,7 +525,13 @@ def test_a_stopped_run_exits_though_an_item_is_stuck_where_nothing_can_cancel_it
             *script_path(),
             "--host",
             emulator.api_host,
-            *extract(schema_file, source, target, "-m", VISION),
+            "extract",
+            "--type",
+            "stuck:Person",
+            "--input",
+            str(source),
+            "--output",
+            str(target),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -492,7 +543,7 @@ def test_a_stopped_run_exits_though_an_item_is_stuck_where_nothing_can_cancel_it
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
-        _wait_for_lines(target, 1)  # item 2 is done: item 1 waits on the pipe
+        _wait_for_lines(target, 1)  # one item is done: the other's validation never returns
         child.send_signal(sig)
         _, stderr = child.communicate(timeout=30)
     finally:
@@ -500,7 +551,27 @@ def test_a_stopped_run_exits_though_an_item_is_stuck_where_nothing_can_cancel_it
     assert child.returncode == (143 if sig == signal.SIGTERM else 130), stderr
     assert "Traceback" not in stderr
     assert "1 items finished and written to" in stderr
-    assert [r["id"] for r in lines(target)] == [2]
+    assert len(lines(target)) == 1
+
+
+_STUCK_TYPE = """
+import threading
+
+from pydantic import BaseModel, model_validator
+
+_FIRST = threading.Lock()
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+    @model_validator(mode="after")
+    def stall_the_first(self):
+        if _FIRST.acquire(blocking=False):
+            threading.Event().wait()  # the first reply's validation never returns
+        return self
+"""
 
 
 def test_killed_run_resumes_without_losing_or_repeating_results(

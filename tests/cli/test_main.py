@@ -487,3 +487,33 @@ def test_local_commands_are_greedy_unless_a_temperature_is_given(
 
     args = build_parser().parse_args(argv)
     assert sampling_kwargs(args).get("temperature") == temperature
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["extract", "--input", "a", "--input", "b", "--output", "o", "--schema", "s"], "--input"),
+        (["extract", "--schema", "s", "--output", "o", "--output", "p"], "--output"),
+        (["generate", "-m", "x", "--model", "y", "hi"], "-m/--model"),
+        (["generate", "--choice", "a,b", "--choice", "c,d", "hi"], "--choice"),
+        (["generate", "--max-tokens", "3", "--max-tokens", "4", "hi"], "--max-tokens"),
+    ],
+)
+def test_an_option_given_twice_is_refused(
+    run_cli: RunCli, emulator: LMStudioEmulator, argv: list[str], option: str
+) -> None:
+    """Found by a probe: argparse kept the last value silently, so ``extract --input a.jsonl
+    --input b.jsonl`` read only b.jsonl (and wrote to the last --output)."""
+    result = run_cli(*argv)
+    assert result.returncode == 2
+    assert emulator.requests == []
+    assert f"{option} was given twice: give it once" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_repeatable_options_still_repeat(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator
+) -> None:
+    result = main_in_process("complete", "-m", TEXT, "--stop", "x", "--stop", "y", "hi")
+    assert result.returncode == 0, result.stderr
+    assert emulator.predictions[-1].config.get("llm.prediction.stopStrings") == ["x", "y"]

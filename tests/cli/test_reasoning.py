@@ -92,6 +92,20 @@ def test_generate_reports_a_budget_spent_on_reasoning(
     assert "spent on reasoning" in result.stderr
 
 
+@pytest.mark.parametrize("form", ["think", "marker", "harmony", "mlx"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_complete_reports_a_budget_spent_on_reasoning(
+    emulator: LMStudioEmulator, main_in_process: MainInProcess, form: str, stream: bool
+) -> None:
+    """Found by a probe: it printed an empty line with status 0 (generate said why)."""
+    emulator.script(TEXT, [reasoned("Paris.", form)])
+    args = ["complete", "Once", "-m", TEXT, "--max-tokens", "3", *(["--stream"] if stream else [])]
+    result = main_in_process(*args)
+    assert result.returncode == 1, result.stdout
+    assert "spent on reasoning" in result.stderr
+    assert "--max-tokens" in result.stderr
+
+
 def _items(tmp_path: Path, count: int) -> Path:
     path = tmp_path / "in.jsonl"
     path.write_text(

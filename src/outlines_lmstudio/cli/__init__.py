@@ -17,7 +17,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import _sigterm
 from ._exit import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
@@ -60,8 +60,35 @@ def _version() -> str:
         return "unknown"
 
 
+class _Once(argparse.Action):
+    """argparse's ``store``, refusing an option given twice.
+
+    argparse keeps the last value silently (found by a probe: ``extract --input a.jsonl
+    --input b.jsonl`` read only ``b.jsonl``, and ``--output`` likewise); options that may
+    repeat say so with ``action="append"``.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        given: set[str] = vars(namespace).setdefault("_given", set())
+        if option_string is not None and self.dest in given:
+            parser.error(f"{'/'.join(self.option_strings)} was given twice: give it once")
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
 class _Parser(argparse.ArgumentParser):
-    """Usage errors in one line (with where to find help), exit status 2."""
+    """Usage errors in one line (with where to find help), exit status 2; see `_Once`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _Once)
+        self.register("action", "store", _Once)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -191,7 +191,12 @@ class ChatSession:
                 if not self.command(line):
                     return
                 continue
-            self.send(line)
+            try:
+                self.send(line)
+            except KeyboardInterrupt:  # after the reply, while its end was being written
+                self.out.print()
+                leave_if_terminated()
+                self.note("(Ctrl-C: type /exit or press Ctrl-D to leave)")
 
     def command(self, line: str) -> bool:
         """Run an in-chat command; return False to leave."""
@@ -321,12 +326,12 @@ class ChatSession:
         from rich.text import Text
 
         turn = Turn("user", text, self.pending)
-        self.pending = []
-        self.history.append(turn)
-        self.out.print(Text(f"{self.info.key}> ", style="bold cyan"), end="")
         reply, reasoning, stopped, failure = "", "", False, None
         stream: Any = None
-        try:
+        try:  # from the turn on (found by a probe: a Ctrl-C during the header ended the chat)
+            self.pending = []
+            self.history.append(turn)
+            self.out.print(Text(f"{self.info.key}> ", style="bold cyan"), end="")
             stream = self.model.reply_stream(self.chat_input(), **self.kwargs)
             for chunk in stream:
                 # Kept before it is shown: a Ctrl-C between the two would otherwise leave a
@@ -349,21 +354,25 @@ class ChatSession:
         if stopped:
             leave_if_terminated()
         if failure is not None:
-            self.history.pop()
-            self.pending = turn.images
+            self._take_back(turn)
             self.problem(f"{_failure(failure)} (the message was not added to the history)")
             return
         if stopped:
             self.note("[reply stopped]")
             if not reply:
-                self.history.pop()
-                self.pending = turn.images
+                self._take_back(turn)
                 return
         if not stopped and stream is not None:  # the finished answer, as generate() gives it
             reply, reasoning = stream.reply.text, stream.reply.reasoning
         self.history.append(
             Turn("assistant", reply, model=self.info.key, stopped=stopped, reasoning=reasoning)
         )
+
+    def _take_back(self, turn: Turn) -> None:
+        """Take a user turn that got no reply out of the history (if it went in)."""
+        if self.history and self.history[-1] is turn:
+            self.history.pop()
+        self.pending = turn.images
 
 
 def _cannot_save(path: Path, reason: str) -> CliError:

@@ -315,14 +315,15 @@ def _run(
     if args.retry_errors:
         output.check_rewritable()
     retried = output.failed & keys - output.done if args.retry_errors else set()
-    answered = output.done | (output.failed - retried)
+    kept_errors = output.failed - retried  # once: per item it made resuming quadratic
+    answered = output.done | kept_errors
     pending = [item for item in items if item_key(item.id) not in answered]
     skipped = len(items) - len(pending)
     if not items:
         source = "standard input" if str(args.input) == STDIN else args.input
         say.print(f"Nothing to do: {source} has no items (it is empty or blank).")
         return 0
-    errors = sum(item_key(item.id) in output.failed - retried for item in items)
+    errors = sum(item_key(item.id) in kept_errors for item in items)
     as_errors = f", {errors} of them as errors (--retry-errors redoes those)" if errors else ""
     if not pending:
         say.print(f"Nothing to do: all {len(items)} ids are already in {args.output}{as_errors}.")

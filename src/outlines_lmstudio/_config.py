@@ -655,7 +655,9 @@ def _check_arity(name: str, callback: Callable[..., Any]) -> None:
     """
     passed = _CALLBACK_ARGS[name]
     try:
-        signature = inspect.signature(callback)
+        # Not through __wrapped__: a functools.wraps wrapper may take other arguments than
+        # the function it wraps (found by a review: one that supplies the first was refused).
+        signature = inspect.signature(callback, follow_wrapped=False)
     except (TypeError, ValueError):  # a builtin without a signature: nothing to check
         return
     try:

@@ -1036,7 +1036,10 @@ def _unaliased(output_type: object) -> object:
     if bare is not None:
         return bare
     if typing_objects.is_typealiastype(output_type):
-        return output_type.__value__
+        value = output_type.__value__
+        # A value written as a string ("int") is a forward reference that only Pydantic
+        # resolves from the alias (found by a review: it was read as JSON-schema text).
+        return output_type if isinstance(value, str) else value
     origin = typing.get_origin(output_type)
     if typing_objects.is_typealiastype(origin):
         try:  # Pair[int] for type Pair[T] = tuple[T, T]: tuple[int, int]

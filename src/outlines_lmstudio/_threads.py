@@ -339,11 +339,14 @@ class Worker:
         """Whether the producer still runs."""
         return self.thread.is_alive()
 
+    finished = False  # the producer has ended well: every item is queued
+
     def _run(self, produce: Callable[[], Iterator[Any]]) -> None:
         _PULSE.pulse = self._pulse
         try:
             for item in produce():
                 self._items.put((True, item))
+            self.finished = True
             self._items.put((False, None))
         except BaseException as exc:  # handed to the caller's thread
             self._items.put((False, exc))
@@ -363,8 +366,12 @@ class Worker:
         while True:
             now = time.monotonic()
             wait = None if deadline is None else deadline - now
-            if wait is not None and wait <= 0:  # even with items waiting: the limit is
-                raise expired()  # on the whole call, a stream read in full included
+            # The limit is on LM Studio's part of the call: items still to come, or waiting
+            # while the reply goes on. Once it has ended, its items are the caller's (found
+            # by a probe: a consumer slow between fragments lost a complete reply to a
+            # timeout whose message said a cancel was sent, though none was).
+            if wait is not None and wait <= 0 and not self.finished:
+                raise expired()
             try:
                 more, value = self._items.get_nowait()  # what arrived: no idle bound
                 waiting = False

@@ -87,6 +87,39 @@ def test_a_timeout_cancels_on_the_server(
     assert slow_emulator.predictions[-1].cancelled
 
 
+def test_a_reply_that_ended_in_time_is_read_whole_by_a_slow_consumer(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: a consumer slow between fragments got a timeout error after LM
+    Studio had sent the whole reply (the message said a cancel was sent: none was), and
+    lost the complete result. The limit is on LM Studio's part of the call."""
+    emulator.script(TEXT_MODEL, ["one two three four five six"])
+    stream = make_model(TEXT_MODEL).stream("hi", timeout=0.5)
+    pieces = []
+    for piece in stream:
+        pieces.append(piece)
+        time.sleep(0.2)  # 6 fragments: past the limit, long after the reply's end
+    assert "".join(pieces) == "one two three four five six"
+    assert not emulator.predictions[-1].cancelled
+
+
+@pytest.mark.asyncio
+async def test_a_reply_that_ended_in_time_is_read_whole_by_a_slow_async_consumer(
+    async_client: lms.AsyncClient, slow_emulator: LMStudioEmulator
+) -> None:
+    """The same on the async front: each read took what had come, and the read after the
+    limit raised, though the reply had ended."""
+    words = " ".join(f"w{i}" for i in range(8))
+    slow_emulator.script(TEXT_MODEL, [words])
+    pieces = []
+    async for piece in from_lmstudio(async_client, TEXT_MODEL).stream("hi", timeout=0.5):
+        pieces.append(piece)
+        if len(pieces) == 1:  # the rest and the reply's end come meanwhile
+            await asyncio.sleep(0.7)  # past the limit, long after the reply's end
+    assert "".join(pieces) == words
+    assert not slow_emulator.predictions[-1].cancelled
+
+
 def test_a_stream_timeout_runs_from_its_first_read(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

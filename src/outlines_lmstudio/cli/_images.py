@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import threading
 import warnings
@@ -91,10 +90,6 @@ class _Animated(Exception):
     """An animated image file (its frame count)."""
 
 
-class _NotAFile(Exception):
-    """A path that is neither a regular file nor a directory (a FIFO, a device)."""
-
-
 def _decode(path: Path) -> PILImage.Image:
     """Open and decode an image file, keeping its format.
 
@@ -102,18 +97,16 @@ def _decode(path: Path) -> PILImage.Image:
     ``DecompressionBombWarning`` (it is downscaled anyway); over twice it, Pillow raises
     ``DecompressionBombError``.
     """
-    # Read before the lock (found by a probe: a FIFO's open() blocked while holding it, and
-    # with it every other worker of `extract`; a slow file system would too), and only a
-    # regular file: a FIFO or a device never ends, or waits for a writer.
-    if path.exists() and not path.is_dir() and not path.is_file():
-        raise _NotAFile
-    data = io.BytesIO(path.read_bytes())
-    with _DECODING, warnings.catch_warnings():
+    # Opened before the lock (found by a probe: a named pipe's open(), which waits for a
+    # writer, held it, and with it every other worker of `extract`). Pillow then reads what
+    # it needs (the header first: a huge non-image file is not read whole), and reads a
+    # pipe (`--image <(...)`) into memory itself.
+    with path.open("rb") as handle, _DECODING, warnings.catch_warnings():
         warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
         # Pillow's notes on a damaged file it still decodes ("Corrupt EXIF data", "Tag data
         # larger than file"): two lines of noise each, on a terminal the CLI writes to.
         warnings.simplefilter("ignore", UserWarning)
-        with PILImage.open(data) as opened:
+        with PILImage.open(handle) as opened:
             frames = getattr(opened, "n_frames", 1)  # read from the file: while it is open
             if frames > 1:  # a copy has one frame: the library would no longer see it
                 raise _Animated(frames)
@@ -169,10 +162,6 @@ def load_image(path: str | Path) -> Attachment:
         raise CliError(f"Cannot read image {str(path)!r}: no such file.") from None
     except IsADirectoryError:
         raise CliError(f"Cannot read image {str(path)!r}: it is a directory.") from None
-    except _NotAFile:
-        raise CliError(
-            f"Cannot read image {str(path)!r}: it is not a regular file (a pipe or a device)."
-        ) from None
     except UnidentifiedImageError:
         raise CliError(
             f"Cannot read image {str(path)!r}: not an image file (expected JPEG, PNG, WebP, "

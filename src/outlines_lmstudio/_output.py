@@ -573,8 +573,14 @@ def _type_problem(
     problem: Callable[[Any], str | None],
     seen: set[int],
     name_of: Callable[[Any], str] | None = None,
+    *,
+    past_validators: bool = False,
 ) -> tuple[str, str] | None:
     """Find a part of a type (fields and arguments, depth first) that ``problem`` names.
+
+    ``past_validators``: skip the parts a validator of the user's reads first (a
+    ``BeforeValidator``, a ``field_validator(mode="before")``...): it may turn the reply's
+    value into one the part takes.
 
     Returns
     -------
@@ -586,22 +592,56 @@ def _type_problem(
     if id(tp) in seen:
         return None
     seen.add(id(tp))
+    validated = _validated_first(tp) if past_validators else set()
+    if "*" in validated:
+        return None
     what = problem(tp)
     if what is not None:
         return (name_of or output_type_name)(tp), what
     for name, annotation in _field_annotations(tp):
+        if name in validated:
+            continue
         try:
             resolved = _resolve(tp, annotation)
         except Exception:  # unresolvable names were reported when the schema was built
             continue
-        found = _type_problem(resolved, problem, seen, name_of)
+        found = _type_problem(resolved, problem, seen, name_of, past_validators=past_validators)
         if found is not None:
             return f"field {name!r} ({found[0]})", found[1]
     for arg in typing.get_args(tp):
-        found = _type_problem(arg, problem, seen, name_of)
+        found = _type_problem(arg, problem, seen, name_of, past_validators=past_validators)
         if found is not None:
             return found
     return None
+
+
+_FIRST_VALIDATORS = (pydantic.BeforeValidator, pydantic.WrapValidator, pydantic.PlainValidator)
+_FIRST_MODES = ("before", "wrap", "plain")
+
+
+def _validated_first(tp: Any) -> set[str]:
+    """Return the fields of ``tp`` a validator of the user's reads before Pydantic does.
+
+    ``{"*"}`` when one reads the whole value first (an ``Annotated`` before, wrap or plain
+    validator, a model validator in before or wrap mode, or a field validator on every
+    field). Found by a review: an Enum of dates a ``mode="before"`` validator reads from
+    its ISO text was refused as one no reply could validate.
+    """
+    if typing.get_origin(tp) is typing.Annotated and any(
+        isinstance(meta, _FIRST_VALIDATORS) for meta in tp.__metadata__
+    ):
+        return {"*"}
+    decorators = getattr(tp, "__pydantic_decorators__", None) if isinstance(tp, type) else None
+    if decorators is None:
+        return set()
+    if any(d.info.mode in ("before", "wrap") for d in decorators.model_validators.values()):
+        return {"*"}
+    return {
+        field
+        for d in decorators.field_validators.values()
+        if d.info.mode in _FIRST_MODES
+        for field in d.info.fields
+    }
 
 
 def _unhashable_set_item(tp: Any) -> str | None:
@@ -712,7 +752,7 @@ def _refuse_unreadable_parts(output_type: object) -> None:
     """Refuse a type whose schema Pydantic writes but whose replies it would never read."""
     name = output_type_name(output_type)
     for problem, message in _UNREADABLE_PARTS:
-        found = _type_problem(output_type, problem, set())
+        found = _type_problem(output_type, problem, set(), past_validators=True)
         if found is not None:
             where, what = found
             at = "" if where == name else f" (at {where})"

@@ -531,3 +531,19 @@ def test_the_adapter_takes_only_bools_as_flags() -> None:
     with pytest.raises(InvalidInferenceArgumentError, match="strict_schema must be True"):
         LMStudioTypeAdapter(strict_schema=1)  # type: ignore[arg-type]
     assert LMStudioTypeAdapter(grammar=True, strict_schema=True).grammar is True
+
+
+def test_a_wrapper_is_checked_by_its_own_signature() -> None:
+    """Found by a review: the check followed ``functools.wraps`` to the wrapped function, and
+    refused a wrapper that supplies its first argument."""
+    seen: list[object] = []
+
+    def log(prefix: str, fragment: object) -> None:
+        seen.append((prefix, fragment))
+
+    @functools.wraps(log)
+    def wrapper(*args: object) -> None:
+        log("fragment", *args)
+
+    args = parse_inference_kwargs({"on_prediction_fragment": wrapper})
+    assert args.callbacks == {"on_prediction_fragment": wrapper}

@@ -1,5 +1,6 @@
 import dataclasses
 import datetime
+import enum
 import json
 import uuid
 from collections.abc import Callable
@@ -803,12 +804,17 @@ Json: Any = typing_extensions.TypeAliasType(
 
 
 def test_a_recursive_type_alias_is_planned_as_pydantic_reads_it() -> None:
-    """Its value names the alias, which only Pydantic resolves: it is planned as given."""
-    plan = plan_output(Json)
-    assert plan.kind == "json"
-    assert plan.output_type is Json
-    assert plan.schema is not None
-    assert "$defs" in plan.schema or "$ref" in json.dumps(plan.schema)
+    """Its value names the alias, which only Pydantic resolves: it is planned as given, and
+    then refused for what its schema is (a recursion through no object property, which
+    outlines-core cannot constrain), not as a type "not supported"."""
+    with pytest.raises(UnsupportedOutputTypeError, match="goes through no object property"):
+        plan_output(Json)
+
+
+def test_a_type_alias_written_as_a_string_is_pydantic_s_forward_reference() -> None:
+    """Found by a review: ``TypeAliasType("Num", "int")`` was read as JSON-schema text."""
+    plan = plan_output(typing_extensions.TypeAliasType("Num", "int"))
+    assert plan.schema == {"type": "integer"}
 
 
 @pytest.mark.parametrize(
@@ -821,3 +827,50 @@ def test_a_recursive_type_alias_is_planned_as_pydantic_reads_it() -> None:
 def test_a_type_alias_is_refused_as_what_it_stands_for(output_type: Any) -> None:
     with pytest.raises(UnsupportedOutputTypeError, match=r"bare list|JSON has no set type|hash"):
         plan_output(output_type)
+
+
+class _Release(enum.Enum):
+    V1 = datetime.date(2024, 1, 1)
+
+
+def _from_iso(value: object) -> object:
+    return _Release(datetime.date.fromisoformat(value)) if isinstance(value, str) else value
+
+
+class _FieldValidated(pydantic.BaseModel):
+    release: _Release
+
+    @pydantic.field_validator("release", mode="before")
+    @classmethod
+    def from_iso(cls, value: object) -> object:
+        return _from_iso(value)
+
+
+class _AnnotatedValidated(pydantic.BaseModel):
+    release: Annotated[_Release, pydantic.BeforeValidator(_from_iso)]
+
+
+class _ModelValidated(pydantic.BaseModel):
+    release: _Release
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def from_iso(cls, data: Any) -> Any:
+        return {"release": _from_iso(data["release"])} if isinstance(data, dict) else data
+
+
+class _NotValidated(pydantic.BaseModel):
+    release: _Release
+
+
+@pytest.mark.parametrize("model", [_FieldValidated, _AnnotatedValidated, _ModelValidated])
+def test_a_value_a_validator_of_the_user_reads_first_is_not_refused(
+    model: type[pydantic.BaseModel],
+) -> None:
+    """Found by a review: an Enum of dates that a before validator reads from its ISO text
+    was refused as one no reply could validate (it validates)."""
+    plan = plan_output(model)
+    assert plan.schema is not None
+    assert model.model_validate_json('{"release": "2024-01-01"}')
+    with pytest.raises(UnsupportedOutputTypeError, match="cannot read back from JSON"):
+        plan_output(_NotValidated)

@@ -18,12 +18,15 @@ stands in for the server.
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["GbnfSyntaxError", "check_gbnf_syntax"]
 
 _MAX_REPETITIONS = 2000  # llama.cpp's MAX_REPETITION_THRESHOLD
 _ESCAPES = frozenset('trn\\"[]-')
 _HEX_SIZES = {"x": 2, "u": 4, "U": 8}
 _HEX = frozenset("0123456789abcdefABCDEF")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def _is_word(char: str) -> bool:
@@ -35,9 +38,10 @@ class GbnfSyntaxError(ValueError):
 
     def __init__(self, what: str, text: str, pos: int) -> None:
         self.what = what
-        self.line = text.count("\n", 0, pos) + 1
-        self.column = pos - (text.rfind("\n", 0, pos) + 1) + 1
-        near = text[pos : pos + 30].split("\n", 1)[0]
+        breaks = list(_LINE_BREAK.finditer(text, 0, pos))  # "\r" ends a rule too
+        self.line = len(breaks) + 1
+        self.column = pos - (breaks[-1].end() if breaks else 0) + 1
+        near = _LINE_BREAK.split(text[pos : pos + 30], 1)[0]
         super().__init__(
             f"{what} at line {self.line}, column {self.column}"
             + (f" (at {near!r})" if near else " (at the end)")
@@ -48,8 +52,10 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.end = len(text)
-        self.defined: set[str] = set()
-        self.referenced: dict[str, int] = {}  # name -> where first referenced
+        # Each rule's references in its last definition (llama.cpp keeps the last one), with
+        # where each is: the rule being read adds to `refs`.
+        self.rules: dict[str, list[tuple[str, int]]] = {}
+        self.refs: list[tuple[str, int]] = []
 
     def fail(self, what: str, pos: int) -> GbnfSyntaxError:
         return GbnfSyntaxError(what, self.text, pos)
@@ -108,13 +114,17 @@ class _Parser:
             raise self.fail("expecting '<' (a token) after '!'", pos)
         pos += 1
         if text[pos : pos + 1] == "[":
-            pos = self.integer(pos + 1)
-            if text[pos : pos + 2] != "]>":
-                raise self.fail("expecting ']>' after a token id", pos)
-            return pos + 2
+            end = self.integer(pos + 1)
+            if int(text[pos + 1 : end]) >= 2**32:
+                raise self.fail("a token id beyond 32 bits", pos + 1)
+            if text[end : end + 2] != "]>":
+                raise self.fail("expecting ']>' after a token id", end)
+            return end + 2
         close = text.find(">", pos)
         if close < 0:
             raise self.fail("expecting '>' to close a token", pos)
+        if close == pos:
+            raise self.fail("an empty token '<>'", pos - 1)
         return close + 1
 
     def alternates(self, pos: int, nested: bool) -> int:
@@ -125,31 +135,34 @@ class _Parser:
 
     def sequence(self, pos: int, nested: bool) -> int:
         text = self.text
-        item = False  # a preceding item a repetition applies to
+        item = False  # a preceding item a repetition applies to (llama.cpp: elements added)
+        item_refs = 0  # where the item's references begin in `refs`
         while pos < self.end:
             char = text[pos]
+            if char not in "*+?{":
+                item_refs = len(self.refs)
             if char == '"':
                 pos += 1
+                item = text[pos : pos + 1] != '"'  # "" adds nothing to repeat
                 while pos >= self.end or text[pos] != '"':
                     pos = self.char(pos, "'\"'")
                 pos = self.space(pos + 1, nested)
-                item = True
             elif char == "[":
                 pos += 1
                 if text[pos : pos + 1] == "^":
                     pos += 1
+                item = text[pos : pos + 1] != "]"  # [] and [^] add nothing to repeat
                 while pos >= self.end or text[pos] != "]":
                     pos = self.char(pos, "']'")
                     if text[pos : pos + 1] == "-" and text[pos + 1 : pos + 2] != "]":
                         pos = self.char(pos + 1, "']'")
                 pos = self.space(pos + 1, nested)
-                item = True
             elif char in "<!":
                 pos = self.space(self.token(pos + (char == "!")), nested)
                 item = True
             elif _is_word(char):
                 end = self.name(pos)
-                self.referenced.setdefault(text[pos:end], pos)
+                self.refs.append((text[pos:end], pos))
                 pos = self.space(end, nested)
                 item = True
             elif char == "(":
@@ -166,6 +179,8 @@ class _Parser:
                     raise self.fail(f"{char!r} with no item before it to repeat", pos)
                 if char == "{":
                     pos, item = self.counts(pos, nested)
+                    if not item:  # {0}: llama.cpp drops the item, and its references
+                        del self.refs[item_refs:]
                 else:
                     pos = self.space(pos + 1, nested)
             else:
@@ -209,8 +224,9 @@ class _Parser:
         pos = self.space(end, False)
         if self.text[pos : pos + 3] != "::=":
             raise self.fail(f"expecting '::=' after the rule name {name!r}", pos)
+        self.refs = []
         pos = self.alternates(self.space(pos + 3, True), False)
-        self.defined.add(name)
+        self.rules[name] = self.refs
         if pos < self.end:
             if self.text[pos] not in "\r\n":
                 raise self.fail("expecting the end of the rule (a newline)", pos)
@@ -235,8 +251,10 @@ def check_gbnf_syntax(text: str) -> None:
     pos = parser.space(0, True)
     while pos < parser.end:
         pos = parser.rule(pos)
-    for name, where in parser.referenced.items():
-        if name not in parser.defined:
-            raise GbnfSyntaxError(f"the rule {name!r} is used but never defined", text, where)
-    if "root" not in parser.defined:
+    undefined = [(at, name) for refs in parser.rules.values() for name, at in refs]
+    undefined = sorted((at, name) for at, name in undefined if name not in parser.rules)
+    if undefined:
+        at, name = undefined[0]
+        raise GbnfSyntaxError(f"the rule {name!r} is used but never defined", text, at)
+    if "root" not in parser.rules:
         raise GbnfSyntaxError("no 'root' rule (llama.cpp starts there)", text, len(text))

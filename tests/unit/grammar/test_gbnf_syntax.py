@@ -31,6 +31,9 @@ VALID = {
     "token ids": "root ::= <[12]> !<[3]>",
     "names with digits and dashes": 'root ::= a-1\na-1 ::= "x"',
     "non-ASCII literals": 'root ::= "héllo, 世界"',
+    # Found by a fuzz against llama.cpp (the checker refused them):
+    "an undefined rule {0} removes": 'root ::= "x" a{0}',
+    "an undefined rule only in a replaced definition": 'root ::= a\nroot ::= "x"',
 }
 
 INVALID = {
@@ -52,14 +55,24 @@ INVALID = {
     "an unclosed token": ("root ::= <[12", "expecting ']>'", 1, 14),
     "a bang without a token": ('root ::= !"a"', "expecting '<'", 1, 11),
     "an unclosed count": ('root ::= "a"{2', "expecting '}' or ','", 1, 15),
+    # Found by a fuzz against llama.cpp (the checker let them through):
+    "a repetition of an empty literal": ('root ::= "x" ""*', "'\\*' with no item", 1, 16),
+    "a repetition of an empty class": ("root ::= []+", "'\\+' with no item", 1, 12),
+    "a count of an empty negated class": ("root ::= [^]{2}", "'\\{' with no item", 1, 13),
+    "a token id beyond 32 bits": ("root ::= <[4294967296]>", "beyond 32 bits", 1, 12),
+    "an empty token": ("root ::= !<>", "an empty token", 1, 11),
+    "an error after a lone CR": ('root ::= "a"\rb ::= "x" )', "expecting the end", 2, 11),
 }
 
 # Refused here, where llama.cpp would not say so: it counts the optional copies of {3,1}
-# from 1 - 3 as an unsigned 64-bit number (its loop runs for ever: never sent to it), and
-# reads the grammar as a C string (a NUL ends it: what follows would be dropped silently).
+# from 1 - 3 as an unsigned 64-bit number (its loop runs for ever: never sent to it),
+# reads the grammar as a C string (a NUL ends it: what follows would be dropped silently),
+# and crashes on a root referred to only by a replaced definition.
 NOT_FOR_LLAMA = {
     "a maximum below the minimum": ('root ::= "a"{3,1}', "maximum is below", 1, 13),
     "a NUL": ('root ::= "a"\x00 | "b"', "NUL", 1, 13),
+    # llama.cpp crashes on it (SIGSEGV; found by a fuzz against it).
+    "root only in a replaced definition": ('a ::= root\na ::= "x"', "no 'root' rule", 2, 10),
 }
 
 

@@ -346,6 +346,16 @@ def test_examples_of_each_rewrite() -> None:
 
 
 # Each row of docs/output-types.md's engine table, as (schema, engine, status or None).
+_ARRAY_RECURSION = {
+    "$defs": {
+        "t": {"anyOf": [{"type": "integer"}, {"type": "array", "items": {"$ref": "#/$defs/t"}}]}
+    },
+    "type": "object",
+    "properties": {"p": {"type": "integer"}, "t": {"$ref": "#/$defs/t"}},
+    "required": ["p", "t"],
+}
+"""A recursion through array items and an anyOf only (``Tree = int | list[Tree]``)."""
+
 ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
     # constrained by both engines
     ("type", {"type": "integer"}, "llama.cpp", None, None),
@@ -862,38 +872,14 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
     ),
     (
         "recursive $ref through no object property",
-        {
-            "$defs": {
-                "t": {
-                    "anyOf": [
-                        {"type": "integer"},
-                        {"type": "array", "items": {"$ref": "#/$defs/t"}},
-                    ]
-                }
-            },
-            "type": "object",
-            "properties": {"p": {"type": "integer"}, "t": {"$ref": "#/$defs/t"}},
-            "required": ["p", "t"],
-        },
+        _ARRAY_RECURSION,
         "outlines-core",
         "$ref",
         "refused",
     ),
     (
         "recursive $ref through no object property",
-        {
-            "$defs": {
-                "t": {
-                    "anyOf": [
-                        {"type": "integer"},
-                        {"type": "array", "items": {"$ref": "#/$defs/t"}},
-                    ]
-                }
-            },
-            "type": "object",
-            "properties": {"p": {"type": "integer"}, "t": {"$ref": "#/$defs/t"}},
-            "required": ["p", "t"],
-        },
+        _ARRAY_RECURSION,
         "llama.cpp",
         None,
         None,

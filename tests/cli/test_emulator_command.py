@@ -251,6 +251,22 @@ def test_a_stop_as_soon_as_the_host_line_is_read_is_a_clean_stop(code: str) -> N
     assert out == "LM Studio emulator stopped\n"
 
 
+def _serving(module: bool) -> subprocess.Popen[str]:
+    """Start ``python -m outlines_lmstudio.testing`` or ``outlines-lmstudio emulator``."""
+    command = (
+        [sys.executable, "-m", "outlines_lmstudio.testing"]
+        if module
+        else [*script_path(), "emulator"]
+    )
+    return subprocess.Popen(
+        [*command, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+
+
 @pytest.mark.parametrize("module", [False, True])
 def test_a_reader_that_closed_the_pipe_after_the_host_line_leaves_a_clean_stop(
     module: bool,
@@ -259,18 +275,7 @@ def test_a_reader_that_closed_the_pipe_after_the_host_line_leaves_a_clean_stop(
     # the emulator. `python -m outlines_lmstudio.testing` then ended with a traceback
     # (BrokenPipeError writing "stopped") and status 1, `outlines-lmstudio emulator`
     # with status 141, though the emulator had stopped as asked.
-    command = (
-        [sys.executable, "-m", "outlines_lmstudio.testing"]
-        if module
-        else [*script_path(), "emulator"]
-    )
-    with subprocess.Popen(
-        [*command, "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    ) as child:
+    with _serving(module) as child:
         try:
             assert child.stdout is not None
             assert child.stderr is not None
@@ -570,18 +575,7 @@ def test_a_burst_of_stop_signals_is_one_clean_stop(module: bool) -> None:
     # Found by a probe: GNU timeout sends SIGTERM to the emulator and again to its process
     # group; the second one, landing while the emulator stopped, cut the stop short: status
     # 130 and "interrupted." (143 with two SIGTERMs 30 ms apart).
-    command = (
-        [sys.executable, "-m", "outlines_lmstudio.testing"]
-        if module
-        else [*script_path(), "emulator"]
-    )
-    with subprocess.Popen(
-        [*command, "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    ) as child:
+    with _serving(module) as child:
         try:
             assert child.stdout is not None
             assert child.stdout.readline().startswith("LM Studio emulator listening on ")

@@ -511,6 +511,25 @@ def test_an_option_given_twice_is_refused(
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--host", "127.0.0.1:9", "models", "--host", "127.0.0.1:8"],
+        ["--host", "127.0.0.1:9", "generate", "-m", "x", "--host", "127.0.0.1:8", "hi"],
+    ],
+)
+def test_an_option_given_before_and_after_the_subcommand_is_refused(
+    run_cli: RunCli, argv: list[str]
+) -> None:
+    """Found by a probe: the subcommand's value replaced the first one silently (argparse
+    copies the subcommand's namespace over the main one)."""
+    result = run_cli(*argv, host=False)
+    assert result.returncode == 2
+    message = "--host was given twice (before and after the subcommand): give it once"
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
 def test_repeatable_options_still_repeat(
     main_in_process: MainInProcess, emulator: LMStudioEmulator
 ) -> None:

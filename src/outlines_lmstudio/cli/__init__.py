@@ -65,7 +65,10 @@ class _Once(argparse.Action):
 
     argparse keeps the last value silently (found by a probe: ``extract --input a.jsonl
     --input b.jsonl`` read only ``b.jsonl``, and ``--output`` likewise); options that may
-    repeat say so with ``action="append"``.
+    repeat say so with ``action="append"``. The options given are noted per parser
+    (`_GIVEN` + its ``prog``): a subcommand's parser fills a namespace of its own, which
+    argparse copies over the main one, so `_Parser.parse_known_args` compares the notes
+    of the two (``--host A generate --host B``).
     """
 
     def __call__(
@@ -75,11 +78,14 @@ class _Once(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
-        given: set[str] = vars(namespace).setdefault("_given", set())
+        given: dict[str, str] = vars(namespace).setdefault(_GIVEN + parser.prog, {})
         if option_string is not None and self.dest in given:
-            parser.error(f"{'/'.join(self.option_strings)} was given twice: give it once")
-        given.add(self.dest)
+            parser.error(f"{given[self.dest]} was given twice: give it once")
+        given[self.dest] = "/".join(self.option_strings)
         setattr(namespace, self.dest, values)
+
+
+_GIVEN = "_given_to "  # a namespace attribute per parser: the options it was given
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,6 +95,19 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.register("action", None, _Once)
         self.register("action", "store", _Once)
+
+    def parse_known_args(  # type: ignore[override]  # typeshed's overloads, one behaviour
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        seen: set[str] = set()  # destinations: `emulator`'s own --host is another option
+        for name, given in vars(parsed).items():
+            if name.startswith(_GIVEN):
+                for dest in given.keys() & seen:
+                    where = "before and after the subcommand"
+                    self.error(f"{given[dest]} was given twice ({where}): give it once")
+                seen.update(given)
+        return parsed, extras
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -19,6 +19,7 @@ import lmstudio as lms
 from outlines.models.base import ModelTypeAdapter
 
 from . import _flow
+from ._adapter import LMStudioTypeAdapter
 from ._common import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONCURRENCY,
@@ -96,7 +97,14 @@ class ReplyStream:
         await self._chunks.aclose()
 
 
-OPTIONS = ("max_concurrency", "timeout", "connect_timeout", "read_timeout", "grammar")
+OPTIONS = (
+    "max_concurrency",
+    "timeout",
+    "connect_timeout",
+    "read_timeout",
+    "grammar",
+    "strict_schema",
+)
 """The options of a model (`from_lmstudio` documents each)."""
 
 
@@ -126,7 +134,6 @@ class ModelApi(Common):
     """
 
     _client_class: ClassVar[type[lms.Client] | type[lms.AsyncClient]]
-    type_adapter: ModelTypeAdapter
     _handles: Any
     _traits: Any
 
@@ -155,8 +162,33 @@ class ModelApi(Common):
             options.get("grammar", False),
             options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
             options.get("read_timeout", DEFAULT_READ_TIMEOUT),
+            options.get("strict_schema", False),
         )
-        self.type_adapter = self._adapter
+
+    @property
+    def type_adapter(self) -> ModelTypeAdapter:
+        """The type adapter every call plans its input and output type with.
+
+        Outlines' convention: a replaced adapter is the one used (``grammar`` and
+        ``strict_schema`` are its settings).
+
+        Raises
+        ------
+        InvalidInferenceArgumentError
+            (a ``TypeError``) If a new adapter is not an `LMStudioTypeAdapter`: the
+            calls need its plans, which other adapters do not make.
+        """
+        return self._adapter
+
+    @type_adapter.setter
+    def type_adapter(self, adapter: ModelTypeAdapter) -> None:
+        if not isinstance(adapter, LMStudioTypeAdapter):
+            raise InvalidInferenceArgumentError(
+                f"type_adapter must be an outlines_lmstudio.LMStudioTypeAdapter, got "
+                f"{type(adapter).__name__}: the model plans every call with it. Its settings "
+                "are also options of from_lmstudio(client, key, grammar=..., strict_schema=...)."
+            )
+        self._adapter = adapter
 
     # -- what each front provides ------------------------------------------------------------
     def _run(self, flow: Flow[Any]) -> Any:

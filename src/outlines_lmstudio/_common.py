@@ -270,10 +270,14 @@ class Common:
         grammar: object,
         connect_timeout: object = DEFAULT_CONNECT_TIMEOUT,
         read_timeout: object = DEFAULT_READ_TIMEOUT,
+        strict_schema: object = False,
     ) -> None:
         """Check and store the settings both model classes take."""
         self.model_name = check_model_name(model_name)
-        self._adapter = LMStudioTypeAdapter(grammar=check_flag("grammar", grammar))
+        self._adapter = LMStudioTypeAdapter(
+            grammar=check_flag("grammar", grammar),
+            strict_schema=check_flag("strict_schema", strict_schema),
+        )
         self.max_concurrency = check_concurrency(max_concurrency)
         self.timeout = check_timeout(timeout)
         self.connect_timeout = check_timeout(connect_timeout, "connect_timeout")

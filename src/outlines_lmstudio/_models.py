@@ -34,6 +34,7 @@ def from_lmstudio(
     connect_timeout: float | None = ...,
     read_timeout: float | None = ...,
     grammar: bool = ...,
+    strict_schema: bool = ...,
 ) -> LMStudio: ...
 @overload
 def from_lmstudio(
@@ -45,6 +46,7 @@ def from_lmstudio(
     connect_timeout: float | None = ...,
     read_timeout: float | None = ...,
     grammar: bool = ...,
+    strict_schema: bool = ...,
 ) -> AsyncLMStudio: ...
 def from_lmstudio(
     client: lms.Client | lms.AsyncClient, model_name: str | None = None, **options: Any
@@ -69,6 +71,8 @@ def from_lmstudio(
         still cuts a sync call's waits when it is the shorter); prompt-processing progress
         counts as a message.
         ``grammar``: send ``Regex``/``CFG``/DSL terms as GBNF grammars (GGUF models only).
+        ``strict_schema``: also refuse, before sending, JSON-schema keywords that either
+        of LM Studio's engines accepts but does not enforce (default ``False``).
 
     Returns
     -------

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, cast
 import lmstudio as lms
 import pydantic
 import pytest
+from outlines import models as outlines_models
 from outlines.inputs import Audio, Chat, Image, Video
 from outlines.types import CFG, Choice, JsonSchema, Regex, either, integer
 from PIL import Image as PILImage
@@ -21,6 +22,7 @@ from PIL import Image as PILImage
 from outlines_lmstudio import (
     AsyncLMStudio,
     LMStudio,
+    LMStudioTypeAdapter,
     OutlinesLMStudioError,
     errors,
     from_lmstudio,
@@ -1274,3 +1276,33 @@ def test_parse_refuses_a_type_it_cannot_check_at_the_call(
             fronts.run(call())
     assert emulator.trace == []
     assert emulator.requests == []
+
+
+class _JsonInAString(pydantic.BaseModel):
+    numbers: pydantic.Json[list[int]]  # a string holding JSON: no engine checks its content
+
+
+def test_strict_schema_is_a_model_option(fronts: Fronts, emulator: LMStudioEmulator) -> None:
+    """Found by a probe: docs/output-types.md named `strict_schema` as a setting, but no
+    model took it, and a model ran with its own adapter whatever `type_adapter` was set to."""
+    client = fronts.client(enter=False)
+    refused = r"'contentSchema' at /properties/numbers"
+    strict = fronts.model(client, TEXT_MODEL, strict_schema=True)
+    with pytest.raises(E.UnsupportedOutputTypeError, match=refused):
+        strict("Some numbers", _JsonInAString)
+    model = fronts.model(client, TEXT_MODEL)
+    raw = fronts.raw(model)
+    raw.type_adapter = LMStudioTypeAdapter(strict_schema=True)  # Outlines' convention
+    assert raw.type_adapter.strict_schema is True
+    with pytest.raises(E.UnsupportedOutputTypeError, match=refused):
+        model("Some numbers", _JsonInAString)
+    with pytest.raises(E.InvalidInferenceArgumentError, match="type_adapter must be an outlines_"):
+        raw.type_adapter = outlines_models.lmstudio.LMStudioTypeAdapter()
+    with pytest.raises(E.InvalidInferenceArgumentError, match="strict_schema must be True"):
+        fronts.model(client, TEXT_MODEL, strict_schema="yes")
+    assert emulator.trace == []
+    assert emulator.requests == []
+    # Without it, the schema is sent (parse validates the content).
+    loose = fronts.model(fronts.client(), TEXT_MODEL)
+    assert loose("Some numbers", _JsonInAString)
+    assert emulator.predictions[-1].config.get("llm.prediction.structured")

@@ -196,6 +196,8 @@ def _reasoning_parsing(name: str, value: object) -> object:
         # One tag alone would be paired with ``<think>``/``</think>``, tags the model
         # may never write (found by a probe): the pair is asked for whole.
         missing = "end_string" if "startString" in given else "start_string"
+        if any(key in value for key in ("startString", "endString")):
+            missing = _PARSING_KEYS[missing]  # in the spelling the caller wrote
         raise InvalidInferenceArgumentError(
             f"{name} gives one reasoning tag without the other: add {missing!r} "
             f"(or give neither for {start!r} ... {end!r})."

@@ -973,6 +973,13 @@ CASES = [
         r"one reasoning tag without the other: add 'end_string'",
     ),
     Case(
+        "reasoning_parsing with one tag, in LM Studio's spelling",  # was: named 'end_string'
+        lambda m: m("x", reasoning_parsing={"startString": "<reasoning>"}),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        r"one reasoning tag without the other: add 'endString'",
+    ),
+    Case(
         "not an lmstudio client",
         lambda m: from_lmstudio(cast(Any, OpenAI())),
         E.InvalidInferenceArgumentError,

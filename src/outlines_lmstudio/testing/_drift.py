@@ -15,7 +15,13 @@ from typing import Any
 
 from outlines_lmstudio.testing._surface import CHANNELS, RPCS
 
-__all__ = ["FROM_CLIENT", "check_incoming", "check_outgoing", "refused_by_lm_studio"]
+__all__ = [
+    "FROM_CLIENT",
+    "check_incoming",
+    "check_outgoing",
+    "check_request_ids",
+    "refused_by_lm_studio",
+]
 
 FROM_CLIENT = "(the client's request)"
 """Marks a problem `check_incoming` found: a value the client sent, not the emulator."""
@@ -175,11 +181,47 @@ def check_incoming(namespace: str, message: dict[str, Any]) -> list[str]:
     if types is None:
         return []  # unknown endpoints are answered (and reported) by the emulator
     where = f"{namespace}/{endpoint} {kind} {FROM_CLIENT}"
-    if kind == "rpcCall" and "parameter" in types and "parameter" in message:
-        return _convert(message["parameter"], types["parameter"], where)
-    if kind == "channelCreate" and "creationParameter" in types and "creationParameter" in message:
-        return _convert(message["creationParameter"], types["creationParameter"], where)
-    return []
+    key = "parameter" if kind == "rpcCall" else "creationParameter"
+    if key not in types:
+        return []
+    if key not in message:
+        # LM Studio's schema reads an absent parameter as undefined, which fails a
+        # required one as ``{}`` fails its fields (found by a probe: it was served).
+        if _convert(None, types[key], where):
+            return [f"{where}: the required {key!r} is missing"]
+        return []
+    return _convert(message[key], types[key], where)
+
+
+_REQUEST_IDS: dict[str, tuple[str, ...]] = {
+    # The envelope keys LM Studio's packet schema types (the SDK's `_ws_impl` sends them).
+    "rpcCall": ("endpoint", "callId"),
+    "channelCreate": ("endpoint", "channelId"),
+    "channelSend": ("channelId",),
+}
+
+
+def check_request_ids(message: dict[str, Any]) -> list[str]:
+    """Check the envelope of a client's request: a string endpoint and integer ids.
+
+    LM Studio refuses a packet whose ``callId`` or ``channelId`` is not a number, as its
+    packet schema says, before looking at the endpoint. A JSON number that is an integer
+    (``3.0`` too, as JavaScript reads it) passes.
+    """
+    kind = message.get("type")
+    problems = []
+    for key in _REQUEST_IDS.get(kind, ()) if isinstance(kind, str) else ():
+        value = message.get(key)
+        if key == "endpoint":
+            good = isinstance(value, str)
+        else:
+            good = (isinstance(value, int) and not isinstance(value, bool)) or (
+                isinstance(value, float) and value.is_integer()
+            )
+        if not good:
+            wanted = "a string" if key == "endpoint" else "an integer"
+            problems.append(f"{kind} {FROM_CLIENT}: {key!r} must be {wanted}, got {value!r:.60}")
+    return problems
 
 
 def refused_by_lm_studio(namespace: str, message: dict[str, Any], problems: list[str]) -> list[str]:

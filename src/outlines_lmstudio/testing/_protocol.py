@@ -15,7 +15,12 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from outlines_lmstudio.testing._drift import check_incoming, check_outgoing, refused_by_lm_studio
+from outlines_lmstudio.testing._drift import (
+    check_incoming,
+    check_outgoing,
+    check_request_ids,
+    refused_by_lm_studio,
+)
 from outlines_lmstudio.testing._endpoints import CHANNEL_HANDLERS, RPC_HANDLERS
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._lookup import request_names
@@ -27,7 +32,40 @@ from outlines_lmstudio.testing._wire import Channel, ConnectionDropped, RequestE
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-__all__ = ["Connection", "internal_error"]
+__all__ = ["MAX_DEPTH", "Connection", "internal_error", "read_frame"]
+
+MAX_DEPTH = 200
+"""Deepest nesting of a client's frame the emulator reads; a deeper one gets a warning.
+
+The records, the drift guard and the handlers walk frames recursively, and so does
+`json.loads`: a frame of ``"[" * 100000`` raised `RecursionError`, which closed the
+socket (1011) with every prediction on it (found by a probe). No request of the SDKs
+comes near this depth.
+"""
+
+
+def read_frame(raw: str | bytes) -> tuple[Any, str | None]:
+    """Parse one client frame; return it, or None and why it cannot be read."""
+    too_deep = f"Received a frame nested deeper than {MAX_DEPTH} levels"
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return None, "Received a frame that is not valid JSON"
+    except RecursionError:  # `json.loads` stops near 1000 levels
+        return None, too_deep
+    # Measured without recursion, for the reason of `MAX_DEPTH`.
+    level: list[tuple[Any, int]] = [(message, 1)]
+    while level:
+        value, depth = level.pop()
+        if depth > MAX_DEPTH:
+            return None, too_deep
+        if isinstance(value, dict):
+            level.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            level.extend((item, depth + 1) for item in value)
+    if not isinstance(message, dict):
+        return message, "Received a frame that is not a JSON object"
+    return message, None
 
 
 class Connection:
@@ -44,6 +82,7 @@ class Connection:
         self.channels: dict[int, Channel] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.closed = False
+        self.counted = False  # whether `authenticate` counted this socket for its client
 
     # -- sending ------------------------------------------------------------------
 
@@ -108,21 +147,21 @@ class Connection:
 
     async def authenticate(self) -> bool:
         """Read the auth packet and answer it (first passkey wins per client id)."""
-        raw = await self.ws.recv()
-        try:
-            packet = json.loads(raw)
-        except ValueError:
-            packet = None
+        packet, _ = read_frame(await self.ws.recv())
         self.emu._recorder.frame("in", self.namespace, self.sid, packet)
         ok, error = False, "Invalid authentication packet"
         if isinstance(packet, dict) and packet.get("authVersion") == 1:
             client_id = packet.get("clientIdentifier")
             passkey = packet.get("clientPasskey")
             if isinstance(client_id, str) and isinstance(passkey, str):
-                ok = self.emu._authenticate(client_id, passkey)
+                ok = self.counted = self.emu._authenticate(client_id, passkey)
                 error = "Invalid passkey for client identifier"
                 self.client_id = client_id
-        reply: dict[str, Any] = {"success": True} if ok else {"success": False, "error": error}
+        # The error is a serialized LM Studio error, as the SDK reads it (`dict(error)`):
+        # a bare string made it raise "dictionary update sequence element #0" (a probe).
+        reply: dict[str, Any] = (
+            {"success": True} if ok else {"success": False, "error": {"title": error}}
+        )
         self.emu._recorder.frame("out", self.namespace, self.sid, reply)
         await self.ws.send(json.dumps(reply))
         return ok
@@ -141,14 +180,24 @@ class Connection:
 
     def dispatch(self, raw: str | bytes) -> None:
         """Handle one incoming frame."""
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            message = None
+        message, unreadable = read_frame(raw)
         self.emu._recorder.frame("in", self.namespace, self.sid, message)
-        if not isinstance(message, dict):
-            self.spawn(self.warn("Received a frame that is not a JSON object"))
+        if unreadable is not None or not isinstance(message, dict):
+            self.spawn(self.warn(unreadable or "Received a frame that is not a JSON object"))
             return
+        # The ids' types are checked once, here: a list or object as a channelId was looked
+        # up in a dict and raised TypeError, which closed the socket (found by a probe).
+        # LM Studio's packet schema refuses such a packet with a warning, serving nothing.
+        bad_ids = check_request_ids(message)
+        if bad_ids:
+            if self.emu.validate_frames:
+                for problem in bad_ids:
+                    self.emu._violation(problem)
+            self.spawn(self.warn(f"Received an invalid packet: {'; '.join(bad_ids)}"))
+            return
+        for key in ("callId", "channelId"):
+            if isinstance(message.get(key), float):  # 3.0: JavaScript's integer 3
+                message[key] = int(message[key])
         # LM Studio checks a request's parameter against its schema before serving it; the
         # SDK's structs carry the same constraints (``ttlMs`` at least 1, for example). What
         # LM Studio reads differently (``1500.0`` as ``1500``) is served, and no violation.
@@ -207,7 +256,7 @@ class Connection:
 
     def channel_message(self, message: dict[str, Any]) -> None:
         """Handle ``channelSend`` from the client: ``cancel``, or ``stop`` (``streamLogs``)."""
-        channel = self.channels.get(message.get("channelId", -1))
+        channel = self.channels.get(message["channelId"])  # an integer: `check_request_ids`
         if channel is None:
             self.spawn(self.warn(f"channelSend for unknown channel {message.get('channelId')}"))
             return
@@ -269,20 +318,17 @@ class Connection:
         The socket is ordered: a ``channelSend`` (a cancel) right behind the create must
         find the channel, even before the task serving it has started.
         """
-        channel_id = message.get("channelId")
-        endpoint = str(message.get("endpoint"))
-        if not isinstance(channel_id, int) or (self.namespace, endpoint) not in CHANNEL_HANDLERS:
+        channel_id: int = message["channelId"]  # an integer: `check_request_ids`
+        endpoint: str = message["endpoint"]
+        if (self.namespace, endpoint) not in CHANNEL_HANDLERS:
             return None
         channel = self.channels[channel_id] = Channel(channel_id, endpoint)
         return channel
 
     async def channel(self, message: dict[str, Any], channel: Channel | None) -> None:
         """Serve one ``channelCreate``, whose channel `open_channel` registered (if valid)."""
-        channel_id = message.get("channelId")
-        endpoint = str(message.get("endpoint"))
-        if not isinstance(channel_id, int):
-            await self.warn(f"channelCreate for {endpoint!r} without an integer channelId")
-            return
+        channel_id: int = message["channelId"]  # an integer: `check_request_ids`
+        endpoint: str = message["endpoint"]
         handler = CHANNEL_HANDLERS.get((self.namespace, endpoint))
         if handler is None or channel is None:
             known = endpoint in CHANNELS.get(self.namespace, ())
@@ -326,7 +372,7 @@ class Connection:
         error = {"title": text, "suggestion": "LM Studio does not serve it either."}
         if message.get("type") == "rpcCall":
             await self.refuse(endpoint, error, call_id=message.get("callId"))
-        elif isinstance(message.get("channelId"), int):
+        else:
             await self.refuse(endpoint, error, channel_id=message["channelId"])
 
     async def unknown_endpoint(

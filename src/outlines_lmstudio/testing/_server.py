@@ -210,6 +210,7 @@ class LMStudioEmulator(EmulatorState):
         self._server: Server | None = None
         self._lifecycle = threading.Lock()
         self._depth = 0  # open ``with`` blocks: the outermost one stops the server
+        self._sockets: set[ServerConnection] = set()  # every TCP connection, handshaken or not
         self._settled = True  # from here on, a new public attribute is a misspelt setting
 
     # -- lifecycle ------------------------------------------------------------------
@@ -257,6 +258,9 @@ class LMStudioEmulator(EmulatorState):
 
     def stop(self) -> None:
         """Stop serving: close every socket, join the thread, free the models (idempotent).
+
+        A connection still in its opening handshake is closed at once, not after
+        websockets' ``open_timeout``.
 
         A GGUF model's weights are freed; a restart reads them again when it first
         needs them.
@@ -336,6 +340,7 @@ class LMStudioEmulator(EmulatorState):
                 self._handle,
                 self.host,
                 port,
+                create_connection=_tracked(self._sockets),
                 process_request=self._process_request,
                 max_size=_MAX_FRAME,
                 compression=None,
@@ -384,8 +389,16 @@ class LMStudioEmulator(EmulatorState):
             loop.close()
 
     async def _shutdown(self) -> None:
+        from websockets.protocol import State
+
         if self._server is not None:
             self._server.close()
+            # websockets waits for a connection still in its opening handshake until its
+            # open_timeout (10 s): stop() took that long for a client that had connected
+            # and sent nothing yet (found by a probe). Nothing is served on it: drop it.
+            for sock in list(self._sockets):
+                if sock.protocol.state is State.CONNECTING and sock.transport is not None:
+                    sock.transport.abort()
             await self._server.wait_closed()
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -404,19 +417,16 @@ class LMStudioEmulator(EmulatorState):
         assert ws.request is not None
         namespace = ws.request.path.split("?", 1)[0].strip("/")
         conn = Connection(self, ws, namespace, next(self._socket_ids))
-        authenticated = False
         try:
-            authenticated = await conn.authenticate()
-            if not authenticated:
+            if not await conn.authenticate():
                 await ws.close(1008, "authentication failed")
                 return
-            self._client_ref(conn.client_id, +1)
             await conn.serve()
         except ConnectionClosed:
             pass
         finally:
-            if authenticated:
-                self._client_ref(conn.client_id, -1)
+            if conn.counted:  # counted by `_authenticate`, even if the reply never went
+                self._release_client(conn.client_id)
 
     # -- public controls ------------------------------------------------------------
 
@@ -617,6 +627,26 @@ class LMStudioEmulator(EmulatorState):
     def __repr__(self) -> str:
         where = self.api_host if self._port is not None else "stopped"
         return f"<LMStudioEmulator {where} models={list(self._catalogue.models)}>"
+
+
+def _tracked(sockets: set[ServerConnection]) -> type[ServerConnection]:
+    """Return a `ServerConnection` class that keeps its open connections in ``sockets``.
+
+    websockets lists only the connections past their opening handshake (``connections``);
+    `LMStudioEmulator._shutdown` must also reach those still in it.
+    """
+    from websockets.asyncio.server import ServerConnection
+
+    class TrackedConnection(ServerConnection):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            sockets.add(self)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            sockets.discard(self)
+            super().connection_lost(exc)
+
+    return TrackedConnection
 
 
 def _wait_deadline(predicate: object, timeout: object, name: str = "wait_until") -> float:

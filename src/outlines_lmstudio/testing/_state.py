@@ -187,13 +187,23 @@ class EmulatorState:
         super().__setattr__(name, value)
 
     def _authenticate(self, client_id: str, passkey: str) -> bool:
+        """Check a client's passkey (the first one wins); on success, count its socket.
+
+        The passkey and the count are taken together: the socket's end releases both
+        (`_release_client`), even if it closed before the reply went out. A passkey kept
+        without a count stayed forever and refused the client's later passkeys.
+        """
         with self._lock:
             known = self._auth.setdefault(client_id, passkey)
-            return known == passkey
+            if known != passkey:
+                return False
+            self._client_refs[client_id] = self._client_refs.get(client_id, 0) + 1
+            return True
 
-    def _client_ref(self, client_id: str, delta: int) -> None:
+    def _release_client(self, client_id: str) -> None:
+        """Uncount one closed socket of a client (`_authenticate` counted it)."""
         with self._lock:
-            refs = self._client_refs.get(client_id, 0) + delta
+            refs = self._client_refs.get(client_id, 0) - 1
             if refs > 0:
                 self._client_refs[client_id] = refs
                 return

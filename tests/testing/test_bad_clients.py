@@ -1,0 +1,224 @@
+"""Malformed frames and misbehaving clients: each is refused alone, as LM Studio does.
+
+Found by a probe: one bad frame closed the whole socket (1011) with every prediction on
+it, a client gone before its auth reply kept its passkey forever, a request without its
+parameter skipped the schema check, and ``stop()`` waited 10 s for a silent connection.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import lmstudio as lms
+import pytest
+
+from outlines_lmstudio.testing import LMStudioEmulator
+
+from .conftest import TEXT, MakeEmulator, raw_rpc, raw_socket
+
+if TYPE_CHECKING:
+    from websockets.sync.client import ClientConnection
+
+_NESTED = "[" * 100_000 + "]" * 100_000
+
+
+def _predict(channel_id: int) -> str:
+    parameter = {
+        "modelSpecifier": {"type": "query", "query": {"identifier": TEXT}},
+        "history": {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]},
+        "predictionConfigStack": {"layers": []},
+    }
+    create = {
+        "type": "channelCreate",
+        "endpoint": "predict",
+        "channelId": channel_id,
+        "creationParameter": parameter,
+    }
+    return json.dumps(create)
+
+
+def _frames_until_closed(ws: ClientConnection, channel_id: int) -> list[dict[str, Any]]:
+    """Read frames until ``channel_id`` closes normally (the socket must stay open)."""
+    frames: list[dict[str, Any]] = []
+    while not any(
+        f.get("type") == "channelClose" and f.get("channelId") == channel_id for f in frames
+    ):
+        frames.append(json.loads(ws.recv(timeout=10)))
+    return frames
+
+
+def _warnings(frames: list[dict[str, Any]]) -> list[str]:
+    return [f["warning"] for f in frames if f.get("type") == "communicationWarning"]
+
+
+@pytest.mark.parametrize(
+    ("frame", "warning"),
+    [
+        (
+            {"type": "channelSend", "channelId": [0], "message": {"type": "cancel"}},
+            "'channelId' must be an integer, got [0]",
+        ),
+        (
+            {"type": "channelSend", "channelId": {"a": 1}, "message": {"type": "cancel"}},
+            "'channelId' must be an integer",
+        ),
+        (
+            {"type": "channelCreate", "endpoint": "predict", "channelId": [7]},
+            "'channelId' must be an integer",
+        ),
+        (
+            {"type": "rpcCall", "endpoint": "listLoaded", "callId": "seven"},
+            "'callId' must be an integer, got 'seven'",
+        ),
+        ({"type": "rpcCall", "endpoint": ["x"], "callId": 7}, "'endpoint' must be a string"),
+        (_NESTED, "nested deeper than 200 levels"),
+        ("[" * 201 + "]" * 201, "nested deeper than 200 levels"),  # json.loads reads it
+        ('{"a":' * 300 + "1" + "}" * 300, "nested deeper than 200 levels"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_a_malformed_frame_only_warns_and_the_socket_serves_on(
+    make_emulator: MakeEmulator, frame: Any, warning: str
+) -> None:
+    # Before: TypeError (unhashable type) or RecursionError closed the socket with 1011,
+    # and the prediction in flight on it never got its channelClose.
+    emulator = make_emulator(token_latency=0.005)
+    emulator.script(TEXT, [" ".join(f"w{i}" for i in range(100))])
+    with raw_socket(emulator, "llm") as ws:
+        ws.send(_predict(0))
+        emulator.wait_until(lambda: any(p.fragments for p in emulator.predictions))
+        ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+        frames = _frames_until_closed(ws, 0)
+        (text,) = _warnings(frames)
+        assert warning in text
+        assert not emulator.predictions[0].cancelled
+        assert len(emulator.predictions[0].fragments) == 100  # the reply went on to its end
+        assert raw_rpc(ws, "listLoaded", 1)["type"] == "rpcResult"
+    # The refused frame is no request of the records.
+    assert [r.endpoint for r in emulator.requests] == ["predict", "listLoaded"]
+    if isinstance(frame, dict):  # a request envelope LM Studio's packet schema refuses
+        (violation,) = emulator.protocol_violations
+        assert "(the client's request)" in violation
+        emulator.reset()  # the fixture checks the guard afterwards
+
+
+def test_an_integral_float_id_is_read_as_javascript_reads_it(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator()
+    with raw_socket(emulator, "llm") as ws:
+        ws.send(json.dumps({"type": "rpcCall", "endpoint": "listLoaded", "callId": 4.0}))
+        reply = json.loads(ws.recv(timeout=5))
+        assert (reply["type"], reply["callId"]) == ("rpcResult", 4)
+        assert isinstance(reply["callId"], int)
+
+
+def test_a_client_callid_of_the_wrong_type_is_blamed_on_the_client(
+    make_emulator: MakeEmulator,
+) -> None:
+    # Before: the callId was echoed in an rpcResult and the guard blamed that reply (the
+    # emulator's own frame) for it.
+    emulator = make_emulator()
+    with raw_socket(emulator, "llm") as ws:
+        ws.send(json.dumps({"type": "rpcCall", "endpoint": "listLoaded", "callId": None}))
+        assert json.loads(ws.recv(timeout=5))["type"] == "communicationWarning"
+    (violation,) = emulator.protocol_violations
+    assert violation == "rpcCall (the client's request): 'callId' must be an integer, got None"
+    emulator.reset()
+
+
+def test_a_deeply_nested_auth_packet_is_refused(emu: LMStudioEmulator) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with connect(f"ws://{emu.api_host}/llm") as ws:
+        ws.send(_NESTED)
+        reply = json.loads(ws.recv(timeout=5))
+        assert reply == {"success": False, "error": {"title": "Invalid authentication packet"}}
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=5)
+        assert ws.close_code == 1008
+
+
+def _authenticate(emulator: LMStudioEmulator, client_id: str, passkey: str) -> dict[str, Any]:
+    from websockets.sync.client import connect
+
+    with connect(f"ws://{emulator.api_host}/llm") as ws:
+        packet = {"authVersion": 1, "clientIdentifier": client_id, "clientPasskey": passkey}
+        ws.send(json.dumps(packet))
+        reply: dict[str, Any] = json.loads(ws.recv(timeout=5))
+        return reply
+
+
+def test_a_failed_authentication_is_an_error_the_sdk_reads(emu: LMStudioEmulator) -> None:
+    # Before: the error was a bare string, and the SDK raised "dictionary update sequence
+    # element #0 has length 1" building its LMStudioServerError from it.
+    from websockets.sync.client import connect
+
+    with connect(f"ws://{emu.api_host}/llm") as first:
+        first.send(json.dumps({"authVersion": 1, "clientIdentifier": "c", "clientPasskey": "a"}))
+        assert json.loads(first.recv(timeout=5)) == {"success": True}
+        reply = _authenticate(emu, "c", "another")
+    assert reply["success"] is False
+    error = lms.LMStudioServerError("Authentication failed", reply["error"])  # as the SDK does
+    assert str(error) == "Authentication failed: Invalid passkey for client identifier"
+
+
+def test_a_client_gone_before_its_auth_reply_leaves_no_passkey(emu: LMStudioEmulator) -> None:
+    # Before: its passkey was kept (and counted for no socket) forever, so the same
+    # identifier with a new passkey was refused later (48 times in 50 in the probe).
+    from websockets.sync.client import connect
+
+    names = [f"gone-{uuid.uuid4()}" for _ in range(30)]
+    for name in names:
+        with connect(f"ws://{emu.api_host}/llm") as ws:
+            ws.send(json.dumps({"authVersion": 1, "clientIdentifier": name, "clientPasskey": "a"}))
+    time.sleep(0.3)  # the emulator sees the sockets close
+    assert [_authenticate(emu, name, "b")["success"] for name in names] == [True] * len(names)
+
+
+def test_a_request_without_its_required_parameter_is_refused(make_emulator: MakeEmulator) -> None:
+    # Before: a predict without creationParameter was served with model '', and
+    # getModelInfo without parameter failed with AttributeError inside the emulator.
+    emulator = make_emulator()
+    with raw_socket(emulator, "llm") as ws:
+        for call_id, endpoint in enumerate(("getModelInfo", "tokenize")):
+            reply = raw_rpc(ws, endpoint, call_id)
+            assert reply["type"] == "communicationWarning"
+            assert reply["warning"].endswith("the required 'parameter' is missing")
+        ws.send(json.dumps({"type": "channelCreate", "endpoint": "predict", "channelId": 0}))
+        reply = json.loads(ws.recv(timeout=5))
+        assert reply["type"] == "communicationWarning"
+        assert reply["warning"].endswith("the required 'creationParameter' is missing")
+        assert raw_rpc(ws, "listLoaded", 9)["type"] == "rpcResult"  # a void one needs none
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.2)
+    assert emulator.predictions == []
+    assert [v.split(" (")[0] for v in emulator.protocol_violations] == [
+        "llm/getModelInfo rpcCall",
+        "llm/tokenize rpcCall",
+        "llm/predict channelCreate",
+    ]
+    emulator.reset()
+    emulator.unknown_endpoint = "error"
+    with raw_socket(emulator, "llm") as ws:
+        reply = raw_rpc(ws, "getModelInfo", 5)
+        assert (reply["type"], reply["callId"]) == ("rpcError", 5)
+        assert "the required 'parameter' is missing" in reply["error"]["title"]
+    emulator.reset()
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /llm HTTP/1.1\r\nHost: x\r\n"])
+def test_stop_does_not_wait_for_a_connection_still_in_its_handshake(sent: bytes) -> None:
+    # Before: stop() took websockets' open_timeout (about 10 s) for such a connection.
+    emulator = LMStudioEmulator().start()
+    host, port = emulator.api_host.rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(sent)
+        time.sleep(0.2)
+        start = time.monotonic()
+        emulator.stop()
+        assert time.monotonic() - start < 2
+        assert sock.recv(1024) == b""  # the emulator closed it

@@ -587,3 +587,33 @@ def test_a_burst_of_stop_signals_is_one_clean_stop(module: bool) -> None:
             child.kill()
     assert (child.returncode, err) == (0, "")
     assert out == "LM Studio emulator stopped\n"
+
+
+def _rss_mb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) // 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RSS from /proc")
+def test_the_command_keeps_no_bytes_of_clients_gone() -> None:
+    # Found by a probe: serving until Ctrl-C, it kept every upload's bytes in its records
+    # after the clients left (10 clients x 8 MB: RSS 46 -> 270 MB).
+    blob = os.urandom(8 * 1024 * 1024)
+    with _serving(module=False) as child:
+        try:
+            assert child.stdout is not None
+            host = child.stdout.readline().rsplit(" ", 1)[-1].strip()
+            with lms.Client(host) as client:  # the first one warms the emulator up
+                client.files.prepare_image(blob, name="f0.bin")
+            time.sleep(0.3)
+            before = _rss_mb(child.pid)
+            for i in range(1, 7):
+                with lms.Client(host) as client:
+                    client.files.prepare_image(blob, name=f"f{i}.bin")
+            time.sleep(0.3)
+            grown = _rss_mb(child.pid) - before
+            assert grown < 40, grown  # before: about 110 MB more
+        finally:
+            child.send_signal(signal.SIGTERM)
+            child.wait(timeout=15)

@@ -14,7 +14,7 @@ import pytest
 
 from outlines_lmstudio.testing import Frame, LMStudioEmulator, Prediction, RecordedRequest
 
-from .conftest import PNG, TEXT, MakeEmulator, raw_rpc, raw_socket
+from .conftest import PNG, TEXT, VISION, MakeEmulator, raw_rpc, raw_socket
 
 
 def test_trace_and_format(emu: LMStudioEmulator, client: lms.Client) -> None:
@@ -204,3 +204,46 @@ def test_a_prediction_whose_client_process_was_killed_is_done_and_disconnected(
         child.kill()
         child.wait(timeout=10)
     assert _ended_by_disconnect(emu).client_id
+
+
+def test_max_records_keeps_the_newest_and_no_bytes_of_a_client_gone(
+    make_emulator: MakeEmulator,
+) -> None:
+    # Found by a probe: the emulator command, serving until Ctrl-C, kept every record and
+    # every upload's bytes (10 clients x 8 MB: RSS 46 -> 270 MB), after the clients left.
+    emulator = make_emulator(max_records=3)
+    image = PNG * 100  # base64 longer than the records keep
+    with lms.Client(emulator.api_host) as client:
+        handle = client.files.prepare_image(image)
+        chat = lms.Chat()
+        chat.add_user_message("What is this?", images=[handle])
+        client.llm.model(VISION).respond(chat)
+        assert emulator.uploads[-1].data == image  # while its client is connected
+        assert emulator.predictions[-1].images == [image]
+        for _ in range(4):
+            client.llm.list_loaded()
+    assert [r.endpoint for r in emulator.requests] == ["listLoaded"] * 3
+    assert len(emulator.trace) == 3
+    emulator.wait_until(lambda: emulator.uploads[-1].data == b"")
+    assert emulator.predictions[-1].images == []
+    with lms.Client(emulator.api_host) as client:
+        client.files.prepare_image(image)
+    (upload,) = [r for r in emulator.requests if r.endpoint == "uploadFileBase64"]
+    assert upload.parameter["contentBase64"].endswith(" chars>")
+
+
+def test_records_are_kept_whole_by_default(make_emulator: MakeEmulator) -> None:
+    emulator = make_emulator()
+    image = PNG * 100
+    with lms.Client(emulator.api_host) as client:
+        client.files.prepare_image(image)
+    time.sleep(0.2)  # the client is gone
+    assert emulator.uploads[-1].data == image  # a test reads it after its client closed
+    (upload,) = [r for r in emulator.requests if r.endpoint == "uploadFileBase64"]
+    assert len(upload.parameter["contentBase64"]) > 200
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0, "10"])
+def test_max_records_is_a_positive_integer(bad: object) -> None:
+    with pytest.raises(ValueError, match="max_records must be None or an integer >= 1"):
+        LMStudioEmulator(max_records=bad)  # type: ignore[arg-type]

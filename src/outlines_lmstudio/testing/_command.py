@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 __all__ = [
     "HELP",
     "MAX_TOKEN_LATENCY",
+    "SERVER_RECORDS",
     "add_arguments",
     "gguf_models",
     "load_models",
@@ -33,6 +34,8 @@ __all__ = [
 
 HELP = "Serve an LM Studio emulator (for tests and demos) until interrupted."
 INSTALL_HINT = 'pip install "outlines-lmstudio[testing]"'
+SERVER_RECORDS = 1000
+"""The ``max_records`` of the command's emulator, which serves until interrupted."""
 MAX_TOKEN_LATENCY = 60.0
 """Most seconds per fragment ``--token-latency`` takes (a slow model is about 0.1 s)."""
 
@@ -313,6 +316,8 @@ def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
             load_latency=args.load_latency,
             slots=args.slots,
             allow_remote=args.allow_remote,
+            # It serves until interrupted, and nobody reads its records: bound them.
+            max_records=SERVER_RECORDS,
         )
     except ValueError as exc:
         return fail(str(exc))

@@ -229,7 +229,7 @@ class Connection:
             namespace=self.namespace,
             endpoint=str(message.get("endpoint")),
             kind=kind,
-            parameter=parameter if isinstance(parameter, dict) else {},
+            parameter=self.emu._recorder.parameter(parameter),
             client_id=self.client_id,
             time=time.monotonic(),
         )

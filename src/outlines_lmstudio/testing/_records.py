@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -198,16 +198,52 @@ def _abbreviate(data: Any) -> Any:
 
 
 class Recorder:
-    """Thread-safe store of everything the emulator saw."""
+    """Thread-safe store of everything the emulator saw.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    max_records
+        None keeps every record (what a test reads). A number keeps at most that many of
+        each kind, the newest, and keeps the records lean for a server that runs for long
+        (the ``emulator`` command): frames and request parameters are stored with long
+        strings shortened, and the bytes of a client's uploads (and the images of its
+        predictions) go when the client does.
+    """
+
+    def __init__(self, max_records: int | None = None) -> None:
         self.lock = threading.Lock()
-        self.requests: list[RecordedRequest] = []
-        self.predictions: list[Prediction] = []
-        self.uploads: list[Upload] = []
-        self.trace: deque[Frame] = deque(maxlen=_TRACE_LIMIT)
-        self.violations: list[str] = []
+        self.max_records = max_records
+        self.requests: deque[RecordedRequest] = deque(maxlen=max_records)
+        self.predictions: deque[Prediction] = deque(maxlen=max_records)
+        self.uploads: deque[Upload] = deque(maxlen=max_records)
+        limit = _TRACE_LIMIT if max_records is None else min(_TRACE_LIMIT, max_records)
+        self.trace: deque[Frame] = deque(maxlen=limit)
+        self.violations: deque[str] = deque(maxlen=max_records)
         self.start = time.monotonic()
+
+    @property
+    def lean(self) -> bool:
+        """Whether records are kept lean (`max_records` is set)."""
+        return self.max_records is not None
+
+    def parameter(self, parameter: Any) -> dict[str, Any]:
+        """Return a request's parameter as a `RecordedRequest` keeps it."""
+        if not isinstance(parameter, dict):
+            return {}
+        kept: dict[str, Any] = _abbreviate(parameter) if self.lean else parameter
+        return kept
+
+    def release(self, client_id: str) -> None:
+        """Forget the bytes of a client that is gone, if the records are lean."""
+        if not self.lean:
+            return  # a test may read an upload after its client closed
+        with self.lock:
+            for index, upload in enumerate(self.uploads):
+                if upload.client_id == client_id and upload.data:
+                    self.uploads[index] = replace(upload, data=b"")
+            for prediction in self.predictions:
+                if prediction.client_id == client_id:
+                    prediction.images = []
 
     def clear(self) -> None:
         """Forget everything recorded so far."""
@@ -221,7 +257,7 @@ class Recorder:
 
     def frame(self, direction: Literal["in", "out"], namespace: str, sid: int, data: Any) -> None:
         """Record one frame (secrets redacted, long uploads abbreviated)."""
-        if isinstance(data, dict) and "parameter" in data:
+        if self.lean or (isinstance(data, dict) and "parameter" in data):
             data = _abbreviate(data)
         data = redact(data)
         frame = Frame(direction, namespace, sid, data, time.monotonic())

@@ -149,6 +149,13 @@ class LMStudioEmulator(EmulatorState):
         model) unloads the other JIT models, and the client is told with
         ``unloadingOtherJITModel``. False keeps them all loaded. JIT models
         also honour the client's ``ttl``: unused that long, they are unloaded.
+    max_records
+        None (the default, for tests) keeps every record until `reset`. A number,
+        for a server that runs for long (the ``emulator`` command keeps 1000), keeps
+        at most that many of each of `requests`, `predictions`, `uploads`,
+        `protocol_violations` and `trace` (the newest), with long strings shortened
+        in the trace and in request parameters, and drops the bytes of a client's
+        uploads (``Upload.data``, ``Prediction.images``) when the client is gone.
 
     Examples
     --------
@@ -173,7 +180,12 @@ class LMStudioEmulator(EmulatorState):
         presets: Collection[str] | None = (),
         allow_remote: bool = False,
         only_keep_last_jit_model: bool = True,
+        max_records: int | None = None,
     ) -> None:
+        if max_records is not None and (
+            isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1
+        ):
+            raise ValueError(f"max_records must be None or an integer >= 1, not {max_records!r}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be 0 (a free port) to 65535, not {port!r}")
         _check_address(host)
@@ -201,6 +213,7 @@ class LMStudioEmulator(EmulatorState):
             load_latency=load_latency,
             presets=presets,
             only_keep_last_jit_model=only_keep_last_jit_model,
+            max_records=max_records,
         )
         self.host = host.strip("[]")  # "[::1]" binds as "::1"
         self._requested_port = port
@@ -610,7 +623,7 @@ class LMStudioEmulator(EmulatorState):
 
     @property
     def trace(self) -> list[Frame]:
-        """Every frame in and out (the most recent 20 000), oldest first."""
+        """Every frame in and out (the most recent 20 000, or ``max_records``), oldest first."""
         with self._recorder.lock:
             return list(self._recorder.trace)
 

@@ -116,6 +116,7 @@ class EmulatorState:
         load_latency: float,
         presets: Collection[str] | None,
         only_keep_last_jit_model: bool = True,
+        max_records: int | None = None,
     ) -> None:
         self.seed = seed
         self.slots = slots
@@ -143,7 +144,7 @@ class EmulatorState:
                     f"({model!r:.60}). Make one with EmulatedModel(**fields)."
                 )
         self._catalogue = Catalogue(default_models() if models is None else models)
-        self._recorder = Recorder()
+        self._recorder = Recorder(max_records)
         self._faults = FaultBook()
         self._sampler = JsonSampler()
         self._scripts: dict[str, Script] = {}
@@ -213,6 +214,7 @@ class EmulatorState:
             for ident in [i for i, u in self._files.items() if u.client_id == client_id]:
                 del self._files[ident]
                 self._drop_file_copy(ident)
+        self._recorder.release(client_id)
 
     def _file_path(self, upload: Upload) -> str:
         """Return the path of ``upload`` on disk, writing it there the first time.

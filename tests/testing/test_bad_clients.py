@@ -222,3 +222,26 @@ def test_stop_does_not_wait_for_a_connection_still_in_its_handshake(sent: bytes)
         emulator.stop()
         assert time.monotonic() - start < 2
         assert sock.recv(1024) == b""  # the emulator closed it
+
+
+@pytest.mark.parametrize(
+    ("namespace", "endpoint"),
+    [
+        ("system", "listDownloadedModelVariants"),
+        ("llm", "getBasePredictionConfig"),
+        ("embedding", "getInstanceProcessingState"),
+    ],
+)
+def test_a_parameter_that_is_no_object_is_refused_where_the_sdk_has_no_schema(
+    make_emulator: MakeEmulator, namespace: str, endpoint: str
+) -> None:
+    # Endpoints of the TypeScript SDK only: before, a list was served and failed inside
+    # the emulator ("'list' object has no attribute 'get'").
+    emulator = make_emulator()
+    with raw_socket(emulator, namespace) as ws:
+        reply = raw_rpc(ws, endpoint, 0, [1])
+        assert reply["type"] == "communicationWarning"
+        assert "Expected `object`, got `array`" in reply["warning"]
+    (violation,) = emulator.protocol_violations
+    assert violation.startswith(f"{namespace}/{endpoint} rpcCall (the client's request): ")
+    emulator.reset()

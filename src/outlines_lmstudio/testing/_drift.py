@@ -177,11 +177,13 @@ def check_incoming(namespace: str, message: dict[str, Any]) -> list[str]:
     if kind not in ("rpcCall", "channelCreate") or not isinstance(endpoint, str):
         return []
     short = "rpc" if kind == "rpcCall" else "channel"
-    types = _endpoint_types(namespace, short, endpoint)
-    if types is None:
-        return []  # unknown endpoints are answered (and reported) by the emulator
     where = f"{namespace}/{endpoint} {kind} {FROM_CLIENT}"
     key = "parameter" if kind == "rpcCall" else "creationParameter"
+    types = _endpoint_types(namespace, short, endpoint)
+    if types is None and (namespace, endpoint) in _OBJECT_PARAMETERS:
+        types = {key: dict[str, Any]}  # at least an object, as its TypeScript schema says
+    if types is None:
+        return []  # unknown endpoints are answered (and reported) by the emulator
     if key not in types:
         return []
     if key not in message:
@@ -192,6 +194,19 @@ def check_incoming(namespace: str, message: dict[str, Any]) -> list[str]:
         return []
     return _convert(message[key], types[key], where)
 
+
+_OBJECT_PARAMETERS = frozenset(
+    {
+        # Endpoints the emulator serves that the Python SDK's schemas lack (lmstudio-js
+        # has them), whose parameter is an object there: a list or number was served and
+        # failed inside the emulator ("'list' object has no attribute 'get'").
+        ("system", "listDownloadedModelVariants"),
+        ("llm", "getBasePredictionConfig"),
+        ("llm", "getInstanceProcessingState"),
+        ("embedding", "getInstanceProcessingState"),
+        ("llm", "completeRawText"),
+    }
+)
 
 _REQUEST_IDS: dict[str, tuple[str, ...]] = {
     # The envelope keys LM Studio's packet schema types (the SDK's `_ws_impl` sends them).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import httpx
@@ -251,8 +252,26 @@ def check_model_name(value: object) -> str | None:
     return value
 
 
+_SETTINGS: dict[str, Callable[[object], object]] = {
+    "model_name": check_model_name,
+    "max_concurrency": check_concurrency,
+    "timeout": check_timeout,
+    "connect_timeout": partial(check_timeout, name="connect_timeout"),
+    "read_timeout": partial(check_timeout, name="read_timeout"),
+}
+"""A model's settings a user may assign, each with the check `from_lmstudio` runs."""
+
+
 class Common:
     """What the sync and async models share: checking a call before any I/O."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # The settings are plain attributes, read by every call at no cost, that a user
+        # may assign: each assignment is checked as `from_lmstudio` checks the option
+        # (found by a probe: `model.model_name = ""` silently meant any loaded model, and
+        # `= 42` failed inside the SDK).
+        check = _SETTINGS.get(name)
+        super().__setattr__(name, value if check is None else check(value))
 
     client: lms.Client | lms.AsyncClient
     model_name: str | None
@@ -272,16 +291,16 @@ class Common:
         read_timeout: object = DEFAULT_READ_TIMEOUT,
         strict_schema: object = False,
     ) -> None:
-        """Check and store the settings both model classes take."""
-        self.model_name = check_model_name(model_name)
+        """Check and store the settings both model classes take (`__setattr__` checks)."""
+        self.model_name = model_name  # type: ignore[assignment]  # checked on assignment
         self._adapter = LMStudioTypeAdapter(
             grammar=check_flag("grammar", grammar),
             strict_schema=check_flag("strict_schema", strict_schema),
         )
-        self.max_concurrency = check_concurrency(max_concurrency)
-        self.timeout = check_timeout(timeout)
-        self.connect_timeout = check_timeout(connect_timeout, "connect_timeout")
-        self.read_timeout = check_timeout(read_timeout, "read_timeout")
+        self.max_concurrency = max_concurrency  # type: ignore[assignment]
+        self.timeout = timeout  # type: ignore[assignment]
+        self.connect_timeout = connect_timeout  # type: ignore[assignment]
+        self.read_timeout = read_timeout  # type: ignore[assignment]
 
     def _prepare(self, model_input: Any, output_type: Any, kwargs: dict[str, Any]) -> Request:
         args, plan = self._settings(output_type, kwargs)

@@ -495,7 +495,8 @@ def _can_take(request: Request, traits: ModelTraits, identifier: str) -> None:
             f"A llama.cpp GBNF grammar (grammar mode, or config['structured'] of type 'gbnf') "
             f"was to be sent, but {identifier!r} is a "
             f"{traits.format!r} model (not GGUF), whose engine does not take GBNF. Use a GGUF "
-            "model, or express the constraint as a JSON schema."
+            "model, or express the constraint as a JSON schema (without grammar mode, a "
+            "Choice of plain values is sent as one, as Literal and Enum always are)."
         )
 
 

@@ -122,7 +122,9 @@ def is_simple_type(tp: Any) -> bool:
         inner = [a for a in args if a is not Ellipsis]
         if origin is dict and inner and not is_str_key(inner[0]):
             return False  # JSON object keys are strings
-        return bool(inner) and all(is_simple_type(a) for a in inner)
+        if not inner:  # ``tuple[()]``, the empty tuple (its own args are empty too)
+            return origin is tuple and tp is not typing.Tuple  # noqa: UP006  # the bare alias
+        return all(is_simple_type(a) for a in inner)
     return False
 
 

@@ -635,7 +635,13 @@ CASES = [
         TypeError,
         "config=",
     ),
-    Case("seed", lambda m: m("x", seed=1), E.InvalidInferenceArgumentError, TypeError, "loaded"),
+    Case(
+        "seed",  # the hint named client.llm.model(key, config=...), which ignores a loaded model
+        lambda m: m("x", seed=1),
+        E.InvalidInferenceArgumentError,
+        TypeError,
+        r"client\.llm\.load_new_instance\(key, 'seeded', config=\{'seed': N\}\)",
+    ),
     # The model's bounds given to a call were refused as unknown, with no word of where
     # they go (found by a probe: the docs' table of bounds lists read_timeout).
     Case(
@@ -1313,3 +1319,29 @@ def test_strict_schema_is_a_model_option(fronts: Fronts, emulator: LMStudioEmula
     loose = fronts.model(fronts.client(), TEXT_MODEL)
     assert loose("Some numbers", _JsonInAString)
     assert emulator.predictions[-1].config.get("llm.prediction.structured")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "match"),
+    [
+        ("model_name", "", "model_name must be a non-empty model key"),  # was: any loaded model
+        ("model_name", 42, "model_name must be a non-empty model key"),  # was: msgspec's error
+        ("timeout", -1, "timeout"),
+        ("read_timeout", float("nan"), "read_timeout"),
+        ("connect_timeout", "10", "connect_timeout"),
+        ("max_concurrency", 0, "max_concurrency"),
+    ],
+)
+def test_an_assigned_setting_is_checked_as_the_option_is(
+    fronts: Fronts, emulator: LMStudioEmulator, name: str, value: object, match: str
+) -> None:
+    """Found by a probe: `model.model_name = ""` sent the call to whichever model was loaded."""
+    model = fronts.raw(fronts.model(fronts.client(enter=False), TEXT_MODEL))
+    before = getattr(model, name)
+    with pytest.raises(OutlinesLMStudioError, match=match) as info:
+        setattr(model, name, value)
+    assert isinstance(info.value, TypeError | ValueError)
+    assert getattr(model, name) == before
+    model.model_name = VISION_MODEL  # a good value is taken
+    assert model.model_name == VISION_MODEL
+    assert emulator.requests == []

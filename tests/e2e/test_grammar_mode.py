@@ -206,6 +206,9 @@ def test_grammar_on_a_non_gguf_model_is_refused_before_predicting(
     model = make_model(MLX_MODEL, grammar=True)
     with pytest.raises(UnsupportedOutputTypeError, match="not GGUF"):
         model("x", Regex(r"\d"))
+    # A probe: a Choice failed here while Literal worked, and the hint did not say why.
+    with pytest.raises(UnsupportedOutputTypeError, match="without grammar mode, a Choice of"):
+        model("x", Choice(["a", "b"]))
     assert emulator.predictions == []
     assert model("json still works", int)  # JSON schema output is fine on MLX
 

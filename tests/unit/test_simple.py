@@ -39,6 +39,7 @@ class Colour(enum.Enum):
         (list[Literal["a", "b"]], '["a"]', '["a"]'),
         (tuple[int, str], '[1, "x"]', '(1, "x")'),
         (tuple[bool, ...], "[true, false]", "(True, False)"),
+        (tuple[()], "[ ]", "()"),  # was sent as a JSON array and returned as "[ ]" (a probe)
         (dict[str, list[int]], '{"k": [1]}', '{"k":[1]}'),
         (datetime.date, '"2024-01-31"', "2024-01-31"),
         (list[datetime.date], '["2024-01-31"]', '["2024-01-31"]'),
@@ -55,6 +56,7 @@ def test_rendered_text_matches_outlines_regexes() -> None:
         (list[int], "[3,4]"),
         (dict[str, int], '{"a":1,"b":2}'),
         (tuple[int, str], '[1,"x"]'),
+        (tuple[()], "[]"),
         (Optional[Literal["a", "b"]], "null"),
         (datetime.datetime, '"2024-01-31 10:00:00"'),
     ]:

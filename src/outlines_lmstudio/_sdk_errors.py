@@ -90,6 +90,43 @@ def task_manager(client: object) -> Any:
 
 
 def _closing(client: object) -> bool:
+    """Tell whether a client's ``close()`` or ``aclose()`` has begun (its manager still active).
+
+    See `_sync_closing` and `_async_closing`.
+    """
+    if isinstance(client, lms.Client):
+        return _sync_closing(client)
+    return _async_closing(client)
+
+
+def _sync_closing(client: lms.Client) -> bool:
+    """Tell whether a sync ``Client``'s ``close()`` has begun (its manager is still active).
+
+    ``close()`` unwinds the client's exit stack: it disconnects the sessions (the last made
+    first), then forgets them (``_sessions.clear``), and only then stops the websocket
+    thread; calls running meanwhile fail as if the connection were lost ("Client
+    unexpectedly disconnected") or LM Studio were not there ("not reachable"). What
+    ``close()`` has unwound is out of the stack: a session the client still lists, or its
+    ``_sessions.clear``, no longer in it means the client is closing. This library never
+    takes anything out of that stack (it disconnects sessions with ``disconnect()``, which
+    leaves them there). ``False`` when the SDK's internals are not as expected.
+    """
+    callbacks = getattr(getattr(client, "_resources", None), "_exit_callbacks", None)
+    sessions = getattr(client, "_sessions", None)
+    if callbacks is None or not isinstance(sessions, dict):
+        return False
+    try:
+        held = [callback for _, callback in list(callbacks)]
+        listed = list(sessions.values())
+    except (TypeError, ValueError, RuntimeError):  # changed while read, or not as expected
+        return False
+    owners = {id(getattr(callback, "__self__", None)) for callback in held}
+    if any(id(session) not in owners for session in listed):
+        return True
+    return not any(getattr(callback, "__wrapped__", None) == sessions.clear for callback in held)
+
+
+def _async_closing(client: object) -> bool:
     """Tell whether an ``AsyncClient``'s ``aclose()`` has begun (its manager is still active).
 
     ``aclose()`` disconnects the sessions in the reverse order they were opened, the system

@@ -18,7 +18,7 @@ import lmstudio as lms
 
 from . import _flow
 from ._api import ModelApi
-from ._cache import LOADS, retrieve_error
+from ._cache import LOADS, PerClient, retrieve_error
 from ._common import ASYNC_HANDLES, ASYNC_IMAGES, ASYNC_RECONNECTS, ASYNC_TRAITS, DRAIN_SECONDS
 from ._discovery import enter_async_client
 from ._reconnect import Reading
@@ -27,29 +27,57 @@ from ._sdk_errors import client_closed
 __all__ = ["AsyncSessions"]
 
 
+class _Entering:
+    """How one ``AsyncClient`` is entered: shared by every model on it (see `AsyncSessions`).
+
+    Attributes
+    ----------
+    lock
+        The lock that guards entering and closing, with the event loop it belongs to.
+    future
+        The entering under way, if any.
+    failed
+        Why the client cannot be used again (a connection not completed in time, after
+        which it was closed), if so.
+    """
+
+    def __init__(self) -> None:
+        self.lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self.future: asyncio.Future[None] | None = None
+        self.failed: BaseException | None = None
+
+
+_ENTERING: PerClient[_Entering] = PerClient()
+"""How each client is entered. Per client, not per model: two models on one client each
+entering it under a lock of their own both entered it (found by a probe: a raw
+``KeyError: 'llm'`` from the SDK in 3 runs of 10)."""
+
+
 class AsyncSessions(ModelApi):
-    """What `AsyncLMStudio` does with its client, apart from predicting."""
+    """What `AsyncLMStudio` does with its client, apart from predicting.
+
+    Every model on one client enters it through the same `_Entering`: once, whichever
+    model's call comes first; that model owns the client (`close` closes it).
+    """
 
     client: lms.AsyncClient
 
     def __init__(self, client: lms.AsyncClient, *args: Any, **options: Any) -> None:
         super().__init__(client, *args, **options)
-        self._enter_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._entry = _ENTERING.setdefault(client, _Entering())
         self._ready = False
         self._owns_client = False
-        self._failed: BaseException | None = None
-        self._entering: asyncio.Future[None] | None = None
 
     def _lock(self) -> asyncio.Lock:
-        """Return the lock that guards entering and closing, one per event loop.
+        """Return the client's lock that guards entering and closing, one per event loop.
 
         An ``asyncio.Lock`` that was ever waited on belongs to that loop: a model whose first
         calls failed to connect in one ``asyncio.run`` must still connect in the next one.
         """
-        loop = asyncio.get_running_loop()
-        if self._enter_lock is None or self._enter_lock[0] is not loop:
-            self._enter_lock = (loop, asyncio.Lock())
-        return self._enter_lock[1]
+        loop, entry = asyncio.get_running_loop(), self._entry
+        if entry.lock is None or entry.lock[0] is not loop:
+            entry.lock = (loop, asyncio.Lock())
+        return entry.lock[1]
 
     async def _ensure_client(self) -> None:
         if not self._ready:
@@ -61,18 +89,20 @@ class AsyncSessions(ModelApi):
 
         The entering runs in a task of its own, which a caller cancelled meanwhile (``wait_for``
         around a first call, a cancelled task) leaves running: stopped halfway, it would leave
-        the client half entered, which the SDK cannot undo. The next caller waits for it.
+        the client half entered, which the SDK cannot undo. The next caller waits for it,
+        through this model or another one on the same client.
         """
         if not self._ready:
             entering = self._pending_entering()
             if entering is None:
-                self._entering = entering = asyncio.ensure_future(self._enter())
+                self._entry.future = entering = asyncio.ensure_future(self._enter())
                 entering.add_done_callback(retrieve_error)
             await asyncio.shield(entering)
+            self._ready = True
 
     def _pending_entering(self) -> asyncio.Future[None] | None:
-        """Return the entering still under way in this event loop, if any."""
-        entering = self._entering
+        """Return the entering of the client still under way in this event loop, if any."""
+        entering = self._entry.future
         if entering is None or entering.done():
             return None
         return entering if entering.get_loop() is asyncio.get_running_loop() else None
@@ -81,8 +111,8 @@ class AsyncSessions(ModelApi):
         try:
             self.client.llm  # noqa: B018 - raises KeyError until the client is entered
         except KeyError:
-            if self._failed is not None:
-                raise self._connect_error(self._failed) from None
+            if self._entry.failed is not None:
+                raise self._connect_error(self._entry.failed) from None
             try:
                 async with asyncio.timeout(self.connect_timeout):
                     await enter_async_client(self.client)  # finds LM Studio if no host
@@ -92,7 +122,7 @@ class AsyncSessions(ModelApi):
                 raise self._connect_error(exc) from exc
             except TimeoutError as exc:
                 # Half entered: close what was opened; the client cannot be used again.
-                self._failed = exc
+                self._entry.failed = exc
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.client.aclose(), self.connect_timeout)
                 raise self._connect_error(exc) from exc

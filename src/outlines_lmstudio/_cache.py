@@ -2,7 +2,7 @@
 
 ``client.llm.model(key)`` is a server round trip and an image upload sends the
 whole file, so both are done once per client and reused. Entries live as long
-as the client object (kept on it: `_PerClient`). Sync caches make each value under a lock of
+as the client object (kept on it: `PerClient`). Sync caches make each value under a lock of
 its own (one slow upload holds up no other image); async caches share in-flight
 work so concurrent first calls do it once.
 """
@@ -22,6 +22,7 @@ __all__ = [
     "AsyncClientCache",
     "Heard",
     "LoadProgress",
+    "PerClient",
     "SyncClientCache",
     "retrieve_error",
 ]
@@ -32,7 +33,7 @@ T = TypeVar("T")
 _SLOT_NAMES = itertools.count()
 
 
-class _PerClient(Generic[T]):
+class PerClient(Generic[T]):
     """A value per client, kept on the client object itself: a weak-key dict's ``_data``.
 
     A ``WeakKeyDictionary`` cannot hold a value that refers back to its key: a model handle
@@ -85,7 +86,7 @@ class SyncClientCache(Generic[V]):
     """
 
     def __init__(self) -> None:
-        self._data: _PerClient[dict[Hashable, V]] = _PerClient()
+        self._data: PerClient[dict[Hashable, V]] = PerClient()
         self._locks: weakref.WeakKeyDictionary[object, dict[Hashable, threading.Lock]] = (
             weakref.WeakKeyDictionary()
         )
@@ -176,7 +177,7 @@ class AsyncClientCache(Generic[V]):
     """
 
     def __init__(self) -> None:
-        self._data: _PerClient[dict[Hashable, asyncio.Future[V]]] = _PerClient()
+        self._data: PerClient[dict[Hashable, asyncio.Future[V]]] = PerClient()
 
     async def get(self, client: object, key: Hashable, make: Callable[[], Awaitable[V]]) -> V:
         """Return the cached value, or make it once even if asked concurrently.

@@ -116,7 +116,8 @@ def _deferred(request: Request, item: int | None = None) -> Request:
     """Return ``request`` as a `_Deferred` if its prompt holds a `PendingImage`."""
     for message in request.prompt.messages:
         if any(type(part) is PendingImage for part in message.parts):
-            return _Deferred(request.prompt, request.plan, request.args, request.key, item)
+            r = request
+            return _Deferred(r.prompt, r.plan, r.args, r.key, r.lookups, item)
     return request
 
 
@@ -139,7 +140,7 @@ def _settled_now(request: _Deferred) -> Request:
                 exc.add_note(f"(in batch item {request.item})")
             raise
         request.done.append((request.prompt, prompt))
-    return Request(prompt, request.plan, request.args, request.key)
+    return Request(prompt, request.plan, request.args, request.key, request.lookups)
 
 
 def _settle_all(requests: list[_Deferred]) -> None:
@@ -155,7 +156,7 @@ async def _settle(request: _Deferred) -> Request:
     """
     prompt = _known(request)
     if prompt is not None:  # settled with its batch
-        return Request(prompt, request.plan, request.args, request.key)
+        return Request(prompt, request.plan, request.args, request.key, request.lookups)
     return await asyncio.to_thread(_settled_now, request)
 
 

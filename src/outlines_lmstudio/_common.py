@@ -57,6 +57,7 @@ __all__ = [
     "DEFAULT_READ_TIMEOUT",
     "DRAIN_SECONDS",
     "NO_ARGS",
+    "BatchLookups",
     "Common",
     "Completion",
     "ModelTraits",
@@ -123,13 +124,30 @@ ASYNC_TRAITS: AsyncClientCache[ModelTraits] = AsyncClientCache()
 ASYNC_RECONNECTS = AsyncReconnects()
 
 
+class BatchLookups:
+    """The model lookups that failed in one batch: by model key, the SDK's error.
+
+    The batch's other items for that key fail with the same error without asking LM Studio
+    again (a model that cannot load was asked to load once per item: found by a probe, 200
+    requests for 200 prompts). Kept for that batch only: a later call asks again (memory
+    was freed, the model was loaded meanwhile).
+    """
+
+    def __init__(self) -> None:
+        self.failed: dict[str | None, lms.LMStudioError] = {}
+
+
 class Request(msgspec.Struct, frozen=True):
-    """A checked request: everything known before any I/O happens."""
+    """A checked request: everything known before any I/O happens.
+
+    ``lookups``: what the batch it belongs to shares (`BatchLookups`), if it is a batch item.
+    """
 
     prompt: ChatPrompt
     plan: OutputPlan
     args: PredictionArgs
     key: str | None
+    lookups: BatchLookups | None = None
 
     def sdk_kwargs(self) -> dict[str, Any]:
         kwargs = self.args.sdk_kwargs()
@@ -330,11 +348,12 @@ class Common:
             )
         limit = check_concurrency(kwargs.pop("max_concurrency", self.max_concurrency))
         args, plan = self._settings(output_type, kwargs)  # every item's: checked once
-        key = args.model or self.model_name
+        key, lookups = args.model or self.model_name, BatchLookups()
         requests = []
         for index, item in enumerate(model_input):
             try:
-                requests.append(Request(self._adapter.format_input(item), plan, args, key))
+                prompt = self._adapter.format_input(item)
+                requests.append(Request(prompt, plan, args, key, lookups))
             except OutlinesLMStudioError as exc:
                 exc.add_note(f"(in batch item {index})")
                 raise

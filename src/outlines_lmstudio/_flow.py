@@ -77,6 +77,8 @@ __all__ = [
     "as_reply",
     "batch_result",
     "checked",
+    "failed_lookup",
+    "note_failed_lookup",
     "generate",
     "parse",
     "predict",
@@ -434,6 +436,34 @@ _LOAD_PREFIX = "Model get/load"
 the key was found, and getting or loading it failed."""
 
 
+def failed_lookup(request: Request, errors: ErrorFactory) -> BaseException | None:
+    """Return the error of the model lookup that failed earlier in the request's batch, if any.
+
+    The batch's items for one model key share its lookup: once it has failed (a model
+    that cannot load, an unknown key), the others, those waiting for it and those not yet
+    started, fail with the same error and ask nothing (`BatchLookups`).
+    """
+    lookups = request.lookups
+    failed = None if lookups is None else lookups.failed.get(request.key)
+    if failed is None:
+        return None
+    error = _resolve_error(failed, request.key, errors)
+    if error is not failed:
+        error.__cause__ = failed
+    return error
+
+
+def note_failed_lookup(request: Request, exc: BaseException) -> None:
+    """Keep a failed model lookup for the other items of the request's batch (`failed_lookup`).
+
+    Not a lost connection (the items reconnect and ask again), nor anything but the SDK's
+    errors (a caller that left, a time limit: that item's own).
+    """
+    lookups = request.lookups
+    if lookups is not None and isinstance(exc, lms.LMStudioError) and not _dropped(exc):
+        lookups.failed.setdefault(request.key, exc)
+
+
 def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory) -> BaseException:
     """Our error for a failed model lookup: not found only when the server says so."""
     error = errors(exc, key, "resolve")
@@ -661,6 +691,8 @@ def predict(
     for attempt in (1, 2):
         sink.begin()
         stage: Stage = "resolve"
+        if (asked := failed_lookup(request, errors)) is not None:
+            raise asked  # another item of the batch asked already: nothing is sent
         try:
             handle = yield Resolve(call)
             if request.prompt.image_count or request.plan.kind == "grammar":
@@ -703,6 +735,7 @@ def predict(
                 if again:
                     continue
             elif stage == "resolve":
+                note_failed_lookup(request, exc)  # the batch's other items: the same error
                 raise _resolve_error(exc, request.key, errors) from exc
             elif stage == "predict" and isinstance(exc, lms.LMStudioModelNotFoundError):
                 yield Forget(request.key)

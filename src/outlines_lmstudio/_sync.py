@@ -403,12 +403,28 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
             resolve = partial(llm.model, key, on_load_progress=load.beat)
         else:
             resolve = partial(llm.model, key) if key else llm.model
-        make = partial(_threads.unless_left, effect.call, resolve)
+        make = partial(self._lookup, effect.call, resolve)
         try:
             return SYNC_HANDLES.get(client, key, make)
         finally:
             if beats is not None:
                 beats.also = None
+
+    def _lookup(self, call: Call, resolve: Callable[[], lms.LLM]) -> lms.LLM:
+        """Look the model up, unless it failed meanwhile for another item of the batch.
+
+        Threads asking for one key wait for the one looking it up (`SyncClientCache`); a
+        lookup that failed is not kept there, so each would ask again in turn. Its failure
+        is noted here, before the next thread takes the key's lock.
+        """
+        if (failed := _flow.failed_lookup(call.request, self._error)) is not None:
+            raise failed
+        try:
+            handle: lms.LLM = _threads.unless_left(call, resolve)
+        except lms.LMStudioError as exc:
+            _flow.note_failed_lookup(call.request, exc)
+            raise
+        return handle
 
     def _model_info(self, effect: _flow.ModelInfo) -> ModelTraits:
         handle: lms.LLM = effect.handle

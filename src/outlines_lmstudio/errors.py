@@ -163,6 +163,11 @@ class LMStudioPredictionError(_ServerError, RuntimeError):
 class BatchGenerationError(OutlinesLMStudioError, RuntimeError):
     """Some items of a batch failed; the others' results are kept.
 
+    Raised whenever an item fails, even if every item did (a client closed before the
+    batch, a model that cannot load): ``except BatchGenerationError`` sees every failed
+    batch. The message lists at most the first ten failed indexes, and says so when every
+    item failed with the same error.
+
     Attributes
     ----------
     results
@@ -175,12 +180,31 @@ class BatchGenerationError(OutlinesLMStudioError, RuntimeError):
         self.results = results
         self.errors = errors
         first = min(errors)
-        summary = f"{len(errors)} of {len(results)} batch items failed (indexes {sorted(errors)})"
-        super().__init__(
-            f"{summary}; first, item {first}: {type(errors[first]).__name__}: "
-            f"{str(errors[first]).rstrip('.')}. "
-            "The other results are in .results, each error in .errors."
-        )
+        error = f"{type(errors[first]).__name__}: {str(errors[first]).rstrip('.')}"
+        if len(errors) < len(results):
+            indexes = sorted(errors)
+            shown = ", ".join(map(str, indexes[:_SHOWN]))
+            shown += f", ... and {len(indexes) - _SHOWN} more" if indexes[_SHOWN:] else ""
+            message = (
+                f"{len(errors)} of {len(results)} batch items failed (indexes [{shown}]); "
+                f"first, item {first}: {error}. "
+                "The other results are in .results, each error in .errors."
+            )
+        elif len({(type(e), str(e)) for e in errors.values()}) == 1:
+            message = (
+                f"All {len(results)} batch items failed, each with the same error: {error}. "
+                "Each item's error is in .errors; there are no results."
+            )
+        else:
+            message = (
+                f"All {len(results)} batch items failed; first, item {first}: {error}. "
+                "Each item's error is in .errors; there are no results."
+            )
+        super().__init__(message)
+
+
+_SHOWN = 10
+"""How many failed indexes a `BatchGenerationError`'s message lists."""
 
 
 class ParseError(OutlinesLMStudioError, ValueError):

@@ -113,8 +113,35 @@ def test_batch_error_keeps_results() -> None:
 
 def test_batch_error_message_has_one_full_stop_after_the_item() -> None:
     """Found by a probe: "...or check the server.. The other results"."""
-    exc = errors.BatchGenerationError([None], {0: ValueError("Check the server.")})
+    exc = errors.BatchGenerationError([None, "b"], {0: ValueError("Check the server.")})
     assert "Check the server. The other results" in str(exc)
+
+
+def test_batch_error_message_lists_ten_indexes_at_most() -> None:
+    """Found by a probe: a batch of 1000 listed every index (5,000 characters)."""
+    results = ["ok"] + [None] * 999
+    exc = errors.BatchGenerationError(results, {i: ValueError(f"e{i}") for i in range(1, 1000)})
+    listed = "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ... and 989 more]"
+    assert f"999 of 1000 batch items failed (indexes {listed}); " in str(exc)
+    assert "first, item 1: ValueError: e1. The other results are in .results" in str(exc)
+    assert len(str(exc)) < 200
+
+
+def test_a_batch_error_of_all_items_claims_no_other_results() -> None:
+    """Found by a probe: every item failed (a closed client) and it said "The other results are
+    in .results", though there were none."""
+    same = errors.BatchGenerationError(
+        [None] * 1000, {i: ValueError("closed.") for i in range(1000)}
+    )
+    assert str(same) == (
+        "All 1000 batch items failed, each with the same error: ValueError: closed. "
+        "Each item's error is in .errors; there are no results."
+    )
+    mixed = errors.BatchGenerationError([None] * 2, {0: ValueError("a"), 1: KeyError("b")})
+    assert str(mixed) == (
+        "All 2 batch items failed; first, item 0: ValueError: a. "
+        "Each item's error is in .errors; there are no results."
+    )
 
 
 def test_parse_error_message_says_how_many_errors_it_leaves_out() -> None:

@@ -7,8 +7,8 @@ previews or depth maps) are stills, sent as the JPEG they start with. Each image
 is identified by the SHA-256 of the bytes that will be uploaded, so the model
 classes can upload it once per client.
 
-Normalising is not free (decode, verify, hash: about 40 ms for a 10 MP JPEG
-given as an Outlines ``Image``), so the result is cached per image object and
+Normalising is not free (write, hash: about 25 ms for a 10 MP JPEG given
+as an Outlines ``Image``), so the result is cached per image object and
 reused while that object is provably unchanged (see `ImageCache`).
 """
 
@@ -38,9 +38,12 @@ __all__ = [
     "ImageCache",
     "ImageData",
     "PendingImage",
+    "frame_count",
     "image_from_bytes",
+    "many_frames",
     "normalise_cheaply",
     "normalise_image",
+    "value_problem",
 ]
 
 CORRUPT_IMAGE_ERRORS = (SyntaxError, TypeError, EOFError, IndexError, struct.error)
@@ -111,7 +114,7 @@ def _make(data: bytes, mime: str) -> ImageData:
     return ImageData(data=data, mime=mime, digest=hashlib.sha256(data).hexdigest())
 
 
-def _frames(image: PILImage.Image) -> int:
+def frame_count(image: PILImage.Image) -> int:
     """Frames of an animation; 1 for stills, MPO included (its extra images are previews)."""
     if (image.format or "").upper() == "MPO":
         return 1
@@ -130,7 +133,7 @@ def _unreadable(exc: BaseException) -> InvalidImageError:
 
 def _check_still(image: PILImage.Image) -> None:
     try:
-        frames = _frames(image)
+        frames = frame_count(image)
     except (OSError, ValueError, AssertionError, AttributeError) as exc:
         if getattr(image, "fp", None) is not None and "closed" not in str(exc):
             raise _unreadable(exc) from exc
@@ -144,15 +147,34 @@ def _check_still(image: PILImage.Image) -> None:
         ) from exc
     if frames > 1 and (image.format or "").upper() == "TIFF":
         raise InvalidImageError(
-            f"Image is a TIFF of {frames} pages; LM Studio takes one image at a time. "
-            "Pick a page with image.seek(i) and pass image.copy(), or pass each page as "
-            "an image of its own."
+            f"Image is {many_frames(image.format, frames)}. Pick a page with image.seek(i) "
+            "and pass image.copy(), or pass each page as an image of its own."
         )
     if frames > 1:
         raise InvalidImageError(
-            f"Image is animated ({frames} frames); LM Studio takes still images. "
-            "Pick one frame with image.seek(i) and pass image.copy()."
+            f"Image is {many_frames(image.format, frames)}. Pick one frame with "
+            "image.seek(i) and pass image.copy()."
         )
+
+
+def many_frames(image_format: str | None, frames: int) -> str:
+    """Say what an image of several frames is, for "Image ... is <this>." (the CLI's too).
+
+    Parameters
+    ----------
+    image_format
+        Its Pillow format (``TIFF`` pages are not an animation).
+    frames
+        How many frames (pages) it has.
+
+    Returns
+    -------
+    str
+        For example ``a TIFF of 2 pages; LM Studio takes one image at a time``.
+    """
+    if (image_format or "").upper() == "TIFF":
+        return f"a TIFF of {frames} pages; LM Studio takes one image at a time"
+    return f"animated ({frames} frames); LM Studio takes still images"
 
 
 def _check_size(width: int, height: int) -> None:
@@ -177,10 +199,7 @@ def _encode(image: PILImage.Image) -> ImageData:
     fmt = (image.format or "").upper()
     if fmt == "MPO":
         fmt = "JPEG"  # the primary image of an MPO file is a JPEG
-    if image.mode in _INTEGER_MODES:
-        _check_16_bits(image)
-    elif image.mode == "F":
-        _refuse_floats(image)
+    _check_values(image)
     turn = _orientation(image)
     if turn is not None and turn != 1:
         image = ImageOps.exif_transpose(image)
@@ -189,6 +208,10 @@ def _encode(image: PILImage.Image) -> ImageData:
     kept = {key: image.info[key] for key in ("exif", "icc_profile") if image.info.get(key)}
     if turn is None:
         kept.pop("exif", None)
+    elif turn == 1 and "exif" in kept and _stored_orientation(kept["exif"]) != 1:
+        # The caller set the tag to 1 in place (image.getexif()[0x0112] = 1): the pixels go
+        # as stored, so the EXIF sent is the edited one, not the file's that says to turn them.
+        kept["exif"] = image.getexif().tobytes()
     buffer = io.BytesIO()
     try:
         if fmt in _PASS_THROUGH and image.mode in _WRITABLE[fmt]:
@@ -200,22 +223,38 @@ def _encode(image: PILImage.Image) -> ImageData:
             elif fmt == "WEBP":  # Pillow's default is lossy (quality 80): keep the pixels
                 options["lossless"] = True
             image.save(buffer, format=fmt, **options)
-            return _make(buffer.getvalue(), _PASS_THROUGH[fmt])
-        converted = image
-        if image.mode in _INTEGER_MODES:  # as 16-bit grey (RGB would clip them at 255)
-            converted = image.convert("I").convert("I;16")
-        elif image.mode in ("RGBa", "La"):  # premultiplied: its alpha band is "a", kept too
-            converted = image.convert(image.mode[:-1] + "A")
-        elif image.mode not in _WRITABLE["PNG"]:
-            converted = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-        if converted is not image:
-            kept.pop("icc_profile", None)
-        converted.save(buffer, format="PNG", **kept)
+            mime = _PASS_THROUGH[fmt]
+        else:
+            converted = image
+            if image.mode in _INTEGER_MODES:  # as 16-bit grey (RGB would clip them at 255)
+                converted = image.convert("I").convert("I;16")
+            elif image.mode in ("RGBa", "La"):  # premultiplied: its alpha band is "a", kept too
+                converted = image.convert(image.mode[:-1] + "A")
+            elif image.mode not in _WRITABLE["PNG"]:
+                # has_transparency_data, not an "A" band: LAB's "A" is a colour axis.
+                converted = image.convert("RGBA" if image.has_transparency_data else "RGB")
+            if converted is not image:
+                # None, not left out: Pillow's PNG writer falls back to info["icc_profile"],
+                # which convert() copies (a CMYK profile would be sent with RGB pixels).
+                kept["icc_profile"] = None
+            converted.save(buffer, format="PNG", **kept)
+            mime = "image/png"
     except (OSError, ValueError) as exc:
         raise InvalidImageError(
             f"Could not encode the {fmt or 'unknown-format'} image: {exc}"
         ) from exc
-    return _make(buffer.getvalue(), "image/png")
+    return _make(buffer.getvalue(), mime)  # outside the try: its size refusal is our own
+
+
+def _stored_orientation(exif: bytes) -> int | None:
+    """Return the orientation tag of EXIF bytes (1 when absent), ``None`` if unreadable."""
+    try:
+        value = PILImage.Exif()
+        value.load(exif)
+        found = value.get(_ORIENTATION, 1)
+    except (OSError, ValueError, *CORRUPT_IMAGE_ERRORS):
+        return None
+    return found if isinstance(found, int) else 1
 
 
 def _orientation(image: PILImage.Image) -> int | None:
@@ -237,32 +276,50 @@ def _orientation(image: PILImage.Image) -> int | None:
 _ORIENTATION = 0x0112  # the EXIF orientation tag
 
 
-def _refuse_floats(image: PILImage.Image) -> None:
-    """Refuse a floating-point grey image (mode ``F``): no format sent can hold its values.
+def value_problem(image: PILImage.Image) -> str | None:
+    """Say why no format sent can hold ``image``'s values, or ``None`` if one can.
 
-    Converted, they would be clipped to 0..255 and their fractions dropped (a 0..1 image, as
-    numpy arrays often are, would be sent all black); only the caller knows their scale.
+    A floating-point grey image (mode ``F``) would be clipped to 0..255 and its fractions
+    dropped (a 0..1 image, as numpy arrays often are, would be sent all black; only the
+    caller knows the scale); an integer grey one (``I``, ``I;16B``...) with values outside
+    0..65535, which 16-bit grey PNG holds, would be clamped. The text (no advice: the CLI
+    gives its own) completes "This image ...". One pass over the pixels; other modes cost
+    nothing.
     """
-    low, high = image.getextrema()
-    raise InvalidImageError(
-        f"This grey image has floating-point values (mode F, from {low:g} to {high:g}); "
-        "images are sent as PNG, JPEG or WebP, whose values are integers, so they would be "
-        "clipped to 0..255 and rounded down. Scale it to 8 bits first, for example "
-        "Image.fromarray((array * 255).clip(0, 255).astype('uint8')) for values in 0..1, "
-        "or image.convert('L') for values already in 0..255."
-    )
-
-
-def _check_16_bits(image: PILImage.Image) -> None:
-    """Refuse an integer grey image whose values 16-bit grey PNG cannot hold (clamped)."""
-    low, high = cast(tuple[int, int], image.convert("I").getextrema())  # one band: ints
-    if low < 0 or high > 65535:
-        raise InvalidImageError(
-            f"This grey image (mode {image.mode}) has values from {low} to {high}; images "
-            "are sent as PNG, whose grey holds 0 to 65535, so they would be clamped. Scale "
-            "it into 0..65535 first (for example image.point(lambda v: v // 256)), or "
-            "convert it to 8-bit ('L')."
+    if image.mode == "F":
+        low, high = image.getextrema()
+        return (
+            f"has floating-point grey values (mode F, from {low:g} to {high:g}); images are "
+            "sent as PNG, JPEG or WebP, whose values are integers, so they would be clipped "
+            "to 0..255 and rounded down"
         )
+    if image.mode in _INTEGER_MODES:
+        low, high = cast(tuple[int, int], image.convert("I").getextrema())  # one band: ints
+        if low < 0 or high > 65535:
+            return (
+                f"has grey values from {low} to {high} (mode {image.mode}); images are sent "
+                "as PNG, whose grey holds 0 to 65535, so they would be clamped"
+            )
+    return None
+
+
+def _check_values(image: PILImage.Image) -> None:
+    """Refuse an image whose values no format sent can hold (see `value_problem`)."""
+    problem = value_problem(image)
+    if problem is None:
+        return
+    if image.mode == "F":
+        advice = (
+            "Scale it to 8 bits first, for example "
+            "Image.fromarray((array * 255).clip(0, 255).astype('uint8')) for values in 0..1, "
+            "or image.convert('L') for values already in 0..255."
+        )
+    else:
+        advice = (
+            "Scale it into 0..65535 first (for example image.point(lambda v: v // 256)), "
+            "or convert it to 8-bit ('L')."
+        )
+    raise InvalidImageError(f"This image {problem}. {advice}")
 
 
 def image_from_bytes(data: bytes) -> ImageData:
@@ -313,13 +370,27 @@ def image_from_bytes(data: bytes) -> ImageData:
 
 
 def _from_outlines(image: Any) -> ImageData:
-    """Normalise an ``outlines.inputs.Image`` from its base64 ``image_str``."""
+    """Normalise an ``outlines.inputs.Image``: as its PIL image, or from its ``image_str``.
+
+    Outlines' ``image_str`` is the PIL image written again with Pillow's defaults: a
+    lossless WebP made lossy, a JPEG's quality 75 instead of its own, an ICO cut to 128 px,
+    its EXIF dropped. So the PIL image it keeps (``image.image``) is sent as a PIL image is
+    (`_normalise_pil`: same bytes, same cache). But for a PNG without an EXIF turn, whose
+    ``image_str`` is those same pixels and profile (checking its bytes costs a fraction of
+    writing them again: 45 ms against seconds for 10 MP), and when there is no PIL image or
+    its pixels can no longer be read.
+    """
     pil = getattr(image, "image", None)
     if isinstance(pil, PILImage.Image):
         # Outlines' Image keeps only the current frame in image_str: look at the PIL image.
         _check_still(pil)
-        if _orientation(pil) not in (None, 1):  # image_str was saved without the EXIF turn
-            return _encode(pil)
+        if not _png_of(image) or _orientation(pil) not in (None, 1):
+            try:
+                _load(pil)
+            except InvalidImageError:
+                pass  # closed (pil.close()) or corrupt since: image_str still holds its bytes
+            else:
+                return _normalise_pil(pil)
     encoded = getattr(image, "image_str", None)
     if not isinstance(encoded, str | bytes):
         raise InvalidImageError(
@@ -331,6 +402,11 @@ def _from_outlines(image: Any) -> ImageData:
     except (binascii.Error, ValueError) as exc:
         raise InvalidImageError(f"Outlines Image holds invalid base64 data: {exc}") from exc
     return image_from_bytes(raw)
+
+
+def _png_of(image: Any) -> bool:
+    """Whether an Outlines ``Image``'s PIL image is a PNG (its ``image_str`` as faithful)."""
+    return (getattr(image.image, "format", None) or "").upper() == "PNG"
 
 
 class _Entry(msgspec.Struct, frozen=True):
@@ -447,14 +523,16 @@ def _pil_witness(image: PILImage.Image) -> tuple[Any, ...]:
     """Return what the encoded bytes of a loaded PIL image depend on (see `ImageCache`).
 
     Beside the pixels: the palette of a ``P`` / ``PA`` image (``putpalette`` keeps the
-    indexes) and ``image.info``, which the encoders read (``transparency`` becomes a
-    PNG ``tRNS`` chunk; ``icc_profile``, ``exif``...).
+    indexes), ``image.info``, which the encoders read (``transparency`` becomes a
+    PNG ``tRNS`` chunk; ``icc_profile``, ``exif``...), and the EXIF orientation.
     """
     state = hashlib.sha1(image.tobytes(), usedforsecurity=False)
     if image.mode in ("P", "PA"):
         state.update(bytes(image.getpalette(rawmode=None) or ()))
     state.update(repr(image.info).encode("utf-8", "backslashreplace"))
-    return ((image.size, image.mode, image.format, state.digest()),)
+    # The orientation as `_encode` reads it: image.getexif() is an object of its own, changed
+    # in place (getexif()[0x0112] = 1) without touching info. Cheap once read: Pillow keeps it.
+    return ((image.size, image.mode, image.format, state.digest(), _orientation(image)),)
 
 
 # Normalising reads (and for a lazily opened file, decodes into) the image object itself, and
@@ -528,6 +606,18 @@ def _normalise_now(image: object) -> ImageData | None:
             lock.release()
 
 
+def _normalise_pil(image: PILImage.Image) -> ImageData:
+    """Encode a loaded PIL image (cached by `_pil_witness`, but for JPEG: see `ImageCache`)."""
+    if (image.format or "").upper() == "JPEG":
+        return _encode(image)
+    witness = _pil_witness(image)
+    cached = IMAGES.get(image, witness)
+    if cached is None:
+        cached = _encode(image)
+        IMAGES.put(image, witness, cached)
+    return cached
+
+
 def _normalise(image: object) -> ImageData:
     """`normalise_image` of ``image``, with the image's lock held."""
     from outlines.inputs import Image
@@ -545,14 +635,7 @@ def _normalise(image: object) -> ImageData:
     if isinstance(image, PILImage.Image):
         _check_size(*image.size)  # from the header: a lazily opened image is not decoded yet
         _load(image)
-        if (image.format or "").upper() == "JPEG":
-            return _encode(image)
-        witness = _pil_witness(image)
-        cached = IMAGES.get(image, witness)
-        if cached is None:
-            cached = _encode(image)
-            IMAGES.put(image, witness, cached)
-        return cached
+        return _normalise_pil(image)
     raise InvalidImageError(
         f"Expected an outlines Image or a PIL image, got {type(image).__name__}."
     )
@@ -560,8 +643,9 @@ def _normalise(image: object) -> ImageData:
 
 # What normalising costs beside an ``asyncio.to_thread`` hop (measured on a 2-core machine,
 # random-noise images, the worst case for the encoders): the hop takes about 135 us. An
-# Outlines Image costs 5-20 us when cached, else 35-45 us for 1.6-4 kB of base64, 90-100 us
-# for 13-17 kB, 200 us for 66 kB, 5 ms for 1 MB and 45 ms for a 10 MP PNG (16 MB). A PIL
+# Outlines Image of a PNG (its image_str is checked; others cost as their PIL image) costs
+# 5-20 us when cached, else 35-45 us for 1.6-4 kB of base64, 90-100 us for 13-17 kB,
+# 200 us for 66 kB, 5 ms for 1 MB and 45 ms for a 10 MP PNG (16 MB). A PIL
 # image (its pixels hashed, then encoded unless JPEG) costs 65-80 us at 32x32, 240 us at
 # 64x64 PNG, 8.6 ms at 256x256 PNG and 3 s for a 10 MP PNG (30 ms even when cached). Below
 # these bounds the work costs less than the hop, so it stays on the loop.
@@ -580,13 +664,20 @@ def normalise_cheaply(image: object) -> ImageData | None:
 
     if isinstance(image, Image):
         encoded = getattr(image, "image_str", None)
-        cached = IMAGES.get(image, (encoded, getattr(image, "image", None)))
+        inner = getattr(image, "image", None)
+        cached = IMAGES.get(image, (encoded, inner))
         if cached is not None:
             return cached
+        if isinstance(inner, PILImage.Image) and not _png_of(image):  # costs as a PIL image
+            return _normalise_now(image) if _cheap_size(inner) else None
         if not isinstance(encoded, str | bytes) or len(encoded) <= _CHEAP_BASE64:
             return _normalise_now(image)  # no data (the error), or little of it
         return None
     if isinstance(image, PILImage.Image):
-        width, height = image.size
-        return _normalise_now(image) if width * height <= _CHEAP_PIXELS else None
+        return _normalise_now(image) if _cheap_size(image) else None
     return normalise_image(image)  # not an image: the error
+
+
+def _cheap_size(image: PILImage.Image) -> bool:
+    width, height = image.size
+    return width * height <= _CHEAP_PIXELS

@@ -34,8 +34,14 @@ from .fronts import Fronts
 from .helpers import png_image
 
 
+def only_image_str(image: Image) -> Image:
+    """``image`` without its PIL image: its ``image_str`` is what is sent (and checked)."""
+    image.image = cast(Any, None)
+    return image
+
+
 def corrupt_image() -> Image:
-    image = png_image()
+    image = only_image_str(png_image())
     image.image_str = base64.b64encode(b"definitely not a picture").decode()
     return image
 
@@ -52,7 +58,7 @@ def animated_gif_bytes() -> Image:
     frames = [PILImage.new("RGB", (4, 4), c) for c in ("red", "blue")]
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
-    image = png_image()
+    image = only_image_str(png_image())
     image.image_str = base64.b64encode(buffer.getvalue()).decode()
     return image
 
@@ -61,13 +67,13 @@ def huge_image() -> Image:
     """A 64,016,001-pixel PNG: a few kB on disk, over our pixel limit."""
     buffer = io.BytesIO()
     PILImage.new("1", (8001, 8001)).save(buffer, format="PNG")
-    image = png_image()
+    image = only_image_str(png_image())
     image.image_str = base64.b64encode(buffer.getvalue()).decode()
     return image
 
 
 def no_image_data() -> Image:
-    image = png_image()
+    image = only_image_str(png_image())
     image.image_str = cast(str, None)
     return image
 
@@ -1242,7 +1248,7 @@ def test_a_large_bad_image_is_refused_before_anything_is_sent(
     fronts: Fronts, emulator: LMStudioEmulator
 ) -> None:
     """The async front checks a large image in a worker thread, with the same errors."""
-    image = png_image()
+    image = only_image_str(png_image())
     image.image_str = base64.b64encode(bytes(64 * 1024)).decode()  # not an image, and large
     model = fronts.model(fronts.client(enter=False), VISION_MODEL)
     with pytest.raises(E.InvalidImageError, match="not an image Pillow can read"):

@@ -124,6 +124,7 @@ def test_reused_image_is_normalised_once_and_uploaded_once(
     # A changed image is a new image: new bytes, a new upload.
     buffer = io.BytesIO()
     PILImage.new("RGB", (40, 30), "navy").save(buffer, format="PNG")
+    image.image = PILImage.open(io.BytesIO(buffer.getvalue()))
     image.image_str = base64.b64encode(buffer.getvalue()).decode()
     model(["Three", image], max_tokens=2)
     assert len(emulator.uploads) == 2

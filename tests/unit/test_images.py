@@ -3,6 +3,7 @@ import hashlib
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from outlines.inputs import Image
@@ -30,7 +31,7 @@ def test_accepted_formats_keep_their_bytes(fmt: str, mime: str) -> None:
     data = encoded(fmt)
     image = normalise_image(Image(opened(data)))
     assert image.mime == mime
-    assert image.data == base64.b64decode(Image(opened(data)).image_str)
+    assert image.data == normalise_image(opened(data)).data  # as its PIL image is sent
     assert image.digest == hashlib.sha256(image.data).hexdigest()
     assert image.name.endswith("." + mime.split("/")[1])
 
@@ -246,19 +247,23 @@ def test_jpeg_pil_image_keeps_its_quantisation() -> None:
 
 def test_outlines_image_without_data() -> None:
     image = Image(opened(encoded("PNG")))
+    image.image = None  # type: ignore[assignment]
     image.image_str = None  # type: ignore[assignment]
     with pytest.raises(InvalidImageError, match="holds no image data"):
         normalise_image(image)
 
 
-def test_outlines_image_is_normalised_once_per_image_str() -> None:
+def test_outlines_image_is_normalised_once_per_image_str_and_image() -> None:
     image = Image(opened(encoded("PNG", (5, 5))))
     first = normalise_image(image)
     assert normalise_image(image) is first  # no decode, verify or hash again
-    image.image_str = base64.b64encode(encoded("PNG", (6, 6))).decode()
+    image.image = opened(encoded("JPEG", (6, 6)))  # a JPEG is sent from its PIL image
     second = normalise_image(image)
     assert second is not first
     assert opened(second.data).size == (6, 6)
+    image.image = None  # type: ignore[assignment]
+    image.image_str = base64.b64encode(encoded("PNG", (7, 7))).decode()
+    assert opened(normalise_image(image).data).size == (7, 7)
 
 
 def test_pil_image_changed_in_place_is_normalised_again() -> None:
@@ -476,3 +481,98 @@ def test_an_outlines_image_holds_its_pil_images_lock_too() -> None:
     [pil_lock] = _images._locks_of(pil)
     assert pil_lock in first
     assert pil_lock in second
+
+
+def _fidelity_source(fmt: str) -> bytes:
+    # Pillow writes an ICO of 400x300 at 256x192 and below (of 256x192, at 128x96 and below).
+    width, height = (400, 300) if fmt == "ICO" else (256, 192)
+    noise = PILImage.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+    buffer = io.BytesIO()
+    options: dict[str, Any] = {"lossless": True} if fmt == "WEBP" else {}
+    if fmt == "JPEG":
+        options["quality"] = 95
+    noise.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "ICO", "JPEG"])
+def test_an_outlines_image_is_sent_as_its_pil_image_not_outlines_reencoding(fmt: str) -> None:
+    """Found by a probe: ``image_str`` (Pillow's defaults) made a lossless WebP lossy, a
+    JPEG quality 75 and a 256x192 ICO 128x96; a PIL image of the same file was sent as is."""
+    data = _fidelity_source(fmt)
+    sent = normalise_image(Image(opened(data)))
+    assert sent.data == normalise_image(opened(data)).data
+    with opened(data) as source, opened(sent.data) as decoded:
+        assert decoded.size == source.size == (256, 192)
+        if fmt != "JPEG":
+            assert decoded.convert("RGB").tobytes() == source.convert("RGB").tobytes()
+
+
+def test_an_outlines_image_of_a_closed_pil_image_is_sent_from_image_str() -> None:
+    picture = opened(encoded("PNG", (5, 4)))
+    image = Image(picture)
+    picture.close()
+    assert opened(normalise_image(image).data).size == (5, 4)
+
+
+def test_a_profile_for_another_mode_is_not_sent_with_converted_pixels() -> None:
+    """Found by a probe: a CMYK TIFF's profile was embedded in the RGB PNG sent (Pillow's
+    PNG writer reads ``info["icc_profile"]``, which ``convert`` copies)."""
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    buffer = io.BytesIO()
+    PILImage.new("CMYK", (8, 8), (10, 20, 30, 40)).save(buffer, format="TIFF", icc_profile=profile)
+    for sent in (normalise_image(opened(buffer.getvalue())), image_from_bytes(buffer.getvalue())):
+        with opened(sent.data) as decoded:
+            assert (decoded.format, decoded.mode) == ("PNG", "RGB")
+            assert "icc_profile" not in decoded.info
+
+
+def test_a_lab_image_is_converted_to_rgb_its_a_band_not_taken_for_alpha() -> None:
+    picture = PILImage.new("RGB", (4, 4), (10, 200, 30)).convert("LAB")
+    with opened(normalise_image(picture).data) as decoded:
+        assert decoded.mode == "RGB"
+        pixel = decoded.getpixel((0, 0))
+        assert isinstance(pixel, tuple)
+        assert [abs(got - want) < 16 for got, want in zip(pixel, (10, 200, 30), strict=True)] == [
+            True
+        ] * 3
+
+
+def test_the_size_refusal_is_not_rewrapped_as_an_encoding_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_images, "MAX_IMAGE_BYTES", 100)
+    noise = PILImage.frombytes("RGB", (16, 16), os.urandom(16 * 16 * 3))
+    noise.format = "PNG"  # written as PNG in the try block that rewrapped it
+    with pytest.raises(InvalidImageError) as caught:
+        normalise_image(noise)
+    assert str(caught.value).startswith("Image is 0.0 MiB after encoding; the limit is 0 MiB")
+    assert caught.value.__cause__ is None
+
+
+def test_an_orientation_changed_in_place_is_sent_self_consistent() -> None:
+    """Found by a probe: the cache did not see ``getexif()[0x0112] = ...`` edits, and a JPEG
+    whose tag was set to 1 was sent unturned with the file's orientation 6 in its EXIF."""
+    picture = PILImage.new("RGB", (40, 30), "white")
+    picture.format = "PNG"
+    assert opened(normalise_image(picture).data).size == (40, 30)
+    picture.getexif()[0x0112] = 6
+    assert opened(normalise_image(picture).data).size == (30, 40)
+
+    exif = PILImage.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (40, 30), "white").save(buffer, format="JPEG", exif=exif.tobytes())
+    photo = opened(buffer.getvalue())
+    assert opened(normalise_image(photo).data).size == (30, 40)
+    photo.getexif()[0x0112] = 1
+    with opened(normalise_image(photo).data) as sent:
+        assert sent.size == (40, 30)
+        assert sent.getexif().get(0x0112, 1) == 1
+
+
+def test_many_frames_wording() -> None:
+    assert _images.many_frames("TIFF", 2).startswith("a TIFF of 2 pages")
+    assert _images.many_frames("GIF", 3).startswith("animated (3 frames)")

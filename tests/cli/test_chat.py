@@ -547,3 +547,48 @@ def test_an_empty_quoted_argument_is_a_usage_line(
     assert "! Usage: /save FILE (it is empty)" in result.stdout, result.stdout
     assert "! Usage: /image PATH (it is empty)" in result.stdout, result.stdout
     assert "'.'" not in result.stdout
+
+
+def test_an_image_whose_values_cannot_be_sent_is_refused_when_attached(
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Found by a probe: a float TIFF was "Attached", then every message failed on it (it
+    was attached again after each failure) until /clear, with Python advice."""
+    Image.new("F", (30, 20), 0.5).save(tmp_path / "depth.tiff")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("/image depth.tiff\nhello\n/exit\n"))
+    result = main_in_process("chat", "-m", VISION)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "! Cannot use image 'depth.tiff': it has floating-point grey values (mode F, from 0.5 "
+        "to 0.5)" in result.stdout
+    ), result.stdout
+    assert "an 8-bit PNG" in result.stdout
+    assert "Attached" not in result.stdout
+    for python_words in ("Image.fromarray", "image.point", "convert('L')"):
+        assert python_words not in result.stdout
+    assert [p.images for p in emulator.predictions] == [[]]
+
+
+def test_an_image_refused_when_sent_is_not_attached_again(
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A refusal the attach-time check does not foresee (here the size after encoding, its
+    limit lowered) made every later message fail the same way: the image came back."""
+    from outlines_lmstudio import _images
+
+    monkeypatch.setattr(_images, "MAX_IMAGE_BYTES", 100)
+    noise = Image.frombytes("RGB", (16, 16), os.urandom(16 * 16 * 3))
+    noise.save(tmp_path / "noise.png")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("/image noise.png\nhello\nagain\n/exit\n"))
+    result = main_in_process("chat", "-m", VISION)
+    assert result.returncode == 0, result.stderr
+    assert "Attached noise.png (16x16)" in result.stdout
+    assert "Image is 0.0 MiB after encoding" in result.stdout
+    assert "Detached noise.png: it cannot be sent." in result.stdout
+    assert [p.images for p in emulator.predictions] == [[]]  # "again" went, without it

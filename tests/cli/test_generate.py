@@ -388,3 +388,45 @@ def test_a_reply_with_a_lone_surrogate_escape_is_refused_not_a_crash(
     assert result.returncode == 1, result.stderr
     assert_one_line_error(result, "lone surrogate")
     assert "unexpected" not in result.stderr
+
+
+def test_an_image_whose_values_cannot_be_sent_is_named(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """Found by a probe: the library's refusal of a 32-bit grey TIFF did not say which of
+    the --image files it was, and advised Python (image.point) to a command-line user."""
+    png(tmp_path / "a.png", (8, 8))
+    Image.new("I", (30, 20), 100000).save(tmp_path / "counts.tiff")
+    result = main_in_process(
+        "generate", "-m", VISION, "--image", "a.png", "--image", "counts.tiff", "Describe"
+    )
+    assert result.returncode == 2
+    assert_one_line_error(
+        result, "Cannot use image 'counts.tiff'", "values from 100000 to 100000", "8-bit PNG"
+    )
+    assert "image.point" not in result.stderr
+    assert emulator.uploads == []
+    assert emulator.predictions == []
+
+
+def test_a_multi_page_tiff_is_called_as_the_library_calls_it(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    pages = [Image.new("L", (5, 7), value) for value in (255, 200)]
+    pages[0].save(tmp_path / "scan.tiff", save_all=True, append_images=pages[1:])
+    result = main_in_process("generate", "-m", VISION, "--image", "scan.tiff", "Describe")
+    assert result.returncode == 2
+    assert_one_line_error(result, "'scan.tiff' is a TIFF of 2 pages", "Save the page you want")
+    assert "animated" not in result.stderr
+
+
+def test_an_mpo_phone_photo_is_a_still(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """The CLI counted the previews of an MPO file (what many phone cameras write) as
+    frames and refused it as "animated (2 frames)"; the library sends it as a still."""
+    primary, preview = Image.new("RGB", (20, 20), "red"), Image.new("RGB", (4, 4), "blue")
+    primary.save(tmp_path / "photo.mpo", format="MPO", save_all=True, append_images=[preview])
+    result = main_in_process("generate", "-m", VISION, "--image", "photo.mpo", "Describe")
+    assert result.returncode == 0, result.stderr
+    assert [Image.open(io.BytesIO(b)).size for b in emulator.predictions[0].images] == [(20, 20)]

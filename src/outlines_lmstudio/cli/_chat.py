@@ -356,6 +356,7 @@ class ChatSession:
         if failure is not None:
             self._take_back(turn)
             self.problem(f"{_failure(failure)} (the message was not added to the history)")
+            self._drop_refused_images()
             return
         if stopped:
             self.note("[reply stopped]")
@@ -373,6 +374,30 @@ class ChatSession:
         if self.history and self.history[-1] is turn:
             self.history.pop()
         self.pending = turn.images
+
+    def _drop_refused_images(self) -> None:
+        """Detach the images the library refuses, after a failed send.
+
+        `load_image` runs the library's checks when an image is attached, so this is for
+        a refusal it does not foresee; re-attached, such an image failed every later
+        message until /clear. The others go with the next message, as before. Each check
+        is the library's own (cached for an image it already encoded).
+        """
+        from outlines_lmstudio._images import normalise_image
+        from outlines_lmstudio.errors import InvalidImageError
+
+        kept: list[Attachment] = []
+        for attachment in self.pending:
+            try:
+                normalise_image(attachment.image)
+            except InvalidImageError:
+                self.note(
+                    f"Detached {attachment.source}: it cannot be sent. Convert it to an 8-bit "
+                    "PNG and attach that file."
+                )
+            else:
+                kept.append(attachment)
+        self.pending = kept
 
 
 def _cannot_save(path: Path, reason: str) -> CliError:

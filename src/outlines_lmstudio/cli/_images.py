@@ -13,7 +13,7 @@ from typing import Any
 from PIL import Image as PILImage
 from PIL import ImageColor, UnidentifiedImageError
 
-from .._images import CORRUPT_IMAGE_ERRORS
+from .._images import CORRUPT_IMAGE_ERRORS, frame_count, many_frames, value_problem
 from ._common import CliError
 
 __all__ = ["MAX_SIDE", "Attachment", "load_image", "parse_size", "solid_image"]
@@ -87,7 +87,7 @@ _DECODING = threading.Lock()
 
 
 class _Animated(Exception):
-    """An animated image file (its frame count)."""
+    """An image file of several frames or pages (its format and frame count)."""
 
 
 def _decode(path: Path) -> PILImage.Image:
@@ -107,9 +107,9 @@ def _decode(path: Path) -> PILImage.Image:
         # larger than file"): two lines of noise each, on a terminal the CLI writes to.
         warnings.simplefilter("ignore", UserWarning)
         with PILImage.open(handle) as opened:
-            frames = getattr(opened, "n_frames", 1)  # read from the file: while it is open
+            frames = frame_count(opened)  # read from the file: while it is open
             if frames > 1:  # a copy has one frame: the library would no longer see it
-                raise _Animated(frames)
+                raise _Animated(opened.format, frames)
             opened.load()
             image = opened.copy()
             image.format = opened.format
@@ -141,7 +141,8 @@ def load_image(path: str | Path) -> Attachment:
     Raises
     ------
     CliError
-        If the file cannot be read or is not an image.
+        If the file cannot be read, is not an image, or holds values no format sent can
+        hold (floating-point grey, grey over 16 bits), each naming the file.
     """
     path = Path(path)
     try:
@@ -155,8 +156,8 @@ def load_image(path: str | Path) -> Attachment:
         ) from None
     except _Animated as exc:
         raise CliError(
-            f"Image {str(path)!r} is animated ({exc.args[0]} frames); LM Studio takes still "
-            "images. Save the frame you want as PNG or JPEG."
+            f"Image {str(path)!r} is {many_frames(*exc.args)}. Save the "
+            f"{'page' if exc.args[0] == 'TIFF' else 'frame'} you want as PNG or JPEG."
         ) from None
     except FileNotFoundError:
         raise CliError(f"Cannot read image {str(path)!r}: no such file.") from None
@@ -174,7 +175,16 @@ def load_image(path: str | Path) -> Attachment:
             f"Cannot read image {str(path)!r}: the file is corrupt or truncated ({exc})."
         ) from None
     original = image.size
-    return Attachment(str(path), _fit(image), original)
+    image = _fit(image)
+    # The library's check of what is sent, done here (found by a probe: a float TIFF was
+    # attached, then refused at every message): one pass over the decoded pixels.
+    problem = value_problem(image)
+    if problem is not None:
+        raise CliError(
+            f"Cannot use image {str(path)!r}: it {problem}. Convert it to an 8-bit image "
+            "(an 8-bit PNG, for example), its values scaled into 0..255, and use that file."
+        )
+    return Attachment(str(path), image, original)
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX\u00d7]\s*(\d+)\s*$")

@@ -282,7 +282,8 @@ _OTHER_KWARGS = ("config", "preset", "model", "timeout")
 # Keywords people carry over from other backends, with what to do instead.
 _REDIRECTS: Mapping[str, str] = {
     "seed": "LM Studio takes the seed when the model is loaded: load an instance with it, "
-    "client.llm.load_new_instance(key, 'seeded', config={'seed': N}), and pass 'seeded' as "
+    "client.llm.load_new_instance(key, 'seeded', config={'seed': N}, ttl=None) (no ttl: "
+    "an instance is not loaded again once unloaded), and pass 'seeded' as "
     "model_name (client.llm.model(key, config=...) returns a loaded instance as it is, "
     "without the seed)",
     "response_format": "pass the output type as the second argument, e.g. model(prompt, Person)",

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
 
 import lmstudio as lms
 import msgspec
+from outlines.types import Choice
 
 from ._common import Completion, ModelTraits, Request
 from ._inputs import sdk_history
@@ -511,6 +512,12 @@ def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory
     return error
 
 
+_CHOICE_HINT = (
+    " (without grammar mode, a Choice of plain values is sent as one, as Literal and Enum "
+    "always are)"
+)
+
+
 def _can_take(request: Request, traits: ModelTraits, identifier: str) -> None:
     """Refuse images for a model without vision, and grammar mode off llama.cpp."""
     if request.prompt.image_count and not traits.vision:
@@ -521,12 +528,12 @@ def _can_take(request: Request, traits: ModelTraits, identifier: str) -> None:
             "text only."
         )
     if request.plan.kind == "grammar" and traits.format != "gguf":
+        is_choice = isinstance(request.plan.output_type, Choice)
         raise UnsupportedOutputTypeError(
             f"A llama.cpp GBNF grammar (grammar mode, or config['structured'] of type 'gbnf') "
             f"was to be sent, but {identifier!r} is a "
             f"{traits.format!r} model (not GGUF), whose engine does not take GBNF. Use a GGUF "
-            "model, or express the constraint as a JSON schema (without grammar mode, a "
-            "Choice of plain values is sent as one, as Literal and Enum always are)."
+            f"model, or express the constraint as a JSON schema{_CHOICE_HINT * is_choice}."
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 import traceback
 from typing import Any, Literal
 
@@ -106,24 +107,47 @@ def _sync_closing(client: lms.Client) -> bool:
     first), then forgets them (``_sessions.clear``), and only then stops the websocket
     thread; calls running meanwhile fail as if the connection were lost ("Client
     unexpectedly disconnected") or LM Studio were not there ("not reachable"). What
-    ``close()`` has unwound is out of the stack: a session the client still lists, or its
-    ``_sessions.clear``, no longer in it means the client is closing. This library never
-    takes anything out of that stack (it disconnects sessions with ``disconnect()``, which
-    leaves them there). ``False`` when the SDK's internals are not as expected.
+    ``close()`` has unwound is out of the stack: its ``_sessions.clear`` no longer in it
+    means the client is closing, and so does a session the client lists that is not in it,
+    unless another thread is making that session: the SDK lists a new session and pushes
+    it on the stack just after, without a lock (a review found an open client reported
+    closed). That thread pushes it within its next turn, while a closing client only goes
+    on unwinding, so a session missing is looked at again for up to `_SESSION_PUSHED`
+    seconds. This library never takes anything out of that stack (it disconnects sessions
+    with ``disconnect()``, which leaves them there). ``False`` when the SDK's internals are
+    not as expected.
     """
+    deadline = None
+    while True:
+        unwound = _sync_unwound(client)
+        if unwound != "session":
+            return unwound == "cleared"
+        now = time.monotonic()
+        deadline = now + _SESSION_PUSHED if deadline is None else deadline
+        if now >= deadline:
+            return True
+        time.sleep(0.001)  # lets the thread making the session push it
+
+
+_SESSION_PUSHED = 0.05
+"""Seconds a session listed but not on the exit stack is given to be pushed there."""
+
+
+def _sync_unwound(client: lms.Client) -> str | None:
+    """Return what of a sync client's exit stack is gone: ``"cleared"``, ``"session"``, None."""
     callbacks = getattr(getattr(client, "_resources", None), "_exit_callbacks", None)
     sessions = getattr(client, "_sessions", None)
     if callbacks is None or not isinstance(sessions, dict):
-        return False
+        return None
     try:
         held = [callback for _, callback in list(callbacks)]
         listed = list(sessions.values())
     except (TypeError, ValueError, RuntimeError):  # changed while read, or not as expected
-        return False
+        return None
+    if not any(getattr(callback, "__wrapped__", None) == sessions.clear for callback in held):
+        return "cleared"
     owners = {id(getattr(callback, "__self__", None)) for callback in held}
-    if any(id(session) not in owners for session in listed):
-        return True
-    return not any(getattr(callback, "__wrapped__", None) == sessions.clear for callback in held)
+    return "session" if any(id(session) not in owners for session in listed) else None
 
 
 def _async_closing(client: object) -> bool:

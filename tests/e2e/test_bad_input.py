@@ -646,7 +646,7 @@ CASES = [
         lambda m: m("x", seed=1),
         E.InvalidInferenceArgumentError,
         TypeError,
-        r"client\.llm\.load_new_instance\(key, 'seeded', config=\{'seed': N\}\)",
+        r"client\.llm\.load_new_instance\(key, 'seeded', config=\{'seed': N\}, ttl=None\)",
     ),
     # The model's bounds given to a call were refused as unknown, with no word of where
     # they go (found by a probe: the docs' table of bounds lists read_timeout).

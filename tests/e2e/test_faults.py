@@ -13,6 +13,7 @@ import lmstudio as lms
 import pytest
 
 from outlines_lmstudio import LMStudioConnectionError, from_lmstudio
+from outlines_lmstudio._sdk_errors import client_closed
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
 from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
@@ -422,3 +423,24 @@ def test_closing_a_model_whose_event_loop_ended_is_quiet(emulator: LMStudioEmula
     assert asyncio.run(model("hello"))
     asyncio.run(model.close())
     asyncio.run(model.close())
+
+
+def test_a_session_being_made_on_another_thread_is_not_taken_for_a_close(
+    emulator: LMStudioEmulator,
+) -> None:
+    """Found by a review: the SDK lists a new session, then pushes it on the client's exit
+    stack, without a lock; read in between, an open client looked closed ("The lmstudio
+    client this model uses was closed", 3 batches in 60 with a short switch interval). The
+    two steps of ``Client._get_session`` are taken here with a pause between them."""
+    with lms.Client(emulator.api_host) as client:
+        assert not client_closed(client)
+        session = lms.sync_api._SyncSessionLlm(client)
+        client._sessions["llm"] = session  # step one of _get_session
+        pusher = threading.Timer(0.01, client._resources.push, (session,))  # step two
+        pusher.start()
+        try:
+            assert not client_closed(client)
+        finally:
+            pusher.join()
+        from_lmstudio(client, TEXT_MODEL)("still open", max_tokens=2)  # and it is
+    assert client_closed(client)

@@ -204,8 +204,9 @@ def test_grammar_on_a_non_gguf_model_is_refused_before_predicting(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:
     model = make_model(MLX_MODEL, grammar=True)
-    with pytest.raises(UnsupportedOutputTypeError, match="not GGUF"):
+    with pytest.raises(UnsupportedOutputTypeError, match="not GGUF") as refused:
         model("x", Regex(r"\d"))
+    assert "Choice" not in str(refused.value)  # the Choice hint is for a Choice only
     # A probe: a Choice failed here while Literal worked, and the hint did not say why.
     with pytest.raises(UnsupportedOutputTypeError, match="without grammar mode, a Choice of"):
         model("x", Choice(["a", "b"]))

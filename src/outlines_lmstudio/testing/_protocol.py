@@ -157,11 +157,10 @@ class Connection:
                 ok = self.counted = self.emu._authenticate(client_id, passkey)
                 error = "Invalid passkey for client identifier"
                 self.client_id = client_id
-        # The error is a serialized LM Studio error, as the SDK reads it (`dict(error)`):
-        # a bare string made it raise "dictionary update sequence element #0" (a probe).
-        reply: dict[str, Any] = (
-            {"success": True} if ok else {"success": False, "error": {"title": error}}
-        )
+        # A string, as LM Studio's `wsAuthenticationResultSchema` has it (lmstudio-js parses
+        # the reply with it). The Python SDK 1.5 builds its error with dict() of the string
+        # and raises "dictionary update sequence element #0..." against LM Studio too.
+        reply: dict[str, Any] = {"success": True} if ok else {"success": False, "error": error}
         self.emu._recorder.frame("out", self.namespace, self.sid, reply)
         await self.ws.send(json.dumps(reply))
         return ok

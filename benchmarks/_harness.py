@@ -105,7 +105,7 @@ class Sizes:
     schema_fields: tuple[int, ...] = (10, 50, 100, 250, 500)
     schema_rounds: int = 12
     history_lengths: tuple[int, ...] = (11, 101, 1001)
-    history_requests: int = 60
+    history_requests: int = 240
     batch_size: int = 64
     batch_rounds: int = 12
     batch_fragments: int = 10

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from outlines_lmstudio.testing import EmulatedModel, LMStudioEmulator
+from outlines_lmstudio.testing import EmulatedModel, Fault, LMStudioEmulator
 
 from .conftest import MainInProcess, RunCli
 from .helpers import EMBED, MLX, TEXT, UNLOADED, VISION, assert_one_line_error, cli_env, script_path
@@ -299,3 +299,23 @@ def test_control_characters_in_names_are_shown_escaped() -> None:
     assert sorted(row[0] for row in rows) == ["evil\\x1b[2J\\tkey\\nx", "plain"]
     assert "\x1b" not in piped.stdout
     assert sorted(m["key"] for m in json.loads(as_json.stdout)) == [key, "plain"]
+
+
+def test_an_instance_unloaded_while_listing_is_left_out(
+    run_cli: RunCli, main_in_process: MainInProcess, emulator: LMStudioEmulator
+) -> None:
+    # Found by a probe: the whole listing failed with "No loaded model satisfies all
+    # requirements" when one instance went away between listing and asking about it.
+    second = emulator.load(TEXT, f"{TEXT}:2")
+    emulator.add_fault(Fault("getModelInfo", "unload", model=VISION))
+    emulator.add_fault(Fault("getModelInfo", "unload", model=second))
+    by_key = {m["key"]: m for m in models_json(run_cli)}
+    assert by_key[VISION]["loaded"] is False  # its only instance: downloaded, not loaded
+    assert by_key[VISION]["loaded_as"] == []
+    assert by_key[TEXT]["loaded_as"] == [TEXT]  # the other instance of the model stays
+    assert set(by_key) >= {TEXT, VISION, MLX, EMBED, UNLOADED}
+
+    emulator.add_fault(Fault("getModelInfo", "error", message="Injected failure", model=MLX))
+    failed = main_in_process("models")
+    assert failed.returncode == 1
+    assert_one_line_error(failed, "Injected failure")

@@ -9,6 +9,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import lmstudio as lms
+
 from ._common import CliError, connect, console
 
 __all__ = [
@@ -128,14 +130,23 @@ def collect(client: Any) -> list[ModelRow]:
     Returns
     -------
     list[ModelRow]
-        One row per downloaded model, with its loaded instances.
+        One row per downloaded model, with its loaded instances. An instance unloaded
+        between the list of loaded instances and the question about it (in LM Studio's
+        UI, by its idle TTL) is left out, as a listing made a moment later would: its
+        model is then not loaded, unless another instance of it is.
     """
     rows: dict[str, ModelRow] = {}
     for model in client.list_downloaded_models():
         row = _row(model.info)
         rows.setdefault(row.key, row)
     for handle in [*client.llm.list_loaded(), *client.embedding.list_loaded()]:
-        info = handle.get_info()
+        try:
+            info = handle.get_info()
+        except lms.LMStudioModelNotFoundError:
+            # Gone since it was listed (found by a probe: the whole listing failed). The
+            # SDK keeps the info that `listLoaded` sent back from its handles, so each
+            # instance is asked again; any other failure is still reported.
+            continue
         row = rows.setdefault(info.model_key, _row(info))
         row.loaded = True
         row.loaded_as.append(handle.identifier)

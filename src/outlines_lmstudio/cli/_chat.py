@@ -138,7 +138,7 @@ class ChatSession:
     def _model(self, info: ModelInfo) -> LMStudio:
         from outlines_lmstudio import from_lmstudio
 
-        return from_lmstudio(self.session.client, info.identifier)
+        return from_lmstudio(self.session.client, info.name)
 
     # -- output helpers ------------------------------------------------------------
     def note(self, text: str) -> None:

@@ -646,19 +646,27 @@ class ModelInfo:
     Attributes
     ----------
     identifier
-        The loaded instance's identifier (what predictions are sent to).
+        The identifier of the loaded instance found (to show which one answers).
     key
         The model key.
     vision
         Whether LM Studio reports that it accepts images.
     format
         The model format (``gguf`` for llama.cpp, ``safetensors`` for MLX...).
+    name
+        What the library is given to find the model for each request: the ``--model``
+        value as typed, or the model key of the loaded instance picked when none was.
+        Not ``identifier``: an instance unloaded during a long ``extract`` or ``chat``
+        (in LM Studio's UI, or by its idle TTL) would then fail every later item,
+        naming a model the user never typed; a model key is loaded again (found by a
+        probe).
     """
 
     identifier: str
     key: str
     vision: bool
     format: str
+    name: str
 
 
 def _missing_model(key: str | None, session: Session) -> NoReturn:
@@ -688,7 +696,8 @@ def resolve_llm(session: Session, key: str | None) -> ModelInfo:
     Returns
     -------
     ModelInfo
-        The instance identifier, key, vision support and format.
+        The instance identifier, key, vision support and format, and the name to give
+        the library (``key``, else the model key of the instance found).
 
     Raises
     ------
@@ -729,6 +738,9 @@ def resolve_llm(session: Session, key: str | None) -> ModelInfo:
         key=info.model_key,
         vision=bool(getattr(info, "vision", False)),
         format=str(info.format),
+        # With no --model, the key pins the model picked (not whichever is loaded later:
+        # the model could change between items) while letting it be loaded again.
+        name=key or info.model_key,
     )
 
 

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     config = _config(args)
     with connect(args) as session:
         info = resolve_llm(session, args.model)
-        handle = session.client.llm.model(info.identifier)
+        handle = session.client.llm.model(info.name)
         stream = handle.complete_stream(prompt, config=config)
         if args.stream:
             for text in fragments(stream):

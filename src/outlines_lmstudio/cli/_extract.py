@@ -343,7 +343,7 @@ def _run(
                 f"{with_images[0].line}), but {info.key!r} has no vision support: pick a vision "
                 "model (`outlines-lmstudio models --capability vision`)."
             )
-        model = from_lmstudio(session.client, info.identifier, max_concurrency=args.concurrency)
+        model = from_lmstudio(session.client, info.name, max_concurrency=args.concurrency)
         job = _Job(model, spec, args.system, args.retries, kwargs, args.reasoning)
         if retried and (dropped := output.drop_errors(retried)):
             say.print(f"Retrying {dropped} id(s) whose output line was an error.")

@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         info = resolve_llm(session, args.model)
         check_vision(info, len(images))
         check_grammar(info, spec)
-        model = from_lmstudio(session.client, info.identifier, grammar=spec.grammar)
+        model = from_lmstudio(session.client, info.name, grammar=spec.grammar)
         model_input = build_input(prompt, args.system, images)
         if spec.output_type is None:
             if not args.stream:

@@ -1064,6 +1064,16 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
     )
 
 
+# The deprecated typing aliases (typing.List: list...) by identity, as Pydantic reads them.
+# Built here from typing-inspection's ``DEPRECATED_ALIASES`` (there since 0.4.0, which
+# pydantic 2.11 allows): its own ``DEPRECATED_ALIASES_IDS`` came only in 0.4.4.
+_DEPRECATED_ALIASES_IDS: dict[int, type[Any]] = {
+    id(alias): bare for alias, bare in typing_objects.DEPRECATED_ALIASES.items()
+}
+# ``typing_objects.is_forwardref`` came in typing-inspection 0.4.1: the same check.
+_FORWARD_REFS = (typing.ForwardRef, typing_extensions.ForwardRef)
+
+
 def _unaliased(output_type: object) -> object:
     """Return the type an alias stands for, or the type itself when it is none.
 
@@ -1072,7 +1082,7 @@ def _unaliased(output_type: object) -> object:
     ``type IntList = list[int]``), given with its parameters or not, is its value, which
     Pydantic also reads in a field. Pydantic's own tables (typing-inspection) tell both.
     """
-    bare = typing_objects.DEPRECATED_ALIASES_IDS.get(id(output_type))
+    bare = _DEPRECATED_ALIASES_IDS.get(id(output_type))
     if bare is not None:
         return bare
     if typing_objects.is_typealiastype(output_type):
@@ -1095,7 +1105,7 @@ def _names_inside(tp: Any) -> bool:
     if origin is Literal:
         return False
     return any(
-        isinstance(arg, str) or typing_objects.is_forwardref(arg) or _names_inside(arg)
+        isinstance(arg, (str, *_FORWARD_REFS)) or _names_inside(arg)
         for arg in (args[:1] if origin is typing.Annotated else args)
     )
 

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from ._reply import Reply, ReplyChunk, ReplyStats
     from ._sync import LMStudio
 
+    __version__: str
+
 # PEP 562 lazy attributes: a dozen lines, so no lazy-loading dependency for them.
 _LAZY = {
     "LMStudioTypeAdapter": "._adapter",
@@ -88,14 +90,33 @@ __all__ = [
 ]
 
 
+def _version() -> str:
+    """Return the installed distribution's version (``__version__``), read on first use.
+
+    ``importlib.metadata`` is not imported with the package: ``import outlines_lmstudio``
+    stays cheap. Without the distribution's metadata (the source tree on ``sys.path``, not
+    installed) the version is ``0+unknown``, which PEP 440 tools still parse.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        value = version("outlines-lmstudio")
+    except PackageNotFoundError:
+        value = "0+unknown"
+    globals()["__version__"] = value
+    return value
+
+
 def _lazy_attribute(name: str) -> Any:
-    """Import a model class or ``from_lmstudio`` on first use (PEP 562).
+    """Import a model class or ``from_lmstudio``, or read ``__version__``, on first use (PEP 562).
 
     Bound as the module's ``__getattr__`` only at run time: a type checker that sees a
     module ``__getattr__`` takes every name as defined (``from outlines_lmstudio import
     from_lmstudo`` passed mypy; found by a probe), and the lazy names are declared for it
     under ``TYPE_CHECKING`` above.
     """
+    if name == "__version__":
+        return _version()
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -110,7 +131,18 @@ def _lazy_attribute(name: str) -> Any:
         # depth thrashes is chance; this one is measured (`benchmarks/imports.py`).
         import lmstudio  # noqa: F401
         import outlines  # noqa: F401
-    value = getattr(importlib.import_module(module, __name__), name)
+    try:
+        value = getattr(importlib.import_module(module, __name__), name)
+    except AttributeError as exc:
+        # An AttributeError leaving a module ``__getattr__`` means "no such name": ``from
+        # outlines_lmstudio import from_lmstudio`` turned one raised while importing the
+        # model modules (``os.register_at_fork`` on Windows, found by a probe) into a bare
+        # "cannot import name" with no cause. Any other error passes through as it is.
+        raise ImportError(
+            f"cannot import name {name!r} from {__name__!r}: importing "
+            f"{__name__}{module} failed with {type(exc).__name__}: {exc}",
+            name=__name__,
+        ) from exc
     globals()[name] = value
     return value
 

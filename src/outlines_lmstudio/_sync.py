@@ -492,4 +492,5 @@ def _after_fork_in_child() -> None:
         model._host_known_of = None
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # pragma: no branch - not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)

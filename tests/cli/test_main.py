@@ -536,3 +536,52 @@ def test_repeatable_options_still_repeat(
     result = main_in_process("complete", "-m", TEXT, "--stop", "x", "--stop", "y", "hi")
     assert result.returncode == 0, result.stderr
     assert emulator.predictions[-1].config.get("llm.prediction.stopStrings") == ["x", "y"]
+
+
+# Windows' standard library, simulated here: no fcntl module, no fork in os.
+_WINDOWS = (
+    "import os, sys\n"
+    "del os.register_at_fork, os.fork, os.forkpty\n"
+    "sys.modules['fcntl'] = None  # import fcntl: ModuleNotFoundError\n"
+    "from outlines_lmstudio.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def _on_windows(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _WINDOWS, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=cli_env(),
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("args", [["--help"], ["extract", "--help"], ["models", "--json"]])
+def test_commands_run_without_fcntl(
+    emulator: LMStudioEmulator, tmp_path: Path, args: list[str]
+) -> None:
+    """``fcntl`` (extract's file lock) was imported for every command: none ran on Windows."""
+    result = _on_windows(tmp_path, "--host", emulator.api_host, *args)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_extract_without_fcntl_says_it_takes_no_lock(
+    emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "prompt": "Ann is 3"}\n')
+    (tmp_path / "int.json").write_text('{"type": "integer"}')
+    args = ["--host", emulator.api_host, "extract", "--input", "in.jsonl", "--schema", "int.json"]
+    result = _on_windows(tmp_path, *args, "--output", "out.jsonl")
+    assert result.returncode == 0, result.stderr
+    assert "no advisory file locks (fcntl)" in result.stderr
+    assert [
+        json.loads(line)["id"] for line in (tmp_path / "out.jsonl").read_text().splitlines()
+    ] == [1]
+    to_stdout = _on_windows(tmp_path, *args, "--output", "-")  # a stream: nothing to lock
+    assert to_stdout.returncode == 0, to_stdout.stderr
+    assert "fcntl" not in to_stdout.stderr

@@ -54,3 +54,80 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
         _ = outlines_lmstudio.LMStudioo  # type: ignore[attr-defined]
     with pytest.raises(ImportError, match="cannot import name 'Nope'"):
         exec("from outlines_lmstudio import Nope")
+
+
+# Windows' os module: no fork, so no os.register_at_fork (simulated on this platform).
+_NO_FORK = "import os\ndel os.register_at_fork, os.fork, os.forkpty\n"
+
+
+def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_the_models_import_without_os_register_at_fork() -> None:
+    """Windows has no ``os.register_at_fork``: the model modules' fork hooks are skipped there
+    (an unguarded one made ``from outlines_lmstudio import from_lmstudio`` fail)."""
+    code = (
+        _NO_FORK
+        + "from outlines_lmstudio import AsyncLMStudio, LMStudio, from_lmstudio\nprint('ok')"
+    )
+    out = _python(code)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "ok\n", "")
+
+
+def test_an_attribute_error_inside_a_lazy_import_keeps_its_cause() -> None:
+    """An AttributeError from a module ``__getattr__`` reads as "no such name" to ``from ...
+    import``, which said only "cannot import name 'from_lmstudio'": the cause is kept now."""
+    code = (
+        "from typing_inspection import typing_objects\n"
+        "del typing_objects.DEPRECATED_ALIASES  # an internal import now fails\n"
+        "try:\n"
+        "    from outlines_lmstudio import from_lmstudio\n"
+        "except ImportError as exc:\n"
+        "    print(type(exc.__cause__).__name__)\n"
+        "    print(exc)\n"
+    )
+    out = _python(code)
+    cause, message = out.stdout.splitlines()
+    assert cause == "AttributeError"
+    assert message.startswith("cannot import name 'from_lmstudio' from 'outlines_lmstudio': ")
+    assert "has no attribute 'DEPRECATED_ALIASES'" in message
+
+
+def test_version_is_the_distribution_version_read_on_first_use() -> None:
+    from importlib.metadata import version
+
+    assert outlines_lmstudio.__version__ == version("outlines-lmstudio")
+    assert "importlib.metadata" not in _loaded_after("import outlines_lmstudio")
+
+
+def test_version_without_distribution_metadata() -> None:
+    """The source tree on ``sys.path`` with no installed metadata: a PEP 440 placeholder."""
+    code = (
+        "import importlib.metadata as md\n"
+        "def missing(name):\n"
+        "    raise md.PackageNotFoundError(name)\n"
+        "md.version = missing\n"
+        "import outlines_lmstudio\n"
+        "print(outlines_lmstudio.__version__)\n"
+    )
+    out = _python(code)
+    assert (out.returncode, out.stdout) == (0, "0+unknown\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "code"), [(["--version"], 0), (["--emulator", "models", "--json"], 0), (["nope"], 2)]
+)
+def test_python_m_outlines_lmstudio_is_the_command(args: list[str], code: int) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "outlines_lmstudio", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == code, out.stderr
+    if args == ["--version"]:
+        assert out.stdout == f"outlines-lmstudio {outlines_lmstudio.__version__}\n"

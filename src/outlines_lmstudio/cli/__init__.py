@@ -51,15 +51,6 @@ exit status: 0 success, 1 the job failed, 2 usage or input error,
 See `outlines-lmstudio COMMAND --help` for each command."""
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("outlines-lmstudio")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "unknown"
-
-
 class _Once(argparse.Action):
     """argparse's ``store``, refusing an option given twice.
 
@@ -115,6 +106,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every registered subcommand."""
+    from .. import __version__
     from ._common import add_connection_options
 
     parser = _Parser(
@@ -123,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_connection_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in SUBCOMMANDS.items():

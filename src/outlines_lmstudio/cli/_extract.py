@@ -27,7 +27,7 @@ from ._common import (
 )
 from ._generate import build_input
 from ._images import load_image
-from ._jsonl import STDIN, Item, OutputFile, item_key, read_items
+from ._jsonl import NO_LOCK_NOTE, STDIN, Item, OutputFile, item_key, locks, read_items
 from ._output_types import (
     OutputSpec,
     add_output_options,
@@ -308,6 +308,8 @@ def _run(
     note = output.scan(args.input)
     if note:
         say.print(note, style="yellow")
+    if not output.stream and not locks():
+        say.print(NO_LOCK_NOTE, style="yellow")
     keys = {item_key(item.id) for item in items}
     # Error lines dropped by --retry-errors count as not answered; they are removed from
     # the file only once LM Studio and the model are found (a run that cannot start keeps

@@ -17,13 +17,14 @@ streams: written to, never read to resume and never cut.
 
 A run holds an exclusive advisory lock (``flock``) on its output file from the scan
 to the end, so a second ``extract`` on the same file refuses instead of writing every
-record twice.
+record twice. Where there is no ``fcntl`` module (Windows) the run takes no lock and
+says so (`locks`, `NO_LOCK_NOTE`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import functools
 import json
 import os
 import secrets
@@ -32,6 +33,7 @@ import sys
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from ._common import CliError
@@ -267,6 +269,34 @@ def scan_output(data: bytes, name: str) -> OutputScan:
     return OutputScan(frozenset(done), frozenset(failed - done), end)
 
 
+@functools.cache
+def _fcntl() -> ModuleType | None:
+    """Return the ``fcntl`` module, or None where there is none (Windows).
+
+    Imported here, not at the top: a missing ``fcntl`` stopped every command of the CLI,
+    ``--help`` included, on Windows (found by a probe). Windows' own lock
+    (``msvcrt.locking``) is a mandatory lock on a byte range, not an advisory lock on the
+    file; a stand-in built on it could not be tried on Windows here, so a run there says
+    that it takes no lock instead (`NO_LOCK_NOTE`).
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    return fcntl
+
+
+def locks() -> bool:
+    """Tell whether ``extract`` can lock its output file on this platform."""
+    return _fcntl() is not None
+
+
+NO_LOCK_NOTE = (
+    "Note: this platform has no advisory file locks (fcntl), so extract cannot stop a "
+    "second run on the same --output file: run one extract per output file at a time."
+)
+
+
 def _identity(info: os.stat_result) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
@@ -305,6 +335,9 @@ class OutputFile:
 
     def _lock(self, fd: int) -> None:
         """Take the run's exclusive lock on ``fd``'s file, or refuse if another run has it."""
+        fcntl = _fcntl()
+        if fcntl is None:  # Windows: `extract` says it runs without the lock
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -312,6 +345,9 @@ class OutputFile:
 
     def _locked_elsewhere(self) -> bool:
         """Whether another process holds the lock of the file now at ``path``."""
+        fcntl = _fcntl()
+        if fcntl is None:  # pragma: no cover - Windows, and a file that appeared since the scan
+            return False
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:

@@ -227,6 +227,9 @@ class ModelApi(Common):
         key: Hashable = effect.key
         self._handles.forget(self.client, key)
 
+    def _note_traits(self, effect: _flow.NoteTraits) -> None:
+        self._traits.put(self.client, effect.identifier, effect.traits)
+
     # -- Outlines API ------------------------------------------------------------------------
     def __call__(
         self,

@@ -499,8 +499,9 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
     def _model_info(self, effect: _flow.ModelInfo) -> ModelTraits | Awaitable[ModelTraits]:
         """Return the cached traits at once, else an awaitable of them."""
         handle: lms.AsyncLLM = effect.handle
-        cached = ASYNC_TRAITS.peek(self.client, handle.identifier)
-        if cached is not None:
+        if effect.fresh:  # the cached traits may be stale: ask LM Studio again
+            ASYNC_TRAITS.forget(self.client, handle.identifier)
+        elif (cached := ASYNC_TRAITS.peek(self.client, handle.identifier)) is not None:
             return cached
 
         async def fetch() -> ModelTraits:

@@ -127,6 +127,11 @@ class SyncClientCache(Generic[V]):
         """Drop one entry (e.g. a model the server no longer has)."""
         self._data.get(client, {}).pop(key, None)
 
+    def put(self, client: object, key: Hashable, value: V) -> None:
+        """Replace one entry by a value known to be newer (made elsewhere)."""
+        with self._guard:
+            self._data.setdefault(client, {})[key] = value
+
     def clear(self, client: object) -> None:
         """Drop every entry for a client.
 
@@ -234,6 +239,12 @@ class AsyncClientCache(Generic[V]):
     def forget(self, client: object, key: Hashable) -> None:
         """Drop one entry."""
         self._data.get(client, {}).pop(key, None)
+
+    def put(self, client: object, key: Hashable, value: V) -> None:
+        """Replace one entry by a value known to be newer (made elsewhere): a settled future."""
+        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        future.set_result(value)
+        self._data.setdefault(client, {})[key] = future
 
     def clear(self, client: object) -> None:
         """Drop every entry for a client."""

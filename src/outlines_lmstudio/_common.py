@@ -97,21 +97,28 @@ DEFAULT_MAX_CONCURRENCY = 4
 class ModelTraits(NamedTuple):
     """What a loaded model can take, as LM Studio reports it (cached per client).
 
+    The model behind an identifier may change (``lms load X --identifier main``), so the
+    cached traits are checked again before a call is refused on them, and replaced when a
+    reply names another model (`_flow.predict`).
+
     Attributes
     ----------
     format
         ``"gguf"`` (llama.cpp), ``"safetensors"`` (MLX), ...
     vision
         Whether the model accepts images.
+    model_key
+        The model they are of (its key, as a reply's model info names it).
     """
 
     format: str
     vision: bool
+    model_key: str = ""
 
     @classmethod
     def of(cls, info: Any) -> ModelTraits:
-        """Read them from the SDK's model info (``handle.get_info()``)."""
-        return cls(str(info.format), bool(info.vision))
+        """Read them from the SDK's model info (``handle.get_info()``, a reply's ``model_info``)."""
+        return cls(str(info.format), bool(info.vision), str(info.model_key))
 
 
 SYNC_HANDLES: SyncClientCache[lms.LLM] = SyncClientCache()

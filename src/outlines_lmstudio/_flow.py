@@ -69,6 +69,7 @@ __all__ = [
     "Forget",
     "Left",
     "ModelInfo",
+    "NoteTraits",
     "Open",
     "Read",
     "Reconnect",
@@ -137,10 +138,23 @@ class Forget(Effect, frozen=True):
 
 
 class ModelInfo(Effect, frozen=True):
-    """The model's `ModelTraits` (its format, whether it takes images), cached per client."""
+    """The model's `ModelTraits` (its format, whether it takes images), cached per client.
+
+    ``fresh``: ask LM Studio again and cache what it says (the cached traits may be of
+    another model than the one now behind the identifier).
+    """
 
     method = "_model_info"
     handle: Any
+    fresh: bool = False
+
+
+class NoteTraits(Effect, frozen=True):
+    """Cache a model's `ModelTraits` as a reply's model info gave them (no I/O)."""
+
+    method = "_note_traits"
+    identifier: str
+    traits: ModelTraits
 
 
 class Open(Effect, frozen=True):
@@ -518,10 +532,10 @@ _CHOICE_HINT = (
 )
 
 
-def _can_take(request: Request, traits: ModelTraits, identifier: str) -> None:
-    """Refuse images for a model without vision, and grammar mode off llama.cpp."""
+def _refusal(request: Request, traits: ModelTraits, identifier: str) -> Exception | None:
+    """Return the error refusing images for a model without vision, or grammar off llama.cpp."""
     if request.prompt.image_count and not traits.vision:
-        raise UnsupportedInputError(
+        return UnsupportedInputError(
             f"{identifier!r} does not accept images: LM Studio reports no vision support for "
             f"it (the {request.prompt.image_count} image(s) were not sent). Use a vision "
             "model (`outlines-lmstudio models --capability vision` lists them), or send "
@@ -529,12 +543,51 @@ def _can_take(request: Request, traits: ModelTraits, identifier: str) -> None:
         )
     if request.plan.kind == "grammar" and traits.format != "gguf":
         is_choice = isinstance(request.plan.output_type, Choice)
-        raise UnsupportedOutputTypeError(
+        return UnsupportedOutputTypeError(
             f"A llama.cpp GBNF grammar (grammar mode, or config['structured'] of type 'gbnf') "
             f"was to be sent, but {identifier!r} is a "
             f"{traits.format!r} model (not GGUF), whose engine does not take GBNF. Use a GGUF "
             f"model, or express the constraint as a JSON schema{_CHOICE_HINT * is_choice}."
         )
+    return None
+
+
+_KEEPS_UNLOADING = (
+    "Something keeps unloading the model: with LM Studio's JIT loading and its auto-evict "
+    "(on by default), loading another model on demand unloads this one, so two models called "
+    "at once unload each other. Load each model you call beforehand with no time-to-live "
+    "(client.llm.load_new_instance(key, ttl=None), or `lms load KEY`), or turn auto-evict "
+    "off in LM Studio's developer settings; else check what unloads it (a TTL, the UI)."
+)
+
+
+def _unloaded_error(
+    request: Request, errors: ErrorFactory, *, retried: bool, shown: bool
+) -> BaseException:
+    """Our error for a reply LM Studio ended because the model was unloaded (``modelUnloaded``).
+
+    ``retried``: this was the call's second attempt, the first having lost the model too.
+    ``shown``: the caller had part of the reply already (so it was not asked again).
+    """
+    what = "the reply ended before the model finished it: the model was unloaded while it answered"
+    if shown:
+        what += " (part of the reply had been given out, so the call was not asked again)"
+        hint = "Call again: the next call finds the model (loading it, if LM Studio can). "
+    elif retried:
+        what += ", again after the call was retried once with the model loaded anew"
+        hint = ""
+    else:  # retried after another failure (a dropped connection): no third attempt
+        what += " (on the call's second attempt)"
+        hint = "Call again: the next call finds the model (loading it, if LM Studio can). "
+    error = errors(lms.LMStudioServerError(what), request.key, "predict")
+    if not isinstance(error, LMStudioPredictionError):  # a closed client: that is why
+        return error
+    return LMStudioPredictionError(
+        f"LM Studio failed the prediction: {what}",
+        host=error.host,
+        model=error.model,
+        hint=hint + _KEEPS_UNLOADING,
+    )
 
 
 class _Reply:
@@ -672,8 +725,12 @@ def predict(
     """One prediction: upload, resolve, predict, read; retried once after a drop or unload.
 
     A lost socket makes the client reconnect (the next call finds it working); a model
-    the server no longer has is resolved again. Either way the request is sent once more,
-    but only while the caller has seen nothing of the reply. Each fragment goes through a
+    the server no longer has (not found when the prediction opens, or unloaded while it
+    answered: ``modelUnloaded``) is resolved again. Either way the request is sent once
+    more, but only while the caller has seen nothing of the reply. Images and grammar
+    mode are checked against the model's cached traits; a call is refused only once
+    LM Studio's current traits confirm it, and a reply from another model than they are
+    of (another model loaded under the identifier) replaces them. Each fragment goes through a
     `ReasoningSplitter`: the sink sees the answer apart from the reasoning, and a reply whose
     budget ran out inside the reasoning, or that has no answer after it, raises.
 
@@ -695,15 +752,25 @@ def predict(
         The answer, and why the model stopped.
     """
     request = call.request
+    unloaded = False  # the first attempt's reply ended with the model unloaded
     for attempt in (1, 2):
         sink.begin()
+        call.reader = None  # no prediction of this attempt is open yet (none was cancelled)
+        traits: ModelTraits | None = None
         stage: Stage = "resolve"
         if (asked := failed_lookup(request, errors)) is not None:
             raise asked  # another item of the batch asked already: nothing is sent
         try:
             handle = yield Resolve(call)
             if request.prompt.image_count or request.plan.kind == "grammar":
-                _can_take(request, (yield ModelInfo(handle)), handle.identifier)
+                traits = yield ModelInfo(handle)
+                if _refusal(request, traits, handle.identifier) is not None:
+                    # The cached traits may be of a model the identifier named before
+                    # (another model loaded under it since): refuse on what LM Studio says
+                    # now. Refusals are rare: the accepted call asks nothing more.
+                    traits = yield ModelInfo(handle, fresh=True)
+                    if (refused := _refusal(request, traits, handle.identifier)) is not None:
+                        raise refused
             stage = "upload"  # after the check: no upload for a model without vision
             handles = (yield Upload(call)) if request.prompt.images else {}
             stage = "predict"
@@ -747,7 +814,18 @@ def predict(
             elif stage == "predict" and isinstance(exc, lms.LMStudioModelNotFoundError):
                 yield Forget(request.key)
                 if again:
+                    unloaded = True
                     continue
+            elif stage == "predict" and traits is not None:
+                # LM Studio refused what the cached traits let through: if the model behind
+                # the identifier changed, say so as our check would have.
+                try:
+                    traits = yield ModelInfo(handle, fresh=True)
+                except (lms.LMStudioError, OutlinesLMStudioError):
+                    pass  # LM Studio's own error stands
+                else:
+                    if (refused := _refusal(request, traits, handle.identifier)) is not None:
+                        raise refused from exc
             raise errors(exc, request.key, stage) from exc
         result = call.reader.result()
         reason = stop_reason(result.stats)
@@ -755,8 +833,18 @@ def predict(
         if why is not None:
             if call.stopped:  # the caller left: its own cancel ended the reply
                 raise Left("the prediction was stopped when its caller left")
+            if reason == "modelUnloaded":  # the model is gone, as for a not-found model
+                yield Forget(request.key)
+                if attempt == 1 and not sink.emitted:
+                    unloaded = True
+                    continue
+                raise _unloaded_error(request, errors, retried=unloaded, shown=sink.emitted)
             cut = f"the reply ended before the model finished it: {why}"
             raise errors(lms.LMStudioServerError(cut), request.key, "predict")
+        if traits is not None and result.model_info.model_key != traits.model_key:
+            # Another model answered than the traits are of (loaded under the identifier
+            # since): the next call checks against its traits (an attribute compare).
+            yield NoteTraits(handle.identifier, ModelTraits.of(result.model_info))
         done = reply.finish(result, reason)
         call.done = done
         for item in sink.finish(done):

@@ -359,11 +359,12 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         """Hold and return ``client`` with its LLM session and its own cache entries.
 
         Done once per client (a model's ``client`` may be replaced: each use checks whose
-        entries are held). The handle and traits caches are never cleared, and keep a
-        client's dict for the client's life, so what is held stays current. The image cache
-        is cleared when a session is dropped, so it is not held. The SDK makes a client's
-        ``llm`` session once and keeps it (a reconnect reuses it), so holding it saves a
-        public-API property call, seven Python calls, on every call.
+        entries are held). The handle and traits caches are never cleared (an entry is
+        dropped or replaced in place), and keep a client's dict for the client's life, so
+        what is held stays current. The image cache is cleared when a session is dropped, so
+        it is not held. The SDK makes a client's ``llm`` session once and keeps it (a
+        reconnect reuses it), so holding it saves a public-API property call, seven Python
+        calls, on every call.
         """
         held = self._held = _Entries(
             client, client.llm, SYNC_HANDLES.entries(client), SYNC_TRAITS.entries(client)
@@ -431,7 +432,9 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         client, held = self.client, self._held
         if held.client is not client:
             held = self._hold_entries(client)
-        if (cached := held.traits.get(handle.identifier)) is not None:
+        if effect.fresh:  # the cached traits may be stale: ask LM Studio again
+            SYNC_TRAITS.forget(client, handle.identifier)
+        elif (cached := held.traits.get(handle.identifier)) is not None:
             return cached
         return SYNC_TRAITS.get(client, handle.identifier, lambda: ModelTraits.of(handle.get_info()))
 

@@ -1,0 +1,216 @@
+"""A model unloaded, or another loaded under its identifier, while a client keeps calling it.
+
+Each test runs on both fronts (``make_model`` / ``fronts``).
+"""
+
+import asyncio
+import contextlib
+import time
+
+import lmstudio as lms
+import pytest
+from outlines.types import Regex
+
+from outlines_lmstudio import (
+    LMStudioPredictionError,
+    LMStudioTimeoutError,
+    UnsupportedInputError,
+    UnsupportedOutputTypeError,
+    from_lmstudio,
+)
+from outlines_lmstudio.testing import EmulatedModel, LMStudioEmulator, Prediction
+
+from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
+from .fronts import Fronts
+from .helpers import endpoint_count, png_image
+
+MLX_MODEL = "llama-3.2-1b-instruct-mlx"
+JIT_MODEL = "gemma-3-1b-it"  # not loaded: loaded on first use
+
+
+def _swap(emulator: LMStudioEmulator, key: str, identifier: str = "main") -> None:
+    """Load ``key`` under ``identifier`` in place of what was there (``lms load --identifier``)."""
+    with contextlib.suppress(KeyError):  # nothing loaded under it yet
+        emulator.unload(identifier)
+    emulator.load(key, identifier)
+
+
+# -- traits: what an identifier's model takes changes with the model ---------------------------
+def test_a_model_swapped_in_with_vision_takes_images(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: traits cached per identifier refused images for ever after."""
+    client = fronts.client()
+    _swap(emulator, TEXT_MODEL)
+    model = fronts.model(client, "main")
+    with pytest.raises(UnsupportedInputError, match="'main' does not accept images"):
+        model(["describe", png_image()], max_tokens=3)
+    assert emulator.predictions == []
+    _swap(emulator, VISION_MODEL)
+    assert model(["describe", png_image()], max_tokens=3)
+    assert emulator.predictions[-1].images  # sent, and answered
+    assert fronts.model(client, "main")(["again", png_image()], max_tokens=3)
+
+
+def test_a_model_swapped_to_mlx_refuses_grammar_with_our_error(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: cached GGUF traits let a GBNF grammar go to an MLX model."""
+    client = fronts.client()
+    _swap(emulator, TEXT_MODEL)
+    model = fronts.model(client, "main", grammar=True)
+    assert model("x", Regex(r"[ab]{3}"))
+    _swap(emulator, MLX_MODEL)
+    with pytest.raises(UnsupportedOutputTypeError, match=r"'main' is a 'safetensors' model"):
+        model("x", Regex(r"[ab]{3}"))
+    # The traits were refreshed: the next call is refused before anything is sent.
+    sent = len(emulator.predictions)
+    with pytest.raises(UnsupportedOutputTypeError, match=r"'main' is a 'safetensors' model"):
+        fronts.model(client, "main", grammar=True)("y", Regex(r"[ab]{3}"))
+    assert len(emulator.predictions) == sent
+
+
+def test_an_image_sent_on_stale_traits_is_refused_with_our_error(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """A vision model swapped for a text model: LM Studio refuses the image; we say why."""
+    client = fronts.client()
+    _swap(emulator, VISION_MODEL)
+    model = fronts.model(client, "main")
+    assert model(["describe", png_image()], max_tokens=3)
+    _swap(emulator, TEXT_MODEL)
+    with pytest.raises(UnsupportedInputError, match="'main' does not accept images") as info:
+        model(["describe", png_image()], max_tokens=3)
+    assert isinstance(info.value.__cause__, lms.LMStudioError)  # LM Studio's refusal
+
+
+def test_a_reply_from_another_model_replaces_the_cached_traits(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """The reply names the model that answered: no model-info request to learn its traits."""
+    client = fronts.client()
+    _swap(emulator, TEXT_MODEL)
+    model = fronts.model(client, "main", grammar=True)
+    assert model("x", Regex(r"[ab]{3}"))
+    _swap(emulator, VISION_MODEL)  # GGUF too: the grammar call is sent, and answered
+    assert model("x", Regex(r"[ab]{3}"))
+    infos = endpoint_count(emulator, "getModelInfo")
+    assert model(["describe", png_image()], max_tokens=3)  # no refusal, nothing asked
+    assert endpoint_count(emulator, "getModelInfo") == infos
+    assert emulator.predictions[-1].images  # sent, and answered
+
+
+# -- a model unloaded while it answers ---------------------------------------------------------
+def _unload_first(emulator: LMStudioEmulator, times: int = 1) -> list[int]:
+    """Script replies that unload their model while they answer, the first ``times`` times."""
+    count = [0]
+
+    def reply(prediction: Prediction) -> str:
+        count[0] += 1
+        if count[0] <= times:
+            emulator.unload(prediction.model)
+        return "a whole answer"
+
+    emulator.script(TEXT_MODEL, reply)
+    return count
+
+
+def test_a_whole_reply_whose_model_is_unloaded_is_asked_again(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: docs/models.md promises a retry; the call failed."""
+    model = make_model(TEXT_MODEL)
+    _unload_first(emulator)
+    assert model("hi") == "a whole answer"
+    assert [p.stop_reason for p in emulator.predictions] == ["modelUnloaded", "eosFound"]
+    assert endpoint_count(emulator, "getOrLoad") == 2  # resolved (loaded) again
+
+
+def test_batch_items_whose_model_is_unloaded_are_asked_again(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    model = make_model(TEXT_MODEL)
+    _unload_first(emulator)
+    assert model.batch(["a", "b", "c"], max_concurrency=1) == ["a whole answer"] * 3
+    assert [p.stop_reason for p in emulator.predictions].count("modelUnloaded") == 1
+
+
+def test_a_model_unloaded_again_on_the_retry_says_why_and_what_to_do(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    model = make_model(TEXT_MODEL)
+    _unload_first(emulator, times=2)
+    with pytest.raises(LMStudioPredictionError, match="unloaded while it answered, again") as info:
+        model("hi")
+    message = str(info.value)
+    assert "ttl=None" in message
+    assert "auto-evict" in message
+    assert "server log" not in message
+    assert info.value.model == TEXT_MODEL
+    assert [p.stop_reason for p in emulator.predictions] == ["modelUnloaded"] * 2
+    assert model("the next call loads it again") == "a whole answer"
+
+
+def test_a_stream_whose_text_was_shown_is_not_asked_again(
+    make_model: MakeModel, slow_emulator: LMStudioEmulator
+) -> None:
+    emulator = slow_emulator
+    emulator.script(TEXT_MODEL, ["word " * 200])
+    stream = iter(make_model(TEXT_MODEL).stream("Long story please"))
+    next(stream)
+    emulator.unload(TEXT_MODEL)
+    with pytest.raises(LMStudioPredictionError, match=r"part of the reply had been given") as info:
+        for _ in stream:
+            pass
+    assert "server log" not in str(info.value)
+    assert len(emulator.predictions) == 1
+
+
+def test_a_stream_unloaded_before_its_first_fragment_is_asked_again(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    _unload_first(emulator)
+    assert "".join(make_model(TEXT_MODEL).stream("hi")) == "a whole answer"
+    assert len(emulator.predictions) == 2
+
+
+@pytest.mark.asyncio
+async def test_two_jit_models_called_at_once_are_each_retried() -> None:
+    """Found by a probe: with LM Studio's JIT auto-evict, loading one model unloads the other.
+
+    Each call is retried once; one that loses its model again says how to stop it.
+    """
+    models = [EmulatedModel("a", loaded=False), EmulatedModel("b", loaded=False)]
+    with LMStudioEmulator(models, token_latency=0.02, load_latency=0.3) as emulator:
+        async with lms.AsyncClient(emulator.api_host) as client:
+            a, b = from_lmstudio(client, "a"), from_lmstudio(client, "b")
+            await a("load a first", max_tokens=2)
+            results = await asyncio.gather(
+                a("x", max_tokens=40), b("y", max_tokens=40), return_exceptions=True
+            )
+    for result in results:
+        if isinstance(result, BaseException):
+            assert isinstance(result, LMStudioPredictionError)
+            assert "auto-evict" in str(result)
+            assert "server log" not in str(result)
+    # at least one of the two completes; no call ends with LM Studio's bare stop reason
+    assert any(isinstance(r, str) for r in results)
+    unloaded = [p for p in emulator.predictions if p.stop_reason == "modelUnloaded"]
+    assert unloaded  # the scenario did happen
+
+
+# -- a time limit during the reload after an unload --------------------------------------------
+def test_a_time_limit_during_a_reload_says_no_prediction_had_started(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: it said a cancel of its prediction was sent; none was running."""
+    model = make_model(JIT_MODEL)
+    model("hi", max_tokens=3)  # loaded on first use; its handle is cached
+    emulator.unload(JIT_MODEL)
+    emulator.load_latency = 2.0
+    started = time.monotonic()
+    with pytest.raises(LMStudioTimeoutError, match="no prediction had started yet") as info:
+        model("hi", max_tokens=3, timeout=0.5)
+    assert time.monotonic() - started < 1.9
+    assert "cancel" not in str(info.value)
+    assert not any(p.cancelled for p in emulator.predictions)

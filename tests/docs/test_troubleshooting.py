@@ -20,7 +20,7 @@ from PIL import Image as PILImage
 
 from outlines_lmstudio import from_lmstudio
 from outlines_lmstudio._discovery import no_server_error
-from outlines_lmstudio.testing import LMStudioEmulator
+from outlines_lmstudio.testing import LMStudioEmulator, Prediction
 
 from .pages import ROOT
 
@@ -86,6 +86,15 @@ def image_without_vision(emulator: LMStudioEmulator, client: lms.Client) -> str:
     return _error(lambda: from_lmstudio(client, KEY)(["Describe the image", image]))
 
 
+def keeps_unloading(emulator: LMStudioEmulator, client: lms.Client) -> str:
+    def unloading(prediction: Prediction) -> str:
+        emulator.unload(prediction.model)  # as JIT auto-evict does, loading another model
+        return "never seen"
+
+    emulator.script(KEY, unloading)
+    return _error(lambda: from_lmstudio(client, KEY)("Hi"))
+
+
 def refused_schema(emulator: LMStudioEmulator, client: lms.Client) -> str:
     schema = {"type": "object", "properties": {"a": {"type": "strng"}}}
     return _error(lambda: from_lmstudio(client, KEY)("Hi", schema))
@@ -102,6 +111,7 @@ PRODUCERS: dict[str, Callable[[LMStudioEmulator, lms.Client], str]] = {
     "No model loaded": no_model_loaded,
     "Wrong model key": wrong_key,
     "An image sent to a model without vision": image_without_vision,
+    "A model that keeps being unloaded": keeps_unloading,
     "A schema that is refused": refused_schema,
     "A timeout": timeout,
 }

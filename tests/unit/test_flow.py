@@ -17,10 +17,11 @@ from outlines_lmstudio import (
     LMStudioConnectionError,
     ParseError,
     TruncatedOutputError,
+    UnsupportedOutputTypeError,
 )
 from outlines_lmstudio import LMStudioModelNotFoundError as NotFound
 from outlines_lmstudio import LMStudioPredictionError as Failed
-from outlines_lmstudio._common import Completion, Request
+from outlines_lmstudio._common import Completion, ModelTraits, Request
 from outlines_lmstudio._config import parse_inference_kwargs
 from outlines_lmstudio._flow import (
     Call,
@@ -30,6 +31,8 @@ from outlines_lmstudio._flow import (
     Emit,
     Flow,
     Forget,
+    ModelInfo,
+    NoteTraits,
     Open,
     Read,
     Reconnect,
@@ -42,7 +45,7 @@ from outlines_lmstudio._flow import (
     wait_limit,
 )
 from outlines_lmstudio._inputs import format_input
-from outlines_lmstudio._output import plan_output
+from outlines_lmstudio._output import OutputPlan, plan_output
 from outlines_lmstudio._reasoning import SYNTHETIC_MARKER
 from outlines_lmstudio._sdk_errors import translate_sdk_error
 
@@ -462,3 +465,93 @@ def test_later_runs_actions_in_one_shared_thread() -> None:
     assert done == sorted(done, reverse=True)  # by due time, not by order of arming
     watchers = [t for t in threading.enumerate() if t.name == "outlines-lmstudio-watch"]
     assert len(watchers) == 1
+
+
+def test_a_reply_ended_by_an_unload_is_asked_again_once() -> None:
+    server = Server([[fragment("a")]], [[fragment("b")]], stop_reason="modelUnloaded")
+    with pytest.raises(Failed, match="unloaded while it answered, again after") as info:
+        drive(predict(Call(request()), Sink(), errors), server.answer)
+    assert server.kinds().count("Forget") == 2
+    assert server.kinds().count("Open") == 2
+    assert "auto-evict" in str(info.value)
+
+
+def test_an_unload_on_the_attempt_after_a_drop_is_not_asked_a_third_time() -> None:
+    server = Server([DROP], [[fragment("b")]], stop_reason="modelUnloaded")
+    with pytest.raises(Failed, match=r"\(on the call's second attempt\)") as info:
+        drive(predict(Call(request()), Sink(), errors), server.answer)
+    assert server.kinds().count("Open") == 2
+    assert "Call again" in str(info.value)
+
+
+def test_an_unload_under_a_closed_client_says_the_client_was_closed() -> None:
+    closed = LMStudioConnectionError("the client was closed")
+    server = Server([[fragment("a")]], [[fragment("b")]], stop_reason="modelUnloaded")
+    with pytest.raises(LMStudioConnectionError) as info:
+        drive(predict(Call(request()), Sink(), lambda *_: closed), server.answer)
+    assert info.value is closed
+
+
+def grammar_request() -> Request:
+    plan = OutputPlan("grammar", {"type": "gbnf", "gbnfGrammar": 'root ::= "a"'})
+    return Request(format_input("hi"), plan, parse_inference_kwargs({}), "m")
+
+
+GGUF = ModelTraits("gguf", False, "k")
+MLX = ModelTraits("safetensors", False, "other")
+
+
+@pytest.mark.parametrize(
+    ("fresh", "raised"),
+    [
+        (MLX, UnsupportedOutputTypeError),  # another model now: our error, LM Studio's as cause
+        (GGUF, Failed),  # the same model: LM Studio's own error stands
+        (lms.LMStudioServerError("gone"), Failed),  # no fresh traits: LM Studio's error stands
+    ],
+)
+def test_a_refusal_by_lm_studio_is_checked_against_fresh_traits(
+    fresh: Any, raised: type[Exception]
+) -> None:
+    refused = lms.LMStudioServerError("GBNF grammars need a GGUF model")
+    server = Server([refused])
+    asked: list[bool] = []
+
+    def answer(effect: Effect) -> Any:
+        if isinstance(effect, ModelInfo):
+            asked.append(effect.fresh)
+            if not effect.fresh:
+                return GGUF
+            if isinstance(fresh, Exception):
+                raise fresh
+            return fresh
+        return server.answer(effect)
+
+    with pytest.raises(raised) as info:
+        drive(predict(Call(grammar_request()), Sink(), errors), answer)
+    assert asked == [False, True]
+    if raised is UnsupportedOutputTypeError:
+        assert info.value.__cause__ is refused
+    else:
+        assert "GBNF grammars need a GGUF model" in str(info.value)
+
+
+def test_traits_are_asked_again_before_a_refusal_and_replaced_after_another_models_reply() -> None:
+    server = Server([[fragment("a")]])
+    notes: list[NoteTraits] = []
+
+    def answer(effect: Effect) -> Any:
+        if isinstance(effect, ModelInfo):
+            return GGUF if effect.fresh else MLX  # cached: MLX (stale); LM Studio now: GGUF
+        if isinstance(effect, NoteTraits):
+            notes.append(effect)
+            return None
+        value = server.answer(effect)
+        if isinstance(effect, Open):
+            info = SimpleNamespace(format="gguf", vision=True, model_key="new")
+            stats = SimpleNamespace(stop_reason="eosFound")
+            effect.call.reader.result = lambda: SimpleNamespace(stats=stats, model_info=info)
+        return value
+
+    _, done = drive(predict(Call(grammar_request()), Sink(), errors), answer)
+    assert done.text == "a"
+    assert [(n.identifier, n.traits) for n in notes] == [("m", ModelTraits("gguf", True, "new"))]

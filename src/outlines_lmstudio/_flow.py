@@ -816,9 +816,10 @@ def predict(
                 if again:
                     unloaded = True
                     continue
-            elif stage == "predict" and traits is not None:
+            elif stage == "predict" and traits is not None and not call.stopped:
                 # LM Studio refused what the cached traits let through: if the model behind
-                # the identifier changed, say so as our check would have.
+                # the identifier changed, say so as our check would have (not once the caller
+                # left: nothing more is asked then).
                 try:
                     traits = yield ModelInfo(handle, fresh=True)
                 except (lms.LMStudioError, OutlinesLMStudioError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -374,6 +375,23 @@ def test_a_tool_model_calls_an_offered_tool_by_default(client: lms.Client) -> No
     client.llm.model(TEXT).act("What is 2 + 3?", [_add], on_prediction_completed=results.append)
     assert len(results) == 2
     assert results[-1].content.startswith("The tool returned 5.")
+
+
+def _fetch_page(page: int) -> str:
+    """Return a page of a large document."""
+    return "word " * 200_000  # a megabyte
+
+
+def test_a_large_tool_result_is_quoted_in_part(emu: LMStudioEmulator, client: lms.Client) -> None:
+    # Before: the next reply quoted the whole result, a megabyte streamed one word piece at a
+    # time (100 s, and a reply longer than the model's context).
+    act = client.llm.model(TEXT).act("Fetch page 3", [_fetch_page])
+    reply = emu.predictions[-1]
+    assert act.rounds == 2
+    assert reply.text.startswith('The tool returned "word word')  # the SDK sends it as JSON
+    assert re.search(r"\.\.\. \(9998\d\d more characters\)\. ", reply.text)
+    assert len(reply.text) < 2_000
+    assert len(reply.fragments) < 500
 
 
 def test_a_model_without_tool_use_answers_in_text(

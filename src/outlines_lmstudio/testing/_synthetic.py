@@ -198,6 +198,20 @@ def _prefix(tokens: list[Fragment], length: int) -> list[Fragment]:
     return kept
 
 
+# How much of each tool result the next reply quotes: a result can be a whole web page or
+# file, and quoting it all would make a reply longer than the model's context, streamed one
+# word piece at a time.
+QUOTED_RESULT_CHARS = 200
+
+
+def _quote_result(result: str) -> str:
+    """Return the start of a tool result, saying how much of it is left out."""
+    if len(result) <= QUOTED_RESULT_CHARS:
+        return result
+    left = len(result) - QUOTED_RESULT_CHARS
+    return f"{result[:QUOTED_RESULT_CHARS]}... ({left} more characters)"
+
+
 def _fragments(tokens: list[str]) -> list[Fragment]:
     return [Fragment(token) for token in tokens]
 
@@ -240,7 +254,8 @@ async def _reply(
     results = tool_results(record.messages)
     if results and record.structured is None:
         # A simple model reports what the tool returned, then goes on.
-        answer = _fragments(split_fragments(f"The tool returned {'; '.join(results)}. "))
+        quoted = "; ".join(_quote_result(result) for result in results)
+        answer = _fragments(split_fragments(f"The tool returned {quoted}. "))
         return answer + await _reply_tokens(emu, instance, record), None
     return await _reply_tokens(emu, instance, record), None
 

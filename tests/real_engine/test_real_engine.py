@@ -494,6 +494,30 @@ def test_embeddings_from_the_gguf(client: lms.Client) -> None:
     assert math.isclose(sum(float(v) ** 2 for v in a), 1.0, rel_tol=1e-4)
 
 
+def test_an_embedding_tokenize_counts_what_embed_counts(client: lms.Client) -> None:
+    # Before: tokenize left out the start token that embed counts, so an input that
+    # tokenize said fits the context failed in embed ("Input length 17 exceeds ... 16").
+    embedder = client.embedding.model(EMBED_KEY)
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    text = "hello " * 15
+    tokens = embedder.tokenize(text)
+    assert tokens == [2, *llm.tokenize(text)]  # Gemma's <bos>; an LLM's tokenize adds none
+    assert embedder.count_tokens(text) == len(tokens) - 1  # countTokens adds none
+    exact = client.embedding.load_new_instance(
+        EMBED_KEY, "exact", config={"contextLength": len(tokens)}
+    )
+    short = client.embedding.load_new_instance(
+        EMBED_KEY, "short", config={"contextLength": len(tokens) - 1}
+    )
+    try:
+        assert len(cast(list[float], exact.embed(text))) == 640
+        with pytest.raises(lms.LMStudioServerError, match=f"Input length {len(tokens)} exceeds"):
+            short.embed(text)
+    finally:
+        exact.unload()
+        short.unload()
+
+
 # -- constrained decoding: rejection-first equals full masking -------------------------
 
 

@@ -898,13 +898,21 @@ class LlamaEngine:
         await asyncio.to_thread(run)
 
     async def tokenize(self, text: str) -> list[int]:
-        """Token ids by the model's tokenizer (special tokens parsed, none added)."""
-        model = await asyncio.to_thread(self._loaded)
-        return await asyncio.to_thread(model.tokenize, text, add_special=False)
+        """Token ids by the model's tokenizer, special tokens parsed.
+
+        An embedding model's ids have the start and end tokens the model adds (those
+        `embed` counts against the context length), as in LM Studio; an LLM's have none.
+        """
+        embedding = self._instance.model.type == "embedding"
+        return await self._tokens(text, add_special=embedding)
 
     async def count_tokens(self, text: str) -> int:
-        """Count the `tokenize` ids."""
-        return len(await self.tokenize(text))
+        """Count the text's tokens, with no start or end token (as LM Studio counts them)."""
+        return len(await self._tokens(text, add_special=False))
+
+    async def _tokens(self, text: str, *, add_special: bool) -> list[int]:
+        model = await asyncio.to_thread(self._loaded)
+        return await asyncio.to_thread(model.tokenize, text, add_special=add_special)
 
     async def apply_prompt_template(
         self, messages: list[dict[str, Any]], opts: Mapping[str, Any]

@@ -324,6 +324,34 @@ def test_a_full_context_stops_with_context_length_reached(client: lms.Client) ->
         small.unload()
 
 
+def test_a_context_too_large_for_memory_fails_the_load(client: lms.Client) -> None:
+    # Before: the load was reported done, and the first prediction failed after ~11 s with
+    # "The LM Studio emulator failed to serve this request: ValueError(...)". Now it is
+    # refused before llama.cpp tries to allocate it (nothing is allocated here).
+    with pytest.raises(lms.LMStudioServerError, match="Failed to load model") as raised:
+        client.llm.load_new_instance(
+            EMBEDDED_MODEL_KEY, "huge", config={"contextLength": 1_000_000_000}
+        )
+    message = str(raised.value)
+    assert "A context length of 1000000000 tokens" in message
+    assert "maximum context length of gemma-3-270m is 32768" in message
+    assert "huge" not in [m.identifier for m in client.llm.list_loaded()]
+
+
+def test_a_context_above_the_maximum_that_fits_is_loaded(client: lms.Client) -> None:
+    # As LM Studio (no upper bound on contextLength) and llama.cpp (a warning) do.
+    model = client.llm.load_new_instance(
+        EMBEDDED_MODEL_KEY, "long", config={"contextLength": 40_000}
+    )
+    try:
+        assert model.get_context_length() == 40_000
+        assert model.get_info().max_context_length == 32768
+        result = model.respond("Hi", config=_config(max_tokens=2))
+        assert result.stats.predicted_tokens_count == 2
+    finally:
+        model.unload()
+
+
 def test_model_facts_come_from_the_gguf(client: lms.Client, emulator: LMStudioEmulator) -> None:
     info = client.llm.model(EMBEDDED_MODEL_KEY).get_info()
     assert info.format == "gguf"

@@ -889,6 +889,14 @@ def test_default_tool_arguments_take_only_prompt_numbers_their_parameter_takes()
     assert fitting.arguments == {"times": 3, "level": 2}  # the prompt's numbers, where they fit
 
 
+def test_a_context_above_the_maximum_is_loaded_as_asked(client: lms.Client) -> None:
+    # LM Studio's contextLength has no upper bound (lmstudio-js llmLoadModelConfigSchema:
+    # int, min 1) and llama.cpp takes an n_ctx above the trained one with a warning.
+    model = client.llm.load_new_instance(TEXT, "long", config={"contextLength": 40_000})
+    assert model.get_info().max_context_length == 32768
+    assert model.get_context_length() == 40_000
+
+
 def test_an_embedding_input_longer_than_the_context_is_refused(client: lms.Client) -> None:
     # Before: any length was embedded. LM Studio refuses it: "Input length 6491 exceeds context
     # length 1500" (lmstudio-ai/examples#29); its count includes the start and end tokens.

@@ -23,7 +23,7 @@ from outlines_lmstudio.testing._state import EmulatorState, Peer
 from outlines_lmstudio.testing._wire import Channel, RequestError, server_error, wire_int
 
 if TYPE_CHECKING:
-    from outlines_lmstudio.testing._catalogue import Instance
+    from outlines_lmstudio.testing._catalogue import EmulatedModel, Instance
 
 __all__ = ["CHANNEL_HANDLERS", "RPC_HANDLERS", "sniff_file_type"]
 
@@ -294,6 +294,23 @@ def _load_fields(parameter: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"key": k, "value": v} for k, v in fields.items()]
 
 
+def _check_context(model: EmulatedModel, context: int | None) -> None:
+    """Refuse to load a GGUF model at a context length that cannot fit in memory.
+
+    A context above the model's maximum is loaded (LM Studio's ``contextLength`` has no
+    upper bound, and llama.cpp only warns), on both engines; on the llama.cpp engine one
+    too large for the machine fails the load, before llama.cpp tries to allocate it.
+    """
+    if model.gguf is None:
+        return
+    from outlines_lmstudio.testing._llama import context_memory_error, memory_bytes, read_facts
+
+    length = context or model.load_context_length
+    error = context_memory_error(model, length, read_facts(model.gguf), memory_bytes())
+    if error is not None:
+        raise error
+
+
 def _context_length(namespace: str, fields: list[dict[str, Any]]) -> int | None:
     for item in fields:
         if item["key"] == f"{namespace}.load.contextLength":
@@ -362,6 +379,7 @@ async def get_or_load(
     if model is None:
         await conn.channel_send(channel, {"type": "alreadyLoaded", "info": info})
         return
+    _check_context(model, _context_length(conn.namespace, fields))
     # A model loaded on demand is a JIT model: it keeps the client's time-to-live, and
     # (LM Studio's default "only keep the last JIT model") unloads the other JIT models.
     with emu._lock:
@@ -426,9 +444,10 @@ async def load_model(
             raise _domain_mismatch(conn, key, model.type)
         if ident is not None and emu._catalogue.find_instance(str(ident)) is not None:
             raise server_error(f'A model with the identifier "{ident}" already exists.')
+    context = _context_length(conn.namespace, fields)
+    _check_context(model, context)
     await conn.channel_send(channel, {"type": "resolved", "info": model.model_info()})
     await _load_progress(conn, channel, "progress")
-    context = _context_length(conn.namespace, fields)
     ttl = parameter.get("ttlMs")
     with emu._lock:
         try:

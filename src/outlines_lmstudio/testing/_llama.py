@@ -40,21 +40,24 @@ from outlines_lmstudio.testing._llama_plan import (
 )
 from outlines_lmstudio.testing._records import message_text
 from outlines_lmstudio.testing._wire import (
+    RequestError,
     acquire_unless_cancelled,
     json_mode_schema,
     server_error,
 )
 
 if TYPE_CHECKING:
-    from outlines_lmstudio.testing._catalogue import Instance
+    from outlines_lmstudio.testing._catalogue import EmulatedModel, Instance
     from outlines_lmstudio.testing._llama_native import Decoder, GgufFacts, NativeModel
     from outlines_lmstudio.testing._records import Prediction
 
 __all__ = [
     "LOCAL_INSTALL",
     "LlamaEngine",
+    "context_memory_error",
     "integer_range_gbnf",
     "json_schema_grammar",
+    "memory_bytes",
     "read_facts",
 ]
 
@@ -93,6 +96,53 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), os.fspath(path))
     facts: GgufFacts = _native().read_facts(path)
     return facts
+
+
+def memory_bytes() -> int | None:
+    """Return the memory a context may take: the machine's RAM, or the address-space limit.
+
+    None where neither can be read (the load is then not checked).
+    """
+    limits: list[int] = []
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    with contextlib.suppress(ImportError, OSError):
+        import resource  # Unix only
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    return min(limits) if limits else None
+
+
+def context_memory_error(
+    model: EmulatedModel, context_length: int, facts: GgufFacts, memory: int | None
+) -> RequestError | None:
+    """Return the load error for a context that cannot fit in ``memory``, or None.
+
+    Checked before llama.cpp tries: creating a context of a billion tokens would take
+    minutes to fail, or take the machine's memory. LM Studio refuses such a load with
+    "Failed to load model" (lmstudio-bug-tracker#14, with ``n_ctx`` in its data). A context
+    above the model's maximum that fits is loaded, as LM Studio and llama.cpp do.
+    """
+    if memory is None or facts.kv_bytes_per_token is None:
+        return None
+    needed = context_length * facts.kv_bytes_per_token + facts.size_bytes
+    if needed <= memory:
+        return None
+    gib = 1 << 30
+    return server_error(
+        "Failed to load model",
+        cause=(
+            f"A context length of {context_length} tokens needs about {needed / gib:.1f} GiB "
+            f"(KV cache and weights), more than the {memory / gib:.1f} GiB of memory here; "
+            f"the maximum context length of {model.key} is {model.context_length}."
+        ),
+        suggestion=(
+            f"Load the model with a smaller contextLength (it was trained for up to "
+            f"{model.context_length} tokens)."
+        ),
+    )
 
 
 # llama.cpp's escapes for a GBNF string literal. The port leaves out the backslash, so a
@@ -689,9 +739,16 @@ class LlamaEngine:
 
     def _decoder_for(self, threads: int) -> Decoder:
         if self._decoder is None:
-            self._decoder = _native().Decoder(
-                self._loaded(), self._instance.context_length, threads
-            )
+            context = self._instance.context_length
+            try:
+                self._decoder = _native().Decoder(self._loaded(), context, threads)
+            except ValueError as exc:  # memory the load-time estimate did not foresee
+                raise server_error(
+                    "Failed to load model",
+                    cause=f"{exc} (the maximum context length of the model is "
+                    f"{self._instance.model.context_length})",
+                    suggestion="Load the model with a smaller contextLength.",
+                ) from exc
         return self._decoder
 
     def _render(

@@ -108,6 +108,7 @@ class GgufFacts:
     name: str | None
     params: str | None
     embedding_dims: int | None
+    kv_bytes_per_token: int | None = None  # the f16 KV cache of every layer, if the file says
 
 
 _facts_cache: dict[tuple[str, int, int], GgufFacts] = {}
@@ -117,6 +118,31 @@ def _meta(model: Any, key: str) -> str | None:
     buf = ctypes.create_string_buffer(1024)
     n = L.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
     return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+
+def _kv_bytes_per_token(model: Any, arch: str) -> int | None:
+    """Bytes of f16 KV cache one token takes in every layer (None if the file does not say).
+
+    An upper bound: llama.cpp keeps a sliding-window layer's cache (most of Gemma 3's
+    layers) at the window's size, and this counts every layer at the full context.
+    """
+
+    def number(key: str) -> int | None:
+        value = _meta(model, f"{arch}.{key}")
+        return int(value) if value is not None and value.isdigit() else None
+
+    layers, embd, heads = (
+        number("block_count"),
+        number("embedding_length"),
+        number("attention.head_count"),
+    )
+    kv_heads = number("attention.head_count_kv") or heads
+    head_dim = embd // heads if embd and heads else None
+    key_length = number("attention.key_length") or head_dim
+    value_length = number("attention.value_length") or head_dim
+    if not (layers and kv_heads and key_length and value_length):
+        return None
+    return layers * kv_heads * (key_length + value_length) * 2
 
 
 def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
@@ -152,6 +178,7 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
             name=_meta(model, "general.name"),
             params=_meta(model, "general.size_label"),
             embedding_dims=int(dims) if dims else None,
+            kv_bytes_per_token=_kv_bytes_per_token(model, arch),
         )
     finally:
         L.llama_model_free(model)

@@ -889,6 +889,17 @@ def test_default_tool_arguments_take_only_prompt_numbers_their_parameter_takes()
     assert fitting.arguments == {"times": 3, "level": 2}  # the prompt's numbers, where they fit
 
 
+def test_a_gguf_model_loads_with_lm_studios_default_context(client: lms.Client) -> None:
+    # Before: a synthetic GGUF model loaded at its maximum (32768), and the same model with
+    # gguf= (the llama.cpp engine) at 4096.
+    gguf = client.llm.load_new_instance(TEXT, "default")
+    assert gguf.get_info().max_context_length == 32768
+    assert gguf.get_context_length() == 4096
+    mlx = client.llm.load_new_instance(MLX, "mlx-default")
+    assert mlx.get_info().format == "safetensors"
+    assert mlx.get_context_length() == mlx.get_info().max_context_length
+
+
 def test_a_context_above_the_maximum_is_loaded_as_asked(client: lms.Client) -> None:
     # LM Studio's contextLength has no upper bound (lmstudio-js llmLoadModelConfigSchema:
     # int, min 1) and llama.cpp takes an n_ctx above the trained one with a warning.

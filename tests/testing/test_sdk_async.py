@@ -40,8 +40,8 @@ async def test_async_structured(aclient: lms.AsyncClient) -> None:
 async def test_async_bookkeeping(aclient: lms.AsyncClient) -> None:
     model = await aclient.llm.model(TEXT)
     assert (await model.get_info()).identifier == TEXT
-    assert await model.get_context_length() == 32768
-    assert (await model.get_load_config()).context_length == 32768
+    assert await model.get_context_length() == 4096  # LM Studio's default for a GGUF model
+    assert (await model.get_load_config()).context_length == 4096
     assert len(await model.tokenize("a b c")) == 3
     assert await model.count_tokens("a b c") == 3
     assert "hi" in await model.apply_prompt_template(lms.Chat.from_history("hi"))

@@ -75,7 +75,8 @@ class EmulatedModel:
     tool_use
         Reported as ``trainedForToolUse`` (LLMs only).
     context_length
-        ``maxContextLength``, and the default ``contextLength`` when loaded.
+        ``maxContextLength``; also the default ``contextLength`` when loaded, except for
+        a ``"gguf"`` model, which is loaded with at most 4096 tokens (LM Studio's default).
     loaded
         Whether an instance is loaded when the emulator starts or is reset.
     identifier
@@ -241,7 +242,7 @@ class EmulatedModel:
     @property
     def load_context_length(self) -> int:
         """The context length of a new instance when the load config sets none."""
-        if self.gguf is not None:
+        if self.format == "gguf":
             return min(self.context_length, DEFAULT_GGUF_CONTEXT)
         return self.context_length
 

@@ -257,7 +257,9 @@ async def _log_input(
     Inferred (the SDK's schema names the fields, not their content): the input is the
     prompt the model reads, the history rendered with the model's template, or a
     completion's raw prompt as it is. Only the input event is sent: the 1.5.0 SDK's
-    schema knows no other, so an output event would be a protocol error there.
+    schema (``diagnosticsLogEventDataSchema``) knows no other, and that SDK drops a packet
+    its schema refuses and answers with a ``communicationWarning``; 2.0.0's
+    ``llm.prediction.output`` is left out for that reason.
     """
     if isinstance(raw, str):
         text = raw

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from functools import partial
 from operator import attrgetter
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn, Self, SupportsIndex
 
 import lmstudio as lms
 from outlines.models.base import ModelTypeAdapter
@@ -163,6 +163,54 @@ class ModelApi(Common):
             options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
             options.get("read_timeout", DEFAULT_READ_TIMEOUT),
             options.get("strict_schema", False),
+        )
+
+    # -- copies: a model holds a live connection ----------------------------------------------
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        """Refuse to pickle the model, whatever its state, saying what to do instead.
+
+        Raises
+        ------
+        TypeError
+            Always: the model holds its client's live connection to LM Studio.
+        """
+        raise TypeError(self._no_copy("be pickled"))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> NoReturn:
+        """Refuse a deep copy (it would copy the connection); see `__copy__`.
+
+        Raises
+        ------
+        TypeError
+            Always, as pickling does.
+        """
+        raise TypeError(self._no_copy("be deep-copied (copy.deepcopy)"))
+
+    def __copy__(self) -> Self:
+        """Return another model on the same client, with the same settings.
+
+        The copy shares the client and its connection; on `AsyncLMStudio` it does not own
+        the client (its ``close()`` leaves it open), as a second model made with
+        `from_lmstudio` on that client would.
+        """
+        copied = type(self).__new__(type(self))
+        vars(copied).update(vars(self))
+        copied._copied()
+        return copied
+
+    def _copied(self) -> None:
+        """Make a shallow copy (``self``) a model of its own (a front's hook)."""
+
+    def _no_copy(self, what: str) -> str:
+        name = type(self).__name__
+        client = self._client_class.__name__
+        return (
+            f"An {name} model cannot {what}: it holds a live connection to LM Studio, "
+            f"through its lmstudio.{client}. Create the client and the model where they are "
+            "used, e.g. in each worker process (in the pool's initializer: "
+            "ProcessPoolExecutor(initializer=...) storing them in a global), and send only "
+            "prompts and results between processes. copy.copy(model) gives another model "
+            "on the same client."
         )
 
     @property

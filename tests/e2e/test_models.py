@@ -1,6 +1,8 @@
 """Both model classes end to end: the real SDK against the emulator, each test on both fronts."""
 
 import base64
+import copy
+import pickle
 import threading
 
 import lmstudio as lms
@@ -440,3 +442,42 @@ def test_batch_reports_failed_items_and_keeps_others(
     assert list(info.value.errors) == [0]
     assert isinstance(info.value.errors[0], LMStudioPredictionError)
     assert info.value.results == [None, "ok b", "ok c"]
+
+
+@pytest.mark.parametrize("used", [False, True], ids=["unused", "used"])
+def test_a_model_cannot_be_pickled_or_deep_copied_and_says_what_to_do(
+    fronts: Fronts, used: bool
+) -> None:
+    """One clear ``TypeError`` in every state, instead of the internals that failed.
+
+    A process pool pickles what it sends: the sync model failed with "Can't pickle local
+    object '_BaseExitStack...'", the async one pickled before its first call and failed
+    after it ("cannot pickle '_asyncio.Task' object").
+    """
+    model = fronts.model(fronts.client(enter=False), TEXT_MODEL)
+    if used:
+        assert model("hi")
+    raw = fronts.raw(model)
+    fix = r"live connection to LM Studio.*the pool's initializer"
+    with pytest.raises(TypeError, match=rf"cannot be pickled: it holds a {fix}"):
+        pickle.dumps(raw)
+    with pytest.raises(TypeError, match=rf"cannot be deep-copied \(copy.deepcopy\).*{fix}"):
+        copy.deepcopy(raw)
+    if fronts.front == "async":
+        fronts.run(raw.close())  # it entered its client
+
+
+def test_a_shallow_copy_is_another_model_on_the_same_client(fronts: Fronts) -> None:
+    """``copy.copy`` shares the client; on the async front the copy does not own it."""
+    model = fronts.model(fronts.client(enter=False), TEXT_MODEL, timeout=30)
+    assert model("enters the client")
+    raw = fronts.raw(model)
+    twin = copy.copy(raw)
+    assert twin is not raw
+    assert twin.client is raw.client
+    assert twin.timeout == 30
+    assert fronts.run(twin("from the copy"))
+    if fronts.front == "async":
+        fronts.run(twin.close())  # not the owner: the client stays open
+        assert model("still open")
+        fronts.run(raw.close())

@@ -151,21 +151,6 @@ def test_a_model_unloaded_again_on_the_retry_says_why_and_what_to_do(
     assert model("the next call loads it again") == "a whole answer"
 
 
-def test_a_stream_whose_text_was_shown_is_not_asked_again(
-    make_model: MakeModel, slow_emulator: LMStudioEmulator
-) -> None:
-    emulator = slow_emulator
-    emulator.script(TEXT_MODEL, ["word " * 200])
-    stream = iter(make_model(TEXT_MODEL).stream("Long story please"))
-    next(stream)
-    emulator.unload(TEXT_MODEL)
-    with pytest.raises(LMStudioPredictionError, match=r"part of the reply had been given") as info:
-        for _ in stream:
-            pass
-    assert "server log" not in str(info.value)
-    assert len(emulator.predictions) == 1
-
-
 def test_a_stream_unloaded_before_its_first_fragment_is_asked_again(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

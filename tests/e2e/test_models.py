@@ -228,6 +228,10 @@ def test_a_reply_cut_short_by_an_unload_raises(
         for _ in stream:
             pass
     assert info.value.model == TEXT_MODEL
+    # Part of it was shown: not asked again, and said so (not "see the server log").
+    assert "part of the reply had been given" in str(info.value)
+    assert "server log" not in str(info.value)
+    assert len(emulator.predictions) == 1
     assert emulator.predictions[-1].stop_reason == "modelUnloaded"
 
 

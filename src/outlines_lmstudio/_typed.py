@@ -8,8 +8,11 @@ types and with ``jsonschema`` for dict/str schemas.
 
 from __future__ import annotations
 
+import collections
 import copy
+import dataclasses
 import json
+import math
 import re
 import threading
 import typing
@@ -125,6 +128,68 @@ def _not_json(name: str) -> Any:
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A surrogate as a character: the SDK reads LM Studio's ``\\ud800`` escape into one."""
+
+_NUMBER_MARKS = bytes.maketrans(b"0123456789E", b"0000000000e")
+
+
+def _may_overflow(raw: str) -> bool:
+    """Return whether a reply may hold a number too large for a float (``1e400``, ``10**400``).
+
+    Such a number has an exponent of three digits or more, or 309 digits in a row; a hit
+    (``e+400``, or ``abe1234`` in a string) is confirmed on the value (`_non_finite_at`).
+    ``bytes.translate`` and two substring searches cost about a nanosecond per character,
+    where a regular expression for the same cost forty (measured); most replies are ASCII,
+    whose UTF-8 form is a copy.
+    """
+    marks = raw.encode("utf-8", "surrogatepass").translate(_NUMBER_MARKS, b"+")
+    return b"e000" in marks or b"0" * 309 in marks
+
+
+def _non_finite_at(value: Any) -> str | None:
+    """Return where a validated value holds a float that is NaN or infinite, else ``None``.
+
+    The walk looks into what a reply validates to (dicts, lists, tuples, sets, Pydantic
+    models and dataclasses); a float inside another object is its own class's business.
+    """
+    stack: list[tuple[str, Any]] = [("(root)", value)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, float):
+            if not math.isfinite(node):
+                return path
+            continue
+        if isinstance(node, dict):
+            items: Any = node.items()
+        elif isinstance(node, list | tuple | set | frozenset | collections.deque):
+            items = enumerate(node)
+        elif isinstance(node, pydantic.BaseModel):
+            items = [*vars(node).items(), *(node.__pydantic_extra__ or {}).items()]
+        elif dataclasses.is_dataclass(node) and not isinstance(node, type):
+            items = [(f.name, getattr(node, f.name)) for f in dataclasses.fields(node)]
+        else:
+            continue
+        at = "" if path == "(root)" else f"{path}."
+        stack.extend((f"{at}{key}", item) for key, item in items)
+    return None
+
+
+def _refuse_non_finite(value: Any) -> None:
+    """Refuse a value holding NaN or infinity: JSON numbers are finite.
+
+    Found by a probe: ``1e400`` (and a 400-digit integer for a ``float`` field) overflow to
+    ``inf``, and Pydantic's lax mode read ``"NaN"`` as a float; the docs promise
+    ``ParseError``. Pydantic's ``allow_inf_nan=False`` cannot be set on a user's model.
+    """
+    path = _non_finite_at(value)
+    if path is not None:
+        raise _Invalid(
+            [
+                f"{path}: the number is not finite (NaN, or too large for a float); "
+                "JSON numbers are finite"
+            ]
+        )
 
 
 def _refuse_lone_surrogates(value: Any) -> None:
@@ -138,7 +203,7 @@ def _refuse_lone_surrogates(value: Any) -> None:
     except UnicodeEncodeError as exc:
         raise _Invalid(
             [
-                "(root): the reply holds a lone surrogate escape (half of a UTF-16 pair), "
+                "(root): the reply holds a lone surrogate (half of a UTF-16 pair), "
                 "which is not Unicode text"
             ]
         ) from exc
@@ -180,6 +245,14 @@ class Validator(msgspec.Struct, frozen=True):
     decode
         For a grammar-mode ``Choice``: the item a valid text stands for (``"2"`` is the
         item ``2``), so ``parse`` returns what it returns without grammar mode.
+    by_name
+        Pydantic's ``by_name`` for the adapter (`_named_by_path`).
+    strict
+        Pydantic's ``strict`` for the adapter: ``True`` unless the type asks for lax
+        mode itself (`_lax_by_choice`).
+    floats
+        Whether the adapter's values may hold a float (`_holds_floats`), so NaN and
+        infinity are looked for.
     """
 
     output_type: Any
@@ -190,6 +263,8 @@ class Validator(msgspec.Struct, frozen=True):
     unfinished: Callable[[str], bool] | None = None
     decode: Callable[[str], Any] | None = None
     by_name: bool | None = None
+    strict: bool | None = None
+    floats: bool = True
 
     def _schema_errors(self, schema: dict[str, Any], value: Any) -> list[str]:
         try:
@@ -231,7 +306,7 @@ class Validator(msgspec.Struct, frozen=True):
                 # The core validator itself: `TypeAdapter.validate_json` only checks the
                 # by_alias / by_name pair, one Python call more on each reply.
                 value = self.adapter.validator.validate_json(
-                    raw, by_alias=True, by_name=self.by_name
+                    raw, strict=self.strict, by_alias=True, by_name=self.by_name
                 )
             except pydantic.ValidationError as exc:
                 raise _Invalid(
@@ -240,8 +315,11 @@ class Validator(msgspec.Struct, frozen=True):
                         for e in exc.errors()
                     ]
                 ) from exc
-            if "NaN" in raw or "Infinity" in raw:  # Pydantic reads these literals: JSON has none
-                _refuse_non_json_numbers(raw)
+            if self.floats:
+                if "NaN" in raw or "Infinity" in raw:  # Pydantic reads these: JSON has none
+                    _refuse_non_json_numbers(raw)
+                if self.strict is None or _may_overflow(raw):  # lax: "nan" is a float
+                    _refuse_non_finite(value)
             return value
         if self.grammar is not None:
             problems = self.grammar(raw)
@@ -260,8 +338,12 @@ class Validator(msgspec.Struct, frozen=True):
                 raise _Invalid([too_long]) from exc
             except RecursionError as exc:
                 raise _Invalid(["(root): the reply is nested too deeply to be read"]) from exc
-            if "\\u" in raw and _SURROGATE_ESCAPE.search(raw):
+            if ("\\u" in raw and _SURROGATE_ESCAPE.search(raw)) or (
+                not raw.isascii() and _SURROGATE.search(raw)  # isascii is a flag: free
+            ):
                 _refuse_lone_surrogates(value)
+            if _may_overflow(raw):
+                _refuse_non_finite(value)
             errors = self._schema_errors(self.schema, value)
             if errors:
                 raise _Invalid(errors)
@@ -364,7 +446,55 @@ def validator_for(plan: OutputPlan) -> Validator:
         adapter = _adapter(output_type, order)
     except TypeError:  # unhashable type object: build it uncached
         adapter = pydantic.TypeAdapter(_python_type(output_type))
-    return Validator(output_type, adapter=adapter, by_name=_named_by_path(adapter.core_schema))
+    core_schema = adapter.core_schema
+    return Validator(
+        output_type,
+        adapter=adapter,
+        by_name=_named_by_path(core_schema),
+        strict=None if _lax_by_choice(core_schema) else True,
+        floats=_holds_floats(core_schema),
+    )
+
+
+def _core_nodes(core_schema: object) -> typing.Iterator[dict[str, Any]]:
+    """Yield each dict of a Pydantic core schema once (it may hold cycles)."""
+    stack, seen = [core_schema], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            yield node
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+
+
+def _lax_by_choice(core_schema: object) -> bool:
+    """Return whether a type asks for lax validation itself (``strict=False`` anywhere).
+
+    Replies are validated in Pydantic's strict mode, as the JSON schema sent allows no
+    coercion (``"3"`` or ``true`` for an integer). Pydantic's ``strict=True`` at
+    validation time overrides a model's or a field's own ``strict=False``, so a type
+    that says ``strict=False`` (in its config or on a field) is validated in lax mode
+    as a whole: the user's explicit choice wins.
+    """
+    return any(node.get("strict") is False for node in _core_nodes(core_schema))
+
+
+def _holds_floats(core_schema: object) -> bool:
+    """Return whether a type's values may hold a float read from the reply.
+
+    Only a ``float`` (or ``Any``: a bare ``list``, ``dict[str, Any]``, a model's extra
+    fields) can hold NaN or infinity; a type without one (``Person`` of a ``str`` and an
+    ``int``) needs no check of non-finite numbers. A ``Decimal`` refuses them itself.
+    """
+    return any(
+        node.get("type") in ("float", "any")
+        or "allow" in (node.get("extra_fields_behavior"), node.get("extra_behavior"))
+        for node in _core_nodes(core_schema)
+    )
 
 
 def _named_by_path(core_schema: object) -> bool | None:
@@ -377,21 +507,12 @@ def _named_by_path(core_schema: object) -> bool | None:
     core schema's ``validation_alias`` entries: a path is a list of keys and indexes, and
     choices a list of such lists; a one-key entry is a property name.
     """
-    stack, seen = [core_schema], set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, dict):
-            alias = node.get("validation_alias")
-            if isinstance(alias, list) and alias:
-                choices = alias if isinstance(alias[0], list) else [alias]
-                if not any(len(c) == 1 and isinstance(c[0], str) for c in choices):
-                    return True
-            stack.extend(node.values())
-        elif isinstance(node, list | tuple):
-            stack.extend(node)
+    for node in _core_nodes(core_schema):
+        alias = node.get("validation_alias")
+        if isinstance(alias, list) and alias:
+            choices = alias if isinstance(alias[0], list) else [alias]
+            if not any(len(c) == 1 and isinstance(c[0], str) for c in choices):
+                return True
     return None
 
 

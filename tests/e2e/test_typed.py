@@ -1,6 +1,7 @@
 """parse / parse_stream end to end through the real SDK and the emulator."""
 
 import dataclasses
+import datetime
 import decimal
 import itertools
 import json
@@ -389,9 +390,12 @@ def test_parse_stream_of_a_reply_with_a_lone_surrogate_ends_as_parse_does(
     assert info.value.raw == reply
     with pytest.raises(ParseError, match="unicode"):
         model.parse("q", Person)
-    emulator.script(TEXT_MODEL, [reply, reply])
-    values = list(model.parse_stream("q", schema))
-    assert values[-1] == model.parse("q", schema) == {"name": "A\ud800b", "age": 1}
+    emulator.script(TEXT_MODEL, [reply, reply])  # a schema given as data refuses it too
+    with pytest.raises(ParseError, match="lone surrogate") as info:
+        list(model.parse_stream("q", schema))
+    assert info.value.raw == reply
+    with pytest.raises(ParseError, match="lone surrogate"):
+        model.parse("q", schema)
 
 
 def test_parse_stream_of_a_reply_nested_too_deeply_ends_as_parse_does(
@@ -606,3 +610,133 @@ def test_types_outlines_has_no_regex_for_are_json_documents(
     structured = emulator.predictions[-1].structured
     assert structured is not None
     jsonschema.validate(json.loads(reply), structured["jsonSchema"])
+
+
+class _Reading(pydantic.BaseModel):
+    x: float
+
+
+_NUMBER_SCHEMA = {"type": "object", "properties": {"x": {"type": "number"}}, "required": ["x"]}
+
+
+@pytest.mark.parametrize(
+    ("output_type", "reply"),
+    [
+        (_Reading, '{"x": "NaN"}'),
+        (_Reading, '{"x": "-Infinity"}'),
+        (_Reading, '{"x": 1e400}'),
+        (_Reading, '{"x": -1E+309}'),
+        (_Reading, '{"x": 1' + "0" * 400 + "}"),
+        (list[float], "[1.5, 2e308]"),
+        (_NUMBER_SCHEMA, '{"x": 1e400}'),
+        ({"type": "array"}, "[1, [2, -1.8e308]]"),
+    ],
+)
+def test_parse_refuses_numbers_that_are_not_finite(
+    make_model: MakeModel, emulator: LMStudioEmulator, output_type: Any, reply: str
+) -> None:
+    """Found by a probe: only the bare ``NaN`` literal was refused; ``"NaN"`` (read by
+    Pydantic's lax mode) and numbers too large for a float (``1e400``, read as ``inf``)
+    came back as values, though the docs promise ParseError. They are re-asked."""
+    emulator.script(TEXT_MODEL, [reply, "[1.5]" if reply[0] == "[" else '{"x": 1.5}'])
+    model = make_model(TEXT_MODEL)
+    value = model.parse("q", output_type, retries=1)
+    assert value in (_Reading(x=1.5), [1.5], {"x": 1.5})
+    assert len(emulator.predictions) == 2
+    emulator.script(TEXT_MODEL, [reply])
+    with pytest.raises(ParseError, match=r"not finite|valid number"):
+        model.parse("q", output_type)
+
+
+def test_parse_keeps_finite_numbers_and_text_that_looks_like_them(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """The check of non-finite numbers refuses values, not what their text looks like."""
+
+    class Row(pydantic.BaseModel):
+        x: float
+        n: int
+        note: str
+
+    big = "1" + "0" * 400
+    emulator.script(TEXT_MODEL, [f'{{"x": 1.5e308, "n": {big}, "note": "1e400 NaN inf"}}'])
+    row = make_model(TEXT_MODEL).parse("q", Row)
+    assert row == Row(x=1.5e308, n=10**400, note="1e400 NaN inf")
+    emulator.script(TEXT_MODEL, [f'{{"n": {big}, "s": "-Infinity 2e999"}}'])
+    assert make_model(TEXT_MODEL).parse("q", {"type": "object"}) == {
+        "n": 10**400,
+        "s": "-Infinity 2e999",
+    }
+
+
+class _Count(pydantic.BaseModel):
+    n: int
+
+
+class _Flag(pydantic.BaseModel):
+    ok: bool
+
+
+class _When(pydantic.BaseModel):
+    when: datetime.datetime
+
+
+@pytest.mark.parametrize(
+    ("output_type", "reply"),
+    [
+        (_Count, '{"n": true}'),
+        (_Count, '{"n": "3"}'),
+        (_Count, '{"n": 9007199254740993.0}'),
+        (_Flag, '{"ok": "off"}'),
+        (_Flag, '{"ok": 1}'),
+        (_When, '{"when": 1700000000}'),
+        (int, "true"),
+        (bool, '"yes"'),
+    ],
+)
+def test_parse_coerces_no_value_the_schema_sent_forbids(
+    make_model: MakeModel, emulator: LMStudioEmulator, output_type: Any, reply: str
+) -> None:
+    """Found by a probe: Pydantic's lax mode turned ``true`` into ``1``, ``"off"`` into
+    ``False``, a number into a datetime, which the schema sent forbids and a schema given
+    as data refused. Replies are validated in strict mode, as instructor does."""
+    emulator.script(TEXT_MODEL, [reply])
+    with pytest.raises(ParseError):
+        make_model(TEXT_MODEL).parse("q", output_type)
+
+
+def test_a_type_that_asks_for_lax_mode_gets_it(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Pydantic's strict=True at validation time overrides a model's or field's own
+    ``strict=False``: such a type is validated in lax mode, as its author chose."""
+
+    class Loose(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(strict=False)
+        n: int
+
+    class LooseField(pydantic.BaseModel):
+        n: int = pydantic.Field(strict=False)
+        m: int
+
+    model = make_model(TEXT_MODEL)
+    emulator.script(TEXT_MODEL, ['{"n": "3"}'])
+    assert model.parse("q", Loose) == Loose(n=3)
+    emulator.script(TEXT_MODEL, ['{"n": "3", "m": 4}'])
+    assert model.parse("q", LooseField) == LooseField(n=3, m=4)
+
+
+def test_a_lone_surrogate_character_is_refused_on_the_schema_path(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: the SDK reads LM Studio's ``\\ud800`` escape into a character,
+    which the schema path returned (it looked for the escape only) and the value then
+    failed to encode; Pydantic refuses it. Both re-ask."""
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    for output_type in (schema, Person):
+        emulator.script(TEXT_MODEL, ['{"name": "a\ud800b"}', '{"name": "Ab", "age": 1}'])
+        value = make_model(TEXT_MODEL).parse("q", output_type, retries=1)
+        assert value in ({"name": "Ab", "age": 1}, Person(name="Ab", age=1))
+        emulator.script(TEXT_MODEL, ['{"name": "a\ud800b"}'])
+        with pytest.raises(ParseError):
+            make_model(TEXT_MODEL).parse("q", output_type)

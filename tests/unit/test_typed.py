@@ -4,8 +4,9 @@ import json
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 import pydantic
 import pytest
@@ -423,3 +424,43 @@ def test_a_cfg_reply_cut_by_a_stop_string_it_could_hold_is_not_taken() -> None:
     assert not ok
     assert "the stop string 'b'" in errors[0]
     assert check_reply(validator, "a", "stopStringFound", 1, False, ("!",))[0]
+
+
+class _Extra(pydantic.BaseModel, extra="allow"):
+    name: str
+
+
+class _Point(typing.NamedTuple):
+    x: float
+    y: float
+
+
+class _Pair(pydantic.BaseModel):
+    pair: tuple[int, float]
+    tags: frozenset[float] = frozenset()
+
+
+@pytest.mark.parametrize(
+    ("output_type", "raw", "where"),
+    [
+        (_Reading, '{"celsius": 1e400}', "celsius"),
+        (_Point, "[1.5, -1e999]", "1"),
+        (list[_Reading], '[{"celsius": 1}, {"celsius": 1e999}]', "1.celsius"),
+        (tuple[float, ...], "[1, 2e308]", "1"),
+        (dict[str, Any], '{"a": [{"b": 1e400}]}', "a.0.b"),
+        (_Extra, '{"name": "x", "y": 1e400}', "y"),
+        (_Pair, '{"pair": [1, 1' + "0" * 309 + "]}", "pair.1"),
+        (_Pair, '{"pair": [1, 2], "tags": [1e400]}', "tags.0"),
+        # Pydantic's lax mode reads "-inf" as a float: a type that asks for lax mode
+        (list[Annotated[float, pydantic.Field(strict=False)] | None], '[null, "-inf"]', "1"),
+        (float, "1e400", "(root)"),
+    ],
+)
+def test_a_non_finite_number_is_found_wherever_the_value_holds_it(
+    output_type: Any, raw: str, where: str
+) -> None:
+    """Numbers too large for a float are read as infinity, in any container Pydantic
+    builds; the error names where."""
+    with pytest.raises(_Invalid, match="not finite") as info:
+        validator_for(plan_output(output_type)).validate(raw)
+    assert info.value.errors[0].startswith(f"{where}: ")

@@ -189,17 +189,20 @@ class ModelApi(Common):
     def __copy__(self) -> Self:
         """Return another model on the same client, with the same settings.
 
-        The copy shares the client and its connection; on `AsyncLMStudio` it does not own
-        the client (its ``close()`` leaves it open), as a second model made with
-        `from_lmstudio` on that client would.
+        Made as `from_lmstudio` makes one, not by copying this one's state: the copy has its
+        own batch pool and fork bookkeeping, and does not own a client this model entered
+        (its ``close()`` leaves it open), as a second model on that client would not.
         """
-        copied = type(self).__new__(type(self))
-        vars(copied).update(vars(self))
-        copied._copied()
+        copied = type(self)(
+            self.client,
+            self.model_name,
+            max_concurrency=self.max_concurrency,
+            timeout=self.timeout,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+        )
+        copied._adapter = self._adapter  # grammar, strict_schema or an assigned adapter
         return copied
-
-    def _copied(self) -> None:
-        """Make a shallow copy (``self``) a model of its own (a front's hook)."""
 
     def _no_copy(self, what: str) -> str:
         name = type(self).__name__

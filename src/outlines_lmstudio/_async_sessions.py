@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
-import threading
 import time
-import warnings
-import weakref
 from types import TracebackType
 from typing import Any, Self
 
@@ -43,92 +39,12 @@ class _Entering:
     failed
         Why the client cannot be used again (a connection not completed in time, after
         which it was closed), if so.
-    loop
-        The event loop a model entered the client in, if one did.
-    users
-        The models on the client not yet garbage-collected (under ``guard``: a model may
-        be collected in any thread).
-    orphaned
-        Whether the model that entered the client was collected without closing it, while
-        other models on the client were still alive (the last of them closes it).
     """
 
     def __init__(self) -> None:
         self.lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self.future: asyncio.Future[None] | None = None
         self.failed: BaseException | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.users = 0
-        self.orphaned = False
-        self.guard = threading.Lock()
-
-
-class _Use:
-    """One model's use of its client: whether it owns it (entered it, not closed it yet).
-
-    Kept apart from the model so that the model's finalizer (`_dropped`) can read it
-    without holding the model alive.
-    """
-
-    __slots__ = ("owns",)
-
-    def __init__(self) -> None:
-        self.owns = False
-
-
-_CLOSING: set[asyncio.Task[None]] = set()
-"""The closes of dropped models' clients under way (a reference keeps each task alive)."""
-
-
-def _dropped(entry: _Entering, client: lms.AsyncClient, use: _Use) -> None:
-    """Finalize a collected model: close the client it entered if no other model uses it.
-
-    Called by ``weakref.finalize`` in whichever thread collected the model, so it never
-    blocks: the close is scheduled on the client's event loop (``call_soon_threadsafe``),
-    and nothing is done at interpreter shutdown or once that loop has ended (which closed
-    the client). The ``ResourceWarning`` comes last: under ``-W error`` it is raised, and
-    Python reports it as an exception ignored in the finalizer.
-    """
-    with entry.guard:
-        entry.users -= 1
-        if use.owns:
-            use.owns = False
-            entry.orphaned = True
-        if not entry.orphaned or entry.users:
-            return
-        entry.orphaned = False
-    loop = entry.loop
-    if sys.is_finalizing() or loop is None or loop.is_closed() or client_closed(client):
-        return
-    try:
-        loop.call_soon_threadsafe(_close_dropped, client)
-    except RuntimeError:  # the loop closed meanwhile: so did the client
-        return
-    warnings.warn(
-        "An AsyncLMStudio model that entered its lmstudio.AsyncClient "
-        f"({getattr(client, 'api_host', None)}) was garbage-collected without close(), and "
-        "no model on that client is left: the client is being closed now. Close the model "
-        "when done with it (await model.close(), or async with model), or enter the client "
-        "yourself (async with lmstudio.AsyncClient(...) as client) and close it when done.",
-        ResourceWarning,
-        stacklevel=1,
-    )
-
-
-def _close_dropped(client: lms.AsyncClient) -> None:
-    """Start closing a dropped model's client (in its event loop)."""
-    task = asyncio.ensure_future(_aclose(client))
-    _CLOSING.add(task)
-    task.add_done_callback(_CLOSING.discard)
-    task.add_done_callback(retrieve_error)
-
-
-async def _aclose(client: lms.AsyncClient) -> None:
-    """Forget a client's cached handles and images, and close it unless it is closed."""
-    ASYNC_HANDLES.clear(client)
-    ASYNC_IMAGES.clear(client)
-    if not client_closed(client):
-        await client.aclose()
 
 
 _ENTERING: PerClient[_Entering] = PerClient()
@@ -141,9 +57,7 @@ class AsyncSessions(ModelApi):
     """What `AsyncLMStudio` does with its client, apart from predicting.
 
     Every model on one client enters it through the same `_Entering`: once, whichever
-    model's call comes first; that model owns the client (`close` closes it). A model
-    collected while it owns the client closes it (`_dropped`), once no other model on the
-    client is left.
+    model's call comes first; that model owns the client (`close` closes it).
     """
 
     client: lms.AsyncClient
@@ -152,20 +66,7 @@ class AsyncSessions(ModelApi):
         super().__init__(client, *args, **options)
         self._entry = _ENTERING.setdefault(client, _Entering())
         self._ready = False
-        self._use = self._join()
-
-    def _join(self) -> _Use:
-        """Count this model among its client's users until it is garbage-collected."""
-        use = _Use()
-        with self._entry.guard:
-            self._entry.users += 1
-        # Not at exit: the interpreter ending ends the connections too.
-        weakref.finalize(self, _dropped, self._entry, self.client, use).atexit = False
-        return use
-
-    def _copied(self) -> None:
-        """Make this copy a user of the client that does not own it (see `ModelApi.__copy__`)."""
-        self._use = self._join()
+        self._owns_client = False
 
     def _lock(self) -> asyncio.Lock:
         """Return the client's lock that guards entering and closing, one per event loop.
@@ -225,8 +126,7 @@ class AsyncSessions(ModelApi):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.client.aclose(), self.connect_timeout)
                 raise self._connect_error(exc) from exc
-            self._use.owns = True
-            self._entry.loop = asyncio.get_running_loop()
+            self._owns_client = True
         self._ready = True
 
     async def close(self) -> None:
@@ -238,9 +138,12 @@ class AsyncSessions(ModelApi):
             if (entering := self._pending_entering()) is not None:
                 with contextlib.suppress(Exception):  # its caller left: it is ours to finish
                     await asyncio.shield(entering)
-            if self._use.owns:
-                self._use.owns = False
-                await _aclose(self.client)
+            if self._owns_client:
+                self._owns_client = False
+                ASYNC_HANDLES.clear(self.client)
+                ASYNC_IMAGES.clear(self.client)
+                if not client_closed(self.client):
+                    await self.client.aclose()
             self._ready = False
 
     async def __aenter__(self) -> Self:

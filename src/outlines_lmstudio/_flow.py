@@ -532,12 +532,24 @@ _CHOICE_HINT = (
 )
 
 
-def _refusal(request: Request, traits: ModelTraits, identifier: str) -> Exception | None:
-    """Return the error refusing images for a model without vision, or grammar off llama.cpp."""
+def _refusal(
+    request: Request, traits: ModelTraits, identifier: str, *, sent: bool = False
+) -> Exception | None:
+    """Return the error refusing images for a model without vision, or grammar off llama.cpp.
+
+    ``sent``: the request went out and LM Studio refused it (the cached traits let it
+    through); else it is refused before anything is sent.
+    """
     if request.prompt.image_count and not traits.vision:
+        count = request.prompt.image_count
+        what = (
+            f"LM Studio refused the {count} image(s)"
+            if sent
+            else f"the {count} image(s) were not sent"
+        )
         return UnsupportedInputError(
             f"{identifier!r} does not accept images: LM Studio reports no vision support for "
-            f"it (the {request.prompt.image_count} image(s) were not sent). Use a vision "
+            f"it ({what}). Use a vision "
             "model (`outlines-lmstudio models --capability vision` lists them), or send "
             "text only."
         )
@@ -545,7 +557,7 @@ def _refusal(request: Request, traits: ModelTraits, identifier: str) -> Exceptio
         is_choice = isinstance(request.plan.output_type, Choice)
         return UnsupportedOutputTypeError(
             f"A llama.cpp GBNF grammar (grammar mode, or config['structured'] of type 'gbnf') "
-            f"was to be sent, but {identifier!r} is a "
+            f"was {'sent' if sent else 'to be sent'}, but {identifier!r} is a "
             f"{traits.format!r} model (not GGUF), whose engine does not take GBNF. Use a GGUF "
             f"model, or express the constraint as a JSON schema{_CHOICE_HINT * is_choice}."
         )
@@ -816,16 +828,18 @@ def predict(
                 if again:
                     unloaded = True
                     continue
-            elif stage == "predict" and traits is not None and not call.stopped:
+            elif stage == "predict" and traits is not None and not (sink.emitted or call.stopped):
                 # LM Studio refused what the cached traits let through: if the model behind
-                # the identifier changed, say so as our check would have (not once the caller
-                # left: nothing more is asked then).
+                # the identifier changed, say so as our check would have. Only while nothing
+                # was shown and the caller is there (a review: a stream failing after its
+                # text, or a caller gone, asked LM Studio again for nothing).
                 try:
                     traits = yield ModelInfo(handle, fresh=True)
                 except (lms.LMStudioError, OutlinesLMStudioError):
                     pass  # LM Studio's own error stands
                 else:
-                    if (refused := _refusal(request, traits, handle.identifier)) is not None:
+                    refused = _refusal(request, traits, handle.identifier, sent=True)
+                    if refused is not None:
                         raise refused from exc
             raise errors(exc, request.key, stage) from exc
         result = call.reader.result()

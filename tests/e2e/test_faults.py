@@ -275,7 +275,7 @@ def test_a_sync_stream_resumed_after_its_client_closed_fails_cleanly(
 
 
 _FORK_SCRIPT = """
-import os, sys
+import copy, os, sys
 import lmstudio as lms
 from outlines_lmstudio import from_lmstudio
 
@@ -283,12 +283,14 @@ with lms.Client(sys.argv[1]) as client, lms.Client(sys.argv[1]) as other:
     model = from_lmstudio(client, sys.argv[2])
     model("in the parent")
     other.llm.list_loaded()  # used in the parent, but never through a model
+    twin = copy.copy(model)
     calls = {
         "call": lambda: model("in the child"),
         "timeout": lambda: model("in the child", timeout=30),
         "stream": lambda: list(model.stream("in the child")),
         "batch": lambda: model.batch(["in the child"] * 2),
         "model made in the child": lambda: from_lmstudio(other, sys.argv[2])("in the child"),
+        "copy": lambda: twin("in the child", timeout=20),
     }
     for name, call in calls.items():
         pid = os.fork()
@@ -310,7 +312,8 @@ def test_a_forked_child_using_its_parents_client_is_refused_at_once(
 ) -> None:
     """Its websocket thread does not exist in the child: a call waited forever (found by a
     probe), also through a model made in the child on a client the parent never called a
-    model through (found by a review)."""
+    model through, and through a ``copy.copy`` of a model made in the parent (it waited out
+    its timeout: each found by a review)."""
     result = subprocess.run(
         [sys.executable, "-c", _FORK_SCRIPT, emulator.api_host, TEXT_MODEL],
         capture_output=True,
@@ -321,7 +324,7 @@ def test_a_forked_child_using_its_parents_client_is_refused_at_once(
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     refused = "LMStudioConnectionError The lmstudio client this model uses was made in another"
-    names = ("call", "timeout", "stream", "batch", "model made in the child")
+    names = ("call", "timeout", "stream", "batch", "model made in the child", "copy")
     assert len(lines) == len(names) + 1, result.stdout
     for name, line in zip(names, lines, strict=False):
         assert line.startswith(f"{name} {refused}"), line

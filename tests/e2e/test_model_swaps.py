@@ -18,7 +18,7 @@ from outlines_lmstudio import (
     UnsupportedOutputTypeError,
     from_lmstudio,
 )
-from outlines_lmstudio.testing import EmulatedModel, LMStudioEmulator, Prediction
+from outlines_lmstudio.testing import EmulatedModel, Fault, LMStudioEmulator, Prediction
 
 from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
 from .fronts import Fronts
@@ -98,6 +98,22 @@ def test_a_reply_from_another_model_replaces_the_cached_traits(
     assert model(["describe", png_image()], max_tokens=3)  # no refusal, nothing asked
     assert endpoint_count(emulator, "getModelInfo") == infos
     assert emulator.predictions[-1].images  # sent, and answered
+
+
+def test_an_image_stream_failing_after_its_text_asks_nothing_more(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """A failure after text was shown is not a refusal: no model info is asked again (a
+    review: any failure of an image or grammar call asked LM Studio for fresh traits)."""
+    model = fronts.model(fronts.client(), VISION_MODEL)
+    assert model(["describe", png_image()], max_tokens=3)
+    infos = endpoint_count(emulator, "getModelInfo")
+    emulator.add_fault(Fault("predict", "error", after_fragments=3))
+    stream = iter(model.stream(["describe", png_image()], max_tokens=20))
+    assert next(stream)  # text was shown
+    with pytest.raises(LMStudioPredictionError):
+        list(stream)
+    assert endpoint_count(emulator, "getModelInfo") == infos
 
 
 # -- a model unloaded while it answers ---------------------------------------------------------

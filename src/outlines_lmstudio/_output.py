@@ -353,7 +353,20 @@ def check_json_schema(schema: object, *, meta: bool = True) -> dict[str, Any]:
             f"against the {validator.__name__.removesuffix('Validator')} meta-schema."
         ) from exc
     _check_structure(schema)
+    _check_patterns(schema)
     return schema
+
+
+def _check_patterns(schema: dict[str, Any]) -> None:
+    """Refuse a pattern replies could not be checked against in linear time (`_search`)."""
+    from ._search import UnsearchablePatternError, check_patterns
+
+    try:
+        check_patterns(schema)
+    except UnsearchablePatternError as exc:
+        raise InvalidSchemaError(
+            f"Invalid JSON schema: the pattern {exc.pattern!r:.200} is refused: {exc.reason}."
+        ) from exc
 
 
 _JS_ONLY = (

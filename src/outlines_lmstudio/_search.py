@@ -1,4 +1,4 @@
-"""JSON-schema pattern keywords checked in linear time (pure, no I/O).
+r"""JSON-schema pattern keywords checked in linear time (pure, no I/O).
 
 jsonschema checks ``pattern``, ``patternProperties`` and ``additionalProperties`` (which
 reads ``patternProperties``) with Python's ``re``, a backtracking engine: a reply that
@@ -7,7 +7,12 @@ letters), in the caller's thread, where no ``timeout=`` can stop it. A model may
 a reply wherever an engine leaves a pattern loose. `linear_time` gives a validator class
 whose three keywords search with the Rust ``regex`` crate instead, the engine Pydantic
 validates patterns with (through ``pydantic_core``), which runs in time linear in the text.
-A pattern that engine cannot read (syntax only Python's ``re`` has) is searched with ``re``.
+Syntax Rust reads otherwise than Python (``[[:alpha:]]``, ``&&``, ``\<``) is escaped so
+both read it alike. A pattern Rust's engine cannot compile (a lookaround, a backreference,
+or a program over its size limit: ``\w{1,300}`` is wide, ``\w`` being Unicode) is
+refused (`UnsearchablePatternError`): `check_patterns` finds it before anything is sent,
+since a fallback to ``re`` would bring the exponential time back. A subschema naming a
+draft of its own (``$schema``) is validated with that draft's class, made linear too.
 
 Why hand-written: jsonschema has no hook for the regex engine of its keywords; these three
 follow its own implementations (``jsonschema._keywords``), with the search replaced.
@@ -16,17 +21,25 @@ follow its own implementations (``jsonschema._keywords``), with the search repla
 from __future__ import annotations
 
 import functools
-import re
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import attrs
 import jsonschema
 from jsonschema.exceptions import ValidationError
 from pydantic_core import SchemaError, SchemaValidator, core_schema
 from pydantic_core import ValidationError as CoreValidationError
 
-__all__ = ["linear_time", "search"]
+__all__ = ["UnsearchablePatternError", "check_patterns", "linear_time", "search"]
+
+
+class UnsearchablePatternError(ValueError):
+    """A pattern the linear-time engine cannot compile: it is not searched with ``re``."""
+
+    def __init__(self, pattern: str, reason: str) -> None:
+        self.pattern = pattern
+        self.reason = reason
+        super().__init__(f"{pattern!r:.200}: {reason}")
 
 
 @functools.lru_cache(maxsize=512)
@@ -41,19 +54,33 @@ def search(pattern: str) -> Callable[[str], bool]:
     Returns
     -------
     Callable[[str], bool]
-        The search, in linear time unless the pattern needs Python's ``re``.
+        The search, in time linear in the text.
+
+    Raises
+    ------
+    UnsearchablePatternError
+        If Rust's regex cannot compile the pattern (a lookaround, a backreference, or a
+        program over its size limit).
     """
     try:
-        if _rust_reads_otherwise(pattern):
-            raise SchemaError("read otherwise by Rust's regex")
         checker = SchemaValidator(
-            core_schema.str_schema(pattern=pattern, regex_engine="rust-regex")
+            core_schema.str_schema(pattern=_for_rust(pattern), regex_engine="rust-regex")
         )
-    except SchemaError:  # syntax only Python's re reads (alike): its search, as jsonschema's
-        with warnings.catch_warnings():  # "Possible nested set": read as ECMA-262 reads it
-            warnings.simplefilter("ignore", FutureWarning)
-            compiled = re.compile(pattern)
-        return lambda text: compiled.search(text) is not None
+    except SchemaError as exc:
+        message = str(exc).splitlines()[-1].strip().removeprefix("SchemaError: ")
+        if "size limit" in message:
+            reason = (
+                f"{message}: the compiled program of the linear-time regex engine outgrows "
+                "its size limit (a bounded repeat of a wide class such as \\w{1,300} is "
+                "big; \\w, \\d and \\s are Unicode-wide). Write a smaller bound, a narrower "
+                "class ([A-Za-z0-9_]), or a repeat without bound"
+            )
+        else:
+            reason = (
+                f"the linear-time regex engine cannot read it ({message.removeprefix('error: ')}"
+                "), and Python's backtracking re could take exponential time on a reply"
+            )
+        raise UnsearchablePatternError(pattern, reason) from None
 
     def found(text: str) -> bool:
         try:
@@ -65,36 +92,64 @@ def search(pattern: str) -> Callable[[str], bool]:
     return found
 
 
+def check_patterns(schema: object) -> None:
+    """Compile every ``pattern`` and ``patternProperties`` key of a schema (see `search`).
+
+    Parameters
+    ----------
+    schema
+        A JSON schema.
+
+    Raises
+    ------
+    UnsearchablePatternError
+        For the first pattern `search` cannot compile.
+    """
+    from ._schema_walk import schema_nodes
+
+    for _, node in schema_nodes(schema):
+        if not isinstance(node, dict):
+            continue
+        if isinstance(node.get("pattern"), str):
+            search(node["pattern"])
+        if isinstance(node.get("patternProperties"), dict):
+            for pattern in node["patternProperties"]:
+                search(pattern)
+
+
 _RUST_ONLY_IN_CLASS = ("[", "&&", "--", "~~")
 """In a character class, Rust's regex reads these as a nested class, a POSIX class
 (``[[:alpha:]]``), an intersection, a difference and a symmetric difference; ECMA-262 and
 Python's ``re`` read their characters as members."""
 
 
-def _rust_reads_otherwise(pattern: str) -> bool:
-    r"""Whether Rust's regex would read ``pattern`` otherwise than Python's ``re`` does.
+def _for_rust(pattern: str) -> str:
+    r"""Return ``pattern`` with the syntax Rust reads otherwise than ``re`` escaped.
 
     Besides the class syntax above, ``\<`` and ``\>`` are word boundaries to Rust and the
-    characters ``<`` and ``>`` to Python.
+    characters ``<`` and ``>`` to Python. Escaping the first character of a pair keeps the
+    second as Python reads it (``--b``: ``\-`` then a range ending at ``b``).
     """
+    out: list[str] = []
     in_class = False
     i = 0
     while i < len(pattern):
         char = pattern[i]
         if char == "\\":
-            if pattern[i + 1 : i + 2] in ("<", ">"):
-                return True
+            escaped = pattern[i + 1 : i + 2]
+            out.append(escaped if escaped in ("<", ">") else pattern[i : i + 2])
             i += 2
             continue
         if in_class:
             if char == "]" and pattern[i - 1] != "[" and pattern[i - 2 : i] != "[^":
                 in_class = False
             elif pattern.startswith(_RUST_ONLY_IN_CLASS, i):
-                return True
+                char = "\\" + char
         elif char == "[":
             in_class = True
+        out.append(char)
         i += 1
-    return False
+    return "".join(out)
 
 
 def _pattern(
@@ -147,8 +202,12 @@ def _additional_properties(
 
 @functools.cache
 def linear_time(cls: type[jsonschema.protocols.Validator]) -> Any:
-    """Return ``cls`` with its pattern keywords searching in linear time (see the module)."""
-    return jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    """Return ``cls`` with its pattern keywords searching in linear time (see the module).
+
+    jsonschema validates a subschema naming a draft (``$schema``) with that draft's stock
+    class (``evolve`` looks it up): the class returned turns it into its linear form.
+    """
+    linear = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
         cls,
         {
             "pattern": _pattern,
@@ -156,3 +215,20 @@ def linear_time(cls: type[jsonschema.protocols.Validator]) -> Any:
             "additionalProperties": _additional_properties,
         },
     )
+    stock_evolve = linear.evolve
+    fields = [(f.name, f.alias) for f in attrs.fields(linear) if f.init]
+
+    def evolve(self: Any, **changes: Any) -> Any:
+        evolved = stock_evolve(self, **changes)
+        if type(evolved) in _LINEAR:
+            return evolved
+        stock: type[jsonschema.protocols.Validator] = type(evolved)
+        return linear_time(stock)(**{a: getattr(evolved, n) for n, a in fields})
+
+    linear.evolve = evolve
+    _LINEAR.add(linear)
+    return linear
+
+
+_LINEAR: set[type] = set()
+"""The classes `linear_time` made."""

@@ -9,7 +9,6 @@ types and with ``jsonschema`` for dict/str schemas.
 from __future__ import annotations
 
 import collections
-import copy
 import dataclasses
 import json
 import math
@@ -384,31 +383,6 @@ def _adapter(output_type: Any, order: object) -> pydantic.TypeAdapter[Any]:
     return pydantic.TypeAdapter(_portable_typeddicts(_python_type(output_type), {}))
 
 
-def _one_draft(schema: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Return ``schema`` without a subschema's ``$schema`` naming the root's own draft.
-
-    jsonschema validates a subschema that names a draft with that draft's stock class,
-    whose pattern keywords search with Python's backtracking ``re`` (see `_search`); the
-    same draft named again means nothing else. Another draft is left as it is.
-    """
-    if schema is None:
-        return None
-    from ._schema_walk import schema_nodes
-
-    root = schema.get("$schema", jsonschema.Draft202012Validator.META_SCHEMA["$id"])
-    same = {root, root.rstrip("#"), root.rstrip("#") + "#"} if isinstance(root, str) else set()
-    if not any(
-        pointer and isinstance(node, dict) and node.get("$schema") in same
-        for pointer, node in schema_nodes(schema)
-    ):
-        return schema
-    copied = copy.deepcopy(schema)
-    for pointer, node in schema_nodes(copied):
-        if pointer and isinstance(node, dict) and node.get("$schema") in same:
-            del node["$schema"]
-    return copied
-
-
 def validator_for(plan: OutputPlan) -> Validator:
     """Return the `Validator` for an output plan.
 
@@ -438,7 +412,7 @@ def validator_for(plan: OutputPlan) -> Validator:
     if isinstance(output_type, dict | str | JsonSchema) or type(output_type).__name__ == (
         "SchemaBuilder"
     ):
-        return Validator(output_type, schema=_one_draft(plan.full_schema or plan.schema))
+        return Validator(output_type, schema=plan.full_schema or plan.schema)
     try:
         # A class or None has no arguments to order (skipping the walk keeps calls cheap).
         plain = output_type is None or isinstance(output_type, type)

@@ -13,8 +13,10 @@ pydantic-core's exact meaning.
 No library parses partial JSON incrementally with pydantic's semantics (ijson
 streams events but drops the trailing string; jiter and pydantic-core parse
 whole texts), hence this scanner. It only tracks the structure: anything it
-does not expect (invalid JSON, text after the document) makes it hand every
-later text to ``from_json`` whole, which then decides, as before.
+does not expect (invalid JSON, text after the document) makes it hand the
+text to ``from_json`` whole, which then decides, as before, until its value can
+no longer change (an error before the end of the text, or a finished document):
+later fragments then cost nothing.
 """
 
 from __future__ import annotations
@@ -126,6 +128,10 @@ class PartialJson:
         self._pos = 0
         self._frames: list[_Frame] = []
         self._broken = False
+        # once broken, whether no later text can change the value (`_last`): parsing the
+        # whole text again on every fragment made a broken reply's stream quadratic
+        self._settled = False
+        self._last: Any = None
         self._done = False
         self._root: Any = None
         # the token being read: "" (none), "key", "string" or "scalar", from _start
@@ -138,6 +144,8 @@ class PartialJson:
     def feed(self, fragment: str) -> Any:
         """Add ``fragment`` to the text and return the partial value of the whole text."""
         self.text += fragment
+        if self._settled:
+            return self._last
         if not self._broken:
             try:
                 self._scan()
@@ -145,9 +153,17 @@ class PartialJson:
             except _Broken:
                 self._broken = True
         try:
-            return pydantic_core.from_json(self.text, allow_partial="trailing-strings")
-        except (ValueError, TypeError):  # TypeError: text with a lone surrogate
-            return None
+            value = pydantic_core.from_json(self.text, allow_partial="trailing-strings")
+        except TypeError:  # text with a lone surrogate, which later text keeps
+            value, self._settled = None, True
+        except ValueError as exc:
+            # An error before the end of the text (anything but EOF: a raw control
+            # character, a missing ":") stays whatever follows.
+            value, self._settled = None, not str(exc).startswith("EOF")
+        else:
+            self._settled = self._done  # the document is over: text after it is ignored
+        self._last = value
+        return value
 
     # -- scanning ---------------------------------------------------------------------
     def _finish(self, value: Any) -> None:

@@ -211,3 +211,40 @@ def test_every_split_of_unicode_escapes_keeps_the_guarantees(text: str, parts: i
             assert not parser._broken, fragments
             assert values[-1] == final, fragments
             assert all(grows_into(value, final) for value in shown), fragments
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet='{}[]":, 1-.truex\n\\', max_size=5), max_size=12))
+def test_same_values_on_text_that_stops_being_json(fragments: list[str]) -> None:
+    """A raw newline in a string, a stray letter, text after the document: the value stays
+    pydantic-core's once the parser stops parsing the whole text again."""
+    check(fragments)
+
+
+def test_text_that_can_no_longer_be_json_is_not_parsed_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every fragment after a broken place re-parsed the whole text: 19 s for a 341 kB
+    reply with a raw newline in a string (found by a probe)."""
+    parses: list[int] = []
+    real = pydantic_core.from_json
+
+    def counted(text: Any, **kwargs: Any) -> Any:
+        parses.append(len(text))
+        return real(text, **kwargs)
+
+    monkeypatch.setattr(pydantic_core, "from_json", counted)
+    items = [f'"line {i}"' for i in range(2_000)]
+    items[10] = '"a\nb"'  # a raw newline inside a string: a common model mistake
+    reply = '{"xs": [' + ", ".join(items) + "]}"
+    parser = PartialJson(whole_scalars=True)
+    for start in range(0, len(reply), 4):
+        assert parser.feed(reply[start : start + 4]) is None or start < 150
+    assert sum(1 for length in parses if length > 200) <= 1  # whole-text parses
+
+    parses.clear()  # after a finished document, text the model goes on with is ignored
+    parser = PartialJson()
+    assert parser.feed('{"a": 1} and then') == {"a": 1}
+    for _ in range(100):
+        assert parser.feed(" more words") == {"a": 1}
+    assert sum(1 for length in parses if length >= 17) == 1  # whole-text parses

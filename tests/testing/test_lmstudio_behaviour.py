@@ -1009,3 +1009,22 @@ def test_a_schema_a_document_matches_is_not_refused_as_impossible(schema: Any) -
     from outlines_lmstudio.testing._impossible import impossible
 
     assert impossible(schema) is None
+
+
+def test_a_reply_exactly_max_tokens_long_ends_on_the_limit(make_emulator: MakeEmulator) -> None:
+    """llama.cpp checks the token budget before the end of generation, as the emulator's
+    llama.cpp engine does; the synthetic engine said ``eosFound``, so a scripted
+    ``parse(..., int, max_tokens=1)`` returned 123 where LM Studio raises (found by a probe)."""
+    emulator = make_emulator(token_latency=0)
+    with lms.Client(emulator.api_host) as client:
+        model = client.llm.model(TEXT)
+        emulator.script(TEXT, ["123 is it"])
+        tokens = model.respond("q").stats.predicted_tokens_count
+        assert tokens is not None
+        results = []
+        for limit in (tokens, tokens + 1):
+            emulator.script(TEXT, ["123 is it"])
+            results.append(model.respond("q", config={"maxTokens": limit}))
+    assert results[0].content == "123 is it"
+    assert results[0].stats.stop_reason == "maxPredictedTokensReached"
+    assert results[1].stats.stop_reason == "eosFound"

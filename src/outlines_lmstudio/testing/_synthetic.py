@@ -167,6 +167,10 @@ def _cut(tokens: list[Fragment], config: dict[str, Any]) -> tuple[list[Fragment]
             # the cut can fall inside a fragment sent "earlier".
             at, stop = min(found, key=lambda hit: hit[0])
             return _prefix(out, at), "stopStringFound", stop
+    if max_tokens is not None and len(out) >= max_tokens:
+        # llama.cpp checks the budget after each token, before the end of generation: a
+        # reply exactly max_tokens long ends on the limit, as on the llama.cpp engine.
+        return out, "maxPredictedTokensReached", None
     return out, "eosFound", None
 
 

@@ -31,7 +31,7 @@ from ._formats import format_checker
 from ._inputs import ChatPrompt, Message, followed_by_answer
 from ._output import OutputPlan, argument_order, output_type_name
 from ._reasoning import unparsed_tags_hint
-from ._search import linear_time
+from ._search import UnsearchablePatternError, linear_time
 from .errors import (
     InvalidSchemaError,
     ParseError,
@@ -275,6 +275,10 @@ class Validator(msgspec.Struct, frozen=True):
             raise InvalidSchemaError(
                 f"The JSON schema has a reference that does not resolve inside it ({exc}); "
                 "references are never fetched."
+            ) from exc
+        except UnsearchablePatternError as exc:  # a schema no plan checked (see `_search`)
+            raise InvalidSchemaError(
+                f"The JSON schema's pattern {exc.pattern!r:.200} is refused: {exc.reason}."
             ) from exc
         except RecursionError:
             return ["(root): the reply is nested too deeply to be checked"]

@@ -201,3 +201,12 @@ def test_unique_items_of_many_objects_is_checked_in_one_pass() -> None:
     items: list[Any] = [{"k": i} for i in range(40_000)]
     assert json_validator(schema).is_valid(items)
     assert not json_validator(schema).is_valid([*items, {"k": 7.0}])
+
+
+def test_a_validator_built_without_a_plan_refuses_such_a_pattern_too() -> None:
+    from outlines_lmstudio._typed import Validator
+    from outlines_lmstudio.errors import InvalidSchemaError
+
+    schema = {"type": "string", "pattern": r"^(?=a)([a-z]+ ?)+$"}
+    with pytest.raises(InvalidSchemaError, match="look-around"):
+        Validator(schema, schema=schema).validate('"' + "a" * 40 + '!"')

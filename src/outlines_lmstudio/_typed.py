@@ -379,12 +379,37 @@ def _python_type(output_type: Any) -> Any:
     return output_type
 
 
+class _Adapted(typing.NamedTuple):
+    """A Pydantic adapter and what its core schema says, the `Validator` fields they give."""
+
+    adapter: pydantic.TypeAdapter[Any]
+    by_name: bool | None
+    strict: bool | None
+    floats: bool
+
+
+def _adapted(adapter: pydantic.TypeAdapter[Any]) -> _Adapted:
+    """Read an adapter's core schema for its `Validator` (three walks of the schema)."""
+    core_schema = adapter.core_schema
+    return _Adapted(
+        adapter,
+        by_name=_named_by_path(core_schema),
+        strict=None if _lax_by_choice(core_schema) else True,
+        floats=_holds_floats(core_schema),
+    )
+
+
 @lru_cache(maxsize=256)
-def _adapter(output_type: Any, order: object) -> pydantic.TypeAdapter[Any]:
-    """Build the Pydantic adapter of a type, once per type written alike (`argument_order`)."""
+def _adapter(output_type: Any, order: object) -> _Adapted:
+    """Build and read the Pydantic adapter of a type, once per type written alike.
+
+    Types written alike: `argument_order`. Cached with the adapter, its reading
+    (`_adapted`): `validator_for` runs on every call, and the walks of a 500-field
+    model's core schema took 1.6 ms a call (22 µs for a two-field one).
+    """
     from ._output import _portable_typeddicts
 
-    return pydantic.TypeAdapter(_portable_typeddicts(_python_type(output_type), {}))
+    return _adapted(pydantic.TypeAdapter(_portable_typeddicts(_python_type(output_type), {})))
 
 
 def validator_for(plan: OutputPlan) -> Validator:
@@ -421,16 +446,15 @@ def validator_for(plan: OutputPlan) -> Validator:
         # A class or None has no arguments to order (skipping the walk keeps calls cheap).
         plain = output_type is None or isinstance(output_type, type)
         order = None if plain else argument_order(output_type)
-        adapter = _adapter(output_type, order)
+        adapted = _adapter(output_type, order)
     except TypeError:  # unhashable type object: build it uncached
-        adapter = pydantic.TypeAdapter(_python_type(output_type))
-    core_schema = adapter.core_schema
+        adapted = _adapted(pydantic.TypeAdapter(_python_type(output_type)))
     return Validator(
         output_type,
-        adapter=adapter,
-        by_name=_named_by_path(core_schema),
-        strict=None if _lax_by_choice(core_schema) else True,
-        floats=_holds_floats(core_schema),
+        adapter=adapted.adapter,
+        by_name=adapted.by_name,
+        strict=adapted.strict,
+        floats=adapted.floats,
     )
 
 

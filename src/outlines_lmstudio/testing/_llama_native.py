@@ -305,9 +305,10 @@ class _Samplers:
     """llama.cpp's sampler chain for one prediction, split in two.
 
     ``penalties`` (repeat penalty) comes first, as in llama.cpp's default
-    order; ``rest`` is top-k, top-p, min-p, temperature and the final pick
-    (greedy at temperature 0). Split so that a grammar can be applied between
-    them to a few candidates (see `Decoder.sample`).
+    order, and counts the prompt's tokens as well as the sampled ones; ``rest``
+    is top-k, top-p, min-p, temperature and the final pick (greedy at
+    temperature 0). Split so that a grammar can be applied between them to a
+    few candidates (see `Decoder.sample`).
     """
 
     def __init__(self, model: NativeModel, sampling: Sampling) -> None:
@@ -340,6 +341,22 @@ class _Samplers:
 
     def pick(self, ref: Any) -> None:
         L.llama_sampler_apply(self.rest, ref)
+
+    def remember_prompt(self, prompt: list[int]) -> None:
+        """Let the repeat penalty count the prompt's tokens (the last ``repeat_last_n`` of them).
+
+        As llama.cpp's server does once a prompt is processed (ggml-org/llama.cpp,
+        tools/server/server.cpp, now server-context.cpp: "Process all prompt tokens
+        through sampler system", ``common_sampler_accept(slot.smpl, id, false)`` for
+        every token of the prompt, the part reused from the cache included): its
+        sampler chain sees them, the grammar does not (``false``). Of that chain only
+        the penalties keep state (the other samplers' accept does nothing), so only
+        they are fed here. llama-cpp-python's ``Llama`` does not do this: its penalties
+        count sampled tokens only.
+        """
+        if self.penalties:
+            for token in prompt:
+                L.llama_sampler_accept(self.penalties, token)
 
     def accept(self, token: int) -> None:
         if self.penalties:
@@ -499,6 +516,7 @@ class Decoder:
         """
         self._free_samplers()
         self.samplers = _Samplers(self.model, sampling)
+        self.samplers.remember_prompt(prompt)
         self.grammar = grammar
         self.grammar_first = grammar_first
         self.checks = self.rejections = 0

@@ -1,0 +1,78 @@
+"""The emulator's llama.cpp engine samples as llama.cpp's server does (the real Gemma 3 270M).
+
+The reference is llama.cpp itself, called through llama-cpp-python's low-level API the way
+its server samples: one sampler chain (penalties, then greedy) that is given every prompt
+token once the prompt is processed, and then samples and accepts one token at a time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import llama_cpp as L
+import lmstudio as lms
+
+from outlines_lmstudio.testing import LMStudioEmulator, embedded_model
+from outlines_lmstudio.testing._llama_native import model_params
+from tests.real_engine.conftest import EMBEDDED_MODEL_KEY
+
+_MAX_TOKENS = 30
+
+
+def _server_greedy(prompt: str, *, add_special: bool) -> str:
+    """Greedy reply of llama.cpp's server at LM Studio's default repeat penalty (1.1, 64)."""
+    gguf = embedded_model().gguf
+    assert gguf is not None
+    model = L.llama_model_load_from_file(os.fsencode(gguf), model_params())
+    assert model is not None
+    params = L.llama_context_default_params()
+    params.n_ctx, params.n_batch, params.n_ubatch = 4096, 512, 512
+    params.n_threads = params.n_threads_batch = 2
+    ctx = L.llama_init_from_model(model, params)
+    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    try:
+        vocab = L.llama_model_get_vocab(model)
+        data = prompt.encode()
+        ids = (L.llama_token * (len(data) + 8))()
+        n = L.llama_tokenize(vocab, data, len(data), ids, len(ids), add_special, True)
+        tokens = list(ids[:n])
+        penalties = L.llama_sampler_init_penalties(L.llama_vocab_n_tokens(vocab), 64, 1.1, 0, 0)
+        L.llama_sampler_chain_add(chain, penalties)
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+        for token in tokens:  # server-context.cpp: common_sampler_accept(slot.smpl, id, false)
+            L.llama_sampler_accept(chain, token)
+        reply: list[int] = []
+        for _ in range(_MAX_TOKENS):
+            batch = (L.llama_token * len(tokens))(*tokens)
+            assert L.llama_decode(ctx, L.llama_batch_get_one(batch, len(tokens))) == 0
+            token = L.llama_sampler_sample(chain, ctx, -1)  # accepts the token too
+            if L.llama_vocab_is_eog(vocab, token):
+                break
+            reply.append(token)
+            tokens = [token]
+        text = ctypes.create_string_buffer(4096)
+        out = (L.llama_token * len(reply))(*reply)
+        size = L.llama_detokenize(vocab, out, len(reply), text, len(text), False, False)
+        return text.raw[:size].decode("utf-8", "replace")
+    finally:
+        L.llama_sampler_free(chain)
+        L.llama_free(ctx)
+        L.llama_model_free(model)
+
+
+def test_the_repeat_penalty_counts_the_prompt(emulator: LMStudioEmulator) -> None:
+    greedy: lms.LlmPredictionConfigDict = {"temperature": 0, "maxTokens": _MAX_TOKENS}
+    chat = lms.Chat()
+    chat.add_user_message("Extract the person as JSON: Mary Smith, aged 40, lives in Berlin.")
+    with lms.Client(emulator.api_host) as client:
+        model = client.llm.model(EMBEDDED_MODEL_KEY)
+        completion = model.complete("The quick brown fox", config=greedy).content
+        templated = model.apply_prompt_template(chat)
+        reply = model.respond(chat, config=greedy).content
+    # Before: the penalty counted sampled tokens only. The completion went on "The
+    # long-term consequences of a lack of sleep" where llama.cpp's server (its penalty
+    # window starting with "The quick brown fox") writes "I'm not sure", and the reply
+    # was "The model is a 4-page document", not "The model is a simple one-dimensional".
+    assert completion == _server_greedy("The quick brown fox", add_special=True)
+    assert reply == _server_greedy(templated, add_special=False)

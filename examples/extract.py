@@ -158,8 +158,10 @@ def backend(choice: str | None) -> Iterator[Backend]:
                 "the embedded real model Gemma 3 270M (Q4_K_M) on llama.cpp, served by the "
                 f"bundled emulator at {emulator.api_host} ({why or 'asked for with --local'})",
                 EMBEDDED_MODEL_KEY,
-                "greedy (temperature 0): this 270M model is reliable only when decoding greedily",
-                {"temperature": 0},
+                "greedy (temperature 0) with the repeat penalty off: this 270M model is reliable "
+                "only when decoding greedily, and LM Studio's penalty (1.1 over the last 64 "
+                "tokens, the prompt's included) keeps it from copying the prompt's numbers",
+                {"temperature": 0, "repeat_penalty": 1.0},
                 small=True,
             )
         return

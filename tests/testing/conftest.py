@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import lmstudio as lms
 import pytest
 import pytest_asyncio
+from lmstudio.async_api import AsyncLLM
 
 from outlines_lmstudio.testing import LMStudioEmulator
 
@@ -72,6 +74,24 @@ def sync_timeout() -> Iterator[Callable[[float], None]]:
     previous = lms.get_sync_api_timeout()
     yield lms.set_sync_api_timeout
     lms.set_sync_api_timeout(previous)
+
+
+async def cancel_when_received(emulator: LMStudioEmulator, model: AsyncLLM, prompt: str) -> str:
+    """Start a prediction, cancel it once the emulator has it; return its stop reason.
+
+    The stream must end within a second of the cancel.
+    """
+    stream = await model.respond_stream(prompt)
+
+    async def drain() -> str:
+        async for _fragment in stream:
+            pass
+        return stream.result().stats.stop_reason
+
+    drained = asyncio.create_task(drain())
+    await emulator.await_until(lambda: prompt in (p.last_user_text for p in emulator.predictions))
+    await stream.cancel()
+    return await asyncio.wait_for(drained, timeout=1)
 
 
 @contextmanager

@@ -9,7 +9,7 @@ import lmstudio as lms
 import pytest
 from lmstudio.async_api import AsyncPredictionStream
 
-from .conftest import TEXT, VISION, MakeEmulator
+from .conftest import TEXT, VISION, MakeEmulator, cancel_when_received
 
 
 def _sync_burst(api_host: str, n: int) -> list[str]:
@@ -107,3 +107,21 @@ async def test_a_queued_prediction_cancels_at_once(make_emulator: MakeEmulator) 
         assert await first == "userStopped"
     assert emulator.predictions[1].fragments == []
     assert emulator.predictions[1].cancelled
+
+
+@pytest.mark.asyncio
+async def test_a_prediction_cancelled_in_the_queue_takes_no_script(
+    make_emulator: MakeEmulator,
+) -> None:
+    # Before: it took its scripted reply when it arrived, before it waited for a slot.
+    emulator = make_emulator(token_latency=0.05, slots=1)
+    emulator.script(TEXT, [" ".join(f"w{i}" for i in range(100)), "for the third request"])
+    async with lms.AsyncClient(emulator.api_host) as client:
+        model = await client.llm.model(TEXT)
+        running = await model.respond_stream("first")  # 5 s: it keeps the one slot
+        first = asyncio.create_task(running.wait_for_result())
+        await emulator.await_until(lambda: len(emulator.predictions) == 1)
+        assert await cancel_when_received(emulator, model, "second") == "userStopped"
+        await running.cancel()
+        assert (await first).stats.stop_reason == "userStopped"
+        assert (await model.respond("third")).content == "for the third request"

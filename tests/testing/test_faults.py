@@ -12,7 +12,7 @@ import pytest
 
 from outlines_lmstudio.testing import EmulatedModel, Fault, LMStudioEmulator
 
-from .conftest import EMBED, PNG, TEXT, MakeEmulator, raw_rpc, raw_socket
+from .conftest import EMBED, PNG, TEXT, MakeEmulator, cancel_when_received, raw_rpc, raw_socket
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -157,6 +157,34 @@ def test_delay(emu: LMStudioEmulator, client: lms.Client) -> None:
     start = time.monotonic()
     assert model.respond("hi").content
     assert time.monotonic() - start >= 0.3
+
+
+@pytest.mark.asyncio
+async def test_a_prediction_cancelled_in_its_delay_stops_at_once_and_takes_no_script(
+    emu: LMStudioEmulator, aclient: lms.AsyncClient
+) -> None:
+    # Before: it waited the delay out, then took the reply scripted for the next request.
+    model = await aclient.llm.model(TEXT)
+    emu.add_fault(Fault("predict", "delay", seconds=5.0))
+    emu.script(TEXT, ["for the next request"])
+    assert await cancel_when_received(emu, model, "slow") == "userStopped"  # not after 5 s
+    assert (await model.respond("next")).content == "for the next request"
+    assert emu.predictions[0].cancelled
+    assert emu.predictions[0].fragments == []
+
+
+@pytest.mark.asyncio
+async def test_a_prediction_cancelled_in_its_prompt_takes_no_script(
+    emu: LMStudioEmulator, aclient: lms.AsyncClient
+) -> None:
+    # Before: the reply was drawn before the prompt was processed, so a prediction cancelled
+    # meanwhile took the reply scripted for the next request.
+    model = await aclient.llm.model(TEXT)
+    emu.prompt_latency = 5.0
+    emu.script(TEXT, ["for the next request"])
+    assert await cancel_when_received(emu, model, "long prompt") == "userStopped"
+    emu.prompt_latency = 0
+    assert (await model.respond("next")).content == "for the next request"
 
 
 def test_unload_fault(emu: LMStudioEmulator, client: lms.Client) -> None:

@@ -155,3 +155,80 @@ def test_without_the_extra_the_fixture_says_what_to_install_once(
     assert output.count('pip install "outlines-lmstudio[testing]"') == 1
     assert "During handling" not in output
     assert "Traceback" not in output
+
+
+_EARLIER_TEST_TESTS = """
+import threading
+
+import lmstudio as lms
+import pytest
+
+from outlines_lmstudio.testing import Fault
+
+M = "qwen2.5-7b-instruct"
+replies_of_a = []
+a_done = threading.Event()
+
+
+@pytest.fixture(scope="session")
+def session_client(lmstudio_emulator_session):
+    with lms.Client(lmstudio_emulator_session.api_host) as client:
+        yield client
+
+
+def _respond(client, text, replies=None, done=None):
+    try:
+        reply = client.llm.model(M).respond(text).content
+    except lms.LMStudioError as exc:  # a hung one ends when the session closes the client
+        reply = repr(exc)
+    if replies is not None:
+        replies.append(reply)
+    if done is not None:
+        done.set()
+
+
+def _in_background(*args):
+    threading.Thread(target=_respond, args=args, daemon=True).start()
+
+
+def test_a_leaves_a_delayed_prediction(lmstudio_emulator, session_client):
+    lmstudio_emulator.add_fault(Fault("predict", "delay", seconds=0.5))
+    _in_background(session_client, "from test a", replies_of_a, a_done)
+    lmstudio_emulator.wait_until(lambda: len(lmstudio_emulator.predictions) == 1)
+
+
+def test_b_keeps_its_script(lmstudio_emulator, session_client):
+    lmstudio_emulator.script(M, ["b's reply"])
+    assert a_done.wait(5)  # test a's prediction ends after this test's script was given
+    assert replies_of_a != ["b's reply"]
+    assert session_client.llm.model(M).respond("from test b").content == "b's reply"
+
+
+def test_c_leaves_hung_predictions(lmstudio_emulator, session_client):
+    lmstudio_emulator.add_fault(Fault("predict", "hang", after_fragments=1, times=2))
+    _in_background(session_client, "hung")
+    _in_background(session_client, "hung")
+    emulator = lmstudio_emulator
+    emulator.wait_until(lambda: [p.fragments != [] for p in emulator.predictions] == [True] * 2)
+    assert lmstudio_emulator.peak_concurrency(M) == 2
+
+
+def test_d_counts_only_its_own_predictions(lmstudio_emulator, session_client):
+    assert lmstudio_emulator.peak_concurrency() == 0
+    session_client.llm.model(M).respond("mine")
+    assert lmstudio_emulator.peak_concurrency(M) == 1
+    assert lmstudio_emulator.peak_concurrency() == 1
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_prediction_of_an_earlier_test_takes_no_script_and_counts_in_no_peak(
+    pytester: pytest.Pytester,
+) -> None:
+    # Before: a prediction still running from an earlier test (a delay fault, a hang on a
+    # session client) took the next test's scripted reply, and reset() started the peak at
+    # the predictions still running (test d saw 2 before its call, 3 after).
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_user=_EARLIER_TEST_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result.assert_outcomes(passed=4)

@@ -91,7 +91,13 @@ class Engine(Protocol):
     """
 
     async def generate(self, record: Prediction) -> Generation:
-        """Start a prediction for ``record`` (messages, merged config, structured)."""
+        """Start a prediction for ``record`` (messages, merged config, structured).
+
+        Take nothing that is used up (a scripted reply) before `Generation.fragments` is
+        first iterated: a prediction cancelled before it runs (in a delay fault, waiting
+        for a slot, processing its prompt) never iterates them, and its scripted reply is
+        left to the next request.
+        """
         ...
 
     async def tokenize(self, text: str) -> list[int]:

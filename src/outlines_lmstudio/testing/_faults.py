@@ -33,7 +33,8 @@ class Fault:
         after fragments keeps its parallel slot meanwhile, so as many hangs as the
         model has slots make later predictions for that model wait, the way a stuck
         LM Studio would.
-        ``"delay"``: wait ``seconds``, then answer normally.
+        ``"delay"``: wait ``seconds``, then answer normally; a prediction cancelled
+        meanwhile ends ``userStopped`` at once (and takes no scripted reply).
         ``"unload"``: unload the model just before serving the request, so it
         fails the way a model unloaded in the LM Studio UI does.
     model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -129,8 +130,13 @@ def _in_use(emu: EmulatorState, instance: Instance) -> bool:
         return loaded
 
 
-async def _strike(conn: Peer, fault: Fault) -> None:
-    """Apply a fault that strikes mid-stream (after some fragments)."""
+async def _strike(conn: Peer, fault: Fault, cancelled: asyncio.Event) -> None:
+    """Apply a fault, before the reply or mid-stream (after some fragments).
+
+    A ``delay`` ends early when ``cancelled`` is set: the request is then stopped at once,
+    as LM Studio stops one cancelled while it processes the prompt, instead of waiting the
+    delay out (and, before the reply, drawing a scripted reply meant for a later request).
+    """
     if fault.kind == "error":
         raise server_error(fault.message)
     if fault.kind == "drop":
@@ -139,7 +145,8 @@ async def _strike(conn: Peer, fault: Fault) -> None:
     if fault.kind == "hang":
         await asyncio.Event().wait()
     if fault.kind == "delay":
-        await asyncio.sleep(fault.seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(cancelled.wait(), fault.seconds)
 
 
 async def predict(
@@ -167,7 +174,8 @@ async def predict(
         client_id=conn.client_id,
         cancel_event=channel.cancel_event,
     )
-    with emu._recorder.lock:
+    with emu._lock, emu._recorder.lock:  # as `reset` clears them: its epoch and records agree
+        record._epoch = emu._epoch
         emu._recorder.predictions.append(record)
     emu._channel_records[(id(conn), channel.id)] = record
     try:
@@ -197,7 +205,7 @@ async def _serve(
         if fault.kind == "unload":
             emu._unload_names((record.model,), conn.namespace)
         else:
-            await _strike(conn, fault)
+            await _strike(conn, fault, channel.cancel_event)
         fault = None
     instance = resolve(conn, parameter.get("modelSpecifier"))
     preset = record.preset
@@ -231,21 +239,25 @@ async def _serve(
     if emu._log_listeners:
         await _log_input(emu, engine, instance, record, parameter.get("rawPrompt"))
     with emu._busy("queued", instance):
+        # The engine draws the reply (takes a scripted one) only when its fragments are
+        # first iterated, after the prompt: a request cancelled before (in a delay fault,
+        # waiting for a slot, processing its prompt) leaves the script to the next one.
         generation = await engine.generate(record)
         slot = emu._slot(instance)
         if not await acquire_unless_cancelled(slot, channel.cancel_event):
-            # Cancelled while it waited for a free slot: it leaves the queue at once.
+            # Cancelled while it waited for a free slot (or in a delay fault): it leaves
+            # the queue at once.
             await generation.fragments.aclose()
             record.cancelled = True
             stats = {"stopReason": "userStopped", "promptTokensCount": generation.prompt_tokens}
             await _succeed(conn, channel, instance, record, stats)
             return
-        emu._enter(instance)
+        emu._enter(instance, record)
         try:
             with emu._busy("generating", instance):
                 await _stream(conn, channel, instance, record, generation, fault, draft)
         finally:
-            emu._leave(instance)
+            emu._leave(instance, record)
             slot.release()
 
 
@@ -361,46 +373,46 @@ async def _stream(
     sent = 0
     due = time.monotonic()  # when the engine has the next fragment ready
     try:
-        async for token in generation.fragments:
-            if unloaded:
-                break
-            if fault is not None and sent == fault.after_fragments:
-                await _strike(conn, fault)
-            if emu.token_latency:
-                # The engine's own pace: it makes a fragment every token_latency seconds,
-                # and a send that was late (other predictions, a busy machine) does not
-                # push the later ones back, as LM Studio's engine does not wait for its
-                # websocket. A late fragment still yields, so a waiting cancel is read.
-                due += emu.token_latency
-                await asyncio.sleep(due - time.monotonic())
+        # A prompt cancelled or unloaded never reaches the engine: it draws no reply.
+        if not unloaded and not channel.cancel_event.is_set():
+            async for token in generation.fragments:
+                if fault is not None and sent == fault.after_fragments:
+                    await _strike(conn, fault, channel.cancel_event)
+                if emu.token_latency:
+                    # The engine's own pace: it makes a fragment every token_latency seconds,
+                    # and a send that was late (other predictions, a busy machine) does not
+                    # push the later ones back, as LM Studio's engine does not wait for its
+                    # websocket. A late fragment still yields, so a waiting cancel is read.
+                    due += emu.token_latency
+                    await asyncio.sleep(due - time.monotonic())
+                else:
+                    # Read a waiting cancel between fragments, as LM Studio does. (Pausing
+                    # only every few fragments let 4 in 60 sync cancels arrive too late.)
+                    await conn.pause()
+                if channel.cancelled:
+                    break
+                if not _in_use(emu, instance):
+                    unloaded = True  # LM Studio ends the prediction: stopReason "modelUnloaded"
+                    break
+                fragment = {
+                    "content": token.content,
+                    "tokensCount": token.tokens_count,
+                    "containsDrafted": draft is not None and _is_drafted(sent),
+                    "reasoningType": token.reasoning_type,
+                    "isStructural": token.is_structural,
+                }
+                await conn.channel_send(channel, {"type": "fragment", "fragment": fragment})
+                record.fragments.append(token.content)
+                record.text += token.content
+                if fragment["containsDrafted"]:
+                    drafted += token.tokens_count
+                sent += 1
+                predicted += token.tokens_count
+                if first is None:
+                    first = time.monotonic()
             else:
-                # Read a waiting cancel between fragments, as LM Studio does. (Pausing
-                # only every few fragments let 4 in 60 sync cancels arrive too late.)
-                await conn.pause()
-            if channel.cancelled:
-                break
-            if not _in_use(emu, instance):
-                unloaded = True  # LM Studio ends the prediction: stopReason "modelUnloaded"
-                break
-            fragment = {
-                "content": token.content,
-                "tokensCount": token.tokens_count,
-                "containsDrafted": draft is not None and _is_drafted(sent),
-                "reasoningType": token.reasoning_type,
-                "isStructural": token.is_structural,
-            }
-            await conn.channel_send(channel, {"type": "fragment", "fragment": fragment})
-            record.fragments.append(token.content)
-            record.text += token.content
-            if fragment["containsDrafted"]:
-                drafted += token.tokens_count
-            sent += 1
-            predicted += token.tokens_count
-            if first is None:
-                first = time.monotonic()
-        else:
-            if fault is not None and sent <= fault.after_fragments:
-                await _strike(conn, fault)
+                if fault is not None and sent <= fault.after_fragments:
+                    await _strike(conn, fault, channel.cancel_event)
     finally:
         # Stops the engine when we leave early (cancel, fault, dropped connection).
         await generation.fragments.aclose()

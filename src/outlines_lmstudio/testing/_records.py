@@ -107,6 +107,9 @@ class Prediction:
     error: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)
+    # The emulator's reset count when it arrived (`EmulatorState._epoch`): a prediction of
+    # an earlier test neither takes this test's scripts nor counts in its peak concurrency.
+    _epoch: int = field(default=0, init=False, repr=False, compare=False)
 
     @property
     def last_user_text(self) -> str:

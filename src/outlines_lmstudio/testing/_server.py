@@ -509,11 +509,19 @@ class LMStudioEmulator(EmulatorState):
         Settings changed since the emulator was made (``emu.token_latency = 0.05``) get
         the values it was made with, so one test's changes do not reach the next. Files
         a still-connected client uploaded stay usable by it, as in LM Studio (a session's
-        client may reuse its file handles); only the `uploads` records are cleared.
+        client may reuse its file handles); only the `uploads` records are cleared. A
+        prediction still running (an earlier test's) takes no script given after the
+        reset, and `peak_concurrency` does not count it.
         """
         self._faults.clear()
-        self._recorder.clear()
         with self._lock:
+            # Predictions still running belong to the test before: they run on in the slots
+            # of the instances unloaded here (`_slots` is emptied below), take no script
+            # given from now on and count in no peak (`_epoch`), as the records go.
+            self._epoch += 1
+            self._active = {}
+            self._peak = {}
+            self._recorder.clear()
             self._restore_settings()
             self._catalogue.reset()
             # A file belongs to its client's connection, which a reset does not close.
@@ -523,12 +531,14 @@ class LMStudioEmulator(EmulatorState):
                 if upload.client_id in self._client_refs
             }
             self._slots = {}
-            self._peak = dict(self._active)
             self._experiment_flags = set()
             self._restore_scripts()
 
     def peak_concurrency(self, model: str | None = None) -> int:
         """Most predictions generating at once: overall, or for one model or instance.
+
+        Only predictions that arrived since the last `reset` count, as in `predictions`:
+        one of an earlier test still running (hung, delayed) is not counted.
 
         Parameters
         ----------

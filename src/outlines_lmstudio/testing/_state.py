@@ -156,6 +156,10 @@ class EmulatorState:
         self._channel_records: dict[tuple[int, int], Prediction] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._engines: dict[str, Engine] = {}
+        # Predictions generating, and the most at once, of those that arrived since the
+        # last reset (`_epoch`): what `peak_concurrency` tells. The slots themselves count
+        # every prediction, an earlier test's too.
+        self._epoch = 0
         self._active: dict[str, int] = {}
         self._peak: dict[str, int] = {}
         self._socket_ids = count(1)
@@ -274,8 +278,15 @@ class EmulatorState:
                     self._catalogue.unload(instance.identifier)
                     return
 
-    def _next_reply(self, instance: Instance) -> Reply | None:
+    def _next_reply(self, instance: Instance, record: Prediction) -> Reply | None:
+        """Take the next scripted reply for ``record`` on ``instance`` (None: generate one).
+
+        A prediction that arrived before the last reset takes none: the scripts are the
+        current test's.
+        """
         with self._lock:
+            if record._epoch != self._epoch:
+                return None
             for name in (instance.identifier, instance.model.key):
                 entry = self._scripts.get(name)
                 if entry is None:
@@ -295,14 +306,20 @@ class EmulatorState:
             )
         return slot
 
-    def _enter(self, instance: Instance) -> None:
+    def _enter(self, instance: Instance, record: Prediction) -> None:
+        """Count ``record`` as generating on ``instance`` (unless it predates the last reset)."""
         with self._lock:
+            if record._epoch != self._epoch:
+                return
             for name in ("", f"id:{instance.identifier}", f"key:{instance.model.key}"):
                 active = self._active[name] = self._active.get(name, 0) + 1
                 self._peak[name] = max(self._peak.get(name, 0), active)
 
-    def _leave(self, instance: Instance) -> None:
+    def _leave(self, instance: Instance, record: Prediction) -> None:
+        """Uncount ``record`` (`_enter`); a reset since has cleared the counts already."""
         with self._lock:
+            if record._epoch != self._epoch:
+                return
             for name in ("", f"id:{instance.identifier}", f"key:{instance.model.key}"):
                 self._active[name] -= 1
 
@@ -395,7 +412,9 @@ class EmulatorState:
         replies
             A list of replies (each a text, a `ToolCall`, a `ReasoningReply`, or a
             function of the `Prediction` returning one) consumed in the order the
-            requests arrive, so concurrent requests (a batch's) race for them; or
+            requests arrive (each takes its reply as it starts generating: one
+            cancelled before, or that arrived before the last `reset`, takes none),
+            so concurrent requests (a batch's) race for them; or
             one reply, or one function used for every request (it can answer each
             prompt its own way; it runs on the emulator's event loop: it must not
             block, or every request waits for it). Scripted

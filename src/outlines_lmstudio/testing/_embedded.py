@@ -135,7 +135,7 @@ def _assembled(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> 
         # (found by a probe: 150 MB of damage made a 300 MB disk too small). A process
         # that has it open or mapped keeps reading the old file; only the name goes.
         say(f"The embedded model at {target} is damaged (its sha256 does not match) ...")
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # a read-only cache is named below, for the file
             stamp.unlink()
         with contextlib.suppress(FileNotFoundError):
             if _same_file(os.stat(target), found):  # not already replaced by another process
@@ -157,6 +157,10 @@ def _assemble(package: ModuleType, target: Path) -> None:
     try:
         package.assemble(partial, overwrite=True)  # checks its sha256
         os.replace(partial, target)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write (a full disk) names no file
+            exc.filename = str(partial)
+        raise
     finally:
         partial.unlink(missing_ok=True)
         if held is not None:

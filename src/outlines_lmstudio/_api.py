@@ -24,6 +24,7 @@ from ._common import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_READ_TIMEOUT,
+    AskedTraits,
     Common,
     Completion,
     Request,
@@ -279,7 +280,7 @@ class ModelApi(Common):
         self._handles.forget(self.client, key)
 
     def _note_traits(self, effect: _flow.NoteTraits) -> None:
-        self._traits.put(self.client, effect.identifier, effect.traits)
+        self._traits.put(self.client, effect.identifier, AskedTraits(effect.traits, effect.at))
 
     # -- Outlines API ------------------------------------------------------------------------
     def __call__(

@@ -25,6 +25,7 @@ from ._common import (
     ASYNC_IMAGES,
     ASYNC_RECONNECTS,
     ASYNC_TRAITS,
+    AskedTraits,
     Completion,
     ModelTraits,
     Request,
@@ -117,7 +118,7 @@ def _deferred(request: Request, item: int | None = None) -> Request:
     for message in request.prompt.messages:
         if any(type(part) is PendingImage for part in message.parts):
             r = request
-            return _Deferred(r.prompt, r.plan, r.args, r.key, r.lookups, item)
+            return _Deferred(r.prompt, r.plan, r.args, r.key, r.lookups, r.made, item)
     return request
 
 
@@ -140,7 +141,7 @@ def _settled_now(request: _Deferred) -> Request:
                 exc.add_note(f"(in batch item {request.item})")
             raise
         request.done.append((request.prompt, prompt))
-    return Request(prompt, request.plan, request.args, request.key, request.lookups)
+    return Request(prompt, request.plan, request.args, request.key, request.lookups, request.made)
 
 
 def _settle_all(requests: list[_Deferred]) -> None:
@@ -156,7 +157,9 @@ async def _settle(request: _Deferred) -> Request:
     """
     prompt = _known(request)
     if prompt is not None:  # settled with its batch
-        return Request(prompt, request.plan, request.args, request.key, request.lookups)
+        return Request(
+            prompt, request.plan, request.args, request.key, request.lookups, request.made
+        )
     return await asyncio.to_thread(_settled_now, request)
 
 
@@ -497,17 +500,25 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
         return self._within(ASYNC_HANDLES.get(self.client, key, resolve), effect.call, load)
 
     def _model_info(self, effect: _flow.ModelInfo) -> ModelTraits | Awaitable[ModelTraits]:
-        """Return the cached traits at once, else an awaitable of them."""
+        """Return the cached traits at once, else an awaitable of them.
+
+        Calls bound by the same call time (`ModelInfo.since`) share one ask.
+        """
         handle: lms.AsyncLLM = effect.handle
-        if effect.fresh:  # the cached traits may be stale: ask LM Studio again
-            ASYNC_TRAITS.forget(self.client, handle.identifier)
-        elif (cached := ASYNC_TRAITS.peek(self.client, handle.identifier)) is not None:
-            return cached
+        client, since = self.client, effect.since
+        cached = ASYNC_TRAITS.peek(client, handle.identifier)
+        if cached is not None and cached.current(since):
+            return cached.traits
 
-        async def fetch() -> ModelTraits:
-            return ModelTraits.of(await handle.get_info())
+        async def ask() -> AskedTraits:
+            at = time.monotonic()  # before the request: LM Studio answers of then or later
+            return AskedTraits(ModelTraits.of(await handle.get_info()), at)
 
-        return ASYNC_TRAITS.get(self.client, handle.identifier, fetch)
+        async def traits() -> ModelTraits:
+            too_old = AskedTraits.too_old(since)
+            return (await ASYNC_TRAITS.get(client, handle.identifier, ask, too_old)).traits
+
+        return traits()
 
     def _open(self, effect: _flow.Open) -> None:
         """Start the prediction in the reader's task; the first `_read` waits for it."""

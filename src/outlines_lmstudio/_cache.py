@@ -98,15 +98,28 @@ class SyncClientCache(Generic[V]):
             lock = self._locks.setdefault(client, {}).setdefault(key, threading.Lock())
         return data, lock
 
-    def get(self, client: object, key: Hashable, make: Callable[[], V]) -> V:
-        """Return the cached value, or make it (once, under the key's own lock)."""
+    def get(
+        self,
+        client: object,
+        key: Hashable,
+        make: Callable[[], V],
+        stale: Callable[[V], bool] | None = None,
+    ) -> V:
+        """Return the cached value, or make it (once, under the key's own lock).
+
+        ``stale``: whether a cached value is too old for this caller, who then makes it
+        anew; threads waiting meanwhile take the new value unless it is too old for them.
+        """
         try:
-            return self._data[client][key]  # made already: no lock
+            value = self._data[client][key]  # made already: no lock
         except KeyError:
             pass
+        else:
+            if stale is None or not stale(value):
+                return value
         data, lock = self._slot(client, key)
         with lock:
-            if key not in data:
+            if key not in data or (stale is not None and stale(data[key])):
                 data[key] = make()
             return data[key]
 
@@ -174,6 +187,15 @@ def retrieve_error(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+def _unusable(future: asyncio.Future[V], stale: Callable[[V], bool] | None) -> bool:
+    """Whether an entry's work ended without a value, or with one ``stale`` finds too old."""
+    if not future.done():
+        return False
+    if future.cancelled() or future.exception() is not None:
+        return True
+    return stale is not None and stale(future.result())
+
+
 class AsyncClientCache(Generic[V]):
     """Async values per (client, key); concurrent first calls share one task.
 
@@ -184,19 +206,28 @@ class AsyncClientCache(Generic[V]):
     def __init__(self) -> None:
         self._data: PerClient[dict[Hashable, asyncio.Future[V]]] = PerClient()
 
-    async def get(self, client: object, key: Hashable, make: Callable[[], Awaitable[V]]) -> V:
+    async def get(
+        self,
+        client: object,
+        key: Hashable,
+        make: Callable[[], Awaitable[V]],
+        stale: Callable[[V], bool] | None = None,
+    ) -> V:
         """Return the cached value, or make it once even if asked concurrently.
 
-        A wait whose work was given up (`abandon`) asks again.
+        A wait whose work was given up (`abandon`) asks again. ``stale``: whether a value
+        is too old for this caller, who then makes it anew (once: concurrent callers share
+        that work too); the value of work this caller started is never too old.
         """
         while True:
             data = self._data.setdefault(client, {})
             future = data.get(key)
-            if future is None or (future.done() and (future.cancelled() or future.exception())):
+            mine = future is None or _unusable(future, stale)
+            if future is None or mine:
                 future = data[key] = _entry(make())
             try:
                 # shield: one caller being cancelled must not cancel the shared work.
-                return await asyncio.shield(future)
+                value = await asyncio.shield(future)
             except _Abandoned:
                 continue
             except BaseException:
@@ -204,6 +235,10 @@ class AsyncClientCache(Generic[V]):
                 if failed and data.get(key) is future:
                     del data[key]
                 raise
+            # Work begun before this caller's bound: ask again (the next round shares the
+            # work another such caller began meanwhile).
+            if mine or stale is None or not stale(value):
+                return value
 
     def abandon(self, client: object, key: Hashable) -> None:
         """Give up an entry's work: its waiters ask again, the work's result is dropped.

@@ -57,6 +57,7 @@ __all__ = [
     "DEFAULT_READ_TIMEOUT",
     "DRAIN_SECONDS",
     "NO_ARGS",
+    "AskedTraits",
     "BatchLookups",
     "Common",
     "Completion",
@@ -97,9 +98,9 @@ DEFAULT_MAX_CONCURRENCY = 4
 class ModelTraits(NamedTuple):
     """What a loaded model can take, as LM Studio reports it (cached per client).
 
-    The model behind an identifier may change (``lms load X --identifier main``), so the
-    cached traits are checked again before a call is refused on them, and replaced when a
-    reply names another model (`_flow.predict`).
+    The model behind an identifier may change (``lms load X --identifier main``), so a
+    call is refused only on traits LM Studio gave after the call was made (`AskedTraits`),
+    and they are replaced when a reply names another model (`_flow.predict`).
 
     Attributes
     ----------
@@ -121,13 +122,39 @@ class ModelTraits(NamedTuple):
         return cls(str(info.format), bool(info.vision), str(info.model_key))
 
 
+class AskedTraits(NamedTuple):
+    """A model's traits and when LM Studio was asked for them: a traits cache's entry.
+
+    Attributes
+    ----------
+    traits
+        The traits.
+    at
+        The ``time.monotonic()`` reading taken before the request that gave them was sent
+        (or the prediction whose reply named them was opened): LM Studio's answer is of
+        that moment or later.
+    """
+
+    traits: ModelTraits
+    at: float
+
+    def current(self, since: float | None) -> bool:
+        """Tell whether they were asked at or after ``since`` (``None``: any time will do)."""
+        return since is None or self.at >= since
+
+    @staticmethod
+    def too_old(since: float | None) -> Callable[[AskedTraits], bool] | None:
+        """Return the traits cache's ``stale`` test for traits asked before ``since``."""
+        return None if since is None else lambda asked: asked.at < since
+
+
 SYNC_HANDLES: SyncClientCache[lms.LLM] = SyncClientCache()
 SYNC_IMAGES: SyncClientCache[FileHandle] = SyncClientCache()
 ASYNC_HANDLES: AsyncClientCache[lms.AsyncLLM] = AsyncClientCache()
 ASYNC_IMAGES: AsyncClientCache[FileHandle] = AsyncClientCache()
 SYNC_RECONNECTS = SyncReconnects()
-SYNC_TRAITS: SyncClientCache[ModelTraits] = SyncClientCache()
-ASYNC_TRAITS: AsyncClientCache[ModelTraits] = AsyncClientCache()
+SYNC_TRAITS: SyncClientCache[AskedTraits] = SyncClientCache()
+ASYNC_TRAITS: AsyncClientCache[AskedTraits] = AsyncClientCache()
 ASYNC_RECONNECTS = AsyncReconnects()
 
 
@@ -148,6 +175,8 @@ class Request(msgspec.Struct, frozen=True):
     """A checked request: everything known before any I/O happens.
 
     ``lookups``: what the batch it belongs to shares (`BatchLookups`), if it is a batch item.
+    ``made``: when the call was made (``time.monotonic()``; a batch's items share the reading
+    taken when ``batch`` was called): it is refused only on traits asked since.
     """
 
     prompt: ChatPrompt
@@ -155,6 +184,7 @@ class Request(msgspec.Struct, frozen=True):
     args: PredictionArgs
     key: str | None
     lookups: BatchLookups | None = None
+    made: float = msgspec.field(default_factory=time.monotonic)
 
     def sdk_kwargs(self) -> dict[str, Any]:
         kwargs = self.args.sdk_kwargs()
@@ -356,11 +386,12 @@ class Common:
         limit = check_concurrency(kwargs.pop("max_concurrency", self.max_concurrency))
         args, plan = self._settings(output_type, kwargs)  # every item's: checked once
         key, lookups = args.model or self.model_name, BatchLookups()
+        made = time.monotonic()  # one reading: the items share one check of the traits
         requests = []
         for index, item in enumerate(model_input):
             try:
                 prompt = self._adapter.format_input(item)
-                requests.append(Request(prompt, plan, args, key, lookups))
+                requests.append(Request(prompt, plan, args, key, lookups, made))
             except OutlinesLMStudioError as exc:
                 exc.add_note(f"(in batch item {index})")
                 raise

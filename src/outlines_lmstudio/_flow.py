@@ -140,21 +140,28 @@ class Forget(Effect, frozen=True):
 class ModelInfo(Effect, frozen=True):
     """The model's `ModelTraits` (its format, whether it takes images), cached per client.
 
-    ``fresh``: ask LM Studio again and cache what it says (the cached traits may be of
-    another model than the one now behind the identifier).
+    ``since``: traits LM Studio gave at or after this clock reading (the front's clock), to
+    refuse a call on: cached traits asked before are asked again, and what LM Studio says is
+    cached (they may be of another model than the one now behind the identifier). Callers
+    bound by one reading, or by readings older than an ask under way, share that ask.
+    ``None``: the cached traits, however old.
     """
 
     method = "_model_info"
     handle: Any
-    fresh: bool = False
+    since: float | None = None
 
 
 class NoteTraits(Effect, frozen=True):
-    """Cache a model's `ModelTraits` as a reply's model info gave them (no I/O)."""
+    """Cache a model's `ModelTraits` as a reply's model info gave them (no I/O).
+
+    ``at``: the clock reading before the prediction opened (the traits are of then or later).
+    """
 
     method = "_note_traits"
     identifier: str
     traits: ModelTraits
+    at: float
 
 
 class Open(Effect, frozen=True):
@@ -615,7 +622,7 @@ class _Reply:
         self._plain: str | None = None  # the answer of a whole reply taken as it is
         self._plain_fragments: Sequence[lms.LlmPredictionFragment] = ()  # and its fragments
         self._clock = clock
-        self._started = clock()
+        self.started = clock()  # before the prediction opens (`NoteTraits.at`)
         self._first_answer: float | None = None
         self._structured = request.plan.kind in ("json", "simple")  # a JSON document
         self._plan = request.plan  # its schema is read only if a splitter is needed
@@ -669,7 +676,7 @@ class _Reply:
                 for piece in pieces:  # a loop, not any(...): it runs on every fragment
                     if not piece.reasoning:
                         at = self._clock() if arrived is None else arrived[index]
-                        self._first_answer = at - self._started
+                        self._first_answer = at - self.started
                         break
             chunks += pieces
         return chunks
@@ -690,7 +697,7 @@ class _Reply:
         self._plain_fragments = fragments
         for fragment, at in zip(fragments, arrived, strict=True):
             if fragment.content.strip():
-                self._first_answer = at - self._started  # where the answer begins
+                self._first_answer = at - self.started  # where the answer begins
                 break
         return [ReplyChunk(text, False)] if text else []
 
@@ -740,11 +747,12 @@ def predict(
     the server no longer has (not found when the prediction opens, or unloaded while it
     answered: ``modelUnloaded``) is resolved again. Either way the request is sent once
     more, but only while the caller has seen nothing of the reply. Images and grammar
-    mode are checked against the model's cached traits; a call is refused only once
-    LM Studio's current traits confirm it, and a reply from another model than they are
-    of (another model loaded under the identifier) replaces them. Each fragment goes through a
-    `ReasoningSplitter`: the sink sees the answer apart from the reasoning, and a reply whose
-    budget ran out inside the reasoning, or that has no answer after it, raises.
+    mode are checked against the model's cached traits; a call is refused only on traits
+    LM Studio gave after the call was made (`Request.made`), and a reply from another model
+    than they are of (another model loaded under the identifier) replaces them. Each
+    fragment goes through a `ReasoningSplitter`: the sink sees the answer apart from the
+    reasoning, and a reply whose budget ran out inside the reasoning, or that has no answer
+    after it, raises.
 
     Parameters
     ----------
@@ -756,7 +764,8 @@ def predict(
     errors
         Builds our error for an SDK error (host, model, hint).
     clock
-        Seconds, for the time to the first answer token (no I/O: a clock reading).
+        Seconds, for the time to the first answer token and when a reply's traits were
+        asked (`NoteTraits.at`): the front's clock, as `Request.made` reads it (no I/O).
 
     Returns
     -------
@@ -778,9 +787,10 @@ def predict(
                 traits = yield ModelInfo(handle)
                 if _refusal(request, traits, handle.identifier) is not None:
                     # The cached traits may be of a model the identifier named before
-                    # (another model loaded under it since): refuse on what LM Studio says
-                    # now. Refusals are rare: the accepted call asks nothing more.
-                    traits = yield ModelInfo(handle, fresh=True)
+                    # (another model loaded under it since): refuse only on traits LM
+                    # Studio gave after the call was made (a batch's items, made together,
+                    # share one ask). Refusals are rare: the accepted call asks nothing more.
+                    traits = yield ModelInfo(handle, since=request.made)
                     if (refused := _refusal(request, traits, handle.identifier)) is not None:
                         raise refused
             stage = "upload"  # after the check: no upload for a model without vision
@@ -834,7 +844,7 @@ def predict(
                 # was shown and the caller is there (a review: a stream failing after its
                 # text, or a caller gone, asked LM Studio again for nothing).
                 try:
-                    traits = yield ModelInfo(handle, fresh=True)
+                    traits = yield ModelInfo(handle, since=request.made)
                 except (lms.LMStudioError, OutlinesLMStudioError):
                     pass  # LM Studio's own error stands
                 else:
@@ -859,7 +869,7 @@ def predict(
         if traits is not None and result.model_info.model_key != traits.model_key:
             # Another model answered than the traits are of (loaded under the identifier
             # since): the next call checks against its traits (an attribute compare).
-            yield NoteTraits(handle.identifier, ModelTraits.of(result.model_info))
+            yield NoteTraits(handle.identifier, ModelTraits.of(result.model_info), reply.started)
         done = reply.finish(result, reason)
         call.done = done
         for item in sink.finish(done):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Generator, Hashable, Iterator, Sequence
 from functools import partial
@@ -25,6 +26,7 @@ from ._common import (
     SYNC_IMAGES,
     SYNC_RECONNECTS,
     SYNC_TRAITS,
+    AskedTraits,
     Completion,
     ModelTraits,
     Request,
@@ -66,7 +68,7 @@ class _Entries(NamedTuple):
     client: lms.Client | None
     llm: Any
     handles: dict[Hashable, lms.LLM]
-    traits: dict[Hashable, ModelTraits]
+    traits: dict[Hashable, AskedTraits]
 
 
 def _confirm_wait(left: BaseException) -> float:
@@ -429,14 +431,19 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
 
     def _model_info(self, effect: _flow.ModelInfo) -> ModelTraits:
         handle: lms.LLM = effect.handle
-        client, held = self.client, self._held
+        client, held, since = self.client, self._held, effect.since
         if held.client is not client:
             held = self._hold_entries(client)
-        if effect.fresh:  # the cached traits may be stale: ask LM Studio again
-            SYNC_TRAITS.forget(client, handle.identifier)
-        elif (cached := held.traits.get(handle.identifier)) is not None:
-            return cached
-        return SYNC_TRAITS.get(client, handle.identifier, lambda: ModelTraits.of(handle.get_info()))
+        cached = held.traits.get(handle.identifier)
+        if cached is not None and cached.current(since):
+            return cached.traits
+
+        def ask() -> AskedTraits:
+            at = time.monotonic()  # before the request: LM Studio answers of then or later
+            return AskedTraits(ModelTraits.of(handle.get_info()), at)
+
+        # Threads bound by the same call time wait for one ask (under the key's lock).
+        return SYNC_TRAITS.get(client, handle.identifier, ask, AskedTraits.too_old(since)).traits
 
     def _open(self, effect: _flow.Open) -> None:
         call = effect.call

@@ -6,12 +6,15 @@ Each test runs on both fronts (``make_model`` / ``fronts``).
 import asyncio
 import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import lmstudio as lms
 import pytest
 from outlines.types import Regex
 
 from outlines_lmstudio import (
+    BatchGenerationError,
     LMStudioPredictionError,
     LMStudioTimeoutError,
     UnsupportedInputError,
@@ -114,6 +117,66 @@ def test_an_image_stream_failing_after_its_text_asks_nothing_more(
     with pytest.raises(LMStudioPredictionError):
         list(stream)
     assert endpoint_count(emulator, "getModelInfo") == infos
+
+
+def test_a_batch_of_refused_image_items_asks_for_the_traits_once(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: each refused item asked LM Studio for the traits again (500 image
+    items of a batch for a model without vision: 501 getModelInfo requests)."""
+    model = fronts.model(fronts.client(), TEXT_MODEL)
+    infos = endpoint_count(emulator, "getModelInfo")
+    with pytest.raises(UnsupportedInputError):  # the traits asked during the call: once
+        model(["describe", png_image()], max_tokens=3)
+    assert endpoint_count(emulator, "getModelInfo") == infos + 1
+    items: list[Any] = [["look", png_image()] if i % 2 else f"p{i}" for i in range(40)]
+    with pytest.raises(BatchGenerationError) as info:  # traits cached before it: asked again
+        model.batch(items, max_tokens=3)
+    assert endpoint_count(emulator, "getModelInfo") == infos + 2  # once for the 20 items
+    assert sorted(info.value.errors) == list(range(1, 40, 2))
+    assert all(isinstance(e, UnsupportedInputError) for e in info.value.errors.values())
+    assert not emulator.uploads
+
+
+def test_calls_made_before_a_refusal_share_its_ask(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """Calls made before the traits are asked again, and refused at once, wait for one ask."""
+    model = fronts.model(fronts.client(), TEXT_MODEL)
+    with pytest.raises(UnsupportedInputError):  # the traits are cached
+        model(["describe", png_image()], max_tokens=3)
+    infos = endpoint_count(emulator, "getModelInfo")
+    emulator.add_fault(Fault("getModelInfo", "delay", seconds=0.3))  # the others come meanwhile
+    streams = [model.stream(["describe", png_image()], max_tokens=3) for _ in range(4)]
+
+    def refused(stream: Any) -> BaseException | None:
+        try:
+            next(iter(stream))
+        except UnsupportedInputError as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(len(streams)) as pool:
+        errors = list(pool.map(refused, streams))
+    assert all(isinstance(e, UnsupportedInputError) for e in errors)
+    assert endpoint_count(emulator, "getModelInfo") == infos + 1
+
+
+def test_a_call_made_after_the_traits_were_asked_asks_again_before_a_refusal(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """Traits asked before a call was made may be of a model since replaced: asked again."""
+    client = fronts.client()
+    _swap(emulator, TEXT_MODEL)
+    model = fronts.model(client, "main")
+    with pytest.raises(UnsupportedInputError):  # the traits are cached
+        model(["describe", png_image()], max_tokens=3)
+    infos = endpoint_count(emulator, "getModelInfo")
+    stream = model.stream(["describe", png_image()], max_tokens=3)  # made after that ask
+    _swap(emulator, VISION_MODEL)
+    assert "".join(stream)  # not refused: asked again, a vision model now
+    assert endpoint_count(emulator, "getModelInfo") == infos + 1
+    assert emulator.predictions[-1].images
 
 
 # -- a model unloaded while it answers ---------------------------------------------------------

@@ -252,3 +252,71 @@ async def test_async_abandoned_work_is_asked_again_by_its_waiters(late: str) -> 
     finally:
         loop.set_exception_handler(None)
     assert reported == []
+
+
+def test_sync_a_value_too_old_for_a_caller_is_made_anew_once() -> None:
+    """Threads that find a value too old wait for one new value that is not."""
+    cache: SyncClientCache[int] = SyncClientCache()
+    client = Client()
+    cache.put(client, "k", 1)
+    made: list[int] = []
+
+    def make() -> int:
+        time.sleep(0.01)
+        made.append(2)
+        return 2
+
+    def too_old(value: int) -> bool:
+        return value < 2
+
+    assert cache.get(client, "k", make) == 1  # no bound: the cached value
+    threads = [
+        threading.Thread(target=lambda: cache.get(client, "k", make, too_old)) for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert made == [2]
+    assert cache.peek(client, "k") == 2
+
+
+@pytest.mark.asyncio
+async def test_async_callers_that_find_a_value_too_old_share_one_new_task() -> None:
+    cache: AsyncClientCache[int] = AsyncClientCache()
+    client = Client()
+    cache.put(client, "k", 1)
+    made: list[int] = []
+
+    async def make() -> int:
+        await asyncio.sleep(0.01)
+        made.append(len(made) + 2)
+        return made[-1]
+
+    def too_old(value: int) -> bool:
+        return value < 2
+
+    assert await cache.get(client, "k", make) == 1
+    values = await asyncio.gather(*(cache.get(client, "k", make, too_old) for _ in range(8)))
+    assert values == [2] * 8
+    assert made == [2]
+
+
+@pytest.mark.asyncio
+async def test_async_a_caller_whose_bound_an_ask_under_way_misses_asks_again() -> None:
+    """Work begun before a caller's bound is waited for, then made anew for that caller."""
+    cache: AsyncClientCache[int] = AsyncClientCache()
+    client = Client()
+    made: list[int] = []
+
+    async def make() -> int:
+        await asyncio.sleep(0.01)
+        made.append(len(made) + 1)
+        return made[-1]
+
+    first = asyncio.ensure_future(cache.get(client, "k", make))
+    await asyncio.sleep(0)  # its work is under way
+    second = await cache.get(client, "k", make, lambda value: value < 2)
+    assert (await first, second, made) == (1, 2, [1, 2])
+    # The value of work the caller began itself is never too old (no endless asking).
+    assert await cache.get(client, "k", make, lambda value: True) == 3

@@ -514,21 +514,22 @@ def test_a_refusal_by_lm_studio_is_checked_against_fresh_traits(
 ) -> None:
     refused = lms.LMStudioServerError("GBNF grammars need a GGUF model")
     server = Server([refused])
-    asked: list[bool] = []
+    asked: list[float | None] = []
 
     def answer(effect: Effect) -> Any:
         if isinstance(effect, ModelInfo):
-            asked.append(effect.fresh)
-            if not effect.fresh:
+            asked.append(effect.since)
+            if effect.since is None:
                 return GGUF
             if isinstance(fresh, Exception):
                 raise fresh
             return fresh
         return server.answer(effect)
 
+    request = grammar_request()
     with pytest.raises(raised) as info:
-        drive(predict(Call(grammar_request()), Sink(), errors), answer)
-    assert asked == [False, True]
+        drive(predict(Call(request), Sink(), errors), answer)
+    assert asked == [None, request.made]  # cached, then traits asked since the call was made
     if raised is UnsupportedOutputTypeError:
         assert info.value.__cause__ is refused
     else:
@@ -541,7 +542,8 @@ def test_traits_are_asked_again_before_a_refusal_and_replaced_after_another_mode
 
     def answer(effect: Effect) -> Any:
         if isinstance(effect, ModelInfo):
-            return GGUF if effect.fresh else MLX  # cached: MLX (stale); LM Studio now: GGUF
+            # cached: MLX (stale); LM Studio since the call was made: GGUF
+            return MLX if effect.since is None else GGUF
         if isinstance(effect, NoteTraits):
             notes.append(effect)
             return None
@@ -552,6 +554,9 @@ def test_traits_are_asked_again_before_a_refusal_and_replaced_after_another_mode
             effect.call.reader.result = lambda: SimpleNamespace(stats=stats, model_info=info)
         return value
 
-    _, done = drive(predict(Call(grammar_request()), Sink(), errors), answer)
+    ticks = iter([5.0, 6.0, 7.0])
+    clock = lambda: next(ticks)  # noqa: E731
+    _, done = drive(predict(Call(grammar_request()), Sink(), errors, clock), answer)
     assert done.text == "a"
     assert [(n.identifier, n.traits) for n in notes] == [("m", ModelTraits("gguf", True, "new"))]
+    assert notes[0].at == 5.0  # read before the prediction opened: its traits are of then or later

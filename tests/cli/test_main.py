@@ -490,6 +490,28 @@ def test_local_commands_are_greedy_unless_a_temperature_is_given(
 
 
 @pytest.mark.parametrize(
+    ("argv", "structured", "penalty"),
+    [
+        (["--local", "generate", "hi"], True, 1.0),
+        (["--local", "generate", "hi"], False, None),
+        (["--local", "generate", "--temperature", "0.7", "hi"], True, None),
+        (["--emulator", "generate", "hi"], True, None),
+        (["generate", "hi"], True, None),
+    ],
+)
+def test_local_structured_commands_turn_the_repeat_penalty_off(
+    argv: list[str], structured: bool, penalty: float | None
+) -> None:
+    """The real engine's repeat penalty counts the prompt's tokens, as llama.cpp's does: at
+    LM Studio's 1.1 the 270M model stopped copying the prompt's values into a record."""
+    from outlines_lmstudio.cli import build_parser
+    from outlines_lmstudio.cli._common import sampling_kwargs
+
+    args = build_parser().parse_args(argv)
+    assert sampling_kwargs(args, structured=structured).get("repeat_penalty") == penalty
+
+
+@pytest.mark.parametrize(
     ("argv", "option"),
     [
         (["extract", "--input", "a", "--input", "b", "--output", "o", "--schema", "s"], "--input"),

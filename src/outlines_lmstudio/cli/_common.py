@@ -403,11 +403,12 @@ def check_retries(retries: int) -> int:
     return retries
 
 
-def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def sampling_kwargs(args: argparse.Namespace, *, structured: bool = False) -> dict[str, Any]:
     """Return the inference keywords (``temperature``, ``max_tokens``) that were given.
 
     With ``--local`` and no ``--temperature``: ``temperature=0`` (greedy), which the
-    banner `connect` prints then says.
+    banner `connect` prints then says; for ``structured`` output (a record to extract
+    from the prompt) also ``repeat_penalty=1.0`` (off).
     """
     from outlines_lmstudio._config import MAX_COUNT
 
@@ -417,6 +418,13 @@ def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         # in `connect`, it only reached the "greedy" banner, and predictions went out at
         # LM Studio's default temperature).
         args.temperature = 0.0  # the 270M model is reliable only when greedy
+        if structured:
+            # LM Studio's repeat penalty (1.1 over the last 64 tokens, the prompt's
+            # included) keeps the 270M model from copying the prompt's values into the
+            # record ("aged 40" became age=1856); free text keeps it: without it, the model
+            # loops.
+            kwargs["repeat_penalty"] = 1.0
+            args.penalty_off = True  # the banner says so
     if args.temperature is not None:
         if not math.isfinite(args.temperature) or args.temperature < 0:
             raise CliError(f"--temperature must be 0 or more, got {args.temperature}.")
@@ -508,7 +516,8 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
         try:
             err_console().print(
                 f"Using the embedded real model Gemma 3 270M (llama.cpp) at {emulator.api_host}"
-                f"{', greedy' if getattr(args, 'temperature', None) == 0 else ''}."
+                f"{', greedy' if getattr(args, 'temperature', None) == 0 else ''}"
+                f"{', repeat penalty off' if getattr(args, 'penalty_off', False) else ''}."
                 if local
                 else f"Using the bundled LM Studio emulator at {emulator.api_host} "
                 "(generated text, not a real model).",

@@ -291,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     check_options_text(args)
     spec = output_spec(args)
     check_output_type(spec, regex_option=False)
-    kwargs = sampling_kwargs(args)
+    kwargs = sampling_kwargs(args, structured=True)
     items = read_items(args.input)
     with OutputFile(args.output) as output:  # holds the output's lock until the end
         return _run(args, spec, kwargs, items, output)

@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     prompt = read_prompt(args.prompt)
     check_retries(args.retries)
     images = [load_image(path) for path in args.image]
-    kwargs = sampling_kwargs(args)
+    kwargs = sampling_kwargs(args, structured=spec.output_type is not None)
     from outlines_lmstudio import from_lmstudio
 
     with connect(args) as session:

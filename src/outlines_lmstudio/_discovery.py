@@ -6,12 +6,18 @@ only when it is entered (``with lms.Client() as client:``); used without
 ``from_lmstudio(lms.Client(), key)`` works as the ``with`` block does: the
 model runs the SDK's own discovery on first use. When nothing answers, the
 error lists the ports tried and says how to start LM Studio or pass a host.
+
+Every probe of a port (``GET /lmstudio-greeting``) has a deadline on the whole answer
+(`is_lm_studio`): the SDK's own probe, ``httpx.get(url, timeout=1)``, bounds each read
+only, so a server that streams (one byte every half second) held it for good.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import time
 
 import httpx
 import lmstudio as lms
@@ -22,10 +28,16 @@ from .errors import LMStudioConnectionError
 __all__ = [
     "DEFAULT_PORTS",
     "NOT_LM_STUDIO",
+    "PROBE_BYTES",
+    "PROBE_SECONDS",
+    "EndlessAnswerError",
     "enter_async_client",
     "ensure_host",
     "find_lm_studio",
+    "is_lm_studio",
     "no_server_error",
+    "search_default_ports",
+    "why_not_lm_studio",
 ]
 
 DEFAULT_PORTS = (41343, 52993, 16141, 39414, 22931)
@@ -48,8 +60,81 @@ ports too.
 """
 
 
-def find_lm_studio() -> tuple[str | None, BaseException | None]:
-    """Probe LM Studio's default ports one by one, past any where another server answers.
+PROBE_SECONDS = 2.0
+"""Seconds a probe waits for the whole answer to ``GET /lmstudio-greeting`` (`is_lm_studio`)."""
+
+PROBE_BYTES = 4096
+"""The longest answer a probe reads: LM Studio's greeting is ``{"lmstudio":true}``."""
+
+
+class EndlessAnswerError(httpx.ReadTimeout):
+    """A server's answer to the probe went on past `PROBE_SECONDS` or `PROBE_BYTES`."""
+
+
+def is_lm_studio(host: str, seconds: float = PROBE_SECONDS) -> bool:
+    """Say whether LM Studio answers at ``host``, as ``lms.Client.is_valid_api_host`` does.
+
+    The same request and the same reading of the answer, with a deadline on the whole
+    answer: the SDK's probe bounds each read to 1 s only, so a server that streams held
+    it for good (found by a probe: a server-sent-events endpoint on a default port).
+
+    Parameters
+    ----------
+    host
+        ``HOST:PORT``.
+    seconds
+        The longest the answer may take once connected (each read is bounded to 1 s, as
+        in the SDK's probe, so the probe ends within ``seconds`` + 1 s).
+
+    Returns
+    -------
+    bool
+        ``True`` if LM Studio's greeting came back; ``False`` if nothing listens there
+        (the connection was refused or timed out) or the answer is not 200.
+
+    Raises
+    ------
+    EndlessAnswerError
+        The answer went on past ``seconds`` or `PROBE_BYTES`.
+    httpx.HTTPError
+        Another server took the connection and did not answer in 1 s, or not in HTTP.
+    ValueError
+        Another server answered 200 with something other than JSON.
+    """
+    deadline = time.monotonic() + seconds
+    try:
+        # The SDK's URL for the probe (private, but its probe's own: we stay in step).
+        with httpx.stream("GET", lms.Client._get_probe_url(host), timeout=1) as response:
+            if response.status_code != httpx.codes.OK:
+                return False
+            body = b""
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > PROBE_BYTES or time.monotonic() > deadline:
+                    raise EndlessAnswerError(f"more than {PROBE_BYTES} bytes or {seconds:g} s")
+    except (httpx.ConnectTimeout, httpx.ConnectError):
+        return False
+    data = json.loads(body)
+    return isinstance(data, dict) and bool(data.get("lmstudio", False))
+
+
+def why_not_lm_studio(error: BaseException) -> str:
+    """Say what a probe's ``error`` (one of `NOT_LM_STUDIO`) means about the server there.
+
+    The words follow "not LM Studio: "; a server that took the connection and said nothing
+    is not said to answer.
+    """
+    if isinstance(error, EndlessAnswerError):
+        return f"it answers without end ({error}), not with LM Studio's greeting"
+    if isinstance(error, httpx.TimeoutException):
+        return "it takes connections but sent no answer within 1 s"
+    if isinstance(error, ValueError):
+        return "it answers, but not with LM Studio's greeting (its answer is not JSON)"
+    return f"it takes connections but does not answer in HTTP ({type(error).__name__}: {error})"
+
+
+def search_default_ports() -> tuple[str | None, list[tuple[str, BaseException]]]:
+    """Probe LM Studio's default ports one by one, past any where another server is.
 
     The SDK's own search stops at the first port where another server answers, though LM
     Studio takes a later default port when the first is taken (found by a review).
@@ -57,17 +142,33 @@ def find_lm_studio() -> tuple[str | None, BaseException | None]:
     Returns
     -------
     tuple
-        The ``HOST:PORT`` LM Studio answers on (``None`` if none), and what the probe of
-        a port raised where another server answered (``None`` if none did).
+        The ``HOST:PORT`` LM Studio answers on (``None`` if none), and the ``HOST:PORT``
+        probed before it where another server is, each with what its probe raised
+        (see `why_not_lm_studio`).
     """
-    other: BaseException | None = None
+    skipped: list[tuple[str, BaseException]] = []
     for port in DEFAULT_PORTS:
+        host = f"127.0.0.1:{port}"
         try:
-            if lms.Client.is_valid_api_host(f"127.0.0.1:{port}"):
-                return f"127.0.0.1:{port}", other
+            if is_lm_studio(host):
+                return host, skipped
         except NOT_LM_STUDIO as exc:
-            other = other or exc
-    return None, other
+            skipped.append((host, exc))
+    return None, skipped
+
+
+def find_lm_studio() -> tuple[str | None, BaseException | None]:
+    """Probe LM Studio's default ports one by one, past any where another server answers.
+
+    Returns
+    -------
+    tuple
+        The ``HOST:PORT`` LM Studio answers on (``None`` if none), and what the probe of
+        the first port where another server is raised (``None`` if there was none); see
+        `search_default_ports`.
+    """
+    found, skipped = search_default_ports()
+    return found, skipped[0][1] if skipped else None
 
 
 def _behind_another_server(
@@ -140,6 +241,13 @@ def ensure_host(client: lms.Client, model: str | None = None) -> None:
     with _DISCOVERY:
         if client_host(client) is not None:
             return
+        # Our search first: the SDK's stops at another server's port, and waits for good
+        # on one that streams (see `is_lm_studio`).
+        found, skipped = search_default_ports()
+        if skipped:
+            raise _behind_another_server(found, skipped[0][1], model)
+        if found is None:
+            raise no_server_error(model)
         try:
             # The SDK's discovery for an existing client is its context-manager entry:
             # `Client.__enter__` only probes the default ports and records the host
@@ -167,6 +275,12 @@ async def enter_async_client(client: lms.AsyncClient) -> None:
         Any other failure, as the SDK raised it (the caller translates it).
     """
     discovering = client_host(client) is None
+    if discovering:  # our search first, as in `ensure_host`
+        found, skipped = await asyncio.to_thread(search_default_ports)
+        if skipped:
+            raise _behind_another_server(found, skipped[0][1], None)
+        if found is None:
+            raise no_server_error()
     try:
         await client.__aenter__()
     except lms.LMStudioClientError as exc:

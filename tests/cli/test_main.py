@@ -13,7 +13,7 @@ import pytest
 
 from outlines_lmstudio.testing import LMStudioEmulator
 
-from ..e2e.other_server import serving_html
+from ..e2e.other_server import serving_html, serving_stream
 from .conftest import MainInProcess, RunCli
 from .helpers import TEXT, assert_one_line_error, cli_env, run_with_closed, script_path
 
@@ -70,6 +70,23 @@ def test_a_host_that_is_not_lm_studio_is_named_as_such() -> None:
         )
     assert result.returncode == 3, result.stderr
     assert_one_line_error(result, f"The server at {host} is not LM Studio", "--emulator")
+
+
+def test_a_host_that_streams_is_given_up_in_time() -> None:
+    """Found by a probe: the SDK's probe of the host waited for good on a server that streams
+    (200, chunked, a byte every half second)."""
+    with serving_stream() as port:
+        host = f"127.0.0.1:{port}"
+        result = subprocess.run(
+            [*script_path(), "--host", host, "models"],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=20,
+            check=False,
+        )
+    assert result.returncode == 3, result.stderr
+    assert_one_line_error(result, f"The server at {host} is not LM Studio: it answers without end")
 
 
 def test_default_local_ports_when_no_host_is_given() -> None:

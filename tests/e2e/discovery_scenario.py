@@ -4,27 +4,44 @@
 Studio's default ports) and uses ``lms.Client()`` / ``lms.AsyncClient()`` with no host,
 never entered by us. ``python discovery_scenario.py nothing`` makes the same calls with
 nothing listening, ``other PORT`` with a web server (not LM Studio) on ``PORT``, ``behind
-PORT1 PORT2`` with that server on ``PORT1`` and the emulator on ``PORT2`` (the CLI too).
+PORT1 PORT2`` with that server on ``PORT1`` and the emulator on ``PORT2`` (the CLI too),
+``stream PORT1 PORT2`` the same with a server that streams without end on ``PORT1``.
+``demo KIND PORT1 PORT2`` runs the demo (``examples/extract.py``) with a server of that
+kind (``html``, ``stream``, ``silent``) on ``PORT1`` and the emulator on ``PORT2``.
 Prints one JSON object with what happened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lmstudio as lms
-from other_server import serving_html  # type: ignore[import-not-found]  # a script's folder
+from other_server import (  # type: ignore[import-not-found]  # a script's folder
+    serving_html,
+    serving_silence,
+    serving_stream,
+)
 from pydantic import BaseModel
 
 from outlines_lmstudio import LMStudioConnectionError, from_lmstudio
 from outlines_lmstudio.testing import LMStudioEmulator
 
 MODEL = "qwen2.5-7b-instruct"
+DEMO = Path(__file__).parents[2] / "examples" / "extract.py"
+OTHER: dict[str, Callable[[int], contextlib.AbstractContextManager[int]]] = {
+    "html": serving_html,
+    "stream": serving_stream,
+    "silent": serving_silence,
+}
 
 
 class Person(BaseModel):
@@ -55,10 +72,43 @@ async def async_call() -> dict[str, Any]:
         return {"error": type(exc).__name__, "message": str(exc)}
 
 
+def run(command: list[str]) -> dict[str, Any]:
+    """Run ``command`` without LMSTUDIO_HOST; return its status, output and seconds."""
+    env = {k: v for k, v in os.environ.items() if k != "LMSTUDIO_HOST"}
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+    return {
+        "status": done.returncode,
+        "stdout": done.stdout,
+        "stderr": done.stderr,
+        "seconds": time.monotonic() - started,
+    }
+
+
 def main() -> None:
-    if sys.argv[1] == "other":
+    if sys.argv[1] == "demo":
+        ports = [int(p) for p in sys.argv[3:5]]
+        with OTHER[sys.argv[2]](ports[0]), LMStudioEmulator(port=ports[1]):
+            result: dict[str, Any] = run([sys.executable, str(DEMO)])
+    elif sys.argv[1] == "stream":
+        from outlines_lmstudio._discovery import find_lm_studio
+
+        ports = [int(p) for p in sys.argv[2:4]]
+        with serving_stream(ports[0]), LMStudioEmulator(port=ports[1]):
+            started = time.monotonic()
+            found, other = find_lm_studio()
+            result = {
+                "found": found,
+                "other": type(other).__name__,
+                "seconds": time.monotonic() - started,
+                "sync": sync_call(),
+                "async": asyncio.run(async_call()),
+            }
+            command = [sys.executable, "-m", "outlines_lmstudio.cli", "generate", "-m", MODEL]
+            result["cli"] = run([*command, "--max-tokens", "4", "Hi"])
+    elif sys.argv[1] == "other":
         with serving_html(int(sys.argv[2])):
-            result: dict[str, Any] = {"sync": sync_call(), "async": asyncio.run(async_call())}
+            result = {"sync": sync_call(), "async": asyncio.run(async_call())}
     elif sys.argv[1] == "behind":  # another server on the first port, LM Studio on the next
         ports = [int(p) for p in sys.argv[2:4]]
         with serving_html(ports[0]), LMStudioEmulator(port=ports[1]):

@@ -1,18 +1,28 @@
-"""A web server that is not LM Studio, on a port of the tests' choosing.
+"""Servers that are not LM Studio, on a port of the tests' choosing.
 
 Another program on LM Studio's port (a web app answering every path with 200 and HTML) is
-what made the SDK's probe raise ``JSONDecodeError`` (found by a probe). Used by the tests
-and by ``discovery_scenario.py``, which runs as a script in a private network.
+what made the SDK's probe raise ``JSONDecodeError`` (found by a probe); one that streams
+(200, chunked, a byte every half second) held the probe for good; one that answers LM
+Studio's greeting but whose websocket never replies held the demo. Used by the tests and
+by ``discovery_scenario.py``, which runs as a script in a private network.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.server
+import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
+from typing import Literal
 
-__all__ = ["serving_html"]
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+from websockets.sync.server import ServerConnection, serve
+
+__all__ = ["serving_fake_lmstudio", "serving_html", "serving_silence", "serving_stream"]
 
 
 class _WebApp(http.server.BaseHTTPRequestHandler):
@@ -39,3 +49,77 @@ def serving_html(port: int = 0) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _Stream(http.server.BaseHTTPRequestHandler):
+    """200 and an endless chunked answer (server-sent events), a byte every half second."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        with contextlib.suppress(OSError):  # the client went away
+            while not getattr(self.server, "stopping", False):
+                self.wfile.write(b"1\r\n:\r\n")
+                self.wfile.flush()
+                time.sleep(0.5)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving_stream(port: int = 0) -> Iterator[int]:
+    """Serve an endless stream on ``127.0.0.1:port`` (a free port for 0); yield the port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Stream)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.stopping = True  # type: ignore[attr-defined]  # read by the handlers
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def serving_fake_lmstudio(websocket: Literal["silent", "close"], port: int = 0) -> Iterator[int]:
+    """Answer LM Studio's greeting, with a websocket that never replies or closes at once.
+
+    Yields the port (a free one for 0).
+    """
+    greeting = json.dumps({"lmstudio": True}).encode()
+
+    def greet(connection: ServerConnection, request: Request) -> Response | None:
+        if request.path != "/lmstudio-greeting":
+            return None  # the websocket handshake
+        headers = Headers([("Content-Type", "application/json")])
+        headers["Content-Length"] = str(len(greeting))
+        return Response(200, "OK", headers, greeting)
+
+    def handle(connection: ServerConnection) -> None:
+        if websocket == "close":
+            connection.close()
+            return
+        with contextlib.suppress(Exception):  # silent: read, never reply
+            for _ in connection:
+                pass
+
+    with serve(handle, "127.0.0.1", port, process_request=greet) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield server.socket.getsockname()[1]
+        finally:
+            server.shutdown()
+
+
+@contextlib.contextmanager
+def serving_silence(port: int = 0) -> Iterator[int]:
+    """Take connections on ``127.0.0.1:port`` and never answer (the kernel accepts them)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", port))
+        listener.listen(16)
+        yield listener.getsockname()[1]

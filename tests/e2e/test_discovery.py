@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,24 @@ import lmstudio as lms
 import pytest
 
 from outlines_lmstudio import from_lmstudio
-from outlines_lmstudio._discovery import DEFAULT_PORTS, no_server_error
+from outlines_lmstudio._discovery import (
+    DEFAULT_PORTS,
+    PROBE_SECONDS,
+    EndlessAnswerError,
+    is_lm_studio,
+    no_server_error,
+)
 from outlines_lmstudio.errors import LMStudioConnectionError, OutlinesLMStudioError
 
 from ..private_network import run_in_private_network
+from .other_server import serving_stream
 
 SCENARIO = Path(__file__).with_name("discovery_scenario.py")
 pytestmark = pytest.mark.timeout(180)
 
 
-def scenario(*args: str) -> dict[str, Any]:
-    done = run_in_private_network([sys.executable, str(SCENARIO), *args])
+def scenario(*args: str, timeout: float = 120) -> dict[str, Any]:
+    done = run_in_private_network([sys.executable, str(SCENARIO), *args], timeout=timeout)
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -75,6 +83,31 @@ def test_lm_studio_behind_another_server_is_named_or_found() -> None:
     for front in ("sync", "async"):
         assert result[front]["error"] == "LMStudioConnectionError", result
         assert f'lms.Client("127.0.0.1:{second}")' in result[front]["message"]
+    assert result["cli"]["status"] == 0, result["cli"]["stderr"]
+
+
+def test_a_server_that_streams_ends_the_probe_at_its_deadline() -> None:
+    """Found by a probe: the SDK's probe bounds each read to 1 s, not the answer, so a server
+    that streams (a byte every half second) held it, and the demo, for good."""
+    with serving_stream() as port:
+        started = time.monotonic()
+        with pytest.raises(EndlessAnswerError):
+            is_lm_studio(f"127.0.0.1:{port}")
+        assert time.monotonic() - started < PROBE_SECONDS + 1.5
+
+
+def test_lm_studio_behind_a_server_that_streams_is_found_in_time() -> None:
+    """The same server on the first default port: the library's search, its client without
+    a host and the CLI all go past it (the search held them for good)."""
+    first, second = DEFAULT_PORTS[0], DEFAULT_PORTS[1]
+    result = scenario("stream", str(first), str(second), timeout=90)
+    assert result["found"] == f"127.0.0.1:{second}", result
+    assert result["other"] == "EndlessAnswerError"
+    assert result["seconds"] < PROBE_SECONDS + 1.5
+    for front in ("sync", "async"):
+        assert result[front]["error"] == "LMStudioConnectionError", result
+        assert f'lms.Client("127.0.0.1:{second}")' in result[front]["message"]
+        assert "EndlessAnswerError" in result[front]["message"]
     assert result["cli"]["status"] == 0, result["cli"]["stderr"]
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import httpx
 import lmstudio as lms
 
-from .._discovery import find_lm_studio
+from .._discovery import NOT_LM_STUDIO, find_lm_studio, is_lm_studio, why_not_lm_studio
 from ._exit import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -552,22 +552,22 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
                 EXIT_UNREACHABLE,
             )
     host = _normalise_host(host, source)
-    client = lms.Client(host)
     try:
-        client.__enter__()  # probes the host
-    except (lms.LMStudioError, httpx.HTTPError, OSError, ValueError) as exc:
-        client.close()
-        if isinstance(exc, ValueError):  # an answer that is not LM Studio's (HTML...)
-            raise CliError(
-                f"The server at {host} is not LM Studio (it answered, but not as LM Studio "
-                f"does: {type(exc).__name__}): check the port; {_START_HINT}.",
-                EXIT_UNREACHABLE,
-            ) from None
-        if isinstance(exc, lms.LMStudioError) and "not reachable" not in str(exc):
-            raise CliError(f"Cannot use LM Studio at {host}: {one_line(str(exc))}") from None
+        # Our probe, not the SDK's (`client.__enter__()`), which waited for good on a
+        # server that streams (found by a probe). The client needs no entering: given a
+        # host, the SDK connects on first use.
+        answering = is_lm_studio(host)
+    except NOT_LM_STUDIO as exc:  # another server: HTML, an endless stream, no answer...
         raise CliError(
-            f"LM Studio is not reachable at {host}: {_START_HINT}.", EXIT_UNREACHABLE
+            f"The server at {host} is not LM Studio: {why_not_lm_studio(exc)}. Check the "
+            f"port; {_START_HINT}.",
+            EXIT_UNREACHABLE,
         ) from None
+    except OSError:
+        answering = False
+    if not answering:
+        raise CliError(f"LM Studio is not reachable at {host}: {_START_HINT}.", EXIT_UNREACHABLE)
+    client = lms.Client(host)
     try:
         yield Session(client, host)
     finally:

@@ -7,8 +7,10 @@ Runs against, in this order:
    when the ``local`` extra is installed;
 3. the bundled emulator's synthetic engine (schema-valid but made-up values).
 
-It prints which one it used and why. ``--local`` asks for the embedded model,
-``--emulator`` for the synthetic one. ``LMSTUDIO_MODEL`` picks the LM Studio model.
+It prints which one it used and why, and names any default port it skipped because
+another server is there. ``--local`` asks for the embedded model, ``--emulator`` for the
+synthetic one. ``LMSTUDIO_MODEL`` picks the LM Studio model. Ctrl-C stops it with one line
+and status 130, as it does the command line.
 """
 
 from __future__ import annotations
@@ -16,19 +18,63 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, Literal, NoReturn
 
-import httpx
-import lmstudio as lms
-import outlines
-import pydantic
+INTERRUPTED = 130  # as the outlines-lmstudio command line
 
-from outlines_lmstudio import OutlinesLMStudioError, from_lmstudio
+
+def _end_interrupted(
+    kind: type[BaseException], value: BaseException, traceback: TracebackType | None
+) -> None:
+    """End on a Ctrl-C with one line and status 130, as the command line does.
+
+    Set as ``sys.excepthook`` before anything loads, so a Ctrl-C while the libraries load
+    or define their types (a second or two) ends the same way as one later. By then every
+    ``with`` block has closed what it opened; ``os._exit`` leaves at once rather than wait
+    for worker threads (the interpreter joins them at exit), as the command line does when
+    they are stuck.
+    """
+    if not issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, traceback)
+        return
+    print("extract.py: interrupted.", file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(INTERRUPTED)
+
+
+if __name__ == "__main__":
+    sys.excepthook = _end_interrupted
+
+import httpx  # noqa: E402 - after the hook
+import lmstudio as lms  # noqa: E402
+import outlines  # noqa: E402
+import pydantic  # noqa: E402
+
+from outlines_lmstudio import (  # noqa: E402
+    LMStudioModelNotFoundError,
+    OutlinesLMStudioError,
+    ParseError,
+    from_lmstudio,
+)
+
+# The library's own discovery: it probes the default ports past another server's, with a
+# deadline on each probe (the SDK's stops at the first other server, and waits for good on
+# one that streams). A private module: the demo shows the library's models, not this API.
+from outlines_lmstudio._discovery import (  # noqa: E402
+    NOT_LM_STUDIO,
+    is_lm_studio,
+    search_default_ports,
+    why_not_lm_studio,
+)
 
 
 class Person(pydantic.BaseModel):
@@ -73,9 +119,6 @@ class Backend:
 
 # HOST:PORT as LM Studio's server is addressed: a name or address, then a port in digits.
 HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):([0-9]+)")
-# What the SDK's probe of a port raises when a server other than LM Studio answers there
-# (it catches only a refused or timed-out connection).
-NOT_LM_STUDIO = (httpx.HTTPError, ValueError)
 
 
 def _refuse_host(value: str, why: str = "") -> NoReturn:
@@ -99,22 +142,21 @@ def _lmstudio() -> Backend | None:
         if match is None or not 0 < int(match[1]) <= 65535:
             _refuse_host(value, " with a port from 1 to 65535")
         try:
-            answering = lms.Client.is_valid_api_host(host)
+            answering, why = is_lm_studio(host), ""
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError) as exc:
             _refuse_host(value, f" ({exc})")
-        except NOT_LM_STUDIO:  # another server: HTML (JSONDecodeError), no answer...
-            answering = False
+        except NOT_LM_STUDIO as exc:  # another server: HTML, a stream, no answer...
+            answering, why = False, f": {why_not_lm_studio(exc)}"
         if answering:
             return Backend(host, f"LM Studio at {host} (LMSTUDIO_HOST)", model)
-        print(f"LMSTUDIO_HOST={value} is not answering as LM Studio.", file=sys.stderr)
+        print(f"LMSTUDIO_HOST={value} is not answering as LM Studio{why}.", file=sys.stderr)
         return None
-    try:
-        found = lms.Client.find_default_local_api_host()
-    except NOT_LM_STUDIO:  # the SDK's probe lets another server's answer out (a probe)
-        print("Another server answers on one of LM Studio's default ports.", file=sys.stderr)
-        return None
+    found, skipped = search_default_ports()
+    for where, error in skipped:
+        print(f"Skipped {where}, not LM Studio: {why_not_lm_studio(error)}.", file=sys.stderr)
     if found:
-        return Backend(found, f"LM Studio at {found} (found on its default local port)", model)
+        past = ", past the ports skipped above" if skipped else ""
+        return Backend(found, f"LM Studio at {found} (found on a default local port{past})", model)
     return None
 
 
@@ -178,11 +220,16 @@ def backend(choice: str | None) -> Iterator[Backend]:
 
 
 def extract(model: Any, texts: list[str], output_type: type[Any], task: str, **kw: Any) -> None:
+    """Extract ``output_type`` from each text; a reply that does not validate is reported.
+
+    Any other failure (LM Studio unreachable, an unknown model) is the same for every text:
+    it ends the demo (`main` says it once).
+    """
     for text in texts:
         print(f"\n{text}")
         try:
             value = model.parse(f"{task}: {text}", output_type, retries=1, **kw)
-        except OutlinesLMStudioError as exc:
+        except ParseError as exc:
             print(f"-> extraction failed: {exc}")
             continue
         print(f"-> {value.model_dump_json()}")
@@ -194,39 +241,49 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--local", action="store_const", const="local", dest="choice")
     group.add_argument("--emulator", action="store_const", const="emulator", dest="choice")
     args = parser.parse_args(argv)
-    with backend(args.choice) as chosen, lms.Client(chosen.host) as client:
+    # Not `with lms.Client(...)`: entering it probes the host again with the SDK's own probe,
+    # which has no deadline. The library connects on first use, within its connect_timeout.
+    with backend(args.choice) as chosen, contextlib.closing(lms.Client(chosen.host)) as client:
         print(f"Running against {chosen.description}")
-        if chosen.model is None and not client.llm.list_loaded():
-            print(
-                "LM Studio has no model loaded: load one in LM Studio, or name one with "
-                "LMSTUDIO_MODEL=KEY (LM Studio then loads it).",
-                file=sys.stderr,
-            )
-            return 1
         print(f"Sampling: {chosen.sampling}")
         model = from_lmstudio(client, chosen.model)
         kw = {"max_tokens": 256, **chosen.kwargs}
-        extract(model, PEOPLE, Person, "Extract the person as JSON", **kw)
-        if chosen.small:
-            print(
-                "\nSkipping the nested invoices: Gemma 3 270M gets most of them wrong "
-                "(its measured accuracy is in docs/benchmarks.md). Run with LM Studio for those."
-            )
-        else:
-            extract(model, DOCUMENTS, Invoice, "Extract the invoice as JSON", **kw)
-        # The same through Outlines' own Generator (returns JSON text):
         try:
-            prompt = f"Extract the person as JSON: {PEOPLE[0]}"
-            text = str(outlines.Generator(model, Person)(prompt, **kw))
+            run(model, chosen, kw)
         except OutlinesLMStudioError as exc:
-            print(f"\noutlines.Generator(model, Person) failed: {exc}", file=sys.stderr)
+            if chosen.model is None and isinstance(exc, LMStudioModelNotFoundError):
+                print(
+                    "LM Studio has no model loaded: load one in LM Studio, or name one with "
+                    "LMSTUDIO_MODEL=KEY (LM Studio then loads it).",
+                    file=sys.stderr,
+                )
+            else:
+                print(f"\nStopped: {exc}", file=sys.stderr)
             return 1
-        Person.model_validate_json(text)
-        print(f"\noutlines.Generator(model, Person) returned valid JSON: {json.loads(text)}")
     return 0
 
 
+def run(model: Any, chosen: Backend, kw: dict[str, Any]) -> None:
+    """Run the examples; raise the first failure that is not a reply's own."""
+    extract(model, PEOPLE, Person, "Extract the person as JSON", **kw)
+    if chosen.small:
+        print(
+            "\nSkipping the nested invoices: Gemma 3 270M gets most of them wrong "
+            "(its measured accuracy is in docs/benchmarks.md). Run with LM Studio for those."
+        )
+    else:
+        extract(model, DOCUMENTS, Invoice, "Extract the invoice as JSON", **kw)
+    # The same through Outlines' own Generator (returns JSON text):
+    prompt = f"Extract the person as JSON: {PEOPLE[0]}"
+    text = str(outlines.Generator(model, Person)(prompt, **kw))
+    Person.model_validate_json(text)
+    print(f"\noutlines.Generator(model, Person) returned valid JSON: {json.loads(text)}")
+
+
 if __name__ == "__main__":
+    # The SDK's own log lines ("Connection failed ...") stay out of the terminal: the demo
+    # says what failed in one line, as the command line does.
+    logging.getLogger().addHandler(logging.NullHandler())
     try:
         status = main()
     except BrokenPipeError:

@@ -3,30 +3,51 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 
+from outlines_lmstudio._discovery import DEFAULT_PORTS, PROBE_SECONDS
 from outlines_lmstudio.testing import EmulatedModel, LMStudioEmulator, embedded_available
 
-from .other_server import serving_html
+from ..private_network import run_in_private_network
+from .other_server import serving_fake_lmstudio, serving_html, serving_stream
 
 DEMO = Path(__file__).parents[2] / "examples" / "extract.py"
+SCENARIO = Path(__file__).with_name("discovery_scenario.py")
 
 
-def run_demo(lmstudio_host: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LMSTUDIO_HOST": lmstudio_host}
+def run_demo(
+    lmstudio_host: str, *args: str, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "LMSTUDIO_HOST": lmstudio_host, **env}
     return subprocess.run(
         [sys.executable, str(DEMO), *args],
         capture_output=True,
         text=True,
-        env=env,
-        timeout=120,
+        env=environ,
+        timeout=timeout,
     )
+
+
+def load_demo(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import the demo as a module, to run its backend lookup alone."""
+    spec = importlib.util.spec_from_file_location("demo_extract", DEMO)
+    assert spec is not None
+    assert spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, demo)  # its dataclasses look it up
+    spec.loader.exec_module(demo)
+    return demo
 
 
 @pytest.mark.parametrize(
@@ -68,12 +89,7 @@ def test_another_server_at_lmstudio_host_is_not_lm_studio(
 ) -> None:
     """Found by a probe (of the CLI): the SDK's probe raised JSONDecodeError, a traceback.
     The demo says so and goes on to its other backends (not run here: the lookup alone)."""
-    spec = importlib.util.spec_from_file_location("demo_extract", DEMO)
-    assert spec is not None
-    assert spec.loader is not None
-    demo = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, demo)  # its dataclasses look it up
-    spec.loader.exec_module(demo)
+    demo = load_demo(monkeypatch)
     with serving_html() as port:
         monkeypatch.setenv("LMSTUDIO_HOST", f"127.0.0.1:{port}")
         assert demo._lmstudio() is None
@@ -131,3 +147,98 @@ def test_an_embedded_model_its_cache_cannot_hold_falls_back_to_the_emulator(
     assert "The embedded model cannot be used:" in result.stderr
     assert "the bundled LM Studio emulator's synthetic engine" in result.stdout
     assert "the embedded model cannot be used (" in result.stdout
+
+
+@pytest.mark.timeout(30)
+def test_a_server_that_streams_at_lmstudio_host_is_given_up_in_time(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a probe: the SDK's probe waited for good on a server that streams."""
+    demo = load_demo(monkeypatch)
+    with serving_stream() as port:
+        monkeypatch.setenv("LMSTUDIO_HOST", f"127.0.0.1:{port}")
+        started = time.monotonic()
+        assert demo._lmstudio() is None
+        assert time.monotonic() - started < PROBE_SECONDS + 1.5
+    assert "is not answering as LM Studio: it answers without end" in capsys.readouterr().err
+
+
+def demo_scenario(kind: str) -> dict[str, Any]:
+    first, second = DEFAULT_PORTS[0], DEFAULT_PORTS[1]
+    done = run_in_private_network(
+        [sys.executable, str(SCENARIO), "demo", kind, str(first), str(second)], timeout=90
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [
+        ("html", "it answers, but not with LM Studio's greeting"),
+        ("silent", "it takes connections but sent no answer within 1 s"),
+        ("stream", "it answers without end"),
+    ],
+)
+def test_lm_studio_behind_another_server_on_the_first_default_port_is_used(
+    kind: str, why: str
+) -> None:
+    """Found by a probe: the demo used the SDK's search, which stops at the first port where
+    another server is; it said "no LM Studio reachable" and ran the embedded model (or, for
+    a server that streams, waited for good). LM Studio takes a later default port then."""
+    first, second = DEFAULT_PORTS[0], DEFAULT_PORTS[1]
+    result = demo_scenario(kind)
+    assert result["status"] == 0, result["stderr"]
+    assert result["stdout"].startswith(
+        f"Running against LM Studio at 127.0.0.1:{second} (found on a default local port, "
+        "past the ports skipped above)\n"
+    ), result["stdout"]
+    assert f"Skipped 127.0.0.1:{first}, not LM Studio: {why}" in result["stderr"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("websocket", ["close", "silent"])
+def test_a_server_that_only_greets_as_lm_studio_ends_the_demo_in_one_line(
+    websocket: Any,
+) -> None:
+    """Found by a probe: LM Studio's greeting answered, then a websocket that closes ended
+    the demo in a traceback, and one that never replies held it for good (the SDK's
+    connect has no limit). The library's connect is bounded (connect_timeout, 10 s)."""
+    with serving_fake_lmstudio(websocket) as port:
+        result = run_demo(f"127.0.0.1:{port}", timeout=40)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    stopped = [line for line in result.stderr.splitlines() if line]
+    assert len(stopped) == 1, result.stderr
+    assert stopped[0].startswith("Stopped: "), result.stderr
+    if websocket == "silent":
+        assert "did not complete the connection" in stopped[0]
+
+
+def test_an_unknown_model_is_said_once(lmstudio_emulator: LMStudioEmulator) -> None:
+    """Found by a probe: the same error, 700 characters, came for each of the seven examples."""
+    result = run_demo(lmstudio_emulator.api_host, LMSTUDIO_MODEL="no-such-model")
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert output.count("no model matching") == 1, output
+    assert "Stopped: LM Studio has no model matching 'no-such-model'" in result.stderr
+
+
+def test_ctrl_c_ends_the_demo_in_one_line_with_status_130() -> None:
+    """Found by a probe: a Ctrl-C printed a KeyboardInterrupt traceback (~24 lines)."""
+    demo = subprocess.Popen(
+        [sys.executable, str(DEMO), "--emulator"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert demo.stdout is not None
+    for line in demo.stdout:  # the first example's result: the demo is under way
+        if line.startswith("-> "):
+            break
+    demo.send_signal(signal.SIGINT)
+    _, stderr = demo.communicate(timeout=30)
+    assert demo.returncode == 130
+    assert stderr == "extract.py: interrupted.\n"

@@ -10,7 +10,7 @@ Runs against, in this order:
 It prints which one it used and why, and names any default port it skipped because
 another server is there. ``--local`` asks for the embedded model, ``--emulator`` for the
 synthetic one. ``LMSTUDIO_MODEL`` picks the LM Studio model. Ctrl-C stops it with one line
-and status 130, as it does the command line.
+and status 130, as the command line does.
 """
 
 from __future__ import annotations

@@ -187,6 +187,25 @@ async def test_a_prediction_cancelled_in_its_prompt_takes_no_script(
     assert (await model.respond("next")).content == "for the next request"
 
 
+@pytest.mark.asyncio
+async def test_a_prediction_whose_model_is_unloaded_in_its_delay_ends_unloaded(
+    emu: LMStudioEmulator, aclient: lms.AsyncClient
+) -> None:
+    # Found by a review: the delay came before the instance was looked up, so after a
+    # `reset()` (which reloads every instance) an earlier test's delayed prediction took a
+    # slot of the new instance and generated a whole reply there.
+    model = await aclient.llm.model(TEXT)
+    emu.add_fault(Fault("predict", "delay", seconds=0.3))
+    slow = asyncio.create_task(model.respond("from the test before"))
+    await emu.await_until(lambda: len(emu.predictions) == 1)
+    emu.reset()
+    result = await asyncio.wait_for(slow, timeout=5)
+    assert result.stats.stop_reason == "modelUnloaded"
+    assert result.content == ""
+    assert (await model.respond("this test's")).stats.stop_reason == "eosFound"
+    assert emu.peak_concurrency() == 1
+
+
 def test_unload_fault(emu: LMStudioEmulator, client: lms.Client) -> None:
     model = client.llm.model(TEXT)
     emu.add_fault(Fault("predict", "unload"))

@@ -201,13 +201,20 @@ async def _serve(
     record: Prediction,
 ) -> None:
     emu = conn.emu
-    if fault is not None and (fault.after_fragments == 0 or fault.kind == "unload"):
-        if fault.kind == "unload":
-            emu._unload_names((record.model,), conn.namespace)
-        else:
-            await _strike(conn, fault, channel.cancel_event)
+    if fault is not None and fault.kind == "unload":
+        emu._unload_names((record.model,), conn.namespace)
         fault = None
     instance = resolve(conn, parameter.get("modelSpecifier"))
+    if fault is not None and fault.after_fragments == 0:
+        fault, striking = None, fault
+        await _strike(conn, striking, channel.cancel_event)
+        if not channel.cancel_event.is_set() and not _in_use(emu, instance):
+            # Its model was unloaded meanwhile (a client, a TTL, or a test's `reset`
+            # reloading every instance; found by a review: after a reset it took a slot
+            # of the new instance and generated there): LM Studio ends the prediction.
+            stats = {"stopReason": "modelUnloaded", "promptTokensCount": 0}
+            await _succeed(conn, channel, instance, record, stats)
+            return
     preset = record.preset
     if preset is not None and emu.presets is not None and preset not in emu.presets:
         raise RequestError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -420,9 +421,20 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
         return finish(await self._complete(_flow.Complete(request)))
 
     def _iterate(self, request: Request, sink: Sink) -> _AsyncStream:
-        return _AsyncStream(self._items(request, sink))
+        alive: list[weakref.ref[AsyncGenerator[Any, None]]] = []
+        items = self._items(request, sink, alive)
+        alive.append(weakref.ref(items))  # see `_items`
+        return _AsyncStream(items)
 
-    async def _items(self, request: Request, sink: Sink) -> AsyncGenerator[Any, None]:
+    async def _items(
+        self, request: Request, sink: Sink, alive: list[weakref.ref[AsyncGenerator[Any, None]]]
+    ) -> AsyncGenerator[Any, None]:
+        """Yield a stream's items; leaving early cancels the prediction.
+
+        ``alive`` holds a weak reference to this generator: Python clears it before it
+        finalises a generator that became garbage, and ``finally`` then cannot always wait
+        (see `_leave`).
+        """
         if isinstance(request, _Deferred):
             request = await _settle(request)
         call = Call(request, deadline=self._deadline(request))
@@ -432,13 +444,27 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
             async for item in self._drive(flow, call):
                 yield item
         finally:
-            await self._leave(call)
+            await self._leave(call, garbage=alive[0]() is None)
 
     @staticmethod
-    async def _leave(call: Call) -> None:
-        """Cancel an unfinished prediction on the server (the caller left, or it failed)."""
-        if not call.finished and call.reader is not None:
-            await call.reader.stop()
+    async def _leave(call: Call, *, garbage: bool = False) -> None:
+        """Cancel an unfinished prediction on the server (the caller left, or it failed).
+
+        A stream that became ``garbage`` may be finalised where nothing can be awaited:
+        Python closes an async generator that it never handed to an event loop's finaliser
+        hook (its first step was taken outside the loop, as a sync bridge's
+        ``loop.run_until_complete(stream.__anext__())`` does) on the spot, in whatever
+        thread collects it, with the loop running or not, or at interpreter exit; an await
+        that suspends there fails ("no running event loop", "async generator ignored
+        GeneratorExit"), and the prediction went on. So it, and a stream closed away from
+        its reader's loop, hand the cancel to that loop without waiting (`stop_soon`).
+        """
+        if call.finished or (reader := call.reader) is None:
+            return
+        if garbage or not reader.on_its_loop():
+            reader.stop_soon()
+        else:
+            await reader.stop()
 
     async def _map(
         self, flows: list[Flow[Any]], limit: int, requests: Sequence[Request] = ()

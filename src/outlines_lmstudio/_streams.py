@@ -486,6 +486,13 @@ class AsyncReader:
         _TASKS.add(self._pump)  # keep a reference until done
         self._pump.add_done_callback(_TASKS.discard)
 
+    def on_its_loop(self) -> bool:
+        """Whether this thread runs the reader's event loop (where its stream lives) now."""
+        try:
+            return asyncio.get_running_loop() is self._pump.get_loop()
+        except RuntimeError:  # no loop runs in this thread
+            return False
+
     def _progress(self) -> None:
         """Note a prompt-processing report: a sign of life, as a fragment is.
 
@@ -654,15 +661,39 @@ class AsyncReader:
         cancelled again while it leaves (a second ``cancel()``, an outer timeout) would
         otherwise abort the send, and the server would go on generating.
         """
-        if self._ended:
+        if (sending := self._send_stop()) is not None:
+            await asyncio.shield(sending)
+
+    def stop_soon(self) -> None:
+        """Cancel the prediction on the server from outside the reader's event loop.
+
+        For a stream finalised where it cannot wait: by the garbage collector with the loop
+        not running (a sync bridge stepping it with ``loop.run_until_complete``), in another
+        thread, or at interpreter exit. The cancel is handed to the reader's loop, and sent
+        as soon as that loop runs again; a closed loop has nothing left to run it (its
+        sockets are closed), and nothing is done. Thread-safe; returns at once.
+        """
+        if self.on_its_loop():
+            self._send_stop()
             return
+        loop = self._pump.get_loop()
+        if loop.is_closed():
+            return
+        # The loop may close meanwhile (another thread): call_soon_threadsafe then raises.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._send_stop)
+
+    def _send_stop(self) -> asyncio.Task[None] | None:
+        """Start the task that sends the cancel (see `_cancel`); ``None`` if none is needed."""
+        if self._ended:
+            return None
         if self.stream is None:  # not open yet: the reader cancels it once it is
             self._leaving = True
-            return
+            return None
         sending = asyncio.create_task(self._cancel(self.stream))
         _TASKS.add(sending)  # keep a reference until done
         sending.add_done_callback(_TASKS.discard)
-        await asyncio.shield(sending)
+        return sending
 
     async def _cancel(self, stream: lms.AsyncPredictionStream) -> None:
         """Send the cancel, then wait for its confirmation in the background.

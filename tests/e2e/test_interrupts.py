@@ -2,10 +2,14 @@
 
 import _thread
 import asyncio
+import gc
 import signal
+import subprocess
+import sys
 import textwrap
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -327,3 +331,121 @@ def test_leaving_before_the_first_read_sends_nothing(emulator: LMStudioEmulator)
         assert handle.respond("still works").content  # a round trip after the leaving
     assert len(emulator.predictions) == 1  # only the round trip's
     assert emulator.predictions[0].last_user_text == "still works"
+
+
+def _first_chunk_outside_the_loop(
+    emulator: LMStudioEmulator,
+) -> tuple[asyncio.AbstractEventLoop, lms.AsyncClient, list[Any]]:
+    """A sync bridge's first step: ``loop.run_until_complete(stream.__anext__())``.
+
+    Its first ``__anext__()`` is made with no loop running, so Python hands the stream's
+    generator to no loop's finaliser hook: dropped, it is closed on the spot. Returns the
+    loop, the client, and a list holding the stream (clear it to drop the stream).
+    """
+    emulator.script(TEXT_MODEL, [LONG])
+    loop = asyncio.new_event_loop()
+    client = lms.AsyncClient(emulator.api_host)
+    stream = from_lmstudio(client, TEXT_MODEL).stream("long")
+    assert loop.run_until_complete(stream.__anext__())
+    return loop, client, [stream]
+
+
+def _drop(held: list[Any]) -> None:
+    held.clear()
+    gc.collect()
+
+
+async def _drop_async(held: list[Any]) -> None:
+    _drop(held)
+
+
+@pytest.mark.parametrize(
+    "where", ["loop-stopped", "other-thread", "loop-in-other-thread", "loop-running-here"]
+)
+def test_an_async_stream_dropped_away_from_its_running_loop_is_cancelled(
+    slow_emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A stream that becomes garbage where its ``finally`` cannot await (no loop running,
+    another thread, or closed on the spot by the collector) hands the cancel to its loop:
+    sent once the loop runs, with no "Exception ignored" report and no coroutine left
+    unawaited (before: "RuntimeError: no running event loop", and LM Studio generated on)."""
+    emulator = slow_emulator
+    ignored: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda report: ignored.append(repr(report)))
+    loop, client, held = _first_chunk_outside_the_loop(emulator)
+    done = asyncio.to_thread(emulator.wait_until, lambda: _finished(emulator))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if where == "loop-stopped":
+            _drop(held)
+            loop.run_until_complete(done)  # the loop runs again
+        elif where == "other-thread":  # collected in a thread running a loop of its own
+            dropper = threading.Thread(target=lambda: asyncio.run(_drop_async(held)))
+            dropper.start()
+            dropper.join()
+            loop.run_until_complete(done)
+        elif where == "loop-in-other-thread":
+            runner = threading.Thread(target=loop.run_until_complete, args=(done,))
+            runner.start()
+            _drop(held)
+            runner.join()
+        else:  # collected by code its own loop runs: closed on the spot, nothing awaitable
+
+            async def drop_then_wait() -> None:
+                _drop(held)
+                await done
+
+            loop.run_until_complete(drop_then_wait())
+        loop.run_until_complete(client.aclose())
+        loop.close()
+    assert ignored == []
+    assert [str(w.message) for w in caught] == []
+    prediction = emulator.predictions[-1]
+    assert prediction.cancelled
+    assert prediction.stop_reason == "userStopped"
+    assert len(prediction.fragments) < 400
+
+
+def test_an_async_stream_dropped_after_its_loop_closed_reports_nothing(
+    slow_emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed loop can send nothing (its sockets are closed): nothing is done, and
+    nothing is reported (before: "coroutine 'AsyncReader._cancel' was never awaited")."""
+    ignored: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda report: ignored.append(repr(report)))
+    loop, _client, held = _first_chunk_outside_the_loop(slow_emulator)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loop.close()
+        _drop(held)
+    assert ignored == []
+    assert [str(w.message) for w in caught] == []
+
+
+EXIT_SCRIPT = textwrap.dedent(
+    """
+    import asyncio
+    import sys
+    import lmstudio as lms
+    from outlines_lmstudio import from_lmstudio
+
+    loop = asyncio.new_event_loop()
+    stream = from_lmstudio(lms.AsyncClient(sys.argv[1]), sys.argv[2]).stream("long")
+    print(loop.run_until_complete(stream.__anext__()), flush=True)
+    """  # the stream is left to interpreter exit, its loop neither running nor closed
+)
+
+
+def test_an_async_stream_left_to_interpreter_exit_reports_nothing(
+    slow_emulator: LMStudioEmulator,
+) -> None:
+    slow_emulator.script(TEXT_MODEL, [LONG])
+    finished = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, slow_emulator.api_host, TEXT_MODEL],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == "word"
+    assert finished.stderr == ""

@@ -511,7 +511,8 @@ def test_local_commands_are_greedy_unless_a_temperature_is_given(
     [
         (["--local", "generate", "hi"], True, 1.0),
         (["--local", "generate", "hi"], False, None),
-        (["--local", "generate", "--temperature", "0.7", "hi"], True, None),
+        (["--local", "generate", "--temperature", "0", "hi"], True, 1.0),
+        (["--local", "generate", "--temperature", "0.7", "hi"], True, 1.0),
         (["--emulator", "generate", "hi"], True, None),
         (["generate", "hi"], True, None),
     ],

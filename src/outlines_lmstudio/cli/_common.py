@@ -407,24 +407,26 @@ def sampling_kwargs(args: argparse.Namespace, *, structured: bool = False) -> di
     """Return the inference keywords (``temperature``, ``max_tokens``) that were given.
 
     With ``--local`` and no ``--temperature``: ``temperature=0`` (greedy), which the
-    banner `connect` prints then says; for ``structured`` output (a record to extract
-    from the prompt) also ``repeat_penalty=1.0`` (off).
+    banner `connect` prints then says; with ``--local`` and ``structured`` output (a record
+    to extract from the prompt), also ``repeat_penalty=1.0`` (off), whatever the temperature.
     """
     from outlines_lmstudio._config import MAX_COUNT
 
     kwargs: dict[str, Any] = {}
-    if getattr(args, "use_local", False) and args.temperature is None:
+    local = getattr(args, "use_local", False)
+    if local and args.temperature is None:
         # Decided here, before the command reads its keywords (found by a probe: set later,
         # in `connect`, it only reached the "greedy" banner, and predictions went out at
         # LM Studio's default temperature).
         args.temperature = 0.0  # the 270M model is reliable only when greedy
-        if structured:
-            # LM Studio's repeat penalty (1.1 over the last 64 tokens, the prompt's
-            # included) keeps the 270M model from copying the prompt's values into the
-            # record ("aged 40" became age=1856); free text keeps it: without it, the model
-            # loops.
-            kwargs["repeat_penalty"] = 1.0
-            args.penalty_off = True  # the banner says so
+    if local and structured:
+        # The real engine's repeat penalty (LM Studio's 1.1 over the last 64 tokens) counts
+        # the prompt's tokens, as llama.cpp's server does (LM Studio's own engine is inferred
+        # to do the same): it kept the 270M model from copying the prompt's values into the
+        # record ("aged 40" became age=1856, greedy or not). Free text keeps it: without
+        # it, the model loops.
+        kwargs["repeat_penalty"] = 1.0
+        args.penalty_off = True  # the banner says so
     if args.temperature is not None:
         if not math.isfinite(args.temperature) or args.temperature < 0:
             raise CliError(f"--temperature must be 0 or more, got {args.temperature}.")

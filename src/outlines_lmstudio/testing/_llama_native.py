@@ -315,6 +315,7 @@ class _Samplers:
         self.greedy = sampling.temperature <= 0
         self.top_k = 0 if self.greedy else max(0, sampling.top_k)
         self.penalties: Any = None
+        self.last_n = sampling.repeat_last_n
         if sampling.repeat_penalty != 1.0:
             self.penalties = L.llama_sampler_init_penalties(
                 model.n_vocab, sampling.repeat_last_n, sampling.repeat_penalty, 0.0, 0.0
@@ -355,7 +356,10 @@ class _Samplers:
         count sampled tokens only.
         """
         if self.penalties:
-            for token in prompt:
+            # Only the window's worth: the penalty keeps the last ``repeat_last_n`` tokens
+            # (found by a review: a 32k-token prompt fed whole took 19 ms under the engine's
+            # lock).
+            for token in prompt[-self.last_n :] if self.last_n > 0 else ():
                 L.llama_sampler_accept(self.penalties, token)
 
     def accept(self, token: int) -> None:

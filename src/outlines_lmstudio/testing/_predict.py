@@ -206,8 +206,8 @@ async def _serve(
         fault = None
     instance = resolve(conn, parameter.get("modelSpecifier"))
     if fault is not None and fault.after_fragments == 0:
-        fault, striking = None, fault
-        await _strike(conn, striking, channel.cancel_event)
+        await _strike(conn, fault, channel.cancel_event)
+        fault = None
         if not channel.cancel_event.is_set() and not _in_use(emu, instance):
             # Its model was unloaded meanwhile (a client, a TTL, or a test's `reset`
             # reloading every instance; found by a review: after a reset it took a slot

@@ -21,9 +21,6 @@ from types import ModuleType
 from outlines_lmstudio.testing._catalogue import EmulatedModel
 from outlines_lmstudio.testing._llama import LOCAL_INSTALL
 
-if sys.platform != "win32":
-    import fcntl
-
 __all__ = ["EMBEDDED_MODEL_KEY", "embedded_available", "embedded_gguf", "embedded_model"]
 
 EMBEDDED_MODEL_KEY = "gemma-3-270m"
@@ -146,10 +143,23 @@ def _assembled(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> 
     return target
 
 
+def _fcntl() -> ModuleType | None:
+    """Return the ``fcntl`` module, or None where there is none (Windows).
+
+    Imported when used, not at the top: the CLI's commands import this module, and a
+    missing ``fcntl`` must not stop them (as in `outlines_lmstudio.cli._jsonl`).
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    return fcntl
+
+
 def _assemble(package: ModuleType, target: Path) -> None:
     partial = target.with_name(f"{target.name}{_PARTIAL}{os.getpid()}")
     held = None
-    if sys.platform != "win32":
+    if (fcntl := _fcntl()) is not None:
         # Locked while it is written, so that another process never takes it for the
         # leftover of a killed run (the lock goes with the process however it ends).
         held = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -201,7 +211,8 @@ def _alive(pid: int) -> bool:
 
 
 def _remove_unlocked(partial: Path) -> None:
-    if sys.platform == "win32":
+    fcntl = _fcntl()
+    if fcntl is None:  # Windows refuses to remove a file a running assembly has open
         partial.unlink()
         return
     fd = os.open(partial, os.O_RDONLY | os.O_NONBLOCK)  # never waits on a FIFO

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypedDict, get_args
 
@@ -19,6 +21,7 @@ import pytest
 from outlines_lmstudio.testing import (
     EmulatedModel,
     EmulatorExposedWarning,
+    Fault,
     LMStudioEmulator,
     ToolCall,
 )
@@ -660,6 +663,79 @@ async def test_a_nested_async_with_leaves_the_emulator_running() -> None:
             pass
         assert emulator.running
     assert not emulator.running
+
+
+def _in_a_forked_child(action: Callable[[], list[str]]) -> list[str]:
+    """Fork, run ``action`` in the child; return what it reported (one line per step)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave at once (no finalizers, no pytest)
+        try:
+            lines = action()
+        except BaseException as exc:  # reported to the parent, which fails the test
+            lines = [f"raised {exc!r}"]
+        os.write(write_end, "\n".join(lines).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        report = reader.read().decode()
+    os.waitpid(pid, 0)
+    return report.splitlines()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork only")
+def test_a_forked_child_leaving_the_with_block_does_not_stop_the_parents_emulator() -> None:
+    """Found by a tester: a forked child leaving ``with LMStudioEmulator()`` waited 15 s in
+    stop() for the server thread, which is the parent's, then raised a bare TimeoutError."""
+    with LMStudioEmulator() as emulator:
+
+        def child() -> list[str]:
+            started = time.monotonic()
+            emulator.__exit__(None, None, None)  # the child leaves the with block
+            emulator.stop()
+            return [f"{time.monotonic() - started < 1} {emulator.running}"]
+
+        assert _in_a_forked_child(child) == ["True True"]
+        assert emulator.running
+        with lms.Client(emulator.api_host) as client:  # the parent's server still serves
+            assert client.llm.model(TEXT).respond("hi").content
+    assert not emulator.running
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork only")
+def test_a_forked_child_is_told_it_cannot_control_the_parents_emulator(
+    make_emulator: MakeEmulator,
+) -> None:
+    emulator = make_emulator()
+    controls: dict[str, Callable[[], object]] = {
+        "reset": emulator.reset,
+        "wait_until": lambda: emulator.wait_until(lambda: False, timeout=5),
+        "await_until": lambda: asyncio.run(emulator.await_until(lambda: False, timeout=5)),
+        "script": lambda: emulator.script(TEXT, ["x"]),
+        "add_fault": lambda: emulator.add_fault(Fault("predict", "error")),
+        "clear_faults": emulator.clear_faults,
+        "load": lambda: emulator.load(TEXT),
+        "unload": lambda: emulator.unload(TEXT),
+        "token_latency": lambda: setattr(emulator, "token_latency", 0.1),
+    }
+
+    def child() -> list[str]:
+        lines = []
+        for name, control in controls.items():
+            started = time.monotonic()
+            try:
+                control()
+            except RuntimeError as exc:
+                told = "forked child" in str(exc) and "emu.api_host" in str(exc)
+                lines.append(f"{name} {told} {time.monotonic() - started < 1}")
+            else:
+                lines.append(f"{name} not refused")
+        with lms.Client(emulator.api_host) as client:  # a client made here works
+            lines.append(str(bool(client.llm.model(TEXT).respond("hi").content)))
+        return lines
+
+    assert _in_a_forked_child(child) == [f"{name} True True" for name in controls] + ["True"]
+    assert len(emulator.predictions) == 1  # the child's request reached the parent's server
 
 
 def test_loopback_hosts_need_no_opt_in() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import math
+import os
 import re
 import threading
 import time
@@ -267,6 +268,7 @@ class LMStudioEmulator(EmulatorState):
                 thread.join()
                 raise failure[0]
             self._loop, self._thread = loop, thread
+            self._served_from = os.getpid()
         return self
 
     def stop(self) -> None:
@@ -278,12 +280,18 @@ class LMStudioEmulator(EmulatorState):
         A GGUF model's weights are freed; a restart reads them again when it first
         needs them.
 
+        In a process forked from the one that started it (``os.fork()``, multiprocessing's
+        ``fork``), it does nothing: the server thread is the parent's, and keeps serving
+        until the parent stops it.
+
         Raises
         ------
         RuntimeError
             If called from the emulator's own thread (a scripted reply function), which
             would wait for itself.
         """
+        if self._in_forked_child():
+            return  # the parent's server thread: this process has none to stop or wait for
         if threading.current_thread() is self._thread:
             raise RuntimeError(
                 "LMStudioEmulator.stop() was called from the emulator's own thread (a "
@@ -300,7 +308,7 @@ class LMStudioEmulator(EmulatorState):
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(timeout=15)
                 self._loop = self._thread = self._server = None
-                self._port = None
+                self._port = self._served_from = None
                 self._remove_file_dir()
                 with self._lock:
                     # llama.cpp engines hold their model's weights and KV cache (hundreds
@@ -454,7 +462,10 @@ class LMStudioEmulator(EmulatorState):
             If ``fault`` is not a `Fault`.
         ValueError
             If the emulator does not serve ``fault.endpoint`` (no request would meet it).
+        RuntimeError
+            If called in a process forked from the one that started the emulator.
         """
+        self._refuse_in_forked_child("add_fault()")
         if not isinstance(fault, Fault):
             raise TypeError(
                 f"add_fault() takes a Fault, not {type(fault).__name__} ({fault!r:.60}); "
@@ -471,7 +482,14 @@ class LMStudioEmulator(EmulatorState):
         self._faults.add(fault, model)
 
     def clear_faults(self) -> None:
-        """Disarm every fault."""
+        """Disarm every fault.
+
+        Raises
+        ------
+        RuntimeError
+            If called in a process forked from the one that started the emulator.
+        """
+        self._refuse_in_forked_child("clear_faults()")
         self._faults.clear()
 
     def load(self, key: str, identifier: str | None = None) -> str:
@@ -485,7 +503,10 @@ class LMStudioEmulator(EmulatorState):
             If ``key`` or ``identifier`` is not a string.
         ValueError
             If a loaded instance already has that identifier.
+        RuntimeError
+            If called in a process forked from the one that started the emulator.
         """
+        self._refuse_in_forked_child("load()")
         if not isinstance(key, str) or not isinstance(identifier, str | None):
             raise TypeError(
                 f"load() takes a model key and an optional identifier, as strings, not "
@@ -498,7 +519,16 @@ class LMStudioEmulator(EmulatorState):
             return self._catalogue.load(model, identifier).identifier
 
     def unload(self, identifier: str) -> None:
-        """Unload a loaded instance, server-side (as if a user clicked in LM Studio)."""
+        """Unload a loaded instance, server-side (as if a user clicked in LM Studio).
+
+        Raises
+        ------
+        KeyError
+            If no loaded instance has that identifier.
+        RuntimeError
+            If called in a process forked from the one that started the emulator.
+        """
+        self._refuse_in_forked_child("unload()")
         with self._lock:
             if self._catalogue.unload(identifier) is None:
                 raise KeyError(f"No loaded instance {identifier!r}")
@@ -512,7 +542,13 @@ class LMStudioEmulator(EmulatorState):
         client may reuse its file handles); only the `uploads` records are cleared. A
         prediction still running (an earlier test's) takes no script given after the
         reset, and `peak_concurrency` does not count it.
+
+        Raises
+        ------
+        RuntimeError
+            If called in a process forked from the one that started the emulator.
         """
+        self._refuse_in_forked_child("reset()")
         self._faults.clear()
         with self._lock:
             # Predictions still running belong to the test before: they run on in the slots
@@ -566,7 +602,11 @@ class LMStudioEmulator(EmulatorState):
             If it is still false after ``timeout`` seconds (with the trace tail).
         TypeError, ValueError
             If ``predicate`` is not callable, or ``timeout`` is not a number of seconds >= 0.
+        RuntimeError
+            If called in a process forked from the one that started the emulator, whose
+            records the server never updates.
         """
+        self._refuse_in_forked_child("wait_until()")
         deadline = _wait_deadline(predicate, timeout)
         while not predicate():
             if time.monotonic() > deadline:
@@ -602,7 +642,11 @@ class LMStudioEmulator(EmulatorState):
             If it is still false after ``timeout`` seconds (with the trace tail).
         TypeError, ValueError
             If ``predicate`` is not callable, or ``timeout`` is not a number of seconds >= 0.
+        RuntimeError
+            If called in a process forked from the one that started the emulator, whose
+            records the server never updates.
         """
+        self._refuse_in_forked_child("await_until()")
         deadline = _wait_deadline(predicate, timeout, "await_until")
         while not predicate():
             if time.monotonic() > deadline:

@@ -166,11 +166,40 @@ class EmulatorState:
         self._log_listeners: set[asyncio.Queue[dict[str, Any]]] = set()
         self._busy_counts: dict[tuple[str, str], int] = {}
         self._restore_scripts()
+        self._served_from: int | None = None  # the process whose thread serves (`start`)
 
     presets: frozenset[str] | None
 
+    def _in_forked_child(self) -> bool:
+        """Whether this is a process forked from the one whose thread serves the emulator.
+
+        The pid check of the library's sync clients (`outlines_lmstudio._sync`): a forked
+        child has a copy of the emulator but none of the parent's threads, so a call that
+        needs the server thread waited for one that does not exist.
+        """
+        served_from = self.__dict__.get("_served_from")
+        return served_from is not None and served_from != os.getpid()
+
+    def _refuse_in_forked_child(self, action: str) -> None:
+        """Refuse ``action`` in a forked child: it would act on a copy the server never sees.
+
+        Raises
+        ------
+        RuntimeError
+            Saying so, and what still works in the child.
+        """
+        if self._in_forked_child():
+            raise RuntimeError(
+                f"{action} was called in a forked child (pid {os.getpid()}) of the process "
+                f"that started this LMStudioEmulator (pid {self._served_from}): its server "
+                "thread runs there, not here, so it would never see this. Control the "
+                "emulator from that process; a client made here can still use it at "
+                "emu.api_host."
+            )
+
     def __setattr__(self, name: str, value: Any) -> None:
         if name in SETTINGS:
+            self._refuse_in_forked_child(f"Setting {name}")
             value = check_setting(name, value)
             if name == "slots" and "_slots" in self.__dict__:
                 # Semaphores are made with the count; later predictions get new ones.
@@ -432,7 +461,10 @@ class EmulatorState:
             or if it is an embedding model, which never replies with text.
         TypeError
             If a reply is none of the above.
+        RuntimeError
+            If called in a process forked from the one that started the emulator.
         """
+        self._refuse_in_forked_child("script()")
         script = check_replies(replies)
         with self._lock:
             name = self._model_name(model_key)

@@ -15,7 +15,14 @@ from outlines_lmstudio.testing import LMStudioEmulator
 
 from ..e2e.other_server import serving_html, serving_stream
 from .conftest import MainInProcess, RunCli
-from .helpers import TEXT, assert_one_line_error, cli_env, run_with_closed, script_path
+from .helpers import (
+    TEXT,
+    assert_one_line_error,
+    cli_env,
+    roles_and_texts,
+    run_with_closed,
+    script_path,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -463,6 +470,64 @@ def test_text_that_is_not_utf8_is_refused_before_sending(
     assert result.returncode == 2, report.stderr
     assert_one_line_error(report, needle, "the byte 0xe9", "convert it to UTF-8")
     assert emulator.requests == []
+
+
+_ASCII_LOCALE = {"LC_ALL": "C", "PYTHONUTF8": "0"}  # Python decodes arguments as ASCII
+
+
+_RESUME, _ETE = "r\u00e9sum\u00e9", "\u00e9t\u00e9"  # "résumé", "été"
+
+
+@pytest.mark.parametrize(
+    ("args", "sent"),
+    [
+        (["generate", "-m", TEXT, "--system", _RESUME, f"{_RESUME}!"], [_RESUME, f"{_RESUME}!"]),
+        (["generate", "-m", TEXT, "--choice", f"{_ETE},{_ETE}s", "hi"], [_ETE]),
+        (["generate", "-m", TEXT, "--regex", _ETE, "hi"], [_ETE]),
+        (["complete", "-m", TEXT, "--stop", _ETE, _RESUME], [_ETE, _RESUME]),
+        (["embed", "ok", _RESUME], [_RESUME]),
+    ],
+)
+def test_utf8_arguments_are_read_as_utf8_whatever_the_locale(
+    emulator: LMStudioEmulator, tmp_path: Path, args: list[str], sent: list[str]
+) -> None:
+    # Found by a tester: in the C locale with UTF-8 mode off, each byte of "é" came as a
+    # lone surrogate, and the text was refused as "not UTF-8" (status 2).
+    result = subprocess.run(
+        [*script_path(), "--host", emulator.api_host, *(a.encode() for a in args)],
+        capture_output=True,
+        env=cli_env(**_ASCII_LOCALE, PYTHONIOENCODING="utf-8"),  # so the reply prints
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode("utf-8")
+    # In the requests, or in the reply (a --regex or --choice is sent as a grammar).
+    seen = json.dumps([r.parameter for r in emulator.requests], ensure_ascii=False)
+    seen += result.stdout.decode("utf-8")
+    for text in sent:
+        assert text in seen
+
+
+@pytest.mark.parametrize("io_encoding", ["", "ascii"])
+def test_utf8_chat_lines_are_read_as_utf8_whatever_the_locale(
+    emulator: LMStudioEmulator, tmp_path: Path, io_encoding: str
+) -> None:
+    # Found by a tester: refused as "not UTF-8" ("! That line ..."), not sent.
+    emulator.script(TEXT, ["Fine."])
+    result = subprocess.run(
+        [*script_path(), "--host", emulator.api_host, "chat", "-m", TEXT],
+        input="r\u00e9sum\u00e9 please\n/exit\n".encode(),
+        capture_output=True,
+        env=cli_env(**_ASCII_LOCALE, PYTHONIOENCODING=io_encoding),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode("utf-8")
+    assert b"!" not in result.stdout
+    (prediction,) = emulator.predictions
+    assert roles_and_texts(prediction.messages) == [("user", "r\u00e9sum\u00e9 please")]
 
 
 @pytest.mark.parametrize(

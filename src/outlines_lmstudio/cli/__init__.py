@@ -224,6 +224,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         if argv is None:
             _quiet_sdk()
+            argv = _command_line()
         # Inside the try: building the parser imports every subcommand (a Ctrl-C there
         # is "interrupted", status 130, not a traceback).
         args = build_parser().parse_args(argv)
@@ -258,6 +259,18 @@ def _main(argv: Sequence[str] | None) -> int:
         )
         _report(message)
         return code
+
+
+def _command_line() -> list[str]:
+    """Return the command's arguments read as UTF-8, whatever the locale.
+
+    Python decodes arguments with the locale's encoding: in the C locale with UTF-8 mode off
+    (ASCII), each byte of ``é`` became a lone surrogate, and valid UTF-8 text was refused as
+    not UTF-8 (found by a tester); in a latin-1 locale it became ``Ã©``. The original bytes
+    are ``os.fsencode`` of each argument (the documented inverse, see `sys.argv`); a byte
+    that is not UTF-8 stays a lone surrogate, which `_text.check_text` refuses, naming it.
+    """
+    return [os.fsencode(arg).decode("utf-8", "surrogateescape") for arg in sys.argv[1:]]
 
 
 def _traceback_asked() -> bool:

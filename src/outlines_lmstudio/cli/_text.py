@@ -1,10 +1,9 @@
 """Text from the command line and standard input: UTF-8, or a clear error.
 
-Python decodes arguments (and, in the C locale, standard input) with
-``surrogateescape``: a byte that is not UTF-8 becomes a lone surrogate, which would
-be sent to LM Studio as garbage or fail deep inside a request. In a UTF-8 locale,
-reading standard input raises ``UnicodeDecodeError`` instead. Both are refused here,
-naming the byte, before anything is sent.
+Arguments and standard input are read as UTF-8 whatever the locale (arguments in
+``outlines_lmstudio.cli._command_line``), with ``surrogateescape``: a byte that is not
+UTF-8 becomes a lone surrogate, which would be sent to LM Studio as garbage or fail deep
+inside a request. It is refused here, naming the byte, before anything is sent.
 """
 
 from __future__ import annotations
@@ -162,7 +161,11 @@ def read_stdin(what: str) -> str:
 
 
 def stdin_lines_tolerant() -> None:
-    """Make line reads from standard input keep bytes that are not UTF-8 (for `check_text`).
+    """Make line reads from standard input UTF-8, keeping bytes that are not (for `check_text`).
+
+    Read with the locale's encoding (ASCII in the C locale, or ``PYTHONIOENCODING=ascii``),
+    valid UTF-8 lines were refused as not UTF-8 (found by a tester); `read_stdin` reads the
+    bytes and decodes them as UTF-8 the same way.
 
     Raises
     ------
@@ -175,7 +178,7 @@ def stdin_lines_tolerant() -> None:
             "terminal, or pipe the messages in."
         )
     if isinstance(sys.stdin, io.TextIOWrapper):
-        sys.stdin.reconfigure(errors="surrogateescape")
+        sys.stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
 
 
 class RepeatedKey(Exception):

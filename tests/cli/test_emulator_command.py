@@ -190,6 +190,39 @@ def test_emulator_remote_warning_is_one_line() -> None:
 
 
 @pytest.mark.parametrize(
+    ("command", "prefix"),
+    [
+        ([*script_path(), "emulator"], "outlines-lmstudio: warning: "),
+        ([sys.executable, "-m", "outlines_lmstudio.testing"], "warning: "),
+    ],
+)
+def test_allow_remote_is_a_notice_that_serves_under_warnings_as_errors(
+    command: list[str], prefix: str
+) -> None:
+    # Found by a tester: under PYTHONWARNINGS=error (or -W error) the CLI said "unexpected
+    # EmulatorExposedWarning ... (a bug in outlines-lmstudio)", status 1, and the module
+    # printed a traceback; the user had asked for it with --allow-remote.
+    with subprocess.Popen(
+        [*command, "--host", "0.0.0.0", "--allow-remote"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(PYTHONWARNINGS="error"),
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().startswith("LM Studio emulator listening on 0.0.0.0:")
+        finally:
+            child.terminate()
+        _, stderr = child.communicate(timeout=15)
+    assert child.returncode == 0, stderr
+    assert stderr == (
+        f"{prefix}The LM Studio emulator binds '0.0.0.0': any machine that can reach it can "
+        "use it (it has no access control).\n"
+    )
+
+
+@pytest.mark.parametrize(
     ("options", "needle"),
     [
         (["--host", "127.0.0.1:41000"], "outlines-lmstudio emulator --host ADDRESS --port N"),

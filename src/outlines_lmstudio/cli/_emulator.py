@@ -34,8 +34,13 @@ def run(args: argparse.Namespace) -> int:
     """Serve the emulator until Ctrl-C; return the exit status.
 
     Bad options (``--token-latency`` and the other latencies, ``--slots``, ``--port``,
-    ``--models``) are one ``outlines-lmstudio: error:`` line and status 2.
+    ``--models``) are one ``outlines-lmstudio: error:`` line and status 2; the notice of
+    ``--allow-remote`` is one ``outlines-lmstudio: warning:`` line.
     """
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
-        return _serve(args, error_prefix="outlines-lmstudio: error: ")
+        return _serve(
+            args,
+            error_prefix="outlines-lmstudio: error: ",
+            warning_prefix="outlines-lmstudio: warning: ",
+        )

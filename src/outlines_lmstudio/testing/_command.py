@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -270,7 +271,9 @@ class _Interrupt:
         raise KeyboardInterrupt
 
 
-def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
+def run(
+    args: argparse.Namespace, *, error_prefix: str = "", warning_prefix: str = "warning: "
+) -> int:
     """Start the emulator, print its host line and serve until SIGINT/SIGTERM.
 
     A problem with the options (a ``--token-latency``, ``--prompt-latency`` or
@@ -278,6 +281,8 @@ def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
     the port is one line on stderr, after ``error_prefix`` (the CLI's
     ``outlines-lmstudio: error: ``), and status 2. Stopped by a signal, it
     returns 0, also when the reader of its output has gone (the ``stopped`` line is lost).
+    With ``--allow-remote`` and a host outside loopback, the notice that anyone can use
+    it is one line on stderr, after ``warning_prefix``.
     """
 
     def fail(message: str) -> int:
@@ -292,6 +297,11 @@ def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
         if importlib.util.find_spec(module) is None:
             return fail(f"The emulator needs {module!r}. Install it with: {INSTALL_HINT}")
     from outlines_lmstudio.testing import LMStudioEmulator, default_models
+    from outlines_lmstudio.testing._server import (
+        EmulatorExposedWarning,
+        exposed_notice,
+        is_loopback,
+    )
 
     try:
         models = _interruptible(load_models, args.models) if args.models else None
@@ -306,21 +316,28 @@ def run(args: argparse.Namespace, *, error_prefix: str = "") -> int:
         except (ValueError, ImportError) as exc:
             return fail(f"Cannot serve the GGUF file: {exc}")
     try:
-        emulator = LMStudioEmulator(
-            models,
-            host=args.host,
-            port=args.port,
-            seed=args.seed,
-            token_latency=args.token_latency,
-            prompt_latency=args.prompt_latency,
-            load_latency=args.load_latency,
-            slots=args.slots,
-            allow_remote=args.allow_remote,
-            # It serves until interrupted, and nobody reads its records: bound them.
-            max_records=SERVER_RECORDS,
-        )
+        # The user asked for it (--allow-remote): the notice is printed below, not warned,
+        # which under -W error (PYTHONWARNINGS=error) was an "unexpected" error or a
+        # traceback (found by a tester).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EmulatorExposedWarning)
+            emulator = LMStudioEmulator(
+                models,
+                host=args.host,
+                port=args.port,
+                seed=args.seed,
+                token_latency=args.token_latency,
+                prompt_latency=args.prompt_latency,
+                load_latency=args.load_latency,
+                slots=args.slots,
+                allow_remote=args.allow_remote,
+                # It serves until interrupted, and nobody reads its records: bound them.
+                max_records=SERVER_RECORDS,
+            )
     except ValueError as exc:
         return fail(str(exc))
+    if not is_loopback(emulator.host):
+        print(f"{warning_prefix}{exposed_notice(emulator.host)}", file=sys.stderr, flush=True)
     try:
         emulator.start()
     except (OSError, OverflowError, ValueError) as exc:

@@ -33,6 +33,7 @@ __all__ = [
     "NAMESPACES",
     "EmulatorExposedWarning",
     "LMStudioEmulator",
+    "exposed_notice",
     "is_loopback",
     "require_extra",
 ]
@@ -47,6 +48,17 @@ INSTALL_HINT = 'pip install "outlines-lmstudio[testing]"'
 
 class EmulatorExposedWarning(UserWarning):
     """The emulator listens outside loopback (``allow_remote=True``)."""
+
+
+def exposed_notice(host: str) -> str:
+    """Say that the emulator binds ``host``, outside loopback, with no access control.
+
+    The text of `EmulatorExposedWarning`, which the emulator command prints itself.
+    """
+    return (
+        f"The LM Studio emulator binds {host!r}: any machine that can reach it "
+        "can use it (it has no access control)."
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -197,12 +209,7 @@ class LMStudioEmulator(EmulatorState):
                     "connections from other machines, and it has no access control. "
                     "Pass allow_remote=True (CLI: --allow-remote) to bind it anyway."
                 )
-            warnings.warn(
-                f"The LM Studio emulator binds {host!r}: any machine that can reach it "
-                "can use it (it has no access control).",
-                EmulatorExposedWarning,
-                stacklevel=2,
-            )
+            warnings.warn(exposed_notice(host), EmulatorExposedWarning, stacklevel=2)
         super().__init__(
             models,
             seed=seed,

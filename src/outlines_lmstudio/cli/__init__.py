@@ -269,8 +269,15 @@ def _command_line() -> list[str]:
     not UTF-8 (found by a tester); in a latin-1 locale it became ``Ã©``. The original bytes
     are ``os.fsencode`` of each argument (the documented inverse, see `sys.argv`); a byte
     that is not UTF-8 stays a lone surrogate, which `_text.check_text` refuses, naming it.
+    An argument the encoding cannot hold was put in ``sys.argv`` from Python: kept as is.
     """
-    return [os.fsencode(arg).decode("utf-8", "surrogateescape") for arg in sys.argv[1:]]
+    args = []
+    for arg in sys.argv[1:]:
+        try:
+            args.append(os.fsencode(arg).decode("utf-8", "surrogateescape"))
+        except UnicodeEncodeError:
+            args.append(arg)
+    return args
 
 
 def _traceback_asked() -> bool:

@@ -25,6 +25,7 @@ __all__ = [
     "closed_client_error",
     "forked_client_error",
     "other_loop_error",
+    "prediction_channel",
     "release_unsent",
     "server_hint",
     "task_manager",
@@ -205,6 +206,18 @@ def client_in_other_loop(client: object) -> bool:
     manager = getattr(client, "_task_manager", None)
     in_its_loop = getattr(manager, "is_running_in_task_loop", None)
     return getattr(manager, "active", False) is True and callable(in_its_loop) and not in_its_loop()
+
+
+def prediction_channel(stream: object) -> Any:
+    """Return the SDK's channel of a started sync prediction stream (``None`` once released).
+
+    An exception raised inside the stream's iterator (by a signal handler, during the wait
+    for a message) makes the SDK release the channel before anyone can cancel it: its
+    ``cancel()`` then sends nothing. Held from the start, the channel can still send the
+    cancel (`SyncReader.abandon`). ``None`` when the SDK's internals are not as expected.
+    """
+    channel = getattr(stream, "_channel", None)
+    return channel if callable(getattr(channel, "cancel", None)) else None
 
 
 def forked_client_error(host: str | None, model: str | None) -> LMStudioConnectionError:

@@ -15,6 +15,7 @@ import lmstudio as lms
 from ._common import CONFIRM_SECONDS, DRAIN_SECONDS
 from ._flow import wait_limit
 from ._interrupt import SigintGuard
+from ._sdk_errors import prediction_channel
 
 __all__ = ["AsyncReader", "SyncReader", "UnreadResult", "noting_progress", "stream_text"]
 
@@ -115,6 +116,8 @@ class SyncReader:
     """
 
     _cancel_pending = False  # a cancel asked for before the request was sent
+    _channel: Any = None  # the SDK's channel, held from the start (see `_lost`)
+    _lost = False  # the SDK released the channel of an unfinished prediction (see `abandon`)
 
     def __init__(
         self,
@@ -181,6 +184,7 @@ class SyncReader:
             if not self._started:
                 _OPEN.add(self)  # see _OPEN
                 self.stream.start()  # sends the request
+                self._channel = prediction_channel(self.stream)
                 with self._deciding:  # see `cancel_when_open`
                     self._started = True
                     pending = self._cancel_pending
@@ -204,7 +208,13 @@ class SyncReader:
                 _OPEN.discard(self)
                 return None
             return [fragment]
-        except Exception as exc:
+        except BaseException as exc:
+            # An exception raised into the SDK's wait (a signal handler's: ``sys.exit()``,
+            # an application's timeout) closes its channel with no cancel.
+            if self._channel is not None and prediction_channel(self.stream) is None:
+                self._lost = not self.at_end
+            if not isinstance(exc, Exception):
+                raise
             if self._sigint.interrupted:
                 raise KeyboardInterrupt from exc
             _OPEN.discard(self)  # the server ended it (an error), or the client is gone
@@ -290,6 +300,15 @@ class SyncReader:
             interpreter exit (no thread can start then; the process's end closes the socket).
         """
         if not self._sent:
+            return None
+        if self._lost:
+            # The SDK released the channel (an exception raised inside its wait): it reads
+            # nothing more, and its cancel() sends nothing. The held channel sends the
+            # cancel; what LM Studio sends until it stops is logged by the SDK as
+            # unhandled (a few messages, not the rest of the reply).
+            _OPEN.discard(self)
+            with contextlib.suppress(Exception):  # nothing left to stop: see `_cancel`
+                self._channel.cancel()
             return None
         if self._manager is not None and self._manager.active is False:  # client closed
             # Nothing to cancel or read on a closed client: reading its stream would ask

@@ -465,28 +465,93 @@ def run_batch(
 ) -> list[Any]:
     """Run flows on a thread pool; results in input order.
 
-    Ctrl-C stops the batch at once: running predictions are cancelled on the server,
-    queued ones never start, and the ``KeyboardInterrupt`` carries ``results`` (the
-    finished items' values, ``None`` for the others). Items still waiting on LM Studio
-    then (a cancel it does not confirm, a model load) are handed to ``unstick_if``, which
-    drops the client's sockets if they still wait a while later: the pool's threads must
-    end, or the interpreter's exit waits for them.
+    Any exception raised into the caller's wait (Ctrl-C; ``sys.exit()`` or an application's
+    timeout error raised by a signal handler) stops the batch at once: running predictions
+    are cancelled on the server, queued ones never start, and the exception propagates
+    (the pool's threads must end, or the interpreter's exit waits for every item). A
+    ``KeyboardInterrupt`` also carries ``results`` (the finished items' values, ``None``
+    for the others). Items still waiting on LM Studio then (a cancel it does not confirm,
+    a model load) are handed to ``unstick_if``, which drops the client's sockets if they
+    still wait a while later.
+
+    At interpreter shutdown (an ``atexit`` handler), where ``concurrent.futures`` takes no
+    more work, the flows run one after another in the caller's thread (`_in_turn`).
     """
+    if not flows:
+        return []
     scope = _Scope()
-    futures = [pool.submit(_in_scope, scope, run, flow) for flow in flows]
     try:
+        futures = [pool.submit(_in_scope, scope, run, flows[0])]
+    except RuntimeError as exc:
+        if not _shutting_down(exc):
+            raise
+        return _in_turn(run, flows)
+    try:
+        futures += [pool.submit(_in_scope, scope, run, flow) for flow in flows[1:]]
         _wait_all(futures)
-    except KeyboardInterrupt as interrupt:
-        scope.stop()
-        for future in futures:
-            future.cancel()  # the queued ones never start
-        # The process may exit next: give LM Studio a moment to confirm the cancels.
-        concurrent.futures.wait(futures, timeout=CONFIRM_SECONDS)
-        if running := [f for f in futures if not f.done()]:
-            unstick_if(lambda: not all(f.done() for f in running))
-        results = [_value(f) for f in futures]
-        interrupt.__dict__["results"] = results
-        done = sum(f.done() and not f.cancelled() and f.exception() is None for f in futures)
-        interrupt.add_note(f"(batch stopped: {done} of {len(flows)} items finished; see .results)")
+    except BaseException as left:
+        _stop(scope, futures, unstick_if)
+        if isinstance(left, KeyboardInterrupt):
+            done = sum(f.done() and not f.cancelled() and f.exception() is None for f in futures)
+            _note_results(left, [_value(f) for f in futures], done, len(flows))
         raise
     return batch_result([f.exception() or f.result() for f in futures])
+
+
+def _shutting_down(exc: RuntimeError) -> bool:
+    """Whether ``submit`` refused work because the interpreter is shutting down.
+
+    ``concurrent.futures`` stops every pool before ``atexit`` handlers run: a new pool then
+    refuses work "after interpreter shutdown", and one that had threads "after shutdown"
+    (its threads ended). It says so only in its message (its flag is private). A batch's
+    pool is shut down by nothing else while the batch holds it (`BatchPool.lend`); a
+    thread that cannot start fails otherwise ("can't start new thread").
+    """
+    return str(exc).startswith("cannot schedule new futures after")
+
+
+def _stop(
+    scope: _Scope,
+    futures: list[concurrent.futures.Future[Any]],
+    unstick_if: Callable[[Callable[[], bool]], None],
+) -> None:
+    """Stop a batch its caller left: cancel what runs, start nothing more."""
+    scope.stop()
+    for future in futures:
+        future.cancel()  # the queued ones never start
+    # The process may exit next: give LM Studio a moment to confirm the cancels.
+    concurrent.futures.wait(futures, timeout=CONFIRM_SECONDS)
+    if running := [f for f in futures if not f.done()]:
+        unstick_if(lambda: not all(f.done() for f in running))
+
+
+def _note_results(interrupt: KeyboardInterrupt, results: list[Any], done: int, total: int) -> None:
+    """Attach a stopped batch's results to its ``KeyboardInterrupt`` (see `run_batch`)."""
+    interrupt.__dict__["results"] = results
+    interrupt.add_note(f"(batch stopped: {done} of {total} items finished; see .results)")
+
+
+def _in_turn(run: Callable[[Flow[Any]], Any], flows: list[Flow[Any]]) -> list[Any]:
+    """Run flows one after another in the caller's thread (at shutdown: see `run_batch`).
+
+    Each item waits as a single call does (its own Ctrl-C guard and time limits); a
+    ``KeyboardInterrupt`` carries the finished items' values as in `run_batch`, and the
+    items after it never start.
+    """
+    results: list[Any] = []
+    try:
+        for flow in flows:
+            try:
+                results.append(run(flow))
+            except Exception as exc:  # an item's failure: the batch goes on
+                results.append(exc)
+    except KeyboardInterrupt as interrupt:
+        values = [None if isinstance(r, BaseException) else r for r in results]
+        done = sum(not isinstance(r, BaseException) for r in results)
+        values += [None] * (len(flows) - len(results))
+        _note_results(interrupt, values, done, len(flows))
+        raise
+    finally:
+        for flow in flows[len(results) :]:
+            flow.close()
+    return batch_result(results)

@@ -1,6 +1,11 @@
 """Sync batches reuse the model's threads, and never share them with a batch running already."""
 
+import subprocess
+import sys
+import textwrap
+
 import lmstudio as lms
+import pytest
 
 from outlines_lmstudio import from_lmstudio
 from outlines_lmstudio._common import NO_ARGS
@@ -37,3 +42,52 @@ def test_a_batch_during_a_batch_gets_its_own_threads(
 
 def test_no_keywords_is_what_parsing_no_keywords_gives() -> None:
     assert parse_inference_kwargs({}) == NO_ARGS
+
+
+_ATEXIT_SCRIPT = textwrap.dedent(
+    """
+    import atexit
+    import sys
+    import lmstudio as lms
+    from outlines_lmstudio import BatchGenerationError, from_lmstudio
+
+    client = lms.Client(sys.argv[1])
+    model = from_lmstudio(client, sys.argv[2], max_concurrency=2)
+
+    def calls():
+        print(model.batch(["a", "b", "c"]), model.parse(["d", "e"], int), flush=True)
+        try:
+            model.parse(["f", "x", "g"], int)
+        except BatchGenerationError as exc:
+            print(exc.results, sorted(exc.errors), flush=True)
+
+    if sys.argv[3] == "before":
+        calls()  # the model's batch threads exist, and end before the atexit handlers
+    atexit.register(client.close)  # after calls (handlers run last registered first)
+    atexit.register(calls)
+    """
+)
+
+
+@pytest.mark.parametrize("before", ["before", "first"])
+def test_a_batch_at_exit_runs_its_items_in_turn(emulator: LMStudioEmulator, before: str) -> None:
+    """``concurrent.futures`` takes no work once atexit handlers run: a batch there failed with
+    its raw ``RuntimeError`` ("cannot schedule new futures after interpreter shutdown", or
+    "after shutdown" for a model that had run a batch), found by a tester."""
+    emulator.script(
+        TEXT_MODEL,
+        lambda p: {"d": "4", "e": "5", "f": "6", "g": "7"}.get(
+            p.last_user_text, p.last_user_text.upper()
+        ),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _ATEXIT_SCRIPT, emulator.api_host, TEXT_MODEL, before],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = ["['A', 'B', 'C'] [4, 5]", "[6, None, 7] [1]"]
+    assert result.stdout.splitlines() == lines * (2 if before == "before" else 1)

@@ -3,6 +3,7 @@
 import _thread
 import asyncio
 import gc
+import os
 import signal
 import subprocess
 import sys
@@ -10,7 +11,8 @@ import textwrap
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import lmstudio as lms
@@ -449,3 +451,118 @@ def test_an_async_stream_left_to_interpreter_exit_reports_nothing(
     assert finished.returncode == 0, finished.stderr
     assert finished.stdout.strip() == "word"
     assert finished.stderr == ""
+
+
+class _AppTimeout(Exception):
+    """What an application's SIGALRM handler raises (pytest-timeout's style)."""
+
+
+@pytest.fixture
+def alarm_raises() -> Iterator[None]:
+    """SIGALRM raises `_AppTimeout` in the main thread (the handler put back afterwards)."""
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise _AppTimeout("timed out")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGALRM"), reason="SIGALRM is POSIX only")
+@pytest.mark.usefixtures("alarm_raises")
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda model: model("long"),
+        lambda model: list(model.stream("long")),
+        lambda model: model.batch(["long"] * 6),
+        lambda model: model.parse(["long"] * 6, str),
+    ],
+    ids=["generate", "stream", "batch", "parse-list"],
+)
+def test_an_exception_from_a_signal_handler_cancels_on_the_server(
+    slow_emulator: LMStudioEmulator, call: Callable[[Any], object]
+) -> None:
+    """An application's handler raising its own error (a SIGALRM timeout, ``sys.exit()`` on
+    SIGTERM) stops the call as Ctrl-C does, and the error propagates unchanged. A batch ran
+    every item to its end, and the SDK closed a single call's channel with no cancel (LM
+    Studio generated on): found by a tester."""
+    slow_emulator.script(TEXT_MODEL, [LONG] * 6)
+    with lms.Client(slow_emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL, max_concurrency=2)
+
+        def when_streaming() -> None:
+            slow_emulator.wait_until(lambda: _streaming(slow_emulator), timeout=30)
+            os.kill(os.getpid(), signal.SIGALRM)
+
+        watchdog = threading.Thread(target=when_streaming, daemon=True)
+        watchdog.start()
+        with pytest.raises(_AppTimeout, match="timed out") as raised:
+            call(model)
+        watchdog.join(5)
+        assert not hasattr(raised.value, "__notes__")  # unchanged: no note of the batch's
+        slow_emulator.wait_until(lambda: all(p.done for p in slow_emulator.predictions), timeout=30)
+        time.sleep(0.3)  # a queued item would have started by now
+        started = slow_emulator.predictions
+        assert 1 <= len(started) <= 2  # queued items never started
+        assert all(p.cancelled for p in started)
+        assert all(len(p.fragments) < 400 for p in started)  # none ran to its end
+        assert model("again") == LONG  # the client still works
+
+
+_EXIT_SCRIPT = textwrap.dedent(
+    """
+    import atexit
+    import signal
+    import sys
+    import time
+    import lmstudio as lms
+    from outlines_lmstudio import from_lmstudio
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))  # a service's handler
+    atexit.register(lambda: print("EXITING", time.monotonic(), flush=True))
+    client = lms.Client(sys.argv[1])
+    model = from_lmstudio(client, sys.argv[2], max_concurrency=2)
+    print("STARTED", flush=True)
+    if sys.argv[3] == "batch":
+        model.batch(["long"] * 12)
+    else:
+        model.parse(["long"] * 12, str)
+    print("FINISHED", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("call", ["batch", "parse-list"])
+def test_sys_exit_from_a_sigterm_handler_stops_a_batch(
+    slow_emulator: LMStudioEmulator, call: str
+) -> None:
+    """The process exits at once: it ran every item of the batch first, each to its end, and
+    nothing was cancelled (found by a tester: 11 s for a batch of 40)."""
+    slow_emulator.script(TEXT_MODEL, [LONG] * 12)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _EXIT_SCRIPT, slow_emulator.api_host, TEXT_MODEL, call],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "STARTED"
+        slow_emulator.wait_until(lambda: _streaming(slow_emulator), timeout=30)
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert "FINISHED" not in out
+    exiting = float(out.split("EXITING")[1])
+    assert exiting - sent < 2.0, out  # 12 replies of 2 s each, 2 at a time: 12 s before
+    slow_emulator.wait_until(lambda: all(p.done for p in slow_emulator.predictions), timeout=30)
+    started = slow_emulator.predictions
+    assert len(started) <= 3, len(started)  # queued items never started
+    assert all(p.cancelled for p in started)

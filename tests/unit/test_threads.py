@@ -1,13 +1,16 @@
-"""`_threads.idle_bound`: which ``read_timeout`` a sync call watches itself."""
+"""`_threads.idle_bound`: which ``read_timeout`` a sync call watches itself; `run_batch`
+where its pool takes no work."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import concurrent.futures
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
 
 import lmstudio as lms
 import pytest
 
-from outlines_lmstudio import _threads
+from outlines_lmstudio import BatchGenerationError, _threads
 
 
 @pytest.fixture
@@ -47,3 +50,64 @@ def test_idle_bound_calls_a_replaced_sdk_getter(monkeypatch: pytest.MonkeyPatch)
     assert _threads.idle_bound(1.0) == 1.0
     assert _threads.idle_bound(3.0) is None
     assert asked == [True, True]
+
+
+def _flows(*values: Any) -> list[Any]:
+    """Flows that return ``values`` (an exception is raised)."""
+
+    def flow(value: Any) -> Generator[Any, None, Any]:
+        yield from ()  # a generator, as flows are, that yields nothing
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    return [flow(v) for v in values]
+
+
+def _run(flow: Any) -> Any:
+    try:
+        next(flow)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("these flows yield nothing")
+
+
+def _no_unstick(waiting: Callable[[], bool]) -> None:
+    raise AssertionError("nothing to unstick")
+
+
+def _shut_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """A pool that takes no more work, as every pool once the interpreter shuts down."""
+    pool = concurrent.futures.ThreadPoolExecutor(2)
+    pool.shutdown()
+    return pool
+
+
+def test_a_pool_that_takes_no_work_runs_the_items_in_turn() -> None:
+    """As in an ``atexit`` handler (see the e2e test): results in order, failures kept."""
+    with pytest.raises(BatchGenerationError) as raised:
+        _threads.run_batch(_run, _flows("a", ValueError("bad"), "c"), _shut_pool(), _no_unstick)
+    assert raised.value.results == ["a", None, "c"]
+    assert list(raised.value.errors) == [1]
+    assert _threads.run_batch(_run, _flows("a", "b"), _shut_pool(), _no_unstick) == ["a", "b"]
+
+
+def test_ctrl_c_in_turn_stops_the_batch_with_its_results() -> None:
+    flows = _flows("a", KeyboardInterrupt(), "c")
+    with pytest.raises(KeyboardInterrupt) as raised:
+        _threads.run_batch(_run, flows, _shut_pool(), _no_unstick)
+    assert raised.value.__dict__["results"] == ["a", None, None]
+    assert raised.value.__notes__ == ["(batch stopped: 1 of 3 items finished; see .results)"]
+    assert flows[2].gi_frame is None  # closed: never started
+
+
+class _NoThreads(concurrent.futures.ThreadPoolExecutor):
+    """A pool whose threads cannot start (not a shutdown: the batch does not run in turn)."""
+
+    def submit(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        raise RuntimeError("can't start new thread")
+
+
+def test_a_pool_that_fails_otherwise_raises_its_error() -> None:
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        _threads.run_batch(_run, _flows("a"), _NoThreads(1), _no_unstick)

@@ -38,7 +38,7 @@ from ._interrupt import SigintGuard
 from ._sdk_errors import client_closed, client_host, forked_client_error, task_manager
 from ._streams import SyncReader, noting_progress
 from ._sync_sessions import SyncSessions
-from .errors import LMStudioTimeoutError
+from .errors import LMStudioConnectionError, LMStudioTimeoutError
 
 if TYPE_CHECKING:
     from outlines.inputs import Chat
@@ -240,10 +240,16 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         forked child has none of its parent's threads, while the client, not closed, still
         counts on it.
         """
+        if (forked := self._forked(key)) is not None:
+            raise forked
+
+    def _forked(self, key: str | None) -> LMStudioConnectionError | None:
+        """Return the error of a call through a client made in a parent process, if it is one."""
         client = self.client
         pid = os.getpid()
         if _USED_IN.setdefault(client, pid) != pid or _thread_gone(client):
-            raise forked_client_error(client_host(client), key or self.model_name)
+            return forked_client_error(client_host(client), key or self.model_name)
+        return None
 
     def _predict(self, call: Call, sink: Sink) -> Iterator[Any]:
         """Drive a prediction in the caller's thread, yielding its emits.
@@ -337,7 +343,10 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
     ) -> list[Any]:
         if not flows:
             return []
-        self._check_process(None)  # before the pool: its threads are gone in a fork
+        if self._forked(None) is not None:  # before the pool: its threads are gone in a fork
+            # Every item fails, as through a closed client: `BatchGenerationError`.
+            keys = [r.key for r in requests] or [None] * len(flows)
+            return _flow.batch_result([self._forked(key) for key in keys])
         with self._batches.lend(limit) as pool:
             return _threads.run_batch(self._run, flows, pool, self._unstick_if)
 

@@ -289,6 +289,7 @@ with lms.Client(sys.argv[1]) as client, lms.Client(sys.argv[1]) as other:
         "timeout": lambda: model("in the child", timeout=30),
         "stream": lambda: list(model.stream("in the child")),
         "batch": lambda: model.batch(["in the child"] * 2),
+        "parse list": lambda: model.parse(["in the child"] * 2, str),
         "model made in the child": lambda: from_lmstudio(other, sys.argv[2])("in the child"),
         "copy": lambda: twin("in the child", timeout=20),
     }
@@ -300,6 +301,8 @@ with lms.Client(sys.argv[1]) as client, lms.Client(sys.argv[1]) as other:
                 print(name, "answered", flush=True)
             except Exception as exc:
                 print(name, type(exc).__name__, str(exc)[:57], flush=True)
+                for error in getattr(exc, "errors", {}).values():  # a batch's items
+                    print(f"  item {type(error).__name__} {str(error)[:55]}", flush=True)
             os._exit(0)
         os.waitpid(pid, 0)
     print("parent", model("in the parent again") != "", flush=True)
@@ -313,7 +316,8 @@ def test_a_forked_child_using_its_parents_client_is_refused_at_once(
     """Its websocket thread does not exist in the child: a call waited forever (found by a
     probe), also through a model made in the child on a client the parent never called a
     model through, and through a ``copy.copy`` of a model made in the parent (it waited out
-    its timeout: each found by a review)."""
+    its timeout: each found by a review). A batch fails as through a closed client, with
+    `BatchGenerationError` (each item with that error): it raised the bare error."""
     result = subprocess.run(
         [sys.executable, "-c", _FORK_SCRIPT, emulator.api_host, TEXT_MODEL],
         capture_output=True,
@@ -322,13 +326,18 @@ def test_a_forked_child_using_its_parents_client_is_refused_at_once(
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
     refused = "LMStudioConnectionError The lmstudio client this model uses was made in another"
-    names = ("call", "timeout", "stream", "batch", "model made in the child", "copy")
-    assert len(lines) == len(names) + 1, result.stdout
-    for name, line in zip(names, lines, strict=False):
-        assert line.startswith(f"{name} {refused}"), line
+    batch = "BatchGenerationError All 2 batch items failed, each with the same error: LMStu"
+    expected = [f"{name} {refused}" for name in ("call", "timeout", "stream")]
+    expected += [f"{name} {batch}" for name in ("batch", "parse list")]
+    expected += [f"{name} {refused}" for name in ("model made in the child", "copy")]
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("  item")]
+    assert len(lines) == len(expected) + 1, result.stdout
+    for start, line in zip(expected, lines, strict=False):
+        assert line.startswith(start), line
     assert lines[-1] == "parent True"
+    items = [line for line in result.stdout.splitlines() if line.startswith("  item")]
+    assert items == [f"  item {refused}"] * 4, result.stdout  # 2 items, 2 batches
 
 
 @pytest.mark.asyncio

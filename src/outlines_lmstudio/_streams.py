@@ -210,9 +210,10 @@ class SyncReader:
             return [fragment]
         except BaseException as exc:
             # An exception raised into the SDK's wait (a signal handler's: ``sys.exit()``,
-            # an application's timeout) closes its channel with no cancel.
+            # an application's timeout) closes its channel with no cancel. After a Ctrl-C
+            # noted by the guard (a second one, raised at once), the cancel was sent.
             if self._channel is not None and prediction_channel(self.stream) is None:
-                self._lost = not self.at_end
+                self._lost = not self.at_end and not self._sigint.interrupted
             if not isinstance(exc, Exception):
                 raise
             if self._sigint.interrupted:
@@ -220,6 +221,7 @@ class SyncReader:
             _OPEN.discard(self)  # the server ended it (an error), or the client is gone
             if self._started and _unread(exc):  # every fragment had come: see UnreadResult
                 self._unread = self.at_end = True
+                self._lost = False  # the reply had ended: nothing to cancel
                 return None
             raise
         finally:
@@ -301,6 +303,14 @@ class SyncReader:
         """
         if not self._sent:
             return None
+        if self._manager is not None and self._manager.active is False:  # client closed
+            # Nothing to cancel or read on a closed client: reading its stream would ask
+            # its stopped thread for more (found by a probe: "coroutine 'Queue.get' was
+            # never awaited" when a half-read stream was collected after client.close()).
+            _OPEN.discard(self)
+            with contextlib.suppress(Exception):
+                self.stream.close()
+            return None
         if self._lost:
             # The SDK released the channel (an exception raised inside its wait): it reads
             # nothing more, and its cancel() sends nothing. The held channel sends the
@@ -309,14 +319,6 @@ class SyncReader:
             _OPEN.discard(self)
             with contextlib.suppress(Exception):  # nothing left to stop: see `_cancel`
                 self._channel.cancel()
-            return None
-        if self._manager is not None and self._manager.active is False:  # client closed
-            # Nothing to cancel or read on a closed client: reading its stream would ask
-            # its stopped thread for more (found by a probe: "coroutine 'Queue.get' was
-            # never awaited" when a half-read stream was collected after client.close()).
-            _OPEN.discard(self)
-            with contextlib.suppress(Exception):
-                self.stream.close()
             return None
         told = threading.Event()  # set once cancelled, or at the end, after leaving
         if wait or sys.is_finalizing():

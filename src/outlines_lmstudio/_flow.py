@@ -580,24 +580,19 @@ _KEEPS_UNLOADING = (
 )
 
 
-def _unloaded_error(
-    request: Request, errors: ErrorFactory, *, retried: bool, shown: bool
-) -> BaseException:
+def _unloaded_error(request: Request, errors: ErrorFactory, *, shown: bool) -> BaseException:
     """Our error for a reply LM Studio ended because the model was unloaded (``modelUnloaded``).
 
-    ``retried``: this was the call's second attempt, the first having lost the model too.
-    ``shown``: the caller had part of the reply already (so it was not asked again).
+    ``shown``: the caller had part of the reply already (so it was not asked again);
+    otherwise the call had been retried once with the model loaded anew, and lost it again.
     """
     what = "the reply ended before the model finished it: the model was unloaded while it answered"
     if shown:
         what += " (part of the reply had been given out, so the call was not asked again)"
         hint = "Call again: the next call finds the model (loading it, if LM Studio can). "
-    elif retried:
+    else:
         what += ", again after the call was retried once with the model loaded anew"
         hint = ""
-    else:  # retried after another failure (a dropped connection): no third attempt
-        what += " (on the call's second attempt)"
-        hint = "Call again: the next call finds the model (loading it, if LM Studio can). "
     error = errors(lms.LMStudioServerError(what), request.key, "predict")
     if not isinstance(error, LMStudioPredictionError):  # a closed client: that is why
         return error
@@ -741,12 +736,14 @@ class _Reply:
 def predict(
     call: Call, sink: Sink, errors: ErrorFactory, clock: Callable[[], float] = time.monotonic
 ) -> Flow[Completion]:
-    """One prediction: upload, resolve, predict, read; retried once after a drop or unload.
+    """One prediction: upload, resolve, predict, read; retried after a drop or an unload.
 
     A lost socket makes the client reconnect (the next call finds it working); a model
     the server no longer has (not found when the prediction opens, or unloaded while it
     answered: ``modelUnloaded``) is resolved again. Either way the request is sent once
-    more, but only while the caller has seen nothing of the reply. Images and grammar
+    more, but only while the caller has seen nothing of the reply: once for each of the
+    two (an LM Studio restarted with the model not loaded yet is both: the old socket is
+    gone, then the cached handle names a model the new server has not loaded). Images and grammar
     mode are checked against the model's cached traits; a call is refused only on traits
     LM Studio gave after the call was made (`Request.made`), and a reply from another model
     than they are of (another model loaded under the identifier) replaces them. Each
@@ -773,8 +770,9 @@ def predict(
         The answer, and why the model stopped.
     """
     request = call.request
-    unloaded = False  # the first attempt's reply ended with the model unloaded
-    for attempt in (1, 2):
+    unloaded = False  # an attempt found the model gone (not found, or unloaded)
+    dropped = False  # an attempt lost the connection
+    for _attempt in (1, 2, 3):  # each recovery once: at most one of each, then the last
         sink.begin()
         call.reader = None  # no prediction of this attempt is open yet (none was cancelled)
         traits: ModelTraits | None = None
@@ -819,7 +817,7 @@ def predict(
                         yield Emit(item)
         except lms.LMStudioError as exc:
             call.finished = True
-            again = attempt == 1 and not sink.emitted and not call.stopped
+            again = not sink.emitted and not call.stopped
             if _dropped(exc):
                 try:
                     yield Reconnect(call.generation)  # the retry (or the next call) finds it
@@ -828,14 +826,15 @@ def predict(
                     if isinstance(error, LMStudioConnectionError):
                         raise error from failed
                     raise errors(exc, request.key, stage) from exc
-                if again:
+                if again and not dropped:
+                    dropped = True
                     continue
             elif stage == "resolve":
                 note_failed_lookup(request, exc)  # the batch's other items: the same error
                 raise _resolve_error(exc, request.key, errors) from exc
             elif stage == "predict" and isinstance(exc, lms.LMStudioModelNotFoundError):
                 yield Forget(request.key)
-                if again:
+                if again and not unloaded:
                     unloaded = True
                     continue
             elif stage == "predict" and traits is not None and not (sink.emitted or call.stopped):
@@ -860,10 +859,10 @@ def predict(
                 raise Left("the prediction was stopped when its caller left")
             if reason == "modelUnloaded":  # the model is gone, as for a not-found model
                 yield Forget(request.key)
-                if attempt == 1 and not sink.emitted:
+                if not unloaded and not sink.emitted:
                     unloaded = True
                     continue
-                raise _unloaded_error(request, errors, retried=unloaded, shown=sink.emitted)
+                raise _unloaded_error(request, errors, shown=sink.emitted)
             cut = f"the reply ended before the model finished it: {why}"
             raise errors(lms.LMStudioServerError(cut), request.key, "predict")
         if traits is not None and result.model_info.model_key != traits.model_key:
@@ -875,7 +874,7 @@ def predict(
         for item in sink.finish(done):
             yield Emit(item)
         return done
-    raise AssertionError("unreachable: the second attempt returns or raises")  # pragma: no cover
+    raise AssertionError("unreachable: the third attempt returns or raises")  # pragma: no cover
 
 
 def reply(request: Request) -> Flow[Reply]:

@@ -14,7 +14,7 @@ import pytest
 
 from outlines_lmstudio import LMStudioConnectionError, from_lmstudio
 from outlines_lmstudio._sdk_errors import client_closed
-from outlines_lmstudio.testing import Fault, LMStudioEmulator
+from outlines_lmstudio.testing import EmulatedModel, Fault, LMStudioEmulator
 
 from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
 from .fronts import Fronts, Loop
@@ -137,6 +137,29 @@ def test_server_restart_between_calls(fronts: Fronts) -> None:
         assert model(["Describe", png_image()])  # reconnects, uploads the image again
         assert len(second.uploads) == 1
         assert second.predictions[-1].images == [second.uploads[0].data]
+
+
+@pytest.mark.parametrize("operation", ["call", "stream", "parse"])
+def test_lm_studio_restarted_without_the_model_loaded_answers_the_next_call(
+    fronts: Fronts, operation: str
+) -> None:
+    """Found by a soak test: after LM Studio restarted, with the model not loaded yet (it
+    loads on demand), the first call on an existing model failed with "no model matching".
+    Its first attempt found the old socket gone and used up the call's one retry; the retry
+    then found the model not loaded, and was not resolved again (the second call worked)."""
+    with LMStudioEmulator() as first:
+        port = int(first.api_host.rsplit(":", 1)[1])
+        model = fronts.model(fronts.client(first.api_host), TEXT_MODEL)
+        assert model("warm up", max_tokens=3)
+    with LMStudioEmulator([EmulatedModel(TEXT_MODEL, loaded=False)], port=port) as second:
+        if operation == "call":
+            assert model("hi", max_tokens=3)
+        elif operation == "stream":
+            assert "".join(model.stream("hi", max_tokens=3))
+        else:
+            assert model.parse("hi", int, max_tokens=3) is not None
+        assert [p.model for p in second.predictions][-1] == TEXT_MODEL
+        assert any(r.endpoint == "getOrLoad" for r in second.requests)  # loaded on demand
 
 
 def test_server_gone_between_calls(fronts: Fronts) -> None:

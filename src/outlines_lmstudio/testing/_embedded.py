@@ -14,7 +14,7 @@ import importlib.util
 import os
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -101,6 +101,47 @@ def _assembled(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> 
 
     target = Path(package.default_output_path())
     stamp = target.with_name(target.name + ".verified")
+    with contextlib.suppress(OSError):
+        if trust_stamp and _stamp_matches(stamp, os.stat(target)):
+            return target  # the common case: checked before, by this process or another
+    # One process checks or assembles at a time; the others wait, then find it done
+    # (found by a review: concurrent first runs, pytest-xdist's workers, each assembled
+    # 250 MB, and a cleaner could take another's partial file in the instant before it
+    # locked it).
+    with _cache_lock(target):
+        return _assembled_locked(package, target, stamp, progress, trust_stamp=trust_stamp)
+
+
+@contextlib.contextmanager
+def _cache_lock(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<target>.lock`` (none where there is no ``fcntl``).
+
+    A cache that cannot hold the lock file (read-only) is used without it: there is
+    nothing to write there anyway.
+    """
+    fcntl = _fcntl()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target.with_name(target.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        fd = None
+    try:
+        if fd is not None and fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when closed, or when the process ends
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _assembled_locked(
+    package: ModuleType,
+    target: Path,
+    stamp: Path,
+    progress: Callable[[str], None] | None,
+    *,
+    trust_stamp: bool,
+) -> Path:
     _remove_stale_partials(target)
     say = progress or (lambda line: None)
     try:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 import weakref
 from pathlib import Path
 from typing import Any, cast
@@ -140,3 +144,37 @@ def test_an_input_longer_than_the_context_is_refused_before_it_is_embedded(
         lms.LMStudioServerError, match=r"Input length 50002 exceeds context length 4096$"
     ):
         embedder.embed("word " * 50_000)
+
+
+def test_ctrl_c_while_a_gguf_file_is_read_stops_the_caller() -> None:
+    """Found by a probe: a Ctrl-C while llama.cpp read a GGUF file's facts on the main
+    thread (the demo's first second) was raised in llama.cpp's log callback, where ctypes
+    printed "Exception ignored on calling ctypes callback function" and dropped it: the
+    demo went on to its end."""
+    gguf = embedded_model().gguf
+    assert gguf is not None
+    script = (
+        "import sys\n"
+        "from outlines_lmstudio.testing import _llama_native\n"
+        "print('reading', flush=True)\n"
+        "while True:\n"
+        "    _llama_native._facts_cache.clear()\n"
+        "    _llama_native.read_facts(sys.argv[1])\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(gguf)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "reading"
+        time.sleep(1.0)  # inside a read, nearly all of the time
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=20)
+    finally:
+        child.kill()
+    assert "KeyboardInterrupt" in err, err
+    assert "Exception ignored" not in err, err
+    assert child.returncode != 0

@@ -10,11 +10,13 @@ and KV-cache reuse across requests we control.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import llama_cpp as L
 import numpy as np
@@ -33,6 +35,7 @@ __all__ = [
     "read_facts",
 ]
 
+_T = TypeVar("_T")
 _init_lock = threading.Lock()
 _initialised = False
 _log_lock = threading.Lock()
@@ -161,6 +164,35 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
     cached = _facts_cache.get(key)
     if cached is not None:
         return cached
+    facts = _off_the_main_thread(_read_facts_now, path, stat.st_size)
+    _facts_cache[key] = facts
+    return facts
+
+
+def _off_the_main_thread(work: Callable[..., _T], *args: Any) -> _T:
+    """Run ``work`` in a thread of its own when called from the main thread, and wait.
+
+    llama.cpp logs through `_on_log` while it loads (a vocabulary-only load takes about a
+    second), and a Ctrl-C then raises in that callback, where ctypes prints "Exception
+    ignored on calling ctypes callback function" and drops it (found by a probe: the demo
+    went on to its end). Waited for here, it interrupts the wait; the load finishes in its
+    thread and is freed there.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return work(*args)
+    done: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            done.set_result(work(*args))
+        except BaseException as exc:  # handed to the waiting caller
+            done.set_exception(exc)
+
+    threading.Thread(target=run, name="outlines-lmstudio-gguf", daemon=True).start()
+    return done.result()
+
+
+def _read_facts_now(path: str, size_bytes: int) -> GgufFacts:
     _init()
     params = L.llama_model_default_params()
     params.vocab_only = True
@@ -172,7 +204,7 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
         context = _meta(model, f"{arch}.context_length")
         dims = _meta(model, f"{arch}.embedding_length")
         facts = GgufFacts(
-            size_bytes=stat.st_size,
+            size_bytes=size_bytes,
             context_length=int(context) if context else 2048,
             architecture=arch,
             name=_meta(model, "general.name"),
@@ -182,7 +214,6 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
         )
     finally:
         L.llama_model_free(model)
-    _facts_cache[key] = facts
     return facts
 
 

@@ -11,17 +11,28 @@ a call that began meanwhile used the sessions being reset, and its failure is
 the same loss (before, it reset the fresh connection again, dropping the
 predictions open on it: in a probe, 10 calls in 30 then waited out their read
 timeout, never told by the SDK; see `AsyncReconnects`).
+
+An async reset that fails (LM Studio cannot be reached) is the failure of every call that
+waited for it: they get its error too. Retrying, they would find the sessions it left
+disconnected, and the async SDK would say so in its own words ("Session must be connected
+to create channels"), not that LM Studio is not reachable (in a probe with the server
+stopped, 10 calls in 30 did). The sync SDK connects a session on use, so a sync call
+retrying says so by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
+import lmstudio as lms
+
 from ._cache import retrieve_error
+from .errors import OutlinesLMStudioError
 
 __all__ = ["AsyncReconnects", "Reading", "SyncReconnects"]
 
@@ -76,6 +87,7 @@ class AsyncReconnects:
         self._reading: weakref.WeakKeyDictionary[object, weakref.WeakSet[Reading]] = (
             weakref.WeakKeyDictionary()
         )
+        self._failed: weakref.WeakKeyDictionary[object, Exception] = weakref.WeakKeyDictionary()
 
     def reading(self, client: object, reader: Reading) -> None:
         """Note a prediction read on the client's sessions (until it is collected)."""
@@ -118,12 +130,26 @@ class AsyncReconnects:
         loop.call_later(delay, check)
 
     async def reset(self, client: object, seen: int, reset: Callable[[], Awaitable[None]]) -> None:
-        """Await ``reset`` unless another task already reset since generation ``seen``."""
+        """Await ``reset`` unless another task already reset since generation ``seen``.
+
+        If the last reset failed to connect (an error of the SDK's, or ours for a connection
+        not completed in time), a task that did not reset raises that error too: the
+        sessions are still disconnected (see the module docstring).
+        """
         lock = self._locks.setdefault(client, asyncio.Lock())
         async with lock:
             if self._generation.get(client, 0) != seen:
+                if (failed := self._failed.get(client)) is not None:
+                    raise copy.copy(failed)
                 return
+            self._failed.pop(client, None)
             try:
                 await reset()
+            except (lms.LMStudioError, OutlinesLMStudioError) as exc:
+                # A copy has no traceback: kept here, the error's frames would hold the
+                # client (the key of this weak mapping) alive. Each task raises a copy of
+                # its own, so their tracebacks do not pile up on one shared exception.
+                self._failed[client] = copy.copy(exc)
+                raise
             finally:
                 self._generation[client] = seen + 1

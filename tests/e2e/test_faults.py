@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import lmstudio as lms
@@ -168,6 +169,33 @@ def test_server_gone_between_calls(fronts: Fronts) -> None:
         assert model("hi")
     with pytest.raises(LMStudioConnectionError, match="Start LM Studio"):
         model("anyone there?")
+
+
+def test_concurrent_calls_after_the_server_went_away_all_say_it_is_not_reachable(
+    fronts: Fronts,
+) -> None:
+    """Found by a soak test: with the server stopped, one async call in three said "Lost the
+    connection to LM Studio: Session must be connected to create channels" (the SDK's own
+    words, with a hint that the next call reconnects), the others that LM Studio is not
+    reachable. They had waited for another call's reconnection, which failed, and then
+    tried the sessions it left disconnected."""
+    with LMStudioEmulator() as emulator:
+        model = fronts.model(fronts.client(emulator.api_host), TEXT_MODEL)
+        assert model("hi")
+
+    def call(index: int) -> BaseException | None:
+        try:
+            model(f"anyone there? {index}", max_tokens=3)
+        except Exception as exc:  # the test compares what each call raised
+            return exc
+        return None
+
+    with ThreadPoolExecutor(4) as pool:  # on the async front: calls at once on its loop
+        errors = [error for _ in range(5) for error in pool.map(call, range(4))]
+    assert all(isinstance(error, LMStudioConnectionError) for error in errors), errors
+    assert len({str(error) for error in errors}) == 1, {str(error) for error in errors}
+    assert str(errors[0]).startswith("Cannot talk to LM Studio: LM Studio is not reachable")
+    assert "Start LM Studio's server" in str(errors[0])
 
 
 @pytest.mark.asyncio

@@ -1,4 +1,6 @@
 import asyncio
+import gc
+import weakref
 from collections.abc import Awaitable, Callable
 
 import lmstudio as lms
@@ -106,6 +108,50 @@ def test_the_generation_moves_once_a_reset_is_done_even_when_it_fails(fails: boo
     else:
         reconnects.reset(client, 0, reset)
     assert reconnects.generation(client) == 1  # the calls that saw 0 do not try again
+
+
+@pytest.mark.asyncio
+async def test_async_calls_that_waited_for_a_failed_reset_get_its_error() -> None:
+    """They would otherwise try the sessions it left disconnected, and the SDK would say
+    "Session must be connected to create channels", not that LM Studio is not reachable."""
+    reconnects = AsyncReconnects()
+    client = Client()
+    resets: list[str] = []
+
+    async def unreachable() -> None:
+        resets.append("failed")
+        await asyncio.sleep(0.01)
+        raise lms.LMStudioWebsocketError("LM Studio is not reachable at ws://here/llm")
+
+    results = await asyncio.gather(
+        *(reconnects.reset(client, 0, unreachable) for _ in range(3)), return_exceptions=True
+    )
+    assert resets == ["failed"]
+    assert [type(r) for r in results] == [lms.LMStudioWebsocketError] * 3
+    assert {str(r) for r in results} == {"LM Studio is not reachable at ws://here/llm"}
+    assert len({id(r) for r in results}) == 3  # each its own: one traceback each
+    # The failure is the last reset's only: after one that works, a late call goes on.
+    await reconnects.reset(client, 1, _appending(resets, "worked"))
+    await reconnects.reset(client, 0, _appending(resets, "not run"))
+    assert resets == ["failed", "worked"]
+
+
+@pytest.mark.asyncio
+async def test_a_failed_async_reset_does_not_keep_its_client_alive() -> None:
+    reconnects = AsyncReconnects()
+    client = Client()
+    gone = weakref.ref(client)
+
+    async def unreachable() -> None:
+        raise lms.LMStudioWebsocketError("LM Studio is not reachable")
+
+    with pytest.raises(lms.LMStudioWebsocketError):
+        await reconnects.reset(client, 0, unreachable)
+    with pytest.raises(lms.LMStudioWebsocketError):
+        await reconnects.reset(client, 0, unreachable)  # a waiter: the error again
+    del client
+    gc.collect()
+    assert gone() is None
 
 
 class Read:

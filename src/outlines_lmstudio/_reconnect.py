@@ -140,7 +140,7 @@ class AsyncReconnects:
         async with lock:
             if self._generation.get(client, 0) != seen:
                 if (failed := self._failed.get(client)) is not None:
-                    raise copy.copy(failed)
+                    raise _copy(failed)
                 return
             self._failed.pop(client, None)
             try:
@@ -149,7 +149,19 @@ class AsyncReconnects:
                 # A copy has no traceback: kept here, the error's frames would hold the
                 # client (the key of this weak mapping) alive. Each task raises a copy of
                 # its own, so their tracebacks do not pile up on one shared exception.
-                self._failed[client] = copy.copy(exc)
+                self._failed[client] = _copy(exc)
                 raise
             finally:
                 self._generation[client] = seen + 1
+
+
+def _copy(error: Exception) -> Exception:
+    """Return a copy of ``error`` without its traceback, with notes of its own.
+
+    ``copy.copy`` shares the ``__notes__`` list: a note one task adds (a batch item's
+    number) would reach the stored error and every later copy.
+    """
+    twin = copy.copy(error)
+    if (notes := getattr(error, "__notes__", None)) is not None:
+        twin.__notes__ = list(notes)
+    return twin

@@ -190,3 +190,23 @@ def test_the_sdk_keeps_a_clients_llm_session_across_a_reset() -> None:
         assert client.llm is session
     finally:
         client.close()
+
+
+@pytest.mark.asyncio
+async def test_a_note_added_to_one_waiters_error_reaches_no_other() -> None:
+    reconnects = AsyncReconnects()
+    client = Client()
+
+    async def unreachable() -> None:
+        error = lms.LMStudioWebsocketError("LM Studio is not reachable")
+        error.add_note("(from the reset)")
+        raise error
+
+    with pytest.raises(lms.LMStudioWebsocketError):
+        await reconnects.reset(client, 0, unreachable)
+    with pytest.raises(lms.LMStudioWebsocketError) as first:
+        await reconnects.reset(client, 0, unreachable)
+    first.value.add_note("(in batch item 1)")  # as a batch notes its item
+    with pytest.raises(lms.LMStudioWebsocketError) as second:
+        await reconnects.reset(client, 0, unreachable)
+    assert second.value.__notes__ == ["(from the reset)"]

@@ -43,10 +43,13 @@ def message_texts(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return result
 
 
-def interrupted(script: str, args: list[str], ready: Callable[[], object]) -> tuple[int, str, str]:
+def interrupted(
+    script: str, args: list[str], ready: Callable[[], object], signum: int = signal.SIGINT
+) -> tuple[int, str, str]:
     """Run a Python script, Ctrl-C it once it printed STARTED and ``ready()`` returned.
 
-    Returns the exit status, the standard output and the standard error.
+    ``signum``: another signal to send instead (``SIGTERM``). Returns the exit status, the
+    standard output and the standard error.
     """
     process = subprocess.Popen(
         [sys.executable, "-c", script, *args],
@@ -58,7 +61,7 @@ def interrupted(script: str, args: list[str], ready: Callable[[], object]) -> tu
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "STARTED"
         ready()
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         out, err = process.communicate(timeout=30)
     finally:
         process.kill()

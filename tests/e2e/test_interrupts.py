@@ -543,25 +543,18 @@ def test_sys_exit_from_a_sigterm_handler_stops_a_batch(
     """The process exits at once: it ran every item of the batch first, each to its end, and
     nothing was cancelled (found by a tester: 11 s for a batch of 40)."""
     slow_emulator.script(TEXT_MODEL, [LONG] * 12)
-    process = subprocess.Popen(
-        [sys.executable, "-c", _EXIT_SCRIPT, slow_emulator.api_host, TEXT_MODEL, call],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "STARTED"
+    sent: list[float] = []
+
+    def ready() -> None:
         slow_emulator.wait_until(lambda: _streaming(slow_emulator), timeout=30)
-        sent = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 0, err
+        sent.append(time.monotonic())
+
+    args = [slow_emulator.api_host, TEXT_MODEL, call]
+    status, out, err = interrupted(_EXIT_SCRIPT, args, ready, signal.SIGTERM)
+    assert status == 0, err
     assert "FINISHED" not in out
     exiting = float(out.split("EXITING")[1])
-    assert exiting - sent < 2.0, out  # 12 replies of 2 s each, 2 at a time: 12 s before
+    assert exiting - sent[0] < 2.0, out  # 12 replies of 2 s each, 2 at a time: 12 s before
     slow_emulator.wait_until(lambda: all(p.done for p in slow_emulator.predictions), timeout=30)
     started = slow_emulator.predictions
     assert len(started) <= 3, len(started)  # queued items never started

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 import weakref
 from pathlib import Path
@@ -14,6 +11,7 @@ import lmstudio as lms
 import pytest
 
 from outlines_lmstudio.testing import LMStudioEmulator, embedded_model
+from tests.e2e.helpers import interrupted
 from tests.real_engine.conftest import EMBED_KEY, EMBEDDED_MODEL_KEY
 
 
@@ -156,25 +154,13 @@ def test_ctrl_c_while_a_gguf_file_is_read_stops_the_caller() -> None:
     script = (
         "import sys\n"
         "from outlines_lmstudio.testing import _llama_native\n"
-        "print('reading', flush=True)\n"
+        "print('STARTED', flush=True)\n"
         "while True:\n"
         "    _llama_native._facts_cache.clear()\n"
         "    _llama_native.read_facts(sys.argv[1])\n"
     )
-    child = subprocess.Popen(
-        [sys.executable, "-c", script, str(gguf)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "reading"
-        time.sleep(1.0)  # inside a read, nearly all of the time
-        child.send_signal(signal.SIGINT)
-        _, err = child.communicate(timeout=20)
-    finally:
-        child.kill()
+    # Ctrl-C'd a second in: inside a read, nearly all of the time.
+    status, _, err = interrupted(script, [str(gguf)], lambda: time.sleep(1.0))
     assert "KeyboardInterrupt" in err, err
     assert "Exception ignored" not in err, err
-    assert child.returncode != 0
+    assert status != 0

@@ -509,6 +509,27 @@ def test_utf8_arguments_are_read_as_utf8_whatever_the_locale(
         assert text in seen
 
 
+def test_a_non_ascii_file_path_is_opened_whatever_the_locale(
+    emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    # Found by a review: the arguments were all read again as UTF-8, file paths too, and
+    # in the C locale Python could no longer open "café.json" by that name.
+    schema = tmp_path / "caf\u00e9.json"
+    schema.write_text(json.dumps({"type": "integer"}), encoding="utf-8")
+    command = [*script_path(), "--host", emulator.api_host, "generate", "-m", TEXT]
+    result = subprocess.run(
+        [*command, b"--schema", bytes(schema), _RESUME.encode()],
+        capture_output=True,
+        env=cli_env(**_ASCII_LOCALE, PYTHONIOENCODING="utf-8"),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode("utf-8")
+    assert int(result.stdout) is not None  # the schema's type: the file was read
+    assert emulator.predictions[-1].last_user_text == _RESUME
+
+
 @pytest.mark.parametrize("io_encoding", ["", "ascii"])
 def test_utf8_chat_lines_are_read_as_utf8_whatever_the_locale(
     emulator: LMStudioEmulator, tmp_path: Path, io_encoding: str

@@ -222,12 +222,15 @@ def _main(argv: Sequence[str] | None) -> int:
     )
 
     try:
+        from outlines_lmstudio.cli._text import text_arguments_as_utf8
+
         if argv is None:
             _quiet_sdk()
-            argv = _command_line()
         # Inside the try: building the parser imports every subcommand (a Ctrl-C there
         # is "interrupted", status 130, not a traceback).
         args = build_parser().parse_args(argv)
+        if argv is None:  # the command line's own arguments, decoded with the locale's
+            text_arguments_as_utf8(args)
         _check_connection_options(args)
         _check_stdout(args)
         if args.command not in NO_CONNECTION:
@@ -259,25 +262,6 @@ def _main(argv: Sequence[str] | None) -> int:
         )
         _report(message)
         return code
-
-
-def _command_line() -> list[str]:
-    """Return the command's arguments read as UTF-8, whatever the locale.
-
-    Python decodes arguments with the locale's encoding: in the C locale with UTF-8 mode off
-    (ASCII), each byte of ``é`` became a lone surrogate, and valid UTF-8 text was refused as
-    not UTF-8 (found by a tester); in a latin-1 locale it became ``Ã©``. The original bytes
-    are ``os.fsencode`` of each argument (the documented inverse, see `sys.argv`); a byte
-    that is not UTF-8 stays a lone surrogate, which `_text.check_text` refuses, naming it.
-    An argument the encoding cannot hold was put in ``sys.argv`` from Python: kept as is.
-    """
-    args = []
-    for arg in sys.argv[1:]:
-        try:
-            args.append(os.fsencode(arg).decode("utf-8", "surrogateescape"))
-        except UnicodeEncodeError:
-            args.append(arg)
-    return args
 
 
 def _traceback_asked() -> bool:

@@ -1,7 +1,7 @@
 """Text from the command line and standard input: UTF-8, or a clear error.
 
-Arguments and standard input are read as UTF-8 whatever the locale (arguments in
-``outlines_lmstudio.cli._command_line``), with ``surrogateescape``: a byte that is not
+Text arguments and standard input are read as UTF-8 whatever the locale (arguments in
+`text_arguments_as_utf8`), with ``surrogateescape``: a byte that is not
 UTF-8 becomes a lone surrogate, which would be sent to LM Studio as garbage or fail deep
 inside a request. It is refused here, naming the byte, before anything is sent.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import io
+import os
 import sys
 from typing import Any, BinaryIO
 
@@ -24,6 +25,7 @@ __all__ = [
     "read_stdin",
     "read_stdin_bytes",
     "stdin_lines_tolerant",
+    "text_arguments_as_utf8",
     "without_repeats",
 ]
 
@@ -63,6 +65,38 @@ _TEXT_OPTIONS = {
     "stop": "--stop",
     "model": "-m/--model",  # found by a probe: sent as is, then "not found" or status 3
 }
+
+
+_TEXT_ARGUMENTS = ("prompt", "texts", *_TEXT_OPTIONS)
+"""The arguments that are text to send (not file paths, which stay as Python decoded them)."""
+
+
+def text_arguments_as_utf8(args: argparse.Namespace) -> None:
+    """Read the command line's text arguments as UTF-8, whatever the locale.
+
+    Python decodes arguments with the locale's encoding: in the C locale with UTF-8 mode
+    off (ASCII), each byte of ``é`` became a lone surrogate, and valid UTF-8 text was
+    refused as not UTF-8 (found by a tester); in a latin-1 locale it became ``Ã©``. Their
+    bytes are ``os.fsencode`` of each (the documented inverse, see `sys.argv`). Only text
+    is read again, and only where its bytes are UTF-8: a file path stays as Python decoded
+    it, which is how Python opens it (found by a review: re-read, ``--schema café.json``
+    named no file), and text that is not UTF-8 (a latin-1 terminal's ``é``) stays as the
+    locale read it; a byte the locale could not read stays a lone surrogate, which
+    `check_text` refuses, naming it.
+    """
+    for dest in _TEXT_ARGUMENTS:
+        value = getattr(args, dest, None)
+        if isinstance(value, str):
+            setattr(args, dest, _as_utf8(value))
+        elif isinstance(value, list):
+            setattr(args, dest, [_as_utf8(v) if isinstance(v, str) else v for v in value])
+
+
+def _as_utf8(text: str) -> str:
+    try:
+        return os.fsencode(text).decode("utf-8")
+    except UnicodeError:  # not UTF-8 (or put in sys.argv from Python): as the locale read it
+        return text
 
 
 def check_options_text(args: argparse.Namespace) -> None:

@@ -87,7 +87,7 @@ class AsyncReconnects:
         self._reading: weakref.WeakKeyDictionary[object, weakref.WeakSet[Reading]] = (
             weakref.WeakKeyDictionary()
         )
-        self._failed: weakref.WeakKeyDictionary[object, Exception] = weakref.WeakKeyDictionary()
+        self._failed: weakref.WeakKeyDictionary[object, BaseException] = weakref.WeakKeyDictionary()
 
     def reading(self, client: object, reader: Reading) -> None:
         """Note a prediction read on the client's sessions (until it is collected)."""
@@ -155,13 +155,18 @@ class AsyncReconnects:
                 self._generation[client] = seen + 1
 
 
-def _copy(error: Exception) -> Exception:
-    """Return a copy of ``error`` without its traceback, with notes of its own.
+def _copy(error: BaseException) -> BaseException:
+    """Return a copy of ``error`` without its traceback, with notes of its own, and its cause.
 
-    ``copy.copy`` shares the ``__notes__`` list: a note one task adds (a batch item's
-    number) would reach the stored error and every later copy.
+    ``copy.copy`` shares the ``__notes__`` list (a note one task adds, a batch item's
+    number, would reach the stored error and every later copy) and drops ``__cause__``
+    (found by a review: the connect timeout behind our error was lost). The cause is copied
+    the same way, so no traceback keeps the client alive.
     """
     twin = copy.copy(error)
     if (notes := getattr(error, "__notes__", None)) is not None:
         twin.__notes__ = list(notes)
+    if error.__cause__ is not None:
+        twin.__cause__ = _copy(error.__cause__)
+    twin.__suppress_context__ = error.__suppress_context__
     return twin

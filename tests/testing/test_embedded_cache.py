@@ -242,3 +242,39 @@ def test_concurrent_first_runs_assemble_the_model_once(target: Path) -> None:
     assert assembled == 1, outputs
     assert all(out.strip().endswith(str(target)) for out, _ in outputs), outputs
     assert not list(target.parent.glob("*.partial-*"))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_does_not_keep_the_parents_cache_lock(tmp_path: Path) -> None:
+    """Found by a review: ``flock`` belongs to the open file, which a forked child shares;
+    the child kept the lock after the parent let it go, then waited for itself."""
+    import threading
+    import time
+
+    from outlines_lmstudio.testing._embedded import _cache_lock
+
+    target = tmp_path / "model.gguf"
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with _cache_lock(target):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        time.sleep(0.5)  # the parent lets the lock go meanwhile
+        code = 1
+        try:
+            fd = os.open(tmp_path / "model.gguf.lock", os.O_RDWR)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if still held
+            code = 0
+        finally:
+            os._exit(code)
+    release.set()
+    thread.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -210,3 +210,25 @@ async def test_a_note_added_to_one_waiters_error_reaches_no_other() -> None:
     with pytest.raises(lms.LMStudioWebsocketError) as second:
         await reconnects.reset(client, 0, unreachable)
     assert second.value.__notes__ == ["(from the reset)"]
+
+
+@pytest.mark.asyncio
+async def test_a_waiters_copy_of_the_error_keeps_its_cause() -> None:
+    """Found by a review: ``copy.copy`` dropped ``__cause__`` (the connect timeout behind
+    our error)."""
+    reconnects = AsyncReconnects()
+    client = Client()
+
+    async def unreachable() -> None:
+        try:
+            raise TimeoutError("handshake")
+        except TimeoutError as exc:
+            raise lms.LMStudioWebsocketError("LM Studio is not reachable") from exc
+
+    with pytest.raises(lms.LMStudioWebsocketError):
+        await reconnects.reset(client, 0, unreachable)
+    with pytest.raises(lms.LMStudioWebsocketError) as waiter:
+        await reconnects.reset(client, 0, unreachable)
+    assert isinstance(waiter.value.__cause__, TimeoutError)
+    assert str(waiter.value.__cause__) == "handshake"
+    assert waiter.value.__suppress_context__

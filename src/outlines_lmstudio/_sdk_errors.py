@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import lmstudio as lms
 
+from ._cache import PerClient
 from .errors import (
     LMStudioConnectionError,
     LMStudioModelNotFoundError,
@@ -25,8 +26,10 @@ __all__ = [
     "closed_client_error",
     "forked_client_error",
     "other_loop_error",
+    "mark_searched",
     "prediction_channel",
     "release_unsent",
+    "searched",
     "server_hint",
     "task_manager",
     "translate_sdk_error",
@@ -51,8 +54,36 @@ own (sync and async): ``connect_timeout=`` does not reach that request.
 """
 
 
-def server_hint(more: str) -> str:
-    """Return the hint for a host that took the connection but not as LM Studio, ``more`` after."""
+_MOVED_HINT = (
+    "This client was made without a host and keeps the port it found first on LM Studio's "
+    "default ports; LM Studio may have stopped or moved (restarted on another port): start "
+    "it, or make a new lms.Client() or lms.AsyncClient(), which searches the default ports "
+    'again, or pass the host: lms.Client("HOST:PORT").'
+)
+
+_SEARCHED: PerClient[bool] = PerClient()
+
+
+def mark_searched(client: lms.Client | lms.AsyncClient) -> None:
+    """Record that ``client``, made without a host, had its host found on the default ports."""
+    _SEARCHED.setdefault(client, True)
+
+
+def searched(client: lms.Client | lms.AsyncClient) -> bool:
+    """Say whether ``client``'s host was found on the default ports (see `mark_searched`)."""
+    return _SEARCHED.get(client, False)
+
+
+def server_hint(more: str, searched: bool = False) -> str:
+    """Return the hint for a host that took the connection but not as LM Studio, ``more`` after.
+
+    ``searched``: the client was made without a host, its port found on the default ports.
+    """
+    if searched:
+        return (
+            f"Check that LM Studio's server (not another program) listens on that port{more}. "
+            f"{_MOVED_HINT}"
+        )
     return (
         f"Check that LM Studio's server (not another program) listens on that host and port{more}."
     )
@@ -278,6 +309,7 @@ def translate_sdk_error(
     host: str | None,
     model: str | None,
     stage: Stage,
+    searched: bool = False,
 ) -> OutlinesLMStudioError | None:
     """Return our error for an SDK exception, or ``None`` if it is not an SDK failure.
 
@@ -291,6 +323,9 @@ def translate_sdk_error(
         The model key or identifier the call was for.
     stage
         What was being done: resolving a model handle, predicting, uploading.
+    searched
+        The client was made without a host, its port found on LM Studio's default ports:
+        the hint says so, rather than to check the host given.
 
     Returns
     -------
@@ -318,9 +353,9 @@ def translate_sdk_error(
         if lost:
             hint = "The next call reconnects; if LM Studio stopped, start it again."
         elif "ReadTimeout" in text:  # a server took the connection, and said nothing in 1 s
-            hint = server_hint(f"; {SLOW_PROBE}")
+            hint = server_hint(f"; {SLOW_PROBE}", searched)
         else:
-            hint = _START_HINT
+            hint = _MOVED_HINT if searched else _START_HINT
         return LMStudioConnectionError(
             f"{'Lost the connection to' if lost else 'Cannot talk to'} LM Studio: {text}",
             host=host,

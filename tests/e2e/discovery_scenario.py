@@ -5,7 +5,10 @@ Studio's default ports) and uses ``lms.Client()`` / ``lms.AsyncClient()`` with n
 never entered by us. ``python discovery_scenario.py nothing`` makes the same calls with
 nothing listening, ``other PORT`` with a web server (not LM Studio) on ``PORT``, ``behind
 PORT1 PORT2`` with that server on ``PORT1`` and the emulator on ``PORT2`` (the CLI too),
-``stream PORT1 PORT2`` the same with a server that streams without end on ``PORT1``.
+``other PORT silent`` with a server that never answers, ``greeting PORT`` with one that
+answers LM Studio's greeting and closes its websocket, ``stream PORT1 PORT2`` as ``behind``
+with a server that streams without end on ``PORT1``, ``concurrent PORT1 PORT2`` six first
+calls at once with that server on ``PORT1``, then one with the emulator on ``PORT2`` too.
 ``demo KIND PORT1 PORT2`` runs the demo (``examples/extract.py``) with a server of that
 kind (``html``, ``stream``, ``silent``) on ``PORT1`` and the emulator on ``PORT2``.
 Prints one JSON object with what happened.
@@ -27,6 +30,7 @@ from typing import Any
 
 import lmstudio as lms
 from other_server import (  # type: ignore[import-not-found]  # a script's folder
+    serving_fake_lmstudio,
     serving_html,
     serving_silence,
     serving_stream,
@@ -154,8 +158,14 @@ def main() -> None:
             result = {"sync": concurrent_sync(), "async": asyncio.run(concurrent_async())}
             with LMStudioEmulator(port=ports[1]):  # started later: a new call searches again
                 result["later"] = concurrent_sync(calls=1)
-    elif sys.argv[1] == "other":
-        with serving_html(int(sys.argv[2])):
+    elif sys.argv[1] == "other":  # other PORT [KIND]: html, stream or silent
+        kind = sys.argv[3] if len(sys.argv) > 3 else "html"
+        with OTHER[kind](int(sys.argv[2])):
+            result = {"sync": sync_call(), "async": asyncio.run(async_call())}
+            command = [sys.executable, "-m", "outlines_lmstudio.cli", "generate", "-m", MODEL]
+            result["cli"] = run([*command, "--max-tokens", "4", "Hi"])
+    elif sys.argv[1] == "greeting":  # LM Studio's greeting on PORT, a websocket that closes
+        with serving_fake_lmstudio("close", int(sys.argv[2])):
             result = {"sync": sync_call(), "async": asyncio.run(async_call())}
     elif sys.argv[1] == "behind":  # another server on the first port, LM Studio on the next
         ports = [int(p) for p in sys.argv[2:4]]

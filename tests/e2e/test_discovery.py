@@ -31,6 +31,7 @@ from ..private_network import run_in_private_network
 from .other_server import serving_stream, serving_trickled_headers
 
 SCENARIO = Path(__file__).with_name("discovery_scenario.py")
+MODEL = "qwen2.5-7b-instruct"
 pytestmark = pytest.mark.timeout(180)
 
 
@@ -56,7 +57,7 @@ def test_nothing_on_the_default_ports_names_them_and_the_fix() -> None:
     for front in ("sync", "async"):
         assert result[front]["error"] == "LMStudioConnectionError", result
         message = result[front]["message"]
-        assert message == str(no_server_error(None if front == "async" else "qwen2.5-7b-instruct"))
+        assert message == str(no_server_error(MODEL))  # the async one had no model (a review)
         for port in DEFAULT_PORTS:
             assert str(port) in message
         assert "lms server start" in message
@@ -66,12 +67,41 @@ def test_nothing_on_the_default_ports_names_them_and_the_fix() -> None:
 def test_another_server_on_a_default_port_is_named_as_such() -> None:
     """Found by a probe: the SDK's probe let the HTML's JSONDecodeError out, raw."""
     result = scenario("other", str(DEFAULT_PORTS[0]))
+    other = f"the server on 127.0.0.1:{DEFAULT_PORTS[0]} is not LM Studio: it answers, but not "
     for front in ("sync", "async"):
         assert result[front]["error"] == "LMStudioConnectionError", result
         message = result[front]["message"]
-        assert "a server on one of them answered, but not as LM Studio does" in message
-        assert "JSONDecodeError" in message
+        assert other in message
         assert "lms server start" in message
+        assert f"(model={MODEL!r})" in message
+    assert other in result["cli"]["stderr"]
+
+
+def test_a_silent_server_on_a_default_port_is_not_said_to_answer() -> None:
+    """Found by a review: a server that took the connection and said nothing was described
+    as having "answered, but not as LM Studio does (ReadTimeout: timed out)", its port not
+    named, in the library's error and the CLI's."""
+    result = scenario("other", str(DEFAULT_PORTS[0]), "silent")
+    other = (
+        f"the server on 127.0.0.1:{DEFAULT_PORTS[0]} is not LM Studio: it takes connections "
+        "but sent no answer within 1 s"
+    )
+    for front in ("sync", "async"):
+        assert other in result[front]["message"], result
+        assert "answered, but" not in result[front]["message"]
+    assert other in result["cli"]["stderr"], result
+
+
+def test_a_found_port_that_fails_is_not_said_to_be_given() -> None:
+    """Found by a review: for a client made without a host, the hint said to check "the
+    host and port given to lms.Client(...)"; none was given: the port was found, and kept."""
+    result = scenario("greeting", str(DEFAULT_PORTS[0]))
+    for front in ("sync", "async"):
+        message = result[front]["message"]
+        assert f"127.0.0.1:{DEFAULT_PORTS[0]}" in message, result
+        assert "given to lms.Client" not in message
+        assert "made without a host and keeps the port it found first" in message
+        assert "make a new lms.Client()" in message
 
 
 def test_lm_studio_behind_another_server_is_named_or_found() -> None:
@@ -83,6 +113,7 @@ def test_lm_studio_behind_another_server_is_named_or_found() -> None:
     for front in ("sync", "async"):
         assert result[front]["error"] == "LMStudioConnectionError", result
         assert f'lms.Client("127.0.0.1:{second}")' in result[front]["message"]
+        assert f"the server on 127.0.0.1:{first} is not LM Studio" in result[front]["message"]
     assert result["cli"]["status"] == 0, result["cli"]["stderr"]
 
 
@@ -107,7 +138,7 @@ def test_lm_studio_behind_a_server_that_streams_is_found_in_time() -> None:
     for front in ("sync", "async"):
         assert result[front]["error"] == "LMStudioConnectionError", result
         assert f'lms.Client("127.0.0.1:{second}")' in result[front]["message"]
-        assert "EndlessAnswerError" in result[front]["message"]
+        assert "it answers without end" in result[front]["message"]
     assert result["cli"]["status"] == 0, result["cli"]["stderr"]
 
 

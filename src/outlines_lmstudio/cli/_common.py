@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import httpx
 import lmstudio as lms
 
-from .._discovery import NOT_LM_STUDIO, find_lm_studio, is_lm_studio, why_not_lm_studio
+from .._discovery import NOT_LM_STUDIO, is_lm_studio, search_default_ports, why_not_lm_studio
 from ._exit import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -541,13 +541,13 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
     if host is None:
         # Port by port: another server on one (found by a probe: "unexpected
         # JSONDecodeError") neither fails the search nor ends it.
-        host, other = find_lm_studio()
+        host, skipped = search_default_ports()
         if host is None:
             answered = (
                 ""
-                if other is None
-                else " (a server on one of them answered, but not as LM Studio does: "
-                f"{type(other).__name__})"
+                if not skipped
+                else f" (the server on {skipped[0][0]} is not LM Studio: "
+                f"{why_not_lm_studio(skipped[0][1])})"
             )
             raise CliError(
                 f"LM Studio is not reachable on its default local ports{answered}: {_START_HINT}.",

@@ -165,11 +165,14 @@ class BatchLookups:
     The batch's other items for that key fail with the same error without asking LM Studio
     again (a model that cannot load was asked to load once per item: found by a probe, 200
     requests for 200 prompts). Kept for that batch only: a later call asks again (memory
-    was freed, the model was loaded meanwhile).
+    was freed, the model was loaded meanwhile). ``search``: the failed search of LM
+    Studio's default ports for a client made without a host, which every later item of the
+    batch fails with too (16 items searched in turn, 2 s each: found by a review).
     """
 
     def __init__(self) -> None:
         self.failed: dict[str | None, lms.LMStudioError] = {}
+        self.search: LMStudioConnectionError | None = None
 
 
 class Request(msgspec.Struct, frozen=True):

@@ -229,8 +229,16 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
             return
         self._check_process(call.request.key)
         if client_host(client) is None:  # made as lms.Client()
-            with _threads.held():  # finding LM Studio has bounds of its own
-                ensure_host(client, call.request.key)
+            lookups = call.request.lookups
+            if lookups is not None and lookups.search is not None:
+                raise lookups.search  # an earlier item of this batch searched in vain
+            try:
+                with _threads.held():  # finding LM Studio has bounds of its own
+                    ensure_host(client, call.request.key)
+            except LMStudioConnectionError as exc:
+                if lookups is not None:
+                    lookups.search = exc
+                raise
         self._host_known_of = client
 
     def _check_process(self, key: str | None) -> None:

@@ -101,6 +101,19 @@ def concurrent_sync(calls: int = 6) -> dict[str, Any]:
     return {"outcomes": outcomes, "seconds": time.monotonic() - started}
 
 
+def batch_of_16() -> dict[str, Any]:
+    """A batch of 16 items, 4 at a time, on one client with no host."""
+    client = lms.Client()
+    started = time.monotonic()
+    try:
+        error = _outcome(lambda: from_lmstudio(client, MODEL, max_concurrency=4).batch(["Hi"] * 16))
+    except Exception as exc:  # the batch's own error, reported
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+    return {"error": error, "seconds": time.monotonic() - started}
+
+
 async def concurrent_async(calls: int = 6) -> dict[str, Any]:
     """``calls`` tasks make their first call at once on one ``AsyncClient`` with no host."""
     model = from_lmstudio(lms.AsyncClient(), MODEL)
@@ -156,6 +169,7 @@ def main() -> None:
         ports = [int(p) for p in sys.argv[2:4]]
         with serving_stream(ports[0]):
             result = {"sync": concurrent_sync(), "async": asyncio.run(concurrent_async())}
+            result["batch"] = batch_of_16()
             with LMStudioEmulator(port=ports[1]):  # started later: a new call searches again
                 result["later"] = concurrent_sync(calls=1)
     elif sys.argv[1] == "other":  # other PORT [KIND]: html, stream or silent

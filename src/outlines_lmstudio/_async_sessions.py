@@ -134,8 +134,8 @@ class AsyncSessions(ModelApi):
             if self._entry.failed is not None:
                 raise self._connect_error(self._entry.failed) from None
             try:
-                async with asyncio.timeout(self.connect_timeout):
-                    await enter_async_client(self.client, self.model_name)  # finds LM Studio
+                # Finds LM Studio if no host; the search is not counted in connect_timeout.
+                await enter_async_client(self.client, self.model_name, self.connect_timeout)
             except lms.LMStudioError as exc:
                 raise self._error(exc, None, "connect") from exc
             except httpx.HTTPError as exc:  # the SDK's probe of the host is httpx

@@ -362,7 +362,9 @@ def _search_and_enter(client: lms.Client, model: str | None) -> None:
     mark_searched(client)
 
 
-async def enter_async_client(client: lms.AsyncClient, model: str | None = None) -> None:
+async def enter_async_client(
+    client: lms.AsyncClient, model: str | None = None, connect_seconds: float | None = None
+) -> None:
     """Enter an ``AsyncClient`` (``async with`` does the same), explaining a failed discovery.
 
     Parameters
@@ -371,6 +373,11 @@ async def enter_async_client(client: lms.AsyncClient, model: str | None = None) 
         A client that is not entered yet.
     model
         The model key, for the error message.
+    connect_seconds
+        The longest the entering (connecting) may take, after our search of the default
+        ports, which has bounds of its own and is not a connection: it counted against
+        ``connect_timeout`` and was reported as a websocket handshake timeout (found by a
+        review).
 
     Raises
     ------
@@ -378,6 +385,8 @@ async def enter_async_client(client: lms.AsyncClient, model: str | None = None) 
         The client has no host and nothing answered on any default port.
     lmstudio.LMStudioError
         Any other failure, as the SDK raised it (the caller translates it).
+    TimeoutError
+        The entering took longer than ``connect_seconds``.
     """
     discovering = client_host(client) is None
     if discovering:  # our search first, as in `ensure_host`
@@ -387,7 +396,8 @@ async def enter_async_client(client: lms.AsyncClient, model: str | None = None) 
         if found is None:
             raise no_server_error(model)
     try:
-        await client.__aenter__()
+        async with asyncio.timeout(connect_seconds):
+            await client.__aenter__()
     except lms.LMStudioClientError as exc:
         if discovering and client_host(client) is None:
             raise no_server_error(model) from exc

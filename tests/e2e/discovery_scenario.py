@@ -8,7 +8,8 @@ PORT1 PORT2`` with that server on ``PORT1`` and the emulator on ``PORT2`` (the C
 ``other PORT silent`` with a server that never answers, ``greeting PORT`` with one that
 answers LM Studio's greeting and closes its websocket, ``stream PORT1 PORT2`` as ``behind``
 with a server that streams without end on ``PORT1``, ``concurrent PORT1 PORT2`` six first
-calls at once with that server on ``PORT1``, then one with the emulator on ``PORT2`` too.
+calls at once with that server on ``PORT1``, then one with the emulator on ``PORT2`` too;
+``slow-search PORT1 PORT2`` an async call with ``connect_timeout=3`` and that server on both.
 ``demo KIND PORT1 PORT2`` runs the demo (``examples/extract.py``) with a server of that
 kind (``html``, ``stream``, ``silent``) on ``PORT1`` and the emulator on ``PORT2``.
 Prints one JSON object with what happened.
@@ -67,8 +68,8 @@ def sync_call() -> dict[str, Any]:
         client.close()
 
 
-async def async_call() -> dict[str, Any]:
-    model = from_lmstudio(lms.AsyncClient(), MODEL)  # entered by the model on first use
+async def async_call(**options: Any) -> dict[str, Any]:
+    model = from_lmstudio(lms.AsyncClient(), MODEL, **options)  # entered on first use
     try:
         async with model:
             person = await model.parse("Mary is 40", Person, max_tokens=64)
@@ -172,6 +173,10 @@ def main() -> None:
             result["batch"] = batch_of_16()
             with LMStudioEmulator(port=ports[1]):  # started later: a new call searches again
                 result["later"] = concurrent_sync(calls=1)
+    elif sys.argv[1] == "slow-search":  # servers that stream on PORT1 and PORT2: a 4 s search
+        ports = [int(p) for p in sys.argv[2:4]]
+        with serving_stream(ports[0]), serving_stream(ports[1]):
+            result = {"async": asyncio.run(async_call(connect_timeout=3))}
     elif sys.argv[1] == "other":  # other PORT [KIND]: html, stream or silent
         kind = sys.argv[3] if len(sys.argv) > 3 else "html"
         with OTHER[kind](int(sys.argv[2])):

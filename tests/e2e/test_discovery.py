@@ -159,6 +159,16 @@ def test_first_calls_at_once_share_one_failed_search() -> None:
     assert f'lms.Client("127.0.0.1:{second}")' in later, result
 
 
+def test_the_search_is_not_counted_in_connect_timeout() -> None:
+    """Found by a review: async, a 4 s search of the default ports counted against
+    ``connect_timeout=3`` and was reported as a websocket handshake timeout."""
+    first, second = DEFAULT_PORTS[0], DEFAULT_PORTS[1]
+    result = scenario("slow-search", str(first), str(second))
+    message = result["async"]["message"]
+    assert message.startswith("Cannot find LM Studio"), result
+    assert "handshake" not in message
+
+
 def test_a_server_that_trickles_its_headers_ends_the_probe_at_its_deadline() -> None:
     """Found by a review: the deadline covered the body only; a status line, then a header
     every half second, kept the probe going for minutes."""

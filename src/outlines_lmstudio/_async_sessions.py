@@ -18,7 +18,7 @@ import lmstudio as lms
 
 from . import _flow
 from ._api import ModelApi
-from ._cache import LOADS, PerClient, retrieve_error
+from ._cache import LOADS, PerClient, copied_error, retrieve_error
 from ._common import ASYNC_HANDLES, ASYNC_IMAGES, ASYNC_RECONNECTS, ASYNC_TRAITS, DRAIN_SECONDS
 from ._discovery import enter_async_client
 from ._reconnect import Reading
@@ -106,7 +106,7 @@ class AsyncSessions(ModelApi):
             if entering is None:
                 entry = self._entry
                 if seen is not None and entry.generation != seen and entry.error is not None:
-                    raise entry.error  # the entering this call waited for failed
+                    raise copied_error(entry.error)  # the entering it waited for failed
                 self._entry.future = entering = asyncio.ensure_future(self._enter_recorded())
                 entering.add_done_callback(retrieve_error)
             await asyncio.shield(entering)
@@ -124,7 +124,8 @@ class AsyncSessions(ModelApi):
         try:
             await self._enter()
         except Exception as exc:
-            self._entry.error, self._entry.generation = exc, self._entry.generation + 1
+            self._entry.error = copied_error(exc)
+            self._entry.generation += 1
             raise
 
     async def _enter(self) -> None:

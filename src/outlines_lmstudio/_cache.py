@@ -10,6 +10,7 @@ work so concurrent first calls do it once.
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import threading
 import time
@@ -24,11 +25,13 @@ __all__ = [
     "LoadProgress",
     "PerClient",
     "SyncClientCache",
+    "copied_error",
     "retrieve_error",
 ]
 
 V = TypeVar("V")
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 _SLOT_NAMES = itertools.count()
 
@@ -176,6 +179,24 @@ def _entry(work: Awaitable[V]) -> asyncio.Future[V]:
     task.add_done_callback(settle)
     future.add_done_callback(retrieve_error)
     return future
+
+
+def copied_error(error: E) -> E:
+    """Return a copy of ``error`` to raise again: no traceback, notes of its own, its cause.
+
+    An error kept to be raised to several callers (those that waited for a search, an
+    entering or a reconnection that failed) is raised as a copy: the same object raised in
+    several threads or tasks gathers their tracebacks, and its frames would keep the client
+    alive; ``copy.copy`` shares the ``__notes__`` list (a note one caller adds, a batch
+    item's number, would reach the others) and drops ``__cause__``.
+    """
+    twin = copy.copy(error)
+    if (notes := getattr(error, "__notes__", None)) is not None:
+        twin.__notes__ = list(notes)
+    if error.__cause__ is not None:
+        twin.__cause__ = copied_error(error.__cause__)
+    twin.__suppress_context__ = error.__suppress_context__
+    return twin
 
 
 def retrieve_error(future: asyncio.Future[Any]) -> None:

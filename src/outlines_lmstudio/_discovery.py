@@ -29,7 +29,7 @@ import httpcore
 import httpx
 import lmstudio as lms
 
-from ._cache import PerClient
+from ._cache import PerClient, copied_error
 from ._sdk_errors import client_host, mark_searched
 from .errors import LMStudioConnectionError
 
@@ -333,11 +333,11 @@ def ensure_host(client: lms.Client, model: str | None = None) -> None:
         if client_host(client) is not None:
             return
         if search.generation != seen and search.error is not None:
-            raise search.error  # the search this call waited for failed: not again
+            raise copied_error(search.error)  # the search this call waited for failed
         try:
             _search_and_enter(client, model)
         except LMStudioConnectionError as exc:
-            search.error, search.generation = exc, search.generation + 1
+            search.error, search.generation = copied_error(exc), search.generation + 1
             raise
 
 

@@ -23,7 +23,6 @@ retrying says so by itself.
 from __future__ import annotations
 
 import asyncio
-import copy
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
@@ -31,7 +30,7 @@ from typing import Any, Protocol
 
 import lmstudio as lms
 
-from ._cache import retrieve_error
+from ._cache import copied_error, retrieve_error
 from .errors import OutlinesLMStudioError
 
 __all__ = ["AsyncReconnects", "Reading", "SyncReconnects"]
@@ -140,7 +139,7 @@ class AsyncReconnects:
         async with lock:
             if self._generation.get(client, 0) != seen:
                 if (failed := self._failed.get(client)) is not None:
-                    raise _copy(failed)
+                    raise copied_error(failed)
                 return
             self._failed.pop(client, None)
             try:
@@ -149,24 +148,7 @@ class AsyncReconnects:
                 # A copy has no traceback: kept here, the error's frames would hold the
                 # client (the key of this weak mapping) alive. Each task raises a copy of
                 # its own, so their tracebacks do not pile up on one shared exception.
-                self._failed[client] = _copy(exc)
+                self._failed[client] = copied_error(exc)
                 raise
             finally:
                 self._generation[client] = seen + 1
-
-
-def _copy(error: BaseException) -> BaseException:
-    """Return a copy of ``error`` without its traceback, with notes of its own, and its cause.
-
-    ``copy.copy`` shares the ``__notes__`` list (a note one task adds, a batch item's
-    number, would reach the stored error and every later copy) and drops ``__cause__``
-    (found by a review: the connect timeout behind our error was lost). The cause is copied
-    the same way, so no traceback keeps the client alive.
-    """
-    twin = copy.copy(error)
-    if (notes := getattr(error, "__notes__", None)) is not None:
-        twin.__notes__ = list(notes)
-    if error.__cause__ is not None:
-        twin.__cause__ = _copy(error.__cause__)
-    twin.__suppress_context__ = error.__suppress_context__
-    return twin

@@ -19,7 +19,7 @@ from lmstudio import FileHandle
 from outlines.models.lmstudio import LMStudio as _OutlinesLMStudio
 
 from . import _flow, _threads
-from ._cache import LOADS
+from ._cache import LOADS, copied_error
 from ._common import (
     CONFIRM_SECONDS,
     SYNC_HANDLES,
@@ -231,7 +231,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         if client_host(client) is None:  # made as lms.Client()
             lookups = call.request.lookups
             if lookups is not None and lookups.search is not None:
-                raise lookups.search  # an earlier item of this batch searched in vain
+                raise copied_error(lookups.search)  # an earlier item searched in vain
             try:
                 with _threads.held():  # finding LM Studio has bounds of its own
                     ensure_host(client, call.request.key)

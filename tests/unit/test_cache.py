@@ -320,3 +320,24 @@ async def test_async_a_caller_whose_bound_an_ask_under_way_misses_asks_again() -
     assert (await first, second, made) == (1, 2, [1, 2])
     # The value of work the caller began itself is never too old (no endless asking).
     assert await cache.get(client, "k", make, lambda value: True) == 3
+
+
+def test_a_copied_error_has_no_traceback_its_own_notes_and_its_cause() -> None:
+    from outlines_lmstudio._cache import copied_error
+
+    try:
+        try:
+            raise TimeoutError("handshake")
+        except TimeoutError as cause:
+            raise ConnectionError("not reachable") from cause
+    except ConnectionError as exc:
+        exc.add_note("(from the search)")
+        error = exc
+    twin = copied_error(error)
+    assert type(twin) is ConnectionError and str(twin) == "not reachable"
+    assert twin.__traceback__ is None
+    assert isinstance(twin.__cause__, TimeoutError) and twin.__cause__.__traceback__ is None
+    assert twin.__suppress_context__
+    twin.add_note("(in batch item 3)")
+    assert error.__notes__ == ["(from the search)"]
+    assert twin.__notes__ == ["(from the search)", "(in batch item 3)"]

@@ -334,9 +334,11 @@ def test_a_copied_error_has_no_traceback_its_own_notes_and_its_cause() -> None:
         exc.add_note("(from the search)")
         error = exc
     twin = copied_error(error)
-    assert type(twin) is ConnectionError and str(twin) == "not reachable"
+    assert type(twin) is ConnectionError
+    assert str(twin) == "not reachable"
     assert twin.__traceback__ is None
-    assert isinstance(twin.__cause__, TimeoutError) and twin.__cause__.__traceback__ is None
+    assert isinstance(twin.__cause__, TimeoutError)
+    assert twin.__cause__.__traceback__ is None
     assert twin.__suppress_context__
     twin.add_note("(in batch item 3)")
     assert error.__notes__ == ["(from the search)"]

@@ -41,7 +41,6 @@ __all__ = [
     "EndlessAnswerError",
     "enter_async_client",
     "ensure_host",
-    "find_lm_studio",
     "is_lm_studio",
     "no_server_error",
     "search_default_ports",
@@ -242,20 +241,6 @@ def search_default_ports() -> tuple[str | None, list[tuple[str, BaseException]]]
         except NOT_LM_STUDIO as exc:
             skipped.append((host, exc))
     return None, skipped
-
-
-def find_lm_studio() -> tuple[str | None, BaseException | None]:
-    """Probe LM Studio's default ports one by one, past any where another server answers.
-
-    Returns
-    -------
-    tuple
-        The ``HOST:PORT`` LM Studio answers on (``None`` if none), and what the probe of
-        the first port where another server is raised (``None`` if there was none); see
-        `search_default_ports`.
-    """
-    found, skipped = search_default_ports()
-    return found, skipped[0][1] if skipped else None
 
 
 def _other_server(skipped: tuple[str, BaseException]) -> str:

@@ -151,15 +151,15 @@ def main() -> None:
         with OTHER[sys.argv[2]](ports[0]), LMStudioEmulator(port=ports[1]):
             result: dict[str, Any] = run([sys.executable, str(DEMO)])
     elif sys.argv[1] == "stream":
-        from outlines_lmstudio._discovery import find_lm_studio
+        from outlines_lmstudio._discovery import search_default_ports
 
         ports = [int(p) for p in sys.argv[2:4]]
         with serving_stream(ports[0]), LMStudioEmulator(port=ports[1]):
             started = time.monotonic()
-            found, other = find_lm_studio()
+            found, skipped = search_default_ports()
             result = {
                 "found": found,
-                "other": type(other).__name__,
+                "other": type(skipped[0][1]).__name__ if skipped else "NoneType",
                 "seconds": time.monotonic() - started,
                 "sync": sync_call(),
                 "async": asyncio.run(async_call()),

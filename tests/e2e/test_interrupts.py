@@ -554,7 +554,7 @@ def test_sys_exit_from_a_sigterm_handler_stops_a_batch(
     assert status == 0, err
     assert "FINISHED" not in out
     exiting = float(out.split("EXITING")[1])
-    assert exiting - sent[0] < 2.0, out  # 12 replies of 2 s each, 2 at a time: 12 s before
+    assert exiting - sent[0] < 5.0, out  # 12 replies of 2 s each, 2 at a time: 12 s before
     slow_emulator.wait_until(lambda: all(p.done for p in slow_emulator.predictions), timeout=30)
     started = slow_emulator.predictions
     assert len(started) <= 3, len(started)  # queued items never started

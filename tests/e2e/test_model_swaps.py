@@ -271,10 +271,10 @@ def test_a_time_limit_during_a_reload_says_no_prediction_had_started(
     model = make_model(JIT_MODEL)
     model("hi", max_tokens=3)  # loaded on first use; its handle is cached
     emulator.unload(JIT_MODEL)
-    emulator.load_latency = 2.0
+    emulator.load_latency = 5.0
     started = time.monotonic()
     with pytest.raises(LMStudioTimeoutError, match="no prediction had started yet") as info:
         model("hi", max_tokens=3, timeout=0.5)
-    assert time.monotonic() - started < 1.9
+    assert time.monotonic() - started < 4.5  # not the reload's 5 s
     assert "cancel" not in str(info.value)
     assert not any(p.cancelled for p in emulator.predictions)

@@ -219,7 +219,7 @@ def test_stop_does_not_wait_for_a_connection_still_in_its_handshake(sent: bytes)
         time.sleep(0.2)
         start = time.monotonic()
         emulator.stop()
-        assert time.monotonic() - start < 2
+        assert time.monotonic() - start < 5  # not websockets' open_timeout (10 s)
         assert sock.recv(1024) == b""  # the emulator closed it
 
 

@@ -136,7 +136,7 @@ def test_a_call_deadline_holds_while_items_keep_coming() -> None:
     finally:
         stop.set()
     assert taken
-    assert time.monotonic() - deadline < 1.0
+    assert time.monotonic() - deadline < 5.0  # (before: it never stopped)
 
 
 @pytest.mark.asyncio
@@ -346,7 +346,7 @@ def test_a_stream_left_after_its_whole_reply_came_is_not_cancelled() -> None:
         # grace is made long, so that only the reading thread can have cancelled in time).
         ((0, 0.05), 2.0),
         ((0, 0, 0, 0.05), 2.0),  # some had come, the reply goes on
-        ((0, 0.5), None),  # nothing within LEAVE_GRACE: the leaving caller cancels, only it
+        ((0, 1.5), None),  # nothing within LEAVE_GRACE: the leaving caller cancels, only it
     ],
 )
 def test_a_stream_left_while_its_reply_goes_on_is_cancelled_once_before_leave_returns(
@@ -357,7 +357,7 @@ def test_a_stream_left_while_its_reply_goes_on_is_cancelled_once_before_leave_re
     stream = Burst(*delays)
     took, _ = _left_after_the_first(stream)
     assert stream.cancels == 1
-    assert took < 0.4  # the leave did not wait for the slow fragment or the long grace
+    assert took < 1.0  # the leave did not wait for the slow fragment or the long grace
 
 
 def test_a_ctrl_c_leave_cancels_at_once_and_only_once() -> None:

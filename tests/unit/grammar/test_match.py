@@ -47,7 +47,7 @@ def test_no_backtracking_on_texts_that_do_not_match(pattern: str, text: str, end
     started = time.monotonic()
     assert not matcher.matches(text)
     assert matcher.matches(text + end)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # (CPU-bound: room for coverage and a busy machine)
 
 
 @pytest.mark.parametrize(

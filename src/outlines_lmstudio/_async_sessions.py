@@ -20,7 +20,7 @@ from . import _flow
 from ._api import ModelApi
 from ._cache import LOADS, PerClient, copied_error, retrieve_error
 from ._common import ASYNC_HANDLES, ASYNC_IMAGES, ASYNC_RECONNECTS, ASYNC_TRAITS, DRAIN_SECONDS
-from ._discovery import enter_async_client
+from ._discovery import enter_async_client, search_for_async_client
 from ._reconnect import Reading
 from ._sdk_errors import client_closed
 
@@ -45,6 +45,9 @@ class _Entering:
         default ports one after another, 2 s each; found by a review).
     error
         Why the last entering failed.
+    searching
+        Whether the entering under way is searching the default ports (nothing entered yet:
+        it may be stopped).
     """
 
     def __init__(self) -> None:
@@ -53,6 +56,7 @@ class _Entering:
         self.failed: BaseException | None = None
         self.generation = 0
         self.error: BaseException | None = None
+        self.searching = False
 
 
 _ENTERING: PerClient[_Entering] = PerClient()
@@ -136,6 +140,11 @@ class AsyncSessions(ModelApi):
                 raise self._connect_error(self._entry.failed) from None
             try:
                 # Finds LM Studio if no host; the search is not counted in connect_timeout.
+                self._entry.searching = True
+                try:
+                    await search_for_async_client(self.client, self.model_name)
+                finally:
+                    self._entry.searching = False
                 await enter_async_client(self.client, self.model_name, self.connect_timeout)
             except lms.LMStudioError as exc:
                 raise self._error(exc, None, "connect") from exc
@@ -157,8 +166,15 @@ class AsyncSessions(ModelApi):
         """
         async with self._lock():
             if (entering := self._pending_entering()) is not None:
-                with contextlib.suppress(Exception):  # its caller left: it is ours to finish
-                    await asyncio.shield(entering)
+                if self._entry.searching:
+                    # Its caller left, and nothing is entered yet: the search of the default
+                    # ports (up to 2 s a port) is left to end unread (found by a probe:
+                    # close() waited 3.7 s for it behind two servers that stream).
+                    entering.cancel()
+                    await asyncio.wait([entering])
+                else:
+                    with contextlib.suppress(Exception):  # its caller left: ours to finish
+                        await asyncio.shield(entering)
             if self._owns_client:
                 self._owns_client = False
                 ASYNC_HANDLES.clear(self.client)

@@ -19,11 +19,12 @@ after the failure was reported searches again, so LM Studio started since is fou
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import threading
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import httpcore
 import httpx
@@ -44,8 +45,11 @@ __all__ = [
     "is_lm_studio",
     "no_server_error",
     "search_default_ports",
+    "search_for_async_client",
     "why_not_lm_studio",
 ]
+
+_T = TypeVar("_T")
 
 DEFAULT_PORTS = (41343, 52993, 16141, 39414, 22931)
 """LM Studio's default local API ports, in the order ``lmstudio`` 1.5 probes them.
@@ -347,10 +351,65 @@ def _search_and_enter(client: lms.Client, model: str | None) -> None:
     mark_searched(client)
 
 
+async def search_for_async_client(client: lms.AsyncClient, model: str | None = None) -> None:
+    """Search the default ports for a client with no host, before it is entered.
+
+    Our search first, as in `ensure_host`: the SDK's stops at another server's port, and
+    waits for good on one that streams (see `is_lm_studio`). Nothing is entered: a caller
+    may stop this at any point (`AsyncSessions.close` does, see there).
+
+    Parameters
+    ----------
+    client
+        A client that is not entered yet; nothing is done if it has a host.
+    model
+        The model key, for the error message.
+
+    Raises
+    ------
+    LMStudioConnectionError
+        Nothing answered as LM Studio on a default port, or LM Studio answers only past
+        another server's port (which would stop the SDK's own search).
+    """
+    if client_host(client) is not None:
+        return
+    found, skipped = await _off_the_loop(search_default_ports)
+    if skipped:
+        raise _behind_another_server(found, skipped[0], model)
+    if found is None:
+        raise no_server_error(model)
+
+
+async def _off_the_loop(work: Callable[..., _T], *args: Any) -> _T:
+    """Run blocking ``work`` in a daemon thread of its own, and await its result.
+
+    Hand-written because ``asyncio.to_thread`` runs it in the loop's default executor,
+    whose threads ``asyncio.run`` waits for as it ends, and anyio's worker threads are
+    waited for at the interpreter's exit: a search left by a cancelled first call (up to
+    `PROBE_SECONDS` a port) held the end of ``asyncio.run`` until it ended (found by a
+    probe: 4.0 s behind two servers that stream). A caller that leaves lets it end in its
+    thread, unread.
+    """
+    done: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+    def run() -> None:
+        done.set_running_or_notify_cancel()  # a cancel from the loop no longer applies
+        try:
+            done.set_result(work(*args))
+        except BaseException as exc:  # handed to the caller
+            done.set_exception(exc)
+
+    threading.Thread(target=run, name="outlines-lmstudio-search", daemon=True).start()
+    return await asyncio.wrap_future(done)
+
+
 async def enter_async_client(
     client: lms.AsyncClient, model: str | None = None, connect_seconds: float | None = None
 ) -> None:
     """Enter an ``AsyncClient`` (``async with`` does the same), explaining a failed discovery.
+
+    For a client with no host, call `search_for_async_client` first: the SDK's own search,
+    run here on entry, stops at another server's port and has no deadline.
 
     Parameters
     ----------
@@ -359,10 +418,10 @@ async def enter_async_client(
     model
         The model key, for the error message.
     connect_seconds
-        The longest the entering (connecting) may take, after our search of the default
-        ports, which has bounds of its own and is not a connection: it counted against
-        ``connect_timeout`` and was reported as a websocket handshake timeout (found by a
-        review).
+        The longest the entering (connecting) may take, not counting our search of the
+        default ports, which has bounds of its own and is not a connection: it counted
+        against ``connect_timeout`` and was reported as a websocket handshake timeout
+        (found by a review).
 
     Raises
     ------
@@ -374,12 +433,6 @@ async def enter_async_client(
         The entering took longer than ``connect_seconds``.
     """
     discovering = client_host(client) is None
-    if discovering:  # our search first, as in `ensure_host`
-        found, skipped = await asyncio.to_thread(search_default_ports)
-        if skipped:
-            raise _behind_another_server(found, skipped[0], model)
-        if found is None:
-            raise no_server_error(model)
     try:
         async with asyncio.timeout(connect_seconds):
             await client.__aenter__()
@@ -389,7 +442,7 @@ async def enter_async_client(
         raise
     except NOT_LM_STUDIO as exc:
         if discovering and client_host(client) is None:
-            raise await asyncio.to_thread(_search_error, model) from exc
+            raise await _off_the_loop(_search_error, model) from exc
         raise
     finally:  # found, even if what listens there then failed (errors say it was searched)
         if discovering and client_host(client) is not None:

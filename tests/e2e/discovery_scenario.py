@@ -9,7 +9,9 @@ PORT1 PORT2`` with that server on ``PORT1`` and the emulator on ``PORT2`` (the C
 answers LM Studio's greeting and closes its websocket, ``stream PORT1 PORT2`` as ``behind``
 with a server that streams without end on ``PORT1``, ``concurrent PORT1 PORT2`` six first
 calls at once with that server on ``PORT1``, then one with the emulator on ``PORT2`` too;
-``slow-search PORT1 PORT2`` an async call with ``connect_timeout=3`` and that server on both.
+``slow-search PORT1 PORT2`` an async call with ``connect_timeout=3`` and that server on both;
+``cancelled-search PORT1 PORT2 PORT3`` async first calls cancelled during such a search, with
+the emulator on ``PORT3`` (see `first_call_cancelled`).
 ``demo KIND PORT1 PORT2`` runs the demo (``examples/extract.py``) with a server of that
 kind (``html``, ``stream``, ``silent``) on ``PORT1`` and the emulator on ``PORT2``.
 Prints one JSON object with what happened.
@@ -132,6 +134,26 @@ async def concurrent_async(calls: int = 6) -> dict[str, Any]:
     return {"outcomes": outcomes, "seconds": time.monotonic() - started}
 
 
+async def first_call_cancelled(*, close: bool) -> dict[str, Any]:
+    """A first call on an ``AsyncClient`` with no host cancelled while the ports are searched;
+    then, with ``close``, the model closed and called again (it searches again)."""
+    model = from_lmstudio(lms.AsyncClient(), MODEL)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(model("Hi", max_tokens=4), 0.3)
+    if not close:
+        return {}
+    started = time.monotonic()
+    await model.close()
+    result: dict[str, Any] = {"close_seconds": time.monotonic() - started}
+    try:
+        await model("Hi", max_tokens=4)
+    except LMStudioConnectionError as exc:  # LM Studio is past other servers: named
+        result["again"] = str(exc)
+    finally:
+        await model.close()
+    return result
+
+
 def run(command: list[str]) -> dict[str, Any]:
     """Run ``command`` without LMSTUDIO_HOST; return its status, output and seconds."""
     env = {k: v for k, v in os.environ.items() if k != "LMSTUDIO_HOST"}
@@ -173,6 +195,13 @@ def main() -> None:
             result["batch"] = batch_of_16()
             with LMStudioEmulator(port=ports[1]):  # started later: a new call searches again
                 result["later"] = concurrent_sync(calls=1)
+    elif sys.argv[1] == "cancelled-search":  # servers that stream on PORT1 and PORT2, ours on 3
+        ports = [int(p) for p in sys.argv[2:5]]
+        with serving_stream(ports[0]), serving_stream(ports[1]), LMStudioEmulator(port=ports[2]):
+            started = time.monotonic()
+            asyncio.run(first_call_cancelled(close=False))
+            result = {"left_run_seconds": time.monotonic() - started}
+            result.update(asyncio.run(first_call_cancelled(close=True)))
     elif sys.argv[1] == "slow-search":  # servers that stream on PORT1 and PORT2: a 4 s search
         ports = [int(p) for p in sys.argv[2:4]]
         with serving_stream(ports[0]), serving_stream(ports[1]):

@@ -169,6 +169,18 @@ def test_the_search_is_not_counted_in_connect_timeout() -> None:
     assert "handshake" not in message
 
 
+def test_a_first_call_cancelled_during_the_search_holds_up_neither_close_nor_the_loop() -> None:
+    """Found by a probe: the search went on after its caller left (nothing is entered
+    then); close() waited for it (3.7 s), and so did the end of ``asyncio.run`` (4.0 s),
+    behind two servers that stream (2 s each)."""
+    first, second, third = DEFAULT_PORTS[:3]
+    result = scenario("cancelled-search", str(first), str(second), str(third))
+    assert result["left_run_seconds"] < 2 * PROBE_SECONDS - 1, result
+    assert result["close_seconds"] < 2 * PROBE_SECONDS - 1, result
+    # A call after close() searches again, to its end: LM Studio is found past both servers.
+    assert f"LM Studio answers at 127.0.0.1:{third}" in result["again"], result
+
+
 def test_a_server_that_trickles_its_headers_ends_the_probe_at_its_deadline() -> None:
     """Found by a review: the deadline covered the body only; a status line, then a header
     every half second, kept the probe going for minutes."""

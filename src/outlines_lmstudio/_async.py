@@ -412,9 +412,9 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
             if not waiting.done():
                 waiting.cancel()  # the load itself is shared (shielded): it goes on
 
-    async def _run(self, flow: Flow[Any]) -> Any:
+    async def _run(self, flow: Flow[Any], seen: int | None = None) -> Any:
         if not self._ready:
-            await self._ensure_client()
+            await self._ensure_client(seen)
         return await self._steps(flow)
 
     async def _complete_then(self, request: Request, finish: Callable[[Completion], Any]) -> Any:
@@ -474,11 +474,11 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
             await asyncio.to_thread(_settle_all, deferred)
         # Each item enters the client in `_run` (once, under the lock), so a client that
         # cannot connect fails every item, as on the sync front: `BatchGenerationError`.
-        semaphore = asyncio.Semaphore(limit)
+        semaphore, seen = asyncio.Semaphore(limit), self._entry.generation
 
         async def one(flow: Flow[Any]) -> Any:
             async with semaphore:
-                return await self._run(flow)
+                return await self._run(flow, seen)  # see `_ensure_client`
 
         results = await asyncio.gather(*(one(f) for f in flows), return_exceptions=True)
         return _flow.batch_result(results)

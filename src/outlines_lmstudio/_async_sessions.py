@@ -91,9 +91,17 @@ class AsyncSessions(ModelApi):
             entry.lock = (loop, asyncio.Lock())
         return entry.lock[1]
 
-    async def _ensure_client(self) -> None:
+    async def _ensure_client(self, seen: int | None = None) -> None:
+        """Enter the client once, unless an entering failed since ``seen`` (its error then).
+
+        ``seen``: the failed enterings counted when the call was made (default: now). A
+        batch's items pass the count at the batch's start: one that starts after an
+        earlier item's failed entering, held by the concurrency limit, fails with its error
+        instead of searching the default ports again (16 items, 4 at a time, searched 4
+        times in turn: found by a review).
+        """
         if not self._ready:
-            seen = self._entry.generation
+            seen = self._entry.generation if seen is None else seen
             async with self._lock():
                 await self._enter_once(seen)
 

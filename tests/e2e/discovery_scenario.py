@@ -117,6 +117,20 @@ def batch_of_16() -> dict[str, Any]:
     return {"error": error, "seconds": time.monotonic() - started}
 
 
+async def async_batch_of_16() -> dict[str, Any]:
+    """`batch_of_16` on an ``AsyncClient`` with no host."""
+    model = from_lmstudio(lms.AsyncClient(), MODEL, max_concurrency=4)
+    started = time.monotonic()
+    try:
+        await model.batch(["Hi"] * 16)
+        error = "ok"
+    except Exception as exc:  # the batch's own error, reported
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        await model.close()
+    return {"error": error, "seconds": time.monotonic() - started}
+
+
 async def concurrent_async(calls: int = 6) -> dict[str, Any]:
     """``calls`` tasks make their first call at once on one ``AsyncClient`` with no host."""
     model = from_lmstudio(lms.AsyncClient(), MODEL)
@@ -193,6 +207,7 @@ def main() -> None:
         with serving_stream(ports[0]):
             result = {"sync": concurrent_sync(), "async": asyncio.run(concurrent_async())}
             result["batch"] = batch_of_16()
+            result["async_batch"] = asyncio.run(async_batch_of_16())
             with LMStudioEmulator(port=ports[1]):  # started later: a new call searches again
                 result["later"] = concurrent_sync(calls=1)
     elif sys.argv[1] == "cancelled-search":  # servers that stream on PORT1 and PORT2, ours on 3

@@ -393,7 +393,8 @@ async def _off_the_loop(work: Callable[..., _T], *args: Any) -> _T:
     done: concurrent.futures.Future[_T] = concurrent.futures.Future()
 
     def run() -> None:
-        done.set_running_or_notify_cancel()  # a cancel from the loop no longer applies
+        if not done.set_running_or_notify_cancel():  # the caller left before it started
+            return
         try:
             done.set_result(work(*args))
         except BaseException as exc:  # handed to the caller

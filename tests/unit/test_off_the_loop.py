@@ -38,16 +38,33 @@ def test_a_caller_that_leaves_holds_up_neither_itself_nor_the_end_of_the_loop() 
     assert ended.wait(5)  # the work itself went on, in its thread
 
 
-def test_callers_cancelled_at_once_leave_no_thread_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_caller_that_left_before_the_thread_ran_leaves_no_thread_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The thread starts the work only if the caller is still there; before, it ran it and
+    then failed to hand over the result (InvalidStateError, printed by the thread)."""
     errors: list[threading.ExceptHookArgs] = []
     monkeypatch.setattr(threading, "excepthook", errors.append)
+    ran: list[int] = []
+
+    class Held(threading.Thread):  # started by the test, once the caller has left
+        def start(self) -> None:
+            held.append(self)
+
+    held: list[Held] = []
+
+    monkeypatch.setattr(threading, "Thread", Held)  # the module `_discovery` starts it from
 
     async def main() -> None:
-        for _ in range(100):
-            task = asyncio.ensure_future(_discovery._off_the_loop(time.sleep, 0.001))
-            await asyncio.sleep(0)
-            task.cancel()
-        await asyncio.sleep(0.3)
+        task = asyncio.ensure_future(_discovery._off_the_loop(ran.append, 1))
+        await asyncio.sleep(0)  # the task runs up to its await
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
     asyncio.run(main())
+    (thread,) = held
+    super(Held, thread).start()
+    thread.join(5)
     assert errors == []
+    assert ran == []  # the work was not done for nobody

@@ -22,7 +22,14 @@ from ._cache import LOADS, PerClient, copied_error, retrieve_error
 from ._common import ASYNC_HANDLES, ASYNC_IMAGES, ASYNC_RECONNECTS, ASYNC_TRAITS, DRAIN_SECONDS
 from ._discovery import enter_async_client, search_for_async_client
 from ._reconnect import Reading
-from ._sdk_errors import client_closed
+from ._sdk_errors import (
+    client_closed,
+    client_host,
+    half_entered,
+    searched,
+    translate_sdk_error,
+)
+from .errors import LMStudioConnectionError
 
 __all__ = ["AsyncSessions"]
 
@@ -145,7 +152,7 @@ class AsyncSessions(ModelApi):
             self.client.llm  # noqa: B018 - raises KeyError until the client is entered
         except KeyError:
             if self._entry.failed is not None:
-                raise self._connect_error(self._entry.failed) from None
+                raise self._unusable_error(self._entry.failed) from None
             try:
                 # Finds LM Studio if no host; the search is not counted in connect_timeout.
                 self._entry.searching = True
@@ -155,17 +162,45 @@ class AsyncSessions(ModelApi):
                     self._entry.searching = False
                 await enter_async_client(self.client, self.model_name, self.connect_timeout)
             except lms.LMStudioError as exc:
-                raise self._error(exc, None, "connect") from exc
+                if not half_entered(self.client):  # nothing opened: a later call tries again
+                    raise self._error(exc, None, "connect") from exc
+                await self._give_up(exc)
+                raise self._unusable_error(exc) from exc
             except httpx.HTTPError as exc:  # the SDK's probe of the host is httpx
                 raise self._connect_error(exc) from exc
             except TimeoutError as exc:
-                # Half entered: close what was opened; the client cannot be used again.
-                self._entry.failed = exc
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.client.aclose(), self.connect_timeout)
-                raise self._connect_error(exc) from exc
+                await self._give_up(exc)
+                raise self._unusable_error(exc) from exc
             self._owns_client = True
         self._ready = True
+
+    async def _give_up(self, exc: BaseException) -> None:
+        """Close a client half entered by a failed entering: it cannot be entered again.
+
+        The SDK opens its sessions only on a client that has none, and does not forget them
+        when it closes (see `half_entered`): every later call says why (`_unusable_error`).
+        """
+        self._entry.failed = exc
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.client.aclose(), self.connect_timeout)
+
+    def _unusable_error(self, exc: BaseException) -> LMStudioConnectionError:
+        """Our error for a client that a failed entering left unusable (`_give_up`)."""
+        if isinstance(exc, TimeoutError):
+            return self._connect_error(exc)  # it says the client was closed
+        host = client_host(self.client)
+        error = translate_sdk_error(
+            exc, host=host, model=self.model_name, stage="connect", searched=searched(self.client)
+        )
+        what = getattr(error, "message", None) or f"Cannot connect to LM Studio: {exc}"
+        closed = "this AsyncClient was closed: make a new one to try again"
+        what += f" {closed[0].upper()}{closed[1:]}." if what.endswith((".", "?")) else f"; {closed}"
+        return LMStudioConnectionError(
+            what,
+            host=host,
+            model=self.model_name,
+            hint=getattr(error, "hint", None),
+        )
 
     async def close(self) -> None:
         """Close the client if this model entered it; safe to call more than once.

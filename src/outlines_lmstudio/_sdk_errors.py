@@ -25,6 +25,7 @@ __all__ = [
     "client_in_other_loop",
     "closed_client_error",
     "forked_client_error",
+    "half_entered",
     "other_loop_error",
     "mark_searched",
     "prediction_channel",
@@ -109,6 +110,17 @@ def client_closed(client: object) -> bool:
     if getattr(manager, "activated", False) is not True:
         return False
     return getattr(manager, "active", True) is False or _closing(client)
+
+
+def half_entered(client: object) -> bool:
+    """Tell whether an ``AsyncClient`` whose entering failed opened some of its sessions.
+
+    Its ``__aenter__`` opens the sessions only when it has none, and ``aclose()`` does not
+    forget them: a client left with some cannot be entered again (every later call then
+    failed with ``KeyError: 'llm'``; found by a probe). ``False`` when the SDK's internals
+    are not as expected.
+    """
+    return bool(getattr(client, "_sessions", None))
 
 
 def task_manager(client: object) -> Any:

@@ -15,7 +15,7 @@ import lmstudio as lms
 from ._common import CONFIRM_SECONDS, DRAIN_SECONDS
 from ._flow import wait_limit
 from ._interrupt import SigintGuard
-from ._sdk_errors import prediction_channel
+from ._sdk_errors import client_closed, prediction_channel
 
 __all__ = ["AsyncReader", "SyncReader", "UnreadResult", "noting_progress", "stream_text"]
 
@@ -58,6 +58,16 @@ WAITED = 0.01
 """A read after leaving a sync stream that took longer than this (seconds) waited for the
 server: its fragment was generated after the leave, so the reply goes on (see
 `SyncReader.abandon`). What had already come is read well within it."""
+
+CONFIRM_WAIT = 0.25
+"""Seconds a leave without Ctrl-C then waits for LM Studio's confirmation of the cancel.
+
+A client closed right after a stream is left (the end of ``with lms.Client(...)``) cut the
+background read of that confirmation, and the SDK reported the coroutine it had made for
+the read "never awaited" (found by a probe: 1 to 8 streams in 60; none once the leave
+waited). LM Studio confirms within a token's time; past this bound the read goes on in the
+background, as before.
+"""
 
 _DRAIN = "outlines-lmstudio-drain"
 _OPEN: set[SyncReader] = set()
@@ -113,6 +123,10 @@ class SyncReader:
         fragment: a stream resumed after its client closed must not ask the SDK for
         more (its closed thread refuses the request, and the coroutine it made is
         reported "never awaited").
+    client
+        The SDK client, for a stream left: nothing is read or cancelled once it is closed,
+        or its ``close()`` has begun (`_sdk_errors.client_closed`; ``manager`` is still
+        active then, for a while after ``close()`` returns).
     """
 
     _cancel_pending = False  # a cancel asked for before the request was sent
@@ -128,10 +142,12 @@ class SyncReader:
         whole: bool = False,
         heard: Callable[[], None] | None = None,
         manager: Any = None,
+        client: Any = None,
     ) -> None:
         self.stream = stream
         self._heard = heard
         self._manager = manager
+        self._client = client
         self._events = iter(stream)
         self._sigint = sigint
         self._per_fragment = per_fragment
@@ -293,7 +309,9 @@ class SyncReader:
         reply's end (no cancel). A fragment that the thread had to wait for (`WAITED`) was
         generated after the leave: the reply goes on and is cancelled at once. After
         `LEAVE_GRACE` seconds without the end, the cancel is sent from here, before leaving
-        returns (the process may exit next). A Ctrl-C (``wait`` > 0) cancels at once.
+        returns (the process may exit next); then LM Studio's confirmation is awaited for up
+        to `CONFIRM_WAIT` seconds (the client may be closed next). A Ctrl-C (``wait`` > 0)
+        cancels at once.
 
         Returns
         -------
@@ -303,7 +321,7 @@ class SyncReader:
         """
         if not self._sent:
             return None
-        if self._client_closed():
+        if self._client_gone():
             # Nothing to cancel or read on a closed client: reading its stream would ask
             # its stopped thread for more (found by a probe: "coroutine 'Queue.get' was
             # never awaited" when a half-read stream was collected after client.close()).
@@ -332,13 +350,21 @@ class SyncReader:
         drain.start()
         if wait:
             drain.join(wait)
-        elif not told.wait(LEAVE_GRACE):
-            self._decide(told, cancel=True)
+        else:
+            if not told.wait(LEAVE_GRACE):
+                self._decide(told, cancel=True)
+            drain.join(CONFIRM_WAIT)
         return drain
 
     def _client_closed(self) -> bool:
-        """Whether the client is known to be closed (see ``manager``)."""
+        """Whether the client is known to be closed (see ``manager``): once per fragment."""
         return self._manager is not None and self._manager.active is False
+
+    def _client_gone(self) -> bool:
+        """Whether the client is closed or closing (see ``client``), for a stream left."""
+        if self._client is not None:
+            return client_closed(self._client)
+        return self._client_closed()
 
     def _cancel(self) -> None:
         # A cancel that cannot be sent (the connection or the client is gone: the SDK may
@@ -357,7 +383,7 @@ class SyncReader:
             # right after leaving the stream) is asked for nothing more: its stopped
             # thread would refuse the read, and the coroutine the SDK made for it is then
             # reported "never awaited" (CI, once, under load).
-            while not self._client_closed() and next(self._events, None) is not None:
+            while not self._client_gone() and next(self._events, None) is not None:
                 came = time.monotonic()
                 if came - asked > WAITED and not told.is_set():  # the reply goes on
                     self._decide(told, cancel=True)

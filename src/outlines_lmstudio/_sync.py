@@ -480,6 +480,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
             whole=guard.armed,  # armed for the whole call: nothing of ours between fragments
             heard=None if beats is None else beats.beat,
             manager=None if guard.armed else task_manager(self.client),
+            client=self.client,
         )
 
     def _read(self, effect: _flow.Read) -> list[lms.LlmPredictionFragment] | None:

@@ -26,6 +26,7 @@ from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
 from .fronts import Fronts
 from .helpers import eventually, interrupted, png_image
 from .misbehaving import Misbehaving
+from .other_server import serving_fake_lmstudio
 
 
 def threads(prefix: str) -> int:
@@ -71,6 +72,21 @@ def test_a_mute_server_is_not_blamed_on_connect_timeout(fronts: Fronts) -> None:
     assert "Start LM Studio" not in message  # a server is running there
     assert "ReadTimeout: (" not in message  # httpx's empty detail is said as such
     assert "waits 1 s for that first HTTP answer whatever connect_timeout= says" in message
+
+
+def test_a_server_that_closes_the_websocket_fails_every_call_with_our_error(
+    fronts: Fronts,
+) -> None:
+    """Found by a probe: LM Studio's greeting, then a websocket closed at once (LM Studio
+    starting or stopping). The async client was left with one session of five opened, which
+    the SDK never opens again: every later call raised a raw ``KeyError: 'llm'``."""
+    with serving_fake_lmstudio("close") as port:
+        model = fronts.model(fronts.client(f"127.0.0.1:{port}", enter=False))
+        for _ in range(3):
+            with pytest.raises(LMStudioConnectionError, match="not reachable") as caught:
+                model("hello")
+            if fronts.front == "async":  # it cannot be entered again: closed, and said so
+                assert "This AsyncClient was closed: make a new one" in str(caught.value)
 
 
 UNANSWERED = textwrap.dedent(

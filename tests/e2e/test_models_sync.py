@@ -3,6 +3,8 @@
 import concurrent.futures
 import gc
 import json
+import subprocess
+import sys
 import threading
 import weakref
 from typing import cast
@@ -128,7 +130,9 @@ def test_a_stream_collected_in_a_reference_cycle_cancels_on_the_server(
     Studio generated to the end, the SDK logging each late fragment as an ERROR), or were
     closed while the drain read them ("generator already executing")."""
     emulator = slow_emulator
-    emulator.script(TEXT_MODEL, ['{"name": "' + "a" * 400 + '", "age": 1}'])
+    # A reply of about 3 s, so that the cancel comes in time on a loaded machine (CI saw a
+    # reply of 0.3 s generated to its end first, under parallel tests).
+    emulator.script(TEXT_MODEL, ['{"name": "' + "a" * 4000 + '", "age": 1}'])
 
     class Holder:
         pass
@@ -157,3 +161,34 @@ def test_a_stream_collected_in_a_reference_cycle_cancels_on_the_server(
             )
         )
     assert not [r for r in caplog.records if "already closed channel" in r.getMessage()]
+
+
+LEAVE_THEN_CLOSE = """
+import sys
+import lmstudio as lms
+from outlines_lmstudio import from_lmstudio
+from outlines_lmstudio.testing import LMStudioEmulator
+
+with LMStudioEmulator() as emulator:
+    for _ in range(60):
+        with lms.Client(emulator.api_host) as client:  # closed as soon as the loop is left
+            for chunk in from_lmstudio(client, sys.argv[1]).stream("Tell me a story"):
+                break
+    print("DONE", sum(p.stop_reason in ("userStopped", "eosFound") for p in emulator.predictions))
+"""
+
+
+def test_a_client_closed_right_after_a_stream_is_left_reports_nothing() -> None:
+    """Found by a probe: the end of ``with lms.Client(...)`` right after a ``break`` cut the
+    background read of the cancel's confirmation, and the SDK reported the coroutine it had
+    made for it "never awaited" (1 to 8 times in 60 such leaves)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", LEAVE_THEN_CLOSE, TEXT_MODEL],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "DONE 60" in done.stdout, done.stdout + done.stderr
+    assert "never awaited" not in done.stderr
+    assert "Exception ignored" not in done.stderr

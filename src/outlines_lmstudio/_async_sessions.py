@@ -86,6 +86,7 @@ class AsyncSessions(ModelApi):
         self._entry = _ENTERING.setdefault(client, _Entering())
         self._ready = False
         self._owns_client = False
+        self._entering: asyncio.Future[None] | None = None  # the last one this model started
 
     def _lock(self) -> asyncio.Lock:
         """Return the client's lock that guards entering and closing, one per event loop.
@@ -128,6 +129,7 @@ class AsyncSessions(ModelApi):
                     raise copied_error(entry.error)  # the entering it waited for failed
                 self._entry.future = entering = asyncio.ensure_future(self._enter_recorded())
                 entering.add_done_callback(retrieve_error)
+                self._entering = entering  # see `close`
             await asyncio.shield(entering)
             self._ready = True
 
@@ -189,6 +191,13 @@ class AsyncSessions(ModelApi):
         if isinstance(exc, TimeoutError):
             return self._connect_error(exc)  # it says the client was closed
         host = client_host(self.client)
+        if isinstance(exc, asyncio.CancelledError):  # see `close`
+            return LMStudioConnectionError(
+                "The model was closed while it connected to LM Studio; this AsyncClient was "
+                "closed: make a new one to try again",
+                host=host,
+                model=self.model_name,
+            )
         error = translate_sdk_error(
             exc, host=host, model=self.model_name, stage="connect", searched=searched(self.client)
         )
@@ -215,8 +224,16 @@ class AsyncSessions(ModelApi):
                     # close() waited 3.7 s for it behind two servers that stream).
                     entering.cancel()
                     await asyncio.wait([entering])
+                elif entering is self._entering:
+                    # This model's call started it, then left: the SDK's connect may wait up
+                    # to connect_timeout, or for good (found by a probe: close() never
+                    # returned with connect_timeout=None). Stopped halfway, the client
+                    # cannot be entered again: it is closed, and later calls say so.
+                    entering.cancel()
+                    await asyncio.wait([entering])
+                    await self._give_up(asyncio.CancelledError())
                 else:
-                    with contextlib.suppress(Exception):  # its caller left: ours to finish
+                    with contextlib.suppress(Exception):  # another model's: it goes on
                         await asyncio.shield(entering)
             if self._owns_client:
                 self._owns_client = False

@@ -89,6 +89,20 @@ def test_a_server_that_closes_the_websocket_fails_every_call_with_our_error(
                 assert "This AsyncClient was closed: make a new one" in str(caught.value)
 
 
+@pytest.mark.asyncio
+async def test_close_after_a_first_call_left_while_connecting_returns_at_once() -> None:
+    """Found by a probe: close() waited for the connection the left call had started: up to
+    connect_timeout, or for good with ``connect_timeout=None``."""
+    with serving_fake_lmstudio("silent") as port:  # LM Studio's greeting, then no answer
+        client = lms.AsyncClient(f"127.0.0.1:{port}")
+        model = from_lmstudio(client, TEXT_MODEL, connect_timeout=None)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(model("hello"), 0.5)
+        await asyncio.wait_for(model.close(), 5)
+        with pytest.raises(LMStudioConnectionError, match="make a new one to try again"):
+            await model("hello")  # said at once, not a raw SDK error on a closed client
+
+
 UNANSWERED = textwrap.dedent(
     """
     import sys

@@ -159,10 +159,12 @@ class AsyncSessions(ModelApi):
                 # Finds LM Studio if no host; the search is not counted in connect_timeout.
                 self._entry.searching = True
                 try:
-                    await search_for_async_client(self.client, self.model_name)
+                    found = await search_for_async_client(self.client, self.model_name)
                 finally:
                     self._entry.searching = False
-                await enter_async_client(self.client, self.model_name, self.connect_timeout)
+                await enter_async_client(
+                    self.client, self.model_name, self.connect_timeout, found=found
+                )
             except lms.LMStudioError as exc:
                 if not half_entered(self.client):  # nothing opened: a later call tries again
                     raise self._error(exc, None, "connect") from exc

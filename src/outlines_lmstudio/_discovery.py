@@ -39,6 +39,7 @@ __all__ = [
     "NOT_LM_STUDIO",
     "PROBE_BYTES",
     "PROBE_SECONDS",
+    "SDK_PROBE_SECONDS",
     "EndlessAnswerError",
     "enter_async_client",
     "ensure_host",
@@ -50,6 +51,9 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+SDK_PROBE_SECONDS = 1.0
+"""The SDK's own limit on its probe of each default port (``httpx.get(url, timeout=1)``)."""
 
 DEFAULT_PORTS = (41343, 52993, 16141, 39414, 22931)
 """LM Studio's default local API ports, in the order ``lmstudio`` 1.5 probes them.
@@ -351,7 +355,7 @@ def _search_and_enter(client: lms.Client, model: str | None) -> None:
     mark_searched(client)
 
 
-async def search_for_async_client(client: lms.AsyncClient, model: str | None = None) -> None:
+async def search_for_async_client(client: lms.AsyncClient, model: str | None = None) -> str | None:
     """Search the default ports for a client with no host, before it is entered.
 
     Our search first, as in `ensure_host`: the SDK's stops at another server's port, and
@@ -365,6 +369,11 @@ async def search_for_async_client(client: lms.AsyncClient, model: str | None = N
     model
         The model key, for the error message.
 
+    Returns
+    -------
+    str | None
+        The ``HOST:PORT`` LM Studio answers on; ``None`` if the client has a host.
+
     Raises
     ------
     LMStudioConnectionError
@@ -372,12 +381,13 @@ async def search_for_async_client(client: lms.AsyncClient, model: str | None = N
         another server's port (which would stop the SDK's own search).
     """
     if client_host(client) is not None:
-        return
+        return None
     found, skipped = await _off_the_loop(search_default_ports)
     if skipped:
         raise _behind_another_server(found, skipped[0], model)
     if found is None:
         raise no_server_error(model)
+    return found
 
 
 async def _off_the_loop(work: Callable[..., _T], *args: Any) -> _T:
@@ -405,7 +415,10 @@ async def _off_the_loop(work: Callable[..., _T], *args: Any) -> _T:
 
 
 async def enter_async_client(
-    client: lms.AsyncClient, model: str | None = None, connect_seconds: float | None = None
+    client: lms.AsyncClient,
+    model: str | None = None,
+    connect_seconds: float | None = None,
+    found: str | None = None,
 ) -> None:
     """Enter an ``AsyncClient`` (``async with`` does the same), explaining a failed discovery.
 
@@ -423,6 +436,12 @@ async def enter_async_client(
         default ports, which has bounds of its own and is not a connection: it counted
         against ``connect_timeout`` and was reported as a websocket handshake timeout
         (found by a review).
+    found
+        Where our search found LM Studio, for a client with no host: the SDK searches
+        again on entry, and each default port before that one may take its probe's whole
+        `SDK_PROBE_SECONDS` (a port that drops connections), which is given on top of
+        ``connect_seconds`` (found by a probe: it spent ``connect_timeout=1``, and the
+        client was closed as if the handshake had timed out).
 
     Raises
     ------
@@ -434,6 +453,9 @@ async def enter_async_client(
         The entering took longer than ``connect_seconds``.
     """
     discovering = client_host(client) is None
+    if connect_seconds is not None and discovering and found is not None:
+        before = DEFAULT_PORTS.index(int(found.rsplit(":", 1)[1]))
+        connect_seconds += SDK_PROBE_SECONDS * before
     try:
         async with asyncio.timeout(connect_seconds):
             await client.__aenter__()

@@ -11,7 +11,9 @@ with a server that streams without end on ``PORT1``, ``concurrent PORT1 PORT2`` 
 calls at once with that server on ``PORT1``, then one with the emulator on ``PORT2`` too;
 ``slow-search PORT1 PORT2`` an async call with ``connect_timeout=3`` and that server on both;
 ``cancelled-search PORT1 PORT2 PORT3`` async first calls cancelled during such a search, with
-the emulator on ``PORT3`` (see `first_call_cancelled`).
+the emulator on ``PORT3`` (see `first_call_cancelled`); ``dropping PORT1 PORT2`` an async call
+with ``connect_timeout=1``, a port that drops connections on ``PORT1`` and the emulator on
+``PORT2``.
 ``demo KIND PORT1 PORT2`` runs the demo (``examples/extract.py``) with a server of that
 kind (``html``, ``stream``, ``silent``) on ``PORT1`` and the emulator on ``PORT2``.
 Prints one JSON object with what happened.
@@ -23,10 +25,11 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -168,6 +171,21 @@ async def first_call_cancelled(*, close: bool) -> dict[str, Any]:
     return result
 
 
+@contextlib.contextmanager
+def dropping_connections(port: int) -> Iterator[None]:
+    """A port that drops new connections, as a firewall does: a listener that never
+    accepts, its backlog full."""
+    with socket.socket() as listener, contextlib.ExitStack() as stack:
+        listener.bind(("127.0.0.1", port))
+        listener.listen(0)
+        for _ in range(3):
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            with contextlib.suppress(OSError):
+                filler.connect(("127.0.0.1", port))
+        yield
+
+
 def run(command: list[str]) -> dict[str, Any]:
     """Run ``command`` without LMSTUDIO_HOST; return its status, output and seconds."""
     env = {k: v for k, v in os.environ.items() if k != "LMSTUDIO_HOST"}
@@ -217,6 +235,10 @@ def main() -> None:
             asyncio.run(first_call_cancelled(close=False))
             result = {"left_run_seconds": time.monotonic() - started}
             result.update(asyncio.run(first_call_cancelled(close=True)))
+    elif sys.argv[1] == "dropping":  # PORT1 drops new connections (its backlog is full)
+        ports = [int(p) for p in sys.argv[2:4]]
+        with dropping_connections(ports[0]), LMStudioEmulator(port=ports[1]):
+            result = {"async": asyncio.run(async_call(connect_timeout=1))}
     elif sys.argv[1] == "slow-search":  # servers that stream on PORT1 and PORT2: a 4 s search
         ports = [int(p) for p in sys.argv[2:4]]
         with serving_stream(ports[0]), serving_stream(ports[1]):

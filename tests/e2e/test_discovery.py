@@ -182,6 +182,16 @@ def test_a_first_call_cancelled_during_the_search_holds_up_neither_close_nor_the
     assert f"LM Studio answers at 127.0.0.1:{third}" in result["again"], result
 
 
+def test_the_sdks_second_search_is_not_counted_in_connect_timeout() -> None:
+    """Found by a probe: past a default port that drops connections, the SDK's own search on
+    entry spent its 1 s probe there, within ``connect_timeout=1``: the client was closed as
+    if the handshake had timed out."""
+    first, second = DEFAULT_PORTS[0], DEFAULT_PORTS[1]
+    result = scenario("dropping", str(first), str(second))
+    assert result["async"]["host"] == f"127.0.0.1:{second}", result
+    assert set(result["async"]["person"]) == {"name", "age"}
+
+
 def test_a_server_that_trickles_its_headers_ends_the_probe_at_its_deadline() -> None:
     """Found by a review: the deadline covered the body only; a status line, then a header
     every half second, kept the probe going for minutes."""

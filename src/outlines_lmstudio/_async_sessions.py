@@ -126,7 +126,7 @@ class AsyncSessions(ModelApi):
             if entering is None:
                 entry = self._entry
                 if seen is not None and entry.generation != seen and entry.error is not None:
-                    raise copied_error(entry.error)  # the entering it waited for failed
+                    raise copied_error(entry.error, self.model_name)  # the entering it waited for
                 self._entry.future = entering = asyncio.ensure_future(self._enter_recorded())
                 entering.add_done_callback(retrieve_error)
                 self._entering = entering  # see `close`

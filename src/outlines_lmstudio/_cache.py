@@ -18,6 +18,8 @@ import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
+from .errors import _ServerError
+
 __all__ = [
     "LOADS",
     "AsyncClientCache",
@@ -181,16 +183,20 @@ def _entry(work: Awaitable[V]) -> asyncio.Future[V]:
     return future
 
 
-def copied_error(error: E) -> E:
+def copied_error(error: E, model: str | None = None) -> E:
     """Return a copy of ``error`` to raise again: no traceback, notes of its own, its cause.
 
     An error kept to be raised to several callers (those that waited for a search, an
     entering or a reconnection that failed) is raised as a copy: the same object raised in
     several threads or tasks gathers their tracebacks, and its frames would keep the client
     alive; ``copy.copy`` shares the ``__notes__`` list (a note one caller adds, a batch
-    item's number, would reach the others) and drops ``__cause__``.
+    item's number, would reach the others) and drops ``__cause__``. ``model``: the model
+    of the caller the copy is raised to, named in it instead of the one whose call failed
+    first (two models on one client: found by a probe).
     """
     twin = copy.copy(error)
+    if model is not None and isinstance(twin, _ServerError) and twin.model not in (None, model):
+        _ServerError.__init__(twin, twin.message, host=twin.host, model=model, hint=twin.hint)
     if (notes := getattr(error, "__notes__", None)) is not None:
         twin.__notes__ = list(notes)
     if error.__cause__ is not None:

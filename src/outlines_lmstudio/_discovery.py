@@ -326,7 +326,7 @@ def ensure_host(client: lms.Client, model: str | None = None) -> None:
         if client_host(client) is not None:
             return
         if search.generation != seen and search.error is not None:
-            raise copied_error(search.error)  # the search this call waited for failed
+            raise copied_error(search.error, model)  # the search this call waited for failed
         try:
             _search_and_enter(client, model)
         except LMStudioConnectionError as exc:

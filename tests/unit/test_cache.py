@@ -343,3 +343,20 @@ def test_a_copied_error_has_no_traceback_its_own_notes_and_its_cause() -> None:
     twin.add_note("(in batch item 3)")
     assert error.__notes__ == ["(from the search)"]
     assert twin.__notes__ == ["(from the search)", "(in batch item 3)"]
+
+
+def test_a_copied_error_names_the_model_of_the_caller_it_is_raised_to() -> None:
+    """Found by a probe: two models on one client waited for one failed search; the second
+    model's error named the first model."""
+    from outlines_lmstudio import LMStudioConnectionError
+    from outlines_lmstudio._cache import copied_error
+
+    error = LMStudioConnectionError("Cannot find LM Studio.", host="h:1", model="a", hint="Start")
+    error.add_note("(from the search)")
+    twin = copied_error(error, "b")
+    assert (twin.model, twin.host, twin.hint, twin.message) == ("b", "h:1", "Start", error.message)
+    assert str(twin) == "Cannot find LM Studio. (host='h:1', model='b') Hint: Start"
+    assert twin.__notes__ == ["(from the search)"]
+    assert error.model == "a"
+    assert "model='a'" in str(error)
+    assert copied_error(error).model == "a"  # no caller's model: as it was

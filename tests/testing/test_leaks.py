@@ -47,6 +47,9 @@ def test_clients_and_emulators_clean_up(make_emulator: MakeEmulator) -> None:
         with lms.Client(emulator.api_host) as client:
             client.llm.model(TEXT).respond("hi")
     emulator.wait_until(lambda: _open_fds() <= fds + 2, timeout=5)
+    # The SDK's close() asks its websocket thread to stop and returns without waiting for
+    # it: the last client's thread may still be ending (CI, under parallel tests, saw it).
+    emulator.wait_until(lambda: threading.active_count() <= threads, timeout=5)
     assert threading.active_count() <= threads
     before_stop = threading.enumerate()
     emulator.stop()

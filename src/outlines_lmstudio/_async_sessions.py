@@ -19,7 +19,14 @@ import lmstudio as lms
 from . import _flow
 from ._api import ModelApi
 from ._cache import LOADS, PerClient, copied_error, retrieve_error
-from ._common import ASYNC_HANDLES, ASYNC_IMAGES, ASYNC_RECONNECTS, ASYNC_TRAITS, DRAIN_SECONDS
+from ._common import (
+    ASYNC_CLIENT_CLOSED,
+    ASYNC_HANDLES,
+    ASYNC_IMAGES,
+    ASYNC_RECONNECTS,
+    ASYNC_TRAITS,
+    DRAIN_SECONDS,
+)
 from ._discovery import enter_async_client, search_for_async_client
 from ._reconnect import Reading
 from ._sdk_errors import (
@@ -195,8 +202,7 @@ class AsyncSessions(ModelApi):
         host = client_host(self.client)
         if isinstance(exc, asyncio.CancelledError):  # see `close`
             return LMStudioConnectionError(
-                "The model was closed while it connected to LM Studio; this AsyncClient was "
-                "closed: make a new one to try again",
+                f"The model was closed while it connected to LM Studio; {ASYNC_CLIENT_CLOSED}",
                 host=host,
                 model=self.model_name,
             )
@@ -204,7 +210,7 @@ class AsyncSessions(ModelApi):
             exc, host=host, model=self.model_name, stage="connect", searched=searched(self.client)
         )
         what = getattr(error, "message", None) or f"Cannot connect to LM Studio: {exc}"
-        closed = "this AsyncClient was closed: make a new one to try again"
+        closed = ASYNC_CLIENT_CLOSED
         what += f" {closed[0].upper()}{closed[1:]}." if what.endswith((".", "?")) else f"; {closed}"
         return LMStudioConnectionError(
             what,
@@ -220,20 +226,18 @@ class AsyncSessions(ModelApi):
         """
         async with self._lock():
             if (entering := self._pending_entering()) is not None:
-                if self._entry.searching:
-                    # Its caller left, and nothing is entered yet: the search of the default
-                    # ports (up to 2 s a port) is left to end unread (found by a probe:
-                    # close() waited 3.7 s for it behind two servers that stream).
+                # Its caller left. While it searches the default ports (up to 2 s a port),
+                # nothing is entered: the search is left to end unread (found by a probe:
+                # close() waited 3.7 s for it behind two servers that stream). Past that,
+                # this model's own entering is stopped too: the SDK's connect may wait up
+                # to connect_timeout, or for good (found by a probe: close() never returned
+                # with connect_timeout=None); stopped halfway, the client cannot be entered
+                # again: it is closed, and later calls say so.
+                if (searching := self._entry.searching) or entering is self._entering:
                     entering.cancel()
                     await asyncio.wait([entering])
-                elif entering is self._entering:
-                    # This model's call started it, then left: the SDK's connect may wait up
-                    # to connect_timeout, or for good (found by a probe: close() never
-                    # returned with connect_timeout=None). Stopped halfway, the client
-                    # cannot be entered again: it is closed, and later calls say so.
-                    entering.cancel()
-                    await asyncio.wait([entering])
-                    await self._give_up(asyncio.CancelledError())
+                    if not searching:
+                        await self._give_up(asyncio.CancelledError())
                 else:
                     with contextlib.suppress(Exception):  # another model's: it goes on
                         await asyncio.shield(entering)

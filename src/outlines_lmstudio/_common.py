@@ -48,6 +48,7 @@ from .errors import (
 )
 
 __all__ = [
+    "ASYNC_CLIENT_CLOSED",
     "ASYNC_HANDLES",
     "ASYNC_IMAGES",
     "ASYNC_RECONNECTS",
@@ -75,6 +76,9 @@ __all__ = [
     "is_batch",
     "no_backend",
 ]
+
+ASYNC_CLIENT_CLOSED = "this AsyncClient was closed: make a new one to try again"
+"""What an error adds when it closed an ``AsyncClient`` the SDK cannot enter again."""
 
 DRAIN_SECONDS = 5.0
 """How long a cancelled prediction may take to confirm before its reader is dropped."""
@@ -476,7 +480,7 @@ class Common:
                 f"authentication) within {self.connect_timeout or 0:g} s"
             )
             if not isinstance(self.client, lms.Client):
-                what += "; this AsyncClient was closed: make a new one to try again"
+                what += f"; {ASYNC_CLIENT_CLOSED}"
             slow = "; pass a larger connect_timeout= to from_lmstudio for a slow link"
         else:
             what = f"LM Studio did not answer at {host}: {type(exc).__name__}"

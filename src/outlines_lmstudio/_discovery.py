@@ -338,11 +338,7 @@ def _search_and_enter(client: lms.Client, model: str | None) -> None:
     """Search the default ports and enter ``client`` (under `_DISCOVERY`)."""
     # Our search first: the SDK's stops at another server's port, and waits for good
     # on one that streams (see `is_lm_studio`).
-    found, skipped = search_default_ports()
-    if skipped:
-        raise _behind_another_server(found, skipped[0], model)
-    if found is None:
-        raise no_server_error(model)
+    _lm_studio_host(model)
     try:
         # The SDK's discovery for an existing client is its context-manager entry:
         # `Client.__enter__` only probes the default ports and records the host
@@ -382,7 +378,18 @@ async def search_for_async_client(client: lms.AsyncClient, model: str | None = N
     """
     if client_host(client) is not None:
         return None
-    found, skipped = await _off_the_loop(search_default_ports)
+    return await _off_the_loop(_lm_studio_host, model)
+
+
+def _lm_studio_host(model: str | None) -> str:
+    """Search the default ports: the ``HOST:PORT`` LM Studio answers on, past no other server.
+
+    Raises
+    ------
+    LMStudioConnectionError
+        As `search_for_async_client`.
+    """
+    found, skipped = search_default_ports()
     if skipped:
         raise _behind_another_server(found, skipped[0], model)
     if found is None:

@@ -26,6 +26,7 @@ follow its own implementations (``jsonschema._keywords``), with the search repla
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -83,8 +84,15 @@ def search(pattern: str) -> Callable[[str], bool]:
         else:
             reason = (
                 f"the linear-time regex engine cannot read it ({message.removeprefix('error: ')}"
-                "), and Python's backtracking re could take exponential time on a reply"
+                "), and Python's backtracking re is not used instead: it could take "
+                "exponential time on a reply"
             )
+            instead = [how for spelling, how in _PYTHON_ONLY if spelling.search(pattern)]
+            if instead:  # the real reason: ECMA-262 (JSON Schema's dialect) reads it otherwise
+                reason = (
+                    "it uses syntax only Python's re reads (JSON Schema's patterns are "
+                    f"JavaScript regexes): write {'; '.join(instead)}"
+                )
         raise UnsearchablePatternError(pattern, reason) from None
 
     def found(text: str) -> bool:
@@ -95,6 +103,16 @@ def search(pattern: str) -> Callable[[str], bool]:
         return True
 
     return found
+
+
+_UNESCAPED = r"(?<!\\)(?:\\\\)*"
+"""Before a pattern's backslash: an even number of backslashes (none escapes it)."""
+_PYTHON_ONLY = (
+    (re.compile(_UNESCAPED + r"\\Z"), "$ instead of \\Z"),
+    (re.compile(_UNESCAPED + r"\{,\d+\}"), "{0,N} instead of {,N} (JavaScript reads {,3} as text)"),
+    (re.compile(r"\(\?#"), "the pattern without its (?#...) comment"),
+)
+"""Python-only regex syntax Rust's engine cannot read, and the spelling both read."""
 
 
 def check_patterns(schema: object) -> None:

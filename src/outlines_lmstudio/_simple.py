@@ -21,6 +21,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, cast
 
+import msgspec
 import pydantic
 from outlines.types import Choice
 from outlines.types.dsl import Term, to_regex
@@ -311,6 +312,16 @@ class _Number(str):
         return int(self) if self.is_int else float(self)
 
 
+class _Object(msgspec.Struct, frozen=True):
+    """A JSON object's pairs as written: in order, a repeated key kept (``{"a":1, "a":2}``).
+
+    Rendered back as written, so the text shows what the model wrote; a dict would keep
+    the last value only, and drop the first from the text without a word.
+    """
+
+    pairs: list[tuple[str, Any]]
+
+
 def _bare(tp: Any) -> Any:
     """Return the type an ``Annotated`` type annotates (its metadata constrains, not renders)."""
     while typing.get_origin(tp) is typing.Annotated:
@@ -350,7 +361,7 @@ def _matches(value: Any, tp: Any) -> bool:
     if origin in (list, tuple):
         return isinstance(value, list)
     if origin is dict:
-        return isinstance(value, dict)
+        return isinstance(value, _Object)
     return False
 
 
@@ -402,11 +413,10 @@ def _render(value: Any, tp: Any, top: bool) -> str:
             return f"({inner})"
         item = args[0] if args else Any
         return "[" + ", ".join(_render(v, item, False) for v in value) + "]"
-    if isinstance(value, Mapping):
+    if isinstance(value, _Object):
         item = args[1] if len(args) == 2 else Any
         pairs = (
-            f"{json.dumps(k, ensure_ascii=False)}:{_render(v, item, False)}"
-            for k, v in value.items()
+            f"{json.dumps(k, ensure_ascii=False)}:{_render(v, item, False)}" for k, v in value.pairs
         )
         return "{" + ", ".join(pairs) + "}"
     return json.dumps(value, ensure_ascii=False)
@@ -429,7 +439,13 @@ def render_simple(text: str, tp: Any) -> str:
         ``list[int]``. Text that is not valid JSON (a truncated reply) is returned as is.
     """
     try:
-        value = json.loads(text, parse_int=_Number, parse_float=_Number, parse_constant=_Number)
+        value = json.loads(
+            text,
+            parse_int=_Number,
+            parse_float=_Number,
+            parse_constant=_Number,
+            object_pairs_hook=_Object,
+        )
     except json.JSONDecodeError:
         return text
     return _render(value, tp, True)

@@ -126,6 +126,47 @@ def _not_json(name: str) -> Any:
     raise _NotJson(f"{name} is not JSON (JSON has no NaN or infinity)")
 
 
+class _RepeatedKey(Exception):
+    """A reply's object writes a key twice (``{"a": 1, "a": 2}``)."""
+
+
+def _one_value_a_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` refusing an object that writes a key twice.
+
+    Python's ``json`` and Pydantic keep a repeated key's last value, so its first value was
+    never checked, though it may break the schema (``{"ok": true, "ok": 5}`` for an integer
+    ``ok``). Engines let it through: llama.cpp's grammar for ``additionalProperties`` lets a
+    model write a key again (Gemma 3 270M wrote ``"type"`` five times for ``dict[str, int]``).
+    """
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(key)
+            seen.add(key)
+    return value
+
+
+def _repeated(exc: _RepeatedKey) -> _Invalid:
+    return _Invalid(
+        [
+            f"(root): an object of the reply writes the key {exc.args[0]!r} twice "
+            "(a key has one value in JSON, and only the last would have been checked)"
+        ]
+    )
+
+
+def _refuse_repeated_keys(raw: str) -> None:
+    """Refuse a reply Pydantic read whose object writes a key twice (`_one_value_a_key`)."""
+    try:
+        json.loads(raw, object_pairs_hook=_one_value_a_key)
+    except _RepeatedKey as exc:
+        raise _repeated(exc) from None
+    except (ValueError, RecursionError):
+        return  # Pydantic read what Python's json cannot (a very long number): no object
+
+
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 """A surrogate as a character: the SDK reads LM Studio's ``\\ud800`` escape into one."""
@@ -318,6 +359,8 @@ class Validator(msgspec.Struct, frozen=True):
                         for e in exc.errors()
                     ]
                 ) from exc
+            if "{" in raw:  # a repeated key's first value was never validated
+                _refuse_repeated_keys(raw)
             if self.floats:
                 if "NaN" in raw or "Infinity" in raw:  # Pydantic reads these: JSON has none
                     _refuse_non_json_numbers(raw)
@@ -331,7 +374,11 @@ class Validator(msgspec.Struct, frozen=True):
             return raw if self.decode is None else self.decode(raw)
         if self.schema is not None:
             try:
-                value = json.loads(raw, parse_constant=_not_json)
+                value = json.loads(
+                    raw, parse_constant=_not_json, object_pairs_hook=_one_value_a_key
+                )
+            except _RepeatedKey as exc:
+                raise _repeated(exc) from None
             except _NotJson as exc:
                 raise _Invalid([f"(root): invalid JSON: {exc}"]) from exc
             except json.JSONDecodeError as exc:

@@ -134,6 +134,21 @@ def test_retry_sends_the_errors_back_and_succeeds(
     assert len(emulator.predictions) == 2
 
 
+def test_a_key_written_twice_is_shown_in_the_text_and_reasked_by_parse(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: the first value of a repeated key was never checked (parse took
+    the last), and ``model()`` dropped it from the text it rendered for ``dict[str, int]``."""
+    model = make_model(TEXT_MODEL)
+    emulator.script(TEXT_MODEL, ['{"a": 1, "a": 2}', '{"a": 1, "a": 2}', '{"a": 1}'])
+    assert model("counts?", dict[str, int]) == '{"a":1, "a":2}'
+    assert model.parse("counts?", dict[str, int], retries=1) == {"a": 1}
+    assert "writes the key 'a' twice" in emulator.predictions[-1].last_user_text
+    emulator.script(TEXT_MODEL, ['{"name": "Ann", "age": -1, "age": 3}'])
+    with pytest.raises(ParseError, match="writes the key 'age' twice"):
+        model.parse("who?", Person)
+
+
 def test_without_retries_the_error_carries_raw_text(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

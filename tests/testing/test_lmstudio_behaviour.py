@@ -911,6 +911,37 @@ def test_a_gguf_model_refuses_an_unanchored_pattern(client: lms.Client) -> None:
     assert json.loads(client.llm.model(MLX).respond("Code?", response_format=nested).content)
 
 
+@pytest.mark.parametrize("name", ['q"', "back\\slash", "line\nbreak", "tab\tkey", '"\\"'])
+def test_a_gguf_model_writes_a_property_name_json_escapes_as_json(
+    client: lms.Client, name: str
+) -> None:
+    """outlines-core wrote the name unescaped (``{"q"": 1}``, a raw line break): not JSON,
+    where llama.cpp's converter, LM Studio's on a GGUF model, escapes it (found by a probe
+    with the TypeScript SDK)."""
+    schema = {
+        "type": "object",
+        "properties": {name: {"type": "integer"}, "plain": {"type": "boolean"}},
+        "required": [name, "plain"],
+        "additionalProperties": False,
+    }
+    for i in range(3):
+        reply = client.llm.model(TEXT).respond(f"Go {i}", response_format=schema)
+        document = json.loads(reply.content)
+        assert sorted(document) == sorted([name, "plain"])
+        assert isinstance(document[name], int)
+
+
+def test_a_schema_the_synthetic_engine_cannot_constrain_is_refused_without_outlines_advice(
+    client: lms.Client,
+) -> None:
+    """The error asked the LM Studio client's user to open an issue with Outlines."""
+    schema = {"type": "object", "properties": {"k": {"not": {"type": "string"}}}}
+    with pytest.raises(lms.LMStudioServerError) as info:
+        client.llm.model(TEXT).respond("Go", response_format=schema)
+    assert "Unsupported JSON Schema structure" in str(info.value)
+    assert "open an issue" not in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("schema", "refused"),
     [

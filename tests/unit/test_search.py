@@ -61,6 +61,31 @@ def test_a_pattern_the_linear_engine_cannot_compile_is_refused(pattern: str, rea
         search(pattern)
 
 
+@pytest.mark.parametrize(
+    ("pattern", "instead"),
+    [
+        (r"^[a-z]+\Z", r"$ instead of \Z"),
+        (r"^a{,3}$", "{0,N} instead of {,N}"),
+        (r"^a(?#note)b$", "(?#...) comment"),
+    ],
+)
+def test_python_only_syntax_is_refused_for_what_it_is(pattern: str, instead: str) -> None:
+    """The reason given was exponential time, which has nothing to do with ``\\Z`` or
+    ``{,3}``, and named no way out (found by a probe)."""
+    with pytest.raises(UnsearchablePatternError) as info:
+        search(pattern)
+    assert "only Python's re reads" in info.value.reason
+    assert instead in info.value.reason
+    assert "exponential" not in info.value.reason
+
+
+@pytest.mark.parametrize(("pattern", "text"), [(r"^a\\Z$", "a\\Z"), (r"^a\{,3}$", "a{,3}")])
+def test_escaped_python_only_spellings_are_plain_text(pattern: str, text: str) -> None:
+    """An escaped backslash then ``Z``, an escaped ``{``: both engines read them as text."""
+    assert search(pattern)(text)
+    assert re.search(pattern, text)
+
+
 @pytest.mark.parametrize("where", ["pattern", "patternProperties"])
 def test_a_schema_with_such_a_pattern_is_refused_before_sending(where: str) -> None:
     from outlines_lmstudio._output import plan_output

@@ -51,6 +51,14 @@ def test_rendering(output_type: Any, reply: str, expected: str) -> None:
     assert plan_output(output_type).render(reply) == expected
 
 
+def test_a_key_written_twice_is_rendered_as_written() -> None:
+    """A dict kept the last value only, and the text dropped the first without a word (a
+    probe); `parse` refuses the reply (``test_typed``), the text shows what was written."""
+    assert render_simple('{"a": 1, "a": 2}', dict[str, int]) == '{"a":1, "a":2}'
+    assert render_simple('[{"a": 1, "a": 2}]', list[dict[str, int]]) == '[{"a":1, "a":2}]'
+    assert render_simple('{"a": 1, "a": "x"}', dict[str, int | str]) == '{"a":1, "a":"x"}'
+
+
 def test_rendered_text_matches_outlines_regexes() -> None:
     for output_type, reply in [
         (list[int], "[3,4]"),

@@ -299,6 +299,41 @@ def test_nan_and_infinity_are_refused_for_python_types_as_for_schemas(
         validator_for(plan_output({"type": "array"} if raw[0] == "[" else {})).validate(raw)
 
 
+@pytest.mark.parametrize(
+    ("output_type", "raw"),
+    [
+        (Person, '{"name": "A", "age": -1, "age": 3}'),
+        (dict[str, int], '{"a": 1, "a": 2}'),
+        (list[Person], '[{"name": "A", "age": 1}, {"name": "B", "name": "C", "age": 2}]'),
+        ({"type": "object", "properties": {"ok": {"type": "integer"}}}, '{"ok": true, "ok": 5}'),
+        ({"type": "array", "items": {"type": "object"}}, '[{}, {"x": {"k": 1, "k": 1}}]'),
+    ],
+    ids=repr,
+)
+def test_a_key_written_twice_in_one_object_is_refused(output_type: Any, raw: str) -> None:
+    """Python's json and Pydantic keep the last value, so the first was never checked
+    (``-1`` for an age ``ge=0``, ``true`` for an integer); llama.cpp's grammar for
+    ``additionalProperties`` lets a model write a key again (found by a probe)."""
+    validator = validator_for(plan_output(output_type))
+    with pytest.raises(_Invalid, match=r"writes the key '(age|a|name|ok|k)' twice"):
+        validator.validate(raw)
+
+
+@pytest.mark.parametrize(
+    ("output_type", "raw"),
+    [
+        (dict[str, str], '{"a": "{\\"a\\": 1, \\"a\\": 2}"}'),  # a string holding them
+        (Person, '{"name": "{a, a}", "age": 1}'),
+        ({"type": "object"}, '{"a": {"b": 1}, "b": {"a": 1}}'),  # the same key in two objects
+    ],
+    ids=repr,
+)
+def test_a_key_in_two_objects_or_inside_a_string_is_not_repeated(
+    output_type: Any, raw: str
+) -> None:
+    validator_for(plan_output(output_type)).validate(raw)
+
+
 def test_nan_inside_a_string_is_text() -> None:
     assert validator_for(plan_output(str)).validate('"NaN Infinity"') == "NaN Infinity"
     assert validator_for(plan_output(dict[str, str])).validate('{"a": "NaN"}') == {"a": "NaN"}

@@ -301,7 +301,10 @@ class JsonSampler:
         try:
             regex = _capped_digits(build_regex_from_schema(json.dumps(tightened), r"[ ]?"))
         except Exception as exc:  # outlines-core raises ValueError or TypeError
-            return SchemaError(f"outlines-core cannot build a regex for this JSON schema: {exc}")
+            # Its message ends by sending the reader to Outlines' issues: not the place for a
+            # schema an LM Studio client sent.
+            why = str(exc).split("Make sure it is valid", 1)[0].strip()
+            return SchemaError(f"outlines-core cannot build a regex for this JSON schema: {why}")
         tokens = _base_tokens()
         known = set(tokens)
         for char in itertools.chain(key, _escaped_chars(regex)):

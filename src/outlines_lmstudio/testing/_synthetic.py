@@ -328,6 +328,66 @@ def _for_llama_cpp(schema: Any) -> Any:
     return kept
 
 
+_ESCAPED_IN_JSON = re.compile(r'["\\\x00-\x1f]')
+"""A character JSON writes escaped in a string (a property name holding one is renamed)."""
+
+
+def _plain_names(schema: Any) -> tuple[Any, dict[str, str]]:
+    r"""Rename the property names JSON writes escaped; return the schema and the renames.
+
+    outlines-core writes a property name into its regex as it stands: ``{"q\"": ...}``
+    came out as ``{"q"": ...}``, and a line break raw, not JSON (found by a probe). On a
+    GGUF model LM Studio runs llama.cpp's converter, which escapes the name, so the
+    synthetic engine samples with a plain stand-in (``emulatedName0``) and `_real_names`
+    writes the name back, escaped. (LM Studio's MLX engine is outlines-core: an MLX model
+    keeps its fault.)
+    """
+    text = json.dumps(schema, ensure_ascii=False)
+    renames: dict[str, str] = {}  # stand-in -> the name
+
+    def stand_in(name: str) -> str:
+        if not _ESCAPED_IN_JSON.search(name):
+            return name
+        for known, original in renames.items():
+            if original == name:
+                return known
+        index = len(renames)
+        while f"emulatedName{index}" in text:
+            index += 1
+        renames[f"emulatedName{index}"] = name
+        return f"emulatedName{index}"
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in _VALUES:
+                out[key] = value
+            elif key == "properties" and isinstance(value, dict):
+                out[key] = {stand_in(name): walk(sub) for name, sub in value.items()}
+            elif key == "required" and isinstance(value, list):
+                out[key] = [stand_in(n) if isinstance(n, str) else n for n in value]
+            else:
+                out[key] = walk(value)
+        return out
+
+    renamed = walk(schema)
+    return renamed, renames
+
+
+def _real_names(tokens: list[str], renames: dict[str, str]) -> list[str]:
+    """Write each renamed property's name back into a sampled document (`_plain_names`)."""
+    if not renames:
+        return tokens
+    text = "".join(tokens)
+    for stand_in, name in renames.items():
+        text = text.replace(f'"{stand_in}"', json.dumps(name, ensure_ascii=False))
+    return split_fragments(text)
+
+
 async def _reply_tokens(
     emu: EmulatorState, instance: Instance, record: Prediction
 ) -> list[Fragment]:
@@ -335,15 +395,18 @@ async def _reply_tokens(
     if structured is not None and structured.get("type") == "json":
         schema = json_mode_schema(structured)
         _check_llama_cpp_dialect(instance, schema)
+        renames: dict[str, str] = {}
         if instance.model.format == "gguf":
-            schema = _for_llama_cpp(schema)
+            schema, renames = _plain_names(_for_llama_cpp(schema))
         rng = random.Random(_seed_for(emu.seed, record.messages, schema))
         try:
             if emu._sampler.is_cached(schema):
-                return _fragments(emu._sampler.sample(schema, rng))
-            return _fragments(await asyncio.to_thread(emu._sampler.sample, schema, rng))
+                tokens = emu._sampler.sample(schema, rng)
+            else:
+                tokens = await asyncio.to_thread(emu._sampler.sample, schema, rng)
         except SchemaError as exc:
             raise server_error(f"Failed to build a grammar for the JSON schema: {exc}") from exc
+        return _fragments(_real_names(tokens, renames))
     if structured is not None and structured.get("type") == "gbnf":
         from outlines_lmstudio.testing._gbnf import GrammarError, sample_gbnf
 

@@ -139,6 +139,10 @@ def _lmstudio() -> Backend | None:
     model = os.environ.get("LMSTUDIO_MODEL") or None
     if host:
         match = HOST_PORT.fullmatch(host)
+        start = HOST_PORT.match(host)
+        if match is None and start is not None and host[start.end() :].startswith(("/", "?")):
+            # LM Studio's OpenAI-compatible address (HOST:PORT/v1) is what users paste.
+            _refuse_host(value, f" alone: it has more ({host[start.end() :]!r})")
         if match is None or not 0 < int(match[1]) <= 65535:
             _refuse_host(value, " with a port from 1 to 65535")
         try:

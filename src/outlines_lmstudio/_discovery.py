@@ -41,6 +41,7 @@ __all__ = [
     "PROBE_SECONDS",
     "SDK_PROBE_SECONDS",
     "EndlessAnswerError",
+    "OtherAnswerError",
     "enter_async_client",
     "ensure_host",
     "is_lm_studio",
@@ -97,6 +98,16 @@ class EndlessAnswerError(httpx.ReadTimeout):
     """A server's answer to the probe went on past `PROBE_SECONDS` or `PROBE_BYTES`."""
 
 
+class OtherAnswerError(ValueError):
+    """A server answered the probe in HTTP, but not with LM Studio's greeting.
+
+    An HTTP status other than 200 (a web server's 404), or JSON that is not the greeting.
+    The SDK's probe reads both as no server there: its search went on without a word, and
+    a host given was said to be unreachable, which sends the user to start LM Studio
+    rather than to check the port (found by a probe).
+    """
+
+
 def _left(deadline: float, timeout: float | None) -> float:
     """Return ``timeout`` cut to what is left before ``deadline``; raise if nothing is left."""
     left = deadline - time.monotonic()
@@ -149,11 +160,11 @@ class _DeadlineBackend(httpcore.SyncBackend):
 
 
 def is_lm_studio(host: str, seconds: float = PROBE_SECONDS) -> bool:
-    """Say whether LM Studio answers at ``host``, as ``lms.Client.is_valid_api_host`` does.
+    """Say whether LM Studio answers at ``host``, with ``lms.Client.is_valid_api_host``'s request.
 
-    The same request and the same reading of the answer, with a deadline on the whole
-    exchange: the SDK's probe bounds each read to 1 s only, so a server that streams, its
-    body or its headers, held it for good (found by a probe and a review).
+    The same request, with a deadline on the whole exchange: the SDK's probe bounds each
+    read to 1 s only, so a server that streams, its body or its headers, held it for good
+    (found by a probe and a review). Another server's answer raises, with what it was.
 
     Parameters
     ----------
@@ -168,10 +179,12 @@ def is_lm_studio(host: str, seconds: float = PROBE_SECONDS) -> bool:
     -------
     bool
         ``True`` if LM Studio's greeting came back; ``False`` if nothing listens there
-        (the connection was refused or timed out) or the answer is not 200.
+        (the connection was refused or timed out).
 
     Raises
     ------
+    OtherAnswerError
+        Another server answered: a status other than 200, or JSON that is not the greeting.
     EndlessAnswerError
         The answer went on past ``seconds`` or `PROBE_BYTES`.
     httpx.HTTPError
@@ -192,7 +205,7 @@ def is_lm_studio(host: str, seconds: float = PROBE_SECONDS) -> bool:
             pool.stream("GET", url, extensions={"timeout": limits}) as response,
         ):
             if response.status != httpx.codes.OK:
-                return False
+                raise OtherAnswerError(f"it answers HTTP {response.status} to the greeting's URL")
             body = b""
             for chunk in response.iter_stream():
                 body += chunk
@@ -209,7 +222,9 @@ def is_lm_studio(host: str, seconds: float = PROBE_SECONDS) -> bool:
     except httpcore.NetworkError as exc:
         raise httpx.ReadError(str(exc)) from exc
     data = json.loads(body)
-    return isinstance(data, dict) and bool(data.get("lmstudio", False))
+    if not (isinstance(data, dict) and data.get("lmstudio", False)):
+        raise OtherAnswerError("it answers JSON, but not LM Studio's greeting")
+    return True
 
 
 def why_not_lm_studio(error: BaseException) -> str:
@@ -222,6 +237,8 @@ def why_not_lm_studio(error: BaseException) -> str:
         return f"it answers without end ({error}), not with LM Studio's greeting"
     if isinstance(error, httpx.TimeoutException):
         return "it takes connections but sent no answer within 1 s"
+    if isinstance(error, OtherAnswerError):
+        return str(error)
     if isinstance(error, ValueError):
         return "it answers, but not with LM Studio's greeting (its answer is not JSON)"
     return f"it takes connections but does not answer in HTTP ({type(error).__name__}: {error})"

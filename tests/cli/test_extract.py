@@ -121,7 +121,7 @@ def test_failed_items_are_error_lines_and_can_be_retried(
     write_items(source, 4)  # a new item: it succeeds, the error stays
     resumed = main_in_process(*extract(schema_file, source, target, "-m", TEXT))
     assert resumed.returncode == 1, resumed.stderr
-    assert "1 results and 0 errors appended" in resumed.stderr
+    assert "1 result and 0 errors appended" in resumed.stderr  # not "1 results" (a probe)
     assert "1 of the input's 4 ids failed: their lines in" in resumed.stderr
     assert "(1 from an earlier run: --retry-errors redoes them)." in resumed.stderr
     retried = main_in_process(*extract(schema_file, source, target, "-m", TEXT, "--retry-errors"))

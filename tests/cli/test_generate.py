@@ -175,6 +175,8 @@ def test_an_animated_image_is_refused_not_cut_to_its_first_frame(
         ("missing.png", None, "no such file"),
         ("truncated.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "Cannot read image"),
         ("folder.png", "dir", "is a directory"),
+        # Found by a probe: Python's raw "[Errno 20] Not a directory: 'notes.txt/a.png'".
+        ("notes.txt/a.png", "under a file", "'notes.txt/a.png': Not a directory."),
     ],
 )
 def test_other_unreadable_images(
@@ -187,6 +189,8 @@ def test_other_unreadable_images(
 ) -> None:
     if content == "dir":
         (tmp_path / name).mkdir()
+    elif content == "under a file":
+        (tmp_path / name).parent.write_text("notes")
     elif isinstance(content, bytes):
         (tmp_path / name).write_bytes(content)
     result = main_in_process("generate", "-m", VISION, "--image", name, "Hi")

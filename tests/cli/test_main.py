@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import signal
@@ -70,6 +71,8 @@ def test_unreachable_host_is_one_line_with_what_to_do(run_cli: RunCli, closed_po
     [
         # Found by a probe: "unexpected JSONDecodeError (a bug in outlines-lmstudio...)", 1.
         (serving_html, ""),
+        # Found by a probe: "LM Studio is not reachable at ...: start the LM Studio server".
+        (functools.partial(serving_html, status=404), ": it answers HTTP 404 to the greeting"),
         # Found by a probe: the SDK's probe of the host waited for good on a server that
         # streams (200, chunked, a byte every half second).
         (serving_stream, ": it answers without end"),
@@ -313,6 +316,34 @@ def test_ctrl_c_while_parsing_is_status_130(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["models"]) == 130
+    assert capsys.readouterr().err == "outlines-lmstudio: error: interrupted.\n"
+
+
+def _class_with_an_interrupted_set_name() -> object:
+    """Ctrl-C as it lands while an import creates a class with a descriptor: Python 3.11
+    wraps it in ``RuntimeError("Error calling __set_name__ ...")`` (3.12 does not)."""
+
+    class Descriptor:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise KeyboardInterrupt
+
+    class Owner:
+        attribute = Descriptor()
+
+    return Owner
+
+
+@pytest.mark.parametrize("where", ["_main", "build_parser"])
+def test_ctrl_c_while_an_import_creates_a_class_is_status_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """Found by a probe: a Ctrl-C at start-up, in ``ipaddress``'s or Pydantic's
+    ``cached_property.__set_name__``, gave a traceback (before ``_main``'s ``try``) or
+    "unexpected RuntimeError ... (a bug in outlines-lmstudio ...)" with status 1."""
+    from outlines_lmstudio import cli
+
+    monkeypatch.setattr(cli, where, lambda *args: _class_with_an_interrupted_set_name())
     assert cli.main(["models"]) == 130
     assert capsys.readouterr().err == "outlines-lmstudio: error: interrupted.\n"
 

@@ -50,6 +50,7 @@ MODEL = "qwen2.5-7b-instruct"
 DEMO = Path(__file__).parents[2] / "examples" / "extract.py"
 OTHER: dict[str, Callable[[int], contextlib.AbstractContextManager[int]]] = {
     "html": serving_html,
+    "404": lambda port: serving_html(port, status=404),
     "stream": serving_stream,
     "silent": serving_silence,
 }
@@ -243,7 +244,7 @@ def main() -> None:
         ports = [int(p) for p in sys.argv[2:4]]
         with serving_stream(ports[0]), serving_stream(ports[1]):
             result = {"async": asyncio.run(async_call(connect_timeout=3))}
-    elif sys.argv[1] == "other":  # other PORT [KIND]: html, stream or silent
+    elif sys.argv[1] == "other":  # other PORT [KIND]: html, 404, stream or silent
         kind = sys.argv[3] if len(sys.argv) > 3 else "html"
         with OTHER[kind](int(sys.argv[2])):
             result = {"sync": sync_call(), "async": asyncio.run(async_call())}

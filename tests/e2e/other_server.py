@@ -32,11 +32,11 @@ __all__ = [
 
 
 class _WebApp(http.server.BaseHTTPRequestHandler):
-    """200 and HTML for every path."""
+    """HTML for every path, with the server's ``status`` (200 unless told)."""
 
     def do_GET(self) -> None:
         body = b"<html>hello</html>"
-        self.send_response(200)
+        self.send_response(getattr(self.server, "status", 200))
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -46,9 +46,13 @@ class _WebApp(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serving_html(port: int = 0) -> Iterator[int]:
-    """Serve HTML on ``127.0.0.1:port`` (a free port for 0) in a thread; yield the port."""
+def serving_html(port: int = 0, status: int = 200) -> Iterator[int]:
+    """Serve HTML on ``127.0.0.1:port`` (a free port for 0) in a thread; yield the port.
+
+    Every answer has ``status``: 404 is a web server without LM Studio's greeting's path.
+    """
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _WebApp)
+    server.status = status  # type: ignore[attr-defined]  # read by the handler
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server.server_address[1]

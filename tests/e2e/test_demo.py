@@ -75,6 +75,15 @@ def test_a_malformed_lmstudio_host_is_refused_before_anything_runs(host: str) ->
     assert result.stdout == ""
 
 
+def test_a_host_with_a_path_is_refused_for_its_path_not_its_port() -> None:
+    """Found by a probe: ``http://127.0.0.1:1234/v1`` (LM Studio's OpenAI-compatible
+    address) was refused as "not HOST:PORT with a port from 1 to 65535"."""
+    result = run_demo("http://127.0.0.1:1234/v1")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "is not HOST:PORT alone: it has more ('/v1')" in result.stderr
+    assert "port from 1 to 65535" not in result.stderr
+
+
 def test_lmstudio_host_is_taken_as_the_cli_takes_it(lmstudio_emulator: LMStudioEmulator) -> None:
     """``http://127.0.0.1:1234`` (as LM Studio shows its address) was "not answering"."""
     result = run_demo(f" http://{lmstudio_emulator.api_host}/ ")
@@ -94,6 +103,12 @@ def test_another_server_at_lmstudio_host_is_not_lm_studio(
         monkeypatch.setenv("LMSTUDIO_HOST", f"127.0.0.1:{port}")
         assert demo._lmstudio() is None
     assert "is not answering as LM Studio" in capsys.readouterr().err
+    # Found by a probe: a web server's 404 was said nothing of (the SDK's reading: no server).
+    with serving_html(status=404) as port:
+        monkeypatch.setenv("LMSTUDIO_HOST", f"127.0.0.1:{port}")
+        assert demo._lmstudio() is None
+    said = capsys.readouterr().err
+    assert "is not answering as LM Studio: it answers HTTP 404 to the greeting's URL" in said
 
 
 def test_lmstudio_without_a_loaded_model_is_said_once_with_what_to_do() -> None:

@@ -100,6 +100,31 @@ def test_stopping_an_emulator_frees_its_models() -> None:
         assert llm.respond("Say hi", config={"temperature": 0, "maxTokens": 1}).content
 
 
+def test_unloading_a_model_frees_its_weights_and_a_reset_keeps_the_defaults(
+    emulator: LMStudioEmulator, client: lms.Client
+) -> None:
+    """The engine of an unloaded instance (its weights and KV cache) was kept until the
+    next prediction looked, so unloading a model to make room for another freed nothing
+    (found by a probe: RSS and the GGUF's mapping stayed)."""
+    from outlines_lmstudio.testing._lookup import engine_for
+
+    config: Any = {"temperature": 0, "maxTokens": 1}
+    extra = client.llm.load_new_instance(EMBEDDED_MODEL_KEY, "extra")
+    assert extra.respond("Say hi", config=config).content
+    engine = engine_for(emulator, emulator._catalogue.instances["extra"])
+    weights = weakref.ref(cast(Any, engine)._model)
+    del engine
+    extra.unload()
+    assert weights() is None  # freed at the unload, before any other prediction
+    default = client.llm.model(EMBEDDED_MODEL_KEY)
+    assert default.respond("Say hi", config=config).content
+    engine = engine_for(emulator, emulator._catalogue.instances[EMBEDDED_MODEL_KEY])
+    kept = weakref.ref(cast(Any, engine)._model)
+    del engine
+    emulator.reset()  # the default instance is loaded again the same way: not read again
+    assert kept() is not None
+
+
 def test_a_cancelled_prediction_counts_its_tokens_consistently(client: lms.Client) -> None:
     """Cancelled mid-reply, the stats said predictedTokensCount 4 (the engine's count) but
     totalTokensCount prompt + 3 (the fragments sent): the total was not the sum; then both

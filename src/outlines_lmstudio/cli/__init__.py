@@ -150,6 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # while `_common`, and the SDK with it, is being imported
         _report(_interrupted())
         status = EXIT_INTERRUPTED
+    except RuntimeError as exc:
+        if not _wrapped_interrupt(exc):
+            raise
+        _report(_interrupted())
+        status = EXIT_INTERRUPTED
     status = _sigterm.EXIT_TERMINATED if _sigterm.terminated() else status
     if argv is None and status in (EXIT_INTERRUPTED, _sigterm.EXIT_TERMINATED):
         _leave_stuck_threads(status)
@@ -188,6 +193,17 @@ def _leave_stuck_threads(status: int) -> None:
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(status)
+
+
+def _wrapped_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Ctrl-C (or SIGTERM) that Python wrapped in another error.
+
+    On Python 3.11 a ``KeyboardInterrupt`` raised in a descriptor's ``__set_name__``, while
+    an import creates a class (``functools.cached_property``s: ``ipaddress``, Pydantic),
+    becomes ``RuntimeError("Error calling __set_name__ ...")`` caused by it: a Ctrl-C at
+    start-up gave a traceback, or a "bug" line with status 1 (found by a probe).
+    """
+    return isinstance(exc, RuntimeError) and isinstance(exc.__cause__, KeyboardInterrupt)
 
 
 def _interrupted() -> str:
@@ -251,6 +267,9 @@ def _main(argv: Sequence[str] | None) -> int:
         os.dup2(devnull, 1)
         return EXIT_BROKEN_PIPE
     except Exception as exc:
+        if _wrapped_interrupt(exc):
+            _report(_interrupted())
+            return EXIT_INTERRUPTED
         report = failure_report(exc)
         if report is None and _traceback_asked():
             raise

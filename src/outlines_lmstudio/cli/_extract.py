@@ -191,6 +191,11 @@ class _Job:
         return value
 
 
+def _count(number: int, noun: str) -> str:
+    """``1 result``, ``2 results``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _rate(task: Task) -> float | None:
     """Items finished per second since the run started, or ``None`` before the first.
 
@@ -356,7 +361,7 @@ def _run(
     else:  # a pipe or a device is written, a file appended to
         where = f"{'written to' if output.stream else 'appended to'} {args.output}"
     say.print(
-        f"Done in {seconds:.1f} s: {ok} results and {failed} errors {where}"
+        f"Done in {seconds:.1f} s: {_count(ok, 'result')} and {_count(failed, 'error')} {where}"
         + (f" ({skipped} ids skipped: already there)." if skipped else ".")
     )
     if errors:  # skipped, still errors: the input is not done

@@ -168,7 +168,9 @@ def load_image(path: str | Path) -> Attachment:
             f"Cannot read image {str(path)!r}: not an image file (expected JPEG, PNG, WebP, "
             "GIF, BMP or TIFF)."
         ) from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:  # the OS's reason alone, as for a schema file ("Permission denied")
+        raise CliError(f"Cannot read image {str(path)!r}: {exc.strerror or exc}.") from None
+    except ValueError as exc:
         raise CliError(f"Cannot read image {str(path)!r}: {exc}") from None
     except CORRUPT_IMAGE_ERRORS as exc:
         raise CliError(

@@ -9,6 +9,7 @@ thread-safe by itself: the emulator guards it with its own lock.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -356,6 +357,18 @@ class Instance:
         info["lastUsedTime"] = int(self.last_used * 1000)
         return info
 
+    @property
+    def engine_key(self) -> str:
+        """What makes two loads the same for an engine: identifier, file and load config."""
+        facts = [
+            self.identifier,
+            self.model.type,
+            str(self.model.gguf),
+            self.context_length,
+            self.load_fields,
+        ]
+        return json.dumps(facts, sort_keys=True, default=str)
+
     def expired(self, now: float) -> bool:
         """Whether the time-to-live has run out since the last use."""
         return self.ttl_ms is not None and now - self.last_used > self.ttl_ms / 1000
@@ -380,7 +393,13 @@ class Catalogue:
         self.models: dict[str, EmulatedModel] = {}
         self.instances: dict[str, Instance] = {}
         self._counter = 0
+        self.on_unload: Callable[[], None] | None = None
+        """Called after instances were unloaded (by `unload`, `expire` or `reset`)."""
         self.reset()
+
+    def _unloaded(self) -> None:
+        if self.on_unload is not None:
+            self.on_unload()
 
     def reset(self) -> None:
         """Restore the initial catalogue and loaded state."""
@@ -389,6 +408,7 @@ class Catalogue:
         for model in self.models.values():
             if model.loaded:
                 self.load(model, model.identifier)
+        self._unloaded()
 
     def find_model(self, name: str) -> EmulatedModel | None:
         """Find a downloaded model by key, path or alias.
@@ -433,6 +453,8 @@ class Catalogue:
         gone = [i for i in self.instances.values() if i.expired(now)]
         for instance in gone:
             del self.instances[instance.identifier]
+        if gone:
+            self._unloaded()
         return gone
 
     def jit_instances(self) -> list[Instance]:
@@ -478,7 +500,10 @@ class Catalogue:
 
     def unload(self, identifier: str) -> Instance | None:
         """Unload an instance; return it, or None if there was none."""
-        return self.instances.pop(identifier, None)
+        instance = self.instances.pop(identifier, None)
+        if instance is not None:
+            self._unloaded()
+        return instance
 
     def loaded_of_type(self, model_type: str) -> list[Instance]:
         """Return the loaded instances of one domain, in load order."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -185,29 +184,17 @@ def engine_for(emu: EmulatorState, instance: Instance) -> Engine:
     gets a llama.cpp engine, one per loaded instance. An instance loaded again
     the same way (same identifier, file and load config, e.g. after
     `LMStudioEmulator.reset`) gets the same engine back, so the model is not
-    read again; an engine is dropped once nothing loaded matches it.
+    read again; an engine is dropped once nothing loaded matches it (when an instance
+    is unloaded: `EmulatorState._drop_idle_engines`).
     """
     if instance.model.gguf is None:
         return SyntheticEngine(emu, instance)
     from outlines_lmstudio.testing._llama import LlamaEngine
 
     with emu._lock:
-        loaded = {_engine_key(i) for i in emu._catalogue.instances.values()}
-        for key in [k for k in emu._engines if k not in loaded]:
-            del emu._engines[key]
-        key = _engine_key(instance)
+        emu._drop_idle_engines()
+        key = instance.engine_key
         engine = emu._engines.get(key)
         if engine is None:
             engine = emu._engines[key] = LlamaEngine(instance)
         return engine
-
-
-def _engine_key(instance: Instance) -> str:
-    facts = [
-        instance.identifier,
-        instance.model.type,
-        str(instance.model.gguf),
-        instance.context_length,
-        instance.load_fields,
-    ]
-    return json.dumps(facts, sort_keys=True, default=str)

@@ -156,6 +156,7 @@ class EmulatorState:
         self._channel_records: dict[tuple[int, int], Prediction] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._engines: dict[str, Engine] = {}
+        self._catalogue.on_unload = self._drop_idle_engines
         # Predictions generating, and the most at once, of those that arrived since the
         # last reset (`_epoch`): what `peak_concurrency` tells. The slots themselves count
         # every prediction, an earlier test's too.
@@ -298,6 +299,19 @@ class EmulatorState:
         record = self._channel_records.get((id(conn), channel.id))
         if record is not None:
             record.cancelled = True
+
+    def _drop_idle_engines(self) -> None:
+        """Drop the engines of instances no longer loaded, when they are unloaded.
+
+        A llama.cpp engine holds its model's weights and KV cache (hundreds of MB): they
+        were kept until the next prediction looked (`engine_for`), so unloading a model to
+        make room for another freed nothing (found by a probe). An engine still generating
+        for the unloaded instance lives until that prediction ends.
+        """
+        with self._lock:
+            loaded = {i.engine_key for i in self._catalogue.instances.values()}
+            for key in [k for k in self._engines if k not in loaded]:
+                del self._engines[key]
 
     def _unload_names(self, names: Sequence[str], namespace: str) -> None:
         with self._lock:

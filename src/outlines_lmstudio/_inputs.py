@@ -164,6 +164,11 @@ class ChatPrompt(msgspec.Struct, frozen=True, dict=True):
         return count
 
 
+def _a(name: str) -> str:
+    """Return the type name with its article: ``an Image``, ``a Chat`` (not ``a Image``)."""
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
 @singledispatch
 def format_input(model_input: object) -> ChatPrompt:
     """Convert a model input into a `ChatPrompt`.
@@ -469,7 +474,7 @@ def _asset(item: object, where: str) -> ImageData | FileHandle | PendingImage:
         return item
     if isinstance(item, Video | Audio):
         raise UnsupportedInputError(
-            f"{where} holds a {type(item).__name__}; LM Studio takes only images "
+            f"{where} holds {_a(type(item).__name__)}; LM Studio takes only images "
             "(outlines.inputs.Image) besides text."
         )
     if isinstance(item, str):
@@ -482,7 +487,7 @@ def _asset(item: object, where: str) -> ImageData | FileHandle | PendingImage:
             "{'type': 'text', 'text': ...} items)."
         )
     raise UnsupportedInputError(
-        f"{where} holds a {type(item).__name__} ({item!r:.60}); after the text prompt only "
+        f"{where} holds {_a(type(item).__name__)} ({item!r:.60}); after the text prompt only "
         "outlines.inputs.Image (or PIL images, or lmstudio FileHandles) are accepted."
     )
 
@@ -504,8 +509,8 @@ def _user_parts(items: Sequence[object], where: str) -> tuple[Part, ...]:
         elif index == 0:
             if not isinstance(item, str):
                 raise UnsupportedInputError(
-                    f"{where} must start with the text prompt (a str), not a "
-                    f"{type(item).__name__}. Pass [prompt, Image, ...]."
+                    f"{where} must start with the text prompt (a str), not "
+                    f"{_a(type(item).__name__)}. Pass [prompt, Image, ...]."
                 )
             parts.append(plain_str(item))
         else:

@@ -40,6 +40,14 @@ def test_batch_and_bad_kwargs(live_client: lms.Client, live_model_name: str | No
         model("hi", tempreature=0.1)
 
 
+def test_false_turns_a_setting_off(live_client: lms.Client, live_model_name: str | None) -> None:
+    """The Python SDK sends ``False`` as ``{"checked": true, "value": false}``; LM Studio's
+    shared config schema wants a number there (docs/models.md). Unchecked without this."""
+    model = from_lmstudio(live_client, live_model_name)
+    assert model("Say hi.", max_tokens=False, stop=["\n"]) is not None
+    assert model("Say hi.", top_p=False, max_tokens=10) is not None
+
+
 @pytest.mark.skipif(
     not os.environ.get("LMSTUDIO_VISION_MODEL"),
     reason="set LMSTUDIO_VISION_MODEL to a vision model key",

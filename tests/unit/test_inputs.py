@@ -150,8 +150,9 @@ def test_file_handles_pass_through() -> None:
         ("   ", InvalidPromptError, "empty"),
         ([], InvalidPromptError, "empty"),
         (["text", png(), 5], UnsupportedInputError, "item 2"),
-        ([png(), "text"], UnsupportedInputError, "start with the text"),
+        ([png(), "text"], UnsupportedInputError, "prompt .a str., not an Image"),
         (["see", Video(video=b"x")], UnsupportedInputError, "only images"),
+        (["hear", Audio(audio=b"x")], UnsupportedInputError, "holds an Audio; "),  # "a Audio"
         (Audio(audio=b"x"), UnsupportedInputError, "Audio"),
         (Chat([]), InvalidPromptError, "no messages"),
         (Chat([{"role": "system", "content": "x"}]), InvalidPromptError, "no user message"),

@@ -580,13 +580,22 @@ _KEEPS_UNLOADING = (
 )
 
 
-def _unloaded_error(request: Request, errors: ErrorFactory, *, shown: bool) -> BaseException:
+def _unloaded_error(
+    request: Request, errors: ErrorFactory, *, shown: bool, began: bool = True
+) -> BaseException:
     """Our error for a reply LM Studio ended because the model was unloaded (``modelUnloaded``).
 
     ``shown``: the caller had part of the reply already (so it was not asked again);
     otherwise the call had been retried once with the model loaded anew, and lost it again.
+    ``began``: the model was unloaded while it answered; else before the prediction began
+    (LM Studio found no model to predict with, once the retry had loaded it).
     """
-    what = "the reply ended before the model finished it: the model was unloaded while it answered"
+    if began:
+        what = (
+            "the reply ended before the model finished it: the model was unloaded while it answered"
+        )
+    else:
+        what = "the model was unloaded before the prediction began"
     if shown:
         what += " (part of the reply had been given out, so the call was not asked again)"
         hint = "Call again: the next call finds the model (loading it, if LM Studio can). "
@@ -837,6 +846,8 @@ def predict(
                 if again and not unloaded:
                     unloaded = True
                     continue
+                if again:  # the retry loaded it anew, and it was unloaded again (a probe)
+                    raise _unloaded_error(request, errors, shown=False, began=False) from exc
             elif stage == "predict" and traits is not None and not (sink.emitted or call.stopped):
                 # LM Studio refused what the cached traits let through: if the model behind
                 # the identifier changed, say so as our check would have. Only while nothing

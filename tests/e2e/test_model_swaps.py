@@ -230,6 +230,26 @@ def test_a_model_unloaded_again_on_the_retry_says_why_and_what_to_do(
     assert model("the next call loads it again") == "a whole answer"
 
 
+@pytest.mark.parametrize("call", ["whole", "stream"])
+def test_a_model_unloaded_before_each_prediction_says_why_and_what_to_do(
+    make_model: MakeModel, emulator: LMStudioEmulator, call: str
+) -> None:
+    """Found by a probe: the retry loaded the model, lost it again before predicting, and
+    the call said LM Studio had no such model (``LMStudioModelNotFoundError``), though it
+    had just loaded it; two JIT models called at once did this on their own."""
+    model = make_model(TEXT_MODEL)
+    model("warm")  # the handle is cached
+    emulator.add_fault(Fault("predict", "unload", times=2))
+    with pytest.raises(LMStudioPredictionError) as info:
+        model("hi") if call == "whole" else "".join(model.stream("hi"))
+    message = str(info.value)
+    assert "unloaded before the prediction began, again after the call was retried" in message
+    assert "auto-evict" in message
+    assert "ttl=None" in message
+    assert info.value.model == TEXT_MODEL
+    assert model("the next call loads it again")
+
+
 def test_a_stream_unloaded_before_its_first_fragment_is_asked_again(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

@@ -270,6 +270,20 @@ def test_fault_settings_that_would_be_ignored_are_refused() -> None:
         Fault("predict", "hang", seconds=2)
 
 
+def test_faults_that_need_a_model_are_refused_where_requests_name_none() -> None:
+    """Found by a probe: an unload fault on such an endpoint was armed and spent on nothing,
+    and one for a model never struck (its requests name none)."""
+    for endpoint in ("listLoaded", "uploadFileBase64", "listDownloadedModels"):
+        with pytest.raises(ValueError, match="requests name no model, so an unload fault"):
+            Fault(endpoint, "unload")
+        with pytest.raises(ValueError, match="a fault for one model would never strike"):
+            Fault(endpoint, "error", model=TEXT)
+    with pytest.raises(ValueError, match=r"Fault\.model must be a model key"):
+        Fault("predict", model=5)  # type: ignore[arg-type]
+    for endpoint in ("predict", "getOrLoad", "getModelInfo", "embedString", "unloadModel"):
+        Fault(endpoint, "unload", model=TEXT)  # each names a model
+
+
 @pytest.mark.parametrize("how", ["instanceReference", "empty query"])
 def test_a_fault_for_a_model_strikes_requests_that_select_it_without_its_name(
     emu: LMStudioEmulator, how: str

@@ -373,6 +373,33 @@ def test_a_scripted_tool_call_without_tools_offered_is_an_error(
         client.llm.model(TEXT).respond("What is 1 + 0?")
 
 
+def test_a_scripted_tool_call_on_acts_last_round_says_why_no_tool_was_offered(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    """Found by a probe: the SDK offers no tools on .act()'s last round, and the error's
+    advice ("call .act() with tools") was what the test already did."""
+    emu.script(TEXT, [ToolCall("_add", {"a": 1, "b": 2}), ToolCall("_add", {"a": 3, "b": 4})])
+    with pytest.raises(lms.LMStudioServerError, match="no tools on its last round"):
+        client.llm.model(TEXT).act("Add twice.", [_add], max_prediction_rounds=2)
+
+
+def test_a_reply_function_that_is_async_is_refused_when_scripted(emu: LMStudioEmulator) -> None:
+    """Found by a probe: it failed the prediction when called, and Python printed "coroutine
+    'reply' was never awaited" into the test's output."""
+
+    async def reply(prediction: object) -> str:
+        return "never"
+
+    class Replier:
+        async def __call__(self, prediction: object) -> str:
+            return "never"
+
+    for script in (reply, [reply], Replier(), ["text", Replier()]):
+        with pytest.raises(TypeError, match="is an async function"):
+            emu.script(TEXT, script)  # type: ignore[arg-type]
+    assert emu.predictions == []
+
+
 def test_a_tool_model_calls_an_offered_tool_by_default(client: lms.Client) -> None:
     results: list[lms.PredictionResult] = []
     client.llm.model(TEXT).act("What is 2 + 3?", [_add], on_prediction_completed=results.append)

@@ -14,6 +14,10 @@ __all__ = ["Fault", "FaultBook"]
 FaultKind = Literal["error", "drop", "hang", "delay", "unload"]
 _KINDS = ("error", "drop", "hang", "delay", "unload")
 _ENDPOINTS = frozenset().union(*RPCS.values(), *CHANNELS.values())
+_NAME_A_MODEL = frozenset().union(
+    *(group[n] for group in (RPCS, CHANNELS) for n in ("llm", "embedding"))
+) - {"listLoaded"}
+"""The endpoints whose requests name a model: only these can meet ``model=`` or unload one."""
 
 
 @dataclass
@@ -82,6 +86,22 @@ class Fault:
             )
         if not isinstance(self.message, str):
             raise ValueError(f"Fault.message must be a string, not {self.message!r}")
+        if self.model is not None and not isinstance(self.model, str):
+            raise ValueError(
+                f"Fault.model must be a model key or instance identifier (a str), not "
+                f"{self.model!r}"
+            )
+        if self.endpoint not in _NAME_A_MODEL and (self.model is not None or self.kind == "unload"):
+            # Found by a probe: accepted, then spent on nothing (unload) or never struck.
+            what = (
+                "an unload fault would unload nothing"
+                if self.kind == "unload"
+                else ("a fault for one model would never strike")
+            )
+            raise ValueError(
+                f"{self.endpoint!r} requests name no model, so {what}; put it on an endpoint "
+                'that does ("predict", "getOrLoad", "getModelInfo", "embedString", ...)'
+            )
         if self.after_fragments and self.endpoint != "predict":
             raise ValueError(
                 "Fault.after_fragments applies to predict only (the one endpoint that "

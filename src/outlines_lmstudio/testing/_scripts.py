@@ -6,6 +6,7 @@ reaching the client as the text of its ``repr`` (``b"abc"`` as ``97``, ``None`` 
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -46,6 +47,7 @@ def check_replies(replies: object) -> Script:
     if _is_fixed(replies):
         return deque([replies])
     if callable(replies):
+        _refuse_async(replies, "The reply function")
         return replies
     if isinstance(replies, Iterable) and not isinstance(replies, bytes | bytearray | Mapping):
         items = list(replies)
@@ -55,11 +57,28 @@ def check_replies(replies: object) -> Script:
                     f"Scripted reply {index} is {type(reply).__name__} ({reply!r:.60}); "
                     f"each reply must be {REPLY_KINDS}"
                 )
+            if callable(reply):
+                _refuse_async(reply, f"Scripted reply {index}")
         return deque(items)
     raise TypeError(
         f"Scripted replies must be a list of replies, or one reply ({REPLY_KINDS}); "
         f"got {type(replies).__name__} ({replies!r:.60})"
     )
+
+
+def _refuse_async(function: Callable[..., object], what: str) -> None:
+    """Refuse an ``async def`` reply function when it is scripted, not when a request calls it.
+
+    The emulator calls a reply function where it cannot await (its engine's thread): the
+    coroutine failed the prediction there, and Python printed "coroutine ... was never
+    awaited" into the user's test output (found by a probe).
+    """
+    call = getattr(function, "__call__", None)  # noqa: B004 - an object's async __call__ too
+    if inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(call):
+        raise TypeError(
+            f"{what} is an async function ({function!r:.60}); the emulator calls a reply "
+            "function without awaiting it: make it a plain def that returns the reply"
+        )
 
 
 def check_reply(reply: object) -> str | ToolCall | ReasoningReply:

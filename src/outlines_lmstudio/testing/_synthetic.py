@@ -235,7 +235,9 @@ async def _reply(
                 # LM Studio parses a tool call only out of a request that offers tools.
                 raise server_error(
                     f"Scripted reply ToolCall({reply.name!r}) calls a tool, but the request "
-                    "offered none: call .act() with tools, or script text for this request"
+                    "offered none: call .act() with tools, or script text for this request "
+                    "(.act() offers no tools on its last round, max_prediction_rounds: "
+                    "script text for that round, or allow more rounds)"
                 )
             return _fragments(split_fragments(reply.text)), reply
         if isinstance(reply, ReasoningReply):

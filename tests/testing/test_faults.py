@@ -278,7 +278,7 @@ def test_faults_that_need_a_model_are_refused_where_requests_name_none() -> None
             Fault(endpoint, "unload")
         with pytest.raises(ValueError, match="a fault for one model would never strike"):
             Fault(endpoint, "error", model=TEXT)
-    with pytest.raises(ValueError, match=r"Fault\.model must be a model key"):
+    with pytest.raises(TypeError, match=r"Fault\.model must be a string"):
         Fault("predict", model=5)  # type: ignore[arg-type]
     for endpoint in ("predict", "getOrLoad", "getModelInfo", "embedString", "unloadModel"):
         Fault(endpoint, "unload", model=TEXT)  # each names a model

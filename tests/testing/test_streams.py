@@ -209,7 +209,7 @@ def test_a_model_name_that_is_not_a_string_is_a_type_error(emu: LMStudioEmulator
     # Before: AttributeError: 'int' object has no attribute 'casefold'.
     with pytest.raises(TypeError, match="A model name must be a string"):
         emu.script(7, ["never sent"])  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="A model name must be a string"):
+    with pytest.raises(TypeError, match=r"Fault\.model must be a string"):  # when made
         emu.add_fault(Fault("predict", model=7))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="A model name must be a string"):
         emu.peak_concurrency(7)  # type: ignore[arg-type]

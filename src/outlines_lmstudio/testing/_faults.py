@@ -87,9 +87,9 @@ class Fault:
         if not isinstance(self.message, str):
             raise ValueError(f"Fault.message must be a string, not {self.message!r}")
         if self.model is not None and not isinstance(self.model, str):
-            raise ValueError(
-                f"Fault.model must be a model key or instance identifier (a str), not "
-                f"{self.model!r}"
+            raise TypeError(
+                "Fault.model must be a string (a model key, path or alias, or an instance "
+                f"identifier), not {type(self.model).__name__} ({self.model!r:.60})"
             )
         if self.endpoint not in _NAME_A_MODEL and (self.model is not None or self.kind == "unload"):
             # Found by a probe: accepted, then spent on nothing (unload) or never struck.

@@ -66,10 +66,18 @@ def test_the_repeat_penalty_counts_the_prompt(emulator: LMStudioEmulator) -> Non
     chat = lms.Chat()
     chat.add_user_message("Extract the person as JSON: Mary Smith, aged 40, lives in Berlin.")
     with lms.Client(emulator.api_host) as client:
-        model = client.llm.model(EMBEDDED_MODEL_KEY)
+        # Each prompt on an instance of its own, whose context holds nothing yet: a prefix
+        # kept from an earlier prompt (the <bos> these share) is not computed again, and
+        # the rest, computed as another batch, may round otherwise than one batch of the
+        # whole prompt does, enough to tip a greedy choice (this chat reply did on an AMD
+        # EPYC host: "...It has three dimensions: height (h)" against "...age, gender").
+        model = client.llm.load_new_instance(EMBEDDED_MODEL_KEY, "penalty-completion")
         completion = model.complete("The quick brown fox", config=greedy).content
+        model.unload()
+        model = client.llm.load_new_instance(EMBEDDED_MODEL_KEY, "penalty-chat")
         templated = model.apply_prompt_template(chat)
         reply = model.respond(chat, config=greedy).content
+        model.unload()
     # Before: the penalty counted sampled tokens only. The completion went on "The
     # long-term consequences of a lack of sleep" where llama.cpp's server (its penalty
     # window starting with "The quick brown fox") writes "I'm not sure", and the reply

@@ -29,6 +29,7 @@ from outlines.types.dsl import python_types_to_terms
 
 from ._formats import format_checker
 from ._inputs import ChatPrompt, Message, followed_by_answer
+from ._json_keys import RepeatedKey, without_repeats
 from ._output import OutputPlan, argument_order, output_type_name
 from ._reasoning import unparsed_tags_hint
 from ._search import UnsearchablePatternError, linear_time
@@ -126,29 +127,12 @@ def _not_json(name: str) -> Any:
     raise _NotJson(f"{name} is not JSON (JSON has no NaN or infinity)")
 
 
-class _RepeatedKey(Exception):
-    """A reply's object writes a key twice (``{"a": 1, "a": 2}``)."""
+def _repeated(exc: RepeatedKey) -> _Invalid:
+    """Return the error of a reply whose object writes a key twice (the first value unchecked).
 
-
-def _one_value_a_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``object_pairs_hook`` refusing an object that writes a key twice.
-
-    Python's ``json`` and Pydantic keep a repeated key's last value, so its first value was
-    never checked, though it may break the schema (``{"ok": true, "ok": 5}`` for an integer
-    ``ok``). Engines let it through: llama.cpp's grammar for ``additionalProperties`` lets a
-    model write a key again (Gemma 3 270M wrote ``"type"`` five times for ``dict[str, int]``).
+    llama.cpp's grammar for ``additionalProperties`` lets a model do it: Gemma 3 270M wrote
+    ``"type"`` five times for ``dict[str, int]``.
     """
-    value = dict(pairs)
-    if len(value) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _RepeatedKey(key)
-            seen.add(key)
-    return value
-
-
-def _repeated(exc: _RepeatedKey) -> _Invalid:
     return _Invalid(
         [
             f"(root): an object of the reply writes the key {exc.args[0]!r} twice "
@@ -158,10 +142,10 @@ def _repeated(exc: _RepeatedKey) -> _Invalid:
 
 
 def _refuse_repeated_keys(raw: str) -> None:
-    """Refuse a reply Pydantic read whose object writes a key twice (`_one_value_a_key`)."""
+    """Refuse a reply Pydantic read whose object writes a key twice (`_repeated`)."""
     try:
-        json.loads(raw, object_pairs_hook=_one_value_a_key)
-    except _RepeatedKey as exc:
+        json.loads(raw, object_pairs_hook=without_repeats)
+    except RepeatedKey as exc:
         raise _repeated(exc) from None
     except (ValueError, RecursionError):
         return  # Pydantic read what Python's json cannot (a very long number): no object
@@ -374,10 +358,8 @@ class Validator(msgspec.Struct, frozen=True):
             return raw if self.decode is None else self.decode(raw)
         if self.schema is not None:
             try:
-                value = json.loads(
-                    raw, parse_constant=_not_json, object_pairs_hook=_one_value_a_key
-                )
-            except _RepeatedKey as exc:
+                value = json.loads(raw, parse_constant=_not_json, object_pairs_hook=without_repeats)
+            except RepeatedKey as exc:
                 raise _repeated(exc) from None
             except _NotJson as exc:
                 raise _Invalid([f"(root): invalid JSON: {exc}"]) from exc

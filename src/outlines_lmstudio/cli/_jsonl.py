@@ -36,9 +36,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .._json_keys import RepeatedKey, without_repeats
 from ._common import CliError
 from ._output_types import json_text
-from ._text import RepeatedKey, decode_file, read_stdin_bytes, without_repeats
+from ._text import decode_file, read_stdin_bytes
 
 __all__ = ["STDIN", "Item", "OutputFile", "OutputScan", "item_key", "read_items", "scan_output"]
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._json_keys import RepeatedKey, without_repeats
 from ._common import CliError, file_path
-from ._text import RepeatedKey, decode_file, without_repeats
+from ._text import decode_file
 
 __all__ = [
     "OutputSpec",

@@ -13,12 +13,11 @@ import codecs
 import io
 import os
 import sys
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from ._common import CliError
 
 __all__ = [
-    "RepeatedKey",
     "check_options_text",
     "check_text",
     "decode_file",
@@ -26,7 +25,6 @@ __all__ = [
     "read_stdin_bytes",
     "stdin_lines_tolerant",
     "text_arguments_as_utf8",
-    "without_repeats",
 ]
 
 _FIX = "convert it to UTF-8 first (e.g. `iconv -f latin1 -t utf-8`)"
@@ -213,22 +211,3 @@ def stdin_lines_tolerant() -> None:
         )
     if isinstance(sys.stdin, io.TextIOWrapper):
         sys.stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
-
-
-class RepeatedKey(Exception):
-    """A JSON object names a key twice (its ``args[0]``)."""
-
-
-def without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Build a JSON object, refusing a repeated key (``json`` keeps the last one silently).
-
-    The ``object_pairs_hook`` of the files the commands read (input lines, schema files).
-    """
-    data = dict(pairs)
-    if len(data) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise RepeatedKey(key)
-            seen.add(key)
-    return data

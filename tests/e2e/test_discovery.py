@@ -77,29 +77,22 @@ def test_another_server_on_a_default_port_is_named_as_such() -> None:
     assert other in result["cli"]["stderr"]
 
 
-def test_a_web_server_answering_404_on_a_default_port_is_named_as_such() -> None:
-    """Found by a probe: a 404 (any web server without the greeting's path) read as no
-    server there, as the SDK reads it: the port was not named, and the error said LM
-    Studio was not reachable."""
-    result = scenario("other", str(DEFAULT_PORTS[0]), "404")
-    other = (
-        f"the server on 127.0.0.1:{DEFAULT_PORTS[0]} is not LM Studio: it answers HTTP 404 "
-        "to the greeting's URL"
-    )
-    for front in ("sync", "async"):
-        assert other in result[front]["message"], result
-    assert other in result["cli"]["stderr"], result
-
-
-def test_a_silent_server_on_a_default_port_is_not_said_to_answer() -> None:
-    """Found by a review: a server that took the connection and said nothing was described
-    as having "answered, but not as LM Studio does (ReadTimeout: timed out)", its port not
-    named, in the library's error and the CLI's."""
-    result = scenario("other", str(DEFAULT_PORTS[0]), "silent")
-    other = (
-        f"the server on 127.0.0.1:{DEFAULT_PORTS[0]} is not LM Studio: it takes connections "
-        "but sent no answer within 1 s"
-    )
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [
+        # Found by a review: a server that took the connection and said nothing was
+        # described as having "answered, but not as LM Studio does (ReadTimeout: timed
+        # out)", its port not named, in the library's error and the CLI's.
+        ("silent", "it takes connections but sent no answer within 1 s"),
+        # Found by a probe: a 404 (any web server without the greeting's path) read as no
+        # server there, as the SDK reads it: the port was not named, and the error said LM
+        # Studio was not reachable.
+        ("404", "it answers HTTP 404 to the greeting's URL"),
+    ],
+)
+def test_another_server_on_a_default_port_is_named_with_what_it_did(kind: str, why: str) -> None:
+    result = scenario("other", str(DEFAULT_PORTS[0]), kind)
+    other = f"the server on 127.0.0.1:{DEFAULT_PORTS[0]} is not LM Studio: {why}"
     for front in ("sync", "async"):
         assert other in result[front]["message"], result
         assert "answered, but" not in result[front]["message"]

@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import lmstudio as lms
 
@@ -486,6 +486,8 @@ def run_batch(
         if not _shutting_down(exc):
             raise
         return _in_turn(run, flows)
+    # A daemon thread's batch must not hold the interpreter's exit (`_stop_daemon_batches`).
+    running = _Running(scope, futures) if threading.current_thread().daemon else None
     try:
         futures += [pool.submit(_in_scope, scope, run, flow) for flow in flows[1:]]
         _wait_all(futures)
@@ -495,7 +497,67 @@ def run_batch(
             done = sum(f.done() and not f.cancelled() and f.exception() is None for f in futures)
             _note_results(left, [_value(f) for f in futures], done, len(flows))
         raise
+    finally:
+        if running is not None:
+            running.end()
     return batch_result([f.exception() or f.result() for f in futures])
+
+
+class _Running:
+    """A batch running in a daemon thread, which the interpreter's exit stops (see below)."""
+
+    _all: ClassVar[set[_Running]] = set()
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, scope: _Scope, futures: list[concurrent.futures.Future[Any]]) -> None:
+        self.scope, self.futures = scope, futures
+        self.exiting = False
+        with self._lock:
+            self._all.add(self)
+
+    def end(self) -> None:
+        """Unregister the batch, over; if the exit stopped it, make its thread wait for good.
+
+        Its caller is a daemon thread, which Python does not wait for: left to return, it
+        would raise the cancelled items' errors while the interpreter finalises.
+        """
+        with self._lock:
+            self._all.discard(self)
+        if self.exiting:
+            threading.Event().wait()
+
+
+def _stop_daemon_batches() -> None:
+    """At the interpreter's exit, stop the batches that daemon threads run.
+
+    ``concurrent.futures`` joins every pool's threads when the interpreter exits, and a
+    thread runs every item queued for it first: a daemon thread's batch of 40 three-second
+    replies held the exit for 30 s, and none was cancelled (found by a probe). A single call
+    or stream in a daemon thread holds nothing. Runs before that join (a ``threading``
+    exit hook, registered after ``concurrent.futures``' own, so called before it): the
+    running predictions are cancelled on the server and the queued items never start, as
+    when Ctrl-C stops a batch. A batch of a non-daemon thread runs on: the exit waits for
+    that thread anyway.
+    """
+    with _Running._lock:
+        batches = list(_Running._all)
+    for batch in batches:
+        batch.exiting = True
+        batch.scope.stop()
+        for future in batch.futures:
+            future.cancel()
+    for batch in batches:  # LM Studio confirms a cancel within a token's time
+        concurrent.futures.wait(batch.futures, timeout=CONFIRM_SECONDS)
+
+
+# The hook concurrent.futures registers its own exit with (threading's, not atexit's: those
+# run after the threads are joined). Private, as concurrent.futures uses it; Python >= 3.9.
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    import concurrent.futures.thread  # its hook first, so ours runs before it
+
+    with contextlib.suppress(RuntimeError):  # first imported at the exit: too late for any
+        _register(_stop_daemon_batches)
 
 
 def _shutting_down(exc: RuntimeError) -> bool:

@@ -91,3 +91,53 @@ def test_a_batch_at_exit_runs_its_items_in_turn(emulator: LMStudioEmulator, befo
     assert "Traceback" not in result.stderr, result.stderr
     lines = ["['A', 'B', 'C'] [4, 5]", "[6, None, 7] [1]"]
     assert result.stdout.splitlines() == lines * (2 if before == "before" else 1)
+
+
+_DAEMON_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import threading
+    import lmstudio as lms
+    from outlines_lmstudio import from_lmstudio
+
+    model = from_lmstudio(lms.Client(sys.argv[1]), sys.argv[2])
+    kind = sys.argv[3]
+    started = threading.Event()
+
+    def work():  # the main thread ends once the batch is under way (every item submitted)
+        model.batch([f"item {i}" for i in range(40)], on_first_token=started.set)
+        print("the batch ended", flush=True)  # never for a daemon: the exit stops it
+
+    worker = threading.Thread(target=work, daemon=kind == "daemon")
+    worker.start()
+    started.wait()
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["daemon", "non-daemon"])
+def test_a_batch_in_a_daemon_thread_does_not_hold_the_exit(kind: str) -> None:
+    """Found by a probe: ``concurrent.futures`` joins the pool's threads at the exit, each
+    after running every item queued for it, so a daemon thread's batch of 40 three-second
+    replies held the exit for 30 s, and none was cancelled. A non-daemon thread's batch
+    runs on: the exit waits for that thread, as Python waits for any."""
+    with LMStudioEmulator(token_latency=0.05 if kind == "daemon" else 0.0) as emulator:
+        emulator.script(TEXT_MODEL, lambda p: "word " * 60)  # 3 s a reply at 0.05 s a token
+        result = subprocess.run(
+            [sys.executable, "-c", _DAEMON_SCRIPT, emulator.api_host, TEXT_MODEL, kind],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        emulator.wait_until(lambda: all(p.done for p in emulator.predictions))
+        reasons = [p.stop_reason for p in emulator.predictions]
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    if kind == "daemon":
+        assert result.stdout == ""
+        assert 1 <= len(reasons) <= 4  # the first items only: 4 slots, the rest never sent
+        assert set(reasons) == {"userStopped"}  # cancelled on the server, not left running
+    else:
+        assert result.stdout == "the batch ended\n"
+        assert reasons == ["eosFound"] * 40

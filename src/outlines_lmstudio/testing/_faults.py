@@ -93,11 +93,10 @@ class Fault:
             )
         if self.endpoint not in _NAME_A_MODEL and (self.model is not None or self.kind == "unload"):
             # Found by a probe: accepted, then spent on nothing (unload) or never struck.
-            what = (
-                "an unload fault would unload nothing"
-                if self.kind == "unload"
-                else ("a fault for one model would never strike")
-            )
+            if self.kind == "unload":
+                what = "an unload fault would unload nothing"
+            else:
+                what = "a fault for one model would never strike"
             raise ValueError(
                 f"{self.endpoint!r} requests name no model, so {what}; put it on an endpoint "
                 'that does ("predict", "getOrLoad", "getModelInfo", "embedString", ...)'

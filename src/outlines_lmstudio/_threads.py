@@ -489,18 +489,56 @@ def run_batch(
     # A daemon thread's batch must not hold the interpreter's exit (`_stop_daemon_batches`).
     running = _Running(scope, futures) if threading.current_thread().daemon else None
     try:
-        futures += [pool.submit(_in_scope, scope, run, flow) for flow in flows[1:]]
+        _submit_rest(pool, scope, run, flows, futures)
         _wait_all(futures)
     except BaseException as left:
         _stop(scope, futures, unstick_if)
         if isinstance(left, KeyboardInterrupt):
             done = sum(f.done() and not f.cancelled() and f.exception() is None for f in futures)
-            _note_results(left, [_value(f) for f in futures], done, len(flows))
+            values = [_value(f) for f in futures] + [None] * (len(flows) - len(futures))
+            _note_results(left, values, done, len(flows))
         raise
     finally:
         if running is not None:
             running.end()
     return batch_result([f.exception() or f.result() for f in futures])
+
+
+def _submit_rest(
+    pool: concurrent.futures.ThreadPoolExecutor,
+    scope: _Scope,
+    run: Callable[[Flow[Any]], Any],
+    flows: list[Flow[Any]],
+    futures: list[concurrent.futures.Future[Any]],
+) -> None:
+    """Submit the flows after the first, into ``futures``.
+
+    If the interpreter begins to exit meanwhile (the main thread ended while another
+    thread submits its batch), ``concurrent.futures`` refuses the rest: they run here, in
+    turn, as a batch made at the exit does (it raised its ``RuntimeError``, found when
+    writing a test).
+    """
+    for index in range(len(futures), len(flows)):
+        try:
+            futures.append(pool.submit(_in_scope, scope, run, flows[index]))
+        except RuntimeError as exc:
+            if not _shutting_down(exc):
+                raise
+            for flow in flows[index:]:
+                futures.append(_run_here(scope, run, flow))
+            return
+
+
+def _run_here(
+    scope: _Scope, run: Callable[[Flow[Any]], Any], flow: Flow[Any]
+) -> concurrent.futures.Future[Any]:
+    """Run one flow in the caller's thread; return its outcome as a done future."""
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    try:
+        future.set_result(_in_scope(scope, run, flow))
+    except Exception as exc:  # an item's failure: the batch goes on
+        future.set_exception(exc)
+    return future
 
 
 class _Running:

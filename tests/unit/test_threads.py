@@ -111,3 +111,24 @@ class _NoThreads(concurrent.futures.ThreadPoolExecutor):
 def test_a_pool_that_fails_otherwise_raises_its_error() -> None:
     with pytest.raises(RuntimeError, match="can't start new thread"):
         _threads.run_batch(_run, _flows("a"), _NoThreads(1), _no_unstick)
+
+
+class _ShutAfterOne(concurrent.futures.ThreadPoolExecutor):
+    """A pool that shuts down after its first item, as when the interpreter begins to exit
+    (the main thread ends) while another thread submits a batch."""
+
+    def submit(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future = super().submit(*args, **kwargs)
+        self.shutdown(wait=False)
+        return future
+
+
+def test_a_pool_that_shuts_down_while_a_batch_is_submitted_runs_the_rest_in_turn() -> None:
+    """Found when writing a test: the second submit raised "cannot schedule new futures after
+    shutdown" out of the batch; the first item ran, the rest were lost."""
+    with _ShutAfterOne(2) as pool, pytest.raises(BatchGenerationError) as raised:
+        _threads.run_batch(_run, _flows("a", "b", ValueError("bad"), "d"), pool, _no_unstick)
+    assert raised.value.results == ["a", "b", None, "d"]
+    assert list(raised.value.errors) == [2]
+    with _ShutAfterOne(2) as pool:
+        assert _threads.run_batch(_run, _flows("a", "b", "c"), pool, _no_unstick) == list("abc")

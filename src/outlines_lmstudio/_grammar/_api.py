@@ -168,9 +168,19 @@ def _render(builder: GbnfBuilder, what: str) -> str:
 def _as_term(value: object) -> dsl.Term:
     try:
         return dsl.python_types_to_terms(value)
-    except (TypeError, RecursionError) as exc:
+    except RecursionError as exc:
         raise UnsupportedOutputTypeError(
             f"{value!r} cannot be used in grammar mode: {exc}"
+        ) from exc
+    except TypeError as exc:
+        # Outlines' message sends the user to its issue tracker ("Type None is currently
+        # not supported. Please open an issue: ..."): the way out is ours to say (a probe).
+        why = str(exc).split("Please open an issue", 1)[0].strip().rstrip(".")
+        raise UnsupportedOutputTypeError(
+            f"{value!r} cannot be used in grammar mode: {why}. Grammar mode writes the "
+            "regular expression Outlines builds for the type, and Outlines builds none for "
+            "this: without grammar=True it is asked for as a JSON schema, where one can hold "
+            "it; or write the text you want as a Regex."
         ) from exc
 
 

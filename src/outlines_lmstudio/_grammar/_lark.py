@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import pkgutil
+import re
 
 import lark
 from lark.grammar import NonTerminal, Symbol
@@ -128,9 +129,16 @@ def load_lark(grammar: str, *, complete: bool = False) -> lark.Lark:
     except UnsupportedGrammarError:
         raise
     except (lark.exceptions.LarkError, KeyError, AssertionError, OSError, OverflowError) as exc:
+        # The start rule named only when it is missing: the advice followed every error, a
+        # zero-width terminal's and a syntax error's too (found by a probe).
+        missing = (
+            ""
+            if re.search(r"^\s*[?!]?start\s*:", grammar, re.MULTILINE)
+            else (" It needs a `start` rule.")
+        )
         raise UnsupportedGrammarError(
-            f"the Lark grammar could not be loaded: {exc}. It needs a `start` rule and must "
-            "load with lark.Lark(grammar, start='start')."
+            f"the Lark grammar could not be loaded: {exc}.{missing} It must load with "
+            "lark.Lark(grammar, start='start', parser='earley')."
         ) from exc
 
 

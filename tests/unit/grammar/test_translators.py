@@ -143,6 +143,37 @@ def test_refused_types_say_why() -> None:
         regex_to_gbnf(b"abc")  # type: ignore[arg-type]
 
 
+def test_a_type_outlines_has_no_regex_for_gets_our_way_out_not_outlines_issue_tracker() -> None:
+    """Found by a probe: ``Choice([None, "x"])`` in grammar mode said "Please open an issue:
+    https://github.com/dottxt-ai/outlines/issues" (Outlines' words), and no way out."""
+    from outlines.types import Choice
+
+    with pytest.raises(UnsupportedOutputTypeError) as info:
+        term_to_gbnf(Choice([None, "x"]))
+    message = str(info.value)
+    assert "open an issue" not in message
+    assert "Type None is currently not supported" in message
+    assert "without grammar=True it is asked for as a JSON schema" in message
+
+
+@pytest.mark.parametrize(
+    ("grammar", "start_named"),
+    [
+        ('start: E "x"\nE: /a*/\n', False),  # a zero-width terminal: start is there
+        ('start: ("x"\n', False),  # a syntax error
+        ('other: "a"\n', True),  # no start rule
+    ],
+)
+def test_a_lark_grammar_that_does_not_load_names_the_start_rule_only_if_missing(
+    grammar: str, start_named: bool
+) -> None:
+    """Found by a probe: every load error ended with "It needs a `start` rule"."""
+    with pytest.raises(UnsupportedGrammarError) as info:
+        lark_to_gbnf(grammar)
+    assert ("It needs a `start` rule" in str(info.value)) is start_named
+    assert "lark.Lark(grammar, start='start', parser='earley')" in str(info.value)
+
+
 def test_regex_and_cfg_terms() -> None:
     assert term_to_gbnf(Regex(r"\d?")) == regex_to_gbnf(r"\d?")
     assert term_to_gbnf(CFG(grammars.arithmetic)) == lark_to_gbnf(grammars.arithmetic)

@@ -69,6 +69,19 @@ _ATEXIT_SCRIPT = textwrap.dedent(
 )
 
 
+def _run_script(
+    script: str, emulator: LMStudioEmulator, how: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter with the emulator's host, the model and ``how``."""
+    return subprocess.run(
+        [sys.executable, "-c", script, emulator.api_host, TEXT_MODEL, how],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize("before", ["before", "first"])
 def test_a_batch_at_exit_runs_its_items_in_turn(emulator: LMStudioEmulator, before: str) -> None:
     """``concurrent.futures`` takes no work once atexit handlers run: a batch there failed with
@@ -80,13 +93,7 @@ def test_a_batch_at_exit_runs_its_items_in_turn(emulator: LMStudioEmulator, befo
             p.last_user_text, p.last_user_text.upper()
         ),
     )
-    result = subprocess.run(
-        [sys.executable, "-c", _ATEXIT_SCRIPT, emulator.api_host, TEXT_MODEL, before],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _run_script(_ATEXIT_SCRIPT, emulator, before)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     lines = ["['A', 'B', 'C'] [4, 5]", "[6, None, 7] [1]"]
@@ -123,13 +130,7 @@ def test_a_batch_in_a_daemon_thread_does_not_hold_the_exit(kind: str) -> None:
     runs on: the exit waits for that thread, as Python waits for any."""
     with LMStudioEmulator(token_latency=0.05 if kind == "daemon" else 0.0) as emulator:
         emulator.script(TEXT_MODEL, lambda p: "word " * 60)  # 3 s a reply at 0.05 s a token
-        result = subprocess.run(
-            [sys.executable, "-c", _DAEMON_SCRIPT, emulator.api_host, TEXT_MODEL, kind],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = _run_script(_DAEMON_SCRIPT, emulator, kind)
         emulator.wait_until(lambda: all(p.done for p in emulator.predictions))
         reasons = [p.stop_reason for p in emulator.predictions]
     assert result.returncode == 0, result.stderr

@@ -46,6 +46,13 @@ def test_false_turns_a_setting_off(live_client: lms.Client, live_model_name: str
     model = from_lmstudio(live_client, live_model_name)
     assert model("Say hi.", max_tokens=False, stop=["\n"]) is not None
     assert model("Say hi.", top_p=False, max_tokens=10) is not None
+    # Accepted is not applied: a lenient server could drop the field it cannot read and use
+    # its default. The config LM Studio says it used (the SDK's result) must hold no number
+    # for it: off as sent (False), or unchecked (which the SDK reads as no value, None).
+    handle = live_client.llm.model(live_model_name) if live_model_name else live_client.llm.model()
+    used = handle.respond("Say hi.", config={"topPSampling": False, "maxTokens": 10})
+    top_p = used.prediction_config.top_p_sampling
+    assert top_p is False or top_p is None, used.prediction_config
 
 
 @pytest.mark.skipif(

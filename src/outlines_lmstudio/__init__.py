@@ -13,6 +13,11 @@ The model classes load Outlines and the ``lmstudio`` SDK (about half a second) w
 used, not when the package is imported: the command line's commands that do not need them,
 and every pytest run in an environment where this package's pytest plugin is installed, start
 without them. ``from outlines_lmstudio import from_lmstudio`` loads them as before.
+
+PYTEST_DONT_REWRITE: the package ships a pytest plugin, so pytest marks it all for its
+assertion rewriting, and warns ("Module already imported so cannot be rewritten") when a
+program imported it before ``pytest.main``: an error under ``filterwarnings = ["error"]``.
+The marker above tells pytest to leave the package alone.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from ._common import (
     Completion,
     ModelTraits,
     Request,
+    SeveralInputs,
     no_backend,
 )
 from ._flow import Call, Effect, Emit, Flow, Sink, wait_limit
@@ -234,6 +235,16 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
         retries: int = 0,
         **inference_kwargs: Any,
     ) -> T: ...
+
+    @overload
+    async def parse(
+        self,
+        model_input: SeveralInputs,
+        output_type: type[T],
+        *,
+        retries: int = 0,
+        **inference_kwargs: Any,
+    ) -> list[T]: ...
 
     @overload
     async def parse(

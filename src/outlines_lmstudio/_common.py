@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import httpx
 import lmstudio as lms
@@ -69,6 +69,7 @@ __all__ = [
     "SYNC_IMAGES",
     "SYNC_RECONNECTS",
     "SYNC_TRAITS",
+    "SeveralInputs",
     "check_concurrency",
     "check_model_name",
     "check_retries",
@@ -273,6 +274,16 @@ def _structured_from_config(
 
 _STRUCTURED_BODY = {"json": ("jsonSchema", "json_schema"), "gbnf": ("gbnfGrammar", "gbnf_grammar")}
 """Where each kind of ``config['structured']`` keeps what it asks for (both spellings)."""
+
+
+SeveralInputs: TypeAlias = (
+    list[str]
+    | list[Chat]
+    | list[lms.Chat]
+    | list[str | Chat | lms.Chat]
+    | tuple[str | Chat | lms.Chat, ...]
+)
+"""Inputs `is_batch` always reads as several (for type checkers: ``parse`` returns a list)."""
 
 
 def is_batch(model_input: object) -> bool:

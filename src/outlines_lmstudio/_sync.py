@@ -30,6 +30,7 @@ from ._common import (
     Completion,
     ModelTraits,
     Request,
+    SeveralInputs,
 )
 from ._discovery import ensure_host
 from ._flow import Call, Emit, Flow, Sink
@@ -150,6 +151,16 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
             retries: int = 0,
             **inference_kwargs: Any,
         ) -> T: ...
+
+        @overload
+        def parse(
+            self,
+            model_input: SeveralInputs,
+            output_type: type[T],
+            *,
+            retries: int = 0,
+            **inference_kwargs: Any,
+        ) -> list[T]: ...
 
         @overload
         def parse(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -232,3 +234,24 @@ def test_a_prediction_of_an_earlier_test_takes_no_script_and_counts_in_no_peak(
     pytester.makepyfile(test_user=_EARLIER_TEST_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
     result.assert_outcomes(passed=4)
+
+
+@pytest.mark.timeout(120)
+def test_a_program_that_imported_the_package_runs_pytest_without_a_warning(
+    pytester: pytest.Pytester,
+) -> None:
+    """Found by a probe: the plugin's entry point makes pytest mark the whole package for
+    assertion rewriting, so a runner script (or ipytest) that imported it first got
+    "Module already imported so cannot be rewritten", an error under ``-W error``."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_user="def test_ok():\n    assert 1 + 1 == 2\n")
+    pytester.makepyfile(
+        run="import sys\n"
+        "import outlines_lmstudio.testing\n"
+        "import pytest\n"
+        "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-W', 'error', 'test_user.py']))\n"
+    )
+    result = pytester.run(sys.executable, "run.py")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["*1 passed*"])
+    result.stdout.no_fnmatch_line("*warning*")

@@ -38,6 +38,37 @@ def test_importing_the_package_does_not_load_outlines(statement: str) -> None:
     assert "outlines" not in loaded
 
 
+def test_the_pytest_plugin_loads_no_emulator_module() -> None:
+    """Found by a probe: the plugin (loaded in every pytest session of an environment that
+    has the package) imported all of ``outlines_lmstudio.testing``, asyncio and the
+    catalogue included, about 50 ms per session of projects that never use the emulator."""
+    code = (
+        "import sys; import outlines_lmstudio.testing.pytest_plugin; "
+        "print(*sorted(m for m in sys.modules if m.startswith(('asyncio', 'outlines_lmstudio'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = set(out.stdout.split())
+    assert "asyncio" not in loaded
+    assert {m for m in loaded if m.startswith("outlines_lmstudio.testing")} == {
+        "outlines_lmstudio.testing",
+        "outlines_lmstudio.testing.pytest_plugin",
+    }
+
+
+def test_the_emulators_names_are_the_real_objects() -> None:
+    import outlines_lmstudio.testing as testing
+    from outlines_lmstudio.testing import _faults, _server
+
+    assert testing.LMStudioEmulator is _server.LMStudioEmulator
+    assert testing.Fault is _faults.Fault
+    assert all(hasattr(testing, name) for name in testing.__all__)
+    assert set(testing.__all__) <= set(dir(testing))
+    with pytest.raises(AttributeError, match="has no attribute 'Faults'"):
+        _ = testing.Faults  # type: ignore[attr-defined]
+
+
 def test_the_model_classes_load_on_first_use() -> None:
     loaded = _loaded_after("from outlines_lmstudio import from_lmstudio")
     assert {"outlines", "lmstudio"} <= loaded

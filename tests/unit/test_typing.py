@@ -19,6 +19,7 @@ GOOD = """
 from typing import Any, assert_type
 
 import lmstudio as lms
+from outlines.inputs import Image
 from pydantic import BaseModel
 
 from outlines_lmstudio import AsyncLMStudio, LMStudio, Reply, from_lmstudio
@@ -28,7 +29,7 @@ class Person(BaseModel):
     name: str
 
 
-def sync(client: lms.Client) -> None:
+def sync(client: lms.Client, image: Image) -> None:
     model = from_lmstudio(client, "m", max_concurrency=2, timeout=None, grammar=True)
     assert_type(model, LMStudio)
     assert_type(model("x"), str)
@@ -37,7 +38,10 @@ def sync(client: lms.Client) -> None:
     assert_type(model.parse("x", Person), Person)
     assert_type(model.parse("x", int, retries=1), int)
     assert_type(model.parse("x", list[Person]), list[Person])
-    assert_type(model.parse(["x", "y"], Person), Any)  # one input or a batch: not known
+    # Found by a probe: a list of prompts (always several inputs) was typed Any.
+    assert_type(model.parse(["x", "y"], Person), list[Person])
+    assert_type(model.parse(("x", "y"), Person), list[Person])
+    assert_type(model.parse(["x", image], Person), Any)  # one input with an image: not known
     assert_type(model.reply("x"), Reply)
     assert_type(model.reply_batch(["x"]), list[Reply])
     for chunk in model.stream("x"):
@@ -51,6 +55,7 @@ async def asynchronous(client: lms.AsyncClient) -> None:
     assert_type(await model("x"), str)
     assert_type(await model.batch(["x"]), list[str])
     assert_type(await model.parse("x", Person), Person)
+    assert_type(await model.parse(["x", "y"], Person), list[Person])
     assert_type(await model.reply("x"), Reply)
     async for chunk in model.stream("x"):
         assert_type(chunk, str)

@@ -29,11 +29,14 @@ import msgspec
 from ._patterns import PatternError, engine_pattern
 from ._rewrites import (
     ALL_FORMATS,
+    COUNT_LIMIT,
     FINDING_REWRITES,
     FORMATS,
+    INT64,
     LAST_REWRITES,
     apply,
     distinct_ref_rules,
+    drop_unwritable_numbers,
     enum_values_allowed,
     local_refs,
     ref_rule_clashes,
@@ -223,7 +226,6 @@ def _repetition_findings(node: Mapping[str, Any]) -> Iterator[tuple[str, Status,
 
 
 _INTEGER_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
-_INT64 = range(-(2**63), 2**63)
 
 
 def _one_sided_miswritten(low: int | None, high: int | None) -> bool:
@@ -258,7 +260,7 @@ def _integer_bound(node: Mapping[str, Any], key: str) -> bool:
         key in _INTEGER_BOUNDS
         and node.get("type") == "integer"
         and type(value) is int
-        and value in _INT64
+        and value in INT64
     ):
         return False
     inclusive = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}.get(key)
@@ -277,7 +279,8 @@ def _integer_bound(node: Mapping[str, Any], key: str) -> bool:
 
     for plain, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
         raw = node.get(plain, node.get(exclusive))
-        if raw is not None and not (isinstance(raw, int | float) and -(2**63) <= raw < 2**63):
+        within = isinstance(raw, int | float) and INT64.start <= raw < INT64.stop
+        if raw is not None and not within:
             return False  # cast to 64 bits, the other side's range is garbage (u64's max: -1)
     low = read("minimum", "exclusiveMinimum", 1)
     high = read("maximum", "exclusiveMaximum", -1)
@@ -540,6 +543,15 @@ def _node_findings(
     yield from _string_findings(node, engine)
     if engine == "llama.cpp":
         yield from _repetition_findings(node)
+    else:  # llama.cpp's own: over 2000, in `_repetition_findings`
+        for key in ("maxLength", "maxItems"):
+            if type(most := node.get(key)) is int and most >= COUNT_LIMIT:
+                yield (
+                    key,
+                    "loose",
+                    f"a count of {COUNT_LIMIT} or more is not sent: llama.cpp's converter "
+                    "fails on it",
+                )
     if engine == "llama.cpp" and not {"items", "prefixItems"} & set(node):
         for key in ("minItems", "maxItems"):
             if key in node:
@@ -781,5 +793,8 @@ def dialect_schema(
                     + ("" if finding.status == "refused" else "Strict schema checking is on. ")
                     + WAYS_OUT
                 )
-    result: dict[str, Any] = time_as_pattern(apply(prepared, LAST_REWRITES))
+    # Not meaning-keeping (not among the rewrites): each number it drops was reported loose.
+    result: dict[str, Any] = time_as_pattern(
+        drop_unwritable_numbers(apply(prepared, LAST_REWRITES))
+    )
     return result

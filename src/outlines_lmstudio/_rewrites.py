@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -41,6 +42,9 @@ __all__ = [
     "distinct_ref_rules",
     "drop_dollar_schema",
     "drop_unsupported_formats",
+    "COUNT_LIMIT",
+    "INT64",
+    "drop_unwritable_numbers",
     "empty_object_properties",
     "inline_root_ref",
     "enum_values_allowed",
@@ -53,6 +57,7 @@ __all__ = [
     "split_type_lists",
     "spread_one_of",
     "time_as_pattern",
+    "whole_numbers",
     "TIME_PATTERN",
 ]
 
@@ -65,6 +70,81 @@ FORMATS: dict[str, frozenset[str]] = {
     "outlines-core": frozenset({"date", "time", "date-time", "uuid", "email", "uri"}),
 }
 ALL_FORMATS = FORMATS["llama.cpp"] & FORMATS["outlines-core"]
+
+
+_COUNTS = (
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "minContains",
+    "maxContains",
+)
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def whole_numbers(schema: dict[str, Any]) -> dict[str, Any]:
+    """Write a count or bound with a zero fraction (``maxLength: 3.0``) as an integer.
+
+    JSON Schema reads ``3.0`` as the integer 3, so the valid values are the same.
+    llama.cpp's C++ converter refuses a count that is not a JSON integer ("maxLength must
+    be a non-negative integer": the prediction failed; found by a probe), and reads an
+    integer's bounds only when they are integers.
+    """
+
+    def whole(node: dict[str, Any]) -> dict[str, Any]:
+        changed = {
+            key: int(value)
+            for key in (*_COUNTS, *_BOUNDS)
+            if type(value := node.get(key)) is float and math.isfinite(value) and value.is_integer()
+        }
+        return {**node, **changed} if changed else node
+
+    rebuilt: dict[str, Any] = rebuild(schema, whole)
+    return rebuilt
+
+
+INT64 = range(-(2**63), 2**63)
+"""The integers llama.cpp's converter reads a bound as (``int64_t``)."""
+COUNT_LIMIT = 2**31
+"""llama.cpp's C++ converter reads a count as an ``int``: from this one on, it fails."""
+
+
+def drop_unwritable_numbers(schema: dict[str, Any]) -> dict[str, Any]:
+    """Drop the numbers llama.cpp's C++ converter fails on, which neither engine enforces.
+
+    An ``integer``'s bound beyond 64 bits (``maximum: 2**63``, Pydantic's ``le=10**20``):
+    the converter casts it to ``int64_t`` and fails ("At least one of min_value or
+    max_value must be set") or writes a wrong range; outlines-core reads no integer bound.
+    A ``maxLength``/``maxItems`` of `COUNT_LIMIT` or more: the converter fails, and
+    llama.cpp's grammar parser drops any upper bound over 2000 anyway. Not meaning-keeping:
+    applied after the findings, which report each as loose (found by a probe: the
+    prediction failed).
+    """
+
+    def drop(node: dict[str, Any]) -> dict[str, Any]:
+        integer = node.get("type") == "integer"
+        wide = {
+            key
+            for key in _BOUNDS
+            if integer
+            and isinstance(value := node.get(key), int | float)
+            and not isinstance(value, bool)
+            and not (INT64.start <= value < INT64.stop)
+        }
+        wide |= {
+            key
+            for key in ("maxLength", "maxItems")
+            if isinstance(value := node.get(key), int)
+            and not isinstance(value, bool)
+            and value >= COUNT_LIMIT
+        }
+        return {k: v for k, v in node.items() if k not in wide} if wide else node
+
+    rebuilt: dict[str, Any] = rebuild(schema, drop)
+    return rebuilt
 
 
 def drop_dollar_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -216,11 +296,15 @@ def spread_one_of(schema: dict[str, Any]) -> dict[str, Any]:
 
     Both engines read only the branches and drop the keywords beside them.
     ``S and (A or B)`` is ``(S and A) or (S and B)``, and exactly one of ``A, B`` holds under
-    ``S`` exactly when exactly one of ``S and A, S and B`` holds. Skipped when a branch
-    already has one of those keywords, or is not an object (a ``$ref`` or ``true``), or
-    when a keyword on one side reads the properties beside it and the other side has some
-    (``additionalProperties: false`` beside the ``anyOf`` forbids the properties its
-    branches declare; moved into a branch, it would allow them).
+    ``S`` exactly when exactly one of ``S and A, S and B`` holds. ``S and A`` is written as
+    `_merge_all_of` writes a conjunction: a keyword both set is merged when the result means
+    the same (``required`` beside and in the branches: "a name, and an email or a phone";
+    found by a probe: it was skipped, and both engines then read branches of ``required``
+    alone, which any JSON value meets). Skipped when a branch is not an object (a ``$ref``
+    or ``true``), when a keyword both set cannot be merged, or when a keyword on one side
+    reads the properties beside it and the other side has some (``additionalProperties:
+    false`` beside the ``anyOf`` forbids the properties its branches declare; moved into a
+    branch, it would allow them).
     """
 
     def spread(node: dict[str, Any]) -> dict[str, Any]:
@@ -228,16 +312,17 @@ def spread_one_of(schema: dict[str, Any]) -> dict[str, Any]:
         if key is None or not isinstance(node[key], list) or ("anyOf" in node and "oneOf" in node):
             return node
         rest = {k: v for k, v in assertions(node).items() if k != key}
-        branches = node[key]
-        if not rest or not all(
-            isinstance(b, dict)
-            and "$ref" not in b
-            and not (rest.keys() & b.keys())
-            and not _reads_the_other(rest, b)
-            for b in branches
-        ):
+        if not rest:
             return node
-        return {**kept(node), key: [{**b, **copy.deepcopy(rest)} for b in branches]}
+        spread_out = []
+        for branch in node[key]:
+            if not isinstance(branch, dict) or "$ref" in branch:
+                return node
+            merged = _merge_all_of(copy.deepcopy(rest), branch)
+            if merged is None:
+                return node
+            spread_out.append(merged)
+        return {**kept(node), key: spread_out}
 
     rebuilt: dict[str, Any] = rebuild(schema, spread)
     return rebuilt
@@ -681,6 +766,7 @@ def inline_root_ref(schema: dict[str, Any]) -> dict[str, Any]:
 
 FINDING_REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     drop_dollar_schema,
+    whole_numbers,
     inline_root_ref,
     name_listed_keys,
     inline_single_all_of,

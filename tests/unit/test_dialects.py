@@ -28,6 +28,7 @@ from outlines_lmstudio._rewrites import (
     distinct_ref_rules,
     drop_dollar_schema,
     drop_unsupported_formats,
+    drop_unwritable_numbers,
     empty_object_properties,
     inline_root_ref,
     inline_single_all_of,
@@ -37,6 +38,7 @@ from outlines_lmstudio._rewrites import (
     ref_rule_clashes,
     split_type_lists,
     spread_one_of,
+    whole_numbers,
 )
 from outlines_lmstudio._schema_walk import ANY_TYPES
 from outlines_lmstudio._typed import json_validator
@@ -902,6 +904,14 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         "refused",
     ),
     (
+        "maxLength of 2**31 or more (not sent)",
+        {"type": "string", "maxLength": 2**31},
+        "both",
+        "maxLength",
+        "loose",
+    ),
+    ("maxLength 3.0 (sent as 3)", {"type": "string", "maxLength": 3.0}, "both", None, None),
+    (
         "unsatisfiable enum",
         {"type": "string", "enum": ["ab"], "maxLength": 1},
         "both",
@@ -1147,3 +1157,103 @@ def test_a_time_format_is_sent_as_the_pattern_it_stands_for(text: str) -> None:
     # A pattern of the user's own is left as it is (both engines read it first).
     own = dialect_schema({"type": "string", "format": "time", "pattern": "^1"}, None)
     assert own["pattern"] == dialect_schema({"type": "string", "pattern": "^1"}, None)["pattern"]
+
+
+_WHOLE = st.sampled_from([0.0, 1.0, 2.0, 3.0, -2.0, 5.0, 1e19, 0.5])
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    counts=st.dictionaries(
+        st.sampled_from(["minLength", "maxLength", "minItems", "maxItems", "minProperties"]),
+        st.sampled_from([0.0, 1.0, 2.0, 3.0]),
+        max_size=3,
+    ),
+    bounds=st.dictionaries(st.sampled_from(["minimum", "exclusiveMaximum"]), _WHOLE, max_size=2),
+    kind=st.sampled_from(["integer", "number", "string", "array", "object"]),
+    values=st.lists(INSTANCES, min_size=1, max_size=6),
+)
+def test_whole_numbers_keep_the_valid_values(
+    counts: dict[str, float], bounds: dict[str, float], kind: str, values: list[Any]
+) -> None:
+    keeps_valid_values(whole_numbers, {"type": kind, **counts, **bounds}, values)
+
+
+def test_counts_and_bounds_with_a_zero_fraction_are_sent_as_integers() -> None:
+    """Found by a probe: ``maxLength: 3.0`` (the integer 3 in JSON Schema) was sent as it
+    was, and llama.cpp's C++ converter failed the prediction ("maxLength must be a
+    non-negative integer"); so did minLength, minItems and maxItems."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "code": {"type": "string", "minLength": 1.0, "maxLength": 3.0},
+            "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2.0},
+            "n": {"type": "integer", "minimum": 5.0, "maximum": 9.5},
+        },
+    }
+    sent = dialect_schema(schema, "gguf", strict=False)["properties"]
+    assert sent["code"] == {"type": "string", "minLength": 1, "maxLength": 3}
+    assert type(sent["code"]["maxLength"]) is int
+    assert type(sent["tags"]["maxItems"]) is int
+    assert type(sent["n"]["minimum"]) is int
+    assert sent["n"]["maximum"] == 9.5  # a fraction stays: reported loose
+    assert not [f for f in engine_findings(schema, "llama.cpp") if f.keyword == "minimum"]
+
+
+@pytest.mark.parametrize(
+    ("schema", "dropped"),
+    [
+        ({"type": "integer", "maximum": 2**63}, "maximum"),
+        ({"type": "integer", "maximum": 1e19}, "maximum"),
+        ({"type": "integer", "minimum": -(2**63) - 1}, "minimum"),
+        ({"type": "integer", "exclusiveMaximum": 2**63 + 1}, "exclusiveMaximum"),
+        ({"type": "integer", "minimum": 0, "maximum": 2**64 - 1}, "maximum"),
+        ({"type": "string", "maxLength": 2**31}, "maxLength"),
+        ({"type": "array", "items": {"type": "integer"}, "maxItems": 2**40}, "maxItems"),
+    ],
+)
+def test_numbers_llama_cpp_fails_on_are_reported_loose_and_not_sent(
+    schema: dict[str, Any], dropped: str
+) -> None:
+    """Found by a probe (llama.cpp's C++ converter, which LM Studio runs): an integer's
+    bound alone beyond 64 bits failed the conversion ("At least one of min_value or
+    max_value must be set"), as did a maxLength or maxItems of 2**31 or more; the prediction
+    failed although the docs called these keywords loose."""
+    for engine in ("gguf", "mlx", None):
+        sent = dialect_schema(schema, engine)
+        assert dropped not in sent
+        assert {k: v for k, v in schema.items() if k != dropped}.items() <= sent.items()
+        with pytest.raises(UnsupportedOutputTypeError, match="Strict schema checking is on"):
+            dialect_schema(schema, engine, strict=True)
+    for name in ENGINES:
+        assert any(f.keyword == dropped for f in engine_findings(schema, name)), name
+    # A bound within 64 bits, and a number's bounds, are sent as they are.
+    for kept in ({"type": "integer", "maximum": 2**63 - 1}, {"type": "number", "maximum": 1e19}):
+        assert drop_unwritable_numbers(kept) == kept
+
+
+def test_required_beside_and_in_any_of_branches_is_spread() -> None:
+    """Found by a probe: "a name, and an email or a phone" was not spread (both sides set
+    ``required``), and both engines then read branches of ``required`` alone, which any
+    JSON value meets: Gemma 270M wrote an object with none of the properties."""
+    properties = {"name": {"type": "string"}, "email": {"type": "string"}}
+    schema = {
+        "type": "object",
+        "properties": {**properties, "phone": {"type": "string"}},
+        "required": ["name"],
+        "additionalProperties": False,
+        "anyOf": [{"required": ["email"]}, {"required": ["phone"]}],
+    }
+    sent = dialect_schema(schema, None)
+    assert [sorted(branch["required"]) for branch in sent["anyOf"]] == [
+        ["email", "name"],
+        ["name", "phone"],
+    ]
+    for branch in sent["anyOf"]:
+        assert branch["type"] == "object"
+        assert branch["additionalProperties"] is False
+    keeps_valid_values(
+        spread_one_of,
+        schema,
+        [{"name": "a"}, {"name": "a", "email": "e"}, {"phone": "p"}, {"x": 1}, "s", {}],
+    )

@@ -95,10 +95,13 @@ def whole_numbers(schema: dict[str, Any]) -> dict[str, Any]:
     """
 
     def whole(node: dict[str, Any]) -> dict[str, Any]:
-        changed = {
+        changed = {  # within 64 bits: 1e308 is not worth 309 digits (one so wide is not sent)
             key: int(value)
             for key in (*_COUNTS, *_BOUNDS)
-            if type(value := node.get(key)) is float and math.isfinite(value) and value.is_integer()
+            if type(value := node.get(key)) is float
+            and math.isfinite(value)
+            and value.is_integer()
+            and abs(value) < 2**63
         }
         return {**node, **changed} if changed else node
 

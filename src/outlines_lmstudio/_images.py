@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import msgspec
 from PIL import Image as PILImage
-from PIL import ImageOps, UnidentifiedImageError
+from PIL import ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from .errors import InvalidImageError
 
@@ -43,6 +43,7 @@ __all__ = [
     "many_frames",
     "normalise_cheaply",
     "normalise_image",
+    "placed",
     "value_problem",
 ]
 
@@ -99,9 +100,12 @@ class PendingImage(msgspec.Struct, frozen=True, eq=False):
     ----------
     source
         The ``outlines.inputs.Image`` or PIL image, as the user passed it.
+    where
+        Where it is in the input (``"the input list, item 2"``), for its error's note.
     """
 
     source: object
+    where: str = ""
 
 
 def _make(data: bytes, mime: str) -> ImageData:
@@ -201,6 +205,7 @@ def _encode(image: PILImage.Image) -> ImageData:
         fmt = "JPEG"  # the primary image of an MPO file is a JPEG
     _check_values(image)
     turn = _orientation(image)
+    jpeg = _jpeg_options(image)  # the file's, which a turned copy no longer carries
     if turn is not None and turn != 1:
         image = ImageOps.exif_transpose(image)
     # Kept as the file had them: the EXIF (its orientation already applied; not one Pillow
@@ -217,9 +222,7 @@ def _encode(image: PILImage.Image) -> ImageData:
         if fmt in _PASS_THROUGH and image.mode in _WRITABLE[fmt]:
             options: dict[str, Any] = dict(kept)
             if fmt == "JPEG":
-                # Keep the quantisation of a decoded JPEG (no second lossy pass).
-                keep = image.format == "JPEG" and hasattr(image, "quantization")
-                options["quality"] = "keep" if keep else 95
+                options.update(jpeg)
             elif fmt == "WEBP":  # Pillow's default is lossy (quality 80): keep the pixels
                 options["lossless"] = True
             image.save(buffer, format=fmt, **options)
@@ -244,6 +247,22 @@ def _encode(image: PILImage.Image) -> ImageData:
             f"Could not encode the {fmt or 'unknown-format'} image: {exc}"
         ) from exc
     return _make(buffer.getvalue(), mime)  # outside the try: its size refusal is our own
+
+
+def _jpeg_options(image: PILImage.Image) -> dict[str, Any]:
+    """Return how to write ``image`` as JPEG: a decoded JPEG with its own tables, else at 95.
+
+    Its quantisation and subsampling, so that it is not written again coarser or finer
+    than the file was (no second, different lossy pass). Given explicitly, not as Pillow's
+    ``quality="keep"``, which reads them from the image saved: an EXIF turn makes a new
+    image without them (found by a probe: a sideways phone photo went at quality 95, 30%
+    larger). The subsampling of an image that is no longer Pillow's JPEG file (a copy) is
+    not known: Pillow's default.
+    """
+    tables = getattr(image, "quantization", None)
+    if (image.format or "").upper() not in ("JPEG", "MPO") or not tables:
+        return {"quality": 95}
+    return {"qtables": tables, "subsampling": JpegImagePlugin.get_sampling(image)}
 
 
 def _stored_orientation(exif: bytes) -> int | None:
@@ -322,13 +341,16 @@ def _check_values(image: PILImage.Image) -> None:
     raise InvalidImageError(f"This image {problem}. {advice}")
 
 
-def image_from_bytes(data: bytes) -> ImageData:
+def image_from_bytes(data: bytes, *, exif: bytes | None = None) -> ImageData:
     """Check raw image bytes and return them ready to upload.
 
     Parameters
     ----------
     data
         The bytes of an image file.
+    exif
+        EXIF the pixels were stored with, whose orientation to apply (the file's own is
+        not read then); ``None`` to read the file's.
 
     Returns
     -------
@@ -351,10 +373,12 @@ def image_from_bytes(data: bytes) -> ImageData:
             if fmt == "MPO":
                 image.load()  # decodes the primary image; verify() would read the previews
                 return _make(data, "image/jpeg")
-            if fmt in _PASS_THROUGH:
+            if fmt in _PASS_THROUGH and exif is None:
                 image.verify()
                 return _make(data, _PASS_THROUGH[fmt])
             image.load()
+            if exif is not None:  # the turn `_encode` applies (as exif_transpose reads it)
+                image.getexif()[_ORIENTATION] = _stored_orientation(exif) or 1
             return _encode(image)
     except InvalidImageError:
         raise  # our own refusals (size, animation, encoding) say what they are
@@ -381,14 +405,19 @@ def _from_outlines(image: Any) -> ImageData:
     its pixels can no longer be read.
     """
     pil = getattr(image, "image", None)
+    exif = None
     if isinstance(pil, PILImage.Image):
         # Outlines' Image keeps only the current frame in image_str: look at the PIL image.
         _check_still(pil)
-        if not _png_of(image) or _orientation(pil) not in (None, 1):
+        turned = _orientation(pil) not in (None, 1)
+        if not _png_of(image) or turned:
             try:
                 _load(pil)
             except InvalidImageError:
-                pass  # closed (pil.close()) or corrupt since: image_str still holds its bytes
+                # Closed (pil.close()) or corrupt since: image_str still holds its pixels,
+                # but not the EXIF that says to turn them, which the PIL image still has
+                # (found by a probe: a sideways photo went sideways, without a word).
+                exif = pil.info.get("exif") if turned else None
             else:
                 return _normalise_pil(pil)
     encoded = getattr(image, "image_str", None)
@@ -401,7 +430,7 @@ def _from_outlines(image: Any) -> ImageData:
         raw = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidImageError(f"Outlines Image holds invalid base64 data: {exc}") from exc
-    return image_from_bytes(raw)
+    return image_from_bytes(raw, exif=exif)
 
 
 def _png_of(image: Any) -> bool:
@@ -554,6 +583,15 @@ def _locks_of(image: object) -> list[threading.Lock]:
     if isinstance(inner, PILImage.Image) and inner is not image:
         objects.append(inner)
     return [_LOCKS[slot] for slot in sorted({(id(o) >> 4) % len(_LOCKS) for o in objects})]
+
+
+def placed(error: InvalidImageError, where: str) -> None:
+    """Note on ``error`` which image of the input it is about.
+
+    Found by a probe: among three images, or in a Chat, nothing said which one was refused.
+    """
+    if where:
+        error.add_note(f"(the image at {where})")
 
 
 def normalise_image(image: object) -> ImageData:

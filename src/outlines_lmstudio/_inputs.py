@@ -36,8 +36,14 @@ from outlines.inputs import Audio, Chat, Image, Video
 from PIL import Image as PILImage
 
 from ._config import plain_str
-from ._images import ImageData, PendingImage, normalise_cheaply, normalise_image
-from .errors import InvalidPromptError, UnsupportedInputError
+from ._images import (
+    ImageData,
+    PendingImage,
+    normalise_cheaply,
+    normalise_image,
+    placed,
+)
+from .errors import InvalidImageError, InvalidPromptError, UnsupportedInputError
 
 __all__ = [
     "ChatPrompt",
@@ -439,7 +445,11 @@ def settled(prompt: ChatPrompt) -> ChatPrompt:
             return p
         data = done.get(id(p.source))
         if data is None:
-            data = done[id(p.source)] = normalise_image(p.source)
+            try:
+                data = done[id(p.source)] = normalise_image(p.source)
+            except InvalidImageError as exc:
+                placed(exc, p.where)
+                raise
         return data
 
     messages = tuple(
@@ -463,12 +473,15 @@ def follows_a_prompt(item: object) -> bool:
 def _asset(item: object, where: str) -> ImageData | FileHandle | PendingImage:
     if isinstance(item, Image | PILImage.Image):
         pending = _DEFERRED.get()
-        if pending is None:
-            return normalise_image(item)
-        data = normalise_cheaply(item)
+        try:
+            data = normalise_image(item) if pending is None else normalise_cheaply(item)
+        except InvalidImageError as exc:
+            placed(exc, where)
+            raise
         if data is not None:
             return data
-        pending.append(PendingImage(item))
+        assert pending is not None  # normalise_image returns data
+        pending.append(PendingImage(item, where))
         return pending[-1]
     if isinstance(item, FileHandle):
         return item
@@ -503,7 +516,7 @@ def _user_parts(items: Sequence[object], where: str) -> tuple[Part, ...]:
         if index == 0 and type(item) is str:
             parts.append(plain_str(item))
         elif index and isinstance(item, Image | PILImage.Image | FileHandle):
-            parts.append(_asset(item, ""))  # these raise no error that names the item
+            parts.append(_asset(item, f"{where}, item {index}"))
         elif isinstance(item, Mapping):
             parts.append(_typed_item(item, f"{where}, item {index},"))
         elif index == 0:

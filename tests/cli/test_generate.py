@@ -125,6 +125,24 @@ def test_image_is_downscaled_and_sent(
     assert sizes == [(2048, 683), (32, 16)]
 
 
+def test_a_jpeg_is_sent_with_its_own_quantisation(
+    run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """Found by a probe: the CLI's decoded copy had no quantisation tables, so every JPEG
+    was written again at quality 95 (a second lossy pass, 34% more bytes)."""
+    photo = tmp_path / "photo.jpg"
+    Image.effect_noise((64, 48), 40).convert("RGB").save(photo, quality=60, subsampling=0)
+    result = run_cli("generate", "-m", VISION, "--image", str(photo), "Describe")
+    assert result.returncode == 0, result.stderr
+    (prediction,) = emulator.predictions
+    (sent,) = (Image.open(io.BytesIO(data)) for data in prediction.images)
+    from PIL import JpegImagePlugin
+
+    with Image.open(photo) as original:
+        assert sent.quantization == original.quantization  # type: ignore[attr-defined]
+        assert JpegImagePlugin.get_sampling(sent) == JpegImagePlugin.get_sampling(original) == 0
+
+
 def test_image_to_a_model_without_vision_is_refused_before_sending(
     main_in_process: MainInProcess, emulator: LMStudioEmulator, tmp_path: Path
 ) -> None:

@@ -419,6 +419,62 @@ def test_an_outlines_image_of_a_turned_photo_is_sent_turned() -> None:
     assert grey(sent, 10, 5) < 50
 
 
+def test_a_turned_jpeg_keeps_its_own_quantisation_and_subsampling() -> None:
+    """Found by a probe: the turned copy had no quantisation tables, so a sideways phone
+    photo went at quality 95 (30% larger, a second and different lossy pass)."""
+    buffer = io.BytesIO()
+    exif = PILImage.Exif()
+    exif[0x0112] = 6
+    noise = PILImage.effect_noise((64, 48), 40).convert("RGB")
+    noise.save(buffer, format="JPEG", quality=60, subsampling=1, exif=exif.tobytes())
+    original = opened(buffer.getvalue())
+    sent = opened(normalise_image(original).data)
+    assert sent.size == (48, 64)
+    assert sent.quantization == original.quantization  # type: ignore[attr-defined]
+    from PIL import JpegImagePlugin
+
+    assert JpegImagePlugin.get_sampling(sent) == JpegImagePlugin.get_sampling(original) == 1
+
+
+def test_an_outlines_image_of_a_turned_photo_is_sent_turned_after_its_pil_image_closed() -> None:
+    """Found by a probe: with its PIL image closed, image_str (saved by Outlines without the
+    EXIF) went as stored: sideways, without a word. The PIL image still has its EXIF."""
+    pil = opened(turned_photo("JPEG"))
+    wrapped = Image(pil)
+    pil.close()
+    sent = opened(normalise_image(wrapped).data)
+    assert sent.size == (20, 40)
+    assert grey(sent, 10, 5) < 50  # the black half is on top
+
+
+def test_an_image_refused_is_named_by_its_place_in_the_input() -> None:
+    """Found by a probe: among several images, or in a Chat, nothing said which one."""
+    from outlines.inputs import Chat
+
+    from outlines_lmstudio._inputs import format_input
+
+    bad, good = PILImage.new("F", (4, 4), 0.5), opened(encoded("PNG"))
+    for model_input, where in (
+        (["compare", good, bad], "the input list, item 2"),
+        (Chat([{"role": "user", "content": ["x", good, bad]}]), "Chat message 0, item 2"),
+    ):
+        with pytest.raises(InvalidImageError, match="floating-point") as caught:
+            format_input(model_input)
+        assert caught.value.__notes__ == [f"(the image at {where})"]
+
+
+def test_an_image_refused_in_a_worker_thread_is_named_too() -> None:
+    """The async front checks a costly image off the event loop, after the input was read."""
+    from outlines_lmstudio._inputs import deferring_images, format_input, settled
+
+    with deferring_images() as pending:
+        prompt = format_input(["compare", opened(encoded("PNG")), PILImage.new("F", (3000, 3000))])
+    assert pending  # left for later
+    with pytest.raises(InvalidImageError, match="floating-point") as caught:
+        settled(prompt)
+    assert caught.value.__notes__ == ["(the image at the input list, item 2)"]
+
+
 def test_a_photo_without_a_turn_keeps_its_bytes_and_profile() -> None:
     data = turned_photo("JPEG", orientation=1)
     assert image_from_bytes(data).data == data

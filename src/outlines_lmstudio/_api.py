@@ -119,9 +119,13 @@ def check_options(where: str, options: Mapping[str, object]) -> None:
     """
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
+        # Found by a probe: model="..." (the name a call takes) got only the list.
+        model = " The model goes as model_name= (or second, after the client)." * (
+            "model" in unknown
+        )
         raise InvalidInferenceArgumentError(
             f"Unknown option(s) {unknown} for {where}. Accepted: {', '.join(OPTIONS)}. "
-            "Inference settings (temperature, max_tokens, ...) go on each call."
+            f"Inference settings (temperature, max_tokens, ...) go on each call.{model}"
         )
 
 

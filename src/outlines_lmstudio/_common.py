@@ -19,6 +19,7 @@ from ._config import (
     PredictionArgs,
     check_flag,
     check_seconds,
+    optional_name,
     parse_inference_kwargs,
     real_number,
 )
@@ -319,11 +320,7 @@ def check_timeout(value: object, name: str = "timeout") -> float | None:
 
 
 def check_model_name(value: object) -> str | None:
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise InvalidInferenceArgumentError(
-            f"model_name must be a non-empty model key string or None, got {value!r}."
-        )
-    return value
+    return optional_name("model_name", value, "model key", none=" or None")
 
 
 _SETTINGS: dict[str, Callable[[object], object]] = {

@@ -34,6 +34,7 @@ __all__ = [
     "check_flag",
     "check_seconds",
     "parse_inference_kwargs",
+    "optional_name",
     "plain_str",
     "real_number",
 ]
@@ -560,14 +561,37 @@ def _check_structured(structured: object) -> None:
         )
 
 
-def _optional_name(name: str, value: object, what: str) -> str | None:
+def optional_name(name: str, value: object, what: str, *, none: str = "") -> str | None:
+    """Check a model's key or identifier, or a preset's name (``None`` passes).
+
+    Found by a probe: a name with a space or line break around it (copied from ``lms ls``)
+    went out, and came back "no model matching"; a model's handle was refused without
+    saying what to pass instead.
+
+    Raises
+    ------
+    InvalidInferenceArgumentError
+        Naming ``name``: not a non-empty str (``none``: how the message goes on, such as
+        " or None"), or one with whitespace around it. Before anything is sent.
+    """
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInferenceArgumentError(
-            f"{name} must be a non-empty {what} string, got {_describe(value)}."
-        )
-    return plain_str(value)
+    if isinstance(value, str) and value.strip():
+        if value != value.strip():
+            raise InvalidInferenceArgumentError(
+                f"{name} {value!r} has whitespace around it, which LM Studio's names do not: "
+                f"pass {value.strip()!r}."
+            )
+        return plain_str(value)
+    identifier = getattr(value, "identifier", None)
+    handle = (
+        f" For a loaded model's handle, pass its identifier ({identifier!r})."
+        if isinstance(identifier, str)
+        else ""
+    )
+    raise InvalidInferenceArgumentError(
+        f"{name} must be a non-empty {what} string{none}, got {_describe(value)}.{handle}"
+    )
 
 
 def parse_inference_kwargs(kwargs: Mapping[str, Any]) -> PredictionArgs:
@@ -618,9 +642,9 @@ def parse_inference_kwargs(kwargs: Mapping[str, Any]) -> PredictionArgs:
         callbacks[name] = _check_callback(name, callback)
     return PredictionArgs(
         config=config or None,
-        preset=_optional_name("preset=", kwargs.get("preset"), "preset name"),
+        preset=optional_name("preset=", kwargs.get("preset"), "preset name"),
         callbacks=callbacks,
-        model=_optional_name("model=", kwargs.get("model"), "model key"),
+        model=optional_name("model=", kwargs.get("model"), "model key"),
         timeout=check_seconds("timeout=", kwargs.get("timeout")),
     )
 

@@ -571,8 +571,8 @@ def _refusal(
     return None
 
 
-_KEEPS_UNLOADING = (
-    "Something keeps unloading the model: with LM Studio's JIT loading and its auto-evict "
+_WHAT_UNLOADS = (
+    "with LM Studio's JIT loading and its auto-evict "
     "(on by default), loading another model on demand unloads this one, so two models called "
     "at once unload each other. Load each model you call beforehand with no time-to-live "
     "(client.llm.load_new_instance(key, ttl=None), or `lms load KEY`), or turn auto-evict "
@@ -596,12 +596,15 @@ def _unloaded_error(
         )
     else:
         what = "the model was unloaded before the prediction began"
-    if shown:
+    if shown:  # once: it may have been unloaded on purpose (found by a probe: "keeps")
         what += " (part of the reply had been given out, so the call was not asked again)"
-        hint = "Call again: the next call finds the model (loading it, if LM Studio can). "
+        hint = (
+            "Call again: the next call finds the model (loading it, if LM Studio can). If "
+            "something keeps unloading it: "
+        )
     else:
         what += ", again after the call was retried once with the model loaded anew"
-        hint = ""
+        hint = "Something keeps unloading the model: "
     error = errors(lms.LMStudioServerError(what), request.key, "predict")
     if not isinstance(error, LMStudioPredictionError):  # a closed client: that is why
         return error
@@ -609,7 +612,7 @@ def _unloaded_error(
         f"LM Studio failed the prediction: {what}",
         host=error.host,
         model=error.model,
-        hint=hint + _KEEPS_UNLOADING,
+        hint=hint + _WHAT_UNLOADS,
     )
 
 

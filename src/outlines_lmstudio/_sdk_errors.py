@@ -381,8 +381,13 @@ def translate_sdk_error(
             f"LM Studio has no model matching {model!r}: {text}" if model else text,
             host=host,
             model=model,
+            # Found by a probe: an instance's name whose TTL ran out got only this advice,
+            # which loads the model under its key, not that name.
             hint="Load it in LM Studio (or `lms load <key>`), or pick one from "
-            "client.llm.list_loaded() / `outlines-lmstudio models`.",
+            "client.llm.list_loaded() / `outlines-lmstudio models`. An instance's own name "
+            "(an identifier given when it was loaded) is not loaded again by a call once it is "
+            "unloaded (its TTL ran out, the UI, another client): load it again under that name "
+            "(`lms load <key> --identifier NAME`, or client.llm.load_new_instance(key, NAME)).",
         )
     if isinstance(exc, lms.LMStudioPresetNotFoundError):
         return LMStudioPredictionError(

@@ -241,6 +241,9 @@ def test_ctrl_c_while_the_prompt_is_read_stops_the_reply_at_once(
     emulator.wait_until(lambda: bool(emulator.predictions), timeout=10)
     chat.sendintr()
     chat.expect(r"\[reply stopped\]")
+    # Nothing of an answer was shown: the message goes, and the chat says so (found by a
+    # probe: after a reasoning model's thinking, it went without a word).
+    chat.expect(r"no answer had begun: the message was not added to the history")
     chat.expect(PROMPT)
     emulator.wait_until(lambda: emulator.predictions[0].done, timeout=5)
     assert emulator.predictions[0].cancelled

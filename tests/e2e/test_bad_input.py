@@ -1255,7 +1255,7 @@ def test_a_large_bad_image_is_refused_before_anything_is_sent(
         model(["Describe", image])
     with pytest.raises(E.InvalidImageError, match="not an image Pillow can read") as info:
         model.batch(["ok", ["Describe", png_image()], ["Describe", image]])
-    assert info.value.__notes__ == ["(in batch item 2)"]
+    assert info.value.__notes__ == ["(the image at the input list, item 1)", "(in batch item 2)"]
     assert emulator.trace == []
     assert emulator.requests == []
 
@@ -1351,3 +1351,44 @@ def test_an_assigned_setting_is_checked_as_the_option_is(
     model.model_name = VISION_MODEL  # a good value is taken
     assert model.model_name == VISION_MODEL
     assert emulator.requests == []
+
+
+_HANDLE = rf"For a loaded model's handle, pass its identifier \('{TEXT_MODEL}'\)"
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "match"),
+    [
+        # Found by a probe: both went out and came back "no model matching" (a key copied
+        # from `lms ls` with its line break), the message flattening the break into a space.
+        ("model_name", f"{TEXT_MODEL}\n", rf"has whitespace around it.*pass '{TEXT_MODEL}'"),
+        ("model=", f" {TEXT_MODEL} ", rf"has whitespace around it.*pass '{TEXT_MODEL}'"),
+        # Found by a probe: a handle was refused without saying what to pass.
+        ("model_name", "handle", _HANDLE),
+        ("model=", "handle", _HANDLE),
+    ],
+)
+def test_a_model_name_is_checked_before_anything_is_sent(
+    fronts: Fronts, emulator: LMStudioEmulator, where: str, value: str, match: str
+) -> None:
+    client = fronts.client()
+    name: Any = value
+    if value == "handle":
+        with lms.Client(emulator.api_host) as other:
+            name = other.llm.model(TEXT_MODEL)
+    emulator.reset()
+    if where == "model_name":
+        with pytest.raises(E.InvalidInferenceArgumentError, match=match):
+            fronts.model(client, name)
+    else:
+        model = fronts.model(client, TEXT_MODEL)
+        with pytest.raises(E.InvalidInferenceArgumentError, match=match):
+            model("Hi", model=name)
+    assert emulator.predictions == []
+    assert emulator.requests == []
+
+
+def test_from_lmstudio_with_model_says_where_the_model_goes(fronts: Fronts) -> None:
+    """Found by a probe: ``model=`` (what a call takes) got only the list of options."""
+    with pytest.raises(E.InvalidInferenceArgumentError, match=r"model goes as model_name="):
+        fronts.model(fronts.client(enter=False), model=TEXT_MODEL)

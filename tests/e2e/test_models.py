@@ -232,6 +232,9 @@ def test_a_reply_cut_short_by_an_unload_raises(
     # Part of it was shown: not asked again, and said so (not "see the server log").
     assert "part of the reply had been given" in str(info.value)
     assert "server log" not in str(info.value)
+    # Unloaded once (found by a probe: the hint said something "keeps" unloading it).
+    assert "If something keeps unloading it: with LM Studio's JIT" in str(info.value)
+    assert "Something keeps unloading the model" not in str(info.value)
     assert len(emulator.predictions) == 1
     assert emulator.predictions[-1].stop_reason == "modelUnloaded"
 

@@ -360,7 +360,8 @@ class ChatSession:
             return
         if stopped:
             self.note("[reply stopped]")
-            if not reply:
+            if not reply:  # found by a probe: after thinking only, dropped without a word
+                self.note("(no answer had begun: the message was not added to the history)")
                 self._take_back(turn)
                 return
         if not stopped and stream is not None:  # the finished answer, as generate() gives it

@@ -317,6 +317,8 @@ class _RenderedSink(Sink):
 class _TextSoFar:
     """The answer so far, for a reply that is not JSON (grammar mode, free text)."""
 
+    invalid = False  # as `PartialJson.invalid`: never known before the end here
+
     def __init__(self) -> None:
         self.text = ""
 
@@ -356,8 +358,8 @@ class _PartialSink(Sink):
         if chunk.reasoning:
             return ()
         value = self._parser.feed(chunk.text)  # linear in the reply's length, not quadratic
-        if value is None or value == self._last:
-            return ()
+        if value is None or value == self._last or self._parser.invalid:
+            return ()  # invalid: the reply cannot be valid; its values would contradict those given
         self._last = value
         self.emitted = True
         return (value,)

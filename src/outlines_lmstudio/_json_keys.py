@@ -9,9 +9,10 @@ it, and neither Pydantic nor msgspec reports a repeated key.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-__all__ = ["RepeatedKey", "without_repeats"]
+__all__ = ["RepeatedKey", "repeated_at", "without_repeats"]
 
 
 class RepeatedKey(Exception):
@@ -44,3 +45,46 @@ def without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise RepeatedKey(key)
             seen.add(key)
     return data
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """An object's pairs as written, repeats kept (`repeated_at`)."""
+
+
+def _step(path: str, token: object) -> str:
+    return f"{path}.{token}" if path else str(token)
+
+
+def repeated_at(text: str) -> str:
+    """Return where the first object that `without_repeats` refuses is, as a dotted path.
+
+    The object ``json.loads`` finishes first (an inner one before the object holding it):
+    ``pet`` for ``{"pet": {"lives": 1, "lives": 2}}``, ``xs.0`` for a list's item,
+    ``(root)`` for the document (and for text that cannot be read whole). Read again only
+    for this (the error path).
+
+    Parameters
+    ----------
+    text
+        JSON text in which `without_repeats` found a key named twice.
+    """
+    try:
+        document = json.loads(text, object_pairs_hook=_Pairs)
+    except (ValueError, RecursionError):
+        return "(root)"
+    stack: list[tuple[str, Any, bool]] = [("", document, False)]
+    while stack:  # depth first, children before their object, as json.loads finishes them
+        path, node, seen = stack.pop()
+        if isinstance(node, _Pairs):
+            if seen:
+                if len({key for key, _ in node}) != len(node):
+                    return path or "(root)"
+                continue
+            children = [(_step(path, key), value) for key, value in node]
+        elif isinstance(node, list):
+            children = [(_step(path, index), value) for index, value in enumerate(node)]
+        else:
+            continue
+        stack.append((path, node, True))
+        stack.extend((child, value, False) for child, value in reversed(children))
+    return "(root)"

@@ -21,6 +21,7 @@ later fragments then cost nothing.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -113,6 +114,14 @@ class PartialJson:
         of ``-12345``) and drops it, key and all, while it cannot be read (``-12.``,
         ``-12e``), so a key would appear, vanish and come back with another value.
 
+    Attributes
+    ----------
+    invalid
+        Whether the text so far already makes the reply one a typed result refuses,
+        however it goes on: an object that writes a key again (its value would replace
+        one given out, so a key shown would go away: found by a probe), or a number that
+        is not finite (``NaN``, ``1e999``). Not looked for once the text is broken.
+
     Examples
     --------
     >>> parser = PartialJson()
@@ -124,6 +133,7 @@ class PartialJson:
 
     def __init__(self, *, whole_scalars: bool = False) -> None:
         self._whole_scalars = whole_scalars
+        self.invalid = False
         self.text = ""
         self._pos = 0
         self._frames: list[_Frame] = []
@@ -206,8 +216,9 @@ class PartialJson:
                 i += 1
                 raw = text[self._start : i]
                 if self._token == "key":
-                    self._frames[-1].key = _parse(raw)
+                    key = self._frames[-1].key = _parse(raw)
                     self._frames[-1].expect = "colon"
+                    self.invalid = self.invalid or key in self._frames[-1].pairs
                 else:
                     self._finish(_parse(raw))
                 self._token = ""
@@ -219,7 +230,10 @@ class PartialJson:
                     continue
                 if char not in _DELIMITERS:
                     raise _Broken
-                self._finish(_parse(text[self._start : i]))
+                scalar = _parse(text[self._start : i])
+                if isinstance(scalar, float) and not math.isfinite(scalar):
+                    self.invalid = True
+                self._finish(scalar)
                 self._token = ""
             if char in _WHITESPACE:
                 i += 1

@@ -446,6 +446,12 @@ def render_simple(text: str, tp: Any) -> str:
             parse_constant=_Number,
             object_pairs_hook=_Object,
         )
-    except json.JSONDecodeError:
+        rendered = _render(value, tp, True)
+        # A lone surrogate escape ("\ud800") decodes to a character no UTF-8 text holds:
+        # rendered, printing or writing the text failed (found by a probe).
+        rendered.encode("utf-8")
+    except (json.JSONDecodeError, RecursionError, UnicodeEncodeError):
+        # Not JSON (a truncated reply), nested deeper than Python reads (found by a probe:
+        # a raw RecursionError from the call), or not text: the reply as it was written.
         return text
-    return _render(value, tp, True)
+    return rendered

@@ -29,7 +29,7 @@ from outlines.types.dsl import python_types_to_terms
 
 from ._formats import format_checker
 from ._inputs import ChatPrompt, Message, followed_by_answer
-from ._json_keys import RepeatedKey, without_repeats
+from ._json_keys import RepeatedKey, repeated_at, without_repeats
 from ._output import OutputPlan, argument_order, output_type_name
 from ._reasoning import unparsed_tags_hint
 from ._search import UnsearchablePatternError, linear_time
@@ -127,15 +127,16 @@ def _not_json(name: str) -> Any:
     raise _NotJson(f"{name} is not JSON (JSON has no NaN or infinity)")
 
 
-def _repeated(exc: RepeatedKey) -> _Invalid:
+def _repeated(exc: RepeatedKey, raw: str) -> _Invalid:
     """Return the error of a reply whose object writes a key twice (the first value unchecked).
 
     llama.cpp's grammar for ``additionalProperties`` lets a model do it: Gemma 3 270M wrote
-    ``"type"`` five times for ``dict[str, int]``.
+    ``"type"`` five times for ``dict[str, int]``. Named at the object's path, as other
+    errors are (found by a probe: always "(root)").
     """
     return _Invalid(
         [
-            f"(root): an object of the reply writes the key {exc.args[0]!r} twice "
+            f"{repeated_at(raw)}: the object writes the key {exc.args[0]!r} twice "
             "(a key has one value in JSON, and only the last would have been checked)"
         ]
     )
@@ -146,7 +147,7 @@ def _refuse_repeated_keys(raw: str) -> None:
     try:
         json.loads(raw, object_pairs_hook=without_repeats)
     except RepeatedKey as exc:
-        raise _repeated(exc) from None
+        raise _repeated(exc, raw) from None
     except (ValueError, RecursionError):
         return  # Pydantic read what Python's json cannot (a very long number): no object
 
@@ -233,6 +234,14 @@ def _refuse_lone_surrogates(value: Any) -> None:
         ) from exc
 
 
+def _json_or_none(raw: str) -> Any:
+    """Return the reply read by Python's ``json`` (every key), or ``None`` if it cannot be."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
 def _refuse_non_json_numbers(raw: str) -> None:
     """Refuse ``NaN`` / ``Infinity`` literals (not inside strings), as the schema path does.
 
@@ -245,6 +254,27 @@ def _refuse_non_json_numbers(raw: str) -> None:
         raise _Invalid([f"(root): invalid JSON: {exc}"]) from exc
     except (ValueError, RecursionError):
         return  # Pydantic read it: what Python's json cannot is no literal of these
+
+
+_JSON_CAUSES = {
+    # pydantic-core's words for what the schema path says otherwise: one cause is named one
+    # way whatever the type (found by a probe: "unexpected end of hex escape" for a whole
+    # escape of a lone surrogate).
+    "unexpected end of hex escape": "the reply holds a lone surrogate (half of a UTF-16 "
+    "pair), which is not Unicode text",
+    "lone leading surrogate in hex escape": "the reply holds a lone surrogate (half of a "
+    "UTF-16 pair), which is not Unicode text",
+    "recursion limit exceeded": "the reply is nested too deeply to be read",
+    "number out of range": "the reply holds a number too long to read",
+}
+
+
+def _json_cause(error: Any) -> str:
+    """Return pydantic-core's reason a reply is not JSON, without its position ("" if none)."""
+    if error.get("type") != "json_invalid":
+        return ""
+    reason = str((error.get("ctx") or {}).get("error", ""))
+    return reason.split(" at line ")[0]
 
 
 class Validator(msgspec.Struct, frozen=True):
@@ -339,17 +369,21 @@ class Validator(msgspec.Struct, frozen=True):
             except pydantic.ValidationError as exc:
                 raise _Invalid(
                     [
-                        f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+                        f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: "
+                        f"{_JSON_CAUSES.get(_json_cause(e), e['msg'])}"
                         for e in exc.errors()
                     ]
                 ) from exc
             if "{" in raw:  # a repeated key's first value was never validated
                 _refuse_repeated_keys(raw)
-            if self.floats:
-                if "NaN" in raw or "Infinity" in raw:  # Pydantic reads these: JSON has none
-                    _refuse_non_json_numbers(raw)
-                if self.strict is None or _may_overflow(raw):  # lax: "nan" is a float
-                    _refuse_non_finite(value)
+            # Wherever they are: in a key the type ignores too (found by a probe: accepted).
+            if "NaN" in raw or "Infinity" in raw:  # Pydantic reads these: JSON has none
+                _refuse_non_json_numbers(raw)
+            overflow = _may_overflow(raw)
+            if self.floats and (self.strict is None or overflow):  # lax: "nan" is a float
+                _refuse_non_finite(value)
+            if overflow:  # 1e400 in a key the type ignores
+                _refuse_non_finite(_json_or_none(raw))
             return value
         if self.grammar is not None:
             problems = self.grammar(raw)
@@ -360,7 +394,7 @@ class Validator(msgspec.Struct, frozen=True):
             try:
                 value = json.loads(raw, parse_constant=_not_json, object_pairs_hook=without_repeats)
             except RepeatedKey as exc:
-                raise _repeated(exc) from None
+                raise _repeated(exc, raw) from None
             except _NotJson as exc:
                 raise _Invalid([f"(root): invalid JSON: {exc}"]) from exc
             except json.JSONDecodeError as exc:

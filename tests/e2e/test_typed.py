@@ -149,6 +149,23 @@ def test_a_key_written_twice_is_shown_in_the_text_and_reasked_by_parse(
         model.parse("who?", Person)
 
 
+def test_parse_stream_gives_no_value_once_a_key_is_written_again(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: the repeated key's value replaced the one given out, so a key shown
+    went away (``{'x': {'a': 1}}`` then ``{'x': {}}``) before the final ParseError."""
+    emulator.script(TEXT_MODEL, ['{"x": {"a": 1}, "x": {"b": 2}}'])
+    values: list[Any] = []
+
+    def read() -> None:
+        values.extend(make_model(TEXT_MODEL).parse_stream("x?", dict[str, dict[str, int]]))
+
+    with pytest.raises(ParseError, match="writes the key 'x' twice"):
+        read()
+    assert values[-1] == {"x": {"a": 1}}  # the last given out: nothing after the repeat
+    assert values.index({"x": {"a": 1}}) == len(values) - 1
+
+
 def test_without_retries_the_error_carries_raw_text(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

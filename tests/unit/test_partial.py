@@ -248,3 +248,29 @@ def test_text_that_can_no_longer_be_json_is_not_parsed_again(
     for _ in range(100):
         assert parser.feed(" more words") == {"a": 1}
     assert sum(1 for length in parses if length >= 17) == 1  # whole-text parses
+
+
+@pytest.mark.parametrize(
+    ("text", "before"),
+    [
+        ('{"x": {"a": 1}, "x": {"b": 2}}', '{"x": {"a": 1}, "x"'),
+        ('{"name": "A", "name": "B"}', '{"name": "A", "name"'),
+        ("[1.5, 1e999, 2]", "[1.5, 1e999,"),
+        ('{"v": NaN, "w": 1}', '{"v": NaN,'),
+    ],
+)
+def test_a_text_no_typed_result_takes_is_known_as_soon_as_it_is_written(
+    text: str, before: str
+) -> None:
+    """Found by a probe: a repeated key's value replaced one given out (a key shown went
+    away), and ``inf`` was given out, before the final ParseError."""
+    parser = PartialJson(whole_scalars=True)
+    for index, char in enumerate(text):
+        parser.feed(char)
+        assert parser.invalid == (index >= len(before) - 1), text[: index + 1]
+
+
+def test_a_key_in_two_objects_is_not_a_repeat() -> None:
+    parser = PartialJson(whole_scalars=True)
+    parser.feed('{"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]}')
+    assert not parser.invalid

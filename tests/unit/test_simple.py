@@ -153,3 +153,21 @@ def test_a_list_keeps_the_bounds_its_user_gave(output_type: Any, bounds: dict[st
 )
 def test_not_simple(output_type: Any) -> None:
     assert not is_simple_type(output_type)
+
+
+@pytest.mark.parametrize("output_type", [list[int], dict[str, int], tuple[int, int]])
+def test_a_reply_nested_deeper_than_python_reads_is_returned_as_written(output_type: Any) -> None:
+    """Found by a probe: a raw RecursionError came out of the call, the stream and batch."""
+    for reply in ("[" * 10_000 + "]" * 10_000, "[" * 10_000):
+        assert render_simple(reply, output_type) == reply
+
+
+@pytest.mark.parametrize(
+    ("output_type", "reply"),
+    [(str, '"a\\ud800b"'), (dict[str, int], '{"\\ud800": 1}'), (list[str], '["\\udc00"]')],
+)
+def test_a_lone_surrogate_escape_is_returned_as_written(output_type: Any, reply: str) -> None:
+    """Found by a probe: decoded, it became a character no UTF-8 text holds (print failed)."""
+    rendered = render_simple(reply, output_type)
+    assert rendered == reply
+    rendered.encode("utf-8")

@@ -320,6 +320,55 @@ def test_a_key_written_twice_in_one_object_is_refused(output_type: Any, raw: str
 
 
 @pytest.mark.parametrize(
+    ("output_type", "raw", "where"),
+    [
+        (Person, '{"name": "A", "age": -1, "age": 3}', "(root)"),
+        (list[Person], '[{"name": "A", "age": 1}, {"name": "B", "name": "C", "age": 2}]', "1"),
+        ({"type": "array", "items": {"type": "object"}}, '[{}, {"x": {"k": 1, "k": 1}}]', "1.x"),
+        (dict[str, dict[str, int]], '{"pet": {"lives": 1, "lives": 2}}', "pet"),
+    ],
+    ids=repr,
+)
+def test_a_key_written_twice_is_named_at_its_object(output_type: Any, raw: str, where: str) -> None:
+    """Found by a probe: always "(root)", where other errors give the path."""
+    with pytest.raises(_Invalid) as caught:
+        validator_for(plan_output(output_type)).validate(raw)
+    assert caught.value.errors[0].startswith(f"{where}: the object writes the key")
+
+
+@pytest.mark.parametrize("number", ["NaN", "-Infinity", "1e999"])
+def test_a_number_that_is_not_json_is_refused_in_a_key_the_type_ignores(number: str) -> None:
+    """Found by a probe: a Pydantic model's extra key (ignored) let NaN through, which the
+    same reply for a schema dict refused."""
+
+    class Inner(pydantic.BaseModel):
+        a: int
+
+    for output_type in (Inner, {"type": "object", "properties": {"a": {"type": "integer"}}}):
+        validator = validator_for(plan_output(output_type))
+        with pytest.raises(_Invalid, match=r"not JSON|not finite"):
+            validator.validate(f'{{"a": 1, "x": {{"y": {number}}}}}')
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ('{"name": "x\\ud800y", "age": 1}', "lone surrogate"),
+        ('{"name": "x", "age": 1' + "0" * 5000 + "}", "a number too long to read"),
+        ('{"name": ' + "[" * 3000 + "]" * 3000 + ', "age": 1}', "nested too deeply to be read"),
+    ],
+)
+def test_a_reply_python_cannot_read_is_named_alike_whatever_the_type(raw: str, says: str) -> None:
+    """Found by a probe: pydantic-core's own words ("unexpected end of hex escape" for a
+    whole escape) where the schema path names the cause."""
+    schema = {"type": "object", "properties": {"name": {}, "age": {"type": "integer"}}}
+    for output_type in (Person, schema):
+        with pytest.raises(_Invalid) as caught:
+            validator_for(plan_output(output_type)).validate(raw)
+        assert says in caught.value.errors[0], (output_type, caught.value.errors)
+
+
+@pytest.mark.parametrize(
     ("output_type", "raw"),
     [
         (dict[str, str], '{"a": "{\\"a\\": 1, \\"a\\": 2}"}'),  # a string holding them

@@ -197,14 +197,16 @@ def test_retry_errors_is_not_blocked_by_a_temporary_file_left_behind(
 @pytest.fixture
 def sigterm_as_the_command_has_it() -> Iterator[None]:
     """SIGTERM handled as the ``outlines-lmstudio`` command handles it; put back after."""
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _sigterm.install()
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        _sigterm._State.received = False
+        # Ctrl-C's too: a command that ends makes both only noted (`_sigterm.hold`).
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _sigterm._State.received = _sigterm._State.installed = _sigterm._State.again = False
 
 
 def _ctrl_c(fd: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -10,6 +11,7 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import lmstudio as lms
@@ -476,6 +478,8 @@ def _start_slow_extract(
         text=True,
         env=cli_env(),
         cwd=tmp_path,
+        # SIGINT as a terminal gives it (a test run in a background job passes it ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     return command, child, target
 
@@ -517,6 +521,42 @@ def test_sigterm_stops_the_run_as_ctrl_c_does(
         "out.jsonl",
         "person.schema.json",
     ]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_while_the_run_stops_neither_lose_the_count_nor_print_a_traceback(
+    emulator: LMStudioEmulator,
+    schema_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sig: signal.Signals,
+) -> None:
+    """Found by a probe: ``timeout`` signals the process, then its group, milliseconds
+    apart; the second signal cut the stop short (the count was lost: "terminated (SIGTERM)."
+    alone), and one after the message printed a traceback."""
+    count = 24
+    _, child, target = _start_slow_extract(
+        emulator, schema_file, tmp_path, monkeypatch, count, stderr=subprocess.PIPE
+    )
+    try:
+        _wait_for_lines(target, 3)
+        child.send_signal(sig)
+        child.send_signal(sig)  # back to back
+        for _ in range(5):  # and while it reports and exits
+            time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(sig)
+        _, stderr = child.communicate(timeout=15)
+    finally:
+        child.kill()
+    assert "Traceback" not in stderr
+    assert child.returncode == (143 if sig == signal.SIGTERM else 130), stderr
+    done = lines(target)
+    stopped = "Terminated (SIGTERM)" if sig == signal.SIGTERM else "Interrupted"
+    assert stderr.strip().splitlines()[-1] == (
+        f"outlines-lmstudio: error: {stopped}: {len(done)} items finished and "
+        f"written to {target}; run the same command again to resume."
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -907,3 +947,71 @@ def test_a_result_with_a_lone_surrogate_escape_is_written_escaped(
     assert "lone surrogate" in records["item-0"]["error"]["errors"][0]
     assert records["item-0"]["error"]["raw"] == '{"name": "a \\udc00", "age": 3}'
     assert records["item-1"]["error"]["raw"] == '{"name": "b \\udc00 toolong, too long"}'
+
+
+def test_a_line_a_full_disk_cuts_short_is_taken_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe (a 4 KiB tmpfs): the output ended in half a line, which no JSON
+    reader takes, though a line is complete JSON or absent. The OS's write is stood in for:
+    it writes part of the line, then the disk is full."""
+    import errno
+
+    from outlines_lmstudio.cli._common import CliError
+    from outlines_lmstudio.cli._jsonl import OutputFile
+
+    source = write_items(tmp_path / "in.jsonl", 3)
+    target = tmp_path / "out.jsonl"
+    target.write_text('{"id": "item-0", "result": {}}')  # its last line not yet ended
+    real_write, calls = os.write, []
+
+    def write_then_fill(fd: int, data: Any) -> int:
+        calls.append(bytes(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data)[:7])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with OutputFile(target) as output:
+        output.scan(source)
+        output.open()
+        monkeypatch.setattr(os, "write", write_then_fill)
+        with pytest.raises(CliError, match="No space left on device"):
+            output.append({"id": "item-1", "result": {"a": 1}})
+        assert target.read_text() == '{"id": "item-0", "result": {}}'  # as it was
+        monkeypatch.setattr(os, "write", real_write)
+        output.append({"id": "item-2", "result": {}})  # once there is room: whole lines
+    assert lines(target) == [{"id": "item-0", "result": {}}, {"id": "item-2", "result": {}}]
+    assert calls[0].startswith(b"\n")  # the earlier last line was to be ended in that write
+
+
+def test_items_go_to_the_pool_a_few_at_a_time() -> None:
+    """Found by a probe: every item was submitted at once; 2 million held 3 GB of futures."""
+    import concurrent.futures
+    import itertools
+    import threading
+
+    from outlines_lmstudio.cli._extract import _as_finished
+
+    lock, held, most = threading.Lock(), [0], [0]
+
+    class Counting(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            with lock:
+                held[0] += 1
+                most[0] = max(most[0], held[0])
+            return super().submit(fn, *args, **kwargs)
+
+    def run(item: Any) -> None:
+        time.sleep(0.001)
+
+    waiting: Any = iter(range(200))
+    with Counting(2) as pool:
+        running = {pool.submit(run, item) for item in itertools.islice(waiting, 4)}
+        finished = 0
+        for future in _as_finished(running, pool, run, waiting):
+            future.result()
+            finished += 1
+            with lock:
+                held[0] -= 1
+    assert finished == 200
+    assert most[0] <= 5  # the window of 4, and the one submitted as one finishes

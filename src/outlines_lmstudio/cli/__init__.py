@@ -146,7 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _sigterm.install()
     _hold_stderr()
     try:
-        status = _main(argv)
+        try:
+            status = _main(argv)
+        finally:
+            _sigterm.hold()  # the command has ended: nothing may cut its report short
     except KeyboardInterrupt:  # while `_common`, and the SDK with it, is being imported
         _report(_interrupted())
         status = EXIT_INTERRUPTED
@@ -174,21 +177,26 @@ def _leave_stuck_threads(status: int) -> None:
     stopped, and a second Ctrl-C printed a traceback. What the command wrote is already
     written (each result line whole, under a lock), so nothing is lost by not waiting.
     """
+    import signal
     import threading
     import time
 
     deadline = time.monotonic() + STUCK_SECONDS
-    try:
-        for thread in threading.enumerate():
-            if thread is not threading.current_thread() and not thread.daemon:
-                thread.join(max(deadline - time.monotonic(), 0.0))
-        if not any(
-            t.is_alive() and not t.daemon and t is not threading.current_thread()
+    # A second Ctrl-C (or SIGTERM) while waiting leaves now: `main` has made them only
+    # noted (`_sigterm.hold`), so that none cuts the command's report short.
+    while not _sigterm.again() and time.monotonic() < deadline:
+        alive = [
+            t
             for t in threading.enumerate()
-        ):
+            if t.is_alive() and not t.daemon and t is not threading.current_thread()
+        ]
+        if not alive:
+            # Python restores the default actions as it shuts down: a signal then ended the
+            # process by that signal (found by a probe's test: status -15, not 143).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             return
-    except KeyboardInterrupt:  # a second Ctrl-C while waiting: leave now
-        pass
+        alive[0].join(0.05)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
@@ -254,9 +262,11 @@ def _main(argv: Sequence[str] | None) -> int:
         status: int = args._run(args)
         return status
     except CliError as exc:
+        _sigterm.hold()  # a second signal must not cut the report short (nor add another)
         _report(exc.message)
         return exc.code
     except KeyboardInterrupt:
+        _sigterm.hold()
         _report(_interrupted())
         return EXIT_INTERRUPTED
     except BrokenPipeError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -36,10 +37,12 @@ from ._output_types import (
     to_json,
     type_code_error,
 )
-from ._sigterm import terminated
+from ._sigterm import hold, terminated
 from ._text import check_options_text
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from rich.progress import Task
     from rich.text import Text
 
@@ -405,6 +408,24 @@ class _Tally:
             return self.ok + self.failed
 
 
+def _as_finished(
+    running: set[concurrent.futures.Future[None]],
+    pool: concurrent.futures.ThreadPoolExecutor,
+    run: Callable[[Item], None],
+    waiting: Iterator[Item],
+) -> Iterator[concurrent.futures.Future[None]]:
+    """Yield each future as it finishes, giving the pool the next waiting item for it."""
+    while running:
+        done, running = concurrent.futures.wait(
+            running, return_when=concurrent.futures.FIRST_COMPLETED
+        )
+        for future in done:
+            item = next(waiting, None)
+            if item is not None:
+                running.add(pool.submit(run, item))
+            yield future
+
+
 def _process(
     job: _Job, pending: list[Item], output: OutputFile, concurrency: int
 ) -> tuple[int, int, float]:
@@ -416,11 +437,14 @@ def _process(
         tally.append(job(item))
 
     pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="extract")
+    # Items go to the pool a few at a time: all at once, 2 million of them held 3 GB of
+    # futures more than their items (found by a probe).
+    waiting = iter(pending)
     try:
-        futures = [pool.submit(run, item) for item in pending]
+        running = {pool.submit(run, item) for item in itertools.islice(waiting, 2 * concurrency)}
         with _progress() as progress:
             task = progress.add_task("extract", total=len(pending), failed=0)
-            for future in concurrent.futures.as_completed(futures):
+            for future in _as_finished(running, pool, run, waiting):
                 try:
                     future.result()
                 except _Fatal as exc:
@@ -439,6 +463,7 @@ def _process(
                     ) from None
                 progress.update(task, advance=1, failed=tally.failed)
     except KeyboardInterrupt:
+        hold()  # found by a probe: a second signal here lost the count (`timeout` sends two)
         stopped = "Terminated (SIGTERM)" if terminated() else "Interrupted"
         raise CliError(
             f"{stopped}: {tally.stop()} items finished and written to {output.path}; run "

@@ -584,8 +584,22 @@ class OutputFile:
         except BrokenPipeError:
             raise
         except OSError as exc:
+            if len(view) < len(data):  # part of the line went out: a file takes it back
+                self._take_back(len(data) - len(view), data.startswith(b"\n"))
             what = "standard output" if str(self.path) == "-" else f"output {str(self.path)!r}"
             raise CliError(f"Cannot write {what}: {exc.strerror}.") from None
+
+    def _take_back(self, written: int, newline: bool) -> None:
+        """Cut a line a failed write left half written (a full disk), if the output can be.
+
+        Found by a probe: the output ended in a fragment no JSON reader takes, though "a
+        line is complete JSON or absent". A stream cannot be cut: its reader has the bytes.
+        """
+        assert self._fd is not None
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.fstat(self._fd).st_mode):
+                os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+                self._newline = newline  # the earlier last line is unended again
 
     def _release(self) -> None:
         if self._lock_fd is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
-__all__ = ["EXIT_TERMINATED", "install", "leave_if_terminated", "terminated"]
+__all__ = ["EXIT_TERMINATED", "again", "hold", "install", "leave_if_terminated", "terminated"]
 
 EXIT_TERMINATED = 128 + int(signal.SIGTERM)
 """143: the status of a process ended by SIGTERM."""
@@ -25,15 +25,44 @@ EXIT_TERMINATED = 128 + int(signal.SIGTERM)
 
 class _State:
     received = False
+    installed = False
+    again = False  # a signal came after `hold`
 
 
 def install() -> None:
     """Handle SIGTERM as Ctrl-C, unless it is ignored or handled already (left alone)."""
+    _State.installed = True
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+def hold() -> None:
+    """Only note Ctrl-C and SIGTERM from now on (`again`): the command is ending, and says how.
+
+    Found by a probe: a second signal while the first was handled (``timeout`` signals the
+    process, then its group, milliseconds apart) cut the cleanup short, lost ``extract``'s
+    count, or printed a traceback after the message. The exit is bounded anyway (see
+    ``main``'s wait for worker threads). Only on the command line (`install` ran), from
+    the main thread: a program that calls ``main(argv)`` keeps its own handlers.
+    """
+    if _State.installed:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored stays ignored
+                signal.signal(signum, _noted)
+
+
+def _noted(signum: int, frame: FrameType | None) -> None:
+    _State.again = True
+
+
+def again() -> bool:
+    """Whether Ctrl-C or SIGTERM came after `hold` (an ending command may then leave at once)."""
+    return _State.again
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    if _State.received:  # a second one while the first is handled: the first ends it
+        return
     _State.received = True
     ctrl_c = signal.getsignal(signal.SIGINT)
     if callable(ctrl_c):  # the default raises KeyboardInterrupt; the guard defers it

@@ -7,6 +7,7 @@ parameter skipped the schema check, and ``stop()`` waited 10 s for a silent conn
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -244,3 +245,63 @@ def test_a_parameter_that_is_no_object_is_refused_where_the_sdk_has_no_schema(
     (violation,) = emulator.protocol_violations
     assert violation.startswith(f"{namespace}/{endpoint} rpcCall (the client's request): ")
     emulator.reset()
+
+
+def _raw_upgrade(host: str) -> socket.socket:
+    """A socket of a client that speaks websocket by hand, with a tiny receive buffer."""
+    import base64
+    import os
+
+    name, port = host.rsplit(":", 1)
+    sock = socket.create_connection((name, int(port)))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /llm HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert b" 101 " in sock.recv(1024)
+    return sock
+
+
+def _masked(text: str) -> bytes:
+    data = text.encode()
+    size = bytes([0x80 | len(data)]) if len(data) < 126 else b"\xfe" + len(data).to_bytes(2, "big")
+    return b"\x81" + size + b"\0\0\0\0" + data  # a zero mask leaves the payload as it is
+
+
+def test_a_client_that_reads_no_reply_is_read_no_further_and_stop_is_prompt() -> None:
+    """Found by a probe: 100,000 requests sent and no reply read grew the emulator to 1 GB
+    (a task holding each reply), and stop() then hung past its 15 s."""
+    import threading
+
+    import lmstudio as lms
+
+    emulator = LMStudioEmulator().start()
+    sock = _raw_upgrade(emulator.api_host)
+    auth = {"authVersion": 1, "clientIdentifier": "lazy", "clientPasskey": "p"}
+    sock.sendall(_masked(json.dumps(auth)))
+    calls = b"".join(
+        _masked(json.dumps({"type": "rpcCall", "endpoint": "listLoaded", "callId": i}))
+        for i in range(200_000)
+    )
+    sock.settimeout(20)
+    sender = threading.Thread(target=lambda: _send_ignoring_errors(sock, calls), daemon=True)
+    sender.start()
+    try:
+        time.sleep(3)
+        read = len(emulator.requests)
+        assert read < 150_000, read  # paused once replies pile up, not all 200,000 served
+        with lms.Client(emulator.api_host) as client:  # other clients are served meanwhile
+            assert [m.identifier for m in client.llm.list_loaded()]
+        start = time.monotonic()
+        emulator.stop()
+        assert time.monotonic() - start < 8
+    finally:
+        sock.close()
+        emulator.stop()
+
+
+def _send_ignoring_errors(sock: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):  # the emulator stopped, or the send timed out
+        sock.sendall(data)

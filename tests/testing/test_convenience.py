@@ -52,4 +52,6 @@ def test_greeting_probe(emu: LMStudioEmulator) -> None:
     response = httpx.get(f"http://{emu.api_host}/lmstudio-greeting")
     assert response.status_code == 200
     assert response.json() == {"lmstudio": True}
+    # One Content-Type, JSON's (found by a probe: a second, text/plain, came first).
+    assert response.headers.get_list("content-type") == ["application/json"]
     assert httpx.get(f"http://{emu.api_host}/elsewhere").status_code == 404

@@ -127,18 +127,19 @@ def test_an_endpoint_without_typed_payloads_is_checked_without_failing() -> None
 
 def test_the_emulator_records_violations(emu: LMStudioEmulator) -> None:
     # A malformed frame reaching `send` is recorded; the fixture would fail the test.
+    import asyncio
+
     from outlines_lmstudio.testing._protocol import Connection
 
     conn = Connection.__new__(Connection)
     conn.emu, conn.namespace, conn.sid, conn.closed = emu, "llm", 0, False
+    conn.sending, conn._drained = 0, asyncio.Event()
 
     class _Socket:
         async def send(self, text: str) -> None:
             return None
 
     conn.ws = _Socket()  # type: ignore[assignment]
-    import asyncio
-
     asyncio.run(conn.send({"type": "keepAliveAck"}, None, "rpc"))
     assert emu.protocol_violations
     emu.reset()

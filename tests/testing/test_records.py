@@ -248,3 +248,20 @@ def test_records_are_kept_whole_by_default(make_emulator: MakeEmulator) -> None:
 def test_max_records_is_a_positive_integer(bad: object) -> None:
     with pytest.raises(ValueError, match="max_records must be None or an integer >= 1"):
         LMStudioEmulator(max_records=bad)  # type: ignore[arg-type]
+
+
+def test_lean_records_shorten_long_lists_and_objects(make_emulator: MakeEmulator) -> None:
+    """Found by a probe: the ``emulator`` command kept frames of millions of items whole
+    (five of them: 280 MB, still held after their client had gone)."""
+    emulator = make_emulator(max_records=10, validate_frames=False)
+    parameter = {"items": list(range(50_000)), "keys": {f"k{i}": i for i in range(5_000)}}
+    with raw_socket(emulator, "system") as ws:
+        raw_rpc(ws, "listDownloadedModels", 1, parameter)
+    (request,) = [r for r in emulator.requests if r.endpoint == "listDownloadedModels"]
+    assert request.parameter["items"][:3] == [0, 1, 2]
+    assert request.parameter["items"][-1] == "...<50000 items>"
+    assert len(request.parameter["items"]) == 1_001
+    assert len(request.parameter["keys"]) == 1_001
+    assert request.parameter["keys"]["..."] == 5_000
+    frame = next(f for f in emulator.trace if f.direction == "in" and "parameter" in f.data)
+    assert len(frame.data["parameter"]["items"]) == 1_001

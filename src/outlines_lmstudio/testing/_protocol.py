@@ -59,10 +59,12 @@ def read_frame(raw: str | bytes) -> tuple[Any, str | None]:
         value, depth = level.pop()
         if depth > MAX_DEPTH:
             return None, too_deep
+        # Containers only: a pair per scalar made a flat array of 10 million numbers cost
+        # gigabytes here (found by a probe).
         if isinstance(value, dict):
-            level.extend((item, depth + 1) for item in value.values())
+            level.extend((i, depth + 1) for i in value.values() if isinstance(i, dict | list))
         elif isinstance(value, list):
-            level.extend((item, depth + 1) for item in value)
+            level.extend((i, depth + 1) for i in value if isinstance(i, dict | list))
     if not isinstance(message, dict):
         return message, "Received a frame that is not a JSON object"
     return message, None

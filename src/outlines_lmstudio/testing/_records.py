@@ -189,14 +189,27 @@ def redact(data: Any) -> Any:
     return data
 
 
-def _abbreviate(data: Any) -> Any:
-    """Shorten long strings (base64 uploads) so the trace stays small."""
+_MANY = 1_000
+"""Lean records keep this many items of a list or object, and say how many there were."""
+
+
+def _abbreviate(data: Any, lean: bool = False) -> Any:
+    """Shorten long strings (base64 uploads) so the trace stays small.
+
+    ``lean``: long lists and objects too (found by a probe: the ``emulator`` command kept
+    frames of millions of items whole, 280 MB for five, after their client had gone).
+    """
     if isinstance(data, str) and len(data) > _LONG:
         return f"{data[:60]}...<{len(data)} chars>"
     if isinstance(data, dict):
-        return {k: _abbreviate(v) for k, v in data.items()}
+        if lean and len(data) > _MANY:
+            kept = dict(list(data.items())[:_MANY])
+            return {**{k: _abbreviate(v, lean) for k, v in kept.items()}, "...": len(data)}
+        return {k: _abbreviate(v, lean) for k, v in data.items()}
     if isinstance(data, list):
-        return [_abbreviate(v) for v in data]
+        if lean and len(data) > _MANY:
+            return [*(_abbreviate(v, lean) for v in data[:_MANY]), f"...<{len(data)} items>"]
+        return [_abbreviate(v, lean) for v in data]
     return data
 
 
@@ -233,7 +246,7 @@ class Recorder:
         """Return a request's parameter as a `RecordedRequest` keeps it."""
         if not isinstance(parameter, dict):
             return {}
-        kept: dict[str, Any] = _abbreviate(parameter) if self.lean else parameter
+        kept: dict[str, Any] = _abbreviate(parameter, lean=True) if self.lean else parameter
         return kept
 
     def release(self, client_id: str) -> None:
@@ -261,7 +274,7 @@ class Recorder:
     def frame(self, direction: Literal["in", "out"], namespace: str, sid: int, data: Any) -> None:
         """Record one frame (secrets redacted, long uploads abbreviated)."""
         if self.lean or (isinstance(data, dict) and "parameter" in data):
-            data = _abbreviate(data)
+            data = _abbreviate(data, self.lean)
         data = redact(data)
         frame = Frame(direction, namespace, sid, data, time.monotonic())
         with self.lock:

@@ -95,13 +95,14 @@ def whole_numbers(schema: dict[str, Any]) -> dict[str, Any]:
     """
 
     def whole(node: dict[str, Any]) -> dict[str, Any]:
-        changed = {  # within 64 bits: 1e308 is not worth 309 digits (one so wide is not sent)
+        changed = {  # a count whatever its size (one too large is then refused or not sent);
+            # a bound within 64 bits: 1e308 is not worth 309 digits (one so wide is not sent)
             key: int(value)
             for key in (*_COUNTS, *_BOUNDS)
             if type(value := node.get(key)) is float
             and math.isfinite(value)
             and value.is_integer()
-            and abs(value) < 2**63
+            and (key in _COUNTS or abs(value) < 2**63)
         }
         return {**node, **changed} if changed else node
 
@@ -335,6 +336,13 @@ _SIBLING_BOUND = ("additionalProperties", "patternProperties", "unevaluatedPrope
 """Keywords whose meaning depends on the ``properties`` beside them."""
 _READ_BY_BOUND = ("properties", "patternProperties")
 """What those keywords read beside them."""
+_READS_BESIDE = (
+    (_SIBLING_BOUND, _READ_BY_BOUND),
+    # Found by a probe: maxContains counts the items that match the contains beside it, and
+    # is ignored without one; moved next to another's contains, it refused what was valid.
+    (("minContains", "maxContains"), ("contains",)),
+)
+"""Pairs: keywords whose meaning depends on the others beside them."""
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -358,7 +366,8 @@ def _merge_keyword(key: str, mine: Any, theirs: Any, free: bool) -> tuple[bool, 
 def _reads_the_other(rest: Mapping[str, Any], branch: Mapping[str, Any]) -> bool:
     """Whether a keyword of one side reads properties the other side declares."""
     return any(
-        any(k in one for k in _SIBLING_BOUND) and any(k in other for k in _READ_BY_BOUND)
+        any(k in one for k in reader) and any(k in other for k in read)
+        for reader, read in _READS_BESIDE
         for one, other in ((rest, branch), (branch, rest))
     )
 

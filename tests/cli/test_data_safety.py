@@ -648,3 +648,18 @@ def test_a_full_standard_output_is_named(emulator: LMStudioEmulator, args: tuple
         )
     assert result.returncode == 2, result.stderr
     assert_one_line_error(result, "Cannot write standard output: No space left on device")
+
+
+def test_a_command_that_fails_leaves_ctrl_c_as_it_was(
+    sigterm_as_the_command_has_it: None,
+    emulator: LMStudioEmulator,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Found by a probe: every command's end made Ctrl-C and SIGTERM only noted, so one that
+    failed with a worker stuck could no longer be stopped (an interrupt's end alone does)."""
+    from outlines_lmstudio.cli import main
+
+    before = signal.getsignal(signal.SIGINT)
+    assert main(["--host", emulator.api_host, "generate", "-m", "no-such-model", "hi"]) != 0
+    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.getsignal(signal.SIGTERM) is _sigterm._on_sigterm

@@ -125,13 +125,17 @@ def test_image_is_downscaled_and_sent(
     assert sizes == [(2048, 683), (32, 16)]
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "MPO"])
 def test_a_jpeg_is_sent_with_its_own_quantisation(
-    run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path
+    run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path, fmt: str
 ) -> None:
     """Found by a probe: the CLI's decoded copy had no quantisation tables, so every JPEG
-    was written again at quality 95 (a second lossy pass, 34% more bytes)."""
+    was written again at quality 95 (a second lossy pass, 34% more bytes); and then an MPO
+    (a phone's JPEG with previews) still was."""
     photo = tmp_path / "photo.jpg"
-    Image.effect_noise((64, 48), 40).convert("RGB").save(photo, quality=60, subsampling=0)
+    noise = Image.effect_noise((64, 48), 40).convert("RGB")
+    more = {"save_all": True, "append_images": [noise.resize((16, 12))]} if fmt == "MPO" else {}
+    noise.save(photo, format=fmt, quality=60, subsampling=0, **more)
     result = run_cli("generate", "-m", VISION, "--image", str(photo), "Describe")
     assert result.returncode == 0, result.stderr
     (prediction,) = emulator.predictions

@@ -1210,6 +1210,9 @@ def test_counts_and_bounds_with_a_zero_fraction_are_sent_as_integers() -> None:
         ({"type": "integer", "minimum": 0, "maximum": 2**64 - 1}, "maximum"),
         ({"type": "string", "maxLength": 2**31}, "maxLength"),
         ({"type": "array", "items": {"type": "integer"}, "maxItems": 2**40}, "maxItems"),
+        # Found by a probe: a whole float that large escaped both steps (sent as 1e+19).
+        ({"type": "string", "maxLength": 1e19}, "maxLength"),
+        ({"type": "array", "items": {"type": "integer"}, "maxItems": 1e300}, "maxItems"),
     ],
 )
 def test_numbers_llama_cpp_fails_on_are_reported_loose_and_not_sent(
@@ -1257,3 +1260,25 @@ def test_required_beside_and_in_any_of_branches_is_spread() -> None:
         schema,
         [{"name": "a"}, {"name": "a", "email": "e"}, {"phone": "p"}, {"x": 1}, "s", {}],
     )
+
+
+def test_a_huge_minimum_count_written_as_a_float_is_refused_for_llama_cpp() -> None:
+    """Found by a probe: ``minItems: 1e19`` passed, as ``2**70`` did not."""
+    for schema in (
+        {"type": "array", "items": {"type": "integer"}, "minItems": 1e19},
+        {"type": "string", "minLength": 1e19},
+    ):
+        with pytest.raises(UnsupportedOutputTypeError, match="repetition of more than 2000"):
+            dialect_schema(schema, "gguf")
+
+
+def test_contains_is_not_spread_next_to_a_branch_that_counts_it() -> None:
+    """Found by a probe: ``maxContains`` counts the items matching the ``contains`` beside
+    it and is ignored without one; spread into its branch, it refused ``[1, 2]``."""
+    schema = {
+        "type": "array",
+        "contains": {"type": "integer"},
+        "anyOf": [{"maxContains": 1}, {"minItems": 5}],
+    }
+    keeps_valid_values(spread_one_of, schema, [[1, 2], [1], ["a"], [1, 2, 3, 4, 5], []])
+    assert spread_one_of(schema) == schema

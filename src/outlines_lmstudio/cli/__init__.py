@@ -146,11 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _sigterm.install()
     _hold_stderr()
     try:
-        try:
-            status = _main(argv)
-        finally:
-            _sigterm.hold()  # the command has ended: nothing may cut its report short
+        status = _main(argv)
     except KeyboardInterrupt:  # while `_common`, and the SDK with it, is being imported
+        _sigterm.hold()
         _report(_interrupted())
         status = EXIT_INTERRUPTED
     except RuntimeError as exc:
@@ -262,8 +260,9 @@ def _main(argv: Sequence[str] | None) -> int:
         status: int = args._run(args)
         return status
     except CliError as exc:
-        _sigterm.hold()  # a second signal must not cut the report short (nor add another)
-        _report(exc.message)
+        if exc.code == EXIT_INTERRUPTED:  # `extract`'s count: a second signal must not cut
+            _sigterm.hold()  # its report short (only an interrupt: a stuck worker must
+        _report(exc.message)  # not make a failed command deaf to Ctrl-C, found by a probe)
         return exc.code
     except KeyboardInterrupt:
         _sigterm.hold()

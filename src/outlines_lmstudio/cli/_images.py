@@ -111,7 +111,7 @@ def _decode(path: Path) -> PILImage.Image:
             if frames > 1:  # a copy has one frame: the library would no longer see it
                 raise _Animated(opened.format, frames)
             opened.load()
-            if opened.format == "JPEG":
+            if opened.format in ("JPEG", "MPO"):  # MPO: a phone's JPEG with its previews
                 # Decoded, it no longer needs its file; kept as Pillow's JPEG image, whose
                 # quantisation and subsampling the library writes it again with (found by a
                 # probe: a copy has neither, and every JPEG went at quality 95, 34% larger).

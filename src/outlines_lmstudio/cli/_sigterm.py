@@ -37,13 +37,14 @@ def install() -> None:
 
 
 def hold() -> None:
-    """Only note Ctrl-C and SIGTERM from now on (`again`): the command is ending, and says how.
+    """Only note Ctrl-C and SIGTERM from now on (`again`): an interrupted command is ending.
 
     Found by a probe: a second signal while the first was handled (``timeout`` signals the
     process, then its group, milliseconds apart) cut the cleanup short, lost ``extract``'s
-    count, or printed a traceback after the message. The exit is bounded anyway (see
-    ``main``'s wait for worker threads). Only on the command line (`install` ran), from
-    the main thread: a program that calls ``main(argv)`` keeps its own handlers.
+    count, or printed a traceback after the message. Called only once a command was
+    interrupted, whose exit ``main`` bounds (its wait for worker threads, which a noted
+    signal ends). Only on the command line (`install` ran), from the main thread: a program
+    that calls ``main(argv)`` keeps its own handlers.
     """
     if _State.installed:
         for signum in (signal.SIGINT, signal.SIGTERM):

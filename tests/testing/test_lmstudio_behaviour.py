@@ -768,6 +768,9 @@ def test_a_forked_child_is_told_it_cannot_control_the_parents_emulator(
 def test_loopback_hosts_need_no_opt_in() -> None:
     assert all(map(is_loopback, ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"]))
     assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.1", "example.com", ""]))
+    # Found by a probe: Python 3.11 says an IPv4-mapped loopback address is not one.
+    assert is_loopback("::ffff:127.0.0.1")
+    assert not is_loopback("::ffff:10.0.0.1")
 
 
 def _ipv6_loopback() -> bool:

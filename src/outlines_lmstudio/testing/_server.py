@@ -68,9 +68,12 @@ def is_loopback(host: str) -> bool:
     if host.lower() in ("localhost", "localhost.localdomain"):
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False  # a host name or "": it may resolve to any interface
+    # ::ffff:127.0.0.1 is 127.0.0.1 (Python 3.11's is_loopback says no: found by a probe).
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 # HOST:PORT, as LM Studio's address and the CLI's other --host options are written.
@@ -207,7 +210,8 @@ class LMStudioEmulator(EmulatorState):
         if not is_loopback(host):
             if not allow_remote:
                 raise ValueError(
-                    f"host={host!r} is not a loopback address: the emulator would accept "
+                    f"host={host!r} is not a loopback address (127.x.x.x written in full, ::1 or "
+                    "localhost): the emulator would accept "
                     "connections from other machines, and it has no access control. "
                     "Pass allow_remote=True (CLI: --allow-remote) to bind it anyway."
                 )

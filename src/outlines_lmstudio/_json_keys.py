@@ -77,7 +77,9 @@ def repeated_at(text: str) -> str:
         path, node, seen = stack.pop()
         if isinstance(node, _Pairs):
             if seen:
-                if len({key for key, _ in node}) != len(node):
+                try:
+                    without_repeats(node)
+                except RepeatedKey:
                     return path or "(root)"
                 continue
             children = [(_step(path, key), value) for key, value in node]

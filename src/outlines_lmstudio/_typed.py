@@ -9,6 +9,7 @@ types and with ``jsonschema`` for dict/str schemas.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import math
@@ -142,14 +143,24 @@ def _repeated(exc: RepeatedKey, raw: str) -> _Invalid:
     )
 
 
-def _refuse_repeated_keys(raw: str) -> None:
-    """Refuse a reply Pydantic read whose object writes a key twice (`_repeated`)."""
+def _read_strictly(raw: str) -> Any:
+    """Read a reply with Python's ``json``: one value a key, and no ``NaN``/``Infinity``.
+
+    The one read both paths make: a schema's replies are validated from it, and a Python
+    type's (which Pydantic read) are checked with it for what Pydantic lets through.
+
+    Raises
+    ------
+    _Invalid
+        For an object that writes a key twice (`_repeated`), or a ``NaN``/``Infinity``
+        literal, which the schema sent cannot have asked for. ``json``'s own errors pass.
+    """
     try:
-        json.loads(raw, object_pairs_hook=without_repeats)
+        return json.loads(raw, parse_constant=_not_json, object_pairs_hook=without_repeats)
     except RepeatedKey as exc:
         raise _repeated(exc, raw) from None
-    except (ValueError, RecursionError):
-        return  # Pydantic read what Python's json cannot (a very long number): no object
+    except _NotJson as exc:
+        raise _Invalid([f"(root): invalid JSON: {exc}"]) from exc
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -232,28 +243,6 @@ def _refuse_lone_surrogates(value: Any) -> None:
                 "which is not Unicode text"
             ]
         ) from exc
-
-
-def _json_or_none(raw: str) -> Any:
-    """Return the reply read by Python's ``json`` (every key), or ``None`` if it cannot be."""
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-
-
-def _refuse_non_json_numbers(raw: str) -> None:
-    """Refuse ``NaN`` / ``Infinity`` literals (not inside strings), as the schema path does.
-
-    The schema sent asks for a JSON number, which no engine writes as these; a reply that
-    holds them is not what was asked for, though Pydantic reads them as floats.
-    """
-    try:
-        json.loads(raw, parse_constant=_not_json)
-    except _NotJson as exc:
-        raise _Invalid([f"(root): invalid JSON: {exc}"]) from exc
-    except (ValueError, RecursionError):
-        return  # Pydantic read it: what Python's json cannot is no literal of these
 
 
 _JSON_CAUSES = {
@@ -374,16 +363,19 @@ class Validator(msgspec.Struct, frozen=True):
                         for e in exc.errors()
                     ]
                 ) from exc
-            if "{" in raw:  # a repeated key's first value was never validated
-                _refuse_repeated_keys(raw)
-            # Wherever they are: in a key the type ignores too (found by a probe: accepted).
-            if "NaN" in raw or "Infinity" in raw:  # Pydantic reads these: JSON has none
-                _refuse_non_json_numbers(raw)
+            # Read again only for what Pydantic lets through: a repeated key's first value
+            # (never validated), NaN and Infinity literals (not JSON), and 1e400; wherever
+            # they are, in a key the type ignores too (found by a probe: accepted).
             overflow = _may_overflow(raw)
+            document = None
+            if "{" in raw or "NaN" in raw or "Infinity" in raw or overflow:
+                # Pydantic read what Python's json cannot (a very long number): no object.
+                with contextlib.suppress(ValueError, RecursionError):
+                    document = _read_strictly(raw)
             if self.floats and (self.strict is None or overflow):  # lax: "nan" is a float
                 _refuse_non_finite(value)
             if overflow:  # 1e400 in a key the type ignores
-                _refuse_non_finite(_json_or_none(raw))
+                _refuse_non_finite(document)
             return value
         if self.grammar is not None:
             problems = self.grammar(raw)
@@ -392,11 +384,7 @@ class Validator(msgspec.Struct, frozen=True):
             return raw if self.decode is None else self.decode(raw)
         if self.schema is not None:
             try:
-                value = json.loads(raw, parse_constant=_not_json, object_pairs_hook=without_repeats)
-            except RepeatedKey as exc:
-                raise _repeated(exc, raw) from None
-            except _NotJson as exc:
-                raise _Invalid([f"(root): invalid JSON: {exc}"]) from exc
+                value = _read_strictly(raw)
             except json.JSONDecodeError as exc:
                 raise _Invalid([f"(root): invalid JSON: {exc}"]) from exc
             except ValueError as exc:  # an integer longer than Python reads (4,300 digits)

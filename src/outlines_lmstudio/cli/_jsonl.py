@@ -597,8 +597,9 @@ class OutputFile:
         """
         assert self._fd is not None
         with contextlib.suppress(OSError):
-            if stat.S_ISREG(os.fstat(self._fd).st_mode):
-                os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+            found = os.fstat(self._fd)
+            if stat.S_ISREG(found.st_mode):
+                os.ftruncate(self._fd, found.st_size - written)
                 self._newline = newline  # the earlier last line is unended again
 
     def _release(self) -> None:

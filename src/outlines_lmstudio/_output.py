@@ -271,10 +271,9 @@ def _check_structure(schema: dict[str, Any]) -> None:
             try:
                 engine_pattern(pattern)
             except PatternError as exc:
-                if exc.reason.startswith("not a valid"):
-                    raise InvalidSchemaError(
-                        f"Invalid JSON schema at {pointer or '/'}/pattern: {exc}."
-                    ) from exc
+                if exc.reason.startswith("not a valid"):  # with what to write instead
+                    where = f"{pointer or '/'}/pattern"
+                    raise InvalidSchemaError(_not_a_regex(where, pattern)) from exc
     # A subschema with its own $id resolves its references against itself: leave those to
     # jsonschema's resolver when a reply is validated (a JSON pointer from the root would
     # misjudge them).
@@ -394,7 +393,7 @@ def _not_a_regex(where: str, pattern: object) -> str:
         reason = f"not a regex Python can read ({exc})"
     instead = [how for what, how in _JS_ONLY if what in text]
     hint = (
-        f" It uses syntax only JavaScript reads: write {'; '.join(instead)}."
+        f" It uses syntax JavaScript reads and Python's re does not: write {'; '.join(instead)}."
         if instead
         else " Write it in the syntax Python's re and JavaScript share."
     )

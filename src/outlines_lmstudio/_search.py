@@ -36,7 +36,14 @@ from jsonschema.exceptions import ValidationError
 from pydantic_core import SchemaError, SchemaValidator, core_schema
 from pydantic_core import ValidationError as CoreValidationError
 
-__all__ = ["UnsearchablePatternError", "canonical", "check_patterns", "linear_time", "search"]
+__all__ = [
+    "UnsearchablePatternError",
+    "canonical",
+    "check_patterns",
+    "linear_time",
+    "rust_reads_otherwise",
+    "search",
+]
 
 
 class UnsearchablePatternError(ValueError):
@@ -144,34 +151,93 @@ _RUST_ONLY_IN_CLASS = ("[", "&&", "--", "~~")
 """In a character class, Rust's regex reads these as a nested class, a POSIX class
 (``[[:alpha:]]``), an intersection, a difference and a symmetric difference; ECMA-262 and
 Python's ``re`` read their characters as members."""
+_RUST_MEANING = {
+    "&&": "a class intersection",
+    "--": "a class difference",
+    "~~": "a class symmetric difference",
+    "\\<": "the start of a word",
+    "\\>": "the end of a word",
+}
+_POSIX_CLASS = re.compile(r"\[:\^?[a-z]+:\]")
 
 
-def _for_rust(pattern: str) -> str:
-    r"""Return ``pattern`` with the syntax Rust reads otherwise than ``re`` escaped.
+def _rust_only(pattern: str) -> Iterator[tuple[int, str]]:
+    r"""Yield where Rust's regex reads ``pattern`` otherwise than ``re`` and ECMA-262, and as what.
 
-    Besides the class syntax above, ``\<`` and ``\>`` are word boundaries to Rust and the
-    characters ``<`` and ``>`` to Python. Escaping the first character of a pair keeps the
-    second as Python reads it (``--b``: ``\-`` then a range ending at ``b``).
+    Each place is the index of the first character of the syntax: the class syntax above,
+    or ``\<`` and ``\>`` (word boundaries to Rust, the characters ``<`` and ``>`` to the
+    others). Hand-written: no library compares two regex dialects.
     """
-    out: list[str] = []
     in_class = False
     i = 0
     while i < len(pattern):
         char = pattern[i]
         if char == "\\":
-            escaped = pattern[i + 1 : i + 2]
-            out.append(escaped if escaped in ("<", ">") else pattern[i : i + 2])
+            if pattern[i + 1 : i + 2] in ("<", ">"):
+                yield i, _RUST_MEANING[pattern[i : i + 2]]
             i += 2
             continue
         if in_class:
             if char == "]" and pattern[i - 1] != "[" and pattern[i - 2 : i] != "[^":
                 in_class = False
             elif pattern.startswith(_RUST_ONLY_IN_CLASS, i):
-                char = "\\" + char
+                if char != "[":
+                    yield i, _RUST_MEANING[pattern[i : i + 2]]
+                elif _POSIX_CLASS.match(pattern, i):
+                    yield i, "a POSIX class"
+                else:
+                    yield i, "a nested class"
         elif char == "[":
             in_class = True
-        out.append(char)
         i += 1
+
+
+def rust_reads_otherwise(pattern: str) -> str | None:
+    r"""Name the first syntax of ``pattern`` Rust's regex reads otherwise than ECMA-262.
+
+    Pydantic checks a ``Field(pattern=...)`` with Rust's regex, the engines and JSON Schema
+    read it as ECMA-262: ``[[:alpha:]]`` is a POSIX class to the first and the characters
+    ``[:alph`` followed by ``]`` to the others, so a reply the engine is held to would fail
+    the type.
+
+    Parameters
+    ----------
+    pattern
+        The regular expression.
+
+    Returns
+    -------
+    str or None
+        ``"a POSIX class ([:alpha:]) at position 1"``, or None when both read it alike.
+    """
+    for index, meaning in _rust_only(pattern):
+        if meaning == "a POSIX class":
+            end = pattern.find(":]", index) + 2
+        elif meaning == "a nested class":
+            end = pattern.find("]", index) + 1 or len(pattern)
+        else:
+            end = index + 2
+        return f"{meaning} ({pattern[index:end]}) at position {index}"
+    return None
+
+
+def _for_rust(pattern: str) -> str:
+    r"""Return ``pattern`` with the syntax Rust reads otherwise than ``re`` escaped (`_rust_only`).
+
+    ``\<`` becomes ``<``; escaping the first character of a class pair keeps the second as
+    Python reads it (``--b``: ``\-`` then a range ending at ``b``).
+    """
+    out: list[str] = []
+    last = 0
+    for index, meaning in _rust_only(pattern):
+        out.append(pattern[last:index])
+        if meaning in ("the start of a word", "the end of a word"):
+            out.append(pattern[index + 1])
+            last = index + 2
+        else:
+            out.append("\\")
+            last = index
+    out.append(pattern[last:])
     return "".join(out)
 
 

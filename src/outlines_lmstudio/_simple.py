@@ -28,6 +28,8 @@ from outlines.types.dsl import Term, to_regex
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, WithJsonSchema
 from pydantic_core import CoreSchema
 
+from .errors import UnsupportedOutputTypeError
+
 __all__ = [
     "FullMatchTerms",
     "TermWithoutRegex",
@@ -213,6 +215,32 @@ class FullMatchTerms(GenerateJsonSchema):
             if part:
                 written.append(part)
         return super().generate_inner(cast(CoreSchema, schema))
+
+    def str_schema(self, schema: Any) -> JsonSchemaValue:
+        r"""Write a string's schema as Pydantic does; refuse a pattern read two ways.
+
+        Pydantic validates a ``pattern`` with Rust's regex (unless the type's config says
+        ``regex_engine="python-re"``, or the pattern is a compiled ``re.Pattern``); the
+        engines read the schema's ``pattern`` as ECMA-262. Where the two differ
+        (``[[:alpha:]]``, ``[a-z&&[^b]]``, ``\<``), every reply the engine was held to
+        failed the type (found by a probe), so such a type is refused before sending.
+        """
+        written = super().str_schema(schema)
+        pattern = schema.get("pattern")
+        if isinstance(pattern, str) and self._config.regex_engine != "python-re":
+            from ._search import rust_reads_otherwise  # with the first pattern (import time)
+
+            syntax = rust_reads_otherwise(pattern)
+            if syntax is not None:
+                raise UnsupportedOutputTypeError(
+                    f"The pattern {pattern!r:.200} has {syntax}: Pydantic checks it with "
+                    "Rust's regex, which reads it so, while JSON Schema and the engines read "
+                    "those characters as themselves, so every reply would fail the type. "
+                    "Spell the class out (for example [A-Za-z] for [[:alpha:]], [ac] for "
+                    "[a-c--b]), or escape the character you mean (\\[, \\&, \\-, \\~; < "
+                    "for \\<)."
+                )
+        return written
 
     def datetime_schema(self, schema: Any) -> JsonSchemaValue:
         """Write ``NaiveDatetime`` and ``AwareDatetime`` as the strings they take.

@@ -2,7 +2,9 @@ import dataclasses
 import datetime
 import enum
 import json
+import re
 import uuid
+import warnings
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Optional, TypedDict
 
@@ -235,6 +237,67 @@ def test_a_javascript_only_pattern_is_refused_with_its_portable_spelling(
     assert "at /properties/d/pattern" in message
     assert "not a regex Python can read" in message
     assert instead in message
+
+
+def test_a_pydantic_pattern_with_a_javascript_only_class_says_what_to_write() -> None:
+    """Pydantic's Rust regex reads ``\\p{L}``; the engines' subset does not. The error said
+    only "bad escape \\p" (found by a probe)."""
+
+    class Name(pydantic.BaseModel):
+        name: str = pydantic.Field(pattern=r"^\p{L}+$")
+
+    with pytest.raises(InvalidSchemaError) as info:
+        plan_output(Name)
+    assert "at /properties/name/pattern" in str(info.value)
+    assert r"a character class instead of \p{...}" in str(info.value)
+
+
+# (pattern, a text ECMA-262 and Python's re find it in, the syntax named)
+_RUST_READS_OTHERWISE = [
+    (r"^[[:alpha:]]+$", "a]", r"a POSIX class \(\[:alpha:\]\) at position 2"),
+    (r"^[a-z&&[^b]]$", "a]", r"a class intersection \(&&\) at position 5"),
+    (r"^\<ok$", "<ok", r"the start of a word \(\\<\) at position 1"),
+    (r"^[a[bc]]$", "a]", r"a nested class \(\[bc\]\) at position 3"),
+    (r"^[a-c--b]$", "-", r"a class difference \(--\) at position 5"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "text", "named"), _RUST_READS_OTHERWISE)
+def test_a_pydantic_pattern_rust_reads_otherwise_is_refused_before_sending(
+    pattern: str, text: str, named: str
+) -> None:
+    """Pydantic validates with Rust's regex, the engines write what ECMA-262 reads: every
+    constrained reply failed the type, 3 of 3 on the real engine (found by a probe)."""
+
+    class Field(pydantic.BaseModel):
+        s: str = pydantic.Field(pattern=pattern)
+
+    with warnings.catch_warnings():  # Python's re warns of these very constructs
+        warnings.simplefilter("ignore", FutureWarning)
+        assert re.search(pattern, text)  # what the engine would be held to
+    with pytest.raises(pydantic.ValidationError):  # what the type then says of it
+        Field(s=text)
+    for output_type in (Field, list[Annotated[str, pydantic.Field(pattern=pattern)]]):
+        with pytest.raises(UnsupportedOutputTypeError, match=named) as info:
+            plan_output(output_type)
+        assert "Spell the class out" in str(info.value)
+
+
+def test_a_pattern_pydantic_reads_with_python_re_is_sent() -> None:
+    """With ``regex_engine="python-re"`` (or a compiled pattern) Pydantic reads it as the
+    engines do: nothing is refused, and the engines are asked for what the type takes."""
+
+    class ByConfig(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(regex_engine="python-re")
+        s: str = pydantic.Field(pattern=r"^\<ok$")
+
+    class Compiled(pydantic.BaseModel):
+        s: str = pydantic.Field(pattern=re.compile(r"^\<ok$"))
+
+    for output_type in (ByConfig, Compiled):
+        assert output_type(s="<ok").s == "<ok"
+        sent = plan_output(output_type).response_format["jsonSchema"]  # type: ignore[index]
+        assert re.search(sent["properties"]["s"]["pattern"], "<ok")
 
 
 def test_a_broken_pattern_says_what_python_found() -> None:

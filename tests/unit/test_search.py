@@ -11,7 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outlines_lmstudio._search import UnsearchablePatternError, linear_time, search
+from outlines_lmstudio._search import (
+    UnsearchablePatternError,
+    linear_time,
+    rust_reads_otherwise,
+    search,
+)
 from outlines_lmstudio._typed import json_validator
 
 PATTERNS = [r"^[a-z]+$", r"\d{3}", r"^(ab|cd)*e?$", r"[A-Z][a-z]+ [A-Z]", r"^\s*x", "b", r"^$"]
@@ -235,3 +240,23 @@ def test_a_validator_built_without_a_plan_refuses_such_a_pattern_too() -> None:
     schema = {"type": "string", "pattern": r"^(?=a)([a-z]+ ?)+$"}
     with pytest.raises(InvalidSchemaError, match="look-around"):
         Validator(schema, schema=schema).validate('"' + "a" * 40 + '!"')
+
+
+@pytest.mark.parametrize(
+    ("pattern", "named"),
+    [
+        (r"^[[:digit:]]$", "a POSIX class ([:digit:]) at position 2"),
+        (r"[[:^space:]]", "a POSIX class ([:^space:]) at position 1"),
+        (r"[a[bc]]", "a nested class ([bc]) at position 2"),
+        (r"[a&&b]", "a class intersection (&&) at position 2"),
+        (r"[a~~b]", "a class symmetric difference (~~) at position 2"),
+        (r"x\>", r"the end of a word (\>) at position 1"),
+        (r"^[a-z]+\[[:x:]$", None),  # an escaped bracket opens no class
+        (r"[\[:alpha:]]", None),
+        (r"a&&b--c", None),  # outside a class, the characters themselves to every reader
+        (r"\\<", None),  # an escaped backslash, then <
+        (r"[a&-]", None),  # one & or -, as every reader takes it
+    ],
+)
+def test_syntax_rust_reads_otherwise_is_named(pattern: str, named: str | None) -> None:
+    assert rust_reads_otherwise(pattern) == named

@@ -35,6 +35,7 @@ from ._common import (
 from ._flow import ChunkSink, Flow, Sink
 from ._output import identity
 from ._reply import Reply
+from ._sdk_errors import client_host
 from .errors import InvalidInferenceArgumentError
 
 __all__ = ["OPTIONS", "ModelApi", "ReplyStream", "check_options"]
@@ -169,6 +170,27 @@ class ModelApi(Common):
             options.get("read_timeout", DEFAULT_READ_TIMEOUT),
             options.get("strict_schema", False),
         )
+
+    def __repr__(self) -> str:
+        """Say which model on which host, and the settings that differ from the defaults.
+
+        A notebook cell showed ``<outlines_lmstudio._sync.LMStudio at 0x...>`` (found by a
+        probe). No I/O: a client that has not found its host yet shows none.
+        """
+        cls = type(self)
+        module = cls.__module__
+        where = "outlines_lmstudio" if module.startswith("outlines_lmstudio.") else module
+        parts = [f"model={self.model_name!r}", f"host={client_host(self.client)!r}"]
+        adapter = self._adapter
+        for name, value, default in (
+            ("grammar", getattr(adapter, "grammar", False), False),
+            ("strict_schema", getattr(adapter, "strict_schema", False), False),
+            ("timeout", self.timeout, None),
+            ("max_concurrency", self.max_concurrency, DEFAULT_MAX_CONCURRENCY),
+        ):
+            if value != default:
+                parts.append(f"{name}={value!r}")
+        return f"{where}.{cls.__qualname__}({', '.join(parts)})"
 
     # -- copies: a model holds a live connection ----------------------------------------------
     def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:

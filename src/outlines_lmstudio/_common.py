@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, NamedTuple, TypeAlias
 
@@ -16,6 +16,7 @@ from outlines.inputs import Chat
 from ._adapter import LMStudioTypeAdapter
 from ._cache import AsyncClientCache, SyncClientCache
 from ._config import (
+    MAX_COUNT,
     PredictionArgs,
     check_flag,
     check_seconds,
@@ -43,6 +44,7 @@ from ._sdk_errors import (
 from .errors import (
     InvalidInferenceArgumentError,
     InvalidInferenceValueError,
+    InvalidSchemaError,
     LMStudioConnectionError,
     LMStudioTimeoutError,
     OutlinesLMStudioError,
@@ -240,6 +242,12 @@ def _structured_from_config(
         kind = setting.get("type")
         body = next((setting[k] for k in _STRUCTURED_BODY.get(kind, ()) if k in setting), None)
     if kind == "json" and body is not None:
+        if not isinstance(body, Mapping):  # the SDK's struct takes any value there
+            raise InvalidSchemaError(
+                "config['structured']['jsonSchema'] must be a JSON schema object (a dict), "
+                f"got {type(body).__name__} {body!r:.80}. Pass the schema as a dict, or pass "
+                "it (a dict, or its JSON text) as the output type instead of in config."
+            )
         plan = plan_output(body if isinstance(body, dict) else dict(body))
     elif kind == "gbnf" and body is not None:
         if not isinstance(body, str) or not body.strip():
@@ -531,6 +539,9 @@ def check_retries(value: object) -> int:
     number = real_number(value)
     if not isinstance(number, int):  # a wrong type: a TypeError
         raise InvalidInferenceArgumentError(f"retries must be an int >= 0, got {value!r}.")
-    if number < 0:
-        raise InvalidInferenceValueError(f"retries must be an int >= 0, got {value!r}.")
+    if not 0 <= number <= MAX_COUNT:  # a count, checked as every other count is
+        raise InvalidInferenceValueError(
+            f"retries must be an int from 0 to {MAX_COUNT:,}, got {value!r:.40}. Each re-ask "
+            "adds the reply and its errors to the chat: a few are what helps."
+        )
     return number

@@ -1294,5 +1294,9 @@ def plan_output(
     try:
         hash((output_type, order))
     except TypeError:
+        hashable = False
+    else:
+        hashable = True
+    if not hashable:  # planned outside the handler: its errors carry no hash TypeError
         return _plan(output_type, grammar, strict_schema)
     return _plan_cached(output_type, grammar, strict_schema, order)

@@ -446,7 +446,9 @@ def stream_text(
     try:
         while (fragments := reader.read()) is not None:
             for fragment in fragments:
-                for chunk in splitter.feed(fragment.content, fragment.reasoning_type):
+                for chunk in splitter.feed(
+                    fragment.content, fragment.reasoning_type, tokens_count=fragment.tokens_count
+                ):
                     if not chunk.reasoning:
                         yield chunk.text
         for chunk in splitter.close():

@@ -137,9 +137,11 @@ def test_python_dash_m_cli_is_the_command() -> None:
 def test_emulator_bad_token_latency_is_a_usage_error(latency: str) -> None:
     result = run("emulator", "--token-latency", latency)
     assert result.returncode == 2
+    # "0 or more" for inf said nothing of the limit (found by a probe)
     assert result.stderr == (
-        f"outlines-lmstudio: error: --token-latency must be 0 or more seconds, "
-        f"got {float(latency)}.\n"
+        f"outlines-lmstudio: error: --token-latency must be 0 to 60 seconds, "
+        f"got {float(latency):g}: it is the pause before each fragment of every reply (0.1 is "
+        "a slow model).\n"
     )
 
 
@@ -160,7 +162,7 @@ def test_emulator_token_latency_above_a_minute_is_refused(latency: str, module: 
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr == (
-        f"{prefix}--token-latency must be at most 60 seconds, got {float(latency):g}: it is "
+        f"{prefix}--token-latency must be 0 to 60 seconds, got {float(latency):g}: it is "
         "the pause before each fragment of every reply (0.1 is a slow model).\n"
     )
 
@@ -171,7 +173,10 @@ def test_emulator_module_bad_token_latency_names_the_option() -> None:
         command, capture_output=True, text=True, env=cli_env(), timeout=30, check=False
     )
     assert result.returncode == 2
-    assert result.stderr == "--token-latency must be 0 or more seconds, got nan.\n"
+    assert result.stderr == (
+        "--token-latency must be 0 to 60 seconds, got nan: it is the pause before each "
+        "fragment of every reply (0.1 is a slow model).\n"
+    )
 
 
 def test_emulator_remote_warning_is_one_line() -> None:
@@ -480,16 +485,24 @@ def test_a_gguf_file_named_in_capitals_is_keyed_without_its_suffix(tmp_path: Pat
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--load-latency", "-1"], "--load-latency must be 0 or more seconds, got -1.0."),
-        (["--prompt-latency", "nan"], "--prompt-latency must be 0 or more seconds, got nan."),
+        (
+            ["--load-latency", "-1"],
+            "--load-latency must be 0 to 60 seconds, got -1: it is the time every model "
+            "load takes.",
+        ),
+        (
+            ["--prompt-latency", "nan"],
+            "--prompt-latency must be 0 to 60 seconds, got nan: it is the prompt processing "
+            "before every reply.",
+        ),
         (
             ["--load-latency", "61"],
-            "--load-latency must be at most 60 seconds, got 61: it is the time every model "
+            "--load-latency must be 0 to 60 seconds, got 61: it is the time every model "
             "load takes.",
         ),
         (
             ["--prompt-latency", "1e9"],
-            "--prompt-latency must be at most 60 seconds, got 1e+09: it is the prompt "
+            "--prompt-latency must be 0 to 60 seconds, got 1e+09: it is the prompt "
             "processing before every reply.",
         ),
     ],

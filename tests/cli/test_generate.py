@@ -252,7 +252,7 @@ def test_bad_schema_file(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: 
         (["--retries", "-1", "--schema", "s.json"], "{}", "--retries must be 0 or more"),
         # Accepted: a reply that never validates was asked for again without end.
         (["--retries", "9" * 30, "--schema", "s.json"], "{}", "--retries must be at most 10"),
-        (["--temperature", "-1"], None, "--temperature must be 0 or more"),
+        (["--temperature", "-1"], None, "--temperature must be a finite number, 0 or more"),
         # Found by a probe: the first "properties" was dropped, NaN read as a number.
         (["--schema", "s.json"], '{"properties": {}, "properties": {}}', "key 'properties' twice"),
         (["--schema", "s.json"], '{"maximum": NaN}', "holds NaN, which is not JSON"),

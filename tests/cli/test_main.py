@@ -150,6 +150,9 @@ def test_lmstudio_host_environment_variable(
         ("192.168..1:1234", "is not HOST:PORT (encoding with 'idna' codec failed"),
         ("xn--:1234", "is not HOST:PORT (Malformed A-label"),
         # found by a probe: connected over plain ws://, silently
+        # found by a probe: "(Invalid port: ':1:1234')"
+        ("::1:1234", "an IPv6 address goes in brackets, e.g. [::1]:1234"),
+        ("fe80::1", "an IPv6 address goes in brackets"),
         ("https://127.0.0.1:1234", "asks for an encrypted connection (https://)"),
         ("wss://127.0.0.1:1234", "asks for an encrypted connection (wss://)"),
     ],
@@ -157,7 +160,7 @@ def test_lmstudio_host_environment_variable(
 def test_bad_host_or_port_is_a_usage_error(run_cli: RunCli, host: str, needle: str) -> None:
     given = run_cli("--host", host, "models", host=False)
     assert given.returncode == 2
-    assert_one_line_error(given, f"--host {host.removeprefix('http://').rstrip('/')!r}", needle)
+    assert_one_line_error(given, f"--host {host!r}", needle)  # as written (found by a probe)
     variable = run_cli("models", host=False, env=cli_env(LMSTUDIO_HOST=host))
     assert variable.returncode == 2
     assert_one_line_error(variable, "LMSTUDIO_HOST", needle)
@@ -384,8 +387,14 @@ def test_ctrl_c_while_the_command_line_starts_is_status_130(
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["generate", "--temperature", "nan", "hi"], "--temperature must be 0 or more, got nan"),
-        (["generate", "--temperature", "inf", "hi"], "--temperature must be 0 or more, got inf"),
+        (
+            ["generate", "--temperature", "nan", "hi"],
+            "--temperature must be a finite number, 0 or more, got nan",
+        ),
+        (
+            ["generate", "--temperature", "inf", "hi"],
+            "--temperature must be a finite number, 0 or more, got inf",
+        ),
         (["generate", "--max-tokens", "9" * 20, "hi"], "--max-tokens must be at most"),
         (
             ["extract", "--schema", "s.json", "--input", "in.jsonl", "--output", "nodir/o.jsonl"],

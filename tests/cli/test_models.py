@@ -254,6 +254,35 @@ def test_terminal_table_never_wraps_keys(
     assert "Left out to fit the terminal:" in screen
 
 
+@pytest.mark.parametrize("columns_variable", [True, False])
+def test_a_dumb_terminal_is_as_wide_as_it_is(
+    emulator: LMStudioEmulator, columns_variable: bool
+) -> None:
+    """Rich takes ``TERM=dumb`` (Emacs' shell, some CI runners) as 80 columns: a 160-column
+    terminal lost three columns, ``COLUMNS`` or not (found by a probe)."""
+    import pexpect
+
+    command = script_path()
+    env = cli_env(TERM="dumb", COLUMNS="160")
+    if not columns_variable:
+        env.pop("COLUMNS")
+    child = pexpect.spawn(
+        command[0],
+        [*command[1:], "--host", emulator.api_host, "models"],
+        env=env,
+        encoding="utf-8",
+        timeout=15,
+        dimensions=(50, 160),
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = (child.before or "").replace("\r", "")
+    assert child.exitstatus == 0
+    assert "Models on" in screen
+    assert "Left out" not in screen, screen
+    assert all(name in screen for name in _WIDTHS), screen
+
+
 def test_a_columns_of_zero_still_shows_the_table(emulator: LMStudioEmulator) -> None:
     import pexpect
 

@@ -104,6 +104,9 @@ def test_complete_reports_a_budget_spent_on_reasoning(
     assert result.returncode == 1, result.stdout
     assert "spent on reasoning" in result.stderr
     assert "--max-tokens" in result.stderr
+    # Found by a probe: it counted "0 of them reasoning" (generate counted them all).
+    assert "(3 tokens predicted, 3 of them reasoning)" in result.stderr
+    assert result.stderr.rstrip().endswith("off."), result.stderr
 
 
 def _items(tmp_path: Path, count: int) -> Path:

@@ -180,6 +180,14 @@ class _Odd:
     tag: Literal["\udc00"]
 
 
+_NOT_SCHEMA_OBJECTS: tuple[object, ...] = ('{"type": "integer"}', [], True, 5)
+
+
+def _with_json_schema(body: object) -> Callable[[LMStudio], object]:
+    """A call whose ``config['structured']`` holds ``body`` as its JSON schema."""
+    return lambda m: m("x", config={"structured": {"type": "json", "jsonSchema": body}})
+
+
 def _search(query: str) -> None:
     """A tool: Outlines' local models read an Enum of these as each signature's schema."""
 
@@ -1042,6 +1050,14 @@ CASES = [
         ValueError,
         "retries",
     ),
+    # found by a probe (session 49): accepted, where every other count stops at 2**31 - 1
+    Case(
+        "parse retries beyond a count",
+        lambda m: m.parse("x", int, retries=2**31),
+        E.InvalidInferenceValueError,
+        ValueError,
+        "retries must be an int from 0 to 2,147,483,647",
+    ),
     Case(
         "parse_stream bad type",
         lambda m: m.parse_stream("x", Widget),
@@ -1083,6 +1099,18 @@ CASES = [
         E.UnsupportedOutputTypeError,
         TypeError,
         "'not'",
+    ),
+    # found by a probe (session 49): a JSON string, a bool or a number there escaped as a
+    # builtin error from dict(), and a list was sent as "any JSON value"
+    *(
+        Case(
+            f"config structured schema that is a {type(body).__name__}",
+            _with_json_schema(body),
+            E.InvalidSchemaError,
+            ValueError,
+            "must be a JSON schema object",
+        )
+        for body in _NOT_SCHEMA_OBJECTS
     ),
     Case(
         "config structured json without a schema",

@@ -495,3 +495,19 @@ def test_a_shallow_copy_is_another_model_on_the_same_client(fronts: Fronts) -> N
         fronts.run(twin.close())  # not the owner: the client stays open
         assert model("still open")
         fronts.run(raw.close())
+
+
+def test_a_model_shows_its_key_host_and_changed_settings(fronts: Fronts) -> None:
+    """A notebook cell showed ``<outlines_lmstudio._sync.LMStudio at 0x...>`` (found by a
+    probe): the public class, the model, the host and what differs from the defaults."""
+    name = "LMStudio" if fronts.front == "sync" else "AsyncLMStudio"
+    client = fronts.client()
+    plain = fronts.raw(fronts.model(client, TEXT_MODEL))
+    assert repr(plain) == (
+        f"outlines_lmstudio.{name}(model={TEXT_MODEL!r}, host={fronts.api_host!r})"
+    )
+    tuned = fronts.raw(fronts.model(client, grammar=True, timeout=5.0, max_concurrency=2))
+    assert repr(tuned) == (
+        f"outlines_lmstudio.{name}(model=None, host={fronts.api_host!r}, grammar=True, "
+        "timeout=5.0, max_concurrency=2)"
+    )

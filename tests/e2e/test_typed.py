@@ -362,6 +362,22 @@ def test_a_stop_string_inside_a_number_is_not_a_value(
     assert model.parse("q", int, stop=[". "]) == 42
 
 
+def test_a_value_a_stop_string_cut_is_not_asked_again(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """The model is not told of stop=: it wrote the same cut answer each time, and
+    ``retries=3`` made 4 requests before the same ParseError (found by a probe). It is
+    raised at once, as a truncated reply is; a reply that is only invalid is re-asked."""
+    emulator.script(TEXT_MODEL, ["3.14", "2.71", "1.41", "1.73"])
+    with pytest.raises(ParseError, match=r"after 1 attempt\(s\) \(a stop string ended it") as info:
+        make_model(TEXT_MODEL).parse("q", float, stop=["."], retries=3)
+    assert (info.value.raw, info.value.attempts) == ("3", 1)
+    assert len(emulator.predictions) == 1
+    emulator.script(TEXT_MODEL, ["three!", "3!"])
+    assert make_model(TEXT_MODEL).parse("q", int, stop=["!"], retries=1) == 3
+    assert len(emulator.predictions) == 3
+
+
 def test_a_stop_string_inside_a_cfg_reply_is_not_a_value(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import json
+import pickle
 import subprocess
 import sys
 import time
@@ -265,3 +268,47 @@ def test_lean_records_shorten_long_lists_and_objects(make_emulator: MakeEmulator
     assert request.parameter["keys"]["..."] == 5_000
     frame = next(f for f in emulator.trace if f.direction == "in" and "parameter" in f.data)
     assert len(frame.data["parameter"]["items"]) == 1_001
+
+
+def test_a_record_copies_and_pickles_with_its_cancel_state(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    """A record's ``cancel_event``, once waited on, held the emulator's running loop:
+    ``pickle``, ``copy.deepcopy`` and ``dataclasses.asdict`` of it failed ("cannot pickle
+    'async_generator' object") and printed tracebacks (found by a probe)."""
+    model = client.llm.model(TEXT)
+    model.respond("hi")
+    stream = model.respond_stream("A long answer", config={"maxTokens": 300})
+    for _ in stream:
+        stream.cancel()
+    emu.wait_until(lambda: len(emu.predictions) == 2 and all(p.done for p in emu.predictions))
+    finished, cancelled = emu.predictions
+    assert (finished.cancelled, cancelled.cancelled) == (False, True)
+    for record in (finished, cancelled):
+        for copied in (pickle.loads(pickle.dumps(record)), copy.deepcopy(record)):
+            assert copied == record  # every compared field
+            assert copied.cancel_event.is_set() is record.cancelled
+            assert copied.cancel_event is not record.cancel_event
+        as_dict = dataclasses.asdict(record)
+        assert (as_dict["text"], as_dict["cancelled"]) == (record.text, record.cancelled)
+    assert copy.deepcopy(emu.predictions) == emu.predictions
+
+
+@pytest.mark.parametrize(
+    ("copying", "said"),
+    [
+        (copy.copy, r"be copied \(copy.copy\)"),
+        (copy.deepcopy, r"be deep-copied"),
+        (lambda emulator: pickle.dumps(emulator), "be pickled"),
+    ],
+)
+def test_an_emulator_is_not_copied(
+    make_emulator: MakeEmulator, copying: Callable[[LMStudioEmulator], object], said: str
+) -> None:
+    """``copy.copy`` shared the server: the copy's ``stop()`` closed the original's loop,
+    whose ``with`` exit then raised "Event loop is closed" (found by a probe)."""
+    emulator = make_emulator()
+    with pytest.raises(TypeError, match=said):
+        copying(emulator)
+    with lms.Client(emulator.api_host) as client:  # still serving
+        assert client.llm.model(TEXT).respond("hi").content

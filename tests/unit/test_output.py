@@ -937,3 +937,14 @@ def test_a_value_a_validator_of_the_user_reads_first_is_not_refused(
     assert model.model_validate_json('{"release": "2024-01-01"}')
     with pytest.raises(UnsupportedOutputTypeError, match="cannot read back from JSON"):
         plan_output(_NotValidated)
+
+
+@pytest.mark.parametrize("output_type", [Regex("a+"), CFG('start: "a"'), [1, 2], {1, 2}], ids=repr)
+def test_an_unhashable_output_type_is_refused_without_the_hash_error_behind_it(
+    output_type: object,
+) -> None:
+    """The refusal was raised inside the handler of the cache's ``hash``: its traceback
+    opened with ``TypeError: unhashable type: 'Regex'`` (found by a probe)."""
+    with pytest.raises(UnsupportedOutputTypeError) as info:
+        plan_output(output_type)
+    assert info.value.__context__ is None

@@ -21,6 +21,7 @@ import functools
 import math
 import os
 import re
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -165,8 +166,8 @@ def _for_the_shell(text: str) -> str:
             "Ways out: restructure the schema without it, or, for a GGUF model, describe the "
             "output with --regex instead of a schema.",
         ),
-        ("; the reasoning so far is in .reasoning", ""),
-        ("; the reasoning is in .reasoning", ""),
+        ("; the reasoning so far is in .reasoning", "."),
+        ("; the reasoning is in .reasoning", "."),
         ("aise max_tokens", "aise --max-tokens"),
     )
     for python, shell in hints:
@@ -280,15 +281,38 @@ def _environ() -> dict[str, str]:
     }
 
 
+def _size() -> tuple[int | None, int | None]:
+    """Return the terminal's size for a ``TERM=dumb`` terminal, which rich takes as 80x25.
+
+    Emacs' shell and some CI runners set ``TERM=dumb`` in a wide window: ``models`` left out
+    columns of a 120-column ``COLUMNS`` (found by a probe). The size is read as for any
+    other terminal (``COLUMNS``/``LINES``, else the terminal's, else 80x24).
+    """
+    if os.environ.get("TERM", "").lower() not in ("dumb", "unknown"):
+        return None, None  # rich's own reading
+    columns, lines = shutil.get_terminal_size()
+    return columns, lines
+
+
 def console() -> Console:
     """Return a rich console on standard output (markup off: styles go in `rich.text.Text`)."""
-    return _console_class()(highlight=False, markup=False, _environ=_environ())
+    width, height = _size()
+    return _console_class()(
+        highlight=False, markup=False, _environ=_environ(), width=width, height=height
+    )
 
 
 def err_console() -> Console:
     """Return a rich console on standard error (messages, progress bars; markup off)."""
+    width, height = _size()
     return _console_class()(
-        stderr=True, highlight=False, soft_wrap=True, markup=False, _environ=_environ()
+        stderr=True,
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+        _environ=_environ(),
+        width=width,
+        height=height,
     )
 
 
@@ -429,7 +453,9 @@ def sampling_kwargs(args: argparse.Namespace, *, structured: bool = False) -> di
         args.penalty_off = True  # the banner says so
     if args.temperature is not None:
         if not math.isfinite(args.temperature) or args.temperature < 0:
-            raise CliError(f"--temperature must be 0 or more, got {args.temperature}.")
+            raise CliError(
+                f"--temperature must be a finite number, 0 or more, got {args.temperature}."
+            )
         kwargs["temperature"] = args.temperature
     if args.max_tokens is not None:
         if args.max_tokens < 1:
@@ -596,6 +622,12 @@ def _check_host(host: str, source: str, given: str | None = None) -> None:
     if given is not None and not host:
         raise CliError(f"{source} {given!r} has no host name: give HOST:PORT, e.g. 127.0.0.1:1234.")
     example = "e.g. 127.0.0.1:1234 (see outlines-lmstudio --help)"
+    shown = given if given is not None else host  # as the user wrote it (found by a probe)
+    if host.count(":") > 1 and re.fullmatch(r"[0-9A-Fa-f:.]+", host.rpartition(":")[0]):
+        raise CliError(
+            f"{source} {shown!r} is not HOST:PORT: an IPv6 address goes in brackets, "
+            "e.g. [::1]:1234."
+        )
     try:
         url = httpx.URL(f"http://{host}")
         port = url.port
@@ -604,17 +636,17 @@ def _check_host(host: str, source: str, given: str | None = None) -> None:
         # too long label, "192.168..1", fails there as a UnicodeError, not a connect error).
         url.raw_host.decode("ascii").encode("idna")
     except (httpx.InvalidURL, UnicodeError) as exc:
-        raise CliError(f"{source} {host!r} is not HOST:PORT ({exc}): {example}.") from None
+        raise CliError(f"{source} {shown!r} is not HOST:PORT ({exc}): {example}.") from None
     if not name:
-        raise CliError(f"{source} {host!r} has no host name: give HOST:PORT, {example}.")
+        raise CliError(f"{source} {shown!r} has no host name: give HOST:PORT, {example}.")
     if extra := re.search(r"[/?#].*", host):
         raise CliError(
-            f"{source} {host!r} has more than HOST:PORT ({extra.group()!r}): give only the host "
+            f"{source} {shown!r} has more than HOST:PORT ({extra.group()!r}): give only the host "
             f"and port of LM Studio's server, {example}."
         )
     if port is not None and not 0 < port <= 65535:
         raise CliError(
-            f"{source} {host!r}: {port} is not a port: use 1 to 65535 "
+            f"{source} {shown!r}: {port} is not a port: use 1 to 65535 "
             "(see outlines-lmstudio --help)."
         )
     # httpx reads more than HOST:PORT spells ("127.0.0.1:" has no port, "+80" and "٩٩" are
@@ -622,7 +654,7 @@ def _check_host(host: str, source: str, given: str | None = None) -> None:
     if not _HOST_PORT.fullmatch(host):
         written = host.rpartition(":")[2] if ":" in host else ""
         what = "is not a host name and a port in digits 0-9" if written else "has no port"
-        raise CliError(f"{source} {host!r} {what}: give HOST:PORT, {example}.")
+        raise CliError(f"{source} {shown!r} {what}: give HOST:PORT, {example}.")
 
 
 _HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):[0-9]+")

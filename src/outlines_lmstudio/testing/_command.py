@@ -211,11 +211,9 @@ def token_latency_problem(latency: float, kind: str = "token") -> str | None:
     Every latency takes 0 to `MAX_TOKEN_LATENCY` seconds.
     """
     option = f"--{kind}-latency"
-    if not math.isfinite(latency) or latency < 0:
-        return f"{option} must be 0 or more seconds, got {latency}."
-    if latency > MAX_TOKEN_LATENCY:
+    if not math.isfinite(latency) or latency < 0 or latency > MAX_TOKEN_LATENCY:
         return (
-            f"{option} must be at most {MAX_TOKEN_LATENCY:g} seconds, got {latency:g}: "
+            f"{option} must be 0 to {MAX_TOKEN_LATENCY:g} seconds, got {latency:g}: "
             f"it is {_LATENCIES[kind]}."
         )
     return None

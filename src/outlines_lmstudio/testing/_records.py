@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._tools import ToolCall
 
-__all__ = ["REDACTED", "Frame", "Prediction", "RecordedRequest", "Recorder", "Upload", "redact"]
+__all__ = [
+    "REDACTED",
+    "CancelEvent",
+    "Frame",
+    "Prediction",
+    "RecordedRequest",
+    "Recorder",
+    "Upload",
+    "redact",
+]
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,26 @@ class RecordedRequest:
     parameter: dict[str, Any]
     client_id: str
     time: float
+
+
+class CancelEvent(asyncio.Event):
+    """An ``asyncio.Event`` that copies and pickles as its state, set or not.
+
+    Once waited on, an event holds the emulator's event loop: a `Prediction` then could not
+    be pickled, deep-copied or given to ``dataclasses.asdict`` (found by a probe), and the
+    attempt dragged the running loop along. A copy is a new event, set if this one is.
+    """
+
+    def __reduce__(self) -> tuple[Any, tuple[bool]]:
+        return _cancel_event, (self.is_set(),)
+
+
+def _cancel_event(is_set: bool) -> CancelEvent:
+    """Make a `CancelEvent` (what a pickled or copied one becomes)."""
+    event = CancelEvent()
+    if is_set:
+        event.set()
+    return event
 
 
 @dataclass
@@ -106,7 +135,7 @@ class Prediction:
     disconnected: bool = False
     error: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
-    cancel_event: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)
+    cancel_event: asyncio.Event = field(default_factory=CancelEvent, repr=False, compare=False)
     # The emulator's reset count when it arrived (`EmulatorState._epoch`): a prediction of
     # an earlier test neither takes this test's scripts nor counts in its peak concurrency.
     _epoch: int = field(default=0, init=False, repr=False, compare=False)

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Collection, Sequence
 from http import HTTPStatus
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, SupportsIndex
 
 from outlines_lmstudio.testing._catalogue import EmulatedModel
 from outlines_lmstudio.testing._endpoints import CHANNEL_HANDLERS, RPC_HANDLERS
@@ -327,6 +327,34 @@ class LMStudioEmulator(EmulatorState):
                     # llama.cpp engines hold their model's weights and KV cache (hundreds
                     # of MB), which a stopped emulator kept for as long as it lived.
                     self._engines = {}
+
+    # -- copies: an emulator owns its server ------------------------------------------------
+    def __copy__(self) -> NoReturn:
+        """Refuse a copy: it would share this server, and its ``stop()`` would stop both.
+
+        Raises
+        ------
+        TypeError
+            Always (found by a probe: the copy's ``stop()`` closed the original's event
+            loop, whose ``with`` block then failed).
+        """
+        raise TypeError(self._no_copy("be copied (copy.copy)"))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> NoReturn:
+        """Refuse a deep copy; see `__copy__`."""
+        raise TypeError(self._no_copy("be deep-copied (copy.deepcopy)"))
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        """Refuse to pickle it; see `__copy__`."""
+        raise TypeError(self._no_copy("be pickled"))
+
+    def _no_copy(self, what: str) -> str:
+        return (
+            f"An LMStudioEmulator cannot {what}: it owns a server thread and its sockets. "
+            "Start another with LMStudioEmulator(...) where one is needed, and pass its "
+            "api_host (a string) to other processes; copy its records (emulator.predictions, "
+            "emulator.requests), which copy and pickle."
+        )
 
     def __enter__(self) -> LMStudioEmulator:
         self.start()

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from outlines_lmstudio.testing._records import CancelEvent
+
 __all__ = [
     "Channel",
     "ConnectionDropped",
@@ -65,7 +67,7 @@ class Channel:
     endpoint: str
     cancelled: bool = False
     finished: bool = False
-    cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel_event: asyncio.Event = field(default_factory=CancelEvent)  # copied in its record
 
 
 async def acquire_unless_cancelled(

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     BatchGenerationError,
     EmptyAnswerError,
+    InvalidClientError,
     InvalidImageError,
     InvalidInferenceArgumentError,
     InvalidInferenceValueError,
@@ -70,6 +71,7 @@ __all__ = [
     "AsyncLMStudio",
     "BatchGenerationError",
     "EmptyAnswerError",
+    "InvalidClientError",
     "InvalidImageError",
     "InvalidInferenceArgumentError",
     "InvalidInferenceValueError",

@@ -36,7 +36,7 @@ from ._flow import ChunkSink, Flow, Sink
 from ._output import identity
 from ._reply import Reply
 from ._sdk_errors import client_host
-from .errors import InvalidInferenceArgumentError
+from .errors import InvalidClientError, InvalidInferenceArgumentError
 
 __all__ = ["OPTIONS", "ModelApi", "ReplyStream", "check_options"]
 
@@ -156,7 +156,7 @@ class ModelApi(Common):
         check_options(where, options)
         wanted = self._client_class.__name__
         if not isinstance(client, self._client_class):
-            raise InvalidInferenceArgumentError(
+            raise InvalidClientError(
                 f"{type(self).__name__} needs an lmstudio.{wanted}, got {type(client).__name__}. "
                 "from_lmstudio(client) picks the model class for either kind of client."
             )

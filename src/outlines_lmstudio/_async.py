@@ -31,6 +31,7 @@ from ._common import (
     ModelTraits,
     Request,
     SeveralInputs,
+    in_batch_item,
     no_backend,
 )
 from ._flow import Call, Effect, Emit, Flow, Sink, wait_limit
@@ -140,7 +141,7 @@ def _settled_now(request: _Deferred) -> Request:
             prompt = settled(request.prompt)
         except OutlinesLMStudioError as exc:
             if request.item is not None:
-                exc.add_note(f"(in batch item {request.item})")
+                in_batch_item(exc, request.item)
             raise
         request.done.append((request.prompt, prompt))
     return Request(prompt, request.plan, request.args, request.key, request.lookups, request.made)

@@ -417,7 +417,7 @@ class Common:
                 prompt = self._adapter.format_input(item)
                 requests.append(Request(prompt, plan, args, key, lookups, made))
             except OutlinesLMStudioError as exc:
-                exc.add_note(f"(in batch item {index})")
+                in_batch_item(exc, index)
                 raise
         return requests, limit
 
@@ -484,7 +484,10 @@ class Common:
             host=client_host(self.client),
             model=request.key or self.model_name,
             hint="Pass a larger read_timeout= to from_lmstudio if the model needs longer "
-            "(loading a large model, a long prompt), or check the server.",
+            "(loading a large model, a long prompt, or waiting its turn: LM Studio runs a "
+            "few predictions at once, 4 by default, and a queued one hears nothing; bound "
+            "your concurrent calls, e.g. with an asyncio.Semaphore or model.batch), or "
+            "check the server.",
         )
 
     def _connect_error(self, exc: BaseException) -> LMStudioConnectionError:
@@ -533,6 +536,18 @@ def no_backend(backend: str | None) -> None:
             f"backend={backend!r} has no effect: LM Studio does the constrained decoding itself. "
             "Leave backend unset."
         )
+
+
+def in_batch_item(exc: OutlinesLMStudioError, index: int) -> None:
+    """Say in a bad input's error which item of a batch it is (``Batch item 50: ...``).
+
+    The message itself, not a note: a note shows only in a full traceback, and
+    ``str(exc)`` in a log line lost which of 100 inputs was wrong (found by a probe).
+    """
+    if exc.args and isinstance(exc.args[0], str):
+        exc.args = (f"Batch item {index}: {exc.args[0]}", *exc.args[1:])
+    else:
+        exc.add_note(f"(in batch item {index})")
 
 
 def check_retries(value: object) -> int:

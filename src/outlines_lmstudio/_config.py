@@ -19,7 +19,7 @@ from functools import cache
 from typing import Any
 
 import msgspec
-from lmstudio import LlmPredictionConfig
+from lmstudio import LlmLoadModelConfig, LlmPredictionConfig
 
 from .errors import InvalidInferenceArgumentError, InvalidInferenceValueError
 
@@ -121,6 +121,30 @@ def _count(name: str, value: object) -> object:
     number = _real(name, value, integer=True)
     if number < 1:
         raise InvalidInferenceValueError(f"{name} must be at least 1, got {_describe(value)}.")
+    return int(number)
+
+
+TOP_K_RANGE = (-1, 500)
+"""LM Studio's range for ``topKSampling`` (lmstudio-js, ``lms-kv-config``'s schema:
+``numeric, { min: -1, max: 500, int: true }``); 0 and -1 turn top-k off, as in llama.cpp."""
+
+
+def _top_k(name: str, value: object) -> object:
+    """``topKSampling``: a whole number from -1 to 500 (0 or -1: off).
+
+    A whole float is taken as the int it is: the SDK types the key as a float, and gives
+    back ``20.0`` in a prediction's config (found by a probe: passing that config back was
+    refused).
+    """
+    number = _real(name, value)
+    if isinstance(number, float) and not number.is_integer():
+        raise InvalidInferenceValueError(f"{name} must be a whole number, got {_describe(value)}.")
+    low, high = TOP_K_RANGE
+    if not low <= number <= high:
+        raise InvalidInferenceValueError(
+            f"{name} must be between {low} and {high} (LM Studio's range; 0 or -1 turns top-k "
+            f"off), got {_describe(value)}."
+        )
     return int(number)
 
 
@@ -249,7 +273,7 @@ SETTINGS: Mapping[str, Setting] = {
         Setting("maxTokens", "max_tokens", _max_tokens),
         Setting("temperature", "temperature", _ranged(0, None)),
         Setting("topPSampling", "top_p", _ranged(0, 1, off=True)),
-        Setting("topKSampling", "top_k", _count),
+        Setting("topKSampling", "top_k", _top_k),
         Setting("minPSampling", "min_p", _ranged(0, 1, off=True)),
         Setting("repeatPenalty", "repeat_penalty", _ranged(0, None, low_open=True, off=True)),
         Setting("stopStrings", "stop", _strings),
@@ -423,6 +447,7 @@ def _config_hints(unknown: list[str]) -> str:
     of another name.
     """
     hints = []
+    loading = _load_keys()
     for key in unknown:
         if key in _REDIRECTS:
             hints.append(f"{key!r}: {_REDIRECTS[key]}. ")
@@ -431,7 +456,22 @@ def _config_hints(unknown: list[str]) -> str:
                 f"{key!r} is a keyword: pass {key}= to the call, "
                 f"or config[{SIMPLE_KWARGS[key]!r}]. "
             )
+        elif key in loading:  # found by a probe: `contextLength` had no word of loading
+            hints.append(
+                f"{key!r} is a load setting, not a prediction's: load an instance with it, "
+                f"client.llm.load_new_instance(key, 'mine', config={{{loading[key]!r}: ...}}), "
+                "and pass 'mine' as model_name. "
+            )
     return "".join(hints)
+
+
+@cache
+def _load_keys() -> dict[str, str]:
+    """Map every key of the SDK's load config (camelCase and snake_case) to its camelCase."""
+    keys: dict[str, str] = {}
+    for struct_field in msgspec.structs.fields(LlmLoadModelConfig):
+        keys[struct_field.name] = keys[struct_field.encode_name] = struct_field.encode_name
+    return keys
 
 
 def _by_camel_name(name: str, given: Mapping[Any, Any], names: Mapping[Any, str]) -> dict[str, Any]:
@@ -466,7 +506,7 @@ def _user_config(config: object) -> dict[str, Any]:
     keys = _config_keys()
     unknown = sorted(str(k) for k in config if k not in keys)
     if unknown:
-        valid = sorted({v for v in keys.values()})
+        valid = sorted({v for v in keys.values()} - {"raw"})  # "raw" is refused below
         raise InvalidInferenceArgumentError(
             f"Unknown key(s) in config=: {unknown}. LM Studio would ignore them silently. "
             f"{_config_hints(unknown)}Valid keys: {valid}."

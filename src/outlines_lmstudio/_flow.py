@@ -940,28 +940,61 @@ def parse(request: Request, retries: int, validator: Validator | None = None) ->
     Any
         The value of the output type.
     """
-    from outlines_lmstudio._typed import check_reply, reask_prompt, validator_for  # (import time)
+    from outlines_lmstudio._typed import (  # typed results only (import time)
+        check_reply,
+        invalid_reply,
+        reask_prompt,
+        validator_for,
+    )
 
     if validator is None:
         validator = validator_for(request.plan)
     # The limit is on the whole call: read once for several attempts (one gets it anyway).
     deadline: float | None = (yield Deadline(request)) if retries else None
     stops = request.args.stop_strings()
+    last: ParseError | None = None  # the previous reply, which did not validate
     for attempt in range(1, retries + 2):
         try:
             done: Completion = yield Complete(request, deadline)
         except ParseError as error:  # a reasoning reply with no answer: never re-asked
             error.attempts = attempt
             raise
+        except LMStudioTimeoutError as error:
+            if last is not None:
+                _out_of_time_asking_again(error, last)
+            raise
         ok, value, problems = check_reply(
             validator, done.text, done.stop_reason, attempt, attempt > retries, stops
         )
         if ok:
             return value
+        last = invalid_reply(validator, done.text, done.stop_reason, problems, attempt)
         request = msgspec.structs.replace(
             request, prompt=reask_prompt(request.prompt, done.text, problems)
         )
     raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+
+def _out_of_time_asking_again(error: LMStudioTimeoutError, last: ParseError) -> None:
+    """Make a call's timeout say it ran out re-asking, with the last invalid reply as context.
+
+    The timeout alone said "check the server" and kept nothing of the replies that had come
+    back whole and invalid (found by a probe). The error is changed in place and raised
+    again as it is: a new one raised here would get the timeout as its context instead.
+    """
+    replies = "the reply" if last.attempts == 1 else f"the {last.attempts} replies"
+    found = "; ".join(last.errors[:3]) or "it did not validate"
+    LMStudioTimeoutError.__init__(
+        error,
+        f"{error.message} It ran out asking again: {replies} before did not validate "
+        f"(the last: {found:.300}).",
+        host=error.host,
+        model=error.model,
+        hint="The replies are what failed: the last one is this error's __context__ (a "
+        "ParseError with .raw and .errors). Pass a larger timeout=, or fewer retries=.",
+    )
+    error.__context__ = last
+    error.__suppress_context__ = False
 
 
 def wait_limit(deadline: float | None, idle: float | None, now: float) -> tuple[float | None, bool]:

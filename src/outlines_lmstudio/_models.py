@@ -14,7 +14,7 @@ import lmstudio as lms
 
 from ._api import OPTIONS, check_options
 from ._sync import LMStudio
-from .errors import InvalidInferenceArgumentError
+from .errors import InvalidClientError
 
 if TYPE_CHECKING:
     from ._async import AsyncLMStudio
@@ -81,9 +81,11 @@ def from_lmstudio(
 
     Raises
     ------
+    InvalidClientError
+        (a ``TypeError`` and a ``ValueError``) If ``client`` is neither an
+        ``lmstudio.Client`` nor an ``lmstudio.AsyncClient``.
     InvalidInferenceArgumentError
-        (a ``TypeError``) If ``client`` is neither an ``lmstudio.Client`` nor an
-        ``lmstudio.AsyncClient``, or an option is unknown.
+        (a ``TypeError``) If an option is unknown.
     """
     check_options("from_lmstudio", options)
     if isinstance(client, lms.Client):
@@ -93,7 +95,7 @@ def from_lmstudio(
         from ._async import AsyncLMStudio
 
         return AsyncLMStudio(client, model_name, **options)
-    raise InvalidInferenceArgumentError(
+    raise InvalidClientError(
         "from_lmstudio needs an lmstudio.Client or an lmstudio.AsyncClient, "
         f"got {type(client).__name__}. Create one with lmstudio.Client('localhost:1234')."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import time
 import traceback
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import lmstudio as lms
@@ -88,6 +89,31 @@ def server_hint(more: str, searched: bool = False) -> str:
     return (
         f"Check that LM Studio's server (not another program) listens on that host and port{more}."
     )
+
+
+_SAMPLES = (("availablePathsSample", "totalModels"), ("loadedModelsSample", "totalLoadedModels"))
+"""The lists of models a "not found" error of LM Studio carries, and their totals."""
+
+
+def _not_found_text(exc: lms.LMStudioError, text: str) -> str:
+    """Say LM Studio's "not found" in one sentence, with a few of the models it has.
+
+    The SDK's text holds the server's whole ``displayData`` as indented JSON and a
+    suggestion; squashed on one line it made a 1,100-character message (found by a probe).
+    The SDK's error stays the ``__cause__``, with all of it.
+    """
+    served = getattr(exc, "server_error", None)
+    title = getattr(served, "title", None)
+    shown = getattr(served, "display_data", None)
+    if not isinstance(title, str) or not title or not isinstance(shown, Mapping):
+        return text
+    for sample, total in _SAMPLES:
+        names = shown.get(sample)
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            count = shown.get(total)
+            more = f" ({count} in all)" if isinstance(count, int) and count > 3 else ""
+            return f"{title}; LM Studio has {', '.join(names[:3])}{more}."
+    return f"{title}."
 
 
 def client_host(client: lms.Client | lms.AsyncClient) -> str | None:
@@ -377,6 +403,7 @@ def translate_sdk_error(
     if isinstance(exc, lms.LMStudioModelNotFoundError) or (
         stage == "resolve" and isinstance(exc, lms.LMStudioServerError | lms.LMStudioClientError)
     ):
+        text = _not_found_text(exc, text)
         return LMStudioModelNotFoundError(
             f"LM Studio has no model matching {model!r}: {text}" if model else text,
             host=host,

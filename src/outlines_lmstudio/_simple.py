@@ -168,6 +168,10 @@ class TermWithoutRegex(TypeError):
         self.term = term
 
 
+_DECIMAL_TEXT = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"
+"""A decimal written as a string, in the form every reader takes (``Decimal`` reads more)."""
+_NUMBER_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
+
 _NAIVE_DATETIME = (
     r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
     r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?$"
@@ -241,6 +245,28 @@ class FullMatchTerms(GenerateJsonSchema):
                     "for \\<)."
                 )
         return written
+
+    def decimal_schema(self, schema: Any) -> JsonSchemaValue:
+        """Ask for a ``Decimal`` as a number, or as a string that writes one.
+
+        Pydantic writes ``anyOf: [number, string]`` with any string (found by a probe: the
+        engines wrote ``"60K,"``, which the type refused) and its bounds on the number
+        alone, so a string such as ``"-5"`` escaped ``gt=0``. The string now has a
+        decimal's pattern (it keeps what a JSON number would round: Pydantic reads a
+        number through a float); a bounded ``Decimal`` is asked for as a number only.
+        """
+        written = super().decimal_schema(schema)
+        branches = written.get("anyOf")
+        if not (isinstance(branches, list) and len(branches) == 2):
+            return written
+        number: dict[str, Any] = branches[0]
+        text = branches[1]
+        if text != {"type": "string"} or number.get("type") != "number":
+            return written
+        rest = {key: value for key, value in written.items() if key != "anyOf"}
+        if any(key in number for key in _NUMBER_BOUNDS):
+            return rest | number
+        return rest | {"anyOf": [number, {"type": "string", "pattern": _DECIMAL_TEXT}]}
 
     def datetime_schema(self, schema: Any) -> JsonSchemaValue:
         """Write ``NaiveDatetime`` and ``AwareDatetime`` as the strings they take.

@@ -45,6 +45,7 @@ __all__ = [
     "NO_RETRIEVAL",
     "TRUNCATED_STOP_REASONS",
     "Validator",
+    "invalid_reply",
     "json_validator",
     "reask_feedback",
     "reask_prompt",
@@ -790,19 +791,46 @@ def check_reply(
             attempts=attempts,
         )
     if final or cut_by_stop:
-        cut = (
-            " (a stop string ended it: drop it from stop=, or pick one the answer cannot hold)"
-            if stop_reason == "stopStringFound"
-            else unparsed_tags_hint(raw)
-        )
-        raise ParseError(
-            f"The reply does not validate as {name} after {attempts} attempt(s){cut}",
-            raw=raw,
-            errors=errors,
-            stop_reason=stop_reason,
-            attempts=attempts,
-        )
+        raise invalid_reply(validator, raw, stop_reason, errors, attempts)
     return False, None, errors
+
+
+def invalid_reply(
+    validator: Validator, raw: str, stop_reason: str | None, errors: list[str], attempts: int
+) -> ParseError:
+    """Return the `ParseError` of a reply that does not validate, after ``attempts`` replies.
+
+    Parameters
+    ----------
+    validator
+        The output type's validator.
+    raw
+        The reply text.
+    stop_reason
+        LM Studio's stop reason for it.
+    errors
+        What `check_reply` found.
+    attempts
+        How many replies have been asked for.
+
+    Returns
+    -------
+    ParseError
+        Saying what ended the reply when that may be why (a stop string, unparsed tags).
+    """
+    cut = (
+        " (a stop string ended it: drop it from stop=, or pick one the answer cannot hold)"
+        if stop_reason == "stopStringFound"
+        else unparsed_tags_hint(raw)
+    )
+    name = output_type_name(validator.output_type)
+    return ParseError(
+        f"The reply does not validate as {name} after {attempts} attempt(s){cut}",
+        raw=raw,
+        errors=errors,
+        stop_reason=stop_reason,
+        attempts=attempts,
+    )
 
 
 _REASKED_ERRORS = 20

@@ -36,6 +36,7 @@ from typing import Any
 __all__ = [
     "BatchGenerationError",
     "EmptyAnswerError",
+    "InvalidClientError",
     "InvalidImageError",
     "InvalidInferenceArgumentError",
     "InvalidInferenceValueError",
@@ -99,6 +100,14 @@ class InvalidInferenceArgumentError(OutlinesLMStudioError, TypeError):
 
     Inference keywords, ``from_lmstudio`` options, and a client that is not an
     ``lmstudio.Client`` / ``lmstudio.AsyncClient`` (e.g. an ``openai.OpenAI``).
+    """
+
+
+class InvalidClientError(InvalidInferenceArgumentError, ValueError):
+    """The client is not an ``lmstudio.Client`` / ``lmstudio.AsyncClient``.
+
+    A ``ValueError`` too, as Outlines' own ``from_lmstudio`` raises for it: code written for
+    Outlines catches it (found by a probe running Outlines' tests).
     """
 
 

@@ -511,3 +511,21 @@ def test_a_model_shows_its_key_host_and_changed_settings(fronts: Fronts) -> None
         f"outlines_lmstudio.{name}(model=None, host={fronts.api_host!r}, grammar=True, "
         "timeout=5.0, max_concurrency=2)"
     )
+
+
+def test_a_model_not_found_is_said_in_one_sentence_with_a_few_models(fronts: Fronts) -> None:
+    """The SDK's text held the server's displayData as JSON and its suggestion: squashed on
+    one line, 1,137 characters (found by a probe). The SDK's error stays the cause."""
+    model = fronts.model(fronts.client(), "qwen2.5-7b-instrut")
+    with pytest.raises(LMStudioModelNotFoundError) as info:
+        model("hi")
+    message = info.value.message
+    assert message.startswith(
+        "LM Studio has no model matching 'qwen2.5-7b-instrut': Cannot find a model with path "
+        '"qwen2.5-7b-instrut"; LM Studio has emulator/'
+    )
+    assert "{" not in message
+    assert "Additional information" not in message
+    assert message.endswith("(5 in all).")
+    assert isinstance(info.value.__cause__, lms.LMStudioServerError)
+    assert "availablePathsSample" in str(info.value.__cause__)

@@ -503,7 +503,7 @@ def test_parse_of_a_list_with_a_missing_value_names_that_item(
         with pytest.raises(UnsupportedInputError, match="Input of type") as info:
             call(prompts, Person)
         assert "after the prompt" not in str(info.value)
-        assert "(in batch item 2)" in getattr(info.value, "__notes__", [])
+        assert str(info.value).startswith("Batch item 2: ")
     # With an image it is one [prompt, Image, ...] input, told what may follow the prompt.
     with pytest.raises(UnsupportedInputError, match=r"item 2, is a str \('more'\); after the"):
         model.parse(["Describe", png_image(), "more"], Person)
@@ -788,3 +788,28 @@ def test_a_lone_surrogate_character_is_refused_on_the_schema_path(
         emulator.script(TEXT_MODEL, ['{"name": "a\ud800b"}'])
         with pytest.raises(ParseError):
             make_model(TEXT_MODEL).parse("q", output_type)
+
+
+def test_a_timeout_while_asking_again_says_the_replies_failed(
+    make_model: MakeModel, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said only "No complete answer ... check the server", and kept nothing of the two
+    replies that had come back whole and invalid (found by a probe)."""
+    monkeypatch.setattr(emulator, "token_latency", 0.1)
+    emulator.script(TEXT_MODEL, ['{"name": "Ann", "age": "thirty"}'] * 40)
+    with pytest.raises(LMStudioTimeoutError) as info:
+        make_model(TEXT_MODEL).parse("Ann is 30", Person, retries=30, timeout=2.0)
+    replies = sum(p.stop_reason == "eosFound" for p in emulator.predictions)
+    assert replies >= 1  # at least one came back whole before the time ran out
+    said = "the reply" if replies == 1 else f"the {replies} replies"
+    message = str(info.value)
+    assert f"It ran out asking again: {said} before did not validate" in message
+    assert "age: Input should be a valid integer" in message
+    last = info.value.__context__
+    assert isinstance(last, ParseError)
+    assert (last.raw, last.attempts) == ('{"name": "Ann", "age": "thirty"}', replies)
+    emulator.script(TEXT_MODEL, ['{"name": "Ann", "age": 30}'])  # the first: said as before
+    monkeypatch.setattr(emulator, "token_latency", 1.0)
+    with pytest.raises(LMStudioTimeoutError) as first:
+        make_model(TEXT_MODEL).parse("Ann is 30", Person, retries=3, timeout=0.3)
+    assert "asking again" not in str(first.value)

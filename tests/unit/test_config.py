@@ -265,8 +265,11 @@ BAD_VALUES: list[tuple[str, object]] = [
     ("temperature", 10**400),
     ("top_p", 1.5),
     ("top_p", True),
-    ("top_k", 0),
+    ("top_k", -2),
+    ("top_k", 501),  # found by a probe: sent, beyond LM Studio's range (-1 to 500)
     ("top_k", 2**40),
+    ("top_k", 2.5),
+    ("top_k", True),
     ("min_p", float("-inf")),
     ("repeat_penalty", 0),
     ("stop", [""]),
@@ -547,3 +550,31 @@ def test_a_wrapper_is_checked_by_its_own_signature() -> None:
 
     args = parse_inference_kwargs({"on_prediction_fragment": wrapper})
     assert args.callbacks == {"on_prediction_fragment": wrapper}
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"), [(0, 0), (-1, -1), (500, 500), (20.0, 20), (np.float32(3.0), 3)]
+)
+def test_top_k_takes_lm_studios_range_and_whole_floats(given: object, sent: int) -> None:
+    """LM Studio's schema takes -1 to 500 (0 and -1: top-k off; found by a probe: 0 was
+    refused, 501 sent); the SDK types the key as a float and gives back ``20.0`` in a
+    prediction's config, which was refused when passed back."""
+    for kwargs in ({"top_k": given}, {"config": {"topKSampling": given}}):
+        config = parse_inference_kwargs(kwargs).config
+        assert config == {"topKSampling": sent}
+        assert type(config["topKSampling"]) is int
+    returned = lms.LlmPredictionConfig(top_k_sampling=20.0)
+    assert parse_inference_kwargs({"config": returned}).config == {"topKSampling": 20}
+
+
+@pytest.mark.parametrize(
+    ("key", "camel"), [("contextLength", "contextLength"), ("flash_attention", "flashAttention")]
+)
+def test_a_load_setting_in_config_says_to_load_an_instance(key: str, camel: str) -> None:
+    """``config={"contextLength": 8192}`` was only an unknown key (found by a probe)."""
+    with pytest.raises(InvalidInferenceArgumentError) as info:
+        parse_inference_kwargs({"config": {key: 1}})
+    message = str(info.value)
+    assert f"{key!r} is a load setting" in message
+    assert f"load_new_instance(key, 'mine', config={{{camel!r}: ...}})" in message
+    assert "'raw'" not in message.split("Valid keys:")[1]  # listed, then refused

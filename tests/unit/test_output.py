@@ -1,5 +1,6 @@
 import dataclasses
 import datetime
+import decimal
 import enum
 import json
 import re
@@ -13,6 +14,8 @@ import pydantic
 import pytest
 import typing_extensions
 from genson import SchemaBuilder
+from hypothesis import given
+from hypothesis import strategies as st
 from outlines.types import CFG, Choice, JsonSchema, Regex, either, integer
 
 from outlines_lmstudio import LMStudioTypeAdapter
@@ -948,3 +951,34 @@ def test_an_unhashable_output_type_is_refused_without_the_hash_error_behind_it(
     with pytest.raises(UnsupportedOutputTypeError) as info:
         plan_output(output_type)
     assert info.value.__context__ is None
+
+
+class _Prices(pydantic.BaseModel):
+    plain: decimal.Decimal
+    bounded: Annotated[decimal.Decimal, pydantic.Field(gt=0, le=100)]
+
+
+def test_a_decimal_is_asked_as_a_number_or_a_string_that_writes_one() -> None:
+    """Pydantic's ``anyOf: [number, string]`` let the engines write any string ("60K,"),
+    and a string escaped the bounds it puts on the number alone ("-5" for ``gt=0``); found
+    by a probe on the real engine."""
+    sent = plan_output(_Prices).response_format["jsonSchema"]  # type: ignore[index]
+    plain, bounded = sent["properties"]["plain"], sent["properties"]["bounded"]
+    number, text = plain["anyOf"]
+    assert number == {"type": "number"}
+    assert text["type"] == "string"
+    for ok in ("12.50", "-0.5", "0", "1234567890.123456789"):
+        assert re.search(text["pattern"], ok)
+        assert _Prices.model_validate({"plain": ok, "bounded": 1}).plain == decimal.Decimal(ok)
+    for bad in ("60K,", "1.", ".5", "01", "", "1e5", "NaN"):
+        assert not re.search(text["pattern"], bad)
+    assert bounded == {"exclusiveMinimum": 0, "maximum": 100, "title": "Bounded", "type": "number"}
+
+
+@given(st.from_regex(r"\A-?(0|[1-9][0-9]*)(\.[0-9]+)?\Z"))
+def test_every_decimal_string_the_engines_may_write_is_read_as_written(text: str) -> None:
+    pattern = plan_output(decimal.Decimal).response_format["jsonSchema"]["anyOf"][1]["pattern"]  # type: ignore[index]
+    assert re.search(pattern, text)
+    assert pydantic.TypeAdapter(decimal.Decimal).validate_json(json.dumps(text)) == decimal.Decimal(
+        text
+    )

@@ -496,17 +496,21 @@ def test_a_grammar_reply_cut_by_a_stop_string_inside_it_is_not_taken(
     from outlines.types import Regex
 
     validator = validator_for(plan_output(Regex(pattern), grammar=True))
-    ok, _, errors = check_reply(validator, raw, "stopStringFound", 1, False, (stop,))
-    assert ok is taken, errors
+    if taken:
+        assert check_reply(validator, raw, "stopStringFound", 1, False, (stop,))[0]
+        return
+    # raised at once, with retries left: asking again would get the same cut answer
+    with pytest.raises(ParseError, match="a stop string ended it"):
+        check_reply(validator, raw, "stopStringFound", 1, False, (stop,))
 
 
 def test_a_cfg_reply_cut_by_a_stop_string_it_could_hold_is_not_taken() -> None:
     from outlines.types import CFG
 
     validator = validator_for(plan_output(CFG('?start: "a"+ "b"?'), grammar=True))
-    ok, _, errors = check_reply(validator, "a", "stopStringFound", 1, False, ("b",))
-    assert not ok
-    assert "the stop string 'b'" in errors[0]
+    with pytest.raises(ParseError) as info:
+        check_reply(validator, "a", "stopStringFound", 1, False, ("b",))
+    assert "the stop string 'b'" in info.value.errors[0]
     assert check_reply(validator, "a", "stopStringFound", 1, False, ("!",))[0]
 
 

@@ -99,7 +99,7 @@ def path_not_found(emu: EmulatorState, name: str) -> RequestError:
     return RequestError(
         {
             "title": f'Cannot find a model with path "{name}"',
-            "suggestion": "Check the key with client.list_downloaded_models().",
+            "suggestion": "Check the model key against the downloaded models (lms ls).",
             "displayData": {
                 "code": "generic.pathNotFound",
                 "path": name,

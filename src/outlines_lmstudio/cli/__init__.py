@@ -101,7 +101,11 @@ class _Parser(argparse.ArgumentParser):
         return parsed, extras
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        dash = ""
+        if "ignored explicit argument" in message or "unrecognized arguments: -" in message:
+            # `generate -hello` read as -h with "ello" (found by a probe): the way out
+            dash = "; text that starts with '-' goes after --, e.g. -- '-hello'"
+        self.exit(2, f"{self.prog}: error: {message}{dash} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -186,6 +186,8 @@ class ModelApi(Common):
             ("grammar", getattr(adapter, "grammar", False), False),
             ("strict_schema", getattr(adapter, "strict_schema", False), False),
             ("timeout", self.timeout, None),
+            ("connect_timeout", self.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+            ("read_timeout", self.read_timeout, DEFAULT_READ_TIMEOUT),
             ("max_concurrency", self.max_concurrency, DEFAULT_MAX_CONCURRENCY),
         ):
             if value != default:

@@ -57,6 +57,7 @@ __all__ = [
     "ASYNC_RECONNECTS",
     "ASYNC_TRAITS",
     "CONFIRM_SECONDS",
+    "DEADLINE_PASSED",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_READ_TIMEOUT",
@@ -516,11 +517,15 @@ class Common:
         self, key: str | None, seconds: float, started: bool = True
     ) -> LMStudioTimeoutError:
         return LMStudioTimeoutError(
-            f"No complete answer from LM Studio within {seconds:g} s; {_given_up(started)}",
+            f"{DEADLINE_PASSED} {seconds:g} s; {_given_up(started)}",
             host=client_host(self.client),
             model=key or self.model_name,
             hint="Pass a larger timeout= (per call or on from_lmstudio), or check the server.",
         )
+
+
+DEADLINE_PASSED = "No complete answer from LM Studio within"
+"""How the error of a call whose ``timeout=`` ran out begins."""
 
 
 def _given_up(started: bool) -> str:

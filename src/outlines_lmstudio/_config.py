@@ -136,10 +136,12 @@ def _top_k(name: str, value: object) -> object:
     back ``20.0`` in a prediction's config (found by a probe: passing that config back was
     refused).
     """
-    number = _real(name, value)
+    low, high = TOP_K_RANGE
+    exact = real_number(value)
+    # An int beyond a float's range: the range, not "finite" (found by a review: 10**400)
+    number = exact if isinstance(exact, int) else _real(name, value)
     if isinstance(number, float) and not number.is_integer():
         raise InvalidInferenceValueError(f"{name} must be a whole number, got {_describe(value)}.")
-    low, high = TOP_K_RANGE
     if not low <= number <= high:
         raise InvalidInferenceValueError(
             f"{name} must be between {low} and {high} (LM Studio's range; 0 or -1 turns top-k "
@@ -459,8 +461,9 @@ def _config_hints(unknown: list[str]) -> str:
         elif key in loading:  # found by a probe: `contextLength` had no word of loading
             hints.append(
                 f"{key!r} is a load setting, not a prediction's: load an instance with it, "
-                f"client.llm.load_new_instance(key, 'mine', config={{{loading[key]!r}: ...}}), "
-                "and pass 'mine' as model_name. "
+                f"client.llm.load_new_instance(key, 'mine', config={{{loading[key]!r}: ...}}, "
+                "ttl=None) (no ttl: an instance is not loaded again once unloaded), and pass "
+                "'mine' as model_name. "
             )
     return "".join(hints)
 

@@ -32,7 +32,7 @@ import lmstudio as lms
 import msgspec
 from outlines.types import Choice
 
-from ._common import Completion, ModelTraits, Request
+from ._common import DEADLINE_PASSED, Completion, ModelTraits, Request
 from ._inputs import sdk_history
 from ._reasoning import ReasoningSplitter, json_openers, plain_reply, reply_problem
 from ._reply import Reply, ReplyChunk, ReplyStats, reply_stats, stop_reason
@@ -984,14 +984,19 @@ def _out_of_time_asking_again(error: LMStudioTimeoutError, last: ParseError) -> 
     """
     replies = "the reply" if last.attempts == 1 else f"the {last.attempts} replies"
     found = "; ".join(last.errors[:3]) or "it did not validate"
+    hint = error.hint  # a wait for LM Studio that ran out: its own advice stands
+    if error.message.startswith(DEADLINE_PASSED):  # the call's timeout=, spent on re-asks
+        hint = (
+            "The replies are what failed: the last one is this error's __context__ (a "
+            "ParseError with .raw and .errors). Pass a larger timeout=, or fewer retries=."
+        )
     LMStudioTimeoutError.__init__(
         error,
         f"{error.message} It ran out asking again: {replies} before did not validate "
         f"(the last: {found:.300}).",
         host=error.host,
         model=error.model,
-        hint="The replies are what failed: the last one is this error's __context__ (a "
-        "ParseError with .raw and .errors). Pass a larger timeout=, or fewer retries=.",
+        hint=hint,
     )
     error.__context__ = last
     error.__suppress_context__ = False

@@ -219,7 +219,9 @@ class _Scanner:
             raise self.fail(f"assertion \\{char} (only a leading ^ and a trailing $ are allowed)")
         if char.isdigit() or char == "k":
             raise self.fail(f"backreference \\{char}")
-        if char.isalnum() or char == "_":
+        if char == "_":  # JavaScript's u-mode refuses it; every reader takes _ itself
+            raise self.fail("unsupported escape \\_ (write _ without the backslash)")
+        if char.isalnum():
             raise self.fail(f"unsupported escape \\{char}")
         return ord(char)
 

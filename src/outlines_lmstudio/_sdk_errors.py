@@ -98,6 +98,8 @@ _SAMPLES = (("availablePathsSample", "totalModels"), ("loadedModelsSample", "tot
 def _not_found_text(exc: lms.LMStudioError, text: str) -> str:
     """Say LM Studio's "not found" in one sentence, with a few of the models it has.
 
+    Only when the server lists some: otherwise the SDK's text is kept as it is.
+
     The SDK's text holds the server's whole ``displayData`` as indented JSON and a
     suggestion; squashed on one line it made a 1,100-character message (found by a probe).
     The SDK's error stays the ``__cause__``, with all of it.
@@ -112,8 +114,12 @@ def _not_found_text(exc: lms.LMStudioError, text: str) -> str:
         if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
             count = shown.get(total)
             more = f" ({count} in all)" if isinstance(count, int) and count > 3 else ""
-            return f"{title}; LM Studio has {', '.join(names[:3])}{more}."
-    return f"{title}."
+            cause = getattr(served, "cause", None)
+            why = f" ({cause.rstrip('.')})" if isinstance(cause, str) and cause else ""
+            return f"{title.rstrip('.')}{why}; LM Studio has {', '.join(names[:3])}{more}."
+    # No list to show: the SDK's text, whose cause and suggestion may be all there is
+    # (found by a review: "Failed to load the model." alone lost why).
+    return text
 
 
 def client_host(client: lms.Client | lms.AsyncClient) -> str | None:

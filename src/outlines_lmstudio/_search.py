@@ -169,6 +169,7 @@ def _rust_only(pattern: str) -> Iterator[tuple[int, str]]:
     others). Hand-written: no library compares two regex dialects.
     """
     in_class = False
+    first = 0  # where the members of the open class begin
     i = 0
     while i < len(pattern):
         char = pattern[i]
@@ -180,6 +181,9 @@ def _rust_only(pattern: str) -> Iterator[tuple[int, str]]:
         if in_class:
             if char == "]" and pattern[i - 1] != "[" and pattern[i - 2 : i] != "[^":
                 in_class = False
+            elif i == first and pattern.startswith("--]", i):
+                i += 2  # `[--]`: the character - to every reader (found by a review)
+                continue
             elif pattern.startswith(_RUST_ONLY_IN_CLASS, i):
                 if char != "[":
                     yield i, _RUST_MEANING[pattern[i : i + 2]]
@@ -189,6 +193,7 @@ def _rust_only(pattern: str) -> Iterator[tuple[int, str]]:
                     yield i, "a nested class"
         elif char == "[":
             in_class = True
+            first = i + 2 if pattern.startswith("^", i + 1) else i + 1
         i += 1
 
 
@@ -214,11 +219,24 @@ def rust_reads_otherwise(pattern: str) -> str | None:
         if meaning == "a POSIX class":
             end = pattern.find(":]", index) + 2
         elif meaning == "a nested class":
-            end = pattern.find("]", index) + 1 or len(pattern)
+            end = _class_end(pattern, index)
         else:
             end = index + 2
         return f"{meaning} ({pattern[index:end]}) at position {index}"
     return None
+
+
+def _class_end(pattern: str, start: int) -> int:
+    """Return the index after the ``]`` that closes the class opening at ``start``."""
+    i = start + 1
+    while i < len(pattern):
+        if pattern[i] == "\\":
+            i += 2
+            continue
+        if pattern[i] == "]" and i > start + 1:
+            return i + 1
+        i += 1
+    return len(pattern)
 
 
 def _for_rust(pattern: str) -> str:

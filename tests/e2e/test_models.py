@@ -506,10 +506,19 @@ def test_a_model_shows_its_key_host_and_changed_settings(fronts: Fronts) -> None
     assert repr(plain) == (
         f"outlines_lmstudio.{name}(model={TEXT_MODEL!r}, host={fronts.api_host!r})"
     )
-    tuned = fronts.raw(fronts.model(client, grammar=True, timeout=5.0, max_concurrency=2))
+    tuned = fronts.raw(
+        fronts.model(
+            client,
+            grammar=True,
+            timeout=5.0,
+            read_timeout=600,
+            connect_timeout=1,
+            max_concurrency=2,
+        )
+    )
     assert repr(tuned) == (
         f"outlines_lmstudio.{name}(model=None, host={fronts.api_host!r}, grammar=True, "
-        "timeout=5.0, max_concurrency=2)"
+        "timeout=5.0, connect_timeout=1.0, read_timeout=600.0, max_concurrency=2)"
     )
 
 

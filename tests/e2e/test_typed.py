@@ -25,7 +25,7 @@ from outlines_lmstudio import (
     UnsupportedInputError,
     from_lmstudio,
 )
-from outlines_lmstudio.testing import LMStudioEmulator
+from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
 from .conftest import TEXT_MODEL, MakeModel
 from .fronts import Fronts
@@ -813,3 +813,22 @@ def test_a_timeout_while_asking_again_says_the_replies_failed(
     with pytest.raises(LMStudioTimeoutError) as first:
         make_model(TEXT_MODEL).parse("Ann is 30", Person, retries=3, timeout=0.3)
     assert "asking again" not in str(first.value)
+
+
+def test_a_read_timeout_while_asking_again_keeps_its_own_advice(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """LM Studio went silent on the re-ask: its read_timeout advice stands (a review found
+    it replaced by "the replies are what failed ... pass a larger timeout="), with the
+    earlier invalid reply said and kept as the context all the same."""
+    emulator.script(TEXT_MODEL, ['{"name": "Ann", "age": "thirty"}'])
+    emulator.add_fault(Fault("predict", "delay", seconds=0.0))  # the first: served
+    emulator.add_fault(Fault("predict", "hang"))  # the re-ask: nothing comes
+    with pytest.raises(LMStudioTimeoutError) as info:
+        make_model(TEXT_MODEL, read_timeout=1.0).parse("Ann is 30", Person, retries=2)
+    message = str(info.value)
+    assert message.startswith("LM Studio sent nothing for 1 s")
+    assert "It ran out asking again: the reply before did not validate" in message
+    assert "Pass a larger read_timeout=" in message
+    assert "The replies are what failed" not in message
+    assert isinstance(info.value.__context__, ParseError)

@@ -567,6 +567,12 @@ def test_top_k_takes_lm_studios_range_and_whole_floats(given: object, sent: int)
     assert parse_inference_kwargs({"config": returned}).config == {"topKSampling": 20}
 
 
+def test_a_huge_top_k_is_told_the_range() -> None:
+    """``10**400`` said "must be a finite number" (found by a review)."""
+    with pytest.raises(InvalidInferenceValueError, match="must be between -1 and 500"):
+        parse_inference_kwargs({"top_k": 10**400})
+
+
 @pytest.mark.parametrize(
     ("key", "camel"), [("contextLength", "contextLength"), ("flash_attention", "flashAttention")]
 )
@@ -576,5 +582,5 @@ def test_a_load_setting_in_config_says_to_load_an_instance(key: str, camel: str)
         parse_inference_kwargs({"config": {key: 1}})
     message = str(info.value)
     assert f"{key!r} is a load setting" in message
-    assert f"load_new_instance(key, 'mine', config={{{camel!r}: ...}})" in message
+    assert f"load_new_instance(key, 'mine', config={{{camel!r}: ...}}, ttl=None)" in message
     assert "'raw'" not in message.split("Valid keys:")[1]  # listed, then refused

@@ -231,3 +231,68 @@ def test_release_unsent_closes_the_coroutine_a_closed_sdk_client_made() -> None:
             del error
             gc.collect()
         assert sum("never awaited" in str(w.message) for w in caught) == warned
+
+
+_NOT_FOUND_DETAILS = {
+    "a list of models": (
+        {
+            "title": 'Cannot find a model with path "q"',
+            "displayData": {
+                "code": "generic.pathNotFound",
+                "path": "q",
+                "availablePathsSample": ["a/b.gguf", "c/d.gguf", "e/f.gguf", "g/h.gguf"],
+                "totalModels": 9,
+            },
+        },
+        'Cannot find a model with path "q"; LM Studio has a/b.gguf, c/d.gguf, e/f.gguf (9 in all).',
+    ),
+    "a title with its own full stop, and a cause": (
+        {
+            "title": "No loaded model satisfies all requirements specified in the query.",
+            "cause": "Query 'mine'",
+            "displayData": {
+                "code": "generic.noModelMatchingQuery",
+                "loadedModelsSample": ["x"],
+                "totalLoadedModels": 1,
+            },
+        },
+        "No loaded model satisfies all requirements specified in the query (Query 'mine'); "
+        "LM Studio has x.",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_NOT_FOUND_DETAILS))
+def test_a_not_found_with_models_listed_is_one_sentence(case: str) -> None:
+    """The SDK's text held the displayData as JSON (1,137 characters; found by a probe)."""
+    details, said = _NOT_FOUND_DETAILS[case]
+    sdk = lms.LMStudioServerError.from_details("Model get/load error", details)
+    error = translate_sdk_error(sdk, host="h:1", model="q", stage="resolve")
+    assert isinstance(error, errors.LMStudioModelNotFoundError)
+    assert error.message == f"LM Studio has no model matching 'q': {said}"
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        {  # no model to list: the suggestion is all the help there is
+            "title": 'Cannot find a model with path "q"',
+            "suggestion": "Download a model first",
+            "displayData": {"code": "generic.pathNotFound", "availablePathsSample": []},
+        },
+        {  # another error met while resolving: its cause and suggestion stay
+            "title": "Failed to load the model",
+            "cause": "The runtime does not support architecture qwen3",
+            "suggestion": "Update the runtime",
+            "displayData": {"code": "generic.engineDoesNotSupportFeature", "feature": "qwen3"},
+        },
+    ],
+)
+def test_a_not_found_without_models_keeps_the_sdks_text(details: dict[str, object]) -> None:
+    """Found by a review: only the title was kept, and the cause and suggestion lost."""
+    sdk = lms.LMStudioServerError.from_details("Model get/load error", details)
+    error = translate_sdk_error(sdk, host="h:1", model="q", stage="resolve")
+    assert isinstance(error, errors.LMStudioModelNotFoundError)
+    for part in ("suggestion", "cause"):
+        if part in details:
+            assert str(details[part]) in error.message

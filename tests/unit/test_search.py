@@ -256,6 +256,10 @@ def test_a_validator_built_without_a_plan_refuses_such_a_pattern_too() -> None:
         (r"a&&b--c", None),  # outside a class, the characters themselves to every reader
         (r"\\<", None),  # an escaped backslash, then <
         (r"[a&-]", None),  # one & or -, as every reader takes it
+        (r"^[--]$", None),  # the character - to every reader (found by a review)
+        (r"^[^--]$", None),
+        (r"^[--a]$", "a class difference (--) at position 2"),  # ECMA: a range - to a
+        (r"^[a[\]b]]$", r"a nested class ([\]b]) at position 3"),  # to its real end
     ],
 )
 def test_syntax_rust_reads_otherwise_is_named(pattern: str, named: str | None) -> None:

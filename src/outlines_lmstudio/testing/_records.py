@@ -10,12 +10,13 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from outlines_lmstudio.testing._wire import CancelEvent
+
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._tools import ToolCall
 
 __all__ = [
     "REDACTED",
-    "CancelEvent",
     "Frame",
     "Prediction",
     "RecordedRequest",
@@ -51,26 +52,6 @@ class RecordedRequest:
     parameter: dict[str, Any]
     client_id: str
     time: float
-
-
-class CancelEvent(asyncio.Event):
-    """An ``asyncio.Event`` that copies and pickles as its state, set or not.
-
-    Once waited on, an event holds the emulator's event loop: a `Prediction` then could not
-    be pickled, deep-copied or given to ``dataclasses.asdict`` (found by a probe), and the
-    attempt dragged the running loop along. A copy is a new event, set if this one is.
-    """
-
-    def __reduce__(self) -> tuple[Any, tuple[bool]]:
-        return _cancel_event, (self.is_set(),)
-
-
-def _cancel_event(is_set: bool) -> CancelEvent:
-    """Make a `CancelEvent` (what a pickled or copied one becomes)."""
-    event = CancelEvent()
-    if is_set:
-        event.set()
-    return event
 
 
 @dataclass

@@ -20,9 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from outlines_lmstudio.testing._records import CancelEvent
-
 __all__ = [
+    "CancelEvent",
     "Channel",
     "ConnectionDropped",
     "RequestError",
@@ -57,6 +56,26 @@ def embedding_overflow(length: int, context: int) -> str:
 
 class ConnectionDropped(Exception):
     """The connection was aborted on purpose (a ``drop`` fault)."""
+
+
+class CancelEvent(asyncio.Event):
+    """An ``asyncio.Event`` that copies and pickles as its state, set or not.
+
+    Once waited on, an event holds the emulator's event loop: a `Prediction` then could not
+    be pickled, deep-copied or given to ``dataclasses.asdict`` (found by a probe), and the
+    attempt dragged the running loop along. A copy is a new event, set if this one is.
+    """
+
+    def __reduce__(self) -> tuple[Any, tuple[bool]]:
+        return _cancel_event, (self.is_set(),)
+
+
+def _cancel_event(is_set: bool) -> CancelEvent:
+    """Make a `CancelEvent` (what a pickled or copied one becomes)."""
+    event = CancelEvent()
+    if is_set:
+        event.set()
+    return event
 
 
 @dataclass

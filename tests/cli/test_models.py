@@ -220,22 +220,9 @@ def test_json_is_unchanged_at_any_width(run_cli: RunCli) -> None:
 def test_terminal_table_never_wraps_keys(
     emulator: LMStudioEmulator, columns: int, run_cli: RunCli
 ) -> None:
-    import pexpect
-
-    command = script_path()
     env = cli_env()
     env.pop("COLUMNS")
-    child = pexpect.spawn(
-        command[0],
-        [*command[1:], "--host", emulator.api_host, "models"],
-        env=env,
-        encoding="utf-8",
-        timeout=15,
-        dimensions=(50, columns),
-    )
-    child.expect(pexpect.EOF)
-    child.close()
-    screen = (child.before or "").replace("\r", "")
+    screen, _ = _models_on_a_terminal(emulator, env, columns)
     assert "Models on" in screen  # the terminal's form, not the piped one
     for key in ALL_KEYS:
         assert any(line.lstrip().startswith(key) for line in screen.splitlines()), (key, screen)
@@ -254,52 +241,46 @@ def test_terminal_table_never_wraps_keys(
     assert "Left out to fit the terminal:" in screen
 
 
-@pytest.mark.parametrize("columns_variable", [True, False])
-def test_a_dumb_terminal_is_as_wide_as_it_is(
-    emulator: LMStudioEmulator, columns_variable: bool
-) -> None:
-    """Rich takes ``TERM=dumb`` (Emacs' shell, some CI runners) as 80 columns: a 160-column
-    terminal lost three columns, ``COLUMNS`` or not (found by a probe)."""
+def _models_on_a_terminal(
+    emulator: LMStudioEmulator, env: dict[str, str], columns: int
+) -> tuple[str, int | None]:
+    """Run ``models`` in a pseudo-terminal ``columns`` wide: (what it showed, exit status)."""
     import pexpect
 
     command = script_path()
-    env = cli_env(TERM="dumb", COLUMNS="160")
-    if not columns_variable:
-        env.pop("COLUMNS")
     child = pexpect.spawn(
         command[0],
         [*command[1:], "--host", emulator.api_host, "models"],
         env=env,
         encoding="utf-8",
         timeout=15,
-        dimensions=(50, 160),
+        dimensions=(50, columns),
     )
     child.expect(pexpect.EOF)
     child.close()
-    screen = (child.before or "").replace("\r", "")
-    assert child.exitstatus == 0
+    return (child.before or "").replace("\r", ""), child.exitstatus
+
+
+@pytest.mark.parametrize("columns_variable", [True, False])
+def test_a_dumb_terminal_is_as_wide_as_it_is(
+    emulator: LMStudioEmulator, columns_variable: bool
+) -> None:
+    """Rich takes ``TERM=dumb`` (Emacs' shell, some CI runners) as 80 columns: a 160-column
+    terminal lost three columns, ``COLUMNS`` or not (found by a probe)."""
+    env = cli_env(TERM="dumb", COLUMNS="160")
+    if not columns_variable:
+        env.pop("COLUMNS")
+    screen, status = _models_on_a_terminal(emulator, env, 160)
+    assert status == 0
     assert "Models on" in screen
     assert "Left out" not in screen, screen
     assert all(name in screen for name in _WIDTHS), screen
 
 
 def test_a_columns_of_zero_still_shows_the_table(emulator: LMStudioEmulator) -> None:
-    import pexpect
-
     # COLUMNS=0 made rich's width 0: on a terminal `models` printed nothing and exited 0.
-    command = script_path()
-    child = pexpect.spawn(
-        command[0],
-        [*command[1:], "--host", emulator.api_host, "models"],
-        env=cli_env(COLUMNS="0", TERM="xterm"),
-        encoding="utf-8",
-        timeout=15,
-        dimensions=(50, 120),
-    )
-    child.expect(pexpect.EOF)
-    child.close()
-    screen = (child.before or "").replace("\r", "")
-    assert child.exitstatus == 0
+    screen, status = _models_on_a_terminal(emulator, cli_env(COLUMNS="0", TERM="xterm"), 120)
+    assert status == 0
     assert "Models on" in screen
     for key in ALL_KEYS:
         assert key in screen, (key, screen)

@@ -560,8 +560,9 @@ def check_retries(value: object) -> int:
     if not isinstance(number, int):  # a wrong type: a TypeError
         raise InvalidInferenceArgumentError(f"retries must be an int >= 0, got {value!r}.")
     if not 0 <= number <= MAX_COUNT:  # a count, checked as every other count is
+        given = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
         raise InvalidInferenceValueError(
-            f"retries must be an int from 0 to {MAX_COUNT:,}, got {value!r:.40}. Each re-ask "
+            f"retries must be an int from 0 to {MAX_COUNT:,}, got {given}. Each re-ask "
             "adds the reply and its errors to the chat: a few are what helps."
         )
     return number

@@ -765,9 +765,15 @@ def reply_problem(
             **found,
         )
     if stop in (None, "eosFound", "stopStringFound"):
+        # A stop string ended it: no budget to raise (found by a probe), the string to drop.
+        way = (
+            "Drop the stop string that ended it from stop=, ask for the answer explicitly"
+            if stop == "stopStringFound"
+            else "Ask for the answer explicitly in the prompt, raise max_tokens"
+        )
         return EmptyAnswerError(
             f"The model reasoned and then wrote an empty {what} (stop reason {stop}; "
-            f"{counts}). Ask for the answer explicitly in the prompt, raise max_tokens, "
+            f"{counts}). {way}, "
             "or use a model or setting without thinking; the reasoning is in .reasoning",
             errors=["empty answer after reasoning"],
             **found,

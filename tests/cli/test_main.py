@@ -787,3 +787,7 @@ def test_text_that_starts_with_a_dash_is_told_to_go_after_double_dash(
     assert result.returncode == 2
     assert "text that starts with '-' goes after --, e.g. -- '-hello'" in result.stderr
     assert len(result.stderr.splitlines()) == 1
+    typo = run_cli("generate", "--temprature", "0.5", "hi", host=False)  # a misspelt option
+    assert typo.returncode == 2
+    assert "unrecognized arguments: --temprature" in typo.stderr
+    assert "goes after --" not in typo.stderr  # found by a review

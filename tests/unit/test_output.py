@@ -283,7 +283,8 @@ def test_a_pydantic_pattern_rust_reads_otherwise_is_refused_before_sending(
     for output_type in (Field, list[Annotated[str, pydantic.Field(pattern=pattern)]]):
         with pytest.raises(UnsupportedOutputTypeError, match=named) as info:
             plan_output(output_type)
-        assert "Spell the class out" in str(info.value)
+        way = "Write < or > for the character" if "word" in named else "Spell the class out"
+        assert way in str(info.value)
 
 
 def test_a_pattern_pydantic_reads_with_python_re_is_sent() -> None:

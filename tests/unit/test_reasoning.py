@@ -555,6 +555,9 @@ def test_a_stop_string_inside_the_reasoning_says_so() -> None:
     after = reply_problem("", "Hmm", stats, structured=True)  # after the reasoning ended
     assert isinstance(after, EmptyAnswerError)
     assert "wrote an empty JSON answer" in str(after)
+    # found by a probe: told to raise max_tokens, which cannot help after a stop string
+    assert "Drop the stop string that ended it from stop=" in str(after)
+    assert "max_tokens" not in str(after)
 
 
 @pytest.mark.parametrize(

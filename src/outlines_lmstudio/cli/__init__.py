@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -102,8 +103,11 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         dash = ""
-        if "ignored explicit argument" in message or "unrecognized arguments: -" in message:
-            # `generate -hello` read as -h with "ello" (found by a probe): the way out
+        if "ignored explicit argument" in message or re.search(
+            r"unrecognized arguments: -[^-]", message
+        ):
+            # `generate -hello` read as -h with "ello" (found by a probe): the way out. Not
+            # for `--temprature`, a misspelt option (found by a review).
             dash = "; text that starts with '-' goes after --, e.g. -- '-hello'"
         self.exit(2, f"{self.prog}: error: {message}{dash} (see {self.prog} --help)\n")
 

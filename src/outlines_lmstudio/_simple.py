@@ -25,8 +25,13 @@ import msgspec
 import pydantic
 from outlines.types import Choice
 from outlines.types.dsl import Term, to_regex
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, WithJsonSchema
-from pydantic_core import CoreSchema
+from pydantic.json_schema import (
+    GenerateJsonSchema,
+    JsonSchemaMode,
+    JsonSchemaValue,
+    WithJsonSchema,
+)
+from pydantic_core import CoreSchema, PydanticOmit
 
 from .errors import UnsupportedOutputTypeError
 
@@ -206,6 +211,17 @@ class FullMatchTerms(GenerateJsonSchema):
     (outlines-core reads every pattern as a full match).
     """
 
+    @property
+    def mode(self) -> JsonSchemaMode:
+        """The mode the schema was asked in (validation), whatever the type's config says.
+
+        ``json_schema_mode_override="serialization"`` made Pydantic write the schema of
+        what the type writes (serialization aliases, computed fields as required, a
+        ``Json[int]`` as an integer) instead of what it reads, and every reply failed the
+        type (found by a probe): a reply is read, so it is asked for in validation mode.
+        """
+        return self._mode
+
     def generate_inner(self, schema: Any) -> JsonSchemaValue:
         """Write a term's schema with its anchored pattern; anything else as Pydantic does."""
         metadata = schema.get("metadata", {})
@@ -226,7 +242,18 @@ class FullMatchTerms(GenerateJsonSchema):
             part = _user_written_part(schema, metadata, functions)
             if part:
                 written.append(part)
-        result = super().generate_inner(cast(CoreSchema, schema))
+        try:
+            result = super().generate_inner(cast(CoreSchema, schema))
+        except PydanticOmit:
+            if _required_field(schema):
+                # `SkipJsonSchema[int]` on a field without a default: left out of the schema,
+                # so no reply could hold it, and every reply failed (found by a probe).
+                raise UnsupportedOutputTypeError(
+                    "A required field is left out of the JSON schema (SkipJsonSchema, or a "
+                    "type with no JSON schema): no reply can hold it, so every reply would "
+                    "fail the type. Give the field a default, or let the schema show it."
+                ) from None
+            raise
         version = _UUID_VERSION.fullmatch(str(result.get("format", "")))
         if version is not None and result.get("type") == "string":
             # `UUID4` and the other versions: no engine knows `format: uuid4`, so the string
@@ -303,6 +330,17 @@ class FullMatchTerms(GenerateJsonSchema):
         if constraint is not None:  # "aware", or a fixed offset in seconds
             return written | {"pattern": _AWARE_DATETIME}
         return written
+
+
+def _required_field(schema: Any) -> bool:
+    """Whether a core schema node is a field that a value must hold (it has no default)."""
+    kind = schema.get("type")
+    if kind == "typed-dict-field":
+        return bool(schema.get("required", True))
+    if kind in ("model-field", "dataclass-field"):
+        inner: dict[str, Any] = schema.get("schema", {})
+        return inner.get("type") != "default"
+    return False
 
 
 _WRITTEN: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(

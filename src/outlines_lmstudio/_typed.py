@@ -526,15 +526,24 @@ def _core_nodes(core_schema: object) -> typing.Iterator[dict[str, Any]]:
 
 
 def _lax_by_choice(core_schema: object) -> bool:
-    """Return whether a type asks for lax validation itself (``strict=False`` anywhere).
+    """Return whether a type asks for lax validation itself.
 
     Replies are validated in Pydantic's strict mode, as the JSON schema sent allows no
     coercion (``"3"`` or ``true`` for an integer). Pydantic's ``strict=True`` at
     validation time overrides a model's or a field's own ``strict=False``, so a type
     that says ``strict=False`` (in its config or on a field) is validated in lax mode
-    as a whole: the user's explicit choice wins.
+    as a whole: the user's explicit choice wins. So is a type that takes what strict mode
+    refuses by its own choice (found by a probe): ``coerce_numbers_to_str``, or a
+    ``WithJsonSchema`` asking the engines for another form (a ``datetime`` as epoch
+    seconds, an ``int`` as a digit string), which every reply then failed.
     """
-    return any(node.get("strict") is False for node in _core_nodes(core_schema))
+    for node in _core_nodes(core_schema):
+        if node.get("strict") is False or node.get("coerce_numbers_to_str") is True:
+            return True
+        for function in node.get("pydantic_js_annotation_functions", ()):
+            if isinstance(getattr(function, "__self__", None), pydantic.WithJsonSchema):
+                return True
+    return False
 
 
 def _holds_floats(core_schema: object) -> bool:

@@ -17,6 +17,7 @@ from genson import SchemaBuilder
 from hypothesis import given
 from hypothesis import strategies as st
 from outlines.types import CFG, Choice, JsonSchema, Regex, either, integer
+from pydantic.json_schema import SkipJsonSchema
 
 from outlines_lmstudio import LMStudioTypeAdapter
 from outlines_lmstudio._output import check_json_schema, plan_output
@@ -998,3 +999,54 @@ def test_a_uuid_of_one_version_is_asked_for_by_its_pattern(
     assert "format" not in sent
     text = data.draw(st.from_regex(sent["pattern"].replace("$", r"\Z"), fullmatch=True))
     assert pydantic.TypeAdapter(tp).validate_json(json.dumps(text)) == uuid.UUID(text)
+
+
+class _Written(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(json_schema_mode_override="serialization")
+    count: int = pydantic.Field(validation_alias="cnt", serialization_alias="count_out")
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def double(self) -> int:
+        return 2 * self.count
+
+
+def test_a_type_is_asked_for_what_it_reads_whatever_its_schema_mode() -> None:
+    """``json_schema_mode_override="serialization"`` sent the schema of what the type writes
+    (its serialization alias, computed fields required): every reply failed (found by a
+    probe)."""
+    sent = plan_output(_Written).response_format["jsonSchema"]  # type: ignore[index]
+    assert list(sent["properties"]) == ["cnt"]
+    assert sent["required"] == ["cnt"]
+    assert _Written.model_validate_json('{"cnt": 3}').count == 3
+
+
+class _Skipped(pydantic.BaseModel):
+    internal_id: SkipJsonSchema[int]
+    name: str
+
+
+class _SkippedWithDefault(pydantic.BaseModel):
+    internal_id: SkipJsonSchema[int] = 0
+    name: str
+
+
+def test_a_required_field_left_out_of_the_schema_is_refused() -> None:
+    """``SkipJsonSchema`` on a field without a default: no reply can hold it, and 4
+    requests were sent for ``retries=3`` (found by a probe)."""
+    with pytest.raises(UnsupportedOutputTypeError, match="A required field is left out"):
+        plan_output(_Skipped)
+    sent = plan_output(_SkippedWithDefault).response_format["jsonSchema"]  # type: ignore[index]
+    assert list(sent["properties"]) == ["name"]
+
+
+class _Collide(pydantic.BaseModel):
+    a: str = pydantic.Field(validation_alias=pydantic.AliasPath("x", 0))
+    b: int = pydantic.Field(alias="a")
+
+
+def test_two_fields_written_under_one_name_are_refused() -> None:
+    """Pydantic wrote ``required: ["a", "a"]``, a schema the library refuses as data, and
+    sent it: every reply failed (found by a probe)."""
+    with pytest.raises(InvalidSchemaError, match="requires 'a' twice"):
+        plan_output(_Collide)

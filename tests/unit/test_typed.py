@@ -1,4 +1,5 @@
 import dataclasses
+import datetime
 import enum
 import json
 import subprocess
@@ -552,3 +553,33 @@ def test_a_non_finite_number_is_found_wherever_the_value_holds_it(
     with pytest.raises(_Invalid, match="not finite") as info:
         validator_for(plan_output(output_type)).validate(raw)
     assert info.value.errors[0].startswith(f"{where}: ")
+
+
+class _Event(pydantic.BaseModel):
+    at: typing.Annotated[
+        datetime.datetime, pydantic.WithJsonSchema({"type": "integer", "minimum": 0})
+    ]
+    qty: typing.Annotated[int, pydantic.WithJsonSchema({"type": "string", "pattern": "^[0-9]+$"})]
+
+
+class _Code(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(coerce_numbers_to_str=True)
+    code: str
+
+
+@pytest.mark.parametrize(
+    ("output_type", "raw", "expected"),
+    [
+        (_Event, '{"at": 751, "qty": "3067"}', {"qty": 3067}),
+        (_Code, '{"code": 1234}', {"code": "1234"}),
+    ],
+)
+def test_a_type_that_takes_another_form_by_its_own_choice_is_read_laxly(
+    output_type: type[pydantic.BaseModel], raw: str, expected: dict[str, object]
+) -> None:
+    """A ``WithJsonSchema`` asking the engines for epoch seconds or a digit string, and
+    ``coerce_numbers_to_str``: the engines wrote what was asked, and strict validation
+    refused every reply (found by a probe)."""
+    value = validator_for(plan_output(output_type)).validate(raw)
+    assert isinstance(value, output_type)
+    assert value.model_dump(include=set(expected)) == expected

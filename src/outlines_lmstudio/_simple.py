@@ -201,14 +201,18 @@ format (LM Studio's MLX engine) leaves the offset optional."""
 
 
 class FullMatchTerms(GenerateJsonSchema):
-    """Pydantic's JSON schema, with the pattern of each Outlines term anchored at both ends.
+    """Pydantic's JSON schema, written to ask the engines for what the type reads.
 
     An Outlines term in a Pydantic type (``email: outlines.types.email``, or
     ``Annotated[str, Regex("[a-z]+")]``) writes ``{"type": "string", "pattern": regex}`` but
     validates with a full match. JSON Schema reads a ``pattern`` as a search, so the
     engines wrote any string that holds a match (``" x a@b.co y"``), which the type then
     refused. Anchored, the schema asks for what the type accepts, as Outlines' own models do
-    (outlines-core reads every pattern as a full match).
+    (outlines-core reads every pattern as a full match). Likewise, each found by a probe:
+    the schema is always the validation mode's (`mode`); a pattern Rust's regex reads
+    otherwise is refused (`str_schema`); a ``Decimal``'s string and a ``UUID4``'s version
+    are written as patterns (`decimal_schema`, `generate_inner`); a required field the
+    schema leaves out is refused; naive and aware datetimes get their patterns.
     """
 
     @property

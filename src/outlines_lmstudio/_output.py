@@ -9,6 +9,7 @@ own models return for that type.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import enum
 import functools
@@ -18,6 +19,7 @@ import re
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Literal, cast
@@ -250,16 +252,6 @@ def _check_structure(schema: dict[str, Any]) -> None:
     for pointer, node in schema_nodes(schema):
         if not isinstance(node, dict):
             continue
-        required = node.get("required")
-        if isinstance(required, list) and len(required) > len(set(map(repr, required))):
-            # Pydantic writes it for an alias that is another field's name (found by a
-            # probe: every reply then failed); a schema given as data fails its meta-schema.
-            twice = next(name for name in required if required.count(name) > 1)
-            raise InvalidSchemaError(
-                f"JSON schema at {pointer or '/'} requires {twice!r} twice: two fields are "
-                f"written as {twice!r} (an alias that is another field's name?). Give each "
-                "field its own name in the JSON."
-            )
         why = _contradiction(node)
         if why is not None:
             raise InvalidSchemaError(
@@ -352,7 +344,9 @@ def check_json_schema(schema: object, *, meta: bool = True) -> dict[str, Any]:
         return schema
     validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
-        validator.check_schema(schema)
+        with warnings.catch_warnings():  # see `_patterns.ecma_compile`
+            warnings.simplefilter("ignore", FutureWarning)
+            validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         where = "/" + "/".join(str(p) for p in exc.absolute_path)
         if exc.validator == "format" and exc.validator_value == "regex":
@@ -395,9 +389,11 @@ def _not_a_regex(where: str, pattern: object) -> str:
     ``re``, and the engines' regex subsets are narrower still, so syntax only JavaScript
     reads is refused: the message names its portable spelling.
     """
+    from ._patterns import ecma_compile  # the schema modules load with the first schema
+
     text = str(pattern)
     try:
-        re.compile(text)
+        ecma_compile(text)
         reason = "not a regex"
     except re.error as exc:
         reason = f"not a regex Python can read ({exc})"
@@ -673,7 +669,7 @@ def _unhashable_set_item(tp: Any) -> str | None:
     every reply with an item, since a (non-frozen) ``Cat`` cannot be put in a set.
     """
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (set, frozenset) and args:
+    if origin in _SETS and args:
         why, item = _unhashable(args[0]), _type_name(args[0])
         if why is not None:
             return item if why == f"{item} cannot be hashed" else f"{item} ({why})"
@@ -762,6 +758,32 @@ def _enum_literal_message(name: str, member: str, at: str) -> str:
     )
 
 
+def _refuse_lazy_items(output_type: object, core_schema: object) -> None:
+    """Refuse a type holding an ``Iterable`` or ``Generator`` that Pydantic checks lazily.
+
+    Its items are checked only when it is iterated, after ``parse`` returned (found by a
+    probe: ``["not an int"]`` for ``Iterable[int]`` was taken, not re-asked, and the
+    error came as a raw Pydantic one in the user's loop). One an after validator receives
+    (``AfterValidator(list)``) may be consumed there, inside the validation: it is left to
+    the validator (found by a review). A before validator cannot make it eager.
+    """
+    from ._schema_walk import core_nodes
+
+    given = set()
+    for node in core_nodes(core_schema):
+        inner = node.get("schema")
+        if node.get("type") == "function-after" and isinstance(inner, dict):
+            given.add(id(inner))
+    for node in core_nodes(core_schema):
+        if node.get("type") == "generator" and id(node) not in given:
+            raise UnsupportedOutputTypeError(
+                f"The output type {output_type_name(output_type)} holds an Iterable or a "
+                "Generator: Pydantic checks its items only when it is iterated, after the "
+                "reply was taken, so a reply could not be checked or asked again. Use a list "
+                "(list[int]) or a tuple (tuple[int, ...]) instead."
+            )
+
+
 _UNREADABLE_PARTS = (
     (_unhashable_set_item, _unhashable_set_message),
     (_unreadable_enum_literal, _enum_literal_message),
@@ -772,6 +794,12 @@ _UNREADABLE_PARTS = (
 
 def _refuse_unreadable_parts(output_type: object) -> None:
     """Refuse a type whose schema Pydantic writes but whose replies it would never read."""
+    if isinstance(output_type, type) and issubclass(output_type, pydantic.BaseModel):
+        core_schema: object = output_type.__pydantic_core_schema__
+    else:
+        portable = _portable_typeddicts(output_type, {})
+        core_schema = pydantic.TypeAdapter(cast(Any, portable)).core_schema
+    _refuse_lazy_items(output_type, core_schema)
     name = output_type_name(output_type)
     for problem, message in _UNREADABLE_PARTS:
         found = _type_problem(output_type, problem, set(), past_validators=True)
@@ -826,7 +854,7 @@ def _model_schema(model: type[pydantic.BaseModel]) -> tuple[dict[str, Any], bool
         raise _term_without_regex(model, exc) from exc
     except _BUILD_ERRORS as exc:
         raise _schema_error(model, exc) from exc
-    return _require_tags(schema), written
+    return _unique_required(_require_tags(schema)), written
 
 
 def _type_adapter_schema(output_type: object) -> tuple[dict[str, Any], bool]:
@@ -841,7 +869,20 @@ def _type_adapter_schema(output_type: object) -> tuple[dict[str, Any], bool]:
         raise _term_without_regex(output_type, exc) from exc
     except _BUILD_ERRORS as exc:
         raise _schema_error(output_type, exc) from exc
-    return _require_tags(schema), written
+    return _unique_required(_require_tags(schema)), written
+
+
+def _unique_required(schema: dict[str, Any]) -> dict[str, Any]:
+    """Name each ``required`` property once (Pydantic's fresh output, changed in place).
+
+    Pydantic repeats a name two fields are read from (``b: int = Field(alias="a")`` beside
+    ``a: int``), which JSON Schema's meta-schema refuses; the set of names is the same.
+    """
+    for _, node in schema_nodes(schema):
+        required = node.get("required") if isinstance(node, dict) else None
+        if isinstance(required, list) and all(isinstance(n, str) for n in required):
+            node["required"] = list(dict.fromkeys(required))
+    return schema
 
 
 def _require_tags(schema: dict[str, Any]) -> dict[str, Any]:
@@ -922,7 +963,7 @@ def _is_json_family(tp: object) -> bool:
     args = [a for a in typing.get_args(tp) if a is not type(None) and a is not Ellipsis]
     if origin in (typing.Union, types.UnionType):
         return any(_is_json_family(a) for a in args)
-    if origin in (list, tuple, dict, set, frozenset) or origin is typing.Annotated:
+    if origin in (list, tuple, dict) or origin in _SETS or origin is typing.Annotated:
         return any(_is_json_family(a) for a in args)
     return False
 
@@ -1063,7 +1104,9 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
             f"JSON-schema structured output cannot express. {_GRAMMAR_HINT}."
         )
     key = _non_str_key(output_type)
-    set_like = typing.get_origin(output_type) in (set, frozenset) or output_type in (set, frozenset)
+    set_like = typing.get_origin(output_type) in _SETS or (
+        isinstance(output_type, type) and output_type in _SETS
+    )
     if key is None and not set_like and _other_json_type(output_type):
         # Types Outlines has no regex for, which work as fields (uuid.UUID, Decimal, a
         # NamedTuple, dict[str, Any]...): the reply is their JSON document, as for a model.
@@ -1176,15 +1219,24 @@ _BARE_CONTAINERS: dict[object, str] = {
 means any JSON, a CFG, which LM Studio's JSON-schema output has no form for)."""
 
 
+_SETS: dict[Any, str] = {
+    set: "set",
+    frozenset: "frozenset",
+    collections.abc.MutableSet: "set",  # what Pydantic makes of them
+    collections.abc.Set: "frozenset",  # typing.AbstractSet too (found by a probe)
+}
+"""The set types, each spelling with the class Pydantic builds for it."""
+
+
 def _set_hint(output_type: Any) -> str:
     """Say what to ask for instead of a set of simple values (``set[int]``)."""
-    container = typing.get_origin(output_type) or output_type
+    container = _SETS[typing.get_origin(output_type) or output_type]
     args = typing.get_args(output_type)
     item = output_type_name(args[0]) if args else "int"
     return (
         f" JSON has no set type, and LM Studio does not make array items unique (it does not "
-        f"enforce uniqueItems): ask for list[{item}] and build the {container.__name__} from "
-        f"the result, e.g. {container.__name__}(model.parse(prompt, list[{item}]))."
+        f"enforce uniqueItems): ask for list[{item}] and build the {container} from "
+        f"the result, e.g. {container}(model.parse(prompt, list[{item}]))."
     )
 
 

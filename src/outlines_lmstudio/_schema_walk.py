@@ -12,6 +12,7 @@ __all__ = [
     "JSON_TYPES",
     "SUB_ONE",
     "assertions",
+    "core_nodes",
     "kept",
     "pointer_token",
     "rebuild",
@@ -61,6 +62,32 @@ SUB_ONE = (
 )
 _SUB_MAP = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 _SUB_LIST = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
+
+
+def core_nodes(core_schema: object) -> Iterator[dict[str, Any]]:
+    """Yield each dict of a Pydantic core schema once (it may hold cycles).
+
+    Parameters
+    ----------
+    core_schema
+        A type's ``__pydantic_core_schema__`` (or a ``TypeAdapter``'s ``core_schema``).
+
+    Yields
+    ------
+    dict
+        Every node, and every dict inside one (metadata, config).
+    """
+    stack, seen = [core_schema], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            yield node
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
 
 
 def pointer_token(key: str | int) -> str:

@@ -215,6 +215,8 @@ class FullMatchTerms(GenerateJsonSchema):
     schema leaves out is refused; naive and aware datetimes get their patterns.
     """
 
+    _read_first = 0  # how many validators that read the value first enclose this node
+
     @property
     def mode(self) -> JsonSchemaMode:
         """The mode the schema was asked in (validation), whatever the type's config says.
@@ -246,10 +248,14 @@ class FullMatchTerms(GenerateJsonSchema):
             part = _user_written_part(schema, metadata, functions)
             if part:
                 written.append(part)
+        validator = schema.get("type") in _READS_FIRST
+        self._read_first += validator
         try:
             result = super().generate_inner(cast(CoreSchema, schema))
         except PydanticOmit:
-            if _required_field(schema):
+            # Under a validator that reads the value first (a before model validator), the
+            # field may be filled by it (found by a review): left to it.
+            if _required_field(schema) and not self._read_first:
                 # `SkipJsonSchema[int]` on a field without a default: left out of the schema,
                 # so no reply could hold it, and every reply failed (found by a probe).
                 raise UnsupportedOutputTypeError(
@@ -258,6 +264,8 @@ class FullMatchTerms(GenerateJsonSchema):
                     "fail the type. Give the field a default, or let the schema show it."
                 ) from None
             raise
+        finally:
+            self._read_first -= validator
         version = _UUID_VERSION.fullmatch(str(result.get("format", "")))
         if version is not None and result.get("type") == "string":
             # `UUID4` and the other versions: no engine knows `format: uuid4`, so the string
@@ -334,6 +342,10 @@ class FullMatchTerms(GenerateJsonSchema):
         if constraint is not None:  # "aware", or a fixed offset in seconds
             return written | {"pattern": _AWARE_DATETIME}
         return written
+
+
+_READS_FIRST = ("function-before", "function-wrap", "function-plain")
+"""Core schema nodes of a validator that reads the value before its schema does."""
 
 
 def _required_field(schema: Any) -> bool:

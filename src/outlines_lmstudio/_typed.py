@@ -33,6 +33,7 @@ from ._inputs import ChatPrompt, Message, followed_by_answer
 from ._json_keys import RepeatedKey, repeated_at, without_repeats
 from ._output import OutputPlan, argument_order, output_type_name
 from ._reasoning import unparsed_tags_hint
+from ._schema_walk import core_nodes
 from ._search import UnsearchablePatternError, linear_time
 from .errors import (
     InvalidSchemaError,
@@ -510,21 +511,6 @@ def validator_for(plan: OutputPlan) -> Validator:
     )
 
 
-def _core_nodes(core_schema: object) -> typing.Iterator[dict[str, Any]]:
-    """Yield each dict of a Pydantic core schema once (it may hold cycles)."""
-    stack, seen = [core_schema], set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, dict):
-            yield node
-            stack.extend(node.values())
-        elif isinstance(node, list | tuple):
-            stack.extend(node)
-
-
 def _lax_by_choice(core_schema: object) -> bool:
     """Return whether a type asks for lax validation itself.
 
@@ -537,13 +523,94 @@ def _lax_by_choice(core_schema: object) -> bool:
     ``WithJsonSchema`` asking the engines for another form (a ``datetime`` as epoch
     seconds, an ``int`` as a digit string), which every reply then failed.
     """
-    for node in _core_nodes(core_schema):
+    for node in core_nodes(core_schema):
         if node.get("strict") is False or node.get("coerce_numbers_to_str") is True:
             return True
-        for function in node.get("pydantic_js_annotation_functions", ()):
-            if isinstance(getattr(function, "__self__", None), pydantic.WithJsonSchema):
-                return True
+        metadata = node.get("metadata")
+        if isinstance(metadata, dict):
+            for function in metadata.get("pydantic_js_annotation_functions", ()):
+                written = getattr(function, "__self__", None)
+                if isinstance(written, pydantic.WithJsonSchema) and _another_form(node, written):
+                    return True
     return False
+
+
+_STRING_FORMS = ("datetime", "date", "time", "timedelta", "uuid", "url")
+_JSON_TYPES: dict[str, frozenset[str]] = {
+    "int": frozenset({"integer"}),
+    "bool": frozenset({"boolean"}),
+    "float": frozenset({"number", "integer"}),
+    "str": frozenset({"string"}),
+    "none": frozenset({"null"}),
+    "list": frozenset({"array"}),
+    "tuple": frozenset({"array"}),
+    "set": frozenset({"array"}),
+    "frozenset": frozenset({"array"}),
+    "dict": frozenset({"object"}),
+    "model": frozenset({"object"}),
+    "typed-dict": frozenset({"object"}),
+    "dataclass": frozenset({"object"}),
+    **dict.fromkeys(_STRING_FORMS, frozenset({"string"})),
+}
+"""The JSON types strict mode reads for a core schema type; others are not known here."""
+_PYTHON_JSON = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+
+
+def _read_as(node: Any) -> frozenset[str] | None:
+    """Return the JSON types strict mode reads for a core schema node (None: not known).
+
+    Wrappers are looked through (a default, an after validator, ``nullable``); a before,
+    wrap or plain validator, a reference and the like are not known.
+    """
+    kind = node.get("type") if isinstance(node, dict) else None
+    if kind in ("default", "function-after"):
+        return _read_as(node.get("schema"))
+    if kind == "nullable":
+        inner = _read_as(node.get("schema"))
+        return None if inner is None else inner | {"null"}
+    if kind == "literal":
+        kinds = {_PYTHON_JSON.get(type(v)) for v in node.get("expected", ())}
+        return None if None in kinds else frozenset(str(k) for k in kinds)
+    if kind == "enum":
+        return _JSON_TYPES.get(str(node.get("sub_type")))
+    return _JSON_TYPES.get(str(kind))
+
+
+def _asked_for(schema: Any) -> frozenset[str] | None:
+    """Return the JSON types a written schema asks for (empty: none named; None: unknown)."""
+    if not isinstance(schema, dict):
+        return None
+    asked = schema.get("type")
+    if isinstance(asked, str):
+        return frozenset({asked})
+    if isinstance(asked, list):
+        return frozenset(str(a) for a in asked)
+    kinds: set[str] = set()
+    for key in ("anyOf", "oneOf"):
+        for branch in schema.get(key) or ():
+            branch_kinds = _asked_for(branch)
+            if not branch_kinds:
+                return None  # a branch of any type (or unknown): another form may be asked
+            kinds |= branch_kinds
+    return frozenset(kinds)
+
+
+def _another_form(node: dict[str, Any], written: pydantic.WithJsonSchema) -> bool:
+    """Whether a ``WithJsonSchema`` may ask for a JSON type the value's strict form is not.
+
+    One that only describes the value (``{"type": "integer", "description": ...}`` on an
+    ``int``; no type named; or for serialization only) leaves the type strict (found by a
+    review: any ``WithJsonSchema`` made the whole type lax). Where either side is not
+    known (a validator that reads the value first, a reference), it counts as another
+    form: lax refuses no reply strict takes.
+    """
+    if written.mode == "serialization":
+        return False  # not the schema sent
+    asked = _asked_for(written.json_schema)
+    if asked is not None and not asked:
+        return False
+    natural = _read_as(node)
+    return asked is None or natural is None or not asked <= natural
 
 
 def _holds_floats(core_schema: object) -> bool:
@@ -556,7 +623,7 @@ def _holds_floats(core_schema: object) -> bool:
     return any(
         node.get("type") in ("float", "any")
         or "allow" in (node.get("extra_fields_behavior"), node.get("extra_behavior"))
-        for node in _core_nodes(core_schema)
+        for node in core_nodes(core_schema)
     )
 
 
@@ -570,7 +637,7 @@ def _named_by_path(core_schema: object) -> bool | None:
     core schema's ``validation_alias`` entries: a path is a list of keys and indexes, and
     choices a list of such lists; a one-key entry is a property name.
     """
-    for node in _core_nodes(core_schema):
+    for node in core_nodes(core_schema):
         alias = node.get("validation_alias")
         if isinstance(alias, list) and alias:
             choices = alias if isinstance(alias[0], list) else [alias]

@@ -22,6 +22,7 @@ from .helpers import (
     VISION,
     assert_one_line_error,
     broken_png,
+    cli_env,
     png,
     roles_and_texts,
 )
@@ -456,3 +457,21 @@ def test_an_mpo_phone_photo_is_a_still(
     result = main_in_process("generate", "-m", VISION, "--image", "photo.mpo", "Describe")
     assert result.returncode == 0, result.stderr
     assert [Image.open(io.BytesIO(b)).size for b in emulator.predictions[0].images] == [(20, 20)]
+
+
+def test_a_schema_pattern_python_warns_of_is_taken_quietly(run_cli: RunCli, tmp_path: Path) -> None:
+    """``[[:alpha:]]`` in a schema file is ECMA-262 (the characters), yet Python's ``re``
+    printed "FutureWarning: Possible nested set", and with warnings as errors the command
+    called itself a bug, status 1 (found by a probe)."""
+    path = tmp_path / "word.schema.json"
+    schema = {
+        "type": "object",
+        "properties": {"word": {"type": "string", "pattern": "^[[:alpha:]]+$"}},
+    }
+    path.write_text(json.dumps({**schema, "required": ["word"]}))
+    result = run_cli(
+        "generate", "A word", "-m", TEXT, "--schema", str(path), env=cli_env(PYTHONWARNINGS="error")
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr
+    assert set(json.loads(result.stdout)) == {"word"}

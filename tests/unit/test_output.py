@@ -1,9 +1,11 @@
+import collections.abc
 import dataclasses
 import datetime
 import decimal
 import enum
 import json
 import re
+import typing
 import uuid
 import warnings
 from collections.abc import Callable
@@ -1040,13 +1042,80 @@ def test_a_required_field_left_out_of_the_schema_is_refused() -> None:
     assert list(sent["properties"]) == ["name"]
 
 
-class _Collide(pydantic.BaseModel):
-    a: str = pydantic.Field(validation_alias=pydantic.AliasPath("x", 0))
+class _SameKey(pydantic.BaseModel):
+    a: int
     b: int = pydantic.Field(alias="a")
 
 
-def test_two_fields_written_under_one_name_are_refused() -> None:
-    """Pydantic wrote ``required: ["a", "a"]``, a schema the library refuses as data, and
-    sent it: every reply failed (found by a probe)."""
-    with pytest.raises(InvalidSchemaError, match="requires 'a' twice"):
-        plan_output(_Collide)
+def test_two_fields_read_from_one_key_are_required_once() -> None:
+    """Pydantic wrote ``required: ["a", "a"]``, a schema the library refuses as data (a
+    probe found it sent; a review found that refusing it refused a valid type)."""
+    sent = plan_output(_SameKey).response_format["jsonSchema"]  # type: ignore[index]
+    assert sent["required"] == ["a"]
+    assert _SameKey.model_validate_json('{"a": 1}').b == 1
+
+
+class _Lazy(pydantic.BaseModel):
+    it: typing.Iterable[int]
+
+
+@pytest.mark.parametrize(
+    "output_type", [typing.Iterable[int], typing.Generator[int, None, None], _Lazy], ids=str
+)
+def test_a_lazily_validated_iterable_is_refused(output_type: object) -> None:
+    """Pydantic checks an ``Iterable``'s items only when it is iterated: ``["not an int"]``
+    was taken, not re-asked, and failed later in the user's loop (found by a probe)."""
+    with pytest.raises(UnsupportedOutputTypeError, match="checks its items only when it is"):
+        plan_output(output_type)
+
+
+@pytest.mark.parametrize(
+    ("output_type", "built"),
+    [
+        (typing.AbstractSet[int], "frozenset"),
+        (collections.abc.Set[int], "frozenset"),
+        (collections.abc.MutableSet[int], "set"),
+    ],
+    ids=str,
+)
+def test_every_spelling_of_a_set_is_refused_as_set_is(output_type: object, built: str) -> None:
+    """``set[int]`` was refused (no engine makes items unique) but ``AbstractSet[int]`` was
+    sent, and ``parse`` merged the duplicates (found by a probe)."""
+    with pytest.raises(UnsupportedOutputTypeError, match=rf"build the {built} from the result"):
+        plan_output(output_type)
+
+
+class _Slugged(pydantic.BaseModel):
+    name: str
+    slug: SkipJsonSchema[str]
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _slug(cls, value: Any) -> Any:
+        return {**value, "slug": str(value.get("name", "")).lower()}
+
+
+class _FrozenItem(pydantic.BaseModel, frozen=True):
+    n: int
+
+
+def test_what_the_refusals_leave_alone() -> None:
+    """Found by a review of the refusals: a skipped field a before validator fills, a set
+    of frozen models however spelt, and an Iterable an after validator consumes."""
+    assert plan_output(_Slugged).kind == "json"
+    for spelling in (typing.AbstractSet, collections.abc.MutableSet):
+        assert plan_output(spelling[_FrozenItem]).kind == "json"
+    eager = Annotated[typing.Iterable[int], pydantic.AfterValidator(list)]
+    assert plan_output(eager).kind == "json"
+    lazy = Annotated[typing.Iterable[int], pydantic.BeforeValidator(list)]
+    with pytest.raises(UnsupportedOutputTypeError, match="checks its items only when"):
+        plan_output(lazy)
+
+
+def test_a_schema_pattern_python_would_warn_of_is_planned_quietly() -> None:
+    """``[[:alpha:]]`` in a schema given as data is ECMA-262; Python's FutureWarning about
+    it came out of the meta-schema check and the pattern check (found by a probe)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan = plan_output({"type": "string", "pattern": "^[[:alpha:]]+$"})
+    assert plan.kind == "json"

@@ -583,3 +583,41 @@ def test_a_type_that_takes_another_form_by_its_own_choice_is_read_laxly(
     value = validator_for(plan_output(output_type)).validate(raw)
     assert isinstance(value, output_type)
     assert value.model_dump(include=set(expected)) == expected
+
+
+class _Described(pydantic.BaseModel):
+    n: typing.Annotated[int, pydantic.WithJsonSchema({"type": "integer", "description": "n"})]
+    count: int
+
+
+def test_a_with_json_schema_that_only_describes_keeps_the_type_strict() -> None:
+    """Any ``WithJsonSchema`` made the whole type lax: ``"4"`` for ``count: int`` was taken
+    (found by a review of the change that made ``_Event`` lax)."""
+    validator = validator_for(plan_output(_Described))
+    with pytest.raises(ParseError, match="count: Input should be a valid integer"):
+        check_reply(validator, '{"n": 3, "count": "4"}', "eosFound", 1, True)
+
+
+class _Wrapped(pydantic.BaseModel):
+    qty: typing.Annotated[
+        typing.Optional[int],  # the nullable node wraps the int
+        pydantic.WithJsonSchema({"type": "string", "pattern": "^[0-9]+$"}),
+    ]
+
+
+class _Nullable(pydantic.BaseModel):
+    n: typing.Annotated[
+        typing.Optional[int],
+        pydantic.WithJsonSchema({"type": ["integer", "null"]}),
+    ]
+    flag: bool
+
+
+def test_another_form_is_seen_through_wrappers_and_a_description_is_not_one() -> None:
+    """A review found a wrapped ``int`` asked for as a string read strictly again, and an
+    ``Optional[int]`` described as ``["integer", "null"]`` made the type lax."""
+    assert validator_for(plan_output(_Wrapped)).validate('{"qty": "42"}') == _Wrapped(qty=42)
+    with pytest.raises(ParseError, match="flag: Input should be a valid boolean"):
+        check_reply(
+            validator_for(plan_output(_Nullable)), '{"n": 1, "flag": "yes"}', "eosFound", 1, True
+        )

@@ -123,7 +123,9 @@ def load_schema(path: Path) -> dict[str, Any]:
             'schema object such as {"type": "object", "properties": {...}}.'
         )
     try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
+        with warnings.catch_warnings():  # an ECMA-262 pattern's, not the schema's: see
+            warnings.simplefilter("ignore", FutureWarning)  # `_patterns.ecma_compile`
+            jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
         raise CliError(

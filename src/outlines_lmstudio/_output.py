@@ -844,6 +844,18 @@ def _term_without_regex(output_type: object, exc: TermWithoutRegex) -> Unsupport
     )
 
 
+def _omitted(output_type: object) -> UnsupportedOutputTypeError:
+    """Refuse a type Pydantic leaves out of its own schema (``SkipJsonSchema``).
+
+    Pydantic's bare ``PydanticOmit()`` came out of ``plan_output`` (found by a review).
+    """
+    return UnsupportedOutputTypeError(
+        f"The output type {output_type_name(output_type)} has a part Pydantic leaves out of "
+        "its JSON schema (SkipJsonSchema, or a type with no JSON schema), where a reply needs "
+        "it: no engine could be asked for it. Ask for a type the schema shows."
+    )
+
+
 def _model_schema(model: type[pydantic.BaseModel]) -> tuple[dict[str, Any], bool]:
     """Pydantic's schema of a model, and whether its user wrote parts of it."""
     try:
@@ -852,6 +864,8 @@ def _model_schema(model: type[pydantic.BaseModel]) -> tuple[dict[str, Any], bool
         )
     except TermWithoutRegex as exc:
         raise _term_without_regex(model, exc) from exc
+    except pydantic_core.PydanticOmit:
+        raise _omitted(model) from None
     except _BUILD_ERRORS as exc:
         raise _schema_error(model, exc) from exc
     return _unique_required(_require_tags(schema)), written
@@ -867,6 +881,8 @@ def _type_adapter_schema(output_type: object) -> tuple[dict[str, Any], bool]:
         )
     except TermWithoutRegex as exc:
         raise _term_without_regex(output_type, exc) from exc
+    except pydantic_core.PydanticOmit:
+        raise _omitted(output_type) from None
     except _BUILD_ERRORS as exc:
         raise _schema_error(output_type, exc) from exc
     return _unique_required(_require_tags(schema)), written
@@ -1075,6 +1091,8 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
     if is_simple_type(output_type):
         try:
             schema, written = pydantic_schema(lambda: simple_schema(output_type))
+        except pydantic_core.PydanticOmit:
+            raise _omitted(output_type) from None
         except _BUILD_ERRORS as exc:  # e.g. Annotated[int, Field(ge="x")]
             reason = " ".join(str(exc).split())
             raise UnsupportedOutputTypeError(
@@ -1192,6 +1210,8 @@ def _other_json_type(output_type: object) -> bool:
     try:
         portable = _portable_typeddicts(output_type, {})
         schema = pydantic.TypeAdapter(cast(Any, portable)).json_schema()
+    except pydantic_core.PydanticOmit:
+        return True  # a part left out of its schema: refused by name when it is planned
     except (*_BUILD_ERRORS, TypeError):
         return False
     return schema != {}

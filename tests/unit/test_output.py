@@ -1119,3 +1119,17 @@ def test_a_schema_pattern_python_would_warn_of_is_planned_quietly() -> None:
         warnings.simplefilter("error")
         plan = plan_output({"type": "string", "pattern": "^[[:alpha:]]+$"})
     assert plan.kind == "json"
+
+
+class _SkippedInATuple(typing.NamedTuple):
+    a: int
+    b: SkipJsonSchema[int] = 3
+
+
+@pytest.mark.parametrize(
+    "output_type", [SkipJsonSchema[int], list[SkipJsonSchema[int]], _SkippedInATuple], ids=str
+)
+def test_a_type_pydantic_leaves_out_of_its_schema_is_refused_by_name(output_type: object) -> None:
+    """Pydantic's bare ``PydanticOmit()`` came out of ``plan_output`` (found by a review)."""
+    with pytest.raises(UnsupportedOutputTypeError, match="leaves out of its JSON schema"):
+        plan_output(output_type)

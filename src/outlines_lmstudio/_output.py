@@ -19,7 +19,6 @@ import re
 import sys
 import types
 import typing
-import warnings
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Literal, cast
@@ -34,7 +33,7 @@ from outlines.types import CFG, JsonSchema, Regex
 from outlines.types.dsl import Term
 from typing_inspection import typing_objects
 
-from ._schema_walk import ref_target, schema_nodes
+from ._schema_walk import core_nodes, ref_target, schema_nodes
 from ._simple import (
     FullMatchTerms,
     TermWithoutRegex,
@@ -342,10 +341,11 @@ def check_json_schema(schema: object, *, meta: bool = True) -> dict[str, Any]:
     if not meta:
         _check_structure(schema)
         return schema
+    from ._patterns import ecma_patterns  # the schema modules load with the first schema
+
     validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
-        with warnings.catch_warnings():  # see `_patterns.ecma_compile`
-            warnings.simplefilter("ignore", FutureWarning)
+        with ecma_patterns():
             validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         where = "/" + "/".join(str(p) for p in exc.absolute_path)
@@ -767,21 +767,21 @@ def _refuse_lazy_items(output_type: object, core_schema: object) -> None:
     (``AfterValidator(list)``) may be consumed there, inside the validation: it is left to
     the validator (found by a review). A before validator cannot make it eager.
     """
-    from ._schema_walk import core_nodes
-
-    given = set()
+    given: set[int] = set()
+    generators: list[int] = []
     for node in core_nodes(core_schema):
-        inner = node.get("schema")
-        if node.get("type") == "function-after" and isinstance(inner, dict):
+        kind, inner = node.get("type"), node.get("schema")
+        if kind == "function-after" and isinstance(inner, dict):
             given.add(id(inner))
-    for node in core_nodes(core_schema):
-        if node.get("type") == "generator" and id(node) not in given:
-            raise UnsupportedOutputTypeError(
-                f"The output type {output_type_name(output_type)} holds an Iterable or a "
-                "Generator: Pydantic checks its items only when it is iterated, after the "
-                "reply was taken, so a reply could not be checked or asked again. Use a list "
-                "(list[int]) or a tuple (tuple[int, ...]) instead."
-            )
+        elif kind == "generator":
+            generators.append(id(node))
+    if any(generator not in given for generator in generators):
+        raise UnsupportedOutputTypeError(
+            f"The output type {output_type_name(output_type)} holds an Iterable or a "
+            "Generator: Pydantic checks its items only when it is iterated, after the "
+            "reply was taken, so a reply could not be checked or asked again. Use a list "
+            "(list[int]) or a tuple (tuple[int, ...]) instead."
+        )
 
 
 _UNREADABLE_PARTS = (
@@ -792,13 +792,11 @@ _UNREADABLE_PARTS = (
 """Parts of a type Pydantic writes a schema for but never reads a reply of, and what to say."""
 
 
-def _refuse_unreadable_parts(output_type: object) -> None:
-    """Refuse a type whose schema Pydantic writes but whose replies it would never read."""
-    if isinstance(output_type, type) and issubclass(output_type, pydantic.BaseModel):
-        core_schema: object = output_type.__pydantic_core_schema__
-    else:
-        portable = _portable_typeddicts(output_type, {})
-        core_schema = pydantic.TypeAdapter(cast(Any, portable)).core_schema
+def _refuse_unreadable_parts(output_type: object, core_schema: object) -> None:
+    """Refuse a type whose schema Pydantic writes but whose replies it would never read.
+
+    ``core_schema``: the type's, from the model or the adapter its schema was built with.
+    """
     _refuse_lazy_items(output_type, core_schema)
     name = output_type_name(output_type)
     for problem, message in _UNREADABLE_PARTS:
@@ -871,8 +869,8 @@ def _model_schema(model: type[pydantic.BaseModel]) -> tuple[dict[str, Any], bool
     return _unique_required(_require_tags(schema)), written
 
 
-def _type_adapter_schema(output_type: object) -> tuple[dict[str, Any], bool]:
-    """Pydantic's schema of a type, and whether its user wrote parts of it."""
+def _type_adapter_schema(output_type: object) -> tuple[dict[str, Any], bool, object]:
+    """Pydantic's schema of a type, whether its user wrote parts of it, and its core schema."""
     try:
         portable = _portable_typeddicts(output_type, {})
         adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(cast(Any, portable))
@@ -885,7 +883,7 @@ def _type_adapter_schema(output_type: object) -> tuple[dict[str, Any], bool]:
         raise _omitted(output_type) from None
     except _BUILD_ERRORS as exc:
         raise _schema_error(output_type, exc) from exc
-    return _unique_required(_require_tags(schema)), written
+    return _unique_required(_require_tags(schema)), written, adapter.core_schema
 
 
 def _unique_required(schema: dict[str, Any]) -> dict[str, Any]:
@@ -1047,7 +1045,7 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
             # value, which only Pydantic resolves from the alias: plan the alias as is.
             if not _names_inside(inner) or not _other_json_type(output_type):
                 raise
-            schema, written = _type_adapter_schema(output_type)
+            schema, written, _ = _type_adapter_schema(output_type)
             plan = _json_plan(schema, output_type, strict=strict, generated=not written)
         return msgspec.structs.replace(plan, output_type=output_type)
     if grammar and isinstance(output_type, Term) and not isinstance(output_type, JsonSchema):
@@ -1081,11 +1079,11 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
         return _json_plan(output_type.to_schema(), output_type, strict=strict)
     if isinstance(output_type, type) and issubclass(output_type, pydantic.BaseModel):
         schema, written = _model_schema(output_type)
-        _refuse_unreadable_parts(output_type)
+        _refuse_unreadable_parts(output_type, output_type.__pydantic_core_schema__)
         return _json_plan(schema, output_type, strict=strict, generated=not written)
     if _is_json_family(output_type):
-        schema, written = _type_adapter_schema(output_type)
-        _refuse_unreadable_parts(output_type)
+        schema, written, core_schema = _type_adapter_schema(output_type)
+        _refuse_unreadable_parts(output_type, core_schema)
         return _json_plan(schema, output_type, strict=strict, generated=not written)
     _unwritable_literal(output_type)
     if is_simple_type(output_type):
@@ -1128,8 +1126,8 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
     if key is None and not set_like and _other_json_type(output_type):
         # Types Outlines has no regex for, which work as fields (uuid.UUID, Decimal, a
         # NamedTuple, dict[str, Any]...): the reply is their JSON document, as for a model.
-        schema, written = _type_adapter_schema(output_type)
-        _refuse_unreadable_parts(output_type)
+        schema, written, core_schema = _type_adapter_schema(output_type)
+        _refuse_unreadable_parts(output_type, core_schema)
         return _json_plan(schema, output_type, strict=strict, generated=not written)
     why = (
         f" Its dict keys are {output_type_name(key)}; only str keys (or a Literal or Enum of "

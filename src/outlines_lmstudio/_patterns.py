@@ -27,10 +27,12 @@ Python's own parser (``re._parser``) is private.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
+from collections.abc import Iterator
 
-__all__ = ["ANY", "PatternError", "ecma_compile", "engine_pattern"]
+__all__ = ["ANY", "PatternError", "ecma_compile", "ecma_patterns", "engine_pattern"]
 
 
 ANY = r'([^"\\\x00-\x1f]|\\(["\\/bfnrt]|u[0-9a-fA-F]{4}))'
@@ -379,16 +381,24 @@ class _Scanner:
         return pieces
 
 
-def ecma_compile(pattern: str) -> re.Pattern[str]:
-    """Compile a JSON-schema pattern with Python's ``re``, without its FutureWarnings.
+@contextlib.contextmanager
+def ecma_patterns() -> Iterator[None]:
+    """Read JSON-schema patterns with Python's ``re`` inside, without its FutureWarnings.
 
     Python warns of ``[[`` and ``&&`` in a class ("Possible nested set"), which a future
     Python may read as set syntax. A JSON schema's pattern is ECMA-262, which reads them
     as characters, as Python does today: the warning is not the schema's (found by a
-    probe: the CLI, run with warnings as errors, called it a bug). Raises ``re.error``.
+    probe: the CLI, run with warnings as errors, called it a bug). For our compiles and
+    for jsonschema's meta-schema check (its ``format: regex``).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+def ecma_compile(pattern: str) -> re.Pattern[str]:
+    """Compile a JSON-schema pattern with Python's ``re`` (`ecma_patterns`); ``re.error``."""
+    with ecma_patterns():
         return re.compile(pattern)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._json_keys import RepeatedKey, without_repeats
+from .._patterns import ecma_patterns
 from ._common import CliError, file_path
 from ._text import decode_file
 
@@ -123,8 +124,7 @@ def load_schema(path: Path) -> dict[str, Any]:
             'schema object such as {"type": "object", "properties": {...}}.'
         )
     try:
-        with warnings.catch_warnings():  # an ECMA-262 pattern's, not the schema's: see
-            warnings.simplefilter("ignore", FutureWarning)  # `_patterns.ecma_compile`
+        with ecma_patterns():  # its patterns are ECMA-262: Python's warnings are not theirs
             jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(root)"

@@ -448,7 +448,13 @@ class ModelApi(Common):
 
     # -- typed results -----------------------------------------------------------------------
     def parse(
-        self, model_input: Any, output_type: Any, *, retries: int = 0, **inference_kwargs: Any
+        self,
+        model_input: Any,
+        output_type: Any,
+        *,
+        retries: int = 0,
+        context: Any = None,
+        **inference_kwargs: Any,
     ) -> Any:
         """Generate and return a validated value of ``output_type`` (async: awaitable).
 
@@ -464,6 +470,9 @@ class ModelApi(Common):
         retries
             How many times to re-ask, with the validation errors, when a reply
             does not validate.
+        context
+            Passed to the type's Pydantic validators as ``info.context`` (as
+            ``model_validate_json(..., context=...)``), on every attempt.
         **inference_kwargs
             As for `generate` (plus ``max_concurrency`` for a list of inputs).
 
@@ -479,17 +488,21 @@ class ModelApi(Common):
         TruncatedOutputError
             The reply was cut off by ``max_tokens`` or the context length.
         """
-        from outlines_lmstudio._typed import validator_for  # typed results only (import time)
+        from outlines_lmstudio._typed import (  # typed results only (import time)
+            validator_for,
+            with_context,
+        )
 
         retries = check_retries(retries)
         if is_batch(model_input):
             requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
             if not requests:
                 # Still refuse a type parse cannot check, as for any other list (a probe).
-                validator_for(self._settings(output_type, inference_kwargs)[1])
+                plan = self._settings(output_type, inference_kwargs)[1]
+                with_context(validator_for(plan), context)
                 return self._map([], limit)
             # One validator for all (one plan): a type parse cannot check raises here.
-            validator = validator_for(requests[0].plan)
+            validator = with_context(validator_for(requests[0].plan), context)
             flows = [_flow.parse(r, retries, validator) for r in requests]
             return self._map(flows, limit, requests)
         if "max_concurrency" in inference_kwargs:
@@ -498,11 +511,14 @@ class ModelApi(Common):
                 "this call has one input: drop it."
             )
         request = self._prepare(model_input, output_type, inference_kwargs)
+        validator = with_context(validator_for(request.plan), context)
         if not retries:  # one step: no flow to run
-            return self._complete_then(request, _flow.checked(request))
-        return self._run(_flow.parse(request, retries, validator_for(request.plan)))
+            return self._complete_then(request, _flow.checked(request, validator))
+        return self._run(_flow.parse(request, retries, validator))
 
-    def parse_stream(self, model_input: Any, output_type: Any, **inference_kwargs: Any) -> Any:
+    def parse_stream(
+        self, model_input: Any, output_type: Any, *, context: Any = None, **inference_kwargs: Any
+    ) -> Any:
         """Yield partial values while the reply streams, then the validated value.
 
         Parameters
@@ -511,6 +527,8 @@ class ModelApi(Common):
             As for `generate`.
         output_type
             As for `parse`.
+        context
+            As for `parse`: passed to the final value's Pydantic validators.
         **inference_kwargs
             As for `generate`.
 
@@ -521,7 +539,7 @@ class ModelApi(Common):
             last), then the final value of ``output_type``.
         """
         request = self._prepare(model_input, output_type, inference_kwargs)
-        return self._iterate(request, _flow.sink_for_parse_stream(request))
+        return self._iterate(request, _flow.sink_for_parse_stream(request, context))
 
     # -- the answer apart from the reasoning -------------------------------------------------
     def reply(self, model_input: Any, output_type: Any = None, **inference_kwargs: Any) -> Any:

@@ -234,6 +234,7 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
         output_type: type[T],
         *,
         retries: int = 0,
+        context: Any = None,
         **inference_kwargs: Any,
     ) -> T: ...
 
@@ -244,19 +245,34 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
         output_type: type[T],
         *,
         retries: int = 0,
+        context: Any = None,
         **inference_kwargs: Any,
     ) -> list[T]: ...
 
     @overload
     async def parse(
-        self, model_input: Any, output_type: Any, *, retries: int = 0, **inference_kwargs: Any
+        self,
+        model_input: Any,
+        output_type: Any,
+        *,
+        retries: int = 0,
+        context: Any = None,
+        **inference_kwargs: Any,
     ) -> Any: ...
 
     async def parse(
-        self, model_input: Any, output_type: Any, *, retries: int = 0, **inference_kwargs: Any
+        self,
+        model_input: Any,
+        output_type: Any,
+        *,
+        retries: int = 0,
+        context: Any = None,
+        **inference_kwargs: Any,
     ) -> Any:
         """Generate and return a validated value of ``output_type``; as `LMStudio.parse`."""
-        return await super().parse(model_input, output_type, retries=retries, **inference_kwargs)
+        return await super().parse(
+            model_input, output_type, retries=retries, context=context, **inference_kwargs
+        )
 
     async def reply(
         self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
@@ -290,7 +306,12 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
         ) -> AsyncGenerator[str, None]: ...
 
         def parse_stream(
-            self, model_input: Any, output_type: Any, **inference_kwargs: Any
+            self,
+            model_input: Any,
+            output_type: Any,
+            *,
+            context: Any = None,
+            **inference_kwargs: Any,
         ) -> AsyncGenerator[Any, None]: ...
 
     # -- images: normalised off the event loop -------------------------------------------------

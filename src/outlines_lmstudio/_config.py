@@ -328,6 +328,10 @@ _REDIRECTS: Mapping[str, str] = {
     "whole time)",
     "max_concurrency": "only a batch takes it (model.batch, or parse on a list of inputs), "
     "or from_lmstudio(client, model_name, max_concurrency=N)",
+    # instructor's spellings (found by a probe of what its users write).
+    "max_retries": "use retries= (model.parse(prompt, output_type, retries=N) re-asks N times)",
+    "context": "only parse and parse_stream take it, for the type's Pydantic validators",
+    "validation_context": "use context= (model.parse(prompt, output_type, context={...}))",
 }
 
 
@@ -665,7 +669,9 @@ def parse_inference_kwargs(kwargs: Mapping[str, Any]) -> PredictionArgs:
         if name in _REDIRECTS:
             raise InvalidInferenceArgumentError(f"{name}= is not accepted: {_REDIRECTS[name]}.")
         raise InvalidInferenceArgumentError(
-            f"Unknown keyword argument {name}=. Accepted: {', '.join(accepted_keywords())}."
+            f"Unknown keyword argument {name}=. Accepted: {', '.join(accepted_keywords())}; "
+            "parse also takes retries= and context=, parse_stream context=, and a batch "
+            "max_concurrency=."
         )
     config = _user_config(kwargs["config"]) if kwargs.get("config") is not None else {}
     for name, key in SIMPLE_KWARGS.items():

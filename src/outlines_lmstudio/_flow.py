@@ -411,12 +411,16 @@ def sink_for_stream(request: Request) -> Sink:
     return _TextSink()
 
 
-def sink_for_parse_stream(request: Request) -> Sink:
+def sink_for_parse_stream(request: Request, context: Any = None) -> Sink:
     """Make the sink of ``parse_stream``: partial values, then the validated value."""
-    from outlines_lmstudio._typed import validator_for  # typed results only (import time)
+    from outlines_lmstudio._typed import (  # typed results only (import time)
+        validator_for,
+        with_context,
+    )
 
     json = request.plan.kind in ("json", "simple")
-    return _PartialSink(validator_for(request.plan), json, request.args.stop_strings())
+    validator = with_context(validator_for(request.plan), context)
+    return _PartialSink(validator, json, request.args.stop_strings())
 
 
 def as_reply(done: Completion, render: Callable[[str], str]) -> Reply:
@@ -909,18 +913,15 @@ def rendered(request: Request, done: Completion) -> str:
     return request.plan.render(done.text)
 
 
-def checked(request: Request) -> Callable[[Completion], Any]:
+def checked(request: Request, validator: Validator) -> Callable[[Completion], Any]:
     """Return what gives the value of a reply that may not be asked again (or raises)."""
-    from outlines_lmstudio._typed import (
-        check_reply,
-        validator_for,
-    )  # typed results only (import time)
+    from outlines_lmstudio._typed import check_reply  # typed results only (import time)
 
-    validator, stops = validator_for(request.plan), request.args.stop_strings()
+    stops = request.args.stop_strings()
     return lambda done: check_reply(validator, done.text, done.stop_reason, 1, True, stops)[1]
 
 
-def parse(request: Request, retries: int, validator: Validator | None = None) -> Flow[Any]:
+def parse(request: Request, retries: int, validator: Validator) -> Flow[Any]:
     """Complete, validate, and re-ask with the errors until the reply validates or retries end.
 
     The call's time limit (``timeout=``) covers every attempt: it is read once, at the start.
@@ -932,8 +933,8 @@ def parse(request: Request, retries: int, validator: Validator | None = None) ->
     retries
         How many times to re-ask after an invalid reply.
     validator
-        The output type's validator, if the caller made it already (to refuse a type that
-        cannot be checked at the call, before any flow runs).
+        The output type's validator (made by the caller, to refuse a type that cannot be
+        checked at the call, before any flow runs), with the call's ``context=``.
 
     Returns
     -------
@@ -944,11 +945,8 @@ def parse(request: Request, retries: int, validator: Validator | None = None) ->
         check_reply,
         invalid_reply,
         reask_prompt,
-        validator_for,
     )
 
-    if validator is None:
-        validator = validator_for(request.plan)
     # The limit is on the whole call: read once for several attempts (one gets it anyway).
     deadline: float | None = (yield Deadline(request)) if retries else None
     stops = request.args.stop_strings()

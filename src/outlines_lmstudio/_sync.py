@@ -149,6 +149,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
             output_type: type[T],
             *,
             retries: int = 0,
+            context: Any = None,
             **inference_kwargs: Any,
         ) -> T: ...
 
@@ -159,20 +160,38 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
             output_type: type[T],
             *,
             retries: int = 0,
+            context: Any = None,
             **inference_kwargs: Any,
         ) -> list[T]: ...
 
         @overload
         def parse(
-            self, model_input: Any, output_type: Any, *, retries: int = 0, **inference_kwargs: Any
+            self,
+            model_input: Any,
+            output_type: Any,
+            *,
+            retries: int = 0,
+            context: Any = None,
+            **inference_kwargs: Any,
         ) -> Any: ...
 
         def parse(
-            self, model_input: Any, output_type: Any, *, retries: int = 0, **inference_kwargs: Any
+            self,
+            model_input: Any,
+            output_type: Any,
+            *,
+            retries: int = 0,
+            context: Any = None,
+            **inference_kwargs: Any,
         ) -> Any: ...
 
         def parse_stream(
-            self, model_input: Any, output_type: Any, **inference_kwargs: Any
+            self,
+            model_input: Any,
+            output_type: Any,
+            *,
+            context: Any = None,
+            **inference_kwargs: Any,
         ) -> Generator[Any, None, None]: ...
 
         def reply(

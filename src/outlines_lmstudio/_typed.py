@@ -36,6 +36,7 @@ from ._reasoning import unparsed_tags_hint
 from ._schema_walk import core_nodes
 from ._search import UnsearchablePatternError, linear_time
 from .errors import (
+    InvalidInferenceArgumentError,
     InvalidSchemaError,
     ParseError,
     TruncatedOutputError,
@@ -51,6 +52,7 @@ __all__ = [
     "reask_feedback",
     "reask_prompt",
     "validator_for",
+    "with_context",
 ]
 
 TRUNCATED_STOP_REASONS = frozenset({"maxPredictedTokensReached", "contextLengthReached"})
@@ -298,6 +300,8 @@ class Validator(msgspec.Struct, frozen=True):
     floats
         Whether the adapter's values may hold a float (`_holds_floats`), so NaN and
         infinity are looked for.
+    context
+        The call's ``context=``, passed to Pydantic's validators (`with_context`).
     """
 
     output_type: Any
@@ -310,6 +314,7 @@ class Validator(msgspec.Struct, frozen=True):
     by_name: bool | None = None
     strict: bool | None = None
     floats: bool = True
+    context: Any = None
 
     def _schema_errors(self, schema: dict[str, Any], value: Any) -> list[str]:
         try:
@@ -355,7 +360,11 @@ class Validator(msgspec.Struct, frozen=True):
                 # The core validator itself: `TypeAdapter.validate_json` only checks the
                 # by_alias / by_name pair, one Python call more on each reply.
                 value = self.adapter.validator.validate_json(
-                    raw, strict=self.strict, by_alias=True, by_name=self.by_name
+                    raw,
+                    strict=self.strict,
+                    context=self.context,
+                    by_alias=True,
+                    by_name=self.by_name,
                 )
             except pydantic.ValidationError as exc:
                 raise _Invalid(
@@ -405,6 +414,49 @@ class Validator(msgspec.Struct, frozen=True):
                 raise _Invalid(errors)
             return value
         return raw
+
+
+def with_context(validator: Validator, context: Any) -> Validator:
+    """Return ``validator`` passing a call's ``context=`` to Pydantic's validators.
+
+    Validators that read ``info.context`` (a source text to quote from, allowed values
+    known only at the call) fail without it, and a re-ask could not fix that: found by a
+    probe of what instructor users write (its ``context=``).
+
+    Parameters
+    ----------
+    validator
+        The output type's validator.
+    context
+        What Pydantic passes to validators as ``info.context``; ``None`` for none.
+
+    Returns
+    -------
+    Validator
+        ``validator`` itself when ``context`` is ``None``.
+
+    Raises
+    ------
+    InvalidInferenceArgumentError
+        When the output type is not checked by Pydantic (a JSON schema given as data, a
+        grammar-mode type, text), so nothing would read the context. Before sending.
+    """
+    if context is None:
+        return validator
+    if validator.adapter is None:
+        checked = (
+            "is checked by jsonschema, which takes no context"
+            if validator.schema is not None
+            else "is checked against its grammar"
+            if validator.grammar is not None
+            else "is text, not checked"
+        )
+        raise InvalidInferenceArgumentError(
+            "context= is passed to Pydantic's validators, and "
+            f"{output_type_name(validator.output_type)} {checked}: drop context=, or ask "
+            "for a Pydantic model, dataclass or TypedDict whose validators read it."
+        )
+    return msgspec.structs.replace(validator, context=context)
 
 
 def _choice_items(choice: Choice) -> Callable[[str], Any]:

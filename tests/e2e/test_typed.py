@@ -12,6 +12,7 @@ from typing import Any
 
 import jsonschema
 import lmstudio as lms
+import outlines
 import pydantic
 import pytest
 import typing_extensions
@@ -832,3 +833,86 @@ def test_a_read_timeout_while_asking_again_keeps_its_own_advice(
     assert "Pass a larger read_timeout=" in message
     assert "The replies are what failed" not in message
     assert isinstance(info.value.__context__, ParseError)
+
+
+class Quote(pydantic.BaseModel):
+    """A quote that must come from the source text the call gives as ``context=``."""
+
+    text: str
+
+    @pydantic.field_validator("text")
+    @classmethod
+    def from_the_source(cls, value: str, info: pydantic.ValidationInfo) -> str:
+        source = (info.context or {}).get("source")
+        if source is None:
+            raise ValueError("no source text in the validation context")
+        if value not in source:
+            raise ValueError(f"{value!r} is not in the source text")
+        return value
+
+
+def test_parse_passes_context_to_the_validators_on_every_attempt(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """No call took a validation context, so a validator reading ``info.context`` failed
+    every attempt, and each re-ask was spent on an error the model could not fix (found by
+    a probe of what instructor users write)."""
+    source = "the quick brown fox"
+    emulator.script(TEXT_MODEL, ['{"text": "slow fox"}', '{"text": "quick brown"}'])
+    model = fronts.model(fronts.client(), TEXT_MODEL)
+    quote = model.parse("q", Quote, retries=1, context={"source": source})
+    assert quote == Quote.model_validate({"text": "quick brown"}, context={"source": source})
+    assert "'slow fox' is not in the source text" in emulator.predictions[-1].last_user_text
+    emulator.script(TEXT_MODEL, ['{"text": "brown fox"}'] * 2)
+    assert (
+        model.parse(["a", "b"], Quote, context={"source": source})
+        == [Quote.model_construct(text="brown fox")] * 2
+    )
+    emulator.script(TEXT_MODEL, ['{"text": "fox"}'])
+    *_, value = list(model.parse_stream("q", Quote, context={"source": source}))
+    assert value == Quote.model_construct(text="fox")
+    emulator.script(TEXT_MODEL, ['{"text": "fox"}'])
+    with pytest.raises(ParseError, match="no source text in the validation context"):
+        model.parse("q", Quote)
+
+
+@pytest.mark.parametrize(
+    ("output_type", "checker"),
+    [
+        ({"type": "object"}, "is checked by jsonschema, which takes no context"),
+        (outlines.types.Regex("[a-z]+"), "is checked against its grammar"),
+        (None, "is text, not checked"),
+    ],
+)
+def test_context_for_a_type_pydantic_does_not_check_is_refused_before_sending(
+    make_model: MakeModel, emulator: LMStudioEmulator, output_type: object, checker: str
+) -> None:
+    model = make_model(TEXT_MODEL, grammar=True)
+    calls: list[Callable[[], object]] = [
+        lambda: model.parse("q", output_type, context={"a": 1}),
+        lambda: model.parse([], output_type, context={"a": 1}),
+        lambda: model.parse_stream("q", output_type, context={"a": 1}),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidInferenceArgumentError, match=f"{checker}: drop context="):
+            call()
+    assert emulator.predictions == []
+
+
+@pytest.mark.parametrize(
+    ("keyword", "hint"),
+    [
+        ("max_retries", r"max_retries= is not accepted: use retries="),
+        ("validation_context", r"validation_context= is not accepted: use context="),
+    ],
+)
+def test_instructor_spellings_point_to_ours(
+    make_model: MakeModel, emulator: LMStudioEmulator, keyword: str, hint: str
+) -> None:
+    with pytest.raises(InvalidInferenceArgumentError, match=hint):
+        make_model(TEXT_MODEL).parse("q", Person, **{keyword: 2})
+    with pytest.raises(InvalidInferenceArgumentError, match=r"only parse and parse_stream take"):
+        make_model(TEXT_MODEL)("q", Person, context={})
+    with pytest.raises(InvalidInferenceArgumentError, match=r"parse also takes retries="):
+        make_model(TEXT_MODEL).parse("q", Person, retry=2)
+    assert emulator.predictions == []

@@ -48,6 +48,7 @@ from outlines_lmstudio._inputs import format_input
 from outlines_lmstudio._output import OutputPlan, plan_output
 from outlines_lmstudio._reasoning import SYNTHETIC_MARKER
 from outlines_lmstudio._sdk_errors import translate_sdk_error
+from outlines_lmstudio._typed import validator_for
 
 
 class Person(pydantic.BaseModel):
@@ -318,7 +319,7 @@ def test_parse_re_asks_with_the_errors_then_raises() -> None:
         return Completion('{"name": "x"}', "eosFound")
 
     with pytest.raises(ParseError) as info:
-        drive(parse(request(Person), retries=1), complete)
+        drive(parse(request(Person), 1, validator_for(request(Person).plan)), complete)
     assert len(asked) == 2
     assert info.value.attempts == 2
     assert [m.role for m in asked[1].prompt.messages] == ["user", "assistant", "user"]
@@ -331,7 +332,7 @@ def test_parse_never_re_asks_a_truncated_reply() -> None:
         return Completion('{"name": "x', "maxPredictedTokensReached")
 
     with pytest.raises(TruncatedOutputError):
-        drive(parse(request(Person), retries=3), complete)
+        drive(parse(request(Person), 3, validator_for(request(Person).plan)), complete)
 
 
 def test_a_reasoning_reply_error_on_a_re_ask_counts_the_attempts() -> None:
@@ -353,7 +354,7 @@ def test_a_reasoning_reply_error_on_a_re_ask_counts_the_attempts() -> None:
         return reply
 
     with pytest.raises(EmptyAnswerError) as info:
-        drive(parse(request(Person), retries=3), complete)
+        drive(parse(request(Person), 3, validator_for(request(Person).plan)), complete)
     assert (info.value.attempts, replies) == (2, [])
 
 
@@ -368,7 +369,7 @@ def test_parse_re_asks_within_the_deadline_of_the_whole_call() -> None:
         return Completion('{"name": "x"}', "eosFound")
 
     with pytest.raises(ParseError):
-        drive(parse(request(Person), retries=2), complete)
+        drive(parse(request(Person), 2, validator_for(request(Person).plan)), complete)
     assert deadlines == [12.5, 12.5, 12.5]
 
 

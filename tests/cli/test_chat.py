@@ -608,3 +608,21 @@ def test_an_image_refused_when_sent_is_not_attached_again(
     assert "Image is 0.0 MiB after encoding" in result.stdout
     assert "Detached noise.png: it cannot be sent." in result.stdout
     assert [p.images for p in emulator.predictions] == [[]]  # "again" went, without it
+
+
+def test_escape_sequences_in_a_reply_are_shown_not_obeyed(
+    spawn: Spawn, emulator: LMStudioEmulator
+) -> None:
+    """A reply's escape sequences set the window title and cleared the screen (a prompt
+    injection can put them in a reply; found by a probe); line breaks and tabs stay."""
+    emulator.script(TEXT, ["Hi \x1b]0;PWNED\x07 and \x1b[2J then\r over\tdone\r\nend"])
+    chat = spawn("-m", TEXT)
+    chat.expect(PROMPT)
+    chat.sendline("hello")
+    chat.expect(PROMPT)
+    shown = chat.before or ""
+    for obeyed in ("\x1b]0;", "\x1b[2J", "\x07"):
+        assert obeyed not in shown, repr(shown)
+    assert r"Hi \x1b]0;PWNED\x07 and \x1b[2J then\r over" + "\tdone" in shown, repr(shown)
+    assert "done\r\nend" in shown or "done\r\r\nend" in shown, repr(shown)
+    leave_with_ctrl_d(chat)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from .helpers import (
     cli_env,
     png,
     roles_and_texts,
+    script_path,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -475,3 +477,30 @@ def test_a_schema_pattern_python_warns_of_is_taken_quietly(run_cli: RunCli, tmp_
     assert result.returncode == 0, result.stderr
     assert "Warning" not in result.stderr
     assert set(json.loads(result.stdout)) == {"word"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_escape_sequences_in_a_reply_are_escaped_on_a_terminal_only(
+    emulator: LMStudioEmulator, stream: bool
+) -> None:
+    """Piped, the text stays as the model wrote it; on a terminal its escape sequences
+    would act on the terminal (found by a probe of chat: the window title, a cleared
+    screen)."""
+    import pexpect
+
+    reply = "Hi \x1b]0;PWNED\x07 and \x1b[2J\tcleared"
+    emulator.script(TEXT, [reply] * 2)
+    command = [*script_path(), "--host", emulator.api_host, "generate", "-m", TEXT]
+    command += ["--stream", "hi"] if stream else ["hi"]
+    piped = subprocess.run(
+        command, capture_output=True, text=True, env=cli_env(), timeout=30, check=False
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == reply + "\n"
+    child = pexpect.spawn(command[0], command[1:], env=cli_env(), encoding="utf-8", timeout=15)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert (child.before or "").replace("\r\n", "\n") == (
+        r"Hi \x1b]0;PWNED\x07 and \x1b[2J" + "\tcleared\n"
+    )

@@ -25,6 +25,7 @@ from ._common import (
     console,
     error_message,
     failure_report,
+    for_terminal,
     resolve_llm,
     sampling_kwargs,
     write_out,
@@ -313,7 +314,7 @@ class ChatSession:
 
         if chunk.reasoning:
             if self.show_reasoning:
-                self.out.print(Text(chunk.text, style="dim"), end="", soft_wrap=True)
+                self.out.print(Text(for_terminal(chunk.text), style="dim"), end="", soft_wrap=True)
             elif not reasoning:
                 self.out.print(Text("(thinking...) ", style="dim"), end="")
             return

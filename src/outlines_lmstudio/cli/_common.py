@@ -55,6 +55,8 @@ __all__ = [
     "connect",
     "console",
     "end_open_line",
+    "escape_controls",
+    "for_terminal",
     "err_console",
     "error_exit_code",
     "error_message",
@@ -814,8 +816,50 @@ class _Stdout:
     """The last text written did not end its line (a reply cut off mid-stream)."""
 
 
+# C0 and C1 control characters, but a line break, a tab, and a carriage return that ends a
+# line ("\r\n"): the characters that act on a terminal (ESC starts a sequence that clears
+# the screen or sets the window title; a lone "\r" writes over the line).
+_ACTS_ON_A_TERMINAL = re.compile(r"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str, *, keep_lines: bool = True) -> str:
+    r"""Return ``text`` with its control characters escaped as Python writes them (``\x1b``).
+
+    Parameters
+    ----------
+    text
+        Text a model or the server wrote.
+    keep_lines
+        Keep line breaks and tabs (a reply's layout); ``False`` escapes them too (a name
+        in a table, or in a piped tab-separated line). Other characters stay as they are:
+        zero-width joiners, no-break spaces and the like are parts of names and words.
+    """
+    pattern = _ACTS_ON_A_TERMINAL if keep_lines else _CONTROL
+    if pattern.search(text) is None:
+        return text
+    return pattern.sub(lambda found: ascii(found.group())[1:-1], text)
+
+
+def for_terminal(text: str) -> str:
+    """Return a model's text to print: its control characters escaped on a terminal.
+
+    A reply is the user's to pipe as it is, but on a terminal an escape sequence in it
+    (a prompt injection can put one there) would act on the terminal: found by a probe,
+    ``chat`` let a reply set the window title and clear the screen. Line breaks and tabs
+    are kept.
+    """
+    if sys.stdout is not None and sys.stdout.isatty():
+        return escape_controls(text)
+    return text
+
+
 def write_out(text: str) -> None:
-    """Write text to standard output and flush it (for streamed fragments)."""
+    """Write text to standard output and flush it (for streamed fragments).
+
+    On a terminal its control characters are escaped (`for_terminal`).
+    """
+    text = for_terminal(text)
     sys.stdout.write(text)
     sys.stdout.flush()
     if text:

@@ -13,6 +13,7 @@ from ._common import (
     add_model_option,
     add_sampling_options,
     connect,
+    for_terminal,
     resolve_llm,
     sampling_kwargs,
     write_out,
@@ -75,5 +76,5 @@ def run(args: argparse.Namespace) -> int:
                 write_out(text)
             write_out("\n")
         else:
-            print("".join(fragments(stream)))
+            print(for_terminal("".join(fragments(stream))))
     return 0

@@ -17,6 +17,7 @@ from ._common import (
     check_vision,
     connect,
     file_path,
+    for_terminal,
     resolve_llm,
     sampling_kwargs,
     write_out,
@@ -97,7 +98,7 @@ def _print_value(value: Any, spec: OutputSpec) -> None:
     if spec.structured:
         print(json_text(to_json(value), indent=2))
     else:
-        print(value)
+        print(for_terminal(str(value)))
 
 
 def reask_input(model_input: Any, raw: str, errors: list[str]) -> Any:
@@ -206,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         model_input = build_input(prompt, args.system, images)
         if spec.output_type is None:
             if not args.stream:
-                print(model(model_input, **kwargs))
+                print(for_terminal(model(model_input, **kwargs)))
                 return 0
             for fragment in model.stream(model_input, **kwargs):
                 write_out(fragment)

@@ -11,7 +11,7 @@ from typing import Any
 
 import lmstudio as lms
 
-from ._common import CliError, connect, console
+from ._common import CliError, connect, console, escape_controls
 
 __all__ = [
     "HELP",
@@ -301,10 +301,11 @@ def _shown(text: str) -> str:
     A key or identifier holding an escape sequence would act on the terminal (the table)
     and a tab or line break would break the piped form's one tab-separated line per model.
     ``--json`` keeps the names as they are (JSON escapes them).
+    Only control characters: a zero-width joiner in an emoji or a no-break space is part
+    of the name, and escaping it gave a key that ``cut -f1`` could not pass back (found by a
+    probe).
     """
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return escape_controls(text, keep_lines=False)
 
 
 def _cells(row: ModelRow, size: Any) -> list[str]:

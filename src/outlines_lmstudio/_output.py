@@ -13,6 +13,7 @@ import collections.abc
 import dataclasses
 import enum
 import functools
+import inspect
 import json
 import math
 import re
@@ -1137,12 +1138,24 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
         if set_like
         else _BARE_CONTAINERS.get(output_type, "")
         if isinstance(output_type, type)  # a value ([1, 2]) may be unhashable
+        else _FUNCTION_HINT
+        if inspect.isfunction(output_type) or inspect.ismethod(output_type)
         else ""
     )
     raise UnsupportedOutputTypeError(
         f"The output type {output_type_name(output_type)} is not supported by outlines-lmstudio."
         f"{why} Supported: {_SUPPORTED}."
     )
+
+
+# Outlines' local models read a function's signature as an object of its parameters; its
+# LM Studio adapter refuses a function, and so does this one (found by a probe: the message
+# did not say what to write instead).
+_FUNCTION_HINT = (
+    " A function is not an output type here (Outlines' local models read its signature as "
+    "an object of its parameters): write the parameters as a Pydantic model or a TypedDict, "
+    "and call the function with the parsed value."
+)
 
 
 # The deprecated typing aliases (typing.List: list...) by identity, as Pydantic reads them.

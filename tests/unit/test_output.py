@@ -1133,3 +1133,15 @@ def test_a_type_pydantic_leaves_out_of_its_schema_is_refused_by_name(output_type
     """Pydantic's bare ``PydanticOmit()`` came out of ``plan_output`` (found by a review)."""
     with pytest.raises(UnsupportedOutputTypeError, match="leaves out of its JSON schema"):
         plan_output(output_type)
+
+
+def _add(a: int, b: int) -> int:
+    return a + b
+
+
+@pytest.mark.parametrize("grammar", [False, True])
+def test_a_function_as_output_type_says_what_to_write(grammar: bool) -> None:
+    """Refused, as by Outlines' own adapter, with only the generic list of what is supported
+    (found by a probe): the message now says to write the parameters as a model."""
+    with pytest.raises(UnsupportedOutputTypeError, match="A function is not an output type"):
+        plan_output(_add, grammar=grammar)

@@ -243,10 +243,12 @@ def term_regex(term: Any) -> Any:
     except TypeError as exc:  # a part with no regex: a Pydantic model, a dict (Outlines')
         raise UnsupportedOutputTypeError(
             f"{term!r:.200} cannot be used in grammar mode: {str(exc).rstrip('.')}. The parts "
-            "of a term in grammar mode must be Regex, CFG, strings or the simple types "
-            "Outlines writes as regexes (int, float, bool, Literal...); a Pydantic model, "
-            "dataclass or dict has a JSON schema, not a regex: ask for it as the whole output "
-            "type instead (grammar=False), or write its JSON form as a Regex."
+            "of a term in grammar mode must be Regex, CFG, strings or Outlines' own types "
+            "(outlines.types.integer, number, boolean...); a Python type (int, float, bool, "
+            "Literal) is one only as the whole output type, so inside a term write "
+            "outlines.types.integer for int, or either('a', 'b') for Literal['a', 'b']. A "
+            "Pydantic model, dataclass or dict has a JSON schema, not a regex: ask for it as the "
+            "whole output type instead (grammar=False), or write its JSON form as a Regex."
         ) from exc
 
 

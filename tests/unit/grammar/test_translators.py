@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import typing
 
 import pydantic
 import pytest
@@ -141,6 +142,21 @@ def test_refused_types_say_why() -> None:
         term_to_gbnf(object)
     with pytest.raises(TypeError, match="as str"):
         regex_to_gbnf(b"abc")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("term", "instead"),
+    [
+        (either(int, "none"), "outlines.types.integer for int"),
+        (either(typing.Literal["a", "b"], "none"), "either('a', 'b') for Literal"),
+    ],
+)
+def test_a_python_type_inside_a_term_says_what_to_write(term: object, instead: str) -> None:
+    """The message listed int and Literal among the parts a term may have, right after
+    refusing one (found by a probe): they are terms only as the whole output type."""
+    with pytest.raises(UnsupportedOutputTypeError, match="cannot be used in grammar mode") as info:
+        term_to_gbnf(term)
+    assert instead in str(info.value)
 
 
 def test_a_type_outlines_has_no_regex_for_gets_our_way_out_not_outlines_issue_tracker() -> None:

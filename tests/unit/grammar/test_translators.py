@@ -147,8 +147,8 @@ def test_refused_types_say_why() -> None:
 @pytest.mark.parametrize(
     ("term", "instead"),
     [
-        (either(int, "none"), "outlines.types.integer for int"),
-        (either(typing.Literal["a", "b"], "none"), "either('a', 'b') for Literal"),
+        (either(int, "none"), "outlines.types.integer for int"),  # type: ignore[arg-type]
+        (either(typing.Literal["a", "b"], "none"), "either('a', 'b') for Literal"),  # type: ignore[arg-type]
     ],
 )
 def test_a_python_type_inside_a_term_says_what_to_write(term: object, instead: str) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import httpx
 import lmstudio as lms
@@ -48,6 +49,7 @@ from .errors import (
     LMStudioConnectionError,
     LMStudioTimeoutError,
     OutlinesLMStudioError,
+    UnknownSettingError,
 )
 
 __all__ = [
@@ -342,16 +344,42 @@ _SETTINGS: dict[str, Callable[[object], object]] = {
 """A model's settings a user may assign, each with the check `from_lmstudio` runs."""
 
 
+def _unknown_setting(model: object, name: str) -> UnknownSettingError:
+    """Return the error of an assignment to ``name``, which is none of a model's settings."""
+    settings = ", ".join(_SETTINGS)
+    if name in ("grammar", "strict_schema"):
+        hint = (
+            f" {name} is a setting of the model's type adapter: model.type_adapter.{name} = "
+            f"True (or from_lmstudio(client, model_name, {name}=True))."
+        )
+    else:
+        close = difflib.get_close_matches(name, [*_SETTINGS, "client", "type_adapter"], n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+    error = UnknownSettingError(
+        f"{type(model).__name__} has no setting {name!r}: its settings are {settings} (and "
+        f"client, type_adapter).{hint}"
+    )
+    error.name, error.obj = name, model  # as Python's own AttributeError
+    return error
+
+
 class Common:
     """What the sync and async models share: checking a call before any I/O."""
 
-    def __setattr__(self, name: str, value: object) -> None:
-        # The settings are plain attributes, read by every call at no cost, that a user
-        # may assign: each assignment is checked as `from_lmstudio` checks the option
-        # (found by a probe: `model.model_name = ""` silently meant any loaded model, and
-        # `= 42` failed inside the SDK).
-        check = _SETTINGS.get(name)
-        super().__setattr__(name, value if check is None else check(value))
+    if not TYPE_CHECKING:  # type checkers then check assignments against the settings
+
+        def __setattr__(self, name: str, value: object) -> None:
+            # The settings are plain attributes, read by every call at no cost, that a user
+            # may assign: each assignment is checked as `from_lmstudio` checks the option
+            # (found by a probe: `model.model_name = ""` silently meant any loaded model,
+            # and `= 42` failed inside the SDK). Any other public name is refused: a
+            # misspelt setting (`model.tmeout = 5`) was stored and did nothing (a probe).
+            check = _SETTINGS.get(name)
+            if check is not None:
+                value = check(value)
+            elif name[:1] != "_" and name != "client" and not hasattr(type(self), name):
+                raise _unknown_setting(self, name)
+            super().__setattr__(name, value)
 
     client: lms.Client | lms.AsyncClient
     model_name: str | None

@@ -10,6 +10,7 @@ OutlinesLMStudioError
 ├── InvalidPromptError         (ValueError)   empty prompt, list or chat
 ├── UnsupportedOutputTypeError (TypeError)    output type not supported
 ├── InvalidInferenceArgumentError (TypeError) unknown or conflicting keyword, not a client
+│   └── UnknownSettingError    (AttributeError) a model attribute that is not a setting
 ├── InvalidInferenceValueError (ValueError)   keyword value out of range
 ├── InvalidSchemaError         (ValueError)   malformed JSON schema
 ├── UnsupportedGrammarError    (ValueError)   regex/grammar construct GBNF cannot express
@@ -50,6 +51,7 @@ __all__ = [
     "ParseError",
     "ReasoningTruncatedError",
     "TruncatedOutputError",
+    "UnknownSettingError",
     "UnsupportedGrammarError",
     "UnsupportedInputError",
     "UnsupportedOutputTypeError",
@@ -108,6 +110,14 @@ class InvalidClientError(InvalidInferenceArgumentError, ValueError):
 
     A ``ValueError`` too, as Outlines' own ``from_lmstudio`` raises for it: code written for
     Outlines catches it (found by a probe running Outlines' tests).
+    """
+
+
+class UnknownSettingError(InvalidInferenceArgumentError, AttributeError):
+    """An assignment to a model attribute that is none of its settings (``model.tmeout = 5``).
+
+    An ``AttributeError`` too, as Python raises for an attribute an object cannot take:
+    without it a misspelt setting was stored and did nothing (found by a probe).
     """
 
 

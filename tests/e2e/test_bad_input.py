@@ -21,9 +21,11 @@ from PIL import Image as PILImage
 
 from outlines_lmstudio import (
     AsyncLMStudio,
+    InvalidInferenceArgumentError,
     LMStudio,
     LMStudioTypeAdapter,
     OutlinesLMStudioError,
+    UnknownSettingError,
     errors,
     from_lmstudio,
 )
@@ -1383,6 +1385,35 @@ def test_an_assigned_setting_is_checked_as_the_option_is(
     assert getattr(model, name) == before
     model.model_name = VISION_MODEL  # a good value is taken
     assert model.model_name == VISION_MODEL
+    assert emulator.requests == []
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("tmeout", "Did you mean timeout?"),
+        ("max_concurency", "Did you mean max_concurrency?"),
+        ("grammar", r"model\.type_adapter\.grammar = True"),
+        ("strict_schema", r"model\.type_adapter\.strict_schema = True"),
+        ("whatever", r"its settings are model_name, max_concurrency"),
+    ],
+)
+def test_an_attribute_that_is_no_setting_is_refused(
+    fronts: Fronts, emulator: LMStudioEmulator, name: str, hint: str
+) -> None:
+    """A misspelt setting was stored and did nothing, and ``model.grammar = True`` was
+    taken, then the next call said to turn grammar mode on (found by a probe)."""
+    model = fronts.raw(fronts.model(fronts.client(enter=False), TEXT_MODEL))
+    with pytest.raises(UnknownSettingError, match=hint) as info:
+        setattr(model, name, 1)
+    assert isinstance(info.value, AttributeError)
+    assert isinstance(info.value, InvalidInferenceArgumentError)
+    assert (info.value.name, info.value.obj) == (name, model)
+    assert name not in vars(model)
+    model.type_adapter.grammar = True  # where grammar mode is switched on
+    model._private = 1  # private names and the settings stay open
+    model.timeout = 5
+    assert (model.timeout, model._private) == (5, 1)
     assert emulator.requests == []
 
 

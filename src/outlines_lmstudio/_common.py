@@ -25,6 +25,7 @@ from ._config import (
     parse_inference_kwargs,
     real_number,
 )
+from ._discovery import other_server_error
 from ._inputs import ChatPrompt, follows_a_prompt
 from ._output import OutputPlan
 from ._reconnect import AsyncReconnects, SyncReconnects
@@ -43,6 +44,7 @@ from ._sdk_errors import (
     translate_sdk_error,
 )
 from .errors import (
+    InvalidClientError,
     InvalidInferenceArgumentError,
     InvalidInferenceValueError,
     InvalidSchemaError,
@@ -344,6 +346,28 @@ _SETTINGS: dict[str, Callable[[object], object]] = {
 """A model's settings a user may assign, each with the check `from_lmstudio` runs."""
 
 
+def _check_host(host: str | None) -> None:
+    """Refuse a client's host that has a scheme or a path, before anything is sent.
+
+    The SDK puts ``ws://`` and its own path around the host: ``http://127.0.0.1:1234``
+    became ``ws://http://127.0.0.1:1234/llm``, said to be "not reachable ... Is LM Studio
+    running?" while it was (found by a probe; the CLI takes those spellings itself).
+
+    Raises
+    ------
+    InvalidClientError
+        Naming the ``HOST:PORT`` to give instead.
+    """
+    if host is None or ("://" not in host and "/" not in host):
+        return
+    bare = host.strip().split("://", 1)[-1].split("/", 1)[0]
+    raise InvalidClientError(
+        f"The client's host {host!r} is not HOST:PORT: the lmstudio SDK adds ws:// and its "
+        "own path to it, so a scheme or a path makes a host it cannot reach. Create the "
+        f"client with lms.Client({bare!r}) (or lms.AsyncClient)."
+    )
+
+
 def _unknown_setting(model: object, name: str) -> UnknownSettingError:
     """Return the error of an assignment to ``name``, which is none of a model's settings."""
     settings = ", ".join(_SETTINGS)
@@ -400,6 +424,7 @@ class Common:
         strict_schema: object = False,
     ) -> None:
         """Check and store the settings both model classes take (`__setattr__` checks)."""
+        _check_host(client_host(self.client))
         self.model_name = model_name  # type: ignore[assignment]  # checked on assignment
         self._adapter = LMStudioTypeAdapter(
             grammar=check_flag("grammar", grammar),
@@ -469,13 +494,26 @@ class Common:
         if closed is not None:
             release_unsent(exc)
             return closed
+        host = client_host(self.client)
         translated = translate_sdk_error(
             exc,
-            host=client_host(self.client),
+            host=host,
             model=key or self.model_name,
             stage=stage,
             searched=searched(self.client),
         )
+        if (
+            isinstance(translated, LMStudioConnectionError)
+            and isinstance(self.client, lms.Client)  # blocking: never on an event loop
+            and host is not None
+            and not searched(self.client)
+            and "not reachable" in str(exc)
+        ):
+            # A host given where another server answers (a web app's 404): say so, rather
+            # than "Is LM Studio running?" (found by a probe). One probe, on failure only.
+            other = other_server_error(host, key or self.model_name)
+            if other is not None:
+                return other
         return translated if translated is not None else exc
 
     def _failure(self, exc: Exception) -> Exception:

@@ -31,7 +31,7 @@ import httpx
 import lmstudio as lms
 
 from ._cache import PerClient, copied_error
-from ._sdk_errors import client_host, mark_searched
+from ._sdk_errors import client_host, mark_searched, proxy_note
 from .errors import LMStudioConnectionError
 
 __all__ = [
@@ -46,6 +46,8 @@ __all__ = [
     "ensure_host",
     "is_lm_studio",
     "no_server_error",
+    "not_lm_studio_error",
+    "other_server_error",
     "search_default_ports",
     "search_for_async_client",
     "why_not_lm_studio",
@@ -355,14 +357,14 @@ def _search_and_enter(client: lms.Client, model: str | None) -> None:
     """Search the default ports and enter ``client`` (under `_DISCOVERY`)."""
     # Our search first: the SDK's stops at another server's port, and waits for good
     # on one that streams (see `is_lm_studio`).
-    _lm_studio_host(model)
+    found = _lm_studio_host(model)
     try:
         # The SDK's discovery for an existing client is its context-manager entry:
         # `Client.__enter__` only probes the default ports and records the host
         # (lmstudio/sync_api.py). No __exit__: that would close the caller's client.
         client.__enter__()
     except lms.LMStudioClientError as exc:
-        raise no_server_error(model) from exc
+        raise _sdk_search_failed(found, model) from exc
     except NOT_LM_STUDIO as exc:
         raise _search_error(model) from exc
     mark_searched(client)
@@ -485,15 +487,77 @@ async def enter_async_client(
             await client.__aenter__()
     except lms.LMStudioClientError as exc:
         if discovering and client_host(client) is None:
-            raise no_server_error(model) from exc
+            raise (
+                no_server_error(model) if found is None else _sdk_search_failed(found, model)
+            ) from exc
+        host = client_host(client)
+        if not discovering and host is not None:
+            other = await _off_the_loop(other_server_error, host, model)
+            if other is not None:
+                raise other from exc
         raise
     except NOT_LM_STUDIO as exc:
         if discovering and client_host(client) is None:
             raise await _off_the_loop(_search_error, model) from exc
+        host = client_host(client)
+        # An answer that is not JSON (a web page) escaped as json's own error (a probe).
+        if not discovering and host is not None and not isinstance(exc, httpx.TimeoutException):
+            raise not_lm_studio_error(host, model, exc) from exc
         raise
     finally:  # found, even if what listens there then failed (errors say it was searched)
         if discovering and client_host(client) is not None:
             mark_searched(client)
+
+
+def other_server_error(host: str, model: str | None) -> LMStudioConnectionError | None:
+    """Probe a host given whose connection failed: the error if another server holds it.
+
+    The SDK says "not reachable ... Is LM Studio running?" for a port where a web server
+    answers 404 or HTML, which sends the user to start LM Studio rather than to check the
+    port (found by a probe; the CLI said it right). Run after a connection failed only.
+
+    Returns
+    -------
+    LMStudioConnectionError | None
+        `not_lm_studio_error`, or ``None`` when LM Studio or nothing answers there, or a
+        server that takes the connection and says nothing (LM Studio frozen?): the SDK's
+        words stand.
+    """
+    try:
+        is_lm_studio(host)
+    except httpx.TimeoutException:
+        return None
+    except NOT_LM_STUDIO as exc:
+        return not_lm_studio_error(host, model, exc)
+    return None
+
+
+def not_lm_studio_error(
+    host: str, model: str | None, seen: BaseException
+) -> LMStudioConnectionError:
+    """Return the error for a host given where another server answered ``seen`` (a probe's)."""
+    return LMStudioConnectionError(
+        f"The server at {host} is not LM Studio: {why_not_lm_studio(seen)}.",
+        host=host,
+        model=model,
+        hint="Check the host and port: LM Studio's server listens on the port its Developer "
+        "tab shows (1234 unless changed), as HOST:PORT with no scheme or path.",
+    )
+
+
+def _sdk_search_failed(found: str, model: str | None) -> LMStudioConnectionError:
+    """Return the error for the SDK's search failing after ours found LM Studio at ``found``.
+
+    "Nothing answered" was said though LM Studio had just answered our probe: the SDK's
+    probe goes through the environment's proxy settings, ours does not (found by a probe).
+    """
+    return LMStudioConnectionError(
+        f"Cannot connect to LM Studio: the client has no host; LM Studio answers at {found}, "
+        "but the lmstudio SDK's own search of the default ports did not reach it.",
+        model=model,
+        hint=f'Pass that host: lms.Client("{found}") (or lms.AsyncClient("{found}")).'
+        + proxy_note(),
+    )
 
 
 def _search_error(model: str | None) -> LMStudioConnectionError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import time
 import traceback
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from .errors import (
 __all__ = [
     "SLOW_PROBE",
     "client_closed",
+    "proxy_note",
     "client_host",
     "client_in_other_loop",
     "closed_client_error",
@@ -74,6 +76,24 @@ def mark_searched(client: lms.Client | lms.AsyncClient) -> None:
 def searched(client: lms.Client | lms.AsyncClient) -> bool:
     """Say whether ``client``'s host was found on the default ports (see `mark_searched`)."""
     return _SEARCHED.get(client, False)
+
+
+_PROXY_VARIABLES = ("ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY")
+
+
+def proxy_note() -> str:
+    """Say which proxy variables the environment sets, for a connection that failed ("").
+
+    The lmstudio SDK connects through httpx, which reads them: a dead proxy, or a SOCKS one
+    without ``socksio``, made LM Studio "not reachable" while it ran (found by a probe).
+    """
+    names = [n for n in _PROXY_VARIABLES if os.environ.get(n) or os.environ.get(n.lower())]
+    if not names:
+        return ""
+    return (
+        f" The environment sets {', '.join(names)}, which the lmstudio SDK connects through "
+        "(httpx): for a local LM Studio set NO_PROXY=127.0.0.1,localhost, or unset them."
+    )
 
 
 def server_hint(more: str, searched: bool = False) -> str:
@@ -396,10 +416,17 @@ def translate_sdk_error(
         lost = "not reachable" not in text
         if lost:
             hint = "The next call reconnects; if LM Studio stopped, start it again."
+        elif "ReadTimeout" in text and "ws://" in text:
+            # The websocket's opening got no answer: no 1 s HTTP probe ran (a probe found the
+            # SLOW_PROBE hint on a sync client given a host, and on a server frozen mid-call).
+            hint = server_hint(
+                "; it took the connection but did not answer the websocket's opening in time",
+                searched,
+            )
         elif "ReadTimeout" in text:  # a server took the connection, and said nothing in 1 s
             hint = server_hint(f"; {SLOW_PROBE}", searched)
         else:
-            hint = _MOVED_HINT if searched else _START_HINT
+            hint = (_MOVED_HINT if searched else _START_HINT) + proxy_note()
         return LMStudioConnectionError(
             f"{'Lost the connection to' if lost else 'Cannot talk to'} LM Studio: {text}",
             host=host,

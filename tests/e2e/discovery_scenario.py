@@ -250,6 +250,10 @@ def main() -> None:
             result = {"sync": sync_call(), "async": asyncio.run(async_call())}
             command = [sys.executable, "-m", "outlines_lmstudio.cli", "generate", "-m", MODEL]
             result["cli"] = run([*command, "--max-tokens", "4", "Hi"])
+    elif sys.argv[1] == "proxy":  # LM Studio on PORT, HTTP_PROXY pointing at a dead port
+        os.environ["HTTP_PROXY"] = "http://127.0.0.1:9"
+        with LMStudioEmulator(port=int(sys.argv[2])):
+            result = {"sync": sync_call(), "async": asyncio.run(async_call())}
     elif sys.argv[1] == "greeting":  # LM Studio's greeting on PORT, a websocket that closes
         with serving_fake_lmstudio("close", int(sys.argv[2])):
             result = {"sync": sync_call(), "async": asyncio.run(async_call())}

@@ -99,6 +99,20 @@ def test_another_server_on_a_default_port_is_named_with_what_it_did(kind: str, w
     assert other in result["cli"]["stderr"], result
 
 
+def test_a_proxy_the_sdks_search_goes_through_is_named_not_a_missing_server() -> None:
+    """Our search (no proxy) found LM Studio, the SDK's (through httpx, which reads
+    HTTP_PROXY) did not, and the error said nothing answered on the port that had just
+    answered (found by a probe)."""
+    port = DEFAULT_PORTS[0]
+    result = scenario("proxy", str(port))
+    for front in ("sync", "async"):
+        message = result[front]["message"]
+        assert f"LM Studio answers at 127.0.0.1:{port}" in message, result
+        assert "nothing answered" not in message
+        assert "The environment sets HTTP_PROXY" in message
+        assert "NO_PROXY=127.0.0.1,localhost" in message
+
+
 def test_a_found_port_that_fails_is_not_said_to_be_given() -> None:
     """Found by a review: for a client made without a host, the hint said to check "the
     host and port given to lms.Client(...)"; none was given: the port was found, and kept."""

@@ -14,6 +14,7 @@ import pytest
 
 from outlines_lmstudio import (
     BatchGenerationError,
+    InvalidClientError,
     LMStudioConnectionError,
     LMStudioModelNotFoundError,
     LMStudioPredictionError,
@@ -26,7 +27,7 @@ from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
 from .fronts import Fronts
 from .helpers import eventually, interrupted, png_image
 from .misbehaving import Misbehaving
-from .other_server import serving_fake_lmstudio
+from .other_server import serving_fake_lmstudio, serving_html
 
 
 def threads(prefix: str) -> int:
@@ -71,7 +72,11 @@ def test_a_mute_server_is_not_blamed_on_connect_timeout(fronts: Fronts) -> None:
     assert "larger connect_timeout" not in message
     assert "Start LM Studio" not in message  # a server is running there
     assert "ReadTimeout: (" not in message  # httpx's empty detail is said as such
-    assert "waits 1 s for that first HTTP answer whatever connect_timeout= says" in message
+    if fronts.front == "async":  # the SDK's 1 s HTTP probe on entering the client
+        assert "waits 1 s for that first HTTP answer whatever connect_timeout= says" in message
+    else:  # a sync client given a host runs no probe: its websocket's opening timed out
+        assert "did not answer the websocket's opening in time" in message, message
+        assert "1 s" not in message  # found by a probe: it blamed a probe that never ran
 
 
 def test_a_server_that_closes_the_websocket_fails_every_call_with_our_error(
@@ -631,3 +636,46 @@ async def test_a_call_cancelled_beside_a_model_load_leaves_the_load_alone(
         await asyncio.wait_for(vision(["Describe", png_image()], max_tokens=3), 0.1)
     assert await loading
     assert [r.endpoint for r in emulator.requests].count("getOrLoad") == 2  # gemma, vision
+
+
+@pytest.mark.parametrize(("status", "why"), [(200, "its answer is not JSON"), (404, "HTTP 404")])
+def test_a_host_given_where_another_server_answers_says_so(
+    fronts: Fronts, status: int, why: str
+) -> None:
+    """The async client let json's own JSONDecodeError out for a web page, and both said
+    "Is LM Studio running? ... Start LM Studio's server" for a 404 (found by a probe)."""
+    with serving_html(status=status) as port:
+        host = f"127.0.0.1:{port}"
+        model = fronts.model(fronts.client(host, enter=False), TEXT_MODEL)
+        with pytest.raises(LMStudioConnectionError) as caught:
+            model("hello")
+    message = str(caught.value)
+    assert f"The server at {host} is not LM Studio" in message
+    assert why in message
+    assert "Start LM Studio" not in message
+    assert "Check the host and port" in message
+
+
+@pytest.mark.parametrize("spelling", ["http://{}", "ws://{}", "{}/v1", "http://{}/v1"])
+def test_a_client_host_with_a_scheme_or_path_is_refused_before_anything_is_sent(
+    fronts: Fronts, emulator: LMStudioEmulator, spelling: str
+) -> None:
+    """The SDK made ``ws://http://host:port/llm`` of it and said LM Studio was not
+    reachable, to start it (found by a probe)."""
+    with pytest.raises(InvalidClientError, match=r"is not HOST:PORT") as caught:
+        fronts.model(fronts.client(spelling.format(emulator.api_host), enter=False), TEXT_MODEL)
+    assert f"lms.Client('{emulator.api_host}')" in str(caught.value)
+    assert emulator.requests == []
+
+
+def test_a_proxy_in_the_environment_is_named_when_lm_studio_cannot_be_reached(
+    fronts: Fronts, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead proxy in ALL_PROXY made LM Studio, running, "not reachable": the hint said
+    to start it (found by a probe)."""
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    model = fronts.model(fronts.client(emulator.api_host, enter=False), TEXT_MODEL)
+    with pytest.raises(LMStudioConnectionError) as caught:
+        model("hello")
+    assert "The environment sets ALL_PROXY" in str(caught.value)
+    assert "NO_PROXY=127.0.0.1,localhost" in str(caught.value)

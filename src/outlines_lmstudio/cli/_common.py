@@ -32,6 +32,7 @@ import httpx
 import lmstudio as lms
 
 from .._discovery import NOT_LM_STUDIO, is_lm_studio, search_default_ports, why_not_lm_studio
+from .._sdk_errors import proxy_note
 from ._exit import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -151,11 +152,21 @@ def _gone(text: str, again: str | None) -> str:
     """
     found = re.search(r"not reachable at (?:wss?://)?([^/\s]+)", text)
     where = f" at {found[1]}" if found else ""
+    cause = re.search(r"\(due to (.*)\)\.?\s*Is LM Studio running", text, re.DOTALL)
+    proxies = proxy_note()
+    if cause is not None and (proxies or not _REFUSED.search(cause[1])):
+        # Not a server that stopped: a proxy of the environment, or a server on that port
+        # that answers otherwise (found by a probe: both were told to start LM Studio).
+        return f"Cannot reach LM Studio{where}: {one_line(cause[1]).rstrip('.')}.{proxies}"
     return (
         f"LM Studio is not reachable{where} any more: start the LM Studio server again "
         "(Developer tab, or `lms server start`)"
         + (f". {again} when it is running." if again else ".")
     )
+
+
+# A connection refused or reset: nothing, or nothing any more, listens on the port.
+_REFUSED = re.compile(r"ConnectError|Connection refused|Errno 111|ConnectionReset|Errno 104")
 
 
 def _for_the_shell(text: str) -> str:

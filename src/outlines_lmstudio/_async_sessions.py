@@ -32,7 +32,9 @@ from ._reconnect import Reading
 from ._sdk_errors import (
     client_closed,
     client_host,
+    client_in_other_loop,
     half_entered,
+    other_loop_error,
     searched,
     translate_sdk_error,
 )
@@ -223,7 +225,16 @@ class AsyncSessions(ModelApi):
         """Close the client if this model entered it; safe to call more than once.
 
         A client whose event loop has ended (an earlier ``asyncio.run``) is closed already.
+
+        Raises
+        ------
+        LMStudioConnectionError
+            From another event loop than the one that opened the client, while that one
+            runs: nothing is closed (the SDK waited 20 s, raised its own error and left the
+            client broken in its loop; found by a probe).
         """
+        if self._owns_client and client_in_other_loop(self.client):
+            raise other_loop_error(client_host(self.client), self.model_name, "nothing was closed")
         async with self._lock():
             if (entering := self._pending_entering()) is not None:
                 # Its caller left. While it searches the default ports (up to 2 s a port),

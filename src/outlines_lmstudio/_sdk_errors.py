@@ -355,11 +355,16 @@ def closed_client_error(
     )
 
 
-def other_loop_error(host: str | None, model: str | None) -> LMStudioConnectionError:
-    """Return the error for a call through an ``AsyncClient`` opened in another event loop."""
+def other_loop_error(
+    host: str | None, model: str | None, done: str = "nothing was sent"
+) -> LMStudioConnectionError:
+    """Return the error for a call through an ``AsyncClient`` opened in another event loop.
+
+    ``done``: what the call left undone (``close()``: "nothing was closed").
+    """
     return LMStudioConnectionError(
         "The lmstudio.AsyncClient this model uses was opened in another event loop, and an "
-        "AsyncClient works only in the event loop that opened it; nothing was sent.",
+        f"AsyncClient works only in the event loop that opened it; {done}.",
         host=host,
         model=model,
         hint="Call the model from that loop (asyncio.run_coroutine_threadsafe(..., loop)), or "

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -454,6 +455,26 @@ def test_an_async_client_used_from_another_event_loop_says_so(emulator: LMStudio
             asyncio.run(from_lmstudio(client)("a new model"))
         assert len(emulator.requests) == sent
         other.run(client.aclose())
+    finally:
+        other.close()
+
+
+def test_closing_a_model_from_another_event_loop_says_so_and_closes_nothing(
+    emulator: LMStudioEmulator,
+) -> None:
+    """``close()`` from another loop waited 20 s, raised the SDK's own "running in a
+    different event loop", and left the model broken in its own loop (found by a probe)."""
+    other = Loop()
+    try:
+        model = from_lmstudio(lms.AsyncClient(emulator.api_host), TEXT_MODEL)
+        assert other.run(model("opened in its own loop"))  # the model enters the client
+        started = time.monotonic()
+        with pytest.raises(LMStudioConnectionError, match="nothing was closed"):
+            asyncio.run(model.close())
+        assert time.monotonic() - started < 5
+        assert other.run(model("still works in its own loop"))
+        other.run(model.close())
+        assert client_closed(model.client)
     finally:
         other.close()
 

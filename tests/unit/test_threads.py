@@ -132,3 +132,31 @@ def test_a_pool_that_shuts_down_while_a_batch_is_submitted_runs_the_rest_in_turn
     assert list(raised.value.errors) == [2]
     with _ShutAfterOne(2) as pool:
         assert _threads.run_batch(_run, _flows("a", "b", "c"), pool, _no_unstick) == list("abc")
+
+
+def test_the_watcher_does_not_hold_an_action_it_has_run() -> None:
+    """The shared watcher thread kept its last action, and so the model it closed over,
+    while it idled for up to a minute (found by a probe: a dropped model lived 65 s)."""
+    import gc
+    import threading
+    import time
+    import weakref
+
+    class Owner:
+        pass
+
+    owner = Owner()
+    ran = threading.Event()
+
+    def action(held: Owner = owner) -> None:
+        ran.set()
+
+    gone = weakref.ref(owner)
+    _threads.later(0.01, action)
+    del owner, action
+    assert ran.wait(5)
+    deadline = time.monotonic() + 5
+    while gone() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.01)
+    assert gone() is None

@@ -166,6 +166,21 @@ def test_pydantic_schema_with_refs_and_unions() -> None:
     assert len(outputs) > 10  # varied, not one fixed document
 
 
+@pytest.mark.parametrize(
+    "pattern", [r"^[^\x00-\x7F]{1,4}$", r"^[^\x00-\x7f]{2}$", r"^[^\x00-\u00ff]+$"]
+)
+def test_a_class_of_characters_outside_ascii_only_is_sampled(pattern: str) -> None:
+    """The vocabulary held no character such a class allows (no escape names one), so the
+    prediction failed for a valid schema the real engine answers (found by a probe)."""
+    schema = {"type": "object", "properties": {"k": {"type": "string", "pattern": pattern}}}
+    schema["required"] = ["k"]
+    rng = random.Random(0)
+    for _ in range(3):
+        value = json.loads("".join(JsonSampler().sample(schema, rng)))
+        jsonschema.validate(value, schema)
+        assert not value["k"].isascii()
+
+
 def test_outputs_end_and_stay_short() -> None:
     schema = {"type": "array", "items": {"type": "string"}}
     rng = random.Random(1)

@@ -315,7 +315,19 @@ class JsonSampler:
         try:
             index = Index(regex, vocab)
         except Exception as exc:
-            return SchemaError(f"outlines-core cannot build an index for this JSON schema: {exc}")
+            # A class that allows only characters the vocabulary lacks, though no escape
+            # names them (``[^\x00-\x7F]``: found by a probe; LM Studio's models have
+            # tokens for them). Added only then: other schemas are sampled as before.
+            extra = [char for char in _NON_ASCII if char not in known]
+            try:
+                tokens += extra
+                index = Index(
+                    regex, Vocabulary(len(tokens), {t: [i] for i, t in enumerate(tokens)})
+                )
+            except Exception:
+                return SchemaError(
+                    f"outlines-core cannot build an index for this JSON schema: {exc}"
+                )
         transitions: dict[int, dict[int, int]] = index.get_transitions()
         finals = frozenset(index.get_final_states())
         distance = _distances(transitions, finals)
@@ -361,6 +373,10 @@ def _capped_digits(regex: str) -> str:
     for unbounded, capped in _DIGIT_CAPS:
         regex = regex.replace(unbounded, capped)
     return regex
+
+
+_NON_ASCII = ("é", "ß", "λ", "д", "中", "文", "ア", "😀")
+"""Characters outside ASCII from several scripts, for a class that allows only such."""
 
 
 def _escaped_chars(regex: str) -> list[str]:

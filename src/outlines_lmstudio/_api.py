@@ -10,10 +10,10 @@ raises when awaited: it is read in a worker thread; still before any request is 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
 from functools import partial
 from operator import attrgetter
-from typing import Any, ClassVar, NoReturn, Self, SupportsIndex
+from typing import Any, ClassVar, NoReturn, Protocol, Self, SupportsIndex
 
 import lmstudio as lms
 from outlines.models.base import ModelTypeAdapter
@@ -34,13 +34,42 @@ from ._common import (
 )
 from ._flow import ChunkSink, Flow, Sink
 from ._output import identity
-from ._reply import Reply
+from ._reply import Reply, ReplyChunk
 from ._sdk_errors import client_host
 from .errors import InvalidClientError, InvalidInferenceArgumentError
 
-__all__ = ["OPTIONS", "ModelApi", "ReplyStream", "check_options"]
+__all__ = [
+    "OPTIONS",
+    "AsyncReplyStream",
+    "ModelApi",
+    "ReplyStream",
+    "SyncReplyStream",
+    "check_options",
+]
 
 _TEXT: Callable[[Completion], str] = attrgetter("text")  # a completion's text, in C
+
+
+class SyncReplyStream(Protocol):
+    """What `LMStudio.reply_stream` returns, for type checkers: read it with ``for``."""
+
+    @property
+    def reply(self) -> Reply | None: ...
+
+    def __iter__(self) -> Iterator[ReplyChunk]: ...
+
+    def close(self) -> None: ...
+
+
+class AsyncReplyStream(Protocol):
+    """What `AsyncLMStudio.reply_stream` returns, for type checkers: read it with ``async for``."""
+
+    @property
+    def reply(self) -> Reply | None: ...
+
+    def __aiter__(self) -> AsyncIterator[ReplyChunk]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class ReplyStream:
@@ -78,15 +107,17 @@ class ReplyStream:
         self._front(False, "for")
         return self
 
-    def __next__(self) -> Any:
-        return next(self._chunks)
+    def __next__(self) -> ReplyChunk:
+        chunk: ReplyChunk = next(self._chunks)
+        return chunk
 
     def __aiter__(self) -> ReplyStream:
         self._front(True, "async for")
         return self
 
-    async def __anext__(self) -> Any:
-        return await anext(self._chunks)
+    async def __anext__(self) -> ReplyChunk:
+        chunk: ReplyChunk = await anext(self._chunks)
+        return chunk
 
     def close(self) -> None:
         """Leave a sync stream early (cancels the prediction on the server)."""
@@ -246,7 +277,7 @@ class ModelApi(Common):
         )
 
     @property
-    def type_adapter(self) -> ModelTypeAdapter:
+    def type_adapter(self) -> LMStudioTypeAdapter:
         """The type adapter every call plans its input and output type with.
 
         Outlines' convention: a replaced adapter is the one used (``grammar`` and
@@ -564,7 +595,7 @@ class ModelApi(Common):
 
     def reply_stream(
         self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
-    ) -> ReplyStream:
+    ) -> Any:
         """Stream a response as `ReplyChunk` pieces, reasoning included.
 
         Takes the arguments of `generate`. Returns a `ReplyStream`: iterate it (``async

@@ -43,6 +43,7 @@ from .errors import LMStudioTimeoutError, OutlinesLMStudioError
 if TYPE_CHECKING:
     from outlines.inputs import Chat
 
+    from ._api import AsyncReplyStream
     from ._reply import Reply
 
     T = TypeVar("T")
@@ -166,7 +167,9 @@ async def _settle(request: _Deferred) -> Request:
     return await asyncio.to_thread(_settled_now, request)
 
 
-class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
+# Outlines types `type_adapter` as any ModelTypeAdapter; ours reads as the LMStudioTypeAdapter
+# it is (its `grammar`, `strict_schema`), and refuses any other at run time.
+class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc]
     """An Outlines model backed by LM Studio through an ``lmstudio.AsyncClient``.
 
     The client is entered (``async with``) on first use if it is not already,
@@ -313,6 +316,10 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):
             context: Any = None,
             **inference_kwargs: Any,
         ) -> AsyncGenerator[Any, None]: ...
+
+        def reply_stream(
+            self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
+        ) -> AsyncReplyStream: ...
 
     # -- images: normalised off the event loop -------------------------------------------------
     def _prepare(self, model_input: Any, output_type: Any, kwargs: dict[str, Any]) -> Request:

@@ -44,6 +44,7 @@ from .errors import LMStudioConnectionError, LMStudioTimeoutError
 if TYPE_CHECKING:
     from outlines.inputs import Chat
 
+    from ._api import SyncReplyStream
     from ._reply import Reply
 
     T = TypeVar("T")
@@ -89,7 +90,9 @@ def _prepare_image(call: Call, files: Any, image: ImageData) -> FileHandle:
     return handle
 
 
-class LMStudio(SyncSessions, _OutlinesLMStudio):
+# Outlines types `type_adapter` as any ModelTypeAdapter; ours reads as the LMStudioTypeAdapter
+# it is (its `grammar`, `strict_schema`), and refuses any other at run time.
+class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
     """An Outlines model backed by LM Studio through a sync ``lmstudio.Client``.
 
     The model uses the client but never closes it. Its settings are those of
@@ -201,6 +204,10 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):
         def reply_batch(
             self, model_input: list[Any], output_type: Any = None, **inference_kwargs: Any
         ) -> list[Reply]: ...
+
+        def reply_stream(
+            self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
+        ) -> SyncReplyStream: ...
 
     def __init__(self, client: lms.Client, *args: Any, **options: Any) -> None:
         super().__init__(client, *args, **options)

@@ -285,9 +285,9 @@ async def test_an_async_reply_stream_read_with_for_says_how_to_read_it(
     model = from_lmstudio(async_client, TEXT_MODEL)
     stream = model.reply_stream("Hello")
     with pytest.raises(TypeError, match=r"AsyncLMStudio.*read it with async for"):
-        iter(stream)
+        iter(stream)  # type: ignore[call-overload]  # wrong on purpose (checkers say so too)
     with pytest.raises(TypeError, match=r"leave it early with await aclose\(\)"):
-        stream.close()
+        stream.close()  # type: ignore[attr-defined]
     assert [chunk async for chunk in stream]  # the stream itself is untouched
     assert stream.reply is not None
 

@@ -89,9 +89,9 @@ async def test_a_sync_reply_stream_read_with_async_for_says_how_to_read_it(
     model = from_lmstudio(client, TEXT_MODEL)
     stream = model.reply_stream("Hello")
     with pytest.raises(TypeError, match=r"from LMStudio.*read it with for"):
-        aiter(stream)
+        aiter(stream)  # type: ignore[arg-type]  # wrong on purpose (checkers say so too)
     with pytest.raises(TypeError, match=r"leave it early with close\(\)"):
-        await stream.aclose()
+        await stream.aclose()  # type: ignore[attr-defined]
     assert list(stream)  # the stream itself is untouched
     assert stream.reply is not None
     assert len(emulator.predictions) == 1

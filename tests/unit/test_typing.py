@@ -23,7 +23,7 @@ import lmstudio as lms
 from outlines.inputs import Image
 from pydantic import BaseModel
 
-from outlines_lmstudio import AsyncLMStudio, LMStudio, Reply, from_lmstudio
+from outlines_lmstudio import AsyncLMStudio, LMStudio, Reply, ReplyChunk, from_lmstudio
 
 
 class Person(BaseModel):
@@ -48,6 +48,14 @@ def sync(client: lms.Client, image: Image) -> None:
     for chunk in model.stream("x"):
         assert_type(chunk, str)
     model.stream("x").close()
+    # Found by a probe: reply_stream's chunks were Any, its reply not narrowed.
+    replies = model.reply_stream("x")
+    for piece in replies:
+        assert_type(piece, ReplyChunk)
+    assert_type(replies.reply, Reply | None)
+    replies.close()
+    model.type_adapter.grammar = True  # found by a probe: typed as Outlines' base adapter
+    model.timeout = 5
 
 
 async def asynchronous(client: lms.AsyncClient) -> None:
@@ -61,6 +69,10 @@ async def asynchronous(client: lms.AsyncClient) -> None:
     async for chunk in model.stream("x"):
         assert_type(chunk, str)
     await model.stream("x").aclose()
+    replies = model.reply_stream("x")
+    async for piece in replies:
+        assert_type(piece, ReplyChunk)
+    await replies.aclose()
 """
 
 BAD = """
@@ -81,6 +93,12 @@ def sync(model: LMStudio, client: lms.Client) -> None:
 def asynchronous(model: AsyncLMStudio) -> None:
     for chunk in model.stream("x"):
         pass
+    for piece in model.reply_stream("x"):
+        pass
+
+
+def settings(model: LMStudio) -> None:
+    model.tmeout = 5
 """
 
 
@@ -128,4 +146,6 @@ def test_misuse_is_caught_by_the_type_checker(tmp_path: Path) -> None:
         (12, "assignment"),  # str from parse(..., int)
         (13, "call-overload"),  # max_concurency
         (17, "attr-defined"),  # a plain for over an async stream
+        (19, "attr-defined"),  # the same over an async reply_stream (found by a probe)
+        (24, "attr-defined"),  # a misspelt setting (found by a probe: silently stored)
     }, output

@@ -80,6 +80,7 @@ import lmstudio as lms
 
 import outlines_lmstudio
 from outlines_lmstudio import AsyncLMStudio, LMStudio, from_lmstudo
+from outlines_lmstudio.testing import LMStudioEmulator
 
 x = outlines_lmstudio.LMStuido
 
@@ -97,8 +98,9 @@ def asynchronous(model: AsyncLMStudio) -> None:
         pass
 
 
-def settings(model: LMStudio) -> None:
+def settings(model: LMStudio, emulator: LMStudioEmulator) -> None:
     model.tmeout = 5
+    emulator.token_latncy = 0.05
 """
 
 
@@ -141,11 +143,12 @@ def test_misuse_is_caught_by_the_type_checker(tmp_path: Path) -> None:
     }
     assert errors == {
         (5, "attr-defined"),  # from_lmstudo
-        (7, "attr-defined"),  # outlines_lmstudio.LMStuido
-        (11, "assignment"),  # int from model(...)
-        (12, "assignment"),  # str from parse(..., int)
-        (13, "call-overload"),  # max_concurency
-        (17, "attr-defined"),  # a plain for over an async stream
-        (19, "attr-defined"),  # the same over an async reply_stream (found by a probe)
-        (24, "attr-defined"),  # a misspelt setting (found by a probe: silently stored)
+        (8, "attr-defined"),  # outlines_lmstudio.LMStuido
+        (12, "assignment"),  # int from model(...)
+        (13, "assignment"),  # str from parse(..., int)
+        (14, "call-overload"),  # max_concurency
+        (18, "attr-defined"),  # a plain for over an async stream
+        (20, "attr-defined"),  # the same over an async reply_stream (found by a probe)
+        (25, "attr-defined"),  # a misspelt setting (found by a probe: silently stored)
+        (26, "attr-defined"),  # the same on the emulator (found by a probe)
     }, output

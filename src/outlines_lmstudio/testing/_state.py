@@ -198,28 +198,30 @@ class EmulatorState:
                 "emu.api_host."
             )
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in SETTINGS:
-            self._refuse_in_forked_child(f"Setting {name}")
-            value = check_setting(name, value)
-            if name == "slots" and "_slots" in self.__dict__:
-                # Semaphores are made with the count; later predictions get new ones.
-                self._slots = {}
-        elif (
-            self.__dict__.get("_settled")
-            and not name.startswith("_")
-            and name not in self.__dict__
-            and not hasattr(type(self), name)
-        ):
-            # ``emu.token_latncy = 0.05`` would otherwise be a new attribute the server
-            # never reads: the test would run with the old setting and not know it.
-            close = difflib.get_close_matches(name, SETTINGS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise AttributeError(
-                f"{type(self).__name__} has no setting {name!r}{hint}; the settings a test "
-                f"may change are: {', '.join(SETTINGS)}"
-            )
-        super().__setattr__(name, value)
+    if not TYPE_CHECKING:  # type checkers then check assignments against the settings
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name in SETTINGS:
+                self._refuse_in_forked_child(f"Setting {name}")
+                value = check_setting(name, value)
+                if name == "slots" and "_slots" in self.__dict__:
+                    # Semaphores are made with the count; later predictions get new ones.
+                    self._slots = {}
+            elif (
+                self.__dict__.get("_settled")
+                and not name.startswith("_")
+                and name not in self.__dict__
+                and not hasattr(type(self), name)
+            ):
+                # ``emu.token_latncy = 0.05`` would otherwise be a new attribute the server
+                # never reads: the test would run with the old setting and not know it.
+                close = difflib.get_close_matches(name, SETTINGS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise AttributeError(
+                    f"{type(self).__name__} has no setting {name!r}{hint}; the settings a test "
+                    f"may change are: {', '.join(SETTINGS)}"
+                )
+            super().__setattr__(name, value)
 
     def _authenticate(self, client_id: str, passkey: str) -> bool:
         """Check a client's passkey (the first one wins); on success, count its socket.

@@ -802,19 +802,12 @@ def test_text_that_starts_with_a_dash_is_told_to_go_after_double_dash(
     ],
 )
 def test_a_proxy_in_the_environment_is_named_not_a_stopped_server(
-    emulator: LMStudioEmulator, variable: str, value: str, cause: str
+    run_cli: RunCli, emulator: LMStudioEmulator, variable: str, value: str, cause: str
 ) -> None:
     """Each was "LM Studio is not reachable ... any more: start the LM Studio server again",
     while it ran: the SDK connects through httpx, which reads the proxy variables (found
     by a probe)."""
-    result = subprocess.run(
-        [*script_path(), "--host", emulator.api_host, "models"],
-        capture_output=True,
-        text=True,
-        env=cli_env(**{variable: value}),
-        timeout=30,
-        check=False,
-    )
+    result = run_cli("models", env=cli_env(**{variable: value}), timeout=30)
     assert result.returncode == 3, result.stderr
     assert_one_line_error(
         result, f"Cannot reach LM Studio at {emulator.api_host}", cause, variable.upper()

@@ -311,32 +311,18 @@ def test_control_characters_in_names_are_shown_escaped() -> None:
     assert sorted(m["key"] for m in json.loads(as_json.stdout)) == [key, "plain"]
 
 
-def test_a_piped_key_with_joiners_or_no_break_spaces_can_be_passed_back() -> None:
+def test_a_piped_key_with_joiners_or_no_break_spaces_can_be_passed_back(run_cli: RunCli) -> None:
     """Every character ``str.isprintable`` refuses was escaped: the zero-width joiner of an
     emoji sequence, a no-break space; ``models | cut -f1`` then gave a key that ``-m`` did
     not find (found by a probe). Only control characters are escaped."""
     keys = ["team-\U0001f468\u200d\U0001f469\u200d\U0001f467-7b", "nbsp\u00a0model"]
     with LMStudioEmulator([EmulatedModel(key) for key in keys]) as custom:
-        piped = subprocess.run(
-            [*script_path(), "--host", custom.api_host, "models"],
-            capture_output=True,
-            text=True,
-            env=cli_env(),
-            timeout=20,
-            check=False,
-        )
+        piped = run_cli("--host", custom.api_host, "models", host=False)
         assert piped.returncode == 0, piped.stderr
         listed = [line.split("\t")[0] for line in piped.stdout.splitlines()]
         assert sorted(listed) == sorted(keys)
         custom.script(keys[0], ["ok"])
-        used = subprocess.run(
-            [*script_path(), "--host", custom.api_host, "generate", "-m", listed[0], "hi"],
-            capture_output=True,
-            text=True,
-            env=cli_env(),
-            timeout=20,
-            check=False,
-        )
+        used = run_cli("--host", custom.api_host, "generate", "-m", listed[0], "hi", host=False)
         assert used.returncode == 0, used.stderr
 
 

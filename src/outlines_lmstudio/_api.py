@@ -20,6 +20,7 @@ from outlines.models.base import ModelTypeAdapter
 
 from . import _flow
 from ._adapter import LMStudioTypeAdapter
+from ._cache import PerClient
 from ._common import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONCURRENCY,
@@ -48,6 +49,10 @@ __all__ = [
 ]
 
 _TEXT: Callable[[Completion], str] = attrgetter("text")  # a completion's text, in C
+
+
+_ANSWERED: PerClient[dict[str, str]] = PerClient()
+"""Per client: the model that last answered for each model key (`_flow.Answered`)."""
 
 
 class SyncReplyStream(Protocol):
@@ -337,6 +342,14 @@ class ModelApi(Common):
     def _forget(self, effect: _flow.Forget) -> None:
         key: Hashable = effect.key
         self._handles.forget(self.client, key)
+        if effect.key is not None:
+            _ANSWERED.get(self.client, {}).pop(effect.key, None)
+
+    def _answered(self, effect: _flow.Answered) -> str | None:
+        answered = _ANSWERED.setdefault(self.client, {})
+        before = answered.get(effect.key)
+        answered[effect.key] = effect.model_key
+        return before
 
     def _note_traits(self, effect: _flow.NoteTraits) -> None:
         self._traits.put(self.client, effect.identifier, AskedTraits(effect.traits, effect.at))

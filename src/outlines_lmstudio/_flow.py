@@ -66,6 +66,7 @@ __all__ = [
     "Emit",
     "ErrorFactory",
     "Flow",
+    "Answered",
     "Forget",
     "Left",
     "ModelInfo",
@@ -135,6 +136,19 @@ class Forget(Effect, frozen=True):
 
     method = "_forget"
     key: str | None
+
+
+class Answered(Effect, frozen=True):
+    """Record which model answered for a model key; give the one recorded before (no I/O).
+
+    A key resolves to a loaded instance, whose identifier may later name another model
+    (``lms load other --identifier main`` after unloading ``main``): the cached handle then
+    sends the key's calls to that model (found by a probe). `Forget` drops the record.
+    """
+
+    method = "_answered"
+    key: str
+    model_key: str
 
 
 class ModelInfo(Effect, frozen=True):
@@ -808,6 +822,10 @@ def predict(
                     # share one ask). Refusals are rare: the accepted call asks nothing more.
                     traits = yield ModelInfo(handle, since=request.made)
                     if (refused := _refusal(request, traits, handle.identifier)) is not None:
+                        if not unloaded and (yield from _swapped(request, handle, traits)):
+                            unloaded = True  # the key's model is elsewhere: find it again
+                            yield Forget(request.key)
+                            continue
                         raise refused
             stage = "upload"  # after the check: no upload for a model without vision
             handles = (yield Upload(call)) if request.prompt.images else {}
@@ -869,6 +887,10 @@ def predict(
                 else:
                     refused = _refusal(request, traits, handle.identifier, sent=True)
                     if refused is not None:
+                        if not unloaded and (yield from _swapped(request, handle, traits)):
+                            unloaded = True  # the key's model is elsewhere: find it again
+                            yield Forget(request.key)
+                            continue
                         raise refused from exc
             raise errors(exc, request.key, stage) from exc
         result = call.reader.result()
@@ -885,16 +907,55 @@ def predict(
                 raise _unloaded_error(request, errors, shown=sink.emitted)
             cut = f"the reply ended before the model finished it: {why}"
             raise errors(lms.LMStudioServerError(cut), request.key, "predict")
-        if traits is not None and result.model_info.model_key != traits.model_key:
+        answered = ModelTraits.of(result.model_info)
+        if (yield from _swapped(request, handle, answered)):
+            yield Forget(request.key)
+            if not unloaded and not sink.emitted and not call.stopped:
+                unloaded = True  # asked again of the key's own model
+                continue
+            raise _swapped_error(request, handle.identifier, answered.model_key, errors)
+        if traits is not None and answered.model_key != traits.model_key:
             # Another model answered than the traits are of (loaded under the identifier
             # since): the next call checks against its traits (an attribute compare).
-            yield NoteTraits(handle.identifier, ModelTraits.of(result.model_info), reply.started)
+            yield NoteTraits(handle.identifier, answered, reply.started)
         done = reply.finish(result, reason)
         call.done = done
         for item in sink.finish(done):
             yield Emit(item)
         return done
     raise AssertionError("unreachable: the third attempt returns or raises")  # pragma: no cover
+
+
+def _swapped(request: Request, handle: Any, traits: ModelTraits) -> Flow[bool]:
+    """Whether the instance a model key resolved to now holds another model (`Answered`).
+
+    Only for a call that named a model other than by the instance's identifier: a call
+    naming ``main`` asks for whatever ``main`` is, and a call naming no model for any.
+    """
+    if request.key is None or request.key == handle.identifier:
+        return False
+    before: str | None = yield Answered(request.key, traits.model_key)
+    return before is not None and before != traits.model_key
+
+
+def _swapped_error(
+    request: Request, identifier: str, model_key: str, errors: ErrorFactory
+) -> BaseException:
+    """Our error for a reply another model gave, once the caller had some of it."""
+    what = (
+        f"the reply came from {model_key!r}: the instance {identifier!r} that "
+        f"{request.key!r} was found at holds another model since (loaded under that "
+        "identifier); part of the reply had been given out, so the call was not asked again"
+    )
+    error = errors(lms.LMStudioServerError(what), request.key, "predict")
+    if not isinstance(error, LMStudioPredictionError):  # a closed client: that is why
+        return error
+    return LMStudioPredictionError(
+        f"LM Studio failed the prediction: {what}",
+        host=error.host,
+        model=error.model,
+        hint="Call again: the next call looks the model up anew.",
+    )
 
 
 def reply(request: Request) -> Flow[Reply]:

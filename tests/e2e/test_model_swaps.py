@@ -103,6 +103,63 @@ def test_a_reply_from_another_model_replaces_the_cached_traits(
     assert emulator.predictions[-1].images  # sent, and answered
 
 
+def _named_main(emulator: LMStudioEmulator, key: str) -> None:
+    """Have ``key``'s only loaded instance be ``main`` (``lms load KEY --identifier main``)."""
+    with contextlib.suppress(KeyError):
+        emulator.unload(key)
+    _swap(emulator, key)
+
+
+def test_a_key_whose_instance_now_holds_another_model_is_looked_up_again(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """The handle cached for a key kept naming its instance, ``main``, after another model
+    was loaded under that identifier: every call for the key went to the other model, with
+    no word, on every model object of the client (found by a probe)."""
+    client = fronts.client()
+    _named_main(emulator, TEXT_MODEL)
+    model = fronts.model(client, TEXT_MODEL)
+    assert model("first")
+    assert emulator.predictions[-1].model == "main"  # the key's instance
+    _swap(emulator, MLX_MODEL)
+    assert model("second")
+    assert [p.model for p in emulator.predictions[-2:]] == ["main", TEXT_MODEL]
+    assert fronts.model(client, TEXT_MODEL)("third")
+    assert emulator.predictions[-1].model == TEXT_MODEL
+    assert fronts.model(client, "main")("by identifier")  # asks for whatever main is
+    assert emulator.predictions[-1].model == "main"
+
+
+def test_an_image_for_a_key_whose_instance_lost_vision_goes_to_the_key(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """It was refused: "'main' does not accept images", for the vision model the user
+    named (found by a probe)."""
+    client = fronts.client()
+    _named_main(emulator, VISION_MODEL)
+    model = fronts.model(client, VISION_MODEL)
+    assert model(["describe", png_image()], max_tokens=3)
+    _swap(emulator, TEXT_MODEL)
+    assert model(["describe", png_image()], max_tokens=3)
+    assert emulator.predictions[-1].model == VISION_MODEL
+    assert emulator.predictions[-1].images
+
+
+def test_a_stream_another_model_answered_says_so_at_its_end(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """Its text was shown, so it cannot be asked again: an error, not a silent answer."""
+    client = fronts.client()
+    _named_main(emulator, TEXT_MODEL)
+    model = fronts.model(client, TEXT_MODEL)
+    assert model("first")
+    _swap(emulator, MLX_MODEL)
+    with pytest.raises(LMStudioPredictionError, match=f"the reply came from '{MLX_MODEL}'"):
+        list(model.stream("second", max_tokens=5))
+    assert model("third")
+    assert emulator.predictions[-1].model == TEXT_MODEL
+
+
 def test_an_image_stream_failing_after_its_text_asks_nothing_more(
     fronts: Fronts, emulator: LMStudioEmulator
 ) -> None:

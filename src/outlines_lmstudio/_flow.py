@@ -822,7 +822,9 @@ def predict(
                     # share one ask). Refusals are rare: the accepted call asks nothing more.
                     traits = yield ModelInfo(handle, since=request.made)
                     if (refused := _refusal(request, traits, handle.identifier)) is not None:
-                        if not unloaded and (yield from _swapped(request, handle, traits)):
+                        if not unloaded and (
+                            yield from _swapped(request, handle, traits.model_key)
+                        ):
                             unloaded = True  # the key's model is elsewhere: find it again
                             yield Forget(request.key)
                             continue
@@ -887,7 +889,9 @@ def predict(
                 else:
                     refused = _refusal(request, traits, handle.identifier, sent=True)
                     if refused is not None:
-                        if not unloaded and (yield from _swapped(request, handle, traits)):
+                        if not unloaded and (
+                            yield from _swapped(request, handle, traits.model_key)
+                        ):
                             unloaded = True  # the key's model is elsewhere: find it again
                             yield Forget(request.key)
                             continue
@@ -907,17 +911,19 @@ def predict(
                 raise _unloaded_error(request, errors, shown=sink.emitted)
             cut = f"the reply ended before the model finished it: {why}"
             raise errors(lms.LMStudioServerError(cut), request.key, "predict")
-        answered = ModelTraits.of(result.model_info)
-        if (yield from _swapped(request, handle, answered)):
+        if request.key not in (None, handle.identifier) and (
+            yield from _swapped(request, handle, result.model_info.model_key)
+        ):
             yield Forget(request.key)
             if not unloaded and not sink.emitted and not call.stopped:
                 unloaded = True  # asked again of the key's own model
                 continue
-            raise _swapped_error(request, handle.identifier, answered.model_key, errors)
-        if traits is not None and answered.model_key != traits.model_key:
+            model_key = result.model_info.model_key
+            raise _swapped_error(request, handle.identifier, model_key, errors)
+        if traits is not None and result.model_info.model_key != traits.model_key:
             # Another model answered than the traits are of (loaded under the identifier
             # since): the next call checks against its traits (an attribute compare).
-            yield NoteTraits(handle.identifier, answered, reply.started)
+            yield NoteTraits(handle.identifier, ModelTraits.of(result.model_info), reply.started)
         done = reply.finish(result, reason)
         call.done = done
         for item in sink.finish(done):
@@ -926,7 +932,7 @@ def predict(
     raise AssertionError("unreachable: the third attempt returns or raises")  # pragma: no cover
 
 
-def _swapped(request: Request, handle: Any, traits: ModelTraits) -> Flow[bool]:
+def _swapped(request: Request, handle: Any, model_key: str) -> Flow[bool]:
     """Whether the instance a model key resolved to now holds another model (`Answered`).
 
     Only for a call that named a model other than by the instance's identifier: a call
@@ -934,8 +940,8 @@ def _swapped(request: Request, handle: Any, traits: ModelTraits) -> Flow[bool]:
     """
     if request.key is None or request.key == handle.identifier:
         return False
-    before: str | None = yield Answered(request.key, traits.model_key)
-    return before is not None and before != traits.model_key
+    before: str | None = yield Answered(request.key, model_key)
+    return before is not None and before != model_key
 
 
 def _swapped_error(

@@ -341,7 +341,7 @@ class ModelApi(Common):
 
     def _forget(self, effect: _flow.Forget) -> None:
         key: Hashable = effect.key
-        self._handles.forget(self.client, key)
+        self._handles.forget(self.client, key, effect.handle)
         if effect.key is not None:
             _ANSWERED.get(self.client, {}).pop(effect.key, None)
 

@@ -141,9 +141,15 @@ class SyncClientCache(Generic[V]):
         with self._guard:
             return self._data.setdefault(client, {})
 
-    def forget(self, client: object, key: Hashable) -> None:
-        """Drop one entry (e.g. a model the server no longer has)."""
-        self._data.get(client, {}).pop(key, None)
+    def forget(self, client: object, key: Hashable, stale: object = None) -> None:
+        """Drop one entry (e.g. a model the server no longer has).
+
+        Given ``stale``, only if the entry is that value: a newer one stays.
+        """
+        with self._guard:
+            data = self._data.get(client, {})
+            if stale is None or data.get(key) is stale:
+                data.pop(key, None)
 
     def put(self, client: object, key: Hashable, value: V) -> None:
         """Replace one entry by a value known to be newer (made elsewhere)."""
@@ -298,9 +304,20 @@ class AsyncClientCache(Generic[V]):
         """Return the keys whose work for the client is still under way."""
         return [key for key, future in self._data.get(client, {}).items() if not future.done()]
 
-    def forget(self, client: object, key: Hashable) -> None:
-        """Drop one entry."""
-        self._data.get(client, {}).pop(key, None)
+    def forget(self, client: object, key: Hashable, stale: object = None) -> None:
+        """Drop one entry; given ``stale``, only if it holds that value (none made since)."""
+        data = self._data.get(client, {})
+        future = data.get(key)
+        if future is None:
+            return
+        if stale is not None and not (
+            future.done()
+            and not future.cancelled()
+            and future.exception() is None
+            and future.result() is stale
+        ):
+            return  # a lookup under way, or a newer value: what the retry wants
+        del data[key]
 
     def put(self, client: object, key: Hashable, value: V) -> None:
         """Replace one entry by a value known to be newer (made elsewhere): a settled future."""

@@ -132,10 +132,17 @@ class Resolve(Effect, frozen=True):
 
 
 class Forget(Effect, frozen=True):
-    """Drop a cached model handle (the server no longer has the model)."""
+    """Drop a cached model handle (the server no longer has the model).
+
+    ``handle``: the stale handle; another one cached since, or a lookup under way, is kept
+    (found by a probe: each item of an async batch dropped the lookup another item had
+    begun, and sent one of its own, which a JIT-loading LM Studio may answer with as many
+    instances).
+    """
 
     method = "_forget"
     key: str | None
+    handle: Any = None
 
 
 class Answered(Effect, frozen=True):
@@ -826,7 +833,7 @@ def predict(
                             yield from _swapped(request, handle, traits.model_key)
                         ):
                             unloaded = True  # the key's model is elsewhere: find it again
-                            yield Forget(request.key)
+                            yield Forget(request.key, handle)
                             continue
                         raise refused
             stage = "upload"  # after the check: no upload for a model without vision
@@ -871,7 +878,7 @@ def predict(
                 note_failed_lookup(request, exc)  # the batch's other items: the same error
                 raise _resolve_error(exc, request.key, errors) from exc
             elif stage == "predict" and isinstance(exc, lms.LMStudioModelNotFoundError):
-                yield Forget(request.key)
+                yield Forget(request.key, handle)
                 if again and not unloaded:
                     unloaded = True
                     continue
@@ -893,7 +900,7 @@ def predict(
                             yield from _swapped(request, handle, traits.model_key)
                         ):
                             unloaded = True  # the key's model is elsewhere: find it again
-                            yield Forget(request.key)
+                            yield Forget(request.key, handle)
                             continue
                         raise refused from exc
             raise errors(exc, request.key, stage) from exc
@@ -904,7 +911,7 @@ def predict(
             if call.stopped:  # the caller left: its own cancel ended the reply
                 raise Left("the prediction was stopped when its caller left")
             if reason == "modelUnloaded":  # the model is gone, as for a not-found model
-                yield Forget(request.key)
+                yield Forget(request.key, handle)
                 if not unloaded and not sink.emitted:
                     unloaded = True
                     continue
@@ -914,7 +921,7 @@ def predict(
         if request.key not in (None, handle.identifier) and (
             yield from _swapped(request, handle, result.model_info.model_key)
         ):
-            yield Forget(request.key)
+            yield Forget(request.key, handle)
             if not unloaded and not sink.emitted and not call.stopped:
                 unloaded = True  # asked again of the key's own model
                 continue

@@ -271,6 +271,20 @@ def test_batch_items_whose_model_is_unloaded_are_asked_again(
     assert [p.stop_reason for p in emulator.predictions].count("modelUnloaded") == 1
 
 
+def test_batch_items_whose_model_was_unloaded_share_one_lookup(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """Each async item dropped the lookup another item had just begun and sent its own: 4
+    loads asked of LM Studio, which loads as many instances when JIT-loading (found by a
+    probe; lmstudio-bug-tracker#1751)."""
+    model = fronts.model(fronts.client(), TEXT_MODEL, max_concurrency=4)
+    assert model.batch(["a", "b", "c", "d"], max_tokens=3)
+    emulator.unload(TEXT_MODEL)
+    lookups = endpoint_count(emulator, "getOrLoad")
+    assert len(model.batch(["a", "b", "c", "d"], max_tokens=3)) == 4
+    assert endpoint_count(emulator, "getOrLoad") - lookups == 1
+
+
 def test_a_model_unloaded_again_on_the_retry_says_why_and_what_to_do(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

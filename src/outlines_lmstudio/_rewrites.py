@@ -24,6 +24,7 @@ from ._schema_walk import (
     assertions,
     kept,
     rebuild,
+    recursive_refs,
     ref_target,
     schema_nodes,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "INT64",
     "drop_unwritable_numbers",
     "empty_object_properties",
+    "inline_deep_refs",
     "inline_root_ref",
     "enum_values_allowed",
     "inline_single_all_of",
@@ -776,6 +778,115 @@ def inline_root_ref(schema: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+REF_DEPTH = 3
+"""References outlines-core (LM Studio's MLX engine) follows along one path of a schema.
+
+Deeper ones it cuts to ``{}``, recursive or not: a chain of six nested Pydantic models
+(``Invoice`` ... ``Geo``, each a ``$ref``) was sent, and every reply stopped four levels
+down, invalid (found by a probe; the emulator, which runs outlines-core, did the same).
+"""
+
+_INLINED_NODES = 20_000
+"""The most schema objects `inline_deep_refs` makes: a definition used twice at each of
+many levels doubles at each; past this the references stay (and are cut on MLX)."""
+
+_DEF_KEYS = ("$defs", "definitions")
+
+
+def _ref_depths(schema: dict[str, Any], looping: set[str]) -> tuple[int, dict[str, int]]:
+    """Return how many references a path from the root follows at most, and each one's size.
+
+    The size of a reference is the number of schema objects it stands for once its own
+    references (not recursive ones) are inlined.
+    """
+    depth: dict[str, int] = {}
+    size: dict[str, int] = {}
+
+    def visit(ref: str) -> None:
+        if ref in depth:
+            return
+        depth[ref], size[ref] = 1, 1  # a guard while it is visited (no cycle is followed)
+        target = ref_target(schema, ref)
+        deepest, nodes = 0, 0
+        for _, node in schema_nodes(target):
+            nodes += 1
+            if (inner := _inlinable(node, looping)) is not None:
+                visit(inner)
+                deepest, nodes = max(deepest, depth[inner]), nodes + size[inner]
+        depth[ref], size[ref] = 1 + deepest, min(nodes, _INLINED_NODES + 1)
+
+    top = {k: v for k, v in schema.items() if k not in _DEF_KEYS}
+    deepest = 0
+    for _, node in schema_nodes(top):
+        if (ref := _inlinable(node, looping)) is not None:
+            visit(ref)
+            deepest = max(deepest, depth[ref])
+    return deepest, size
+
+
+def _inlinable(node: Any, looping: set[str]) -> str | None:
+    """Return the reference of ``node`` if `inline_deep_refs` may replace it by its target."""
+    ref = node.get("$ref") if isinstance(node, Mapping) else None
+    if (
+        isinstance(ref, str)
+        and ref.startswith("#/")
+        and ref not in looping
+        and assertions(node).keys() == {"$ref"}  # beside it only annotations (Pydantic's)
+    ):
+        return ref
+    return None
+
+
+def inline_deep_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Put the targets of references in their place, when a path follows more than 3.
+
+    Only references that do not reach themselves again (a recursive model keeps its) and
+    stand alone beside annotations; definitions no reference is left to are dropped. The
+    same values are valid; `REF_DEPTH` says why. Schemas whose paths follow fewer are sent
+    as they are, and so are those the inlining would make too large (`_INLINED_NODES`).
+    """
+    if not any(isinstance(schema.get(k), dict) and schema[k] for k in _DEF_KEYS):
+        return schema
+    looping = recursive_refs(schema)
+    deepest, size = _ref_depths(schema, looping)
+    if deepest < REF_DEPTH:
+        return schema
+    top = {k: v for k, v in schema.items() if k not in _DEF_KEYS}
+    total = sum(
+        size[ref] for _, node in schema_nodes(top) if (ref := _inlinable(node, looping)) is not None
+    )
+    if total > _INLINED_NODES:
+        return schema
+
+    def inline(node: dict[str, Any]) -> dict[str, Any]:
+        ref = _inlinable(node, looping)
+        if ref is None:
+            return node
+        target = ref_target(schema, ref)
+        if not isinstance(target, dict):
+            return node
+        annotations = {k: v for k, v in node.items() if k != "$ref"}
+        return {**rebuild(target, inline), **annotations}
+
+    result: dict[str, Any] = rebuild(schema, inline)
+    left = local_refs(result)
+    for key in _DEF_KEYS:
+        defs = result.get(key)
+        if isinstance(defs, dict):
+            kept_defs = {
+                name: sub
+                for name, sub in defs.items()
+                if any(
+                    ref == f"#/{key}/{name}" or ref.startswith(f"#/{key}/{name}/") for ref in left
+                )
+            }
+            if kept_defs:
+                result[key] = kept_defs
+            else:
+                del result[key]
+    return result
+
+
 FINDING_REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     drop_dollar_schema,
     whole_numbers,
@@ -794,6 +905,7 @@ LAST_REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     drop_unsupported_formats,
     anchor_patterns,
     any_value,
+    inline_deep_refs,
     distinct_ref_rules,
 )
 REWRITES = FINDING_REWRITES + LAST_REWRITES

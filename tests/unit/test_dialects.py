@@ -30,6 +30,7 @@ from outlines_lmstudio._rewrites import (
     drop_unsupported_formats,
     drop_unwritable_numbers,
     empty_object_properties,
+    inline_deep_refs,
     inline_root_ref,
     inline_single_all_of,
     name_listed_keys,
@@ -1282,3 +1283,83 @@ def test_contains_is_not_spread_next_to_a_branch_that_counts_it() -> None:
     }
     keeps_valid_values(spread_one_of, schema, [[1, 2], [1], ["a"], [1, 2, 3, 4, 5], []])
     assert spread_one_of(schema) == schema
+
+
+def _chain(levels: int) -> dict[str, Any]:
+    """A chain of ``levels`` nested models, each a ``$ref`` (as Pydantic writes them)."""
+    defs: dict[str, Any] = {"L0": {"type": "object", "properties": {"v": {"type": "integer"}}}}
+    defs["L0"]["required"] = ["v"]
+    for level in range(1, levels + 1):
+        defs[f"L{level}"] = {
+            "type": "object",
+            "properties": {"a": {"$ref": f"#/$defs/L{level - 1}", "description": "inner"}},
+            "required": ["a"],
+        }
+    return {**defs[f"L{levels}"], "$defs": defs}
+
+
+def test_a_deep_chain_of_references_is_inlined_for_outlines_core() -> None:
+    """outlines-core cuts any path past 3 references to ``{}``: a chain of six nested
+    models got replies invalid four levels down, on every retry (found by a probe)."""
+    from outlines_core.json_schema import build_regex_from_schema
+
+    schema = _chain(5)
+    document = {"a": {"a": {"a": {"a": {"a": {"v": 1}}}}}}
+    sent = inline_deep_refs(schema)
+    assert "$defs" not in sent
+    assert "$ref" not in json.dumps(sent)
+    assert sent["properties"]["a"]["description"] == "inner"  # annotations kept
+    regex = build_regex_from_schema(json.dumps(sent), r"[ ]?")
+    assert re.fullmatch(regex, json.dumps(document, separators=(",", ":")))
+    cut = build_regex_from_schema(json.dumps(schema), r"[ ]?")
+    assert not re.fullmatch(cut, json.dumps(document, separators=(",", ":")))  # why
+    values: list[dict[str, Any]] = [document, {"a": {"a": {"a": {"a": {"a": {}}}}}}]
+    for value in values:
+        assert json_validator(sent).is_valid(value) == json_validator(schema).is_valid(value)
+
+
+def test_shallow_recursive_and_exploding_references_stay() -> None:
+    shallow = _chain(2)
+    assert inline_deep_refs(shallow) is shallow  # sent as it is: fewer than 3 on any path
+    tree = {
+        "type": "object",
+        "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/Tree"}}},
+        "$defs": {"Tree": {"type": "object", "properties": {"k": {"$ref": "#/$defs/Tree"}}}},
+    }
+    assert inline_deep_refs(tree) == tree  # a recursive model keeps its references
+    # Each level uses the one below twice: inlined, 2**30 objects.
+    defs: dict[str, Any] = {"D0": {"type": "integer"}}
+    for level in range(1, 31):
+        inner = {"$ref": f"#/$defs/D{level - 1}"}
+        defs[f"D{level}"] = {"type": "object", "properties": {"x": inner, "y": inner}}
+    exploding = {"$ref": "#/$defs/D30", "$defs": defs}
+    assert inline_deep_refs(exploding) is exploding
+
+
+def test_a_recursive_definition_keeps_the_definitions_it_still_uses() -> None:
+    chain = _chain(4)
+    schema = {
+        "type": "object",
+        "properties": {"tree": {"$ref": "#/$defs/Tree"}, "deep": {"$ref": "#/$defs/L4"}},
+        "$defs": {
+            **chain["$defs"],
+            "Tree": {
+                "type": "object",
+                "properties": {"k": {"$ref": "#/$defs/Tree"}, "leaf": {"$ref": "#/$defs/L0"}},
+            },
+        },
+    }
+    sent = inline_deep_refs(schema)
+    assert set(sent["$defs"]) == {"Tree"}
+    assert "$ref" not in json.dumps(sent["properties"]["deep"])
+    assert sent["$defs"]["Tree"]["properties"]["leaf"] == chain["$defs"]["L0"]
+    value = {"tree": {"k": {"leaf": {"v": 1}}}, "deep": _chain_value(4)}
+    assert json_validator(sent).is_valid(value)
+    assert json_validator(schema).is_valid(value)
+
+
+def _chain_value(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"v": 1}
+    for _ in range(levels):
+        value = {"a": value}
+    return value

@@ -115,9 +115,13 @@ REFERENCE_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
 
 def _too_deep(where: str) -> InvalidSchemaError:
     """Return the error for a schema nested more than `MAX_SCHEMA_DEPTH` levels."""
+    if len(where) > 120:  # a path 64 levels long: its end says where
+        where = f"at ...{where[-100:]}"
     return InvalidSchemaError(
-        f"JSON schema is nested more than {MAX_SCHEMA_DEPTH} levels deep ({where}). "
-        "Flatten it or use $defs/$ref for recursive structures."
+        f"JSON schema is nested more than {MAX_SCHEMA_DEPTH} levels of JSON deep, each "
+        "object and array counted (a subschema under properties is two levels below its "
+        f"parent, so about {MAX_SCHEMA_DEPTH // 2} nested objects) ({where}). Flatten it, "
+        "or define repeated parts under $defs and refer to them with $ref."
     )
 
 
@@ -1390,6 +1394,14 @@ def plan_output(
         hashable = False
     else:
         hashable = True
-    if not hashable:  # planned outside the handler: its errors carry no hash TypeError
-        return _plan(output_type, grammar, strict_schema)
-    return _plan_cached(output_type, grammar, strict_schema, order)
+    try:
+        if not hashable:  # planned outside the handler: its errors carry no hash TypeError
+            return _plan(output_type, grammar, strict_schema)
+        return _plan_cached(output_type, grammar, strict_schema, order)
+    except RecursionError:
+        # Pydantic's own schema generation recurses once a level: 50 nested models raised
+        # a bare RecursionError with a 1,000-line traceback (found by a probe).
+        raise UnsupportedOutputTypeError(
+            f"The output type {output_type_name(output_type)} nests too deeply for Pydantic "
+            "to write its JSON schema (Python's recursion limit): nest fewer models."
+        ) from None

@@ -910,9 +910,16 @@ def check_reply(
             ]
     name = output_type_name(validator.output_type)
     if stop_reason in TRUNCATED_STOP_REASONS:
+        fix = (
+            # Nothing was written: the prompt filled the context (found by a probe: a 500 kB
+            # prompt was told to raise max_tokens).
+            "the prompt alone filled the model's context: shorten it, or load the model "
+            "with a larger context length (contextLength)"
+            if stop_reason == "contextLengthReached" and not raw.strip()
+            else "raise max_tokens (or the model's context length)"
+        )
         raise TruncatedOutputError(
-            f"The reply was cut off ({stop_reason}) before it was a complete {name}; "
-            "raise max_tokens (or the model's context length)",
+            f"The reply was cut off ({stop_reason}) before it was a complete {name}; {fix}",
             raw=raw,
             errors=errors,
             stop_reason=stop_reason,

@@ -1145,3 +1145,25 @@ def test_a_function_as_output_type_says_what_to_write(grammar: bool) -> None:
     (found by a probe): the message now says to write the parameters as a model."""
     with pytest.raises(UnsupportedOutputTypeError, match="A function is not an output type"):
         plan_output(_add, grammar=grammar)
+
+
+def test_models_nested_too_deeply_for_pydantic_are_refused_with_our_error() -> None:
+    """Pydantic's own schema generation raised a bare RecursionError with a 1,000-line
+    traceback, out of every call (found by a probe)."""
+    nested: Any = int
+    for level in range(60):
+        nested = pydantic.create_model(f"Level{level}", a=(nested, ...))
+    with pytest.raises(UnsupportedOutputTypeError, match="nests too deeply for Pydantic"):
+        plan_output(nested)
+
+
+def test_the_depth_refusal_says_how_levels_are_counted() -> None:
+    """It said "more than 64 levels" to a schema of 32 nested objects, with 500 characters
+    of path (found by a probe)."""
+    node: dict[str, Any] = {"type": "integer"}
+    for _ in range(40):
+        node = {"type": "object", "properties": {"a": node}}
+    with pytest.raises(InvalidSchemaError, match="each object and array counted") as info:
+        plan_output(node)
+    assert "about 32 nested objects" in str(info.value)
+    assert len(str(info.value)) < 450

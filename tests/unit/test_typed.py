@@ -142,6 +142,17 @@ def test_truncation_is_reported_as_such_even_with_retries_left() -> None:
     assert isinstance(info.value, ParseError)
 
 
+def test_a_prompt_that_filled_the_context_says_so_not_to_raise_max_tokens() -> None:
+    """A 500 kB prompt left no room for a reply, and the error said to raise max_tokens,
+    which cannot help (found by a probe)."""
+    validator = validator_for(plan_output(Person))
+    with pytest.raises(TruncatedOutputError, match="the prompt alone filled") as info:
+        check_reply(validator, "", "contextLengthReached", 1, True)
+    assert "max_tokens" not in str(info.value)
+    with pytest.raises(TruncatedOutputError, match="raise max_tokens"):  # a reply was begun
+        check_reply(validator, '{"name": "A', "contextLengthReached", 1, True)
+
+
 @pytest.mark.parametrize("output_type", [int, float, {"type": "integer"}, list[int]])
 def test_a_number_cut_off_is_truncated_even_when_it_validates(output_type: Any) -> None:
     """``100`` may be the start of ``100000``: a valid number at the cut is not the answer."""

@@ -514,8 +514,11 @@ def _user_config(config: object) -> dict[str, Any]:
     unknown = sorted(str(k) for k in config if k not in keys)
     if unknown:
         valid = sorted({v for v in keys.values()} - {"raw"})  # "raw" is refused below
+        # Each key shortened, as other bad values are (found by a probe: a 1 MB key).
+        named = [k if len(k) <= 60 else f"{k[:57]}..." for k in unknown[:10]]
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
         raise InvalidInferenceArgumentError(
-            f"Unknown key(s) in config=: {unknown}. LM Studio would ignore them silently. "
+            f"Unknown key(s) in config=: {named}{more}. LM Studio would ignore them silently. "
             f"{_config_hints(unknown)}Valid keys: {valid}."
         )
     result = _by_camel_name("config=", config, keys)

@@ -96,6 +96,22 @@ def proxy_note() -> str:
     )
 
 
+_MOST_SDK_TEXT = 2_000
+"""The most characters of an SDK error's text a message of ours quotes."""
+
+
+def _clipped(text: str) -> str:
+    """Cut the middle of an SDK error's text past `_MOST_SDK_TEXT` characters.
+
+    LM Studio's error text is quoted whole by the SDK (its title, ``displayData``, the
+    model name given): a 1 MB title made a 1 MB message and log line (found by a probe).
+    """
+    if len(text) <= _MOST_SDK_TEXT:
+        return text
+    half = _MOST_SDK_TEXT // 2
+    return f"{text[:half]} ... ({len(text) - 2 * half:,} characters cut) ... {text[-half:]}"
+
+
 def server_hint(more: str, searched: bool = False) -> str:
     """Return the hint for a host that took the connection but not as LM Studio, ``more`` after.
 
@@ -405,7 +421,7 @@ def translate_sdk_error(
         return exc
     if not isinstance(exc, lms.LMStudioError):
         return None
-    text = " ".join(str(exc).split())
+    text = _clipped(" ".join(str(exc).split()))
     if isinstance(exc, lms.LMStudioTimeoutError):  # only a sync client's waits have one
         limit = lms.get_sync_api_timeout()
         return LMStudioTimeoutError(
@@ -441,9 +457,9 @@ def translate_sdk_error(
     if isinstance(exc, lms.LMStudioModelNotFoundError) or (
         stage == "resolve" and isinstance(exc, lms.LMStudioServerError | lms.LMStudioClientError)
     ):
-        text = _not_found_text(exc, text)
+        text = _clipped(_not_found_text(exc, text))  # the title quotes the name given
         return LMStudioModelNotFoundError(
-            f"LM Studio has no model matching {model!r}: {text}" if model else text,
+            f"LM Studio has no model matching {model!r:.200}: {text}" if model else text,
             host=host,
             model=model,
             # Found by a probe: an instance's name whose TTL ran out got only this advice,

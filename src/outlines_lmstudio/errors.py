@@ -154,7 +154,7 @@ class _ServerError(OutlinesLMStudioError):
         self.hint = hint
         parts = [message]
         where = ", ".join(
-            f"{name}={value!r}" for name, value in (("host", host), ("model", model)) if value
+            f"{name}={value!r:.200}" for name, value in (("host", host), ("model", model)) if value
         )
         if where:
             parts.append(f"({where})")

@@ -584,3 +584,11 @@ def test_a_load_setting_in_config_says_to_load_an_instance(key: str, camel: str)
     assert f"{key!r} is a load setting" in message
     assert f"load_new_instance(key, 'mine', config={{{camel!r}: ...}}, ttl=None)" in message
     assert "'raw'" not in message.split("Valid keys:")[1]  # listed, then refused
+
+
+def test_unknown_config_keys_are_quoted_shortened() -> None:
+    """A 1 MB key was quoted whole, where other bad values are shortened (a probe)."""
+    keys = {"S" * 1_000_000: 1, **{f"unknown{i}": i for i in range(12)}}
+    with pytest.raises(InvalidInferenceArgumentError, match=r"and 3 more") as info:
+        parse_inference_kwargs({"config": keys})
+    assert len(str(info.value)) < 2_000

@@ -99,6 +99,21 @@ def test_a_chat_template_refusal_gets_a_hint_about_the_messages() -> None:
     assert "vision" not in str(translated)
 
 
+@pytest.mark.parametrize("stage", ["predict", "resolve"])
+def test_a_huge_server_error_text_is_quoted_in_part(stage: str) -> None:
+    """A 1 MB title from LM Studio made a 1 MB message and log line; a 1 MB model name
+    came back three times (found by a probe)."""
+    name = "S" * 1_000_000
+    sdk = lms.LMStudioServerError(f"Chat response error: {name}", {})
+    translated = translate_sdk_error(sdk, host="h:1", model=name, stage=stage)  # type: ignore[arg-type]
+    assert translated is not None
+    assert len(str(translated)) < 3_000
+    assert "characters cut" in str(translated)
+    assert translated.__class__ is (
+        errors.LMStudioPredictionError if stage == "predict" else errors.LMStudioModelNotFoundError
+    )
+
+
 def test_non_sdk_errors_are_not_translated() -> None:
     assert translate_sdk_error(KeyError("x"), host=None, model=None, stage="predict") is None
 

@@ -103,7 +103,17 @@ class AsyncSessions(ModelApi):
         An ``asyncio.Lock`` that was ever waited on belongs to that loop: a model whose first
         calls failed to connect in one ``asyncio.run`` must still connect in the next one.
         """
-        loop, entry = asyncio.get_running_loop(), self._entry
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # found by a review: trio's loop, under anyio or alone
+            raise LMStudioConnectionError(
+                "The async model runs on asyncio, as the lmstudio SDK's AsyncClient does, "
+                "and no asyncio event loop runs here (trio?).",
+                model=self.model_name,
+                hint="Run it under asyncio (uvloop and anyio's asyncio backend work), or "
+                "use the sync model, from_lmstudio(lmstudio.Client(...)), in a worker thread.",
+            ) from None
+        entry = self._entry
         if entry.lock is None or entry.lock[0] is not loop:
             entry.lock = (loop, asyncio.Lock())
         return entry.lock[1]

@@ -368,6 +368,26 @@ def _check_host(host: str | None) -> None:
     )
 
 
+def _check_client(model: object, client: object) -> None:
+    """Refuse a client of the other kind, or no client, assigned to ``model.client``.
+
+    Found by a review: anything was taken, and the next call failed on a bare KeyError or
+    TypeError of the SDK's or ours.
+
+    Raises
+    ------
+    InvalidClientError
+        Naming the kind of client the model needs.
+    """
+    wanted: type[Any] = getattr(type(model), "_client_class", object)
+    if not isinstance(client, wanted):
+        raise InvalidClientError(
+            f"{type(model).__name__}.client must be an lmstudio.{wanted.__name__}, got "
+            f"{type(client).__name__}: make another model for another kind of client, "
+            "from_lmstudio(client, model_name)."
+        )
+
+
 def _unknown_setting(model: object, name: str) -> UnknownSettingError:
     """Return the error of an assignment to ``name``, which is none of a model's settings."""
     settings = ", ".join(_SETTINGS)
@@ -401,9 +421,23 @@ class Common:
             check = _SETTINGS.get(name)
             if check is not None:
                 value = check(value)
-            elif name[:1] != "_" and name != "client" and not hasattr(type(self), name):
+            elif name == "client":
+                _check_client(self, value)
+            elif name[:1] != "_" and not hasattr(type(self), name):
                 raise _unknown_setting(self, name)
             super().__setattr__(name, value)
+
+        def __delattr__(self, name: str) -> None:
+            # Found by a review: `del model.timeout` made the next call fail on an
+            # AttributeError of our own; a setting is set back, not deleted.
+            if name in _SETTINGS or name == "client":
+                raise InvalidInferenceArgumentError(
+                    f"{type(self).__name__}.{name} cannot be deleted: assign it instead "
+                    f"(None for no {name})"
+                    if name in ("timeout", "connect_timeout", "read_timeout", "model_name")
+                    else f"{type(self).__name__}.{name} cannot be deleted: assign it instead."
+                )
+            super().__delattr__(name)
 
     client: lms.Client | lms.AsyncClient
     model_name: str | None

@@ -356,9 +356,17 @@ def check_json_schema(schema: object, *, meta: bool = True) -> dict[str, Any]:
         where = "/" + "/".join(str(p) for p in exc.absolute_path)
         if exc.validator == "format" and exc.validator_value == "regex":
             raise InvalidSchemaError(_not_a_regex(where, exc.instance)) from exc
+        draft = validator.__name__.removesuffix("Validator")
+        older = (
+            " A schema written for an older draft (Outlines' JsonSchema checks draft-07) "
+            'says so: "$schema": "http://json-schema.org/draft-07/schema#".'
+            if declared is None
+            and jsonschema.Draft7Validator(jsonschema.Draft7Validator.META_SCHEMA).is_valid(schema)
+            else ""
+        )
         raise InvalidSchemaError(
             f"Invalid JSON schema at {where}: {exc.message}. Fix the schema so it validates "
-            f"against the {validator.__name__.removesuffix('Validator')} meta-schema."
+            f"against the {draft} meta-schema.{older}"
         ) from exc
     _check_structure(schema)
     _check_patterns(schema)

@@ -504,3 +504,26 @@ def test_escape_sequences_in_a_reply_are_escaped_on_a_terminal_only(
     assert (child.before or "").replace("\r\n", "\n") == (
         r"Hi \x1b]0;PWNED\x07 and \x1b[2J" + "\tcleared\n"
     )
+
+
+def test_a_json_reply_shows_del_and_8_bit_controls_escaped_on_a_terminal(
+    emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """JSON writes ESC as \\u001b but DEL and U+009B (a CSI to some terminals) as they are:
+    they reached the terminal (found by a review)."""
+    import pexpect
+
+    emulator.script(TEXT, ['{"name": "a\\u009b2Jb\\u007fc"}'])
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    command = [*script_path(), "--host", emulator.api_host, "generate", "-m", TEXT]
+    schema_file = tmp_path / "schema.json"
+    schema_file.write_text(json.dumps(schema))
+    command += ["--schema", str(schema_file), "hi"]
+    child = pexpect.spawn(command[0], command[1:], env=cli_env(), encoding="utf-8", timeout=15)
+    child.expect(pexpect.EOF)
+    child.close()
+    shown = child.before or ""
+    assert child.exitstatus == 0, shown
+    assert "\x9b" not in shown
+    assert "\x7f" not in shown
+    assert r"a\x9b2Jb\x7fc" in shown

@@ -21,6 +21,7 @@ from PIL import Image as PILImage
 
 from outlines_lmstudio import (
     AsyncLMStudio,
+    InvalidClientError,
     InvalidInferenceArgumentError,
     LMStudio,
     LMStudioTypeAdapter,
@@ -1414,6 +1415,24 @@ def test_an_attribute_that_is_no_setting_is_refused(
     model._private = 1  # private names and the settings stay open
     model.timeout = 5
     assert (model.timeout, model._private) == (5, 1)
+    assert emulator.requests == []
+
+
+def test_a_client_of_another_kind_and_deleted_settings_are_refused(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """Found by a review: ``model.client = "x"`` (or the other kind of client) was taken,
+    and the next call failed on a bare KeyError; ``del model.timeout`` on an AttributeError
+    of ours."""
+    model = fronts.raw(fronts.model(fronts.client(enter=False), TEXT_MODEL))
+    other = lms.AsyncClient if isinstance(model, LMStudio) else lms.Client
+    for client in ("127.0.0.1:1234", other(emulator.api_host)):
+        with pytest.raises(InvalidClientError, match=r"client must be an lmstudio\."):
+            model.client = client
+    for name in ("timeout", "model_name", "max_concurrency", "client"):
+        with pytest.raises(InvalidInferenceArgumentError, match="cannot be deleted"):
+            delattr(model, name)
+    assert model.timeout is None
     assert emulator.requests == []
 
 

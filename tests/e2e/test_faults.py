@@ -479,6 +479,20 @@ def test_closing_a_model_from_another_event_loop_says_so_and_closes_nothing(
         other.close()
 
 
+def test_an_async_model_outside_an_asyncio_loop_says_it_needs_one(
+    emulator: LMStudioEmulator,
+) -> None:
+    """Under trio (no asyncio loop running) a call raised a bare "RuntimeError: no running
+    event loop" from our own code (found by a review). Stepped by hand here, as a loop that
+    is not asyncio's would step it."""
+    model = from_lmstudio(lms.AsyncClient(emulator.api_host), TEXT_MODEL)
+    call = model("hello")
+    with pytest.raises(LMStudioConnectionError, match="runs on asyncio") as caught:
+        call.send(None)
+    assert "trio" in str(caught.value)
+    assert emulator.requests == []
+
+
 def test_an_async_model_connects_in_the_next_event_loop_after_failing() -> None:
     """Concurrent first calls that found no server leave no lock behind bound to their loop.
 

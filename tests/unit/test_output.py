@@ -1167,3 +1167,12 @@ def test_the_depth_refusal_says_how_levels_are_counted() -> None:
         plan_output(node)
     assert "about 32 nested objects" in str(info.value)
     assert len(str(info.value)) < 450
+
+
+def test_a_draft_07_schema_without_its_draft_is_told_to_say_so() -> None:
+    """Outlines' JsonSchema checks draft-07: a tuple written as ``items: [...]`` passed it,
+    and our 2020-12 check refused it without a word of ``$schema`` (found by a review)."""
+    schema = {"type": "array", "items": [{"type": "integer"}, {"type": "string"}]}
+    with pytest.raises(InvalidSchemaError, match=r"http://json-schema.org/draft-07/schema#"):
+        plan_output(schema)
+    assert plan_output({**schema, "$schema": "http://json-schema.org/draft-07/schema#"})

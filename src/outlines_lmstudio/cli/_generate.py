@@ -96,7 +96,9 @@ def build_input(prompt: str, system: str | None, images: list[Attachment]) -> An
 
 def _print_value(value: Any, spec: OutputSpec) -> None:
     if spec.structured:
-        print(json_text(to_json(value), indent=2))
+        # Escaped on a terminal too: JSON writes ESC as \u001b, but DEL and the 8-bit
+        # controls (U+009B, a CSI to some terminals) as they are (found by a review).
+        print(for_terminal(json_text(to_json(value), indent=2)))
     else:
         print(for_terminal(str(value)))
 

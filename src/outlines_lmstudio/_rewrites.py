@@ -22,7 +22,9 @@ from ._schema_walk import (
     CONTAINERS,
     JSON_TYPES,
     assertions,
+    core_nodes,
     kept,
+    pointer_token,
     rebuild,
     recursive_refs,
     ref_target,
@@ -793,35 +795,22 @@ many levels doubles at each; past this the references stay (and are cut on MLX).
 _DEF_KEYS = ("$defs", "definitions")
 
 
-def _ref_depths(schema: dict[str, Any], looping: set[str]) -> tuple[int, dict[str, int]]:
-    """Return how many references a path from the root follows at most, and each one's size.
-
-    The size of a reference is the number of schema objects it stands for once its own
-    references (not recursive ones) are inlined.
-    """
+def _ref_depth(schema: dict[str, Any], looping: set[str]) -> int:
+    """Return how many references a path from the root follows at most (recursive ones not)."""
     depth: dict[str, int] = {}
-    size: dict[str, int] = {}
 
-    def visit(ref: str) -> None:
-        if ref in depth:
-            return
-        depth[ref], size[ref] = 1, 1  # a guard while it is visited (no cycle is followed)
-        target = ref_target(schema, ref)
-        deepest, nodes = 0, 0
-        for _, node in schema_nodes(target):
-            nodes += 1
-            if (inner := _inlinable(node, looping)) is not None:
-                visit(inner)
-                deepest, nodes = max(deepest, depth[inner]), nodes + size[inner]
-        depth[ref], size[ref] = 1 + deepest, min(nodes, _INLINED_NODES + 1)
+    def visit(ref: str) -> int:
+        if ref not in depth:
+            depth[ref] = 1  # a guard while it is visited (no cycle is followed)
+            inner = [
+                r for _, n in schema_nodes(ref_target(schema, ref)) if (r := _inlinable(n, looping))
+            ]
+            depth[ref] = 1 + max((visit(r) for r in inner), default=0)
+        return depth[ref]
 
     top = {k: v for k, v in schema.items() if k not in _DEF_KEYS}
-    deepest = 0
-    for _, node in schema_nodes(top):
-        if (ref := _inlinable(node, looping)) is not None:
-            visit(ref)
-            deepest = max(deepest, depth[ref])
-    return deepest, size
+    refs = [ref for _, node in schema_nodes(top) if (ref := _inlinable(node, looping))]
+    return max((visit(ref) for ref in refs), default=0)
 
 
 def _inlinable(node: Any, looping: set[str]) -> str | None:
@@ -837,28 +826,61 @@ def _inlinable(node: Any, looping: set[str]) -> str | None:
     return None
 
 
+class _TooLarge(Exception):
+    """The inlining went past its budget (`_INLINED_NODES`)."""
+
+
+_MOST_SENT_DEPTH = 64
+"""The JSON depth `_output.MAX_SCHEMA_DEPTH` allows a schema: an inlined one stays within."""
+
+
+def _json_depth(value: Any) -> int:
+    """Return how deeply ``value``'s objects and arrays nest (a stack: no recursion)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, dict):
+            stack.extend((sub, depth + 1) for sub in node.values())
+        elif isinstance(node, list):
+            stack.extend((sub, depth + 1) for sub in node)
+    return deepest
+
+
+def _mapped_refs(schema: Any) -> set[str]:
+    """Return the references an OpenAPI ``discriminator.mapping`` (Pydantic's) names."""
+    found: set[str] = set()
+    for node in core_nodes(schema):
+        mapping = node.get("mapping") if isinstance(node.get("propertyName"), str) else None
+        if isinstance(mapping, dict):
+            found.update(v for v in mapping.values() if isinstance(v, str))
+    return found
+
+
 def inline_deep_refs(schema: dict[str, Any]) -> dict[str, Any]:
     """Put the targets of references in their place, when a path follows more than 3.
 
     Only references that do not reach themselves again (a recursive model keeps its) and
-    stand alone beside annotations; definitions no reference is left to are dropped. The
-    same values are valid; `REF_DEPTH` says why. Schemas whose paths follow fewer are sent
-    as they are, and so are those the inlining would make too large (`_INLINED_NODES`).
+    stand alone beside annotations; definitions no reference is left to (nor a
+    discriminator's mapping) are dropped. The same values are valid; `REF_DEPTH` says why.
+    Schemas whose paths follow fewer are sent as they are, and so are those the inlining
+    would make larger than `_INLINED_NODES` objects, or nest deeper than the sent schema may
+    (a review found both: a 3 kB schema became 6 MB; 40 nested definitions, 81 levels).
     """
     if not any(isinstance(schema.get(k), dict) and schema[k] for k in _DEF_KEYS):
         return schema
-    looping = recursive_refs(schema)
-    deepest, size = _ref_depths(schema, looping)
-    if deepest < REF_DEPTH:
+    try:
+        looping = recursive_refs(schema)
+        if _ref_depth(schema, looping) < REF_DEPTH:
+            return schema
+    except RecursionError:  # references thousands deep: sent as they are
         return schema
-    top = {k: v for k, v in schema.items() if k not in _DEF_KEYS}
-    total = sum(
-        size[ref] for _, node in schema_nodes(top) if (ref := _inlinable(node, looping)) is not None
-    )
-    if total > _INLINED_NODES:
-        return schema
+    budget = [_INLINED_NODES]
 
     def inline(node: dict[str, Any]) -> dict[str, Any]:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _TooLarge
         ref = _inlinable(node, looping)
         if ref is None:
             return node
@@ -868,22 +890,37 @@ def inline_deep_refs(schema: dict[str, Any]) -> dict[str, Any]:
         annotations = {k: v for k, v in node.items() if k != "$ref"}
         return {**rebuild(target, inline), **annotations}
 
-    result: dict[str, Any] = rebuild(schema, inline)
-    left = local_refs(result)
-    for key in _DEF_KEYS:
-        defs = result.get(key)
-        if isinstance(defs, dict):
-            kept_defs = {
-                name: sub
-                for name, sub in defs.items()
-                if any(
-                    ref == f"#/{key}/{name}" or ref.startswith(f"#/{key}/{name}/") for ref in left
-                )
-            }
-            if kept_defs:
-                result[key] = kept_defs
-            else:
-                del result[key]
+    try:
+        # The definitions are rebuilt only while a reference (or a mapping) still needs
+        # them: an unused one, or one every reference to which was inlined, is not.
+        result: dict[str, Any] = rebuild(
+            {k: v for k, v in schema.items() if k not in _DEF_KEYS}, inline
+        )
+        kept: dict[str, dict[str, Any]] = {}
+        todo = local_refs(result) | _mapped_refs(result)
+        while todo:
+            ref = todo.pop()
+            for key in _DEF_KEYS:
+                defs = schema.get(key)
+                if not isinstance(defs, dict):
+                    continue
+                for name, sub in defs.items():
+                    prefix = f"#/{key}/{pointer_token(name)}"
+                    if name in kept.get(key, {}) or not (
+                        ref == prefix or ref.startswith(prefix + "/")
+                    ):
+                        continue
+                    rebuilt = rebuild(sub, inline)
+                    kept.setdefault(key, {})[name] = rebuilt
+                    if isinstance(rebuilt, dict):
+                        todo |= local_refs(rebuilt) | _mapped_refs(rebuilt)
+    except (_TooLarge, RecursionError):
+        return schema
+    for key in _DEF_KEYS:  # in the schema's own order
+        if key in kept and isinstance(schema.get(key), dict):
+            result[key] = {name: kept[key][name] for name in schema[key] if name in kept[key]}
+    if _json_depth(result) > _MOST_SENT_DEPTH:
+        return schema
     return result
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -1363,3 +1364,42 @@ def _chain_value(levels: int) -> dict[str, Any]:
     for _ in range(levels):
         value = {"a": value}
     return value
+
+
+def test_inlining_is_bounded_by_what_it_makes_not_what_the_root_reaches() -> None:
+    """The guard counted only what the root reached: an unused definition, or one behind a
+    reference with another keyword beside it, doubling at each of 18 levels, took 14 s
+    and sent 14 MB (found by a review)."""
+    defs: dict[str, Any] = {"D0": {"type": "integer"}}
+    for level in range(1, 19):
+        inner = {"$ref": f"#/$defs/D{level - 1}"}
+        defs[f"D{level}"] = {"type": "object", "properties": {"x": inner, "y": inner}}
+    for link in ({"$ref": "#/$defs/D18", "minProperties": 0}, {"type": "integer"}):
+        chain = _chain(4)
+        schema = {**chain, "properties": {**chain["properties"], "big": link}}
+        schema["$defs"] = {**chain["$defs"], **defs}
+        started = time.monotonic()
+        sent = inline_deep_refs(schema)
+        assert time.monotonic() - started < 5
+        assert len(json.dumps(sent)) < 20 * len(json.dumps(schema))
+
+
+def test_inlining_keeps_the_sent_depth_and_the_discriminator_mapping() -> None:
+    """40 nested definitions became 81 levels, past the 64 allowed; a discriminator's
+    mapping was left pointing at dropped definitions (found by a review)."""
+    deep = _chain(40)
+    assert inline_deep_refs(deep) is deep
+    chain = _chain(4)
+    schema = {
+        **chain,
+        "properties": {
+            **chain["properties"],
+            "pet": {
+                "oneOf": [{"$ref": "#/$defs/L1"}, {"$ref": "#/$defs/L0"}],
+                "discriminator": {"propertyName": "a", "mapping": {"x": "#/$defs/L1"}},
+            },
+        },
+    }
+    sent = inline_deep_refs(schema)
+    assert set(sent["$defs"]) == {"L1"}  # kept for the mapping only
+    assert "$ref" not in json.dumps(sent["properties"])

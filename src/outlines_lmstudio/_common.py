@@ -368,6 +368,15 @@ def _check_host(host: str | None) -> None:
     )
 
 
+def _ours(cls: type) -> bool:
+    """Whether ``cls`` is one of the package's classes, not a user's subclass of one.
+
+    A subclass may keep state of its own (``self.calls = 0`` in its ``__init__``), as any
+    Python class does (found by a review): only the package's own models refuse a name.
+    """
+    return cls.__module__.partition(".")[0] == "outlines_lmstudio"
+
+
 def _check_client(model: object, client: object) -> None:
     """Refuse a client of the other kind, or no client, assigned to ``model.client``.
 
@@ -386,6 +395,7 @@ def _check_client(model: object, client: object) -> None:
             f"{type(client).__name__}: make another model for another kind of client, "
             "from_lmstudio(client, model_name)."
         )
+    _check_host(client_host(client))
 
 
 def _unknown_setting(model: object, name: str) -> UnknownSettingError:
@@ -423,7 +433,7 @@ class Common:
                 value = check(value)
             elif name == "client":
                 _check_client(self, value)
-            elif name[:1] != "_" and not hasattr(type(self), name):
+            elif name[:1] != "_" and not hasattr(type(self), name) and _ours(type(self)):
                 raise _unknown_setting(self, name)
             super().__setattr__(name, value)
 
@@ -458,7 +468,6 @@ class Common:
         strict_schema: object = False,
     ) -> None:
         """Check and store the settings both model classes take (`__setattr__` checks)."""
-        _check_host(client_host(self.client))
         self.model_name = model_name  # type: ignore[assignment]  # checked on assignment
         self._adapter = LMStudioTypeAdapter(
             grammar=check_flag("grammar", grammar),

@@ -527,3 +527,20 @@ def test_a_json_reply_shows_del_and_8_bit_controls_escaped_on_a_terminal(
     assert "\x9b" not in shown
     assert "\x7f" not in shown
     assert r"a\x9b2Jb\x7fc" in shown
+
+
+def test_a_line_break_split_across_fragments_stays_a_line_break_on_a_terminal() -> None:
+    """Gemma's tokenizer writes "\\r\\n" as two tokens: the "\\r" ended a fragment and
+    was shown as a literal backslash-r (found by a review); a lone one still is."""
+    import pexpect
+
+    fragments = ["line", " one", "\r", "\n", "two\r", "over", "\n"]
+    code = (
+        "from outlines_lmstudio.cli._common import write_out\n"
+        f"for fragment in {fragments!r}:\n    write_out(fragment)\n"
+    )
+    child = pexpect.spawn(sys.executable, ["-c", code], encoding="utf-8", timeout=30)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    assert child.before == "line one\r\r\ntwo\\rover\r\n"  # the tty writes \n as \r\n

@@ -1433,6 +1433,26 @@ def test_a_client_of_another_kind_and_deleted_settings_are_refused(
         with pytest.raises(InvalidInferenceArgumentError, match="cannot be deleted"):
             delattr(model, name)
     assert model.timeout is None
+    with pytest.raises(InvalidClientError, match="is not HOST:PORT"):  # as from_lmstudio
+        model.client = type(model.client)(f"http://{emulator.api_host}")
+    assert emulator.requests == []
+
+
+def test_a_subclass_keeps_state_of_its_own(fronts: Fronts, emulator: LMStudioEmulator) -> None:
+    """A subclass's ``self.calls = 0`` was refused as a misspelt setting (found by a
+    review): only the package's own classes refuse a name."""
+    base = type(fronts.raw(fronts.model(fronts.client(enter=False), TEXT_MODEL)))
+
+    class Counting(base):  # type: ignore[valid-type,misc]
+        def __init__(self, *args: Any, **options: Any) -> None:
+            super().__init__(*args, **options)
+            self.calls = 0
+
+    model = Counting(fronts.client(enter=False), TEXT_MODEL)
+    model.calls += 1
+    assert model.calls == 1
+    with pytest.raises(OutlinesLMStudioError, match="timeout must be more than 0"):
+        model.timeout = -1  # its settings are still checked
     assert emulator.requests == []
 
 

@@ -826,6 +826,9 @@ class _Stdout:
     open_line = False
     """The last text written did not end its line (a reply cut off mid-stream)."""
 
+    held_cr = False
+    """A terminal's stream ended a fragment with ``\r``: its line break may come next."""
+
 
 # C0 and C1 control characters, but a line break, a tab, and a carriage return that ends a
 # line ("\r\n"): the characters that act on a terminal (ESC starts a sequence that clears
@@ -870,7 +873,15 @@ def write_out(text: str) -> None:
 
     On a terminal its control characters are escaped (`for_terminal`).
     """
-    text = for_terminal(text)
+    if sys.stdout is not None and sys.stdout.isatty():
+        # A "\r\n" split across two fragments (Gemma's tokenizer writes them as two) showed
+        # as a literal "\r" (found by a review): a final "\r" waits for the next fragment.
+        if _Stdout.held_cr:
+            text = ("\r" if text.startswith("\n") else "\\r") + text
+            _Stdout.held_cr = False
+        if text.endswith("\r"):
+            text, _Stdout.held_cr = text[:-1], True
+        text = escape_controls(text)
     sys.stdout.write(text)
     sys.stdout.flush()
     if text:

@@ -509,6 +509,7 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
     async def _map(
         self, flows: list[Flow[Any]], limit: int, requests: Sequence[Request] = ()
     ) -> list[Any]:
+        self._asyncio_loop()  # its semaphore and gather are asyncio's
         deferred = [r for r in requests if isinstance(r, _Deferred)]
         if deferred:  # an image error fails the batch before anything is sent, as on sync
             await asyncio.to_thread(_settle_all, deferred)

@@ -38,7 +38,7 @@ from ._sdk_errors import (
     searched,
     translate_sdk_error,
 )
-from .errors import LMStudioConnectionError
+from .errors import InvalidClientError, LMStudioConnectionError
 
 __all__ = ["AsyncSessions"]
 
@@ -97,15 +97,42 @@ class AsyncSessions(ModelApi):
         self._owns_client = False
         self._entering: asyncio.Future[None] | None = None  # the last one this model started
 
-    def _lock(self) -> asyncio.Lock:
-        """Return the client's lock that guards entering and closing, one per event loop.
+    def _replace_client(self, client: object) -> None:
+        """Take another client (``model.client = ...``): connect to it on the next call.
 
-        An ``asyncio.Lock`` that was ever waited on belongs to that loop: a model whose first
-        calls failed to connect in one ``asyncio.run`` must still connect in the next one.
+        Found by a review: the model went on as if connected, with the first client's
+        state, and its next call failed on the SDK's bare KeyError.
+
+        Raises
+        ------
+        InvalidClientError
+            While the model holds a client it connected itself: it would be left open.
+        """
+        if self._owns_client and not client_closed(self.client):
+            raise InvalidClientError(
+                "This model connected its lmstudio.AsyncClient itself: await model.close() "
+                "before giving it another client (or make a new model for that one), so that "
+                "the first is not left connected."
+            )
+        self._entry = _ENTERING.setdefault(client, _Entering())
+        self._ready = self._owns_client = False
+        self._entering = None
+
+    def _asyncio_loop(self) -> asyncio.AbstractEventLoop:
+        """Return the running asyncio loop, or say that the async model needs one.
+
+        Found by a review: under trio (alone, or anyio's trio backend) a call raised a bare
+        "RuntimeError: no running event loop" from our own code, and a batch handed trio an
+        asyncio future.
+
+        Raises
+        ------
+        LMStudioConnectionError
+            When no asyncio event loop runs.
         """
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # found by a review: trio's loop, under anyio or alone
+            return asyncio.get_running_loop()
+        except RuntimeError:
             raise LMStudioConnectionError(
                 "The async model runs on asyncio, as the lmstudio SDK's AsyncClient does, "
                 "and no asyncio event loop runs here (trio?).",
@@ -113,7 +140,14 @@ class AsyncSessions(ModelApi):
                 hint="Run it under asyncio (uvloop and anyio's asyncio backend work), or "
                 "use the sync model, from_lmstudio(lmstudio.Client(...)), in a worker thread.",
             ) from None
-        entry = self._entry
+
+    def _lock(self) -> asyncio.Lock:
+        """Return the client's lock that guards entering and closing, one per event loop.
+
+        An ``asyncio.Lock`` that was ever waited on belongs to that loop: a model whose first
+        calls failed to connect in one ``asyncio.run`` must still connect in the next one.
+        """
+        loop, entry = self._asyncio_loop(), self._entry
         if entry.lock is None or entry.lock[0] is not loop:
             entry.lock = (loop, asyncio.Lock())
         return entry.lock[1]

@@ -433,6 +433,8 @@ class Common:
                 value = check(value)
             elif name == "client":
                 _check_client(self, value)
+                if self.__dict__.get("client", value) is not value:
+                    self._replace_client(value)
             elif name[:1] != "_" and not hasattr(type(self), name) and _ours(type(self)):
                 raise _unknown_setting(self, name)
             super().__setattr__(name, value)
@@ -456,6 +458,9 @@ class Common:
     timeout: float | None
     connect_timeout: float | None
     read_timeout: float | None
+
+    def _replace_client(self, client: object) -> None:
+        """Forget what belongs to the client a model had (the async model's connection)."""
 
     def _configure(
         self,

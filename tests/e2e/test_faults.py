@@ -14,7 +14,7 @@ from typing import Any
 import lmstudio as lms
 import pytest
 
-from outlines_lmstudio import LMStudioConnectionError, from_lmstudio
+from outlines_lmstudio import InvalidClientError, LMStudioConnectionError, from_lmstudio
 from outlines_lmstudio._sdk_errors import client_closed
 from outlines_lmstudio.testing import EmulatedModel, Fault, LMStudioEmulator
 
@@ -486,11 +486,35 @@ def test_an_async_model_outside_an_asyncio_loop_says_it_needs_one(
     event loop" from our own code (found by a review). Stepped by hand here, as a loop that
     is not asyncio's would step it."""
     model = from_lmstudio(lms.AsyncClient(emulator.api_host), TEXT_MODEL)
-    call = model("hello")
-    with pytest.raises(LMStudioConnectionError, match="runs on asyncio") as caught:
-        call.send(None)
-    assert "trio" in str(caught.value)
+    for call in (model("hello"), model.batch(["a", "b"])):  # a batch made asyncio's futures
+        with pytest.raises(LMStudioConnectionError, match="runs on asyncio") as caught:
+            call.send(None)
+        assert "trio" in str(caught.value)
     assert emulator.requests == []
+
+
+def test_an_async_model_given_another_client_connects_to_it_or_says_why_not(
+    emulator: LMStudioEmulator,
+) -> None:
+    """The model went on with the first client's state: the next call failed on the SDK's
+    bare KeyError, and the first client, which the model had opened, stayed open (found by
+    a review)."""
+
+    async def main() -> None:
+        first = lms.AsyncClient(emulator.api_host)
+        model = from_lmstudio(first, TEXT_MODEL)
+        assert await model("opens its client")
+        with pytest.raises(InvalidClientError, match=r"await model.close\(\) before"):
+            model.client = lms.AsyncClient(emulator.api_host)
+        await model.close()
+        assert client_closed(first)
+        second = lms.AsyncClient(emulator.api_host)
+        model.client = second
+        assert await model("then the new one")
+        await model.close()
+        assert client_closed(second)
+
+    asyncio.run(main())
 
 
 def test_an_async_model_connects_in_the_next_event_loop_after_failing() -> None:

@@ -58,6 +58,7 @@ __all__ = [
     "end_open_line",
     "escape_controls",
     "for_terminal",
+    "json_for_terminal",
     "err_console",
     "error_exit_code",
     "error_message",
@@ -868,11 +869,28 @@ def for_terminal(text: str) -> str:
     return text
 
 
+_JSON_UNESCAPED = re.compile(r"[\x7f-\x9f]")
+
+
+def json_for_terminal(text: str) -> str:
+    r"""Return JSON text to print: on a terminal, DEL and the 8-bit controls as ``\u`` escapes.
+
+    JSON escapes the other control characters itself; these it writes as they are, and
+    ``\x9b`` (a CSI to some terminals) would act on it. JSON's own escape keeps the text
+    JSON (found by a review: Python's ``\x9b`` made it invalid).
+    """
+    if sys.stdout is None or not sys.stdout.isatty() or _JSON_UNESCAPED.search(text) is None:
+        return text
+    return _JSON_UNESCAPED.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
 def write_out(text: str) -> None:
     """Write text to standard output and flush it (for streamed fragments).
 
     On a terminal its control characters are escaped (`for_terminal`).
     """
+    if not text:  # nothing to show: a held "\r" waits on (found by a review)
+        return
     if sys.stdout is not None and sys.stdout.isatty():
         # A "\r\n" split across two fragments (Gemma's tokenizer writes them as two) showed
         # as a literal "\r" (found by a review): a final "\r" waits for the next fragment.

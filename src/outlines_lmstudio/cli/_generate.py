@@ -18,6 +18,7 @@ from ._common import (
     connect,
     file_path,
     for_terminal,
+    json_for_terminal,
     resolve_llm,
     sampling_kwargs,
     write_out,
@@ -98,7 +99,7 @@ def _print_value(value: Any, spec: OutputSpec) -> None:
     if spec.structured:
         # Escaped on a terminal too: JSON writes ESC as \u001b, but DEL and the 8-bit
         # controls (U+009B, a CSI to some terminals) as they are (found by a review).
-        print(for_terminal(json_text(to_json(value), indent=2)))
+        print(json_for_terminal(json_text(to_json(value), indent=2)))
     else:
         print(for_terminal(str(value)))
 

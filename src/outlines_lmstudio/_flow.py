@@ -632,14 +632,18 @@ def _unloaded_error(
     else:
         what += ", again after the call was retried once with the model loaded anew"
         hint = "Something keeps unloading the model: "
+    return _failed_prediction(request, errors, what, hint + _WHAT_UNLOADS)
+
+
+def _failed_prediction(
+    request: Request, errors: ErrorFactory, what: str, hint: str
+) -> BaseException:
+    """Our `LMStudioPredictionError` saying ``what`` and ``hint``, or why the client failed."""
     error = errors(lms.LMStudioServerError(what), request.key, "predict")
     if not isinstance(error, LMStudioPredictionError):  # a closed client: that is why
         return error
     return LMStudioPredictionError(
-        f"LM Studio failed the prediction: {what}",
-        host=error.host,
-        model=error.model,
-        hint=hint + _WHAT_UNLOADS,
+        f"LM Studio failed the prediction: {what}", host=error.host, model=error.model, hint=hint
     )
 
 
@@ -960,14 +964,8 @@ def _swapped_error(
         f"{request.key!r} was found at holds another model since (loaded under that "
         "identifier); part of the reply had been given out, so the call was not asked again"
     )
-    error = errors(lms.LMStudioServerError(what), request.key, "predict")
-    if not isinstance(error, LMStudioPredictionError):  # a closed client: that is why
-        return error
-    return LMStudioPredictionError(
-        f"LM Studio failed the prediction: {what}",
-        host=error.host,
-        model=error.model,
-        hint="Call again: the next call looks the model up anew.",
+    return _failed_prediction(
+        request, errors, what, "Call again: the next call looks the model up anew."
     )
 
 

@@ -368,6 +368,15 @@ def _check_host(host: str | None) -> None:
     )
 
 
+_NONE_MEANS = {
+    "model_name": "the model LM Studio has loaded",
+    "timeout": "no limit on a call",
+    "connect_timeout": "no bound on connecting",
+    "read_timeout": "no bound on each wait",
+}
+"""What ``None`` means for the settings that take it (a deletion's message says)."""
+
+
 def _ours(cls: type) -> bool:
     """Whether ``cls`` is one of the package's classes, not a user's subclass of one.
 
@@ -443,11 +452,10 @@ class Common:
             # Found by a review: `del model.timeout` made the next call fail on an
             # AttributeError of our own; a setting is set back, not deleted.
             if name in _SETTINGS or name == "client":
+                none = _NONE_MEANS.get(name)
                 raise InvalidInferenceArgumentError(
-                    f"{type(self).__name__}.{name} cannot be deleted: assign it instead "
-                    f"(None for no {name})"
-                    if name in ("timeout", "connect_timeout", "read_timeout", "model_name")
-                    else f"{type(self).__name__}.{name} cannot be deleted: assign it instead."
+                    f"{type(self).__name__}.{name} cannot be deleted: assign it instead"
+                    + (f" (None: {none})." if none else ".")
                 )
             super().__delattr__(name)
 

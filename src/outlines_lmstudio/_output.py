@@ -1410,6 +1410,7 @@ def plan_output(
         # Pydantic's own schema generation recurses once a level: 50 nested models raised
         # a bare RecursionError with a 1,000-line traceback (found by a probe).
         raise UnsupportedOutputTypeError(
-            f"The output type {output_type_name(output_type)} nests too deeply for Pydantic "
-            "to write its JSON schema (Python's recursion limit): nest fewer models."
+            f"The output type {output_type_name(output_type)} nests too deeply for its JSON "
+            "schema to be written (Python's recursion limit, reached in Pydantic's schema "
+            "generator and this library's, which runs inside it): nest fewer models."
         ) from None

@@ -731,10 +731,13 @@ def distinct_ref_rules(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 TIME_PATTERN = (
-    "^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+    "^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?"
+    "(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
 """RFC 3339's ``full-time`` (what jsonschema checks a ``format: time`` reply against), less
-a leap second and a lower-case ``z``, which Pydantic's ``time`` may refuse."""
+a leap second, a lower-case ``z``, which Pydantic's ``time`` may refuse, and fractions past 9
+digits: greedy Gemma on llama.cpp wrote zeros until ``max_tokens`` (found by a probe);
+Pydantic keeps 6 of them."""
 _TIME_SENT = engine_pattern(TIME_PATTERN)
 
 
@@ -858,7 +861,7 @@ def _mapped_refs(schema: Any) -> set[str]:
 
 
 def inline_deep_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """Put the targets of references in their place, when a path follows more than 3.
+    """Put the targets of references in their place, when a path follows 3 or more.
 
     Only references that do not reach themselves again (a recursive model keeps its) and
     stand alone beside annotations; definitions no reference is left to (nor a

@@ -10,6 +10,7 @@ raises when awaited: it is read in a worker thread; still before any request is 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
 from functools import partial
 from operator import attrgetter
@@ -20,7 +21,6 @@ from outlines.models.base import ModelTypeAdapter
 
 from . import _flow
 from ._adapter import LMStudioTypeAdapter
-from ._cache import PerClient
 from ._common import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONCURRENCY,
@@ -51,8 +51,8 @@ __all__ = [
 _TEXT: Callable[[Completion], str] = attrgetter("text")  # a completion's text, in C
 
 
-_ANSWERED: PerClient[dict[str, str]] = PerClient()
-"""Per client: the model that last answered for each model key (`_flow.Answered`)."""
+_FIRST_ANSWER: dict[int, tuple[weakref.ref[Any], str]] = {}
+"""Per model handle (by id, while it lives): the model that first answered through it."""
 
 
 class SyncReplyStream(Protocol):
@@ -342,14 +342,19 @@ class ModelApi(Common):
     def _forget(self, effect: _flow.Forget) -> None:
         key: Hashable = effect.key
         self._handles.forget(self.client, key, effect.handle)
-        if effect.key is not None:
-            _ANSWERED.get(self.client, {}).pop(effect.key, None)
 
     def _answered(self, effect: _flow.Answered) -> str | None:
-        answered = _ANSWERED.setdefault(self.client, {})
-        before = answered.get(effect.key)
-        answered[effect.key] = effect.model_key
-        return before
+        handle = effect.handle
+        entry = _FIRST_ANSWER.get(id(handle))
+        if entry is not None and entry[0]() is handle:
+            return entry[1]
+        if effect.record:  # a handle is unhashable (the SDK's __eq__): keyed by its id
+            key = id(handle)
+            _FIRST_ANSWER[key] = (
+                weakref.ref(handle, lambda _: _FIRST_ANSWER.pop(key, None)),
+                effect.model_key,
+            )
+        return None
 
     def _note_traits(self, effect: _flow.NoteTraits) -> None:
         self._traits.put(self.client, effect.identifier, AskedTraits(effect.traits, effect.at))

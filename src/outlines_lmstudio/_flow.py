@@ -146,16 +146,20 @@ class Forget(Effect, frozen=True):
 
 
 class Answered(Effect, frozen=True):
-    """Record which model answered for a model key; give the one recorded before (no I/O).
+    """Give the model that first answered through a handle; record ``model_key`` if none did.
 
     A key resolves to a loaded instance, whose identifier may later name another model
     (``lms load other --identifier main`` after unloading ``main``): the cached handle then
-    sends the key's calls to that model (found by a probe). `Forget` drops the record.
+    sends the key's calls to that model (found by a probe). The record is the handle's own
+    (no I/O), so every call still holding a stale handle sees it as stale, whatever the
+    others did meanwhile (a review found a record per key raced: 63 of 64 concurrent calls
+    took the other model's reply). ``record``: ``False`` for traits, which are no answer.
     """
 
     method = "_answered"
-    key: str
+    handle: Any
     model_key: str
+    record: bool = True
 
 
 class ModelInfo(Effect, frozen=True):
@@ -930,7 +934,7 @@ def predict(
                 unloaded = True  # asked again of the key's own model
                 continue
             model_key = result.model_info.model_key
-            raise _swapped_error(request, handle.identifier, model_key, errors)
+            raise _swapped_error(request, handle.identifier, model_key, errors, sink.emitted)
         if traits is not None and result.model_info.model_key != traits.model_key:
             # Another model answered than the traits are of (loaded under the identifier
             # since): the next call checks against its traits (an attribute compare).
@@ -943,7 +947,7 @@ def predict(
     raise AssertionError("unreachable: the third attempt returns or raises")  # pragma: no cover
 
 
-def _swapped(request: Request, handle: Any, model_key: str) -> Flow[bool]:
+def _swapped(request: Request, handle: Any, model_key: str, *, record: bool = True) -> Flow[bool]:
     """Whether the instance a model key resolved to now holds another model (`Answered`).
 
     Only for a call that named a model other than by the instance's identifier: a call
@@ -951,18 +955,23 @@ def _swapped(request: Request, handle: Any, model_key: str) -> Flow[bool]:
     """
     if request.key is None or request.key == handle.identifier:
         return False
-    before: str | None = yield Answered(request.key, model_key)
-    return before is not None and before != model_key
+    first: str | None = yield Answered(handle, model_key, record)
+    return first is not None and first != model_key
 
 
 def _swapped_error(
-    request: Request, identifier: str, model_key: str, errors: ErrorFactory
+    request: Request, identifier: str, model_key: str, errors: ErrorFactory, shown: bool
 ) -> BaseException:
-    """Our error for a reply another model gave, once the caller had some of it."""
+    """Our error for a reply another model gave, once shown or already asked again."""
+    why = (
+        "part of the reply had been given out, so the call was not asked again"
+        if shown
+        else "it was so again after the call was asked again with the model looked up anew"
+    )
     what = (
         f"the reply came from {model_key!r}: the instance {identifier!r} that "
         f"{request.key!r} was found at holds another model since (loaded under that "
-        "identifier); part of the reply had been given out, so the call was not asked again"
+        f"identifier); {why}"
     )
     return _failed_prediction(
         request, errors, what, "Call again: the next call looks the model up anew."

@@ -130,6 +130,28 @@ def test_a_key_whose_instance_now_holds_another_model_is_looked_up_again(
     assert emulator.predictions[-1].model == "main"
 
 
+def test_calls_at_once_after_a_swap_all_go_to_the_key(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """A record per key raced: the first stale reply was caught, and the calls holding the
+    same stale handle took the other model's reply (63 of 64; found by a review). Also with
+    the key's model loaded under a second identifier, none is refused."""
+    client = fronts.client()
+    _named_main(emulator, TEXT_MODEL)
+    model = fronts.model(client, TEXT_MODEL, max_concurrency=8)
+    assert model("warm")
+    _swap(emulator, MLX_MODEL)
+    emulator.load(TEXT_MODEL, "main2")
+    start = len(emulator.predictions)
+    assert len(model.batch([f"p{i}" for i in range(16)], max_tokens=3)) == 16
+    answered = [p.model for p in emulator.predictions[start:] if p.stop_reason != "userStopped"]
+    stale = answered.count("main")  # asked of the other model, then asked again
+    assert answered.count("main2") == 16, answered
+    assert stale + 16 == len(answered)
+    assert len(model.batch([f"q{i}" for i in range(16)], max_tokens=3)) == 16
+    assert {p.model for p in emulator.predictions[-16:]} == {"main2"}
+
+
 def test_an_image_for_a_key_whose_instance_lost_vision_goes_to_the_key(
     fronts: Fronts, emulator: LMStudioEmulator
 ) -> None:

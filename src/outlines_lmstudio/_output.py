@@ -855,28 +855,37 @@ def _term_without_regex(output_type: object, exc: TermWithoutRegex) -> Unsupport
     )
 
 
-def _omitted(output_type: object) -> UnsupportedOutputTypeError:
-    """Refuse a type Pydantic leaves out of its own schema (``SkipJsonSchema``).
+def _generated(
+    output_type: object, build: Callable[[], dict[str, Any]]
+) -> tuple[dict[str, Any], bool]:
+    """`pydantic_schema`, refusing a type Pydantic leaves out of its own schema.
 
-    Pydantic's bare ``PydanticOmit()`` came out of ``plan_output`` (found by a review).
+    A ``SkipJsonSchema`` where a reply needs a value: Pydantic's bare ``PydanticOmit()``
+    came out of ``plan_output`` (found by a review).
+
+    Raises
+    ------
+    UnsupportedOutputTypeError
+        Saying so.
     """
-    return UnsupportedOutputTypeError(
-        f"The output type {output_type_name(output_type)} has a part Pydantic leaves out of "
-        "its JSON schema (SkipJsonSchema, or a type with no JSON schema), where a reply needs "
-        "it: no engine could be asked for it. Ask for a type the schema shows."
-    )
+    try:
+        return pydantic_schema(build)
+    except pydantic_core.PydanticOmit:
+        raise UnsupportedOutputTypeError(
+            f"The output type {output_type_name(output_type)} has a part Pydantic leaves out "
+            "of its JSON schema (SkipJsonSchema, or a type with no JSON schema), where a reply "
+            "needs it: no engine could be asked for it. Ask for a type the schema shows."
+        ) from None
 
 
 def _model_schema(model: type[pydantic.BaseModel]) -> tuple[dict[str, Any], bool]:
     """Pydantic's schema of a model, and whether its user wrote parts of it."""
     try:
-        schema, written = pydantic_schema(
-            lambda: model.model_json_schema(schema_generator=FullMatchTerms)
+        schema, written = _generated(
+            model, lambda: model.model_json_schema(schema_generator=FullMatchTerms)
         )
     except TermWithoutRegex as exc:
         raise _term_without_regex(model, exc) from exc
-    except pydantic_core.PydanticOmit:
-        raise _omitted(model) from None
     except _BUILD_ERRORS as exc:
         raise _schema_error(model, exc) from exc
     return _unique_required(_require_tags(schema)), written
@@ -887,13 +896,11 @@ def _type_adapter_schema(output_type: object) -> tuple[dict[str, Any], bool, obj
     try:
         portable = _portable_typeddicts(output_type, {})
         adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(cast(Any, portable))
-        schema, written = pydantic_schema(
-            lambda: adapter.json_schema(schema_generator=FullMatchTerms)
+        schema, written = _generated(
+            output_type, lambda: adapter.json_schema(schema_generator=FullMatchTerms)
         )
     except TermWithoutRegex as exc:
         raise _term_without_regex(output_type, exc) from exc
-    except pydantic_core.PydanticOmit:
-        raise _omitted(output_type) from None
     except _BUILD_ERRORS as exc:
         raise _schema_error(output_type, exc) from exc
     return _unique_required(_require_tags(schema)), written, adapter.core_schema
@@ -1101,9 +1108,7 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
     _unwritable_literal(output_type)
     if is_simple_type(output_type):
         try:
-            schema, written = pydantic_schema(lambda: simple_schema(output_type))
-        except pydantic_core.PydanticOmit:
-            raise _omitted(output_type) from None
+            schema, written = _generated(output_type, lambda: simple_schema(output_type))
         except _BUILD_ERRORS as exc:  # e.g. Annotated[int, Field(ge="x")]
             reason = " ".join(str(exc).split())
             raise UnsupportedOutputTypeError(

@@ -838,7 +838,7 @@ def predict(
                     traits = yield ModelInfo(handle, since=request.made)
                     if (refused := _refusal(request, traits, handle.identifier)) is not None:
                         if not unloaded and (
-                            yield from _swapped(request, handle, traits.model_key)
+                            yield from _swapped(request, handle, traits.model_key, record=False)
                         ):
                             unloaded = True  # the key's model is elsewhere: find it again
                             yield Forget(request.key, handle)
@@ -905,7 +905,7 @@ def predict(
                     refused = _refusal(request, traits, handle.identifier, sent=True)
                     if refused is not None:
                         if not unloaded and (
-                            yield from _swapped(request, handle, traits.model_key)
+                            yield from _swapped(request, handle, traits.model_key, record=False)
                         ):
                             unloaded = True  # the key's model is elsewhere: find it again
                             yield Forget(request.key, handle)

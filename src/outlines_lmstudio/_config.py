@@ -390,12 +390,15 @@ class PredictionArgs(msgspec.Struct, frozen=True):
 
 
 @cache
-def _config_keys() -> dict[str, str]:
-    """Map every accepted config key (camelCase and snake_case) to its camelCase form."""
+def _keys_of(config: type[msgspec.Struct]) -> dict[str, str]:
+    """Map every key of an SDK config struct (camelCase and snake_case) to its camelCase form.
+
+    The prediction config's are the keys ``config=`` accepts; the load config's are named
+    when one is given to a call (`_config_hints`).
+    """
     keys: dict[str, str] = {}
-    for struct_field in msgspec.structs.fields(LlmPredictionConfig):
-        keys[struct_field.name] = struct_field.encode_name
-        keys[struct_field.encode_name] = struct_field.encode_name
+    for struct_field in msgspec.structs.fields(config):
+        keys[struct_field.name] = keys[struct_field.encode_name] = struct_field.encode_name
     return keys
 
 
@@ -453,7 +456,7 @@ def _config_hints(unknown: list[str]) -> str:
     of another name.
     """
     hints = []
-    loading = _load_keys()
+    loading = _keys_of(LlmLoadModelConfig)
     for key in unknown:
         if key in _REDIRECTS:
             hints.append(f"{key!r}: {_REDIRECTS[key]}. ")
@@ -470,15 +473,6 @@ def _config_hints(unknown: list[str]) -> str:
                 "'mine' as model_name. "
             )
     return "".join(hints)
-
-
-@cache
-def _load_keys() -> dict[str, str]:
-    """Map every key of the SDK's load config (camelCase and snake_case) to its camelCase."""
-    keys: dict[str, str] = {}
-    for struct_field in msgspec.structs.fields(LlmLoadModelConfig):
-        keys[struct_field.name] = keys[struct_field.encode_name] = struct_field.encode_name
-    return keys
 
 
 def _by_camel_name(name: str, given: Mapping[Any, Any], names: Mapping[Any, str]) -> dict[str, Any]:
@@ -510,7 +504,7 @@ def _user_config(config: object) -> dict[str, Any]:
             "config= must be a dict or an lmstudio.LlmPredictionConfig, "
             f"got {type(config).__name__}."
         )
-    keys = _config_keys()
+    keys = _keys_of(LlmPredictionConfig)
     unknown = sorted(str(k) for k in config if k not in keys)
     if unknown:
         valid = sorted({v for v in keys.values()} - {"raw"})  # "raw" is refused below

@@ -23,6 +23,7 @@ from .errors import (
 __all__ = [
     "SLOW_PROBE",
     "client_closed",
+    "clipped",
     "proxy_note",
     "client_host",
     "client_in_other_loop",
@@ -97,18 +98,17 @@ def proxy_note() -> str:
 
 
 _MOST_SDK_TEXT = 2_000
-"""The most characters of an SDK error's text a message of ours quotes."""
+"""The most characters of an SDK error's text a message of ours quotes.
+
+LM Studio's error text is quoted whole by the SDK (its title, ``displayData``, the model
+name given): a 1 MB title made a 1 MB message and log line (found by a probe)."""
 
 
-def _clipped(text: str) -> str:
-    """Cut the middle of an SDK error's text past `_MOST_SDK_TEXT` characters.
-
-    LM Studio's error text is quoted whole by the SDK (its title, ``displayData``, the
-    model name given): a 1 MB title made a 1 MB message and log line (found by a probe).
-    """
-    if len(text) <= _MOST_SDK_TEXT:
+def clipped(text: str, most: int = _MOST_SDK_TEXT) -> str:
+    """Cut the middle of ``text`` past ``most`` characters, saying how many were cut."""
+    if len(text) <= most:
         return text
-    half = _MOST_SDK_TEXT // 2
+    half = most // 2
     return f"{text[:half]} ... ({len(text) - 2 * half:,} characters cut) ... {text[-half:]}"
 
 
@@ -421,7 +421,7 @@ def translate_sdk_error(
         return exc
     if not isinstance(exc, lms.LMStudioError):
         return None
-    text = _clipped(" ".join(str(exc).split()))
+    text = clipped(" ".join(str(exc).split()))
     if isinstance(exc, lms.LMStudioTimeoutError):  # only a sync client's waits have one
         limit = lms.get_sync_api_timeout()
         return LMStudioTimeoutError(
@@ -457,7 +457,7 @@ def translate_sdk_error(
     if isinstance(exc, lms.LMStudioModelNotFoundError) or (
         stage == "resolve" and isinstance(exc, lms.LMStudioServerError | lms.LMStudioClientError)
     ):
-        text = _clipped(_not_found_text(exc, text))  # the title quotes the name given
+        text = clipped(_not_found_text(exc, text))  # the title quotes the name given
         return LMStudioModelNotFoundError(
             f"LM Studio has no model matching {model!r:.200}: {text}" if model else text,
             host=host,

@@ -34,6 +34,7 @@ from ._json_keys import RepeatedKey, repeated_at, without_repeats
 from ._output import OutputPlan, argument_order, output_type_name
 from ._reasoning import unparsed_tags_hint
 from ._schema_walk import core_nodes
+from ._sdk_errors import clipped
 from ._search import UnsearchablePatternError, linear_time
 from .errors import (
     InvalidInferenceArgumentError,
@@ -112,10 +113,7 @@ def _clipped(error: str) -> str:
     Found by a probe: a 20,000-character string value made a 20 kB `ParseError` message
     and re-ask (jsonschema and Pydantic quote the whole value).
     """
-    if len(error) <= _ERROR_CHARS:
-        return error
-    half = _ERROR_CHARS // 2
-    return f"{error[:half]} ... ({len(error) - 2 * half} characters cut) ... {error[-half:]}"
+    return clipped(error, _ERROR_CHARS)
 
 
 class _Invalid(Exception):

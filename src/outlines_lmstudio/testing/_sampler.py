@@ -311,23 +311,24 @@ class JsonSampler:
             if char not in known:  # e.g. letters of enum values or patterns outside ASCII
                 known.add(char)
                 tokens.append(char)
-        vocab = Vocabulary(len(tokens), {tok: [i] for i, tok in enumerate(tokens)})
-        try:
-            index = Index(regex, vocab)
-        except Exception as exc:
-            # A class that allows only characters the vocabulary lacks, though no escape
-            # names them (``[^\x00-\x7F]``: found by a probe; LM Studio's models have
-            # tokens for them). Added only then: other schemas are sampled as before.
-            extra = [char for char in _NON_ASCII if char not in known]
+        # A class that allows only characters the vocabulary lacks, though no escape names
+        # them (``[^\x00-\x7F]``: found by a probe; LM Studio's models have tokens for
+        # them): those are added only when the index cannot be built without them, so other
+        # schemas are sampled as before.
+        first_error: Exception | None = None
+        for extra in ((), [char for char in _NON_ASCII if char not in known]):
+            tokens += extra
             try:
-                tokens += extra
                 index = Index(
                     regex, Vocabulary(len(tokens), {t: [i] for i, t in enumerate(tokens)})
                 )
-            except Exception:
-                return SchemaError(
-                    f"outlines-core cannot build an index for this JSON schema: {exc}"
-                )
+                break
+            except Exception as exc:
+                first_error = first_error or exc
+        else:
+            return SchemaError(
+                f"outlines-core cannot build an index for this JSON schema: {first_error}"
+            )
         transitions: dict[int, dict[int, int]] = index.get_transitions()
         finals = frozenset(index.get_final_states())
         distance = _distances(transitions, finals)

@@ -34,7 +34,7 @@ from outlines.types import CFG, JsonSchema, Regex
 from outlines.types.dsl import Term
 from typing_inspection import typing_objects
 
-from ._schema_walk import core_nodes, ref_target, schema_nodes
+from ._schema_walk import MAX_SCHEMA_DEPTH, core_nodes, ref_target, schema_nodes
 from ._simple import (
     FullMatchTerms,
     TermWithoutRegex,
@@ -58,8 +58,6 @@ __all__ = [
 ]
 
 Kind = Literal["text", "json", "simple", "grammar"]
-MAX_SCHEMA_DEPTH = 64
-"""Deepest nesting of a JSON schema we accept (deeper ones are refused, not sent)."""
 
 _SUPPORTED = (
     "None (plain text); a Pydantic model, TypedDict, dataclass, JSON schema (dict or str), "

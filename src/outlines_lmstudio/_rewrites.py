@@ -21,6 +21,7 @@ from ._schema_walk import (
     ANY_TYPES,
     CONTAINERS,
     JSON_TYPES,
+    MAX_SCHEMA_DEPTH,
     assertions,
     core_nodes,
     kept,
@@ -833,10 +834,6 @@ class _TooLarge(Exception):
     """The inlining went past its budget (`_INLINED_NODES`)."""
 
 
-_MOST_SENT_DEPTH = 64
-"""The JSON depth `_output.MAX_SCHEMA_DEPTH` allows a schema: an inlined one stays within."""
-
-
 def _json_depth(value: Any) -> int:
     """Return how deeply ``value``'s objects and arrays nest (a stack: no recursion)."""
     deepest, stack = 0, [(value, 0)]
@@ -922,7 +919,7 @@ def inline_deep_refs(schema: dict[str, Any]) -> dict[str, Any]:
     for key in _DEF_KEYS:  # in the schema's own order
         if key in kept and isinstance(schema.get(key), dict):
             result[key] = {name: kept[key][name] for name in schema[key] if name in kept[key]}
-    if _json_depth(result) > _MOST_SENT_DEPTH:
+    if _json_depth(result) > MAX_SCHEMA_DEPTH:  # the depth a schema may be sent at
         return schema
     return result
 

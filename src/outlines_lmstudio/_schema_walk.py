@@ -10,6 +10,7 @@ __all__ = [
     "ANY_TYPES",
     "CONTAINERS",
     "JSON_TYPES",
+    "MAX_SCHEMA_DEPTH",
     "SUB_ONE",
     "assertions",
     "core_nodes",
@@ -22,6 +23,9 @@ __all__ = [
     "schema_nodes",
     "unguarded_ref_cycle",
 ]
+
+MAX_SCHEMA_DEPTH = 64
+"""Deepest nesting of a JSON schema we accept (deeper ones are refused, not sent)."""
 
 JSON_TYPES = ("null", "boolean", "number", "string", "array", "object")
 ANY_TYPES: list[dict[str, str]] = [{"type": t} for t in JSON_TYPES]

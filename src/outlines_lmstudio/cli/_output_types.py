@@ -183,7 +183,7 @@ def check_output_type(spec: OutputSpec, *, regex_option: bool) -> None:
 
 def _too_deep(path: Path) -> CliError:
     """Return the error for a schema file nested deeper than Python's stack can read or check."""
-    from outlines_lmstudio._output import MAX_SCHEMA_DEPTH
+    from outlines_lmstudio._schema_walk import MAX_SCHEMA_DEPTH
 
     return CliError(
         f"Schema file {str(path)!r} is nested too deeply to read (a schema may have up to "

@@ -838,6 +838,11 @@ _ACTS_ON_A_TERMINAL = re.compile(r"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+def _stdout_is_a_terminal() -> bool:
+    """Whether standard output is a terminal (not a file or pipe, nor closed: ``None``)."""
+    return sys.stdout is not None and sys.stdout.isatty()
+
+
 def escape_controls(text: str, *, keep_lines: bool = True) -> str:
     r"""Return ``text`` with its control characters escaped as Python writes them (``\x1b``).
 
@@ -864,7 +869,7 @@ def for_terminal(text: str) -> str:
     ``chat`` let a reply set the window title and clear the screen. Line breaks and tabs
     are kept.
     """
-    if sys.stdout is not None and sys.stdout.isatty():
+    if _stdout_is_a_terminal():
         return escape_controls(text)
     return text
 
@@ -879,7 +884,7 @@ def json_for_terminal(text: str) -> str:
     ``\x9b`` (a CSI to some terminals) would act on it. JSON's own escape keeps the text
     JSON (found by a review: Python's ``\x9b`` made it invalid).
     """
-    if sys.stdout is None or not sys.stdout.isatty() or _JSON_UNESCAPED.search(text) is None:
+    if not _stdout_is_a_terminal() or _JSON_UNESCAPED.search(text) is None:
         return text
     return _JSON_UNESCAPED.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
@@ -891,7 +896,7 @@ def write_out(text: str) -> None:
     """
     if not text:  # nothing to show: a held "\r" waits on (found by a review)
         return
-    if sys.stdout is not None and sys.stdout.isatty():
+    if _stdout_is_a_terminal():
         # A "\r\n" split across two fragments (Gemma's tokenizer writes them as two) showed
         # as a literal "\r" (found by a review): a final "\r" waits for the next fragment.
         if _Stdout.held_cr:
@@ -912,5 +917,5 @@ def end_open_line() -> None:
     Only on a terminal: standard output redirected to a file or a pipe keeps the text as
     it came.
     """
-    if _Stdout.open_line and sys.stdout is not None and sys.stdout.isatty():
+    if _Stdout.open_line and _stdout_is_a_terminal():
         write_out("\n")

@@ -8,11 +8,13 @@ a reply wherever an engine leaves a pattern loose. `linear_time` gives a validat
 whose three keywords search with the Rust ``regex`` crate instead, the engine Pydantic
 validates patterns with (through ``pydantic_core``), which runs in time linear in the text.
 Syntax Rust reads otherwise than Python (``[[:alpha:]]``, ``&&``, ``\<``) is escaped so
-both read it alike. A pattern Rust's engine cannot compile (a lookaround, a backreference,
-or a program over its size limit: ``\w{1,300}`` is wide, ``\w`` being Unicode) is
-refused (`UnsearchablePatternError`): `check_patterns` finds it before anything is sent,
-since a fallback to ``re`` would bring the exponential time back. A subschema naming a
-draft of its own (``$schema``) is validated with that draft's class, made linear too.
+both read it alike, and the escapes only ECMA-262 and Python read (``\0``, a class's
+``\b``) are written as ``\x`` escapes. A pattern Rust's engine cannot compile (a
+lookaround, a backreference, or a program over its size limit: ``\w{1,300}`` is wide,
+``\w`` being Unicode) is refused (`UnsearchablePatternError`): `check_patterns` finds it
+before anything is sent, since a fallback to ``re`` would bring the exponential time back.
+A subschema naming a draft of its own (``$schema``) is validated with that draft's class,
+made linear too.
 
 jsonschema's ``uniqueItems`` compares every pair of items when they do not sort (objects):
 45 s for 8,000 of them. `_unique_items` compares a hashable canonical form of each item
@@ -159,14 +161,19 @@ _RUST_MEANING = {
     "\\>": "the end of a word",
 }
 _POSIX_CLASS = re.compile(r"\[:\^?[a-z]+:\]")
+_RUST_CANNOT_READ = ("an octal escape", "a backspace escape")
+"""``\\0`` (NUL) and ``[\\b]`` (backspace) to ECMA-262 and ``re``; errors to Rust's regex."""
+_OCTAL = re.compile("0[0-7]{0,2}")
+"""The digits of an octal escape (``\\0`` to ``\\077``), as Python's ``re`` reads them."""
 
 
 def _rust_only(pattern: str) -> Iterator[tuple[int, str]]:
     r"""Yield where Rust's regex reads ``pattern`` otherwise than ``re`` and ECMA-262, and as what.
 
     Each place is the index of the first character of the syntax: the class syntax above,
-    or ``\<`` and ``\>`` (word boundaries to Rust, the characters ``<`` and ``>`` to the
-    others). Hand-written: no library compares two regex dialects.
+    ``\<`` and ``\>`` (word boundaries to Rust, the characters ``<`` and ``>`` to the
+    others), or ``\0`` and a class's ``\b`` (`_RUST_CANNOT_READ`). Hand-written: no
+    library compares two regex dialects.
     """
     in_class = False
     first = 0  # where the members of the open class begin
@@ -176,6 +183,10 @@ def _rust_only(pattern: str) -> Iterator[tuple[int, str]]:
         if char == "\\":
             if pattern[i + 1 : i + 2] in ("<", ">"):
                 yield i, _RUST_MEANING[pattern[i : i + 2]]
+            elif pattern[i + 1 : i + 2] == "0":  # found by a probe: Rust's "backreference"
+                yield i, "an octal escape"
+            elif in_class and pattern[i + 1 : i + 2] == "b":
+                yield i, "a backspace escape"
             i += 2
             continue
         if in_class:
@@ -216,6 +227,8 @@ def rust_reads_otherwise(pattern: str) -> str | None:
         ``"a POSIX class ([:alpha:]) at position 1"``, or None when both read it alike.
     """
     for index, meaning in _rust_only(pattern):
+        if meaning in _RUST_CANNOT_READ:
+            continue  # not read otherwise: Pydantic's Rust regex refuses the pattern itself
         if meaning == "a POSIX class":
             end = pattern.find(":]", index) + 2
         elif meaning == "a nested class":
@@ -251,6 +264,14 @@ def _for_rust(pattern: str) -> str:
         out.append(pattern[last:index])
         if meaning in ("the start of a word", "the end of a word"):
             out.append(pattern[index + 1])
+            last = index + 2
+        elif meaning == "an octal escape":  # \0, \012: the character, as re and ECMA-262
+            digits = _OCTAL.match(pattern, index + 1)
+            assert digits is not None  # _rust_only saw a 0 there
+            out.append(f"\\x{{{int(digits[0], 8):X}}}")
+            last = digits.end()
+        elif meaning == "a backspace escape":  # [\b]: U+0008 to re and ECMA-262
+            out.append("\\x08")
             last = index + 2
         else:
             out.append("\\")

@@ -91,6 +91,36 @@ def test_escaped_python_only_spellings_are_plain_text(pattern: str, text: str) -
     assert re.search(pattern, text)
 
 
+@pytest.mark.parametrize(
+    ("pattern", "texts"),
+    [
+        (r"^[^\0]*$", ["ab", "a\x00"]),
+        (r"^a\0b$", ["a\x00b", "a0b"]),
+        (r"^a\012b$", ["a\nb", "a\x00b"]),  # octal, as re reads it
+        (r"^\08$", ["\x008", "8"]),
+        (r"^[^\b]*$", ["ab", "a\x08"]),  # backspace in a class; a word boundary outside
+        (r"^[\b-\x0a]$", ["\t", "a"]),
+        (r"^\\0[\\b]$", ["\\0b", "\x00\x08"]),  # escaped backslashes: text
+    ],
+)
+def test_ecma_s_nul_and_backspace_escapes_are_searched_as_python_reads_them(
+    pattern: str, texts: list[str]
+) -> None:
+    """``\\0`` is NUL and ``[\\b]`` a backspace to ECMA-262 and Python's re, errors to
+    Rust's regex: a schema using them was refused, \\0 as a "backreference" (found by a
+    probe)."""
+    assert rust_reads_otherwise(pattern) is None  # Pydantic's Rust regex refuses them itself
+    for text in texts:
+        assert search(pattern)(text) == (re.search(pattern, text) is not None)
+
+
+def test_a_schema_with_a_nul_escape_is_sent() -> None:
+    from outlines_lmstudio._output import plan_output
+
+    schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": r"^[^\0]*$"}}}
+    assert plan_output(schema).kind == "json"  # was InvalidSchemaError
+
+
 @pytest.mark.parametrize("where", ["pattern", "patternProperties"])
 def test_a_schema_with_such_a_pattern_is_refused_before_sending(where: str) -> None:
     from outlines_lmstudio._output import plan_output

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import difflib
+from typing import TYPE_CHECKING, Any
 
 from outlines.models.base import ModelTypeAdapter
 
 from ._config import check_flag
 from ._inputs import ChatPrompt, format_input, format_text
 from ._output import OutputPlan, plan_output
+from .errors import UnknownSettingError
 
 __all__ = ["LMStudioTypeAdapter"]
 
@@ -31,12 +33,36 @@ class LMStudioTypeAdapter(ModelTypeAdapter):
     Raises
     ------
     InvalidInferenceArgumentError
-        (a ``TypeError``) If ``grammar`` or ``strict_schema`` is not a bool.
+        (a ``TypeError``) If ``grammar`` or ``strict_schema`` is not a bool, given here or
+        assigned later (``model.type_adapter.grammar = True``).
+    UnknownSettingError
+        On assigning any other public name (``adapter.strict_schma = True``).
     """
 
+    if not TYPE_CHECKING:  # type checkers then check assignments against the settings
+
+        def __setattr__(self, name: str, value: object) -> None:
+            # Found by a probe: the model's settings were checked on assignment, its
+            # adapter's were not, though the model's error sends users here: `grammar =
+            # "no"` turned grammar mode on and a misspelt setting was stored and did nothing.
+            if name in _SETTINGS:
+                value = check_flag(name, value)
+            elif name[:1] != "_" and not hasattr(type(self), name) and _ours(type(self)):
+                close = difflib.get_close_matches(name, _SETTINGS, n=1)
+                error = UnknownSettingError(
+                    f"{type(self).__name__} has no setting {name!r}: its settings are "
+                    f"{' and '.join(_SETTINGS)}." + (f" Did you mean {close[0]}?" if close else "")
+                )
+                error.name, error.obj = name, self  # as Python's own AttributeError
+                raise error
+            super().__setattr__(name, value)
+
+    grammar: bool
+    strict_schema: bool
+
     def __init__(self, *, grammar: bool = False, strict_schema: bool = False) -> None:
-        self.grammar = check_flag("grammar", grammar)
-        self.strict_schema = check_flag("strict_schema", strict_schema)
+        self.grammar = grammar
+        self.strict_schema = strict_schema
 
     def format_input(self, model_input: Any) -> ChatPrompt:
         """Convert a model input into a prompt whose images are ready to upload.
@@ -85,3 +111,12 @@ class LMStudioTypeAdapter(ModelTypeAdapter):
             What to send and how to render the reply.
         """
         return plan_output(output_type, grammar=self.grammar, strict_schema=self.strict_schema)
+
+
+_SETTINGS = ("grammar", "strict_schema")
+"""The adapter's settings: on/off flags, checked on every assignment."""
+
+
+def _ours(cls: type) -> bool:
+    """Whether ``cls`` is this class, not a user's subclass (which may keep state of its own)."""
+    return cls is LMStudioTypeAdapter

@@ -536,6 +536,32 @@ def test_the_adapter_takes_only_bools_as_flags() -> None:
     assert LMStudioTypeAdapter(grammar=True, strict_schema=True).grammar is True
 
 
+def test_the_adapter_checks_its_settings_when_they_are_assigned() -> None:
+    """Found by a probe: only its constructor checked them, though the model's own error
+    sends users to ``model.type_adapter.grammar = True``: ``grammar = "no"`` turned grammar
+    mode on, and a misspelt setting was stored and did nothing."""
+    from outlines_lmstudio.errors import UnknownSettingError
+
+    adapter = LMStudioTypeAdapter()
+    with pytest.raises(InvalidInferenceArgumentError, match="grammar must be True or False"):
+        adapter.grammar = "no"  # type: ignore[assignment]
+    assert adapter.grammar is False
+    with pytest.raises(UnknownSettingError, match="Did you mean strict_schema") as info:
+        adapter.strict_schma = True  # type: ignore[attr-defined]
+    assert isinstance(info.value, AttributeError)
+    assert info.value.name == "strict_schma"
+    assert not hasattr(adapter, "strict_schma")
+    adapter.strict_schema = True
+    assert adapter.plan_output(int).response_format is not None
+
+    class Counting(LMStudioTypeAdapter):  # a user's subclass keeps state of its own
+        def __init__(self) -> None:
+            super().__init__(grammar=True)
+            self.calls = 0
+
+    assert Counting().calls == 0
+
+
 def test_a_wrapper_is_checked_by_its_own_signature() -> None:
     """Found by a review: the check followed ``functools.wraps`` to the wrapped function, and
     refused a wrapper that supplies its first argument."""

@@ -74,7 +74,9 @@ class EmulatedModel:
         Whether the model accepts images (LLMs only; not with ``gguf``, which is
         served text-only).
     tool_use
-        Reported as ``trainedForToolUse`` (LLMs only).
+        Reported as ``trainedForToolUse`` (LLMs only). Such a model calls the first tool
+        it is offered (``.act()``); another calls one only under ``toolChoice:
+        "required"``, and otherwise answers in text.
     context_length
         ``maxContextLength``; also the default ``contextLength`` when loaded, except for
         a ``"gguf"`` model, which is loaded with at most 4096 tokens (LM Studio's default).

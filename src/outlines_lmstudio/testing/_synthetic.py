@@ -245,11 +245,16 @@ async def _reply(
         return _fragments(split_fragments(str(reply))), None
     tools = offered_tools(record.config)
     choice = tool_choice(record.config)
-    wants_tool = tools and instance.model.tool_use and record.structured is None
+    # LM Studio's default tool use works with every model: `required` makes any model call
+    # one (found by a probe: it was ignored on models without `tool_use`); under `auto`, a
+    # model trained for tools calls one, the others answer in text.
     if (
-        wants_tool
+        tools
+        and record.structured is None
         and choice != "none"
-        and (choice == "required" or awaits_tool_call(record.messages))
+        and (
+            choice == "required" or (instance.model.tool_use and awaits_tool_call(record.messages))
+        )
     ):
         rng = random.Random(_seed_for(emu.seed, record.messages, tools))
         try:

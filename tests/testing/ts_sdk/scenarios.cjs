@@ -370,6 +370,17 @@ const scenarios = {
       toolChoice: { type: "generic", mode: "required" },
     });
     check(required.stats.stopReason === "toolCalls", `required (${required.stats.stopReason})`);
+    // Found by a probe: LM Studio's default tool use works with every model, so "required"
+    // makes one not trained for tools call one too (it was ignored); "auto" leaves it to
+    // the model, and the emulator's untrained models answer in text.
+    const untrained = await client.llm.model("llama-3.2-1b-instruct-mlx");
+    const forced = await untrained.respond("What is 2 + 3?", {
+      rawTools,
+      toolChoice: { type: "generic", mode: "required" },
+    });
+    check(forced.stats.stopReason === "toolCalls", `required, untrained (${forced.stats.stopReason})`);
+    const left = await untrained.respond("What is 2 + 3?", { rawTools });
+    check(left.stats.stopReason === "eosFound", `auto, untrained (${left.stats.stopReason})`);
   },
   async unknown_draft_model(client) {
     // A draft model LM Studio does not have cannot be loaded for speculative decoding: the

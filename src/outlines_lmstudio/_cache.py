@@ -18,7 +18,12 @@ import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
-from .errors import _ServerError
+from .errors import (
+    LMStudioConnectionError,
+    LMStudioModelNotFoundError,
+    LMStudioPredictionError,
+    LMStudioTimeoutError,
+)
 
 __all__ = [
     "LOADS",
@@ -189,6 +194,15 @@ def _entry(work: Awaitable[V]) -> asyncio.Future[V]:
     return future
 
 
+_SERVER_ERRORS = (
+    LMStudioConnectionError,
+    LMStudioModelNotFoundError,
+    LMStudioPredictionError,
+    LMStudioTimeoutError,
+)
+"""The errors that name a host and a model (`errors`)."""
+
+
 def copied_error(error: E, model: str | None = None) -> E:
     """Return a copy of ``error`` to raise again: no traceback, notes of its own, its cause.
 
@@ -201,8 +215,8 @@ def copied_error(error: E, model: str | None = None) -> E:
     first (two models on one client: found by a probe).
     """
     twin = copy.copy(error)
-    if model is not None and isinstance(twin, _ServerError) and twin.model not in (None, model):
-        _ServerError.__init__(twin, twin.message, host=twin.host, model=model, hint=twin.hint)
+    if model is not None and isinstance(twin, _SERVER_ERRORS) and twin.model not in (None, model):
+        type(twin).__init__(twin, twin.message, host=twin.host, model=model, hint=twin.hint)
     if (notes := getattr(error, "__notes__", None)) is not None:
         twin.__notes__ = list(notes)
     if error.__cause__ is not None:

@@ -55,6 +55,7 @@ from .errors import (
 )
 
 __all__ = [
+    "in_batch_item",
     "ASYNC_CLIENT_CLOSED",
     "ASYNC_HANDLES",
     "ASYNC_IMAGES",

@@ -48,6 +48,7 @@ from ._simple import (
 from .errors import InvalidSchemaError, UnsupportedOutputTypeError
 
 __all__ = [
+    "portable_typeddicts",
     "REFERENCE_KEYWORDS",
     "OutputPlan",
     "argument_order",
@@ -449,7 +450,7 @@ def _schema_from_str(text: str) -> object:
         ) from exc
 
 
-def _portable_typeddicts(tp: Any, memo: dict[int, Any]) -> Any:
+def portable_typeddicts(tp: Any, memo: dict[int, Any]) -> Any:
     """Rebuild ``typing.TypedDict`` classes as ``typing_extensions`` ones, recursively.
 
     Pydantic refuses ``typing.TypedDict`` before Python 3.12 (and so does
@@ -465,7 +466,7 @@ def _portable_typeddicts(tp: Any, memo: dict[int, Any]) -> Any:
         rebuilt = memo[id(tp)] = make_typeddict(tp.__name__, {})
         hints = typing.get_type_hints(tp, include_extras=True)
         rebuilt.__annotations__ = {
-            key: _portable_typeddicts(value, memo) for key, value in hints.items()
+            key: portable_typeddicts(value, memo) for key, value in hints.items()
         }
         rebuilt.__required_keys__ = frozenset(tp.__required_keys__)
         rebuilt.__optional_keys__ = frozenset(tp.__optional_keys__)
@@ -474,7 +475,7 @@ def _portable_typeddicts(tp: Any, memo: dict[int, Any]) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is None or not args:
         return tp
-    new_args = tuple(_portable_typeddicts(a, memo) for a in args)
+    new_args = tuple(portable_typeddicts(a, memo) for a in args)
     if new_args == args:
         return tp
     if origin is typing.Annotated:
@@ -541,7 +542,7 @@ def _field_problem(tp: Any, seen: set[int]) -> tuple[str, str] | None:
         if inner is not None:
             return f"{name}.{inner[0]}", inner[1]
         try:
-            pydantic.TypeAdapter(_portable_typeddicts(resolved, {})).json_schema()
+            pydantic.TypeAdapter(portable_typeddicts(resolved, {})).json_schema()
         except (*_BUILD_ERRORS, TypeError):  # TypeError: Outlines' for a CFG in metadata
             return name, _type_name(resolved)
     for arg in typing.get_args(tp):
@@ -892,7 +893,7 @@ def _model_schema(model: type[pydantic.BaseModel]) -> tuple[dict[str, Any], bool
 def _type_adapter_schema(output_type: object) -> tuple[dict[str, Any], bool, object]:
     """Pydantic's schema of a type, whether its user wrote parts of it, and its core schema."""
     try:
-        portable = _portable_typeddicts(output_type, {})
+        portable = portable_typeddicts(output_type, {})
         adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(cast(Any, portable))
         schema, written = _generated(
             output_type, lambda: adapter.json_schema(schema_generator=FullMatchTerms)
@@ -1234,7 +1235,7 @@ def _other_json_type(output_type: object) -> bool:
     if isinstance(output_type, type) and output_type in _BARE_CONTAINERS:
         return False
     try:
-        portable = _portable_typeddicts(output_type, {})
+        portable = portable_typeddicts(output_type, {})
         schema = pydantic.TypeAdapter(cast(Any, portable)).json_schema()
     except pydantic_core.PydanticOmit:
         return True  # a part left out of its schema: refused by name when it is planned

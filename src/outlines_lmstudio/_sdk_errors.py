@@ -21,6 +21,7 @@ from .errors import (
 )
 
 __all__ = [
+    "Stage",
     "SLOW_PROBE",
     "client_closed",
     "clipped",

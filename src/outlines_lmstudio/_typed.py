@@ -45,6 +45,7 @@ from .errors import (
 )
 
 __all__ = [
+    "check_reply",
     "NO_RETRIEVAL",
     "TRUNCATED_STOP_REASONS",
     "Validator",
@@ -510,9 +511,9 @@ def _adapter(output_type: Any, order: object) -> _Adapted:
     (`_adapted`): `validator_for` runs on every call, and the walks of a 500-field
     model's core schema took 1.6 ms a call (22 µs for a two-field one).
     """
-    from ._output import _portable_typeddicts
+    from ._output import portable_typeddicts
 
-    return _adapted(pydantic.TypeAdapter(_portable_typeddicts(_python_type(output_type), {})))
+    return _adapted(pydantic.TypeAdapter(portable_typeddicts(_python_type(output_type), {})))
 
 
 def validator_for(plan: OutputPlan) -> Validator:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -162,3 +163,48 @@ def test_python_m_outlines_lmstudio_is_the_command(args: list[str], code: int) -
     assert out.returncode == code, out.stderr
     if args == ["--version"]:
         assert out.stdout == f"outlines-lmstudio {outlines_lmstudio.__version__}\n"
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_modules_import_from_each_other_only_what_each_exports() -> None:
+    """Each module lists what other modules may import from it in ``__all__`` (style.md); a
+    design audit found eleven imports of names left out, two of them private."""
+    import ast
+
+    root = Path(outlines_lmstudio.__file__).parent
+    trees = {
+        _module_name(path, root): (path, ast.parse(path.read_text(encoding="utf-8")))
+        for path in sorted(root.rglob("*.py"))
+    }
+    exported: dict[str, set[str]] = {}
+    for name, (_, tree) in trees.items():
+        for node in tree.body:
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+                    assert node.value is not None
+                    exported[name] = set(ast.literal_eval(node.value))
+        assert name in exported, f"{name} has no __all__"
+    wrong = []
+    for name, (path, tree) in trees.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for found in ast.walk(tree):
+            if not isinstance(found, ast.ImportFrom):
+                continue
+            if found.level:
+                base = package.rsplit(".", found.level - 1)[0] if found.level > 1 else package
+                source = f"{base}.{found.module}" if found.module else base
+            elif (found.module or "").partition(".")[0] == "outlines_lmstudio":
+                source = str(found.module)
+            else:
+                continue  # another package's
+            for alias in found.names:
+                if f"{source}.{alias.name}" in trees or alias.name.startswith("__"):
+                    continue  # a submodule, or a module dunder (__version__)
+                if alias.name not in exported.get(source, set()):
+                    wrong.append(f"{name}:{found.lineno} imports {alias.name} from {source}")
+    assert wrong == []

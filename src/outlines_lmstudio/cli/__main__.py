@@ -4,4 +4,6 @@ import sys
 
 from outlines_lmstudio.cli import main
 
+__all__: list[str] = []
+
 sys.exit(main())

@@ -41,7 +41,17 @@ from ._common import CliError
 from ._output_types import json_text
 from ._text import decode_file, read_stdin_bytes
 
-__all__ = ["STDIN", "Item", "OutputFile", "OutputScan", "item_key", "read_items", "scan_output"]
+__all__ = [
+    "NO_LOCK_NOTE",
+    "STDIN",
+    "Item",
+    "OutputFile",
+    "OutputScan",
+    "item_key",
+    "locks",
+    "read_items",
+    "scan_output",
+]
 
 
 STDIN = "-"

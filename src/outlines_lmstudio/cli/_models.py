@@ -14,6 +14,7 @@ import lmstudio as lms
 from ._common import CliError, connect, console, escape_controls
 
 __all__ = [
+    "FORMATS",
     "HELP",
     "ModelRow",
     "add_arguments",

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from outlines_lmstudio.testing._tools import ToolCall
 
 __all__ = [
+    "message_text",
     "REDACTED",
     "Frame",
     "Prediction",

@@ -20,8 +20,10 @@ from tests.real_engine.conftest import EMBEDDED_MODEL_KEY
 _MAX_TOKENS = 30
 
 
-def _server_greedy(prompt: str, *, add_special: bool) -> str:
-    """Greedy reply of llama.cpp's server at LM Studio's default repeat penalty (1.1, 64)."""
+def _server_greedy(
+    prompt: str, *, add_special: bool, flash_attention: bool | None = None, penalty: float = 1.1
+) -> str:
+    """Greedy reply of llama.cpp's server, by default at LM Studio's repeat penalty (1.1, 64)."""
     gguf = embedded_model().gguf
     assert gguf is not None
     model = L.llama_model_load_from_file(os.fsencode(gguf), model_params())
@@ -29,6 +31,10 @@ def _server_greedy(prompt: str, *, add_special: bool) -> str:
     params = L.llama_context_default_params()
     params.n_ctx, params.n_batch, params.n_ubatch = 4096, 512, 512
     params.n_threads = params.n_threads_batch = 2
+    if flash_attention is not None:
+        params.flash_attn_type = (
+            L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attention else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
     ctx = L.llama_init_from_model(model, params)
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
     try:
@@ -37,7 +43,7 @@ def _server_greedy(prompt: str, *, add_special: bool) -> str:
         ids = (L.llama_token * (len(data) + 8))()
         n = L.llama_tokenize(vocab, data, len(data), ids, len(ids), add_special, True)
         tokens = list(ids[:n])
-        penalties = L.llama_sampler_init_penalties(L.llama_vocab_n_tokens(vocab), 64, 1.1, 0, 0)
+        penalties = L.llama_sampler_init_penalties(L.llama_vocab_n_tokens(vocab), 64, penalty, 0, 0)
         L.llama_sampler_chain_add(chain, penalties)
         L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
         for token in tokens:  # server-context.cpp: common_sampler_accept(slot.smpl, id, false)
@@ -84,3 +90,27 @@ def test_the_repeat_penalty_counts_the_prompt(emulator: LMStudioEmulator) -> Non
     # was "The model is a 4-page document", not "The model is a simple one-dimensional".
     assert completion == _server_greedy("The quick brown fox", add_special=True)
     assert reply == _server_greedy(templated, add_special=False)
+
+
+def test_a_load_s_flash_attention_setting_is_llama_cpp_s(emulator: LMStudioEmulator) -> None:
+    """Found by a probe: ``flashAttention`` was ignored, and llama.cpp's default ("auto", on
+    for the CPU) gave other greedy replies than a context without it."""
+    greedy: lms.LlmPredictionConfigDict = {
+        "temperature": 0,
+        "maxTokens": _MAX_TOKENS,
+        "repeatPenalty": False,  # without it, flash attention changed this reply here
+    }
+    chat = lms.Chat()
+    chat.add_user_message("Write a poem about the sea.")
+    replies = {}
+    with lms.Client(emulator.api_host) as client:
+        for flash in (False, True):
+            model = client.llm.load_new_instance(
+                EMBEDDED_MODEL_KEY, f"flash-{flash}", config={"flashAttention": flash}
+            )
+            templated = model.apply_prompt_template(chat)
+            replies[flash] = model.respond(chat, config=greedy).content
+            model.unload()
+    for flash, reply in replies.items():
+        expected = _server_greedy(templated, add_special=False, flash_attention=flash, penalty=1.0)
+        assert reply == expected

@@ -33,6 +33,7 @@ from outlines_lmstudio.testing._llama_plan import (
     MAX_GRAMMAR_DEPTH,
     Plan,
     StopScanner,
+    flash_attention,
     grammar_depth,
     plan,
     reversed_repetition,
@@ -741,7 +742,9 @@ class LlamaEngine:
         if self._decoder is None:
             context = self._instance.context_length
             try:
-                self._decoder = _native().Decoder(self._loaded(), context, threads)
+                self._decoder = _native().Decoder(
+                    self._loaded(), context, threads, flash_attention(self._instance.load_fields)
+                )
             except ValueError as exc:  # memory the load-time estimate did not foresee
                 raise server_error(
                     "Failed to load model",

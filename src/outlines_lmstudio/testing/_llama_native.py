@@ -477,7 +477,9 @@ class Decoder:
     prefix with the previous one only processes the rest (as LM Studio does).
     """
 
-    def __init__(self, model: NativeModel, n_ctx: int, n_threads: int) -> None:
+    def __init__(
+        self, model: NativeModel, n_ctx: int, n_threads: int, flash_attention: bool | None = None
+    ) -> None:
         self.ctx: Any = None
         self.model = model
         self.samplers: _Samplers | None = None
@@ -489,6 +491,12 @@ class Decoder:
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
         params.no_perf = True
+        if flash_attention is not None:  # the load's flashAttention; else llama.cpp's "auto"
+            params.flash_attn_type = (
+                L.LLAMA_FLASH_ATTN_TYPE_ENABLED
+                if flash_attention
+                else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
         ctx = L.llama_init_from_model(model.model, params)
         if ctx is None:
             raise ValueError(f"llama.cpp could not create a context of {n_ctx} tokens")

@@ -23,6 +23,7 @@ __all__ = [
     "Plan",
     "Sampling",
     "StopScanner",
+    "flash_attention",
     "grammar_depth",
     "plan",
     "reversed_repetition",
@@ -115,6 +116,19 @@ def _seed(load_fields: list[dict[str, Any]]) -> int:
             if isinstance(value, int) and not isinstance(value, bool):
                 return value & 0xFFFFFFFF
     return Sampling.seed
+
+
+def flash_attention(load_fields: list[dict[str, Any]]) -> bool | None:
+    """Return the load's ``flashAttention`` (``llm.load.llama.flashAttention``), if it set one.
+
+    Found by a probe: it was ignored, and llama.cpp's default ("auto": on where the backend
+    has it) gave other greedy replies than a context without it.
+    """
+    for item in load_fields:
+        if item.get("key") == "llm.load.llama.flashAttention":
+            value = item.get("value")
+            return value if isinstance(value, bool) else None
+    return None
 
 
 def plan(config: dict[str, Any], load_fields: list[dict[str, Any]]) -> Plan:

@@ -654,8 +654,13 @@ class Decoder:
 
     @property
     def full(self) -> bool:
-        """Whether the context has no room for another token."""
-        room: bool = len(self.cached) >= self.n_ctx
+        """Whether the reply ends before the sampled token is fed: it fills the context.
+
+        As llama.cpp's server stops (``n_past + 1 >= n_ctx`` in ``process_token``): the
+        prompt and the reply then hold exactly ``n_ctx`` tokens. Found by probes: the token
+        sampled at the last position was counted too, one more than the context holds.
+        """
+        room: bool = len(self.cached) + 1 >= self.n_ctx
         return room
 
     def feed(self, token: int) -> None:

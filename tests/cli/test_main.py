@@ -16,6 +16,7 @@ import pytest
 
 from outlines_lmstudio.testing import LMStudioEmulator
 
+from ..e2e.misbehaving import Misbehaving
 from ..e2e.other_server import serving_html, serving_stream
 from .conftest import MainInProcess, RunCli
 from .helpers import (
@@ -93,6 +94,32 @@ def test_a_host_that_is_not_lm_studio_is_named_as_such(
         )
     assert result.returncode == 3, result.stderr
     assert_one_line_error(result, f"The server at {host} is not LM Studio{says}", "--emulator")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["generate", "--model", TEXT, "hi"], ["models"], ["embed", "hi"]],  # chat: as generate
+    ids=["generate", "models", "embed"],
+)
+def test_a_server_that_never_opens_the_websocket_is_given_up_on(args: list[str]) -> None:
+    """Found by a probe: a server sending its handshake reply a byte at a time held a command
+    for good (the SDK's first use of a session has no bound; httpx's read timeout restarts
+    with each byte). The command gives up as the library does, after 10 s."""
+    with Misbehaving("dribble") as server:
+        host = server.api_host
+        result = subprocess.run(
+            [*script_path(), "--host", host, *args],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            env=cli_env(),
+            timeout=25,
+            check=False,
+        )
+    assert result.returncode == 3, result.stderr
+    assert_one_line_error(
+        result, f"The server at {host} did not complete the connection", "within 10 s"
+    )
 
 
 def test_default_local_ports_when_no_host_is_given() -> None:

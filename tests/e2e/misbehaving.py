@@ -7,12 +7,15 @@ Each runs on an event loop in a thread of its own and answers LM Studio's HTTP g
 - ``"silent"``: authenticates, then never answers anything;
 - ``"mute"``: a plain TCP listener that accepts and never sends a byte (not even HTTP);
 - ``"odd-lookup"``: authenticates, then closes every channel it is asked to open (a model
-  lookup gets no answer but a close).
+  lookup gets no answer but a close);
+- ``"dribble"``: answers the websocket's opening with a ``101`` head whose headers never end,
+  a byte every half second (no read timeout of the client's HTTP library fires).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from http import HTTPStatus
@@ -22,7 +25,7 @@ from typing import Any, Literal, Self
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-Mode = Literal["no-auth", "silent", "mute", "odd-lookup"]
+Mode = Literal["no-auth", "silent", "mute", "odd-lookup", "dribble"]
 
 
 class Misbehaving:
@@ -60,6 +63,8 @@ class Misbehaving:
     async def _start(self) -> None:
         if self.mode == "mute":
             self._server = await asyncio.start_server(self._mute, "127.0.0.1", 0)
+        elif self.mode == "dribble":
+            self._server = await asyncio.start_server(self._dribble, "127.0.0.1", 0)
         else:
             self._server = await serve(
                 self._websocket, "127.0.0.1", 0, process_request=self._greeting
@@ -75,6 +80,27 @@ class Misbehaving:
     async def _mute(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
         await reader.read()  # until the client gives up
+
+    async def _dribble(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"GET /lmstudio-greeting "):
+            body = b'{"lmstudio": true}'
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+                + body
+            )
+            await writer.drain()
+            writer.close()
+            return
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nX-Slow: ")
+        with contextlib.suppress(ConnectionError):
+            while not writer.is_closing():
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.5)
 
     def _greeting(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path == "/lmstudio-greeting":

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import httpx
 import lmstudio as lms
 
+from .. import _threads
+from .._common import DEFAULT_CONNECT_TIMEOUT
 from .._discovery import NOT_LM_STUDIO, is_lm_studio, search_default_ports, why_not_lm_studio
 from .._sdk_errors import proxy_note
 from ._exit import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = [
+    "ready",
     "CLI_INSTALL",
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
@@ -731,6 +734,35 @@ class ModelInfo:
     name: str
 
 
+def ready(session: Session, *namespaces: str) -> None:
+    """Connect the client's SDK sessions ``namespaces`` (``"llm"``...), each in 10 s at most.
+
+    The SDK connects a session on its first use and waits for the websocket's opening with
+    no bound of its own: a server that sent its handshake reply a byte at a time held a
+    command for good (found by a probe). The library bounds its own connections with
+    ``connect_timeout`` (10 s by default); the command's first calls of the SDK go through
+    here, so the bound is the same.
+
+    Raises
+    ------
+    CliError
+        `EXIT_UNREACHABLE`, if the connection is not complete in time.
+    """
+    if session.emulated:  # ours, started for the command
+        return
+
+    def slow(_: BaseException) -> CliError:
+        return CliError(
+            f"The server at {session.host} did not complete the connection (websocket "
+            f"handshake and authentication) within {DEFAULT_CONNECT_TIMEOUT:g} s: check that "
+            f"LM Studio is what answers on that port; {_START_HINT}.",
+            EXIT_UNREACHABLE,
+        )
+
+    for namespace in namespaces:
+        _threads.connect(getattr(session.client, namespace), DEFAULT_CONNECT_TIMEOUT, slow)
+
+
 def _missing_model(key: str | None, session: Session) -> NoReturn:
     if key is None:
         raise CliError(
@@ -766,6 +798,7 @@ def resolve_llm(session: Session, key: str | None) -> ModelInfo:
     CliError
         If there is no such model (or no loaded model when ``key`` is None).
     """
+    ready(session, "llm")
     try:
         handle = session.client.llm.model(key) if key else session.client.llm.model()
         info = handle.get_info()

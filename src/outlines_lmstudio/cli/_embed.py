@@ -9,7 +9,7 @@ from typing import cast
 
 import lmstudio as lms
 
-from ._common import EXIT_FAILURE, CliError, Session, add_model_option, connect
+from ._common import EXIT_FAILURE, CliError, Session, add_model_option, connect, ready
 from ._text import check_options_text, check_text, read_stdin
 
 __all__ = ["HELP", "add_arguments", "embedding_model", "run"]
@@ -35,6 +35,7 @@ def embedding_model(session: Session, key: str | None) -> lms.EmbeddingModel:
         If there is no such model, or none is loaded and no key was given.
     """
     client = session.client
+    ready(session, "embedding")
     if key is None:
         loaded = client.embedding.list_loaded()
         if not loaded:

@@ -11,7 +11,7 @@ from typing import Any
 
 import lmstudio as lms
 
-from ._common import CliError, connect, console, escape_controls
+from ._common import CliError, connect, console, escape_controls, ready
 
 __all__ = [
     "FORMATS",
@@ -345,6 +345,7 @@ def run(args: argparse.Namespace) -> int:
     """List the models; return the exit status."""
     _paging(args)  # before connecting (found by a probe: "not reachable" for --page 0)
     with connect(args) as session:
+        ready(session, "system", "llm", "embedding")
         rows = collect(session.client)
     shown, footer = select(rows, args)
     if args.json:

@@ -3,10 +3,20 @@
 ```python
 import lmstudio as lms
 import outlines
+from pydantic import BaseModel
+
 from outlines_lmstudio import from_lmstudio
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
 
 model = from_lmstudio(lms.Client(), "qwen2.5-7b-instruct")
 generator = outlines.Generator(model, Person)
+generator("Extract the person: John is 32")  # JSON text, valid for Person
+model.parse("Ann is 25", Person)  # a validated Person instance
 ```
 
 The model classes load Outlines and the ``lmstudio`` SDK (about half a second) when first
@@ -50,6 +60,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._adapter import LMStudioTypeAdapter
+    from ._api import ReplyStream
     from ._async import AsyncLMStudio
     from ._models import from_lmstudio
     from ._reply import Reply, ReplyChunk, ReplyStats
@@ -66,6 +77,7 @@ _LAZY = {
     "Reply": "._reply",
     "ReplyChunk": "._reply",
     "ReplyStats": "._reply",
+    "ReplyStream": "._api",
 }
 
 __all__ = [
@@ -90,6 +102,7 @@ __all__ = [
     "Reply",
     "ReplyChunk",
     "ReplyStats",
+    "ReplyStream",
     "TruncatedOutputError",
     "UnknownSettingError",
     "UnsupportedGrammarError",

@@ -10,11 +10,12 @@ raises when awaited: it is read in a worker thread; still before any request is 
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
 from functools import partial
 from operator import attrgetter
-from typing import Any, ClassVar, NoReturn, Protocol, Self, SupportsIndex
+from typing import Any, ClassVar, NoReturn, Protocol, Self, SupportsIndex, TypeVar
 
 import lmstudio as lms
 from outlines.models.base import ModelTypeAdapter
@@ -46,6 +47,7 @@ __all__ = [
     "ReplyStream",
     "SyncReplyStream",
     "check_options",
+    "shows_options",
 ]
 
 _TEXT: Callable[[Completion], str] = attrgetter("text")  # a completion's text, in C
@@ -146,6 +148,31 @@ OPTIONS = (
 """The options of a model (`from_lmstudio` documents each)."""
 
 
+_Init = TypeVar("_Init", bound=Callable[..., None])
+
+
+def shows_options(client: type) -> Callable[[_Init], _Init]:
+    """Show a model class's ``__init__`` as `ModelApi`'s, for ``client`` (`inspect`, `help`).
+
+    The classes' ``__init__`` take ``*args`` and ``**options`` and hand them on; `ModelApi`
+    names the options, and its ``*args`` and ``**options`` take only what it refuses, an
+    extra positional argument or an unknown option, so that it raises
+    `InvalidInferenceArgumentError` naming the options (Python's own ``TypeError`` would
+    not). What is shown: the client, ``model_name`` and the options (found by a probe:
+    ``(client, *args, **options)`` hid them).
+    """
+
+    def show(init: _Init) -> _Init:
+        signature = inspect.signature(ModelApi.__init__)
+        catch_all = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        shown = [p for p in signature.parameters.values() if p.kind not in catch_all]
+        shown[1] = shown[1].replace(annotation=client)  # after self
+        init.__signature__ = signature.replace(parameters=shown)  # type: ignore[attr-defined]
+        return init
+
+    return show
+
+
 def check_options(where: str, options: Mapping[str, object]) -> None:
     """Refuse an option name a model does not take, listing those it takes.
 
@@ -179,8 +206,21 @@ class ModelApi(Common):
     _handles: Any
     _traits: Any
 
+    # The options by name; the flags are typed ``object``: any value is taken and all but
+    # True and False refused with our error, as _configure checks every value. *args and
+    # **options only refuse (`shows_options`); `from_lmstudio`'s overloads type the options.
     def __init__(
-        self, client: Any, model_name: str | None = None, *args: Any, **options: Any
+        self,
+        client: Any,
+        model_name: str | None = None,
+        *args: Any,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        timeout: float | None = None,
+        connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+        grammar: object = False,
+        strict_schema: object = False,
+        **options: Any,
     ) -> None:
         where = type(self).__name__
         if args:
@@ -199,12 +239,12 @@ class ModelApi(Common):
         self.client = client
         self._configure(
             model_name,
-            options.get("max_concurrency", DEFAULT_MAX_CONCURRENCY),
-            options.get("timeout"),
-            options.get("grammar", False),
-            options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
-            options.get("read_timeout", DEFAULT_READ_TIMEOUT),
-            options.get("strict_schema", False),
+            max_concurrency,
+            timeout,
+            grammar,
+            connect_timeout,
+            read_timeout,
+            strict_schema,
         )
 
     def __repr__(self) -> str:
@@ -400,6 +440,38 @@ class ModelApi(Common):
 
         Unlike Outlines' own method, bad input raises here, at the call, on both classes
         (on the async class, a large image that cannot be sent raises at the first item).
+
+        Parameters
+        ----------
+        model_input
+            As for `generate`.
+        output_type
+            As for `generate`.
+        backend
+            Must be ``None``: LM Studio does the constrained decoding itself.
+        **inference_kwargs
+            As for `generate` (``reasoning_parsing``, ``max_tokens``, ...).
+
+        Returns
+        -------
+        Iterator[str] | AsyncIterator[str]
+            Text fragments as they arrive (simple types: the rendered value, once).
+
+        Raises
+        ------
+        UnsupportedInputError, InvalidPromptError, InvalidImageError
+            At the call, for a bad input (as for `generate`).
+        UnsupportedOutputTypeError, InvalidSchemaError, UnsupportedGrammarError
+            At the call, for an output type LM Studio cannot be asked for (as for
+            `generate`).
+        InvalidInferenceArgumentError, InvalidInferenceValueError
+            At the call, for a bad ``backend`` or keyword (as for `generate`).
+        ReasoningTruncatedError, EmptyAnswerError
+            While reading, on a reasoning model that wrote no answer (as for `generate`).
+        LMStudioConnectionError, LMStudioModelNotFoundError, LMStudioTimeoutError
+            While reading: LM Studio unreachable, no such model, no end within ``timeout``.
+        LMStudioPredictionError
+            While reading, if LM Studio failed or ended the prediction.
         """
         if backend is not None:
             no_backend(backend)
@@ -428,13 +500,52 @@ class ModelApi(Common):
             ``None`` for free text, or a structured output type.
         **inference_kwargs
             ``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``min_p``,
-            ``repeat_penalty``, ``stop``, ``config``, ``preset``, ``model``,
-            ``timeout`` and the SDK callbacks.
+            ``repeat_penalty``, ``stop``, ``reasoning_parsing``, ``config``, ``preset``,
+            ``model``, ``timeout`` and the SDK callbacks (``on_message``,
+            ``on_first_token``, ``on_prediction_fragment``,
+            ``on_prompt_processing_progress``).
 
         Returns
         -------
         str
             The generated text (a JSON document for JSON-schema output types).
+
+        Raises
+        ------
+        UnsupportedInputError
+            (a ``TypeError`` and a ``ValueError``) If the input has a type or shape LM
+            Studio cannot take, or holds an image for a model without vision.
+        InvalidPromptError
+            If the prompt, list or chat is empty.
+        InvalidImageError
+            If an image cannot be read or converted.
+        UnsupportedOutputTypeError
+            (a ``TypeError``) If the output type cannot be requested from LM Studio (a
+            ``Regex`` or ``CFG`` without ``grammar=True``; grammar mode on a model that is
+            not GGUF).
+        InvalidSchemaError
+            If a JSON schema is malformed or unsafe.
+        UnsupportedGrammarError
+            If, in grammar mode, a regex or grammar uses a construct GBNF cannot express.
+        InvalidInferenceArgumentError
+            (a ``TypeError``) If a keyword is unknown, mistyped or given twice.
+        InvalidInferenceValueError
+            (a ``ValueError``) If a keyword's value is out of range.
+        ReasoningTruncatedError
+            On a reasoning model, if the token budget ran out before the answer began.
+        EmptyAnswerError
+            On a reasoning model, if it reasoned and then wrote no answer.
+        LMStudioConnectionError
+            If LM Studio cannot be reached, or the connection was lost.
+        LMStudioModelNotFoundError
+            If there is no such model, none is loaded, or it is not an LLM.
+        LMStudioTimeoutError
+            If there is no complete answer within ``timeout``.
+        LMStudioPredictionError
+            If LM Studio failed the prediction, ended it early or could not load the model.
+
+        Every error up to `InvalidInferenceValueError` is raised before any prediction is
+        sent (on the async class, at the ``await``).
         """
         request = self._prepare(model_input, output_type, inference_kwargs)
         if request.plan.render is identity:  # most calls: no render to wrap and call
@@ -514,8 +625,9 @@ class ModelApi(Common):
             ``[prompt, Image, ...]`` lists), answered concurrently in order.
         output_type
             The type to return: a Pydantic model (an instance comes back), a
-            dataclass, TypedDict, dict/str JSON schema (a dict comes back), int,
-            Enum (a member comes back), Literal, ...
+            dataclass, TypedDict, a dict or str JSON schema (the decoded JSON value comes
+            back: a dict for an object schema, a list for an array schema, an int for
+            ``{"type": "integer"}``...), int, Enum (a member comes back), Literal, ...
         retries
             How many times to re-ask, with the validation errors, when a reply
             does not validate.
@@ -594,9 +706,39 @@ class ModelApi(Common):
     def reply(self, model_input: Any, output_type: Any = None, **inference_kwargs: Any) -> Any:
         """Generate a response; return its answer, the model's reasoning and the stats.
 
-        Takes the arguments of `generate`. Returns a `Reply` (async: an awaitable of it):
-        ``text`` is exactly what `generate` returns, ``reasoning`` is ``""`` when the model
-        did not reason, and ``stats`` has the token counts, stop reason and timings.
+        Parameters
+        ----------
+        model_input
+            As for `generate`.
+        output_type
+            As for `generate`.
+        **inference_kwargs
+            As for `generate` (``reasoning_parsing``, ``max_tokens``, ...).
+
+        Returns
+        -------
+        Reply
+            (async: an awaitable of it) ``text`` is exactly what `generate` returns,
+            ``reasoning`` is ``""`` when the model did not reason, and ``stats`` has the
+            token counts, stop reason and timings.
+
+        Raises
+        ------
+        UnsupportedInputError, InvalidPromptError, InvalidImageError
+            For a bad input, before anything is sent (as for `generate`).
+        UnsupportedOutputTypeError, InvalidSchemaError, UnsupportedGrammarError
+            For an output type LM Studio cannot be asked for (as for `generate`).
+        InvalidInferenceArgumentError, InvalidInferenceValueError
+            For a bad keyword, before anything is sent (as for `generate`).
+        ReasoningTruncatedError
+            On a reasoning model, if the token budget ran out before the answer began
+            (its ``.reasoning`` holds the reasoning so far).
+        EmptyAnswerError
+            On a reasoning model, if it reasoned and then wrote no answer.
+        LMStudioConnectionError, LMStudioModelNotFoundError, LMStudioTimeoutError
+            LM Studio unreachable, no such model, no complete answer within ``timeout``.
+        LMStudioPredictionError
+            If LM Studio failed the prediction, ended it early or could not load the model.
         """
         request = self._prepare(model_input, output_type, inference_kwargs)
         return self._run(_flow.reply(request))

@@ -176,6 +176,47 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
     exactly once even under concurrent first calls, and only a client entered
     here is closed by `close`. The model is an async context manager. Its
     settings are those of `from_lmstudio`.
+
+    Parameters
+    ----------
+    client
+        The ``lmstudio.AsyncClient`` to talk to LM Studio through, entered or not (see
+        above).
+    model_name
+        The model key, or ``None`` to use the model LM Studio has loaded. A call's
+        ``model=`` keyword overrides it for that call.
+    max_concurrency
+        Most predictions a batch runs at once (default 4); a batch call's own
+        ``max_concurrency=`` overrides it.
+    timeout
+        Seconds for a whole call (a complete answer, or a whole stream); default
+        ``None``, no limit of this kind. Each call can pass its own.
+    connect_timeout
+        Seconds to open a websocket to LM Studio and authenticate (default 10; ``None``:
+        no bound).
+    read_timeout
+        Seconds to wait for any message from LM Studio during a call (default 60);
+        prompt-processing progress counts as a message.
+    grammar
+        ``True`` sends ``Regex``/``CFG``/DSL terms as GBNF grammars (GGUF models only);
+        default ``False``.
+    strict_schema
+        ``True`` also refuses, before sending, JSON-schema keywords that either of LM
+        Studio's engines accepts but does not enforce; default ``False``.
+
+    Raises
+    ------
+    InvalidClientError
+        (a ``TypeError`` and a ``ValueError``) If ``client`` is not an
+        ``lmstudio.AsyncClient`` (for an ``lmstudio.Client``, use `LMStudio` or
+        `from_lmstudio`).
+    InvalidInferenceArgumentError
+        (a ``TypeError``) If an option is unknown, or more than two arguments are given
+        by position (the message lists the options), an option has the wrong type
+        (``timeout="5"``, ``grammar="no"``), or ``model_name`` is not a non-empty string.
+    InvalidInferenceValueError
+        (a ``ValueError``) If an option is out of range (``max_concurrency=0``,
+        ``timeout=-1``).
     """
 
     _client_class = lms.AsyncClient
@@ -194,7 +235,29 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
         backend: str | None = None,
         **inference_kwargs: Any,
     ) -> str:
-        """Generate a response, as `generate` does (``backend`` must be ``None``)."""
+        """Generate a response, as `generate` does (``backend`` must be ``None``).
+
+        Parameters
+        ----------
+        model_input
+            As for `LMStudio.generate`.
+        output_type
+            As for `LMStudio.generate`.
+        backend
+            Must be ``None``: LM Studio does the constrained decoding itself.
+        **inference_kwargs
+            As for `LMStudio.generate`.
+
+        Returns
+        -------
+        str
+            The generated text.
+
+        Raises
+        ------
+        OutlinesLMStudioError
+            What `LMStudio.generate` raises, when the call is awaited.
+        """
         if backend is not None:
             no_backend(backend)
         text: str = await super().generate(model_input, output_type, **inference_kwargs)
@@ -203,7 +266,27 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
     async def generate(
         self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
     ) -> str:
-        """Generate a complete response; takes the arguments of `LMStudio.generate`."""
+        """Generate a complete response; as `LMStudio.generate`.
+
+        Parameters
+        ----------
+        model_input
+            As for `LMStudio.generate`.
+        output_type
+            As for `LMStudio.generate`.
+        **inference_kwargs
+            As for `LMStudio.generate`.
+
+        Returns
+        -------
+        str
+            The generated text (a JSON document for JSON-schema output types).
+
+        Raises
+        ------
+        OutlinesLMStudioError
+            What `LMStudio.generate` raises, when the call is awaited.
+        """
         text: str = await super().generate(model_input, output_type, **inference_kwargs)
         return text
 
@@ -214,7 +297,31 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
         backend: str | None = None,
         **inference_kwargs: Any,
     ) -> list[str]:
-        """Generate responses to several inputs, as `generate_batch` does (no ``backend``)."""
+        """Generate responses to several inputs, as `generate_batch` does (no ``backend``).
+
+        Parameters
+        ----------
+        model_input
+            A list of inputs, each as for `LMStudio.generate`.
+        output_type
+            As for `LMStudio.generate`, the same for every input.
+        backend
+            Must be ``None``: LM Studio does the constrained decoding itself.
+        **inference_kwargs
+            As for `LMStudio.generate`, plus ``max_concurrency``.
+
+        Returns
+        -------
+        list[str]
+            One response per input, in input order.
+
+        Raises
+        ------
+        BatchGenerationError
+            If any item failed; it holds the other results and each error by index.
+        OutlinesLMStudioError
+            For a bad argument or input, what `LMStudio.generate_batch` raises.
+        """
         no_backend(backend)
         texts: list[str] = await super().generate_batch(
             model_input, output_type, **inference_kwargs
@@ -224,7 +331,29 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
     async def generate_batch(
         self, model_input: list[Any], output_type: Any = None, **inference_kwargs: Any
     ) -> list[str]:
-        """Generate responses concurrently, in order; as `LMStudio.generate_batch`."""
+        """Generate responses concurrently, in order; as `LMStudio.generate_batch`.
+
+        Parameters
+        ----------
+        model_input
+            A list of inputs, each as for `LMStudio.generate`.
+        output_type
+            As for `LMStudio.generate`, the same for every input.
+        **inference_kwargs
+            As for `LMStudio.generate`, plus ``max_concurrency``.
+
+        Returns
+        -------
+        list[str]
+            One response per input, in input order.
+
+        Raises
+        ------
+        BatchGenerationError
+            If any item failed; it holds the other results and each error by index.
+        OutlinesLMStudioError
+            For a bad argument or input, what `LMStudio.generate_batch` raises.
+        """
         texts: list[str] = await super().generate_batch(
             model_input, output_type, **inference_kwargs
         )
@@ -272,7 +401,35 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
         context: Any = None,
         **inference_kwargs: Any,
     ) -> Any:
-        """Generate and return a validated value of ``output_type``; as `LMStudio.parse`."""
+        """Generate and return a validated value of ``output_type``; as `LMStudio.parse`.
+
+        Parameters
+        ----------
+        model_input
+            One input, or a list (or tuple) of inputs; as for `LMStudio.parse`.
+        output_type
+            The type to return; as for `LMStudio.parse`.
+        retries
+            How many times to re-ask when a reply does not validate; as for `LMStudio.parse`.
+        context
+            Passed to the type's Pydantic validators; as for `LMStudio.parse`.
+        **inference_kwargs
+            As for `LMStudio.generate` (plus ``max_concurrency`` for a list of inputs).
+
+        Returns
+        -------
+        Any
+            The value (a list of values for a list of inputs).
+
+        Raises
+        ------
+        ParseError
+            The reply does not validate (it carries the raw text and the errors).
+        TruncatedOutputError
+            The reply was cut off by ``max_tokens`` or the context length.
+        OutlinesLMStudioError
+            What `LMStudio.parse` raises otherwise, when the call is awaited.
+        """
         return await super().parse(
             model_input, output_type, retries=retries, context=context, **inference_kwargs
         )
@@ -280,14 +437,56 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
     async def reply(
         self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
     ) -> Reply:
-        """Generate a response: its answer, reasoning and stats; as `LMStudio.reply`."""
+        """Generate a response: its answer, reasoning and stats; as `LMStudio.reply`.
+
+        Parameters
+        ----------
+        model_input
+            As for `LMStudio.generate`.
+        output_type
+            As for `LMStudio.generate`.
+        **inference_kwargs
+            As for `LMStudio.generate`.
+
+        Returns
+        -------
+        Reply
+            The answer (``text``), the reasoning and the stats.
+
+        Raises
+        ------
+        OutlinesLMStudioError
+            What `LMStudio.reply` raises, when the call is awaited.
+        """
         reply: Reply = await super().reply(model_input, output_type, **inference_kwargs)
         return reply
 
     async def reply_batch(
         self, model_input: list[Any], output_type: Any = None, **inference_kwargs: Any
     ) -> list[Reply]:
-        """Return a `Reply` for each of several inputs, in order; as `LMStudio.reply_batch`."""
+        """Return a `Reply` for each of several inputs, in order; as `LMStudio.reply_batch`.
+
+        Parameters
+        ----------
+        model_input
+            A list of inputs, each as for `LMStudio.generate`.
+        output_type
+            As for `LMStudio.generate`, the same for every input.
+        **inference_kwargs
+            As for `LMStudio.generate`, plus ``max_concurrency``.
+
+        Returns
+        -------
+        list[Reply]
+            One reply per input, in input order.
+
+        Raises
+        ------
+        BatchGenerationError
+            If any item failed; it holds the other results and each error by index.
+        OutlinesLMStudioError
+            For a bad argument or input, what `LMStudio.reply_batch` raises.
+        """
         replies: list[Reply] = await super().reply_batch(
             model_input, output_type, **inference_kwargs
         )

@@ -17,7 +17,7 @@ import httpx
 import lmstudio as lms
 
 from . import _flow
-from ._api import ModelApi
+from ._api import ModelApi, shows_options
 from ._cache import LOADS, PerClient, copied_error, retrieve_error
 from ._common import (
     ASYNC_CLIENT_CLOSED,
@@ -90,6 +90,7 @@ class AsyncSessions(ModelApi):
 
     client: lms.AsyncClient
 
+    @shows_options(lms.AsyncClient)
     def __init__(self, client: lms.AsyncClient, *args: Any, **options: Any) -> None:
         super().__init__(client, *args, **options)
         self._entry = _ENTERING.setdefault(client, _Entering())

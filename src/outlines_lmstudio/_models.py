@@ -85,7 +85,13 @@ def from_lmstudio(
         (a ``TypeError`` and a ``ValueError``) If ``client`` is neither an
         ``lmstudio.Client`` nor an ``lmstudio.AsyncClient``.
     InvalidInferenceArgumentError
-        (a ``TypeError``) If an option is unknown.
+        (a ``TypeError``) If an option is unknown (the message lists those it takes), an
+        option has the wrong type (``timeout="5"``, ``grammar="no"``,
+        ``max_concurrency=2.5``), or ``model_name`` is not a non-empty string (or has
+        whitespace around it).
+    InvalidInferenceValueError
+        (a ``ValueError``) If an option is out of range: ``max_concurrency`` below 1, a
+        timeout that is not above 0, not finite or above 10^9 seconds.
     """
     check_options("from_lmstudio", options)
     if isinstance(client, lms.Client):

@@ -19,6 +19,7 @@ from lmstudio import FileHandle
 from outlines.models.lmstudio import LMStudio as _OutlinesLMStudio
 
 from . import _flow, _threads
+from ._api import shows_options
 from ._cache import LOADS, copied_error
 from ._common import (
     CONFIRM_SECONDS,
@@ -98,6 +99,45 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
     The model uses the client but never closes it. Its settings are those of
     `from_lmstudio`. A call waits in the caller's thread (Ctrl-C cancels the
     prediction on the server first); a call with a time limit runs in a worker thread.
+
+    Parameters
+    ----------
+    client
+        The ``lmstudio.Client`` to talk to LM Studio through.
+    model_name
+        The model key, or ``None`` to use the model LM Studio has loaded. A call's
+        ``model=`` keyword overrides it for that call.
+    max_concurrency
+        Most predictions a batch runs at once (default 4); a batch call's own
+        ``max_concurrency=`` overrides it.
+    timeout
+        Seconds for a whole call (a complete answer, or a whole stream); default
+        ``None``, no limit of this kind. Each call can pass its own.
+    connect_timeout
+        Seconds to open a websocket to LM Studio and authenticate (default 10; ``None``:
+        no bound).
+    read_timeout
+        Seconds to wait for any message from LM Studio during a call (default 60);
+        prompt-processing progress counts as a message.
+    grammar
+        ``True`` sends ``Regex``/``CFG``/DSL terms as GBNF grammars (GGUF models only);
+        default ``False``.
+    strict_schema
+        ``True`` also refuses, before sending, JSON-schema keywords that either of LM
+        Studio's engines accepts but does not enforce; default ``False``.
+
+    Raises
+    ------
+    InvalidClientError
+        (a ``TypeError`` and a ``ValueError``) If ``client`` is not an ``lmstudio.Client``
+        (for an ``lmstudio.AsyncClient``, use `AsyncLMStudio` or `from_lmstudio`).
+    InvalidInferenceArgumentError
+        (a ``TypeError``) If an option is unknown, or more than two arguments are given
+        by position (the message lists the options), an option has the wrong type
+        (``timeout="5"``, ``grammar="no"``), or ``model_name`` is not a non-empty string.
+    InvalidInferenceValueError
+        (a ``ValueError``) If an option is out of range (``max_concurrency=0``,
+        ``timeout=-1``).
     """
 
     _client_class = lms.Client
@@ -209,6 +249,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
             self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
         ) -> SyncReplyStream: ...
 
+    @shows_options(lms.Client)
     def __init__(self, client: lms.Client, *args: Any, **options: Any) -> None:
         super().__init__(client, *args, **options)
         self._batches = _threads.BatchPool()

@@ -2,14 +2,16 @@
 
 Every error derives from `OutlinesLMStudioError` and also from the builtin
 exception that matches its meaning, so ``except TypeError`` keeps working for
-code written against Outlines:
+code written against Outlines. A subclass also is what its parent is (an
+`InvalidClientError` is a ``TypeError`` and a ``ValueError``):
 
 ```
 OutlinesLMStudioError
-├── UnsupportedInputError      (TypeError)    input type not understood
+├── UnsupportedInputError      (TypeError, ValueError) input type or shape not understood
 ├── InvalidPromptError         (ValueError)   empty prompt, list or chat
 ├── UnsupportedOutputTypeError (TypeError)    output type not supported
-├── InvalidInferenceArgumentError (TypeError) unknown or conflicting keyword, not a client
+├── InvalidInferenceArgumentError (TypeError) unknown, mistyped or conflicting argument
+│   ├── InvalidClientError     (ValueError)   not an lmstudio.Client / AsyncClient
 │   └── UnknownSettingError    (AttributeError) a model attribute that is not a setting
 ├── InvalidInferenceValueError (ValueError)   keyword value out of range
 ├── InvalidSchemaError         (ValueError)   malformed JSON schema

@@ -208,3 +208,38 @@ def test_modules_import_from_each_other_only_what_each_exports() -> None:
                 if alias.name not in exported.get(source, set()):
                     wrong.append(f"{name}:{found.lineno} imports {alias.name} from {source}")
     assert wrong == []
+
+
+def test_the_model_classes_show_model_name_and_their_options() -> None:
+    """``inspect.signature(LMStudio)`` was ``(client, *args, **options)``: it hid ``model_name``
+    and the options, and ``*args`` read as variadic arguments (found by a probe)."""
+    import inspect
+    import typing
+
+    from outlines_lmstudio._api import OPTIONS
+
+    defaults = {
+        "max_concurrency": 4,
+        "timeout": None,
+        "connect_timeout": 10.0,
+        "read_timeout": 60.0,
+        "grammar": False,
+        "strict_schema": False,
+    }
+    assert list(defaults) == list(OPTIONS)
+    for cls in (outlines_lmstudio.LMStudio, outlines_lmstudio.AsyncLMStudio):
+        parameters = inspect.signature(cls).parameters
+        assert list(parameters) == ["client", "model_name", *OPTIONS], cls
+        assert parameters["model_name"].default is None
+        assert {name: parameters[name].default for name in OPTIONS} == defaults
+        assert {parameters[name].kind for name in OPTIONS} == {inspect.Parameter.KEYWORD_ONLY}
+    # The options from_lmstudio's typed overloads name are the same.
+    overloads = typing.get_overloads(_models.from_lmstudio)
+    assert len(overloads) == 2
+    for overload in overloads:
+        keyword_only = [
+            p.name
+            for p in inspect.signature(overload).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        ]
+        assert keyword_only == list(OPTIONS)

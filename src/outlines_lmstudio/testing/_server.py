@@ -506,6 +506,12 @@ class LMStudioEmulator(EmulatorState):
     def add_fault(self, fault: Fault) -> None:
         """Arm a `Fault`.
 
+        Parameters
+        ----------
+        fault
+            The fault: which endpoint it strikes, how, and for which model (``fault.model``:
+            a key, path, alias or loaded identifier; ``None`` for every model).
+
         Raises
         ------
         KeyError
@@ -547,6 +553,19 @@ class LMStudioEmulator(EmulatorState):
     def load(self, key: str, identifier: str | None = None) -> str:
         """Load a new instance of a downloaded model, server-side; return its identifier.
 
+        Parameters
+        ----------
+        key
+            The model's key, path or alias in the emulator's catalogue.
+        identifier
+            The new instance's identifier; ``None`` gives the one LM Studio would (the key,
+            then ``key:2``, ``key:3``... for further instances).
+
+        Returns
+        -------
+        str
+            The new instance's identifier.
+
         Raises
         ------
         KeyError
@@ -572,6 +591,11 @@ class LMStudioEmulator(EmulatorState):
 
     def unload(self, identifier: str) -> None:
         """Unload a loaded instance, server-side (as if a user clicked in LM Studio).
+
+        Parameters
+        ----------
+        identifier
+            The loaded instance's identifier (`load` returns it).
 
         Raises
         ------
@@ -648,6 +672,13 @@ class LMStudioEmulator(EmulatorState):
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         """Poll ``predicate`` until it is true (blocking; in async code use `await_until`).
 
+        Parameters
+        ----------
+        predicate
+            A function of no arguments, e.g. ``lambda: len(emu.predictions) == 2``.
+        timeout
+            Seconds to wait at most (a finite number >= 0).
+
         Raises
         ------
         TimeoutError
@@ -687,6 +718,13 @@ class LMStudioEmulator(EmulatorState):
 
         The `wait_until` of async tests: an ``lms.AsyncClient`` works in the test's own
         event loop, so a blocking wait would stop it from sending what is awaited.
+
+        Parameters
+        ----------
+        predicate
+            A function of no arguments, e.g. ``lambda: len(emu.predictions) == 2``.
+        timeout
+            Seconds to wait at most (a finite number >= 0).
 
         Raises
         ------
@@ -740,7 +778,19 @@ class LMStudioEmulator(EmulatorState):
             return list(self._recorder.violations)
 
     def format_trace(self, last: int | None = 50) -> str:
-        """Render the last ``last`` frames (all if None), one per line."""
+        """Render the last ``last`` frames (all if None), one per line.
+
+        Parameters
+        ----------
+        last
+            How many of the most recent frames to render; ``None`` for every recorded frame.
+
+        Returns
+        -------
+        str
+            A header line, then one line per frame: its time, direction, namespace, socket
+            and abbreviated JSON.
+        """
         return self._recorder.format_trace(last)
 
     def __repr__(self) -> str:

@@ -189,8 +189,9 @@ def backend(choice: str | None) -> Iterator[Backend]:
             )
         try:
             model = embedded_model(lambda line: print(line, flush=True))
-        except (OSError, ValueError) as exc:  # its cache cannot hold it (found by a probe:
-            if choice == "local":  # a traceback, and no fallback)
+        except (ImportError, OSError, ValueError) as exc:  # its cache cannot hold it, or
+            # llama.cpp's library does not load (found by probes: a traceback, no fallback)
+            if choice == "local":
                 raise SystemExit(f"The embedded model cannot be used: {exc}") from None
             print(f"The embedded model cannot be used: {exc}", file=sys.stderr, flush=True)
             why += f"; the embedded model cannot be used ({exc})"

@@ -164,6 +164,48 @@ def test_an_embedded_model_its_cache_cannot_hold_falls_back_to_the_emulator(
     assert "the embedded model cannot be used (" in result.stdout
 
 
+def _unloadable_llama_cpp(tmp_path: Path) -> dict[str, str]:
+    """An environment whose ``llama_cpp`` raises as llama-cpp-python does when its library
+    does not load (a missing libgomp, a wheel built on another machine)."""
+    package = tmp_path / "broken" / "llama_cpp"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "raise RuntimeError(\"Failed to load shared library 'libllama.so': file too short\")\n"
+    )
+    paths = [str(tmp_path / "broken"), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+
+
+def test_an_unloadable_llama_cpp_falls_back_to_the_emulator(tmp_path: Path) -> None:
+    """Found by a probe: llama-cpp-python installed, its library not loading, the README's
+    main job ended in a traceback, though it is to fall back to the synthetic emulator."""
+    if not embedded_available():
+        pytest.skip("the local extra is not installed: there is no embedded model to fail")
+    with socket.socket() as closed:  # a port nothing listens on: no LM Studio
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = {**_unloadable_llama_cpp(tmp_path), "LMSTUDIO_HOST": f"127.0.0.1:{port}"}
+    result = subprocess.run(
+        [sys.executable, str(DEMO)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "its llama.cpp library cannot be loaded (Failed to load" in result.stderr
+    assert "the bundled LM Studio emulator's synthetic engine" in result.stdout
+    local = subprocess.run(
+        [sys.executable, "-m", "outlines_lmstudio", "--local", "generate", "Say hi"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert local.returncode == 1, local.stderr
+    assert "Traceback" not in local.stderr
+    assert "a bug" not in local.stderr  # it was "unexpected RuntimeError (a bug in ...)"
+    assert "--local: llama-cpp-python is installed, but its llama.cpp library" in local.stderr
+    assert "pip install --force-reinstall --no-cache-dir llama-cpp-python" in local.stderr
+
+
 @pytest.mark.timeout(30)
 def test_a_server_that_streams_at_lmstudio_host_is_given_up_in_time(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

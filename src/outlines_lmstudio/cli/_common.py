@@ -507,6 +507,7 @@ class Session:
 
 def _start_emulator(local: bool = False) -> Any:
     from outlines_lmstudio.testing import LMStudioEmulator, embedded_model
+    from outlines_lmstudio.testing._llama import LlamaUnusableError
 
     flag, install = ("--local", LOCAL_INSTALL) if local else ("--emulator", CLI_INSTALL)
     try:
@@ -515,11 +516,14 @@ def _start_emulator(local: bool = False) -> Any:
         say = err_console()
         try:
             models = [embedded_model(lambda line: say.print(line, style="dim"))]
-        except ValueError as exc:  # a damaged model package (found by a probe: "a bug")
+        except (OSError, ValueError) as exc:  # a damaged model package, a cache it cannot
+            # be kept in (found by a probe: "a bug")
             raise CliError(
                 f"--local: the embedded model cannot be used: {exc}", EXIT_FAILURE
             ) from None
         return LMStudioEmulator(models).start()
+    except LlamaUnusableError as exc:  # installed, but its library does not load
+        raise CliError(f"{flag}: {exc}", EXIT_FAILURE) from None
     except ImportError as exc:
         raise CliError(
             f"{flag} needs {exc.name!r}, which is not installed. Install it with: {install}"

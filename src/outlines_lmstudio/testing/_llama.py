@@ -53,7 +53,9 @@ if TYPE_CHECKING:
     from outlines_lmstudio.testing._records import Prediction
 
 __all__ = [
+    "LLAMA_REINSTALL",
     "LOCAL_INSTALL",
+    "LlamaUnusableError",
     "LlamaEngine",
     "context_memory_error",
     "integer_range_gbnf",
@@ -65,6 +67,14 @@ __all__ = [
 LOCAL_INSTALL = 'pip install "outlines-lmstudio[local]"'
 
 
+LLAMA_REINSTALL = "pip install --force-reinstall --no-cache-dir llama-cpp-python==0.3.36"
+"""Builds llama-cpp-python again on this machine (its library did not load)."""
+
+
+class LlamaUnusableError(ImportError):
+    """llama-cpp-python is installed, but its llama.cpp library cannot be loaded."""
+
+
 def _native() -> Any:
     try:
         from outlines_lmstudio.testing import _llama_native
@@ -73,6 +83,14 @@ def _native() -> Any:
             f"Serving a GGUF file needs llama-cpp-python ({exc.name!r} is missing). "
             f"Install it with: {LOCAL_INSTALL}",
             name=exc.name,
+        ) from exc
+    except (RuntimeError, OSError) as exc:  # llama_cpp raises RuntimeError for its library
+        # Found by a probe: a library that does not load (a missing libgomp, a wheel built
+        # on another machine) was a traceback, and the demo did not fall back.
+        raise LlamaUnusableError(
+            f"llama-cpp-python is installed, but its llama.cpp library cannot be loaded "
+            f"({exc}). Build it again for this machine: {LLAMA_REINSTALL}",
+            name="llama_cpp",
         ) from exc
     return _llama_native
 
@@ -87,7 +105,8 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
     FileNotFoundError
         If nothing is at ``path`` (before llama.cpp is looked for).
     ImportError
-        If llama-cpp-python is not installed.
+        If llama-cpp-python is not installed, or its library cannot be loaded
+        (`LlamaUnusableError`).
     """
     if os.path.isdir(path):
         raise IsADirectoryError(

@@ -7,6 +7,7 @@ for batches. Entering, closing and reconnecting the client are in `_async_sessio
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -49,6 +50,12 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
 __all__ = ["AsyncLMStudio"]
+
+
+_SEEN: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "outlines_lmstudio_seen", default=None
+)
+"""The failed enterings a flow's call saw when it was made (`_run`, `_ensure_client`)."""
 
 
 class _AsyncStream:
@@ -652,9 +659,31 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
                 waiting.cancel()  # the load itself is shared (shielded): it goes on
 
     async def _run(self, flow: Flow[Any], seen: int | None = None) -> Any:
-        if not self._ready:
+        # The client is entered by the flow's first prediction (`_complete`), under the
+        # call's timeout=; ``seen`` goes with it (see `_ensure_client`).
+        token = _SEEN.set(seen)
+        try:
+            return await self._steps(flow)
+        finally:
+            _SEEN.reset(token)
+
+    async def _entered(self, call: Call, seen: int | None = None) -> None:
+        """Enter the client (`_ensure_client`) within the call's ``timeout=``, if it has one.
+
+        Found by a probe: a server that never completed the connection held a call with
+        ``timeout=2`` for ``connect_timeout`` (10 s), and for good with ``None``; the sync
+        front's timeout bounds its connecting too.
+        """
+        if call.deadline is None:
             await self._ensure_client(seen)
-        return await self._steps(flow)
+            return
+        try:
+            async with asyncio.timeout(max(0.0, call.deadline - time.monotonic())) as scope:
+                await self._ensure_client(seen)
+        except TimeoutError:
+            if not scope.expired():  # an error of the entering's own
+                raise
+            raise self._wait_error(call.request, True, started=False, connected=False) from None
 
     async def _complete_then(self, request: Request, finish: Callable[[Completion], Any]) -> Any:
         return finish(await self._complete(_flow.Complete(request)))
@@ -677,7 +706,7 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
         if isinstance(request, _Deferred):
             request = await _settle(request)
         call = Call(request, deadline=self._deadline(request))
-        await self._ensure_client()
+        await self._entered(call)
         try:
             flow = _flow.predict(call, sink, self._error)
             async for item in self._drive(flow, call):
@@ -730,7 +759,7 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
             request = await _settle(request)
         call = Call(request, deadline=self._completion_deadline(effect))
         if not self._ready:
-            await self._ensure_client()
+            await self._entered(call, _SEEN.get())
         try:
             await self._steps(_flow.predict(call, Sink(), self._error), call)
         finally:

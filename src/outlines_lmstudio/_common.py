@@ -593,18 +593,20 @@ class Common:
         return None if timeout is None else time.monotonic() + timeout
 
     def _wait_error(
-        self, request: Request, by_deadline: bool, started: bool = True
+        self, request: Request, by_deadline: bool, started: bool = True, connected: bool = True
     ) -> LMStudioTimeoutError:
         """Return the error of a wait that ran out: the call's own limit, or ``read_timeout``.
 
         ``started``: the prediction was open (so it was cancelled), not still being prepared
-        (a model lookup or load, an image upload).
+        (a model lookup or load, an image upload). ``connected``: the connection to LM Studio
+        was complete (the websocket opened and authenticated).
         """
         if by_deadline:
             seconds = request.args.timeout or self.timeout or 0
-            return self._timeout_error(request.key, seconds, started)
+            return self._timeout_error(request.key, seconds, started, connected)
         return LMStudioTimeoutError(
-            f"LM Studio sent nothing for {self.read_timeout or 0:g} s; {_given_up(started)}",
+            f"LM Studio sent nothing for {self.read_timeout or 0:g} s; "
+            f"{_given_up(started, connected)}",
             host=client_host(self.client),
             model=request.key or self.model_name,
             hint="Pass a larger read_timeout= to from_lmstudio if the model needs longer "
@@ -637,10 +639,10 @@ class Common:
         )
 
     def _timeout_error(
-        self, key: str | None, seconds: float, started: bool = True
+        self, key: str | None, seconds: float, started: bool = True, connected: bool = True
     ) -> LMStudioTimeoutError:
         return LMStudioTimeoutError(
-            f"{DEADLINE_PASSED} {seconds:g} s; {_given_up(started)}",
+            f"{DEADLINE_PASSED} {seconds:g} s; {_given_up(started, connected)}",
             host=client_host(self.client),
             model=key or self.model_name,
             hint="Pass a larger timeout= (per call or on from_lmstudio), or check the server.",
@@ -651,10 +653,15 @@ DEADLINE_PASSED = "No complete answer from LM Studio within"
 """How the error of a call whose ``timeout=`` ran out begins."""
 
 
-def _given_up(started: bool) -> str:
-    """Say what a call that ran out of time left behind."""
+def _given_up(started: bool, connected: bool = True) -> str:
+    """Say what a call that ran out of time left behind, or where it was."""
     if started:
         return "a cancel of its prediction was sent to LM Studio."
+    if not connected:  # found by a probe: a lookup, load or upload was blamed
+        return (
+            "the connection to LM Studio was not complete yet (the websocket's opening and "
+            "authentication): check that LM Studio is what answers at the host."
+        )
     return "no prediction had started yet (a model lookup or load, or an image upload)."
 
 

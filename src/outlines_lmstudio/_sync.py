@@ -422,7 +422,12 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
 
     def _ran_out(self, call: Call) -> LMStudioTimeoutError:
         """Return the error of a call whose time ran out, opened or not (read at that moment)."""
-        return self._wait_error(call.request, True, call.reader is not None)
+        started, held = call.reader is not None, self._held
+        # The session `_resolve` holds (none: not reached, say nothing of the connection).
+        connected = (
+            started or held.llm is None or held.client is not self.client or held.llm.connected
+        )
+        return self._wait_error(call.request, True, started, connected)
 
     def _map(
         self, flows: list[Flow[Any]], limit: int, requests: Sequence[Request] = ()

@@ -61,6 +61,37 @@ def test_a_server_that_never_lets_us_in(fronts: Fronts, mode: str) -> None:
         assert threads("outlines-lmstudio-connect") <= 1
 
 
+@pytest.mark.parametrize("connect_timeout", [None, 30.0])
+@pytest.mark.parametrize("how", ["call", "stream", "parse", "reply", "batch"])
+def test_a_call_s_timeout_bounds_connecting(
+    fronts: Fronts, connect_timeout: float | None, how: str
+) -> None:
+    """Found by a probe: on the async front a server that never completed the connection
+    held a call with ``timeout=1`` for ``connect_timeout``, and for good with ``None``. The
+    sync front's error blamed a model lookup, a load or an upload."""
+    with Misbehaving("no-auth") as server:
+        client = fronts.client(server.api_host, enter=False)
+        model = fronts.model(client, TEXT_MODEL, connect_timeout=connect_timeout)
+        calls: dict[str, Callable[[], object]] = {
+            "call": lambda: model("hello", timeout=1),
+            "stream": lambda: list(model.stream("hello", timeout=1)),
+            "parse": lambda: model.parse("hello", int, retries=1, timeout=1),
+            "reply": lambda: model.reply("hello", timeout=1),
+            "batch": lambda: model.batch(["a", "b"], timeout=1),
+        }
+        started = time.monotonic()
+        with pytest.raises((LMStudioTimeoutError, BatchGenerationError)) as info:
+            calls[how]()
+        waited = time.monotonic() - started
+    error: BaseException = info.value
+    if isinstance(error, BatchGenerationError):
+        assert len(error.errors) == 2
+        error = error.errors[0]
+    assert isinstance(error, LMStudioTimeoutError), repr(error)
+    assert "within 1 s; the connection to LM Studio was not complete yet" in str(error)
+    assert waited < 8  # 1 s, and room for a busy machine; it was 30 s, or for good
+
+
 def test_a_mute_server_is_not_blamed_on_connect_timeout(fronts: Fronts) -> None:
     """The SDK's first HTTP request has a fixed 1 s limit: ``connect_timeout`` cannot help."""
     with Misbehaving("mute") as server:

@@ -10,12 +10,13 @@ work so concurrent first calls do it once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import itertools
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Any, Generic, TypeVar
 
 from .errors import (
@@ -88,6 +89,16 @@ class PerClient(Generic[T]):
             self._weak.pop(client, None)
 
 
+class _Slot:
+    """A key's lock, and how many threads hold it or wait for it."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+
+
 class SyncClientCache(Generic[V]):
     """Values per (client, key), each made at most once at a time.
 
@@ -97,16 +108,31 @@ class SyncClientCache(Generic[V]):
 
     def __init__(self) -> None:
         self._data: PerClient[dict[Hashable, V]] = PerClient()
-        self._locks: weakref.WeakKeyDictionary[object, dict[Hashable, threading.Lock]] = (
+        self._slots: weakref.WeakKeyDictionary[object, dict[Hashable, _Slot]] = (
             weakref.WeakKeyDictionary()
         )
         self._guard = threading.Lock()
 
-    def _slot(self, client: object, key: Hashable) -> tuple[dict[Hashable, V], threading.Lock]:
+    @contextlib.contextmanager
+    def _held(self, client: object, key: Hashable) -> Iterator[dict[Hashable, V]]:
+        """Hold the key's lock; the last thread to leave drops it.
+
+        Found by a probe: a lock was kept per key for the client's life, one more for every
+        model name ever asked, names LM Studio does not have included.
+        """
         with self._guard:
             data = self._data.setdefault(client, {})
-            lock = self._locks.setdefault(client, {}).setdefault(key, threading.Lock())
-        return data, lock
+            slot = self._slots.setdefault(client, {}).setdefault(key, _Slot())
+            slot.users += 1
+        try:
+            with slot.lock:
+                yield data
+        finally:
+            with self._guard:
+                slot.users -= 1
+                slots = self._slots.get(client, {})
+                if not slot.users and slots.get(key) is slot:
+                    del slots[key]
 
     def get(
         self,
@@ -127,8 +153,7 @@ class SyncClientCache(Generic[V]):
         else:
             if stale is None or not stale(value):
                 return value
-        data, lock = self._slot(client, key)
-        with lock:
+        with self._held(client, key) as data:
             if key not in data or (stale is not None and stale(data[key])):
                 data[key] = make()
             return data[key]

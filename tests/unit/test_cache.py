@@ -33,6 +33,25 @@ def test_sync_values_are_made_once_per_client_even_from_threads() -> None:
     assert cache.get(Client(), "k", lambda: 7) == 7  # another client has its own entries
 
 
+def test_sync_keys_whose_making_failed_leave_nothing_behind() -> None:
+    """Found by a probe: a lock stayed per key for the client's life, one for every model
+    name ever asked (names LM Studio does not have included): a service passing its users'
+    model names to one client grew for good."""
+    cache: SyncClientCache[int] = SyncClientCache()
+    client = Client()
+
+    def missing() -> int:
+        raise LookupError("no such model")
+
+    for index in range(500):
+        with pytest.raises(LookupError):
+            cache.get(client, f"missing-{index}", missing)
+    assert cache.get(client, "found", lambda: 1) == 1
+    assert cache._slots.get(client) == {}  # no key's lock is kept once nobody waits on it
+    assert cache.peek(client, "found") == 1
+    assert cache.peek(client, "missing-0") is None
+
+
 def test_sync_a_key_being_made_holds_up_no_other_key() -> None:
     """A stalled upload of one image must not stall another image's upload on that client."""
     cache: SyncClientCache[str] = SyncClientCache()

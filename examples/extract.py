@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         except OutlinesLMStudioError as exc:
             if chosen.model is None and isinstance(exc, LMStudioModelNotFoundError):
                 print(
-                    "LM Studio has no model loaded: load one in LM Studio, or name one with "
+                    "LM Studio has no LLM loaded: load one in LM Studio, or name one with "
                     "LMSTUDIO_MODEL=KEY (LM Studio then loads it).",
                     file=sys.stderr,
                 )

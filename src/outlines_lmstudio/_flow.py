@@ -554,7 +554,9 @@ def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory
         )
     if isinstance(error, OutlinesLMStudioError):
         return LMStudioPredictionError(
-            f"LM Studio gave an unexpected reply when asked for model {key!r}: "
+            "LM Studio gave an unexpected reply when asked for "
+            # found by a probe: "for model None"
+            f"{'the loaded model' if key is None else f'model {key!r}'}: "
             f"{' '.join(str(exc).split())}",
             host=getattr(error, "host", None),
             model=key,
@@ -874,9 +876,11 @@ def predict(
             if _dropped(exc):
                 try:
                     yield Reconnect(call.generation)  # the retry (or the next call) finds it
-                except lms.LMStudioError as failed:  # say why, if it is the connection
+                except lms.LMStudioError as failed:  # say why the retry cannot be made, if
+                    # there is one: else the lost reply's error stands (found by a probe: a
+                    # shown stream's was replaced by the reconnection's "not reachable")
                     error = errors(failed, request.key, "connect")
-                    if isinstance(error, LMStudioConnectionError):
+                    if again and not dropped and isinstance(error, LMStudioConnectionError):
                         raise error from failed
                     raise errors(exc, request.key, stage) from exc
                 if again and not dropped:

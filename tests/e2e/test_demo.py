@@ -118,8 +118,21 @@ def test_lmstudio_without_a_loaded_model_is_said_once_with_what_to_do() -> None:
         result = run_demo(emulator.api_host)
     assert result.returncode == 1
     output = result.stdout + result.stderr
-    assert output.count("no model loaded") == 1, output
+    assert output.count("no LLM loaded") == 1, output
     assert "LMSTUDIO_MODEL=KEY" in result.stderr
+
+
+def test_lmstudio_with_only_an_embedding_model_loaded_says_no_llm_is() -> None:
+    """Found by a probe: "LM Studio has no model loaded" while LM Studio showed one."""
+    models = [
+        EmulatedModel("only-model", loaded=False),
+        EmulatedModel("embedder", type="embedding"),
+    ]
+    with LMStudioEmulator(models) as emulator:
+        result = run_demo(emulator.api_host)
+    assert result.returncode == 1
+    assert "LM Studio has no LLM loaded" in result.stderr
+    assert "no model loaded" not in result.stdout + result.stderr
 
 
 def test_a_reader_that_went_away_stops_the_demo_quietly() -> None:

@@ -385,6 +385,17 @@ def test_a_failed_load_says_so(make_model: MakeModel, emulator: LMStudioEmulator
     assert emulator.predictions == []
 
 
+def test_an_odd_reply_for_the_loaded_model_says_which_was_asked(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    # Found by a probe: "an unexpected reply when asked for model None".
+    emulator.add_fault(Fault("listLoaded", "error", message="server exploded"))
+    with pytest.raises(LMStudioPredictionError) as info:
+        make_model(None)("hello")
+    assert "unexpected reply when asked for the loaded model: " in str(info.value)
+    assert "None" not in str(info.value)
+
+
 def test_server_unreachable(fronts: Fronts) -> None:
     with LMStudioEmulator() as emulator:
         host = emulator.api_host

@@ -387,6 +387,25 @@ def test_a_failed_reconnect_says_why() -> None:
     assert info.value.__cause__ is refused
 
 
+def test_a_failed_reconnect_after_a_shown_stream_keeps_the_lost_stream_s_error() -> None:
+    """Found by a probe: a stream cut after it had yielded text, with the server still
+    stalled, raised the failed reconnection's error (LM Studio "not reachable"), though
+    nothing was to be asked again: the error is the stream's, "Lost the connection"."""
+    refused = lms.LMStudioWebsocketError("LM Studio is not reachable at ws://h/llm")
+    server = Server([[fragment("a")], DROP])
+    call = Call(request())
+
+    def answer(effect: Effect) -> Any:
+        if isinstance(effect, Reconnect):
+            raise refused
+        return server.answer(effect)
+
+    with pytest.raises(LMStudioConnectionError, match="Lost the connection") as info:
+        drive(predict(call, sink_for_stream(call.request), errors), answer)
+    assert "not reachable" not in str(info.value)
+    assert info.value.__cause__ is DROP
+
+
 def test_wait_limit_takes_the_nearer_bound() -> None:
     assert wait_limit(None, 60.0, 0.0) == (60.0, False)
     assert wait_limit(None, None, 0.0) == (None, False)

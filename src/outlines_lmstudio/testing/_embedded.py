@@ -89,6 +89,11 @@ def _checked(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> Pa
                 "no space is left on the disk that holds ~/.cache (the model needs about "
                 "250 MB there): free some space, or set HOME to a folder on a disk with room"
             )
+        elif exc.errno == errno.ENOTDIR and (blocker := _file_in_the_way(exc.filename)):
+            fix = (  # found by a probe: "make that folder writable"
+                f"{blocker} is a file where a folder is needed: move it away, or set HOME "
+                "to another folder"
+            )
         else:
             fix = (
                 "it is kept under ~/.cache; make that folder writable, or set HOME to a "
@@ -100,6 +105,17 @@ def _checked(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> Pa
             f"({exc.strerror or exc}): {fix}",
             exc.filename,
         ) from exc
+
+
+def _file_in_the_way(path: object) -> Path | None:
+    """Return the first of ``path``'s folders that is something other than a folder."""
+    if not isinstance(path, str | os.PathLike):
+        return None
+    target = Path(path)
+    for folder in [*reversed(target.parents), target]:
+        if folder.exists() and not folder.is_dir():
+            return folder
+    return None
 
 
 def _assembled(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> Path:

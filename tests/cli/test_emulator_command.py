@@ -59,7 +59,15 @@ def test_a_models_file_serves_those_models(tmp_path: Path) -> None:
         (b'[{"key": "caf\xe9"}]', "is not UTF-8 text (the byte 0xe9"),
         ('{"not_models": []}', "expected a JSON list of models"),
         ('["my-model"]', "each model must be a JSON object"),
-        ('[{"key": "m", "colour": "red"}]', "bad model entry"),
+        # found by a probe: "EmulatedModel.__init__() got an unexpected keyword argument"
+        ('[{"key": "m", "colour": "red"}]', "model 1 ('m'): unknown field 'colour'; the fields"),
+        # found by a probe: a traceback (RecursionError), "a bug in outlines-lmstudio"
+        ("[" * 3000 + "]" * 3000, "is nested too deeply to be a models file"),
+        # found by a probe: taken, the last value winning
+        ('[{"key": "m", "vision": true, "vision": false}]', "'vision' is written twice"),
+        # found by a probe: "'NoneType' object is not iterable", naming no field
+        ('[{"key": "m", "aliases": null}]', "aliases must be a sequence of names, not None"),
+        ('[{"key": " "}]', "key must be a non-empty string"),  # blank, as an alias
         # found by a probe: served, then `models` failed with "unexpected ValidationError"
         ('[{"key": "m", "size_bytes": "4 GB"}]', "size_bytes must be a whole number of bytes"),
         # found by a probe: "Cannot read the models file: No such file or directory.",
@@ -77,7 +85,9 @@ def test_a_bad_models_file_is_refused_in_one_line(
     models.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
     result = run("emulator", "--models", str(models))
     assert result.returncode == 2
-    assert result.stderr.startswith("outlines-lmstudio: error: Cannot read the models file: ")
+    assert result.stderr.startswith(
+        ("outlines-lmstudio: error: Bad models file: ", "outlines-lmstudio: error: Cannot read")
+    )
     assert problem in result.stderr
     assert str(models) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -349,7 +359,7 @@ def test_a_models_file_with_a_gguf_model_without_llama_cpp_says_what_to_install(
         [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=30
     )
     assert result.returncode == 2
-    assert result.stderr.startswith(f"Cannot read the models file: {models}: model entry ")
+    assert result.stderr.startswith(f"Bad models file: {models}, model 1 ")
     assert 'pip install "outlines-lmstudio[local]"' in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 

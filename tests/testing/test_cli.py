@@ -62,10 +62,10 @@ def test_missing_models_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_bad_models_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"key": "x", "colour": "red"}]))
-    with pytest.raises(ValueError, match="bad model entry"):
+    with pytest.raises(ValueError, match=r"model 1 .'x'.: unknown field 'colour'"):
         load_models(bad)
     bad.write_text(json.dumps([{"key": "x", "format": "mlx"}]))
-    with pytest.raises(ValueError, match=r"bad\.json: bad model entry.*'safetensors'"):
+    with pytest.raises(ValueError, match=r"bad\.json, model 1 .'x'.: .*'safetensors'"):
         load_models(bad)
     bad.write_text(json.dumps({"models": "nope"}))
     with pytest.raises(ValueError, match="JSON list"):

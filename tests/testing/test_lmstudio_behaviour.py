@@ -549,7 +549,15 @@ def test_a_host_written_with_its_port_is_refused_as_such(host: str, told: str) -
         assert "allow_remote" not in str(info.value)
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", ""])
+@pytest.mark.parametrize("allow_remote", [False, True])
+def test_an_empty_host_is_refused_as_empty(allow_remote: bool) -> None:
+    """Found by a probe: with the opt-in it served every interface and printed ":PORT" as
+    its host, which no client takes."""
+    with pytest.raises(ValueError, match=r"host='' is empty: .*'0\.0\.0\.0' with allow_remote"):
+        LMStudioEmulator(host="", allow_remote=allow_remote)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20"])
 def test_binding_outside_loopback_needs_an_opt_in(host: str) -> None:
     with pytest.raises(ValueError, match="allow_remote=True"):
         LMStudioEmulator(host=host)
@@ -1165,3 +1173,23 @@ def test_a_reply_exactly_max_tokens_long_ends_on_the_limit(make_emulator: MakeEm
     assert results[0].content == "123 is it"
     assert results[0].stats.stop_reason == "maxPredictedTokensReached"
     assert results[1].stats.stop_reason == "eosFound"
+
+
+def test_a_gguf_llama_cpp_cannot_load_fails_as_a_failed_load(tmp_path: Path) -> None:
+    """Found by a probe: a GGUF whose metadata reads but whose model llama.cpp cannot load
+    (no weights; in the wild, an architecture it cannot run) failed every prediction with
+    "Error rendering prompt with jinja template"."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gguf")
+    from tests.unit.grammar._llama_harness import write_byte_vocab
+
+    path = tmp_path / "vocab-only.gguf"
+    write_byte_vocab(path)
+    with (
+        LMStudioEmulator([EmulatedModel("vocab-only", gguf=path)]) as emulator,
+        lms.Client(emulator.api_host) as client,
+        pytest.raises(lms.LMStudioServerError) as info,
+    ):
+        client.llm.model("vocab-only").respond("Hello", config={"maxTokens": 3})
+    assert "Failed to load model" in str(info.value)
+    assert "jinja" not in str(info.value)

@@ -12,7 +12,7 @@ import copy
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
@@ -197,8 +197,10 @@ class EmulatedModel:
             self.path = f"emulator/{self.key}/{self.key}{suffix}"
         if not self.publisher:
             self.publisher = self.path.split("/", 1)[0]
-        if isinstance(self.aliases, str):
-            raise TypeError("EmulatedModel.aliases must be a sequence of names, not a string")
+        if isinstance(self.aliases, str) or not isinstance(self.aliases, Iterable):
+            raise TypeError(  # found by a probe: None was "'NoneType' object is not iterable"
+                f"EmulatedModel.aliases must be a sequence of names, not {self.aliases!r:.80}"
+            )
         self.aliases = tuple(self.aliases)
         for alias in self.aliases:
             if not isinstance(alias, str) or not alias.strip():
@@ -208,7 +210,7 @@ class EmulatedModel:
 
     def _check_fields(self) -> None:
         """Refuse values the SDKs cannot decode: they would break every model listing."""
-        if not isinstance(self.key, str) or not self.key:
+        if not isinstance(self.key, str) or not self.key.strip():  # blank: as aliases
             raise ValueError(f"EmulatedModel key must be a non-empty string, not {self.key!r}")
         if self.type not in MODEL_TYPES:
             raise ValueError(

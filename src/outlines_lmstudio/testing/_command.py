@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import dataclasses
 import importlib.util
 import json
 import math
@@ -126,6 +127,16 @@ def _slots(text: str) -> int:
     return slots
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build a JSON object, refusing a key written twice (JSON takes the last one)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:  # found by a probe: {"vision": true, "vision": false} was taken
+            raise ValueError(f"the key {key!r:.80} is written twice in one object")
+        seen[key] = value
+    return seen
+
+
 def load_models(path: Path) -> list[Any]:
     """Read a models file: a JSON list (or ``{"models": [...]}``) of EmulatedModel fields.
 
@@ -145,7 +156,9 @@ def load_models(path: Path) -> list[Any]:
     # as in the CLI's other files.
     text = raw.removeprefix(codecs.BOM_UTF8)
     try:
-        data = json.loads(text.decode("utf-8"))
+        data = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except RecursionError:  # found by a probe: a traceback, "a bug in outlines-lmstudio"
+        raise ValueError(f"{path} is nested too deeply to be a models file") from None
     except UnicodeDecodeError as exc:
         start = exc.start + len(raw) - len(text)
         raise ValueError(
@@ -156,26 +169,36 @@ def load_models(path: Path) -> list[Any]:
         raise ValueError(
             f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
+    except ValueError as exc:  # `_no_duplicates`
+        raise ValueError(f"{path}: {exc}") from None
     if isinstance(data, dict):
         data = data.get("models")
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of models (or {{'models': [...]}})")
     models = []
-    for entry in data:
+    fields = [f.name for f in dataclasses.fields(EmulatedModel) if f.init]
+    for number, entry in enumerate(data, 1):
         if not isinstance(entry, dict):
-            raise ValueError(f"{path}: each model must be a JSON object, got {entry!r}")
+            raise ValueError(f"{path}: each model must be a JSON object, got {entry!r:.200}")
+        where = f"{path}, model {number}" + (
+            f" ({entry['key']!r:.80})" if isinstance(entry.get("key"), str) else ""
+        )
+        unknown = [name for name in entry if name not in fields]
+        if unknown:  # found by a probe: "EmulatedModel.__init__() got an unexpected keyword"
+            raise ValueError(
+                f"{where}: unknown field {unknown[0]!r:.80}; the fields are {', '.join(fields)}"
+            )
         try:
             models.append(EmulatedModel(**entry))
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: bad model entry {entry!r}: {exc}") from exc
+            raise ValueError(f"{where}: {exc}") from exc
         except OSError as exc:  # its gguf file (a relative path is read from the cwd)
-            where = os.path.abspath(exc.filename) if exc.filename else entry.get("gguf")
+            gguf = os.path.abspath(exc.filename) if exc.filename else entry.get("gguf")
             raise ValueError(
-                f"{path}: model entry {entry!r}: cannot read its gguf file {where!r}: "
-                f"{exc.strerror or exc}"
+                f"{where}: cannot read its gguf file {gguf!r}: {exc.strerror or exc}"
             ) from exc
         except ImportError as exc:  # a gguf model without llama-cpp-python
-            raise ValueError(f"{path}: model entry {entry!r}: {exc}") from exc
+            raise ValueError(f"{where}: {exc}") from exc
     return models
 
 
@@ -251,8 +274,15 @@ def _interruptible(read: Callable[[Path], _T], path: Path) -> _T:
     return box[0]
 
 
+_STOPPING = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+"""The signals that stop the emulator cleanly: SIGHUP too, a closed terminal or a dropped
+ssh session (found by a probe: it left the uploads' temporary folder behind)."""
+
+
 class _Interrupt:
-    """The SIGINT/SIGTERM handler: the first signal stops the emulator, the rest wait.
+    """The SIGINT/SIGTERM/SIGHUP handler: the first signal stops the emulator, the rest wait.
 
     GNU ``timeout`` (and service managers that signal a process group) send SIGTERM to
     the process and again to its group: a second KeyboardInterrupt raised while the
@@ -303,9 +333,10 @@ def run(
 
     try:
         models = _interruptible(load_models, args.models) if args.models else None
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        return fail(f"Cannot read the models file: {reason}.")
+    except OSError as exc:
+        return fail(f"Cannot read the models file: {exc.strerror or exc}.")
+    except ValueError as exc:  # it was read: what it holds is wrong (found by a probe)
+        return fail(f"Bad models file: {exc}.")
     if args.gguf:
         try:
             models = [*(default_models() if models is None else models), *gguf_models(args.gguf)]
@@ -333,20 +364,26 @@ def run(
                 max_records=SERVER_RECORDS,
             )
     except ValueError as exc:
-        return fail(str(exc))
-    if not is_loopback(emulator.host):
-        print(f"{warning_prefix}{exposed_notice(emulator.host)}", file=sys.stderr, flush=True)
+        clash = args.gguf and str(exc).startswith("duplicate model keys")
+        return fail(  # found by a probe: a --gguf file's name clash had no context
+            f"{exc}: a --gguf file's model key is its file name, which another model has; "
+            "rename the file, or give the model in a --models file with a key of its own"
+            if clash
+            else str(exc)
+        )
     try:
         emulator.start()
     except (OSError, OverflowError, ValueError) as exc:
         return fail(f"Cannot listen on {args.host}:{args.port}: {exc}")
+    if not is_loopback(emulator.host):  # once it listens (found by a probe: before)
+        print(f"{warning_prefix}{exposed_notice(emulator.host)}", file=sys.stderr, flush=True)
     stop = threading.Event()
     interrupt = _Interrupt()
     try:
         # Install both handlers: a background job may start with SIGINT ignored. Inside
         # the try, so a stop that comes as soon as the host line is read is a clean stop.
-        signal.signal(signal.SIGINT, interrupt)
-        signal.signal(signal.SIGTERM, interrupt)
+        for stopping in _STOPPING:
+            signal.signal(stopping, interrupt)
         print(f"LM Studio emulator listening on {emulator.api_host}", flush=True)
         while not stop.wait(0.5):
             pass
@@ -358,8 +395,8 @@ def run(
         # Stopped by a signal: more of them (a group's) are ignored from here on, also
         # while Python exits (it puts back the default handlers, which would end the
         # process with the signal's status after a clean stop).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for stopping in _STOPPING:
+            signal.signal(stopping, signal.SIG_IGN)
     try:
         print("LM Studio emulator stopped", flush=True)
     except BrokenPipeError:

@@ -867,6 +867,13 @@ class LlamaEngine:
         try:
             tokens = await asyncio.to_thread(self._prompt, record.messages, how)
         except ValueError as exc:  # jinja's raise_exception, e.g. roles that do not alternate
+            if isinstance(exc, _native().ModelLoadError):  # found by a probe: "jinja" for it
+                raise server_error(
+                    "Failed to load model",
+                    cause=f"{exc} (an architecture this llama.cpp cannot run, a file with "
+                    "no weights, or a damaged file)",
+                    suggestion="Use another GGUF file, or a newer llama-cpp-python.",
+                ) from exc
             raise server_error(f"Error rendering prompt with jinja template: {exc}") from exc
         n_ctx = self._instance.context_length
         if len(tokens) >= n_ctx:

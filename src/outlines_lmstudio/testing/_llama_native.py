@@ -25,6 +25,7 @@ from outlines_lmstudio.testing._llama_plan import Sampling
 from outlines_lmstudio.testing._wire import embedding_overflow, well_formed
 
 __all__ = [
+    "ModelLoadError",
     "GgufFacts",
     "GrammarDeadEnd",
     "GrammarError",
@@ -217,6 +218,10 @@ def _read_facts_now(path: str, size_bytes: int) -> GgufFacts:
     return facts
 
 
+class ModelLoadError(ValueError):
+    """llama.cpp read the file's metadata but could not load the model (its weights)."""
+
+
 class NativeModel:
     """A loaded llama.cpp model: weights, vocabulary and metadata (thread-safe reads).
 
@@ -234,7 +239,7 @@ class NativeModel:
         _init()
         model = L.llama_model_load_from_file(path.encode(), model_params())
         if model is None:
-            raise ValueError(f"{path}: llama.cpp could not load this GGUF model")
+            raise ModelLoadError(f"{path}: llama.cpp could not load this GGUF model")
         self.path = path
         self.model = model
         vocab = L.llama_model_get_vocab(model)

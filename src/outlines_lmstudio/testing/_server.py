@@ -88,6 +88,11 @@ def _check_address(host: str) -> None:
     ValueError
         Naming the address and the port to give instead.
     """
+    if not host.strip():  # found by a probe: it served, and printed ":PORT" as its host
+        raise ValueError(
+            f"host={host!r} is empty: give an address, e.g. host='127.0.0.1' "
+            "(CLI: --host 127.0.0.1), or '0.0.0.0' with allow_remote=True for every interface"
+        )
     if "://" in host:
         raise ValueError(
             f"host={host!r} is a URL: give the address alone, and the port as port= "

@@ -673,3 +673,41 @@ def test_the_command_keeps_no_bytes_of_clients_gone() -> None:
         finally:
             child.send_signal(signal.SIGTERM)
             child.wait(timeout=15)
+
+
+@pytest.mark.parametrize("module", [False, True])
+def test_a_hangup_is_a_clean_stop(module: bool) -> None:
+    """Found by a probe: SIGHUP (a closed terminal, a dropped ssh session) ended it with
+    status 129, skipping the stop: the uploads' temporary folder was left behind."""
+    with _serving(module) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().startswith("LM Studio emulator listening on ")
+            child.send_signal(signal.SIGHUP)
+            out, err = child.communicate(timeout=15)
+        finally:
+            child.kill()
+    assert (child.returncode, err) == (0, "")
+    assert out == "LM Studio emulator stopped\n"
+
+
+def test_the_exposure_notice_waits_for_the_bind() -> None:
+    """Found by a probe: the notice said it binds an address it then failed to bind."""
+    result = run("emulator", "--host", "192.0.2.1", "--allow-remote")  # TEST-NET-1: not ours
+    assert result.returncode == 2
+    assert result.stderr.startswith("outlines-lmstudio: error: Cannot listen on 192.0.2.1:0")
+    assert "warning" not in result.stderr
+
+
+def test_a_gguf_file_named_as_another_model_says_why(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gguf")
+    from tests.unit.grammar._llama_harness import write_byte_vocab
+
+    clash = tmp_path / "qwen2.5-7b-instruct.gguf"  # a key of the default catalogue
+    write_byte_vocab(clash)
+    result = run("emulator", "--gguf", str(clash))
+    assert result.returncode == 2
+    assert "duplicate model keys" in result.stderr
+    assert "a --gguf file's model key is its file name" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

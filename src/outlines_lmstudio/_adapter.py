@@ -10,7 +10,7 @@ from outlines.models.base import ModelTypeAdapter
 from ._config import check_flag
 from ._inputs import ChatPrompt, format_input, format_text
 from ._output import OutputPlan, plan_output
-from .errors import UnknownSettingError
+from .errors import InvalidInferenceArgumentError, UnknownSettingError
 
 __all__ = ["LMStudioTypeAdapter"]
 
@@ -56,6 +56,16 @@ class LMStudioTypeAdapter(ModelTypeAdapter):
                 error.name, error.obj = name, self  # as Python's own AttributeError
                 raise error
             super().__setattr__(name, value)
+
+        def __delattr__(self, name: str) -> None:
+            # Found by a review: `del adapter.grammar` made the next call fail on our own
+            # AttributeError; as the model's settings, they are set back, not deleted.
+            if name in _SETTINGS:
+                raise InvalidInferenceArgumentError(
+                    f"{type(self).__name__}.{name} cannot be deleted: assign it instead "
+                    "(False: off)."
+                )
+            super().__delattr__(name)
 
     grammar: bool
     strict_schema: bool

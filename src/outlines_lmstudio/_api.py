@@ -10,12 +10,13 @@ raises when awaited: it is read in a worker thread; still before any request is 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import weakref
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
 from functools import partial
 from operator import attrgetter
-from typing import Any, ClassVar, NoReturn, Protocol, Self, SupportsIndex, TypeVar
+from typing import Any, ClassVar, NoReturn, Protocol, Self, SupportsIndex, TypeVar, cast
 
 import lmstudio as lms
 from outlines.models.base import ModelTypeAdapter
@@ -159,16 +160,26 @@ def shows_options(client: type) -> Callable[[_Init], _Init]:
     extra positional argument or an unknown option, so that it raises
     `InvalidInferenceArgumentError` naming the options (Python's own ``TypeError`` would
     not). What is shown: the client, ``model_name`` and the options (found by a probe:
-    ``(client, *args, **options)`` hid them).
+    ``(client, *args, **options)`` hid them). A ``model_name`` given both ways is refused
+    here (a review: Python's ``TypeError`` named the private `ModelApi`).
     """
 
     def show(init: _Init) -> _Init:
+        @functools.wraps(init)
+        def checked(self: ModelApi, model_client: Any, *args: Any, **options: Any) -> None:
+            if args and "model_name" in options:
+                raise InvalidInferenceArgumentError(
+                    f"{type(self).__name__} was given model_name twice: {args[0]!r:.200} by "
+                    f"position and model_name={options['model_name']!r:.200}; give it once."
+                )
+            init(self, model_client, *args, **options)
+
         signature = inspect.signature(ModelApi.__init__)
         catch_all = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
         shown = [p for p in signature.parameters.values() if p.kind not in catch_all]
         shown[1] = shown[1].replace(annotation=client)  # after self
-        init.__signature__ = signature.replace(parameters=shown)  # type: ignore[attr-defined]
-        return init
+        checked.__signature__ = signature.replace(parameters=shown)  # type: ignore[attr-defined]
+        return cast(_Init, checked)
 
     return show
 
@@ -206,9 +217,8 @@ class ModelApi(Common):
     _handles: Any
     _traits: Any
 
-    # The options by name; the flags are typed ``object``: any value is taken and all but
-    # True and False refused with our error, as _configure checks every value. *args and
-    # **options only refuse (`shows_options`); `from_lmstudio`'s overloads type the options.
+    # The options by name (_configure checks every value at run time). *args and **options
+    # only refuse (`shows_options`); `from_lmstudio`'s overloads type the options.
     def __init__(
         self,
         client: Any,
@@ -218,8 +228,8 @@ class ModelApi(Common):
         timeout: float | None = None,
         connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
         read_timeout: float | None = DEFAULT_READ_TIMEOUT,
-        grammar: object = False,
-        strict_schema: object = False,
+        grammar: bool = False,
+        strict_schema: bool = False,
         **options: Any,
     ) -> None:
         where = type(self).__name__

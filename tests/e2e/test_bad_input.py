@@ -1261,6 +1261,9 @@ def test_from_lmstudio_bad_arguments(emulator: LMStudioEmulator) -> None:
             LMStudio(client, TEXT_MODEL, 4)
         with pytest.raises(errors.InvalidInferenceArgumentError, match="grammar must be True"):
             LMStudio(client, TEXT_MODEL, grammar="no")
+        # A review: Python's TypeError, naming the private ModelApi.
+        with pytest.raises(errors.InvalidInferenceArgumentError, match="model_name twice"):
+            LMStudio(client, TEXT_MODEL, model_name="other")
         assert emulator.requests == []
 
 
@@ -1272,6 +1275,8 @@ async def test_the_async_class_names_an_unknown_option(emulator: LMStudioEmulato
             match=r"Unknown option\(s\) \['foo'\] for AsyncLMStudio",
         ):
             AsyncLMStudio(client, TEXT_MODEL, foo=1)
+        with pytest.raises(errors.InvalidInferenceArgumentError, match="model_name twice"):
+            AsyncLMStudio(client, TEXT_MODEL, model_name="other")
     assert emulator.requests == []
 
 

@@ -553,6 +553,9 @@ def test_the_adapter_checks_its_settings_when_they_are_assigned() -> None:
     assert not hasattr(adapter, "strict_schma")
     adapter.strict_schema = True
     assert adapter.plan_output(int).response_format is not None
+    with pytest.raises(InvalidInferenceArgumentError, match="cannot be deleted: assign it"):
+        del adapter.grammar  # a review: the next call failed on an AttributeError
+    assert adapter.grammar is False
 
     class Counting(LMStudioTypeAdapter):  # a user's subclass keeps state of its own
         def __init__(self) -> None:

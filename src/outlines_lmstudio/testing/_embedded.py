@@ -42,7 +42,12 @@ class _CacheError(OSError):
 
 
 def embedded_available() -> bool:
-    """Whether the ``local`` extra (llama-cpp-python and the model package) is installed."""
+    """Whether the ``local`` extra (llama-cpp-python and the model package) is installed.
+
+    Installed, not loaded: an installed llama-cpp-python whose library does not load is
+    `embedded_model`'s ``ImportError``, which says so, rather than a skipped test or a
+    quiet fallback here (loading llama.cpp to look would also cost every caller).
+    """
     return all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", _PACKAGE))
 
 

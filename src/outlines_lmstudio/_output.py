@@ -31,7 +31,7 @@ import pydantic
 import pydantic_core
 import typing_extensions
 from outlines.types import CFG, JsonSchema, Regex
-from outlines.types.dsl import Term
+from outlines.types.dsl import Choice, Term
 from typing_inspection import typing_objects
 
 from ._schema_walk import MAX_SCHEMA_DEPTH, core_nodes, ref_target, schema_nodes
@@ -961,7 +961,11 @@ def output_type_name(output_type: object) -> str:
     if isinstance(output_type, dict | str):  # a schema as data: its title, not its text
         title = output_type.get("title") if isinstance(output_type, dict) else None
         return f"JSON schema {title!r}" if isinstance(title, str) else "JSON schema"
-    if typing.get_origin(output_type) is not None:
+    if isinstance(output_type, Regex):  # as written: not "Regex(pattern='[0-9]+')" (a probe)
+        name = f"Regex({output_type.pattern!r})"
+    elif isinstance(output_type, Choice):  # nor "Choice(items=['a', 'b'])"
+        name = f"Choice({list(output_type.items)!r})"
+    elif typing.get_origin(output_type) is not None:
         name = repr(output_type)
     else:
         name = getattr(output_type, "__name__", None) or repr(output_type)
@@ -1032,11 +1036,22 @@ def _unwritable_literal(output_type: object) -> None:
         )
     odd = [v for v in values or () if not isinstance(v, str | int | float | bool | None)]
     if odd:
-        raise UnsupportedOutputTypeError(
-            f"The output type {output_type_name(output_type)} has the value {odd[0]!r:.80} "
-            f"({type(odd[0]).__name__}), which cannot be sent as a JSON-schema enum: "
-            "Literal, Enum and Choice values must be str, int, float, bool or None."
-        )
+        value, name = odd[0], output_type_name(output_type)
+        if isinstance(value, enum.Enum):  # found by a probe: "must be str" for a str value
+            kind = type(value).__name__
+            fix = (
+                f"the enum member {kind}.{value.name}, which Pydantic takes only as the member "
+                f"itself, not as the JSON value sent for it. Use Literal[{kind}.{value.name}"
+                f".value], the enum {kind} itself as the type, or a str or int enum "
+                f"(class {kind}(str, Enum)), whose members read back."
+            )
+        else:
+            fix = (
+                f"the value {value!r:.80} ({type(value).__name__}), which is no JSON value. "
+                "Give it JSON values (str, int, float, bool or None), or make the output "
+                f"type the values' type ({type(value).__name__})."
+            )
+        raise UnsupportedOutputTypeError(f"The output type {name} has {fix}")
     bad = [v for v in values or () if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         raise UnsupportedOutputTypeError(
@@ -1344,6 +1359,37 @@ def argument_order(output_type: object) -> object:
     return type(output_type), output_type  # Literal[1, True]: 1 == True, but not alike
 
 
+def _not_json_error(schema: dict[str, Any]) -> InvalidSchemaError:
+    """Name where a schema dict holds what JSON cannot (NaN, a set...), and what it is.
+
+    Found by a probe: json's own message named neither the place nor the value.
+    """
+    from ._schema_walk import pointer_token
+
+    stack: list[tuple[str, object]] = [("", schema)]
+    while stack:
+        where, node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not isinstance(key, str | int | float | bool) and key is not None:
+                    return InvalidSchemaError(
+                        f"Invalid JSON schema at {where or '/'}: the key {key!r:.80} "
+                        f"({type(key).__name__}) cannot be a JSON object's key: use a string."
+                    )
+                stack.append((f"{where}/{pointer_token(str(key))}", value))
+        elif isinstance(node, list | tuple):
+            stack.extend((f"{where}/{i}", v) for i, v in enumerate(node))
+        elif (isinstance(node, float) and not math.isfinite(node)) or not isinstance(
+            node, str | int | float | bool | None
+        ):
+            return InvalidSchemaError(
+                f"Invalid JSON schema at {where or '/'}: {node!r:.80} ({type(node).__name__}) "
+                "is no JSON value (JSON has no NaN or infinity, nor sets, bytes or other "
+                "objects): write a number, string, list or object there."
+            )
+    return InvalidSchemaError("Invalid JSON schema: it cannot be written as JSON.")
+
+
 @lru_cache(maxsize=512)
 def _plan_cached(output_type: object, grammar: bool, strict: bool, order: object) -> OutputPlan:
     return _plan(output_type, grammar, strict)
@@ -1392,9 +1438,7 @@ def plan_output(
         except RecursionError:  # Python's JSON encoder gives up around 1,000 levels
             raise _too_deep("too deep for Python's JSON encoder") from None
         except (TypeError, ValueError) as exc:
-            raise InvalidSchemaError(
-                f"JSON schema dict is not JSON-serialisable (or holds NaN/infinity): {exc}"
-            ) from exc
+            raise _not_json_error(output_type) from exc
         plan = _plan_schema_text(key, strict_schema)
         return msgspec.structs.replace(plan, output_type=output_type)
     # A class or None has no arguments to order (skipping the walk keeps calls cheap).

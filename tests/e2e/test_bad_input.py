@@ -87,6 +87,10 @@ def blank_user_message() -> lms.Chat:
     return chat
 
 
+class _Shade(enum.Enum):
+    DARK = "dark"
+
+
 class OpenAI:
     """Stands for any client that is not lmstudio's (openai.OpenAI, httpx.Client...)."""
 
@@ -1178,7 +1182,7 @@ CASES = [
         lambda m: m("x", Choice([])),
         E.UnsupportedOutputTypeError,
         TypeError,
-        r"Choice\(items=\[\]\) has no values",
+        r"Choice\(\[\]\) has no values",  # as written (was Choice(items=[]))
     ),
     Case(
         "Enum without members",
@@ -1192,7 +1196,14 @@ CASES = [
         lambda m: m("x", Tool),
         E.UnsupportedOutputTypeError,
         TypeError,
-        r"Tool has the value functools\.partial.*must be str, int, float, bool or None",
+        r"Tool has the value functools\.partial.*which is no JSON value\. Give it JSON values",
+    ),
+    Case(  # found by a probe: "values must be str, ...", for a member whose value is a str
+        "Literal of a plain Enum member",
+        lambda m: m("x", Literal[_Shade.DARK]),
+        E.UnsupportedOutputTypeError,
+        TypeError,
+        r"has the enum member _Shade\.DARK, .* Use Literal\[_Shade\.DARK\.value\], the enum",
     ),
     Case(
         "config raw, which the SDK refuses",

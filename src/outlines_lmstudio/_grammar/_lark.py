@@ -136,8 +136,18 @@ def load_lark(grammar: str, *, complete: bool = False) -> lark.Lark:
             if re.search(r"^\s*[?!]?start\s*:", grammar, re.MULTILINE)
             else (" It needs a `start` rule.")
         )
+        if "::=" in grammar:  # found by a probe: GBNF, LM Studio's own grammar syntax
+            missing += (
+                " It looks like GBNF (`::=`): CFG takes Lark's syntax (`start: ...`); a GBNF "
+                "grammar goes to LM Studio as config={'structured': {'type': 'gbnf', "
+                "'gbnfGrammar': ...}}."
+            )
+        # Lark's message: its first line (the rest quotes the grammar under a caret), and
+        # rule names rather than reprs (NonTerminal('start')).
+        first = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else repr(exc)
+        first = re.sub(r"(?:Non)?Terminal\('([^']*)'\)", r"\1", first)
         raise UnsupportedGrammarError(
-            f"the Lark grammar could not be loaded: {exc}.{missing} It must load with "
+            f"the Lark grammar could not be loaded: {first}.{missing} It must load with "
             "lark.Lark(grammar, start='start', parser='earley')."
         ) from exc
 

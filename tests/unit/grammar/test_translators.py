@@ -216,11 +216,15 @@ def test_regex_and_cfg_terms() -> None:
         ('other: "a"\n', "could not be loaded|no `start`"),
         ("start: /a{99999999999999999999}/\n", "could not be loaded"),  # was OverflowError
         ("start: " + "(" * 3000 + '"a"' + ")" * 3000 + "\n", "nested too deeply|not be loaded"),
+        # found by a probe: LM Studio's own syntax given to CFG got Lark's caret excerpt
+        ('root ::= "yes" | "no"\n', r"at line 1 column 7\. It needs .* It looks like GBNF"),
+        ('other: "a"\n', r"undefined rule: start\. It needs"),  # not NonTerminal('start')
     ],
 )
 def test_refused_lark_grammars(grammar: str, message: str) -> None:
-    with pytest.raises(UnsupportedGrammarError, match=message):
+    with pytest.raises(UnsupportedGrammarError, match=message) as info:
         lark_to_gbnf(grammar)
+    assert "\n" not in str(info.value)  # one line, as the CLI prints it
 
 
 @pytest.mark.parametrize(

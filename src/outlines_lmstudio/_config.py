@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import re
 from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
@@ -528,7 +529,9 @@ def _user_config(config: object) -> dict[str, Any]:
     # Let the SDK's own struct check the rest (structured, promptTemplate, ...) now.
     try:
         kept = LlmPredictionConfig._from_any_dict(result).to_dict()
-    except (msgspec.ValidationError, TypeError, ValueError, OverflowError) as exc:
+    except msgspec.ValidationError as exc:
+        raise InvalidInferenceArgumentError(_struct_error(str(exc))) from exc
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInferenceArgumentError(f"Invalid value in config=: {exc}") from exc
     dropped = _dropped_keys(result, kept, "config")
     if dropped:
@@ -546,6 +549,50 @@ def _user_config(config: object) -> dict[str, Any]:
 def _camel(key: str) -> str:
     head, *rest = key.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+_AT = re.compile(r"(?P<what>.*) - at `\$(?P<path>(?:\.\w+|\[\d+\])*)`", re.DOTALL)
+
+
+def _struct_error(text: str) -> str:
+    """Say which ``config=`` value the SDK's struct refused, and what it takes.
+
+    msgspec says "Invalid enum value 'drop' - at `$.contextOverflowPolicy`" (found by a
+    probe: no list of what is valid, unlike every other config check).
+    """
+    found = _AT.fullmatch(text)
+    if found is None:
+        return f"Invalid value in config=: {text}"
+    parts = re.findall(r"\.(\w+)|\[(\d+)\]", found["path"])
+    where = "config" + "".join(f"[{key!r}]" if key else f"[{index}]" for key, index in parts)
+    what = found["what"]
+    allowed = _literal_values(LlmPredictionConfig, [key for key, _ in parts])
+    enum = re.fullmatch(r"Invalid enum value (.*)", what)
+    if enum is not None and allowed:
+        return f"{where} must be one of {', '.join(map(repr, allowed))}, got {enum[1]}."
+    return f"Invalid value in config=: {where}: {what}."
+
+
+def _literal_values(struct: type, keys: list[str]) -> tuple[object, ...] | None:
+    """Return the values the field at ``keys`` (camelCase) of an SDK struct takes, if a Literal."""
+    import msgspec.inspect as mi
+
+    info: Any = mi.type_info(struct)
+    for key in keys:
+        info = next((t for t in _members(info) if isinstance(t, mi.StructType)), None)
+        field = next((f for f in info.fields if f.encode_name == key), None) if info else None
+        if field is None:
+            return None
+        info = field.type
+    values = [v for t in _members(info) if isinstance(t, mi.LiteralType) for v in t.values]
+    return tuple(values) or None
+
+
+def _members(info: Any) -> tuple[Any, ...]:
+    """Return a msgspec type's members: those of a union, else the type itself."""
+    import msgspec.inspect as mi
+
+    return tuple(info.types) if isinstance(info, mi.UnionType) else (info,)
 
 
 def _dropped_keys(given: object, kept: object, path: str) -> list[str]:

@@ -528,6 +528,35 @@ def test_callbacks_the_sdk_cannot_call_are_refused(name: str, callback: Any, tak
         parse_inference_kwargs({name: callback})
 
 
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"contextOverflowPolicy": "drop"},
+            "config['contextOverflowPolicy'] must be one of 'rollingWindow', 'stopAtLimit', "
+            "'truncateMiddle', got 'drop'.",
+        ),
+        (
+            {"structured": {"type": "xml"}},
+            "config['structured']['type'] must be one of 'gbnf', 'json', 'none', got 'xml'.",
+        ),
+        (
+            {"promptTemplate": 5},
+            "Invalid value in config=: config['promptTemplate']: Expected `object | null`, got "
+            "`int`.",
+        ),
+    ],
+)
+def test_a_config_value_the_sdk_refuses_names_its_key_and_choices(
+    config: dict[str, Any], message: str
+) -> None:
+    """Found by a probe: msgspec's "Invalid enum value 'drop' - at `$.contextOverflowPolicy`",
+    with no list of the valid values, unlike every other config check."""
+    with pytest.raises(InvalidInferenceArgumentError) as info:
+        parse_inference_kwargs({"config": config})
+    assert str(info.value) == message
+
+
 def test_the_adapter_takes_only_bools_as_flags() -> None:
     with pytest.raises(InvalidInferenceArgumentError, match="grammar must be True or False"):
         LMStudioTypeAdapter(grammar="no")  # type: ignore[arg-type]

@@ -159,6 +159,23 @@ def _not_found_text(exc: lms.LMStudioError, text: str) -> str:
     return text
 
 
+def _code(exc: lms.LMStudioError) -> object:
+    """Return the ``code`` of LM Studio's error data (``generic.pathNotFound``...), if any."""
+    shown = getattr(getattr(exc, "server_error", None), "display_data", None)
+    return shown.get("code") if isinstance(shown, Mapping) else None
+
+
+def _titled(exc: lms.LMStudioError, text: str) -> str:
+    """Say LM Studio's error by its title and cause, without its data as JSON."""
+    served = getattr(exc, "server_error", None)
+    title = getattr(served, "title", None)
+    if not isinstance(title, str) or not title:
+        return text
+    cause = getattr(served, "cause", None)
+    why = f" ({cause.rstrip('.')})" if isinstance(cause, str) and cause else ""
+    return title.rstrip(".") + why
+
+
 def client_host(client: lms.Client | lms.AsyncClient) -> str | None:
     """Return the host a client talks to, or ``None`` if not yet resolved."""
     try:
@@ -473,10 +490,21 @@ def translate_sdk_error(
         )
     if isinstance(exc, lms.LMStudioPresetNotFoundError):
         return LMStudioPredictionError(
-            f"LM Studio has no such preset: {text}",
+            f"LM Studio has no such preset: {_titled(exc, text)}",
             host=host,
             model=model,
             hint="Check the preset name in LM Studio's presets list.",
+        )
+    if stage == "predict" and _code(exc) == "generic.pathNotFound":
+        # Within a prediction, the only model looked up by path is the draft model (found by
+        # a probe: the server's JSON in the message, and a hint about the main model).
+        return LMStudioPredictionError(
+            f"LM Studio has no draft model matching config['draftModel']: "
+            f"{clipped(_not_found_text(exc, text))}",
+            host=host,
+            model=model,
+            hint="Give config['draftModel'] the key of a downloaded model (`outlines-lmstudio "
+            "models`) that shares the main model's vocabulary, or leave it out.",
         )
     if stage == "upload":
         return LMStudioPredictionError(

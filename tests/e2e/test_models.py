@@ -396,6 +396,26 @@ def test_an_odd_reply_for_the_loaded_model_says_which_was_asked(
     assert "None" not in str(info.value)
 
 
+def test_an_unknown_draft_model_or_preset_is_said_without_the_server_s_json(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    # Found by a probe: the server's data as JSON in the message, and for the draft model a
+    # hint about the main model.
+    model = make_model(TEXT_MODEL)
+    with pytest.raises(LMStudioPredictionError) as info:
+        model("hello", config={"draftModel": "no-such-draft"})
+    message = str(info.value)
+    assert "no draft model matching config['draftModel']: Cannot find a model" in message
+    assert "draftModel'] the key of a downloaded model" in message
+    assert "{" not in message.partition("Hint")[0].partition("config['draftModel']")[2]
+    with pytest.raises(LMStudioPredictionError) as info:
+        model("hello", preset="no-such-preset")
+    assert 'no such preset: Cannot find a preset with identifier "no-such-preset"' in str(
+        info.value
+    )
+    assert "presetNotFound" not in str(info.value)
+
+
 def test_server_unreachable(fronts: Fronts) -> None:
     with LMStudioEmulator() as emulator:
         host = emulator.api_host

@@ -49,6 +49,7 @@ from .errors import InvalidSchemaError, UnsupportedOutputTypeError
 
 __all__ = [
     "portable_typeddicts",
+    "meta_schema_error",
     "REFERENCE_KEYWORDS",
     "OutputPlan",
     "argument_order",
@@ -352,10 +353,10 @@ def check_json_schema(schema: object, *, meta: bool = True) -> dict[str, Any]:
         with ecma_patterns():
             validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
-        where = "/" + "/".join(str(p) for p in exc.absolute_path)
+        where, message = meta_schema_error(exc)
         if exc.validator == "format" and exc.validator_value == "regex":
             raise InvalidSchemaError(_not_a_regex(where, exc.instance)) from exc
-        draft = validator.__name__.removesuffix("Validator")
+        draft = _draft_name(validator.__name__)
         older = (
             " A schema written for an older draft (Outlines' JsonSchema checks draft-07) "
             'says so: "$schema": "http://json-schema.org/draft-07/schema#".'
@@ -364,8 +365,8 @@ def check_json_schema(schema: object, *, meta: bool = True) -> dict[str, Any]:
             else ""
         )
         raise InvalidSchemaError(
-            f"Invalid JSON schema at {where}: {exc.message}. Fix the schema so it validates "
-            f"against the {draft} meta-schema.{older}"
+            f"Invalid JSON schema at {where}: {message}. Fix the schema so it validates "
+            f"against the meta-schema of JSON Schema {draft}.{older}"
         ) from exc
     _check_structure(schema)
     _check_patterns(schema)
@@ -382,6 +383,45 @@ def _check_patterns(schema: dict[str, Any]) -> None:
         raise InvalidSchemaError(
             f"Invalid JSON schema: the pattern {exc.pattern!r:.200} is refused: {exc.reason}."
         ) from exc
+
+
+_TYPE_NAMES = ("array", "boolean", "integer", "null", "number", "object", "string")
+
+
+def meta_schema_error(exc: jsonschema.SchemaError) -> tuple[str, str]:
+    """Return where a schema fails its meta-schema (a JSON pointer) and what is wrong.
+
+    Parameters
+    ----------
+    exc
+        jsonschema's error.
+
+    Returns
+    -------
+    tuple[str, str]
+        ``("/properties/a/type", "'strin' is no JSON Schema type: ...")``. A misspelt type
+        was jsonschema's "'strin' is not valid under any of the given schemas" (found by a
+        probe).
+    """
+    from ._schema_walk import pointer_token
+
+    path = list(exc.absolute_path)
+    where = "/" + "/".join(pointer_token(part) for part in path)
+    message = exc.message
+    if path and path[-1] == "type" and exc.validator in ("anyOf", "enum"):
+        written = exc.instance if isinstance(exc.instance, list) else [exc.instance]
+        odd = next((t for t in written if t not in _TYPE_NAMES), exc.instance)
+        message = f"{odd!r:.80} is no JSON Schema type: write one of {', '.join(_TYPE_NAMES)}"
+    return where, message
+
+
+def _draft_name(validator: str) -> str:
+    """Name a jsonschema validator's draft as JSON Schema does: ``2020-12``, ``draft-07``."""
+    recent = re.fullmatch(r"Draft(\d{4})(\d{2})Validator", validator)
+    if recent is not None:
+        return f"{recent[1]}-{recent[2]}"
+    old = re.fullmatch(r"Draft(\d)Validator", validator)
+    return f"draft-0{old[1]}" if old is not None else validator
 
 
 _JS_ONLY = (

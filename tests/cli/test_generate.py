@@ -239,7 +239,10 @@ def test_bad_schema_file(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: 
         (["--schema", "missing.json"], None, "'missing.json': no such file"),
         (["--schema", "."], None, "'.': it is a directory."),  # was "[Errno 21] ...: '.'"
         (["--schema", "s.json"], "[1, 2]", "holds a JSON list, not a JSON schema object"),
-        (["--schema", "s.json"], '{"type": 12}', "not a valid JSON schema: at type"),
+        # the library's pointer and words (found by a probe: "at type", and jsonschema's
+        # "not valid under any of the given schemas")
+        (["--schema", "s.json"], '{"type": 12}', "at /type: 12 is no JSON Schema type: write"),
+        (["--schema", "s.json"], '{"type": "strin"}', "at /type: 'strin' is no JSON Schema"),
         (["--type", "no_such_module:Thing"], None, "cannot import 'no_such_module'"),
         (["--type", "json:dumps"], None, "is an object of type function, not a Pydantic"),
         (["--type", "json:JSONDecoder"], None, "is the class JSONDecoder, not a Pydantic model"),

@@ -1184,3 +1184,23 @@ def test_a_draft_07_schema_without_its_draft_is_told_to_say_so() -> None:
     with pytest.raises(InvalidSchemaError, match=r"http://json-schema.org/draft-07/schema#"):
         plan_output(schema)
     assert plan_output({**schema, "$schema": "http://json-schema.org/draft-07/schema#"})
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ({"type": "strin"}, r"at /type: 'strin' is no JSON Schema type: write one of array, "),
+        (
+            {"properties": {"a/b": {"type": ["string", "nmber"]}}},
+            r"at /properties/a~1b/type: 'nmber' is no JSON Schema type",
+        ),
+        ({"minLength": -1}, r"at /minLength: .*meta-schema of JSON Schema 2020-12\."),
+    ],
+)
+def test_a_schema_its_meta_schema_refuses_is_told_where_and_what(
+    schema: dict[str, Any], message: str
+) -> None:
+    """Found by a probe: jsonschema's "'strin' is not valid under any of the given schemas",
+    and "the Draft202012 meta-schema"."""
+    with pytest.raises(InvalidSchemaError, match=message):
+        plan_output(schema)

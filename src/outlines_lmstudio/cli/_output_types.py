@@ -93,6 +93,8 @@ def load_schema(path: Path) -> dict[str, Any]:
     """
     import jsonschema
 
+    from outlines_lmstudio._output import meta_schema_error
+
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -127,9 +129,9 @@ def load_schema(path: Path) -> dict[str, Any]:
         with ecma_patterns():  # its patterns are ECMA-262: Python's warnings are not theirs
             jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        where, message = meta_schema_error(exc)  # as the library says it (found by a probe)
         raise CliError(
-            f"Schema file {str(path)!r} is not a valid JSON schema: at {where}: {exc.message}."
+            f"Schema file {str(path)!r} is not a valid JSON schema: at {where}: {message}."
         ) from None
     except RecursionError:  # jsonschema recurses once per level, Python's stack does not
         raise _too_deep(path) from None

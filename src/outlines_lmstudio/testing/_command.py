@@ -127,16 +127,6 @@ def _slots(text: str) -> int:
     return slots
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Build a JSON object, refusing a key written twice (JSON takes the last one)."""
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:  # found by a probe: {"vision": true, "vision": false} was taken
-            raise ValueError(f"the key {key!r:.80} is written twice in one object")
-        seen[key] = value
-    return seen
-
-
 def load_models(path: Path) -> list[Any]:
     """Read a models file: a JSON list (or ``{"models": [...]}``) of EmulatedModel fields.
 
@@ -146,6 +136,7 @@ def load_models(path: Path) -> list[Any]:
         If the file is not such a list, or an entry has unknown fields, or names a
         ``gguf`` file that cannot be read or served (no llama-cpp-python).
     """
+    from outlines_lmstudio._json_keys import RepeatedKey, without_repeats
     from outlines_lmstudio.testing import EmulatedModel
 
     try:
@@ -156,7 +147,7 @@ def load_models(path: Path) -> list[Any]:
     # as in the CLI's other files.
     text = raw.removeprefix(codecs.BOM_UTF8)
     try:
-        data = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        data = json.loads(text.decode("utf-8"), object_pairs_hook=without_repeats)
     except RecursionError:  # found by a probe: a traceback, "a bug in outlines-lmstudio"
         raise ValueError(f"{path} is nested too deeply to be a models file") from None
     except UnicodeDecodeError as exc:
@@ -169,8 +160,9 @@ def load_models(path: Path) -> list[Any]:
         raise ValueError(
             f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
-    except ValueError as exc:  # `_no_duplicates`
-        raise ValueError(f"{path}: {exc}") from None
+    except RepeatedKey as exc:  # found by a probe: {"vision": true, "vision": false} taken
+        key = exc.args[0]
+        raise ValueError(f"{path}: the key {key!r:.80} is written twice in one object") from None
     if isinstance(data, dict):
         data = data.get("models")
     if not isinstance(data, list):

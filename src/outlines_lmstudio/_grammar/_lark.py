@@ -284,6 +284,18 @@ def _refuse_nullable_loops(node: Node, empty: dict[str, bool], rule: str) -> Non
             _refuse_nullable_loops(item, empty, rule)
 
 
+_HELPER = re.compile(r"__(\w+?)_(plus|star)_\d+")
+"""The rule Lark makes for a ``+`` or ``*`` in a rule (``__start_plus_0``)."""
+
+
+def _shown_rule(name: str) -> str:
+    """Name a rule as its author wrote it: Lark's repetition helpers by their rule."""
+    helper = _HELPER.fullmatch(name)
+    if helper is None:
+        return name
+    return f"a repetition ({'+' if helper[2] == 'plus' else '*'}) in {helper[1]}"
+
+
 def refuse_left_recursion(rules: dict[str, Node], lark_names: dict[str, str]) -> None:
     """Raise `UnsupportedGrammarError` if llama.cpp would see left recursion in ``rules``.
 
@@ -303,13 +315,22 @@ def refuse_left_recursion(rules: dict[str, Node], lark_names: dict[str, str]) ->
         path.append(name)
         for nxt in edges.get(name, []):
             if state.get(nxt) == 1:
-                cycle = [*path[path.index(nxt) :], nxt]
-                shown = " -> ".join(lark_names.get(n, n) for n in cycle)
+                cycle = [_shown_rule(lark_names.get(n, n)) for n in path[path.index(nxt) :]]
+                shown = " -> ".join([*cycle, cycle[0]])
+                repeats = any(n.startswith("a repetition") for n in cycle)
                 raise UnsupportedGrammarError(
                     f"the Lark grammar is left-recursive through {shown}; llama.cpp cannot "
                     "run left recursion and only direct left recursion (a: a x | y) is "
-                    "rewritten. Inline the rules so the recursion is direct, or make it "
-                    "right-recursive."
+                    "rewritten. "
+                    + (
+                        # found by a probe: Lark's helper rule (__start_plus_0) was named
+                        "A repetition whose first item leads back to its own rule is left "
+                        'recursion too (start: (start ",")+ "a"): write the rule '
+                        "right-recursive, or repeat what follows the rule instead."
+                        if repeats
+                        else "Inline the rules so the recursion is direct, or make it "
+                        "right-recursive."
+                    )
                 )
             if nxt not in state:
                 visit(nxt)

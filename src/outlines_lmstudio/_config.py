@@ -786,8 +786,10 @@ def _check_arity(name: str, callback: Callable[..., Any]) -> None:
         signature.bind(*passed)
     except TypeError:
         takes = f"one argument ({passed[0]})" if passed else "no arguments"
+        # Named, not by its repr's address (found by a probe: "<function <lambda>...at 0x...>")
+        shown = getattr(callback, "__qualname__", None) or f"a {type(callback).__qualname__}"
         raise InvalidInferenceArgumentError(
-            f"{name}= is called by LM Studio's SDK with {takes}, but {callback!r} has the "
+            f"{name}= is called by LM Studio's SDK with {takes}, but {shown:.120} has the "
             f"signature {signature}: make it take "
             f"{'one positional argument' if passed else 'no required arguments'}."
         ) from None

@@ -152,7 +152,7 @@ OPTIONS = (
 _Init = TypeVar("_Init", bound=Callable[..., None])
 
 
-def shows_options(client: type) -> Callable[[_Init], _Init]:
+def shows_options(client_type: type) -> Callable[[_Init], _Init]:
     """Show a model class's ``__init__`` as `ModelApi`'s, for ``client`` (`inspect`, `help`).
 
     The classes' ``__init__`` take ``*args`` and ``**options`` and hand them on; `ModelApi`
@@ -166,18 +166,18 @@ def shows_options(client: type) -> Callable[[_Init], _Init]:
 
     def show(init: _Init) -> _Init:
         @functools.wraps(init)
-        def checked(self: ModelApi, model_client: Any, *args: Any, **options: Any) -> None:
+        def checked(self: ModelApi, client: Any, *args: Any, **options: Any) -> None:
             if args and "model_name" in options:
                 raise InvalidInferenceArgumentError(
                     f"{type(self).__name__} was given model_name twice: {args[0]!r:.200} by "
                     f"position and model_name={options['model_name']!r:.200}; give it once."
                 )
-            init(self, model_client, *args, **options)
+            init(self, client, *args, **options)
 
         signature = inspect.signature(ModelApi.__init__)
         catch_all = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
         shown = [p for p in signature.parameters.values() if p.kind not in catch_all]
-        shown[1] = shown[1].replace(annotation=client)  # after self
+        shown[1] = shown[1].replace(annotation=client_type)  # after self
         checked.__signature__ = signature.replace(parameters=shown)  # type: ignore[attr-defined]
         return cast(_Init, checked)
 

@@ -192,24 +192,15 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
     model_name
         The model key, or ``None`` to use the model LM Studio has loaded. A call's
         ``model=`` keyword overrides it for that call.
-    max_concurrency
-        Most predictions a batch runs at once (default 4); a batch call's own
-        ``max_concurrency=`` overrides it.
-    timeout
-        Seconds for a whole call (a complete answer, or a whole stream); default
-        ``None``, no limit of this kind. Each call can pass its own.
-    connect_timeout
-        Seconds to open a websocket to LM Studio and authenticate (default 10; ``None``:
-        no bound).
-    read_timeout
-        Seconds to wait for any message from LM Studio during a call (default 60);
-        prompt-processing progress counts as a message.
-    grammar
-        ``True`` sends ``Regex``/``CFG``/DSL terms as GBNF grammars (GGUF models only);
-        default ``False``.
-    strict_schema
-        ``True`` also refuses, before sending, JSON-schema keywords that either of LM
-        Studio's engines accepts but does not enforce; default ``False``.
+    **options
+        Keyword-only, as for `from_lmstudio`: ``max_concurrency`` (most predictions a
+        batch runs at once, default 4), ``timeout`` (seconds for a whole call; default
+        ``None``, no limit), ``connect_timeout`` (seconds to open a websocket and
+        authenticate, default 10), ``read_timeout`` (seconds to wait for any message
+        during a call, default 60), ``grammar`` (send ``Regex``/``CFG``/DSL terms as GBNF
+        grammars, GGUF models only; default ``False``) and ``strict_schema`` (also refuse
+        JSON-schema keywords an engine accepts but does not enforce; default ``False``).
+        ``inspect.signature`` shows them with their defaults.
 
     Raises
     ------

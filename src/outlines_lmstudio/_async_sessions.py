@@ -91,8 +91,10 @@ class AsyncSessions(ModelApi):
     client: lms.AsyncClient
 
     @shows_options(lms.AsyncClient)
-    def __init__(self, client: lms.AsyncClient, *args: Any, **options: Any) -> None:
-        super().__init__(client, *args, **options)
+    def __init__(
+        self, client: lms.AsyncClient, model_name: str | None = None, *args: Any, **options: Any
+    ) -> None:
+        super().__init__(client, model_name, *args, **options)
         self._entry = _ENTERING.setdefault(client, _Entering())
         self._ready = False
         self._owns_client = False

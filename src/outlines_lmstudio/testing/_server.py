@@ -133,8 +133,10 @@ class LMStudioEmulator(EmulatorState):
     ----------
     models
         The catalogue (`default_models` when None).
-    host, port
-        Where to listen; port 0 picks a free port (the same one on every address of a
+    host
+        The address to listen on (a loopback address unless ``allow_remote``).
+    port
+        The port to listen on; 0 picks a free port (the same one on every address of a
         name such as ``localhost``, which may be ``::1`` and ``127.0.0.1``).
     seed
         Seed of the deterministic text and the JSON sampler.

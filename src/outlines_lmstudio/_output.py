@@ -1440,6 +1440,11 @@ def _plan_schema_text(key: str, strict: bool) -> OutputPlan:
     return _json_plan(json.loads(key), None, strict=strict)
 
 
+@lru_cache(maxsize=256)
+def _plan_json_schema(text: str, whitespace: str | None, grammar: bool, strict: bool) -> OutputPlan:
+    return _plan(JsonSchema(text, whitespace_pattern=whitespace), grammar, strict)
+
+
 def plan_output(
     output_type: object, *, grammar: bool = False, strict_schema: bool = False
 ) -> OutputPlan:
@@ -1480,6 +1485,15 @@ def plan_output(
         except (TypeError, ValueError) as exc:
             raise _not_json_error(output_type) from exc
         plan = _plan_schema_text(key, strict_schema)
+        return msgspec.structs.replace(plan, output_type=output_type)
+    if isinstance(output_type, JsonSchema) and isinstance(output_type.schema, str):
+        # Unhashable too: keyed on its text (found by a probe: planned anew on every call,
+        # 140 ms a call for a 300-field schema, where a dict's plan was kept).
+        wanted = (output_type.schema, output_type.whitespace_pattern, grammar, strict_schema)
+        try:
+            plan = _plan_json_schema(*wanted)
+        except RecursionError:
+            raise _too_deep("too deep for Python's JSON decoder") from None
         return msgspec.structs.replace(plan, output_type=output_type)
     # A class or None has no arguments to order (skipping the walk keeps calls cheap).
     plain = output_type is None or isinstance(output_type, type)

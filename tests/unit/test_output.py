@@ -1204,3 +1204,22 @@ def test_a_schema_its_meta_schema_refuses_is_told_where_and_what(
     and "the Draft202012 meta-schema"."""
     with pytest.raises(InvalidSchemaError, match=message):
         plan_output(schema)
+
+
+def test_a_json_schema_term_s_plan_is_kept_by_its_text() -> None:
+    """Found by a probe: an Outlines ``JsonSchema`` (unhashable) was planned anew on every
+    call, 140 ms a call for a 300-field schema, where a dict schema's plan was kept."""
+    from outlines.types import JsonSchema
+
+    from outlines_lmstudio._output import _plan_json_schema
+
+    schema = {"type": "object", "properties": {f"f{i}": {"type": "integer"} for i in range(30)}}
+    first = plan_output(JsonSchema(schema))
+    before = _plan_json_schema.cache_info().hits
+    term = JsonSchema(schema)  # another object, the same text
+    again = plan_output(term)
+    assert _plan_json_schema.cache_info().hits == before + 1
+    assert again.response_format == first.response_format
+    assert again.output_type is term  # the caller's own object, as for a dict
+    with pytest.raises(UnsupportedOutputTypeError):  # refused as before, not kept
+        plan_output(JsonSchema(schema, whitespace_pattern=r"[ ]?"))

@@ -356,6 +356,15 @@ class ModelApi(Common):
             )
         self._adapter = adapter
 
+    @type_adapter.deleter
+    def type_adapter(self) -> None:
+        # Found by a probe: Python's "property ... has no deleter", where deleting a
+        # setting is refused by us, saying what to do instead.
+        raise InvalidInferenceArgumentError(
+            f"{type(self).__name__}.type_adapter cannot be deleted: assign another "
+            "outlines_lmstudio.LMStudioTypeAdapter instead."
+        )
+
     # -- what each front provides ------------------------------------------------------------
     def _run(self, flow: Flow[Any]) -> Any:
         """Drive a flow to its result (async: an awaitable of it)."""

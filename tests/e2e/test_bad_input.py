@@ -1449,7 +1449,8 @@ def test_a_client_of_another_kind_and_deleted_settings_are_refused(
     for client in ("127.0.0.1:1234", other(emulator.api_host)):
         with pytest.raises(InvalidClientError, match=r"client must be an lmstudio\."):
             model.client = client
-    for name in ("timeout", "model_name", "max_concurrency", "client"):
+    # type_adapter: found by a probe (Python's "property ... has no deleter")
+    for name in ("timeout", "model_name", "max_concurrency", "client", "type_adapter"):
         with pytest.raises(InvalidInferenceArgumentError, match="cannot be deleted"):
             delattr(model, name)
     assert model.timeout is None

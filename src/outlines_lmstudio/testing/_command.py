@@ -356,13 +356,15 @@ def run(
                 max_records=SERVER_RECORDS,
             )
     except ValueError as exc:
-        clash = args.gguf and str(exc).startswith("duplicate model keys")
-        return fail(  # found by a probe: a --gguf file's name clash had no context
-            f"{exc}: a --gguf file's model key is its file name, which another model has; "
-            "rename the file, or give the model in a --models file with a key of its own"
-            if clash
-            else str(exc)
-        )
+        clash = str(exc).startswith("duplicate model keys")
+        if clash and args.gguf:  # found by a probe: a --gguf file's name clash had no context
+            return fail(
+                f"{exc}: a --gguf file's model key is its file name, which another model has; "
+                "rename the file, or give the model in a --models file with a key of its own"
+            )
+        if clash and args.models:  # and a models file's, neither prefix nor file (a probe)
+            return fail(f"Bad models file: {args.models}: {exc}.")
+        return fail(str(exc))
     try:
         emulator.start()
     except (OSError, OverflowError, ValueError) as exc:

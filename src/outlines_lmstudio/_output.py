@@ -1164,10 +1164,15 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
         try:
             schema, written = _generated(output_type, lambda: simple_schema(output_type))
         except _BUILD_ERRORS as exc:  # e.g. Annotated[int, Field(ge="x")]
-            reason = " ".join(str(exc).split())
+            # pydantic-core's own words, without its "Error building "int" validator:
+            # ValueError:" and the reprs of Pydantic's FieldInfo (found by a probe)
+            reason = re.sub(r"^.*validator:\s*(\w+Error:\s*)?", "", " ".join(str(exc).split()))
+            annotated = typing.get_origin(output_type) is typing.Annotated
+            name = output_type_name(typing.get_args(output_type)[0] if annotated else output_type)
             raise UnsupportedOutputTypeError(
-                f"Cannot build a JSON schema for {output_type_name(output_type)}: {reason}. "
-                "Fix the constraint in its Annotated metadata."
+                f"Cannot build a JSON schema for {name}"
+                f"{' with its Annotated constraints' if annotated else ''}: "
+                f"{reason.rstrip('.')}. Fix the constraint in its Annotated metadata."
             ) from exc
         full = check_json_schema(schema, meta=written)
         return OutputPlan(

@@ -179,6 +179,11 @@ def test_a_broken_annotated_constraint_is_refused_before_sending(
     with pytest.raises(UnsupportedOutputTypeError, match=message) as info:
         make_model(TEXT_MODEL)("q", output_type)
     assert "Annotated metadata" in str(info.value)
+    # Found by a probe: pydantic-core's "Error building ... validator: ValueError:" and the
+    # reprs of Pydantic's FieldInfo.
+    assert "with its Annotated constraints: " in str(info.value)
+    assert "FieldInfo" not in str(info.value)
+    assert "validator:" not in str(info.value)
     assert emulator.predictions == []
 
 

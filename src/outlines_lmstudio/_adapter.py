@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 from typing import TYPE_CHECKING, Any
 
@@ -105,7 +106,9 @@ class LMStudioTypeAdapter(ModelTypeAdapter):
         dict | None
             ``{"type": "json", "jsonSchema": ...}``, or ``None`` for plain text.
         """
-        return self.plan_output(output_type).response_format
+        # A copy: the plan is kept for later calls, which a caller's change to the dict
+        # would change too (found by a review).
+        return copy.deepcopy(self.plan_output(output_type).response_format)
 
     def plan_output(self, output_type: Any = None) -> OutputPlan:
         """Return the full `OutputPlan` for an output type (cached per type).

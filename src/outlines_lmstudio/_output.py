@@ -410,9 +410,22 @@ def meta_schema_error(exc: jsonschema.SchemaError) -> tuple[str, str]:
     message = exc.message
     if path and path[-1] == "type" and exc.validator in ("anyOf", "enum"):
         written = exc.instance if isinstance(exc.instance, list) else [exc.instance]
-        odd = next((t for t in written if t not in _TYPE_NAMES), exc.instance)
-        message = f"{odd!r:.80} is no JSON Schema type: write one of {', '.join(_TYPE_NAMES)}"
+        odd = [t for t in written if not isinstance(t, str) or t not in _TYPE_NAMES]
+        if odd:  # not a repeated or empty list of type names (a review): jsonschema's says
+            value = odd[0]  # a string quoted as our messages quote, other values as JSON
+            quoted = isinstance(value, str) or not _is_json(value)
+            shown = repr(value) if quoted else json.dumps(value)
+            message = f"{shown:.80} is no JSON Schema type: write one of {', '.join(_TYPE_NAMES)}"
     return where, message
+
+
+def _is_json(value: object) -> bool:
+    """Whether ``value`` can be written as JSON (to show it as JSON, not as Python)."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _draft_name(validator: str) -> str:
@@ -1447,7 +1460,11 @@ def _plan_schema_text(key: str, strict: bool) -> OutputPlan:
 
 @lru_cache(maxsize=256)
 def _plan_json_schema(text: str, whitespace: str | None, grammar: bool, strict: bool) -> OutputPlan:
-    return _plan(JsonSchema(text, whitespace_pattern=whitespace), grammar, strict)
+    # The term as the caller's holds it, not through JsonSchema(), which checks the text
+    # again with Outlines' own checker and its errors (found by a review).
+    term = JsonSchema.__new__(JsonSchema)
+    term.schema, term.whitespace_pattern = text, whitespace
+    return _plan(term, grammar, strict)
 
 
 def plan_output(

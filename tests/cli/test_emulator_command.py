@@ -69,7 +69,7 @@ def test_a_models_file_serves_those_models(tmp_path: Path) -> None:
         ('[{"key": "m", "aliases": null}]', "aliases must be a sequence of names, not None"),
         ('[{"key": " "}]', "key must be a non-empty string"),  # blank, as an alias
         # found by a probe: the catalogue's message alone, without the prefix or the file
-        ('[{"key": "a"}, {"key": "b", "aliases": ["a"]}]', "duplicate model keys, paths"),
+        ('[{"key": "a"}, {"key": "b", "aliases": ["a"]}]', "models 1 and 2 both answer to 'a'"),
         # found by a probe: served, then `models` failed with "unexpected ValidationError"
         ('[{"key": "m", "size_bytes": "4 GB"}]', "size_bytes must be a whole number of bytes"),
         # found by a probe: "Cannot read the models file: No such file or directory.",

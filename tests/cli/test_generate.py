@@ -243,6 +243,8 @@ def test_bad_schema_file(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: 
         # "not valid under any of the given schemas")
         (["--schema", "s.json"], '{"type": 12}', "at /type: 12 is no JSON Schema type: write"),
         (["--schema", "s.json"], '{"type": "strin"}', "at /type: 'strin' is no JSON Schema"),
+        # found by a review: "unexpected TypeError: unhashable type: 'list'"
+        (["--schema", "s.json"], '{"$schema": ["x"]}', "at /$schema: it must be a string"),
         (["--type", "no_such_module:Thing"], None, "cannot import 'no_such_module'"),
         (["--type", "json:dumps"], None, "is an object of type function, not a Pydantic"),
         (["--type", "json:JSONDecoder"], None, "is the class JSONDecoder, not a Pydantic model"),

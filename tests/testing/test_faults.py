@@ -65,6 +65,8 @@ def test_a_fault_that_could_never_match_is_refused(emu: LMStudioEmulator) -> Non
     # Found by a probe: it named a private module for the list of endpoints.
     with pytest.raises(ValueError, match=r"'predcit' is no LM Studio endpoint.*mean 'predict'"):
         Fault("predcit")
+    with pytest.raises(ValueError, match=r"would ever match it\. The endpoints: alive, "):
+        Fault("nothing-like-any")  # found by a review: "match it The endpoints"
     with pytest.raises(KeyError, match="no model or loaded instance named 'qwen-typo'"):
         emu.add_fault(Fault("predict", model="qwen-typo"))
     # An LM Studio endpoint the emulator does not serve (found by a probe: armed, never hit)

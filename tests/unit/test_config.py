@@ -559,6 +559,16 @@ def test_a_config_value_the_sdk_refuses_names_its_key_and_choices(
     assert str(info.value) == message
 
 
+def test_a_mock_callback_is_taken() -> None:
+    """Found by a review: Python 3.11's coroutine check failed on ``Mock(spec=f)``."""
+    from unittest import mock
+
+    def on_fragment(fragment: object) -> None: ...
+
+    callback = mock.Mock(spec=on_fragment)
+    assert parse_inference_kwargs({"on_prediction_fragment": callback}) is not None
+
+
 def test_the_adapter_takes_only_bools_as_flags() -> None:
     with pytest.raises(InvalidInferenceArgumentError, match="grammar must be True or False"):
         LMStudioTypeAdapter(grammar="no")  # type: ignore[arg-type]

@@ -1223,3 +1223,33 @@ def test_a_json_schema_term_s_plan_is_kept_by_its_text() -> None:
     assert again.output_type is term  # the caller's own object, as for a dict
     with pytest.raises(UnsupportedOutputTypeError):  # refused as before, not kept
         plan_output(JsonSchema(schema, whitespace_pattern=r"[ ]?"))
+
+
+def test_a_json_schema_term_s_kept_plan_is_the_callers_to_change_safely() -> None:
+    """Found by a review: the dict ``format_output_type`` gave was the kept plan's own, so a
+    caller's change to it changed every later call; and a term whose ``schema`` a caller set
+    to a broken text raised Outlines' own checker's errors, not ours."""
+    from outlines.types import JsonSchema
+
+    from outlines_lmstudio import LMStudioTypeAdapter
+
+    adapter = LMStudioTypeAdapter()
+    schema = {"type": "integer", "minimum": 5}
+    given = adapter.format_output_type(JsonSchema(schema))
+    assert given is not None
+    given["jsonSchema"]["minimum"] = 500
+    again = adapter.format_output_type(JsonSchema(schema))
+    assert again is not None
+    assert again["jsonSchema"]["minimum"] == 5
+    term = JsonSchema(schema)
+    term.schema = '{"type": "strin"}'
+    with pytest.raises(InvalidSchemaError, match="'strin' is no JSON Schema type"):
+        plan_output(term)
+
+
+@pytest.mark.parametrize("written", [["string", "string"], []])
+def test_a_list_of_type_names_is_not_told_it_holds_no_type(written: list[str]) -> None:
+    """Found by a review: a repeated or empty list of valid names was "no JSON Schema type"."""
+    with pytest.raises(InvalidSchemaError) as info:
+        plan_output({"type": written})
+    assert "no JSON Schema type" not in str(info.value)

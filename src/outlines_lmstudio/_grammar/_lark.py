@@ -284,8 +284,8 @@ def _refuse_nullable_loops(node: Node, empty: dict[str, bool], rule: str) -> Non
             _refuse_nullable_loops(item, empty, rule)
 
 
-_HELPER = re.compile(r"__(\w+?)_(plus|star)_\d+")
-"""The rule Lark makes for a ``+`` or ``*`` in a rule (``__start_plus_0``)."""
+_HELPER = re.compile(r"__(\w+?)_(plus|star|repeat_a\d+_b\d+)_\d+")
+"""The rules Lark makes for a ``+``, ``*`` or ``~n..m`` in a rule (``__start_plus_0``)."""
 
 
 def _shown_rule(name: str) -> str:
@@ -293,7 +293,8 @@ def _shown_rule(name: str) -> str:
     helper = _HELPER.fullmatch(name)
     if helper is None:
         return name
-    return f"a repetition ({'+' if helper[2] == 'plus' else '*'}) in {helper[1]}"
+    kind = {"plus": "+", "star": "*"}.get(helper[2], "~")
+    return f"a repetition ({kind}) in {helper[1]}"
 
 
 def refuse_left_recursion(rules: dict[str, Node], lark_names: dict[str, str]) -> None:

@@ -125,6 +125,11 @@ def load_schema(path: Path) -> dict[str, Any]:
             f"Schema file {str(path)!r} holds a JSON {type(schema).__name__}, not a JSON "
             'schema object such as {"type": "object", "properties": {...}}.'
         )
+    if "$schema" in schema and not isinstance(schema["$schema"], str):  # found by a review:
+        raise CliError(  # "unexpected TypeError: unhashable type: 'list'"
+            f"Schema file {str(path)!r} is not a valid JSON schema: at /$schema: it must be a "
+            "string, the URI of a JSON Schema draft."
+        )
     try:
         with ecma_patterns():  # its patterns are ECMA-262: Python's warnings are not theirs
             jsonschema.validators.validator_for(schema).check_schema(schema)

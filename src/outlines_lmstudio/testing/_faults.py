@@ -69,7 +69,7 @@ class Fault:
             raise ValueError(  # found by a probe: it named a private module for the list
                 f"Fault endpoint {self.endpoint!r:.80} is no LM Studio endpoint, so no request "
                 "would ever match it"
-                + (f"; did you mean {close[0]!r}?" if close else "")
+                + (f"; did you mean {close[0]!r}?" if close else ".")
                 + f" The endpoints: {', '.join(sorted(_ENDPOINTS))}."
             )
         if self.kind not in _KINDS:

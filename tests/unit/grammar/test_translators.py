@@ -206,6 +206,10 @@ def test_regex_and_cfg_terms() -> None:
             'start: (start ",")+ "a" | "b"\n',
             r"through start -> a repetition \(\+\) in start -> start; .* A repetition whose",
         ),
+        (  # and a counted one's (found by a review: __start_repeat_a5_b0_2)
+            'start: (start ",")~60..70 "a" | "b"\n',
+            r"through start -> a repetition \(~\) in start -> .* A repetition whose",
+        ),
         ('start: start a | "y"\na: "x"?\n', r"can match the empty string"),
         ('start: a*\na: "x"?\n', r"can match the empty string"),
         ("start: x\n", "could not be loaded"),

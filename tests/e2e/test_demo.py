@@ -163,18 +163,26 @@ def test_an_embedded_model_its_cache_cannot_hold_falls_back_to_the_emulator(
         pytest.skip("the local extra is not installed: there is no embedded model to fail")
     home = tmp_path / "home"
     home.write_text("")  # a file: no cache can be made under it
-    with socket.socket() as closed:  # a port nothing listens on: no LM Studio
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    env = {**os.environ, "LMSTUDIO_HOST": f"127.0.0.1:{port}", "HOME": str(home)}
-    result = subprocess.run(
-        [sys.executable, str(DEMO)], capture_output=True, text=True, env=env, timeout=120
-    )
+    result = _demo_without_lmstudio({**os.environ, "HOME": str(home)})
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert "The embedded model cannot be used:" in result.stderr
     assert "the bundled LM Studio emulator's synthetic engine" in result.stdout
     assert "the embedded model cannot be used (" in result.stdout
+
+
+def _demo_without_lmstudio(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the demo with ``env``, LMSTUDIO_HOST a port nothing listens on: no LM Studio."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    return subprocess.run(
+        [sys.executable, str(DEMO)],
+        capture_output=True,
+        text=True,
+        env={**env, "LMSTUDIO_HOST": f"127.0.0.1:{port}"},
+        timeout=120,
+    )
 
 
 def _unloadable_llama_cpp(tmp_path: Path) -> dict[str, str]:
@@ -194,13 +202,8 @@ def test_an_unloadable_llama_cpp_falls_back_to_the_emulator(tmp_path: Path) -> N
     main job ended in a traceback, though it is to fall back to the synthetic emulator."""
     if not embedded_available():
         pytest.skip("the local extra is not installed: there is no embedded model to fail")
-    with socket.socket() as closed:  # a port nothing listens on: no LM Studio
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    env = {**_unloadable_llama_cpp(tmp_path), "LMSTUDIO_HOST": f"127.0.0.1:{port}"}
-    result = subprocess.run(
-        [sys.executable, str(DEMO)], capture_output=True, text=True, env=env, timeout=120
-    )
+    env = _unloadable_llama_cpp(tmp_path)
+    result = _demo_without_lmstudio(env)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert "its llama.cpp library cannot be loaded (Failed to load" in result.stderr

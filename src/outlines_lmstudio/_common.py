@@ -515,8 +515,11 @@ class Common:
         self, model_input: Any, output_type: Any, kwargs: dict[str, Any]
     ) -> tuple[list[Request], int]:
         if not isinstance(model_input, list | tuple):
-            raise InvalidInferenceArgumentError(
-                f"batch() takes a list of inputs, got {type(model_input).__name__}."
+            single = isinstance(model_input, str)
+            one = " (a str is one input: call the model with it)" if single else ""
+            raise InvalidInferenceArgumentError(  # not "batch()": generate_batch, reply_batch
+                # and parse on a list come here too (found by a probe)
+                f"A batch takes a list of inputs, got {type(model_input).__name__}{one}."
             )
         limit = check_concurrency(kwargs.pop("max_concurrency", self.max_concurrency))
         args, plan = self._settings(output_type, kwargs)  # every item's: checked once

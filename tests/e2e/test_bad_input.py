@@ -1037,10 +1037,10 @@ CASES = [
     ),
     Case(
         "batch not a list",
-        lambda m: m.batch(cast(list[Any], "abc")),
+        lambda m: m.generate_batch(cast(list[Any], "abc")),
         E.InvalidInferenceArgumentError,
         TypeError,
-        "list of inputs",
+        r"^A batch takes a list of inputs, got str \(a str is one input",  # not "batch()"
     ),
     Case("batch bad item", lambda m: m.batch(["ok", 3]), E.UnsupportedInputError, TypeError, "int"),
     Case(

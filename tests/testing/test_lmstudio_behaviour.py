@@ -435,7 +435,7 @@ def test_a_model_without_tool_use_answers_in_text(
 def test_tool_call_arguments_must_be_json() -> None:
     with pytest.raises(TypeError):
         ToolCall("f", {"x": object()})
-    with pytest.raises(ValueError, match="name"):
+    with pytest.raises(ValueError, match="name must be a non-empty string, not ''"):
         ToolCall("")
     # found by a probe: sent as "1" (a frame the SDK's schema refuses) and as NaN (not JSON)
     with pytest.raises(TypeError, match="keys must be strings, not 1"):

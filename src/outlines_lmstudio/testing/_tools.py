@@ -62,7 +62,7 @@ class ToolCall:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError("ToolCall.name must be a non-empty string")
+            raise ValueError(f"ToolCall.name must be a non-empty string, not {self.name!r:.80}")
         if not isinstance(self.arguments, dict):
             raise TypeError(f"ToolCall.arguments must be a dict, not {type(self.arguments)}")
         # JSON as the wire carries it (a TypeError names a value that is not): json.dumps

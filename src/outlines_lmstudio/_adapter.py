@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import copy
-import difflib
 from typing import TYPE_CHECKING, Any
 
 from outlines.models.base import ModelTypeAdapter
 
-from ._config import check_flag
+from ._config import check_flag, is_unknown_name, unknown_setting
 from ._inputs import ChatPrompt, format_input, format_text
 from ._output import OutputPlan, plan_output
-from .errors import InvalidInferenceArgumentError, UnknownSettingError
+from .errors import InvalidInferenceArgumentError
 
 __all__ = ["LMStudioTypeAdapter"]
 
@@ -48,14 +47,8 @@ class LMStudioTypeAdapter(ModelTypeAdapter):
             # "no"` turned grammar mode on and a misspelt setting was stored and did nothing.
             if name in _SETTINGS:
                 value = check_flag(name, value)
-            elif name[:1] != "_" and not hasattr(type(self), name) and _ours(type(self)):
-                close = difflib.get_close_matches(name, _SETTINGS, n=1)
-                error = UnknownSettingError(
-                    f"{type(self).__name__} has no setting {name!r}: its settings are "
-                    f"{' and '.join(_SETTINGS)}." + (f" Did you mean {close[0]}?" if close else "")
-                )
-                error.name, error.obj = name, self  # as Python's own AttributeError
-                raise error
+            elif is_unknown_name(self, name):
+                raise unknown_setting(self, name, " and ".join(_SETTINGS), _SETTINGS)
             super().__setattr__(name, value)
 
         def __delattr__(self, name: str) -> None:
@@ -128,8 +121,3 @@ class LMStudioTypeAdapter(ModelTypeAdapter):
 
 _SETTINGS = ("grammar", "strict_schema")
 """The adapter's settings: on/off flags, checked on every assignment."""
-
-
-def _ours(cls: type) -> bool:
-    """Whether ``cls`` is this class, not a user's subclass (which may keep state of its own)."""
-    return cls is LMStudioTypeAdapter

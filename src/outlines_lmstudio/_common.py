@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -21,9 +20,11 @@ from ._config import (
     PredictionArgs,
     check_flag,
     check_seconds,
+    is_unknown_name,
     optional_name,
     parse_inference_kwargs,
     real_number,
+    unknown_setting,
 )
 from ._discovery import other_server_error
 from ._inputs import ChatPrompt, follows_a_prompt
@@ -378,15 +379,6 @@ _NONE_MEANS = {
 """What ``None`` means for the settings that take it (a deletion's message says)."""
 
 
-def _ours(cls: type) -> bool:
-    """Whether ``cls`` is one of the package's classes, not a user's subclass of one.
-
-    A subclass may keep state of its own (``self.calls = 0`` in its ``__init__``), as any
-    Python class does (found by a review): only the package's own models refuse a name.
-    """
-    return cls.__module__.partition(".")[0] == "outlines_lmstudio"
-
-
 def _check_client(model: object, client: object) -> None:
     """Refuse a client of the other kind, or no client, assigned to ``model.client``.
 
@@ -410,21 +402,19 @@ def _check_client(model: object, client: object) -> None:
 
 def _unknown_setting(model: object, name: str) -> UnknownSettingError:
     """Return the error of an assignment to ``name``, which is none of a model's settings."""
-    settings = ", ".join(_SETTINGS)
-    if name in ("grammar", "strict_schema"):
-        hint = (
-            f" {name} is a setting of the model's type adapter: model.type_adapter.{name} = "
-            f"True (or from_lmstudio(client, model_name, {name}=True))."
-        )
-    else:
-        close = difflib.get_close_matches(name, [*_SETTINGS, "client", "type_adapter"], n=1)
-        hint = f" Did you mean {close[0]}?" if close else ""
-    error = UnknownSettingError(
-        f"{type(model).__name__} has no setting {name!r}: its settings are {settings} (and "
-        f"client, type_adapter).{hint}"
+    hint = (
+        f" {name} is a setting of the model's type adapter: model.type_adapter.{name} = "
+        f"True (or from_lmstudio(client, model_name, {name}=True))."
+        if name in ("grammar", "strict_schema")
+        else None
     )
-    error.name, error.obj = name, model  # as Python's own AttributeError
-    return error
+    return unknown_setting(
+        model,
+        name,
+        f"{', '.join(_SETTINGS)} (and client, type_adapter)",
+        [*_SETTINGS, "client", "type_adapter"],
+        hint,
+    )
 
 
 class Common:
@@ -445,7 +435,7 @@ class Common:
                 _check_client(self, value)
                 if self.__dict__.get("client", value) is not value:
                     self._replace_client(value)
-            elif name[:1] != "_" and not hasattr(type(self), name) and _ours(type(self)):
+            elif is_unknown_name(self, name):
                 raise _unknown_setting(self, name)
             super().__setattr__(name, value)
 

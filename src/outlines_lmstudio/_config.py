@@ -11,18 +11,19 @@ A setting has one checker, whichever way it is spelled: ``max_tokens=5``,
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 import numbers
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
 import msgspec
 from lmstudio import LlmLoadModelConfig, LlmPredictionConfig
 
-from .errors import InvalidInferenceArgumentError, InvalidInferenceValueError
+from .errors import InvalidInferenceArgumentError, InvalidInferenceValueError, UnknownSettingError
 
 __all__ = [
     "CALLBACK_KWARGS",
@@ -34,10 +35,12 @@ __all__ = [
     "accepted_keywords",
     "check_flag",
     "check_seconds",
+    "is_unknown_name",
     "parse_inference_kwargs",
     "optional_name",
     "plain_str",
     "real_number",
+    "unknown_setting",
 ]
 
 MAX_COUNT = 2**31 - 1
@@ -108,6 +111,38 @@ def _real(name: str, value: object, *, integer: bool = False) -> float:
     if not math.isfinite(number):
         raise InvalidInferenceValueError(f"{name} must be a finite number, got {_describe(value)}.")
     return number
+
+
+def is_unknown_name(owner: object, name: str) -> bool:
+    """Whether assigning ``name`` to ``owner`` is refused: no setting of one of our classes.
+
+    A public name that is no attribute of the class (its methods may be replaced, say by
+    ``mock.patch.object``). A user's subclass keeps state of its own (``self.calls = 0``),
+    as any Python class does (found by a review): only the package's own classes refuse.
+    """
+    cls = type(owner)
+    return (
+        name[:1] != "_"
+        and not hasattr(cls, name)
+        and cls.__module__.partition(".")[0] == "outlines_lmstudio"
+    )
+
+
+def unknown_setting(
+    owner: object, name: str, settings: str, candidates: Sequence[str], hint: str | None = None
+) -> UnknownSettingError:
+    """Return the error of an assignment to ``name``, none of ``owner``'s ``settings``.
+
+    ``hint``: what to say instead of the closest of ``candidates`` ("Did you mean ...?").
+    """
+    if hint is None:
+        close = difflib.get_close_matches(name, candidates, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+    error = UnknownSettingError(
+        f"{type(owner).__name__} has no setting {name!r}: its settings are {settings}.{hint}"
+    )
+    error.name, error.obj = name, owner  # as Python's own AttributeError
+    return error
 
 
 def check_flag(name: str, value: object) -> bool:

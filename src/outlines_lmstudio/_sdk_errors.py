@@ -151,9 +151,7 @@ def _not_found_text(exc: lms.LMStudioError, text: str) -> str:
         if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
             count = shown.get(total)
             more = f" ({count} in all)" if isinstance(count, int) and count > 3 else ""
-            cause = getattr(served, "cause", None)
-            why = f" ({cause.rstrip('.')})" if isinstance(cause, str) and cause else ""
-            return f"{title.rstrip('.')}{why}; LM Studio has {', '.join(names[:3])}{more}."
+            return f"{_titled(exc, text)}; LM Studio has {', '.join(names[:3])}{more}."
     # No list to show: the SDK's text, whose cause and suggestion may be all there is
     # (found by a review: "Failed to load the model." alone lost why).
     return text

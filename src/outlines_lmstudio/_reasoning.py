@@ -751,8 +751,10 @@ def reply_problem(
             suggestion = f" (for example to {max(4 * spent, 1024)})" if spent else ""
         return ReasoningTruncatedError(
             f"The token budget was spent on reasoning: the reply stopped ({stop}) before the "
-            f"model began its {what} ({counts}). Raise {limit}{suggestion}, or turn the "
-            "model's thinking down or off; the reasoning so far is in .reasoning",
+            f"model began its {what} ({counts}). Raise {limit}{suggestion}, or use a model "
+            # Not "turn thinking off": the Python SDK cannot send that setting (a probe).
+            "(or an LM Studio model setting) without thinking; the reasoning so far is in "
+            ".reasoning",
             errors=[f"stopped inside the reasoning ({stop})"],
             **found,
         )
@@ -769,6 +771,9 @@ def reply_problem(
         way = (
             "Drop the stop string that ended it from stop=, ask for the answer explicitly"
             if stop == "stopStringFound"
+            # The model ended the reply itself: no budget ran out (found by a probe).
+            else "Ask for the answer explicitly in the prompt"
+            if stop == "eosFound"
             else "Ask for the answer explicitly in the prompt, raise max_tokens"
         )
         return EmptyAnswerError(

@@ -918,7 +918,10 @@ def check_reply(
             else "raise max_tokens (or the model's context length)"
         )
         raise TruncatedOutputError(
-            f"The reply was cut off ({stop_reason}) before it was a complete {name}; {fix}",
+            # A schema given as data is named "JSON schema 'T'": the reply is a value for it,
+            # not a schema (found by a probe: "before it was a complete JSON schema").
+            f"The reply was cut off ({stop_reason}) before it was a complete "
+            f"{'value for the ' + name if name.startswith('JSON schema') else name}; {fix}",
             raw=raw,
             errors=errors,
             stop_reason=stop_reason,

@@ -192,7 +192,7 @@ def test_errors_name_a_schema_given_as_data_by_its_title(make_model: MakeModel) 
     with pytest.raises(TruncatedOutputError) as info:
         make_model(TEXT_MODEL).parse("An invoice", schema, max_tokens=3)
     message = str(info.value)
-    assert "complete JSON schema 'Invoice'" in message
+    assert "a complete value for the JSON schema 'Invoice';" in message
     assert "field_11" not in message
 
 

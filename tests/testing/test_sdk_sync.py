@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -503,3 +504,43 @@ def test_numbers_have_no_more_digits_than_llama_cpp_writes(client: lms.Client) -
         runs += re.findall(r"[0-9]+", reply.content)
     assert max(map(len, runs)) <= 16
     assert max(map(len, runs)) > 3  # the walk still writes long numbers, within the cap
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["load_new_instance", "getOrLoad"])
+def test_a_load_overtaken_by_a_reset_does_not_land_in_the_next_test(
+    make_emulator: MakeEmulator, jit: bool
+) -> None:
+    """Found by a probe: a load still running at a reset finished afterwards.
+
+    Its model showed up loaded in the next test (a session-scoped client's load, cut by
+    pytest-timeout), and a JIT one unloaded that test's own JIT model.
+    """
+    emulator = make_emulator(load_latency=0.6)
+    with lms.Client(emulator.api_host) as client:
+        before = sorted(m.identifier for m in client.llm.list_loaded())
+        assert UNLOADED not in before
+        errors: list[BaseException] = []
+
+        def load() -> None:
+            try:
+                if jit:
+                    client.llm.model(UNLOADED)
+                else:
+                    client.llm.load_new_instance(UNLOADED)
+            except BaseException as exc:  # kept for the assertions below
+                errors.append(exc)
+
+        worker = threading.Thread(target=load)
+        worker.start()
+        endpoint = "getOrLoad" if jit else "loadModel"
+        emulator.wait_until(lambda: any(r.endpoint == endpoint for r in emulator.requests))
+        emulator.reset()  # the next test begins while the load runs
+        worker.join(10)
+        assert not worker.is_alive()
+        assert sorted(m.identifier for m in client.llm.list_loaded()) == before
+        assert len(errors) == 1
+        assert isinstance(errors[0], lms.LMStudioServerError)
+        assert "the LM Studio emulator was reset while it loaded" in str(errors[0])
+        # A load after the reset is the new test's own, and lands.
+        client.llm.load_new_instance(UNLOADED)
+        assert UNLOADED in {m.identifier for m in client.llm.list_loaded()}

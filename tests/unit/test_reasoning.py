@@ -468,6 +468,10 @@ def test_budget_spent_on_reasoning() -> None:
     assert "spent on reasoning" in message
     assert "64 tokens predicted, 64 of them reasoning" in message
     assert "Raise max_tokens (for example to 1024)" in message
+    # found by a probe: "turn the model's thinking down or off", which no setting of the
+    # Python SDK (nor of this library) can do
+    assert "or use a model (or an LM Studio model setting) without thinking;" in message
+    assert "turn" not in message
     assert error.reasoning == "thinking..."
     assert (error.reasoning_tokens, error.predicted_tokens) == (64, 64)
     context = reply_problem("", "x", ReplyStats("contextLengthReached"), structured=False)
@@ -543,6 +547,11 @@ def test_empty_answer_after_reasoning() -> None:
     assert not isinstance(error, TruncatedOutputError)
     assert "empty answer" in str(error)
     assert "9 tokens predicted, 8 of them reasoning" in str(error)
+    # found by a probe: the model ended the reply itself, so no budget is to be raised
+    assert "Ask for the answer explicitly in the prompt, or use a model" in str(error)
+    assert "max_tokens" not in str(error)
+    unknown = reply_problem("", "thinking", ReplyStats(None), structured=False)
+    assert "raise max_tokens" in str(unknown)  # no stop reason: the budget may have ended it
 
 
 def test_a_stop_string_inside_the_reasoning_says_so() -> None:

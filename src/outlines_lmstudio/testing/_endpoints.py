@@ -385,12 +385,14 @@ async def get_or_load(
     with emu._lock:
         evicted = _evict_jit(emu)
         ident = emu._catalogue.next_identifier(model.key)
+        epoch = emu._epoch
     await _say_evicted(conn, channel, evicted)
     start = {"type": "startLoading", "identifier": ident, "info": model.model_info()}
     await conn.channel_send(channel, start)
     await _load_progress(conn, channel, "loadProgress")
     ttl = parameter.get("loadTtlMs")
     with emu._lock:
+        _refuse_if_reset(emu, epoch)
         # Another request may have loaded it meanwhile: LM Studio would then reuse it.
         loaded = emu._catalogue.resolve_loaded(name)
         evicted = []
@@ -409,6 +411,20 @@ async def get_or_load(
         info = loaded.info()
     await _say_evicted(conn, channel, evicted)
     await conn.channel_send(channel, {"type": "loadSuccess", "info": info})
+
+
+def _refuse_if_reset(emu: EmulatorState, epoch: int) -> None:
+    """Fail a load that `EmulatorState.reset` overtook (found by a probe).
+
+    A load still running at a reset belongs to the test before: landing afterwards, it
+    put its model in the next test's catalogue (and, loaded just in time, unloaded that
+    test's own JIT model). Called with the emulator's lock held; ``epoch`` is the reset
+    count when the load began.
+    """
+    if emu._epoch != epoch:
+        raise server_error(
+            "Model loading was cancelled: the LM Studio emulator was reset while it loaded."
+        )
 
 
 def _evict_jit(emu: EmulatorState) -> list[Instance]:
@@ -444,12 +460,14 @@ async def load_model(
             raise _domain_mismatch(conn, key, model.type)
         if ident is not None and emu._catalogue.find_instance(str(ident)) is not None:
             raise server_error(f'A model with the identifier "{ident}" already exists.')
+        epoch = emu._epoch
     context = _context_length(conn.namespace, fields)
     _check_context(model, context)
     await conn.channel_send(channel, {"type": "resolved", "info": model.model_info()})
     await _load_progress(conn, channel, "progress")
     ttl = parameter.get("ttlMs")
     with emu._lock:
+        _refuse_if_reset(emu, epoch)
         try:
             instance = emu._catalogue.load(
                 model,

@@ -76,6 +76,23 @@ def test_stream_with_schema_prints_the_validated_object(
     jsonschema.validate(json.loads(result.stdout), PERSON_SCHEMA)
 
 
+@pytest.mark.parametrize("asks", ["FORCE_COLOR", "TTY_COMPATIBLE"])
+def test_a_colour_forcing_environment_leaves_redirected_results_plain(
+    run_cli: RunCli, schema_file: Path, asks: str
+) -> None:
+    """Found by a probe: under ``FORCE_COLOR=1`` (set by CI runners) rich took the pipe for
+    a terminal, and ``generate --stream > out.json`` wrote the live display's frames."""
+    env = cli_env(**{asks: "1"})
+    result = run_cli("generate", "--schema", str(schema_file), "--stream", "A person", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    jsonschema.validate(json.loads(result.stdout), PERSON_SCHEMA)
+    models = run_cli("models", env=env)
+    assert models.returncode == 0, models.stderr
+    assert "\x1b" not in models.stdout
+    assert all(len(line.split("\t")) == 8 for line in models.stdout.splitlines())
+
+
 def test_pydantic_type_from_the_current_directory(run_cli: RunCli, tmp_path: Path) -> None:
     (tmp_path / "people.py").write_text(
         "from pydantic import BaseModel\n\n"

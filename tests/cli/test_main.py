@@ -593,6 +593,39 @@ def test_a_non_ascii_file_path_is_opened_whatever_the_locale(
     assert emulator.predictions[-1].last_user_text == _RESUME
 
 
+def test_a_non_ascii_type_name_is_found_whatever_the_locale(
+    emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    # Found by a probe: in the C locale, `--type m:P\u00e9rsonne` (a class name is source
+    # text, UTF-8) was "'m' has no 'P\udcc3\udca9rsonne'"; the module's file name, which
+    # Python opens as it decoded it, must stay as it is.
+    (tmp_path / "typmod_\u00fc.py").write_text(
+        "from pydantic import BaseModel\n\nclass P\u00e9rsonne(BaseModel):\n    nom: str\n",
+        encoding="utf-8",
+    )
+    spec = "typmod_\u00fc:P\u00e9rsonne".encode()
+    result = subprocess.run(
+        [
+            *script_path(),
+            "--host",
+            emulator.api_host,
+            "generate",
+            "-m",
+            TEXT,
+            "--type",
+            spec,
+            b"hi",
+        ],
+        capture_output=True,
+        env=cli_env(**_ASCII_LOCALE, PYTHONIOENCODING="utf-8"),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode("utf-8")
+    assert set(json.loads(result.stdout)) == {"nom"}
+
+
 @pytest.mark.parametrize("io_encoding", ["", "ascii"])
 def test_utf8_chat_lines_are_read_as_utf8_whatever_the_locale(
     emulator: LMStudioEmulator, tmp_path: Path, io_encoding: str

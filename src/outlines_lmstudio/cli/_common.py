@@ -312,10 +312,22 @@ def _size() -> tuple[int | None, int | None]:
 
 
 def console() -> Console:
-    """Return a rich console on standard output (markup off: styles go in `rich.text.Text`)."""
+    """Return a rich console on standard output (markup off: styles go in `rich.text.Text`).
+
+    Standard output that is not a terminal (a file, a pipe) is never taken for one: rich
+    does so under ``FORCE_COLOR`` or ``TTY_COMPATIBLE`` (which CI runners set), and then
+    ``generate --stream > out.json`` wrote the live display's frames and escape codes into
+    the result, and a piped ``models`` its table (found by a probe). Results are data; the
+    messages on standard error keep rich's reading.
+    """
     width, height = _size()
     return _console_class()(
-        highlight=False, markup=False, _environ=_environ(), width=width, height=height
+        highlight=False,
+        markup=False,
+        _environ=_environ(),
+        width=width,
+        height=height,
+        force_terminal=None if _stdout_is_a_terminal() else False,
     )
 
 

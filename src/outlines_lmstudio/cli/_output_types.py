@@ -16,7 +16,7 @@ from typing import Any
 from .._json_keys import RepeatedKey, without_repeats
 from .._patterns import ecma_patterns
 from ._common import CliError, file_path
-from ._text import decode_file
+from ._text import as_utf8, decode_file
 
 __all__ = [
     "OutputSpec",
@@ -268,7 +268,10 @@ def load_type(spec: str) -> Any:
         if added:
             with contextlib.suppress(ValueError):
                 sys.path.remove("")
-    for name in attr_path.split("."):
+    # The module part names a file, opened as Python decoded it; a class name is source
+    # text, which Python reads as UTF-8 (found by a probe: `--type m:Pérsonne` in the C
+    # locale was "'m' has no 'P\udcc3\udca9rsonne'").
+    for name in as_utf8(attr_path).split("."):
         try:
             obj = getattr(obj, name)
         except AttributeError:

@@ -25,6 +25,7 @@ __all__ = [
     "read_stdin_bytes",
     "stdin_lines_tolerant",
     "text_arguments_as_utf8",
+    "as_utf8",
 ]
 
 _FIX = "convert it to UTF-8 first (e.g. `iconv -f latin1 -t utf-8`)"
@@ -85,12 +86,13 @@ def text_arguments_as_utf8(args: argparse.Namespace) -> None:
     for dest in _TEXT_ARGUMENTS:
         value = getattr(args, dest, None)
         if isinstance(value, str):
-            setattr(args, dest, _as_utf8(value))
+            setattr(args, dest, as_utf8(value))
         elif isinstance(value, list):
-            setattr(args, dest, [_as_utf8(v) if isinstance(v, str) else v for v in value])
+            setattr(args, dest, [as_utf8(v) if isinstance(v, str) else v for v in value])
 
 
-def _as_utf8(text: str) -> str:
+def as_utf8(text: str) -> str:
+    """Return a command-line argument's text read as UTF-8 (see `text_arguments_as_utf8`)."""
     try:
         return os.fsencode(text).decode("utf-8")
     except UnicodeError:  # not UTF-8 (or put in sys.argv from Python): as the locale read it

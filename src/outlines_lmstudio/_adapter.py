@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from outlines.models.base import ModelTypeAdapter
 
 from ._config import check_flag, is_unknown_name, unknown_setting
@@ -101,10 +102,10 @@ class LMStudioTypeAdapter(ModelTypeAdapter):
         """
         # A copy: the plan is kept for later calls, which a caller's change to the dict
         # would change too (found by a review).
-        return copy.deepcopy(self.plan_output(output_type).response_format)
+        return copy.deepcopy(self._kept_plan(output_type).response_format)
 
     def plan_output(self, output_type: Any = None) -> OutputPlan:
-        """Return the full `OutputPlan` for an output type (cached per type).
+        """Return the full `OutputPlan` for an output type.
 
         Parameters
         ----------
@@ -114,8 +115,19 @@ class LMStudioTypeAdapter(ModelTypeAdapter):
         Returns
         -------
         OutputPlan
-            What to send and how to render the reply.
+            What to send and how to render the reply: a copy of the plan the model keeps
+            for the type, so that changing its dicts changes no call (found by a probe:
+            deleting a property from ``.response_format`` weakened every later call).
         """
+        plan = self._kept_plan(output_type)
+        return msgspec.structs.replace(
+            plan,
+            response_format=copy.deepcopy(plan.response_format),
+            full_schema=copy.deepcopy(plan.full_schema),
+        )
+
+    def _kept_plan(self, output_type: Any = None) -> OutputPlan:
+        """Return the plan kept for an output type: the model's own, never to be changed."""
         return plan_output(output_type, grammar=self.grammar, strict_schema=self.strict_schema)
 
 

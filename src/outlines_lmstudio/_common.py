@@ -492,13 +492,13 @@ class Common:
     ) -> tuple[PredictionArgs, OutputPlan]:
         """Check what a call's inputs share: its keywords and its output type."""
         args = parse_inference_kwargs(kwargs) if kwargs else NO_ARGS
-        plan = self._adapter.plan_output(output_type)
+        plan = self._adapter._kept_plan(output_type)
         if args.config and "structured" in args.config:
             if plan.response_format is not None:
                 raise InvalidInferenceArgumentError(
                     "Both an output type and config['structured'] were given: pass only one."
                 )
-            return _structured_from_config(args, self._adapter.plan_output)
+            return _structured_from_config(args, self._adapter._kept_plan)
         return args, plan
 
     def _prepare_batch(

@@ -148,15 +148,38 @@ def test_a_stamped_file_that_llama_cpp_cannot_read_is_assembled_again(
         target.write_bytes(good.read(100_000_000))
     found = target.stat()
     if stamp_format == "current":  # as if it had been damaged with the stamp kept
-        from outlines_lmstudio.testing._embedded import _identity
+        from outlines_lmstudio.testing._embedded import _stamp_text
 
-        text = _identity(found)
+        text = _stamp_text(found, _expected_sha256())
     else:
         text = f"{found.st_size} {found.st_mtime_ns}"
     target.with_name(target.name + ".verified").write_text(text + "\n", encoding="utf-8")
     model = embedded_model()
     assert model.gguf == str(target)
     assert _sha256(target) == _expected_sha256()
+
+
+@pytest.mark.parametrize("checked_by", ["a version without the sum", "another version"])
+def test_a_file_another_version_of_the_package_checked_is_checked_again(
+    target: Path, good_gguf: Path, checked_by: str
+) -> None:
+    """Found by a probe: the stamp held the file's identity alone, so after an upgrade of
+    the model package (or with two environments sharing the cache) the file the other
+    version had checked was used without a check against this version's sha256."""
+    from outlines_lmstudio.testing._embedded import _identity, _stamp_text
+
+    with good_gguf.open("rb") as good:  # not this version's file
+        target.write_bytes(good.read(1_000_000))
+    found = target.stat()
+    text = _identity(found) if checked_by.endswith("sum") else _stamp_text(found, "0" * 64)
+    target.with_name(target.name + ".verified").write_text(text + "\n", encoding="utf-8")
+    lines: list[str] = []
+    assert embedded_gguf(lines.append) == target
+    assert any("is damaged" in line for line in lines), lines
+    assert _sha256(target) == _expected_sha256()
+    lines.clear()
+    assert embedded_gguf(lines.append) == target  # stamped for this version: no check
+    assert lines == []
 
 
 @pytest.mark.parametrize("kind", ["folder", "FIFO"])

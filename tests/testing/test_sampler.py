@@ -444,3 +444,17 @@ def test_patterns_with_ranges_outside_ascii_are_answered(
         "?", response_format={"type": "json", "jsonSchema": schema}
     )
     jsonschema.validate(json.loads(result.content), schema)
+
+
+def test_the_kept_automatons_are_bounded() -> None:
+    """Found by a probe: one automaton was kept for every schema ever asked for, so a
+    long-running `emulator` command grew by about 44 kB a distinct schema, for good."""
+    sampler = JsonSampler()
+    sampler.kept = 3
+    schemas = [{"type": "integer", "minimum": n} for n in range(5)]
+    for schema in schemas[:3]:
+        sampler.automaton(schema)
+    sampler.automaton(schemas[0])  # used again: now the most recently used
+    for schema in schemas[3:]:
+        sampler.automaton(schema)
+    assert [sampler.is_cached(s) for s in schemas] == [True, False, False, True, True]

@@ -1247,6 +1247,33 @@ def test_a_json_schema_term_s_kept_plan_is_the_callers_to_change_safely() -> Non
         plan_output(term)
 
 
+def test_the_adapter_s_plan_is_the_callers_to_change_safely() -> None:
+    """Found by a probe: ``plan_output`` gave the kept plan's own dicts; deleting a
+    property from them weakened every later call with the type, in every model."""
+    from outlines_lmstudio import LMStudioTypeAdapter
+
+    class Pet(pydantic.BaseModel):
+        name: str
+        age: int
+
+    adapter = LMStudioTypeAdapter()
+    given = adapter.plan_output(Pet)
+    assert given.schema is not None
+    assert given.full_schema is not None
+    del given.schema["properties"]["age"]
+    given.schema["required"].remove("age")
+    given.full_schema["required"].clear()
+    again = adapter.plan_output(Pet)
+    assert again.schema is not None
+    assert again.full_schema is not None
+    assert set(again.schema["properties"]) == {"name", "age"}
+    assert again.full_schema["required"] == ["name", "age"]
+    assert again.output_type is Pet  # the caller's own type, not a copy
+    sent = adapter.format_output_type(Pet)
+    assert sent is not None
+    assert sent["jsonSchema"]["required"] == ["name", "age"]
+
+
 @pytest.mark.parametrize("written", [["string", "string"], []])
 def test_a_list_of_type_names_is_not_told_it_holds_no_type(written: list[str]) -> None:
     """Found by a review: a repeated or empty list of valid names was "no JSON Schema type"."""

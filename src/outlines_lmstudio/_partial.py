@@ -90,6 +90,9 @@ class _Frame(msgspec.Struct):
         return [*self.items, child] if has_child and self.expect == "value" else list(self.items)
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _parse(piece: str) -> Any:
     try:
         return pydantic_core.from_json(piece)
@@ -98,7 +101,7 @@ def _parse(piece: str) -> Any:
 
 
 class PartialJson:
-    """Feed a JSON text fragment by fragment; get its partial value after each.
+    r"""Feed a JSON text fragment by fragment; get its partial value after each.
 
     The values are those of ``pydantic_core.from_json(text,
     allow_partial="trailing-strings")`` on the whole text so far (``None`` when
@@ -119,8 +122,10 @@ class PartialJson:
     invalid
         Whether the text so far already makes the reply one a typed result refuses,
         however it goes on: an object that writes a key again (its value would replace
-        one given out, so a key shown would go away: found by a probe), or a number that
-        is not finite (``NaN``, ``1e999``). Not looked for once the text is broken.
+        one given out, so a key shown would go away: found by a probe), a number that
+        is not finite (``NaN``, ``1e999``), or a lone surrogate as a character (what the
+        SDK makes of LM Studio's ``\ud800``: found by a probe, it was in a partial value,
+        which then could not be printed). Not looked for once the text is broken.
 
     Examples
     --------
@@ -156,6 +161,8 @@ class PartialJson:
         self.text += fragment
         if self._settled:
             return self._last
+        if _LONE_SURROGATE.search(fragment) is not None:
+            self.invalid = True  # a typed result refuses it, wherever it is
         if not self._broken:
             try:
                 self._scan()

@@ -240,12 +240,7 @@ def _refuse_lone_surrogates(value: Any) -> None:
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise _Invalid(
-            [
-                "(root): the reply holds a lone surrogate (half of a UTF-16 pair), "
-                "which is not Unicode text"
-            ]
-        ) from exc
+        raise _Invalid([f"(root): {_LONE_SURROGATE_CAUSE}"]) from exc
 
 
 _JSON_CAUSES = {
@@ -261,12 +256,33 @@ _JSON_CAUSES = {
 }
 
 
+_LONE_SURROGATE_CAUSE = _JSON_CAUSES["lone leading surrogate in hex escape"]
+
+_BOM_CAUSE = (
+    "invalid JSON: the reply begins with a byte order mark (U+FEFF), which JSON text must not"
+)
+"""Both paths' words for a reply after a byte order mark (found by a probe: the Pydantic
+path said "expected value at line 1 column 1", the schema path Python's "decode using
+utf-8-sig", advice for a file)."""
+
+
 def _json_cause(error: Any) -> str:
     """Return pydantic-core's reason a reply is not JSON, without its position ("" if none)."""
     if error.get("type") != "json_invalid":
         return ""
     reason = str((error.get("ctx") or {}).get("error", ""))
     return reason.split(" at line ")[0]
+
+
+def _pydantic_error(error: Any, raw: str) -> str:
+    """Return one line of a Pydantic error of a reply, in the words the schema path uses."""
+    where = ".".join(str(p) for p in error["loc"]) or "(root)"
+    if not error["loc"]:
+        if error.get("type") == "string_unicode":  # the reply as a whole is not UTF-8
+            return f"(root): {_LONE_SURROGATE_CAUSE}"
+        if raw.startswith("\ufeff") and error.get("type") == "json_invalid":
+            return f"(root): {_BOM_CAUSE}"
+    return f"{where}: {_JSON_CAUSES.get(_json_cause(error), error['msg'])}"
 
 
 class Validator(msgspec.Struct, frozen=True):
@@ -366,13 +382,7 @@ class Validator(msgspec.Struct, frozen=True):
                     by_name=self.by_name,
                 )
             except pydantic.ValidationError as exc:
-                raise _Invalid(
-                    [
-                        f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: "
-                        f"{_JSON_CAUSES.get(_json_cause(e), e['msg'])}"
-                        for e in exc.errors()
-                    ]
-                ) from exc
+                raise _Invalid([_pydantic_error(e, raw) for e in exc.errors()]) from exc
             # Read again only for what Pydantic lets through: a repeated key's first value
             # (never validated), NaN and Infinity literals (not JSON), and 1e400; wherever
             # they are, in a key the type ignores too (found by a probe: accepted).
@@ -396,7 +406,8 @@ class Validator(msgspec.Struct, frozen=True):
             try:
                 value = _read_strictly(raw)
             except json.JSONDecodeError as exc:
-                raise _Invalid([f"(root): invalid JSON: {exc}"]) from exc
+                cause = _BOM_CAUSE if raw.startswith("\ufeff") else f"invalid JSON: {exc}"
+                raise _Invalid([f"(root): {cause}"]) from exc
             except ValueError as exc:  # an integer longer than Python reads (4,300 digits)
                 too_long = f"(root): the reply holds a number too long to read: {exc}"
                 raise _Invalid([too_long]) from exc

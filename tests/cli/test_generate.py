@@ -93,6 +93,28 @@ def test_a_colour_forcing_environment_leaves_redirected_results_plain(
     assert all(len(line.split("\t")) == 8 for line in models.stdout.splitlines())
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["generate", "-m", TEXT, "hi"],
+        ["generate", "-m", TEXT, "--stream", "hi"],
+        ["complete", "-m", TEXT, "hi"],
+        ["complete", "-m", TEXT, "--stream", "hi"],
+    ],
+)
+def test_a_lone_surrogate_in_a_reply_is_written_as_its_escape(
+    run_cli: RunCli, emulator: LMStudioEmulator, args: list[str]
+) -> None:
+    """Found by a probe: a reply holding ``\ud800`` (LM Studio sends a model's lone half of
+    a pair as the character) failed as "unexpected UnicodeEncodeError ... a bug"."""
+    emulator.script(TEXT, ["hello \ud800 world"])
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello \\ud800 world\n"
+    assert result.stderr.count("lone surrogate") == 1
+    assert "written as its escape" in result.stderr
+
+
 def test_pydantic_type_from_the_current_directory(run_cli: RunCli, tmp_path: Path) -> None:
     (tmp_path / "people.py").write_text(
         "from pydantic import BaseModel\n\n"

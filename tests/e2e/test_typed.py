@@ -433,18 +433,34 @@ def test_parse_stream_of_a_reply_with_a_lone_surrogate_ends_as_parse_does(
     reply = '{"name": "A\ud800b", "age": 1}'
     schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
     model = make_model(TEXT_MODEL)
-    emulator.script(TEXT_MODEL, [reply, reply])
-    with pytest.raises(ParseError, match="unicode") as info:
-        list(model.parse_stream("q", Person))
-    assert info.value.raw == reply
-    with pytest.raises(ParseError, match="unicode"):
-        model.parse("q", Person)
-    emulator.script(TEXT_MODEL, [reply, reply])  # a schema given as data refuses it too
-    with pytest.raises(ParseError, match="lone surrogate") as info:
-        list(model.parse_stream("q", schema))
-    assert info.value.raw == reply
-    with pytest.raises(ParseError, match="lone surrogate"):
-        model.parse("q", schema)
+    for output_type in (Person, schema):  # the same words for a type and a schema as data
+        emulator.script(TEXT_MODEL, [reply, reply])
+        given: list[Any] = []
+        with pytest.raises(ParseError, match=r"\(root\): the reply holds a lone surrogate"):
+            given.extend(model.parse_stream("q", output_type))
+        # Found by a probe: a partial value held the surrogate, which then could not be
+        # printed; the reply can never be valid, so no partial value follows it.
+        assert given
+        assert not any("\ud800" in str(value) for value in given), given
+        with pytest.raises(ParseError, match="lone surrogate") as info:
+            model.parse("q", output_type)
+        assert info.value.raw == reply
+
+
+@pytest.mark.parametrize("as_data", [False, True])
+def test_a_reply_after_a_byte_order_mark_is_named_so(
+    make_model: MakeModel, emulator: LMStudioEmulator, as_data: bool
+) -> None:
+    """Found by a probe: "expected value at line 1 column 1" for a type, and Python's
+    "decode using utf-8-sig" (advice for a file) for a schema given as data."""
+    output_type: Any = Person.model_json_schema() if as_data else Person
+    emulator.script(TEXT_MODEL, ['\ufeff{"name": "Al", "age": 3}'])
+    with pytest.raises(ParseError) as info:
+        make_model(TEXT_MODEL).parse("q", output_type)
+    assert info.value.errors == [
+        "(root): invalid JSON: the reply begins with a byte order mark (U+FEFF), which JSON "
+        "text must not"
+    ]
 
 
 def test_parse_stream_of_a_reply_nested_too_deeply_ends_as_parse_does(

@@ -879,6 +879,33 @@ class _Stdout:
     held_cr = False
     """A terminal's stream ended a fragment with ``\r``: its line break may come next."""
 
+    told_surrogates = False
+    """Standard error said that lone surrogates are written as escapes (`_utf8_safe`)."""
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _utf8_safe(text: str) -> str:
+    r"""Return a model's text with its lone surrogates written as ``\uXXXX`` escapes.
+
+    LM Studio sends a model's ``\ud800`` (half of a UTF-16 pair) as the character, which
+    UTF-8 cannot hold: writing it failed as "unexpected UnicodeEncodeError ... a bug"
+    (found by a probe). The escape is what the model wrote, as `json_text` writes it;
+    standard error says so once, so the change is not silent.
+    """
+    if _LONE_SURROGATE.search(text) is None:
+        return text
+    if not _Stdout.told_surrogates:
+        _Stdout.told_surrogates = True
+        with contextlib.suppress(Exception):  # a closed or broken stderr: the text goes on
+            print(
+                "outlines-lmstudio: note: the reply holds a lone surrogate (half of a UTF-16 "
+                "pair), which UTF-8 cannot hold: it is written as its escape, e.g. \\ud800.",
+                file=sys.stderr,
+            )
+    return _LONE_SURROGATE.sub(lambda found: f"\\u{ord(found[0]):04x}", text)
+
 
 # C0 and C1 control characters, but a line break, a tab, and a carriage return that ends a
 # line ("\r\n"): the characters that act on a terminal (ESC starts a sequence that clears
@@ -918,6 +945,7 @@ def for_terminal(text: str) -> str:
     ``chat`` let a reply set the window title and clear the screen. Line breaks and tabs
     are kept.
     """
+    text = _utf8_safe(text)
     if _stdout_is_a_terminal():
         return escape_controls(text)
     return text
@@ -945,6 +973,7 @@ def write_out(text: str) -> None:
     """
     if not text:  # nothing to show: a held "\r" waits on (found by a review)
         return
+    text = _utf8_safe(text)
     if _stdout_is_a_terminal():
         # A "\r\n" split across two fragments (Gemma's tokenizer writes them as two) showed
         # as a literal "\r" (found by a review): a final "\r" waits for the next fragment.

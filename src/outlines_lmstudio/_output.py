@@ -34,6 +34,7 @@ from outlines.types import CFG, JsonSchema, Regex
 from outlines.types.dsl import Choice, Term
 from typing_inspection import typing_objects
 
+from ._late_names import LateName, late_names, still_resolved
 from ._schema_walk import MAX_SCHEMA_DEPTH, core_nodes, ref_target, schema_nodes
 from ._simple import (
     FullMatchTerms,
@@ -1449,8 +1450,25 @@ def _not_json_error(schema: dict[str, Any]) -> InvalidSchemaError:
 
 
 @lru_cache(maxsize=512)
-def _plan_cached(output_type: object, grammar: bool, strict: bool, order: object) -> OutputPlan:
-    return _plan(output_type, grammar, strict)
+def _plan_cached(
+    output_type: object, grammar: bool, strict: bool, order: object
+) -> tuple[OutputPlan, tuple[LateName, ...]]:
+    return _plan(output_type, grammar, strict), late_names(output_type)
+
+
+def _kept_plan(output_type: object, grammar: bool, strict: bool, order: object) -> OutputPlan:
+    """Return the plan kept for a type, made again once a name it resolved changed.
+
+    See `outlines_lmstudio._late_names`; the validators kept per type go with it.
+    """
+    plan, names = _plan_cached(output_type, grammar, strict, order)
+    if names and not still_resolved(names):
+        from ._typed import forget_adapters  # a rare event: typed results import this module
+
+        _plan_cached.cache_clear()
+        forget_adapters()
+        plan, names = _plan_cached(output_type, grammar, strict, order)
+    return plan
 
 
 @lru_cache(maxsize=256)
@@ -1529,7 +1547,7 @@ def plan_output(
     try:
         if not hashable:  # planned outside the handler: its errors carry no hash TypeError
             return _plan(output_type, grammar, strict_schema)
-        return _plan_cached(output_type, grammar, strict_schema, order)
+        return _kept_plan(output_type, grammar, strict_schema, order)
     except RecursionError:
         # Pydantic's own schema generation recurses once a level: 50 nested models raised
         # a bare RecursionError with a 1,000-line traceback (found by a probe).

@@ -46,6 +46,7 @@ from .errors import (
 
 __all__ = [
     "check_reply",
+    "forget_adapters",
     "NO_RETRIEVAL",
     "TRUNCATED_STOP_REASONS",
     "Validator",
@@ -525,6 +526,14 @@ def _adapter(output_type: Any, order: object) -> _Adapted:
     from ._output import portable_typeddicts
 
     return _adapted(pydantic.TypeAdapter(portable_typeddicts(_python_type(output_type), {})))
+
+
+def forget_adapters() -> None:
+    """Drop the Pydantic adapters kept per type, so that a validator agrees with the plan.
+
+    Called when a type's plan is made again (see `outlines_lmstudio._late_names`).
+    """
+    _adapter.cache_clear()
 
 
 def validator_for(plan: OutputPlan) -> Validator:

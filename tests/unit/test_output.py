@@ -1280,3 +1280,52 @@ def test_a_list_of_type_names_is_not_told_it_holds_no_type(written: list[str]) -
     with pytest.raises(InvalidSchemaError) as info:
         plan_output({"type": written})
     assert "no JSON Schema type" not in str(info.value)
+
+
+_CELL_B = "class B(BaseModel):\n    x: int\n"
+_CELL_A = (
+    "@dataclasses.dataclass\nclass A1:\n    b: B\n\n"
+    "class A2(TypedDict):\n    b: 'list[B]'\n\n"
+    "class A3(BaseModel):\n    b: B\n"
+)
+
+
+def test_a_string_annotation_is_resolved_again_once_its_name_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a probe: a dataclass or TypedDict whose annotation is a string (``from
+    __future__ import annotations``) kept the plan and validator of the ``B`` of its first
+    use after ``B``'s notebook cell was run again: the old schema was sent, and ``parse``
+    refused every reply against the new one (or returned the old class). Pydantic resolves
+    such annotations anew; a Pydantic model keeps what it resolved, here as in Pydantic."""
+    import sys
+    import types
+
+    from outlines_lmstudio._typed import validator_for
+
+    cells = types.ModuleType("notebook_cells")
+    monkeypatch.setitem(sys.modules, cells.__name__, cells)
+    head = (
+        "from __future__ import annotations\nimport dataclasses\n"
+        "from typing import TypedDict\nfrom pydantic import BaseModel\n"
+    )
+    exec(head + _CELL_B + _CELL_A, cells.__dict__)
+    first = {name: plan_output(getattr(cells, name)) for name in ("A1", "A2", "A3")}
+    for plan in first.values():
+        assert plan.schema is not None
+        assert set(plan.schema["$defs"]["B"]["properties"]) == {"x"}
+        validator_for(plan)  # kept too
+    exec(_CELL_B.replace("x: int", "name: str"), cells.__dict__)  # cell 1 run again
+    for name in ("A1", "A2"):
+        plan = plan_output(getattr(cells, name))
+        assert plan is not first[name]
+        assert plan.schema is not None
+        assert set(plan.schema["$defs"]["B"]["properties"]) == {"name"}
+        reply = '{"b": {"name": "Al"}}' if name == "A1" else '{"b": [{"name": "Al"}]}'
+        value = validator_for(plan).validate(reply)
+        b = value.b if name == "A1" else value["b"][0]
+        assert isinstance(b, cells.B)
+        assert plan_output(getattr(cells, name)) is plan  # kept again
+    kept = plan_output(cells.A3)  # a Pydantic model resolved its B when it was made
+    assert kept.schema is not None
+    assert set(kept.schema["$defs"]["B"]["properties"]) == {"x"}

@@ -106,7 +106,7 @@ def test_complete_reports_a_budget_spent_on_reasoning(
     assert "--max-tokens" in result.stderr
     # Found by a probe: it counted "0 of them reasoning" (generate counted them all).
     assert "(3 tokens predicted, 3 of them reasoning)" in result.stderr
-    assert result.stderr.rstrip().endswith("off."), result.stderr
+    assert result.stderr.rstrip().endswith("without thinking."), result.stderr
 
 
 def _items(tmp_path: Path, count: int) -> Path:

@@ -7,7 +7,8 @@ thread, the SDK's background threads and ours). Calls are interleaved (ours,
 baseline, baseline, ours, ...) so that machine noise and the garbage collector
 hit both sides alike. A target is met only if the whole 95% bootstrap interval
 of the ratio of medians is on the right side of it (its upper end for ``<=``,
-its lower end for ``>=``).
+its lower end for ``>=``); with no interval (fewer than 6 samples a side) there
+is no verdict (`Metric.verdict`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "bootstrap_ci",
     "interleave",
     "measure",
+    "sent_alike",
 ]
 
 
@@ -211,7 +213,10 @@ class Target:
     value: float
 
     def met(self, value: float, ci: tuple[float, float] | None) -> bool:
-        """Whether the value (the unfavourable end of ``ci`` when given) meets the goal."""
+        """Whether the value (the unfavourable end of ``ci`` when given) meets the goal.
+
+        `Metric.passed` asks only with an interval, or for a single measurement.
+        """
         if self.op == "<=":
             return (value if ci is None else ci[1]) <= self.value
         if self.op == ">=":
@@ -265,6 +270,10 @@ class Metric:
         Its 95% bootstrap interval (None with too few samples).
     ours, baseline
         Each side's samples, summarised in ``unit``.
+    single
+        One measurement, not a sample (``memory.rss``): judged on its value, as there is
+        nothing to resample. A sampled metric without an interval (fewer than 6 samples a
+        side, as with ``--short``) gets no verdict: "no interval", neither pass nor miss.
     """
 
     name: str
@@ -274,10 +283,23 @@ class Metric:
     unit: str = ""
     ours: Stats | None = None
     baseline: Stats | None = None
+    single: bool = False
 
     @property
     def passed(self) -> bool | None:
-        return None if self.target is None else self.target.met(self.value, self.ci)
+        """Whether the target is met; None without a target or (a sampled metric) an interval."""
+        if self.target is None or (self.ci is None and not self.single):
+            return None
+        return self.target.met(self.value, self.ci)
+
+    @property
+    def verdict(self) -> str | None:
+        """``"pass"``, ``"miss"``, ``"no interval"``, or None without a target."""
+        if self.target is None:
+            return None
+        if self.passed is None:
+            return "no interval"
+        return "pass" if self.passed else "miss"
 
     @classmethod
     def ratio(
@@ -309,6 +331,7 @@ class Metric:
             "ci95": None if self.ci is None else list(self.ci),
             "target": None if self.target is None else str(self.target),
             "pass": self.passed,
+            "verdict": self.verdict,
             "unit": self.unit,
             "ours": None if self.ours is None else self.ours.to_json(),
             "baseline": None if self.baseline is None else self.baseline.to_json(),
@@ -426,6 +449,23 @@ def interleave(ours: Side, baseline: Side, n: int, warmup: int = 0) -> Paired:
         for which in _order(i):
             getattr(paired, which).append(sides[which](i))
     return paired
+
+
+def sent_alike(records: Sequence[str], n: int, warmup: int = 0) -> bool:
+    """Whether both sides of an `interleave` run sent the same thing, call for call.
+
+    ``records`` are the server's records of the run's predictions, oldest first (one per
+    call: the calls are sequential, so they arrive in the order `interleave` makes them).
+    True when there is one record per call, none empty, and ours' equal the baseline's
+    in order.
+    """
+    order = [side for _ in range(warmup) for side in ("ours", "baseline")]
+    order += [side for i in range(n) for side in _order(i)]
+    if len(records) != len(order) or "" in records:
+        return False
+    ours = [r for r, side in zip(records, order, strict=True) if side == "ours"]
+    baseline = [r for r, side in zip(records, order, strict=True) if side == "baseline"]
+    return ours == baseline
 
 
 async def ainterleave(ours: AsyncSide, baseline: AsyncSide, n: int, warmup: int = 0) -> Paired:

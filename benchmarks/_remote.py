@@ -59,6 +59,14 @@ class ServerStats:
     """Of every prediction, oldest first: the properties of its JSON schema (-1: none)."""
     message_counts: list[int]
     """Of every prediction, oldest first: the messages of its chat."""
+    structured: list[str]
+    """Of every prediction, oldest first: its structured setting (``llm.prediction.structured``,
+    the ``response_format`` on the wire) as canonical JSON (sorted keys), ``""`` if none."""
+    histories: list[list[tuple[str, str]]]
+    """The distinct histories sent, in order of first arrival: (role, text) of each message.
+
+    Distinct, not one per prediction: a 1,001-message history sent 480 times would be a
+    large pipe load for what is, when both sides agree, one history."""
 
 
 def _properties(structured: dict[str, Any] | None) -> int:
@@ -66,6 +74,19 @@ def _properties(structured: dict[str, Any] | None) -> int:
     if not isinstance(schema, dict):
         return -1
     return len(schema.get("properties") or {})
+
+
+def _canonical(structured: dict[str, Any] | None) -> str:
+    return "" if structured is None else json.dumps(structured, sort_keys=True)
+
+
+def _histories(messages: list[list[dict[str, Any]]]) -> list[list[tuple[str, str]]]:
+    from outlines_lmstudio.testing._records import message_text
+
+    seen: dict[tuple[tuple[str, str], ...], None] = {}
+    for history in messages:
+        seen.setdefault(tuple((str(m.get("role")), message_text(m)) for m in history))
+    return [list(history) for history in seen]
 
 
 def _last_text(messages: list[dict[str, Any]]) -> str:
@@ -128,6 +149,8 @@ def _serve(
                         stop_reasons=[p.stop_reason for p in emu.predictions],
                         schema_properties=[_properties(p.structured) for p in emu.predictions],
                         message_counts=[len(p.messages) for p in emu.predictions],
+                        structured=[_canonical(p.structured) for p in emu.predictions],
+                        histories=_histories([p.messages for p in emu.predictions]),
                     )
                 )
             else:

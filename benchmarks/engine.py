@@ -1,6 +1,6 @@
 """The real engine: tokens/s through the library against llama.cpp in process.
 
-The emulator (its own process) serves the embedded Gemma 3 270M GGUF with its
+The emulator (its own process) serves the embedded Gemma 3 270M GGUF (the base model) with its
 llama.cpp engine; ours asks it through ``model(prompt, max_tokens=N,
 temperature=0)`` over the protocol and the SDK. The baseline is llama.cpp
 called directly in the benchmark's process, through the same bindings and
@@ -31,10 +31,13 @@ import lmstudio as lms
 from benchmarks._harness import CaseResult, Context, Metric, Sample, interleave, measure
 from benchmarks._remote import RemoteEmulator, Script
 from outlines_lmstudio import from_lmstudio
+from outlines_lmstudio.testing import EMBEDDED_MODEL_KEY
 
 __all__ = ["ENGINE_MODEL", "gguf_path", "run"]
 
-ENGINE_MODEL = "gemma-3-270m-it"
+ENGINE_MODEL = EMBEDDED_MODEL_KEY
+"""``gemma-3-270m``: the GGUF is the base model (no chat template, not instruction-tuned),
+so not ``-it``; the emulator lists it under the library's own key for it."""
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
 TURNS = "<start_of_turn>user\n{}<end_of_turn>\n<start_of_turn>model\n"
 """The engine's template for Gemma GGUFs without one (`_llama_plan.GEMMA_TEMPLATE`)."""

@@ -112,6 +112,7 @@ def run(ctx: Context) -> list[CaseResult]:
                 None,
                 Target("<=", TARGET_BYTES / 1e6),
                 "MB",
+                single=True,
             )
         )
     return [

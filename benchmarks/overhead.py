@@ -26,13 +26,16 @@ from benchmarks._harness import (
     ameasure,
     interleave,
     measure,
+    sent_alike,
 )
 from benchmarks._remote import Script, ServerStats
-from outlines_lmstudio import from_lmstudio
+from outlines_lmstudio import LMStudio, ParseError, from_lmstudio
 
 __all__ = ["run", "run_async", "run_parse", "run_stream"]
 
 TARGET = Target("<=", 1.05)
+_NOT_A_PERSON = '{"name": "P00", "age": "unknown"}'
+"""The reply of `run_parse`'s untimed check: valid JSON, invalid for `Person`."""
 
 
 def _checks(ctx: Context, paired: Paired, n: int, stats: ServerStats) -> dict[str, bool]:
@@ -41,8 +44,10 @@ def _checks(ctx: Context, paired: Paired, n: int, stats: ServerStats) -> dict[st
         "results_equal": paired.results_equal,
         "distinct_replies": ids == [i % 1296 for i in range(n)],
         "fragments": stats.fragment_counts == [ctx.sizes.short_fragments],
-        # the reply is scripted: both sides must have sent the Person schema
-        "schema_sent": set(stats.schema_properties) == {len(Person.model_fields)},
+        # the reply is scripted: both sides must have sent the same structured setting (the
+        # whole Person schema, equal as JSON), call for call
+        "schema_sent": sent_alike(stats.structured, n, ctx.sizes.warmup)
+        and set(stats.schema_properties) == {len(Person.model_fields)},
     }
 
 
@@ -204,15 +209,30 @@ def run_parse(ctx: Context) -> list[CaseResult]:
 
         ctx.log(f"parse: {n} requests per side")
         paired = interleave(ours, sdk, n, ctx.sizes.warmup)
+        stats = ctx.emulator.stats()  # this run's, before the reset of the untimed check
+        rejects = _rejects_invalid(ctx, model)
     result = _result(
         ctx,
         "parse",
         paired,
         "model.parse(prompt, Person)",
         "Person.model_validate_json(handle.respond(...).content)",
+        stats=stats,
     )
     result.checks["typed"] = all(isinstance(r, Person) for r in paired.results("ours"))
+    result.checks["rejects_invalid"] = rejects
     return [result]
+
+
+def _rejects_invalid(ctx: Context, model: LMStudio) -> bool:
+    """Untimed, after the run: ``parse`` must raise `ParseError` on a reply that is JSON
+    but not a `Person` (``age`` is not a number), so the case times a parse that validates."""
+    ctx.emulator.reset(Script("fixed", text=_NOT_A_PERSON))
+    try:
+        model.parse(prompt(0), Person)
+    except ParseError:
+        return True
+    return False
 
 
 async def _cancel_safe(handle: lms.AsyncLLM, text: str, fmt: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -30,7 +31,7 @@ from benchmarks import (
     scale,
     vs_outlines,
 )
-from benchmarks._harness import FULL, QUICK, SHORT, CaseResult, Context, Sizes
+from benchmarks._harness import FULL, QUICK, SHORT, CaseResult, Context, Metric, Sizes
 from benchmarks._machine import machine_info
 from benchmarks._remote import RemoteEmulator
 from benchmarks._sections import replace_section
@@ -112,6 +113,12 @@ def _verdict(passed: bool | None) -> str:
     return {True: "pass", False: "**MISS**", None: "-"}[passed]
 
 
+def _metric_verdict(metric: Metric) -> str:
+    """A metric's result cell: pass, **MISS**, no interval (no verdict), or - (no target)."""
+    verdict = metric.verdict
+    return "**MISS**" if verdict == "miss" else verdict or "-"
+
+
 def format_table(results: Sequence[CaseResult]) -> str:
     """A Markdown table: one row per metric (wall, CPU, ...), checks in the last column.
 
@@ -146,7 +153,7 @@ def format_table(results: Sequence[CaseResult]) -> str:
             base = "-" if m.baseline is None else f"{_number(m.baseline.median)} {m.unit}"
             lines.append(
                 head + f"| {m.name} | {ours} | {base} | {m.value:.3f} | {ci} "
-                f"| {m.target or '-'} | {_verdict(m.passed)}" + tail
+                f"| {m.target or '-'} | {_metric_verdict(m)}" + tail
             )
     return "\n".join(lines)
 
@@ -189,6 +196,25 @@ def curves(results: Sequence[CaseResult]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _exponent_caveat(name: str, curve: dict[str, Any]) -> str:
+    """Where a curve's fitted exponent means little, why (said next to it)."""
+    points = curve["points"]
+    if curve["unit"] == "MB RSS" and len(points) > 1:
+        kb = [round((points[-1][s] - points[0][s]) * 1e3) for s in ("ours", "baseline")]
+        if max(abs(k) for k in kb) < 1000:
+            return (
+                f". The growth after the first checkpoint is {kb[0]} kB (ours) and {kb[1]} kB "
+                f"(baseline) over {_number(points[-1]['x'] - points[0]['x'])} calls, allocator "
+                "noise: the exponent means nothing here"
+            )
+    if name.startswith("history"):
+        return (
+            ". A fixed cost per call plus a cost per message is not a power law: the exponent "
+            "only says the fixed cost weighs most at these sizes; read the ratios"
+        )
+    return ""
+
+
 def format_curves(data: dict[str, dict[str, Any]]) -> str:
     """Markdown tables of the scale curves with their fitted growth exponents."""
     if not data:
@@ -201,7 +227,8 @@ def format_curves(data: dict[str, dict[str, Any]]) -> str:
         lines = [
             f"**{name}**: growth exponent (log-log fit over the points) "
             f"{ours_h} {curve['ours_exponent']:.2f}, {base_h} {curve['baseline_exponent']:.2f}"
-            + (" (of the RSS growth after the first checkpoint)" if unit == "MB RSS" else ""),
+            + (" (of the RSS growth after the first checkpoint)" if unit == "MB RSS" else "")
+            + _exponent_caveat(name, curve),
             "",
             f"| x | {ours_h} ({unit}) | {base_h} ({unit}) | "
             + ("efficiency |" if is_batch else "ratio |"),
@@ -282,9 +309,22 @@ def docs_section(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def results_heading(payload: dict[str, Any]) -> str:
+    """The heading of the results section: which commit and day the table comes from."""
+    commit = payload["machine"].get("commit") or "unknown"
+    return f"## Latest results: commit {commit}, {str(payload['created'])[:10]}"
+
+
 def update_docs(path: Path, payload: dict[str, Any]) -> None:
-    """Replace the results and the curves between their markers in ``path`` (nothing else)."""
-    replace_section("results", "## Latest results", docs_section(payload), path)
+    """Replace the results and the curves between their markers in ``path``, and the results'
+    heading (nothing else)."""
+    heading = results_heading(payload)
+    replace_section("results", heading, docs_section(payload), path)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(
+        re.sub(r"^## Latest results\b.*$", heading, text, count=1, flags=re.MULTILINE),
+        encoding="utf-8",
+    )
     if payload.get("curves"):
         replace_section("curves", "## Scale curves", format_curves(payload["curves"]), path)
 
@@ -416,4 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Failed correctness checks: {'; '.join(broken)}")
     if missed:
         print(f"Missed targets: {', '.join(missed)}")
+    unjudged = [r.name for r in results if any(m.verdict == "no interval" for m in r.metrics)]
+    if unjudged:
+        print(f"No interval, so no verdict (fewer than 6 samples a side): {', '.join(unjudged)}")
     return 1 if broken or (args.strict and missed) else 0

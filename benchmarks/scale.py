@@ -40,6 +40,7 @@ from benchmarks._harness import (
     Target,
     interleave,
     measure,
+    sent_alike,
 )
 from benchmarks._remote import Script
 from outlines_lmstudio import from_lmstudio
@@ -76,17 +77,18 @@ def run_schema(ctx: Context) -> list[CaseResult]:
     """First call with a new N-field model, ours vs ``model_json_schema()`` + SDK."""
     sizes = ctx.sizes
     results = []
-    tags = iter(range(10**9))
     with sync_sides(ctx.emulator.api_host) as (model, handle):
         for fields in sizes.schema_fields:
             ctx.emulator.reset(Script("person", sizes.short_fragments))
 
+            # Call i of each side makes its own new class, of the same name on both sides
+            # (``Wide{fields}_{i}``), so both sides must send the same schema, title included.
             def ours(i: int, fields: int = fields) -> Sample:
-                output_type = wide_model(fields, next(tags))
+                output_type = wide_model(fields, i)
                 return measure(lambda: model(prompt(i), output_type))
 
             def sdk(i: int, fields: int = fields) -> Sample:
-                output_type = wide_model(fields, next(tags))
+                output_type = wide_model(fields, i)
 
                 def call() -> str:
                     fmt = {"type": "json", "jsonSchema": output_type.model_json_schema()}
@@ -96,6 +98,7 @@ def run_schema(ctx: Context) -> list[CaseResult]:
 
             ctx.log(f"schema.first.{fields}: {sizes.schema_rounds} new models per side")
             paired = interleave(ours, sdk, sizes.schema_rounds, warmup=1)
+            stats = ctx.emulator.stats()
             target = SCHEMA_TARGET if fields == max(sizes.schema_fields) else None
             results.append(
                 CaseResult(
@@ -106,8 +109,10 @@ def run_schema(ctx: Context) -> list[CaseResult]:
                     metrics=paired.metrics(target) if ctx.timing else [],
                     checks={
                         "results_equal": paired.results_equal,
-                        # the reply is scripted: what was sent is what this case costs
-                        "schema_sent": set(ctx.emulator.stats().schema_properties) == {fields},
+                        # the reply is scripted: what was sent is what this case costs; both
+                        # sides sent the same whole schema (equal as JSON), call for call
+                        "schema_sent": sent_alike(stats.structured, sizes.schema_rounds, 1)
+                        and set(stats.schema_properties) == {fields},
                     },
                     extra=paired.curve("schema size (fields)", fields),
                 )
@@ -154,8 +159,9 @@ def run_history(ctx: Context) -> list[CaseResult]:
                     checks={
                         "results_equal": paired.results_equal,
                         "reply_to_last": all(person_id(r) == 7 for r in paired.results("ours")),
-                        # the reply is scripted: what was sent is what this case costs
-                        "history_sent": set(ctx.emulator.stats().message_counts) == {len(pairs)},
+                        # the reply is scripted: what was sent is what this case costs; both
+                        # sides sent this one history (roles and texts, in order)
+                        "history_sent": ctx.emulator.stats().histories == [pairs],
                     },
                     extra=paired.curve("history length (messages)", length),
                 )

@@ -35,6 +35,7 @@ from benchmarks._harness import (
     Target,
     bootstrap_ci,
     interleave,
+    sent_alike,
 )
 from benchmarks._remote import RemoteEmulator, Script
 from benchmarks.calls import acount_calls, count_calls, profiled
@@ -55,6 +56,7 @@ from benchmarks.run import (
 
 from benchmarks import batch, engine, scale
 from benchmarks import run as run_module
+from outlines_lmstudio import from_lmstudio
 from outlines_lmstudio._flow import wait_limit
 from outlines_lmstudio.testing._sampler import split_fragments
 
@@ -107,11 +109,45 @@ def test_checks_cover_order_uploads_and_fragments(quick_results: list[CaseResult
     assert {"results_equal", "order", "fragments", "concurrent"} <= set(
         by_name["batch.sync"].checks
     )
-    assert by_name["batch.sync"].extra["peak_concurrency"] == 4
+    for name in ("batch.sync", "batch.async"):  # each side's batch alone
+        assert by_name[name].extra["peak_concurrency"] == {"ours": 4, "baseline": 4}
+    assert {"schema_sent", "rejects_invalid", "typed"} <= set(by_name["parse"].checks)
+    assert "history_sent" in by_name[f"history.{TINY.history_lengths[-1]}"].checks
     image = next(r for r in quick_results if r.name.startswith("image.reuse"))
     assert image.extra["uploads"] == 2 * TINY.image_rounds  # one per side per round
     assert "distinct_replies" in by_name["overhead.sync"].checks
     assert by_name["memory.rss"].extra["growth_bytes"].keys() == {"ours", "sdk"}
+
+
+def test_concurrent_check_fails_for_a_sequential_batch(
+    emulator: RemoteEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check is on our batch alone: in the paired rounds the baseline alone reached the
+    4 slots, and a batch of ours run one request at a time passed (found by a probe)."""
+    monkeypatch.setattr(
+        batch, "from_lmstudio", lambda client, key: from_lmstudio(client, key, max_concurrency=1)
+    )
+    (result,) = run_cases(["batch"], TINY, timing=False, log=lambda _: None, emulator=emulator)
+    assert result.failed_checks == ["concurrent"]
+    assert result.extra["peak_concurrency"] == {"ours": 1, "baseline": 4}
+
+
+def test_sent_alike_compares_the_sides_call_for_call() -> None:
+    # interleave(n=2, warmup=1) calls: ours, baseline (warm-up), ours, baseline, baseline, ours
+    assert sent_alike(["w", "w", "a", "a", "b", "b"], 2, 1)
+    assert not sent_alike(["w", "w", "a", "x", "b", "b"], 2, 1)  # one call differs
+    assert not sent_alike(["w", "w", "a", "b", "a", "b"], 2, 1)  # out of step
+    assert not sent_alike(["w", "w", "a", "a"], 2, 1)  # a call missing
+    assert not sent_alike(["", "", "a", "a", "b", "b"], 2, 1)  # nothing sent
+
+
+def test_verdict_without_an_interval_is_none() -> None:
+    """Below 6 samples a side (``--short``) there is no interval: no pass, no miss."""
+    metric = Metric.ratio("wall", [2.0] * 3, [1.0] * 3, Target("<=", 1.05))
+    assert (metric.ci, metric.passed, metric.verdict) == (None, None, "no interval")
+    result = CaseResult("x", "t", "o", "b", metrics=[metric], checks={"order": True})
+    assert result.passed is True  # the checks only: a metric with no interval is no miss
+    assert "| no interval |" in format_table([result])
 
 
 def test_timed_run_reports_wall_and_cpu_with_intervals(emulator: RemoteEmulator) -> None:
@@ -201,7 +237,7 @@ def test_verdicts_use_the_unfavourable_end_of_the_interval() -> None:
     assert Target("<=", 1.05).met(1.01, (0.99, 1.04))
     assert not Target("<=", 1.05).met(1.01, (0.98, 1.06))  # the point passes, the interval not
     assert not Target(">=", 0.95).met(0.97, (0.94, 0.99))
-    assert Target(">=", 0.95).met(0.97, None)
+    assert Target(">=", 0.95).met(0.97, None)  # a single measurement: its value
     metric = Metric.ratio("wall", [2.0] * 10, [1.0] * 10, Target("<=", 1.05))
     assert (metric.value, metric.ci, metric.passed) == (2.0, (2.0, 2.0), False)
     assert bootstrap_ci([1.0] * 3, [1.0] * 3) is None
@@ -262,11 +298,14 @@ def test_report_curves_and_docs_keep_other_sections(tmp_path: Path) -> None:
     assert table.count("\n") == 1 + len(results)
     docs = tmp_path / "benchmarks.md"
     docs.write_text(
-        f"# B\n\n{START}\nold\n{END}\n\n{CURVES_START}\nold curves\n{CURVES_END}\n\n"
-        "## On the real engine\n\nkept\n"
+        f"# B\n\n## Latest results\n\n{START}\nold\n{END}\n\n{CURVES_START}\nold curves\n"
+        f"{CURVES_END}\n\n## On the real engine\n\nkept\n"
     )
     update_docs(docs, payload)
     text = docs.read_text()
+    commit = payload["machine"].get("commit") or "unknown"
+    assert f"## Latest results: commit {commit}, {payload['created'][:10]}\n" in text
+    assert "not a power law" in text  # the history curve's exponent, said next to it
     assert "old" not in text
     assert text.endswith("## On the real engine\n\nkept\n")
     assert payload["table"] in text

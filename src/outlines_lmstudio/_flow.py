@@ -548,7 +548,10 @@ def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory
             f"LM Studio could not load model {key!r}: {' '.join(str(exc).split())}",
             host=getattr(error, "host", None),
             model=key,
-            hint="A load fails most often for memory (unload other models, or pick a "
+            # A cancelled load failed for neither (found by a review: the emulator's reset)
+            hint="The load was cancelled before it ended: ask again."
+            if "loading was cancelled" in text
+            else "A load fails most often for memory (unload other models, or pick a "
             "smaller quantisation or context length) or for an architecture this LM Studio "
             "runtime cannot run; LM Studio's server log says which.",
         )

@@ -10,6 +10,7 @@ own models return for that type.
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -1012,6 +1013,9 @@ def output_type_name(output_type: object) -> str:
     """
     if isinstance(output_type, JsonSchema):
         output_type = output_type.schema
+    elif type(output_type).__name__ == "SchemaBuilder":  # genson's: a schema as data too
+        with contextlib.suppress(Exception):  # (found by a review: named by its repr)
+            output_type = output_type.to_schema()  # type: ignore[attr-defined]
     if isinstance(output_type, dict | str):  # a schema as data: its title, not its text
         title = output_type.get("title") if isinstance(output_type, dict) else None
         return f"JSON schema {title!r}" if isinstance(title, str) else "JSON schema"
@@ -1459,14 +1463,11 @@ def _plan_cached(
 def _kept_plan(output_type: object, grammar: bool, strict: bool, order: object) -> OutputPlan:
     """Return the plan kept for a type, made again once a name it resolved changed.
 
-    See `outlines_lmstudio._late_names`; the validators kept per type go with it.
+    See `outlines_lmstudio._late_names`.
     """
     plan, names = _plan_cached(output_type, grammar, strict, order)
     if names and not still_resolved(names):
-        from ._typed import forget_adapters  # a rare event: typed results import this module
-
-        _plan_cached.cache_clear()
-        forget_adapters()
+        _plan_cached.cache_clear()  # the validators are checked where they are kept
         plan, names = _plan_cached(output_type, grammar, strict, order)
     return plan
 

@@ -31,6 +31,7 @@ from outlines.types.dsl import python_types_to_terms
 from ._formats import format_checker
 from ._inputs import ChatPrompt, Message, followed_by_answer
 from ._json_keys import RepeatedKey, repeated_at, without_repeats
+from ._late_names import LateName, late_names, still_resolved
 from ._output import OutputPlan, argument_order, output_type_name
 from ._reasoning import unparsed_tags_hint
 from ._schema_walk import core_nodes
@@ -46,7 +47,6 @@ from .errors import (
 
 __all__ = [
     "check_reply",
-    "forget_adapters",
     "NO_RETRIEVAL",
     "TRUNCATED_STOP_REASONS",
     "Validator",
@@ -516,24 +516,32 @@ def _adapted(adapter: pydantic.TypeAdapter[Any]) -> _Adapted:
 
 
 @lru_cache(maxsize=256)
-def _adapter(output_type: Any, order: object) -> _Adapted:
+def _adapter(output_type: Any, order: object) -> tuple[_Adapted, tuple[LateName, ...]]:
     """Build and read the Pydantic adapter of a type, once per type written alike.
 
     Types written alike: `argument_order`. Cached with the adapter, its reading
     (`_adapted`): `validator_for` runs on every call, and the walks of a 500-field
-    model's core schema took 1.6 ms a call (22 µs for a two-field one).
+    model's core schema took 1.6 ms a call (22 µs for a two-field one). With them, the
+    names the type's string annotations resolved (`outlines_lmstudio._late_names`).
     """
     from ._output import portable_typeddicts
 
-    return _adapted(pydantic.TypeAdapter(portable_typeddicts(_python_type(output_type), {})))
+    adapter = pydantic.TypeAdapter(portable_typeddicts(_python_type(output_type), {}))
+    return _adapted(adapter), late_names(output_type)
 
 
-def forget_adapters() -> None:
-    """Drop the Pydantic adapters kept per type, so that a validator agrees with the plan.
+def _kept_adapter(output_type: Any, order: object) -> _Adapted:
+    """Return the kept adapter of a type, made again once a name it resolved changed.
 
-    Called when a type's plan is made again (see `outlines_lmstudio._late_names`).
+    Checked here as the plan is checked where it is kept (`_output`): a plan made anew
+    for another setting (``strict_schema``, ``grammar``) after a name changed must not
+    meet an adapter kept from before (found by a review).
     """
-    _adapter.cache_clear()
+    adapted, names = _adapter(output_type, order)
+    if names and not still_resolved(names):
+        _adapter.cache_clear()
+        adapted, names = _adapter(output_type, order)
+    return adapted
 
 
 def validator_for(plan: OutputPlan) -> Validator:
@@ -570,7 +578,7 @@ def validator_for(plan: OutputPlan) -> Validator:
         # A class or None has no arguments to order (skipping the walk keeps calls cheap).
         plain = output_type is None or isinstance(output_type, type)
         order = None if plain else argument_order(output_type)
-        adapted = _adapter(output_type, order)
+        adapted = _kept_adapter(output_type, order)
     except TypeError:  # unhashable type object: build it uncached
         adapted = _adapted(pydantic.TypeAdapter(_python_type(output_type)))
     return Validator(

@@ -367,6 +367,22 @@ def test_save_is_not_blocked_by_a_temporary_file_left_behind(
     assert sorted(p.name for p in tmp_path.iterdir()) == [".chat.json.tmp", "chat.json"]
 
 
+def test_a_reply_with_a_lone_surrogate_is_shown_and_saved_as_its_escape(
+    emulator: LMStudioEmulator, tmp_path: Path, run_cli: RunCli
+) -> None:
+    """Found by probes: the reply failed as "unexpected UnicodeEncodeError ... a bug", and
+    once shown, /save failed the same way. Saved as JSON's escape, it reads back whole."""
+    emulator.script(TEXT, ["hello \ud800 world", "Fine."])
+    stdin = "Hello\nAgain\n/save chat.json\n/exit\n"
+    result = run_cli("chat", "-m", TEXT, stdin=stdin, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "hello \\ud800 world" in result.stdout
+    assert "Saved 4 messages to chat.json." in result.stdout, result.stdout
+    assert result.stderr.count("lone surrogate") == 1
+    saved = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
+    assert [m["content"] for m in saved["messages"]][1:3] == ["hello \ud800 world", "Again"]
+
+
 @pytest.mark.parametrize("first", ["/clear", "Hello"])
 def test_a_byte_order_mark_opening_piped_input_is_dropped(
     emulator: LMStudioEmulator, tmp_path: Path, run_cli: RunCli, first: str

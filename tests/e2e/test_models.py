@@ -385,6 +385,19 @@ def test_a_failed_load_says_so(make_model: MakeModel, emulator: LMStudioEmulator
     assert emulator.predictions == []
 
 
+def test_a_cancelled_load_is_not_blamed_on_memory(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a review: a load the emulator's reset cancelled got the hint that loads
+    fail for memory or an architecture."""
+    emulator.unload(TEXT_MODEL)
+    emulator.add_fault(Fault("getOrLoad", "error", message="Model loading was cancelled."))
+    with pytest.raises(LMStudioPredictionError, match="could not load model") as info:
+        make_model(TEXT_MODEL)("hello")
+    assert "The load was cancelled before it ended: ask again." in str(info.value)
+    assert "memory" not in str(info.value)
+
+
 def test_an_odd_reply_for_the_loaded_model_says_which_was_asked(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

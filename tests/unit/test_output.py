@@ -1329,3 +1329,99 @@ def test_a_string_annotation_is_resolved_again_once_its_name_changed(
     kept = plan_output(cells.A3)  # a Pydantic model resolved its B when it was made
     assert kept.schema is not None
     assert set(kept.schema["$defs"]["B"]["properties"]) == {"x"}
+
+
+def test_a_plan_made_anew_meets_a_validator_made_anew(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: after a name changed, the first plan for another setting
+    (``strict_schema``) was new, but the validator kept for the type was the old one:
+    ``parse`` refused every reply. Each is now checked where it is kept."""
+    import sys
+    import types
+
+    from outlines_lmstudio._typed import validator_for
+
+    cells = types.ModuleType("notebook_cells_2")
+    monkeypatch.setitem(sys.modules, cells.__name__, cells)
+    head = (
+        "from __future__ import annotations\nimport dataclasses\nfrom pydantic import BaseModel\n"
+    )
+    exec(head + _CELL_B + "@dataclasses.dataclass\nclass A:\n    b: B\n", cells.__dict__)
+    validator_for(plan_output(cells.A))  # plain: plan and validator kept
+    exec(_CELL_B.replace("x: int", "name: str"), cells.__dict__)
+    strict = plan_output(cells.A, strict_schema=True)  # first plan for this setting
+    assert strict.schema is not None
+    assert set(strict.schema["$defs"]["B"]["properties"]) == {"name"}
+    assert isinstance(validator_for(strict).validate('{"b": {"name": "Al"}}').b, cells.B)
+
+
+def test_what_a_literal_or_metadata_says_is_no_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: ``Literal["answer"]`` noted the global ``answer``, which a
+    notebook's ``answer = model.parse(...)`` rebinds on every call: every call planned
+    anew (19 ms for 200 fields). A 3,000-character value was "nests too deeply"."""
+    import sys
+    import types
+
+    from outlines_lmstudio._late_names import late_names
+
+    cells = types.ModuleType("notebook_cells_3")
+    monkeypatch.setitem(sys.modules, cells.__name__, cells)
+    exec(
+        "from __future__ import annotations\nimport dataclasses\n"
+        "from typing import Annotated, Literal\nimport pydantic\n"
+        "answer = 1\nprice = 2\n"
+        "@dataclasses.dataclass\nclass Reply:\n"
+        "    kind: Literal['answer', 'question']\n"
+        "    cost: Annotated[int, pydantic.Field(description='price')]\n"
+        f"    deep: Literal['{'-' * 3000}1']\n",
+        cells.__dict__,
+    )
+    noted = {name for _, name, _ in late_names(cells.Reply)}
+    assert "answer" not in noted
+    assert "price" not in noted
+    assert {"Literal", "Annotated"} <= noted
+    first = plan_output(cells.Reply)
+    cells.__dict__.update(answer=3, price=4)  # rebound, as by a notebook's assignments
+    assert plan_output(cells.Reply) is first
+
+
+def test_names_read_through_a_module_or_a_parent_s_module_are_followed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a review: ``models.B`` after ``importlib.reload(models)`` (the same module
+    object, a new ``B``), and a TypedDict's annotation inherited from a parent in another
+    module (read there, not in the child's module), kept the old ``B``."""
+    import sys
+    import types
+
+    models = types.ModuleType("late_models")
+    app = types.ModuleType("late_app")
+    for module in (models, app):
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    td = "from typing_extensions import TypedDict\n"
+    future = "from __future__ import annotations\n"
+    parent = "class B(TypedDict):\n    old: int\nclass Parent(TypedDict):\n    b: B\n"
+    exec(future + td + parent, models.__dict__)
+    exec(
+        future + "import dataclasses\n" + td + "import late_models\n"
+        "@dataclasses.dataclass\nclass A:\n    b: late_models.B\n"
+        "class Child(late_models.Parent):\n    n: int\n",
+        app.__dict__,
+    )
+    for kept in (plan_output(app.A), plan_output(app.Child)):
+        assert kept.schema is not None
+        assert set(kept.schema["$defs"]["B"]["properties"]) == {"old"}
+    exec("class B(TypedDict):\n    new: str\n", models.__dict__)  # as a reload does
+    for again in (plan_output(app.A), plan_output(app.Child)):
+        assert again.schema is not None
+        assert set(again.schema["$defs"]["B"]["properties"]) == {"new"}
+
+
+def test_a_genson_builder_is_named_as_a_schema_given_as_data() -> None:
+    """Found by a review: messages named it by its repr (``<genson.schema.builder...>``)."""
+    from outlines_lmstudio._output import output_type_name
+
+    builder = SchemaBuilder()
+    builder.add_object({"a": "x"})
+    assert output_type_name(builder) == "JSON schema"
+    builder.add_schema({"title": "Row"})
+    assert output_type_name(builder) == "JSON schema 'Row'"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import secrets
 import shlex
@@ -31,6 +30,7 @@ from ._common import (
     write_out,
 )
 from ._images import MAX_SIDE, Attachment, load_image, solid_image
+from ._output_types import json_text
 from ._sigterm import leave_if_terminated
 from ._text import check_options_text, check_text, stdin_lines_tolerant
 
@@ -283,7 +283,9 @@ class ChatSession:
             "options": self.kwargs,
             "messages": messages,
         }
-        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        # json_text: a reply's lone surrogate (shown as its escape) is saved as its escape,
+        # which reads back to the same text (found by a review: "unexpected UnicodeEncodeError").
+        text = json_text(data, indent=2) + "\n"
         target = _save_target(path)
         if target is None:  # a FIFO, a terminal, /dev/null...: written into, never replaced
             _write_into(path, text)

@@ -366,6 +366,7 @@ async def get_or_load(
     emu = conn.emu
     fields = _load_fields(parameter)
     with emu._lock:
+        epoch = emu._epoch  # with the lookup: a reset after it is this load's too
         instance = emu._catalogue.resolve_loaded(name)
         if instance is not None and instance.model.type == conn.namespace:
             info = instance.info()
@@ -383,9 +384,9 @@ async def get_or_load(
     # A model loaded on demand is a JIT model: it keeps the client's time-to-live, and
     # (LM Studio's default "only keep the last JIT model") unloads the other JIT models.
     with emu._lock:
+        _refuse_if_reset(emu, epoch)  # before it unloads the new test's JIT models
         evicted = _evict_jit(emu)
         ident = emu._catalogue.next_identifier(model.key)
-        epoch = emu._epoch
     await _say_evicted(conn, channel, evicted)
     start = {"type": "startLoading", "identifier": ident, "info": model.model_info()}
     await conn.channel_send(channel, start)

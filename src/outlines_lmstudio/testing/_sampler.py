@@ -264,8 +264,12 @@ class JsonSampler:
 
     def is_cached(self, schema: Any) -> bool:
         """Whether the automaton of ``schema`` is already built."""
+        key = json.dumps(schema, ensure_ascii=False)
         with self._lock:
-            return json.dumps(schema, ensure_ascii=False) in self._cache
+            if key not in self._cache:
+                return False
+            self._cache.move_to_end(key)  # about to be used: not the next one dropped
+            return True
 
     def automaton(self, schema: Any) -> _Automaton:
         """Build (or fetch from cache) the automaton of ``schema``.

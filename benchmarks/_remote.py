@@ -61,7 +61,7 @@ class ServerStats:
     """Of every prediction, oldest first: the messages of its chat."""
     structured: list[str]
     """Of every prediction, oldest first: its structured setting (``llm.prediction.structured``,
-    the ``response_format`` on the wire) as canonical JSON (sorted keys), ``""`` if none."""
+    the ``response_format`` on the wire) as JSON, keys in the order sent, ``""`` if none."""
     histories: list[list[tuple[str, str]]]
     """The distinct histories sent, in order of first arrival: (role, text) of each message.
 
@@ -77,7 +77,9 @@ def _properties(structured: dict[str, Any] | None) -> int:
 
 
 def _canonical(structured: dict[str, Any] | None) -> str:
-    return "" if structured is None else json.dumps(structured, sort_keys=True)
+    # Keys in the order sent: an engine writes the properties in the schema's order, so
+    # the order is part of what is compared (found by a probe: sorted, it was not).
+    return "" if structured is None else json.dumps(structured)
 
 
 def _histories(messages: list[list[dict[str, Any]]]) -> list[list[tuple[str, str]]]:

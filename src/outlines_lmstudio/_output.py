@@ -35,6 +35,7 @@ from outlines.types import CFG, JsonSchema, Regex
 from outlines.types.dsl import Choice, Term
 from typing_inspection import typing_objects
 
+from ._foreign import foreign_class_problem
 from ._late_names import LateName, late_names, still_resolved
 from ._schema_walk import MAX_SCHEMA_DEPTH, core_nodes, ref_target, schema_nodes
 from ._simple import (
@@ -1169,6 +1170,9 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
         return _json_plan(_schema_from_str(output_type), output_type, strict=strict)
     if type(output_type).__name__ == "SchemaBuilder" and hasattr(output_type, "to_schema"):
         return _json_plan(output_type.to_schema(), output_type, strict=strict)
+    problem = foreign_class_problem(output_type)
+    if problem is not None:
+        raise UnsupportedOutputTypeError(problem)
     if isinstance(output_type, type) and issubclass(output_type, pydantic.BaseModel):
         schema, written = _model_schema(output_type)
         _refuse_unreadable_parts(output_type, output_type.__pydantic_core_schema__)

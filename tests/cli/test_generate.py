@@ -115,6 +115,24 @@ def test_a_lone_surrogate_in_a_reply_is_written_as_its_escape(
     assert "written as its escape" in result.stderr
 
 
+def test_a_type_of_another_library_is_told_what_to_use(
+    main_in_process: MainInProcess, tmp_path: Path, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: a Pydantic v1 model was "the class V1Person, not a Pydantic model
+    class", with no word of v1 nor of what to write instead."""
+    (tmp_path / "legacy_types.py").write_text(
+        "from pydantic import v1\n\nclass V1Person(v1.BaseModel):\n    name: str\n"
+    )
+    result = main_in_process("generate", "--type", "legacy_types:V1Person", "-m", TEXT, "hi")
+    assert result.returncode == 2
+    assert_one_line_error(
+        result,
+        "--type 'legacy_types:V1Person' is a Pydantic v1 model",
+        "subclass pydantic.BaseModel",
+    )
+    assert emulator.requests == []
+
+
 def test_pydantic_type_from_the_current_directory(run_cli: RunCli, tmp_path: Path) -> None:
     (tmp_path / "people.py").write_text(
         "from pydantic import BaseModel\n\n"

@@ -1425,3 +1425,56 @@ def test_a_genson_builder_is_named_as_a_schema_given_as_data() -> None:
     assert output_type_name(builder) == "JSON schema"
     builder.add_schema({"title": "Row"})
     assert output_type_name(builder) == "JSON schema 'Row'"
+
+
+def test_classes_of_other_libraries_are_refused_with_what_to_use() -> None:
+    """Found by a probe: a Pydantic v1 model was told Pydantic models are supported (after
+    Pydantic's warning about mixing v1 and v2), attrs and msgspec classes got the generic
+    list, a SQLModel table class made parse return rows that break its rules (SQLModel
+    builds them unvalidated), and an abstract model was sent, its reply a bare TypeError."""
+    import abc
+    import warnings
+
+    import attrs
+    import msgspec
+    from pydantic import v1
+
+    class V1Person(v1.BaseModel):
+        name: str
+
+    @attrs.define
+    class AttrsPerson:
+        name: str
+
+    class MsgPerson(msgspec.Struct):
+        name: str
+
+    class Shape(pydantic.BaseModel, abc.ABC):
+        @abc.abstractmethod
+        def area(self) -> float: ...
+
+    table_base: type[pydantic.BaseModel] = type(
+        "SQLModel", (pydantic.BaseModel,), {"__module__": "sqlmodel.main"}
+    )
+
+    class Hero(table_base):  # type: ignore[valid-type,misc]
+        name: str
+
+    Hero.model_config["table"] = True  # as SQLModel does for table=True
+    cases = {
+        V1Person: "is a Pydantic v1 model (pydantic.v1.BaseModel), which Pydantic 2 cannot "
+        "write a JSON schema for or validate with: make it subclass pydantic.BaseModel.",
+        AttrsPerson: "is an attrs class, which Pydantic cannot read: write it as a dataclass",
+        MsgPerson: "is a msgspec Struct, which Pydantic cannot read: pass its JSON schema as a "
+        "dict (msgspec.json.schema(...))",
+        Shape: "is an abstract class (abstract: area), which can never be made from a reply",
+        Hero: "is a SQLModel table class, whose rows SQLModel builds without validating them",
+    }
+    for output_type, says in cases.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pydantic's own v1/v2 warning: not reached
+            with pytest.raises(UnsupportedOutputTypeError) as info:
+                plan_output(output_type)
+        assert f"The output type {output_type.__qualname__} {says}" in str(info.value)
+    table_base.model_config["table"] = False  # type: ignore[typeddict-unknown-key]
+    assert plan_output(table_base).kind == "json"

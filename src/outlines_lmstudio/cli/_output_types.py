@@ -282,6 +282,11 @@ def load_type(spec: str) -> Any:
             if isinstance(obj, type)
             else f"an object of type {type(obj).__name__}"
         )
+        from outlines_lmstudio._foreign import foreign_class
+
+        found = foreign_class(obj)  # a v1 model, an attrs class...: what to write instead
+        if found is not None:
+            raise CliError(f"--type {spec!r} is {found[0]}: {found[1]}")
         raise CliError(f"--type {spec!r} is {what}, not a Pydantic model class.")
     try:
         obj.model_json_schema()  # fails here, named, rather than deep inside a request

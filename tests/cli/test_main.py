@@ -572,16 +572,12 @@ def test_utf8_arguments_are_read_as_utf8_whatever_the_locale(
         assert text in seen
 
 
-def test_a_non_ascii_file_path_is_opened_whatever_the_locale(
-    emulator: LMStudioEmulator, tmp_path: Path
-) -> None:
-    # Found by a review: the arguments were all read again as UTF-8, file paths too, and
-    # in the C locale Python could no longer open "café.json" by that name.
-    schema = tmp_path / "caf\u00e9.json"
-    schema.write_text(json.dumps({"type": "integer"}), encoding="utf-8")
-    command = [*script_path(), "--host", emulator.api_host, "generate", "-m", TEXT]
+def _generate_in_the_c_locale(
+    emulator: LMStudioEmulator, tmp_path: Path, *args: str | bytes
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the command in the C locale with UTF-8 mode off; it must succeed."""
     result = subprocess.run(
-        [*command, b"--schema", bytes(schema), _RESUME.encode()],
+        [*script_path(), "--host", emulator.api_host, *args],
         capture_output=True,
         env=cli_env(**_ASCII_LOCALE, PYTHONIOENCODING="utf-8"),
         cwd=tmp_path,
@@ -589,6 +585,18 @@ def test_a_non_ascii_file_path_is_opened_whatever_the_locale(
         check=False,
     )
     assert result.returncode == 0, result.stderr.decode("utf-8")
+    return result
+
+
+def test_a_non_ascii_file_path_is_opened_whatever_the_locale(
+    emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    # Found by a review: the arguments were all read again as UTF-8, file paths too, and
+    # in the C locale Python could no longer open "café.json" by that name.
+    schema = tmp_path / "caf\u00e9.json"
+    schema.write_text(json.dumps({"type": "integer"}), encoding="utf-8")
+    args: list[str | bytes] = ["generate", "-m", TEXT, b"--schema", bytes(schema), _RESUME.encode()]
+    result = _generate_in_the_c_locale(emulator, tmp_path, *args)
     assert int(result.stdout) is not None  # the schema's type: the file was read
     assert emulator.predictions[-1].last_user_text == _RESUME
 
@@ -604,25 +612,9 @@ def test_a_non_ascii_type_name_is_found_whatever_the_locale(
         encoding="utf-8",
     )
     spec = "typmod_\u00fc:P\u00e9rsonne".encode()
-    result = subprocess.run(
-        [
-            *script_path(),
-            "--host",
-            emulator.api_host,
-            "generate",
-            "-m",
-            TEXT,
-            "--type",
-            spec,
-            b"hi",
-        ],
-        capture_output=True,
-        env=cli_env(**_ASCII_LOCALE, PYTHONIOENCODING="utf-8"),
-        cwd=tmp_path,
-        timeout=30,
-        check=False,
+    result = _generate_in_the_c_locale(
+        emulator, tmp_path, "generate", "-m", TEXT, "--type", spec, b"hi"
     )
-    assert result.returncode == 0, result.stderr.decode("utf-8")
     assert set(json.loads(result.stdout)) == {"nom"}
 
 

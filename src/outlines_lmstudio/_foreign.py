@@ -14,6 +14,7 @@ import dataclasses
 import inspect
 import sys
 
+import msgspec
 import pydantic
 
 __all__ = ["foreign_class", "foreign_class_problem"]
@@ -59,12 +60,14 @@ def foreign_class(output_type: object) -> tuple[str, str] | None:
             "schema for or validate with",
             "make it subclass pydantic.BaseModel.",
         )
-    if hasattr(output_type, "__attrs_attrs__"):
+    if issubclass(output_type, pydantic.BaseModel):
+        pass  # a Pydantic model's attributes are its own (found by a review: "attrs class")
+    elif getattr(output_type, "__attrs_attrs__", None) is not None:  # as attrs.has reads it
         return (
             "an attrs class, which Pydantic cannot read",
             "write it as a dataclass or a Pydantic model (or pass its JSON schema as a dict).",
         )
-    if hasattr(output_type, "__struct_fields__") and hasattr(output_type, "__struct_config__"):
+    elif issubclass(output_type, msgspec.Struct):
         return (
             "a msgspec Struct, which Pydantic cannot read",
             "pass its JSON schema as a dict (msgspec.json.schema(...)) and decode the value "

@@ -130,6 +130,17 @@ def test_a_type_of_another_library_is_told_what_to_use(
         "--type 'legacy_types:V1Person' is a Pydantic v1 model",
         "subclass pydantic.BaseModel",
     )
+    (tmp_path / "attrs_types.py").write_text(
+        "import attrs\n\n@attrs.define\nclass Row:\n    name: str\n"
+    )
+    result = main_in_process("generate", "--type", "attrs_types:Row", "-m", TEXT, "hi")
+    assert result.returncode == 2
+    # found by a review: told to write a dataclass, which --type refuses next
+    assert_one_line_error(
+        result,
+        "--type 'attrs_types:Row' is an attrs class, which Pydantic cannot read: --type takes "
+        "a Pydantic model: write one, or give the JSON schema with --schema FILE.",
+    )
     assert emulator.requests == []
 
 

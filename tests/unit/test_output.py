@@ -1478,3 +1478,45 @@ def test_classes_of_other_libraries_are_refused_with_what_to_use() -> None:
         assert f"The output type {output_type.__qualname__} {says}" in str(info.value)
     table_base.model_config["table"] = False  # type: ignore[typeddict-unknown-key]
     assert plan_output(table_base).kind == "json"
+
+    class OwnAttribute(pydantic.BaseModel):  # found by a review: an "attrs class"
+        __attrs_attrs__: typing.ClassVar[tuple[str, ...]] = ("mine",)
+        name: str
+
+    assert plan_output(OwnAttribute).kind == "json"
+
+
+def test_late_names_through_aliases_classes_and_renamed_literals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a second review: a module-level alias (``Items = list["B"]``) and a class
+    reached by a dotted name (``Outer.Inner``) hid the name they read, so the old ``B`` was
+    kept; ``Literal`` imported as ``L`` had its values read as names; a name read by many
+    fields was noted once per field (1,200 checks a call for a 300-field dataclass)."""
+    import sys
+    import types
+
+    from outlines_lmstudio._late_names import late_names
+
+    cells = types.ModuleType("notebook_cells_4")
+    monkeypatch.setitem(sys.modules, cells.__name__, cells)
+    exec(
+        "from __future__ import annotations\nimport dataclasses\nfrom typing import Literal as L\n"
+        "from pydantic import BaseModel\n"
+        "answer = 1\n" + _CELL_B + "Items = list['B']\n"
+        "class Outer:\n    @dataclasses.dataclass\n    class Inner:\n        b: B\n"
+        "@dataclasses.dataclass\nclass A:\n    items: Items\n    inner: Outer.Inner\n"
+        "    kind: L['answer']\n" + "".join(f"    b{i}: B\n" for i in range(20)),
+        cells.__dict__,
+    )
+    noted = [name for _, name, _ in late_names(cells.A)]
+    assert sorted(noted) == sorted(set(noted))  # each once
+    assert {"Items", "B", "Outer", "Inner", "L"} <= set(noted)
+    assert "answer" not in noted
+    first = plan_output(cells.A)
+    cells.__dict__["answer"] = 2
+    assert plan_output(cells.A) is first
+    exec(_CELL_B.replace("x: int", "name: str"), cells.__dict__)
+    again = plan_output(cells.A)
+    assert again.schema is not None
+    assert set(again.schema["$defs"]["B"]["properties"]) == {"name"}

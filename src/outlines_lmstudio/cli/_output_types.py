@@ -286,7 +286,12 @@ def load_type(spec: str) -> Any:
 
         found = foreign_class(obj)  # a v1 model, an attrs class...: what to write instead
         if found is not None:
-            raise CliError(f"--type {spec!r} is {found[0]}: {found[1]}")
+            what, instead = found
+            if "pydantic.v1" not in what:  # the library's ways out (a dataclass, a schema
+                # as a dict) are not --type's (found by a review)
+                instead = "--type takes a Pydantic model: write one, or give the JSON schema "
+                instead += "with --schema FILE."
+            raise CliError(f"--type {spec!r} is {what}: {instead}")
         raise CliError(f"--type {spec!r} is {what}, not a Pydantic model class.")
     try:
         obj.model_json_schema()  # fails here, named, rather than deep inside a request

@@ -62,17 +62,20 @@ def late_names(output_type: object) -> tuple[LateName, ...]:
     """
     walk = _Walk()
     walk.objects.append(output_type)
-    while walk.objects:
-        node = walk.objects.pop()
-        if id(node) in walk.seen or isinstance(node, str | typing.ForwardRef):
-            continue  # a string outside a class's annotations: no namespace to read
-        walk.seen.add(id(node))
-        walk.objects.extend(typing.get_args(node))
-        origin = typing.get_origin(node)
-        if origin is not None:
-            walk.objects.append(origin)
-        if _resolves_late(node):
-            walk.annotations_of(node)
+    try:
+        while walk.objects:
+            node = walk.objects.pop()
+            if id(node) in walk.seen or isinstance(node, str | typing.ForwardRef):
+                continue  # a string outside a class's annotations: no namespace to read
+            walk.seen.add(id(node))
+            walk.objects.extend(typing.get_args(node))
+            origin = typing.get_origin(node)
+            if origin is not None:
+                walk.objects.append(origin)
+            if _resolves_late(node):
+                walk.annotations_of(node)
+    except Exception:  # a user's class whose attributes raise when read
+        return ()  # (a metaclass's __getattr__): nothing noted, kept as at its first use
     return tuple(walk.found.values())
 
 

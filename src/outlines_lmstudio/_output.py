@@ -538,6 +538,10 @@ def portable_typeddicts(tp: Any, memo: dict[int, Any]) -> Any:
         return typing.Annotated[new_args[0], *tp.__metadata__]
     if origin in (typing.Union, types.UnionType):
         return typing.Union[new_args]  # noqa: UP007 - built from a runtime tuple
+    if len(new_args) == 1:
+        # Required[B], NotRequired[B] (kept by include_extras) take one type, not a tuple
+        # (found by a probe: "NotRequired accepts only a single type"); list[B] takes both.
+        return origin[new_args[0]]
     return origin[new_args]
 
 

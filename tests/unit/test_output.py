@@ -1520,3 +1520,25 @@ def test_late_names_through_aliases_classes_and_renamed_literals(
     again = plan_output(cells.A)
     assert again.schema is not None
     assert set(again.schema["$defs"]["B"]["properties"]) == {"name"}
+
+
+class _Leaf(typing.TypedDict):
+    n: int
+
+
+class _Holds(typing.TypedDict, total=False):
+    optional: typing.NotRequired[_Leaf]
+    required: typing.Required[_Leaf]
+    me: typing.NotRequired["_Holds | None"]
+
+
+def test_a_typing_typeddict_in_required_or_not_required_is_planned() -> None:
+    """Found by a probe: rebuilding ``NotRequired[B]`` (a ``typing.TypedDict`` inside, made
+    portable for Pydantic) raised "NotRequired accepts only a single type"."""
+    from outlines_lmstudio._typed import validator_for
+
+    plan = plan_output(_Holds)
+    assert plan.schema is not None
+    assert plan.schema["required"] == ["required"]
+    value = validator_for(plan).validate('{"required": {"n": 1}, "me": {"required": {"n": 2}}}')
+    assert value == {"required": {"n": 1}, "me": {"required": {"n": 2}}}

@@ -527,6 +527,9 @@ def portable_typeddicts(tp: Any, memo: dict[int, Any]) -> Any:
         rebuilt.__required_keys__ = frozenset(tp.__required_keys__)
         rebuilt.__optional_keys__ = frozenset(tp.__optional_keys__)
         rebuilt.__doc__ = tp.__doc__
+        config = getattr(tp, "__pydantic_config__", None)  # pydantic.with_config(...)
+        if config is not None:  # (found by a probe: extra="forbid" was dropped)
+            rebuilt.__pydantic_config__ = config
         return rebuilt
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is None or not args:

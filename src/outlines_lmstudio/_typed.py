@@ -603,7 +603,11 @@ def _lax_by_choice(core_schema: object) -> bool:
     seconds, an ``int`` as a digit string), which every reply then failed.
     """
     for node in core_nodes(core_schema):
-        if node.get("strict") is False or node.get("coerce_numbers_to_str") is True:
+        # A dict node's own strict=False is Pydantic's for every Mapping field (it takes any
+        # mapping in Python): a JSON object is a dict either way, and it made the whole reply
+        # lax, every other field coerced (found by a probe: "3" for an int was taken).
+        lax = node.get("strict") is False and node.get("type") != "dict"
+        if lax or node.get("coerce_numbers_to_str") is True:
             return True
         metadata = node.get("metadata")
         if isinstance(metadata, dict):

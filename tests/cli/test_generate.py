@@ -115,32 +115,37 @@ def test_a_lone_surrogate_in_a_reply_is_written_as_its_escape(
     assert "written as its escape" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        (
+            "from pydantic import v1\n\nclass Row(v1.BaseModel):\n    name: str\n",
+            "is a Pydantic v1 model (pydantic.v1.BaseModel), which Pydantic 2 cannot write a "
+            "JSON schema for or validate with: make it subclass pydantic.BaseModel.",
+        ),
+        (
+            # found by a review: told to write a dataclass, which --type refuses next
+            "import attrs\n\n@attrs.define\nclass Row:\n    name: str\n",
+            "is an attrs class, which Pydantic cannot read: --type takes a Pydantic model: "
+            "write one, or give the JSON schema with --schema FILE.",
+        ),
+    ],
+    ids=["pydantic-v1", "attrs"],
+)
 def test_a_type_of_another_library_is_told_what_to_use(
-    main_in_process: MainInProcess, tmp_path: Path, emulator: LMStudioEmulator
+    main_in_process: MainInProcess,
+    tmp_path: Path,
+    emulator: LMStudioEmulator,
+    source: str,
+    says: str,
 ) -> None:
     """Found by a probe: a Pydantic v1 model was "the class V1Person, not a Pydantic model
     class", with no word of v1 nor of what to write instead."""
-    (tmp_path / "legacy_types.py").write_text(
-        "from pydantic import v1\n\nclass V1Person(v1.BaseModel):\n    name: str\n"
-    )
-    result = main_in_process("generate", "--type", "legacy_types:V1Person", "-m", TEXT, "hi")
+    module = f"foreign_{len(source)}"  # one module name per case: imports are cached
+    (tmp_path / f"{module}.py").write_text(source)
+    result = main_in_process("generate", "--type", f"{module}:Row", "-m", TEXT, "hi")
     assert result.returncode == 2
-    assert_one_line_error(
-        result,
-        "--type 'legacy_types:V1Person' is a Pydantic v1 model",
-        "subclass pydantic.BaseModel",
-    )
-    (tmp_path / "attrs_types.py").write_text(
-        "import attrs\n\n@attrs.define\nclass Row:\n    name: str\n"
-    )
-    result = main_in_process("generate", "--type", "attrs_types:Row", "-m", TEXT, "hi")
-    assert result.returncode == 2
-    # found by a review: told to write a dataclass, which --type refuses next
-    assert_one_line_error(
-        result,
-        "--type 'attrs_types:Row' is an attrs class, which Pydantic cannot read: --type takes "
-        "a Pydantic model: write one, or give the JSON schema with --schema FILE.",
-    )
+    assert_one_line_error(result, f"--type '{module}:Row' {says}")
     assert emulator.requests == []
 
 

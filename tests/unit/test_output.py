@@ -1542,3 +1542,32 @@ def test_a_typing_typeddict_in_required_or_not_required_is_planned() -> None:
     assert plan.schema["required"] == ["required"]
     value = validator_for(plan).validate('{"required": {"n": 1}, "me": {"required": {"n": 2}}}')
     assert value == {"required": {"n": 1}, "me": {"required": {"n": 2}}}
+
+
+class _WithMapping(pydantic.BaseModel):
+    count: int
+    meta: collections.abc.Mapping[str, str]
+
+
+@pydantic.with_config(pydantic.ConfigDict(extra="forbid"))
+class _Closed(typing.TypedDict):
+    a: int
+
+
+def test_a_mapping_field_leaves_the_reply_strict_and_a_typeddict_keeps_its_config() -> None:
+    """Found by a probe: a ``Mapping`` field (whose dict node Pydantic marks strict=False)
+    made the whole reply lax, so ``"3"`` was taken for an int; and ``with_config`` on a
+    ``typing.TypedDict`` was dropped when it was made portable (extra keys taken)."""
+    from outlines_lmstudio._typed import _Invalid, validator_for
+
+    strict = validator_for(plan_output(_WithMapping))
+    assert strict.validate('{"count": 3, "meta": {"a": "b"}}') == _WithMapping(
+        count=3, meta={"a": "b"}
+    )
+    with pytest.raises(_Invalid, match="count: Input should be a valid integer"):
+        strict.validate('{"count": "3", "meta": {}}')
+    plan = plan_output(_Closed)
+    assert plan.schema is not None
+    assert plan.schema["additionalProperties"] is False
+    with pytest.raises(_Invalid, match="z: Extra inputs are not permitted"):
+        validator_for(plan).validate('{"a": 1, "z": 2}')

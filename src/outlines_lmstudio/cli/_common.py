@@ -60,6 +60,7 @@ __all__ = [
     "console",
     "end_open_line",
     "escape_controls",
+    "escape_lone_surrogates",
     "for_terminal",
     "json_for_terminal",
     "err_console",
@@ -886,6 +887,15 @@ class _Stdout:
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def escape_lone_surrogates(text: str) -> str:
+    r"""Return ``text`` with its lone surrogates (``"\ud83d"``, half of a pair) as ``\uXXXX``.
+
+    UTF-8 cannot hold them; the escape is what the model wrote (JSON's own), and JSON
+    text so written reads back to the same value.
+    """
+    return _LONE_SURROGATE.sub(lambda found: f"\\u{ord(found[0]):04x}", text)
+
+
 def _utf8_safe(text: str) -> str:
     r"""Return a model's text with its lone surrogates written as ``\uXXXX`` escapes.
 
@@ -904,7 +914,7 @@ def _utf8_safe(text: str) -> str:
                 "pair), which UTF-8 cannot hold: it is written as its escape, e.g. \\ud800.",
                 file=sys.stderr,
             )
-    return _LONE_SURROGATE.sub(lambda found: f"\\u{ord(found[0]):04x}", text)
+    return escape_lone_surrogates(text)
 
 
 # C0 and C1 control characters, but a line break, a tab, and a carriage return that ends a

@@ -15,7 +15,7 @@ from typing import Any
 
 from .._json_keys import RepeatedKey, without_repeats
 from .._patterns import ecma_patterns
-from ._common import CliError, file_path
+from ._common import CliError, escape_lone_surrogates, file_path
 from ._text import as_utf8, decode_file
 
 __all__ = [
@@ -392,9 +392,6 @@ def to_json(value: Any) -> Any:
     return pydantic_core.to_jsonable_python(value)
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def json_text(value: Any, indent: int | None = None) -> str:
     r"""Return ``value`` as JSON text that UTF-8 can encode.
 
@@ -402,5 +399,4 @@ def json_text(value: Any, indent: int | None = None) -> str:
     ``"\ud83d"``, half of a pair): UTF-8 cannot hold them, so they are written as the
     ``\uXXXX`` escapes the model wrote, and the text reads back to the same value.
     """
-    text = json.dumps(value, indent=indent, ensure_ascii=False)
-    return _SURROGATE.sub(lambda found: f"\\u{ord(found[0]):04x}", text)
+    return escape_lone_surrogates(json.dumps(value, indent=indent, ensure_ascii=False))

@@ -7,7 +7,7 @@ built from the names of their first use, so after ``B`` was defined again (a not
 run again) the engine was sent the old ``B``'s schema and ``parse`` refused every reply
 against the new one, or returned an instance of the old class (found by a probe). What is
 kept per type notes what these names were (`late_names`), and is made again once one of
-them holds another object (`still_resolved`). Pydantic models resolve theirs once, when
+them holds another object (`kept`). Pydantic models resolve theirs once, when
 the class is complete, so they keep what they were made with, here as in Pydantic.
 
 Only names read as types count: a ``Literal``'s values and an ``Annotated`` type's
@@ -23,19 +23,22 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import sys
 import types
 import typing
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import typing_extensions
 
-__all__ = ["LateName", "late_names", "still_resolved"]
+__all__ = ["LateName", "kept", "late_names"]
 
 LateName = tuple[Mapping[str, Any], str, object]
 """A namespace (a module's, or a class's or module's an annotation reads an attribute of),
 a name in it, and the object the name held when planned."""
+
+_T = TypeVar("_T")
 
 _LONGEST = 2_000
 """The longest annotation text read (characters): a longer one is a value, not a type
@@ -82,6 +85,29 @@ def late_names(output_type: object) -> tuple[LateName, ...]:
 def still_resolved(names: tuple[LateName, ...]) -> bool:
     """Return whether every noted name still holds the object it held when planned."""
     return all(namespace.get(name, _GONE) is held for namespace, name, held in names)
+
+
+def kept(cached: functools._lru_cache_wrapper[tuple[_T, tuple[LateName, ...]]], *key: Any) -> _T:
+    """Return what ``cached`` keeps for ``key``, made again once a name it noted changed.
+
+    Parameters
+    ----------
+    cached
+        An ``lru_cache`` of a function returning a value and its `late_names`.
+    *key
+        Its arguments.
+
+    Returns
+    -------
+    _T
+        The kept value. On a change the whole cache is cleared: a rare event, and each
+        cache (plans, validators) checks its own entries where they are kept.
+    """
+    value, names = cached(*key)
+    if names and not still_resolved(names):
+        cached.cache_clear()
+        value, names = cached(*key)
+    return value
 
 
 _GONE = object()

@@ -36,7 +36,7 @@ from outlines.types.dsl import Choice, Term
 from typing_inspection import typing_objects
 
 from ._foreign import foreign_class_problem
-from ._late_names import LateName, late_names, still_resolved
+from ._late_names import LateName, kept, late_names
 from ._schema_walk import MAX_SCHEMA_DEPTH, core_nodes, ref_target, schema_nodes
 from ._simple import (
     FullMatchTerms,
@@ -1471,18 +1471,6 @@ def _plan_cached(
     return _plan(output_type, grammar, strict), late_names(output_type)
 
 
-def _kept_plan(output_type: object, grammar: bool, strict: bool, order: object) -> OutputPlan:
-    """Return the plan kept for a type, made again once a name it resolved changed.
-
-    See `outlines_lmstudio._late_names`.
-    """
-    plan, names = _plan_cached(output_type, grammar, strict, order)
-    if names and not still_resolved(names):
-        _plan_cached.cache_clear()  # the validators are checked where they are kept
-        plan, names = _plan_cached(output_type, grammar, strict, order)
-    return plan
-
-
 @lru_cache(maxsize=256)
 def _plan_schema_text(key: str, strict: bool) -> OutputPlan:
     return _json_plan(json.loads(key), None, strict=strict)
@@ -1559,7 +1547,8 @@ def plan_output(
     try:
         if not hashable:  # planned outside the handler: its errors carry no hash TypeError
             return _plan(output_type, grammar, strict_schema)
-        return _kept_plan(output_type, grammar, strict_schema, order)
+        # made again once a name it resolved changed (`outlines_lmstudio._late_names`)
+        return kept(_plan_cached, output_type, grammar, strict_schema, order)
     except RecursionError:
         # Pydantic's own schema generation recurses once a level: 50 nested models raised
         # a bare RecursionError with a 1,000-line traceback (found by a probe).

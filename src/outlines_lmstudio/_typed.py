@@ -31,7 +31,7 @@ from outlines.types.dsl import python_types_to_terms
 from ._formats import format_checker
 from ._inputs import ChatPrompt, Message, followed_by_answer
 from ._json_keys import RepeatedKey, repeated_at, without_repeats
-from ._late_names import LateName, late_names, still_resolved
+from ._late_names import LateName, kept, late_names
 from ._output import OutputPlan, argument_order, output_type_name
 from ._reasoning import unparsed_tags_hint
 from ._schema_walk import core_nodes
@@ -530,20 +530,6 @@ def _adapter(output_type: Any, order: object) -> tuple[_Adapted, tuple[LateName,
     return _adapted(adapter), late_names(output_type)
 
 
-def _kept_adapter(output_type: Any, order: object) -> _Adapted:
-    """Return the kept adapter of a type, made again once a name it resolved changed.
-
-    Checked here as the plan is checked where it is kept (`_output`): a plan made anew
-    for another setting (``strict_schema``, ``grammar``) after a name changed must not
-    meet an adapter kept from before (found by a review).
-    """
-    adapted, names = _adapter(output_type, order)
-    if names and not still_resolved(names):
-        _adapter.cache_clear()
-        adapted, names = _adapter(output_type, order)
-    return adapted
-
-
 def validator_for(plan: OutputPlan) -> Validator:
     """Return the `Validator` for an output plan.
 
@@ -578,7 +564,9 @@ def validator_for(plan: OutputPlan) -> Validator:
         # A class or None has no arguments to order (skipping the walk keeps calls cheap).
         plain = output_type is None or isinstance(output_type, type)
         order = None if plain else argument_order(output_type)
-        adapted = _kept_adapter(output_type, order)
+        # made again once a name it resolved changed, as the plan is, even when the plan
+        # is new for another setting (found by a review: an old adapter met a new plan)
+        adapted = kept(_adapter, output_type, order)
     except TypeError:  # unhashable type object: build it uncached
         adapted = _adapted(pydantic.TypeAdapter(_python_type(output_type)))
     return Validator(

@@ -4,6 +4,9 @@
   ``OUTLINES_LMSTUDIO_QUICK=1`` (set by ``--quick``; CI ignores it), tests that use a
   ``llama`` fixture (llama.cpp's grammar code) or carry the ``real_engine`` marker (a real
   model on llama.cpp) are skipped with the reason, even where llama-cpp-python is installed.
+- Under CI (``CI=true``) a skipped test fails, but for the live tests (``lmstudio_live``,
+  which need a real LM Studio): a tier whose dependency went missing (llama.cpp, the model
+  package, ``unshare``, node) must not pass as skipped.
 - ``sigint_default``: Ctrl-C as an interactive process has it, for the tests of Ctrl-C.
 - ``client`` / ``async_client``: the real SDK's clients, entered, on the ``emulator`` fixture
   of the folder that asks (the synthetic emulator in ``e2e/``, the llama.cpp one in
@@ -14,11 +17,12 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 
 import lmstudio as lms
 import pytest
 import pytest_asyncio
+from _pytest.reports import TestReport
 
 from outlines_lmstudio.testing import LMStudioEmulator
 
@@ -34,6 +38,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "llama" in getattr(item, "fixturenames", ()) or item.get_closest_marker("real_engine"):
             item.add_marker(skip)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, TestReport, TestReport]:
+    report: TestReport = yield
+    ci = os.environ.get("CI", "").lower() == "true"
+    live = item.get_closest_marker("lmstudio_live") is not None
+    if ci and report.skipped and not hasattr(report, "wasxfail") and not live:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"CI must run this test, but it was skipped: {reason}"
+    return report
 
 
 @pytest.fixture

@@ -136,9 +136,12 @@ def _walk(node: object, depth: int, path: str) -> None:
         for keyword in REFERENCE_KEYWORDS:
             ref = node.get(keyword)
             if isinstance(ref, str) and not ref.startswith("#"):
+                # Not "remote": a relative file, or a URL that is the schema's own $id, is
+                # no reference the engines can follow either (found by a probe).
                 raise InvalidSchemaError(
-                    f"JSON schema has a remote {keyword} {ref!r} at {path}. References are "
-                    "never fetched: inline the referenced schema under $defs and use "
+                    f"JSON schema has the {keyword} {ref!r} at {path}, which is not a '#...' "
+                    "reference: references are never fetched or read from files (nor resolved "
+                    "against an $id). Inline the referenced schema under $defs and use "
                     "'#/$defs/...'."
                 )
         for key, value in node.items():

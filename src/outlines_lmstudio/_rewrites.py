@@ -164,7 +164,8 @@ def drop_dollar_schema(schema: dict[str, Any]) -> dict[str, Any]:
     under 2020-12:
     ``items: [...]`` becomes ``prefixItems`` (``additionalItems`` becomes ``items``),
     ``dependencies`` splits into ``dependentRequired`` / ``dependentSchemas``, draft 4's
-    boolean ``exclusiveMinimum``/``exclusiveMaximum`` become numbers, and a ``$ref``'s
+    boolean ``exclusiveMinimum``/``exclusiveMaximum`` become numbers and its ``id``
+    ``$id``, and a ``$ref``'s
     siblings (ignored before 2019-09) are removed.
     """
     dialect = str(schema.get("$schema", ""))
@@ -194,6 +195,10 @@ def drop_dollar_schema(schema: dict[str, Any]) -> dict[str, Any]:
             if schemas:
                 node["dependentSchemas"] = schemas
         if draft4:
+            # Draft 4's "id" is 2020-12's "$id" (a subschema's own base: refused as such,
+            # where it was sent and only parse failed; found by a probe).
+            if isinstance(node.get("id"), str) and "$id" not in node:
+                node["$id"] = node.pop("id")
             for bound, strict in (
                 ("minimum", "exclusiveMinimum"),
                 ("maximum", "exclusiveMaximum"),

@@ -7,6 +7,7 @@ every failure is one line with the documented exit status.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -16,6 +17,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pytest
@@ -663,3 +665,83 @@ def test_a_command_that_fails_leaves_ctrl_c_as_it_was(
     assert main(["--host", emulator.api_host, "generate", "-m", "no-such-model", "hi"]) != 0
     assert signal.getsignal(signal.SIGINT) is before
     assert signal.getsignal(signal.SIGTERM) is _sigterm._on_sigterm
+
+
+def _capped_run(
+    emulator: LMStudioEmulator, tmp_path: Path, stdin: Any, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """The CLI with its address space capped at 4 GiB: an unbounded read fails in seconds
+    with MemoryError (uncapped, it took all the machine's memory before failing)."""
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    return subprocess.run(
+        [*script_path(), "--host", emulator.api_host, *args],
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=cli_env(),
+        timeout=60,
+        check=False,
+        preexec_fn=cap,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (
+            ("generate", "--schema", "/dev/zero", "hello"),
+            subprocess.DEVNULL,
+            "Schema file '/dev/zero' holds more than 64 MiB, the limit: no JSON schema is "
+            "that large: check the path.",
+        ),
+        (
+            ("generate", "-"),
+            "/dev/zero",
+            "Standard input (PROMPT -) holds more than 64 MiB, the limit: no model's "
+            "context holds that much text: give a shorter one.",
+        ),
+    ],
+    ids=["schema file", "prompt on standard input"],
+)
+def test_an_endless_file_is_refused_at_a_limit(
+    emulator: LMStudioEmulator, tmp_path: Path, args: tuple[str, ...], stdin: Any, message: str
+) -> None:
+    """Found by a probe: `--schema /dev/zero` (or a prompt piped from it) was read whole,
+    until the machine ran out of memory, with Ctrl-C and SIGTERM held off meanwhile."""
+    with open(stdin, "rb") if isinstance(stdin, str) else contextlib.nullcontext(stdin) as feed:
+        done = _capped_run(emulator, tmp_path, feed, *args)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert_one_line_error(done, message)
+    assert emulator.predictions == []
+
+
+def test_an_input_over_the_limit_is_refused_before_reading(
+    main_in_process: MainInProcess,
+    schema_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    emulator: LMStudioEmulator,
+) -> None:
+    """`extract --input` holds at most INPUT_LIMIT (1 GiB): a regular file over it is refused
+    by its size, a device or pipe once it has given that much."""
+    import outlines_lmstudio.cli._jsonl as jsonl
+
+    monkeypatch.setattr(jsonl, "INPUT_LIMIT", 1 << 20)
+    big = tmp_path / "big.jsonl"
+    big.write_text(json.dumps({"id": "1", "prompt": "x" * (2 << 20)}) + "\n")
+    for given in (str(big), "/dev/zero"):
+        done = main_in_process(
+            "extract", "--schema", str(schema_file), "--input", given, "--output", "out.jsonl"
+        )
+        assert done.returncode == 2
+        assert_one_line_error(
+            done,
+            f"Input {given!r} holds more than 1 MiB, the limit: split it into smaller files "
+            "(each run's --output keeps what is done).",
+        )
+    assert emulator.predictions == []

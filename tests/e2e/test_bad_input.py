@@ -548,7 +548,7 @@ CASES = [
         lambda m: m("x", {"type": "object", "properties": {"a": {"$ref": "http://x/y#/z"}}}),
         E.InvalidSchemaError,
         ValueError,
-        "remote",
+        r"the \$ref 'http://x/y#/z' at #/properties/a, which is not a '#...' reference",
     ),
     Case(
         "dangling local $ref",

@@ -2,6 +2,7 @@
 
 import asyncio
 import gc
+import logging
 import os
 import subprocess
 import sys
@@ -539,12 +540,21 @@ def test_an_async_model_connects_in_the_next_event_loop_after_failing() -> None:
         assert all(isinstance(result, str) for result in up), up
 
 
-def test_closing_a_model_whose_event_loop_ended_is_quiet(emulator: LMStudioEmulator) -> None:
-    """The end of the loop that opened the client closed it; ``close()`` has nothing to do."""
+def test_closing_a_model_whose_event_loop_ended_is_quiet(
+    emulator: LMStudioEmulator,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The end of the loop that opened the client closed it; ``close()`` has nothing to do:
+    nothing is logged (at WARNING or above) or written, and it raises nothing."""
     model = from_lmstudio(lms.AsyncClient(emulator.api_host), TEXT_MODEL)
     assert asyncio.run(model("hello"))
-    asyncio.run(model.close())
-    asyncio.run(model.close())
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(model.close())
+        asyncio.run(model.close())
+    assert [record.getMessage() for record in caplog.records] == []
+    assert capfd.readouterr() == ("", "")
 
 
 def test_a_session_being_made_on_another_thread_is_not_taken_for_a_close(

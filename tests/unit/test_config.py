@@ -107,17 +107,27 @@ def test_a_structured_body_its_type_does_not_read_is_refused(structured: dict[st
         parse_inference_kwargs({"config": {"structured": structured}})
 
 
+_STRUCTURED_KEPT = {"type": "json", "json_schema": {"type": "integer", "x-any": [1]}}
+_REASONING_KEPT = {"enabled": True, "startString": "<a>", "endString": "</a>"}
+
+
 @pytest.mark.parametrize(
-    "config",
+    ("config", "sent"),
     [
-        {"structured": {"type": "json", "json_schema": {"type": "integer", "x-any": [1]}}},
-        {"structured": {"type": "none", "jsonSchema": None}},
-        {"reasoningParsing": {"enabled": True, "startString": "<a>", "endString": "</a>"}},
-        {"stop_strings": ["x"], "temperature": 0.5},
+        ({"structured": _STRUCTURED_KEPT}, {"structured": _STRUCTURED_KEPT}),
+        (
+            {"structured": {"type": "none", "jsonSchema": None}},
+            {"structured": {"type": "none", "jsonSchema": None}},
+        ),
+        ({"reasoningParsing": _REASONING_KEPT}, {"reasoningParsing": _REASONING_KEPT}),
+        ({"stop_strings": ["x"], "temperature": 0.5}, {"stopStrings": ["x"], "temperature": 0.5}),
     ],
 )
-def test_nested_config_the_sdk_keeps_whole_is_accepted(config: dict[str, Any]) -> None:
-    assert parse_inference_kwargs({"config": config}).config is not None
+def test_nested_config_the_sdk_keeps_whole_is_accepted(
+    config: dict[str, Any], sent: dict[str, Any]
+) -> None:
+    """A nested setting the SDK takes as it is comes back whole (only top keys renamed)."""
+    assert parse_inference_kwargs({"config": config}).config == sent
 
 
 @pytest.mark.parametrize(
@@ -566,7 +576,8 @@ def test_a_mock_callback_is_taken() -> None:
     def on_fragment(fragment: object) -> None: ...
 
     callback = mock.Mock(spec=on_fragment)
-    assert parse_inference_kwargs({"on_prediction_fragment": callback}) is not None
+    taken = parse_inference_kwargs({"on_prediction_fragment": callback})
+    assert taken.callbacks == {"on_prediction_fragment": callback}
 
 
 def test_the_adapter_takes_only_bools_as_flags() -> None:

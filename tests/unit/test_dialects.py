@@ -813,6 +813,39 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         "$id",
         "refused",
     ),
+    (  # draft 4 spells it "id": it was sent, and only parse failed (found by a probe)
+        "subschema with its own draft-4 id and a reference inside",
+        {
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "definitions": {"B": {"type": "string"}},
+            "properties": {
+                "x": {
+                    "id": "https://example.com/x",
+                    "definitions": {"B": {"type": "integer"}},
+                    "properties": {"y": {"$ref": "#/definitions/B"}},
+                }
+            },
+        },
+        "both",
+        "$id",
+        "refused",
+    ),
+    (  # "id" is no keyword after draft 4: an annotation, left alone
+        "subschema with an id after draft 4 and a reference inside",
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "definitions": {"B": {"type": "string"}},
+            "properties": {
+                "x": {
+                    "id": "https://example.com/x",
+                    "properties": {"y": {"$ref": "#/definitions/B"}},
+                }
+            },
+        },
+        "both",
+        None,
+        None,
+    ),
     (
         "subschema with its own $id, no reference inside",
         {"properties": {"x": {"$id": "https://example.com/x", "type": "string"}}},

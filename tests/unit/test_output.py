@@ -135,8 +135,8 @@ def test_plans_are_cached_per_type() -> None:
         ({"type": "objekt"}, "type"),
         ({"type": "object", "properties": {"a": {"minimum": "zero"}}}, "minimum"),
         ({"type": "object", "required": "name"}, "required"),
-        ({"$ref": "https://example.com/person.json"}, "remote"),
-        ({"properties": {"a": {"$ref": "http://x/y#/z"}}}, "remote"),
+        ({"$ref": "https://example.com/person.json"}, r"not a .#\.\.\.. reference"),
+        ({"properties": {"a": {"$ref": "http://x/y#/z"}}}, "never fetched or read from files"),
         ({"properties": {"a": {"$ref": "#/$defs/Missing"}}}, "Missing' at /properties/a"),
         ({"$defs": {"A": {}}, "items": {"$ref": "#/$defs/A/items"}}, "points to nothing"),
         ({"$schema": 5, "type": "object"}, "/\\$schema: it must be a string"),
@@ -379,29 +379,45 @@ def test_a_recursion_with_no_way_to_end_is_refused(output_type: object) -> None:
         plan_output(output_type)
 
 
+_ENDING_NODE = {
+    "$defs": {
+        "N": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "kid": {"$ref": "#/$defs/N"}},
+            "minProperties": 1,
+        }
+    },
+    "$ref": "#/$defs/N",
+}
+
+
 @pytest.mark.parametrize(
-    "output_type",
+    ("output_type", "deep", "wrong_deep"),
     [
-        _Tree,
-        _Either,
-        {
-            "$defs": {
-                "N": {
-                    "type": "object",
-                    "properties": {"a": {"type": "integer"}, "kid": {"$ref": "#/$defs/N"}},
-                    "minProperties": 1,
-                }
-            },
-            "$ref": "#/$defs/N",
-        },
-        {"type": "object", "patternProperties": {"^x": {}}, "minProperties": 1},
+        (
+            _Tree,
+            {"left": {"left": None, "kids": [{}]}, "kids": []},
+            {"left": {"kids": [{"left": 3}]}},
+        ),
+        (_Either, {"next": {"next": 1}}, {"next": {"next": "x"}}),
+        (_ENDING_NODE, {"kid": {"kid": {"a": 1}}}, {"kid": {"kid": {"a": "x"}}}),
+        (
+            {"type": "object", "patternProperties": {"^x": {}}, "minProperties": 1},
+            {"x1": {"y": [1]}},
+            {},
+        ),
     ],
     ids=["optional", "a scalar branch", "a key that ends", "pattern properties"],
 )
-def test_a_recursion_that_can_end_is_kept(output_type: Any) -> None:
+def test_a_recursion_that_can_end_is_kept(output_type: Any, deep: Any, wrong_deep: Any) -> None:
+    """The schema sent still recurses: a value two levels down is checked like the top."""
     if isinstance(output_type, type) and issubclass(output_type, pydantic.BaseModel):
         output_type.model_rebuild()
-    assert plan_output(output_type).schema is not None
+    schema = plan_output(output_type).schema
+    assert schema is not None
+    checker = jsonschema.Draft202012Validator(schema)
+    assert checker.is_valid(deep)
+    assert not checker.is_valid(wrong_deep)
 
 
 def test_deep_schema_is_refused() -> None:

@@ -163,16 +163,23 @@ def test_a_number_cut_off_is_truncated_even_when_it_validates(output_type: Any) 
 
 
 @pytest.mark.parametrize(
-    ("output_type", "raw"),
-    [(int, "100 "), (Person, '{"name": "A", "age": 3}'), (str, '"10"'), (None, "100")],
+    ("output_type", "raw", "kept"),
+    [
+        (int, "100 ", 100),
+        (Person, '{"name": "A", "age": 3}', Person(name="A", age=3)),
+        (str, '"10"', "10"),
+        (None, "100", "100"),
+    ],
     ids=repr,
 )
-def test_a_complete_value_at_the_cut_is_kept(output_type: Any, raw: str) -> None:
+def test_a_complete_value_at_the_cut_is_kept(output_type: Any, raw: str, kept: Any) -> None:
     """A number followed by the grammar's space, JSON that closes itself, and text are kept."""
-    ok, _, _ = check_reply(
+    ok, value, errors = check_reply(
         validator_for(plan_output(output_type)), raw, "maxPredictedTokensReached", 1, True
     )
-    assert ok
+    assert (ok, errors) == (True, [])
+    assert type(value) is type(kept)
+    assert value == kept
 
 
 def test_reask_prompt_appends_reply_and_errors() -> None:

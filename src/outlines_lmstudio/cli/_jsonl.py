@@ -39,7 +39,7 @@ from typing import Any
 from .._json_keys import RepeatedKey, without_repeats
 from ._common import CliError
 from ._output_types import json_text
-from ._text import decode_file, read_stdin_bytes
+from ._text import INPUT_LIMIT, decode_file, read_file, read_stdin_bytes
 
 __all__ = [
     "NO_LOCK_NOTE",
@@ -106,11 +106,11 @@ def read_items(path: Path) -> list[Item]:
     """
     if str(path) == STDIN:
         name, folder = "standard input (--input -)", Path()
-        data = read_stdin_bytes("--input -")
+        data = read_stdin_bytes("--input -", INPUT_LIMIT, _SPLIT)
     else:
         name, folder = str(path), path.parent
         try:
-            data = path.read_bytes()
+            data = read_file(path, INPUT_LIMIT, f"Input {str(path)!r}", _SPLIT)
         except FileNotFoundError:
             raise CliError(
                 f"Cannot read input {str(path)!r}: no such file (--input - reads standard input)."
@@ -175,6 +175,7 @@ def read_items(path: Path) -> list[Item]:
 
 RECORD_PREFIX = b'{"id": '
 """How every output line starts (``json.dumps`` of a dict whose first key is ``id``)."""
+_SPLIT = "split it into smaller files (each run's --output keeps what is done)."
 _STREAM_PATHS = ("-", "/dev/stdout", "/dev/stderr")
 _STREAM_DIRS = ("/dev/fd/", "/proc/self/fd/")
 

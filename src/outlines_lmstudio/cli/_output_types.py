@@ -16,7 +16,7 @@ from typing import Any
 from .._json_keys import RepeatedKey, without_repeats
 from .._patterns import ecma_patterns
 from ._common import CliError, escape_lone_surrogates, file_path
-from ._text import as_utf8, decode_file
+from ._text import SCHEMA_LIMIT, as_utf8, decode_file, read_file
 
 __all__ = [
     "OutputSpec",
@@ -96,7 +96,12 @@ def load_schema(path: Path) -> dict[str, Any]:
     from outlines_lmstudio._output import meta_schema_error
 
     try:
-        data = path.read_bytes()
+        data = read_file(
+            path,
+            SCHEMA_LIMIT,
+            f"Schema file {str(path)!r}",
+            "no JSON schema is that large: check the path.",
+        )
     except FileNotFoundError:
         raise CliError(f"Cannot read schema file {str(path)!r}: no such file.") from None
     except IsADirectoryError:

@@ -12,7 +12,9 @@ import argparse
 import codecs
 import io
 import os
+import stat
 import sys
+from pathlib import Path
 from typing import BinaryIO
 
 from ._common import CliError
@@ -21,6 +23,10 @@ __all__ = [
     "check_options_text",
     "check_text",
     "decode_file",
+    "read_file",
+    "PROMPT_LIMIT",
+    "INPUT_LIMIT",
+    "SCHEMA_LIMIT",
     "read_stdin",
     "read_stdin_bytes",
     "stdin_lines_tolerant",
@@ -29,6 +35,58 @@ __all__ = [
 ]
 
 _FIX = "convert it to UTF-8 first (e.g. `iconv -f latin1 -t utf-8`)"
+
+# What a file or standard input may hold (found by a probe: `--schema /dev/zero` read until
+# the machine ran out of memory, deaf to Ctrl-C and SIGTERM for the one long read). Each is
+# far above any real use: LM Studio's longest contexts hold a few MB of text.
+SCHEMA_LIMIT = 64 << 20
+PROMPT_LIMIT = 64 << 20
+INPUT_LIMIT = 1 << 30
+_CHUNK = 1 << 20
+
+
+def _too_large(name: str, limit: int, advice: str) -> CliError:
+    return CliError(f"{name} holds more than {limit >> 20} MiB, the limit: {advice}")
+
+
+def _read_bounded(handle: BinaryIO, limit: int, name: str, advice: str) -> bytes:
+    """Read to the end in chunks (Ctrl-C is handled between them), at most ``limit`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    while chunk := handle.read(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(name, limit, advice)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def read_file(path: Path, limit: int, name: str, advice: str) -> bytes:
+    """Read a file (a regular one, a device, a pipe...), refusing more than ``limit`` bytes.
+
+    Parameters
+    ----------
+    path
+        The file.
+    limit
+        The most bytes it may hold.
+    name
+        The file as the messages name it.
+    advice
+        What to do when it holds more.
+
+    Raises
+    ------
+    OSError
+        If it cannot be opened or read.
+    CliError
+        If it holds more than ``limit`` bytes (a regular file's size is known at once).
+    """
+    with path.open("rb") as handle:
+        info = os.fstat(handle.fileno())
+        if stat.S_ISREG(info.st_mode) and info.st_size > limit:
+            raise _too_large(name, limit, advice)
+        return _read_bounded(handle, limit, name, advice)
 
 
 def check_text(text: str, what: str) -> str:
@@ -143,18 +201,26 @@ def decode_file(data: bytes, name: str) -> str:
         ) from None
 
 
-def read_stdin_bytes(what: str) -> bytes:
-    """Read standard input to its end, as bytes.
+def read_stdin_bytes(
+    what: str,
+    limit: int = PROMPT_LIMIT,
+    advice: str = "no model's context holds that much text: give a shorter one.",
+) -> bytes:
+    """Read standard input to its end, as bytes, refusing more than ``limit`` bytes.
 
     Parameters
     ----------
     what
         What is read, for the messages (``--input -``...).
+    limit
+        The most bytes it may hold.
+    advice
+        What to do when it holds more.
 
     Raises
     ------
     CliError
-        If standard input is closed.
+        If standard input is closed, or holds more than ``limit`` bytes.
     """
     if sys.stdin is None:
         raise CliError(
@@ -164,7 +230,7 @@ def read_stdin_bytes(what: str) -> bytes:
     buffer: BinaryIO | None = getattr(sys.stdin, "buffer", None)
     if buffer is None:  # replaced by a text stream (main() called from Python)
         return check_text(sys.stdin.read(), f"Standard input ({what})").encode("utf-8")
-    return buffer.read()
+    return _read_bounded(buffer, limit, f"Standard input ({what})", advice)
 
 
 def read_stdin(what: str) -> str:

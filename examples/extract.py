@@ -243,8 +243,20 @@ def extract(model: Any, texts: list[str], output_type: type[Any], task: str, **k
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--local", action="store_const", const="local", dest="choice")
-    group.add_argument("--emulator", action="store_const", const="emulator", dest="choice")
+    group.add_argument(
+        "--local",
+        action="store_const",
+        const="local",
+        dest="choice",
+        help="run on the embedded Gemma 3 270M with llama.cpp (needs the local extra)",
+    )
+    group.add_argument(
+        "--emulator",
+        action="store_const",
+        const="emulator",
+        dest="choice",
+        help="run on the synthetic emulator (schema-valid, made-up values)",
+    )
     args = parser.parse_args(argv)
     # Not `with lms.Client(...)`: entering it probes the host again with the SDK's own probe,
     # which has no deadline. The library connects on first use, within its connect_timeout.

@@ -58,6 +58,14 @@ if [ ! -f "$stamp" ]; then
     # FALLBACK_EXTRAS (scripts/demo): what still runs the job when EXTRAS cannot be installed
     # (llama-cpp-python needs a C/C++ compiler and cmake, which a fresh machine may lack).
     [ -n "${FALLBACK_EXTRAS:-}" ] || exit 1
+    # Only when pip's error names what the fallback leaves out (FALLBACK_WHEN, a regex): with
+    # no network or a broken index the fallback fails too (found by a probe: that was blamed
+    # on a missing compiler, after a second install that could not work).
+    if ! grep -qiE "^(ERROR|Failed).*(${FALLBACK_WHEN:-.})" .venv/pip-install.log; then
+      echo "pip could not install the dependencies (the whole log: .venv/pip-install.log):" \
+        "check the network and the package index (PIP_INDEX_URL), then run this again." >&2
+      exit 1
+    fi
     note "Could not install [${EXTRAS}] (above); going on with [${FALLBACK_EXTRAS}]."
     note "To try [${EXTRAS}] again (e.g. after installing a compiler): rm -rf .venv, then run this again."
     mv .venv/pip-install.log .venv/pip-install-failed.log

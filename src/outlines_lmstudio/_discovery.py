@@ -277,11 +277,9 @@ def _other_server(skipped: tuple[str, BaseException]) -> str:
 
 
 def _behind_another_server(
-    found: str | None, skipped: tuple[str, BaseException], model: str | None
+    found: str, skipped: tuple[str, BaseException], model: str | None
 ) -> LMStudioConnectionError:
-    """Return the error for a search that went past another server's default port."""
-    if found is None:
-        return no_server_error(model, skipped)
+    """Return the error for LM Studio behind a server that stops the SDK's search."""
     return LMStudioConnectionError(
         f"Cannot find LM Studio: the client has no host; LM Studio answers at {found}, but "
         f"{_other_server(skipped)}, and it stops the lmstudio SDK's search of the default "
@@ -409,11 +407,24 @@ def _lm_studio_host(model: str | None) -> str:
         As `search_for_async_client`.
     """
     found, skipped = search_default_ports()
-    if skipped:
-        raise _behind_another_server(found, skipped[0], model)
     if found is None:
-        raise no_server_error(model)
+        raise no_server_error(model, skipped[0] if skipped else None)
+    if stopping := _stopping_the_sdk(skipped):
+        raise _behind_another_server(found, stopping[0], model)
     return found
+
+
+def _stopping_the_sdk(
+    skipped: list[tuple[str, BaseException]],
+) -> list[tuple[str, BaseException]]:
+    """Return the servers of ``skipped`` at which the SDK's own search of the ports stops.
+
+    Its probe reads a status other than 200, and JSON that is not the greeting, as nothing
+    there, and goes on (``Client._check_probe_response``): LM Studio behind a web server's
+    404 is found by it (refused here before; found by a probe). Other answers stop it: 200
+    with a body that is not JSON raises, and a server that is silent or streams holds it.
+    """
+    return [(host, error) for host, error in skipped if not isinstance(error, OtherAnswerError)]
 
 
 async def _off_the_loop(work: Callable[..., _T], *args: Any) -> _T:
@@ -567,6 +578,8 @@ def _search_error(model: str | None) -> LMStudioConnectionError:
     server's port if there is one.
     """
     found, skipped = search_default_ports()
-    if skipped:
-        return _behind_another_server(found, skipped[0], model)
-    return no_server_error(model)
+    if found is None:
+        return no_server_error(model, skipped[0] if skipped else None)
+    if stopping := _stopping_the_sdk(skipped):
+        return _behind_another_server(found, stopping[0], model)
+    return _sdk_search_failed(found, model)

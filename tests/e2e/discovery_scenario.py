@@ -4,7 +4,8 @@
 Studio's default ports) and uses ``lms.Client()`` / ``lms.AsyncClient()`` with no host,
 never entered by us. ``python discovery_scenario.py nothing`` makes the same calls with
 nothing listening, ``other PORT`` with a web server (not LM Studio) on ``PORT``, ``behind
-PORT1 PORT2`` with that server on ``PORT1`` and the emulator on ``PORT2`` (the CLI too),
+PORT1 PORT2 [KIND]`` with that server (or one of ``KIND``, see ``demo``) on ``PORT1`` and
+the emulator on ``PORT2`` (the CLI too),
 ``other PORT silent`` with a server that never answers, ``greeting PORT`` with one that
 answers LM Studio's greeting and closes its websocket, ``stream PORT1 PORT2`` as ``behind``
 with a server that streams without end on ``PORT1``, ``concurrent PORT1 PORT2`` six first
@@ -259,7 +260,8 @@ def main() -> None:
             result = {"sync": sync_call(), "async": asyncio.run(async_call())}
     elif sys.argv[1] == "behind":  # another server on the first port, LM Studio on the next
         ports = [int(p) for p in sys.argv[2:4]]
-        with serving_html(ports[0]), LMStudioEmulator(port=ports[1]):
+        other = OTHER[sys.argv[4] if len(sys.argv) > 4 else "html"]
+        with other(ports[0]), LMStudioEmulator(port=ports[1]):
             result = {"sync": sync_call(), "async": asyncio.run(async_call())}
             env = {k: v for k, v in os.environ.items() if k != "LMSTUDIO_HOST"}
             command = [sys.executable, "-m", "outlines_lmstudio.cli", "generate", "-m", MODEL]

@@ -138,6 +138,19 @@ def test_lm_studio_behind_another_server_is_named_or_found() -> None:
     assert result["cli"]["status"] == 0, result["cli"]["stderr"]
 
 
+def test_lm_studio_behind_a_server_the_sdks_search_goes_past_is_used() -> None:
+    """Found by a probe: a web server's 404 on the first default port made the library
+    refuse ("it stops the lmstudio SDK's search"), though the SDK's probe reads a status
+    other than 200 as nothing there and goes on to LM Studio, as a plain client did."""
+    first, second = DEFAULT_PORTS[0], DEFAULT_PORTS[1]
+    result = scenario("behind", str(first), str(second), "404")
+    for front in ("sync", "async"):
+        assert result[front].get("host") == f"127.0.0.1:{second}", result
+        assert set(result[front]["person"]) == {"name", "age"}, result
+    assert result["sync"]["batch"] == 3
+    assert result["cli"]["status"] == 0, result["cli"]["stderr"]
+
+
 def test_a_server_that_streams_ends_the_probe_at_its_deadline() -> None:
     """Found by a probe: the SDK's probe bounds each read to 1 s, not the answer, so a server
     that streams (a byte every half second) held it, and the demo, for good."""

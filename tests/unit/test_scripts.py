@@ -141,7 +141,9 @@ def test_the_demo_goes_on_without_an_extra_that_cannot_be_installed(tmp_path: Pa
     )
 
     def run() -> subprocess.CompletedProcess[str]:
-        return source_venv_sh(project, "EXTRAS=x,built FALLBACK_EXTRAS=x")
+        return source_venv_sh(
+            project, "EXTRAS=x,built FALLBACK_EXTRAS=x FALLBACK_WHEN=no-such-package-any"
+        )
 
     first = run()
     assert first.returncode == 0, first.stdout + first.stderr
@@ -157,6 +159,17 @@ def test_the_demo_goes_on_without_an_extra_that_cannot_be_installed(tmp_path: Pa
     failed = source_venv_sh(project2, "EXTRAS=x,built")
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "Could not install" not in failed.stdout
+    # Nor when pip's error is not about what the fallback leaves out (no network, a broken
+    # index): the fallback would fail too, and it is not a compiler's fault (found by a probe).
+    project3 = make_project(tmp_path / "3")
+    (project3 / "backend.py").write_text(backend.read_text())
+    other = source_venv_sh(
+        project3, "EXTRAS=x,built FALLBACK_EXTRAS=x FALLBACK_WHEN=llama-cpp-python"
+    )
+    assert other.returncode == 1, other.stdout + other.stderr
+    assert "Could not install" not in other.stdout
+    assert "pip could not install the dependencies" in other.stderr
+    assert "check the network and the package index" in other.stderr
 
 
 def run_bare(project: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

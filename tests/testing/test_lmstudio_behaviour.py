@@ -999,6 +999,23 @@ def test_a_schema_the_synthetic_engine_cannot_constrain_is_refused_without_outli
         ({"$ref": "#/$defs/S", "$defs": {"S": {"type": "string", "pattern": "a"}}}, "a"),
         ({"$defs": {"S": {"type": "string", "pattern": "a"}}, "type": "string"}, None),
         ({"$ref": "#/$defs/N", "$defs": {"N": {"properties": {"n": {"$ref": "#/$defs/N"}}}}}, None),
+        (  # the first one read, in the converter's order: an allOf member's reference first
+            {
+                "allOf": [{"$ref": "#/$defs/A"}, {"properties": {"y": {"pattern": "b"}}}],
+                "$defs": {"A": {"properties": {"x": {"pattern": "a"}, "z": {"pattern": "^c$"}}}},
+            },
+            "a",
+        ),
+        (  # a reference chain 1,000 long: it overflowed Python's recursion (found by a probe)
+            {
+                "$ref": "#/$defs/d0",
+                "$defs": {
+                    **{f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(1000)},
+                    "d1000": {"type": "string", "pattern": "a"},
+                },
+            },
+            "a",
+        ),
     ],
 )
 def test_the_patterns_llama_cpp_reads(schema: dict[str, Any], refused: str | None) -> None:

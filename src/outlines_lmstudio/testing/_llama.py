@@ -602,6 +602,10 @@ def json_schema_grammar(schema: Any) -> str:
     ValueError
         With the converter's reason, for a schema it cannot convert.
     """
+    if (remote := _fetched_ref(schema)) is not None:
+        # The port's own refusal is an `assert`, gone under `python -O`: it then fetched the
+        # URL, with no timeout (found by a probe). LM Studio's converter fetches nothing.
+        raise ValueError(f"Fetching remote schemas is not allowed: {remote}")
     try:
         converter = _converter()
         # Refs keep their own "#/..." form, as llama.cpp's build_grammar resolves them
@@ -610,11 +614,29 @@ def json_schema_grammar(schema: Any) -> str:
         # Pydantic model) then named nothing, and the conversion failed.
         converter.visit(converter.resolve_refs(json.loads(json.dumps(schema)), ""), "")
         return str(converter.format_grammar())
-    except RecursionError as exc:
-        raise ValueError("the schema is recursive") from exc
+    except RecursionError as exc:  # depth, not recursion: the port follows recursive refs
+        raise ValueError(
+            "the schema nests deeper than llama-cpp-python's converter can follow (Python's "
+            "recursion limit; LM Studio's C++ converter goes deeper)"
+        ) from exc
     except Exception as exc:
         reason = str(exc) or type(exc).__name__
         raise ValueError(reason) from exc
+
+
+def _fetched_ref(schema: Any) -> str | None:
+    """Return the first ``$ref`` the port would fetch (an ``https://`` URL), or ``None``."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("https://"):
+                return ref
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
 
 
 def _parse_reason(reason: str, gbnf: str) -> str:

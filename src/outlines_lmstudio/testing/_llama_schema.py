@@ -30,57 +30,77 @@ def refused_pattern(schema: Any) -> str | None:
         A ``pattern`` the converter reaches that does not start with ``^`` and end
         with ``$``.
     """
-    for pattern in _patterns(schema, schema, set()):
+    for pattern in _patterns(schema):
         if not (pattern.startswith("^") and pattern.endswith("$")):
             return pattern
     return None
 
 
-def _patterns(node: Any, root: Any, refs: set[str]) -> Iterator[str]:
-    """Yield the patterns the converter reads in ``node``, in its order of keywords."""
+def _patterns(root: Any) -> Iterator[str]:
+    """Yield the patterns the converter reads in ``root``, in its order of keywords.
+
+    Depth first with a stack of its own, not recursion: a ``$ref`` chain 1,000 long, which
+    the C++ converter follows, overflowed Python's recursion (found by a probe). A stack
+    entry is a node, or an ``allOf`` member still to resolve (resolved when it is reached,
+    in the converter's order).
+    """
+    refs: set[str] = set()
+    stack: list[tuple[bool, Any]] = [(False, root)]
+    while stack:
+        member, node = stack.pop()
+        if member:  # an allOf member: its properties (a reference resolved now)
+            if isinstance(node, dict) and "$ref" in node:
+                node = _target(node["$ref"], root, refs)
+            if isinstance(node, dict):
+                stack.extend((False, sub) for sub in reversed(_values(node.get("properties"))))
+            continue
+        pattern, children = _step(node, root, refs)
+        if pattern is not None:
+            yield pattern
+        stack.extend(reversed(children))
+
+
+def _step(node: Any, root: Any, refs: set[str]) -> tuple[str | None, list[tuple[bool, Any]]]:
+    """Return the pattern the converter reads at ``node``, and what it visits below it.
+
+    As its ``visit`` branches; the nodes below come in its order (``True``: an ``allOf``
+    member).
+    """
     if not isinstance(node, dict):
-        return
+        return None, []
     kind = node.get("type")
     if "$ref" in node:
-        yield from _patterns(_target(node["$ref"], root, refs), root, refs)
-    elif "oneOf" in node or "anyOf" in node:
-        yield from _each(node.get("oneOf", node.get("anyOf")), root, refs)
-    elif isinstance(kind, list):
-        for single in kind:
-            yield from _patterns({**node, "type": single}, root, refs)
-    elif "const" in node or "enum" in node:
-        return
-    elif kind in (None, "object") and _is_object(node):
-        yield from _each(_values(node.get("properties")), root, refs)
-        yield from _patterns(node.get("additionalProperties"), root, refs)
-    elif kind in (None, "object", "string") and "allOf" in node:
-        yield from _all_of(node["allOf"], root, refs)
-    elif kind in (None, "array") and ("items" in node or "prefixItems" in node):
+        return None, [(False, _target(node["$ref"], root, refs))]
+    if "oneOf" in node or "anyOf" in node:
+        return None, [(False, sub) for sub in _list(node.get("oneOf", node.get("anyOf")))]
+    if isinstance(kind, list):
+        return None, [(False, {**node, "type": single}) for single in kind]
+    if "const" in node or "enum" in node:
+        return None, []
+    if kind in (None, "object") and _is_object(node):
+        properties = [(False, sub) for sub in _values(node.get("properties"))]
+        return None, [*properties, (False, node.get("additionalProperties"))]
+    if kind in (None, "object", "string") and "allOf" in node:
+        members: list[tuple[bool, Any]] = []
+        for part in _list(node["allOf"]):
+            inner = part.get("anyOf") if isinstance(part, dict) and "anyOf" in part else [part]
+            members.extend((True, member) for member in _list(inner))
+        return None, members
+    if kind in (None, "array") and ("items" in node or "prefixItems" in node):
         items = node.get("items", node.get("prefixItems"))
-        yield from _each(items if isinstance(items, list) else [items], root, refs)
-    elif kind in (None, "string") and isinstance(node.get("pattern"), str):
-        yield node["pattern"]
+        return None, [(False, sub) for sub in (items if isinstance(items, list) else [items])]
+    if kind in (None, "string") and isinstance(node.get("pattern"), str):
+        return node["pattern"], []
+    return None, []
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _is_object(node: dict[str, Any]) -> bool:
     """Whether the converter builds an object rule for ``node`` (properties, or strict extras)."""
     return "properties" in node or node.get("additionalProperties", True) is not True
-
-
-def _all_of(parts: Any, root: Any, refs: set[str]) -> Iterator[str]:
-    """Yield the patterns of the properties ``allOf`` merges (its members' ``anyOf`` too)."""
-    for part in parts if isinstance(parts, list) else []:
-        members = part.get("anyOf") if isinstance(part, dict) and "anyOf" in part else [part]
-        for member in members if isinstance(members, list) else []:
-            if isinstance(member, dict) and "$ref" in member:
-                member = _target(member["$ref"], root, refs)
-            if isinstance(member, dict):
-                yield from _each(_values(member.get("properties")), root, refs)
-
-
-def _each(nodes: Any, root: Any, refs: set[str]) -> Iterator[str]:
-    for node in nodes if isinstance(nodes, list) else []:
-        yield from _patterns(node, root, refs)
 
 
 def _values(properties: Any) -> list[Any]:

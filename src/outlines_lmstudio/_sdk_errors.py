@@ -509,11 +509,18 @@ def translate_sdk_error(
             f"LM Studio refused the image upload: {text}", host=host, model=model
         )
     lowered = text.lower()
-    if "template" in lowered or "alternate" in lowered:
+    if "alternate" in lowered or "role" in lowered:
         hint = (
             "The model's chat template refused these messages: many templates take one system "
             "message, first, then user and assistant messages in turn. Reorder or merge the "
             "messages, or use a model whose template takes them."
+        )
+    elif "template" in lowered:  # a broken template too: no order of messages helps then
+        hint = (
+            "The model's chat template could not render these messages. If the error names "
+            "roles or their order, reorder or merge the messages; if the template itself is "
+            "broken (a syntax error), fix the model's prompt template in LM Studio (the "
+            "model's settings) or use another model."
         )
     else:
         hint = (

@@ -1213,3 +1213,82 @@ def test_a_gguf_llama_cpp_cannot_load_fails_as_a_failed_load(tmp_path: Path) -> 
         client.llm.model("vocab-only").respond("Hello", config={"maxTokens": 3})
     assert "Failed to load model" in str(info.value)
     assert "jinja" not in str(info.value)
+    # llama.cpp's reason (this file lacks the weights' metadata too)
+    assert "could not load this GGUF model: error loading model hyperparameters: key not " in (
+        str(info.value)
+    )
+
+
+def test_a_gguf_whose_weights_cannot_load_fails_the_same_for_tokens_and_templates(
+    tmp_path: Path,
+) -> None:
+    """Found by a probe: tokenizing, counting tokens and applying the template with such a
+    model failed as the emulator's own error ("failed to serve this request")."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gguf")
+    from tests.unit.grammar._llama_harness import write_byte_vocab
+
+    path = tmp_path / "vocab-only.gguf"
+    write_byte_vocab(path)
+    with (
+        LMStudioEmulator([EmulatedModel("vocab-only", gguf=path)]) as emulator,
+        lms.Client(emulator.api_host) as client,
+    ):
+        model = client.llm.model("vocab-only")
+        calls: list[Callable[[], object]] = [
+            lambda: model.tokenize("Hello"),
+            lambda: model.count_tokens("Hello"),
+            lambda: model.apply_prompt_template(lms.Chat.from_history("Hello")),
+        ]
+        for call in calls:
+            with pytest.raises(lms.LMStudioServerError) as info:
+                call()
+            assert "Failed to load model" in str(info.value)
+            assert "failed to serve this request" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        (
+            {"arch": "gemma99"},
+            "cannot read this file as a GGUF model: unknown model architecture: 'gemma99'",
+        ),
+        (
+            {"context_length": None},
+            "cannot load this GGUF model: key not found in model: llama.context_length",
+        ),
+    ],
+    ids=["an architecture llama.cpp does not know", "no context length"],
+)
+def test_a_gguf_llama_cpp_refuses_is_refused_with_its_reason(
+    tmp_path: Path, how: dict[str, Any], reason: str
+) -> None:
+    """Found by a probe: llama.cpp's reason was dropped ("cannot read this file as a GGUF
+    model" for every file), and a file without a context length was listed with a made-up
+    2048 tokens, then failed on every call."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gguf")
+    from tests.unit.grammar._llama_harness import write_byte_vocab
+
+    path = tmp_path / "m.gguf"
+    write_byte_vocab(path, **how)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: llama.cpp {reason}")):
+        EmulatedModel("m", gguf=path)
+
+
+def test_a_split_gguf_is_listed_with_the_size_of_all_its_shards(tmp_path: Path) -> None:
+    """Found by a probe: only the first shard's size was listed (and counted in the memory
+    a load needs); LM Studio lists a split model's whole size."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gguf")
+    from tests.unit.grammar._llama_harness import write_byte_vocab
+
+    write_byte_vocab(tmp_path / "m.gguf", shards=2)
+    first, second = sorted(tmp_path.glob("m-0000?-of-00002.gguf"))
+    with (
+        LMStudioEmulator([EmulatedModel("split", gguf=first)]) as emulator,
+        lms.Client(emulator.api_host) as client,
+    ):
+        (listed,) = [m for m in client.llm.list_downloaded() if m.model_key == "split"]
+    assert listed.info.size_bytes == first.stat().st_size + second.stat().st_size

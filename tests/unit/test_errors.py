@@ -99,6 +99,21 @@ def test_a_chat_template_refusal_gets_a_hint_about_the_messages() -> None:
     assert "vision" not in str(translated)
 
 
+def test_a_broken_chat_template_is_not_blamed_on_the_order_of_the_messages() -> None:
+    """Found by a probe: a template with a syntax error got "Reorder or merge the
+    messages", which no order of messages can fix."""
+    broken = lms.LMStudioServerError(
+        "Chat response error: Error rendering prompt with jinja template: unexpected '}'", {}
+    )
+    translated = str(translate_sdk_error(broken, host=None, model="m", stage="predict"))
+    assert "in turn" not in translated
+    assert "if the template itself is broken (a syntax error), fix the model's prompt " in (
+        translated
+    )
+    roles = lms.LMStudioServerError("Error: System role not supported", {})
+    assert "in turn" in str(translate_sdk_error(roles, host=None, model="m", stage="predict"))
+
+
 @pytest.mark.parametrize("stage", ["predict", "resolve"])
 def test_a_huge_server_error_text_is_quoted_in_part(stage: str) -> None:
     """A 1 MB title from LM Studio made a 1 MB message and log line; a 1 MB model name

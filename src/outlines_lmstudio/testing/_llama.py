@@ -624,6 +624,16 @@ def json_schema_grammar(schema: Any) -> str:
         raise ValueError(reason) from exc
 
 
+def _load_failed(exc: Exception) -> Exception:
+    """Return LM Studio's error for a model whose weights llama.cpp cannot load."""
+    return server_error(
+        "Failed to load model",
+        cause=str(exc),
+        suggestion="Use another GGUF file (a whole one, all its shards), or a newer "
+        "llama-cpp-python for a newer architecture.",
+    )
+
+
 def _fetched_ref(schema: Any) -> str | None:
     """Return the first ``$ref`` the port would fetch (an ``https://`` URL), or ``None``."""
     stack = [schema]
@@ -890,12 +900,7 @@ class LlamaEngine:
             tokens = await asyncio.to_thread(self._prompt, record.messages, how)
         except ValueError as exc:  # jinja's raise_exception, e.g. roles that do not alternate
             if isinstance(exc, _native().ModelLoadError):  # found by a probe: "jinja" for it
-                raise server_error(
-                    "Failed to load model",
-                    cause=f"{exc} (an architecture this llama.cpp cannot run, a file with "
-                    "no weights, or a damaged file)",
-                    suggestion="Use another GGUF file, or a newer llama-cpp-python.",
-                ) from exc
+                raise _load_failed(exc) from exc
             raise server_error(f"Error rendering prompt with jinja template: {exc}") from exc
         n_ctx = self._instance.context_length
         if len(tokens) >= n_ctx:
@@ -1018,8 +1023,21 @@ class LlamaEngine:
         """Count the text's tokens, with no start or end token (as LM Studio counts them)."""
         return len(await self._tokens(text, add_special=False))
 
+    async def _loaded_or_failed(self) -> NativeModel:
+        """Return the loaded model, or raise LM Studio's "Failed to load model" as a prediction.
+
+        Found by a probe: tokenizing, counting and templating with a model whose weights
+        cannot load failed as the emulator's own error ("failed to serve this request").
+        """
+        try:
+            return await asyncio.to_thread(self._loaded)
+        except ValueError as exc:
+            if isinstance(exc, _native().ModelLoadError):
+                raise _load_failed(exc) from exc
+            raise
+
     async def _tokens(self, text: str, *, add_special: bool) -> list[int]:
-        model = await asyncio.to_thread(self._loaded)
+        model = await self._loaded_or_failed()
         return await asyncio.to_thread(model.tokenize, text, add_special=add_special)
 
     async def apply_prompt_template(
@@ -1030,7 +1048,7 @@ class LlamaEngine:
         ``omitBosToken`` / ``omitEosToken`` render the template with an empty
         ``bos_token`` / ``eos_token``.
         """
-        model = await asyncio.to_thread(self._loaded)
+        model = await self._loaded_or_failed()
         omit = (bool(opts.get("omitBosToken")), bool(opts.get("omitEosToken")))
         try:
             return await asyncio.to_thread(self._render, model, messages, plan({}, []), omit)
@@ -1039,7 +1057,7 @@ class LlamaEngine:
 
     async def embed(self, text: str) -> list[float]:
         """Pooled, normalised hidden states of ``text`` (BOS/EOS added as the model says)."""
-        model = await asyncio.to_thread(self._loaded)
+        model = await self._loaded_or_failed()
 
         def run() -> list[float]:
             with self._run_lock:

@@ -11,10 +11,12 @@ and KV-cache reuse across requests we control.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import os
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -39,14 +41,49 @@ __all__ = [
 _T = TypeVar("_T")
 _init_lock = threading.Lock()
 _initialised = False
-_log_lock = threading.Lock()
-_log_sink: list[str] | None = None
+# llama.cpp's log lines, by the thread that made the call (llama.cpp logs a load's or a
+# grammar's errors from the calling thread): what `_logged` collects.
+_log_sinks: dict[int, list[tuple[int, str]]] = {}
+_ERROR_LEVEL = 4  # GGML_LOG_LEVEL_ERROR
+_FUNCTION = re.compile(r"^(?:[a-z_]+: )+")  # the C function names llama.cpp's lines start with
 
 
 def _on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    sink = _log_sink
+    sink = _log_sinks.get(threading.get_ident())
     if sink is not None:
-        sink.append(text.decode("utf-8", "replace"))
+        sink.append((level, text.decode("utf-8", "replace")))
+
+
+@contextlib.contextmanager
+def _logged() -> Iterator[list[tuple[int, str]]]:
+    """Collect llama.cpp's log lines (level, text) of this thread while in the block."""
+    sink: list[tuple[int, str]] = []
+    _log_sinks[threading.get_ident()] = sink
+    try:
+        _init()  # our callback, set again (see there)
+        yield sink
+    finally:
+        _log_sinks.pop(threading.get_ident(), None)
+
+
+def _load_reason(lines: list[tuple[int, str]]) -> str:
+    """Return llama.cpp's reason for refusing a model file, from its error lines.
+
+    ``llama_model_load: error loading model: unknown model architecture: 'gemma99'`` says
+    ``unknown model architecture: 'gemma99'``; a split file's missing shard, a truncated
+    file and a key missing from the metadata are each named that way (found by a probe:
+    every one was "cannot read this file"). The last line ("failed to load model") says
+    nothing and is left out.
+    """
+    reasons: list[str] = []
+    for level, text in lines:
+        if level != _ERROR_LEVEL:
+            continue
+        text = _FUNCTION.sub("", text.strip()).removeprefix("error loading model: ")
+        text = _FUNCTION.sub("", text)
+        if text and text != "failed to load model" and text not in reasons:
+            reasons.append(text)
+    return "; ".join(reasons) or "no reason given"
 
 
 # Kept referenced for the life of the process: llama.cpp calls it from C.
@@ -194,19 +231,27 @@ def _off_the_main_thread(work: Callable[..., _T], *args: Any) -> _T:
 
 
 def _read_facts_now(path: str, size_bytes: int) -> GgufFacts:
-    _init()
     params = L.llama_model_default_params()
     params.vocab_only = True
-    model = L.llama_model_load_from_file(path.encode(), params)
+    with _logged() as lines:
+        model = L.llama_model_load_from_file(path.encode(), params)
     if model is None:
-        raise ValueError(f"{path}: llama.cpp cannot read this file as a GGUF model")
+        reason = _load_reason(lines)
+        raise ValueError(f"{path}: llama.cpp cannot read this file as a GGUF model: {reason}")
     try:
         arch = _meta(model, "general.architecture") or "unknown"
         context = _meta(model, f"{arch}.context_length")
+        if context is None or not context.isdigit():
+            # llama.cpp requires it to load the weights: it was listed with a made-up 2048
+            # and failed on every call (found by a probe).
+            raise ValueError(
+                f"{path}: llama.cpp cannot load this GGUF model: key not found in model: "
+                f"{arch}.context_length"
+            )
         dims = _meta(model, f"{arch}.embedding_length")
         facts = GgufFacts(
-            size_bytes=size_bytes,
-            context_length=int(context) if context else 2048,
+            size_bytes=_shards_size(model, path, size_bytes),
+            context_length=int(context),
             architecture=arch,
             name=_meta(model, "general.name"),
             params=_meta(model, "general.size_label"),
@@ -216,6 +261,26 @@ def _read_facts_now(path: str, size_bytes: int) -> GgufFacts:
     finally:
         L.llama_model_free(model)
     return facts
+
+
+def _shards_size(model: Any, path: str, size_bytes: int) -> int:
+    """Return the size of the whole model: a split GGUF's shards together, as LM Studio.
+
+    The shards' names are llama.cpp's own (``llama_split_prefix`` / ``llama_split_path``,
+    split numbers from 0); found by a probe: only the first shard's size was listed.
+    """
+    count = _meta(model, "split.count")
+    if count is None or not count.isdigit() or int(count) <= 1:
+        return size_bytes
+    prefix = ctypes.create_string_buffer(4096)
+    if L.llama_split_prefix(prefix, len(prefix), path.encode(), 0, int(count)) <= 0:
+        return size_bytes  # not named as the first shard: llama.cpp refuses it anyway
+    total = 0
+    for number in range(int(count)):
+        shard = ctypes.create_string_buffer(4096)
+        L.llama_split_path(shard, len(shard), prefix.value, number, int(count))
+        total += os.stat(shard.value.decode()).st_size
+    return total
 
 
 class ModelLoadError(ValueError):
@@ -236,10 +301,11 @@ class NativeModel:
         self._holds = 0  # live contexts on these weights
         self._closing = False
         self._holds_lock = threading.Lock()
-        _init()
-        model = L.llama_model_load_from_file(path.encode(), model_params())
+        with _logged() as lines:
+            model = L.llama_model_load_from_file(path.encode(), model_params())
         if model is None:
-            raise ModelLoadError(f"{path}: llama.cpp could not load this GGUF model")
+            reason = _load_reason(lines)
+            raise ModelLoadError(f"{path}: llama.cpp could not load this GGUF model: {reason}")
         self.path = path
         self.model = model
         vocab = L.llama_model_get_vocab(model)
@@ -323,16 +389,10 @@ class NativeModel:
         GrammarError
             With llama.cpp's own parse error, if the grammar is invalid.
         """
-        global _log_sink
-        with _log_lock:
-            _log_sink = []
-            try:
-                _init()  # the parse error comes as log lines: to our callback
-                sampler = L.llama_sampler_init_grammar(self.vocab, gbnf.encode(), b"root")
-            finally:
-                messages, _log_sink = _log_sink, None
+        with _logged() as lines:  # the parse error comes as log lines
+            sampler = L.llama_sampler_init_grammar(self.vocab, gbnf.encode(), b"root")
         if not sampler:
-            reason = " ".join(m.strip() for m in messages if m.strip()) or "invalid grammar"
+            reason = " ".join(m.strip() for _, m in lines if m.strip()) or "invalid grammar"
             raise GrammarError(reason)
         return sampler
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import gguf
 import llama_cpp.llama_cpp as lib
+import numpy as np
 
 __all__ = ["GrammarError", "LlamaGrammarHarness"]
 
@@ -35,9 +36,24 @@ class GrammarError(ValueError):
     """llama.cpp refused to parse a grammar; carries llama.cpp's log lines."""
 
 
-def write_byte_vocab(path: Path) -> None:
-    """Write a vocab-only GGUF whose tokens are the 256 bytes (plus three specials)."""
-    writer = gguf.GGUFWriter(str(path), arch="llama")
+def write_byte_vocab(
+    path: Path,
+    *,
+    arch: str = "llama",
+    context_length: int | None = 512,
+    shards: int = 1,
+) -> None:
+    """Write a vocab-only GGUF whose tokens are the 256 bytes (plus three specials).
+
+    Its metadata is a model's (``context_length``, which llama.cpp requires, unless
+    ``None``); it has no weights, but for ``shards`` > 1 one small tensor per shard, in
+    llama.cpp's split files (``path`` then names ``PREFIX-00001-of-0000N.gguf``).
+    """
+    writer = gguf.GGUFWriter(str(path), arch=arch, split_max_tensors=1 if shards > 1 else 0)
+    if context_length is not None:
+        writer.add_context_length(context_length)
+    for shard in range(shards if shards > 1 else 0):
+        writer.add_tensor(f"filler.{shard}", np.zeros(1024 * (shard + 1), dtype=np.float32))
     tokens = [b"<unk>", b"<s>", b"</s>"] + [f"<0x{b:02X}>".encode() for b in range(256)]
     types = [
         gguf.TokenType.UNKNOWN,

@@ -167,11 +167,24 @@ def test_unknown_keyword_lists_accepted_ones() -> None:
         ("seed", "load"),
         ("response_format", "output type"),
         ("max_new_tokens", "max_tokens="),
+        # found by mutation testing: the redirect's key could be lost unnoticed
+        ("top_p_sampling", "top_p_sampling= is not accepted: use top_p="),
     ],
 )
 def test_keywords_from_other_backends_get_a_redirect(name: str, hint: str) -> None:
     with pytest.raises(InvalidInferenceArgumentError, match=hint):
         parse_inference_kwargs({name: 1})
+
+
+def test_config_raw_is_refused_with_what_to_do() -> None:
+    """The SDK refuses ``raw`` in a prediction config (found by mutation testing: the
+    refusal could be dropped unnoticed, and the config was then passed on)."""
+    with pytest.raises(InvalidInferenceArgumentError) as info:
+        parse_inference_kwargs({"config": {"raw": {"fields": []}}})
+    assert str(info.value).startswith(
+        "config['raw'] cannot be sent: the lmstudio SDK refuses it in a prediction config. "
+        "Set each setting by its own key"
+    )
 
 
 def test_same_setting_given_twice_raises() -> None:

@@ -20,6 +20,7 @@ from outlines_lmstudio._dialects import (
     engine_for_format,
 )
 from outlines_lmstudio._output import check_json_schema
+from outlines_lmstudio._patterns import ANY
 from outlines_lmstudio._rewrites import (
     REWRITES,
     anchor_patterns,
@@ -318,8 +319,35 @@ def test_examples_of_each_rewrite() -> None:
         "type": "string",
         "pattern": "^a$",
     }
+    # inside allOf too: the walk enters its branches (found by mutation testing)
+    assert anchor_patterns({"allOf": [{"type": "string", "pattern": "ab"}, {"maxLength": 3}]}) == {
+        "allOf": [{"type": "string", "pattern": f"^{ANY}*ab{ANY}*$"}, {"maxLength": 3}]
+    }
     assert split_type_lists({"type": ["string", "null"], "maxLength": 3}) == {
         "anyOf": [{"type": "string", "maxLength": 3}, {"type": "null"}]
+    }
+    # each branch keeps its own type's keywords (found by mutation testing)
+    properties = {"a": {"type": "integer"}}
+    assert split_type_lists(
+        {
+            "type": ["object", "null"],
+            "properties": properties,
+            "required": ["a"],
+            "additionalProperties": False,
+        }
+    ) == {
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": properties,
+                "required": ["a"],
+                "additionalProperties": False,
+            },
+            {"type": "null"},
+        ]
+    }
+    assert split_type_lists({"type": ["string", "null"], "format": "date"}) == {
+        "anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]
     }
     assert spread_one_of({"anyOf": [{"type": "integer"}], "minimum": 3, "title": "t"}) == {
         "title": "t",
@@ -946,6 +974,13 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         "loose",
     ),
     ("maxLength 3.0 (sent as 3)", {"type": "string", "maxLength": 3.0}, "both", None, None),
+    (  # found by mutation testing
+        "required names missing from properties",
+        {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a", "b"]},
+        "both",
+        "required",
+        "loose",
+    ),
     (
         "unsatisfiable enum",
         {"type": "string", "enum": ["ab"], "maxLength": 1},
@@ -1351,6 +1386,35 @@ def test_a_deep_chain_of_references_is_inlined_for_outlines_core() -> None:
     values: list[dict[str, Any]] = [document, {"a": {"a": {"a": {"a": {"a": {}}}}}}]
     for value in values:
         assert json_validator(sent).is_valid(value) == json_validator(schema).is_valid(value)
+
+
+def test_a_chain_exactly_as_deep_as_outlines_core_follows_is_inlined() -> None:
+    """Three references on one path are already cut by outlines-core: inlined; two are sent
+    as they are (found by mutation testing: ``REF_DEPTH`` one more went unnoticed)."""
+    schema = _chain(3)
+    sent = inline_deep_refs(schema)
+    assert "$ref" not in json.dumps(sent)
+    assert sent == {
+        "type": "object",
+        "properties": {
+            "a": {
+                "type": "object",
+                "properties": {
+                    "a": {
+                        "type": "object",
+                        "properties": {"a": {**schema["$defs"]["L0"], "description": "inner"}},
+                        "required": ["a"],
+                        "description": "inner",
+                    }
+                },
+                "required": ["a"],
+                "description": "inner",
+            }
+        },
+        "required": ["a"],
+    }
+    shallow = _chain(2)
+    assert inline_deep_refs(shallow) is shallow
 
 
 def test_shallow_recursive_and_exploding_references_stay() -> None:

@@ -160,6 +160,11 @@ def test_file_handles_pass_through() -> None:
         (Chat([{"content": "x"}]), UnsupportedInputError, "role None"),
         (Chat([{"role": "user", "content": 5}]), UnsupportedInputError, "user content"),
         (Chat([{"role": "user", "content": ""}]), InvalidPromptError, "empty"),
+        (  # an empty extra key takes the slower path (found by mutation testing)
+            Chat([{"role": "user", "content": "  ", "name": None}]),
+            InvalidPromptError,
+            "Chat message 0: the user message is empty",
+        ),
         (
             Chat([{"role": "user", "content": "x"}, {"role": "system", "content": ["s", png()]}]),
             UnsupportedInputError,

@@ -200,6 +200,7 @@ def test_contradictory_keywords_are_refused(schema: dict[str, Any], why: str) ->
     "schema",
     [
         {"type": "number", "minimum": 1, "maximum": 1},
+        {"type": "integer", "minimum": 5, "maximum": 5},  # 5 (found by mutation testing)
         {"type": ["string", "null"], "const": None},
         {"type": "integer", "const": 1.0},  # 1.0 is an integer in JSON Schema
         {"type": "string", "enum": [1, "a"]},
@@ -420,6 +421,37 @@ def test_a_recursion_that_can_end_is_kept(output_type: Any, deep: Any, wrong_dee
     assert not checker.is_valid(wrong_deep)
 
 
+_TRUE_LEAF_TREE = {
+    "$defs": {
+        "N": {
+            "type": "object",
+            "properties": {"data": True, "kids": {"type": "array", "items": {"$ref": "#/$defs/N"}}},
+            "required": ["data"],
+        }
+    },
+    "$ref": "#/$defs/N",
+}
+
+
+def _prefix_list(least: int) -> dict[str, Any]:
+    """A list whose first item is an integer and whose further items are lists like it."""
+    rule = {"type": "array", "prefixItems": [{"type": "integer"}], "minItems": least}
+    rule["items"] = {"$ref": "#/$defs/L", "minItems": 1}
+    return {"$defs": {"L": rule}, "$ref": "#/$defs/L"}
+
+
+def test_a_required_true_property_or_the_prefix_items_alone_can_end() -> None:
+    """``endless_ref``: a required property whose schema is ``true`` holds any value, and
+    ``minItems`` met by the ``prefixItems`` alone needs no more of the recursion; one item
+    more does (found by mutation testing). These schemas are refused for other reasons
+    (a boolean schema, items beside prefixItems), so the check is asked directly."""
+    from outlines_lmstudio._schema_walk import endless_ref
+
+    assert endless_ref(_TRUE_LEAF_TREE) is None
+    assert endless_ref(_prefix_list(1)) is None
+    assert endless_ref(_prefix_list(2)) == "#/$defs/L"
+
+
 def test_deep_schema_is_refused() -> None:
     schema: dict[str, Any] = {"type": "string"}
     for _ in range(100):
@@ -573,6 +605,25 @@ def test_every_reference_keyword_to_elsewhere_is_refused(schema: dict[str, Any])
 def test_reference_loops_that_read_nothing_are_refused(schema: dict[str, Any]) -> None:
     with pytest.raises(InvalidSchemaError, match="leads back to itself"):
         plan_output(schema)
+
+
+@pytest.mark.parametrize(
+    ("schema", "where", "half"),
+    [
+        ({"type": "object", "properties": {"a\ud800": {}}}, "#/properties (a key)", "\\ud800"),
+        ({"properties": {"b": {"const": "x\udc00"}}}, "#/properties/b/const", "\\udc00"),
+        ({"properties": {"a": {}}, "required": ["a\ud800"]}, "#/required/0", "\\ud800"),
+    ],
+    ids=["key", "value", "listed"],
+)
+def test_a_lone_surrogate_in_a_schema_is_refused_where_it_is(
+    schema: dict[str, Any], where: str, half: str
+) -> None:
+    """Not valid Unicode, so no engine can read it: a key as well as a value (found by
+    mutation testing: the key's check could be dropped unnoticed)."""
+    with pytest.raises(InvalidSchemaError) as info:
+        plan_output(schema)
+    assert f"JSON schema has text at {where} with a lone surrogate ('{half}')" in str(info.value)
 
 
 def test_non_finite_numbers_never_reach_a_schema() -> None:
@@ -1536,6 +1587,51 @@ def test_late_names_through_aliases_classes_and_renamed_literals(
     again = plan_output(cells.A)
     assert again.schema is not None
     assert set(again.schema["$defs"]["B"]["properties"]) == {"name"}
+
+
+@pytest.mark.parametrize(
+    ("head", "body", "expression"),
+    [
+        (
+            "import dataclasses, typing\n",
+            "@dataclasses.dataclass\nclass A:\n    b: typing.List['B']\n",
+            "A",
+        ),
+        (
+            "from __future__ import annotations\nimport dataclasses, typing\n"
+            "T = typing.TypeVar('T')\n",
+            "@dataclasses.dataclass\nclass Box(typing.Generic[T]):\n    item: T\n    b: B\n",
+            "Box[int]",
+        ),
+        (
+            "from __future__ import annotations\nimport dataclasses\n",
+            "Items = list['B']\n@dataclasses.dataclass\nclass A:\n    items: Items\n",
+            "A",
+        ),
+    ],
+    ids=["a ForwardRef in typing.List", "a generic dataclass's alias", "an alias alone"],
+)
+def test_a_late_name_read_only_one_way_is_followed(
+    monkeypatch: pytest.MonkeyPatch, head: str, body: str, expression: str
+) -> None:
+    """``B`` read only through ``typing.List['B']`` (a ``ForwardRef``, no future import),
+    through a field of a generic dataclass used as ``Box[int]``, or through an alias with
+    no other field reading ``B``: after ``B``'s cell is run again the plan holds the new
+    ``B`` (found by mutation testing: each way could be dropped unnoticed)."""
+    import sys
+    import types
+
+    cells = types.ModuleType("notebook_cells_5")
+    monkeypatch.setitem(sys.modules, cells.__name__, cells)
+    cell_b = "@dataclasses.dataclass\nclass B:\n    x: int\n"
+    exec(head + cell_b + body, cells.__dict__)
+    first = plan_output(eval(expression, cells.__dict__))
+    assert first.schema is not None
+    assert first.schema["$defs"]["B"]["properties"] == {"x": {"title": "X", "type": "integer"}}
+    exec(cell_b.replace("x: int", "name: str"), cells.__dict__)  # the cell run again
+    again = plan_output(eval(expression, cells.__dict__))
+    assert again.schema is not None
+    assert again.schema["$defs"]["B"]["properties"] == {"name": {"title": "Name", "type": "string"}}
 
 
 class _Leaf(typing.TypedDict):

@@ -156,6 +156,12 @@ def test_any_is_one_json_string_character() -> None:
         ('^a"+$', r'^a(\\")+$'),
         (r"^\n{2}\\?$", r"^(\\n){2}(\\\\)?$"),
         (r"^[\n]*$", r"^(\\n)*$"),
+        # overlapping and adjacent ranges merge into one (found by mutation testing)
+        (r"^[a-cb-d]$", r"^[a-d]$"),
+        (r"^[a-bc-d]$", r"^[a-d]$"),
+        (r"^[0-9\d]$", r"^[0-9]$"),
+        (r"^[a-bx-yz]$", r"^[a-bx-z]$"),
+        (r"^.$", r'^([^\x00-\x1f\x22\x5c\u2028-\u2029]|\\b|\\t|\\f|\\"|\\\\)$'),
     ],
 )
 def test_rewrites(pattern: str, expected: str) -> None:
@@ -192,6 +198,16 @@ def test_octal_escapes_are_read_as_python_reads_them(
     assert not searches(engine_pattern(pattern), json_text(not_text))
 
 
+def test_dot_refuses_every_raw_control_character() -> None:
+    """JSON text holds U+0000-U+001F only escaped: the form of ``.`` takes none raw, and
+    takes the characters either side of that range (found by mutation testing)."""
+    form = engine_pattern(r"^.$")
+    for code in range(0x20):
+        assert re.fullmatch(form, chr(code)) is None, hex(code)
+    for char in (" ", "a", "\x7f", "\x85"):
+        assert re.fullmatch(form, char), repr(char)
+
+
 def test_ecma_meaning_of_classes() -> None:
     """JSON Schema patterns are ECMA-262: \\d is ASCII, . stops at \\r."""
     assert re.search(engine_pattern(r"^\d$"), "٣") is None
@@ -216,6 +232,9 @@ def test_the_byte_order_mark_is_neither_a_space_nor_a_non_space() -> None:
     assert re.search(engine_pattern(r"^[^\s]+$"), json_text("a\x85")) is None
     assert re.search(engine_pattern(r"^\s+$"), json_text("\x85")) is None
     assert re.search(engine_pattern(r"^[\s]+$"), json_text("\ufeff")) is None
+    # only U+0085: its neighbours are non-spaces to both (found by mutation testing)
+    assert re.search(engine_pattern(r"^\S+$"), json_text("\x84\x86"))
+    assert re.search(engine_pattern(r"^[^\s]+$"), json_text("\x84\x86"))
 
 
 @pytest.mark.parametrize(

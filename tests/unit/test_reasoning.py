@@ -166,6 +166,18 @@ CASES: dict[str, tuple[list[Fragment], str, str]] = {
         '{"note": "use <|channel|> then <|end|>"}',
         "plan",
     ),
+    # found by mutation testing: the held "<|sta" lost a character when flushed
+    "harmony final message closed, then cut inside the next header": (
+        [
+            ("<|channel|>analysis<|message|>think", "none"),
+            ("<|end|><|start|>assistant<|channel|>final<|message|>", "none"),
+            ("Paris", "none"),
+            ("<|end|>", "none"),
+            ("<|sta", "none"),
+        ],
+        "Paris<|sta",
+        "think",
+    ),
     "whitespace before reasoning is dropped": (
         [("\n", "none"), ("plan", "reasoning"), ("</think>", "reasoningEndTag"), ("x", "none")],
         "x",

@@ -713,3 +713,24 @@ def test_a_gguf_file_named_as_another_model_says_why(tmp_path: Path) -> None:
     assert "duplicate model keys" in result.stderr
     assert "a --gguf file's model key is its file name" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cors", [False, True])
+def test_cors_lets_web_pages_connect_to_the_command(cors: bool) -> None:
+    """A browser's Origin header is refused unless ``--cors`` (found by a probe)."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+    from websockets.typing import Origin
+
+    child, host = _serve(*(["--cors"] if cors else []))
+    try:
+        try:
+            with connect(f"ws://{host}/llm", origin=Origin("https://page.example")):
+                status = 101
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+        assert status == (101 if cors else 403)
+    finally:
+        child.send_signal(signal.SIGINT)
+        child.communicate(timeout=20)

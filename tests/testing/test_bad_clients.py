@@ -142,6 +142,37 @@ def test_a_deeply_nested_auth_packet_is_refused(emu: LMStudioEmulator) -> None:
         assert ws.close_code == 1008
 
 
+@pytest.mark.parametrize("origin", ["https://attacker.example", "http://localhost:3000", "null"])
+def test_a_web_page_cannot_connect_unless_cors_is_on(
+    make_emulator: MakeEmulator, origin: str
+) -> None:
+    """Found by a probe: any page the user opened could drive a running emulator (list its
+    models, upload files, read their paths back): a browser sends an Origin header, which
+    the SDKs do not, and applies no same-origin rule to websockets. As LM Studio's CORS
+    switch, ``cors=True`` lets pages in."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+    from websockets.typing import Origin
+
+    closed = make_emulator()
+    with (
+        pytest.raises(InvalidStatus) as info,
+        connect(f"ws://{closed.api_host}/llm", origin=Origin(origin)),
+    ):
+        pass
+    assert info.value.response.status_code == 403
+    body = info.value.response.body.decode()
+    assert body == (
+        f"The LM Studio emulator takes no connections from web pages (Origin: {origin}); "
+        "start it with cors=True (CLI: --cors) to allow them.\n"
+    )
+    opened = make_emulator(cors=True)
+    with connect(f"ws://{opened.api_host}/llm", origin=Origin(origin)) as ws:
+        packet = {"authVersion": 1, "clientIdentifier": "page", "clientPasskey": "p"}
+        ws.send(json.dumps(packet))
+        assert json.loads(ws.recv(timeout=5)) == {"success": True}
+
+
 def _authenticate(emulator: LMStudioEmulator, client_id: str, passkey: str) -> dict[str, Any]:
     from websockets.sync.client import connect
 

@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow a --host outside loopback (the emulator has no access control)",
     )
+    parser.add_argument(
+        "--cors",
+        action="store_true",
+        help="take connections from web pages (a browser's Origin header), refused "
+        "otherwise, as by LM Studio with CORS off",
+    )
     parser.add_argument("--port", type=_port, default=0, help="port (default: a free port)")
     parser.add_argument(
         "--models",
@@ -362,6 +368,7 @@ def run(
                 load_latency=args.load_latency,
                 slots=args.slots,
                 allow_remote=args.allow_remote,
+                cors=args.cors,
                 # It serves until interrupted, and nobody reads its records: bound them.
                 max_records=SERVER_RECORDS,
             )

@@ -174,6 +174,12 @@ class LMStudioEmulator(EmulatorState):
         model) unloads the other JIT models, and the client is told with
         ``unloadingOtherJITModel``. False keeps them all loaded. JIT models
         also honour the client's ``ttl``: unused that long, they are unloaded.
+    cors
+        Take connections from web pages. A browser sends an ``Origin`` header, which the
+        SDKs do not: such a connection is refused (HTTP 403) unless this is set, since any
+        page the user opens could otherwise drive the emulator and read what it serves
+        (a browser applies no same-origin rule to websockets). LM Studio's server has the
+        same switch, off by default (``lms server start --cors``).
     max_records
         None (the default, for tests) keeps every record until `reset`. A number,
         for a server that runs for long (the ``emulator`` command keeps 1000), keeps
@@ -206,6 +212,7 @@ class LMStudioEmulator(EmulatorState):
         allow_remote: bool = False,
         only_keep_last_jit_model: bool = True,
         max_records: int | None = None,
+        cors: bool = False,
     ) -> None:
         if max_records is not None and (
             isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1
@@ -238,6 +245,7 @@ class LMStudioEmulator(EmulatorState):
         )
         self.host = host.strip("[]")  # "[::1]" binds as "::1"
         self._requested_port = port
+        self._cors = bool(cors)
         self._port: int | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -489,6 +497,13 @@ class LMStudioEmulator(EmulatorState):
             return response
         if path.strip("/") not in NAMESPACES:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not an LM Studio API path\n")
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._cors:  # a web page's (found by a probe)
+            return connection.respond(
+                HTTPStatus.FORBIDDEN,
+                f"The LM Studio emulator takes no connections from web pages (Origin: "
+                f"{origin[:200]}); start it with cors=True (CLI: --cors) to allow them.\n",
+            )
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:

@@ -756,15 +756,19 @@ def test_repeatable_options_still_repeat(
 _WINDOWS = (
     "import os, sys\n"
     "del os.register_at_fork, os.fork, os.forkpty\n"
+    "del os.fchmod  # none on Windows before Python 3.13\n"
     "sys.modules['fcntl'] = None  # import fcntl: ModuleNotFoundError\n"
     "from outlines_lmstudio.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
 
 
-def _on_windows(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _on_windows(
+    cwd: Path, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", _WINDOWS, *args],
+        input=stdin,
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -772,6 +776,32 @@ def _on_windows(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=30,
         check=False,
     )
+
+
+def test_retry_errors_and_a_second_save_work_without_fchmod_or_fcntl(
+    emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """Found by a probe: where Python has no ``os.fchmod`` (Windows before 3.13),
+    ``extract --retry-errors`` and a chat's second ``/save`` to one file failed as
+    "unexpected AttributeError ... a bug"."""
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "prompt": "a"}\n{"id": 2, "prompt": "b"}\n')
+    (tmp_path / "int.json").write_text('{"type": "integer"}')
+    (tmp_path / "out.jsonl").write_text(
+        '{"id": 1, "result": 5}\n{"id": 2, "error": {"type": "ParseError", "message": "x"}}\n'
+    )
+    args = ["--host", emulator.api_host, "extract", "--input", "in.jsonl", "--schema", "int.json"]
+    result = _on_windows(tmp_path, *args, "--output", "out.jsonl", "--retry-errors")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(line["id"], "result" in line) for line in lines] == [(1, True), (2, True)]
+    emulator.script(TEXT, ["First.", "Second."])
+    chat = ["--host", emulator.api_host, "chat", "-m", TEXT]
+    saves = "Hello\n/save c.json\nAgain\n/save c.json\n/exit\n"
+    talked = _on_windows(tmp_path, *chat, stdin=saves)
+    assert talked.returncode == 0, talked.stderr
+    assert "unexpected" not in talked.stdout + talked.stderr
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert [m["content"] for m in saved["messages"]] == ["Hello", "First.", "Again", "Second."]
 
 
 @pytest.mark.parametrize("args", [["--help"], ["extract", "--help"], ["models", "--json"]])

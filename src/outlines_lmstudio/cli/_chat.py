@@ -27,6 +27,7 @@ from ._common import (
     for_terminal,
     resolve_llm,
     sampling_kwargs,
+    set_mode,
     write_out,
 )
 from ._images import MAX_SIDE, Attachment, load_image, solid_image
@@ -466,7 +467,7 @@ def _replace(target: Path, text: str, path: Path) -> None:
         with open(tmp, "x", encoding="utf-8") as handle:
             created = True
             if mode is not None:
-                os.fchmod(handle.fileno(), mode)
+                set_mode(handle.fileno(), tmp, mode)
             handle.write(text)
         os.replace(tmp, target)
     except BaseException as exc:

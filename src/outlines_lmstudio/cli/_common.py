@@ -71,6 +71,7 @@ __all__ = [
     "one_line",
     "require_rich",
     "resolve_llm",
+    "set_mode",
     "sampling_kwargs",
     "write_out",
 ]
@@ -193,6 +194,19 @@ def _for_the_shell(text: str) -> str:
     return text
 
 
+def set_mode(fd: int, path: Path, mode: int) -> None:
+    """Give the file open as ``fd`` (named ``path``) the permission bits ``mode``.
+
+    Through the descriptor where Python can; by name where it cannot: Windows has no
+    ``os.fchmod`` before Python 3.13, and ``extract --retry-errors`` and a second chat
+    ``/save`` failed there as "unexpected AttributeError ... a bug" (found by a probe).
+    """
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, mode)
+    else:  # pragma: no cover - Windows before Python 3.13
+        os.chmod(path, mode)
+
+
 def failure_report(
     exc: Exception, again: str | None = "Run the command again"
 ) -> tuple[str, int] | None:
@@ -210,11 +224,13 @@ def failure_report(
         return error_message(exc, again), error_exit_code(exc)
     if isinstance(exc, UnicodeEncodeError) and codecs.lookup(exc.encoding).name != "utf-8":
         # Every file the command writes is UTF-8: this is standard output or error in a
-        # locale (or PYTHONIOENCODING) that cannot hold the text.
+        # locale (or PYTHONIOENCODING) that cannot hold the text. The stream's own name for
+        # it: a code page's encoder calls itself "charmap" (found by a probe, as cp1252).
+        encoding = getattr(sys.stdout, "encoding", None) or exc.encoding
         return (
             f"Cannot write {exc.object[exc.start : exc.end]!a} to the terminal or pipe, whose "
-            f"encoding is {exc.encoding}: use a UTF-8 locale (e.g. LANG=C.UTF-8) or set "
-            "PYTHONIOENCODING=utf-8.",
+            f"encoding is {encoding}: set PYTHONIOENCODING=utf-8 (or PYTHONUTF8=1), or use a "
+            "UTF-8 locale (e.g. LANG=C.UTF-8; on Windows, a UTF-8 code page: chcp 65001).",
             EXIT_USAGE,
         )
     if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):

@@ -37,7 +37,7 @@ from types import ModuleType
 from typing import Any
 
 from .._json_keys import RepeatedKey, without_repeats
-from ._common import CliError
+from ._common import CliError, set_mode
 from ._output_types import json_text
 from ._text import INPUT_LIMIT, decode_file, read_file, read_stdin_bytes
 
@@ -175,6 +175,10 @@ def read_items(path: Path) -> list[Item]:
 
 RECORD_PREFIX = b'{"id": '
 """How every output line starts (``json.dumps`` of a dict whose first key is ``id``)."""
+# Windows opens a descriptor in text mode unless told: "\n" written as "\r\n", and read
+# back as "\n", so the offsets a scan found no longer matched the file, and repairing an
+# incomplete last line cut finished results off (found by a probe). 0 elsewhere.
+_BINARY = getattr(os, "O_BINARY", 0)
 _SPLIT = "split it into smaller files (each run's --output keeps what is done)."
 _STREAM_PATHS = ("-", "/dev/stdout", "/dev/stderr")
 _STREAM_DIRS = ("/dev/fd/", "/proc/self/fd/")
@@ -361,7 +365,7 @@ class OutputFile:
         if fcntl is None:  # pragma: no cover - Windows, and a file that appeared since the scan
             return False
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | _BINARY)
         except OSError:
             return False
         try:
@@ -425,7 +429,7 @@ class OutputFile:
             self.stream = True  # a pipe, a terminal, /dev/null...: write only
             return None
         try:
-            self._lock_fd = os.open(self.path, os.O_RDONLY)
+            self._lock_fd = os.open(self.path, os.O_RDONLY | _BINARY)
             self._lock(self._lock_fd)
             identity = _identity(os.fstat(self._lock_fd))
             with open(self._lock_fd, "rb", closefd=False) as handle:
@@ -511,15 +515,20 @@ class OutputFile:
                     for raw in handle.read().splitlines(keepends=True)
                     if not ((parsed := _is_record(raw)) and parsed[1] and parsed[0] in redo)
                 ]
+            locks = _fcntl() is not None
             with open(tmp, "xb") as out:
                 self._lock(out.fileno())  # the new file is ours before it has the name
                 out.writelines(kept)
                 out.flush()
-                os.fchmod(out.fileno(), mode)
+                set_mode(out.fileno(), tmp, mode)
                 os.fsync(out.fileno())
-                os.replace(tmp, target)
-                lock_fd = os.dup(out.fileno())  # keeps the lock once `out` is closed
+                if locks:
+                    os.replace(tmp, target)
+                    lock_fd = os.dup(out.fileno())  # keeps the lock once `out` is closed
             self._release()
+            if not locks:  # Windows: no lock to hand over, and no open file is renamed
+                os.replace(tmp, target)
+                lock_fd = os.open(target, os.O_RDONLY | _BINARY)
             self._lock_fd = lock_fd
             self._newline = False
             self._existing = _identity(os.fstat(lock_fd))
@@ -550,15 +559,15 @@ class OutputFile:
             if str(self.path) == "-":
                 self._fd = os.dup(sys.stdout.fileno())
             elif self.stream:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | _BINARY)
             elif self._existing is None:
                 # New file: O_EXCL, so a file that appeared since the scan is never written.
                 self._fd = os.open(
-                    self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644
+                    self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | _BINARY, 0o644
                 )
                 self._lock(self._fd)
             else:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | _BINARY)
                 self._same(self._fd)
         except FileExistsError:
             if self._locked_elsewhere():

@@ -89,19 +89,22 @@ def _checked(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> Pa
     except _CacheError:
         raise
     except OSError as exc:  # the cache folder cannot be made, or written (full, read-only)
+        # The model package puts it under Path.home(), which reads USERPROFILE on Windows
+        # (HOME there is not read; found by a probe).
+        home = "USERPROFILE" if sys.platform == "win32" else "HOME"
         if exc.errno in _NO_SPACE:  # found by a probe: this was blamed on permissions
             fix = (
                 "no space is left on the disk that holds ~/.cache (the model needs about "
-                "250 MB there): free some space, or set HOME to a folder on a disk with room"
+                f"250 MB there): free some space, or set {home} to a folder on a disk with room"
             )
         elif exc.errno == errno.ENOTDIR and (blocker := _file_in_the_way(exc.filename)):
             fix = (  # found by a probe: "make that folder writable"
-                f"{blocker} is a file where a folder is needed: move it away, or set HOME "
+                f"{blocker} is a file where a folder is needed: move it away, or set {home} "
                 "to another folder"
             )
         else:
             fix = (
-                "it is kept under ~/.cache; make that folder writable, or set HOME to a "
+                f"it is kept under ~/.cache; make that folder writable, or set {home} to a "
                 "writable folder"
             )
         raise OSError(

@@ -206,13 +206,18 @@ def is_lm_studio(host: str, seconds: float = PROBE_SECONDS) -> bool:
             httpcore.ConnectionPool(network_backend=_DeadlineBackend(deadline)) as pool,
             pool.stream("GET", url, extensions={"timeout": limits}) as response,
         ):
-            if response.status != httpx.codes.OK:
-                raise OtherAnswerError(f"it answers HTTP {response.status} to the greeting's URL")
+            # Another status's body is read to its end too, not kept: the SDK's probe reads
+            # it whole, so a 404 that streams held the SDK's search for good, where this
+            # probe had said "another status: the SDK goes on" (found by a review).
+            ok = response.status == httpx.codes.OK
             body = b""
             for chunk in response.iter_stream():
-                body += chunk
-                if len(body) > PROBE_BYTES:
-                    raise endless
+                if ok:
+                    body += chunk
+                    if len(body) > PROBE_BYTES:
+                        raise endless
+            if not ok:
+                raise OtherAnswerError(f"it answers HTTP {response.status} to the greeting's URL")
     except (httpcore.ConnectTimeout, httpcore.ConnectError):
         return False
     except httpcore.TimeoutException as exc:

@@ -53,6 +53,7 @@ OTHER: dict[str, Callable[[int], contextlib.AbstractContextManager[int]]] = {
     "html": serving_html,
     "404": lambda port: serving_html(port, status=404),
     "stream": serving_stream,
+    "404 stream": lambda port: serving_stream(port, status=404),
     "silent": serving_silence,
 }
 

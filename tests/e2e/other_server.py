@@ -62,12 +62,15 @@ def serving_html(port: int = 0, status: int = 200) -> Iterator[int]:
 
 
 class _Stream(http.server.BaseHTTPRequestHandler):
-    """200 and an endless chunked answer (server-sent events), a byte every half second."""
+    """An endless chunked answer (server-sent events), a byte every half second.
+
+    With the server's ``status`` (200 unless told).
+    """
 
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        self.send_response(200)
+        self.send_response(getattr(self.server, "status", 200))
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
@@ -82,9 +85,10 @@ class _Stream(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serving_stream(port: int = 0) -> Iterator[int]:
+def serving_stream(port: int = 0, status: int = 200) -> Iterator[int]:
     """Serve an endless stream on ``127.0.0.1:port`` (a free port for 0); yield the port."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Stream)
+    server.status = status  # type: ignore[attr-defined]  # read by the handler
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

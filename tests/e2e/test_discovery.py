@@ -151,6 +151,22 @@ def test_lm_studio_behind_a_server_the_sdks_search_goes_past_is_used() -> None:
     assert result["cli"]["status"] == 0, result["cli"]["stderr"]
 
 
+def test_lm_studio_behind_a_404_that_streams_is_named_not_waited_for() -> None:
+    """Found by a review: the probe took any status other than 200 for a server the SDK's
+    search passes, and entered the client; the SDK's probe reads the 404's body whole, and
+    one that streams held the call for good (async: a handshake timeout, misnamed)."""
+    first, second = DEFAULT_PORTS[0], DEFAULT_PORTS[1]
+    result = scenario("behind", str(first), str(second), "404 stream", timeout=90)
+    for front in ("sync", "async"):
+        assert result[front]["error"] == "LMStudioConnectionError", result
+        message = result[front]["message"]
+        assert f'lms.Client("127.0.0.1:{second}")' in message
+        assert f"the server on 127.0.0.1:{first} is not LM Studio: it answers without end" in (
+            message
+        )
+    assert result["cli"]["status"] == 0, result["cli"]["stderr"]
+
+
 def test_a_server_that_streams_ends_the_probe_at_its_deadline() -> None:
     """Found by a probe: the SDK's probe bounds each read to 1 s, not the answer, so a server
     that streams (a byte every half second) held it, and the demo, for good."""

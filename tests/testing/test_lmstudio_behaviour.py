@@ -1277,6 +1277,20 @@ def test_a_gguf_llama_cpp_refuses_is_refused_with_its_reason(
         EmulatedModel("m", gguf=path)
 
 
+def test_a_file_that_is_no_gguf_is_refused_with_llama_cpps_reason_once(tmp_path: Path) -> None:
+    """llama.cpp's reason, and the path once (its "failed to load model from PATH" line
+    after the reason is left out; found by a review)."""
+    pytest.importorskip("llama_cpp")
+    path = tmp_path / "notes.gguf"
+    path.write_bytes(b"NOTAGGUF" * 64)
+    with pytest.raises(ValueError, match="invalid magic characters") as info:
+        EmulatedModel("notes", gguf=path)
+    assert str(info.value) == (
+        f"{path}: llama.cpp cannot read this file as a GGUF model: invalid magic characters: "
+        "'NOTA', expected 'GGUF'"
+    )
+
+
 def test_a_split_gguf_is_listed_with_the_size_of_all_its_shards(tmp_path: Path) -> None:
     """Found by a probe: only the first shard's size was listed (and counted in the memory
     a load needs); LM Studio lists a split model's whole size."""

@@ -83,7 +83,9 @@ def _load_reason(lines: list[tuple[int, str]]) -> str:
         text = _FUNCTION.sub("", text)
         if text and text != "failed to load model" and text not in reasons:
             reasons.append(text)
-    return "; ".join(reasons) or "no reason given"
+    # "failed to load model from PATH" follows a reason of its own (the path once is enough)
+    named = [reason for reason in reasons if not reason.startswith("failed to load model")]
+    return "; ".join(named or reasons) or "no reason given"
 
 
 # Kept referenced for the life of the process: llama.cpp calls it from C.

@@ -21,6 +21,7 @@ import pytest
 from pytest_examples import CodeExample, EvalExample
 
 from outlines_lmstudio.testing import LMStudioEmulator
+from tests.conftest import BY_DESIGN
 
 from .pages import (
     ROOT,
@@ -36,7 +37,7 @@ from .pages import (
 )
 
 PORTS = (41343, 1234)  # LM Studio's first default port, and the port its docs use
-SKIP_REASON = 'marked {test="skip"} on the page: a fragment, on purpose'
+SKIP_REASON = BY_DESIGN + 'marked {test="skip"} on the page: a fragment'
 
 
 def _has_local_extra() -> bool:
@@ -113,7 +114,7 @@ def test_console_block(
     if skipped(block.info):
         pytest.skip(SKIP_REASON)
     if not block.commands:
-        pytest.skip("a display (no $ command), not a transcript")
+        pytest.skip(BY_DESIGN + "a display (no $ command), not a transcript")
     outputs = run_console_block(block, page_dirs[block.path])
     if request.config.getoption("update_examples"):
         rewrite_console_block(block, outputs)

@@ -189,7 +189,9 @@ def drop_dollar_schema(schema: dict[str, Any]) -> dict[str, Any]:
         deps = node.pop("dependencies", None) if old else None  # not 2019-09's (a review)
         if isinstance(deps, dict):
             required = {k: v for k, v in deps.items() if isinstance(v, list)}
-            schemas = {k: v for k, v in deps.items() if not isinstance(v, list)}
+            # Translated too: `rebuild` does not go into "dependencies" (no 2020-12 keyword),
+            # and its schemas kept their old spellings (found by a review).
+            schemas = {k: rebuild(v, translate) for k, v in deps.items() if not isinstance(v, list)}
             if required:
                 node["dependentRequired"] = required
             if schemas:

@@ -293,6 +293,51 @@ def test_draft_07_tuple_keeps_its_meaning(dialect: str, value: Any, ok: bool) ->
     assert valid(rewritten, value) is ok
 
 
+@pytest.mark.parametrize(
+    ("schema", "values"),
+    [
+        (
+            {
+                "$schema": "http://json-schema.org/draft-07/schema#",
+                "dependencies": {
+                    "a": {
+                        "properties": {
+                            "b": {"items": [{"type": "string"}], "additionalItems": False}
+                        }
+                    }
+                },
+            },
+            [
+                {"a": 1, "b": ["x"]},
+                {"a": 1, "b": ["x", "y"]},
+                {"b": ["x", "y"]},
+                {"a": 1, "b": [3]},
+            ],
+        ),
+        (
+            {
+                "$schema": "http://json-schema.org/draft-04/schema#",
+                "dependencies": {
+                    "a": {"properties": {"b": {"minimum": 0, "exclusiveMinimum": True}}}
+                },
+            },
+            [{"a": 1, "b": 0}, {"a": 1, "b": 1}, {"b": 0}],
+        ),
+    ],
+    ids=["draft 7 tuple", "draft 4 exclusive bound"],
+)
+def test_old_spellings_inside_dependencies_are_translated(
+    schema: dict[str, Any], values: list[Any]
+) -> None:
+    """Found by a review: the schemas of ``dependencies`` were moved to ``dependentSchemas``
+    untranslated (draft 7's tuple refused, draft 4's boolean bound sent as it was)."""
+    rewritten = drop_dollar_schema(schema)
+    for value in values:
+        assert valid(rewritten, value) == valid(schema, value), (rewritten, value)
+    assert "additionalItems" not in json.dumps(rewritten)
+    assert "true" not in json.dumps(rewritten)
+
+
 def test_engine_for_format() -> None:
     assert engine_for_format("gguf") == "llama.cpp"
     assert engine_for_format("GGUF") == "llama.cpp"

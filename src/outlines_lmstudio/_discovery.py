@@ -42,6 +42,7 @@ __all__ = [
     "SDK_PROBE_SECONDS",
     "EndlessAnswerError",
     "OtherAnswerError",
+    "StalledStatusError",
     "enter_async_client",
     "ensure_host",
     "is_lm_studio",
@@ -98,6 +99,15 @@ PROBE_BYTES = 4096
 
 class EndlessAnswerError(httpx.ReadTimeout):
     """A server's answer to the probe went on past `PROBE_SECONDS` or `PROBE_BYTES`."""
+
+
+class StalledStatusError(ValueError):
+    """A server answered the probe with a status other than 200, and a body that did not end.
+
+    The SDK's probe reads the body whole: its search would wait there (not pass the
+    server, as for `OtherAnswerError`). The status is named all the same (found by a
+    review: it was lost, and a host given got the SDK's "Is LM Studio running?").
+    """
 
 
 class OtherAnswerError(ValueError):
@@ -187,6 +197,9 @@ def is_lm_studio(host: str, seconds: float = PROBE_SECONDS) -> bool:
     ------
     OtherAnswerError
         Another server answered: a status other than 200, or JSON that is not the greeting.
+    StalledStatusError
+        Another server answered a status other than 200, with a body that did not end
+        (within ``seconds``, 1 s a read) or was cut short.
     EndlessAnswerError
         The answer went on past ``seconds`` or `PROBE_BYTES`.
     httpx.HTTPError
@@ -196,8 +209,12 @@ def is_lm_studio(host: str, seconds: float = PROBE_SECONDS) -> bool:
     """
     deadline = time.monotonic() + seconds
     endless = EndlessAnswerError(f"more than {PROBE_BYTES} bytes or {seconds:g} s")
-    # The SDK's URL for the probe (private, but its probe's own: we stay in step).
-    url = lms.Client._get_probe_url(host)
+    # The SDK's URL for the probe (private, but its probe's own: we stay in step), its host
+    # IDNA-encoded as httpx does (httpcore takes ASCII only: "héllo:5999" failed as "a bug").
+    given = httpx.URL(lms.Client._get_probe_url(host))
+    url = httpcore.URL(
+        scheme=given.raw_scheme, host=given.raw_host, port=given.port, target=given.raw_path
+    )
     limits = {"connect": 1.0, "read": 1.0, "write": 1.0, "pool": 1.0}
     try:
         # httpcore, which httpx runs on, for its network backend (the one way to bound
@@ -209,15 +226,23 @@ def is_lm_studio(host: str, seconds: float = PROBE_SECONDS) -> bool:
             # Another status's body is read to its end too, not kept: the SDK's probe reads
             # it whole, so a 404 that streams held the SDK's search for good, where this
             # probe had said "another status: the SDK goes on" (found by a review).
-            ok = response.status == httpx.codes.OK
+            if response.status != httpx.codes.OK:
+                status = f"it answers HTTP {response.status} to the greeting's URL"
+                try:
+                    for _ in response.iter_stream():
+                        pass
+                except (
+                    httpcore.TimeoutException,
+                    httpcore.NetworkError,
+                    httpcore.ProtocolError,
+                ) as exc:
+                    raise StalledStatusError(f"{status}, with an answer that does not end") from exc
+                raise OtherAnswerError(status)
             body = b""
             for chunk in response.iter_stream():
-                if ok:
-                    body += chunk
-                    if len(body) > PROBE_BYTES:
-                        raise endless
-            if not ok:
-                raise OtherAnswerError(f"it answers HTTP {response.status} to the greeting's URL")
+                body += chunk
+                if len(body) > PROBE_BYTES:
+                    raise endless
     except (httpcore.ConnectTimeout, httpcore.ConnectError):
         return False
     except httpcore.TimeoutException as exc:
@@ -244,7 +269,7 @@ def why_not_lm_studio(error: BaseException) -> str:
         return f"it answers without end ({error}), not with LM Studio's greeting"
     if isinstance(error, httpx.TimeoutException):
         return "it takes connections but sent no answer within 1 s"
-    if isinstance(error, OtherAnswerError):
+    if isinstance(error, OtherAnswerError | StalledStatusError):
         return str(error)
     if isinstance(error, ValueError):
         return "it answers, but not with LM Studio's greeting (its answer is not JSON)"

@@ -15,6 +15,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -745,3 +746,29 @@ def test_an_input_over_the_limit_is_refused_before_reading(
             "(each run's --output keeps what is done).",
         )
     assert emulator.predictions == []
+
+
+@pytest.mark.parametrize(
+    ("stdout", "stderr", "error", "named"),
+    [
+        ("cp1252", "utf-8", UnicodeEncodeError("charmap", "\u65e5", 0, 1, "x"), "cp1252"),
+        ("utf-8", "ascii", UnicodeEncodeError("ascii", "caf\u00e9", 3, 4, "x"), "ascii"),
+    ],
+    ids=["a code page's encoder calls itself charmap", "standard error failed"],
+)
+def test_a_stream_that_cannot_hold_the_text_is_named_by_its_encoding(
+    monkeypatch: pytest.MonkeyPatch,
+    stdout: str,
+    stderr: str,
+    error: UnicodeEncodeError,
+    named: str,
+) -> None:
+    """Found by a probe and a review: "whose encoding is charmap" for cp1252, and standard
+    output's encoding named when standard error was the one that failed."""
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO(), encoding=stdout))
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(io.BytesIO(), encoding=stderr))
+    report = failure_report(error)
+    assert report is not None
+    assert (
+        f"to the terminal or pipe, whose encoding is {named}: set PYTHONIOENCODING" in (report[0])
+    )

@@ -22,8 +22,10 @@ from outlines_lmstudio._discovery import (
     DEFAULT_PORTS,
     PROBE_SECONDS,
     EndlessAnswerError,
+    StalledStatusError,
     is_lm_studio,
     no_server_error,
+    other_server_error,
 )
 from outlines_lmstudio.errors import LMStudioConnectionError, OutlinesLMStudioError
 
@@ -161,10 +163,36 @@ def test_lm_studio_behind_a_404_that_streams_is_named_not_waited_for() -> None:
         assert result[front]["error"] == "LMStudioConnectionError", result
         message = result[front]["message"]
         assert f'lms.Client("127.0.0.1:{second}")' in message
-        assert f"the server on 127.0.0.1:{first} is not LM Studio: it answers without end" in (
-            message
-        )
+        assert (
+            f"the server on 127.0.0.1:{first} is not LM Studio: it answers HTTP 404 to the "
+            "greeting's URL, with an answer that does not end"
+        ) in message
     assert result["cli"]["status"] == 0, result["cli"]["stderr"]
+
+
+def test_a_404_that_does_not_end_is_named_for_a_host_given() -> None:
+    """Found by a review: once a 404's body was read to its end, one that streams lost its
+    status ("answers without end"), and a host given got the SDK's "Is LM Studio running?"."""
+    with serving_stream(status=404) as port:
+        host = f"127.0.0.1:{port}"
+        with pytest.raises(StalledStatusError) as info:
+            is_lm_studio(host)
+        said = "it answers HTTP 404 to the greeting's URL, with an answer that does not end"
+        assert str(info.value) == said
+        error = other_server_error(host, "m")
+    assert error is not None
+    assert str(error).startswith(f"The server at {host} is not LM Studio: {said}.")
+
+
+def test_a_host_name_that_is_not_ascii_is_probed_as_the_sdk_probes_it() -> None:
+    """Found by a review: the probe gave httpcore the name as it was, which takes ASCII
+    only ("unexpected TypeError ... a bug" in the CLI); httpx (the SDK's) IDNA-encodes it."""
+    code = (
+        "from outlines_lmstudio._discovery import is_lm_studio\n"
+        "print(is_lm_studio('h\u00e9llo:5999'))\n"
+    )
+    done = run_in_private_network([sys.executable, "-c", code], timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "False"), done.stderr
 
 
 def test_a_server_that_streams_ends_the_probe_at_its_deadline() -> None:

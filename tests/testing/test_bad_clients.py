@@ -173,6 +173,25 @@ def test_a_web_page_cannot_connect_unless_cors_is_on(
         assert json.loads(ws.recv(timeout=5)) == {"success": True}
 
 
+@pytest.mark.parametrize("cors", [False, True])
+def test_two_origin_headers_are_refused_or_taken_as_one(
+    make_emulator: MakeEmulator, cors: bool
+) -> None:
+    """Found by a review: two Origin headers made the check raise (websockets' headers
+    refuse ``get`` of a repeated name): an HTTP 500, and a traceback logged. Refused now;
+    with ``cors=True``, by websockets' handshake (a repeated Origin is invalid there)."""
+    emulator = make_emulator(cors=cors)
+    port = int(emulator.api_host.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /llm HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            b"Origin: https://a.example\r\nOrigin: https://b.example\r\n\r\n"
+        )
+        status = sock.recv(4096).split(b"\r\n", 1)[0]
+    assert status == (b"HTTP/1.1 400 Bad Request" if cors else b"HTTP/1.1 403 Forbidden")
+
+
 def _authenticate(emulator: LMStudioEmulator, client_id: str, passkey: str) -> dict[str, Any]:
     from websockets.sync.client import connect
 

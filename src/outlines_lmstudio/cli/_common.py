@@ -207,6 +207,26 @@ def set_mode(fd: int, path: Path, mode: int) -> None:
         os.chmod(path, mode)
 
 
+def _stream_encoding(exc: UnicodeEncodeError) -> str:
+    """Name the encoding of the standard stream that cannot hold ``exc``'s text.
+
+    The stream's own name: a code page's encoder calls itself "charmap" (found by a probe,
+    as cp1252), and standard error may be the one that failed (a review).
+    """
+    text = exc.object[exc.start : exc.end]
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None)
+        if not isinstance(encoding, str):
+            continue
+        try:
+            text.encode(encoding)
+        except UnicodeEncodeError:
+            return encoding
+        except LookupError:
+            continue
+    return exc.encoding
+
+
 def failure_report(
     exc: Exception, again: str | None = "Run the command again"
 ) -> tuple[str, int] | None:
@@ -224,13 +244,11 @@ def failure_report(
         return error_message(exc, again), error_exit_code(exc)
     if isinstance(exc, UnicodeEncodeError) and codecs.lookup(exc.encoding).name != "utf-8":
         # Every file the command writes is UTF-8: this is standard output or error in a
-        # locale (or PYTHONIOENCODING) that cannot hold the text. The stream's own name for
-        # it: a code page's encoder calls itself "charmap" (found by a probe, as cp1252).
-        encoding = getattr(sys.stdout, "encoding", None) or exc.encoding
+        # locale (or PYTHONIOENCODING) that cannot hold the text.
         return (
             f"Cannot write {exc.object[exc.start : exc.end]!a} to the terminal or pipe, whose "
-            f"encoding is {encoding}: set PYTHONIOENCODING=utf-8 (or PYTHONUTF8=1), or use a "
-            "UTF-8 locale (e.g. LANG=C.UTF-8; on Windows, a UTF-8 code page: chcp 65001).",
+            f"encoding is {_stream_encoding(exc)}: set PYTHONIOENCODING=utf-8 (or "
+            "PYTHONUTF8=1), or use a UTF-8 locale (e.g. LANG=C.UTF-8).",
             EXIT_USAGE,
         )
     if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):

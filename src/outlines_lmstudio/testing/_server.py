@@ -497,12 +497,13 @@ class LMStudioEmulator(EmulatorState):
             return response
         if path.strip("/") not in NAMESPACES:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not an LM Studio API path\n")
-        origin = request.headers.get("Origin")
-        if origin is not None and not self._cors:  # a web page's (found by a probe)
+        # get_all: two Origin headers made `get` raise, an HTTP 500 and a logged traceback
+        origins = request.headers.get_all("Origin")
+        if origins and not self._cors:  # a web page's (found by a probe)
             return connection.respond(
                 HTTPStatus.FORBIDDEN,
                 f"The LM Studio emulator takes no connections from web pages (Origin: "
-                f"{origin[:200]}); start it with cors=True (CLI: --cors) to allow them.\n",
+                f"{origins[0][:200]}); start it with cors=True (CLI: --cors) to allow them.\n",
             )
         return None
 

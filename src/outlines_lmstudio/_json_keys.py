@@ -83,8 +83,12 @@ def repeated_at(text: str) -> str:
                     return path or "(root)"
                 continue
             children = [(_step(path, key), value) for key, value in node]
-        elif isinstance(node, list):
-            children = [(_step(path, index), value) for index, value in enumerate(node)]
+        elif isinstance(node, list):  # nothing to check once its items are: not pushed back
+            # (it was, and came back unchecked for good: `parse` hung on a key repeated after
+            # a list; found by a probe)
+            items = [(_step(path, index), value) for index, value in enumerate(node)]
+            stack.extend((child, value, False) for child, value in reversed(items))
+            continue
         else:
             continue
         stack.append((path, node, True))

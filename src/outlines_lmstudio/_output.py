@@ -13,6 +13,7 @@ import collections.abc
 import contextlib
 import dataclasses
 import enum
+import fractions
 import functools
 import inspect
 import json
@@ -225,6 +226,8 @@ def _contradiction(node: dict[str, Any]) -> str | None:
         )
         if first > last:
             return f"no integer is both {low} {node[low]!r} and {high} {node[high]!r}"
+    if lows and highs and (why := _no_multiple(node, lows, highs)) is not None:
+        return why
     prefix, least = node.get("prefixItems"), _number(node, "minItems")
     if node.get("items") is False and isinstance(prefix, list) and (least or 0) > len(prefix):
         return f"minItems {least!r} is more than the {len(prefix)} items that items: false allows"
@@ -249,6 +252,47 @@ def _contradiction(node: dict[str, Any]) -> str | None:
         if isinstance(node.get("enum"), list) and not any(typed(v) for v in node["enum"]):
             return f"no 'enum' value is of type {' or '.join(kinds)}"
     return None
+
+
+def _no_multiple(
+    node: dict[str, Any], lows: list[tuple[Any, str]], highs: list[tuple[Any, str]]
+) -> str | None:
+    """Say why no multiple of ``multipleOf`` lies within a node's bounds, or ``None``.
+
+    Exact, with fractions of the numbers as written (``0.1`` is a tenth). An integer's
+    multiples of ``p/q`` are the multiples of ``p``. Found by a probe: ``gt=5, le=8,
+    multiple_of=5`` was sent, and a value outside the bounds came back.
+    """
+    step = _number(node, "multipleOf")
+    if step is None or step <= 0:
+        return None
+    exact = _fraction(step)
+    integer = node.get("type") in ("integer", ["integer"])
+    if integer:
+        exact = fractions.Fraction(exact.numerator)
+
+    def first(value: Any, key: str) -> fractions.Fraction:
+        n = math.ceil(_fraction(value) / exact)
+        return (n + 1 if key == "exclusiveMinimum" and n * exact == _fraction(value) else n) * exact
+
+    def last(value: Any, key: str) -> fractions.Fraction:
+        n = math.floor(_fraction(value) / exact)
+        return (n - 1 if key == "exclusiveMaximum" and n * exact == _fraction(value) else n) * exact
+
+    least, low = max((first(v, k), k) for v, k in lows)
+    most, high = min((last(v, k), k) for v, k in highs)
+    if least <= most:
+        return None
+    kind = "integer" if integer else "number"
+    return (
+        f"no {kind} that is a multipleOf {step!r} is both {low} {node[low]!r} and "
+        f"{high} {node[high]!r}"
+    )
+
+
+def _fraction(value: Any) -> fractions.Fraction:
+    """Return the exact value of a JSON number as written (a float: its shortest repr)."""
+    return fractions.Fraction(repr(value) if isinstance(value, float) else value)
 
 
 def _check_structure(schema: dict[str, Any]) -> None:

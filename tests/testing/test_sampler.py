@@ -346,6 +346,16 @@ def test_multiple_of_is_honoured(
         jsonschema.validate(json.loads(result.content), schema)
 
 
+def test_bounds_with_no_multiple_inside_keep_the_bounds(client: lms.Client) -> None:
+    """No multiple of 5 lies in (5, 8]: the emulator wrote any integer (0, 7116349582;
+    found by a probe), where llama.cpp keeps integer bounds and leaves multipleOf loose."""
+    schema = {"type": "integer", "exclusiveMinimum": 5, "maximum": 8, "multipleOf": 5}
+    model = client.llm.model(TEXT)
+    for i in range(12):
+        wrapped = {"type": "json", "jsonSchema": schema}
+        assert 5 < json.loads(model.respond(f"n {i}", response_format=wrapped).content) <= 8
+
+
 def _nested(depth: int, wrap: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "integer"}
     for _ in range(depth):

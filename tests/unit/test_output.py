@@ -188,6 +188,18 @@ def test_references_that_resolve_are_kept(schema: dict[str, Any]) -> None:
         ),
         ({"type": "string", "const": 5}, "'const' 5 is not of type string"),
         ({"type": "string", "enum": [1, 2]}, "no 'enum' value is of type string"),
+        (  # Pydantic's gt=5, le=8, multiple_of=5: sent, and 0 came back (found by a probe)
+            {"type": "integer", "exclusiveMinimum": 5, "maximum": 8, "multipleOf": 5},
+            "no integer that is a multipleOf 5 is both exclusiveMinimum 5 and maximum 8",
+        ),
+        (  # an integer's multiples of 2.5 are the multiples of 5
+            {"type": "integer", "minimum": 1, "maximum": 4, "multipleOf": 2.5},
+            "no integer that is a multipleOf 2.5 is both minimum 1 and maximum 4",
+        ),
+        (
+            {"type": "number", "exclusiveMinimum": 0.1, "exclusiveMaximum": 0.2, "multipleOf": 0.1},
+            "no number that is a multipleOf 0.1 is both exclusiveMinimum 0.1 and exclusiveMax",
+        ),
     ],
 )
 def test_contradictory_keywords_are_refused(schema: dict[str, Any], why: str) -> None:
@@ -207,6 +219,10 @@ def test_contradictory_keywords_are_refused(schema: dict[str, Any], why: str) ->
         {"type": "integer", "minimum": 1, "exclusiveMaximum": 2},
         {"type": "integer", "exclusiveMinimum": 2.5, "exclusiveMaximum": 3.5},  # 3
         {"type": "number", "exclusiveMinimum": 3, "exclusiveMaximum": 4},  # 3.5
+        {"type": "integer", "minimum": 5, "maximum": 8, "multipleOf": 5},  # 5
+        {"type": "integer", "minimum": 1, "maximum": 5, "multipleOf": 2.5},  # 5
+        {"type": "number", "minimum": 0.11, "maximum": 0.3, "multipleOf": 0.1},  # 0.2 (exact)
+        {"type": "number", "minimum": 0, "maximum": 0.5, "multipleOf": 2},  # 0
     ],
 )
 def test_bounds_that_meet_are_kept(schema: dict[str, Any]) -> None:

@@ -373,6 +373,9 @@ def test_a_key_written_twice_in_one_object_is_refused(output_type: Any, raw: str
         (list[Person], '[{"name": "A", "age": 1}, {"name": "B", "name": "C", "age": 2}]', "1"),
         ({"type": "array", "items": {"type": "object"}}, '[{}, {"x": {"k": 1, "k": 1}}]', "1.x"),
         (dict[str, dict[str, int]], '{"pet": {"lives": 1, "lives": 2}}', "pet"),
+        # After a list: its reading went round for good, and parse hung (found by a probe)
+        ({"type": "object"}, '{"xs": [1], "d": {"a": 1, "a": 2}}', "d"),
+        ({"type": "array"}, '[[1, [2]], {"a": 1, "a": 2}]', "1"),
     ],
     ids=repr,
 )

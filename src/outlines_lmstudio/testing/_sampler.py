@@ -464,6 +464,10 @@ def _bounded_values(node: dict[str, Any]) -> list[int | float] | None:
     else:
         steps = [round(low + (high - low) * k / 64, 6) for k in range(65)]
         values = sorted({v for v in steps if ok(v)})
+    if not values and "multipleOf" in node:
+        # No multiple within the bounds: llama.cpp (a GGUF model's engine) keeps integer
+        # bounds and not multipleOf; any number was written (found by a probe).
+        return _bounded_values({k: v for k, v in node.items() if k != "multipleOf"})
     return values or None
 
 

@@ -163,10 +163,10 @@ def drop_dollar_schema(schema: dict[str, Any]) -> dict[str, Any]:
     Draft 4-7 spellings (and 2019-09's tuples) are rewritten so that the schema means the same
     under 2020-12:
     ``items: [...]`` becomes ``prefixItems`` (``additionalItems`` becomes ``items``),
-    ``dependencies`` splits into ``dependentRequired`` / ``dependentSchemas``, draft 4's
-    boolean ``exclusiveMinimum``/``exclusiveMaximum`` become numbers and its ``id``
-    ``$id``, and a ``$ref``'s
-    siblings (ignored before 2019-09) are removed.
+    ``dependencies`` splits into ``dependentRequired`` / ``dependentSchemas`` (its schemas
+    translated too), draft 4's boolean ``exclusiveMinimum``/``exclusiveMaximum`` become
+    numbers and its ``id`` becomes ``$id``, and a ``$ref``'s siblings (ignored before
+    2019-09) are removed.
     """
     dialect = str(schema.get("$schema", ""))
     old = any(f"draft-0{n}" in dialect for n in range(3, 8))

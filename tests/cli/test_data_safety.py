@@ -386,9 +386,18 @@ def test_scan_output_decisions() -> None:
         b'{"id": 1, "result": 2}\nnope\n',
         b'{"id": 1, "result": 2}\nmy notes',
         b'{"id": 7, "settings": {"a": 1}}',  # whole JSON, not a record: not cut mid-write
+        # Found by a probe: records joined by bare "\r" (old Mac line ends) were taken for
+        # one line cut mid-write, and cut off; a UTF-16 file was taken, and appended to.
+        b'{"id": "a", "result": 1}\r{"id": "b", "result": 2}\r',
+        b'{"id": "a", "result": 1}\n{"id": "b", "result": 2}\r{"id": "c", "res',
+        b'{"id": "a", "result": 1}\r{"id": "b", "result": 2}\n',
+        '{"id": "a", "result": 1}'.encode("utf-16"),
+        '{"id": "a", "result": 1}\n'.encode("utf-16-le"),
     ):
         with pytest.raises(CliError, match="left untouched"):
             scan_output(data, "f")
+    crlf = scan_output(b'\xef\xbb\xbf{"id": "a", "result": 1}\r\n{"id": "b", "error": 2}\r\n', "f")
+    assert (set(crlf.done), set(crlf.failed), crlf.keep) == ({'"a"'}, {'"b"'}, 54)
 
 
 # -- chat: a failing command keeps the session ---------------------------------------------

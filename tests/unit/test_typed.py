@@ -601,6 +601,10 @@ class _Pair(pydantic.BaseModel):
         # Pydantic's lax mode reads "-inf" as a float: a type that asks for lax mode
         (list[Annotated[float, pydantic.Field(strict=False)] | None], '[null, "-inf"]', "1"),
         (float, "1e400", "(root)"),
+        # 210 digits or more and a two-digit exponent (found by a probe: taken as infinity)
+        (_Reading, '{"celsius": 1' + "0" * 250 + "e60}", "celsius"),
+        (dict[str, Any], '{"x": 1' + "0" * 240 + ".5e70}", "x"),
+        ({"type": "array", "items": {"type": "number"}}, "[9" + "9" * 209 + "e99]", "0"),
     ],
 )
 def test_a_non_finite_number_is_found_wherever_the_value_holds_it(

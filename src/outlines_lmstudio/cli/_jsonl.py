@@ -219,7 +219,9 @@ def _whole_json(raw: bytes) -> bool:
 def _is_record(raw: bytes) -> tuple[str, bool] | None:
     """Return ``(id key, is error)`` for an output line, ``None`` for anything else."""
     try:
-        record = json.loads(raw)
+        # UTF-8 only (a leading BOM allowed): json.loads guesses UTF-16 and UTF-32 from
+        # bytes, and a Notepad "Unicode" file was taken, then appended to in UTF-8 (a probe)
+        record = json.loads(raw.decode("utf-8-sig"))
     except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
         return None
     if not isinstance(record, dict) or "id" not in record:
@@ -254,7 +256,11 @@ def scan_output(data: bytes, name: str) -> OutputScan:
     end = data.rfind(b"\n") + 1
     done: set[str] = set()
     failed: set[str] = set()
-    for number, raw in enumerate(data[:end].splitlines(), start=1):
+    # Lines end at "\n" ("\r\n" too), as the input's: splitlines() also ended them at a
+    # bare "\r", where the last line was found by its "\n" alone, so records joined by "\r"
+    # were taken for one line cut mid-write, and cut off (found by a probe).
+    for number, line in enumerate(data[:end].split(b"\n"), start=1):
+        raw = line.removesuffix(b"\r")
         if not raw.strip():
             continue
         parsed = _is_record(raw)
@@ -272,7 +278,8 @@ def scan_output(data: bytes, name: str) -> OutputScan:
     # Not a record cut mid-write, so not ours: a line that does not start like a record, or
     # one that does and is whole (a JSON document written without a newline by json.dump:
     # found by a probe, where such a file was cut to nothing).
-    if tail and (not tail.startswith(RECORD_PREFIX) or _whole_json(tail)):
+    # A raw "\r" is never inside a record this command writes (JSON escapes it).
+    if tail and (not tail.startswith(RECORD_PREFIX) or b"\r" in tail or _whole_json(tail)):
         if not end:
             raise CliError(
                 f"{name} is not an extract output (its only line is not a result): is this the "

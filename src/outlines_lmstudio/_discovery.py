@@ -211,17 +211,23 @@ def is_lm_studio(host: str, seconds: float = PROBE_SECONDS) -> bool:
     endless = EndlessAnswerError(f"more than {PROBE_BYTES} bytes or {seconds:g} s")
     # The SDK's URL for the probe (private, but its probe's own: we stay in step), its host
     # IDNA-encoded as httpx does (httpcore takes ASCII only: "héllo:5999" failed as "a bug").
-    given = httpx.URL(lms.Client._get_probe_url(host))
+    try:
+        given = httpx.URL(lms.Client._get_probe_url(host))
+    except (httpx.InvalidURL, UnicodeError):  # no such name: nothing answers there
+        return False
     url = httpcore.URL(
         scheme=given.raw_scheme, host=given.raw_host, port=given.port, target=given.raw_path
     )
+    # The Host header as httpx writes it ("[::1]:1234"): httpcore's leaves out an IPv6
+    # address's brackets (found by a review).
+    headers = [(b"Host", given.netloc)]
     limits = {"connect": 1.0, "read": 1.0, "write": 1.0, "pool": 1.0}
     try:
         # httpcore, which httpx runs on, for its network backend (the one way to bound
         # every read by one deadline); its errors are told as httpx's below.
         with (
             httpcore.ConnectionPool(network_backend=_DeadlineBackend(deadline)) as pool,
-            pool.stream("GET", url, extensions={"timeout": limits}) as response,
+            pool.stream("GET", url, headers=headers, extensions={"timeout": limits}) as response,
         ):
             # Another status's body is read to its end too, not kept: the SDK's probe reads
             # it whole, so a 404 that streams held the SDK's search for good, where this
@@ -243,8 +249,8 @@ def is_lm_studio(host: str, seconds: float = PROBE_SECONDS) -> bool:
                 body += chunk
                 if len(body) > PROBE_BYTES:
                     raise endless
-    except (httpcore.ConnectTimeout, httpcore.ConnectError):
-        return False
+    except (httpcore.ConnectTimeout, httpcore.ConnectError, UnicodeError):
+        return False  # UnicodeError: a name IDNA cannot write (a..b), so no address
     except httpcore.TimeoutException as exc:
         if time.monotonic() >= deadline:
             raise endless from exc

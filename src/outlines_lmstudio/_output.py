@@ -210,23 +210,31 @@ def _contradiction(node: dict[str, Any]) -> str | None:
         lo, hi = _number(node, low), _number(node, high)
         if lo is not None and hi is not None and lo > hi:
             return f"{low} {lo!r} is greater than {high} {hi!r}"
-    lows = [(v, k) for k in ("minimum", "exclusiveMinimum") if (v := _number(node, k)) is not None]
-    highs = [(v, k) for k in ("maximum", "exclusiveMaximum") if (v := _number(node, k)) is not None]
+    # Bounds bind numbers only: a "string" node's are no contradiction. A type list's number
+    # branch is refused as a branch of anyOf is (the engines fail to build it once sent),
+    # with an integer's meaning when "integer" is its one numeric type.
+    kinds = node.get("type")
+    listed = set(kinds) if isinstance(kinds, list) else {kinds} if kinds is not None else None
+    numbers = {"integer", "number"} if listed is None else listed & {"integer", "number"}
+    integer = numbers == {"integer"}
+    lows, highs = _bounds(node, "minimum", "exclusiveMinimum"), _bounds(node, *_HIGH)
+    if not numbers:
+        lows = highs = []
     for lo, low in lows:
         for hi, high in highs:
             if lo > hi or (lo == hi and "exclusive" in low + high):
                 return f"no number is both {low} {lo!r} and {high} {hi!r}"
-    if lows and highs and node.get("type") in ("integer", ["integer"]):
+    if lows and highs and integer:
         # The least and greatest integers each bound allows: 3 < x < 4 holds no integer.
-        first, low = max(
-            (math.ceil(v) if k == "minimum" else math.floor(v) + 1, k) for v, k in lows
+        first, low, lo = max(
+            (math.ceil(v) if k == "minimum" else math.floor(v) + 1, k, v) for v, k in lows
         )
-        last, high = min(
-            (math.floor(v) if k == "maximum" else math.ceil(v) - 1, k) for v, k in highs
+        last, high, hi = min(
+            (math.floor(v) if k == "maximum" else math.ceil(v) - 1, k, v) for v, k in highs
         )
         if first > last:
-            return f"no integer is both {low} {node[low]!r} and {high} {node[high]!r}"
-    if lows and highs and (why := _no_multiple(node, lows, highs)) is not None:
+            return f"no integer is both {low} {lo!r} and {high} {hi!r}"
+    if lows and highs and (why := _no_multiple(node, lows, highs, integer)):
         return why
     prefix, least = node.get("prefixItems"), _number(node, "minItems")
     if node.get("items") is False and isinstance(prefix, list) and (least or 0) > len(prefix):
@@ -254,8 +262,27 @@ def _contradiction(node: dict[str, Any]) -> str | None:
     return None
 
 
+_HIGH = ("maximum", "exclusiveMaximum")
+
+
+def _bounds(node: dict[str, Any], plain: str, strict: str) -> list[tuple[Any, str]]:
+    """Return a node's lower (or upper) bounds, as ``(value, keyword)``.
+
+    Draft 4's ``exclusiveMinimum: true`` makes ``minimum`` exclusive: read so here, where
+    the schema is checked as the user wrote it (the translation comes later; a review
+    found a contradiction hidden that way).
+    """
+    value = _number(node, plain)
+    if node.get(strict) is True and value is not None:
+        return [(value, strict)]
+    return [(v, k) for k in (plain, strict) if (v := _number(node, k)) is not None]
+
+
 def _no_multiple(
-    node: dict[str, Any], lows: list[tuple[Any, str]], highs: list[tuple[Any, str]]
+    node: dict[str, Any],
+    lows: list[tuple[Any, str]],
+    highs: list[tuple[Any, str]],
+    integer: bool,
 ) -> str | None:
     """Say why no multiple of ``multipleOf`` lies within a node's bounds, or ``None``.
 
@@ -267,7 +294,6 @@ def _no_multiple(
     if step is None or step <= 0:
         return None
     exact = _fraction(step)
-    integer = node.get("type") in ("integer", ["integer"])
     if integer:
         exact = fractions.Fraction(exact.numerator)
 
@@ -279,15 +305,12 @@ def _no_multiple(
         n = math.floor(_fraction(value) / exact)
         return (n - 1 if key == "exclusiveMaximum" and n * exact == _fraction(value) else n) * exact
 
-    least, low = max((first(v, k), k) for v, k in lows)
-    most, high = min((last(v, k), k) for v, k in highs)
+    least, low, lo = max((first(v, k), k, v) for v, k in lows)
+    most, high, hi = min((last(v, k), k, v) for v, k in highs)
     if least <= most:
         return None
     kind = "integer" if integer else "number"
-    return (
-        f"no {kind} that is a multipleOf {step!r} is both {low} {node[low]!r} and "
-        f"{high} {node[high]!r}"
-    )
+    return f"no {kind} that is a multipleOf {step!r} is both {low} {lo!r} and {high} {hi!r}"
 
 
 def _fraction(value: Any) -> fractions.Fraction:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from outlines_lmstudio._discovery import (
     DEFAULT_PORTS,
     PROBE_SECONDS,
     EndlessAnswerError,
+    OtherAnswerError,
     StalledStatusError,
     is_lm_studio,
     no_server_error,
@@ -193,6 +195,35 @@ def test_a_host_name_that_is_not_ascii_is_probed_as_the_sdk_probes_it() -> None:
     )
     done = run_in_private_network([sys.executable, "-c", code], timeout=60)
     assert (done.returncode, done.stdout.strip()) == (0, "False"), done.stderr
+
+
+def test_the_probe_writes_the_host_as_the_sdks_probe_does() -> None:
+    """Found by a review: an IPv6 address went without its brackets (``Host: ::1:1234``,
+    invalid HTTP), where the SDK's probe (httpx) writes ``Host: [::1]:1234``."""
+    seen: list[bytes] = []
+    with socket.socket(socket.AF_INET6) as listener:
+        listener.bind(("::1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+
+        def answer() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                seen.append(connection.recv(4096))
+                connection.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+        waiter = threading.Thread(target=answer, daemon=True)
+        waiter.start()
+        with pytest.raises(OtherAnswerError):
+            is_lm_studio(f"[::1]:{port}")
+        waiter.join(5)
+    assert f"\r\nHost: [::1]:{port}\r\n".encode() in seen[0], seen
+
+
+def test_a_host_name_idna_cannot_write_is_nothing_there() -> None:
+    """Found by a review: ``a..b:1`` raised a ``UnicodeError`` (a ``ValueError``), read as
+    another server's answer ("it answers, but not with LM Studio's greeting")."""
+    assert is_lm_studio("a..b:1") is False
 
 
 def test_a_server_that_streams_ends_the_probe_at_its_deadline() -> None:

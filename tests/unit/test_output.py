@@ -208,6 +208,38 @@ def test_contradictory_keywords_are_refused(schema: dict[str, Any], why: str) ->
         plan_output(nested)
 
 
+_DRAFT_4 = "http://json-schema.org/draft-04/schema#"
+
+
+@pytest.mark.parametrize(
+    ("schema", "why"),
+    [
+        (
+            {"minimum": 5, "exclusiveMinimum": True, "maximum": 5},
+            "no number is both exclusiveMinimum 5 and maximum 5",
+        ),
+        (
+            {
+                "type": "number",
+                "minimum": 5,
+                "exclusiveMinimum": True,
+                "maximum": 5.5,
+                "multipleOf": 5,
+            },
+            "no number that is a multipleOf 5 is both exclusiveMinimum 5 and maximum 5.5",
+        ),
+    ],
+)
+def test_a_draft_4_exclusive_bound_is_read_as_draft_4_writes_it(
+    schema: dict[str, Any], why: str
+) -> None:
+    """Found by a review: draft 4's boolean ``exclusiveMinimum`` hid a contradiction from
+    the check (the schema is checked before it is translated), and it was sent."""
+    with pytest.raises(InvalidSchemaError, match=f"can never be satisfied: {why}"):
+        plan_output({"$schema": _DRAFT_4, **schema})
+    plan_output({"$schema": _DRAFT_4, **schema, "exclusiveMinimum": False})  # inclusive: 5
+
+
 @pytest.mark.parametrize(
     "schema",
     [
@@ -223,6 +255,7 @@ def test_contradictory_keywords_are_refused(schema: dict[str, Any], why: str) ->
         {"type": "integer", "minimum": 1, "maximum": 5, "multipleOf": 2.5},  # 5
         {"type": "number", "minimum": 0.11, "maximum": 0.3, "multipleOf": 0.1},  # 0.2 (exact)
         {"type": "number", "minimum": 0, "maximum": 0.5, "multipleOf": 2},  # 0
+        {"type": "string", "minimum": 3, "maximum": 1},  # bounds bind numbers only
     ],
 )
 def test_bounds_that_meet_are_kept(schema: dict[str, Any]) -> None:

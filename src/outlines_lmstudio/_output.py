@@ -186,6 +186,7 @@ _BOUNDS = (
     ("minProperties", "maxProperties"),
     ("minContains", "maxContains"),
 )
+_BOUNDED = ("string", "array", "object", "array")  # what each pair of _BOUNDS binds
 _TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER
 _CHECKED = frozenset(
     {*(key for pair in _BOUNDS for key in pair), "minimum", "maximum", "exclusiveMinimum"}
@@ -206,15 +207,17 @@ def _contradiction(node: dict[str, Any]) -> str | None:
     """
     if node.keys().isdisjoint(_CHECKED):
         return None
-    for low, high in _BOUNDS:
-        lo, hi = _number(node, low), _number(node, high)
-        if lo is not None and hi is not None and lo > hi:
-            return f"{low} {lo!r} is greater than {high} {hi!r}"
-    # Bounds bind numbers only: a "string" node's are no contradiction. A type list's number
-    # branch is refused as a branch of anyOf is (the engines fail to build it once sent),
-    # with an integer's meaning when "integer" is its one numeric type.
+    # Each bound binds its own kind of value: a "string" node's minimum, a "number" node's
+    # minLength are no contradiction (found by a review). A type list's branch is refused
+    # as a branch of anyOf is (the engines fail to build it once sent).
     kinds = node.get("type")
     listed = set(kinds) if isinstance(kinds, list) else {kinds} if kinds is not None else None
+    for (low, high), kind in zip(_BOUNDS, _BOUNDED, strict=True):
+        lo, hi = _number(node, low), _number(node, high)
+        bound = listed is None or kind in listed
+        if bound and lo is not None and hi is not None and lo > hi:
+            return f"{low} {lo!r} is greater than {high} {hi!r}"
+    # An integer's meaning when "integer" is the one numeric type.
     numbers = {"integer", "number"} if listed is None else listed & {"integer", "number"}
     integer = numbers == {"integer"}
     lows, highs = _bounds(node, "minimum", "exclusiveMinimum"), _bounds(node, *_HIGH)

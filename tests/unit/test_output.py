@@ -256,6 +256,9 @@ def test_a_draft_4_exclusive_bound_is_read_as_draft_4_writes_it(
         {"type": "number", "minimum": 0.11, "maximum": 0.3, "multipleOf": 0.1},  # 0.2 (exact)
         {"type": "number", "minimum": 0, "maximum": 0.5, "multipleOf": 2},  # 0
         {"type": "string", "minimum": 3, "maximum": 1},  # bounds bind numbers only
+        {"type": "number", "minLength": 5, "maxLength": 3},  # ... and lengths strings only
+        {"type": "integer", "minItems": 5, "maxItems": 3},
+        {"type": "string", "minProperties": 2, "maxProperties": 1},
     ],
 )
 def test_bounds_that_meet_are_kept(schema: dict[str, Any]) -> None:

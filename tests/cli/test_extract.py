@@ -358,6 +358,10 @@ GOOD = json.dumps({"id": "a", "prompt": "fine"})
         ('{"id": "\\ud800", "prompt": "hi"}\n', 'line 1: "id" has a lone surrogate'),
         ('{"id": 1, "prompt": "hi \\udfff"}\n', '"prompt" has a lone surrogate'),
         ('{"id": 1, "prompt": "p", "images": ["\\ud800.png"]}\n', '"images" has a lone'),
+        # "unexpected RuntimeError/ValueError ... a bug" (found by a probe)
+        ('{"id": 1, "prompt": "p", "images": ["~nouser_zz9/a.png"]}\n', 'line 1: an "images" path'),
+        ('{"id": 1, "prompt": "p", "images": ["~a\\u0000b"]}\n', "cannot be read: embedded null"),
+        (GOOD + "\n\ufeff" + GOOD.replace('"a"', '"b"') + "\n", "line 2 starts with a byte order"),
         (None, "Cannot read input 'in.jsonl': no such file"),
     ],
 )
@@ -848,6 +852,10 @@ def test_input_lines_end_at_newline_only(tmp_path: Path) -> None:
         (
             (GOOD + "\n").encode("utf-16"),
             "in.jsonl is UTF-16 text: save it as UTF-8 (e.g. `iconv -f utf-16 -t utf-8`)",
+        ),
+        (  # was called UTF-16 (found by a probe)
+            (GOOD + "\n").encode("utf-32"),
+            "in.jsonl is UTF-32 text: save it as UTF-8 (e.g. `iconv -f utf-32 -t utf-8`)",
         ),
     ],
 )

@@ -484,6 +484,17 @@ def test_a_schema_file_nested_too_deeply_is_a_usage_error(
     assert emulator.predictions == []
 
 
+def test_a_schema_file_with_an_integer_python_cannot_read_is_a_usage_error(
+    run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """Found by a probe: "unexpected ValueError: Exceeds the limit (4300 digits) ... a bug"."""
+    (tmp_path / "big.json").write_text('{"type": "integer", "maximum": ' + "9" * 5000 + "}")
+    result = run_cli("generate", "--schema", "big.json", "Anything")
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result, "Schema file 'big.json' has an integer of more than 4300 digits")
+    assert emulator.predictions == []
+
+
 def test_a_reply_with_a_lone_surrogate_escape_is_refused_not_a_crash(
     run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path
 ) -> None:

@@ -134,6 +134,11 @@ def read_items(path: Path) -> list[Item]:
                 "value: remove one."
             ) from None
         except json.JSONDecodeError as exc:
+            if text.startswith("\ufeff"):  # json's own words: "decode using utf-8-sig"
+                raise CliError(
+                    f"{where} starts with a byte order mark (U+FEFF; files joined with cat?): "
+                    "remove it."
+                ) from None
             raise CliError(
                 f"{where} is not valid JSON ({exc.msg} at column {exc.colno}). Each line must "
                 'be an object like {"id": "a1", "prompt": "..."}; fix or remove that line.'
@@ -168,7 +173,10 @@ def read_items(path: Path) -> list[Item]:
                 f"{where} repeats the id {data['id']!r} of line {seen[key]}: ids must be unique."
             )
         seen[key] = number
-        paths = [folder / Path(i).expanduser() for i in images]
+        try:
+            paths = [folder / Path(i).expanduser() for i in images]
+        except (RuntimeError, ValueError) as exc:  # "~nouser/a.png", "~a\x00b": a probe
+            raise CliError(f'{where}: an "images" path cannot be read: {exc}.') from None
         items.append(Item(data["id"], prompt, paths, number))
     return items
 

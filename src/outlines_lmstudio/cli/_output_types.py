@@ -125,6 +125,11 @@ def load_schema(path: Path) -> dict[str, Any]:
         ) from None
     except RecursionError:
         raise _too_deep(path) from None
+    except ValueError:  # only Python's limit on integer digits is left (found by a probe)
+        raise CliError(
+            f"Schema file {str(path)!r} has an integer of more than "
+            f"{sys.get_int_max_str_digits()} digits, which Python cannot read. Fix the file."
+        ) from None
     if not isinstance(schema, dict):
         raise CliError(
             f"Schema file {str(path)!r} holds a JSON {type(schema).__name__}, not a JSON "

@@ -191,6 +191,11 @@ def decode_file(data: bytes, name: str) -> str:
         return data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
     except UnicodeDecodeError as exc:
         start = exc.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
+        # UTF-32's first: its little-endian mark starts with UTF-16's (found by a probe)
+        if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+            raise CliError(
+                f"{name} is UTF-32 text: save it as UTF-8 (e.g. `iconv -f utf-32 -t utf-8`)."
+            ) from None
         if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             raise CliError(
                 f"{name} is UTF-16 text: save it as UTF-8 (e.g. `iconv -f utf-16 -t utf-8`)."

@@ -204,6 +204,8 @@ def is_lm_studio(host: str, seconds: float = PROBE_SECONDS) -> bool:
         The answer went on past ``seconds`` or `PROBE_BYTES`.
     httpx.HTTPError
         Another server took the connection and did not answer in 1 s, or not in HTTP.
+    httpx.InvalidURL, UnicodeError
+        ``host`` is no host name (``a..b:1``: IDNA cannot write it).
     ValueError
         Another server answered 200 with something other than JSON.
     """
@@ -211,10 +213,7 @@ def is_lm_studio(host: str, seconds: float = PROBE_SECONDS) -> bool:
     endless = EndlessAnswerError(f"more than {PROBE_BYTES} bytes or {seconds:g} s")
     # The SDK's URL for the probe (private, but its probe's own: we stay in step), its host
     # IDNA-encoded as httpx does (httpcore takes ASCII only: "héllo:5999" failed as "a bug").
-    try:
-        given = httpx.URL(lms.Client._get_probe_url(host))
-    except (httpx.InvalidURL, UnicodeError):  # no such name: nothing answers there
-        return False
+    given = httpx.URL(lms.Client._get_probe_url(host))
     url = httpcore.URL(
         scheme=given.raw_scheme, host=given.raw_host, port=given.port, target=given.raw_path
     )
@@ -249,8 +248,8 @@ def is_lm_studio(host: str, seconds: float = PROBE_SECONDS) -> bool:
                 body += chunk
                 if len(body) > PROBE_BYTES:
                     raise endless
-    except (httpcore.ConnectTimeout, httpcore.ConnectError, UnicodeError):
-        return False  # UnicodeError: a name IDNA cannot write (a..b), so no address
+    except (httpcore.ConnectTimeout, httpcore.ConnectError):
+        return False
     except httpcore.TimeoutException as exc:
         if time.monotonic() >= deadline:
             raise endless from exc
@@ -572,7 +571,9 @@ def other_server_error(host: str, model: str | None) -> LMStudioConnectionError 
     """
     try:
         is_lm_studio(host)
-    except httpx.TimeoutException:
+    except (httpx.TimeoutException, httpx.InvalidURL, UnicodeError):
+        # UnicodeError: a name IDNA cannot write (a..b), read as another server's answer
+        # (a ValueError; found by a review): nothing answers there, the SDK's words stand
         return None
     except NOT_LM_STUDIO as exc:
         return not_lm_studio_error(host, model, exc)

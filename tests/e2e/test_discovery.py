@@ -220,10 +220,13 @@ def test_the_probe_writes_the_host_as_the_sdks_probe_does() -> None:
     assert f"\r\nHost: [::1]:{port}\r\n".encode() in seen[0], seen
 
 
-def test_a_host_name_idna_cannot_write_is_nothing_there() -> None:
+def test_a_host_name_idna_cannot_write_is_no_other_server() -> None:
     """Found by a review: ``a..b:1`` raised a ``UnicodeError`` (a ``ValueError``), read as
-    another server's answer ("it answers, but not with LM Studio's greeting")."""
-    assert is_lm_studio("a..b:1") is False
+    another server's answer ("it answers, but not with LM Studio's greeting"). The probe
+    still raises it (the demo refuses such a ``LMSTUDIO_HOST`` by it)."""
+    with pytest.raises(UnicodeError):
+        is_lm_studio("a..b:1")
+    assert other_server_error("a..b:1", "m") is None
 
 
 def test_a_server_that_streams_ends_the_probe_at_its_deadline() -> None:

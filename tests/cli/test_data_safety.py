@@ -372,6 +372,13 @@ def test_scan_output_decisions() -> None:
     found = scan_output(b'{"id": 1, "result": 2}\n{"id": 2, "error": {}}\n{"id": 3, "res', "f")
     assert (set(found.done), set(found.failed), found.keep) == ({"1"}, {"2"}, 46)
     assert scan_output(b'{"id": 3, "res', "f").keep == 0  # a first line cut mid-write
+    # Cut within its first bytes, or NUL bytes a crash left after the records: repaired
+    # (found by a probe: refused as another program's file)
+    for cut in (b"{", b'{"id', b'{"id":', b'{"id": '):
+        assert scan_output(b'{"id": 1, "result": 2}\n' + cut, "f").keep == 23
+        assert scan_output(cut, "f").keep == 0
+    assert scan_output(b'{"id": 1, "result": 2}\n' + b"\x00" * 4096, "f").keep == 23
+    assert scan_output(b'{"id": 1, "result": 2}\n{"i' + b"\x00" * 9, "f").keep == 23
     data = b'{"id": 1, "result": 2}\n{"id": 2, "error": {}}'  # a whole record, no newline
     whole = scan_output(data, "f")
     assert (set(whole.done), set(whole.failed), whole.keep, whole.newline) == (
@@ -391,6 +398,7 @@ def test_scan_output_decisions() -> None:
         b'{"id": "a", "result": 1}\r{"id": "b", "result": 2}\r',
         b'{"id": "a", "result": 1}\n{"id": "b", "result": 2}\r{"id": "c", "res',
         b'{"id": "a", "result": 1}\r{"id": "b", "result": 2}\n',
+        b"\x00" * 4096,  # NUL bytes alone: not taken for an output
         '{"id": "a", "result": 1}'.encode("utf-16"),
         '{"id": "a", "result": 1}\n'.encode("utf-16-le"),
     ):

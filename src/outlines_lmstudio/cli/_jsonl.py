@@ -286,8 +286,15 @@ def scan_output(data: bytes, name: str) -> OutputScan:
     # Not a record cut mid-write, so not ours: a line that does not start like a record, or
     # one that does and is whole (a JSON document written without a newline by json.dump:
     # found by a probe, where such a file was cut to nothing).
+    # A crash can also cut a record within its first bytes (`{"id`), or leave a tail of NUL
+    # bytes after our records (file systems pad so): both were refused as another program's
+    # file, where the docs promise a partial last line is cut off (found by a probe). A file
+    # of NULs alone is not taken for ours.
+    core = tail.rstrip(b"\x00")
+    if (core and RECORD_PREFIX.startswith(core)) or (not core and (end or not tail)):
+        return OutputScan(frozenset(done), frozenset(failed - done), end)
     # A raw "\r" is never inside a record this command writes (JSON escapes it).
-    if tail and (not tail.startswith(RECORD_PREFIX) or b"\r" in tail or _whole_json(tail)):
+    if not tail.startswith(RECORD_PREFIX) or b"\r" in tail or _whole_json(tail):
         if not end:
             raise CliError(
                 f"{name} is not an extract output (its only line is not a result): is this the "

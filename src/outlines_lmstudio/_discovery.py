@@ -612,11 +612,10 @@ def _search_error(model: str | None) -> LMStudioConnectionError:
     """Search again, and explain why the SDK's discovery failed after ours found LM Studio.
 
     The servers on the default ports changed in between: the new search names another
-    server's port if there is one.
+    server's port if there is one (the search's own error, as `_lm_studio_host` makes it).
     """
-    found, skipped = search_default_ports()
-    if found is None:
-        return no_server_error(model, skipped[0] if skipped else None)
-    if stopping := _stopping_the_sdk(skipped):
-        return _behind_another_server(found, stopping[0], model)
+    try:
+        found = _lm_studio_host(model)
+    except LMStudioConnectionError as exc:
+        return exc
     return _sdk_search_failed(found, model)

@@ -301,12 +301,14 @@ def _no_multiple(
         exact = fractions.Fraction(exact.numerator)
 
     def first(value: Any, key: str) -> fractions.Fraction:
-        n = math.ceil(_fraction(value) / exact)
-        return (n + 1 if key == "exclusiveMinimum" and n * exact == _fraction(value) else n) * exact
+        bound = _fraction(value)
+        n = math.ceil(bound / exact)
+        return (n + 1 if key == "exclusiveMinimum" and n * exact == bound else n) * exact
 
     def last(value: Any, key: str) -> fractions.Fraction:
-        n = math.floor(_fraction(value) / exact)
-        return (n - 1 if key == "exclusiveMaximum" and n * exact == _fraction(value) else n) * exact
+        bound = _fraction(value)
+        n = math.floor(bound / exact)
+        return (n - 1 if key == "exclusiveMaximum" and n * exact == bound else n) * exact
 
     least, low, lo = max((first(v, k), k, v) for v, k in lows)
     most, high, hi = min((last(v, k), k, v) for v, k in highs)

@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 import pydantic_core
 
-__all__ = ["PartialJson"]
+__all__ = ["LONE_SURROGATE", "PartialJson"]
 
 _STRING_STOP = re.compile(r'["\\\x00-\x1f]')
 _ESCAPE = re.compile(
@@ -90,7 +90,9 @@ class _Frame(msgspec.Struct):
         return [*self.items, child] if has_child and self.expect == "value" else list(self.items)
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A surrogate as a character: the SDK reads LM Studio's ``\\ud800`` escape into one, which
+no Unicode text holds (typed results refuse it; the CLI writes it as its escape)."""
 
 
 def _parse(piece: str) -> Any:
@@ -161,7 +163,7 @@ class PartialJson:
         self.text += fragment
         if self._settled:
             return self._last
-        if _LONE_SURROGATE.search(fragment) is not None:
+        if LONE_SURROGATE.search(fragment) is not None:
             self.invalid = True  # a typed result refuses it, wherever it is
         if not self._broken:
             try:

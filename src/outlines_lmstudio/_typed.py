@@ -33,6 +33,7 @@ from ._inputs import ChatPrompt, Message, followed_by_answer
 from ._json_keys import RepeatedKey, repeated_at, without_repeats
 from ._late_names import LateName, kept, late_names
 from ._output import OutputPlan, argument_order, output_type_name
+from ._partial import LONE_SURROGATE
 from ._reasoning import unparsed_tags_hint
 from ._schema_walk import core_nodes
 from ._sdk_errors import clipped
@@ -168,8 +169,6 @@ def _read_strictly(raw: str) -> Any:
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-"""A surrogate as a character: the SDK reads LM Studio's ``\\ud800`` escape into one."""
 
 _NUMBER_MARKS = bytes.maketrans(b"0123456789E", b"0000000000e")
 
@@ -417,7 +416,7 @@ class Validator(msgspec.Struct, frozen=True):
             except RecursionError as exc:
                 raise _Invalid(["(root): the reply is nested too deeply to be read"]) from exc
             if ("\\u" in raw and _SURROGATE_ESCAPE.search(raw)) or (
-                not raw.isascii() and _SURROGATE.search(raw)  # isascii is a flag: free
+                not raw.isascii() and LONE_SURROGATE.search(raw)  # isascii is a flag: free
             ):
                 _refuse_lone_surrogates(value)
             if _may_overflow(raw):

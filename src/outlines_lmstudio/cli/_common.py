@@ -34,6 +34,7 @@ import lmstudio as lms
 from .. import _threads
 from .._common import DEFAULT_CONNECT_TIMEOUT
 from .._discovery import NOT_LM_STUDIO, is_lm_studio, search_default_ports, why_not_lm_studio
+from .._partial import LONE_SURROGATE
 from .._sdk_errors import proxy_note
 from ._exit import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
 
@@ -918,16 +919,13 @@ class _Stdout:
     """Standard error said that lone surrogates are written as escapes (`_utf8_safe`)."""
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def escape_lone_surrogates(text: str) -> str:
     r"""Return ``text`` with its lone surrogates (``"\ud83d"``, half of a pair) as ``\uXXXX``.
 
     UTF-8 cannot hold them; the escape is what the model wrote (JSON's own), and JSON
     text so written reads back to the same value.
     """
-    return _LONE_SURROGATE.sub(lambda found: f"\\u{ord(found[0]):04x}", text)
+    return LONE_SURROGATE.sub(lambda found: f"\\u{ord(found[0]):04x}", text)
 
 
 def _utf8_safe(text: str) -> str:
@@ -938,7 +936,7 @@ def _utf8_safe(text: str) -> str:
     (found by a probe). The escape is what the model wrote, as `json_text` writes it;
     standard error says so once, so the change is not silent.
     """
-    if _LONE_SURROGATE.search(text) is None:
+    if LONE_SURROGATE.search(text) is None:
         return text
     if not _Stdout.told_surrogates:
         _Stdout.told_surrogates = True

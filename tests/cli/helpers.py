@@ -26,6 +26,15 @@ PERSON_SCHEMA: dict[str, Any] = {
 }
 
 
+def text_commands(prompt: str) -> list[list[str]]:
+    """``generate`` and ``complete`` on the text model, each whole and streamed."""
+    return [
+        [command, "-m", TEXT, *stream, prompt]
+        for command in ("generate", "complete")
+        for stream in ([], ["--stream"])
+    ]
+
+
 def script_path() -> list[str]:
     """The installed console script (``python -m`` if it is not installed next to python)."""
     script = Path(sys.executable).with_name("outlines-lmstudio")

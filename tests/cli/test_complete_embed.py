@@ -16,7 +16,7 @@ import pytest
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
 from .conftest import MainInProcess, RunCli
-from .helpers import EMBED, TEXT, assert_one_line_error, cli_env, script_path
+from .helpers import EMBED, TEXT, assert_one_line_error, cli_env, script_path, text_commands
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -193,15 +193,7 @@ def test_a_server_that_stops_answering_is_named_in_the_error(
     assert "set_sync_api_timeout" not in result.stderr  # Python advice: no use at a shell
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["complete", "-m", TEXT, "Once"],
-        ["complete", "-m", TEXT, "--stream", "Once"],
-        ["generate", "-m", TEXT, "Once"],
-        ["generate", "-m", TEXT, "--stream", "Once"],
-    ],
-)
+@pytest.mark.parametrize("args", text_commands("Once"))
 def test_a_connection_lost_mid_reply_is_status_3(
     main_in_process: MainInProcess, emulator: LMStudioEmulator, args: list[str]
 ) -> None:

@@ -27,6 +27,7 @@ from .helpers import (
     png,
     roles_and_texts,
     script_path,
+    text_commands,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -93,15 +94,7 @@ def test_a_colour_forcing_environment_leaves_redirected_results_plain(
     assert all(len(line.split("\t")) == 8 for line in models.stdout.splitlines())
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["generate", "-m", TEXT, "hi"],
-        ["generate", "-m", TEXT, "--stream", "hi"],
-        ["complete", "-m", TEXT, "hi"],
-        ["complete", "-m", TEXT, "--stream", "hi"],
-    ],
-)
+@pytest.mark.parametrize("args", text_commands("hi"))
 def test_a_lone_surrogate_in_a_reply_is_written_as_its_escape(
     run_cli: RunCli, emulator: LMStudioEmulator, args: list[str]
 ) -> None:

@@ -223,20 +223,24 @@ def _contradiction(node: dict[str, Any]) -> str | None:
     lows, highs = _bounds(node, "minimum", "exclusiveMinimum"), _bounds(node, *_HIGH)
     if not numbers:
         lows = highs = []
-    for lo, low in lows:
-        for hi, high in highs:
-            if lo > hi or (lo == hi and "exclusive" in low + high):
-                return f"no number is both {low} {lo!r} and {high} {hi!r}"
+    for lower in lows:
+        for upper in highs:
+            if lower.value > upper.value or (
+                lower.value == upper.value and (lower.exclusive or upper.exclusive)
+            ):
+                return f"no number is both {lower.said} and {upper.said}"
     if lows and highs and integer:
         # The least and greatest integers each bound allows: 3 < x < 4 holds no integer.
-        first, low, lo = max(
-            (math.ceil(v) if k == "minimum" else math.floor(v) + 1, k, v) for v, k in lows
+        first, lower = max(
+            (((math.floor(b.value) + 1 if b.exclusive else math.ceil(b.value)), b) for b in lows),
+            key=lambda pair: pair[0],
         )
-        last, high, hi = min(
-            (math.floor(v) if k == "maximum" else math.ceil(v) - 1, k, v) for v, k in highs
+        last, upper = min(
+            (((math.ceil(b.value) - 1 if b.exclusive else math.floor(b.value)), b) for b in highs),
+            key=lambda pair: pair[0],
         )
         if first > last:
-            return f"no integer is both {low} {lo!r} and {high} {hi!r}"
+            return f"no integer is both {lower.said} and {upper.said}"
     if lows and highs and (why := _no_multiple(node, lows, highs, integer)):
         return why
     prefix, least = node.get("prefixItems"), _number(node, "minItems")
@@ -268,23 +272,35 @@ def _contradiction(node: dict[str, Any]) -> str | None:
 _HIGH = ("maximum", "exclusiveMaximum")
 
 
-def _bounds(node: dict[str, Any], plain: str, strict: str) -> list[tuple[Any, str]]:
-    """Return a node's lower (or upper) bounds, as ``(value, keyword)``.
+class _Bound(typing.NamedTuple):
+    """A lower or upper bound of a number, and how the schema writes it (for messages)."""
+
+    value: Any
+    exclusive: bool
+    said: str
+
+
+def _bounds(node: dict[str, Any], plain: str, strict: str) -> list[_Bound]:
+    """Return a node's lower (or upper) bounds.
 
     Draft 4's ``exclusiveMinimum: true`` makes ``minimum`` exclusive: read so here, where
     the schema is checked as the user wrote it (the translation comes later; a review
-    found a contradiction hidden that way).
+    found a contradiction hidden that way). Its message names both keywords as written.
     """
     value = _number(node, plain)
     if node.get(strict) is True and value is not None:
-        return [(value, strict)]
-    return [(v, k) for k in (plain, strict) if (v := _number(node, k)) is not None]
+        return [_Bound(value, True, f"{plain} {value!r} with {strict} true")]
+    return [
+        _Bound(v, k == strict, f"{k} {v!r}")
+        for k in (plain, strict)
+        if (v := _number(node, k)) is not None
+    ]
 
 
 def _no_multiple(
     node: dict[str, Any],
-    lows: list[tuple[Any, str]],
-    highs: list[tuple[Any, str]],
+    lows: list[_Bound],
+    highs: list[_Bound],
     integer: bool,
 ) -> str | None:
     """Say why no multiple of ``multipleOf`` lies within a node's bounds, or ``None``.
@@ -293,34 +309,31 @@ def _no_multiple(
     multiples of ``p/q`` are the multiples of ``p``. Found by a probe: ``gt=5, le=8,
     multiple_of=5`` was sent, and a value outside the bounds came back.
     """
+    from ._search import exact  # the schema modules load with the first schema
+
     step = _number(node, "multipleOf")
     if step is None or step <= 0:
         return None
-    exact = _fraction(step)
+    unit = exact(step)
     if integer:
-        exact = fractions.Fraction(exact.numerator)
+        unit = fractions.Fraction(unit.numerator)
 
-    def first(value: Any, key: str) -> fractions.Fraction:
-        bound = _fraction(value)
-        n = math.ceil(bound / exact)
-        return (n + 1 if key == "exclusiveMinimum" and n * exact == bound else n) * exact
+    def first(low: _Bound) -> fractions.Fraction:
+        bound = exact(low.value)
+        n = math.ceil(bound / unit)
+        return (n + 1 if low.exclusive and n * unit == bound else n) * unit
 
-    def last(value: Any, key: str) -> fractions.Fraction:
-        bound = _fraction(value)
-        n = math.floor(bound / exact)
-        return (n - 1 if key == "exclusiveMaximum" and n * exact == bound else n) * exact
+    def last(high: _Bound) -> fractions.Fraction:
+        bound = exact(high.value)
+        n = math.floor(bound / unit)
+        return (n - 1 if high.exclusive and n * unit == bound else n) * unit
 
-    least, low, lo = max((first(v, k), k, v) for v, k in lows)
-    most, high, hi = min((last(v, k), k, v) for v, k in highs)
+    least, low = max(((first(b), b) for b in lows), key=lambda pair: pair[0])
+    most, high = min(((last(b), b) for b in highs), key=lambda pair: pair[0])
     if least <= most:
         return None
     kind = "integer" if integer else "number"
-    return f"no {kind} that is a multipleOf {step!r} is both {low} {lo!r} and {high} {hi!r}"
-
-
-def _fraction(value: Any) -> fractions.Fraction:
-    """Return the exact value of a JSON number as written (a float: its shortest repr)."""
-    return fractions.Fraction(repr(value) if isinstance(value, float) else value)
+    return f"no {kind} that is a multipleOf {step!r} is both {low.said} and {high.said}"
 
 
 def _check_structure(schema: dict[str, Any]) -> None:

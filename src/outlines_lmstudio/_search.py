@@ -21,8 +21,14 @@ jsonschema's ``uniqueItems`` compares every pair of items when they do not sort 
 (`canonical`) in one pass, with JSON's equality as jsonschema's (``1 == 1.0``, ``true !=
 1``, object keys in any order).
 
-Why hand-written: jsonschema has no hook for the regex engine of its keywords; these three
-follow its own implementations (``jsonschema._keywords``), with the search replaced.
+jsonschema's ``multipleOf`` divides floats: ``0.3`` is no multiple of ``0.1`` to it
+(``0.3 / 0.1`` is ``2.9999999999999996``), so a schema the library checks for a multiple
+within its bounds exactly (``_output``, as Pydantic reads ``multiple_of``) failed every
+reply. `_multiple_of` reads both numbers as JSON writes them (`exact`), as the check does.
+
+Why hand-written: jsonschema has no hook for the regex engine of its keywords or for its
+arithmetic; these follow its own implementations (``jsonschema._keywords``), with the
+search (or the division) replaced.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from fractions import Fraction
 from typing import Any
 
 import attrs
@@ -42,6 +49,7 @@ __all__ = [
     "UnsearchablePatternError",
     "canonical",
     "check_patterns",
+    "exact",
     "linear_time",
     "rust_reads_otherwise",
     "search",
@@ -365,6 +373,20 @@ def _unique_items(
         yield ValidationError(f"{instance!r} has non-unique elements")
 
 
+def exact(number: float) -> Fraction:
+    """Return a JSON number's value as written (a float: its shortest repr, ``0.1`` a tenth)."""
+    return Fraction(repr(number)) if isinstance(number, float) else Fraction(number)
+
+
+def _multiple_of(
+    validator: jsonschema.protocols.Validator, step: Any, instance: Any, _: Any
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "number") or not validator.is_type(step, "number"):
+        return
+    if (exact(instance) / exact(step)).denominator != 1:
+        yield ValidationError(f"{instance!r} is not a multiple of {step}")
+
+
 @functools.cache
 def linear_time(cls: type[jsonschema.protocols.Validator]) -> Any:
     """Return ``cls`` with its pattern and ``uniqueItems`` keywords in linear time (the module).
@@ -379,6 +401,7 @@ def linear_time(cls: type[jsonschema.protocols.Validator]) -> Any:
             "patternProperties": _pattern_properties,
             "additionalProperties": _additional_properties,
             "uniqueItems": _unique_items,
+            "multipleOf": _multiple_of,
         },
     )
     stock_evolve = linear.evolve

@@ -216,7 +216,7 @@ _DRAFT_4 = "http://json-schema.org/draft-04/schema#"
     [
         (
             {"minimum": 5, "exclusiveMinimum": True, "maximum": 5},
-            "no number is both exclusiveMinimum 5 and maximum 5",
+            "no number is both minimum 5 with exclusiveMinimum true and maximum 5",
         ),
         (
             {
@@ -226,7 +226,16 @@ _DRAFT_4 = "http://json-schema.org/draft-04/schema#"
                 "maximum": 5.5,
                 "multipleOf": 5,
             },
-            "no number that is a multipleOf 5 is both exclusiveMinimum 5 and maximum 5.5",
+            "no number that is a multipleOf 5 is both minimum 5 with exclusiveMinimum true "
+            "and maximum 5.5",
+        ),
+        (
+            {"type": "integer", "minimum": 3, "exclusiveMinimum": True, "maximum": 3.5},
+            "no integer is both minimum 3 with exclusiveMinimum true and maximum 3.5",
+        ),
+        (
+            {"maximum": 2, "exclusiveMaximum": True, "minimum": 2},
+            "no number is both minimum 2 and maximum 2 with exclusiveMaximum true",
         ),
     ],
 )
@@ -237,7 +246,8 @@ def test_a_draft_4_exclusive_bound_is_read_as_draft_4_writes_it(
     the check (the schema is checked before it is translated), and it was sent."""
     with pytest.raises(InvalidSchemaError, match=f"can never be satisfied: {why}"):
         plan_output({"$schema": _DRAFT_4, **schema})
-    plan_output({"$schema": _DRAFT_4, **schema, "exclusiveMinimum": False})  # inclusive: 5
+    inclusive: dict[str, bool] = {key: False for key in ("exclusiveMinimum", "exclusiveMaximum") if key in schema}
+    plan_output({"$schema": _DRAFT_4, **schema, **inclusive})  # inclusive bounds: satisfiable
 
 
 @pytest.mark.parametrize(

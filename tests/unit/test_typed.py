@@ -88,6 +88,34 @@ def test_jsonschema_catches_keywords_engines_do_not_enforce() -> None:
 
 
 @pytest.mark.parametrize(
+    ("step", "good", "bad"),
+    [
+        (0.1, ["0.3", "0.7", "3", "1e-1", "-0.3", "12345678901234567890.1"], ["0.35", "0.30001"]),
+        (0.01, ["0.29", "1.15"], ["0.295"]),
+        (2.5, ["7.5", "-5", "1e20"], ["1", "7.4"]),
+        (3, ["9", "9.0", "300000000000000000000000000000"], ["10", "9.5", "1e-3"]),
+    ],
+)
+def test_multiple_of_is_exact_as_json_writes_the_numbers(
+    step: float, good: list[str], bad: list[str]
+) -> None:
+    """Found by a session's review: jsonschema divides floats (``0.3 / 0.1`` is
+    ``2.9999999999999996``), so ``multipleOf: 0.1`` with bounds holding only 0.3 passed the
+    exact check before sending, and then every reply failed `parse`."""
+    validator = validator_for(plan_output({"type": "number", "multipleOf": step}))
+    for raw in good:
+        ok, _, errors = check_reply(validator, raw, "eosFound", 1, False)
+        assert (ok, errors) == (True, []), raw
+    for raw in bad:
+        ok, _, errors = check_reply(validator, raw, "eosFound", 1, False)
+        assert not ok, raw
+        assert errors[0].endswith(f"is not a multiple of {step}"), errors
+    between = {"type": "number", "minimum": 0.25, "maximum": 0.35, "multipleOf": 0.1}
+    ok, value, _ = check_reply(validator_for(plan_output(between)), "0.3", "eosFound", 1, True)
+    assert (ok, value) == (True, 0.3)
+
+
+@pytest.mark.parametrize(
     ("fmt", "bad", "good"),
     [
         ("date", "2024-02-31", "2024-02-29"),  # the engines constrain only the shape of a date

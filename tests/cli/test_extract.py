@@ -857,6 +857,14 @@ def test_input_lines_end_at_newline_only(tmp_path: Path) -> None:
             (GOOD + "\n").encode("utf-32"),
             "in.jsonl is UTF-32 text: save it as UTF-8 (e.g. `iconv -f utf-32 -t utf-8`)",
         ),
+        (  # no byte order mark: it decoded as UTF-8 with NULs (found by a session's review)
+            (GOOD + "\n").encode("utf-16-le"),
+            "in.jsonl is UTF-16 text: save it as UTF-8 (e.g. `iconv -f utf-16le -t utf-8`)",
+        ),
+        (
+            (GOOD + "\n").encode("utf-32-be"),
+            "in.jsonl is UTF-32 text: save it as UTF-8 (e.g. `iconv -f utf-32be -t utf-8`)",
+        ),
     ],
 )
 def test_input_that_is_not_utf8_names_the_line_and_the_fix(

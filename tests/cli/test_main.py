@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
 import re
 import signal
@@ -532,6 +533,39 @@ def test_text_that_is_not_utf8_is_refused_before_sending(
     )
     assert result.returncode == 2, report.stderr
     assert_one_line_error(report, needle, "the byte 0xe9", "convert it to UTF-8")
+    assert emulator.requests == []
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        # was sent with its NULs ("H\x00i\x00"), without a mark (found by a session's review)
+        ("Hello".encode("utf-16-le"), "is UTF-16 text: save it as UTF-8 (e.g. `iconv -f utf-16le"),
+        ("Hello".encode("utf-16-be"), "is UTF-16 text: save it as UTF-8 (e.g. `iconv -f utf-16be"),
+        ("Hello".encode("utf-32-le"), "is UTF-32 text: save it as UTF-8 (e.g. `iconv -f utf-32le"),
+        # with a mark it was "the byte 0xff ...: convert it (`iconv -f latin1`)"
+        ("Hello".encode("utf-16"), "is UTF-16 text: save it as UTF-8 (e.g. `iconv -f utf-16 "),
+        ("Hello".encode("utf-32"), "is UTF-32 text: save it as UTF-8 (e.g. `iconv -f utf-32 "),
+    ],
+)
+@pytest.mark.parametrize("where", ["stdin", "schema"])
+def test_utf16_and_utf32_text_is_named_before_sending(
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    data: bytes,
+    needle: str,
+    where: str,
+) -> None:
+    if where == "stdin":
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        result = main_in_process("generate", "-m", TEXT, "-")
+    else:
+        (tmp_path / "s.json").write_bytes(data)
+        result = main_in_process("generate", "-m", TEXT, "--schema", "s.json", "hi")
+    assert result.returncode == 2
+    assert_one_line_error(result, needle)
     assert emulator.requests == []
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import io
+import json
 import os
 import stat
 import sys
@@ -187,23 +188,39 @@ def decode_file(data: bytes, name: str) -> str:
     CliError
         Naming the line and byte that is not UTF-8, and how to convert the file.
     """
+    _refuse_wide(data, name)
     try:
         return data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
     except UnicodeDecodeError as exc:
         start = exc.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
-        # UTF-32's first: its little-endian mark starts with UTF-16's (found by a probe)
-        if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-            raise CliError(
-                f"{name} is UTF-32 text: save it as UTF-8 (e.g. `iconv -f utf-32 -t utf-8`)."
-            ) from None
-        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            raise CliError(
-                f"{name} is UTF-16 text: save it as UTF-8 (e.g. `iconv -f utf-16 -t utf-8`)."
-            ) from None
         line = data.count(b"\n", 0, start) + 1
         raise CliError(
             f"{name}, line {line} is not UTF-8 text (the byte 0x{data[start]:02x}): {_FIX}."
         ) from None
+
+
+def _refuse_wide(data: bytes, name: str) -> None:
+    """Refuse UTF-16 or UTF-32 text, named by its byte order mark or by its NUL bytes.
+
+    Without a mark, such text (ASCII in UTF-16 is every other byte NUL) decodes as UTF-8:
+    a schema got a JSON error, a prompt on standard input was sent with its NULs (found by
+    a probe). Read as RFC 4627 reads a JSON text's first bytes, with `json.detect_encoding`;
+    NUL bytes there are no text in UTF-8.
+    """
+    head = data[:4]
+    # json's names: "utf-16-le" without a mark, which iconv writes "utf-16le" (its "utf-16"
+    # reads a mark, or big-endian without one)
+    found = json.detect_encoding(head) if b"\x00" in head and any(head) else ""
+    # UTF-32's first: its little-endian mark starts with UTF-16's (found by a probe)
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        wide, source = "UTF-32", "utf-32"
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        wide, source = "UTF-16", "utf-16"
+    elif found.startswith(("utf-16", "utf-32")):
+        wide, source = found[:6].upper(), found.replace("-le", "le").replace("-be", "be")
+    else:
+        return
+    raise CliError(f"{name} is {wide} text: save it as UTF-8 (e.g. `iconv -f {source} -t utf-8`).")
 
 
 def read_stdin_bytes(
@@ -254,6 +271,7 @@ def read_stdin(what: str) -> str:
         If standard input is closed or is not UTF-8 text.
     """
     raw = read_stdin_bytes(what)
+    _refuse_wide(raw, f"Standard input ({what})")
     data = raw.removeprefix(codecs.BOM_UTF8)
     try:
         text = data.decode("utf-8")

@@ -525,10 +525,14 @@ def _adapter(output_type: Any, order: object) -> tuple[_Adapted, tuple[LateName,
     model's core schema took 1.6 ms a call (22 µs for a two-field one). With them, the
     names the type's string annotations resolved (`outlines_lmstudio._late_names`).
     """
+    return _built(output_type), late_names(output_type)
+
+
+def _built(output_type: Any) -> _Adapted:
+    """Build and read the Pydantic adapter of a type (`_adapter` keeps it)."""
     from ._output import portable_typeddicts
 
-    adapter = pydantic.TypeAdapter(portable_typeddicts(_python_type(output_type), {}))
-    return _adapted(adapter), late_names(output_type)
+    return _adapted(pydantic.TypeAdapter(portable_typeddicts(_python_type(output_type), {})))
 
 
 def validator_for(plan: OutputPlan) -> Validator:
@@ -568,8 +572,8 @@ def validator_for(plan: OutputPlan) -> Validator:
         # made again once a name it resolved changed, as the plan is, even when the plan
         # is new for another setting (found by a review: an old adapter met a new plan)
         adapted = kept(_adapter, output_type, order)
-    except TypeError:  # unhashable type object: build it uncached
-        adapted = _adapted(pydantic.TypeAdapter(_python_type(output_type)))
+    except TypeError:  # unhashable type object: build it uncached (as `_adapter` does)
+        adapted = _built(output_type)
     return Validator(
         output_type,
         adapter=adapted.adapter,

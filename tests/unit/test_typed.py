@@ -87,6 +87,21 @@ def test_jsonschema_catches_keywords_engines_do_not_enforce() -> None:
     assert "multiple of 5" in str(info.value)
 
 
+def test_an_unhashable_type_with_a_typing_typeddict_is_validated() -> None:
+    """Found by a session's review: the uncached path (a type with unhashable metadata) built
+    Pydantic's adapter without the TypedDict conversion the cached one makes, and failed
+    with Pydantic's "use typing_extensions.TypedDict" (a ``typing.TypedDict`` on 3.11)."""
+    output_type = Annotated[list[Movie], {"unhashable": []}]
+    ok, value, errors = check_reply(
+        validator_for(plan_output(output_type)),
+        '[{"title": "Up"}]',
+        "eosFound",
+        1,
+        True,
+    )
+    assert (ok, value, errors) == (True, [{"title": "Up"}], [])
+
+
 @pytest.mark.parametrize(
     ("step", "good", "bad"),
     [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from types import TracebackType
 from typing import Any, Self
@@ -28,11 +29,13 @@ from ._common import (
     DRAIN_SECONDS,
 )
 from ._discovery import enter_async_client, search_for_async_client
+from ._forks import renewed
 from ._reconnect import Reading
 from ._sdk_errors import (
     client_closed,
     client_host,
     client_in_other_loop,
+    forked_client_error,
     half_entered,
     other_loop_error,
     searched,
@@ -64,9 +67,12 @@ class _Entering:
     searching
         Whether the entering under way is searching the default ports (nothing entered yet:
         it may be stopped).
+    process
+        The process the client was first given to a model in (``os.getpid()``).
     """
 
     def __init__(self) -> None:
+        self.process = os.getpid()
         self.lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self.future: asyncio.Future[None] | None = None
         self.failed: BaseException | None = None
@@ -99,6 +105,22 @@ class AsyncSessions(ModelApi):
         self._ready = False
         self._owns_client = False
         self._entering: asyncio.Future[None] | None = None  # the last one this model started
+        renewed(self)
+
+    def after_fork(self) -> None:
+        """In a forked child, make the next call check the client's process (`_forked`)."""
+        self._ready = False
+
+    def _forked(self) -> LMStudioConnectionError | None:
+        """Return the error of a call through a client of the process this one forked from.
+
+        Its websocket is the parent's: found by a probe, a child's calls read the parent's
+        replies (and the parent's the child's, or waited) and returned the wrong text as a
+        result. Known by the process the client was first given to a model in.
+        """
+        if self._entry.process == os.getpid():
+            return None
+        return forked_client_error(client_host(self.client), self.model_name, shared=True)
 
     def _replace_client(self, client: object) -> None:
         """Take another client (``model.client = ...``): connect to it on the next call.
@@ -165,6 +187,8 @@ class AsyncSessions(ModelApi):
         times in turn: found by a review).
         """
         if not self._ready:
+            if (forked := self._forked()) is not None:
+                raise forked
             seen = self._entry.generation if seen is None else seen
             async with self._lock():
                 await self._enter_once(seen)
@@ -280,6 +304,10 @@ class AsyncSessions(ModelApi):
             runs: nothing is closed (the SDK waited 20 s, raised its own error and left the
             client broken in its loop; found by a probe).
         """
+        if self._forked() is not None:
+            # The parent's: closing it here would close the parent's connection.
+            self._ready = self._owns_client = False
+            return
         if self._owns_client and client_in_other_loop(self.client):
             raise other_loop_error(client_host(self.client), self.model_name, "nothing was closed")
         async with self._lock():

@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Any, Generic, TypeVar
 
+from ._forks import renewed
 from .errors import (
     LMStudioConnectionError,
     LMStudioModelNotFoundError,
@@ -111,6 +112,12 @@ class SyncClientCache(Generic[V]):
         self._slots: weakref.WeakKeyDictionary[object, dict[Hashable, _Slot]] = (
             weakref.WeakKeyDictionary()
         )
+        self._guard = threading.Lock()
+        renewed(self)
+
+    def after_fork(self) -> None:
+        """Make the locks afresh in a forked child (a parent thread may have held one)."""
+        self._slots = weakref.WeakKeyDictionary()
         self._guard = threading.Lock()
 
     @contextlib.contextmanager
@@ -393,6 +400,11 @@ class LoadProgress:
         self._heard: weakref.WeakKeyDictionary[object, dict[Hashable, Heard]] = (
             weakref.WeakKeyDictionary()
         )
+        self._guard = threading.Lock()
+        renewed(self)
+
+    def after_fork(self) -> None:
+        """Make the lock afresh in a forked child (a parent thread may have held it)."""
         self._guard = threading.Lock()
 
     def of(self, client: object, key: Hashable) -> Heard:

@@ -31,6 +31,7 @@ import httpx
 import lmstudio as lms
 
 from ._cache import PerClient, copied_error
+from ._forks import in_child
 from ._sdk_errors import client_host, mark_searched, proxy_note
 from .errors import LMStudioConnectionError
 
@@ -67,6 +68,15 @@ changes it cannot make our message wrong silently.
 """
 
 _DISCOVERY = threading.Lock()  # batch threads sharing one new client probe once
+
+
+def _after_fork_in_child() -> None:
+    """Make the lock afresh: a parent thread may have held it, searching (`_forks`)."""
+    global _DISCOVERY
+    _DISCOVERY = threading.Lock()
+
+
+in_child(_after_fork_in_child)
 
 
 class _Search:

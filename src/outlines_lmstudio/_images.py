@@ -28,6 +28,7 @@ import msgspec
 from PIL import Image as PILImage
 from PIL import ImageOps, JpegImagePlugin, UnidentifiedImageError
 
+from ._forks import in_child, renewed
 from .errors import InvalidImageError
 
 __all__ = [
@@ -473,6 +474,7 @@ class ImageCache:
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
         self._size = 0
         self._lock = threading.RLock()  # weakref callbacks may run while it is held
+        renewed(self)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -516,6 +518,10 @@ class ImageCache:
         with self._lock:
             self._entries.clear()
             self._size = 0
+
+    def after_fork(self) -> None:
+        """Make the lock afresh in a forked child (a parent thread may have held it)."""
+        self._lock = threading.RLock()
 
 
 IMAGES = ImageCache()
@@ -574,6 +580,15 @@ def _pil_witness(image: PILImage.Image) -> tuple[Any, ...]:
 # ``Image`` takes its PIL image's lock too (two Outlines images of one PIL image read it), in
 # index order, so two threads never wait for each other's.
 _LOCKS = tuple(threading.Lock() for _ in range(64))
+
+
+def _after_fork_in_child() -> None:
+    """Make every lock afresh: a parent thread may have held one, encoding (`_forks`)."""
+    global _LOCKS
+    _LOCKS = tuple(threading.Lock() for _ in range(64))
+
+
+in_child(_after_fork_in_child)
 
 
 def _locks_of(image: object) -> list[threading.Lock]:

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol, cast
+
+from ._forks import in_child
 
 __all__ = ["SigintGuard"]
 
@@ -80,8 +81,7 @@ class _Main:
         cls.ident = threading.main_thread().ident
 
 
-if hasattr(os, "register_at_fork"):  # pragma: no branch - not on Windows
-    os.register_at_fork(after_in_child=_Main.after_fork)
+in_child(_Main.after_fork)
 
 
 def _quietly(action: Callable[[], object]) -> None:

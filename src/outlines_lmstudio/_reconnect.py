@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import lmstudio as lms
 
 from ._cache import copied_error, retrieve_error
+from ._forks import renewed
 from .errors import OutlinesLMStudioError
 
 __all__ = ["AsyncReconnects", "Reading", "SyncReconnects"]
@@ -43,6 +44,11 @@ class SyncReconnects:
 
     def __init__(self) -> None:
         self._generation: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        renewed(self)
+
+    def after_fork(self) -> None:
+        """Make the lock afresh in a forked child (a parent thread may have held it)."""
         self._lock = threading.Lock()
 
     def generation(self, client: object) -> int:

@@ -347,12 +347,21 @@ def prediction_channel(stream: object) -> Any:
     return channel if callable(getattr(channel, "cancel", None)) else None
 
 
-def forked_client_error(host: str | None, model: str | None) -> LMStudioConnectionError:
-    """Return the error for a call, in a forked process, through its parent's client."""
+def forked_client_error(
+    host: str | None, model: str | None, *, shared: bool = False
+) -> LMStudioConnectionError:
+    """Return the error for a call, in a forked process, through its parent's client.
+
+    ``shared``: an ``AsyncClient``, whose socket the child shares with its parent.
+    """
+    why = (
+        "its connection is the other process's too, so their replies would be mixed up"
+        if shared
+        else "its websocket thread does not exist here, so a call would wait forever"
+    )
     return LMStudioConnectionError(
         "The lmstudio client this model uses was made in another process (this one was "
-        "forked from it, with os.fork() or multiprocessing's fork start method): its "
-        "websocket thread does not exist here, so a call would wait forever.",
+        f"forked from it, with os.fork() or multiprocessing's fork start method): {why}.",
         host=host,
         model=model,
         hint="Make the client and the model in the process that uses them, or start "

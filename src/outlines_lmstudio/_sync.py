@@ -35,6 +35,7 @@ from ._common import (
 )
 from ._discovery import ensure_host
 from ._flow import Call, Emit, Flow, Sink
+from ._forks import in_child
 from ._images import ImageData
 from ._interrupt import SigintGuard
 from ._sdk_errors import client_closed, client_host, forked_client_error, task_manager
@@ -596,5 +597,4 @@ def _after_fork_in_child() -> None:
         model._host_known_of = None
 
 
-if hasattr(os, "register_at_fork"):  # pragma: no branch - not on Windows
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+in_child(_after_fork_in_child)

@@ -13,7 +13,6 @@ import concurrent.futures
 import contextlib
 import heapq
 import itertools
-import os
 import queue
 import threading
 import time
@@ -26,6 +25,7 @@ import lmstudio as lms
 from ._cache import Heard
 from ._common import CONFIRM_SECONDS, Request
 from ._flow import Call, Flow, Left, batch_result
+from ._forks import in_child
 
 __all__ = [
     "BatchPool",
@@ -164,16 +164,20 @@ def _after_fork_in_child() -> None:
 
     The child has no watcher thread, though ``_watcher`` names the parent's: no timer ran
     there, and calls left hung were never freed. The parent's timers act on the parent's
-    clients, which the child cannot use.
+    clients, which the child cannot use. So do its connections under way and its batches;
+    every lock is made afresh (a parent thread may have held it: `_forks`).
     """
-    global _TIMERS_CHANGED, _watcher
+    global _TIMERS_CHANGED, _watcher, _CONNECT_LOCK
     _TIMERS.clear()
     _TIMERS_CHANGED = threading.Condition()  # the parent's lock may have been held
     _watcher = None
+    _CONNECTING.clear()
+    _CONNECT_LOCK = threading.Lock()
+    _Running._all.clear()
+    _Running._lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):  # pragma: no branch - not on Windows
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+in_child(_after_fork_in_child)
 
 
 def _watch() -> None:

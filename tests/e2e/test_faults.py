@@ -393,6 +393,65 @@ def test_a_forked_child_using_its_parents_client_is_refused_at_once(
     assert items == [f"  item {refused}"] * 4, result.stdout  # 2 items, 2 batches
 
 
+_ASYNC_FORK_SCRIPT = """
+import asyncio, os, sys
+import lmstudio as lms
+from outlines_lmstudio import from_lmstudio
+
+client = lms.AsyncClient(sys.argv[1])
+model = from_lmstudio(client, sys.argv[2])
+loop = asyncio.new_event_loop()  # a sync program's bridge, kept for the process's life
+print("parent", loop.run_until_complete(model("in the parent")) != "", flush=True)
+calls = {
+    "call": lambda: loop.run_until_complete(model("in the child", timeout=20)),
+    "in a new loop": lambda: asyncio.run(model("in the child", timeout=20)),
+    "model made in the child": lambda: loop.run_until_complete(
+        from_lmstudio(client, sys.argv[2])("in the child", timeout=20)
+    ),
+    "close": lambda: loop.run_until_complete(model.close()),
+}
+for name, call in calls.items():
+    pid = os.fork()
+    if pid == 0:
+        try:
+            print(name, "answered", repr(call()), flush=True)
+        except Exception as exc:
+            print(name, type(exc).__name__, str(exc)[:57], flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+print("parent", loop.run_until_complete(model("in the parent again")) != "", flush=True)
+loop.run_until_complete(model.close())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_using_its_parents_async_client_is_refused_at_once(
+    emulator: LMStudioEmulator,
+) -> None:
+    """Found by a probe: the child shared the parent's socket; its calls read replies of
+    the parent's (the wrong text, returned as a result), the parent's waited, and the SDK
+    logged dozens of lines. Refused as on the sync front; ``close()`` in the child leaves
+    the parent's connection alone."""
+    result = subprocess.run(
+        [sys.executable, "-c", _ASYNC_FORK_SCRIPT, emulator.api_host, TEXT_MODEL],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    refused = "LMStudioConnectionError The lmstudio client this model uses was made in another"
+    expected = ["parent True"]
+    expected += [f"{name} {refused}" for name in ("call", "in a new loop")]
+    expected += [f"model made in the child {refused}", "close answered None", "parent True"]
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(expected), result.stdout
+    for start, line in zip(expected, lines, strict=True):
+        assert line.startswith(start), line
+    assert result.stderr == ""
+    assert len(emulator.predictions) == 2  # the parent's two calls, nothing from the children
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("closer", ["model.close", "client.aclose"])
 async def test_an_async_client_closed_under_running_calls_says_so(

@@ -246,7 +246,9 @@ def test_a_draft_4_exclusive_bound_is_read_as_draft_4_writes_it(
     the check (the schema is checked before it is translated), and it was sent."""
     with pytest.raises(InvalidSchemaError, match=f"can never be satisfied: {why}"):
         plan_output({"$schema": _DRAFT_4, **schema})
-    inclusive: dict[str, bool] = {key: False for key in ("exclusiveMinimum", "exclusiveMaximum") if key in schema}
+    inclusive: dict[str, bool] = {
+        key: False for key in ("exclusiveMinimum", "exclusiveMaximum") if key in schema
+    }
     plan_output({"$schema": _DRAFT_4, **schema, **inclusive})  # inclusive bounds: satisfiable
 
 

@@ -1,0 +1,61 @@
+"""A forked child makes the package's process-wide locks afresh (`_forks`)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from outlines_lmstudio import _cache, _common, _discovery, _images, _threads
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+
+_LOCKS: dict[str, Callable[[], threading.Lock | threading.RLock]] = {
+    "an image's encoding": lambda: _images._LOCKS[0],
+    "the image cache": lambda: _images.IMAGES._lock,
+    "the search of the default ports": lambda: _discovery._DISCOVERY,
+    "a sync client's connecting": lambda: _threads._CONNECT_LOCK,
+    "the batches of daemon threads": lambda: _threads._Running._lock,
+    "the handle cache": lambda: _common.SYNC_HANDLES._guard,
+    "the image upload cache": lambda: _common.SYNC_IMAGES._guard,
+    "the model traits cache": lambda: _common.SYNC_TRAITS._guard,
+    "the loads' progress": lambda: _cache.LOADS._guard,
+    "a connection's reset": lambda: _common.SYNC_RECONNECTS._lock,
+}
+
+
+@pytest.mark.parametrize("lock", list(_LOCKS.values()), ids=list(_LOCKS))
+def test_a_lock_a_parent_thread_holds_at_fork_is_free_in_the_child(
+    lock: Callable[[], threading.Lock | threading.RLock],
+) -> None:
+    """Found by a probe: a child that made its own client and model (the documented way)
+    waited for ever on the lock of an image a parent thread was encoding, and on the
+    lock of a parent thread's search of the default ports, beyond any ``timeout=``."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock():
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(10)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether it can take the lock, then leave at once
+        free = lock().acquire(timeout=5)
+        os.write(write_end, b"1" if free else b"0")
+        os._exit(0)
+    os.close(write_end)
+    try:
+        assert os.read(read_end, 1) == b"1"
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+        release.set()
+        holder.join(10)
+    with lock():  # the parent's lock is the same, and free again
+        pass

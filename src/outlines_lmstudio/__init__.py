@@ -60,7 +60,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._adapter import LMStudioTypeAdapter
-    from ._api import ReplyStream
+    from ._api import AsyncReplyStream, ReplyStream, SyncReplyStream
     from ._async import AsyncLMStudio
     from ._models import from_lmstudio
     from ._reply import Reply, ReplyChunk, ReplyStats
@@ -78,10 +78,13 @@ _LAZY = {
     "ReplyChunk": "._reply",
     "ReplyStats": "._reply",
     "ReplyStream": "._api",
+    "SyncReplyStream": "._api",
+    "AsyncReplyStream": "._api",
 }
 
 __all__ = [
     "AsyncLMStudio",
+    "AsyncReplyStream",
     "BatchGenerationError",
     "EmptyAnswerError",
     "InvalidClientError",
@@ -103,6 +106,7 @@ __all__ = [
     "ReplyChunk",
     "ReplyStats",
     "ReplyStream",
+    "SyncReplyStream",
     "TruncatedOutputError",
     "UnknownSettingError",
     "UnsupportedGrammarError",

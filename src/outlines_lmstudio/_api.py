@@ -16,7 +16,17 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
 from functools import partial
 from operator import attrgetter
-from typing import Any, ClassVar, NoReturn, Protocol, Self, SupportsIndex, TypeVar, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    NoReturn,
+    Self,
+    SupportsIndex,
+    TypedDict,
+    TypeVar,
+    cast,
+)
 
 import lmstudio as lms
 from outlines.models.base import ModelTypeAdapter
@@ -43,6 +53,7 @@ from .errors import InvalidClientError, InvalidInferenceArgumentError
 
 __all__ = [
     "OPTIONS",
+    "ModelOptions",
     "AsyncReplyStream",
     "ModelApi",
     "ReplyStream",
@@ -58,84 +69,87 @@ _FIRST_ANSWER: dict[int, tuple[weakref.ref[Any], str]] = {}
 """Per model handle (by id, while it lives): the model that first answered through it."""
 
 
-class SyncReplyStream(Protocol):
-    """What `LMStudio.reply_stream` returns, for type checkers: read it with ``for``."""
-
-    @property
-    def reply(self) -> Reply | None: ...
-
-    def __iter__(self) -> Iterator[ReplyChunk]: ...
-
-    def close(self) -> None: ...
-
-
-class AsyncReplyStream(Protocol):
-    """What `AsyncLMStudio.reply_stream` returns, for type checkers: read it with ``async for``."""
-
-    @property
-    def reply(self) -> Reply | None: ...
-
-    def __aiter__(self) -> AsyncIterator[ReplyChunk]: ...
-
-    async def aclose(self) -> None: ...
-
-
 class ReplyStream:
     """The pieces of one streamed reply, reasoning and answer, as they arrive.
 
-    Iterate it (``for`` on `LMStudio`, ``async for`` on `AsyncLMStudio`) for
+    What ``reply_stream`` returns: a `SyncReplyStream` from `LMStudio` (read it with
+    ``for``), an `AsyncReplyStream` from `AsyncLMStudio` (``async for``). Iterate it for
     `ReplyChunk` values; once the stream has ended, `reply` holds the finished `Reply`.
     Leaving early (``break``, ``close``/``aclose``) cancels the prediction on the server.
+    Annotate with the front's class to iterate (this one gives `reply` only).
     """
+
+    _is_async = False
 
     def __init__(self, chunks: Any, sink: ChunkSink) -> None:
         self._chunks = chunks
         self._sink = sink
-        self._is_async = isinstance(chunks, AsyncIterator)
 
     @property
     def reply(self) -> Reply | None:
         """The finished reply (answer, reasoning, stats); ``None`` until the stream ends."""
         return self._sink.reply
 
-    def _front(self, is_async: bool, how: str) -> None:
-        """Refuse the other front's way of reading or leaving, saying which one to use."""
-        if is_async != self._is_async:
-            model, read, leave = (
-                ("AsyncLMStudio", "async for", "await aclose()")
-                if self._is_async
-                else ("LMStudio", "for", "close()")
-            )
-            raise TypeError(
-                f"This reply_stream comes from {model}, so {how} does not work on it: "
-                f"read it with {read} and leave it early with {leave}."
-            )
+    def _other_front(self, how: str) -> TypeError:
+        """Return the error of the other front's way of reading or leaving, naming this one's."""
+        model, read, leave = (
+            ("AsyncLMStudio", "async for", "await aclose()")
+            if self._is_async
+            else ("LMStudio", "for", "close()")
+        )
+        return TypeError(
+            f"This reply_stream comes from {model}, so {how} does not work on it: "
+            f"read it with {read} and leave it early with {leave}."
+        )
 
-    def __iter__(self) -> ReplyStream:
-        self._front(False, "for")
+
+class SyncReplyStream(ReplyStream):
+    """The `ReplyStream` of `LMStudio`: read it with ``for``, leave it early with ``close()``."""
+
+    def __iter__(self) -> Iterator[ReplyChunk]:
         return self
 
     def __next__(self) -> ReplyChunk:
         chunk: ReplyChunk = next(self._chunks)
         return chunk
 
-    def __aiter__(self) -> ReplyStream:
-        self._front(True, "async for")
+    def close(self) -> None:
+        """Leave the stream early (cancels the prediction on the server)."""
+        self._chunks.close()
+
+    if not TYPE_CHECKING:  # the other front's ways, refused with a message (type checkers
+        # flag them: found by a probe, a plain `for` over an async stream passed them)
+
+        def __aiter__(self):
+            raise self._other_front("async for")
+
+        async def aclose(self):
+            raise self._other_front("aclose()")
+
+
+class AsyncReplyStream(ReplyStream):
+    """The `ReplyStream` of `AsyncLMStudio`: read it with ``async for``, leave with ``aclose``."""
+
+    _is_async = True
+
+    def __aiter__(self) -> AsyncIterator[ReplyChunk]:
         return self
 
     async def __anext__(self) -> ReplyChunk:
         chunk: ReplyChunk = await anext(self._chunks)
         return chunk
 
-    def close(self) -> None:
-        """Leave a sync stream early (cancels the prediction on the server)."""
-        self._front(False, "close()")
-        self._chunks.close()
-
     async def aclose(self) -> None:
-        """Leave an async stream early (cancels the prediction on the server)."""
-        self._front(True, "aclose()")
+        """Leave the stream early (cancels the prediction on the server)."""
         await self._chunks.aclose()
+
+    if not TYPE_CHECKING:  # see SyncReplyStream
+
+        def __iter__(self):
+            raise self._other_front("for")
+
+        def close(self):
+            raise self._other_front("close()")
 
 
 OPTIONS = (
@@ -147,6 +161,22 @@ OPTIONS = (
     "strict_schema",
 )
 """The options of a model (`from_lmstudio` documents each)."""
+
+
+class ModelOptions(TypedDict, total=False):
+    """`OPTIONS` for type checkers: the model classes take them as ``**options``.
+
+    Found by a probe: ``LMStudio(client, "m", timout=5)`` passed the type checkers (the
+    classes take ``**options`` and name an unknown one at run time), where
+    `from_lmstudio`'s overloads caught it.
+    """
+
+    max_concurrency: int
+    timeout: float | None
+    connect_timeout: float | None
+    read_timeout: float | None
+    grammar: bool
+    strict_schema: bool
 
 
 _Init = TypeVar("_Init", bound=Callable[..., None])
@@ -498,7 +528,7 @@ class ModelApi(Common):
 
     def batch(
         self,
-        model_input: list[Any],
+        model_input: list[Any] | tuple[Any, ...],
         output_type: Any = None,
         backend: str | None = None,
         **inference_kwargs: Any,
@@ -599,7 +629,10 @@ class ModelApi(Common):
         return self._iterate(request, _flow.sink_for_stream(request))
 
     def generate_batch(
-        self, model_input: list[Any], output_type: Any = None, **inference_kwargs: Any
+        self,
+        model_input: list[Any] | tuple[Any, ...],
+        output_type: Any = None,
+        **inference_kwargs: Any,
     ) -> Any:
         """Generate responses to several inputs concurrently, in input order.
 
@@ -763,7 +796,10 @@ class ModelApi(Common):
         return self._run(_flow.reply(request))
 
     def reply_batch(
-        self, model_input: list[Any], output_type: Any = None, **inference_kwargs: Any
+        self,
+        model_input: list[Any] | tuple[Any, ...],
+        output_type: Any = None,
+        **inference_kwargs: Any,
     ) -> Any:
         """Generate responses to several inputs concurrently; a `Reply` for each, in order.
 
@@ -777,9 +813,12 @@ class ModelApi(Common):
     ) -> Any:
         """Stream a response as `ReplyChunk` pieces, reasoning included.
 
-        Takes the arguments of `generate`. Returns a `ReplyStream`: iterate it (``async
-        for`` on `AsyncLMStudio`); once it has ended, its ``reply`` holds the `Reply`.
+        Takes the arguments of `generate`. Returns a `ReplyStream`: a `SyncReplyStream`
+        (iterate it with ``for``), or on `AsyncLMStudio` an `AsyncReplyStream` (``async
+        for``); once it has ended, its ``reply`` holds the `Reply`.
         """
         request = self._prepare(model_input, output_type, inference_kwargs)
         sink = ChunkSink(request.plan.render, whole_answer=request.plan.kind == "simple")
-        return ReplyStream(self._iterate(request, sink), sink)
+        chunks = self._iterate(request, sink)
+        front = AsyncReplyStream if isinstance(chunks, AsyncIterator) else SyncReplyStream
+        return front(chunks, sink)

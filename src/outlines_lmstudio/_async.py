@@ -290,7 +290,7 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
 
     async def batch(
         self,
-        model_input: list[Any],
+        model_input: list[Any] | tuple[Any, ...],
         output_type: Any = None,
         backend: str | None = None,
         **inference_kwargs: Any,
@@ -327,7 +327,10 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
         return texts
 
     async def generate_batch(
-        self, model_input: list[Any], output_type: Any = None, **inference_kwargs: Any
+        self,
+        model_input: list[Any] | tuple[Any, ...],
+        output_type: Any = None,
+        **inference_kwargs: Any,
     ) -> list[str]:
         """Generate responses concurrently, in order; as `LMStudio.generate_batch`.
 
@@ -460,7 +463,10 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
         return reply
 
     async def reply_batch(
-        self, model_input: list[Any], output_type: Any = None, **inference_kwargs: Any
+        self,
+        model_input: list[Any] | tuple[Any, ...],
+        output_type: Any = None,
+        **inference_kwargs: Any,
     ) -> list[Reply]:
         """Return a `Reply` for each of several inputs, in order; as `LMStudio.reply_batch`.
 

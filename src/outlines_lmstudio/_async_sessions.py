@@ -12,13 +12,13 @@ import contextlib
 import os
 import time
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Never, Self, Unpack
 
 import httpx
 import lmstudio as lms
 
 from . import _flow
-from ._api import ModelApi, shows_options
+from ._api import ModelApi, ModelOptions, shows_options
 from ._cache import LOADS, PerClient, copied_error, retrieve_error
 from ._common import (
     ASYNC_CLIENT_CLOSED,
@@ -98,7 +98,11 @@ class AsyncSessions(ModelApi):
 
     @shows_options(lms.AsyncClient)
     def __init__(
-        self, client: lms.AsyncClient, model_name: str | None = None, *args: Any, **options: Any
+        self,
+        client: lms.AsyncClient,
+        model_name: str | None = None,
+        *args: Never,  # refused at run time, with a message (`ModelApi`)
+        **options: Unpack[ModelOptions],
     ) -> None:
         super().__init__(client, model_name, *args, **options)
         self._entry = _ENTERING.setdefault(client, _Entering())

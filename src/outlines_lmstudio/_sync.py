@@ -12,14 +12,14 @@ import time
 import weakref
 from collections.abc import Callable, Generator, Hashable, Iterator, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, Never, TypeVar, Unpack, overload
 
 import lmstudio as lms
 from lmstudio import FileHandle
 from outlines.models.lmstudio import LMStudio as _OutlinesLMStudio
 
 from . import _flow, _threads
-from ._api import shows_options
+from ._api import ModelOptions, shows_options
 from ._cache import LOADS, copied_error
 from ._common import (
     CONFIRM_SECONDS,
@@ -167,14 +167,17 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
 
         def batch(
             self,
-            model_input: list[Any],
+            model_input: list[Any] | tuple[Any, ...],
             output_type: Any = None,
             backend: str | None = None,
             **inference_kwargs: Any,
         ) -> list[str]: ...
 
         def generate_batch(
-            self, model_input: list[Any], output_type: Any = None, **inference_kwargs: Any
+            self,
+            model_input: list[Any] | tuple[Any, ...],
+            output_type: Any = None,
+            **inference_kwargs: Any,
         ) -> list[str]: ...
 
         @overload
@@ -234,7 +237,10 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         ) -> Reply: ...
 
         def reply_batch(
-            self, model_input: list[Any], output_type: Any = None, **inference_kwargs: Any
+            self,
+            model_input: list[Any] | tuple[Any, ...],
+            output_type: Any = None,
+            **inference_kwargs: Any,
         ) -> list[Reply]: ...
 
         def reply_stream(
@@ -243,7 +249,11 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
 
     @shows_options(lms.Client)
     def __init__(
-        self, client: lms.Client, model_name: str | None = None, *args: Any, **options: Any
+        self,
+        client: lms.Client,
+        model_name: str | None = None,
+        *args: Never,  # refused at run time, with a message (`ModelApi`)
+        **options: Unpack[ModelOptions],
     ) -> None:
         super().__init__(client, model_name, *args, **options)
         self._batches = _threads.BatchPool()

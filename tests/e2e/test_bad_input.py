@@ -1264,14 +1264,14 @@ def test_from_lmstudio_bad_arguments(emulator: LMStudioEmulator) -> None:
             errors.InvalidInferenceArgumentError,
             match=r"Unknown option\(s\) \['foo'\] for LMStudio\. Accepted: max_concurrency",
         ):
-            LMStudio(client, TEXT_MODEL, foo=1)
+            LMStudio(client, TEXT_MODEL, foo=1)  # type: ignore[call-arg]  # checkers too
         with pytest.raises(
             errors.InvalidInferenceArgumentError,
             match=r"LMStudio takes the client and the model key by position.*grammar=.*\(4,\)",
         ):
-            LMStudio(client, TEXT_MODEL, 4)
+            LMStudio(client, TEXT_MODEL, 4)  # type: ignore[arg-type]  # checkers too
         with pytest.raises(errors.InvalidInferenceArgumentError, match="grammar must be True"):
-            LMStudio(client, TEXT_MODEL, grammar="no")
+            LMStudio(client, TEXT_MODEL, grammar="no")  # type: ignore[arg-type]
         # A review: Python's TypeError, naming the private ModelApi.
         with pytest.raises(errors.InvalidInferenceArgumentError, match="model_name twice"):
             LMStudio(client, TEXT_MODEL, model_name="other")  # type: ignore[misc]
@@ -1288,7 +1288,7 @@ async def test_the_async_class_names_an_unknown_option(emulator: LMStudioEmulato
             errors.InvalidInferenceArgumentError,
             match=r"Unknown option\(s\) \['foo'\] for AsyncLMStudio",
         ):
-            AsyncLMStudio(client, TEXT_MODEL, foo=1)
+            AsyncLMStudio(client, TEXT_MODEL, foo=1)  # type: ignore[call-arg]  # checkers too
         with pytest.raises(errors.InvalidInferenceArgumentError, match="model_name twice"):
             AsyncLMStudio(client, TEXT_MODEL, model_name="other")  # type: ignore[misc]
         assert AsyncLMStudio(client=client).model_name is None

@@ -23,7 +23,16 @@ import lmstudio as lms
 from outlines.inputs import Image
 from pydantic import BaseModel
 
-from outlines_lmstudio import AsyncLMStudio, LMStudio, Reply, ReplyChunk, from_lmstudio
+from outlines_lmstudio import (
+    AsyncLMStudio,
+    AsyncReplyStream,
+    LMStudio,
+    Reply,
+    ReplyChunk,
+    ReplyStream,
+    SyncReplyStream,
+    from_lmstudio,
+)
 
 
 class Person(BaseModel):
@@ -36,6 +45,10 @@ def sync(client: lms.Client, image: Image) -> None:
     assert_type(model("x"), str)
     assert_type(model.generate("x", Person), str)
     assert_type(model.batch(["x"]), list[str])
+    # Found by a probe: a tuple of inputs (a batch, as documented) was refused.
+    assert_type(model.batch(("x", "y")), list[str])
+    assert_type(model.generate_batch(("x", "y")), list[str])
+    assert_type(model.reply_batch(("x", "y")), list[Reply])
     assert_type(model.parse("x", Person), Person)
     assert_type(model.parse("x", int, retries=1), int)
     assert_type(model.parse("x", list[Person]), list[Person])
@@ -54,8 +67,21 @@ def sync(client: lms.Client, image: Image) -> None:
         assert_type(piece, ReplyChunk)
     assert_type(replies.reply, Reply | None)
     replies.close()
+    # Found by a probe: the documented ReplyStream could not annotate what it returns.
+    annotated: SyncReplyStream = model.reply_stream("x")
+    assert_type(text_of(annotated), str)
+    either: ReplyStream = model.reply_stream("x")
+    assert_type(either.reply, Reply | None)
     model.type_adapter.grammar = True  # found by a probe: typed as Outlines' base adapter
     model.timeout = 5
+
+
+def text_of(stream: SyncReplyStream) -> str:
+    return "".join(chunk.text for chunk in stream)
+
+
+async def atext_of(stream: AsyncReplyStream) -> str:
+    return "".join([chunk.text async for chunk in stream])
 
 
 async def asynchronous(client: lms.AsyncClient) -> None:
@@ -63,6 +89,8 @@ async def asynchronous(client: lms.AsyncClient) -> None:
     assert_type(model, AsyncLMStudio)
     assert_type(await model("x"), str)
     assert_type(await model.batch(["x"]), list[str])
+    assert_type(await model.batch(("x", "y")), list[str])
+    assert_type(await model.reply_batch(("x", "y")), list[Reply])
     assert_type(await model.parse("x", Person), Person)
     assert_type(await model.parse(["x", "y"], Person), list[Person])
     assert_type(await model.reply("x"), Reply)
@@ -73,6 +101,9 @@ async def asynchronous(client: lms.AsyncClient) -> None:
     async for piece in replies:
         assert_type(piece, ReplyChunk)
     await replies.aclose()
+    assert_type(await atext_of(model.reply_stream("x")), str)
+    either: ReplyStream = model.reply_stream("x")
+    assert_type(either.reply, Reply | None)
 """
 
 BAD = """
@@ -101,6 +132,12 @@ def asynchronous(model: AsyncLMStudio) -> None:
 def settings(model: LMStudio, emulator: LMStudioEmulator) -> None:
     model.tmeout = 5
     emulator.token_latncy = 0.05
+
+
+def classes(client: lms.Client, aclient: lms.AsyncClient) -> None:
+    LMStudio(client, "m", timout=5)
+    LMStudio(client, "m", 5)
+    AsyncLMStudio(aclient, "m", max_concurency=2)
 """
 
 
@@ -151,4 +188,8 @@ def test_misuse_is_caught_by_the_type_checker(tmp_path: Path) -> None:
         (20, "attr-defined"),  # the same over an async reply_stream (found by a probe)
         (25, "attr-defined"),  # a misspelt setting (found by a probe: silently stored)
         (26, "attr-defined"),  # the same on the emulator (found by a probe)
+        # Found by a probe: the classes took any option (from_lmstudio's overloads did not)
+        (30, "call-arg"),  # timout
+        (31, "arg-type"),  # an option by position
+        (32, "call-arg"),  # max_concurency
     }, output

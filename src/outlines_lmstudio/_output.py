@@ -1367,11 +1367,16 @@ def _unaliased(output_type: object) -> object:
     A bare ``typing.List`` (``Dict``, ``Tuple``, ``Set``...) is its builtin (``list``),
     as Pydantic reads it, so it is refused alike; a ``TypeAliasType`` (Python 3.12's
     ``type IntList = list[int]``), given with its parameters or not, is its value, which
-    Pydantic also reads in a field. Pydantic's own tables (typing-inspection) tell both.
+    Pydantic also reads in a field. Pydantic's own tables (typing-inspection) tell both. A
+    ``typing.NewType`` is its supertype, as Pydantic reads it (found by a probe: it was
+    refused as the output type itself, though its value is the supertype's at run time).
     """
     bare = _DEPRECATED_ALIASES_IDS.get(id(output_type))
     if bare is not None:
         return bare
+    if typing_objects.is_newtype(output_type):
+        supertype: object = output_type.__supertype__
+        return supertype
     if typing_objects.is_typealiastype(output_type):
         value = output_type.__value__
         # A value written as a string ("int") is a forward reference that only Pydantic

@@ -42,6 +42,9 @@ class Movie(TypedDict):
     title: str
 
 
+_UserId = typing.NewType("_UserId", int)
+
+
 class Colour(enum.Enum):
     RED = "red"
 
@@ -58,6 +61,10 @@ class Colour(enum.Enum):
         (list[int], "[1, 2]", [1, 2]),
         ({"type": "object", "properties": {"n": {"type": "integer"}}}, '{"n": 5}', {"n": 5}),
         (None, "free text", "free text"),
+        # Found by a probe: a NewType was refused as the output type itself.
+        (_UserId, "7", 7),
+        (typing.NewType("Someone", Person), '{"name": "A", "age": 3}', Person(name="A", age=3)),
+        (typing.NewType("Again", _UserId), "8", 8),
     ],
     ids=repr,
 )

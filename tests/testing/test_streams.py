@@ -228,7 +228,7 @@ def test_script_values_that_are_not_replies_are_refused(
 
 
 def test_a_reply_function_must_return_a_reply(emu: LMStudioEmulator, client: lms.Client) -> None:
-    emu.script(TEXT, lambda prediction: None)  # type: ignore[arg-type,return-value]
+    emu.script(TEXT, lambda prediction: None)  # type: ignore[arg-type]
     with pytest.raises(lms.LMStudioServerError, match="returned NoneType"):
         client.llm.model(TEXT).respond("?")  # was the text "None"
 

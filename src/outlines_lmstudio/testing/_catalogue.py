@@ -51,10 +51,10 @@ Reply: TypeAlias = (
 )
 """A scripted reply: fixed text, a tool call, reasoning and answer, or a function of the request."""
 
-Replies: TypeAlias = (
-    "Sequence[Reply] | ReasoningReply | Callable[[Prediction], str | ToolCall | ReasoningReply]"
-)
-"""Scripted replies: a list consumed in order, or one function used for every request."""
+Replies: TypeAlias = "Sequence[Reply] | Reply"
+"""Scripted replies: a list consumed in order, or one reply (a function: for every request).
+
+One `ToolCall` is one reply too (found by a probe: it worked, and type checkers refused it)."""
 
 
 @dataclass

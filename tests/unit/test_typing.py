@@ -33,6 +33,7 @@ from outlines_lmstudio import (
     SyncReplyStream,
     from_lmstudio,
 )
+from outlines_lmstudio.testing import LMStudioEmulator, ToolCall
 
 
 class Person(BaseModel):
@@ -74,6 +75,12 @@ def sync(client: lms.Client, image: Image) -> None:
     assert_type(either.reply, Reply | None)
     model.type_adapter.grammar = True  # found by a probe: typed as Outlines' base adapter
     model.timeout = 5
+
+
+def scripts(emulator: LMStudioEmulator) -> None:
+    emulator.script("m", "one text")
+    emulator.script("m", ToolCall("add", {"a": 1}))  # found by a probe: refused statically
+    emulator.script("m", ["a", ToolCall("add", {}), lambda prediction: "b"])
 
 
 def text_of(stream: SyncReplyStream) -> str:

@@ -523,8 +523,8 @@ def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory
     text = str(exc).lower()
     if key is None and isinstance(exc, lms.LMStudioClientError) and "no models" in text:
         return LMStudioModelNotFoundError(
-            "LM Studio has no LLM loaded (a loaded embedding model cannot answer prompts), "
-            "and no model_name was given.",
+            "LM Studio has no LLM loaded (an embedding model, if one is loaded, cannot answer "
+            "prompts), and no model_name was given.",
             host=getattr(error, "host", None),
             hint="Load an LLM in LM Studio, or pass model_name to from_lmstudio.",
         )

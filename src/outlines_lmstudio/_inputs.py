@@ -211,7 +211,8 @@ def format_input(model_input: object) -> ChatPrompt:
 def format_text(model_input: str) -> ChatPrompt:
     """Convert a text prompt (what `format_input` does for a ``str``)."""
     if not model_input or model_input.isspace():
-        raise InvalidPromptError("The prompt is empty. Pass some text to the model.")
+        blank = " (only whitespace)" if model_input else ""  # found by a probe: "empty" for "\n"
+        raise InvalidPromptError(f"The prompt is empty{blank}. Pass some text to the model.")
     prompt = ChatPrompt((Message("user", (plain_str(model_input),)),))
     prompt.__dict__["images"] = []  # what `images` would find, without looking on every call
     prompt.__dict__["image_count"] = 0

@@ -146,8 +146,8 @@ def test_file_handles_pass_through() -> None:
         (3, UnsupportedInputError, "int is not supported"),
         (None, UnsupportedInputError, "NoneType"),
         (b"bytes", UnsupportedInputError, "bytes"),
-        ("", InvalidPromptError, "empty"),
-        ("   ", InvalidPromptError, "empty"),
+        ("", InvalidPromptError, r"The prompt is empty\. Pass"),
+        ("  \n", InvalidPromptError, r"empty \(only whitespace\)"),  # found by a probe
         ([], InvalidPromptError, "empty"),
         (["text", png(), 5], UnsupportedInputError, "item 2"),
         ([png(), "text"], UnsupportedInputError, "prompt .a str., not an Image"),
@@ -312,6 +312,16 @@ def test_a_tool_result_that_is_json_data_with_a_type_field_stays_json(data: obje
     """Only exact text parts are parts: JSON data that merely has a "type" was refused, or
     checked as a user prompt (found by a review)."""
     assert json.loads(_tool_result(data)) == data
+
+
+def test_a_lone_empty_system_message_is_sent_as_given() -> None:
+    """Decided after a probe (Outlines' own model drops it): a chat template that writes a
+    default system prompt when there is none (Qwen 2.5's) writes none for an empty one."""
+    chat = Chat([{"role": "system", "content": ""}, {"role": "user", "content": "Hi"}])
+    assert [(m.role, m.text) for m in format_input(chat).messages] == [
+        ("system", ""),
+        ("user", "Hi"),
+    ]
 
 
 def test_an_empty_text_part_is_an_empty_tool_result() -> None:

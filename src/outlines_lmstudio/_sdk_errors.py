@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
 import time
 import traceback
 from collections.abc import Mapping
@@ -387,6 +388,14 @@ def closed_client_error(
         how += "was opened in, such as an earlier asyncio.run()"
         hint += " An AsyncClient works only in the event loop that opened it: make it inside "
         hint += "the asyncio.run(...) that uses it."
+    if not threading.main_thread().is_alive():
+        # Found by a probe: a daemon thread's call at the program's exit blamed the user's
+        # close(). The main thread is stopped first when the interpreter exits (public).
+        how += "; the program is exiting (its main thread has ended), and clients close then"
+        hint = (
+            "A call in a daemon thread cannot outlive the program: join the thread (or make "
+            "it non-daemon) before the main thread ends."
+        )
     return LMStudioConnectionError(
         f"The lmstudio client this model uses was closed ({how}), so nothing can be sent to "
         "LM Studio through it.",

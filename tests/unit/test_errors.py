@@ -13,7 +13,7 @@ from outlines.models.lmstudio import LMStudioTypeAdapter as OutlinesAdapter
 import outlines_lmstudio
 from outlines_lmstudio import errors
 from outlines_lmstudio._adapter import LMStudioTypeAdapter
-from outlines_lmstudio._sdk_errors import release_unsent, translate_sdk_error
+from outlines_lmstudio._sdk_errors import closed_client_error, release_unsent, translate_sdk_error
 
 
 def test_package_exports_a_sorted_explicit_all() -> None:
@@ -326,3 +326,18 @@ def test_a_not_found_without_models_keeps_the_sdks_text(details: dict[str, objec
     for part in ("suggestion", "cause"):
         if part in details:
             assert str(details[part]) in error.message
+
+
+def test_a_client_closed_at_the_programs_exit_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a probe: a daemon thread's call at the program's exit was told its client
+    was closed by "close(), aclose(), or the end of its with block", which it never called."""
+    import threading
+
+    assert "exiting" not in str(closed_client_error("127.0.0.1:1234", "m"))
+    ended = threading.Thread(target=lambda: None)
+    ended.start()
+    ended.join()
+    monkeypatch.setattr(threading, "main_thread", lambda: ended)  # as when the program exits
+    error = closed_client_error("127.0.0.1:1234", "m")
+    assert "the program is exiting (its main thread has ended)" in str(error)
+    assert "join the thread" in str(error.hint)

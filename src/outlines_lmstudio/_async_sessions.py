@@ -33,6 +33,7 @@ from ._forks import renewed
 from ._reconnect import Reading
 from ._sdk_errors import (
     client_closed,
+    client_entered,
     client_host,
     client_in_other_loop,
     forked_client_error,
@@ -68,11 +69,12 @@ class _Entering:
         Whether the entering under way is searching the default ports (nothing entered yet:
         it may be stopped).
     process
-        The process the client was first given to a model in (``os.getpid()``).
+        The process the client was entered in (``os.getpid()``), once known: entered by a
+        model, or found entered when a model was made on it or entered it.
     """
 
     def __init__(self) -> None:
-        self.process = os.getpid()
+        self.process: int | None = None
         self.lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self.future: asyncio.Future[None] | None = None
         self.failed: BaseException | None = None
@@ -106,6 +108,7 @@ class AsyncSessions(ModelApi):
     ) -> None:
         super().__init__(client, model_name, *args, **options)
         self._entry = _ENTERING.setdefault(client, _Entering())
+        self._note_entered()
         self._ready = False
         self._owns_client = False
         self._entering: asyncio.Future[None] | None = None  # the last one this model started
@@ -115,14 +118,21 @@ class AsyncSessions(ModelApi):
         """In a forked child, make the next call check the client's process (`_forked`)."""
         self._ready = False
 
+    def _note_entered(self) -> None:
+        """Note this process as the client's, if it is entered and no process is known."""
+        if self._entry.process is None and client_entered(self.client):
+            self._entry.process = os.getpid()
+
     def _forked(self) -> LMStudioConnectionError | None:
-        """Return the error of a call through a client of the process this one forked from.
+        """Return the error of a call through a client entered in the process this one forked from.
 
         Its websocket is the parent's: found by a probe, a child's calls read the parent's
         replies (and the parent's the child's, or waited) and returned the wrong text as a
-        result. Known by the process the client was first given to a model in.
+        result. A client not entered there is the child's to enter (a review: a model made
+        at import, used first by fork workers, was refused). Not known: a client the parent
+        entered itself and never gave to a model before the fork (docs/reliability.md).
         """
-        if self._entry.process == os.getpid():
+        if self._entry.process in (None, os.getpid()):
             return None
         return forked_client_error(client_host(self.client), self.model_name, shared=True)
 
@@ -144,6 +154,7 @@ class AsyncSessions(ModelApi):
                 "the first is not left connected."
             )
         self._entry = _ENTERING.setdefault(client, _Entering())
+        self._note_entered()
         self._ready = self._owns_client = False
         self._entering = None
 
@@ -260,6 +271,7 @@ class AsyncSessions(ModelApi):
                 await self._give_up(exc)
                 raise self._unusable_error(exc) from exc
             self._owns_client = True
+        self._note_entered()
         self._ready = True
 
     async def _give_up(self, exc: BaseException) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "Stage",
     "SLOW_PROBE",
     "client_closed",
+    "client_entered",
     "clipped",
     "proxy_note",
     "client_host",
@@ -195,6 +196,14 @@ def client_closed(client: object) -> bool:
     if getattr(manager, "activated", False) is not True:
         return False
     return getattr(manager, "active", True) is False or _closing(client)
+
+
+def client_entered(client: object) -> bool:
+    """Tell whether an ``AsyncClient`` is entered and open: its task manager runs.
+
+    ``False`` when the SDK's internals are not as expected.
+    """
+    return getattr(task_manager(client), "active", False) is True
 
 
 def half_entered(client: object) -> bool:
@@ -388,9 +397,11 @@ def closed_client_error(
         how += "was opened in, such as an earlier asyncio.run()"
         hint += " An AsyncClient works only in the event loop that opened it: make it inside "
         hint += "the asyncio.run(...) that uses it."
-    if not threading.main_thread().is_alive():
+    if threading.current_thread().daemon and not threading.main_thread().is_alive():
         # Found by a probe: a daemon thread's call at the program's exit blamed the user's
-        # close(). The main thread is stopped first when the interpreter exits (public).
+        # close(). The main thread is stopped first when the interpreter exits (public);
+        # clients close at exit only once no other thread runs, but daemon threads' (a
+        # review: a non-daemon thread outliving the main one had closed its client itself).
         how += "; the program is exiting (its main thread has ended), and clients close then"
         hint = (
             "A call in a daemon thread cannot outlive the program: join the thread (or make "

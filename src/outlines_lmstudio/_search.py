@@ -402,6 +402,8 @@ def linear_time(cls: type[jsonschema.protocols.Validator]) -> Any:
             "additionalProperties": _additional_properties,
             "uniqueItems": _unique_items,
             "multipleOf": _multiple_of,
+            # Draft 3's name for it (a review), where that draft's class checks it
+            **({"divisibleBy": _multiple_of} if "divisibleBy" in cls.VALIDATORS else {}),
         },
     )
     stock_evolve = linear.evolve

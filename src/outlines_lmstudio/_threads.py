@@ -25,7 +25,7 @@ import lmstudio as lms
 from ._cache import Heard
 from ._common import CONFIRM_SECONDS, Request
 from ._flow import Call, Flow, Left, batch_result
-from ._forks import in_child
+from ._forks import in_child, renewed
 
 __all__ = [
     "BatchPool",
@@ -297,6 +297,17 @@ class BatchPool:
 
     def __init__(self) -> None:
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.size = 0
+        self._lock = threading.Lock()
+        renewed(self)
+
+    def after_fork(self) -> None:
+        """Forget the parent's threads: a forked child has none (its batch waited for them).
+
+        Found by a review: a batch in a child, through a model made in the parent and given
+        a client made in the child, waited forever.
+        """
+        self.pool = None
         self.size = 0
         self._lock = threading.Lock()
 

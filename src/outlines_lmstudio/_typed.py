@@ -28,6 +28,7 @@ import referencing.exceptions
 from outlines.types import CFG, Choice, JsonSchema
 from outlines.types.dsl import python_types_to_terms
 
+from ._forks import in_child
 from ._formats import format_checker
 from ._inputs import ChatPrompt, Message, followed_by_answer
 from ._json_keys import RepeatedKey, repeated_at, without_repeats
@@ -780,6 +781,11 @@ def _grammar_check(
         return False
 
     return parses, unfinished
+
+
+# A parent thread parsing at the fork holds its grammar's `turn` for good in the child
+# (found by a review): the child builds its checks afresh.
+in_child(_grammar_check.cache_clear)
 
 
 def _language_check(

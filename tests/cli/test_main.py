@@ -569,6 +569,30 @@ def test_utf16_and_utf32_text_is_named_before_sending(
     assert emulator.requests == []
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        # UTF-16 whose first characters are not ASCII: sent with its NULs (a review)
+        "\u041f\u0440\u0438\u0432\u0435\u0442, world".encode("utf-16-le"),
+        b"plain text, then binary \x00\x01\x02",
+    ],
+)
+def test_a_prompt_on_standard_input_holding_a_nul_is_refused(
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    data: bytes,
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    result = main_in_process("generate", "-m", TEXT, "-")
+    assert result.returncode == 2
+    at = data.index(b"\x00") + 1
+    assert_one_line_error(
+        result, f"Standard input (PROMPT -) holds a NUL byte (byte {at})", "without a byte order"
+    )
+    assert emulator.requests == []
+
+
 _ASCII_LOCALE = {"LC_ALL": "C", "PYTHONUTF8": "0"}  # Python decodes arguments as ASCII
 
 

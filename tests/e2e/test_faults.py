@@ -332,9 +332,15 @@ import copy, os, sys
 import lmstudio as lms
 from outlines_lmstudio import from_lmstudio
 
+def given_new_client(model):
+    model.client = lms.Client(sys.argv[1])  # the child's own
+    return model
+
+
 with lms.Client(sys.argv[1]) as client, lms.Client(sys.argv[1]) as other:
     model = from_lmstudio(client, sys.argv[2])
     model("in the parent")
+    model.batch(["in the parent"] * 2)  # its batch threads are the parent's
     other.llm.list_loaded()  # used in the parent, but never through a model
     twin = copy.copy(model)
     calls = {
@@ -345,6 +351,9 @@ with lms.Client(sys.argv[1]) as client, lms.Client(sys.argv[1]) as other:
         "parse list": lambda: model.parse(["in the child"] * 2, str),
         "model made in the child": lambda: from_lmstudio(other, sys.argv[2])("in the child"),
         "copy": lambda: twin("in the child", timeout=20),
+        "batch with a client of the child": lambda: given_new_client(model).batch(
+            ["in the child"] * 2, timeout=20
+        ),
     }
     for name, call in calls.items():
         pid = os.fork()
@@ -384,6 +393,8 @@ def test_a_forked_child_using_its_parents_client_is_refused_at_once(
     expected = [f"{name} {refused}" for name in ("call", "timeout", "stream")]
     expected += [f"{name} {batch}" for name in ("batch", "parse list")]
     expected += [f"{name} {refused}" for name in ("model made in the child", "copy")]
+    # A review: it waited forever for the parent's batch threads.
+    expected += ["batch with a client of the child answered"]
     lines = [line for line in result.stdout.splitlines() if not line.startswith("  item")]
     assert len(lines) == len(expected) + 1, result.stdout
     for start, line in zip(expected, lines, strict=False):
@@ -400,6 +411,7 @@ from outlines_lmstudio import from_lmstudio
 
 client = lms.AsyncClient(sys.argv[1])
 model = from_lmstudio(client, sys.argv[2])
+unused = from_lmstudio(lms.AsyncClient(sys.argv[1]), sys.argv[2])  # never entered here
 loop = asyncio.new_event_loop()  # a sync program's bridge, kept for the process's life
 print("parent", loop.run_until_complete(model("in the parent")) != "", flush=True)
 calls = {
@@ -409,6 +421,7 @@ calls = {
         from_lmstudio(client, sys.argv[2])("in the child", timeout=20)
     ),
     "close": lambda: loop.run_until_complete(model.close()),
+    "a client the parent never entered": lambda: asyncio.run(unused("in the child", timeout=20)),
 }
 for name, call in calls.items():
     pid = os.fork()
@@ -443,13 +456,15 @@ def test_a_forked_child_using_its_parents_async_client_is_refused_at_once(
     refused = "LMStudioConnectionError The lmstudio client this model uses was made in another"
     expected = ["parent True"]
     expected += [f"{name} {refused}" for name in ("call", "in a new loop")]
-    expected += [f"model made in the child {refused}", "close answered None", "parent True"]
+    expected += [f"model made in the child {refused}", "close answered None"]
+    # A review: the child enters a client the parent never entered (it was refused).
+    expected += ["a client the parent never entered answered", "parent True"]
     lines = result.stdout.splitlines()
     assert len(lines) == len(expected), result.stdout
     for start, line in zip(expected, lines, strict=True):
         assert line.startswith(start), line
     assert result.stderr == ""
-    assert len(emulator.predictions) == 2  # the parent's two calls, nothing from the children
+    assert len(emulator.predictions) == 3  # the parent's two calls, the child's own client
 
 
 @pytest.mark.asyncio

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from outlines_lmstudio import _cache, _common, _discovery, _images, _threads
+from outlines_lmstudio import _cache, _common, _discovery, _images, _threads, _typed
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
 
@@ -59,3 +59,29 @@ def test_a_lock_a_parent_thread_holds_at_fork_is_free_in_the_child(
         holder.join(10)
     with lock():  # the parent's lock is the same, and free again
         pass
+
+
+_POOL = _threads.BatchPool()
+
+
+def test_batch_threads_and_grammar_checks_are_made_afresh_in_a_forked_child() -> None:
+    """Found by a review: a child's batch through a model made in the parent waited forever
+    for the parent's pool threads (and its lock), and a grammar's check, kept for the
+    process, held the lock a parent thread parsing at the fork took."""
+    with _POOL.lend(2) as pool:
+        assert pool.submit(lambda: 1).result(10) == 1
+    check = _typed._grammar_check('?start: "a"')[0]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave at once
+        fresh = _typed._grammar_check('?start: "a"')[0] is not check and check("a") == []
+        with _POOL.lend(2) as pool:
+            ran = pool.submit(lambda: 2).result(5) == 2
+        os.write(write_end, b"1" if fresh and ran else b"0")
+        os._exit(0)
+    os.close(write_end)
+    try:
+        assert os.read(read_end, 1) == b"1"
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)

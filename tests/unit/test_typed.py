@@ -137,6 +137,18 @@ def test_multiple_of_is_exact_as_json_writes_the_numbers(
     assert (ok, value) == (True, 0.3)
 
 
+def test_draft_3_divisible_by_is_exact_too() -> None:
+    """A review: draft 3's name for ``multipleOf`` kept jsonschema's float division."""
+    draft_3 = {
+        "$schema": "http://json-schema.org/draft-03/schema#",
+        "type": "object",
+        "properties": {"x": {"type": "number", "divisibleBy": 0.1}},
+    }
+    validator = validator_for(plan_output(draft_3))
+    assert check_reply(validator, '{"x": 0.3}', "eosFound", 1, False)[0]
+    assert not check_reply(validator, '{"x": 0.35}', "eosFound", 1, False)[0]
+
+
 @pytest.mark.parametrize(
     ("fmt", "bad", "good"),
     [

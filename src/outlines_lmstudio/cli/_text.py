@@ -273,6 +273,14 @@ def read_stdin(what: str) -> str:
     raw = read_stdin_bytes(what)
     _refuse_wide(raw, f"Standard input ({what})")
     data = raw.removeprefix(codecs.BOM_UTF8)
+    if (nul := data.find(b"\x00")) >= 0:
+        # UTF-16 text without a mark whose first characters are not ASCII (a review: a
+        # Russian prompt was sent with its NULs), or binary data; no argument holds a NUL.
+        raise CliError(
+            f"Standard input ({what}) holds a NUL byte (byte {nul + 1 + len(raw) - len(data)}): "
+            "it is binary data, or UTF-16 or UTF-32 text without a byte order mark. Give "
+            "UTF-8 text (e.g. `iconv -f utf-16le -t utf-8`)."
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -345,7 +345,8 @@ def test_no_model_loaded_says_so(fronts: Fronts, emulator: LMStudioEmulator) -> 
     # could see a loaded model that there was none.
     emulator.load("text-embedding-nomic-embed-text-v1.5")
     with pytest.raises(
-        LMStudioModelNotFoundError, match=r"no LLM loaded \(a loaded embedding model cannot"
+        LMStudioModelNotFoundError,
+        match=r"no LLM loaded \(an embedding model, if one is loaded, cannot",
     ):
         fronts.model(fresh)("hello")
 

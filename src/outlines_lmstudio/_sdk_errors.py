@@ -26,6 +26,7 @@ __all__ = [
     "SLOW_PROBE",
     "client_closed",
     "client_entered",
+    "orphan",
     "clipped",
     "proxy_note",
     "client_host",
@@ -196,6 +197,21 @@ def client_closed(client: object) -> bool:
     if getattr(manager, "activated", False) is not True:
         return False
     return getattr(manager, "active", True) is False or _closing(client)
+
+
+def orphan(client: object) -> None:
+    """In a forked child, make a sync client of the parent close at once, doing nothing.
+
+    Its websocket thread does not exist in the child, and the SDK's close, also run by its
+    finalizer when the client is collected or when the child exits, asked that thread's
+    event loop to stop and waited for the answer forever. Found by a probe: a worker that
+    gave its model a client of its own (as the fork error's hint says) dropped the last
+    reference to the parent's client, and hung; a gunicorn ``--preload`` worker took the
+    whole graceful timeout to exit. With no loop, the SDK's own termination returns at once.
+    """
+    manager = task_manager(client)
+    if getattr(manager, "_event_loop", None) is not None:
+        manager._event_loop = None
 
 
 def client_entered(client: object) -> bool:
@@ -374,8 +390,10 @@ def forked_client_error(
         f"forked from it, with os.fork() or multiprocessing's fork start method): {why}.",
         host=host,
         model=model,
-        hint="Make the client and the model in the process that uses them, or start "
-        "processes with multiprocessing's 'spawn' or 'forkserver' method.",
+        hint="Make the client and the model in the process that uses them (after the fork: "
+        "gunicorn's post_fork hook or no --preload, Celery's worker_process_init signal, a "
+        "multiprocessing Pool's initializer), or start processes with multiprocessing's "
+        "'spawn' or 'forkserver' method.",
     )
 
 

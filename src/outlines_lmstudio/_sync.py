@@ -38,7 +38,7 @@ from ._flow import Call, Emit, Flow, Sink
 from ._forks import in_child
 from ._images import ImageData
 from ._interrupt import SigintGuard
-from ._sdk_errors import client_closed, client_host, forked_client_error, task_manager
+from ._sdk_errors import client_closed, client_host, forked_client_error, orphan, task_manager
 from ._streams import SyncReader, noting_progress
 from ._sync_sessions import SyncSessions
 from .errors import LMStudioConnectionError, LMStudioTimeoutError
@@ -605,6 +605,8 @@ def _after_fork_in_child() -> None:
     """
     for model in list(_MODELS):
         model._host_known_of = None
+    for client in list(_USED_IN):  # the parent's: closing one waited forever (`orphan`)
+        orphan(client)
 
 
 in_child(_after_fork_in_child)

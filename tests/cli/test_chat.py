@@ -642,3 +642,41 @@ def test_escape_sequences_in_a_reply_are_shown_not_obeyed(
     assert r"Hi \x1b]0;PWNED\x07 and \x1b[2J then\r over" + "\tdone" in shown, repr(shown)
     assert "done\r\nend" in shown or "done\r\r\nend" in shown, repr(shown)
     leave_with_ctrl_d(chat)
+
+
+def test_quit_leaves_the_chat_as_exit_does(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by mutation testing: nothing checked `/quit` (docs/cli.md: "/exit | leave (also
+    /quit or Ctrl-D)"); without it the line after was sent as a message."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("/QUIT\nnot sent\n"))
+    result = main_in_process("chat", "-m", TEXT)
+    assert result.returncode == 0, result.stderr
+    assert "Unknown command" not in result.stdout
+    assert emulator.predictions == []
+
+
+def test_switching_to_a_text_model_drops_attached_images_and_sends_no_earlier_ones(
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Found by mutation testing: nothing checked what `/model` to a model without vision
+    does with images. An image attached but not sent is dropped, with a note; an image sent
+    earlier stays in the history, and is not sent to the text model."""
+    png(tmp_path / "pic.png", (16, 16))
+    commands = f"/image pic.png\nfirst\n/image pic.png\n/model {TEXT}\nsecond\n/exit\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(commands))
+    result = main_in_process("chat", "-m", VISION)
+    assert result.returncode == 0, result.stderr
+    assert "Dropped 1 attached image(s): this model has no vision." in result.stdout
+    assert "Earlier images stay in the history but are not sent to this model." in result.stdout
+    first, second = emulator.predictions
+    assert (first.model, len(first.images)) == (VISION, 1)
+    assert (second.model, second.images) == (TEXT, [])
+    assert roles_and_texts(second.messages) == [
+        ("user", "first"),
+        ("assistant", first.text),
+        ("user", "second"),
+    ]

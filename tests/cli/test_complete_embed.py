@@ -79,6 +79,18 @@ def test_embed_prints_one_vector_per_text(
     assert json.loads(with_bom.stdout) == vectors[:1]
 
 
+def test_texts_piped_with_windows_line_ends_are_embedded_without_carriage_returns(
+    run_cli: RunCli, emulator: LMStudioEmulator
+) -> None:
+    r"""Found by mutation testing: nothing checked that standard input's ``\r\n`` become
+    ``\n`` for `embed -`: the last line of a file saved on Windows was embedded as
+    ``"line two\r"``."""
+    result = run_cli("embed", "-", stdin="line one\r\nline two\r\n")
+    assert result.returncode == 0, result.stderr
+    sent = [r.parameter["inputString"] for r in emulator.requests if r.endpoint == "embedString"]
+    assert sent == ["line one", "line two"]
+
+
 def test_embed_errors(run_cli: RunCli, main_in_process: MainInProcess) -> None:
     unknown = main_in_process("embed", "-m", "no-such-embedder", "hello")
     assert unknown.returncode == 1

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -735,6 +736,39 @@ def test_an_endless_file_is_refused_at_a_limit(
         done = _capped_run(emulator, tmp_path, feed, *args)
     assert (done.returncode, done.stdout) == (2, "")
     assert_one_line_error(done, message)
+    assert emulator.predictions == []
+
+
+def test_a_schema_from_a_pipe_is_refused_once_it_has_given_more_than_the_limit(
+    main_in_process: MainInProcess,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    emulator: LMStudioEmulator,
+) -> None:
+    """Found by mutation testing: nothing checked the limit on a pipe's size (only a regular
+    file's, known before reading, and /dev/zero's, endless). A pipe that gives a half more
+    than the limit is refused, not read whole (the limit is lowered to 1 MiB here)."""
+    import outlines_lmstudio.cli._output_types as output_types
+
+    monkeypatch.setattr(output_types, "SCHEMA_LIMIT", 1 << 20)
+    fifo = tmp_path / "schema.fifo"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), fifo.open("wb") as pipe:
+            pipe.write(b" " * (3 << 19))  # 1.5 MiB
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    done = main_in_process("generate", "-m", TEXT, "--schema", str(fifo), "hello")
+    writer.join(timeout=10)
+    assert not writer.is_alive()
+    assert (done.returncode, done.stdout) == (2, "")
+    assert_one_line_error(
+        done,
+        f"Schema file {str(fifo)!r} holds more than 1 MiB, the limit: no JSON schema is that "
+        "large: check the path.",
+    )
     assert emulator.predictions == []
 
 

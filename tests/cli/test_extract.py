@@ -131,6 +131,20 @@ def test_failed_items_are_error_lines_and_can_be_retried(
     assert_complete_output(target, {"item-0", "item-1", "item-2", "item-3"})
 
 
+def test_an_item_is_re_asked_once_by_default(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
+) -> None:
+    """Found by mutation testing: nothing checked that `extract` without --retries re-asks
+    once (docs/cli.md: "--retries N ... (default 1)"); with a default of 0 the item failed."""
+    source = write_items(tmp_path / "in.jsonl", 1)
+    target = tmp_path / "out.jsonl"
+    emulator.script(TEXT, ['{"name": "No age"}', '{"name": "Ann", "age": 5}'])
+    result = main_in_process(*extract(schema_file, source, target, "-m", TEXT))
+    assert result.returncode == 0, result.stderr
+    assert lines(target) == [{"id": "item-0", "result": {"name": "Ann", "age": 5}}]
+    assert len(emulator.predictions) == 2  # the reply that did not validate, then the re-ask
+
+
 def test_retry_errors_keeps_the_error_lines_when_the_run_cannot_start(
     main_in_process: MainInProcess,
     run_cli: RunCli,
@@ -347,6 +361,8 @@ GOOD = json.dumps({"id": "a", "prompt": "fine"})
         ('{"prompt": "x"}\n', 'in.jsonl, line 1 needs an "id"'),
         ('{"id": true, "prompt": "x"}\n', 'needs an "id" (a string or an integer)'),
         ('{"id": "x", "prompt": ""}\n', 'needs a non-empty "prompt"'),
+        # found by mutation testing: a prompt of only white space was sent to the model
+        ('{"id": "x", "prompt": " \\t\\n "}\n', 'line 1 needs a non-empty "prompt" string'),
         ('{"id": "x", "prompt": "p", "images": [1]}\n', '"images" must be a list of file paths'),
         ('{"id": "x", "prompt": "p", "images": [""]}\n', '"images" must be a list of file'),
         (GOOD + "\n\n" + GOOD + "\n", "line 3 repeats the id 'a' of line 1"),

@@ -434,6 +434,17 @@ def test_prompt_from_stdin(
     assert_one_line_error(empty, "prompt is empty")
 
 
+def test_a_prompt_piped_with_windows_line_ends_is_sent_with_newlines(
+    run_cli: RunCli, emulator: LMStudioEmulator
+) -> None:
+    r"""Found by mutation testing: nothing checked that standard input's ``\r\n`` and ``\r``
+    become ``\n`` (a file saved on Windows was sent with its carriage returns)."""
+    result = run_cli("generate", "-m", TEXT, "-", stdin="line one\r\nline two\rline three\r\n")
+    assert result.returncode == 0, result.stderr
+    (prediction,) = emulator.predictions
+    assert roles_and_texts(prediction.messages) == [("user", "line one\nline two\nline three\n")]
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_retries_re_ask_with_the_errors_streamed_or_not(
     main_in_process: MainInProcess, emulator: LMStudioEmulator, schema_file: Path, stream: bool

@@ -147,6 +147,16 @@ def test_paging(main_in_process: MainInProcess) -> None:
     assert_one_line_error(beyond, "--page 4 is out of range", "3 page(s) of 2")
 
 
+def test_the_last_page_offers_no_next_page(main_in_process: MainInProcess) -> None:
+    """Found by mutation testing: nothing checked that the last page's footer offers no
+    next page ("--page 4 for more" on page 3 of 3 sent the user to an error)."""
+    last = main_in_process("models", "--page", "3", "--page-size", "2")
+    assert last.returncode == 0, last.stderr
+    assert "Page 3 of 3 (5 models)" in last.stderr
+    assert "for more" not in last.stderr
+    assert [line.split("\t")[0] for line in last.stdout.splitlines()] == [EMBED]
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
@@ -344,3 +354,17 @@ def test_an_instance_unloaded_while_listing_is_left_out(
     failed = main_in_process("models")
     assert failed.returncode == 1
     assert_one_line_error(failed, "Injected failure")
+
+
+def test_a_model_loaded_twice_lists_its_identifiers_not_yes(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator
+) -> None:
+    """Found by mutation testing: nothing checked the Loaded column of a model with a second
+    instance. "yes" is only for one instance named by the key; else it lists the identifiers
+    (which `-m` takes), as the JSON's "loaded_as" does."""
+    emulator.load(TEXT, f"{TEXT}:2")
+    result = main_in_process("models")
+    assert result.returncode == 0, result.stderr
+    by_key = {row[0]: row for row in (line.split("\t") for line in result.stdout.splitlines())}
+    assert by_key[TEXT][7] == f"{TEXT}, {TEXT}:2"
+    assert by_key[VISION][7] == "yes"  # loaded once, as its key

@@ -355,3 +355,50 @@ def test_a_client_that_reads_no_reply_is_read_no_further_and_stop_is_prompt() ->
 def _send_ignoring_errors(sock: socket.socket, data: bytes) -> None:
     with contextlib.suppress(OSError):  # the emulator stopped, or the send timed out
         sock.sendall(data)
+
+
+def test_a_channel_ended_by_an_error_is_forgotten(emu: LMStudioEmulator) -> None:
+    """Found by mutation testing: nothing checked that a channel ended by ``channelError`` is
+    gone, as after ``channelClose``: a later ``channelSend`` on it is answered with a warning
+    (LM Studio's "unknown channel"), not taken as a message to a live channel."""
+    parameter = {
+        "modelSpecifier": {"type": "query", "query": {"identifier": "no-such-model"}},
+        "history": {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]},
+        "predictionConfigStack": {"layers": []},
+    }
+    with raw_socket(emu, "llm") as ws:
+        ws.send(
+            json.dumps(
+                {
+                    "type": "channelCreate",
+                    "endpoint": "predict",
+                    "channelId": 1,
+                    "creationParameter": parameter,
+                }
+            )
+        )
+        ended = json.loads(ws.recv(timeout=5))
+        assert (ended["type"], ended["channelId"]) == ("channelError", 1)
+        ws.send(json.dumps({"type": "channelSend", "channelId": 1, "message": {"type": "cancel"}}))
+        assert json.loads(ws.recv(timeout=5)) == {
+            "type": "communicationWarning",
+            "warning": "channelSend for unknown channel 1",
+        }
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/lmm", "/llm/x"])
+def test_a_path_that_is_no_lm_studio_namespace_is_refused_with_404(
+    emu: LMStudioEmulator, path: str
+) -> None:
+    """Found by mutation testing: nothing checked that a path that is no LM Studio namespace
+    (an OpenAI client's ``/v1/...``, a typo) gets HTTP 404, plain or as a websocket; without
+    the check a websocket to ``/lmm`` was accepted and each request warned of as unknown."""
+    import httpx
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    plain = httpx.get(f"http://{emu.api_host}{path}", timeout=5)
+    assert (plain.status_code, plain.text) == (404, "Not an LM Studio API path\n")
+    with pytest.raises(InvalidStatus) as refused, connect(f"ws://{emu.api_host}{path}"):
+        pass
+    assert refused.value.response.status_code == 404

@@ -571,6 +571,8 @@ def test_binding_outside_loopback_needs_an_opt_in(host: str) -> None:
     [
         ({"port": -1}, "port must be 0"),
         ({"port": 70000}, "port must be 0"),
+        # found by mutation testing: the first port past the range was not checked
+        ({"port": 65536}, r"port must be 0 \(a free port\) to 65535, not 65536"),
         ({"token_latency": float("nan")}, "token_latency must be a finite number"),
         ({"token_latency": float("inf")}, "token_latency must be a finite number"),
         ({"prompt_latency": -1.0}, "prompt_latency must be a finite number"),

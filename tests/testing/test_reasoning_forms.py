@@ -228,6 +228,19 @@ def test_the_reasoning_budget_ends_the_reasoning_and_the_answer_follows(form: st
     assert sent({"checked": True, "value": 0})[1][-1] == "a"  # the answer still comes
 
 
+@pytest.mark.parametrize("form", ["think", "marker", "harmony"])
+def test_a_negative_reasoning_budget_is_no_reasoning(form: str) -> None:
+    """Found by mutation testing: nothing checked that a negative ``budgetTokens`` counts as
+    0 (no reasoning, then the answer); taken as it is, -5 kept all but the last 5 tokens."""
+    reasoning = [f"r{i}" for i in range(8)]
+    config = {"llm.prediction.reasoning.budgetTokens": {"checked": True, "value": -5}}
+    out, stop = shape_reply(form, reasoning, [Fragment("a")], "eosFound", config, structured=True)
+    assert stop == "eosFound"
+    assert [f.content for f in out if f.reasoning_type == "reasoning"] == []
+    answered = [f.content for f in out if f.reasoning_type == "none" and not f.is_structural]
+    assert [text for text in answered if text.strip()][-1] == "a"
+
+
 def test_reasoning_text_is_deterministic_and_drafts_the_answer() -> None:
     text = write_reasoning(ANSWER, "k", 1)
     assert text == write_reasoning(ANSWER, "k", 1)

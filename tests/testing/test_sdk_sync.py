@@ -118,6 +118,18 @@ def test_json_mode_without_a_schema_writes_json(emu: LMStudioEmulator, client: l
     assert emu.predictions[-1].error is None
 
 
+def test_json_mode_without_a_schema_is_any_json_not_only_objects(client: lms.Client) -> None:
+    """Found by mutation testing: nothing checked that ``structured: {"type": "json"}`` with no
+    ``jsonSchema`` allows any JSON document (schema ``{}``, as llama.cpp reads it), not only
+    objects."""
+    model = client.llm.model(TEXT)
+    replies = [
+        json.loads(model.respond(f"Anything {i}", config={"structured": {"type": "json"}}).content)
+        for i in range(12)
+    ]
+    assert {type(reply) for reply in replies} - {dict}, replies
+
+
 def test_config_fields_are_recorded_and_echoed(emu: LMStudioEmulator, client: lms.Client) -> None:
     result = client.llm.model(TEXT).respond(
         "Hi", config={"temperature": 0.2, "maxTokens": 50, "topKSampling": 7}
@@ -245,6 +257,17 @@ def test_load_new_instance_and_unload(emu: LMStudioEmulator, client: lms.Client)
         client.llm.unload("mine")
 
 
+def test_unloading_names_only_models_of_its_own_kind(client: lms.Client) -> None:
+    """Found by mutation testing: nothing checked that ``embedding.unload`` of an LLM's
+    identifier fails as on LM Studio (no embedding model matches), leaving the LLM loaded."""
+    with pytest.raises(lms.LMStudioModelNotFoundError):
+        client.embedding.unload(TEXT)
+    with pytest.raises(lms.LMStudioModelNotFoundError):
+        client.llm.unload(EMBED)
+    assert TEXT in {m.identifier for m in client.llm.list_loaded()}
+    assert EMBED in {m.identifier for m in client.embedding.list_loaded()}
+
+
 def test_unknown_model_errors(client: lms.Client) -> None:
     with pytest.raises(lms.LMStudioServerError, match="Cannot find a model") as info:
         client.llm.model("no-such-model")
@@ -350,6 +373,26 @@ def test_upload_file_types_are_reported_like_lm_studio(client: lms.Client) -> No
     assert file_type(PNG, "photo.dat") == "image"
     assert file_type(b"\xff\xfe\x00binary", "a.txt") == "unknown"
     assert file_type(b"just some text", "blob.bin") == "unknown"
+
+
+def test_a_webp_upload_is_an_image_by_its_magic_number(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    """Found by mutation testing: nothing checked that a WEBP upload (``RIFF....WEBP``) is
+    typed "image", whatever its name, as LM Studio types it."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, format="WEBP")
+    webp = buffer.getvalue()
+    handle = client.files.prepare_image(webp, name="photo.bin")
+    assert handle.file_type == "image"
+    chat = lms.Chat()
+    chat.add_user_message("What is this?", images=[handle])
+    assert client.llm.model(VISION).respond(chat).content
+    assert emu.predictions[-1].images == [webp]
 
 
 def test_an_unknown_preset_fails_by_default(emu: LMStudioEmulator, client: lms.Client) -> None:

@@ -6,6 +6,9 @@ or, for a call with a time limit, in a worker thread the caller waits for.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
 import os
 import threading
 import time
@@ -265,6 +268,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         # a lookup by client; one attribute, so a thread replacing ``client`` never pairs
         # one client with another's entries (see `_hold_entries`).
         self._held = _Entries(None, None, {}, {})
+        _backend_imported()
 
     # -- drivers -----------------------------------------------------------------------------
     # The drivers step the flow themselves (``send``/``throw``), with no runner object or
@@ -595,6 +599,21 @@ def _thread_gone(client: lms.Client) -> bool:
     if not isinstance(thread, threading.Thread) or thread.ident is None or thread.is_alive():
         return False
     return not client_closed(client)
+
+
+@functools.cache
+def _backend_imported() -> None:
+    """Import what the SDK's websocket thread imports just after a client starts (once).
+
+    That thread imports anyio's asyncio backend in the milliseconds after ``lms.Client()``
+    returns; a fork then left the child a module lock held for good, and the child's first
+    use of anyio waited forever (found by a probe: a gunicorn ``--preload`` worker, forked
+    right after the app made its model, hung on its first request). Imported here, in the
+    caller's thread (waiting for the SDK thread if it is importing the same), no import is
+    under way when the model is returned. anyio imports it by this name itself.
+    """
+    with contextlib.suppress(ImportError):
+        importlib.import_module("anyio._backends._asyncio")
 
 
 def _after_fork_in_child() -> None:

@@ -416,6 +416,52 @@ def test_a_forked_child_using_its_parents_client_is_refused_at_once(
     assert items == [f"  item {refused}"] * 4, result.stdout  # 2 items, 2 batches
 
 
+_FORK_AT_ONCE_SCRIPT = """
+import os, sys
+import lmstudio as lms
+from outlines_lmstudio import from_lmstudio
+
+before = "anyio._backends._asyncio" in sys.modules
+model = from_lmstudio(lms.Client(sys.argv[1]), sys.argv[2])
+print("imported", before, "anyio._backends._asyncio" in sys.modules, flush=True)
+pid = os.fork()  # at once, as gunicorn --preload forks right after the app is imported
+if pid == 0:
+    import anyio, anyio.to_thread  # a sync endpoint runs on anyio's thread pool
+
+    def endpoint():
+        try:
+            return model("in the child")
+        except Exception as exc:
+            return type(exc).__name__
+
+    print("child", anyio.run(anyio.to_thread.run_sync, endpoint), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_child_forked_right_after_a_model_is_made_is_refused_not_stuck(
+    emulator: LMStudioEmulator,
+) -> None:
+    """Found by a probe: the SDK's websocket thread imports anyio's asyncio backend in the
+    milliseconds after ``lms.Client()`` starts; a fork then left the child a module lock
+    held for good, and its first use of anyio waited forever (10 forks in 10). The model
+    imports it before it is returned, so nothing is being imported at the fork."""
+    result = subprocess.run(
+        [sys.executable, "-c", _FORK_AT_ONCE_SCRIPT, emulator.api_host, TEXT_MODEL],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "imported False True",
+        "child LMStudioConnectionError",
+    ], result.stderr
+
+
 _ASYNC_FORK_SCRIPT = """
 import asyncio, os, sys
 import lmstudio as lms

@@ -25,6 +25,7 @@ from websockets.sync.server import ServerConnection, serve
 __all__ = [
     "serving_fake_lmstudio",
     "serving_html",
+    "serving_long_greeting",
     "serving_silence",
     "serving_stream",
     "serving_trickled_headers",
@@ -53,6 +54,38 @@ def serving_html(port: int = 0, status: int = 200) -> Iterator[int]:
     """
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _WebApp)
     server.status = status  # type: ignore[attr-defined]  # read by the handler
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _LongGreeting(http.server.BaseHTTPRequestHandler):
+    """LM Studio's greeting padded to the server's ``size`` bytes: 200, JSON, its length given."""
+
+    def do_GET(self) -> None:
+        size: int = self.server.size  # type: ignore[attr-defined]  # set by serving_long_greeting
+        start = b'{"lmstudio": true, "padding": "'
+        body = start + b"x" * (size - len(start) - 2) + b'"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(OSError):  # the client went away before the end
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving_long_greeting(size: int, port: int = 0) -> Iterator[int]:
+    """Serve a ``size``-byte greeting on ``127.0.0.1:port`` (a free port for 0); yield the port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _LongGreeting)
+    server.size = size  # type: ignore[attr-defined]  # read by the handler
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server.server_address[1]

@@ -21,6 +21,7 @@ import pytest
 from outlines_lmstudio import from_lmstudio
 from outlines_lmstudio._discovery import (
     DEFAULT_PORTS,
+    PROBE_BYTES,
     PROBE_SECONDS,
     EndlessAnswerError,
     OtherAnswerError,
@@ -32,7 +33,7 @@ from outlines_lmstudio._discovery import (
 from outlines_lmstudio.errors import LMStudioConnectionError, OutlinesLMStudioError
 
 from ..private_network import run_in_private_network
-from .other_server import serving_stream, serving_trickled_headers
+from .other_server import serving_long_greeting, serving_stream, serving_trickled_headers
 
 SCENARIO = Path(__file__).with_name("discovery_scenario.py")
 MODEL = "qwen2.5-7b-instruct"
@@ -237,6 +238,21 @@ def test_a_server_that_streams_ends_the_probe_at_its_deadline() -> None:
         with pytest.raises(EndlessAnswerError):
             is_lm_studio(f"127.0.0.1:{port}")
         assert time.monotonic() - started < PROBE_SECONDS + 1.5
+
+
+def test_the_probe_reads_no_more_than_probe_bytes_of_an_answer() -> None:
+    """Found by mutation testing: the probe stops reading past `PROBE_BYTES`, so a server
+    that answers 200 with an endless body is given up at once (without the bound, the probe
+    would read and keep all it sent until its 2 s deadline). Checked by what is read, not
+    by timing: LM Studio's greeting padded past the bound, then ended, is refused (read
+    whole, it would be taken for LM Studio); one at the bound is read."""
+    with (
+        serving_long_greeting(4 * PROBE_BYTES) as port,
+        pytest.raises(EndlessAnswerError, match=f"more than {PROBE_BYTES} bytes"),
+    ):
+        is_lm_studio(f"127.0.0.1:{port}")
+    with serving_long_greeting(PROBE_BYTES) as port:  # at the bound: read whole
+        assert is_lm_studio(f"127.0.0.1:{port}")
 
 
 def test_lm_studio_behind_a_server_that_streams_is_found_in_time() -> None:

@@ -1,6 +1,7 @@
 """Nothing waits forever: connecting, each wait for LM Studio, streams, Ctrl-C in a batch."""
 
 import asyncio
+import gc
 import re
 import subprocess
 import sys
@@ -542,6 +543,29 @@ def test_a_call_out_of_time_before_its_prediction_does_not_claim_a_cancel(
         model("hello", timeout=0.5)
     assert "cancelled" not in str(info.value)
     assert emulator.predictions == []
+
+
+@pytest.mark.asyncio
+async def test_an_async_call_that_gave_up_during_a_lookup_leaves_no_unretrieved_error(
+    emulator: LMStudioEmulator,
+) -> None:
+    """Found by mutation testing: a call that gives up (its timeout=) while LM Studio has
+    not answered its model lookup stops waiting for it, so the lookup failing later (here:
+    the client closed under it) is nobody's error: asyncio must not report "Task exception
+    was never retrieved" for the call's leftover wait."""
+    reported: list[str] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda loop, context: reported.append(context["message"]))
+    try:
+        emulator.add_fault(Fault("getOrLoad", "hang"))  # answered by nothing: fails at close
+        async with lms.AsyncClient(emulator.api_host) as client:
+            with pytest.raises(LMStudioTimeoutError, match="no prediction had started"):
+                await from_lmstudio(client, TEXT_MODEL)("hello", timeout=0.3)
+        gc.collect()  # an unretrieved error is reported when its task is collected
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []
 
 
 @pytest.mark.asyncio

@@ -254,6 +254,20 @@ def test_a_ctrl_c_raised_in_another_thread_still_cancels_at_once(
     assert all(len(p.fragments) < 400 for p in started)  # none ran to its end
 
 
+@pytest.mark.usefixtures("sigint_default")
+def test_ctrl_c_after_a_whole_sync_call_returned_interrupts_at_once(
+    client: lms.Client, emulator: LMStudioEmulator
+) -> None:
+    """Found by mutation testing: a whole sync call defers Ctrl-C only while it runs. Once
+    it returned, the default handler is back and the next Ctrl-C raises at once (a guard
+    left armed would note that Ctrl-C for a call long gone, and swallow it)."""
+    emulator.script(TEXT_MODEL, ["Hello there."])
+    assert from_lmstudio(client, TEXT_MODEL)("hi") == "Hello there."
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)  # delivered to the main thread: raised here
+
+
 def _started(emulator: LMStudioEmulator) -> bool:
     return bool(emulator.predictions)
 

@@ -823,6 +823,12 @@ def test_a_timeout_while_asking_again_says_the_replies_failed(
     message = str(info.value)
     assert f"It ran out asking again: {said} before did not validate" in message
     assert "age: Input should be a valid integer" in message
+    # Found by mutation testing: the advice is the call's own (its timeout= was spent on
+    # re-asks), not the server's ("check the server"), and says where the last reply is.
+    assert info.value.hint == (
+        "The replies are what failed: the last one is this error's __context__ (a "
+        "ParseError with .raw and .errors). Pass a larger timeout=, or fewer retries=."
+    )
     last = info.value.__context__
     assert isinstance(last, ParseError)
     assert (last.raw, last.attempts) == ('{"name": "Ann", "age": "thirty"}', replies)

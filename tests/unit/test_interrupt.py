@@ -104,9 +104,11 @@ def test_an_ignored_sigint_stays_ignored() -> None:
 def test_a_noted_ctrl_c_runs_on_interrupt_in_a_thread_of_its_own() -> None:
     ran = threading.Event()
     where: list[str] = []
+    daemon: list[bool] = []
 
     def stop() -> None:
         where.append(threading.current_thread().name)
+        daemon.append(threading.current_thread().daemon)
         ran.set()
         raise RuntimeError("a cancel that cannot be sent is ignored")
 
@@ -117,6 +119,9 @@ def test_a_noted_ctrl_c_runs_on_interrupt_in_a_thread_of_its_own() -> None:
     assert ran.wait(5)
     assert guard.interrupted
     assert where == ["outlines-lmstudio-cancel"]
+    # Found by mutation testing: the thread is a daemon, so a cancel that cannot finish (a
+    # server that never confirms) does not hold the program's exit after the Ctrl-C.
+    assert daemon == [True]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -68,3 +68,18 @@ def test_a_caller_that_left_before_the_thread_ran_leaves_no_thread_error(
     thread.join(5)
     assert errors == []
     assert ran == []  # the work was not done for nobody
+
+
+def test_the_work_runs_in_a_daemon_thread_that_cannot_hold_the_exit() -> None:
+    """Found by mutation testing: a search left by a cancelled call (up to `PROBE_SECONDS`
+    a port) must not hold the interpreter's exit, so its thread is a daemon. Checked on the
+    thread while it does the work (deterministic; no timing of a process's exit)."""
+
+    def where() -> tuple[str, bool]:
+        thread = threading.current_thread()
+        return thread.name, thread.daemon
+
+    async def main() -> tuple[str, bool]:
+        return await _discovery._off_the_loop(where)
+
+    assert asyncio.run(main()) == ("outlines-lmstudio-search", True)

@@ -115,8 +115,15 @@ class AsyncSessions(ModelApi):
         renewed(self)
 
     def after_fork(self) -> None:
-        """In a forked child, make the next call check the client's process (`_forked`)."""
-        self._ready = False
+        """In a forked child, make the next call check the client's process (`_forked`).
+
+        A client entered at the fork was entered in the parent, by this model or by its
+        user after the model was made (a review: the child got the other-loop error, whose
+        hint it cannot follow). The child owns none of it: another client may be given.
+        """
+        if self._entry.process is None and client_entered(self.client):
+            self._entry.process = os.getppid()
+        self._ready = self._owns_client = False
 
     def _note_entered(self) -> None:
         """Note this process as the client's, if it is entered and no process is known."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import threading
@@ -207,11 +208,17 @@ def orphan(client: object) -> None:
     event loop to stop and waited for the answer forever. Found by a probe: a worker that
     gave its model a client of its own (as the fork error's hint says) dropped the last
     reference to the parent's client, and hung; a gunicorn ``--preload`` worker took the
-    whole graceful timeout to exit. With no loop, the SDK's own termination returns at once.
+    whole graceful timeout to exit. With no loop, the SDK's own termination returns at once;
+    and the client's exit stack, whose sessions (opened by a call in the parent) would ask
+    that loop to say goodbye (a review: the SDK's ``RuntimeError`` traceback at every
+    child's exit), is emptied: ``ExitStack.pop_all``, the callbacks dropped unrun.
     """
     manager = task_manager(client)
     if getattr(manager, "_event_loop", None) is not None:
         manager._event_loop = None
+    resources = getattr(client, "_resources", None)
+    if isinstance(resources, contextlib.ExitStack):
+        resources.pop_all()
 
 
 def client_entered(client: object) -> bool:

@@ -401,9 +401,8 @@ def linear_time(cls: type[jsonschema.protocols.Validator]) -> Any:
             "patternProperties": _pattern_properties,
             "additionalProperties": _additional_properties,
             "uniqueItems": _unique_items,
-            "multipleOf": _multiple_of,
-            # Draft 3's name for it (a review), where that draft's class checks it
-            **({"divisibleBy": _multiple_of} if "divisibleBy" in cls.VALIDATORS else {}),
+            # exact, under the name the draft's class checks it by (draft 3: divisibleBy)
+            **{key: _multiple_of for key in ("multipleOf", "divisibleBy") if key in cls.VALIDATORS},
         },
     )
     stock_evolve = linear.evolve

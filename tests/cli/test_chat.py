@@ -329,12 +329,20 @@ def test_ctrl_c_as_the_reply_header_is_written_stops_only_that_message(
 
 
 @pytest.mark.parametrize("io_encoding", ["", "utf-8"])  # the locale's way, and strict decoding
+@pytest.mark.parametrize(
+    ("bad", "said"),
+    [
+        ("caf\xe9".encode("latin-1"), "! That line is not UTF-8 text (the byte 0xe9 at character"),
+        # UTF-16 piped in, or binary data: sent with its NULs (found by a review)
+        (b"hi\x00there", "! That line holds a NUL (at character 3)"),
+    ],
+)
 def test_a_line_that_is_not_utf8_is_refused_and_the_session_goes_on(
-    emulator: LMStudioEmulator, tmp_path: Path, io_encoding: str
+    emulator: LMStudioEmulator, tmp_path: Path, io_encoding: str, bad: bytes, said: str
 ) -> None:
     # It was sent as lone surrogates (and /save then failed), or ended the chat as a bug.
     emulator.script(TEXT, ["Fine."])
-    lines = "caf\xe9".encode("latin-1") + b"\nHello\n/save chat.json\n/exit\n"
+    lines = bad + b"\nHello\n/save chat.json\n/exit\n"
     result = subprocess.run(
         [*script_path(), "--host", emulator.api_host, "chat", "-m", TEXT],
         input=lines,
@@ -346,7 +354,7 @@ def test_a_line_that_is_not_utf8_is_refused_and_the_session_goes_on(
     )
     out = result.stdout.decode("utf-8")
     assert result.returncode == 0, result.stderr
-    assert "! That line is not UTF-8 text (the byte 0xe9 at character 4)" in out
+    assert said in out
     assert "It was not sent." in out
     assert [roles_and_texts(p.messages) for p in emulator.predictions] == [[("user", "Hello")]]
     saved = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))

@@ -103,7 +103,9 @@ def check_text(text: str, what: str) -> str:
     Raises
     ------
     CliError
-        If ``text`` holds a lone surrogate: a byte that was not UTF-8.
+        If ``text`` holds a lone surrogate (a byte that was not UTF-8), or a NUL (binary
+        data, or UTF-16 read as UTF-8: a review found `chat` sending such lines; no
+        argument can hold one).
     """
     try:
         text.encode("utf-8")
@@ -113,6 +115,12 @@ def check_text(text: str, what: str) -> str:
         raise CliError(
             f"{what} is not UTF-8 text ({found} at character {exc.start + 1}): {_FIX}."
         ) from None
+    if (nul := text.find("\x00")) >= 0:
+        raise CliError(
+            f"{what} holds a NUL (at character {nul + 1}): it is binary data, or UTF-16 or "
+            "UTF-32 text without a byte order mark. Give UTF-8 text (e.g. `iconv -f utf-16le "
+            "-t utf-8`)."
+        )
     return text
 
 

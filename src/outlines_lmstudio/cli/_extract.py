@@ -444,24 +444,30 @@ def _process(
         running = {pool.submit(run, item) for item in itertools.islice(waiting, 2 * concurrency)}
         with _progress() as progress:
             task = progress.add_task("extract", total=len(pending), failed=0)
-            for future in _as_finished(running, pool, run, waiting):
-                try:
-                    future.result()
-                except _Fatal as exc:
-                    told = error_message(exc.cause, None).rstrip(".")
-                    raise CliError(
-                        f"{told}. Stopped after {tally.stop()} items; run the same command "
-                        "again to resume.",
-                        error_exit_code(exc.cause),
-                    ) from None
-                except CliError as exc:  # the output cannot be written
-                    resume = "" if output.stream else " to resume"  # a stream is not read
-                    raise CliError(
-                        f"{exc.message} Stopped after {tally.stop()} items; run the same "
-                        f"command again{resume} once it can be written.",
-                        exc.code,
-                    ) from None
-                progress.update(task, advance=1, failed=tally.failed)
+            try:
+                for future in _as_finished(running, pool, run, waiting):
+                    try:
+                        future.result()
+                    except _Fatal as exc:
+                        told = error_message(exc.cause, None).rstrip(".")
+                        raise CliError(
+                            f"{told}. Stopped after {tally.stop()} items; run the same "
+                            "command again to resume.",
+                            error_exit_code(exc.cause),
+                        ) from None
+                    except CliError as exc:  # the output cannot be written
+                        resume = "" if output.stream else " to resume"  # a stream is not read
+                        raise CliError(
+                            f"{exc.message} Stopped after {tally.stop()} items; run the same "
+                            f"command again{resume} once it can be written.",
+                            exc.code,
+                        ) from None
+                    progress.update(task, advance=1, failed=tally.failed)
+            except KeyboardInterrupt:
+                # Before the display draws its last frame: a second signal cut that frame
+                # mid-line, and the message was written after it, on its line (CI, once).
+                hold()
+                raise
     except KeyboardInterrupt:
         hold()  # found by a probe: a second signal here lost the count (`timeout` sends two)
         stopped = "Terminated (SIGTERM)" if terminated() else "Interrupted"

@@ -47,19 +47,34 @@ class _WebApp(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
+def _serving(
+    handler: type[http.server.BaseHTTPRequestHandler], port: int, **read: object
+) -> Iterator[int]:
+    """Serve ``handler`` on ``127.0.0.1:port`` (a free port for 0) in a thread; yield the port.
+
+    ``read``: attributes of the server its handlers read (``status``, ``size``); ``stopping``
+    is set when the block ends, for handlers that would answer for ever.
+    """
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    vars(server).update(read)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.stopping = True  # type: ignore[attr-defined]  # read by the handlers
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
 def serving_html(port: int = 0, status: int = 200) -> Iterator[int]:
     """Serve HTML on ``127.0.0.1:port`` (a free port for 0) in a thread; yield the port.
 
     Every answer has ``status``: 404 is a web server without LM Studio's greeting's path.
     """
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _WebApp)
-    server.status = status  # type: ignore[attr-defined]  # read by the handler
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(_WebApp, port, status=status) as served:
+        yield served
 
 
 class _LongGreeting(http.server.BaseHTTPRequestHandler):
@@ -83,15 +98,8 @@ class _LongGreeting(http.server.BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def serving_long_greeting(size: int, port: int = 0) -> Iterator[int]:
     """Serve a ``size``-byte greeting on ``127.0.0.1:port`` (a free port for 0); yield the port."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _LongGreeting)
-    server.size = size  # type: ignore[attr-defined]  # read by the handler
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(_LongGreeting, port, size=size) as served:
+        yield served
 
 
 class _Stream(http.server.BaseHTTPRequestHandler):
@@ -120,16 +128,8 @@ class _Stream(http.server.BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def serving_stream(port: int = 0, status: int = 200) -> Iterator[int]:
     """Serve an endless stream on ``127.0.0.1:port`` (a free port for 0); yield the port."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Stream)
-    server.status = status  # type: ignore[attr-defined]  # read by the handler
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.stopping = True  # type: ignore[attr-defined]  # read by the handlers
-        server.shutdown()
-        server.server_close()
+    with _serving(_Stream, port, status=status) as served:
+        yield served
 
 
 @contextlib.contextmanager

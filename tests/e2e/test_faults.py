@@ -327,6 +327,17 @@ def test_a_sync_stream_resumed_after_its_client_closed_fails_cleanly(
     assert reports == []
 
 
+def _run_script(script: str, emulator: LMStudioEmulator) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter with the emulator's host and the text model."""
+    return subprocess.run(
+        [sys.executable, "-c", script, emulator.api_host, TEXT_MODEL],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 _FORK_SCRIPT = """
 import copy, os, sys
 import lmstudio as lms
@@ -392,13 +403,7 @@ def test_a_forked_child_using_its_parents_client_is_refused_at_once(
     model through, and through a ``copy.copy`` of a model made in the parent (it waited out
     its timeout: each found by a review). A batch fails as through a closed client, with
     `BatchGenerationError` (each item with that error): it raised the bare error."""
-    result = subprocess.run(
-        [sys.executable, "-c", _FORK_SCRIPT, emulator.api_host, TEXT_MODEL],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _run_script(_FORK_SCRIPT, emulator)
     assert result.returncode == 0, result.stderr
     refused = "LMStudioConnectionError The lmstudio client this model uses was made in another"
     batch = "BatchGenerationError All 2 batch items failed, each with the same error: LMStu"
@@ -451,13 +456,7 @@ def test_a_child_forked_right_after_a_model_is_made_is_refused_not_stuck(
     milliseconds after ``lms.Client()`` starts; a fork then left the child a module lock
     held for good, and its first use of anyio waited forever (10 forks in 10). The model
     imports it before it is returned, so nothing is being imported at the fork."""
-    result = subprocess.run(
-        [sys.executable, "-c", _FORK_AT_ONCE_SCRIPT, emulator.api_host, TEXT_MODEL],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _run_script(_FORK_AT_ONCE_SCRIPT, emulator)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "imported False True",
@@ -516,13 +515,7 @@ def test_a_forked_child_using_its_parents_async_client_is_refused_at_once(
     the parent's (the wrong text, returned as a result), the parent's waited, and the SDK
     logged dozens of lines. Refused as on the sync front; ``close()`` in the child leaves
     the parent's connection alone."""
-    result = subprocess.run(
-        [sys.executable, "-c", _ASYNC_FORK_SCRIPT, emulator.api_host, TEXT_MODEL],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _run_script(_ASYNC_FORK_SCRIPT, emulator)
     assert result.returncode == 0, result.stderr
     refused = "LMStudioConnectionError The lmstudio client this model uses was made in another"
     expected = ["parent True"]

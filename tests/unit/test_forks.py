@@ -10,6 +10,8 @@ import pytest
 
 from outlines_lmstudio import _cache, _common, _discovery, _images, _threads, _typed
 
+from ._forking import in_child
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
 
 _LOCKS: dict[str, Callable[[], threading.Lock | threading.RLock]] = {
@@ -43,18 +45,9 @@ def test_a_lock_a_parent_thread_holds_at_fork_is_free_in_the_child(
     holder = threading.Thread(target=hold)
     holder.start()
     assert held.wait(10)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report whether it can take the lock, then leave at once
-        free = lock().acquire(timeout=5)
-        os.write(write_end, b"1" if free else b"0")
-        os._exit(0)
-    os.close(write_end)
     try:
-        assert os.read(read_end, 1) == b"1"
+        assert in_child(lambda: lock().acquire(timeout=5))
     finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)
         release.set()
         holder.join(10)
     with lock():  # the parent's lock is the same, and free again
@@ -71,17 +64,10 @@ def test_batch_threads_and_grammar_checks_are_made_afresh_in_a_forked_child() ->
     with _POOL.lend(2) as pool:
         assert pool.submit(lambda: 1).result(10) == 1
     check = _typed._grammar_check('?start: "a"')[0]
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report, then leave at once
+
+    def in_the_child() -> bool:
         fresh = _typed._grammar_check('?start: "a"')[0] is not check and check("a") == []
         with _POOL.lend(2) as pool:
-            ran = pool.submit(lambda: 2).result(5) == 2
-        os.write(write_end, b"1" if fresh and ran else b"0")
-        os._exit(0)
-    os.close(write_end)
-    try:
-        assert os.read(read_end, 1) == b"1"
-    finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)
+            return fresh and pool.submit(lambda: 2).result(5) == 2
+
+    assert in_child(in_the_child)

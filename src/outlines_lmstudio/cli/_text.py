@@ -36,6 +36,10 @@ __all__ = [
 ]
 
 _FIX = "convert it to UTF-8 first (e.g. `iconv -f latin1 -t utf-8`)"
+_NUL = (
+    "it is binary data, or UTF-16 or UTF-32 text without a byte order mark. Give UTF-8 text "
+    "(e.g. `iconv -f utf-16le -t utf-8`)."
+)
 
 # What a file or standard input may hold (found by a probe: `--schema /dev/zero` read until
 # the machine ran out of memory, deaf to Ctrl-C and SIGTERM for the one long read). Each is
@@ -116,11 +120,7 @@ def check_text(text: str, what: str) -> str:
             f"{what} is not UTF-8 text ({found} at character {exc.start + 1}): {_FIX}."
         ) from None
     if (nul := text.find("\x00")) >= 0:
-        raise CliError(
-            f"{what} holds a NUL (at character {nul + 1}): it is binary data, or UTF-16 or "
-            "UTF-32 text without a byte order mark. Give UTF-8 text (e.g. `iconv -f utf-16le "
-            "-t utf-8`)."
-        )
+        raise CliError(f"{what} holds a NUL (at character {nul + 1}): {_NUL}")
     return text
 
 
@@ -284,11 +284,8 @@ def read_stdin(what: str) -> str:
     if (nul := data.find(b"\x00")) >= 0:
         # UTF-16 text without a mark whose first characters are not ASCII (a review: a
         # Russian prompt was sent with its NULs), or binary data; no argument holds a NUL.
-        raise CliError(
-            f"Standard input ({what}) holds a NUL byte (byte {nul + 1 + len(raw) - len(data)}): "
-            "it is binary data, or UTF-16 or UTF-32 text without a byte order mark. Give "
-            "UTF-8 text (e.g. `iconv -f utf-16le -t utf-8`)."
-        )
+        at = nul + 1 + len(raw) - len(data)
+        raise CliError(f"Standard input ({what}) holds a NUL byte (byte {at}): {_NUL}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

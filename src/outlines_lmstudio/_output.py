@@ -433,6 +433,20 @@ def check_json_schema(schema: object, *, meta: bool = True) -> dict[str, Any]:
             f"Invalid JSON schema at /$schema: it must be a string, the URI of a JSON Schema "
             f"draft (or leave it out), got {declared!r:.80}."
         )
+    if declared is not None and (
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        is jsonschema.Draft3Validator
+    ):
+        # Found by a review: it was checked by draft 3's rules and sent untranslated, where
+        # its keywords mean nothing (`required: true`, `divisibleBy`): re-asks that could
+        # never pass, and a message naming no draft.
+        raise InvalidSchemaError(
+            "JSON Schema draft 3 (its $schema) is not supported: LM Studio's engines read "
+            "draft 2020-12, where draft 3's own keywords (`required: true` on a property, "
+            "`divisibleBy`, `extends`, `disallow`) mean nothing. Write it for draft 4 or "
+            "later: `required` as a list of names on the object, `multipleOf` for "
+            "`divisibleBy`, `allOf` for `extends`."
+        )
     _walk(schema, 0, "#")
     if not meta:
         _check_structure(schema)

@@ -335,6 +335,8 @@ def test_ctrl_c_as_the_reply_header_is_written_stops_only_that_message(
         ("caf\xe9".encode("latin-1"), "! That line is not UTF-8 text (the byte 0xe9 at character"),
         # UTF-16 piped in, or binary data: sent with its NULs (found by a review)
         (b"hi\x00there", "! That line holds a NUL (at character 3)"),
+        # its mark was called Latin-1 (a review), whose iconv command makes garbage
+        ("hi".encode("utf-16"), "! That line is UTF-16 or UTF-32 text (it starts with a byte"),
     ],
 )
 def test_a_line_that_is_not_utf8_is_refused_and_the_session_goes_on(

@@ -588,7 +588,7 @@ def test_a_prompt_on_standard_input_holding_a_nul_is_refused(
     assert result.returncode == 2
     at = data.index(b"\x00") + 1
     assert_one_line_error(
-        result, f"Standard input (PROMPT -) holds a NUL byte (byte {at})", "without a byte order"
+        result, f"Standard input (PROMPT -) holds a NUL byte (byte {at})", "UTF-16 or UTF-32 text"
     )
     assert emulator.requests == []
 

@@ -294,3 +294,12 @@ def test_a_validator_built_without_a_plan_refuses_such_a_pattern_too() -> None:
 )
 def test_syntax_rust_reads_otherwise_is_named(pattern: str, named: str | None) -> None:
     assert rust_reads_otherwise(pattern) == named
+
+
+def test_multiple_of_is_exact_under_each_drafts_own_name() -> None:
+    """Draft 3 names it ``divisibleBy`` (a review), and checks no ``multipleOf``."""
+    draft_3 = linear_time(jsonschema.Draft3Validator)
+    assert draft_3({"divisibleBy": 0.1}).is_valid(0.3)
+    assert not draft_3({"divisibleBy": 0.1}).is_valid(0.35)
+    assert draft_3({"multipleOf": 0.2}).is_valid(0.3)  # not a draft-3 keyword
+    assert linear_time(jsonschema.Draft202012Validator)({"divisibleBy": 7}).is_valid(0.3)

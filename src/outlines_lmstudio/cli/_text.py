@@ -37,8 +37,8 @@ __all__ = [
 
 _FIX = "convert it to UTF-8 first (e.g. `iconv -f latin1 -t utf-8`)"
 _NUL = (
-    "it is binary data, or UTF-16 or UTF-32 text without a byte order mark. Give UTF-8 text "
-    "(e.g. `iconv -f utf-16le -t utf-8`)."
+    "it is binary data, or UTF-16 or UTF-32 text. Give UTF-8 text (e.g. `iconv -f utf-16le "
+    "-t utf-8`)."
 )
 
 # What a file or standard input may hold (found by a probe: `--schema /dev/zero` read until
@@ -111,6 +111,12 @@ def check_text(text: str, what: str) -> str:
         data, or UTF-16 read as UTF-8: a review found `chat` sending such lines; no
         argument can hold one).
     """
+    if text.startswith(("\udcff\udcfe", "\udcfe\udcff")):  # a UTF-16/32 mark, read as UTF-8
+        # (a review: a chat line was called Latin-1, whose iconv command makes garbage)
+        raise CliError(
+            f"{what} is UTF-16 or UTF-32 text (it starts with a byte order mark): save it as "
+            "UTF-8 (e.g. `iconv -f utf-16 -t utf-8`)."
+        )
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

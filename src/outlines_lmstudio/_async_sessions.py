@@ -121,14 +121,13 @@ class AsyncSessions(ModelApi):
         user after the model was made (a review: the child got the other-loop error, whose
         hint it cannot follow). The child owns none of it: another client may be given.
         """
-        if self._entry.process is None and client_entered(self.client):
-            self._entry.process = os.getppid()
+        self._note_entered(os.getppid())
         self._ready = self._owns_client = False
 
-    def _note_entered(self) -> None:
-        """Note this process as the client's, if it is entered and no process is known."""
+    def _note_entered(self, process: int | None = None) -> None:
+        """Note ``process`` (default: this one) as the entered client's, if none is known."""
         if self._entry.process is None and client_entered(self.client):
-            self._entry.process = os.getpid()
+            self._entry.process = os.getpid() if process is None else process
 
     def _forked(self) -> LMStudioConnectionError | None:
         """Return the error of a call through a client entered in the process this one forked from.

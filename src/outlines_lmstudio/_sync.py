@@ -38,7 +38,7 @@ from ._common import (
 )
 from ._discovery import ensure_host
 from ._flow import Call, Emit, Flow, Sink
-from ._forks import in_child
+from ._forks import in_child, renewed
 from ._images import ImageData
 from ._interrupt import SigintGuard
 from ._sdk_errors import client_closed, client_host, forked_client_error, orphan, task_manager
@@ -262,13 +262,21 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         self._batches = _threads.BatchPool()
         # The client whose host is known (once known, it stays): no check on every call.
         self._host_known_of: lms.Client | None = None
-        _MODELS.add(self)
+        renewed(self)
         _USED_IN.setdefault(client, os.getpid())
         # A client and its own entries of the handle and model-traits caches, read without
         # a lookup by client; one attribute, so a thread replacing ``client`` never pairs
         # one client with another's entries (see `_hold_entries`).
         self._held = _Entries(None, None, {}, {})
         _backend_imported()
+
+    def after_fork(self) -> None:
+        """In a forked child, make the next call check the client (`_check_process`).
+
+        The parent's clients cannot work there: the SDK's websocket thread was not copied,
+        and a call through one waited forever for it.
+        """
+        self._host_known_of = None
 
     # -- drivers -----------------------------------------------------------------------------
     # The drivers step the flow themselves (``send``/``throw``), with no runner object or
@@ -587,8 +595,6 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         return fragments
 
 
-_MODELS: weakref.WeakSet[LMStudio] = weakref.WeakSet()
-"""Every sync model, so that a forked child checks each one's client again."""
 _USED_IN: weakref.WeakKeyDictionary[lms.Client, int] = weakref.WeakKeyDictionary()
 """The process each client was first used in (``os.getpid()``)."""
 
@@ -617,14 +623,11 @@ def _backend_imported() -> None:
 
 
 def _after_fork_in_child() -> None:
-    """In a forked child, make each model's next call check its client (`_check_process`).
+    """In a forked child, make each client of the parent inert (`orphan`).
 
-    The parent's clients cannot work here: the SDK's websocket thread was not copied, and a
-    call through one waited forever for it.
+    Closing one, or collecting it, waited forever for its websocket thread, not copied.
     """
-    for model in list(_MODELS):
-        model._host_known_of = None
-    for client in list(_USED_IN):  # the parent's: closing one waited forever (`orphan`)
+    for client in list(_USED_IN):
         orphan(client)
 
 

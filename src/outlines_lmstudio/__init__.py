@@ -32,8 +32,9 @@ The marker above tells pytest to leave the package alone.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+from typing import TYPE_CHECKING
+from typing import Any as _Any
 
 from .errors import (
     BatchGenerationError,
@@ -133,7 +134,7 @@ def _version() -> str:
     return value
 
 
-def _lazy_attribute(name: str) -> Any:
+def _lazy_attribute(name: str) -> _Any:
     """Import a model class or ``from_lmstudio``, or read ``__version__``, on first use (PEP 562).
 
     Bound as the module's ``__getattr__`` only at run time: a type checker that sees a
@@ -158,7 +159,7 @@ def _lazy_attribute(name: str) -> Any:
         import lmstudio  # noqa: F401
         import outlines  # noqa: F401
     try:
-        value = getattr(importlib.import_module(module, __name__), name)
+        value = getattr(_importlib.import_module(module, __name__), name)
     except AttributeError as exc:
         # An AttributeError leaving a module ``__getattr__`` means "no such name": ``from
         # outlines_lmstudio import from_lmstudio`` turned one raised while importing the
@@ -179,3 +180,4 @@ def __dir__() -> list[str]:
 
 if not TYPE_CHECKING:
     __getattr__ = _lazy_attribute
+del TYPE_CHECKING  # the package's names are its own (`dir`), as in its testing package

@@ -17,7 +17,7 @@ import sys
 import msgspec
 import pydantic
 
-__all__ = ["foreign_class", "foreign_class_problem"]
+__all__ = ["abstract_methods", "foreign_class", "foreign_class_problem"]
 
 
 def foreign_class_problem(output_type: object) -> str | None:
@@ -80,14 +80,31 @@ def foreign_class(output_type: object) -> tuple[str, str] | None:
             "use its data model (the same fields without table=True) as the output type, and "
             f"make the row from the value ({name}.model_validate(value)).",
         )
-    is_model = issubclass(output_type, pydantic.BaseModel) or dataclasses.is_dataclass(output_type)
-    if is_model and inspect.isabstract(output_type):
-        missing = ", ".join(sorted(getattr(output_type, "__abstractmethods__", ())))
+    missing = abstract_methods(output_type)
+    if missing is not None:
         return (
             f"an abstract class (abstract: {missing}), which can never be made from a reply",
             "use a subclass that implements them.",
         )
     return None
+
+
+def abstract_methods(tp: object) -> str | None:
+    """Name the abstract methods of an abstract Pydantic model or dataclass, or ``None``.
+
+    Pydantic writes such a class's schema, then fails on every reply with a bare
+    ``TypeError`` when it makes the instance.
+
+    Returns
+    -------
+    str | None
+        ``"area, perimeter"``; ``None`` for any other type.
+    """
+    if not isinstance(tp, type) or not inspect.isabstract(tp):
+        return None
+    if not (issubclass(tp, pydantic.BaseModel) or dataclasses.is_dataclass(tp)):
+        return None
+    return ", ".join(sorted(getattr(tp, "__abstractmethods__", ())))
 
 
 def _sqlmodel_table(cls: type) -> bool:

@@ -36,7 +36,7 @@ from outlines.types import CFG, JsonSchema, Regex
 from outlines.types.dsl import Choice, Term
 from typing_inspection import typing_objects
 
-from ._foreign import foreign_class_problem
+from ._foreign import abstract_methods, foreign_class_problem
 from ._late_names import LateName, kept, late_names
 from ._schema_walk import MAX_SCHEMA_DEPTH, core_nodes, ref_target, schema_nodes
 from ._simple import (
@@ -961,7 +961,16 @@ def _refuse_lazy_items(output_type: object, core_schema: object) -> None:
         )
 
 
+def _abstract_message(name: str, missing: str, at: str) -> str:
+    return (
+        f"The output type {name} holds an abstract class{at} (abstract: {missing}), which "
+        "can never be made from a reply, so every reply with it would fail to validate. "
+        "Use a subclass that implements them (or a union of such subclasses)."
+    )
+
+
 _UNREADABLE_PARTS = (
+    (abstract_methods, _abstract_message),
     (_unhashable_set_item, _unhashable_set_message),
     (_unreadable_enum_literal, _enum_literal_message),
     (_unreadable_value, _unreadable_value_message),

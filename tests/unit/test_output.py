@@ -1617,6 +1617,53 @@ def test_classes_of_other_libraries_are_refused_with_what_to_use() -> None:
     assert plan_output(OwnAttribute).kind == "json"
 
 
+def test_abstract_classes_inside_an_output_type_are_refused_with_where() -> None:
+    """Found by an audit: an abstract model as a field's type (or a list's item) was sent,
+    and every reply failed in ``parse`` with a bare ``TypeError`` from Pydantic making it.
+    A validator of the user's that reads the field first may make a subclass: left to it."""
+    import abc
+    import dataclasses
+
+    class Shape(pydantic.BaseModel, abc.ABC):
+        name: str
+
+        @abc.abstractmethod
+        def area(self) -> float: ...
+
+    class Square(Shape):
+        def area(self) -> float:
+            return 1.0
+
+    class Holder(pydantic.BaseModel):
+        shape: Shape
+
+    @dataclasses.dataclass
+    class Box:
+        shapes: list[Shape]
+
+    class Row(typing_extensions.TypedDict):
+        shape: Shape | None
+
+    for output_type in (Holder, Box, Row, list[Shape], dict[str, Shape], Holder | int):
+        with pytest.raises(UnsupportedOutputTypeError) as info:
+            plan_output(output_type)
+        message = str(info.value)
+        assert "holds an abstract class" in message, message
+        assert "(abstract: area)" in message
+        assert "Use a subclass that implements them" in message
+    with pytest.raises(UnsupportedOutputTypeError, match=r"at field 'shape' \(Shape\)"):
+        plan_output(Holder)
+
+    def square(value: object) -> object:
+        return Square.model_validate(value)
+
+    class Made(pydantic.BaseModel):
+        shape: typing.Annotated[Shape, pydantic.BeforeValidator(square)]
+
+    assert plan_output(Made).kind == "json"
+    assert plan_output(list[Square]).kind == "json"
+
+
 def test_late_names_through_aliases_classes_and_renamed_literals(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -478,16 +478,51 @@ def check_json_schema(schema: object, *, meta: bool = True) -> dict[str, Any]:
     return schema
 
 
+class _UnconstrainablePatternError(UnsupportedOutputTypeError, InvalidSchemaError):
+    """A schema ``pattern`` with a lookaround or backreference, which no engine constrains.
+
+    An `UnsupportedOutputTypeError`, as every construct the engines refuse is, and an
+    `InvalidSchemaError`, as it was before: `parse` cannot check a reply against it either.
+    """
+
+
 def _check_patterns(schema: dict[str, Any]) -> None:
-    """Refuse a pattern replies could not be checked against in linear time (`_search`)."""
+    """Refuse a pattern replies could not be checked against in linear time (`_search`).
+
+    A ``pattern`` keyword the engines cannot constrain either (a lookaround, a
+    backreference) is refused as the engines' other refusals are, naming its pointer
+    (issue 17); a ``patternProperties`` key, which no engine reads, as a schema error.
+    """
     from ._search import UnsearchablePatternError, check_patterns
 
     try:
         check_patterns(schema)
     except UnsearchablePatternError as exc:
+        why = _engines_refuse(exc.pattern) if str(exc.pointer).endswith("/pattern") else None
+        if why is not None:
+            raise _UnconstrainablePatternError(
+                "Neither of LM Studio's engines (llama.cpp, outlines-core) can constrain the "
+                f"JSON-schema keyword 'pattern' at {exc.pointer} (the engines' regex subset "
+                f"cannot match it: {why}), and parse could not check a reply against it "
+                f"either: {exc.reason}. Write the pattern without it (a lookahead can often "
+                "be folded in: ^(?=A)[A-Z]+$ is ^A[A-Z]*$; a backreference spelt out as the "
+                "alternatives it stands for), or leave the pattern out of the schema and "
+                "check that value yourself after parse."
+            ) from exc
         raise InvalidSchemaError(
             f"Invalid JSON schema: the pattern {exc.pattern!r:.200} is refused: {exc.reason}."
         ) from exc
+
+
+def _engines_refuse(pattern: str) -> str | None:
+    """Why the engines' regex subset cannot match ``pattern`` (`_patterns`), or ``None``."""
+    from ._patterns import PatternError, engine_pattern
+
+    try:
+        engine_pattern(pattern)
+    except PatternError as exc:
+        return exc.reason
+    return None
 
 
 _TYPE_NAMES = ("array", "boolean", "integer", "null", "number", "object", "string")

@@ -62,6 +62,7 @@ class UnsearchablePatternError(ValueError):
     def __init__(self, pattern: str, reason: str) -> None:
         self.pattern = pattern
         self.reason = reason
+        self.pointer: str | None = None  # where `check_patterns` found it: ".../pattern"
         super().__init__(f"{pattern!r:.200}: {reason}")
 
 
@@ -143,18 +144,27 @@ def check_patterns(schema: object) -> None:
     Raises
     ------
     UnsearchablePatternError
-        For the first pattern `search` cannot compile.
+        For the first pattern `search` cannot compile, with its ``pointer``
+        (``/properties/code/pattern``, or ``.../patternProperties`` for a key).
     """
     from ._schema_walk import schema_nodes
 
-    for _, node in schema_nodes(schema):
+    for pointer, node in schema_nodes(schema):
         if not isinstance(node, dict):
             continue
-        if isinstance(node.get("pattern"), str):
-            search(node["pattern"])
+        found = (
+            [(f"{pointer}/pattern", node["pattern"])]
+            if isinstance(node.get("pattern"), str)
+            else []
+        )
         if isinstance(node.get("patternProperties"), dict):
-            for pattern in node["patternProperties"]:
+            found += [(f"{pointer}/patternProperties", key) for key in node["patternProperties"]]
+        for where, pattern in found:
+            try:
                 search(pattern)
+            except UnsearchablePatternError as exc:
+                exc.pointer = where
+                raise
 
 
 _RUST_ONLY_IN_CLASS = ("[", "&&", "--", "~~")

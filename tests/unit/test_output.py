@@ -1617,6 +1617,46 @@ def test_classes_of_other_libraries_are_refused_with_what_to_use() -> None:
     assert plan_output(OwnAttribute).kind == "json"
 
 
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [
+        (r"^(?=A)[A-Z]+$", "lookaround"),
+        (r"^(?<!x)a$", "lookaround"),
+        (r"^(a)\1$", "backreference"),
+    ],
+)
+def test_a_schema_pattern_no_engine_constrains_is_refused_as_the_engines_refusals_are(
+    pattern: str, why: str
+) -> None:
+    """Found by an audit of issue 17, which asks for lookarounds to be refused with an
+    ``UnsupportedOutputTypeError`` naming the keyword, its pointer and the engines: they
+    were an ``InvalidSchemaError`` naming only the pattern (it is still one: ``parse``
+    cannot check a reply against it). A ``patternProperties`` key, which no engine reads,
+    stays a schema error."""
+
+    class Ticket(pydantic.BaseModel):  # Pydantic's own Rust regex refuses it
+        model_config = pydantic.ConfigDict(regex_engine="python-re")
+        code: str = pydantic.Field(pattern=pattern)
+
+    schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": pattern}}}
+    for output_type in (schema, Ticket):
+        with pytest.raises(UnsupportedOutputTypeError) as info:
+            plan_output(output_type)
+        # Pydantic's python-re validator can check a reply: only the dict's is both
+        assert isinstance(info.value, InvalidSchemaError) is (output_type is schema)
+        message = str(info.value)
+        assert (
+            "can constrain the JSON-schema keyword 'pattern' at /properties/code/pattern" in message
+        )
+        assert why in message
+        if output_type is schema:
+            assert "Write the pattern without it" in message
+    keyed = {"type": "object", "patternProperties": {pattern: {"type": "string"}}}
+    with pytest.raises(InvalidSchemaError) as refused:
+        plan_output(keyed)
+    assert not isinstance(refused.value, UnsupportedOutputTypeError)
+
+
 def test_abstract_classes_inside_an_output_type_are_refused_with_where() -> None:
     """Found by an audit: an abstract model as a field's type (or a list's item) was sent,
     and every reply failed in ``parse`` with a bare ``TypeError`` from Pydantic making it.

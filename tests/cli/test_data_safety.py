@@ -486,17 +486,25 @@ def test_emulator_bad_port_is_one_line(run_cli: RunCli) -> None:
         (
             "from typing import Callable\nimport pydantic\n"
             "class Bad(pydantic.BaseModel):\n    f: Callable[[int], int]\n",
-            "cannot build a JSON schema for Bad",
+            "Cannot build a JSON schema for Bad (field 'f' of type typing.Callable[[int], int])",
         ),
         (
             "import pydantic\nclass Bad(pydantic.BaseModel):\n    x: 'Missing'\n",
-            "`Bad` is not fully defined",
+            "(field 'x' of type Missing): `Bad` is not fully defined",
+        ),
+        (
+            "import abc\nimport pydantic\nclass Shape(pydantic.BaseModel, abc.ABC):\n"
+            "    @abc.abstractmethod\n    def area(self) -> float: ...\n"
+            "class Bad(pydantic.BaseModel):\n    s: Shape\n",
+            "holds an abstract class (at field 's' (Shape)) (abstract: area)",
         ),
     ],
 )
 def test_generate_type_whose_schema_cannot_be_built(
     run_cli: RunCli, tmp_path: Path, emulator: LMStudioEmulator, body: str, needle: str
 ) -> None:
+    """Found by an audit of issue 15: the first two gave Pydantic's own words, without the
+    field and its type the library names (the issue's example, ``--type mod:Bad``)."""
     (tmp_path / "mod.py").write_text(body)
     result = run_cli("generate", "--type", "mod:Bad", "hi")
     assert result.returncode == 2

@@ -303,9 +303,14 @@ def load_type(spec: str) -> Any:
                 instead += "with --schema FILE."
             raise CliError(f"--type {spec!r} is {what}: {instead}")
         raise CliError(f"--type {spec!r} is {what}, not a Pydantic model class.")
-    try:
-        obj.model_json_schema()  # fails here, named, rather than deep inside a request
-    except Exception as exc:  # pydantic raises several kinds (and NameError) for this
+    from outlines_lmstudio._output import plan_output
+    from outlines_lmstudio.errors import OutlinesLMStudioError
+
+    try:  # fails here, as the library says it (naming the field), before any connection
+        plan_output(obj)
+    except OutlinesLMStudioError as exc:
+        raise CliError(f"--type {spec!r}: {exc}") from None
+    except Exception as exc:  # the model's own schema hooks may raise anything
         raise CliError(
             f"--type {spec!r}: cannot build a JSON schema for {obj.__name__}: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0]}"

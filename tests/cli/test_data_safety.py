@@ -433,8 +433,9 @@ def test_chat_save_failures_keep_the_session(emulator: LMStudioEmulator, tmp_pat
         for bad, why in [
             (".", "it is a directory"),
             ("/", "it is a directory"),
-            ("no/such/folder/chat.json", "No such file or directory"),
-            ("/proc/version", "conversation is kept"),
+            ("no/such/folder/chat.json", "the folder 'no/such/folder' does not exist"),
+            # found by an audit: "No such file or directory", of a file that exists
+            ("/proc/version", "no file can be made in '/proc'"),
         ]:
             chat.expect("you> ")
             chat.sendline(f"/save {bad}")

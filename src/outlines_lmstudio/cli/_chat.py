@@ -476,7 +476,16 @@ def _replace(target: Path, text: str, path: Path) -> None:
                 tmp.unlink(missing_ok=True)
         if not isinstance(exc, OSError):
             raise
-        raise _cannot_save(path, str(exc.strerror or exc)) from None
+        reason = str(exc.strerror or exc)
+        if not created and exc.filename == str(tmp):  # not the file's fault: its folder's
+            folder = str(target.parent)
+            reason = (
+                f"the folder {folder!r} does not exist"
+                if not target.parent.is_dir()
+                else f"no file can be made in {folder!r} ({reason}), and /save writes a new "
+                "file beside the one it replaces, then renames it over it"
+            )
+        raise _cannot_save(path, reason) from None
 
 
 def _failure(exc: Exception) -> str:

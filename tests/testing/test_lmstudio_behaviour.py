@@ -558,6 +558,29 @@ def test_an_empty_host_is_refused_as_empty(allow_remote: bool) -> None:
         LMStudioEmulator(host="", allow_remote=allow_remote)
 
 
+@pytest.mark.parametrize("allow_remote", [False, True])
+@pytest.mark.parametrize(
+    ("host", "told"),
+    [
+        (
+            "::ffff:127.0.0.1",
+            "written as IPv6 (IPv4-mapped), which the emulator cannot listen "
+            "on: give host='127.0.0.1'",
+        ),
+        ("[::ffff:10.0.0.1]", "give host='10.0.0.1'"),
+        ("127.0.0.300", "is not an IPv4 address: each of its four numbers is 0 to 255"),
+    ],
+)
+def test_an_address_no_socket_listens_on_is_refused_for_what_it_is(
+    host: str, told: str, allow_remote: bool
+) -> None:
+    """Found by a probe: an IPv4-mapped address passed the loopback check and failed at bind
+    with a raw "[Errno 22] Invalid argument" (asyncio's IPv6 sockets are IPv6-only), and
+    127.0.0.300 was "not a loopback address"."""
+    with pytest.raises(ValueError, match=re.escape(told)):
+        LMStudioEmulator(host=host, allow_remote=allow_remote)
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20"])
 def test_binding_outside_loopback_needs_an_opt_in(host: str) -> None:
     with pytest.raises(ValueError, match="allow_remote=True"):

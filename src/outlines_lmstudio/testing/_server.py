@@ -98,6 +98,20 @@ def _check_address(host: str) -> None:
             f"host={host!r} is a URL: give the address alone, and the port as port= "
             "(e.g. host='127.0.0.1', port=1234; CLI: --host 127.0.0.1 --port 1234)"
         )
+    try:
+        mapped = getattr(ipaddress.ip_address(host.strip("[]")), "ipv4_mapped", None)
+    except ValueError:
+        mapped = None
+        if re.fullmatch(r"[0-9]+(\.[0-9]+){3}", host):  # found by a probe: "not loopback"
+            raise ValueError(
+                f"host={host!r} is not an IPv4 address: each of its four numbers is 0 to 255 "
+                "(e.g. host='127.0.0.1')"
+            ) from None
+    if mapped is not None:  # found by a probe: a raw "[Errno 22] Invalid argument" at bind
+        raise ValueError(
+            f"host={host!r} is an IPv4 address written as IPv6 (IPv4-mapped), which the "
+            f"emulator cannot listen on: give host={str(mapped)!r}"
+        )
     written = _HOST_PORT.fullmatch(host)
     if written is not None:
         address, port = written.group(1), written.group(2)

@@ -112,27 +112,18 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         The model key, or ``None`` to use the model LM Studio has loaded. A call's
         ``model=`` keyword overrides it for that call.
     **options
-        Keyword-only, as for `from_lmstudio`: ``max_concurrency`` (most predictions a
-        batch runs at once, default 4), ``timeout`` (seconds for a whole call; default
-        ``None``, no limit), ``connect_timeout`` (seconds to open a websocket and
-        authenticate, default 10), ``read_timeout`` (seconds to wait for any message
-        during a call, default 60), ``grammar`` (send ``Regex``/``CFG``/DSL terms as GBNF
-        grammars, GGUF models only; default ``False``) and ``strict_schema`` (also refuse
-        JSON-schema keywords an engine accepts but does not enforce; default ``False``).
-        ``inspect.signature`` shows them with their defaults.
+        Keyword-only, as `from_lmstudio` describes them: ``max_concurrency``, ``timeout``,
+        ``connect_timeout``, ``read_timeout``, ``grammar`` and ``strict_schema``
+        (``inspect.signature`` shows them with their defaults).
 
     Raises
     ------
     InvalidClientError
         (a ``TypeError`` and a ``ValueError``) If ``client`` is not an ``lmstudio.Client``
         (for an ``lmstudio.AsyncClient``, use `AsyncLMStudio` or `from_lmstudio`).
-    InvalidInferenceArgumentError
-        (a ``TypeError``) If an option is unknown, or more than two arguments are given
-        by position (the message lists the options), an option has the wrong type
-        (``timeout="5"``, ``grammar="no"``), or ``model_name`` is not a non-empty string.
-    InvalidInferenceValueError
-        (a ``ValueError``) If an option is out of range (``max_concurrency=0``,
-        ``timeout=-1``).
+    InvalidInferenceArgumentError, InvalidInferenceValueError
+        As `from_lmstudio` raises them for an option or ``model_name``; the first also if
+        more than two arguments are given by position.
     """
 
     _client_class = lms.Client

@@ -386,6 +386,17 @@ def test_gbnf_is_passed_as_is(client: lms.Client) -> None:
         llm.respond("x", response_format={"type": "gbnf", "gbnfGrammar": 'root ::= ( "a"'})
 
 
+def test_token_references_reach_llama_cpp(client: lms.Client) -> None:
+    """The synthetic engine refuses token references; here llama.cpp resolves them."""
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    (token,) = llm.tokenize("yes")
+    grammar = {"type": "gbnf", "gbnfGrammar": f"root ::= <[{token}]>"}
+    assert llm.respond("Say yes", response_format=grammar, config=_config()).content == "yes"
+    # llama.cpp refuses a <name> that is not one token; the emulator's parser cannot tell.
+    with pytest.raises(lms.LMStudioServerError, match=r"token reference \(<foo>\) must be"):
+        llm.respond("x", response_format={"type": "gbnf", "gbnfGrammar": "root ::= <foo>"})
+
+
 @pytest.mark.parametrize("temperature", [0, 0.8])
 def test_a_grammar_that_allows_no_token_fails_the_prediction(
     client: lms.Client, temperature: float

@@ -77,12 +77,11 @@ def test_samples_end_for_recursive_grammars() -> None:
         "root ::= missing",
         'other ::= "x"',
         'root ::= "a" | (',
-        "root ::= [a-z]{3,1}",
+        "root ::= [a-z]{3,1}",  # llama.cpp would build rules until memory ran out
         'root ::= "\\q"',
-        "root ::= [\\-]",
         "root ::= root",
         "::= x",
-        'root ::= "a" [z-a]',  # no character: was "empty range for randrange()"
+        'root ::= "yes"\n  | "no"',  # a line break ends a rule: was taken as "yes" | "no"
     ],
 )
 def test_bad_grammars_are_rejected(bad: str) -> None:
@@ -93,6 +92,182 @@ def test_bad_grammars_are_rejected(bad: str) -> None:
 def test_a_reversed_range_beside_others_matches_nothing_itself() -> None:
     # As in llama.cpp: [z-a0-9] is the digits.
     assert re.fullmatch(r"[0-9]{3}", sample_gbnf("root ::= [z-a0-9]{3}", random.Random(0)))
+
+
+@pytest.mark.parametrize(
+    "grammar",
+    [
+        'root ::= "a" [z-a]',  # no character: was "empty range for randrange()"
+        'root ::= "a" "\\x00"',  # llama.cpp never matches a NUL
+        'root ::= "a" root',  # never ends
+    ],
+)
+def test_a_grammar_without_sentences_parses_but_is_not_sampled(grammar: str) -> None:
+    parse_gbnf(grammar)  # llama.cpp builds it, then allows no token
+    with pytest.raises(GrammarError, match="no text matches the grammar"):
+        sample_gbnf(grammar, random.Random(0))
+    # A branch without sentences is never taken.
+    for seed in range(20):
+        body = grammar[9:].replace("root", "x")
+        text = sample_gbnf(f'root ::= "b" x* | "c" | x\nx ::= {body}', random.Random(seed))
+        assert re.fullmatch("b|c", text)
+
+
+def test_empty_classes_match_the_empty_string() -> None:
+    # llama.cpp adds no element for [] or [^]: "a" [] "b" is "ab".
+    assert sample_gbnf('root ::= "a" [] [^] "b"', random.Random(0)) == "ab"
+
+
+def test_token_references_parse_but_the_synthetic_engine_refuses_them() -> None:
+    grammar = parse_gbnf('root ::= "a" <[1000]> !<[7]> x\nx ::= <|im_end|>')
+    assert grammar.tokens == ("<[1000]>", "!<[7]>", "<|im_end|>")
+    with pytest.raises(GrammarError, match=r"token <\[1000\]>.*does not emulate token references"):
+        sample_gbnf('root ::= "a" <[1000]>', random.Random(0))
+
+
+def test_gbnf_the_parser_refuses_fails_the_prediction(client: lms.Client) -> None:
+    """Found by an audit: a rule continued on a new line was taken (it wrote "yes");
+    llama.cpp refuses it, so LM Studio fails the prediction."""
+    grammar = {"type": "gbnf", "gbnfGrammar": 'root ::= "yes"\n  | "no"'}
+    with pytest.raises(lms.LMStudioServerError, match="Failed to parse the GBNF grammar"):
+        client.llm.model(TEXT).respond("?", response_format=grammar)
+
+
+@pytest.mark.parametrize(
+    ("grammar", "reason"),
+    [
+        ('root ::= "a" [z-a]', "no text matches the grammar"),
+        ('root ::= "a" <[1000]>', "does not emulate token references"),
+    ],
+)
+def test_gbnf_without_a_sample_fails_the_prediction(
+    client: lms.Client, grammar: str, reason: str
+) -> None:
+    structured = {"type": "gbnf", "gbnfGrammar": grammar}
+    with pytest.raises(lms.LMStudioServerError, match=f"Cannot generate from the GBNF.*{reason}"):
+        client.llm.model(TEXT).respond("?", response_format=structured)
+
+
+# What llama.cpp's parser (llama-cpp-python 0.3.36, through the harness) takes (True) and
+# refuses (False); the emulator's parser must agree on each.
+PARSER_VERDICTS: list[tuple[str, bool]] = [
+    # A line break ends a rule, except inside parentheses and after "::=" or "|".
+    ('root ::= "a"\n  "b"', False),
+    ('root ::= "yes"\n  | "no"', False),
+    ('root ::= "a" |\nx ::= "b"', False),
+    ('root ::= "a" |\n  "b"', True),
+    ('root ::= ("a"\n  "b")', True),
+    ('root ::= (\n"a"\n|\n"b"\n)', True),
+    ('root ::=\n  "a"', True),
+    ('root ::=\nx ::= "a"', False),
+    ("root ::=", True),
+    ('root ::= "a" \\\n "b"', False),
+    ('root ::= "a"\t\t\n\t\nx ::= "b"', True),
+    ('root ::= "a" x\nx ::= "b" |', True),
+    # Comments run to the end of the line, which then ends the rule.
+    ('root ::= "a" "b"  # c\n  | "c"', False),
+    ('root ::= "a" # comment', True),
+    ('root ::= "a" # comment\nx ::= "b"', True),
+    ('# only\n\n root ::= "a"\n\n# end', True),
+    ('root ::= "a" ("b" # c\n "c")', True),
+    ('root #c\n::= "a"', False),
+    # CR and CRLF.
+    ('root ::= "a"\r\nx ::= "b"\r\n', True),
+    ('root ::= "a" |\r\n "b"', True),
+    ('root ::= "a"\r"b"', False),
+    ('root ::= ("a"\r\n"b")', True),
+    # Empty and reversed classes, dashes.
+    ("root ::= []", True),
+    ('root ::= "a" [] "b"', True),
+    ("root ::= [^]", True),
+    ("root ::= []*", False),
+    ('root ::= ""*', False),
+    ("root ::= [z-a]", True),
+    ("root ::= [z-a0-9]", True),
+    ("root ::= [^z-a]", True),
+    ("root ::= [a-]", True),
+    ("root ::= [-a]", True),
+    ("root ::= [\\-]", True),
+    ("root ::= [a\\-z]", True),
+    ("root ::= [\n]", True),
+    # Escapes.
+    ('root ::= "\\-"', True),
+    ('root ::= "\\q"', False),
+    ('root ::= "\\x4"', False),
+    ('root ::= "\\UFFFFFFFF"', True),
+    ('root ::= "a\nb"', True),
+    # Repetitions.
+    ('root ::= "a" *', True),
+    ('root ::= "a"**', False),  # left recursion
+    ('root ::= "b" "c"**', False),  # left recursion too, in the rule "c"** makes
+    ('root ::= "a" | *', False),
+    ("root ::= *", False),
+    ('root ::= "a"{ 2 , 3 }', True),
+    ('root ::= "a"{\n2}', False),
+    ('root ::= ("a"{\n2\n})', True),
+    ('root ::= "a"{,3}', False),
+    ('root ::= "a"{2,}', True),
+    ('root ::= "a"{0}*', False),
+    ('root ::= "a"{3}{2}?', True),
+    ('root ::= "a"{0,3000}', True),  # above 2000: no maximum
+    ('root ::= "a"{2001}', False),
+    ('root ::= "a"{2}{1001}', False),
+    ('root ::= ("a"{2}){1000}', True),
+    ('root ::= ("a" "b"?){1000}', True),
+    ('root ::= ("a" "b"?){1001}', False),
+    ("root ::= ()", True),
+    ("root ::= ()*", False),  # left recursion
+    # Groups, rules, tokens, the rest.
+    ('root ::= ("a"', False),
+    ('root ::= "a")', False),
+    ('root ::= "a" :: "b"', False),
+    ("root ::= <[5]>", True),
+    ("root ::= !<[5]>*", True),
+    ("root ::= <[5", False),
+    ("root ::= <[99999999999]>", False),
+    ('root ::= !"a"', False),
+    ('root ::= "a"\x00 garbage', True),  # llama.cpp reads up to the NUL
+    ('root ::= "a" root', True),
+    ('root::="a"', True),
+    ('root ::= "a"\nroot ::= "b"', True),
+    ('ROOT ::= "a"', False),
+    ('root ::= a-b\na-b ::= "c"', True),
+]
+
+
+def _emulator_takes(grammar: str) -> bool:
+    try:
+        parse_gbnf(grammar)
+    except GrammarError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("grammar", "taken"), PARSER_VERDICTS)
+def test_the_parser_takes_what_llama_cpp_takes(grammar: str, taken: bool) -> None:
+    assert _emulator_takes(grammar) == taken
+
+
+@pytest.mark.parametrize(("grammar", "taken"), PARSER_VERDICTS)
+def test_llama_cpp_and_the_parser_agree_on_tricky_grammars(
+    llama: Any, grammar: str, taken: bool
+) -> None:
+    try:
+        llama.check_parses(grammar)
+    except ValueError:
+        llama_takes = False
+    else:
+        llama_takes = True
+    assert (llama_takes, _emulator_takes(grammar)) == (taken, taken)
+    if not taken or "<" in grammar:
+        return
+    rng = random.Random(0)
+    for _ in range(5):  # and llama.cpp's matcher takes the samples, where there are any
+        try:
+            text = sample_gbnf(grammar, rng)
+        except GrammarError:
+            break
+        assert llama.matches(grammar, text), (grammar, text)
 
 
 def _load_harness() -> Any:
@@ -212,6 +387,9 @@ LEFT_RECURSION = {
     "after_a_bounded_repeat": ('root ::= "a"{0,3} root | "b"', True),
     "repeat_of_an_empty_group": ('root ::= ("a" | "")* "b"', True),
     "repeat_of_an_empty_rule": ('root ::= x* "b"\nx ::= "a" | ""', True),
+    # Found by a differential fuzz: the rule of "c"** is left-recursive, though no rule
+    # reaches it before a character ("b"); llama.cpp checks every rule.
+    "inside_a_repetition": ('root ::= "b" "c"**', True),
     # ... and takes these: llama.cpp calls a rule empty only for a literally empty choice.
     "right_recursion": ('root ::= "a" root | "b"', False),
     "repeat_of_an_optional": ('root ::= ("a"?)* "b"', False),

@@ -1,14 +1,17 @@
 r"""GBNF (llama.cpp grammar) parsing and random sampling.
 
-No Python library samples GBNF, so this is hand-written. It follows the syntax
-of llama.cpp's ``grammar-parser``: rules ``name ::= ...``, alternatives ``|``,
-sequences, string literals and character classes with the escapes ``\\xHH``,
-``\\uHHHH``, ``\\UHHHHHHHH``, ``\\t``, ``\\r``, ``\\n``, ``\\\\``, ``\\"``, ``\\[``,
-``\\]``, negated classes ``[^...]``, ranges, ``.``, groups and the
-repetitions ``*``, ``+``, ``?``, ``{m}``, ``{m,}``, ``{m,n}``; ``#`` comments.
-It is a little more lenient than llama.cpp about line breaks (a rule ends where
-the next ``name ::=`` starts). The test suite checks that llama.cpp's own
-grammar code accepts what it generates.
+No Python library samples GBNF, so this is hand-written. Its parser follows
+llama.cpp's ``llama_grammar_parser`` (``llama-grammar.cpp``) step for step and takes
+exactly the grammars it takes: rules ``name ::= ...``, alternatives ``|``, sequences,
+string literals and character classes with the escapes ``\\xHH``, ``\\uHHHH``,
+``\\UHHHHHHHH``, ``\\t``, ``\\r``, ``\\n``, ``\\\\``, ``\\"``, ``\\[``, ``\\]``, ``\\-``,
+negated classes ``[^...]``, ranges, ``.``, groups, token references ``<[id]>``,
+``<name>`` and ``!<...>``, and the repetitions ``*``, ``+``, ``?``, ``{m}``, ``{m,}``,
+``{m,n}``; ``#`` comments. A line break ends a rule, except inside parentheses and
+right after ``::=`` or ``|``, as in llama.cpp. The test suite checks that llama.cpp's
+parser takes and refuses the same grammars, and that its matcher accepts every sample.
+Token references name a model's vocabulary, which the synthetic engine has none of:
+they parse, but `Grammar.sample` refuses them.
 
 Sampling walks the grammar with a seeded RNG and a length bias: as the output
 grows, it prefers the alternatives and repetition counts with the shortest
@@ -27,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import random
-import re
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -106,178 +108,306 @@ class Alt:
     options: tuple[Seq, ...]
 
 
-Node: TypeAlias = "Lit | Chars | Ref | Repeat | Seq | Alt"
+@dataclass(frozen=True)
+class Token:
+    """A token reference, ``<[id]>`` or ``<name>`` (``!`` before it: any other token)."""
 
-_NAME = re.compile(r"[a-zA-Z0-9-]+")
-_RULE_START = re.compile(r"[a-zA-Z0-9-]+[ \t]*::=")
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "[": "[", "]": "]"}
+    text: str
+    negated: bool
+
+
+Node: TypeAlias = "Lit | Chars | Ref | Token | Repeat | Seq | Alt"
+
+_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+_DIGITS = frozenset("0123456789")
+_ESCAPES = {
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "\\": "\\",
+    '"': '"',
+    "[": "[",
+    "]": "]",
+    "-": "-",
+}
 _HEX = {"x": 2, "u": 4, "U": 8}
 _INF = float("inf")
 
+MAX_REPETITIONS = 2000
+"""llama.cpp's ``MAX_REPETITION_THRESHOLD``: the most a repetition may count, or multiply rules."""
+
+_NOTHING = Chars((), negated=False)
+"""An element no character matches (``[z-a]``; a literal holding NUL, as llama.cpp reads it)."""
+
 
 class _Parser:
+    """llama.cpp's ``llama_grammar_parser``, step for step, building `Node` trees.
+
+    Line breaks follow llama.cpp's ``parse_space``: a rule ends at the line break that
+    follows it, except inside parentheses and right after ``::=`` or ``|``; a ``#``
+    comment runs to the end of its line. ``[]`` and ``[^]`` match the empty string (they
+    add no element), a reversed range ``[z-a]`` matches no character, and the text ends at
+    its first NUL, as llama.cpp reads a C string.
+    """
+
     def __init__(self, text: str) -> None:
-        self.text = text
+        self.text = text.partition("\x00")[0]
         self.pos = 0
+        self.symbols: set[str] = set()
+        self.generated = 0  # the rules llama.cpp makes for groups and repetitions
 
     def error(self, message: str) -> GrammarError:
         line = self.text.count("\n", 0, self.pos) + 1
         return GrammarError(f"{message} (line {line}, at {self.text[self.pos : self.pos + 20]!r})")
 
-    def space(self) -> None:
+    def peek(self, offset: int = 0) -> str:
+        """Return the character ``offset`` after the position ("" past the end)."""
+        return self.text[self.pos + offset : self.pos + offset + 1]
+
+    def space(self, newline_ok: bool) -> None:
         text = self.text
         while self.pos < len(text):
             char = text[self.pos]
             if char == "#":
-                while self.pos < len(text) and text[self.pos] != "\n":
+                while self.pos < len(text) and text[self.pos] not in "\r\n":
                     self.pos += 1
-            elif char in " \t\r\n":
+            elif char in " \t" or (newline_ok and char in "\r\n"):
                 self.pos += 1
             else:
                 return
 
     def name(self) -> str:
-        match = _NAME.match(self.text, self.pos)
-        if not match:
+        start = self.pos
+        while self.peek() and self.peek() in _WORD:
+            self.pos += 1
+        if self.pos == start:
             raise self.error("expected a rule name")
-        self.pos = match.end()
-        return match.group()
+        name = self.text[start : self.pos]
+        self.symbols.add(name)
+        return name
+
+    def integer(self) -> int:
+        start = self.pos
+        while self.peek() and self.peek() in _DIGITS:
+            self.pos += 1
+        if self.pos == start:
+            raise self.error("expected a number")
+        value = int(self.text[start : self.pos])
+        if value >= 2**64:  # std::stoull throws
+            raise self.error("the number is too big")
+        return value
 
     def rules(self) -> dict[str, Alt]:
         rules: dict[str, Alt] = {}
-        self.space()
+        self.space(newline_ok=True)
         while self.pos < len(self.text):
             name = self.name()
-            self.space()
+            self.space(newline_ok=False)
             if not self.text.startswith("::=", self.pos):
                 raise self.error(f"expected '::=' after {name!r}")
             self.pos += 3
+            self.space(newline_ok=True)
             rules[name] = self.alternatives(nested=False)
-            self.space()
+            char = self.peek()
+            if char == "\r":
+                self.pos += 2 if self.peek(1) == "\n" else 1
+            elif char == "\n":
+                self.pos += 1
+            elif char:
+                raise self.error(
+                    "expected a line break or the end of the grammar after a rule (a rule "
+                    "goes on to the next line only inside parentheses or after '|')"
+                )
+            self.space(newline_ok=True)
         return rules
 
     def alternatives(self, nested: bool) -> Alt:
         options = [self.sequence(nested)]
-        while self.pos < len(self.text) and self.text[self.pos] == "|":
+        while self.peek() == "|":
             self.pos += 1
+            self.space(newline_ok=True)
             options.append(self.sequence(nested))
         return Alt(tuple(options))
 
-    def at_sequence_end(self, nested: bool) -> bool:
-        self.space()
-        if self.pos >= len(self.text):
-            return True
-        char = self.text[self.pos]
-        if char == "|" or (nested and char == ")"):
-            return True
-        return not nested and _RULE_START.match(self.text, self.pos) is not None
-
     def sequence(self, nested: bool) -> Seq:
         items: list[Node] = []
-        while not self.at_sequence_end(nested):
-            items.append(self.postfix(self.atom()))
-        return Seq(tuple(items))
+        weight = 1  # llama.cpp's n_prev_rules: the rules a repetition of the last item copies
+        while True:
+            if self.peek() in ("*", "+", "?", "{"):
+                if not items or not _adds_elements(items[-1]):
+                    raise self.error("expected an item before the repetition")
+                start = self.pos
+                low, high = self.repetition(nested)
+                total = high if high else low if low else 1
+                if weight * total > MAX_REPETITIONS:
+                    self.pos = start
+                    raise self.error(
+                        f"the repetitions nest to more than {MAX_REPETITIONS} copies, "
+                        "more than llama.cpp takes"
+                    )
+                items[-1] = Repeat(items[-1], low, high)
+                weight *= total
+                self.generated += 1 if high is None else high - low
+                continue
+            before = len(self.symbols) + self.generated
+            item = self.atom()
+            if item is None:
+                return Seq(tuple(items))
+            weight = 1
+            if isinstance(item, Alt):  # the rules the group made, itself included
+                weight = max(1, len(self.symbols) + self.generated - before)
+            items.append(item)
+            self.space(nested)
 
-    def atom(self) -> Node:
-        text = self.text
-        char = text[self.pos]
+    def repetition(self, nested: bool) -> tuple[int, int | None]:
+        """Read ``*``, ``+``, ``?`` or a ``{...}`` count, as llama.cpp's limits change it."""
+        char = self.peek()
+        start = self.pos
+        self.pos += 1
+        self.space(nested)
+        if char != "{":
+            return {"*": (0, None), "+": (1, None), "?": (0, 1)}[char]
+        low = self.integer()
+        self.space(nested)
+        high: int | None = low
+        if self.peek() == ",":
+            self.pos += 1
+            self.space(nested)
+            high = self.integer() if self.peek() and self.peek() in _DIGITS else None
+            self.space(nested)
+        if self.peek() != "}":
+            raise self.error("expected '}' to end the repetition")
+        end = self.pos + 1
+        self.pos = start
+        if low > MAX_REPETITIONS:
+            raise self.error(
+                f"a repetition counts to more than {MAX_REPETITIONS} (llama.cpp's limit)"
+            )
+        if high is not None and high > MAX_REPETITIONS:
+            high = None  # llama.cpp: no maximum
+        if high is not None and high < low:  # llama.cpp would build rules until memory ran out
+            raise self.error("repetition maximum is below its minimum")
+        self.pos = end
+        self.space(nested)
+        return low, high
+
+    def atom(self) -> Node | None:
+        """Read one item, or return None where the sequence ends."""
+        char = self.peek()
         if char == '"':
             self.pos += 1
-            out = []
-            while self.pos < len(text) and text[self.pos] != '"':
-                out.append(self.char())
-            if self.pos >= len(text):
-                raise self.error("unterminated string literal")
+            codes = []
+            while self.peek() != '"':
+                if not self.peek():
+                    raise self.error("unterminated string literal")
+                codes.append(self.char())
             self.pos += 1
-            return Lit("".join(out))
+            if any(_unwritable(code) for code in codes):
+                return _NOTHING
+            return Lit("".join(map(chr, codes)))
         if char == "[":
-            self.pos += 1
-            negated = text.startswith("^", self.pos)
-            self.pos += negated
-            ranges = []
-            while self.pos < len(text) and text[self.pos] != "]":
-                low = self.char()
-                high = low
-                if text.startswith("-", self.pos) and not text.startswith("-]", self.pos):
-                    self.pos += 1
-                    high = self.char()
-                ranges.append((ord(low), ord(high)))
-            if self.pos >= len(text):
-                raise self.error("unterminated character class")
-            if not ranges and not negated:
-                raise self.error("empty character class")
-            kept = [(low, high) for low, high in ranges if low <= high]  # z-a: no character
-            if not kept and not negated:
-                raise self.error("the character class matches no character")
-            self.pos += 1
-            return Chars(tuple(kept), negated)
-        if char == ".":
-            self.pos += 1
-            return Chars((), True)
+            return self.char_class()
+        if char in ("<", "!"):
+            return self.token()
+        if char and char in _WORD:
+            return Ref(self.name())
         if char == "(":
             self.pos += 1
+            self.space(newline_ok=True)
+            self.generated += 1
             inner = self.alternatives(nested=True)
-            self.space()
-            if not text.startswith(")", self.pos):
+            if self.peek() != ")":
                 raise self.error("expected ')'")
             self.pos += 1
             return inner
-        if _NAME.match(text, self.pos):
-            return Ref(self.name())
-        raise self.error("unexpected character")
+        if char == ".":
+            self.pos += 1
+            return Chars((), negated=True)
+        return None
 
-    def char(self) -> str:
+    def char_class(self) -> Node:
+        self.pos += 1
+        negated = self.peek() == "^"
+        self.pos += negated
+        ranges = []
+        while self.peek() != "]":
+            if not self.peek():
+                raise self.error("unterminated character class")
+            low = high = self.char()
+            if self.peek() == "-" and self.peek(1) != "]":
+                if not self.peek(1):
+                    raise self.error("unterminated character class")
+                self.pos += 1
+                high = self.char()
+            ranges.append((low, high))
+        self.pos += 1
+        if not ranges:  # llama.cpp adds no element: [] and [^] match the empty string
+            return Lit("")
+        kept = tuple((low, high) for low, high in ranges if low <= high)  # z-a: no character
+        return Chars(kept, negated)
+
+    def token(self) -> Token:
+        negated = self.peek() == "!"
+        self.pos += negated
+        if self.peek() != "<":
+            raise self.error("expected '<' to start a token reference")
+        start = self.pos
+        if self.peek(1) == "[":
+            self.pos += 2
+            if self.integer() >= 2**32:
+                raise self.error("the token id is too big")
+            if self.peek() != "]" or self.peek(1) != ">":
+                raise self.error("expected ']>' to end the token id")
+            self.pos += 2
+        else:
+            end = self.text.find(">", self.pos)
+            if end < 0:
+                raise self.error("expected '>' to end the token reference")
+            self.pos = end + 1
+        return Token(self.text[start : self.pos], negated)
+
+    def char(self) -> int:
         text = self.text
         if self.pos >= len(text):
             raise self.error("unexpected end of grammar")
         char = text[self.pos]
         if char != "\\":
             self.pos += 1
-            return char
+            return ord(char)
         code = text[self.pos + 1 : self.pos + 2]
         if code in _HEX:
             digits = text[self.pos + 2 : self.pos + 2 + _HEX[code]]
             if len(digits) != _HEX[code] or not all(c in "0123456789abcdefABCDEF" for c in digits):
                 raise self.error("bad hex escape")
             self.pos += 2 + _HEX[code]
-            return chr(int(digits, 16))
+            return int(digits, 16)
         if code in _ESCAPES:
             self.pos += 2
-            return _ESCAPES[code]
+            return ord(_ESCAPES[code])
         raise self.error(f"unknown escape '\\{code}'")
 
-    def postfix(self, item: Node) -> Node:
-        text = self.text
-        while self.pos < len(text):
-            char = text[self.pos]
-            if char in "*+?":
-                self.pos += 1
-                item = Repeat(item, 1 if char == "+" else 0, 1 if char == "?" else None)
-            elif char == "{":
-                match = re.compile(r"\{\s*(\d+)\s*(,\s*(\d*)\s*)?\}").match(text, self.pos)
-                if not match:
-                    raise self.error("bad repetition")
-                low = int(match.group(1))
-                if match.group(2) is None:
-                    high: int | None = low
-                else:
-                    high = int(match.group(3)) if match.group(3) else None
-                if high is not None and high < low:
-                    raise self.error("repetition maximum is below its minimum")
-                self.pos = match.end()
-                item = Repeat(item, low, high)
-            else:
-                return item
-        return item
+
+def _adds_elements(node: Node) -> bool:
+    """Whether llama.cpp's rule gets an element for ``node`` (a repetition needs one)."""
+    if isinstance(node, Lit):
+        return bool(node.text)
+    if isinstance(node, Repeat):
+        return node.high != 0
+    return True
 
 
 @dataclass
 class Grammar:
-    """A parsed GBNF grammar, with the shortest expansion length of each rule."""
+    """A parsed GBNF grammar.
+
+    ``cost`` holds the shortest expansion length of each rule, ``tokens`` the token
+    references in order (``!`` before a negated one).
+    """
 
     rules: dict[str, Alt]
 
     def __post_init__(self) -> None:
+        self.tokens: tuple[str, ...] = ()
         if "root" not in self.rules:
             raise GrammarError("the grammar has no 'root' rule")
         for node in self.rules.values():
@@ -297,12 +427,12 @@ class Grammar:
                 if value < self.cost[name]:
                     self.cost[name] = value
                     changed = True
-        if self.cost["root"] == _INF:
-            raise GrammarError("the 'root' rule never terminates")
 
     def _check_refs(self, node: Node) -> None:
         if isinstance(node, Ref) and node.name not in self.rules:
             raise GrammarError(f"undefined rule {node.name!r}")
+        if isinstance(node, Token):
+            self.tokens += ("!" * node.negated + node.text,)
         if isinstance(node, Repeat):
             self._check_refs(node.item)
         elif isinstance(node, Seq):
@@ -317,9 +447,11 @@ class Grammar:
         if isinstance(node, Lit):
             return len(node.text)
         if isinstance(node, Chars):
-            return 1
+            return 1 if node.ranges or node.negated else _INF
         if isinstance(node, Ref):
             return self.cost[node.name]
+        if isinstance(node, Token):
+            return 1
         if isinstance(node, Repeat):
             return node.low * self.min_len(node.item) if node.low else 0
         if isinstance(node, Seq):
@@ -332,7 +464,25 @@ class Grammar:
         A grammar whose shortest sentence is longer than ``limit`` characters (``a{2000}``
         nested in ``{2000}``) gives its first ``limit`` characters, as an engine would go on
         until its token limit: the walk stops there instead of building the whole sentence.
+
+        Raises
+        ------
+        GrammarError
+            If the grammar has a token reference (no vocabulary here to sample it from) or
+            no sentence at all (llama.cpp builds such a grammar, then allows no token).
         """
+        if self.tokens:
+            raise GrammarError(
+                f"the grammar refers to the token {self.tokens[0]}, and the emulator's "
+                "synthetic engine does not emulate token references (it has no model "
+                "vocabulary): write the text as a string literal, or serve a GGUF model "
+                "(gguf=...) so that llama.cpp itself runs the grammar"
+            )
+        if self.cost["root"] == _INF:
+            raise GrammarError(
+                "no text matches the grammar: the 'root' rule never ends, or needs a "
+                "character no class or literal matches ([z-a], a literal NUL)"
+            )
         out = _Output(limit)
         with contextlib.suppress(_Full):
             self._walk(self.rules["root"], rng, out, target, 0)
@@ -357,9 +507,11 @@ class Grammar:
                 best = min(self.min_len(o) for o in options)
                 options = [o for o in options if self.min_len(o) == best]
             self._walk(rng.choice(options), rng, out, target, depth)
+        elif isinstance(node, Token):  # `sample` refuses grammars with tokens
+            raise GrammarError(f"cannot sample the token reference {node.text}")
         else:
             count = node.low
-            limit = node.high
+            limit = node.high if self.min_len(node.item) < _INF else node.low
             while limit is None or count < limit:
                 if rng.random() < 0.35 + 0.65 * self._pressure(out, target, depth):
                     break
@@ -377,16 +529,17 @@ _Element: TypeAlias = "str | None"
 def _lower(rules: dict[str, Alt]) -> dict[str, list[list[_Element]]]:
     """Rewrite the grammar into flat rules the way llama.cpp's parser does."""
     lowered: dict[str, list[list[_Element]]] = {}
+    owner = ""
 
     def new_rule(alternatives: list[list[_Element]]) -> str:
-        key = f"\x00{len(lowered)}"  # no user rule name has a NUL
+        key = f"{owner}\x00{len(lowered)}"  # no user rule name has a NUL
         lowered[key] = alternatives
         return key
 
     def elements(node: Node) -> list[_Element]:
         if isinstance(node, Lit):
             return [None] * min(len(node.text), 1)  # "" adds nothing
-        if isinstance(node, Chars):
+        if isinstance(node, Chars | Token):
             return [None]
         if isinstance(node, Ref):
             return [node.name]
@@ -405,8 +558,8 @@ def _lower(rules: dict[str, Alt]) -> dict[str, list[list[_Element]]]:
             out.append(new_rule([[*item, last], []]) if node.high - node.low > 1 else last)
         return out
 
-    for name, body in rules.items():
-        lowered[name] = [elements(option) for option in body.options]
+    for owner, body in rules.items():  # new_rule names its rules after owner
+        lowered[owner] = [elements(option) for option in body.options]
     return lowered
 
 
@@ -440,16 +593,21 @@ def _left_recursive(rules: dict[str, Alt]) -> str | None:
         visited.add(rule)
         return False
 
-    for name in rules:
+    for name in lowered:  # as llama.cpp, every rule: "b" "c"** has one ("c"* repeated)
         if name not in visited and detect(name):
-            return name
+            return name.partition("\x00")[0]  # a group's or repetition's: its rule
     return None
 
 
 _PRINTABLE = [chr(c) for c in range(0x20, 0x7F)]
 
-_UNWRITABLE = ((0x00, 0x00), (0xD800, 0xDFFF))
-"""Code points no reply holds: NUL (llama.cpp never allows it) and the lone surrogates."""
+_UNWRITABLE = ((0x00, 0x00), (0xD800, 0xDFFF), (0x110000, 0xFFFFFFFF))
+"""Code points no reply holds: NUL (llama.cpp never allows it), the lone surrogates and
+the values above Unicode's last code point (``\\UFFFFFFFF`` parses)."""
+
+
+def _unwritable(code: int) -> bool:
+    return any(low <= code <= high for low, high in _UNWRITABLE)
 
 
 def _writable(ranges: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
@@ -486,11 +644,16 @@ def _pick_char(node: Chars, rng: random.Random) -> str:
 def parse_gbnf(text: str) -> Grammar:
     """Parse GBNF text.
 
+    Takes exactly the grammars llama.cpp's parser takes (a ``<name>`` token reference,
+    which llama.cpp looks up in the model's vocabulary, is taken whatever it names).
+
     Raises
     ------
     GrammarError
-        On a syntax error, an undefined rule, left recursion (which llama.cpp refuses),
-        or a missing or endless ``root``.
+        Where llama.cpp refuses the grammar: a syntax error, an undefined rule or a missing
+        ``root``, left recursion, a repetition over llama.cpp's limits. Also for a
+        repetition whose maximum is below its minimum, which llama.cpp does not refuse but
+        builds rules for until memory runs out.
     """
     return Grammar(_Parser(text).rules())
 

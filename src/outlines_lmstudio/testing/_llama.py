@@ -660,9 +660,15 @@ def _parse_reason(reason: str, gbnf: str) -> str:
     from outlines_lmstudio.testing._gbnf import GrammarError, parse_gbnf
 
     try:
-        parse_gbnf(gbnf)
+        grammar = parse_gbnf(gbnf)
     except GrammarError as exc:
         return f"{reason}: {exc}"
+    named = [token for token in grammar.tokens if "<[" not in token]
+    if named:  # the one thing llama.cpp checks that the emulator's parser cannot
+        return (
+            f"{reason}: each token reference ({', '.join(named)}) must be exactly one token "
+            "of the model's vocabulary"
+        )
     return reason
 
 

@@ -415,15 +415,19 @@ async def _reply_tokens(
             raise server_error(f"Failed to build a grammar for the JSON schema: {exc}") from exc
         return _fragments(_real_names(tokens, renames))
     if structured is not None and structured.get("type") == "gbnf":
-        from outlines_lmstudio.testing._gbnf import GrammarError, sample_gbnf
+        from outlines_lmstudio.testing._gbnf import GrammarError, parse_gbnf, sample_gbnf
 
         rng = random.Random(_seed_for(emu.seed, record.messages, structured))
+        grammar = str(structured.get("gbnfGrammar", ""))
         try:
-            grammar = str(structured.get("gbnfGrammar", ""))
-            text = await asyncio.to_thread(sample_gbnf, grammar, rng)  # as JSON: off the loop
-            return _fragments(split_fragments(text))
+            await asyncio.to_thread(parse_gbnf, grammar)  # as JSON: off the loop
         except GrammarError as exc:
             raise server_error(f"Failed to parse the GBNF grammar: {exc}") from exc
+        try:
+            text = await asyncio.to_thread(sample_gbnf, grammar, rng)  # parse_gbnf caches
+        except GrammarError as exc:  # a token reference; no text at all
+            raise server_error(f"Cannot generate from the GBNF grammar: {exc}") from exc
+        return _fragments(split_fragments(text))
     return _fragments(plain_text(json.dumps(record.messages, sort_keys=True), emu.seed))
 
 

@@ -451,3 +451,22 @@ def test_a_sentence_longer_than_any_reply_is_cut_not_built() -> None:
     text = sample_gbnf(big, random.Random(0))
     assert len(text) == SAMPLE_LIMIT
     assert re.fullmatch("(?:ab|cd)*", text)
+
+
+@pytest.mark.parametrize("max_tokens", [None, 10**6])
+def test_a_sentence_cut_at_the_limit_is_no_reply_unless_max_tokens_cuts_it(
+    client: lms.Client, max_tokens: int | None
+) -> None:
+    """Found by an audit: a sample cut at its limit, not a sentence of the grammar, was
+    sent as the whole reply with ``eosFound``; LM Studio would go on until ``maxTokens``
+    (or the context's end). A ``maxTokens`` within the cut ends it as LM Studio would."""
+    grammar = 'x ::= "a"{2000}\nroot ::=' + " x" * 60  # 120,000 characters at least
+    config: dict[str, Any] = {"structured": {"type": "gbnf", "gbnfGrammar": grammar}}
+    if max_tokens is not None:
+        config["maxTokens"] = max_tokens
+    model = client.llm.model(TEXT)
+    with pytest.raises(lms.LMStudioServerError, match="set maxTokens to cut the reply there"):
+        model.respond("?", config=config)
+    result = model.respond("?", config={**config, "maxTokens": 50})
+    assert result.stats.stop_reason == "maxPredictedTokensReached"
+    assert set(result.content) == {"a"}

@@ -27,13 +27,12 @@ code that wrote it. Do not share the two models.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import random
 from dataclasses import dataclass
 from typing import TypeAlias
 
-__all__ = ["Grammar", "GrammarError", "parse_gbnf", "sample_gbnf"]
+__all__ = ["SAMPLE_LIMIT", "Grammar", "GrammarError", "draw_gbnf", "parse_gbnf", "sample_gbnf"]
 
 
 SAMPLE_LIMIT = 100_000
@@ -471,6 +470,18 @@ class Grammar:
             If the grammar has a token reference (no vocabulary here to sample it from) or
             no sentence at all (llama.cpp builds such a grammar, then allows no token).
         """
+        return self.draw(rng, target, limit)[0]
+
+    def draw(
+        self, rng: random.Random, target: int = 40, limit: int = SAMPLE_LIMIT
+    ) -> tuple[str, bool]:
+        """As `sample`, and whether the text is a whole sentence (not cut at ``limit``).
+
+        Raises
+        ------
+        GrammarError
+            As `sample`.
+        """
         if self.tokens:
             raise GrammarError(
                 f"the grammar refers to the token {self.tokens[0]}, and the emulator's "
@@ -484,9 +495,11 @@ class Grammar:
                 "character no class or literal matches ([z-a], a literal NUL)"
             )
         out = _Output(limit)
-        with contextlib.suppress(_Full):
+        try:
             self._walk(self.rules["root"], rng, out, target, 0)
-        return "".join(out)[:limit]
+        except _Full:
+            return "".join(out)[:limit], False
+        return "".join(out), True
 
     def _pressure(self, out: _Output, target: int, depth: int) -> float:
         return min(1.0, (out.size / target) ** 2 + depth / 60)
@@ -660,4 +673,9 @@ def parse_gbnf(text: str) -> Grammar:
 
 def sample_gbnf(text: str, rng: random.Random) -> str:
     """Parse ``text`` and return one random string of its language."""
-    return parse_gbnf(text).sample(rng, rng.randint(20, 60))
+    return draw_gbnf(text, rng)[0]
+
+
+def draw_gbnf(text: str, rng: random.Random) -> tuple[str, bool]:
+    """As `sample_gbnf`, and whether the string is whole (see `Grammar.draw`)."""
+    return parse_gbnf(text).draw(rng, rng.randint(20, 60))

@@ -415,7 +415,12 @@ async def _reply_tokens(
             raise server_error(f"Failed to build a grammar for the JSON schema: {exc}") from exc
         return _fragments(_real_names(tokens, renames))
     if structured is not None and structured.get("type") == "gbnf":
-        from outlines_lmstudio.testing._gbnf import GrammarError, parse_gbnf, sample_gbnf
+        from outlines_lmstudio.testing._gbnf import (
+            SAMPLE_LIMIT,
+            GrammarError,
+            draw_gbnf,
+            parse_gbnf,
+        )
 
         rng = random.Random(_seed_for(emu.seed, record.messages, structured))
         grammar = str(structured.get("gbnfGrammar", ""))
@@ -424,10 +429,20 @@ async def _reply_tokens(
         except GrammarError as exc:
             raise server_error(f"Failed to parse the GBNF grammar: {exc}") from exc
         try:
-            text = await asyncio.to_thread(sample_gbnf, grammar, rng)  # parse_gbnf caches
+            text, whole = await asyncio.to_thread(draw_gbnf, grammar, rng)  # parse_gbnf caches
         except GrammarError as exc:  # a token reference; no text at all
             raise server_error(f"Cannot generate from the GBNF grammar: {exc}") from exc
-        return _fragments(split_fragments(text))
+        fragments = _fragments(split_fragments(text))
+        limit = max_predicted_tokens(record.config)
+        if not whole and (limit is None or limit >= len(fragments)):
+            # Not a sentence of the grammar, so not "eosFound" (found by an audit); LM
+            # Studio would generate until maxTokens or the context's end.
+            raise server_error(
+                "Cannot generate from the GBNF grammar: its shortest text is longer than "
+                f"the {SAMPLE_LIMIT:,} characters the emulator's synthetic engine writes; "
+                "set maxTokens to cut the reply there, as LM Studio would"
+            )
+        return fragments
     return _fragments(plain_text(json.dumps(record.messages, sort_keys=True), emu.seed))
 
 

@@ -461,7 +461,7 @@ def test_a_sentence_cut_at_the_limit_is_no_reply_unless_max_tokens_cuts_it(
     sent as the whole reply with ``eosFound``; LM Studio would go on until ``maxTokens``
     (or the context's end). A ``maxTokens`` within the cut ends it as LM Studio would."""
     grammar = 'x ::= "a"{2000}\nroot ::=' + " x" * 60  # 120,000 characters at least
-    config: dict[str, Any] = {"structured": {"type": "gbnf", "gbnfGrammar": grammar}}
+    config: lms.LlmPredictionConfigDict = {"structured": {"type": "gbnf", "gbnfGrammar": grammar}}
     if max_tokens is not None:
         config["maxTokens"] = max_tokens
     model = client.llm.model(TEXT)

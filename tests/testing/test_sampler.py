@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import random
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -468,3 +469,19 @@ def test_the_kept_automatons_are_bounded() -> None:
     for schema in schemas[3:]:
         sampler.automaton(schema)
     assert [sampler.is_cached(s) for s in schemas] == [True, False, False, True, True]
+
+
+def test_exponents_have_no_leading_zero() -> None:
+    # llama.cpp's grammar writes an exponent as ``[eE] [-+]? integral-part``, without a
+    # leading zero; outlines-core's regex allowed ``35E+01``, which a GGUF model never writes.
+    sampler = JsonSampler()
+    schema = {"type": "array", "items": {"type": "number"}, "minItems": 8}
+    exponents = [
+        exponent
+        for seed in range(60)
+        for exponent in re.findall(
+            r"[eE][+-]?([0-9]+)", "".join(sampler.sample(schema, random.Random(seed)))
+        )
+    ]
+    assert len(exponents) > 20  # the walk writes exponents...
+    assert all(e == "0" or not e.startswith("0") for e in exponents), exponents  # ...as JSON's

@@ -373,12 +373,13 @@ _ESCAPE = re.compile(
 # outlines-core's integer and number regexes allow any number of digits, and a walk that aims
 # past the shortest document wrote ages of 30 digits. llama.cpp's converter allows 16 before
 # the point and 16 after it (``[1-9] [0-9]{0,15}``, ``[0-9]{1,16}``), so a model on LM Studio's
-# llama.cpp engine writes no more; its exponent is kept to 2 digits, a float's range. Each
-# rewrite keeps a subset of what the regex allowed, so any match still validates.
+# llama.cpp engine writes no more; its exponent is kept to 2 digits, a float's range, with no
+# leading zero, as llama.cpp's grammar writes it (``[eE] [-+]? integral-part``: not ``E+01``).
+# Each rewrite keeps a subset of what the regex allowed, so any match still validates.
 _DIGIT_CAPS = (
     ("(0|[1-9][0-9]*)", "(0|[1-9][0-9]{0,15})"),
     (r"(\.[0-9]+)", r"(\.[0-9]{1,16})"),
-    ("([eE][+-][0-9]+)", "([eE][+-][0-9]{1,2})"),
+    ("([eE][+-][0-9]+)", "([eE][+-](0|[1-9][0-9]?))"),
 )
 
 

@@ -292,14 +292,26 @@ def _check_llama_cpp_dialect(instance: Instance, schema: Any) -> None:
 
 # The string formats outlines-core constrains; it refuses a schema with any other.
 _SAMPLED_FORMATS = frozenset({"date", "time", "date-time", "email", "uri", "uuid"})
+# The string formats llama.cpp's converter constrains (``uuid1`` to ``uuid5`` too).
+_LLAMA_FORMATS = frozenset({"date", "time", "date-time", "uuid"})
 _VALUES = frozenset({"const", "enum", "default", "examples"})  # data, not subschemas
+# Keywords whose value maps names to subschemas (or, for the dependencies, to name lists).
+_MAPS = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+    | {"dependentRequired", "dependencies"}
+)
+# Keywords that give a node without ``type`` its kind in llama.cpp's converter, as it
+# reads them (``$ref``, ``anyOf``, ``oneOf``, ``type``, ``const``, ``enum``, ``allOf``).
+_KINDED = frozenset({"$ref", "anyOf", "oneOf", "type", "const", "enum", "allOf"})
+_STRING_READ = ("pattern", "minLength", "maxLength")
+_ANY = {"anyOf": [{"type": t} for t in ("object", "array", "string", "number", "boolean", "null")]}
 
 
 def _for_llama_cpp(schema: Any) -> Any:
     """Rewrite what llama.cpp's converter takes and outlines-core refuses, for a GGUF model.
 
     LM Studio answers such a schema on a GGUF model; outlines-core (the synthetic engine's
-    sampler, and LM Studio's MLX engine) refuses it:
+    sampler, and LM Studio's MLX engine) refuses it, or writes what llama.cpp would not:
 
     - llama.cpp's converter constrains ``date``, ``time``, ``date-time`` and ``uuid`` (and
       ``uuid1`` to ``uuid5``, as any UUID) and writes a string of any other format
@@ -307,9 +319,23 @@ def _for_llama_cpp(schema: Any) -> Any:
     - An object with ``additionalProperties: false`` and no ``properties`` is the empty
       object to llama.cpp's converter (it reads the missing properties as none), and
       "Unsupported JSON Schema structure false" to outlines-core: it gets ``properties: {}``.
+    - ``patternProperties`` is ignored by llama.cpp's converter (an object of it and
+      ``additionalProperties: false`` is the empty object): it is dropped.
     - ``items`` as a list (the draft-07 tuple, what zod's ``z.tuple`` writes) is the tuple
       of exactly those items to llama.cpp's converter (its ``items.is_array()`` branch), and
       an unsupported structure to outlines-core: it gets ``prefixItems`` and ``items: false``.
+    - A node without ``type`` (nor ``$ref``, ``anyOf``, ``oneOf``, ``const``, ``enum`` or
+      ``allOf``) has the kind llama.cpp's converter reads from its keywords, and outlines-core
+      refuses most such nodes: it gets ``type: object`` for ``properties`` or an
+      ``additionalProperties`` other than ``true``, then ``type: array`` for ``items`` or
+      ``prefixItems``, then ``type: string`` for ``pattern``, ``minLength``, ``maxLength`` or
+      a format llama.cpp constrains. Any other node (``{"not": ...}``, ``{"title": ...}``,
+      ``{"minimum": 3}``) is any value to llama.cpp: it becomes ``{}`` (an ``anyOf`` of the
+      JSON types beside its ``$defs``).
+    - A string's ``pattern`` is all llama.cpp's converter reads of it (then its format,
+      then its lengths), where outlines-core reads the lengths first (``"2%h"`` for
+      ``^a+$`` with ``maxLength: 3``) and hangs on a ``uuid`` with ``minLength: 40``: the
+      keywords llama.cpp does not read beside a pattern or a constrained format are dropped.
     """
     if isinstance(schema, list):
         return [_for_llama_cpp(item) for item in schema]
@@ -324,15 +350,52 @@ def _for_llama_cpp(schema: Any) -> Any:
                 kept[key] = value
         elif key == "items" and isinstance(value, list):  # a draft-07 tuple
             kept["prefixItems"], kept["items"] = _for_llama_cpp(value), False
+        elif key == "patternProperties":  # llama.cpp's converter ignores it
+            continue
+        elif key in _MAPS and isinstance(value, dict):
+            kept[key] = {name: _for_llama_cpp(sub) for name, sub in value.items()}
         else:
             kept[key] = value if key in _VALUES else _for_llama_cpp(value)
+    kept = _typed_as_llama_cpp(kept)
     if (
         kept.get("additionalProperties") is False
         and kept.get("type", "object") == "object"
-        and not {"properties", "patternProperties"} & set(kept)
+        and "properties" not in kept
     ):
         kept["properties"] = {}
-    return kept
+    return _string_as_llama_cpp(kept)
+
+
+def _typed_as_llama_cpp(kept: dict[str, Any]) -> dict[str, Any]:
+    """Give a node without ``type`` the kind llama.cpp's converter reads (`_for_llama_cpp`)."""
+    if _KINDED & set(kept):
+        return kept
+    extra = kept.get("additionalProperties", True)
+    if "properties" in kept or extra is not True:
+        return {"type": "object", **kept}
+    if "items" in kept or "prefixItems" in kept:
+        return {"type": "array", **kept}
+    # The format as sent: "uuid4" is kept (as "uuid") and "ipv4" dropped above.
+    if set(_STRING_READ) & set(kept) or kept.get("format") in _LLAMA_FORMATS:
+        return {"type": "string", **kept}
+    definitions = {k: v for k, v in kept.items() if k in ("$defs", "definitions")}
+    return {**_ANY, **definitions} if definitions else {}
+
+
+def _string_as_llama_cpp(kept: dict[str, Any]) -> dict[str, Any]:
+    """Drop what llama.cpp's converter does not read beside a string's pattern or format."""
+    kinds = kept.get("type")
+    if "string" not in (kinds if isinstance(kinds, list) else [kinds]):
+        return kept
+    if {"const", "enum", "allOf"} & set(kept):  # read before the string's keywords
+        return kept
+    if isinstance(kept.get("pattern"), str):
+        unread: tuple[str, ...] = ("format", "minLength", "maxLength")
+    elif kept.get("format") in _LLAMA_FORMATS:
+        unread = ("minLength", "maxLength")
+    else:
+        return kept
+    return {key: value for key, value in kept.items() if key not in unread}
 
 
 _ESCAPED_IN_JSON = re.compile(r'["\\\x00-\x1f]')

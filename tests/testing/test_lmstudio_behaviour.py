@@ -1053,6 +1053,50 @@ def test_the_patterns_llama_cpp_reads(schema: dict[str, Any], refused: str | Non
     assert refused_pattern(schema) == refused
 
 
+# What llama.cpp's C++ converter (built from llama-cpp-python 0.3.36's sources) said of
+# each: "JSON schema error at <where>: schema must be an object", or nothing.
+_BOOLEAN_SCHEMAS: list[tuple[dict[str, Any], str | None]] = [
+    ({"type": "array", "prefixItems": [{"type": "integer"}], "items": False}, "#/items"),
+    ({"type": "array", "items": True}, "#/items"),
+    ({"type": "object", "properties": {"a": True}}, "#/properties/a"),
+    ({"type": "object", "properties": {"a": False}}, "#/properties/a"),
+    ({"anyOf": [True, {"type": "string"}]}, "#/anyOf/0"),
+    ({"allOf": [True]}, "#/allOf/0"),
+    ({"type": "array", "prefixItems": [True]}, "#/prefixItems/0"),
+    ({"$defs": {"x": True}, "$ref": "#/$defs/x"}, "#/$defs/x"),
+    (
+        {"type": "object", "additionalProperties": {"type": "object", "properties": {"b": True}}},
+        "#/additionalProperties/properties/b",
+    ),
+    ({"type": "object", "additionalProperties": True}, None),
+    (
+        {"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": False},
+        None,
+    ),
+    ({"type": "object", "$defs": {"x": True}}, None),  # never reached
+    ({"type": "string", "not": True}, None),
+    ({"type": "array", "contains": True}, None),
+    ({"type": "object", "patternProperties": {"a": True}}, None),
+    ({"type": "object", "properties": {"a": {"const": True}}}, None),
+]
+
+
+@pytest.mark.parametrize(("schema", "where"), _BOOLEAN_SCHEMAS)
+def test_the_boolean_schemas_llama_cpp_refuses(schema: dict[str, Any], where: str | None) -> None:
+    """Found by an audit: a GGUF model answered ``items: false`` after ``prefixItems`` (and
+    other boolean subschemas), which llama.cpp's C++ converter refuses."""
+    from outlines_lmstudio.testing._llama_schema import refused_boolean
+
+    assert refused_boolean(schema) == where
+
+
+def test_a_boolean_schema_llama_cpp_refuses_fails_a_gguf_prediction(client: lms.Client) -> None:
+    schema = {"type": "array", "prefixItems": [{"type": "integer"}], "items": False}
+    with pytest.raises(lms.LMStudioServerError, match="at #/items: schema must be an object"):
+        client.llm.model(TEXT).respond("?", response_format=schema)
+    assert client.llm.model(MLX).respond("?", response_format=schema).parsed is not None
+
+
 def test_default_tool_arguments_take_only_prompt_numbers_their_parameter_takes() -> None:
     """Found by a probe: "2.5 times at level 7" called ``repeat(times=2.5, level=7)`` for an
     integer in 1..3 and an enum of 1 and 2, which the SDK refused before the tool ran."""

@@ -568,7 +568,8 @@ def test_an_empty_host_is_refused_as_empty(allow_remote: bool) -> None:
             "on: give host='127.0.0.1'",
         ),
         ("[::ffff:10.0.0.1]", "give host='10.0.0.1'"),
-        ("127.0.0.300", "is not an IPv4 address: each of its four numbers is 0 to 255"),
+        ("127.0.0.300", "is not an IPv4 address: write four numbers from 0 to 255"),
+        ("127.0.0.01", "from 0 to 255, without leading zeros (e.g. host='127.0.0.1')"),
     ],
 )
 def test_an_address_no_socket_listens_on_is_refused_for_what_it_is(

@@ -482,8 +482,8 @@ def _replace(target: Path, text: str, path: Path) -> None:
             reason = (
                 f"the folder {folder!r} does not exist"
                 if not target.parent.is_dir()
-                else f"no file can be made in {folder!r} ({reason}), and /save writes a new "
-                "file beside the one it replaces, then renames it over it"
+                else f"no file can be made in {folder!r} ({reason}): /save writes a new file "
+                "there, then renames it to the name given (over any file of that name)"
             )
         raise _cannot_save(path, reason) from None
 

@@ -104,8 +104,8 @@ def _check_address(host: str) -> None:
         mapped = None
         if re.fullmatch(r"[0-9]+(\.[0-9]+){3}", host):  # found by a probe: "not loopback"
             raise ValueError(
-                f"host={host!r} is not an IPv4 address: each of its four numbers is 0 to 255 "
-                "(e.g. host='127.0.0.1')"
+                f"host={host!r} is not an IPv4 address: write four numbers from 0 to 255, "
+                "without leading zeros (e.g. host='127.0.0.1')"
             ) from None
     if mapped is not None:  # found by a probe: a raw "[Errno 22] Invalid argument" at bind
         raise ValueError(

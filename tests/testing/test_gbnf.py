@@ -470,3 +470,10 @@ def test_a_sentence_cut_at_the_limit_is_no_reply_unless_max_tokens_cuts_it(
     result = model.respond("?", config={**config, "maxTokens": 50})
     assert result.stats.stop_reason == "maxPredictedTokensReached"
     assert set(result.content) == {"a"}
+
+
+def test_groups_nested_past_the_recursion_limit_are_a_grammar_error() -> None:
+    """Found by a probe: the prediction failed with a bare "RecursionError"."""
+    grammar = "root ::= " + "(" * 3000 + '"a"' + ")" * 3000
+    with pytest.raises(GrammarError, match="nests groups more deeply than the emulator's parser"):
+        parse_gbnf(grammar)

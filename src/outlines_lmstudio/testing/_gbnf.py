@@ -666,9 +666,16 @@ def parse_gbnf(text: str) -> Grammar:
         Where llama.cpp refuses the grammar: a syntax error, an undefined rule or a missing
         ``root``, left recursion, a repetition over llama.cpp's limits. Also for a
         repetition whose maximum is below its minimum, which llama.cpp does not refuse but
-        builds rules for until memory runs out.
+        builds rules for until memory runs out. And for groups nested past Python's
+        recursion limit (about a thousand levels), which llama.cpp's C++ stack may take.
     """
-    return Grammar(_Parser(text).rules())
+    try:
+        return Grammar(_Parser(text).rules())
+    except RecursionError:  # found by a probe: the emulator answered "RecursionError"
+        raise GrammarError(
+            "the grammar nests groups more deeply than the emulator's parser can follow "
+            "(Python's recursion limit); LM Studio's llama.cpp may take it"
+        ) from None
 
 
 def sample_gbnf(text: str, rng: random.Random) -> str:

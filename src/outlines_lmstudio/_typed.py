@@ -386,6 +386,17 @@ class Validator(msgspec.Struct, frozen=True):
                 )
             except pydantic.ValidationError as exc:
                 raise _Invalid([_pydantic_error(e, raw) for e in exc.errors()]) from exc
+            except TypeError as exc:
+                if not str(exc).startswith("Can't instantiate abstract class"):
+                    raise  # a validator of the user's own: theirs to see
+                # Found by a review: a validator of the user's that reads a field first (so
+                # the check before sending left it) passed the value on to an abstract class.
+                raise UnsupportedOutputTypeError(
+                    f"The output type {output_type_name(self.output_type)} could not be made "
+                    f"from the reply: {exc}. A validator of yours that reads the value first "
+                    "passed it on to an abstract class; make it return an instance of a "
+                    "subclass that implements the abstract methods."
+                ) from exc
             # Read again only for what Pydantic lets through: a repeated key's first value
             # (never validated), NaN and Infinity literals (not JSON), and 1e400; wherever
             # they are, in a key the type ignores too (found by a probe: accepted).

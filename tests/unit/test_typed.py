@@ -745,3 +745,36 @@ def test_another_form_is_seen_through_wrappers_and_a_description_is_not_one() ->
         check_reply(
             validator_for(plan_output(_Nullable)), '{"n": 1, "flag": "yes"}', "eosFound", 1, True
         )
+
+
+def test_an_abstract_class_a_validator_passes_a_reply_to_is_named() -> None:
+    """Found by a review: a validator of the user's that reads a field first (so the check
+    before sending leaves the field to it) passed the value on to an abstract class, and
+    ``parse`` raised Pydantic's bare ``TypeError``. A ``TypeError`` of the user's own code
+    is left as it is."""
+    import abc
+
+    from outlines_lmstudio.errors import UnsupportedOutputTypeError
+
+    @dataclasses.dataclass
+    class Shape(abc.ABC):
+        x: int
+
+        @abc.abstractmethod
+        def area(self) -> float: ...
+
+    class Drawing(pydantic.BaseModel):
+        shape: Annotated[Shape, pydantic.BeforeValidator(lambda v: v)]
+
+    validator = validator_for(plan_output(Drawing))
+    with pytest.raises(UnsupportedOutputTypeError, match="passed it on to an abstract class"):
+        check_reply(validator, '{"shape": {"x": 1}}', "eosFound", 1, False)
+
+    def mine(value: object) -> object:
+        raise TypeError("the user's own")
+
+    class Own(pydantic.BaseModel):
+        x: Annotated[int, pydantic.BeforeValidator(mine)]
+
+    with pytest.raises(TypeError, match="the user's own"):
+        check_reply(validator_for(plan_output(Own)), '{"x": 1}', "eosFound", 1, False)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,7 @@ import pytest
 from outlines_lmstudio.testing import LMStudioEmulator
 from outlines_lmstudio.testing._llama import json_schema_grammar
 
-from .test_schema_differential import CPP_CONVERTER
+from .test_schema_differential import CPP_CONVERTER, run_cpp_converter
 
 if TYPE_CHECKING:
     from ._llama_harness import LlamaGrammarHarness
@@ -110,15 +109,7 @@ def without_whitespace(text: str) -> str:
 
 def cpp_grammar(schema: dict[str, Any]) -> str:
     """Return the C++ converter's grammar for ``schema`` (it must take it)."""
-    assert CPP_CONVERTER is not None
-    done = subprocess.run(
-        [CPP_CONVERTER],
-        input=json.dumps(schema) + "\n",
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=True,
-    )
+    done = run_cpp_converter(schema)
     assert done.stdout.startswith("OK "), done.stdout
     return done.stdout[3:].rstrip("\n").replace("\x01", "\n")
 

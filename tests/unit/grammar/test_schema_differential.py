@@ -89,10 +89,10 @@ CPP_CONVERTER = os.environ.get("LLAMA_JSON_SCHEMA_TO_GRAMMAR")
 """A build of llama.cpp's C++ converter (see cpp/README.md), for the optional C++ check."""
 
 
-def cpp_accepts(llama: LlamaGrammarHarness, schema: dict[str, Any]) -> str | None:
-    """Return why llama.cpp's C++ converter refuses or weakens the schema, or ``None``."""
+def run_cpp_converter(schema: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """Run the C++ converter's build on one schema: ``OK <grammar>`` or ``ERR <why>``."""
     assert CPP_CONVERTER is not None
-    done = subprocess.run(
+    return subprocess.run(
         [CPP_CONVERTER],
         input=json.dumps(schema) + "\n",
         capture_output=True,
@@ -100,6 +100,11 @@ def cpp_accepts(llama: LlamaGrammarHarness, schema: dict[str, Any]) -> str | Non
         timeout=20,
         check=True,
     )
+
+
+def cpp_accepts(llama: LlamaGrammarHarness, schema: dict[str, Any]) -> str | None:
+    """Return why llama.cpp's C++ converter refuses or weakens the schema, or ``None``."""
+    done = run_cpp_converter(schema)
     if not done.stdout.startswith("OK "):
         return done.stdout.strip()
     if done.stderr.strip():  # e.g. "pattern ... is not supported ..., accepting any string"

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from benchmarks._remote import RemoteEmulator
+from benchmarks._remote import RemoteEmulator, ServerStats
 
 __all__ = [
     "FULL",
@@ -43,6 +43,7 @@ __all__ = [
     "interleave",
     "measure",
     "sent_alike",
+    "sent_schema",
 ]
 
 
@@ -361,6 +362,11 @@ class CaseResult:
     def failed_checks(self) -> list[str]:
         return [name for name, ok in self.checks.items() if not ok]
 
+    @property
+    def skipped(self) -> str:
+        """Why the case did not run (``extra["skipped"]``), or "" if it ran."""
+        return str(self.extra.get("skipped") or "")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -466,6 +472,25 @@ def sent_alike(records: Sequence[str], n: int, warmup: int = 0) -> bool:
     ours = [r for r, side in zip(records, order, strict=True) if side == "ours"]
     baseline = [r for r, side in zip(records, order, strict=True) if side == "baseline"]
     return ours == baseline
+
+
+def sent_schema(stats: ServerStats, calls: int, fields: int) -> bool:
+    """Whether each of ``calls`` predictions sent one and the same JSON schema of ``fields``.
+
+    For the cases whose calls are all of one output type, with no order to pair them by (a
+    batch runs its calls at once): the emulator's reply does not depend on the request, so
+    a call that dropped its output type (no JSON schema sent) or sent another one would
+    still get the scripted reply. True when the emulator recorded exactly ``calls``
+    predictions, each with a structured setting, all equal as JSON (so, when the SDK by hand
+    is among them, ours sent what it sends), and a schema of ``fields`` properties.
+    """
+    records = stats.structured
+    return (
+        len(records) == calls
+        and len(set(records)) == 1
+        and records[0] != ""
+        and set(stats.schema_properties) == {fields}
+    )
 
 
 async def ainterleave(ours: AsyncSide, baseline: AsyncSide, n: int, warmup: int = 0) -> Paired:

@@ -16,6 +16,10 @@ every request costs the same and a result in the wrong place is caught.
   concurrency of that run must reach the 4 slots (the rounds' peak covers both sides).
 - ``batch.vs_loop.32``: how many times faster ``model.batch`` is than a loop of
   ``model(...)`` calls over the same 32 prompts (4 at most: the server's 4 slots).
+- Every case checks what was sent (``schema_sent``, `sent_schema`): the reply is scripted,
+  so a batch that dropped its output type would get the same replies. Every prediction of
+  the case sent the schema the SDK by hand sends (`run_vs_loop`, where both sides are ours,
+  makes one untimed SDK call for it).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from benchmarks._harness import (
     bootstrap_ci,
     interleave,
     measure,
+    sent_schema,
 )
 from benchmarks._remote import Script
 from outlines_lmstudio import from_lmstudio
@@ -54,6 +59,8 @@ EFFICIENCY = Target(">=", 0.95)
 SPEEDUP = Target(">=", 3.5)
 SLOTS = 4
 LOOP_PROMPTS = 32
+FIELDS = len(Person.model_fields)
+"""Properties of the JSON schema every call of these cases sends."""
 
 
 def _reset(ctx: Context) -> None:
@@ -95,6 +102,9 @@ def _result(
             "fragments": stats.fragment_counts == [ctx.sizes.batch_fragments],
             # ours alone (`_peak`): a batch that ran one request at a time fails this
             "concurrent": peaks["ours"] == min(SLOTS, n),
+            # the reply is scripted: every request of the rounds (warm-up included, both
+            # sides) sent the SDK by hand's Person schema; a batch that dropped it fails this
+            "schema_sent": sent_schema(stats, 2 * (ctx.sizes.batch_rounds + 1) * n, FIELDS),
         },
         extra={
             "prompts": n,
@@ -217,6 +227,7 @@ def run_efficiency(ctx: Context) -> list[CaseResult]:
 
         model(prompt(0), Person)  # resolve the handle before timing
         for n in sizes.efficiency_sizes:
+            _reset(ctx)  # the records of this size only
             prompts = [prompt(i) for i in range(n)]
             rounds = math.ceil(n / SLOTS)
             ideal: list[float] = []
@@ -234,6 +245,8 @@ def run_efficiency(ctx: Context) -> list[CaseResult]:
                 sample = _round(ours_single, ours_batch, rounds, ideal, actual)
                 ordered = ordered and _in_order(sample.result, n)
                 _round(functools.partial(one, prompt(0)), hand_batch, rounds, hand_ideal, hand)
+            # each round: 5 single requests and a batch of n, ours and the SDK by hand's
+            sent = sent_schema(ctx.emulator.stats(), 2 * repeats * (5 + n), FIELDS)
             metrics = []
             if ctx.timing:
                 metrics.append(_efficiency("efficiency", ideal, actual, EFFICIENCY))
@@ -245,7 +258,7 @@ def run_efficiency(ctx: Context) -> list[CaseResult]:
                     ours_label=f"model.batch({n} prompts, Person)",
                     baseline_label=f"ideal: {rounds} x model(prompt, Person)",
                     metrics=metrics,
-                    checks={"order": ordered},
+                    checks={"order": ordered, "schema_sent": sent},
                     extra={
                         "curve": "batch size (efficiency)",
                         "x": n,
@@ -273,6 +286,8 @@ def run_vs_loop(ctx: Context) -> list[CaseResult]:
     with lms.Client(ctx.emulator.api_host) as client:
         model = from_lmstudio(client, TEXT_MODEL)
         model(prompt(0), Person)  # resolve the handle before timing
+        # both sides are ours: the SDK by hand's call, untimed, is the schema each must send
+        client.llm.model(TEXT_MODEL).respond(prompt(0), response_format=person_format())
         rounds = 2 * ctx.sizes.efficiency_rounds  # one slow round widens the interval
         ctx.log(f"batch.vs_loop.{LOOP_PROMPTS}: {rounds} rounds")
         for _ in range(rounds):
@@ -282,6 +297,7 @@ def run_vs_loop(ctx: Context) -> list[CaseResult]:
             batches.append(batched.wall)
             same = same and looped.result == batched.result
             same = same and _in_order(batched.result, LOOP_PROMPTS)
+    sent = sent_schema(ctx.emulator.stats(), 2 + 2 * rounds * LOOP_PROMPTS, FIELDS)
     speedup = _efficiency("speed-up over a loop", loops, batches, SPEEDUP)
     return [
         CaseResult(
@@ -290,7 +306,7 @@ def run_vs_loop(ctx: Context) -> list[CaseResult]:
             ours_label=f"model.batch({LOOP_PROMPTS} prompts, Person)",
             baseline_label="[model(p, Person) for p in prompts]",
             metrics=[speedup] if ctx.timing else [],
-            checks={"same_results_in_order": same},
+            checks={"same_results_in_order": same, "schema_sent": sent},
         )
     ]
 

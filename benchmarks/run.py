@@ -3,7 +3,8 @@
 Starts one LM Studio emulator (4 slots) in its own process, runs each case
 against it, prints a Markdown table (and the scale curves) and writes the
 results as JSON. ``--quick`` checks correctness only (equal results, order,
-upload counts), with tiny sizes and no timing.
+upload counts, what each call sent, the pieces of each stream), with tiny sizes and
+no timing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,8 @@ def format_table(results: Sequence[CaseResult]) -> str:
         lines = ["| case | ours | baseline | checks |", "|---|---|---|---|"]
         for r in results:
             checks = ", ".join(f"{k} {'ok' if v else '**FAILED**'}" for k, v in r.checks.items())
+            if r.skipped:
+                checks = f"**SKIPPED**: {r.skipped}"
             lines.append(
                 f"| {r.name} | `{r.ours_label}` | `{r.baseline_label}` | {checks or '-'} |"
             )
@@ -141,6 +144,8 @@ def format_table(results: Sequence[CaseResult]) -> str:
         failed = r.failed_checks
         checks = "ok" if r.checks and not failed else ("-" if not r.checks else "**FAILED**: ")
         checks += ", ".join(failed)
+        if r.skipped:
+            checks = f"**SKIPPED**: {r.skipped}"
         head = f"| {r.name} | `{r.ours_label}` | `{r.baseline_label}` "
         tail = f" | {checks} |"
         if not r.metrics:
@@ -362,7 +367,22 @@ def _saved_run(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
             f"--docs-from {path}: {what} ({payload.get('command')!r}); the docs publish full "
             "runs of every case"
         )
+    skipped = _skipped(
+        (str(c.get("name")), str((c.get("extra") or {}).get("skipped") or ""))
+        for c in payload.get("cases") or []
+        if isinstance(c, dict)
+    )
+    if skipped:
+        parser.error(
+            f"--docs-from {path}: a run that skipped {skipped}; the docs publish full runs of "
+            "every case"
+        )
     return payload
+
+
+def _skipped(cases: Iterable[tuple[str, str]]) -> str:
+    """The skipped cases of ``(name, why skipped or "")`` pairs, with why ("" if none)."""
+    return "; ".join(f"{name} ({why})" for name, why in cases if why)
 
 
 def _write(path: Path, payload: dict[str, Any]) -> None:
@@ -373,7 +393,11 @@ def _write(path: Path, payload: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark; exit 1 if a correctness check failed (or, with --strict, a target)."""
+    """Run the benchmark; exit 1 if a correctness check failed (or, with --strict, a target).
+
+    Also 1 when a case was skipped (the engine case without llama-cpp-python or its model)
+    with ``--strict``, or with ``--update-docs``: the docs are then left as they are.
+    """
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument(
         "--quick", action="store_true", help="correctness only: tiny sizes, no timing (for CI)"
@@ -398,7 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="JSON results path (default: benchmarks/results/latest.json, "
         "or quick.json with --quick)",
     )
-    parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 if a target is missed or a case skipped"
+    )
     parser.add_argument(
         "--update-docs",
         action="store_true",
@@ -434,6 +460,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = _unwritable(output)
     if problem:  # said now, not after a run of many minutes
         parser.error(f"--output {output}: {problem}")
+    if args.update_docs and (problem := engine.unavailable()):  # also said now
+        parser.error(
+            f"--update-docs publishes a run of every case, and the engine case cannot run "
+            f"here: {problem}"
+        )
 
     start = time.perf_counter()
     results = run_cases(names, sizes, timing=not args.quick)
@@ -447,9 +478,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(format_curves(payload["curves"]))
     _write(output, payload)
-    if args.update_docs:
+    skipped = _skipped((r.name, r.skipped) for r in results)
+    if args.update_docs and not skipped:
         update_docs(DOCS, payload)
     print(f"\n{len(results)} results in {elapsed:.0f} s, written to {output}")
+    if skipped:
+        print(f"Skipped: {skipped}")
+    if args.update_docs and skipped:
+        print(f"{DOCS.name} not updated: the docs publish full runs of every case")
     broken = [f"{r.name} ({', '.join(r.failed_checks)})" for r in results if r.failed_checks]
     missed = [r.name for r in results if r.passed is False and not r.failed_checks]
     if broken:
@@ -459,4 +495,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     unjudged = [r.name for r in results if any(m.verdict == "no interval" for m in r.metrics)]
     if unjudged:
         print(f"No interval, so no verdict (fewer than 6 samples a side): {', '.join(unjudged)}")
-    return 1 if broken or (args.strict and missed) else 0
+    failed = (
+        bool(broken)
+        or (args.strict and bool(missed or skipped))
+        or (args.update_docs and bool(skipped))
+    )
+    return 1 if failed else 0

@@ -16,12 +16,15 @@ draws the curves). The target applies at the size the issue names.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 import lmstudio as lms
+from pydantic import BaseModel
 
 from benchmarks._common import (
     TEXT_MODEL,
@@ -41,11 +44,19 @@ from benchmarks._harness import (
     interleave,
     measure,
     sent_alike,
+    sent_schema,
 )
 from benchmarks._remote import Script
 from outlines_lmstudio import from_lmstudio
 
-__all__ = ["fit_exponent", "run_history", "run_parse_stream", "run_schema"]
+__all__ = [
+    "SAMPLED",
+    "fit_exponent",
+    "partials_grow",
+    "run_history",
+    "run_parse_stream",
+    "run_schema",
+]
 
 SCHEMA_TARGET = Target("<=", 2.0)
 HISTORY_TARGET = Target("<=", 1.2)
@@ -196,29 +207,106 @@ def _ratio_exponent_ci(
     return value, (fits[int(0.025 * resamples)], fits[int(0.975 * resamples) - 1])
 
 
+SAMPLED = 16
+"""Partial values of a stream checked against each other in a timed run (`partials_grow`):
+evenly spread, the first and the last included. Each is checked against the next in
+``--quick``; in a timed run that costs 150 ms a stream at 2,000 fragments (a sixth of the
+stream), done between the samples, so only this many (2.5 ms there)."""
+
+
+def _grows_into(part: Any, whole: Any) -> bool:
+    """Whether ``part`` is a partial value of ``whole``: its keys (with partial values), its
+    first items (the last of them partial), a prefix of its string, or the same scalar."""
+    if isinstance(part, dict):
+        return (
+            isinstance(whole, dict)
+            and part.keys() <= whole.keys()
+            and all(_grows_into(v, whole[k]) for k, v in part.items())
+        )
+    if isinstance(part, list):
+        return (
+            isinstance(whole, list)
+            and len(part) <= len(whole)
+            and all(_grows_into(p, w) for p, w in zip(part, whole, strict=False))
+        )
+    if isinstance(part, str):
+        return isinstance(whole, str) and whole.startswith(part)
+    return bool(part == whole)
+
+
+def partials_grow(values: Sequence[Any], final: type[BaseModel], sample: int | None = None) -> bool:
+    """Whether a ``parse_stream`` gave partial values as its reply grew, then its result.
+
+    Parameters
+    ----------
+    values
+        What it yielded.
+    final
+        The type of its result.
+    sample
+        How many of the partial values to check, evenly spread, the first and the last
+        included (at least 2); None: all of them.
+
+    Returns
+    -------
+    bool
+        True when the last value is a ``final`` instance, at least two partial values came
+        before it, each partial value checked is a strict partial value of the next one
+        checked, and the last is a partial value of the final value's data (or that data,
+        whole). A stream that yields only its result, or the whole reply at once, fails; so
+        does one whose values do not grow into the result.
+    """
+    if len(values) < 3 or not isinstance(values[-1], final):
+        return False
+    partials = values[:-1]
+    step = 1 if sample is None else max(1, math.ceil((len(partials) - 1) / (max(sample, 2) - 1)))
+    picked = [*partials[: len(partials) - 1 : step], partials[-1]]
+    grows = all(a != b and _grows_into(a, b) for a, b in itertools.pairwise(picked))
+    return grows and _grows_into(picked[-1], values[-1].model_dump())
+
+
 def run_parse_stream(ctx: Context) -> list[CaseResult]:
-    """``parse_stream`` against ``stream`` (both ours) on replies of N fragments."""
+    """``parse_stream`` against ``stream`` (both ours) on replies of N fragments.
+
+    Beyond equal results, it checks what a stream is for: ``parse_stream`` gave growing
+    partial values (`partials_grow`: all of them with ``--quick``, `SAMPLED` of them in a
+    timed run), ``stream`` gave one chunk per fragment sent, and
+    every call sent the SDK by hand's ``Roster`` schema (an untimed SDK call after the
+    rounds gives it).
+    """
     sizes = ctx.sizes
     results = []
     cpu: list[list[float]] = []
     cpu_stream: list[list[float]] = []
+    fmt = {"type": "json", "jsonSchema": Roster.model_json_schema()}
+    checked = SAMPLED if ctx.timing else None
     with lms.Client(ctx.emulator.api_host) as client:
         model = from_lmstudio(client, TEXT_MODEL)
+        handle = client.llm.model(TEXT_MODEL)
         for fragments in sizes.stream_fragments:
             ctx.emulator.reset(Script("roster", fragments))
+            grew: list[bool] = []
+            chunks: list[int] = []
 
-            def ours(i: int) -> Sample:
-                return measure(lambda: list(model.parse_stream(prompt(i), Roster))[-1])
+            def ours(i: int, grew: list[bool] = grew) -> Sample:
+                sample = measure(lambda: list(model.parse_stream(prompt(i), Roster)))
+                values = sample.result if isinstance(sample.result, list) else []
+                grew.append(partials_grow(values, Roster, checked))  # untimed
+                return Sample(sample.wall, sample.cpu, values[-1] if values else None)
 
-            def stream(i: int) -> Sample:
-                return measure(
-                    lambda: Roster.model_validate_json("".join(model.stream(prompt(i), Roster)))
-                )
+            def stream(i: int, chunks: list[int] = chunks) -> Sample:
+                def call() -> Roster:
+                    pieces = list(model.stream(prompt(i), Roster))
+                    chunks.append(len(pieces))
+                    return Roster.model_validate_json("".join(pieces))
+
+                return measure(call)
 
             ctx.log(f"parse_stream.{fragments}: {sizes.stream_requests} streams per side")
             paired = interleave(ours, stream, sizes.stream_requests, warmup=1)
             cpu.append(paired.cpu("ours"))
             cpu_stream.append(paired.cpu("baseline"))
+            handle.respond(prompt(0), response_format=fmt)  # untimed: what the SDK sends
             stats = ctx.emulator.stats()
             target = STREAM_TARGET if fragments == max(sizes.stream_fragments) else None
             per_fragment = {k: round(v / fragments, 2) for k, v in paired.extra_us().items()}
@@ -234,6 +322,13 @@ def run_parse_stream(ctx: Context) -> list[CaseResult]:
                         "distinct_replies": [person_id(r) for r in paired.results("ours")]
                         == list(range(len(paired.ours))),
                         "fragments": stats.fragment_counts == [fragments],
+                        "partials": bool(grew) and all(grew),
+                        "chunks": set(chunks) == {fragments},
+                        # the reply is scripted: every call (warm-up included) sent the
+                        # schema the SDK by hand sends for Roster
+                        "schema_sent": sent_schema(
+                            stats, 2 * (sizes.stream_requests + 1) + 1, len(Roster.model_fields)
+                        ),
                     },
                     extra={
                         **paired.curve("reply length (fragments)", fragments),

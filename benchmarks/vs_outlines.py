@@ -22,7 +22,7 @@ from benchmarks._common import (
     make_image_bytes,
     prompt,
 )
-from benchmarks._harness import CaseResult, Context, Sample, interleave, measure
+from benchmarks._harness import CaseResult, Context, Sample, interleave, measure, sent_schema
 from benchmarks._remote import Script
 from outlines_lmstudio import LMStudio, from_lmstudio
 
@@ -40,22 +40,28 @@ def _compare(
     def outlines(i: int) -> Sample:
         return measure(lambda: theirs(prompt(i), output_type))
 
+    ctx.emulator.reset(Script("person", ctx.sizes.short_fragments))  # this kind's records
     ctx.log(f"outlines.{kind}: {n} requests per side")
     paired = interleave(ours, outlines, n, ctx.sizes.warmup)
     label = "" if output_type is None else ", Person"
+    checks = {"results_equal": paired.results_equal}
+    if output_type is Person:
+        # the reply is scripted: every call of both adapters (warm-up included) sent the
+        # same Person schema
+        calls = 2 * (n + ctx.sizes.warmup)
+        checks["schema_sent"] = sent_schema(ctx.emulator.stats(), calls, len(Person.model_fields))
     return CaseResult(
         name=f"outlines.{kind}",
         title=f"ours vs Outlines' LMStudio adapter, {kind} output",
         ours_label=f"model(prompt{label})",
         baseline_label=f"outlines LMStudio(prompt{label})",
         metrics=paired.metrics() if ctx.timing else [],
-        checks={"results_equal": paired.results_equal},
+        checks=checks,
     )
 
 
 def run(ctx: Context) -> list[CaseResult]:
     """Text and JSON-schema requests, ours vs Outlines' adapter."""
-    ctx.emulator.reset(Script("person", ctx.sizes.short_fragments))
     with lms.Client(ctx.emulator.api_host) as client:
         ours_model = from_lmstudio(client, TEXT_MODEL)
         theirs = OutlinesLMStudio(client, TEXT_MODEL)

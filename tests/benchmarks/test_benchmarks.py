@@ -8,9 +8,11 @@ fail, and that the report and the docs have what they promise.
 import asyncio
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -36,8 +38,9 @@ from benchmarks._harness import (
     bootstrap_ci,
     interleave,
     sent_alike,
+    sent_schema,
 )
-from benchmarks._remote import RemoteEmulator, Script
+from benchmarks._remote import RemoteEmulator, Script, ServerStats
 from benchmarks.calls import acount_calls, count_calls, profiled
 from benchmarks.run import (
     CASES,
@@ -54,7 +57,7 @@ from benchmarks.run import (
     update_docs,
 )
 
-from benchmarks import batch, engine, scale
+from benchmarks import _common, batch, calls, engine, overhead, scale, vs_outlines
 from benchmarks import run as run_module
 from outlines_lmstudio import from_lmstudio
 from outlines_lmstudio._flow import wait_limit
@@ -116,6 +119,17 @@ def test_checks_cover_order_uploads_and_fragments(quick_results: list[CaseResult
     image = next(r for r in quick_results if r.name.startswith("image.reuse"))
     assert image.extra["uploads"] == 2 * TINY.image_rounds  # one per side per round
     assert "distinct_replies" in by_name["overhead.sync"].checks
+    # every case whose calls send an output type checks what they sent
+    typed = ["batch.sync", "batch.async", "batch.vs_loop.32", "memory.rss", "outlines.json"]
+    typed += ["calls.sync", "calls.parse", "calls.stream_first", "calls.async"]
+    typed += [f"batch.efficiency.{n}" for n in TINY.efficiency_sizes]
+    typed += [f"parse_stream.{n}" for n in TINY.stream_fragments]
+    for name in typed:
+        assert "schema_sent" in by_name[name].checks, name
+    for name in ("stream.ttff", "calls.stream_first", *typed[-len(TINY.stream_fragments) :]):
+        assert "chunks" in by_name[name].checks, name
+    for n in TINY.stream_fragments:
+        assert "partials" in by_name[f"parse_stream.{n}"].checks
     assert by_name["memory.rss"].extra["growth_bytes"].keys() == {"ours", "sdk"}
 
 
@@ -377,3 +391,183 @@ def test_docs_are_published_from_full_runs_of_every_case_only(
             run_module.main([*partial, "--update-docs"])
     with pytest.raises(SystemExit):
         run_module.main(["--quick", "--output", str(tmp_path)])  # a folder: refused at once
+
+
+# -- the checks fail on broken cases -----------------------------------------------------------
+# A probe broke the library in a clone (a batch that dropped its output type, a parse_stream
+# that yielded only its result, a stream that gave the whole reply in one piece) and --quick
+# still passed: the emulator's reply is scripted, so it does not depend on what was sent.
+# Here the same breakages, as wrappers around a real model, each caught by its check.
+
+
+class _Wrapped:
+    """A real model, every method passed through but those a subclass breaks."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def __call__(self, model_input: Any, output_type: Any = None, **kwargs: Any) -> Any:
+        return self.model(model_input, output_type, **kwargs)
+
+
+class _Untyped(_Wrapped):
+    """Drops the output type of calls, streams and batches: no JSON schema is sent."""
+
+    def __call__(self, model_input: Any, output_type: Any = None, **kwargs: Any) -> Any:
+        return self.model(model_input, **kwargs)
+
+    def stream(self, model_input: Any, output_type: Any = None, **kwargs: Any) -> Any:
+        return self.model.stream(model_input, **kwargs)
+
+    def batch(self, model_input: Any, output_type: Any = None, **kwargs: Any) -> Any:
+        return self.model.batch(model_input, **kwargs)
+
+
+class _Buffered(_Wrapped):
+    """A stream that gives the whole reply at its end, in one piece."""
+
+    def stream(self, *args: Any, **kwargs: Any) -> Iterator[str]:
+        yield "".join(self.model.stream(*args, **kwargs))
+
+
+class _FinalOnly(_Wrapped):
+    """A parse_stream that yields its validated result only, no partial values."""
+
+    def parse_stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        yield list(self.model.parse_stream(*args, **kwargs))[-1]
+
+
+def _break(
+    monkeypatch: pytest.MonkeyPatch, wrap: Callable[[Any], Any], *modules: ModuleType
+) -> None:
+    """Make the cases of ``modules`` get their models through ``wrap``."""
+
+    def from_lmstudio_wrapped(client: Any, key: str, **options: Any) -> Any:
+        return wrap(from_lmstudio(client, key, **options))
+
+    @contextmanager
+    def sync_sides(api_host: str, key: str = _common.TEXT_MODEL) -> Iterator[tuple[Any, Any]]:
+        with _common.sync_sides(api_host, key) as (model, handle):
+            yield wrap(model), handle
+
+    for module in modules:
+        monkeypatch.setattr(module, "from_lmstudio", from_lmstudio_wrapped)
+        if hasattr(module, "sync_sides"):
+            monkeypatch.setattr(module, "sync_sides", sync_sides)
+
+
+def test_schema_check_fails_for_calls_that_drop_their_output_type(
+    emulator: RemoteEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches, loops and single calls that sent no JSON schema passed every check."""
+    _break(monkeypatch, _Untyped, batch, calls, vs_outlines, scale)
+    sizes = replace(TINY, token_latency=0.005)  # the concurrency is not what is checked here
+    groups = ["batch", "batch-async", "efficiency", "batch-loop", "calls", "outlines"]
+    groups.append("parse-stream")  # its baseline, model.stream, drops the type
+    results = run_cases(groups, sizes, timing=False, log=lambda _: None, emulator=emulator)
+    by_name = {r.name: r for r in results}
+    untyped = ["batch.sync", "batch.async", "batch.vs_loop.32", "outlines.json"]
+    untyped += ["calls.sync", "calls.stream_first", "calls.async"]
+    untyped += [f"batch.efficiency.{n}" for n in sizes.efficiency_sizes]
+    untyped += [f"parse_stream.{n}" for n in sizes.stream_fragments]
+    for name in untyped:
+        assert "schema_sent" in by_name[name].failed_checks, name
+    # the scripted replies are the same text: only what was sent tells
+    for name in ("batch.sync", "batch.async", "calls.sync", "outlines.json"):
+        assert by_name[name].checks["results_equal"], name
+    assert by_name["calls.parse"].checks["schema_sent"]  # parse was left as it is
+
+
+def test_partials_check_fails_for_a_parse_stream_of_its_result_only(
+    emulator: RemoteEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _break(monkeypatch, _FinalOnly, scale)
+    results = run_cases(["parse-stream"], TINY, timing=False, log=lambda _: None, emulator=emulator)
+    assert [r.failed_checks for r in results] == [["partials"]] * len(TINY.stream_fragments)
+
+
+def test_chunks_check_fails_for_a_stream_in_one_piece(
+    emulator: RemoteEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream buffered to its end passed stream.ttff: its first piece was the whole reply."""
+    _break(monkeypatch, _Buffered, overhead, calls, scale)
+    results = run_cases(
+        ["stream", "calls", "parse-stream"],
+        TINY,
+        timing=False,
+        log=lambda _: None,
+        emulator=emulator,
+    )
+    failed = {r.name: r.failed_checks for r in results if r.failed_checks}
+    expected = {"stream.ttff": ["chunks"], "calls.stream_first": ["chunks"]}
+    expected |= {f"parse_stream.{n}": ["chunks"] for n in TINY.stream_fragments}
+    assert failed == expected
+
+
+def test_partial_values_must_grow_into_the_result() -> None:
+    final = Roster.model_validate({"people": [{"name": "P01 ab", "age": 1}]})
+    grown = [{}, {"people": [{}]}, {"people": [{"name": "P01"}]}, {"people": [{"name": "P01 ab"}]}]
+    assert scale.partials_grow([*grown, final], Roster)
+    assert scale.partials_grow([grown[0], final.model_dump(), final], Roster)  # the whole data
+    assert not scale.partials_grow([final], Roster)  # its result only
+    assert not scale.partials_grow([final.model_dump(), final], Roster)  # one piece
+    assert not scale.partials_grow([*grown, final.model_dump()], Roster)  # no typed result
+    assert not scale.partials_grow([*grown, grown[-1], final], Roster)  # a value repeated
+    assert not scale.partials_grow([grown[2], grown[1], final], Roster)  # shrinking
+    wrong = [{}, {"people": [{"name": "P02"}]}, final]  # not a prefix of the result's name
+    assert not scale.partials_grow(wrong, Roster)
+    assert not scale.partials_grow([{}, {"people": [{"age": 2}]}, final], Roster)
+    many = [{"people": [{"name": "P01" + " ab" * k}]} for k in range(200)]
+    last = Roster.model_validate(many[-1] | {"people": [many[-1]["people"][0] | {"age": 1}]})
+    assert scale.partials_grow([*many, last], Roster)
+    jumbled = [*many[:100], many[150], *many[101:], last]  # one value out of step
+    assert not scale.partials_grow(jumbled, Roster)
+    # a timed run checks a sample of them: the first, the last and evenly between
+    assert scale.partials_grow(jumbled, Roster, sample=16)  # 100 is not among them
+    assert not scale.partials_grow([*many[:98], many[150], *many[99:], last], Roster, sample=16)
+    assert not scale.partials_grow([many[0], many[0], last], Roster, sample=16)
+
+
+def test_sent_schema_wants_one_setting_for_every_call() -> None:
+    def stats(structured: list[str], properties: list[int]) -> ServerStats:
+        return ServerStats(0, 0, [], 0, [], [], properties, [], structured, [])
+
+    assert sent_schema(stats(["s", "s", "s"], [2, 2, 2]), 3, 2)
+    assert not sent_schema(stats(["s", "", "s"], [2, -1, 2]), 3, 2)  # one sent none
+    assert not sent_schema(stats(["s", "t", "s"], [2, 2, 2]), 3, 2)  # another schema
+    assert not sent_schema(stats(["s", "s"], [2, 2]), 3, 2)  # a call missing
+    assert not sent_schema(stats(["", ""], [-1, -1]), 2, 2)  # nothing sent
+    assert not sent_schema(stats(["s", "s"], [3, 3]), 2, 2)  # a schema of 3 properties
+
+
+def test_a_skipped_engine_case_is_said_and_refused_for_the_docs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without llama-cpp-python or the model package the case was skipped silently: its row
+    read "-" and --update-docs would have published a full run without it."""
+    reason = "llama-cpp-python is not installed: pip install x"
+    monkeypatch.setattr(engine, "unavailable", lambda: reason)
+    (result,) = run_cases(["engine"], TINY, timing=False, log=lambda _: None, emulator=None)
+    assert result.skipped == reason
+    assert f"**SKIPPED**: {reason}" in format_table([result])
+    ran = CaseResult("x", "t", "o", "b", metrics=[Metric("wall", 1.0)], checks={"ok": True})
+    assert f"**SKIPPED**: {reason} |" in format_table([ran, result])  # the timed table too
+    output = str(tmp_path / "q.json")
+    assert main(["--quick", "--only", "engine", "--output", output]) == 0  # said, not failed
+    assert f"Skipped: engine.tokens_per_s ({reason})" in capsys.readouterr().out
+    assert main(["--quick", "--strict", "--only", "engine", "--output", output]) == 1
+    with pytest.raises(SystemExit) as info:  # refused before the run, not after it
+        main(["--update-docs", "--output", output])
+    assert info.value.code == 2
+    assert f"the engine case cannot run here: {reason}" in capsys.readouterr().err
+    saved = json.loads(Path(output).read_text())
+    saved.update(mode="full", groups=list(CASES))
+    path = tmp_path / "saved.json"
+    path.write_text(json.dumps(saved))
+    with pytest.raises(SystemExit) as info:
+        main(["--docs-from", str(path)])
+    assert info.value.code == 2
+    assert "a run that skipped engine.tokens_per_s" in capsys.readouterr().err

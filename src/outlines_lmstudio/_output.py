@@ -997,6 +997,7 @@ def _refuse_lazy_items(output_type: object, core_schema: object) -> None:
 
 
 def _abstract_message(name: str, missing: str, at: str) -> str:
+    """Say that ``name`` holds an abstract class (``at``: where), missing ``missing``."""
     return (
         f"The output type {name} holds an abstract class{at} (abstract: {missing}), which "
         "can never be made from a reply, so every reply with it would fail to validate. "

@@ -372,6 +372,8 @@ class Validator(msgspec.Struct, frozen=True):
         ------
         _Invalid
             With the validation errors.
+        UnsupportedOutputTypeError
+            If a validator of the user's passed the value on to an abstract class.
         """
         if self.adapter is not None:
             try:

@@ -28,6 +28,10 @@ OutlinesLMStudioError
 └── BatchGenerationError       (RuntimeError) some batch items failed
 ```
 
+A schema ``pattern`` that no engine constrains and ``parse`` cannot check either (a
+lookaround, a backreference) is refused with an error that is both an
+`UnsupportedOutputTypeError` and an `InvalidSchemaError` (a private subclass of the two).
+
 Errors that wrap an SDK failure carry ``host``, ``model`` and ``hint`` and
 keep the SDK exception as ``__cause__``.
 """

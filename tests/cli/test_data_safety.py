@@ -474,6 +474,19 @@ def test_a_save_name_with_a_nul_is_refused_as_such() -> None:
         _save_target(Path("a\x00b.json"))
 
 
+def test_a_save_name_too_long_for_the_first_file_is_said_so(tmp_path: Path) -> None:
+    """Found by a review: a valid 250-character name was told its folder could hold no
+    file (/save's first file is 14 characters longer, over the 255 a name can have)."""
+    from outlines_lmstudio.cli._chat import _replace
+
+    target = tmp_path / ("n" * 250)
+    with pytest.raises(CliError) as info:
+        _replace(target, "{}", target)
+    assert "the name is too long: /save first writes a file whose name is 14" in str(info.value)
+    assert "no file can be made" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_emulator_bad_port_is_one_line(run_cli: RunCli) -> None:
     result = run_cli("emulator", "--port", "99999", host=False)
     assert result.returncode == 2

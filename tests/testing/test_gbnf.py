@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outlines_lmstudio.testing import LMStudioEmulator
-from outlines_lmstudio.testing._gbnf import GrammarError, parse_gbnf, sample_gbnf
+from outlines_lmstudio.testing._gbnf import SAMPLE_LIMIT, GrammarError, parse_gbnf, sample_gbnf
+from outlines_lmstudio.testing._sampler import split_fragments
 
 from .conftest import MLX, TEXT
 
@@ -470,10 +471,47 @@ def test_a_sentence_cut_at_the_limit_is_no_reply_unless_max_tokens_cuts_it(
     result = model.respond("?", config={**config, "maxTokens": 50})
     assert result.stats.stop_reason == "maxPredictedTokensReached"
     assert set(result.content) == {"a"}
+    # A maxTokens of exactly the cut's fragments ends it too (found by a review: refused).
+    whole = len(split_fragments("a" * SAMPLE_LIMIT))
+    result = model.respond("?", config={**config, "maxTokens": whole})
+    assert result.stats.stop_reason == "maxPredictedTokensReached"
 
 
-def test_groups_nested_past_the_recursion_limit_are_a_grammar_error() -> None:
-    """Found by a probe: the prediction failed with a bare "RecursionError"."""
-    grammar = "root ::= " + "(" * 3000 + '"a"' + ")" * 3000
-    with pytest.raises(GrammarError, match="nests groups more deeply than the emulator's parser"):
-        parse_gbnf(grammar)
+@pytest.mark.parametrize(
+    "grammar",
+    [
+        "root ::= " + "(" * 3000 + '"a"' + ")" * 3000,
+        "root ::= r0\n"
+        + "".join(f'r{i} ::= "a" r{i + 1}\n' for i in range(3000))
+        + 'r3000 ::= "b"\n',
+        "root ::= r0\n" + "".join(f"r{i} ::= r{i + 1}\n" for i in range(3000)) + 'r3000 ::= "b"\n',
+    ],
+)
+def test_grammars_nested_past_the_recursion_limit_are_a_grammar_error(grammar: str) -> None:
+    """Found by a probe (groups) and a review (a chain of rules): the prediction failed
+    with a bare "RecursionError"; the parse, or the sample, says why now."""
+    with pytest.raises(GrammarError, match="nests rules or groups more deeply than the emulator"):
+        sample_gbnf(grammar, random.Random(0))
+
+
+def test_the_shortest_lengths_of_a_chain_of_rules_take_linear_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a review: pass after pass over every rule took one pass per link of a
+    chain, 2 million evaluations (16 s) for 1,500 rules; each rule is computed again only
+    when a rule it names got shorter."""
+    from outlines_lmstudio.testing._gbnf import Grammar
+
+    calls = 0
+    original = Grammar.min_len
+
+    def counted(self: Grammar, node: Any) -> float:
+        nonlocal calls
+        calls += 1
+        return original(self, node)
+
+    monkeypatch.setattr(Grammar, "min_len", counted)
+    rules = "".join(f'r{i} ::= "a" r{i + 1}\n' for i in range(1500))
+    grammar = parse_gbnf("root ::= r0\n" + rules + 'r1500 ::= "c"\n')
+    assert grammar.cost["root"] == 1501
+    assert calls < 10 * 1500 * 4  # each rule's few nodes, a few times

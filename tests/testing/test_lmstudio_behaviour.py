@@ -1055,19 +1055,72 @@ def test_the_patterns_llama_cpp_reads(schema: dict[str, Any], refused: str | Non
 
 
 # What llama.cpp's C++ converter (built from llama-cpp-python 0.3.36's sources) said of
-# each: "JSON schema error at <where>: schema must be an object", or nothing.
-_BOOLEAN_SCHEMAS: list[tuple[dict[str, Any], str | None]] = [
-    ({"type": "array", "prefixItems": [{"type": "integer"}], "items": False}, "#/items"),
-    ({"type": "array", "items": True}, "#/items"),
-    ({"type": "object", "properties": {"a": True}}, "#/properties/a"),
-    ({"type": "object", "properties": {"a": False}}, "#/properties/a"),
-    ({"anyOf": [True, {"type": "string"}]}, "#/anyOf/0"),
-    ({"allOf": [True]}, "#/allOf/0"),
-    ({"type": "array", "prefixItems": [True]}, "#/prefixItems/0"),
-    ({"$defs": {"x": True}, "$ref": "#/$defs/x"}, "#/$defs/x"),
+# each: its builder's "JSON schema error at <where>: <what>", or nothing.
+_BUILDER_VERDICTS: list[tuple[Any, str | None]] = [
+    (
+        {"type": "array", "prefixItems": [{"type": "integer"}], "items": False},
+        "#/items: schema must be an object",
+    ),
+    ({"type": "array", "items": True}, "#/items: schema must be an object"),
+    ({"type": "object", "properties": {"a": True}}, "#/properties/a: schema must be an object"),
+    ({"anyOf": [True, {"type": "string"}]}, "#/anyOf/0: schema must be an object"),
+    ({"allOf": [True]}, "#/allOf/0: schema must be an object"),
+    ({"type": "array", "prefixItems": [True]}, "#/prefixItems/0: schema must be an object"),
+    ({"$defs": {"x": True}, "$ref": "#/$defs/x"}, "#/$defs/x: schema must be an object"),
     (
         {"type": "object", "additionalProperties": {"type": "object", "properties": {"b": True}}},
-        "#/additionalProperties/properties/b",
+        "#/additionalProperties/properties/b: schema must be an object",
+    ),
+    # Found by a review: a property named additionalProperties, an allOf member's items,
+    # and the branches of a type list, which the builder names.
+    (
+        {"type": "object", "properties": {"additionalProperties": True}},
+        "#/properties/additionalProperties: schema must be an object",
+    ),
+    (
+        {"allOf": [{"type": "array", "prefixItems": [{"type": "string"}], "items": False}]},
+        "#/allOf/0/items: schema must be an object",
+    ),
+    (
+        {"type": ["array", "null"], "prefixItems": [{"type": "string"}], "items": False},
+        "#/type/0/items: schema must be an object",
+    ),
+    ({"anyOf": []}, "#/anyOf: must not be empty"),
+    ({"oneOf": {"type": "string"}}, "#/oneOf: must be an array of schemas"),
+    ({"type": []}, "#: type must not be empty"),
+    ({"type": 5}, "#: type must be a string or an array of strings"),
+    ({"type": "date"}, "#: unrecognized type date"),
+    ({"enum": []}, "#: enum must be a non-empty array"),
+    ({"type": "object", "properties": []}, "#: properties must be an object"),
+    (
+        {"type": "object", "additionalProperties": 1},
+        "#: additionalProperties must be a boolean or a schema",
+    ),
+    (
+        {"type": "array", "items": {"type": "string"}, "minItems": 1.5},
+        "#: minItems must be a non-negative integer",
+    ),
+    ({"type": "string", "maxLength": -1}, "#: maxLength must be a non-negative integer"),
+    ({"type": "string", "maxLength": 2**31}, "#: maxLength must be a non-negative integer"),
+    ({"type": "string", "format": 5}, "#: format must be a string"),
+    ({"type": "string", "pattern": 5}, "#: pattern must be a string"),
+    ({"type": "integer", "minimum": "3"}, "#: minimum must be a number"),
+    ({"$ref": 5}, "#: $ref must be a string"),
+    (
+        {"$ref": "other.json#/x"},
+        "#: unsupported $ref other.json#/x, only references into the same document are supported",
+    ),
+    (
+        {"$ref": "#/$defs/missing", "$defs": {}},
+        "#: cannot resolve $ref #/$defs/missing, missing not found",
+    ),
+    (
+        {"$ref": "#/prefixItems/3", "prefixItems": [{}]},
+        "#: cannot resolve $ref #/prefixItems/3, 3 is out of range",
+    ),
+    (
+        {"type": "object", "properties": {"c": {"$ref": "#"}}, "required": ["c"]},
+        "#/properties/c: unsupported $ref #, only references into the same document are supported",
     ),
     ({"type": "object", "additionalProperties": True}, None),
     (
@@ -1079,16 +1132,38 @@ _BOOLEAN_SCHEMAS: list[tuple[dict[str, Any], str | None]] = [
     ({"type": "array", "contains": True}, None),
     ({"type": "object", "patternProperties": {"a": True}}, None),
     ({"type": "object", "properties": {"a": {"const": True}}}, None),
+    ({"type": "integer", "minimum": 3, "exclusiveMinimum": "x"}, None),  # read only alone
+    ({"type": "array", "prefixItems": [{}], "minItems": -1}, None),  # a tuple's counts: unread
+    ({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}, None),  # a cycle
 ]
 
 
-@pytest.mark.parametrize(("schema", "where"), _BOOLEAN_SCHEMAS)
-def test_the_boolean_schemas_llama_cpp_refuses(schema: dict[str, Any], where: str | None) -> None:
-    """Found by an audit: a GGUF model answered ``items: false`` after ``prefixItems`` (and
-    other boolean subschemas), which llama.cpp's C++ converter refuses."""
-    from outlines_lmstudio.testing._llama_schema import refused_boolean
+@pytest.mark.parametrize(("schema", "error"), _BUILDER_VERDICTS)
+def test_what_llama_cpps_schema_builder_refuses(schema: Any, error: str | None) -> None:
+    """Found by an audit: a GGUF model answered ``items: false`` after ``prefixItems``
+    (and other schemas llama.cpp's builder fails on), which LM Studio refuses."""
+    from outlines_lmstudio.testing._llama_builder import schema_error
 
-    assert refused_boolean(schema) == where
+    assert schema_error(schema) == (None if error is None else f"JSON schema error at {error}")
+
+
+@pytest.mark.skipif(
+    not os.environ.get("LLAMA_JSON_SCHEMA_TO_GRAMMAR"),
+    reason="needs a build of llama.cpp's C++ converter (tests/unit/grammar/cpp/README.md)",
+)
+def test_the_builder_verdicts_are_llama_cpps() -> None:
+    lines = "".join(json.dumps(schema) + "\n" for schema, _ in _BUILDER_VERDICTS)
+    done = subprocess.run(
+        [os.environ["LLAMA_JSON_SCHEMA_TO_GRAMMAR"]],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    for (schema, error), line in zip(_BUILDER_VERDICTS, done.stdout.splitlines(), strict=True):
+        said = line.removeprefix("ERR JSON schema conversion failed: JSON schema error at ")
+        assert (None if line.startswith("OK ") else said) == error, schema
 
 
 def test_a_boolean_schema_llama_cpp_refuses_fails_a_gguf_prediction(client: lms.Client) -> None:
@@ -1222,7 +1297,9 @@ def test_a_schema_no_document_matches_is_refused(
 ) -> None:
     # Before: the bounds case wrote "14", the empty enum "", the required self-reference
     # an object missing "c" (only the string case failed, as LM Studio fails them all).
-    model = client.llm.model(TEXT)
+    # On the MLX model: on a GGUF one, llama.cpp's schema builder fails first on some (an
+    # empty enum, a "$ref" of "#"), with its own message (`_BUILDER_VERDICTS`).
+    model = client.llm.model(MLX)
     with pytest.raises(lms.LMStudioServerError, match=f"Failed to build a grammar.*{why}"):
         model.respond("x", response_format=schema)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import secrets
 import shlex
@@ -479,12 +480,19 @@ def _replace(target: Path, text: str, path: Path) -> None:
         reason = str(exc.strerror or exc)
         if not created and exc.filename == str(tmp):  # not the file's fault: its folder's
             folder = str(target.parent)
-            reason = (
-                f"the folder {folder!r} does not exist"
-                if not target.parent.is_dir()
-                else f"no file can be made in {folder!r} ({reason}): /save writes a new file "
-                "there, then renames it to the name given (over any file of that name)"
-            )
+            if not target.parent.is_dir():
+                reason = f"the folder {folder!r} does not exist"
+            elif exc.errno == errno.ENAMETOOLONG:  # found by a review: "no file can be made"
+                extra = len(tmp.name) - len(target.name)
+                reason = (
+                    f"the name is too long: /save first writes a file whose name is {extra} "
+                    "characters longer, then renames it; give a shorter name"
+                )
+            else:
+                reason = (
+                    f"no file can be made in {folder!r} ({reason}): /save writes a new file "
+                    "there, then renames it to the name given (over any file of that name)"
+                )
         raise _cannot_save(path, reason) from None
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["refused_boolean", "refused_pattern"]
+__all__ = ["refused_pattern"]
 
 
 def refused_pattern(schema: Any) -> str | None:
@@ -30,129 +30,68 @@ def refused_pattern(schema: Any) -> str | None:
         A ``pattern`` the converter reaches that does not start with ``^`` and end
         with ``$``.
     """
-    for _, node in _visited(schema):
-        pattern = _pattern(node)
-        if pattern is not None and not (pattern.startswith("^") and pattern.endswith("$")):
+    for pattern in _patterns(schema):
+        if not (pattern.startswith("^") and pattern.endswith("$")):
             return pattern
     return None
 
 
-def refused_boolean(schema: Any) -> str | None:
-    """Return where the converter reaches a boolean schema it refuses, or None.
-
-    llama.cpp's C++ converter takes ``true``/``false`` only as ``additionalProperties``;
-    anywhere else it reaches one (``items: false`` after ``prefixItems``, a property's
-    ``true``, an ``anyOf`` branch) it fails: "JSON schema error at #/items: schema must be
-    an object" (llama-cpp-python 0.3.36's sources, built and run). Unreached ones (an
-    unused ``$defs`` entry) are not read.
-
-    Returns
-    -------
-    str | None
-        The JSON pointer of the first one, as the converter writes it (``#/items``).
-    """
-    for pointer, node in _visited(schema):
-        if isinstance(node, bool) and not pointer.endswith("/additionalProperties"):
-            return f"#{pointer}"
-    return None
-
-
-def _pattern(node: Any) -> str | None:
-    """Return the pattern the converter reads at ``node``: a string's, as its ``visit``."""
-    if _branch(node) == "string":
-        return str(node["pattern"])
-    return None
-
-
-def _branch(node: Any) -> str:
-    """Name the branch of the converter's ``visit`` that ``node`` takes, in its order."""
-    if not isinstance(node, dict):
-        return "other"
-    kind = node.get("type")
-    if "$ref" in node:
-        return "ref"
-    if "oneOf" in node or "anyOf" in node:
-        return "union"
-    if isinstance(kind, list):
-        return "types"
-    if "const" in node or "enum" in node:
-        return "value"
-    if kind in (None, "object") and _is_object(node):
-        return "object"
-    if kind in (None, "object", "string") and "allOf" in node:
-        return "allOf"
-    if kind in (None, "array") and ("items" in node or "prefixItems" in node):
-        return "array"
-    if kind in (None, "string") and isinstance(node.get("pattern"), str):
-        return "string"
-    return "other"
-
-
-def _visited(root: Any) -> Iterator[tuple[str, Any]]:
-    """Yield ``(pointer, node)`` for each node the converter visits, in its order.
+def _patterns(root: Any) -> Iterator[str]:
+    """Yield the patterns the converter reads in ``root``, in its order of keywords.
 
     Depth first with a stack of its own, not recursion: a ``$ref`` chain 1,000 long, which
     the C++ converter follows, overflowed Python's recursion (found by a probe). A stack
     entry is a node, or an ``allOf`` member still to resolve (resolved when it is reached,
-    in the converter's order). A node reached through ``$ref`` has its target's pointer.
+    in the converter's order).
     """
     refs: set[str] = set()
-    stack: list[tuple[bool, str, Any]] = [(False, "", root)]
+    stack: list[tuple[bool, Any]] = [(False, root)]
     while stack:
-        member, pointer, node = stack.pop()
+        member, node = stack.pop()
         if member:  # an allOf member: its properties (a reference resolved now)
             if isinstance(node, dict) and "$ref" in node:
-                pointer, node = str(node["$ref"])[1:], _target(node["$ref"], root, refs)
-            if isinstance(node, bool):
-                yield pointer, node
-            elif isinstance(node, dict):
-                stack.extend(reversed(_properties(node, pointer)))
+                node = _target(node["$ref"], root, refs)
+            if isinstance(node, dict):
+                stack.extend((False, sub) for sub in reversed(_values(node.get("properties"))))
             continue
-        yield pointer, node
-        stack.extend(reversed(_step(node, pointer, root, refs)))
+        pattern, children = _step(node, root, refs)
+        if pattern is not None:
+            yield pattern
+        stack.extend(reversed(children))
 
 
-def _step(node: Any, at: str, root: Any, refs: set[str]) -> list[tuple[bool, str, Any]]:
-    """Return what the converter visits below ``node`` (at pointer ``at``), in its order.
+def _step(node: Any, root: Any, refs: set[str]) -> tuple[str | None, list[tuple[bool, Any]]]:
+    """Return the pattern the converter reads at ``node``, and what it visits below it.
 
-    As its ``visit`` branches (``True``: an ``allOf`` member); a leaf visits nothing.
+    As its ``visit`` branches; the nodes below come in its order (``True``: an ``allOf``
+    member).
     """
-    branch = _branch(node)
-    if branch == "ref":
-        return [(False, str(node["$ref"])[1:], _target(node["$ref"], root, refs))]
-    if branch == "union":
-        key = "oneOf" if "oneOf" in node else "anyOf"
-        return [(False, f"{at}/{key}/{i}", sub) for i, sub in enumerate(_list(node[key]))]
-    if branch == "types":
-        return [(False, at, {**node, "type": single}) for single in node["type"]]
-    if branch == "object":
-        extra = (False, f"{at}/additionalProperties", node.get("additionalProperties"))
-        return [*_properties(node, at), extra]
-    if branch == "allOf":
-        members: list[tuple[bool, str, Any]] = []
-        for i, part in enumerate(_list(node["allOf"])):
-            where = f"{at}/allOf/{i}"
-            if isinstance(part, dict) and "anyOf" in part:
-                members.extend(
-                    (True, f"{where}/anyOf/{j}", sub) for j, sub in enumerate(_list(part["anyOf"]))
-                )
-            else:
-                members.append((True, where, part))
-        return members
-    if branch == "array":
-        key = "items" if "items" in node else "prefixItems"
-        items = node[key]
-        if isinstance(items, list):
-            return [(False, f"{at}/{key}/{i}", sub) for i, sub in enumerate(items)]
-        return [(False, f"{at}/{key}", items)]
-    return []
-
-
-def _properties(node: dict[str, Any], at: str) -> list[tuple[bool, str, Any]]:
-    properties = node.get("properties")
-    if not isinstance(properties, dict):
-        return []
-    return [(False, f"{at}/properties/{name}", sub) for name, sub in properties.items()]
+    if not isinstance(node, dict):
+        return None, []
+    kind = node.get("type")
+    if "$ref" in node:
+        return None, [(False, _target(node["$ref"], root, refs))]
+    if "oneOf" in node or "anyOf" in node:
+        return None, [(False, sub) for sub in _list(node.get("oneOf", node.get("anyOf")))]
+    if isinstance(kind, list):
+        return None, [(False, {**node, "type": single}) for single in kind]
+    if "const" in node or "enum" in node:
+        return None, []
+    if kind in (None, "object") and _is_object(node):
+        properties = [(False, sub) for sub in _values(node.get("properties"))]
+        return None, [*properties, (False, node.get("additionalProperties"))]
+    if kind in (None, "object", "string") and "allOf" in node:
+        members: list[tuple[bool, Any]] = []
+        for part in _list(node["allOf"]):
+            inner = part.get("anyOf") if isinstance(part, dict) and "anyOf" in part else [part]
+            members.extend((True, member) for member in _list(inner))
+        return None, members
+    if kind in (None, "array") and ("items" in node or "prefixItems" in node):
+        items = node.get("items", node.get("prefixItems"))
+        return None, [(False, sub) for sub in (items if isinstance(items, list) else [items])]
+    if kind in (None, "string") and isinstance(node.get("pattern"), str):
+        return node["pattern"], []
+    return None, []
 
 
 def _list(value: Any) -> list[Any]:
@@ -162,6 +101,10 @@ def _list(value: Any) -> list[Any]:
 def _is_object(node: dict[str, Any]) -> bool:
     """Whether the converter builds an object rule for ``node`` (properties, or strict extras)."""
     return "properties" in node or node.get("additionalProperties", True) is not True
+
+
+def _values(properties: Any) -> list[Any]:
+    return list(properties.values()) if isinstance(properties, dict) else []
 
 
 def _target(ref: Any, root: Any, refs: set[str]) -> Any:

@@ -17,7 +17,8 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._engine import Fragment, Generation
-from outlines_lmstudio.testing._llama_schema import refused_boolean, refused_pattern
+from outlines_lmstudio.testing._llama_builder import schema_error
+from outlines_lmstudio.testing._llama_schema import refused_pattern
 from outlines_lmstudio.testing._reasoning_forms import (
     ReasoningReply,
     cut_at_tokens,
@@ -275,20 +276,19 @@ def _check_llama_cpp_dialect(instance: Instance, schema: Any) -> None:
     """Refuse what llama.cpp's converter refuses, for a GGUF model (LM Studio runs it there).
 
     The synthetic engine samples with outlines-core, which takes an unanchored pattern and
-    boolean subschemas; LM Studio's llama.cpp engine refuses the schema (inferred from
-    llama.cpp's converter and lmstudio-bug-tracker #2168, with the wording of our llama.cpp
-    engine; a boolean's, the C++ converter's own, built from llama-cpp-python 0.3.36).
+    what llama.cpp's schema builder fails on (a boolean subschema, an empty ``anyOf``...);
+    LM Studio's llama.cpp engine refuses the schema (inferred from llama.cpp's converter and
+    lmstudio-bug-tracker #2168, with the wording of our llama.cpp engine; the builder's, its
+    own, `_llama_builder`).
     """
     if instance.model.format != "gguf":
         return
-    where = refused_boolean(schema)
-    if where is not None:
+    error = schema_error(schema)
+    if error is not None:
         raise server_error(
             "Failed to convert the JSON schema to a grammar: JSON schema conversion failed: "
-            f"JSON schema error at {where}: schema must be an object",
+            f"{error}",
             cause="llama.cpp's JSON-schema-to-grammar converter refused the schema.",
-            suggestion="Write {} for any value, or leave the keyword out (a boolean schema "
-            "is taken only as additionalProperties).",
         )
     pattern = refused_pattern(schema)
     if pattern is not None:
@@ -507,7 +507,7 @@ async def _reply_tokens(
             raise server_error(f"Cannot generate from the GBNF grammar: {exc}") from exc
         fragments = _fragments(split_fragments(text))
         limit = max_predicted_tokens(record.config)
-        if not whole and (limit is None or limit >= len(fragments)):
+        if not whole and (limit is None or limit > len(fragments)):
             # Not a sentence of the grammar, so not "eosFound" (found by an audit); LM
             # Studio would generate until maxTokens or the context's end.
             raise server_error(

@@ -10,6 +10,9 @@ negated classes ``[^...]``, ranges, ``.``, groups, token references ``<[id]>``,
 ``{m,n}``; ``#`` comments. A line break ends a rule, except inside parentheses and
 right after ``::=`` or ``|``, as in llama.cpp. The test suite checks that llama.cpp's
 parser takes and refuses the same grammars, and that its matcher accepts every sample.
+Two corners differ (found by a review; hand-written GBNF only): a rule named only under a
+``{0}`` repetition, which llama.cpp drops and may then not look up (refused here), and a
+rule defined twice, whose first body llama.cpp still checks (only the last is, here).
 Token references name a model's vocabulary, which the synthetic engine has none of:
 they parse, but `Grammar.sample` refuses them.
 
@@ -692,8 +695,9 @@ _TOO_DEEP = (
 def parse_gbnf(text: str) -> Grammar:
     """Parse GBNF text.
 
-    Takes exactly the grammars llama.cpp's parser takes (a ``<name>`` token reference,
-    which llama.cpp looks up in the model's vocabulary, is taken whatever it names).
+    Takes the grammars llama.cpp's parser takes (a ``<name>`` token reference, which
+    llama.cpp looks up in the model's vocabulary, is taken whatever it names; two corners
+    differ: see the module's docstring).
 
     Raises
     ------

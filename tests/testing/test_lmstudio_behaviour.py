@@ -29,6 +29,7 @@ from outlines_lmstudio.testing import (
 from outlines_lmstudio.testing._catalogue import MODEL_FORMATS, Catalogue
 from outlines_lmstudio.testing._server import is_loopback
 
+from ..cpp_converter import CPP_CONVERTER, run_cpp_converter
 from ..private_network import require_private_network
 from .conftest import EMBED, MLX, TEXT, UNLOADED, MakeEmulator, raw_rpc, raw_socket
 
@@ -1147,17 +1148,8 @@ def test_what_llama_cpps_schema_builder_refuses(schema: Any, error: str | None) 
     from outlines_lmstudio.testing._llama_builder import schema_error
 
     assert schema_error(schema) == (None if error is None else f"JSON schema error at {error}")
-    converter = os.environ.get("LLAMA_JSON_SCHEMA_TO_GRAMMAR")
-    if converter:
-        done = subprocess.run(
-            [converter],
-            input=json.dumps(schema) + "\n",
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        said = done.stdout.strip()
+    if CPP_CONVERTER:
+        said = run_cpp_converter(schema).stdout.strip()
         prefix = "ERR JSON schema conversion failed: JSON schema error at "
         assert (None if said.startswith("OK ") else said.removeprefix(prefix)) == error
 

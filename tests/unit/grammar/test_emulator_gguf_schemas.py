@@ -27,8 +27,7 @@ import pytest
 
 from outlines_lmstudio.testing import LMStudioEmulator
 from outlines_lmstudio.testing._llama import json_schema_grammar
-
-from .test_schema_differential import CPP_CONVERTER, run_cpp_converter
+from tests.cpp_converter import CPP_CONVERTER, run_cpp_converter
 
 if TYPE_CHECKING:
     from ._llama_harness import LlamaGrammarHarness

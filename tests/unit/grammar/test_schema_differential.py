@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import re
-import subprocess
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +29,7 @@ from outlines_lmstudio._dialects import ENGINES, Engine, dialect_schema
 from outlines_lmstudio._output import check_json_schema, plan_output
 from outlines_lmstudio._schema_walk import schema_nodes
 from outlines_lmstudio.errors import InvalidSchemaError, UnsupportedOutputTypeError
+from tests.cpp_converter import CPP_CONVERTER, run_cpp_converter
 from tests.unit._schema_corpus import generated_schemas, output_type_corpus
 
 if TYPE_CHECKING:
@@ -83,23 +82,6 @@ def outlines_core_accepts(schema: dict[str, Any]) -> str | None:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
-
-
-CPP_CONVERTER = os.environ.get("LLAMA_JSON_SCHEMA_TO_GRAMMAR")
-"""A build of llama.cpp's C++ converter (see cpp/README.md), for the optional C++ check."""
-
-
-def run_cpp_converter(schema: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    """Run the C++ converter's build on one schema: ``OK <grammar>`` or ``ERR <why>``."""
-    assert CPP_CONVERTER is not None
-    return subprocess.run(
-        [CPP_CONVERTER],
-        input=json.dumps(schema) + "\n",
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=True,
-    )
 
 
 def cpp_accepts(llama: LlamaGrammarHarness, schema: dict[str, Any]) -> str | None:

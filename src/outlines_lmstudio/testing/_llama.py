@@ -29,6 +29,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from outlines_lmstudio.testing._engine import Fragment, Generation
+from outlines_lmstudio.testing._llama_all_of import any_of_alternatives, schema_kind
 from outlines_lmstudio.testing._llama_plan import (
     MAX_GRAMMAR_DEPTH,
     Plan,
@@ -508,34 +509,37 @@ def _converter() -> Any:
         def _all_of(self, parts: list[Any], name: str) -> str:
             """Return an ``allOf``'s rule as the C++ converter builds it.
 
-            The properties of its members (a member's ``$ref`` followed; an ``anyOf``
-            member's alternatives optional), or, when members give enums, the values
-            common to all of them. The port knows only properties: an enum behind
-            ``allOf`` (``{"allOf": [{"$ref": "#/$defs/Color"}]}``) became ``{}``.
+            The properties of its members (a member's ``$ref`` followed; the alternatives
+            of an ``anyOf`` member, a ``oneOf`` or a type list too, optional), or, when
+            members give enums, the values common to all of them. Each member is of the
+            kind llama.cpp's schema builder gives it (`schema_kind`): a string's
+            ``properties`` or an ``enum`` beside ``properties`` add no property. The port
+            knows only properties: an enum behind ``allOf`` (``{"allOf": [{"$ref":
+            "#/$defs/Color"}]}``) became ``{}``.
             """
             required: set[str] = set()
             properties: list[tuple[str, Any]] = []
             counts: dict[str, int] = {}
 
-            def add(member: Any, is_required: bool) -> None:
-                if isinstance(member, dict) and "$ref" in member:
-                    add(self._refs.get(member["$ref"]), is_required)
-                elif isinstance(member, dict) and isinstance(member.get("properties"), dict):
+            def add(member: Any, is_required: bool, seen: frozenset[str]) -> None:
+                kind = schema_kind(member)
+                if kind == "$ref" and member["$ref"] not in seen:  # not round a cycle
+                    ref = member["$ref"]
+                    add(self._refs.get(ref), is_required, seen | {ref})
+                elif kind == "object" and isinstance(member.get("properties"), dict):
                     for prop_name, prop_schema in member["properties"].items():
                         properties.append((prop_name, prop_schema))
                         if is_required:
                             required.add(prop_name)
-                elif isinstance(member, dict) and isinstance(member.get("enum"), list):
+                elif kind == "enum" and isinstance(member["enum"], list):
                     for value in member["enum"]:
                         literal = self._generate_constant_rule(value)
                         counts[literal] = counts.get(literal, 0) + 1
 
             for part in parts:
-                if isinstance(part, dict) and isinstance(part.get("anyOf"), list):
-                    for alternative in part["anyOf"]:
-                        add(alternative, False)
-                else:
-                    add(part, True)
+                alternatives = any_of_alternatives(part)
+                for alternative in [part] if alternatives is None else alternatives:
+                    add(alternative, alternatives is None, frozenset())
             common = sorted(literal for literal, n in counts.items() if n == len(parts))
             if common:  # sorted: the C++ code counts them in a std::map
                 return "(" + " | ".join(common) + ") space"

@@ -676,10 +676,12 @@ def _merged_all_of(node: dict[str, Any]) -> dict[str, Any] | None:
 
     outlines-core writes each member's regex one after the other, so
     ``{"allOf": [{"properties": {"a": ...}}, {"properties": {"b": ...}}]}`` came out as
-    ``{"a": 1}{"b": ""}``, not JSON. llama.cpp's converter merges the members' properties
-    (LM Studio does so for GGUF models; what its MLX engine does is not verified). Only
-    members of properties and required ones, no key in two of them, are merged: the
-    object is then exactly what the ``allOf`` allows.
+    ``{"a": 1}{"b": ""}``, not JSON. Only members of properties and required ones, no
+    key in two of them, are merged: the object is then exactly what the ``allOf`` allows
+    (what LM Studio's MLX engine does is not verified). A GGUF model's schema reaches the
+    sampler with no ``allOf``: llama.cpp's converter reads it otherwise (every property
+    required, the object closed), and the synthetic engine writes it so first
+    (`outlines_lmstudio.testing._llama_all_of`).
     """
     parts = node.get("allOf")
     if not isinstance(parts, list) or len(parts) < 2 or set(node) - _OBJECT_PART - {"allOf"}:

@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._engine import Fragment, Generation
+from outlines_lmstudio.testing._llama_all_of import all_of_as_llama_cpp
 from outlines_lmstudio.testing._llama_builder import schema_error
 from outlines_lmstudio.testing._llama_schema import refused_pattern
 from outlines_lmstudio.testing._reasoning_forms import (
@@ -346,6 +347,9 @@ def _for_llama_cpp(schema: Any) -> Any:
       then its lengths), where outlines-core reads the lengths first (``"2%h"`` for
       ``^a+$`` with ``maxLength: 3``) and hangs on a ``uuid`` with ``minLength: 40``: the
       keywords llama.cpp does not read beside a pattern or a constrained format are dropped.
+
+    An ``allOf`` is left for `all_of_as_llama_cpp`, which runs on the whole result (its
+    ``$ref`` members resolve there).
     """
     if isinstance(schema, list):
         return [_for_llama_cpp(item) for item in schema]
@@ -477,7 +481,9 @@ async def _reply_tokens(
         _check_llama_cpp_dialect(instance, schema)
         renames: dict[str, str] = {}
         if instance.model.format == "gguf":
-            schema, renames = _plain_names(_for_llama_cpp(schema))
+            schema, repeats = all_of_as_llama_cpp(_for_llama_cpp(schema))
+            schema, renames = _plain_names(schema)
+            renames.update(repeats)
         rng = random.Random(_seed_for(emu.seed, record.messages, schema))
         try:
             if emu._sampler.is_cached(schema):

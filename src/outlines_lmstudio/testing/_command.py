@@ -89,7 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         metavar="S",
         help="seconds of prompt processing before a reply's first fragment, with progress "
-        f"reports (0 to {MAX_TOKEN_LATENCY:g}; default: 0)",
+        f"reports (0 to {MAX_TOKEN_LATENCY:g}; default: 0; not for a --gguf model, whose "
+        "prompt takes its real time)",
     )
     parser.add_argument(
         "--load-latency",

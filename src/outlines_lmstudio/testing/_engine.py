@@ -9,12 +9,15 @@ a model produces and never knows which engine it is:
   GGUF file run by llama-cpp-python, for a model with ``gguf=PATH``.
 
 A prediction is a `Generation`: `Fragment` values as they are produced, then
-how it ended (stop reason, prompt token count).
+how it ended (stop reason, prompt token count). An engine that processes the prompt
+itself when the fragments are first iterated (the llama.cpp engine) reports how far it
+is as `PromptProgress` values; for the others the protocol layer reports the emulator's
+``prompt_latency``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
     from outlines_lmstudio.testing._records import Prediction
     from outlines_lmstudio.testing._tools import ToolCall
 
-__all__ = ["Engine", "Fragment", "Generation"]
+__all__ = ["Engine", "Fragment", "Generation", "PromptProgress"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,38 @@ class Fragment:
     tokens_count: int = 1
     reasoning_type: str = "none"
     is_structural: bool = False
+
+
+@dataclass(frozen=True)
+class PromptProgress:
+    """How far an engine has processed a prompt (a ``promptProcessingProgress`` report).
+
+    ``total = cached + processed + unprocessed``, as the ``details`` of LM Studio's
+    report count them.
+
+    Attributes
+    ----------
+    total
+        The prompt's tokens (``totalPromptTokenCount``).
+    cached
+        Tokens reused from the cache, not processed again (``cachedTokenCount``).
+    processed
+        Tokens processed so far (``processedPromptTokenCount``).
+    """
+
+    total: int
+    cached: int = 0
+    processed: int = 0
+
+    @property
+    def progress(self) -> float:
+        """The share of the tokens to process that is done, from 0 to 1.
+
+        Inferred: LM Studio's ``progress`` counts the tokens it processes, not the
+        cached ones (its ``details`` say which are which).
+        """
+        todo = self.total - self.cached
+        return 1.0 if todo <= 0 else min(1.0, self.processed / todo)
 
 
 @dataclass
@@ -73,6 +108,15 @@ class Generation:
     tool_call
         The tool call the reply ends with (``stop_reason`` is then ``"toolCalls"``);
         the protocol layer streams its ``toolCallGeneration*`` events.
+    processes_prompt
+        Set by the engine: it processes the prompt itself when `fragments` is first
+        iterated, and awaits `on_progress` as it goes (0 at its start, a report after
+        each batch of tokens, 1 when done, before the first fragment). False: the
+        protocol layer reports the prompt's processing itself (``prompt_latency``).
+    on_progress
+        Set by the protocol layer before it iterates `fragments` (None: nobody listens).
+        It may raise to stop the prediction (its model was unloaded); the exception
+        comes out of `fragments`.
     """
 
     fragments: AsyncGenerator[Fragment, None]
@@ -80,6 +124,8 @@ class Generation:
     prompt_tokens: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
     tool_call: ToolCall | None = None
+    processes_prompt: bool = False
+    on_progress: Callable[[PromptProgress], Awaitable[None]] | None = None
 
 
 class Engine(Protocol):

@@ -28,7 +28,7 @@ import types
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from outlines_lmstudio.testing._engine import Fragment, Generation
+from outlines_lmstudio.testing._engine import Fragment, Generation, PromptProgress
 from outlines_lmstudio.testing._llama_all_of import any_of_alternatives, schema_kind
 from outlines_lmstudio.testing._llama_plan import (
     MAX_GRAMMAR_DEPTH,
@@ -869,18 +869,22 @@ class LlamaEngine:
             raise ValueError(_parse_reason(str(exc), gbnf)) from exc
         native.L.llama_sampler_free(sampler)
 
-    def _start(self, tokens: list[int], how: Plan, gbnf: str | None, grammar_first: bool) -> None:
+    def _start(self, tokens: list[int], how: Plan, gbnf: str | None, grammar_first: bool) -> int:
+        """Set the decoder up for ``tokens``; return how many of them are cached."""
         with self._run_lock:
             threads = how.cpu_threads or _threads()
             decoder = self._decoder_for(threads)
             decoder.use_threads(threads)  # the context outlives the prediction that made it
             grammar = self._loaded().grammar(gbnf) if gbnf is not None else None
             decoder.begin(tokens, how.sampling, grammar, grammar_first=grammar_first)
+            return len(tokens) - len(decoder.pending)
 
-    def _prefill(self) -> bool:
+    def _prefill(self) -> int:
+        """Process the next batch of the prompt; return how many of its tokens remain."""
         with self._run_lock:
             assert self._decoder is not None
-            return self._decoder.prefill()
+            self._decoder.prefill()
+            return len(self._decoder.pending)
 
     def _step(self, feed: int | None) -> tuple[int, bytes, bool, bool]:
         """Decode the previous token (if any) and sample the next: (token, bytes, end, full)."""
@@ -923,6 +927,7 @@ class LlamaEngine:
         box: list[Generation] = []
         generation = Generation(self._fragments(box, record, tokens, how, gbnf, grammar_first))
         generation.prompt_tokens = len(tokens)
+        generation.processes_prompt = True
         box.append(generation)
         return generation
 
@@ -967,14 +972,18 @@ class LlamaEngine:
         if not await acquire_unless_cancelled(queue, record.cancel_event):
             return
         try:
-            await asyncio.to_thread(self._start, tokens, how, gbnf, grammar_first)
-            more = True
-            while more:
+            cached = await asyncio.to_thread(self._start, tokens, how, gbnf, grammar_first)
+            await self._report(generation, cached, 0)
+            remaining = len(tokens) - cached
+            while remaining:
                 # A cancel is read before each batch of the prompt: a long prompt takes
                 # seconds, and the next prediction waits for it.
                 if record.cancelled:
                     return
-                more = await asyncio.to_thread(self._prefill)
+                remaining = await asyncio.to_thread(self._prefill)
+                # Reported after each batch, as LM Studio does: a client that counts
+                # reports as signs of life (a read timeout) hears one per batch.
+                await self._report(generation, cached, len(tokens) - cached - remaining)
             decoding = _Decoding(self._step, how, loop)
             decoding.start()
             try:
@@ -1004,6 +1013,13 @@ class LlamaEngine:
             generation.stats["totalTokensCount"] = generation.prompt_tokens + ended.predicted
         finally:
             queue.release()
+
+    @staticmethod
+    async def _report(generation: Generation, cached: int, processed: int) -> None:
+        """Tell the protocol layer how far the prompt is processed (if it listens)."""
+        if generation.on_progress is not None:
+            progress = PromptProgress(generation.prompt_tokens, cached, processed)
+            await generation.on_progress(progress)
 
     async def clear_cache(self) -> None:
         """Forget the KV cache, so the next prompt is processed from its first token.

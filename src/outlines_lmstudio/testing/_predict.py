@@ -8,6 +8,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+from outlines_lmstudio.testing._engine import PromptProgress
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._lookup import (
     engine_for,
@@ -105,14 +106,13 @@ _PROGRESS_EVERY = 0.25
 """Longest gap between prompt-processing progress reports (seconds)."""
 
 
-def _prompt_progress(progress: float, prompt_tokens: int) -> dict[str, Any]:
+def _prompt_progress(progress: float, counts: PromptProgress) -> dict[str, Any]:
     """Build a ``promptProcessingProgress`` packet (the 2.x SDK needs its ``details``)."""
-    processed = round(progress * prompt_tokens)
     details = {
-        "cachedTokenCount": 0,
-        "totalPromptTokenCount": prompt_tokens,
-        "processedPromptTokenCount": processed,
-        "unprocessedPromptTokenCount": prompt_tokens - processed,
+        "cachedTokenCount": counts.cached,
+        "totalPromptTokenCount": counts.total,
+        "processedPromptTokenCount": counts.processed,
+        "unprocessedPromptTokenCount": counts.total - counts.cached - counts.processed,
     }
     return {"type": "promptProcessingProgress", "progress": progress, "details": details}
 
@@ -344,19 +344,70 @@ def _is_drafted(index: int) -> bool:
 async def _process_prompt(
     conn: Peer, channel: Channel, instance: Instance, generation: Generation
 ) -> bool:
-    """Report prompt processing from 0 to 1; return False if the model was unloaded."""
+    """Report prompt processing from 0 to 1; return False if the model was unloaded.
+
+    For an engine that processes no prompt of its own (the synthetic one): it takes
+    ``prompt_latency``, reported at least every `_PROGRESS_EVERY` seconds.
+    """
     emu = conn.emu
     steps = max(1, math.ceil(emu.prompt_latency / _PROGRESS_EVERY))
+    total = generation.prompt_tokens
     for step in range(steps + 1):
         if channel.cancelled:
             break
         if not _in_use(emu, instance):
             return False
         progress = step / steps
-        await conn.channel_send(channel, _prompt_progress(progress, generation.prompt_tokens))
+        counts = PromptProgress(total, processed=round(progress * total))
+        await conn.channel_send(channel, _prompt_progress(progress, counts))
         if step < steps and emu.prompt_latency:
             await asyncio.sleep(emu.prompt_latency / steps)
     return True
+
+
+class _Unloaded(Exception):
+    """Raised into an engine that processes its prompt: its model was unloaded meanwhile."""
+
+
+class _EngineProgress:
+    """Sends the progress an engine reports while it processes the prompt itself.
+
+    The prompt counts as being processed (``processingPrompt``) from the first report
+    to the last (progress 1); `close` ends that if the engine stops before.
+    """
+
+    def __init__(self, conn: Peer, channel: Channel, instance: Instance) -> None:
+        self._conn = conn
+        self._channel = channel
+        self._instance = instance
+        self._state = contextlib.ExitStack()
+        self._processing = False
+
+    async def __call__(self, counts: PromptProgress) -> None:
+        """Send one report.
+
+        Raises
+        ------
+        _Unloaded
+            If the model was unloaded: the engine stops, and the prediction ends
+            ``modelUnloaded``.
+        """
+        emu = self._conn.emu
+        if not _in_use(emu, self._instance):
+            raise _Unloaded
+        progress = counts.progress
+        if progress < 1 and not self._processing:
+            self._state.enter_context(emu._busy("prompt", self._instance))
+            self._processing = True
+        if not self._channel.cancelled:
+            await self._conn.channel_send(self._channel, _prompt_progress(progress, counts))
+        if progress >= 1:
+            self.close()
+
+    def close(self) -> None:
+        """End the prompt's processing state, if it is still on."""
+        self._state.close()
+        self._processing = False
 
 
 async def _stream(
@@ -370,10 +421,17 @@ async def _stream(
 ) -> None:
     emu = conn.emu
     start = time.monotonic()
-    # Prompt processing: progress from 0 to 1, reported as it goes (as LM Studio does),
-    # at least every quarter second of `prompt_latency`.
-    with emu._busy("prompt", instance):
-        unloaded = not await _process_prompt(conn, channel, instance, generation)
+    # Prompt processing: progress from 0 to 1, reported as it goes (as LM Studio does):
+    # by an engine that processes the prompt itself (the llama.cpp engine) when its
+    # fragments are first iterated, else here, at least every quarter second of
+    # `prompt_latency`.
+    engine_progress = _EngineProgress(conn, channel, instance)
+    if generation.processes_prompt:
+        generation.on_progress = engine_progress
+        unloaded = False
+    else:
+        with emu._busy("prompt", instance):
+            unloaded = not await _process_prompt(conn, channel, instance, generation)
     first: float | None = None
     predicted = 0
     drafted = 0  # tokens of accepted draft fragments
@@ -420,7 +478,10 @@ async def _stream(
             else:
                 if fault is not None and sent <= fault.after_fragments:
                     await _strike(conn, fault, channel.cancel_event)
+    except _Unloaded:  # while the engine processed the prompt
+        unloaded = True
     finally:
+        engine_progress.close()
         # Stops the engine when we leave early (cancel, fault, dropped connection).
         await generation.fragments.aclose()
     stop_reason = generation.stop_reason

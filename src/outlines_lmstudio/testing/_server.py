@@ -163,6 +163,8 @@ class LMStudioEmulator(EmulatorState):
     prompt_latency
         Seconds of prompt processing before the first fragment, with progress reports
         (``promptProcessingProgress``) at least every 0.25 s, as LM Studio sends them.
+        Synthetic models only: a GGUF model's prompt takes its real time, reported
+        after each batch of tokens llama.cpp evaluates.
     unknown_endpoint
         What an endpoint LM Studio does not have, or a parameter that breaks
         LM Studio's schema for its endpoint (as the SDK's structs state it), gets:

@@ -6,9 +6,11 @@ import json
 import re
 import subprocess
 import sys
+from typing import Any
 
 import lmstudio as lms
 import pydantic
+import pytest
 
 from outlines_lmstudio import from_lmstudio
 from outlines_lmstudio.testing import LMStudioEmulator
@@ -128,3 +130,46 @@ def test_strings_hold_no_raw_control_characters(client: lms.Client) -> None:
     assert not re.search(r"[\x00-\x1f\x7f]", result.content.strip())
     if result.stats.stop_reason == "eosFound":
         assert isinstance(json.loads(result.content), str)
+
+
+def test_escaped_dots_dollars_and_carets_in_a_pattern_are_the_characters(
+    client: lms.Client,
+) -> None:
+    r"""As LM Studio's C++ converter: ``\.``, ``\$`` and ``\^`` are the characters.
+
+    The port kept the backslash (``"\."``), and llama.cpp's grammar parser refused the
+    grammar ("unknown escape"): a version pattern failed the prediction (found by a probe).
+    """
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    config: lms.LlmPredictionConfigDict = {"temperature": 0, "maxTokens": 40}
+    patterns = (
+        r"^v[0-9]\.[0-9]{1,2}$",
+        r"^\$[0-9]{1,3}\.[0-9]{2}$",
+        r"^\^[a-z]+$",
+        r"^[a-z]+\.com$",
+    )
+    for pattern in patterns:
+        schema = {
+            "type": "object",
+            "properties": {"v": {"type": "string", "pattern": pattern}},
+            "required": ["v"],
+        }
+        result = llm.respond("Give a value as JSON.", response_format=schema, config=config)
+        assert result.stats.stop_reason == "eosFound", result.content
+        assert isinstance(result.parsed, dict)
+        assert re.fullmatch(pattern, result.parsed["v"]), result.content
+
+
+def test_a_schema_that_is_not_an_object_fails_with_llama_cpps_reason(client: lms.Client) -> None:
+    """As LM Studio's C++ converter: its schema builder's message, not Python's.
+
+    ``jsonSchema: true`` failed with "'bool' object has no attribute 'get'".
+    """
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    for schema in (True, False, [1], "x"):
+        structured: Any = {"type": "json", "jsonSchema": schema}
+        with pytest.raises(lms.LMStudioServerError) as caught:
+            llm.respond("x", response_format=structured, config={"maxTokens": 5})
+        message = str(caught.value)
+        assert "JSON schema error at #: schema must be an object" in message
+        assert "attribute" not in message

@@ -24,12 +24,12 @@ import math
 import os
 import re
 import threading
-import types
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from outlines_lmstudio.testing._engine import Fragment, Generation, PromptProgress
 from outlines_lmstudio.testing._llama_all_of import any_of_alternatives, schema_kind
+from outlines_lmstudio.testing._llama_builder import schema_error
 from outlines_lmstudio.testing._llama_plan import (
     MAX_GRAMMAR_DEPTH,
     Plan,
@@ -59,6 +59,7 @@ __all__ = [
     "LlamaUnusableError",
     "LlamaEngine",
     "context_memory_error",
+    "cpp_repetition",
     "integer_range_gbnf",
     "json_schema_grammar",
     "memory_bytes",
@@ -294,17 +295,6 @@ def cpp_repetition(item: str, least: int, most: int | None, separator: str = "")
     return f"({result})?" if least == 0 else result
 
 
-def _pattern_repetition(
-    item: str,
-    least: int,
-    most: int | None,
-    separator_rule: str | None = None,
-    item_rule_is_literal: bool = False,
-) -> str:
-    """Write a repetition as llama.cpp's C++ code does (the port's ``_build_repetition`` call)."""
-    return cpp_repetition(item, least, most, separator_rule or "")
-
-
 def _counted(schema: Any) -> bool:
     """Whether the converter repeats a string's characters or an array's items for ``schema``."""
     if not isinstance(schema, dict) or any(k in schema for k in (*_BEFORE_BOUNDS, "allOf")):
@@ -395,10 +385,18 @@ def _converter() -> Any:
     control characters out of strings, and the comma before an object's
     additional properties.
     """
-    from llama_cpp import llama_grammar
-    from llama_cpp.llama_grammar import RESERVED_NAMES, BuiltinRule, SchemaConverter
+    from llama_cpp.llama_grammar import (
+        PRIMITIVE_RULES,
+        RESERVED_NAMES,
+        BuiltinRule,
+        SchemaConverter,
+    )
 
-    _PORT_GLOBALS = {**vars(llama_grammar), "_build_repetition": _pattern_repetition}
+    from outlines_lmstudio.testing._llama_pattern import (
+        InvalidPatternError,
+        UnsupportedPatternError,
+        pattern_rule,
+    )
 
     class Converter(SchemaConverter):
         def _add_primitive(self, name: str, rule: Any) -> str:
@@ -546,17 +544,28 @@ def _converter() -> Any:
             return self._build_object_rule(properties, required, name, None)
 
         def _visit_pattern(self, pattern: str, name: str) -> str:
-            """Return a pattern's rule with its ``{m,n}`` counted, as the C++ converter does.
+            r"""Return a pattern's rule as the C++ converter writes it (`pattern_rule`).
 
-            The port's own method, run with `cpp_repetition` in place of the port's
-            ``_build_repetition``, which nests one optional group per repetition: a
-            pattern's ``{1,3000}`` failed with RecursionError (and a larger count can
-            overflow llama.cpp's parser) where llama.cpp writes ``item{1,3000}``.
+            The port's own method failed ``\.``, ``\$`` and ``\^`` ("unknown escape")
+            and passed ``\d`` or ``[\.]`` to llama.cpp's parser, which refuses them:
+            the C++ converter reads the first three as the characters, and accepts any
+            string for the others (with a warning). Unlike it, an unanchored pattern is
+            still refused, with the port's reason (docs/real-engine.md).
             """
-            port = llama_grammar.SchemaConverter._visit_pattern
-            run = types.FunctionType(port.__code__, _PORT_GLOBALS, port.__name__)
-            rule: str = run(self, pattern, name)
-            return rule
+            if not (pattern.startswith("^") and pattern.endswith("$")):
+                raise ValueError('Pattern must start with "^" and end with "$"')
+            rules = dict(self._rules)
+            try:
+                rule = pattern_rule(pattern, name, self._add_rule)
+            except UnsupportedPatternError:
+                self._rules = rules  # as the C++ converter: its rules are taken back
+                string = self._add_primitive("string", PRIMITIVE_RULES["string"])
+                return self._add_rule(name, string)  # type: ignore[no-untyped-call,no-any-return]
+            except InvalidPatternError as exc:
+                raise ValueError(
+                    f"JSON schema conversion failed: Invalid pattern {pattern}: {exc}"
+                ) from exc
+            return self._add_rule(name, f'"\\"" ({rule}) "\\"" space')  # type: ignore[no-untyped-call,no-any-return]
 
         def _char(self) -> str:
             return self._add_primitive("char", BuiltinRule(_CHAR_RULE, []))
@@ -610,6 +619,11 @@ def json_schema_grammar(schema: Any) -> str:
         # The port's own refusal is an `assert`, gone under `python -O`: it then fetched the
         # URL, with no timeout (found by a probe). LM Studio's converter fetches nothing.
         raise ValueError(f"Fetching remote schemas is not allowed: {remote}")
+    if (error := schema_error(schema)) is not None:
+        # What llama.cpp's schema builder refuses before converting (a boolean or a list
+        # as the schema, an empty anyOf...): the port failed on some with Python's words
+        # ("'bool' object has no attribute 'get'") and converted others.
+        raise ValueError(f"JSON schema conversion failed: {error}")
     try:
         converter = _converter()
         # Refs keep their own "#/..." form, as llama.cpp's build_grammar resolves them

@@ -36,29 +36,6 @@ import importlib as _importlib
 from typing import TYPE_CHECKING
 from typing import Any as _Any
 
-from .errors import (
-    BatchGenerationError,
-    EmptyAnswerError,
-    InvalidClientError,
-    InvalidImageError,
-    InvalidInferenceArgumentError,
-    InvalidInferenceValueError,
-    InvalidPromptError,
-    InvalidSchemaError,
-    LMStudioConnectionError,
-    LMStudioModelNotFoundError,
-    LMStudioPredictionError,
-    LMStudioTimeoutError,
-    OutlinesLMStudioError,
-    ParseError,
-    ReasoningTruncatedError,
-    TruncatedOutputError,
-    UnknownSettingError,
-    UnsupportedGrammarError,
-    UnsupportedInputError,
-    UnsupportedOutputTypeError,
-)
-
 if TYPE_CHECKING:
     from ._adapter import LMStudioTypeAdapter
     from ._api import AsyncReplyStream, ReplyStream, SyncReplyStream
@@ -66,6 +43,28 @@ if TYPE_CHECKING:
     from ._models import from_lmstudio
     from ._reply import Reply, ReplyChunk, ReplyStats
     from ._sync import LMStudio
+    from .errors import (
+        BatchGenerationError,
+        EmptyAnswerError,
+        InvalidClientError,
+        InvalidImageError,
+        InvalidInferenceArgumentError,
+        InvalidInferenceValueError,
+        InvalidPromptError,
+        InvalidSchemaError,
+        LMStudioConnectionError,
+        LMStudioModelNotFoundError,
+        LMStudioPredictionError,
+        LMStudioTimeoutError,
+        OutlinesLMStudioError,
+        ParseError,
+        ReasoningTruncatedError,
+        TruncatedOutputError,
+        UnknownSettingError,
+        UnsupportedGrammarError,
+        UnsupportedInputError,
+        UnsupportedOutputTypeError,
+    )
 
     __version__: str
 
@@ -81,6 +80,27 @@ _LAZY = {
     "ReplyStream": "._api",
     "SyncReplyStream": "._api",
     "AsyncReplyStream": "._api",
+    # The errors load the lmstudio SDK (about 150 ms): four of them are also its exceptions.
+    "BatchGenerationError": ".errors",
+    "EmptyAnswerError": ".errors",
+    "InvalidClientError": ".errors",
+    "InvalidImageError": ".errors",
+    "InvalidInferenceArgumentError": ".errors",
+    "InvalidInferenceValueError": ".errors",
+    "InvalidPromptError": ".errors",
+    "InvalidSchemaError": ".errors",
+    "LMStudioConnectionError": ".errors",
+    "LMStudioModelNotFoundError": ".errors",
+    "LMStudioPredictionError": ".errors",
+    "LMStudioTimeoutError": ".errors",
+    "OutlinesLMStudioError": ".errors",
+    "ParseError": ".errors",
+    "ReasoningTruncatedError": ".errors",
+    "TruncatedOutputError": ".errors",
+    "UnknownSettingError": ".errors",
+    "UnsupportedGrammarError": ".errors",
+    "UnsupportedInputError": ".errors",
+    "UnsupportedOutputTypeError": ".errors",
 }
 
 __all__ = [
@@ -144,6 +164,8 @@ def _lazy_attribute(name: str) -> _Any:
     """
     if name == "__version__":
         return _version()
+    if name == "errors":  # the public submodule, an attribute once imported (as before)
+        return _importlib.import_module(".errors", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -156,8 +178,11 @@ def _lazy_attribute(name: str) -> _Any:
         # 450 ms cold import, counted with `strace -e trace=mmap` (633 mmaps for
         # `import outlines, lmstudio`, 3,245 before this line and 394 with it). Which
         # depth thrashes is chance; this one is measured (`benchmarks/imports.py`).
+        # The errors need only lmstudio: four of them derive from its exceptions.
         import lmstudio  # noqa: F401
-        import outlines  # noqa: F401
+
+        if module != ".errors":
+            import outlines  # noqa: F401
     try:
         value = getattr(_importlib.import_module(module, __name__), name)
     except AttributeError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import time
 from types import TracebackType
 from typing import Any, Never, Self, Unpack
@@ -42,7 +43,7 @@ from ._sdk_errors import (
     searched,
     translate_sdk_error,
 )
-from .errors import InvalidClientError, LMStudioConnectionError
+from .errors import InvalidClientError, LMStudioConnectionError, OutlinesLMStudioError
 
 __all__ = ["AsyncSessions"]
 
@@ -171,21 +172,29 @@ class AsyncSessions(ModelApi):
         "RuntimeError: no running event loop" from our own code, and a batch handed trio an
         asyncio future.
 
+        Found by a probe: in a notebook under ``%autoawait trio``, IPython runs trio inside
+        the kernel's running asyncio loop, so a loop was found, the entering was started on
+        it and awaited from trio (trio's bare ``TypeError``, and a "Future exception was
+        never retrieved" report later).
+
         Raises
         ------
         LMStudioConnectionError
-            When no asyncio event loop runs.
+            When no asyncio event loop runs, or trio runs this code.
         """
         try:
-            return asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
         except RuntimeError:
+            loop = None
+        if loop is None or _under_trio():
             raise LMStudioConnectionError(
                 "The async model runs on asyncio, as the lmstudio SDK's AsyncClient does, "
                 "and no asyncio event loop runs here (trio?).",
                 model=self.model_name,
                 hint="Run it under asyncio (uvloop and anyio's asyncio backend work), or "
                 "use the sync model, from_lmstudio(lmstudio.Client(...)), in a worker thread.",
-            ) from None
+            )
+        return loop
 
     def _lock(self) -> asyncio.Lock:
         """Return the client's lock that guards entering and closing, one per event loop.
@@ -266,6 +275,8 @@ class AsyncSessions(ModelApi):
                 await enter_async_client(
                     self.client, self.model_name, self.connect_timeout, found=found
                 )
+            except OutlinesLMStudioError:
+                raise  # ours (an lmstudio.LMStudioError too): said as it is
             except lms.LMStudioError as exc:
                 if not half_entered(self.client):  # nothing opened: a later call tries again
                     raise self._error(exc, None, "connect") from exc
@@ -471,3 +482,15 @@ class AsyncSessions(ModelApi):
                 await session.connect()
         except TimeoutError as exc:
             raise self._connect_error(exc) from exc
+
+
+def _under_trio() -> bool:
+    """Tell whether trio runs the calling code (only if the program imported trio)."""
+    trio: Any = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:  # trio is imported, and runs elsewhere or not at all
+        return False
+    return True

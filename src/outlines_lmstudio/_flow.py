@@ -36,7 +36,7 @@ from ._common import DEADLINE_PASSED, Completion, ModelTraits, Request
 from ._inputs import sdk_history
 from ._reasoning import ReasoningSplitter, json_openers, plain_reply, reply_problem
 from ._reply import Reply, ReplyChunk, ReplyStats, reply_stats, stop_reason
-from ._sdk_errors import Stage
+from ._sdk_errors import Stage, from_sdk
 from .errors import (
     BatchGenerationError,
     LMStudioConnectionError,
@@ -469,7 +469,11 @@ own stop ended (time up, Ctrl-C: the call has left) raises `Left`.
 
 def _dropped(exc: BaseException) -> bool:
     """Tell whether an SDK error is a lost websocket (not a refused connection)."""
-    return isinstance(exc, lms.LMStudioWebsocketError) and "not reachable" not in str(exc)
+    return (
+        from_sdk(exc)  # ours is one too (see `errors`): a connection already given up on
+        and isinstance(exc, lms.LMStudioWebsocketError)
+        and "not reachable" not in str(exc)
+    )
 
 
 _NOT_FOUND = ("cannot find", "not found", "pathnotfound", "nomodelmatching", "no model")
@@ -513,12 +517,25 @@ def note_failed_lookup(request: Request, exc: BaseException) -> None:
     errors (a caller that left, a time limit: that item's own).
     """
     lookups = request.lookups
-    if lookups is not None and isinstance(exc, lms.LMStudioError) and not _dropped(exc):
+    if lookups is not None and from_sdk(exc) and not _dropped(exc):
         lookups.failed.setdefault(request.key, exc)
 
 
 def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory) -> BaseException:
-    """Our error for a failed model lookup: not found only when the server says so."""
+    """Our error for a failed model lookup: not found only when the server says so.
+
+    Like the SDK's server errors, ours carry LM Studio's error details (``server_error``).
+    """
+    error = _lookup_error(exc, key, errors)
+    if isinstance(error, LMStudioModelNotFoundError | LMStudioPredictionError) and (
+        error.server_error is None
+    ):
+        error.server_error = getattr(exc, "server_error", None)
+    return error
+
+
+def _lookup_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory) -> BaseException:
+    """`_resolve_error`, but for LM Studio's error details."""
     error = errors(exc, key, "resolve")
     text = str(exc).lower()
     if key is None and isinstance(exc, lms.LMStudioClientError) and "no models" in text:
@@ -873,12 +890,16 @@ def predict(
                 for chunk in chunks:
                     for item in sink.feed(chunk):
                         yield Emit(item)
+        except OutlinesLMStudioError:
+            raise  # ours (an lmstudio.LMStudioError too, see `errors`): already told
         except lms.LMStudioError as exc:
             call.finished = True
             again = not sink.emitted and not call.stopped
             if _dropped(exc):
                 try:
                     yield Reconnect(call.generation)  # the retry (or the next call) finds it
+                except OutlinesLMStudioError:
+                    raise  # ours: already told
                 except lms.LMStudioError as failed:  # say why the retry cannot be made, if
                     # there is one: else the lost reply's error stands (found by a probe: a
                     # shown stream's was replaced by the reconnection's "not reachable")

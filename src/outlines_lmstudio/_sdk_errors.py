@@ -9,7 +9,7 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import lmstudio as lms
 
@@ -34,6 +34,7 @@ __all__ = [
     "client_in_other_loop",
     "closed_client_error",
     "forked_client_error",
+    "from_sdk",
     "half_entered",
     "other_loop_error",
     "mark_searched",
@@ -458,6 +459,24 @@ def other_loop_error(
     )
 
 
+def from_sdk(exc: BaseException) -> TypeGuard[lms.LMStudioError]:
+    """Tell whether an exception is the ``lmstudio`` SDK's own, not one of ours.
+
+    Our server errors derive from the SDK's exception classes as well (see `errors`), so
+    ``isinstance(exc, lms.LMStudioError)`` alone no longer tells an SDK failure, which is
+    still to be translated (or retried, or reported by its cause), from ours.
+    """
+    return isinstance(exc, lms.LMStudioError) and not isinstance(exc, OutlinesLMStudioError)
+
+
+class _PresetNotFoundError(LMStudioPredictionError, lms.LMStudioPresetNotFoundError):
+    """An unknown preset, as the SDK's error and ours.
+
+    The SDK's ``LMStudioPresetNotFoundError`` is what Outlines' model lets through; our
+    `LMStudioPredictionError` is what it was before.
+    """
+
+
 def translate_sdk_error(
     exc: BaseException,
     *,
@@ -486,9 +505,26 @@ def translate_sdk_error(
     -------
     OutlinesLMStudioError | None
         The error to raise ``from exc``; ``None`` for exceptions that are not the SDK's.
+        Ours that are ``lmstudio.LMStudioServerError`` s carry the SDK error's
+        ``server_error`` (LM Studio's details), as the SDK's own would.
     """
     if isinstance(exc, OutlinesLMStudioError):
         return exc
+    error = _translated(exc, host=host, model=model, stage=stage, searched=searched)
+    if isinstance(error, LMStudioModelNotFoundError | LMStudioPredictionError):
+        error.server_error = getattr(exc, "server_error", None)
+    return error
+
+
+def _translated(
+    exc: BaseException,
+    *,
+    host: str | None,
+    model: str | None,
+    stage: Stage,
+    searched: bool = False,
+) -> OutlinesLMStudioError | None:
+    """`translate_sdk_error` without LM Studio's error details (``server_error``)."""
     if not isinstance(exc, lms.LMStudioError):
         return None
     text = clipped(" ".join(str(exc).split()))
@@ -541,7 +577,7 @@ def translate_sdk_error(
             "(`lms load <key> --identifier NAME`, or client.llm.load_new_instance(key, NAME)).",
         )
     if isinstance(exc, lms.LMStudioPresetNotFoundError):
-        return LMStudioPredictionError(
+        return _PresetNotFoundError(
             f"LM Studio has no such preset: {_titled(exc, text)}",
             host=host,
             model=model,

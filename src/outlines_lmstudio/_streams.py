@@ -15,7 +15,7 @@ import lmstudio as lms
 from ._common import CONFIRM_SECONDS, DRAIN_SECONDS
 from ._flow import wait_limit
 from ._interrupt import SigintGuard
-from ._sdk_errors import client_closed, prediction_channel
+from ._sdk_errors import client_closed, from_sdk, prediction_channel
 
 __all__ = ["AsyncReader", "SyncReader", "UnreadResult", "noting_progress", "stream_text"]
 
@@ -473,8 +473,9 @@ def stream_text(
             )
             if error is not None:
                 raise error
-    except lms.LMStudioError:
-        finished = True  # the server ended the prediction
+    except lms.LMStudioError as exc:
+        if from_sdk(exc):  # not ours, which derive from the SDK's classes too
+            finished = True  # the server ended the prediction
         raise
     except KeyboardInterrupt:
         finished = True
@@ -583,7 +584,7 @@ class AsyncReader:
                 self._finish(_END)
                 return
             # An SDK error means the server ended the prediction, or it never started.
-            self._ended = isinstance(exc, lms.LMStudioError) or self.stream is None
+            self._ended = from_sdk(exc) or self.stream is None
             self._finish(exc)
 
     def _finish(self, end: object) -> None:

@@ -28,6 +28,16 @@ OutlinesLMStudioError
 └── BatchGenerationError       (RuntimeError) some batch items failed
 ```
 
+The four server errors also derive from the ``lmstudio`` SDK's exception of the same
+meaning, which Outlines' LM Studio model lets through, so ``except`` clauses written for
+that model keep working: `LMStudioConnectionError` is an ``lmstudio.LMStudioWebsocketError``,
+`LMStudioModelNotFoundError` an ``lmstudio.LMStudioModelNotFoundError``,
+`LMStudioTimeoutError` an ``lmstudio.LMStudioTimeoutError``, `LMStudioPredictionError` an
+``lmstudio.LMStudioPredictionError`` (an unknown preset's also an
+``lmstudio.LMStudioPresetNotFoundError``), and so each an ``lmstudio.LMStudioError``. The
+not-found and prediction errors are ``lmstudio.LMStudioServerError`` s: their
+``server_error`` holds LM Studio's error details when it sent them, else ``None``.
+
 A schema ``pattern`` that no engine constrains and ``parse`` cannot check either (a
 lookaround, a backreference) is refused with an error that is both an
 `UnsupportedOutputTypeError` and an `InvalidSchemaError` (a private subclass of the two).
@@ -39,6 +49,8 @@ keep the SDK exception as ``__cause__``.
 from __future__ import annotations
 
 from typing import Any
+
+import lmstudio as lms
 
 __all__ = [
     "BatchGenerationError",
@@ -143,8 +155,13 @@ class InvalidImageError(OutlinesLMStudioError, ValueError):
     """An image cannot be decoded or converted to a format LM Studio accepts."""
 
 
-class _ServerError(OutlinesLMStudioError):
-    """An SDK failure, with where it happened and what to try."""
+class _ServerError(OutlinesLMStudioError, lms.LMStudioError):
+    """An SDK failure, with where it happened and what to try.
+
+    Also an ``lmstudio.LMStudioError``, as each subclass is the SDK's exception of its
+    meaning (the SDK's class before the builtin: the SDK's own timeout error puts its base
+    first): code that caught the SDK's exceptions around Outlines' model catches ours.
+    """
 
     def __init__(
         self,
@@ -169,19 +186,19 @@ class _ServerError(OutlinesLMStudioError):
         super().__init__(" ".join(parts))
 
 
-class LMStudioConnectionError(_ServerError, ConnectionError):
+class LMStudioConnectionError(_ServerError, lms.LMStudioWebsocketError, ConnectionError):
     """LM Studio is not reachable, or the connection was lost."""
 
 
-class LMStudioModelNotFoundError(_ServerError, LookupError):
+class LMStudioModelNotFoundError(_ServerError, lms.LMStudioModelNotFoundError, LookupError):
     """The requested model is not loaded or downloaded on the server."""
 
 
-class LMStudioTimeoutError(_ServerError, TimeoutError):
+class LMStudioTimeoutError(_ServerError, lms.LMStudioTimeoutError, TimeoutError):
     """The server did not answer within the allowed time."""
 
 
-class LMStudioPredictionError(_ServerError, RuntimeError):
+class LMStudioPredictionError(_ServerError, lms.LMStudioPredictionError, RuntimeError):
     """The server reported a failure while predicting."""
 
 

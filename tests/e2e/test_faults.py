@@ -638,6 +638,35 @@ def test_an_async_model_outside_an_asyncio_loop_says_it_needs_one(
     assert emulator.requests == []
 
 
+def test_an_async_model_under_trio_inside_a_running_asyncio_loop_says_it_needs_asyncio(
+    emulator: LMStudioEmulator,
+) -> None:
+    """A notebook under ``%autoawait trio``: IPython runs ``trio.run`` inside the kernel's
+    running asyncio loop. A loop was found, so the entering started on it and was awaited
+    from trio: trio's bare ``TypeError``, then "Future exception was never retrieved" on the
+    kernel's loop (found by a probe)."""
+    import trio  # a dev dependency
+
+    model = from_lmstudio(lms.AsyncClient(emulator.api_host), TEXT_MODEL)
+    reported: list[dict[str, Any]] = []
+
+    async def under_trio() -> None:
+        for call in (lambda: model("hello"), lambda: model.batch(["a", "b"])):
+            with pytest.raises(LMStudioConnectionError, match="runs on asyncio") as caught:
+                await call()
+            assert "trio" in str(caught.value)
+
+    async def cell() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, c: reported.append(c))
+        trio.run(under_trio)  # blocking, inside the running loop, as IPython does
+        await asyncio.sleep(0.1)  # an entering left behind would fail by now
+        gc.collect()
+
+    asyncio.run(cell())
+    assert reported == []
+    assert emulator.requests == []
+
+
 def test_an_async_model_given_another_client_connects_to_it_or_says_why_not(
     emulator: LMStudioEmulator,
 ) -> None:

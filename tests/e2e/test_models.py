@@ -430,6 +430,33 @@ def test_an_unknown_draft_model_or_preset_is_said_without_the_server_s_json(
     assert "presetNotFound" not in str(info.value)
 
 
+def test_code_that_caught_the_sdks_errors_around_outlines_model_catches_ours(
+    fronts: Fronts,
+) -> None:
+    """Outlines' own model lets the SDK's errors through, and code written for it catches
+    those: an unknown model, an unknown preset, a server that is not there (a probe: ours
+    escaped such ``except`` clauses). LM Studio's details stay readable on ours too."""
+    model = fronts.model(fronts.client(), "no-such-model")
+    with pytest.raises(lms.LMStudioServerError) as info:
+        model("hi")
+    assert isinstance(info.value, LMStudioModelNotFoundError)
+    assert isinstance(info.value, lms.LMStudioModelNotFoundError)
+    assert info.value.server_error is not None
+    assert info.value.server_error.display_data is not None
+    assert info.value.server_error.display_data["code"] == "generic.pathNotFound"
+    model = fronts.model(fronts.client(), TEXT_MODEL)
+    with pytest.raises(lms.LMStudioPresetNotFoundError) as info:
+        model("hi", preset="no-such-preset")
+    assert isinstance(info.value, LMStudioPredictionError)
+    assert "no such preset" in str(info.value)
+    with LMStudioEmulator() as emulator:
+        host = emulator.api_host
+    with pytest.raises(lms.LMStudioWebsocketError) as gone:
+        fronts.model(fronts.client(host, enter=False), TEXT_MODEL)("hi")
+    assert isinstance(gone.value, LMStudioConnectionError)
+    assert "Start LM Studio" in str(gone.value)
+
+
 def test_server_unreachable(fronts: Fronts) -> None:
     with LMStudioEmulator() as emulator:
         host = emulator.api_host

@@ -3,6 +3,7 @@ import copy
 import gc
 import pickle
 import warnings
+from typing import Any
 
 import lmstudio as lms
 import pytest
@@ -81,9 +82,55 @@ def test_server_errors_carry_host_model_and_hint() -> None:
 )
 def test_sdk_errors_translate(sdk_error: Exception, stage: str, ours: type[Exception]) -> None:
     translated = translate_sdk_error(sdk_error, host="127.0.0.1:1", model="m", stage=stage)  # type: ignore[arg-type]
-    assert type(translated) is ours
+    assert isinstance(translated, ours)
+    # the preset's is a private subclass (the SDK's preset error too: see below)
+    assert type(translated) is ours or isinstance(sdk_error, lms.LMStudioPresetNotFoundError)
     assert isinstance(translated, errors.OutlinesLMStudioError)
     assert "host='127.0.0.1:1'" in str(translated)
+
+
+@pytest.mark.parametrize(
+    ("ours", "sdk"),
+    [
+        (errors.LMStudioConnectionError, lms.LMStudioWebsocketError),
+        (errors.LMStudioModelNotFoundError, lms.LMStudioModelNotFoundError),
+        (errors.LMStudioTimeoutError, lms.LMStudioTimeoutError),
+        (errors.LMStudioPredictionError, lms.LMStudioPredictionError),
+    ],
+)
+def test_server_errors_are_the_sdks_errors_of_their_meaning(
+    ours: type[errors.OutlinesLMStudioError], sdk: type[Exception]
+) -> None:
+    """Outlines' own model lets the SDK's errors through: ``except`` clauses written for
+    them (``lms.LMStudioError``, ``lms.LMStudioServerError``...) catch ours (a probe)."""
+    error: Any = ours("gone", host="h:1", model="m", hint="try")  # type: ignore[call-arg]
+    assert isinstance(error, sdk)
+    assert isinstance(error, lms.LMStudioError)
+    assert str(error) == "gone (host='h:1', model='m') Hint: try"
+    assert error.args == ("gone (host='h:1', model='m') Hint: try",)
+    if isinstance(error, lms.LMStudioServerError):
+        assert error.server_error is None  # LM Studio sent no details for this one
+
+
+def test_a_translated_error_keeps_lm_studios_details_and_the_sdks_class() -> None:
+    details = {
+        "title": 'Cannot find a model with path "q"',
+        "displayData": {"code": "generic.pathNotFound", "availablePathsSample": []},
+    }
+    sdk = lms.LMStudioServerError.from_details("Model get/load error", details)
+    error = translate_sdk_error(sdk, host="h:1", model="q", stage="resolve")
+    assert isinstance(error, errors.LMStudioModelNotFoundError)
+    assert isinstance(error, lms.LMStudioServerError)
+    assert error.server_error is sdk.server_error is not None
+    preset = lms.LMStudioServerError.from_details(
+        "Chat response error",
+        {"title": "No preset", "displayData": {"code": "generic.presetNotFound"}},
+    )
+    assert type(preset) is lms.LMStudioPresetNotFoundError
+    error = translate_sdk_error(preset, host="h:1", model="q", stage="predict")
+    assert isinstance(error, errors.LMStudioPredictionError)
+    assert isinstance(error, lms.LMStudioPresetNotFoundError)
+    assert error.server_error is preset.server_error is not None
 
 
 def test_a_chat_template_refusal_gets_a_hint_about_the_messages() -> None:
@@ -192,6 +239,8 @@ def test_parse_error_message_says_how_many_errors_it_leaves_out() -> None:
         errors.EmptyAnswerError("empty", raw="", errors=[], reasoning="hm", predicted_tokens=9),
         errors.BatchGenerationError(["a", None], {1: ValueError("boom")}),
         errors.LMStudioTimeoutError("slow", host="h:1", model="m", hint="wait"),
+        errors.LMStudioConnectionError("gone", host="h:1"),
+        errors.LMStudioModelNotFoundError("none", model="m"),
         errors.InvalidSchemaError("no"),
     ],
     ids=lambda e: type(e).__name__,

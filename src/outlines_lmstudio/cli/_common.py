@@ -35,7 +35,7 @@ from .. import _threads
 from .._common import DEFAULT_CONNECT_TIMEOUT
 from .._discovery import NOT_LM_STUDIO, is_lm_studio, search_default_ports, why_not_lm_studio
 from .._partial import LONE_SURROGATE
-from .._sdk_errors import proxy_note
+from .._sdk_errors import from_sdk, proxy_note
 from ._exit import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def one_line(text: str) -> str:
 def _sdk_cause(exc: BaseException) -> BaseException:
     """Return the SDK error the library's error wraps (the error itself if none)."""
     cause = exc.__cause__
-    return cause if isinstance(cause, lms.LMStudioError) else exc
+    return cause if cause is not None and from_sdk(cause) else exc
 
 
 def error_message(exc: BaseException, again: str | None = "Run the command again") -> str:
@@ -131,8 +131,8 @@ def error_message(exc: BaseException, again: str | None = "Run the command again
         What to do after a timeout or a lost connection (``chat``: send the message
         again); ``None`` to say nothing (the caller says it).
     """
-    sdk = _sdk_cause(exc)
-    if isinstance(sdk, lms.LMStudioTimeoutError):  # the SDK's own has no message at all
+    sdk = _sdk_cause(exc)  # the library's own errors are the SDK's classes too: not these
+    if from_sdk(sdk) and isinstance(sdk, lms.LMStudioTimeoutError):  # it has no message
         return (
             f"LM Studio sent nothing for {lms.get_sync_api_timeout() or 0:g} s, the longest "
             "the command waits for each message: it may still be loading the model or "
@@ -141,12 +141,12 @@ def error_message(exc: BaseException, again: str | None = "Run the command again
         )
     if "not reachable" in str(sdk):  # it was reached when the command started
         return _gone(str(sdk), again)
-    if isinstance(sdk, lms.LMStudioWebsocketError):
+    if from_sdk(sdk) and isinstance(sdk, lms.LMStudioWebsocketError):
         return f"Lost the connection to LM Studio: {one_line(str(sdk))}" + (
             f" {again} (if LM Studio stopped, start it first)." if again else ""
         )
     text = _for_the_shell(one_line(str(exc)))
-    if isinstance(exc, lms.LMStudioError):
+    if from_sdk(exc):  # not the library's (an lmstudio.LMStudioError too): said already
         return f"LM Studio failed the request: {text}"
     return text
 
@@ -274,7 +274,7 @@ def error_exit_code(exc: BaseException) -> int:
     if isinstance(exc, CliError):
         return exc.code
     if isinstance(exc, ConnectionError | lms.LMStudioWebsocketError) or (
-        isinstance(exc, lms.LMStudioError) and "not reachable" in str(exc)
+        from_sdk(exc) and "not reachable" in str(exc)
     ):
         return EXIT_UNREACHABLE
     from outlines_lmstudio.errors import OutlinesLMStudioError, ParseError

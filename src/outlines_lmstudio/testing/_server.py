@@ -737,9 +737,11 @@ class LMStudioEmulator(EmulatorState):
                     asyncio.get_running_loop()
                     # The sleep below blocked the caller's event loop, so an async client
                     # in it never got to send what the predicate waits for.
+                    # Every notebook cell runs in a loop (found by a probe): a hint, not a verdict.
                     hint = (
-                        " (wait_until was called in a running event loop and blocked it: "
-                        "in async code use await emu.await_until(...))"
+                        " (wait_until was called where an event loop runs, and blocked it: "
+                        "if an async client on that loop was to act, use await "
+                        "emu.await_until(...) instead)"
                     )
                 raise TimeoutError(
                     f"Condition not met within {timeout} s{hint}\n{self.format_trace(last=20)}"

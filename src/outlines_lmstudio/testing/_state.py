@@ -459,8 +459,9 @@ class EmulatorState:
             function of the `Prediction` returning one) consumed in the order the
             requests arrive (each takes its reply as it starts generating: one
             cancelled before, or that arrived before the last `reset`, takes none),
-            so concurrent requests (a batch's) race for them; or
-            one reply, or one function used for every request (it can answer each
+            so concurrent requests (a batch's) race for them; or one reply (a list
+            of one: the next request takes it), or one function used for every
+            request (it can answer each
             prompt its own way; it runs on the emulator's event loop: it must not
             block, or every request waits for it). Scripted
             text is sent verbatim, even for structured requests, so a test can

@@ -200,7 +200,7 @@ def _lazy_attribute(name: str) -> _Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return sorted({*globals(), *__all__, "errors"})  # the submodule: see `_lazy_attribute`
 
 
 if not TYPE_CHECKING:

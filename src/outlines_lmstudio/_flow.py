@@ -526,7 +526,11 @@ def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory
 
     Like the SDK's server errors, ours carry LM Studio's error details (``server_error``).
     """
-    error = _lookup_error(exc, key, errors)
+    return _with_details(_lookup_error(exc, key, errors), exc)
+
+
+def _with_details(error: BaseException, exc: BaseException) -> BaseException:
+    """Give ``error``, ours, LM Studio's details of the SDK's ``exc`` (``server_error``)."""
     if isinstance(error, LMStudioModelNotFoundError | LMStudioPredictionError) and (
         error.server_error is None
     ):
@@ -919,7 +923,8 @@ def predict(
                     unloaded = True
                     continue
                 if again:  # the retry loaded it anew, and it was unloaded again (a probe)
-                    raise _unloaded_error(request, errors, shown=False, began=False) from exc
+                    unloaded_error = _unloaded_error(request, errors, shown=False, began=False)
+                    raise _with_details(unloaded_error, exc) from exc
             elif stage == "predict" and traits is not None and not (sink.emitted or call.stopped):
                 # LM Studio refused what the cached traits let through: if the model behind
                 # the identifier changed, say so as our check would have. Only while nothing

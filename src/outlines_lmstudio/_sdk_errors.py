@@ -469,14 +469,6 @@ def from_sdk(exc: BaseException) -> TypeGuard[lms.LMStudioError]:
     return isinstance(exc, lms.LMStudioError) and not isinstance(exc, OutlinesLMStudioError)
 
 
-class _PresetNotFoundError(LMStudioPredictionError, lms.LMStudioPresetNotFoundError):
-    """An unknown preset, as the SDK's error and ours.
-
-    The SDK's ``LMStudioPresetNotFoundError`` is what Outlines' model lets through; our
-    `LMStudioPredictionError` is what it was before.
-    """
-
-
 def translate_sdk_error(
     exc: BaseException,
     *,
@@ -577,7 +569,7 @@ def _translated(
             "(`lms load <key> --identifier NAME`, or client.llm.load_new_instance(key, NAME)).",
         )
     if isinstance(exc, lms.LMStudioPresetNotFoundError):
-        return _PresetNotFoundError(
+        return LMStudioPredictionError(
             f"LM Studio has no such preset: {_titled(exc, text)}",
             host=host,
             model=model,

@@ -33,8 +33,7 @@ meaning, which Outlines' LM Studio model lets through, so ``except`` clauses wri
 that model keep working: `LMStudioConnectionError` is an ``lmstudio.LMStudioWebsocketError``,
 `LMStudioModelNotFoundError` an ``lmstudio.LMStudioModelNotFoundError``,
 `LMStudioTimeoutError` an ``lmstudio.LMStudioTimeoutError``, `LMStudioPredictionError` an
-``lmstudio.LMStudioPredictionError`` (an unknown preset's also an
-``lmstudio.LMStudioPresetNotFoundError``), and so each an ``lmstudio.LMStudioError``. The
+``lmstudio.LMStudioPredictionError``, and so each an ``lmstudio.LMStudioError``. The
 not-found and prediction errors are ``lmstudio.LMStudioServerError`` s: their
 ``server_error`` holds LM Studio's error details when it sent them, else ``None``.
 

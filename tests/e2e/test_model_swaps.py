@@ -340,6 +340,9 @@ def test_a_model_unloaded_before_each_prediction_says_why_and_what_to_do(
     assert "auto-evict" in message
     assert "ttl=None" in message
     assert info.value.model == TEXT_MODEL
+    # LM Studio's details of its not-found answer (a review: None, with details sent)
+    assert isinstance(info.value.__cause__, lms.LMStudioModelNotFoundError)
+    assert info.value.server_error is info.value.__cause__.server_error is not None
     assert model("the next call loads it again")
 
 

@@ -445,9 +445,10 @@ def test_code_that_caught_the_sdks_errors_around_outlines_model_catches_ours(
     assert info.value.server_error.display_data is not None
     assert info.value.server_error.display_data["code"] == "generic.pathNotFound"
     model = fronts.model(fronts.client(), TEXT_MODEL)
-    with pytest.raises(lms.LMStudioPresetNotFoundError) as info:
+    with pytest.raises(lms.LMStudioServerError) as info:
         model("hi", preset="no-such-preset")
-    assert isinstance(info.value, LMStudioPredictionError)
+    assert type(info.value) is LMStudioPredictionError
+    assert isinstance(info.value.__cause__, lms.LMStudioPresetNotFoundError)
     assert "no such preset" in str(info.value)
     with LMStudioEmulator() as emulator:
         host = emulator.api_host

@@ -47,7 +47,7 @@ async def test_await_until_lets_an_async_client_in_the_same_loop_run(emu: LMStud
     async with lms.AsyncClient(emu.api_host) as client:
         model = await client.llm.model(TEXT)
         reply = asyncio.create_task(model.respond("awaited"))
-        with pytest.raises(TimeoutError, match=r"in async code use await emu\.await_until"):
+        with pytest.raises(TimeoutError, match=r"use await emu\.await_until\(\.\.\.\) instead"):
             emu.wait_until(lambda: len(emu.predictions) == 1, timeout=0.2)
         assert emu.predictions == []  # the client never ran while the loop was blocked
         await emu.await_until(lambda: len(emu.predictions) == 1, timeout=5)

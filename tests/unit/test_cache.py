@@ -379,3 +379,20 @@ def test_a_copied_error_names_the_model_of_the_caller_it_is_raised_to() -> None:
     assert error.model == "a"
     assert "model='a'" in str(error)
     assert copied_error(error).model == "a"  # no caller's model: as it was
+
+
+def test_a_copied_error_for_another_model_keeps_lm_studios_details() -> None:
+    """Found by a review: renaming the model ran ``__init__`` again, which the SDK's server
+    error base has reset ``server_error`` in."""
+    import lmstudio as lms
+
+    from outlines_lmstudio import LMStudioModelNotFoundError
+    from outlines_lmstudio._cache import copied_error
+
+    details = {"title": "No model", "displayData": {"code": "generic.noModelMatchingQuery"}}
+    sdk = lms.LMStudioServerError.from_details("Model get/load error", details)
+    error = LMStudioModelNotFoundError("No model.", host="h:1", model="a")
+    error.server_error = sdk.server_error
+    twin = copied_error(error, "b")
+    assert twin.model == "b"
+    assert twin.server_error is sdk.server_error

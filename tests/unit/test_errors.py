@@ -82,9 +82,7 @@ def test_server_errors_carry_host_model_and_hint() -> None:
 )
 def test_sdk_errors_translate(sdk_error: Exception, stage: str, ours: type[Exception]) -> None:
     translated = translate_sdk_error(sdk_error, host="127.0.0.1:1", model="m", stage=stage)  # type: ignore[arg-type]
-    assert isinstance(translated, ours)
-    # the preset's is a private subclass (the SDK's preset error too: see below)
-    assert type(translated) is ours or isinstance(sdk_error, lms.LMStudioPresetNotFoundError)
+    assert type(translated) is ours
     assert isinstance(translated, errors.OutlinesLMStudioError)
     assert "host='127.0.0.1:1'" in str(translated)
 
@@ -128,8 +126,8 @@ def test_a_translated_error_keeps_lm_studios_details_and_the_sdks_class() -> Non
     )
     assert type(preset) is lms.LMStudioPresetNotFoundError
     error = translate_sdk_error(preset, host="h:1", model="q", stage="predict")
-    assert isinstance(error, errors.LMStudioPredictionError)
-    assert isinstance(error, lms.LMStudioPresetNotFoundError)
+    assert type(error) is errors.LMStudioPredictionError  # named as before (a review)
+    assert isinstance(error, lms.LMStudioServerError)
     assert error.server_error is preset.server_error is not None
 
 

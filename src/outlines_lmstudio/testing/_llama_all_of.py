@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from outlines_lmstudio.testing._llama_schema import local_target
+
 __all__ = ["all_of_as_llama_cpp", "any_of_alternatives", "schema_kind"]
 
 _VALUES = frozenset({"const", "enum", "default", "examples"})  # data, not subschemas
@@ -106,7 +108,7 @@ class _Reader:
             if kind == "$ref":
                 ref = member["$ref"]
                 if isinstance(ref, str) and ref not in seen:  # a chain of refs in a cycle
-                    add(_target(ref, self.root), is_required, seen | {ref})
+                    add(local_target(ref, self.root), is_required, seen | {ref})
             elif kind == "object":
                 own = member.get("properties")
                 for name, sub in own.items() if isinstance(own, dict) else ():
@@ -196,18 +198,3 @@ def any_of_alternatives(member: Any) -> list[Any] | None:
         branches = member["oneOf"] if "oneOf" in member else member["anyOf"]
         return branches if isinstance(branches, list) else []
     return [{**member, "type": single} for single in member["type"]]
-
-
-def _target(ref: str, root: Any) -> Any:
-    """Return the local schema ``ref`` points at (None if none), as the builder resolves it."""
-    if not ref.startswith("#/"):
-        return None
-    target = root
-    for part in ref[2:].split("/"):  # as the builder: no "~1" / "~0" unescaping
-        if isinstance(target, dict) and part in target:
-            target = target[part]
-        elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
-            target = target[int(part)]
-        else:
-            return None
-    return target

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["refused_pattern"]
+__all__ = ["local_target", "refused_pattern"]
 
 
 def refused_pattern(schema: Any) -> str | None:
@@ -109,9 +109,16 @@ def _values(properties: Any) -> list[Any]:
 
 def _target(ref: Any, root: Any, refs: set[str]) -> Any:
     """Return the local schema ``ref`` points at, once per ref (None otherwise)."""
-    if not isinstance(ref, str) or not ref.startswith("#/") or ref in refs:
+    if not isinstance(ref, str) or ref in refs:
         return None
     refs.add(ref)
+    return local_target(ref, root)
+
+
+def local_target(ref: str, root: Any) -> Any:
+    """Return the schema ``ref`` points at in ``root`` (None if none), as llama.cpp resolves it."""
+    if not ref.startswith("#/"):
+        return None
     target = root
     for part in ref[2:].split("/"):  # as the converter: no "~1" / "~0" unescaping
         if isinstance(target, dict) and part in target:

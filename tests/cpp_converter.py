@@ -25,6 +25,7 @@ def run_cpp_converter(schema: Any) -> subprocess.CompletedProcess[str]:
         input=json.dumps(schema) + "\n",
         capture_output=True,
         text=True,
+        errors="surrogateescape",  # a grammar with a character cut in two: its bytes kept
         timeout=20,
         check=True,
     )

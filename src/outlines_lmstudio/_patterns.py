@@ -16,7 +16,11 @@ the original pattern finds a match in the string:
   special characters in escaped form (negated classes take only the short escapes, such as
   ``\n``: never wider than the original, a little narrower for rare control characters);
 - other punctuation becomes ``[\xHH]``; ``(?:...)`` and named groups become plain groups;
-  lazy quantifiers lose their ``?`` (a full match does not depend on laziness).
+  lazy quantifiers lose their ``?`` (a full match does not depend on laziness);
+- a character written as more than one unit before a quantifier becomes a group: a JSON
+  escape (``"+`` as ``(\\")+``), and a non-ASCII character (``é?`` as ``(é)?``), which
+  llama.cpp's C++ converter reads byte by byte: it would repeat the last byte of its
+  UTF-8 form alone, a grammar llama.cpp's parser refuses.
 
 What no engine can match is refused (`PatternError`): lookarounds, backreferences, word
 boundaries, inline flags, possessive quantifiers, anchors inside the pattern.
@@ -318,8 +322,15 @@ class _Scanner:
         written ``\\"+`` would repeat only the quote. llama.cpp's converter also reads a run
         of literal characters up to a quantifier as one literal and repeats all of it
         (``a\\\\+`` as ``("a\\\\")+``); a group keeps the repeat on the one character.
+
+        A non-ASCII character is several bytes to the C++ converter, which reads the
+        pattern byte by byte: ``é?`` became ``"\xc3" "\xa9"?``, half a character in each
+        literal, and llama.cpp's grammar parser refused the grammar (found by a
+        differential fuzz). In a group, its bytes stay one literal.
         """
-        if written.startswith("\\\\") and self.peek() in ("*", "+", "?", "{"):
+        if self.peek() in ("*", "+", "?", "{") and (
+            written.startswith("\\\\") or not written.isascii()
+        ):
             return f"({written})"
         return written
 

@@ -41,6 +41,42 @@ def test_unanchored_pydantic_pattern_works_end_to_end(
     assert pattern.endswith("$")
 
 
+class Drink(pydantic.BaseModel):
+    name: str = pydantic.Field(pattern=r"^Café?$")
+
+
+def test_a_quantified_non_ascii_character_works_end_to_end(
+    client: lms.Client, emulator: LMStudioEmulator
+) -> None:
+    """Found by a differential fuzz: sent as it is, ``é?`` had its last UTF-8 byte repeated
+    alone by llama.cpp's C++ converter, and llama.cpp refused the grammar. Sent in a group,
+    the real engine writes a value."""
+    model = from_lmstudio(client, EMBEDDED_MODEL_KEY)
+    drink = model.parse(
+        'Which drink is ordered in "One Café, please"? Answer in JSON with the key name.',
+        Drink,
+        max_tokens=32,
+        temperature=0,
+    )
+    assert drink.name in ("Café", "Caf")
+    sent = emulator.predictions[-1].structured
+    assert sent is not None
+    assert sent["jsonSchema"]["properties"]["name"]["pattern"] == "^Caf(é)?$"
+
+
+def test_a_raw_client_sending_a_quantified_non_ascii_character_fails_as_on_lm_studio(
+    client: lms.Client,
+) -> None:
+    """The engine writes the grammar LM Studio's C++ converter writes (``"Caf\\xc3"
+    "\\xa9"?``), which llama.cpp's parser refuses: the prediction fails."""
+    schema = {"type": "object", "properties": {"name": {"type": "string", "pattern": "^Café?$"}}}
+    refused = r"Failed to parse the grammar: failed to parse grammar: expected '\)'"
+    with pytest.raises(lms.LMStudioServerError, match=refused):
+        client.llm.model(EMBEDDED_MODEL_KEY).respond(
+            "Drink?", response_format={"type": "json", "jsonSchema": schema}
+        )
+
+
 def test_grammar_mode_off_keeps_dict_patterns_constrained(client: lms.Client) -> None:
     """A dict schema with an unanchored pattern and a \\d: the engine's output validates."""
     model = from_lmstudio(client, EMBEDDED_MODEL_KEY)

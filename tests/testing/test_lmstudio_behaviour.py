@@ -979,6 +979,42 @@ def test_a_gguf_model_refuses_an_unanchored_pattern(client: lms.Client) -> None:
     jsonschema.validate(json.loads(reply), nested)
 
 
+def test_a_gguf_model_fails_a_quantified_non_ascii_character_as_llama_cpp_does(
+    client: lms.Client,
+) -> None:
+    """Found by a differential fuzz: LM Studio's C++ converter repeats only the last UTF-8
+    byte of ``é`` in ``^Café?$``, and llama.cpp's grammar parser refuses what it wrote. The
+    synthetic engine answered; the llama.cpp engine fails so (tests/real_engine)."""
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "pattern": "^Café?$"}},
+        "required": ["name"],
+    }
+    refused = r"Failed to parse the grammar: failed to parse grammar: expected '\)'"
+    with pytest.raises(lms.LMStudioServerError, match=refused):
+        client.llm.model(TEXT).respond("Drink?", response_format=schema)
+    # In a group, as outlines-lmstudio sends it, the character's bytes stay together.
+    grouped = {**schema, "properties": {"name": {"type": "string", "pattern": "^Caf(é)?$"}}}
+    reply = client.llm.model(TEXT).respond("Drink?", response_format=grouped).content
+    jsonschema.validate(json.loads(reply), grouped)
+    # MLX models use outlines-core, which reads characters.
+    reply = client.llm.model(MLX).respond("Drink?", response_format=schema).content
+    jsonschema.validate(json.loads(reply), schema)
+
+
+def test_a_gguf_model_reads_an_empty_pattern_as_none(client: lms.Client) -> None:
+    """Found by a differential fuzz: llama.cpp's C++ converter reads ``"pattern": ""`` as no
+    pattern (the lengths apply); the emulator refused it as not anchored."""
+    schema = {
+        "type": "object",
+        "properties": {"code": {"type": "string", "pattern": "", "minLength": 3}},
+        "required": ["code"],
+    }
+    for i in range(3):
+        reply = client.llm.model(TEXT).respond(f"Code {i}?", response_format=schema).content
+        assert len(json.loads(reply)["code"]) >= 3
+
+
 @pytest.mark.parametrize("name", ['q"', "back\\slash", "line\nbreak", "tab\tkey", '"\\"'])
 def test_a_gguf_model_writes_a_property_name_json_escapes_as_json(
     client: lms.Client, name: str
@@ -1019,6 +1055,7 @@ def test_a_schema_the_synthetic_engine_cannot_constrain_is_refused_without_outli
     [
         ({"type": "string", "pattern": "a+"}, "a+"),
         ({"type": "string", "pattern": "^a+$"}, None),
+        ({"type": "string", "pattern": ""}, None),  # no pattern to the converter
         ({"pattern": "a"}, "a"),  # no type: a string pattern all the same
         ({"type": "string", "enum": ["b"], "pattern": "a"}, None),  # enum comes first
         ({"type": "integer", "pattern": "a"}, None),

@@ -162,6 +162,17 @@ def test_any_is_one_json_string_character() -> None:
         (r"^[0-9\d]$", r"^[0-9]$"),
         (r"^[a-bx-yz]$", r"^[a-bx-z]$"),
         (r"^.$", r'^([^\x00-\x1f\x22\x5c\u2028-\u2029]|\\b|\\t|\\f|\\"|\\\\)$'),
+        # a quantified non-ASCII character is grouped: llama.cpp's C++ converter repeated
+        # its last UTF-8 byte alone, a grammar llama.cpp refuses (found by a fuzz)
+        (r"^Café?$", r"^Caf(é)?$"),
+        (r"^é+$", r"^(é)+$"),
+        (r"^日{2}$", r"^(日){2}$"),
+        (r"^\u00e9*$", r"^(é)*$"),
+        (r"^\xe9+?$", r"^(é)+$"),
+        (r"^\U0001F600{1,2}$", r"^(😀){1,2}$"),
+        (r"^(a|ü+)b$", r"^(a|(ü)+)b$"),
+        (r"é?", rf"^{ANY}*(é)?{ANY}*$"),
+        (r"^éa+[é]?é$", r"^éa+[\xe9]?é$"),  # not quantified: unchanged
     ],
 )
 def test_rewrites(pattern: str, expected: str) -> None:

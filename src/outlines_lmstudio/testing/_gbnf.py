@@ -13,6 +13,8 @@ parser takes and refuses the same grammars, and that its matcher accepts every s
 Two corners differ (found by a review; hand-written GBNF only): a rule named only under a
 ``{0}`` repetition, which llama.cpp drops and may then not look up (refused here), and a
 rule defined twice, whose first body llama.cpp still checks (only the last is, here).
+A byte that is no character, as ``surrogateescape`` writes it (the C++ JSON-schema converter
+cuts a character before a quantifier: `_llama_pattern`), is read as llama.cpp reads bytes.
 Token references name a model's vocabulary, which the synthetic engine has none of:
 they parse, but `Grammar.sample` refuses them.
 
@@ -375,6 +377,8 @@ class _Parser:
         if self.pos >= len(text):
             raise self.error("unexpected end of grammar")
         char = text[self.pos]
+        if 0xDC80 <= ord(char) <= 0xDCFF:
+            return self.byte_sequence()
         if char != "\\":
             self.pos += 1
             return ord(char)
@@ -389,6 +393,34 @@ class _Parser:
             self.pos += 2
             return ord(_ESCAPES[code])
         raise self.error(f"unknown escape '\\{code}'")
+
+    def byte_sequence(self) -> int:
+        r"""Read a byte that is no character, as llama.cpp's ``decode_utf8`` reads it.
+
+        Such a byte comes as Python's ``surrogateescape`` writes it (``"\udcc3"``): a
+        grammar in which llama.cpp's C++ JSON-schema converter cut a character in two
+        (`_llama_pattern`). A leading byte takes as many more characters as it announces,
+        whatever they are (exact for the ASCII and cut bytes that come after it there): a
+        quote among them does not end the string literal.
+        """
+        byte = ord(self.text[self.pos]) - 0xDC00
+        size = _UTF8_LENGTH[byte >> 4]
+        value = byte & ((1 << (8 - size)) - 1)
+        end = min(self.pos + size, len(self.text))
+        for char in self.text[self.pos + 1 : end]:
+            value = (value << 6) + (_byte(char) & 0x3F)
+        self.pos = end
+        return value
+
+
+_UTF8_LENGTH = (1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4)
+"""The length llama.cpp's grammar parser reads in a byte's high four bits (``decode_utf8``)."""
+
+
+def _byte(char: str) -> int:
+    """Return the byte ``char`` stands for after a cut character (its first, of several)."""
+    code = ord(char)
+    return code - 0xDC00 if 0xDC80 <= code <= 0xDCFF else char.encode("utf-8", "replace")[0]
 
 
 def _adds_elements(node: Node) -> bool:

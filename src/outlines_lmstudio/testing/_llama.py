@@ -311,6 +311,22 @@ def _counted(schema: Any) -> bool:
     )
 
 
+def _empty_pattern(schema: Any) -> bool:
+    """Whether ``schema`` is a string with ``"pattern": ""``, which the C++ converter ignores.
+
+    Its schema builder makes a node without ``type`` a string for a ``pattern`` (after
+    ``properties``, ``allOf``, ``items``); the converter then reads an empty pattern as
+    none (its ``minLength``, ``maxLength`` or format apply), where the port refused it as
+    not anchored.
+    """
+    if not isinstance(schema, dict) or schema.get("pattern") != "" or schema_kind(schema):
+        return False
+    kind = schema.get("type")
+    return kind == "string" or (
+        kind is None and "items" not in schema and "prefixItems" not in schema
+    )
+
+
 def _reads_all_of(schema: Any) -> bool:
     """Whether the C++ converter reaches its ``allOf`` branch for ``schema``.
 
@@ -415,6 +431,9 @@ def _converter() -> Any:
             return f'"{escaped}"'
 
         def visit(self, schema: Any, name: str) -> Any:
+            if _empty_pattern(schema):  # as the C++ converter: no pattern, the rest read
+                rest = {key: value for key, value in schema.items() if key != "pattern"}
+                schema = {**rest, "type": "string"}
             if (
                 isinstance(schema, dict)
                 and schema.get("type") == "integer"

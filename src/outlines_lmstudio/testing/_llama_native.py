@@ -392,7 +392,10 @@ class NativeModel:
             With llama.cpp's own parse error, if the grammar is invalid.
         """
         with _logged() as lines:  # the parse error comes as log lines
-            sampler = L.llama_sampler_init_grammar(self.vocab, gbnf.encode(), b"root")
+            # surrogateescape: the bytes of a character the schema converter cut in two
+            # (`_llama_pattern`), which llama.cpp's parser then refuses as LM Studio's does
+            data = gbnf.encode("utf-8", "surrogateescape")
+            sampler = L.llama_sampler_init_grammar(self.vocab, data, b"root")
         if not sampler:
             reason = " ".join(m.strip() for _, m in lines if m.strip()) or "invalid grammar"
             raise GrammarError(reason)

@@ -21,9 +21,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from outlines_lmstudio.testing._gbnf import GrammarError, parse_gbnf
 from outlines_lmstudio.testing._llama import cpp_repetition
 
-__all__ = ["InvalidPatternError", "UnsupportedPatternError", "pattern_rule"]
+__all__ = ["InvalidPatternError", "UnsupportedPatternError", "cut_character", "pattern_rule"]
 
 _NON_LITERAL = frozenset("|.()[]{}*+?^$")
 # Escaped in a regular expression, the character itself in a GBNF literal.
@@ -34,7 +35,9 @@ _HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _MAX_DEPTH = 100
 _INT_MAX = 2**31 - 1  # the C++ code's "no maximum" (``std::numeric_limits<int>::max()``)
-_STOI = re.compile(r"\s*([+-]?[0-9]+)")
+# std::stoi skips C's whitespace only, not Python's \s (U+00A0, U+001C...).
+_STOI = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
+_QUANTIFIERS = frozenset("*+?{")
 _DOT = "[^\\x0A\\x0D]"  # any character but a line break (the converter is not "dotall")
 
 
@@ -85,6 +88,7 @@ class _Translation:
         self.i = 0
         self.depth = 0
         self.sub_rule_ids: dict[str, str] = {}
+        self.cut = ""  # the last byte of a character `literal` cut in two (see there)
 
     def sequence(self) -> str:
         """Translate up to the end or the ``)`` closing the current group (``transform``)."""
@@ -128,6 +132,9 @@ class _Translation:
                 self.repeat(seq)
             else:
                 seq.append((self.literal(c), True))
+                if self.cut:  # the last byte of a character: a literal of its own
+                    seq.append((self.cut, True))
+                    self.cut = ""
         return _join(seq)
 
     def character_class(self) -> str:
@@ -179,11 +186,24 @@ class _Translation:
         seq[-1] = (cpp_repetition(item, least, None if most == _INT_MAX else most), False)
 
     def literal(self, first: str) -> str:
-        """Read characters and escapes up to the next operator, as one GBNF literal."""
+        r"""Read characters and escapes up to the next operator, as one GBNF literal.
+
+        The C++ converter reads the pattern byte by byte: before a quantifier, it ends the
+        literal ahead of the last byte of a non-ASCII character (``Café?`` is ``"Caf\xc3"
+        "\xa9"?``), a grammar llama.cpp's parser refuses. So does this: the other bytes
+        end the literal, the last one is left in `cut` for a literal of its own, and
+        bytes are written as Python's ``surrogateescape`` reads them (``"\udcc3"``).
+        """
         pattern, length = self.pattern, len(self.pattern)
         text = ""
         while self.i < length:
             c = pattern[self.i]
+            if not c.isascii() and pattern[self.i + 1 : self.i + 2] in _QUANTIFIERS:
+                data = c.encode("utf-8", "surrogatepass")
+                text += data[:-1].decode("utf-8", "surrogateescape")
+                self.cut = data[-1:].decode("utf-8", "surrogateescape")
+                self.i += 1
+                break
             if c == "\\":
                 if self.i == length - 1:
                     raise InvalidPatternError("trailing backslash")
@@ -264,3 +284,47 @@ def pattern_rule(pattern: str, name: str, add_rule: Callable[[str, str], str]) -
     if translation.depth != 0:
         raise InvalidPatternError("unbalanced parentheses")
     return rule
+
+
+def cut_character(pattern: str) -> str | None:
+    """Return llama.cpp's parse error for a pattern's grammar with a character cut in two.
+
+    The C++ converter reads a pattern byte by byte: a non-ASCII character followed by a
+    quantifier (``^Café?$``) has only its last byte repeated, and llama.cpp's grammar
+    parser then refuses the grammar (`_Translation.literal`). For the synthetic engine,
+    which writes no grammar.
+
+    Parameters
+    ----------
+    pattern
+        A ``pattern`` the converter reads.
+
+    Returns
+    -------
+    str | None
+        ``failed to parse grammar: ...`` with the place (as the llama.cpp engine reports
+        it), or None where the converter writes a grammar llama.cpp parses, or no grammar
+        for the pattern (an unsupported pattern is any string; an invalid one fails the
+        conversion instead).
+    """
+    rules: dict[str, str] = {}
+
+    def add_rule(name: str, rule: str) -> str:
+        rules[name] = rule
+        return name
+
+    try:
+        rule = pattern_rule(pattern, "root", add_rule)
+    except (UnsupportedPatternError, InvalidPatternError):
+        return None
+    # as the engine writes a string's rule (a place named in the error reads the same)
+    lines = [f'root ::= "\\"" ({rule}) "\\"" space', 'space ::= " "?']
+    lines += [f"{k} ::= {v}" for k, v in rules.items()]
+    text = "\n".join(lines)
+    if not any(0xDC80 <= ord(char) <= 0xDCFF for char in text):
+        return None
+    try:
+        parse_gbnf(text)
+    except GrammarError as exc:
+        return f"failed to parse grammar: {exc}"
+    return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["local_target", "refused_pattern"]
+__all__ = ["local_target", "read_patterns", "refused_pattern"]
 
 
 def refused_pattern(schema: Any) -> str | None:
@@ -30,14 +30,16 @@ def refused_pattern(schema: Any) -> str | None:
         A ``pattern`` the converter reaches that does not start with ``^`` and end
         with ``$``.
     """
-    for pattern in _patterns(schema):
+    for pattern in read_patterns(schema):
         if not (pattern.startswith("^") and pattern.endswith("$")):
             return pattern
     return None
 
 
-def _patterns(root: Any) -> Iterator[str]:
+def read_patterns(root: Any) -> Iterator[str]:
     """Yield the patterns the converter reads in ``root``, in its order of keywords.
+
+    An empty pattern is none: the converter then reads the string's other keywords.
 
     Depth first with a stack of its own, not recursion: a ``$ref`` chain 1,000 long, which
     the C++ converter follows, overflowed Python's recursion (found by a probe). A stack
@@ -89,7 +91,7 @@ def _step(node: Any, root: Any, refs: set[str]) -> tuple[str | None, list[tuple[
     if kind in (None, "array") and ("items" in node or "prefixItems" in node):
         items = node.get("items", node.get("prefixItems"))
         return None, [(False, sub) for sub in (items if isinstance(items, list) else [items])]
-    if kind in (None, "string") and isinstance(node.get("pattern"), str):
+    if kind in (None, "string") and isinstance(node.get("pattern"), str) and node["pattern"]:
         return node["pattern"], []
     return None, []
 

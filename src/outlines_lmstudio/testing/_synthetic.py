@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from outlines_lmstudio.testing._engine import Fragment, Generation
 from outlines_lmstudio.testing._llama_all_of import all_of_as_llama_cpp
 from outlines_lmstudio.testing._llama_builder import schema_error
-from outlines_lmstudio.testing._llama_schema import refused_pattern
+from outlines_lmstudio.testing._llama_pattern import cut_character
+from outlines_lmstudio.testing._llama_schema import read_patterns, refused_pattern
 from outlines_lmstudio.testing._reasoning_forms import (
     ReasoningReply,
     cut_at_tokens,
@@ -280,7 +281,8 @@ def _check_llama_cpp_dialect(instance: Instance, schema: Any) -> None:
     what llama.cpp's schema builder fails on (a boolean subschema, an empty ``anyOf``...);
     LM Studio's llama.cpp engine refuses the schema (inferred from llama.cpp's converter and
     lmstudio-bug-tracker #2168, with the wording of our llama.cpp engine; the builder's, its
-    own, `_llama_builder`).
+    own, `_llama_builder`). A pattern whose grammar llama.cpp's parser refuses (a character
+    the converter cut in two, `cut_character`) fails as the llama.cpp engine fails it.
     """
     if instance.model.format != "gguf":
         return
@@ -299,6 +301,12 @@ def _check_llama_cpp_dialect(instance: Instance, schema: Any) -> None:
             cause="llama.cpp's JSON-schema-to-grammar converter refused the schema.",
             suggestion=f"Anchor the pattern {pattern!r} at both ends: ^...$",
         )
+    for pattern in read_patterns(schema):
+        # A non-ASCII character before a quantifier: the converter cuts it in two, and
+        # llama.cpp's grammar parser refuses what it wrote (as in the llama.cpp engine).
+        reason = cut_character(pattern)
+        if reason is not None:
+            raise server_error(f"Failed to parse the grammar: {reason}")
 
 
 # The string formats outlines-core constrains; it refuses a schema with any other.
@@ -347,6 +355,8 @@ def _for_llama_cpp(schema: Any) -> Any:
       then its lengths), where outlines-core reads the lengths first (``"2%h"`` for
       ``^a+$`` with ``maxLength: 3``) and hangs on a ``uuid`` with ``minLength: 40``: the
       keywords llama.cpp does not read beside a pattern or a constrained format are dropped.
+      An empty pattern is none to llama.cpp's converter (it reads the lengths then): it is
+      dropped.
 
     An ``allOf`` is left for `all_of_as_llama_cpp`, which runs on the whole result (its
     ``$ref`` members resolve there).
@@ -403,6 +413,8 @@ def _string_as_llama_cpp(kept: dict[str, Any]) -> dict[str, Any]:
         return kept
     if {"const", "enum", "allOf"} & set(kept):  # read before the string's keywords
         return kept
+    if kept.get("pattern") == "":  # no pattern to llama.cpp's converter
+        kept = {key: value for key, value in kept.items() if key != "pattern"}
     if isinstance(kept.get("pattern"), str):
         unread: tuple[str, ...] = ("format", "minLength", "maxLength")
     elif kept.get("format") in _LLAMA_FORMATS:

@@ -121,7 +121,8 @@ class LlamaGrammarHarness:
     def _pristine(self, gbnf: str) -> Any:
         if gbnf not in self._cache:
             self._log.clear()
-            sampler = lib.llama_sampler_init_grammar(self._vocab, gbnf.encode(), b"root")
+            data = gbnf.encode("utf-8", "surrogateescape")  # a cut character's bytes
+            sampler = lib.llama_sampler_init_grammar(self._vocab, data, b"root")
             if not sampler:
                 raise GrammarError("llama.cpp rejected the grammar: " + self.log())
             self._cache[gbnf] = sampler

@@ -60,6 +60,12 @@ CASES: list[tuple[str, str, list[str], list[str]]] = [
     (r"^a{x}$", ANY, ['"c"'], []),
     (r"^a{1,2,3}$", ANY, ['"c"'], []),
     (r"^a{2$", ANY, ['"c"'], []),
+    # std::stoi skips C's whitespace only: a Unicode space before a count is no number
+    # (Python's \s took U+00A0 and U+001C; found by a differential fuzz)
+    ("^a{\u00a02}$", ANY, ['"aa"', '"zzz"'], []),
+    ("^a{\x1c2}$", ANY, ['"aa"', '"zzz"'], []),
+    ("^(a{\u00a02}$", ANY, ['"aa"'], []),  # given up on before the parentheses count
+    ("^a{ \t2,\n3}$", '"a"{2,3}', ['"aa"', '"aaa"'], ['"a"']),
 ]
 
 # (pattern, the C++ converter's reason)
@@ -161,3 +167,26 @@ def test_a_boolean_subschema_fails_with_its_place() -> None:
     message = "JSON schema error at #/properties/a: schema must be an object"
     with pytest.raises(ValueError, match=re.escape(message)):
         json_schema_grammar({"type": "object", "properties": {"a": True}})
+
+
+@pytest.mark.parametrize(
+    ("schema", "root"),
+    [
+        ({"type": "string", "pattern": "", "minLength": 3}, '"\\"" char{3,} "\\""'),
+        ({"pattern": "", "maxLength": 2}, '"\\"" char{0,2} "\\""'),
+        ({"type": "string", "pattern": ""}, '"\\"" char* "\\""'),
+        ({"type": "string", "pattern": "", "format": "date"}, "date-string"),
+    ],
+)
+def test_an_empty_pattern_is_no_pattern(
+    llama: LlamaGrammarHarness, schema: dict[str, Any], root: str
+) -> None:
+    """The C++ converter reads ``"pattern": ""`` as none (its other keywords apply); the
+    engine refused it as not anchored (found by a differential fuzz)."""
+    gbnf = json_schema_grammar(schema)
+    assert _pattern_rules(gbnf)["root"] == root
+    llama.check_parses(gbnf)
+    if CPP_CONVERTER:
+        answer, warnings = _cpp(schema)
+        assert _pattern_rules(answer.removeprefix("OK "))["root"] == root
+        assert not warnings

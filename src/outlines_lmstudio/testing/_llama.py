@@ -28,7 +28,11 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from outlines_lmstudio.testing._engine import Fragment, Generation, PromptProgress
-from outlines_lmstudio.testing._llama_all_of import any_of_alternatives, schema_kind
+from outlines_lmstudio.testing._llama_all_of import (
+    any_of_alternatives,
+    endless_all_of,
+    schema_kind,
+)
 from outlines_lmstudio.testing._llama_builder import schema_error
 from outlines_lmstudio.testing._llama_plan import (
     MAX_GRAMMAR_DEPTH,
@@ -40,6 +44,7 @@ from outlines_lmstudio.testing._llama_plan import (
     reversed_repetition,
     template_for,
 )
+from outlines_lmstudio.testing._llama_schema import local_target
 from outlines_lmstudio.testing._records import message_text
 from outlines_lmstudio.testing._wire import (
     RequestError,
@@ -589,6 +594,29 @@ def _converter() -> Any:
         def _char(self) -> str:
             return self._add_primitive("char", BuiltinRule(_CHAR_RULE, []))
 
+        def resolve_refs(self, schema: Any, url: str) -> Any:
+            """Record every local ``$ref``'s target as llama.cpp's schema builder resolves it.
+
+            The port's own stepped into objects only (``#/allOf/0`` failed, where the C++
+            builder indexes the list) and failed on any ``$ref`` that resolves to nothing,
+            even one the converter never reads (an ``allOf`` beside ``properties``). The
+            builder's check (`schema_error`) has already refused the ones it reads; the
+            rest are left out, and nothing is fetched. ``schema`` comes back as it is.
+            """
+            stack = [schema]
+            while stack:
+                node = stack.pop()
+                if isinstance(node, list):
+                    stack.extend(node)
+                elif isinstance(node, dict):
+                    ref = node.get("$ref")
+                    if isinstance(ref, str) and ref not in self._refs:
+                        target = local_target(ref, schema)
+                        if isinstance(target, dict):
+                            self._refs[ref] = target
+                    stack.extend(node.values())
+            return schema
+
         def _resolve_ref(self, ref: str) -> str:
             """Return the rule of a ``$ref``, named as the C++ converter names it.
 
@@ -643,15 +671,19 @@ def json_schema_grammar(schema: Any) -> str:
         # as the schema, an empty anyOf...): the port failed on some with Python's words
         # ("'bool' object has no attribute 'get'") and converted others.
         raise ValueError(f"JSON schema conversion failed: {error}")
+    if (endless := endless_all_of(schema)) is not None:
+        # The port, like the C++ converter, would recurse until Python's limit and then
+        # blame the depth. Before the patterns: the C++ converter never gets past it.
+        raise ValueError(endless)
     try:
         converter = _converter()
         # Refs keep their own "#/..." form, as llama.cpp's build_grammar resolves them
-        # (base URL ""). The port's "stdin" rewrites only the refs it visits, and it does
-        # not visit below a "$ref": the refs inside "$defs" of a "$ref" root (a recursive
-        # Pydantic model) then named nothing, and the conversion failed.
+        # (the Converter's resolve_refs). The port's "stdin" rewrote only the refs it
+        # visits, and it did not visit below a "$ref": the refs inside "$defs" of a "$ref"
+        # root (a recursive Pydantic model) then named nothing, and the conversion failed.
         converter.visit(converter.resolve_refs(json.loads(json.dumps(schema)), ""), "")
         return str(converter.format_grammar())
-    except RecursionError as exc:  # depth, not recursion: the port follows recursive refs
+    except RecursionError as exc:  # depth: endless loops are refused above
         raise ValueError(
             "the schema nests deeper than llama-cpp-python's converter can follow (Python's "
             "recursion limit; LM Studio's C++ converter goes deeper)"

@@ -17,10 +17,10 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._engine import Fragment, Generation
-from outlines_lmstudio.testing._llama_all_of import all_of_as_llama_cpp
+from outlines_lmstudio.testing._llama_all_of import all_of_as_llama_cpp, endless_all_of
 from outlines_lmstudio.testing._llama_builder import schema_error
 from outlines_lmstudio.testing._llama_pattern import cut_character
-from outlines_lmstudio.testing._llama_schema import read_patterns, refused_pattern
+from outlines_lmstudio.testing._llama_schema import local_target, read_patterns, refused_pattern
 from outlines_lmstudio.testing._reasoning_forms import (
     ReasoningReply,
     cut_at_tokens,
@@ -293,6 +293,12 @@ def _check_llama_cpp_dialect(instance: Instance, schema: Any) -> None:
             f"{error}",
             cause="llama.cpp's JSON-schema-to-grammar converter refused the schema.",
         )
+    endless = endless_all_of(schema)  # before the pattern: the converter never gets past it
+    if endless is not None:
+        raise server_error(
+            f"Failed to convert the JSON schema to a grammar: {endless}",
+            cause="llama.cpp's JSON-schema-to-grammar converter refused the schema.",
+        )
     pattern = refused_pattern(schema)
     if pattern is not None:
         raise server_error(
@@ -324,6 +330,62 @@ _MAPS = frozenset(
 _KINDED = frozenset({"$ref", "anyOf", "oneOf", "type", "const", "enum", "allOf"})
 _STRING_READ = ("pattern", "minLength", "maxLength")
 _ANY = {"anyOf": [{"type": t} for t in ("object", "array", "string", "number", "boolean", "null")]}
+
+
+_DEFINITION_REF = re.compile(r"#/(\$defs|definitions)/[^/]+")
+
+
+def _refs_to_definitions(schema: Any) -> Any:
+    """Point each ``$ref`` at a root definition (a copy of its target), for a GGUF model.
+
+    llama.cpp's schema builder resolves a ``$ref`` into any place of the schema, a list's
+    items included (``#/properties/x/anyOf/0``, ``#/allOf/0/properties/a``). outlines-core
+    steps into objects only ("Invalid reference path: 0"), and the rewrites for llama.cpp's
+    reading (`_for_llama_cpp`, `all_of_as_llama_cpp`) move what such a ``$ref`` points at:
+    an ``allOf`` is merged, an ``items`` list becomes ``prefixItems``. So, before them, a
+    ``$ref`` other than ``#/$defs/NAME`` or ``#/definitions/NAME`` points at a copy of
+    its target in the root's ``$defs``, under a name the schema does not hold.
+    """
+    if not isinstance(schema, dict) or not isinstance(schema.get("$defs", {}), dict):
+        return schema
+    text = json.dumps(schema, ensure_ascii=False)
+    names: dict[str, str] = {}  # ref -> the definition it points at now
+    targets: dict[str, Any] = {}
+    pending: list[Any] = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref not in names and not _DEFINITION_REF.fullmatch(ref):
+                target = local_target(ref, schema)
+                if isinstance(target, dict):  # else left as it is (the builder refuses it)
+                    index = len(names)
+                    while f"emulatedRef{index}" in text or f"emulatedRef{index}" in targets:
+                        index += 1
+                    names[ref] = f"emulatedRef{index}"
+                    targets[names[ref]] = target
+                    pending.append(target)  # its refs too, were it inside an enum's values
+            pending.extend(value for key, value in node.items() if key not in _VALUES)
+    if not names:
+        return schema
+
+    def moved(node: Any) -> Any:
+        if isinstance(node, list):
+            return [moved(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {key: value if key in _VALUES else moved(value) for key, value in node.items()}
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref in names:
+            out["$ref"] = f"#/$defs/{names[ref]}"
+        return out
+
+    result: dict[str, Any] = moved(schema)
+    copies = {name: moved(target) for name, target in targets.items()}
+    result["$defs"] = {**result.get("$defs", {}), **copies}
+    return result
 
 
 def _for_llama_cpp(schema: Any) -> Any:
@@ -493,7 +555,7 @@ async def _reply_tokens(
         _check_llama_cpp_dialect(instance, schema)
         renames: dict[str, str] = {}
         if instance.model.format == "gguf":
-            schema, repeats = all_of_as_llama_cpp(_for_llama_cpp(schema))
+            schema, repeats = all_of_as_llama_cpp(_for_llama_cpp(_refs_to_definitions(schema)))
             schema, renames = _plain_names(schema)
             renames.update(repeats)
         rng = random.Random(_seed_for(emu.seed, record.messages, schema))

@@ -187,9 +187,14 @@ class AsyncSessions(ModelApi):
         except RuntimeError:
             loop = None
         if loop is None or _under_trio():
+            where = (
+                "no asyncio event loop runs here (trio?)"
+                if loop is None  # trio inside a running loop: IPython's %autoawait trio
+                else "trio runs this code (IPython's %autoawait trio?), not the asyncio loop"
+            )
             raise LMStudioConnectionError(
-                "The async model runs on asyncio, as the lmstudio SDK's AsyncClient does, "
-                "and no asyncio event loop runs here (trio?).",
+                f"The async model runs on asyncio, as the lmstudio SDK's AsyncClient does, "
+                f"and {where}.",
                 model=self.model_name,
                 hint="Run it under asyncio (uvloop and anyio's asyncio backend work), or "
                 "use the sync model, from_lmstudio(lmstudio.Client(...)), in a worker thread.",

@@ -1002,6 +1002,39 @@ def test_a_gguf_model_fails_a_quantified_non_ascii_character_as_llama_cpp_does(
     jsonschema.validate(json.loads(reply), schema)
 
 
+def test_a_gguf_model_writes_the_required_properties_first_as_llama_cpp_does(
+    client: lms.Client,
+) -> None:
+    """Found by a differential fuzz: llama.cpp's converter writes an object's required
+    properties first, then the others; the synthetic engine wrote them in the schema's
+    order (``{"a": 24, "b": 19}`` with only ``b`` required), which llama.cpp's grammar
+    refuses. An MLX model (outlines-core) keeps the schema's order."""
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["b"],
+        "additionalProperties": False,
+    }
+    orders = set()
+    for seed in range(12):
+        config = {"seed": seed, "temperature": 0.8}
+        reply = client.llm.model(TEXT).respond(
+            f"Numbers {seed}?", response_format=schema, config=config
+        )
+        keys = list(json.loads(reply.content))
+        assert keys[0] == "b", reply.content
+        orders.add(tuple(keys))
+    assert ("b", "a") in orders  # the optional one was written too, after
+    mlx = set()
+    for seed in range(12):
+        config = {"seed": seed, "temperature": 0.8}
+        reply = client.llm.model(MLX).respond(
+            f"Numbers {seed}?", response_format=schema, config=config
+        )
+        mlx.add(tuple(json.loads(reply.content)))
+    assert ("a", "b") in mlx
+
+
 def test_a_gguf_model_reads_an_empty_pattern_as_none(client: lms.Client) -> None:
     """Found by a differential fuzz: llama.cpp's C++ converter reads ``"pattern": ""`` as no
     pattern (the lengths apply); the emulator refused it as not anchored."""

@@ -419,6 +419,10 @@ def _for_llama_cpp(schema: Any) -> Any:
       keywords llama.cpp does not read beside a pattern or a constrained format are dropped.
       An empty pattern is none to llama.cpp's converter (it reads the lengths then): it is
       dropped.
+    - llama.cpp's converter writes an object's required properties first, each in its
+      place among them, then the others; outlines-core writes them in the schema's order
+      (``{"a": 1, "b": 2}`` with only ``b`` required, which llama.cpp's grammar refuses:
+      found by a differential fuzz): the required ones are put first.
 
     An ``allOf`` is left for `all_of_as_llama_cpp`, which runs on the whole result (its
     ``$ref`` members resolve there).
@@ -443,6 +447,10 @@ def _for_llama_cpp(schema: Any) -> Any:
         else:
             kept[key] = value if key in _VALUES else _for_llama_cpp(value)
     kept = _typed_as_llama_cpp(kept)
+    properties, required = kept.get("properties"), kept.get("required")
+    if isinstance(properties, dict) and isinstance(required, list):
+        first = {name: sub for name, sub in properties.items() if name in required}
+        kept["properties"] = first | {k: v for k, v in properties.items() if k not in first}
     if (
         kept.get("additionalProperties") is False
         and kept.get("type", "object") == "object"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import os
 import threading
@@ -28,6 +29,7 @@ __all__ = [
     "client_closed",
     "client_entered",
     "orphan",
+    "orphan_parent_threads",
     "clipped",
     "proxy_note",
     "client_host",
@@ -220,6 +222,31 @@ def orphan(client: object) -> None:
     resources = getattr(client, "_resources", None)
     if isinstance(resources, contextlib.ExitStack):
         resources.pop_all()
+
+
+def orphan_parent_threads() -> None:
+    """At a forked child's exit, give every websocket thread of the parent's clients no loop.
+
+    The SDK's thread object has a finalizer of its own, run at exit, that asks the thread's
+    event loop to stop and waits for the answer; in the child the thread was not copied,
+    so a child ending with ``sys.exit()`` (or by returning: gunicorn's workers) waited
+    forever, and so did the client's own finalizer (its sessions' goodbye). `orphan`
+    settles the clients given to a model at the fork; this settles the others, as
+    `orphan` does: a client used through the SDK alone, and one closed just before the
+    fork, whose thread had not yet ended (found by a flaky test: about one child in five
+    hung then). No registry of the SDK's clients is public, so they are found among the
+    live objects, once, at the child's exit: a thread of the parent is not alive in the
+    child, and a client or thread the child started itself is left to close as it should.
+    """
+    for thing in gc.get_objects():
+        if isinstance(thing, lms.Client):  # its sessions' goodbye would wait too
+            thread = getattr(thing, "_ws_thread", None)
+            if isinstance(thread, threading.Thread) and not thread.is_alive():
+                orphan(thing)
+        elif isinstance(thing, threading.Thread) and not thing.is_alive():
+            manager: Any = getattr(thing, "_task_manager", None)
+            if getattr(manager, "_event_loop", None) is not None:
+                manager._event_loop = None
 
 
 def client_entered(client: object) -> bool:

@@ -6,6 +6,7 @@ or, for a call with a time limit, in a worker thread the caller waits for.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import importlib
@@ -41,7 +42,14 @@ from ._flow import Call, Emit, Flow, Sink
 from ._forks import in_child, renewed
 from ._images import ImageData
 from ._interrupt import SigintGuard
-from ._sdk_errors import client_closed, client_host, forked_client_error, orphan, task_manager
+from ._sdk_errors import (
+    client_closed,
+    client_host,
+    forked_client_error,
+    orphan,
+    orphan_parent_threads,
+    task_manager,
+)
 from ._streams import SyncReader, noting_progress
 from ._sync_sessions import SyncSessions
 from .errors import LMStudioConnectionError, LMStudioTimeoutError
@@ -617,9 +625,12 @@ def _after_fork_in_child() -> None:
     """In a forked child, make each client of the parent inert (`orphan`).
 
     Closing one, or collecting it, waited forever for its websocket thread, not copied.
+    The parent's other clients, which the package does not know, are settled at the
+    child's exit (`orphan_parent_threads`), before the SDK's finalizers run.
     """
     for client in list(_USED_IN):
         orphan(client)
+    atexit.register(orphan_parent_threads)  # atexit runs last-in first: before weakref's
 
 
 in_child(_after_fork_in_child)

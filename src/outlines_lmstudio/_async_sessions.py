@@ -189,7 +189,8 @@ class AsyncSessions(ModelApi):
         if loop is None or _under_trio():
             where = (
                 "no asyncio event loop runs here (trio?)"
-                if loop is None  # trio inside a running loop: IPython's %autoawait trio
+                if loop is None
+                # trio inside a running asyncio loop: IPython's %autoawait trio
                 else "trio runs this code (IPython's %autoawait trio?), not the asyncio loop"
             )
             raise LMStudioConnectionError(

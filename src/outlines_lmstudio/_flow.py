@@ -539,7 +539,7 @@ def _with_details(error: BaseException, exc: BaseException) -> BaseException:
 
 
 def _lookup_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory) -> BaseException:
-    """`_resolve_error`, but for LM Studio's error details."""
+    """`_resolve_error` without LM Studio's error details (``server_error``)."""
     error = errors(exc, key, "resolve")
     text = str(exc).lower()
     if key is None and isinstance(exc, lms.LMStudioClientError) and "no models" in text:

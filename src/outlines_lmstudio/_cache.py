@@ -248,10 +248,7 @@ def copied_error(error: E, model: str | None = None) -> E:
     """
     twin = copy.copy(error)
     if model is not None and isinstance(twin, _SERVER_ERRORS) and twin.model not in (None, model):
-        details = getattr(twin, "server_error", None)  # what __init__ resets (a review)
         type(twin).__init__(twin, twin.message, host=twin.host, model=model, hint=twin.hint)
-        if details is not None:
-            setattr(twin, "server_error", details)  # noqa: B010 - on two of the four classes
     if (notes := getattr(error, "__notes__", None)) is not None:
         twin.__notes__ = list(notes)
     if error.__cause__ is not None:

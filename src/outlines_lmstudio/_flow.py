@@ -36,7 +36,7 @@ from ._common import DEADLINE_PASSED, Completion, ModelTraits, Request
 from ._inputs import sdk_history
 from ._reasoning import ReasoningSplitter, json_openers, plain_reply, reply_problem
 from ._reply import Reply, ReplyChunk, ReplyStats, reply_stats, stop_reason
-from ._sdk_errors import Stage, from_sdk
+from ._sdk_errors import Stage, from_sdk, with_details
 from .errors import (
     BatchGenerationError,
     LMStudioConnectionError,
@@ -526,16 +526,7 @@ def _resolve_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory
 
     Like the SDK's server errors, ours carry LM Studio's error details (``server_error``).
     """
-    return _with_details(_lookup_error(exc, key, errors), exc)
-
-
-def _with_details(error: BaseException, exc: BaseException) -> BaseException:
-    """Give ``error``, ours, LM Studio's details of the SDK's ``exc`` (``server_error``)."""
-    if isinstance(error, LMStudioModelNotFoundError | LMStudioPredictionError) and (
-        error.server_error is None
-    ):
-        error.server_error = getattr(exc, "server_error", None)
-    return error
+    return with_details(_lookup_error(exc, key, errors), exc)
 
 
 def _lookup_error(exc: lms.LMStudioError, key: str | None, errors: ErrorFactory) -> BaseException:
@@ -924,7 +915,7 @@ def predict(
                     continue
                 if again:  # the retry loaded it anew, and it was unloaded again (a probe)
                     unloaded_error = _unloaded_error(request, errors, shown=False, began=False)
-                    raise _with_details(unloaded_error, exc) from exc
+                    raise with_details(unloaded_error, exc) from exc
             elif stage == "predict" and traits is not None and not (sink.emitted or call.stopped):
                 # LM Studio refused what the cached traits let through: if the model behind
                 # the identifier changed, say so as our check would have. Only while nothing

@@ -10,7 +10,7 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal, TypeGuard, TypeVar
 
 import lmstudio as lms
 
@@ -46,9 +46,11 @@ __all__ = [
     "server_hint",
     "task_manager",
     "translate_sdk_error",
+    "with_details",
 ]
 
 Stage = Literal["resolve", "predict", "upload", "connect"]
+E = TypeVar("E", bound=BaseException)
 
 _START_HINT = (
     "Start LM Studio's server (Developer tab, or `lms server start`), check the host and "
@@ -530,7 +532,18 @@ def translate_sdk_error(
     if isinstance(exc, OutlinesLMStudioError):
         return exc
     error = _translated(exc, host=host, model=model, stage=stage, searched=searched)
-    if isinstance(error, LMStudioModelNotFoundError | LMStudioPredictionError):
+    return None if error is None else with_details(error, exc)
+
+
+def with_details(error: E, exc: BaseException) -> E:
+    """Give ``error``, ours, the details LM Studio sent with the SDK's ``exc``, if it has none.
+
+    Our not-found and prediction errors are ``lmstudio.LMStudioServerError`` s: their
+    ``server_error`` holds those details, as the SDK's own does (``None`` if it sent none).
+    """
+    if isinstance(error, LMStudioModelNotFoundError | LMStudioPredictionError) and (
+        error.server_error is None
+    ):
         error.server_error = getattr(exc, "server_error", None)
     return error
 

@@ -182,7 +182,10 @@ class _ServerError(OutlinesLMStudioError, lms.LMStudioError):
             parts.append(f"({where})")
         if hint:
             parts.append(f"Hint: {hint}")
-        super().__init__(" ".join(parts))
+        details = self.__dict__.get("server_error")  # an error made again keeps LM Studio's
+        super().__init__(" ".join(parts))  # the SDK's server error base sets it to None
+        if details is not None:
+            self.__dict__["server_error"] = details
 
 
 class LMStudioConnectionError(_ServerError, lms.LMStudioWebsocketError, ConnectionError):

@@ -307,6 +307,8 @@ def cut_character(pattern: str) -> str | None:
         for the pattern (an unsupported pattern is any string; an invalid one fails the
         conversion instead).
     """
+    if pattern.isascii():  # only a character of several bytes can be cut
+        return None
     rules: dict[str, str] = {}
 
     def add_rule(name: str, rule: str) -> str:

@@ -1029,6 +1029,81 @@ def test_a_gguf_model_writes_the_required_properties_first_as_llama_cpp_does(
     assert ("a", "b") in mlx
 
 
+_INT, _BOOL, _NULL = {"type": "integer"}, {"type": "boolean"}, {"type": "null"}
+_A = {"properties": {"a": _INT}, "required": ["a"]}
+# (schema sent, the schema llama.cpp's C++ converter reads of it): its builder gives a node
+# its kind by $ref, oneOf, anyOf, a type list (one copy per type), const, enum, then type
+# (common/json-schema.cpp's build_node); outlines-core reads properties, allOf, anyOf,
+# oneOf, prefixItems, enum, const and $ref before type.
+_MIXED_NODES: list[tuple[dict[str, Any], dict[str, Any]]] = [
+    ({"type": "string", **_A}, {"type": "string"}),
+    ({"type": "array", "items": _BOOL, **_A}, {"type": "array", "items": _BOOL}),
+    ({"type": "integer", "items": [_INT, _BOOL]}, _INT),
+    ({"type": "object", "prefixItems": [_INT]}, {"type": "object"}),
+    ({"type": ["string", "number"], **_A}, {"type": ["string", "number"]}),
+    ({"anyOf": [_BOOL, _NULL], **_A}, {"anyOf": [_BOOL, _NULL]}),
+    ({"type": "object", **_A, "enum": [1, 2]}, {"enum": [1, 2]}),
+    ({"enum": ["x", 3], "const": 7}, {"const": 7}),
+    ({"$defs": {"B": _BOOL}, "$ref": "#/$defs/B", **_A}, _BOOL),
+    ({"type": "integer", "minimum": 2, "anyOf": [_BOOL, _NULL]}, {"anyOf": [_BOOL, _NULL]}),
+    ({"oneOf": [_NULL], "anyOf": [_BOOL]}, _NULL),
+    ({"type": "array", "items": _INT, "prefixItems": [_BOOL]}, {"items": _INT}),
+    (
+        {"items": [_INT, _BOOL], "prefixItems": [_INT]},
+        {"prefixItems": [_INT, _BOOL], "items": False, "minItems": 2},
+    ),
+    (  # the allOf is not read beside additionalProperties (outlines-core refused the rest)
+        {"additionalProperties": _INT, "allOf": [{"properties": {"b": _BOOL}}]},
+        {"type": "object", "additionalProperties": _INT},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("schema", "reads"), _MIXED_NODES, ids=[json.dumps(schema) for schema, _ in _MIXED_NODES]
+)
+def test_a_gguf_model_gives_a_node_the_kind_llama_cpp_reads(
+    client: lms.Client, tmp_path: Path, schema: dict[str, Any], reads: dict[str, Any]
+) -> None:
+    """Found by a differential fuzz: ``{"type": "string", "properties": ...}`` came out of a
+    GGUF model as an object (outlines-core reads ``properties`` first), where llama.cpp's
+    converter goes by ``type`` and writes a string; so for each keyword outlines-core reads
+    before ``type``. The reply must be of the schema llama.cpp reads, and in the C++
+    converter's grammar when ``LLAMA_JSON_SCHEMA_TO_GRAMMAR`` points at a build of it."""
+    replies = []
+    for i in range(3):
+        structured = {"type": "json", "jsonSchema": schema}
+        reply = client.llm.model(TEXT).respond(f"Value {i}?", response_format=structured)
+        jsonschema.validate(json.loads(reply.content), reads)
+        replies.append(reply.content)
+    if CPP_CONVERTER:
+        from ..unit.grammar._llama_harness import LlamaGrammarHarness, write_byte_vocab
+
+        done = run_cpp_converter(schema)
+        assert done.stdout.startswith("OK "), done.stdout
+        grammar = done.stdout[3:].rstrip("\n").replace("\x01", "\n")
+        write_byte_vocab(tmp_path / "bytes.gguf")
+        harness = LlamaGrammarHarness(tmp_path / "bytes.gguf")
+        try:
+            for text in replies:  # without whitespace, which outlines-core writes otherwise
+                compact = re.sub(r'("(?:[^"\\]|\\.)*")|\s+', lambda m: m.group(1) or "", text)
+                assert harness.matches(grammar, compact), text
+        finally:
+            harness.close()
+
+
+def test_a_gguf_model_writes_a_string_for_type_string_beside_properties(
+    client: lms.Client,
+) -> None:
+    """The case as found; an MLX model (LM Studio's MLX engine is outlines-core) reads
+    ``properties`` before ``type``, as outlines-core does, and writes an object."""
+    schema = {"type": "object", "properties": {"p": {"type": "string", **_A}}, "required": ["p"]}
+    gguf = client.llm.model(TEXT).respond("Value?", response_format=schema)
+    assert isinstance(json.loads(gguf.content)["p"], str), gguf.content
+    mlx = client.llm.model(MLX).respond("Value?", response_format=schema)
+    assert isinstance(json.loads(mlx.content)["p"], dict), mlx.content
+
+
 def test_a_gguf_model_reads_an_empty_pattern_as_none(client: lms.Client) -> None:
     """Found by a differential fuzz: llama.cpp's C++ converter reads ``"pattern": ""`` as no
     pattern (the lengths apply); the emulator refused it as not anchored."""

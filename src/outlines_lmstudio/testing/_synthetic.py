@@ -325,9 +325,12 @@ _MAPS = frozenset(
     {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
     | {"dependentRequired", "dependencies"}
 )
-# Keywords that give a node without ``type`` its kind in llama.cpp's converter, as it
-# reads them (``$ref``, ``anyOf``, ``oneOf``, ``type``, ``const``, ``enum``, ``allOf``).
-_KINDED = frozenset({"$ref", "anyOf", "oneOf", "type", "const", "enum", "allOf"})
+# Keywords llama.cpp's converter reads before the ones that give a node without ``type``
+# its kind (``$ref``, ``anyOf``, ``oneOf``, ``type``, ``const``, ``enum``).
+_KINDED = frozenset({"$ref", "anyOf", "oneOf", "type", "const", "enum"})
+# The keywords outlines-core reads before a node's ``type``, whichever type it says.
+_READ_FIRST = ("properties", "allOf", "anyOf", "oneOf", "prefixItems", "enum", "const", "$ref")
+_DEFINITIONS = ("$defs", "definitions")
 _STRING_READ = ("pattern", "minLength", "maxLength")
 _ANY = {"anyOf": [{"type": t} for t in ("object", "array", "string", "number", "boolean", "null")]}
 
@@ -405,14 +408,23 @@ def _for_llama_cpp(schema: Any) -> Any:
     - ``items`` as a list (the draft-07 tuple, what zod's ``z.tuple`` writes) is the tuple
       of exactly those items to llama.cpp's converter (its ``items.is_array()`` branch), and
       an unsupported structure to outlines-core: it gets ``prefixItems`` and ``items: false``.
-    - A node without ``type`` (nor ``$ref``, ``anyOf``, ``oneOf``, ``const``, ``enum`` or
-      ``allOf``) has the kind llama.cpp's converter reads from its keywords, and outlines-core
+    - A node without ``type`` (nor ``$ref``, ``anyOf``, ``oneOf``, ``const`` or ``enum``)
+      has the kind llama.cpp's converter reads from its keywords, and outlines-core
       refuses most such nodes: it gets ``type: object`` for ``properties`` or an
-      ``additionalProperties`` other than ``true``, then ``type: array`` for ``items`` or
-      ``prefixItems``, then ``type: string`` for ``pattern``, ``minLength``, ``maxLength`` or
-      a format llama.cpp constrains. Any other node (``{"not": ...}``, ``{"title": ...}``,
-      ``{"minimum": 3}``) is any value to llama.cpp: it becomes ``{}`` (an ``anyOf`` of the
-      JSON types beside its ``$defs``).
+      ``additionalProperties`` other than ``true`` (an ``allOf`` beside them is not read),
+      then, without ``allOf``, ``type: array`` for ``items`` or ``prefixItems``, then
+      ``type: string`` for ``pattern``, ``minLength``, ``maxLength`` or a format llama.cpp
+      constrains. Any other node (``{"not": ...}``, ``{"title": ...}``, ``{"minimum": 3}``)
+      is any value to llama.cpp: it becomes ``{}`` (an ``anyOf`` of the JSON types beside
+      its ``$defs``).
+    - llama.cpp's converter gives a node its kind by ``$ref``, then ``oneOf``/``anyOf``, then
+      a ``type`` list (one copy of the node per type), ``const``, ``enum``, then ``type``;
+      outlines-core reads ``properties``, ``allOf``, ``anyOf``, ``oneOf``, ``prefixItems``,
+      ``enum``, ``const`` and ``$ref`` before ``type``, so ``{"type": "string",
+      "properties": ...}`` came out an object where llama.cpp writes a string (found by a
+      differential fuzz). Of those keywords, the ones llama.cpp does not read for the
+      node's kind are dropped (`_unread_by_llama_cpp`), and a ``type`` list whose copies
+      would lose one is the ``anyOf`` of its copies, each read so.
     - A string's ``pattern`` is all llama.cpp's converter reads of it (then its format,
       then its lengths), where outlines-core reads the lengths first (``"2%h"`` for
       ``^a+$`` with ``maxLength: 3``) and hangs on a ``uuid`` with ``minLength: 40``: the
@@ -440,13 +452,32 @@ def _for_llama_cpp(schema: Any) -> Any:
                 kept[key] = value
         elif key == "items" and isinstance(value, list):  # a draft-07 tuple
             kept["prefixItems"], kept["items"] = _for_llama_cpp(value), False
+        elif key == "prefixItems" and isinstance(schema.get("items"), list):
+            continue  # llama.cpp's converter reads the items first
         elif key == "patternProperties":  # llama.cpp's converter ignores it
             continue
         elif key in _MAPS and isinstance(value, dict):
             kept[key] = {name: _for_llama_cpp(sub) for name, sub in value.items()}
         else:
             kept[key] = value if key in _VALUES else _for_llama_cpp(value)
+    return _node_as_llama_cpp(kept)
+
+
+def _node_as_llama_cpp(kept: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite a node's own keywords for llama.cpp's reading (`_for_llama_cpp`).
+
+    Its subschemas are rewritten already.
+    """
     kept = _typed_as_llama_cpp(kept)
+    kinds = kept.get("type")
+    if isinstance(kinds, list) and not (_KINDED - {"type"}) & set(kept):
+        rest = {key: value for key, value in kept.items() if key not in _DEFINITIONS}
+        copies = [{**rest, "type": kind} for kind in kinds]
+        if any(_unread_by_llama_cpp(copy) for copy in copies):
+            top = {key: value for key, value in kept.items() if key in _DEFINITIONS}
+            return {**top, "anyOf": [_node_as_llama_cpp(copy) for copy in copies]}
+    unread = _unread_by_llama_cpp(kept)
+    kept = {key: value for key, value in kept.items() if key not in unread}
     properties, required = kept.get("properties"), kept.get("required")
     if isinstance(properties, dict) and isinstance(required, list):
         first = {name: sub for name, sub in properties.items() if name in required}
@@ -467,13 +498,45 @@ def _typed_as_llama_cpp(kept: dict[str, Any]) -> dict[str, Any]:
     extra = kept.get("additionalProperties", True)
     if "properties" in kept or extra is not True:
         return {"type": "object", **kept}
+    if "allOf" in kept:  # left for `all_of_as_llama_cpp`
+        return kept
     if "items" in kept or "prefixItems" in kept:
         return {"type": "array", **kept}
     # The format as sent: "uuid4" is kept (as "uuid") and "ipv4" dropped above.
     if set(_STRING_READ) & set(kept) or kept.get("format") in _LLAMA_FORMATS:
         return {"type": "string", **kept}
-    definitions = {k: v for k, v in kept.items() if k in ("$defs", "definitions")}
+    definitions = {k: v for k, v in kept.items() if k in _DEFINITIONS}
     return {**_ANY, **definitions} if definitions else {}
+
+
+def _unread_by_llama_cpp(node: dict[str, Any]) -> set[str]:
+    """Return the keywords outlines-core reads before ``type`` that llama.cpp does not read.
+
+    llama.cpp's schema builder (``build_node``) reads ``$ref``, else ``oneOf`` (before
+    ``anyOf``), and nothing else of the node (its ``type`` goes too: the sampler writes a
+    number's bounds as an enum, `_sampler._bounded_values`); else ``const``, else
+    ``enum``; else, by the type: an object's ``properties`` (its ``allOf`` only without
+    them), a string's ``allOf``, an array's ``items`` (before ``prefixItems``). A ``type``
+    list is read per type (`_node_as_llama_cpp`).
+    """
+    present = set(_READ_FIRST) & set(node)
+    for key in ("$ref", "oneOf", "anyOf"):  # the type too: the sampler reads its bounds
+        if key in node:
+            return (present | ({"type"} & set(node))) - {key}
+    for key in ("const", "enum"):  # a type list's copies: the same
+        if key in node:
+            return present - {key}
+    kind = node.get("type")
+    if isinstance(kind, list):
+        return set()
+    has_properties = "properties" in node or node.get("additionalProperties", True) is not True
+    if kind == "object" and has_properties:
+        return present - {"properties"}
+    if kind in (None, "object", "string"):  # None: an allOf (`_typed_as_llama_cpp`), or none
+        return present - {"allOf"}
+    if kind == "array" and not isinstance(node.get("items"), dict):
+        return present - {"prefixItems"}
+    return present
 
 
 def _string_as_llama_cpp(kept: dict[str, Any]) -> dict[str, Any]:

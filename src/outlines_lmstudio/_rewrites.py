@@ -49,6 +49,7 @@ __all__ = [
     "COUNT_LIMIT",
     "INT64",
     "drop_unwritable_numbers",
+    "one_sided_reversed",
     "empty_object_properties",
     "inline_deep_refs",
     "inline_root_ref",
@@ -130,7 +131,9 @@ def drop_unwritable_numbers(schema: dict[str, Any]) -> dict[str, Any]:
     A ``maxLength``/``maxItems`` of `COUNT_LIMIT` or more: the converter fails, and
     llama.cpp's grammar parser drops any upper bound over 2000 anyway. Not meaning-keeping:
     applied after the findings, which report each as loose (found by a probe: the
-    prediction failed).
+    prediction failed). An integer's one-sided range the converter writes reversed
+    (`one_sided_reversed`), left alone or by a wide bound dropped beside it: llama.cpp's
+    grammar parser would take all the memory it can get.
     """
 
     def drop(node: dict[str, Any]) -> dict[str, Any]:
@@ -150,10 +153,67 @@ def drop_unwritable_numbers(schema: dict[str, Any]) -> dict[str, Any]:
             and not isinstance(value, bool)
             and value >= COUNT_LIMIT
         }
+        if integer:  # what is left of its range, as the converter reads it
+            left = {k: v for k, v in node.items() if k not in wide}
+            low = _read_bound(left, "minimum", "exclusiveMinimum", 1)
+            high = _read_bound(left, "maximum", "exclusiveMaximum", -1)
+            if one_sided_reversed(low, high):
+                wide |= set(_BOUNDS) & set(left)
         return {k: v for k, v in node.items() if k not in wide} if wide else node
 
     rebuilt: dict[str, Any] = rebuild(schema, drop)
     return rebuilt
+
+
+def _read_bound(node: Mapping[str, Any], plain: str, exclusive: str, step: int) -> int | None:
+    """Return an integer's bound as llama.cpp's converter reads it (None: it reads none).
+
+    ``plain`` if given, else ``exclusive`` moved by ``step``; cast to ``int64_t``, which
+    cuts a fraction. A bound of another type is not read here (the meta-schema check
+    refuses it).
+    """
+    key = plain if plain in node else exclusive
+    value = node.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    whole = int(value)
+    return (whole if key == plain else whole + step) if whole in INT64 else None
+
+
+def one_sided_reversed(low: int | None, high: int | None) -> bool:
+    """Whether llama.cpp's C++ converter writes an integer's one-sided range reversed.
+
+    Its ``build_min_max_int`` writes a minimum alone of 16 digits or more (Pydantic's
+    ``ge=2**53``), or a negative maximum alone of as many, with a repetition whose
+    maximum is below its minimum (``[0-9]{16,15}``), and llama.cpp's grammar parser then
+    makes rules until the process runs out of memory (found by a probe: the whole
+    machine's memory, then the OOM killer). ``low``/``high``: the bounds as the converter
+    reads them (None: none).
+    """
+    if low is not None and high is None:
+        return low >= 0 and _reversed_from(low, 16)
+    if high is not None and low is None:
+        return high < 0 and _reversed_from(-high, 16)
+    return False
+
+
+def _reversed_from(low: int, decimals: int) -> bool:
+    """Whether ``build_min_max_int(low, INT64_MAX, decimals)`` writes a reversed repetition.
+
+    Hand-written: the function is C++ inside llama.cpp. Its branch for a minimum alone
+    writes ``[0-9]{len,decimals - 1}`` after a first digit over 1, recurses on the digits
+    after the first with one decimal less, and writes ``[0-9]{len - 1,decimals - 1}``
+    after a first digit under 9; no other branch reverses a repetition. (The emulator has
+    its own copy, `testing._llama_schema`: the receiving side reads requests on its own.)
+    """
+    if low <= 9:
+        return False
+    digits, fewer = str(low), max(decimals - 1, 1)
+    return (
+        (digits[0] > "1" and len(digits) > fewer)
+        or _reversed_from(int(digits[1:]), fewer)
+        or (digits[0] < "9" and len(digits) - 1 > fewer)
+    )
 
 
 def drop_dollar_schema(schema: dict[str, Any]) -> dict[str, Any]:

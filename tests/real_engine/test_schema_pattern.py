@@ -77,6 +77,20 @@ def test_a_raw_client_sending_a_quantified_non_ascii_character_fails_as_on_lm_st
         )
 
 
+def test_a_raw_client_sending_a_long_one_sided_integer_range_fails_as_on_lm_studio(
+    client: lms.Client,
+) -> None:
+    """LM Studio's C++ converter writes ``minimum: 2**53`` alone as ``[0-9]{16,15}``, on which
+    llama.cpp's grammar parser takes memory until the process dies; the engine, whose own
+    range is right, fails the prediction as it fails such a grammar (found by a probe)."""
+    schema = {"type": "object", "properties": {"id": {"type": "integer", "minimum": 2**53}}}
+    refused = r"Failed to parse the grammar: the repetition \{16,15\} has a maximum below"
+    with pytest.raises(lms.LMStudioServerError, match=refused):
+        client.llm.model(EMBEDDED_MODEL_KEY).respond(
+            "Id?", response_format={"type": "json", "jsonSchema": schema}
+        )
+
+
 def test_grammar_mode_off_keeps_dict_patterns_constrained(client: lms.Client) -> None:
     """A dict schema with an unanchored pattern and a \\d: the engine's output validates."""
     model = from_lmstudio(client, EMBEDDED_MODEL_KEY)

@@ -1002,6 +1002,40 @@ def test_a_gguf_model_fails_a_quantified_non_ascii_character_as_llama_cpp_does(
     jsonschema.validate(json.loads(reply), schema)
 
 
+@pytest.mark.parametrize(
+    ("schema", "repeat"),
+    [
+        ({"type": "integer", "minimum": 2**53}, "{16,15}"),
+        ({"type": "integer", "exclusiveMaximum": -(10**17)}, "{17,15}"),
+        (
+            {"type": "object", "properties": {"id": {"type": "integer", "minimum": 2**62}}},
+            "{19,15}",
+        ),
+    ],
+)
+def test_a_gguf_model_fails_a_long_one_sided_integer_range_as_llama_cpp_does(
+    client: lms.Client, schema: dict[str, Any], repeat: str
+) -> None:
+    """Found by a probe: LM Studio's C++ converter writes such a range with a repetition
+    whose maximum is below its minimum, and llama.cpp's grammar parser makes rules for it
+    until memory runs out; the synthetic engine answered. Both engines fail it now, as the
+    llama.cpp engine fails such a GBNF grammar (tests/real_engine)."""
+    refused = f"Failed to parse the grammar: the repetition {re.escape(repeat)} has a maximum"
+    with pytest.raises(lms.LMStudioServerError, match=refused):
+        client.llm.model(TEXT).respond("Id?", response_format=schema)
+    # Both bounds: the converter writes exactly the range, as a 16-digit minimum alone
+    # that it writes loosely but not reversed.
+    for kept in (
+        {"type": "integer", "minimum": 2**53, "maximum": 2**62},
+        {"type": "integer", "minimum": 10**15},
+    ):
+        reply = client.llm.model(TEXT).respond("Id?", response_format=kept).content
+        jsonschema.validate(json.loads(reply), kept)
+    # MLX models use outlines-core, which reads no integer bound.
+    reply = client.llm.model(MLX).respond("Id?", response_format=schema).content
+    assert isinstance(json.loads(reply), dict | int)
+
+
 def test_a_gguf_model_writes_the_required_properties_first_as_llama_cpp_does(
     client: lms.Client,
 ) -> None:

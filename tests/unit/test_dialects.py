@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from outlines_lmstudio._rewrites import (
     name_listed_keys,
     narrow_enums,
     normalise_schema,
+    one_sided_reversed,
     ref_rule_clashes,
     split_type_lists,
     spread_one_of,
@@ -46,6 +48,7 @@ from outlines_lmstudio._rewrites import (
 from outlines_lmstudio._schema_walk import ANY_TYPES
 from outlines_lmstudio._typed import json_validator
 from outlines_lmstudio.errors import InvalidSchemaError, UnsupportedOutputTypeError
+from tests.cpp_converter import CPP_CONVERTER, run_cpp_converter, run_cpp_converter_lines
 from tests.unit._schema_corpus import generated_schemas
 
 Rewrite = Callable[[dict[str, Any]], dict[str, Any]]
@@ -1349,6 +1352,88 @@ def test_numbers_llama_cpp_fails_on_are_reported_loose_and_not_sent(
     # A bound within 64 bits, and a number's bounds, are sent as they are.
     for kept in ({"type": "integer", "maximum": 2**63 - 1}, {"type": "number", "maximum": 1e19}):
         assert drop_unwritable_numbers(kept) == kept
+
+
+_LONG_ONE_SIDED = [
+    {"type": "integer", "minimum": 2**53},  # Pydantic's conint(ge=2**53)
+    {"type": "integer", "minimum": 9_999_999_999_999_999},
+    {"type": "integer", "exclusiveMinimum": 12_345_678_901_234_567},
+    {"type": "integer", "maximum": -(10**16)},
+    {"type": "integer", "exclusiveMaximum": -(2**62)},
+    {"type": "integer", "minimum": 1_234_567_890_123_456.5},  # read as 1234567890123456
+    # The wide maximum is not sent, and the minimum left alone is written reversed.
+    {"type": "integer", "minimum": 2**53, "maximum": 2**64},
+    # Its magnitude overflows: "At least one of min_value or max_value must be set".
+    {"type": "integer", "maximum": -(2**63)},
+]
+
+
+@pytest.mark.parametrize("schema", _LONG_ONE_SIDED)
+def test_a_long_one_sided_integer_range_is_reported_loose_and_not_sent(
+    schema: dict[str, Any],
+) -> None:
+    """Found by a probe: llama.cpp's C++ converter writes such a range with a repetition
+    whose maximum is below its minimum (``[0-9]{16,15}``), and llama.cpp's grammar parser
+    then makes rules until memory runs out (the probe's process took 21 GB before the OOM
+    killer ended it): every call with ``conint(ge=2**53)`` would fail on LM Studio, or
+    take the machine down. The docs called the bound loose."""
+    for engine in ("gguf", "mlx", None):
+        sent = dialect_schema(schema, engine)
+        assert sent == {"type": "integer"}
+        with pytest.raises(UnsupportedOutputTypeError, match="Strict schema checking is on"):
+            dialect_schema(schema, engine, strict=True)
+    assert any(f.keyword in schema for f in engine_findings(schema, "llama.cpp"))
+    if CPP_CONVERTER:  # the range as sent: no reversed repetition (as written: one)
+        grammar = run_cpp_converter(dialect_schema(schema, "gguf")).stdout
+        assert grammar.startswith("OK")
+        assert not _has_reversed_repetition(grammar)
+        if all(abs(v) < 2**63 for v in schema.values() if isinstance(v, int | float)):
+            assert _has_reversed_repetition(run_cpp_converter(schema).stdout)
+
+
+def _has_reversed_repetition(grammar: str) -> bool:
+    return any(int(high) < int(low) for low, high in re.findall(r"\{(\d+),(\d+)\}", grammar))
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "integer", "minimum": 10**15},  # 16 digits, written loose but not reversed
+        {"type": "integer", "minimum": 999_999_999_999_999},  # 15 digits
+        {"type": "integer", "minimum": -(2**62)},  # a negative minimum alone
+        {"type": "integer", "maximum": 2**62},  # a positive maximum alone
+        {"type": "integer", "minimum": 2**53, "maximum": 2**62},  # both: written exactly
+    ],
+)
+def test_a_long_integer_range_llama_cpp_writes_unreversed_is_sent(schema: dict[str, Any]) -> None:
+    assert drop_unwritable_numbers(schema) == schema
+    if CPP_CONVERTER:
+        assert not _has_reversed_repetition(run_cpp_converter(schema).stdout)
+
+
+def test_the_reversed_range_check_agrees_with_llama_cpp() -> None:
+    """Over 2,000 one-sided ranges of 1 to 19 digits, where a build of the C++ converter is
+    given: a bound is dropped exactly where the converter writes a reversed repetition."""
+    if not CPP_CONVERTER:
+        # Without the build, the cases above and the known counts: 16 digits is where a
+        # minimum over 1... starts to reverse, as the converter's 16 decimals give.
+        assert one_sided_reversed(2 * 10**15, None)
+        assert not one_sided_reversed(10**15, None)
+        assert one_sided_reversed(None, -2 * 10**15)
+        assert not one_sided_reversed(None, 2 * 10**15)
+        assert not one_sided_reversed(2 * 10**15, 3 * 10**15)
+        return
+    rng = random.Random(11)
+    schemas = []
+    for _ in range(2000):
+        digits = rng.randint(1, 19)
+        value = min(rng.randint(10 ** (digits - 1), 10**digits - 1), 2**63 - 2)
+        key = rng.choice(["minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"])
+        schemas.append({"type": "integer", key: -value if "ax" in key else value})
+    grammars = run_cpp_converter_lines(schemas)
+    assert sum(map(_has_reversed_repetition, grammars)) > 300  # both kinds are well present
+    for schema, grammar in zip(schemas, grammars, strict=True):
+        assert (drop_unwritable_numbers(schema) != schema) == _has_reversed_repetition(grammar)
 
 
 def test_required_beside_and_in_any_of_branches_is_spread() -> None:

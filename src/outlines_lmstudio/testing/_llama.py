@@ -44,7 +44,11 @@ from outlines_lmstudio.testing._llama_plan import (
     reversed_repetition,
     template_for,
 )
-from outlines_lmstudio.testing._llama_schema import local_target
+from outlines_lmstudio.testing._llama_schema import (
+    REVERSED_REPETITION,
+    local_target,
+    reversed_integer_range,
+)
 from outlines_lmstudio.testing._records import message_text
 from outlines_lmstudio.testing._wire import (
     RequestError,
@@ -926,7 +930,7 @@ class LlamaEngine:
             )
         repeat = reversed_repetition(gbnf)
         if repeat is not None:  # llama.cpp would allocate memory until the process dies
-            raise ValueError(f"the repetition {repeat} has a maximum below its minimum")
+            raise ValueError(REVERSED_REPETITION.format(repeat))
         native = _native()
         try:
             sampler = self._loaded().grammar(gbnf)
@@ -1008,6 +1012,13 @@ class LlamaEngine:
                     f"Failed to convert the JSON schema to a grammar: {exc}",
                     cause="llama.cpp's JSON-schema-to-grammar converter refused the schema.",
                 ) from exc
+            # LM Studio's converter writes a long one-sided integer range as a reversed
+            # repetition (found by a probe), which llama.cpp's parser takes until memory
+            # runs out; the port here writes the range right, so it is read off the schema.
+            repeat = reversed_integer_range(schema)
+            if repeat is not None:
+                message = REVERSED_REPETITION.format(repeat)
+                raise server_error(f"Failed to parse the grammar: {message}")
         elif structured.get("type") == "gbnf":
             gbnf = str(structured.get("gbnfGrammar", ""))
         else:

@@ -5,15 +5,27 @@ a GGUF model's schema through llama.cpp's converter (``common/json-schema-to-gra
 which refuses a ``pattern`` that is not anchored ``^...$`` (lmstudio-bug-tracker #2168).
 `refused_pattern` walks a schema the way the converter's ``visit`` does, so only the
 patterns the converter reads count: one beside ``enum``, ``const``, ``anyOf`` or
-``properties`` is never read, as there.
+``properties`` is never read, as there. `reversed_integer_range` finds, the same way, an
+integer's one-sided range the converter writes as a repetition whose maximum is below its
+minimum, on which llama.cpp's grammar parser makes rules until memory runs out.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["local_target", "read_patterns", "refused_pattern"]
+__all__ = [
+    "REVERSED_REPETITION",
+    "local_target",
+    "read_patterns",
+    "refused_pattern",
+    "reversed_integer_range",
+]
+
+REVERSED_REPETITION = "the repetition {} has a maximum below its minimum"
+"""Why a grammar with a reversed repetition fails (llama.cpp would not end parsing it)."""
 
 
 def refused_pattern(schema: Any) -> str | None:
@@ -40,6 +52,81 @@ def read_patterns(root: Any) -> Iterator[str]:
     """Yield the patterns the converter reads in ``root``, in its order of keywords.
 
     An empty pattern is none: the converter then reads the string's other keywords.
+    """
+    for leaf in _leaves(root):
+        if leaf.get("type") != "integer":
+            yield leaf["pattern"]
+
+
+def reversed_integer_range(root: Any) -> str | None:
+    """Return the reversed repetition the converter writes for an integer's range, or None.
+
+    Parameters
+    ----------
+    root
+        A JSON schema, as the request carries it.
+
+    Returns
+    -------
+    str | None
+        The first repetition with its maximum below its minimum (``{16,15}``) that
+        the converter's ``build_min_max_int`` writes for an ``integer`` node it reaches:
+        one with a minimum alone of 16 digits or more, or a negative maximum alone of as
+        many (as the converter reads them: ``exclusiveMinimum`` + 1 when there is no
+        ``minimum``, a fraction cut).
+    """
+    for leaf in _leaves(root):
+        if leaf.get("type") != "integer":
+            continue
+        low = _bound(leaf, "minimum", "exclusiveMinimum", 1)
+        high = _bound(leaf, "maximum", "exclusiveMaximum", -1)
+        if low is not None and high is None and low >= 0:
+            repeat = _reversed_from(low, 16)
+        elif high is not None and low is None and high < 0:
+            repeat = _reversed_from(-high, 16)
+        else:
+            repeat = None
+        if repeat is not None:
+            return repeat
+    return None
+
+
+_INT64 = range(-(2**63), 2**63)
+
+
+def _bound(node: dict[str, Any], plain: str, exclusive: str, step: int) -> int | None:
+    """Return a bound as the converter reads it (``int64_t``), or None if it reads none."""
+    key = plain if plain in node else exclusive
+    value = node.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    whole = int(value)  # the converter's cast to int64_t cuts a fraction
+    return (whole if key == plain else whole + step) if whole in _INT64 else None
+
+
+def _reversed_from(low: int, decimals: int) -> str | None:
+    """Return the reversed repetition of ``build_min_max_int(low, INT64_MAX, decimals)``.
+
+    Hand-written (no package has the C++ function): its branch for a minimum alone, which
+    writes ``[0-9]{len,decimals - 1}`` after a first digit over 1, recurses on the digits
+    after the first with one decimal less, and writes ``[0-9]{len - 1,decimals - 1}`` after
+    a first digit under 9; its other branches never reverse a repetition.
+    """
+    if low <= 9:
+        return None
+    digits, fewer = str(low), max(decimals - 1, 1)
+    if digits[0] > "1" and len(digits) > fewer:
+        return f"{{{len(digits)},{fewer}}}"
+    inner = _reversed_from(int(digits[1:]), fewer)
+    if inner is not None:
+        return inner
+    if digits[0] < "9" and len(digits) - 1 > fewer:
+        return f"{{{len(digits) - 1},{fewer}}}"
+    return None
+
+
+def _leaves(root: Any) -> Iterator[dict[str, Any]]:
+    """Yield the nodes the converter writes a pattern or an integer range for, in its order.
 
     Depth first with a stack of its own, not recursion: a ``$ref`` chain 1,000 long, which
     the C++ converter follows, overflowed Python's recursion (found by a probe). A stack
@@ -56,14 +143,16 @@ def read_patterns(root: Any) -> Iterator[str]:
             if isinstance(node, dict):
                 stack.extend((False, sub) for sub in reversed(_values(node.get("properties"))))
             continue
-        pattern, children = _step(node, root, refs)
-        if pattern is not None:
-            yield pattern
+        leaf, children = _step(node, root, refs)
+        if leaf is not None:
+            yield leaf
         stack.extend(reversed(children))
 
 
-def _step(node: Any, root: Any, refs: set[str]) -> tuple[str | None, list[tuple[bool, Any]]]:
-    """Return the pattern the converter reads at ``node``, and what it visits below it.
+def _step(
+    node: Any, root: Any, refs: set[str]
+) -> tuple[dict[str, Any] | None, list[tuple[bool, Any]]]:
+    """Return ``node`` if the converter writes its pattern or range, and what it visits below.
 
     As its ``visit`` branches; the nodes below come in its order (``True``: an ``allOf``
     member).
@@ -92,8 +181,13 @@ def _step(node: Any, root: Any, refs: set[str]) -> tuple[str | None, list[tuple[
         items = node.get("items", node.get("prefixItems"))
         return None, [(False, sub) for sub in (items if isinstance(items, list) else [items])]
     if kind in (None, "string") and isinstance(node.get("pattern"), str) and node["pattern"]:
-        return node["pattern"], []
+        return node, []
+    if kind == "integer" and any(key in node for key in _INTEGER_BOUNDS):
+        return node, []  # read after the string's keywords: a string node never gets here
     return None, []
+
+
+_INTEGER_BOUNDS = ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum")
 
 
 def _list(value: Any) -> list[Any]:

@@ -20,7 +20,13 @@ from outlines_lmstudio.testing._engine import Fragment, Generation
 from outlines_lmstudio.testing._llama_all_of import all_of_as_llama_cpp, endless_all_of
 from outlines_lmstudio.testing._llama_builder import schema_error
 from outlines_lmstudio.testing._llama_pattern import cut_character
-from outlines_lmstudio.testing._llama_schema import local_target, read_patterns, refused_pattern
+from outlines_lmstudio.testing._llama_schema import (
+    REVERSED_REPETITION,
+    local_target,
+    read_patterns,
+    refused_pattern,
+    reversed_integer_range,
+)
 from outlines_lmstudio.testing._reasoning_forms import (
     ReasoningReply,
     cut_at_tokens,
@@ -282,7 +288,8 @@ def _check_llama_cpp_dialect(instance: Instance, schema: Any) -> None:
     LM Studio's llama.cpp engine refuses the schema (inferred from llama.cpp's converter and
     lmstudio-bug-tracker #2168, with the wording of our llama.cpp engine; the builder's, its
     own, `_llama_builder`). A pattern whose grammar llama.cpp's parser refuses (a character
-    the converter cut in two, `cut_character`) fails as the llama.cpp engine fails it.
+    the converter cut in two, `cut_character`) or an integer range it writes reversed
+    (`reversed_integer_range`) fails as the llama.cpp engine fails it.
     """
     if instance.model.format != "gguf":
         return
@@ -313,6 +320,9 @@ def _check_llama_cpp_dialect(instance: Instance, schema: Any) -> None:
         reason = cut_character(pattern)
         if reason is not None:
             raise server_error(f"Failed to parse the grammar: {reason}")
+    repeat = reversed_integer_range(schema)
+    if repeat is not None:  # a long one-sided integer range: as the llama.cpp engine fails it
+        raise server_error(f"Failed to parse the grammar: {REVERSED_REPETITION.format(repeat)}")
 
 
 # The string formats outlines-core constrains; it refuses a schema with any other.

@@ -33,6 +33,7 @@ from pydantic.json_schema import (
 )
 from pydantic_core import CoreSchema, PydanticOmit
 
+from ._text_patterns import DURATION_PATTERN, url_pattern
 from .errors import UnsupportedOutputTypeError
 
 __all__ = [
@@ -212,7 +213,8 @@ class FullMatchTerms(GenerateJsonSchema):
     the schema is always the validation mode's (`mode`); a pattern Rust's regex reads
     otherwise is refused (`str_schema`); a ``Decimal``'s string and a ``UUID4``'s version
     are written as patterns (`decimal_schema`, `generate_inner`); a required field the
-    schema leaves out is refused; naive and aware datetimes get their patterns.
+    schema leaves out is refused; naive and aware datetimes get their patterns, and so do
+    a ``timedelta`` and the URL types (`timedelta_schema`, `url_schema`).
     """
 
     _read_first = 0  # how many validators that read the value first enclose this node
@@ -342,6 +344,41 @@ class FullMatchTerms(GenerateJsonSchema):
         if constraint is not None:  # "aware", or a fixed offset in seconds
             return written | {"pattern": _AWARE_DATETIME}
         return written
+
+    def timedelta_schema(self, schema: Any) -> JsonSchemaValue:
+        """Ask for a ``timedelta`` by the pattern of the ISO 8601 durations it reads.
+
+        No engine constrains ``format: duration`` (found by a probe: the engines wrote any
+        string, and ``parse`` failed on almost every reply). A ``timedelta`` written as
+        seconds (``ser_json_temporal="seconds"``) is a number, and kept.
+        """
+        written = super().timedelta_schema(schema)
+        if written.get("type") != "string" or written.get("format") != "duration":
+            return written
+        rest = {k: v for k, v in written.items() if k != "format"}
+        return rest | {"pattern": DURATION_PATTERN}
+
+    def url_schema(self, schema: Any) -> JsonSchemaValue:
+        """Ask for a URL type (``HttpUrl``, ``AnyUrl``...) by a pattern of URLs it reads.
+
+        Neither engine constrains ``format: uri`` (it is dropped from what is sent), so the
+        engines wrote any string (found by a probe). The pattern bounds the length itself
+        (outlines-core ignores a pattern beside a length, llama.cpp a length beside a
+        pattern); where the type allows less than the pattern, Pydantic's schema is kept.
+        """
+        return self._as_url_pattern(schema, super().url_schema(schema))
+
+    def multi_host_url_schema(self, schema: Any) -> JsonSchemaValue:
+        """Ask for a DSN (``PostgresDsn``...) by the pattern of its URLs with one host."""
+        return self._as_url_pattern(schema, super().multi_host_url_schema(schema))
+
+    @staticmethod
+    def _as_url_pattern(schema: Any, written: JsonSchemaValue) -> JsonSchemaValue:
+        pattern = url_pattern(schema.get("allowed_schemes"), schema.get("max_length"))
+        if pattern is None or written.get("type") != "string" or "pattern" in written:
+            return written
+        dropped = ("format", "minLength", "maxLength")
+        return {k: v for k, v in written.items() if k not in dropped} | {"pattern": pattern}
 
 
 _READS_FIRST = ("function-before", "function-wrap", "function-plain")

@@ -939,3 +939,23 @@ def test_instructor_spellings_point_to_ours(
     with pytest.raises(InvalidInferenceArgumentError, match=r"parse also takes retries="):
         make_model(TEXT_MODEL).parse("q", Person, retry=2)
     assert emulator.predictions == []
+
+
+class _Booking(pydantic.BaseModel):
+    page: pydantic.HttpUrl
+    length: datetime.timedelta
+
+
+@pytest.mark.parametrize("key", [TEXT_MODEL, "llama-3.2-1b-instruct-mlx"], ids=["gguf", "mlx"])
+def test_a_url_and_a_duration_field_parse_from_what_the_engines_write(
+    make_model: MakeModel, key: str
+) -> None:
+    """Found by a probe fuzzing Pydantic models: ``HttpUrl`` (``format: uri``) and
+    ``timedelta`` (``format: duration``) were sent as any string, which no engine
+    constrains, and ``parse`` failed on almost every reply. Sent as patterns of what the
+    types read, each reply of the engines (llama.cpp's grammar, outlines-core) parses."""
+    model = make_model(key)
+    for attempt in range(5):
+        booking = model.parse(f"A booking, {attempt}", _Booking, max_tokens=400)
+        assert booking.page.scheme in ("http", "https")
+        assert isinstance(booking.length, datetime.timedelta)

@@ -1140,6 +1140,96 @@ def test_a_uuid_of_one_version_is_asked_for_by_its_pattern(
     assert pydantic.TypeAdapter(tp).validate_json(json.dumps(text)) == uuid.UUID(text)
 
 
+@given(data=st.data())
+def test_a_timedelta_is_asked_for_by_the_pattern_of_iso_durations(data: st.DataObject) -> None:
+    """``format: duration`` is constrained by no engine: the engines wrote any string and
+    ``parse`` failed on almost every reply (found by a probe). Every string the pattern
+    lets an engine write is a duration Pydantic reads in JSON (strict, as replies are)."""
+    sent = plan_output(datetime.timedelta).response_format["jsonSchema"]  # type: ignore[index]
+    assert sent.keys() == {"type", "pattern"}
+    for ok in ("P1DT2H30M", "PT45S", "-P3D", "P2W", "PT0.5S", "P1Y2M3W4DT5H6M7.25S"):
+        assert re.search(sent["pattern"], ok), ok
+    for bad in ("P", "PT", "P1DT", "1 day", "P1.5DT2H", "3600", "p1d", ""):
+        assert not re.search(sent["pattern"], bad), bad
+    text = data.draw(st.from_regex(sent["pattern"].replace("$", r"\Z"), fullmatch=True))
+    assert isinstance(
+        pydantic.TypeAdapter(datetime.timedelta).validate_json(json.dumps(text), strict=True),
+        datetime.timedelta,
+    )
+
+
+_URL_TYPES = [
+    pydantic.HttpUrl,
+    pydantic.AnyHttpUrl,
+    pydantic.AnyUrl,
+    pydantic.FileUrl,
+    pydantic.WebsocketUrl,
+    pydantic.FtpUrl,
+    pydantic.PostgresDsn,
+    pydantic.RedisDsn,
+]
+
+
+@pytest.mark.parametrize("tp", _URL_TYPES, ids=lambda tp: tp.__name__)
+@given(data=st.data())
+def test_a_url_type_is_asked_for_by_a_pattern_of_urls_it_reads(
+    tp: type[Any], data: st.DataObject
+) -> None:
+    """``format: uri`` is dropped from what is sent (and llama.cpp knows no such format):
+    the engines wrote any string and ``parse`` failed (found by a probe). Every string the
+    pattern lets an engine write is a URL of the type's schemes."""
+    sent = plan_output(tp).response_format["jsonSchema"]  # type: ignore[index]
+    assert sent.keys() == {"type", "pattern"}  # a length beside it: outlines-core drops it
+    text = data.draw(st.from_regex(sent["pattern"].replace("$", r"\Z"), fullmatch=True))
+    assert pydantic.TypeAdapter(tp).validate_json(json.dumps(text), strict=True)
+
+
+class _Links(pydantic.BaseModel):
+    home: pydantic.HttpUrl
+    any_scheme: pydantic.AnyUrl
+    short: Annotated[pydantic.HttpUrl, pydantic.UrlConstraints(max_length=40)]
+    own: Annotated[pydantic.HttpUrl, pydantic.Field(json_schema_extra={"pattern": "^https://x"})]
+    wait: datetime.timedelta
+
+
+def test_what_is_sent_for_urls_and_durations() -> None:
+    sent = plan_output(_Links).response_format["jsonSchema"]  # type: ignore[index]
+    home, any_scheme = sent["properties"]["home"], sent["properties"]["any_scheme"]
+    for ok in (
+        "https://example.com",
+        "http://127.0.0.1:8000/a/b?x=1&y=(2)#top",
+        "http://localhost",
+    ):
+        assert re.search(home["pattern"], ok), ok
+    for bad in (
+        "ftp://example.com",
+        "example.com",
+        "http://a b.com",
+        'http://a.com/"',
+        "http://a.123",
+    ):
+        assert not re.search(home["pattern"], bad), bad
+    assert re.search(any_scheme["pattern"], "wss://example.com:443/socket")
+    # A length shorter than the type's own is the user's: Pydantic's schema is sent.
+    assert sent["properties"]["short"] == {
+        "maxLength": 40,
+        "minLength": 1,
+        "title": "Short",
+        "type": "string",
+    }
+    # A pattern of the user's own is kept (the emptied lengths and format with it).
+    assert sent["properties"]["own"]["pattern"].startswith("^https://x")
+    assert sent["properties"]["wait"]["pattern"].startswith("^-?P(")
+    assert _Links.model_validate_json(
+        '{"home": "https://example.com", "any_scheme": "ftp://a.org", "short": "http://a.io",'
+        ' "own": "https://x.io", "wait": "PT1H"}'
+    ).wait == datetime.timedelta(hours=1)
+    # Nothing left that an engine does not enforce: strict schema checking takes them.
+    assert plan_output(
+        dict[str, pydantic.HttpUrl | datetime.timedelta | pydantic.AnyUrl], strict_schema=True
+    )
+
+
 class _Written(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(json_schema_mode_override="serialization")
     count: int = pydantic.Field(validation_alias="cnt", serialization_alias="count_out")

@@ -12,11 +12,17 @@ pattern's rules are also compared with the C++ build's.
 
 from __future__ import annotations
 
+import datetime
+import json
 import re
 from typing import TYPE_CHECKING, Any
 
+import pydantic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from outlines_lmstudio._output import plan_output
 from outlines_lmstudio.testing._llama import json_schema_grammar
 from tests.cpp_converter import CPP_CONVERTER, run_cpp_converter
 
@@ -190,3 +196,48 @@ def test_an_empty_pattern_is_no_pattern(
         answer, warnings = _cpp(schema)
         assert _pattern_rules(answer.removeprefix("OK "))["root"] == root
         assert not warnings
+
+
+@pytest.mark.parametrize(
+    ("output_type", "taken", "refused"),
+    [
+        (datetime.timedelta, ["P1DT2H30M", "-PT0.5S", "P2W"], ["P", "1 day", "P1.5DT1H"]),
+        (
+            pydantic.HttpUrl,
+            ["https://example.com/a?b=1#c", "http://127.0.0.1:8000"],
+            ["ftp://a.com", "http://a.123", "http://a.com:65536", "http://a b.com"],
+        ),
+        (pydantic.AnyUrl, ["wss://a-b.io:443/x"], ["mailto:a@b.c"]),
+        (pydantic.FileUrl, ["file:///C:/notes.txt"], ["file://a.com:1/x"]),
+    ],
+    ids=["timedelta", "HttpUrl", "AnyUrl", "FileUrl"],
+)
+@settings(max_examples=25, deadline=None, database=None)
+@given(data=st.data())
+def test_a_duration_and_a_url_are_patterns_both_engines_constrain(
+    llama: LlamaGrammarHarness,
+    output_type: Any,
+    taken: list[str],
+    refused: list[str],
+    data: st.DataObject,
+) -> None:
+    """A ``timedelta`` and the URL types are sent as patterns (no engine constrains
+    ``format: duration`` or ``uri``; found by a probe). Each is in the subset both engines
+    read: llama.cpp's grammar (the C++ converter with no "any string" warning) and
+    outlines-core's regex take what it allows, and only that."""
+    from outlines_core.json_schema import build_regex_from_schema
+
+    sent = plan_output(output_type).response_format["jsonSchema"]  # type: ignore[index]
+    drawn = data.draw(st.from_regex(sent["pattern"].replace("$", r"\Z"), fullmatch=True))
+    texts = [json.dumps(t) for t in (*taken, drawn)]
+    gbnf = json_schema_grammar(sent)
+    llama.assert_language(gbnf, texts, [json.dumps(t) for t in refused])
+    regex = build_regex_from_schema(json.dumps(sent))
+    assert all(re.fullmatch(regex, text) for text in texts)
+    assert not any(re.fullmatch(regex, json.dumps(text)) for text in refused)
+    if CPP_CONVERTER:
+        answer, warnings = _cpp(sent)
+        assert answer.startswith("OK "), answer
+        assert not warnings, warnings
+        cpp = answer[3:]
+        llama.assert_language(cpp, texts, [json.dumps(t) for t in refused])

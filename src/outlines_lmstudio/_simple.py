@@ -362,9 +362,11 @@ class FullMatchTerms(GenerateJsonSchema):
         """Ask for a URL type (``HttpUrl``, ``AnyUrl``...) by a pattern of URLs it reads.
 
         Neither engine constrains ``format: uri`` (it is dropped from what is sent), so the
-        engines wrote any string (found by a probe). The pattern bounds the length itself
-        (outlines-core ignores a pattern beside a length, llama.cpp a length beside a
-        pattern); where the type allows less than the pattern, Pydantic's schema is kept.
+        engines wrote any string (found by a probe). Pydantic's lengths are not sent beside
+        it (outlines-core ignores a pattern beside a length, llama.cpp a length beside a
+        pattern), and the pattern does not count to 2083 (see `url_pattern`): ``parse``
+        checks the length. Where the type allows less than the pattern, Pydantic's schema
+        is kept.
         """
         return self._as_url_pattern(schema, super().url_schema(schema))
 

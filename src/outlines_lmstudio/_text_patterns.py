@@ -56,7 +56,7 @@ def url_pattern(schemes: Sequence[str] | None, max_length: int | None) -> str | 
     address; a ``file`` URL has no host or port (``file:///C:/notes.txt``: Pydantic refuses a
     port there, and a drive letter after a host). The length is not bounded: a pattern that
     counts to 2083 made outlines-core (LM Studio's MLX engine) take 40 s to build its index
-    for Gemma's vocabulary, where this one takes 4 s; a reply is longer only if the model
+    for Gemma's vocabulary, where this one takes under 1 s; a reply is longer only if the model
     writes a path of 2000 characters, which ``parse`` then refuses.
 
     Parameters

@@ -6,6 +6,7 @@ import datetime
 import json
 import random
 import re
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,7 @@ from outlines_lmstudio.testing._sampler import (
     token_ids,
 )
 
-from .conftest import TEXT
+from .conftest import MLX, TEXT
 
 NAMES = st.sampled_from(["name", "id", "tags", "score", "kind", "nested", "x", "é"])
 
@@ -261,6 +262,51 @@ def test_email_fields_under_repeated_arrays_sample_fast() -> None:
         bounded = {k: v for k, v in bounded.items() if v is not None}
         text = json.loads("".join(JsonSampler().sample(bounded, rng)))
         jsonschema.validate(text, bounded, format_checker=jsonschema.FormatChecker())
+
+
+URI = {"type": "string", "format": "uri"}
+
+
+@pytest.mark.parametrize("model_key", [TEXT, MLX])
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "array", "items": URI},
+        {"type": "object", "properties": {"links": {"type": "array", "items": URI}}},
+        {"type": "array", "items": {"type": "array", "items": URI, "minItems": 1}},
+        {"type": "array", "items": {**URI, "minLength": 30, "maxLength": 40}},
+    ],
+    ids=["list", "in an object", "lists", "bounded"],
+)
+def test_uri_lists_are_answered_in_time(
+    client: lms.Client,
+    sync_timeout: Callable[[float], None],
+    model_key: str,
+    schema: dict[str, Any],
+) -> None:
+    """outlines-core's ``uri`` pattern (``[^\\s]``: any character but a space) under an
+    array made its automaton take minutes to build, a core busy while the SDK timed out
+    (found by a probe, GGUF and MLX alike). The emulator writes simple valid URIs."""
+    sync_timeout(10)
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+    for i in range(3):
+        structured = {"type": "json", "jsonSchema": schema}
+        value = json.loads(
+            client.llm.model(model_key).respond(f"Links {i}?", response_format=structured).content
+        )
+        jsonschema.validate(value, schema, format_checker=checker)
+        for uri in _strings(value):
+            parts = urllib.parse.urlsplit(uri)
+            assert parts.scheme in ("http", "https"), uri
+            assert parts.netloc, uri
+
+
+def _strings(value: Any) -> list[str]:
+    """Return the strings inside a JSON value (not its keys)."""
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [text for item in items for text in _strings(item)]
 
 
 def test_dates_and_times_are_ones_pydantic_takes() -> None:

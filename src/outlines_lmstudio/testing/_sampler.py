@@ -8,6 +8,10 @@ small emulator vocabulary. The sampler walks that automaton with a seeded
 accepting state as the output grows, so every walk ends. Outputs are then
 checked with `jsonschema`, and re-drawn a few times when the regex is looser
 than the schema (outlines-core ignores, e.g., ``uniqueItems``).
+
+For a GGUF model (``llama_cpp=True``: LM Studio runs it on llama.cpp) the documents are
+also ones llama.cpp's grammar for the schema admits: whitespace only where its ``space``
+rule goes, and times with a zone.
 """
 
 from __future__ import annotations
@@ -262,31 +266,33 @@ class JsonSampler:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, _Automaton | SchemaError] = OrderedDict()
 
-    def is_cached(self, schema: Any) -> bool:
+    def is_cached(self, schema: Any, *, llama_cpp: bool = False) -> bool:
         """Whether the automaton of ``schema`` is already built."""
-        key = json.dumps(schema, ensure_ascii=False)
+        key = _cache_key(schema, llama_cpp)
         with self._lock:
             if key not in self._cache:
                 return False
             self._cache.move_to_end(key)  # about to be used: not the next one dropped
             return True
 
-    def automaton(self, schema: Any) -> _Automaton:
+    def automaton(self, schema: Any, *, llama_cpp: bool = False) -> _Automaton:
         """Build (or fetch from cache) the automaton of ``schema``.
+
+        With ``llama_cpp``, its documents are ones llama.cpp's grammar admits too (a
+        GGUF model's: `_llama_cpp_spaces`, `_LLAMA_CPP_CALENDAR`).
 
         Raises
         ------
         SchemaError
             If outlines-core cannot turn the schema into a constraint.
         """
-        # Key order matters: outlines-core writes properties in schema order.
-        key = json.dumps(schema, ensure_ascii=False)
+        key = _cache_key(schema, llama_cpp)
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
         if cached is None:
-            cached = self._build(schema, key)
+            cached = self._build(schema, key, llama_cpp)
             with self._lock:
                 self._cache[key] = cached
                 while len(self._cache) > self.kept:
@@ -295,14 +301,14 @@ class JsonSampler:
             raise cached
         return cached
 
-    def _build(self, schema: Any, key: str) -> _Automaton | SchemaError:
+    def _build(self, schema: Any, key: str, llama_cpp: bool) -> _Automaton | SchemaError:
         from outlines_core import Index, Vocabulary
         from outlines_core.json_schema import build_regex_from_schema
 
         problem = impossible(schema)
         if problem is not None:
             return SchemaError(f"this JSON schema admits no document: {problem}")
-        tightened = _tighten(schema)
+        tightened = _tighten(schema, llama_cpp)
         if _doublings(tightened) > _MAX_DOUBLINGS:
             tightened = _one_item_arrays(tightened)
             if _doublings(tightened) > _MAX_DOUBLINGS:
@@ -311,8 +317,14 @@ class JsonSampler:
                     f"engine: outlines-core would write a regex that doubles more than "
                     f"{_MAX_DOUBLINGS} times (it runs out of memory); nest them less deeply"
                 )
+        # A placeholder for outlines-core's whitespace, put where llama.cpp's grammar has it
+        # (none if the schema holds the placeholder: no whitespace is always admitted).
+        text = json.dumps(tightened, ensure_ascii=False)
+        space = (_SPACE if _SPACE not in text else "") if llama_cpp else _WHITESPACE
         try:
-            regex = _capped_digits(build_regex_from_schema(json.dumps(tightened), r"[ ]?"))
+            regex = _capped_digits(build_regex_from_schema(json.dumps(tightened), space))
+            if llama_cpp:
+                regex = _llama_cpp_spaces(regex, tightened)
         except Exception as exc:  # outlines-core raises ValueError or TypeError
             # Its message ends by sending the reader to Outlines' issues: not the place for a
             # schema an LM Studio client sent.
@@ -350,9 +362,13 @@ class JsonSampler:
             return SchemaError("this JSON schema admits no document the emulator can write")
         return _Automaton(tokens, initial, finals, transitions, distance, document_check(schema))
 
-    def sample(self, schema: Any, rng: random.Random) -> list[str]:
-        """Return the tokens of one JSON document matching ``schema``."""
-        automaton = self.automaton(schema)
+    def sample(self, schema: Any, rng: random.Random, *, llama_cpp: bool = False) -> list[str]:
+        """Return the tokens of one JSON document matching ``schema``.
+
+        With ``llama_cpp``, one llama.cpp's grammar for the schema admits too (a GGUF
+        model's reply).
+        """
+        automaton = self.automaton(schema, llama_cpp=llama_cpp)
         tokens: list[str] = []
         for _ in range(self.attempts):
             # Aim past the shortest document (keys and punctuation cost tokens too), so that
@@ -362,6 +378,57 @@ class JsonSampler:
             if automaton.validate is None or automaton.validate("".join(tokens)):
                 break
         return tokens
+
+
+def _cache_key(schema: Any, llama_cpp: bool) -> str:
+    """Return the cache key of a schema's automaton (a GGUF model's has its own)."""
+    # Key order matters: outlines-core writes properties in schema order.
+    return ("llama.cpp " if llama_cpp else "") + json.dumps(schema, ensure_ascii=False)
+
+
+_WHITESPACE = r"[ ]?"
+"""outlines-core's whitespace between JSON tokens (LM Studio's MLX engine is outlines-core)."""
+
+_SPACE = "\ue000"
+"""A placeholder for outlines-core's whitespace in a GGUF model's regex (`_llama_cpp_spaces`)."""
+
+
+def _llama_cpp_spaces(regex: str, schema: Any) -> str:
+    """Keep the whitespace of outlines-core's regex only where llama.cpp's grammar has it.
+
+    outlines-core writes whitespace (`_SPACE` here) on both sides of every ``,`` and
+    ``:`` and inside ``enum`` and ``const`` values (``{ "a":8 , "b" :1}``, ``[1 ]``).
+    llama.cpp's converter (LM Studio's GGUF engine) has its ``space`` rule only after
+    ``{``, ``[``, ``,``, ``:`` and a declared key, and before ``}`` and ``]``: never after
+    a value (so never before a ``,``), nor between an additional key and its ``:``, nor
+    inside an ``enum`` or ``const`` value, which it writes as the compact JSON text
+    (``[1]``, ``{"k":1}``). Each rewrite drops whitespace only, so the documents are a
+    subset of what the regex allowed (found by a differential fuzz against the C++
+    converter's grammar). No whitespace before a ``:`` at all: the regex does not tell a
+    declared key from an additional one.
+    """
+    for literal in sorted(_literals(schema), key=len, reverse=True):
+        regex = regex.replace(literal, literal.replace(_SPACE, ""))
+    regex = regex.replace(_SPACE + ",", ",").replace(_SPACE + ":", ":")
+    return regex.replace(_SPACE, _WHITESPACE)
+
+
+def _literals(node: Any) -> set[str]:
+    """Return outlines-core's regexes of the arrays and objects a schema's enums and consts hold."""
+    from outlines_core.json_schema import build_regex_from_schema
+
+    if isinstance(node, list):
+        return set[str]().union(*(_literals(item) for item in node))
+    if not isinstance(node, dict):
+        return set()
+    values = [node["const"]] if "const" in node else []
+    values += node["enum"] if isinstance(node.get("enum"), list) else []
+    found = {
+        build_regex_from_schema(json.dumps({"const": value}), _SPACE)
+        for value in values
+        if isinstance(value, (list, dict))
+    }
+    return found.union(*(_literals(v) for k, v in node.items() if k not in _DATA))
 
 
 _ESCAPE = re.compile(
@@ -472,23 +539,32 @@ def _bounded_values(node: dict[str, Any]) -> list[int | float] | None:
     return values or None
 
 
-# Valid e-mail addresses of a simple shape. outlines-core's own "email" pattern is
-# exact, and its automaton grows so fast that an e-mail field with a maxLength, or one
-# inside an array of arrays of objects, took over 100 s to build; this takes milliseconds.
-_EMAIL_DOMAIN = "@example.com"
+# Valid e-mail addresses and URIs of a simple shape: letters around a fixed part.
+# outlines-core's own "email" pattern is exact, and its automaton grows so fast that an
+# e-mail field with a maxLength, or one inside an array of arrays of objects, took over
+# 100 s to build; its "uri" pattern (``[^\s]``: any character but a space) did the same
+# with a list of URIs, a client's request timing out while a core was busy for minutes
+# (found by a probe). These take milliseconds.
+_ADDRESSES = {"email": ("", "@example.com"), "uri": ("https://example.com/", "")}
 
 
-def _simple_email(node: dict[str, Any]) -> dict[str, Any] | None:
-    """Return the node with a pattern of simple addresses within its length bounds, or None."""
+def _simple_address(node: dict[str, Any]) -> dict[str, Any] | None:
+    """Return an e-mail or URI node as a pattern of simple ones within its length bounds.
+
+    None if the node has a pattern or its bounds leave no room for one.
+    """
+    before, after = _ADDRESSES[node["format"]]
     if "pattern" in node:
         return None
-    shortest = max(1, int(node.get("minLength", 0)) - len(_EMAIL_DOMAIN))
+    fixed = len(before) + len(after)
+    shortest = max(1, int(node.get("minLength", 0)) - fixed)
     bound = node.get("maxLength")
-    longest = shortest + 8 if bound is None else int(bound) - len(_EMAIL_DOMAIN)
+    longest = shortest + 8 if bound is None else int(bound) - fixed
     if longest < shortest:
         return None
     rest = {k: v for k, v in node.items() if k not in ("format", "minLength", "maxLength")}
-    return {**rest, "pattern": f"[a-z]{{{shortest},{min(longest, 64)}}}{re.escape(_EMAIL_DOMAIN)}"}
+    letters = f"[a-z]{{{shortest},{min(longest, 64)}}}"
+    return {**rest, "pattern": f"{re.escape(before)}{letters}{re.escape(after)}"}
 
 
 # Dates and times every validator takes. outlines-core's own date-time pattern allows years
@@ -498,11 +574,17 @@ def _simple_email(node: dict[str, Any]) -> dict[str, Any] | None:
 _DATE = "[12][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
 _TIME = "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
 _CALENDAR = {"date": _DATE, "time": _TIME + "Z?", "date-time": f"{_DATE}T{_TIME}Z"}
+# llama.cpp's converter (a GGUF model's) writes a time with a zone, ``Z`` or an offset
+# (``( "Z" | ( "+" | "-" ) ( [01] [0-9] | "2" [0-3] ) ":" [0-5] [0-9] )``): a time
+# without one is not in its grammar (found by a differential fuzz).
+_OFFSET = "(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+_LLAMA_CPP_CALENDAR = {**_CALENDAR, "time": _TIME + _OFFSET}
 
 
-def _calendar(node: dict[str, Any]) -> dict[str, Any] | None:
+def _calendar(node: dict[str, Any], llama_cpp: bool) -> dict[str, Any] | None:
     """Return a date, time or date-time string node as a pattern of valid values, or None."""
-    pattern = _CALENDAR.get(node.get("format", ""))
+    calendar = _LLAMA_CPP_CALENDAR if llama_cpp else _CALENDAR
+    pattern = calendar.get(node.get("format", ""))
     if pattern is None or {"pattern", "minLength", "maxLength"} & set(node):
         return None
     return {**{k: v for k, v in node.items() if k != "format"}, "pattern": pattern}
@@ -719,42 +801,43 @@ def _split_types(node: dict[str, Any]) -> dict[str, Any] | None:
     return {**top, "anyOf": [{**rest, "type": kind} for kind in kinds]}
 
 
-def _tighten(node: Any) -> Any:
+def _tighten(node: Any, llama_cpp: bool = False) -> Any:
     """Narrow a schema to a subset of its valid documents that outlines-core samples fast.
 
     Numeric bounds become enums of valid values (outlines-core ignores them), an ``email``
-    string a simple pattern of valid addresses, dates and times patterns of values
-    that every validator takes, strings with length bounds patterns of letters, digits
-    and spaces within them, arrays and objects that say nothing of their items
-    arrays and objects of scalars, and objects with many optional properties objects
-    with the first few of them.
+    or ``uri`` string a simple pattern of valid ones, dates and times patterns of values
+    that every validator takes (with ``llama_cpp``, times with a zone, as llama.cpp
+    writes them), strings with length bounds patterns of letters, digits and spaces
+    within them, arrays and objects that say nothing of their items arrays and objects
+    of scalars, and objects with many optional properties objects with the first few of
+    them.
     """
     if isinstance(node, list):
-        return [_tighten(item) for item in node]
+        return [_tighten(item, llama_cpp) for item in node]
     if not isinstance(node, dict):
         return node
     split = _split_types(node) or _merged_all_of(node)
     if split is not None:
-        return _tighten(split)
+        return _tighten(split, llama_cpp)
     values = _bounded_values(node)
     if values is not None:
         return {"enum": values}
     node = _open_container(node) or node
     node = _few_optional(node) or node
-    if node.get("format") == "email":
-        node = _simple_email(node) or node
+    if node.get("format") in _ADDRESSES:
+        node = _simple_address(node) or node
     elif node.get("type") == "string" and node.get("format") in _CALENDAR:
-        node = _calendar(node) or node
+        node = _calendar(node, llama_cpp) or node
     else:
         node = _bounded_string(node) or node
-    return {key: _tighten_value(key, value) for key, value in node.items()}
+    return {key: _tighten_value(key, value, llama_cpp) for key, value in node.items()}
 
 
 # Keywords whose value maps names to the subschemas of values inside the document.
 _SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
 
 
-def _tighten_value(key: str, value: Any) -> Any:
+def _tighten_value(key: str, value: Any, llama_cpp: bool) -> Any:
     """Tighten the value of keyword ``key`` of a schema node.
 
     An empty subschema (``{}``: any value) as a property's value, an item or a definition
@@ -766,15 +849,17 @@ def _tighten_value(key: str, value: Any) -> Any:
     if key in _DATA:
         return value
     if key in _SCHEMA_MAPS and isinstance(value, dict):
-        return {name: _member(sub) for name, sub in value.items()}
+        return {name: _member(sub, llama_cpp) for name, sub in value.items()}
     if key in ("items", "prefixItems"):
-        return [_member(sub) for sub in value] if isinstance(value, list) else _member(value)
-    return _tighten(value)
+        if isinstance(value, list):
+            return [_member(sub, llama_cpp) for sub in value]
+        return _member(value, llama_cpp)
+    return _tighten(value, llama_cpp)
 
 
-def _member(schema: Any) -> Any:
+def _member(schema: Any, llama_cpp: bool) -> Any:
     """Tighten the subschema of a value inside an object or array (``{}``: scalars)."""
-    return _SCALAR if schema == {} else _tighten(schema)
+    return _SCALAR if schema == {} else _tighten(schema, llama_cpp)
 
 
 def document_check(schema: Any) -> Callable[[str], bool] | None:

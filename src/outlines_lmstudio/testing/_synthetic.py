@@ -640,11 +640,13 @@ async def _reply_tokens(
             schema, renames = _plain_names(schema)
             renames.update(repeats)
         rng = random.Random(_seed_for(emu.seed, record.messages, schema))
+        gguf = instance.model.format == "gguf"  # a reply in llama.cpp's grammar too
         try:
-            if emu._sampler.is_cached(schema):
-                tokens = emu._sampler.sample(schema, rng)
+            if emu._sampler.is_cached(schema, llama_cpp=gguf):
+                tokens = emu._sampler.sample(schema, rng, llama_cpp=gguf)
             else:
-                tokens = await asyncio.to_thread(emu._sampler.sample, schema, rng)
+                sample = emu._sampler.sample
+                tokens = await asyncio.to_thread(sample, schema, rng, llama_cpp=gguf)
         except SchemaError as exc:
             raise server_error(f"Failed to build a grammar for the JSON schema: {exc}") from exc
         return _fragments(_real_names(tokens, renames))

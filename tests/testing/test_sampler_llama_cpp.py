@@ -1,0 +1,178 @@
+"""A GGUF model's sampled JSON is in llama.cpp's grammar for the schema, not only valid.
+
+LM Studio runs a GGUF model's schema through llama.cpp's C++ converter. Its grammar has
+whitespace (its ``space`` rule) only after ``{``, ``[``, ``,``, ``:`` and a declared key,
+and before ``}`` and ``]``; an ``enum`` or ``const`` value is the compact JSON text; a
+``time`` has a zone. The synthetic engine samples with outlines-core, which writes
+whitespace on both sides of every ``,`` and ``:`` and inside such values, and a time
+without a zone: a differential fuzz against the C++ converter's grammar found replies a
+GGUF model never writes. An MLX model (LM Studio's MLX engine is outlines-core) keeps
+outlines-core's.
+
+When ``LLAMA_JSON_SCHEMA_TO_GRAMMAR`` points at a build of the C++ converter (and
+llama-cpp-python is installed), each reply is also matched, whitespace and all, by
+llama.cpp's own grammar code against the converter's grammar.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import lmstudio as lms
+import pydantic
+import pytest
+
+from ..cpp_converter import CPP_CONVERTER, run_cpp_converter
+from .conftest import MLX, TEXT
+
+INT = {"type": "integer"}
+# Schemas of enum and const values, with every text llama.cpp's grammar has for them.
+_LITERALS: list[tuple[dict[str, Any], str]] = [
+    ({"enum": [[1]]}, r"\[1\]"),
+    ({"const": {"k": 1}}, r'\{"k":1\}'),
+    ({"enum": [{"x": [1, {"y": None}]}, [], "s"]}, r'\{"x":\[1,\{"y":null\}\]\}|\[\]|"s"'),
+    (
+        {"type": "object", "properties": {"p": {"const": [True, {}]}}, "required": ["p"]},
+        r'\{ ?"p": ?\[true,\{\}\] ?\}',
+    ),
+]
+_SCHEMAS: list[dict[str, Any]] = [
+    {"type": "object", "properties": {"a": INT, "b": INT}, "required": ["a", "b"]},
+    {"type": "object", "additionalProperties": INT, "minProperties": 1},
+    {"type": "object", "properties": {"a": INT, "b": INT, "c": {"type": "string"}}},
+    {  # a tuple, as zod writes it
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "array",
+        "items": [INT, {"type": "boolean"}],
+    },
+    {
+        "type": "array",
+        "items": {"type": "object", "properties": {"n": INT, "t": {"type": "array", "items": INT}}},
+        "minItems": 2,
+    },
+    *(schema for schema, _ in _LITERALS),
+]
+# llama.cpp's time rule (``STRING_FORMAT_RULES["time"]``): a zone, ``Z`` or an offset.
+_LLAMA_CPP_TIME = re.compile(
+    r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{3})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+)
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\s+|.', re.DOTALL)
+
+
+def misplaced_spaces(text: str) -> list[int]:
+    """Return where ``text`` has whitespace (outside strings) llama.cpp's grammar has not.
+
+    Whitespace is allowed after ``{``, ``[``, ``,`` and ``:``, and before ``}`` and ``]``
+    (also after a declared key, which the emulator never writes: it is refused here).
+    """
+    tokens = _TOKEN.findall(text)
+    at, misplaced = 0, []
+    for i, token in enumerate(tokens):
+        if token.isspace():
+            before = tokens[i - 1] if i else ""
+            after = tokens[i + 1] if i + 1 < len(tokens) else ""
+            if before not in ("{", "[", ",", ":") and after not in ("}", "]"):
+                misplaced.append(at)
+        at += len(token)
+    return misplaced
+
+
+@pytest.fixture
+def llama_cpp(tmp_path: Path) -> Iterator[Any]:
+    """llama.cpp's grammar matcher when the C++ converter and llama.cpp are at hand, or None.
+
+    None leaves the optional check out.
+    """
+    if not CPP_CONVERTER or any(importlib.util.find_spec(m) is None for m in ("llama_cpp", "gguf")):
+        yield None
+        return
+    from ..unit.grammar._llama_harness import LlamaGrammarHarness, write_byte_vocab
+
+    write_byte_vocab(tmp_path / "bytes.gguf")
+    harness = LlamaGrammarHarness(tmp_path / "bytes.gguf")
+    yield harness
+    harness.close()
+
+
+def cpp_grammar(schema: Any) -> str:
+    """Return the C++ converter's grammar for ``schema``."""
+    done = run_cpp_converter(schema)
+    assert done.stdout.startswith("OK "), done.stdout
+    return done.stdout[3:].rstrip("\n").replace("\x01", "\n")
+
+
+@pytest.mark.parametrize("schema", _SCHEMAS, ids=json.dumps)
+def test_a_gguf_model_writes_whitespace_only_where_llama_cpp_has_it(
+    client: lms.Client, llama_cpp: Any, schema: dict[str, Any]
+) -> None:
+    """Found by a differential fuzz: ``{ "a":8 , "b" :1902064}``, ``[1 ]`` for the enum
+    value ``[1]``, ``{"k" :1 }`` for a const ``{"k": 1}``."""
+    model = client.llm.model(TEXT)
+    grammar = cpp_grammar(schema) if llama_cpp is not None else None
+    texts = {json.dumps(literal): pattern for literal, pattern in _LITERALS}
+    for i in range(10):
+        reply = model.respond(
+            f"Give me {i}.", response_format={"type": "json", "jsonSchema": schema}
+        )
+        text = reply.content
+        jsonschema.validate(json.loads(text), schema)
+        assert misplaced_spaces(text) == [], text
+        if json.dumps(schema) in texts:
+            assert re.fullmatch(texts[json.dumps(schema)], text), text
+        if grammar is not None:
+            assert llama_cpp.matches(grammar, text), text
+
+
+def test_an_mlx_model_keeps_outlines_cores_whitespace(client: lms.Client) -> None:
+    # LM Studio's MLX engine is outlines-core: a space may come before a "," or a ":".
+    schema = {"type": "object", "properties": {"a": INT, "b": INT}, "required": ["a", "b"]}
+    model = client.llm.model(MLX)
+    replies = [
+        model.respond(f"Give me {i}.", response_format={"type": "json", "jsonSchema": schema})
+        for i in range(12)
+    ]
+    assert any(misplaced_spaces(reply.content) for reply in replies)
+
+
+def test_the_whitespace_check_finds_what_llama_cpp_refuses() -> None:
+    assert misplaced_spaces('{ "a": 1, "b": [ 2, 3 ], "c": "x , y" }') == []
+    assert misplaced_spaces('{"a" :1}') == [4]
+    assert misplaced_spaces('{"a":1 ,"b":2}') == [6]
+    assert misplaced_spaces("[1 ,2]") == [2]
+
+
+def test_a_gguf_model_writes_times_with_a_zone(client: lms.Client, llama_cpp: Any) -> None:
+    """Found by a differential fuzz: ``"06:59:08"``, which llama.cpp's ``time`` rule refuses
+    (it requires ``Z`` or an offset); the emulator wrote a zone only sometimes."""
+
+    class Alarm(pydantic.BaseModel):
+        at: datetime.time
+        times: list[datetime.time]
+
+    schemas: list[dict[str, Any]] = [
+        {"type": "array", "items": {"type": "string", "format": "time"}, "minItems": 3},
+        Alarm.model_json_schema(),
+    ]
+    model = client.llm.model(TEXT)
+    for schema in schemas:
+        grammar = cpp_grammar(schema) if llama_cpp is not None else None
+        for i in range(8):
+            structured = {"type": "json", "jsonSchema": schema}
+            text = model.respond(f"When? {i}", response_format=structured).content
+            value = json.loads(text)
+            times = value if isinstance(value, list) else [value["at"], *value["times"]]
+            assert times, text
+            for time in times:
+                assert _LLAMA_CPP_TIME.fullmatch(time), text
+                assert jsonschema.Draft202012Validator.FORMAT_CHECKER.conforms(time, "time")
+            if isinstance(value, dict):
+                Alarm.model_validate_json(text)
+            if grammar is not None:
+                assert llama_cpp.matches(grammar, text), text

@@ -38,9 +38,11 @@ from ._rewrites import (
     distinct_ref_rules,
     drop_unwritable_numbers,
     enum_values_allowed,
+    integer_bounds,
     local_refs,
     ref_rule_clashes,
     time_as_pattern,
+    unwritable_range,
 )
 from ._schema_walk import (
     ANNOTATIONS,
@@ -271,22 +273,15 @@ def _integer_bound(node: Mapping[str, Any], key: str) -> bool:
         if not (implied and (value < other if lower else value > other)):
             return False
 
-    def read(plain: str, exclusive: str, step: int) -> int | None:
-        bound = node.get(plain, node.get(exclusive))
-        if type(bound) is not int:
-            return None
-        return bound if plain in node else bound + step
-
     for plain, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
         raw = node.get(plain, node.get(exclusive))
         within = isinstance(raw, int | float) and INT64.start <= raw < INT64.stop
         if raw is not None and not within:
             return False  # cast to 64 bits, the other side's range is garbage (u64's max: -1)
-    low = read("minimum", "exclusiveMinimum", 1)
-    high = read("maximum", "exclusiveMaximum", -1)
-    low_keys = "minimum" in node or "exclusiveMinimum" in node
-    high_keys = "maximum" in node or "exclusiveMaximum" in node
-    if low_keys != high_keys:  # one-sided, as the converter sees it
+    low, high = integer_bounds(node)  # the ends of int64 mean none: one-sided then
+    if unwritable_range(low, high):  # not sent (`drop_unwritable_numbers`)
+        return False
+    if (low is None) != (high is None):
         return not _one_sided_miswritten(low, high)
     return True
 

@@ -49,12 +49,12 @@ __all__ = [
     "COUNT_LIMIT",
     "INT64",
     "drop_unwritable_numbers",
-    "one_sided_reversed",
     "empty_object_properties",
     "inline_deep_refs",
     "inline_root_ref",
     "enum_values_allowed",
     "inline_single_all_of",
+    "integer_bounds",
     "local_refs",
     "name_listed_keys",
     "narrow_enums",
@@ -63,6 +63,7 @@ __all__ = [
     "split_type_lists",
     "spread_one_of",
     "time_as_pattern",
+    "unwritable_range",
     "whole_numbers",
     "TIME_PATTERN",
 ]
@@ -132,7 +133,7 @@ def drop_unwritable_numbers(schema: dict[str, Any]) -> dict[str, Any]:
     llama.cpp's grammar parser drops any upper bound over 2000 anyway. Not meaning-keeping:
     applied after the findings, which report each as loose (found by a probe: the
     prediction failed). An integer's one-sided range the converter writes reversed
-    (`one_sided_reversed`), left alone or by a wide bound dropped beside it: llama.cpp's
+    (`unwritable_range`), left alone or by a wide bound dropped beside it: llama.cpp's
     grammar parser would take all the memory it can get.
     """
 
@@ -155,9 +156,7 @@ def drop_unwritable_numbers(schema: dict[str, Any]) -> dict[str, Any]:
         }
         if integer:  # what is left of its range, as the converter reads it
             left = {k: v for k, v in node.items() if k not in wide}
-            low = _read_bound(left, "minimum", "exclusiveMinimum", 1)
-            high = _read_bound(left, "maximum", "exclusiveMaximum", -1)
-            if one_sided_reversed(low, high):
+            if unwritable_range(*integer_bounds(left)):
                 wide |= set(_BOUNDS) & set(left)
         return {k: v for k, v in node.items() if k not in wide} if wide else node
 
@@ -165,53 +164,99 @@ def drop_unwritable_numbers(schema: dict[str, Any]) -> dict[str, Any]:
     return rebuilt
 
 
-def _read_bound(node: Mapping[str, Any], plain: str, exclusive: str, step: int) -> int | None:
-    """Return an integer's bound as llama.cpp's converter reads it (None: it reads none).
+def integer_bounds(node: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """Return an integer's least and greatest value as llama.cpp's converter reads them.
 
-    ``plain`` if given, else ``exclusive`` moved by ``step``; cast to ``int64_t``, which
-    cuts a fraction. A bound of another type is not read here (the meta-schema check
-    refuses it).
+    As its schema builder (``build_integer``): ``minimum`` rounded up, else
+    ``exclusiveMinimum`` rounded down plus one; ``maximum`` rounded down, else
+    ``exclusiveMaximum`` rounded up minus one; in ``int64_t``, where a step past the end
+    wraps, and where the least and the greatest ``int64_t`` mean "none" (so ``maximum:
+    2**63 - 1`` beside a minimum leaves the range one-sided). None: no bound; a bound that
+    is not a number within 64 bits is not read here (the meta-schema check refuses the one,
+    and `drop_unwritable_numbers` drops the other).
     """
-    key = plain if plain in node else exclusive
-    value = node.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    whole = int(value)
-    return (whole if key == plain else whole + step) if whole in INT64 else None
+
+    def read(plain: str, exclusive: str, step: int) -> int | None:
+        key = plain if plain in node else exclusive
+        value = node.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return None
+            up = (key == plain) == (step > 0)  # a least value rounds up, a greatest down
+            value = math.ceil(value) if up else math.floor(value)
+        if value not in INT64:
+            return None
+        if key == exclusive:
+            value = (value + step - INT64.start) % 2**64 + INT64.start  # wraps, as in C++
+        return None if value == (INT64.start if step > 0 else INT64.stop - 1) else value
+
+    return read("minimum", "exclusiveMinimum", 1), read("maximum", "exclusiveMaximum", -1)
 
 
-def one_sided_reversed(low: int | None, high: int | None) -> bool:
-    """Whether llama.cpp's C++ converter writes an integer's one-sided range reversed.
+def unwritable_range(low: int | None, high: int | None) -> bool:
+    """Whether llama.cpp's C++ converter fails to write an integer's range.
 
-    Its ``build_min_max_int`` writes a minimum alone of 16 digits or more (Pydantic's
-    ``ge=2**53``), or a negative maximum alone of as many, with a repetition whose
-    maximum is below its minimum (``[0-9]{16,15}``), and llama.cpp's grammar parser then
-    makes rules until the process runs out of memory (found by a probe: the whole
-    machine's memory, then the OOM killer). ``low``/``high``: the bounds as the converter
-    reads them (None: none).
+    Its ``build_min_max_int`` writes most minimums alone of 16 digits or more (Pydantic's
+    ``ge=2**53``), and negative maximums alone of as many, with a repetition whose maximum
+    is below its minimum (``[0-9]{16,15}``), and llama.cpp's grammar parser then makes
+    rules until the process runs out of memory (found by a probe: the whole machine's
+    memory, then the OOM killer); a range whose negation reaches an end of ``int64_t``
+    fails the conversion ("At least one of min_value or max_value must be set"), or is
+    written so. ``low``/``high``: the bounds as the converter reads them
+    (`integer_bounds`; None: none).
     """
-    if low is not None and high is None:
-        return low >= 0 and _reversed_from(low, 16)
-    if high is not None and low is None:
-        return high < 0 and _reversed_from(-high, 16)
-    return False
+    if low is None and high is None:
+        return False  # a plain integer: the converter writes no range
+    try:
+        return _reverses(
+            _INT64_LEAST if low is None else low, _INT64_MOST if high is None else high
+        )
+    except ValueError:  # the converter's own failure
+        return True
 
 
-def _reversed_from(low: int, decimals: int) -> bool:
-    """Whether ``build_min_max_int(low, INT64_MAX, decimals)`` writes a reversed repetition.
+_INT64_LEAST, _INT64_MOST = INT64.start, INT64.stop - 1
 
-    Hand-written: the function is C++ inside llama.cpp. Its branch for a minimum alone
-    writes ``[0-9]{len,decimals - 1}`` after a first digit over 1, recurses on the digits
-    after the first with one decimal less, and writes ``[0-9]{len - 1,decimals - 1}``
-    after a first digit under 9; no other branch reverses a repetition. (The emulator has
+
+def _negated(value: int) -> int:
+    """``-value`` in ``int64_t`` (the least one is its own negation)."""
+    return value if value == _INT64_LEAST else -value
+
+
+def _reverses(low: int, high: int, decimals: int = 16) -> bool:
+    """Whether ``build_min_max_int(low, high, decimals)`` writes a reversed repetition.
+
+    Hand-written: the function is C++ inside llama.cpp; this follows its branches only to
+    find its calls of ``more_digits`` with a minimum over the maximum (a minimum alone:
+    ``[0-9]{len,decimals - 1}`` after a first digit over 1, the digits after the first
+    with one decimal less, then ``[0-9]{len - 1,decimals - 1}`` after one under 9; no other
+    branch writes one). The ends of ``int64_t`` mean no bound, as there. (The emulator has
     its own copy, `testing._llama_schema`: the receiving side reads requests on its own.)
+
+    Raises
+    ------
+    ValueError
+        Where the converter fails: neither bound left.
     """
+    has_low, has_high = low != _INT64_LEAST, high != _INT64_MOST
+    if has_low and has_high:
+        if low < 0 and high < 0:
+            return _reverses(_negated(high), _negated(low), decimals)
+        return low < 0 and _reverses(0, _negated(low), decimals)  # digit ranges: exact
+    if has_high:
+        return _reverses(*((0, high) if high >= 0 else (_negated(high), _INT64_MOST)), decimals)
+    if not has_low:
+        raise ValueError("At least one of min_value or max_value must be set")
+    if low < 0:
+        return _reverses(_INT64_LEAST, _negated(low), decimals)
     if low <= 9:
         return False
     digits, fewer = str(low), max(decimals - 1, 1)
     return (
         (digits[0] > "1" and len(digits) > fewer)
-        or _reversed_from(int(digits[1:]), fewer)
+        or _reverses(int(digits[1:]), _INT64_MOST, fewer)
         or (digits[0] < "9" and len(digits) - 1 > fewer)
     )
 

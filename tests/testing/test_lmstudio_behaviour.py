@@ -1002,32 +1002,42 @@ def test_a_gguf_model_fails_a_quantified_non_ascii_character_as_llama_cpp_does(
     jsonschema.validate(json.loads(reply), schema)
 
 
+_REVERSED = "Failed to parse the grammar: the repetition {} has a maximum below its minimum"
+
+
 @pytest.mark.parametrize(
-    ("schema", "repeat"),
+    ("schema", "refused"),
     [
-        ({"type": "integer", "minimum": 2**53}, "{16,15}"),
-        ({"type": "integer", "exclusiveMaximum": -(10**17)}, "{17,15}"),
+        ({"type": "integer", "minimum": 2**53}, _REVERSED.format("{16,15}")),
+        ({"type": "integer", "exclusiveMaximum": -(10**17)}, _REVERSED.format("{17,15}")),
         (
             {"type": "object", "properties": {"id": {"type": "integer", "minimum": 2**62}}},
-            "{19,15}",
+            _REVERSED.format("{19,15}"),
+        ),
+        # The ends of int64_t are "no bound" to the converter (found by a review).
+        ({"type": "integer", "minimum": 2**53, "maximum": 2**63 - 1}, _REVERSED.format("{16,15}")),
+        (
+            {"type": "integer", "minimum": -(2**63 - 1)},
+            "Failed to convert the JSON schema to a grammar: JSON schema conversion failed: "
+            "At least one of min_value or max_value must be set",
         ),
     ],
 )
 def test_a_gguf_model_fails_a_long_one_sided_integer_range_as_llama_cpp_does(
-    client: lms.Client, schema: dict[str, Any], repeat: str
+    client: lms.Client, schema: dict[str, Any], refused: str
 ) -> None:
     """Found by a probe: LM Studio's C++ converter writes such a range with a repetition
     whose maximum is below its minimum, and llama.cpp's grammar parser makes rules for it
     until memory runs out; the synthetic engine answered. Both engines fail it now, as the
     llama.cpp engine fails such a GBNF grammar (tests/real_engine)."""
-    refused = f"Failed to parse the grammar: the repetition {re.escape(repeat)} has a maximum"
-    with pytest.raises(lms.LMStudioServerError, match=refused):
+    with pytest.raises(lms.LMStudioServerError, match=re.escape(refused)):
         client.llm.model(TEXT).respond("Id?", response_format=schema)
-    # Both bounds: the converter writes exactly the range, as a 16-digit minimum alone
-    # that it writes loosely but not reversed.
+    # Both bounds: the converter writes exactly the range; a 16-digit minimum alone it
+    # writes loosely but not reversed.
     for kept in (
         {"type": "integer", "minimum": 2**53, "maximum": 2**62},
         {"type": "integer", "minimum": 10**15},
+        {"type": "integer", "exclusiveMinimum": 2**63 - 1},  # wraps to none: any integer
     ):
         reply = client.llm.model(TEXT).respond("Id?", response_format=kept).content
         jsonschema.validate(json.loads(reply), kept)

@@ -39,10 +39,10 @@ from outlines_lmstudio._rewrites import (
     name_listed_keys,
     narrow_enums,
     normalise_schema,
-    one_sided_reversed,
     ref_rule_clashes,
     split_type_lists,
     spread_one_of,
+    unwritable_range,
     whole_numbers,
 )
 from outlines_lmstudio._schema_walk import ANY_TYPES
@@ -1360,7 +1360,12 @@ _LONG_ONE_SIDED = [
     {"type": "integer", "exclusiveMinimum": 12_345_678_901_234_567},
     {"type": "integer", "maximum": -(10**16)},
     {"type": "integer", "exclusiveMaximum": -(2**62)},
-    {"type": "integer", "minimum": 1_234_567_890_123_456.5},  # read as 1234567890123456
+    {"type": "integer", "minimum": 1_234_567_890_123_456.5},  # rounded up, as llama.cpp reads it
+    # The ends of int64_t are "no bound" to the converter: each range is one-sided there
+    # (found by a review: they were sent).
+    {"type": "integer", "minimum": 2**53, "maximum": 2**63 - 1},
+    {"type": "integer", "minimum": -(2**63), "maximum": -(2**53)},
+    {"type": "integer", "minimum": -(2**63 - 1), "exclusiveMaximum": -(2**53) - 1},
     # The wide maximum is not sent, and the minimum left alone is written reversed.
     {"type": "integer", "minimum": 2**53, "maximum": 2**64},
     # Its magnitude overflows: "At least one of min_value or max_value must be set".
@@ -1413,27 +1418,37 @@ def test_a_long_integer_range_llama_cpp_writes_unreversed_is_sent(schema: dict[s
 
 def test_the_reversed_range_check_agrees_with_llama_cpp() -> None:
     """Over 2,000 one-sided ranges of 1 to 19 digits, where a build of the C++ converter is
-    given: a bound is dropped exactly where the converter writes a reversed repetition."""
+    given: a bound is dropped exactly where the converter writes a reversed repetition or
+    fails, also with the other bound at an end of ``int64_t`` (found by a review)."""
     if not CPP_CONVERTER:
         # Without the build, the cases above and the known counts: 16 digits is where a
         # minimum over 1... starts to reverse, as the converter's 16 decimals give.
-        assert one_sided_reversed(2 * 10**15, None)
-        assert not one_sided_reversed(10**15, None)
-        assert one_sided_reversed(None, -2 * 10**15)
-        assert not one_sided_reversed(None, 2 * 10**15)
-        assert not one_sided_reversed(2 * 10**15, 3 * 10**15)
+        assert unwritable_range(2 * 10**15, None)
+        assert not unwritable_range(10**15, None)
+        assert unwritable_range(None, -2 * 10**15)
+        assert not unwritable_range(None, 2 * 10**15)
+        assert not unwritable_range(2 * 10**15, 3 * 10**15)
+        assert unwritable_range(-(2**63 - 1), -(2**53))  # negated: a minimum alone
+        assert unwritable_range(-(2**63 - 1), None)  # the converter's own failure
         return
     rng = random.Random(11)
     schemas = []
+    ends = (2**63 - 1, 2**63 - 2, -(2**63), -(2**63) + 1)  # the converter's "none", wrapping
     for _ in range(2000):
         digits = rng.randint(1, 19)
         value = min(rng.randint(10 ** (digits - 1), 10**digits - 1), 2**63 - 2)
         key = rng.choice(["minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"])
-        schemas.append({"type": "integer", key: -value if "ax" in key else value})
+        schema: dict[str, Any] = {"type": "integer", key: -value if "ax" in key else value}
+        if rng.random() < 0.3:  # the other side at an end of int64_t
+            other = {"min": "maximum", "max": "minimum"}[key.lower()[-7:-4]]
+            other = rng.choice([other, "exclusiveM" + other[1:]])
+            schema[other] = rng.choice(ends)
+        schemas.append(schema)
     grammars = run_cpp_converter_lines(schemas)
-    assert sum(map(_has_reversed_repetition, grammars)) > 300  # both kinds are well present
-    for schema, grammar in zip(schemas, grammars, strict=True):
-        assert (drop_unwritable_numbers(schema) != schema) == _has_reversed_repetition(grammar)
+    failing = [g.startswith("ERR") or _has_reversed_repetition(g) for g in grammars]
+    assert sum(failing) > 300  # both kinds are well present
+    for schema, fails in zip(schemas, failing, strict=True):
+        assert (drop_unwritable_numbers(schema) != schema) == fails, schema
 
 
 def test_required_beside_and_in_any_of_branches_is_spread() -> None:

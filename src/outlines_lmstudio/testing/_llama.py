@@ -46,8 +46,8 @@ from outlines_lmstudio.testing._llama_plan import (
 )
 from outlines_lmstudio.testing._llama_schema import (
     REVERSED_REPETITION,
+    integer_range_failure,
     local_target,
-    reversed_integer_range,
 )
 from outlines_lmstudio.testing._records import message_text
 from outlines_lmstudio.testing._wire import (
@@ -1015,10 +1015,9 @@ class LlamaEngine:
             # LM Studio's converter writes a long one-sided integer range as a reversed
             # repetition (found by a probe), which llama.cpp's parser takes until memory
             # runs out; the port here writes the range right, so it is read off the schema.
-            repeat = reversed_integer_range(schema)
-            if repeat is not None:
-                message = REVERSED_REPETITION.format(repeat)
-                raise server_error(f"Failed to parse the grammar: {message}")
+            failure = integer_range_failure(schema)
+            if failure is not None:
+                raise server_error(failure)
         elif structured.get("type") == "gbnf":
             gbnf = str(structured.get("gbnfGrammar", ""))
         else:

@@ -5,9 +5,9 @@ a GGUF model's schema through llama.cpp's converter (``common/json-schema-to-gra
 which refuses a ``pattern`` that is not anchored ``^...$`` (lmstudio-bug-tracker #2168).
 `refused_pattern` walks a schema the way the converter's ``visit`` does, so only the
 patterns the converter reads count: one beside ``enum``, ``const``, ``anyOf`` or
-``properties`` is never read, as there. `reversed_integer_range` finds, the same way, an
-integer's one-sided range the converter writes as a repetition whose maximum is below its
-minimum, on which llama.cpp's grammar parser makes rules until memory runs out.
+``properties`` is never read, as there. `integer_range_failure` finds, the same way, an
+integer's range the converter writes as a repetition whose maximum is below its minimum,
+on which llama.cpp's grammar parser makes rules until memory runs out.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ __all__ = [
     "local_target",
     "read_patterns",
     "refused_pattern",
-    "reversed_integer_range",
+    "integer_range_failure",
 ]
 
 REVERSED_REPETITION = "the repetition {} has a maximum below its minimum"
@@ -58,8 +58,8 @@ def read_patterns(root: Any) -> Iterator[str]:
             yield leaf["pattern"]
 
 
-def reversed_integer_range(root: Any) -> str | None:
-    """Return the reversed repetition the converter writes for an integer's range, or None.
+def integer_range_failure(root: Any) -> str | None:
+    """Return how LM Studio fails on an integer's range the converter cannot write, or None.
 
     Parameters
     ----------
@@ -69,55 +69,104 @@ def reversed_integer_range(root: Any) -> str | None:
     Returns
     -------
     str | None
-        The first repetition with its maximum below its minimum (``{16,15}``) that
-        the converter's ``build_min_max_int`` writes for an ``integer`` node it reaches:
-        one with a minimum alone of 16 digits or more, or a negative maximum alone of as
-        many (as the converter reads them: ``exclusiveMinimum`` + 1 when there is no
-        ``minimum``, a fraction cut).
+        For an ``integer`` node the converter reaches whose range's negation reaches an
+        end of ``int64_t`` (``minimum: -(2**63 - 1)`` alone), the converter's failure;
+        else, for one whose ``build_min_max_int`` writes a repetition with its maximum
+        below its minimum (``{16,15}``: mostly a minimum alone of 16 digits or more, or a
+        negative maximum alone of as many), the grammar parser's, naming the first such
+        repetition found (in the order of the schema's nodes, not of the grammar's
+        rules). Bounds as the converter reads them (`_integer_bounds`).
     """
+    repeats = []
     for leaf in _leaves(root):
         if leaf.get("type") != "integer":
             continue
-        low = _bound(leaf, "minimum", "exclusiveMinimum", 1)
-        high = _bound(leaf, "maximum", "exclusiveMaximum", -1)
-        if low is not None and high is None and low >= 0:
-            repeat = _reversed_from(low, 16)
-        elif high is not None and low is None and high < 0:
-            repeat = _reversed_from(-high, 16)
-        else:
-            repeat = None
-        if repeat is not None:
-            return repeat
-    return None
+        low, high = _integer_bounds(leaf)
+        if low is None and high is None:
+            continue  # a plain integer
+        least = _INT64_MIN if low is None else low
+        most = _INT64_MAX if high is None else high
+        try:
+            repeats.append(_reversed_repetition(least, most, 16))
+        except ValueError as failed:  # the conversion fails before any grammar is parsed
+            return (
+                "Failed to convert the JSON schema to a grammar: JSON schema conversion "
+                f"failed: {failed}"
+            )
+    repeat = next((r for r in repeats if r is not None), None)
+    return (
+        None
+        if repeat is None
+        else f"Failed to parse the grammar: {REVERSED_REPETITION.format(repeat)}"
+    )
 
 
-_INT64 = range(-(2**63), 2**63)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-def _bound(node: dict[str, Any], plain: str, exclusive: str, step: int) -> int | None:
-    """Return a bound as the converter reads it (``int64_t``), or None if it reads none."""
-    key = plain if plain in node else exclusive
-    value = node.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    whole = int(value)  # the converter's cast to int64_t cuts a fraction
-    return (whole if key == plain else whole + step) if whole in _INT64 else None
+def _integer_bounds(node: dict[str, Any]) -> tuple[int | None, int | None]:
+    """Return the bounds as the converter's schema builder reads them (None: none).
 
-
-def _reversed_from(low: int, decimals: int) -> str | None:
-    """Return the reversed repetition of ``build_min_max_int(low, INT64_MAX, decimals)``.
-
-    Hand-written (no package has the C++ function): its branch for a minimum alone, which
-    writes ``[0-9]{len,decimals - 1}`` after a first digit over 1, recurses on the digits
-    after the first with one decimal less, and writes ``[0-9]{len - 1,decimals - 1}`` after
-    a first digit under 9; its other branches never reverse a repetition.
+    ``minimum`` rounded up, else ``exclusiveMinimum`` rounded down plus one; ``maximum``
+    rounded down, else ``exclusiveMaximum`` rounded up minus one; in ``int64_t``, a step
+    past its end wrapping, and its least and greatest values meaning none.
     """
+
+    def read(plain: str, exclusive: str, step: int) -> int | None:
+        key = plain if plain in node else exclusive
+        value = node.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return None
+            value = math.ceil(value) if (key == plain) == (step > 0) else math.floor(value)
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            return None  # cast: garbage the library never sends
+        if key == exclusive:
+            value = (value + step - _INT64_MIN) % 2**64 + _INT64_MIN
+        return None if value == (_INT64_MIN if step > 0 else _INT64_MAX) else value
+
+    return read("minimum", "exclusiveMinimum", 1), read("maximum", "exclusiveMaximum", -1)
+
+
+def _negated(value: int) -> int:
+    return value if value == _INT64_MIN else -value  # int64_t's least is its own negation
+
+
+def _reversed_repetition(low: int, high: int, decimals: int) -> str | None:
+    """Return the first reversed repetition ``build_min_max_int(low, high)`` writes, or None.
+
+    Hand-written (no package has the C++ function): its branches, only as far as they
+    call ``more_digits`` with a minimum over the maximum, in the order it writes (a
+    minimum alone: ``[0-9]{len,decimals - 1}`` after a first digit over 1, the digits
+    after the first with one decimal less, then ``[0-9]{len - 1,decimals - 1}`` after one
+    under 9). The ends of ``int64_t`` mean no bound, as there.
+
+    Raises
+    ------
+    ValueError
+        With the converter's message, where neither bound is left.
+    """
+    has_low, has_high = low != _INT64_MIN, high != _INT64_MAX
+    if has_low and has_high:
+        if low < 0 and high < 0:
+            return _reversed_repetition(_negated(high), _negated(low), decimals)
+        return _reversed_repetition(0, _negated(low), decimals) if low < 0 else None
+    if has_high:
+        if high >= 0:
+            return _reversed_repetition(0, high, decimals)
+        return _reversed_repetition(_negated(high), _INT64_MAX, decimals)
+    if not has_low:
+        raise ValueError("At least one of min_value or max_value must be set")
+    if low < 0:
+        return _reversed_repetition(_INT64_MIN, _negated(low), decimals)
     if low <= 9:
         return None
     digits, fewer = str(low), max(decimals - 1, 1)
     if digits[0] > "1" and len(digits) > fewer:
         return f"{{{len(digits)},{fewer}}}"
-    inner = _reversed_from(int(digits[1:]), fewer)
+    inner = _reversed_repetition(int(digits[1:]), _INT64_MAX, fewer)
     if inner is not None:
         return inner
     if digits[0] < "9" and len(digits) - 1 > fewer:

@@ -21,11 +21,10 @@ from outlines_lmstudio.testing._llama_all_of import all_of_as_llama_cpp, endless
 from outlines_lmstudio.testing._llama_builder import schema_error
 from outlines_lmstudio.testing._llama_pattern import cut_character
 from outlines_lmstudio.testing._llama_schema import (
-    REVERSED_REPETITION,
+    integer_range_failure,
     local_target,
     read_patterns,
     refused_pattern,
-    reversed_integer_range,
 )
 from outlines_lmstudio.testing._reasoning_forms import (
     ReasoningReply,
@@ -289,7 +288,7 @@ def _check_llama_cpp_dialect(instance: Instance, schema: Any) -> None:
     lmstudio-bug-tracker #2168, with the wording of our llama.cpp engine; the builder's, its
     own, `_llama_builder`). A pattern whose grammar llama.cpp's parser refuses (a character
     the converter cut in two, `cut_character`) or an integer range it writes reversed
-    (`reversed_integer_range`) fails as the llama.cpp engine fails it.
+    (`integer_range_failure`) fails as the llama.cpp engine fails it.
     """
     if instance.model.format != "gguf":
         return
@@ -320,9 +319,9 @@ def _check_llama_cpp_dialect(instance: Instance, schema: Any) -> None:
         reason = cut_character(pattern)
         if reason is not None:
             raise server_error(f"Failed to parse the grammar: {reason}")
-    repeat = reversed_integer_range(schema)
-    if repeat is not None:  # a long one-sided integer range: as the llama.cpp engine fails it
-        raise server_error(f"Failed to parse the grammar: {REVERSED_REPETITION.format(repeat)}")
+    failure = integer_range_failure(schema)
+    if failure is not None:  # mostly a long one-sided range: as the llama.cpp engine fails it
+        raise server_error(failure)
 
 
 # The string formats outlines-core constrains; it refuses a schema with any other.

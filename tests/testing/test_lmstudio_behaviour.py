@@ -1100,6 +1100,13 @@ _MIXED_NODES: list[tuple[dict[str, Any], dict[str, Any]]] = [
         {"additionalProperties": _INT, "allOf": [{"properties": {"b": _BOOL}}]},
         {"type": "object", "additionalProperties": _INT},
     ),
+    # Found by a review: a closed object's enum or const came out as {}.
+    (
+        {"type": "object", "enum": [{"a": 1}, {"a": 2}], "additionalProperties": False},
+        {"enum": [{"a": 1}, {"a": 2}]},
+    ),
+    ({"enum": [1, 2], "additionalProperties": False}, {"enum": [1, 2]}),
+    ({"type": "object", "const": {"a": 1}, "additionalProperties": False}, {"const": {"a": 1}}),
 ]
 
 

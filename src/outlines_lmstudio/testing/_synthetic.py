@@ -524,17 +524,18 @@ def _unread_by_llama_cpp(node: dict[str, Any]) -> set[str]:
     llama.cpp's schema builder (``build_node``) reads ``$ref``, else ``oneOf`` (before
     ``anyOf``), and nothing else of the node (its ``type`` goes too: the sampler writes a
     number's bounds as an enum, `_sampler._bounded_values`); else ``const``, else
-    ``enum``; else, by the type: an object's ``properties`` (its ``allOf`` only without
-    them), a string's ``allOf``, an array's ``items`` (before ``prefixItems``). A ``type``
-    list is read per type (`_node_as_llama_cpp`).
+    ``enum`` (an ``additionalProperties`` beside them goes too: outlines-core wrote ``{}``
+    for a closed object's listed values); else, by the type: an object's ``properties``
+    (its ``allOf`` only without them), a string's ``allOf``, an array's ``items`` (before
+    ``prefixItems``). A ``type`` list is read per type (`_node_as_llama_cpp`).
     """
     present = set(_READ_FIRST) & set(node)
     for key in ("$ref", "oneOf", "anyOf"):  # the type too: the sampler reads its bounds
         if key in node:
             return (present | ({"type"} & set(node))) - {key}
     for key in ("const", "enum"):  # a type list's copies: the same
-        if key in node:
-            return present - {key}
+        if key in node:  # an object's extras too: outlines-core wrote {} beside them
+            return (present | ({"additionalProperties"} & set(node))) - {key}
     kind = node.get("type")
     if isinstance(kind, list):
         return set()

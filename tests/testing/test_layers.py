@@ -10,7 +10,7 @@ import outlines_lmstudio.testing as testing
 PACKAGE = Path(testing.__file__).parent
 # Lower layers first: a module may import (at run time or for types) only lower layers.
 LAYERS = [
-    {"_wire", "_surface"},
+    {"_wire", "_surface", "_llama_integers"},
     {"_faults", "_tools", "_sampler", "_gbnf", "_llama_plan", "_llama_schema", "_llama_builder"},
     {"_records", "_drift", "_llama_native"},
     {"_scripts"},

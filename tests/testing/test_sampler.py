@@ -301,6 +301,85 @@ def test_uri_lists_are_answered_in_time(
             assert parts.netloc, uri
 
 
+ANY_OR_NULL = {"anyOf": [{}, {"type": "null"}]}
+
+
+@pytest.mark.parametrize("model_key", [TEXT, MLX])
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "array", "items": ANY_OR_NULL},
+        {"type": "array", "items": {"oneOf": [{}, {"type": "null"}]}},
+        {"type": "array", "items": {"allOf": [{}]}},
+        {"type": "array", "items": {"type": "array", "items": {"anyOf": [{}, {"type": "string"}]}}},
+        {"type": "array", "prefixItems": [ANY_OR_NULL]},
+        {"type": "object", "additionalProperties": ANY_OR_NULL},
+        {"type": "array", "items": {"type": "object", "additionalProperties": ANY_OR_NULL}},
+        {"type": "array", "items": {"$ref": "#/$defs/a"}, "$defs": {"a": ANY_OR_NULL}},
+        {"type": "array", "items": {"anyOf": [ANY_OR_NULL, {"type": "integer"}]}},
+        {  # seed 5145 of the fuzz
+            "type": "array",
+            "items": {
+                "type": "array",
+                "items": {
+                    "anyOf": [
+                        {
+                            "anyOf": [
+                                {"const": "b"},
+                                {"type": "array", "items": {"type": "null"}},
+                                {},
+                            ]
+                        },
+                        {
+                            "type": "array",
+                            "items": {
+                                "allOf": [
+                                    {"type": "object", "properties": {"Über": {"type": "string"}}}
+                                ]
+                            },
+                            "minItems": 2,
+                            "maxItems": 4,
+                        },
+                    ]
+                },
+                "uniqueItems": True,
+            },
+            "minItems": 3,
+            "maxItems": 3,
+            "uniqueItems": True,
+        },
+    ],
+    ids=[
+        "anyOf items",
+        "oneOf items",
+        "allOf items",
+        "nested items",
+        "prefixItems",
+        "additionalProperties",
+        "map items",
+        "definition",
+        "nested anyOf",
+        "fuzzed",
+    ],
+)
+def test_any_value_members_are_answered_in_time(
+    client: lms.Client,
+    sync_timeout: Callable[[float], None],
+    model_key: str,
+    schema: dict[str, Any],
+) -> None:
+    """``{}`` (any value) as a member of an ``anyOf``, ``oneOf`` or ``allOf`` under an array
+    or a map: outlines-core writes any value as every JSON document nested a few levels deep,
+    and its automaton took minutes to build while the SDK timed out (found by a differential
+    fuzz, GGUF and MLX alike; a bare ``{}`` there was narrowed to scalars already)."""
+    sync_timeout(10)
+    model = client.llm.model(model_key)
+    for i in range(3):
+        structured = {"type": "json", "jsonSchema": schema}
+        value = json.loads(model.respond(f"Values {i}?", response_format=structured).content)
+        jsonschema.validate(value, schema)
+
+
 def _strings(value: Any) -> list[str]:
     """Return the strings inside a JSON value (not its keys)."""
     if isinstance(value, str):

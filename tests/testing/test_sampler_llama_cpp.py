@@ -29,6 +29,8 @@ import lmstudio as lms
 import pydantic
 import pytest
 
+from outlines_lmstudio.testing._llama_integers import integer_range
+
 from ..cpp_converter import CPP_CONVERTER, run_cpp_converter
 from .conftest import MLX, TEXT
 
@@ -58,6 +60,9 @@ _SCHEMAS: list[dict[str, Any]] = [
         "minItems": 2,
     },
     *(schema for schema, _ in _LITERALS),
+    # Any value in an anyOf: scalars (llama.cpp's grammar has any value there).
+    {"type": "array", "items": {"anyOf": [{}, {"type": "null"}]}, "minItems": 2},
+    {"type": "object", "additionalProperties": {"anyOf": [{}, INT]}, "minProperties": 1},
 ]
 # llama.cpp's time rule (``STRING_FORMAT_RULES["time"]``): a zone, ``Z`` or an offset.
 _LLAMA_CPP_TIME = re.compile(
@@ -176,3 +181,83 @@ def test_a_gguf_model_writes_times_with_a_zone(client: lms.Client, llama_cpp: An
                 Alarm.model_validate_json(text)
             if grammar is not None:
                 assert llama_cpp.matches(grammar, text), text
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": ["object", "null"], "additionalProperties": False},  # seed 3427 of the fuzz
+        {"type": ["null", "object"], "additionalProperties": False, "title": "Nothing"},
+        {"type": "array", "items": {"type": ["object", "null"], "additionalProperties": False}},
+    ],
+    ids=json.dumps,
+)
+def test_a_gguf_model_answers_a_closed_object_in_a_type_list(
+    client: lms.Client, llama_cpp: Any, schema: dict[str, Any]
+) -> None:
+    """llama.cpp's converter writes one copy of the node per type, the object's copy of
+    ``additionalProperties: false`` and no ``properties`` as the empty object; the
+    emulator refused the schema (outlines-core's "Unsupported JSON Schema structure
+    false": found by a differential fuzz)."""
+    model = client.llm.model(TEXT)
+    grammar = cpp_grammar(schema) if llama_cpp is not None else None
+    seen: set[str] = set()
+    for i in range(12):
+        structured = {"type": "json", "jsonSchema": schema}
+        text = model.respond(f"Anything? {i}", response_format=structured).content
+        value = json.loads(text)
+        jsonschema.validate(value, schema)
+        seen.update(json.dumps(item) for item in (value if isinstance(value, list) else [value]))
+        if grammar is not None:
+            assert llama_cpp.matches(grammar, text), text
+    assert seen <= {"{}", "null"}
+
+
+# One-sided integer ranges, and integers beyond the bound llama.cpp's grammar for them
+# misses (its ``build_min_max_int`` reads the digits after the first as a bound of their
+# own, with no leading zeros).
+_MISSED: list[tuple[dict[str, Any], range]] = [
+    ({"type": "integer", "maximum": -115}, range(-1099, -999)),  # seed 5139 of the fuzz
+    ({"type": "integer", "maximum": -1015}, range(-1099, -1014)),
+    ({"type": "integer", "exclusiveMinimum": 1014}, range(1015, 1100)),
+]
+
+
+@pytest.mark.parametrize(("item", "missed"), _MISSED, ids=[json.dumps(i) for i, _ in _MISSED])
+def test_a_gguf_model_writes_integers_llama_cpps_range_allows(
+    client: lms.Client, llama_cpp: Any, item: dict[str, Any], missed: range
+) -> None:
+    """With one bound, llama.cpp's grammar allows some of the integers beyond it only:
+    ``maximum: -115`` not -1000 to -1099. The emulator wrote any of them (``-1079``)."""
+    schema = {"type": "array", "items": item, "minItems": 10}
+    model = client.llm.model(TEXT)
+    grammar = cpp_grammar(schema) if llama_cpp is not None else None
+    for i in range(12):
+        structured = {"type": "json", "jsonSchema": schema}
+        text = model.respond(f"Numbers {i}?", response_format=structured).content
+        values = json.loads(text)
+        jsonschema.validate(values, schema)
+        assert not [value for value in values if value in missed], text
+        if grammar is not None:
+            assert llama_cpp.matches(grammar, text), text
+
+
+def test_the_integer_ranges_are_llama_cpps() -> None:
+    """`integer_range` is the text llama.cpp's ``build_min_max_int`` allows, gaps and all."""
+    cases = [
+        (
+            {"type": "integer", "maximum": -115},
+            ["-115", "-999", "-1100", "-20000"],
+            ["-1079", "-1"],
+        ),
+        ({"type": "integer", "minimum": 115}, ["115", "999", "1100"], ["1000", "1099", "114"]),
+        ({"type": "integer", "minimum": -3, "maximum": 12}, ["-3", "-0", "0", "12"], ["-4", "13"]),
+        ({"type": "integer", "exclusiveMaximum": 0.5}, ["0", "-7"], ["1", "01"]),
+    ]
+    for node, taken, refused in cases:
+        allowed = integer_range(node)
+        assert allowed is not None
+        assert [text for text in taken if not allowed.fullmatch(text)] == [], node
+        assert [text for text in refused if allowed.fullmatch(text)] == [], node
+    assert integer_range({"type": "number", "maximum": 3}) is None
+    assert integer_range({"type": "integer"}) is None

@@ -11,7 +11,7 @@ than the schema (outlines-core ignores, e.g., ``uniqueItems``).
 
 For a GGUF model (``llama_cpp=True``: LM Studio runs it on llama.cpp) the documents are
 also ones llama.cpp's grammar for the schema admits: whitespace only where its ``space``
-rule goes, and times with a zone.
+rule goes, times with a zone, and integers its range for their bounds allows.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from outlines_lmstudio.testing._impossible import impossible
+from outlines_lmstudio.testing._llama_integers import integer_range
 
 __all__ = [
     "JsonSampler",
@@ -483,14 +484,27 @@ def _num(node: dict[str, Any], key: str) -> float | None:
     return None
 
 
-def _bounded_values(node: dict[str, Any]) -> list[int | float] | None:
+def _bounded_values(node: dict[str, Any], llama_cpp: bool = False) -> list[int | float] | None:
     """Return a finite set of values meeting a numeric node's bounds (None if not applicable).
 
     outlines-core ignores ``minimum``/``maximum`` and ``multipleOf``; a model may pick
     any valid value, so offering a subset of the valid range still conforms. A whole
     ``multipleOf`` (``5``, ``2.0``) gives its multiples, within the bounds if any; other
-    steps (``0.1``) are left to the re-draws.
+    steps (``0.1``) are left to the re-draws. With ``llama_cpp``, an integer's values are
+    the ones llama.cpp's grammar for its bounds allows too (`integer_range`: with one
+    bound it misses some, ``maximum: -115`` wrote ``-1079``, which a GGUF model never
+    writes; found by a differential fuzz), unless it allows none of them.
     """
+    values = _values_within(node)
+    allowed = integer_range(node) if llama_cpp and values else None
+    if values and allowed is not None:
+        kept = [value for value in values if allowed.fullmatch(str(value))]
+        values = kept or values
+    return values
+
+
+def _values_within(node: dict[str, Any]) -> list[int | float] | None:
+    """Return a finite set of values meeting a numeric node's bounds (`_bounded_values`)."""
     kind = node.get("type")
     step = _num(node, "multipleOf")
     whole_step = step is not None and step > 0 and float(step).is_integer()
@@ -535,7 +549,7 @@ def _bounded_values(node: dict[str, Any]) -> list[int | float] | None:
     if not values and "multipleOf" in node:
         # No multiple within the bounds: llama.cpp (a GGUF model's engine) keeps integer
         # bounds and not multipleOf; any number was written (found by a probe).
-        return _bounded_values({k: v for k, v in node.items() if k != "multipleOf"})
+        return _values_within({k: v for k, v in node.items() if k != "multipleOf"})
     return values or None
 
 
@@ -819,7 +833,7 @@ def _tighten(node: Any, llama_cpp: bool = False) -> Any:
     split = _split_types(node) or _merged_all_of(node)
     if split is not None:
         return _tighten(split, llama_cpp)
-    values = _bounded_values(node)
+    values = _bounded_values(node, llama_cpp)
     if values is not None:
         return {"enum": values}
     node = _open_container(node) or node
@@ -835,24 +849,31 @@ def _tighten(node: Any, llama_cpp: bool = False) -> Any:
 
 # Keywords whose value maps names to the subschemas of values inside the document.
 _SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
+# Keywords whose value lists subschemas of the same value (``items`` as a draft-07 tuple too).
+_MEMBER_LISTS = frozenset({"items", "prefixItems", "anyOf", "oneOf", "allOf"})
 
 
 def _tighten_value(key: str, value: Any, llama_cpp: bool) -> Any:
     """Tighten the value of keyword ``key`` of a schema node.
 
-    An empty subschema (``{}``: any value) as a property's value, an item or a definition
-    becomes one of scalars: outlines-core writes "any value" as an alternation it does not
-    group, so ``{"properties": {"p": {}}}`` admitted bare numbers in place of the object.
-    (``true`` and annotations-only subschemas there stay refused, as both llama.cpp's
-    converter and outlines-core refuse them.)
+    An empty subschema (``{}``: any value) as a property's value, an item, a definition
+    or a member of an ``anyOf``, ``oneOf`` or ``allOf`` becomes one of scalars:
+    outlines-core writes "any value" as an alternation it does not group, so
+    ``{"properties": {"p": {}}}`` admitted bare numbers in place of the object, and as
+    every JSON document nested a few levels deep, so ``{"items": {"anyOf": [{}, {"type":
+    "null"}]}}`` took minutes to index (the client timed out; found by a differential
+    fuzz). Narrowing a member of an ``anyOf`` or ``allOf`` keeps a subset of the valid
+    documents; a ``oneOf`` can admit one more where members overlapped, which the
+    `jsonschema` check re-draws. (``true`` and annotations-only subschemas there stay
+    refused, as both llama.cpp's converter and outlines-core refuse them.)
     """
     if key in _DATA:
         return value
     if key in _SCHEMA_MAPS and isinstance(value, dict):
         return {name: _member(sub, llama_cpp) for name, sub in value.items()}
-    if key in ("items", "prefixItems"):
-        if isinstance(value, list):
-            return [_member(sub, llama_cpp) for sub in value]
+    if key in _MEMBER_LISTS and isinstance(value, list):
+        return [_member(sub, llama_cpp) for sub in value]
+    if key == "items":
         return _member(value, llama_cpp)
     return _tighten(value, llama_cpp)
 

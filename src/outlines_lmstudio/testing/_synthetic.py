@@ -482,7 +482,7 @@ def _node_as_llama_cpp(kept: dict[str, Any]) -> dict[str, Any]:
     if isinstance(kinds, list) and not (_KINDED - {"type"}) & set(kept):
         rest = {key: value for key, value in kept.items() if key not in _DEFINITIONS}
         copies = [{**rest, "type": kind} for kind in kinds]
-        if any(_unread_by_llama_cpp(copy) for copy in copies):
+        if any(_unread_by_llama_cpp(copy) or _closed_empty(copy) for copy in copies):
             top = {key: value for key, value in kept.items() if key in _DEFINITIONS}
             return {**top, "anyOf": [_node_as_llama_cpp(copy) for copy in copies]}
     unread = _unread_by_llama_cpp(kept)
@@ -491,13 +491,23 @@ def _node_as_llama_cpp(kept: dict[str, Any]) -> dict[str, Any]:
     if isinstance(properties, dict) and isinstance(required, list):
         first = {name: sub for name, sub in properties.items() if name in required}
         kept["properties"] = first | {k: v for k, v in properties.items() if k not in first}
-    if (
-        kept.get("additionalProperties") is False
-        and kept.get("type", "object") == "object"
-        and "properties" not in kept
-    ):
+    if _closed_empty(kept):
         kept["properties"] = {}
     return _string_as_llama_cpp(kept)
+
+
+def _closed_empty(node: dict[str, Any]) -> bool:
+    """Whether a node is an object of ``additionalProperties: false`` and no ``properties``.
+
+    llama.cpp's converter writes it as the empty object (`_for_llama_cpp`); a ``type`` list
+    with ``"object"`` is one copy per type, so the object copy is the empty object too
+    (``{"type": ["object", "null"], "additionalProperties": false}``: ``{}`` or ``null``).
+    """
+    return (
+        node.get("additionalProperties") is False
+        and node.get("type", "object") == "object"
+        and "properties" not in node
+    )
 
 
 def _typed_as_llama_cpp(kept: dict[str, Any]) -> dict[str, Any]:

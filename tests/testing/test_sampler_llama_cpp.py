@@ -20,7 +20,7 @@ import datetime
 import importlib.util
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,11 @@ import lmstudio as lms
 import pydantic
 import pytest
 
-from outlines_lmstudio.testing._llama_integers import integer_range
-
 from ..cpp_converter import CPP_CONVERTER, run_cpp_converter
 from .conftest import MLX, TEXT
 
 INT = {"type": "integer"}
+BOOL = {"type": "boolean"}
 # Schemas of enum and const values, with every text llama.cpp's grammar has for them.
 _LITERALS: list[tuple[dict[str, Any], str]] = [
     ({"enum": [[1]]}, r"\[1\]"),
@@ -115,10 +114,14 @@ def cpp_grammar(schema: Any) -> str:
 
 @pytest.mark.parametrize("schema", _SCHEMAS, ids=json.dumps)
 def test_a_gguf_model_writes_whitespace_only_where_llama_cpp_has_it(
-    client: lms.Client, llama_cpp: Any, schema: dict[str, Any]
+    client: lms.Client,
+    sync_timeout: Callable[[float], None],
+    llama_cpp: Any,
+    schema: dict[str, Any],
 ) -> None:
     """Found by a differential fuzz: ``{ "a":8 , "b" :1902064}``, ``[1 ]`` for the enum
     value ``[1]``, ``{"k" :1 }`` for a const ``{"k": 1}``."""
+    sync_timeout(10)  # any value in an anyOf took minutes (`test_sampler`)
     model = client.llm.model(TEXT)
     grammar = cpp_grammar(schema) if llama_cpp is not None else None
     texts = {json.dumps(literal): pattern for literal, pattern in _LITERALS}
@@ -244,6 +247,8 @@ def test_a_gguf_model_writes_integers_llama_cpps_range_allows(
 
 def test_the_integer_ranges_are_llama_cpps() -> None:
     """`integer_range` is the text llama.cpp's ``build_min_max_int`` allows, gaps and all."""
+    from outlines_lmstudio.testing._llama_integers import integer_range
+
     cases = [
         (
             {"type": "integer", "maximum": -115},
@@ -261,3 +266,42 @@ def test_the_integer_ranges_are_llama_cpps() -> None:
         assert [text for text in refused if allowed.fullmatch(text)] == [], node
     assert integer_range({"type": "number", "maximum": 3}) is None
     assert integer_range({"type": "integer"}) is None
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {
+            "allOf": [
+                {"type": "object", "properties": {"b": BOOL, "n": INT}, "required": ["n"]},
+                {"type": "object", "properties": {"z": INT}},
+            ]
+        },
+        {  # seed 5009 of the fuzz, shortened
+            "allOf": [
+                {
+                    "type": "object",
+                    "properties": {"b": BOOL, "n1": {"type": "number"}, 'q"q': {"type": "string"}},
+                    "required": ["n1"],
+                },
+                {"type": "object", "additionalProperties": {"type": "object"}},
+            ]
+        },
+    ],
+    ids=["two members", "fuzzed"],
+)
+def test_a_gguf_model_writes_an_all_of_in_its_members_order(
+    client: lms.Client, llama_cpp: Any, schema: dict[str, Any]
+) -> None:
+    """llama.cpp's converter writes an ``allOf``'s properties all required, in the members'
+    order; the emulator put a member's own required properties first (``{"n": 1, "b":
+    true}``, which its grammar refuses: found by a differential fuzz)."""
+    model = client.llm.model(TEXT)
+    grammar = cpp_grammar(schema) if llama_cpp is not None else None
+    names = [name for member in schema["allOf"] for name in member.get("properties", {})]
+    for i in range(4):
+        structured = {"type": "json", "jsonSchema": schema}
+        text = model.respond(f"Both {i}?", response_format=structured).content
+        assert list(json.loads(text)) == names, text
+        if grammar is not None:
+            assert llama_cpp.matches(grammar, text), text

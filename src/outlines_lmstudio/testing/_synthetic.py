@@ -443,7 +443,8 @@ def _for_llama_cpp(schema: Any) -> Any:
     - llama.cpp's converter writes an object's required properties first, each in its
       place among them, then the others; outlines-core writes them in the schema's order
       (``{"a": 1, "b": 2}`` with only ``b`` required, which llama.cpp's grammar refuses:
-      found by a differential fuzz): the required ones are put first.
+      found by a differential fuzz): the required ones are put first (`_required_first`,
+      after `all_of_as_llama_cpp`: an ``allOf``'s members keep their order, all required).
 
     An ``allOf`` is left for `all_of_as_llama_cpp`, which runs on the whole result (its
     ``$ref`` members resolve there).
@@ -487,13 +488,34 @@ def _node_as_llama_cpp(kept: dict[str, Any]) -> dict[str, Any]:
             return {**top, "anyOf": [_node_as_llama_cpp(copy) for copy in copies]}
     unread = _unread_by_llama_cpp(kept)
     kept = {key: value for key, value in kept.items() if key not in unread}
+    if _closed_empty(kept):
+        kept["properties"] = {}
+    return _string_as_llama_cpp(kept)
+
+
+def _required_first(schema: Any) -> Any:
+    """Put each object's required properties first, as llama.cpp's converter writes them.
+
+    After `all_of_as_llama_cpp`: the converter writes an ``allOf``'s members' properties
+    in their order, every one required (``_for_llama_cpp``).
+    """
+    if isinstance(schema, list):
+        return [_required_first(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kept: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _VALUES:
+            kept[key] = value
+        elif key in _MAPS and isinstance(value, dict):
+            kept[key] = {name: _required_first(sub) for name, sub in value.items()}
+        else:
+            kept[key] = _required_first(value)
     properties, required = kept.get("properties"), kept.get("required")
     if isinstance(properties, dict) and isinstance(required, list):
         first = {name: sub for name, sub in properties.items() if name in required}
         kept["properties"] = first | {k: v for k, v in properties.items() if k not in first}
-    if _closed_empty(kept):
-        kept["properties"] = {}
-    return _string_as_llama_cpp(kept)
+    return kept
 
 
 def _closed_empty(node: dict[str, Any]) -> bool:
@@ -647,6 +669,7 @@ async def _reply_tokens(
         renames: dict[str, str] = {}
         if instance.model.format == "gguf":
             schema, repeats = all_of_as_llama_cpp(_for_llama_cpp(_refs_to_definitions(schema)))
+            schema = _required_first(schema)
             schema, renames = _plain_names(schema)
             renames.update(repeats)
         rng = random.Random(_seed_for(emu.seed, record.messages, schema))

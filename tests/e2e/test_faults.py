@@ -18,6 +18,7 @@ import pytest
 from outlines_lmstudio import InvalidClientError, LMStudioConnectionError, from_lmstudio
 from outlines_lmstudio._sdk_errors import client_closed
 from outlines_lmstudio.testing import EmulatedModel, Fault, LMStudioEmulator
+from outlines_lmstudio.testing._records import message_text
 
 from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
 from .fronts import Fronts, Loop
@@ -575,8 +576,19 @@ def test_a_forked_child_using_its_parents_async_client_is_refused_at_once(
     assert len(lines) == len(expected), result.stdout
     for start, line in zip(expected, lines, strict=True):
         assert line.startswith(start), line
-    assert result.stderr == ""
-    assert len(emulator.predictions) == 4  # the parent's two calls, the children's own clients
+    # The parent's connection may be disturbed: a child that runs the parent's event loop
+    # (the "call", "model made in the child" and "close" children) runs its copy of the
+    # SDK's reader too, which can read bytes off the shared socket (seen twice in CI and
+    # once in a loaded local run, never alone: a known race, in the session note). The
+    # parent then reconnects and asks once more, as documented, and the SDK logs it.
+    known = "Websocket failed, terminating session."
+    assert all(known in line for line in result.stderr.splitlines()), result.stderr
+    texts = [message_text(p.messages[-1]) for p in emulator.predictions]
+    # Nothing of the children's went through the parent's socket: only their own clients'.
+    assert texts.count("in the child") == 2, texts
+    assert texts[0] == "in the parent"
+    assert set(texts) == {"in the parent", "in the child", "in the parent again"}, texts
+    assert len(texts) <= 5, texts  # the parent's last call asked at most twice
 
 
 @pytest.mark.asyncio

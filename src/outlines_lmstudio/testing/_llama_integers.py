@@ -14,9 +14,10 @@ import math
 import re
 from typing import Any
 
-__all__ = ["integer_range"]
+__all__ = ["integer_bounds", "integer_range", "reversed_repetition"]
 
-_INT64 = range(-(2**63), 2**63)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_REPEAT = re.compile(r"\{(\d+),(\d+)\}")
 
 
 def integer_range(node: dict[str, Any]) -> re.Pattern[str] | None:
@@ -39,36 +40,97 @@ def integer_range(node: dict[str, Any]) -> re.Pattern[str] | None:
     """
     if node.get("type") != "integer":
         return None
-    low = _read_bound(node, "minimum", "exclusiveMinimum", 1)
-    high = _read_bound(node, "maximum", "exclusiveMaximum", -1)
+    low, high = integer_bounds(node)
     if low is None and high is None:
         return None
-    out: list[str] = []
-    _min_max_int(low, high, out, 16, True)
-    try:  # a reversed repetition ({16,15}): the schema is refused (`reversed_integer_range`)
-        return re.compile("".join(out))
+    try:
+        written = _written(low, high)
+    except ValueError:  # the converter fails: the schema is refused (`integer_range_failure`)
+        return None
+    try:  # a reversed repetition ({16,15}): the schema is refused (`integer_range_failure`)
+        return re.compile(written)
     except re.error:
         return None
 
 
-def _read_bound(node: dict[str, Any], plain: str, exclusive: str, step: int) -> int | None:
-    """Return an integer's bound as llama.cpp's ``build_integer`` reads it, or None."""
-    key = plain if plain in node else exclusive
-    value = node.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    upward = (key == plain) == (step > 0)  # a minimum rounds up, an exclusive one down
-    whole = value if isinstance(value, int) else math.ceil(value) if upward else math.floor(value)
-    whole = whole if key == plain else whole + step
-    return whole if whole in _INT64 else None
+def reversed_repetition(low: int | None, high: int | None) -> str | None:
+    """Return the first reversed repetition (``{16,15}``) llama.cpp writes for a range.
+
+    Parameters
+    ----------
+    low, high
+        The bounds as the converter reads them (`integer_bounds`; None: none), not both None.
+
+    Returns
+    -------
+    str | None
+        The first repetition ``build_min_max_int`` writes with its maximum below its
+        minimum (on which llama.cpp's grammar parser makes rules until memory runs out), or
+        None.
+
+    Raises
+    ------
+    ValueError
+        With the converter's message, where it fails (a range whose negation overflows:
+        ``minimum: -(2**63 - 1)`` alone).
+    """
+    for repeat in _REPEAT.finditer(_written(low, high)):
+        if int(repeat.group(2)) < int(repeat.group(1)):
+            return repeat.group()
+    return None
 
 
-def _min_max_int(
-    low: int | None, high: int | None, out: list[str], decimals: int, top: bool
-) -> None:
-    """Write llama.cpp's ``build_min_max_int`` as a regex (None: no bound on that side).
+def _written(low: int | None, high: int | None) -> str:
+    """Return ``build_min_max_int(low, high)`` as a regex (`_min_max_int`)."""
+    out: list[str] = []
+    _min_max_int(
+        _INT64_MIN if low is None else low, _INT64_MAX if high is None else high, out, 16, True
+    )
+    return "".join(out)
 
-    A line-by-line port of the C++ function (its GBNF's sequences are the regex's).
+
+def integer_bounds(node: dict[str, Any]) -> tuple[int | None, int | None]:
+    """Return an integer's bounds as llama.cpp's schema builder reads them (None: none).
+
+    As its ``build_integer``: ``minimum`` rounded up, else ``exclusiveMinimum`` rounded
+    down plus one; ``maximum`` rounded down, else ``exclusiveMaximum`` rounded up minus
+    one; in ``int64_t``, a step past its end wrapping, and its least and greatest values
+    meaning none. A bound beyond 64 bits is not read (a cast: garbage the library never
+    sends).
+    """
+
+    def read(plain: str, exclusive: str, step: int) -> int | None:
+        key = plain if plain in node else exclusive
+        value = node.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return None
+            value = math.ceil(value) if (key == plain) == (step > 0) else math.floor(value)
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            return None
+        if key == exclusive:
+            value = (value + step - _INT64_MIN) % 2**64 + _INT64_MIN
+        return None if value == (_INT64_MIN if step > 0 else _INT64_MAX) else value
+
+    return read("minimum", "exclusiveMinimum", 1), read("maximum", "exclusiveMaximum", -1)
+
+
+def _negated(value: int) -> int:
+    return value if value == _INT64_MIN else -value  # int64_t's least is its own negation
+
+
+def _min_max_int(low: int, high: int, out: list[str], decimals: int, top: bool) -> None:
+    """Write llama.cpp's ``build_min_max_int`` as a regex.
+
+    A line-by-line port of the C++ function (its GBNF's sequences are the regex's): the
+    least and greatest ``int64_t`` mean no bound, and a negation wraps, as there.
+
+    Raises
+    ------
+    ValueError
+        With the C++ function's message, where neither bound is left.
     """
 
     def digit_range(first: str, last: str) -> None:
@@ -118,15 +180,16 @@ def _min_max_int(
             else:
                 out.append(f"[{start[i]}-{end[i]}]")
 
-    if low is not None and high is not None:
+    has_low, has_high = low != _INT64_MIN, high != _INT64_MAX
+    if has_low and has_high:
         if low < 0 and high < 0:
             out.append("-(")
-            _min_max_int(-high, -low, out, decimals, True)
+            _min_max_int(_negated(high), _negated(low), out, decimals, True)
             out.append(")")
             return
         if low < 0:
             out.append("-(")
-            _min_max_int(0, -low, out, decimals, True)
+            _min_max_int(0, _negated(low), out, decimals, True)
             out.append(")|")
             low = 0
         start, end = str(low), str(high)
@@ -137,10 +200,10 @@ def _min_max_int(
         uniform_range(start, end)
         return
     fewer = max(decimals - 1, 1)
-    if low is not None:
+    if has_low:
         if low < 0:
             out.append("-(")
-            _min_max_int(None, -low, out, decimals, False)
+            _min_max_int(_INT64_MIN, _negated(low), out, decimals, False)
             out.append(")|[0]|[1-9]")
             more_digits(0, decimals - 1)
         elif low == 0:
@@ -166,14 +229,14 @@ def _min_max_int(
                 out.append("|")
             digit_range(lead, lead)
             out.append("(")
-            _min_max_int(int(digits[1:]), None, out, fewer, False)
+            _min_max_int(int(digits[1:]), _INT64_MAX, out, fewer, False)
             out.append(")")
             if lead < "9":
                 out.append("|")
                 digit_range(chr(ord(lead) + 1), "9")
                 more_digits(len(digits) - 1, fewer)
         return
-    if high is not None:
+    if has_high:
         if high >= 0:
             if top:
                 out.append("-[1-9]")
@@ -182,5 +245,7 @@ def _min_max_int(
             _min_max_int(0, high, out, decimals, True)
         else:
             out.append("-(")
-            _min_max_int(-high, None, out, decimals, False)
+            _min_max_int(_negated(high), _INT64_MAX, out, decimals, False)
             out.append(")")
+        return
+    raise ValueError("At least one of min_value or max_value must be set")

@@ -12,9 +12,10 @@ on which llama.cpp's grammar parser makes rules until memory runs out.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
+
+from outlines_lmstudio.testing._llama_integers import integer_bounds, reversed_repetition
 
 __all__ = [
     "REVERSED_REPETITION",
@@ -75,103 +76,26 @@ def integer_range_failure(root: Any) -> str | None:
         below its minimum (``{16,15}``: mostly a minimum alone of 16 digits or more, or a
         negative maximum alone of as many), the grammar parser's, naming the first such
         repetition found (in the order of the schema's nodes, not of the grammar's
-        rules). Bounds as the converter reads them (`_integer_bounds`).
+        rules). Bounds as the converter reads them (`integer_bounds`).
     """
     repeats = []
     for leaf in _leaves(root):
         if leaf.get("type") != "integer":
             continue
-        low, high = _integer_bounds(leaf)
+        low, high = integer_bounds(leaf)
         if low is None and high is None:
             continue  # a plain integer
-        least = _INT64_MIN if low is None else low
-        most = _INT64_MAX if high is None else high
         try:
-            repeats.append(_reversed_repetition(least, most, 16))
+            repeats.append(reversed_repetition(low, high))
         except ValueError as failed:  # the conversion fails before any grammar is parsed
             return (
                 "Failed to convert the JSON schema to a grammar: JSON schema conversion "
                 f"failed: {failed}"
             )
     repeat = next((r for r in repeats if r is not None), None)
-    return (
-        None
-        if repeat is None
-        else f"Failed to parse the grammar: {REVERSED_REPETITION.format(repeat)}"
-    )
-
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-
-def _integer_bounds(node: dict[str, Any]) -> tuple[int | None, int | None]:
-    """Return the bounds as the converter's schema builder reads them (None: none).
-
-    ``minimum`` rounded up, else ``exclusiveMinimum`` rounded down plus one; ``maximum``
-    rounded down, else ``exclusiveMaximum`` rounded up minus one; in ``int64_t``, a step
-    past its end wrapping, and its least and greatest values meaning none.
-    """
-
-    def read(plain: str, exclusive: str, step: int) -> int | None:
-        key = plain if plain in node else exclusive
-        value = node.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                return None
-            value = math.ceil(value) if (key == plain) == (step > 0) else math.floor(value)
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            return None  # cast: garbage the library never sends
-        if key == exclusive:
-            value = (value + step - _INT64_MIN) % 2**64 + _INT64_MIN
-        return None if value == (_INT64_MIN if step > 0 else _INT64_MAX) else value
-
-    return read("minimum", "exclusiveMinimum", 1), read("maximum", "exclusiveMaximum", -1)
-
-
-def _negated(value: int) -> int:
-    return value if value == _INT64_MIN else -value  # int64_t's least is its own negation
-
-
-def _reversed_repetition(low: int, high: int, decimals: int) -> str | None:
-    """Return the first reversed repetition ``build_min_max_int(low, high)`` writes, or None.
-
-    Hand-written (no package has the C++ function): its branches, only as far as they
-    call ``more_digits`` with a minimum over the maximum, in the order it writes (a
-    minimum alone: ``[0-9]{len,decimals - 1}`` after a first digit over 1, the digits
-    after the first with one decimal less, then ``[0-9]{len - 1,decimals - 1}`` after one
-    under 9). The ends of ``int64_t`` mean no bound, as there.
-
-    Raises
-    ------
-    ValueError
-        With the converter's message, where neither bound is left.
-    """
-    has_low, has_high = low != _INT64_MIN, high != _INT64_MAX
-    if has_low and has_high:
-        if low < 0 and high < 0:
-            return _reversed_repetition(_negated(high), _negated(low), decimals)
-        return _reversed_repetition(0, _negated(low), decimals) if low < 0 else None
-    if has_high:
-        if high >= 0:
-            return _reversed_repetition(0, high, decimals)
-        return _reversed_repetition(_negated(high), _INT64_MAX, decimals)
-    if not has_low:
-        raise ValueError("At least one of min_value or max_value must be set")
-    if low < 0:
-        return _reversed_repetition(_INT64_MIN, _negated(low), decimals)
-    if low <= 9:
+    if repeat is None:
         return None
-    digits, fewer = str(low), max(decimals - 1, 1)
-    if digits[0] > "1" and len(digits) > fewer:
-        return f"{{{len(digits)},{fewer}}}"
-    inner = _reversed_repetition(int(digits[1:]), _INT64_MAX, fewer)
-    if inner is not None:
-        return inner
-    if digits[0] < "9" and len(digits) - 1 > fewer:
-        return f"{{{len(digits) - 1},{fewer}}}"
-    return None
+    return f"Failed to parse the grammar: {REVERSED_REPETITION.format(repeat)}"
 
 
 def _leaves(root: Any) -> Iterator[dict[str, Any]]:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import sys
 import time
+import weakref
 from types import TracebackType
 from typing import Any, Never, Self, Unpack
 
@@ -30,7 +31,7 @@ from ._common import (
     DRAIN_SECONDS,
 )
 from ._discovery import enter_async_client, search_for_async_client
-from ._forks import renewed
+from ._forks import detach, in_child, renewed
 from ._reconnect import Reading
 from ._sdk_errors import (
     client_closed,
@@ -42,6 +43,7 @@ from ._sdk_errors import (
     other_loop_error,
     searched,
     translate_sdk_error,
+    websocket_descriptors,
 )
 from .errors import InvalidClientError, LMStudioConnectionError, OutlinesLMStudioError
 
@@ -90,6 +92,32 @@ entering it under a lock of their own both entered it (found by a probe: a raw
 ``KeyError: 'llm'`` from the SDK in 3 runs of 10)."""
 
 
+_CLIENTS: weakref.WeakSet[Any] = weakref.WeakSet()
+"""Every client a model was given (while it lives): a forked child detaches their sockets."""
+
+
+def _entry_of(client: object) -> _Entering:
+    """Return how ``client`` is entered, and note it among the clients models were given."""
+    with contextlib.suppress(TypeError):  # not weakly referable: a test double
+        _CLIENTS.add(client)
+    return _ENTERING.setdefault(client, _Entering())
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child, detach the parent's websockets from every client models were given.
+
+    Refusing the child's calls (`AsyncSessions._forked`) is not enough: a child that runs
+    the parent's event loop runs the clients' readers too, on sockets shared with the
+    parent (see `detach`). A client the parent entered without giving it to a model is not
+    known (docs/reliability.md).
+    """
+    for client in list(_CLIENTS):
+        detach(websocket_descriptors(client))
+
+
+in_child(_after_fork_in_child)
+
+
 class AsyncSessions(ModelApi):
     """What `AsyncLMStudio` does with its client, apart from predicting.
 
@@ -108,7 +136,7 @@ class AsyncSessions(ModelApi):
         **options: Unpack[ModelOptions],
     ) -> None:
         super().__init__(client, model_name, *args, **options)
-        self._entry = _ENTERING.setdefault(client, _Entering())
+        self._entry = _entry_of(client)
         self._note_entered()
         self._ready = False
         self._owns_client = False
@@ -160,7 +188,7 @@ class AsyncSessions(ModelApi):
                 "before giving it another client (or make a new model for that one), so that "
                 "the first is not left connected."
             )
-        self._entry = _ENTERING.setdefault(client, _Entering())
+        self._entry = _entry_of(client)
         self._note_entered()
         self._ready = self._owns_client = False
         self._entering = None

@@ -1,4 +1,4 @@
-"""What a forked child makes afresh (no I/O).
+"""What a forked child makes afresh, and what of its parent it lets go (`detach`).
 
 A forked child has one thread, the one that forked; a lock another thread of the parent
 held at that moment stays held in the child for good. Found by a probe: a child that made
@@ -6,7 +6,8 @@ its own client and model (the documented way to use the library after ``fork``) 
 for ever on the lock of an image a parent thread was encoding, and on the lock of a
 search of LM Studio's default ports, beyond any ``timeout=``. Each module with a
 process-wide lock registers here what makes it afresh (`in_child`), and each object with
-one is made afresh while it lives (`renewed`).
+one is made afresh while it lives (`renewed`). The parent's sockets a child could read
+through the parent's event loop are detached from the child (`detach`).
 
 Why hand-written: ``os.register_at_fork`` is the standard library's hook; this only
 spares each module the check that it exists (not on Windows, which does not fork).
@@ -15,11 +16,13 @@ spares each module the check that it exists (not on Windows, which does not fork
 from __future__ import annotations
 
 import os
+import socket
+import stat
 import weakref
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Renewable", "in_child", "renewed"]
+__all__ = ["Renewable", "detach", "in_child", "renewed"]
 
 
 class Renewable(Protocol):
@@ -54,6 +57,51 @@ def renewed(owner: Renewable) -> None:
         a forked child must check again.
     """
     _RENEWED.add(owner)
+
+
+_QUIET: list[socket.socket] = []
+"""The open end of each socket pair `detach` made in this process (see there)."""
+
+
+def detach(descriptors: list[int]) -> None:
+    """In a forked child, make the parent's sockets at ``descriptors`` this process's no more.
+
+    After ``fork`` a child shares each socket with its parent, and the parent's event loop
+    too, with its epoll set. A child that runs the parent's loop (a sync program's bridge
+    loop, ``loop.run_until_complete(...)``, even for a call the package refuses at once)
+    runs the parent's websocket readers with it: found by a probe, a child read the reply
+    of the parent's call in flight off the shared socket, and anyio's pause of reading took
+    the socket out of the epoll set both processes share, so the parent's call waited for
+    ever (or until its ``timeout=``). Each descriptor is made to refer to one end of a
+    socket pair of the child's own, non-blocking, whose other end stays open and silent:
+    the child's readers find nothing to read, what it writes goes nowhere, and its changes
+    to the epoll set name a socket the parent's entries do not (the kernel refuses them,
+    and the selector ignores that). The parent's socket and its epoll entry are untouched.
+
+    Why hand-written: no library detaches an inherited socket from a process; ``dup2`` is
+    how POSIX replaces what a descriptor refers to.
+
+    Parameters
+    ----------
+    descriptors
+        The file descriptors of sockets of the parent (anything else is left alone).
+    """
+    sockets = [fd for fd in descriptors if _is_socket(fd)]
+    if not sockets:
+        return
+    mine, silent = socket.socketpair()
+    mine.setblocking(False)  # the flag is the pair's: descriptors pointing at it share it
+    for fd in sockets:
+        os.dup2(mine.fileno(), fd, inheritable=False)
+    mine.close()
+    _QUIET.append(silent)
+
+
+def _is_socket(fd: int) -> bool:
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
 
 
 def _after_fork_in_child() -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "forked_client_error",
     "from_sdk",
     "half_entered",
+    "websocket_descriptors",
     "other_loop_error",
     "mark_searched",
     "prediction_channel",
@@ -257,6 +258,27 @@ def client_entered(client: object) -> bool:
     ``False`` when the SDK's internals are not as expected.
     """
     return getattr(task_manager(client), "active", False) is True
+
+
+def websocket_descriptors(client: object) -> list[int]:
+    """Return the file descriptors of an ``AsyncClient``'s open websockets, one per session.
+
+    Read through the SDK's sessions to httpcore's stream, whose ``"socket"`` is public
+    there. Empty when the SDK's internals are not as expected, or nothing is open (a
+    closed socket's ``fileno()`` is -1).
+    """
+    sessions = getattr(client, "_sessions", None)
+    if not isinstance(sessions, dict):
+        return []
+    found = []
+    for session in sessions.values():
+        websocket = getattr(getattr(session, "_lmsws", None), "_ws", None)
+        extra_info = getattr(getattr(websocket, "stream", None), "get_extra_info", None)
+        socket = extra_info("socket") if callable(extra_info) else None
+        descriptor = getattr(socket, "fileno", lambda: -1)()
+        if isinstance(descriptor, int) and descriptor >= 0:
+            found.append(descriptor)
+    return found
 
 
 def half_entered(client: object) -> bool:

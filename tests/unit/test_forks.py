@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from outlines_lmstudio import _cache, _common, _discovery, _images, _threads, _typed
+from outlines_lmstudio import _cache, _common, _discovery, _forks, _images, _threads, _typed
 
 from ._forking import in_child
 
@@ -71,3 +73,31 @@ def test_batch_threads_and_grammar_checks_are_made_afresh_in_a_forked_child() ->
             return fresh and pool.submit(lambda: 2).result(5) == 2
 
     assert in_child(in_the_child)
+
+
+def test_a_detached_socket_reads_nothing_and_writes_nowhere_while_its_peer_is_untouched() -> None:
+    """`detach` makes a descriptor refer to a silent socket of this process's own: what the
+    peer sent stays unread for whoever else holds the socket (the parent, after a fork)."""
+    ours, peer = socket.socketpair()
+    theirs = socket.socket(fileno=os.dup(ours.fileno()))  # the parent's copy, in effect
+    with ours, peer, theirs:
+        ours.setblocking(False)
+        peer.sendall(b"the parent's reply")
+        _forks.detach([ours.fileno()])
+        with pytest.raises(BlockingIOError):
+            ours.recv(100)
+        ours.send(b"from the child")
+        theirs.settimeout(5)
+        assert theirs.recv(100) == b"the parent's reply"
+        peer.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            peer.recv(100)
+
+
+def test_detach_leaves_what_is_not_a_socket_alone(tmp_path: Path) -> None:
+    """A descriptor that is no longer a socket (closed and reused) is not replaced."""
+    file = tmp_path / "kept"
+    file.write_text("kept")
+    with file.open() as handle:
+        _forks.detach([handle.fileno(), 10**6])  # and one that is not open at all
+        assert handle.read() == "kept"

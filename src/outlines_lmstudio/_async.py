@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -825,6 +826,8 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
         """Wait for fragments (not bounded by `_within`: progress messages extend the wait)."""
         call = effect.call
         reader: AsyncReader = call.reader
+        if reader.process != os.getpid() and (forked := self._forked()) is not None:
+            raise forked  # opened by the parent, on its socket: not read on here
         try:
             return await reader.read(self.read_timeout, call.deadline)
         except TimeoutError as expired:

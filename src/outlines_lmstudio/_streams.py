@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -162,6 +163,7 @@ class SyncReader:
         self._open.acquire()
         self._deciding = threading.Lock()  # see `_decide` and `cancel_when_open`
         self._unread = False  # see `UnreadResult`
+        self.process = os.getpid()  # a stream read on in a forked child is refused
 
     def result(self) -> lms.PredictionResult | UnreadResult:
         """Return the finished prediction's result (stats, stop reason)."""
@@ -511,6 +513,8 @@ class AsyncReader:
     arrived
         With ``whole``, when each fragment handed over arrived (``time.monotonic()``);
         ``None`` otherwise (a fragment is read as it arrives).
+    process
+        The process the reader was made in (``os.getpid()``).
     """
 
     def __init__(self, *, whole: bool = False) -> None:
@@ -530,6 +534,7 @@ class AsyncReader:
         self.at_end = False  # a read reached the end: the next one would return None
         self.stream: lms.AsyncPredictionStream | None = None
         self._unread = False  # see `UnreadResult`
+        self.process = os.getpid()  # a stream read on in a forked child is refused
 
     def watch_progress(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Return the prediction's SDK keywords with a progress callback that notes activity."""

@@ -344,6 +344,10 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         if (forked := self._forked(key)) is not None:
             raise forked
 
+    def _forked_error(self, request: Request) -> LMStudioConnectionError:
+        """Return the error of a call read on in a forked child (its client is the parent's)."""
+        return forked_client_error(client_host(self.client), request.key or self.model_name)
+
     def _forked(self, key: str | None) -> LMStudioConnectionError | None:
         """Return the error of a call through a client made in a parent process, if it is one."""
         client = self.client
@@ -422,6 +426,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
                 partial(self._ran_out, call),
                 idle,
                 lambda: self._wait_error(call.request, False, call.reader is not None),
+                partial(self._forked_error, call.request),
             )
         except KeyboardInterrupt:
             confirm = CONFIRM_SECONDS  # the process may exit next: see the cancel confirmed
@@ -586,6 +591,8 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         if call.stopped:  # the first read sends the request: not once left
             raise _threads.left_early()
         reader: SyncReader = call.reader
+        if reader.process != os.getpid():  # opened by the parent: its thread is not here
+            raise self._forked_error(call.request)
         fragments = reader.read()
         # Left while this read sent the request: the caller's cancel found no channel to
         # stop, so leave now (leaving cancels the open prediction on the server).

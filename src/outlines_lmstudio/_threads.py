@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import heapq
 import itertools
+import os
 import queue
 import threading
 import time
@@ -348,6 +349,7 @@ class Worker:
     def __init__(self, produce: Callable[[], Iterator[Any]], beats: Pulse | None = None) -> None:
         self._items: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
         self._pulse = beats
+        self._process = os.getpid()  # its thread is not in a forked child
         self.thread = threading.Thread(
             target=self._run, args=(produce,), name="outlines-lmstudio-call", daemon=True
         )
@@ -376,13 +378,18 @@ class Worker:
         expired: Callable[[], BaseException],
         idle: float | None = None,
         quiet: Callable[[], BaseException] | None = None,
+        forked: Callable[[], BaseException] | None = None,
     ) -> Iterator[Any]:
         """Yield the producer's items; raise ``expired()`` when the deadline passes first.
 
         With ``idle`` (and the worker's `Pulse`), raise ``quiet()`` when LM Studio has not
-        been heard from for that long.
+        been heard from for that long. Read on in a forked child, where the producer's
+        thread does not exist, raise ``forked()`` (found by a probe: a stream the parent
+        had begun waited out ``read_timeout`` in the child, then blamed LM Studio).
         """
         while True:
+            if forked is not None and os.getpid() != self._process:
+                raise forked()
             now = time.monotonic()
             wait = None if deadline is None else deadline - now
             # The limit is on LM Studio's part of the call: items still to come, or waiting

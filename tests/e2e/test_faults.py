@@ -328,10 +328,12 @@ def test_a_sync_stream_resumed_after_its_client_closed_fails_cleanly(
     assert reports == []
 
 
-def _run_script(script: str, emulator: LMStudioEmulator) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` in a fresh interpreter with the emulator's host and the text model."""
+def _run_script(
+    script: str, emulator: LMStudioEmulator, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter with the emulator's host, the text model, ``args``."""
     return subprocess.run(
-        [sys.executable, "-c", script, emulator.api_host, TEXT_MODEL],
+        [sys.executable, "-c", script, emulator.api_host, TEXT_MODEL, *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -640,6 +642,68 @@ def test_a_forked_child_running_its_parents_event_loop_leaves_the_parents_call_a
     assert float(waited.removeprefix("parent waited ")) < 5, result.stdout  # not a timeout
     texts = [message_text(p.messages[-1]) for p in emulator.predictions]
     assert texts == ["warm up", "in the parent"]  # asked once, on the parent's connection
+
+
+_FORK_MID_STREAM_SCRIPT = """
+import asyncio, os, sys, time
+import lmstudio as lms
+from outlines_lmstudio import from_lmstudio
+
+front, read_timeout = sys.argv[3], None if sys.argv[4] == "None" else float(sys.argv[4])
+client = (lms.Client if front == "sync" else lms.AsyncClient)(sys.argv[1])
+model = from_lmstudio(client, sys.argv[2], read_timeout=read_timeout)
+loop = asyncio.new_event_loop()
+if front == "sync":
+    stream = model.stream("a stream")
+    first = lambda: next(stream)
+    rest = lambda: "".join(stream)
+else:
+    stream = model.stream("a stream")
+    first = lambda: loop.run_until_complete(anext(stream))
+    async def read_rest():
+        return "".join([chunk async for chunk in stream])
+    rest = lambda: loop.run_until_complete(read_rest())
+text = first()
+pid = os.fork()
+if pid == 0:
+    started = time.monotonic()
+    try:
+        print("child answered", repr(first()), flush=True)
+    except Exception as exc:
+        print("child", type(exc).__name__, str(exc)[:57], flush=True)
+    print("child waited", time.monotonic() - started, flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+print("parent answered", repr(text + rest()), flush=True)
+if front == "sync":
+    client.close()
+else:
+    loop.run_until_complete(model.close())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+@pytest.mark.parametrize(
+    ("front", "read_timeout"), [("sync", "None"), ("sync", "30"), ("async", "30")]
+)
+def test_a_stream_the_parent_began_is_refused_at_once_in_a_forked_child(
+    slow_emulator: LMStudioEmulator, front: str, read_timeout: str
+) -> None:
+    """Found by a probe: read on in the child, it waited out ``read_timeout`` (for ever with
+    none, on the sync front) and then said LM Studio had sent nothing. The parent's stream
+    goes on to its end."""
+    reply = "word " * 200
+    slow_emulator.script(TEXT_MODEL, [reply])
+    result = _run_script(_FORK_MID_STREAM_SCRIPT, slow_emulator, front, read_timeout)
+    assert result.returncode == 0, result.stderr
+    refused, waited, answered = result.stdout.splitlines()
+    assert refused.startswith("child LMStudioConnectionError The lmstudio client this model"), (
+        refused
+    )
+    assert float(waited.removeprefix("child waited ")) < 5
+    assert answered == f"parent answered {reply!r}"
+    assert result.stderr == ""
+    assert len(slow_emulator.predictions) == 1
 
 
 @pytest.mark.asyncio

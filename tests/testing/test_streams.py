@@ -28,7 +28,8 @@ def test_cancel_after_first_fragment_sync(make_emulator: MakeEmulator) -> None:
         prediction = emulator.predictions[-1]
         assert prediction.cancelled
         assert prediction.stop_reason == "userStopped"
-        assert len(prediction.fragments) < 20
+        # Long before the reply's 300 fragments; 20 was passed once on a loaded machine (48).
+        assert len(prediction.fragments) < 150
         assert client.llm.model(TEXT).respond("next").content  # the socket still works
 
 

@@ -663,6 +663,10 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
         ``timeout=2`` for ``connect_timeout`` (10 s), and for good with ``None``; the sync
         front's timeout bounds its connecting too.
         """
+        if not self._ready and (forked := self._forked()) is not None:
+            # Before asyncio.timeout: in a child forked inside a coroutine, asyncio says no
+            # loop runs (found by a probe: its bare RuntimeError, where this error is due).
+            raise forked
         if call.deadline is None:
             await self._ensure_client(seen)
             return

@@ -31,7 +31,7 @@ from ._common import (
     DRAIN_SECONDS,
 )
 from ._discovery import enter_async_client, search_for_async_client
-from ._forks import detach, in_child, renewed
+from ._forks import in_child, renewed, separate_loop
 from ._reconnect import Reading
 from ._sdk_errors import (
     client_closed,
@@ -42,8 +42,9 @@ from ._sdk_errors import (
     half_entered,
     other_loop_error,
     searched,
+    task_manager,
     translate_sdk_error,
-    websocket_descriptors,
+    unplug_sessions,
 )
 from .errors import InvalidClientError, LMStudioConnectionError, OutlinesLMStudioError
 
@@ -111,8 +112,13 @@ def _after_fork_in_child() -> None:
     parent (see `detach`). A client the parent entered without giving it to a model is not
     known (docs/reliability.md).
     """
+    loops = {}
     for client in list(_CLIENTS):
-        detach(websocket_descriptors(client))
+        unplug_sessions(client)
+        if (loop := getattr(task_manager(client), "_event_loop", None)) is not None:
+            loops[id(loop)] = loop
+    for loop in loops.values():
+        separate_loop(loop)
 
 
 in_child(_after_fork_in_child)

@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeGuard, TypeVar
 import lmstudio as lms
 
 from ._cache import PerClient
+from ._forks import detach
 from .errors import (
     LMStudioConnectionError,
     LMStudioModelNotFoundError,
@@ -38,6 +39,7 @@ __all__ = [
     "forked_client_error",
     "from_sdk",
     "half_entered",
+    "unplug_sessions",
     "websocket_descriptors",
     "other_loop_error",
     "mark_searched",
@@ -274,11 +276,29 @@ def websocket_descriptors(client: object) -> list[int]:
     for session in sessions.values():
         websocket = getattr(getattr(session, "_lmsws", None), "_ws", None)
         extra_info = getattr(getattr(websocket, "stream", None), "get_extra_info", None)
-        socket = extra_info("socket") if callable(extra_info) else None
+        try:
+            socket = extra_info("socket") if callable(extra_info) else None
+        except Exception:  # anyio reads every address for any attribute: a socket gone bad
+            continue
         descriptor = getattr(socket, "fileno", lambda: -1)()
         if isinstance(descriptor, int) and descriptor >= 0:
             found.append(descriptor)
     return found
+
+
+def unplug_sessions(client: object) -> None:
+    """In a forked child, make an ``AsyncClient``'s sessions the parent's no more.
+
+    Each websocket's descriptor is detached (`_forks.detach`), and each session is left
+    without its websocket, so that the SDK used directly refuses at once ("Session must be
+    connected", its own error) where it waited for a reply that could not come (found by a
+    probe). Nothing when the SDK's internals are not as expected.
+    """
+    detach(websocket_descriptors(client))
+    sessions = getattr(client, "_sessions", None)
+    for session in sessions.values() if isinstance(sessions, dict) else ():
+        if getattr(session, "_lmsws", None) is not None:
+            session._lmsws = None
 
 
 def half_entered(client: object) -> bool:

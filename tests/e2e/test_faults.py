@@ -589,30 +589,51 @@ import asyncio, os, sys, time
 import lmstudio as lms
 from outlines_lmstudio import from_lmstudio
 
-model = from_lmstudio(lms.AsyncClient(sys.argv[1]), sys.argv[2])
-loop = asyncio.new_event_loop()  # a sync program's bridge, kept for the process's life
-loop.run_until_complete(model("warm up"))
-in_flight = loop.create_task(model("in the parent", timeout=10))
-loop.run_until_complete(asyncio.sleep(0.3))  # asked, and its reply streams in
-children = {
-    "close": lambda: loop.run_until_complete(model.close()),
-    "call": lambda: loop.run_until_complete(model("in the child", timeout=5)),
-    "loop": lambda: loop.run_until_complete(asyncio.sleep(0.3)),
-}
-for name, child in children.items():
-    time.sleep(0.3)  # the loop idle: fragments of the reply wait on the socket
-    pid = os.fork()
-    if pid == 0:
-        try:
-            print(name, "answered", repr(child()), flush=True)
-        except Exception as exc:
-            print(name, type(exc).__name__, flush=True)
-        os._exit(0)
-    os.waitpid(pid, 0)
-started = time.monotonic()
-answer = loop.run_until_complete(in_flight)
-print("parent waited", time.monotonic() - started, flush=True)
-print("parent answered", repr(answer), flush=True)
+
+def forks_with_a_call_in_flight(who):
+    model = from_lmstudio(lms.AsyncClient(sys.argv[1]), sys.argv[2])
+    loop = asyncio.new_event_loop()  # a sync program's bridge, kept for the process's life
+    loop.run_until_complete(model("warm up"))
+    in_flight = loop.create_task(model(f"in the {who}", timeout=10))
+    loop.run_until_complete(asyncio.sleep(0.3))  # asked, and its reply streams in
+
+    def a_second_of_the_loop():
+        used = time.process_time()
+        loop.run_until_complete(asyncio.sleep(1))
+        return round(time.process_time() - used, 1)  # the CPU it took
+
+    children = {
+        "close": lambda: loop.run_until_complete(model.close()),
+        "call": lambda: loop.run_until_complete(model("refused", timeout=5)),
+        "sdk": lambda: loop.run_until_complete(
+            asyncio.wait_for(model.client.llm.model(sys.argv[2]), 5)
+        ),
+        "loop": a_second_of_the_loop,
+    }
+    for name, child in children.items():
+        time.sleep(0.3)  # the loop idle: fragments of the reply wait on the socket
+        pid = os.fork()
+        if pid == 0:
+            try:
+                print(who, name, "answered", repr(child()), flush=True)
+            except Exception as exc:
+                print(who, name, type(exc).__name__, flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+    started = time.monotonic()
+    answer = loop.run_until_complete(in_flight)
+    print(who, "waited", time.monotonic() - started, flush=True)
+    print(who, "answered", repr(answer), flush=True)
+    return model, loop
+
+
+model, loop = forks_with_a_call_in_flight("parent")
+pid = os.fork()
+if pid == 0:  # a worker with a client of its own, whose children run its loop
+    forks_with_a_call_in_flight("child")
+    os._exit(0)
+os.waitpid(pid, 0)
+print("parent again", repr(loop.run_until_complete(model("in the parent again"))), flush=True)
 loop.run_until_complete(model.close())
 """
 
@@ -625,23 +646,73 @@ def test_a_forked_child_running_its_parents_event_loop_leaves_the_parents_call_a
     a call the package refused at once, or for nothing) read the reply of the parent's call
     in flight off the shared socket, and took the socket out of the epoll set the two
     processes share: the parent's call waited until its timeout. In CI, the parent's next
-    call was asked twice (its connection lost to the keepalive's timeout)."""
+    call was asked twice (its connection lost to the keepalive's timeout).
+
+    Then found by a probe of the fix: such a child spun at 100% CPU while the parent's
+    bytes waited unread; the lmstudio SDK used directly on the parent's client waited for
+    good; one generation down (a worker's own client, its children running its loop), the
+    fork hook failed on the parent's detached socket and the worker's call timed out."""
     emulator = slow_emulator
-    reply = "word " * 300  # 1.5 s of fragments, and more
-    emulator.script(TEXT_MODEL, ["warm", reply])
+    reply = "word " * 800  # 4 s of fragments: the reply goes on while the children run
+    emulator.script(TEXT_MODEL, ["warm", reply, "warm", reply, "again"])
     result = _run_script(_ASYNC_FORK_IN_FLIGHT_SCRIPT, emulator)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    children, waited, answered = result.stdout.rsplit("\n", 3)[:3]
-    assert children.splitlines() == [
-        "close answered None",
-        "call LMStudioConnectionError",
-        "loop answered None",
-    ], result.stdout
-    assert answered == f"parent answered {reply!r}", result.stdout
-    assert float(waited.removeprefix("parent waited ")) < 5, result.stdout  # not a timeout
+    lines = result.stdout.splitlines()
+    assert len(lines) == 13, result.stdout
+    for who, at in (("parent", 0), ("child", 6)):
+        close, call, sdk, loop, waited, answered = lines[at : at + 6]
+        assert close == f"{who} close answered None"
+        assert call == f"{who} call LMStudioConnectionError"
+        assert sdk == f"{who} sdk LMStudioWebsocketError"  # the SDK's "must be connected"
+        assert loop.startswith(f"{who} loop answered ")
+        assert float(loop.rsplit(" ", 1)[1]) < 0.5, loop  # a second asleep, not spinning
+        assert float(waited.removeprefix(f"{who} waited ")) < 8, waited  # not a timeout
+        assert answered == f"{who} answered {reply!r}"
+    assert lines[12] == "parent again 'again'"
     texts = [message_text(p.messages[-1]) for p in emulator.predictions]
-    assert texts == ["warm up", "in the parent"]  # asked once, on the parent's connection
+    assert texts == ["warm up", "in the parent", "warm up", "in the child", "in the parent again"]
+
+
+_FORK_IN_A_COROUTINE_SCRIPT = """
+import asyncio, os, sys
+import lmstudio as lms
+from outlines_lmstudio import from_lmstudio
+
+
+async def main():
+    model = from_lmstudio(lms.AsyncClient(sys.argv[1]), sys.argv[2])
+    await model("in the parent")
+    pid = os.fork()  # an asyncio app forking a worker, from a coroutine
+    if pid == 0:
+        try:
+            print("child answered", repr(await model("in the child", timeout=5)), flush=True)
+        except Exception as exc:
+            print("child", type(exc).__name__, str(exc)[:57], flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print("parent", repr(await model("in the parent again")), flush=True)
+    await model.close()
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_child_forked_inside_a_coroutine_is_refused_its_parents_client(
+    emulator: LMStudioEmulator,
+) -> None:
+    """Found by a probe: asyncio knows no running loop in such a child, and the call failed
+    on asyncio's bare "RuntimeError: no running event loop" from the call's timeout."""
+    emulator.script(TEXT_MODEL, ["first", "second"])
+    result = _run_script(_FORK_IN_A_COROUTINE_SCRIPT, emulator)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "child LMStudioConnectionError The lmstudio client this model uses was made in another p",
+        "parent 'second'",
+    ]
+    assert result.stderr == ""
 
 
 _FORK_MID_STREAM_SCRIPT = """

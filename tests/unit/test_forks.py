@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +103,28 @@ def test_detach_leaves_what_is_not_a_socket_alone(tmp_path: Path) -> None:
     with file.open() as handle:
         _forks.detach([handle.fileno(), 10**6])  # and one that is not open at all
         assert handle.read() == "kept"
+
+
+def test_a_separated_loop_keeps_its_readers_and_its_wake_up_from_other_threads() -> None:
+    """`separate_loop` gives the loop a new epoll set and wake-up pair, with what it watched."""
+    loop = asyncio.new_event_loop()
+    ours, peer = socket.socketpair()
+    try:
+        got: asyncio.Future[bytes] = loop.create_future()
+        loop.add_reader(ours.fileno(), lambda: got.done() or got.set_result(ours.recv(10)))
+        selector: Any = loop._selector  # type: ignore[attr-defined]
+        shared, wake = selector._selector, loop._ssock  # type: ignore[attr-defined]
+        _forks.separate_loop(loop)
+        assert selector._selector is not shared
+        assert shared.closed
+        assert loop._ssock is not wake  # type: ignore[attr-defined]
+        assert wake.fileno() == -1
+        peer.send(b"watched")
+        assert loop.run_until_complete(asyncio.wait_for(got, 5)) == b"watched"
+        woken: asyncio.Future[str] = loop.create_future()
+        threading.Timer(0.05, loop.call_soon_threadsafe, [woken.set_result, "woken"]).start()
+        assert loop.run_until_complete(asyncio.wait_for(woken, 5)) == "woken"
+    finally:
+        loop.close()
+        ours.close()
+        peer.close()

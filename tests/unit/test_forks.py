@@ -111,7 +111,12 @@ def test_a_separated_loop_keeps_its_readers_and_its_wake_up_from_other_threads()
     ours, peer = socket.socketpair()
     try:
         got: asyncio.Future[bytes] = loop.create_future()
-        loop.add_reader(ours.fileno(), lambda: got.done() or got.set_result(ours.recv(10)))
+
+        def read() -> None:
+            if not got.done():
+                got.set_result(ours.recv(10))
+
+        loop.add_reader(ours.fileno(), read)
         selector: Any = loop._selector  # type: ignore[attr-defined]
         shared, wake = selector._selector, loop._ssock  # type: ignore[attr-defined]
         _forks.separate_loop(loop)

@@ -105,12 +105,13 @@ def _entry_of(client: object) -> _Entering:
 
 
 def _after_fork_in_child() -> None:
-    """In a forked child, detach the parent's websockets from every client models were given.
+    """In a forked child, let go of the parent's part of every client models were given.
 
     Refusing the child's calls (`AsyncSessions._forked`) is not enough: a child that runs
     the parent's event loop runs the clients' readers too, on sockets shared with the
-    parent (see `detach`). A client the parent entered without giving it to a model is not
-    known (docs/reliability.md).
+    parent. Their websockets are detached (`unplug_sessions`), and the child's copy of each
+    of their loops gets a poller of its own (`separate_loop`). A client the parent entered
+    without giving it to a model is not known (docs/reliability.md).
     """
     loops = {}
     for client in list(_CLIENTS):

@@ -1,4 +1,4 @@
-"""What a forked child makes afresh, and what of its parent it lets go (`detach`).
+"""What a forked child makes afresh, and what of its parent it lets go.
 
 A forked child has one thread, the one that forked; a lock another thread of the parent
 held at that moment stays held in the child for good. Found by a probe: a child that made
@@ -7,7 +7,8 @@ for ever on the lock of an image a parent thread was encoding, and on the lock o
 search of LM Studio's default ports, beyond any ``timeout=``. Each module with a
 process-wide lock registers here what makes it afresh (`in_child`), and each object with
 one is made afresh while it lives (`renewed`). The parent's sockets a child could read
-through the parent's event loop are detached from the child (`detach`).
+through the parent's event loop are detached from the child (`detach`), and the child's
+copy of such a loop gets a poller of its own (`separate_loop`).
 
 Why hand-written: ``os.register_at_fork`` is the standard library's hook; this only
 spares each module the check that it exists (not on Windows, which does not fork).

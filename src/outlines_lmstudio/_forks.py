@@ -20,6 +20,7 @@ import contextlib
 import os
 import select
 import selectors
+import signal
 import socket
 import stat
 import weakref
@@ -137,8 +138,25 @@ def separate_loop(loop: object) -> None:
     close_pipe = getattr(loop, "_close_self_pipe", None)
     make_pipe = getattr(loop, "_make_self_pipe", None)
     if callable(close_pipe) and callable(make_pipe) and getattr(loop, "_ssock", None) is not None:
+        written = loop._csock.fileno()  # type: ignore[attr-defined]
         close_pipe()  # from the fresh set; closes the child's copies of the parent's pair
         make_pipe()
+        _follow_signal_wakeup(written, loop._csock.fileno())  # type: ignore[attr-defined]
+
+
+def _follow_signal_wakeup(old: int, new: int) -> None:
+    """Point Python's signal wake-up descriptor at ``new`` if it was ``old``.
+
+    The loop's signal handlers (``add_signal_handler``) have Python write each signal to
+    the loop's wake-up pair; found by a probe, with the pair remade the child's handlers
+    never ran, and the byte went into whatever took the old descriptor number next (a
+    websocket of the child's own client, which the SDK then dropped).
+    """
+    try:
+        current = signal.set_wakeup_fd(-1)
+    except ValueError:  # not the main thread: no wake-up descriptor is this thread's to set
+        return
+    signal.set_wakeup_fd(new if current == old else current)
 
 
 def _is_socket(fd: int) -> bool:

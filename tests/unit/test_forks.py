@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -133,3 +134,25 @@ def test_a_separated_loop_keeps_its_readers_and_its_wake_up_from_other_threads()
         loop.close()
         ours.close()
         peer.close()
+
+
+def test_a_separated_loop_still_hears_the_signals_it_handles() -> None:
+    """Found by a probe: the signal wake-up descriptor kept the old pair's number, so the
+    loop's handlers never ran, and the byte went to whatever took that number next."""
+    loop = asyncio.new_event_loop()
+    heard: asyncio.Future[str] = loop.create_future()
+
+    def handle() -> None:
+        if not heard.done():
+            heard.set_result("heard")
+
+    loop.add_signal_handler(signal.SIGUSR1, handle)
+    try:
+        _forks.separate_loop(loop)
+        assert signal.set_wakeup_fd(-1) == loop._csock.fileno()  # type: ignore[attr-defined]
+        signal.set_wakeup_fd(loop._csock.fileno())  # type: ignore[attr-defined]
+        loop.call_soon(os.kill, os.getpid(), signal.SIGUSR1)
+        assert loop.run_until_complete(asyncio.wait_for(heard, 5)) == "heard"
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR1)
+        loop.close()

@@ -12,9 +12,9 @@ with a server that streams without end on ``PORT1``, ``concurrent PORT1 PORT2`` 
 calls at once with that server on ``PORT1``, then one with the emulator on ``PORT2`` too;
 ``slow-search PORT1 PORT2`` an async call with ``connect_timeout=3`` and that server on both;
 ``cancelled-search PORT1 PORT2 PORT3`` async first calls cancelled during such a search, with
-the emulator on ``PORT3`` (see `first_call_cancelled`); ``dropping PORT1 PORT2`` an async call
-with ``connect_timeout=1``, a port that drops connections on ``PORT1`` and the emulator on
-``PORT2``.
+the emulator on ``PORT3`` (see `first_call_cancelled`); ``dropping PORT1 PORT2 PORT3`` an async
+call with ``connect_timeout=1.9``, ports that drop connections on ``PORT1`` and ``PORT2``
+and the emulator on ``PORT3``.
 ``demo KIND PORT1 PORT2`` runs the demo (``examples/extract.py``) with a server of that
 kind (``html``, ``stream``, ``silent``) on ``PORT1`` and the emulator on ``PORT2``.
 Prints one JSON object with what happened.
@@ -238,10 +238,14 @@ def main() -> None:
             asyncio.run(first_call_cancelled(close=False))
             result = {"left_run_seconds": time.monotonic() - started}
             result.update(asyncio.run(first_call_cancelled(close=True)))
-    elif sys.argv[1] == "dropping":  # PORT1 drops new connections (its backlog is full)
-        ports = [int(p) for p in sys.argv[2:4]]
-        with dropping_connections(ports[0]), LMStudioEmulator(port=ports[1]):
-            result = {"async": asyncio.run(async_call(connect_timeout=1))}
+    elif sys.argv[1] == "dropping":  # PORT1 and PORT2 drop new connections (backlogs full)
+        ports = [int(p) for p in sys.argv[2:5]]
+        with (
+            dropping_connections(ports[0]),
+            dropping_connections(ports[1]),
+            LMStudioEmulator(port=ports[2]),
+        ):
+            result = {"async": asyncio.run(async_call(connect_timeout=1.9))}
     elif sys.argv[1] == "slow-search":  # servers that stream on PORT1 and PORT2: a 4 s search
         ports = [int(p) for p in sys.argv[2:4]]
         with serving_stream(ports[0]), serving_stream(ports[1]):

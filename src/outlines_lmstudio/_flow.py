@@ -803,8 +803,8 @@ def predict(
     """One prediction: upload, resolve, predict, read; retried after a drop or an unload.
 
     A lost socket makes the client reconnect (the next call finds it working); a model
-    the server no longer has (not found when the prediction opens, or unloaded while it
-    answered: ``modelUnloaded``) is resolved again. Either way the request is sent once
+    the server no longer has (not found when its traits are asked or the prediction opens,
+    or unloaded while it answered: ``modelUnloaded``) is resolved again. Either way the request is sent once
     more, but only while the caller has seen nothing of the reply: once for each of the
     two (an LM Studio restarted with the model not loaded yet is both: the old socket is
     gone, then the cached handle names a model the new server has not loaded). Images and grammar
@@ -841,11 +841,13 @@ def predict(
         call.reader = None  # no prediction of this attempt is open yet (none was cancelled)
         traits: ModelTraits | None = None
         stage: Stage = "resolve"
+        checking = False  # asking the resolved model's traits (images, grammar mode)
         if (asked := failed_lookup(request, errors)) is not None:
             raise asked  # another item of the batch asked already: nothing is sent
         try:
             handle = yield Resolve(call)
             if request.prompt.image_count or request.plan.kind == "grammar":
+                checking = True
                 traits = yield ModelInfo(handle)
                 if _refusal(request, traits, handle.identifier) is not None:
                     # The cached traits may be of a model the identifier named before
@@ -861,6 +863,7 @@ def predict(
                             yield Forget(request.key, handle)
                             continue
                         raise refused
+                checking = False
             stage = "upload"  # after the check: no upload for a model without vision
             handles = (yield Upload(call)) if request.prompt.images else {}
             stage = "predict"
@@ -905,10 +908,12 @@ def predict(
                 if again and not dropped:
                     dropped = True
                     continue
-            elif stage == "resolve":
-                note_failed_lookup(request, exc)  # the batch's other items: the same error
-                raise _resolve_error(exc, request.key, errors) from exc
-            elif stage == "predict" and isinstance(exc, lms.LMStudioModelNotFoundError):
+            elif (checking or stage == "predict") and isinstance(
+                exc, lms.LMStudioModelNotFoundError
+            ):
+                # The cached handle's model was unloaded since it was resolved: not found when
+                # the prediction opens, or when its traits are asked (images, grammar mode:
+                # found by a probe, such a call failed where a text call resolved again).
                 yield Forget(request.key, handle)
                 if again and not unloaded:
                     unloaded = True
@@ -916,6 +921,9 @@ def predict(
                 if again:  # the retry loaded it anew, and it was unloaded again (a probe)
                     unloaded_error = _unloaded_error(request, errors, shown=False, began=False)
                     raise with_details(unloaded_error, exc) from exc
+            elif stage == "resolve":
+                note_failed_lookup(request, exc)  # the batch's other items: the same error
+                raise _resolve_error(exc, request.key, errors) from exc
             elif stage == "predict" and traits is not None and not (sink.emitted or call.stopped):
                 # LM Studio refused what the cached traits let through: if the model behind
                 # the identifier changed, say so as our check would have. Only while nothing

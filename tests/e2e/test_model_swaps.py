@@ -307,6 +307,26 @@ def test_batch_items_whose_model_was_unloaded_share_one_lookup(
     assert endpoint_count(emulator, "getOrLoad") - lookups == 1
 
 
+@pytest.mark.parametrize("checked", ["image", "grammar mode", "a batch of images"])
+def test_a_call_checked_against_an_unloaded_models_traits_loads_it_again(
+    fronts: Fronts, emulator: LMStudioEmulator, checked: str
+) -> None:
+    """Found by a probe: after a text call, the model was unloaded (by its user, its TTL or
+    a JIT swap); the next call with an image, or in grammar mode, asked the cached handle
+    for the model's traits, got "not found", and failed where a text call loads it again."""
+    key = TEXT_MODEL if checked == "grammar mode" else VISION_MODEL
+    model = fronts.model(fronts.client(), key, grammar=checked == "grammar mode")
+    assert model("text only: the traits are not asked", max_tokens=3)
+    emulator.unload(key)
+    if checked == "grammar mode":
+        assert set(model("digits", Regex(r"[0-9]{3}"))) <= set("0123456789")
+    elif checked == "image":
+        assert model(["describe", png_image()], max_tokens=3)
+    else:
+        assert len(model.batch([["a", png_image()], ["b", png_image("blue")]], max_tokens=3)) == 2
+    assert endpoint_count(emulator, "getOrLoad") == 2  # resolved again, once
+
+
 def test_a_model_unloaded_again_on_the_retry_says_why_and_what_to_do(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

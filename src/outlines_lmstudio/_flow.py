@@ -802,18 +802,18 @@ def predict(
 ) -> Flow[Completion]:
     """One prediction: upload, resolve, predict, read; retried after a drop or an unload.
 
-    A lost socket makes the client reconnect (the next call finds it working); a model
-    the server no longer has (not found when its traits are asked or the prediction opens,
-    or unloaded while it answered: ``modelUnloaded``) is resolved again. Either way the request is sent once
-    more, but only while the caller has seen nothing of the reply: once for each of the
-    two (an LM Studio restarted with the model not loaded yet is both: the old socket is
-    gone, then the cached handle names a model the new server has not loaded). Images and grammar
-    mode are checked against the model's cached traits; a call is refused only on traits
-    LM Studio gave after the call was made (`Request.made`), and a reply from another model
-    than they are of (another model loaded under the identifier) replaces them. Each
-    fragment goes through a `ReasoningSplitter`: the sink sees the answer apart from the
-    reasoning, and a reply whose budget ran out inside the reasoning, or that has no answer
-    after it, raises.
+    A lost socket makes the client reconnect (the next call finds it working); a model the
+    server no longer has (not found when its traits are asked or the prediction opens, or
+    unloaded while it answered: ``modelUnloaded``) is resolved again. Either way the request
+    is sent once more, but only while the caller has seen nothing of the reply: once for
+    each of the two (an LM Studio restarted with the model not loaded yet is both: the old
+    socket is gone, then the cached handle names a model the new server has not loaded).
+    Images and grammar mode are checked against the model's cached traits; a call is refused
+    only on traits LM Studio gave after the call was made (`Request.made`), and a reply from
+    another model than they are of (another model loaded under the identifier) replaces
+    them. Each fragment goes through a `ReasoningSplitter`: the sink sees the answer apart
+    from the reasoning, and a reply whose budget ran out inside the reasoning, or that has
+    no answer after it, raises.
 
     Parameters
     ----------

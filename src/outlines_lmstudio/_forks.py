@@ -123,9 +123,12 @@ def separate_loop(loop: object) -> None:
     loop
         An event loop made in the parent (a client's, running or not).
     """
+    epoll_selector = getattr(selectors, "EpollSelector", None)  # Linux only
     selector = getattr(loop, "_selector", None)
     shared = getattr(selector, "_selector", None)
-    if not isinstance(selector, selectors.EpollSelector) or not isinstance(shared, select.epoll):
+    if epoll_selector is None or not isinstance(selector, epoll_selector):
+        return
+    if not isinstance(shared, select.epoll):
         return
     fresh = select.epoll()
     for key in selector.get_map().values():
@@ -133,7 +136,7 @@ def separate_loop(loop: object) -> None:
         events |= select.EPOLLOUT if key.events & selectors.EVENT_WRITE else 0
         with contextlib.suppress(OSError):  # a descriptor closed since it was registered
             fresh.register(key.fd, events)
-    selector._selector = fresh  # type: ignore[attr-defined]
+    selector._selector = fresh
     shared.close()  # the child's descriptor: the parent's set is untouched
     close_pipe = getattr(loop, "_close_self_pipe", None)
     make_pipe = getattr(loop, "_make_self_pipe", None)

@@ -29,19 +29,42 @@ definition nothing refers to), `all_of_as_llama_cpp` stops its copy at the loop.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from outlines_lmstudio.testing._llama_schema import local_target
 
-__all__ = ["all_of_as_llama_cpp", "any_of_alternatives", "endless_all_of", "schema_kind"]
+__all__ = [
+    "DATA_KEYWORDS",
+    "NAME_MAPS",
+    "all_of_as_llama_cpp",
+    "any_of_alternatives",
+    "changed_subschemas",
+    "endless_all_of",
+    "schema_kind",
+]
 
-_VALUES = frozenset({"const", "enum", "default", "examples"})  # data, not subschemas
+DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})  # data, not subschemas
 # Keywords whose value maps names to subschemas (or, for the dependencies, to name lists).
-_MAPS = frozenset(
+NAME_MAPS = frozenset(
     {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
     | {"dependentRequired", "dependencies"}
 )
+
+
+def changed_subschemas(key: str, value: Any, change: Callable[[Any], Any]) -> Any:
+    """Return a node's ``key: value`` with ``change`` applied to each subschema in it.
+
+    Data (`DATA_KEYWORDS`) is kept as it is; each entry of a map of names (`NAME_MAPS`)
+    is changed, not the map as a node; any other value is changed as a whole.
+    """
+    if key in DATA_KEYWORDS:
+        return value
+    if key in NAME_MAPS and isinstance(value, dict):
+        return {name: change(sub) for name, sub in value.items()}
+    return change(value)
+
+
 _DEFINITIONS = ("$defs", "definitions")
 
 
@@ -94,17 +117,13 @@ class _Reader:
             node, brought = read
         out: dict[str, Any] = {}
         for key, value in node.items():
-            if key in _VALUES:
-                out[key] = value
-            elif key == "properties" and isinstance(value, dict):
+            if key == "properties" and isinstance(value, dict):
                 out[key] = {
                     name: self.node(sub, inside | brought.get(name, frozenset()))
                     for name, sub in value.items()
                 }
-            elif key in _MAPS and isinstance(value, dict):
-                out[key] = {name: self.node(sub, inside) for name, sub in value.items()}
             else:
-                out[key] = self.node(value, inside)
+                out[key] = changed_subschemas(key, value, lambda sub: self.node(sub, inside))
         return out
 
     def read(

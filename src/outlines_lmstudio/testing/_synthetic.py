@@ -17,7 +17,12 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._engine import Fragment, Generation
-from outlines_lmstudio.testing._llama_all_of import all_of_as_llama_cpp, endless_all_of
+from outlines_lmstudio.testing._llama_all_of import (
+    DATA_KEYWORDS,
+    all_of_as_llama_cpp,
+    changed_subschemas,
+    endless_all_of,
+)
 from outlines_lmstudio.testing._llama_builder import schema_error
 from outlines_lmstudio.testing._llama_pattern import cut_character
 from outlines_lmstudio.testing._llama_schema import (
@@ -328,12 +333,6 @@ def _check_llama_cpp_dialect(instance: Instance, schema: Any) -> None:
 _SAMPLED_FORMATS = frozenset({"date", "time", "date-time", "email", "uri", "uuid"})
 # The string formats llama.cpp's converter constrains (``uuid1`` to ``uuid5`` too).
 _LLAMA_FORMATS = frozenset({"date", "time", "date-time", "uuid"})
-_VALUES = frozenset({"const", "enum", "default", "examples"})  # data, not subschemas
-# Keywords whose value maps names to subschemas (or, for the dependencies, to name lists).
-_MAPS = frozenset(
-    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
-    | {"dependentRequired", "dependencies"}
-)
 # Keywords llama.cpp's converter reads before the ones that give a node without ``type``
 # its kind (``$ref``, ``anyOf``, ``oneOf``, ``type``, ``const``, ``enum``).
 _KINDED = frozenset({"$ref", "anyOf", "oneOf", "type", "const", "enum"})
@@ -379,7 +378,7 @@ def _refs_to_definitions(schema: Any) -> Any:
                     names[ref] = f"emulatedRef{index}"
                     targets[names[ref]] = target
                     pending.append(target)  # its refs too, were it inside an enum's values
-            pending.extend(value for key, value in node.items() if key not in _VALUES)
+            pending.extend(value for key, value in node.items() if key not in DATA_KEYWORDS)
     if not names:
         return schema
 
@@ -388,7 +387,7 @@ def _refs_to_definitions(schema: Any) -> Any:
             return [moved(item) for item in node]
         if not isinstance(node, dict):
             return node
-        out = {key: value if key in _VALUES else moved(value) for key, value in node.items()}
+        out = {key: value if key in DATA_KEYWORDS else moved(value) for key, value in node.items()}
         ref = node.get("$ref")
         if isinstance(ref, str) and ref in names:
             out["$ref"] = f"#/$defs/{names[ref]}"
@@ -466,10 +465,8 @@ def _for_llama_cpp(schema: Any) -> Any:
             continue  # llama.cpp's converter reads the items first
         elif key == "patternProperties":  # llama.cpp's converter ignores it
             continue
-        elif key in _MAPS and isinstance(value, dict):
-            kept[key] = {name: _for_llama_cpp(sub) for name, sub in value.items()}
         else:
-            kept[key] = value if key in _VALUES else _for_llama_cpp(value)
+            kept[key] = changed_subschemas(key, value, _for_llama_cpp)
     return _node_as_llama_cpp(kept)
 
 
@@ -503,14 +500,7 @@ def _required_first(schema: Any) -> Any:
         return [_required_first(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    kept: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key in _VALUES:
-            kept[key] = value
-        elif key in _MAPS and isinstance(value, dict):
-            kept[key] = {name: _required_first(sub) for name, sub in value.items()}
-        else:
-            kept[key] = _required_first(value)
+    kept = {key: changed_subschemas(key, value, _required_first) for key, value in schema.items()}
     properties, required = kept.get("properties"), kept.get("required")
     if isinstance(properties, dict) and isinstance(required, list):
         first = {name: sub for name, sub in properties.items() if name in required}
@@ -635,7 +625,7 @@ def _plain_names(schema: Any) -> tuple[Any, dict[str, str]]:
             return node
         out: dict[str, Any] = {}
         for key, value in node.items():
-            if key in _VALUES:
+            if key in DATA_KEYWORDS:
                 out[key] = value
             elif key == "properties" and isinstance(value, dict):
                 out[key] = {stand_in(name): walk(sub) for name, sub in value.items()}

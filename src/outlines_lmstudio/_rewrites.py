@@ -232,8 +232,9 @@ def _reverses(low: int, high: int, decimals: int = 16) -> bool:
     find its calls of ``more_digits`` with a minimum over the maximum (a minimum alone:
     ``[0-9]{len,decimals - 1}`` after a first digit over 1, the digits after the first
     with one decimal less, then ``[0-9]{len - 1,decimals - 1}`` after one under 9; no other
-    branch writes one). The ends of ``int64_t`` mean no bound, as there. (The emulator has
-    its own copy, `testing._llama_schema`: the receiving side reads requests on its own.)
+    branch writes one). The ends of ``int64_t`` mean no bound, as there. (The emulator reads
+    the same off its own line-by-line port of the function, `testing._llama_integers`: the
+    receiving side reads requests on its own.)
 
     Raises
     ------

@@ -96,7 +96,9 @@ def integer_bounds(node: dict[str, Any]) -> tuple[int | None, int | None]:
     down plus one; ``maximum`` rounded down, else ``exclusiveMaximum`` rounded up minus
     one; in ``int64_t``, a step past its end wrapping, and its least and greatest values
     meaning none. A bound beyond 64 bits is not read (a cast: garbage the library never
-    sends).
+    sends). The library's `_rewrites.integer_bounds` reads the same, for what it sends; the
+    emulator imports nothing of the library's, so that a misreading there is not mirrored
+    here, where tests check what the library sends.
     """
 
     def read(plain: str, exclusive: str, step: int) -> int | None:

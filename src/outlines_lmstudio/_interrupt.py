@@ -31,17 +31,20 @@ call itself. The handlers, the signal and the behaviour are the same.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import importlib
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol, cast
 
 from ._forks import in_child
 
-__all__ = ["SigintGuard"]
+__all__ = ["SigintGuard", "redeliver_if_dropped"]
 
 
 class _RawSignal(Protocol):
@@ -150,3 +153,86 @@ class SigintGuard:
             self.armed = False
             if _RAW.getsignal(_SIGINT) == self._note:  # a handler set meanwhile stays
                 _RAW.signal(_SIGINT, _DEFAULT)
+
+
+class _Dropped:
+    """The hook that ours passes every other report to."""
+
+    previous: Callable[[Any], object] | None = None
+
+
+_MARK = "_outlines_lmstudio_ctrl_c"
+"""The attribute that marks a Ctrl-C raised while a stream was left (on the exception
+itself: an id() would outlive it, and exceptions take no weak references)."""
+
+
+REDELIVERY_BOUND = 1.0
+"""Most seconds a dropped Ctrl-C waits for the main thread to leave Python's report of it."""
+
+
+def redeliver_if_dropped(exc: KeyboardInterrupt) -> None:
+    """Have a Ctrl-C that Python drops, raised while a sync stream was left, come again.
+
+    A stream left by ``break`` (or dropped unread) is closed by its finalizer, and the
+    leave waits a moment for LM Studio (`SyncReader.abandon`). A ``KeyboardInterrupt``
+    raised there is raised inside the finalizer, and Python drops an exception raised in
+    a finalizer: it printed "Exception ignored in: <generator ...>", and the program went
+    on as if no Ctrl-C had come (found by a probe). ``exc`` is marked here before it is
+    raised; if Python reports it dropped (``sys.unraisablehook``, which this wraps once,
+    passing every other report on), nothing is printed and SIGINT is sent to the main
+    thread again as soon as it has left the report, so the program is interrupted where
+    it runs next. Raised outside a finalizer (``close()`` called), ``exc`` reaches the
+    caller and nothing more happens. Python has no other way to learn that an exception
+    was dropped, hence the hook.
+    """
+    if threading.get_ident() != _Main.ident:
+        return  # a Ctrl-C is raised in the main thread only
+    vars(exc)[_MARK] = True
+    if sys.unraisablehook is not _unraisable:
+        _Dropped.previous = sys.unraisablehook
+        sys.unraisablehook = _unraisable
+
+
+def _unraisable(unraisable: Any) -> None:
+    exc = unraisable.exc_value
+    if isinstance(exc, KeyboardInterrupt) and vars(exc).pop(_MARK, False):
+        threading.Thread(
+            target=_interrupt_after,
+            args=(sys._getframe(),),
+            name="outlines-lmstudio-ctrl-c",
+            daemon=True,
+        ).start()
+        return
+    (_Dropped.previous or sys.__unraisablehook__)(unraisable)
+
+
+def _interrupt_after(report: FrameType) -> None:
+    """Send SIGINT to the main thread once it is out of ``report`` (the hook's frame).
+
+    Sent while the main thread still ran the report (or what it calls, such as this
+    thread's start), it would be raised and dropped there again. A real signal, not
+    ``_thread.interrupt_main``: it also ends a blocking wait (``time.sleep``) the program
+    may be in by then.
+    """
+    main = _Main.ident
+    deadline = time.monotonic() + REDELIVERY_BOUND
+    while main is not None and _on_stack(report, sys._current_frames().get(main)):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.001)
+    del report
+    if not callable(_RAW.getsignal(_SIGINT)):
+        return  # ignored or default since: no Python handler to raise it
+    if hasattr(signal, "pthread_kill") and main is not None:
+        signal.pthread_kill(main, _SIGINT)
+    else:  # pragma: no cover - Windows
+        _thread.interrupt_main()
+
+
+def _on_stack(frame: FrameType, top: FrameType | None) -> bool:
+    """Whether ``frame`` is ``top`` or one of its callers."""
+    while top is not None:
+        if top is frame:
+            return True
+        top = top.f_back
+    return False

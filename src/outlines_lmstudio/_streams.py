@@ -313,7 +313,7 @@ class SyncReader:
         `LEAVE_GRACE` seconds without the end, the cancel is sent from here, before leaving
         returns (the process may exit next); then LM Studio's confirmation is awaited for up
         to `CONFIRM_WAIT` seconds (the client may be closed next). A Ctrl-C (``wait`` > 0)
-        cancels at once.
+        cancels at once, also one that comes while leaving.
 
         Returns
         -------
@@ -350,12 +350,19 @@ class SyncReader:
             return None
         drain = threading.Thread(target=self._drain, args=(told,), name=_DRAIN, daemon=True)
         drain.start()
-        if wait:
-            drain.join(wait)
-        else:
-            if not told.wait(LEAVE_GRACE):
-                self._decide(told, cancel=True)
-            drain.join(CONFIRM_WAIT)
+        try:
+            if wait:
+                drain.join(wait)
+            else:
+                if not told.wait(LEAVE_GRACE):
+                    self._decide(told, cancel=True)
+                drain.join(CONFIRM_WAIT)
+        except BaseException:
+            # A Ctrl-C (or a signal handler's exception) while leaving: cancel at once, as
+            # in a read. Raised in the grace above, it had left the cancel unsent, and LM
+            # Studio generated the whole reply (found by a probe).
+            self._decide(told, cancel=True)
+            raise
         return drain
 
     def _client_closed(self) -> bool:

@@ -41,7 +41,7 @@ from ._discovery import ensure_host
 from ._flow import Call, Emit, Flow, Sink
 from ._forks import in_child, renewed
 from ._images import ImageData
-from ._interrupt import SigintGuard
+from ._interrupt import SigintGuard, redeliver_if_dropped
 from ._sdk_errors import (
     client_closed,
     client_host,
@@ -384,7 +384,11 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         except StopIteration:
             return
         except BaseException as left:  # GeneratorExit too: the caller closed the stream
-            self._leave(call, _confirm_wait(left))
+            try:
+                self._leave(call, _confirm_wait(left))
+            except KeyboardInterrupt as stop:  # in a finalizer (``break``), Python drops it
+                redeliver_if_dropped(stop)
+                raise
             raise
         finally:
             flow.close()

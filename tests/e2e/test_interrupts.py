@@ -580,3 +580,55 @@ def test_sys_exit_from_a_sigterm_handler_stops_a_batch(
     started = slow_emulator.predictions
     assert len(started) <= 3, len(started)  # queued items never started
     assert all(p.cancelled for p in started)
+
+
+LEAVE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import time
+    import lmstudio as lms
+    from outlines_lmstudio import _streams, from_lmstudio
+
+    # The leave's waits made long, so that the Ctrl-C surely lands in the one tested.
+    setattr(_streams, sys.argv[3], 30.0)
+    with lms.Client(sys.argv[1]) as client:
+        model = from_lmstudio(client, sys.argv[2])
+        try:
+            for index, _chunk in enumerate(model.stream("long")):
+                if index == 1:
+                    print("STARTED", flush=True)
+                    break  # the generator's finalizer leaves the stream (and waits)
+            print("LEFT", flush=True)
+            time.sleep(20)  # the program's next statements: the Ctrl-C stops them
+            print("NOT INTERRUPTED", flush=True)
+        except KeyboardInterrupt:
+            print("INTERRUPTED", flush=True)
+            sys.exit(130)
+    """
+)
+
+
+@pytest.mark.parametrize("wait", ["LEAVE_GRACE", "CONFIRM_WAIT"])
+def test_ctrl_c_while_a_stream_is_left_by_break_interrupts_and_cancels(
+    emulator: LMStudioEmulator, wait: str
+) -> None:
+    """``break`` leaves a sync stream in the generator's finalizer, which waits a moment for
+    LM Studio (first for what is on its way, then for the cancel's confirmation). A Ctrl-C
+    in that wait was raised inside the finalizer, where Python drops exceptions ("Exception
+    ignored in: <generator ...>"): the program went on, and a Ctrl-C in the first wait left
+    the cancel unsent (found by a probe). LM Studio here sends nothing after two fragments,
+    not even the confirmation, so each wait lasts until the Ctrl-C."""
+    emulator.add_fault(Fault("predict", "hang", after_fragments=2))
+    emulator.script(TEXT_MODEL, [LONG])
+
+    def ready() -> None:
+        if wait == "CONFIRM_WAIT":  # the cancel is sent after the first wait, 20 ms
+            emulator.wait_until(lambda: emulator.predictions[-1].cancelled, timeout=10)
+        time.sleep(0.5)  # the child is in the wait (for 30 s)
+
+    returncode, out, err = interrupted(LEAVE_SCRIPT, [emulator.api_host, TEXT_MODEL, wait], ready)
+    assert "NOT INTERRUPTED" not in out, err
+    assert "INTERRUPTED" in out, err
+    assert returncode == 130
+    assert "Exception ignored" not in err, err
+    emulator.wait_until(lambda: emulator.predictions[-1].cancelled, timeout=10)

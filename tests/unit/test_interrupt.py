@@ -1,10 +1,14 @@
 import os
 import signal
+import sys
 import threading
+import time
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
-from outlines_lmstudio._interrupt import SigintGuard
+from outlines_lmstudio._interrupt import SigintGuard, redeliver_if_dropped
 
 pytestmark = pytest.mark.usefixtures("sigint_default")
 
@@ -147,3 +151,65 @@ def test_a_child_forked_from_another_thread_guards_its_new_main_thread() -> None
     thread.join(30)
     assert status == [0]
     assert not SigintGuard().armed  # the parent's main thread is unchanged
+
+
+def _closed_in_finalizer(exc: BaseException, mark: bool) -> None:
+    """Raise ``exc`` from a generator's finalizer, where Python drops it."""
+
+    def leaves() -> Iterator[int]:
+        try:
+            yield 1
+        finally:
+            if mark:
+                assert isinstance(exc, KeyboardInterrupt)
+                redeliver_if_dropped(exc)
+            raise exc
+
+    for _ in leaves():
+        break  # the generator is collected here, and its exception dropped
+
+
+def test_a_dropped_ctrl_c_comes_again_and_other_reports_pass_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Ctrl-C raised in a finalizer is dropped by Python; one marked comes again, as a
+    real SIGINT, once the main thread has left Python's report of it. Any other report
+    reaches the hook that was there before."""
+    reports: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda report: reports.append(report.exc_value))
+    _closed_in_finalizer(KeyboardInterrupt("marked"), mark=True)
+    with pytest.raises(KeyboardInterrupt):
+        time.sleep(5)  # a real signal ends the sleep at once
+    assert reports == []  # nothing printed
+    other = ValueError("the application's own")
+    _closed_in_finalizer(other, mark=False)
+    _closed_in_finalizer(KeyboardInterrupt("not marked"), mark=False)
+    time.sleep(0.2)  # nothing comes again
+    assert [type(r) for r in reports] == [ValueError, KeyboardInterrupt]
+    assert reports[0] is other
+
+
+def test_a_ctrl_c_that_reaches_the_caller_is_not_sent_again() -> None:
+    def leaves() -> Generator[int, None, None]:
+        try:
+            yield 1
+        finally:
+            exc = KeyboardInterrupt()
+            redeliver_if_dropped(exc)
+            raise exc
+
+    items = leaves()
+    next(items)
+    with pytest.raises(KeyboardInterrupt):
+        items.close()  # called: the exception reaches the caller
+    time.sleep(0.2)  # no second one
+
+
+def test_no_redelivery_from_other_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    reports: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda report: reports.append(report.exc_value))
+    worker = threading.Thread(target=_closed_in_finalizer, args=(KeyboardInterrupt(), True))
+    worker.start()
+    worker.join()
+    time.sleep(0.2)  # no SIGINT sent to the main thread
+    assert [type(r) for r in reports] == [KeyboardInterrupt]

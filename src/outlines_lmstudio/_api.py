@@ -488,7 +488,8 @@ class ModelApi(Common):
         """Stream a response, as `generate_stream` does (``backend`` must be ``None``).
 
         Unlike Outlines' own method, bad input raises here, at the call, on both classes
-        (on the async class, a large image that cannot be sent raises at the first item).
+        (on the async class, a large image or a grammar-mode term that cannot be sent
+        raises at the first item: both are made ready in a worker thread).
 
         Parameters
         ----------
@@ -608,8 +609,9 @@ class ModelApi(Common):
 
         Outlines declares the async form ``async def``; here it is a plain method on both
         classes, so that bad input raises at the call, before any request is sent. On the
-        async class a large image is read in a worker thread, so one that cannot be sent
-        raises at the first item instead (still before any request is sent).
+        async class a large image is read, and a grammar-mode term converted, in a worker
+        thread, so one that cannot be sent raises at the first item instead (still before
+        any request is sent).
 
         Parameters
         ----------

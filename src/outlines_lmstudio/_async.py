@@ -7,6 +7,7 @@ for batches. Entering, closing and reconnecting the client are in `_async_sessio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 import time
@@ -39,6 +40,7 @@ from ._common import (
 from ._flow import Call, Effect, Emit, Flow, Sink, wait_limit
 from ._images import PendingImage
 from ._inputs import ChatPrompt, deferring_images, settled
+from ._later_grammar import converted, converting_later, later_gbnf
 from ._streams import AsyncReader
 from .errors import LMStudioTimeoutError, OutlinesLMStudioError
 
@@ -114,7 +116,10 @@ class _AsyncStream:
 
 
 class _Deferred(Request, frozen=True):
-    """A request whose prompt holds `PendingImage` parts, to normalise in a worker thread.
+    """A request with work for a worker thread (images, a grammar), done when awaited.
+
+    The work: its prompt's `PendingImage` parts to normalise, its plan's grammar-mode term
+    to convert (`_later_grammar`), or both.
 
     ``item``: its index in a batch (the note an image error gets, as on the sync front).
     ``done``: ``(prompt, settled prompt)`` pairs, so that each prompt is settled once (a
@@ -126,11 +131,12 @@ class _Deferred(Request, frozen=True):
 
 
 def _deferred(request: Request, item: int | None = None) -> Request:
-    """Return ``request`` as a `_Deferred` if its prompt holds a `PendingImage`."""
-    for message in request.prompt.messages:
-        if any(type(part) is PendingImage for part in message.parts):
-            r = request
-            return _Deferred(r.prompt, r.plan, r.args, r.key, r.lookups, r.made, item)
+    """Return ``request`` as a `_Deferred` if it has work for a worker thread."""
+    r = request
+    if later_gbnf(r.plan) is not None or any(
+        type(part) is PendingImage for message in r.prompt.messages for part in message.parts
+    ):
+        return _Deferred(r.prompt, r.plan, r.args, r.key, r.lookups, r.made, item)
     return request
 
 
@@ -143,7 +149,11 @@ def _known(request: _Deferred) -> ChatPrompt | None:
 
 
 def _settled_now(request: _Deferred) -> Request:
-    """Return ``request`` with its images normalised (blocking: in a worker thread)."""
+    """Return ``request`` with its images normalised and its grammar converted (blocking).
+
+    The grammar first: it is the batch's, not an item's (no item note on its errors).
+    """
+    plan = converted(request.plan)
     prompt = _known(request)
     if prompt is None:
         try:
@@ -153,7 +163,11 @@ def _settled_now(request: _Deferred) -> Request:
                 in_batch_item(exc, request.item)
             raise
         request.done.append((request.prompt, prompt))
-    return Request(prompt, request.plan, request.args, request.key, request.lookups, request.made)
+    return Request(prompt, plan, request.args, request.key, request.lookups, request.made)
+
+
+_AS_IS = contextlib.nullcontext()
+"""No deferral of a grammar (a model not in grammar mode): reusable, unlike a new one."""
 
 
 def _settle_all(requests: list[_Deferred]) -> None:
@@ -162,16 +176,15 @@ def _settle_all(requests: list[_Deferred]) -> None:
 
 
 async def _settle(request: _Deferred) -> Request:
-    """Normalise a request's images in a worker thread (the event loop runs on meanwhile).
+    """Normalise a request's images and convert its grammar in a worker thread.
 
-    A cancelled call leaves the thread to finish, which only fills the image cache:
-    nothing has been uploaded yet.
+    The event loop runs on meanwhile. A cancelled call leaves the thread to finish, which
+    only fills the caches: nothing has been uploaded yet.
     """
-    prompt = _known(request)
-    if prompt is not None:  # settled with its batch
-        return Request(
-            prompt, request.plan, request.args, request.key, request.lookups, request.made
-        )
+    prompt, later = _known(request), later_gbnf(request.plan)
+    if prompt is not None and (later is None or later.converted):  # settled with its batch
+        plan = converted(request.plan)
+        return Request(prompt, plan, request.args, request.key, request.lookups, request.made)
     return await asyncio.to_thread(_settled_now, request)
 
 
@@ -516,19 +529,25 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
             self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
         ) -> AsyncReplyStream: ...
 
-    # -- images: normalised off the event loop -------------------------------------------------
+    # -- images and grammars: made ready off the event loop ------------------------------------
     def _prepare(self, model_input: Any, output_type: Any, kwargs: dict[str, Any]) -> Request:
-        """Check a call, leaving its costly images to normalise when it is awaited (`_settle`)."""
-        with deferring_images() as pending:
+        """Check a call, leaving its costly images and grammar for when it is awaited.
+
+        Both are done in a worker thread (`_settle`): the images normalised, a grammar-mode
+        term converted to GBNF (`_later_grammar`).
+        """
+        grammar = self._adapter.grammar
+        with deferring_images() as pending, converting_later() if grammar else _AS_IS:
             request = super()._prepare(model_input, output_type, kwargs)
-        return _deferred(request) if pending else request
+        return _deferred(request) if pending or grammar else request
 
     def _prepare_batch(
         self, model_input: Any, output_type: Any, kwargs: dict[str, Any]
     ) -> tuple[list[Request], int]:
-        with deferring_images() as pending:
+        grammar = self._adapter.grammar
+        with deferring_images() as pending, converting_later() if grammar else _AS_IS:
             requests, limit = super()._prepare_batch(model_input, output_type, kwargs)
-        if pending:
+        if pending or grammar:
             requests = [_deferred(r, index) for index, r in enumerate(requests)]
         return requests, limit
 

@@ -38,6 +38,7 @@ from typing_inspection import typing_objects
 
 from ._foreign import abstract_methods, foreign_class_problem
 from ._late_names import LateName, kept, late_names
+from ._later_grammar import later_requested
 from ._schema_walk import MAX_SCHEMA_DEPTH, core_nodes, ref_target, schema_nodes
 from ._simple import (
     FullMatchTerms,
@@ -1229,14 +1230,17 @@ _GRAMMAR_HINT = (
 )
 
 
-def _grammar_plan(output_type: object) -> OutputPlan:
-    from ._grammar._api import sendable_gbnf
+def _grammar_plan(output_type: object, later: bool) -> OutputPlan:
+    """Plan a grammar-mode term: its GBNF now, or converted later (`_later_grammar`)."""
+    if later:
+        from ._later_grammar import LaterGbnf
 
-    return OutputPlan(
-        "grammar",
-        {"type": "gbnf", "gbnfGrammar": sendable_gbnf(output_type)},
-        output_type=output_type,
-    )
+        gbnf: object = LaterGbnf(output_type)
+    else:
+        from ._grammar._api import sendable_gbnf
+
+        gbnf = sendable_gbnf(output_type)
+    return OutputPlan("grammar", {"type": "gbnf", "gbnfGrammar": gbnf}, output_type=output_type)
 
 
 def _unwritable_literal(output_type: object) -> None:
@@ -1280,13 +1284,16 @@ def _unwritable_literal(output_type: object) -> None:
             )
 
 
-def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> OutputPlan:
+def _plan(
+    output_type: object, grammar: bool = False, strict: bool = False, later: bool = False
+) -> OutputPlan:
+    """Plan an output type (`plan_output`); ``later``: a term's GBNF left for later."""
     if output_type is None:
         return OutputPlan("text", output_type=None)
     inner = _unaliased(output_type)
     if inner is not output_type:  # planned as what it stands for, named as written
         try:
-            plan = _plan(inner, grammar, strict)
+            plan = _plan(inner, grammar, strict, later)
         except UnsupportedOutputTypeError:
             # A recursive alias (type Json = dict[str, Json] | ...) names itself in its
             # value, which only Pydantic resolves from the alias: plan the alias as is.
@@ -1298,7 +1305,7 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
     if grammar and isinstance(output_type, Term) and not isinstance(output_type, JsonSchema):
         if literal_values(output_type) == []:  # an empty Choice: its grammar takes only ""
             _unwritable_literal(output_type)
-        return _grammar_plan(output_type)  # a JsonSchema stays a JSON schema (below)
+        return _grammar_plan(output_type, later)  # a JsonSchema stays a JSON schema (below)
     if isinstance(output_type, Regex | CFG):
         kind = "Regex" if isinstance(output_type, Regex) else "CFG"
         raise UnsupportedOutputTypeError(
@@ -1365,7 +1372,7 @@ def _plan(output_type: object, grammar: bool = False, strict: bool = False) -> O
         )
     term = _term_inside(output_type)
     if term is not None and grammar:  # list[integer]: a regular type, as Outlines reads it
-        return _grammar_plan(output_type)
+        return _grammar_plan(output_type, later)
     if term is not None:
         raise UnsupportedOutputTypeError(
             f"The output type {output_type_name(output_type)} holds the Outlines DSL term "
@@ -1698,7 +1705,8 @@ def plan_output(
         hashable = True
     try:
         if not hashable:  # planned outside the handler: its errors carry no hash TypeError
-            return _plan(output_type, grammar, strict_schema)
+            # Never kept, so its GBNF may be converted later (the async front asks that)
+            return _plan(output_type, grammar, strict_schema, later_requested())
         # made again once a name it resolved changed (`outlines_lmstudio._late_names`)
         return kept(_plan_cached, output_type, grammar, strict_schema, order)
     except RecursionError:

@@ -33,6 +33,7 @@ from ._formats import format_checker
 from ._inputs import ChatPrompt, Message, followed_by_answer
 from ._json_keys import RepeatedKey, repeated_at, without_repeats
 from ._late_names import LateName, kept, late_names
+from ._later_grammar import later_gbnf
 from ._output import OutputPlan, argument_order, output_type_name
 from ._partial import LONE_SURROGATE
 from ._reasoning import unparsed_tags_hint
@@ -565,11 +566,22 @@ def validator_for(plan: OutputPlan) -> Validator:
     """
     output_type = plan.output_type
     if plan.kind == "grammar":
-        check, goes_on = _language_check(output_type)
         decode = _choice_items(output_type) if isinstance(output_type, Choice) else None
-        unfinished = (
-            _grammar_check(output_type.definition)[1] if isinstance(output_type, CFG) else None
-        )
+        later = later_gbnf(plan)
+        if later is not None and not later.converted:
+            # Built in the async front's worker thread, with the GBNF (`_later_grammar`):
+            # its errors still come before anything is sent.
+            built = _LaterCheck(output_type)
+            later.then(built.build)
+            cfg = isinstance(output_type, CFG)
+            return Validator(
+                output_type,
+                grammar=built.check,
+                goes_on=None if cfg else built.goes_on,
+                unfinished=built.unfinished if cfg else None,
+                decode=decode,
+            )
+        check, goes_on, unfinished = _grammar_checks(output_type)
         return Validator(
             output_type, grammar=check, goes_on=goes_on, unfinished=unfinished, decode=decode
         )
@@ -799,6 +811,42 @@ def _grammar_check(
 # A parent thread parsing at the fork holds its grammar's `turn` for good in the child
 # (found by a review): the child builds its checks afresh.
 in_child(_grammar_check.cache_clear)
+
+
+_Checks = tuple[
+    Callable[[str], list[str]], Callable[[str], bool] | None, Callable[[str], bool] | None
+]
+
+
+def _grammar_checks(term: Any) -> _Checks:
+    """Build a grammar-mode term's checks: the language, reading on, a CFG's unfinished."""
+    check, goes_on = _language_check(term)
+    unfinished = _grammar_check(term.definition)[1] if isinstance(term, CFG) else None
+    return check, goes_on, unfinished
+
+
+class _LaterCheck:
+    """`_grammar_checks` of a term whose GBNF is converted later: built with it (`build`)."""
+
+    def __init__(self, term: Any) -> None:
+        self.term = term
+        self._checks: _Checks | None = None
+
+    def build(self) -> _Checks:
+        if self._checks is None:
+            self._checks = _grammar_checks(self.term)
+        return self._checks
+
+    def check(self, text: str) -> list[str]:
+        return self.build()[0](text)
+
+    def goes_on(self, text: str) -> bool:
+        goes_on = self.build()[1]
+        return goes_on is not None and goes_on(text)
+
+    def unfinished(self, text: str) -> bool:
+        unfinished = self.build()[2]
+        return unfinished is not None and unfinished(text)
 
 
 def _language_check(

@@ -1,8 +1,12 @@
 """Grammar mode end to end: GBNF sent to LM Studio, the emulator generates from it."""
 
+import asyncio
 import json
+import random
 import re
+import string
 import time
+from typing import Any
 
 import lark
 import lmstudio as lms
@@ -17,6 +21,7 @@ from outlines_lmstudio import (
     UnsupportedOutputTypeError,
     from_lmstudio,
 )
+from outlines_lmstudio._grammar import term_to_gbnf
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL, MakeModel
@@ -158,6 +163,14 @@ def test_parse_of_a_choice_returns_its_item_in_grammar_mode_too(
         assert (plain, type(plain)) == (value, type(value))
 
 
+def _asked(model: Any, method: str, *args: Any) -> object:
+    """Call ``method``, and read a stream to its end: on the async front a grammar-mode
+    stream raises at its first item (its term is converted in a worker thread), still
+    before anything is sent; on the sync front, at the call."""
+    made = getattr(model, method)(*args)
+    return list(made) if method.endswith("stream") else made
+
+
 @pytest.mark.parametrize("method", ["parse", "parse_stream"])
 def test_parse_of_a_term_with_a_cfg_inside_says_it_cannot_check_it(
     make_model: MakeModel, emulator: LMStudioEmulator, method: str
@@ -167,7 +180,7 @@ def test_parse_of_a_term_with_a_cfg_inside_says_it_cannot_check_it(
     assert model("expr or none", term)  # generate constrains it
     sent = len(emulator.predictions)
     with pytest.raises(UnsupportedOutputTypeError, match=r"Alternatives with a CFG inside"):
-        getattr(model, method)("expr or none", term)  # was: Outlines' raw TypeError
+        _asked(model, method, "expr or none", term)  # was: Outlines' raw TypeError
     assert len(emulator.predictions) == sent  # refused before sending
 
 
@@ -182,7 +195,7 @@ def test_parse_of_a_regex_too_large_to_check_says_so_before_sending(
     """
     model = make_model(TEXT_MODEL, grammar=True)
     with pytest.raises(UnsupportedOutputTypeError, match=r"automaton is too large"):
-        getattr(model, method)("go", Regex(r"(?:(?:ab){1000}){1000}"))
+        _asked(model, method, "go", Regex(r"(?:(?:ab){1000}){1000}"))
     assert emulator.predictions == []  # refused before sending
 
 
@@ -257,6 +270,64 @@ async def test_async_grammar_mode(
     assert re.fullmatch(r"[0-9]{4}", await model("year", Regex(r"[0-9]{4}")))
     with pytest.raises(UnsupportedOutputTypeError):
         await from_lmstudio(async_client, MLX_MODEL, grammar=True)("x", Regex("a"))
+
+
+def _new_classes(count: int) -> str:
+    """A regex of ``count`` character classes under ``(?i)`` that no test converted before.
+
+    Converting a class the first time scans all of Unicode (about 30 to 100 ms here).
+    """
+    letters = random.sample(string.ascii_lowercase + string.digits, count * 2)
+    return "(?i)" + "".join(f"[{a}{b}]" for a, b in zip(letters[::2], letters[1::2], strict=True))
+
+
+@pytest.mark.asyncio
+async def test_an_async_grammar_is_converted_off_the_event_loop(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    """The first use of a character class scans all of Unicode with Python's ``re``: an
+    async call did that on the event loop, and every other task waited (found by a probe:
+    0.4 to 0.9 s for a pattern with several new classes). It is done in a worker thread
+    now, in slices short enough for the loop to run between them. A ticker that sleeps 1 ms
+    counts its turns until the prediction reaches the server: 1 or 2 with the work on the
+    loop, about 100 now (the thread and the loop share the interpreter lock)."""
+    model = from_lmstudio(async_client, TEXT_MODEL, grammar=True)
+    await model("warm up", Regex("a"))  # the handle is cached: the next call sends at once
+    await asyncio.sleep(0.05)  # the warm-up's last frames are in
+    frames = len(emulator.trace)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while len(emulator.trace) == frames:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    pattern = _new_classes(18)
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0)
+    text = await model("go", Regex(pattern))
+    await ticker
+    assert re.fullmatch(pattern, text), text
+    assert ticks >= 20, ticks
+    structured = emulator.predictions[-1].structured
+    assert structured is not None
+    assert structured["gbnfGrammar"] == term_to_gbnf(Regex(pattern))  # what sync sends
+
+
+@pytest.mark.parametrize("method", ["stream", "batch", "parse", "parse_stream"])
+def test_a_grammar_that_cannot_be_sent_is_refused_before_sending_on_every_path(
+    make_model: MakeModel, emulator: LMStudioEmulator, method: str
+) -> None:
+    """Also once the async front converts grammars in a worker thread: a stream raises at
+    its first item there (at the call on the sync front), the others at the ``await``."""
+    from outlines_lmstudio import UnsupportedGrammarError
+
+    model = make_model(TEXT_MODEL, grammar=True)
+    args: tuple[object, ...] = (["a", "b"] if method == "batch" else "go", Regex("(?=a)a"))
+    with pytest.raises(UnsupportedGrammarError, match="lookahead"):
+        _asked(model, method, *args)
+    assert emulator.predictions == []
 
 
 @pytest.mark.parametrize(

@@ -802,9 +802,20 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
             return self._within(ASYNC_HANDLES.get(self.client, key, llm.model), effect.call)
         # A large model loads for minutes: its progress reports (shared by every call
         # waiting for it) push read_timeout back.
-        load = LOADS.of(self.client, key)
-        resolve = partial(llm.model, key, on_load_progress=load.beat)
-        return self._within(ASYNC_HANDLES.get(self.client, key, resolve), effect.call, load)
+        client = self.client
+
+        async def looked_up() -> lms.AsyncLLM:
+            load = LOADS.of(client, key)  # taken and released here, where it is awaited
+            try:
+                resolve = partial(llm.model, key, on_load_progress=load.beat)
+                handle: lms.AsyncLLM = await self._within(
+                    ASYNC_HANDLES.get(client, key, resolve), effect.call, load
+                )
+                return handle
+            finally:
+                LOADS.release(client, key)
+
+        return looked_up()
 
     def _model_info(self, effect: _flow.ModelInfo) -> ModelTraits | Awaitable[ModelTraits]:
         """Return the cached traits at once, else an awaitable of them.

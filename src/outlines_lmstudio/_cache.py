@@ -377,10 +377,14 @@ class AsyncClientCache(Generic[V]):
 
 
 class Heard:
-    """When LM Studio was last heard from (``time.monotonic()``): made now, moved by `beat`."""
+    """When LM Studio was last heard from (``time.monotonic()``): made now, moved by `beat`.
+
+    ``users``: the lookups that share it (`LoadProgress`).
+    """
 
     def __init__(self) -> None:
         self.at = time.monotonic()
+        self.users = 0
 
     def beat(self, *_: object) -> None:
         """Note that LM Studio was heard from now (takes and ignores a callback's value)."""
@@ -408,9 +412,32 @@ class LoadProgress:
         self._guard = threading.Lock()
 
     def of(self, client: object, key: Hashable) -> Heard:
-        """Return the load's `Heard` (kept with the client: one float per model key)."""
+        """Return the load's `Heard`, kept until each lookup that took it calls `release`.
+
+        Kept only while looked up: kept for the client's life, one per model name asked
+        for (a name LM Studio does not have too), it grew without bound in a service that
+        passes its users' ``model=`` on (found by a probe).
+        """
         with self._guard:
-            return self._heard.setdefault(client, {}).setdefault(key, Heard())
+            heard = self._heard.setdefault(client, {}).setdefault(key, Heard())
+            heard.users += 1
+            return heard
+
+    def release(self, client: object, key: Hashable) -> None:
+        """End a lookup's use of the load's `Heard` (taken with `of`)."""
+        with self._guard:
+            loads = self._heard.get(client, {})
+            heard = loads.get(key)
+            if heard is not None:
+                heard.users -= 1
+                if heard.users <= 0:
+                    del loads[key]
+
+    def last_heard(self, client: object, key: Hashable) -> float | None:
+        """When the load of ``key`` last reported progress; ``None`` if none is looked up."""
+        with self._guard:
+            heard = self._heard.get(client, {}).get(key)
+            return None if heard is None else heard.at
 
 
 LOADS = LoadProgress()

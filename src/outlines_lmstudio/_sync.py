@@ -536,6 +536,8 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         finally:
             if beats is not None:
                 beats.also = None
+                if key:
+                    LOADS.release(client, key)
 
     def _lookup(self, call: Call, resolve: Callable[[], lms.LLM]) -> lms.LLM:
         """Look the model up, unless it failed meanwhile for another item of the batch.

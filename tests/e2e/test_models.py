@@ -2,6 +2,7 @@
 
 import base64
 import copy
+import gc
 import pickle
 import threading
 import time
@@ -357,6 +358,32 @@ def test_unknown_model(make_model: MakeModel, emulator: LMStudioEmulator) -> Non
     assert info.value.host == emulator.api_host
     assert info.value.model == "no-such-model"
     assert isinstance(info.value.__cause__, lms.LMStudioError)
+
+
+def test_no_record_of_a_model_name_outlives_its_lookup(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """A load's progress is recorded per model name while it is looked up, then dropped.
+
+    It was kept for the client's life, one per name asked for, also names LM Studio does not
+    have: a service passing its users' ``model=`` on grew without bound (found by a probe,
+    on the async front; on the sync front under ``read_timeout``).
+    """
+    from outlines_lmstudio._cache import Heard
+
+    def records() -> int:
+        gc.collect()
+        return sum(isinstance(o, Heard) for o in gc.get_objects())
+
+    model = make_model(TEXT_MODEL, read_timeout=30)
+    assert model("hello")
+    before = records()
+    for i in range(20):
+        with pytest.raises(LMStudioModelNotFoundError):
+            model("hello", model=f"no-such-model-{i}")
+    emulator.unload(TEXT_MODEL)
+    assert model("hello")  # loaded on demand (JIT)
+    assert records() == before
 
 
 def test_an_embedding_model_is_not_an_llm(make_model: MakeModel) -> None:

@@ -802,20 +802,16 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
             return self._within(ASYNC_HANDLES.get(self.client, key, llm.model), effect.call)
         # A large model loads for minutes: its progress reports (shared by every call
         # waiting for it) push read_timeout back.
-        client = self.client
+        client, load = self.client, LOADS.of(self.client, key)
 
-        async def looked_up() -> lms.AsyncLLM:
-            load = LOADS.of(client, key)  # taken and released here, where it is awaited
+        async def resolve() -> lms.AsyncLLM:  # the lookup itself, shared by every caller
             try:
-                resolve = partial(llm.model, key, on_load_progress=load.beat)
-                handle: lms.AsyncLLM = await self._within(
-                    ASYNC_HANDLES.get(client, key, resolve), effect.call, load
-                )
+                handle: lms.AsyncLLM = await llm.model(key, on_load_progress=load.beat)
                 return handle
             finally:
-                LOADS.release(client, key)
+                LOADS.done(client, key, load)
 
-        return looked_up()
+        return self._within(ASYNC_HANDLES.get(client, key, resolve), effect.call, load)
 
     def _model_info(self, effect: _flow.ModelInfo) -> ModelTraits | Awaitable[ModelTraits]:
         """Return the cached traits at once, else an awaitable of them.

@@ -447,7 +447,7 @@ class AsyncSessions(ModelApi):
         stuck += [
             (ASYNC_HANDLES, key)
             for key in ASYNC_HANDLES.pending_keys(client)
-            if not key or now - (LOADS.last_heard(client, key) or now) >= DRAIN_SECONDS
+            if not key or now - LOADS.of(client, key).at >= DRAIN_SECONDS
         ]
         return stuck
 

@@ -377,14 +377,10 @@ class AsyncClientCache(Generic[V]):
 
 
 class Heard:
-    """When LM Studio was last heard from (``time.monotonic()``): made now, moved by `beat`.
-
-    ``users``: the lookups that share it (`LoadProgress`).
-    """
+    """When LM Studio was last heard from (``time.monotonic()``): made now, moved by `beat`."""
 
     def __init__(self) -> None:
         self.at = time.monotonic()
-        self.users = 0
 
     def beat(self, *_: object) -> None:
         """Note that LM Studio was heard from now (takes and ignores a callback's value)."""
@@ -412,32 +408,22 @@ class LoadProgress:
         self._guard = threading.Lock()
 
     def of(self, client: object, key: Hashable) -> Heard:
-        """Return the load's `Heard`, kept until each lookup that took it calls `release`.
+        """Return the load's `Heard`: the one of the lookup under way, else a new one."""
+        with self._guard:
+            return self._heard.setdefault(client, {}).setdefault(key, Heard())
 
-        Kept only while looked up: kept for the client's life, one per model name asked
-        for (a name LM Studio does not have too), it grew without bound in a service that
-        passes its users' ``model=`` on (found by a probe).
+    def done(self, client: object, key: Hashable, heard: Heard) -> None:
+        """Forget the load's `Heard` once the lookup that beat it has ended, however.
+
+        Kept for the client's life instead, one per model name asked for (a name LM Studio
+        does not have too), they grew without bound in a service that passes its users'
+        ``model=`` on (found by a probe). Not when a caller leaves: the lookup goes on for
+        the others waiting for it, whose ``read_timeout`` its progress still pushes back.
         """
         with self._guard:
-            heard = self._heard.setdefault(client, {}).setdefault(key, Heard())
-            heard.users += 1
-            return heard
-
-    def release(self, client: object, key: Hashable) -> None:
-        """End a lookup's use of the load's `Heard` (taken with `of`)."""
-        with self._guard:
             loads = self._heard.get(client, {})
-            heard = loads.get(key)
-            if heard is not None:
-                heard.users -= 1
-                if heard.users <= 0:
-                    del loads[key]
-
-    def last_heard(self, client: object, key: Hashable) -> float | None:
-        """When the load of ``key`` last reported progress; ``None`` if none is looked up."""
-        with self._guard:
-            heard = self._heard.get(client, {}).get(key)
-            return None if heard is None else heard.at
+            if loads.get(key) is heard:
+                del loads[key]
 
 
 LOADS = LoadProgress()

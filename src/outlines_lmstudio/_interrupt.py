@@ -34,6 +34,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import importlib
+import math
 import signal
 import sys
 import threading
@@ -155,19 +156,23 @@ class SigintGuard:
                 _RAW.signal(_SIGINT, _DEFAULT)
 
 
-class _Dropped:
-    """The hook that ours passes every other report to."""
-
-    previous: Callable[[Any], object] | None = None
-
-
 _MARK = "_outlines_lmstudio_ctrl_c"
 """The attribute that marks a Ctrl-C raised while a stream was left (on the exception
-itself: an id() would outlive it, and exceptions take no weak references)."""
+itself: an id() would outlive it, and exceptions take no weak references), and our hooks."""
+
+
+class _Sent:
+    """The last dropped Ctrl-C sent again: when, and how many times in a row."""
+
+    at = -math.inf
+    times = 0
 
 
 REDELIVERY_BOUND = 1.0
-"""Most seconds a dropped Ctrl-C waits for the main thread to leave Python's report of it."""
+"""Most seconds a dropped Ctrl-C waits for the main thread to leave Python's report of it;
+also how long after it is sent that one dropped again is taken for it (`_SENDS` at most)."""
+
+_SENDS = 5
 
 
 def redeliver_if_dropped(exc: KeyboardInterrupt) -> None:
@@ -178,32 +183,60 @@ def redeliver_if_dropped(exc: KeyboardInterrupt) -> None:
     raised there is raised inside the finalizer, and Python drops an exception raised in
     a finalizer: it printed "Exception ignored in: <generator ...>", and the program went
     on as if no Ctrl-C had come (found by a probe). ``exc`` is marked here before it is
-    raised; if Python reports it dropped (``sys.unraisablehook``, which this wraps once,
-    passing every other report on), nothing is printed and SIGINT is sent to the main
-    thread again as soon as it has left the report, so the program is interrupted where
-    it runs next. Raised outside a finalizer (``close()`` called), ``exc`` reaches the
-    caller and nothing more happens. Python has no other way to learn that an exception
-    was dropped, hence the hook.
+    raised; if Python reports it dropped (``sys.unraisablehook``, wrapped here, every other
+    report passed on), nothing is printed and SIGINT is sent to the main thread again as
+    soon as it has left the report, so the program is interrupted where it runs next. If
+    that one is dropped too (the stream was read through a generator of the application's
+    whose ``finally`` was still running), it is sent again, up to `_SENDS` times. Raised
+    outside a finalizer (``close()`` called), ``exc`` reaches the caller and nothing more
+    happens. Python has no other way to learn that an exception was dropped, hence the hook.
+
+    Only under Python's own SIGINT handler: sent again, an application's handler would run
+    twice for one Ctrl-C (a "press twice to quit" handler would quit).
     """
-    if threading.get_ident() != _Main.ident:
-        return  # a Ctrl-C is raised in the main thread only
-    vars(exc)[_MARK] = True
-    if sys.unraisablehook is not _unraisable:
-        _Dropped.previous = sys.unraisablehook
-        sys.unraisablehook = _unraisable
-
-
-def _unraisable(unraisable: Any) -> None:
-    exc = unraisable.exc_value
-    if isinstance(exc, KeyboardInterrupt) and vars(exc).pop(_MARK, False):
-        threading.Thread(
-            target=_interrupt_after,
-            args=(sys._getframe(),),
-            name="outlines-lmstudio-ctrl-c",
-            daemon=True,
-        ).start()
+    if threading.get_ident() != _Main.ident or _RAW.getsignal(_SIGINT) is not _DEFAULT:
         return
-    (_Dropped.previous or sys.__unraisablehook__)(unraisable)
+    vars(exc)[_MARK] = True
+    hook = sys.unraisablehook
+    if not getattr(hook, _MARK, False):  # ours is not the outermost: wrap what is there
+        sys.unraisablehook = _hook_over(hook)
+
+
+def _hook_over(previous: Callable[[Any], object]) -> Callable[[Any], None]:
+    """Return a hook that answers a dropped Ctrl-C (see above), passing the rest on.
+
+    Each wrapping keeps its own ``previous``: an application's hook that calls the one it
+    replaced may sit between two of ours, and one shared ``previous`` made the two call
+    each other until Python's recursion limit (found by a review).
+    """
+
+    def unraisable(report: Any) -> None:
+        exc = report.exc_value
+        if isinstance(exc, KeyboardInterrupt) and _send_again(exc):
+            threading.Thread(
+                target=_interrupt_after,
+                args=(sys._getframe(),),
+                name="outlines-lmstudio-ctrl-c",
+                daemon=True,
+            ).start()
+            return
+        previous(report)
+
+    vars(unraisable)[_MARK] = True
+    return unraisable
+
+
+def _send_again(exc: KeyboardInterrupt) -> bool:
+    """Whether to send a dropped Ctrl-C again: one marked, or the last one sent again."""
+    now = time.monotonic()
+    if vars(exc).pop(_MARK, False):
+        _Sent.times = 0
+    elif now - _Sent.at > REDELIVERY_BOUND or _Sent.times >= _SENDS:
+        return False
+    if threading.get_ident() != _Main.ident or _RAW.getsignal(_SIGINT) is not _DEFAULT:
+        return False
+    _Sent.at, _Sent.times = now, _Sent.times + 1
+    return True
 
 
 def _interrupt_after(report: FrameType) -> None:

@@ -24,7 +24,7 @@ from outlines.models.lmstudio import LMStudio as _OutlinesLMStudio
 
 from . import _flow, _threads
 from ._api import ModelOptions, shows_options
-from ._cache import LOADS, copied_error
+from ._cache import LOADS, Heard, copied_error
 from ._common import (
     CONFIRM_SECONDS,
     SYNC_HANDLES,
@@ -84,6 +84,15 @@ class _Entries(NamedTuple):
     llm: Any
     handles: dict[Hashable, lms.LLM]
     traits: dict[Hashable, AskedTraits]
+
+
+def _loaded(client: lms.Client, llm: Any, key: str, load: Heard) -> lms.LLM:
+    """Look a model up, hearing its load's progress; its `Heard` is forgotten after."""
+    try:
+        handle: lms.LLM = llm.model(key, on_load_progress=load.beat)
+        return handle
+    finally:
+        LOADS.done(client, key, load)
 
 
 def _confirm_wait(left: BaseException) -> float:
@@ -523,21 +532,23 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
             return cached  # the common case: nothing to connect, nothing to make
         self._connect(llm)
         beats = _threads.pulse()
-        if key and beats is not None:
-            # Read under an idle bound: a load's progress reports, whichever call's load it
-            # is, are signs of life (a large model loads for minutes).
-            beats.also = load = LOADS.of(client, key)
-            resolve = partial(llm.model, key, on_load_progress=load.beat)
+        if key:
+            # A load's progress reports, whichever call's load it is, are signs of life
+            # for every call waiting on it under an idle bound (a large model loads for
+            # minutes), also one whose lookup was started by a call without such a bound
+            # (it heard nothing of it, and failed: found by a review).
+            load = LOADS.of(client, key)
+            if beats is not None:
+                beats.also = load
+            resolve = partial(_loaded, client, llm, key, load)
         else:
-            resolve = partial(llm.model, key) if key else llm.model
+            resolve = llm.model
         make = partial(self._lookup, effect.call, resolve)
         try:
             return SYNC_HANDLES.get(client, key, make)
         finally:
             if beats is not None:
                 beats.also = None
-                if key:
-                    LOADS.release(client, key)
 
     def _lookup(self, call: Call, resolve: Callable[[], lms.LLM]) -> lms.LLM:
         """Look the model up, unless it failed meanwhile for another item of the batch.

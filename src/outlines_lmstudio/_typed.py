@@ -34,7 +34,7 @@ from ._inputs import ChatPrompt, Message, followed_by_answer
 from ._json_keys import RepeatedKey, repeated_at, without_repeats
 from ._late_names import LateName, kept, late_names
 from ._later_grammar import later_gbnf
-from ._output import OutputPlan, argument_order, output_type_name
+from ._output import OutputPlan, argument_order, output_type_name, unaliased
 from ._partial import LONE_SURROGATE
 from ._reasoning import unparsed_tags_hint
 from ._schema_walk import core_nodes
@@ -566,14 +566,17 @@ def validator_for(plan: OutputPlan) -> Validator:
     """
     output_type = plan.output_type
     if plan.kind == "grammar":
-        decode = _choice_items(output_type) if isinstance(output_type, Choice) else None
+        # An alias of a term is checked as the term (found by a review: its reply was
+        # checked against the regex Outlines makes of the alias object, and failed)
+        term = unaliased(output_type)
+        decode = _choice_items(term) if isinstance(term, Choice) else None
         later = later_gbnf(plan)
         if later is not None and not later.converted:
             # Built in the async front's worker thread, with the GBNF (`_later_grammar`):
             # its errors still come before anything is sent.
-            built = _LaterCheck(output_type)
+            built = _LaterCheck(term)
             later.then(built.build)
-            cfg = isinstance(output_type, CFG)
+            cfg = isinstance(term, CFG)
             return Validator(
                 output_type,
                 grammar=built.check,
@@ -581,7 +584,7 @@ def validator_for(plan: OutputPlan) -> Validator:
                 unfinished=built.unfinished if cfg else None,
                 decode=decode,
             )
-        check, goes_on, unfinished = _grammar_checks(output_type)
+        check, goes_on, unfinished = _grammar_checks(term)
         return Validator(
             output_type, grammar=check, goes_on=goes_on, unfinished=unfinished, decode=decode
         )

@@ -14,6 +14,7 @@ import outlines
 import pytest
 from outlines.types import CFG, Choice, Regex, at_least, either, integer, paragraph
 from outlines.types.dsl import python_types_to_terms, to_regex
+from typing_extensions import TypeAliasType
 
 from outlines_lmstudio import (
     ParseError,
@@ -272,6 +273,11 @@ async def test_async_grammar_mode(
         await from_lmstudio(async_client, MLX_MODEL, grammar=True)("x", Regex("a"))
 
 
+def _alias(term: object) -> object:
+    """A typing alias of ``term`` (``type Code = Regex(...)`` on Python 3.12)."""
+    return TypeAliasType("Code", term)
+
+
 def _new_classes(count: int) -> str:
     """A regex of ``count`` character classes under ``(?i)`` that no test converted before.
 
@@ -282,15 +288,18 @@ def _new_classes(count: int) -> str:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("alias", [False, True], ids=["term", "alias"])
 async def test_an_async_grammar_is_converted_off_the_event_loop(
-    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator, alias: bool
 ) -> None:
     """The first use of a character class scans all of Unicode with Python's ``re``: an
     async call did that on the event loop, and every other task waited (found by a probe:
     0.4 to 0.9 s for a pattern with several new classes). It is done in a worker thread
     now, in slices short enough for the loop to run between them. A ticker that sleeps 1 ms
     counts its turns until the prediction reaches the server: 1 or 2 with the work on the
-    loop, about 100 now (the thread and the loop share the interpreter lock)."""
+    loop, about 100 now (the thread and the loop share the interpreter lock). Also for a
+    typing alias of the term, which is hashable, so it was planned (and kept) on the loop
+    (found by a review)."""
     model = from_lmstudio(async_client, TEXT_MODEL, grammar=True)
     await model("warm up", Regex("a"))  # the handle is cached: the next call sends at once
     await asyncio.sleep(0.05)  # the warm-up's last frames are in
@@ -304,15 +313,27 @@ async def test_an_async_grammar_is_converted_off_the_event_loop(
             await asyncio.sleep(0.001)
 
     pattern = _new_classes(18)
+    output_type = _alias(Regex(pattern)) if alias else Regex(pattern)
     ticker = asyncio.create_task(tick())
     await asyncio.sleep(0)
-    text = await model("go", Regex(pattern))
+    text = await model("go", output_type)
     await ticker
     assert re.fullmatch(pattern, text), text
     assert ticks >= 20, ticks
     structured = emulator.predictions[-1].structured
     assert structured is not None
     assert structured["gbnfGrammar"] == term_to_gbnf(Regex(pattern))  # what sync sends
+
+
+def test_parse_of_an_alias_of_a_regex_checks_the_regex(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """The reply was checked against the regex Outlines makes of the alias object itself,
+    ``(\\{()?[ ]?\\})``, and every reply failed (found by a review)."""
+    model = make_model(TEXT_MODEL, grammar=True)
+    code = _alias(Regex(r"[a-c][0-9]{2}"))
+    assert re.fullmatch(r"[a-c][0-9]{2}", model.parse("go", code))
+    assert re.fullmatch(r"[a-c][0-9]{2}", list(model.parse_stream("go", code))[-1])
 
 
 @pytest.mark.parametrize("method", ["stream", "batch", "parse", "parse_stream"])

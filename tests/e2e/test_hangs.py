@@ -307,6 +307,22 @@ def test_read_timeout_bounds_the_silences_of_a_model_load_not_the_whole_load(
     assert len(emulator.predictions) == 2
 
 
+def test_a_model_load_left_by_its_first_caller_still_pushes_the_next_ones_bound_back(
+    make_model: MakeModel, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The call whose lookup started a 2.4 s load gives up at 0.5 s; the load goes on, and
+    its progress (every 0.8 s) still counts as a sign of life for a call waiting on it under
+    ``read_timeout=1``. An early version of forgetting a load's record once its callers
+    had left forgot it then, and that call failed with "LM Studio sent nothing for 1 s"
+    (found by a review, on the async front)."""
+    monkeypatch.setattr(emulator, "load_latency", 2.4)
+    first = make_model("gemma-3-1b-it", timeout=0.5)  # downloaded, not loaded
+    with pytest.raises(LMStudioTimeoutError):
+        first("hello", max_tokens=3)
+    assert make_model("gemma-3-1b-it", read_timeout=1.0)("hi", max_tokens=3)
+    assert [r.endpoint for r in emulator.requests].count("getOrLoad") == 1
+
+
 def test_read_timeout_bounds_each_image_upload_not_all_of_them(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

@@ -398,7 +398,7 @@ def test_a_copied_error_for_another_model_keeps_lm_studios_details() -> None:
     assert twin.server_error is sdk.server_error
 
 
-def test_a_loads_record_is_shared_and_kept_until_its_last_lookup_ends() -> None:
+def test_a_loads_record_is_shared_until_its_lookup_ends() -> None:
     from outlines_lmstudio._cache import LoadProgress
 
     class Client:  # held weakly, as clients are
@@ -407,9 +407,7 @@ def test_a_loads_record_is_shared_and_kept_until_its_last_lookup_ends() -> None:
     loads, client = LoadProgress(), Client()
     first = loads.of(client, "big-model")
     assert loads.of(client, "big-model") is first  # a second call waiting for the same load
-    first.beat()
-    loads.release(client, "big-model")
-    assert loads.last_heard(client, "big-model") == first.at  # the other still waits
-    loads.release(client, "big-model")
-    assert loads.last_heard(client, "big-model") is None
+    loads.done(client, "big-model", loads.of(client, "other-model"))  # another's: kept
+    assert loads.of(client, "big-model") is first
+    loads.done(client, "big-model", first)  # the lookup ended
     assert loads.of(client, "big-model") is not first  # a new load, heard from now

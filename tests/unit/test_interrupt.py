@@ -1,3 +1,4 @@
+import math
 import os
 import signal
 import sys
@@ -8,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from outlines_lmstudio import _interrupt
 from outlines_lmstudio._interrupt import SigintGuard, redeliver_if_dropped
 
 pytestmark = pytest.mark.usefixtures("sigint_default")
@@ -181,6 +183,8 @@ def test_a_dropped_ctrl_c_comes_again_and_other_reports_pass_on(
     with pytest.raises(KeyboardInterrupt):
         time.sleep(5)  # a real signal ends the sleep at once
     assert reports == []  # nothing printed
+    # Long after (a Ctrl-C dropped within a second of one sent again is taken for it)
+    monkeypatch.setattr(_interrupt._Sent, "at", -math.inf)
     other = ValueError("the application's own")
     _closed_in_finalizer(other, mark=False)
     _closed_in_finalizer(KeyboardInterrupt("not marked"), mark=False)
@@ -206,6 +210,7 @@ def test_a_ctrl_c_that_reaches_the_caller_is_not_sent_again() -> None:
 
 
 def test_no_redelivery_from_other_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_interrupt._Sent, "at", time.monotonic())  # as if one was just sent
     reports: list[Any] = []
     monkeypatch.setattr(sys, "unraisablehook", lambda report: reports.append(report.exc_value))
     worker = threading.Thread(target=_closed_in_finalizer, args=(KeyboardInterrupt(), True))
@@ -213,3 +218,85 @@ def test_no_redelivery_from_other_threads(monkeypatch: pytest.MonkeyPatch) -> No
     worker.join()
     time.sleep(0.2)  # no SIGINT sent to the main thread
     assert [type(r) for r in reports] == [KeyboardInterrupt]
+
+
+def test_a_ctrl_c_sent_again_and_dropped_again_comes_once_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream read through the application's own generator, whose ``finally`` still runs
+    when the Ctrl-C comes again: dropped there too, it was lost (found by a review)."""
+    reports: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda report: reports.append(report.exc_value))
+
+    def inner() -> Iterator[int]:
+        try:
+            yield 1
+        finally:
+            exc = KeyboardInterrupt()
+            redeliver_if_dropped(exc)
+            raise exc
+
+    def outer() -> Iterator[int]:
+        try:
+            for item in inner():  # noqa: UP028 (yield from would close inner() itself)
+                yield item
+        finally:
+            time.sleep(0.3)  # the application's cleanup: the Ctrl-C comes again in here
+
+    for _ in outer():
+        break
+    with pytest.raises(KeyboardInterrupt):
+        time.sleep(5)
+    assert reports == []
+
+
+def test_an_applications_hook_that_calls_ours_does_not_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Wrapped, then wrapped by the application, then wrapped again: each hook keeps its
+    own predecessor. With one shared predecessor the hooks called each other until the
+    recursion limit, and the report was lost (found by a review)."""
+    reports: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda report: reports.append(report.exc_value))
+    _closed_in_finalizer(KeyboardInterrupt(), mark=True)
+    with pytest.raises(KeyboardInterrupt):
+        time.sleep(5)
+    calls: list[int] = []
+    ours = sys.unraisablehook
+
+    def application_hook(report: Any) -> None:
+        calls.append(1)
+        ours(report)
+
+    sys.unraisablehook = application_hook
+    _closed_in_finalizer(KeyboardInterrupt(), mark=True)
+    with pytest.raises(KeyboardInterrupt):
+        time.sleep(5)
+    _closed_in_finalizer(ValueError("the application's own"), mark=False)
+    assert calls == [1]
+    assert [type(r) for r in reports] == [ValueError]
+
+
+def test_no_redelivery_under_an_applications_sigint_handler() -> None:
+    """The handler ran for the Ctrl-C; sent again, it would run twice (found by a review)."""
+    calls: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        calls.append(signum)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        reports: list[BaseException | None] = []
+        hook, sys.unraisablehook = (
+            sys.unraisablehook,
+            (lambda report: reports.append(report.exc_value)),
+        )
+        try:
+            _closed_in_finalizer(KeyboardInterrupt(), mark=True)
+            time.sleep(0.3)  # nothing comes
+        finally:
+            sys.unraisablehook = hook
+        assert calls == []
+        assert [type(r) for r in reports] == [KeyboardInterrupt]  # as Python reports it
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -805,11 +805,12 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
         client, load = self.client, LOADS.of(self.client, key)
 
         async def resolve() -> lms.AsyncLLM:  # the lookup itself, shared by every caller
+            LOADS.began(client, key, load)
             try:
                 handle: lms.AsyncLLM = await llm.model(key, on_load_progress=load.beat)
                 return handle
             finally:
-                LOADS.done(client, key, load)
+                LOADS.ended(client, key, load)
 
         return self._within(ASYNC_HANDLES.get(client, key, resolve), effect.call, load)
 

@@ -377,10 +377,14 @@ class AsyncClientCache(Generic[V]):
 
 
 class Heard:
-    """When LM Studio was last heard from (``time.monotonic()``): made now, moved by `beat`."""
+    """When LM Studio was last heard from (``time.monotonic()``): made now, moved by `beat`.
+
+    ``lookups``: the model lookups under way that beat it (`LoadProgress`).
+    """
 
     def __init__(self) -> None:
         self.at = time.monotonic()
+        self.lookups = 0
 
     def beat(self, *_: object) -> None:
         """Note that LM Studio was heard from now (takes and ignores a callback's value)."""
@@ -394,6 +398,12 @@ class LoadProgress:
     reports all along. Every caller waiting for the same load shares its `Heard`, which
     the SDK's ``on_load_progress`` callback beats, so ``read_timeout`` bounds the silence
     between reports for all of them, not the whole load.
+
+    A `Heard` is kept while a lookup beats it, or a caller holds it (until `release`).
+    Kept for the client's life instead, one per model name asked for (a name LM Studio
+    does not have too), they grew without bound in a service that passes its users'
+    ``model=`` on (found by a probe). Not dropped when a caller leaves while the lookup
+    goes on: the others waiting for it still hear its progress (found by a review).
     """
 
     def __init__(self) -> None:
@@ -412,18 +422,28 @@ class LoadProgress:
         with self._guard:
             return self._heard.setdefault(client, {}).setdefault(key, Heard())
 
-    def done(self, client: object, key: Hashable, heard: Heard) -> None:
-        """Forget the load's `Heard` once the lookup that beat it has ended, however.
-
-        Kept for the client's life instead, one per model name asked for (a name LM Studio
-        does not have too), they grew without bound in a service that passes its users'
-        ``model=`` on (found by a probe). Not when a caller leaves: the lookup goes on for
-        the others waiting for it, whose ``read_timeout`` its progress still pushes back.
-        """
+    def began(self, client: object, key: Hashable, heard: Heard) -> None:
+        """Note that a lookup beating ``heard`` started (heard from now)."""
         with self._guard:
-            loads = self._heard.get(client, {})
-            if loads.get(key) is heard:
-                del loads[key]
+            heard.lookups += 1
+            heard.beat()
+            self._heard.setdefault(client, {}).setdefault(key, heard)
+
+    def ended(self, client: object, key: Hashable, heard: Heard) -> None:
+        """Note that a lookup beating ``heard`` ended, however; forget it if none is left."""
+        with self._guard:
+            heard.lookups -= 1
+            self._forget_idle(client, key, heard)
+
+    def release(self, client: object, key: Hashable, heard: Heard) -> None:
+        """Forget ``heard`` once its caller is done with it, if no lookup beats it."""
+        with self._guard:
+            self._forget_idle(client, key, heard)
+
+    def _forget_idle(self, client: object, key: Hashable, heard: Heard) -> None:
+        loads = self._heard.get(client, {})
+        if heard.lookups <= 0 and loads.get(key) is heard:
+            del loads[key]
 
 
 LOADS = LoadProgress()

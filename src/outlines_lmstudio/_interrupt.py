@@ -34,6 +34,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import importlib
+import inspect
 import math
 import signal
 import sys
@@ -212,10 +213,10 @@ def _hook_over(previous: Callable[[Any], object]) -> Callable[[Any], None]:
 
     def unraisable(report: Any) -> None:
         exc = report.exc_value
-        if isinstance(exc, KeyboardInterrupt) and _send_again(exc):
+        if isinstance(exc, KeyboardInterrupt) and _send_again(exc, report.object):
             threading.Thread(
                 target=_interrupt_after,
-                args=(sys._getframe(),),
+                args=(_closing(sys._getframe()),),
                 name="outlines-lmstudio-ctrl-c",
                 daemon=True,
             ).start()
@@ -226,12 +227,18 @@ def _hook_over(previous: Callable[[Any], object]) -> Callable[[Any], None]:
     return unraisable
 
 
-def _send_again(exc: KeyboardInterrupt) -> bool:
-    """Whether to send a dropped Ctrl-C again: one marked, or the last one sent again."""
+def _send_again(exc: KeyboardInterrupt, where: object) -> bool:
+    """Whether to send a dropped Ctrl-C again: one marked, or the last one sent again.
+
+    ``where``: what dropped it. The one sent again counts only if a generator's finalizer
+    dropped it; an ``atexit`` callback's is reported as Python reports it.
+    """
     now = time.monotonic()
     if vars(exc).pop(_MARK, False):
         _Sent.times = 0
-    elif now - _Sent.at > REDELIVERY_BOUND or _Sent.times >= _SENDS:
+    elif (
+        now - _Sent.at > REDELIVERY_BOUND or _Sent.times >= _SENDS or not inspect.isgenerator(where)
+    ):
         return False
     if threading.get_ident() != _Main.ident or _RAW.getsignal(_SIGINT) is not _DEFAULT:
         return False
@@ -239,21 +246,45 @@ def _send_again(exc: KeyboardInterrupt) -> bool:
     return True
 
 
-def _interrupt_after(report: FrameType) -> None:
-    """Send SIGINT to the main thread once it is out of ``report`` (the hook's frame).
+def _closing(report: FrameType) -> FrameType:
+    """Return the outermost frame the Ctrl-C must not come in (see `_interrupt_after`).
+
+    The report's own frame, or that of a generator being closed around it. The stream may
+    be read through a generator of the application's, which its caller's ``break``
+    closes: Python collects the stream while that generator unwinds, before its
+    ``finally`` runs. Sent as soon as the report was over, the Ctrl-C cut that ``finally``
+    short (found by a review). Each generator frame right under the report is taken for
+    one being closed; one that runs on (the loop with ``break`` was in a generator) only
+    holds the Ctrl-C back up to `REDELIVERY_BOUND`.
+    """
+    frame = report
+    while (caller := frame.f_back) is not None and caller.f_code.co_flags & _GENERATORS:
+        frame = caller
+    return frame
+
+
+_GENERATORS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR | inspect.CO_COROUTINE
+
+
+def _interrupt_after(closing: FrameType) -> None:
+    """Send SIGINT to the main thread once it is out of ``closing`` (see `_closing`).
 
     Sent while the main thread still ran the report (or what it calls, such as this
     thread's start), it would be raised and dropped there again. A real signal, not
     ``_thread.interrupt_main``: it also ends a blocking wait (``time.sleep``) the program
-    may be in by then.
+    may be in by then. Not once the program has ended (the interpreter exits): it would
+    cut an ``atexit`` callback short, and the exit is what a Ctrl-C asks for (found by a
+    review).
     """
     main = _Main.ident
     deadline = time.monotonic() + REDELIVERY_BOUND
-    while main is not None and _on_stack(report, sys._current_frames().get(main)):
+    while main is not None and _on_stack(closing, sys._current_frames().get(main)):
         if time.monotonic() > deadline:
             break
         time.sleep(0.001)
-    del report
+    del closing
+    if not threading.main_thread().is_alive():
+        return  # the program has ended: the interpreter exits
     if not callable(_RAW.getsignal(_SIGINT)):
         return  # ignored or default since: no Python handler to raise it
     if hasattr(signal, "pthread_kill") and main is not None:

@@ -87,12 +87,13 @@ class _Entries(NamedTuple):
 
 
 def _loaded(client: lms.Client, llm: Any, key: str, load: Heard) -> lms.LLM:
-    """Look a model up, hearing its load's progress; its `Heard` is forgotten after."""
+    """Look a model up, hearing its load's progress (`LoadProgress`)."""
+    LOADS.began(client, key, load)
     try:
         handle: lms.LLM = llm.model(key, on_load_progress=load.beat)
         return handle
     finally:
-        LOADS.done(client, key, load)
+        LOADS.ended(client, key, load)
 
 
 def _confirm_wait(left: BaseException) -> float:
@@ -532,6 +533,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
             return cached  # the common case: nothing to connect, nothing to make
         self._connect(llm)
         beats = _threads.pulse()
+        load = None
         if key:
             # A load's progress reports, whichever call's load it is, are signs of life
             # for every call waiting on it under an idle bound (a large model loads for
@@ -549,6 +551,8 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         finally:
             if beats is not None:
                 beats.also = None
+            if load is not None:  # a lookup skipped (cached, failed for the batch, left)
+                LOADS.release(client, key, load)
 
     def _lookup(self, call: Call, resolve: Callable[[], lms.LLM]) -> lms.LLM:
         """Look the model up, unless it failed meanwhile for another item of the batch.

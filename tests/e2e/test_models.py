@@ -381,6 +381,8 @@ def test_no_record_of_a_model_name_outlives_its_lookup(
     for i in range(20):
         with pytest.raises(LMStudioModelNotFoundError):
             model("hello", model=f"no-such-model-{i}")
+        with pytest.raises(BatchGenerationError):  # the items after the first skip the lookup
+            model.batch(["a", "b", "c"], model=f"no-such-model-in-a-batch-{i}")
     emulator.unload(TEXT_MODEL)
     assert model("hello")  # loaded on demand (JIT)
     assert records() == before

@@ -398,7 +398,7 @@ def test_a_copied_error_for_another_model_keeps_lm_studios_details() -> None:
     assert twin.server_error is sdk.server_error
 
 
-def test_a_loads_record_is_shared_until_its_lookup_ends() -> None:
+def test_a_loads_record_is_kept_while_a_lookup_beats_it_or_a_caller_holds_it() -> None:
     from outlines_lmstudio._cache import LoadProgress
 
     class Client:  # held weakly, as clients are
@@ -407,7 +407,11 @@ def test_a_loads_record_is_shared_until_its_lookup_ends() -> None:
     loads, client = LoadProgress(), Client()
     first = loads.of(client, "big-model")
     assert loads.of(client, "big-model") is first  # a second call waiting for the same load
-    loads.done(client, "big-model", loads.of(client, "other-model"))  # another's: kept
+    loads.began(client, "big-model", first)
+    loads.release(client, "big-model", first)  # a caller left: the lookup goes on
     assert loads.of(client, "big-model") is first
-    loads.done(client, "big-model", first)  # the lookup ended
+    loads.ended(client, "big-model", first)  # the lookup ended
     assert loads.of(client, "big-model") is not first  # a new load, heard from now
+    held = loads.of(client, "unknown-model")
+    loads.release(client, "unknown-model", held)  # no lookup ran (it failed for the batch)
+    assert loads.of(client, "unknown-model") is not held

@@ -1,10 +1,14 @@
 import math
 import os
 import signal
+import subprocess
 import sys
+import textwrap
 import threading
 import time
+import types
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -220,13 +224,16 @@ def test_no_redelivery_from_other_threads(monkeypatch: pytest.MonkeyPatch) -> No
     assert [type(r) for r in reports] == [KeyboardInterrupt]
 
 
-def test_a_ctrl_c_sent_again_and_dropped_again_comes_once_more(
+def test_the_ctrl_c_comes_after_the_applications_generator_has_closed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A stream read through the application's own generator, whose ``finally`` still runs
-    when the Ctrl-C comes again: dropped there too, it was lost (found by a review)."""
+    """A stream read through the application's own generator: Python collects the stream
+    while that generator unwinds, before its ``finally``. Sent again then, the Ctrl-C was
+    dropped there too and lost (found by a review), then, sent once more, it cut that
+    ``finally`` short (found by a second review): it comes once the generator has closed."""
     reports: list[BaseException | None] = []
     monkeypatch.setattr(sys, "unraisablehook", lambda report: reports.append(report.exc_value))
+    cleanup: list[str] = []
 
     def inner() -> Iterator[int]:
         try:
@@ -241,13 +248,69 @@ def test_a_ctrl_c_sent_again_and_dropped_again_comes_once_more(
             for item in inner():  # noqa: UP028 (yield from would close inner() itself)
                 yield item
         finally:
-            time.sleep(0.3)  # the application's cleanup: the Ctrl-C comes again in here
+            time.sleep(0.3)  # the application's cleanup
+            cleanup.append("done")
 
     for _ in outer():
         break
     with pytest.raises(KeyboardInterrupt):
         time.sleep(5)
+    assert cleanup == ["done"]
     assert reports == []
+
+
+def test_a_ctrl_c_sent_again_and_dropped_again_by_a_generator_comes_once_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Within a second of one sent again, a Ctrl-C a generator's finalizer drops is taken
+    for it; one an ``atexit`` callback drops is reported as Python reports it (a second
+    review: taken for ours, the report vanished and the exit went on cut short)."""
+    reports: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda report: reports.append(report.exc_value))
+    _closed_in_finalizer(KeyboardInterrupt(), mark=True)
+    with pytest.raises(KeyboardInterrupt):
+        time.sleep(5)
+    _closed_in_finalizer(KeyboardInterrupt(), mark=False)
+    with pytest.raises(KeyboardInterrupt):
+        time.sleep(5)
+    at_exit = KeyboardInterrupt()
+    sys.unraisablehook(types.SimpleNamespace(exc_value=at_exit, object=print))
+    time.sleep(0.2)  # nothing comes
+    assert reports == [at_exit]
+
+
+def test_a_ctrl_c_dropped_as_the_script_ends_leaves_the_exit_alone(tmp_path: Path) -> None:
+    """The program has ended: sent again, the Ctrl-C cut the application's ``atexit``
+    callback short, and its report vanished (found by a second review)."""
+    script = textwrap.dedent(
+        """
+        import atexit, sys, time
+        from outlines_lmstudio._interrupt import redeliver_if_dropped
+
+        def save():
+            time.sleep(0.5)
+            open(sys.argv[1], "w").write("saved")
+
+        atexit.register(save)
+
+        def leaves():
+            try:
+                yield 1
+            finally:
+                exc = KeyboardInterrupt()
+                redeliver_if_dropped(exc)
+                raise exc
+
+        for _ in leaves():
+            break  # the script's last statement
+        """
+    )
+    saved = tmp_path / "state"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(saved)], capture_output=True, text=True, timeout=30
+    )
+    assert saved.read_text() == "saved", done.stderr
+    assert "Exception ignored" not in done.stderr
 
 
 def test_an_applications_hook_that_calls_ours_does_not_loop(

@@ -1,17 +1,20 @@
 """Small helpers shared by the end-to-end tests."""
 
+import asyncio
 import io
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from outlines.inputs import Image
 from PIL import Image as PILImage
 
 from outlines_lmstudio.testing import LMStudioEmulator
+
+T = TypeVar("T")
 
 
 def eventually(predicate: object, seconds: float = 20.0) -> bool:
@@ -66,3 +69,27 @@ def interrupted(
     finally:
         process.kill()
     return process.returncode, out, err
+
+
+async def turns_until_sent(emulator: LMStudioEmulator, call: Awaitable[T]) -> tuple[T, int]:
+    """Await ``call`` while a ticker that sleeps 1 ms counts its turns, until the emulator
+    gets the call's first frame: how free the event loop was while the call got ready.
+
+    Start ``call`` here (a coroutine not yet awaited); the model's handle should be cached,
+    so that its first frame is the one that matters.
+    """
+    await asyncio.sleep(0.05)  # the last frames of what came before are in
+    frames = len(emulator.trace)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while len(emulator.trace) == frames:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0)
+    result = await call
+    await ticker
+    return result, ticks

@@ -1,6 +1,5 @@
 """Grammar mode end to end: GBNF sent to LM Studio, the emulator generates from it."""
 
-import asyncio
 import json
 import random
 import re
@@ -27,6 +26,7 @@ from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL, MakeModel
 from .fronts import Fronts
+from .helpers import turns_until_sent
 
 MLX_MODEL = "llama-3.2-1b-instruct-mlx"
 ARITHMETIC = """
@@ -302,22 +302,9 @@ async def test_an_async_grammar_is_converted_off_the_event_loop(
     (found by a review)."""
     model = from_lmstudio(async_client, TEXT_MODEL, grammar=True)
     await model("warm up", Regex("a"))  # the handle is cached: the next call sends at once
-    await asyncio.sleep(0.05)  # the warm-up's last frames are in
-    frames = len(emulator.trace)
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while len(emulator.trace) == frames:
-            ticks += 1
-            await asyncio.sleep(0.001)
-
     pattern = _new_classes(18)
     output_type = _alias(Regex(pattern)) if alias else Regex(pattern)
-    ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0)
-    text = await model("go", output_type)
-    await ticker
+    text, ticks = await turns_until_sent(emulator, model("go", output_type))
     assert re.fullmatch(pattern, text), text
     assert ticks >= 20, ticks
     structured = emulator.predictions[-1].structured

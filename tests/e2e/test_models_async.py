@@ -28,7 +28,7 @@ from outlines_lmstudio import (
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
 from .conftest import TEXT_MODEL, VISION_MODEL
-from .helpers import endpoint_count, png_image
+from .helpers import endpoint_count, png_image, turns_until_sent
 
 pytestmark = pytest.mark.asyncio
 
@@ -176,20 +176,8 @@ async def test_async_image_work_leaves_the_event_loop_free(
     """
     model = from_lmstudio(async_client, VISION_MODEL)
     await model(["Warm up", png_image()])  # the handle and traits are cached: no lookup
-    await asyncio.sleep(0.05)  # the warm-up's last frames are in
-    frames = len(emulator.trace)
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while len(emulator.trace) == frames:
-            ticks += 1
-            await asyncio.sleep(0.001)
-
-    ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0)
-    assert await model(["Describe", noise_image()])
-    await ticker
+    reply, ticks = await turns_until_sent(emulator, model(["Describe", noise_image()]))
+    assert reply
     assert ticks >= 50
     assert len(emulator.uploads) == 2
 

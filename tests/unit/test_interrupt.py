@@ -159,19 +159,20 @@ def test_a_child_forked_from_another_thread_guards_its_new_main_thread() -> None
     assert not SigintGuard().armed  # the parent's main thread is unchanged
 
 
+def _leaves(exc: BaseException, mark: bool = True) -> Generator[int, None, None]:
+    """Yield once; closed, raise ``exc`` (marked first), as a stream left in its wait."""
+    try:
+        yield 1
+    finally:
+        if mark:
+            assert isinstance(exc, KeyboardInterrupt)
+            redeliver_if_dropped(exc)
+        raise exc
+
+
 def _closed_in_finalizer(exc: BaseException, mark: bool) -> None:
     """Raise ``exc`` from a generator's finalizer, where Python drops it."""
-
-    def leaves() -> Iterator[int]:
-        try:
-            yield 1
-        finally:
-            if mark:
-                assert isinstance(exc, KeyboardInterrupt)
-                redeliver_if_dropped(exc)
-            raise exc
-
-    for _ in leaves():
+    for _ in _leaves(exc, mark):
         break  # the generator is collected here, and its exception dropped
 
 
@@ -198,15 +199,7 @@ def test_a_dropped_ctrl_c_comes_again_and_other_reports_pass_on(
 
 
 def test_a_ctrl_c_that_reaches_the_caller_is_not_sent_again() -> None:
-    def leaves() -> Generator[int, None, None]:
-        try:
-            yield 1
-        finally:
-            exc = KeyboardInterrupt()
-            redeliver_if_dropped(exc)
-            raise exc
-
-    items = leaves()
+    items = _leaves(KeyboardInterrupt())
     next(items)
     with pytest.raises(KeyboardInterrupt):
         items.close()  # called: the exception reaches the caller
@@ -235,17 +228,9 @@ def test_the_ctrl_c_comes_after_the_applications_generator_has_closed(
     monkeypatch.setattr(sys, "unraisablehook", lambda report: reports.append(report.exc_value))
     cleanup: list[str] = []
 
-    def inner() -> Iterator[int]:
-        try:
-            yield 1
-        finally:
-            exc = KeyboardInterrupt()
-            redeliver_if_dropped(exc)
-            raise exc
-
     def outer() -> Iterator[int]:
         try:
-            for item in inner():  # noqa: UP028 (yield from would close inner() itself)
+            for item in _leaves(KeyboardInterrupt()):  # noqa: UP028 (yield from would close it)
                 yield item
         finally:
             time.sleep(0.3)  # the application's cleanup

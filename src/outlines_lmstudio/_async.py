@@ -805,12 +805,9 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
         client, load = self.client, LOADS.of(self.client, key)
 
         async def resolve() -> lms.AsyncLLM:  # the lookup itself, shared by every caller
-            LOADS.began(client, key, load)
-            try:
+            with LOADS.looking_up(client, key, load):
                 handle: lms.AsyncLLM = await llm.model(key, on_load_progress=load.beat)
-                return handle
-            finally:
-                LOADS.ended(client, key, load)
+            return handle
 
         return self._within(ASYNC_HANDLES.get(client, key, resolve), effect.call, load)
 

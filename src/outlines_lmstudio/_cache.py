@@ -422,18 +422,22 @@ class LoadProgress:
         with self._guard:
             return self._heard.setdefault(client, {}).setdefault(key, Heard())
 
-    def began(self, client: object, key: Hashable, heard: Heard) -> None:
-        """Note that a lookup beating ``heard`` started (heard from now)."""
+    @contextlib.contextmanager
+    def looking_up(self, client: object, key: Hashable, heard: Heard) -> Iterator[None]:
+        """Hold ``heard`` while a lookup beats it (heard from the lookup's start).
+
+        When the lookup ends, however, ``heard`` is forgotten if no other lookup beats it.
+        """
         with self._guard:
             heard.lookups += 1
             heard.beat()
             self._heard.setdefault(client, {}).setdefault(key, heard)
-
-    def ended(self, client: object, key: Hashable, heard: Heard) -> None:
-        """Note that a lookup beating ``heard`` ended, however; forget it if none is left."""
-        with self._guard:
-            heard.lookups -= 1
-            self._forget_idle(client, key, heard)
+        try:
+            yield
+        finally:
+            with self._guard:
+                heard.lookups -= 1
+                self._forget_idle(client, key, heard)
 
     def release(self, client: object, key: Hashable, heard: Heard) -> None:
         """Forget ``heard`` once its caller is done with it, if no lookup beats it."""

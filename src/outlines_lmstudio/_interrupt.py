@@ -195,7 +195,7 @@ def redeliver_if_dropped(exc: KeyboardInterrupt) -> None:
     Only under Python's own SIGINT handler: sent again, an application's handler would run
     twice for one Ctrl-C (a "press twice to quit" handler would quit).
     """
-    if threading.get_ident() != _Main.ident or _RAW.getsignal(_SIGINT) is not _DEFAULT:
+    if not _redeliverable():
         return
     vars(exc)[_MARK] = True
     hook = sys.unraisablehook
@@ -240,10 +240,15 @@ def _send_again(exc: KeyboardInterrupt, where: object) -> bool:
         now - _Sent.at > REDELIVERY_BOUND or _Sent.times >= _SENDS or not inspect.isgenerator(where)
     ):
         return False
-    if threading.get_ident() != _Main.ident or _RAW.getsignal(_SIGINT) is not _DEFAULT:
+    if not _redeliverable():
         return False
     _Sent.at, _Sent.times = now, _Sent.times + 1
     return True
+
+
+def _redeliverable() -> bool:
+    """Whether a Ctrl-C raised here may be sent again: in the main thread, Python's handler."""
+    return threading.get_ident() == _Main.ident and _RAW.getsignal(_SIGINT) is _DEFAULT
 
 
 def _closing(report: FrameType) -> FrameType:

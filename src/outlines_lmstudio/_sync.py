@@ -88,12 +88,9 @@ class _Entries(NamedTuple):
 
 def _loaded(client: lms.Client, llm: Any, key: str, load: Heard) -> lms.LLM:
     """Look a model up, hearing its load's progress (`LoadProgress`)."""
-    LOADS.began(client, key, load)
-    try:
+    with LOADS.looking_up(client, key, load):
         handle: lms.LLM = llm.model(key, on_load_progress=load.beat)
-        return handle
-    finally:
-        LOADS.ended(client, key, load)
+    return handle
 
 
 def _confirm_wait(left: BaseException) -> float:

@@ -407,11 +407,10 @@ def test_a_loads_record_is_kept_while_a_lookup_beats_it_or_a_caller_holds_it() -
     loads, client = LoadProgress(), Client()
     first = loads.of(client, "big-model")
     assert loads.of(client, "big-model") is first  # a second call waiting for the same load
-    loads.began(client, "big-model", first)
-    loads.release(client, "big-model", first)  # a caller left: the lookup goes on
-    assert loads.of(client, "big-model") is first
-    loads.ended(client, "big-model", first)  # the lookup ended
-    assert loads.of(client, "big-model") is not first  # a new load, heard from now
+    with loads.looking_up(client, "big-model", first):
+        loads.release(client, "big-model", first)  # a caller left: the lookup goes on
+        assert loads.of(client, "big-model") is first
+    assert loads.of(client, "big-model") is not first  # the lookup ended: a new load
     held = loads.of(client, "unknown-model")
     loads.release(client, "unknown-model", held)  # no lookup ran (it failed for the batch)
     assert loads.of(client, "unknown-model") is not held

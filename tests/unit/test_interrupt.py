@@ -159,6 +159,17 @@ def test_a_child_forked_from_another_thread_guards_its_new_main_thread() -> None
     assert not SigintGuard().armed  # the parent's main thread is unchanged
 
 
+Reports = list[BaseException | None]
+
+
+@pytest.fixture
+def reports(monkeypatch: pytest.MonkeyPatch) -> Reports:
+    """What reaches the hook that was there before ours (Python's own would print it)."""
+    seen: Reports = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda report: seen.append(report.exc_value))
+    return seen
+
+
 def _leaves(exc: BaseException, mark: bool = True) -> Generator[int, None, None]:
     """Yield once; closed, raise ``exc`` (marked first), as a stream left in its wait."""
     try:
@@ -177,13 +188,11 @@ def _closed_in_finalizer(exc: BaseException, mark: bool) -> None:
 
 
 def test_a_dropped_ctrl_c_comes_again_and_other_reports_pass_on(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, reports: Reports
 ) -> None:
     """A Ctrl-C raised in a finalizer is dropped by Python; one marked comes again, as a
     real SIGINT, once the main thread has left Python's report of it. Any other report
     reaches the hook that was there before."""
-    reports: list[BaseException | None] = []
-    monkeypatch.setattr(sys, "unraisablehook", lambda report: reports.append(report.exc_value))
     _closed_in_finalizer(KeyboardInterrupt("marked"), mark=True)
     with pytest.raises(KeyboardInterrupt):
         time.sleep(5)  # a real signal ends the sleep at once
@@ -206,10 +215,10 @@ def test_a_ctrl_c_that_reaches_the_caller_is_not_sent_again() -> None:
     time.sleep(0.2)  # no second one
 
 
-def test_no_redelivery_from_other_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_redelivery_from_other_threads(
+    monkeypatch: pytest.MonkeyPatch, reports: Reports
+) -> None:
     monkeypatch.setattr(_interrupt._Sent, "at", time.monotonic())  # as if one was just sent
-    reports: list[Any] = []
-    monkeypatch.setattr(sys, "unraisablehook", lambda report: reports.append(report.exc_value))
     worker = threading.Thread(target=_closed_in_finalizer, args=(KeyboardInterrupt(), True))
     worker.start()
     worker.join()
@@ -218,14 +227,12 @@ def test_no_redelivery_from_other_threads(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_the_ctrl_c_comes_after_the_applications_generator_has_closed(
-    monkeypatch: pytest.MonkeyPatch,
+    reports: Reports,
 ) -> None:
     """A stream read through the application's own generator: Python collects the stream
     while that generator unwinds, before its ``finally``. Sent again then, the Ctrl-C was
     dropped there too and lost (found by a review), then, sent once more, it cut that
     ``finally`` short (found by a second review): it comes once the generator has closed."""
-    reports: list[BaseException | None] = []
-    monkeypatch.setattr(sys, "unraisablehook", lambda report: reports.append(report.exc_value))
     cleanup: list[str] = []
 
     def outer() -> Iterator[int]:
@@ -245,13 +252,11 @@ def test_the_ctrl_c_comes_after_the_applications_generator_has_closed(
 
 
 def test_a_ctrl_c_sent_again_and_dropped_again_by_a_generator_comes_once_more(
-    monkeypatch: pytest.MonkeyPatch,
+    reports: Reports,
 ) -> None:
     """Within a second of one sent again, a Ctrl-C a generator's finalizer drops is taken
     for it; one an ``atexit`` callback drops is reported as Python reports it (a second
     review: taken for ours, the report vanished and the exit went on cut short)."""
-    reports: list[BaseException | None] = []
-    monkeypatch.setattr(sys, "unraisablehook", lambda report: reports.append(report.exc_value))
     _closed_in_finalizer(KeyboardInterrupt(), mark=True)
     with pytest.raises(KeyboardInterrupt):
         time.sleep(5)
@@ -298,14 +303,10 @@ def test_a_ctrl_c_dropped_as_the_script_ends_leaves_the_exit_alone(tmp_path: Pat
     assert "Exception ignored" not in done.stderr
 
 
-def test_an_applications_hook_that_calls_ours_does_not_loop(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_an_applications_hook_that_calls_ours_does_not_loop(reports: Reports) -> None:
     """Wrapped, then wrapped by the application, then wrapped again: each hook keeps its
     own predecessor. With one shared predecessor the hooks called each other until the
     recursion limit, and the report was lost (found by a review)."""
-    reports: list[BaseException | None] = []
-    monkeypatch.setattr(sys, "unraisablehook", lambda report: reports.append(report.exc_value))
     _closed_in_finalizer(KeyboardInterrupt(), mark=True)
     with pytest.raises(KeyboardInterrupt):
         time.sleep(5)
@@ -325,7 +326,7 @@ def test_an_applications_hook_that_calls_ours_does_not_loop(
     assert [type(r) for r in reports] == [ValueError]
 
 
-def test_no_redelivery_under_an_applications_sigint_handler() -> None:
+def test_no_redelivery_under_an_applications_sigint_handler(reports: Reports) -> None:
     """The handler ran for the Ctrl-C; sent again, it would run twice (found by a review)."""
     calls: list[int] = []
 
@@ -334,16 +335,8 @@ def test_no_redelivery_under_an_applications_sigint_handler() -> None:
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
-        reports: list[BaseException | None] = []
-        hook, sys.unraisablehook = (
-            sys.unraisablehook,
-            (lambda report: reports.append(report.exc_value)),
-        )
-        try:
-            _closed_in_finalizer(KeyboardInterrupt(), mark=True)
-            time.sleep(0.3)  # nothing comes
-        finally:
-            sys.unraisablehook = hook
+        _closed_in_finalizer(KeyboardInterrupt(), mark=True)
+        time.sleep(0.3)  # nothing comes
         assert calls == []
         assert [type(r) for r in reports] == [KeyboardInterrupt]  # as Python reports it
     finally:

@@ -277,6 +277,10 @@ class Call(msgspec.Struct, eq=False):
     generation
         The client's reconnect generation when the current attempt began (the front
         notes it as it performs `Resolve`).
+    session
+        The SDK session the current step waits on, as the front notes it (the model
+        session, or the files session during an upload), or ``None`` before the first
+        step: a call that runs out of time says whether that connection was complete.
     """
 
     request: Request
@@ -287,6 +291,7 @@ class Call(msgspec.Struct, eq=False):
     front: Any = None
     stopped: bool = False
     generation: int = 0
+    session: Any = None
 
 
 # -- sinks: what a call makes of the answer -------------------------------------------------

@@ -453,11 +453,12 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
 
     def _ran_out(self, call: Call) -> LMStudioTimeoutError:
         """Return the error of a call whose time ran out, opened or not (read at that moment)."""
-        started, held = call.reader is not None, self._held
-        # The session `_resolve` holds (none: not reached, say nothing of the connection).
-        connected = (
-            started or held.llm is None or held.client is not self.client or held.llm.connected
-        )
+        started, session = call.reader is not None, call.session
+        # The session the call's step waits on (none: not reached, say nothing of the
+        # connection). Not always the model's: an upload's connection was judged by the
+        # model session, which a reset had closed meanwhile (found by a probe: a slow
+        # upload was told its connection was not complete).
+        connected = started or session is None or session.connected
         return self._wait_error(call.request, True, started, connected)
 
     def _map(
@@ -507,17 +508,18 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
     def _upload(self, effect: _flow.Upload) -> dict[str, FileHandle]:
         client, call = self.client, effect.call
         beats = _threads.pulse()  # read under an idle bound: each upload's reply is heard
-        handles = {}
+        handles, model_session = {}, call.session
         for image in call.request.prompt.images:  # uploaded once per client: cached
             cached = SYNC_IMAGES.peek(client, image.digest)
             if cached is None:  # only an upload needs the files session
-                files = client.files
+                files = call.session = client.files
                 self._connect(files)
                 upload = partial(_prepare_image, call, files, image)
                 cached = SYNC_IMAGES.get(client, image.digest, upload)
                 if beats is not None:
                     beats.beat()
             handles[image.digest] = cached
+        call.session = model_session  # the prediction opens on the model's session
         return handles
 
     def _resolve(self, effect: _flow.Resolve) -> lms.LLM:
@@ -526,6 +528,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
             held = self._hold_entries(client)
         effect.call.generation = SYNC_RECONNECTS.generation(client)
         llm, key = held.llm, effect.call.request.key
+        effect.call.session = llm
         if llm.connected and (cached := held.handles.get(key)) is not None:
             return cached  # the common case: nothing to connect, nothing to make
         self._connect(llm)

@@ -561,6 +561,29 @@ def test_a_call_out_of_time_before_its_prediction_does_not_claim_a_cancel(
     assert emulator.predictions == []
 
 
+def test_an_upload_out_of_time_after_a_reset_is_not_blamed_on_the_connection(
+    client: lms.Client, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe (a 5 MB image over a slow link): a call given up in its upload left
+    the upload running, and the sessions were reset a while later, under the next call's
+    own upload of the same image. That call's error judged the model session, closed by the
+    reset and not needed by an upload, and said "the connection to LM Studio was not
+    complete yet" where LM Studio had answered all along."""
+    monkeypatch.setattr("outlines_lmstudio._sync_sessions.DRAIN_SECONDS", 0.3)
+    model = from_lmstudio(client, VISION_MODEL)
+    assert model("warm", max_tokens=2)  # looked up: only the uploads wait
+    emulator.add_fault(Fault("uploadFileBase64", "hang", times=2))  # never answered
+    image = png_image()
+    with pytest.raises(LMStudioTimeoutError, match="no prediction had started"):
+        model(["Describe", image], max_tokens=3, timeout=0.3)
+    with pytest.raises(LMStudioTimeoutError) as info:
+        model(["Describe", image], max_tokens=3, timeout=1.5)  # the reset comes meanwhile
+    assert "no prediction had started yet" in str(info.value)
+    assert [r.endpoint for r in emulator.requests].count("uploadFileBase64") == 2
+    assert not client.llm.connected  # reset, and no step of the call needed it since
+    assert model("the client still works", max_tokens=3)
+
+
 @pytest.mark.asyncio
 async def test_an_async_call_that_gave_up_during_a_lookup_leaves_no_unretrieved_error(
     emulator: LMStudioEmulator,

@@ -27,6 +27,7 @@ from ._config import (
     unknown_setting,
 )
 from ._discovery import other_server_error
+from ._exhausted import files_hint, out_of_files
 from ._inputs import ChatPrompt, follows_a_prompt
 from ._output import OutputPlan
 from ._reconnect import AsyncReconnects, SyncReconnects
@@ -624,12 +625,8 @@ class Common:
             what = f"LM Studio did not answer at {host}: {type(exc).__name__}"
             what += f": {exc}" if str(exc) else " (no detail)"
             slow = f"; {SLOW_PROBE}" if isinstance(exc, httpx.TimeoutException) else ""
-        return LMStudioConnectionError(
-            what,
-            host=host,
-            model=self.model_name,
-            hint=server_hint(slow, searched(self.client)),
-        )
+        hint = files_hint() if out_of_files(exc) else server_hint(slow, searched(self.client))
+        return LMStudioConnectionError(what, host=host, model=self.model_name, hint=hint)
 
     def _timeout_error(
         self, key: str | None, seconds: float, started: bool = True, connected: bool = True

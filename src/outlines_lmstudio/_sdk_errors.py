@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeGuard, TypeVar
 import lmstudio as lms
 
 from ._cache import PerClient
+from ._exhausted import files_hint, out_of_files
 from ._forks import detach
 from .errors import (
     LMStudioConnectionError,
@@ -615,7 +616,9 @@ def _translated(
         )
     if isinstance(exc, lms.LMStudioWebsocketError) or "not reachable" in text:
         lost = "not reachable" not in text
-        if lost:
+        if out_of_files(exc):  # not LM Studio's doing: no socket to be had
+            hint = files_hint()
+        elif lost:
             hint = "The next call reconnects; if LM Studio stopped, start it again."
         elif "ReadTimeout" in text and "ws://" in text:
             # The websocket's opening got no answer: no 1 s HTTP probe ran (a probe found the

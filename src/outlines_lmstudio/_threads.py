@@ -155,8 +155,16 @@ def later(seconds: float, action: Callable[[], None]) -> None:
     with _TIMERS_CHANGED:
         heapq.heappush(_TIMERS, (time.monotonic() + seconds, next(_TIMER_IDS), action))
         if _watcher is None:
-            _watcher = threading.Thread(target=_watch, name="outlines-lmstudio-watch", daemon=True)
-            _watcher.start()
+            watcher = threading.Thread(target=_watch, name="outlines-lmstudio-watch", daemon=True)
+            try:
+                watcher.start()
+            except RuntimeError:
+                # No thread to be had now ("can't start new thread"): the timer stays
+                # queued and the next `later` starts one. A thread never started was kept
+                # here, so no timer ran again (found by a probe of exhausted resources).
+                # Not raised: every caller is a clean-up, often in a finalizer.
+                return
+            _watcher = watcher
         _TIMERS_CHANGED.notify()
 
 
@@ -456,13 +464,16 @@ def connect(
             if session.connected:
                 return
             pending = concurrent.futures.Future()
-            _CONNECTING[session] = pending
             threading.Thread(  # a daemon: a server that never answers must not hold the exit
                 target=_connect,
                 args=(session, pending),
                 name="outlines-lmstudio-connect",
                 daemon=True,
             ).start()
+            # Noted once started: a thread that could not start ("can't start new thread")
+            # left a future nobody would complete, and every later call on the session
+            # waited for it until its connect_timeout (found by a probe).
+            _CONNECTING[session] = pending
     try:
         _result(pending, timeout)
     except concurrent.futures.TimeoutError:
@@ -470,6 +481,9 @@ def connect(
 
 
 def _in_scope(scope: _Scope, run: Callable[[Flow[Any]], Any], flow: Flow[Any]) -> Any:
+    if scope.stopped:  # its batch ended before this item's turn: nothing is sent
+        flow.close()
+        return None
     _BATCH.scope = scope
     try:
         return run(flow)
@@ -510,6 +524,10 @@ def run_batch(
         futures = [pool.submit(_in_scope, scope, run, flows[0])]
     except RuntimeError as exc:
         if not _shutting_down(exc):
+            # No thread to run it ("can't start new thread"): the pool queued the item
+            # all the same, and its next thread would send it, in a later batch (found by
+            # a probe of exhausted resources). Stopped, it sends nothing.
+            scope.stop()
             raise
         return _in_turn(run, flows)
     # A daemon thread's batch must not hold the interpreter's exit (`_stop_daemon_batches`).

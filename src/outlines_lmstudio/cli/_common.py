@@ -34,6 +34,7 @@ import lmstudio as lms
 from .. import _threads
 from .._common import DEFAULT_CONNECT_TIMEOUT
 from .._discovery import NOT_LM_STUDIO, is_lm_studio, search_default_ports, why_not_lm_studio
+from .._exhausted import at_file_limit, files_hint, out_of_files
 from .._partial import LONE_SURROGATE
 from .._sdk_errors import from_sdk, proxy_note
 from ._exit import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
@@ -235,7 +236,8 @@ def failure_report(
 
     Our errors and the SDK's are reported with `error_message` (``again`` is passed
     on); an ``OSError`` (a file that could not be read or written) as
-    ``FILE: reason`` with `EXIT_USAGE`. Anything else is a bug of ours: ``None``.
+    ``FILE: reason`` with `EXIT_USAGE`. Anything else is a bug of ours (``None``), unless
+    the process had no file descriptor left (`at_file_limit`): then the limit is named.
     """
     from outlines_lmstudio.errors import OutlinesLMStudioError
 
@@ -253,6 +255,9 @@ def failure_report(
             EXIT_USAGE,
         )
     if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+        if out_of_files(exc):  # not a file given: one of Python's own, or a socket
+            named = f" ({exc.filename})" if exc.filename else ""
+            return f"{exc.strerror or exc}{named}. {files_hint()}", EXIT_USAGE
         if exc.filename:
             return f"{exc.filename}: {exc.strerror or exc}.", EXIT_USAGE
         if exc.errno in _FULL:  # a write with no file named: the command's standard output
@@ -262,6 +267,15 @@ def failure_report(
                 EXIT_USAGE,
             )
         return f"{exc.strerror or exc}.", EXIT_USAGE
+    if out_of_files(exc) or at_file_limit():
+        # Out of files, the SDK's threads fail in ways of their own ("AsyncTaskManager ...
+        # is currently inactive"): not a bug of ours (found by a probe at `ulimit -n 6`).
+        said = error_message(exc).rstrip(".")
+        return (
+            f"{type(exc).__name__}: {said}, with (almost) no file or socket left to open. "
+            f"{files_hint()}",
+            EXIT_FAILURE,
+        )
     return None
 
 

@@ -1,0 +1,162 @@
+"""The sync model when a thread of its own cannot start ("can't start new thread"), then can.
+
+A process out of threads or memory fails ``Thread.start`` with that ``RuntimeError``. Here
+it is simulated for the library's own threads only (named ``outlines-lmstudio-...``): the
+SDK's and pytest's start as usual. Found by a probe of exhausted resources, which also saw
+the first one under a real memory limit (``RLIMIT_AS``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import lmstudio as lms
+import pytest
+
+from outlines_lmstudio import from_lmstudio
+from outlines_lmstudio.testing import LMStudioEmulator
+
+from .conftest import TEXT_MODEL
+
+
+class Refusing:
+    """Refuses to start the library's threads whose names begin with ``prefix``."""
+
+    def __init__(self) -> None:
+        self.prefix: str | None = None
+        self.refused: list[str] = []
+
+
+@pytest.fixture
+def refusing(monkeypatch: pytest.MonkeyPatch) -> Iterator[Refusing]:
+    state = Refusing()
+    start = threading.Thread.start
+
+    def refusing_start(thread: threading.Thread, *args: Any, **kwargs: Any) -> None:
+        if state.prefix is not None and thread.name.startswith(state.prefix):
+            state.refused.append(thread.name)
+            raise RuntimeError("can't start new thread")
+        start(thread, *args, **kwargs)
+
+    monkeypatch.setattr(threading.Thread, "start", refusing_start)
+    yield state
+    state.prefix = None
+
+
+def test_a_session_whose_connecting_thread_did_not_start_connects_next_time(
+    emulator: LMStudioEmulator, refusing: Refusing
+) -> None:
+    """The session's connection under way was noted before its thread started, and nothing
+    ever completed it: every later call on the client waited ``connect_timeout`` for it,
+    then blamed LM Studio ("did not complete the connection"), threads or not."""
+    client = lms.Client(emulator.api_host)  # its sessions connect on first use
+    try:
+        model = from_lmstudio(client, TEXT_MODEL, connect_timeout=3)
+        refusing.prefix = "outlines-lmstudio-connect"
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            model("hello", max_tokens=3)
+        assert refusing.refused == ["outlines-lmstudio-connect"]
+        refusing.prefix = None
+        assert model("hello", max_tokens=3)
+        assert "".join(model.stream("hello", max_tokens=3))
+    finally:
+        client.close()
+
+
+def test_a_batch_whose_first_thread_did_not_start_sends_nothing_later(
+    client: lms.Client, emulator: LMStudioEmulator, refusing: Refusing
+) -> None:
+    """The pool queues an item before it starts a thread for it: the failed batch's first
+    item stayed queued, and the next batch's first thread sent it to LM Studio."""
+    model = from_lmstudio(client, TEXT_MODEL)
+    assert model("warm", max_tokens=2)
+    refusing.prefix = "outlines-lmstudio-batch"
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        model.batch([f"failed {i}" for i in range(8)], max_tokens=2)
+    refusing.prefix = None
+    assert len(model.batch([f"next {i}" for i in range(4)], max_tokens=2)) == 4
+    sent = [p.last_user_text for p in emulator.predictions[1:]]
+    assert sorted(sent) == [f"next {i}" for i in range(4)]
+
+
+TIMERS = textwrap.dedent(
+    """
+    import threading, time
+    from outlines_lmstudio import _threads
+
+    start = threading.Thread.start
+    refused = []
+
+    def refusing_start(thread, *args, **kwargs):
+        if thread.name == "outlines-lmstudio-watch" and not refused:
+            refused.append(thread.name)
+            raise RuntimeError("can't start new thread")
+        start(thread, *args, **kwargs)
+
+    threading.Thread.start = refusing_start
+    ran = []
+    _threads.later(0.0, lambda: ran.append("first"))  # no thread: queued, not raised
+    _threads.later(0.0, lambda: ran.append("second"))
+    deadline = time.monotonic() + 10
+    while len(ran) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print(refused, ran)
+    """
+)
+
+
+def test_timers_run_once_their_thread_can_start() -> None:
+    """The timer thread that failed to start was kept as the one running, so no timer ran
+    again: stalled calls were never unstuck (the fifth stalled stream on a model of four
+    slots waited 60 s), and the first ``later`` raised into a stream's finalizer.
+
+    In a fresh interpreter: this one's timer thread may be running already."""
+    done = subprocess.run(
+        [sys.executable, "-c", TIMERS], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['outlines-lmstudio-watch'] ['first', 'second']"
+
+
+NEW_CLIENT_AT_THE_LIMIT = textwrap.dedent(
+    """
+    import faulthandler, os, resource, sys
+    import lmstudio as lms
+    from outlines_lmstudio import LMStudioConnectionError, from_lmstudio
+
+    faulthandler.dump_traceback_later(40, exit=True)
+    client = lms.Client(sys.argv[1])
+    assert from_lmstudio(client, sys.argv[2])("hi", max_tokens=3)  # imports done
+    other = lms.Client(sys.argv[1])  # its thread's event loop made: sockets come on first use
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    open_now = len(os.listdir("/proc/self/fd")) - 1  # less the one that listed them
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_now, hard))  # none to spare
+    try:
+        from_lmstudio(other, sys.argv[2])("hi", max_tokens=3)
+    except LMStudioConnectionError as exc:
+        print(exc)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert from_lmstudio(client, sys.argv[2])("hi", max_tokens=3)
+    """
+)
+
+
+def test_a_new_client_out_of_descriptors_is_told_the_limit(emulator: LMStudioEmulator) -> None:
+    """The SDK says LM Studio "is not reachable ... (due to ... Too many open files). Is LM
+    Studio running?", and the hint was to start LM Studio's server."""
+    done = subprocess.run(
+        [sys.executable, "-c", NEW_CLIENT_AT_THE_LIMIT, emulator.api_host, TEXT_MODEL],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Too many open files" in done.stdout
+    assert "Hint: This process has as many files and sockets open as it may" in done.stdout
+    assert "Start LM Studio's server" not in done.stdout

@@ -1,0 +1,123 @@
+"""`_exhausted`: errors of a process out of file descriptors name the limit (found by a
+probe of exhausted resources: the SDK's "Is LM Studio running?", a file of rich's blamed as
+one given to the CLI, and "a bug in outlines-lmstudio" at `ulimit -n 6`)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+
+import lmstudio as lms
+import pytest
+
+from outlines_lmstudio._exhausted import at_file_limit, out_of_files
+from outlines_lmstudio._sdk_errors import translate_sdk_error
+from outlines_lmstudio.cli._common import EXIT_FAILURE, EXIT_USAGE, failure_report
+
+EMFILE = OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+
+def _raise_while_out_of_files(how: str) -> None:
+    try:
+        raise EMFILE
+    except OSError as exc:
+        if how == "cause":
+            raise RuntimeError("inactive") from exc
+        if how == "context":
+            raise RuntimeError("inactive")  # noqa: B904
+        raise RuntimeError("inactive") from None
+
+
+def test_out_of_files_reads_the_error_its_causes_and_the_sdk_s_text() -> None:
+    assert out_of_files(EMFILE)
+    assert out_of_files(OSError(errno.ENFILE, "Too many open files in system"))
+    for how in ("cause", "context", "hidden context"):
+        with pytest.raises(RuntimeError) as info:
+            _raise_while_out_of_files(how)
+        assert out_of_files(info.value), how  # the SDK's threads raise in these ways
+    sdk = lms.LMStudioWebsocketError(
+        "LM Studio is not reachable at ws://127.0.0.1:1234/llm (due to builtins.OSError: "
+        f"[Errno {errno.EMFILE}] {os.strerror(errno.EMFILE)}). Is LM Studio running?"
+    )
+    assert out_of_files(sdk)
+    assert not out_of_files(OSError(errno.ENOENT, "No such file or directory"))
+    assert not out_of_files(lms.LMStudioWebsocketError("LM Studio is not reachable at ws://h"))
+
+
+def test_the_sdk_s_unreachable_error_out_of_files_names_the_limit() -> None:
+    sdk = lms.LMStudioWebsocketError(
+        "LM Studio is not reachable at ws://127.0.0.1:1234/llm (due to builtins.OSError: "
+        f"[Errno {errno.EMFILE}] {os.strerror(errno.EMFILE)}). Is LM Studio running?"
+    )
+    error = translate_sdk_error(sdk, host="127.0.0.1:1234", model="m", stage="connect")
+    assert error is not None
+    assert "ulimit -n" in str(error)
+    assert "Start LM Studio's server" not in str(error)
+    other = lms.LMStudioWebsocketError("LM Studio is not reachable at ws://127.0.0.1:1234/llm.")
+    assert "Start LM Studio's server" in str(
+        translate_sdk_error(other, host=None, model=None, stage="connect")
+    )
+
+
+def test_the_cli_does_not_blame_a_file_of_its_own_for_the_limit() -> None:
+    """`rich` imports a module lazily: at the limit, its path was reported as if it were a
+    file the user gave ("error: .../rich/_emoji_codes.py: Too many open files.")."""
+    exc = OSError(errno.EMFILE, os.strerror(errno.EMFILE), "/venv/rich/_emoji_codes.py")
+    report = failure_report(exc)
+    assert report is not None
+    message, code = report
+    assert message.startswith("Too many open files (/venv/rich/_emoji_codes.py). ")
+    assert "ulimit -n" in message
+    assert code == EXIT_USAGE
+    missing = failure_report(OSError(errno.ENOENT, "No such file or directory", "in.jsonl"))
+    assert missing == ("in.jsonl: No such file or directory.", EXIT_USAGE)
+
+
+LOW_LIMIT = textwrap.dedent(
+    """
+    import resource
+    from outlines_lmstudio.cli._common import failure_report
+    from outlines_lmstudio._exhausted import at_file_limit
+
+    error = RuntimeError("<AsyncTaskManager> is currently inactive.")
+    print(failure_report(error) is None, at_file_limit())
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (10, hard))
+    print(at_file_limit())
+    print(failure_report(error))
+    """
+)
+
+
+def test_an_unexplained_cli_failure_under_a_tiny_limit_names_the_limit() -> None:
+    """At ``ulimit -n 6`` an SDK thread could not import its modules, and the CLI said
+    "unexpected RuntimeError: ... is currently inactive. (a bug in outlines-lmstudio ...)".
+    Elsewhere an unexplained error is still reported as a bug."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOW_LIMIT], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    first, second, third = done.stdout.splitlines()
+    assert first == "True False"  # a normal limit: a bug of ours, said as one
+    assert second == "True"
+    assert third.startswith("('RuntimeError: <AsyncTaskManager> is currently inactive, with ")
+    assert "`ulimit -n`, is 10" in third
+    assert third.endswith(f", {EXIT_FAILURE})")
+
+
+def test_at_file_limit_is_false_here() -> None:
+    assert not at_file_limit()
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE])
+def test_at_file_limit_reads_what_opening_one_more_file_says(
+    code: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_args: object) -> int:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "open", refuse)
+    assert at_file_limit()

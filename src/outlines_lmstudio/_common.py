@@ -625,7 +625,7 @@ class Common:
             what = f"LM Studio did not answer at {host}: {type(exc).__name__}"
             what += f": {exc}" if str(exc) else " (no detail)"
             slow = f"; {SLOW_PROBE}" if isinstance(exc, httpx.TimeoutException) else ""
-        hint = files_hint() if out_of_files(exc) else server_hint(slow, searched(self.client))
+        hint = files_hint(exc) if out_of_files(exc) else server_hint(slow, searched(self.client))
         return LMStudioConnectionError(what, host=host, model=self.model_name, hint=hint)
 
     def _timeout_error(

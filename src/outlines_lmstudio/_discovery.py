@@ -31,6 +31,7 @@ import httpx
 import lmstudio as lms
 
 from ._cache import PerClient, copied_error
+from ._exhausted import at_file_limit, files_hint, out_of_files
 from ._forks import in_child
 from ._sdk_errors import client_host, mark_searched, proxy_note
 from .errors import LMStudioConnectionError
@@ -354,6 +355,13 @@ def no_server_error(
         says how to start LM Studio's server or pass a host.
     """
     ports = ", ".join(str(port) for port in DEFAULT_PORTS)
+    if at_file_limit():  # no connection could be opened to look (found by a review)
+        return LMStudioConnectionError(
+            f"Cannot find LM Studio: the client has no host, and the search of 127.0.0.1 "
+            f"ports {ports} (LM Studio's default local API ports) could open no connection.",
+            model=model,
+            hint=files_hint(),
+        )
     other = "" if skipped is None else f"; {_other_server(skipped)}"
     return LMStudioConnectionError(
         f"Cannot find LM Studio: the client has no host, and nothing answered as LM Studio "
@@ -528,7 +536,8 @@ async def enter_async_client(
     Raises
     ------
     LMStudioConnectionError
-        The client has no host and nothing answered on any default port.
+        The client has no host and nothing answered on any default port, or the process
+        has no file descriptor to spare.
     lmstudio.LMStudioError
         Any other failure, as the SDK raised it (the caller translates it).
     TimeoutError
@@ -560,6 +569,17 @@ async def enter_async_client(
         if not discovering and host is not None and not isinstance(exc, httpx.TimeoutException):
             raise not_lm_studio_error(host, model, exc) from exc
         raise
+    except OSError as exc:
+        if not out_of_files(exc):
+            raise
+        # Out of descriptors before any request (httpx's TLS context reads its certificate
+        # file): the SDK lets the OSError out as it is (found by a test of the async front).
+        where = client_host(client) or "its default ports"
+        raise LMStudioConnectionError(
+            f"Cannot connect to LM Studio at {where}: {type(exc).__name__}: {exc}",
+            model=model,
+            hint=files_hint(exc),
+        ) from exc
     finally:  # found, even if what listens there then failed (errors say it was searched)
         if discovering and client_host(client) is not None:
             mark_searched(client)

@@ -111,7 +111,12 @@ class SigintGuard:
         Armed for a whole reply once its prediction opens, until the caller disarms it
         (nothing of the caller's runs between fragments). Before that (a model lookup or
         load, an upload) there is nothing to cancel on the server: Ctrl-C interrupts at once.
+    unsent
+        ``on_interrupt``, when no thread could be started to call it ("can't start new
+        thread"): the reader calls it once the wait returns (`run_unsent`).
     """
+
+    unsent: Callable[[], object] | None = None
 
     def __init__(self, *, whole: bool = False) -> None:
         self.interrupted = False
@@ -127,9 +132,20 @@ class SigintGuard:
         if (stop := self.on_interrupt) is not None:
             # Not in the handler itself: it runs inside whatever the main thread was doing,
             # possibly the SDK's own send, which a cancel sent from here would re-enter.
-            threading.Thread(
-                target=_quietly, args=(stop,), name="outlines-lmstudio-cancel", daemon=True
-            ).start()
+            try:
+                threading.Thread(
+                    target=_quietly, args=(stop,), name="outlines-lmstudio-cancel", daemon=True
+                ).start()
+            except RuntimeError:
+                # No thread to be had: the prediction went on to its end, and the SDK
+                # logged its late fragments (found by a review). Sent by the reader instead.
+                self.unsent = stop
+
+    def run_unsent(self) -> None:
+        """Call the ``on_interrupt`` no thread could call (see ``unsent``), if any."""
+        if (stop := self.unsent) is not None:
+            self.unsent = None
+            _quietly(stop)
 
     def arm(self) -> None:
         """Start deferring Ctrl-C, in the main thread only.

@@ -617,7 +617,7 @@ def _translated(
     if isinstance(exc, lms.LMStudioWebsocketError) or "not reachable" in text:
         lost = "not reachable" not in text
         if out_of_files(exc):  # not LM Studio's doing: no socket to be had
-            hint = files_hint()
+            hint = files_hint(exc)
         elif lost:
             hint = "The next call reconnects; if LM Studio stopped, start it again."
         elif "ReadTimeout" in text and "ws://" in text:

@@ -246,6 +246,7 @@ class SyncReader:
             if arm:
                 self._sigint.disarm()
             self._sigint.on_interrupt = None
+            self._sigint.run_unsent()
 
     def _read_all(self) -> list[lms.LlmPredictionFragment] | None:
         """Read every fragment up to the end (``whole``), noting when each one arrived."""
@@ -349,7 +350,14 @@ class SyncReader:
                 self.stream.close()  # the SDK's own cleanup fails (its loop has stopped)
             return None
         drain = threading.Thread(target=self._drain, args=(told,), name=_DRAIN, daemon=True)
-        drain.start()
+        try:
+            drain.start()
+        except RuntimeError:
+            # No thread to be had ("can't start new thread"): cancel from here, unread, so
+            # that LM Studio does not generate the rest (found by a review).
+            self._decide(told, cancel=True)
+            _OPEN.discard(self)
+            raise
         try:
             if wait:
                 drain.join(wait)

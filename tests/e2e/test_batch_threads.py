@@ -151,7 +151,7 @@ def test_a_batch_lets_go_of_each_finished_item_s_prediction(
 ) -> None:
     """Found by a probe of scale: the batch kept every item's call to its end, and with it the
     SDK's stream of the prediction (its fragment messages, the request): a sync batch's
-    memory grew by about 16 kB an item (300 MB at 20,000), where the same calls in a thread
+    memory grew by about 16 kB an item (396 MB at 20,000), where the same calls in a thread
     pool of the SDK's or ours stayed flat. Held now: the running items' predictions only."""
     monkeypatch.setattr(emulator, "token_latency", 0.01)
     emulator.script(TEXT_MODEL, lambda p: "a b c d " + p.last_user_text)
@@ -168,3 +168,58 @@ def test_a_batch_lets_go_of_each_finished_item_s_prediction(
         batch.join(60)
     assert done == [[f"a b c d {i}" for i in range(80)]]
     assert alive <= 4  # the 2 running, and at most 2 a thread has yet to let go of
+
+
+NESTED = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    import lmstudio as lms
+    from pydantic import BaseModel, field_validator
+    from outlines_lmstudio import from_lmstudio
+
+    with lms.Client(sys.argv[1]) as client:
+        model = from_lmstudio(client, sys.argv[2], max_concurrency=2)
+
+        class Thing(BaseModel):
+            x: int
+
+            @field_validator("x")
+            @classmethod
+            def inner(cls, value: int) -> int:
+                model.batch([f"inner {i}" for i in range(6)], max_tokens=400)
+                return value
+
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+        started = time.monotonic()
+        try:
+            model.parse([f"outer {i}" for i in range(2)], Thing, max_tokens=100)
+        except KeyboardInterrupt:
+            print(f"INTERRUPTED {time.monotonic() - started:.2f}", flush=True)
+    """
+)
+
+
+def test_ctrl_c_stops_the_batches_a_batch_s_items_run(
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch run by an item of another (a Pydantic validator calling ``model.batch``):
+    a Ctrl-C stopped the outer batch only, and the inner ones went on, starting their queued
+    items (found by a review)."""
+    monkeypatch.setattr(emulator, "token_latency", 0.005)
+    emulator.script(
+        TEXT_MODEL,
+        lambda p: '{"x": 1}' if p.last_user_text.startswith("outer") else "a " * 300,
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", NESTED, emulator.api_host, TEXT_MODEL],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "INTERRUPTED" in done.stdout, done.stderr
+    assert float(done.stdout.split()[1]) < 3  # at once, and room for a busy machine
+    emulator.wait_until(lambda: all(p.done for p in emulator.predictions), timeout=10)
+    inner = [p for p in emulator.predictions if p.last_user_text.startswith("inner")]
+    assert len(inner) == 4  # each inner batch's first two, none after the Ctrl-C
+    assert all(p.cancelled for p in inner)

@@ -21,7 +21,8 @@ import pytest
 from outlines_lmstudio import from_lmstudio
 from outlines_lmstudio.testing import LMStudioEmulator
 
-from .conftest import TEXT_MODEL
+from .conftest import TEXT_MODEL, VISION_MODEL
+from .helpers import endpoint_count, png_image
 
 
 class Refusing:
@@ -72,16 +73,88 @@ def test_a_batch_whose_first_thread_did_not_start_sends_nothing_later(
     client: lms.Client, emulator: LMStudioEmulator, refusing: Refusing
 ) -> None:
     """The pool queues an item before it starts a thread for it: the failed batch's first
-    item stayed queued, and the next batch's first thread sent it to LM Studio."""
-    model = from_lmstudio(client, TEXT_MODEL)
+    item stayed queued, and the next batch's first thread sent it to LM Studio. A stopped
+    call opens no prediction and uploads nothing, but asked the model's traits: nothing of
+    the item runs now."""
+    model = from_lmstudio(client, VISION_MODEL)
     assert model("warm", max_tokens=2)
     refusing.prefix = "outlines-lmstudio-batch"
     with pytest.raises(RuntimeError, match="can't start new thread"):
-        model.batch([f"failed {i}" for i in range(8)], max_tokens=2)
+        model.batch([["Describe", png_image("blue")] for _ in range(8)], max_tokens=2)
     refusing.prefix = None
     assert len(model.batch([f"next {i}" for i in range(4)], max_tokens=2)) == 4
     sent = [p.last_user_text for p in emulator.predictions[1:]]
     assert sorted(sent) == [f"next {i}" for i in range(4)]
+    assert endpoint_count(emulator, "uploadFileBase64") == 0
+    assert endpoint_count(emulator, "getModelInfo") == 0  # the step before: not checked
+
+
+def test_a_stream_left_when_no_thread_can_wait_for_the_cancel_still_cancels(
+    client: lms.Client,
+    emulator: LMStudioEmulator,
+    refusing: Refusing,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Leaving a stream sends the cancel and awaits LM Studio's confirmation in a thread;
+    when none could start, no cancel was sent, and LM Studio generated the whole reply
+    (found by a review)."""
+    monkeypatch.setattr(emulator, "token_latency", 0.02)
+    emulator.script(TEXT_MODEL, ["word " * 200])
+    model = from_lmstudio(client, TEXT_MODEL)
+    stream = model.stream("hello")
+    assert next(stream)
+    refusing.prefix = "outlines-lmstudio-drain"
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        stream.close()
+    refusing.prefix = None
+    emulator.wait_until(lambda: emulator.predictions[-1].done)
+    assert emulator.predictions[-1].cancelled
+    assert model("the model still works", max_tokens=3)
+
+
+CTRL_C_WITHOUT_A_THREAD = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    import lmstudio as lms
+    from outlines_lmstudio import from_lmstudio
+
+    start = threading.Thread.start
+
+    def refusing_start(thread, *args, **kwargs):
+        if thread.name == "outlines-lmstudio-cancel":
+            raise RuntimeError("can't start new thread")
+        start(thread, *args, **kwargs)
+
+    threading.Thread.start = refusing_start
+    with lms.Client(sys.argv[1]) as client:
+        model = from_lmstudio(client, sys.argv[2])
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            model("hello", max_tokens=400)
+        except KeyboardInterrupt:
+            print("INTERRUPTED", flush=True)
+    """
+)
+
+
+def test_ctrl_c_when_no_thread_can_send_the_cancel_still_cancels(
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Ctrl-C guard sends the cancel from a thread (not from the signal handler, inside
+    the SDK's own send); when none could start, the prediction went on to its end, and the
+    SDK logged its late fragments (found by a review). The reader sends it instead."""
+    monkeypatch.setattr(emulator, "token_latency", 0.02)
+    emulator.script(TEXT_MODEL, ["word " * 400])
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_WITHOUT_A_THREAD, emulator.api_host, TEXT_MODEL],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "INTERRUPTED" in done.stdout, done.stderr
+    emulator.wait_until(lambda: emulator.predictions[-1].done)
+    assert emulator.predictions[-1].cancelled
 
 
 TIMERS = textwrap.dedent(
@@ -125,32 +198,56 @@ def test_timers_run_once_their_thread_can_start() -> None:
 
 NEW_CLIENT_AT_THE_LIMIT = textwrap.dedent(
     """
-    import faulthandler, os, resource, sys
+    import asyncio, faulthandler, os, resource, sys
     import lmstudio as lms
     from outlines_lmstudio import LMStudioConnectionError, from_lmstudio
 
     faulthandler.dump_traceback_later(40, exit=True)
-    client = lms.Client(sys.argv[1])
-    assert from_lmstudio(client, sys.argv[2])("hi", max_tokens=3)  # imports done
-    other = lms.Client(sys.argv[1])  # its thread's event loop made: sockets come on first use
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    open_now = len(os.listdir("/proc/self/fd")) - 1  # less the one that listed them
-    resource.setrlimit(resource.RLIMIT_NOFILE, (open_now, hard))  # none to spare
-    try:
-        from_lmstudio(other, sys.argv[2])("hi", max_tokens=3)
-    except LMStudioConnectionError as exc:
-        print(exc)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    assert from_lmstudio(client, sys.argv[2])("hi", max_tokens=3)
+    host, key, front = sys.argv[1:]
+
+    def no_descriptor_to_spare():
+        open_now = len(os.listdir("/proc/self/fd")) - 1  # less the one that listed them
+        limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_now, limits[1]))
+        return limits
+
+    if front == "sync":
+        client = lms.Client(host)
+        assert from_lmstudio(client, key)("hi", max_tokens=3)  # imports done
+        other = lms.Client(host)  # its thread's event loop made: sockets come on first use
+        limits = no_descriptor_to_spare()
+        try:
+            from_lmstudio(other, key)("hi", max_tokens=3)
+        except LMStudioConnectionError as exc:
+            print(exc)
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+        assert from_lmstudio(client, key)("hi", max_tokens=3)
+    else:
+        async def main():
+            async with lms.AsyncClient(host) as client:
+                assert await from_lmstudio(client, key)("hi", max_tokens=3)
+                other = lms.AsyncClient(host)  # entered by the model's first call
+                limits = no_descriptor_to_spare()
+                try:
+                    await from_lmstudio(other, key)("hi", max_tokens=3, timeout=20)
+                except LMStudioConnectionError as exc:
+                    print(exc)
+                resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+                assert await from_lmstudio(client, key)("hi", max_tokens=3)
+
+        asyncio.run(main())
     """
 )
 
 
-def test_a_new_client_out_of_descriptors_is_told_the_limit(emulator: LMStudioEmulator) -> None:
+@pytest.mark.parametrize("front", ["sync", "async"])
+def test_a_new_client_out_of_descriptors_is_told_the_limit(
+    emulator: LMStudioEmulator, front: str
+) -> None:
     """The SDK says LM Studio "is not reachable ... (due to ... Too many open files). Is LM
     Studio running?", and the hint was to start LM Studio's server."""
     done = subprocess.run(
-        [sys.executable, "-c", NEW_CLIENT_AT_THE_LIMIT, emulator.api_host, TEXT_MODEL],
+        [sys.executable, "-c", NEW_CLIENT_AT_THE_LIMIT, emulator.api_host, TEXT_MODEL, front],
         capture_output=True,
         text=True,
         timeout=60,

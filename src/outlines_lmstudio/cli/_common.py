@@ -257,7 +257,7 @@ def failure_report(
     if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
         if out_of_files(exc):  # not a file given: one of Python's own, or a socket
             named = f" ({exc.filename})" if exc.filename else ""
-            return f"{exc.strerror or exc}{named}. {files_hint()}", EXIT_USAGE
+            return f"{exc.strerror or exc}{named}. {files_hint(exc)}", EXIT_USAGE
         if exc.filename:
             return f"{exc.filename}: {exc.strerror or exc}.", EXIT_USAGE
         if exc.errno in _FULL:  # a write with no file named: the command's standard output
@@ -270,10 +270,10 @@ def failure_report(
     if out_of_files(exc) or at_file_limit():
         # Out of files, the SDK's threads fail in ways of their own ("AsyncTaskManager ...
         # is currently inactive"): not a bug of ours (found by a probe at `ulimit -n 6`).
-        said = error_message(exc).rstrip(".")
+        said = error_message(exc).rstrip(".")  # a bare CancelledError says nothing
+        what = f"{type(exc).__name__}: {said}" if said else type(exc).__name__
         return (
-            f"{type(exc).__name__}: {said}, with (almost) no file or socket left to open. "
-            f"{files_hint()}",
+            f"{what}, with (almost) no file or socket left to open. {files_hint(exc)}",
             EXIT_FAILURE,
         )
     return None

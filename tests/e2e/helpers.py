@@ -46,6 +46,17 @@ def message_texts(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return result
 
 
+def run_script(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a Python script (``python -c``) to its end; its output as text, not checked."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def interrupted(
     script: str, args: list[str], ready: Callable[[], object], signum: int = signal.SIGINT
 ) -> tuple[int, str, str]:

@@ -1,8 +1,6 @@
 """Sync batches reuse the model's threads, and never share them with a batch running already."""
 
 import gc
-import subprocess
-import sys
 import textwrap
 import threading
 
@@ -15,6 +13,7 @@ from outlines_lmstudio._config import parse_inference_kwargs
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL
+from .helpers import run_script
 
 
 def test_batches_reuse_one_pool_of_the_asked_size(
@@ -71,19 +70,6 @@ _ATEXIT_SCRIPT = textwrap.dedent(
 )
 
 
-def _run_script(
-    script: str, emulator: LMStudioEmulator, how: str
-) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` in a fresh interpreter with the emulator's host, the model and ``how``."""
-    return subprocess.run(
-        [sys.executable, "-c", script, emulator.api_host, TEXT_MODEL, how],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize("before", ["before", "first"])
 def test_a_batch_at_exit_runs_its_items_in_turn(emulator: LMStudioEmulator, before: str) -> None:
     """``concurrent.futures`` takes no work once atexit handlers run: a batch there failed with
@@ -95,7 +81,7 @@ def test_a_batch_at_exit_runs_its_items_in_turn(emulator: LMStudioEmulator, befo
             p.last_user_text, p.last_user_text.upper()
         ),
     )
-    result = _run_script(_ATEXIT_SCRIPT, emulator, before)
+    result = run_script(_ATEXIT_SCRIPT, emulator.api_host, TEXT_MODEL, before)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     lines = ["['A', 'B', 'C'] [4, 5]", "[6, None, 7] [1]"]
@@ -132,7 +118,7 @@ def test_a_batch_in_a_daemon_thread_does_not_hold_the_exit(kind: str) -> None:
     runs on: the exit waits for that thread, as Python waits for any."""
     with LMStudioEmulator(token_latency=0.05 if kind == "daemon" else 0.0) as emulator:
         emulator.script(TEXT_MODEL, lambda p: "word " * 60)  # 3 s a reply at 0.05 s a token
-        result = _run_script(_DAEMON_SCRIPT, emulator, kind)
+        result = run_script(_DAEMON_SCRIPT, emulator.api_host, TEXT_MODEL, kind)
         emulator.wait_until(lambda: all(p.done for p in emulator.predictions))
         reasons = [p.stop_reason for p in emulator.predictions]
     assert result.returncode == 0, result.stderr
@@ -210,13 +196,7 @@ def test_ctrl_c_stops_the_batches_a_batch_s_items_run(
         TEXT_MODEL,
         lambda p: '{"x": 1}' if p.last_user_text.startswith("outer") else "a " * 300,
     )
-    done = subprocess.run(
-        [sys.executable, "-c", NESTED, emulator.api_host, TEXT_MODEL],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_script(NESTED, emulator.api_host, TEXT_MODEL)
     assert "INTERRUPTED" in done.stdout, done.stderr
     assert float(done.stdout.split()[1]) < 3  # at once, and room for a busy machine
     emulator.wait_until(lambda: all(p.done for p in emulator.predictions), timeout=10)

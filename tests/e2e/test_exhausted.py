@@ -8,8 +8,6 @@ the first one under a real memory limit (``RLIMIT_AS``).
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 import threading
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from outlines_lmstudio import from_lmstudio
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL, VISION_MODEL
-from .helpers import endpoint_count, png_image
+from .helpers import endpoint_count, png_image, run_script
 
 
 class Refusing:
@@ -145,13 +143,7 @@ def test_ctrl_c_when_no_thread_can_send_the_cancel_still_cancels(
     SDK logged its late fragments (found by a review). The reader sends it instead."""
     monkeypatch.setattr(emulator, "token_latency", 0.02)
     emulator.script(TEXT_MODEL, ["word " * 400])
-    done = subprocess.run(
-        [sys.executable, "-c", CTRL_C_WITHOUT_A_THREAD, emulator.api_host, TEXT_MODEL],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_script(CTRL_C_WITHOUT_A_THREAD, emulator.api_host, TEXT_MODEL)
     assert "INTERRUPTED" in done.stdout, done.stderr
     emulator.wait_until(lambda: emulator.predictions[-1].done)
     assert emulator.predictions[-1].cancelled
@@ -189,9 +181,7 @@ def test_timers_run_once_their_thread_can_start() -> None:
     slots waited 60 s), and the first ``later`` raised into a stream's finalizer.
 
     In a fresh interpreter: this one's timer thread may be running already."""
-    done = subprocess.run(
-        [sys.executable, "-c", TIMERS], capture_output=True, text=True, timeout=60, check=False
-    )
+    done = run_script(TIMERS)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['outlines-lmstudio-watch'] ['first', 'second']"
 
@@ -246,13 +236,7 @@ def test_a_new_client_out_of_descriptors_is_told_the_limit(
 ) -> None:
     """The SDK says LM Studio "is not reachable ... (due to ... Too many open files). Is LM
     Studio running?", and the hint was to start LM Studio's server."""
-    done = subprocess.run(
-        [sys.executable, "-c", NEW_CLIENT_AT_THE_LIMIT, emulator.api_host, TEXT_MODEL, front],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_script(NEW_CLIENT_AT_THE_LIMIT, emulator.api_host, TEXT_MODEL, front)
     assert done.returncode == 0, done.stderr
     assert "Too many open files" in done.stdout
     assert "Hint: This process has as many files and sockets open as it may" in done.stdout

@@ -38,6 +38,7 @@ from ._sdk_errors import (
     client_entered,
     client_host,
     client_in_other_loop,
+    closed_client_error,
     forked_client_error,
     half_entered,
     other_loop_error,
@@ -319,6 +320,14 @@ class AsyncSessions(ModelApi):
             except OutlinesLMStudioError:
                 raise  # ours (an lmstudio.LMStudioError too): said as it is
             except lms.LMStudioError as exc:
+                if client_closed(self.client):
+                    # Closed by its owner while it connected: the SDK's sessions then fail
+                    # as "not reachable", and this said to start LM Studio's server, for
+                    # this call and every later one (found by a probe of random sequences).
+                    self._entry.failed = closed = closed_client_error(
+                        client_host(self.client), self.model_name, in_a_loop=True
+                    )
+                    raise copied_error(closed, self.model_name) from exc
                 if not half_entered(self.client):  # nothing opened: a later call tries again
                     raise self._error(exc, None, "connect") from exc
                 await self._give_up(exc)
@@ -344,6 +353,8 @@ class AsyncSessions(ModelApi):
 
     def _unusable_error(self, exc: BaseException) -> LMStudioConnectionError:
         """Our error for a client that a failed entering left unusable (`_give_up`)."""
+        if isinstance(exc, LMStudioConnectionError):  # closed by its owner: said already
+            return copied_error(exc, self.model_name)
         if isinstance(exc, TimeoutError):
             return self._connect_error(exc)  # it says the client was closed
         host = client_host(self.client)

@@ -396,9 +396,25 @@ def _async_closing(client: object) -> bool:
         return False
     try:
         system = client.system
-    except KeyError:  # not entered (yet)
-        return False
+    except KeyError:  # not entered (yet), or closed while its sessions were being opened
+        return _unwound_while_entering(client)
     return not system.connected
+
+
+def _unwound_while_entering(client: lms.AsyncClient) -> bool:
+    """Tell whether ``aclose()`` ran while ``client`` was being entered.
+
+    Entering pushes the task manager on the client's exit stack, then each session it
+    lists, one by one (the one being opened is listed, not yet pushed); ``aclose()`` unwinds
+    that stack, so it holds fewer than that once the client is closing (found by a probe of
+    random sequences: the next session's failure said LM Studio "is not reachable").
+    ``False`` when the SDK's internals are not as expected.
+    """
+    callbacks = getattr(getattr(client, "_resources", None), "_exit_callbacks", None)
+    sessions = getattr(client, "_sessions", None)
+    if callbacks is None or not isinstance(sessions, dict) or not sessions:
+        return False
+    return len(callbacks) < len(sessions)
 
 
 def release_unsent(exc: BaseException) -> None:

@@ -815,6 +815,27 @@ async def test_an_async_client_closed_under_running_calls_says_so(
         assert "client this model uses was closed" in str(result)
 
 
+@pytest.mark.asyncio
+async def test_an_async_client_closed_while_a_model_connects_it_says_so(
+    emulator: LMStudioEmulator,
+) -> None:
+    """Found by a probe of random sequences: closed while the model's first call entered it
+    (its sessions connect one by one), the call and every later one said LM Studio "is not
+    reachable ... Is LM Studio running?", with the hint to start LM Studio's server."""
+    client = lms.AsyncClient(emulator.api_host)
+    model = from_lmstudio(client, TEXT_MODEL)
+    call = asyncio.create_task(model("hello"))
+    # The first session authenticated: the others are still to connect.
+    await asyncio.to_thread(emulator.wait_until, lambda: len(emulator.trace) >= 2)
+    await client.aclose()
+    with pytest.raises(LMStudioConnectionError, match="client this model uses was closed"):
+        await call
+    with pytest.raises(LMStudioConnectionError, match="client this model uses was closed"):
+        await model("again")
+    assert emulator.predictions == []
+    await model.close()
+
+
 def test_an_async_client_outliving_its_event_loop_says_so(emulator: LMStudioEmulator) -> None:
     """The second ``asyncio.run`` gets an error naming the ended loop, not a close nobody made."""
     model = from_lmstudio(lms.AsyncClient(emulator.api_host), TEXT_MODEL)

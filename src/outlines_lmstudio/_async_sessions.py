@@ -302,11 +302,14 @@ class AsyncSessions(ModelApi):
             raise
 
     async def _enter(self) -> None:
+        if (failed := self._entry.failed) is not None:
+            # Checked first: a client given up after its model session was opened (a later
+            # session failed) has one, and the next call went on as if it were entered, to
+            # fail as "closed" by the user (found by a probe out of file descriptors).
+            raise self._unusable_error(failed) from failed
         try:
             self.client.llm  # noqa: B018 - raises KeyError until the client is entered
         except KeyError:
-            if self._entry.failed is not None:
-                raise self._unusable_error(self._entry.failed) from None
             try:
                 # Finds LM Studio if no host; the search is not counted in connect_timeout.
                 self._entry.searching = True
@@ -335,6 +338,14 @@ class AsyncSessions(ModelApi):
             except httpx.HTTPError as exc:  # the SDK's probe of the host is httpx
                 raise self._connect_error(exc) from exc
             except TimeoutError as exc:
+                await self._give_up(exc)
+                raise self._unusable_error(exc) from exc
+            except Exception as exc:
+                # Anything else (no thread for a probe: "can't start new thread") left a
+                # client half entered as it was: later calls found it entered without its
+                # model session, a raw KeyError (found by a probe of exhausted resources).
+                if not half_entered(self.client):
+                    raise
                 await self._give_up(exc)
                 raise self._unusable_error(exc) from exc
             self._owns_client = True

@@ -9,7 +9,10 @@ Each runs on an event loop in a thread of its own and answers LM Studio's HTTP g
 - ``"odd-lookup"``: authenticates, then closes every channel it is asked to open (a model
   lookup gets no answer but a close);
 - ``"dribble"``: answers the websocket's opening with a ``101`` head whose headers never end,
-  a byte every half second (no read timeout of the client's HTTP library fires).
+  a byte every half second (no read timeout of the client's HTTP library fires);
+- ``"no-repository"``: authenticates the sessions an ``AsyncClient`` opens first
+  (``/embedding``, ``/files``, ``/llm``) and refuses the later ones' opening (HTTP 503):
+  the client is left half entered, with its model session.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from typing import Any, Literal, Self
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-Mode = Literal["no-auth", "silent", "mute", "odd-lookup", "dribble"]
+_FIRST_SESSIONS = ("/embedding", "/files", "/llm")
+
+Mode = Literal["no-auth", "silent", "mute", "odd-lookup", "dribble", "no-repository"]
 
 
 class Misbehaving:
@@ -105,12 +110,14 @@ class Misbehaving:
     def _greeting(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path == "/lmstudio-greeting":
             return connection.respond(HTTPStatus.OK, '{"lmstudio": true}')
+        if self.mode == "no-repository" and request.path not in _FIRST_SESSIONS:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "no more sessions")
         return None
 
     async def _websocket(self, connection: ServerConnection) -> None:
         await connection.recv()  # the auth packet
         self.auths += 1
-        if self.mode in ("silent", "odd-lookup"):
+        if self.mode in ("silent", "odd-lookup", "no-repository"):
             await connection.send('{"success": true}')
         async for message in connection:  # read; answer only an odd lookup
             request = json.loads(message)

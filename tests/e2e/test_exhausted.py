@@ -16,11 +16,12 @@ from typing import Any
 import lmstudio as lms
 import pytest
 
-from outlines_lmstudio import from_lmstudio
+from outlines_lmstudio import LMStudioConnectionError, from_lmstudio
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from .conftest import TEXT_MODEL, VISION_MODEL
 from .helpers import endpoint_count, png_image, run_script
+from .misbehaving import Misbehaving
 
 
 class Refusing:
@@ -114,7 +115,7 @@ CTRL_C_WITHOUT_A_THREAD = textwrap.dedent(
     """
     import os, signal, sys, threading, time
     import lmstudio as lms
-    from outlines_lmstudio import from_lmstudio
+    from outlines_lmstudio import LMStudioConnectionError, from_lmstudio
 
     start = threading.Thread.start
 
@@ -241,3 +242,24 @@ def test_a_new_client_out_of_descriptors_is_told_the_limit(
     assert "Too many open files" in done.stdout
     assert "Hint: This process has as many files and sockets open as it may" in done.stdout
     assert "Start LM Studio's server" not in done.stdout
+
+
+@pytest.mark.asyncio
+async def test_a_half_entered_client_whose_check_found_no_thread_says_why(
+    refusing: Refusing,
+) -> None:
+    """A failed entering asks, in a thread, whether another server holds the host. With no
+    thread to be had, its ``RuntimeError`` left the client half entered as it was, and every
+    later call raised the SDK's raw ``KeyError: 'llm'`` (found by a probe)."""
+    with Misbehaving("no-repository") as server:
+        model = from_lmstudio(lms.AsyncClient(server.api_host), TEXT_MODEL)
+        refusing.prefix = "outlines-lmstudio-search"
+        with pytest.raises(LMStudioConnectionError, match="can't start new thread") as first:
+            await model("hello")
+        refusing.prefix = None
+        with pytest.raises(LMStudioConnectionError, match="make a new one to try again") as again:
+            await model("hello")
+        await model.close()
+    assert refusing.refused == ["outlines-lmstudio-search"]
+    assert "can't start new thread" in str(again.value)
+    assert isinstance(first.value.__cause__, RuntimeError)

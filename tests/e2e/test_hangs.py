@@ -140,6 +140,26 @@ async def test_close_after_a_first_call_left_while_connecting_returns_at_once() 
             await model("hello")  # said at once, not a raw SDK error on a closed client
 
 
+@pytest.mark.asyncio
+async def test_a_client_given_up_after_its_model_session_opened_says_why_again() -> None:
+    """An entering that failed after the model session was opened (a later session's, here
+    refused): the client is closed as unusable. The next call took it for entered, as its
+    model session is there, and failed as if the user had closed it ("Keep the client
+    open"), without the cause (found by a probe out of file descriptors)."""
+    with Misbehaving("no-repository") as server:
+        model = from_lmstudio(lms.AsyncClient(server.api_host), TEXT_MODEL)
+        with pytest.raises(LMStudioConnectionError) as first:
+            await model("hello")
+        with pytest.raises(LMStudioConnectionError) as again:
+            await model("hello")
+        await model.close()
+    for caught in (first, again):
+        assert "/repository" in str(caught.value)
+        assert "This AsyncClient was closed: make a new one" in str(caught.value)
+        assert "Keep the client open" not in str(caught.value)
+    assert again.value.__cause__ is not None
+
+
 UNANSWERED = textwrap.dedent(
     """
     import sys

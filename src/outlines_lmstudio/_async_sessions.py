@@ -323,14 +323,7 @@ class AsyncSessions(ModelApi):
             except OutlinesLMStudioError:
                 raise  # ours (an lmstudio.LMStudioError too): said as it is
             except lms.LMStudioError as exc:
-                if client_closed(self.client):
-                    # Closed by its owner while it connected: the SDK's sessions then fail
-                    # as "not reachable", and this said to start LM Studio's server, for
-                    # this call and every later one (found by a probe of random sequences).
-                    self._entry.failed = closed = closed_client_error(
-                        client_host(self.client), self.model_name, in_a_loop=True
-                    )
-                    raise copied_error(closed, self.model_name) from exc
+                self._if_closed_by_owner(exc)
                 if not half_entered(self.client):  # nothing opened: a later call tries again
                     raise self._error(exc, None, "connect") from exc
                 await self._give_up(exc)
@@ -338,6 +331,7 @@ class AsyncSessions(ModelApi):
             except httpx.HTTPError as exc:  # the SDK's probe of the host is httpx
                 raise self._connect_error(exc) from exc
             except TimeoutError as exc:
+                self._if_closed_by_owner(exc)  # the SDK's entering may then wait for good
                 await self._give_up(exc)
                 raise self._unusable_error(exc) from exc
             except Exception as exc:
@@ -351,6 +345,19 @@ class AsyncSessions(ModelApi):
             self._owns_client = True
         self._note_entered()
         self._ready = True
+
+    def _if_closed_by_owner(self, exc: BaseException) -> None:
+        """Raise the closed client's error if its owner closed it while it was entered.
+
+        The SDK's sessions then fail as "not reachable" (or its entering waits out
+        ``connect_timeout``), and this said to start LM Studio's server or check the host,
+        for that call and every later one (found by a probe of random sequences).
+        """
+        if client_closed(self.client):
+            self._entry.failed = closed = closed_client_error(
+                client_host(self.client), self.model_name, in_a_loop=True
+            )
+            raise copied_error(closed, self.model_name) from exc
 
     async def _give_up(self, exc: BaseException) -> None:
         """Close a client half entered by a failed entering: it cannot be entered again.

@@ -1,9 +1,10 @@
-"""The sync model when a thread of its own cannot start ("can't start new thread"), then can.
+"""The library in a process out of threads or file descriptors, and once it has them again.
 
-A process out of threads or memory fails ``Thread.start`` with that ``RuntimeError``. Here
-it is simulated for the library's own threads only (named ``outlines-lmstudio-...``): the
-SDK's and pytest's start as usual. Found by a probe of exhausted resources, which also saw
-the first one under a real memory limit (``RLIMIT_AS``).
+A process out of threads or memory fails ``Thread.start`` with ``RuntimeError("can't start
+new thread")``. Here it is simulated for the library's own threads only (named
+``outlines-lmstudio-...``): the SDK's and pytest's start as usual. Found by probes of
+exhausted resources, which also saw the first one under a real memory limit
+(``RLIMIT_AS``). Out of descriptors, a subprocess lowers its own ``RLIMIT_NOFILE``.
 """
 
 from __future__ import annotations

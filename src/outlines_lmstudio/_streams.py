@@ -246,7 +246,8 @@ class SyncReader:
             if arm:
                 self._sigint.disarm()
             self._sigint.on_interrupt = None
-            self._sigint.run_unsent()
+            if self._sigint.unsent is not None:  # per fragment: no call unless needed
+                self._sigint.run_unsent()
 
     def _read_all(self) -> list[lms.LlmPredictionFragment] | None:
         """Read every fragment up to the end (``whole``), noting when each one arrived."""

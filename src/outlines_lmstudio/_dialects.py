@@ -26,6 +26,7 @@ from urllib.parse import unquote
 import jsonschema
 import msgspec
 
+from ._exclusive import exclusive_branches
 from ._patterns import PatternError, engine_pattern
 from ._rewrites import (
     ALL_FORMATS,
@@ -34,6 +35,7 @@ from ._rewrites import (
     FORMATS,
     INT64,
     LAST_REWRITES,
+    UNWRITABLE_NAME,
     apply,
     distinct_ref_rules,
     drop_unwritable_numbers,
@@ -286,17 +288,12 @@ def _integer_bound(node: Mapping[str, Any], key: str) -> bool:
     return True
 
 
-_UNWRITABLE_NAME = re.compile(r'["\\\x00-\x1f]')
-"""What outlines-core cannot write in a property name: it puts the name in its regex
-unescaped, so ``a"b`` is written ``"a"b"`` and a line break raw (no JSON either way)."""
-
-
 def _unwritable_name(node: Mapping[str, Any], engine: Engine) -> str | None:
     """Return a property name ``engine`` would write as invalid JSON, if any."""
     properties = node.get("properties")
     if engine != "outlines-core" or not isinstance(properties, Mapping):
         return None
-    return next((name for name in properties if _UNWRITABLE_NAME.search(name)), None)
+    return next((name for name in properties if UNWRITABLE_NAME.search(name)), None)
 
 
 _NAMED_MAPS = (
@@ -399,11 +396,13 @@ def _node_findings(
     looping: set[str],
     unfollowed: set[str],
     objectless: set[str],
+    exclusive: bool = False,
 ) -> Iterator[tuple[str, Status, str]]:
     """Yield ``(keyword, status, why)`` for one schema object (its children aside).
 
     ``looping``: the recursive references; ``objectless``: those whose recursion goes
-    through no object property (`recursive_refs` with ``through_properties=False``).
+    through no object property (`recursive_refs` with ``through_properties=False``);
+    ``exclusive``: the node's ``oneOf`` branches exclude each other (`exclusive_branches`).
     """
     for key, why in _REFUSED_EVERYWHERE.items():
         if key in node:
@@ -485,7 +484,7 @@ def _node_findings(
         yield "oneOf", "refused", "anyOf and oneOf together: one of them is dropped"
     elif "oneOf" in node or "anyOf" in node:
         key = "oneOf" if "oneOf" in node else "anyOf"
-        if key == "oneOf":
+        if key == "oneOf" and not exclusive:
             yield "oneOf", "loose", "matched as anyOf: 'exactly one' is not enforced"
         for other in assertions(node):
             if other != key:
@@ -679,8 +678,9 @@ def _findings(schema: dict[str, Any], engines: tuple[Engine, ...]) -> dict[Engin
             for engine in engines:
                 found[engine].append(Finding(f"{pointer}/$id", "$id", "refused", why, node["$id"]))
         if isinstance(node, Mapping) and not _plain(node):
+            exclusive = "oneOf" in node and exclusive_branches(schema, node["oneOf"])
             for engine in engines:
-                findings = _node_findings(node, engine, looping, unfollowed, objectless)
+                findings = _node_findings(node, engine, looping, unfollowed, objectless, exclusive)
                 for keyword, status, why in findings:
                     where = f"{pointer}/{pointer_token(keyword)}"
                     found[engine].append(Finding(where, keyword, status, why, node.get(keyword)))

@@ -1381,10 +1381,8 @@ def _plan(
             f"JSON-schema structured output cannot express. {_GRAMMAR_HINT}."
         )
     key = _non_str_key(output_type)
-    set_like = typing.get_origin(output_type) in _SETS or (
-        isinstance(output_type, type) and output_type in _SETS
-    )
-    if key is None and not set_like and _other_json_type(output_type):
+    set_like = _set_inside(output_type)
+    if key is None and set_like is None and _other_json_type(output_type):
         # Types Outlines has no regex for, which work as fields (uuid.UUID, Decimal, a
         # NamedTuple, dict[str, Any]...): the reply is their JSON document, as for a model.
         schema, written, core_schema = _type_adapter_schema(output_type)
@@ -1394,8 +1392,8 @@ def _plan(
         f" Its dict keys are {output_type_name(key)}; only str keys (or a Literal or Enum of "
         "strings) are supported (JSON object keys are strings): use dict[str, ...]."
         if key is not None
-        else _set_hint(output_type)
-        if set_like
+        else _set_hint(set_like, whole=set_like is output_type)
+        if set_like is not None
         else _BARE_CONTAINERS.get(output_type, "")
         if isinstance(output_type, type)  # a value ([1, 2]) may be unhashable
         else _FUNCTION_HINT
@@ -1524,16 +1522,48 @@ _SETS: dict[Any, str] = {
 """The set types, each spelling with the class Pydantic builds for it."""
 
 
-def _set_hint(output_type: Any) -> str:
-    """Say what to ask for instead of a set of simple values (``set[int]``)."""
-    container = _SETS[typing.get_origin(output_type) or output_type]
-    args = typing.get_args(output_type)
+def _set_hint(set_type: Any, *, whole: bool) -> str:
+    """Say what to ask for instead of a set of simple values (``set[int]``).
+
+    ``whole``: the set is the output type itself, not a part of it (``Optional[set[int]]``).
+    """
+    container = _SETS[typing.get_origin(set_type) or set_type]
+    args = typing.get_args(set_type)
     item = output_type_name(args[0]) if args else "int"
+    why = (
+        "JSON has no set type, and LM Studio does not make array items unique (it does not "
+        "enforce uniqueItems)"
+    )
+    if not whole:
+        return (
+            f" It holds {output_type_name(set_type)}: {why}. Write list[{item}] in its place "
+            f"and build the {container} from the parsed value."
+        )
     return (
-        f" JSON has no set type, and LM Studio does not make array items unique (it does not "
-        f"enforce uniqueItems): ask for list[{item}] and build the {container} from "
+        f" {why}: ask for list[{item}] and build the {container} from "
         f"the result, e.g. {container}(model.parse(prompt, list[{item}]))."
     )
+
+
+def _set_inside(output_type: Any) -> Any:
+    """Return a set type that is, or is inside, a type of simple values, if any.
+
+    ``Optional[set[int]]`` and ``list[set[int]]`` are refused as ``set[int]`` is (found by
+    a probe: only the bare set was); a set of frozen models is a JSON type, planned before.
+    """
+    if typing.get_origin(output_type) in _SETS or (
+        isinstance(output_type, type) and output_type in _SETS
+    ):
+        return output_type
+    origin = typing.get_origin(output_type)
+    if origin is Literal:
+        return None
+    args = typing.get_args(output_type)
+    for arg in args[:1] if origin is typing.Annotated else args:
+        inner = _set_inside(arg)
+        if inner is not None:
+            return inner
+    return None
 
 
 def unaliased(output_type: object) -> object:

@@ -66,6 +66,7 @@ __all__ = [
     "unwritable_range",
     "whole_numbers",
     "TIME_PATTERN",
+    "UNWRITABLE_NAME",
 ]
 
 FORMATS: dict[str, frozenset[str]] = {
@@ -655,6 +656,22 @@ def _listed_names(names: Any, root: dict[str, Any]) -> list[str] | None:
     return list(dict.fromkeys(listed))
 
 
+UNWRITABLE_NAME = re.compile(r'["\\\x00-\x1f]')
+"""What outlines-core cannot write in a property name: it puts the name in its regex
+unescaped, so ``a"b`` is written ``"a"b"`` and a line break raw (no JSON either way)."""
+
+
+def _unnameable(name: str) -> bool:
+    """Whether a key name would be refused as a property by an engine (`_dialects`).
+
+    ``$ref`` fails llama.cpp's conversion, ``""`` as the root's property becomes the whole
+    reply there, and outlines-core writes a name with a quote unescaped. Listed as dict
+    keys, such names stay a loose ``propertyNames`` (found by a probe: the refusal said to
+    rename a field with a Pydantic alias, where the user wrote dict keys).
+    """
+    return name in ("$ref", "") or UNWRITABLE_NAME.search(name) is not None
+
+
 def name_listed_keys(schema: dict[str, Any]) -> dict[str, Any]:
     """Write an object whose key names are listed as one with those properties, no others.
 
@@ -662,7 +679,8 @@ def name_listed_keys(schema: dict[str, Any]) -> dict[str, Any]:
     ``dict[Literal["a", "b"], V]``) accepts the objects whose keys are among the names and
     whose values are valid for ``S``: exactly ``{"properties": {"a": S, "b": S},
     "additionalProperties": false}``. No engine reads ``propertyNames``; both read that.
-    Left alone beside ``properties``, ``patternProperties`` or ``unevaluatedProperties``.
+    Left alone beside ``properties``, ``patternProperties`` or ``unevaluatedProperties``,
+    and when a name is one an engine cannot take as a property (`_unnameable`).
     """
 
     def name(node: dict[str, Any]) -> dict[str, Any]:
@@ -678,7 +696,7 @@ def name_listed_keys(schema: dict[str, Any]) -> dict[str, Any]:
             return node
         listed = _listed_names(node["propertyNames"], schema)
         values = node.get("additionalProperties", {})
-        if listed is None or values is False:
+        if listed is None or values is False or any(map(_unnameable, listed)):
             return node
         rest = {k: v for k, v in node.items() if k not in ("propertyNames", "additionalProperties")}
         properties = {key: copy.deepcopy(values) for key in listed}

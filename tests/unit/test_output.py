@@ -1312,6 +1312,44 @@ def test_every_spelling_of_a_set_is_refused_as_set_is(output_type: object, built
         plan_output(output_type)
 
 
+@pytest.mark.parametrize(
+    ("output_type", "held"),
+    [
+        (typing.Optional[set[int]], "set[int]"),
+        (set[int] | None, "set[int]"),
+        (typing.Union[set[int], str], "set[int]"),
+        (list[set[int]], "set[int]"),
+        (dict[str, set[int]], "set[int]"),
+        (tuple[set[int], int], "set[int]"),
+        (typing.Optional[frozenset[str]], "frozenset[str]"),
+        (Annotated[list[set[int]], pydantic.Field(min_length=1)], "set[int]"),
+    ],
+    ids=str,
+)
+def test_a_set_of_simple_values_inside_another_type_is_refused(
+    output_type: object, held: str
+) -> None:
+    """Only the bare set was refused: ``Optional[set[int]]`` was sent, and ``parse``
+    merged the duplicates of ``[1, 1, 2]`` (found by a probe)."""
+    with pytest.raises(UnsupportedOutputTypeError) as info:
+        plan_output(output_type)
+    message = str(info.value)
+    assert f"It holds {held}: JSON has no set type" in message
+    assert "list[" in message
+    assert "in its place" in message
+
+
+def test_a_set_field_of_a_model_and_a_set_of_frozen_models_are_still_sent() -> None:
+    """The refusal of sets inside simple types leaves the JSON types alone."""
+
+    class Tagged(pydantic.BaseModel):
+        tags: set[str]
+
+    assert plan_output(Tagged).kind == "json"
+    assert plan_output(typing.Optional[set[_FrozenItem]]).kind == "json"
+    assert plan_output(list[Tagged]).kind == "json"
+
+
 class _Slugged(pydantic.BaseModel):
     name: str
     slug: SkipJsonSchema[str]

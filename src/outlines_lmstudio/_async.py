@@ -41,6 +41,7 @@ from ._flow import Call, Effect, Emit, Flow, Sink, wait_limit
 from ._images import PendingImage
 from ._inputs import ChatPrompt, deferring_images, settled
 from ._later_grammar import converted, converting_later, later_gbnf
+from ._sdk_errors import client_host, stream_loop_error
 from ._streams import AsyncReader
 from .errors import LMStudioTimeoutError, OutlinesLMStudioError
 
@@ -856,6 +857,9 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
         reader: AsyncReader = call.reader
         if reader.process != os.getpid() and (forked := self._forked()) is not None:
             raise forked  # opened by the parent, on its socket: not read on here
+        if not reader.on_its_loop():  # stepped from another loop: nobody would wake it
+            host, key = client_host(self.client), call.request.key or self.model_name
+            raise stream_loop_error(host, key, closed=reader.loop_closed())
         try:
             return await reader.read(self.read_timeout, call.deadline)
         except TimeoutError as expired:

@@ -398,7 +398,8 @@ class AsyncSessions(ModelApi):
     async def close(self) -> None:
         """Close the client if this model entered it; safe to call more than once.
 
-        A client whose event loop has ended (an earlier ``asyncio.run``) is closed already.
+        A client whose event loop has ended (an earlier ``asyncio.run``, or ``loop.close()``)
+        is closed already.
 
         Raises
         ------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import inspect
@@ -43,6 +44,7 @@ __all__ = [
     "unplug_sessions",
     "websocket_descriptors",
     "other_loop_error",
+    "stream_loop_error",
     "mark_searched",
     "prediction_channel",
     "release_unsent",
@@ -206,7 +208,20 @@ def client_closed(client: object) -> bool:
     manager = task_manager(client)
     if getattr(manager, "activated", False) is not True:
         return False
-    return getattr(manager, "active", True) is False or _closing(client)
+    return getattr(manager, "active", True) is False or _closing(client) or _loop_closed(manager)
+
+
+def _loop_closed(manager: object) -> bool:
+    """Tell whether the event loop an ``AsyncClient``'s task manager runs in was closed.
+
+    ``asyncio.run`` cancels the client's tasks before it closes its loop, and the manager is
+    no longer active; a loop closed by hand (``loop.close()``) leaves it active in a loop
+    that will never run again (found by a probe: every later call was told to call the
+    model "from that loop", and ``model.client`` could not be given a new client). Such a
+    client is as closed as one whose loop ``asyncio.run`` ended.
+    """
+    loop = getattr(manager, "_event_loop", None)
+    return isinstance(loop, asyncio.AbstractEventLoop) and loop.is_closed()
 
 
 def orphan(client: object) -> None:
@@ -454,7 +469,8 @@ def client_in_other_loop(client: object) -> bool:
         return False
     manager = getattr(client, "_task_manager", None)
     in_its_loop = getattr(manager, "is_running_in_task_loop", None)
-    return getattr(manager, "active", False) is True and callable(in_its_loop) and not in_its_loop()
+    active = getattr(manager, "active", False) is True and not _loop_closed(manager)
+    return active and callable(in_its_loop) and not in_its_loop()
 
 
 def prediction_channel(stream: object) -> Any:
@@ -544,6 +560,33 @@ def other_loop_error(
         model=model,
         hint="Call the model from that loop (asyncio.run_coroutine_threadsafe(..., loop)), or "
         "make a client and a model in this one.",
+    )
+
+
+def stream_loop_error(
+    host: str | None, model: str | None, *, closed: bool
+) -> LMStudioConnectionError:
+    """Return the error for a stream read in an event loop other than the one it began in.
+
+    Its prediction is read by a task of that loop. Awaited from another, the wait was woken
+    by nobody: it lasted ``read_timeout``, then went on, or (that loop closed) blamed a
+    silent LM Studio and said a cancel was sent (found by a probe; the SDK alone raises
+    asyncio's "bound to a different event loop" at once). ``closed``: that loop is closed,
+    and nothing can be cancelled through it.
+    """
+    done = (
+        "that loop is closed, so its prediction could not be cancelled (LM Studio ends it when "
+        "the connection closes, or at its end)"
+        if closed
+        else "its prediction is cancelled in that loop"
+    )
+    return LMStudioConnectionError(
+        "This stream began in another event loop, and a stream is read only in the event "
+        f"loop it began in; nothing was read, and {done}.",
+        host=host,
+        model=model,
+        hint="Read a stream to its end in the loop that began it (asyncio.run_coroutine_"
+        "threadsafe(...) with that loop), or begin a new stream in this one.",
     )
 
 

@@ -572,6 +572,10 @@ class AsyncReader:
         except RuntimeError:  # no loop runs in this thread
             return False
 
+    def loop_closed(self) -> bool:
+        """Whether the reader's event loop (where its stream lives) was closed."""
+        return self._pump.get_loop().is_closed()
+
     def _progress(self) -> None:
         """Note a prompt-processing report: a sign of life, as a fragment is.
 

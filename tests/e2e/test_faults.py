@@ -22,7 +22,7 @@ from outlines_lmstudio.testing._records import message_text
 
 from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
 from .fronts import Fronts, Loop
-from .helpers import png_image
+from .helpers import png_image, run_script
 
 
 def _llm_sockets(emulator: LMStudioEmulator) -> int:
@@ -883,6 +883,77 @@ def test_closing_a_model_from_another_event_loop_says_so_and_closes_nothing(
         assert client_closed(model.client)
     finally:
         other.close()
+
+
+@pytest.mark.parametrize("parse", [False, True], ids=["stream", "parse_stream"])
+def test_a_stream_read_from_another_event_loop_says_so_at_once(
+    emulator: LMStudioEmulator, parse: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream begun in one loop and read on from another waited ``read_timeout`` (60 s),
+    woken by nobody, then went on as if nothing had happened (found by a probe; the SDK
+    alone raises at once). It says so at once, and the prediction is cancelled in its loop."""
+    monkeypatch.setattr(emulator, "token_latency", 0.02)
+    other = Loop()
+    try:
+        model = from_lmstudio(lms.AsyncClient(emulator.api_host), TEXT_MODEL, read_timeout=30)
+        stream = model.parse_stream("hello", list[str]) if parse else model.stream("hello")
+        other.run(anext(stream))
+        started = time.monotonic()
+        with pytest.raises(LMStudioConnectionError, match="began in another event loop") as info:
+            asyncio.run(anext(stream))
+        assert time.monotonic() - started < 5
+        assert "cancelled in that loop" in str(info.value)
+        emulator.wait_until(lambda: emulator.predictions[-1].done, timeout=10)
+        assert emulator.predictions[-1].cancelled
+        assert other.run(model("still works in its own loop"))
+        other.run(model.close())
+    finally:
+        other.close()
+
+
+CLOSED_LOOP = """
+import asyncio, sys, time
+import lmstudio as lms
+from outlines_lmstudio import LMStudioConnectionError, from_lmstudio
+
+model = from_lmstudio(lms.AsyncClient(sys.argv[1]), sys.argv[2], read_timeout=20)
+loop = asyncio.new_event_loop()
+stream = model.stream("hello")
+print("first:", bool(loop.run_until_complete(anext(stream))))
+loop.close()  # by hand: no asyncio.run to cancel the client's tasks first
+started = time.monotonic()
+try:
+    asyncio.run(anext(stream))
+except LMStudioConnectionError as exc:
+    print("stream:", round(time.monotonic() - started), exc.args[0])
+try:
+    asyncio.run(model("again"))
+except LMStudioConnectionError as exc:
+    print("call:", exc.args[0])
+async def new_client():
+    await model.close()
+    model.client = lms.AsyncClient(sys.argv[1])
+    return await model("with a new client")
+print("new client:", bool(asyncio.run(new_client())))
+"""
+
+
+def test_an_event_loop_closed_by_hand_is_said_and_the_model_can_take_a_new_client(
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe. After ``loop.close()`` (no ``asyncio.run`` to end the client's tasks):
+    a stream read on waited ``read_timeout``, then blamed a silent LM Studio and said a
+    cancel was sent (none was); a call was told to run "from that loop", closed for good;
+    and ``model.client`` could not be given a new client."""
+    monkeypatch.setattr(emulator, "token_latency", 0.02)
+    done = run_script(CLOSED_LOOP, emulator.api_host, TEXT_MODEL)
+    out = done.stdout
+    assert "first: True" in out, done.stderr
+    assert "stream: 0 This stream began in another event loop" in out
+    assert "that loop is closed, so its prediction could not be cancelled" in out
+    assert "call: The lmstudio client this model uses was closed" in out
+    assert "end of the event loop it was opened in" in out
+    assert "new client: True" in out
 
 
 def test_an_async_model_outside_an_asyncio_loop_says_it_needs_one(

@@ -29,6 +29,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from ._forks import in_child, renewed
+from ._image_files import unchanged_file_bytes
 from .errors import InvalidImageError
 
 __all__ = [
@@ -42,10 +43,12 @@ __all__ = [
     "frame_count",
     "image_from_bytes",
     "many_frames",
+    "missing_program",
     "normalise_cheaply",
     "normalise_image",
     "placed",
     "value_problem",
+    "viewed_size",
 ]
 
 CORRUPT_IMAGE_ERRORS = (SyntaxError, TypeError, EOFError, IndexError, struct.error)
@@ -109,12 +112,19 @@ class PendingImage(msgspec.Struct, frozen=True, eq=False):
     where: str = ""
 
 
-def _make(data: bytes, mime: str) -> ImageData:
+def _make(data: bytes, mime: str, written: str = "") -> ImageData:
+    """Return upload-ready data, or refuse it as too large.
+
+    ``written``: how the image was written again, said when it is refused (found by a probe:
+    a 5.8 MiB AVIF photo was refused as "55.0 MiB after encoding", with no word of the PNG).
+    """
     if len(data) > MAX_IMAGE_BYTES:
+        how = f" ({written})" if written else ""
         raise InvalidImageError(
-            f"Image is {len(data) / 2**20:.1f} MiB after encoding; the limit is "
+            f"Image is {len(data) / 2**20:.1f} MiB after encoding{how}; the limit is "
             f"{MAX_IMAGE_BYTES // 2**20} MiB. Downscale it first, "
-            "e.g. image.thumbnail((2048, 2048))."
+            "e.g. image.thumbnail((2048, 2048))"
+            + (", or save it as JPEG yourself." if written else ".")
         )
     return ImageData(data=data, mime=mime, digest=hashlib.sha256(data).hexdigest())
 
@@ -126,14 +136,30 @@ def frame_count(image: PILImage.Image) -> int:
     return int(getattr(image, "n_frames", 1))
 
 
-def _unreadable(exc: BaseException) -> InvalidImageError:
-    """Return the error for image data Pillow failed to read: corrupt, or a program missing."""
+def missing_program(exc: BaseException) -> str | None:
+    """Say which program Pillow could not run to read an image, if that is why it failed."""
     if "Ghostscript" in str(exc):  # Pillow reads EPS files through the gs program
-        return InvalidImageError(
+        return (
             f"Pillow reads this image (EPS) through Ghostscript, which it cannot run: {exc}. "
             "Install Ghostscript (the gs program), or convert the image to PNG first."
         )
-    return InvalidImageError(f"Image data is corrupt or truncated: {exc}")
+    return None
+
+
+def _unreadable(exc: BaseException) -> InvalidImageError:
+    """Return the error for image data Pillow failed to read: corrupt, or a program missing."""
+    missing = missing_program(exc)
+    return InvalidImageError(missing or f"Image data is corrupt or truncated: {exc}")
+
+
+def viewed_size(image: PILImage.Image) -> tuple[int, int]:
+    """Return an image's width and height as sent: turned by its EXIF orientation."""
+    width, height = image.size
+    return (height, width) if _orientation(image) in _SIDEWAYS else (width, height)
+
+
+_SIDEWAYS = frozenset({5, 6, 7, 8})
+"""The EXIF orientations that turn an image a quarter (width and height swap)."""
 
 
 def _check_still(image: PILImage.Image) -> None:
@@ -206,6 +232,10 @@ def _encode(image: PILImage.Image) -> ImageData:
         fmt = "JPEG"  # the primary image of an MPO file is a JPEG
     _check_values(image)
     turn = _orientation(image)
+    if fmt == "WEBP" and turn == 1:  # written again losslessly, a lossy one grows tenfold
+        data = unchanged_file_bytes(image, MAX_IMAGE_BYTES, CORRUPT_IMAGE_ERRORS)
+        if data is not None:
+            return _make(data, "image/webp")
     jpeg = _jpeg_options(image)  # the file's, which a turned copy no longer carries
     if turn is not None and turn != 1:
         image = ImageOps.exif_transpose(image)
@@ -247,7 +277,15 @@ def _encode(image: PILImage.Image) -> ImageData:
         raise InvalidImageError(
             f"Could not encode the {fmt or 'unknown-format'} image: {exc}"
         ) from exc
-    return _make(buffer.getvalue(), mime)  # outside the try: its size refusal is our own
+    written = (
+        f"the {fmt or 'unknown-format'} image written as PNG, losslessly: LM Studio takes "
+        "JPEG, PNG and WebP"
+        if mime == "image/png" and fmt != "PNG"
+        else "written again losslessly, its file unread or its pixels changed since"
+        if fmt == "WEBP"
+        else ""
+    )
+    return _make(buffer.getvalue(), mime, written)  # outside the try: the refusal is our own
 
 
 def _jpeg_options(image: PILImage.Image) -> dict[str, Any]:

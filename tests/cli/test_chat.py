@@ -591,6 +591,39 @@ def test_an_empty_quoted_argument_is_a_usage_line(
     assert "'.'" not in result.stdout
 
 
+def test_a_photo_stored_sideways_is_described_and_saved_as_sent(
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Found by a probe: a photo with an EXIF turn was said and saved with its stored size
+    (640x480, or "2048x1536, downscaled from 4000x3000"), while it was sent turned."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90 degrees clockwise to view
+    Image.new("RGB", (64, 48), "red").save(tmp_path / "small.jpg", exif=exif)
+    Image.new("RGB", (3000, 1500), "red").save(tmp_path / "big.jpg", exif=exif)
+    script = "/image small.jpg\n/image big.jpg\nhello\n/save talk.json\n/exit\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(script))
+    result = main_in_process("chat", "-m", VISION)
+    assert result.returncode == 0, result.stderr
+    assert "Attached small.jpg (48x64)" in result.stdout, result.stdout
+    assert "Attached big.jpg (1024x2048, downscaled from 1500x3000)" in result.stdout
+    sizes = []
+    for upload in emulator.uploads:
+        with Image.open(io.BytesIO(upload.data)) as image:
+            sizes.append(image.size)
+    assert sizes == [(48, 64), (1024, 2048)]
+    saved = json.loads((tmp_path / "talk.json").read_text())
+    records = [image for message in saved["messages"] for image in message.get("images", [])]
+    assert [
+        (r["width"], r["height"], r["original_width"], r["original_height"]) for r in records
+    ] == [
+        (48, 64, 48, 64),
+        (1024, 2048, 1500, 3000),
+    ]
+
+
 def test_an_image_whose_values_cannot_be_sent_is_refused_when_attached(
     main_in_process: MainInProcess,
     emulator: LMStudioEmulator,

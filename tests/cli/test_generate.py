@@ -260,6 +260,25 @@ def test_an_animated_image_is_refused_not_cut_to_its_first_frame(
     assert emulator.predictions == []
 
 
+def test_an_eps_image_without_ghostscript_says_what_to_do(
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Found by a probe: only Pillow's "Unable to locate Ghostscript on paths", where the
+    library says to install it or convert the image."""
+    from PIL import EpsImagePlugin
+
+    Image.new("RGB", (8, 6), "red").save(tmp_path / "figure.eps")  # Pillow writes EPS itself
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", False)  # as on a machine without gs
+    monkeypatch.chdir(tmp_path)
+    result = main_in_process("generate", "-m", VISION, "--image", "figure.eps", "Hi")
+    assert result.returncode == 2
+    assert_one_line_error(result, "'figure.eps'", "through Ghostscript", "convert the image to PNG")
+    assert emulator.predictions == []
+
+
 @pytest.mark.parametrize(
     ("name", "content", "needle"),
     [

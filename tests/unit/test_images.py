@@ -183,6 +183,63 @@ def test_a_webp_image_keeps_its_pixels() -> None:
             assert decoded.convert("RGB").tobytes() == picture.convert("RGB").tobytes()
 
 
+def _lossy_webp(path: Path, size: tuple[int, int] = (64, 48)) -> bytes:
+    PILImage.effect_noise(size, 40).convert("RGB").save(path, format="WEBP", quality=60)
+    return path.read_bytes()
+
+
+def test_a_lossy_webp_file_is_sent_as_it_is(tmp_path: Path) -> None:
+    """Found by a probe: a PIL image of a lossy WebP photo was written again losslessly, ten
+    times its file's size (a 9.4 MiB photo refused as "47.3 MiB after encoding"). Its
+    pixels unchanged, the file is sent as it is, as the SDK sends a file; in an Outlines
+    ``Image`` too."""
+    data = _lossy_webp(tmp_path / "photo.webp")
+    with PILImage.open(tmp_path / "photo.webp") as picture:
+        sent = normalise_image(picture)
+        assert (sent.mime, sent.data) == ("image/webp", data)
+        assert normalise_image(Image(picture)).data == data
+
+
+def test_a_webp_image_changed_since_its_file_keeps_its_own_pixels(tmp_path: Path) -> None:
+    """Changed in place, or its file rewritten since: its own pixels, losslessly."""
+    path = tmp_path / "photo.webp"
+    data = _lossy_webp(path)
+    with PILImage.open(path) as picture:
+        picture.load()
+        picture.putpixel((3, 3), (1, 2, 3))
+        sent = normalise_image(picture)
+        assert sent.data != data
+        with opened(sent.data) as decoded:
+            assert decoded.tobytes() == picture.tobytes()
+    with PILImage.open(path) as picture:
+        picture.load()
+        _lossy_webp(path)  # another noise, the same size
+        with opened(normalise_image(picture).data) as decoded:
+            assert decoded.tobytes() == picture.tobytes()
+
+
+def test_a_sideways_webp_file_is_sent_turned_not_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "sideways.webp"
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # turn 90 degrees clockwise to view
+    PILImage.effect_noise((64, 48), 40).convert("RGB").save(path, quality=60, exif=exif)
+    with PILImage.open(path) as picture:
+        sent = normalise_image(picture)
+        assert sent.data != path.read_bytes()
+        with opened(sent.data) as decoded:
+            assert decoded.size == (48, 64)
+
+
+def test_a_size_refusal_says_how_the_image_was_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a probe: a 5.8 MiB AVIF photo was refused as "55.0 MiB after encoding",
+    with no word of the PNG it was written as."""
+    monkeypatch.setattr(_images, "MAX_IMAGE_BYTES", 100)
+    noise = PILImage.frombytes("RGB", (16, 16), os.urandom(16 * 16 * 3))
+    noise.format = "BMP"
+    with pytest.raises(InvalidImageError, match=r"the BMP image written as PNG, losslessly"):
+        normalise_image(noise)
+
+
 @pytest.mark.parametrize(("low", "high"), [(0.0, 1.0), (0.0, 255.0), (-3.5, 1000.0)])
 def test_floating_point_images_are_refused(low: float, high: float) -> None:
     """Found by a probe: a mode ``F`` image (0..1, as numpy arrays often are) was clipped

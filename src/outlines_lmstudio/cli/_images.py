@@ -13,7 +13,14 @@ from typing import Any
 from PIL import Image as PILImage
 from PIL import ImageColor, UnidentifiedImageError
 
-from .._images import CORRUPT_IMAGE_ERRORS, frame_count, many_frames, value_problem
+from .._images import (
+    CORRUPT_IMAGE_ERRORS,
+    frame_count,
+    many_frames,
+    missing_program,
+    value_problem,
+    viewed_size,
+)
 from ._common import CliError
 
 __all__ = ["MAX_SIDE", "Attachment", "load_image", "parse_size", "solid_image"]
@@ -35,7 +42,7 @@ class Attachment:
     image
         The (possibly downscaled) PIL image.
     original_size
-        Width and height before downscaling.
+        Width and height before downscaling, as sent (turned by the EXIF orientation).
     """
 
     source: str
@@ -44,8 +51,8 @@ class Attachment:
 
     @property
     def size(self) -> tuple[int, int]:
-        """Width and height as sent."""
-        return self.image.size
+        """Width and height as sent (a photo stored sideways is sent turned)."""
+        return viewed_size(self.image)
 
     @property
     def downscaled(self) -> bool:
@@ -174,14 +181,17 @@ def load_image(path: str | Path) -> Attachment:
             "GIF, BMP or TIFF)."
         ) from None
     except OSError as exc:  # the OS's reason alone, as for a schema file ("Permission denied")
-        raise CliError(f"Cannot read image {str(path)!r}: {exc.strerror or exc}.") from None
+        # or the program Pillow needs (found by a probe: an EPS file said only "Unable to
+        # locate Ghostscript on paths", where the library says what to do)
+        reason = missing_program(exc) or f"{exc.strerror or exc}."
+        raise CliError(f"Cannot read image {str(path)!r}: {reason}") from None
     except ValueError as exc:
         raise CliError(f"Cannot read image {str(path)!r}: {exc}") from None
     except CORRUPT_IMAGE_ERRORS as exc:
         raise CliError(
             f"Cannot read image {str(path)!r}: the file is corrupt or truncated ({exc})."
         ) from None
-    original = image.size
+    original = viewed_size(image)
     image = _fit(image)
     # The library's check of what is sent, done here (found by a probe: a float TIFF was
     # attached, then refused at every message): one pass over the decoded pixels.

@@ -727,7 +727,8 @@ class ModelApi(Common):
             )
         request = self._prepare(model_input, output_type, inference_kwargs)
         validator = with_context(validator_for(request.plan), context)
-        if not retries:  # one step: no flow to run
+        if not retries and "on_message" not in request.args.callbacks:  # one step: no flow
+            # (with on_message the flow holds the message until the reply validates)
             return self._complete_then(request, _flow.checked(request, validator))
         return self._run(_flow.parse(request, retries, validator))
 

@@ -512,7 +512,10 @@ class Common:
                 # and parse on a list come here too (found by a probe)
                 f"A batch takes a list of inputs, got {type(model_input).__name__}{one}."
             )
-        limit = check_concurrency(kwargs.pop("max_concurrency", self.max_concurrency))
+        # None is the model's own, as for every other call setting (found by a probe: a
+        # wrapper passing its defaults on was refused).
+        given = kwargs.pop("max_concurrency", None)
+        limit = check_concurrency(self.max_concurrency if given is None else given)
         args, plan = self._settings(output_type, kwargs)  # every item's: checked once
         key, lookups = args.model or self.model_name, BatchLookups()
         made = time.monotonic()  # one reading: the items share one check of the traits

@@ -412,8 +412,14 @@ class PredictionArgs(msgspec.Struct, frozen=True):
 
     def stop_strings(self) -> tuple[str, ...]:
         """Return the stop strings this call gives LM Studio (``stop=`` or ``config=``)."""
-        stops = self.config.get("stopStrings") if self.config else None
-        return tuple(stops) if isinstance(stops, list | tuple) else ()
+        if not self.config:
+            return ()
+        stops = self.config.get("stopStrings")
+        found = list(stops) if isinstance(stops, list | tuple) else []
+        template = self.config.get("promptTemplate")
+        if isinstance(template, Mapping) and isinstance(template.get("stopStrings"), list):
+            found += template["stopStrings"]  # the prompt template's end a reply too
+        return tuple(found)
 
     def sdk_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``LLM.respond`` / ``respond_stream``."""
@@ -576,6 +582,16 @@ def _user_config(config: object) -> dict[str, Any]:
             "LM Studio's prediction config (structured takes type, jsonSchema, gbnfGrammar)."
         )
     _check_structured(result.get("structured"))
+    template: object = kept.get("promptTemplate")
+    if isinstance(template, dict):
+        # Its stop strings end a reply as config['stopStrings'] do: checked as they are, and
+        # read by the check of a cut reply (found by a probe: "" was sent, and a number cut
+        # by one of them was returned by parse as valid). The SDK's camelCase form is sent.
+        sent = dict(template)
+        if sent.get("stopStrings") is not None:
+            label = "config['promptTemplate']['stopStrings']"
+            sent["stopStrings"] = _strings(label, sent["stopStrings"])
+        result["promptTemplate"] = sent
     # A key set to None is unset (the SDK's struct sends nothing for it): dropped here, so
     # that it does not count as given next to a keyword or an output type.
     return {camel: value for camel, value in result.items() if value is not None}

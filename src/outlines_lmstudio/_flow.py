@@ -281,6 +281,11 @@ class Call(msgspec.Struct, eq=False):
         The SDK session the current step waits on, as the front notes it (the model
         session, or the files session during an upload), or ``None`` before the first
         step: a call that runs out of time says whether that connection was complete.
+    raised
+        What the caller's ``on_message`` callback raised, if it did (`_watched`).
+    seen
+        Whether a callback of the caller's saw part of the current attempt's reply
+        (``on_first_token``, ``on_prediction_fragment``: `_watched`).
     """
 
     request: Request
@@ -292,6 +297,8 @@ class Call(msgspec.Struct, eq=False):
     stopped: bool = False
     generation: int = 0
     session: Any = None
+    raised: BaseException | None = None
+    seen: bool = False
 
 
 # -- sinks: what a call makes of the answer -------------------------------------------------
@@ -841,7 +848,11 @@ def predict(
     request = call.request
     unloaded = False  # an attempt found the model gone (not found, or unloaded)
     dropped = False  # an attempt lost the connection
+    kwargs = request.sdk_kwargs()
+    if request.args.callbacks:  # most calls have none: no copy on the hot path
+        kwargs = _watched(call, kwargs)
     for _attempt in (1, 2, 3):  # each recovery once: at most one of each, then the last
+        call.seen = False
         sink.begin()
         call.reader = None  # no prediction of this attempt is open yet (none was cancelled)
         traits: ModelTraits | None = None
@@ -875,7 +886,7 @@ def predict(
             call.finished = False
             reply = _Reply(request, clock)
             chat = sdk_history(request.prompt, handles)
-            yield Open(call, handle, chat, request.sdk_kwargs(), sink.live)
+            yield Open(call, handle, chat, kwargs, sink.live)
             while (fragments := (yield Read(call))) is not None:
                 restarts = reply.restarts
                 chunks = reply.feed(fragments, call.reader.arrived)
@@ -897,7 +908,10 @@ def predict(
             raise  # ours (an lmstudio.LMStudioError too, see `errors`): already told
         except lms.LMStudioError as exc:
             call.finished = True
-            again = not sink.emitted and not call.stopped
+            if exc is call.raised:
+                raise  # the caller's own on_message raised it: not LM Studio's failure
+            shown = sink.emitted or call.seen
+            again = not shown and not call.stopped
             if _dropped(exc):
                 try:
                     yield Reconnect(call.generation)  # the retry (or the next call) finds it
@@ -929,7 +943,7 @@ def predict(
             elif stage == "resolve":
                 note_failed_lookup(request, exc)  # the batch's other items: the same error
                 raise _resolve_error(exc, request.key, errors) from exc
-            elif stage == "predict" and traits is not None and not (sink.emitted or call.stopped):
+            elif stage == "predict" and traits is not None and not (shown or call.stopped):
                 # LM Studio refused what the cached traits let through: if the model behind
                 # the identifier changed, say so as our check would have. Only while nothing
                 # was shown and the caller is there (a review: a stream failing after its
@@ -957,21 +971,22 @@ def predict(
                 raise Left("the prediction was stopped when its caller left")
             if reason == "modelUnloaded":  # the model is gone, as for a not-found model
                 yield Forget(request.key, handle)
-                if not unloaded and not sink.emitted:
+                if not unloaded and not (sink.emitted or call.seen):
                     unloaded = True
                     continue
-                raise _unloaded_error(request, errors, shown=sink.emitted)
+                raise _unloaded_error(request, errors, shown=sink.emitted or call.seen)
             cut = f"the reply ended before the model finished it: {why}"
             raise errors(lms.LMStudioServerError(cut), request.key, "predict")
         if request.key not in (None, handle.identifier) and (
             yield from _swapped(request, handle, result.model_info.model_key)
         ):
             yield Forget(request.key, handle)
-            if not unloaded and not sink.emitted and not call.stopped:
+            if not unloaded and not (sink.emitted or call.seen) and not call.stopped:
                 unloaded = True  # asked again of the key's own model
                 continue
             model_key = result.model_info.model_key
-            raise _swapped_error(request, handle.identifier, model_key, errors, sink.emitted)
+            shown = sink.emitted or call.seen
+            raise _swapped_error(request, handle.identifier, model_key, errors, shown)
         if traits is not None and result.model_info.model_key != traits.model_key:
             # Another model answered than the traits are of (loaded under the identifier
             # since): the next call checks against its traits (an attribute compare).
@@ -982,6 +997,46 @@ def predict(
             yield Emit(item)
         return done
     raise AssertionError("unreachable: the third attempt returns or raises")  # pragma: no cover
+
+
+def _watched(call: Call, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Return the SDK keywords with the caller's callbacks noting what they see and raise.
+
+    A callback that sees fragments as they come shows the reply as a stream does: once it
+    has (`Call.seen`), the call is not asked again (found by a probe: a whole call asked
+    again after a dropped socket gave ``on_prediction_fragment`` the reply twice, and
+    called ``on_first_token`` twice). The SDK calls ``on_message`` unguarded (its other
+    callbacks' errors are only logged), so what it raises comes out of the prediction: an
+    ``lmstudio`` error of the caller's own (``lms.Chat.append`` refusing two replies in a
+    row) was reported as LM Studio failing the prediction, with the hint to read its
+    server log (found by the same probe). Noted (`Call.raised`), it is raised as it is.
+    """
+    watched = dict(kwargs)
+    if (first := kwargs.get("on_first_token")) is not None:
+
+        def on_first_token() -> None:
+            call.seen = True
+            first()
+
+        watched["on_first_token"] = on_first_token
+    if (fragment := kwargs.get("on_prediction_fragment")) is not None:
+
+        def on_prediction_fragment(piece: Any) -> None:
+            call.seen = True
+            fragment(piece)
+
+        watched["on_prediction_fragment"] = on_prediction_fragment
+    if (message := kwargs.get("on_message")) is not None:
+
+        def on_message(reply: Any) -> None:
+            try:
+                message(reply)
+            except BaseException as exc:
+                call.raised = exc
+                raise
+
+        watched["on_message"] = on_message
+    return watched
 
 
 def _swapped(request: Request, handle: Any, model_key: str, *, record: bool = True) -> Flow[bool]:
@@ -1069,7 +1124,9 @@ def parse(request: Request, retries: int, validator: Validator) -> Flow[Any]:
     deadline: float | None = (yield Deadline(request)) if retries else None
     stops = request.args.stop_strings()
     last: ParseError | None = None  # the previous reply, which did not validate
+    request, held, on_message = _holding_message(request)
     for attempt in range(1, retries + 2):
+        held.clear()
         try:
             done: Completion = yield Complete(request, deadline)
         except ParseError as error:  # a reasoning reply with no answer: never re-asked
@@ -1083,12 +1140,40 @@ def parse(request: Request, retries: int, validator: Validator) -> Flow[Any]:
             validator, done.text, done.stop_reason, attempt, attempt > retries, stops
         )
         if ok:
+            if on_message is not None and held:
+                on_message(held[-1])  # the accepted reply's message, and it alone
             return value
         last = invalid_reply(validator, done.text, done.stop_reason, problems, attempt)
         request = msgspec.structs.replace(
             request, prompt=reask_prompt(request.prompt, done.text, problems)
         )
     raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+
+def _holding_message(
+    request: Request,
+) -> tuple[Request, list[Any], Callable[[Any], object] | None]:
+    """Hold back the caller's ``on_message`` until a reply validates.
+
+    Given each attempt's reply, ``on_message=chat.append`` (the SDK's own pattern) added the
+    rejected ones to the caller's chat; the re-ask then read the chat with them, and the
+    accepted reply, a second assistant message in a row, made ``Chat.append`` raise: the
+    value was lost (found by a probe). The SDK's message of each attempt is kept instead;
+    the accepted one is given to ``on_message`` once the reply has validated.
+
+    Returns
+    -------
+    tuple
+        The request to send, the list the SDK's messages go to, and the caller's
+        ``on_message`` (``None`` if none was given).
+    """
+    callbacks = request.args.callbacks
+    theirs = callbacks.get("on_message")
+    held: list[Any] = []
+    if theirs is None:
+        return request, held, None
+    args = msgspec.structs.replace(request.args, callbacks={**callbacks, "on_message": held.append})
+    return msgspec.structs.replace(request, args=args), held, theirs
 
 
 def _out_of_time_asking_again(error: LMStudioTimeoutError, last: ParseError) -> None:

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 
 from PIL import Image as PILImage
 
 __all__ = ["unchanged_file_bytes"]
+
+_WRITTEN_INFO = ("exif", "icc_profile", "xmp")
+"""The ``info`` entries Pillow's WebP writer sends with the pixels."""
 
 
 def unchanged_file_bytes(
@@ -36,15 +40,18 @@ def unchanged_file_bytes(
     Returns
     -------
     bytes or None
-        The file's bytes: the same format, size, mode and pixels, one frame, no EXIF turn
-        (the file's orientation is 1 or absent). ``None`` otherwise, or when the file
+        The file's bytes: a regular file of the same format, size, mode, pixels and
+        metadata (EXIF, colour profile, XMP), one frame, no EXIF turn (the file's
+        orientation is 1 or absent). ``None`` otherwise, or when the file
         cannot be read.
     """
     path = getattr(image, "filename", None)
     if not isinstance(path, str) or not path:
         return None
     try:
-        if os.stat(path).st_size > limit:
+        found = os.stat(path)
+        # Not a named pipe, whose open() waits for a writer (found by a review), nor a device.
+        if not stat.S_ISREG(found.st_mode) or found.st_size > limit:
             return None
         with open(path, "rb") as handle:
             data = handle.read(limit + 1)
@@ -58,6 +65,11 @@ def unchanged_file_bytes(
             if (source.format, source.size) != (image.format, image.size):
                 return None
             if getattr(source, "n_frames", 1) != 1 or source.getexif().get(0x0112, 1) != 1:
+                return None
+            # What the encoder would write besides the pixels: metadata the caller removed
+            # or changed in image.info (its GPS position...) must not go out with the file
+            # (found by a review).
+            if any(source.info.get(key) != image.info.get(key) for key in _WRITTEN_INFO):
                 return None
             source.load()
             same = source.mode == image.mode and source.tobytes() == image.tobytes()

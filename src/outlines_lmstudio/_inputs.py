@@ -390,6 +390,13 @@ def _(model_input: lms.Chat) -> ChatPrompt:
     for index, message in enumerate(model_input._messages):
         if message.role != "user":
             subclassed = subclassed or any(_subclassed_text(p) for p in message.content)
+            # An image in an assistant message counts too (found by a probe: a model without
+            # vision failed it on the server, after the request).
+            images.update(
+                p.identifier
+                for p in message.content
+                if isinstance(p, FileHandle) and p.file_type == "image"
+            )
             continue
         blank = True
         for part in message.content:
@@ -402,8 +409,10 @@ def _(model_input: lms.Chat) -> ChatPrompt:
             subclassed = subclassed or _subclassed_text(part)
         if blank:  # as for an Outlines Chat's empty user message (from_history("") makes one)
             raise InvalidPromptError(f"The lmstudio.Chat's message {index} (user) is empty.")
-    if subclassed:
-        model_input = _plain_texts(model_input)
+    # A copy, as the chat is at the call (the SDK's public copy: `add_user_message` changes
+    # the last message in place): a stream or a re-ask read it later, and sent what the
+    # caller had added since (found by a probe; an Outlines Chat is converted at the call).
+    model_input = _plain_texts(model_input) if subclassed else model_input.copy()
     prompt = ChatPrompt(passthrough=model_input)
     # Nothing to upload, but its image handles count: a model without vision refuses them
     # before the prediction, as it does an image handle in a list or an Outlines Chat.
@@ -563,6 +572,11 @@ def _text_only(content: object, role: str, where: str) -> str:
     if isinstance(content, str):
         return plain_str(content)
     if isinstance(content, list):
+        if any(isinstance(item, _ASSETS) for item in content):  # before _user_parts, which
+            # would say to pass [prompt, Image, ...] (found by a probe: then refused for this)
+            raise UnsupportedInputError(
+                f"{where}: {role} messages take text only; put images in a user message."
+            )
         parts = _user_parts(content, where)
         if any(not isinstance(p, str) for p in parts):
             raise UnsupportedInputError(
@@ -645,7 +659,7 @@ def _chat_message(index: int, message: object) -> Message:
     if extra:
         raise UnsupportedInputError(
             f"{where} ({role}) has key(s) {extra} that LM Studio's chat does not take, so they "
-            f"would be dropped. Remove them: a {role} message takes "
+            f"would be dropped. Remove them: {_a(str(role))} message takes "
             f"{', '.join(repr(k) for k in allowed or ())}."
         )
     return _chat_message_slow(where, role, content, message)
@@ -688,8 +702,14 @@ def _chat_message_slow(
     if role == "tool":
         call_id = message.get("tool_call_id")
         if not isinstance(call_id, str) or not call_id:
+            got = "" if call_id is None else f" (a non-empty str; got {call_id!r:.40})"
             raise UnsupportedInputError(
-                f"{where}: tool messages need the 'tool_call_id' of the call they answer."
+                f"{where}: tool messages need the 'tool_call_id' of the call they answer{got}."
+            )
+        if _holds_image(content):  # found by a probe: "not JSON serializable", or a dump
+            raise UnsupportedInputError(
+                f"{where}: a tool result takes text or JSON data, not images; put images in "
+                "a user message."
             )
         if isinstance(content, str):
             text = plain_str(content)
@@ -699,6 +719,22 @@ def _chat_message_slow(
             text = json.dumps(_json_copy(content, where, "a tool result"))
         return Message("tool", (text,), tool_call_id=plain_str(call_id))
     raise UnsupportedInputError(f"{where} has role {role!r}; LM Studio takes {', '.join(_ROLES)}.")
+
+
+_ASSETS = (Image, PILImage.Image, FileHandle)
+"""What an image part of a message can be."""
+
+
+def _holds_image(content: object) -> bool:
+    """Tell whether a tool result holds an image (an object, or an image part dict)."""
+    if isinstance(content, _ASSETS):
+        return True
+    items = content if isinstance(content, list) else [content]
+    return any(
+        isinstance(item, _ASSETS)
+        or (isinstance(item, Mapping) and item.get("type") in ("image", "image_url", "input_image"))
+        for item in items
+    )
 
 
 def _text_parts(content: object) -> str | None:

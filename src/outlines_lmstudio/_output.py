@@ -25,7 +25,6 @@ import typing
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Literal, cast
-from urllib.parse import unquote
 
 import jsonschema
 import msgspec
@@ -362,7 +361,7 @@ def _check_structure(schema: dict[str, Any]) -> None:
             dangling is None
             and isinstance(ref, str)
             and (ref == "#" or ref.startswith("#/"))
-            and ref_target(schema, unquote(ref)) is None
+            and ref_target(schema, ref) is None
         ):
             dangling = (pointer or "/", ref)
         pattern = node.get("pattern")
@@ -1529,7 +1528,7 @@ def _set_hint(set_type: Any, *, whole: bool) -> str:
     """
     container = _SETS[typing.get_origin(set_type) or set_type]
     args = typing.get_args(set_type)
-    item = output_type_name(args[0]) if args else "int"
+    item = output_type_name(args[0]) if args else "int" if whole else "..."
     why = (
         "JSON has no set type, and LM Studio does not make array items unique (it does not "
         "enforce uniqueItems)"
@@ -1556,7 +1555,7 @@ def _set_inside(output_type: Any) -> Any:
     ):
         return output_type
     origin = typing.get_origin(output_type)
-    if origin is Literal:
+    if origin not in _HOLDING:  # not type[set[int]], Literal values... (a review)
         return None
     args = typing.get_args(output_type)
     for arg in args[:1] if origin is typing.Annotated else args:
@@ -1564,6 +1563,10 @@ def _set_inside(output_type: Any) -> Any:
         if inner is not None:
             return inner
     return None
+
+
+_HOLDING = (typing.Union, types.UnionType, list, tuple, dict, typing.Annotated)
+"""The types whose values hold their arguments' values, as JSON writes them."""
 
 
 def unaliased(output_type: object) -> object:

@@ -263,6 +263,16 @@ def _reverses(low: int, high: int, decimals: int = 16) -> bool:
     )
 
 
+_LATER_KEYWORDS: dict[int, tuple[str, ...]] = {
+    3: ("const", "contains", "propertyNames", "if", "then", "else"),
+    4: ("const", "contains", "propertyNames", "if", "then", "else"),
+    6: ("if", "then", "else"),
+    7: (),
+}
+"""The assertions an old draft does not have (``const``, ``contains`` and ``propertyNames``
+came with draft 6, ``if``/``then``/``else`` with draft 7)."""
+
+
 def drop_dollar_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """Drop ``$schema``, translating the older drafts' forms into draft 2020-12.
 
@@ -280,6 +290,7 @@ def drop_dollar_schema(schema: dict[str, Any]) -> dict[str, Any]:
     # 2019-09 keeps the tuple spelling (and honours a $ref's siblings); found by a probe.
     tuples = old or "draft/2019-09/" in dialect
     draft4 = any(f"draft-0{n}" in dialect for n in (3, 4))
+    dialect_number = next((n for n in range(3, 8) if f"draft-0{n}" in dialect), 0)
 
     def translate(node: dict[str, Any]) -> dict[str, Any]:
         node.pop("$schema", None)
@@ -303,6 +314,12 @@ def drop_dollar_schema(schema: dict[str, Any]) -> dict[str, Any]:
                 node["dependentRequired"] = required
             if schemas:
                 node["dependentSchemas"] = schemas
+        for later in _LATER_KEYWORDS[dialect_number] if dialect_number else ():
+            # Not keywords of the schema's draft: its validator (the reply's check) ignores
+            # them, and the engines would enforce them (found by a review: a draft 4 oneOf
+            # told apart by "const" alone was judged exclusive, and every reply matched
+            # both branches).
+            node.pop(later, None)
         if draft4:
             # Draft 4's "id" is 2020-12's "$id" (a subschema's own base: refused as such,
             # where it was sent and only parse failed; found by a probe).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+from urllib.parse import unquote
 
 __all__ = [
     "ANNOTATIONS",
@@ -240,7 +241,14 @@ def kept(node: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def ref_target(root: Any, ref: str) -> Any:
+    """Return what a local ``$ref`` points to, as JSON Schema reads it (``None`` if nothing).
+
+    The fragment is percent-decoded first (``#/$defs/C%61t`` is ``Cat``), then read as a
+    JSON Pointer (``~1`` is ``/``), as jsonschema, which checks the replies, reads it. The
+    engines read it as written: `_dialects` refuses a reference whose two readings differ.
+    """
     node = root
+    ref = unquote(ref)
     for part in ref[2:].split("/") if ref != "#" else []:
         part = part.replace("~1", "/").replace("~0", "~")
         if isinstance(node, Mapping) and part in node:

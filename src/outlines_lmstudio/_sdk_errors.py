@@ -578,7 +578,7 @@ def stream_loop_error(
         "that loop is closed, so its prediction could not be cancelled (LM Studio ends it when "
         "the connection closes, or at its end)"
         if closed
-        else "its prediction is cancelled in that loop"
+        else "a cancel of its prediction is handed to that loop (sent when that loop runs)"
     )
     return LMStudioConnectionError(
         "This stream began in another event loop, and a stream is read only in the event "

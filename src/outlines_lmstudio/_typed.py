@@ -565,6 +565,15 @@ def validator_for(plan: OutputPlan) -> Validator:
         full schema, not the engine's form that was sent.
     """
     output_type = plan.output_type
+    if plan.kind == "grammar" and output_type is None:
+        # A GBNF grammar given in config['structured'] (found by a probe: Outlines' own
+        # TypeError, "Type None ... Please open an issue").
+        raise UnsupportedOutputTypeError(
+            "parse checks a reply against its output type, and a GBNF grammar given in "
+            "config['structured'] has none. Pass an outlines Regex or CFG as the output type "
+            "with grammar=True on from_lmstudio (the GBNF is written for you, and parse checks "
+            "the reply), or call model(prompt, config=...) for the text."
+        )
     if plan.kind == "grammar":
         # An alias of a term is checked as the term (found by a review: its reply was
         # checked against the regex Outlines makes of the alias object, and failed)
@@ -988,6 +997,15 @@ def check_reply(
         value = validator.validate(raw)
     except _Invalid as invalid:
         errors = invalid.errors
+        # Cut by a stop string inside its JSON: not re-asked either, the model writes the
+        # same cut answer again (found by a probe: stop=[","] under a schema, 4 requests).
+        # A complete reply that is only wrong ("three" for an int) is re-asked as before.
+        cut_by_stop = (
+            stop_reason == "stopStringFound"
+            and bool(stops)
+            and validator.grammar is None
+            and _unfinished_json(raw)
+        )
     else:
         if stop_reason == "stopStringFound" and (cut := _stop_inside(validator, raw, stops)):
             errors = [f"(root): the stop string {cut!r} may have ended the reply inside its value"]
@@ -1025,6 +1043,17 @@ def check_reply(
     if final or cut_by_stop:
         raise invalid_reply(validator, raw, stop_reason, errors, attempts)
     return False, None, errors
+
+
+def _unfinished_json(raw: str) -> bool:
+    """Tell whether a text is JSON cut short: its only fault is that it ends too early."""
+    try:
+        json.loads(raw)
+    except json.JSONDecodeError as error:
+        return error.pos >= len(raw.rstrip())
+    except ValueError:  # other faults (a number too long to read...)
+        return False
+    return False
 
 
 def invalid_reply(

@@ -260,6 +260,17 @@ def test_an_animated_image_is_refused_not_cut_to_its_first_frame(
     assert emulator.predictions == []
 
 
+def test_a_webp_photo_is_sent_as_its_file(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """A lossy WebP was written again losslessly, several times its file (found by a
+    review of the library's fix, which the command's copy of the image did not reach)."""
+    Image.effect_noise((64, 48), 40).convert("RGB").save(tmp_path / "photo.webp", quality=60)
+    result = main_in_process("generate", "-m", VISION, "--image", "photo.webp", "Hi")
+    assert result.returncode == 0, result.stderr
+    assert emulator.uploads[-1].data == (tmp_path / "photo.webp").read_bytes()
+
+
 def test_an_eps_image_without_ghostscript_says_what_to_do(
     main_in_process: MainInProcess,
     emulator: LMStudioEmulator,

@@ -91,6 +91,58 @@ def test_a_whole_reply_lost_mid_way_is_asked_again_once(
     ]
 
 
+def test_a_whole_call_whose_callback_saw_part_of_the_reply_is_not_asked_again(
+    make_model: MakeModel, slow_emulator: LMStudioEmulator
+) -> None:
+    """Asked again after a dropped socket, a whole call gave ``on_prediction_fragment`` the
+    reply twice and called ``on_first_token`` twice (found by a probe): the callbacks show
+    the reply as it comes, as a stream does, and a stream that showed text is not asked
+    again. Before any fragment, the call is asked again as before."""
+    emulator = slow_emulator
+    model = make_model(TEXT_MODEL)
+    model("warm up")
+    pieces: list[str] = []
+    firsts: list[None] = []
+
+    def callbacks() -> dict[str, Any]:
+        pieces.clear()
+        firsts.clear()
+        return {
+            "on_prediction_fragment": lambda fragment: pieces.append(fragment.content),
+            "on_first_token": lambda: firsts.append(None),
+        }
+
+    emulator.add_fault(Fault(kind="drop", after_fragments=2))
+    with pytest.raises(LMStudioConnectionError, match="Lost the connection"):
+        model("hi", **callbacks())
+    assert len(emulator.predictions) == 2  # the warm-up and the dropped one: no other
+    assert 1 <= len(pieces) <= 2
+    assert len(firsts) == 1
+    emulator.add_fault(Fault(kind="drop"))  # before any fragment: nobody saw anything
+    reply = model("hi", **callbacks())
+    assert len(emulator.predictions) == 4
+    assert "".join(pieces) == reply
+    assert len(firsts) == 1
+
+
+def test_what_on_message_raises_is_raised_as_it_is(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """An ``lmstudio`` error the caller's ``on_message`` raised (``Chat.append`` refusing two
+    replies in a row) was reported as "LM Studio failed the prediction", with the hint to
+    read its server log (found by a probe)."""
+    model = make_model(TEXT_MODEL)
+    mine = lms.LMStudioRuntimeError("raised by my own on_message")
+
+    def on_message(message: object) -> None:
+        raise mine
+
+    with pytest.raises(lms.LMStudioRuntimeError) as info:
+        model("hi", on_message=on_message)
+    assert info.value is mine
+    assert len(emulator.predictions) == 1
+
+
 def test_concurrent_calls_hit_by_one_drop_leave_a_working_client(
     make_model: MakeModel, slow_emulator: LMStudioEmulator
 ) -> None:
@@ -902,7 +954,7 @@ def test_a_stream_read_from_another_event_loop_says_so_at_once(
         with pytest.raises(LMStudioConnectionError, match="began in another event loop") as info:
             asyncio.run(anext(stream))
         assert time.monotonic() - started < 5
-        assert "cancelled in that loop" in str(info.value)
+        assert "a cancel of its prediction is handed to that loop" in str(info.value)
         emulator.wait_until(lambda: emulator.predictions[-1].done, timeout=10)
         assert emulator.predictions[-1].cancelled
         assert other.run(model("still works in its own loop"))

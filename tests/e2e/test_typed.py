@@ -24,9 +24,11 @@ from outlines_lmstudio import (
     ParseError,
     TruncatedOutputError,
     UnsupportedInputError,
+    UnsupportedOutputTypeError,
     from_lmstudio,
 )
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
+from outlines_lmstudio.testing._records import message_text
 
 from .conftest import TEXT_MODEL, MakeModel
 from .fronts import Fronts
@@ -959,3 +961,87 @@ def test_a_url_and_a_duration_field_parse_from_what_the_engines_write(
         booking = model.parse(f"A booking, {attempt}", _Booking, max_tokens=400)
         assert booking.page.scheme in ("http", "https")
         assert isinstance(booking.length, datetime.timedelta)
+
+
+class _Book(pydantic.BaseModel):
+    title: str
+    year: int
+
+
+def test_on_message_gets_the_accepted_reply_only(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """``parse(chat, retries=1, on_message=chat.append)``, the SDK's own chat pattern: the
+    rejected reply was added to the caller's chat, the re-ask sent it twice (merged into one
+    assistant message), and the accepted one made ``Chat.append`` raise: the value was lost
+    (found by a probe)."""
+    model = make_model(TEXT_MODEL)
+    chat = lms.Chat("You extract books.")
+    chat.add_user_message("The Hobbit, 1937")
+    accepted = '{"title": "The Hobbit", "year": 1937}'
+    emulator.script(TEXT_MODEL, ["not json", accepted])
+    got: list[Any] = []
+
+    def on_message(message: Any) -> None:
+        got.append(message)
+        chat.append(message)
+
+    assert model.parse(chat, _Book, retries=1, on_message=on_message) == _Book(
+        title="The Hobbit", year=1937
+    )
+    assert len(got) == 1
+    roles = [message["role"] for message in emulator.predictions[1].messages]
+    assert roles == ["system", "user", "assistant", "user"]  # the rejected reply once
+    model(chat)  # what the caller's chat holds now, as LM Studio receives it
+    history = emulator.predictions[-1].messages
+    assert [message["role"] for message in history] == ["system", "user", "assistant"]
+    assert message_text(history[-1]) == accepted
+
+
+def test_on_message_gets_no_rejected_reply_without_retries_either(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """With ``retries=0`` (a shortcut with no flow) ``on_message`` got the rejected reply,
+    where ``retries=1`` and a list of inputs gave it none (found by a probe)."""
+    model = make_model(TEXT_MODEL)
+    got: list[Any] = []
+    emulator.script(TEXT_MODEL, ["not json"])
+    with pytest.raises(ParseError):
+        model.parse("hi", _Book, on_message=got.append)
+    assert got == []
+    emulator.script(TEXT_MODEL, ['{"title": "Dune", "year": 1965}'])
+    assert model.parse("hi", _Book, on_message=got.append) == _Book(title="Dune", year=1965)
+    assert len(got) == 1
+
+
+def test_a_reply_a_stop_string_cut_into_invalid_json_is_not_asked_again(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """The model is not told of ``stop=``: each re-ask was cut the same way (found by a probe:
+    4 requests for ``retries=3``), as a valid reply a stop string may have cut is not."""
+    model = make_model(TEXT_MODEL)
+    emulator.script(TEXT_MODEL, lambda prompt: '{"name": "Ada", "age": 36}')
+    with pytest.raises(ParseError, match="a stop string ended it"):
+        model.parse("hi", Person, stop=[","], retries=3)
+    assert len(emulator.predictions) == 1
+    assert emulator.predictions[0].stop_reason == "stopStringFound"
+
+
+def test_parse_of_a_grammar_given_in_config_says_what_to_do(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Outlines' own ``TypeError: Type None is currently not supported. Please open an
+    issue`` came out of ``parse(prompt, None, config={"structured": {"type": "gbnf", ...}})``
+    (found by a probe)."""
+    model = make_model(TEXT_MODEL)
+    config = {"structured": {"type": "gbnf", "gbnfGrammar": 'root ::= "yes" | "no"'}}
+    with pytest.raises(UnsupportedOutputTypeError, match="grammar=True"):
+        model.parse("hi", None, config=config)
+    assert emulator.predictions == []
+
+
+def test_max_concurrency_none_is_the_model_s_own(make_model: MakeModel) -> None:
+    """Refused as "must be an int", where every other call setting takes None as unset
+    (found by a probe: a wrapper passing its defaults on)."""
+    model = make_model(TEXT_MODEL, max_concurrency=2)
+    assert len(model.batch(["a", "b", "c"], max_concurrency=None)) == 3

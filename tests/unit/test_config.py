@@ -686,3 +686,19 @@ def test_unknown_config_keys_are_quoted_shortened() -> None:
     with pytest.raises(InvalidInferenceArgumentError, match=r"and 3 more") as info:
         parse_inference_kwargs({"config": keys})
     assert len(str(info.value)) < 2_000
+
+
+def test_a_prompt_template_s_stop_strings_are_checked_and_read() -> None:
+    """Found by a probe: ``config={"promptTemplate": {..., "stopStrings": [""]}}`` was sent
+    where ``stop=[""]`` is refused, and a number cut by such a stop string was returned by
+    ``parse`` as valid (its check read only the call's own stop strings)."""
+    template = {
+        "type": "jinja",
+        "jinjaPromptTemplate": {"template": "{{ messages }}"},
+        "stopStrings": ["3"],
+    }
+    args = parse_inference_kwargs({"config": {"promptTemplate": template}, "stop": ["."]})
+    assert args.stop_strings() == (".", "3")
+    empty = {**template, "stopStrings": [""]}
+    with pytest.raises(InvalidInferenceValueError, match=r"\['stopStrings'\]: stop strings"):
+        parse_inference_kwargs({"config": {"promptTemplate": empty}})

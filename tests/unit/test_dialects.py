@@ -194,6 +194,40 @@ def test_key_names_an_engine_cannot_take_as_properties_stay_loose(odd: str) -> N
         dialect_schema(schema, None, strict=True)
 
 
+def test_an_old_draft_s_oneof_told_apart_by_a_later_keyword_stays_loose() -> None:
+    """Found by a review: a draft 4 ``oneOf`` told apart by ``const`` alone (not a draft 4
+    keyword: its validator, the reply's check, ignores it) was judged exclusive, and every
+    reply matched both branches. The assertions a draft does not have are dropped."""
+    branches = [
+        {"type": "object", "properties": {"k": {"const": c}}, "required": ["k"]} for c in "ab"
+    ]
+    old = {"$schema": "http://json-schema.org/draft-04/schema#", "oneOf": branches}
+    with pytest.raises(UnsupportedOutputTypeError, match=r"'oneOf'.*'exactly one'"):
+        dialect_schema(old, None, strict=True)
+    assert "const" not in json.dumps(dialect_schema(old, None))
+    new = {"$schema": "https://json-schema.org/draft/2020-12/schema", "oneOf": branches}
+    assert dialect_schema(new, None, strict=True)  # const is a keyword there: exclusive
+    draft6 = {"$schema": "http://json-schema.org/draft-06/schema#", "if": {"const": 1}}
+    assert "if" not in dialect_schema(draft6, None)
+
+
+def test_a_reference_with_escapes_is_refused_even_when_its_spelling_is_a_key() -> None:
+    """Found by a review: with both ``Cat`` and ``C%61t`` under ``$defs``, the engines followed
+    ``#/$defs/C%61t`` as written, and JSON Pointer (the reply's check) as decoded."""
+    definitions = {"Cat": {"type": "string"}, "C%61t": {"type": "integer"}}
+    schema = {
+        "type": "object",
+        "properties": {"p": {"$ref": "#/$defs/C%61t"}},
+        "required": ["p"],
+        "$defs": definitions,
+    }
+    with pytest.raises(UnsupportedOutputTypeError, match=r"'\$ref' at /properties/p/\$ref"):
+        dialect_schema(schema, None)
+    # At the root it is inlined by the library, as JSON Pointer reads it: Cat, a string.
+    root = dialect_schema({"$ref": "#/$defs/C%61t", "$defs": definitions}, None)
+    assert root["type"] == "string"
+
+
 _ENUM_SIBLINGS = st.fixed_dictionaries(
     {},
     optional={
@@ -760,7 +794,7 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
     ),
     (
         "reference with an escape",
-        {"$defs": {"a b": {"type": "string"}}, "$ref": "#/$defs/a%20b"},
+        {"$defs": {"a b": {"type": "string"}}, "properties": {"x": {"$ref": "#/$defs/a%20b"}}},
         "both",
         "$ref",
         "refused",

@@ -2,12 +2,14 @@ import base64
 import hashlib
 import io
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from outlines.inputs import Image
 from PIL import Image as PILImage
+from PIL import ImageCms
 
 from outlines_lmstudio import _images
 from outlines_lmstudio._images import image_from_bytes, normalise_image
@@ -215,6 +217,50 @@ def test_a_webp_image_changed_since_its_file_keeps_its_own_pixels(tmp_path: Path
         picture.load()
         _lossy_webp(path)  # another noise, the same size
         with opened(normalise_image(picture).data) as decoded:
+            assert decoded.tobytes() == picture.tobytes()
+
+
+@pytest.mark.parametrize("removed", ["exif", "icc_profile"])
+def test_metadata_removed_from_a_webp_image_is_not_sent_with_its_file(
+    tmp_path: Path, removed: str
+) -> None:
+    """Found by a review: ``del image.info["exif"]`` (a GPS position) left the pixels as the
+    file's, and the file went out with it."""
+    path = tmp_path / "photo.webp"
+    exif = PILImage.Exif()
+    exif[0x010E] = "a description"
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    picture = PILImage.effect_noise((64, 48), 40).convert("RGB")
+    picture.save(path, quality=60, exif=exif, icc_profile=profile)
+    with PILImage.open(path) as opened:
+        assert normalise_image(opened).data == path.read_bytes()
+    with PILImage.open(path) as opened:
+        del opened.info[removed]
+        sent = normalise_image(opened)
+        with PILImage.open(io.BytesIO(sent.data)) as decoded:
+            assert removed not in decoded.info
+            assert decoded.info.keys() & {"exif", "icc_profile"}  # the other one is kept
+
+
+def test_a_webp_image_named_after_a_pipe_does_not_wait_for_it(tmp_path: Path) -> None:
+    """Found by a review: the file was opened again with no check, and a named pipe's open()
+    waits for a writer: forever."""
+    data = _lossy_webp(tmp_path / "photo.webp")
+    os.mkfifo(tmp_path / "pipe.webp")
+    with PILImage.open(io.BytesIO(data)) as picture:
+        picture.load()
+        picture.filename = str(tmp_path / "pipe.webp")
+        done: list[bytes] = []
+        worker = threading.Thread(target=lambda: done.append(normalise_image(picture).data))
+        worker.start()
+        worker.join(10)
+        in_time = bool(done)
+        if not in_time:  # let the worker go: open() returns once a writer comes
+            with open(tmp_path / "pipe.webp", "wb"):
+                pass
+            worker.join(10)
+        assert in_time, "normalise_image waited for the pipe"
+        with opened(done[0]) as decoded:
             assert decoded.tobytes() == picture.tobytes()
 
 

@@ -1,5 +1,6 @@
 import io
 import json
+import re
 from typing import Any
 
 import lmstudio as lms
@@ -626,3 +627,74 @@ def test_an_lmstudio_chat_without_a_user_message_is_refused() -> None:
             format_input(chat)
     answered.add_user_message("now a question")
     assert format_input(answered).passthrough is answered
+
+
+def _image_handle() -> lms.FileHandle:
+    return lms.FileHandle(name="cat.png", identifier="file-1", size_bytes=10, file_type="image")
+
+
+def test_an_lmstudio_chat_is_taken_as_it_is_at_the_call() -> None:
+    """Found by a probe: ``model.stream(chat)`` sent what was added to the chat after the
+    call (the chat was read at the first ``next()``), past the checks made at the call."""
+    chat = lms.Chat("Be brief.")
+    chat.add_user_message("first")
+    prompt = format_input(chat)
+    chat.add_assistant_response("late")
+    chat.add_user_message("LATE", images=[_image_handle()])
+    sent = sdk_history(prompt, {})
+    assert isinstance(sent, lms.Chat)
+    assert sent is not chat
+    assert "LATE" not in str(sent)
+    assert prompt.image_count == 0
+
+
+def test_an_image_in_an_assistant_message_of_an_lmstudio_chat_counts() -> None:
+    """Found by a probe: only user messages' images were counted, so a model without vision
+    failed the request on the server instead of a refusal before it."""
+    chat = lms.Chat()
+    chat.add_user_message("Draw a cat")
+    chat.add_assistant_response(_image_handle())
+    chat.add_user_message("Describe it")
+    assert format_input(chat).image_count == 1
+
+
+@pytest.mark.parametrize(
+    ("message", "said"),
+    [
+        (  # it said "must start with the text prompt ... Pass [prompt, Image, ...]"
+            {"role": "assistant", "content": [png()]},
+            "assistant messages take text only; put images in a user message",
+        ),
+        (
+            {"role": "tool", "tool_call_id": 1, "content": "x"},
+            "'tool_call_id' of the call they answer (a non-empty str; got 1)",
+        ),
+        (  # it said "Object of type Image is not JSON serializable"
+            {"role": "tool", "tool_call_id": "c1", "content": [png()]},
+            "a tool result takes text or JSON data, not images",
+        ),
+        (  # an image part was sent as its JSON text, base64 and all
+            {
+                "role": "tool",
+                "tool_call_id": "c1",
+                "content": [
+                    {"type": "text", "text": "shot"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+                ],
+            },
+            "a tool result takes text or JSON data, not images",
+        ),
+    ],
+    ids=["assistant image", "int call id", "tool image", "tool image part"],
+)
+def test_messages_that_cannot_be_sent_say_what_is_wrong(message: dict[str, Any], said: str) -> None:
+    """Found by a probe: refusals that pointed the wrong way."""
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    history: list[dict[str, Any]] = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        message,
+        {"role": "user", "content": "then?"},
+    ]
+    with pytest.raises(UnsupportedInputError, match=re.escape(said)):
+        format_input(Chat(history))

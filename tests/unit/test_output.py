@@ -1339,6 +1339,16 @@ def test_a_set_of_simple_values_inside_another_type_is_refused(
     assert "in its place" in message
 
 
+def test_a_set_the_reply_would_not_hold_is_not_blamed() -> None:
+    """Found by a review: ``type[set[int]]`` was said to hold ``set[int]``, to be written
+    ``list[int]``; and a bare ``set`` inside a type was given ``int`` items."""
+    with pytest.raises(UnsupportedOutputTypeError) as info:
+        plan_output(type[set[int]])
+    assert "It holds" not in str(info.value)
+    with pytest.raises(UnsupportedOutputTypeError, match=r"Write list\[\.\.\.\] in its place"):
+        plan_output(typing.Optional[set])
+
+
 def test_a_set_field_of_a_model_and_a_set_of_frozen_models_are_still_sent() -> None:
     """The refusal of sets inside simple types leaves the JSON types alone."""
 

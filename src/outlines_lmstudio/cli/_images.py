@@ -125,6 +125,9 @@ def _decode(path: Path) -> PILImage.Image:
                 return opened
             image = opened.copy()
             image.format = opened.format
+            # Its file, which the library sends as it is while the pixels are its own (a
+            # lossy WebP written again losslessly grew tenfold; found by a review).
+            image.filename = str(path)  # type: ignore[attr-defined]  # ImageFile's, kept
     return image
 
 

@@ -285,7 +285,7 @@ class Call(msgspec.Struct, eq=False):
         What the caller's ``on_message`` callback raised, if it did (`_watched`).
     seen
         Whether a callback of the caller's saw part of the current attempt's reply
-        (``on_first_token``, ``on_prediction_fragment``: `_watched`).
+        (``on_first_token``, ``on_prediction_fragment``, ``on_message``: `_watched`).
     """
 
     request: Request
@@ -849,10 +849,13 @@ def predict(
     unloaded = False  # an attempt found the model gone (not found, or unloaded)
     dropped = False  # an attempt lost the connection
     kwargs = request.sdk_kwargs()
+    held: list[Any] = []  # a whole reply's message, for the caller's on_message
+    on_message: Callable[[Any], object] | None = None
     if request.args.callbacks:  # most calls have none: no copy on the hot path
-        kwargs = _watched(call, kwargs)
+        kwargs, on_message = _watched(call, kwargs, None if sink.live else held)
     for _attempt in (1, 2, 3):  # each recovery once: at most one of each, then the last
         call.seen = False
+        held.clear()
         sink.begin()
         call.reader = None  # no prediction of this attempt is open yet (none was cancelled)
         traits: ModelTraits | None = None
@@ -993,20 +996,32 @@ def predict(
             yield NoteTraits(handle.identifier, ModelTraits.of(result.model_info), reply.started)
         done = reply.finish(result, reason)
         call.done = done
+        if on_message is not None and held:
+            on_message(held[-1])  # the reply returned, and it alone
         for item in sink.finish(done):
             yield Emit(item)
         return done
     raise AssertionError("unreachable: the third attempt returns or raises")  # pragma: no cover
 
 
-def _watched(call: Call, kwargs: dict[str, Any]) -> dict[str, Any]:
+def _watched(
+    call: Call, kwargs: dict[str, Any], held: list[Any] | None
+) -> tuple[dict[str, Any], Callable[[Any], object] | None]:
     """Return the SDK keywords with the caller's callbacks noting what they see and raise.
+
+    With ``held`` (a whole reply), ``on_message`` is not given to the SDK: the message of
+    each attempt goes to ``held``, and the caller's ``on_message`` (returned) gets the one
+    of the reply returned, once it is (found by a review: a reply cut by an unload, or
+    another model's, went to it, then the one asked again, and ``on_message=chat.append``
+    raised on the second). A stream's goes to it as the SDK gives it (a stream left early
+    gets the reply so far, as with the SDK), and marks the reply seen.
 
     A callback that sees fragments as they come shows the reply as a stream does: once it
     has (`Call.seen`), the call is not asked again (found by a probe: a whole call asked
     again after a dropped socket gave ``on_prediction_fragment`` the reply twice, and
-    called ``on_first_token`` twice). The SDK calls ``on_message`` unguarded (its other
-    callbacks' errors are only logged), so what it raises comes out of the prediction: an
+    called ``on_first_token`` twice). The SDK calls
+    ``on_message`` unguarded (its other callbacks' errors are only logged), so what it
+    raises comes out of the prediction: an
     ``lmstudio`` error of the caller's own (``lms.Chat.append`` refusing two replies in a
     row) was reported as LM Studio failing the prediction, with the hint to read its
     server log (found by the same probe). Noted (`Call.raised`), it is raised as it is.
@@ -1026,9 +1041,14 @@ def _watched(call: Call, kwargs: dict[str, Any]) -> dict[str, Any]:
             fragment(piece)
 
         watched["on_prediction_fragment"] = on_prediction_fragment
-    if (message := kwargs.get("on_message")) is not None:
+    message = kwargs.get("on_message")
+    if message is not None and held is not None:
+        watched["on_message"] = held.append
+        return watched, message
+    if message is not None:
 
         def on_message(reply: Any) -> None:
+            call.seen = True  # a stream's: asked again, it would get a second reply
             try:
                 message(reply)
             except BaseException as exc:
@@ -1036,7 +1056,7 @@ def _watched(call: Call, kwargs: dict[str, Any]) -> dict[str, Any]:
                 raise
 
         watched["on_message"] = on_message
-    return watched
+    return watched, None
 
 
 def _swapped(request: Request, handle: Any, model_key: str, *, record: bool = True) -> Flow[bool]:

@@ -412,7 +412,9 @@ def _(model_input: lms.Chat) -> ChatPrompt:
     # A copy, as the chat is at the call (the SDK's public copy: `add_user_message` changes
     # the last message in place): a stream or a re-ask read it later, and sent what the
     # caller had added since (found by a probe; an Outlines Chat is converted at the call).
-    model_input = _plain_texts(model_input) if subclassed else model_input.copy()
+    # A plain lms.Chat: a subclass's copy() calls its own __init__, which may need its own
+    # arguments (found by a review).
+    model_input = _plain_texts(model_input) if subclassed else lms.Chat.from_history(model_input)
     prompt = ChatPrompt(passthrough=model_input)
     # Nothing to upload, but its image handles count: a model without vision refuses them
     # before the prediction, as it does an image handle in a list or an Outlines Chat.
@@ -726,15 +728,27 @@ _ASSETS = (Image, PILImage.Image, FileHandle)
 
 
 def _holds_image(content: object) -> bool:
-    """Tell whether a tool result holds an image (an object, or an image part dict)."""
+    """Tell whether a tool result holds an image (an object, or a list with an image part).
+
+    An image part is ``{"type": "image_url", "image_url": ...}`` or ``{"type": "image",
+    "image": Image}``. A dict alone is JSON data (``{"type": "image", "url": ...}``: a
+    search result, found by a review), sent as its JSON text.
+    """
     if isinstance(content, _ASSETS):
         return True
-    items = content if isinstance(content, list) else [content]
-    return any(
-        isinstance(item, _ASSETS)
-        or (isinstance(item, Mapping) and item.get("type") in ("image", "image_url", "input_image"))
-        for item in items
-    )
+    if not isinstance(content, list):
+        return False
+    return any(isinstance(item, _ASSETS) or _image_part(item) for item in content)
+
+
+def _image_part(item: object) -> bool:
+    """Tell whether a list item is an image part (OpenAI's or Outlines' typed form)."""
+    if not isinstance(item, Mapping):
+        return False
+    kind = item.get("type")
+    if kind in ("image_url", "input_image"):
+        return "image_url" in item or "file_id" in item
+    return kind == "image" and isinstance(item.get("image"), _ASSETS)
 
 
 def _text_parts(content: object) -> str | None:

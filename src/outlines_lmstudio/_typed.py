@@ -23,6 +23,7 @@ from typing import Any
 import jsonschema
 import msgspec
 import pydantic
+import pydantic_core
 import referencing
 import referencing.exceptions
 from outlines.types import CFG, Choice, JsonSchema
@@ -1046,13 +1047,16 @@ def check_reply(
 
 
 def _unfinished_json(raw: str) -> bool:
-    """Tell whether a text is JSON cut short: its only fault is that it ends too early."""
+    """Tell whether a text is JSON cut short: its only fault is that it ends too early.
+
+    pydantic-core says "EOF while parsing" exactly then, also inside a string or a literal
+    (``"Smith``, ``tr``), where the standard library's error points at where the cut
+    token began (found by a review), as `_partial` reads it.
+    """
     try:
-        json.loads(raw)
-    except json.JSONDecodeError as error:
-        return error.pos >= len(raw.rstrip())
-    except ValueError:  # other faults (a number too long to read...)
-        return False
+        pydantic_core.from_json(raw)
+    except ValueError as error:
+        return str(error).startswith("EOF")
     return False
 
 

@@ -22,6 +22,7 @@ from outlines_lmstudio import (
     from_lmstudio,
 )
 from outlines_lmstudio.testing import EmulatedModel, Fault, LMStudioEmulator, Prediction
+from outlines_lmstudio.testing._records import message_text
 
 from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
 from .fronts import Fronts
@@ -341,6 +342,31 @@ def test_a_model_unloaded_again_on_the_retry_says_why_and_what_to_do(
     assert info.value.model == TEXT_MODEL
     assert [p.stop_reason for p in emulator.predictions] == ["modelUnloaded"] * 2
     assert model("the next call loads it again") == "a whole answer"
+
+
+def test_on_message_gets_the_reply_returned_only_after_an_unload(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a review: a whole call asked again after its model was unloaded while it
+    answered gave ``on_message`` the cut reply, then the whole one; with
+    ``on_message=chat.append`` the second raised, and the answer was lost."""
+    model = make_model(TEXT_MODEL)
+    _unload_first(emulator, times=1)
+    chat = lms.Chat("Be brief.")
+    chat.add_user_message("hello")
+    got: list[Any] = []
+
+    def on_message(message: Any) -> None:
+        got.append(message)
+        chat.append(message)
+
+    assert model(chat, on_message=on_message) == "a whole answer"
+    assert [p.stop_reason for p in emulator.predictions] == ["modelUnloaded", "eosFound"]
+    assert len(got) == 1
+    model(chat)  # the caller's chat as LM Studio receives it
+    history = emulator.predictions[-1].messages
+    assert [m["role"] for m in history] == ["system", "user", "assistant"]
+    assert message_text(history[-1]) == "a whole answer"
 
 
 @pytest.mark.parametrize("call", ["whole", "stream"])

@@ -1020,11 +1020,14 @@ def test_a_reply_a_stop_string_cut_into_invalid_json_is_not_asked_again(
     """The model is not told of ``stop=``: each re-ask was cut the same way (found by a probe:
     4 requests for ``retries=3``), as a valid reply a stop string may have cut is not."""
     model = make_model(TEXT_MODEL)
-    emulator.script(TEXT_MODEL, lambda prompt: '{"name": "Ada", "age": 36}')
-    with pytest.raises(ParseError, match="a stop string ended it"):
-        model.parse("hi", Person, stop=[","], retries=3)
-    assert len(emulator.predictions) == 1
-    assert emulator.predictions[0].stop_reason == "stopStringFound"
+    for reply in ('{"name": "Ada", "age": 36}', '{"name": "Smith, Ann", "age": 36}'):
+        # cut between two tokens, then inside a string (found by a review)
+        emulator.script(TEXT_MODEL, [reply] * 4)
+        sent = len(emulator.predictions)
+        with pytest.raises(ParseError, match="a stop string ended it"):
+            model.parse("hi", Person, stop=[","], retries=3)
+        assert len(emulator.predictions) == sent + 1
+        assert emulator.predictions[-1].stop_reason == "stopStringFound"
 
 
 def test_parse_of_a_grammar_given_in_config_says_what_to_do(

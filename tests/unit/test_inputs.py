@@ -698,3 +698,34 @@ def test_messages_that_cannot_be_sent_say_what_is_wrong(message: dict[str, Any],
     ]
     with pytest.raises(UnsupportedInputError, match=re.escape(said)):
         format_input(Chat(history))
+
+
+class _SessionChat(lms.Chat):
+    def __init__(self, session: str) -> None:
+        super().__init__("Be brief.")
+        self.session = session
+
+
+def test_an_lmstudio_chat_subclass_with_its_own_arguments_is_taken() -> None:
+    """Found by a review: the copy at the call made with ``copy()`` called the subclass's
+    own ``__init__`` without its arguments (a raw ``TypeError``)."""
+    chat = _SessionChat("s1")
+    chat.add_user_message("hello")
+    sent = sdk_history(format_input(chat), {})
+    assert isinstance(sent, lms.Chat)
+    assert "hello" in str(sent)
+
+
+def test_json_data_in_a_tool_result_is_not_taken_for_an_image() -> None:
+    """Found by a review: ``{"type": "image", "url": ...}`` (a search tool's result) was
+    refused as an image."""
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    found = {"type": "image", "url": "https://example.com/cat.jpg", "caption": "a cat"}
+    history: list[dict[str, Any]] = [
+        {"role": "user", "content": "find a cat"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": found},
+        {"role": "tool", "tool_call_id": "c1", "content": [found]},
+    ]
+    prompt = format_input(Chat(history))
+    assert [m.parts for m in prompt.messages[2:]] == [(json.dumps(found),), (json.dumps([found]),)]

@@ -281,11 +281,9 @@ class Call(msgspec.Struct, eq=False):
         The SDK session the current step waits on, as the front notes it (the model
         session, or the files session during an upload), or ``None`` before the first
         step: a call that runs out of time says whether that connection was complete.
-    raised
-        What the caller's ``on_message`` callback raised, if it did (`_watched`).
     seen
         Whether a callback of the caller's saw part of the current attempt's reply
-        (``on_first_token``, ``on_prediction_fragment``, ``on_message``: `_watched`).
+        (``on_first_token``, ``on_prediction_fragment``: `_watched`).
     """
 
     request: Request
@@ -297,7 +295,6 @@ class Call(msgspec.Struct, eq=False):
     stopped: bool = False
     generation: int = 0
     session: Any = None
-    raised: BaseException | None = None
     seen: bool = False
 
 
@@ -852,7 +849,7 @@ def predict(
     held: list[Any] = []  # a whole reply's message, for the caller's on_message
     on_message: Callable[[Any], object] | None = None
     if request.args.callbacks:  # most calls have none: no copy on the hot path
-        kwargs, on_message = _watched(call, kwargs, None if sink.live else held)
+        kwargs, on_message = _watched(call, kwargs, held)
     for _attempt in (1, 2, 3):  # each recovery once: at most one of each, then the last
         call.seen = False
         held.clear()
@@ -911,8 +908,6 @@ def predict(
             raise  # ours (an lmstudio.LMStudioError too, see `errors`): already told
         except lms.LMStudioError as exc:
             call.finished = True
-            if exc is call.raised:
-                raise  # the caller's own on_message raised it: not LM Studio's failure
             shown = sink.emitted or call.seen
             again = not shown and not call.stopped
             if _dropped(exc):
@@ -1005,26 +1000,22 @@ def predict(
 
 
 def _watched(
-    call: Call, kwargs: dict[str, Any], held: list[Any] | None
+    call: Call, kwargs: dict[str, Any], held: list[Any]
 ) -> tuple[dict[str, Any], Callable[[Any], object] | None]:
-    """Return the SDK keywords with the caller's callbacks noting what they see and raise.
-
-    With ``held`` (a whole reply), ``on_message`` is not given to the SDK: the message of
-    each attempt goes to ``held``, and the caller's ``on_message`` (returned) gets the one
-    of the reply returned, once it is (found by a review: a reply cut by an unload, or
-    another model's, went to it, then the one asked again, and ``on_message=chat.append``
-    raised on the second). A stream's goes to it as the SDK gives it (a stream left early
-    gets the reply so far, as with the SDK), and marks the reply seen.
+    """Return the SDK keywords with the caller's callbacks noting what they see.
 
     A callback that sees fragments as they come shows the reply as a stream does: once it
     has (`Call.seen`), the call is not asked again (found by a probe: a whole call asked
     again after a dropped socket gave ``on_prediction_fragment`` the reply twice, and
-    called ``on_first_token`` twice). The SDK calls
-    ``on_message`` unguarded (its other callbacks' errors are only logged), so what it
-    raises comes out of the prediction: an
-    ``lmstudio`` error of the caller's own (``lms.Chat.append`` refusing two replies in a
-    row) was reported as LM Studio failing the prediction, with the hint to read its
-    server log (found by the same probe). Noted (`Call.raised`), it is raised as it is.
+    called ``on_first_token`` twice).
+
+    ``on_message`` is not given to the SDK: the message of each attempt goes to ``held``,
+    and the caller's ``on_message`` (returned) gets the one of the reply returned, once it
+    is, from the flow (found by reviews: a reply cut by an unload, or another model's, went
+    to it, then the one asked again, and ``on_message=chat.append`` raised on the second;
+    the SDK calls it unguarded, so what it raised came out of the prediction, and an
+    ``lmstudio`` error of the caller's own was reported as LM Studio failing it). A stream
+    left early gets none, as with the SDK.
     """
     watched = dict(kwargs)
     if (first := kwargs.get("on_first_token")) is not None:
@@ -1042,21 +1033,9 @@ def _watched(
 
         watched["on_prediction_fragment"] = on_prediction_fragment
     message = kwargs.get("on_message")
-    if message is not None and held is not None:
-        watched["on_message"] = held.append
-        return watched, message
     if message is not None:
-
-        def on_message(reply: Any) -> None:
-            call.seen = True  # a stream's: asked again, it would get a second reply
-            try:
-                message(reply)
-            except BaseException as exc:
-                call.raised = exc
-                raise
-
-        watched["on_message"] = on_message
-    return watched, None
+        watched["on_message"] = held.append
+    return watched, message
 
 
 def _swapped(request: Request, handle: Any, model_key: str, *, record: bool = True) -> Flow[bool]:

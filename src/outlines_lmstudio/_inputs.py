@@ -731,14 +731,15 @@ def _holds_image(content: object) -> bool:
     """Tell whether a tool result holds an image (an object, or a list with an image part).
 
     An image part is ``{"type": "image_url", "image_url": ...}`` or ``{"type": "image",
-    "image": Image}``. A dict alone is JSON data (``{"type": "image", "url": ...}``: a
+    "image": Image}``, alone or in a list (its base64 went to the model as text: found by
+    reviews). Other data with a type is JSON data (``{"type": "image", "url": ...}``: a
     search result, found by a review), sent as its JSON text.
     """
-    if isinstance(content, _ASSETS):
+    if isinstance(content, _ASSETS) or _image_part(content):
         return True
-    if not isinstance(content, list):
-        return False
-    return any(isinstance(item, _ASSETS) or _image_part(item) for item in content)
+    return isinstance(content, list) and any(
+        isinstance(item, _ASSETS) or _image_part(item) for item in content
+    )
 
 
 def _image_part(item: object) -> bool:

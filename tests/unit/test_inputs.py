@@ -309,13 +309,13 @@ def test_a_tool_result_given_as_openai_text_parts_is_sent_as_their_text() -> Non
         [{"type": "file", "name": "a.txt", "size": 3}],
         [{"type": "image", "url": "http://x/y.png"}],
         [{"type": "text", "text": "hi", "score": 0.9}],
-        {"type": "image_url", "image_url": {"url": "x"}},  # a dict alone is data
+        {"type": "image", "url": "http://x/y.png"},
     ],
 )
 def test_a_tool_result_that_is_json_data_with_a_type_field_stays_json(data: object) -> None:
     """Only exact text parts are parts: JSON data that merely has a "type" was refused, or
-    checked as a user prompt (found by a review). A list holding an OpenAI image part
-    (``image_url`` with its ``image_url``) is refused: its base64 went to the model as text
+    checked as a user prompt (found by a review). An OpenAI image part (``image_url`` with
+    its ``image_url``), alone or in a list, is refused: its base64 went to the model as text
     (found by a later probe; see `test_messages_that_cannot_be_sent_say_what_is_wrong`)."""
     assert json.loads(_tool_result(data)) == data
 
@@ -689,8 +689,16 @@ def test_an_image_in_an_assistant_message_of_an_lmstudio_chat_counts() -> None:
             },
             "a tool result takes text or JSON data, not images",
         ),
+        (  # alone, it went as JSON text (found by a review)
+            {
+                "role": "tool",
+                "tool_call_id": "c1",
+                "content": {"type": "image_url", "image_url": {"url": "data:image/png;base64,"}},
+            },
+            "a tool result takes text or JSON data, not images",
+        ),
     ],
-    ids=["assistant image", "int call id", "tool image", "tool image part"],
+    ids=["assistant image", "int call id", "tool image", "tool image part", "lone image part"],
 )
 def test_messages_that_cannot_be_sent_say_what_is_wrong(message: dict[str, Any], said: str) -> None:
     """Found by a probe: refusals that pointed the wrong way."""

@@ -281,9 +281,6 @@ class Call(msgspec.Struct, eq=False):
         The SDK session the current step waits on, as the front notes it (the model
         session, or the files session during an upload), or ``None`` before the first
         step: a call that runs out of time says whether that connection was complete.
-    seen
-        Whether a callback of the caller's saw part of the current attempt's reply
-        (``on_first_token``, ``on_prediction_fragment``: `_watched`).
     """
 
     request: Request
@@ -295,7 +292,6 @@ class Call(msgspec.Struct, eq=False):
     stopped: bool = False
     generation: int = 0
     session: Any = None
-    seen: bool = False
 
 
 # -- sinks: what a call makes of the answer -------------------------------------------------
@@ -305,7 +301,8 @@ class Sink:
     Attributes
     ----------
     emitted
-        Whether the caller has seen anything yet (then a failed attempt is not retried).
+        Whether the caller has seen anything yet (then a failed attempt is not retried):
+        the sink's items, or a callback that sees the reply as it comes (`_watched`).
     """
 
     emitted = False
@@ -849,9 +846,8 @@ def predict(
     held: list[Any] = []  # a whole reply's message, for the caller's on_message
     on_message: Callable[[Any], object] | None = None
     if request.args.callbacks:  # most calls have none: no copy on the hot path
-        kwargs, on_message = _watched(call, kwargs, held)
+        kwargs, on_message = _watched(sink, kwargs, held)
     for _attempt in (1, 2, 3):  # each recovery once: at most one of each, then the last
-        call.seen = False
         held.clear()
         sink.begin()
         call.reader = None  # no prediction of this attempt is open yet (none was cancelled)
@@ -908,8 +904,7 @@ def predict(
             raise  # ours (an lmstudio.LMStudioError too, see `errors`): already told
         except lms.LMStudioError as exc:
             call.finished = True
-            shown = sink.emitted or call.seen
-            again = not shown and not call.stopped
+            again = not sink.emitted and not call.stopped
             if _dropped(exc):
                 try:
                     yield Reconnect(call.generation)  # the retry (or the next call) finds it
@@ -941,7 +936,7 @@ def predict(
             elif stage == "resolve":
                 note_failed_lookup(request, exc)  # the batch's other items: the same error
                 raise _resolve_error(exc, request.key, errors) from exc
-            elif stage == "predict" and traits is not None and not (shown or call.stopped):
+            elif stage == "predict" and traits is not None and not (sink.emitted or call.stopped):
                 # LM Studio refused what the cached traits let through: if the model behind
                 # the identifier changed, say so as our check would have. Only while nothing
                 # was shown and the caller is there (a review: a stream failing after its
@@ -969,22 +964,21 @@ def predict(
                 raise Left("the prediction was stopped when its caller left")
             if reason == "modelUnloaded":  # the model is gone, as for a not-found model
                 yield Forget(request.key, handle)
-                if not unloaded and not (sink.emitted or call.seen):
+                if not unloaded and not sink.emitted:
                     unloaded = True
                     continue
-                raise _unloaded_error(request, errors, shown=sink.emitted or call.seen)
+                raise _unloaded_error(request, errors, shown=sink.emitted)
             cut = f"the reply ended before the model finished it: {why}"
             raise errors(lms.LMStudioServerError(cut), request.key, "predict")
         if request.key not in (None, handle.identifier) and (
             yield from _swapped(request, handle, result.model_info.model_key)
         ):
             yield Forget(request.key, handle)
-            if not unloaded and not (sink.emitted or call.seen) and not call.stopped:
+            if not unloaded and not sink.emitted and not call.stopped:
                 unloaded = True  # asked again of the key's own model
                 continue
             model_key = result.model_info.model_key
-            shown = sink.emitted or call.seen
-            raise _swapped_error(request, handle.identifier, model_key, errors, shown)
+            raise _swapped_error(request, handle.identifier, model_key, errors, sink.emitted)
         if traits is not None and result.model_info.model_key != traits.model_key:
             # Another model answered than the traits are of (loaded under the identifier
             # since): the next call checks against its traits (an attribute compare).
@@ -1000,12 +994,12 @@ def predict(
 
 
 def _watched(
-    call: Call, kwargs: dict[str, Any], held: list[Any]
+    sink: Sink, kwargs: dict[str, Any], held: list[Any]
 ) -> tuple[dict[str, Any], Callable[[Any], object] | None]:
     """Return the SDK keywords with the caller's callbacks noting what they see.
 
     A callback that sees fragments as they come shows the reply as a stream does: once it
-    has (`Call.seen`), the call is not asked again (found by a probe: a whole call asked
+    has (`Sink.emitted`), the call is not asked again (found by a probe: a whole call asked
     again after a dropped socket gave ``on_prediction_fragment`` the reply twice, and
     called ``on_first_token`` twice).
 
@@ -1021,14 +1015,14 @@ def _watched(
     if (first := kwargs.get("on_first_token")) is not None:
 
         def on_first_token() -> None:
-            call.seen = True
+            sink.emitted = True
             first()
 
         watched["on_first_token"] = on_first_token
     if (fragment := kwargs.get("on_prediction_fragment")) is not None:
 
         def on_prediction_fragment(piece: Any) -> None:
-            call.seen = True
+            sink.emitted = True
             fragment(piece)
 
         watched["on_prediction_fragment"] = on_prediction_fragment

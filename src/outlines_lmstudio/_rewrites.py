@@ -267,7 +267,6 @@ _LATER_KEYWORDS: dict[int, tuple[str, ...]] = {
     3: ("const", "contains", "propertyNames", "if", "then", "else"),
     4: ("const", "contains", "propertyNames", "if", "then", "else"),
     6: ("if", "then", "else"),
-    7: (),
 }
 """The assertions an old draft does not have (``const``, ``contains`` and ``propertyNames``
 came with draft 6, ``if``/``then``/``else`` with draft 7)."""
@@ -286,11 +285,11 @@ def drop_dollar_schema(schema: dict[str, Any]) -> dict[str, Any]:
     2019-09) are removed.
     """
     dialect = str(schema.get("$schema", ""))
-    old = any(f"draft-0{n}" in dialect for n in range(3, 8))
+    draft = next((n for n in range(3, 8) if f"draft-0{n}" in dialect), 0)  # 0: a later one
+    old = draft != 0
     # 2019-09 keeps the tuple spelling (and honours a $ref's siblings); found by a probe.
     tuples = old or "draft/2019-09/" in dialect
-    draft4 = any(f"draft-0{n}" in dialect for n in (3, 4))
-    dialect_number = next((n for n in range(3, 8) if f"draft-0{n}" in dialect), 0)
+    draft4 = draft in (3, 4)
 
     def translate(node: dict[str, Any]) -> dict[str, Any]:
         node.pop("$schema", None)
@@ -314,7 +313,7 @@ def drop_dollar_schema(schema: dict[str, Any]) -> dict[str, Any]:
                 node["dependentRequired"] = required
             if schemas:
                 node["dependentSchemas"] = schemas
-        for later in _LATER_KEYWORDS[dialect_number] if dialect_number else ():
+        for later in _LATER_KEYWORDS.get(draft, ()):  # "draft-05" (no such draft): none
             # Not keywords of the schema's draft: its validator (the reply's check) ignores
             # them, and the engines would enforce them (found by a review: a draft 4 oneOf
             # told apart by "const" alone was judged exclusive, and every reply matched

@@ -209,6 +209,9 @@ def test_an_old_draft_s_oneof_told_apart_by_a_later_keyword_stays_loose() -> Non
     assert dialect_schema(new, None, strict=True)  # const is a keyword there: exclusive
     draft6 = {"$schema": "http://json-schema.org/draft-06/schema#", "if": {"const": 1}}
     assert "if" not in dialect_schema(draft6, None)
+    # "draft-05" names no published draft: nothing is dropped (it raised a KeyError)
+    draft5 = {"$schema": "http://json-schema.org/draft-05/schema#", "const": 1}
+    assert dialect_schema(draft5, None) == {"const": 1}
 
 
 def test_a_reference_with_escapes_is_refused_even_when_its_spelling_is_a_key() -> None:

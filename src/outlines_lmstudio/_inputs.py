@@ -574,16 +574,14 @@ def _text_only(content: object, role: str, where: str) -> str:
     if isinstance(content, str):
         return plain_str(content)
     if isinstance(content, list):
-        if any(isinstance(item, _ASSETS) for item in content):  # before _user_parts, which
-            # would say to pass [prompt, Image, ...] (found by a probe: then refused for this)
-            raise UnsupportedInputError(
-                f"{where}: {role} messages take text only; put images in a user message."
-            )
+        text_only = f"{where}: {role} messages take text only; put images in a user message."
+        # Before _user_parts, which would say to pass [prompt, Image, ...] (found by a
+        # probe: then refused for this); after it, for an image given as a typed item.
+        if any(isinstance(item, _ASSETS) for item in content):
+            raise UnsupportedInputError(text_only)
         parts = _user_parts(content, where)
         if any(not isinstance(p, str) for p in parts):
-            raise UnsupportedInputError(
-                f"{where}: {role} messages take text only; put images in a user message."
-            )
+            raise UnsupportedInputError(text_only)
         return "".join(str(p) for p in parts)
     raise UnsupportedInputError(f"{where}: content must be a str, got {type(content).__name__}.")
 

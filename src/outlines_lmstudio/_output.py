@@ -1550,11 +1550,9 @@ def _set_inside(output_type: Any) -> Any:
     ``Optional[set[int]]`` and ``list[set[int]]`` are refused as ``set[int]`` is (found by
     a probe: only the bare set was); a set of frozen models is a JSON type, planned before.
     """
-    if typing.get_origin(output_type) in _SETS or (
-        isinstance(output_type, type) and output_type in _SETS
-    ):
-        return output_type
     origin = typing.get_origin(output_type)
+    if origin in _SETS or (isinstance(output_type, type) and output_type in _SETS):
+        return output_type
     if origin not in _HOLDING:  # not type[set[int]], Literal values... (a review)
         return None
     args = typing.get_args(output_type)

@@ -45,6 +45,7 @@ from ._common import (
     is_batch,
     no_backend,
 )
+from ._config import NO_OUTPUT_TYPE, missing_output_type
 from ._flow import ChunkSink, Flow, Sink
 from ._output import identity
 from ._reply import Reply, ReplyChunk
@@ -664,7 +665,7 @@ class ModelApi(Common):
     def parse(
         self,
         model_input: Any,
-        output_type: Any,
+        output_type: Any = NO_OUTPUT_TYPE,
         *,
         retries: int = 0,
         context: Any = None,
@@ -708,6 +709,8 @@ class ModelApi(Common):
             with_context,
         )
 
+        if output_type is NO_OUTPUT_TYPE:
+            raise missing_output_type("parse", inference_kwargs)
         retries = check_retries(retries)
         if is_batch(model_input):
             requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
@@ -733,7 +736,12 @@ class ModelApi(Common):
         return self._run(_flow.parse(request, retries, validator))
 
     def parse_stream(
-        self, model_input: Any, output_type: Any, *, context: Any = None, **inference_kwargs: Any
+        self,
+        model_input: Any,
+        output_type: Any = NO_OUTPUT_TYPE,
+        *,
+        context: Any = None,
+        **inference_kwargs: Any,
     ) -> Any:
         """Yield partial values while the reply streams, then the validated value.
 
@@ -754,6 +762,8 @@ class ModelApi(Common):
             Partial JSON values (dicts, lists, strings, each more complete than the
             last), then the final value of ``output_type``.
         """
+        if output_type is NO_OUTPUT_TYPE:
+            raise missing_output_type("parse_stream", inference_kwargs)
         request = self._prepare(model_input, output_type, inference_kwargs)
         return self._iterate(request, _flow.sink_for_parse_stream(request, context))
 

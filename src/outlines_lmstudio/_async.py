@@ -37,6 +37,7 @@ from ._common import (
     in_batch_item,
     no_backend,
 )
+from ._config import NO_OUTPUT_TYPE
 from ._flow import Call, Effect, Emit, Flow, Sink, wait_limit
 from ._images import PendingImage
 from ._inputs import ChatPrompt, deferring_images, settled
@@ -366,7 +367,8 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
         )
         return texts
 
-    @overload
+    # output_type is required here: its run-time default only names a missing one
+    @overload  # type: ignore[override]
     async def parse(
         self,
         model_input: str | Chat | lms.Chat,
@@ -402,7 +404,7 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
     async def parse(
         self,
         model_input: Any,
-        output_type: Any,
+        output_type: Any = NO_OUTPUT_TYPE,
         *,
         retries: int = 0,
         context: Any = None,
@@ -517,7 +519,7 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
             self, model_input: Any, output_type: Any = None, **inference_kwargs: Any
         ) -> AsyncGenerator[str, None]: ...
 
-        def parse_stream(
+        def parse_stream(  # type: ignore[override]  # output_type required (see parse)
             self,
             model_input: Any,
             output_type: Any,

@@ -29,6 +29,7 @@ __all__ = [
     "CALLBACK_KWARGS",
     "MAX_COUNT",
     "MAX_SECONDS",
+    "NO_OUTPUT_TYPE",
     "SETTINGS",
     "SIMPLE_KWARGS",
     "PredictionArgs",
@@ -36,6 +37,7 @@ __all__ = [
     "check_flag",
     "check_seconds",
     "is_unknown_name",
+    "missing_output_type",
     "parse_inference_kwargs",
     "optional_name",
     "plain_str",
@@ -350,6 +352,7 @@ _REDIRECTS: Mapping[str, str] = {
     "model_name (client.llm.model(key, config=...) returns a loaded instance as it is, "
     "without the seed)",
     "response_format": "pass the output type as the second argument, e.g. model(prompt, Person)",
+    "response_model": "pass the output type as the second argument, e.g. model(prompt, Person)",
     "max_new_tokens": "use max_tokens=",
     "stop_strings": "use stop=",
     "top_p_sampling": "use top_p=",
@@ -369,6 +372,37 @@ _REDIRECTS: Mapping[str, str] = {
     "context": "only parse and parse_stream take it, for the type's Pydantic validators",
     "validation_context": "use context= (model.parse(prompt, output_type, context={...}))",
 }
+
+
+class _NoOutputType:
+    """The default of ``parse``'s output type: none was given."""
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+NO_OUTPUT_TYPE: Any = _NoOutputType()
+"""``parse`` and ``parse_stream``'s default output type, so that one given by another
+library's keyword (instructor's ``response_model=``) is refused by name, not with Python's
+bare "missing 1 required positional argument" (found by a probe)."""
+
+
+def missing_output_type(method: str, kwargs: Mapping[str, Any]) -> InvalidInferenceArgumentError:
+    """Return the refusal of a ``parse`` or ``parse_stream`` call with no output type.
+
+    Parameters
+    ----------
+    method
+        The method called (``"parse"`` or ``"parse_stream"``).
+    kwargs
+        Its keyword arguments, where the type may be under another library's name.
+    """
+    named = [name for name in ("response_model", "response_format") if name in kwargs]
+    said = f"{named[0]}= is not accepted: " if named else ""
+    return InvalidInferenceArgumentError(
+        f"{said}{method} takes the output type as its second argument, e.g. "
+        f"model.{method}(prompt, Person)."
+    )
 
 
 class PredictionArgs(msgspec.Struct, frozen=True):

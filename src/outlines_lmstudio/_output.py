@@ -993,7 +993,8 @@ def _refuse_lazy_items(output_type: object, core_schema: object) -> None:
             f"The output type {output_type_name(output_type)} holds an Iterable or a "
             "Generator: Pydantic checks its items only when it is iterated, after the "
             "reply was taken, so a reply could not be checked or asked again. Use a list "
-            "(list[int]) or a tuple (tuple[int, ...]) instead."
+            "(list[int]) or a tuple (tuple[int, ...]) instead; to see the items as they "
+            "come, model.parse_stream(prompt, list[Item]) yields the list as it grows."
         )
 
 
@@ -1397,7 +1398,7 @@ def _plan(
         if isinstance(output_type, type)  # a value ([1, 2]) may be unhashable
         else _FUNCTION_HINT
         if inspect.isfunction(output_type) or inspect.ismethod(output_type)
-        else ""
+        else _listed_types_hint(output_type)
     )
     raise UnsupportedOutputTypeError(
         f"The output type {output_type_name(output_type)} is not supported by outlines-lmstudio."
@@ -1413,6 +1414,25 @@ _FUNCTION_HINT = (
     "an object of its parameters): write the parameters as a Pydantic model or a TypedDict, "
     "and call the function with the parsed value."
 )
+
+
+def _listed_types_hint(output_type: object) -> str:
+    """Return what to write for a list or tuple value of types, ``[Cat, Dog]`` or ``[Cat]`` ("").
+
+    pydantic-ai's ``output_type=[Cat, Dog]`` means one of them (found by a probe of what its
+    users write), and ``[Cat]`` reads as a list of them: here a type says either.
+    """
+    if not isinstance(output_type, list | tuple) or not output_type:
+        return ""
+    if not all(isinstance(item, type) or typing.get_origin(item) for item in output_type):
+        return ""
+    names = [output_type_name(item) for item in output_type]
+    if len(names) == 1:
+        return f" For a list of {names[0]}, write list[{names[0]}]."
+    return (
+        f" For a reply that is one of these types, write their union, "
+        f"Union[{', '.join(names)}] (or {' | '.join(names)})."
+    )
 
 
 # The deprecated typing aliases (typing.List: list...) by identity, as Pydantic reads them.

@@ -189,7 +189,8 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
             **inference_kwargs: Any,
         ) -> list[str]: ...
 
-        @overload
+        # output_type is required here: its run-time default only names a missing one
+        @overload  # type: ignore[override]
         def parse(
             self,
             model_input: str | Chat | lms.Chat,
@@ -232,7 +233,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
             **inference_kwargs: Any,
         ) -> Any: ...
 
-        def parse_stream(
+        def parse_stream(  # type: ignore[override]  # output_type required (see parse)
             self,
             model_input: Any,
             output_type: Any,

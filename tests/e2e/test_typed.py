@@ -943,6 +943,28 @@ def test_instructor_spellings_point_to_ours(
     assert emulator.predictions == []
 
 
+@pytest.mark.parametrize("keyword", ["response_model", "response_format", None])
+def test_parse_with_its_output_type_under_another_name_says_where_it_goes(
+    fronts: Fronts, emulator: LMStudioEmulator, keyword: str | None
+) -> None:
+    """instructor's ``parse(prompt, response_model=Person)`` raised Python's bare "ModelApi.parse()
+    missing 1 required positional argument", naming an internal class (found by a probe of
+    what its users write)."""
+    model = fronts.model(fronts.client(), TEXT_MODEL)
+    given = {keyword: Person} if keyword else {}
+    said = f"{keyword}= is not accepted: " if keyword else ""
+    for method in ("parse", "parse_stream"):
+        with pytest.raises(
+            InvalidInferenceArgumentError,
+            match=rf"^{said}{method} takes the output type as its second argument, e\.g\. "
+            rf"model\.{method}\(prompt, Person\)\.$",
+        ):
+            getattr(model, method)("q", **given)
+    with pytest.raises(InvalidInferenceArgumentError, match="response_model= is not accepted"):
+        model("q", response_model=Person)
+    assert emulator.predictions == []
+
+
 class _Booking(pydantic.BaseModel):
     page: pydantic.HttpUrl
     length: datetime.timedelta

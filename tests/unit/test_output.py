@@ -1292,8 +1292,10 @@ class _Lazy(pydantic.BaseModel):
 def test_a_lazily_validated_iterable_is_refused(output_type: object) -> None:
     """Pydantic checks an ``Iterable``'s items only when it is iterated: ``["not an int"]``
     was taken, not re-asked, and failed later in the user's loop (found by a probe)."""
-    with pytest.raises(UnsupportedOutputTypeError, match="checks its items only when it is"):
+    with pytest.raises(UnsupportedOutputTypeError, match="checks its items only when") as info:
         plan_output(output_type)
+    # where instructor's users stream Iterable[Item] (found by a probe of what they write)
+    assert "parse_stream(prompt, list[Item]) yields the list as it grows" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -1420,6 +1422,35 @@ def test_a_function_as_output_type_says_what_to_write(grammar: bool) -> None:
     (found by a probe): the message now says to write the parameters as a model."""
     with pytest.raises(UnsupportedOutputTypeError, match="A function is not an output type"):
         plan_output(_add, grammar=grammar)
+
+
+class _Cat(pydantic.BaseModel):
+    meows: bool
+
+
+class _Dog(pydantic.BaseModel):
+    barks: bool
+
+
+_LISTED_TYPES: list[tuple[object, str]] = [
+    ((_Cat, _Dog), r"write their union, Union\[_Cat, _Dog\] \(or _Cat \| _Dog\)\."),
+    ([int, list[str]], r"Union\[int, list\[str\]\] \(or int \| list\[str\]\)"),
+    ([_Cat], r"For a list of _Cat, write list\[_Cat\]\."),
+]
+
+
+@pytest.mark.parametrize(("output_type", "hint"), _LISTED_TYPES, ids=["tuple", "list", "one"])
+def test_a_list_of_types_says_which_type_to_write(output_type: object, hint: str) -> None:
+    """pydantic-ai's ``output_type=[Cat, Dog]`` was refused with only the generic list of
+    what is supported (found by a probe of what its users write)."""
+    with pytest.raises(UnsupportedOutputTypeError, match=hint):
+        plan_output(output_type)
+
+
+def test_a_list_of_values_gets_no_type_hint() -> None:
+    with pytest.raises(UnsupportedOutputTypeError) as info:
+        plan_output([1, 2])
+    assert "not supported by outlines-lmstudio. Supported:" in str(info.value)
 
 
 def test_models_nested_too_deeply_for_pydantic_are_refused_with_our_error() -> None:

@@ -45,7 +45,7 @@ from ._common import (
     is_batch,
     no_backend,
 )
-from ._config import NO_OUTPUT_TYPE, missing_output_type
+from ._config import NO_OUTPUT_TYPE, describe, missing_output_type, shortened
 from ._flow import ChunkSink, Flow, Sink
 from ._output import identity
 from ._reply import Reply, ReplyChunk
@@ -230,7 +230,8 @@ def check_options(where: str, options: Mapping[str, object]) -> None:
             "model" in unknown
         )
         raise InvalidInferenceArgumentError(
-            f"Unknown option(s) {unknown} for {where}. Accepted: {', '.join(OPTIONS)}. "
+            f"Unknown option(s) {[shortened(name) for name in unknown]} for {where}. "
+            f"Accepted: {', '.join(OPTIONS)}. "
             f"Inference settings (temperature, max_tokens, ...) go on each call.{model}"
         )
 
@@ -268,7 +269,7 @@ class ModelApi(Common):
             raise InvalidInferenceArgumentError(
                 f"{where} takes the client and the model key by position, and its options "
                 f"by name ({', '.join(f'{o}=' for o in OPTIONS)}); got {len(args)} more "
-                f"positional argument(s): {args!r}."
+                f"positional argument(s): {describe(args)}."
             )
         check_options(where, options)
         wanted = self._client_class.__name__

@@ -52,6 +52,15 @@ from .errors import InvalidClientError, LMStudioConnectionError, OutlinesLMStudi
 __all__ = ["AsyncSessions"]
 
 
+def _sessions_open(client: lms.AsyncClient) -> bool:
+    """Whether the SDK has opened the client's sessions (``client.llm``: after entering it)."""
+    try:
+        client.llm  # noqa: B018 - raises KeyError until the client is entered
+    except KeyError:
+        return False
+    return True
+
+
 class _Entering:
     """How one ``AsyncClient`` is entered: shared by every model on it (see `AsyncSessions`).
 
@@ -307,9 +316,9 @@ class AsyncSessions(ModelApi):
             # session failed) has one, and the next call went on as if it were entered, to
             # fail as "closed" by the user (found by a probe out of file descriptors).
             raise self._unusable_error(failed) from failed
-        try:
-            self.client.llm  # noqa: B018 - raises KeyError until the client is entered
-        except KeyError:
+        if not _sessions_open(self.client):
+            # Not inside an ``except KeyError`` (the check's), so an error of the connecting
+            # is not shown "during handling of" a KeyError (found by a probe of tracebacks).
             try:
                 # Finds LM Studio if no host; the search is not counted in connect_timeout.
                 self._entry.searching = True

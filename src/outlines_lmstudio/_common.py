@@ -20,6 +20,7 @@ from ._config import (
     PredictionArgs,
     check_flag,
     check_seconds,
+    describe,
     is_unknown_name,
     optional_name,
     parse_inference_kwargs,
@@ -325,7 +326,9 @@ def is_batch(model_input: object) -> bool:
 def check_concurrency(value: object) -> int:
     number = real_number(value)
     if not isinstance(number, int):
-        raise InvalidInferenceArgumentError(f"max_concurrency must be an int, got {value!r}.")
+        raise InvalidInferenceArgumentError(
+            f"max_concurrency must be an int, got {describe(value)}."
+        )
     if number < 1:
         raise InvalidInferenceValueError(f"max_concurrency must be at least 1, got {value}.")
     return number
@@ -681,7 +684,7 @@ def in_batch_item(exc: OutlinesLMStudioError, index: int) -> None:
 def check_retries(value: object) -> int:
     number = real_number(value)
     if not isinstance(number, int):  # a wrong type: a TypeError
-        raise InvalidInferenceArgumentError(f"retries must be an int >= 0, got {value!r}.")
+        raise InvalidInferenceArgumentError(f"retries must be an int >= 0, got {describe(value)}.")
     if not 0 <= number <= MAX_COUNT:  # a count, checked as every other count is
         given = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
         raise InvalidInferenceValueError(

@@ -36,12 +36,14 @@ __all__ = [
     "accepted_keywords",
     "check_flag",
     "check_seconds",
+    "describe",
     "is_unknown_name",
     "missing_output_type",
     "parse_inference_kwargs",
     "optional_name",
     "plain_str",
     "real_number",
+    "shortened",
     "unknown_setting",
 ]
 
@@ -64,9 +66,19 @@ def plain_str(value: str) -> str:
     return value if type(value) is str else str.__str__(value)
 
 
-def _describe(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def shortened(text: str, most: int = 60) -> str:
+    """Return ``text`` cut to ``most`` characters ("..." at its end), for a message.
+
+    What a message quotes of the user's arguments is cut, so that a huge value given by
+    mistake (a DataFrame as ``retries=``, a 100,000-character keyword) does not make a
+    message (and a log line) as large (found by a probe).
+    """
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
+def describe(value: object) -> str:
+    """Return ``repr(value)``, `shortened`."""
+    return shortened(repr(value))
 
 
 def real_number(value: object) -> int | float | None:
@@ -95,23 +107,23 @@ def _real(name: str, value: object, *, integer: bool = False) -> float:
     number = real_number(value)
     if number is None:
         raise InvalidInferenceArgumentError(
-            f"{name} must be {kind}, got {type(value).__name__} {_describe(value)}."
+            f"{name} must be {kind}, got {type(value).__name__} {describe(value)}."
         )
     if integer and not isinstance(number, int):
-        raise InvalidInferenceArgumentError(f"{name} must be an int, got {_describe(value)}.")
+        raise InvalidInferenceArgumentError(f"{name} must be an int, got {describe(value)}.")
     if isinstance(number, int):
         if abs(number) <= MAX_COUNT:
             return number
         if integer:  # a count: LM Studio's engines count in 32-bit ints
             raise InvalidInferenceValueError(
-                f"{name} is out of range: {_describe(value)} is larger than {MAX_COUNT:,}."
+                f"{name} is out of range: {describe(value)} is larger than {MAX_COUNT:,}."
             )
         try:  # any other setting is a JSON number: a large int is the float it means
             number = float(number)
         except OverflowError:
             number = math.inf
     if not math.isfinite(number):
-        raise InvalidInferenceValueError(f"{name} must be a finite number, got {_describe(value)}.")
+        raise InvalidInferenceValueError(f"{name} must be a finite number, got {describe(value)}.")
     return number
 
 
@@ -141,7 +153,8 @@ def unknown_setting(
         close = difflib.get_close_matches(name, candidates, n=1)
         hint = f" Did you mean {close[0]}?" if close else ""
     error = UnknownSettingError(
-        f"{type(owner).__name__} has no setting {name!r}: its settings are {settings}.{hint}"
+        f"{type(owner).__name__} has no setting {describe(name)}: its settings are "
+        f"{settings}.{hint}"
     )
     error.name, error.obj = name, owner  # as Python's own AttributeError
     return error
@@ -150,7 +163,7 @@ def unknown_setting(
 def check_flag(name: str, value: object) -> bool:
     """Return an on/off option, refusing anything but a bool (``"no"`` is truthy)."""
     if not isinstance(value, bool):
-        raise InvalidInferenceArgumentError(f"{name} must be True or False, got {value!r}.")
+        raise InvalidInferenceArgumentError(f"{name} must be True or False, got {describe(value)}.")
     return value
 
 
@@ -158,7 +171,7 @@ def _count(name: str, value: object) -> object:
     """Check a token count: an int from 1 to `MAX_COUNT`."""
     number = _real(name, value, integer=True)
     if number < 1:
-        raise InvalidInferenceValueError(f"{name} must be at least 1, got {_describe(value)}.")
+        raise InvalidInferenceValueError(f"{name} must be at least 1, got {describe(value)}.")
     return int(number)
 
 
@@ -179,23 +192,26 @@ def _top_k(name: str, value: object) -> object:
     # An int beyond a float's range: the range, not "finite" (found by a review: 10**400)
     number = exact if isinstance(exact, int) else _real(name, value)
     if isinstance(number, float) and not number.is_integer():
-        raise InvalidInferenceValueError(f"{name} must be a whole number, got {_describe(value)}.")
+        raise InvalidInferenceValueError(f"{name} must be a whole number, got {describe(value)}.")
     if not low <= number <= high:
         raise InvalidInferenceValueError(
             f"{name} must be between {low} and {high} (LM Studio's range; 0 or -1 turns top-k "
-            f"off), got {_describe(value)}."
+            f"off), got {describe(value)}."
         )
     return int(number)
 
 
 def _max_tokens(name: str, value: object) -> object:
-    """``maxTokens``: a count, or ``False`` (the SDK's "no limit")."""
-    if type(value) is int and value == -1:  # "no limit" in OpenAI-style and llama.cpp APIs
-        raise InvalidInferenceValueError(
-            f"{name} must be at least 1, got -1. For no limit, pass False (the SDK's form; "
-            "-1 means no limit in some other APIs, not in this one)."
-        )
-    return False if value is False else _count(name, value)
+    """``maxTokens``: a count, or ``False`` (the SDK's "no limit").
+
+    -1 is "no limit" too, in LM Studio's own schema (lmstudio-js's ``maxTokens``: an int
+    from -1, or false) as in llama.cpp's: it is sent as ``False``, the SDK's form. It was
+    refused, saying that -1 meant no limit only in other APIs (found by a probe of the
+    real engine's settings: the SDK by hand sends it, and LM Studio takes it).
+    """
+    if value is False or (type(value) is int and value == -1):
+        return False
+    return _count(name, value)
 
 
 def _ranged(
@@ -211,7 +227,7 @@ def _ranged(
         if too_low or (high is not None and number > high):
             bound = f"> {low:g}" if low_open else f">= {low:g}"
             wanted = f"between {low:g} and {high:g}" if high is not None else bound
-            raise InvalidInferenceValueError(f"{name} must be {wanted}, got {_describe(value)}.")
+            raise InvalidInferenceValueError(f"{name} must be {wanted}, got {describe(value)}.")
         return number
 
     return check
@@ -222,7 +238,7 @@ def _strings(name: str, value: object) -> object:
     strings = [value] if isinstance(value, str) else value
     if not isinstance(strings, list | tuple) or not all(isinstance(s, str) for s in strings):
         raise InvalidInferenceArgumentError(
-            f"{name} must be a string or a list of strings, got {_describe(value)}."
+            f"{name} must be a string or a list of strings, got {describe(value)}."
         )
     if any(s == "" for s in strings):
         raise InvalidInferenceValueError(f"{name}: stop strings must not be empty.")
@@ -249,12 +265,14 @@ def _reasoning_parsing(name: str, value: object) -> object:
         raise InvalidInferenceArgumentError(
             f"{name} must be True, False or a dict "
             f"{{'enabled': bool, 'start_string': str, 'end_string': str}}, "
-            f"got {type(value).__name__} {_describe(value)}."
+            f"got {type(value).__name__} {describe(value)}."
         )
     unknown = sorted(str(k) for k in value if k not in _PARSING_KEYS)
     if unknown:
         raise InvalidInferenceArgumentError(
-            f"{name} has unknown key(s) {unknown}; it takes enabled, start_string, end_string."
+            f"{name} has unknown key(s) {[shortened(k) for k in unknown[:10]]}"
+            f"{f' and {len(unknown) - 10} more' if len(unknown) > 10 else ''}; it takes "
+            "enabled, start_string, end_string."
         )
     given = _by_camel_name(name, value, _PARSING_KEYS)
     if ("startString" in given) != ("endString" in given):
@@ -271,7 +289,7 @@ def _reasoning_parsing(name: str, value: object) -> object:
     parsed.update(given)
     if not isinstance(parsed["enabled"], bool):
         raise InvalidInferenceArgumentError(
-            f"{name}: 'enabled' must be True or False, got {_describe(parsed['enabled'])}."
+            f"{name}: 'enabled' must be True or False, got {describe(parsed['enabled'])}."
         )
     for key in ("startString", "endString"):
         tag = parsed[key]
@@ -510,16 +528,16 @@ def check_seconds(name: str, value: object) -> float | None:
     seconds = real_number(value)
     if seconds is None:
         raise InvalidInferenceArgumentError(
-            f"{name} must be a number of seconds, got {type(value).__name__} {_describe(value)}."
+            f"{name} must be a number of seconds, got {type(value).__name__} {describe(value)}."
         )
     if isinstance(seconds, float) and not math.isfinite(seconds):
         raise InvalidInferenceValueError(
-            f"{name} must be a finite number of seconds, got {value!r}."
+            f"{name} must be a finite number of seconds, got {describe(value)}."
         )
     if seconds <= 0 or seconds > MAX_SECONDS:
         raise InvalidInferenceValueError(
             f"{name} must be more than 0 and at most {MAX_SECONDS:.0e} seconds, "
-            f"got {_describe(value)}."
+            f"got {describe(value)}."
         )
     return float(seconds)
 
@@ -585,7 +603,7 @@ def _user_config(config: object) -> dict[str, Any]:
     if unknown:
         valid = sorted({v for v in keys.values()} - {"raw"})  # "raw" is refused below
         # Each key shortened, as other bad values are (found by a probe: a 1 MB key).
-        named = [k if len(k) <= 60 else f"{k[:57]}..." for k in unknown[:10]]
+        named = [shortened(k) for k in unknown[:10]]
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
         raise InvalidInferenceArgumentError(
             f"Unknown key(s) in config=: {named}{more}. LM Studio would ignore them silently. "
@@ -766,7 +784,7 @@ def optional_name(name: str, value: object, what: str, *, none: str = "") -> str
         else ""
     )
     raise InvalidInferenceArgumentError(
-        f"{name} must be a non-empty {what} string{none}, got {_describe(value)}.{handle}"
+        f"{name} must be a non-empty {what} string{none}, got {describe(value)}.{handle}"
     )
 
 
@@ -798,7 +816,8 @@ def parse_inference_kwargs(kwargs: Mapping[str, Any]) -> PredictionArgs:
         if name in _REDIRECTS:
             raise InvalidInferenceArgumentError(f"{name}= is not accepted: {_REDIRECTS[name]}.")
         raise InvalidInferenceArgumentError(
-            f"Unknown keyword argument {name}=. Accepted: {', '.join(accepted_keywords())}; "
+            f"Unknown keyword argument {shortened(name)}=. "
+            f"Accepted: {', '.join(accepted_keywords())}; "
             "parse also takes retries= and context=, parse_stream context=, and a batch "
             "max_concurrency=."
         )
@@ -840,7 +859,7 @@ def _check_callback(name: str, callback: object) -> Callable[..., Any]:
         If ``callback`` is not callable, or is an async function.
     """
     if not callable(callback):
-        raise InvalidInferenceArgumentError(f"{name}= must be callable, got {callback!r}.")
+        raise InvalidInferenceArgumentError(f"{name}= must be callable, got {describe(callback)}.")
     call = callback if inspect.isroutine(callback) else type(callback).__call__
     try:
         is_async = inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(call)

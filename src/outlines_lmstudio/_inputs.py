@@ -35,7 +35,7 @@ from lmstudio.history import AssistantResponse
 from outlines.inputs import Audio, Chat, Image, Video
 from PIL import Image as PILImage
 
-from ._config import plain_str
+from ._config import describe, plain_str
 from ._images import (
     ImageData,
     PendingImage,
@@ -630,7 +630,9 @@ def _tool_calls(raw: object, where: str) -> tuple[ToolCall, ...]:
             )
         call_id = call.get("id", "")
         if not isinstance(call_id, str):
-            raise UnsupportedInputError(f"{where}: a tool call id must be a str, got {call_id!r}.")
+            raise UnsupportedInputError(
+                f"{where}: a tool call id must be a str, got {describe(call_id)}."
+            )
         arguments = _json_copy(arguments, where, "tool call arguments")
         calls.append(ToolCall(plain_str(call_id), plain_str(name), arguments))
     return tuple(calls)

@@ -35,6 +35,7 @@ from outlines.types import CFG, JsonSchema, Regex
 from outlines.types.dsl import Choice, Term
 from typing_inspection import typing_objects
 
+from ._config import shortened
 from ._foreign import abstract_methods, foreign_class_problem
 from ._late_names import LateName, kept, late_names
 from ._later_grammar import later_requested
@@ -557,7 +558,8 @@ def meta_schema_error(exc: jsonschema.SchemaError) -> tuple[str, str]:
             quoted = isinstance(value, str) or not _is_json(value)
             shown = repr(value) if quoted else json.dumps(value)
             message = f"{shown:.80} is no JSON Schema type: write one of {', '.join(_TYPE_NAMES)}"
-    return where, message
+    # jsonschema quotes the value (and the path its keys): cut, as our own quotes are.
+    return shortened(where, 300), shortened(message, 500)
 
 
 def _is_json(value: object) -> bool:

@@ -1527,3 +1527,62 @@ def test_a_client_that_is_not_lmstudios_is_caught_as_outlines_code_catches_it() 
         error: BaseException = info.value
         assert isinstance(error, TypeError)
         assert isinstance(error, errors.InvalidInferenceArgumentError)
+
+
+_HUGE = "k" * 100_000
+
+
+def _huge_mistakes(model: Any, client: Any) -> dict[str, Callable[[], object]]:
+    return {
+        "a keyword's name": lambda: model("x", **{_HUGE: 1}),
+        "retries=": lambda: model.parse("x", int, retries=_HUGE),
+        "max_concurrency=": lambda: model.parse(["x"], int, max_concurrency=[1] * 50_000),
+        "reasoning_parsing's keys": lambda: model("x", reasoning_parsing={_HUGE: 1}),
+        "a callback": lambda: model("x", on_message=_HUGE),
+        "an option of from_lmstudio": lambda: cast(Any, from_lmstudio)(client, "m", **{_HUGE: 1}),
+        "a positional of the class": lambda: type(Fronts.raw(model))(client, "m", _HUGE),
+        "a setting's name": lambda: setattr(Fronts.raw(model), _HUGE, 1),
+        "a schema's key": lambda: model("x", {"properties": {_HUGE: {"type": "strin"}}}),
+        "a tool call's id": lambda: model(
+            Chat(
+                [
+                    {"role": "user", "content": "x"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"id": [_HUGE], "function": {"name": "f", "arguments": "{}"}}
+                        ],
+                    },
+                ]
+            )
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "what",
+    [
+        "a keyword's name",
+        "retries=",
+        "max_concurrency=",
+        "reasoning_parsing's keys",
+        "a callback",
+        "an option of from_lmstudio",
+        "a positional of the class",
+        "a setting's name",
+        "a schema's key",
+        "a tool call's id",
+    ],
+)
+def test_a_huge_value_given_by_mistake_is_quoted_cut_in_its_refusal(
+    fronts: Fronts, emulator: LMStudioEmulator, what: str
+) -> None:
+    """These refusals quoted the value whole: a 100,000-character keyword (or a DataFrame as
+    ``retries=``) made a message, and a log line, as large (found by a probe of messages);
+    the other refusals cut what they quote."""
+    client = fronts.client()
+    model = fronts.model(client, TEXT_MODEL)
+    with pytest.raises(OutlinesLMStudioError) as info:
+        fronts.run(_huge_mistakes(model, client)[what]())
+    assert len(str(info.value)) < 1_000, len(str(info.value))
+    assert emulator.predictions == []

@@ -4,6 +4,7 @@ import asyncio
 import gc
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -224,6 +225,32 @@ def test_server_gone_between_calls(fronts: Fronts) -> None:
         assert model("hi")
     with pytest.raises(LMStudioConnectionError, match="Start LM Studio"):
         model("anyone there?")
+
+
+def _chain(error: BaseException | None) -> list[BaseException]:
+    """The error and every exception it was raised from or while handling."""
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def test_a_client_that_cannot_connect_shows_no_internal_error_in_its_traceback(
+    fronts: Fronts,
+) -> None:
+    """On the async front, every error of entering a client was raised while handling the
+    ``KeyError`` of the SDK's ``client.llm`` (not entered yet), so the traceback of the
+    commonest first-run failure, LM Studio not running, began with "KeyError: 'llm'" and
+    "During handling of the above exception" (found by a probe of tracebacks)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    model = fronts.model(fronts.client(f"127.0.0.1:{port}", enter=False), TEXT_MODEL)
+    with pytest.raises(LMStudioConnectionError, match="not reachable") as info:
+        model("hi")
+    kinds = [type(error).__name__ for error in _chain(info.value)]
+    assert "KeyError" not in kinds, kinds
 
 
 def test_concurrent_calls_after_the_server_went_away_all_say_it_is_not_reachable(

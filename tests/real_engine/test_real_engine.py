@@ -12,6 +12,7 @@ import json
 import math
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -202,6 +203,33 @@ def test_stop_string_cuts_the_reply(client: lms.Client, emulator: LMStudioEmulat
         if f.direction == "out" and f.data.get("message", {}).get("type") == "success"
     ]
     assert success[-1]["stats"]["stopString"] == "."
+
+
+def test_the_first_token_is_timed_when_decoded_not_when_a_stop_string_lets_it_go(
+    client: lms.Client,
+) -> None:
+    """The emulator timed its first fragment sent, and a stop string's scan holds back the
+    tokens that may begin it: with one the reply's start matched but never completed,
+    ``timeToFirstTokenSec`` was the whole reply's time (1.03 s against 0.075 s), and a
+    stop string that ended the reply at its first token left no timing at all (found by a
+    probe of the real engine's settings). llama.cpp's server times the decoded token."""
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    prompt = "Write one sentence about the sea."
+    free = llm.respond(prompt, config=_config(max_tokens=40))
+    assert free.stats.predicted_tokens_count == 40
+    # the whole reply, then more: its start is held back until the reply ends
+    began = time.monotonic()
+    held = llm.respond(prompt, config=_config(max_tokens=40, stop=[free.content + " and"]))
+    took = time.monotonic() - began
+    assert held.content == free.content
+    assert held.stats.time_to_first_token_sec is not None
+    # the first of 40 tokens, after a prompt already in the cache
+    assert held.stats.time_to_first_token_sec < took / 2
+    first = llm.respond(prompt, config=_config(max_tokens=40, stop=[free.content[:2]]))
+    assert (first.content, first.stats.stop_reason) == ("", "stopStringFound")
+    assert first.stats.predicted_tokens_count == 1
+    assert first.stats.time_to_first_token_sec is not None
+    assert first.stats.tokens_per_second is not None
 
 
 def test_eos_ends_a_short_answer(client: lms.Client) -> None:

@@ -467,12 +467,19 @@ def test_concurrency_and_retries_must_be_ints(value: object) -> None:
         check_retries(value)
 
 
-@pytest.mark.parametrize("kwargs", [{"max_tokens": -1}, {"config": {"maxTokens": -1}}])
-def test_max_tokens_minus_one_says_how_to_ask_for_no_limit(kwargs: dict[str, Any]) -> None:
-    # -1 is "no limit" in OpenAI-style and llama.cpp APIs; here that is False.
-    with pytest.raises(InvalidInferenceValueError, match=r"got -1\. For no limit, pass False"):
-        parse_inference_kwargs(kwargs)
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_tokens": -1}, {"config": {"maxTokens": -1}}, {"config": {"max_tokens": -1}}],
+)
+def test_max_tokens_minus_one_is_no_limit_as_in_lm_studio(kwargs: dict[str, Any]) -> None:
+    """-1 is "no limit" in LM Studio's own schema (lmstudio-js: an int from -1, or false),
+    and the SDK by hand sends it; it was refused, saying it meant no limit only in other
+    APIs (found by a probe). It is sent as False, the SDK's form."""
+    assert parse_inference_kwargs(kwargs).config == {"maxTokens": False}
     assert parse_inference_kwargs({"max_tokens": False}).config == {"maxTokens": False}
+    for wrong in (-2, 0):
+        with pytest.raises(InvalidInferenceValueError, match="must be at least 1"):
+            parse_inference_kwargs({"max_tokens": wrong})
 
 
 @pytest.mark.parametrize(

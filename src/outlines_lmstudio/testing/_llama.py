@@ -24,6 +24,7 @@ import math
 import os
 import re
 import threading
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -783,6 +784,7 @@ class _Decoding:
         self._thread = threading.Thread(target=self._run, name="llama-decode", daemon=True)
         self.items: asyncio.Queue[tuple[str, int, int] | _Ended | BaseException] = asyncio.Queue()
         self.predicted = 0  # tokens decoded so far (read after an error)
+        self.first_token_at: float | None = None  # when the first was (time.monotonic())
 
     def start(self) -> None:
         self._thread.start()
@@ -829,6 +831,8 @@ class _Decoding:
                 stop = "eosFound"
                 break
             last = token
+            if not predicted:
+                self.first_token_at = time.monotonic()
             self.predicted = predicted = predicted + 1
             pending += 1
             text = scanner.feed(utf8.decode(data))
@@ -1081,6 +1085,7 @@ class LlamaEngine:
                     yield Fragment(text, tokens_count)
             finally:
                 await decoding.stop()
+                generation.first_token_at = decoding.first_token_at
             generation.stop_reason = ended.stop
             if ended.stop_string is not None:
                 generation.stats["stopString"] = ended.stop_string

@@ -503,9 +503,6 @@ async def _stream(
         "totalTokensCount": prompt_tokens + predicted,
         "totalTimeSec": end - start,
     }
-    if first is not None:
-        stats["timeToFirstTokenSec"] = first - start
-        stats["tokensPerSecond"] = predicted / max(end - first, 1e-6)
     if draft is not None:
         # Synthetic counts: each fragment the draft model did not give stands for one
         # rejected draft token, and none is ignored.
@@ -523,6 +520,11 @@ async def _stream(
         # a probe: 4 predicted for 3 sent): the counts are what was sent.
         engine_stats = {k: v for k, v in engine_stats.items() if k not in _SENT_COUNTS}
     stats.update(engine_stats)
+    if generation.first_token_at is not None:  # the engine's first token, not our first send
+        first = generation.first_token_at
+    if first is not None:  # unless the engine measured them itself
+        stats.setdefault("timeToFirstTokenSec", first - start)
+        stats.setdefault("tokensPerSecond", stats["predictedTokensCount"] / max(end - first, 1e-6))
     if stop_reason != "stopStringFound":
         # LM Studio names the stop string only when one ended the reply (lmstudio-js #521).
         stats.pop("stopString", None)

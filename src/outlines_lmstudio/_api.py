@@ -10,6 +10,7 @@ raises when awaited: it is read in a worker thread; still before any request is 
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import weakref
@@ -338,7 +339,10 @@ class ModelApi(Common):
 
         Made as `from_lmstudio` makes one, not by copying this one's state: the copy has its
         own batch pool and fork bookkeeping, and does not own a client this model entered
-        (its ``close()`` leaves it open), as a second model on that client would not.
+        (its ``close()`` leaves it open), as a second model on that client would not. Its
+        type adapter is a copy too: ``copy.type_adapter.grammar = True`` changed the
+        original's grammar mode as well (found by a probe), where every other setting is
+        the copy's own.
         """
         copied = type(self)(
             self.client,
@@ -348,7 +352,8 @@ class ModelApi(Common):
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
         )
-        copied._adapter = self._adapter  # grammar, strict_schema or an assigned adapter
+        # grammar, strict_schema, or an assigned adapter: the same, the copy's own
+        copied._adapter = copy.copy(self._adapter)
         return copied
 
     def _no_copy(self, what: str) -> str:

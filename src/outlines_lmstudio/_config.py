@@ -39,6 +39,7 @@ __all__ = [
     "describe",
     "is_unknown_name",
     "missing_output_type",
+    "named",
     "parse_inference_kwargs",
     "optional_name",
     "plain_str",
@@ -74,6 +75,12 @@ def shortened(text: str, most: int = 60) -> str:
     message (and a log line) as large (found by a probe).
     """
     return text if len(text) <= most else text[: most - 3] + "..."
+
+
+def named(keys: list[str]) -> str:
+    """Return the first ten of ``keys``, each `shortened`, and how many more, for a message."""
+    more = f" and {len(keys) - 10} more" if len(keys) > 10 else ""
+    return f"{[shortened(key) for key in keys[:10]]}{more}"
 
 
 def describe(value: object) -> str:
@@ -270,9 +277,8 @@ def _reasoning_parsing(name: str, value: object) -> object:
     unknown = sorted(str(k) for k in value if k not in _PARSING_KEYS)
     if unknown:
         raise InvalidInferenceArgumentError(
-            f"{name} has unknown key(s) {[shortened(k) for k in unknown[:10]]}"
-            f"{f' and {len(unknown) - 10} more' if len(unknown) > 10 else ''}; it takes "
-            "enabled, start_string, end_string."
+            f"{name} has unknown key(s) {named(unknown)}; it takes enabled, start_string, "
+            "end_string."
         )
     given = _by_camel_name(name, value, _PARSING_KEYS)
     if ("startString" in given) != ("endString" in given):
@@ -415,8 +421,8 @@ def missing_output_type(method: str, kwargs: Mapping[str, Any]) -> InvalidInfere
     kwargs
         Its keyword arguments, where the type may be under another library's name.
     """
-    named = [name for name in ("response_model", "response_format") if name in kwargs]
-    said = f"{named[0]}= is not accepted: " if named else ""
+    given = [name for name in ("response_model", "response_format") if name in kwargs]
+    said = f"{given[0]}= is not accepted: " if given else ""
     return InvalidInferenceArgumentError(
         f"{said}{method} takes the output type as its second argument, e.g. "
         f"model.{method}(prompt, Person)."
@@ -603,10 +609,8 @@ def _user_config(config: object) -> dict[str, Any]:
     if unknown:
         valid = sorted({v for v in keys.values()} - {"raw"})  # "raw" is refused below
         # Each key shortened, as other bad values are (found by a probe: a 1 MB key).
-        named = [shortened(k) for k in unknown[:10]]
-        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
         raise InvalidInferenceArgumentError(
-            f"Unknown key(s) in config=: {named}{more}. LM Studio would ignore them silently. "
+            f"Unknown key(s) in config=: {named(unknown)}. LM Studio would ignore them silently. "
             f"{_config_hints(unknown)}Valid keys: {valid}."
         )
     result = _by_camel_name("config=", config, keys)

@@ -35,7 +35,7 @@ from lmstudio.history import AssistantResponse
 from outlines.inputs import Audio, Chat, Image, Video
 from PIL import Image as PILImage
 
-from ._config import describe, plain_str
+from ._config import describe, named, plain_str
 from ._images import (
     ImageData,
     PendingImage,
@@ -552,7 +552,7 @@ def _typed_item(item: Mapping[str, Any], where: str) -> Part:
     extra = sorted(str(k) for k, v in item.items() if k not in ("type", kind) and not _empty(v))
     if extra and kind in ("text", "image"):  # {"type": "image", ..., "detail": "high"}
         raise UnsupportedInputError(
-            f"{where} has key(s) {extra} that LM Studio does not take, so they would be "
+            f"{where} has key(s) {named(extra)} that LM Studio does not take, so they would be "
             f"dropped. Remove them: a {kind} item is {{'type': {kind!r}, {kind!r}: ...}}."
         )
     if kind == "text" and isinstance(item.get("text"), str):
@@ -660,8 +660,8 @@ def _chat_message(index: int, message: object) -> Message:
     )
     if extra:
         raise UnsupportedInputError(
-            f"{where} ({role}) has key(s) {extra} that LM Studio's chat does not take, so they "
-            f"would be dropped. Remove them: {_a(str(role))} message takes "
+            f"{where} ({role}) has key(s) {named(extra)} that LM Studio's chat does not take, so "
+            f"they would be dropped. Remove them: {_a(str(role))} message takes "
             f"{', '.join(repr(k) for k in allowed or ())}."
         )
     return _chat_message_slow(where, role, content, message)
@@ -720,7 +720,9 @@ def _chat_message_slow(
         else:
             text = json.dumps(_json_copy(content, where, "a tool result"))
         return Message("tool", (text,), tool_call_id=plain_str(call_id))
-    raise UnsupportedInputError(f"{where} has role {role!r}; LM Studio takes {', '.join(_ROLES)}.")
+    raise UnsupportedInputError(
+        f"{where} has role {describe(role)}; LM Studio takes {', '.join(_ROLES)}."
+    )
 
 
 _ASSETS = (Image, PILImage.Image, FileHandle)

@@ -142,7 +142,7 @@ def _walk(node: object, depth: int, path: str) -> None:
                 # Not "remote": a relative file, or a URL that is the schema's own $id, is
                 # no reference the engines can follow either (found by a probe).
                 raise InvalidSchemaError(
-                    f"JSON schema has the {keyword} {ref!r} at {path}, which is not a '#...' "
+                    f"JSON schema has the {keyword} {ref!r:.200} at {path}, which is not a '#...' "
                     "reference: references are never fetched or read from files (nor resolved "
                     "against an $id). Inline the referenced schema under $defs and use "
                     "'#/$defs/...'."

@@ -415,7 +415,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         if not call.finished and call.reader is not None:
             call.finished = True
             if (drain := call.reader.abandon(wait)) is not None:
-                self._watch(drain)
+                self._watch(drain, predicting=True)
 
     def _in_worker(self, call: Call, sink: Sink, *, starts_clock: bool = False) -> Iterator[Any]:
         """Drive a prediction in a worker thread; the caller waits until the call's deadline.
@@ -450,7 +450,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
                 # No prediction opened yet (a lookup or load): no cancel to confirm (found
                 # by a probe: Ctrl-C during a load waited the whole second).
                 worker.thread.join(confirm if call.reader is not None else 0)
-                self._watch(worker.thread)
+                self._watch(worker.thread, predicting=call.reader is not None)
 
     def _ran_out(self, call: Call) -> LMStudioTimeoutError:
         """Return the error of a call whose time ran out, opened or not (read at that moment)."""

@@ -1543,6 +1543,15 @@ def _huge_mistakes(model: Any, client: Any) -> dict[str, Callable[[], object]]:
         "a positional of the class": lambda: type(Fronts.raw(model))(client, "m", _HUGE),
         "a setting's name": lambda: setattr(Fronts.raw(model), _HUGE, 1),
         "a schema's key": lambda: model("x", {"properties": {_HUGE: {"type": "strin"}}}),
+        "a schema's $ref": lambda: model("x", {"$ref": "http://" + _HUGE}),
+        "a schema's properties as a list": lambda: model(
+            "x", {"properties": [{"name": f"f{i}", "description": "d" * 50} for i in range(2000)]}
+        ),
+        "a chat role": lambda: model(Chat([{"role": _HUGE, "content": "x"}])),
+        "a chat message's key": lambda: model(Chat([{"role": "user", "content": "x", _HUGE: 1}])),
+        "a content item's key": lambda: model(
+            Chat([{"role": "user", "content": [{"type": "text", "text": "x", _HUGE: 1}]}])
+        ),
         "a tool call's id": lambda: model(
             Chat(
                 [
@@ -1571,6 +1580,11 @@ def _huge_mistakes(model: Any, client: Any) -> dict[str, Callable[[], object]]:
         "a positional of the class",
         "a setting's name",
         "a schema's key",
+        "a schema's $ref",
+        "a schema's properties as a list",
+        "a chat role",
+        "a chat message's key",
+        "a content item's key",
         "a tool call's id",
     ],
 )

@@ -422,10 +422,15 @@ def test_streams_honour_timeout(
     assert model("the client still works")
 
 
+@pytest.mark.parametrize("answers", [True, False], ids=["answering", "silent"])
 def test_leaving_a_stalled_sync_stream_returns(
-    client: lms.Client, emulator: LMStudioEmulator
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch, answers: bool
 ) -> None:
+    monkeypatch.setattr("outlines_lmstudio._sync_sessions.DRAIN_SECONDS", 0.3)
     emulator.add_fault(Fault(kind="hang", after_fragments=2))
+    if not answers:  # the quick request that tells whether LM Studio still answers
+        emulator.add_fault(Fault("listLoaded", "hang"))
+    client = lms.Client(emulator.api_host)
     model = from_lmstudio(client, TEXT_MODEL)
     left = threading.Event()
 
@@ -438,9 +443,43 @@ def test_leaving_a_stalled_sync_stream_returns(
     thread.start()
     assert left.wait(20)  # the SDK would wait 60 s for the cancel to be confirmed
     assert model("the client still works")
-    # The thread awaiting the confirmation that never comes ends when the sessions are
-    # dropped (after DRAIN_SECONDS), before the client is closed under it.
+    if answers:
+        # LM Studio answers, so the sessions stay (other predictions may run on them):
+        # the thread awaiting the confirmation that never comes waits on.
+        time.sleep(1.0)
+        assert threads("outlines-lmstudio-drain") == 1
+        assert client.llm.connected
+    # LM Studio silent: the sessions are dropped, which ends the thread.
+    # Either way it ends, without waiting for the SDK's own timeout: when the sessions are
+    # dropped, or when the client is closed.
+    assert eventually(lambda: answers or threads("outlines-lmstudio-drain") == 0)
+    client.close()
     assert eventually(lambda: threads("outlines-lmstudio-drain") == 0)
+
+
+def test_a_sync_call_left_on_an_unconfirmed_cancel_leaves_other_predictions_alone(
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe: a call out of time whose cancel LM Studio did not confirm made the
+    sync model drop the client's sockets ``DRAIN_SECONDS`` later, which cut a healthy
+    prediction on the same client: the SDK's own stream failed ("Client unexpectedly
+    disconnected"), a library stream lost its connection, a whole call began again. LM
+    Studio still answers, so nothing is dropped (as on the async front)."""
+    monkeypatch.setattr("outlines_lmstudio._sync_sessions.DRAIN_SECONDS", 0.3)
+    monkeypatch.setattr(emulator, "token_latency", 0.01)
+    with lms.Client(emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL)
+        assert model("warm", max_tokens=1)
+        emulator.script(TEXT_MODEL, lambda prompt: "w " * 150)  # about 1.5 s of fragments
+        emulator.add_fault(Fault("predict", "hang"))  # the next prediction; its cancel too
+        with pytest.raises(LMStudioTimeoutError):
+            model("stuck", timeout=0.3)
+        handle = client.llm.model(TEXT_MODEL)
+        fragments = list(handle.respond_stream("healthy"))  # outlives DRAIN_SECONDS twice
+        pieces = list(model.stream("healthy too"))
+        assert len(fragments) == len(pieces) == 151
+        healthy = [p for p in emulator.predictions if p.last_user_text.startswith("healthy")]
+        assert [(p.stop_reason, p.disconnected) for p in healthy] == [("eosFound", False)] * 2
 
 
 KEPT_STREAM = textwrap.dedent(

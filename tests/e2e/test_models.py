@@ -599,6 +599,22 @@ def test_a_shallow_copy_is_another_model_on_the_same_client(fronts: Fronts) -> N
         fronts.run(raw.close())
 
 
+def test_a_shallow_copy_has_its_own_type_adapter_settings(fronts: Fronts) -> None:
+    """``copy.copy`` shared the type adapter: grammar mode switched on for the copy (as the
+    adapter's docstring says, ``model.type_adapter.grammar = True``) was on for the original
+    too, which then sent a ``Regex`` it should refuse (found by a probe)."""
+    raw = fronts.raw(fronts.model(fronts.client(), TEXT_MODEL, strict_schema=True))
+    twin = copy.copy(raw)
+    assert twin.type_adapter is not raw.type_adapter
+    assert (twin.type_adapter.grammar, twin.type_adapter.strict_schema) == (False, True)
+    twin.type_adapter.grammar = True
+    twin.type_adapter.strict_schema = False
+    assert (raw.type_adapter.grammar, raw.type_adapter.strict_schema) == (False, True)
+    with pytest.raises(UnsupportedOutputTypeError, match="grammar"):
+        fronts.run(raw("digits", outlines.types.Regex(r"\d+")))
+    assert fronts.run(twin("digits", outlines.types.Regex(r"\d+"), max_tokens=3)) is not None
+
+
 def test_a_model_shows_its_key_host_and_changed_settings(fronts: Fronts) -> None:
     """A notebook cell showed ``<outlines_lmstudio._sync.LMStudio at 0x...>`` (found by a
     probe): the public class, the model, the host and what differs from the defaults."""

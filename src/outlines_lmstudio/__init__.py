@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ._api import AsyncReplyStream, ReplyStream, SyncReplyStream
     from ._async import AsyncLMStudio
     from ._models import from_lmstudio
-    from ._reply import Reply, ReplyChunk, ReplyStats
+    from ._reply import Parsed, Reply, ReplyChunk, ReplyStats
     from ._sync import LMStudio
     from .errors import (
         BatchGenerationError,
@@ -74,6 +74,7 @@ _LAZY = {
     "AsyncLMStudio": "._async",
     "LMStudio": "._sync",
     "from_lmstudio": "._models",
+    "Parsed": "._reply",
     "Reply": "._reply",
     "ReplyChunk": "._reply",
     "ReplyStats": "._reply",
@@ -122,6 +123,7 @@ __all__ = [
     "LMStudioTypeAdapter",
     "OutlinesLMStudioError",
     "ParseError",
+    "Parsed",
     "ReasoningTruncatedError",
     "Reply",
     "ReplyChunk",

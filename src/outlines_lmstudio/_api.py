@@ -710,14 +710,71 @@ class ModelApi(Common):
         TruncatedOutputError
             The reply was cut off by ``max_tokens`` or the context length.
         """
+        if output_type is NO_OUTPUT_TYPE:
+            raise missing_output_type("parse", inference_kwargs)
+        return self._parse(model_input, output_type, retries, context, inference_kwargs)
+
+    def parse_reply(
+        self,
+        model_input: Any,
+        output_type: Any = NO_OUTPUT_TYPE,
+        *,
+        retries: int = 0,
+        context: Any = None,
+        **inference_kwargs: Any,
+    ) -> Any:
+        """`parse`, also returning the reply the value came from and the replies rejected.
+
+        For the value together with its token counts and timings (instructor's
+        ``create_with_completion``): ``reply.stats`` of the accepted reply, and of each
+        rejected one, the attempts that were asked again.
+
+        Parameters
+        ----------
+        model_input
+            As for `parse`: one input, or a list (or tuple) of inputs.
+        output_type
+            As for `parse`.
+        retries
+            As for `parse`.
+        context
+            As for `parse`.
+        **inference_kwargs
+            As for `parse`.
+
+        Returns
+        -------
+        Parsed
+            (async: an awaitable of it; a list of them for a list of inputs) ``value`` is
+            what `parse` returns, ``reply`` the accepted reply (its text, reasoning and
+            stats), ``rejected`` the replies that did not validate, in order.
+
+        Raises
+        ------
+        ParseError, TruncatedOutputError
+            As `parse` raises them (no reply validated).
+        """
+        if output_type is NO_OUTPUT_TYPE:
+            raise missing_output_type("parse_reply", inference_kwargs)
+        return self._parse(model_input, output_type, retries, context, inference_kwargs, True)
+
+    def _parse(
+        self,
+        model_input: Any,
+        output_type: Any,
+        retries: int,
+        context: Any,
+        inference_kwargs: dict[str, Any],
+        with_replies: bool = False,
+    ) -> Any:
+        """`parse`, or `parse_reply` (``with_replies``): a value, or a `Parsed`."""
         from outlines_lmstudio._typed import (  # typed results only (import time)
             validator_for,
             with_context,
         )
 
-        if output_type is NO_OUTPUT_TYPE:
-            raise missing_output_type("parse", inference_kwargs)
         retries = check_retries(retries)
+        flow = _flow.parse_reply if with_replies else _flow.parse
         if is_batch(model_input):
             requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
             if not requests:
@@ -727,7 +784,7 @@ class ModelApi(Common):
                 return self._map([], limit)
             # One validator for all (one plan): a type parse cannot check raises here.
             validator = with_context(validator_for(requests[0].plan), context)
-            flows = [_flow.parse(r, retries, validator) for r in requests]
+            flows = [flow(r, retries, validator) for r in requests]
             return self._map(flows, limit, requests)
         if "max_concurrency" in inference_kwargs:
             raise InvalidInferenceArgumentError(
@@ -736,10 +793,11 @@ class ModelApi(Common):
             )
         request = self._prepare(model_input, output_type, inference_kwargs)
         validator = with_context(validator_for(request.plan), context)
-        if not retries and "on_message" not in request.args.callbacks:  # one step: no flow
-            # (with on_message the flow holds the message until the reply validates)
+        if not (retries or with_replies or "on_message" in request.args.callbacks):
+            # One step: no flow (with on_message the flow holds the message until the reply
+            # validates)
             return self._complete_then(request, _flow.checked(request, validator))
-        return self._run(_flow.parse(request, retries, validator))
+        return self._run(flow(request, retries, validator))
 
     def parse_stream(
         self,

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from outlines.inputs import Chat
 
     from ._api import AsyncReplyStream
-    from ._reply import Reply
+    from ._reply import Parsed, Reply
 
     T = TypeVar("T")
 
@@ -440,6 +440,79 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
             What `LMStudio.parse` raises otherwise, when the call is awaited.
         """
         return await super().parse(
+            model_input, output_type, retries=retries, context=context, **inference_kwargs
+        )
+
+    # output_type is required here: its run-time default only names a missing one
+    @overload  # type: ignore[override]
+    async def parse_reply(
+        self,
+        model_input: str | Chat | lms.Chat,
+        output_type: type[T],
+        *,
+        retries: int = 0,
+        context: Any = None,
+        **inference_kwargs: Any,
+    ) -> Parsed[T]: ...
+
+    @overload
+    async def parse_reply(
+        self,
+        model_input: SeveralInputs,
+        output_type: type[T],
+        *,
+        retries: int = 0,
+        context: Any = None,
+        **inference_kwargs: Any,
+    ) -> list[Parsed[T]]: ...
+
+    @overload
+    async def parse_reply(
+        self,
+        model_input: Any,
+        output_type: Any,
+        *,
+        retries: int = 0,
+        context: Any = None,
+        **inference_kwargs: Any,
+    ) -> Any: ...
+
+    async def parse_reply(
+        self,
+        model_input: Any,
+        output_type: Any = NO_OUTPUT_TYPE,
+        *,
+        retries: int = 0,
+        context: Any = None,
+        **inference_kwargs: Any,
+    ) -> Any:
+        """`parse`, also returning the reply and the rejected ones; as `LMStudio.parse_reply`.
+
+        Parameters
+        ----------
+        model_input
+            One input, or a list (or tuple) of inputs; as for `LMStudio.parse`.
+        output_type
+            The type to return; as for `LMStudio.parse`.
+        retries
+            How many times to re-ask when a reply does not validate; as for `LMStudio.parse`.
+        context
+            Passed to the type's Pydantic validators; as for `LMStudio.parse`.
+        **inference_kwargs
+            As for `LMStudio.parse`.
+
+        Returns
+        -------
+        Parsed
+            The value, the accepted reply and the rejected ones (a list of them for a list
+            of inputs).
+
+        Raises
+        ------
+        OutlinesLMStudioError
+            What `LMStudio.parse` raises, when the call is awaited.
+        """
+        return await super().parse_reply(
             model_input, output_type, retries=retries, context=context, **inference_kwargs
         )
 

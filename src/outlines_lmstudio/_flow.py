@@ -35,7 +35,7 @@ from outlines.types import Choice
 from ._common import DEADLINE_PASSED, Completion, ModelTraits, Request
 from ._inputs import sdk_history
 from ._reasoning import ReasoningSplitter, json_openers, plain_reply, reply_problem
-from ._reply import Reply, ReplyChunk, ReplyStats, reply_stats, stop_reason
+from ._reply import Parsed, Reply, ReplyChunk, ReplyStats, reply_stats, stop_reason
 from ._sdk_errors import Stage, from_sdk, with_details
 from .errors import (
     BatchGenerationError,
@@ -84,6 +84,7 @@ __all__ = [
     "note_failed_lookup",
     "generate",
     "parse",
+    "parse_reply",
     "predict",
     "rendered",
     "reply",
@@ -1087,7 +1088,17 @@ def checked(request: Request, validator: Validator) -> Callable[[Completion], An
     return lambda done: check_reply(validator, done.text, done.stop_reason, 1, True, stops)[1]
 
 
-def parse(request: Request, retries: int, validator: Validator) -> Flow[Any]:
+def parse_reply(request: Request, retries: int, validator: Validator) -> Flow[Parsed[Any]]:
+    """`parse`, returning the value with the accepted reply and the rejected ones."""
+    done: list[Completion] = []
+    value = yield from parse(request, retries, validator, done)
+    replies = tuple(as_reply(each, request.plan.render) for each in done)
+    return Parsed(value, replies[-1], replies[:-1])
+
+
+def parse(
+    request: Request, retries: int, validator: Validator, done: list[Completion] | None = None
+) -> Flow[Any]:
     """Complete, validate, and re-ask with the errors until the reply validates or retries end.
 
     The call's time limit (``timeout=``) covers every attempt: it is read once, at the start.
@@ -1101,6 +1112,8 @@ def parse(request: Request, retries: int, validator: Validator) -> Flow[Any]:
     validator
         The output type's validator (made by the caller, to refuse a type that cannot be
         checked at the call, before any flow runs), with the call's ``context=``.
+    done
+        Where each attempt's completed reply goes, in order (for `parse_reply`).
 
     Returns
     -------
@@ -1121,7 +1134,7 @@ def parse(request: Request, retries: int, validator: Validator) -> Flow[Any]:
     for attempt in range(1, retries + 2):
         held.clear()
         try:
-            done: Completion = yield Complete(request, deadline)
+            completed: Completion = yield Complete(request, deadline)
         except ParseError as error:  # a reasoning reply with no answer: never re-asked
             error.attempts = attempt
             raise
@@ -1129,16 +1142,18 @@ def parse(request: Request, retries: int, validator: Validator) -> Flow[Any]:
             if last is not None:
                 _out_of_time_asking_again(error, last)
             raise
+        if done is not None:
+            done.append(completed)
         ok, value, problems = check_reply(
-            validator, done.text, done.stop_reason, attempt, attempt > retries, stops
+            validator, completed.text, completed.stop_reason, attempt, attempt > retries, stops
         )
         if ok:
             if on_message is not None and held:
                 on_message(held[-1])  # the accepted reply's message, and it alone
             return value
-        last = invalid_reply(validator, done.text, done.stop_reason, problems, attempt)
+        last = invalid_reply(validator, completed.text, completed.stop_reason, problems, attempt)
         request = msgspec.structs.replace(
-            request, prompt=reask_prompt(request.prompt, done.text, problems)
+            request, prompt=reask_prompt(request.prompt, completed.text, problems)
         )
     raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 

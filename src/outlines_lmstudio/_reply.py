@@ -1,8 +1,9 @@
 """One call's answer, its reasoning and its stats (pure values, no I/O).
 
 `Reply` is what ``model.reply(...)`` returns; `ReplyChunk` is one piece of
-``model.reply_stream(...)``. `reply_stats` builds `ReplyStats` from the SDK's
-``LlmPredictionStats`` (or its dict form), adding what LM Studio does not report
+``model.reply_stream(...)``; `Parsed` is what ``model.parse_reply(...)`` returns.
+`reply_stats` builds `ReplyStats` from the SDK's ``LlmPredictionStats`` (or its dict
+form), adding what LM Studio does not report
 itself: the reasoning token count (summed from the typed fragments) and the time
 to the first answer token (measured by the caller).
 """
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-__all__ = ["Reply", "ReplyChunk", "ReplyStats", "reply_stats", "stop_reason"]
+T = TypeVar("T")
+
+__all__ = ["Parsed", "Reply", "ReplyChunk", "ReplyStats", "reply_stats", "stop_reason"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,40 @@ class Reply:
     text: str
     reasoning: str
     stats: ReplyStats
+
+
+@dataclass(frozen=True)
+class Parsed(Generic[T]):
+    """A validated value, with the reply it was read from and the replies asked again.
+
+    What ``parse_reply`` returns: the value as ``parse`` gives it, with the token counts
+    and timings of every attempt (instructor's ``create_with_completion``, pydantic-ai's
+    ``usage()``).
+
+    Attributes
+    ----------
+    value
+        The value of the output type.
+    reply
+        The accepted reply: its text (what ``value`` was read from), reasoning and stats.
+    rejected
+        The replies that did not validate, in order, each asked again with its errors
+        (empty when the first reply validated).
+    """
+
+    value: T
+    reply: Reply
+    rejected: tuple[Reply, ...] = ()
+
+    @property
+    def attempts(self) -> int:
+        """How many replies were asked for: the rejected ones and the accepted one."""
+        return len(self.rejected) + 1
+
+    @property
+    def replies(self) -> tuple[Reply, ...]:
+        """Every reply, in order: the rejected ones, then the accepted one."""
+        return (*self.rejected, self.reply)
 
 
 # The SDK's struct attribute names, and the camelCase keys of its wire/dict form.

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from outlines.inputs import Chat
 
     from ._api import SyncReplyStream
-    from ._reply import Reply
+    from ._reply import Parsed, Reply
 
     T = TypeVar("T")
 
@@ -224,6 +224,50 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         ) -> Any: ...
 
         def parse(
+            self,
+            model_input: Any,
+            output_type: Any,
+            *,
+            retries: int = 0,
+            context: Any = None,
+            **inference_kwargs: Any,
+        ) -> Any: ...
+
+        # output_type is required here: its run-time default only names a missing one
+        @overload  # type: ignore[override]
+        def parse_reply(
+            self,
+            model_input: str | Chat | lms.Chat,
+            output_type: type[T],
+            *,
+            retries: int = 0,
+            context: Any = None,
+            **inference_kwargs: Any,
+        ) -> Parsed[T]: ...
+
+        @overload
+        def parse_reply(
+            self,
+            model_input: SeveralInputs,
+            output_type: type[T],
+            *,
+            retries: int = 0,
+            context: Any = None,
+            **inference_kwargs: Any,
+        ) -> list[Parsed[T]]: ...
+
+        @overload
+        def parse_reply(
+            self,
+            model_input: Any,
+            output_type: Any,
+            *,
+            retries: int = 0,
+            context: Any = None,
+            **inference_kwargs: Any,
+        ) -> Any: ...
+
+        def parse_reply(
             self,
             model_input: Any,
             output_type: Any,

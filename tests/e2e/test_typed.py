@@ -21,6 +21,7 @@ from outlines_lmstudio import (
     BatchGenerationError,
     InvalidInferenceArgumentError,
     LMStudioTimeoutError,
+    Parsed,
     ParseError,
     TruncatedOutputError,
     UnsupportedInputError,
@@ -943,6 +944,47 @@ def test_instructor_spellings_point_to_ours(
     assert emulator.predictions == []
 
 
+def test_parse_reply_gives_the_value_with_its_reply_and_the_rejected_ones(
+    fronts: Fronts, emulator: LMStudioEmulator
+) -> None:
+    """The value came without its token counts, which the SDK by hand gives with its
+    ``parsed`` (found by a probe of what instructor and pydantic-ai users expect:
+    ``create_with_completion``, ``usage()``)."""
+    emulator.script(
+        TEXT_MODEL,
+        ['{"name": "Ann", "age": "x"}', '{"name": "Ann"}', '{"name": "Ann", "age": 3}'],
+    )
+    model = fronts.model(fronts.client(), TEXT_MODEL)
+    result = model.parse_reply("q", Person, retries=2)
+    assert isinstance(result, Parsed)
+    assert result.value == Person(name="Ann", age=3)
+    assert result.attempts == 3
+    assert [r.text for r in result.replies] == [
+        '{"name": "Ann", "age": "x"}',
+        '{"name": "Ann"}',
+        '{"name": "Ann", "age": 3}',
+    ]
+    assert result.replies == (*result.rejected, result.reply)
+    sent = [  # the stats LM Studio reported, in order
+        f.data["message"]["stats"]
+        for f in emulator.trace
+        if f.direction == "out" and f.data.get("message", {}).get("type") == "success"
+    ]
+    assert [r.stats.predicted_tokens for r in result.replies] == [
+        s["predictedTokensCount"] for s in sent[-3:]
+    ]
+    assert {r.stats.stop_reason for r in result.replies} == {"eosFound"}
+    emulator.script(TEXT_MODEL, lambda p: f'{{"name": "{p.last_user_text}", "age": 1}}')
+    results = model.parse_reply(["Ann", "Bob"], Person)
+    assert [(r.value.name, r.attempts, r.reply.text) for r in results] == [
+        ("Ann", 1, '{"name": "Ann", "age": 1}'),
+        ("Bob", 1, '{"name": "Bob", "age": 1}'),
+    ]
+    emulator.script(TEXT_MODEL, ['{"name": 1}'])
+    with pytest.raises(ParseError):
+        model.parse_reply("q", Person)
+
+
 @pytest.mark.parametrize("keyword", ["response_model", "response_format", None])
 def test_parse_with_its_output_type_under_another_name_says_where_it_goes(
     fronts: Fronts, emulator: LMStudioEmulator, keyword: str | None
@@ -953,7 +995,7 @@ def test_parse_with_its_output_type_under_another_name_says_where_it_goes(
     model = fronts.model(fronts.client(), TEXT_MODEL)
     given = {keyword: Person} if keyword else {}
     said = f"{keyword}= is not accepted: " if keyword else ""
-    for method in ("parse", "parse_stream"):
+    for method in ("parse", "parse_reply", "parse_stream"):
         with pytest.raises(
             InvalidInferenceArgumentError,
             match=rf"^{said}{method} takes the output type as its second argument, e\.g\. "

@@ -27,6 +27,7 @@ from outlines_lmstudio import (
     AsyncLMStudio,
     AsyncReplyStream,
     LMStudio,
+    Parsed,
     Reply,
     ReplyChunk,
     ReplyStream,
@@ -57,6 +58,9 @@ def sync(client: lms.Client, image: Image) -> None:
     assert_type(model.parse(["x", "y"], Person), list[Person])
     assert_type(model.parse(("x", "y"), Person), list[Person])
     assert_type(model.parse(["x", image], Person), Any)  # one input with an image: not known
+    assert_type(model.parse_reply("x", Person), Parsed[Person])
+    assert_type(model.parse_reply("x", Person).value, Person)
+    assert_type(model.parse_reply(["x", "y"], Person), list[Parsed[Person]])
     assert_type(model.reply("x"), Reply)
     assert_type(model.reply_batch(["x"]), list[Reply])
     for chunk in model.stream("x"):
@@ -100,6 +104,8 @@ async def asynchronous(client: lms.AsyncClient) -> None:
     assert_type(await model.reply_batch(("x", "y")), list[Reply])
     assert_type(await model.parse("x", Person), Person)
     assert_type(await model.parse(["x", "y"], Person), list[Person])
+    assert_type(await model.parse_reply("x", Person), Parsed[Person])
+    assert_type(await model.parse_reply(["x", "y"], Person), list[Parsed[Person]])
     assert_type(await model.reply("x"), Reply)
     async for chunk in model.stream("x"):
         assert_type(chunk, str)

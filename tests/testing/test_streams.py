@@ -9,6 +9,8 @@ import lmstudio as lms
 import pytest
 
 from outlines_lmstudio.testing import LMStudioEmulator, Prediction
+from outlines_lmstudio.testing._engine import Fragment
+from outlines_lmstudio.testing._synthetic import _cut
 
 from .conftest import EMBED, MLX, TEXT, UNLOADED, MakeEmulator
 
@@ -145,6 +147,20 @@ def test_stop_string_spanning_fragments(emu: LMStudioEmulator, client: lms.Clien
     emu.script(TEXT, ["abcdefghij klm"])  # fragments: "abcdef", "ghij", " klm"
     result = client.llm.model(TEXT).respond("?", config={"stopStrings": ["fgh"]})
     assert result.content == "abcde"
+
+
+@pytest.mark.timeout(30)  # the old scan took minutes here
+def test_a_long_reply_is_scanned_for_stop_strings_in_linear_time() -> None:
+    """The scan for stop strings made the whole text again for each token: a 2 MB scripted
+    reply held the emulator's event loop for minutes before its first fragment, so no ping
+    was answered (the SDK dropped the socket) and the emulator could not stop (found by a
+    probe). Only the text's end is kept now, as long as a stop string may reach back."""
+    tokens = [Fragment("xxxxxx")] * 400_000 + [Fragment("ST"), Fragment("OP and"), Fragment("!")]
+    kept, reason, stop = _cut(tokens, {"llm.prediction.stopStrings": ["never", "STOP"]})
+    assert (reason, stop) == ("stopStringFound", "STOP")
+    assert "".join(t.content for t in kept) == "xxxxxx" * 400_000
+    kept, reason, stop = _cut(tokens, {})
+    assert (kept, reason, stop) == (tokens, "eosFound", None)
 
 
 def test_scripts_in_order_then_generated(emu: LMStudioEmulator, client: lms.Client) -> None:

@@ -161,17 +161,23 @@ def _cut(tokens: list[Fragment], config: dict[str, Any]) -> tuple[list[Fragment]
     """
     stops = [s for s in config.get("llm.prediction.stopStrings") or [] if isinstance(s, str) and s]
     max_tokens = max_predicted_tokens(config)
+    keep = max((len(s) for s in stops), default=1) - 1  # what a stop string may start in
     out: list[Fragment] = []
-    text = ""
+    # The text's end only, from `offset` on: the whole text, made again for each token,
+    # took quadratic time, and a 2 MB scripted reply held the emulator's event loop for
+    # minutes (no ping answered, no stop possible; found by a probe).
+    tail, offset = "", 0
     for token in tokens:
         if max_tokens is not None and len(out) >= max_tokens:
             return out, "maxPredictedTokensReached", None
-        text += token.content
         out.append(token)
+        if not stops:
+            continue
+        tail += token.content
         found = [
-            (i, s)
+            (offset + i, s)
             for i, s in (
-                (text.find(s, max(0, len(text) - len(token.content) - len(s))), s) for s in stops
+                (tail.find(s, max(0, len(tail) - len(token.content) - len(s))), s) for s in stops
             )
             if i >= 0
         ]
@@ -180,6 +186,9 @@ def _cut(tokens: list[Fragment], config: dict[str, Any]) -> tuple[list[Fragment]
             # the cut can fall inside a fragment sent "earlier".
             at, stop = min(found, key=lambda hit: hit[0])
             return _prefix(out, at), "stopStringFound", stop
+        if len(tail) > keep:
+            offset += len(tail) - keep
+            tail = tail[len(tail) - keep :]
     if max_tokens is not None and len(out) >= max_tokens:
         # llama.cpp checks the budget after each token, before the end of generation: a
         # reply exactly max_tokens long ends on the limit, as on the llama.cpp engine.

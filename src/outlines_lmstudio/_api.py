@@ -340,9 +340,9 @@ class ModelApi(Common):
         Made as `from_lmstudio` makes one, not by copying this one's state: the copy has its
         own batch pool and fork bookkeeping, and does not own a client this model entered
         (its ``close()`` leaves it open), as a second model on that client would not. Its
-        type adapter is a copy too: ``copy.type_adapter.grammar = True`` changed the
-        original's grammar mode as well (found by a probe), where every other setting is
-        the copy's own.
+        type adapter is a copy too (an adapter of your own class is shared):
+        ``copy.type_adapter.grammar = True`` changed the original's grammar mode as well
+        (found by a probe), where every other setting is the copy's own.
         """
         copied = type(self)(
             self.client,
@@ -352,8 +352,10 @@ class ModelApi(Common):
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
         )
-        # grammar, strict_schema, or an assigned adapter: the same, the copy's own
-        copied._adapter = copy.copy(self._adapter)
+        # grammar and strict_schema: the same, the copy's own. An adapter of the user's own
+        # class is shared, as it was: it may not copy (found by a review).
+        adapter = self._adapter
+        copied._adapter = copy.copy(adapter) if type(adapter) is LMStudioTypeAdapter else adapter
         return copied
 
     def _no_copy(self, what: str) -> str:

@@ -25,6 +25,7 @@ from ._config import (
     optional_name,
     parse_inference_kwargs,
     real_number,
+    shortened,
     unknown_setting,
 )
 from ._discovery import other_server_error
@@ -330,7 +331,9 @@ def check_concurrency(value: object) -> int:
             f"max_concurrency must be an int, got {describe(value)}."
         )
     if number < 1:
-        raise InvalidInferenceValueError(f"max_concurrency must be at least 1, got {value}.")
+        raise InvalidInferenceValueError(
+            f"max_concurrency must be at least 1, got {describe(value)}."
+        )
     return number
 
 
@@ -686,7 +689,7 @@ def check_retries(value: object) -> int:
     if not isinstance(number, int):  # a wrong type: a TypeError
         raise InvalidInferenceArgumentError(f"retries must be an int >= 0, got {describe(value)}.")
     if not 0 <= number <= MAX_COUNT:  # a count, checked as every other count is
-        given = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
+        given = shortened(describe(value), 40)
         raise InvalidInferenceValueError(
             f"retries must be an int from 0 to {MAX_COUNT:,}, got {given}. Each re-ask "
             "adds the reply and its errors to the chat: a few are what helps."

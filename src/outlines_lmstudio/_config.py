@@ -84,8 +84,12 @@ def named(keys: list[str]) -> str:
 
 
 def describe(value: object) -> str:
-    """Return ``repr(value)``, `shortened`."""
-    return shortened(repr(value))
+    """Return ``repr(value)``, `shortened` (and said when it cannot be made)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more than 4,300 digits: Python refuses to write it out
+        return f"{type(value).__name__} too large to write out"
+    return shortened(text)
 
 
 def real_number(value: object) -> int | float | None:
@@ -123,7 +127,8 @@ def _real(name: str, value: object, *, integer: bool = False) -> float:
             return number
         if integer:  # a count: LM Studio's engines count in 32-bit ints
             raise InvalidInferenceValueError(
-                f"{name} is out of range: {describe(value)} is larger than {MAX_COUNT:,}."
+                f"{name} is out of range: {describe(value)} is "
+                + (f"larger than {MAX_COUNT:,}." if number > 0 else f"below {-MAX_COUNT:,}.")
             )
         try:  # any other setting is a JSON number: a large int is the float it means
             number = float(number)
@@ -216,7 +221,8 @@ def _max_tokens(name: str, value: object) -> object:
     refused, saying that -1 meant no limit only in other APIs (found by a probe of the
     real engine's settings: the SDK by hand sends it, and LM Studio takes it).
     """
-    if value is False or (type(value) is int and value == -1):
+    number = real_number(value)
+    if value is False or (type(number) is int and number == -1):  # np.int64(-1) too
         return False
     return _count(name, value)
 
@@ -676,8 +682,10 @@ def _struct_error(text: str) -> str:
     allowed = _literal_values(LlmPredictionConfig, [key for key, _ in parts])
     enum = re.fullmatch(r"Invalid enum value (.*)", what)
     if enum is not None and allowed:
-        return f"{where} must be one of {', '.join(map(repr, allowed))}, got {enum[1]}."
-    return f"Invalid value in config=: {where}: {what}."
+        return (
+            f"{where} must be one of {', '.join(map(repr, allowed))}, got {shortened(enum[1], 60)}."
+        )
+    return f"Invalid value in config=: {where}: {shortened(what, 300)}."
 
 
 def _literal_values(struct: type, keys: list[str]) -> tuple[object, ...] | None:
@@ -777,8 +785,8 @@ def optional_name(name: str, value: object, what: str, *, none: str = "") -> str
     if isinstance(value, str) and value.strip():
         if value != value.strip():
             raise InvalidInferenceArgumentError(
-                f"{name} {value!r} has whitespace around it, which LM Studio's names do not: "
-                f"pass {value.strip()!r}."
+                f"{name} {describe(value)} has whitespace around it, which LM Studio's names "
+                f"do not: pass {describe(value.strip())}."
             )
         return plain_str(value)
     identifier = getattr(value, "identifier", None)

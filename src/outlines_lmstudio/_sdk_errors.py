@@ -186,7 +186,7 @@ def _titled(exc: lms.LMStudioError, text: str) -> str:
         return text
     cause = getattr(served, "cause", None)
     why = f" ({cause.rstrip('.')})" if isinstance(cause, str) and cause else ""
-    return title.rstrip(".") + why
+    return clipped(title.rstrip(".") + why)  # it quotes names given (a 100 KB preset's)
 
 
 def client_host(client: lms.Client | lms.AsyncClient) -> str | None:

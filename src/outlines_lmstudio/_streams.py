@@ -18,7 +18,14 @@ from ._flow import wait_limit
 from ._interrupt import SigintGuard
 from ._sdk_errors import client_closed, from_sdk, prediction_channel
 
-__all__ = ["AsyncReader", "SyncReader", "UnreadResult", "noting_progress", "stream_text"]
+__all__ = [
+    "AsyncReader",
+    "SyncReader",
+    "UnreadResult",
+    "noting_progress",
+    "progressing",
+    "stream_text",
+]
 
 _END = object()
 
@@ -154,6 +161,7 @@ class SyncReader:
         self._per_fragment = per_fragment
         self._whole = whole
         self.arrived: list[float] | None = None
+        self.heard_at = time.monotonic()  # when its last fragment came (see `progressing`)
         self.at_end = False  # a read reached the end: the next one would return None
         self._sent = False  # the SDK sends the request when its stream is first read
         self._started = False  # the SDK holds the prediction's channel
@@ -218,6 +226,7 @@ class SyncReader:
                     self.stream.close()
                 raise lms.LMStudioWebsocketError("The client was closed.")
             fragment = next(self._events, None)  # here, not in a helper: once per fragment
+            self.heard_at = time.monotonic()
             if self._sigint.interrupted:
                 raise KeyboardInterrupt
             if self._heard is not None:
@@ -261,7 +270,8 @@ class SyncReader:
                 if heard is not None:
                     heard()
                 fragments.append(each)
-                arrived.append(time.monotonic())
+                arrived.append(now := time.monotonic())
+                self.heard_at = now
         except Exception as exc:
             if self._sigint.interrupted or not _unread(exc):
                 raise
@@ -425,6 +435,15 @@ class SyncReader:
                 if cancel:
                     self._cancel()
                 told.set()
+
+
+def progressing(client: Any, within: float) -> bool:
+    """Tell whether a prediction on ``client`` got a fragment in the last ``within`` seconds.
+
+    The library's own sync predictions, read or being left: LM Studio is generating them.
+    """
+    now = time.monotonic()
+    return any(r._client is client and now - r.heard_at < within for r in list(_OPEN))
 
 
 def stream_text(

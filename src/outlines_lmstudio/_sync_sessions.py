@@ -18,6 +18,7 @@ import lmstudio as lms
 from . import _flow, _threads
 from ._api import ModelApi
 from ._common import DRAIN_SECONDS, SYNC_IMAGES, SYNC_RECONNECTS
+from ._streams import progressing
 
 __all__ = ["SyncSessions"]
 
@@ -32,47 +33,36 @@ class SyncSessions(ModelApi):
 
         A server that does not confirm a cancel within ``DRAIN_SECONDS`` may not be
         answering; dropping its sockets wakes every reader blocked on them (the next call
-        reconnects). ``predicting``: ``thread`` waits on a prediction (its cancel), which
-        no later call waits for: see `_unstick_if`.
+        reconnects). ``predicting``: ``thread`` waits on a prediction's cancel (see
+        `_unstick_if`).
         """
         self._unstick_if(thread.is_alive, predicting)
 
     def _unstick_if(self, waiting: Callable[[], bool], predicting: bool = False) -> None:
         """Drop the client's sessions if ``waiting()`` still holds after ``DRAIN_SECONDS``.
 
-        Dropping them ends every prediction on the client, others' too. ``predicting``: what
-        waits is a left prediction's reader (its cancel unconfirmed), which holds up no
-        other call: the sessions are dropped only if LM Studio answers no quick request
-        either (within ``DRAIN_SECONDS`` more), as on the async front
-        (`AsyncSessions._unstick`), and else the reader waits on, in its own daemon thread.
-        They were dropped whenever one cancel went unconfirmed, and a healthy prediction
-        of the caller's own on the same client, SDK or library, failed or began again
-        (found by a probe). A model lookup or upload left waiting is shared with later
-        calls, which would wait for it too: its sessions are dropped as before.
+        Dropping them ends every prediction on the client, others' too. ``predicting``:
+        what waits is a left prediction's reader, whose cancel LM Studio has not confirmed;
+        while another prediction on the client gets fragments (LM Studio is generating it),
+        the drop waits, checked again every ``DRAIN_SECONDS``: it cut those predictions
+        (a whole call began again, a stream failed; found by a probe). It still comes once
+        none does: the left prediction may hold a slot of its model, which later calls
+        queue behind (found by a review: they all ran out of time, until the client was
+        closed). A model lookup or upload left waiting is shared with later calls: its
+        sessions are dropped without the wait.
         """
         generation = SYNC_RECONNECTS.generation(self.client)
 
         def unstick() -> None:
-            if waiting() and not (predicting and self._answers()):
-                with contextlib.suppress(Exception):  # a closed client: nothing left to drop
-                    SYNC_RECONNECTS.reset(self.client, generation, self._drop)
+            if not waiting():
+                return
+            if predicting and progressing(self.client, DRAIN_SECONDS):
+                _threads.later(DRAIN_SECONDS, unstick)  # others are served: not yet
+                return
+            with contextlib.suppress(Exception):  # a closed client: nothing left to drop
+                SYNC_RECONNECTS.reset(self.client, generation, self._drop)
 
-        def check() -> None:  # in a thread of its own: the shared timer thread never waits
-            with contextlib.suppress(RuntimeError):  # no thread now: the sessions stay
-                threading.Thread(
-                    target=unstick, name="outlines-lmstudio-unstick", daemon=True
-                ).start()
-
-        _threads.later(DRAIN_SECONDS, check if predicting else unstick)
-
-    def _answers(self) -> bool:
-        """Tell whether LM Studio answers a quick request on the ``llm`` session.
-
-        A session not connected is not asked (the SDK would connect it, outside the
-        client's reset lock): nothing on it is answered.
-        """
-        session = self.client.llm
-        return session.connected and _threads.answered(session.list_loaded, DRAIN_SECONDS)
+        _threads.later(DRAIN_SECONDS, unstick)
 
     def _connect(self, session: Any) -> None:
         """Connect an SDK session unless it is connected (see `_threads.connect`)."""

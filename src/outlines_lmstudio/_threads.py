@@ -32,7 +32,6 @@ __all__ = [
     "BatchPool",
     "Pulse",
     "Worker",
-    "answered",
     "cancel",
     "check_open",
     "connect",
@@ -195,30 +194,6 @@ def later(seconds: float, action: Callable[[], None]) -> None:
                 return
             _watcher = watcher
         _TIMERS_CHANGED.notify()
-
-
-def answered(ask: Callable[[], object], seconds: float) -> bool:
-    """Tell whether ``ask()`` returns within ``seconds``, running it in a daemon thread.
-
-    The sync SDK's requests wait on its own process-wide timeout: this bounds one. An
-    ``ask`` that raises, or a thread that cannot start, counts as no answer; one that runs
-    out is left running (a daemon: it holds no exit).
-    """
-    done: concurrent.futures.Future[bool] = concurrent.futures.Future()
-
-    def run() -> None:
-        try:
-            ask()
-        except BaseException:  # no answer, whatever the reason
-            done.set_result(False)
-        else:
-            done.set_result(True)
-
-    try:
-        threading.Thread(target=run, name="outlines-lmstudio-ask", daemon=True).start()
-        return done.result(seconds)
-    except (RuntimeError, concurrent.futures.TimeoutError):  # no thread, or no answer
-        return False
 
 
 def _after_fork_in_child() -> None:

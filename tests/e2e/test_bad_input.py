@@ -1548,6 +1548,17 @@ def _huge_mistakes(model: Any, client: Any) -> dict[str, Callable[[], object]]:
             "x", {"properties": [{"name": f"f{i}", "description": "d" * 50} for i in range(2000)]}
         ),
         "a chat role": lambda: model(Chat([{"role": _HUGE, "content": "x"}])),
+        "a model name with spaces": lambda: model("x", model=_HUGE + " "),
+        "a $ref to nothing": lambda: model("x", {"$ref": "#/$defs/" + _HUGE}),
+        "a bad pattern": lambda: model("x", {"type": "string", "pattern": "(" + _HUGE}),
+        "a Literal with a lone surrogate": lambda: model("x", Literal["\ud800" + _HUGE]),
+        "a config value of no allowed kind": lambda: model(
+            "x", config={"contextOverflowPolicy": _HUGE}
+        ),
+        "an int too long to write": lambda: model("x", max_tokens=10**5000),
+        "a max_concurrency too long to write": lambda: model.parse(
+            ["x"], int, max_concurrency=-(10**5000)
+        ),
         "a chat message's key": lambda: model(Chat([{"role": "user", "content": "x", _HUGE: 1}])),
         "a content item's key": lambda: model(
             Chat([{"role": "user", "content": [{"type": "text", "text": "x", _HUGE: 1}]}])
@@ -1583,6 +1594,13 @@ def _huge_mistakes(model: Any, client: Any) -> dict[str, Callable[[], object]]:
         "a schema's $ref",
         "a schema's properties as a list",
         "a chat role",
+        "a model name with spaces",
+        "a $ref to nothing",
+        "a bad pattern",
+        "a Literal with a lone surrogate",
+        "a config value of no allowed kind",
+        "an int too long to write",
+        "a max_concurrency too long to write",
         "a chat message's key",
         "a content item's key",
         "a tool call's id",

@@ -9,6 +9,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import lmstudio as lms
 import pytest
@@ -22,7 +23,7 @@ from outlines_lmstudio import (
     LMStudioTimeoutError,
     from_lmstudio,
 )
-from outlines_lmstudio.testing import Fault, LMStudioEmulator
+from outlines_lmstudio.testing import EmulatedModel, Fault, LMStudioEmulator
 
 from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
 from .fronts import Fronts
@@ -422,15 +423,10 @@ def test_streams_honour_timeout(
     assert model("the client still works")
 
 
-@pytest.mark.parametrize("answers", [True, False], ids=["answering", "silent"])
 def test_leaving_a_stalled_sync_stream_returns(
-    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch, answers: bool
+    client: lms.Client, emulator: LMStudioEmulator
 ) -> None:
-    monkeypatch.setattr("outlines_lmstudio._sync_sessions.DRAIN_SECONDS", 0.3)
     emulator.add_fault(Fault(kind="hang", after_fragments=2))
-    if not answers:  # the quick request that tells whether LM Studio still answers
-        emulator.add_fault(Fault("listLoaded", "hang"))
-    client = lms.Client(emulator.api_host)
     model = from_lmstudio(client, TEXT_MODEL)
     left = threading.Event()
 
@@ -443,17 +439,8 @@ def test_leaving_a_stalled_sync_stream_returns(
     thread.start()
     assert left.wait(20)  # the SDK would wait 60 s for the cancel to be confirmed
     assert model("the client still works")
-    if answers:
-        # LM Studio answers, so the sessions stay (other predictions may run on them):
-        # the thread awaiting the confirmation that never comes waits on.
-        time.sleep(1.0)
-        assert threads("outlines-lmstudio-drain") == 1
-        assert client.llm.connected
-    # LM Studio silent: the sessions are dropped, which ends the thread.
-    # Either way it ends, without waiting for the SDK's own timeout: when the sessions are
-    # dropped, or when the client is closed.
-    assert eventually(lambda: answers or threads("outlines-lmstudio-drain") == 0)
-    client.close()
+    # The thread awaiting the confirmation that never comes ends when the sessions are
+    # dropped (after DRAIN_SECONDS), before the client is closed under it.
     assert eventually(lambda: threads("outlines-lmstudio-drain") == 0)
 
 
@@ -461,10 +448,9 @@ def test_a_sync_call_left_on_an_unconfirmed_cancel_leaves_other_predictions_alon
     emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Found by a probe: a call out of time whose cancel LM Studio did not confirm made the
-    sync model drop the client's sockets ``DRAIN_SECONDS`` later, which cut a healthy
-    prediction on the same client: the SDK's own stream failed ("Client unexpectedly
-    disconnected"), a library stream lost its connection, a whole call began again. LM
-    Studio still answers, so nothing is dropped (as on the async front)."""
+    sync model drop the client's sockets ``DRAIN_SECONDS`` later, which cut the healthy
+    predictions on the same client: a library stream lost its connection, a whole call
+    began again. While they get fragments, the drop waits."""
     monkeypatch.setattr("outlines_lmstudio._sync_sessions.DRAIN_SECONDS", 0.3)
     monkeypatch.setattr(emulator, "token_latency", 0.01)
     with lms.Client(emulator.api_host) as client:
@@ -474,12 +460,36 @@ def test_a_sync_call_left_on_an_unconfirmed_cancel_leaves_other_predictions_alon
         emulator.add_fault(Fault("predict", "hang"))  # the next prediction; its cancel too
         with pytest.raises(LMStudioTimeoutError):
             model("stuck", timeout=0.3)
-        handle = client.llm.model(TEXT_MODEL)
-        fragments = list(handle.respond_stream("healthy"))  # outlives DRAIN_SECONDS twice
-        pieces = list(model.stream("healthy too"))
-        assert len(fragments) == len(pieces) == 151
+        with ThreadPoolExecutor(2) as pool:  # both outlive DRAIN_SECONDS several times
+            streamed = pool.submit(lambda: list(model.stream("healthy stream")))
+            whole = pool.submit(lambda: model("healthy call"))
+            assert len(streamed.result()) == 151
+            assert whole.result() == "w " * 150
         healthy = [p for p in emulator.predictions if p.last_user_text.startswith("healthy")]
         assert [(p.stop_reason, p.disconnected) for p in healthy] == [("eosFound", False)] * 2
+        # With nothing else generating, the sockets are dropped: the left call's thread ends.
+        assert eventually(lambda: threads("outlines-lmstudio-call") == 0)
+
+
+def test_a_prediction_left_holding_the_model_s_slot_is_freed_for_the_next_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a review: a left prediction whose cancel LM Studio never confirmed kept its
+    model's only slot, and every later call queued behind it ran out of time, until the
+    client was closed. With nothing else generating on the client, its sockets are dropped
+    (LM Studio ends what ran on them), and the later calls are answered."""
+    monkeypatch.setattr("outlines_lmstudio._sync_sessions.DRAIN_SECONDS", 0.3)
+    with (
+        LMStudioEmulator([EmulatedModel("one-slot")], token_latency=0.01, slots=1) as emulator,
+        lms.Client(emulator.api_host) as client,
+    ):
+        model = from_lmstudio(client, "one-slot")
+        assert model("warm", max_tokens=2)
+        emulator.add_fault(Fault("predict", "hang", after_fragments=2))
+        with pytest.raises(LMStudioTimeoutError):
+            model("stuck", timeout=0.5)
+        for _ in range(3):
+            assert model("next", max_tokens=3, timeout=5)
 
 
 KEPT_STREAM = textwrap.dedent(

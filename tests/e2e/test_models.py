@@ -6,6 +6,7 @@ import gc
 import pickle
 import threading
 import time
+from typing import NoReturn
 
 import lmstudio as lms
 import outlines
@@ -20,6 +21,7 @@ from outlines_lmstudio import (
     LMStudioModelNotFoundError,
     LMStudioPredictionError,
     LMStudioTimeoutError,
+    LMStudioTypeAdapter,
     UnsupportedInputError,
     UnsupportedOutputTypeError,
 )
@@ -613,6 +615,13 @@ def test_a_shallow_copy_has_its_own_type_adapter_settings(fronts: Fronts) -> Non
     with pytest.raises(UnsupportedOutputTypeError, match="grammar"):
         fronts.run(raw("digits", outlines.types.Regex(r"\d+")))
     assert fronts.run(twin("digits", outlines.types.Regex(r"\d+"), max_tokens=3)) is not None
+
+    class Uncopyable(LMStudioTypeAdapter):
+        def __copy__(self) -> NoReturn:
+            raise TypeError("not mine to copy")
+
+    raw.type_adapter = mine = Uncopyable()
+    assert copy.copy(raw).type_adapter is mine  # a user's own adapter: shared, as before
 
 
 def test_a_model_shows_its_key_host_and_changed_settings(fronts: Fronts) -> None:

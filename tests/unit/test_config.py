@@ -469,7 +469,12 @@ def test_concurrency_and_retries_must_be_ints(value: object) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_tokens": -1}, {"config": {"maxTokens": -1}}, {"config": {"max_tokens": -1}}],
+    [
+        {"max_tokens": -1},
+        {"config": {"maxTokens": -1}},
+        {"config": {"max_tokens": -1}},
+        {"max_tokens": np.int64(-1)},  # a NumPy scalar was refused (found by a review)
+    ],
 )
 def test_max_tokens_minus_one_is_no_limit_as_in_lm_studio(kwargs: dict[str, Any]) -> None:
     """-1 is "no limit" in LM Studio's own schema (lmstudio-js: an int from -1, or false),

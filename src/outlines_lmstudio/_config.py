@@ -412,18 +412,18 @@ class _NoOutputType:
 
 
 NO_OUTPUT_TYPE: Any = _NoOutputType()
-"""``parse`` and ``parse_stream``'s default output type, so that one given by another
-library's keyword (instructor's ``response_model=``) is refused by name, not with Python's
-bare "missing 1 required positional argument" (found by a probe)."""
+"""``parse``, ``parse_reply`` and ``parse_stream``'s default output type, so that one given
+by another library's keyword (instructor's ``response_model=``) is refused by name, not with
+Python's bare "missing 1 required positional argument" (found by a probe)."""
 
 
 def missing_output_type(method: str, kwargs: Mapping[str, Any]) -> InvalidInferenceArgumentError:
-    """Return the refusal of a ``parse`` or ``parse_stream`` call with no output type.
+    """Return the refusal of a ``parse`` (``parse_reply``, ``parse_stream``) call with no type.
 
     Parameters
     ----------
     method
-        The method called (``"parse"`` or ``"parse_stream"``).
+        The method called (``"parse"``, ``"parse_reply"`` or ``"parse_stream"``).
     kwargs
         Its keyword arguments, where the type may be under another library's name.
     """

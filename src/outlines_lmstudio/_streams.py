@@ -23,7 +23,7 @@ __all__ = [
     "SyncReader",
     "UnreadResult",
     "noting_progress",
-    "progressing",
+    "served",
     "stream_text",
 ]
 
@@ -161,7 +161,8 @@ class SyncReader:
         self._per_fragment = per_fragment
         self._whole = whole
         self.arrived: list[float] | None = None
-        self.heard_at = time.monotonic()  # when its last fragment came (see `progressing`)
+        self.heard_at = time.monotonic()  # when its last fragment came (see `served`)
+        self.left = False  # its caller left it: cancelled, or to be once sent
         self.at_end = False  # a read reached the end: the next one would return None
         self._sent = False  # the SDK sends the request when its stream is first read
         self._started = False  # the SDK holds the prediction's channel
@@ -289,6 +290,7 @@ class SyncReader:
         out while the request is being sent (found by a probe: a busy client, many
         threads) left the prediction running, queued on the server, with no cancel.
         """
+        self.left = True
         with self._deciding:
             if not self._started:
                 self._cancel_pending = True  # `read` sends it once the request is out
@@ -333,6 +335,7 @@ class SyncReader:
             The thread awaiting the confirmation; ``None`` if nothing was sent, or at
             interpreter exit (no thread can start then; the process's end closes the socket).
         """
+        self.left = True
         if not self._sent:
             return None
         if self._client_gone():
@@ -437,13 +440,18 @@ class SyncReader:
                 told.set()
 
 
-def progressing(client: Any, within: float) -> bool:
-    """Tell whether a prediction on ``client`` got a fragment in the last ``within`` seconds.
+def served(client: Any, within: float) -> bool:
+    """Tell whether LM Studio is serving the library's sync predictions on ``client``.
 
-    The library's own sync predictions, read or being left: LM Studio is generating them.
+    Some prediction got a fragment in the last ``within`` seconds, and none that is sent and
+    not left has waited that long for its next one: such a one may be queued behind a slot
+    a left prediction holds (found by a probe: under steady traffic, a few left predictions held
+    their slots for as long as the traffic went on).
     """
     now = time.monotonic()
-    return any(r._client is client and now - r.heard_at < within for r in list(_OPEN))
+    mine = [r for r in list(_OPEN) if r._client is client]
+    heard = any(now - r.heard_at < within for r in mine)
+    return heard and not any(r._sent and not r.left and now - r.heard_at >= within for r in mine)
 
 
 def stream_text(

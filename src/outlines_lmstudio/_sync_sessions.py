@@ -18,9 +18,16 @@ import lmstudio as lms
 from . import _flow, _threads
 from ._api import ModelApi
 from ._common import DRAIN_SECONDS, SYNC_IMAGES, SYNC_RECONNECTS
-from ._streams import progressing
+from ._streams import served
 
 __all__ = ["SyncSessions"]
+
+_PATIENCE = 6
+"""How many checks, ``DRAIN_SECONDS`` apart, a left prediction LM Studio does not end waits
+for the other predictions (`SyncSessions._unstick_if`): 30 s in all, within the SDK's own
+wait limit (60 s), after which its reader gives up and nothing would free the slot it may
+hold (found by a probe: under steady traffic, held slots slowed every call for as long as
+the traffic went on)."""
 
 
 class SyncSessions(ModelApi):
@@ -43,20 +50,22 @@ class SyncSessions(ModelApi):
 
         Dropping them ends every prediction on the client, others' too. ``predicting``:
         what waits is a left prediction's reader, whose cancel LM Studio has not confirmed;
-        while another prediction on the client gets fragments (LM Studio is generating it),
-        the drop waits, checked again every ``DRAIN_SECONDS``: it cut those predictions
-        (a whole call began again, a stream failed; found by a probe). It still comes once
-        none does: the left prediction may hold a slot of its model, which later calls
-        queue behind (found by a review: they all ran out of time, until the client was
-        closed). A model lookup or upload left waiting is shared with later calls: its
-        sessions are dropped without the wait.
+        while the other predictions on the client are served (`served`: one gets
+        fragments, none waits ``DRAIN_SECONDS`` for its first), the drop waits, checked
+        again every ``DRAIN_SECONDS``: it cut those predictions (a whole call began again, a
+        stream failed; found by a probe). It comes once they are not, and at the latest
+        after `_PATIENCE` checks: the left prediction may hold a slot of its model, which
+        later calls queue behind (found by a review: they all ran out of time, until the
+        client was closed). A model lookup or upload
+        left waiting is shared with later calls: its sessions are dropped without the wait.
         """
         generation = SYNC_RECONNECTS.generation(self.client)
+        checks = iter(range(1, _PATIENCE))  # truthy: the postponements left
 
         def unstick() -> None:
             if not waiting():
                 return
-            if predicting and progressing(self.client, DRAIN_SECONDS):
+            if predicting and served(self.client, DRAIN_SECONDS) and next(checks, None):
                 _threads.later(DRAIN_SECONDS, unstick)  # others are served: not yet
                 return
             with contextlib.suppress(Exception):  # a closed client: nothing left to drop

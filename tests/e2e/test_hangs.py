@@ -1,6 +1,7 @@
 """Nothing waits forever: connecting, each wait for LM Studio, streams, Ctrl-C in a batch."""
 
 import asyncio
+import contextlib
 import gc
 import re
 import subprocess
@@ -451,20 +452,21 @@ def test_a_sync_call_left_on_an_unconfirmed_cancel_leaves_other_predictions_alon
     sync model drop the client's sockets ``DRAIN_SECONDS`` later, which cut the healthy
     predictions on the same client: a library stream lost its connection, a whole call
     began again. While they get fragments, the drop waits."""
-    monkeypatch.setattr("outlines_lmstudio._sync_sessions.DRAIN_SECONDS", 0.3)
+    # 1 s: a busy machine's pause between two fragments is no sign of a queued call
+    monkeypatch.setattr("outlines_lmstudio._sync_sessions.DRAIN_SECONDS", 1.0)
     monkeypatch.setattr(emulator, "token_latency", 0.01)
     with lms.Client(emulator.api_host) as client:
         model = from_lmstudio(client, TEXT_MODEL)
         assert model("warm", max_tokens=1)
-        emulator.script(TEXT_MODEL, lambda prompt: "w " * 150)  # about 1.5 s of fragments
+        emulator.script(TEXT_MODEL, lambda prompt: "w " * 300)  # about 3 s of fragments
         emulator.add_fault(Fault("predict", "hang"))  # the next prediction; its cancel too
         with pytest.raises(LMStudioTimeoutError):
             model("stuck", timeout=0.3)
         with ThreadPoolExecutor(2) as pool:  # both outlive DRAIN_SECONDS several times
             streamed = pool.submit(lambda: list(model.stream("healthy stream")))
             whole = pool.submit(lambda: model("healthy call"))
-            assert len(streamed.result()) == 151
-            assert whole.result() == "w " * 150
+            assert len(streamed.result()) == 301
+            assert whole.result() == "w " * 300
         healthy = [p for p in emulator.predictions if p.last_user_text.startswith("healthy")]
         assert [(p.stop_reason, p.disconnected) for p in healthy] == [("eosFound", False)] * 2
         # With nothing else generating, the sockets are dropped: the left call's thread ends.
@@ -490,6 +492,33 @@ def test_a_prediction_left_holding_the_model_s_slot_is_freed_for_the_next_calls(
             model("stuck", timeout=0.5)
         for _ in range(3):
             assert model("next", max_tokens=3, timeout=5)
+
+
+def test_a_call_queued_behind_a_left_prediction_s_slot_is_not_kept_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a probe: while any other prediction on the client got fragments, the drop of
+    the sockets waited, so under steady traffic a left prediction kept its slot for as long
+    as the traffic went on, and the calls queued behind it ran out of time. A call that
+    waits ``DRAIN_SECONDS`` without a fragment is not served: the drop comes."""
+    monkeypatch.setattr("outlines_lmstudio._sync_sessions.DRAIN_SECONDS", 0.3)
+    with (
+        LMStudioEmulator([EmulatedModel("two-slots")], token_latency=0.01, slots=2) as emulator,
+        lms.Client(emulator.api_host) as client,
+    ):
+        model = from_lmstudio(client, "two-slots")
+        assert model("warm", max_tokens=2)
+        emulator.script("two-slots", lambda prediction: "w " * 400)  # about 4 s of fragments
+        emulator.add_fault(Fault("predict", "hang", after_fragments=2))
+        with pytest.raises(LMStudioTimeoutError):
+            model("stuck", timeout=0.5)  # holds one slot
+        with ThreadPoolExecutor(1) as pool:
+            streaming = pool.submit(lambda: list(model.stream("long")))  # holds the other
+            emulator.wait_until(lambda: len(emulator.predictions) == 3)
+            # queued behind both; the long stream outlasts its timeout
+            assert model("queued", max_tokens=3, timeout=2.5)
+            with contextlib.suppress(LMStudioConnectionError):  # cut by the drop
+                streaming.result()
 
 
 KEPT_STREAM = textwrap.dedent(

@@ -25,7 +25,6 @@ from ._config import (
     optional_name,
     parse_inference_kwargs,
     real_number,
-    shortened,
     unknown_setting,
 )
 from ._discovery import other_server_error
@@ -689,7 +688,7 @@ def check_retries(value: object) -> int:
     if not isinstance(number, int):  # a wrong type: a TypeError
         raise InvalidInferenceArgumentError(f"retries must be an int >= 0, got {describe(value)}.")
     if not 0 <= number <= MAX_COUNT:  # a count, checked as every other count is
-        given = shortened(describe(value), 40)
+        given = describe(value, 40)
         raise InvalidInferenceValueError(
             f"retries must be an int from 0 to {MAX_COUNT:,}, got {given}. Each re-ask "
             "adds the reply and its errors to the chat: a few are what helps."

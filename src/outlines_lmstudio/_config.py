@@ -83,13 +83,13 @@ def named(keys: list[str]) -> str:
     return f"{[shortened(key) for key in keys[:10]]}{more}"
 
 
-def describe(value: object) -> str:
-    """Return ``repr(value)``, `shortened` (and said when it cannot be made)."""
+def describe(value: object, most: int = 60) -> str:
+    """Return ``repr(value)``, `shortened` to ``most`` (and said when it cannot be made)."""
     try:
         text = repr(value)
     except ValueError:  # an int of more than 4,300 digits: Python refuses to write it out
         return f"{type(value).__name__} too large to write out"
-    return shortened(text)
+    return shortened(text, most)
 
 
 def real_number(value: object) -> int | float | None:

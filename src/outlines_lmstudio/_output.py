@@ -35,7 +35,7 @@ from outlines.types import CFG, JsonSchema, Regex
 from outlines.types.dsl import Choice, Term
 from typing_inspection import typing_objects
 
-from ._config import shortened
+from ._config import describe, shortened
 from ._foreign import abstract_methods, foreign_class_problem
 from ._late_names import LateName, kept, late_names
 from ._later_grammar import later_requested
@@ -142,7 +142,7 @@ def _walk(node: object, depth: int, path: str) -> None:
                 # Not "remote": a relative file, or a URL that is the schema's own $id, is
                 # no reference the engines can follow either (found by a probe).
                 raise InvalidSchemaError(
-                    f"JSON schema has the {keyword} {shortened(repr(ref), 200)} at {path}, which "
+                    f"JSON schema has the {keyword} {describe(ref, 200)} at {path}, which "
                     "is not a '#...' "
                     "reference: references are never fetched or read from files (nor resolved "
                     "against an $id). Inline the referenced schema under $defs and use "
@@ -380,7 +380,7 @@ def _check_structure(schema: dict[str, Any]) -> None:
     if dangling is not None and not embedded:
         where, ref = dangling
         raise InvalidSchemaError(
-            f"JSON schema reference {shortened(repr(ref), 200)} at {where} points to nothing "
+            f"JSON schema reference {describe(ref, 200)} at {where} points to nothing "
             "in the schema. "
             "Define the referenced schema there (for example under '$defs') or fix the "
             "reference; references are never fetched."
@@ -613,7 +613,7 @@ def _not_a_regex(where: str, pattern: object) -> str:
         if instead
         else " Write it in the syntax Python's re and JavaScript share."
     )
-    return f"Invalid JSON schema at {where}: {shortened(repr(text), 200)} is {reason}.{hint}"
+    return f"Invalid JSON schema at {where}: {describe(text, 200)} is {reason}.{hint}"
 
 
 def _sendable(schema: dict[str, Any], strict: bool) -> dict[str, Any]:
@@ -1284,7 +1284,7 @@ def _unwritable_literal(output_type: object) -> None:
         if isinstance(value, str) and not value.isascii() and _lone_surrogate(value):
             raise UnsupportedOutputTypeError(
                 f"The output type {output_type_name(output_type)} has the value "
-                f"{shortened(repr(value), 80)}, "
+                f"{describe(value, 80)}, "
                 "which holds a lone surrogate: not valid Unicode, so no engine can write it. "
                 "Use valid Unicode text."
             )

@@ -3,9 +3,8 @@
 `Reply` is what ``model.reply(...)`` returns; `ReplyChunk` is one piece of
 ``model.reply_stream(...)``; `Parsed` is what ``model.parse_reply(...)`` returns.
 `reply_stats` builds `ReplyStats` from the SDK's ``LlmPredictionStats`` (or its dict
-form), adding what LM Studio does not report
-itself: the reasoning token count (summed from the typed fragments) and the time
-to the first answer token (measured by the caller).
+form), adding what LM Studio does not report itself: the reasoning token count (summed
+from the typed fragments) and the time to the first answer token (measured by the caller).
 """
 
 from __future__ import annotations

@@ -60,12 +60,14 @@ class SyncSessions(ModelApi):
         left waiting is shared with later calls: its sessions are dropped without the wait.
         """
         generation = SYNC_RECONNECTS.generation(self.client)
-        checks = iter(range(1, _PATIENCE))  # truthy: the postponements left
+        postponed = 0
 
         def unstick() -> None:
+            nonlocal postponed
             if not waiting():
                 return
-            if predicting and served(self.client, DRAIN_SECONDS) and next(checks, None):
+            if predicting and postponed < _PATIENCE - 1 and served(self.client, DRAIN_SECONDS):
+                postponed += 1
                 _threads.later(DRAIN_SECONDS, unstick)  # others are served: not yet
                 return
             with contextlib.suppress(Exception):  # a closed client: nothing left to drop

@@ -656,9 +656,13 @@ def _given_up(started: bool, connected: bool = True) -> str:
     if started:
         return "a cancel of its prediction was sent to LM Studio."
     if not connected:  # found by a probe: a lookup, load or upload was blamed
+        # Found by a soak: a first call with timeout=0.05 ran out while connecting, and
+        # the message blamed the server alone.
         return (
             "the connection to LM Studio was not complete yet (the websocket's opening and "
-            "authentication): check that LM Studio is what answers at the host."
+            "authentication, which the first call on a client waits for): if the limit was "
+            "too short to connect as well, pass a larger one; otherwise check that LM Studio "
+            "is what answers at the host."
         )
     return "no prediction had started yet (a model lookup or load, or an image upload)."
 

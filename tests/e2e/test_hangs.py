@@ -92,6 +92,8 @@ def test_a_call_s_timeout_bounds_connecting(
         error = error.errors[0]
     assert isinstance(error, LMStudioTimeoutError), repr(error)
     assert "within 1 s; the connection to LM Studio was not complete yet" in str(error)
+    # a limit too short to connect, not only the server, is named (found by a soak)
+    assert "if the limit was too short to connect as well, pass a larger one" in str(error)
     assert waited < 8  # 1 s, and room for a busy machine; it was 30 s, or for good
 
 

@@ -1092,7 +1092,7 @@ def parse_reply(request: Request, retries: int, validator: Validator) -> Flow[Pa
     """`parse`, returning the value with the accepted reply and the rejected ones."""
     done: list[Completion] = []
     value = yield from parse(request, retries, validator, done)
-    replies = tuple(as_reply(each, request.plan.render) for each in done)
+    replies = _replies(done, request)
     return Parsed(value, replies[-1], replies[:-1])
 
 
@@ -1113,7 +1113,8 @@ def parse(
         The output type's validator (made by the caller, to refuse a type that cannot be
         checked at the call, before any flow runs), with the call's ``context=``.
     done
-        Where each attempt's completed reply goes, in order (for `parse_reply`).
+        Where each attempt's completed reply goes, in order (for `parse_reply`). A
+        `ParseError` gets them as its ``replies`` either way.
 
     Returns
     -------
@@ -1130,6 +1131,7 @@ def parse(
     deadline: float | None = (yield Deadline(request)) if retries else None
     stops = request.args.stop_strings()
     last: ParseError | None = None  # the previous reply, which did not validate
+    done = [] if done is None else done
     request, held, on_message = _holding_message(request)
     for attempt in range(1, retries + 2):
         held.clear()
@@ -1137,16 +1139,22 @@ def parse(
             completed: Completion = yield Complete(request, deadline)
         except ParseError as error:  # a reasoning reply with no answer: never re-asked
             error.attempts = attempt
+            error.replies = _replies(done, request)
             raise
         except LMStudioTimeoutError as error:
             if last is not None:
                 _out_of_time_asking_again(error, last)
             raise
-        if done is not None:
-            done.append(completed)
-        ok, value, problems = check_reply(
-            validator, completed.text, completed.stop_reason, attempt, attempt > retries, stops
-        )
+        done.append(completed)
+        try:
+            ok, value, problems = check_reply(
+                validator, completed.text, completed.stop_reason, attempt, attempt > retries, stops
+            )
+        except ParseError as error:
+            # Found by a probe: a failed call's replies, and what they spent, were lost;
+            # instructor's exception carries its attempts' usage.
+            error.replies = _replies(done, request)
+            raise
         if ok:
             if on_message is not None and held:
                 on_message(held[-1])  # the accepted reply's message, and it alone
@@ -1156,6 +1164,11 @@ def parse(
             request, prompt=reask_prompt(request.prompt, completed.text, problems)
         )
     raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+
+def _replies(done: list[Completion], request: Request) -> tuple[Reply, ...]:
+    """Make the `Reply` of each completed attempt, in order (a `ParseError`'s ``replies``)."""
+    return tuple(as_reply(each, request.plan.render) for each in done)
 
 
 def _holding_message(

@@ -47,9 +47,12 @@ keep the SDK exception as ``__cause__``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmstudio as lms
+
+if TYPE_CHECKING:
+    from outlines_lmstudio._reply import Reply
 
 __all__ = [
     "BatchGenerationError",
@@ -264,6 +267,12 @@ class ParseError(OutlinesLMStudioError, ValueError):
         Why the model stopped (LM Studio's ``stopReason``), when known.
     attempts
         How many replies were asked for (1 + retries used).
+    replies
+        The replies of ``parse`` and ``parse_reply``'s attempts that came back with an
+        answer, in order, each with its text, reasoning and stats (token counts): what the
+        failed call spent. The last one is the reply ``raw`` is the text of, unless the
+        last attempt had no answer (a reasoning model's `EmptyAnswerError` or
+        `ReasoningTruncatedError`). Empty where no reply was parsed (``parse_stream``).
     """
 
     def __init__(
@@ -279,6 +288,7 @@ class ParseError(OutlinesLMStudioError, ValueError):
         self.errors = errors
         self.stop_reason = stop_reason
         self.attempts = attempts
+        self.replies: tuple[Reply, ...] = ()  # set by the parse that raises
         shown = raw if len(raw) <= 200 else raw[:200] + "..."
         details = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if errors[5:] else "")
         super().__init__(f"{message}: {details}. Raw reply: {shown!r}")

@@ -349,6 +349,8 @@ async def test_a_re_asked_reply_with_no_answer_counts_every_attempt(
     with pytest.raises(EmptyAnswerError) as info:
         await call(front(key), "parse", "Who?", Person, retries=3)
     assert (info.value.attempts, len(emu.predictions)) == (2, 2)
+    # the attempt before, which had an answer, is kept with its reasoning
+    assert [(r.text, r.reasoning) for r in info.value.replies] == [('{"name": 1}', REASONING)]
 
 
 @pytest.mark.asyncio

@@ -5,6 +5,7 @@ import datetime
 import decimal
 import itertools
 import json
+import pickle
 import typing
 import uuid
 from collections.abc import Callable
@@ -983,6 +984,34 @@ def test_parse_reply_gives_the_value_with_its_reply_and_the_rejected_ones(
     emulator.script(TEXT_MODEL, ['{"name": 1}'])
     with pytest.raises(ParseError):
         model.parse_reply("q", Person)
+
+
+@pytest.mark.parametrize("method", ["parse", "parse_reply"])
+def test_a_failed_parse_keeps_what_each_attempt_spent(
+    fronts: Fronts, emulator: LMStudioEmulator, method: str
+) -> None:
+    """A failed call's replies and their token counts were lost: the error kept the last
+    text alone (found by a probe; instructor's exception carries its attempts' usage)."""
+    emulator.script(TEXT_MODEL, ['{"name": "Ann", "age": "x"}', '{"name": "Ann"}'])
+    model = fronts.model(fronts.client(), TEXT_MODEL)
+    with pytest.raises(ParseError) as info:
+        getattr(model, method)("q", Person, retries=1)
+    error = info.value
+    assert [r.text for r in error.replies] == ['{"name": "Ann", "age": "x"}', '{"name": "Ann"}']
+    assert error.replies[-1].text == error.raw
+    sent = [  # the stats LM Studio reported, in order
+        f.data["message"]["stats"]
+        for f in emulator.trace
+        if f.direction == "out" and f.data.get("message", {}).get("type") == "success"
+    ]
+    assert [r.stats.predicted_tokens for r in error.replies] == [
+        s["predictedTokensCount"] for s in sent[-2:]
+    ]
+    assert pickle.loads(pickle.dumps(error)).replies == error.replies
+    emulator.script(TEXT_MODEL, ['{"name": "Ann", "age": 12345678'])
+    with pytest.raises(TruncatedOutputError) as cut:  # cut off: not asked again
+        getattr(model, method)("q", Person, retries=3, max_tokens=4)
+    assert [r.stats.stop_reason for r in cut.value.replies] == ["maxPredictedTokensReached"]
 
 
 @pytest.mark.parametrize("keyword", ["response_model", "response_format", None])

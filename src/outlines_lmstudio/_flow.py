@@ -771,21 +771,28 @@ class _Reply:
         """End the reply; return the pieces held back until now."""
         return [] if self._plain is not None else self.split.close()
 
-    def finish(self, result: lms.PredictionResult, reason: str | None) -> Completion:
+    def finish(
+        self, result: lms.PredictionResult, reason: str | None, identifier: str
+    ) -> Completion:
         """Make the completion of the finished reply; raise if it has no usable answer.
 
-        ``reason`` is the stop reason of ``result`` (read once, by the caller).
+        ``reason`` is the stop reason of ``result`` (read once, by the caller);
+        ``identifier`` is the loaded copy the prediction was sent to.
         """
         if self._plain is not None:  # all answer: nothing to judge; stats when asked
             later = partial(
                 reply_stats,
                 result.stats,
+                model_key=result.model_info.model_key,
+                identifier=identifier,
                 reasoning_tokens=0,
                 time_to_first_answer_token=self._first_answer,
             )
             return Completion(self._plain, reason, "", later)
         stats = reply_stats(
             result.stats,
+            model_key=result.model_info.model_key,
+            identifier=identifier,
             reasoning_tokens=self.split.reasoning_tokens,
             time_to_first_answer_token=self._first_answer,
         )
@@ -967,6 +974,12 @@ def predict(
                 yield Forget(request.key, handle)
                 if not unloaded and not sink.emitted:
                     unloaded = True
+                    if request.key is None:
+                        # Asked again of the same model (loaded anew), as a named one is:
+                        # "any loaded model" gave the rest of the call to another one, whose
+                        # reply came back as this one's (found by a probe).
+                        key = result.model_info.model_key
+                        call.request = request = msgspec.structs.replace(request, key=key)
                     continue
                 raise _unloaded_error(request, errors, shown=sink.emitted)
             cut = f"the reply ended before the model finished it: {why}"
@@ -984,7 +997,7 @@ def predict(
             # Another model answered than the traits are of (loaded under the identifier
             # since): the next call checks against its traits (an attribute compare).
             yield NoteTraits(handle.identifier, ModelTraits.of(result.model_info), reply.started)
-        done = reply.finish(result, reason)
+        done = reply.finish(result, reason, handle.identifier)
         call.done = done
         if on_message is not None and held:
             on_message(held[-1])  # the reply returned, and it alone

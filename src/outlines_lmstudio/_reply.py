@@ -55,6 +55,18 @@ class ReplyStats:
         Seconds from the request to the first answer text, measured by the client.
     tokens_per_second
         The server's generation speed.
+    total_tokens
+        Prompt and predicted tokens together, as the server counted them.
+    model_key
+        The key of the model that answered (``qwen2.5-7b-instruct``): with
+        ``model_name=None``, or after a model was loaded anew, the model it was.
+    identifier
+        The identifier of the loaded copy that answered (``qwen2.5-7b-instruct:2``).
+    draft_model_key
+        The draft model of a speculative-decoding reply.
+    draft_tokens, accepted_draft_tokens, rejected_draft_tokens, ignored_draft_tokens
+        The draft model's proposed tokens, and how many of them were accepted, rejected
+        and ignored.
     """
 
     stop_reason: str | None = None
@@ -64,6 +76,15 @@ class ReplyStats:
     time_to_first_token: float | None = None
     time_to_first_answer_token: float | None = None
     tokens_per_second: float | None = None
+    # Found by a probe: which model answered, and the SDK's other figures, were dropped.
+    total_tokens: int | None = None
+    model_key: str | None = None
+    identifier: str | None = None
+    draft_model_key: str | None = None
+    draft_tokens: int | None = None
+    accepted_draft_tokens: int | None = None
+    rejected_draft_tokens: int | None = None
+    ignored_draft_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +147,12 @@ _FIELDS = {
     "predicted_tokens": ("predicted_tokens_count", "predictedTokensCount"),
     "time_to_first_token": ("time_to_first_token_sec", "timeToFirstTokenSec"),
     "tokens_per_second": ("tokens_per_second", "tokensPerSecond"),
+    "total_tokens": ("total_tokens_count", "totalTokensCount"),
+    "draft_model_key": ("used_draft_model_key", "usedDraftModelKey"),
+    "draft_tokens": ("total_draft_tokens_count", "totalDraftTokensCount"),
+    "accepted_draft_tokens": ("accepted_draft_tokens_count", "acceptedDraftTokensCount"),
+    "rejected_draft_tokens": ("rejected_draft_tokens_count", "rejectedDraftTokensCount"),
+    "ignored_draft_tokens": ("ignored_draft_tokens_count", "ignoredDraftTokensCount"),
 }
 
 
@@ -145,6 +172,8 @@ def stop_reason(stats: object | Mapping[str, Any] | None) -> str | None:
 def reply_stats(
     stats: object | Mapping[str, Any] | None,
     *,
+    model_key: str | None = None,
+    identifier: str | None = None,
     reasoning_tokens: int | None = None,
     time_to_first_answer_token: float | None = None,
 ) -> ReplyStats:
@@ -156,6 +185,11 @@ def reply_stats(
         An ``lmstudio.LlmPredictionStats``, its dict form (camelCase keys, as the
         wire and ``to_dict()`` give it, or snake_case attribute names), or ``None``
         when the server sent none.
+    model_key
+        The key of the model that answered (the reply's ``model_info.model_key``).
+    identifier
+        The identifier of the loaded copy the prediction was sent to (the SDK's
+        ``model_info`` of a reply has none).
     reasoning_tokens
         The reasoning token count (see `ReasoningSplitter.reasoning_tokens`).
     time_to_first_answer_token
@@ -176,5 +210,7 @@ def reply_stats(
     return ReplyStats(
         reasoning_tokens=reasoning_tokens,
         time_to_first_answer_token=time_to_first_answer_token,
+        model_key=model_key,
+        identifier=identifier,
         **values,
     )

@@ -285,6 +285,42 @@ def test_a_whole_reply_whose_model_is_unloaded_is_asked_again(
     assert endpoint_count(emulator, "getOrLoad") == 2  # resolved (loaded) again
 
 
+@pytest.mark.parametrize("how", ["reply", "batch"])
+def test_a_reply_cut_by_an_unload_is_asked_of_the_same_model_when_none_was_named(
+    fronts: Fronts, emulator: LMStudioEmulator, how: str
+) -> None:
+    """Found by a probe: with ``model_name=None`` the retry went to "any loaded model", and
+    another model's answer came back as this one's, with a normal stop reason."""
+    model = fronts.model(fronts.client())  # the model LM Studio has loaded
+    first = model.reply("which one?", max_tokens=2).stats
+    assert first.model_key is not None
+    assert first.identifier is not None
+    with lms.Client(emulator.api_host) as by_hand:
+        keys = {h.get_info().model_key for h in by_hand.llm.list_loaded()}
+    assert len(keys) > 1  # another model the retry could have reached
+    emulator.reset()
+    count = [0]
+
+    def unload_first(prediction: Prediction) -> str:
+        count[0] += 1
+        if count[0] == 1:
+            emulator.unload(prediction.model)
+        return "a whole answer"
+
+    for key in keys:
+        emulator.script(key, unload_first)
+    if how == "reply":
+        stats = [model.reply("hi").stats]
+    else:
+        stats = [r.stats for r in model.reply_batch(["a", "b", "c"], max_concurrency=1)]
+    answered = [p.model for p in emulator.predictions]
+    assert [p.stop_reason for p in emulator.predictions][:2] == ["modelUnloaded", "eosFound"]
+    assert answered[1] == answered[0] == first.identifier  # loaded anew under its key
+    assert (stats[0].model_key, stats[0].identifier) == (first.model_key, answered[1])
+    # a later item finds the loaded model anew, as a later call does, and says which it was
+    assert [s.identifier for s in stats[1:]] == [p.model for p in emulator.predictions[2:]]
+
+
 def test_batch_items_whose_model_is_unloaded_are_asked_again(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

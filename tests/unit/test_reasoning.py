@@ -470,6 +470,28 @@ def test_reply_stats_from_sdk_struct_and_dict() -> None:
     assert reply_stats({"stop_reason": "userStopped"}).stop_reason == "userStopped"
 
 
+def test_reply_stats_keep_the_model_and_the_draft_figures() -> None:
+    """Found by a probe: which model answered, and the SDK's draft figures, were dropped."""
+    import lmstudio as lms
+
+    struct = lms.LlmPredictionStats(
+        stop_reason="eosFound",
+        total_tokens_count=12,
+        used_draft_model_key="small",
+        total_draft_tokens_count=9,
+        accepted_draft_tokens_count=5,
+        rejected_draft_tokens_count=3,
+        ignored_draft_tokens_count=1,
+    )
+    wire = struct.to_dict()
+    for stats in (wire, struct):
+        got = reply_stats(stats, model_key="big", identifier="big:2")
+        assert (got.model_key, got.identifier, got.total_tokens) == ("big", "big:2", 12)
+        assert got.draft_model_key == "small"
+        drafts = (got.accepted_draft_tokens, got.rejected_draft_tokens, got.ignored_draft_tokens)
+        assert (got.draft_tokens, *drafts) == (9, 5, 3, 1)
+
+
 def test_budget_spent_on_reasoning() -> None:
     stats = ReplyStats("maxPredictedTokensReached", 10, 64, 64)
     error = reply_problem("", "thinking...", stats, structured=True)

@@ -103,6 +103,16 @@ def test_embed_errors(run_cli: RunCli, main_in_process: MainInProcess) -> None:
     assert_one_line_error(empty, "must be non-empty")
 
 
+def test_embed_with_an_llm_s_identifier_says_it_is_not_an_embedding_model(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: an LLM's key said so, and its identifier said no such model exists."""
+    emulator.load(TEXT, "main")
+    result = main_in_process("embed", "-m", "main", "hello")
+    assert result.returncode == 2
+    assert_one_line_error(result, "'main' is not an embedding model", "--capability embedding")
+
+
 def test_embed_under_local_says_it_has_no_embedding_model() -> None:
     """Found by a probe: it said to pass --model and list embedding models, of which --local
     has none, so every hint led to an empty list."""

@@ -49,7 +49,7 @@ def embedding_model(session: Session, key: str | None) -> lms.EmbeddingModel:
         return client.embedding.model(key)
     except (lms.LMStudioServerError, lms.LMStudioModelNotFoundError) as exc:
         text = str(exc)
-        if "domainMismatch" in text or "not an embedding" in text:
+        if "domainMismatch" in text or "not an embedding" in text or _loaded_llm(session, key):
             raise CliError(
                 f"{key!r} is not an embedding model: pick one from "
                 "`outlines-lmstudio models --capability embedding`."
@@ -59,6 +59,19 @@ def embedding_model(session: Session, key: str | None) -> lms.EmbeddingModel:
             "`outlines-lmstudio models --capability embedding` for the model keys.",
             EXIT_FAILURE,
         ) from None
+
+
+def _loaded_llm(session: Session, name: str) -> bool:
+    """Tell whether ``name`` is the identifier of a loaded LLM.
+
+    LM Studio says an LLM's key is not an embedding model, but it looks an identifier up
+    among the embedding models alone (found by a probe: ``-m`` with an LLM loaded under
+    ``main`` said that no such model exists).
+    """
+    try:
+        return any(h.identifier == name for h in session.client.llm.list_loaded())
+    except lms.LMStudioError:  # the not-found error stands
+        return False
 
 
 def _texts(given: list[str]) -> list[str]:

@@ -51,6 +51,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._partial import PartialJson
+    from ._streams import UnreadResult
     from ._typed import Validator
 
 # The typed-result modules load on first use, from inside the functions that need them, by
@@ -772,18 +773,19 @@ class _Reply:
         return [] if self._plain is not None else self.split.close()
 
     def finish(
-        self, result: lms.PredictionResult, reason: str | None, identifier: str
+        self, result: lms.PredictionResult | UnreadResult, reason: str | None, identifier: str
     ) -> Completion:
         """Make the completion of the finished reply; raise if it has no usable answer.
 
         ``reason`` is the stop reason of ``result`` (read once, by the caller);
         ``identifier`` is the loaded copy the prediction was sent to.
         """
+        answered = None if result.model_info is None else result.model_info.model_key
         if self._plain is not None:  # all answer: nothing to judge; stats when asked
             later = partial(
                 reply_stats,
                 result.stats,
-                model_key=result.model_info.model_key,
+                model_key=answered,
                 identifier=identifier,
                 reasoning_tokens=0,
                 time_to_first_answer_token=self._first_answer,
@@ -791,7 +793,7 @@ class _Reply:
             return Completion(self._plain, reason, "", later)
         stats = reply_stats(
             result.stats,
-            model_key=result.model_info.model_key,
+            model_key=answered,
             identifier=identifier,
             reasoning_tokens=self.split.reasoning_tokens,
             time_to_first_answer_token=self._first_answer,
@@ -978,25 +980,30 @@ def predict(
                         # Asked again of the same model (loaded anew), as a named one is:
                         # "any loaded model" gave the rest of the call to another one, whose
                         # reply came back as this one's (found by a probe).
-                        key = result.model_info.model_key
+                        key = result.model_info.model_key  # a whole result: it has a reason
                         call.request = request = msgspec.structs.replace(request, key=key)
                     continue
                 raise _unloaded_error(request, errors, shown=sink.emitted)
             cut = f"the reply ended before the model finished it: {why}"
             raise errors(lms.LMStudioServerError(cut), request.key, "predict")
-        if request.key not in (None, handle.identifier) and (
-            yield from _swapped(request, handle, result.model_info.model_key)
+        # None for a reply the SDK could not read at its end (`UnreadResult`): which model
+        # answered is unknown, and is not checked (found by a review: it raised
+        # AttributeError for a model named by its path).
+        info = result.model_info
+        if (
+            info is not None
+            and request.key not in (None, handle.identifier)
+            and (yield from _swapped(request, handle, info.model_key))
         ):
             yield Forget(request.key, handle)
             if not unloaded and not sink.emitted and not call.stopped:
                 unloaded = True  # asked again of the key's own model
                 continue
-            model_key = result.model_info.model_key
-            raise _swapped_error(request, handle.identifier, model_key, errors, sink.emitted)
-        if traits is not None and result.model_info.model_key != traits.model_key:
+            raise _swapped_error(request, handle.identifier, info.model_key, errors, sink.emitted)
+        if traits is not None and info is not None and info.model_key != traits.model_key:
             # Another model answered than the traits are of (loaded under the identifier
             # since): the next call checks against its traits (an attribute compare).
-            yield NoteTraits(handle.identifier, ModelTraits.of(result.model_info), reply.started)
+            yield NoteTraits(handle.identifier, ModelTraits.of(info), reply.started)
         done = reply.finish(result, reason, handle.identifier)
         call.done = done
         if on_message is not None and held:

@@ -43,6 +43,7 @@ class UnreadResult(NamedTuple):
     """
 
     stats: None = None
+    model_info: None = None
 
 
 def _unread(exc: Exception) -> bool:

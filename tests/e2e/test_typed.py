@@ -271,14 +271,16 @@ def test_parse_stream_of_an_escaped_emoji_keeps_its_guarantees(
     ],
     ids=["long-integer", "deep-nesting"],
 )
+@pytest.mark.parametrize("name", [TEXT_MODEL, f"emulator/{TEXT_MODEL}/{TEXT_MODEL}.gguf"])
 def test_a_reply_the_sdk_cannot_read_is_still_ours_to_judge(
-    fronts: Fronts, emulator: LMStudioEmulator, reply: str, problem: str
+    fronts: Fronts, emulator: LMStudioEmulator, reply: str, problem: str, name: str
 ) -> None:
     """The SDK's ``json.loads`` of a finished structured reply raised a raw ``ValueError``
-    or ``RecursionError`` out of every call, and nothing was re-asked (found by a probe)."""
+    or ``RecursionError`` out of every call, and nothing was re-asked (found by a probe).
+    A model named by its path, not its identifier, raised AttributeError (a review)."""
     output_type: object = int if reply[0] == "1" else {"type": "array"}
     emulator.script(TEXT_MODEL, [reply] * 3)
-    model = fronts.model(fronts.client(), TEXT_MODEL)
+    model = fronts.model(fronts.client(), name)
     assert model("n?", output_type) == reply  # a call returns the text as it is
     with pytest.raises(ParseError, match=problem) as info:
         model.parse("n?", output_type, retries=1)

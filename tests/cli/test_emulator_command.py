@@ -70,6 +70,13 @@ def test_a_models_file_serves_those_models(tmp_path: Path) -> None:
         ('[{"key": " "}]', "key must be a non-empty string"),  # blank, as an alias
         # found by a probe: the catalogue's message alone, without the prefix or the file
         ('[{"key": "a"}, {"key": "b", "aliases": ["a"]}]', "models 1 and 2 both answer to 'a'"),
+        # found by a probe: LM Studio's runtime message, without the prefix or the file
+        (
+            '[{"key": "a", "identifier": "main"}, {"key": "b", "identifier": "main"}]',
+            "models 1 and 2 are both loaded under the identifier 'main'",
+        ),
+        # found by a probe: taken as the key
+        ('[{"key": "m", "identifier": ""}]', "identifier must be a non-empty string or None"),
         # found by a probe: served, then `models` failed with "unexpected ValidationError"
         ('[{"key": "m", "size_bytes": "4 GB"}]', "size_bytes must be a whole number of bytes"),
         # found by a probe: "Cannot read the models file: No such file or directory.",

@@ -82,6 +82,16 @@ def test_a_path_query_ignores_case(make_emulator: MakeEmulator) -> None:
     assert model.identifier == "llama-3.2-1b-instruct"
 
 
+def test_a_variant_s_key_without_its_variant_names_the_model(make_emulator: MakeEmulator) -> None:
+    """LM Studio takes a model's default variant for its key without ``@variant`` (found by
+    a probe: the emulator said "Cannot find a model with path")."""
+    emulator = make_emulator(models=[EmulatedModel("qwen/qwen3-4b@q4_k_m", loaded=False)])
+    with lms.Client(emulator.api_host) as client:
+        assert client.llm.model("qwen/qwen3-4b").get_info().model_key == "qwen/qwen3-4b@q4_k_m"
+        with pytest.raises(lms.LMStudioServerError, match="Cannot find a model with path"):
+            client.llm.model("qwen/qwen3-4b@q8_0")
+
+
 def test_a_display_name_is_not_a_model_name(make_emulator: MakeEmulator) -> None:
     """Found by a probe: getOrLoad by display name loaded a second instance (``key:2``)."""
     emulator = make_emulator(models=[_llama(display_name="Llama 3.2 1B Instruct")])

@@ -243,6 +243,12 @@ class EmulatedModel:
                 raise ValueError(
                     f"EmulatedModel {self.key!r}: {name} must be a string, not {value!r}"
                 )
+        if self.identifier is not None and not self.identifier.strip():
+            # Found by a probe: "" was taken as the key, silently.
+            raise ValueError(
+                f"EmulatedModel {self.key!r}: identifier must be a non-empty string or None "
+                f"(the key), not {self.identifier!r}"
+            )
 
     @property
     def load_context_length(self) -> int:
@@ -429,6 +435,13 @@ class Catalogue:
         for model in self.models.values():
             if folded in (n.casefold() for n in model.names()):
                 return model
+        if "@" not in name:
+            # A variant's key (``qwen/qwen3-4b@q4_k_m``) without its ``@variant``: LM Studio
+            # takes the model's default variant, the emulator its only one (found by a
+            # probe: "Cannot find a model with path").
+            for model in self.models.values():
+                if model.key.partition("@")[0].casefold() == folded and "@" in model.key:
+                    return model
         return None
 
     def find_instance(self, identifier: str) -> Instance | None:

@@ -208,6 +208,16 @@ def load_models(path: Path) -> list[Any]:
                     f"{path}: models {first[name]} and {number} both answer to {name!r:.80}; "
                     "give each model a key, path and aliases of its own"
                 )
+    # Two loaded under one identifier, said as the file's too (found by a probe: LM Studio's
+    # runtime message, without the file's name).
+    loaded: dict[str, int] = {}
+    for number, model in enumerate(models, 1):
+        ident = model.identifier or model.key
+        if model.loaded and loaded.setdefault(ident, number) != number:
+            raise ValueError(
+                f"{path}: models {loaded[ident]} and {number} are both loaded under the "
+                f"identifier {ident!r:.80}; give one another identifier"
+            )
     return models
 
 

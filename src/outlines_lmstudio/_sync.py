@@ -457,6 +457,14 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
     def _leave(self, call: Call, wait: float) -> None:
         """Cancel an unfinished prediction on the server, waiting at most ``wait`` s for it."""
         if not call.finished and call.reader is not None:
+            # On an event loop's thread (see `_threads.off_loop`); a Ctrl-C's leave waits
+            # for LM Studio's confirmation, as it promises (signals reach the main thread).
+            if not wait and _threads.off_loop(partial(self._leave_now, call, wait)):
+                return
+            self._leave_now(call, wait)
+
+    def _leave_now(self, call: Call, wait: float) -> None:
+        if not call.finished and call.reader is not None:
             call.finished = True
             if (drain := call.reader.abandon(wait)) is not None:
                 self._watch(drain, predicting=True)
@@ -490,11 +498,17 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         finally:
             call.stopped = True  # from here on, the worker opens and sends nothing
             if worker.alive:
-                _threads.cancel(call)
-                # No prediction opened yet (a lookup or load): no cancel to confirm (found
-                # by a probe: Ctrl-C during a load waited the whole second).
-                worker.thread.join(confirm if call.reader is not None else 0)
-                self._watch(worker.thread, predicting=call.reader is not None)
+                stop = partial(self._stop_worker, call, worker.thread, confirm)
+                if confirm or not _threads.off_loop(stop):  # see `_leave`
+                    stop()
+
+    def _stop_worker(self, call: Call, thread: threading.Thread, confirm: float) -> None:
+        """Cancel a left call's prediction, and let its worker end in the background."""
+        _threads.cancel(call)
+        # No prediction opened yet (a lookup or load): no cancel to confirm (found by a
+        # probe: Ctrl-C during a load waited the whole second).
+        thread.join(confirm if call.reader is not None else 0)
+        self._watch(thread, predicting=call.reader is not None)
 
     def _ran_out(self, call: Call) -> LMStudioTimeoutError:
         """Return the error of a call whose time ran out, opened or not (read at that moment)."""

@@ -9,6 +9,7 @@ the prediction on the server and lets nothing new start.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import heapq
@@ -40,6 +41,7 @@ __all__ = [
     "later",
     "left_early",
     "new",
+    "off_loop",
     "pulse",
     "run_batch",
     "unless_left",
@@ -145,6 +147,33 @@ def new(request: Request, deadline: float | None) -> Call:
     if scope is not None:
         scope.add(call)
     return call
+
+
+def off_loop(action: Callable[[], None]) -> bool:
+    """Run a sync stream's leave on a thread of its own if this thread runs an event loop.
+
+    A stream nobody closed (a web framework's sync iterator, its client gone) is closed
+    by the garbage collector in whichever thread allocates: the SDK's own websocket
+    thread too, whose loop the cancel's ``send_json_threadsafe`` waits for. The leave
+    blocked that thread on itself, and the client for good (found by a probe of a web
+    app). No leave blocks an event loop (an async app's neither): it is handed off.
+
+    Returns
+    -------
+    bool
+        Whether ``action`` was handed off (``False``: call it here; no loop runs, or no
+        thread can start).
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    thread = threading.Thread(target=action, name="outlines-lmstudio-leave", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # no thread to be had: left here, as before
+        return False
+    return True
 
 
 def left_early() -> Left:

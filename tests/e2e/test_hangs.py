@@ -447,6 +447,32 @@ def test_leaving_a_stalled_sync_stream_returns(
     assert eventually(lambda: threads("outlines-lmstudio-drain") == 0)
 
 
+@pytest.mark.parametrize("timeout", [None, 30.0])  # read in the caller's thread, or a worker's
+def test_a_sync_stream_closed_on_the_sdk_s_own_thread_does_not_block_it(
+    client: lms.Client, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch, timeout: float
+) -> None:
+    """Found by a probe of a web app: a sync stream nobody closed (Starlette's iterator, its
+    client gone) was closed by the garbage collector on the SDK's websocket thread, and the
+    cancel waited for that thread's own loop: every later call on the client hung."""
+    monkeypatch.setattr(emulator, "token_latency", 0.05)
+    model = from_lmstudio(client, TEXT_MODEL)
+    stream = model.stream("hi", max_tokens=400, timeout=timeout)
+    next(stream)
+    closed = threading.Event()
+
+    def close() -> None:  # what the collector does when it runs on that thread
+        stream.close()
+        closed.set()
+
+    # The SDK's websocket thread (the library reads it too, see `_sync._thread_gone`):
+    # its loop runs the close, as it runs any collection it triggers.
+    client._ws_thread.wait_for_loop().call_soon_threadsafe(close)  # type: ignore[union-attr]
+    assert closed.wait(5)  # it hung for good
+    assert model("the client still works", max_tokens=3, timeout=10)
+    # the left prediction was cancelled on the server, from a thread of its own
+    assert eventually(lambda: emulator.predictions[0].stop_reason == "userStopped")
+
+
 def test_a_sync_call_left_on_an_unconfirmed_cancel_leaves_other_predictions_alone(
     emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

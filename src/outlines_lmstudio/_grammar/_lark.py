@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import pkgutil
 import re
+from collections.abc import Callable
 
 import lark
 from lark.grammar import NonTerminal, Symbol
@@ -211,13 +212,36 @@ def add_lark_grammar(builder: GbnfBuilder, grammar: str) -> Node:
 
     bodies: dict[str, Node] = {}
     for name, options in alternatives.items():
-        base = [seq(*map(symbol, o)) for o in options if not (o and o[0] == NonTerminal(name))]
-        tails = [seq(*map(symbol, o[1:])) for o in options if o and o[0] == NonTerminal(name)]
-        bodies[names[name]] = seq(alt(*base), _repeat_tails(tails))
+        own = NonTerminal(name)
+        base = _factored([o for o in options if not (o and o[0] == own)], symbol)
+        tails = [_factored([o[1:] for o in options if o and o[0] == own], symbol)]
+        bodies[names[name]] = seq(base, _repeat_tails([t for t in tails if t != NOTHING]))
     refuse_left_recursion({**builder.bodies(), **bodies}, {v: k for k, v in names.items()})
     for gbnf_name, body in bodies.items():
         builder.define(gbnf_name, body)
     return seq(Ref(names["start"]), ignore)
+
+
+def _factored(options: list[list[Symbol]], symbol: Callable[[Symbol], Node]) -> Node:
+    """Alternate ``options``, each shared leading symbol written once.
+
+    Lark writes ``[x]`` and ``x*`` as alternatives with a common prefix (its JSON grammar's
+    ``array`` is ``"[" value star "]" | "[" value "]" | "[" "]"``). llama.cpp follows every
+    alternative at once, so each nesting level multiplied the parse stacks: a 12-deep
+    array took a minute per token (found by a probe). Factored, the prefix is followed once.
+    GBNF alternatives are unordered, so grouping them keeps the language.
+    """
+    groups: dict[Symbol, list[list[Symbol]]] = {}  # by first symbol, in order
+    ends = False  # an option that is empty (or ends where another goes on)
+    for option in options:
+        if option:
+            groups.setdefault(option[0], []).append(option[1:])
+        else:
+            ends = True
+    items = [seq(symbol(first), _factored(rests, symbol)) for first, rests in groups.items()]
+    if not ends:
+        return alt(*items)
+    return rep(alt(*items), 0, 1) if items else EMPTY
 
 
 def _reachable_rules(parser: lark.Lark) -> dict[str, list[list[Symbol]]]:
@@ -274,9 +298,9 @@ def _refuse_nullable_loops(node: Node, empty: dict[str, bool], rule: str) -> Non
     if isinstance(node, Rep):
         if node.high is None and nullable(node.item, empty):
             raise UnsupportedGrammarError(
-                f"Lark rule {rule!r} repeats (with *, + or left recursion) something that can "
-                "match the empty string; llama.cpp treats that as left recursion. Make the "
-                "repeated part non-empty."
+                f"{rule} repeats (with *, + or left recursion) something that can match the "
+                "empty string; llama.cpp treats that as left recursion. Make the repeated "
+                "part non-empty."
             )
         _refuse_nullable_loops(node.item, empty, rule)
     elif isinstance(node, Seq | Alt):
@@ -288,13 +312,18 @@ _HELPER = re.compile(r"__(\w+?)_(plus|star|repeat_a\d+_b\d+)_\d+")
 """The rules Lark makes for a ``+``, ``*`` or ``~n..m`` in a rule (``__start_plus_0``)."""
 
 
-def _shown_rule(name: str) -> str:
-    """Name a rule as its author wrote it: Lark's repetition helpers by their rule."""
+def _shown_rule(name: str, *, lark: bool = False) -> str:
+    """Name a rule as its author wrote it: Lark's repetition helpers by their rule.
+
+    ``lark``: as ``Lark rule 'x'`` (the rule alone is named so in a cycle's path).
+    """
     helper = _HELPER.fullmatch(name)
+    rule = name if helper is None else helper[1]
+    shown = f"Lark rule {rule!r}" if lark else rule
     if helper is None:
-        return name
+        return shown
     kind = {"plus": "+", "star": "*"}.get(helper[2], "~")
-    return f"a repetition ({kind}) in {helper[1]}"
+    return f"a repetition ({kind}) in {shown}"
 
 
 def refuse_left_recursion(rules: dict[str, Node], lark_names: dict[str, str]) -> None:
@@ -306,7 +335,9 @@ def refuse_left_recursion(rules: dict[str, Node], lark_names: dict[str, str]) ->
     """
     empty = rules_where(rules, nullable)  # the rules that can match the empty string
     for name, body in rules.items():
-        _refuse_nullable_loops(body, empty, lark_names.get(name, name))
+        lark_name = lark_names.get(name, name)
+        where = _shown_rule(lark_name, lark=True)  # a probe: Lark's '__start_plus_0' was named
+        _refuse_nullable_loops(body, empty, where[0].upper() + where[1:])
     edges = {name: _left_refs(body, empty) for name, body in rules.items()}
     state: dict[str, int] = {}
     path: list[str] = []

@@ -212,6 +212,8 @@ def test_regex_and_cfg_terms() -> None:
         ),
         ('start: start a | "y"\na: "x"?\n', r"can match the empty string"),
         ('start: a*\na: "x"?\n', r"can match the empty string"),
+        # found by a probe: Lark's helper rule was named ('__start_plus_0')
+        ('start: a+\na: "x"?\n', r"^A repetition \(\+\) in Lark rule 'start' repeats"),
         ("start: x\n", "could not be loaded"),
         ("%import other.X\nstart: X\n", r"%import of 'other'"),
         ("start: FOO\n%declare FOO\n", "declared but has no definition"),

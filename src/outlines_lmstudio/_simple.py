@@ -177,6 +177,28 @@ class TermWithoutRegex(TypeError):
 _DECIMAL_TEXT = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"
 """A decimal written as a string, in the form every reader takes (``Decimal`` reads more)."""
 _NUMBER_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
+_PYDANTIC_DECIMAL_START = r"^(?!^[-+.]*$)[+-]?0*"
+"""How Pydantic 2.12 and 2.13 begin a ``Decimal``'s string pattern (2.11 and 2.14 write none)."""
+
+
+def _pydantic_decimal_text(branch: object) -> bool:
+    """Tell whether ``branch`` is the string branch Pydantic writes for a ``Decimal``.
+
+    Pydantic 2.12 and 2.13 give it a pattern with lookaheads, which no engine can
+    constrain: every model with a ``Decimal`` field was refused under them (found by a
+    probe of the dependency floors). It is replaced as the plain string of 2.11 and 2.14
+    is; the digits limits it spells are the type's to check, as on those versions.
+    """
+    if branch == {"type": "string"}:
+        return True
+    return (
+        isinstance(branch, dict)
+        and branch.keys() == {"type", "pattern"}
+        and branch["type"] == "string"
+        and isinstance(pattern := branch["pattern"], str)
+        and pattern.startswith(_PYDANTIC_DECIMAL_START)
+    )
+
 
 _UUID_VERSION = re.compile(r"uuid([1-8])")
 _UUID_PATTERN = (
@@ -321,7 +343,7 @@ class FullMatchTerms(GenerateJsonSchema):
             return written
         number: dict[str, Any] = branches[0]
         text = branches[1]
-        if text != {"type": "string"} or number.get("type") != "number":
+        if not _pydantic_decimal_text(text) or number.get("type") != "number":
             return written
         rest = {key: value for key, value in written.items() if key != "anyOf"}
         if any(key in number for key in _NUMBER_BOUNDS):

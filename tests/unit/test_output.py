@@ -19,10 +19,11 @@ from genson import SchemaBuilder
 from hypothesis import given
 from hypothesis import strategies as st
 from outlines.types import CFG, Choice, JsonSchema, Regex, either, integer
-from pydantic.json_schema import SkipJsonSchema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, SkipJsonSchema
 
 from outlines_lmstudio import LMStudioTypeAdapter
 from outlines_lmstudio._output import check_json_schema, plan_output
+from outlines_lmstudio._simple import FullMatchTerms
 from outlines_lmstudio.errors import (
     InvalidSchemaError,
     OutlinesLMStudioError,
@@ -1114,6 +1115,39 @@ def test_a_decimal_is_asked_as_a_number_or_a_string_that_writes_one() -> None:
     for bad in ("60K,", "1.", ".5", "01", "", "1e5", "NaN"):
         assert not re.search(text["pattern"], bad)
     assert bounded == {"exclusiveMinimum": 0, "maximum": 100, "title": "Bounded", "type": "number"}
+
+
+class _Pydantic213Decimals(GenerateJsonSchema):
+    """What Pydantic 2.12 and 2.13 write for a ``Decimal``: its string has a pattern with
+    lookaheads (``pydantic/json_schema.py``, ``decimal_schema``, copied in short)."""
+
+    def decimal_schema(self, schema: Any) -> JsonSchemaValue:
+        digits = schema.get("max_digits")
+        pattern = r"^(?!^[-+.]*$)[+-]?0*" + (
+            r"\d*\.?\d*$"
+            if digits is None
+            else rf"(?:\d{{0,{digits}}}|(?=[\d.]{{1,{digits + 1}}}0*$)\d*\.\d*0*$)"
+        )
+        return {"anyOf": [{"type": "number"}, {"type": "string", "pattern": pattern}]}
+
+
+class _Under213(FullMatchTerms, _Pydantic213Decimals):
+    """The library's schema generator over Pydantic 2.13's decimal schema."""
+
+
+def test_pydantic_2_13_s_decimal_pattern_is_asked_as_on_other_versions() -> None:
+    """Under Pydantic 2.12 and 2.13 every model with a ``Decimal`` field was refused: their
+    string branch has a lookahead no engine constrains (found by a probe of the floors)."""
+
+    class Price(pydantic.BaseModel):
+        plain: decimal.Decimal
+        digits: Annotated[decimal.Decimal, pydantic.Field(max_digits=5)]
+
+    written = Price.model_json_schema(schema_generator=_Under213)["properties"]
+    plain = Price.model_json_schema(schema_generator=FullMatchTerms)["properties"]["plain"]
+    assert written["plain"]["anyOf"] == plain["anyOf"]
+    assert written["digits"]["anyOf"] == plain["anyOf"]  # the type checks the digits
+    assert "?!" not in json.dumps(written)
 
 
 @given(st.from_regex(r"\A-?(0|[1-9][0-9]*)(\.[0-9]+)?\Z"))

@@ -26,8 +26,16 @@ from outlines_lmstudio._output import plan_output
 from outlines_lmstudio.testing._llama import json_schema_grammar
 from tests.cpp_converter import CPP_CONVERTER, run_cpp_converter
 
+from .conftest import LLAMA_MISSING
+
 if TYPE_CHECKING:
     from ._llama_harness import LlamaGrammarHarness
+
+# Every test runs llama.cpp's converter (found by a probe: from an sdist without the
+# grammar-tests extra they failed on its ImportError, where the other grammar tests skip).
+pytestmark = pytest.mark.skipif(
+    LLAMA_MISSING, reason="json_schema_grammar runs llama.cpp's converter (grammar-tests extra)"
+)
 
 ANY = "any string"
 """The C++ converter's warning: the pattern is not supported, any string is accepted."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import select
 import signal
 import stat
@@ -122,6 +123,27 @@ def test_conversation_with_images_clear_and_save(
         ("user", "Fresh start"),
         ("assistant", "Third answer."),
     ]
+
+
+def test_a_copy_loaded_under_its_own_identifier_is_named_with_it(
+    spawn: Spawn, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """Found by a probe: after ``/model main`` the chat named the key alone, and so did
+    ``/save``: with two copies of a model loaded, which one answered was not said."""
+    emulator.load(TEXT, "main")
+    chat = spawn("-m", VISION)
+    chat.expect(PROMPT)
+    chat.sendline("/model main")
+    chat.expect(re.escape(f"Now chatting with {TEXT} (main)"))
+    chat.sendline("hello")
+    chat.expect(re.escape(f"{TEXT} (main)> "))
+    chat.expect(PROMPT)
+    chat.sendline("/save saved.json")
+    chat.expect("Saved 2 messages")
+    chat.sendline("/exit")
+    chat.expect(pexpect.EOF)
+    saved = json.loads((tmp_path / "saved.json").read_text())
+    assert (saved["model"], saved["identifier"]) == (TEXT, "main")
 
 
 def test_images_refused_without_vision_and_model_switch(

@@ -163,7 +163,7 @@ class ChatSession:
 
         vision = "yes" if self.info.vision else "no"
         self.note(
-            f"Chatting with {self.info.key} on {self.session.host} (vision: {vision}). "
+            f"Chatting with {self.info.shown} on {self.session.host} (vision: {vision}). "
             "/help lists the commands; /exit or Ctrl-D leaves; Ctrl-C stops a reply."
         )
         first = True
@@ -260,7 +260,7 @@ class ChatSession:
         info = resolve_llm(self.session, key)
         self.model = self._model(info)
         self.info = info
-        self.note(f"Now chatting with {info.key} (vision: {'yes' if info.vision else 'no'}).")
+        self.note(f"Now chatting with {info.shown} (vision: {'yes' if info.vision else 'no'}).")
         if not info.vision:
             if self.pending:
                 self.note(
@@ -280,6 +280,7 @@ class ChatSession:
         messages += [t.record() for t in self.history]
         data = {
             "model": self.info.key,
+            "identifier": self.info.identifier,
             "host": self.session.host,
             "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "options": self.kwargs,
@@ -336,7 +337,7 @@ class ChatSession:
         try:  # from the turn on (found by a probe: a Ctrl-C during the header ended the chat)
             self.pending = []
             self.history.append(turn)
-            self.out.print(Text(f"{self.info.key}> ", style="bold cyan"), end="")
+            self.out.print(Text(f"{self.info.shown}> ", style="bold cyan"), end="")
             stream = self.model.reply_stream(self.chat_input(), **self.kwargs)
             for chunk in stream:
                 # Kept before it is shown: a Ctrl-C between the two would otherwise leave a

@@ -799,6 +799,15 @@ class ModelInfo:
     format: str
     name: str
 
+    @property
+    def shown(self) -> str:
+        """The key, with the loaded copy's identifier when it is another name.
+
+        Found by a probe: after ``/model main`` the chat named the key alone, so with two
+        copies of one model loaded it could not say which one answered.
+        """
+        return self.key if self.identifier == self.key else f"{self.key} ({self.identifier})"
+
 
 def ready(session: Session, *namespaces: str) -> None:
     """Connect the client's SDK sessions ``namespaces`` (``"llm"``...), each in 10 s at most.

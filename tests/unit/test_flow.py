@@ -74,6 +74,10 @@ def errors(exc: BaseException, key: str | None, stage: Any) -> BaseException:
     return translated if translated is not None else exc
 
 
+_INFO = SimpleNamespace(model_key="m")
+"""The model info of every reply (the SDK's ``PredictionResult.model_info``)."""
+
+
 class Server:
     """Answers a flow's effects from a script of attempts (each: fragments, then an end)."""
 
@@ -94,7 +98,9 @@ class Server:
             self._reads = list(self.attempts.pop(0))
             stats = SimpleNamespace(stop_reason=self.stop_reason)
             effect.call.reader = SimpleNamespace(
-                result=lambda: SimpleNamespace(stats=stats), arrived=None, at_end=False
+                result=lambda: SimpleNamespace(stats=stats, model_info=_INFO),
+                arrived=None,
+                at_end=False,
             )
             return None
         if isinstance(effect, Read):

@@ -457,9 +457,10 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
     def _leave(self, call: Call, wait: float) -> None:
         """Cancel an unfinished prediction on the server, waiting at most ``wait`` s for it."""
         if not call.finished and call.reader is not None:
-            # On an event loop's thread (see `_threads.off_loop`); a Ctrl-C's leave waits
-            # for LM Studio's confirmation, as it promises (signals reach the main thread).
-            if not wait and _threads.off_loop(partial(self._leave_now, call, wait)):
+            # On the SDK's own thread (see `_threads.off_sdk_thread`); a Ctrl-C's leave
+            # waits for LM Studio's confirmation, as it promises (signals reach the main
+            # thread, never the SDK's).
+            if not wait and _threads.off_sdk_thread(partial(self._leave_now, call, wait)):
                 return
             self._leave_now(call, wait)
 
@@ -499,15 +500,17 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
             call.stopped = True  # from here on, the worker opens and sends nothing
             if worker.alive:
                 stop = partial(self._stop_worker, call, worker.thread, confirm)
-                if confirm or not _threads.off_loop(stop):  # see `_leave`
+                if confirm or not _threads.off_sdk_thread(stop):  # see `_leave`
                     stop()
 
     def _stop_worker(self, call: Call, thread: threading.Thread, confirm: float) -> None:
         """Cancel a left call's prediction, and let its worker end in the background."""
         _threads.cancel(call)
         # No prediction opened yet (a lookup or load): no cancel to confirm (found by a
-        # probe: Ctrl-C during a load waited the whole second).
-        thread.join(confirm if call.reader is not None else 0)
+        # probe: Ctrl-C during a load waited the whole second). The stream may be closed
+        # by the garbage collector on its own worker, which cannot join itself (a probe).
+        if thread is not threading.current_thread():
+            thread.join(confirm if call.reader is not None else 0)
         self._watch(thread, predicting=call.reader is not None)
 
     def _ran_out(self, call: Call) -> LMStudioTimeoutError:

@@ -9,7 +9,6 @@ the prediction on the server and lets nothing new start.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import heapq
@@ -29,6 +28,11 @@ from ._common import CONFIRM_SECONDS, Request
 from ._flow import Call, Flow, Left, batch_result
 from ._forks import in_child, renewed
 
+try:  # the SDK's websocket threads: no public name (lmstudio 1.5's)
+    from lmstudio._ws_thread import BackgroundThread as _SDK_THREAD
+except ImportError:  # pragma: no cover - another SDK line: no thread is known to be its
+    _SDK_THREAD = ()  # type: ignore[assignment, misc]
+
 __all__ = [
     "BatchPool",
     "Pulse",
@@ -41,7 +45,7 @@ __all__ = [
     "later",
     "left_early",
     "new",
-    "off_loop",
+    "off_sdk_thread",
     "pulse",
     "run_batch",
     "unless_left",
@@ -149,24 +153,24 @@ def new(request: Request, deadline: float | None) -> Call:
     return call
 
 
-def off_loop(action: Callable[[], None]) -> bool:
-    """Run a sync stream's leave on a thread of its own if this thread runs an event loop.
+def off_sdk_thread(action: Callable[[], None]) -> bool:
+    """Run a sync stream's leave on a thread of its own if this is the SDK's websocket thread.
 
     A stream nobody closed (a web framework's sync iterator, its client gone) is closed
     by the garbage collector in whichever thread allocates: the SDK's own websocket
     thread too, whose loop the cancel's ``send_json_threadsafe`` waits for. The leave
     blocked that thread on itself, and the client for good (found by a probe of a web
-    app). No leave blocks an event loop (an async app's neither): it is handed off.
+    app). Anywhere else the leave stays where it is, with its short wait for LM Studio's
+    confirmation: handed off from an async app's loop too, a client closed right after
+    had Python print "Exception ignored" for the confirmations still read (a probe).
 
     Returns
     -------
     bool
-        Whether ``action`` was handed off (``False``: call it here; no loop runs, or no
-        thread can start).
+        Whether ``action`` was handed off (``False``: call it here; not the SDK's
+        thread, or no thread can start).
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if not isinstance(threading.current_thread(), _SDK_THREAD):
         return False
     thread = threading.Thread(target=action, name="outlines-lmstudio-leave", daemon=True)
     try:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import lmstudio as lms
 import pytest
@@ -471,6 +472,60 @@ def test_a_sync_stream_closed_on_the_sdk_s_own_thread_does_not_block_it(
     assert model("the client still works", max_tokens=3, timeout=10)
     # the left prediction was cancelled on the server, from a thread of its own
     assert eventually(lambda: emulator.predictions[0].stop_reason == "userStopped")
+
+
+def test_sync_streams_closed_in_async_code_then_their_client_print_nothing(
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe: with the leave handed to a thread from any event loop's thread,
+    ``close()`` in async code returned before the confirmation was read, and the client
+    closed next made Python print "Exception ignored ... AsyncTaskManager is inactive"."""
+    ignored: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: ignored.append(repr(u.exc_value)))
+    monkeypatch.setattr(emulator, "token_latency", 0.02)
+    client = lms.Client(emulator.api_host)
+    model = from_lmstudio(client, TEXT_MODEL)
+    streams = [model.stream(f"hi {n}", max_tokens=300) for n in range(6)]
+    for stream in streams:
+        next(stream)
+
+    async def close_them() -> None:  # an async app's shutdown
+        for stream in streams:
+            stream.close()
+        client.close()
+
+    asyncio.run(close_them())
+    left = ("outlines-lmstudio-drain", "outlines-lmstudio-leave")
+    assert eventually(lambda: sum(map(threads, left)) == 0)
+    gc.collect()
+    assert ignored == []
+
+
+def test_a_stream_collected_on_its_own_worker_does_not_join_itself(
+    emulator: LMStudioEmulator, client: lms.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe: a stream with ``timeout=`` finalized on its own worker thread (its
+    last reference dropped there) printed "RuntimeError: cannot join current thread"."""
+    ignored: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: ignored.append(repr(u.exc_value)))
+    monkeypatch.setattr(emulator, "token_latency", 0.02)
+    model = from_lmstudio(client, TEXT_MODEL, timeout=60)
+    held: list[Any] = []
+    where: list[str] = []
+
+    def drop_it(_fragment: object) -> None:  # runs on the worker that reads the stream
+        if len(held) == 2:
+            where.append(threading.current_thread().name)
+            held.clear()  # the last reference: the stream is closed here, at once
+
+    held.append(model.stream("hi", max_tokens=300, on_prediction_fragment=drop_it))
+    next(held[0])
+    held.append("drop it")
+    assert eventually(lambda: bool(where))
+    assert where == ["outlines-lmstudio-call"]
+    assert eventually(lambda: emulator.predictions[0].stop_reason == "userStopped")
+    assert model("the client still works", max_tokens=3)
+    assert ignored == []
 
 
 def test_a_sync_call_left_on_an_unconfirmed_cancel_leaves_other_predictions_alone(

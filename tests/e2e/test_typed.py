@@ -947,6 +947,15 @@ def test_instructor_spellings_point_to_ours(
     assert emulator.predictions == []
 
 
+def _predicted_counts(emulator: LMStudioEmulator) -> list[int]:
+    """The predicted token counts LM Studio reported for its replies, in order."""
+    return [
+        f.data["message"]["stats"]["predictedTokensCount"]
+        for f in emulator.trace
+        if f.direction == "out" and f.data.get("message", {}).get("type") == "success"
+    ]
+
+
 def test_parse_reply_gives_the_value_with_its_reply_and_the_rejected_ones(
     fronts: Fronts, emulator: LMStudioEmulator
 ) -> None:
@@ -968,14 +977,7 @@ def test_parse_reply_gives_the_value_with_its_reply_and_the_rejected_ones(
         '{"name": "Ann", "age": 3}',
     ]
     assert result.replies == (*result.rejected, result.reply)
-    sent = [  # the stats LM Studio reported, in order
-        f.data["message"]["stats"]
-        for f in emulator.trace
-        if f.direction == "out" and f.data.get("message", {}).get("type") == "success"
-    ]
-    assert [r.stats.predicted_tokens for r in result.replies] == [
-        s["predictedTokensCount"] for s in sent[-3:]
-    ]
+    assert [r.stats.predicted_tokens for r in result.replies] == _predicted_counts(emulator)[-3:]
     assert {r.stats.stop_reason for r in result.replies} == {"eosFound"}
     emulator.script(TEXT_MODEL, lambda p: f'{{"name": "{p.last_user_text}", "age": 1}}')
     results = model.parse_reply(["Ann", "Bob"], Person)
@@ -1001,14 +1003,7 @@ def test_a_failed_parse_keeps_what_each_attempt_spent(
     error = info.value
     assert [r.text for r in error.replies] == ['{"name": "Ann", "age": "x"}', '{"name": "Ann"}']
     assert error.replies[-1].text == error.raw
-    sent = [  # the stats LM Studio reported, in order
-        f.data["message"]["stats"]
-        for f in emulator.trace
-        if f.direction == "out" and f.data.get("message", {}).get("type") == "success"
-    ]
-    assert [r.stats.predicted_tokens for r in error.replies] == [
-        s["predictedTokensCount"] for s in sent[-2:]
-    ]
+    assert [r.stats.predicted_tokens for r in error.replies] == _predicted_counts(emulator)[-2:]
     assert pickle.loads(pickle.dumps(error)).replies == error.replies
     emulator.script(TEXT_MODEL, ['{"name": "Ann", "age": 12345678'])
     with pytest.raises(TruncatedOutputError) as cut:  # cut off: not asked again

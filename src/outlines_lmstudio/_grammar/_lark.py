@@ -238,7 +238,14 @@ def _factored(options: list[list[Symbol]], symbol: Callable[[Symbol], Node]) -> 
             groups.setdefault(option[0], []).append(option[1:])
         else:
             ends = True
-    items = [seq(symbol(first), _factored(rests, symbol)) for first, rests in groups.items()]
+    items = [
+        # An option alone in its group is written out, not recursed into symbol by symbol
+        # (a review: a 500-symbol alternative was refused as "nested too deeply").
+        seq(symbol(first), *map(symbol, rests[0]))
+        if len(rests) == 1
+        else seq(symbol(first), _factored(rests, symbol))
+        for first, rests in groups.items()
+    ]
     if not ends:
         return alt(*items)
     return rep(alt(*items), 0, 1) if items else EMPTY

@@ -344,3 +344,24 @@ def test_a_repeated_cfg_that_can_be_empty_is_refused_naming_the_term(term: objec
     """Found by a probe: the error named a Lark rule 'root' the user never wrote."""
     with pytest.raises(UnsupportedGrammarError, match=r"Outlines term .*CFG.* repeats a CFG"):
         term_to_gbnf(term)
+
+
+def test_a_long_alternative_is_written_out_not_recursed_into() -> None:
+    """The factoring of shared beginnings recursed once per symbol: a rule of one
+    500-symbol alternative was refused as "nested too deeply" (found by a review). Lark
+    takes seconds to load such a rule, so the factoring is called on its symbols."""
+    from lark.grammar import Symbol, Terminal
+
+    from outlines_lmstudio._grammar._gbnf import Lit, alt, seq
+    from outlines_lmstudio._grammar._lark import _factored
+
+    long: list[Symbol] = [Terminal(f"W{i}") for i in range(5000)]
+    shared: list[Symbol] = [*long[:10], Terminal("END")]
+
+    def symbol(sym: Symbol) -> Lit:
+        return Lit(f"<{sym.name}>")
+
+    written = _factored([long, shared], symbol)
+    prefix = "".join(f"<W{i}>" for i in range(10))
+    rest = "".join(f"<W{i}>" for i in range(10, 5000))
+    assert written == seq(Lit(prefix), alt(Lit(rest), Lit("<END>")))

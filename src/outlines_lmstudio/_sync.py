@@ -456,13 +456,12 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
 
     def _leave(self, call: Call, wait: float) -> None:
         """Cancel an unfinished prediction on the server, waiting at most ``wait`` s for it."""
-        if not call.finished and call.reader is not None:
-            # On the SDK's own thread (see `_threads.off_sdk_thread`); a Ctrl-C's leave
-            # waits for LM Studio's confirmation, as it promises (signals reach the main
-            # thread, never the SDK's).
-            if not wait and _threads.off_sdk_thread(partial(self._leave_now, call, wait)):
-                return
-            self._leave_now(call, wait)
+        # On the SDK's own thread it is handed off (see `_threads.off_sdk_thread`); a
+        # Ctrl-C's leave waits for LM Studio's confirmation, as it promises (signals reach
+        # the main thread, never the SDK's).
+        if not wait and _threads.off_sdk_thread(partial(self._leave_now, call, wait)):
+            return
+        self._leave_now(call, wait)
 
     def _leave_now(self, call: Call, wait: float) -> None:
         if not call.finished and call.reader is not None:

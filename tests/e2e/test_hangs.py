@@ -556,6 +556,28 @@ def test_a_sync_call_left_on_an_unconfirmed_cancel_leaves_other_predictions_alon
         assert eventually(lambda: threads("outlines-lmstudio-call") == 0)
 
 
+@contextlib.contextmanager
+def _a_slot_held(
+    monkeypatch: pytest.MonkeyPatch, key: str, *, slots: int, reply: str | None = None
+) -> Iterator[tuple[LMStudioEmulator, Any]]:
+    """Yield an emulator serving ``key`` with ``slots`` slots, and a sync model on it one
+    of whose calls was left (out of time) on a prediction LM Studio never ends: its cancel
+    is never confirmed, and it holds a slot. ``reply``: what every later call is answered."""
+    monkeypatch.setattr("outlines_lmstudio._sync_sessions.DRAIN_SECONDS", 0.3)
+    with (
+        LMStudioEmulator([EmulatedModel(key)], token_latency=0.01, slots=slots) as emulator,
+        lms.Client(emulator.api_host) as client,
+    ):
+        model = from_lmstudio(client, key)
+        assert model("warm", max_tokens=2)
+        if reply is not None:
+            emulator.script(key, lambda prediction: reply)
+        emulator.add_fault(Fault("predict", "hang", after_fragments=2))
+        with pytest.raises(LMStudioTimeoutError):
+            model("stuck", timeout=0.5)  # holds one slot
+        yield emulator, model
+
+
 def test_a_prediction_left_holding_the_model_s_slot_is_freed_for_the_next_calls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -563,16 +585,7 @@ def test_a_prediction_left_holding_the_model_s_slot_is_freed_for_the_next_calls(
     model's only slot, and every later call queued behind it ran out of time, until the
     client was closed. With nothing else generating on the client, its sockets are dropped
     (LM Studio ends what ran on them), and the later calls are answered."""
-    monkeypatch.setattr("outlines_lmstudio._sync_sessions.DRAIN_SECONDS", 0.3)
-    with (
-        LMStudioEmulator([EmulatedModel("one-slot")], token_latency=0.01, slots=1) as emulator,
-        lms.Client(emulator.api_host) as client,
-    ):
-        model = from_lmstudio(client, "one-slot")
-        assert model("warm", max_tokens=2)
-        emulator.add_fault(Fault("predict", "hang", after_fragments=2))
-        with pytest.raises(LMStudioTimeoutError):
-            model("stuck", timeout=0.5)
+    with _a_slot_held(monkeypatch, "one-slot", slots=1) as (_, model):
         for _ in range(3):
             assert model("next", max_tokens=3, timeout=5)
 
@@ -584,24 +597,17 @@ def test_a_call_queued_behind_a_left_prediction_s_slot_is_not_kept_waiting(
     the sockets waited, so under steady traffic a left prediction kept its slot for as long
     as the traffic went on, and the calls queued behind it ran out of time. A call that
     waits ``DRAIN_SECONDS`` without a fragment is not served: the drop comes."""
-    monkeypatch.setattr("outlines_lmstudio._sync_sessions.DRAIN_SECONDS", 0.3)
+    long = "w " * 400  # about 4 s of fragments for every later call
     with (
-        LMStudioEmulator([EmulatedModel("two-slots")], token_latency=0.01, slots=2) as emulator,
-        lms.Client(emulator.api_host) as client,
+        _a_slot_held(monkeypatch, "two-slots", slots=2, reply=long) as (emulator, model),
+        ThreadPoolExecutor(1) as pool,
     ):
-        model = from_lmstudio(client, "two-slots")
-        assert model("warm", max_tokens=2)
-        emulator.script("two-slots", lambda prediction: "w " * 400)  # about 4 s of fragments
-        emulator.add_fault(Fault("predict", "hang", after_fragments=2))
-        with pytest.raises(LMStudioTimeoutError):
-            model("stuck", timeout=0.5)  # holds one slot
-        with ThreadPoolExecutor(1) as pool:
-            streaming = pool.submit(lambda: list(model.stream("long")))  # holds the other
-            emulator.wait_until(lambda: len(emulator.predictions) == 3)
-            # queued behind both; the long stream outlasts its timeout
-            assert model("queued", max_tokens=3, timeout=2.5)
-            with contextlib.suppress(LMStudioConnectionError):  # cut by the drop
-                streaming.result()
+        streaming = pool.submit(lambda: list(model.stream("long")))  # holds the other
+        emulator.wait_until(lambda: len(emulator.predictions) == 3)
+        # queued behind both; the long stream outlasts its timeout
+        assert model("queued", max_tokens=3, timeout=2.5)
+        with contextlib.suppress(LMStudioConnectionError):  # cut by the drop
+            streaming.result()
 
 
 KEPT_STREAM = textwrap.dedent(

@@ -214,8 +214,9 @@ def add_lark_grammar(builder: GbnfBuilder, grammar: str) -> Node:
     for name, options in alternatives.items():
         own = NonTerminal(name)
         base = _factored([o for o in options if not (o and o[0] == own)], symbol)
-        tails = [_factored([o[1:] for o in options if o and o[0] == own], symbol)]
-        bodies[names[name]] = seq(base, _repeat_tails([t for t in tails if t != NOTHING]))
+        # Direct left recursion ``a: a x | a z | y`` is ``y (x | z)*`` (none: nothing repeats).
+        tails = _factored([o[1:] for o in options if o and o[0] == own], symbol)
+        bodies[names[name]] = seq(base, rep(tails, 0, None))
     refuse_left_recursion({**builder.bodies(), **bodies}, {v: k for k, v in names.items()})
     for gbnf_name, body in bodies.items():
         builder.define(gbnf_name, body)
@@ -275,11 +276,6 @@ def _reachable_rules(parser: lark.Lark) -> dict[str, list[list[Symbol]]]:
 
 def _body(builder: GbnfBuilder, node: Node) -> Node:
     return builder.body(node.name) if isinstance(node, Ref) else node
-
-
-def _repeat_tails(tails: list[Node]) -> Node:
-    """``(x | z)*`` for the tails of direct left recursion ``a: a x | a z | ...``."""
-    return rep(alt(*tails), 0, None) if tails else EMPTY
 
 
 def _left_refs(node: Node, empty: dict[str, bool]) -> list[str]:

@@ -227,7 +227,15 @@ def backend(choice: str | None) -> Iterator[Backend]:
         return
     if choice is None and not embedded_available():
         why += '; the local extra is not installed (pip install "outlines-lmstudio[local]")'
-    with LMStudioEmulator() as emulator:
+    emulator = LMStudioEmulator()
+    try:
+        emulator.start()
+    except ImportError as exc:  # a bare install: no `testing` extra (found by a probe)
+        raise SystemExit(
+            f"{why.removeprefix('; ') or 'asked for the emulator'}, and the bundled emulator "
+            f"cannot start: {exc}"
+        ) from None
+    with emulator:
         yield Backend(
             emulator.api_host,
             f"the bundled LM Studio emulator's synthetic engine at {emulator.api_host} "

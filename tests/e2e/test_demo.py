@@ -315,3 +315,25 @@ def test_ctrl_c_ends_the_demo_in_one_line_with_status_130() -> None:
     _, stderr = demo.communicate(timeout=30)
     assert demo.returncode == 130
     assert stderr == "extract.py: interrupted.\n"
+
+
+def test_a_bare_install_without_the_emulator_says_so_in_one_line() -> None:
+    """Found by a probe: on `pip install outlines-lmstudio` alone (no `testing` extra, so no
+    websockets), the demo's fall back to the emulator ended in a traceback."""
+    code = (
+        "import importlib.util, runpy, sys\n"
+        "_find = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a: None if n == 'websockets' else _find(n, *a)\n"
+        f"sys.argv = [{str(DEMO)!r}, '--emulator']\n"
+        f"runpy.run_path({str(DEMO)!r}, run_name='__main__')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr == (
+        "asked for the emulator, and the bundled emulator cannot start: The LM Studio emulator "
+        "needs 'websockets', which is not installed. Install it with: "
+        'pip install "outlines-lmstudio[testing]"\n'
+    )

@@ -966,6 +966,8 @@ def predict(
                             continue
                         raise refused from exc
             raise errors(exc, request.key, stage) from exc
+        except msgspec.ValidationError as exc:  # a message the SDK cannot read (`errors`)
+            raise errors(exc, request.key, stage) from exc
         result = call.reader.result()
         reason = stop_reason(result.stats)
         why = _CUT_SHORT.get(reason or "")
@@ -1105,7 +1107,16 @@ def checked(request: Request, validator: Validator) -> Callable[[Completion], An
     from outlines_lmstudio._typed import check_reply  # typed results only (import time)
 
     stops = request.args.stop_strings()
-    return lambda done: check_reply(validator, done.text, done.stop_reason, 1, True, stops)[1]
+
+    def value(done: Completion) -> Any:
+        try:
+            return check_reply(validator, done.text, done.stop_reason, 1, True, stops)[1]
+        except ParseError as error:
+            # Found by a probe: the one-step path left them out, as `parse` once did.
+            error.replies = _replies([done], request)
+            raise
+
+    return value
 
 
 def parse_reply(request: Request, retries: int, validator: Validator) -> Flow[Parsed[Any]]:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, TypeGuard, TypeVar
 
 import lmstudio as lms
+import msgspec
 
 from ._cache import PerClient
 from ._exhausted import files_hint, out_of_files
@@ -659,6 +660,20 @@ def _translated(
     searched: bool = False,
 ) -> OutlinesLMStudioError | None:
     """`translate_sdk_error` without LM Studio's error details (``server_error``)."""
+    if isinstance(exc, msgspec.ValidationError):
+        # The SDK checks each message against its own schema: a value it does not know (a
+        # fragment's `reasoningType` of a newer LM Studio) came out as msgspec's bare error,
+        # no error of ours (found by a probe).
+        return LMStudioPredictionError(
+            f"The lmstudio SDK {lms.__version__} cannot read a message LM Studio sent "
+            f"({'during the prediction' if stage == 'predict' else 'for this call'}): "
+            f"{clipped(str(exc))}",
+            host=host,
+            model=model,
+            hint="A newer LM Studio may send what this SDK does not know yet: update the "
+            "lmstudio package (pip install -U lmstudio outlines-lmstudio), or report it with "
+            "LM Studio's version.",
+        )
     if not isinstance(exc, lms.LMStudioError):
         return None
     text = clipped(" ".join(str(exc).split()))

@@ -613,8 +613,10 @@ class AsyncReader:
         self._heard = time.monotonic()
 
     async def _fill(self, open_stream: Callable[[], Awaitable[lms.AsyncPredictionStream]]) -> None:
+        channel = None
         try:
             self.stream = stream = await open_stream()
+            channel = prediction_channel(stream)
             if self._leaving:  # the caller left while it opened
                 await self._cancel_open(stream)
                 return
@@ -638,6 +640,14 @@ class AsyncReader:
                 return
             # An SDK error means the server ended the prediction, or it never started.
             self._ended = from_sdk(exc) or self.stream is None
+            if not self._ended and channel is not None:
+                # Any other error of the SDK's reading (a message it cannot read) made it
+                # release the channel: its cancel() sends nothing now, the channel held from
+                # the start still can, as `SyncReader.abandon` does (found by a probe: LM
+                # Studio generated on to the end).
+                with contextlib.suppress(Exception):
+                    await channel.cancel()
+                self._ended = True
             self._finish(exc)
 
     def _finish(self, end: object) -> None:

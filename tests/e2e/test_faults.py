@@ -10,13 +10,19 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import lmstudio as lms
 import pytest
 
-from outlines_lmstudio import InvalidClientError, LMStudioConnectionError, from_lmstudio
+from outlines_lmstudio import (
+    InvalidClientError,
+    LMStudioConnectionError,
+    LMStudioPredictionError,
+    from_lmstudio,
+)
 from outlines_lmstudio._sdk_errors import client_closed
 from outlines_lmstudio.testing import EmulatedModel, Fault, LMStudioEmulator
 from outlines_lmstudio.testing._records import message_text
@@ -1160,3 +1166,43 @@ def test_a_session_being_made_on_another_thread_is_not_taken_for_a_close(
             pusher.join()
         from_lmstudio(client, TEXT_MODEL)("still open", max_tokens=2)  # and it is
     assert client_closed(client)
+
+
+@pytest.mark.parametrize("entry", ["generate", "stream", "parse"])
+def test_a_message_the_sdk_cannot_read_is_our_error_and_cancels_the_prediction(
+    fronts: Fronts, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch, entry: str
+) -> None:
+    """A fragment whose ``reasoningType`` the SDK does not know (a newer LM Studio may add
+    one) came out as msgspec's bare ValidationError, no error of ours; on the async front,
+    LM Studio generated on to the end of the reply (found by a probe)."""
+    from outlines_lmstudio.testing import _synthetic
+    from outlines_lmstudio.testing._engine import Fragment
+    from outlines_lmstudio.testing._reasoning_forms import shape_reply as shape
+
+    def unknown_first(*args: Any, **kwargs: Any) -> tuple[list[Fragment], str]:
+        fragments, stop = shape(*args, **kwargs)
+        first = fragments[0]
+        unknown = Fragment(first.content, first.tokens_count, "reasoningSummary")
+        return [unknown, *fragments[1:]], stop
+
+    monkeypatch.setattr(_synthetic, "shape_reply", unknown_first)
+    monkeypatch.setattr(emulator, "token_latency", 0.02)
+    emulator.script(TEXT_MODEL, ['{"name": "Ann", "age": 1}' + " " * 200])
+    model = fronts.model(fronts.client(), TEXT_MODEL)
+    call: Callable[[], object] = {
+        "generate": lambda: model("q"),
+        "stream": lambda: list(model.stream("q")),
+        "parse": lambda: model.parse("q", dict[str, Any]),
+    }[entry]
+    with pytest.raises(LMStudioPredictionError) as info:
+        call()
+    assert str(info.value).startswith(
+        f"The lmstudio SDK {lms.__version__} cannot read a message LM Studio sent (during the "
+        "prediction): Invalid enum value 'reasoningSummary' - at `$.reasoningType`"
+    )
+    assert "update the lmstudio package" in str(info.value)
+    emulator.wait_until(lambda: emulator.predictions[-1].done, timeout=10)
+    assert emulator.predictions[-1].stop_reason == "userStopped"
+    (violation,) = emulator.protocol_violations  # the drift guard saw the made-up type
+    assert "'reasoningSummary'" in violation
+    emulator.reset()  # the fixture checks the guard afterwards

@@ -1009,6 +1009,15 @@ def test_a_failed_parse_keeps_what_each_attempt_spent(
     with pytest.raises(TruncatedOutputError) as cut:  # cut off: not asked again
         getattr(model, method)("q", Person, retries=3, max_tokens=4)
     assert [r.stats.stop_reason for r in cut.value.replies] == ["maxPredictedTokensReached"]
+    # With no retries (the default), parse takes a shorter path: it lost them (a probe).
+    emulator.script(TEXT_MODEL, ['{"name": "Ann", "age": 12345678', '{"name": 1}'])
+    for expected in (TruncatedOutputError, ParseError):
+        with pytest.raises(expected) as one:
+            getattr(model, method)("q", Person, max_tokens=4)
+        assert [r.text for r in one.value.replies] == [one.value.raw]
+        assert [r.stats.predicted_tokens for r in one.value.replies] == _predicted_counts(emulator)[
+            -1:
+        ]
 
 
 @pytest.mark.parametrize("keyword", ["response_model", "response_format", None])

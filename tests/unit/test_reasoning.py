@@ -239,6 +239,26 @@ def test_untyped_reasoning_in_the_fragment_that_ends_it_goes_out_as_reasoning(en
     assert splitter.retracted
 
 
+def test_a_model_that_thinks_again_after_answering_keeps_the_last_answer() -> None:
+    """The documented decision (docs/reasoning.md): answer text followed by a second typed
+    think block is moved to the reasoning; what `stream` gave of it stays given."""
+    splitter, chunks = split(
+        [
+            ("<think>", "reasoningStartTag"),
+            ("plan", "reasoning"),
+            ("</think>", "reasoningEndTag"),
+            ("Part one. ", "none"),
+            ("<think>", "reasoningStartTag"),
+            ("more", "reasoning"),
+            ("</think>", "reasoningEndTag"),
+            ("Part two.", "none"),
+        ]
+    )
+    assert (splitter.answer, splitter.reasoning) == ("Part two.", "planPart one. more")
+    assert splitter.retracted
+    assert answer_of(chunks) == "Part one. Part two."
+
+
 def test_bare_end_tag_closes_reasoning_opened_in_the_prompt() -> None:
     splitter, chunks = split([("plan {a}</th", "none"), ("ink>\n\n{}", "none")])
     assert (splitter.reasoning, splitter.answer) == ("plan {a}", "{}")

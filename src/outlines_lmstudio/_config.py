@@ -353,6 +353,8 @@ SETTINGS: Mapping[str, Setting] = {
         Setting("speculativeDecodingNumDraftTokensExact", None, _count),
         Setting("speculativeDecodingMinDraftLengthToConsider", None, _ranged(0, MAX_COUNT)),
         Setting("speculativeDecodingMinContinueDraftingProbability", None, _ranged(0, 1)),
+        # Found by a probe: "" and " x" were sent, where model= refuses them.
+        Setting("draftModel", None, lambda label, value: optional_name(label, value, "model key")),
     )
 }
 """Settings checked by value, by camelCase key (the rest only by the SDK's struct)."""
@@ -644,6 +646,17 @@ def _user_config(config: object) -> dict[str, Any]:
             "LM Studio's prediction config (structured takes type, jsonSchema, gbnfGrammar)."
         )
     _check_structured(result.get("structured"))
+    tools: object = kept.get("rawTools")
+    if isinstance(tools, dict) and tools.get("type") == "toolArray":
+        # Found by a probe: LM Studio ends the reply at the model's tool call (stop reason
+        # toolCalls), and every call returned the text before it, the call dropped silently.
+        raise InvalidInferenceArgumentError(
+            "config['rawTools'] offers the model tools, and this library has nothing to "
+            "return a tool call in: LM Studio ends the reply at the call, and the text before "
+            "it would come back as the whole answer. For tool use, call the lmstudio SDK's "
+            "model.act(...) (it runs the tools); here, leave rawTools out (or set it to "
+            "{'type': 'none'})."
+        )
     template: object = kept.get("promptTemplate")
     if isinstance(template, dict):
         # Its stop strings end a reply as config['stopStrings'] do: checked as they are, and

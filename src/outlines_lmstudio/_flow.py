@@ -1172,9 +1172,9 @@ def parse(
             error.attempts = attempt
             error.replies = _replies(done, request)
             raise
-        except LMStudioTimeoutError as error:
+        except _SERVER_ERRORS as error:
             if last is not None:
-                _out_of_time_asking_again(error, last)
+                _failed_asking_again(error, last, _replies(done, request))
             raise
         done.append(completed)
         try:
@@ -1228,24 +1228,52 @@ def _holding_message(
     return msgspec.structs.replace(request, args=args), held, theirs
 
 
-def _out_of_time_asking_again(error: LMStudioTimeoutError, last: ParseError) -> None:
-    """Make a call's timeout say it ran out re-asking, with the last invalid reply as context.
+_SERVER_ERRORS = (
+    LMStudioTimeoutError,
+    LMStudioPredictionError,
+    LMStudioConnectionError,
+    LMStudioModelNotFoundError,
+)
+_ServerErrors: TypeAlias = (
+    LMStudioTimeoutError
+    | LMStudioPredictionError
+    | LMStudioConnectionError
+    | LMStudioModelNotFoundError
+)
 
-    The timeout alone said "check the server" and kept nothing of the replies that had come
-    back whole and invalid (found by a probe). The error is changed in place and raised
-    again as it is: a new one raised here would get the timeout as its context instead.
+
+def _failed_asking_again(
+    error: _ServerErrors, last: ParseError, replies: tuple[Reply, ...]
+) -> None:
+    """Make an error met while re-asking say so, with the last invalid reply as context.
+
+    A timeout alone said "check the server" and kept nothing of the replies that had come
+    back whole and invalid (found by a probe); a re-ask that no longer fit the model's
+    context (it holds the invalid reply and its errors) blamed a prompt the caller never
+    wrote, and lost the replies too (found by a probe of the real engine). The last invalid
+    reply becomes the error's ``__context__``, with every attempt's reply as its ``replies``.
+    The error is changed in place and raised again as it is: a new one raised here would get
+    the failure as its context instead.
     """
-    replies = "the reply" if last.attempts == 1 else f"the {last.attempts} replies"
+    last.replies = replies
+    said = "the reply" if last.attempts == 1 else f"the {last.attempts} replies"
     found = "; ".join(last.errors[:3]) or "it did not validate"
-    hint = error.hint  # a wait for LM Studio that ran out: its own advice stands
+    hint = error.hint  # LM Studio's own failure: its advice stands
+    context = (
+        "The replies are what failed: the last one is this error's __context__ (a ParseError "
+        "with .raw, .errors and .replies)."
+    )
     if error.message.startswith(DEADLINE_PASSED):  # the call's timeout=, spent on re-asks
+        hint = f"{context} Pass a larger timeout=, or fewer retries=."
+    elif "context length" in error.message:
         hint = (
-            "The replies are what failed: the last one is this error's __context__ (a "
-            "ParseError with .raw and .errors). Pass a larger timeout=, or fewer retries=."
+            f"{context} Each re-ask sends the invalid reply and its errors after the prompt: "
+            "load the model with a larger context length, or pass fewer retries=."
         )
-    LMStudioTimeoutError.__init__(
+    how = "ran out" if isinstance(error, LMStudioTimeoutError) else "failed"
+    type(error).__init__(
         error,
-        f"{error.message} It ran out asking again: {replies} before did not validate "
+        f"{error.message} It {how} asking again: {said} before did not validate "
         f"(the last: {found:.300}).",
         host=error.host,
         model=error.model,

@@ -22,7 +22,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, Literal, cast
 
@@ -35,8 +35,9 @@ from outlines.types import CFG, JsonSchema, Regex
 from outlines.types.dsl import Choice, Term
 from typing_inspection import typing_objects
 
-from ._config import describe, shortened
+from ._config import describe, named, shortened
 from ._foreign import abstract_methods, foreign_class_problem
+from ._json_keys import RepeatedKey, repeated_at, without_repeats
 from ._late_names import LateName, kept, late_names
 from ._later_grammar import later_requested
 from ._schema_walk import MAX_SCHEMA_DEPTH, core_nodes, ref_target, schema_nodes
@@ -193,13 +194,42 @@ _BOUNDED = ("string", "array", "object", "array")  # what each pair of _BOUNDS b
 _TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER
 _CHECKED = frozenset(
     {*(key for pair in _BOUNDS for key in pair), "minimum", "maximum", "exclusiveMinimum"}
-    | {"exclusiveMaximum", "enum", "const"}
+    | {"exclusiveMaximum", "enum", "const", "required"}
 )  # a node with none of these (most: {"type": "integer"}) has nothing to contradict
 
 
 def _number(node: dict[str, Any], key: str) -> float | None:
     value = node.get(key)
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _required_contradiction(node: dict[str, Any], listed: set[Any] | None) -> str | None:
+    """Return why an object node's ``required`` names cannot all be written, or ``None``.
+
+    Found by a probe: such a schema was sent, and every reply broke it (``parse`` failed
+    after the request). Only for a node that is an object (typed so, or with
+    ``properties`` and no type): a value of another type satisfies ``required``.
+    """
+    required = node.get("required")
+    if not isinstance(required, list) or not (
+        listed == {"object"} or (listed is None and "properties" in node)
+    ):
+        return None
+    names = {name for name in required if isinstance(name, str)}
+    most = _number(node, "maxProperties")
+    if most is not None and len(names) > most:
+        count = f"{len(names)} propert{'y' if len(names) == 1 else 'ies'}"
+        return f"'required' names {count}, more than maxProperties {most!r}"
+    if node.get("additionalProperties") is False and "patternProperties" not in node:
+        declared = node.get("properties")
+        declared = declared if isinstance(declared, Mapping) else {}
+        forbidden = sorted(names.difference(declared))
+        if forbidden:
+            return (
+                f"'required' names {named(forbidden)}, which additionalProperties: false "
+                "forbids (not in 'properties')"
+            )
+    return None
 
 
 def _contradiction(node: dict[str, Any]) -> str | None:
@@ -251,6 +281,8 @@ def _contradiction(node: dict[str, Any]) -> str | None:
         return f"minItems {least!r} is more than the {len(prefix)} items that items: false allows"
     if node.get("enum") == []:
         return "'enum' is empty"
+    if (why := _required_contradiction(node, listed)) is not None:
+        return why
     kinds = node.get("type")
     if isinstance(kinds, str):
         kinds = [kinds]
@@ -638,7 +670,15 @@ def _json_plan(
 
 def _schema_from_str(text: str) -> object:
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=without_repeats)
+    except RepeatedKey as exc:
+        # Found by a probe: `json.loads` kept the last one, so a schema whose `properties`
+        # was written twice lost its first fields (the command line's --schema refused it).
+        raise InvalidSchemaError(
+            f"The JSON schema text has the key {exc.args[0]!r} twice in one object "
+            f"(the object at {repeated_at(text)}): JSON readers keep only the last and drop the "
+            "other silently. Write each key once."
+        ) from None
     except RecursionError:  # Python's JSON decoder gives up around 1,000 levels
         raise _too_deep("too deep for Python's JSON decoder") from None
     except json.JSONDecodeError as exc:

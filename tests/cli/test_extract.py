@@ -339,6 +339,17 @@ def test_a_malformed_line_piped_in_is_named(
     assert emulator.predictions == []
 
 
+def test_keys_of_a_line_s_own_are_still_ignored(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
+) -> None:
+    """Only a near miss of a key the line lacks is refused: data of its own is not."""
+    line = {"id": "a", "prompt": "fine", "images": [], "image": "ignored", "source": "x"}
+    (tmp_path / "in.jsonl").write_text(json.dumps(line) + "\n")
+    result = main_in_process(*extract(schema_file, Path("in.jsonl"), tmp_path / "out.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert len(emulator.predictions) == 1
+
+
 def test_malformed_line_is_refused_before_any_work(
     run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
 ) -> None:
@@ -379,6 +390,17 @@ GOOD = json.dumps({"id": "a", "prompt": "fine"})
         ('{"id": 1, "prompt": "p", "images": ["~a\\u0000b"]}\n', "cannot be read: embedded null"),
         (GOOD + "\n\ufeff" + GOOD.replace('"a"', '"b"') + "\n", "line 2 starts with a byte order"),
         (None, "Cannot read input 'in.jsonl': no such file"),
+        # the item was answered without its image, a normal result (found by a probe)
+        (GOOD[:-1] + ', "image": "a.png"}\n', "line 1 has the key 'image', which extract does"),
+        (
+            GOOD[:-1] + ', "Images": ["a.png"]}\n',
+            "the key 'Images', which extract does not read: did you mean \"images\"?",
+        ),
+        (GOOD[:-1] + ', "img": "a.png"}\n', 'did you mean "images"?'),
+        (
+            '{"id": "x", "Prompt": "p"}\n',
+            "the key 'Prompt', which extract does not read: did you mean \"prompt\"?",
+        ),
     ],
 )
 def test_bad_input_lines(

@@ -362,6 +362,8 @@ def test_bad_schema_file(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: 
         (["--schema", "s.json"], '{"maximum": NaN}', "holds NaN, which is not JSON"),
         # Found by a probe: three FutureWarnings with our paths, then a reply "p]]]".
         (["--regex", "[[:alpha:]]+"], None, "is ambiguous: Possible nested set"),
+        # Found by a probe: accepted, and did nothing (the reply is text).
+        (["--retries", "2"], None, "--retries re-asks when a structured reply does not"),
     ],
 )
 def test_bad_output_options(

@@ -466,6 +466,54 @@ def test_an_empty_model_key_is_refused_not_ignored(
 
 
 @pytest.mark.parametrize(
+    "args",
+    [
+        ["generate", "-m", " gemma-3-1b-it", "hi"],
+        ["embed", "-m", "nomic-embed-text-v1.5\n", "hi"],
+        ["chat", "--model", "\tx"],
+    ],
+    ids=["generate", "embed", "chat"],
+)
+def test_a_model_key_with_whitespace_around_it_is_refused(run_cli: RunCli, args: list[str]) -> None:
+    # Found by a probe: sent, and "no model ' gemma-3-1b-it'" came back (status 1), where the
+    # library refuses the name before sending.
+    result = run_cli(*args, stdin="")
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result, "-m/--model", "has whitespace around it", "pass '")
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["generate", "--system", "", "hi"],
+        ["chat", "--system", " \n"],
+        ["extract", "--system", " ", "--schema", "s.json", "--input", "in.jsonl", "--output", "o"],
+    ],
+    ids=["generate", "chat", "extract"],
+)
+def test_an_empty_system_prompt_is_refused_as_empty(
+    run_cli: RunCli, tmp_path: Path, args: list[str]
+) -> None:
+    # Found by a probe: sent as a blank system message, which takes the place of a template's
+    # default system prompt, where other empty options are refused.
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "prompt": "Ann, 3"}\n')
+    (tmp_path / "s.json").write_text('{"type": "object"}')
+    result = run_cli(*args, stdin="")
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result, "--system", "is empty")
+    assert not (tmp_path / "o").exists()
+
+
+def test_retries_without_an_output_type_is_refused(run_cli: RunCli) -> None:
+    # Found by a probe: accepted, and did nothing (a text reply is never re-asked).
+    result = run_cli("generate", "--retries", "2", "hi")
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result, "--retries re-asks when a structured reply does not validate")
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
     ("args", "option"),
     [
         (["generate", "--schema", "", "hi"], "--schema"),

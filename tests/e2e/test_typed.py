@@ -21,6 +21,7 @@ import typing_extensions
 from outlines_lmstudio import (
     BatchGenerationError,
     InvalidInferenceArgumentError,
+    LMStudioPredictionError,
     LMStudioTimeoutError,
     Parsed,
     ParseError,
@@ -833,7 +834,7 @@ def test_a_timeout_while_asking_again_says_the_replies_failed(
     # re-asks), not the server's ("check the server"), and says where the last reply is.
     assert info.value.hint == (
         "The replies are what failed: the last one is this error's __context__ (a "
-        "ParseError with .raw and .errors). Pass a larger timeout=, or fewer retries=."
+        "ParseError with .raw, .errors and .replies). Pass a larger timeout=, or fewer retries=."
     )
     last = info.value.__context__
     assert isinstance(last, ParseError)
@@ -862,6 +863,29 @@ def test_a_read_timeout_while_asking_again_keeps_its_own_advice(
     assert "Pass a larger read_timeout=" in message
     assert "The replies are what failed" not in message
     assert isinstance(info.value.__context__, ParseError)
+
+
+def test_a_re_ask_that_no_longer_fits_the_context_says_it_was_asking_again(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe of the real engine: the re-ask holds the invalid reply and its errors,
+    and LM Studio refused it for the context length; the error blamed a prompt the caller
+    never wrote, and the reply it had spent tokens on was lost."""
+    emulator.script(TEXT_MODEL, ['{"name": "Ann", "age": "thirty"}'])
+    emulator.add_fault(Fault("predict", "delay", seconds=0.0))  # the first: served
+    overflow = "The prompt has 111 tokens, but the model is loaded with a context length of 96"
+    emulator.add_fault(Fault("predict", "error", message=overflow))  # the re-ask
+    with pytest.raises(LMStudioPredictionError) as info:
+        make_model(TEXT_MODEL).parse("Ann is 30", Person, retries=3)
+    message = str(info.value)
+    assert overflow in message
+    assert "It failed asking again: the reply before did not validate" in message
+    assert info.value.hint is not None
+    assert "Each re-ask sends the invalid reply and its errors after the prompt" in info.value.hint
+    last = info.value.__context__
+    assert isinstance(last, ParseError)
+    assert [r.text for r in last.replies] == ['{"name": "Ann", "age": "thirty"}']
+    assert [r.stats.predicted_tokens for r in last.replies] == _predicted_counts(emulator)[:1]
 
 
 class Quote(pydantic.BaseModel):

@@ -139,6 +139,12 @@ def test_catalogue_names_must_be_unique() -> None:
         ({"architecture": 5}, "architecture must be a string"),
         ({"path": 5}, "path must be a string"),
         ({"publisher": 5}, "publisher must be a string"),
+        # found by a probe: served, where the library refuses such a name before sending
+        (
+            {"key": " m "},
+            "the key has whitespace around it, which LM Studio's names do not: use 'm'",
+        ),
+        ({"identifier": "main\n"}, "the identifier has whitespace around it"),
     ],
 )
 def test_a_model_the_sdk_could_not_decode_is_refused(fields: dict[str, Any], problem: str) -> None:

@@ -94,6 +94,33 @@ def test_unknown_nested_config_keys_are_refused_not_dropped(
     assert named in str(info.value)
 
 
+TOOLS: Any = {
+    "type": "toolArray",
+    "tools": [
+        {
+            "type": "function",
+            "function": {"name": "add", "parameters": {"type": "object", "properties": {}}},
+        }
+    ],
+}
+
+
+def test_tools_in_config_are_refused_since_their_calls_would_be_dropped() -> None:
+    """Found by a probe: LM Studio ends the reply at the model's tool call, and every call
+    returned the text before it as the answer, the call dropped without a word."""
+    for config in (
+        {"rawTools": TOOLS},
+        {"raw_tools": TOOLS},
+        lms.LlmPredictionConfig(raw_tools=TOOLS),
+    ):
+        with pytest.raises(InvalidInferenceArgumentError) as info:
+            parse_inference_kwargs({"config": config})
+        assert str(info.value).startswith("config['rawTools'] offers the model tools")
+        assert "model.act(...)" in str(info.value)
+    none = parse_inference_kwargs({"config": {"rawTools": {"type": "none"}}})
+    assert none.config == {"rawTools": {"type": "none"}}
+
+
 @pytest.mark.parametrize(
     "structured",
     [
@@ -714,3 +741,19 @@ def test_a_prompt_template_s_stop_strings_are_checked_and_read() -> None:
     empty = {**template, "stopStrings": [""]}
     with pytest.raises(InvalidInferenceValueError, match=r"\['stopStrings'\]: stop strings"):
         parse_inference_kwargs({"config": {"promptTemplate": empty}})
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("", "config['draftModel'] must be a non-empty model key string, got ''"),
+        (" qwen", "config['draftModel'] ' qwen' has whitespace around it"),
+    ],
+)
+def test_the_draft_model_is_checked_as_model_is(value: str, needle: str) -> None:
+    """Found by a probe: both were sent (and failed late), where ``model=`` refuses them."""
+    for key in ("draftModel", "draft_model"):
+        with pytest.raises(InvalidInferenceArgumentError) as info:
+            parse_inference_kwargs({"config": {key: value}})
+        assert str(info.value).startswith(needle)
+    assert parse_inference_kwargs({"config": {"draft_model": "q"}}).config == {"draftModel": "q"}

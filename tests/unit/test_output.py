@@ -112,6 +112,31 @@ def test_dict_and_str_schemas() -> None:
     assert sent(json.dumps(schema)) == schema
 
 
+@pytest.mark.parametrize("wrap", [str, JsonSchema])
+@pytest.mark.parametrize(
+    ("text", "key", "where"),
+    [
+        (
+            '{"type": "object", "properties": {"name": {"type": "string"}}, '
+            '"required": ["name"], "properties": {"age": {"type": "integer"}}}',
+            "properties",
+            "(root)",
+        ),
+        ('{"properties": {"a": {"type": "string", "type": "integer"}}}', "type", "properties.a"),
+    ],
+)
+def test_a_schema_text_with_a_key_written_twice_is_refused(
+    wrap: Callable[[str], Any], text: str, key: str, where: str
+) -> None:
+    """Found by a probe: ``json.loads`` kept the last value, so the first `properties`
+    (with the required name) was never asked for; the CLI's ``--schema`` refused it."""
+    with pytest.raises(InvalidSchemaError) as info:
+        plan_output(wrap(text))
+    assert str(info.value).startswith(
+        f"The JSON schema text has the key {key!r} twice in one object (the object at {where})"
+    )
+
+
 def test_union_and_ref_rooted_schemas_keep_explicit_form() -> None:
     union = sent(Person | Pet)
     assert "anyOf" in union
@@ -201,6 +226,24 @@ def test_references_that_resolve_are_kept(schema: dict[str, Any]) -> None:
             {"type": "number", "exclusiveMinimum": 0.1, "exclusiveMaximum": 0.2, "multipleOf": 0.1},
             "no number that is a multipleOf 0.1 is both exclusiveMinimum 0.1 and exclusiveMax",
         ),
+        # sent, and every reply broke them (found by a probe)
+        (
+            {"type": "object", "properties": {"x": {}}, "required": ["x", "y"], "maxProperties": 1},
+            "'required' names 2 properties, more than maxProperties 1",
+        ),
+        (
+            {"type": "object", "required": ["x"], "maxProperties": 0},
+            "'required' names 1 property, more than maxProperties 0",
+        ),
+        (
+            {
+                "type": "object",
+                "properties": {"x": {}},
+                "required": ["x", "y", "z"],
+                "additionalProperties": False,
+            },
+            r"'required' names \['y', 'z'\], which additionalProperties: false forbids",
+        ),
     ],
 )
 def test_contradictory_keywords_are_refused(schema: dict[str, Any], why: str) -> None:
@@ -272,6 +315,16 @@ def test_a_draft_4_exclusive_bound_is_read_as_draft_4_writes_it(
         {"type": "number", "minLength": 5, "maxLength": 3},  # ... and lengths strings only
         {"type": "integer", "minItems": 5, "maxItems": 3},
         {"type": "string", "minProperties": 2, "maxProperties": 1},
+        # required binds objects only; a pattern may allow what properties do not list
+        {"type": ["object", "string"], "required": ["x"], "maxProperties": 0},
+        {"required": ["x"], "additionalProperties": False},
+        {
+            "type": "object",
+            "patternProperties": {"^x$": {}},
+            "required": ["x"],
+            "additionalProperties": False,
+        },
+        {"type": "object", "properties": {"x": {}}, "required": ["x"], "maxProperties": 1},
     ],
 )
 def test_bounds_that_meet_are_kept(schema: dict[str, Any]) -> None:

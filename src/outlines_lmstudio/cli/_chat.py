@@ -29,6 +29,7 @@ from ._common import (
     resolve_llm,
     sampling_kwargs,
     set_mode,
+    system_prompt,
     write_out,
 )
 from ._images import MAX_SIDE, Attachment, load_image, solid_image
@@ -65,7 +66,7 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``chat`` options to ``parser``."""
     add_model_option(parser, "model key (default: a loaded LLM)")
-    parser.add_argument("--system", metavar="TEXT", help="system prompt")
+    parser.add_argument("--system", type=system_prompt, metavar="TEXT", help="system prompt")
     parser.add_argument(
         "--hide-reasoning",
         action="store_true",

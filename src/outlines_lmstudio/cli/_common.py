@@ -75,6 +75,7 @@ __all__ = [
     "resolve_llm",
     "set_mode",
     "sampling_kwargs",
+    "system_prompt",
     "write_out",
 ]
 
@@ -444,12 +445,36 @@ def model_key(text: str) -> str:
     Raises
     ------
     argparse.ArgumentTypeError
-        If ``text`` is empty or blank (a usage error, status 2, before connecting).
+        If ``text`` is empty or blank, or has whitespace around it (a usage error,
+        status 2, before connecting).
     """
     if not text.strip():
         raise argparse.ArgumentTypeError(
             "is empty: give a model key (`outlines-lmstudio models` lists them), or leave "
             "the option out to use a loaded model"
+        )
+    if text != text.strip():  # found by a probe: sent, and "no model" came back (status 1)
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has whitespace around it, which LM Studio's names do not: "
+            f"pass {text.strip()!r}"
+        )
+    return text
+
+
+def system_prompt(text: str) -> str:
+    """Return a ``--system`` value, refusing an empty or blank one (``--system "$UNSET"``).
+
+    Found by a probe: it was sent as a blank system message, which takes the place of a
+    chat template's own default system prompt, where other empty options are refused.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If ``text`` is empty or blank (a usage error, status 2, before connecting).
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "is empty: give the system prompt's text, or leave the option out"
         )
     return text
 

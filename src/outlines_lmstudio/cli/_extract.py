@@ -25,6 +25,7 @@ from ._common import (
     file_path,
     resolve_llm,
     sampling_kwargs,
+    system_prompt,
 )
 from ._generate import build_input
 from ._images import load_image
@@ -85,7 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "- or a pipe: written, never read)",
     )
     add_model_option(parser, "model key (default: a loaded LLM)")
-    parser.add_argument("--system", metavar="TEXT", help="system prompt for every item")
+    parser.add_argument(
+        "--system", type=system_prompt, metavar="TEXT", help="system prompt for every item"
+    )
     parser.add_argument(
         "--concurrency",
         type=int,

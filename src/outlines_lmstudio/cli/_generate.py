@@ -21,6 +21,7 @@ from ._common import (
     json_for_terminal,
     resolve_llm,
     sampling_kwargs,
+    system_prompt,
     write_out,
 )
 from ._images import Attachment, load_image
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``generate`` options to ``parser``."""
     parser.add_argument("prompt", metavar="PROMPT", help='the prompt ("-" reads standard input)')
     add_model_option(parser, "model key (default: a loaded LLM)")
-    parser.add_argument("--system", metavar="TEXT", help="system prompt")
+    parser.add_argument("--system", type=system_prompt, metavar="TEXT", help="system prompt")
     add_output_options(parser, text=True)
     parser.add_argument(
         "--image",
@@ -63,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retries",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
         help="re-ask up to N times when a structured reply does not validate "
         f"(0 to {MAX_RETRIES}; default: 1)",
@@ -197,6 +198,14 @@ def run(args: argparse.Namespace) -> int:
     spec = output_spec(args)
     check_output_type(spec, regex_option=True)
     prompt = read_prompt(args.prompt)
+    if args.retries is None:
+        args.retries = 1
+    elif spec.output_type is None:  # found by a probe: accepted, and did nothing
+        raise CliError(
+            "--retries re-asks when a structured reply does not validate, and this reply is "
+            "text (no --schema, --type, --choice or --regex): drop --retries, or say what to "
+            "validate."
+        )
     check_retries(args.retries)
     images = [load_image(path) for path in args.image]
     kwargs = sampling_kwargs(args, structured=spec.output_type is not None)

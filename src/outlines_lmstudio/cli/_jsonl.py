@@ -1,13 +1,14 @@
 """The files of ``extract``: reading the input, resuming and appending the output.
 
 Input: one JSON object per line, ``{"id": str|int, "prompt": str, "images": [path...]}``
-(other keys are ignored; blank lines are skipped; a line ends at a newline, with or
-without a carriage return, never at U+2028 and the like; image paths are relative to
-the input file's directory; ``--input -`` reads standard input, its image paths relative
-to the current directory). Output: one JSON object per line, ``{"id": ..., "result": ...}``
-or ``{"id": ..., "error": {"type": ..., "message": ...}}``. Each line is written with
-one ``write`` to a file opened for appending, so a line is complete or absent; a
-partial last line (a crash of the machine mid-write) is cut off when resuming.
+(other keys are ignored, but a near miss of one of these is refused; blank lines are
+skipped; a line ends at a newline, with or without a carriage return, never at U+2028
+and the like; image paths are relative to the input file's directory; ``--input -`` reads
+standard input, its image paths relative to the current directory). Output: one JSON
+object per line, ``{"id": ..., "result": ...}`` or ``{"id": ..., "error": {"type": ...,
+"message": ...}}``. Each line is written with one ``write`` to a file opened for
+appending, so a line is complete or absent; a partial last line (a crash of the machine
+mid-write) is cut off when resuming.
 
 An existing output file is never opened for writing unless it is recognisably this
 command's own output (`scan_output`, pure): empty, or every line a record. Files are
@@ -24,6 +25,7 @@ says so (`locks`, `NO_LOCK_NOTE`).
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import json
 import os
@@ -90,6 +92,32 @@ def _check_unicode(where: str, name: str, values: list[Any]) -> None:
                 ) from None
 
 
+_KEYS = ("id", "prompt", "images")
+_LIKE = {"img": "images", "imgs": "images", "image_path": "images", "image_paths": "images"}
+"""Names for a key `extract` reads that `difflib` does not find close enough."""
+
+
+def _refuse_near_misses(where: str, data: dict[str, Any]) -> None:
+    """Refuse a key that looks like one `extract` reads, where the line lacks that one.
+
+    Other keys are ignored (a line may carry data of its own), but ``"image"`` or
+    ``"Images"`` for ``"images"`` left the item's image out without a word (found by a
+    probe); a near miss of a key the line also has is taken as data of its own.
+    """
+    for key in data:
+        if key in _KEYS:
+            continue
+        lowered = key.lower()
+        meant = _LIKE.get(lowered) or next(
+            iter(difflib.get_close_matches(lowered, _KEYS, n=1, cutoff=0.8)), None
+        )
+        if meant is not None and meant not in data:
+            raise CliError(
+                f"{where} has the key {key!r}, which extract does not read: did you mean "
+                f'"{meant}"? Rename it (keys other than id, prompt and images are ignored).'
+            )
+
+
 def read_items(path: Path) -> list[Item]:
     """Read and check the whole input before any work starts.
 
@@ -154,6 +182,7 @@ def read_items(path: Path) -> list[Item]:
             raise CliError(
                 f'{where} is a JSON {type(data).__name__}, not an object {{"id", "prompt"}}.'
             )
+        _refuse_near_misses(where, data)
         if not _valid_id(data.get("id")):
             raise CliError(f'{where} needs an "id" (a string or an integer).')
         prompt = data.get("prompt")

@@ -249,6 +249,15 @@ class EmulatedModel:
                 f"EmulatedModel {self.key!r}: identifier must be a non-empty string or None "
                 f"(the key), not {self.identifier!r}"
             )
+        for name in ("key", "identifier"):
+            value = getattr(self, name)
+            if value is not None and value != value.strip():
+                # Found by a probe: served, where LM Studio's names have none and the
+                # library refuses such a name before sending.
+                raise ValueError(
+                    f"EmulatedModel {self.key!r}: the {name} has whitespace around it, which "
+                    f"LM Studio's names do not: use {value.strip()!r}"
+                )
 
     @property
     def load_context_length(self) -> int:

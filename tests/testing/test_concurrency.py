@@ -82,6 +82,29 @@ def test_peak_is_reset(make_emulator: MakeEmulator) -> None:
     assert emulator.peak_concurrency() == 0
 
 
+def test_the_end_of_a_prediction_from_before_a_reset_is_not_in_the_trace(
+    make_emulator: MakeEmulator,
+) -> None:
+    """Found by a probe: the frames that ended an earlier test's prediction (its last
+    fragments, its result and ``channelClose``) were recorded after the reset, in the next
+    test's trace and failure report."""
+    emulator = make_emulator(token_latency=0.02)
+    emulator.script(TEXT, [" ".join(f"w{i}" for i in range(20))])
+    with lms.Client(emulator.api_host) as client:
+        stream = client.llm.model(TEXT).respond_stream("before")
+        fragments = iter(stream)
+        next(fragments)  # under way
+        emulator.reset()
+        for _ in fragments:
+            pass
+        assert stream.result().stats.stop_reason == "modelUnloaded"  # documented
+        assert emulator.trace == []
+        assert client.llm.model(TEXT).respond("after").content
+    trace = emulator.format_trace(None)
+    assert "before" not in trace
+    assert '"after"' in trace
+
+
 @pytest.mark.asyncio
 async def test_a_queued_prediction_cancels_at_once(make_emulator: MakeEmulator) -> None:
     """A prediction cancelled while it waits for a slot leaves the queue at once."""

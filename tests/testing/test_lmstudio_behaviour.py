@@ -311,6 +311,12 @@ def test_act_runs_a_scripted_tool_round(emu: LMStudioEmulator, client: lms.Clien
     assert tool_message["role"] == "tool"
     assert tool_message["content"][0]["content"] == "42"
     assert emu.predictions[0].tool_calls[0].arguments == {"a": 20, "b": 22}
+    # The record keeps the id the call was sent with, which the tool result names (found by
+    # a probe: id=None was recorded for a call scripted without one).
+    sent_id = emu.predictions[0].tool_calls[0].id
+    assert sent_id is not None
+    assert sent_id.startswith("call_")
+    assert tool_message["content"][0]["toolCallId"] == sent_id
 
 
 def test_the_prompt_template_keeps_tool_calls_and_results(

@@ -18,7 +18,7 @@ from outlines_lmstudio.testing._lookup import (
 )
 from outlines_lmstudio.testing._records import Prediction
 from outlines_lmstudio.testing._state import EmulatorState, Peer
-from outlines_lmstudio.testing._tools import tool_call_packets, tool_definitions
+from outlines_lmstudio.testing._tools import tool_call_packets, tool_definitions, with_id
 from outlines_lmstudio.testing._wire import (
     Channel,
     ConnectionDropped,
@@ -486,9 +486,10 @@ async def _stream(
         await generation.fragments.aclose()
     stop_reason = generation.stop_reason
     if generation.tool_call is not None and not channel.cancelled and not unloaded:
-        for packet in tool_call_packets(generation.tool_call):
+        call = with_id(generation.tool_call)
+        for packet in tool_call_packets(call):
             await conn.channel_send(channel, packet)
-        record.tool_calls.append(generation.tool_call)
+        record.tool_calls.append(call)
     if unloaded:
         stop_reason = "modelUnloaded"
     elif channel.cancelled:

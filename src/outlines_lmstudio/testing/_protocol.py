@@ -99,12 +99,20 @@ class Connection:
 
     # -- sending ------------------------------------------------------------------
 
-    async def send(self, frame: dict[str, Any], endpoint: str | None, kind: str) -> None:
-        """Send one frame (recording it, and checking it when the guard is on)."""
+    async def send(
+        self, frame: dict[str, Any], endpoint: str | None, kind: str, channel: Channel | None = None
+    ) -> None:
+        """Send one frame (recording it, and checking it when the guard is on).
+
+        A frame of a ``channel`` opened before the last reset (an earlier test's prediction
+        ending) is sent and checked, but not recorded: the trace is this test's (found by a
+        probe: the frames that ended one test's prediction were in the next test's trace).
+        """
         if self.closed:
             raise ConnectionDropped
         emu = self.emu
-        emu._recorder.frame("out", self.namespace, self.sid, frame)
+        if channel is None or channel.epoch == emu._epoch:
+            emu._recorder.frame("out", self.namespace, self.sid, frame)
         if emu.validate_frames:
             for problem in check_outgoing(self.namespace, endpoint, kind, frame):
                 emu._violation(problem)
@@ -123,14 +131,14 @@ class Connection:
     async def channel_send(self, channel: Channel, message: dict[str, Any]) -> None:
         """Send one ``channelSend`` packet on ``channel``."""
         frame = {"type": "channelSend", "channelId": channel.id, "message": message}
-        await self.send(frame, channel.endpoint, "channel")
+        await self.send(frame, channel.endpoint, "channel", channel)
 
     async def channel_close(self, channel: Channel) -> None:
         """End ``channel`` normally."""
         channel.finished = True
         self.channels.pop(channel.id, None)
         await self.send(
-            {"type": "channelClose", "channelId": channel.id}, channel.endpoint, "channel"
+            {"type": "channelClose", "channelId": channel.id}, channel.endpoint, "channel", channel
         )
 
     async def channel_error(self, channel: Channel, error: dict[str, Any]) -> None:
@@ -138,7 +146,7 @@ class Connection:
         channel.finished = True
         self.channels.pop(channel.id, None)
         frame = {"type": "channelError", "channelId": channel.id, "error": error}
-        await self.send(frame, channel.endpoint, "channel")
+        await self.send(frame, channel.endpoint, "channel", channel)
 
     async def pause(self) -> None:
         """Wait for one round trip to the client, so a ``cancel`` it sent is read in time.
@@ -199,10 +207,19 @@ class Connection:
             if self.tasks:
                 await asyncio.gather(*self.tasks, return_exceptions=True)
 
+    def _of_an_earlier_test(self, message: object) -> bool:
+        """Whether ``message`` is on a channel opened before the last reset (see `send`)."""
+        if not isinstance(message, dict):
+            return False
+        channel_id = message.get("channelId")
+        channel = self.channels.get(channel_id) if isinstance(channel_id, int) else None
+        return channel is not None and channel.epoch != self.emu._epoch
+
     def dispatch(self, raw: str | bytes) -> None:
         """Handle one incoming frame."""
         message, unreadable = read_frame(raw)
-        self.emu._recorder.frame("in", self.namespace, self.sid, message)
+        if not self._of_an_earlier_test(message):
+            self.emu._recorder.frame("in", self.namespace, self.sid, message)
         if unreadable is not None or not isinstance(message, dict):
             self.spawn(self.warn(unreadable or "Received a frame that is not a JSON object"))
             return
@@ -343,7 +360,7 @@ class Connection:
         endpoint: str = message["endpoint"]
         if (self.namespace, endpoint) not in CHANNEL_HANDLERS:
             return None
-        channel = self.channels[channel_id] = Channel(channel_id, endpoint)
+        channel = self.channels[channel_id] = Channel(channel_id, endpoint, epoch=self.emu._epoch)
         return channel
 
     async def channel(self, message: dict[str, Any], channel: Channel | None) -> None:

@@ -298,7 +298,10 @@ class Recorder:
             start = self.start
         if last is not None:
             frames = frames[-last:] if last > 0 else []
-        lines = [f"LM Studio emulator trace ({len(frames)} frames):"]
+        lines = [
+            f"LM Studio emulator trace ({len(frames)} frames; -> from the client, <- from "
+            "the emulator):"
+        ]
         for f in frames:
             arrow = "->" if f.direction == "in" else "<-"
             text = json.dumps(_abbreviate(f.data), ensure_ascii=False, separators=(",", ":"))

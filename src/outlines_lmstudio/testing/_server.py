@@ -263,6 +263,7 @@ class LMStudioEmulator(EmulatorState):
         self._requested_port = port
         self._cors = bool(cors)
         self._port: int | None = None
+        self._last_port = 0  # the port it served on before its last stop (0: none yet)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
@@ -288,6 +289,10 @@ class LMStudioEmulator(EmulatorState):
 
     def start(self) -> LMStudioEmulator:
         """Start serving in a background thread (returns self).
+
+        Started again after `stop`, it serves on the port it had when that port is free (a
+        client made before the stop reconnects there, as to LM Studio started again), else
+        on a new one; a ``port=`` given to it is used every time.
 
         Raises
         ------
@@ -352,6 +357,7 @@ class LMStudioEmulator(EmulatorState):
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(timeout=15)
                 self._loop = self._thread = self._server = None
+                self._last_port = self._port or 0
                 self._port = self._served_from = None
                 self._remove_file_dir()
                 with self._lock:
@@ -442,6 +448,11 @@ class LMStudioEmulator(EmulatorState):
             )
 
         async def open_server() -> Server:
+            if not self._requested_port and self._last_port:
+                # Started again: on the port it had when it can (clients made before its
+                # stop reconnect there, as to LM Studio started again; found by a probe).
+                with contextlib.suppress(OSError):
+                    return await serve_on(self._last_port)
             server = await serve_on(self._requested_port)
             for _ in range(_PORT_ATTEMPTS):
                 ports = [sock.getsockname()[1] for sock in server.sockets]

@@ -13,7 +13,7 @@ import json
 import random
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._sampler import document_check
@@ -27,6 +27,7 @@ __all__ = [
     "tool_choice",
     "tool_definitions",
     "tool_results",
+    "with_id",
 ]
 
 
@@ -208,9 +209,18 @@ def tool_results(messages: list[dict[str, Any]]) -> list[str]:
     return results
 
 
+def with_id(call: ToolCall) -> ToolCall:
+    """Return ``call`` with the id it is sent with: its own, or a new random one.
+
+    The record keeps the call as sent: a test matches it to the tool result that comes back
+    (found by a probe: an unscripted ``.act()`` round recorded ``id=None``).
+    """
+    return call if call.id else replace(call, id=f"call_{uuid.uuid4().hex[:12]}")
+
+
 def tool_call_packets(call: ToolCall) -> list[dict[str, Any]]:
-    """Build the ``channelSend`` messages that stream one tool call to the client."""
-    call_id = call.id or f"call_{uuid.uuid4().hex[:12]}"
+    """Build the ``channelSend`` messages that stream one tool call (`with_id`) to the client."""
+    call_id = with_id(call).id
     arguments = json.dumps(call.arguments, ensure_ascii=False)
     request = {"type": "function", "id": call_id, "name": call.name, "arguments": call.arguments}
     raw = json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)

@@ -87,6 +87,7 @@ class Channel:
     cancelled: bool = False
     finished: bool = False
     cancel_event: asyncio.Event = field(default_factory=CancelEvent)  # copied in its record
+    epoch: int = 0  # the emulator's reset count when it opened (`EmulatorState._epoch`)
 
 
 async def acquire_unless_cancelled(

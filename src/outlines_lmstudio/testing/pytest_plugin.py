@@ -30,6 +30,8 @@ __all__ = ["lmstudio_emulator", "lmstudio_emulator_session"]
 
 _IN_USE: dict[str, LMStudioEmulator] = {}
 """The emulator of each running test that uses the fixture, by node id."""
+_REPORTED: dict[str, int] = {}
+"""How many of a running test's wire-schema violations its call's report has failed it for."""
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +63,14 @@ def lmstudio_emulator(
     emulator.reset()
     _IN_USE[request.node.nodeid] = emulator
     yield emulator
-    violations = emulator.protocol_violations
+    if not emulator.running:
+        # Started again now, not at the next test's setup: a module- or session-scoped
+        # fixture of the next tests is made before it, and found it stopped (found by a
+        # probe). On the same port when it is free, for a client made before the stop.
+        emulator.start()
+    # Those seen by the end of the test's call failed it there (`pytest_runtest_makereport`);
+    # those that came later (late frames of its predictions) fail its teardown.
+    violations = emulator.protocol_violations[_REPORTED.pop(request.node.nodeid, 0) :]
     if violations:
         pytest.fail(_violations_report(violations), pytrace=False)
 
@@ -94,11 +103,25 @@ def _violations_report(violations: list[str]) -> str:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, Any, None]:
-    """Attach the emulator's frame trace to the report of a failing test."""
+    """Fail a test whose messages broke the SDK's wire schemas; attach the frame trace.
+
+    The check is made when the test's call ends, so that the test is reported as failed
+    (found by a probe: failed from the fixture's teardown, it was counted as both passed and
+    an error). A test that failed already gets the violations as a section of its report.
+    """
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
     emulator = _IN_USE.get(item.nodeid)
     if call.when == "teardown":
         _IN_USE.pop(item.nodeid, None)
-    if emulator is not None and report.failed:
+    if emulator is None:
+        return
+    if call.when == "call" and (violations := emulator.protocol_violations):
+        _REPORTED[item.nodeid] = len(violations)
+        if report.passed and not hasattr(report, "wasxfail"):
+            report.outcome = "failed"
+            report.longrepr = _violations_report(violations)
+        else:
+            report.sections.append(("LM Studio wire schemas", _violations_report(violations)))
+    if report.failed and emulator.trace:  # none: the test failed before any message
         report.sections.append(("LM Studio emulator trace", emulator.format_trace()))

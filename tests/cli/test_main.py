@@ -440,19 +440,38 @@ def test_bad_input_is_caught_before_connecting(
     assert_one_line_error(result, needle)
 
 
+_MODEL = ("-m/--model", "is empty", "outlines-lmstudio models")
+# Found by a probe: sent as a blank system message, which takes the place of a template's
+# default system prompt, where other empty options are refused.
+_SYSTEM = ("--system", "is empty", "give the system prompt's text")
+_EXTRACT = ["--schema", "s.json", "--input", "in.jsonl", "--output", "o.jsonl"]
+
+
 @pytest.mark.parametrize(
-    "args",
+    ("args", "needles"),
     [
-        ["generate", "-m", "", "hi"],
-        ["complete", "--model", " ", "hi"],
-        ["embed", "-m", "", "hi"],
-        ["chat", "-m", ""],
-        ["extract", "-m", "", "--schema", "s.json", "--input", "in.jsonl", "--output", "o.jsonl"],
+        (["generate", "-m", "", "hi"], _MODEL),
+        (["complete", "--model", " ", "hi"], _MODEL),
+        (["embed", "-m", "", "hi"], _MODEL),
+        (["chat", "-m", ""], _MODEL),
+        (["extract", "-m", "", *_EXTRACT], _MODEL),
+        (["generate", "--system", "", "hi"], _SYSTEM),
+        (["chat", "--system", " \n"], _SYSTEM),
+        (["extract", "--system", " ", *_EXTRACT], _SYSTEM),
     ],
-    ids=["generate", "complete", "embed", "chat", "extract"],
+    ids=[
+        "generate",
+        "complete",
+        "embed",
+        "chat",
+        "extract",
+        "system",
+        "chat-system",
+        "extract-system",
+    ],
 )
-def test_an_empty_model_key_is_refused_not_ignored(
-    run_cli: RunCli, tmp_path: Path, args: list[str]
+def test_an_empty_model_key_or_system_prompt_is_refused_not_ignored(
+    run_cli: RunCli, tmp_path: Path, args: list[str], needles: tuple[str, ...]
 ) -> None:
     # `-m ""` (an unset shell variable: -m "$MODEL") silently used whatever LLM was loaded
     # (embed: "no embedding model ''", status 1), as an empty --host is refused.
@@ -460,7 +479,7 @@ def test_an_empty_model_key_is_refused_not_ignored(
     (tmp_path / "s.json").write_text('{"type": "object"}')
     result = run_cli(*args, stdin="")
     assert result.returncode == 2, result.stderr
-    assert_one_line_error(result, "-m/--model", "is empty", "outlines-lmstudio models")
+    assert_one_line_error(result, *needles)
     assert result.stdout == ""
     assert not (tmp_path / "o.jsonl").exists()
 
@@ -481,28 +500,6 @@ def test_a_model_key_with_whitespace_around_it_is_refused(run_cli: RunCli, args:
     assert result.returncode == 2, result.stderr
     assert_one_line_error(result, "-m/--model", "has whitespace around it", "pass '")
     assert result.stdout == ""
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["generate", "--system", "", "hi"],
-        ["chat", "--system", " \n"],
-        ["extract", "--system", " ", "--schema", "s.json", "--input", "in.jsonl", "--output", "o"],
-    ],
-    ids=["generate", "chat", "extract"],
-)
-def test_an_empty_system_prompt_is_refused_as_empty(
-    run_cli: RunCli, tmp_path: Path, args: list[str]
-) -> None:
-    # Found by a probe: sent as a blank system message, which takes the place of a template's
-    # default system prompt, where other empty options are refused.
-    (tmp_path / "in.jsonl").write_text('{"id": 1, "prompt": "Ann, 3"}\n')
-    (tmp_path / "s.json").write_text('{"type": "object"}')
-    result = run_cli(*args, stdin="")
-    assert result.returncode == 2, result.stderr
-    assert_one_line_error(result, "--system", "is empty")
-    assert not (tmp_path / "o").exists()
 
 
 def test_retries_without_an_output_type_is_refused(run_cli: RunCli) -> None:

@@ -1,6 +1,7 @@
 """Connection faults through the real SDK: drops, restarts, a server that goes away."""
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -912,7 +913,11 @@ async def test_an_async_client_closed_while_a_model_connects_it_says_so(
     call = asyncio.create_task(model("hello"))
     # The first session authenticated: the others are still to connect.
     await asyncio.to_thread(emulator.wait_until, lambda: len(emulator.trace) >= 2)
-    await client.aclose()
+    # The SDK's own aclose() may raise here: closing its exit stack while the call's task
+    # enters the client's next session, it disconnects a session after its task manager
+    # (seen once on a loaded machine). That race is the SDK's, not what this test is about.
+    with contextlib.suppress(lms.LMStudioRuntimeError):
+        await client.aclose()
     with pytest.raises(LMStudioConnectionError, match="client this model uses was closed"):
         await call
     with pytest.raises(LMStudioConnectionError, match="client this model uses was closed"):

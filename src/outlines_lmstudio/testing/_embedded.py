@@ -38,7 +38,15 @@ LOCK_WAIT_SECONDS = 600.0
 
 
 class _CacheError(OSError):
-    """An error whose message already says what is wrong with the cache and what to do."""
+    """An error whose message already says what is wrong with the cache and what to do.
+
+    Shown as that message alone: an `OSError` shows ``[Errno 30] ...: 'path'``, which put
+    the errno and the path around the sentence in the command line's one-line error (found
+    by a probe). ``errno`` and ``filename`` are kept.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror) if self.strerror else super().__str__()
 
 
 def embedded_available() -> bool:
@@ -107,10 +115,11 @@ def _checked(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> Pa
                 f"it is kept under ~/.cache; make that folder writable, or set {home} to a "
                 "writable folder"
             )
-        raise OSError(
+        where = f": {exc.filename}" if exc.filename else ""
+        raise _CacheError(
             exc.errno,
-            "the embedded model could not be assembled in its cache "
-            f"({exc.strerror or exc}): {fix}",
+            "the GGUF file of Gemma 3 270M could not be assembled in its cache "
+            f"({exc.strerror or exc}{where}): {fix}",
             exc.filename,
         ) from exc
 

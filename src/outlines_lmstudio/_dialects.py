@@ -792,10 +792,18 @@ def dialect_schema(
                     else f"Neither of LM Studio's engines ({', '.join(alike)}) "
                     + ("can constrain" if refused else "enforces")
                 )
+                # Found by a probe: an MLX model's call was refused for llama.cpp, unsaid why.
+                unknown = (
+                    "The schema is checked for both engines, since which one the model uses is "
+                    "not known before the request. "
+                    if engine_format is None and len(alike) == 1
+                    else ""
+                )
                 raise UnsupportedOutputTypeError(
                     f"{who} the JSON-schema keyword "
                     f"{finding.keyword!r} at {_users_pointer(schema, finding)} ({finding.why}). "
                     + ("" if finding.status == "refused" else "Strict schema checking is on. ")
+                    + unknown
                     + WAYS_OUT
                 )
     # Not meaning-keeping (not among the rewrites): each number it drops was reported loose.

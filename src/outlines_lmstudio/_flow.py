@@ -1271,10 +1271,11 @@ def _failed_asking_again(
             "load the model with a larger context length, or pass fewer retries=."
         )
     how = "ran out" if isinstance(error, LMStudioTimeoutError) else "failed"
+    # LM Studio's own message may end without a full stop (found by a review).
+    told = error.message if error.message.endswith((".", "!", "?")) else f"{error.message}."
     type(error).__init__(
         error,
-        f"{error.message} It {how} asking again: {said} before did not validate "
-        f"(the last: {found:.300}).",
+        f"{told} It {how} asking again: {said} before did not validate (the last: {found:.300}).",
         host=error.host,
         model=error.model,
         hint=hint,

@@ -51,12 +51,8 @@ class _Pairs(list[tuple[str, Any]]):
     """An object's pairs as written, repeats kept (`repeated_at`)."""
 
 
-def _step(path: str, token: object) -> str:
-    return f"{path}.{token}" if path else str(token)
-
-
-def repeated_at(text: str) -> str:
-    """Return where the first object that `without_repeats` refuses is, as a dotted path.
+def repeated_at(text: str, *, pointer: bool = False) -> str:
+    """Return where the first object that `without_repeats` refuses is.
 
     The object ``json.loads`` finishes first (an inner one before the object holding it):
     ``pet`` for ``{"pet": {"lives": 1, "lives": 2}}``, ``xs.0`` for a list's item,
@@ -67,12 +63,24 @@ def repeated_at(text: str) -> str:
     ----------
     text
         JSON text in which `without_repeats` found a key named twice.
+    pointer
+        Say it as a JSON pointer (``/pet``, ``/xs/0``, ``/`` for the document), as a
+        schema's other errors do (a review: the dotted path of a reply's errors is
+        ambiguous for a key with a dot).
     """
+    steps = _repeated_steps(text)
+    if pointer:
+        return "/" + "/".join(str(s).replace("~", "~0").replace("/", "~1") for s in steps)
+    return ".".join(map(str, steps)) or "(root)"
+
+
+def _repeated_steps(text: str) -> tuple[str | int, ...]:
+    """Return the keys and indexes that lead to `repeated_at`'s object (``()``: the root)."""
     try:
         document = json.loads(text, object_pairs_hook=_Pairs)
     except (ValueError, RecursionError):
-        return "(root)"
-    stack: list[tuple[str, Any, bool]] = [("", document, False)]
+        return ()
+    stack: list[tuple[tuple[str | int, ...], Any, bool]] = [((), document, False)]
     while stack:  # depth first, children before their object, as json.loads finishes them
         path, node, seen = stack.pop()
         if isinstance(node, _Pairs):
@@ -80,17 +88,17 @@ def repeated_at(text: str) -> str:
                 try:
                     without_repeats(node)
                 except RepeatedKey:
-                    return path or "(root)"
+                    return path
                 continue
-            children = [(_step(path, key), value) for key, value in node]
+            children = [((*path, key), value) for key, value in node]
         elif isinstance(node, list):  # nothing to check once its items are: not pushed back
             # (it was, and came back unchecked for good: `parse` hung on a key repeated after
             # a list; found by a probe)
-            items = [(_step(path, index), value) for index, value in enumerate(node)]
+            items = [((*path, index), value) for index, value in enumerate(node)]
             stack.extend((child, value, False) for child, value in reversed(items))
             continue
         else:
             continue
         stack.append((path, node, True))
         stack.extend((child, value, False) for child, value in reversed(children))
-    return "(root)"
+    return ()

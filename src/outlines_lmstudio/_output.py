@@ -207,13 +207,13 @@ def _required_contradiction(node: dict[str, Any], listed: set[Any] | None) -> st
     """Return why an object node's ``required`` names cannot all be written, or ``None``.
 
     Found by a probe: such a schema was sent, and every reply broke it (``parse`` failed
-    after the request). Only for a node that is an object (typed so, or with
-    ``properties`` and no type): a value of another type satisfies ``required``.
+    after the request). Only for a node typed ``object`` alone (a value of another type
+    satisfies ``required``) and without ``$ref`` (draft 7 ignores the keywords beside it;
+    found by a review); not under ``not`` or ``if`` (`_check_structure`), where a schema
+    no value satisfies means something.
     """
     required = node.get("required")
-    if not isinstance(required, list) or not (
-        listed == {"object"} or (listed is None and "properties" in node)
-    ):
+    if not isinstance(required, list) or listed != {"object"} or "$ref" in node:
         return None
     names = {name for name in required if isinstance(name, str)}
     most = _number(node, "maxProperties")
@@ -232,8 +232,11 @@ def _required_contradiction(node: dict[str, Any], listed: set[Any] | None) -> st
     return None
 
 
-def _contradiction(node: dict[str, Any]) -> str | None:
+def _contradiction(node: dict[str, Any], asserted: bool = True) -> str | None:
     """Return why no value can satisfy a schema object's own keywords, or ``None``.
+
+    ``asserted`` is false for a node under ``not`` or ``if``, whose ``required`` names are
+    not checked against the other keywords (see `_required_contradiction`).
 
     The engines fail on such a schema after it is sent (outlines-core cannot build its
     regex), or write a value that breaks it (an empty ``enum``); it is refused first.
@@ -281,7 +284,7 @@ def _contradiction(node: dict[str, Any]) -> str | None:
         return f"minItems {least!r} is more than the {len(prefix)} items that items: false allows"
     if node.get("enum") == []:
         return "'enum' is empty"
-    if (why := _required_contradiction(node, listed)) is not None:
+    if asserted and (why := _required_contradiction(node, listed)) is not None:
         return why
     kinds = node.get("type")
     if isinstance(kinds, str):
@@ -371,6 +374,20 @@ def _no_multiple(
     return f"no {kind} that is a multipleOf {step!r} is both {low.said} and {high.said}"
 
 
+_NAMING = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+"""Keywords whose members are named by the user: a member named ``not`` is no ``not``."""
+
+
+def _negated(pointer: str) -> bool:
+    """Whether the node at ``pointer`` is under a ``not`` or an ``if`` (JSON pointer)."""
+    steps = pointer.split("/")
+    return any(
+        step in ("not", "if") and steps[index - 1] not in _NAMING
+        for index, step in enumerate(steps)
+        if index
+    )
+
+
 def _check_structure(schema: dict[str, Any]) -> None:
     """Refuse invalid patterns, contradictions, dangling references and in-place loops."""
     # The schema modules load with the first schema, not with the package (import time).
@@ -382,7 +399,7 @@ def _check_structure(schema: dict[str, Any]) -> None:
     for pointer, node in schema_nodes(schema):
         if not isinstance(node, dict):
             continue
-        why = _contradiction(node)
+        why = _contradiction(node, not _negated(pointer))
         if why is not None:
             raise InvalidSchemaError(
                 f"JSON schema at {pointer or '/'} can never be satisfied: {why}. No model can "
@@ -676,8 +693,8 @@ def _schema_from_str(text: str) -> object:
         # was written twice lost its first fields (the command line's --schema refused it).
         raise InvalidSchemaError(
             f"The JSON schema text has the key {exc.args[0]!r} twice in one object "
-            f"(the object at {repeated_at(text)}): JSON readers keep only the last and drop the "
-            "other silently. Write each key once."
+            f"(the object at {repeated_at(text, pointer=True)}): JSON readers keep only the "
+            "last and drop the other silently. Write each key once."
         ) from None
     except RecursionError:  # Python's JSON decoder gives up around 1,000 levels
         raise _too_deep("too deep for Python's JSON decoder") from None

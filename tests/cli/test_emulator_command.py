@@ -20,6 +20,7 @@ from pathlib import Path
 import lmstudio as lms
 import pytest
 
+from outlines_lmstudio._install import install_command
 from outlines_lmstudio.cli._emulator import load_models
 
 from .helpers import TEXT, UNLOADED, cli_env, script_path
@@ -369,7 +370,7 @@ def test_a_models_file_with_a_gguf_model_without_llama_cpp_says_what_to_install(
     )
     assert result.returncode == 2
     assert result.stderr.startswith(f"Bad models file: {models}, model 1 ")
-    assert 'pip install "outlines-lmstudio[local]"' in result.stderr
+    assert install_command("local") in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

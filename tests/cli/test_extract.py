@@ -343,11 +343,16 @@ def test_keys_of_a_line_s_own_are_still_ignored(
     main_in_process: MainInProcess, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
 ) -> None:
     """Only a near miss of a key the line lacks is refused: data of its own is not."""
-    line = {"id": "a", "prompt": "fine", "images": [], "image": "ignored", "source": "x"}
-    (tmp_path / "in.jsonl").write_text(json.dumps(line) + "\n")
+    lines = [
+        {"id": "a", "prompt": "fine", "images": [], "image": "ignored", "source": "x"},
+        # Found by a review: refused by a looser match as "did you mean images?".
+        {"id": "b", "prompt": "fine", "image": None, "n_images": 0, "imagesize": [1, 2]},
+        {"id": "c", "prompt": "fine", "prompt_id": 7, "nimages": 0},
+    ]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     result = main_in_process(*extract(schema_file, Path("in.jsonl"), tmp_path / "out.jsonl"))
     assert result.returncode == 0, result.stderr
-    assert len(emulator.predictions) == 1
+    assert len(emulator.predictions) == 3
 
 
 def test_malformed_line_is_refused_before_any_work(

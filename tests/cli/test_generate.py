@@ -347,6 +347,10 @@ def test_bad_schema_file(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: 
         (["--type", "json"], None, "must be MODULE:CLASS"),
         (["--type", "people.py:City"], None, "not a file path: run --type people:City."),
         (["--type", "app/people.py:City"], None, "run --type people:City from 'app' (or add it"),
+        # Found by a probe: "TypeError: the 'package' argument is required to perform a
+        # relative import" (tab completion writes ./people.py).
+        (["--type", "./people.py:City"], None, "not a file path: run --type people:City."),
+        (["--type", ".people:City"], None, "not a relative one: run --type people:City from"),
         (["--choice", "a,,b"], None, "distinct, non-empty"),
         (["--regex", "(unclosed"], None, "not a valid regular expression"),
         (["--regex", ""], None, "--regex is empty"),  # printed an empty line (session 26)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from outlines_lmstudio._install import install_command
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from ..e2e.misbehaving import Misbehaving
@@ -257,7 +258,7 @@ def test_missing_rich_prints_the_install_line() -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert_one_line_error(result, 'pip install "outlines-lmstudio[cli]"')
+    assert_one_line_error(result, install_command("cli"))
 
 
 def test_emulator_command_still_serves() -> None:

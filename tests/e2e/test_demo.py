@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from outlines_lmstudio._discovery import DEFAULT_PORTS, PROBE_SECONDS
+from outlines_lmstudio._install import install_command
 from outlines_lmstudio.testing import EmulatedModel, LMStudioEmulator, embedded_available
 
 from ..private_network import run_in_private_network
@@ -335,5 +336,5 @@ def test_a_bare_install_without_the_emulator_says_so_in_one_line() -> None:
     assert result.stderr == (
         "asked for the emulator, and the bundled emulator cannot start: The LM Studio emulator "
         "needs 'websockets', which is not installed. Install it with: "
-        'pip install "outlines-lmstudio[testing]"\n'
+        f"{install_command('testing')}\n"
     )

@@ -878,8 +878,7 @@ def test_a_re_ask_that_no_longer_fits_the_context_says_it_was_asking_again(
     with pytest.raises(LMStudioPredictionError) as info:
         make_model(TEXT_MODEL).parse("Ann is 30", Person, retries=3)
     message = str(info.value)
-    assert overflow in message
-    assert "It failed asking again: the reply before did not validate" in message
+    assert f"{overflow}. It failed asking again: the reply before did not validate" in message
     assert info.value.hint is not None
     assert "Each re-ask sends the invalid reply and its errors after the prompt" in info.value.hint
     last = info.value.__context__

@@ -12,6 +12,7 @@ from pathlib import Path
 import lmstudio as lms
 import pytest
 
+from outlines_lmstudio._install import install_command
 from outlines_lmstudio.cli import SUBCOMMANDS, build_parser, main
 from outlines_lmstudio.cli._emulator import load_models
 
@@ -96,7 +97,7 @@ def test_missing_extra_prints_the_install_line(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=os.environ
     )
     assert result.returncode == 2
-    assert 'pip install "outlines-lmstudio[testing]"' in result.stderr
+    assert install_command("testing") in result.stderr
 
 
 def test_subcommand_registry() -> None:

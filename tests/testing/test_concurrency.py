@@ -88,16 +88,17 @@ def test_the_end_of_a_prediction_from_before_a_reset_is_not_in_the_trace(
     """Found by a probe: the frames that ended an earlier test's prediction (its last
     fragments, its result and ``channelClose``) were recorded after the reset, in the next
     test's trace and failure report."""
-    emulator = make_emulator(token_latency=0.02)
-    emulator.script(TEXT, [" ".join(f"w{i}" for i in range(20))])
+    emulator = make_emulator(token_latency=0.05)
+    emulator.script(TEXT, [" ".join(f"w{i}" for i in range(40))])
     with lms.Client(emulator.api_host) as client:
         stream = client.llm.model(TEXT).respond_stream("before")
         fragments = iter(stream)
         next(fragments)  # under way
         emulator.reset()
+        stream.cancel()  # the client's frame on that channel: not this test's either
         for _ in fragments:
             pass
-        assert stream.result().stats.stop_reason == "modelUnloaded"  # documented
+        assert stream.result().stats.stop_reason in ("modelUnloaded", "userStopped")
         assert emulator.trace == []
         assert client.llm.model(TEXT).respond("after").content
     trace = emulator.format_trace(None)

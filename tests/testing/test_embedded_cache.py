@@ -161,6 +161,31 @@ def test_a_stamped_file_that_llama_cpp_cannot_read_is_assembled_again(
     assert _sha256(target) == _expected_sha256()
 
 
+def test_a_good_file_llama_cpp_cannot_read_says_to_reinstall_the_pinned_llama_cpp(
+    target: Path, good_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file matches the package's sha256, so the llama.cpp reading it is at fault. The
+    advice was `pip install -U llama-cpp-python`, which leaves the version the local extra
+    pins (found by an audit of the messages)."""
+    pytest.importorskip("llama_cpp")
+    from outlines_lmstudio.testing import _llama, embedded_model
+    from outlines_lmstudio.testing._llama import LLAMA_REINSTALL
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(good_gguf, target)
+
+    def unreadable(path: object) -> None:
+        raise ValueError("llama.cpp cannot read this file as a GGUF model")
+
+    monkeypatch.setattr(_llama, "read_facts", unreadable)
+    with pytest.raises(ValueError, match="though it matches the sha256") as info:
+        embedded_model()
+    assert str(info.value).endswith(
+        f"install the llama-cpp-python the local extra pins again ({LLAMA_REINSTALL})"
+    )
+    assert "==0.3.36" in LLAMA_REINSTALL
+
+
 @pytest.mark.parametrize("checked_by", ["a version without the sum", "another version"])
 def test_a_file_another_version_of_the_package_checked_is_checked_again(
     target: Path, good_gguf: Path, checked_by: str

@@ -119,6 +119,8 @@ def test_tools_in_config_are_refused_since_their_calls_would_be_dropped() -> Non
         assert "model.act(...)" in str(info.value)
     none = parse_inference_kwargs({"config": {"rawTools": {"type": "none"}}})
     assert none.config == {"rawTools": {"type": "none"}}
+    empty = {"type": "toolArray", "tools": []}  # offers none: nothing to call (a review)
+    assert parse_inference_kwargs({"config": {"rawTools": empty}}).config == {"rawTools": empty}
 
 
 @pytest.mark.parametrize(

@@ -1155,8 +1155,12 @@ def test_unknown_engine_checks_both() -> None:
 
 def test_a_keyword_the_engines_refuse_for_other_reasons_names_one() -> None:
     """Found by a review: "Neither..." with llama.cpp's reason alone."""
-    with pytest.raises(UnsupportedOutputTypeError, match=r"^LM Studio's llama.cpp engine"):
+    with pytest.raises(UnsupportedOutputTypeError, match=r"^LM Studio's llama.cpp engine") as info:
         dialect_schema({"enum": [{"$ref": "#/x"}, 1]}, None)
+    # Found by a probe: an MLX model's call was refused for llama.cpp, with no word of why.
+    assert "The schema is checked for both engines, since which one the model uses" in str(
+        info.value
+    )
 
 
 def test_a_keyword_both_engines_refuse_names_both() -> None:

@@ -120,9 +120,13 @@ def test_dict_and_str_schemas() -> None:
             '{"type": "object", "properties": {"name": {"type": "string"}}, '
             '"required": ["name"], "properties": {"age": {"type": "integer"}}}',
             "properties",
-            "(root)",
+            "/",
         ),
-        ('{"properties": {"a": {"type": "string", "type": "integer"}}}', "type", "properties.a"),
+        (
+            '{"properties": {"a.b": {"type": "string", "type": "integer"}}}',
+            "type",
+            "/properties/a.b",
+        ),
     ],
 )
 def test_a_schema_text_with_a_key_written_twice_is_refused(
@@ -325,10 +329,34 @@ def test_a_draft_4_exclusive_bound_is_read_as_draft_4_writes_it(
             "additionalProperties": False,
         },
         {"type": "object", "properties": {"x": {}}, "required": ["x"], "maxProperties": 1},
+        # Found by a review: satisfiable, and refused by the first version of the check:
+        # a node with no type ("hi" is valid), draft 7's $ref with keywords beside it (they
+        # are ignored); and a part under "not" (below)
+        {"properties": {"x": {}}, "required": ["y"], "additionalProperties": False},
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "definitions": {"A": {"type": "object", "properties": {"a": {}}}},
+            "$ref": "#/definitions/A",
+            "type": "object",
+            "required": ["b"],
+            "additionalProperties": False,
+        },
     ],
 )
 def test_bounds_that_meet_are_kept(schema: dict[str, Any]) -> None:
     assert plan_output(schema).full_schema == schema
+
+
+def test_required_names_under_not_or_if_are_not_checked_against_the_rest() -> None:
+    """Under ``not`` a part no value satisfies means something ("not an object with a"):
+    the first version of the check refused it (found by a review). The engines refuse
+    ``not`` anyway; ``parse`` checks it."""
+    part = {"type": "object", "required": ["a"], "maxProperties": 0}
+    for schema in ({"not": part}, {"if": part, "then": {}}):
+        assert check_json_schema(schema) == schema
+    named = {"type": "object", "properties": {"not": part}}  # a property named "not"
+    with pytest.raises(InvalidSchemaError, match="/properties/not can never be satisfied"):
+        check_json_schema(named)
 
 
 def test_an_unknown_type_is_left_to_the_meta_schema_check() -> None:

@@ -35,6 +35,7 @@ from .. import _threads
 from .._common import DEFAULT_CONNECT_TIMEOUT
 from .._discovery import NOT_LM_STUDIO, is_lm_studio, search_default_ports, why_not_lm_studio
 from .._exhausted import at_file_limit, files_hint, out_of_files
+from .._install import install_command
 from .._partial import LONE_SURROGATE
 from .._sdk_errors import from_sdk, proxy_note
 from ._exit import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ready",
-    "CLI_INSTALL",
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
     "EXIT_UNREACHABLE",
@@ -79,8 +79,6 @@ __all__ = [
     "write_out",
 ]
 
-CLI_INSTALL = 'pip install "outlines-lmstudio[cli]"'
-LOCAL_INSTALL = 'pip install "outlines-lmstudio[cli,local]"'
 
 _START_HINT = (
     "start the LM Studio server (Developer tab, or `lms server start`), "
@@ -314,7 +312,7 @@ def require_rich() -> None:
     except ImportError:
         raise CliError(
             f"The outlines-lmstudio command needs rich, which is not installed. "
-            f"Install it with: {CLI_INSTALL}"
+            f"Install it with: {install_command('cli')}"
         ) from None
 
 
@@ -596,7 +594,7 @@ def _start_emulator(local: bool = False) -> Any:
     from outlines_lmstudio.testing import LMStudioEmulator, embedded_model
     from outlines_lmstudio.testing._llama import LlamaUnusableError
 
-    flag, install = ("--local", LOCAL_INSTALL) if local else ("--emulator", CLI_INSTALL)
+    flag, extras = ("--local", "cli,local") if local else ("--emulator", "cli")
     try:
         if not local:
             return LMStudioEmulator().start()
@@ -613,7 +611,8 @@ def _start_emulator(local: bool = False) -> Any:
         raise CliError(f"{flag}: {exc}", EXIT_FAILURE) from None
     except ImportError as exc:
         raise CliError(
-            f"{flag} needs {exc.name!r}, which is not installed. Install it with: {install}"
+            f"{flag} needs {exc.name!r}, which is not installed. Install it with: "
+            + install_command(extras)
         ) from None
 
 

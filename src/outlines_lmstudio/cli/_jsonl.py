@@ -25,7 +25,6 @@ says so (`locks`, `NO_LOCK_NOTE`).
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import json
 import os
@@ -93,25 +92,24 @@ def _check_unicode(where: str, name: str, values: list[Any]) -> None:
 
 
 _KEYS = ("id", "prompt", "images")
-_LIKE = {"img": "images", "imgs": "images", "image_path": "images", "image_paths": "images"}
-"""Names for a key `extract` reads that `difflib` does not find close enough."""
+_LIKE = {
+    **{key.lower(): key for key in _KEYS},
+    **dict.fromkeys(("image", "img", "imgs", "image_path", "image_paths"), "images"),
+}
+"""The names taken for a key `extract` reads: each key in any case, and the image's usual."""
 
 
 def _refuse_near_misses(where: str, data: dict[str, Any]) -> None:
-    """Refuse a key that looks like one `extract` reads, where the line lacks that one.
+    """Refuse a key that stands for one `extract` reads, where the line lacks that one.
 
     Other keys are ignored (a line may carry data of its own), but ``"image"`` or
     ``"Images"`` for ``"images"`` left the item's image out without a word (found by a
-    probe); a near miss of a key the line also has is taken as data of its own.
+    probe). Only those names are taken for it, and not with a null value (a dataset's
+    ``"image": null`` on a text-only item): a looser match refused real data (a review).
     """
-    for key in data:
-        if key in _KEYS:
-            continue
-        lowered = key.lower()
-        meant = _LIKE.get(lowered) or next(
-            iter(difflib.get_close_matches(lowered, _KEYS, n=1, cutoff=0.8)), None
-        )
-        if meant is not None and meant not in data:
+    for key, value in data.items():
+        meant = _LIKE.get(key.lower())
+        if meant is not None and meant != key and meant not in data and value is not None:
             raise CliError(
                 f"{where} has the key {key!r}, which extract does not read: did you mean "
                 f'"{meant}"? Rename it (keys other than id, prompt and images are ignored).'

@@ -198,6 +198,17 @@ def check_output_type(spec: OutputSpec, *, regex_option: bool) -> None:
         raise CliError(error_message(exc) if regex_option else text) from None
 
 
+def _not_a_file_path(spec: str, module_name: str, attr_path: str) -> CliError:
+    """Return the error for a ``--type`` whose MODULE is a file's path (``app/models.py``)."""
+    stem = Path(module_name.removesuffix(".py"))
+    folder = str(stem.parent)
+    where = "" if folder == "." else f" from {folder!r} (or add it to PYTHONPATH)"
+    return CliError(
+        f"--type {spec!r}: MODULE is a Python module name, not a file path: run "
+        f"--type {stem.name}:{attr_path}{where}."
+    )
+
+
 def _too_deep(path: Path) -> CliError:
     """Return the error for a schema file nested deeper than Python's stack can read or check."""
     from outlines_lmstudio._schema_walk import MAX_SCHEMA_DEPTH
@@ -246,20 +257,24 @@ def load_type(spec: str) -> Any:
     # Like `python -m`: modules in the current directory first, but only while this one is
     # imported: left there, a file of the current directory named like a module imported
     # later (sqlite3.py, pprint.py) would be run in its place.
+    path_like = module_name.endswith(".py") or "/" in module_name
+    if module_name.startswith("."):
+        # Found by a probe: "./models.py" (tab completion) or ".models" gave importlib's
+        # "TypeError: the 'package' argument is required to perform a relative import".
+        if path_like:
+            raise _not_a_file_path(spec, module_name, attr_path)
+        raise CliError(
+            f"--type {spec!r}: MODULE is a module's full name, not a relative one: run "
+            f"--type {module_name.lstrip('.')}:{attr_path} from the folder that holds it."
+        )
     added = "" not in sys.path
     if added:
         sys.path.insert(0, "")
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if module_name.endswith(".py") or "/" in module_name:  # a file given for the module
-            stem = Path(module_name.removesuffix(".py"))
-            folder = str(stem.parent)
-            where = "" if folder == "." else f" from {folder!r} (or add it to PYTHONPATH)"
-            raise CliError(
-                f"--type {spec!r}: MODULE is a Python module name, not a file path: run "
-                f"--type {stem.name}:{attr_path}{where}."
-            ) from None
+        if path_like:  # a file given for the module
+            raise _not_a_file_path(spec, module_name, attr_path) from None
         raise CliError(
             f"--type {spec!r}: cannot import {module_name!r} ({exc}). Run from the directory "
             "that holds it, or add that directory to PYTHONPATH."

@@ -1,6 +1,6 @@
 """An LM Studio server emulator that the unmodified ``lmstudio`` SDK talks to.
 
-Install it with ``pip install "outlines-lmstudio[testing]"``. Use it as a
+Install it with ``pip install "/path/to/outlines-lmstudio[testing]"``. Use it as a
 context manager, with `LMStudioEmulator.start` / `LMStudioEmulator.stop`, or
 through the ``lmstudio_emulator`` pytest fixture::
 

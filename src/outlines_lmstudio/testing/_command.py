@@ -22,6 +22,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
+from outlines_lmstudio._install import install_command
+
 __all__ = [
     "HELP",
     "MAX_TOKEN_LATENCY",
@@ -35,7 +37,6 @@ __all__ = [
 ]
 
 HELP = "Serve an LM Studio emulator (for tests and demos) until interrupted."
-INSTALL_HINT = 'pip install "outlines-lmstudio[testing]"'
 SERVER_RECORDS = 1000
 """The ``max_records`` of the command's emulator, which serves until interrupted."""
 MAX_TOKEN_LATENCY = 60.0
@@ -342,7 +343,8 @@ def run(
             return fail(problem)
     for module in ("websockets", "outlines_core"):
         if importlib.util.find_spec(module) is None:
-            return fail(f"The emulator needs {module!r}. Install it with: {INSTALL_HINT}")
+            install = install_command("testing")
+            return fail(f"The emulator needs {module!r}. Install it with: {install}")
     from outlines_lmstudio.testing import LMStudioEmulator, default_models
     from outlines_lmstudio.testing._server import (
         EmulatorExposedWarning,

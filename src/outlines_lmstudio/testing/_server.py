@@ -16,6 +16,7 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, SupportsIndex
 
+from outlines_lmstudio._install import install_command
 from outlines_lmstudio.testing._catalogue import EmulatedModel
 from outlines_lmstudio.testing._endpoints import CHANNEL_HANDLERS, RPC_HANDLERS
 from outlines_lmstudio.testing._faults import Fault
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from websockets.http11 import Request, Response
 
 __all__ = [
-    "INSTALL_HINT",
     "NAMESPACES",
     "EmulatorExposedWarning",
     "LMStudioEmulator",
@@ -43,9 +43,6 @@ _CLOSE_GRACE = 3.0
 """How long stop() lets clients take their close frame (websockets' close_timeout is 2 s)."""
 _GREETING = '{"lmstudio": true}'
 _PORT_ATTEMPTS = 20  # to find one free port on every address of the host (port 0)
-
-
-INSTALL_HINT = 'pip install "outlines-lmstudio[testing]"'
 
 
 class EmulatorExposedWarning(UserWarning):
@@ -129,7 +126,7 @@ def require_extra() -> None:
         if importlib.util.find_spec(module) is None:
             raise ImportError(
                 f"The LM Studio emulator needs {module!r}, which is not installed. "
-                f"Install it with: {INSTALL_HINT}",
+                f"Install it with: {install_command('testing')}",
                 name=module,
             )
 

@@ -36,7 +36,7 @@ from ._common import DEADLINE_PASSED, Completion, ModelTraits, Request
 from ._inputs import sdk_history
 from ._reasoning import ReasoningSplitter, json_openers, plain_reply, reply_problem
 from ._reply import Parsed, Reply, ReplyChunk, ReplyStats, reply_stats, stop_reason
-from ._sdk_errors import Stage, from_sdk, with_details
+from ._sdk_errors import Stage, Unreadable, from_sdk, with_details
 from .errors import (
     BatchGenerationError,
     LMStudioConnectionError,
@@ -966,8 +966,8 @@ def predict(
                             continue
                         raise refused from exc
             raise errors(exc, request.key, stage) from exc
-        except msgspec.ValidationError as exc:  # a message the SDK cannot read (`errors`)
-            raise errors(exc, request.key, stage) from exc
+        except (msgspec.ValidationError, Unreadable) as exc:  # see `Unreadable`
+            raise errors(exc, request.key, stage) from (exc.__cause__ or exc)
         result = call.reader.result()
         reason = stop_reason(result.stats)
         why = _CUT_SHORT.get(reason or "")

@@ -29,6 +29,7 @@ from .errors import (
 
 __all__ = [
     "Stage",
+    "Unreadable",
     "SLOW_PROBE",
     "client_closed",
     "client_entered",
@@ -53,6 +54,7 @@ __all__ = [
     "server_hint",
     "task_manager",
     "translate_sdk_error",
+    "unreadable",
     "with_details",
 ]
 
@@ -591,6 +593,39 @@ def stream_loop_error(
     )
 
 
+class Unreadable(Exception):
+    """The SDK failed to read a message LM Studio sent while it read a prediction.
+
+    Raised by the prediction readers (`_streams`) in place of what the SDK raised (its
+    ``__cause__``): a ``KeyError``, ``TypeError``, ``ValueError`` (msgspec's
+    ``ValidationError`` among them) or ``AttributeError`` out of its message handling, or
+    its ``LMStudioUnknownMessageWarning`` raised as an error (warnings filtered to errors).
+    A newer LM Studio may send what the SDK does not know; the server did not end the
+    prediction, so the reader cancels it, and the error is said as ours (`_translated`).
+    Found by a probe of such messages: the SDK's bare ``KeyError`` came out of calls, and
+    the unknown-message warning was blamed on LM Studio with no cancel.
+    """
+
+
+_NEWER_HINT = (
+    "A newer LM Studio may send what this lmstudio SDK does not know yet: update "
+    "outlines-lmstudio (it pins the lmstudio releases it supports) and install it again, or "
+    "report this with LM Studio's version."
+)
+# Not `pip install -U lmstudio`: it leaves the pin, and the package is on no index (an audit).
+
+_UNREADABLE = (KeyError, TypeError, ValueError, AttributeError, lms.LMStudioUnknownMessageWarning)
+
+
+def unreadable(exc: BaseException) -> Unreadable | None:
+    """Return the `Unreadable` that the SDK's ``exc``, raised while reading, stands for."""
+    if not isinstance(exc, _UNREADABLE) or isinstance(exc, OutlinesLMStudioError):
+        return None
+    wrapped = Unreadable(f"{type(exc).__name__}: {exc}")
+    wrapped.__cause__ = exc
+    return wrapped
+
+
 def from_sdk(exc: BaseException) -> TypeGuard[lms.LMStudioError]:
     """Tell whether an exception is the ``lmstudio`` SDK's own, not one of ours.
 
@@ -660,23 +695,31 @@ def _translated(
     searched: bool = False,
 ) -> OutlinesLMStudioError | None:
     """`translate_sdk_error` without LM Studio's error details (``server_error``)."""
-    if isinstance(exc, msgspec.ValidationError):
+    if isinstance(exc, msgspec.ValidationError | Unreadable):
         # The SDK checks each message against its own schema: a value it does not know (a
         # fragment's `reasoningType` of a newer LM Studio) came out as msgspec's bare error,
-        # no error of ours (found by a probe).
+        # no error of ours (found by a probe); the readers' `Unreadable` says the others.
         return LMStudioPredictionError(
             f"The lmstudio SDK {lms.__version__} cannot read a message LM Studio sent "
             f"({'during the prediction' if stage == 'predict' else 'for this call'}): "
             f"{clipped(str(exc))}",
             host=host,
             model=model,
-            hint="A newer LM Studio may send what this SDK does not know yet: update the "
-            "lmstudio package (pip install -U lmstudio outlines-lmstudio), or report it with "
-            "LM Studio's version.",
+            hint=_NEWER_HINT,
         )
     if not isinstance(exc, lms.LMStudioError):
         return None
     text = clipped(" ".join(str(exc).split()))
+    if isinstance(exc, lms.LMStudioRuntimeError) and "from an active channel" in text:
+        # The SDK's own words for a channel LM Studio closed before its result message
+        # (found by a probe of a newer server's messages: blamed on LM Studio "failing").
+        return LMStudioPredictionError(
+            f"LM Studio ended the request without the result message the lmstudio SDK "
+            f"{lms.__version__} waits for (the SDK: {text})",
+            host=host,
+            model=model,
+            hint=_NEWER_HINT,
+        )
     if isinstance(exc, lms.LMStudioTimeoutError):  # only a sync client's waits have one
         limit = lms.get_sync_api_timeout()
         return LMStudioTimeoutError(

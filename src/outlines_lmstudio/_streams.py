@@ -16,7 +16,14 @@ import lmstudio as lms
 from ._common import CONFIRM_SECONDS, DRAIN_SECONDS
 from ._flow import wait_limit
 from ._interrupt import SigintGuard
-from ._sdk_errors import client_closed, from_sdk, prediction_channel
+from ._sdk_errors import (
+    Unreadable,
+    client_closed,
+    from_sdk,
+    prediction_channel,
+    translate_sdk_error,
+    unreadable,
+)
 
 __all__ = [
     "AsyncReader",
@@ -252,6 +259,8 @@ class SyncReader:
                 self._unread = self.at_end = True
                 self._lost = False  # the reply had ended: nothing to cancel
                 return None
+            if self._started and (wrapped := unreadable(exc)) is not None:
+                raise wrapped from exc  # the reply goes on: `abandon` cancels it
             raise
         finally:
             if arm:
@@ -523,6 +532,9 @@ def stream_text(
         if from_sdk(exc):  # not ours, which derive from the SDK's classes too
             finished = True  # the server ended the prediction
         raise
+    except Unreadable as exc:  # said as ours; not finished: the reply is cancelled below
+        said = translate_sdk_error(exc, host=None, model=None, stage="predict")
+        raise (exc if said is None else said) from exc.__cause__
     except KeyboardInterrupt:
         finished = True
         reader.abandon(CONFIRM_SECONDS)  # the process may exit next: see the cancel confirmed
@@ -638,6 +650,8 @@ class AsyncReader:
                 self._unread = self._ended = True  # see UnreadResult
                 self._finish(_END)
                 return
+            if self.stream is not None and (wrapped := unreadable(exc)) is not None:
+                exc = wrapped  # a message the SDK cannot read: not an end, cancelled below
             # An SDK error means the server ended the prediction, or it never started.
             self._ended = from_sdk(exc) or self.stream is None
             if not self._ended and channel is not None:

@@ -1173,25 +1173,75 @@ def test_a_session_being_made_on_another_thread_is_not_taken_for_a_close(
     assert client_closed(client)
 
 
+Rewrite = Callable[[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _rewriting(monkeypatch: pytest.MonkeyPatch, rewrite: Rewrite) -> None:
+    """Make the emulator send each of its frames as ``rewrite`` makes it (a newer server)."""
+    from outlines_lmstudio.testing import _protocol
+
+    send = _protocol.Connection.send
+
+    async def rewritten(self: Any, frame: dict[str, Any], *args: Any) -> None:
+        for each in rewrite(frame):
+            await send(self, each, *args)
+
+    monkeypatch.setattr(_protocol.Connection, "send", rewritten)
+
+
+def _message(frame: dict[str, Any]) -> dict[str, Any]:
+    message = frame.get("message") if frame.get("type") == "channelSend" else None
+    return message if isinstance(message, dict) else {}
+
+
+def _unknown_reasoning_type(frame: dict[str, Any]) -> list[dict[str, Any]]:
+    message = _message(frame)
+    if message.get("type") == "fragment":
+        message["fragment"]["reasoningType"] = "reasoningSummary"
+    return [frame]
+
+
+def _progress_as_text(frame: dict[str, Any]) -> list[dict[str, Any]]:
+    message = _message(frame)
+    if message.get("type") == "promptProcessingProgress":
+        message["progress"] = str(message["progress"])
+    return [frame]
+
+
+def _unknown_event(frame: dict[str, Any]) -> list[dict[str, Any]]:
+    if _message(frame).get("type") != "fragment":
+        return [frame]
+    unknown = {"type": "reasoningSummaryDelta", "text": "x"}
+    return [frame, {"type": "channelSend", "channelId": frame["channelId"], "message": unknown}]
+
+
 @pytest.mark.parametrize("entry", ["generate", "stream", "parse"])
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        (_unknown_reasoning_type, "ValidationError: Invalid enum value 'reasoningSummary' - at"),
+        (_progress_as_text, "TypeError: '<=' not supported between instances of 'str' and"),
+        (_unknown_event, "LMStudioUnknownMessageWarning: Chat response unexpected message"),
+    ],
+    ids=["reasoning-type", "progress-as-text", "unknown-event-as-error"],
+)
 def test_a_message_the_sdk_cannot_read_is_our_error_and_cancels_the_prediction(
-    fronts: Fronts, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch, entry: str
+    fronts: Fronts,
+    emulator: LMStudioEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    entry: str,
+    damage: Rewrite,
+    said: str,
 ) -> None:
-    """A fragment whose ``reasoningType`` the SDK does not know (a newer LM Studio may add
-    one) came out as msgspec's bare ValidationError, no error of ours; on the async front,
-    LM Studio generated on to the end of the reply (found by a probe)."""
-    from outlines_lmstudio.testing import _synthetic
-    from outlines_lmstudio.testing._engine import Fragment
-    from outlines_lmstudio.testing._reasoning_forms import shape_reply as shape
-
-    def unknown_first(*args: Any, **kwargs: Any) -> tuple[list[Fragment], str]:
-        fragments, stop = shape(*args, **kwargs)
-        first = fragments[0]
-        unknown = Fragment(first.content, first.tokens_count, "reasoningSummary")
-        return [unknown, *fragments[1:]], stop
-
-    monkeypatch.setattr(_synthetic, "shape_reply", unknown_first)
+    """Messages a newer LM Studio may send that the SDK cannot read (found by probes): a
+    fragment's unknown ``reasoningType`` came out as msgspec's bare ValidationError, a value
+    of another type as the SDK's bare TypeError, neither an error of ours; an unknown event,
+    with warnings as errors (pytest's ``filterwarnings = error``), was blamed on LM Studio.
+    None was cancelled on the async front (or for the event, on either): LM Studio
+    generated on to the end of the reply."""
     monkeypatch.setattr(emulator, "token_latency", 0.02)
+    monkeypatch.setattr(emulator, "validate_frames", False)  # the frames are made wrong
+    _rewriting(monkeypatch, damage)
     emulator.script(TEXT_MODEL, ['{"name": "Ann", "age": 1}' + " " * 200])
     model = fronts.model(fronts.client(), TEXT_MODEL)
     call: Callable[[], object] = {
@@ -1199,15 +1249,32 @@ def test_a_message_the_sdk_cannot_read_is_our_error_and_cancels_the_prediction(
         "stream": lambda: list(model.stream("q")),
         "parse": lambda: model.parse("q", dict[str, Any]),
     }[entry]
-    with pytest.raises(LMStudioPredictionError) as info:
-        call()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lms.LMStudioUnknownMessageWarning)
+        with pytest.raises(LMStudioPredictionError) as info:
+            call()
     assert str(info.value).startswith(
         f"The lmstudio SDK {lms.__version__} cannot read a message LM Studio sent (during the "
-        "prediction): Invalid enum value 'reasoningSummary' - at `$.reasoningType`"
+        f"prediction): {said}"
     )
-    assert "update the lmstudio package" in str(info.value)
+    assert info.value.hint is not None
+    assert info.value.hint.startswith("A newer LM Studio may send what this lmstudio SDK")
     emulator.wait_until(lambda: emulator.predictions[-1].done, timeout=10)
     assert emulator.predictions[-1].stop_reason == "userStopped"
-    (violation,) = emulator.protocol_violations  # the drift guard saw the made-up type
-    assert "'reasoningSummary'" in violation
-    emulator.reset()  # the fixture checks the guard afterwards
+
+
+def test_a_request_closed_without_its_result_says_so(
+    make_model: MakeModel, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's "Attempted to read result from an active channel" was said as "LM Studio
+    failed the prediction", with advice on the server's log (found by a probe)."""
+    monkeypatch.setattr(emulator, "validate_frames", False)
+    _rewriting(
+        monkeypatch, lambda frame: [] if _message(frame).get("type") == "success" else [frame]
+    )
+    with pytest.raises(LMStudioPredictionError) as info:
+        make_model(TEXT_MODEL)("q")
+    assert str(info.value).startswith(
+        "LM Studio ended the request without the result message the lmstudio SDK "
+        f"{lms.__version__} waits for (the SDK: Attempted to read result from an active channel"
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import json
+import tomllib
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -52,7 +53,7 @@ def _source() -> tuple[bool, str | None]:
         text = importlib.metadata.distribution(NAME).read_text("direct_url.json")
     except importlib.metadata.PackageNotFoundError:  # run from a source tree (PYTHONPATH)
         root = Path(__file__).resolve().parents[2]
-        return (True, str(root)) if (root / "pyproject.toml").is_file() else (False, None)
+        return (True, str(root)) if _is_this_project(root / "pyproject.toml") else (False, None)
     try:
         record = json.loads(text or "null")
     except ValueError:
@@ -60,13 +61,28 @@ def _source() -> tuple[bool, str | None]:
     url = record.get("url") if isinstance(record, dict) else None
     if not isinstance(url, str):
         return False, None
+    subdirectory = record.get("subdirectory")
+    where = f"#subdirectory={subdirectory}" if isinstance(subdirectory, str) else ""
     vcs = record.get("vcs_info")
     if isinstance(vcs, dict) and isinstance(vcs.get("vcs"), str):
         commit = vcs.get("commit_id")
-        return False, f"{vcs['vcs']}+{url}" + (f"@{commit}" if isinstance(commit, str) else "")
+        revision = f"@{commit}" if isinstance(commit, str) else ""
+        return False, f"{vcs['vcs']}+{url}{revision}{where}"
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "file":
-        return False, url
+        return False, url + where
     dir_info = record.get("dir_info")
     editable = isinstance(dir_info, dict) and dir_info.get("editable") is True
-    return editable, urllib.request.url2pathname(parts.path)
+    server = "" if parts.netloc in ("", "localhost") else f"//{parts.netloc}"  # a share
+    path = urllib.request.url2pathname(server + parts.path)
+    return editable, f"{path}/{subdirectory}" if isinstance(subdirectory, str) else path
+
+
+def _is_this_project(pyproject: Path) -> bool:
+    """Whether ``pyproject`` is this project's (not another's that holds a copy of it)."""
+    try:
+        with pyproject.open("rb") as file:
+            project: object = tomllib.load(file).get("project")
+    except (OSError, ValueError):
+        return False
+    return isinstance(project, dict) and project.get("name") == NAME

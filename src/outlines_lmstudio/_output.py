@@ -203,17 +203,26 @@ def _number(node: dict[str, Any], key: str) -> float | None:
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+_KINDS = frozenset({"anyOf", "oneOf", "allOf", "enum", "const"})
+"""Keywords that give an untyped node its kind (`_required_contradiction`)."""
+
+
 def _required_contradiction(node: dict[str, Any], listed: set[Any] | None) -> str | None:
     """Return why an object node's ``required`` names cannot all be written, or ``None``.
 
     Found by a probe: such a schema was sent, and every reply broke it (``parse`` failed
-    after the request). Only for a node typed ``object`` alone (a value of another type
-    satisfies ``required``) and without ``$ref`` (draft 7 ignores the keywords beside it;
-    found by a review); not under ``not`` or ``if`` (`_check_structure`), where a schema
-    no value satisfies means something.
+    after the request). Only for a node that is an object: typed ``object`` alone, or with
+    ``properties`` and no type, which both engines write as an object, unless a keyword
+    beside gives its kind (``anyOf``, ``oneOf``, ``allOf``, ``enum``, ``const``: a value of
+    another type may satisfy it). Not beside a ``$ref`` (draft 7 ignores the keywords
+    there), nor under ``not`` or ``if`` (`_check_structure`), where a schema no value
+    satisfies means something (found by reviews).
     """
     required = node.get("required")
-    if not isinstance(required, list) or listed != {"object"} or "$ref" in node:
+    if not isinstance(required, list) or "$ref" in node:
+        return None
+    untyped_object = listed is None and "properties" in node and node.keys().isdisjoint(_KINDS)
+    if listed != {"object"} and not untyped_object:
         return None
     names = {name for name in required if isinstance(name, str)}
     most = _number(node, "maxProperties")

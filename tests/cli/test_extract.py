@@ -402,6 +402,8 @@ GOOD = json.dumps({"id": "a", "prompt": "fine"})
             "the key 'Images', which extract does not read: did you mean \"images\"?",
         ),
         (GOOD[:-1] + ', "img": "a.png"}\n', 'did you mean "images"?'),
+        (GOOD[:-1] + ', "imgaes": ["a.png"]}\n', 'did you mean "images"?'),  # a review
+        (GOOD[:-1] + ', "images ": "a.png"}\n', 'did you mean "images"?'),
         (
             '{"id": "x", "Prompt": "p"}\n',
             "the key 'Prompt', which extract does not read: did you mean \"prompt\"?",

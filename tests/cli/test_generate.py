@@ -351,6 +351,7 @@ def test_bad_schema_file(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: 
         # relative import" (tab completion writes ./people.py).
         (["--type", "./people.py:City"], None, "not a file path: run --type people:City."),
         (["--type", ".people:City"], None, "not a relative one: run --type people:City from"),
+        (["--type", ".:City"], None, "--type '.:City' must be MODULE:CLASS"),
         (["--choice", "a,,b"], None, "distinct, non-empty"),
         (["--regex", "(unclosed"], None, "not a valid regular expression"),
         (["--regex", ""], None, "--regex is empty"),  # printed an empty line (session 26)

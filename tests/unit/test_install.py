@@ -72,6 +72,19 @@ def _installed(monkeypatch: pytest.MonkeyPatch, record: object) -> None:
             {"url": "https://example.com/outlines_lmstudio-0.1.0.tar.gz", "archive_info": {}},
             'pip install "outlines-lmstudio[testing] @ https://example.com/outlines_lmstudio-0.1.0.tar.gz"',
         ),
+        (  # from a subdirectory of a repository (found by a review: it was left out)
+            {
+                "url": "https://github.com/o/mono",
+                "vcs_info": {"vcs": "git", "commit_id": "abc"},
+                "subdirectory": "py/ol",
+            },
+            'pip install "outlines-lmstudio[testing] @ git+https://github.com/o/mono@abc'
+            '#subdirectory=py/ol"',
+        ),
+        (  # a share's server name is kept (found by a review)
+            {"url": "file://server/share/ol", "dir_info": {}},
+            'pip install "//server/share/ol[testing]"',
+        ),
         (None, 'pip install "outlines-lmstudio[testing]"'),  # from an index: no record
         ("not json", 'pip install "outlines-lmstudio[testing]"'),
         ({"url": 5}, 'pip install "outlines-lmstudio[testing]"'),
@@ -94,6 +107,23 @@ def test_a_source_tree_run_without_installing_names_its_checkout(
     root = Path(_install.__file__).resolve().parents[2]
     assert (root / "pyproject.toml").is_file()  # this test runs from a checkout
     assert install_command("cli,local") == f'pip install -e "{root}[cli,local]"'
+
+
+def test_a_copy_inside_another_project_does_not_name_that_project(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Found by a review: vendored into another project's ``src/``, the line named that
+    project's checkout, which would install it instead."""
+
+    def missing(name: str) -> None:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    package = tmp_path / "other" / "src" / "outlines_lmstudio"
+    package.mkdir(parents=True)
+    (tmp_path / "other" / "pyproject.toml").write_text('[project]\nname = "other"\n')
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    monkeypatch.setattr(_install, "__file__", str(package / "_install.py"))
+    assert install_command("testing") == 'pip install "outlines-lmstudio[testing]"'
 
 
 def test_this_environment_s_line_installs_from_a_real_source() -> None:

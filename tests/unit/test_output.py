@@ -239,6 +239,10 @@ def test_references_that_resolve_are_kept(schema: dict[str, Any]) -> None:
             {"type": "object", "required": ["x"], "maxProperties": 0},
             "'required' names 1 property, more than maxProperties 0",
         ),
+        (  # no type: the engines write an object for properties (a review)
+            {"properties": {"a": {}, "b": {}}, "required": ["a", "b"], "maxProperties": 1},
+            "'required' names 2 properties, more than maxProperties 1",
+        ),
         (
             {
                 "type": "object",
@@ -330,9 +334,14 @@ def test_a_draft_4_exclusive_bound_is_read_as_draft_4_writes_it(
         },
         {"type": "object", "properties": {"x": {}}, "required": ["x"], "maxProperties": 1},
         # Found by a review: satisfiable, and refused by the first version of the check:
-        # a node with no type ("hi" is valid), draft 7's $ref with keywords beside it (they
-        # are ignored); and a part under "not" (below)
-        {"properties": {"x": {}}, "required": ["y"], "additionalProperties": False},
+        # a node whose kind anyOf gives ("hi" is valid), draft 7's $ref with keywords
+        # beside it (they are ignored); and a part under "not" (below)
+        {
+            "anyOf": [{"type": "string"}, {"type": "object"}],
+            "properties": {"x": {}},
+            "required": ["y"],
+            "additionalProperties": False,
+        },
         {
             "$schema": "http://json-schema.org/draft-07/schema#",
             "definitions": {"A": {"type": "object", "properties": {"a": {}}}},

@@ -50,7 +50,8 @@ class FailingStream(EndlessStream):
         for _ in range(3):
             await asyncio.sleep(0)
             yield "x"
-        raise ValueError("not an SDK error")
+        # Not one that `Unreadable` stands for (a message the SDK cannot read): as it is.
+        raise RuntimeError("not an SDK error")
 
 
 async def _read_all(
@@ -99,7 +100,7 @@ async def test_fragments_arriving_as_the_deadline_expires_still_time_out_and_can
 async def test_an_unexpected_error_in_the_stream_reaches_the_reader() -> None:
     reader = _start(FailingStream(), whole=False)
     seen: list[Any] = []
-    with pytest.raises(ValueError, match="not an SDK error"):
+    with pytest.raises(RuntimeError, match="not an SDK error"):
         await _read_all(reader, seen)
     assert seen == ["x", "x", "x"]
 
@@ -108,7 +109,7 @@ async def test_an_unexpected_error_in_the_stream_reaches_the_reader() -> None:
 async def test_stop_cancels_a_stream_whose_reader_died() -> None:
     stream = FailingStream()
     reader = _start(stream, whole=True)
-    with pytest.raises(ValueError, match="not an SDK error"):
+    with pytest.raises(RuntimeError, match="not an SDK error"):
         await _read_all(reader)
     await reader.stop()  # the prediction may still run on the server: cancel it
     assert stream.cancelled

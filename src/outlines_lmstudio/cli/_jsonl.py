@@ -25,6 +25,7 @@ says so (`locks`, `NO_LOCK_NOTE`).
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import json
 import os
@@ -92,28 +93,41 @@ def _check_unicode(where: str, name: str, values: list[Any]) -> None:
 
 
 _KEYS = ("id", "prompt", "images")
-_LIKE = {
-    **{key.lower(): key for key in _KEYS},
-    **dict.fromkeys(("image", "img", "imgs", "image_path", "image_paths"), "images"),
-}
-"""The names taken for a key `extract` reads: each key in any case, and the image's usual."""
+_LIKE = dict.fromkeys(("image", "img", "imgs", "image_path", "image_paths"), "images")
+"""An image's usual names that `difflib` does not find close enough to ``images``."""
 
 
 def _refuse_near_misses(where: str, data: dict[str, Any]) -> None:
     """Refuse a key that stands for one `extract` reads, where the line lacks that one.
 
-    Other keys are ignored (a line may carry data of its own), but ``"image"`` or
-    ``"Images"`` for ``"images"`` left the item's image out without a word (found by a
-    probe). Only those names are taken for it, and not with a null value (a dataset's
-    ``"image": null`` on a text-only item): a looser match refused real data (a review).
+    Other keys are ignored (a line may carry data of its own), but ``"image"``, ``"Images"``
+    or ``"imgaes"`` for ``"images"`` left the item's image out without a word (found by a
+    probe). A key is taken for one it reads by its name (in any case, around spaces, a
+    near spelling or an image's usual name) and its value, which must be what that key
+    takes: ``"n_images": 0``, ``"imagesize": [1, 2]`` and ``"image": null`` are a line's
+    own data (a review found them refused by a match on names alone).
     """
     for key, value in data.items():
-        meant = _LIKE.get(key.lower())
-        if meant is not None and meant != key and meant not in data and value is not None:
-            raise CliError(
-                f"{where} has the key {key!r}, which extract does not read: did you mean "
-                f'"{meant}"? Rename it (keys other than id, prompt and images are ignored).'
-            )
+        name = key.strip().lower()
+        meant = _LIKE.get(name) or next(
+            iter(difflib.get_close_matches(name, _KEYS, n=1, cutoff=0.8)), None
+        )
+        if meant is None or meant == key or meant in data or not _takes(meant, value):
+            continue
+        raise CliError(
+            f"{where} has the key {key!r}, which extract does not read: did you mean "
+            f'"{meant}"? Rename it (keys other than id, prompt and images are ignored).'
+        )
+
+
+def _takes(key: str, value: object) -> bool:
+    """Whether ``value`` is of what `extract` reads under ``key``."""
+    if key == "images":
+        paths = value if isinstance(value, list) else [value]
+        return bool(paths) and all(isinstance(path, str) for path in paths)
+    if key == "prompt":
+        return isinstance(value, str)
+    return isinstance(value, str | int) and not isinstance(value, bool)
 
 
 def read_items(path: Path) -> list[Item]:

@@ -258,6 +258,8 @@ def load_type(spec: str) -> Any:
     # imported: left there, a file of the current directory named like a module imported
     # later (sqlite3.py, pprint.py) would be run in its place.
     path_like = module_name.endswith(".py") or "/" in module_name
+    if not module_name.strip("./"):  # ".", "./": no module at all (a review)
+        raise CliError(f"--type {spec!r} must be MODULE:CLASS, e.g. myapp.models:Person.")
     if module_name.startswith("."):
         # Found by a probe: "./models.py" (tab completion) or ".models" gave importlib's
         # "TypeError: the 'package' argument is required to perform a relative import".

@@ -108,7 +108,8 @@ def pytest_runtest_makereport(
     The check is made when the test's call ends, so that the test is reported as failed
     (found by a probe: failed from the fixture's teardown, it was counted as both passed and
     an error). A test that failed already gets the violations as a section of its report; a
-    skipped or xfail-marked test's fail its teardown, as before.
+    skipped test's fail its teardown, as before (an xfail-marked test's too, which pytest
+    reports as xfailed).
     """
     outcome = yield
     report: pytest.TestReport = outcome.get_result()

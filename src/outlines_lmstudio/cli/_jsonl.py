@@ -108,16 +108,26 @@ def _refuse_near_misses(where: str, data: dict[str, Any]) -> None:
     own data (a review found them refused by a match on names alone).
     """
     for key, value in data.items():
-        name = key.strip().lower()
-        meant = _LIKE.get(name) or next(
-            iter(difflib.get_close_matches(name, _KEYS, n=1, cutoff=0.8)), None
-        )
+        meant = _meant(key)
         if meant is None or meant == key or meant in data or not _takes(meant, value):
             continue
         raise CliError(
             f"{where} has the key {key!r}, which extract does not read: did you mean "
             f'"{meant}"? Rename it (keys other than id, prompt and images are ignored).'
         )
+
+
+@functools.lru_cache(maxsize=1024)
+def _meant(key: str) -> str | None:
+    """Return the key `extract` reads that ``key`` stands for, if any (see `_refuse_near_misses`).
+
+    Kept per name: the lines of a file repeat their keys, and `difflib` for each key of each
+    line made reading 100,000 lines of five keys take 5.0 s (0.9 s kept, 0.8 s unchecked).
+    """
+    name = key.strip().lower()
+    return _LIKE.get(name) or next(
+        iter(difflib.get_close_matches(name, _KEYS, n=1, cutoff=0.8)), None
+    )
 
 
 def _takes(key: str, value: object) -> bool:

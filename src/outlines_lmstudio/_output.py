@@ -241,11 +241,11 @@ def _required_contradiction(node: dict[str, Any], listed: set[Any] | None) -> st
     return None
 
 
-def _contradiction(node: dict[str, Any], asserted: bool = True) -> str | None:
+def _contradiction(node: dict[str, Any], pointer: str = "") -> str | None:
     """Return why no value can satisfy a schema object's own keywords, or ``None``.
 
-    ``asserted`` is false for a node under ``not`` or ``if``, whose ``required`` names are
-    not checked against the other keywords (see `_required_contradiction`).
+    ``pointer`` is where the node is: under ``not`` or ``if`` its ``required`` names are not
+    checked against the other keywords (see `_required_contradiction`).
 
     The engines fail on such a schema after it is sent (outlines-core cannot build its
     regex), or write a value that breaks it (an empty ``enum``); it is refused first.
@@ -293,8 +293,8 @@ def _contradiction(node: dict[str, Any], asserted: bool = True) -> str | None:
         return f"minItems {least!r} is more than the {len(prefix)} items that items: false allows"
     if node.get("enum") == []:
         return "'enum' is empty"
-    if asserted and (why := _required_contradiction(node, listed)) is not None:
-        return why
+    if (why := _required_contradiction(node, listed)) is not None and not _negated(pointer):
+        return why  # where the node is, read only then: most nodes have nothing to refuse
     kinds = node.get("type")
     if isinstance(kinds, str):
         kinds = [kinds]
@@ -408,7 +408,7 @@ def _check_structure(schema: dict[str, Any]) -> None:
     for pointer, node in schema_nodes(schema):
         if not isinstance(node, dict):
             continue
-        why = _contradiction(node, not _negated(pointer))
+        why = _contradiction(node, pointer)
         if why is not None:
             raise InvalidSchemaError(
                 f"JSON schema at {pointer or '/'} can never be satisfied: {why}. No model can "

@@ -23,6 +23,7 @@ from .conftest import MainInProcess, RunCli
 from .helpers import (
     PERSON_SCHEMA,
     TEXT,
+    UNLOADED,
     VISION,
     assert_one_line_error,
     broken_png,
@@ -233,6 +234,15 @@ def test_images_are_sent_relative_to_the_input_file(
     assert refused.returncode == 2
     assert_one_line_error(refused, "have images", "no vision support")
     assert not (tmp_path / "other.jsonl").exists()
+
+    # A text-only model that is not loaded is refused without loading it (found by a probe).
+    refused = main_in_process(
+        *extract(schema_file, source, tmp_path / "third.jsonl", "-m", UNLOADED)
+    )
+    assert refused.returncode == 2
+    assert_one_line_error(refused, "have images", UNLOADED, "no vision support")
+    loads = [r.parameter for r in emulator.requests if r.endpoint == "getOrLoad"]
+    assert UNLOADED not in [load["identifier"] for load in loads]
 
 
 def test_a_corrupt_image_fails_its_item_and_the_run_goes_on(

@@ -20,6 +20,7 @@ from .helpers import (
     MLX,
     PERSON_SCHEMA,
     TEXT,
+    UNLOADED,
     VISION,
     assert_one_line_error,
     broken_png,
@@ -225,6 +226,33 @@ def test_image_to_a_model_without_vision_is_refused_before_sending(
     assert_one_line_error(result, TEXT, "vision", "--capability vision")
     assert emulator.predictions == []
     assert emulator.uploads == []
+
+
+def test_image_to_a_model_without_vision_is_refused_before_loading_it(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """Found by a probe: a text-only model that was not loaded was loaded (waiting for it,
+    and left loaded), then refused. What LM Studio reports of the download decides."""
+    image = png(tmp_path / "a.png", (8, 8))
+    result = main_in_process("generate", "-m", UNLOADED, "--image", str(image), "Describe")
+    assert result.returncode == 2
+    assert_one_line_error(result, UNLOADED, "vision", "--capability vision")
+    assert "getOrLoad" not in [r.endpoint for r in emulator.requests]
+    assert emulator.predictions == []
+
+
+def test_regex_to_a_gguf_model_not_loaded_loads_it(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator
+) -> None:
+    """The check made before loading lets a model it accepts be loaded and used."""
+    result = main_in_process("generate", "-m", UNLOADED, "--regex", "[a-z]{4}", "A word")
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch("[a-z]{4}", result.stdout.strip())
+    loads = [r.parameter for r in emulator.requests if r.endpoint == "getOrLoad"]
+    assert {load["identifier"] for load in loads} == {UNLOADED}  # the library's own finds it
+    structured = emulator.predictions[0].structured
+    assert structured is not None
+    assert structured["type"] == "gbnf"
 
 
 def test_unreadable_image(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path) -> None:

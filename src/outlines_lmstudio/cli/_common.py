@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -876,7 +876,30 @@ def _missing_model(key: str | None, session: Session) -> NoReturn:
     )
 
 
-def resolve_llm(session: Session, key: str | None) -> ModelInfo:
+def _to_load(session: Session, key: str) -> ModelInfo | None:
+    """Return what LM Studio reports of the downloaded LLM ``key``, if finding it loads it.
+
+    ``None`` when an instance has the identifier ``key`` (it answers, whatever model it is
+    of) or no downloaded LLM has that model key.
+    """
+    if any(handle.identifier == key for handle in session.client.llm.list_loaded()):
+        return None
+    for model in session.client.llm.list_downloaded():
+        if model.model_key == key:
+            info = model.info
+            return ModelInfo(
+                identifier=key,
+                key=key,
+                vision=bool(getattr(info, "vision", False)),
+                format=str(info.format),
+                name=key,
+            )
+    return None
+
+
+def resolve_llm(
+    session: Session, key: str | None, check: Callable[[ModelInfo], None] | None = None
+) -> ModelInfo:
     """Find (loading if needed) an LLM and return what LM Studio reports about it.
 
     Parameters
@@ -885,6 +908,13 @@ def resolve_llm(session: Session, key: str | None) -> ModelInfo:
         The connected session.
     key
         A model key or instance identifier; ``None`` for any loaded LLM.
+    check
+        Refuses a model the command cannot use (no vision for its images...). When
+        ``key`` is a downloaded model's key, it is called before the model is loaded,
+        with what LM Studio reports of the download: a model that would be refused is
+        not loaded for nothing (found by a probe: ``generate --image`` to a text-only
+        model that was not loaded waited for the load, then was refused, and left the
+        model loaded). It is called again with the model found.
 
     Returns
     -------
@@ -895,9 +925,12 @@ def resolve_llm(session: Session, key: str | None) -> ModelInfo:
     Raises
     ------
     CliError
-        If there is no such model (or no loaded model when ``key`` is None).
+        If there is no such model (or no loaded model when ``key`` is None), or what
+        ``check`` raised.
     """
     ready(session, "llm")
+    if check is not None and key and (downloaded := _to_load(session, key)) is not None:
+        check(downloaded)
     try:
         handle = session.client.llm.model(key) if key else session.client.llm.model()
         info = handle.get_info()
@@ -927,7 +960,7 @@ def resolve_llm(session: Session, key: str | None) -> ModelInfo:
             f"{key!r} is a {info.type} model, not an LLM: pick an LLM "
             "(`outlines-lmstudio models --capability chat`).",
         )
-    return ModelInfo(
+    found = ModelInfo(
         identifier=handle.identifier,
         key=info.model_key,
         vision=bool(getattr(info, "vision", False)),
@@ -936,6 +969,9 @@ def resolve_llm(session: Session, key: str | None) -> ModelInfo:
         # the model could change between items) while letting it be loaded again.
         name=key or info.model_key,
     )
+    if check is not None:
+        check(found)
+    return found
 
 
 def check_vision(model: ModelInfo, count: int) -> None:

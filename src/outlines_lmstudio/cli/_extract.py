@@ -15,6 +15,7 @@ from ._common import (
     EXIT_INTERRUPTED,
     MAX_RETRIES,
     CliError,
+    ModelInfo,
     add_model_option,
     add_sampling_options,
     check_retries,
@@ -348,14 +349,17 @@ def _run(
     from outlines_lmstudio import from_lmstudio
 
     with connect(args) as session:
-        info = resolve_llm(session, args.model)
         with_images = [i for i in pending if i.images]
-        if with_images and not info.vision:
-            raise CliError(
-                f"{len(with_images)} input line(s) have images (first: line "
-                f"{with_images[0].line}), but {info.key!r} has no vision support: pick a vision "
-                "model (`outlines-lmstudio models --capability vision`)."
-            )
+
+        def usable(info: ModelInfo) -> None:
+            if not info.vision:
+                raise CliError(
+                    f"{len(with_images)} input line(s) have images (first: line "
+                    f"{with_images[0].line}), but {info.key!r} has no vision support: pick a "
+                    "vision model (`outlines-lmstudio models --capability vision`)."
+                )
+
+        info = resolve_llm(session, args.model, usable if with_images else None)
         model = from_lmstudio(session.client, info.name, max_concurrency=args.concurrency)
         job = _Job(model, spec, args.system, args.retries, kwargs, args.reasoning)
         if retried and (dropped := output.drop_errors(retried)):

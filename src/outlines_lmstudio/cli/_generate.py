@@ -212,9 +212,12 @@ def run(args: argparse.Namespace) -> int:
     from outlines_lmstudio import from_lmstudio
 
     with connect(args) as session:
-        info = resolve_llm(session, args.model)
-        check_vision(info, len(images))
-        check_grammar(info, spec)
+
+        def usable(info: ModelInfo) -> None:
+            check_vision(info, len(images))
+            check_grammar(info, spec)
+
+        info = resolve_llm(session, args.model, usable if images or spec.grammar else None)
         model = from_lmstudio(session.client, info.name, grammar=spec.grammar)
         model_input = build_input(prompt, args.system, images)
         if spec.output_type is None:

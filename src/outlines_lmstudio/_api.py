@@ -711,6 +711,12 @@ class ModelApi(Common):
             The reply does not validate (it carries the raw text and the errors).
         TruncatedOutputError
             The reply was cut off by ``max_tokens`` or the context length.
+        InvalidInferenceArgumentError
+            (a ``TypeError``) If ``output_type`` is missing, or ``max_concurrency`` is given
+            for one input; and for a bad keyword, as for `generate`.
+
+        Every other error `generate` raises is raised as it raises it, the errors about
+        the input, the output type and the keywords before anything is sent.
         """
         if output_type is NO_OUTPUT_TYPE:
             raise missing_output_type("parse", inference_kwargs)
@@ -755,6 +761,8 @@ class ModelApi(Common):
         ------
         ParseError, TruncatedOutputError
             As `parse` raises them (no reply validated).
+
+        Every other error `parse` raises is raised as it raises it.
         """
         if output_type is NO_OUTPUT_TYPE:
             raise missing_output_type("parse_reply", inference_kwargs)
@@ -827,6 +835,19 @@ class ModelApi(Common):
         Iterator[Any] | AsyncIterator[Any]
             Partial JSON values (dicts, lists, strings, each more complete than the
             last), then the final value of ``output_type``.
+
+        Raises
+        ------
+        ParseError, TruncatedOutputError
+            While iterating, as `parse` raises them: the final value does not validate,
+            or the reply was cut off.
+        InvalidInferenceArgumentError
+            (a ``TypeError``) At the call, if ``output_type`` is missing; and for a bad
+            keyword, as for `generate`.
+
+        Every other error `generate` raises is raised as `generate_stream` raises it: the
+        errors about the input, the output type and the keywords at the call, before
+        anything is sent.
         """
         if output_type is NO_OUTPUT_TYPE:
             raise missing_output_type("parse_stream", inference_kwargs)

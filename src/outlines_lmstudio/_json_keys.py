@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ._schema_walk import pointer_token
+
 __all__ = ["RepeatedKey", "repeated_at", "without_repeats"]
 
 
@@ -70,7 +72,7 @@ def repeated_at(text: str, *, pointer: bool = False) -> str:
     """
     steps = _repeated_steps(text)
     if pointer:
-        return "/" + "/".join(str(s).replace("~", "~0").replace("/", "~1") for s in steps)
+        return "/" + "/".join(map(pointer_token, steps))
     return ".".join(map(str, steps)) or "(root)"
 
 

@@ -247,6 +247,8 @@ def ref_target(root: Any, ref: str) -> Any:
     JSON Pointer (``~1`` is ``/``), as jsonschema, which checks the replies, reads it. The
     engines read it as written: `_dialects` refuses a reference whose two readings differ.
     """
+    # Not jsonpointer's resolve: it finds nothing at an index such as "01", which jsonschema's
+    # `referencing` reads with int() as this does; and a miss here is None, not an error.
     node = root
     ref = unquote(ref)
     for part in ref[2:].split("/") if ref != "#" else []:

@@ -605,6 +605,21 @@ def test_an_address_no_socket_listens_on_is_refused_for_what_it_is(
         LMStudioEmulator(host=host, allow_remote=allow_remote)
 
 
+@pytest.mark.parametrize(
+    ("given", "told"),
+    [
+        ({"host": "0.0.0.0", "allow_remote": "no"}, "allow_remote must be True or False, not 'no'"),
+        ({"cors": "off"}, "cors must be True or False, not 'off'"),
+        ({"host": 127}, "host must be an address as a string, e.g. '127.0.0.1', not 127"),
+    ],
+)
+def test_a_switch_or_host_of_another_type_is_refused(given: dict[str, Any], told: str) -> None:
+    """Found by an audit: allow_remote="no" (a true string) bound every interface, cors="off"
+    took web pages, and host=127 raised "'int' object has no attribute 'strip'"."""
+    with pytest.raises(ValueError, match=re.escape(told)):
+        LMStudioEmulator(**given)
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20"])
 def test_binding_outside_loopback_needs_an_opt_in(host: str) -> None:
     with pytest.raises(ValueError, match="allow_remote=True"):

@@ -187,12 +187,6 @@ class LMStudioEmulator(EmulatorState):
         model) unloads the other JIT models, and the client is told with
         ``unloadingOtherJITModel``. False keeps them all loaded. JIT models
         also honour the client's ``ttl``: unused that long, they are unloaded.
-    cors
-        Take connections from web pages. A browser sends an ``Origin`` header, which the
-        SDKs do not: such a connection is refused (HTTP 403) unless this is set, since any
-        page the user opens could otherwise drive the emulator and read what it serves
-        (a browser applies no same-origin rule to websockets). LM Studio's server has the
-        same switch, off by default (``lms server start --cors``).
     max_records
         None (the default, for tests) keeps every record until `reset`. A number,
         for a server that runs for long (the ``emulator`` command keeps 1000), keeps
@@ -200,6 +194,21 @@ class LMStudioEmulator(EmulatorState):
         `protocol_violations` and `trace` (the newest), with long strings shortened
         in the trace and in request parameters, and drops the bytes of a client's
         uploads (``Upload.data``, ``Prediction.images``) when the client is gone.
+    cors
+        Take connections from web pages. A browser sends an ``Origin`` header, which the
+        SDKs do not: such a connection is refused (HTTP 403) unless this is set, since any
+        page the user opens could otherwise drive the emulator and read what it serves
+        (a browser applies no same-origin rule to websockets). LM Studio's server has the
+        same switch, off by default (``lms server start --cors``).
+
+    Raises
+    ------
+    ValueError
+        If a setting is of the wrong type or out of range, or ``host`` is not an address
+        to listen on (empty, a URL, with a port), or not a loopback address without
+        ``allow_remote``.
+    TypeError
+        If ``models`` is not a list of `EmulatedModel`.
 
     Examples
     --------
@@ -233,6 +242,11 @@ class LMStudioEmulator(EmulatorState):
             raise ValueError(f"max_records must be None or an integer >= 1, not {max_records!r}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be 0 (a free port) to 65535, not {port!r}")
+        if not isinstance(host, str):  # found by an audit: 'int' object has no attribute 'strip'
+            raise ValueError(f"host must be an address as a string, e.g. '127.0.0.1', not {host!r}")
+        for name, flag in (("allow_remote", allow_remote), ("cors", cors)):
+            if not isinstance(flag, bool):  # found by an audit: allow_remote="no" allowed it
+                raise ValueError(f"{name} must be True or False, not {flag!r}")
         _check_address(host)
         if not is_loopback(host):
             if not allow_remote:
@@ -258,7 +272,7 @@ class LMStudioEmulator(EmulatorState):
         )
         self.host = host.strip("[]")  # "[::1]" binds as "::1"
         self._requested_port = port
-        self._cors = bool(cors)
+        self._cors = cors
         self._port: int | None = None
         self._last_port = 0  # the port it served on before its last stop (0: none yet)
         self._thread: threading.Thread | None = None
@@ -751,10 +765,14 @@ class LMStudioEmulator(EmulatorState):
                         "if an async client on that loop was to act, use await "
                         "emu.await_until(...) instead)"
                     )
-                raise TimeoutError(
-                    f"Condition not met within {timeout} s{hint}\n{self.format_trace(last=20)}"
-                )
+                raise self._not_met(timeout, hint)
             time.sleep(0.005)
+
+    def _not_met(self, timeout: float, hint: str = "") -> TimeoutError:
+        """Make the error of a wait that timed out, with the trace tail (why it never came)."""
+        return TimeoutError(
+            f"Condition not met within {timeout} s{hint}\n{self.format_trace(last=20)}"
+        )
 
     # The same timeout as wait_until (not asyncio.timeout): its TimeoutError holds the
     # trace tail, which is what says why the condition never came.
@@ -789,9 +807,7 @@ class LMStudioEmulator(EmulatorState):
         deadline = _wait_deadline(predicate, timeout, "await_until")
         while not predicate():
             if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"Condition not met within {timeout} s\n{self.format_trace(last=20)}"
-                )
+                raise self._not_met(timeout)
             await asyncio.sleep(0.005)
 
     # -- records ----------------------------------------------------------------------

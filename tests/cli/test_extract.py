@@ -263,35 +263,29 @@ def test_a_corrupt_image_fails_its_item_and_the_run_goes_on(
     assert "bug" not in result.stderr
 
 
-def test_an_image_path_that_is_a_pipe_holds_up_no_other_item(
-    emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
+def test_an_image_path_that_is_not_a_file_fails_its_item_without_waiting(
+    run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
 ) -> None:
-    """Found by a probe: a named pipe's open() (it waits for a writer) held the decoding
-    lock, so no item with an image ever finished (the run sat at 0/7 until killed). The
-    pipe's item still waits for its writer; the others finish, and a stop ends the run."""
+    """Found by probes: a named pipe's open() (it waits for a writer) first held the
+    decoding lock, so no item with an image finished; then the pipe's item alone waited for
+    good, and again on every resumed run, so an unattended run never ended. A path that is
+    not a file is now its item's error, at once."""
     os.mkfifo(tmp_path / "fifo.png")
     png(tmp_path / "ok.png", (16, 16))
     items = [{"id": 0, "prompt": "a", "images": ["fifo.png"]}]
-    items += [{"id": i, "prompt": "b", "images": ["ok.png"]} for i in range(1, 5)]
+    items += [{"id": 1, "prompt": "b", "images": ["/dev/null"]}]
+    items += [{"id": i, "prompt": "c", "images": ["ok.png"]} for i in range(2, 5)]
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(item) + "\n" for item in items))
     target = tmp_path / "out.jsonl"
     command = extract(schema_file, source, target, "-m", VISION, "--concurrency", "4")
-    child = subprocess.Popen(
-        [*script_path(), "--host", emulator.api_host, *command],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-        cwd=tmp_path,
-    )
-    try:
-        _wait_for_lines(target, 4)
-        child.send_signal(signal.SIGTERM)
-        child.communicate(timeout=30)
-    finally:
-        child.kill()
-    assert sorted(r["id"] for r in lines(target)) == [1, 2, 3, 4]
+    result = run_cli(*command, timeout=30)
+    assert result.returncode == 1, result.stderr
+    by_id = {r["id"]: r for r in lines(target)}
+    assert sorted(by_id) == [0, 1, 2, 3, 4]
+    assert "fifo.png': it is a named pipe, not a file" in by_id[0]["error"]["message"]
+    assert "'/dev/null': it is a character device, not a file" in by_id[1]["error"]["message"]
+    assert all("result" in by_id[i] for i in range(2, 5))
 
 
 def test_resuming_many_errors_takes_linear_time(
@@ -1086,3 +1080,27 @@ def test_items_go_to_the_pool_a_few_at_a_time() -> None:
                 held[0] -= 1
     assert finished == 200
     assert most[0] <= 5  # the window of 4, and the one submitted as one finishes
+
+
+def test_output_to_a_terminal_shows_8_bit_controls_as_json_escapes(
+    emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """Found by a probe: ``--output -`` on a terminal wrote a reply's U+009B (a CSI to some
+    terminals) as it is, where ``generate`` writes JSON's ``\\u009b``; a line is still JSON."""
+    import pexpect
+
+    emulator.script(TEXT, ['{"name": "a\\u009b2Jb\\u007fc"}'])
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"name": {"type": "string"}}}))
+    source = write_items(tmp_path / "in.jsonl", 1)
+    command = [*script_path(), "--host", emulator.api_host]
+    command += extract(schema, source, Path("-"), "-m", TEXT)
+    child = pexpect.spawn(command[0], command[1:], env=cli_env(), encoding="utf-8", timeout=15)
+    child.expect(pexpect.EOF)
+    child.close()
+    shown = child.before or ""
+    assert child.exitstatus == 0, shown
+    (line,) = [text for text in shown.splitlines() if text.startswith('{"id"')]
+    assert "\x9b" not in line
+    assert "\x7f" not in line
+    assert json.loads(line)["result"] == {"name": "a\x9b2Jb\x7fc"}

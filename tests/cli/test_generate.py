@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -253,6 +257,52 @@ def test_regex_to_a_gguf_model_not_loaded_loads_it(
     structured = emulator.predictions[0].structured
     assert structured is not None
     assert structured["type"] == "gbnf"
+
+
+def _fed(fifo: Path, data: bytes) -> threading.Thread:
+    """Write ``data`` into the named pipe ``fifo`` from a thread (its reader may stop early)."""
+
+    def write() -> None:
+        with contextlib.suppress(BrokenPipeError), fifo.open("wb") as pipe:
+            pipe.write(data)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    return writer
+
+
+def test_an_image_from_a_pipe_is_sent(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """``--image <(...)`` and a named pipe are read: the command waits for its writer."""
+    os.mkfifo(tmp_path / "fifo")
+    png(tmp_path / "a.png", (20, 10))
+    writer = _fed(tmp_path / "fifo", (tmp_path / "a.png").read_bytes())
+    result = main_in_process("generate", "-m", VISION, "--image", "fifo", "Describe")
+    writer.join(10)
+    assert result.returncode == 0, result.stderr
+    (prediction,) = emulator.predictions
+    assert [Image.open(io.BytesIO(data)).size for data in prediction.images] == [(20, 10)]
+
+
+def test_a_pipe_that_gives_too_much_is_refused_not_read_for_ever(
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a probe: a pipe fed for ever was read into memory until it ran out, and the
+    MemoryError was reported as a bug of the command."""
+    from outlines_lmstudio.cli import _images
+
+    monkeypatch.setattr(_images, "_PIPE_LIMIT", 4096)
+    os.mkfifo(tmp_path / "fifo")
+    writer = _fed(tmp_path / "fifo", b"\x89PNG" + bytes(8192))
+    result = main_in_process("generate", "-m", VISION, "--image", "fifo", "Describe")
+    writer.join(10)
+    assert result.returncode == 2
+    assert_one_line_error(result, "'fifo': it gave more than", "Save the image to a file")
+    assert emulator.predictions == []
 
 
 def test_unreadable_image(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path) -> None:
@@ -662,6 +712,25 @@ def test_escape_sequences_in_a_reply_are_escaped_on_a_terminal_only(
     assert (child.before or "").replace("\r\n", "\n") == (
         r"Hi \x1b]0;PWNED\x07 and \x1b[2J" + "\tcleared\n"
     )
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"a\x1b[2J\x1b]0;PWNED\x07": {"type": "nope"}}},
+        {"type": "object", "properties": {"a\x1b[2J\x9b": {"minLength": 5, "maxLength": 1}}},
+    ],
+)
+def test_a_name_inside_the_schema_is_escaped_in_the_error(
+    main_in_process: MainInProcess, tmp_path: Path, schema: dict[str, Any]
+) -> None:
+    """Found by a probe: the error named the schema's node by its JSON pointer raw, so a
+    property name's escape sequence cleared the screen and set the window title."""
+    (tmp_path / "s.json").write_text(json.dumps(schema))
+    result = main_in_process("generate", "-m", TEXT, "--schema", "s.json", "hi")
+    assert result.returncode == 2
+    assert "/properties/a\\x1b[2J" in result.stderr, result.stderr
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f]", result.stderr), repr(result.stderr)
 
 
 def test_a_json_reply_shows_del_and_8_bit_controls_escaped_on_a_terminal(

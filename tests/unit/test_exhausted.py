@@ -76,6 +76,17 @@ def test_the_cli_does_not_blame_a_file_of_its_own_for_the_limit() -> None:
     assert missing == ("in.jsonl: No such file or directory.", EXIT_USAGE)
 
 
+def test_the_cli_says_memory_ran_out_not_that_it_is_a_bug() -> None:
+    """Found by a probe: a MemoryError (an item's huge image) was "a bug in outlines-lmstudio:
+    please report it", with the whole run lost for it."""
+    report = failure_report(MemoryError())
+    assert report is not None
+    message, code = report
+    assert message.startswith("The command ran out of memory: free some")
+    assert "--concurrency" in message
+    assert code == EXIT_FAILURE
+
+
 LOW_LIMIT = textwrap.dedent(
     """
     import asyncio, os, resource

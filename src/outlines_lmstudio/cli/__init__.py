@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import _sigterm
+from ._controls import escape_controls
 from ._exit import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
 
 __all__ = ["SUBCOMMANDS", "TRACEBACK_VARIABLE", "build_parser", "main"]
@@ -397,4 +398,6 @@ def _report(message: str) -> None:
             common = sys.modules.get(f"{__name__}._common")
             if common is not None:
                 common.end_open_line()
-    print(f"outlines-lmstudio: error: {message}", file=sys.stderr, flush=True)
+    # Escaped: a name inside the user's schema (its JSON pointer), or a server's text, can
+    # hold an escape sequence that would act on the terminal (found by a probe).
+    print(f"outlines-lmstudio: error: {escape_controls(message)}", file=sys.stderr, flush=True)

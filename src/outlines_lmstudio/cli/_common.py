@@ -38,6 +38,7 @@ from .._exhausted import at_file_limit, files_hint, out_of_files
 from .._install import install_command
 from .._partial import LONE_SURROGATE
 from .._sdk_errors import from_sdk, proxy_note
+from ._controls import escape_controls
 from ._exit import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ __all__ = [
     "escape_controls",
     "escape_lone_surrogates",
     "for_terminal",
+    "json_escaped",
     "json_for_terminal",
     "err_console",
     "error_exit_code",
@@ -236,7 +238,8 @@ def failure_report(
     Our errors and the SDK's are reported with `error_message` (``again`` is passed
     on); an ``OSError`` (a file that could not be read or written) as
     ``FILE: reason`` with `EXIT_USAGE`. Anything else is a bug of ours (``None``), unless
-    the process had no file descriptor left (`at_file_limit`): then the limit is named.
+    the process had no file descriptor left (`at_file_limit`): then the limit is named,
+    or it ran out of memory.
     """
     from outlines_lmstudio.errors import OutlinesLMStudioError
 
@@ -266,6 +269,12 @@ def failure_report(
                 EXIT_USAGE,
             )
         return f"{exc.strerror or exc}.", EXIT_USAGE
+    if isinstance(exc, MemoryError):  # found by a probe: "a bug in outlines-lmstudio"
+        return (
+            "The command ran out of memory: free some, or give it smaller inputs (images, "
+            "prompts, files), or for extract a lower --concurrency.",
+            EXIT_FAILURE,
+        )
     if out_of_files(exc) or at_file_limit():
         # Out of files, the SDK's threads fail in ways of their own ("AsyncTaskManager ...
         # is currently inactive"): not a bug of ours (found by a probe at `ulimit -n 6`).
@@ -1032,34 +1041,9 @@ def _utf8_safe(text: str) -> str:
     return escape_lone_surrogates(text)
 
 
-# C0 and C1 control characters, but a line break, a tab, and a carriage return that ends a
-# line ("\r\n"): the characters that act on a terminal (ESC starts a sequence that clears
-# the screen or sets the window title; a lone "\r" writes over the line).
-_ACTS_ON_A_TERMINAL = re.compile(r"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def _stdout_is_a_terminal() -> bool:
     """Whether standard output is a terminal (not a file or pipe, nor closed: ``None``)."""
     return sys.stdout is not None and sys.stdout.isatty()
-
-
-def escape_controls(text: str, *, keep_lines: bool = True) -> str:
-    r"""Return ``text`` with its control characters escaped as Python writes them (``\x1b``).
-
-    Parameters
-    ----------
-    text
-        Text a model or the server wrote.
-    keep_lines
-        Keep line breaks and tabs (a reply's layout); ``False`` escapes them too (a name
-        in a table, or in a piped tab-separated line). Other characters stay as they are:
-        zero-width joiners, no-break spaces and the like are parts of names and words.
-    """
-    pattern = _ACTS_ON_A_TERMINAL if keep_lines else _CONTROL
-    if pattern.search(text) is None:
-        return text
-    return pattern.sub(lambda found: ascii(found.group())[1:-1], text)
 
 
 def for_terminal(text: str) -> str:
@@ -1086,7 +1070,12 @@ def json_for_terminal(text: str) -> str:
     ``\x9b`` (a CSI to some terminals) would act on it. JSON's own escape keeps the text
     JSON (found by a review: Python's ``\x9b`` made it invalid).
     """
-    if not _stdout_is_a_terminal() or _JSON_UNESCAPED.search(text) is None:
+    return json_escaped(text) if _stdout_is_a_terminal() else text
+
+
+def json_escaped(text: str) -> str:
+    r"""Return JSON text with DEL and the 8-bit controls as ``\u`` escapes (the same JSON)."""
+    if _JSON_UNESCAPED.search(text) is None:
         return text
     return _JSON_UNESCAPED.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 

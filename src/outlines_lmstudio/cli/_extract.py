@@ -148,7 +148,7 @@ class _Job:
 
         thought: list[str] = []
         try:
-            images = [load_image(path) for path in item.images]
+            images = [load_image(path, files_only=True) for path in item.images]
             model_input = build_input(item.prompt, self.system, images)
             if self.reasoning:
                 value = self._parse_reply(model_input, thought)

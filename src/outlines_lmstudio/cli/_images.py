@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
+import os
 import re
+import stat
 import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image as PILImage
 from PIL import ImageColor, UnidentifiedImageError
@@ -97,7 +101,61 @@ class _Animated(Exception):
     """An image file of several frames or pages (its format and frame count)."""
 
 
-def _decode(path: Path) -> PILImage.Image:
+_PIPE_LIMIT = 256 * 2**20
+"""The most read from a pipe (``--image <(...)``), which Pillow would read whole, unbounded."""
+
+_NOT_FILES = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _open(path: Path, files_only: bool) -> BinaryIO:
+    """Open an image file to decode: a pipe's bytes read (bounded), a non-file refused.
+
+    Raises
+    ------
+    CliError
+        If ``files_only`` and it is not a regular file, or a pipe gives more than
+        `_PIPE_LIMIT` bytes.
+    IsADirectoryError
+        If it is a directory.
+    """
+    # Without waiting for a writer when only files are taken (found by a probe: extract sat
+    # for good on an item naming a named pipe, and again on every resumed run).
+    nonblock = getattr(os, "O_NONBLOCK", 0) if files_only else 0  # none on Windows
+    flags = os.O_RDONLY | nonblock | getattr(os, "O_BINARY", 0)
+    handle = os.fdopen(os.open(path, flags), "rb")
+    try:
+        mode = os.fstat(handle.fileno()).st_mode
+        if stat.S_ISREG(mode):
+            return handle  # the caller closes it
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if files_only:
+            what = next((name for test, name in _NOT_FILES if test(mode)), "not a file")
+            raise CliError(
+                f"Cannot read image {str(path)!r}: it is {what}, not a file. Save the image "
+                "to a file and name that."
+            )
+        # Found by a probe: Pillow read a pipe fed for ever until memory ran out.
+        data = handle.read(_PIPE_LIMIT + 1)
+    except BaseException:
+        handle.close()
+        raise
+    handle.close()
+    if len(data) > _PIPE_LIMIT:
+        raise CliError(
+            f"Cannot read image {str(path)!r}: it gave more than {_PIPE_LIMIT // 2**20} MiB, "
+            "more than any image file sent, and was not read further. Save the image to a "
+            "file and name that."
+        )
+    return io.BytesIO(data)
+
+
+def _decode(path: Path, files_only: bool = False) -> PILImage.Image:
     """Open and decode an image file, keeping its format.
 
     An image over Pillow's pixel limit, but under twice it, is decoded without Pillow's
@@ -106,9 +164,8 @@ def _decode(path: Path) -> PILImage.Image:
     """
     # Opened before the lock (found by a probe: a named pipe's open(), which waits for a
     # writer, held it, and with it every other worker of `extract`). Pillow then reads what
-    # it needs (the header first: a huge non-image file is not read whole), and reads a
-    # pipe (`--image <(...)`) into memory itself.
-    with path.open("rb") as handle, _DECODING, warnings.catch_warnings():
+    # it needs (the header first: a huge non-image file is not read whole).
+    with _open(path, files_only) as handle, _DECODING, warnings.catch_warnings():
         warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
         # Pillow's notes on a damaged file it still decodes ("Corrupt EXIF data", "Tag data
         # larger than file"): two lines of noise each, on a terminal the CLI writes to.
@@ -140,13 +197,17 @@ def _pixels(error: PILImage.DecompressionBombError) -> int | None:
     return int(found[1]) if found else None
 
 
-def load_image(path: str | Path) -> Attachment:
+def load_image(path: str | Path, *, files_only: bool = False) -> Attachment:
     """Read an image file, downscaling it if needed.
 
     Parameters
     ----------
     path
-        The image file (JPEG, PNG, WebP, GIF, BMP, TIFF...).
+        The image file (JPEG, PNG, WebP, GIF, BMP, TIFF...), or a pipe
+        (``--image <(...)``), read up to 256 MiB.
+    files_only
+        Refuse a path that is not a regular file (a named pipe, a device), without
+        waiting on it: ``extract``, whose input lines name the images of unattended runs.
 
     Returns
     -------
@@ -161,7 +222,7 @@ def load_image(path: str | Path) -> Attachment:
     """
     path = Path(path)
     try:
-        image = _decode(path)
+        image = _decode(path, files_only)
     except PILImage.DecompressionBombError as exc:
         pixels = _pixels(exc)
         raise CliError(

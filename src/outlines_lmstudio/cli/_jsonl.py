@@ -39,7 +39,7 @@ from types import ModuleType
 from typing import Any
 
 from .._json_keys import RepeatedKey, without_repeats
-from ._common import CliError, set_mode
+from ._common import CliError, json_escaped, set_mode
 from ._output_types import json_text
 from ._text import INPUT_LIMIT, decode_file, read_file, read_stdin_bytes
 
@@ -409,6 +409,7 @@ class OutputFile:
         self._fd: int | None = None
         self._lock_fd: int | None = None
         self._newline = False
+        self._terminal = False
 
     def __enter__(self) -> OutputFile:
         return self
@@ -642,6 +643,7 @@ class OutputFile:
             else:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | _BINARY)
                 self._same(self._fd)
+            self._terminal = os.isatty(self._fd)
         except FileExistsError:
             if self._locked_elsewhere():
                 raise self._busy() from None
@@ -665,7 +667,10 @@ class OutputFile:
             the stream that went away stays a ``BrokenPipeError`` (a quiet stop).
         """
         assert self._fd is not None, "open() first"
-        data = (json_text(record) + "\n").encode("utf-8")
+        text = json_text(record)
+        if self._terminal:  # U+009B is a CSI to some terminals (found by a probe)
+            text = json_escaped(text)
+        data = (text + "\n").encode("utf-8")
         if self._newline:  # end the earlier last line, in the same write
             data = b"\n" + data
             self._newline = False

@@ -35,12 +35,13 @@ from ._inputs import ChatPrompt, Message, followed_by_answer
 from ._json_keys import RepeatedKey, repeated_at, without_repeats
 from ._late_names import LateName, kept, late_names
 from ._later_grammar import later_gbnf
-from ._output import OutputPlan, argument_order, output_type_name, unaliased
+from ._output import OutputPlan, argument_order, unaliased
 from ._partial import LONE_SURROGATE
 from ._reasoning import unparsed_tags_hint
 from ._schema_walk import core_nodes
 from ._sdk_errors import clipped
 from ._search import UnsearchablePatternError, linear_time
+from ._type_names import output_type_name
 from .errors import (
     InvalidInferenceArgumentError,
     InvalidSchemaError,
@@ -546,7 +547,7 @@ def _adapter(output_type: Any, order: object) -> tuple[_Adapted, tuple[LateName,
 
 def _built(output_type: Any) -> _Adapted:
     """Build and read the Pydantic adapter of a type (`_adapter` keeps it)."""
-    from ._output import portable_typeddicts
+    from ._type_checks import portable_typeddicts
 
     return _adapted(pydantic.TypeAdapter(portable_typeddicts(_python_type(output_type), {})))
 

@@ -20,7 +20,6 @@ from outlines_lmstudio._dialects import (
     engine_findings,
     engine_for_format,
 )
-from outlines_lmstudio._output import check_json_schema
 from outlines_lmstudio._patterns import ANY
 from outlines_lmstudio._rewrites import (
     REWRITES,
@@ -45,6 +44,7 @@ from outlines_lmstudio._rewrites import (
     unwritable_range,
     whole_numbers,
 )
+from outlines_lmstudio._schema_checks import check_json_schema
 from outlines_lmstudio._schema_walk import ANY_TYPES
 from outlines_lmstudio._typed import json_validator
 from outlines_lmstudio.errors import InvalidSchemaError, UnsupportedOutputTypeError

@@ -22,7 +22,8 @@ from outlines.types import CFG, Choice, JsonSchema, Regex, either, integer
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, SkipJsonSchema
 
 from outlines_lmstudio import LMStudioTypeAdapter
-from outlines_lmstudio._output import check_json_schema, plan_output
+from outlines_lmstudio._output import plan_output
+from outlines_lmstudio._schema_checks import check_json_schema
 from outlines_lmstudio._simple import FullMatchTerms
 from outlines_lmstudio.errors import (
     InvalidSchemaError,
@@ -1855,7 +1856,7 @@ def test_names_read_through_a_module_or_a_parent_s_module_are_followed(
 
 def test_a_genson_builder_is_named_as_a_schema_given_as_data() -> None:
     """Found by a review: messages named it by its repr (``<genson.schema.builder...>``)."""
-    from outlines_lmstudio._output import output_type_name
+    from outlines_lmstudio._type_names import output_type_name
 
     builder = SchemaBuilder()
     builder.add_object({"a": "x"})

@@ -93,7 +93,7 @@ def load_schema(path: Path) -> dict[str, Any]:
     """
     import jsonschema
 
-    from outlines_lmstudio._output import meta_schema_error
+    from outlines_lmstudio._schema_checks import meta_schema_error
 
     try:
         data = read_file(

@@ -26,7 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from outlines_lmstudio._dialects import ENGINES, Engine, dialect_schema
-from outlines_lmstudio._output import check_json_schema, plan_output
+from outlines_lmstudio._output import plan_output
+from outlines_lmstudio._schema_checks import check_json_schema
 from outlines_lmstudio._schema_walk import schema_nodes
 from outlines_lmstudio.errors import InvalidSchemaError, UnsupportedOutputTypeError
 from tests.cpp_converter import CPP_CONVERTER, run_cpp_converter

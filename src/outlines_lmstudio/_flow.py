@@ -24,9 +24,9 @@ a flow with no server at all, and keeps the fronts short.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import lmstudio as lms
 import msgspec
@@ -35,7 +35,7 @@ from outlines.types import Choice
 from ._common import DEADLINE_PASSED, Completion, ModelTraits, Request
 from ._inputs import sdk_history
 from ._reasoning import ReasoningSplitter, json_openers, plain_reply, reply_problem
-from ._reply import Parsed, Reply, ReplyChunk, ReplyStats, reply_stats, stop_reason
+from ._reply import Parsed, Reply, ReplyChunk, reply_stats, stop_reason
 from ._sdk_errors import Stage, Unreadable, from_sdk, with_details
 from .errors import (
     BatchGenerationError,
@@ -50,9 +50,34 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from ._partial import PartialJson
     from ._streams import UnreadResult
     from ._typed import Validator
+
+from ._effects import (
+    Answered,
+    Call,
+    Complete,
+    Deadline,
+    Effect,
+    Emit,
+    Flow,
+    Forget,
+    Left,
+    ModelInfo,
+    NoteTraits,
+    Open,
+    Read,
+    Reconnect,
+    Resolve,
+    Upload,
+)
+from ._sinks import (
+    ChunkSink,
+    Sink,
+    as_reply,
+    sink_for_parse_stream,
+    sink_for_stream,
+)
 
 # The typed-result modules load on first use, from inside the functions that need them, by
 # absolute name: a relative import run in a function reads ``__spec__.parent`` (a Python
@@ -96,369 +121,6 @@ __all__ = [
 
 T = TypeVar("T")
 ErrorFactory: TypeAlias = Callable[[BaseException, "str | None", Stage], BaseException]
-
-
-# -- effects: the I/O a flow asks for --------------------------------------------------------
-class Effect(msgspec.Struct, frozen=True, eq=False):
-    """A piece of I/O a flow needs; the front's method named `method` performs it.
-
-    Effects are read, never changed (frozen ``msgspec.Struct``s: a call makes several, and
-    a Struct costs a tenth of a frozen dataclass to make).
-
-    A driver bounds the wait for it by the read timeout and the call's deadline, unless
-    it is not `bounded` (its own wait is bounded where it happens).
-    """
-
-    method: ClassVar[str]
-    bounded: ClassVar[bool] = True
-
-
-class Upload(Effect, frozen=True):
-    """Upload the call's images (once per client); gives ``{digest: FileHandle}``."""
-
-    method = "_upload"
-    bounded = False  # each image's upload is a wait of its own, bounded by the front
-    call: Call
-
-
-class Resolve(Effect, frozen=True):
-    """The model handle for the call's key (cached per client).
-
-    The front first notes the client's reconnect generation in `Call.generation`: an
-    attempt that loses its socket resets only the generation it started with.
-    """
-
-    method = "_resolve"
-    bounded = False  # a model load's progress pushes the bound back: bounded by the front
-    call: Call
-
-
-class Forget(Effect, frozen=True):
-    """Drop a cached model handle (the server no longer has the model).
-
-    ``handle``: the stale handle; another one cached since, or a lookup under way, is kept
-    (found by a probe: each item of an async batch dropped the lookup another item had
-    begun, and sent one of its own, which a JIT-loading LM Studio may answer with as many
-    instances).
-    """
-
-    method = "_forget"
-    key: str | None
-    handle: Any = None
-
-
-class Answered(Effect, frozen=True):
-    """Give the model that first answered through a handle; record ``model_key`` if none did.
-
-    A key resolves to a loaded instance, whose identifier may later name another model
-    (``lms load other --identifier main`` after unloading ``main``): the cached handle then
-    sends the key's calls to that model (found by a probe). The record is the handle's own
-    (no I/O), so every call still holding a stale handle sees it as stale, whatever the
-    others did meanwhile (a review found a record per key raced: 63 of 64 concurrent calls
-    took the other model's reply). ``record``: ``False`` for traits, which are no answer.
-    """
-
-    method = "_answered"
-    handle: Any
-    model_key: str
-    record: bool = True
-
-
-class ModelInfo(Effect, frozen=True):
-    """The model's `ModelTraits` (its format, whether it takes images), cached per client.
-
-    ``since``: traits LM Studio gave at or after this clock reading (the front's clock), to
-    refuse a call on: cached traits asked before are asked again, and what LM Studio says is
-    cached (they may be of another model than the one now behind the identifier). Callers
-    bound by one reading, or by readings older than an ask under way, share that ask.
-    ``None``: the cached traits, however old.
-    """
-
-    method = "_model_info"
-    handle: Any
-    since: float | None = None
-
-
-class NoteTraits(Effect, frozen=True):
-    """Cache a model's `ModelTraits` as a reply's model info gave them (no I/O).
-
-    ``at``: the clock reading before the prediction opened (the traits are of then or later).
-    """
-
-    method = "_note_traits"
-    identifier: str
-    traits: ModelTraits
-    at: float
-
-
-class Open(Effect, frozen=True):
-    """Start a prediction; gives a reader the front can `Read`.
-
-    ``live``: the caller sees the reply as it comes (else it may be read in one piece).
-    """
-
-    method = "_open"
-    call: Call
-    handle: Any
-    chat: lms.Chat | str
-    kwargs: dict[str, Any]
-    live: bool = True
-
-
-class Read(Effect, frozen=True):
-    """The next fragments of the open prediction (a non-empty list), or ``None`` at its end."""
-
-    method = "_read"
-    bounded = False  # the reader's own bound, which prompt-processing progress pushes back
-    call: Call
-
-
-class Reconnect(Effect, frozen=True):
-    """Reset the client's dead sessions, unless a call did since ``generation``."""
-
-    method = "_reconnect"
-    generation: int
-
-
-class Complete(Effect, frozen=True):
-    """Run a whole request (its own `predict` flow, under the call's time limit)."""
-
-    method = "_complete"
-    request: Request
-    deadline: float | None = None
-    """The call's `Deadline` when it spans several predictions (``parse`` re-asking);
-    ``None``: the prediction gets the call's whole time limit from now, if it has one."""
-
-
-class Deadline(Effect, frozen=True):
-    """When a call of several predictions runs out of time (the front's clock), or ``None``."""
-
-    method = "_call_deadline"
-    request: Request
-
-
-class Emit(msgspec.Struct, eq=False):
-    """Something for the caller of a stream: a text fragment, a partial value."""
-
-    value: Any
-
-
-Flow: TypeAlias = Generator[Effect | Emit, Any, T]
-
-
-class Left(Exception):
-    """The caller left (time up, Ctrl-C): the prediction never started, or was stopped.
-
-    A reply that the leaving stopped (``userStopped``) is not the call's result: a batch
-    stopped by Ctrl-C reports such an item as unfinished, not as its cut-off text.
-    """
-
-
-class Call(msgspec.Struct, eq=False):
-    """One prediction's state shared by the flow and its driver (never between calls).
-
-    Attributes
-    ----------
-    request
-        The checked request.
-    reader
-        The front's reader of the prediction currently open, if any. The flow reads its
-        ``arrived`` (when each fragment of a whole read arrived, else ``None``), ``at_end``
-        (the last read reached the end of the reply) and ``result()``.
-    finished
-        Whether that prediction ended (completed or failed on the server): a driver
-        leaving an unfinished one cancels it on the server.
-    done
-        The finished reply, once there is one.
-    deadline
-        The front's clock reading at which the whole call times out, or ``None``.
-    front
-        The front's own per-call state (a Ctrl-C guard...).
-    stopped
-        Whether the caller has left (time up, Ctrl-C): no prediction may start any more.
-    generation
-        The client's reconnect generation when the current attempt began (the front
-        notes it as it performs `Resolve`).
-    session
-        The SDK session the current step waits on, as the front notes it (the model
-        session, or the files session during an upload), or ``None`` before the first
-        step: a call that runs out of time says whether that connection was complete.
-    """
-
-    request: Request
-    reader: Any = None
-    finished: bool = True
-    done: Completion | None = None
-    deadline: float | None = None
-    front: Any = None
-    stopped: bool = False
-    generation: int = 0
-    session: Any = None
-
-
-# -- sinks: what a call makes of the answer -------------------------------------------------
-class Sink:
-    """Turns a prediction's reply into what the caller gets (per call, per attempt).
-
-    Attributes
-    ----------
-    emitted
-        Whether the caller has seen anything yet (then a failed attempt is not retried):
-        the sink's items, or a callback that sees the reply as it comes (`_watched`).
-    """
-
-    emitted = False
-    live = False  # whether the caller sees pieces before the end (else it is fed none)
-
-    def begin(self) -> None:
-        """Start an attempt (forget what an earlier, failed attempt sent)."""
-
-    def feed(self, chunk: ReplyChunk) -> Iterable[Any]:
-        """Take a piece of the reply (answer or reasoning); return what the caller gets now."""
-        return ()
-
-    def restart(self) -> None:
-        """Forget the answer fed so far: it proved to be reasoning (the answer begins anew)."""
-
-    def finish(self, done: Completion) -> Iterable[Any]:
-        """Take the finished reply; return the caller's last items."""
-        return ()
-
-
-class _TextSink(Sink):
-    """Answer text as it arrives (never the reasoning)."""
-
-    live = True
-
-    def feed(self, chunk: ReplyChunk) -> Iterable[Any]:
-        if chunk.reasoning:
-            return ()
-        self.emitted = True
-        return (chunk.text,)
-
-
-class _RenderedSink(Sink):
-    """The whole answer rendered once (simple types: ``pos``, ``42``, ``True``)."""
-
-    def __init__(self, render: Callable[[str], str]) -> None:
-        self._render = render
-
-    def finish(self, done: Completion) -> Iterable[Any]:
-        return (self._render(done.text),)
-
-
-class _TextSoFar:
-    """The answer so far, for a reply that is not JSON (grammar mode, free text)."""
-
-    invalid = False  # as `PartialJson.invalid`: never known before the end here
-
-    def __init__(self) -> None:
-        self.text = ""
-
-    def feed(self, fragment: str) -> str | None:
-        """Add ``fragment``; return the whole text so far (``None`` while it is empty)."""
-        self.text += fragment
-        return self.text or None
-
-
-class _PartialSink(Sink):
-    """Partial values of the answer while it streams, then the validated value.
-
-    The partial values of a JSON reply are its partial JSON values; those of a reply in
-    a grammar's language (or free text) are its text so far, as the final value is.
-    """
-
-    live = True
-
-    def __init__(self, validator: Validator, json: bool, stops: Sequence[str] = ()) -> None:
-        self._validator = validator
-        self._json = json
-        self._stops = stops
-        self.begin()
-
-    def begin(self) -> None:
-        from outlines_lmstudio._partial import PartialJson  # parse_stream only (import time)
-
-        self._parser: PartialJson | _TextSoFar = (
-            PartialJson(whole_scalars=True) if self._json else _TextSoFar()
-        )
-        self._last: Any = None
-
-    def restart(self) -> None:
-        self.begin()  # the values given out cannot be taken back; the next ones are right
-
-    def feed(self, chunk: ReplyChunk) -> Iterable[Any]:
-        if chunk.reasoning:
-            return ()
-        value = self._parser.feed(chunk.text)  # linear in the reply's length, not quadratic
-        if value is None or value == self._last or self._parser.invalid:
-            return ()  # invalid: the reply cannot be valid; its values would contradict those given
-        self._last = value
-        self.emitted = True
-        return (value,)
-
-    def finish(self, done: Completion) -> Iterable[Any]:
-        from outlines_lmstudio._typed import check_reply  # typed results only (import time)
-
-        reply = check_reply(self._validator, done.text, done.stop_reason, 1, True, self._stops)
-        return (reply[1],)
-
-
-class ChunkSink(Sink):
-    """Every piece of the reply, reasoning included; `reply` holds the whole at the end.
-
-    For a simple type (``whole_answer``) the answer is one piece, rendered, at the end, as
-    ``stream`` gives it (``pos``, not the JSON ``"pos"`` in pieces): the answer pieces then
-    join to ``reply.text``, as they do for every other type (found by a probe).
-
-    Attributes
-    ----------
-    reply
-        The finished `Reply` (``None`` until the stream has ended).
-    """
-
-    live = True
-
-    def __init__(self, render: Callable[[str], str], *, whole_answer: bool = False) -> None:
-        self._render = render
-        self._whole_answer = whole_answer
-        self.reply: Reply | None = None
-
-    def feed(self, chunk: ReplyChunk) -> Iterable[Any]:
-        if self._whole_answer and not chunk.reasoning:
-            return ()  # given out rendered, whole, by `finish`
-        self.emitted = True
-        return (chunk,)
-
-    def finish(self, done: Completion) -> Iterable[Any]:
-        self.reply = reply = as_reply(done, self._render)
-        if self._whole_answer and reply.text:
-            return (ReplyChunk(reply.text, reasoning=False),)
-        return ()
-
-
-def sink_for_stream(request: Request) -> Sink:
-    """Make the sink of ``generate_stream``: fragments, or one rendered value (simple types)."""
-    if request.plan.kind == "simple":
-        return _RenderedSink(request.plan.render)
-    return _TextSink()
-
-
-def sink_for_parse_stream(request: Request, context: Any = None) -> Sink:
-    """Make the sink of ``parse_stream``: partial values, then the validated value."""
-    from outlines_lmstudio._typed import (  # typed results only (import time)
-        validator_for,
-        with_context,
-    )
-
-    json = request.plan.kind in ("json", "simple")
-    validator = with_context(validator_for(request.plan), context)
-    return _PartialSink(validator, json, request.args.stop_strings())
-
-
-def as_reply(done: Completion, render: Callable[[str], str]) -> Reply:
-    """Make the `Reply` of a finished completion (its text as ``generate`` returns it)."""
-    return Reply(render(done.text), done.reasoning, done.stats or ReplyStats(done.stop_reason))
 
 
 # -- the flows ------------------------------------------------------------------------------

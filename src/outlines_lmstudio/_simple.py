@@ -496,8 +496,16 @@ class _Number(str):
     def is_int(self) -> bool:
         return self.lstrip("+-").isdigit()
 
-    def value(self) -> int | float:
-        return int(self) if self.is_int else float(self)
+    def value(self) -> int | float | None:
+        """Return the number, or ``None`` for an integer longer than Python reads (4,300 digits).
+
+        No member is such a number (found by a probe: a reply of 5,000 digits for an
+        ``Enum`` of ints raised Python's bare ``ValueError``).
+        """
+        try:
+            return int(self) if self.is_int else float(self)
+        except ValueError:
+            return None
 
 
 class _Object(msgspec.Struct, frozen=True):

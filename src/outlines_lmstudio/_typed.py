@@ -417,6 +417,10 @@ class Validator(msgspec.Struct, frozen=True):
                 _refuse_non_finite(document)
             return value
         if self.grammar is not None:
+            if not raw.isascii() and LONE_SURROGATE.search(raw):
+                # Not text, as for the other types, whatever the grammar (found by a probe:
+                # "does not match the regular expression '.'"; a CFG's /./s let it through).
+                raise _Invalid([f"(root): {_LONE_SURROGATE_CAUSE}"])
             problems = self.grammar(raw)
             if problems:
                 raise _Invalid(problems)
@@ -428,7 +432,9 @@ class Validator(msgspec.Struct, frozen=True):
                 cause = _BOM_CAUSE if raw.startswith("\ufeff") else f"invalid JSON: {exc}"
                 raise _Invalid([f"(root): {cause}"]) from exc
             except ValueError as exc:  # an integer longer than Python reads (4,300 digits)
-                too_long = f"(root): the reply holds a number too long to read: {exc}"
+                # Python's advice (sys.set_int_max_str_digits) is not the reader's to follow.
+                said = str(exc).split("; use sys.set_int_max_str_digits", 1)[0]
+                too_long = f"(root): the reply holds a number too long to read: {said}"
                 raise _Invalid([too_long]) from exc
             except RecursionError as exc:
                 raise _Invalid(["(root): the reply is nested too deeply to be read"]) from exc

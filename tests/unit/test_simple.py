@@ -162,6 +162,31 @@ def test_a_reply_nested_deeper_than_python_reads_is_returned_as_written(output_t
         assert render_simple(reply, output_type) == reply
 
 
+class _Small(enum.IntEnum):
+    ONE = 1
+    TWO = 2
+
+
+@pytest.mark.parametrize(
+    "output_type",
+    [
+        _Small,
+        Literal[1, 2],
+        Literal["a", 1],
+        list[_Small],
+        dict[str, Literal[1, 2]],
+        tuple[_Small, int],
+    ],
+)
+def test_a_number_longer_than_python_reads_is_no_member(output_type: Any) -> None:
+    """Found by a probe: a reply of 5,000 digits raised Python's bare ValueError (its limit of
+    4,300 digits for int()) from the call, the stream and the batch; no member is such a
+    number, so it is rendered as a reply that is not a member is: its digits as written."""
+    big = "9" * 5000
+    for reply in (big, f"-{big}", f"[{big}]", f'{{"k": {big}}}', f"[{big}, 1]"):
+        assert big in render_simple(reply, output_type)
+
+
 @pytest.mark.parametrize(
     ("output_type", "reply"),
     [(str, '"a\\ud800b"'), (dict[str, int], '{"\\ud800": 1}'), (list[str], '["\\udc00"]')],

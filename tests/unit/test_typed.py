@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypedDict
 
 import pydantic
 import pytest
-from outlines.types import JsonSchema, Regex
+from outlines.types import CFG, JsonSchema, Regex
 
 from outlines_lmstudio._inputs import ChatPrompt, Message, format_input, sdk_history
 from outlines_lmstudio._output import plan_output
@@ -487,6 +487,18 @@ def test_a_reply_python_cannot_read_is_named_alike_whatever_the_type(raw: str, s
         with pytest.raises(_Invalid) as caught:
             validator_for(plan_output(output_type)).validate(raw)
         assert says in caught.value.errors[0], (output_type, caught.value.errors)
+        # Found by a probe: the schema's told the reader to call sys.set_int_max_str_digits.
+        assert "sys." not in caught.value.errors[0]
+
+
+@pytest.mark.parametrize("output_type", [Regex("."), CFG("start: /./s")])
+def test_a_lone_surrogate_in_grammar_mode_is_named_as_such(output_type: Any) -> None:
+    """Found by a probe: "does not match the regular expression '.'" for a reply that
+    was one lone surrogate, which the other types name as the cause; a CFG let it through."""
+    with pytest.raises(_Invalid) as caught:
+        validator_for(plan_output(output_type, grammar=True)).validate("\ud800")
+    (error,) = caught.value.errors
+    assert error.startswith("(root): the reply holds a lone surrogate (half of a UTF-16 pair)")
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,17 @@ def run_cases(
     ctx = Context(emulator=emulator, sizes=sizes, timing=timing, log=log)
     for name in names:
         start = time.perf_counter()
-        results.extend(CASES[name](ctx))
+        try:
+            results.extend(CASES[name](ctx))
+        except Exception as exc:
+            # Found by a probe: a check that could not read what a broken library returned
+            # (a reply that was no Person) ended the run with a traceback, no table, no file.
+            error = f"{type(exc).__name__}: {exc}"
+            log(f"  {name} FAILED: {error}")
+            failed = CaseResult(name, f"{name} (raised)", "-", "-", checks={"completed": False})
+            failed.extra["error"] = error
+            results.append(failed)
+            continue
         log(f"  {name} done in {time.perf_counter() - start:.1f} s")
     return results
 
@@ -345,7 +355,18 @@ def _unwritable(path: Path) -> str:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         return f"{parent} is not a folder this process can write in"
+    if parent == path.parent:  # tried: os.access says yes on /proc (found by a probe)
+        tmp = _tmp_path(path)
+        try:
+            tmp.touch(exist_ok=True)
+            tmp.unlink()
+        except OSError as exc:
+            return f"cannot be written ({exc.strerror or exc})"
     return ""
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".tmp.json")
 
 
 def _saved_run(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
@@ -377,6 +398,14 @@ def _saved_run(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
             f"--docs-from {path}: a run that skipped {skipped}; the docs publish full runs of "
             "every case"
         )
+    try:  # what the docs are written from (found by a probe: no "machine" was a KeyError)
+        docs_section(payload)
+        results_heading(payload)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        parser.error(
+            f"--docs-from {path}: not a run saved by python -m benchmarks (cannot read its "
+            f"{type(exc).__name__}: {exc})"
+        )
     return payload
 
 
@@ -387,7 +416,7 @@ def _skipped(cases: Iterable[tuple[str, str]]) -> str:
 
 def _write(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.json")
+    tmp = _tmp_path(path)
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, path)
 
@@ -455,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.engine_threads < 1:
             parser.error("--engine-threads must be at least 1")
         sizes = Sizes(**{**asdict(sizes), "engine_threads": args.engine_threads})
-    names = args.only or list(CASES)
+    names = list(dict.fromkeys(args.only or CASES))  # a group named twice runs once
     output = args.output or RESULTS / ("quick.json" if args.quick else "latest.json")
     problem = _unwritable(output)
     if problem:  # said now, not after a run of many minutes

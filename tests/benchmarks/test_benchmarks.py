@@ -338,6 +338,25 @@ def test_cli_refuses_unknown_cases_and_bad_calls(capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit):
         main(["--calls", "0"])
     assert "--calls" in capsys.readouterr().err
+    # Found by a probe: os.access says /proc is writable; the run's results were then lost.
+    with pytest.raises(SystemExit):
+        main(["--quick", "--output", "/proc/results.json"])
+    assert "--output /proc/results.json: cannot be written" in capsys.readouterr().err
+
+
+def test_a_group_named_twice_runs_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a probe: ``--only parse parse`` ran the group twice (twice the time)."""
+    ran: list[list[str]] = []
+
+    def run_cases(names: list[str], *args: Any, **kwargs: Any) -> list[CaseResult]:
+        ran.append(names)
+        return []
+
+    monkeypatch.setattr(run_module, "run_cases", run_cases)
+    output = tmp_path / "run.json"
+    assert main(["--quick", "--only", "parse", "calls", "parse", "--output", str(output)]) == 0
+    assert ran == [["parse", "calls"]]
+    assert json.loads(output.read_text())["groups"] == ["parse", "calls"]
 
 
 def test_calls_are_counted_per_call_with_the_package_s_own() -> None:
@@ -373,6 +392,11 @@ def test_awaited_calls_are_counted_per_call() -> None:
         ({"mode": "full", "table": "", "groups": ["overhead"]}, "some case groups only"),
         ({"mode": "full", "table": "", "command": "python -m benchmarks --onl calls"}, "groups"),
         ({"cases": []}, "not a run saved by python -m benchmarks"),
+        # Found by a probe: a KeyError traceback for a saved run without its machine.
+        (
+            {"mode": "full", "table": "", "groups": list(run_module.CASES), "cases": []},
+            "not a run saved by python -m benchmarks (cannot read its KeyError: 'machine')",
+        ),
     ],
 )
 def test_docs_are_published_from_full_runs_of_every_case_only(
@@ -479,6 +503,29 @@ def test_schema_check_fails_for_calls_that_drop_their_output_type(
     for name in ("batch.sync", "batch.async", "calls.sync", "outlines.json"):
         assert by_name[name].checks["results_equal"], name
     assert by_name["calls.parse"].checks["schema_sent"]  # parse was left as it is
+
+
+class _Unvalidated(_Wrapped):
+    """A parse_stream whose values are not validated: its result is no Roster."""
+
+    def parse_stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        yield {"not": "a roster"}
+
+
+def test_a_case_that_raises_fails_alone_and_the_run_goes_on(
+    emulator: RemoteEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe: a check that could not read what a broken library returned ended
+    the whole run with a traceback: no table, no saved file, the later groups never run."""
+    _break(monkeypatch, _Unvalidated, scale)
+    logged: list[str] = []
+    results = run_cases(
+        ["parse-stream", "parse"], TINY, timing=False, log=logged.append, emulator=emulator
+    )
+    assert [r.failed_checks for r in results if r.name == "parse-stream"] == [["completed"]]
+    assert any(line.startswith("  parse-stream FAILED: ") for line in logged), logged
+    assert {r.name for r in results} >= {"parse-stream", "parse"}  # the next group ran
+    assert all(not r.failed_checks for r in results if r.name != "parse-stream")
 
 
 def test_partials_check_fails_for_a_parse_stream_of_its_result_only(

@@ -1,4 +1,4 @@
 # Sourced by the scripts: how they tell what they are doing.
 SECONDS=0
-say() { printf '\n==> %s  [%dm%02ds]\n' "$*" $((SECONDS / 60)) $((SECONDS % 60)); }
+say() { PHASE="$*"; printf '\n==> %s  [%dm%02ds]\n' "$*" $((SECONDS / 60)) $((SECONDS % 60)); }
 note() { printf '    %s\n' "$*"; }

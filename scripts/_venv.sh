@@ -33,6 +33,9 @@ if [ ! -f "$stamp" ]; then
     "$PYTHON" -m venv --clear .venv
   fi
   say "Installing outlines-lmstudio[${EXTRAS}] into .venv (editable)"
+  # Ctrl-C: pip says "Operation cancelled by user" and exits 1, which read as a failed
+  # install, with 30 lines of log and network advice (found by a probe). One line, status 130.
+  trap 'echo "Interrupted while installing into .venv: run this again to install." >&2; exit 130' INT
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | awk '!/^WARNING: Location/'
   if [[ ",$EXTRAS," == *",grammar-tests,"* || ",$EXTRAS," == *",local,"* ]] && ! .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then
     cached="$(.venv/bin/python -m pip cache list 'llama_cpp_python*' 2>/dev/null || true)"
@@ -73,6 +76,7 @@ if [ ! -f "$stamp" ]; then
     touch ".venv/.fallback-${EXTRAS//,/-}"
   fi
   touch "$stamp"
+  trap - INT
 fi
 if [ -f ".venv/.fallback-${EXTRAS//,/-}" ]; then
   note "[${EXTRAS}] could not be installed here (.venv/pip-install-failed.log): using [${FALLBACK_EXTRAS:-}]."

@@ -94,6 +94,21 @@ def test_lmstudio_host_is_taken_as_the_cli_takes_it(lmstudio_emulator: LMStudioE
     )
 
 
+def test_an_lmstudio_host_where_nothing_listens_is_said_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a probe: "LMSTUDIO_HOST=127.0.0.1:1 is not answering as LM Studio." said
+    no reason, where another server's answer is named."""
+    demo = load_demo(monkeypatch)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    monkeypatch.setenv("LMSTUDIO_HOST", f"127.0.0.1:{port}")
+    assert demo._lmstudio() is None
+    said = capsys.readouterr().err
+    assert f"LMSTUDIO_HOST=127.0.0.1:{port} is not answering as LM Studio: nothing answers" in said
+
+
 def test_another_server_at_lmstudio_host_is_not_lm_studio(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

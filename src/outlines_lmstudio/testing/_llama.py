@@ -423,6 +423,8 @@ def _converter() -> Any:
     )
 
     class Converter(SchemaConverter):
+        _rules: dict[str, str]  # llama-cpp-python's: typed here for mypy without it (--quick)
+
         def _add_primitive(self, name: str, rule: Any) -> str:
             if name == "char":
                 rule = BuiltinRule(_CHAR_RULE, [])

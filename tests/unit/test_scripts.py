@@ -7,11 +7,14 @@ so nothing is downloaded and the checkout's own ``.venv`` is left alone.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -236,3 +239,85 @@ def test_check_takes_quick_among_the_pytest_arguments(args: list[str]) -> None:
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout.startswith("CI=true: ignoring --quick")
+
+
+def test_check_help_prints_its_usage_and_does_nothing_else() -> None:
+    """Found by a probe: ``--help`` went to pytest, after the install and the lint."""
+    for flag in ("--help", "-h"):
+        result = subprocess.run(
+            ["bash", str(SCRIPTS / "check"), flag],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHON": "/nonexistent/python3"},  # anything more fails
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.startswith("The whole check, for people and CI:")
+        assert "bash scripts/check [--quick] [PYTEST ARGS...]" in result.stdout
+        assert "set -euo" not in result.stdout
+        assert result.stderr == ""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(
+    importlib.util.find_spec("ensurepip") is None, reason="this Python cannot make a venv with pip"
+)
+def test_a_failed_check_names_its_phase(tmp_path: Path) -> None:
+    """Found by a probe: mypy's or pytest's output scrolled the failed phase's heading away;
+    the check now ends by naming it. Here its first phase fails (no ts-sdk.sh)."""
+    project = make_project(tmp_path)
+    shutil.copy(SCRIPTS / "check", project / "scripts" / "check")
+    env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1"}
+    env.pop("PYTHONPATH", None)
+    env.pop("CI", None)
+    result = _bash('bash "$0/scripts/check" --quick', project, env, timeout=200)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert result.stderr.rstrip().endswith(
+        f"check failed (status {result.returncode}) in: TypeScript SDK 1.5.0 and 2.0.0 "
+        "(npm, cached in ~/.cache/outlines-lmstudio/ts-sdk)"
+    ), result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(
+    importlib.util.find_spec("ensurepip") is None, reason="this Python cannot make a venv with pip"
+)
+def test_ctrl_c_during_the_install_says_so_in_one_line(tmp_path: Path) -> None:
+    """Found by a probe: Ctrl-C during the first install said "pip install failed", 30
+    lines of pip's log, and to check the network, with status 1."""
+    project = make_project(tmp_path)
+    backend = project / "backend.py"  # a build that takes its time: Ctrl-C comes meanwhile
+    backend.write_text(
+        "import time\n"
+        + backend.read_text().replace("    name = ", "    time.sleep(60)\n    name = ", 1)
+    )
+    env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1"}
+    env.pop("PYTHONPATH", None)
+    child = subprocess.Popen(
+        ["/bin/bash", "-c", 'EXTRAS=x; source "$0/scripts/_venv.sh"', str(project)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=project.parent,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if "Installing" in line:
+                break
+        time.sleep(3)  # pip is building the project now
+        os.killpg(child.pid, signal.SIGINT)  # what Ctrl-C sends: the whole group
+        _, err = child.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (
+        "Interrupted while installing into .venv: run this again to install."
+    )
+    assert "pip install failed" not in err
+    assert "network" not in err

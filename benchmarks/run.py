@@ -15,6 +15,7 @@ import os
 import re
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
@@ -355,18 +356,17 @@ def _unwritable(path: Path) -> str:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         return f"{parent} is not a folder this process can write in"
-    if parent == path.parent:  # tried: os.access says yes on /proc (found by a probe)
-        tmp = _tmp_path(path)
-        try:
-            tmp.touch(exist_ok=True)
-            tmp.unlink()
-        except OSError as exc:
-            return f"cannot be written ({exc.strerror or exc})"
+    # Tried, with a name of its own (no file of the user's touched): os.access says yes on
+    # /proc, and the results were lost after the run (found by a probe and a review).
+    try:
+        if parent == path.parent:
+            with tempfile.NamedTemporaryFile(dir=parent, prefix=".benchmarks-", suffix=".json"):
+                pass
+        else:  # _write makes the missing folders under `parent`
+            os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".benchmarks-"))
+    except OSError as exc:
+        return f"cannot be written in {parent} ({exc.strerror or exc})"
     return ""
-
-
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(path.stem + ".tmp.json")
 
 
 def _saved_run(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
@@ -398,6 +398,11 @@ def _saved_run(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
             f"--docs-from {path}: a run that skipped {skipped}; the docs publish full runs of "
             "every case"
         )
+    if raised := _raised(payload.get("cases") or []):
+        parser.error(
+            f"--docs-from {path}: a run whose case groups raised: {raised}; the docs publish "
+            "full runs of every case"
+        )
     try:  # what the docs are written from (found by a probe: no "machine" was a KeyError)
         docs_section(payload)
         results_heading(payload)
@@ -409,16 +414,34 @@ def _saved_run(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
     return payload
 
 
+def _raised(cases: Iterable[Any]) -> str:
+    """The case groups of saved ``cases`` that raised, with their errors ("" if none).
+
+    Such a run lacks the group's cases: it is not published (found by a review: the docs
+    were rewritten without them).
+    """
+    return "; ".join(
+        f"{case.get('name')} ({case['extra']['error']})"
+        for case in cases
+        if isinstance(case, dict)
+        and isinstance(case.get("extra"), dict)
+        and case["extra"].get("error")
+    )
+
+
 def _skipped(cases: Iterable[tuple[str, str]]) -> str:
     """The skipped cases of ``(name, why skipped or "")`` pairs, with why ("" if none)."""
     return "; ".join(f"{name} ({why})" for name, why in cases if why)
 
 
 def _write(path: Path, payload: dict[str, Any]) -> None:
+    """Write the results whole or not at all, through a file of a name of its own."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=".benchmarks-", suffix=".json", delete=False
+    ) as tmp:
+        tmp.write(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp.name, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -508,12 +531,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_curves(payload["curves"]))
     _write(output, payload)
     skipped = _skipped((r.name, r.skipped) for r in results)
-    if args.update_docs and not skipped:
+    raised = _raised(r.to_json() for r in results)
+    if args.update_docs and not skipped and not raised:
         update_docs(DOCS, payload)
     print(f"\n{len(results)} results in {elapsed:.0f} s, written to {output}")
     if skipped:
         print(f"Skipped: {skipped}")
-    if args.update_docs and skipped:
+    if args.update_docs and (skipped or raised):
         print(f"{DOCS.name} not updated: the docs publish full runs of every case")
     broken = [f"{r.name} ({', '.join(r.failed_checks)})" for r in results if r.failed_checks]
     missed = [r.name for r in results if r.passed is False and not r.failed_checks]

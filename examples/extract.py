@@ -161,11 +161,10 @@ def _lmstudio() -> Backend | None:
             _refuse_host(value, f" alone: it has more ({host[start.end() :]!r})")
         if match is None or not 0 < int(match[1]) <= 65535:
             _refuse_host(value, " with a port from 1 to 65535")
-        try:  # found by a probe: a host where nothing listens was said with no reason
-            answering, why = (
-                is_lm_studio(host),
-                ": nothing answers there (no server, or none reached)",
-            )
+        try:
+            answering = is_lm_studio(host)
+            # False: nothing listens (found by a probe: that was said with no reason).
+            why = ": nothing answers there (no server, or none reached)"
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError) as exc:
             _refuse_host(value, f" ({exc})")
         except NOT_LM_STUDIO as exc:  # another server: HTML, a stream, no answer...

@@ -339,9 +339,21 @@ def test_cli_refuses_unknown_cases_and_bad_calls(capsys: pytest.CaptureFixture[s
         main(["--calls", "0"])
     assert "--calls" in capsys.readouterr().err
     # Found by a probe: os.access says /proc is writable; the run's results were then lost.
-    with pytest.raises(SystemExit):
-        main(["--quick", "--output", "/proc/results.json"])
-    assert "--output /proc/results.json: cannot be written" in capsys.readouterr().err
+    for output in ("/proc/results.json", "/proc/a/folder/results.json"):
+        with pytest.raises(SystemExit):
+            main(["--quick", "--output", output])
+        assert f"--output {output}: cannot be written in /proc" in capsys.readouterr().err
+
+
+def test_the_output_check_leaves_the_users_files_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: the check wrote and deleted ``<stem>.tmp.json``, a user's file."""
+    (tmp_path / "run.tmp.json").write_text("mine")
+    monkeypatch.setattr(run_module, "run_cases", lambda *args, **kwargs: [])
+    assert main(["--quick", "--only", "parse", "--output", str(tmp_path / "run.json")]) == 0
+    assert (tmp_path / "run.tmp.json").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json", "run.tmp.json"]
 
 
 def test_a_group_named_twice_runs_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -392,6 +404,16 @@ def test_awaited_calls_are_counted_per_call() -> None:
         ({"mode": "full", "table": "", "groups": ["overhead"]}, "some case groups only"),
         ({"mode": "full", "table": "", "command": "python -m benchmarks --onl calls"}, "groups"),
         ({"cases": []}, "not a run saved by python -m benchmarks"),
+        # Found by a review: a run whose group raised lacks its cases.
+        (
+            {
+                "mode": "full",
+                "table": "",
+                "groups": list(run_module.CASES),
+                "cases": [{"name": "parse", "extra": {"error": "KeyError: 'x'"}}],
+            },
+            "a run whose case groups raised: parse (KeyError: 'x')",
+        ),
         # Found by a probe: a KeyError traceback for a saved run without its machine.
         (
             {"mode": "full", "table": "", "groups": list(run_module.CASES), "cases": []},
@@ -526,6 +548,23 @@ def test_a_case_that_raises_fails_alone_and_the_run_goes_on(
     assert any(line.startswith("  parse-stream FAILED: ") for line in logged), logged
     assert {r.name for r in results} >= {"parse-stream", "parse"}  # the next group ran
     assert all(not r.failed_checks for r in results if r.name != "parse-stream")
+
+
+def test_a_run_with_a_group_that_raised_is_not_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a review: --update-docs rewrote the docs without the group's cases."""
+    failed = CaseResult("parse", "parse (raised)", "-", "-", checks={"completed": False})
+    failed.extra["error"] = "KeyError: 'x'"
+    monkeypatch.setattr(run_module, "run_cases", lambda *args, **kwargs: [failed])
+    monkeypatch.setattr(engine, "unavailable", lambda: "")
+    published: list[Any] = []
+    monkeypatch.setattr(run_module, "update_docs", lambda *args: published.append(args))
+    assert main(["--update-docs", "--output", str(tmp_path / "run.json")]) == 1
+    assert published == []
+    out = capsys.readouterr().out
+    assert "benchmarks.md not updated: the docs publish full runs of every case" in out
+    assert "Failed correctness checks: parse (completed)" in out
 
 
 def test_partials_check_fails_for_a_parse_stream_of_its_result_only(

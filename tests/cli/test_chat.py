@@ -745,3 +745,16 @@ def test_switching_to_a_text_model_drops_attached_images_and_sends_no_earlier_on
         ("assistant", first.text),
         ("user", "second"),
     ]
+
+
+def test_a_servers_escape_sequences_in_a_problem_are_escaped(
+    run_cli: RunCli, emulator: LMStudioEmulator
+) -> None:
+    """Found by a review: a failed turn's message reached the terminal raw (rich drops BEL,
+    not ESC), where ``generate``'s error line escapes it."""
+    emulator.add_fault(Fault("predict", "error", message="boom \x1b]0;PWNED\x07\x1b[2J end"))
+    result = run_cli("chat", "-m", TEXT, stdin="Hello\n/exit\n", timeout=30)
+    shown = result.stdout + result.stderr
+    assert "boom \\x1b]0;PWNED" in shown, shown
+    assert "\x1b]0;" not in shown
+    assert "\x1b[2J" not in shown

@@ -232,13 +232,17 @@ def test_image_to_a_model_without_vision_is_refused_before_sending(
     assert emulator.uploads == []
 
 
+@pytest.mark.parametrize(
+    "name", [UNLOADED, UNLOADED.upper(), f"emulator/{UNLOADED}/{UNLOADED}.gguf"]
+)
 def test_image_to_a_model_without_vision_is_refused_before_loading_it(
-    main_in_process: MainInProcess, emulator: LMStudioEmulator, tmp_path: Path
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, tmp_path: Path, name: str
 ) -> None:
     """Found by a probe: a text-only model that was not loaded was loaded (waiting for it,
-    and left loaded), then refused. What LM Studio reports of the download decides."""
+    and left loaded), then refused. What LM Studio reports of the download decides, for
+    each name LM Studio finds it by (a review: its path, its key in another case)."""
     image = png(tmp_path / "a.png", (8, 8))
-    result = main_in_process("generate", "-m", UNLOADED, "--image", str(image), "Describe")
+    result = main_in_process("generate", "-m", name, "--image", str(image), "Describe")
     assert result.returncode == 2
     assert_one_line_error(result, UNLOADED, "vision", "--capability vision")
     assert "getOrLoad" not in [r.endpoint for r in emulator.requests]
@@ -302,6 +306,17 @@ def test_a_pipe_that_gives_too_much_is_refused_not_read_for_ever(
     writer.join(10)
     assert result.returncode == 2
     assert_one_line_error(result, "'fifo': it gave more than", "Save the image to a file")
+    assert emulator.predictions == []
+
+
+def test_a_device_is_read_as_a_file_not_as_a_pipe(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator
+) -> None:
+    """Found by a review: ``/dev/zero`` was read 256 MiB deep as a pipe, then said to be too
+    large; Pillow reads its header, as a file's."""
+    result = main_in_process("generate", "-m", VISION, "--image", "/dev/zero", "Describe")
+    assert result.returncode == 2
+    assert_one_line_error(result, "'/dev/zero'", "not an image file")
     assert emulator.predictions == []
 
 

@@ -24,6 +24,7 @@ from ._common import (
     connect,
     console,
     error_message,
+    escape_controls,
     failure_report,
     for_terminal,
     resolve_llm,
@@ -146,16 +147,20 @@ class ChatSession:
 
     # -- output helpers ------------------------------------------------------------
     def note(self, text: str) -> None:
-        """Print an informational line."""
+        """Print an informational line (its control characters escaped)."""
         from rich.text import Text
 
-        self.out.print(Text(text, style="dim"), soft_wrap=True)
+        self.out.print(Text(escape_controls(text), style="dim"), soft_wrap=True)
 
     def problem(self, text: str) -> None:
-        """Print a problem (the session goes on)."""
+        """Print a problem (the session goes on), its control characters escaped.
+
+        Found by a review: a server's message with an escape sequence reached the terminal
+        raw here (rich drops BEL, not ESC), where the command's error line escapes it.
+        """
         from rich.text import Text
 
-        self.out.print(Text(f"! {text}", style="bold red"), soft_wrap=True)
+        self.out.print(Text(f"! {escape_controls(text)}", style="bold red"), soft_wrap=True)
 
     # -- the loop ------------------------------------------------------------------
     def loop(self) -> None:

@@ -889,20 +889,29 @@ def _to_load(session: Session, key: str) -> ModelInfo | None:
     """Return what LM Studio reports of the downloaded LLM ``key``, if finding it loads it.
 
     ``None`` when an instance has the identifier ``key`` (it answers, whatever model it is
-    of) or no downloaded LLM has that model key.
+    of) or no downloaded LLM has that name.
     """
     if any(handle.identifier == key for handle in session.client.llm.list_loaded()):
         return None
-    for model in session.client.llm.list_downloaded():
-        if model.model_key == key:
-            info = model.info
-            return ModelInfo(
-                identifier=key,
-                key=key,
-                vision=bool(getattr(info, "vision", False)),
-                format=str(info.format),
-                name=key,
-            )
+    infos = [model.info for model in session.client.llm.list_downloaded()]
+    # As LM Studio finds a model to load: its key or path, then either ignoring case, then a
+    # variant's key without its "@variant" (found by a review: only the exact key was).
+    folded = key.casefold()
+    matches: list[Callable[[Any], bool]] = [
+        lambda info: key in (info.model_key, info.path),
+        lambda info: folded in (info.model_key.casefold(), info.path.casefold()),
+        lambda info: "@" not in key and info.model_key.partition("@")[0].casefold() == folded,
+    ]
+    for matching in matches:
+        for info in infos:
+            if matching(info):
+                return ModelInfo(
+                    identifier=key,
+                    key=info.model_key,
+                    vision=bool(getattr(info, "vision", False)),
+                    format=str(info.format),
+                    name=key,
+                )
     return None
 
 

@@ -113,7 +113,7 @@ _NOT_FILES = (
 
 
 def _open(path: Path, files_only: bool) -> BinaryIO:
-    """Open an image file to decode: a pipe's bytes read (bounded), a non-file refused.
+    """Open an image file to decode: a pipe's bytes read (bounded), or a non-file refused.
 
     Raises
     ------
@@ -130,16 +130,18 @@ def _open(path: Path, files_only: bool) -> BinaryIO:
     handle = os.fdopen(os.open(path, flags), "rb")
     try:
         mode = os.fstat(handle.fileno()).st_mode
-        if stat.S_ISREG(mode):
-            return handle  # the caller closes it
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        if files_only:
-            what = next((name for test, name in _NOT_FILES if test(mode)), "not a file")
+        if files_only and not stat.S_ISREG(mode):
+            what = next((name for test, name in _NOT_FILES if test(mode)), "a special file")
             raise CliError(
                 f"Cannot read image {str(path)!r}: it is {what}, not a file. Save the image "
                 "to a file and name that."
             )
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            # A file, or a device Pillow reads the header of as of a file (/dev/zero: "not
+            # an image file" at once, not 256 MiB read first; found by a review).
+            return handle  # the caller closes it
         # Found by a probe: Pillow read a pipe fed for ever until memory ran out.
         data = handle.read(_PIPE_LIMIT + 1)
     except BaseException:

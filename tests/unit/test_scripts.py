@@ -242,10 +242,11 @@ def test_check_takes_quick_among_the_pytest_arguments(args: list[str]) -> None:
 
 
 def test_check_help_prints_its_usage_and_does_nothing_else() -> None:
-    """Found by a probe: ``--help`` went to pytest, after the install and the lint."""
-    for flag in ("--help", "-h"):
+    """Found by a probe: ``--help`` went to pytest, after the install and the lint (and by a
+    review: after another argument, it still did)."""
+    for flags in (["--help"], ["-h"], ["--quick", "--help"], ["tests/cli", "-x", "-h"]):
         result = subprocess.run(
-            ["bash", str(SCRIPTS / "check"), flag],
+            ["bash", str(SCRIPTS / "check"), *flags],
             capture_output=True,
             text=True,
             env={**os.environ, "PYTHON": "/nonexistent/python3"},  # anything more fails

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import venv
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,16 @@ backend-path = ["."]
 name = "tiny"
 version = "0"
 """
+
+
+def makes_a_venv(test: Callable[..., None]) -> Callable[..., None]:
+    """Mark a test that makes a venv with pip and installs into it (up to 240 s when busy)."""
+    needs = pytest.mark.skipif(
+        importlib.util.find_spec("ensurepip") is None,
+        reason="this Python cannot make a venv with pip",
+    )
+    marked: Callable[..., None] = pytest.mark.slow(pytest.mark.timeout(240)(needs(test)))
+    return marked
 
 
 def make_project(tmp_path: Path) -> Path:
@@ -101,11 +112,7 @@ def break_venv(project: Path, how: str) -> None:
         )
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(240)  # ensurepip and two pip runs, on a busy machine
-@pytest.mark.skipif(
-    importlib.util.find_spec("ensurepip") is None, reason="this Python cannot make a venv with pip"
-)
+@makes_a_venv
 @pytest.mark.parametrize("how", ["without pip", "python removed", "older python"])
 def test_a_venv_that_cannot_install_the_project_is_made_again(tmp_path: Path, how: str) -> None:
     """Found by a probe: a first run stopped while ``python -m venv`` installed pip (or
@@ -124,11 +131,7 @@ def test_a_venv_that_cannot_install_the_project_is_made_again(tmp_path: Path, ho
     assert again.stdout == ""
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(240)
-@pytest.mark.skipif(
-    importlib.util.find_spec("ensurepip") is None, reason="this Python cannot make a venv with pip"
-)
+@makes_a_venv
 def test_the_demo_goes_on_without_an_extra_that_cannot_be_installed(tmp_path: Path) -> None:
     """The demo's ``local`` extra compiles llama-cpp-python, which needs a C/C++ compiler a
     fresh machine may lack: the set-up then installs ``FALLBACK_EXTRAS`` (the demo runs the
@@ -259,11 +262,7 @@ def test_check_help_prints_its_usage_and_does_nothing_else() -> None:
         assert result.stderr == ""
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(240)
-@pytest.mark.skipif(
-    importlib.util.find_spec("ensurepip") is None, reason="this Python cannot make a venv with pip"
-)
+@makes_a_venv
 def test_a_failed_check_names_its_phase(tmp_path: Path) -> None:
     """Found by a probe: mypy's or pytest's output scrolled the failed phase's heading away;
     the check now ends by naming it. Here its first phase fails (no ts-sdk.sh)."""
@@ -280,11 +279,7 @@ def test_a_failed_check_names_its_phase(tmp_path: Path) -> None:
     ), result.stderr
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(240)
-@pytest.mark.skipif(
-    importlib.util.find_spec("ensurepip") is None, reason="this Python cannot make a venv with pip"
-)
+@makes_a_venv
 def test_ctrl_c_during_the_install_says_so_in_one_line(tmp_path: Path) -> None:
     """Found by a probe: Ctrl-C during the first install said "pip install failed", 30
     lines of pip's log, and to check the network, with status 1."""

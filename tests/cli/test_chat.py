@@ -758,3 +758,44 @@ def test_a_servers_escape_sequences_in_a_problem_are_escaped(
     assert "boom \\x1b]0;PWNED" in shown, shown
     assert "\x1b]0;" not in shown
     assert "\x1b[2J" not in shown
+
+
+def test_a_reply_cut_off_by_a_limit_is_said_and_saved_as_such(
+    run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """Found by a probe: a reply the context length (or --max-tokens) cut off was shown and
+    saved as a whole one; the SDK by hand gives its stop reason."""
+    emulator.script(TEXT, ["one two three four five six seven"])
+    stdin = "Hello\n/save chat.json\n/exit\n"
+    result = run_cli("chat", "-m", TEXT, "--max-tokens", "2", stdin=stdin, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "[reply cut off: its token limit was reached (--max-tokens)]" in result.stdout
+    saved = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
+    assert saved["messages"][-1]["cut_off"] == "maxPredictedTokensReached"
+    assert "cut_off" not in saved["messages"][0]
+
+
+def test_a_prompt_over_the_context_length_says_how_to_go_on(
+    run_cli: RunCli, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: once the conversation outgrew the context, every message failed,
+    and nothing said that /clear was the way on."""
+    told = "The prompt has 5780 tokens, but the model is loaded with a context length of 4096"
+    emulator.add_fault(Fault("predict", "error", message=told))
+    result = run_cli("chat", "-m", TEXT, stdin="Hello\n/exit\n", timeout=30)
+    assert "context length of 4096" in result.stdout, result.stdout
+    assert "(the message was not added to the history; /clear starts the conversation over)" in (
+        result.stdout
+    )
+
+
+def test_clear_keeps_the_images_attached_for_the_next_message(
+    run_cli: RunCli, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: /clear dropped an attached image without a word."""
+    stdin = "/test-image teal 16x16\n/clear\nWhat colour?\n/exit\n"
+    result = run_cli("chat", "-m", VISION, stdin=stdin, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "Conversation cleared (1 attached image(s) kept for your next message)." in result.stdout
+    (prediction,) = emulator.predictions
+    assert len(prediction.images) == 1

@@ -86,6 +86,8 @@ class Turn:
     model: str | None = None
     stopped: bool = False
     reasoning: str = ""
+    cut_off: str | None = None
+    """LM Studio's stop reason of a reply cut off by a limit (``contextLengthReached``...)."""
 
     def record(self) -> dict[str, Any]:
         """Return the message as saved by ``/save`` (the reasoning apart from the content)."""
@@ -98,6 +100,8 @@ class Turn:
             data["model"] = self.model
         if self.stopped:
             data["stopped"] = True
+        if self.cut_off:
+            data["cut_off"] = self.cut_off
         return data
 
 
@@ -222,8 +226,8 @@ class ChatSession:
                     self.out.print(Text.assemble("  ", (f"{usage:<24}", "bold"), text))
             elif name == "/clear":
                 self.history.clear()
-                self.pending.clear()
-                self.note("Conversation cleared.")
+                kept = f" ({len(self.pending)} attached image(s) kept for your next message)"
+                self.note("Conversation cleared" + (kept if self.pending else "") + ".")
             elif name == "/image":
                 self.attach(lambda: load_image(os.path.expanduser(_argument(rest, "/image PATH"))))
             elif name == "/test-image":
@@ -367,7 +371,10 @@ class ChatSession:
             leave_if_terminated()
         if failure is not None:
             self._take_back(turn)
-            self.problem(f"{_failure(failure)} (the message was not added to the history)")
+            said = f"{_failure(failure)} (the message was not added to the history"
+            if "context length" in said:  # found by a probe: every later message failed too
+                said += "; /clear starts the conversation over"
+            self.problem(said + ")")
             self._drop_refused_images()
             return
         if stopped:
@@ -376,10 +383,23 @@ class ChatSession:
                 self.note("(no answer had begun: the message was not added to the history)")
                 self._take_back(turn)
                 return
+        cut_off = None
         if not stopped and stream is not None:  # the finished answer, as generate() gives it
             reply, reasoning = stream.reply.text, stream.reply.reasoning
+            cut_off = stream.reply.stats.stop_reason
+            if cut_off in _CUT_OFF:  # found by a probe: shown and saved as a whole reply
+                self.note(f"[reply cut off: {_CUT_OFF[cut_off]}]")
+            else:
+                cut_off = None
         self.history.append(
-            Turn("assistant", reply, model=self.info.key, stopped=stopped, reasoning=reasoning)
+            Turn(
+                "assistant",
+                reply,
+                model=self.info.key,
+                stopped=stopped,
+                reasoning=reasoning,
+                cut_off=cut_off,
+            )
         )
 
     def _take_back(self, turn: Turn) -> None:
@@ -501,6 +521,13 @@ def _replace(target: Path, text: str, path: Path) -> None:
                     "there, then renames it to the name given (over any file of that name)"
                 )
         raise _cannot_save(path, reason) from None
+
+
+_CUT_OFF = {
+    "maxPredictedTokensReached": "its token limit was reached (--max-tokens)",
+    "contextLengthReached": "the model's context is full; /clear starts the conversation over",
+}
+"""The stop reasons of a reply a limit cut off, as the chat says them."""
 
 
 def _failure(exc: Exception) -> str:

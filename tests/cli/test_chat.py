@@ -799,3 +799,16 @@ def test_clear_keeps_the_images_attached_for_the_next_message(
     assert "Conversation cleared (1 attached image(s) kept for your next message)." in result.stdout
     (prediction,) = emulator.predictions
     assert len(prediction.images) == 1
+
+
+def test_save_to_a_name_too_long_says_the_conversation_is_kept(
+    run_cli: RunCli, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: a name over 255 bytes gave "NAME: File name too long." alone, where
+    the other refusals say what was refused and that the conversation is kept."""
+    name = "n" * 300 + ".json"
+    result = run_cli("chat", "-m", TEXT, stdin=f"Hello\n/save {name}\n/exit\n", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert f"! Cannot save to '{name}': File name too long; the conversation is kept." in (
+        result.stdout
+    ), result.stdout

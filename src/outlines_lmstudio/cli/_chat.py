@@ -447,7 +447,11 @@ def _save_target(path: Path) -> Path | None:
     """
     if "\x00" in str(path):  # the OS takes no such name: Python's ValueError, not an OSError
         raise _cannot_save(path, "a file name cannot hold a NUL character")
-    if path.is_dir() or not path.name:
+    try:
+        directory = path.is_dir()  # an OSError on Python 3.11 for a name over 255 bytes
+    except OSError as exc:  # found by a probe: "File name too long." without the rest
+        raise _cannot_save(path, str(exc.strerror or exc)) from None
+    if directory or not path.name:
         raise CliError(
             f"Cannot save to {str(path)!r}: it is a directory; give a file name, "
             f"e.g. /save {path / 'chat.json'}"

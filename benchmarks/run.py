@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import re
+import stat
 import statistics
 import sys
 import tempfile
@@ -435,12 +436,23 @@ def _skipped(cases: Iterable[tuple[str, str]]) -> str:
 
 
 def _write(path: Path, payload: dict[str, Any]) -> None:
-    """Write the results whole or not at all, through a file of a name of its own."""
+    """Write the results whole or not at all, through a file of a name of its own.
+
+    With the mode a new file gets (the umask's), or the file's own when it is replaced: a
+    temporary file is made private (0600), which a review found the results had become.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     with tempfile.NamedTemporaryFile(
         "w", dir=path.parent, prefix=".benchmarks-", suffix=".json", delete=False
     ) as tmp:
         tmp.write(json.dumps(payload, indent=2) + "\n")
+    os.chmod(tmp.name, mode)
     os.replace(tmp.name, path)
 
 

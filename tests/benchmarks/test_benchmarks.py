@@ -8,6 +8,8 @@ fail, and that the report and the docs have what they promise.
 import asyncio
 import json
 import math
+import os
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -354,6 +356,13 @@ def test_the_output_check_leaves_the_users_files_alone(
     assert main(["--quick", "--only", "parse", "--output", str(tmp_path / "run.json")]) == 0
     assert (tmp_path / "run.tmp.json").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json", "run.tmp.json"]
+    # With the umask's mode, or the replaced file's (a review: a temporary file's 0600).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "run.json").stat().st_mode) == 0o666 & ~umask
+    (tmp_path / "run.json").chmod(0o640)
+    assert main(["--quick", "--only", "parse", "--output", str(tmp_path / "run.json")]) == 0
+    assert stat.S_IMODE((tmp_path / "run.json").stat().st_mode) == 0o640
 
 
 def test_a_group_named_twice_runs_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

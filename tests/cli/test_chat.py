@@ -787,6 +787,12 @@ def test_a_prompt_over_the_context_length_says_how_to_go_on(
     assert "(the message was not added to the history; /clear starts the conversation over)" in (
         result.stdout
     )
+    # Not for another failure (a review: the library's own hint names "its context length").
+    emulator.clear_faults()
+    emulator.add_fault(Fault("predict", "error", message="boom"))
+    other = run_cli("chat", "-m", TEXT, stdin="Hello\n/exit\n", timeout=30)
+    assert "boom" in other.stdout, other.stdout
+    assert "/clear starts" not in other.stdout
 
 
 def test_clear_keeps_the_images_attached_for_the_next_message(
@@ -812,3 +818,15 @@ def test_save_to_a_name_too_long_says_the_conversation_is_kept(
     assert f"! Cannot save to '{name}': File name too long; the conversation is kept." in (
         result.stdout
     ), result.stdout
+
+
+def test_a_loaded_copys_identifier_is_escaped_before_each_reply(
+    run_cli: RunCli, emulator: LMStudioEmulator
+) -> None:
+    """Found by a review: the ``KEY (IDENTIFIER)> `` line before each reply wrote a server's
+    identifier raw, escape sequences and all (the banner escaped it)."""
+    identifier = emulator.load(TEXT, identifier="main\x1b]0;PWNED\x07\x1b[2J")
+    result = run_cli("chat", "-m", identifier, stdin="Hello\n/exit\n", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert f"{TEXT} (main\\x1b]0;PWNED\\x07\\x1b[2J)> " in result.stdout, result.stdout
+    assert "\x1b" not in result.stdout

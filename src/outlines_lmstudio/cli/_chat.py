@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shlex
 import stat
@@ -49,7 +50,7 @@ HELP = "Chat with a model: streaming replies, history, images."
 COMMANDS = {
     "/image PATH": "attach an image file to your next message",
     "/test-image COLOR WxH": "attach a solid-colour test image, e.g. /test-image red 64x64",
-    "/clear": "forget the conversation (the system prompt stays)",
+    "/clear": "forget the conversation (the system prompt and attached images stay)",
     "/model NAME": "switch to another model (the conversation stays)",
     "/save FILE": "save the conversation as JSON (any reasoning under its own key)",
     "/help": "show this help",
@@ -347,7 +348,8 @@ class ChatSession:
         try:  # from the turn on (found by a probe: a Ctrl-C during the header ended the chat)
             self.pending = []
             self.history.append(turn)
-            self.out.print(Text(f"{self.info.shown}> ", style="bold cyan"), end="")
+            shown = escape_controls(self.info.shown)  # a server's identifier (a review)
+            self.out.print(Text(f"{shown}> ", style="bold cyan"), end="")
             stream = self.model.reply_stream(self.chat_input(), **self.kwargs)
             for chunk in stream:
                 # Kept before it is shown: a Ctrl-C between the two would otherwise leave a
@@ -372,7 +374,7 @@ class ChatSession:
         if failure is not None:
             self._take_back(turn)
             said = f"{_failure(failure)} (the message was not added to the history"
-            if "context length" in said:  # found by a probe: every later message failed too
+            if _CONTEXT_FULL.search(str(failure)):  # found by a probe: each later one failed
                 said += "; /clear starts the conversation over"
             self.problem(said + ")")
             self._drop_refused_images()
@@ -526,6 +528,13 @@ def _replace(target: Path, text: str, path: Path) -> None:
                 )
         raise _cannot_save(path, reason) from None
 
+
+_CONTEXT_FULL = re.compile(
+    r"context length of \d|context size|context overflow|overflows|reached context length", re.I
+)
+"""How LM Studio's engines say a prompt does not fit the context (llama.cpp, MLX, LM Studio's
+overflow policy); not the library's hint about a failed prediction, which names "its context
+length" whatever failed (found by a review)."""
 
 _CUT_OFF = {
     "maxPredictedTokensReached": "its token limit was reached (--max-tokens)",

@@ -530,7 +530,7 @@ def _replace(target: Path, text: str, path: Path) -> None:
 
 
 _CONTEXT_FULL = re.compile(
-    r"context length of \d|context size|context overflow|overflows|reached context length", re.I
+    r"context length of \d|context size|context (?:the )?overflows?|reached context length", re.I
 )
 """How LM Studio's engines say a prompt does not fit the context (llama.cpp, MLX, LM Studio's
 overflow policy); not the library's hint about a failed prediction, which names "its context

@@ -159,6 +159,10 @@ def _lmstudio() -> Backend | None:
         if match is None and start is not None and host[start.end() :].startswith(("/", "?")):
             # LM Studio's OpenAI-compatible address (HOST:PORT/v1) is what users paste.
             _refuse_host(value, f" alone: it has more ({host[start.end() :]!r})")
+        if match is None and host.count(":") > 1 and not host.startswith("["):
+            # As the CLI says it (found by a probe: "not HOST:PORT with a port from 1 to
+            # 65535" for ::1:1234, whose port is fine).
+            _refuse_host(value, ": an IPv6 address goes in brackets, e.g. [::1]:1234")
         if match is None or not 0 < int(match[1]) <= 65535:
             _refuse_host(value, " with a port from 1 to 65535")
         try:

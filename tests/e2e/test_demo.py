@@ -85,6 +85,15 @@ def test_a_host_with_a_path_is_refused_for_its_path_not_its_port() -> None:
     assert "port from 1 to 65535" not in result.stderr
 
 
+def test_an_ipv6_host_without_brackets_is_told_to_use_them() -> None:
+    """Found by a probe: ``::1:1234`` was "not HOST:PORT with a port from 1 to 65535", though
+    its port is fine; the CLI says to write the address in brackets."""
+    result = run_demo("::1:1234")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "is not HOST:PORT: an IPv6 address goes in brackets, e.g. [::1]:1234" in (result.stderr)
+    assert "port from 1 to 65535" not in result.stderr
+
+
 def test_lmstudio_host_is_taken_as_the_cli_takes_it(lmstudio_emulator: LMStudioEmulator) -> None:
     """``http://127.0.0.1:1234`` (as LM Studio shows its address) was "not answering"."""
     result = run_demo(f" http://{lmstudio_emulator.api_host}/ ")

@@ -33,6 +33,7 @@ __all__ = [
     "Heard",
     "LoadProgress",
     "PerClient",
+    "SERVER_ERRORS",
     "SyncClientCache",
     "copied_error",
     "retrieve_error",
@@ -226,7 +227,7 @@ def _entry(work: Awaitable[V]) -> asyncio.Future[V]:
     return future
 
 
-_SERVER_ERRORS = (
+SERVER_ERRORS = (
     LMStudioConnectionError,
     LMStudioModelNotFoundError,
     LMStudioPredictionError,
@@ -247,7 +248,7 @@ def copied_error(error: E, model: str | None = None) -> E:
     first (two models on one client: found by a probe).
     """
     twin = copy.copy(error)
-    if model is not None and isinstance(twin, _SERVER_ERRORS) and twin.model not in (None, model):
+    if model is not None and isinstance(twin, SERVER_ERRORS) and twin.model not in (None, model):
         type(twin).__init__(twin, twin.message, host=twin.host, model=model, hint=twin.hint)
     if (notes := getattr(error, "__notes__", None)) is not None:
         twin.__notes__ = list(notes)

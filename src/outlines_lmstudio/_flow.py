@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from ._streams import UnreadResult
     from ._typed import Validator
 
+from ._cache import SERVER_ERRORS
 from ._effects import (
     Answered,
     Call,
@@ -834,7 +835,7 @@ def parse(
             error.attempts = attempt
             error.replies = _replies(done, request)
             raise
-        except _SERVER_ERRORS as error:
+        except SERVER_ERRORS as error:
             if last is not None:
                 _failed_asking_again(error, last, _replies(done, request))
             raise
@@ -890,13 +891,7 @@ def _holding_message(
     return msgspec.structs.replace(request, args=args), held, theirs
 
 
-_SERVER_ERRORS = (
-    LMStudioTimeoutError,
-    LMStudioPredictionError,
-    LMStudioConnectionError,
-    LMStudioModelNotFoundError,
-)
-_ServerErrors: TypeAlias = (
+_ServerErrors: TypeAlias = (  # SERVER_ERRORS, for the type checker
     LMStudioTimeoutError
     | LMStudioPredictionError
     | LMStudioConnectionError

@@ -905,14 +905,19 @@ def _to_load(session: Session, key: str) -> ModelInfo | None:
     for matching in matches:
         for info in infos:
             if matching(info):
-                return ModelInfo(
-                    identifier=key,
-                    key=info.model_key,
-                    vision=bool(getattr(info, "vision", False)),
-                    format=str(info.format),
-                    name=key,
-                )
+                return _model_info(info, identifier=key, name=key)
     return None
+
+
+def _model_info(info: Any, *, identifier: str, name: str) -> ModelInfo:
+    """Return the `ModelInfo` of what LM Studio reports of a model (its SDK info)."""
+    return ModelInfo(
+        identifier=identifier,
+        key=info.model_key,
+        vision=bool(getattr(info, "vision", False)),
+        format=str(info.format),
+        name=name,
+    )
 
 
 def resolve_llm(
@@ -978,15 +983,9 @@ def resolve_llm(
             f"{key!r} is a {info.type} model, not an LLM: pick an LLM "
             "(`outlines-lmstudio models --capability chat`).",
         )
-    found = ModelInfo(
-        identifier=handle.identifier,
-        key=info.model_key,
-        vision=bool(getattr(info, "vision", False)),
-        format=str(info.format),
-        # With no --model, the key pins the model picked (not whichever is loaded later:
-        # the model could change between items) while letting it be loaded again.
-        name=key or info.model_key,
-    )
+    # With no --model, the key pins the model picked (not whichever is loaded later: the
+    # model could change between items) while letting it be loaded again.
+    found = _model_info(info, identifier=handle.identifier, name=key or info.model_key)
     if check is not None:
         check(found)
     return found

@@ -244,7 +244,7 @@ def test_an_unloadable_llama_cpp_falls_back_to_the_emulator(tmp_path: Path) -> N
     assert "Traceback" not in local.stderr
     assert "a bug" not in local.stderr  # it was "unexpected RuntimeError (a bug in ...)"
     assert "--local: llama-cpp-python is installed, but its llama.cpp library" in local.stderr
-    assert "pip install --force-reinstall --no-cache-dir llama-cpp-python" in local.stderr
+    assert "pip install --force-reinstall --no-deps --no-cache-dir llama-cpp-python" in local.stderr
 
 
 @pytest.mark.timeout(30)

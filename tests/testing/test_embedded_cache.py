@@ -184,6 +184,8 @@ def test_a_good_file_llama_cpp_cannot_read_says_to_reinstall_the_pinned_llama_cp
         f"install the llama-cpp-python the local extra pins again ({LLAMA_REINSTALL})"
     )
     assert "==0.3.36" in LLAMA_REINSTALL
+    # Only llama-cpp-python is built again: numpy and the rest stay as the user has them.
+    assert "--no-deps" in LLAMA_REINSTALL.split()
 
 
 @pytest.mark.parametrize("checked_by", ["a version without the sum", "another version"])

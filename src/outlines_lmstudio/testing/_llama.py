@@ -77,8 +77,12 @@ __all__ = [
 ]
 
 
-LLAMA_REINSTALL = "pip install --force-reinstall --no-cache-dir llama-cpp-python==0.3.36"
-"""Builds llama-cpp-python again on this machine (its library did not load)."""
+LLAMA_REINSTALL = "pip install --force-reinstall --no-deps --no-cache-dir llama-cpp-python==0.3.36"
+"""Builds llama-cpp-python again on this machine (its library did not load).
+
+``--no-deps`` keeps the user's numpy, jinja2 and the rest as they are: ``--force-reinstall``
+would otherwise reinstall them too, at the newest versions the pins allow.
+"""
 
 
 class LlamaUnusableError(ImportError):

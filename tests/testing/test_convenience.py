@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 
 import lmstudio as lms
+import outlines
 import pytest
 from lmstudio import sync_api
+from outlines.inputs import Image
+from PIL import Image as PILImage
 
 from outlines_lmstudio.testing import LMStudioEmulator
 
@@ -33,6 +37,19 @@ def test_module_level_api(default_client: LMStudioEmulator) -> None:
     assert {m.identifier for m in lms.list_loaded_models("llm")} >= {TEXT, VISION}
     handle = lms.prepare_image(PNG)
     assert emu.uploads[-1].identifier == handle.identifier
+
+
+def test_outlines_own_model_describes_an_image(default_client: LMStudioEmulator) -> None:
+    # Outlines' built-in LM Studio model uploads with the SDK's default client
+    # (`lms.prepare_image`) and predicts with the user's: a test of code written for it runs
+    # here as against LM Studio (found by a probe running Outlines' tests: "File not found").
+    emu = default_client
+    image = Image(PILImage.open(io.BytesIO(PNG)))
+    with lms.Client(emu.api_host) as client:
+        model = outlines.models.lmstudio.LMStudio(client, VISION)
+        assert model(["What is this?", image]) == emu.predictions[-1].text
+    assert emu.predictions[-1].images
+    assert emu.predictions[-1].last_user_text == "What is this?"
 
 
 def test_get_default_client_with_host(emu: LMStudioEmulator) -> None:

@@ -316,15 +316,36 @@ def test_image_to_text_model_fails_like_lm_studio(client: lms.Client) -> None:
         client.llm.model(TEXT).respond(chat)
 
 
-def test_file_handles_are_scoped_to_their_client(emu: LMStudioEmulator, client: lms.Client) -> None:
+def test_a_file_handle_works_in_another_clients_prediction(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    # As in LM Studio, which keeps uploads in one folder by name: Outlines' own model uploads
+    # with the SDK's default client and predicts with the user's (found by a probe running
+    # Outlines' tests: the emulator answered "File not found").
     handle = client.files.prepare_image(PNG)
     chat = lms.Chat()
     chat.add_user_message("What?", images=[handle])
-    with (
-        lms.Client(emu.api_host) as other,
-        pytest.raises(lms.LMStudioServerError, match="File not found"),
-    ):
-        other.llm.model(VISION).respond(chat)
+    with lms.Client(emu.api_host) as other:
+        assert other.llm.model(VISION).respond(chat).content
+    assert emu.predictions[-1].images == [PNG]
+    assert emu.predictions[-1].client_id != emu.uploads[-1].client_id
+
+
+def test_a_file_handle_goes_when_its_client_disconnects(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    with lms.Client(emu.api_host) as uploader:
+        handle = uploader.files.prepare_image(PNG)
+        parameter = FilesRpcGetLocalFileAbsolutePathParameter(file_name=handle.identifier)
+        path = Path(uploader.files.remote_call("getLocalFileAbsolutePath", parameter)["path"])
+    # The server releases the client, and its files, when it sees the sockets close.
+    emu.wait_until(lambda: not path.exists())
+    chat = lms.Chat()
+    chat.add_user_message("What?", images=[handle])
+    with pytest.raises(lms.LMStudioServerError, match="File not found") as info:
+        client.llm.model(VISION).respond(chat)
+    assert "go when the client that uploaded them disconnects" in str(info.value)
+    assert "File not found" in str(emu.predictions[-1].error)
 
 
 def test_a_reset_keeps_the_files_of_a_connected_client(

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._lookup import engine_for, not_found, path_not_found, resolve
 from outlines_lmstudio.testing._predict import (
-    client_upload,
     complete_raw_text,
     draft_model,
+    held_upload,
     predict,
 )
 from outlines_lmstudio.testing._records import Upload
@@ -250,10 +250,10 @@ async def upload_file_base64(conn: Peer, parameter: Any) -> Any:
 async def get_local_file_absolute_path(conn: Peer, parameter: Any) -> Any:
     """``getLocalFileAbsolutePath`` (``FileHandle.getFilePath()``): the upload's path on disk.
 
-    The file must be one this client uploaded, as for a prediction that uses it. LM Studio's
-    answer for another name is not verified (inferred: an error naming the file).
+    The file must be one a connected client uploaded, as for a prediction that uses it. LM
+    Studio's answer for another name is not verified (inferred: an error naming the file).
     """
-    upload = client_upload(conn, str(parameter.get("fileName", "")))
+    upload = held_upload(conn, str(parameter.get("fileName", "")))
     return {"path": await asyncio.to_thread(conn.emu._file_path, upload)}
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from outlines_lmstudio.testing._engine import Engine, Generation
     from outlines_lmstudio.testing._records import Upload
 
-__all__ = ["client_upload", "complete_raw_text", "draft_model", "merge_config", "predict"]
+__all__ = ["complete_raw_text", "draft_model", "held_upload", "merge_config", "predict"]
 
 _SENT_COUNTS = frozenset({"predictedTokensCount", "totalTokensCount"})
 """Token counts an engine keeps that a prediction stopped early reports as sent instead."""
@@ -64,21 +64,27 @@ def merge_config(parameter: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def client_upload(conn: Peer, ident: str, suggestion: str | None = None) -> Upload:
-    """Return the upload ``ident`` of this connection's client.
+def held_upload(conn: Peer, ident: str, suggestion: str | None = None) -> Upload:
+    """Return the upload ``ident``, whichever client uploaded it.
+
+    Any client may use a file another one uploaded, as long as that client is connected
+    (inferred, docs/testing.md): LM Studio keeps uploads in one folder, by name, and
+    Outlines' own LM Studio model uploads with the SDK's default client and predicts with
+    the user's (found by a probe running Outlines' tests: the emulator refused that). The
+    files of a client go when it disconnects (`_release_client`).
 
     Raises
     ------
     RequestError
-        If there is no such upload, or another client uploaded it ("File not found").
+        If there is no such upload, or its client has disconnected ("File not found").
     """
     with conn.emu._lock:
         upload = conn.emu._files.get(ident)
-    if upload is None or upload.client_id != conn.client_id:
+    if upload is None:
         extra = {} if suggestion is None else {"suggestion": suggestion}
         raise server_error(
             f"File not found: {ident}",
-            cause="File handles belong to the client that uploaded them.",
+            cause="Uploaded files go when the client that uploaded them disconnects.",
             **extra,
         )
     return upload
@@ -92,10 +98,10 @@ def _images(conn: Peer, record: Prediction) -> bool:
         for part in content if isinstance(content, list) else []:
             if not isinstance(part, dict) or part.get("type") != "file":
                 continue
-            upload = client_upload(
+            upload = held_upload(
                 conn,
                 str(part.get("identifier")),
-                suggestion="Upload the file with the same client that sends the prediction.",
+                suggestion="Upload the file again, with a client that stays connected.",
             )
             record.images.append(upload.data)
             has_image = has_image or upload.file_type == "image"

@@ -675,7 +675,7 @@ class LMStudioEmulator(EmulatorState):
 
         Settings changed since the emulator was made (``emu.token_latency = 0.05``) get
         the values it was made with, so one test's changes do not reach the next. Files
-        a still-connected client uploaded stay usable by it, as in LM Studio (a session's
+        a still-connected client uploaded stay usable, as in LM Studio (a session's
         client may reuse its file handles); only the `uploads` records are cleared. A
         prediction still running (an earlier test's) takes no script given after the
         reset, and `peak_concurrency` does not count it.

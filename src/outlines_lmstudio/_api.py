@@ -43,6 +43,7 @@ from ._common import (
     Completion,
     Request,
     check_retries,
+    for_a_stand_in,
     is_batch,
     no_backend,
 )
@@ -278,6 +279,7 @@ class ModelApi(Common):
             raise InvalidClientError(
                 f"{type(self).__name__} needs an lmstudio.{wanted}, got {type(client).__name__}. "
                 "from_lmstudio(client) picks the model class for either kind of client."
+                + for_a_stand_in(client)
             )
         self.client = client
         self._configure(

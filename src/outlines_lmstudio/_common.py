@@ -86,6 +86,7 @@ __all__ = [
     "check_model_name",
     "check_retries",
     "check_timeout",
+    "for_a_stand_in",
     "is_batch",
     "no_backend",
 ]
@@ -385,6 +386,22 @@ _NONE_MEANS = {
 """What ``None`` means for the settings that take it (a deletion's message says)."""
 
 
+def for_a_stand_in(client: object) -> str:
+    """Return what a refused client's message adds when it is no SDK client at all.
+
+    A mock cannot stand in for the SDK's client here (Outlines' own tests use one): found by
+    a probe running those tests, whose mock was refused with nothing said of the way this
+    library offers instead.
+    """
+    if isinstance(client, lms.Client | lms.AsyncClient):
+        return ""
+    return (
+        " To test without LM Studio, give a real client the emulator's address instead of a "
+        "mock: with outlines_lmstudio.testing.LMStudioEmulator() as emu, "
+        "lmstudio.Client(emu.api_host) as client: ..."
+    )
+
+
 def _check_client(model: object, client: object) -> None:
     """Refuse a client of the other kind, or no client, assigned to ``model.client``.
 
@@ -401,7 +418,7 @@ def _check_client(model: object, client: object) -> None:
         raise InvalidClientError(
             f"{type(model).__name__}.client must be an lmstudio.{wanted.__name__}, got "
             f"{type(client).__name__}: make another model for another kind of client, "
-            "from_lmstudio(client, model_name)."
+            "from_lmstudio(client, model_name)." + for_a_stand_in(client)
         )
     _check_host(client_host(client))
 

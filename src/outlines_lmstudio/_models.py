@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, overload
 import lmstudio as lms
 
 from ._api import OPTIONS, check_options
+from ._common import for_a_stand_in
 from ._sync import LMStudio
 from .errors import InvalidClientError
 
@@ -104,4 +105,5 @@ def from_lmstudio(
     raise InvalidClientError(
         "from_lmstudio needs an lmstudio.Client or an lmstudio.AsyncClient, "
         f"got {type(client).__name__}. Create one with lmstudio.Client('localhost:1234')."
+        + for_a_stand_in(client)
     )

@@ -1438,6 +1438,29 @@ def test_an_attribute_that_is_no_setting_is_refused(
     assert emulator.requests == []
 
 
+def test_a_mock_client_is_pointed_to_the_emulator() -> None:
+    """Found by a probe running Outlines' own tests, whose mock client was refused with
+    nothing said of the emulator this library offers for tests instead."""
+
+    class MockLMStudioClient:  # what Outlines' tests pass
+        pass
+
+    mock = cast(Any, MockLMStudioClient())
+    hint = "give a real client the emulator's address instead of a mock"
+    for make in (from_lmstudio, LMStudio, AsyncLMStudio):
+        with pytest.raises(InvalidClientError, match="got MockLMStudioClient") as info:
+            make(mock)
+        assert hint in str(info.value)
+        assert "LMStudioEmulator() as emu, lmstudio.Client(emu.api_host)" in str(info.value)
+    model = LMStudio(lms.Client("127.0.0.1:1234"))
+    with pytest.raises(InvalidClientError, match=hint):
+        model.client = mock
+    # A real client of the other kind is no mock: its message says only what to do.
+    with pytest.raises(InvalidClientError) as other:
+        LMStudio(cast(Any, lms.AsyncClient("127.0.0.1:1234")))
+    assert hint not in str(other.value)
+
+
 def test_a_client_of_another_kind_and_deleted_settings_are_refused(
     fronts: Fronts, emulator: LMStudioEmulator
 ) -> None:

@@ -8,8 +8,9 @@ server and then raises ``KeyboardInterrupt``. The cancel is sent at once, from a
 thread of its own, by the guard's `SigintGuard.on_interrupt` (set by the reader
 waiting for the server), so a prediction still reading its prompt, or a server that
 sends nothing for a while, stops then rather than at its next fragment. A second
-Ctrl-C interrupts at once. Only the default handler in the main thread is replaced, never a
-handler the application installed.
+Ctrl-C interrupts at once; a server that has not confirmed the cancel a second later
+gets that second Ctrl-C from the reader (`interrupt_again`). Only the default handler in
+the main thread is replaced, never a handler the application installed.
 
 When SIGINT is ignored (inherited as ignored under ``nohup``, ``cmd &`` from a
 non-interactive shell, or a job runner; or ignored by the application), the
@@ -46,7 +47,7 @@ from typing import Any, Protocol, cast
 
 from ._forks import in_child
 
-__all__ = ["SigintGuard", "redeliver_if_dropped"]
+__all__ = ["SigintGuard", "interrupt_again", "redeliver_if_dropped"]
 
 
 class _RawSignal(Protocol):
@@ -308,6 +309,23 @@ def _interrupt_after(closing: FrameType) -> None:
         return  # the program has ended: the interpreter exits
     if not callable(_RAW.getsignal(_SIGINT)):
         return  # ignored or default since: no Python handler to raise it
+    _send_sigint(main)
+
+
+def interrupt_again() -> None:
+    """Give the main thread the second Ctrl-C, which raises ``KeyboardInterrupt`` at once.
+
+    For a wait the first Ctrl-C was deferred in, once its cancel has gone unconfirmed for
+    a while (see `SyncReader`), and only under Python's own handler, which the guard put
+    back when the first came: an application's handler would run for a Ctrl-C no one
+    pressed. A real signal, as in `_interrupt_after`: it ends the SDK's blocking wait.
+    """
+    if _RAW.getsignal(_SIGINT) is _DEFAULT:
+        _send_sigint(_Main.ident)
+
+
+def _send_sigint(main: int | None) -> None:
+    """Send SIGINT to the main thread (``main``: its ident)."""
     if hasattr(signal, "pthread_kill") and main is not None:
         signal.pthread_kill(main, _SIGINT)
     else:  # pragma: no cover - Windows

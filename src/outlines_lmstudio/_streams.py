@@ -15,7 +15,7 @@ import lmstudio as lms
 
 from ._common import CONFIRM_SECONDS, DRAIN_SECONDS
 from ._flow import wait_limit
-from ._interrupt import SigintGuard
+from ._interrupt import SigintGuard, interrupt_again
 from ._sdk_errors import (
     Unreadable,
     client_closed,
@@ -146,6 +146,8 @@ class SyncReader:
     """
 
     _cancel_pending = False  # a cancel asked for before the request was sent
+    _wait_over = False  # a read after a Ctrl-C has left the SDK's wait (see `_unless_confirmed`)
+    _confirmed: threading.Lock | None = None  # released then, for the guard's cancel thread
     _channel: Any = None  # the SDK's channel, held from the start (see `_lost`)
     _lost = False  # the SDK released the channel of an unfinished prediction (see `abandon`)
 
@@ -266,6 +268,9 @@ class SyncReader:
             if arm:
                 self._sigint.disarm()
             self._sigint.on_interrupt = None
+            guard = self._sigint  # read anew: the Ctrl-C handler may have set it since the top
+            if guard.interrupted:
+                self._end_wait()
             if self._sigint.unsent is not None:  # per fragment: no call unless needed
                 self._sigint.run_unsent()
 
@@ -316,6 +321,42 @@ class SyncReader:
         if self._open.acquire(timeout=DRAIN_SECONDS):
             self._open.release()  # for any other waiter
             self.stream.cancel()
+            self._unless_confirmed()
+
+    def _unless_confirmed(self) -> None:
+        """Interrupt the read's wait if LM Studio has not confirmed the cancel in a second.
+
+        Run by the guard's thread after the cancel. The first Ctrl-C waits for LM Studio's
+        confirmation, so that the prediction ends cleanly, but a server that neither
+        confirmed nor sent anything held the caller for the SDK's whole wait limit, 60 s by
+        default, with nothing said (found by a probe: the command line after Ctrl-C or
+        SIGTERM, where a call with ``timeout=`` waits `CONFIRM_SECONDS`). After as long, the
+        second Ctrl-C the user would have to press is sent (`interrupt_again`): the SDK
+        releases the channel, whose cancel went out, and `read` raises the Ctrl-C. Sent only
+        while the read is still in its wait (`_end_wait`): never into the caller's code.
+        """
+        confirmed = threading.Lock()
+        confirmed.acquire()
+        with self._deciding:
+            if self._wait_over:
+                return
+            self._confirmed = confirmed
+        if confirmed.acquire(timeout=CONFIRM_SECONDS):
+            return
+        with self._deciding:
+            if not self._wait_over:
+                interrupt_again()
+
+    def _end_wait(self) -> None:
+        """Note that a read after a Ctrl-C has left the SDK's wait (see `_unless_confirmed`).
+
+        A Ctrl-C sent before this runs is raised in the read, at the latest by this call.
+        """
+        with self._deciding:
+            self._wait_over = True
+            if (confirmed := self._confirmed) is not None:
+                self._confirmed = None
+                confirmed.release()
 
     def abandon(self, wait: float = 0) -> threading.Thread | None:
         """Cancel the prediction on the server; its confirmation is awaited in the background.

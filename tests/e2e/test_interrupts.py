@@ -320,21 +320,37 @@ def test_ctrl_c_while_the_model_loads_interrupts_at_once(
 
 
 @pytest.mark.usefixtures("sigint_default")
-def test_ctrl_c_then_silence_is_still_an_interrupt(
-    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("call", "fault"),
+    [
+        ("generate", Fault("predict", "hang")),
+        ("stream_now", Fault("predict", "hang")),
+        ("stream", Fault("predict", "hang", after_fragments=3)),
+    ],
+    ids=["generate", "stream-before-a-fragment", "stream-between-fragments"],
+)
+def test_ctrl_c_then_silence_is_still_an_interrupt_within_seconds(
+    emulator: LMStudioEmulator, call: str, fault: Fault
 ) -> None:
-    """A server that neither answers nor confirms the cancel: the SDK's wait runs out, and
-    the caller gets the Ctrl-C it pressed, not a timeout error."""
-    emulator.add_fault(Fault("predict", "hang"))
-    monkeypatch.setenv("SYNC_API_TIMEOUT", "3")  # for the script's process
-    returncode, out, err = interrupted(
-        SCRIPT,
-        [emulator.api_host, TEXT_MODEL, "long", "generate"],
-        lambda: emulator.wait_until(lambda: _started(emulator)),
-    )
+    """A server that neither answers nor confirms the cancel: the caller gets the Ctrl-C it
+    pressed, not a timeout error. Found by a probe: it came when the SDK's wait ran out, 60 s
+    by default, with nothing said (the command line after Ctrl-C or SIGTERM); the second
+    Ctrl-C the user would press is now sent a second after the cancel."""
+    emulator.add_fault(fault)
+    sent: list[float] = []
+
+    def ready() -> None:
+        emulator.wait_until(lambda: _started(emulator))
+        sent.append(time.monotonic())
+
+    returncode, out, err = interrupted(SCRIPT, [emulator.api_host, TEXT_MODEL, "long", call], ready)
     assert "INTERRUPTED" in out, err
     assert returncode == 130
     assert "Timeout" not in err
+    took = float(out.split("INTERRUPTED")[1].split()[0]) - sent[0]
+    assert took < 20, f"Ctrl-C took {took:.1f} s"  # 60 s before: the SDK's wait limit
+    emulator.wait_until(lambda: _finished(emulator))
+    assert emulator.predictions[-1].cancelled  # the cancel went out
 
 
 def test_leaving_before_the_first_read_sends_nothing(emulator: LMStudioEmulator) -> None:

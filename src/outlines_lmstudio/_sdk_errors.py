@@ -181,6 +181,10 @@ def _code(exc: lms.LMStudioError) -> object:
     return shown.get("code") if isinstance(shown, Mapping) else None
 
 
+_DRAFT_NOT_FOUND = 'Cannot find model "'
+"""The start of LM Studio's title for a prediction's draft model it does not have."""
+
+
 def _titled(exc: lms.LMStudioError, text: str) -> str:
     """Say LM Studio's error by its title and cause, without its data as JSON."""
     served = getattr(exc, "server_error", None)
@@ -777,12 +781,16 @@ def _translated(
             model=model,
             hint="Check the preset name in LM Studio's presets list.",
         )
-    if stage == "predict" and _code(exc) == "generic.pathNotFound":
+    if stage == "predict" and (
+        _code(exc) == "generic.pathNotFound" or _titled(exc, "").startswith(_DRAFT_NOT_FOUND)
+    ):
         # Within a prediction, the only model looked up by path is the draft model (found by
-        # a probe: the server's JSON in the message, and a hint about the main model).
+        # a probe: the server's JSON in the message, and a hint about the main model). LM
+        # Studio says `Cannot find model "<name>"` (lmstudio-js's own test of speculative
+        # decoding, found by a probe running it: that was told as a failed prediction).
         return LMStudioPredictionError(
             f"LM Studio has no draft model matching config['draftModel']: "
-            f"{clipped(_not_found_text(exc, text))}",
+            f"{clipped(_not_found_text(exc, _titled(exc, text)))}",
             host=host,
             model=model,
             hint="Give config['draftModel'] the key of a downloaded model (`outlines-lmstudio "

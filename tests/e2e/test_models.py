@@ -450,7 +450,7 @@ def test_an_unknown_draft_model_or_preset_is_said_without_the_server_s_json(
     with pytest.raises(LMStudioPredictionError) as info:
         model("hello", config={"draftModel": "no-such-draft"})
     message = str(info.value)
-    assert "no draft model matching config['draftModel']: Cannot find a model" in message
+    assert """no draft model matching config['draftModel']: Cannot find model "no-such""" in message
     assert "draftModel'] the key of a downloaded model" in message
     assert "{" not in message.partition("Hint")[0].partition("config['draftModel']")[2]
     with pytest.raises(LMStudioPredictionError) as info:

@@ -181,7 +181,8 @@ def test_a_draft_model_is_used_and_reported_in_the_stats(client: lms.Client) -> 
 @pytest.mark.parametrize(
     ("draft", "message"),
     [
-        ("no-such-draft", 'Cannot find a model with path "no-such-draft"'),
+        # LM Studio's words, in lmstudio-js's own test (the emulator's were its "path" error)
+        ("no-such-draft", 'Cannot find model "no-such-draft"'),
         (EMBED, "not an LLM"),
         (MLX, "same engine"),
     ],

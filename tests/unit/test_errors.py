@@ -375,6 +375,21 @@ def test_a_not_found_without_models_keeps_the_sdks_text(details: dict[str, objec
             assert str(details[part]) in error.message
 
 
+def test_lm_studios_unknown_draft_model_is_said_as_such() -> None:
+    """LM Studio's words for a draft model it does not have, with no display data the library
+    knew (lmstudio-js's own test of speculative decoding, found by a probe running it): they
+    were told as a prediction LM Studio failed, with a hint about the chat template."""
+    details = {"title": 'Cannot find model "tiny-draft"'}
+    sdk = lms.LMStudioServerError.from_details("Chat response error", details)
+    error = translate_sdk_error(sdk, host="h:1", model="q", stage="predict")
+    assert isinstance(error, errors.LMStudioPredictionError)
+    assert error.message == (
+        "LM Studio has no draft model matching config['draftModel']: "
+        'Cannot find model "tiny-draft"'
+    )
+    assert "config['draftModel'] the key of a downloaded model" in str(error)
+
+
 def test_a_client_closed_at_the_programs_exit_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     """Found by a probe: a daemon thread's call at the program's exit was told its client
     was closed by "close(), aclose(), or the end of its with block", which it never called.

@@ -12,7 +12,6 @@ from outlines_lmstudio.testing._engine import PromptProgress
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._lookup import (
     engine_for,
-    path_not_found,
     resolve,
     specifier_name,
 )
@@ -316,7 +315,9 @@ def draft_model(emu: EmulatorState, instance: Instance, name: str) -> EmulatedMo
     """Return the model ``name`` as a draft model for ``instance``.
 
     Inferred (LM Studio's checks and their wording are not verified): the draft model must
-    be a downloaded LLM on the same engine as the model it drafts for.
+    be a downloaded LLM on the same engine as the model it drafts for. One LM Studio does
+    not have is said in its words (lmstudio-js's own speculative decoding test expects
+    ``Cannot find model "<name>"``).
 
     Raises
     ------
@@ -326,7 +327,10 @@ def draft_model(emu: EmulatorState, instance: Instance, name: str) -> EmulatedMo
     with emu._lock:
         draft = emu._catalogue.find_model(name)
     if draft is None:
-        raise path_not_found(emu, name)
+        raise server_error(
+            f'Cannot find model "{name}"',
+            suggestion="Choose a draft model among the downloaded LLMs (lms ls).",
+        )
     if draft.type != "llm":
         raise server_error(
             f"Cannot use {name!r} as a draft model: it is not an LLM",

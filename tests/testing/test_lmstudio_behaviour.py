@@ -1653,3 +1653,28 @@ def test_a_split_gguf_is_listed_with_the_size_of_all_its_shards(tmp_path: Path) 
     ):
         (listed,) = [m for m in client.llm.list_downloaded() if m.model_key == "split"]
     assert listed.info.size_bytes == first.stat().st_size + second.stat().st_size
+
+
+def test_gguf_models_report_their_quantization_and_predictions_their_gpu_layers(
+    make_emulator: MakeEmulator,
+) -> None:
+    """lmstudio-js's own tests expect both of LM Studio: ``quantization`` in a Q4_K_M model's
+    info, ``numGpuLayers`` in every prediction's stats (found by a probe running them)."""
+    emulator = make_emulator(
+        models=[
+            EmulatedModel("quantized", path="pub/repo/model-Q4_K_M.gguf"),
+            _llama(),
+            EmulatedModel("plain"),  # its file's name says no quantization
+            EmulatedModel("mlx", format="safetensors", path="pub/model-q4"),
+        ]
+    )
+    with raw_socket(emulator, "system") as ws:
+        listed = {m["modelKey"]: m for m in raw_rpc(ws, "listDownloadedModels", 1)["result"]}
+    assert listed["quantized"]["quantization"] == {"name": "Q4_K_M", "bits": 4}
+    assert listed[_llama().key]["quantization"] == {"name": "Q8_0", "bits": 8}
+    assert "quantization" not in listed["plain"]
+    assert "quantization" not in listed["mlx"]  # not a GGUF model: no GGUF quantization
+    with lms.Client(emulator.api_host) as client:
+        model = client.llm.model("quantized")
+        assert model.get_info().path == "pub/repo/model-Q4_K_M.gguf"
+        assert model.respond("hi").stats.num_gpu_layers == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -291,7 +292,35 @@ class EmulatedModel:
             info["paramsString"] = self.params
         if self.architecture is not None:
             info["architecture"] = self.architecture
+        if self.format == "gguf" and (quantization := _quantization(self._file_names())):
+            info["quantization"] = quantization
         return info
+
+    def _file_names(self) -> list[str]:
+        """Return the names that may say its quantization: its path's, its GGUF file's."""
+        names = [self.path.rsplit("/", 1)[-1]]
+        if self.gguf is not None:
+            names.append(os.path.basename(os.fspath(self.gguf)))
+        return names
+
+
+_QUANTIZATION = re.compile(r"(?<![a-z0-9])(i?q(\d)(?:_[a-z0-9]+)*|bf16|f16|f32)(?![a-z0-9])", re.I)
+"""A GGUF quantization in a file name (``...-Q4_K_M.gguf``), and its bits for a ``Q`` one."""
+
+
+def _quantization(names: list[str]) -> dict[str, Any] | None:
+    """Return LM Studio's ``quantization`` of a GGUF model (``{"name": "Q4_K_M", "bits": 4}``).
+
+    LM Studio reads it from the file; the emulator from the file's name, as model files are
+    named (inferred: lmstudio-js's own tests show it for a Q4_K_M model). ``None`` when no
+    name says it: LM Studio's field is optional ("may not always be available").
+    """
+    for name in names:
+        if (found := _QUANTIZATION.search(name)) is not None:
+            label = found[1].upper()
+            bits = int(found[2]) if found[2] else int(label.removeprefix("B")[1:])
+            return {"name": label, "bits": bits}
+    return None
 
 
 def default_models() -> list[EmulatedModel]:

@@ -513,6 +513,7 @@ async def _stream(
         "predictedTokensCount": predicted,
         "totalTokensCount": prompt_tokens + predicted,
         "totalTimeSec": end - start,
+        "numGpuLayers": 0,  # LM Studio sends it (lmstudio-js's tests); the emulator uses no GPU
     }
     if draft is not None:
         # Synthetic counts: each fragment the draft model did not give stands for one

@@ -177,6 +177,89 @@ def test_a_plain_model_can_be_scripted_to_reason(emu: LMStudioEmulator, client: 
     ]
 
 
+def _by_kind(got: list[tuple[str, str]]) -> dict[str, str]:
+    """Each reasoning type's text, joined."""
+    out: dict[str, str] = {}
+    for content, kind in got:
+        out[kind] = out.get(kind, "") + content
+    return out
+
+
+def test_a_requests_own_reasoning_strings_type_the_reply(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    """lmstudio-js's own test: LM Studio types ``Assistant message 2`` by the strings a
+    request names (``sis``, ``es``), whatever the model, splitting tokens where a string
+    begins or ends (found by a probe running it: every fragment was typed ``none``)."""
+    emu.script("qwen2.5-7b-instruct", ["Assistant message 2"])
+    parsing = {"enabled": True, "startString": "sis", "endString": "es"}
+    got, result = fragments(
+        client.llm.model("qwen2.5-7b-instruct"), "?", config={"reasoningParsing": parsing}
+    )
+    assert kinds(got) == ["none", "reasoningStartTag", "reasoning", "reasoningEndTag", "none"]
+    assert _by_kind(got) == {
+        "none": "Assage 2",  # lmstudio-js's nonReasoningContent
+        "reasoningStartTag": "sis",
+        "reasoning": "tant m",  # its reasoningContent
+        "reasoningEndTag": "es",
+    }
+    assert result.content == "Assistant message 2"
+    assert result.stats.predicted_tokens_count == 5  # the tokens, not the pieces
+
+
+@pytest.mark.parametrize(
+    "parsing", [None, {"enabled": False, "startString": "sis", "endString": "es"}]
+)
+def test_a_reply_is_not_typed_without_reasoning_strings_turned_on(
+    emu: LMStudioEmulator, client: lms.Client, parsing: dict[str, Any] | None
+) -> None:
+    emu.script("qwen2.5-7b-instruct", ["Assistant message 2"])
+    config = {} if parsing is None else {"reasoningParsing": parsing}
+    got, _ = fragments(client.llm.model("qwen2.5-7b-instruct"), "?", config=config)
+    assert kinds(got) == ["none"]
+
+
+def test_a_reasoning_models_tags_sent_as_text_are_typed_by_the_requests_strings(
+    client: lms.Client,
+) -> None:
+    """Strings other than the model's own: its ``<think>`` tags come as text, and the
+    request's strings type what they enclose."""
+    model = client.llm.model(MODELS["think"])
+    parsing = {"enabled": True, "startString": "<think>", "endString": "</think>"}
+    typed, _ = fragments(model, "Hi", config={"reasoningParsing": parsing})
+    parsing = {"enabled": True, "startString": "think>", "endString": "</"}
+    got, _ = fragments(model, "Hi", config={"reasoningParsing": parsing})
+    assert _by_kind(got)["reasoningStartTag"] == "think>think>"  # opened again after </
+    assert _by_kind(got)["reasoning"].startswith(_by_kind(typed)["reasoning"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(st.text("abst<>/ ", max_size=6), max_size=12),
+    tags=st.sampled_from([("s", "t"), ("<t>", "</t>"), ("ab", "ba"), ("st", "s")]),
+)
+def test_the_tag_parser_keeps_the_text_and_types_it_as_one_pass_would(
+    pieces: list[str], tags: tuple[str, str]
+) -> None:
+    """However the reply is cut into fragments, the text sent is the text, and each piece
+    is typed as reading the whole text at once types it; the tokens are kept."""
+    from outlines_lmstudio.testing._tag_parsing import TagParser
+
+    def run(chunks: list[str]) -> list[Fragment]:
+        parser = TagParser(*tags)
+        out = [f for c in chunks for f in parser.feed(Fragment(c))]
+        return out + parser.flush()
+
+    streamed, whole = run(pieces), run(["".join(pieces)])
+    assert "".join(f.content for f in streamed) == "".join(pieces)
+    assert sum(f.tokens_count for f in streamed) == len(pieces)
+
+    def typed(frags: list[Fragment]) -> list[str]:
+        return [f.reasoning_type for f in frags for _ in f.content]
+
+    assert typed(streamed) == typed(whole)
+
+
 def test_layout_flags_harmony_control_text_structural() -> None:
     out, stop = shape_reply("harmony", ["r"], [Fragment("a")], "eosFound", {}, structured=False)
     assert [(f.content, f.reasoning_type, f.is_structural) for f in out] == [

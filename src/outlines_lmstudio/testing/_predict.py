@@ -17,6 +17,7 @@ from outlines_lmstudio.testing._lookup import (
 )
 from outlines_lmstudio.testing._records import Prediction
 from outlines_lmstudio.testing._state import EmulatorState, Peer
+from outlines_lmstudio.testing._tag_parsing import request_tags, typed_by_tags
 from outlines_lmstudio.testing._tools import tool_call_packets, tool_definitions, with_id
 from outlines_lmstudio.testing._wire import (
     Channel,
@@ -447,10 +448,13 @@ async def _stream(
     drafted = 0  # tokens of accepted draft fragments
     sent = 0
     due = time.monotonic()  # when the engine has the next fragment ready
+    fragments = generation.fragments
+    if (tags := request_tags(record.config)) is not None:  # typed as LM Studio types them
+        fragments = typed_by_tags(fragments, tags)
     try:
         # A prompt cancelled or unloaded never reaches the engine: it draws no reply.
         if not unloaded and not channel.cancel_event.is_set():
-            async for token in generation.fragments:
+            async for token in fragments:
                 if fault is not None and sent == fault.after_fragments:
                     await _strike(conn, fault, channel.cancel_event)
                 if emu.token_latency:
@@ -493,6 +497,8 @@ async def _stream(
     finally:
         engine_progress.close()
         # Stops the engine when we leave early (cancel, fault, dropped connection).
+        if fragments is not generation.fragments:
+            await fragments.aclose()
         await generation.fragments.aclose()
     stop_reason = generation.stop_reason
     if generation.tool_call is not None and not channel.cancelled and not unloaded:

@@ -775,24 +775,42 @@ def test_a_reply_cut_off_by_a_limit_is_said_and_saved_as_such(
     assert "cut_off" not in saved["messages"][0]
 
 
+def test_a_whole_reply_is_saved_without_a_cut_off(
+    run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """Found by mutation testing: nothing held a reply that ended by itself (``eosFound``)
+    to be saved, and shown, as whole."""
+    emulator.script(TEXT, ["one two three"])
+    result = run_cli("chat", "-m", TEXT, stdin="Hello\n/save chat.json\n/exit\n", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "cut off" not in result.stdout
+    saved = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
+    assert saved["messages"][-1]["content"] == "one two three"
+    assert "cut_off" not in saved["messages"][-1]
+
+
 def test_a_prompt_over_the_context_length_says_how_to_go_on(
     run_cli: RunCli, emulator: LMStudioEmulator
 ) -> None:
     """Found by a probe: once the conversation outgrew the context, every message failed,
     and nothing said that /clear was the way on."""
     told = "The prompt has 5780 tokens, but the model is loaded with a context length of 4096"
-    emulator.add_fault(Fault("predict", "error", message=told))
-    result = run_cli("chat", "-m", TEXT, stdin="Hello\n/exit\n", timeout=30)
-    assert "context length of 4096" in result.stdout, result.stdout
-    assert "(the message was not added to the history; /clear starts the conversation over)" in (
-        result.stdout
-    )
+    for said in (told, "Trying to keep the first 5780 tokens when context the overflows."):
+        emulator.clear_faults()  # each engine's words: llama.cpp's, LM Studio's overflow policy
+        emulator.add_fault(Fault("predict", "error", message=said))
+        result = run_cli("chat", "-m", TEXT, stdin="Hello\n/exit\n", timeout=30)
+        assert said.rstrip(".") in result.stdout, result.stdout
+        assert (
+            "(the message was not added to the history; /clear starts the conversation over)"
+            in (result.stdout)
+        )
     # Not for another failure (a review: the library's own hint names "its context length").
-    emulator.clear_faults()
-    emulator.add_fault(Fault("predict", "error", message="boom"))
-    other = run_cli("chat", "-m", TEXT, stdin="Hello\n/exit\n", timeout=30)
-    assert "boom" in other.stdout, other.stdout
-    assert "/clear starts" not in other.stdout
+    for said in ("boom", "the buffer overflows"):  # "overflows" alone is not the context's
+        emulator.clear_faults()
+        emulator.add_fault(Fault("predict", "error", message=said))
+        other = run_cli("chat", "-m", TEXT, stdin="Hello\n/exit\n", timeout=30)
+        assert said in other.stdout, other.stdout
+        assert "/clear starts" not in other.stdout
 
 
 def test_clear_keeps_the_images_attached_for_the_next_message(

@@ -352,11 +352,13 @@ def test_keys_of_a_line_s_own_are_still_ignored(
         # Found by a review: refused by a looser match as "did you mean images?".
         {"id": "b", "prompt": "fine", "image": None, "n_images": 0, "imagesize": [1, 2]},
         {"id": "c", "prompt": "fine", "prompt_id": 7, "nimages": 0},
+        # Found by mutation testing: an empty list, or a flag named like the id, is data too.
+        {"id": "d", "prompt": "fine", "image": [], "ID": True},
     ]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     result = main_in_process(*extract(schema_file, Path("in.jsonl"), tmp_path / "out.jsonl"))
     assert result.returncode == 0, result.stderr
-    assert len(emulator.predictions) == 3
+    assert len(emulator.predictions) == 4
 
 
 def test_malformed_line_is_refused_before_any_work(
@@ -406,6 +408,10 @@ GOOD = json.dumps({"id": "a", "prompt": "fine"})
             "the key 'Images', which extract does not read: did you mean \"images\"?",
         ),
         (GOOD[:-1] + ', "img": "a.png"}\n', 'did you mean "images"?'),
+        # an image's other usual names (found by mutation testing: none was held)
+        (GOOD[:-1] + ', "imgs": ["a.png"]}\n', "key 'imgs', which extract does not read: did"),
+        (GOOD[:-1] + ', "image_path": "a.png"}\n', "key 'image_path', which extract does not"),
+        (GOOD[:-1] + ', "Image_Paths": ["a.png"]}\n', "key 'Image_Paths', which extract does"),
         (GOOD[:-1] + ', "imgaes": ["a.png"]}\n', 'did you mean "images"?'),  # a review
         (GOOD[:-1] + ', "images ": "a.png"}\n', 'did you mean "images"?'),
         (

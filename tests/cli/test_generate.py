@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 from PIL import Image
 
-from outlines_lmstudio.testing import Fault, LMStudioEmulator
+from outlines_lmstudio.testing import EmulatedModel, Fault, LMStudioEmulator
 
 from .conftest import MainInProcess, RunCli
 from .helpers import (
@@ -247,6 +247,27 @@ def test_image_to_a_model_without_vision_is_refused_before_loading_it(
     assert_one_line_error(result, UNLOADED, "vision", "--capability vision")
     assert "getOrLoad" not in [r.endpoint for r in emulator.requests]
     assert emulator.predictions == []
+
+
+def test_image_to_a_variant_not_loaded_is_refused_before_loading_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Found by mutation testing: nothing held a model named without its ``@variant`` (as
+    LM Studio finds it) to be judged before loading; it was loaded, then refused."""
+    from outlines_lmstudio.cli import main
+
+    monkeypatch.delenv("LMSTUDIO_HOST", raising=False)
+    image = png(tmp_path / "a.png", (8, 8))
+    models = [EmulatedModel("qwen/qwen3-4b@q4_k_m", loaded=False), EmulatedModel("loaded")]
+    with LMStudioEmulator(models) as emulator:
+        capsys.readouterr()
+        args = ["generate", "-m", "Qwen/Qwen3-4B", "--image", str(image), "Describe"]
+        code = main(["--host", emulator.api_host, *args])
+        endpoints = [r.endpoint for r in emulator.requests]
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "vision" in err
+    assert "getOrLoad" not in endpoints
 
 
 def test_regex_to_a_gguf_model_not_loaded_loads_it(

@@ -159,6 +159,11 @@ def test_the_same_host_answers_again(lmstudio_emulator, host):
     assert lmstudio_emulator.api_host == host
     with lms.Client(host) as client:
         assert client.llm.model("qwen2.5-7b-instruct").respond("hi").content
+
+def test_stops_it_last(lmstudio_emulator):
+    # The last of the module: the next module's fixture is made before any test's setup,
+    # so only this test's teardown starts it again (mutation testing: that was not held).
+    lmstudio_emulator.stop()
 """
 _LATER_MODULE = """
 import pytest
@@ -189,7 +194,7 @@ def test_a_stopped_emulator_is_back_on_its_port_for_the_next_fixtures(
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(test_a=_WIDER_FIXTURES, test_b=_LATER_MODULE)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
 
 
 _WITHOUT_THE_EXTRA = """

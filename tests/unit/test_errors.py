@@ -14,7 +14,12 @@ from outlines.models.lmstudio import LMStudioTypeAdapter as OutlinesAdapter
 import outlines_lmstudio
 from outlines_lmstudio import errors
 from outlines_lmstudio._adapter import LMStudioTypeAdapter
-from outlines_lmstudio._sdk_errors import closed_client_error, release_unsent, translate_sdk_error
+from outlines_lmstudio._sdk_errors import (
+    closed_client_error,
+    release_unsent,
+    translate_sdk_error,
+    unreadable,
+)
 
 
 def test_package_exports_a_sorted_explicit_all() -> None:
@@ -373,6 +378,26 @@ def test_a_not_found_without_models_keeps_the_sdks_text(details: dict[str, objec
     for part in ("suggestion", "cause"):
         if part in details:
             assert str(details[part]) in error.message
+
+
+def test_what_the_sdk_cannot_read_is_said_as_such_and_nothing_of_ours_is() -> None:
+    """Found by mutation testing: nothing held the reader's wrapping to the SDK's errors
+    (ours are ValueErrors and TypeErrors too), nor the warning a newer LM Studio's message
+    raises, nor their translation."""
+    assert unreadable(errors.InvalidSchemaError("ours")) is None
+    assert unreadable(RuntimeError("not a reading error")) is None
+    for sdk in (KeyError("reasoningType"), lms.LMStudioUnknownMessageWarning("new message")):
+        wrapped = unreadable(sdk)
+        assert wrapped is not None
+        assert wrapped.__cause__ is sdk
+        error = translate_sdk_error(wrapped, host="h:1", model="q", stage="predict")
+        assert isinstance(error, errors.LMStudioPredictionError)
+        assert error.message.startswith(
+            f"The lmstudio SDK {lms.__version__} cannot read a message LM Studio sent "
+            "(during the prediction): "
+        )
+        assert type(sdk).__name__ in error.message
+        assert "A newer LM Studio may send" in str(error)
 
 
 def test_lm_studios_unknown_draft_model_is_said_as_such() -> None:

@@ -81,6 +81,15 @@ def _installed(monkeypatch: pytest.MonkeyPatch, record: object) -> None:
             'pip install "outlines-lmstudio[testing] @ git+https://github.com/o/mono@abc'
             '#subdirectory=py/ol"',
         ),
+        (  # the subdirectory of a local checkout, and of an archive (mutation testing)
+            {"url": "file:///home/me/mono", "dir_info": {}, "subdirectory": "py/ol"},
+            'pip install "/home/me/mono/py/ol[testing]"',
+        ),
+        (
+            {"url": "https://example.com/mono.tar.gz", "archive_info": {}, "subdirectory": "ol"},
+            'pip install "outlines-lmstudio[testing] @ https://example.com/mono.tar.gz'
+            '#subdirectory=ol"',
+        ),
         (  # a share's server name is kept (found by a review)
             {"url": "file://server/share/ol", "dir_info": {}},
             'pip install "//server/share/ol[testing]"',

@@ -128,6 +128,12 @@ def test_dict_and_str_schemas() -> None:
             "type",
             "/properties/a.b",
         ),
+        # escaped as JSON pointers escape them (found by mutation testing: not held)
+        (
+            '{"properties": {"a/b~c": {"type": "string", "type": "integer"}}}',
+            "type",
+            "/properties/a~1b~0c",
+        ),
     ],
 )
 def test_a_schema_text_with_a_key_written_twice_is_refused(

@@ -75,9 +75,9 @@ def run_images(ctx: Context) -> list[CaseResult]:
     """The same image in 20 prompts, ours against Outlines' adapter (issue 5's case).
 
     Outlines' adapter uploads with ``lms.prepare_image``, through the SDK's default
-    client. A file handle belongs to the client that uploaded it, so its images work
-    only when the model's client is that default client: it gets it here, pointed at
-    the emulator. Both sides' calls are timed, first uses (and uploads) included.
+    client, which is pointed at the emulator here and is the model's client too (an
+    upload lasts as long as the client that made it is connected). Both sides' calls are
+    timed, first uses (and uploads) included.
     """
     uses = ctx.sizes.image_uses
     data = make_image_bytes(ctx.sizes.image_sizes[0])

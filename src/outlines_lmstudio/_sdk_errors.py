@@ -185,6 +185,16 @@ _DRAFT_NOT_FOUND = 'Cannot find model "'
 """The start of LM Studio's title for a prediction's draft model it does not have."""
 
 
+def _draft_not_found(title: str, model: str | None) -> bool:
+    """Whether LM Studio's ``title`` says a prediction's draft model is not there.
+
+    Not when it names the main model (a review: that was told as a draft model's).
+    """
+    if not title.startswith(_DRAFT_NOT_FOUND):
+        return False
+    return title[len(_DRAFT_NOT_FOUND) :].partition('"')[0] != model
+
+
 def _titled(exc: lms.LMStudioError, text: str) -> str:
     """Say LM Studio's error by its title and cause, without its data as JSON."""
     served = getattr(exc, "server_error", None)
@@ -782,7 +792,7 @@ def _translated(
             hint="Check the preset name in LM Studio's presets list.",
         )
     if stage == "predict" and (
-        _code(exc) == "generic.pathNotFound" or _titled(exc, "").startswith(_DRAFT_NOT_FOUND)
+        _code(exc) == "generic.pathNotFound" or _draft_not_found(_titled(exc, ""), model)
     ):
         # Within a prediction, the only model looked up by path is the draft model (found by
         # a probe: the server's JSON in the message, and a hint about the main model). LM

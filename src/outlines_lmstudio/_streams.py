@@ -265,14 +265,21 @@ class SyncReader:
                 raise wrapped from exc  # the reply goes on: `abandon` cancels it
             raise
         finally:
-            if arm:
-                self._sigint.disarm()
-            self._sigint.on_interrupt = None
-            guard = self._sigint  # read anew: the Ctrl-C handler may have set it since the top
-            if guard.interrupted:
-                self._end_wait()
+            try:
+                if arm:
+                    self._sigint.disarm()
+                self._sigint.on_interrupt = None  # from here on, a Ctrl-C starts no cancel
+            finally:
+                # Also when a second Ctrl-C cut the lines above short (a review): the
+                # guard's thread must not send one more once the read is over.
+                if self._interrupted():
+                    self._end_wait()
             if self._sigint.unsent is not None:  # per fragment: no call unless needed
                 self._sigint.run_unsent()
+
+    def _interrupted(self) -> bool:
+        """Whether a Ctrl-C was noted (read here: the handler sets it at any moment)."""
+        return self._sigint.interrupted
 
     def _read_all(self) -> list[lms.LlmPredictionFragment] | None:
         """Read every fragment up to the end (``whole``), noting when each one arrived."""

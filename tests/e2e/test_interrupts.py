@@ -348,7 +348,7 @@ def test_ctrl_c_then_silence_is_still_an_interrupt_within_seconds(
     assert returncode == 130
     assert "Timeout" not in err
     took = float(out.split("INTERRUPTED")[1].split()[0]) - sent[0]
-    assert took < 20, f"Ctrl-C took {took:.1f} s"  # 60 s before: the SDK's wait limit
+    assert took < 5, f"Ctrl-C took {took:.1f} s"  # 1 s; 60 s before: the SDK's wait limit
     emulator.wait_until(lambda: _finished(emulator))
     assert emulator.predictions[-1].cancelled  # the cancel went out
 

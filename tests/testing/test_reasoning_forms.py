@@ -15,6 +15,7 @@ from outlines_lmstudio._reasoning import ReasoningSplitter, reply_problem
 from outlines_lmstudio._reply import ReplyStats
 from outlines_lmstudio.testing import (
     EmulatedModel,
+    Fault,
     LMStudioEmulator,
     ReasoningReply,
     default_models,
@@ -205,6 +206,20 @@ def test_a_requests_own_reasoning_strings_type_the_reply(
     }
     assert result.content == "Assistant message 2"
     assert result.stats.predicted_tokens_count == 5  # the tokens, not the pieces
+
+
+def test_a_token_split_by_reasoning_strings_is_still_one_token_for_faults(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    """Its pieces go out together, at the token's pace: a fault after N fragments comes
+    after N of the engine's tokens, not in the middle of one (a review: after "As", "sis")."""
+    reply = "Assistant message 2"
+    emu.script("qwen2.5-7b-instruct", [reply])
+    emu.add_fault(Fault("predict", "error", after_fragments=2))
+    config: Any = {"reasoningParsing": {"enabled": True, "startString": "sis", "endString": "es"}}
+    with pytest.raises(lms.LMStudioServerError):
+        client.llm.model("qwen2.5-7b-instruct").respond("?", config=config)
+    assert emu.predictions[-1].text == "".join(split_fragments(reply)[:2])  # "Assistant"
 
 
 @pytest.mark.parametrize(

@@ -413,6 +413,10 @@ def test_lm_studios_unknown_draft_model_is_said_as_such() -> None:
         'Cannot find model "tiny-draft"'
     )
     assert "config['draftModel'] the key of a downloaded model" in str(error)
+    # The same words for the main model are not the draft model's (a review).
+    error = translate_sdk_error(sdk, host="h:1", model="tiny-draft", stage="predict")
+    assert error is not None
+    assert "draftModel" not in str(error)
 
 
 def test_a_client_closed_at_the_programs_exit_says_so(monkeypatch: pytest.MonkeyPatch) -> None:

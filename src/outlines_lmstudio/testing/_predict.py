@@ -8,7 +8,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from outlines_lmstudio.testing._engine import PromptProgress
+from outlines_lmstudio.testing._engine import Fragment, PromptProgress
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._lookup import (
     engine_for,
@@ -17,7 +17,7 @@ from outlines_lmstudio.testing._lookup import (
 )
 from outlines_lmstudio.testing._records import Prediction
 from outlines_lmstudio.testing._state import EmulatorState, Peer
-from outlines_lmstudio.testing._tag_parsing import request_tags, typed_by_tags
+from outlines_lmstudio.testing._tag_parsing import TagParser, request_tags
 from outlines_lmstudio.testing._tools import tool_call_packets, tool_definitions, with_id
 from outlines_lmstudio.testing._wire import (
     Channel,
@@ -448,13 +448,13 @@ async def _stream(
     drafted = 0  # tokens of accepted draft fragments
     sent = 0
     due = time.monotonic()  # when the engine has the next fragment ready
-    fragments = generation.fragments
-    if (tags := request_tags(record.config)) is not None:  # typed as LM Studio types them
-        fragments = typed_by_tags(fragments, tags)
+    # A request's own reasoning strings type the reply as LM Studio types it (`_tag_parsing`):
+    # a token may then go out as several pieces, sent together, at the token's pace.
+    parser = None if (tags := request_tags(record.config)) is None else TagParser(*tags)
     try:
         # A prompt cancelled or unloaded never reaches the engine: it draws no reply.
         if not unloaded and not channel.cancel_event.is_set():
-            async for token in fragments:
+            async for token in generation.fragments:
                 if fault is not None and sent == fault.after_fragments:
                     await _strike(conn, fault, channel.cancel_event)
                 if emu.token_latency:
@@ -473,23 +473,19 @@ async def _stream(
                 if not _in_use(emu, instance):
                     unloaded = True  # LM Studio ends the prediction: stopReason "modelUnloaded"
                     break
-                fragment = {
-                    "content": token.content,
-                    "tokensCount": token.tokens_count,
-                    "containsDrafted": draft is not None and _is_drafted(sent),
-                    "reasoningType": token.reasoning_type,
-                    "isStructural": token.is_structural,
-                }
-                await conn.channel_send(channel, {"type": "fragment", "fragment": fragment})
-                record.fragments.append(token.content)
-                record.text += token.content
-                if fragment["containsDrafted"]:
+                drafted_token = draft is not None and _is_drafted(sent)
+                pieces = [token] if parser is None else parser.feed(token)
+                for piece in pieces:
+                    await _send_fragment(conn, channel, record, piece, drafted=drafted_token)
+                if drafted_token:
                     drafted += token.tokens_count
                 sent += 1
                 predicted += token.tokens_count
-                if first is None:
+                if first is None and pieces:
                     first = time.monotonic()
             else:
+                for piece in [] if parser is None else parser.flush():
+                    await _send_fragment(conn, channel, record, piece, drafted=False)
                 if fault is not None and sent <= fault.after_fragments:
                     await _strike(conn, fault, channel.cancel_event)
     except _Unloaded:  # while the engine processed the prompt
@@ -497,8 +493,6 @@ async def _stream(
     finally:
         engine_progress.close()
         # Stops the engine when we leave early (cancel, fault, dropped connection).
-        if fragments is not generation.fragments:
-            await fragments.aclose()
         await generation.fragments.aclose()
     stop_reason = generation.stop_reason
     if generation.tool_call is not None and not channel.cancelled and not unloaded:
@@ -547,6 +541,22 @@ async def _stream(
         # LM Studio names the stop string only when one ended the reply (lmstudio-js #521).
         stats.pop("stopString", None)
     await _succeed(conn, channel, instance, record, stats)
+
+
+async def _send_fragment(
+    conn: Peer, channel: Channel, record: Prediction, piece: Fragment, *, drafted: bool
+) -> None:
+    """Send one ``fragment`` of a reply, and record its text."""
+    fragment = {
+        "content": piece.content,
+        "tokensCount": piece.tokens_count,
+        "containsDrafted": drafted,
+        "reasoningType": piece.reasoning_type,
+        "isStructural": piece.is_structural,
+    }
+    await conn.channel_send(channel, {"type": "fragment", "fragment": fragment})
+    record.fragments.append(piece.content)
+    record.text += piece.content
 
 
 async def _succeed(

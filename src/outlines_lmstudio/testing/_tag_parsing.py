@@ -16,12 +16,12 @@ looked for is held back until the next fragment says whether it does.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from outlines_lmstudio.testing._engine import Fragment
 
-__all__ = ["TagParser", "request_tags", "typed_by_tags"]
+__all__ = ["TagParser", "request_tags"]
 
 _PARSING = "llm.prediction.reasoning.parsing"
 
@@ -103,15 +103,3 @@ def _partial(text: str, tag: str) -> int:
         if tag.startswith(text[-size:]):
             return size
     return 0
-
-
-async def typed_by_tags(
-    fragments: AsyncIterator[Fragment], tags: tuple[str, str]
-) -> AsyncGenerator[Fragment, None]:
-    """Yield an engine's ``fragments`` typed by a request's reasoning ``tags``."""
-    parser = TagParser(*tags)
-    async for fragment in fragments:
-        for piece in parser.feed(fragment):
-            yield piece
-    for piece in parser.flush():
-        yield piece

@@ -14,6 +14,7 @@ import dataclasses
 import inspect
 import sys
 
+import lmstudio as lms
 import msgspec
 import pydantic
 
@@ -66,6 +67,15 @@ def foreign_class(output_type: object) -> tuple[str, str] | None:
         return (
             "an attrs class, which Pydantic cannot read",
             "write it as a dataclass or a Pydantic model (or pass its JSON schema as a dict).",
+        )
+    elif issubclass(output_type, lms.BaseModel):
+        # The class the SDK's own structured-response example and docs use (found by a probe
+        # running them): its schema is a call away.
+        return (
+            "the lmstudio SDK's BaseModel (a msgspec Struct), which Pydantic cannot read",
+            f"pass {output_type.__name__}.model_json_schema() (what the SDK sends for it): the "
+            "value is then a dict, as the SDK's .parsed is; or write it as a Pydantic model "
+            "for a typed value.",
         )
     elif issubclass(output_type, msgspec.Struct):
         return (

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal, Optional, TypedDict
 
 import jsonschema
+import lmstudio as lms
 import pydantic
 import pytest
 import typing_extensions
@@ -1904,6 +1905,9 @@ def test_classes_of_other_libraries_are_refused_with_what_to_use() -> None:
     class Hero(table_base):  # type: ignore[valid-type,misc]
         name: str
 
+    class Book(lms.BaseModel):
+        title: str
+
     Hero.model_config["table"] = True  # as SQLModel does for table=True
     cases = {
         V1Person: "is a Pydantic v1 model (pydantic.v1.BaseModel), which Pydantic 2 cannot "
@@ -1912,6 +1916,9 @@ def test_classes_of_other_libraries_are_refused_with_what_to_use() -> None:
         MsgPerson: "is a msgspec Struct, which Pydantic cannot read: pass its JSON schema as a "
         "dict (msgspec.json.schema(...))",
         Shape: "is an abstract class (abstract: area), which can never be made from a reply",
+        # the SDK's own structured-response class (found by a probe running its example)
+        Book: "is the lmstudio SDK's BaseModel (a msgspec Struct), which Pydantic cannot read: "
+        "pass Book.model_json_schema() (what the SDK sends for it)",
         Hero: "is a SQLModel table class, whose rows SQLModel builds without validating them",
     }
     for output_type, says in cases.items():

@@ -21,14 +21,15 @@ from typing import Any
 
 from outlines_lmstudio.testing._engine import Fragment
 
-__all__ = ["TagParser", "request_tags"]
+__all__ = ["REASONING_PARSING", "TagParser", "request_tags"]
 
-_PARSING = "llm.prediction.reasoning.parsing"
+REASONING_PARSING = "llm.prediction.reasoning.parsing"
+"""The merged config's key of a request's reasoning parsing setting."""
 
 
 def request_tags(config: Mapping[str, Any]) -> tuple[str, str] | None:
     """Return the reasoning strings a request names, if it turns reasoning parsing on."""
-    parsing = config.get(_PARSING)
+    parsing = config.get(REASONING_PARSING)
     if not isinstance(parsing, Mapping) or parsing.get("enabled") is not True:
         return None
     start, end = parsing.get("startString"), parsing.get("endString")

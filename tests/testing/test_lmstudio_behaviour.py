@@ -431,6 +431,54 @@ def test_a_tool_model_calls_an_offered_tool_by_default(client: lms.Client) -> No
     assert results[-1].content.startswith("The tool returned 5.")
 
 
+def test_a_tool_model_passes_the_prompts_quoted_words_to_string_parameters(
+    emu: LMStudioEmulator, client: lms.Client
+) -> None:
+    """Found by a probe running lmstudio-python's file-writing tool examples: string
+    arguments were sampled text, so the tool wrote random words to a random file name."""
+    written: dict[str, str] = {}
+
+    def write_file(path: str, text: str) -> str:
+        """Write text to a file."""
+        written[path] = text
+        return "done"
+
+    client.llm.model(TEXT).act('Write to "notes.txt" the words "hello there".', [write_file])
+    # In the order the parameters are declared, as the prompt's numbers are.
+    assert written == {"notes.txt": "hello there"}
+    call = emu.predictions[0].tool_calls[0]
+    assert call.arguments == {"path": "notes.txt", "text": "hello there"}
+
+
+def test_default_tool_arguments_take_quoted_words_their_parameter_takes() -> None:
+    import random
+
+    from outlines_lmstudio.testing._sampler import JsonSampler
+    from outlines_lmstudio.testing._tools import default_tool_call
+
+    parameters = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            "days": {"type": "integer"},
+            "note": {"type": "string", "maxLength": 3},
+        },
+        "required": ["city", "unit", "days", "note"],
+    }
+    tools = [{"name": "forecast", "parameters": parameters}]
+    sampler = JsonSampler()
+    prompt = "What's the 3-day forecast for 'Paris' in `celsius`? Note: \u201ctoo long\u201d"
+    call = default_tool_call(tools, prompt, sampler.sample, random.Random(0))
+    # An apostrophe is no quote; a number stays a number; a quoted piece the schema
+    # refuses (longer than 3) leaves the sampled value.
+    assert call.arguments["city"] == "Paris"
+    assert call.arguments["unit"] == "celsius"
+    assert call.arguments["days"] == 3
+    assert call.arguments["note"] != "too long"
+    assert len(call.arguments["note"]) <= 3
+
+
 def _fetch_page(page: int) -> str:
     """Return a page of a large document."""
     return "word " * 200_000  # a megabyte
@@ -593,6 +641,8 @@ def test_an_empty_host_is_refused_as_empty(allow_remote: bool) -> None:
         ("[::ffff:10.0.0.1]", "give host='10.0.0.1'"),
         ("127.0.0.300", "is not an IPv4 address: write four numbers from 0 to 255"),
         ("127.0.0.01", "from 0 to 255, without leading zeros (e.g. host='127.0.0.1')"),
+        # Found by a probe: "not a loopback address".
+        (" 127.0.0.1 ", "has spaces or a line end around it: give host='127.0.0.1'"),
     ],
 )
 def test_an_address_no_socket_listens_on_is_refused_for_what_it_is(

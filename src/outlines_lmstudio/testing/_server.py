@@ -90,6 +90,10 @@ def _check_address(host: str) -> None:
             f"host={host!r} is empty: give an address, e.g. host='127.0.0.1' "
             "(CLI: --host 127.0.0.1), or '0.0.0.0' with allow_remote=True for every interface"
         )
+    if host != host.strip():  # found by a probe: "not a loopback address"
+        raise ValueError(
+            f"host={host!r} has spaces or a line end around it: give host={host.strip()!r}"
+        )
     if "://" in host:
         raise ValueError(
             f"host={host!r} is a URL: give the address alone, and the port as port= "

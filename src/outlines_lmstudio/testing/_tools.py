@@ -124,6 +124,12 @@ def awaits_tool_call(messages: list[dict[str, Any]]) -> bool:
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+# A quoted piece of the prompt: "double", “curly”, `backticks`, or 'single' quotes
+# that are not an apostrophe (no letter or digit just outside them: "What's" is no quote).
+_QUOTED = re.compile(
+    r'"([^"\n]*)"|\u201c([^\u201d\n]*)\u201d|`([^`\n]*)`'
+    r"|(?<![\w'])'([^'\n]*)'(?![\w'])"
+)
 
 
 def default_tool_call(
@@ -132,14 +138,20 @@ def default_tool_call(
     """Call the first offered tool, as a simple model would.
 
     The arguments are sampled from the tool's parameter schema, except that its
-    ``integer`` and ``number`` parameters take the numbers of the prompt, in the order
-    the schema's ``required`` lists them ("What is 2 + 3?" calls ``add(a=2, b=3)``), each
-    one only if the parameter's schema takes it.
+    ``integer`` and ``number`` parameters take the numbers of the prompt and its
+    ``string`` parameters the prompt's quoted pieces (in ``"..."``, curly quotes,
+    backticks or single quotes), each in the order the schema's ``required`` lists them
+    ("What is 2 + 3?" calls ``add(a=2, b=3)``; 'Write "hi" to "a.txt"' calls
+    ``write(text="hi", path="a.txt")``), each one only if the parameter's schema takes it.
     """
     tool = tools[0]
     schema = _without_dangling_refs(tool.get("parameters") or {"type": "object", "properties": {}})
     arguments = json.loads("".join(sample(schema, rng)))
-    numbers = iter(_NUMBER.findall(prompt))
+    numbers = [_as_number(literal) for literal in _NUMBER.findall(prompt)]
+    quoted = ["".join(groups) for groups in _QUOTED.findall(prompt)]
+    # Numbers are one sequence, for integer and number parameters alike.
+    left = iter(numbers)
+    taken = {"integer": left, "number": left, "string": iter(quoted)}
     properties = schema.get("properties") if isinstance(schema, dict) else None
     properties = properties if isinstance(properties, dict) else {}
     # Declaration order: ``required`` keeps it where ``properties`` may be sorted.
@@ -147,19 +159,23 @@ def default_tool_call(
     for name in [*required, *(n for n in properties if n not in required)]:
         spec = properties[name]
         kind = spec.get("type") if isinstance(spec, dict) else None
-        if kind not in ("integer", "number"):
+        if kind not in taken:
             continue
-        literal = next(numbers, None)
-        if literal is None:
-            break
-        value = float(literal)
-        number = int(value) if value.is_integer() else value
-        # Only a number the parameter takes (found by a probe: 2.5 for an integer, 7 for
+        value = next(taken[kind], None)
+        if value is None:
+            continue
+        # Only a value the parameter takes (found by a probe: 2.5 for an integer, 7 for
         # an enum of 1 and 2, which the SDK refused): else the sampled one stays.
         fits = document_check(spec)
-        if fits is None or fits(json.dumps(number)):
-            arguments[name] = number
+        if fits is None or fits(json.dumps(value)):
+            arguments[name] = value
     return ToolCall(str(tool.get("name")), arguments, text="Let me use a tool for that. ")
+
+
+def _as_number(literal: str) -> int | float:
+    """Return a number of the prompt as JSON would carry it (``3``, not ``3.0``)."""
+    value = float(literal)
+    return int(value) if value.is_integer() else value
 
 
 def _without_dangling_refs(schema: Any) -> Any:

@@ -137,9 +137,9 @@ class Backend:
 HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):([0-9]+)")
 
 
-def _refuse_host(value: str, why: str = "") -> NoReturn:
+def _refuse_host(value: str, why: str = "", example: str = "localhost:1234") -> NoReturn:
     print(
-        f"LMSTUDIO_HOST={value!r} is not HOST:PORT{why}, e.g. localhost:1234: fix it, or "
+        f"LMSTUDIO_HOST={value!r} is not HOST:PORT{why}, e.g. {example}: fix it, or "
         "unset it to look for LM Studio on its default local ports.",
         file=sys.stderr,
     )
@@ -162,7 +162,7 @@ def _lmstudio() -> Backend | None:
         if match is None and host.count(":") > 1 and not host.startswith("["):
             # As the CLI says it (found by a probe: "not HOST:PORT with a port from 1 to
             # 65535" for ::1:1234, whose port is fine).
-            _refuse_host(value, ": an IPv6 address goes in brackets, e.g. [::1]:1234")
+            _refuse_host(value, ": an IPv6 address goes in brackets", "[::1]:1234")
         if match is None or not 0 < int(match[1]) <= 65535:
             _refuse_host(value, " with a port from 1 to 65535")
         try:

@@ -29,6 +29,7 @@ from ._config import (
 )
 from ._discovery import other_server_error
 from ._exhausted import files_hint, out_of_files
+from ._hosts import host_problem
 from ._inputs import ChatPrompt, follows_a_prompt
 from ._output import OutputPlan
 from ._reconnect import AsyncReconnects, SyncReconnects
@@ -356,25 +357,38 @@ _SETTINGS: dict[str, Callable[[object], object]] = {
 
 
 def _check_host(host: str | None) -> None:
-    """Refuse a client's host that has a scheme or a path, before anything is sent.
+    """Refuse a client's host that is not ``HOST:PORT``, before anything is sent.
 
     The SDK puts ``ws://`` and its own path around the host: ``http://127.0.0.1:1234``
     became ``ws://http://127.0.0.1:1234/llm``, said to be "not reachable ... Is LM Studio
-    running?" while it was (found by a probe; the CLI takes those spellings itself).
+    running?" while it was (found by a probe; the CLI takes those spellings itself). So
+    were a host with spaces around it, with no port, and an IPv6 address without brackets;
+    on an async client, ``::1:1234`` or ``localhost:abc`` raised httpx's ``InvalidURL``
+    (found by a probe).
 
     Raises
     ------
     InvalidClientError
         Naming the ``HOST:PORT`` to give instead.
     """
-    if host is None or ("://" not in host and "/" not in host):
+    if host is None:
         return
-    bare = host.strip().split("://", 1)[-1].split("/", 1)[0]
-    raise InvalidClientError(
-        f"The client's host {host!r} is not HOST:PORT: the lmstudio SDK adds ws:// and its "
-        "own path to it, so a scheme or a path makes a host it cannot reach. Create the "
-        f"client with lms.Client({bare!r}) (or lms.AsyncClient)."
-    )
+    instead = "Create the client with lms.Client({!r}) (or lms.AsyncClient)."
+    if "://" in host or "/" in host:
+        bare = host.strip().split("://", 1)[-1].split("/", 1)[0]
+        raise InvalidClientError(
+            f"The client's host {host!r} is not HOST:PORT: the lmstudio SDK adds ws:// and its "
+            "own path to it, so a scheme or a path makes a host it cannot reach. "
+            + instead.format(bare)
+        )
+    if host != host.strip():
+        raise InvalidClientError(
+            f"The client's host {host!r} has spaces or a line end around it, which the SDK "
+            "sends as they are. " + instead.format(host.strip())
+        )
+    problem = host_problem(host, "e.g. lms.Client('localhost:1234') (or lms.AsyncClient)")
+    if problem is not None:
+        raise InvalidClientError(f"The client's host {host!r}{problem}")
 
 
 _NONE_MEANS = {

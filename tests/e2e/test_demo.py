@@ -92,6 +92,7 @@ def test_an_ipv6_host_without_brackets_is_told_to_use_them() -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     assert "is not HOST:PORT: an IPv6 address goes in brackets, e.g. [::1]:1234" in (result.stderr)
     assert "port from 1 to 65535" not in result.stderr
+    assert result.stderr.count("e.g.") == 1  # found by a probe: "e.g. [::1]:1234, e.g. loc..."
 
 
 def test_lmstudio_host_is_taken_as_the_cli_takes_it(lmstudio_emulator: LMStudioEmulator) -> None:

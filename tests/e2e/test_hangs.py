@@ -949,6 +949,38 @@ def test_a_client_host_with_a_scheme_or_path_is_refused_before_anything_is_sent(
     assert emulator.requests == []
 
 
+@pytest.mark.parametrize(
+    ("spelling", "why"),
+    [
+        (" {} ", "has spaces or a line end around it"),
+        ("{}\n", "has spaces or a line end around it"),
+        ("localhost", "has no port"),
+        ("41343", "is a port alone"),
+        ("::1", "an IPv6 address goes in brackets, e.g. [::1]:1234"),
+        ("::1:1234", "an IPv6 address goes in brackets"),
+        ("localhost:abc", "is not HOST:PORT (Invalid port: 'abc')"),
+        ("[::1", "is not HOST:PORT"),
+        ("localhost:99999", "99999 is not a port: use 1 to 65535"),
+        ("local host:1234", "is not a host name and a port in digits 0-9"),
+    ],
+)
+def test_a_client_host_that_is_not_host_port_is_refused_before_anything_is_sent(
+    fronts: Fronts, emulator: LMStudioEmulator, spelling: str, why: str
+) -> None:
+    """Found by a probe: these were "not reachable ... Is LM Studio running?" (with spaces
+    around a host that runs, and with no port), and on an async client httpx's own
+    ``InvalidURL`` or a bare ``ExceptionGroup``, no error of the library's."""
+    host = spelling.format(emulator.api_host)
+    with pytest.raises(InvalidClientError) as caught:
+        fronts.model(fronts.client(host, enter=False), TEXT_MODEL)
+    message = str(caught.value)
+    assert f"The client's host {host!r}" in message
+    assert why in message
+    if host.strip() == emulator.api_host:
+        assert f"lms.Client('{emulator.api_host}')" in message  # the host, written right
+    assert emulator.requests == []
+
+
 def test_a_proxy_in_the_environment_is_named_when_lm_studio_cannot_be_reached(
     fronts: Fronts, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import httpx
 import lmstudio as lms
 
 from .. import _threads
 from .._common import DEFAULT_CONNECT_TIMEOUT
 from .._discovery import NOT_LM_STUDIO, is_lm_studio, search_default_ports, why_not_lm_studio
 from .._exhausted import at_file_limit, files_hint, out_of_files
+from .._hosts import host_problem
 from .._install import install_command
 from .._partial import LONE_SURROGATE
 from .._sdk_errors import from_sdk, proxy_note
@@ -737,47 +737,10 @@ def _check_host(host: str, source: str, given: str | None = None) -> None:
     """
     if given is not None and not host:
         raise CliError(f"{source} {given!r} has no host name: give HOST:PORT, e.g. 127.0.0.1:1234.")
-    example = "e.g. 127.0.0.1:1234 (see outlines-lmstudio --help)"
-    shown = given if given is not None else host  # as the user wrote it (found by a probe)
-    if host.count(":") > 1 and re.fullmatch(r"[0-9A-Fa-f:.]+", host.rpartition(":")[0]):
-        raise CliError(
-            f"{source} {shown!r} is not HOST:PORT: an IPv6 address goes in brackets, "
-            "e.g. [::1]:1234."
-        )
-    try:
-        url = httpx.URL(f"http://{host}")
-        port = url.port
-        name = url.host  # an A-label is decoded (IDNAError, a UnicodeError)
-        # What the connection asks the resolver for, encoded as it will be (an empty or
-        # too long label, "192.168..1", fails there as a UnicodeError, not a connect error).
-        url.raw_host.decode("ascii").encode("idna")
-    except (httpx.InvalidURL, UnicodeError) as exc:
-        raise CliError(f"{source} {shown!r} is not HOST:PORT ({exc}): {example}.") from None
-    if not name:
-        raise CliError(f"{source} {shown!r} has no host name: give HOST:PORT, {example}.")
-    if extra := re.search(r"[/?#].*", host):
-        raise CliError(
-            f"{source} {shown!r} has more than HOST:PORT ({extra.group()!r}): give only the host "
-            f"and port of LM Studio's server, {example}."
-        )
-    if port is not None and not 0 < port <= 65535:
-        raise CliError(
-            f"{source} {shown!r}: {port} is not a port: use 1 to 65535 "
-            "(see outlines-lmstudio --help)."
-        )
-    # httpx reads more than HOST:PORT spells ("127.0.0.1:" has no port, "+80" and "٩٩" are
-    # read as numbers, a space passes in a host name); LM Studio's address is only that.
-    if not _HOST_PORT.fullmatch(host):
-        written = host.rpartition(":")[2] if ":" in host else ""
-        what = "is not a host name and a port in digits 0-9" if written else "has no port"
-        raise CliError(f"{source} {shown!r} {what}: give HOST:PORT, {example}.")
-
-
-_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):[0-9]+")
-"""``HOST:PORT`` as LM Studio's server is addressed: a name or address, then ASCII digits.
-
-Leading zeros are allowed (the SDK reads ``:01234`` as port 1234); the range was checked.
-"""
+    problem = host_problem(host, "e.g. 127.0.0.1:1234 (see outlines-lmstudio --help)")
+    if problem is not None:
+        shown = given if given is not None else host  # as the user wrote it (found by a probe)
+        raise CliError(f"{source} {shown!r}{problem}")
 
 
 def _normalise_host(host: str, source: str = "--host") -> str:

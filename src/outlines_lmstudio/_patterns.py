@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import warnings
-from collections.abc import Iterator
 
-__all__ = ["ANY", "PatternError", "ecma_compile", "ecma_patterns", "engine_pattern"]
+__all__ = ["ANY", "PatternError", "ecma_compile", "engine_pattern", "is_ecma_regex"]
 
 
 ANY = r'([^"\\\x00-\x1f]|\\(["\\/bfnrt]|u[0-9a-fA-F]{4}))'
@@ -392,25 +392,102 @@ class _Scanner:
         return pieces
 
 
-@contextlib.contextmanager
-def ecma_patterns() -> Iterator[None]:
-    """Read JSON-schema patterns with Python's ``re`` inside, without its FutureWarnings.
+_VERBOSE = re.compile(r"\(\?[aiLmsux]*x")
+"""An inline verbose flag, under which ``#`` starts a comment that `_unambiguous` would
+read as pattern."""
+
+_QUIETING = threading.Lock()
+"""Held while `warnings.catch_warnings` swaps the process-wide filters (see `ecma_compile`)."""
+
+
+def _unambiguous(pattern: str) -> str | None:
+    r"""Return ``pattern`` with what Python's ``re`` warns of escaped, its meaning the same.
+
+    Python warns (``FutureWarning``) of ``[[`` opening a class and of ``--``, ``&&``, ``~~``
+    and ``||`` inside one, which a future Python may read as set syntax; today, as in
+    ECMA-262, they are characters, and their escaped forms (``\[``, ``\&``...) are the same
+    characters without the warning. The walk follows ``re._parser``'s reading of a class
+    token by token (an escape is one token). ``None`` under an inline verbose flag, whose
+    comments it cannot tell from the pattern.
+    """
+    if _VERBOSE.search(pattern):
+        return None
+    tokens = re.findall(r"\\.|.", pattern, re.DOTALL)
+    out: list[str] = []
+    i, n = 0, len(tokens)
+    while i < n:
+        token = tokens[i]
+        i += 1
+        if token == "(" and tokens[i : i + 2] == ["?", "#"]:  # a comment: up to its ")"
+            end = tokens.index(")", i) + 1 if ")" in tokens[i:] else n
+            out.extend(["(", *tokens[i:end]])
+            i = end
+            continue
+        out.append(token)
+        if token != "[":
+            continue
+        if i < n and tokens[i] == "[":  # "Possible nested set"
+            tokens[i] = "\\["
+        if i < n and tokens[i] == "^":
+            out.append("^")
+            i += 1
+        filled = False  # a "]" first in the class is a character
+        while i < n:
+            this = tokens[i]
+            i += 1
+            if this == "]" and filled:
+                out.append(this)
+                break
+            if filled and this in ("-", "&", "~", "|") and i < n and tokens[i] == this:
+                this = "\\" + this  # "Possible set difference" (intersection...)
+            out.append(this)
+            filled = True
+            if i < n and tokens[i] == "-":  # a range, or a "-" before the "]"
+                out.append("-")
+                that = tokens[i + 1] if i + 1 < n else ""
+                i += 2
+                if that == "]":
+                    out.append(that)
+                    break
+                out.append("\\-" if that == "-" else that)  # "Possible set difference"
+    return "".join(out)
+
+
+def ecma_compile(pattern: str) -> re.Pattern[str]:
+    """Compile a JSON-schema pattern with Python's ``re``, without its FutureWarnings.
 
     Python warns of ``[[`` and ``&&`` in a class ("Possible nested set"), which a future
     Python may read as set syntax. A JSON schema's pattern is ECMA-262, which reads them
     as characters, as Python does today: the warning is not the schema's (found by a
-    probe: the CLI, run with warnings as errors, called it a bug). For our compiles and
-    for jsonschema's meta-schema check (its ``format: regex``).
+    probe: the CLI, run with warnings as errors, called it a bug). They are escaped
+    (`_unambiguous`) rather than silenced: ``warnings.catch_warnings`` swaps the
+    process-wide filters, and calls in two threads at once left a program that had made
+    warnings errors ignoring FutureWarning for good (found by a probe). It stays, under a
+    lock, for a pattern that is not read otherwise (a verbose one, or one Python refuses:
+    its error then gives positions in the pattern as written).
+
+    Raises
+    ------
+    re.error
+        If Python cannot read the pattern.
     """
-    with warnings.catch_warnings():
+    rewritten = _unambiguous(pattern)
+    if rewritten is not None:
+        with contextlib.suppress(re.error):
+            return re.compile(rewritten)
+    with _QUIETING, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        yield
-
-
-def ecma_compile(pattern: str) -> re.Pattern[str]:
-    """Compile a JSON-schema pattern with Python's ``re`` (`ecma_patterns`); ``re.error``."""
-    with ecma_patterns():
         return re.compile(pattern)
+
+
+def is_ecma_regex(instance: object) -> bool:
+    """Check a ``format: regex`` value as jsonschema does (``re.error`` if not), quietly.
+
+    For the meta-schema check of a schema's ``pattern`` values, and for replies.
+    """
+    if isinstance(instance, str):
+        ecma_compile(instance)
+    return True
 
 
 def engine_pattern(pattern: str) -> str:

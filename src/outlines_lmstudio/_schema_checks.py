@@ -426,12 +426,11 @@ def check_json_schema(schema: object, *, meta: bool = True) -> dict[str, Any]:
     if not meta:
         _check_structure(schema)
         return schema
-    from ._patterns import ecma_patterns  # the schema modules load with the first schema
+    from ._formats import check_schema  # the schema modules load with the first schema
 
     validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
-        with ecma_patterns():
-            validator.check_schema(schema)
+        check_schema(validator, schema)
     except jsonschema.SchemaError as exc:
         where, message = meta_schema_error(exc)
         if exc.validator == "format" and exc.validator_value == "regex":

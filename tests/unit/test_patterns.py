@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import types
+import warnings
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from outlines_lmstudio._patterns import ANY, PatternError, engine_pattern
+from outlines_lmstudio._patterns import ANY, PatternError, ecma_compile, engine_pattern
 
 # Characters on which Python's re (with re.ASCII) and ECMA-262 agree for . \d \w \s:
 # no \r, \u2028, \u2029 (ECMA's dot excludes them) and no Unicode spaces. Non-ASCII
@@ -277,3 +279,70 @@ def test_surrogates_in_a_class_are_a_range_end_not_a_character() -> None:
     """Found by a review: ``[^\\uD800-\\uDFFF]`` (every real character) was refused."""
     form = engine_pattern(r"^[^\uD800-\uDFFF]$")
     assert re.search(form, json_text("é"))
+
+
+# -- Python's FutureWarnings, without touching the warning filters ------------------------
+
+
+def _parsed(pattern: str) -> object:
+    """What Python's re reads ``pattern`` as (its parse tree), its FutureWarnings ignored."""
+    import re._parser as parser  # type: ignore[import-not-found]  # private: what re reads
+
+    def plain(node: object) -> object:
+        if isinstance(node, parser.SubPattern):
+            return plain(node.data)
+        if isinstance(node, list | tuple):
+            return tuple(plain(item) for item in node)
+        return node
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return plain(parser.parse(pattern))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="[]^-&~|\\a()?#:x", max_size=14))
+def test_patterns_python_warns_of_are_read_as_written_without_a_warning(pattern: str) -> None:
+    """Found by a probe: the FutureWarnings were silenced with ``warnings.catch_warnings``,
+    which swaps the process-wide filters; two threads at once left a program that had made
+    warnings errors ignoring FutureWarning for good. Now the pattern is escaped instead:
+    what re reads is the same, and nothing warns."""
+    try:
+        expected = _parsed(pattern)
+    except (re.error, RecursionError):
+        with pytest.raises(re.error):
+            ecma_compile(pattern)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a FutureWarning would be an error here
+        compiled = ecma_compile(pattern)
+        re.purge()
+        re.compile(compiled.pattern)  # warns again if it would (the cache purged)
+    assert _parsed(compiled.pattern) == expected
+
+
+def test_compiling_a_schema_pattern_leaves_the_warning_filters_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The probe's race needs threads; what made it is any swap of the filters: none now,
+    for the patterns the meta-schema check reads and for the plan's own compiles."""
+    from outlines_lmstudio._output import plan_output
+
+    def swapped(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the process-wide warning filters were swapped")
+
+    # The package's own module only: pytest swaps the filters around each test itself.
+    stub = types.SimpleNamespace(catch_warnings=swapped, simplefilter=swapped)
+    monkeypatch.setattr("outlines_lmstudio._patterns.warnings", stub)
+    for pattern in ("^[[:alpha:]]+$", "[a&&b]", "[+--]?", "[x||y~~z]"):
+        plan = plan_output({"type": "string", "pattern": pattern, "format": "regex"})
+        assert plan.kind == "json"
+        ecma_compile(pattern)
+
+
+def test_a_verbose_pattern_is_still_read_quietly() -> None:
+    """``#`` starts a comment under (?x): such a pattern is compiled as written, its
+    warnings silenced under a lock (found by writing the escaping)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ecma_compile("(?x)[[a] # [[").pattern == "(?x)[[a] # [["

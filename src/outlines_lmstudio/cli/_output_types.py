@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._formats import check_schema
 from .._json_keys import RepeatedKey, without_repeats
-from .._patterns import ecma_patterns
 from ._common import CliError, escape_lone_surrogates, file_path
 from ._text import SCHEMA_LIMIT, as_utf8, decode_file, read_file
 
@@ -141,8 +141,7 @@ def load_schema(path: Path) -> dict[str, Any]:
             "string, the URI of a JSON Schema draft."
         )
     try:
-        with ecma_patterns():  # its patterns are ECMA-262: Python's warnings are not theirs
-            jsonschema.validators.validator_for(schema).check_schema(schema)
+        check_schema(jsonschema.validators.validator_for(schema), schema)
     except jsonschema.SchemaError as exc:
         where, message = meta_schema_error(exc)  # as the library says it (found by a probe)
         raise CliError(

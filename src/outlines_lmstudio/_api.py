@@ -666,7 +666,13 @@ class ModelApi(Common):
         Raises
         ------
         BatchGenerationError
-            If any item failed; it holds the other results and each error by index.
+            If any item failed once sent (or on the model's own check, such as images
+            for a model without vision); it holds the other results and each error by
+            index.
+
+        An item that is bad in itself (an empty prompt, an unreadable image...) or a bad
+        output type or keyword raises its own error, as `generate` raises it, with the
+        item's index in the message (``Batch item 1: ...``), before anything is sent.
         """
         requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
         return self._map([_flow.generate(r) for r in requests], limit, requests)
@@ -716,6 +722,10 @@ class ModelApi(Common):
         InvalidInferenceArgumentError
             (a ``TypeError``) If ``output_type`` is missing, or ``max_concurrency`` is given
             for one input; and for a bad keyword, as for `generate`.
+        BatchGenerationError
+            For a list of inputs, instead of the errors above once sent: if any item
+            failed (its ``ParseError``, ``TruncatedOutputError``... by index in
+            ``.errors``, the other values in ``.results``), as `generate_batch`.
 
         Every other error `generate` raises is raised as it raises it, the errors about
         the input, the output type and the keywords before anything is sent.
@@ -763,6 +773,9 @@ class ModelApi(Common):
         ------
         ParseError, TruncatedOutputError
             As `parse` raises them (no reply validated).
+        BatchGenerationError
+            For a list of inputs, as `parse` raises it (``.results`` holds the
+            `Parsed` of each item that succeeded).
 
         Every other error `parse` raises is raised as it raises it.
         """
@@ -906,6 +919,8 @@ class ModelApi(Common):
         """Generate responses to several inputs concurrently; a `Reply` for each, in order.
 
         Takes the arguments of `generate_batch`; returns ``list[Reply]`` (async: awaitable).
+        Raises what `generate_batch` raises: `BatchGenerationError` if any item failed
+        once sent (``.results`` holds the other items' `Reply`).
         """
         requests, limit = self._prepare_batch(model_input, output_type, inference_kwargs)
         return self._map([_flow.reply(r) for r in requests], limit, requests)

@@ -160,7 +160,7 @@ class AsyncSessions(ModelApi):
         self._entering: asyncio.Future[None] | None = None  # the last one this model started
         renewed(self)
 
-    def after_fork(self) -> None:
+    def _after_fork(self) -> None:
         """In a forked child, make the next call check the client's process (`_forked`).
 
         A client entered at the fork was entered in the parent, by this model or by its
@@ -449,6 +449,15 @@ class AsyncSessions(ModelApi):
             self._ready = False
 
     async def __aenter__(self) -> Self:
+        """Connect the client now (entering it if it is not entered) and return the model.
+
+        A connection failure is raised here rather than at the first call.
+
+        Returns
+        -------
+        Self
+            The model.
+        """
         await self._ensure_client()
         return self
 
@@ -458,6 +467,7 @@ class AsyncSessions(ModelApi):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """`close` the model: a client it entered itself is closed, one you entered is not."""
         await self.close()
 
     def _unstick_later(self) -> None:

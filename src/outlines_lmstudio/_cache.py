@@ -116,7 +116,7 @@ class SyncClientCache(Generic[V]):
         self._guard = threading.Lock()
         renewed(self)
 
-    def after_fork(self) -> None:
+    def _after_fork(self) -> None:
         """Make the locks afresh in a forked child (a parent thread may have held one)."""
         self._slots = weakref.WeakKeyDictionary()
         self._guard = threading.Lock()
@@ -414,7 +414,7 @@ class LoadProgress:
         self._guard = threading.Lock()
         renewed(self)
 
-    def after_fork(self) -> None:
+    def _after_fork(self) -> None:
         """Make the lock afresh in a forked child (a parent thread may have held it)."""
         self._guard = threading.Lock()
 

@@ -388,9 +388,9 @@ _REDIRECTS: Mapping[str, str] = {
     "max_new_tokens": "use max_tokens=",
     "stop_strings": "use stop=",
     "top_p_sampling": "use top_p=",
-    "retries": "only parse takes it (parse_stream cannot take back the values it has "
-    "yielded; generate returns the text as it is): use model.parse(prompt, output_type, "
-    "retries=N)",
+    "retries": "only parse and parse_reply take it (parse_stream cannot take back the values "
+    "it has yielded; generate returns the text as it is): use model.parse(prompt, "
+    "output_type, retries=N)",
     "read_timeout": "it is a bound of the model, on each wait for LM Studio: pass it to "
     "from_lmstudio(client, model_name, read_timeout=...); a call takes timeout= (its whole "
     "time)",
@@ -401,7 +401,8 @@ _REDIRECTS: Mapping[str, str] = {
     "or from_lmstudio(client, model_name, max_concurrency=N)",
     # instructor's spellings (found by a probe of what its users write).
     "max_retries": "use retries= (model.parse(prompt, output_type, retries=N) re-asks N times)",
-    "context": "only parse and parse_stream take it, for the type's Pydantic validators",
+    "context": "only parse, parse_reply and parse_stream take it, for the type's Pydantic "
+    "validators",
     "validation_context": "use context= (model.parse(prompt, output_type, context={...}))",
 }
 

@@ -33,7 +33,7 @@ __all__ = ["Renewable", "detach", "in_child", "renewed", "separate_loop"]
 class Renewable(Protocol):
     """An object with locks of its own, or with state a forked child must check again."""
 
-    def after_fork(self) -> None:
+    def _after_fork(self) -> None:
         """Make its locks afresh (forget what they guarded for the parent's threads)."""
 
 
@@ -53,7 +53,7 @@ _RENEWED: weakref.WeakSet[Renewable] = weakref.WeakSet()
 
 
 def renewed(owner: Renewable) -> None:
-    """Call ``owner.after_fork()`` in every forked child, while ``owner`` lives.
+    """Call ``owner._after_fork()`` in every forked child, while ``owner`` lives.
 
     Parameters
     ----------
@@ -171,7 +171,7 @@ def _is_socket(fd: int) -> bool:
 
 def _after_fork_in_child() -> None:
     for owner in list(_RENEWED):
-        owner.after_fork()
+        owner._after_fork()
 
 
 in_child(_after_fork_in_child)

@@ -557,7 +557,7 @@ class ImageCache:
             self._entries.clear()
             self._size = 0
 
-    def after_fork(self) -> None:
+    def _after_fork(self) -> None:
         """Make the lock afresh in a forked child (a parent thread may have held it)."""
         self._lock = threading.RLock()
 

@@ -47,7 +47,7 @@ class SyncReconnects:
         self._lock = threading.Lock()
         renewed(self)
 
-    def after_fork(self) -> None:
+    def _after_fork(self) -> None:
         """Make the lock afresh in a forked child (a parent thread may have held it)."""
         self._lock = threading.Lock()
 

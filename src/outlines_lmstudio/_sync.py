@@ -321,7 +321,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         self._held = _Entries(None, None, {}, {})
         _backend_imported()
 
-    def after_fork(self) -> None:
+    def _after_fork(self) -> None:
         """In a forked child, make the next call check the client (`_check_process`).
 
         The parent's clients cannot work there: the SDK's websocket thread was not copied,

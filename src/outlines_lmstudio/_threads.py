@@ -371,7 +371,7 @@ class BatchPool:
         self._lock = threading.Lock()
         renewed(self)
 
-    def after_fork(self) -> None:
+    def _after_fork(self) -> None:
         """Forget the parent's threads: a forked child has none (its batch waited for them).
 
         Found by a review: a batch in a child, through a model made in the parent and given

@@ -963,8 +963,12 @@ def test_instructor_spellings_point_to_ours(
 ) -> None:
     with pytest.raises(InvalidInferenceArgumentError, match=hint):
         make_model(TEXT_MODEL).parse("q", Person, **{keyword: 2})
-    with pytest.raises(InvalidInferenceArgumentError, match=r"only parse and parse_stream take"):
+    # Each method that takes it is named (parse_reply was left out: found by a probe).
+    only = r"only parse, parse_reply and parse_stream take"
+    with pytest.raises(InvalidInferenceArgumentError, match=only):
         make_model(TEXT_MODEL)("q", Person, context={})
+    with pytest.raises(InvalidInferenceArgumentError, match=r"only parse and parse_reply take"):
+        make_model(TEXT_MODEL).reply("q", Person, retries=1)
     with pytest.raises(InvalidInferenceArgumentError, match=r"parse also takes retries="):
         make_model(TEXT_MODEL).parse("q", Person, retry=2)
     assert emulator.predictions == []

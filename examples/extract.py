@@ -73,6 +73,7 @@ from outlines_lmstudio._discovery import (  # noqa: E402
     NOT_LM_STUDIO,
     is_lm_studio,
     search_default_ports,
+    unresolved,
     why_not_lm_studio,
 )
 
@@ -167,8 +168,9 @@ def _lmstudio() -> Backend | None:
             _refuse_host(value, " with a port from 1 to 65535")
         try:
             answering = is_lm_studio(host)
-            # False: nothing listens (found by a probe: that was said with no reason).
-            why = ": nothing answers there (no server, or none reached)"
+            # False: nothing listens (found by a probe: that was said with no reason), or
+            # the name does not resolve (a probe: "nothing answers there" for a typo).
+            why = f": {unresolved(host) or 'nothing answers there (no server, or none reached)'}"
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError) as exc:
             _refuse_host(value, f" ({exc})")
         except NOT_LM_STUDIO as exc:  # another server: HTML, a stream, no answer...

@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import httpcore
@@ -51,8 +52,10 @@ __all__ = [
     "no_server_error",
     "not_lm_studio_error",
     "other_server_error",
+    "other_servers",
     "search_default_ports",
     "search_for_async_client",
+    "unresolved",
     "why_not_lm_studio",
 ]
 
@@ -322,6 +325,19 @@ def _other_server(skipped: tuple[str, BaseException]) -> str:
     return f"the server on {host} is not LM Studio: {why_not_lm_studio(error)}"
 
 
+def other_servers(skipped: Sequence[tuple[str, BaseException]]) -> str:
+    """Say which default ports other servers hold, and what each does there.
+
+    Each one: the first alone was named, though a later one (a server that says nothing)
+    may be what stopped the SDK's own search (found by a probe).
+    """
+    if len(skipped) == 1:
+        return _other_server(skipped[0])
+    each = "; ".join(f"{host}: {why_not_lm_studio(error)}" for host, error in skipped)
+    hosts = ", ".join(host for host, _ in skipped[:-1]) + f" and {skipped[-1][0]}"
+    return f"the servers on {hosts} are not LM Studio ({each})"
+
+
 def _behind_another_server(
     found: str, skipped: tuple[str, BaseException], model: str | None
 ) -> LMStudioConnectionError:
@@ -336,7 +352,7 @@ def _behind_another_server(
 
 
 def no_server_error(
-    model: str | None = None, skipped: tuple[str, BaseException] | None = None
+    model: str | None = None, skipped: Sequence[tuple[str, BaseException]] = ()
 ) -> LMStudioConnectionError:
     """Return the error for "no LM Studio on any default port".
 
@@ -345,8 +361,8 @@ def no_server_error(
     model
         The model key the call was for, if any.
     skipped
-        The first default port (``HOST:PORT``) where another server took the connection,
-        with what its probe raised, if there was one.
+        The default ports (``HOST:PORT``) where another server took the connection, each
+        with what its probe raised.
 
     Returns
     -------
@@ -362,7 +378,7 @@ def no_server_error(
             model=model,
             hint=files_hint(),
         )
-    other = "" if skipped is None else f"; {_other_server(skipped)}"
+    other = f"; {other_servers(skipped)}" if skipped else ""
     return LMStudioConnectionError(
         f"Cannot find LM Studio: the client has no host, and nothing answered as LM Studio "
         f"on 127.0.0.1 ports {ports} (LM Studio's default local API ports){other}.",
@@ -461,7 +477,7 @@ def _lm_studio_host(model: str | None) -> str:
     """
     found, skipped = search_default_ports()
     if found is None:
-        raise no_server_error(model, skipped[0] if skipped else None)
+        raise no_server_error(model, skipped)
     if stopping := _stopping_the_sdk(skipped):
         raise _behind_another_server(found, stopping[0], model)
     return found
@@ -592,22 +608,63 @@ def other_server_error(host: str, model: str | None) -> LMStudioConnectionError 
     answers 404 or HTML, which sends the user to start LM Studio rather than to check the
     port (found by a probe; the CLI said it right). Run after a connection failed only.
 
+    A host name that does not resolve was also told to start LM Studio (the async SDK's
+    error does not even keep the resolver's words): found by a probe.
+
     Returns
     -------
     LMStudioConnectionError | None
-        `not_lm_studio_error`, or ``None`` when LM Studio or nothing answers there, or a
-        server that takes the connection and says nothing (LM Studio frozen?): the SDK's
-        words stand.
+        `not_lm_studio_error`; an error naming a host name that does not resolve; or
+        ``None`` when LM Studio or nothing answers there, or a server that takes the
+        connection and says nothing (LM Studio frozen?): the SDK's words stand.
     """
     try:
-        is_lm_studio(host)
+        if is_lm_studio(host):
+            return None
     except (httpx.TimeoutException, httpx.InvalidURL, UnicodeError):
         # UnicodeError: a name IDNA cannot write (a..b), read as another server's answer
         # (a ValueError; found by a review): nothing answers there, the SDK's words stand
         return None
     except NOT_LM_STUDIO as exc:
         return not_lm_studio_error(host, model, exc)
+    if (why := unresolved(host)) is None:
+        return None
+    return LMStudioConnectionError(
+        f"Cannot connect to LM Studio: {why}.",
+        host=host,
+        model=model,
+        hint="Check the spelling of the host name given to lms.Client(...) (or "
+        "lms.AsyncClient), e.g. localhost:1234 for LM Studio on this machine.",
+    )
+
+
+def unresolved(host: str) -> str | None:
+    """Say that ``host``'s name does not resolve, with the resolver's words; ``None`` if it does.
+
+    Asked after a connection to ``host`` failed (nothing answered), to tell a misspelt host
+    name from a server that is not running. The resolver's answer for a name that does
+    not exist comes at once; one that cannot be reached is bounded by the system's own
+    resolver settings.
+    """
+    name, _, port = host.rpartition(":")
+    name = name.removeprefix("[").removesuffix("]")
+    try:
+        socket.getaddrinfo(name, int(port) if port.isdigit() else None, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        if exc.errno in _NO_SUCH_NAME:
+            return f"the host name {name!r} does not resolve ({exc.strerror})"
+    except (OSError, UnicodeError, ValueError):
+        pass  # not a resolver's answer about the name
     return None
+
+
+_NO_SUCH_NAME = {
+    getattr(socket, code)
+    for code in ("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY")
+    if hasattr(socket, code)
+}
+"""The resolver's answers that the name has no address (not EAI_AGAIN or EAI_FAIL, a
+resolver that could not be asked or failed: the name may well exist)."""
 
 
 def not_lm_studio_error(

@@ -38,6 +38,9 @@ class ReplyChunk:
 class ReplyStats:
     """What is known about how a reply was produced.
 
+    Each figure is ``None`` when it is not known: LM Studio did not send it (an older
+    version, another engine; the draft figures for a reply without a draft model).
+
     Attributes
     ----------
     stop_reason

@@ -19,7 +19,7 @@ from outlines_lmstudio._install import install_command
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from ..e2e.misbehaving import Misbehaving
-from ..e2e.other_server import serving_html, serving_stream
+from ..e2e.other_server import name_has_no_address, serving_html, serving_stream
 from .conftest import MainInProcess, RunCli
 from .helpers import (
     TEXT,
@@ -67,6 +67,27 @@ def test_unreachable_host_is_one_line_with_what_to_do(run_cli: RunCli, closed_po
         "--host",
         "--emulator",
     )
+
+
+def test_a_host_name_that_does_not_resolve_is_named_as_such() -> None:
+    """Found by a probe: "LM Studio is not reachable at locahost:1234: start the LM Studio
+    server"; where the resolver cannot say (no DNS to ask), nothing is claimed."""
+    result = subprocess.run(
+        [*script_path(), "--host", "lmstudio-host.invalid:1234", "models"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=20,
+        check=False,
+    )
+    assert result.returncode == 3
+    if name_has_no_address("lmstudio-host.invalid"):
+        assert_one_line_error(
+            result, "the host name 'lmstudio-host.invalid' does not resolve", "Check its spelling"
+        )
+        assert "start the LM Studio server" not in result.stderr
+    else:
+        assert "does not resolve" not in result.stderr
 
 
 @pytest.mark.parametrize(

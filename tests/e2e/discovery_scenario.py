@@ -256,6 +256,11 @@ def main() -> None:
             result = {"sync": sync_call(), "async": asyncio.run(async_call())}
             command = [sys.executable, "-m", "outlines_lmstudio.cli", "generate", "-m", MODEL]
             result["cli"] = run([*command, "--max-tokens", "4", "Hi"])
+    elif sys.argv[1] == "others":  # others PORT1 KIND1 PORT2 KIND2: two other servers
+        with OTHER[sys.argv[3]](int(sys.argv[2])), OTHER[sys.argv[5]](int(sys.argv[4])):
+            result = {"sync": sync_call(), "async": asyncio.run(async_call())}
+            command = [sys.executable, "-m", "outlines_lmstudio.cli", "generate", "-m", MODEL]
+            result["cli"] = run([*command, "--max-tokens", "4", "Hi"])
     elif sys.argv[1] == "proxy":  # LM Studio on PORT, HTTP_PROXY pointing at a dead port
         os.environ["HTTP_PROXY"] = "http://127.0.0.1:9"
         with LMStudioEmulator(port=int(sys.argv[2])):

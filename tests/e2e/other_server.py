@@ -23,6 +23,7 @@ from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection, serve
 
 __all__ = [
+    "name_has_no_address",
     "serving_fake_lmstudio",
     "serving_html",
     "serving_long_greeting",
@@ -194,3 +195,16 @@ def serving_trickled_headers(port: int = 0) -> Iterator[int]:
             yield listener.getsockname()[1]
         finally:
             stop.set()
+
+
+def name_has_no_address(name: str) -> bool:
+    """Whether this machine's resolver says ``name`` has no address.
+
+    A ``.invalid`` name never has one (RFC 6761); a machine with no resolver to ask cannot
+    say so (``EAI_AGAIN``), and a test then checks that nothing is claimed of the name.
+    """
+    try:
+        socket.getaddrinfo(name, 1234)
+    except socket.gaierror as exc:
+        return exc.errno == socket.EAI_NONAME
+    return False

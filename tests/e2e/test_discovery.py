@@ -104,6 +104,22 @@ def test_another_server_on_a_default_port_is_named_with_what_it_did(kind: str, w
     assert other in result["cli"]["stderr"], result
 
 
+def test_every_other_server_on_the_default_ports_is_named() -> None:
+    """Found by a probe: a web server's 404 on the first port was named, and the silent
+    server on a later one, which is what stops the SDK's own search, was not."""
+    first, later = DEFAULT_PORTS[0], DEFAULT_PORTS[2]
+    result = scenario("others", str(first), "404", str(later), "silent")
+    other = (
+        f"the servers on 127.0.0.1:{first} and 127.0.0.1:{later} are not LM Studio "
+        f"(127.0.0.1:{first}: it answers HTTP 404 to the greeting's URL; "
+        f"127.0.0.1:{later}: it takes connections but sent no answer within 1 s)"
+    )
+    for front in ("sync", "async"):
+        assert result[front]["error"] == "LMStudioConnectionError", result
+        assert other in result[front]["message"], result
+    assert other in result["cli"]["stderr"], result
+
+
 def test_a_proxy_the_sdks_search_goes_through_is_named_not_a_missing_server() -> None:
     """Our search (no proxy) found LM Studio, the SDK's (through httpx, which reads
     HTTP_PROXY) did not, and the error said nothing answered on the port that had just

@@ -31,7 +31,7 @@ from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
 from .fronts import Fronts
 from .helpers import eventually, interrupted, png_image
 from .misbehaving import Misbehaving
-from .other_server import serving_fake_lmstudio, serving_html
+from .other_server import name_has_no_address, serving_fake_lmstudio, serving_html
 
 
 def threads(prefix: str) -> int:
@@ -979,6 +979,23 @@ def test_a_client_host_that_is_not_host_port_is_refused_before_anything_is_sent(
     if host.strip() == emulator.api_host:
         assert f"lms.Client('{emulator.api_host}')" in message  # the host, written right
     assert emulator.requests == []
+
+
+def test_a_host_name_that_does_not_resolve_is_named_as_such(fronts: Fronts) -> None:
+    """Found by a probe: a misspelt host name was "not reachable ... Is LM Studio
+    running?", to start LM Studio; the async SDK's error did not even keep the resolver's
+    words. Where the resolver cannot say (no DNS to ask), nothing is claimed of the name."""
+    host = "lmstudio-host.invalid:1234"
+    model = fronts.model(fronts.client(host, enter=False), TEXT_MODEL)
+    with pytest.raises(LMStudioConnectionError) as caught:
+        model("hello")
+    message = str(caught.value)
+    if name_has_no_address("lmstudio-host.invalid"):
+        assert "the host name 'lmstudio-host.invalid' does not resolve" in message
+        assert "Check the spelling of the host name" in message
+        assert "Start LM Studio" not in message
+    else:
+        assert "does not resolve" not in message
 
 
 def test_a_proxy_in_the_environment_is_named_when_lm_studio_cannot_be_reached(

@@ -32,7 +32,14 @@ import lmstudio as lms
 
 from .. import _threads
 from .._common import DEFAULT_CONNECT_TIMEOUT
-from .._discovery import NOT_LM_STUDIO, is_lm_studio, search_default_ports, why_not_lm_studio
+from .._discovery import (
+    NOT_LM_STUDIO,
+    is_lm_studio,
+    other_servers,
+    search_default_ports,
+    unresolved,
+    why_not_lm_studio,
+)
 from .._exhausted import at_file_limit, files_hint, out_of_files
 from .._hosts import host_problem
 from .._install import install_command
@@ -690,12 +697,7 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
         # JSONDecodeError") neither fails the search nor ends it.
         host, skipped = search_default_ports()
         if host is None:
-            answered = (
-                ""
-                if not skipped
-                else f" (the server on {skipped[0][0]} is not LM Studio: "
-                f"{why_not_lm_studio(skipped[0][1])})"
-            )
+            answered = f" ({other_servers(skipped)})" if skipped else ""
             raise CliError(
                 f"LM Studio is not reachable on its default local ports{answered}: {_START_HINT}.",
                 EXIT_UNREACHABLE,
@@ -715,6 +717,10 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
     except OSError:
         answering = False
     if not answering:
+        if (why := unresolved(host)) is not None:  # found by a probe: "start LM Studio"
+            raise CliError(
+                f"Cannot reach LM Studio at {host}: {why}. Check its spelling.", EXIT_UNREACHABLE
+            )
         raise CliError(f"LM Studio is not reachable at {host}: {_START_HINT}.", EXIT_UNREACHABLE)
     client = lms.Client(host)
     try:

@@ -270,6 +270,8 @@ class AsyncSessions(ModelApi):
         if not self._ready:
             if (forked := self._forked()) is not None:
                 raise forked
+            if self._entering_elsewhere():
+                raise other_loop_error(client_host(self.client), self.model_name)
             seen = self._entry.generation if seen is None else seen
             async with self._lock():
                 await self._enter_once(seen)
@@ -293,6 +295,21 @@ class AsyncSessions(ModelApi):
                 self._entering = entering  # see `close`
             await asyncio.shield(entering)
             self._ready = True
+
+    def _entering_elsewhere(self) -> bool:
+        """Whether another event loop, still open, is entering the client now.
+
+        Entered from two loops at once, the client failed at random in the second one: the
+        SDK's own ``RuntimeError`` ("bound to a different event loop"), its error called a
+        failed prediction, or the client said to be closed (found by a probe, about 1
+        first call in 40 from two loops); the SDK by hand hung once. The second loop is told
+        what it is told once the client is open: the client is another loop's.
+        """
+        entering = self._entry.future
+        if entering is None or entering.done():
+            return False
+        loop = entering.get_loop()
+        return loop is not asyncio.get_running_loop() and not loop.is_closed()
 
     def _pending_entering(self) -> asyncio.Future[None] | None:
         """Return the entering of the client still under way in this event loop, if any."""

@@ -31,6 +31,7 @@ from outlines_lmstudio.testing._records import message_text
 from .conftest import TEXT_MODEL, VISION_MODEL, MakeModel
 from .fronts import Fronts, Loop
 from .helpers import png_image, run_script
+from .misbehaving import Misbehaving
 
 
 def _llm_sockets(emulator: LMStudioEmulator) -> int:
@@ -951,6 +952,32 @@ def test_an_async_client_used_from_another_event_loop_says_so(emulator: LMStudio
             asyncio.run(from_lmstudio(client)("a new model"))
         assert len(emulator.requests) == sent
         other.run(client.aclose())
+    finally:
+        other.close()
+
+
+def test_a_first_call_from_another_loop_while_one_loop_enters_the_client_says_so() -> None:
+    """Found by a probe: first calls from two loops at once, about 1 in 40, failed in the
+    second loop with the SDK's own RuntimeError ("bound to a different event loop"), or
+    were told that the client was closed or that LM Studio failed the prediction. A server
+    that never answers the login holds the first loop's entering open here."""
+    other = Loop()
+    try:
+        with Misbehaving("no-auth") as server:
+            client = lms.AsyncClient(server.api_host)
+            model = from_lmstudio(client, TEXT_MODEL, connect_timeout=5)
+            first = asyncio.run_coroutine_threadsafe(model("first"), other.loop)
+            deadline = time.monotonic() + 5
+            while server.auths == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert server.auths == 1  # the first loop is entering the client
+            started = time.monotonic()
+            with pytest.raises(LMStudioConnectionError, match="opened in another event loop"):
+                asyncio.run(model("from this loop"))
+            assert time.monotonic() - started < 1  # not after the other loop's connect_timeout
+            assert server.auths == 1  # nothing of this loop's was sent
+            with pytest.raises(LMStudioConnectionError, match="did not complete the connection"):
+                first.result(10)  # the first loop's own entering ends as it would alone
     finally:
         other.close()
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import threading
 import time
 import weakref
 from types import TracebackType
@@ -59,6 +60,19 @@ def _sessions_open(client: lms.AsyncClient) -> bool:
     except KeyError:
         return False
     return True
+
+
+class _AcrossLoops:
+    """The lock under which an entering is checked for and recorded, across event loops."""
+
+    lock = threading.Lock()
+
+    @classmethod
+    def after_fork(cls) -> None:
+        cls.lock = threading.Lock()  # a parent's thread may have held it
+
+
+in_child(_AcrossLoops.after_fork)
 
 
 class _Entering:
@@ -270,8 +284,6 @@ class AsyncSessions(ModelApi):
         if not self._ready:
             if (forked := self._forked()) is not None:
                 raise forked
-            if self._entering_elsewhere():
-                raise other_loop_error(client_host(self.client), self.model_name)
             seen = self._entry.generation if seen is None else seen
             async with self._lock():
                 await self._enter_once(seen)
@@ -285,31 +297,37 @@ class AsyncSessions(ModelApi):
         through this model or another one on the same client.
         """
         if not self._ready:
-            entering = self._pending_entering()
-            if entering is None:
-                entry = self._entry
-                if seen is not None and entry.generation != seen and entry.error is not None:
-                    raise copied_error(entry.error, self.model_name)  # the entering it waited for
-                self._entry.future = entering = asyncio.ensure_future(self._enter_recorded())
-                entering.add_done_callback(retrieve_error)
-                self._entering = entering  # see `close`
+            with _AcrossLoops.lock:  # another loop's thread may be here: see `_entering_elsewhere`
+                if self._entering_elsewhere():
+                    raise other_loop_error(client_host(self.client), self.model_name, opening=True)
+                entering = self._pending_entering()
+                if entering is None:
+                    entry = self._entry
+                    if seen is not None and entry.generation != seen and entry.error is not None:
+                        raise copied_error(entry.error, self.model_name)  # the one it waited for
+                    self._entry.future = entering = asyncio.ensure_future(self._enter_recorded())
+                    entering.add_done_callback(retrieve_error)
+                    self._entering = entering  # see `close`
             await asyncio.shield(entering)
             self._ready = True
 
     def _entering_elsewhere(self) -> bool:
-        """Whether another event loop, still open, is entering the client now.
+        """Whether another event loop, running, is entering the client now.
 
         Entered from two loops at once, the client failed at random in the second one: the
         SDK's own ``RuntimeError`` ("bound to a different event loop"), its error called a
         failed prediction, or the client said to be closed (found by a probe, about 1
         first call in 40 from two loops); the SDK by hand hung once. The second loop is told
-        what it is told once the client is open: the client is another loop's.
+        that the client is being opened in another. Checked and the entering recorded under
+        `_AcrossLoops.lock`: two loops' threads checking at once both went on. A loop that has
+        stopped (``run_until_complete`` left it, the entering pending) goes no further: the
+        client is entered here, as it was before (found by a review).
         """
         entering = self._entry.future
         if entering is None or entering.done():
             return False
         loop = entering.get_loop()
-        return loop is not asyncio.get_running_loop() and not loop.is_closed()
+        return loop is not asyncio.get_running_loop() and loop.is_running()
 
     def _pending_entering(self) -> asyncio.Future[None] | None:
         """Return the entering of the client still under way in this event loop, if any."""

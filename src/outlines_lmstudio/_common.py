@@ -373,22 +373,37 @@ def _check_host(host: str | None) -> None:
     """
     if host is None:
         return
-    instead = "Create the client with lms.Client({!r}) (or lms.AsyncClient)."
     if "://" in host or "/" in host:
         bare = host.strip().split("://", 1)[-1].split("/", 1)[0]
         raise InvalidClientError(
             f"The client's host {host!r} is not HOST:PORT: the lmstudio SDK adds ws:// and its "
             "own path to it, so a scheme or a path makes a host it cannot reach. "
-            + instead.format(bare)
+            + _create_with(bare)
         )
+    if not host.strip():
+        raise InvalidClientError(f"The client's host {host!r} is blank. " + _create_with(""))
     if host != host.strip():
         raise InvalidClientError(
             f"The client's host {host!r} has spaces or a line end around it, which the SDK "
-            "sends as they are. " + instead.format(host.strip())
+            "sends as they are. " + _create_with(host.strip())
         )
     problem = host_problem(host, "e.g. lms.Client('localhost:1234') (or lms.AsyncClient)")
     if problem is not None:
         raise InvalidClientError(f"The client's host {host!r}{problem}")
+
+
+def _create_with(host: str) -> str:
+    """Say to create the client with ``host``, if it is a ``HOST:PORT``; else with one.
+
+    A host offered that is no ``HOST:PORT`` either (``http://localhost`` offered
+    ``'localhost'``, which has no port) was then refused in turn (found by a review).
+    """
+    if host and host_problem(host, "") is None:
+        return f"Create the client with lms.Client({host!r}) (or lms.AsyncClient)."
+    return (
+        "Create the client with LM Studio's HOST:PORT, e.g. lms.Client('localhost:1234') (or "
+        "lms.AsyncClient)."
+    )
 
 
 _NONE_MEANS = {

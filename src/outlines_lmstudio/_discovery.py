@@ -618,24 +618,28 @@ def other_server_error(host: str, model: str | None) -> LMStudioConnectionError 
         ``None`` when LM Studio or nothing answers there, or a server that takes the
         connection and says nothing (LM Studio frozen?): the SDK's words stand.
     """
+    # The name first: a misspelt one needs no probe, and a resolver that cannot be asked
+    # (a slow one's 2 s a lookup, found by a review) is not asked again by the probe.
+    known, why = _lookup(host)
+    if why is not None:
+        return LMStudioConnectionError(
+            f"Cannot connect to LM Studio: {why}.",
+            host=host,
+            model=model,
+            hint="Check the spelling of the host name given to lms.Client(...) (or "
+            "lms.AsyncClient), e.g. localhost:1234 for LM Studio on this machine.",
+        )
+    if not known:
+        return None  # the resolver could not be asked: nothing to probe, the SDK's words stand
     try:
-        if is_lm_studio(host):
-            return None
+        is_lm_studio(host)
     except (httpx.TimeoutException, httpx.InvalidURL, UnicodeError):
         # UnicodeError: a name IDNA cannot write (a..b), read as another server's answer
         # (a ValueError; found by a review): nothing answers there, the SDK's words stand
         return None
     except NOT_LM_STUDIO as exc:
         return not_lm_studio_error(host, model, exc)
-    if (why := unresolved(host)) is None:
-        return None
-    return LMStudioConnectionError(
-        f"Cannot connect to LM Studio: {why}.",
-        host=host,
-        model=model,
-        hint="Check the spelling of the host name given to lms.Client(...) (or "
-        "lms.AsyncClient), e.g. localhost:1234 for LM Studio on this machine.",
-    )
+    return None
 
 
 def unresolved(host: str) -> str | None:
@@ -646,16 +650,28 @@ def unresolved(host: str) -> str | None:
     not exist comes at once; one that cannot be reached is bounded by the system's own
     resolver settings.
     """
-    name, _, port = host.rpartition(":")
-    name = name.removeprefix("[").removesuffix("]")
+    return _lookup(host)[1]
+
+
+def _lookup(host: str) -> tuple[bool, str | None]:
+    """Look ``host``'s name up as the connection does.
+
+    Returns whether it resolved, and, if the resolver said it has no address, that (with
+    its words). The name as httpx sends it to the resolver (IDNA 2008, as ``raw_host``):
+    Python's own encoding of ``faß.de`` is another name (found by a review).
+    """
     try:
-        socket.getaddrinfo(name, int(port) if port.isdigit() else None, type=socket.SOCK_STREAM)
+        url = httpx.URL(f"http://{host}")
+        name = url.raw_host.decode("ascii")
+        socket.getaddrinfo(name, url.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         if exc.errno in _NO_SUCH_NAME:
-            return f"the host name {name!r} does not resolve ({exc.strerror})"
-    except (OSError, UnicodeError, ValueError):
-        pass  # not a resolver's answer about the name
-    return None
+            shown = url.host or name
+            return False, f"the host name {shown!r} does not resolve ({exc.strerror})"
+        return False, None
+    except (OSError, UnicodeError, ValueError, httpx.InvalidURL):
+        return False, None  # not a resolver's answer about the name
+    return True, None
 
 
 _NO_SUCH_NAME = {

@@ -14,10 +14,12 @@ import httpx
 
 __all__ = ["host_problem"]
 
-_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):[0-9]+")
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+(?:%[^\s/?#@\[\]]+)?\]|[^\s:/?#@\[\]]+):[0-9]+")
 """``HOST:PORT`` as LM Studio's server is addressed: a name or address, then ASCII digits.
 
-Leading zeros are allowed (the SDK reads ``:01234`` as port 1234); the range is checked.
+An IPv6 address in brackets may carry a zone (``[fe80::1%eth0]:1234``, a link-local
+address: the SDK connects to it; found by a review). Leading zeros are allowed (the SDK
+reads ``:01234`` as port 1234); the range is checked.
 """
 
 
@@ -43,7 +45,7 @@ def host_problem(host: str, example: str) -> str | None:
     """
     if host.isascii() and host.isdigit():
         return f" is a port alone: give HOST:PORT, {example}."
-    if host.count(":") > 1 and re.fullmatch(r"[0-9A-Fa-f:.]+", host.rpartition(":")[0]):
+    if host.count(":") > 1 and re.fullmatch(r"[0-9A-Fa-f:.]+(%\S+)?", host.rpartition(":")[0]):
         return " is not HOST:PORT: an IPv6 address goes in brackets, e.g. [::1]:1234."
     try:
         url = httpx.URL(f"http://{host}")

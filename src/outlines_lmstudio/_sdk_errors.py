@@ -564,14 +564,16 @@ def closed_client_error(
 
 
 def other_loop_error(
-    host: str | None, model: str | None, done: str = "nothing was sent"
+    host: str | None, model: str | None, done: str = "nothing was sent", *, opening: bool = False
 ) -> LMStudioConnectionError:
     """Return the error for a call through an ``AsyncClient`` opened in another event loop.
 
-    ``done``: what the call left undone (``close()``: "nothing was closed").
+    ``done``: what the call left undone (``close()``: "nothing was closed"). ``opening``:
+    the other loop is opening it still.
     """
+    was = "is being opened" if opening else "was opened"
     return LMStudioConnectionError(
-        "The lmstudio.AsyncClient this model uses was opened in another event loop, and an "
+        f"The lmstudio.AsyncClient this model uses {was} in another event loop, and an "
         f"AsyncClient works only in the event loop that opened it; {done}.",
         host=host,
         model=model,

@@ -203,8 +203,9 @@ def name_has_no_address(name: str) -> bool:
     A ``.invalid`` name never has one (RFC 6761); a machine with no resolver to ask cannot
     say so (``EAI_AGAIN``), and a test then checks that nothing is claimed of the name.
     """
+    codes = ("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY")  # as the library reads them
     try:
         socket.getaddrinfo(name, 1234)
     except socket.gaierror as exc:
-        return exc.errno == socket.EAI_NONAME
+        return exc.errno in {getattr(socket, code) for code in codes if hasattr(socket, code)}
     return False

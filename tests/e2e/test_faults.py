@@ -982,6 +982,22 @@ def test_a_first_call_from_another_loop_while_one_loop_enters_the_client_says_so
         other.close()
 
 
+def test_an_entering_left_in_a_stopped_loop_does_not_hold_another_loop(
+    emulator: LMStudioEmulator,
+) -> None:
+    """Found by a review: a loop that ``run_until_complete`` left, its first call timed out
+    with the client's entering pending, was taken for one opening the client, and a call
+    from a new loop was refused; such a loop goes no further, so the new loop enters it."""
+    model = from_lmstudio(lms.AsyncClient(emulator.api_host), TEXT_MODEL)
+    stopped = asyncio.new_event_loop()
+    try:
+        with pytest.raises(TimeoutError):
+            stopped.run_until_complete(asyncio.wait_for(model("first"), 0.0005))
+        assert isinstance(asyncio.run(model("from a new loop")), str)
+    finally:
+        stopped.close()
+
+
 def test_closing_a_model_from_another_event_loop_says_so_and_closes_nothing(
     emulator: LMStudioEmulator,
 ) -> None:

@@ -962,6 +962,10 @@ def test_a_client_host_with_a_scheme_or_path_is_refused_before_anything_is_sent(
         ("[::1", "is not HOST:PORT"),
         ("localhost:99999", "99999 is not a port: use 1 to 65535"),
         ("local host:1234", "is not a host name and a port in digits 0-9"),
+        ("   ", "is blank"),
+        # Found by a review: these offered lms.Client('localhost'), refused in turn.
+        ("http://localhost", "a scheme or a path"),
+        ("ws://my-box/", "a scheme or a path"),
     ],
 )
 def test_a_client_host_that_is_not_host_port_is_refused_before_anything_is_sent(
@@ -978,7 +982,19 @@ def test_a_client_host_that_is_not_host_port_is_refused_before_anything_is_sent(
     assert why in message
     if host.strip() == emulator.api_host:
         assert f"lms.Client('{emulator.api_host}')" in message  # the host, written right
+    for offered in re.findall(r"lms\.Client\('([^']*)'\)", message):
+        fronts.model(fronts.client(offered, enter=False), TEXT_MODEL)  # is taken
     assert emulator.requests == []
+
+
+@pytest.mark.parametrize(
+    "host", ["[fe80::1%eth0]:1234", "[::1%1]:1234", "my_box:1234", "b\u00fccher.example:1"]
+)
+def test_unusual_hosts_the_sdk_connects_to_are_taken(fronts: Fronts, host: str) -> None:
+    """Found by a review: an IPv6 address with a zone (a link-local address), which the
+    SDK connects to, was refused as "not a host name and a port in digits"."""
+    model = fronts.model(fronts.client(host, enter=False), TEXT_MODEL)
+    assert model.client is not None
 
 
 def test_a_host_name_that_does_not_resolve_is_named_as_such(fronts: Fronts) -> None:

@@ -477,6 +477,15 @@ def test_default_tool_arguments_take_quoted_words_their_parameter_takes() -> Non
     assert call.arguments["days"] == 3
     assert call.arguments["note"] != "too long"
     assert len(call.arguments["note"]) <= 3
+    for written in ("\u2018Rome\u2019", "\u00abRome\u00bb", "\u201eRome\u201c"):
+        call = default_tool_call(tools, f"Weather in {written}?", sampler.sample, random.Random(0))
+        assert call.arguments["city"] == "Rome"
+    # Found by a review: a parameter whose type is a list crashed the emulator's reply.
+    nullable = {"type": "object", "properties": {"n": {"type": ["integer", "null"]}}}
+    call = default_tool_call(
+        [{"name": "f", "parameters": nullable}], "Use 3", sampler.sample, random.Random(0)
+    )
+    assert call.arguments["n"] is None or isinstance(call.arguments["n"], int)
 
 
 def _fetch_page(page: int) -> str:

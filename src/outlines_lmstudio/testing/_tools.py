@@ -124,11 +124,12 @@ def awaits_tool_call(messages: list[dict[str, Any]]) -> bool:
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-# A quoted piece of the prompt: "double", “curly”, `backticks`, or 'single' quotes
-# that are not an apostrophe (no letter or digit just outside them: "What's" is no quote).
+# A quoted piece of the prompt: "double", curly (U+201C/U+201D, U+2018/U+2019, and the
+# German U+201E/U+201C), guillemets (U+00AB/U+00BB), `backticks`, or 'single' quotes that are
+# not an apostrophe (no letter or digit just outside them: "What's" is no quote).
 _QUOTED = re.compile(
-    r'"([^"\n]*)"|\u201c([^\u201d\n]*)\u201d|`([^`\n]*)`'
-    r"|(?<![\w'])'([^'\n]*)'(?![\w'])"
+    r'"([^"\n]*)"|\u201c([^\u201d\n]*)\u201d|\u2018([^\u2019\n]*)\u2019|\u201e([^\u201c\n]*)\u201c'
+    r"|\u00ab([^\u00bb\n]*)\u00bb|`([^`\n]*)`|(?<![\w'])'([^'\n]*)'(?![\w'])"
 )
 
 
@@ -140,7 +141,7 @@ def default_tool_call(
     The arguments are sampled from the tool's parameter schema, except that its
     ``integer`` and ``number`` parameters take the numbers of the prompt and its
     ``string`` parameters the prompt's quoted pieces (in ``"..."``, curly quotes,
-    backticks or single quotes), each in the order the schema's ``required`` lists them
+    guillemets, backticks or single quotes), each in the order the schema's ``required`` lists them
     ("What is 2 + 3?" calls ``add(a=2, b=3)``; 'Write "hi" to "a.txt"' calls
     ``write(text="hi", path="a.txt")``), each one only if the parameter's schema takes it.
     """
@@ -159,7 +160,7 @@ def default_tool_call(
     for name in [*required, *(n for n in properties if n not in required)]:
         spec = properties[name]
         kind = spec.get("type") if isinstance(spec, dict) else None
-        if kind not in taken:
+        if not isinstance(kind, str) or kind not in taken:  # ["integer", "null"]: sampled
             continue
         value = next(taken[kind], None)
         if value is None:

@@ -21,7 +21,12 @@ from outlines_lmstudio._install import install_command
 from outlines_lmstudio.testing import EmulatedModel, LMStudioEmulator, embedded_available
 
 from ..private_network import run_in_private_network
-from .other_server import serving_fake_lmstudio, serving_html, serving_stream
+from .other_server import (
+    name_has_no_address,
+    serving_fake_lmstudio,
+    serving_html,
+    serving_stream,
+)
 
 DEMO = Path(__file__).parents[2] / "examples" / "extract.py"
 SCENARIO = Path(__file__).with_name("discovery_scenario.py")
@@ -117,6 +122,21 @@ def test_an_lmstudio_host_where_nothing_listens_is_said_with_the_reason(
     assert demo._lmstudio() is None
     said = capsys.readouterr().err
     assert f"LMSTUDIO_HOST=127.0.0.1:{port} is not answering as LM Studio: nothing answers" in said
+
+
+def test_an_lmstudio_host_whose_name_does_not_resolve_is_said_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a probe: a misspelt name was "nothing answers there (no server, or none
+    reached)"; where the resolver cannot say (no DNS to ask), nothing is claimed."""
+    demo = load_demo(monkeypatch)
+    monkeypatch.setenv("LMSTUDIO_HOST", "lmstudio-host.invalid:1234")
+    assert demo._lmstudio() is None
+    said = capsys.readouterr().err
+    if name_has_no_address("lmstudio-host.invalid"):
+        assert "the host name 'lmstudio-host.invalid' does not resolve" in said
+    else:
+        assert "does not resolve" not in said
 
 
 def test_another_server_at_lmstudio_host_is_not_lm_studio(

@@ -8,7 +8,7 @@ import types
 import warnings
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from outlines_lmstudio._patterns import ANY, PatternError, ecma_compile, engine_pattern
@@ -301,7 +301,13 @@ def _parsed(pattern: str) -> object:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.text(alphabet="[]^-&~|\\a()?#:x", max_size=14))
+@given(st.text(alphabet="[]^-&~|\\a()?#:x\n", max_size=14))
+# Found by mutation testing: the walk's class start ("]" first is a character, after "^"
+# too), its comments and newlines, each a case the examples had not reached.
+@example("[]&&a]")
+@example("[^]&&a]")
+@example("(?#[)[[a]")
+@example("a\nb[\n--]")
 def test_patterns_python_warns_of_are_read_as_written_without_a_warning(pattern: str) -> None:
     """Found by a probe: the FutureWarnings were silenced with ``warnings.catch_warnings``,
     which swaps the process-wide filters; two threads at once left a program that had made
@@ -338,6 +344,13 @@ def test_compiling_a_schema_pattern_leaves_the_warning_filters_alone(
         plan = plan_output({"type": "string", "pattern": pattern, "format": "regex"})
         assert plan.kind == "json"
         ecma_compile(pattern)
+
+
+def test_a_newline_in_a_pattern_is_kept() -> None:
+    """Found by mutation testing: the walk dropped a newline unless it read every character."""
+    compiled = ecma_compile("a\nb")
+    assert compiled.fullmatch("a\nb")
+    assert not compiled.fullmatch("ab")
 
 
 def test_a_verbose_pattern_is_still_read_quietly() -> None:

@@ -8,6 +8,7 @@ import json
 import pickle
 import typing
 import uuid
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -431,6 +432,26 @@ def test_parse_checks_a_format_the_engine_lets_through(
     emulator.script(TEXT_MODEL, ['{"due": "2024-02-31"}', '{"due": "2024-02-29"}'])
     assert make_model(TEXT_MODEL).parse("When?", schema, retries=1) == {"due": "2024-02-29"}
     assert "'2024-02-31' is not a 'date'" in emulator.predictions[-1].last_user_text
+
+
+def test_a_reply_checked_as_a_regex_is_checked_without_a_warning(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """A ``format: regex`` value with ``[[`` is an ECMA-262 regex: checked with Python's
+    ``re``, it warned (a FutureWarning: an error under ``-W error``), as a schema's own
+    patterns did (found by mutation testing of the fix for those)."""
+    schema = {
+        "type": "object",
+        "properties": {"rule": {"type": "string", "format": "regex"}},
+        "required": ["rule"],
+    }
+    emulator.script(TEXT_MODEL, ['{"rule": "[[a]+"}', '{"rule": "(unclosed"}', '{"rule": "a"}'])
+    model = make_model(TEXT_MODEL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert model.parse("A rule?", schema) == {"rule": "[[a]+"}
+        assert model.parse("A rule?", schema, retries=1) == {"rule": "a"}
+    assert "'(unclosed' is not a 'regex'" in emulator.predictions[-1].last_user_text
 
 
 def test_parse_stream_of_a_reply_with_a_lone_surrogate_ends_as_parse_does(

@@ -525,12 +525,21 @@ def connect(
             if session.connected:
                 return
             pending = concurrent.futures.Future()
-            threading.Thread(  # a daemon: a server that never answers must not hold the exit
-                target=_connect,
-                args=(session, pending),
-                name="outlines-lmstudio-connect",
-                daemon=True,
-            ).start()
+            try:
+                threading.Thread(  # a daemon: a server that never answers must not hold the exit
+                    target=_connect,
+                    args=(session, pending),
+                    name="outlines-lmstudio-connect",
+                    daemon=True,
+                ).start()
+            except RuntimeError as exc:
+                if "interpreter shutdown" not in str(exc):
+                    raise
+                # Python 3.12 starts no thread in an atexit callback, where the SDK by hand
+                # connects in the caller's thread: so does this, without the bound of
+                # connect_timeout (found by a probe on 3.12.1: a first call at exit raised
+                # "can't create new thread at interpreter shutdown").
+                _connect(session, pending)
             # Noted once started: a thread that could not start ("can't start new thread")
             # left a future nobody would complete, and every later call on the session
             # waited for it until its connect_timeout (found by a probe).

@@ -103,7 +103,7 @@ def test_a_colour_forcing_environment_leaves_redirected_results_plain(
 def test_a_lone_surrogate_in_a_reply_is_written_as_its_escape(
     run_cli: RunCli, emulator: LMStudioEmulator, args: list[str]
 ) -> None:
-    """Found by a probe: a reply holding ``\ud800`` (LM Studio sends a model's lone half of
+    r"""Found by a probe: a reply holding ``\ud800`` (LM Studio sends a model's lone half of
     a pair as the character) failed as "unexpected UnicodeEncodeError ... a bug"."""
     emulator.script(TEXT, ["hello \ud800 world"])
     result = run_cli(*args)

@@ -88,6 +88,26 @@ def test_a_batch_at_exit_runs_its_items_in_turn(emulator: LMStudioEmulator, befo
     assert result.stdout.splitlines() == lines * (2 if before == "before" else 1)
 
 
+def test_a_first_call_where_python_starts_no_thread_connects_in_the_callers_thread(
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe on Python 3.12.1, which starts no thread in an atexit callback: a
+    first call there raised "can't create new thread at interpreter shutdown", where the
+    SDK by hand connects in the caller's thread. Python 3.11 starts threads there, so the
+    refusal is made here as 3.12 makes it, for the connecting thread."""
+    start = threading.Thread.start
+
+    def at_shutdown(thread: threading.Thread) -> None:
+        if thread.name == "outlines-lmstudio-connect":
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", at_shutdown)
+    with lms.Client(emulator.api_host) as client:
+        emulator.script(TEXT_MODEL, ["at exit"])
+        assert from_lmstudio(client, TEXT_MODEL)("hi") == "at exit"
+
+
 _DAEMON_SCRIPT = textwrap.dedent(
     """
     import sys

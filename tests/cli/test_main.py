@@ -69,17 +69,10 @@ def test_unreachable_host_is_one_line_with_what_to_do(run_cli: RunCli, closed_po
     )
 
 
-def test_a_host_name_that_does_not_resolve_is_named_as_such() -> None:
+def test_a_host_name_that_does_not_resolve_is_named_as_such(run_cli: RunCli) -> None:
     """Found by a probe: "LM Studio is not reachable at locahost:1234: start the LM Studio
     server"; where the resolver cannot say (no DNS to ask), nothing is claimed."""
-    result = subprocess.run(
-        [*script_path(), "--host", "lmstudio-host.invalid:1234", "models"],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=20,
-        check=False,
-    )
+    result = run_cli("--host", "lmstudio-host.invalid:1234", "models", host=False)
     assert result.returncode == 3
     if name_has_no_address("lmstudio-host.invalid"):
         assert_one_line_error(
@@ -197,7 +190,8 @@ def test_lmstudio_host_environment_variable(
         ("foo bar:1234", "a port in digits 0-9"),
         # found by a probe: a name the resolver cannot encode (an empty label, a bad
         # A-label) was "unexpected UnicodeError ... a bug in outlines-lmstudio", status 1
-        ("192.168..1:1234", "is not HOST:PORT (encoding with 'idna' codec failed"),
+        # (the codec's own words differ from one Python to the next; "label empty" stays)
+        ("192.168..1:1234", "label empty"),
         ("xn--:1234", "is not HOST:PORT (Malformed A-label"),
         # found by a probe: connected over plain ws://, silently
         # found by a probe: "(Invalid port: ':1:1234')"

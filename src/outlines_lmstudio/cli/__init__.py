@@ -108,8 +108,8 @@ class _Parser(argparse.ArgumentParser):
         """Refuse ``-hello``: ``-h``, a flag, with text after it that is no flag.
 
         Python 3.11 refuses it ("ignored explicit argument 'ello'", said with the way out
-        in `error`); from 3.12.7 and 3.13, argparse runs ``-h`` first, and ``generate
-        -hello`` printed the help with status 0 (found by a probe on 3.13). Read as
+        in `error`), as 3.12.1 does; 3.13's argparse runs ``-h`` first, and ``generate
+        -hello`` printed the help with status 0 (found by a probe on 3.13.0). Read as
         argparse reads it: each letter a flag of this parser, until one that takes a value
         (the rest is that value) or one that is no option at all.
         """

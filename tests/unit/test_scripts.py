@@ -317,3 +317,46 @@ def test_ctrl_c_during_the_install_says_so_in_one_line(tmp_path: Path) -> None:
     )
     assert "pip install failed" not in err
     assert "network" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--bogus"], "unrecognized argument: '--bogus'"),
+        (["--local", "two words"], "unrecognized argument: 'two words'"),
+        (["--local", "--emulator"], "--emulator cannot go with --local"),
+    ],
+)
+def test_the_demo_refuses_bad_arguments_before_it_installs(args: list[str], said: str) -> None:
+    """Found by a probe: ``bash scripts/demo --bogus`` made .venv and installed the project,
+    minutes with the llama.cpp build on a fresh machine, before examples/extract.py refused
+    the argument. The demo now refuses it first (a bad PYTHON would stop any set-up)."""
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "demo"), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": "/nonexistent/python3"},
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (
+        f"usage: bash scripts/demo [-h] [--local | --emulator]\nscripts/demo: error: {said}"
+        + (" (see bash scripts/demo --help)\n" if "unrecognized" in said else ": give one of them\n")
+    )
+    assert result.stdout == ""
+
+
+def test_the_demo_help_says_its_usage_and_does_nothing_else() -> None:
+    for flags in (["--help"], ["--local", "-h"]):
+        result = subprocess.run(
+            ["bash", str(SCRIPTS / "demo"), *flags],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHON": "/nonexistent/python3"},  # anything more fails
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.startswith("The main job: structured extraction against LM Studio")
+        assert "bash scripts/demo [-h] [--local | --emulator]" in result.stdout
+        assert "set -euo" not in result.stdout
+        assert result.stderr == ""

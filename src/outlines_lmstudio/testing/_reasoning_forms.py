@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from outlines_lmstudio.testing._engine import Fragment
 from outlines_lmstudio.testing._sampler import split_fragments
-from outlines_lmstudio.testing._tag_parsing import REASONING_PARSING
+from outlines_lmstudio.testing._tag_parsing import REASONING_PARSING, request_tags
 from outlines_lmstudio.testing._wire import max_predicted_tokens, reasoning_budget
 
 if TYPE_CHECKING:
@@ -229,17 +229,9 @@ def _think_tags(config: Mapping[str, Any]) -> bool:
     Inferred: parsing is on by default for thinking models; a request that turns it
     off, or names other tags than the model writes, gets the tags as plain text.
     """
-    parsing = config.get(REASONING_PARSING)
-    if not isinstance(parsing, Mapping):
+    if not isinstance(config.get(REASONING_PARSING), Mapping):
         return True
-    return (
-        bool(parsing.get("enabled"))
-        and (
-            parsing.get("startString"),
-            parsing.get("endString"),
-        )
-        == _THINK
-    )
+    return request_tags(config) == _THINK
 
 
 def shape_reply(

@@ -10,7 +10,9 @@ waiting for the server), so a prediction still reading its prompt, or a server t
 sends nothing for a while, stops then rather than at its next fragment. A second
 Ctrl-C interrupts at once; a server that has not confirmed the cancel a second later
 gets that second Ctrl-C from the reader (`interrupt_again`). Only the default handler in
-the main thread is replaced, never a handler the application installed.
+the main thread is replaced, never a handler the application installed: in Python, or in C
+below Python's table (``faulthandler.register``; see `_os_sigint`), whose flags
+(``signal.siginterrupt``) are given back too.
 
 When SIGINT is ignored (inherited as ignored under ``nohup``, ``cmd &`` from a
 non-interactive shell, or a job runner; or ignored by the application), the
@@ -45,6 +47,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol, cast
 
+from . import _os_sigint
 from ._forks import in_child
 
 __all__ = ["SigintGuard", "interrupt_again", "redeliver_if_dropped"]
@@ -126,10 +129,13 @@ class SigintGuard:
         self.whole = whole
         self.enabled = threading.get_ident() == _Main.ident and _RAW.getsignal(_SIGINT) is _DEFAULT
 
+    _before: _os_sigint.Action | None = None
+    """What the system ran on SIGINT before `arm`, given back with Python's handler."""
+
     def _note(self, signum: int, frame: FrameType | None) -> None:
         self.interrupted = True
         self.armed = False
-        _RAW.signal(_SIGINT, _DEFAULT)  # the next one interrupts
+        self._put_back()  # the next one interrupts
         if (stop := self.on_interrupt) is not None:
             # Not in the handler itself: it runs inside whatever the main thread was doing,
             # possibly the SDK's own send, which a cancel sent from here would re-enter.
@@ -163,7 +169,21 @@ class SigintGuard:
             # was made (between a stream's fragments); found by a probe.
             and _RAW.getsignal(_SIGINT) is _DEFAULT
         ):
+            before = _os_sigint.current()
+            pythons = _PythonsHandler.address
+            if before is not None and pythons is not None and before.handler != pythons:
+                return  # a handler installed in C (faulthandler's) runs on SIGINT: left alone
             _RAW.signal(_SIGINT, self._note)
+            if before is not None and pythons is None:
+                # The first time: Python's own handler in C is the one just installed. What
+                # ran before it, if another, is given back at once (for these microseconds
+                # only, a Ctrl-C went to the guard).
+                _PythonsHandler.address = pythons = (_os_sigint.current() or before).handler
+                if before.handler != pythons:
+                    _RAW.signal(_SIGINT, _DEFAULT)
+                    _os_sigint.put_back(before)
+                    return
+            self._before = before
             self.armed = True
 
     def disarm(self) -> None:
@@ -171,7 +191,37 @@ class SigintGuard:
         if self.armed:
             self.armed = False
             if _RAW.getsignal(_SIGINT) == self._note:  # a handler set meanwhile stays
-                _RAW.signal(_SIGINT, _DEFAULT)
+                self._put_back()
+
+    def _put_back(self) -> None:
+        """Put Python's default handler back, with the system's flags of before `arm`."""
+        _RAW.signal(_SIGINT, _DEFAULT)
+        if (before := self._before) is not None:
+            _os_sigint.put_back(before)
+
+
+class _PythonsHandler:
+    """The address of Python's own SIGINT handler in C, once the guard has installed it."""
+
+    address: int | None = None
+
+
+def _disarm_in_child() -> None:
+    """Give a forked child Python's default handler back, if a guard was armed at the fork.
+
+    A thread that forks while the main thread waits with the guard armed (a process pool
+    of the ``fork`` kind, started from a thread) left its child the guard's handler, which
+    swallowed the child's first Ctrl-C (found by a probe). The child runs none of the
+    parent's predictions.
+    """
+    handler = _RAW.getsignal(_SIGINT)
+    guard = getattr(handler, "__self__", None)
+    if isinstance(guard, SigintGuard) and handler == guard._note:
+        guard.armed = False
+        guard._put_back()
+
+
+in_child(_disarm_in_child)
 
 
 _MARK = "_outlines_lmstudio_ctrl_c"

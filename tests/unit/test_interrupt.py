@@ -1,5 +1,8 @@
+import ctypes
+import faulthandler
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -13,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from outlines_lmstudio import _interrupt
+from outlines_lmstudio import _interrupt, _os_sigint
 from outlines_lmstudio._interrupt import SigintGuard, redeliver_if_dropped
 
 pytestmark = pytest.mark.usefixtures("sigint_default")
@@ -157,6 +160,118 @@ def test_a_child_forked_from_another_thread_guards_its_new_main_thread() -> None
     thread.join(30)
     assert status == [0]
     assert not SigintGuard().armed  # the parent's main thread is unchanged
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_the_guard_is_armed_has_ctrl_c_back() -> None:
+    """Found by a probe: a thread that forked while the main thread waited with the guard
+    armed (a ``fork`` process pool started from a thread) left its child the guard's
+    handler, which swallowed the child's first Ctrl-C; the SDK by hand's child raises."""
+    status: list[int] = []
+
+    def fork_and_check() -> None:
+        pid = os.fork()
+        if pid == 0:  # the child: this thread is its only, and main, thread
+            ok = False
+            try:  # never back into pytest (its worker's channel is the parent's too)
+                ok = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(1)
+                    ok = False
+                except KeyboardInterrupt:
+                    pass
+            finally:
+                os._exit(0 if ok else 1)
+        status.append(os.waitpid(pid, 0)[1])
+
+    guard = SigintGuard()
+    guard.arm()
+    try:
+        assert guard.armed
+        thread = threading.Thread(target=fork_and_check)
+        thread.start()
+        thread.join(30)
+        assert guard.armed  # the parent's guard is unchanged
+    finally:
+        guard.disarm()
+    assert status == [0]
+
+
+@pytest.fixture(params=["first arm", "later arm"])
+def arms(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A guard armed for the first time in the process, or once Python's handler is known."""
+    if request.param == "first arm":
+        monkeypatch.setattr(_interrupt._PythonsHandler, "address", None)
+    else:
+        guard = SigintGuard()
+        guard.arm()
+        guard.disarm()
+        assert _interrupt._PythonsHandler.address is not None
+
+
+@pytest.mark.skipif(_os_sigint.current() is None, reason="no sigaction to read")
+@pytest.mark.usefixtures("arms")
+def test_a_handler_installed_in_c_is_left_alone(tmp_path: Path) -> None:
+    """Found by a probe: ``faulthandler.register(SIGINT)`` installs its handler in C, so
+    Python's table still says ``default_int_handler``; the guard replaced it, and one call
+    took the stack dump on Ctrl-C away for good (with ``chain=False``, Ctrl-C then raised,
+    which the program had asked not to). The SDK by hand leaves it."""
+    before = _os_sigint.current()
+    with (tmp_path / "dump.txt").open("w+") as dump:
+        faulthandler.register(signal.SIGINT, file=dump, all_threads=False, chain=False)
+        try:
+            guard = SigintGuard()
+            guard.arm()
+            assert not guard.armed
+            os.kill(os.getpid(), signal.SIGINT)  # dumped, not raised, as the program asked
+            guard.disarm()
+            assert not guard.interrupted
+            os.kill(os.getpid(), signal.SIGINT)  # and still after the call
+        finally:
+            faulthandler.unregister(signal.SIGINT)
+        dump.seek(0)
+        assert dump.read().count("Stack (most recent call first)") == 2
+    after = _os_sigint.current()
+    assert before is not None
+    assert after is not None
+    assert after.handler == before.handler  # Python's own again
+
+
+_FLAGS = ctypes.sizeof(ctypes.c_void_p) + 128  # glibc's sa_flags, after handler and sa_mask
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or platform.libc_ver()[0] != "glibc" or _os_sigint.current() is None,
+    reason="reads sa_flags where glibc has it",
+)
+@pytest.mark.usefixtures("arms")
+def test_the_flags_signal_siginterrupt_set_are_given_back() -> None:
+    """Found by a probe: ``signal.siginterrupt(SIGINT, False)`` (SA_RESTART) was cleared by
+    one call; the SDK by hand keeps it. Given back after a disarm and after a Ctrl-C."""
+
+    def restarts() -> bool:
+        action = _os_sigint.current()
+        assert action is not None
+        return bool(int.from_bytes(action.raw[_FLAGS : _FLAGS + 4], sys.byteorder) & 0x10000000)
+
+    assert not restarts()
+    signal.siginterrupt(signal.SIGINT, False)
+    try:
+        assert restarts()
+        guard = SigintGuard()
+        guard.arm()
+        assert guard.armed
+        guard.disarm()
+        assert restarts()
+        guard = SigintGuard()
+        guard.arm()
+        os.kill(os.getpid(), signal.SIGINT)  # noted: Python's handler is back, with the flag
+        assert guard.interrupted
+        assert restarts()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert not restarts()
 
 
 Reports = list[BaseException | None]

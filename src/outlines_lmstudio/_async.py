@@ -32,6 +32,7 @@ from ._common import (
     AskedTraits,
     Completion,
     ModelTraits,
+    OneInputWithImages,
     Request,
     SeveralInputs,
     in_batch_item,
@@ -393,6 +394,17 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
     @overload
     async def parse(
         self,
+        model_input: OneInputWithImages,
+        output_type: type[T],
+        *,
+        retries: int = 0,
+        context: Any = None,
+        **inference_kwargs: Any,
+    ) -> T: ...
+
+    @overload
+    async def parse(
+        self,
         model_input: Any,
         output_type: Any,
         *,
@@ -465,6 +477,17 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
         context: Any = None,
         **inference_kwargs: Any,
     ) -> list[Parsed[T]]: ...
+
+    @overload
+    async def parse_reply(
+        self,
+        model_input: OneInputWithImages,
+        output_type: type[T],
+        *,
+        retries: int = 0,
+        context: Any = None,
+        **inference_kwargs: Any,
+    ) -> Parsed[T]: ...
 
     @overload
     async def parse_reply(

@@ -103,7 +103,7 @@ class _once(Generic[T]):  # lower case: a decorator, like cached_property
 
     def __init__(self, func: Callable[[Any], T]) -> None:
         self.func = func
-        self.name = func.__name__
+        self.name: str = func.__name__
         self.__doc__ = func.__doc__
 
     @overload

@@ -253,7 +253,7 @@ def test_the_flags_signal_siginterrupt_set_are_given_back() -> None:
     def restarts() -> bool:
         action = _os_sigint.current()
         assert action is not None
-        return bool(int.from_bytes(action.raw[_FLAGS : _FLAGS + 4], sys.byteorder) & 0x10000000)
+        return bool(int.from_bytes(action.raw.raw[_FLAGS : _FLAGS + 4], sys.byteorder) & 0x10000000)
 
     assert not restarts()
     signal.siginterrupt(signal.SIGINT, False)

@@ -581,8 +581,6 @@ class Decoder:
         self.best = _Candidates(_BEST)
         self.single = _Single()
         self.grammar_first = False
-        self.checks = 0
-        self.rejections = 0
 
     def close(self) -> None:
         """Free the context and samplers, then let go of the model's weights."""
@@ -632,7 +630,6 @@ class Decoder:
         self.samplers.remember_prompt(prompt)
         self.grammar = grammar
         self.grammar_first = grammar_first
-        self.checks = self.rejections = 0
         keep = 0
         for a, b in zip(self.cached, prompt[:-1], strict=False):
             if a != b:
@@ -688,11 +685,8 @@ class Decoder:
             _check_allowed(cand)
         samplers.pick(cand.ref)
         token = cand.selected()
-        if grammar and not self.grammar_first:
-            self.checks += 1
-            if not self.single.allows(grammar, token):
-                self.rejections += 1
-                token = self._resample(samplers, grammar)
+        if grammar and not self.grammar_first and not self.single.allows(grammar, token):
+            token = self._resample(samplers, grammar)
         if grammar:
             L.llama_sampler_accept(grammar, token)
         samplers.accept(token)

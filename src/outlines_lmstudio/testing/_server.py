@@ -274,7 +274,7 @@ class LMStudioEmulator(EmulatorState):
             only_keep_last_jit_model=only_keep_last_jit_model,
             max_records=max_records,
         )
-        self.host = host.strip("[]")  # "[::1]" binds as "::1"
+        self.host: str = host.strip("[]")  # "[::1]" binds as "::1"
         self._requested_port = port
         self._cors = cors
         self._port: int | None = None

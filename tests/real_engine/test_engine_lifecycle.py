@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import weakref
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any, cast
 import lmstudio as lms
 import pytest
 
-from outlines_lmstudio.testing import LMStudioEmulator, embedded_model
+from outlines_lmstudio.testing import EmulatedModel, LMStudioEmulator, embedded_model
 from tests.e2e.helpers import interrupted
 from tests.real_engine.conftest import EMBED_KEY, EMBEDDED_MODEL_KEY
 
@@ -201,3 +202,21 @@ def test_ctrl_c_while_a_gguf_file_is_read_stops_the_caller() -> None:
     assert "KeyboardInterrupt" in err, err
     assert "Exception ignored" not in err, err
     assert status != 0
+
+
+def test_a_gguf_path_that_is_not_utf_8_is_served(tmp_path: Path) -> None:
+    """Found by a probe: a HOME (or ``--gguf`` path) holding a byte that is not UTF-8, which
+    Linux allows, made llama.cpp's path ``path.encode()``; the ``UnicodeEncodeError`` was
+    taken for a file llama.cpp cannot read, and the user told to reinstall llama-cpp-python.
+    The path is given to llama.cpp as the file system's bytes (``os.fsencode``)."""
+    folder = tmp_path / os.fsdecode(b"caf\xe9 \xff")
+    folder.mkdir()
+    gguf = folder / "model.gguf"
+    gguf.symlink_to(embedded_model().gguf or "")
+    with (
+        LMStudioEmulator([EmulatedModel("odd-path", gguf=str(gguf))]) as emulator,
+        lms.Client(emulator.api_host) as client,
+    ):
+        llm = client.llm.model("odd-path")
+        assert llm.respond("Say hi", config={"temperature": 0, "maxTokens": 2}).content
+        assert llm.get_info().architecture == "gemma3"  # read from the file

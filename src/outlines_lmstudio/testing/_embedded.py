@@ -112,6 +112,12 @@ def _checked(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> Pa
                 f"{blocker} is a file where a folder is needed: move it away, or set {home} "
                 "to another folder"
             )
+        elif exc.errno == errno.EACCES and (owner := _unreadable_file(exc.filename)):
+            fix = (  # found by a probe: "make that folder writable", for a file
+                f"that file is there but this user cannot read it (its owner: {owner}): make "
+                f"it readable (chmod a+r), remove it to have it assembled again, or set {home} "
+                "to another folder"
+            )
         else:
             fix = (
                 f"it is kept under ~/.cache; make that folder writable, or set {home} to a "
@@ -124,6 +130,28 @@ def _checked(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> Pa
             f"({exc.strerror or exc}{where}): {fix}",
             exc.filename,
         ) from exc
+
+
+def _unreadable_file(path: object) -> str | None:
+    """Return the owner of ``path`` if it is a file this user cannot read, else ``None``.
+
+    A cache shared by users: one run made the file with its umask (077) and another cannot
+    read it, though the folder may be writable (found by a probe).
+    """
+    if not isinstance(path, str | os.PathLike):
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(found.st_mode) or os.access(path, os.R_OK):
+        return None
+    try:
+        import pwd  # not on Windows
+
+        return pwd.getpwuid(found.st_uid).pw_name
+    except (ImportError, KeyError):
+        return f"user id {found.st_uid}"
 
 
 def _file_in_the_way(path: object) -> Path | None:
@@ -200,6 +228,14 @@ def _cache_lock(target: Path, progress: Callable[[str], None] | None = None) -> 
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd = _open_held(lock, os.O_RDWR | os.O_CREAT)
+    except PermissionError:
+        # Another user's lock file in a shared cache (made with that user's umask): a file
+        # open for reading takes a ``flock`` too. Found by a probe: the second user did not
+        # wait, and assembled a copy of its own over the first's.
+        try:
+            fd = _open_held(lock, os.O_RDONLY)
+        except OSError:
+            fd = None
     except OSError:
         fd = None
     try:

@@ -236,7 +236,7 @@ def _read_facts_now(path: str, size_bytes: int) -> GgufFacts:
     params = L.llama_model_default_params()
     params.vocab_only = True
     with _logged() as lines:
-        model = L.llama_model_load_from_file(path.encode(), params)
+        model = L.llama_model_load_from_file(os.fsencode(path), params)
     if model is None:
         reason = _load_reason(lines)
         raise ValueError(f"{path}: llama.cpp cannot read this file as a GGUF model: {reason}")
@@ -275,13 +275,13 @@ def _shards_size(model: Any, path: str, size_bytes: int) -> int:
     if count is None or not count.isdigit() or int(count) <= 1:
         return size_bytes
     prefix = ctypes.create_string_buffer(4096)
-    if L.llama_split_prefix(prefix, len(prefix), path.encode(), 0, int(count)) <= 0:
+    if L.llama_split_prefix(prefix, len(prefix), os.fsencode(path), 0, int(count)) <= 0:
         return size_bytes  # not named as the first shard: llama.cpp refuses it anyway
     total = 0
     for number in range(int(count)):
         shard = ctypes.create_string_buffer(4096)
         L.llama_split_path(shard, len(shard), prefix.value, number, int(count))
-        total += os.stat(shard.value.decode()).st_size
+        total += os.stat(os.fsdecode(shard.value)).st_size
     return total
 
 
@@ -304,7 +304,7 @@ class NativeModel:
         self._closing = False
         self._holds_lock = threading.Lock()
         with _logged() as lines:
-            model = L.llama_model_load_from_file(path.encode(), model_params())
+            model = L.llama_model_load_from_file(os.fsencode(path), model_params())
         if model is None:
             reason = _load_reason(lines)
             raise ModelLoadError(f"{path}: llama.cpp could not load this GGUF model: {reason}")

@@ -314,24 +314,39 @@ def test_read_only_output_and_folder_are_one_line(
     target.write_text(content)
     retry = run_read_only(folder, emulator, *extract(schema, source, str(target), "--retry-errors"))
     assert retry.returncode == 2
-    assert_one_line_error(retry, "Cannot rewrite", "the file is unchanged")
+    assert_one_line_error(retry, f"no file can be made in its folder {str(folder)!r}")
     plain = run_read_only(folder, emulator, *extract(schema, source, str(target)))
     assert plain.returncode == 2
     assert_one_line_error(
-        plain,
-        "Cannot write output",
-        "Read-only file system" if os.geteuid() == 0 else "Permission denied",
+        plain, f"Cannot write output {str(target)!r}: the file is not writable for this user"
     )
     new = run_read_only(folder, emulator, *extract(schema, source, str(folder / "new.jsonl")))
     assert new.returncode == 2
-    assert_one_line_error(new, "Cannot write output")
+    assert_one_line_error(new, f"no file can be made in its folder {str(folder)!r}")
     partial = folder / "partial.jsonl"
     partial.write_text(content + '{"id": "c", "re')
     cut = run_read_only(folder, emulator, *extract(schema, source, str(partial)))
     assert cut.returncode == 2
     assert_one_line_error(cut, "Cannot repair output")
     assert target.read_text() == content
-    assert emulator.predictions == []
+    # Found by a probe: said once the model was looked up (and, with --local, loaded).
+    assert emulator.requests == []
+
+
+def test_a_finished_read_only_output_is_nothing_to_do(
+    emulator: LMStudioEmulator, files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A guard for the check of a writable output, made before LM Studio is asked: an
+    output that already holds every id needs no writing, read-only or not."""
+    schema, source = files
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    target = folder / "out.jsonl"
+    done = {"name": "Ann", "age": 3}
+    target.write_text("".join(json.dumps({"id": i, "result": done}) + "\n" for i in "abc"))
+    result = run_read_only(folder, emulator, *extract(schema, source, str(target)))
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to do: all 3 ids are already in" in result.stderr
 
 
 def test_own_output_is_still_resumed(

@@ -346,6 +346,7 @@ def _run(
         say.print(
             f"Skipping {skipped} ids already in {args.output}{as_errors}; {len(pending)} to go."
         )
+    output.check_writable(rewrite=bool(retried))
     from outlines_lmstudio import from_lmstudio
 
     with connect(args) as session:

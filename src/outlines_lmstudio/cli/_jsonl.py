@@ -537,6 +537,39 @@ class OutputFile:
                 "run the command again."
             )
 
+    def check_writable(self, *, rewrite: bool) -> None:
+        """Refuse an output this user cannot write, before anything is asked of LM Studio.
+
+        Found by a probe: it was said once the model had been looked up (with ``--local``,
+        loaded), and without naming the folder. ``os.access`` answers for this user, and for
+        a read-only file system. A stream is written as it is.
+
+        Parameters
+        ----------
+        rewrite
+            Whether the file is rewritten first (``--retry-errors``): a new file is then
+            made in its folder, and the old one's mode does not matter.
+
+        Raises
+        ------
+        CliError
+            If the file, or its folder where a file is to be made, is not writable.
+        """
+        if self.stream:
+            return
+        if self._existing is not None and not rewrite:
+            if not os.access(self.path, os.W_OK):
+                raise CliError(
+                    f"Cannot write output {str(self.path)!r}: the file is not writable for "
+                    "this user (or is on a read-only file system)."
+                )
+        elif not os.access(self.path.parent, os.W_OK | os.X_OK):
+            raise CliError(
+                f"Cannot write output {str(self.path)!r}: no file can be made in its folder "
+                f"{str(self.path.parent)!r} (not writable for this user, or on a read-only "
+                "file system)."
+            )
+
     def check_rewritable(self) -> None:
         """Refuse to rewrite a stream for ``--retry-errors`` (it is never read back).
 

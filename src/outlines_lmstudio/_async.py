@@ -32,7 +32,6 @@ from ._common import (
     AskedTraits,
     Completion,
     ModelTraits,
-    OneInputWithImages,
     Request,
     SeveralInputs,
     in_batch_item,
@@ -394,17 +393,6 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
     @overload
     async def parse(
         self,
-        model_input: OneInputWithImages,
-        output_type: type[T],
-        *,
-        retries: int = 0,
-        context: Any = None,
-        **inference_kwargs: Any,
-    ) -> T: ...
-
-    @overload
-    async def parse(
-        self,
         model_input: Any,
         output_type: Any,
         *,
@@ -477,17 +465,6 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
         context: Any = None,
         **inference_kwargs: Any,
     ) -> list[Parsed[T]]: ...
-
-    @overload
-    async def parse_reply(
-        self,
-        model_input: OneInputWithImages,
-        output_type: type[T],
-        *,
-        retries: int = 0,
-        context: Any = None,
-        **inference_kwargs: Any,
-    ) -> Parsed[T]: ...
 
     @overload
     async def parse_reply(

@@ -11,8 +11,7 @@ import httpx
 import lmstudio as lms
 import msgspec
 from lmstudio import FileHandle
-from outlines.inputs import Chat, Image
-from PIL.Image import Image as PILImage
+from outlines.inputs import Chat
 
 from ._adapter import LMStudioTypeAdapter
 from ._cache import AsyncClientCache, SyncClientCache
@@ -83,7 +82,6 @@ __all__ = [
     "SYNC_IMAGES",
     "SYNC_RECONNECTS",
     "SYNC_TRAITS",
-    "OneInputWithImages",
     "SeveralInputs",
     "check_concurrency",
     "check_model_name",
@@ -297,9 +295,6 @@ def _structured_from_config(
 _STRUCTURED_BODY = {"json": ("jsonSchema", "json_schema"), "gbnf": ("gbnfGrammar", "gbnf_grammar")}
 """Where each kind of ``config['structured']`` keeps what it asks for (both spellings)."""
 
-
-OneInputWithImages: TypeAlias = list[str | Image | PILImage | FileHandle]
-"""One ``[prompt, Image, ...]`` (for type checkers: ``parse`` returns one value for it)."""
 
 SeveralInputs: TypeAlias = (
     list[str]

@@ -34,7 +34,6 @@ from ._common import (
     AskedTraits,
     Completion,
     ModelTraits,
-    OneInputWithImages,
     Request,
     SeveralInputs,
 )
@@ -216,17 +215,6 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         @overload
         def parse(
             self,
-            model_input: OneInputWithImages,
-            output_type: type[T],
-            *,
-            retries: int = 0,
-            context: Any = None,
-            **inference_kwargs: Any,
-        ) -> T: ...
-
-        @overload
-        def parse(
-            self,
             model_input: Any,
             output_type: Any,
             *,
@@ -267,17 +255,6 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
             context: Any = None,
             **inference_kwargs: Any,
         ) -> list[Parsed[T]]: ...
-
-        @overload
-        def parse_reply(
-            self,
-            model_input: OneInputWithImages,
-            output_type: type[T],
-            *,
-            retries: int = 0,
-            context: Any = None,
-            **inference_kwargs: Any,
-        ) -> Parsed[T]: ...
 
         @overload
         def parse_reply(

@@ -173,6 +173,10 @@ class SigintGuard:
             pythons = _PythonsHandler.address
             if before is not None and pythons is not None and before.handler != pythons:
                 return  # a handler installed in C (faulthandler's) runs on SIGINT: left alone
+            # Set before the handler: a Ctrl-C right after it is installed runs `_note` at
+            # once, which must find what to give back (found by a review).
+            self._before = before
+            self.armed = True
             _RAW.signal(_SIGINT, self._note)
             if before is not None and pythons is None:
                 # The first time: Python's own handler in C is the one just installed. What
@@ -180,11 +184,9 @@ class SigintGuard:
                 # only, a Ctrl-C went to the guard).
                 _PythonsHandler.address = pythons = (_os_sigint.current() or before).handler
                 if before.handler != pythons:
+                    self.armed = False
                     _RAW.signal(_SIGINT, _DEFAULT)
                     _os_sigint.put_back(before)
-                    return
-            self._before = before
-            self.armed = True
 
     def disarm(self) -> None:
         """Stop deferring Ctrl-C (the default handler is back, unless it was replaced)."""

@@ -9,31 +9,35 @@ not replace such a handler, nor drop those flags (found by a probe: one call too
 first and gives it back unchanged afterwards.
 
 Why hand-written: Python has no call that reads ``sigaction``, hence ctypes. The C structure's
-layout differs between systems; only its first field is read (the handler, first on glibc,
-musl, macOS and the BSDs), and the structure is otherwise given back as the C library gave it.
-Where there is no ``sigaction`` to call (Windows), `current` returns ``None`` and the guard
-goes by Python's table alone, as before.
+layout differs between systems; only its first field is read, the handler, which comes first
+on Linux (glibc, musl), macOS and the BSDs, and the structure is otherwise given back as the C
+library gave it. Where the handler is not first (MIPS, where ``sa_flags`` leads; Solaris and
+illumos) or there is no ``sigaction`` to call (Windows), `current` returns ``None`` and the
+guard goes by Python's table alone, as it did before (found by a review).
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import platform
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["Action", "current", "put_back"]
 
-_SIZE = 1024
-"""Bytes kept for a ``struct sigaction``: more than any system's (152 on glibc x86-64)."""
+_WORDS = 64
+"""Pointer-sized words kept for a ``struct sigaction``: 512 bytes on 64-bit systems, more
+than any system's (152 on glibc x86-64)."""
+
+_Raw = ctypes.c_void_p * _WORDS
 
 _SIGINT = int(signal.SIGINT)
 
 
-@dataclass(frozen=True)
-class Action:
+class Action(NamedTuple):
     """SIGINT's ``struct sigaction``, as the C library gave it.
 
     Attributes
@@ -45,13 +49,19 @@ class Action:
     """
 
     handler: int
-    raw: ctypes.Array[ctypes.c_char]
+    raw: ctypes.Array[ctypes.c_void_p]
 
 
 @functools.cache
 def _sigaction() -> Callable[[int, object, object], int] | None:
-    """Return the C library's ``sigaction``, or ``None`` where there is none to call."""
-    if sys.platform == "win32":  # pragma: no cover - no sigaction there
+    """Return the C library's ``sigaction``, or ``None`` where it cannot be used.
+
+    That is where there is none to call, or where the handler is not the structure's first
+    field.
+    """
+    if sys.platform == "win32" or sys.platform.startswith("sunos"):  # pragma: no cover
+        return None
+    if platform.machine().lower().startswith("mips"):  # pragma: no cover - flags first
         return None
     try:
         call = ctypes.CDLL(None, use_errno=True).sigaction
@@ -67,10 +77,10 @@ def current() -> Action | None:
     call = _sigaction()
     if call is None:  # pragma: no cover - Windows
         return None
-    raw = ctypes.create_string_buffer(_SIZE)
+    raw = _Raw()
     if call(_SIGINT, None, raw) != 0:  # pragma: no cover - SIGINT is always valid
         return None
-    return Action(ctypes.c_void_p.from_buffer(raw).value or 0, raw)
+    return Action(raw[0] or 0, raw)
 
 
 def put_back(action: Action) -> None:

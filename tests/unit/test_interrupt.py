@@ -241,6 +241,14 @@ def test_a_handler_installed_in_c_is_left_alone(tmp_path: Path) -> None:
 _FLAGS = ctypes.sizeof(ctypes.c_void_p) + 128  # glibc's sa_flags, after handler and sa_mask
 
 
+def _restarts() -> bool:
+    """Whether SIGINT has SA_RESTART (what ``signal.siginterrupt(SIGINT, False)`` sets)."""
+    action = _os_sigint.current()
+    assert action is not None
+    flags = int.from_bytes(bytes(action.raw)[_FLAGS : _FLAGS + 4], sys.byteorder)
+    return bool(flags & 0x10000000)
+
+
 @pytest.mark.skipif(
     sys.platform != "linux" or platform.libc_ver()[0] != "glibc" or _os_sigint.current() is None,
     reason="reads sa_flags where glibc has it",
@@ -250,28 +258,64 @@ def test_the_flags_signal_siginterrupt_set_are_given_back() -> None:
     """Found by a probe: ``signal.siginterrupt(SIGINT, False)`` (SA_RESTART) was cleared by
     one call; the SDK by hand keeps it. Given back after a disarm and after a Ctrl-C."""
 
-    def restarts() -> bool:
-        action = _os_sigint.current()
-        assert action is not None
-        return bool(int.from_bytes(action.raw.raw[_FLAGS : _FLAGS + 4], sys.byteorder) & 0x10000000)
-
-    assert not restarts()
+    assert not _restarts()
     signal.siginterrupt(signal.SIGINT, False)
     try:
-        assert restarts()
+        assert _restarts()
         guard = SigintGuard()
         guard.arm()
         assert guard.armed
         guard.disarm()
-        assert restarts()
+        assert _restarts()
         guard = SigintGuard()
         guard.arm()
         os.kill(os.getpid(), signal.SIGINT)  # noted: Python's handler is back, with the flag
         assert guard.interrupted
-        assert restarts()
+        assert _restarts()
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    assert not restarts()
+    assert not _restarts()
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or platform.libc_ver()[0] != "glibc" or _os_sigint.current() is None,
+    reason="reads sa_flags where glibc has it",
+)
+def test_a_ctrl_c_right_after_the_handler_is_installed_gives_the_flags_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a review: a Ctrl-C in the moment after ``arm`` installed its handler, before
+    it recorded what to give back, lost the ``siginterrupt`` flags for good, and left the
+    guard saying it was armed with no handler. Python runs the handler as soon as
+    ``signal.signal`` returns: the wrapper sends SIGINT there."""
+    warm = SigintGuard()
+    warm.arm()  # Python's handler in C is known from here
+    warm.disarm()
+    raw = _interrupt._RAW
+
+    class SignalAtOnce:
+        def getsignal(self, signalnum: int) -> Any:
+            return raw.getsignal(signalnum)
+
+        def signal(self, signalnum: int, handler: Any) -> Any:
+            previous = raw.signal(signalnum, handler)
+            if getattr(handler, "__name__", "") == "_note":
+                signal.raise_signal(signal.SIGINT)
+            return previous
+
+    signal.siginterrupt(signal.SIGINT, False)
+    try:
+        assert _restarts()
+        monkeypatch.setattr(_interrupt, "_RAW", SignalAtOnce())
+        guard = SigintGuard()
+        guard.arm()
+        monkeypatch.setattr(_interrupt, "_RAW", raw)
+        assert guard.interrupted
+        assert not guard.armed
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert _restarts()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 Reports = list[BaseException | None]

@@ -328,6 +328,8 @@ def test_ctrl_c_during_the_install_says_so_in_one_line(tmp_path: Path) -> None:
             "unrecognized argument: 'two words' (see bash scripts/demo --help)",
         ),
         (["--local", "--emulator"], "--emulator cannot go with --local: give one of them"),
+        (["--loc", "--e"], "--emulator cannot go with --local: give one of them"),
+        (["--"], "unrecognized argument: '--' (see bash scripts/demo --help)"),
     ],
 )
 def test_the_demo_refuses_bad_arguments_before_it_installs(args: list[str], said: str) -> None:
@@ -349,7 +351,7 @@ def test_the_demo_refuses_bad_arguments_before_it_installs(args: list[str], said
 
 
 def test_the_demo_help_says_its_usage_and_does_nothing_else() -> None:
-    for flags in (["--help"], ["--local", "-h"]):
+    for flags in (["--help"], ["--local", "-h"], ["--bogus", "--he"]):  # as argparse
         result = subprocess.run(
             ["bash", str(SCRIPTS / "demo"), *flags],
             capture_output=True,
@@ -362,3 +364,19 @@ def test_the_demo_help_says_its_usage_and_does_nothing_else() -> None:
         assert "bash scripts/demo [-h] [--local | --emulator]" in result.stdout
         assert "set -euo" not in result.stdout
         assert result.stderr == ""
+
+
+@pytest.mark.parametrize("args", [["--local"], ["--emu"], ["--lo", "--local"], []])
+def test_the_demo_takes_what_extract_py_takes(args: list[str]) -> None:
+    """Found by a review: the demo's own check refused ``--emu``, which argparse (in
+    examples/extract.py) takes for ``--emulator``. Taken, the set-up starts: the bad
+    PYTHON given here stops it."""
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "demo"), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": "/nonexistent/python3"},
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("PYTHON=/nonexistent/python3 is not Python 3.11")

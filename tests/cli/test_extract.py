@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -1110,3 +1111,83 @@ def test_output_to_a_terminal_shows_8_bit_controls_as_json_escapes(
     assert "\x9b" not in line
     assert "\x7f" not in line
     assert json.loads(line)["result"] == {"name": "a\x9b2Jb\x7fc"}
+
+
+def _run_on_a_terminal(command: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """Run ``command`` with standard output and error on one pseudo-terminal; what it drew."""
+    import pty
+    import select
+
+    main, child = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=child, stderr=child, cwd=cwd, env=env
+        )
+    finally:
+        os.close(child)
+    drawn = bytearray()
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], 0.5)
+            if not ready:
+                if process.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(main, 65536)
+            except OSError:  # EIO: the process has closed its side
+                break
+            if not data:
+                break
+            drawn += data
+    finally:
+        os.close(main)
+        process.kill()
+        process.wait(10)
+    return drawn.decode("utf-8", "replace")
+
+
+def test_results_on_the_terminal_are_not_drawn_over_by_the_progress_bar(
+    emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """Found by a probe: with ``--output -`` on a terminal, the results were written beside
+    the live progress bar, and most lines were glued to one of its frames. There is no bar
+    then; the summary still comes."""
+    schema = tmp_path / "person.schema.json"
+    schema.write_text(json.dumps(PERSON_SCHEMA))
+    source = write_items(tmp_path / "in.jsonl", 6)
+    emulator.add_fault(Fault("predict", "delay", seconds=0.3, times=6))  # the bar redraws
+    command = [*script_path(), "--host", emulator.api_host, *extract(schema, source, Path("-"))]
+    env = cli_env(TERM="xterm-256color", COLUMNS="100", LINES="40", NO_COLOR="1")
+    drawn = _run_on_a_terminal(command, tmp_path, env)
+    shown = drawn.replace("\r\n", "\n").splitlines()
+    results = [line for line in shown if '"id": "item-' in line]
+    assert len(results) == 6, drawn
+    assert all(line.startswith('{"id": "item-') for line in results), drawn
+    assert "━" not in drawn  # no bar
+    assert "Done in" in drawn
+
+
+@pytest.mark.parametrize("asks", ["FORCE_COLOR", "TTY_COMPATIBLE"])
+def test_a_ci_log_gets_no_progress_frames(
+    run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path, asks: str
+) -> None:
+    """Found by a probe: under ``FORCE_COLOR=1`` or ``TTY_COMPATIBLE=1`` (set by CI runners)
+    with standard error not a terminal, rich drew the progress bar into the log 10 times a
+    second (``TTY_INTERACTIVE=1`` too, and its last frame then ran into "Done"). Only the
+    final line is written."""
+    schema = tmp_path / "person.schema.json"
+    schema.write_text(json.dumps(PERSON_SCHEMA))
+    source = write_items(tmp_path / "in.jsonl", 4)
+    emulator.add_fault(Fault("predict", "delay", seconds=0.3, times=4))
+    env = cli_env(**{asks: "1", "TERM": "xterm-256color", "TTY_INTERACTIVE": "1"})
+    result = run_cli(*extract(schema, source, tmp_path / "out.jsonl"), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr  # no frame drawn over another
+    assert "\x1b[2K" not in result.stderr  # nor a line erased for one (colours stay asked for)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stderr).splitlines()
+    bars = [line for line in shown if line.startswith("extract")]
+    assert len(bars) == 1, result.stderr
+    assert "4/4" in bars[0]
+    assert bars[0].rstrip().endswith("0:00:00")  # "Done" on a line of its own

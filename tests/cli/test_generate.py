@@ -82,6 +82,42 @@ def test_stream_with_schema_prints_the_validated_object(
     jsonschema.validate(json.loads(result.stdout), PERSON_SCHEMA)
 
 
+def test_a_live_object_taller_than_the_terminal_leaves_no_frame_behind(
+    main_in_process: MainInProcess,
+    emulator: LMStudioEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Found by a probe: rich drew the live display's last frame whole as it stopped, and a
+    frame taller than the terminal stayed in the scrollback above the result (a Python repr
+    of the object, 22 lines at 12), also after Ctrl-C. Frames are cropped to the terminal
+    while the reply streams; the end draws none."""
+    from outlines_lmstudio.cli import _common
+
+    items = [f"item number {n}" for n in range(30)]
+    emulator.script(TEXT, [json.dumps({"items": items})])
+    schema = tmp_path / "items.schema.json"
+    schema.write_text(
+        json.dumps(
+            {
+                "type": "object",
+                "properties": {"items": {"type": "array", "items": {"type": "string"}}},
+                "required": ["items"],
+            }
+        )
+    )
+    monkeypatch.setattr(_common, "_stdout_is_a_terminal", lambda: True)
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich draws for a terminal
+    monkeypatch.setenv("TTY_INTERACTIVE", "1")
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.setenv("LINES", "12")
+    result = main_in_process("generate", "-m", TEXT, "--schema", str(schema), "--stream", "List")
+    assert result.returncode == 0, result.stderr
+    assert "\x1b[" in result.stdout  # drawn live, as on a terminal
+    assert "'item number 29'" not in result.stdout  # no frame drew the end of the list
+    assert result.stdout.rstrip().endswith('"item number 29"\n  ]\n}')
+
+
 @pytest.mark.parametrize("asks", ["FORCE_COLOR", "TTY_COMPATIBLE"])
 def test_a_colour_forcing_environment_leaves_redirected_results_plain(
     run_cli: RunCli, schema_file: Path, asks: str

@@ -397,7 +397,13 @@ def console() -> Console:
 
 
 def err_console() -> Console:
-    """Return a rich console on standard error (messages, progress bars; markup off)."""
+    """Return a rich console on standard error (messages, progress bars; markup off).
+
+    Standard error that is not a terminal never animates: rich takes ``FORCE_COLOR`` and
+    ``TTY_COMPATIBLE`` (which CI runners set) for a terminal, and ``TTY_INTERACTIVE`` for one
+    that animates, and then wrote ``extract``'s progress bar into a CI log 10 times a second
+    (found by a probe). Colours still follow rich's reading.
+    """
     width, height = _size()
     return _console_class()(
         stderr=True,
@@ -407,6 +413,7 @@ def err_console() -> Console:
         _environ=_environ(),
         width=width,
         height=height,
+        force_interactive=None if _stderr_is_a_terminal() else False,
     )
 
 
@@ -1021,6 +1028,11 @@ def _utf8_safe(text: str) -> str:
 def _stdout_is_a_terminal() -> bool:
     """Whether standard output is a terminal (not a file or pipe, nor closed: ``None``)."""
     return sys.stdout is not None and sys.stdout.isatty()
+
+
+def _stderr_is_a_terminal() -> bool:
+    """Whether standard error is a terminal (not a file or pipe, nor closed: ``None``)."""
+    return sys.stderr is not None and sys.stderr.isatty()
 
 
 def for_terminal(text: str) -> str:

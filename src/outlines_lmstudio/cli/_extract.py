@@ -256,7 +256,7 @@ def _eta_column() -> Any:
     return EtaColumn()
 
 
-def _progress() -> Any:
+def _progress(*, disable: bool) -> Any:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -275,6 +275,7 @@ def _progress() -> Any:
         TextColumn("ETA"),
         _eta_column(),
         console=err_console(),
+        disable=disable,
     )
 
 
@@ -450,7 +451,9 @@ def _process(
     waiting = iter(pending)
     try:
         running = {pool.submit(run, item) for item in itertools.islice(waiting, 2 * concurrency)}
-        with _progress() as progress:
+        # No bar when the results go to the terminal too (`--output -`): written beside it,
+        # each line was glued to a frame of it (found by a probe).
+        with _progress(disable=output.terminal) as progress:
             task = progress.add_task("extract", total=len(pending), failed=0)
             try:
                 for future in _as_finished(running, pool, run, waiting):

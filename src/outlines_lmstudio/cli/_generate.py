@@ -158,6 +158,7 @@ def _stream_once(model: Any, model_input: Any, spec: OutputSpec, kwargs: Any) ->
     """Show the partial object live on a terminal; return the validated value."""
     from rich.live import Live
     from rich.pretty import Pretty
+    from rich.text import Text
 
     from ._common import console
 
@@ -168,8 +169,15 @@ def _stream_once(model: Any, model_input: Any, spec: OutputSpec, kwargs: Any) ->
         return last[0] if last else None
     value: Any = None
     with Live(console=out, transient=True, auto_refresh=False) as live:
-        for value in values:
-            live.update(Pretty(to_json(value)), refresh=True)
+        try:
+            for value in values:
+                live.update(Pretty(to_json(value)), refresh=True)
+        finally:
+            # Rich draws a display's last frame whole as it stops, taller than the terminal
+            # too, and a transient display then erases only the rows still on screen: the
+            # rest stayed in the scrollback (found by a probe). An empty last frame leaves
+            # nothing; the result is printed after.
+            live.update(Text(""))
     return value
 
 

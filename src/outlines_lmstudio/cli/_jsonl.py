@@ -537,6 +537,11 @@ class OutputFile:
                 "run the command again."
             )
 
+    @property
+    def terminal(self) -> bool:
+        """Whether the output, once opened, is a terminal (``--output -`` on one)."""
+        return self._terminal
+
     def check_writable(self, *, rewrite: bool) -> None:
         """Refuse an output this user cannot write, before anything is asked of LM Studio.
 

@@ -1191,3 +1191,35 @@ def test_a_ci_log_gets_no_progress_frames(
     assert len(bars) == 1, result.stderr
     assert "4/4" in bars[0]
     assert bars[0].rstrip().endswith("0:00:00")  # "Done" on a line of its own
+
+
+@pytest.mark.parametrize(
+    ("columns", "shown"),
+    [
+        (20, "6/6 0 failed"),
+        (40, "extract 6/6 0 failed ETA 0:00:00"),
+        (60, "extract 6/6 0 failed "),  # then the rate, then "ETA 0:00:00"
+        (80, "extract ━━━━━━━━━━ 6/6 0 failed "),
+    ],
+)
+def test_the_progress_line_fits_a_narrow_terminal(
+    emulator: LMStudioEmulator, tmp_path: Path, columns: int, shown: str
+) -> None:
+    """Found by a probe: rich squeezed every column into a narrow terminal, so the item
+    count was gone at 20 columns and the line wrapped at 60. Columns are left out instead,
+    the least needed first; the count and the failures stay."""
+    schema = tmp_path / "person.schema.json"
+    schema.write_text(json.dumps(PERSON_SCHEMA))
+    source = write_items(tmp_path / "in.jsonl", 6)
+    command = [*script_path(), "--host", emulator.api_host, "extract", "--schema", str(schema)]
+    command += ["--input", str(source), "--output", str(tmp_path / "out.jsonl")]
+    env = cli_env(TERM="xterm-256color", COLUMNS=str(columns), LINES="20", NO_COLOR="1")
+    drawn = _run_on_a_terminal(command, tmp_path, env)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn)
+    frames = [f for f in re.split(r"[\r\n]+", plain) if "6/6" in f]
+    assert frames, drawn
+    last = frames[-1].rstrip()
+    assert last.startswith(shown), drawn
+    assert len(last) <= columns
+    if columns >= 40:
+        assert last.endswith("ETA 0:00:00"), drawn  # on the same line: nothing wrapped

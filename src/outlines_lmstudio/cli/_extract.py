@@ -256,27 +256,50 @@ def _eta_column() -> Any:
     return EtaColumn()
 
 
+_FULL_WIDTH = 100
+"""Columns the whole progress line takes with its 40-column bar (at 1000 items)."""
+
+
 def _progress(*, disable: bool) -> Any:
+    """Return the progress display, its columns fitted to the terminal's width.
+
+    On a narrow terminal rich squeezed every column, so the line lost its item count at 20
+    columns and wrapped at 60 (found by a probe). Columns are left out instead, the least
+    needed first (the bar shrinks, then the rate and times go), as the width is read again
+    at each refresh (a resized terminal).
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        ProgressColumn,
         TextColumn,
         TimeElapsedColumn,
     )
+    from rich.table import Table
 
-    return Progress(
-        TextColumn("[bold]extract"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("[red]{task.fields[failed]} failed"),
-        _rate_column(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        _eta_column(),
-        console=err_console(),
-        disable=disable,
-    )
+    name = TextColumn("[bold]extract")
+    count = MofNCompleteColumn()
+    failed = TextColumn("[red]{task.fields[failed]} failed")
+    rate, eta = _rate_column(), _eta_column()
+    times = [rate, TimeElapsedColumn(), TextColumn("ETA"), eta]
+    fits: list[tuple[int, tuple[ProgressColumn, ...]]] = [
+        (_FULL_WIDTH, (name, BarColumn(), count, failed, *times)),
+        (72, (name, BarColumn(bar_width=10), count, failed, *times)),
+        (56, (name, count, failed, rate, TextColumn("ETA"), eta)),
+        (40, (name, count, failed, TextColumn("ETA"), eta)),
+        (0, (count, failed)),
+    ]
+
+    err = err_console()
+
+    class FittingProgress(Progress):
+        def make_tasks_table(self, tasks: Any) -> Table:
+            width = err.width  # read at each refresh: the terminal may be resized
+            self.columns = next(columns for least, columns in fits if width >= least)
+            return super().make_tasks_table(tasks)
+
+    return FittingProgress(*fits[0][1], console=err, disable=disable)
 
 
 def _check_args(args: argparse.Namespace) -> None:

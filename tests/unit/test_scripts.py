@@ -366,11 +366,17 @@ def test_the_demo_help_says_its_usage_and_does_nothing_else() -> None:
         assert result.stderr == ""
 
 
-@pytest.mark.parametrize("args", [["--local"], ["--emu"], ["--lo", "--local"], []])
+_PREFIXES = [flag[:n] for flag in ("--local", "--emulator") for n in range(3, len(flag) + 1)]
+
+
+@pytest.mark.parametrize(
+    "args", [*([prefix] for prefix in _PREFIXES), ["--lo", "--local"], ["--e", "--emulator"], []]
+)
 def test_the_demo_takes_what_extract_py_takes(args: list[str]) -> None:
     """Found by a review: the demo's own check refused ``--emu``, which argparse (in
-    examples/extract.py) takes for ``--emulator``. Taken, the set-up starts: the bad
-    PYTHON given here stops it."""
+    examples/extract.py) takes for ``--emulator``; every shortening argparse takes is taken
+    (found by mutation testing). Taken, the set-up starts: the bad PYTHON given here stops
+    it."""
     result = subprocess.run(
         ["bash", str(SCRIPTS / "demo"), *args],
         capture_output=True,

@@ -10,7 +10,7 @@ import textwrap
 import threading
 import time
 import types
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,20 +137,19 @@ def test_a_noted_ctrl_c_runs_on_interrupt_in_a_thread_of_its_own() -> None:
     assert daemon == [True]
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_child_forked_from_another_thread_guards_its_new_main_thread() -> None:
-    """After fork, the forking thread is the child's main thread: the guard arms there."""
+def _in_a_child_forked_from_a_thread(check: Callable[[], bool]) -> bool:
+    """Fork from a thread of this process; return what ``check`` said in the child.
+
+    The forking thread is the child's only, and main, thread.
+    """
     status: list[int] = []
 
     def fork_and_check() -> None:
         pid = os.fork()
-        if pid == 0:  # the child: this thread is its only, and main, thread
+        if pid == 0:  # the child
             ok = False
             try:  # never back into pytest (its worker's channel is the parent's too)
-                guard = SigintGuard()
-                guard.arm()
-                ok = guard.enabled and guard.armed
-                guard.disarm()
+                ok = check()
             finally:
                 os._exit(0 if ok else 1)
         status.append(os.waitpid(pid, 0)[1])
@@ -158,7 +157,21 @@ def test_a_child_forked_from_another_thread_guards_its_new_main_thread() -> None
     thread = threading.Thread(target=fork_and_check)
     thread.start()
     thread.join(30)
-    assert status == [0]
+    return status == [0]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_from_another_thread_guards_its_new_main_thread() -> None:
+    """After fork, the forking thread is the child's main thread: the guard arms there."""
+
+    def arms() -> bool:
+        guard = SigintGuard()
+        guard.arm()
+        armed = guard.enabled and guard.armed
+        guard.disarm()
+        return armed
+
+    assert _in_a_child_forked_from_a_thread(arms)
     assert not SigintGuard().armed  # the parent's main thread is unchanged
 
 
@@ -167,35 +180,26 @@ def test_a_child_forked_while_the_guard_is_armed_has_ctrl_c_back() -> None:
     """Found by a probe: a thread that forked while the main thread waited with the guard
     armed (a ``fork`` process pool started from a thread) left its child the guard's
     handler, which swallowed the child's first Ctrl-C; the SDK by hand's child raises."""
-    status: list[int] = []
 
-    def fork_and_check() -> None:
-        pid = os.fork()
-        if pid == 0:  # the child: this thread is its only, and main, thread
-            ok = False
-            try:  # never back into pytest (its worker's channel is the parent's too)
-                ok = signal.getsignal(signal.SIGINT) is signal.default_int_handler
-                try:
-                    os.kill(os.getpid(), signal.SIGINT)
-                    time.sleep(1)
-                    ok = False
-                except KeyboardInterrupt:
-                    pass
-            finally:
-                os._exit(0 if ok else 1)
-        status.append(os.waitpid(pid, 0)[1])
+    def interrupts() -> bool:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return False
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            return True
+        return False
 
     guard = SigintGuard()
     guard.arm()
     try:
         assert guard.armed
-        thread = threading.Thread(target=fork_and_check)
-        thread.start()
-        thread.join(30)
+        forked = _in_a_child_forked_from_a_thread(interrupts)
         assert guard.armed  # the parent's guard is unchanged
     finally:
         guard.disarm()
-    assert status == [0]
+    assert forked
 
 
 @pytest.fixture(params=["first arm", "later arm"])

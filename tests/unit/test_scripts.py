@@ -81,6 +81,17 @@ def source_venv_sh(project: Path, settings: str = "EXTRAS=x") -> subprocess.Comp
     return _bash(code, project, env, timeout=300)
 
 
+def without_python(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``scripts/<script> ARGS`` with a PYTHON that does not run: any set-up fails."""
+    return subprocess.run(
+        ["bash", str(SCRIPTS / script), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": "/nonexistent/python3"},
+        timeout=60,
+    )
+
+
 def _bash(
     code: str, project: Path, env: dict[str, str], timeout: float
 ) -> subprocess.CompletedProcess[str]:
@@ -244,22 +255,32 @@ def test_check_takes_quick_among_the_pytest_arguments(args: list[str]) -> None:
     assert result.stdout.startswith("CI=true: ignoring --quick")
 
 
-def test_check_help_prints_its_usage_and_does_nothing_else() -> None:
-    """Found by a probe: ``--help`` went to pytest, after the install and the lint (and by a
-    review: after another argument, it still did)."""
-    for flags in (["--help"], ["-h"], ["--quick", "--help"], ["tests/cli", "-x", "-h"]):
-        result = subprocess.run(
-            ["bash", str(SCRIPTS / "check"), *flags],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHON": "/nonexistent/python3"},  # anything more fails
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert result.stdout.startswith("The whole check, for people and CI:")
-        assert "bash scripts/check [--quick] [PYTEST ARGS...]" in result.stdout
-        assert "set -euo" not in result.stdout
-        assert result.stderr == ""
+@pytest.mark.parametrize(
+    ("script", "flags", "starts", "usage"),
+    [
+        # Found by a probe: ``--help`` went to pytest, after the install and the lint (and
+        # by a review: after another argument, it still did).
+        *(
+            ("check", flags, "The whole check, for people and CI:", "[--quick] [PYTEST ARGS...]")
+            for flags in (["--help"], ["-h"], ["--quick", "--help"], ["tests/cli", "-x", "-h"])
+        ),
+        # Found by a probe: the demo installed for minutes before its help; --help anywhere
+        # wins and may be shortened, as argparse has it.
+        *(
+            ("demo", flags, "The main job: structured extraction", "[-h] [--local | --emulator]")
+            for flags in (["--help"], ["--local", "-h"], ["--bogus", "--he"])
+        ),
+    ],
+)
+def test_help_prints_the_usage_and_does_nothing_else(
+    script: str, flags: list[str], starts: str, usage: str
+) -> None:
+    result = without_python(script, *flags)  # anything more than the help fails
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(starts)
+    assert f"bash scripts/{script} {usage}" in result.stdout
+    assert "set -euo" not in result.stdout
+    assert result.stderr == ""
 
 
 @makes_a_venv
@@ -336,34 +357,12 @@ def test_the_demo_refuses_bad_arguments_before_it_installs(args: list[str], said
     """Found by a probe: ``bash scripts/demo --bogus`` made .venv and installed the project,
     minutes with the llama.cpp build on a fresh machine, before examples/extract.py refused
     the argument. The demo now refuses it first (a bad PYTHON would stop any set-up)."""
-    result = subprocess.run(
-        ["bash", str(SCRIPTS / "demo"), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHON": "/nonexistent/python3"},
-        timeout=60,
-    )
+    result = without_python("demo", *args)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr == (
         f"usage: bash scripts/demo [-h] [--local | --emulator]\nscripts/demo: error: {said}\n"
     )
     assert result.stdout == ""
-
-
-def test_the_demo_help_says_its_usage_and_does_nothing_else() -> None:
-    for flags in (["--help"], ["--local", "-h"], ["--bogus", "--he"]):  # as argparse
-        result = subprocess.run(
-            ["bash", str(SCRIPTS / "demo"), *flags],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHON": "/nonexistent/python3"},  # anything more fails
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert result.stdout.startswith("The main job: structured extraction against LM Studio")
-        assert "bash scripts/demo [-h] [--local | --emulator]" in result.stdout
-        assert "set -euo" not in result.stdout
-        assert result.stderr == ""
 
 
 _PREFIXES = [flag[:n] for flag in ("--local", "--emulator") for n in range(3, len(flag) + 1)]
@@ -377,12 +376,6 @@ def test_the_demo_takes_what_extract_py_takes(args: list[str]) -> None:
     examples/extract.py) takes for ``--emulator``; every shortening argparse takes is taken
     (found by mutation testing). Taken, the set-up starts: the bad PYTHON given here stops
     it."""
-    result = subprocess.run(
-        ["bash", str(SCRIPTS / "demo"), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHON": "/nonexistent/python3"},
-        timeout=60,
-    )
+    result = without_python("demo", *args)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith("PYTHON=/nonexistent/python3 is not Python 3.11")

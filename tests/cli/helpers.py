@@ -112,22 +112,28 @@ def roles_and_texts(messages: list[dict[str, object]]) -> list[tuple[str, str]]:
 
 
 def run_on_a_terminal(
-    command: list[str], cwd: Path, env: dict[str, str], stdin: str | None = None
+    command: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    stdin: str | None = None,
+    stderr: Path | None = None,
 ) -> str:
     """Run ``command`` with standard output and error on one pseudo-terminal; what it drew.
 
-    ``stdin``: what standard input (a pipe) holds; none by default.
+    ``stdin``: what standard input (a pipe) holds; none by default. ``stderr``: a file that
+    takes standard error instead.
     """
     import pty
     import select
 
     main, child = pty.openpty()
+    err = child if stderr is None else os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=child,
-            stderr=child,
+            stderr=err,
             cwd=cwd,
             env=env,
         )
@@ -136,6 +142,8 @@ def run_on_a_terminal(
             process.stdin.close()
     finally:
         os.close(child)
+        if err != child:
+            os.close(err)
     drawn = bytearray()
     deadline = time.monotonic() + 30
     try:

@@ -1133,6 +1133,12 @@ def test_results_on_the_terminal_are_not_drawn_over_by_the_progress_bar(
     assert all(line.startswith('{"id": "item-') for line in results), drawn
     assert "━" not in drawn  # no bar
     assert "Done in" in drawn
+    # Standard error elsewhere (a log): the bar's last line is written there, as ever.
+    emulator.add_fault(Fault("predict", "delay", seconds=0.3, times=6))
+    drawn = run_on_a_terminal(command, tmp_path, env, stderr=tmp_path / "log")
+    assert len([line for line in drawn.splitlines() if line.startswith('{"id": "item-')]) == 6
+    logged = (tmp_path / "log").read_text()
+    assert [line for line in logged.splitlines() if line.startswith("extract")], logged
 
 
 @pytest.mark.parametrize("asks", ["FORCE_COLOR", "TTY_COMPATIBLE"])

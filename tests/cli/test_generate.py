@@ -31,6 +31,7 @@ from .helpers import (
     cli_env,
     png,
     roles_and_texts,
+    run_on_a_terminal,
     script_path,
     text_commands,
 )
@@ -83,17 +84,12 @@ def test_stream_with_schema_prints_the_validated_object(
 
 
 def test_a_live_object_taller_than_the_terminal_leaves_no_frame_behind(
-    main_in_process: MainInProcess,
-    emulator: LMStudioEmulator,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    emulator: LMStudioEmulator, tmp_path: Path
 ) -> None:
     """Found by a probe: rich drew the live display's last frame whole as it stopped, and a
     frame taller than the terminal stayed in the scrollback above the result (a Python repr
     of the object, 22 lines at 12), also after Ctrl-C. Frames are cropped to the terminal
     while the reply streams; the end draws none."""
-    from outlines_lmstudio.cli import _common
-
     items = [f"item number {n}" for n in range(30)]
     emulator.script(TEXT, [json.dumps({"items": items})])
     schema = tmp_path / "items.schema.json"
@@ -106,16 +102,13 @@ def test_a_live_object_taller_than_the_terminal_leaves_no_frame_behind(
             }
         )
     )
-    monkeypatch.setattr(_common, "_stdout_is_a_terminal", lambda: True)
-    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich draws for a terminal
-    monkeypatch.setenv("TTY_INTERACTIVE", "1")
-    monkeypatch.setenv("COLUMNS", "60")
-    monkeypatch.setenv("LINES", "12")
-    result = main_in_process("generate", "-m", TEXT, "--schema", str(schema), "--stream", "List")
-    assert result.returncode == 0, result.stderr
-    assert "\x1b[" in result.stdout  # drawn live, as on a terminal
-    assert "'item number 29'" not in result.stdout  # no frame drew the end of the list
-    assert result.stdout.rstrip().endswith('"item number 29"\n  ]\n}')
+    command = [*script_path(), "--host", emulator.api_host, "generate", "-m", TEXT]
+    command += ["--schema", str(schema), "--stream", "List"]
+    env = cli_env(TERM="xterm-256color", COLUMNS="60", LINES="12", NO_COLOR="1")
+    drawn = run_on_a_terminal(command, tmp_path, env)
+    assert "\x1b[" in drawn  # drawn live, as on a terminal
+    assert "'item number 29'" not in drawn  # no frame drew the end of the list
+    assert drawn.replace("\r\n", "\n").rstrip().endswith('"item number 29"\n  ]\n}')
 
 
 @pytest.mark.parametrize("asks", ["FORCE_COLOR", "TTY_COMPATIBLE"])

@@ -84,6 +84,7 @@ __all__ = [
     "resolve_llm",
     "set_mode",
     "sampling_kwargs",
+    "stderr_is_a_terminal",
     "system_prompt",
     "write_out",
 ]
@@ -413,7 +414,7 @@ def err_console() -> Console:
         _environ=_environ(),
         width=width,
         height=height,
-        force_interactive=None if _stderr_is_a_terminal() else False,
+        force_interactive=None if stderr_is_a_terminal() else False,
     )
 
 
@@ -1030,7 +1031,7 @@ def _stdout_is_a_terminal() -> bool:
     return sys.stdout is not None and sys.stdout.isatty()
 
 
-def _stderr_is_a_terminal() -> bool:
+def stderr_is_a_terminal() -> bool:
     """Whether standard error is a terminal (not a file or pipe, nor closed: ``None``)."""
     return sys.stderr is not None and sys.stderr.isatty()
 

@@ -26,6 +26,7 @@ from ._common import (
     file_path,
     resolve_llm,
     sampling_kwargs,
+    stderr_is_a_terminal,
     system_prompt,
 )
 from ._generate import build_input
@@ -474,9 +475,10 @@ def _process(
     waiting = iter(pending)
     try:
         running = {pool.submit(run, item) for item in itertools.islice(waiting, 2 * concurrency)}
-        # No bar when the results go to the terminal too (`--output -`): written beside it,
-        # each line was glued to a frame of it (found by a probe).
-        with _progress(disable=output.terminal) as progress:
+        # No bar when the results go to the terminal it is drawn on (`--output -`): written
+        # beside it, each line was glued to a frame of it (found by a probe). Standard error
+        # elsewhere (a log) gets its last line, as ever.
+        with _progress(disable=output.terminal and stderr_is_a_terminal()) as progress:
             task = progress.add_task("extract", total=len(pending), failed=0)
             try:
                 for future in _as_finished(running, pool, run, waiting):

@@ -882,3 +882,15 @@ def test_help_lines_are_whole_when_piped_and_wrap_under_themselves_on_a_terminal
     last = next(i for i, line in enumerate(shown) if line.endswith("(as /TEXT)"))
     # (the first line follows the prompt: a terminal echoes what is typed, a pipe does not)
     assert all(len(line) <= 60 for line in shown[first + 1 : last + 1]), drawn
+    # Found by a review: below 38 columns a description was a word per row, each cut
+    # short. On a narrow terminal it goes under its command.
+    env = cli_env(TERM="xterm-256color", COLUMNS="30", LINES="60", NO_COLOR="1")
+    drawn = run_on_a_terminal(command, tmp_path, env, stdin="/help\n/exit\n")
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn).replace("\r\n", "\n")
+    shown = [line.rstrip() for line in plain.splitlines()]
+    start = shown.index("/clear")
+    assert shown[start + 1 : start + 4] == [
+        "    forget the conversation",
+        "    (the system prompt and",
+        "    attached images stay)",
+    ], drawn

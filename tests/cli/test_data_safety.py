@@ -333,6 +333,65 @@ def test_read_only_output_and_folder_are_one_line(
     assert emulator.requests == []
 
 
+def run_without_privileges(
+    emulator: LMStudioEmulator, cwd: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as this user without root's privileges (file modes then apply to root
+    too: ``setpriv`` drops every capability), as a user other than root runs it."""
+    command = [*script_path(), "--host", emulator.api_host, *args]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root ignores file modes, and setpriv is not available")
+        command = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *command]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=cli_env(), cwd=cwd, timeout=30, check=False
+    )
+
+
+def test_retrying_errors_needs_the_file_and_the_folder_it_is_rewritten_in(
+    emulator: LMStudioEmulator, files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Found by a review of the check made before LM Studio is asked: ``--retry-errors``
+    rewrites the file a symbolic link points to, next to it, with the file's mode, then
+    appends. A link in a read-only folder was refused (its own folder was checked); a link
+    into a read-only folder passed, and failed after the model was looked up; a read-only
+    file passed, and its error lines were gone (the new file had its mode)."""
+    schema, source = files
+    (tmp_path / "closed").mkdir()
+    (tmp_path / "open").mkdir()
+    read_only_file = tmp_path / "open" / "read-only.jsonl"
+    read_only_file.write_text(RESULT_AND_ERROR)
+    read_only_file.chmod(0o444)
+    into_closed = tmp_path / "open" / "to-closed.jsonl"
+    (tmp_path / "closed" / "target.jsonl").write_text(RESULT_AND_ERROR)
+    into_closed.symlink_to("../closed/target.jsonl")
+    from_closed = tmp_path / "closed" / "to-open.jsonl"
+    (tmp_path / "open" / "target.jsonl").write_text(RESULT_AND_ERROR)
+    from_closed.symlink_to("../open/target.jsonl")
+    (tmp_path / "closed").chmod(0o555)
+    try:
+        refused = run_without_privileges(
+            emulator, tmp_path, *extract(schema, source, str(read_only_file), "--retry-errors")
+        )
+        assert refused.returncode == 2
+        assert_one_line_error(refused, "the file is not writable for this user")
+        assert read_only_file.read_text() == RESULT_AND_ERROR
+        linked = run_without_privileges(
+            emulator, tmp_path, *extract(schema, source, str(into_closed), "--retry-errors")
+        )
+        assert linked.returncode == 2
+        closed = str(tmp_path / "closed")
+        assert_one_line_error(linked, f"no file can be made in its folder {closed!r}")
+        assert emulator.requests == []  # both said before LM Studio was asked
+        retried = run_without_privileges(
+            emulator, tmp_path, *extract(schema, source, str(from_closed), "--retry-errors")
+        )
+        assert retried.returncode == 0, retried.stderr
+        assert all("result" in r for r in lines(tmp_path / "open" / "target.jsonl"))
+    finally:
+        (tmp_path / "closed").chmod(0o755)
+
+
 def test_a_finished_read_only_output_is_nothing_to_do(
     emulator: LMStudioEmulator, files: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -1195,3 +1195,34 @@ def test_the_progress_line_fits_a_narrow_terminal(
     assert len(last) <= columns
     if columns >= 40:
         assert last.endswith("ETA 0:00:00"), drawn  # on the same line: nothing wrapped
+
+
+@pytest.mark.parametrize(
+    ("total", "done", "failed", "hours"),
+    [(1000, 500, 0, 0.02), (100_000, 54_321, 2000, 5), (1_000_000, 999_999, 12_345, 30)],
+)
+def test_the_progress_line_fits_every_width_for_large_counts(
+    total: int, done: int, failed: int, hours: float
+) -> None:
+    """Found by a review: the layouts were chosen by widths fixed for 1,000 items, so
+    1,000,000 read "12345/100…" at 74 columns, and 10,000 with failures wrapped at 72. The
+    widest layout whose line fits is drawn: one line, the count whole, and the failures
+    too wherever the count and they fit."""
+    from rich.console import Console
+
+    from outlines_lmstudio.cli._extract import progress_display
+
+    count, failures = f"{done}/{total}", f"{failed} failed"
+    for width in range(20, 201):
+        screen = io.StringIO()
+        console = Console(file=screen, width=width, force_terminal=True, color_system=None)
+        progress = progress_display(disable=True, console=console)
+        task = progress.add_task("extract", total=total, failed=failed)
+        progress.update(task, completed=done)
+        progress.tasks[0].start_time = time.monotonic() - hours * 3600
+        console.print(progress.make_tasks_table(progress.tasks))
+        (line,) = screen.getvalue().splitlines()  # one line: nothing wrapped
+        assert len(line) <= width
+        assert count in line, (width, line)
+        if width > len(count) + len(failures) + 2:
+            assert failures in line, (width, line)

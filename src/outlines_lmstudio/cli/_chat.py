@@ -165,6 +165,11 @@ class ChatSession:
             for usage, text in COMMANDS.items():
                 self.out.print(f"  {usage:<24}{text}", soft_wrap=True)
             return
+        if self.out.width < _HELP_BESIDE:  # found by a review: a word per row, cut short
+            for usage, text in COMMANDS.items():
+                self.out.print(Text(usage, style="bold"))
+                self.out.print(Padding(Text(text), (0, 0, 0, 4)))
+            return
         grid = Table.grid(padding=(0, 0))
         grid.add_column(style="bold", no_wrap=True, min_width=24)
         grid.add_column()
@@ -559,6 +564,10 @@ _CUT_OFF = {
     "contextLengthReached": "the model's context is full; /clear starts the conversation over",
 }
 """The stop reasons of a reply a limit cut off, as the chat says them."""
+
+
+_HELP_BESIDE = 50
+"""The narrowest terminal on which /help puts each description beside its command."""
 
 
 def _failure(exc: Exception) -> str:

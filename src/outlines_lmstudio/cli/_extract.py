@@ -46,12 +46,13 @@ from ._text import check_options_text
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from rich.console import Console
     from rich.progress import Task
     from rich.text import Text
 
     from outlines_lmstudio import LMStudio
 
-__all__ = ["HELP", "MAX_CONCURRENCY", "add_arguments", "run"]
+__all__ = ["HELP", "MAX_CONCURRENCY", "add_arguments", "progress_display", "run"]
 
 MAX_CONCURRENCY = 64
 """Most items ``--concurrency`` puts in flight (one thread and one prediction each)."""
@@ -257,17 +258,21 @@ def _eta_column() -> Any:
     return EtaColumn()
 
 
-_FULL_WIDTH = 100
-"""Columns the whole progress line takes with its 40-column bar (at 1000 items)."""
-
-
-def _progress(*, disable: bool) -> Any:
+def progress_display(*, disable: bool, console: Console | None = None) -> Any:
     """Return the progress display, its columns fitted to the terminal's width.
 
     On a narrow terminal rich squeezed every column, so the line lost its item count at 20
     columns and wrapped at 60 (found by a probe). Columns are left out instead, the least
-    needed first (the bar shrinks, then the rate and times go), as the width is read again
-    at each refresh (a resized terminal).
+    needed first (the bar shrinks, then the rate and times go): the widest layout whose
+    line fits is drawn, measured at each refresh (the counts grow; the terminal may be
+    resized; found by a review: widths fixed for 1,000 items cut 1,000,000 to "12345/100…").
+
+    Parameters
+    ----------
+    disable
+        Draw nothing (the results go to the terminal it would be drawn on).
+    console
+        Where it is drawn: standard error (`err_console`) by default.
     """
     from rich.progress import (
         BarColumn,
@@ -284,23 +289,27 @@ def _progress(*, disable: bool) -> Any:
     failed = TextColumn("[red]{task.fields[failed]} failed")
     rate, eta = _rate_column(), _eta_column()
     times = [rate, TimeElapsedColumn(), TextColumn("ETA"), eta]
-    fits: list[tuple[int, tuple[ProgressColumn, ...]]] = [
-        (_FULL_WIDTH, (name, BarColumn(), count, failed, *times)),
-        (72, (name, BarColumn(bar_width=10), count, failed, *times)),
-        (56, (name, count, failed, rate, TextColumn("ETA"), eta)),
-        (40, (name, count, failed, TextColumn("ETA"), eta)),
-        (0, (count, failed)),
+    layouts: list[tuple[ProgressColumn, ...]] = [
+        (name, BarColumn(), count, failed, *times),
+        (name, BarColumn(bar_width=10), count, failed, *times),
+        (name, count, failed, rate, TextColumn("ETA"), eta),
+        (name, count, failed, TextColumn("ETA"), eta),
+        (count, failed),
+        (count,),
     ]
-
-    err = err_console()
+    err = console or err_console()
 
     class FittingProgress(Progress):
         def make_tasks_table(self, tasks: Any) -> Table:
-            width = err.width  # read at each refresh: the terminal may be resized
-            self.columns = next(columns for least, columns in fits if width >= least)
-            return super().make_tasks_table(tasks)
+            unbounded = err.options.update_width(1_000_000)  # its width, not the terminal's
+            for columns in layouts:  # the last one is drawn even if it does not fit
+                self.columns = columns
+                table = super().make_tasks_table(tasks)
+                if err.measure(table, options=unbounded).maximum <= err.width:
+                    break
+            return table
 
-    return FittingProgress(*fits[0][1], console=err, disable=disable)
+    return FittingProgress(*layouts[0], console=err, disable=disable)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -478,7 +487,7 @@ def _process(
         # No bar when the results go to the terminal it is drawn on (`--output -`): written
         # beside it, each line was glued to a frame of it (found by a probe). Standard error
         # elsewhere (a log) gets its last line, as ever.
-        with _progress(disable=output.terminal and stderr_is_a_terminal()) as progress:
+        with progress_display(disable=output.terminal and stderr_is_a_terminal()) as progress:
             task = progress.add_task("extract", total=len(pending), failed=0)
             try:
                 for future in _as_finished(running, pool, run, waiting):

@@ -390,6 +390,16 @@ def _identity(info: os.stat_result) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
+def _may_write(path: Path, mode: int = os.W_OK) -> bool:
+    """Whether this process may write ``path`` (``mode``), as its effective user.
+
+    The effective user is the one that writes (a setuid wrapper's); ``os.access`` asks for
+    the real one unless told otherwise, where the system can.
+    """
+    effective = os.access in os.supports_effective_ids
+    return os.access(path, mode, effective_ids=effective)
+
+
 class OutputFile:
     """The output: what it already holds, and appending whole lines.
 
@@ -546,34 +556,38 @@ class OutputFile:
         """Refuse an output this user cannot write, before anything is asked of LM Studio.
 
         Found by a probe: it was said once the model had been looked up (with ``--local``,
-        loaded), and without naming the folder. ``os.access`` answers for this user, and for
-        a read-only file system. A stream is written as it is.
+        loaded), and without naming the folder. ``os.access`` answers for this process's
+        user (the effective one where the system can tell), and for a read-only file
+        system. A stream is written as it is.
 
         Parameters
         ----------
         rewrite
-            Whether the file is rewritten first (``--retry-errors``): a new file is then
-            made in its folder, and the old one's mode does not matter.
+            Whether the file is rewritten first (``--retry-errors``): a new file is then made
+            next to the file a symbolic link points to, with the old one's mode, and appended
+            to (found by a review: the link's own folder was checked, and a read-only file
+            passed, then lost its error lines).
 
         Raises
         ------
         CliError
-            If the file, or its folder where a file is to be made, is not writable.
+            If the file, or the folder a file is to be made in, is not writable.
         """
         if self.stream:
             return
-        if self._existing is not None and not rewrite:
-            if not os.access(self.path, os.W_OK):
-                raise CliError(
-                    f"Cannot write output {str(self.path)!r}: the file is not writable for "
-                    "this user (or is on a read-only file system)."
-                )
-        elif not os.access(self.path.parent, os.W_OK | os.X_OK):
+        if self._existing is not None and not _may_write(self.path):
             raise CliError(
-                f"Cannot write output {str(self.path)!r}: no file can be made in its folder "
-                f"{str(self.path.parent)!r} (not writable for this user, or on a read-only "
-                "file system)."
+                f"Cannot write output {str(self.path)!r}: the file is not writable for this "
+                "user (or is on a read-only file system)."
             )
+        if self._existing is None or rewrite:
+            folder = (Path(os.path.realpath(self.path)) if rewrite else self.path).parent
+            if not _may_write(folder, os.W_OK | os.X_OK):
+                raise CliError(
+                    f"Cannot write output {str(self.path)!r}: no file can be made in its "
+                    f"folder {str(folder)!r} (not writable for this user, or on a read-only "
+                    "file system)."
+                )
 
     def check_rewritable(self) -> None:
         """Refuse to rewrite a stream for ``--retry-errors`` (it is never read back).

@@ -57,10 +57,12 @@ COMMANDS = {
     "/exit": "leave (also /quit or Ctrl-D)",
     "//TEXT": "send a message that begins with / (as /TEXT)",
 }
+_COMMAND_LINES = tuple(f"  {name:<24}{text}" for name, text in COMMANDS.items())
+"""The in-chat commands a line each, as ``--help`` and a piped ``/help`` show them."""
 DESCRIPTION = (
     "An interactive chat; replies stream as they are generated. Ctrl-C stops a reply\n"
     "(it is cancelled on the server) and keeps the session. In-chat commands:\n\n"
-    + "\n".join(f"  {name:<24}{text}" for name, text in COMMANDS.items())
+    + "\n".join(_COMMAND_LINES)
     + f"\n\nImages over {MAX_SIDE} px on a side are downscaled before upload."
 )
 
@@ -162,8 +164,8 @@ class ChatSession:
         from rich.text import Text
 
         if not self.out.is_terminal:
-            for usage, text in COMMANDS.items():
-                self.out.print(f"  {usage:<24}{text}", soft_wrap=True)
+            for line in _COMMAND_LINES:
+                self.out.print(line, soft_wrap=True)
             return
         if self.out.width < _HELP_BESIDE:  # found by a review: a word per row, cut short
             for usage, text in COMMANDS.items():

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -118,50 +117,28 @@ def run_on_a_terminal(
     stdin: str | None = None,
     stderr: Path | None = None,
 ) -> str:
-    """Run ``command`` with standard output and error on one pseudo-terminal; what it drew.
+    """Run ``command`` on a pseudo-terminal (pexpect) of ``env``'s size; return what it drew.
 
-    ``stdin``: what standard input (a pipe) holds; none by default. ``stderr``: a file that
-    takes standard error instead.
+    ``stdin``: what is typed (and echoed); nothing by default. ``stderr``: a file that takes
+    standard error instead of the terminal.
     """
-    import pty
-    import select
+    import pexpect
 
-    main, child = pty.openpty()
-    err = child if stderr is None else os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    if stderr is not None:
+        command = ["sh", "-c", 'exec "$@" 2>"$0"', str(stderr), *command]
+    child = pexpect.spawn(
+        command[0],
+        command[1:],
+        env=env,
+        cwd=str(cwd),
+        timeout=30,
+        dimensions=(int(env.get("LINES", "24")), int(env.get("COLUMNS", "80"))),
+    )
     try:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
-            stdout=child,
-            stderr=err,
-            cwd=cwd,
-            env=env,
-        )
-        if process.stdin is not None:
-            process.stdin.write((stdin or "").encode())
-            process.stdin.close()
+        if stdin is not None:
+            child.send(stdin)
+        child.expect(pexpect.EOF)
+        drawn: bytes = child.before
     finally:
-        os.close(child)
-        if err != child:
-            os.close(err)
-    drawn = bytearray()
-    deadline = time.monotonic() + 30
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([main], [], [], 0.5)
-            if not ready:
-                if process.poll() is not None:
-                    break
-                continue
-            try:
-                data = os.read(main, 65536)
-            except OSError:  # EIO: the process has closed its side
-                break
-            if not data:
-                break
-            drawn += data
-    finally:
-        os.close(main)
-        process.kill()
-        process.wait(10)
+        child.close(force=True)
     return drawn.decode("utf-8", "replace")

@@ -880,7 +880,7 @@ def test_help_lines_are_whole_when_piped_and_wrap_under_themselves_on_a_terminal
     assert shown[start + 1] == "                          system prompt and attached images", drawn
     first = next(i for i, line in enumerate(shown) if "/image PATH" in line)
     last = next(i for i, line in enumerate(shown) if line.endswith("(as /TEXT)"))
-    # (the first line follows the prompt: a terminal echoes what is typed, a pipe does not)
+    # (the first line may follow the prompt: what is typed ahead is echoed before the prompt)
     assert all(len(line) <= 60 for line in shown[first + 1 : last + 1]), drawn
     # Found by a review: below 38 columns a description was a word per row, each cut
     # short. On a narrow terminal it goes under its command.

@@ -110,7 +110,8 @@ class SigintGuard:
         Called (in a daemon thread of its own, its errors ignored) when a Ctrl-C is
         noted: what stops the wait at once, e.g. the prediction's cancel.
     armed
-        Whether Ctrl-C is being deferred now (read only: `arm` and `disarm` set it).
+        Whether Ctrl-C is being deferred now: set by `arm`, cleared by `disarm` (and by
+        its caller right before it, see there).
     whole
         Armed for a whole reply once its prediction opens, until the caller disarms it
         (nothing of the caller's runs between fragments). Before that (a model lookup or
@@ -127,12 +128,17 @@ class SigintGuard:
         self.on_interrupt: Callable[[], object] | None = None
         self.armed = False
         self.whole = whole
-        self.enabled = threading.get_ident() == _Main.ident and _RAW.getsignal(_SIGINT) is _DEFAULT
+        self.enabled = threading.get_ident() == _Main.ident and _python_handles_sigint()
 
     _before: _os_sigint.Action | None = None
     """What the system ran on SIGINT before `arm`, given back with Python's handler."""
 
     def _note(self, signum: int, frame: FrameType | None) -> None:
+        if not self.armed:
+            # Left installed after its wait: an exception raised into the wait's end (a
+            # signal handler's) skipped the reset (found by a probe). Python's own handler.
+            self._put_back()
+            _DEFAULT(signum, frame)
         self.interrupted = True
         self.armed = False
         self._put_back()  # the next one interrupts
@@ -189,11 +195,18 @@ class SigintGuard:
                     _os_sigint.put_back(before)
 
     def disarm(self) -> None:
-        """Stop deferring Ctrl-C (the default handler is back, unless it was replaced)."""
-        if self.armed:
-            self.armed = False
-            if _RAW.getsignal(_SIGINT) == self._note:  # a handler set meanwhile stays
-                self._put_back()
+        """Stop deferring Ctrl-C (the default handler is back, unless it was replaced).
+
+        A signal handler's exception can be raised at any call or function entry (CPython
+        runs Python signal handlers there), this method's own entry included, and one that
+        skips the reset leaves the guard's handler installed (found by a probe). Unarmed, it
+        acts as Python's own handler (see `_note`) until the next guard resets it. So the
+        caller clears ``armed`` in its ``finally`` before it calls this, with no call between,
+        and this clears it again for other callers.
+        """
+        self.armed = False
+        if self.enabled and _RAW.getsignal(_SIGINT) == self._note:  # one set meanwhile stays
+            self._put_back()
 
     def _put_back(self) -> None:
         """Put Python's default handler back, with the system's flags of before `arm`."""
@@ -208,14 +221,23 @@ class _PythonsHandler:
     address: int | None = None
 
 
-def _disarm_in_child() -> None:
-    """Give a forked child Python's default handler back, if a guard was armed at the fork.
+def _python_handles_sigint() -> bool:
+    """Whether Python's default handler is SIGINT's, once a guard's left behind is reset.
 
-    A thread that forks while the main thread waits with the guard armed (a process pool
-    of the ``fork`` kind, started from a thread) left its child the guard's handler, which
-    swallowed the child's first Ctrl-C (found by a probe). The child runs none of the
-    parent's predictions.
+    A guard's handler outlives its wait when an exception (a signal handler's) skips the
+    reset (found by a probe), and it would leave every later guard disabled. A guard made
+    in the main thread finds no other one waiting there, but under a call made during a
+    wait (by a finalizer or a signal handler): that wait's Ctrl-C then interrupts at once,
+    as without a guard.
     """
+    if _RAW.getsignal(_SIGINT) is _DEFAULT:
+        return True
+    _reset_left_guard()
+    return _RAW.getsignal(_SIGINT) is _DEFAULT
+
+
+def _reset_left_guard() -> None:
+    """Give Python's default handler back if a guard's is installed (its wait is over)."""
     handler = _RAW.getsignal(_SIGINT)
     guard = getattr(handler, "__self__", None)
     if isinstance(guard, SigintGuard) and handler == guard._note:
@@ -223,7 +245,11 @@ def _disarm_in_child() -> None:
         guard._put_back()
 
 
-in_child(_disarm_in_child)
+# A thread that forks while the main thread waits with a guard armed (a process pool of the
+# ``fork`` kind, started from a thread) left its child the guard's handler, which swallowed
+# the child's first Ctrl-C (found by a probe). The child runs none of the parent's
+# predictions.
+in_child(_reset_left_guard)
 
 
 _MARK = "_outlines_lmstudio_ctrl_c"

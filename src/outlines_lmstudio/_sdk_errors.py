@@ -544,7 +544,8 @@ def closed_client_error(
         how += "was opened in, such as an earlier asyncio.run()"
         hint += " An AsyncClient works only in the event loop that opened it: make it inside "
         hint += "the asyncio.run(...) that uses it."
-    if threading.current_thread().daemon and not threading.main_thread().is_alive():
+    current, main = threading.current_thread(), threading.main_thread()
+    if current.daemon and not main.is_alive():
         # Found by a probe: a daemon thread's call at the program's exit blamed the user's
         # close(). The main thread is stopped first when the interpreter exits (public);
         # clients close at exit only once no other thread runs, but daemon threads' (a
@@ -553,6 +554,19 @@ def closed_client_error(
         hint = (
             "A call in a daemon thread cannot outlive the program: join the thread (or make "
             "it non-daemon) before the main thread ends."
+        )
+    elif current is main and not main.is_alive():
+        # Found by a probe: the same words for the main thread's own calls at exit (an
+        # atexit function, a __del__ at exit), made after the SDK's exit hook (registered
+        # when lmstudio is imported; atexit runs the last registered first) closed clients.
+        how += (
+            "; the program is exiting, and the lmstudio SDK closes its clients at exit, "
+            "before atexit functions registered before lmstudio was imported and before "
+            "objects are collected at exit"
+        )
+        hint += (  # either may be the cause: a with block may have ended before
+            " A call at exit works in an atexit function registered after importing "
+            "lmstudio (atexit runs the last registered first), not in __del__."
         )
     return LMStudioConnectionError(
         f"The lmstudio client this model uses was closed ({how}), so nothing can be sent to "

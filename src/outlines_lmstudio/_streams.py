@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import sys
 import threading
@@ -215,9 +216,9 @@ class SyncReader:
         self._sent = True
         self._sigint.on_interrupt = self._cancel_once_open
         arm = self._per_fragment and not self._whole  # else armed by the caller, if at all
-        if arm:
-            self._sigint.arm()
         try:
+            if arm:  # in the try: an exception raised right after it must disarm (a probe)
+                self._sigint.arm()
             if not self._started:
                 _OPEN.add(self)  # see _OPEN
                 self.stream.start()  # sends the request
@@ -250,8 +251,17 @@ class SyncReader:
             # An exception raised into the SDK's wait (a signal handler's: ``sys.exit()``,
             # an application's timeout) closes its channel with no cancel. After a Ctrl-C
             # noted by the guard (a second one, raised at once), the cancel was sent.
-            if self._channel is not None and prediction_channel(self.stream) is None:
-                self._lost = not self.at_end and not self._sigint.interrupted
+            if self._channel is not None:
+                if prediction_channel(self.stream) is None:
+                    self._lost = not self.at_end and not self._sigint.interrupted
+                elif (
+                    inspect.isgenerator(self._events)
+                    and inspect.getgeneratorstate(self._events) == inspect.GEN_CLOSED
+                ):
+                    # Raised into the SDK's iterator before it took the channel (its
+                    # ``with``): the channel is open, and nothing reads it. A new iterator
+                    # reads on, for `abandon` (found by a probe: no cancel was sent).
+                    self._events = iter(self.stream)
             if not isinstance(exc, Exception):
                 raise
             if self._sigint.interrupted:
@@ -267,6 +277,7 @@ class SyncReader:
         finally:
             try:
                 if arm:
+                    self._sigint.armed = False  # first, with no call before it: see disarm
                     self._sigint.disarm()
                 self._sigint.on_interrupt = None  # from here on, a Ctrl-C starts no cancel
             finally:

@@ -546,6 +546,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
             try:
                 self._predict_whole(call)
             finally:
+                guard.armed = False  # first, with no call before it: see SigintGuard.disarm
                 guard.disarm()
         assert call.done is not None
         return call.done

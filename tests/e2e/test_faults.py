@@ -333,6 +333,43 @@ def test_a_closed_client_says_so_and_sends_nothing(
     assert len(emulator.predictions) == sent
 
 
+_AT_EXIT_SCRIPT = """
+import atexit
+import sys
+
+def at_exit():
+    try:
+        model("at exit")
+    except Exception as exc:
+        print(exc, flush=True)
+
+atexit.register(at_exit)  # before lmstudio is imported: it runs after the SDK's exit hook
+
+import lmstudio as lms
+from outlines_lmstudio import from_lmstudio
+
+model = from_lmstudio(lms.Client(sys.argv[1]), sys.argv[2])
+print(model("in main"), flush=True)
+"""
+
+
+def test_a_call_after_the_sdk_closed_its_clients_at_exit_says_so(
+    emulator: LMStudioEmulator,
+) -> None:
+    """Found by a probe: the main thread's call in an atexit function registered before
+    lmstudio was imported (or in a ``__del__`` at exit) was told its client was closed by
+    "close(), aclose(), or the end of its with block", which the program never called."""
+    emulator.script(TEXT_MODEL, ["a reply"])
+    result = run_script(_AT_EXIT_SCRIPT, emulator.api_host, TEXT_MODEL)
+    assert result.returncode == 0, result.stderr
+    first, error = result.stdout.splitlines()
+    assert first == "a reply"
+    assert "client this model uses was closed" in error
+    assert "the program is exiting, and the lmstudio SDK closes its clients at exit" in error
+    assert "in an atexit function registered after importing lmstudio" in error
+    assert len(emulator.predictions) == 1  # nothing sent at exit
+
+
 def test_a_sync_client_closed_during_calls_says_it_was_closed(
     slow_emulator: LMStudioEmulator,
 ) -> None:

@@ -3,6 +3,8 @@
 import _thread
 import asyncio
 import gc
+import inspect
+import itertools
 import os
 import signal
 import subprocess
@@ -12,7 +14,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 import lmstudio as lms
@@ -548,6 +550,128 @@ def test_an_exception_from_a_signal_handler_cancels_on_the_server(
         assert all(p.cancelled for p in started)
         assert all(len(p.fragments) < 400 for p in started)  # none ran to its end
         assert model("again") == LONG  # the client still works
+
+
+class _RaiseAt:
+    """A trace function that raises `_AppTimeout` at the ``at``-th event of chosen code.
+
+    It stands for a signal handler whose exception lands there: CPython runs Python signal
+    handlers at calls and function entries, and a line is finer still. Only code for which
+    ``chosen`` is true counts (calls into it and its lines), in the thread that sets it.
+    """
+
+    def __init__(self, at: int, chosen: Callable[[CodeType], bool]) -> None:
+        self.at = at
+        self.chosen = chosen
+        self.seen = 0
+
+    @property
+    def raised(self) -> bool:
+        return self.seen >= self.at
+
+    def __call__(self, frame: FrameType, event: str, arg: object) -> Any:
+        if not self.chosen(frame.f_code):
+            return None  # no line events from there
+        if event in ("call", "line") and not self.raised:
+            self.seen += 1
+            if self.raised:
+                raise _AppTimeout("timed out")
+        return self
+
+    def run(self, call: Callable[[], object]) -> None:
+        """Run ``call`` traced; an `_AppTimeout` from it is what this raised."""
+        before = sys.gettrace()  # coverage's, under CI
+        sys.settrace(self)
+        try:
+            call()
+        except _AppTimeout:
+            assert self.raised
+        finally:
+            sys.settrace(before)
+
+
+def _in_the_guard(code: CodeType) -> bool:
+    return code.co_filename == GUARD_FILE and code.co_qualname.startswith("SigintGuard.")
+
+
+GUARD_FILE = inspect.getsourcefile(SigintGuard)
+
+
+@pytest.mark.usefixtures("sigint_default")
+@pytest.mark.parametrize(
+    "call",
+    [lambda model: model("short"), lambda model: list(model.stream("short"))],
+    ids=["generate", "stream"],
+)
+def test_an_exception_raised_inside_the_ctrl_c_guard_leaves_ctrl_c_working(
+    emulator: LMStudioEmulator, call: Callable[[Any], object]
+) -> None:
+    """A signal handler's exception raised anywhere in the guard's arming or disarming (a
+    SIGALRM timeout) left the guard's handler installed: the next Ctrl-C was swallowed,
+    and every later call ran with no guard (found by a probe)."""
+    emulator.script(TEXT_MODEL, lambda request: "one two three")
+    with lms.Client(emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL)
+        call(model)
+        landed, left_installed = 0, []
+        for at in itertools.count(1):
+            raiser = _RaiseAt(at, _in_the_guard)
+            raiser.run(lambda: call(model))
+            if not raiser.raised:
+                break  # every event of the guard's in one call was tried
+            landed += 1
+            if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+                left_installed.append(at)
+            with pytest.raises(KeyboardInterrupt):  # Ctrl-C between calls interrupts at once
+                signal.raise_signal(signal.SIGINT)  # its handler runs as this returns
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            assert call(model) in ("one two three", ["one", " two", " three"])
+        assert landed >= 8  # arming and disarming, in each place
+        # The guard's handler left installed: the next call's guard resets it, and defers a
+        # Ctrl-C until the server has stopped the prediction.
+        assert left_installed
+        _RaiseAt(left_installed[0], _in_the_guard).run(lambda: call(model))
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        emulator.script(TEXT_MODEL, [LONG])
+        emulator.token_latency = 0.005
+        before = len(emulator.predictions)
+
+        def when_streaming() -> None:
+            emulator.wait_until(
+                lambda: len(emulator.predictions) > before and _streaming(emulator), timeout=30
+            )
+            os.kill(os.getpid(), signal.SIGINT)
+
+        watchdog = threading.Thread(target=when_streaming, daemon=True)
+        watchdog.start()
+        with pytest.raises(KeyboardInterrupt):
+            call(model)
+        watchdog.join(5)
+        assert emulator.predictions[-1].done  # the server stopped it first
+        assert emulator.predictions[-1].stop_reason == "userStopped"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("call", ["generate", "stream"])
+def test_an_exception_raised_as_the_sdk_starts_reading_still_cancels(
+    slow_emulator: LMStudioEmulator, call: str
+) -> None:
+    """Raised in the SDK's iterator before it took the prediction's channel (a signal
+    handler's, right after the request was sent), the exception reached the caller, but
+    nothing cancelled the prediction: LM Studio generated the whole reply (found by a
+    probe)."""
+    slow_emulator.script(TEXT_MODEL, [LONG, "again"])
+    with lms.Client(slow_emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL)
+        enter = lms.PredictionStream.__enter__.__code__
+        raiser = _RaiseAt(1, lambda code: code is enter)
+        raiser.run(lambda: model("long") if call == "generate" else list(model.stream("long")))
+        assert raiser.raised
+        slow_emulator.wait_until(lambda: _finished(slow_emulator), timeout=30)
+        prediction = slow_emulator.predictions[-1]
+        assert prediction.stop_reason == "userStopped"
+        assert len(prediction.fragments) < 400
+        assert model("again") == "again"
 
 
 _EXIT_SCRIPT = textwrap.dedent(

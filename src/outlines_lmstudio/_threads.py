@@ -368,6 +368,7 @@ class BatchPool:
     def __init__(self) -> None:
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.size = 0
+        self.lent = False  # a batch has the pool
         self._lock = threading.Lock()
         renewed(self)
 
@@ -379,6 +380,7 @@ class BatchPool:
         """
         self.pool = None
         self.size = 0
+        self.lent = False
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -389,23 +391,35 @@ class BatchPool:
         one) gets a pool of its own, so every batch has its ``limit`` and none waits
         for another's threads. Idle threads end with the model (or the interpreter).
         """
-        if not self._lock.acquire(blocking=False):
-            with concurrent.futures.ThreadPoolExecutor(
-                limit, thread_name_prefix="outlines-lmstudio-batch"
-            ) as own:
-                yield own
-            return
+        # The lock guards only this bookkeeping. Held for the whole batch, it was taken with a
+        # non-blocking acquire, and a signal handler's exception raised right after it (at
+        # the call's return, before a ``try``) left it held for good: every later batch made
+        # a pool of its own (found by a probe). ``lent`` and ``mine`` are set in one
+        # statement, with no call between them where a signal handler could run.
+        mine = False
         try:
-            if self.pool is None or self.size != limit:
-                if self.pool is not None:
-                    self.pool.shutdown(wait=False)
-                self.pool = concurrent.futures.ThreadPoolExecutor(
-                    limit, thread_name_prefix="outlines-lmstudio-batch"
-                )  # threads start as work arrives: a batch of 1 starts one
-                self.size = limit
-            yield self.pool
+            with self._lock:
+                if not self.lent:
+                    self.lent = mine = True
+                    if self.pool is None or self.size != limit:
+                        old, self.pool = self.pool, None  # never lent once shut down
+                        if old is not None:
+                            old.shutdown(wait=False)
+                        self.pool = concurrent.futures.ThreadPoolExecutor(
+                            limit, thread_name_prefix="outlines-lmstudio-batch"
+                        )  # threads start as work arrives: a batch of 1 starts one
+                        self.size = limit
+                pool = self.pool
+            if mine and pool is not None:
+                yield pool
+                return
         finally:
-            self._lock.release()
+            if mine:
+                self.lent = False
+        with concurrent.futures.ThreadPoolExecutor(
+            limit, thread_name_prefix="outlines-lmstudio-batch"
+        ) as own:
+            yield own
 
 
 class Worker:

@@ -36,9 +36,10 @@ def test_a_batch_during_a_batch_gets_its_own_threads(
 ) -> None:
     emulator.script(TEXT_MODEL, lambda p: p.last_user_text.upper())
     model = from_lmstudio(client, TEXT_MODEL, max_concurrency=2)
-    with model._batches._lock:  # as while another thread's (or an outer) batch runs
-        assert model.batch([f"y{i}" for i in range(5)]) == [f"Y{i}" for i in range(5)]
+    model._batches.lent = True  # as while another thread's (or an outer) batch runs
+    assert model.batch([f"y{i}" for i in range(5)]) == [f"Y{i}" for i in range(5)]
     assert model._batches.pool is None  # it used threads of its own, gone with it
+    assert model._batches.lent  # the other batch's still
 
 
 def test_no_keywords_is_what_parsing_no_keywords_gives() -> None:

@@ -25,6 +25,7 @@ from outlines_lmstudio._interrupt import SigintGuard
 from outlines_lmstudio._streams import SyncReader
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
+from ..raising import RaiseAt
 from .conftest import TEXT_MODEL, MakeModel
 from .helpers import interrupted
 
@@ -552,44 +553,6 @@ def test_an_exception_from_a_signal_handler_cancels_on_the_server(
         assert model("again") == LONG  # the client still works
 
 
-class _RaiseAt:
-    """A trace function that raises `_AppTimeout` at the ``at``-th event of chosen code.
-
-    It stands for a signal handler whose exception lands there: CPython runs Python signal
-    handlers at calls and function entries, and a line is finer still. Only code for which
-    ``chosen`` is true counts (calls into it and its lines), in the thread that sets it.
-    """
-
-    def __init__(self, at: int, chosen: Callable[[CodeType], bool]) -> None:
-        self.at = at
-        self.chosen = chosen
-        self.seen = 0
-
-    @property
-    def raised(self) -> bool:
-        return self.seen >= self.at
-
-    def __call__(self, frame: FrameType, event: str, arg: object) -> Any:
-        if not self.chosen(frame.f_code):
-            return None  # no line events from there
-        if event in ("call", "line") and not self.raised:
-            self.seen += 1
-            if self.raised:
-                raise _AppTimeout("timed out")
-        return self
-
-    def run(self, call: Callable[[], object]) -> None:
-        """Run ``call`` traced; an `_AppTimeout` from it is what this raised."""
-        before = sys.gettrace()  # coverage's, under CI
-        sys.settrace(self)
-        try:
-            call()
-        except _AppTimeout:
-            assert self.raised
-        finally:
-            sys.settrace(before)
-
-
 def _in_the_guard(code: CodeType) -> bool:
     return code.co_filename == GUARD_FILE and code.co_qualname.startswith("SigintGuard.")
 
@@ -615,7 +578,7 @@ def test_an_exception_raised_inside_the_ctrl_c_guard_leaves_ctrl_c_working(
         call(model)
         landed, left_installed = 0, []
         for at in itertools.count(1):
-            raiser = _RaiseAt(at, _in_the_guard)
+            raiser = RaiseAt(at, _in_the_guard)
             raiser.run(lambda: call(model))
             if not raiser.raised:
                 break  # every event of the guard's in one call was tried
@@ -630,7 +593,7 @@ def test_an_exception_raised_inside_the_ctrl_c_guard_leaves_ctrl_c_working(
         # The guard's handler left installed: the next call's guard resets it, and defers a
         # Ctrl-C until the server has stopped the prediction.
         assert left_installed
-        _RaiseAt(left_installed[0], _in_the_guard).run(lambda: call(model))
+        RaiseAt(left_installed[0], _in_the_guard).run(lambda: call(model))
         assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
         emulator.script(TEXT_MODEL, [LONG])
         emulator.token_latency = 0.005
@@ -664,7 +627,7 @@ def test_an_exception_raised_as_the_sdk_starts_reading_still_cancels(
     with lms.Client(slow_emulator.api_host) as client:
         model = from_lmstudio(client, TEXT_MODEL)
         enter = lms.PredictionStream.__enter__.__code__
-        raiser = _RaiseAt(1, lambda code: code is enter)
+        raiser = RaiseAt(1, lambda code: code is enter)
         raiser.run(lambda: model("long") if call == "generate" else list(model.stream("long")))
         assert raiser.raised
         slow_emulator.wait_until(lambda: _finished(slow_emulator), timeout=30)

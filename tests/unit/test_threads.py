@@ -4,6 +4,8 @@ where its pool takes no work."""
 from __future__ import annotations
 
 import concurrent.futures
+import inspect
+import itertools
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -11,6 +13,8 @@ import lmstudio as lms
 import pytest
 
 from outlines_lmstudio import BatchGenerationError, _threads
+
+from ..raising import RaiseAt
 
 
 @pytest.fixture
@@ -160,3 +164,36 @@ def test_the_watcher_does_not_hold_an_action_it_has_run() -> None:
         gc.collect()
         time.sleep(0.01)
     assert gone() is None
+
+
+def _lends(pool: _threads.BatchPool, limit: int) -> Callable[[], object]:
+    def batch() -> object:
+        with pool.lend(limit) as threads:
+            return threads.submit(lambda: 1).result()
+
+    return batch
+
+
+@pytest.mark.parametrize("limit", [2, 3], ids=["reused", "made anew"])
+def test_a_signal_handlers_exception_while_lending_leaves_the_batch_threads_lendable(
+    limit: int,
+) -> None:
+    """Found by a probe: an exception raised right after the pool's non-blocking lock was
+    taken (a SIGALRM handler's, at the call's return) left it held: every later batch made
+    and shut down a pool of its own. Raised at each point of lending where a signal handler
+    can run, it now leaves the next batch the shared pool, and never one shut down (the
+    pool of 2 threads is replaced by one of 3 in each "made anew" round)."""
+    pool = _threads.BatchPool()
+    lend = inspect.unwrap(_threads.BatchPool.lend).__code__
+    landed = 0
+    for at in itertools.count(1):
+        assert _lends(pool, 2)() == 1
+        raiser = RaiseAt(at, lambda code: code is lend)
+        raiser.run(_lends(pool, limit))
+        if not raiser.raised:
+            break
+        landed += 1
+        with pool.lend(2) as threads:  # the size of before: a pool it shut down is not lent
+            assert threads is pool.pool  # the shared one
+            assert threads.submit(lambda: 2).result() == 2
+    assert landed >= (3 if limit == 2 else 4)

@@ -26,16 +26,19 @@ class Raised(Exception):
 
 
 class RaiseAt:
-    """A trace function that raises `Raised` at the ``at``-th check of chosen code.
+    """A trace function that raises ``raising`` at the ``at``-th check of chosen code.
 
     It stands for a signal handler whose exception lands there. Only code for which
     ``chosen`` is true counts, in the thread that runs `run`: its entries and resumptions,
     and the instruction after each of its calls and jumps back.
     """
 
-    def __init__(self, at: int, chosen: Callable[[CodeType], bool]) -> None:
+    def __init__(
+        self, at: int, chosen: Callable[[CodeType], bool], raising: type[BaseException] = Raised
+    ) -> None:
         self.at = at
         self.chosen = chosen
+        self.raising = raising  # KeyboardInterrupt: a Ctrl-C's, which no `except Exception` takes
         self.seen = 0
         self._last: dict[FrameType, int] = {}  # the opcode each traced frame ran last
 
@@ -60,15 +63,15 @@ class RaiseAt:
         self.seen += 1
         if self.raised:
             self._last.clear()
-            raise Raised("raised where a signal handler's exception could land")
+            raise self.raising("raised where a signal handler's exception could land")
 
     def run(self, call: Callable[[], object]) -> None:
-        """Run ``call`` traced; a `Raised` from it is the one raised here."""
+        """Run ``call`` traced; what it raises of ``raising`` is the one raised here."""
         before = sys.gettrace()  # coverage's, under CI
         sys.settrace(self)
         try:
             call()
-        except Raised:
+        except self.raising:
             assert self.raised
         finally:
             sys.settrace(before)

@@ -704,8 +704,14 @@ class AsyncReader:
                         waiter.set_result(None)
             self._ended = True
             self._finish(_END)
-        except Exception as exc:  # the SDK's errors, and any other: the reader raises it
-            if self.stream is not None and _unread(exc):  # every fragment had come
+        except asyncio.CancelledError:
+            raise  # the reader stops this task so
+        except BaseException as exc:  # the SDK's errors, and any other: the reader raises it
+            # Also what the caller's callback raised that is no Exception (sys.exit(), a
+            # KeyboardInterrupt, pytest.fail()), as the SDK by hand raises it in the awaiting
+            # coroutine. Left to end this task, one made the call wait out its read_timeout
+            # and blame LM Studio, or left the event loop (found by a probe).
+            if self.stream is not None and isinstance(exc, Exception) and _unread(exc):
                 self._unread = self._ended = True  # see UnreadResult
                 self._finish(_END)
                 return

@@ -74,11 +74,21 @@ def _result(future: concurrent.futures.Future[Any], timeout: float | None) -> An
                 raise
 
 
-def _wait_all(futures: list[concurrent.futures.Future[Any]]) -> None:
-    """Wait for every future, waking every `SIGNAL_POLL` (one future watched at a time)."""
+def _wait_all(futures: list[concurrent.futures.Future[Any]], scope: _Scope) -> None:
+    """Wait for every future, waking every `SIGNAL_POLL` (one future watched at a time).
+
+    What an item raised that is no ``Exception`` (its callback's ``sys.exit()`` or
+    ``KeyboardInterrupt``) is raised here at the next wake, to stop the batch as it would
+    stop a single call (found by a probe: it was one of the batch's errors, and ``except
+    Exception`` caught a ``sys.exit()``).
+    """
     for future in futures:
         while not future.done():
+            if scope.fatal is not None:
+                raise scope.fatal
             concurrent.futures.wait((future,), timeout=SIGNAL_POLL)
+    if scope.fatal is not None:
+        raise scope.fatal
 
 
 class _BatchLocal(threading.local):
@@ -108,6 +118,7 @@ class _Scope:
         self._inner: set[_Scope] = set()
         self._lock = threading.Lock()
         self.stopped = False
+        self.fatal: BaseException | None = None  # see `_wait_all`
         self._outer = outer
         if outer is not None:  # a batch run by an item of another (from a validator)
             with outer._lock:
@@ -571,6 +582,10 @@ def _in_scope(scope: _Scope, run: Callable[[Flow[Any]], Any], flow: Flow[Any]) -
     outer, _BATCH.scope = _BATCH.scope, scope
     try:
         return run(flow)
+    except BaseException as exc:
+        if not isinstance(exc, Exception) and scope.fatal is None and not scope.stopped:
+            scope.fatal = exc  # raised in the batch's caller (`_wait_all`)
+        raise
     finally:
         _BATCH.scope = outer
         scope.leave()
@@ -633,7 +648,7 @@ def _run_batch(
     running = _Running(scope, futures) if threading.current_thread().daemon else None
     try:
         _submit_rest(pool, scope, run, flows, futures)
-        _wait_all(futures)
+        _wait_all(futures, scope)
     except BaseException as left:
         _stop(scope, futures, unstick_if)
         if isinstance(left, KeyboardInterrupt):

@@ -1226,3 +1226,47 @@ def test_the_progress_line_fits_every_width_for_large_counts(
         assert count in line, (width, line)
         if width > len(count) + len(failures) + 2:
             assert failures in line, (width, line)
+
+
+def test_a_ctrl_c_while_the_progress_display_starts_leaves_nothing_drawing() -> None:
+    """Found by a probe: a Ctrl-C inside rich's start (waiting for its refresh thread)
+    raised out of the ``with`` statement's entry, so nothing stopped the display: its
+    thread drew on after the program's message (and, in the test suite, failed another
+    test). Raised at each point of the start where CPython runs a signal handler, it
+    leaves no refresh thread behind."""
+    import itertools
+    import threading
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from outlines_lmstudio.cli._extract import progress_display
+
+    from ..raising import RaiseAt
+
+    # rich's start, and the wait for its thread where a probe's Ctrl-C landed (inside
+    # threading's own code a Ctrl-C can break threading itself, so it is not raised there).
+    starting = {Live.start.__code__, threading.Event.wait.__code__}
+
+    def drawing() -> list[threading.Thread]:
+        # Alive: one cut short inside Thread.start may stay listed, never started.
+        found = threading.enumerate()
+        return [t for t in found if type(t).__module__ == "rich.live" and t.is_alive()]
+
+    def enter() -> None:
+        console = Console(file=io.StringIO(), width=80, force_terminal=True)
+        with progress_display(disable=False, console=console):
+            pass
+
+    landed = 0
+    for at in itertools.count(1):
+        raiser = RaiseAt(at, lambda code: code in starting, KeyboardInterrupt)
+        raiser.run(enter)
+        if not raiser.raised:
+            break
+        landed += 1
+        deadline = time.monotonic() + 5
+        while drawing() and time.monotonic() < deadline:  # a stopped one ends at its wake
+            time.sleep(0.01)
+        assert not drawing(), at
+    assert landed >= 3

@@ -224,3 +224,32 @@ def test_ctrl_c_stops_the_batches_a_batch_s_items_run(
     inner = [p for p in emulator.predictions if p.last_user_text.startswith("inner")]
     assert len(inner) == 4  # each inner batch's first two, none after the Ctrl-C
     assert all(p.cancelled for p in inner)
+
+
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()], ids=type)
+def test_what_an_items_callback_raises_that_is_no_exception_stops_the_batch(
+    slow_emulator: LMStudioEmulator, exc: BaseException
+) -> None:
+    """Found by a probe: a callback's ``sys.exit()`` (or ``KeyboardInterrupt``) in a batch
+    item became one of the batch's errors, a ``BatchGenerationError``, which ``except
+    Exception`` caught; a single call, and a thread pool by hand, raise it. It now stops
+    the batch as it stops a call: the others are cancelled, the queued never start."""
+    slow_emulator.script(TEXT_MODEL, ["word " * 400] * 6)
+    with lms.Client(slow_emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL, max_concurrency=2)
+        seen: list[object] = []
+
+        def callback(fragment: object) -> None:
+            seen.append(fragment)
+            if len(seen) == 3:
+                raise exc
+
+        with pytest.raises(type(exc)) as raised:
+            model.batch(["long"] * 6, on_prediction_fragment=callback)
+        assert raised.value is exc
+        slow_emulator.wait_until(lambda: all(p.done for p in slow_emulator.predictions))
+        started = slow_emulator.predictions
+        assert 1 <= len(started) <= 3  # the running two, and one that took a freed slot
+        assert all(p.stop_reason == "userStopped" for p in started)
+        slow_emulator.script(TEXT_MODEL, ["again"])
+        assert model("again") == "again"

@@ -3,10 +3,11 @@
 import base64
 import copy
 import gc
+import inspect
 import pickle
 import threading
 import time
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import lmstudio as lms
 import outlines
@@ -100,6 +101,30 @@ def test_sdk_config_preset_and_callbacks(make_model: MakeModel, emulator: LMStud
     )
     assert emulator.predictions[-1].config["llm.prediction.temperature"] == 0.7
     assert "".join(fragments) == emulator.predictions[-1].text
+
+
+class _UnreadableSignature:
+    """A callable (a proxy, say) whose signature lookup fails with its own error."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        raise RuntimeError("no signature here")
+
+    def __call__(self, fragment: Any) -> None:
+        self.seen.append(fragment.content)
+
+
+def test_a_callback_whose_signature_cannot_be_read_is_called(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: its ``RuntimeError`` was raised before anything was sent, where the
+    SDK by hand calls it. There is nothing to check, as for a builtin."""
+    callback = _UnreadableSignature()
+    make_model(TEXT_MODEL)("Hi", on_prediction_fragment=callback)
+    assert "".join(callback.seen) == emulator.predictions[-1].text != ""
 
 
 def test_bad_kwargs_raise_before_any_request(

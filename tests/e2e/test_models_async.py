@@ -362,3 +362,53 @@ async def test_bad_input_raises_at_the_await_among_gathered_calls(
     assert not isinstance(results[1], BaseException)
     assert isinstance(results[2], OutlinesLMStudioError | ValueError | TypeError)
     assert len(emulator.predictions) == 2  # the bad one sent nothing
+
+
+class _Stop(BaseException):
+    """What a callback may raise that is no Exception (pytest.fail()'s is one such)."""
+
+
+def _raising_at_the_second_fragment(exc: BaseException) -> Any:
+    seen: list[object] = []
+
+    def callback(fragment: object) -> None:
+        seen.append(fragment)
+        if len(seen) == 2:
+            raise exc
+
+    return callback
+
+
+@pytest.mark.parametrize("call", ["generate", "stream", "parse"])
+@pytest.mark.parametrize(
+    "exc", [_Stop("from the callback"), KeyboardInterrupt(), SystemExit(3)], ids=type
+)
+async def test_what_a_callback_raises_that_is_no_exception_reaches_the_awaiting_coroutine(
+    async_client: lms.AsyncClient,
+    slow_emulator: LMStudioEmulator,
+    call: str,
+    exc: BaseException,
+) -> None:
+    """As with the SDK by hand, and the prediction is cancelled. Found by a probe: left to
+    end the library's reading task, such an exception made the call wait out its
+    read_timeout (60 s by default) and blame LM Studio, with nothing cancelled, and a
+    KeyboardInterrupt or sys.exit() left the event loop instead of the coroutine."""
+    slow_emulator.script(TEXT_MODEL, ["word " * 400, "again"])
+    model = from_lmstudio(async_client, TEXT_MODEL, read_timeout=30)
+    callback = _raising_at_the_second_fragment(exc)
+
+    async def calling() -> object:
+        if call == "generate":
+            return await model("long", on_prediction_fragment=callback)
+        if call == "stream":
+            return [c async for c in model.stream("long", on_prediction_fragment=callback)]
+        return await model.parse("long", str, on_prediction_fragment=callback)
+
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(type(exc)) as raised:
+        await calling()
+    assert raised.value is exc
+    assert asyncio.get_running_loop().time() - started < 10  # not the read_timeout
+    await asyncio.to_thread(slow_emulator.wait_until, lambda: slow_emulator.predictions[-1].done)
+    assert slow_emulator.predictions[-1].stop_reason == "userStopped"
+    assert await model("again") == "again"

@@ -10,6 +10,10 @@ from outlines_lmstudio._install import install_command
 
 pytest_plugins = ["pytester"]
 
+_INNER = ("-p", "no:cacheprovider", "-p", "no:randomly", "-W", "error")
+"""How each inner run is made: some inner files' tests run in their file's order (found by a
+probe: with pytest-randomly installed, a test waiting for the one before it failed)."""
+
 _TEST_FILE = """
 import lmstudio as lms
 
@@ -52,7 +56,7 @@ def test_violates_then_skips(lmstudio_emulator):
 def test_plugin_fixture_reset_trace_and_guard(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(test_user=_TEST_FILE)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result = pytester.runpytest_subprocess(*_INNER)
     # A violation fails the test itself: from the fixture's teardown, the test was counted
     # as passed and as an error (found by a probe).
     # A skipped test's violations fail its teardown, as before (a review: they went unsaid).
@@ -110,7 +114,7 @@ def test_the_guard_tells_a_client_value_from_the_emulators_messages(
     # "The LM Studio emulator exchanged messages that do not match ...".
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(test_user=_CLIENT_VALUE_TESTS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result = pytester.runpytest_subprocess(*_INNER)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -183,7 +187,7 @@ def test_a_test_that_stops_the_emulator_leaves_it_to_the_next(pytester: pytest.P
     # emulator, and every later test failed with "The LM Studio emulator is not running".
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(test_user=_STOPPING_TESTS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result = pytester.runpytest_subprocess(*_INNER)
     result.assert_outcomes(passed=4)
 
 
@@ -193,7 +197,7 @@ def test_a_stopped_emulator_is_back_on_its_port_for_the_next_fixtures(
 ) -> None:
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(test_a=_WIDER_FIXTURES, test_b=_LATER_MODULE)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result = pytester.runpytest_subprocess(*_INNER)
     result.assert_outcomes(passed=4)
 
 
@@ -214,7 +218,7 @@ def test_without_the_extra_the_fixture_says_what_to_install_once(
     pytester.makepyfile(test_user="def test_it(lmstudio_emulator):\n    pass\n")
     # -rN: no short summary, which repeats the message (in full under CI=true, where pytest
     # does not cut its lines to the terminal's width).
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "-rN")
+    result = pytester.runpytest_subprocess(*_INNER, "-rN")
     result.assert_outcomes(errors=1)
     output = result.stdout.str()
     assert output.count(install_command("testing")) == 1
@@ -295,7 +299,7 @@ def test_a_prediction_of_an_earlier_test_takes_no_script_and_counts_in_no_peak(
     # the predictions still running (test d saw 2 before its call, 3 after).
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(test_user=_EARLIER_TEST_TESTS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result = pytester.runpytest_subprocess(*_INNER)
     result.assert_outcomes(passed=4)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import itertools
 import threading
 import time
@@ -300,6 +301,19 @@ def progress_display(*, disable: bool, console: Console | None = None) -> Any:
     err = console or err_console()
 
     class FittingProgress(Progress):
+        def __enter__(self) -> FittingProgress:
+            try:
+                self.start()
+            except BaseException:
+                # A Ctrl-C in rich's start (it waits for its refresh thread to begin) left
+                # the display drawing, with no __exit__ to stop it (found by a probe). Its
+                # stop ends the thread first, then fails on what a start cut short had not
+                # set up yet (a render hook to pop): the Ctrl-C is what is raised.
+                with contextlib.suppress(Exception):
+                    self.stop()
+                raise
+            return self
+
         def make_tasks_table(self, tasks: Any) -> Table:
             unbounded = err.options.update_width(1_000_000)  # its width, not the terminal's
             for columns in layouts:  # the last one is drawn even if it does not fit

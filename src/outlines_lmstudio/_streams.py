@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import lmstudio as lms
 
 from ._common import CONFIRM_SECONDS, DRAIN_SECONDS
+from ._config import CALLBACK_KWARGS
 from ._flow import wait_limit
 from ._interrupt import SigintGuard, interrupt_again
 from ._sdk_errors import (
@@ -25,6 +26,7 @@ from ._sdk_errors import (
     translate_sdk_error,
     unreadable,
 )
+from ._user_time import UserTime
 
 __all__ = [
     "AsyncReader",
@@ -650,10 +652,25 @@ class AsyncReader:
         self.stream: lms.AsyncPredictionStream | None = None
         self._unread = False  # see `UnreadResult`
         self.process = os.getpid()  # a stream read on in a forked child is refused
+        self._clock: UserTime | None = None  # the caller's callbacks' time, if any
 
     def watch_progress(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Return the prediction's SDK keywords with a progress callback that notes activity."""
+        """Return the prediction's SDK keywords with a progress callback that notes activity.
+
+        The caller's callbacks are timed, and their time pushes the deadline back: a
+        blocking one holds up the event loop, the deadline's timer with it (`UserTime`).
+        """
+        callbacks = {k: f for k in CALLBACK_KWARGS if (f := kwargs.get(k)) is not None}
+        if callbacks:
+            self._clock = UserTime(self._progress)  # a callback's return is a sign of life
+            kwargs = {**kwargs, **self._clock.timing(callbacks)}
         return noting_progress(kwargs, self._progress)
+
+    def _due(self, deadline: float | None, now: float) -> float | None:
+        """Return the deadline, pushed back by the time the caller's callbacks took so far."""
+        if deadline is None or (clock := self._clock) is None:
+            return deadline
+        return deadline + clock.spent(now)
 
     def start(self, open_stream: Callable[[], Awaitable[lms.AsyncPredictionStream]]) -> None:
         """Open the prediction and read it, in a task of its own.
@@ -794,7 +811,8 @@ class AsyncReader:
             A bound ran out (``"deadline"`` or ``"idle"``).
         """
         now = time.monotonic()
-        if deadline is not None and now >= deadline and self._end is None:
+        due = self._due(deadline, now)
+        if due is not None and now >= due and self._end is None:
             raise TimeoutError("deadline")  # even with fragments waiting, while it goes on
         if self._end is None and (self._whole or not self._held):
             # Wait on a bare future under one timer that `_expire` moves only when it runs
@@ -803,7 +821,7 @@ class AsyncReader:
             loop = asyncio.get_running_loop()
             self._waiter = waiter = loop.create_future()
             self._heard = now
-            limit, by_deadline = wait_limit(deadline, idle, now)
+            limit, by_deadline = wait_limit(due, idle, now)
             if limit is not None:
                 self._timer = loop.call_at(
                     loop.time() + limit, self._expire, waiter, idle, deadline, by_deadline
@@ -841,18 +859,27 @@ class AsyncReader:
         """
         if waiter.done():  # the reply ended, or the reader left, in the same loop pass
             return
-        if not by_deadline:
-            assert idle is not None  # a timer without a deadline is the idle bound
-            now = time.monotonic()
-            left = self._heard + idle - now
-            if left > 0:
-                limit, by_deadline = wait_limit(deadline, left, now)
-                loop = waiter.get_loop()
-                self._timer = loop.call_at(
-                    loop.time() + (limit or 0.0), self._expire, waiter, idle, deadline, by_deadline
-                )
+        now = time.monotonic()
+        due = self._due(deadline, now)
+        left: float | None
+        if by_deadline:
+            if due is None or due <= now:
+                waiter.set_exception(TimeoutError("deadline"))
                 return
-        waiter.set_exception(TimeoutError("deadline" if by_deadline else "idle"))
+            # The caller's callbacks took some of the time (a blocking one held this timer
+            # up): the rest of the deadline holds, and the idle bound.
+            left = None if idle is None else max(self._heard + idle - now, 0.0)
+        else:
+            assert idle is not None  # a timer without a deadline is the idle bound
+            left = self._heard + idle - now
+            if left <= 0:
+                waiter.set_exception(TimeoutError("idle"))
+                return
+        limit, by_deadline = wait_limit(due, left, now)
+        loop = waiter.get_loop()
+        self._timer = loop.call_at(
+            loop.time() + (limit or 0.0), self._expire, waiter, idle, deadline, by_deadline
+        )
 
     async def stop(self) -> None:
         """Cancel the prediction on the server; its reader finishes in the background.

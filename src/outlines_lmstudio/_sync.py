@@ -19,6 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, Never, TypeVar, Unpack, overload
 
 import lmstudio as lms
+import msgspec
 from lmstudio import FileHandle
 from outlines.models.lmstudio import LMStudio as _OutlinesLMStudio
 
@@ -52,6 +53,7 @@ from ._sdk_errors import (
 )
 from ._streams import SyncReader, noting_progress
 from ._sync_sessions import SyncSessions
+from ._user_time import UserTime
 from .errors import LMStudioConnectionError, LMStudioTimeoutError
 
 if TYPE_CHECKING:
@@ -482,7 +484,12 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
             call.deadline = self._deadline(call.request)
         idle = _threads.idle_bound(self.read_timeout)
         beats = None if idle is None else _threads.Pulse()
-        worker = _threads.Worker(lambda: self._predict(call, sink), beats)
+        clock = None
+        if callbacks := call.request.args.callbacks:  # their time is the caller's, not LM Studio's
+            clock = UserTime(None if beats is None else beats.beat)
+            args = msgspec.structs.replace(call.request.args, callbacks=clock.timing(callbacks))
+            call.request = msgspec.structs.replace(call.request, args=args)
+        worker = _threads.Worker(lambda: self._predict(call, sink), beats, clock)
         confirm = 0.0
         try:
             yield from worker.items(

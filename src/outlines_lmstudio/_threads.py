@@ -27,6 +27,7 @@ from ._cache import Heard
 from ._common import CONFIRM_SECONDS, Request
 from ._flow import Call, Flow, Left, batch_result
 from ._forks import in_child, renewed
+from ._user_time import UserTime
 
 try:  # the SDK's websocket threads: no public name (lmstudio 1.5's)
     from lmstudio._ws_thread import BackgroundThread as _SDK_THREAD
@@ -437,12 +438,19 @@ class Worker:
     """Runs a producer in a daemon thread; the caller takes its items with a deadline.
 
     With a `Pulse`, the caller also gives up when the producer's thread has not heard
-    from LM Studio for ``idle`` seconds (see `items`).
+    from LM Studio for ``idle`` seconds (see `items`). With a `UserTime`, the time the
+    producer spends in the caller's callbacks counts in neither bound.
     """
 
-    def __init__(self, produce: Callable[[], Iterator[Any]], beats: Pulse | None = None) -> None:
+    def __init__(
+        self,
+        produce: Callable[[], Iterator[Any]],
+        beats: Pulse | None = None,
+        clock: UserTime | None = None,
+    ) -> None:
         self._items: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
         self._pulse = beats
+        self._clock = clock
         self._process = os.getpid()  # its thread is not in a forked child
         self.thread = threading.Thread(
             target=self._run, args=(produce,), name="outlines-lmstudio-call", daemon=True
@@ -485,7 +493,10 @@ class Worker:
             if forked is not None and os.getpid() != self._process:
                 raise forked()
             now = time.monotonic()
+            clock = self._clock
             wait = None if deadline is None else deadline - now
+            if wait is not None and clock is not None:
+                wait += clock.spent(now)  # the caller's callbacks' time: see `UserTime`
             # The limit is on LM Studio's part of the call: items still to come, or waiting
             # while the reply goes on. Once it has ended, its items are the caller's (found
             # by a probe: a consumer slow between fragments lost a complete reply to a
@@ -503,6 +514,8 @@ class Worker:
             if waiting:
                 if idle is not None and self._pulse is not None and quiet is not None:
                     left = self._pulse.left(idle, now)
+                    if clock is not None and clock.since is not None:
+                        left = None  # in a callback of the caller's: held
                     if left is not None and left <= 0:
                         raise quiet()
                     left = idle if left is None else left  # held: look again after idle

@@ -1025,3 +1025,44 @@ def test_a_proxy_in_the_environment_is_named_when_lm_studio_cannot_be_reached(
         model("hello")
     assert "The environment sets ALL_PROXY" in str(caught.value)
     assert "NO_PROXY=127.0.0.1,localhost" in str(caught.value)
+
+
+def _slow_once(seconds: float) -> Callable[[object], None]:
+    """A fragment callback that takes ``seconds`` on the first fragment (a slow consumer)."""
+    seen: list[object] = []
+
+    def callback(fragment: object) -> None:
+        seen.append(fragment)
+        if len(seen) == 1:
+            time.sleep(seconds)
+
+    return callback
+
+
+@pytest.mark.parametrize("bound", ["timeout", "read_timeout"])
+def test_the_time_a_callback_takes_is_not_lm_studios(
+    make_model: MakeModel, emulator: LMStudioEmulator, bound: str
+) -> None:
+    """``timeout`` and ``read_timeout`` bound LM Studio's part of a call. Found by a probe:
+    a sync call whose fragment callback took 1.5 s failed with "LM Studio sent nothing for
+    1 s", or "No complete answer from LM Studio within 1 s" for a reply LM Studio had
+    finished long before, and the reply was lost (the async model returned it)."""
+    emulator.script(TEXT_MODEL, ["one two three four five"])
+    model = make_model(TEXT_MODEL, **{bound: 1.0})
+    assert model("hello", on_prediction_fragment=_slow_once(1.5)) == "one two three four five"
+    assert emulator.predictions[-1].stop_reason == "eosFound"
+
+
+def test_read_timeout_still_bounds_a_silence_after_a_slow_callback(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """The callback's time is left out, not the bound: LM Studio silent afterwards is still
+    given up on, with the usual error."""
+    emulator.add_fault(Fault(kind="delay", after_fragments=2, seconds=3.0))
+    model = make_model(TEXT_MODEL, read_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(LMStudioTimeoutError, match=r"sent nothing for 0\.5 s"):
+        model("hello", on_prediction_fragment=_slow_once(1.0))
+    assert time.monotonic() - started < 2.9  # the silence was cut short, not waited out
+    emulator.wait_until(lambda: emulator.predictions[-1].done)
+    assert emulator.predictions[-1].cancelled

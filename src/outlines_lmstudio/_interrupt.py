@@ -128,7 +128,9 @@ class SigintGuard:
         self.on_interrupt: Callable[[], object] | None = None
         self.armed = False
         self.whole = whole
-        self.enabled = threading.get_ident() == _Main.ident and _python_handles_sigint()
+        self.enabled = threading.get_ident() == _Main.ident and (
+            _RAW.getsignal(_SIGINT) is _DEFAULT or _python_handles_sigint()  # no call if default
+        )
 
     _before: _os_sigint.Action | None = None
     """What the system ran on SIGINT before `arm`, given back with Python's handler."""

@@ -209,6 +209,11 @@ class Request(msgspec.Struct, frozen=True):
     lookups: BatchLookups | None = None
     made: float = msgspec.field(default_factory=time.monotonic)
 
+    def with_callbacks(self, callbacks: dict[str, Callable[..., Any]]) -> Request:
+        """Return this request with ``callbacks`` as its SDK callbacks (by keyword)."""
+        args = msgspec.structs.replace(self.args, callbacks=callbacks)
+        return msgspec.structs.replace(self, args=args)
+
     def sdk_kwargs(self) -> dict[str, Any]:
         kwargs = self.args.sdk_kwargs()
         if self.plan.response_format is not None:

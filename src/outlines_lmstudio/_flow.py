@@ -887,8 +887,7 @@ def _holding_message(
     held: list[Any] = []
     if theirs is None:
         return request, held, None
-    args = msgspec.structs.replace(request.args, callbacks={**callbacks, "on_message": held.append})
-    return msgspec.structs.replace(request, args=args), held, theirs
+    return request.with_callbacks({**callbacks, "on_message": held.append}), held, theirs
 
 
 _ServerErrors: TypeAlias = (  # SERVER_ERRORS, for the type checker

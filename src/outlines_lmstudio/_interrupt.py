@@ -129,7 +129,7 @@ class SigintGuard:
         self.armed = False
         self.whole = whole
         self.enabled = threading.get_ident() == _Main.ident and (
-            _RAW.getsignal(_SIGINT) is _DEFAULT or _python_handles_sigint()  # no call if default
+            _RAW.getsignal(_SIGINT) is _DEFAULT or _reset_left_guard()  # no call if default
         )
 
     _before: _os_sigint.Action | None = None
@@ -223,8 +223,8 @@ class _PythonsHandler:
     address: int | None = None
 
 
-def _python_handles_sigint() -> bool:
-    """Whether Python's default handler is SIGINT's, once a guard's left behind is reset.
+def _reset_left_guard() -> bool:
+    """Give Python's default handler back if a guard's is installed; tell if it was.
 
     A guard's handler outlives its wait when an exception (a signal handler's) skips the
     reset (found by a probe), and it would leave every later guard disabled. A guard made
@@ -232,19 +232,13 @@ def _python_handles_sigint() -> bool:
     wait (by a finalizer or a signal handler): that wait's Ctrl-C then interrupts at once,
     as without a guard.
     """
-    if _RAW.getsignal(_SIGINT) is _DEFAULT:
-        return True
-    _reset_left_guard()
-    return _RAW.getsignal(_SIGINT) is _DEFAULT
-
-
-def _reset_left_guard() -> None:
-    """Give Python's default handler back if a guard's is installed (its wait is over)."""
     handler = _RAW.getsignal(_SIGINT)
     guard = getattr(handler, "__self__", None)
-    if isinstance(guard, SigintGuard) and handler == guard._note:
-        guard.armed = False
-        guard._put_back()
+    if not (isinstance(guard, SigintGuard) and handler == guard._note):
+        return False
+    guard.armed = False
+    guard._put_back()
+    return True
 
 
 # A thread that forks while the main thread waits with a guard armed (a process pool of the

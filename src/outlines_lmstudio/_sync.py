@@ -19,7 +19,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, Never, TypeVar, Unpack, overload
 
 import lmstudio as lms
-import msgspec
 from lmstudio import FileHandle
 from outlines.models.lmstudio import LMStudio as _OutlinesLMStudio
 
@@ -487,8 +486,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         clock = None
         if callbacks := call.request.args.callbacks:  # their time is the caller's, not LM Studio's
             clock = UserTime(None if beats is None else beats.beat)
-            args = msgspec.structs.replace(call.request.args, callbacks=clock.timing(callbacks))
-            call.request = msgspec.structs.replace(call.request, args=args)
+            call.request = call.request.with_callbacks(clock.timing(callbacks))
         worker = _threads.Worker(lambda: self._predict(call, sink), beats, clock)
         confirm = 0.0
         try:

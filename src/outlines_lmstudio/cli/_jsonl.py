@@ -548,6 +548,11 @@ class OutputFile:
             )
 
     @property
+    def _rewritten(self) -> Path:
+        """The file ``--retry-errors`` rewrites (through a symbolic link, its target)."""
+        return Path(os.path.realpath(self.path))
+
+    @property
     def terminal(self) -> bool:
         """Whether the output, once opened, is a terminal (``--output -`` on one)."""
         return self._terminal
@@ -581,7 +586,7 @@ class OutputFile:
                 "user (or is on a read-only file system)."
             )
         if self._existing is None or rewrite:
-            folder = (Path(os.path.realpath(self.path)) if rewrite else self.path).parent
+            folder = (self._rewritten if rewrite else self.path).parent
             if not _may_write(folder, os.W_OK | os.X_OK):
                 raise CliError(
                     f"Cannot write output {str(self.path)!r}: no file can be made in its "
@@ -627,8 +632,7 @@ class OutputFile:
         redo = self.failed.intersection(keys)
         if not redo:
             return 0
-        # Through a symbolic link, the file it points to is rewritten and the link stays.
-        target = Path(os.path.realpath(self.path))
+        target = self._rewritten
         # A new name each time, created exclusively: a temporary file left by a run that
         # was killed while rewriting is not in the way of every later --retry-errors.
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")

@@ -44,12 +44,12 @@ Spawn = Callable[..., Any]
 def spawn(emulator: LMStudioEmulator, tmp_path: Path) -> Iterator[Spawn]:
     children: list[pexpect.spawn] = []
 
-    def start(*args: str) -> pexpect.spawn:
+    def start(*args: str, **env: str) -> pexpect.spawn:
         command = script_path()
         child = pexpect.spawn(
             command[0],
             [*command[1:], "--host", emulator.api_host, "chat", *args],
-            env=cli_env(),
+            env=cli_env(**env),
             cwd=str(tmp_path),
             encoding="utf-8",
             timeout=15,
@@ -225,6 +225,52 @@ def test_ctrl_c_stops_the_reply_on_the_server_and_keeps_the_session(
     chat.expect(pexpect.EOF)
     chat.close()
     assert chat.exitstatus == 0
+
+
+BUSY_THREAD = """
+import os
+import threading
+import time
+
+def busy():  # a thread that keeps asking for the GIL, as the SDK's may after a reply
+    while not os.path.exists(os.environ["BUSY_FROM"]):  # not while the chat starts
+        time.sleep(0.01)
+    while True:
+        sum(range(1000))
+
+threading.Thread(target=busy, daemon=True).start()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_at_the_prompt_is_seen_at_once_while_another_thread_runs(
+    spawn: Spawn, tmp_path: Path, signum: signal.Signals
+) -> None:
+    # Found by chat's Ctrl-C test (1 run in 30 hung): a Ctrl-C that landed while the main
+    # thread waited for the GIL just before input() was noted but not handled, and input()
+    # waited for a line. With a busy thread, 1 Ctrl-C in 6 sent as the prompt appeared was.
+    site = tmp_path / "busy"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BUSY_THREAD, encoding="utf-8")
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    busy_from = tmp_path / "busy-from"
+    chat = spawn("-m", TEXT, PYTHONPATH=path, BUSY_FROM=str(busy_from))
+    chat.expect(PROMPT)
+    busy_from.touch()
+    chat.sendline("")  # a prompt drawn while the thread is busy
+    chat.expect(PROMPT)
+    if signum == signal.SIGTERM:  # a SIGTERM ends the chat: one, sent as the prompt shows
+        chat.kill(signum)
+        chat.expect("terminated \\(SIGTERM\\)", timeout=5)
+        chat.expect(pexpect.EOF)
+        chat.close()
+        assert chat.exitstatus == 143
+        return
+    for _ in range(40):
+        chat.sendintr()
+        chat.expect(re.escape("(Ctrl-C: type /exit or press Ctrl-D to leave)"), timeout=5)
+        chat.expect(PROMPT)
+    leave_with_ctrl_d(chat)
 
 
 def test_sigterm_during_a_reply_stops_it_on_the_server_and_ends_the_chat(

@@ -36,6 +36,7 @@ from ._common import (
 )
 from ._images import MAX_SIDE, Attachment, load_image, solid_image
 from ._output_types import json_text
+from ._prompt_signals import PromptSignals
 from ._sigterm import leave_if_terminated
 from ._text import check_options_text, check_text, stdin_lines_tolerant
 
@@ -198,17 +199,22 @@ class ChatSession:
     # -- the loop ------------------------------------------------------------------
     def loop(self) -> None:
         """Read lines until ``/exit`` or end of input."""
-        from rich.text import Text
-
         vision = "yes" if self.info.vision else "no"
         self.note(
             f"Chatting with {self.info.shown} on {self.session.host} (vision: {vision}). "
             "/help lists the commands; /exit or Ctrl-D leaves; Ctrl-C stops a reply."
         )
+        with PromptSignals() as signals:
+            self._lines(signals)
+
+    def _lines(self, signals: PromptSignals) -> None:
+        from rich.text import Text
+
         first = True
         while True:
             try:
-                line = self.out.input(Text("you> ", style="bold green"))
+                with signals.prompt():
+                    line = self.out.input(Text("you> ", style="bold green"))
             except EOFError:
                 self.out.print()
                 return

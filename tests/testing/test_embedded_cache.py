@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -91,34 +92,91 @@ def _dead_pid() -> int:
     return int(child.stdout)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="pids and locks are checked on POSIX")
+HOLD_A_PARTIAL = """
+import fcntl, sys, time
+held = open(sys.argv[1], "wb")
+fcntl.flock(held, fcntl.LOCK_EX)  # as an assembly holds its file while it writes it
+held.write(b"GGUF")
+held.flush()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+@contextlib.contextmanager
+def _killed_unreaped(folder: Path, name: str) -> Iterator[Path]:
+    """A run killed while it wrote its partial file, not yet reaped by its parent (a zombie)."""
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD_A_PARTIAL, str(folder / "placeholder")],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as run:
+        partial = folder / f"{name}.partial-{run.pid}"
+        try:
+            assert run.stdout is not None
+            assert run.stdout.readline() == "held\n"
+            (folder / "placeholder").rename(partial)
+            run.kill()
+            while not Path(f"/proc/{run.pid}/stat").read_text().split(") ")[-1].startswith("Z"):
+                time.sleep(0.01)  # killed: its lock is gone; its pid still answers os.kill(pid, 0)
+            yield partial
+        finally:
+            run.kill()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; locks on POSIX")
 def test_partial_files_of_killed_runs_are_removed_and_those_being_written_kept(
     target: Path, good_gguf: Path
 ) -> None:
     """Found by a probe: a first run ended by SIGTERM or SIGHUP (a closed terminal) while
-    assembling left its 250 MB ``.partial-PID`` file for good (the cache grew to 492 MB)."""
+    assembling left its 250 MB ``.partial-PID`` file for good (the cache grew to 492 MB).
+    Found by a later probe: the file of a run killed but not yet reaped (a zombie, whose pid
+    is taken), or whose pid another process had taken, was kept for good too."""
     os.link(good_gguf, target)
     dead = target.with_name(f"{target.name}.partial-{_dead_pid()}")
     dead.write_bytes(b"GGUF" + bytes(1000))
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
         try:
-            running = target.with_name(f"{target.name}.partial-{live.pid}")
-            running.write_bytes(b"GGUF")
+            taken = target.with_name(f"{target.name}.partial-{live.pid}")  # a reused pid
+            taken.write_bytes(b"GGUF")
             # A pid that is gone here, but whose file a process (in another pid
             # namespace, say) holds the lock on while writing it.
             locked = target.with_name(f"{target.name}.partial-{_dead_pid()}")
             locked.write_bytes(b"GGUF")
             other = target.with_name(f"{target.name}.partial-notapid")
             other.write_bytes(b"")
-            with locked.open("rb") as held:
+            with (
+                locked.open("rb") as held,
+                _killed_unreaped(target.parent, target.name) as zombie,
+            ):
                 fcntl.flock(held, fcntl.LOCK_EX)
                 assert embedded_gguf() == target
+                assert not zombie.exists()
             assert not dead.exists()
-            assert running.exists()
+            assert not taken.exists()
             assert locked.exists()
             assert other.exists()
         finally:
             live.kill()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="locks are checked on POSIX")
+def test_a_checked_model_s_run_removes_leftovers_unless_another_run_holds_the_lock(
+    target: Path, good_gguf: Path
+) -> None:
+    """Found by a probe: once the model was checked (stamped), no run looked for partial
+    files again, so one the first cleaner had kept stayed for good."""
+    os.link(good_gguf, target)
+    assert embedded_gguf() == target  # checked and stamped: later runs take the fast path
+    dead = target.with_name(f"{target.name}.partial-{_dead_pid()}")
+    dead.write_bytes(b"GGUF")
+    lock = target.with_name(target.name + ".lock")
+    with lock.open("rb") as held:  # another run checking or assembling: not waited for
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert embedded_gguf() == target
+        assert dead.exists()
+    assert embedded_gguf() == target
+    assert not dead.exists()
 
 
 def test_a_file_changed_in_place_with_its_times_restored_is_checked_again(

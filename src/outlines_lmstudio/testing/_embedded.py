@@ -172,6 +172,7 @@ def _assembled(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> 
     stamp = target.with_name(target.name + ".verified")
     with contextlib.suppress(OSError):
         if trust_stamp and _stamp_matches(stamp, os.stat(target), package.EXPECTED_SHA256):
+            _remove_leftovers(target)
             return target  # the common case: checked before, by this process or another
     # One process checks or assembles at a time; the others wait, then find it done
     # (found by a review: concurrent first runs, pytest-xdist's workers, each assembled
@@ -215,13 +216,18 @@ def _close_held(fd: int) -> None:
 
 
 @contextlib.contextmanager
-def _cache_lock(target: Path, progress: Callable[[str], None] | None = None) -> Iterator[None]:
+def _cache_lock(
+    target: Path,
+    progress: Callable[[str], None] | None = None,
+    *,
+    patience: float | None = None,
+) -> Iterator[None]:
     """Hold an exclusive lock on ``<target>.lock`` (none where there is no ``fcntl``).
 
     A cache that cannot hold the lock file (read-only), or whose file system takes no
     locks (some network ones), is used without it. A run that must wait for another says
-    so, and waits `LOCK_WAIT_SECONDS` at most (found by a probe: behind a run stopped with
-    Ctrl-Z, it waited for ever without a word).
+    so, and waits ``patience`` seconds at most, `LOCK_WAIT_SECONDS` if ``None`` (found by a
+    probe: behind a run stopped with Ctrl-Z, it waited for ever without a word).
     """
     fcntl = _fcntl()
     lock = target.with_name(target.name + ".lock")
@@ -240,7 +246,8 @@ def _cache_lock(target: Path, progress: Callable[[str], None] | None = None) -> 
         fd = None
     try:
         if fd is not None and fcntl is not None:
-            _wait_for_lock(fcntl, fd, lock, progress)
+            wait = LOCK_WAIT_SECONDS if patience is None else patience
+            _wait_for_lock(fcntl, fd, lock, progress, wait)
         yield
     finally:
         if fd is not None:
@@ -248,16 +255,20 @@ def _cache_lock(target: Path, progress: Callable[[str], None] | None = None) -> 
 
 
 def _wait_for_lock(
-    fcntl: ModuleType, fd: int, lock: Path, progress: Callable[[str], None] | None
+    fcntl: ModuleType,
+    fd: int,
+    lock: Path,
+    progress: Callable[[str], None] | None,
+    patience: float,
 ) -> None:
     """Take the lock (``flock``, released when closed or the process ends), or raise.
 
     Raises
     ------
     _CacheError
-        When another process held it for `LOCK_WAIT_SECONDS`.
+        When another process held it for ``patience`` seconds.
     """
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    deadline = time.monotonic() + patience
     said = False
     while True:
         try:
@@ -271,7 +282,7 @@ def _wait_for_lock(
             raise _CacheError(
                 errno.EWOULDBLOCK,
                 f"another process has been checking or assembling the embedded model for "
-                f"{LOCK_WAIT_SECONDS:g} s (it holds {lock}): if it is stopped (Ctrl-Z), "
+                f"{patience:g} s (it holds {lock}): if it is stopped (Ctrl-Z), "
                 "resume it or end it, then run again",
             )
         if not said and progress is not None:
@@ -381,21 +392,40 @@ def _assemble(package: ModuleType, target: Path) -> None:
             _close_held(held)
 
 
+def _remove_leftovers(target: Path) -> None:
+    """Remove killed runs' partial files beside a checked model, if any, and if no run waits.
+
+    Found by a probe: once the model was stamped, no run looked for them, so a partial
+    file the first cleaner had kept stayed for good. One directory listing when there is
+    none; with one, the cache lock, taken only if it is free at once (a run holding it
+    removes them itself).
+    """
+    if next(target.parent.glob(f"{target.name}{_PARTIAL}*"), None) is None:
+        return
+    with contextlib.suppress(OSError), _cache_lock(target, patience=0):
+        _remove_stale_partials(target)
+
+
 def _remove_stale_partials(target: Path) -> None:
-    """Remove the partial files of assemblies whose process is gone.
+    """Remove the partial files of assemblies whose process is gone (with the cache lock).
 
     SIGTERM or SIGHUP (a closed terminal) ends a run without the ``finally`` that
     removes its partial file (found by a probe: 250 MB each, kept for ever); a
     library installs no signal handlers, so the next run removes them. A partial
-    file is removed only if its process is not alive (a reused pid keeps it, to be
-    safe) and no process holds its lock (a run in another pid namespace).
+    file is removed if no process holds its lock: an assembly holds it while it writes
+    (and creates its file only with the cache lock, which the caller holds), and the
+    system lets it go when the process ends, however it ends. Only where the file system
+    takes no locks does the pid decide: the file is kept while a process with that pid
+    is alive. Found by a probe: decided by the pid first, the file of a killed run whose
+    parent had not yet reaped it (a zombie), or whose pid another process had taken (in
+    another container), was kept for good.
     """
     for partial in target.parent.glob(f"{target.name}{_PARTIAL}*"):
         pid = partial.name.rpartition("-")[2]
-        if not (pid.isascii() and pid.isdigit()) or _alive(int(pid)):
+        if not (pid.isascii() and pid.isdigit()) or int(pid) == os.getpid():
             continue
         with contextlib.suppress(OSError):
-            _remove_unlocked(partial)
+            _remove_unlocked(partial, int(pid))
 
 
 def _alive(pid: int) -> bool:
@@ -414,14 +444,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _remove_unlocked(partial: Path) -> None:
+def _remove_unlocked(partial: Path, pid: int) -> None:
     fcntl = _fcntl()
     if fcntl is None:  # Windows refuses to remove a file a running assembly has open
         partial.unlink()
         return
     fd = os.open(partial, os.O_RDONLY | os.O_NONBLOCK)  # never waits on a FIFO
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: being written
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # being written
+            return
+        except OSError:  # no locks on that file system: the pid decides
+            if _alive(pid):
+                return
         if _same_file(os.stat(partial), os.fstat(fd)):
             partial.unlink()
     finally:

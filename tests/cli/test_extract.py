@@ -805,6 +805,26 @@ def test_a_second_run_on_the_same_output_is_refused(
     assert_complete_output(target, {f"item-{i}" for i in range(count)})
 
 
+def test_a_new_output_another_run_is_making_is_refused_before_anything_is_asked(
+    run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
+) -> None:
+    """Found by a probe: a new output file was made when the first result was ready, so a
+    second run on it was refused only after it had looked up the model (11.7 s with a
+    model that loads in 10 s), not at its check as for an existing file (2.8 s)."""
+    from outlines_lmstudio.cli._jsonl import OutputFile
+
+    source = write_items(tmp_path / "in.jsonl", 2)
+    target = tmp_path / "out.jsonl"
+    with OutputFile(target) as first:  # a run that is starting: connecting, loading
+        first.scan(source)
+        result = run_cli(*extract(schema_file, source, target))
+        assert result.returncode == 2
+        assert_one_line_error(result, "out.jsonl", "another extract run")
+        assert emulator.requests == []
+        first.open()
+    assert target.read_text() == ""
+
+
 @pytest.mark.parametrize("retry", [False, True])
 def test_output_locked_by_another_process_is_left_alone(
     run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path, retry: bool
@@ -854,10 +874,15 @@ def test_the_lock_covers_a_new_file_and_a_rewritten_one(tmp_path: Path) -> None:
     late = tmp_path / "late.jsonl"
     with OutputFile(late) as output:
         assert output.scan(source) is None
-        with late.open("wb") as holder:  # another run created it in between
-            fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
-            with pytest.raises(CliError, match="another extract run"):
-                output.open()
+        assert locked(late)  # made and locked by the scan: another run is refused at its own
+        with OutputFile(late) as second, pytest.raises(CliError, match="another extract run"):
+            second.scan(source)
+    assert not late.exists()  # never opened (the run stopped before its first result)
+    with OutputFile(late) as output:
+        output.scan(source)
+        late.unlink()  # removed by another program while the run started
+        with pytest.raises(CliError, match="removed or replaced while extract was starting"):
+            output.open()
 
 
 def test_retry_errors_keeps_the_errors_of_ids_not_in_the_input(

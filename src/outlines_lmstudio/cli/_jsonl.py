@@ -418,6 +418,7 @@ class OutputFile:
         self._existing: tuple[int, int] | None = None
         self._fd: int | None = None
         self._lock_fd: int | None = None
+        self._created: tuple[int, int] | None = None  # the file the scan made, if it did
         self._newline = False
         self._terminal = False
 
@@ -505,6 +506,7 @@ class OutputFile:
                     f"Cannot write output {str(self.path)!r}: its folder "
                     f"{str(self.path.parent)!r} does not exist."
                 ) from None
+            self._create()
             return None
         except OSError as exc:
             raise CliError(f"Cannot use output {str(self.path)!r}: {exc.strerror}.") from None
@@ -538,6 +540,39 @@ class OutputFile:
                 f"{exc.strerror}."
             ) from None
         return f"Removed an incomplete last line from {self.path} (it was never a result)."
+
+    def _create(self) -> None:
+        """Make the new output file now, empty and locked, so that another run is refused at once.
+
+        Found by a probe: made only once the model was ready, a second run on the same new
+        file was refused after it had looked up the model (and, with ``--local``, loaded
+        it). `close` removes it again if the run stops before `open` (LM Studio or the model
+        not found, Ctrl-C), which made no file before. A file that cannot be made here is
+        left to `check_writable` and `open`, which say why.
+        """
+        try:
+            fd = os.open(
+                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | _BINARY, 0o644
+            )
+        except FileExistsError:
+            raise self._appeared() from None
+        except OSError:
+            return
+        self._fd = fd
+        try:
+            self._lock(fd)  # another run that scanned it in the meantime has it: its file
+        except BaseException:
+            self.close()
+            raise
+        self._created = _identity(os.fstat(fd))
+
+    def _appeared(self) -> CliError:
+        if self._locked_elsewhere():
+            return self._busy()
+        return CliError(
+            f"{self.path} appeared while extract was starting (another program?): "
+            "run the command again."
+        )
 
     def _same(self, fd: int) -> None:
         """Refuse a file that is not the one scanned (replaced in between)."""
@@ -686,7 +721,18 @@ class OutputFile:
             If it cannot be opened, or the file is not the one scanned.
         """
         try:
-            if str(self.path) == "-":
+            if self._fd is not None:  # the new file, made by the scan: still at its path?
+                try:
+                    moved = _identity(os.stat(self.path)) != self._created
+                except FileNotFoundError:
+                    moved = True
+                if moved:
+                    raise CliError(
+                        f"{self.path} was removed or replaced while extract was starting "
+                        "(another program?): run the command again."
+                    )
+                self._created = None  # opened: kept, as a file made here always was
+            elif str(self.path) == "-":
                 self._fd = os.dup(sys.stdout.fileno())
             elif self.stream:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | _BINARY)
@@ -701,12 +747,7 @@ class OutputFile:
                 self._same(self._fd)
             self._terminal = os.isatty(self._fd)
         except FileExistsError:
-            if self._locked_elsewhere():
-                raise self._busy() from None
-            raise CliError(
-                f"{self.path} appeared while extract was starting (another program?): "
-                "run the command again."
-            ) from None
+            raise self._appeared() from None
         except OSError as exc:
             raise CliError(f"Cannot write output {str(self.path)!r}: {exc.strerror}.") from None
         except CliError:
@@ -762,8 +803,15 @@ class OutputFile:
             self._lock_fd = None
 
     def close(self) -> None:
-        """Close the file and release its lock."""
+        """Close the file and release its lock; remove a new file the run never opened."""
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            try:
+                if self._created is not None:
+                    with contextlib.suppress(OSError):
+                        made = os.fstat(fd)
+                        if made.st_size == 0 and _identity(os.stat(self.path)) == self._created:
+                            os.unlink(self.path)  # before the lock goes: no run has it
+            finally:
+                os.close(fd)
         self._release()

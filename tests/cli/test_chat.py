@@ -41,7 +41,8 @@ Spawn = Callable[..., Any]
 
 
 @pytest.fixture
-def spawn(emulator: LMStudioEmulator, tmp_path: Path) -> Iterator[Spawn]:
+def spawn(emulator: LMStudioEmulator, tmp_path: Path, sigint_default: None) -> Iterator[Spawn]:
+    """Start ``chat`` on a pseudo-terminal; Ctrl-C works in it however pytest was started."""
     children: list[pexpect.spawn] = []
 
     def start(*args: str, **env: str) -> pexpect.spawn:

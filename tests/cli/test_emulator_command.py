@@ -392,6 +392,7 @@ def test_a_gguf_option_that_names_a_directory_or_no_file_says_so(tmp_path: Path)
     )
 
 
+@pytest.mark.usefixtures("sigint_default")
 @pytest.mark.parametrize("module", [False, True])
 def test_ctrl_c_while_the_models_file_is_read_is_one_line(tmp_path: Path, module: bool) -> None:
     # Found by a probe: Ctrl-C before the emulator served (a models file or a GGUF file
@@ -439,6 +440,7 @@ def test_ctrl_c_while_the_models_file_is_read_is_one_line(tmp_path: Path, module
         )
 
 
+@pytest.mark.usefixtures("sigint_default")
 def test_a_ctrl_c_delivered_to_another_thread_stops_a_blocked_models_read() -> None:
     # The race above made deterministic: the kernel hands the signal to a thread other
     # than the one blocked in read(). Read in the main thread (the old way), the read

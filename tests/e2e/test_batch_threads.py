@@ -206,6 +206,7 @@ NESTED = textwrap.dedent(
 )
 
 
+@pytest.mark.usefixtures("sigint_default")
 def test_ctrl_c_stops_the_batches_a_batch_s_items_run(
     emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

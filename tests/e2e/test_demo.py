@@ -345,6 +345,7 @@ def test_an_unknown_model_is_said_once(lmstudio_emulator: LMStudioEmulator) -> N
     assert "Stopped: LM Studio has no model matching 'no-such-model'" in result.stderr
 
 
+@pytest.mark.usefixtures("sigint_default")
 def test_ctrl_c_ends_the_demo_in_one_line_with_status_130() -> None:
     """Found by a probe: a Ctrl-C printed a KeyboardInterrupt traceback (~24 lines)."""
     demo = subprocess.Popen(

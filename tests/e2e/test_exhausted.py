@@ -137,6 +137,7 @@ CTRL_C_WITHOUT_A_THREAD = textwrap.dedent(
 )
 
 
+@pytest.mark.usefixtures("sigint_default")
 def test_ctrl_c_when_no_thread_can_send_the_cancel_still_cancels(
     emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -711,6 +711,7 @@ LEAVE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.usefixtures("sigint_default")
 @pytest.mark.parametrize("wait", ["LEAVE_GRACE", "CONFIRM_WAIT"])
 def test_ctrl_c_while_a_stream_is_left_by_break_interrupts_and_cancels(
     emulator: LMStudioEmulator, wait: str

@@ -182,6 +182,7 @@ def test_an_input_longer_than_the_context_is_refused_before_it_is_embedded(
         embedder.embed("word " * 50_000)
 
 
+@pytest.mark.usefixtures("sigint_default")
 def test_ctrl_c_while_a_gguf_file_is_read_stops_the_caller() -> None:
     """Found by a probe: a Ctrl-C while llama.cpp read a GGUF file's facts on the main
     thread (the demo's first second) was raised in llama.cpp's log callback, where ctypes

@@ -203,7 +203,9 @@ def test_a_child_forked_while_the_guard_is_armed_has_ctrl_c_back() -> None:
 
 
 @pytest.fixture(params=["first arm", "later arm"])
-def arms(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+def arms(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, sigint_default: None
+) -> None:
     """A guard armed for the first time in the process, or once Python's handler is known."""
     if request.param == "first arm":
         monkeypatch.setattr(_interrupt._PythonsHandler, "address", None)

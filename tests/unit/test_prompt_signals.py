@@ -17,9 +17,12 @@ import pytest
 
 from outlines_lmstudio.cli._prompt_signals import PromptSignals
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(signal, "pthread_kill") or not hasattr(signal, "SIGURG"), reason="POSIX only"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not hasattr(signal, "pthread_kill") or not hasattr(signal, "SIGURG"), reason="POSIX only"
+    ),
+    pytest.mark.usefixtures("sigint_default"),
+]
 
 WATCHER = "outlines-lmstudio prompt signals"
 

@@ -301,6 +301,7 @@ def test_a_failed_check_names_its_phase(tmp_path: Path) -> None:
 
 
 @makes_a_venv
+@pytest.mark.usefixtures("sigint_default")
 def test_ctrl_c_during_the_install_says_so_in_one_line(tmp_path: Path) -> None:
     """Found by a probe: Ctrl-C during the first install said "pip install failed", 30
     lines of pip's log, and to check the network, with status 1."""

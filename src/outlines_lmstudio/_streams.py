@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import lmstudio as lms
 
-from ._common import CONFIRM_SECONDS, DRAIN_SECONDS
+from ._common import CONFIRM_SECONDS, DRAIN_SECONDS, STALL_GRACE, overslept
 from ._config import CALLBACK_KWARGS
 from ._flow import wait_limit
 from ._interrupt import SigintGuard, interrupt_again
@@ -361,7 +361,12 @@ class SyncReader:
             if self._wait_over:
                 return
             self._confirmed = confirmed
-        if confirmed.acquire(timeout=CONFIRM_SECONDS):
+        started = time.monotonic()
+        while not confirmed.acquire(timeout=CONFIRM_SECONDS):
+            if not overslept(started, CONFIRM_SECONDS, now := time.monotonic()):
+                break
+            started = now  # the process was stalled: the confirmation may wait unread
+        else:
             return
         with self._deciding:
             if not self._wait_over:
@@ -823,9 +828,9 @@ class AsyncReader:
             self._heard = now
             limit, by_deadline = wait_limit(due, idle, now)
             if limit is not None:
-                self._timer = loop.call_at(
-                    loop.time() + limit, self._expire, waiter, idle, deadline, by_deadline
-                )
+                at = loop.time() + limit
+                expire = self._expire
+                self._timer = loop.call_at(at, expire, waiter, idle, deadline, by_deadline, at)
             try:
                 await waiter
             finally:
@@ -847,6 +852,7 @@ class AsyncReader:
         idle: float | None,
         deadline: float | None,
         by_deadline: bool,
+        at: float,
     ) -> None:
         """Fail a read whose timer ran out, or (heard from since) let it go on.
 
@@ -855,10 +861,13 @@ class AsyncReader:
         heard from within ``idle``, a new timer is set for what is left of it, so each
         silence, not the time since the wait began, is what ``idle`` bounds. The bound the
         timer was set to names the error, not a second clock reading: a reading taken after
-        a preemption could misname the call's deadline.
+        a preemption could misname the call's deadline. A timer that ran ``STALL_SECONDS``
+        late (``at``: when it was due) saw a stall of the process, not of LM Studio: the
+        idle bound then gets `STALL_GRACE` more.
         """
         if waiter.done():  # the reply ended, or the reader left, in the same loop pass
             return
+        loop = waiter.get_loop()
         now = time.monotonic()
         due = self._due(deadline, now)
         left: float | None
@@ -873,13 +882,13 @@ class AsyncReader:
             assert idle is not None  # a timer without a deadline is the idle bound
             left = self._heard + idle - now
             if left <= 0:
-                waiter.set_exception(TimeoutError("idle"))
-                return
+                if not overslept(at, 0.0, loop.time()):
+                    waiter.set_exception(TimeoutError("idle"))
+                    return
+                left = STALL_GRACE  # LM Studio's messages may wait unread: see STALL_SECONDS
         limit, by_deadline = wait_limit(due, left, now)
-        loop = waiter.get_loop()
-        self._timer = loop.call_at(
-            loop.time() + (limit or 0.0), self._expire, waiter, idle, deadline, by_deadline
-        )
+        at = loop.time() + (limit or 0.0)
+        self._timer = loop.call_at(at, self._expire, waiter, idle, deadline, by_deadline, at)
 
     async def stop(self) -> None:
         """Cancel the prediction on the server; its reader finishes in the background.

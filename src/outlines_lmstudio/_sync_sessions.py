@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ import lmstudio as lms
 
 from . import _flow, _threads
 from ._api import ModelApi
-from ._common import DRAIN_SECONDS, SYNC_IMAGES, SYNC_RECONNECTS
+from ._common import DRAIN_SECONDS, SYNC_IMAGES, SYNC_RECONNECTS, overslept
 from ._streams import served
 
 __all__ = ["SyncSessions"]
@@ -61,14 +62,23 @@ class SyncSessions(ModelApi):
         """
         generation = SYNC_RECONNECTS.generation(self.client)
         postponed = 0
+        since = time.monotonic()
 
         def unstick() -> None:
-            nonlocal postponed
+            nonlocal postponed, since
             if not waiting():
                 return
-            if predicting and postponed < _PATIENCE - 1 and served(self.client, DRAIN_SECONDS):
+            # A check that ran late saw a stall of the process (`overslept`), not of
+            # LM Studio, whose messages may wait unread: it looks again, as when others are
+            # served (found by a probe: an 8 s GIL hold in another thread right after a
+            # cancel dropped the sockets, and failed a healthy stream on the client).
+            stalled = overslept(since, DRAIN_SECONDS, now := time.monotonic())
+            if postponed < _PATIENCE - 1 and (
+                stalled or (predicting and served(self.client, DRAIN_SECONDS))
+            ):
                 postponed += 1
-                _threads.later(DRAIN_SECONDS, unstick)  # others are served: not yet
+                since = now
+                _threads.later(DRAIN_SECONDS, unstick)  # not yet
                 return
             with contextlib.suppress(Exception):  # a closed client: nothing left to drop
                 SYNC_RECONNECTS.reset(self.client, generation, self._drop)

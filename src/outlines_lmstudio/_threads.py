@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import lmstudio as lms
 
 from ._cache import Heard
-from ._common import CONFIRM_SECONDS, Request
+from ._common import CONFIRM_SECONDS, STALL_GRACE, Request, overslept
 from ._flow import Call, Flow, Left, batch_result
 from ._forks import in_child, renewed
 from ._user_time import UserTime
@@ -489,6 +489,7 @@ class Worker:
         thread does not exist, raise ``forked()`` (found by a probe: a stream the parent
         had begun waited out ``read_timeout`` in the child, then blamed LM Studio).
         """
+        grace_until = float("-inf")  # after a stall of the process: see STALL_SECONDS
         while True:
             if forked is not None and os.getpid() != self._process:
                 raise forked()
@@ -517,13 +518,17 @@ class Worker:
                     if clock is not None and clock.since is not None:
                         left = None  # in a callback of the caller's: held
                     if left is not None and left <= 0:
-                        raise quiet()
+                        if now >= grace_until:
+                            raise quiet()
+                        left = grace_until - now  # LM Studio's messages may wait unread
                     left = idle if left is None else left  # held: look again after idle
                     wait = left if wait is None else min(wait, left)
                 try:
                     poll = SIGNAL_POLL if wait is None else min(wait, SIGNAL_POLL)
                     more, value = self._items.get(timeout=poll)
                 except queue.Empty:
+                    if overslept(now, poll, woke := time.monotonic()):
+                        grace_until = woke + STALL_GRACE
                     continue  # a bound ran out, or the pulse moved it: the top says which
             if not more:
                 if value is not None:

@@ -1,0 +1,163 @@
+"""A stall of the process is not LM Studio's silence.
+
+While another thread holds the GIL (a regular expression that backtracks, ``json.loads``
+of a big file, a C extension), no thread of the library or the SDK runs: LM Studio's
+messages wait unread in the socket. A bound that ran out meanwhile must be judged again
+once the process runs. Found by a probe, with LM Studio (an emulator) in a process of its
+own; here the emulator is in the test's process and stalls too, which the library cannot
+tell apart: after the stall, its messages come within the grace.
+
+The GIL is held by a C function called through ``ctypes.PyDLL``, which keeps it for the
+whole call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import lmstudio as lms
+import pytest
+
+from outlines_lmstudio import LMStudioTimeoutError, _streams, _sync_sessions, from_lmstudio
+from outlines_lmstudio._interrupt import interrupt_again
+from outlines_lmstudio.testing import Fault, LMStudioEmulator
+
+from .conftest import TEXT_MODEL, MakeModel
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="usleep from the C library")
+
+
+class HeldGil:
+    """Hold the GIL for ``seconds`` in a thread of its own, ``after`` seconds from now."""
+
+    def __init__(self, seconds: float, after: float) -> None:
+        usleep = ctypes.PyDLL(None).usleep  # PyDLL: the GIL stays held during the call
+        usleep.argtypes = [ctypes.c_uint]
+
+        def hold() -> None:
+            time.sleep(after)
+            self.began = time.monotonic()
+            usleep(int(seconds * 1_000_000))
+            self.ended = time.monotonic()
+
+        self.began = self.ended = 0.0
+        self._thread = threading.Thread(target=hold, daemon=True)
+        self._thread.start()
+
+    def join(self) -> float:
+        """Wait for the hold to end; return how long it held."""
+        self._thread.join(30)
+        return self.ended - self.began
+
+
+@pytest.fixture
+def steady(emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A reply of 150 fragments, one every 10 ms."""
+    monkeypatch.setattr(emulator, "token_latency", 0.01)
+    text = " ".join(f"w{i}" for i in range(150))
+    emulator.script(TEXT_MODEL, lambda prediction: text)
+    return text
+
+
+@pytest.mark.parametrize("kind", ["call", "stream"])
+def test_read_timeout_is_not_run_out_by_a_stall_of_the_process(
+    make_model: MakeModel, steady: str, kind: str
+) -> None:
+    # Found by a probe (6 of 6 runs): "LM Studio sent nothing for 1 s; a cancel of its
+    # prediction was sent", for a reply whose fragments were waiting in the socket.
+    model = make_model(TEXT_MODEL, read_timeout=1.0)
+    held = HeldGil(2.5, after=0.3)
+    reply = model("hello") if kind == "call" else "".join(model.stream("hello"))
+    assert held.join() > 2.0  # held longer than the bound
+    assert reply == steady
+
+
+def test_a_real_silence_after_a_stall_still_runs_out(
+    make_model: MakeModel, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The grace after a stall is a second look, not a pass: a server that stays silent
+    # after it is cut off as before.
+    monkeypatch.setattr(emulator, "token_latency", 0.01)
+    emulator.add_fault(Fault("predict", "hang", after_fragments=2))
+    model = make_model(TEXT_MODEL, read_timeout=1.0)
+    held = HeldGil(1.5, after=0.3)
+    started = time.monotonic()
+    with pytest.raises(LMStudioTimeoutError, match="sent nothing for 1 s"):
+        model("hello")
+    held.join()
+    assert time.monotonic() - started < 10
+
+
+def test_a_stall_after_a_cancel_does_not_drop_the_client_s_other_predictions(
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe (3 of 3 runs): a call's ``timeout`` ran out and its cancel went
+    out; another thread then held the GIL for longer than a cancel may take to confirm
+    (`DRAIN_SECONDS`, made 1 s here), and the library, taking LM Studio for silent,
+    dropped the client's sockets: a healthy stream on the same client failed with "Lost
+    the connection to LM Studio"."""
+    monkeypatch.setattr(_sync_sessions, "DRAIN_SECONDS", 1.0)
+    monkeypatch.setattr(emulator, "token_latency", 0.02)
+    long_text = " ".join(f"w{i}" for i in range(150))
+    emulator.script(TEXT_MODEL, lambda prediction: long_text)
+    with lms.Client(emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL)
+        streamed: list[str] = []
+        failed: list[BaseException] = []
+
+        def stream() -> None:
+            try:
+                streamed.extend(model.stream("a long story"))
+            except BaseException as exc:  # reported by the test
+                failed.append(exc)
+
+        other = threading.Thread(target=stream)
+        other.start()
+        with pytest.raises(TimeoutError):
+            model("cut short", timeout=0.3)
+        held = HeldGil(2.0, after=0.0)
+        assert held.join() > 1.5
+        other.join(30)
+        assert failed == []
+        assert "".join(streamed) == long_text
+
+
+@pytest.mark.usefixtures("sigint_default")
+def test_a_stall_after_ctrl_c_sends_no_second_ctrl_c(
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe (3 of 4 trials): a Ctrl-C's cancel was confirmed at once, but a GIL
+    hold held its reading up past `CONFIRM_SECONDS`, and the library sent the second Ctrl-C
+    meant for a server that does not confirm (the SDK then logged the confirmation as a
+    message for a closed channel)."""
+    monkeypatch.setattr(emulator, "token_latency", 0.02)
+    emulator.script(TEXT_MODEL, lambda prediction: " ".join(f"w{i}" for i in range(300)))
+    sent: list[bool] = []
+
+    def counted() -> None:
+        sent.append(True)
+        interrupt_again()
+
+    monkeypatch.setattr(_streams, "interrupt_again", counted)
+    main = threading.get_ident()
+
+    def ctrl_c_then_hold() -> None:
+        signal.pthread_kill(main, signal.SIGINT)
+        HeldGil(2.0, after=0.005).join()
+
+    def read(model: Any) -> None:
+        for index, _ in enumerate(model.stream("a long story")):
+            if index == 5:  # Ctrl-C while the stream waits for a fragment
+                threading.Timer(0.1, ctrl_c_then_hold).start()
+
+    with lms.Client(emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL)
+        with pytest.raises(KeyboardInterrupt):
+            read(model)
+    emulator.wait_until(lambda: emulator.predictions[0].cancelled, timeout=5)
+    assert sent == []

@@ -868,6 +868,8 @@ class AsyncReader:
         if waiter.done():  # the reply ended, or the reader left, in the same loop pass
             return
         loop = waiter.get_loop()
+        # Ran late: the process was stalled, and LM Studio's messages may wait unread.
+        grace = STALL_GRACE if overslept(at, 0.0, loop.time()) else 0.0
         now = time.monotonic()
         due = self._due(deadline, now)
         left: float | None
@@ -877,15 +879,15 @@ class AsyncReader:
                 return
             # The caller's callbacks took some of the time (a blocking one held this timer
             # up): the rest of the deadline holds, and the idle bound.
-            left = None if idle is None else max(self._heard + idle - now, 0.0)
+            left = None if idle is None else max(self._heard + idle - now, grace)
         else:
             assert idle is not None  # a timer without a deadline is the idle bound
             left = self._heard + idle - now
             if left <= 0:
-                if not overslept(at, 0.0, loop.time()):
+                if not grace:
                     waiter.set_exception(TimeoutError("idle"))
                     return
-                left = STALL_GRACE  # LM Studio's messages may wait unread: see STALL_SECONDS
+                left = grace
         limit, by_deadline = wait_limit(due, left, now)
         at = loop.time() + (limit or 0.0)
         self._timer = loop.call_at(at, self._expire, waiter, idle, deadline, by_deadline, at)

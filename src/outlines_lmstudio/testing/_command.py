@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import dataclasses
+import errno
 import importlib.util
 import json
 import math
@@ -396,7 +397,7 @@ def run(
     try:
         emulator.start()
     except (OSError, OverflowError, ValueError) as exc:
-        return fail(f"Cannot listen on {args.host}:{args.port}: {exc}")
+        return fail(f"Cannot listen on {args.host}:{args.port}: {_listen_error(exc)}")
     if not is_loopback(emulator.host):  # once it listens (found by a probe: before)
         print(f"{warning_prefix}{exposed_notice(emulator.host)}", file=sys.stderr, flush=True)
     stop = threading.Event()
@@ -442,3 +443,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted.", file=sys.stderr)
         return 130
+
+
+def _listen_error(exc: BaseException) -> str:
+    """Say why the emulator cannot listen, and what to do about a port in use.
+
+    Found by a probe: a second emulator on a port in use said websockets' "[Errno 98]
+    error while attempting to bind on address ('127.0.0.1', P): address already in use".
+    """
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return (
+            "the port is in use (another program listens there: LM Studio, another "
+            "emulator...): pick another --port, or leave it out for a free one"
+        )
+    return str(exc)

@@ -78,8 +78,6 @@ __all__ = [
     "Completion",
     "ModelTraits",
     "Request",
-    "STALL_GRACE",
-    "STALL_SECONDS",
     "SYNC_HANDLES",
     "SYNC_IMAGES",
     "SYNC_RECONNECTS",
@@ -92,7 +90,6 @@ __all__ = [
     "for_a_stand_in",
     "is_batch",
     "no_backend",
-    "overslept",
 ]
 
 ASYNC_CLIENT_CLOSED = "this AsyncClient was closed: make a new one to try again"
@@ -103,30 +100,6 @@ DRAIN_SECONDS = 5.0
 
 CONFIRM_SECONDS = 1.0
 """How long a Ctrl-C waits for LM Studio to confirm the cancel (the process may exit next)."""
-
-STALL_SECONDS = 0.5
-"""How much later than asked a bounded wait may end before the process counts as stalled.
-
-A wait ends late when the process could not run: another thread held the GIL (a regular
-expression that backtracks, ``json.loads`` of a big file, a C extension), the process was
-stopped (Ctrl-Z), the machine was swapping. LM Studio's messages then wait unread in the
-socket, so a bound that ran out meanwhile says nothing about LM Studio: it is judged again
-`STALL_GRACE` seconds later (found by a probe: a 2 s GIL hold in another thread failed a
-healthy call with ``read_timeout=1`` as "LM Studio sent nothing for 1 s" and cancelled it,
-and an 8 s one after a cancel dropped the client's sockets, failing another stream on it).
-"""
-
-STALL_GRACE = 1.0
-"""How long a bound that ran out during a stall of the process waits on (see `STALL_SECONDS`)."""
-
-
-def overslept(started: float, asked: float, now: float) -> bool:
-    """Whether a wait of ``asked`` seconds begun at ``started`` ended late (at ``now``).
-
-    See `STALL_SECONDS`; all three are ``time.monotonic()`` (or one event loop's) readings.
-    """
-    return now - started > asked + STALL_SECONDS
-
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 """Seconds to open a websocket to LM Studio and authenticate (``connect_timeout=``)."""

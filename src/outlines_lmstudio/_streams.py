@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import lmstudio as lms
 
-from ._common import CONFIRM_SECONDS, DRAIN_SECONDS, STALL_GRACE, overslept
+from ._common import CONFIRM_SECONDS, DRAIN_SECONDS
 from ._config import CALLBACK_KWARGS
 from ._flow import wait_limit
 from ._interrupt import SigintGuard, interrupt_again
@@ -26,6 +26,7 @@ from ._sdk_errors import (
     translate_sdk_error,
     unreadable,
 )
+from ._silence import SETTLE_SECONDS, Silence, stalled_for
 from ._user_time import UserTime
 
 __all__ = [
@@ -361,13 +362,21 @@ class SyncReader:
             if self._wait_over:
                 return
             self._confirmed = confirmed
-        started = time.monotonic()
-        while not confirmed.acquire(timeout=CONFIRM_SECONDS):
-            if not overslept(started, CONFIRM_SECONDS, now := time.monotonic()):
+        # A wait that overslept (a stall of the process: `_silence`) is followed by another,
+        # and the last wait before the second Ctrl-C is `SETTLE_SECONDS` on time: the
+        # confirmation may have waited unread.
+        wait, settled = CONFIRM_SECONDS, False
+        while True:
+            started = time.monotonic()
+            if confirmed.acquire(timeout=wait):
+                return
+            if stalled_for(started, wait, time.monotonic()):
+                settled = False
+            elif settled:
                 break
-            started = now  # the process was stalled: the confirmation may wait unread
-        else:
-            return
+            else:
+                settled = True
+            wait = SETTLE_SECONDS
         with self._deciding:
             if not self._wait_over:
                 interrupt_again()
@@ -651,6 +660,7 @@ class AsyncReader:
         # When (time.monotonic()) the reader last heard from LM Studio during a wait: the
         # wait's start, each progress mark, and (whole) each fragment.
         self._heard = 0.0
+        self._silence: Silence | None = None  # made by the first timer that runs out
         self._ended = False  # the server ended the prediction (or it never started)
         self._leaving = False  # stopped before it was open: cancel once it is
         self.at_end = False  # a read reached the end: the next one would return None
@@ -861,15 +871,17 @@ class AsyncReader:
         heard from within ``idle``, a new timer is set for what is left of it, so each
         silence, not the time since the wait began, is what ``idle`` bounds. The bound the
         timer was set to names the error, not a second clock reading: a reading taken after
-        a preemption could misname the call's deadline. A timer that ran ``STALL_SECONDS``
-        late (``at``: when it was due) saw a stall of the process, not of LM Studio: the
-        idle bound then gets `STALL_GRACE` more.
+        a preemption could misname the call's deadline. ``at``: when the timer was due.
         """
         if waiter.done():  # the reply ended, or the reader left, in the same loop pass
             return
         loop = waiter.get_loop()
-        # Ran late: the process was stalled, and LM Studio's messages may wait unread.
-        grace = STALL_GRACE if overslept(at, 0.0, loop.time()) else 0.0
+        # A timer that ran late saw a stall of the process, whose time is not LM Studio's
+        # silence (see `_silence`).
+        if (silence := self._silence) is None:
+            self._silence = silence = Silence()
+        if late := stalled_for(at, 0.0, loop.time()):
+            silence.stalled(self._heard, late)
         now = time.monotonic()
         due = self._due(deadline, now)
         left: float | None
@@ -879,15 +891,13 @@ class AsyncReader:
                 return
             # The caller's callbacks took some of the time (a blocking one held this timer
             # up): the rest of the deadline holds, and the idle bound.
-            left = None if idle is None else max(self._heard + idle - now, grace)
+            left = None if idle is None else silence.left(idle, self._heard, now)
         else:
             assert idle is not None  # a timer without a deadline is the idle bound
-            left = self._heard + idle - now
+            left = silence.left(idle, self._heard, now)
             if left <= 0:
-                if not grace:
-                    waiter.set_exception(TimeoutError("idle"))
-                    return
-                left = grace
+                waiter.set_exception(TimeoutError("idle"))
+                return
         limit, by_deadline = wait_limit(due, left, now)
         at = loop.time() + (limit or 0.0)
         self._timer = loop.call_at(at, self._expire, waiter, idle, deadline, by_deadline, at)

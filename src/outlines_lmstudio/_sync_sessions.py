@@ -18,7 +18,8 @@ import lmstudio as lms
 
 from . import _flow, _threads
 from ._api import ModelApi
-from ._common import DRAIN_SECONDS, SYNC_IMAGES, SYNC_RECONNECTS, overslept
+from ._common import DRAIN_SECONDS, SYNC_IMAGES, SYNC_RECONNECTS
+from ._silence import SETTLE_SECONDS, stalled_for
 from ._streams import served
 
 __all__ = ["SyncSessions"]
@@ -62,23 +63,28 @@ class SyncSessions(ModelApi):
         """
         generation = SYNC_RECONNECTS.generation(self.client)
         postponed = 0
-        since = time.monotonic()
+        since, asked, settled = time.monotonic(), DRAIN_SECONDS, False
 
         def unstick() -> None:
-            nonlocal postponed, since
+            nonlocal postponed, since, asked, settled
             if not waiting():
                 return
-            # A check that ran late saw a stall of the process (`overslept`), not of
+            # A check that ran late saw a stall of the process (`_silence`), not of
             # LM Studio, whose messages may wait unread: it looks again, as when others are
-            # served (found by a probe: an 8 s GIL hold in another thread right after a
+            # served; and the drop comes only after a check `SETTLE_SECONDS` on time (found
+            # by a probe: an 8 s GIL hold in another thread, or a Ctrl-Z, right after a
             # cancel dropped the sockets, and failed a healthy stream on the client).
-            stalled = overslept(since, DRAIN_SECONDS, now := time.monotonic())
+            stalled = stalled_for(since, asked, now := time.monotonic())
             if postponed < _PATIENCE - 1 and (
                 stalled or (predicting and served(self.client, DRAIN_SECONDS))
             ):
                 postponed += 1
-                since = now
-                _threads.later(DRAIN_SECONDS, unstick)  # not yet
+                since, asked, settled = now, DRAIN_SECONDS, False
+                _threads.later(asked, unstick)  # not yet
+                return
+            if not settled:
+                since, asked, settled = now, SETTLE_SECONDS, True
+                _threads.later(asked, unstick)
                 return
             with contextlib.suppress(Exception):  # a closed client: nothing left to drop
                 SYNC_RECONNECTS.reset(self.client, generation, self._drop)

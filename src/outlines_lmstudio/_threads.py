@@ -24,9 +24,10 @@ from typing import Any, ClassVar
 import lmstudio as lms
 
 from ._cache import Heard
-from ._common import CONFIRM_SECONDS, STALL_GRACE, Request, overslept
+from ._common import CONFIRM_SECONDS, Request
 from ._flow import Call, Flow, Left, batch_result
 from ._forks import in_child, renewed
+from ._silence import Silence, stalled_for
 from ._user_time import UserTime
 
 try:  # the SDK's websocket threads: no public name (lmstudio 1.5's)
@@ -309,12 +310,10 @@ class Pulse(Heard):
         self.holds = 0
         self.also: Heard | None = None
 
-    def left(self, idle: float, now: float) -> float | None:
-        """Return how long the caller may still wait (``None``: held, wait on)."""
-        if self.holds:
-            return None
+    def last(self) -> float:
+        """Return when LM Studio was last heard from (``time.monotonic()``)."""
         also = self.also
-        return idle - (now - (self.at if also is None else max(self.at, also.at)))
+        return self.at if also is None else max(self.at, also.at)
 
 
 def idle_bound(read_timeout: float | None) -> float | None:
@@ -489,7 +488,7 @@ class Worker:
         thread does not exist, raise ``forked()`` (found by a probe: a stream the parent
         had begun waited out ``read_timeout`` in the child, then blamed LM Studio).
         """
-        grace_until = float("-inf")  # after a stall of the process: see STALL_SECONDS
+        silence = Silence()  # stalls of the process left out: see `_silence`
         while True:
             if forked is not None and os.getpid() != self._process:
                 raise forked()
@@ -513,22 +512,22 @@ class Worker:
             # queue.Empty as its context ("During handling of the above exception...",
             # found by a probe).
             if waiting:
-                if idle is not None and self._pulse is not None and quiet is not None:
-                    left = self._pulse.left(idle, now)
+                if idle is not None and (pulse := self._pulse) is not None and quiet is not None:
+                    left = None if pulse.holds else silence.left(idle, pulse.last(), now)
                     if clock is not None and clock.since is not None:
                         left = None  # in a callback of the caller's: held
                     if left is not None and left <= 0:
-                        if now >= grace_until:
-                            raise quiet()
-                        left = grace_until - now  # LM Studio's messages may wait unread
+                        raise quiet()
                     left = idle if left is None else left  # held: look again after idle
                     wait = left if wait is None else min(wait, left)
                 try:
                     poll = SIGNAL_POLL if wait is None else min(wait, SIGNAL_POLL)
                     more, value = self._items.get(timeout=poll)
                 except queue.Empty:
-                    if overslept(now, poll, woke := time.monotonic()):
-                        grace_until = woke + STALL_GRACE
+                    if (pulse := self._pulse) is not None and (
+                        late := stalled_for(now, poll, time.monotonic())
+                    ):
+                        silence.stalled(pulse.last(), late)
                     continue  # a bound ran out, or the pulse moved it: the top says which
             if not more:
                 if value is not None:

@@ -1,0 +1,76 @@
+"""LM Studio's silence as a waiting reader sees it: stalls of the process left out.
+
+A wait ends late when the process could not run: another thread held the GIL (a regular
+expression that backtracks, ``json.loads`` of a big file, a C extension), the process was
+stopped (Ctrl-Z), the machine was swapping. LM Studio's messages then wait unread in the
+socket, so the time a wait overslept is not LM Studio's silence (found by a probe: a 2 s
+GIL hold in another thread failed a healthy call with ``read_timeout=1`` as "LM Studio sent
+nothing for 1 s" and cancelled it; an 8 s one after a cancel dropped the client's sockets,
+failing another stream on it; a 2 s one after a Ctrl-C sent the second Ctrl-C meant for a
+server that does not confirm).
+
+A stall the waiting thread does not see (it ended just before the bound ran out, or while
+the caller's code ran) is caught by `SETTLE_SECONDS`: a bound that ran out is acted on
+only once it still has after that, once the process could read what waited (found by a
+probe with Ctrl-Z: 7 stops in 10 of a stream whose consumer worked between fragments failed,
+and every stop a little longer than ``read_timeout``).
+
+No library measures this, so it is written here. Pure: the callers read the clocks.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SETTLE_SECONDS", "STALL_SECONDS", "Silence", "stalled_for"]
+
+STALL_SECONDS = 0.1
+"""How much later than asked a wait may end before the process counts as stalled (less is
+the scheduler's)."""
+
+SETTLE_SECONDS = 0.5
+"""How long a bound that ran out waits on before it is acted on."""
+
+
+def stalled_for(started: float, asked: float, now: float) -> float:
+    """How long a wait of ``asked`` seconds begun at ``started`` overslept, ending at ``now``.
+
+    0 for lateness under `STALL_SECONDS`. All three are readings of one clock
+    (``time.monotonic()``, or an event loop's).
+    """
+    late = now - started - asked
+    return late if late > STALL_SECONDS else 0.0
+
+
+class Silence:
+    """How long one reader may still wait for LM Studio (its ``read_timeout``).
+
+    The silence since LM Studio was last heard from (``heard``), less the time the
+    reader's waits overslept since then (`stalled`); once that reaches the bound, it must
+    still have after `SETTLE_SECONDS` more, stalls again left out.
+    """
+
+    def __init__(self) -> None:
+        self._heard: float | None = None
+        self._stalled = 0.0
+        self._settling: float | None = None
+
+    def _since(self, heard: float) -> None:
+        if heard != self._heard:  # heard from since: earlier stalls no longer count
+            self._heard, self._stalled = heard, 0.0
+
+    def stalled(self, heard: float, seconds: float) -> None:
+        """Note a wait that overslept ``seconds``; LM Studio was last heard from at ``heard``."""
+        self._since(heard)
+        self._stalled += seconds
+        if self._settling is not None:  # the settle is the process's time too
+            self._settling += seconds
+
+    def left(self, idle: float, heard: float, now: float) -> float:
+        """Return how long the reader may still wait; 0 when LM Studio has been silent too long."""
+        self._since(heard)
+        left = heard + idle + self._stalled - now
+        if left > 0:
+            self._settling = None
+            return left
+        if self._settling is None:
+            self._settling = now + SETTLE_SECONDS
+        return max(self._settling - now, 0.0)

@@ -1,0 +1,51 @@
+"""`_silence`: LM Studio's silence with the process's stalls left out (pure, no clocks)."""
+
+from __future__ import annotations
+
+import pytest
+
+from outlines_lmstudio._silence import SETTLE_SECONDS, STALL_SECONDS, Silence, stalled_for
+
+
+def test_a_wait_that_ended_late_overslept_by_its_lateness_past_the_scheduler_s() -> None:
+    assert stalled_for(10.0, 0.1, 10.1 + STALL_SECONDS) == 0.0  # the scheduler's lateness
+    assert stalled_for(10.0, 0.1, 12.6) == pytest.approx(2.5)
+
+
+def test_a_silence_runs_out_after_the_bound_and_the_settle() -> None:
+    silence = Silence()
+    assert silence.left(1.0, heard=100.0, now=100.4) == pytest.approx(0.6)
+    assert silence.left(1.0, heard=100.0, now=101.0) == pytest.approx(SETTLE_SECONDS)
+    assert silence.left(1.0, heard=100.0, now=101.2) == pytest.approx(SETTLE_SECONDS - 0.2)
+    assert silence.left(1.0, heard=100.0, now=101.0 + SETTLE_SECONDS) == 0.0
+
+
+def test_stalled_time_is_left_out_until_lm_studio_is_heard_from_again() -> None:
+    silence = Silence()
+    silence.stalled(100.0, 2.0)  # a wait overslept 2 s: no word from LM Studio counts there
+    assert silence.left(1.0, heard=100.0, now=102.5) == pytest.approx(0.5)
+    assert silence.left(1.0, heard=102.6, now=103.0) == pytest.approx(0.6)  # heard: counted anew
+
+
+def test_a_stall_during_the_settle_gives_the_bound_its_time_again() -> None:
+    silence = Silence()
+    assert silence.left(1.0, heard=100.0, now=101.0) == pytest.approx(SETTLE_SECONDS)
+    silence.stalled(100.0, 3.0)  # the settle's wait overslept
+    assert silence.left(1.0, heard=100.0, now=104.2) == pytest.approx(SETTLE_SECONDS - 0.2)
+    assert silence.left(1.0, heard=100.0, now=104.0 + SETTLE_SECONDS) == 0.0
+
+
+def test_stalls_that_repeat_still_add_up_to_the_bound() -> None:
+    silence, now = Silence(), 100.0
+    runs_out = None
+    for _ in range(40):  # stopped 0.6 s of every 0.7 s (the probe's Ctrl-Z and on)
+        now += 0.6
+        silence.stalled(100.0, 0.6)
+        now += 0.1
+        if silence.left(1.0, heard=100.0, now=now) == 0.0:
+            runs_out = now
+            break
+    assert runs_out is not None
+    # The bound after 1 s of running, 10 periods; the settle after 0.5 s more, 5 periods
+    # (one or two more where the sums' rounding leaves a sliver).
+    assert 100.0 + 0.7 * 15 - 0.01 <= runs_out <= 100.0 + 0.7 * 17 + 0.01

@@ -43,7 +43,7 @@ from ._images import PendingImage
 from ._inputs import ChatPrompt, deferring_images, settled
 from ._later_grammar import converted, converting_later, later_gbnf
 from ._sdk_errors import client_host, stream_loop_error
-from ._streams import AsyncReader
+from ._streams import AsyncReader, cancel_requested
 from .errors import LMStudioTimeoutError, OutlinesLMStudioError
 
 if TYPE_CHECKING:
@@ -832,12 +832,52 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
         # Each item enters the client in `_run` (once, under the lock), so a client that
         # cannot connect fails every item, as on the sync front: `BatchGenerationError`.
         semaphore, seen = asyncio.Semaphore(limit), self._entry.generation
+        # What an item raised that is no Exception (its callback's sys.exit(), Ctrl-C,
+        # pytest.fail() or CancelledError): it stops the batch, as on the sync front and as
+        # it stops a call. Found by a probe: it was one of a `BatchGenerationError`'s errors,
+        # which ``except Exception`` catches, or (sys.exit(), Ctrl-C) it left the event loop
+        # with the other items' predictions going on.
+        fatal: list[BaseException] = []
+        items: list[asyncio.Task[Any]] = []
 
         async def one(flow: Flow[Any]) -> Any:
-            async with semaphore:
-                return await self._run(flow, seen)  # see `_ensure_client`
+            try:
+                async with semaphore:
+                    return await self._run(flow, seen)  # see `_ensure_client`
+            except Exception:
+                raise
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError) and cancel_requested(
+                    asyncio.current_task()
+                ):
+                    raise  # the batch was cancelled, or another item stops it
+                if not fatal:
+                    fatal.append(exc)
+                    for item in items:  # each leaves its prediction (`_leave`)
+                        if item is not asyncio.current_task():
+                            item.cancel()
+                return None  # raised by the batch, not by this task (see above)
 
-        results = await asyncio.gather(*(one(f) for f in flows), return_exceptions=True)
+        # Each item's task is made as its coroutine is. An error while they are made (a
+        # signal handler's, a task factory's) cancels those made so far, before they send
+        # anything, and closes the coroutine not yet in a task. `gather` made every
+        # coroutine first: the rest were left "never awaited", and the tasks it had made
+        # went on and sent their predictions (found by a probe).
+        try:
+            for flow in flows:
+                made = one(flow)
+                try:
+                    items.append(asyncio.ensure_future(made))
+                except BaseException:
+                    made.close()
+                    raise
+        except BaseException:
+            for item in items:
+                item.cancel()
+            raise
+        results = await asyncio.gather(*items, return_exceptions=True)
+        if fatal:
+            raise fatal[0]
         return _flow.batch_result(results)
 
     # -- effects -----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ __all__ = [
     "AsyncReader",
     "SyncReader",
     "UnreadResult",
+    "cancel_requested",
     "noting_progress",
     "served",
     "stream_text",
@@ -525,6 +526,16 @@ class SyncReader:
                 told.set()
 
 
+def cancel_requested(task: asyncio.Task[Any] | None) -> bool:
+    """Whether ``task`` was asked to stop (``cancel()``), not merely raised a CancelledError.
+
+    A callback of the caller's may raise one where the SDK reads the reply (this task):
+    that is the callback's error, which the reader hands on, as any other.
+    """
+    cancelling = getattr(task, "cancelling", None)  # a loop's own task class may lack it
+    return cancelling is None or cancelling() > 0
+
+
 def served(client: Any, within: float) -> bool:
     """Tell whether LM Studio is serving the library's sync predictions on ``client``.
 
@@ -736,13 +747,14 @@ class AsyncReader:
                         waiter.set_result(None)
             self._ended = True
             self._finish(_END)
-        except asyncio.CancelledError:
-            raise  # the reader stops this task so
         except BaseException as exc:  # the SDK's errors, and any other: the reader raises it
             # Also what the caller's callback raised that is no Exception (sys.exit(), a
-            # KeyboardInterrupt, pytest.fail()), as the SDK by hand raises it in the awaiting
-            # coroutine. Left to end this task, one made the call wait out its read_timeout
-            # and blame LM Studio, or left the event loop (found by a probe).
+            # KeyboardInterrupt, pytest.fail(), a CancelledError), as the SDK by hand raises
+            # it in the awaiting coroutine. Left to end this task, one made the call wait out
+            # its read_timeout and blame LM Studio (for good without one), or left the event
+            # loop (found by probes).
+            if isinstance(exc, asyncio.CancelledError) and cancel_requested(asyncio.current_task()):
+                raise  # the reader (or the loop's end) stops this task so
             if self.stream is not None and isinstance(exc, Exception) and _unread(exc):
                 self._unread = self._ended = True  # see UnreadResult
                 self._finish(_END)

@@ -4,6 +4,7 @@ import asyncio
 import gc
 import io
 import os
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -381,7 +382,14 @@ def _raising_at_the_second_fragment(exc: BaseException) -> Any:
 
 @pytest.mark.parametrize("call", ["generate", "stream", "parse"])
 @pytest.mark.parametrize(
-    "exc", [_Stop("from the callback"), KeyboardInterrupt(), SystemExit(3)], ids=type
+    "exc",
+    [
+        _Stop("from the callback"),
+        KeyboardInterrupt(),
+        SystemExit(3),
+        asyncio.CancelledError("from the callback"),
+    ],
+    ids=type,
 )
 async def test_what_a_callback_raises_that_is_no_exception_reaches_the_awaiting_coroutine(
     async_client: lms.AsyncClient,
@@ -392,7 +400,9 @@ async def test_what_a_callback_raises_that_is_no_exception_reaches_the_awaiting_
     """As with the SDK by hand, and the prediction is cancelled. Found by a probe: left to
     end the library's reading task, such an exception made the call wait out its
     read_timeout (60 s by default) and blame LM Studio, with nothing cancelled, and a
-    KeyboardInterrupt or sys.exit() left the event loop instead of the coroutine."""
+    KeyboardInterrupt or sys.exit() left the event loop instead of the coroutine. A
+    CancelledError (the callback's own, not a cancel of the call) was taken for the reading
+    task's stop: the call waited out its read_timeout, and for good without one."""
     slow_emulator.script(TEXT_MODEL, ["word " * 400, "again"])
     model = from_lmstudio(async_client, TEXT_MODEL, read_timeout=30)
     callback = _raising_at_the_second_fragment(exc)
@@ -412,3 +422,81 @@ async def test_what_a_callback_raises_that_is_no_exception_reaches_the_awaiting_
     await asyncio.to_thread(slow_emulator.wait_until, lambda: slow_emulator.predictions[-1].done)
     assert slow_emulator.predictions[-1].stop_reason == "userStopped"
     assert await model("again") == "again"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        _Stop("from the callback"),
+        KeyboardInterrupt(),
+        SystemExit(3),
+        asyncio.CancelledError("from the callback"),
+    ],
+    ids=type,
+)
+async def test_what_an_items_callback_raises_that_is_no_exception_stops_the_batch(
+    async_client: lms.AsyncClient, slow_emulator: LMStudioEmulator, exc: BaseException
+) -> None:
+    """As on the sync front (and as it stops a call): raised as it is, the other items'
+    predictions cancelled, the queued never started. Found by a probe: it was one of a
+    `BatchGenerationError`'s errors, which ``except Exception`` catches (a CancelledError
+    without its message), or a sys.exit() and a Ctrl-C left the event loop, with the other
+    items' predictions going on."""
+    slow_emulator.script(TEXT_MODEL, ["word " * 400] * 6)
+    model = from_lmstudio(async_client, TEXT_MODEL, max_concurrency=2, read_timeout=30)
+    seen: list[object] = []
+
+    def callback(fragment: object) -> None:
+        seen.append(fragment)
+        if len(seen) == 3:
+            raise exc
+
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(type(exc)) as raised:
+        await model.batch(["long"] * 6, on_prediction_fragment=callback)
+    assert raised.value is exc
+    assert asyncio.get_running_loop().time() - started < 10  # not the read_timeout
+    predictions = slow_emulator.predictions
+    await asyncio.to_thread(slow_emulator.wait_until, lambda: all(p.done for p in predictions))
+    assert 1 <= len(predictions) <= 3  # the running two, and one that took a freed slot
+    assert all(p.stop_reason == "userStopped" for p in predictions)
+    slow_emulator.script(TEXT_MODEL, ["again"])
+    assert await model("again") == "again"
+
+
+async def test_an_error_while_a_batch_makes_its_tasks_sends_nothing_and_leaves_nothing(
+    async_client: lms.AsyncClient, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe (a signal handler's error there): `gather` made every item's
+    coroutine first, then a task for each; an error meanwhile left the tasks made so far
+    running (their predictions were sent), and the rest "never awaited". A task factory
+    that refuses the third task makes that error here without timing luck."""
+    emulator.script(TEXT_MODEL, ["warm", "after"])
+    model = from_lmstudio(async_client, TEXT_MODEL)
+    assert await model("warm up") == "warm"  # connected: the client's tasks are made
+    loop = asyncio.get_running_loop()
+    made: list[object] = []
+
+    def refusing_the_third(
+        loop: asyncio.AbstractEventLoop, coro: Any, /, **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        made.append(coro)
+        if len(made) == 3:
+            raise RuntimeError("no third task")
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    before = len(emulator.predictions)
+    loop.set_task_factory(refusing_the_third)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(RuntimeError, match="no third task"):
+                await model.batch(["one", "two", "three", "four", "five"])
+            await asyncio.sleep(0.2)  # time for a task left running to send its prediction
+            del made[:]
+            gc.collect()
+    finally:
+        loop.set_task_factory(None)
+    assert len(emulator.predictions) == before
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+    assert await model("after") == "after"

@@ -37,6 +37,7 @@ from ._inputs import sdk_history
 from ._reasoning import ReasoningSplitter, json_openers, plain_reply, reply_problem
 from ._reply import Parsed, Reply, ReplyChunk, reply_stats, stop_reason
 from ._sdk_errors import Stage, Unreadable, from_sdk, with_details
+from ._silence import StalledWait
 from .errors import (
     BatchGenerationError,
     LMStudioConnectionError,
@@ -515,12 +516,13 @@ def predict(
     request = call.request
     unloaded = False  # an attempt found the model gone (not found, or unloaded)
     dropped = False  # an attempt lost the connection
+    stalled = False  # an attempt's SDK wait ran out in a stall of the process (`StalledWait`)
     kwargs = request.sdk_kwargs()
     held: list[Any] = []  # a whole reply's message, for the caller's on_message
     on_message: Callable[[Any], object] | None = None
     if request.args.callbacks:  # most calls have none: no copy on the hot path
         kwargs, on_message = _watched(sink, kwargs, held)
-    for _attempt in (1, 2, 3):  # each recovery once: at most one of each, then the last
+    for _attempt in (1, 2, 3, 4):  # each recovery once: at most one of each, then the last
         held.clear()
         sink.begin()
         call.reader = None  # no prediction of this attempt is open yet (none was cancelled)
@@ -592,6 +594,12 @@ def predict(
                     raise errors(exc, request.key, stage) from exc
                 if again and not dropped:
                     dropped = True
+                    continue
+            elif isinstance(exc, StalledWait):
+                # LM Studio's reply may have come: nobody saw part of it, so it is asked
+                # again, once (the prediction given up was cancelled).
+                if again and not stalled:
+                    stalled = True
                     continue
             elif (checking or stage == "predict") and isinstance(
                 exc, lms.LMStudioModelNotFoundError

@@ -19,6 +19,7 @@ import msgspec
 from ._cache import PerClient
 from ._exhausted import files_hint, out_of_files
 from ._forks import detach
+from ._silence import StalledWait
 from .errors import (
     LMStudioConnectionError,
     LMStudioModelNotFoundError,
@@ -749,6 +750,19 @@ def _translated(
             host=host,
             model=model,
             hint=_NEWER_HINT,
+        )
+    if isinstance(exc, StalledWait):
+        return LMStudioTimeoutError(
+            f"This process was stopped or stalled (Ctrl-Z, a debugger, another thread holding "
+            f"the GIL) for at least {exc.overslept:.1f} s past the lmstudio SDK's {exc.limit:g} "
+            "s limit on each wait of a sync client, so the SDK gave the request up, though "
+            "LM Studio's reply may have come meanwhile"
+            + ("; a cancel of its prediction was sent to LM Studio." if exc.cancelled else "."),
+            host=host,
+            model=model,
+            hint="Ask again. A whole reply nobody saw part of is asked again once by itself; "
+            "to keep longer stalls from ending a wait, raise the SDK's limit with "
+            "lmstudio.set_sync_api_timeout(seconds), or pass None for none.",
         )
     if isinstance(exc, lms.LMStudioTimeoutError):  # only a sync client's waits have one
         limit = lms.get_sync_api_timeout()

@@ -15,12 +15,20 @@ only once it still has after that, once the process could read what waited (foun
 probe with Ctrl-Z: 7 stops in 10 of a stream whose consumer worked between fragments failed,
 and every stop a little longer than ``read_timeout``).
 
+The sync SDK bounds each of its waits by its own process-wide limit
+(``lmstudio.set_sync_api_timeout``, 60 s), which counts a stall like any time: a wait that
+ran out only because the process was stopped past it is told apart by `StalledWait`
+(found by a probe: a Ctrl-Z of over a minute failed a call whose reply had come, as "LM
+Studio sent nothing for 60 s").
+
 No library measures this, so it is written here. Pure: the callers read the clocks.
 """
 
 from __future__ import annotations
 
-__all__ = ["SETTLE_SECONDS", "STALL_SECONDS", "Silence", "stalled_for"]
+import lmstudio as lms
+
+__all__ = ["SETTLE_SECONDS", "STALL_SECONDS", "Silence", "StalledWait", "stalled_for"]
 
 STALL_SECONDS = 0.1
 """How much later than asked a wait may end before the process counts as stalled (less is
@@ -74,3 +82,29 @@ class Silence:
         if self._settling is None:
             self._settling = now + SETTLE_SECONDS
         return max(self._settling - now, 0.0)
+
+
+class StalledWait(lms.LMStudioTimeoutError):
+    """The sync SDK's wait ran out late: the process was stalled past the SDK's limit.
+
+    What LM Studio sent meanwhile waited unread in the socket, so this is no sign of its
+    silence. The SDK gave the request up (released its channel) all the same: a whole
+    reply nobody saw part of is asked again (`_flow.predict`), as after a dropped socket.
+
+    Parameters
+    ----------
+    limit
+        The SDK's limit on each wait, in seconds.
+    overslept
+        How long past it the wait ended (at least that long a stall).
+    cancelled
+        Whether a cancel of the prediction the SDK gave up was sent.
+    """
+
+    def __init__(self, limit: float, overslept: float, *, cancelled: bool) -> None:
+        super().__init__(
+            f"the lmstudio SDK's wait ran out {overslept:.1f} s past its {limit:g} s limit"
+        )
+        self.limit = limit
+        self.overslept = overslept
+        self.cancelled = cancelled

@@ -26,13 +26,14 @@ from ._sdk_errors import (
     translate_sdk_error,
     unreadable,
 )
-from ._silence import SETTLE_SECONDS, Silence, stalled_for
+from ._silence import SETTLE_SECONDS, Silence, StalledWait, stalled_for
 from ._user_time import UserTime
 
 __all__ = [
     "AsyncReader",
     "SyncReader",
     "UnreadResult",
+    "Waits",
     "cancel_requested",
     "noting_progress",
     "served",
@@ -117,6 +118,30 @@ def noting_progress(kwargs: dict[str, Any], note: Callable[[], None]) -> dict[st
     return {**kwargs, "on_prompt_processing_progress": progress}
 
 
+class Waits:
+    """When the sync SDK's current wait for a prediction's next message began.
+
+    The reader notes each of its asks; the SDK reads prompt-processing reports on without
+    handing them over, so ``progress`` (the prediction's progress callback) notes those,
+    and calls ``heard`` (a sign of life: `_threads.Pulse`). Apart from the reader: a
+    callback of the reader's own would tie the SDK's stream and the reader in a cycle, and
+    a stream left unread would then be finalised late, by the garbage collector, once its
+    client may be closed (found in the test suite: "Exception ignored in ... _iter_events").
+    """
+
+    __slots__ = ("_heard", "at")
+
+    def __init__(self, heard: Callable[[], None] | None = None) -> None:
+        self.at = 0.0  # time.monotonic()
+        self._heard = heard
+
+    def progress(self) -> None:
+        """Note a prompt-processing report: the SDK's next wait begins now."""
+        self.at = time.monotonic()
+        if (heard := self._heard) is not None:
+            heard()
+
+
 class SyncReader:
     """Reads one sync prediction stream in the caller's thread, under a Ctrl-C guard.
 
@@ -138,7 +163,8 @@ class SyncReader:
     whole
         Read to the end in one `read` (see there).
     heard
-        Called on each fragment (a call read under an idle bound: `_threads.Pulse`).
+        Called on each fragment and progress report (a call read under an idle bound:
+        `_threads.Pulse`).
     manager
         The client's SDK task manager (`_sdk_errors.task_manager`), for a read per
         fragment: a stream resumed after its client closed must not ask the SDK for
@@ -148,6 +174,8 @@ class SyncReader:
         The SDK client, for a stream left: nothing is read or cancelled once it is closed,
         or its ``close()`` has begun (`_sdk_errors.client_closed`; ``manager`` is still
         active then, for a while after ``close()`` returns).
+    waits
+        When the SDK's current wait began, progress reports included (see `Waits`).
     """
 
     _cancel_pending = False  # a cancel asked for before the request was sent
@@ -166,8 +194,10 @@ class SyncReader:
         heard: Callable[[], None] | None = None,
         manager: Any = None,
         client: Any = None,
+        waits: Waits | None = None,
     ) -> None:
         self.stream = stream
+        self.waits = Waits() if waits is None else waits
         self._heard = heard
         self._manager = manager
         self._client = client
@@ -241,6 +271,7 @@ class SyncReader:
                 with contextlib.suppress(Exception):
                     self.stream.close()
                 raise lms.LMStudioWebsocketError("The client was closed.")
+            self.waits.at = time.monotonic()
             fragment = next(self._events, None)  # here, not in a helper: once per fragment
             self.heard_at = time.monotonic()
             if self._sigint.interrupted:
@@ -277,6 +308,8 @@ class SyncReader:
                 return None
             if self._started and (wrapped := unreadable(exc)) is not None:
                 raise wrapped from exc  # the reply goes on: `abandon` cancels it
+            if self._started and (stalled := self._stalled_out(exc)) is not None:
+                raise stalled from exc
             raise
         finally:
             try:
@@ -301,6 +334,8 @@ class SyncReader:
         fragments: list[lms.LlmPredictionFragment] = []
         self.arrived = arrived = []
         heard = self._heard
+        waits = self.waits
+        waits.at = time.monotonic()
         try:
             for each in self._events:
                 if self._sigint.interrupted:
@@ -309,7 +344,7 @@ class SyncReader:
                     heard()
                 fragments.append(each)
                 arrived.append(now := time.monotonic())
-                self.heard_at = now
+                waits.at = self.heard_at = now
         except Exception as exc:
             if self._sigint.interrupted or not _unread(exc):
                 raise
@@ -319,6 +354,29 @@ class SyncReader:
         self.at_end = True
         _OPEN.discard(self)
         return fragments or None
+
+    def _stalled_out(self, exc: Exception) -> StalledWait | None:
+        """Return `StalledWait` if the SDK's own limit ran out only through a stall.
+
+        The SDK bounds each wait by its process-wide limit, and a stall of the process
+        (Ctrl-Z, another thread holding the GIL) counts there: a wait that ended well past
+        the limit was mostly the stall's, and LM Studio's messages may be unread in the
+        socket. The SDK has released the channel; the prediction it gave up is cancelled
+        through the one held (found by a probe: a Ctrl-Z of 70 s failed a stream, a call
+        and a batch as "LM Studio sent nothing for 60 s", with every reply in the socket).
+        """
+        if not (isinstance(exc, lms.LMStudioTimeoutError) and from_sdk(exc)):
+            return None
+        limit = lms.get_sync_api_timeout()
+        if limit is None or not (late := stalled_for(self.waits.at, limit, time.monotonic())):
+            return None
+        cancelled = False
+        if self._lost:  # see `abandon`
+            self._lost = False
+            with contextlib.suppress(Exception):  # nothing left to stop: see `_cancel`
+                self._channel.cancel()
+                cancelled = True
+        return StalledWait(limit, late, cancelled=cancelled)
 
     def cancel_when_open(self) -> None:
         """Cancel on the server now, or once the request is sent (thread-safe, no wait).

@@ -50,7 +50,7 @@ from ._sdk_errors import (
     orphan_parent_threads,
     task_manager,
 )
-from ._streams import SyncReader, noting_progress
+from ._streams import SyncReader, Waits, noting_progress
 from ._sync_sessions import SyncSessions
 from ._user_time import UserTime
 from .errors import LMStudioConnectionError, LMStudioTimeoutError
@@ -660,9 +660,11 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         guard: SigintGuard = call.front or SigintGuard()
         if guard.whole:  # from here on, Ctrl-C cancels the prediction first
             guard.arm()
-        kwargs, beats = effect.kwargs, _threads.pulse()
-        if beats is not None:  # read under an idle bound: progress is a sign of life
-            kwargs = noting_progress(kwargs, beats.beat)
+        beats = _threads.pulse()
+        # Progress is a sign of life: it pushes an idle bound back (read under one), and it
+        # begins the SDK's next wait, which the reader times (see `Waits`).
+        waits = Waits(None if beats is None else beats.beat)
+        kwargs = noting_progress(effect.kwargs, waits.progress)
         stream = effect.handle.respond_stream(effect.chat, **kwargs)
         call.reader = SyncReader(
             stream,
@@ -672,6 +674,7 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
             heard=None if beats is None else beats.beat,
             manager=None if guard.armed else task_manager(self.client),
             client=self.client,
+            waits=waits,
         )
 
     def _read(self, effect: _flow.Read) -> list[lms.LlmPredictionFragment] | None:

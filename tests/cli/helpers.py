@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
+
+import lmstudio as lms
+
+from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
 TEXT = "qwen2.5-7b-instruct"
 VISION = "qwen2-vl-2b-instruct"
@@ -142,3 +149,39 @@ def run_on_a_terminal(
     finally:
         child.close(force=True)
     return drawn.decode("utf-8", "replace")
+
+
+class StallPastTheSdkLimit:
+    """The sync SDK's limit on each wait at 1 s, and the process stalled past it, once.
+
+    The first prediction's third fragment comes 2.5 s late, and the GIL is held (through
+    ``ctypes.PyDLL``, which keeps it for the whole C call) for 1.5 s from 0.3 s after that
+    prediction began: the SDK's wait runs out in the stall, with nothing in the socket, as
+    under a Ctrl-Z longer than the SDK's 60 s. A context manager; leaving restores the limit.
+    """
+
+    def __init__(self, emulator: LMStudioEmulator) -> None:
+        self._emulator = emulator
+        emulator.token_latency = 0.01
+        emulator.add_fault(Fault("predict", "delay", after_fragments=2, seconds=2.5))
+        self.held = 0.0
+
+    def __enter__(self) -> StallPastTheSdkLimit:
+        self._limit = lms.get_sync_api_timeout()
+        lms.set_sync_api_timeout(1.0)
+        self._thread = threading.Thread(target=self._hold, daemon=True)
+        self._thread.start()
+        return self
+
+    def _hold(self) -> None:
+        usleep = ctypes.PyDLL(None).usleep
+        usleep.argtypes = [ctypes.c_uint]
+        self._emulator.wait_until(lambda: bool(self._emulator.predictions), timeout=20)
+        time.sleep(0.3)
+        began = time.monotonic()
+        usleep(1_500_000)
+        self.held = time.monotonic() - began
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join(30)
+        lms.set_sync_api_timeout(self._limit)

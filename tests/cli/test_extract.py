@@ -26,6 +26,7 @@ from .helpers import (
     TEXT,
     UNLOADED,
     VISION,
+    StallPastTheSdkLimit,
     assert_one_line_error,
     broken_png,
     cli_env,
@@ -1295,3 +1296,20 @@ def test_a_ctrl_c_while_the_progress_display_starts_leaves_nothing_drawing() -> 
             time.sleep(0.01)
         assert not drawing(), at
     assert landed >= 3
+
+
+def test_a_stall_past_the_sdk_s_own_limit_does_not_stop_the_run(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
+) -> None:
+    """Found by a probe: a Ctrl-Z of 70 s (past the SDK's 60 s limit on each wait) stopped a
+    run of 40 items after the first, as "LM Studio sent nothing for 60 s", with the replies
+    in the socket. The item is asked again, and the run goes on."""
+    source = write_items(tmp_path / "in.jsonl", 2)
+    target = tmp_path / "out.jsonl"
+    with StallPastTheSdkLimit(emulator) as stall:
+        result = main_in_process(*extract(schema_file, source, target, "--concurrency", "1"))
+    assert stall.held > 1.3
+    assert result.returncode == 0, result.stderr
+    assert [record["id"] for record in lines(target)] == ["item-0", "item-1"]
+    assert all("result" in record for record in lines(target))
+    assert [p.stop_reason for p in emulator.predictions] == ["userStopped", "eosFound", "eosFound"]

@@ -26,6 +26,7 @@ from .helpers import (
     TEXT,
     UNLOADED,
     VISION,
+    StallPastTheSdkLimit,
     assert_one_line_error,
     broken_png,
     cli_env,
@@ -838,3 +839,24 @@ def test_a_line_break_split_across_fragments_stays_a_line_break_on_a_terminal() 
     child.close()
     assert child.exitstatus == 0, child.before
     assert child.before == "line one\r\r\ntwo\\rover\r\n"  # the tty writes \n as \r\n
+
+
+def test_a_stall_past_the_sdk_s_own_limit_in_a_shown_stream_is_said(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: after a Ctrl-Z of 70 s, "LM Studio sent nothing for 60 s", though it
+    had sent the whole reply. Text was shown, so the request is not asked again."""
+    emulator.script(TEXT, ["w0 w1 w2 w3 w4 w5"])
+    with StallPastTheSdkLimit(emulator) as stall:
+        result = main_in_process("generate", "-m", TEXT, "--stream", "Count")
+    assert stall.held > 1.3
+    assert result.returncode == 1
+    assert result.stdout.startswith("w0 w1")
+    assert_one_line_error(
+        result,
+        "The command was stopped or stalled (Ctrl-Z) for at least",
+        "past the 1 s it waits for each message from LM Studio",
+        "Run the command again",
+    )
+    emulator.wait_until(lambda: emulator.predictions[0].done)
+    assert emulator.predictions[0].stop_reason == "userStopped"

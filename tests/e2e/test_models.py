@@ -25,6 +25,7 @@ from outlines_lmstudio import (
     LMStudioTypeAdapter,
     UnsupportedInputError,
     UnsupportedOutputTypeError,
+    from_lmstudio,
 )
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
 
@@ -385,6 +386,41 @@ def test_unknown_model(make_model: MakeModel, emulator: LMStudioEmulator) -> Non
     assert info.value.host == emulator.api_host
     assert info.value.model == "no-such-model"
     assert isinstance(info.value.__cause__, lms.LMStudioError)
+
+
+@pytest.mark.parametrize(
+    ("kind", "read_timeout"),
+    [("call", None), ("call", 0.5), ("stream left", None)],
+    ids=["call-sdk-bound", "call-worker", "stream-left"],
+)
+def test_a_sync_prediction_s_sdk_stream_is_freed_without_the_garbage_collector(
+    emulator: LMStudioEmulator, kind: str, read_timeout: float | None
+) -> None:
+    """A guard: a callback that ties the SDK's stream to the library's reader of it makes a
+    reference cycle, and a stream left unread is then finalised by the garbage collector,
+    later, once its client may be closed ("Exception ignored in ... _iter_events": seen in
+    the test suite with a progress callback bound to the reader)."""
+
+    def streams() -> int:
+        return sum(type(o) is lms.PredictionStream for o in gc.get_objects())
+
+    with lms.Client(emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL, read_timeout=read_timeout)
+        assert model("warm up")
+        gc.collect()
+        gc.disable()
+        try:
+            before = streams()
+            for _ in range(5):
+                if kind == "call":
+                    assert model("hello", on_prompt_processing_progress=lambda value: None)
+                else:
+                    stream = model.stream("hello")
+                    next(stream)
+                    stream.close()  # left unread: its cancel is confirmed before close returns
+            assert streams() == before
+        finally:
+            gc.enable()
 
 
 def test_no_record_of_a_model_name_outlives_its_lookup(

@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import lmstudio as lms
@@ -203,3 +204,100 @@ def test_a_stall_after_ctrl_c_sends_no_second_ctrl_c(
             read(model)
     emulator.wait_until(lambda: emulator.predictions[0].cancelled, timeout=5)
     assert sent == []
+
+
+@pytest.fixture
+def sdk_limit() -> Iterator[float]:
+    """The sync SDK's own limit on each wait (process-wide: 60 s), 1 s for the test."""
+    before = lms.get_sync_api_timeout()
+    lms.set_sync_api_timeout(1.0)
+    yield 1.0
+    lms.set_sync_api_timeout(before)
+
+
+@pytest.fixture
+def stalled_past_the_limit(emulator: LMStudioEmulator, steady: str, sdk_limit: float) -> str:
+    """A reply whose third fragment comes 2.5 s late, once, while the GIL is held for 1.5 s
+    from 0.3 s on: the SDK's 1 s wait runs out in the stall, with nothing in the socket."""
+    emulator.add_fault(Fault("predict", "delay", after_fragments=2, seconds=2.5))
+    return steady
+
+
+@pytest.mark.parametrize("read_timeout", [None, 0.5], ids=["sdk-bound", "worker"])
+@pytest.mark.parametrize("kind", ["call", "batch", "reply"])
+def test_a_stall_past_the_sdk_s_own_limit_asks_a_whole_reply_again(
+    emulator: LMStudioEmulator, stalled_past_the_limit: str, kind: str, read_timeout: float | None
+) -> None:
+    """Found by a probe: a Ctrl-Z of 70 s (past the sync SDK's 60 s limit on each wait, which
+    counts a stall like any time) failed a call, and 4 of a batch's 6 items, as "LM Studio
+    sent nothing for 60 s", though every reply was in the socket; a shorter read_timeout did
+    not help (the SDK's wait runs out in the library's worker all the same). Nobody saw part
+    of the reply: it is asked again, and the prediction given up is cancelled."""
+    with lms.Client(emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL, read_timeout=read_timeout)
+        held = HeldGil(1.5, after=0.3)
+        if kind == "call":
+            reply = model("hello")
+        elif kind == "batch":
+            (reply,) = model.batch(["hello"])
+        else:
+            reply = model.reply("hello").text
+        assert held.join() > 1.3
+    assert reply == stalled_past_the_limit
+    first, again = emulator.predictions
+    assert first.stop_reason == "userStopped"  # given up by the SDK, cancelled by the library
+    assert again.stop_reason == "eosFound"
+
+
+def test_a_stall_past_the_sdk_s_own_limit_in_a_stream_that_showed_text_says_so(
+    emulator: LMStudioEmulator, stalled_past_the_limit: str
+) -> None:
+    """Text was shown, so it is not asked again: the error says what happened (it said "LM
+    Studio sent nothing for 60 s"), and the prediction given up is cancelled."""
+    with lms.Client(emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL)
+        held = HeldGil(1.5, after=0.3)
+        pieces: list[str] = []
+        with pytest.raises(LMStudioTimeoutError) as raised:
+            pieces.extend(model.stream("hello"))
+        held.join()
+        assert str(raised.value).startswith(
+            "This process was stopped or stalled (Ctrl-Z, a debugger, another thread holding "
+            "the GIL) for at least "
+        )
+        assert "past the lmstudio SDK's 1 s limit" in str(raised.value)
+        assert "a cancel of its prediction was sent" in str(raised.value)
+        emulator.wait_until(lambda: emulator.predictions[0].done)
+        assert emulator.predictions[0].stop_reason == "userStopped"
+        assert model("again") == stalled_past_the_limit  # the client is fine
+
+
+def test_the_sdk_s_own_limit_run_out_without_a_stall_is_still_lm_studio_s_silence(
+    emulator: LMStudioEmulator, steady: str, sdk_limit: float
+) -> None:
+    # A control: the same late fragment without a stall is a silence of 2.5 s, past the limit.
+    emulator.add_fault(Fault("predict", "delay", after_fragments=2, seconds=2.5))
+    with lms.Client(emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL)
+        with pytest.raises(LMStudioTimeoutError, match="LM Studio sent nothing for 1 s"):
+            model("hello")
+    assert len(emulator.predictions) == 1
+
+
+@pytest.mark.parametrize("read_timeout", [None, 0.5], ids=["sdk-bound", "worker"])
+def test_the_sdk_s_own_limit_run_out_after_prompt_progress_is_still_lm_studio_s_silence(
+    emulator: LMStudioEmulator,
+    sdk_limit: float,
+    monkeypatch: pytest.MonkeyPatch,
+    read_timeout: float | None,
+) -> None:
+    # A control: the SDK reads progress reports on without handing them over, so its last
+    # wait began at the last one (1.5 s in), not at the request: a wait that began there
+    # and ran out on time is a silence, not a stall.
+    monkeypatch.setattr(emulator, "prompt_latency", 1.5)
+    monkeypatch.setattr(emulator, "token_latency", 2.0)
+    with lms.Client(emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL, read_timeout=read_timeout)
+        with pytest.raises(LMStudioTimeoutError, match=r"sent nothing for (1|0\.5) s"):
+            model("hello")
+    assert len(emulator.predictions) == 1

@@ -45,6 +45,7 @@ from .._hosts import host_problem
 from .._install import install_command
 from .._partial import LONE_SURROGATE
 from .._sdk_errors import from_sdk, proxy_note
+from .._silence import StalledWait
 from ._controls import escape_controls
 from ._exit import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
 
@@ -142,6 +143,13 @@ def error_message(exc: BaseException, again: str | None = "Run the command again
         again); ``None`` to say nothing (the caller says it).
     """
     sdk = _sdk_cause(exc)  # the library's own errors are the SDK's classes too: not these
+    if isinstance(sdk, StalledWait):  # not LM Studio's silence (found by a probe of Ctrl-Z)
+        return (
+            f"The command was stopped or stalled (Ctrl-Z) for at least {sdk.overslept:.0f} s "
+            f"past the {sdk.limit:g} s it waits for each message from LM Studio, so the "
+            "request was given up, though LM Studio's reply may have come meanwhile"
+            + (f". {again}." if again else ".")
+        )
     if from_sdk(sdk) and isinstance(sdk, lms.LMStudioTimeoutError):  # it has no message
         return (
             f"LM Studio sent nothing for {lms.get_sync_api_timeout() or 0:g} s, the longest "

@@ -62,8 +62,8 @@ class Silence:
         self._settling: float | None = None
 
     def _since(self, heard: float) -> None:
-        if heard != self._heard:  # heard from since: earlier stalls no longer count
-            self._heard, self._stalled = heard, 0.0
+        if heard != self._heard:  # heard from since: earlier stalls and settles no longer count
+            self._heard, self._stalled, self._settling = heard, 0.0, None
 
     def stalled(self, heard: float, seconds: float) -> None:
         """Note a wait that overslept ``seconds``; LM Studio was last heard from at ``heard``."""

@@ -161,6 +161,31 @@ def test_partial_files_of_killed_runs_are_removed_and_those_being_written_kept(
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="locks are checked on POSIX")
+def test_where_the_file_system_takes_no_locks_a_live_pid_s_partial_file_is_kept(
+    target: Path, good_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """There (some network file systems) the pid decides: a run that is alive may be
+    writing its file (found by mutation testing: no test covered that branch)."""
+    os.link(good_gguf, target)
+
+    def no_locks(fd: object, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    dead = target.with_name(f"{target.name}.partial-{_dead_pid()}")
+    dead.write_bytes(b"GGUF")
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
+        try:
+            writing = target.with_name(f"{target.name}.partial-{live.pid}")
+            writing.write_bytes(b"GGUF")
+            assert embedded_gguf() == target
+            assert writing.exists()
+            assert not dead.exists()
+        finally:
+            live.kill()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="locks are checked on POSIX")
 def test_a_checked_model_s_run_removes_leftovers_unless_another_run_holds_the_lock(
     target: Path, good_gguf: Path
 ) -> None:

@@ -91,11 +91,18 @@ def test_a_signal_noted_but_not_handled_ends_the_wait_at_the_prompt(
     assert not elsewhere.typed  # the handler ran in the read, before a line came
 
 
-def test_outside_the_prompt_nothing_is_interrupted(pipe: tuple[int, int]) -> None:
+@pytest.mark.parametrize("after_a_prompt", [False, True])
+def test_outside_the_prompt_nothing_is_interrupted(
+    pipe: tuple[int, int], after_a_prompt: bool
+) -> None:
     # The watcher interrupts only the wait for a line: elsewhere a reply's own Ctrl-C
-    # handling is left as it is. The signal is still handled, after the read.
+    # handling is left as it is. The signal is still handled, after the read. After a
+    # prompt too: its end is noted (found by mutation testing: nothing checked it).
     read, write = pipe
-    with PromptSignals():
+    with PromptSignals() as signals:
+        if after_a_prompt:
+            with signals.prompt():
+                pass
         elsewhere = Elsewhere(signal.SIGINT, write, patience=0.5)
         try:
             with pytest.raises(KeyboardInterrupt):

@@ -10,6 +10,7 @@ from outlines_lmstudio._silence import SETTLE_SECONDS, STALL_SECONDS, Silence, s
 def test_a_wait_that_ended_late_overslept_by_its_lateness_past_the_scheduler_s() -> None:
     assert stalled_for(10.0, 0.1, 10.1 + STALL_SECONDS) == 0.0  # the scheduler's lateness
     assert stalled_for(10.0, 0.1, 12.6) == pytest.approx(2.5)
+    assert stalled_for(10.0, 0.1, 10.5) == pytest.approx(0.4)  # past the scheduler's: counted
 
 
 def test_a_silence_runs_out_after_the_bound_and_the_settle() -> None:
@@ -49,3 +50,14 @@ def test_stalls_that_repeat_still_add_up_to_the_bound() -> None:
     # The bound after 1 s of running, 10 periods; the settle after 0.5 s more, 5 periods
     # (one or two more where the sums' rounding leaves a sliver).
     assert 100.0 + 0.7 * 15 - 0.01 <= runs_out <= 100.0 + 0.7 * 17 + 0.01
+
+
+def test_a_silence_after_lm_studio_was_heard_in_a_settle_gets_a_settle_of_its_own() -> None:
+    """Found by mutation testing: the settle of a silence that LM Studio then broke was
+    kept, so the next silence, seen first when it had run out (the async reader looks only
+    when its timer runs out), was cut off at once, with no second look."""
+    silence = Silence()
+    assert silence.left(1.0, heard=100.0, now=101.0) == pytest.approx(SETTLE_SECONDS)
+    # Heard at 101.2 (the settle ended the first silence well); looked at next at 102.2.
+    assert silence.left(1.0, heard=101.2, now=102.2) == pytest.approx(SETTLE_SECONDS)
+    assert silence.left(1.0, heard=101.2, now=102.2 + SETTLE_SECONDS) == 0.0

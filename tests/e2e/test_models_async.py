@@ -369,6 +369,19 @@ class _Stop(BaseException):
     """What a callback may raise that is no Exception (pytest.fail()'s is one such)."""
 
 
+# What a callback may raise that is no Exception.
+_NOT_EXCEPTIONS = pytest.mark.parametrize(
+    "exc",
+    [
+        _Stop("from the callback"),
+        KeyboardInterrupt(),
+        SystemExit(3),
+        asyncio.CancelledError("from the callback"),
+    ],
+    ids=type,
+)
+
+
 def _raising_at_the_second_fragment(exc: BaseException) -> Any:
     seen: list[object] = []
 
@@ -381,16 +394,7 @@ def _raising_at_the_second_fragment(exc: BaseException) -> Any:
 
 
 @pytest.mark.parametrize("call", ["generate", "stream", "parse"])
-@pytest.mark.parametrize(
-    "exc",
-    [
-        _Stop("from the callback"),
-        KeyboardInterrupt(),
-        SystemExit(3),
-        asyncio.CancelledError("from the callback"),
-    ],
-    ids=type,
-)
+@_NOT_EXCEPTIONS
 async def test_what_a_callback_raises_that_is_no_exception_reaches_the_awaiting_coroutine(
     async_client: lms.AsyncClient,
     slow_emulator: LMStudioEmulator,
@@ -424,16 +428,7 @@ async def test_what_a_callback_raises_that_is_no_exception_reaches_the_awaiting_
     assert await model("again") == "again"
 
 
-@pytest.mark.parametrize(
-    "exc",
-    [
-        _Stop("from the callback"),
-        KeyboardInterrupt(),
-        SystemExit(3),
-        asyncio.CancelledError("from the callback"),
-    ],
-    ids=type,
-)
+@_NOT_EXCEPTIONS
 async def test_what_an_items_callback_raises_that_is_no_exception_stops_the_batch(
     async_client: lms.AsyncClient, slow_emulator: LMStudioEmulator, exc: BaseException
 ) -> None:

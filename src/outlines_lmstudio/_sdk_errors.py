@@ -754,9 +754,9 @@ def _translated(
     if isinstance(exc, StalledWait):
         return LMStudioTimeoutError(
             f"This process was stopped or stalled (Ctrl-Z, a debugger, another thread holding "
-            f"the GIL) for at least {exc.overslept:.1f} s past the lmstudio SDK's {exc.limit:g} "
-            "s limit on each wait of a sync client, so the SDK gave the request up, though "
-            "LM Studio's reply may have come meanwhile"
+            f"the GIL) for at least {round(exc.overslept, 1):g} s past the lmstudio SDK's "
+            f"{exc.limit:g} s limit on each wait of a sync client, so the SDK gave the request "
+            "up, though LM Studio's reply may have come meanwhile"
             + ("; a cancel of its prediction was sent to LM Studio." if exc.cancelled else "."),
             host=host,
             model=model,

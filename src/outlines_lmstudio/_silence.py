@@ -28,7 +28,14 @@ from __future__ import annotations
 
 import lmstudio as lms
 
-__all__ = ["SETTLE_SECONDS", "STALL_SECONDS", "Silence", "StalledWait", "stalled_for"]
+__all__ = [
+    "SETTLE_SECONDS",
+    "STALL_SECONDS",
+    "Silence",
+    "StalledWait",
+    "sdk_wait_overslept",
+    "stalled_for",
+]
 
 STALL_SECONDS = 0.1
 """How much later than asked a wait may end before the process counts as stalled (less is
@@ -46,6 +53,22 @@ def stalled_for(started: float, asked: float, now: float) -> float:
     """
     late = now - started - asked
     return late if late > STALL_SECONDS else 0.0
+
+
+def sdk_wait_overslept(exc: BaseException, began: float, now: float) -> tuple[float, float] | None:
+    """Return the sync SDK's limit on each wait, and how long past it its wait ended.
+
+    ``exc`` is what the SDK raised, its wait begun at ``began`` (``time.monotonic()``) and
+    given up at ``now``. ``None`` unless ``exc`` is the SDK's own timeout (its limit run
+    out, not ours) and the wait ended past the limit by more than the scheduler's
+    lateness: a stall of the process (`StalledWait`).
+    """
+    if type(exc) is not lms.LMStudioTimeoutError:  # the SDK's, not ours (a subclass)
+        return None
+    limit = lms.get_sync_api_timeout()
+    if limit is None or not (late := stalled_for(began, limit, now)):
+        return None
+    return limit, late
 
 
 class Silence:

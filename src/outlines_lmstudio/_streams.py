@@ -26,7 +26,7 @@ from ._sdk_errors import (
     translate_sdk_error,
     unreadable,
 )
-from ._silence import SETTLE_SECONDS, Silence, StalledWait, stalled_for
+from ._silence import SETTLE_SECONDS, Silence, StalledWait, sdk_wait_overslept, stalled_for
 from ._user_time import UserTime
 
 __all__ = [
@@ -365,10 +365,7 @@ class SyncReader:
         through the one held (found by a probe: a Ctrl-Z of 70 s failed a stream, a call
         and a batch as "LM Studio sent nothing for 60 s", with every reply in the socket).
         """
-        if not (isinstance(exc, lms.LMStudioTimeoutError) and from_sdk(exc)):
-            return None
-        limit = lms.get_sync_api_timeout()
-        if limit is None or not (late := stalled_for(self.waits.at, limit, time.monotonic())):
+        if (overslept := sdk_wait_overslept(exc, self.waits.at, time.monotonic())) is None:
             return None
         cancelled = False
         if self._lost:  # see `abandon`
@@ -376,7 +373,7 @@ class SyncReader:
             with contextlib.suppress(Exception):  # nothing left to stop: see `_cancel`
                 self._channel.cancel()
                 cancelled = True
-        return StalledWait(limit, late, cancelled=cancelled)
+        return StalledWait(*overslept, cancelled=cancelled)
 
     def cancel_when_open(self) -> None:
         """Cancel on the server now, or once the request is sent (thread-safe, no wait).

@@ -50,6 +50,7 @@ from ._sdk_errors import (
     orphan_parent_threads,
     task_manager,
 )
+from ._silence import StalledWait, sdk_wait_overslept
 from ._streams import SyncReader, Waits, noting_progress
 from ._sync_sessions import SyncSessions
 from ._user_time import UserTime
@@ -88,9 +89,22 @@ class _Entries(NamedTuple):
 
 
 def _loaded(client: lms.Client, llm: Any, key: str, load: Heard) -> lms.LLM:
-    """Look a model up, hearing its load's progress (`LoadProgress`)."""
-    with LOADS.looking_up(client, key, load):
-        handle: lms.LLM = llm.model(key, on_load_progress=load.beat)
+    """Look a model up, hearing its load's progress (`LoadProgress`).
+
+    The SDK's own limit on each wait run out in a stall of the process is `StalledWait`
+    (the lookup is asked again), as for a prediction (found by a probe: a Ctrl-Z of 70 s
+    during `chat -m`'s load ended the chat, "LM Studio sent nothing for 60 s").
+    """
+    began = time.monotonic()
+    try:
+        with LOADS.looking_up(client, key, load):
+            handle: lms.LLM = llm.model(key, on_load_progress=load.beat)
+    except lms.LMStudioTimeoutError as exc:
+        # The wait began at the request, or at the load's last progress report.
+        overslept = sdk_wait_overslept(exc, max(began, load.at), time.monotonic())
+        if overslept is not None:
+            raise StalledWait(*overslept, cancelled=False) from exc
+        raise
     return handle
 
 
@@ -633,7 +647,8 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         try:
             handle: lms.LLM = _threads.unless_left(call, resolve)
         except lms.LMStudioError as exc:
-            _flow.note_failed_lookup(call.request, exc)
+            if not isinstance(exc, StalledWait):  # each item asks again, not the batch fails
+                _flow.note_failed_lookup(call.request, exc)
             raise
         return handle
 

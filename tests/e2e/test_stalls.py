@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lmstudio as lms
@@ -34,13 +34,20 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="usleep from the
 
 
 class HeldGil:
-    """Hold the GIL for ``seconds`` in a thread of its own, ``after`` seconds from now."""
+    """Hold the GIL for ``seconds`` in a thread of its own, ``after`` seconds from now.
 
-    def __init__(self, seconds: float, after: float) -> None:
+    With ``once``, ``after`` seconds from when ``once()`` first holds (looked at every 10 ms).
+    """
+
+    def __init__(
+        self, seconds: float, after: float, once: Callable[[], bool] | None = None
+    ) -> None:
         usleep = ctypes.PyDLL(None).usleep  # PyDLL: the GIL stays held during the call
         usleep.argtypes = [ctypes.c_uint]
 
         def hold() -> None:
+            while once is not None and not once():
+                time.sleep(0.01)
             time.sleep(after)
             self.began = time.monotonic()
             usleep(int(seconds * 1_000_000))
@@ -301,3 +308,23 @@ def test_the_sdk_s_own_limit_run_out_after_prompt_progress_is_still_lm_studio_s_
         with pytest.raises(LMStudioTimeoutError, match=r"sent nothing for (1|0\.5) s"):
             model("hello")
     assert len(emulator.predictions) == 1
+
+
+def test_a_stall_past_the_sdk_s_own_limit_in_a_model_lookup_asks_it_again(
+    emulator: LMStudioEmulator, steady: str, sdk_limit: float
+) -> None:
+    """Found by a probe: a Ctrl-Z of 70 s during `chat -m`'s model load ended the chat with
+    "LM Studio sent nothing for 60 s". The lookup's answer comes 2.5 s late, once, and the
+    GIL is held 1.5 s from 0.3 s after it was asked: the SDK's 1 s wait runs out in the
+    stall, with nothing in the socket."""
+    emulator.add_fault(Fault("getOrLoad", "delay", seconds=2.5))
+
+    def asked() -> bool:
+        return any(r.endpoint == "getOrLoad" for r in emulator.requests)
+
+    with lms.Client(emulator.api_host) as client:
+        model = from_lmstudio(client, TEXT_MODEL)
+        held = HeldGil(1.5, after=0.3, once=asked)
+        assert model("hello") == steady
+        assert held.join() > 1.3
+    assert sum(r.endpoint == "getOrLoad" for r in emulator.requests) == 2

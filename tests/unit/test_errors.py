@@ -445,3 +445,24 @@ def test_a_client_closed_at_the_programs_exit_says_so(monkeypatch: pytest.Monkey
     assert "join the thread" in str(error.hint)
     assert "exiting" not in str(closed_in(daemon=False))
     assert "Keep the client open" in str(closed_in(daemon=False).hint)
+
+
+@pytest.mark.parametrize(
+    ("overslept", "said"), [(0.34, "0.3 s"), (3.04, "3 s"), (10.2, "10.2 s"), (70.4, "70.4 s")]
+)
+def test_a_stalled_wait_says_how_long_at_least_in_the_library_and_the_command_line(
+    overslept: float, said: str
+) -> None:
+    from outlines_lmstudio._silence import StalledWait
+    from outlines_lmstudio.cli._common import error_message
+
+    stalled = StalledWait(60.0, overslept, cancelled=True)
+    translated = translate_sdk_error(stalled, host="h:1", model="q", stage="predict")
+    assert isinstance(translated, errors.LMStudioTimeoutError)
+    assert f"for at least {said} past the lmstudio SDK's 60 s limit" in str(translated)
+    assert "a cancel of its prediction was sent" in str(translated)
+    assert "LM Studio sent nothing" not in str(translated)  # it may have sent everything
+    translated.__cause__ = stalled
+    told = error_message(translated)
+    assert told.startswith(f"The command was stopped or stalled (Ctrl-Z) for at least {said} ")
+    assert told.endswith("may have come meanwhile. Run the command again.")

@@ -145,7 +145,8 @@ def error_message(exc: BaseException, again: str | None = "Run the command again
     sdk = _sdk_cause(exc)  # the library's own errors are the SDK's classes too: not these
     if isinstance(sdk, StalledWait):  # not LM Studio's silence (found by a probe of Ctrl-Z)
         return (
-            f"The command was stopped or stalled (Ctrl-Z) for at least {sdk.overslept:.0f} s "
+            "The command was stopped or stalled (Ctrl-Z) for at least "
+            f"{round(sdk.overslept, 1):g} s "
             f"past the {sdk.limit:g} s it waits for each message from LM Studio, so the "
             "request was given up, though LM Studio's reply may have come meanwhile"
             + (f". {again}." if again else ".")

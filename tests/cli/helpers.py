@@ -154,16 +154,19 @@ def run_on_a_terminal(
 class StallPastTheSdkLimit:
     """The sync SDK's limit on each wait at 1 s, and the process stalled past it, once.
 
-    The first prediction's third fragment comes 2.5 s late, and the GIL is held (through
-    ``ctypes.PyDLL``, which keeps it for the whole C call) for 1.5 s from 0.3 s after that
-    prediction began: the SDK's wait runs out in the stall, with nothing in the socket, as
-    under a Ctrl-Z longer than the SDK's 60 s. A context manager; leaving restores the limit.
+    The first request to ``endpoint`` is answered 2.5 s late (a prediction's third
+    fragment), and the GIL is held (through ``ctypes.PyDLL``, which keeps it for the whole
+    C call) for 1.5 s from 0.3 s after that request came: the SDK's wait runs out in the
+    stall, with nothing in the socket, as under a Ctrl-Z longer than the SDK's 60 s. A
+    context manager; leaving restores the limit.
     """
 
-    def __init__(self, emulator: LMStudioEmulator) -> None:
+    def __init__(self, emulator: LMStudioEmulator, endpoint: str = "predict") -> None:
         self._emulator = emulator
+        self._endpoint = endpoint
         emulator.token_latency = 0.01
-        emulator.add_fault(Fault("predict", "delay", after_fragments=2, seconds=2.5))
+        after = 2 if endpoint == "predict" else 0
+        emulator.add_fault(Fault(endpoint, "delay", after_fragments=after, seconds=2.5))
         self.held = 0.0
 
     def __enter__(self) -> StallPastTheSdkLimit:
@@ -176,7 +179,8 @@ class StallPastTheSdkLimit:
     def _hold(self) -> None:
         usleep = ctypes.PyDLL(None).usleep
         usleep.argtypes = [ctypes.c_uint]
-        self._emulator.wait_until(lambda: bool(self._emulator.predictions), timeout=20)
+        emulator, endpoint = self._emulator, self._endpoint
+        emulator.wait_until(lambda: any(r.endpoint == endpoint for r in emulator.requests), 20)
         time.sleep(0.3)
         began = time.monotonic()
         usleep(1_500_000)

@@ -859,4 +859,19 @@ def test_a_stall_past_the_sdk_s_own_limit_in_a_shown_stream_is_said(
         "Run the command again",
     )
     emulator.wait_until(lambda: emulator.predictions[0].done)
-    assert emulator.predictions[0].stop_reason == "userStopped"
+    # The cancel came (the command may exit before LM Studio ends the reply on it).
+    assert emulator.predictions[0].cancelled
+
+
+def test_a_stall_past_the_sdk_s_own_limit_in_the_model_lookup_is_asked_again(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: a Ctrl-Z of 70 s during `chat -m`'s model load ended the command
+    with "LM Studio sent nothing for 60 s" (every command looks its model up so)."""
+    emulator.script(TEXT, ["fine"])
+    with StallPastTheSdkLimit(emulator, "getOrLoad") as stall:
+        result = main_in_process("generate", "-m", TEXT, "Count")
+    assert stall.held > 1.3
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "fine\n"
+    assert sum(r.endpoint == "getOrLoad" for r in emulator.requests) >= 2  # asked again

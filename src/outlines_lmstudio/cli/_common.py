@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import lmstudio as lms
 
 from .. import _threads
+from .._cache import Heard
 from .._common import DEFAULT_CONNECT_TIMEOUT
 from .._discovery import (
     NOT_LM_STUDIO,
@@ -45,7 +47,7 @@ from .._hosts import host_problem
 from .._install import install_command
 from .._partial import LONE_SURROGATE
 from .._sdk_errors import from_sdk, proxy_note
-from .._silence import StalledWait
+from .._silence import StalledWait, sdk_wait_overslept
 from ._controls import escape_controls
 from ._exit import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
 
@@ -906,6 +908,29 @@ def _model_info(info: Any, *, identifier: str, name: str) -> ModelInfo:
     )
 
 
+def _looked_up(session: Session, key: str | None) -> tuple[Any, Any]:
+    """Find (loading if needed) an LLM: its SDK handle and what LM Studio reports of it.
+
+    A wait the SDK gave up because the command was stopped past its limit (Ctrl-Z during
+    a load) is asked again, once, as the library does (found by a probe: a Ctrl-Z of 70 s
+    during `chat -m`'s load ended the chat, "LM Studio sent nothing for 60 s").
+    """
+    llm, retried = session.client.llm, False
+    while True:
+        heard = Heard()  # the request, then each report of the load: each begins a wait
+        try:
+            handle = llm.model(key, on_load_progress=heard.beat) if key else llm.model()
+            heard.beat()
+            return handle, handle.get_info()
+        except lms.LMStudioTimeoutError as exc:
+            overslept = sdk_wait_overslept(exc, heard.at, time.monotonic())
+            if overslept is None:
+                raise
+            if retried:
+                raise StalledWait(*overslept, cancelled=False) from None  # said as a stall
+            retried = True
+
+
 def resolve_llm(
     session: Session, key: str | None, check: Callable[[ModelInfo], None] | None = None
 ) -> ModelInfo:
@@ -941,8 +966,7 @@ def resolve_llm(
     if check is not None and key and (downloaded := _to_load(session, key)) is not None:
         check(downloaded)
     try:
-        handle = session.client.llm.model(key) if key else session.client.llm.model()
-        info = handle.get_info()
+        handle, info = _looked_up(session, key)
     except lms.LMStudioWebsocketError:
         raise
     except (

@@ -29,6 +29,7 @@ from __future__ import annotations
 import lmstudio as lms
 
 __all__ = [
+    "SDK_STALL_SECONDS",
     "SETTLE_SECONDS",
     "STALL_SECONDS",
     "Silence",
@@ -43,6 +44,11 @@ the scheduler's)."""
 
 SETTLE_SECONDS = 0.5
 """How long a bound that ran out waits on before it is acted on."""
+
+SDK_STALL_SECONDS = 1.0
+"""How much later than the sync SDK's own limit its wait may end before the process counts
+as stalled. Higher than `STALL_SECONDS`: a stall there means the request is asked again,
+and a machine busy with LM Studio's own model may wake a waiting thread late."""
 
 
 def stalled_for(started: float, asked: float, now: float) -> float:
@@ -60,13 +66,13 @@ def sdk_wait_overslept(exc: BaseException, began: float, now: float) -> tuple[fl
 
     ``exc`` is what the SDK raised, its wait begun at ``began`` (``time.monotonic()``) and
     given up at ``now``. ``None`` unless ``exc`` is the SDK's own timeout (its limit run
-    out, not ours) and the wait ended past the limit by more than the scheduler's
-    lateness: a stall of the process (`StalledWait`).
+    out, not ours) and the wait ended more than `SDK_STALL_SECONDS` past the limit: a stall
+    of the process (`StalledWait`).
     """
     if type(exc) is not lms.LMStudioTimeoutError:  # the SDK's, not ours (a subclass)
         return None
     limit = lms.get_sync_api_timeout()
-    if limit is None or not (late := stalled_for(began, limit, now)):
+    if limit is None or (late := now - began - limit) <= SDK_STALL_SECONDS:
         return None
     return limit, late
 

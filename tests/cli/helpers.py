@@ -154,9 +154,9 @@ def run_on_a_terminal(
 class StallPastTheSdkLimit:
     """The sync SDK's limit on each wait at 1 s, and the process stalled past it, once.
 
-    The first request to ``endpoint`` is answered 2.5 s late (a prediction's third
+    The first request to ``endpoint`` is answered 3.5 s late (a prediction's third
     fragment), and the GIL is held (through ``ctypes.PyDLL``, which keeps it for the whole
-    C call) for 1.5 s from 0.3 s after that request came: the SDK's wait runs out in the
+    C call) for 2.5 s from 0.3 s after that request came: the SDK's wait runs out in the
     stall, with nothing in the socket, as under a Ctrl-Z longer than the SDK's 60 s. A
     context manager; leaving restores the limit.
     """
@@ -166,7 +166,7 @@ class StallPastTheSdkLimit:
         self._endpoint = endpoint
         emulator.token_latency = 0.01
         after = 2 if endpoint == "predict" else 0
-        emulator.add_fault(Fault(endpoint, "delay", after_fragments=after, seconds=2.5))
+        emulator.add_fault(Fault(endpoint, "delay", after_fragments=after, seconds=3.5))
         self.held = 0.0
 
     def __enter__(self) -> StallPastTheSdkLimit:
@@ -183,7 +183,7 @@ class StallPastTheSdkLimit:
         emulator.wait_until(lambda: any(r.endpoint == endpoint for r in emulator.requests), 20)
         time.sleep(0.3)
         began = time.monotonic()
-        usleep(1_500_000)
+        usleep(2_500_000)
         self.held = time.monotonic() - began
 
     def __exit__(self, *exc: object) -> None:

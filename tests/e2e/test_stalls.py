@@ -224,9 +224,10 @@ def sdk_limit() -> Iterator[float]:
 
 @pytest.fixture
 def stalled_past_the_limit(emulator: LMStudioEmulator, steady: str, sdk_limit: float) -> str:
-    """A reply whose third fragment comes 2.5 s late, once, while the GIL is held for 1.5 s
-    from 0.3 s on: the SDK's 1 s wait runs out in the stall, with nothing in the socket."""
-    emulator.add_fault(Fault("predict", "delay", after_fragments=2, seconds=2.5))
+    """A reply whose third fragment comes 3.5 s late, once, while the GIL is held for 2.5 s
+    from 0.3 s on: the SDK's 1 s wait runs out in the stall (its end 1.8 s late), with
+    nothing in the socket."""
+    emulator.add_fault(Fault("predict", "delay", after_fragments=2, seconds=3.5))
     return steady
 
 
@@ -242,14 +243,14 @@ def test_a_stall_past_the_sdk_s_own_limit_asks_a_whole_reply_again(
     of the reply: it is asked again, and the prediction given up is cancelled."""
     with lms.Client(emulator.api_host) as client:
         model = from_lmstudio(client, TEXT_MODEL, read_timeout=read_timeout)
-        held = HeldGil(1.5, after=0.3)
+        held = HeldGil(2.5, after=0.3)
         if kind == "call":
             reply = model("hello")
         elif kind == "batch":
             (reply,) = model.batch(["hello"])
         else:
             reply = model.reply("hello").text
-        assert held.join() > 1.3
+        assert held.join() > 2.3
     assert reply == stalled_past_the_limit
     first, again = emulator.predictions
     assert first.stop_reason == "userStopped"  # given up by the SDK, cancelled by the library
@@ -263,7 +264,7 @@ def test_a_stall_past_the_sdk_s_own_limit_in_a_stream_that_showed_text_says_so(
     Studio sent nothing for 60 s"), and the prediction given up is cancelled."""
     with lms.Client(emulator.api_host) as client:
         model = from_lmstudio(client, TEXT_MODEL)
-        held = HeldGil(1.5, after=0.3)
+        held = HeldGil(2.5, after=0.3)
         pieces: list[str] = []
         with pytest.raises(LMStudioTimeoutError) as raised:
             pieces.extend(model.stream("hello"))
@@ -314,17 +315,17 @@ def test_a_stall_past_the_sdk_s_own_limit_in_a_model_lookup_asks_it_again(
     emulator: LMStudioEmulator, steady: str, sdk_limit: float
 ) -> None:
     """Found by a probe: a Ctrl-Z of 70 s during `chat -m`'s model load ended the chat with
-    "LM Studio sent nothing for 60 s". The lookup's answer comes 2.5 s late, once, and the
-    GIL is held 1.5 s from 0.3 s after it was asked: the SDK's 1 s wait runs out in the
+    "LM Studio sent nothing for 60 s". The lookup's answer comes 3.5 s late, once, and the
+    GIL is held 2.5 s from 0.3 s after it was asked: the SDK's 1 s wait runs out in the
     stall, with nothing in the socket."""
-    emulator.add_fault(Fault("getOrLoad", "delay", seconds=2.5))
+    emulator.add_fault(Fault("getOrLoad", "delay", seconds=3.5))
 
     def asked() -> bool:
         return any(r.endpoint == "getOrLoad" for r in emulator.requests)
 
     with lms.Client(emulator.api_host) as client:
         model = from_lmstudio(client, TEXT_MODEL)
-        held = HeldGil(1.5, after=0.3, once=asked)
+        held = HeldGil(2.5, after=0.3, once=asked)
         assert model("hello") == steady
-        assert held.join() > 1.3
+        assert held.join() > 2.3
     assert sum(r.endpoint == "getOrLoad" for r in emulator.requests) == 2

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import lmstudio as lms
 import pytest
 
-from outlines_lmstudio._silence import SETTLE_SECONDS, STALL_SECONDS, Silence, stalled_for
+from outlines_lmstudio._silence import (
+    SDK_STALL_SECONDS,
+    SETTLE_SECONDS,
+    STALL_SECONDS,
+    Silence,
+    StalledWait,
+    sdk_wait_overslept,
+    stalled_for,
+)
 
 
 def test_a_wait_that_ended_late_overslept_by_its_lateness_past_the_scheduler_s() -> None:
@@ -61,3 +70,22 @@ def test_a_silence_after_lm_studio_was_heard_in_a_settle_gets_a_settle_of_its_ow
     # Heard at 101.2 (the settle ended the first silence well); looked at next at 102.2.
     assert silence.left(1.0, heard=101.2, now=102.2) == pytest.approx(SETTLE_SECONDS)
     assert silence.left(1.0, heard=101.2, now=102.2 + SETTLE_SECONDS) == 0.0
+
+
+def test_the_sdk_s_own_limit_run_out_is_a_stall_only_a_second_past_it() -> None:
+    # A machine busy with LM Studio's own model may wake a waiting thread a little late: that
+    # is no stall to ask again for (a silent server would be waited for twice).
+    before = lms.get_sync_api_timeout()
+    lms.set_sync_api_timeout(60.0)
+    try:
+        timeout = lms.LMStudioTimeoutError()
+        assert sdk_wait_overslept(timeout, 100.0, 160.0 + SDK_STALL_SECONDS) is None
+        overslept = sdk_wait_overslept(timeout, 100.0, 172.0)
+        assert overslept is not None
+        assert overslept[0] == 60.0
+        assert overslept[1] == pytest.approx(12.0)
+        assert sdk_wait_overslept(TimeoutError(), 100.0, 172.0) is None  # not the SDK's
+        stalled = StalledWait(60.0, 12.0, cancelled=False)  # ours: said already
+        assert sdk_wait_overslept(stalled, 100.0, 172.0) is None
+    finally:
+        lms.set_sync_api_timeout(before)

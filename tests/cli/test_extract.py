@@ -886,6 +886,43 @@ def test_the_lock_covers_a_new_file_and_a_rewritten_one(tmp_path: Path) -> None:
             output.open()
 
 
+@pytest.mark.parametrize("held", [False, True], ids=["another-program", "another-run"])
+def test_a_new_output_that_appears_during_the_check_is_refused_and_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held: bool
+) -> None:
+    """The file appears between the check's look (none there) and the check making it: it
+    is never opened for writing nor removed, and the message says who has it (found by
+    mutation testing: the exclusive create and the lock test were untested there)."""
+    import fcntl
+
+    from outlines_lmstudio.cli._common import CliError
+    from outlines_lmstudio.cli._jsonl import OutputFile
+
+    source = write_items(tmp_path / "in.jsonl", 1)
+    target = tmp_path / "out.jsonl"
+    content = json.dumps({"id": "item-0", "error": {"type": "X", "message": "theirs"}}) + "\n"
+    holder: list[Any] = []
+    is_dir = Path.is_dir
+
+    def appearing(path: Path) -> bool:  # the check asks whether the folder exists
+        if path == tmp_path and not target.exists():
+            target.write_text(content)
+            if held:  # another run made it and holds its lock
+                holder.append(target.open("rb"))
+                fcntl.flock(holder[0].fileno(), fcntl.LOCK_EX)
+        return is_dir(path)
+
+    monkeypatch.setattr(Path, "is_dir", appearing)
+    expected = "another extract run" if held else "appeared while extract was starting"
+    try:
+        with OutputFile(target) as output, pytest.raises(CliError, match=expected):
+            output.scan(source)
+    finally:
+        for each in holder:
+            each.close()
+    assert target.read_text() == content
+
+
 def test_retry_errors_keeps_the_errors_of_ids_not_in_the_input(
     run_cli: RunCli, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
 ) -> None:

@@ -66,6 +66,26 @@ def test_text_matches_outlines_own_regex_for_the_type(
     json.loads(emulator.predictions[-1].text)
 
 
+def test_a_schema_over_64_kib_is_answered(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """LM Studio's end of a prediction repeats its settings, the schema included, so a large
+    schema makes a message over 64 KiB. httpx-ws 0.10.0 limits whole messages to 64 KiB by
+    default, and lmstudio 1.5 keeps that default: the SDK dropped the session ("Client
+    unexpectedly disconnected"; found in CI once 0.10.0 came out). pyproject keeps it
+    below 0.10."""
+    fields: dict[str, Any] = {f"field_{i}": (Optional[int], None) for i in range(1500)}
+    wide = pydantic.create_model("Wide", last=(int, ...), **fields)
+    schema = json.dumps(wide.model_json_schema())
+    assert len(schema.encode()) > 64 * 1024
+    result = make_model(TEXT_MODEL).parse("Fill it in", wide)
+    assert isinstance(result, wide)
+    assert isinstance(result.last, int)
+    sent = emulator.predictions[-1].structured
+    assert sent is not None
+    assert len(json.dumps(sent).encode()) > 64 * 1024  # the schema went whole, and came back
+
+
 def test_str_is_a_quoted_string(make_model: MakeModel) -> None:
     text = make_model(TEXT_MODEL)("Name a colour", str)
     assert text.startswith('"')

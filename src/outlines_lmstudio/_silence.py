@@ -34,7 +34,7 @@ __all__ = [
     "STALL_SECONDS",
     "Silence",
     "StalledWait",
-    "sdk_wait_overslept",
+    "sdk_stall",
     "stalled_for",
 ]
 
@@ -61,20 +61,20 @@ def stalled_for(started: float, asked: float, now: float) -> float:
     return late if late > STALL_SECONDS else 0.0
 
 
-def sdk_wait_overslept(exc: BaseException, began: float, now: float) -> tuple[float, float] | None:
-    """Return the sync SDK's limit on each wait, and how long past it its wait ended.
+def sdk_stall(exc: BaseException, began: float, now: float) -> StalledWait | None:
+    """Return the `StalledWait` that ``exc`` stands for, if it stands for one.
 
     ``exc`` is what the SDK raised, its wait begun at ``began`` (``time.monotonic()``) and
     given up at ``now``. ``None`` unless ``exc`` is the SDK's own timeout (its limit run
     out, not ours) and the wait ended more than `SDK_STALL_SECONDS` past the limit: a stall
-    of the process (`StalledWait`).
+    of the process. No cancel was sent yet: a caller that sends one notes it (``cancelled``).
     """
     if type(exc) is not lms.LMStudioTimeoutError:  # the SDK's, not ours (a subclass)
         return None
     limit = lms.get_sync_api_timeout()
     if limit is None or (late := now - began - limit) <= SDK_STALL_SECONDS:
         return None
-    return limit, late
+    return StalledWait(limit, late)
 
 
 class Silence:
@@ -130,7 +130,7 @@ class StalledWait(lms.LMStudioTimeoutError):
         Whether a cancel of the prediction the SDK gave up was sent.
     """
 
-    def __init__(self, limit: float, overslept: float, *, cancelled: bool) -> None:
+    def __init__(self, limit: float, overslept: float, *, cancelled: bool = False) -> None:
         super().__init__(
             f"the lmstudio SDK's wait ran out {overslept:.1f} s past its {limit:g} s limit"
         )

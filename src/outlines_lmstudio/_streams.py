@@ -26,7 +26,7 @@ from ._sdk_errors import (
     translate_sdk_error,
     unreadable,
 )
-from ._silence import SETTLE_SECONDS, Silence, StalledWait, sdk_wait_overslept, stalled_for
+from ._silence import SETTLE_SECONDS, Silence, StalledWait, sdk_stall, stalled_for
 from ._user_time import UserTime
 
 __all__ = [
@@ -365,15 +365,14 @@ class SyncReader:
         through the one held (found by a probe: a Ctrl-Z of 70 s failed a stream, a call
         and a batch as "LM Studio sent nothing for 60 s", with every reply in the socket).
         """
-        if (overslept := sdk_wait_overslept(exc, self.waits.at, time.monotonic())) is None:
+        if (stall := sdk_stall(exc, self.waits.at, time.monotonic())) is None:
             return None
-        cancelled = False
         if self._lost:  # see `abandon`
             self._lost = False
             with contextlib.suppress(Exception):  # nothing left to stop: see `_cancel`
                 self._channel.cancel()
-                cancelled = True
-        return StalledWait(*overslept, cancelled=cancelled)
+                stall.cancelled = True
+        return stall
 
     def cancel_when_open(self) -> None:
         """Cancel on the server now, or once the request is sent (thread-safe, no wait).

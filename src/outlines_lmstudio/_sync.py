@@ -50,7 +50,7 @@ from ._sdk_errors import (
     orphan_parent_threads,
     task_manager,
 )
-from ._silence import StalledWait, sdk_wait_overslept
+from ._silence import StalledWait, sdk_stall
 from ._streams import SyncReader, Waits, noting_progress
 from ._sync_sessions import SyncSessions
 from ._user_time import UserTime
@@ -101,9 +101,8 @@ def _loaded(client: lms.Client, llm: Any, key: str, load: Heard) -> lms.LLM:
             handle: lms.LLM = llm.model(key, on_load_progress=load.beat)
     except lms.LMStudioTimeoutError as exc:
         # The wait began at the request, or at the load's last progress report.
-        overslept = sdk_wait_overslept(exc, max(began, load.at), time.monotonic())
-        if overslept is not None:
-            raise StalledWait(*overslept, cancelled=False) from exc
+        if (stall := sdk_stall(exc, max(began, load.at), time.monotonic())) is not None:
+            raise stall from exc
         raise
     return handle
 

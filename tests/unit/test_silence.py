@@ -11,7 +11,7 @@ from outlines_lmstudio._silence import (
     STALL_SECONDS,
     Silence,
     StalledWait,
-    sdk_wait_overslept,
+    sdk_stall,
     stalled_for,
 )
 
@@ -79,13 +79,14 @@ def test_the_sdk_s_own_limit_run_out_is_a_stall_only_a_second_past_it() -> None:
     lms.set_sync_api_timeout(60.0)
     try:
         timeout = lms.LMStudioTimeoutError()
-        assert sdk_wait_overslept(timeout, 100.0, 160.0 + SDK_STALL_SECONDS) is None
-        overslept = sdk_wait_overslept(timeout, 100.0, 172.0)
-        assert overslept is not None
-        assert overslept[0] == 60.0
-        assert overslept[1] == pytest.approx(12.0)
-        assert sdk_wait_overslept(TimeoutError(), 100.0, 172.0) is None  # not the SDK's
+        assert sdk_stall(timeout, 100.0, 160.0 + SDK_STALL_SECONDS) is None
+        stall = sdk_stall(timeout, 100.0, 172.0)
+        assert stall is not None
+        assert stall.limit == 60.0
+        assert stall.overslept == pytest.approx(12.0)
+        assert not stall.cancelled
+        assert sdk_stall(TimeoutError(), 100.0, 172.0) is None  # not the SDK's
         stalled = StalledWait(60.0, 12.0, cancelled=False)  # ours: said already
-        assert sdk_wait_overslept(stalled, 100.0, 172.0) is None
+        assert sdk_stall(stalled, 100.0, 172.0) is None
     finally:
         lms.set_sync_api_timeout(before)

@@ -47,7 +47,7 @@ from .._hosts import host_problem
 from .._install import install_command
 from .._partial import LONE_SURROGATE
 from .._sdk_errors import from_sdk, proxy_note
-from .._silence import StalledWait, sdk_wait_overslept
+from .._silence import StalledWait, sdk_stall
 from ._controls import escape_controls
 from ._exit import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
 
@@ -923,11 +923,10 @@ def _looked_up(session: Session, key: str | None) -> tuple[Any, Any]:
             heard.beat()
             return handle, handle.get_info()
         except lms.LMStudioTimeoutError as exc:
-            overslept = sdk_wait_overslept(exc, heard.at, time.monotonic())
-            if overslept is None:
+            if (stall := sdk_stall(exc, heard.at, time.monotonic())) is None:
                 raise
             if retried:
-                raise StalledWait(*overslept, cancelled=False) from None  # said as a stall
+                raise stall from None  # said as a stall
             retried = True
 
 

@@ -64,7 +64,11 @@ def _sigaction() -> Callable[[int, object, object], int] | None:
     if platform.machine().lower().startswith("mips"):  # pragma: no cover - flags first
         return None
     try:
-        call = ctypes.CDLL(None, use_errno=True).sigaction
+        # PyDLL, not CDLL: CDLL lets go of the GIL around each call, and the SDK's websocket
+        # thread, busy with the reply, took it; each of the guard's two calls a prediction
+        # then waited for it back (found with strace: two GIL handoffs a call, about 60 µs
+        # of a 5 ms call). sigaction returns at once, so holding the GIL is harmless.
+        call = ctypes.PyDLL(None, use_errno=True).sigaction
     except (OSError, AttributeError):  # pragma: no cover - no C library to look in
         return None
     call.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]

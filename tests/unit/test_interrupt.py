@@ -42,6 +42,43 @@ def test_disarmed_guard_lets_ctrl_c_through() -> None:
     assert not guard.interrupted
 
 
+def test_arming_and_disarming_let_no_other_thread_take_the_gil() -> None:
+    """Each prediction arms and disarms the guard while the SDK's websocket thread is busy
+    with the reply. A call that let go of the GIL there (ctypes' ``CDLL`` does, around each
+    foreign call) handed it to that thread and waited to get it back: two handoffs a
+    prediction, found with strace. With a long switch interval, a thread that wants the GIL
+    gets it only if this one lets go."""
+    assert _os_sigint.current() is not None  # the guard asks the system (not Windows)
+    ran = 0
+    stop = False
+
+    def spin() -> None:
+        nonlocal ran
+        while not stop:
+            ran += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)  # the spinning thread forces no switch in this test's time
+    thread = threading.Thread(target=spin, daemon=True)
+    try:
+        thread.start()
+        time.sleep(0.01)  # let go of the GIL: the thread spins, and now waits for it
+        before = ran
+        for _ in range(3):
+            guard = SigintGuard(whole=True)
+            guard.arm()
+            assert guard.armed
+            guard.armed = False
+            guard.disarm()
+        after = ran
+    finally:
+        stop = True
+        sys.setswitchinterval(interval)
+        thread.join()
+    assert before > 0
+    assert after == before
+
+
 def test_a_custom_handler_is_left_alone() -> None:
     seen: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))

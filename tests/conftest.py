@@ -70,10 +70,13 @@ def sigint_default() -> Iterator[None]:
     and put back what was there.
     """
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGHUP too, which ``nohup`` passes ignored: children started meanwhile get SIG_DFL.
+    hangup = signal.signal(signal.SIGHUP, signal.SIG_DFL)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGHUP, hangup)
 
 
 @pytest.fixture

@@ -274,36 +274,80 @@ def test_a_signal_at_the_prompt_is_seen_at_once_while_another_thread_runs(
     leave_with_ctrl_d(chat)
 
 
+@pytest.mark.parametrize(
+    ("sig", "status", "said"),
+    [
+        (signal.SIGTERM, 143, "terminated (SIGTERM)."),
+        (signal.SIGHUP, 129, "hung up (SIGHUP: the terminal closed)."),
+    ],
+)
 def test_sigterm_during_a_reply_stops_it_on_the_server_and_ends_the_chat(
-    spawn: Spawn, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+    spawn: Spawn,
+    emulator: LMStudioEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    sig: signal.Signals,
+    status: int,
+    said: str,
 ) -> None:
     # SIGTERM (kill, timeout, a service manager) ended the process at once, status -15,
-    # without a word, and the prediction went on on the server.
+    # without a word, and the prediction went on on the server; SIGHUP (the terminal
+    # closed, an SSH session dropped) likewise, with -1.
     monkeypatch.setattr(emulator, "token_latency", 0.05)
     emulator.script(TEXT, ["word " * 200])
     chat = spawn("-m", TEXT)
     chat.expect(PROMPT)
     chat.sendline("Tell me a very long story")
     chat.expect("word word word")
-    chat.kill(signal.SIGTERM)
-    chat.expect("outlines-lmstudio: error: terminated \\(SIGTERM\\).")
+    chat.kill(sig)
+    chat.expect("outlines-lmstudio: error: " + re.escape(said))
     chat.expect(pexpect.EOF)
     chat.close()
-    assert (chat.exitstatus, chat.signalstatus) == (143, None)
+    assert (chat.exitstatus, chat.signalstatus) == (status, None)
     assert "Traceback" not in (chat.before or "")
     emulator.wait_until(lambda: emulator.predictions[0].done, timeout=5)
     assert emulator.predictions[0].cancelled
     assert len(emulator.predictions[0].fragments) < 200
 
 
-def test_sigterm_at_the_prompt_ends_the_chat(spawn: Spawn) -> None:
+def test_a_closed_terminal_stops_the_reply_on_the_server_and_ends_the_chat(
+    spawn: Spawn, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The terminal closed during a reply (its window shut, an SSH session dropped): the
+    kernel sends SIGHUP, and nothing more can be written to the terminal. The process
+    ended at once, status -1, and the prediction went on on the server."""
+    monkeypatch.setattr(emulator, "token_latency", 0.05)
+    emulator.script(TEXT, ["word " * 200])
     chat = spawn("-m", TEXT)
     chat.expect(PROMPT)
-    chat.kill(signal.SIGTERM)  # Ctrl-C there does not leave; SIGTERM does
-    chat.expect("outlines-lmstudio: error: terminated \\(SIGTERM\\).")
+    chat.sendline("Tell me a very long story")
+    chat.expect("word word word")
+    chat.ptyproc.fileobj.close()  # the terminal's side of the pty: the session hangs up
+    deadline = time.monotonic() + 15
+    while chat.ptyproc.isalive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (chat.ptyproc.exitstatus, chat.ptyproc.signalstatus) == (129, None)
+    emulator.wait_until(lambda: emulator.predictions[0].done, timeout=5)
+    assert emulator.predictions[0].cancelled
+    assert len(emulator.predictions[0].fragments) < 200
+
+
+@pytest.mark.parametrize(
+    ("sig", "status", "said"),
+    [
+        (signal.SIGTERM, 143, "terminated (SIGTERM)."),
+        (signal.SIGHUP, 129, "hung up (SIGHUP: the terminal closed)."),
+    ],
+)
+def test_sigterm_at_the_prompt_ends_the_chat(
+    spawn: Spawn, sig: signal.Signals, status: int, said: str
+) -> None:
+    chat = spawn("-m", TEXT)
+    chat.expect(PROMPT)
+    chat.kill(sig)  # Ctrl-C there does not leave; SIGTERM and SIGHUP do
+    chat.expect("outlines-lmstudio: error: " + re.escape(said))
     chat.expect(pexpect.EOF)
     chat.close()
-    assert (chat.exitstatus, chat.signalstatus) == (143, None)
+    assert (chat.exitstatus, chat.signalstatus) == (status, None)
 
 
 def test_ctrl_c_while_the_prompt_is_read_stops_the_reply_at_once(

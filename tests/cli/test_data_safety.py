@@ -200,9 +200,11 @@ def test_retry_errors_is_not_blocked_by_a_temporary_file_left_behind(
 
 @pytest.fixture
 def sigterm_as_the_command_has_it() -> Iterator[None]:
-    """SIGTERM handled as the ``outlines-lmstudio`` command handles it; put back after."""
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    """SIGTERM and SIGHUP handled as the ``outlines-lmstudio`` command handles them; put back
+    after."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, *_sigterm.STOPS)}
+    for signum in _sigterm.STOPS:
+        signal.signal(signum, signal.SIG_DFL)
     _sigterm.install()
     try:
         yield
@@ -210,7 +212,24 @@ def sigterm_as_the_command_has_it() -> Iterator[None]:
         # Ctrl-C's too: a command that ends makes both only noted (`_sigterm.hold`).
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _sigterm._State.received = _sigterm._State.installed = _sigterm._State.again = False
+        _sigterm._State.received = None
+        _sigterm._State.installed = _sigterm._State.again = False
+
+
+def test_an_ignored_sighup_stays_ignored() -> None:
+    """Under ``nohup`` a command outlives its terminal: SIGHUP stays ignored (a guard test:
+    the command left SIGHUP alone before it was handled as Ctrl-C)."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, *_sigterm.STOPS)}
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        _sigterm.install()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is _sigterm._on_sigterm
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _sigterm._State.installed = False
 
 
 def _ctrl_c(fd: int) -> None:
@@ -780,6 +799,7 @@ def test_a_command_that_fails_leaves_ctrl_c_as_it_was(
     assert main(["--host", emulator.api_host, "generate", "-m", "no-such-model", "hi"]) != 0
     assert signal.getsignal(signal.SIGINT) is before
     assert signal.getsignal(signal.SIGTERM) is _sigterm._on_sigterm
+    assert signal.getsignal(signal.SIGHUP) is _sigterm._on_sigterm
 
 
 def _capped_run(

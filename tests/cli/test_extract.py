@@ -540,10 +540,16 @@ def _start_slow_extract(
         text=True,
         env=cli_env(),
         cwd=tmp_path,
-        # SIGINT as a terminal gives it (a test run in a background job passes it ignored).
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        # SIGINT as a terminal gives it (a test run in a background job passes it ignored),
+        # and SIGHUP (ignored under ``nohup``).
+        preexec_fn=_terminal_signals,
     )
     return command, child, target
+
+
+def _terminal_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def _wait_for_lines(target: Path, count: int) -> None:
@@ -555,27 +561,41 @@ def _wait_for_lines(target: Path, count: int) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.parametrize(
+    ("sig", "status", "said"),
+    [
+        (signal.SIGTERM, 143, "Terminated (SIGTERM)"),
+        (signal.SIGHUP, 129, "Hung up (SIGHUP: the terminal closed)"),
+    ],
+)
 def test_sigterm_stops_the_run_as_ctrl_c_does(
-    emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    emulator: LMStudioEmulator,
+    schema_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sig: signal.Signals,
+    status: int,
+    said: str,
 ) -> None:
-    # SIGTERM ended the process at once: status -15 (143 in a shell), no message.
+    # SIGTERM ended the process at once: status -15 (143 in a shell), no message; SIGHUP
+    # (a closed terminal, a dropped SSH session) likewise, with -1.
     count = 24
     _, child, target = _start_slow_extract(
         emulator, schema_file, tmp_path, monkeypatch, count, stderr=subprocess.PIPE
     )
     try:
         _wait_for_lines(target, 3)
-        child.send_signal(signal.SIGTERM)
+        child.send_signal(sig)
         _, stderr = child.communicate(timeout=15)
     finally:
         child.kill()
-    assert child.returncode == 143, stderr
+    assert child.returncode == status, stderr
     assert "Traceback" not in stderr
     done = lines(target)
     assert 3 <= len(done) < count
     last = stderr.strip().splitlines()[-1]
     assert last == (
-        f"outlines-lmstudio: error: Terminated (SIGTERM): {len(done)} items finished and "
+        f"outlines-lmstudio: error: {said}: {len(done)} items finished and "
         f"written to {target}; run the same command again to resume."
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == [

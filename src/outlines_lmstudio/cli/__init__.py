@@ -49,7 +49,8 @@ NO_CONNECTION = frozenset({"emulator"})
 _EPILOG = """\
 exit status: 0 success, 1 the job failed, 2 usage or input error,
 3 LM Studio not reachable, 130 interrupted (Ctrl-C), 141 the output's reader went away,
-143 terminated (SIGTERM: stopped as Ctrl-C stops it).
+129 hung up (SIGHUP: the terminal closed), 143 terminated (SIGTERM); both stop as
+Ctrl-C stops a command.
 See `outlines-lmstudio COMMAND --help` for each command."""
 
 
@@ -177,8 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Parameters
     ----------
     argv
-        The arguments (``sys.argv[1:]`` when None: the command line, where SIGTERM is
-        handled as Ctrl-C, see `outlines_lmstudio.cli._sigterm`).
+        The arguments (``sys.argv[1:]`` when None: the command line, where SIGTERM and
+        SIGHUP are handled as Ctrl-C, see `outlines_lmstudio.cli._sigterm`).
     """
     if argv is None:
         _sigterm.install()
@@ -194,8 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _report(_interrupted())
         status = EXIT_INTERRUPTED
-    status = _sigterm.EXIT_TERMINATED if _sigterm.terminated() else status
-    if argv is None and status in (EXIT_INTERRUPTED, _sigterm.EXIT_TERMINATED):
+    if _sigterm.terminated():
+        status = _sigterm.exit_status(status)
+    if argv is None and (status == EXIT_INTERRUPTED or _sigterm.terminated()):
         _leave_stuck_threads(status)
     return status
 
@@ -218,7 +220,7 @@ def _leave_stuck_threads(status: int) -> None:
     import time
 
     deadline = time.monotonic() + STUCK_SECONDS
-    # A second Ctrl-C (or SIGTERM) while waiting leaves now: `main` has made them only
+    # A second Ctrl-C (or SIGTERM, SIGHUP) while waiting leaves now: `main` made them only
     # noted (`_sigterm.hold`), so that none cuts the command's report short.
     while not _sigterm.again() and time.monotonic() < deadline:
         alive = [
@@ -229,8 +231,8 @@ def _leave_stuck_threads(status: int) -> None:
         if not alive:
             # Python restores the default actions as it shuts down: a signal then ended the
             # process by that signal (found by a probe's test: status -15, not 143).
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            for signum in (signal.SIGINT, *_sigterm.STOPS):
+                signal.signal(signum, signal.SIG_IGN)
             return
         alive[0].join(0.05)
     for stream in (sys.stdout, sys.stderr):
@@ -240,7 +242,7 @@ def _leave_stuck_threads(status: int) -> None:
 
 
 def _wrapped_interrupt(exc: BaseException) -> bool:
-    """Whether ``exc`` is a Ctrl-C (or SIGTERM) that Python wrapped in another error.
+    """Whether ``exc`` is a Ctrl-C (or SIGTERM, SIGHUP) that Python wrapped in another error.
 
     On Python 3.11 a ``KeyboardInterrupt`` raised in a descriptor's ``__set_name__``, while
     an import creates a class (``functools.cached_property``s: ``ipaddress``, Pydantic),
@@ -251,7 +253,7 @@ def _wrapped_interrupt(exc: BaseException) -> bool:
 
 
 def _interrupted() -> str:
-    return "terminated (SIGTERM)." if _sigterm.terminated() else "interrupted."
+    return f"{_sigterm.stopped_by()}."
 
 
 def _hold_stderr() -> None:
@@ -429,4 +431,6 @@ def _report(message: str) -> None:
                 common.end_open_line()
     # Escaped: a name inside the user's schema (its JSON pointer), or a server's text, can
     # hold an escape sequence that would act on the terminal (found by a probe).
-    print(f"outlines-lmstudio: error: {escape_controls(message)}", file=sys.stderr, flush=True)
+    # Not to be had after SIGHUP, whose terminal is gone (EIO): the status still tells.
+    with contextlib.suppress(OSError, ValueError):
+        print(f"outlines-lmstudio: error: {escape_controls(message)}", file=sys.stderr, flush=True)

@@ -6,6 +6,7 @@ Exit codes of every command::
     1    the job failed (server error, reply that does not validate, failed items)
     2    a usage or input error (bad option, unreadable file, bad schema, missing extra)
     3    LM Studio is not reachable, or the connection was lost
+    129  hung up (SIGHUP: the terminal closed; handled as Ctrl-C, as SIGTERM is)
     130  interrupted (Ctrl-C)
     141  the reader of standard output went away
     143  terminated (SIGTERM, handled as Ctrl-C: see `outlines_lmstudio.cli._sigterm`)

@@ -41,7 +41,7 @@ from ._output_types import (
     to_json,
     type_code_error,
 )
-from ._sigterm import hold, terminated
+from ._sigterm import hold, stopped_by
 from ._text import check_options_text
 
 if TYPE_CHECKING:
@@ -529,7 +529,8 @@ def _process(
                 raise
     except KeyboardInterrupt:
         hold()  # found by a probe: a second signal here lost the count (`timeout` sends two)
-        stopped = "Terminated (SIGTERM)" if terminated() else "Interrupted"
+        said = stopped_by()
+        stopped = said[0].upper() + said[1:]  # the message's first word
         raise CliError(
             f"{stopped}: {tally.stop()} items finished and written to {output.path}; run "
             "the same command again to resume.",

@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM at chat's prompt are seen at once, even while another thread runs.
+"""Ctrl-C, SIGTERM and SIGHUP at chat's prompt are seen at once, even while a thread runs.
 
 CPython runs a signal's Python handler at the main thread's next check point. A signal
 that lands while the main thread waits for the GIL at the last check point before
@@ -10,7 +10,7 @@ busy thread loses 16 in 100.
 
 `PromptSignals` closes that gap: while it is entered, the C-level signal handler writes
 the signal's number to a wakeup pipe (`signal.set_wakeup_fd`), and a watcher thread that
-reads a Ctrl-C or SIGTERM there interrupts the main thread's blocking call, while it is
+reads a Ctrl-C, SIGTERM or SIGHUP there interrupts the main thread's blocking call, while it is
 at the prompt, with SIGURG. Its Python handler does nothing; the interrupted call then
 runs the pending handlers (``KeyboardInterrupt``) as for any signal. SIGURG is ignored by
 default, so one arriving after the handler is put back does nothing. No library does
@@ -33,7 +33,9 @@ from types import FrameType, TracebackType
 
 __all__ = ["PromptSignals"]
 
-_WATCHED = frozenset({int(signal.SIGINT), int(signal.SIGTERM)})
+_WATCHED = frozenset(
+    int(getattr(signal, name)) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 _NUDGE: signal.Signals | None = getattr(signal, "SIGURG", None)
 _PAUSES = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
 """When the watcher interrupts the prompt after a signal: a signal that landed before the
@@ -45,7 +47,7 @@ def _nothing(signum: int, frame: FrameType | None) -> None:
 
 
 class PromptSignals:
-    """Make a Ctrl-C or SIGTERM at the prompt seen at once (see the module docstring).
+    """Make a Ctrl-C, SIGTERM or SIGHUP at the prompt seen at once (see the module docstring).
 
     Enter it around the session and wrap each read of a line in `prompt`.
     """

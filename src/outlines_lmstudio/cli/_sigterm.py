@@ -1,13 +1,14 @@
-"""SIGTERM ends a command as Ctrl-C does: the same cleanup, then a message and status 143.
+"""SIGTERM and SIGHUP end a command as Ctrl-C does: the same cleanup, a message, 128 + signal.
 
-``kill``, ``timeout`` and service managers stop a process with SIGTERM, whose default
-action ends it at once: no message, a prediction left running on the server, the
-temporary file of ``extract --retry-errors`` or of chat's ``/save`` left behind.
-`install` gives SIGTERM Ctrl-C's path instead: the handler Ctrl-C has at that moment
-runs (the library's guard defers it while a reply streams, and cancels the
-prediction), else ``KeyboardInterrupt`` is raised. Where Ctrl-C only stops a reply
-(``chat``), `leave_if_terminated` ends the command. ``main`` then reports it and
-returns `EXIT_TERMINATED`, the status a shell reports for a process SIGTERM ended.
+``kill``, ``timeout`` and service managers stop a process with SIGTERM, and a closed
+terminal or a dropped SSH session sends SIGHUP. The default action of both ends it at
+once: no message, a prediction left running on the server, the temporary file of
+``extract --retry-errors`` or of chat's ``/save`` left behind. `install` gives them
+Ctrl-C's path instead: the handler Ctrl-C has at that moment runs (the library's guard
+defers it while a reply streams, and cancels the prediction), else ``KeyboardInterrupt``
+is raised. Where Ctrl-C only stops a reply (``chat``), `leave_if_terminated` ends the
+command. ``main`` then reports it and returns `exit_status`, the status a shell reports
+for a process the signal ended: 143 for SIGTERM (`EXIT_TERMINATED`), 129 for SIGHUP.
 
 Only ``signal`` is imported: ``main`` installs the handler before anything else loads.
 """
@@ -17,23 +18,44 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
-__all__ = ["EXIT_TERMINATED", "again", "hold", "install", "leave_if_terminated", "terminated"]
+__all__ = [
+    "EXIT_TERMINATED",
+    "STOPS",
+    "again",
+    "exit_status",
+    "hold",
+    "install",
+    "leave_if_terminated",
+    "stopped_by",
+    "terminated",
+]
 
 EXIT_TERMINATED = 128 + int(signal.SIGTERM)
 """143: the status of a process ended by SIGTERM."""
 
+STOPS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+"""The signals handled as Ctrl-C (Windows has no SIGHUP)."""
+
+_SAID = {"SIGTERM": "terminated (SIGTERM)", "SIGHUP": "hung up (SIGHUP: the terminal closed)"}
+
 
 class _State:
-    received = False
+    received: int | None = None  # the stop signal received, if any
     installed = False
     again = False  # a signal came after `hold`
 
 
 def install() -> None:
-    """Handle SIGTERM as Ctrl-C, unless it is ignored or handled already (left alone)."""
+    """Handle SIGTERM and SIGHUP as Ctrl-C, unless ignored or handled already (left alone).
+
+    An ignored SIGHUP (``nohup``) stays ignored: the command outlives its terminal.
+    """
     _State.installed = True
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    for signum in STOPS:
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _on_sigterm)
 
 
 def hold() -> None:
@@ -47,7 +69,7 @@ def hold() -> None:
     that calls ``main(argv)`` keeps its own handlers.
     """
     if _State.installed:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, *STOPS):
             if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored stays ignored
                 signal.signal(signum, _noted)
 
@@ -57,14 +79,14 @@ def _noted(signum: int, frame: FrameType | None) -> None:
 
 
 def again() -> bool:
-    """Whether Ctrl-C or SIGTERM came after `hold` (an ending command may then leave at once)."""
+    """Whether Ctrl-C, SIGTERM or SIGHUP came after `hold` (an ending command may then leave)."""
     return _State.again
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    if _State.received:  # a second one while the first is handled: the first ends it
+    if _State.received is not None:  # another while the first is handled: the first ends it
         return
-    _State.received = True
+    _State.received = signum
     ctrl_c = signal.getsignal(signal.SIGINT)
     if callable(ctrl_c):  # the default raises KeyboardInterrupt; the guard defers it
         ctrl_c(int(signal.SIGINT), frame)
@@ -73,17 +95,36 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def terminated() -> bool:
-    """Whether SIGTERM was received."""
-    return _State.received
+    """Whether SIGTERM or SIGHUP was received."""
+    return _State.received is not None
+
+
+def stopped_by(interrupted: str = "interrupted") -> str:
+    """Say what stopped the command: ``interrupted``, or the stop signal received.
+
+    Returns
+    -------
+    str
+        ``interrupted`` (Ctrl-C), ``"terminated (SIGTERM)"`` or ``"hung up (SIGHUP: the
+        terminal closed)"``.
+    """
+    if _State.received is None:
+        return interrupted
+    return _SAID[signal.Signals(_State.received).name]
+
+
+def exit_status(interrupted: int) -> int:
+    """Return ``interrupted`` (Ctrl-C's status), or 128 + the stop signal received."""
+    return interrupted if _State.received is None else 128 + _State.received
 
 
 def leave_if_terminated() -> None:
-    """After a ``KeyboardInterrupt`` that only stops a step: go on ending the command if SIGTERM.
+    """After a ``KeyboardInterrupt`` that only stops a step: end the command if SIGTERM/SIGHUP.
 
     Raises
     ------
     KeyboardInterrupt
-        If SIGTERM was received.
+        If SIGTERM or SIGHUP was received.
     """
-    if _State.received:
+    if _State.received is not None:
         raise KeyboardInterrupt

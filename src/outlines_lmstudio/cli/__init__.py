@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report(_interrupted())
         status = EXIT_INTERRUPTED
     if _sigterm.terminated():
-        status = _sigterm.exit_status(status)
+        status = _sigterm.exit_status()
     if argv is None and (status == EXIT_INTERRUPTED or _sigterm.terminated()):
         _leave_stuck_threads(status)
     return status

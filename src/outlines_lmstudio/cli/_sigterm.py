@@ -99,23 +99,24 @@ def terminated() -> bool:
     return _State.received is not None
 
 
-def stopped_by(interrupted: str = "interrupted") -> str:
-    """Say what stopped the command: ``interrupted``, or the stop signal received.
+def stopped_by() -> str:
+    """Say what stopped the command: Ctrl-C, or the stop signal received.
 
     Returns
     -------
     str
-        ``interrupted`` (Ctrl-C), ``"terminated (SIGTERM)"`` or ``"hung up (SIGHUP: the
-        terminal closed)"``.
+        ``"interrupted"``, ``"terminated (SIGTERM)"`` or ``"hung up (SIGHUP: the terminal
+        closed)"``.
     """
     if _State.received is None:
-        return interrupted
+        return "interrupted"
     return _SAID[signal.Signals(_State.received).name]
 
 
-def exit_status(interrupted: int) -> int:
-    """Return ``interrupted`` (Ctrl-C's status), or 128 + the stop signal received."""
-    return interrupted if _State.received is None else 128 + _State.received
+def exit_status() -> int:
+    """Return the status of a command a stop signal ended: 128 + the signal (see `terminated`)."""
+    assert _State.received is not None, "no stop signal was received"
+    return 128 + _State.received
 
 
 def leave_if_terminated() -> None:

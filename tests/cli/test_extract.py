@@ -605,6 +605,47 @@ def test_sigterm_stops_the_run_as_ctrl_c_does(
     ]
 
 
+@pytest.mark.usefixtures("sigint_default")
+def test_a_closed_terminal_stops_the_run_and_keeps_its_results(
+    emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The terminal showing the run's progress closed (an SSH session dropped): the kernel
+    sends SIGHUP, and the progress display can no longer be drawn (EIO). The run stops as
+    SIGTERM stops it: status 129, its finished results kept, no temporary file left."""
+    import pexpect
+
+    count = 24
+    source = write_items(tmp_path / "in.jsonl", count)
+    target = tmp_path / "out.jsonl"
+    monkeypatch.setattr(emulator, "token_latency", 0.01)
+    command = [*script_path(), "--host", emulator.api_host, *extract(schema_file, source, target)]
+    child = pexpect.spawn(
+        command[0],
+        [*command[1:], "--concurrency", "2"],
+        env=cli_env(),
+        cwd=str(tmp_path),
+        encoding="utf-8",
+        timeout=15,
+        dimensions=(50, 200),
+    )
+    try:
+        _wait_for_lines(target, 3)
+        child.ptyproc.fileobj.close()  # the terminal's side of the pty: the session hangs up
+        deadline = time.monotonic() + 20
+        while child.ptyproc.isalive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (child.ptyproc.exitstatus, child.ptyproc.signalstatus) == (129, None)
+    finally:
+        child.close(force=True)
+    done = lines(target)
+    assert 3 <= len(done) < count
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "in.jsonl",
+        "out.jsonl",
+        "person.schema.json",
+    ]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signals_while_the_run_stops_neither_lose_the_count_nor_print_a_traceback(
     emulator: LMStudioEmulator,

@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonschema
 import lmstudio as lms
+import pexpect
 import pytest
 
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
@@ -612,8 +613,6 @@ def test_a_closed_terminal_stops_the_run_and_keeps_its_results(
     """The terminal showing the run's progress closed (an SSH session dropped): the kernel
     sends SIGHUP, and the progress display can no longer be drawn (EIO). The run stops as
     SIGTERM stops it: status 129, its finished results kept, no temporary file left."""
-    import pexpect
-
     count = 24
     source = write_items(tmp_path / "in.jsonl", count)
     target = tmp_path / "out.jsonl"

@@ -10,10 +10,12 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pexpect
 import pytest
 from PIL import Image
 
@@ -875,3 +877,30 @@ def test_a_stall_past_the_sdk_s_own_limit_in_the_model_lookup_is_asked_again(
     assert result.returncode == 0, result.stderr
     assert result.stdout == "fine\n"
     assert sum(r.endpoint == "getOrLoad" for r in emulator.requests) >= 2  # asked again
+
+
+@pytest.mark.usefixtures("sigint_default")
+def test_a_closed_terminal_stops_a_streamed_reply_on_the_server(
+    emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--stream`` to a terminal that closed (an SSH session dropped): the kernel sends
+    SIGHUP, and the next fragment can no longer be written (EIO). The process ended at
+    once, status -1, and the prediction went on on the server."""
+    monkeypatch.setattr(emulator, "token_latency", 0.002)
+    emulator.script(TEXT, ["word " * 2000])
+    command = [*script_path(), "--host", emulator.api_host, "generate", "--stream", "-m", TEXT]
+    child = pexpect.spawn(
+        command[0], [*command[1:], "Tell a story"], env=cli_env(), encoding="utf-8", timeout=15
+    )
+    try:
+        child.expect("word word word")
+        child.ptyproc.fileobj.close()  # the terminal's side of the pty: the session hangs up
+        deadline = time.monotonic() + 20
+        while child.ptyproc.isalive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (child.ptyproc.exitstatus, child.ptyproc.signalstatus) == (129, None)
+    finally:
+        child.close(force=True)
+    emulator.wait_until(lambda: emulator.predictions[0].done, timeout=5)
+    assert emulator.predictions[0].cancelled
+    assert len(emulator.predictions[0].fragments) < 2000

@@ -117,6 +117,37 @@ def roles_and_texts(messages: list[dict[str, object]]) -> list[tuple[str, str]]:
     return result
 
 
+def spawn_on_a_terminal(host: str, *args: str, cwd: Path | None = None) -> Any:
+    """Start ``outlines-lmstudio --host HOST ARGS...`` on a 50x200 pseudo-terminal (pexpect)."""
+    import pexpect
+
+    program, *rest = script_path()
+    return pexpect.spawn(
+        program,
+        [*rest, "--host", host, *args],
+        env=cli_env(),
+        cwd=None if cwd is None else str(cwd),
+        encoding="utf-8",
+        timeout=15,
+        dimensions=(50, 200),
+    )
+
+
+def hang_up(child: Any, seconds: float = 20) -> tuple[int | None, int | None]:
+    """Close the terminal's side of ``child``'s pseudo-terminal and wait for it to end.
+
+    That is what a closed terminal window or a dropped SSH session does: the kernel sends
+    SIGHUP, and nothing more can be written to the terminal. Returns the exit status and
+    the signal that ended it, as pexpect gives them (``None`` for the one that does not
+    apply; both if it is still running after ``seconds``).
+    """
+    child.ptyproc.fileobj.close()
+    deadline = time.monotonic() + seconds
+    while child.ptyproc.isalive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return child.ptyproc.exitstatus, child.ptyproc.signalstatus
+
+
 def run_on_a_terminal(
     command: list[str],
     cwd: Path,

@@ -28,6 +28,7 @@ from .helpers import (
     TEXT,
     VISION,
     cli_env,
+    hang_up,
     png,
     roles_and_texts,
     run_on_a_terminal,
@@ -274,6 +275,19 @@ def test_a_signal_at_the_prompt_is_seen_at_once_while_another_thread_runs(
     leave_with_ctrl_d(chat)
 
 
+def _in_a_long_reply(
+    spawn: Spawn, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """A chat whose reply (200 words, 50 ms each) has begun on the terminal."""
+    monkeypatch.setattr(emulator, "token_latency", 0.05)
+    emulator.script(TEXT, ["word " * 200])
+    chat = spawn("-m", TEXT)
+    chat.expect(PROMPT)
+    chat.sendline("Tell me a very long story")
+    chat.expect("word word word")
+    return chat
+
+
 @pytest.mark.parametrize(
     ("sig", "status", "said"),
     [
@@ -292,12 +306,7 @@ def test_sigterm_during_a_reply_stops_it_on_the_server_and_ends_the_chat(
     # SIGTERM (kill, timeout, a service manager) ended the process at once, status -15,
     # without a word, and the prediction went on on the server; SIGHUP (the terminal
     # closed, an SSH session dropped) likewise, with -1.
-    monkeypatch.setattr(emulator, "token_latency", 0.05)
-    emulator.script(TEXT, ["word " * 200])
-    chat = spawn("-m", TEXT)
-    chat.expect(PROMPT)
-    chat.sendline("Tell me a very long story")
-    chat.expect("word word word")
+    chat = _in_a_long_reply(spawn, emulator, monkeypatch)
     chat.kill(sig)
     chat.expect("outlines-lmstudio: error: " + re.escape(said))
     chat.expect(pexpect.EOF)
@@ -315,17 +324,8 @@ def test_a_closed_terminal_stops_the_reply_on_the_server_and_ends_the_chat(
     """The terminal closed during a reply (its window shut, an SSH session dropped): the
     kernel sends SIGHUP, and nothing more can be written to the terminal. The process
     ended at once, status -1, and the prediction went on on the server."""
-    monkeypatch.setattr(emulator, "token_latency", 0.05)
-    emulator.script(TEXT, ["word " * 200])
-    chat = spawn("-m", TEXT)
-    chat.expect(PROMPT)
-    chat.sendline("Tell me a very long story")
-    chat.expect("word word word")
-    chat.ptyproc.fileobj.close()  # the terminal's side of the pty: the session hangs up
-    deadline = time.monotonic() + 15
-    while chat.ptyproc.isalive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert (chat.ptyproc.exitstatus, chat.ptyproc.signalstatus) == (129, None)
+    chat = _in_a_long_reply(spawn, emulator, monkeypatch)
+    assert hang_up(chat) == (129, None)
     emulator.wait_until(lambda: emulator.predictions[0].done, timeout=5)
     assert emulator.predictions[0].cancelled
     assert len(emulator.predictions[0].fragments) < 200

@@ -16,7 +16,6 @@ from typing import Any
 
 import jsonschema
 import lmstudio as lms
-import pexpect
 import pytest
 
 from outlines_lmstudio.testing import Fault, LMStudioEmulator
@@ -31,10 +30,12 @@ from .helpers import (
     assert_one_line_error,
     broken_png,
     cli_env,
+    hang_up,
     lines,
     png,
     run_on_a_terminal,
     script_path,
+    spawn_on_a_terminal,
 )
 
 pytestmark = pytest.mark.timeout(40)
@@ -617,23 +618,11 @@ def test_a_closed_terminal_stops_the_run_and_keeps_its_results(
     source = write_items(tmp_path / "in.jsonl", count)
     target = tmp_path / "out.jsonl"
     monkeypatch.setattr(emulator, "token_latency", 0.01)
-    command = [*script_path(), "--host", emulator.api_host, *extract(schema_file, source, target)]
-    child = pexpect.spawn(
-        command[0],
-        [*command[1:], "--concurrency", "2"],
-        env=cli_env(),
-        cwd=str(tmp_path),
-        encoding="utf-8",
-        timeout=15,
-        dimensions=(50, 200),
-    )
+    command = extract(schema_file, source, target, "--concurrency", "2")
+    child = spawn_on_a_terminal(emulator.api_host, *command, cwd=tmp_path)
     try:
         _wait_for_lines(target, 3)
-        child.ptyproc.fileobj.close()  # the terminal's side of the pty: the session hangs up
-        deadline = time.monotonic() + 20
-        while child.ptyproc.isalive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert (child.ptyproc.exitstatus, child.ptyproc.signalstatus) == (129, None)
+        assert hang_up(child) == (129, None)
     finally:
         child.close(force=True)
     done = lines(target)

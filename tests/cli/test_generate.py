@@ -10,12 +10,10 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pexpect
 import pytest
 from PIL import Image
 
@@ -32,10 +30,12 @@ from .helpers import (
     assert_one_line_error,
     broken_png,
     cli_env,
+    hang_up,
     png,
     roles_and_texts,
     run_on_a_terminal,
     script_path,
+    spawn_on_a_terminal,
     text_commands,
 )
 
@@ -888,17 +888,10 @@ def test_a_closed_terminal_stops_a_streamed_reply_on_the_server(
     once, status -1, and the prediction went on on the server."""
     monkeypatch.setattr(emulator, "token_latency", 0.002)
     emulator.script(TEXT, ["word " * 2000])
-    command = [*script_path(), "--host", emulator.api_host, "generate", "--stream", "-m", TEXT]
-    child = pexpect.spawn(
-        command[0], [*command[1:], "Tell a story"], env=cli_env(), encoding="utf-8", timeout=15
-    )
+    child = spawn_on_a_terminal(emulator.api_host, "generate", "--stream", "-m", TEXT, "Go on")
     try:
         child.expect("word word word")
-        child.ptyproc.fileobj.close()  # the terminal's side of the pty: the session hangs up
-        deadline = time.monotonic() + 20
-        while child.ptyproc.isalive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert (child.ptyproc.exitstatus, child.ptyproc.signalstatus) == (129, None)
+        assert hang_up(child) == (129, None)
     finally:
         child.close(force=True)
     emulator.wait_until(lambda: emulator.predictions[0].done, timeout=5)

@@ -31,11 +31,11 @@ import threading
 from collections.abc import Iterator
 from types import FrameType, TracebackType
 
+from ._sigterm import STOPS
+
 __all__ = ["PromptSignals"]
 
-_WATCHED = frozenset(
-    int(getattr(signal, name)) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
+_WATCHED = frozenset(int(signum) for signum in (signal.SIGINT, *STOPS))
 _NUDGE: signal.Signals | None = getattr(signal, "SIGURG", None)
 _PAUSES = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
 """When the watcher interrupts the prompt after a signal: a signal that landed before the

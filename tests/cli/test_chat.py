@@ -275,6 +275,16 @@ def test_a_signal_at_the_prompt_is_seen_at_once_while_another_thread_runs(
     leave_with_ctrl_d(chat)
 
 
+_STOP_SIGNALS = pytest.mark.parametrize(
+    ("sig", "status", "said"),
+    [
+        (signal.SIGTERM, 143, "terminated (SIGTERM)."),
+        (signal.SIGHUP, 129, "hung up (SIGHUP: the terminal closed)."),
+    ],
+)
+"""SIGTERM and SIGHUP end a chat: the status and the message of each."""
+
+
 def _in_a_long_reply(
     spawn: Spawn, emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> Any:
@@ -288,13 +298,7 @@ def _in_a_long_reply(
     return chat
 
 
-@pytest.mark.parametrize(
-    ("sig", "status", "said"),
-    [
-        (signal.SIGTERM, 143, "terminated (SIGTERM)."),
-        (signal.SIGHUP, 129, "hung up (SIGHUP: the terminal closed)."),
-    ],
-)
+@_STOP_SIGNALS
 def test_sigterm_during_a_reply_stops_it_on_the_server_and_ends_the_chat(
     spawn: Spawn,
     emulator: LMStudioEmulator,
@@ -331,13 +335,7 @@ def test_a_closed_terminal_stops_the_reply_on_the_server_and_ends_the_chat(
     assert len(emulator.predictions[0].fragments) < 200
 
 
-@pytest.mark.parametrize(
-    ("sig", "status", "said"),
-    [
-        (signal.SIGTERM, 143, "terminated (SIGTERM)."),
-        (signal.SIGHUP, 129, "hung up (SIGHUP: the terminal closed)."),
-    ],
-)
+@_STOP_SIGNALS
 def test_sigterm_at_the_prompt_ends_the_chat(
     spawn: Spawn, sig: signal.Signals, status: int, said: str
 ) -> None:

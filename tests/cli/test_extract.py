@@ -531,10 +531,8 @@ def _start_slow_extract(
 
     Returns the command (without ``--concurrency``), the child and the output path.
     """
-    source = write_items(tmp_path / "in.jsonl", count)
-    target = tmp_path / "out.jsonl"
-    monkeypatch.setattr(emulator, "token_latency", 0.01)
-    command = [*script_path(), "--host", emulator.api_host, *extract(schema_file, source, target)]
+    arguments, target = _slow_extract(emulator, schema_file, tmp_path, monkeypatch, count)
+    command = [*script_path(), "--host", emulator.api_host, *arguments]
     child = subprocess.Popen(
         [*command, "--concurrency", "2"],
         stdout=subprocess.DEVNULL,
@@ -547,6 +545,21 @@ def _start_slow_extract(
         preexec_fn=_terminal_signals,
     )
     return command, child, target
+
+
+def _slow_extract(
+    emulator: LMStudioEmulator,
+    schema_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    count: int,
+) -> tuple[list[str], Path]:
+    """Write ``count`` items and slow the emulator down; return ``extract``'s arguments
+    (without ``--concurrency``) and the output path."""
+    source = write_items(tmp_path / "in.jsonl", count)
+    target = tmp_path / "out.jsonl"
+    monkeypatch.setattr(emulator, "token_latency", 0.01)
+    return extract(schema_file, source, target), target
 
 
 def _terminal_signals() -> None:
@@ -615,11 +628,8 @@ def test_a_closed_terminal_stops_the_run_and_keeps_its_results(
     sends SIGHUP, and the progress display can no longer be drawn (EIO). The run stops as
     SIGTERM stops it: status 129, its finished results kept, no temporary file left."""
     count = 24
-    source = write_items(tmp_path / "in.jsonl", count)
-    target = tmp_path / "out.jsonl"
-    monkeypatch.setattr(emulator, "token_latency", 0.01)
-    command = extract(schema_file, source, target, "--concurrency", "2")
-    child = spawn_on_a_terminal(emulator.api_host, *command, cwd=tmp_path)
+    arguments, target = _slow_extract(emulator, schema_file, tmp_path, monkeypatch, count)
+    child = spawn_on_a_terminal(emulator.api_host, *arguments, "--concurrency", "2", cwd=tmp_path)
     try:
         _wait_for_lines(target, 3)
         assert hang_up(child) == (129, None)

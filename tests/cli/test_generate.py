@@ -76,6 +76,41 @@ def test_schema_result_is_valid_pretty_json(
     assert structured["jsonSchema"]["required"] == ["name", "age"]
 
 
+@pytest.mark.parametrize("command", ["generate", "extract"])
+def test_a_schema_given_as_json_on_the_command_line(
+    run_cli: RunCli, emulator: LMStudioEmulator, command: str
+) -> None:
+    """Found by a probe: ``--schema '{"type": "object", ...}'``, as users write it, was
+    refused as "Cannot read schema file '{...}': no such file"."""
+    emulator.script(TEXT, ['{"name": "Ada", "age": 36}'])
+    schema = f"  {json.dumps(PERSON_SCHEMA, indent=1)}"  # white space before, lines within
+    if command == "generate":
+        result = run_cli("generate", "-m", TEXT, "--schema", schema, "Who?")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"name": "Ada", "age": 36}
+    else:
+        lines = '{"id": 1, "prompt": "Who?"}\n'
+        result = run_cli(
+            "extract", "-m", TEXT, "--schema", schema, "--input", "-", "--output", "-", stdin=lines
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"id": 1, "result": {"name": "Ada", "age": 36}}
+    (prediction,) = emulator.predictions
+    assert prediction.structured is not None
+    assert prediction.structured["jsonSchema"]["required"] == ["name", "age"]
+
+
+def test_a_file_named_like_json_is_still_read_as_a_file(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    """A guard (it passed before ``--schema`` took JSON): a file of that name wins."""
+    (tmp_path / "{person}.json").write_text(json.dumps(PERSON_SCHEMA))
+    emulator.script(TEXT, ['{"name": "Ada", "age": 36}'])
+    result = main_in_process("generate", "-m", TEXT, "--schema", "{person}.json", "Who?")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"name": "Ada", "age": 36}
+
+
 def test_stream_with_schema_prints_the_validated_object(
     main_in_process: MainInProcess, schema_file: Path
 ) -> None:
@@ -157,7 +192,7 @@ def test_a_lone_surrogate_in_a_reply_is_written_as_its_escape(
             # found by a review: told to write a dataclass, which --type refuses next
             "import attrs\n\n@attrs.define\nclass Row:\n    name: str\n",
             "is an attrs class, which Pydantic cannot read: --type takes a Pydantic model: "
-            "write one, or give the JSON schema with --schema FILE.",
+            "write one, or give the JSON schema with --schema (a file, or the schema written out).",
         ),
     ],
     ids=["pydantic-v1", "attrs"],
@@ -487,6 +522,15 @@ def test_bad_schema_file(run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: 
         (["--schema", "s.json"], '{"type": "strin"}', "at /type: 'strin' is no JSON Schema"),
         # found by a review: "unexpected TypeError: unhashable type: 'list'"
         (["--schema", "s.json"], '{"$schema": ["x"]}', "at /$schema: it must be a string"),
+        # A schema given on the command line: named so, as a file's name is.
+        (["--schema", '{"type": "strin"}'], None, "The --schema JSON is not a valid JSON schema"),
+        (["--schema", '{"type": '], None, "The --schema JSON is not valid JSON (line 1, column"),
+        (["--schema", '{"a": 1, "a": 2}'], None, "The --schema JSON has the key 'a' twice"),
+        (
+            ["--schema", '{"a": ' * 3000 + "1" + "}" * 3000],
+            None,
+            "The --schema JSON is nested too deeply",
+        ),
         (["--type", "no_such_module:Thing"], None, "cannot import 'no_such_module'"),
         (["--type", "json:dumps"], None, "is an object of type function, not a Pydantic"),
         (["--type", "json:JSONDecoder"], None, "is the class JSONDecoder, not a Pydantic model"),

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import os
 import re
 import sys
 import warnings
@@ -16,9 +17,10 @@ from typing import Any
 from .._formats import check_schema
 from .._json_keys import RepeatedKey, without_repeats
 from ._common import CliError, escape_lone_surrogates, file_path
-from ._text import SCHEMA_LIMIT, as_utf8, decode_file, read_file
+from ._text import SCHEMA_LIMIT, as_utf8, check_text, decode_file, read_file
 
 __all__ = [
+    "InlineSchema",
     "OutputSpec",
     "add_output_options",
     "check_output_type",
@@ -26,6 +28,7 @@ __all__ = [
     "load_schema",
     "load_type",
     "output_spec",
+    "schema_source",
     "to_json",
     "type_code_error",
 ]
@@ -62,7 +65,10 @@ def add_output_options(parser: argparse.ArgumentParser, *, text: bool) -> None:
     """
     group = parser.add_mutually_exclusive_group(required=not text)
     group.add_argument(
-        "--schema", type=file_path, metavar="FILE", help="JSON schema file the result must follow"
+        "--schema",
+        type=schema_source,
+        metavar="FILE|JSON",
+        help="the JSON schema the result must follow: a file, or the schema itself ('{...}')",
     )
     group.add_argument(
         "--type",
@@ -83,20 +89,101 @@ def add_output_options(parser: argparse.ArgumentParser, *, text: bool) -> None:
         )
 
 
-def load_schema(path: Path) -> dict[str, Any]:
-    """Read and check a JSON schema file.
+@dataclass(frozen=True)
+class InlineSchema:
+    """A ``--schema`` given as the schema's JSON text itself, not as a file's path.
+
+    Attributes
+    ----------
+    text
+        The argument, as Python decoded it.
+    """
+
+    text: str
+
+
+def schema_source(text: str) -> Path | InlineSchema:
+    """Return ``--schema``'s value: the schema's own JSON text, or a file's path.
+
+    Text that starts with ``{`` (after white space) is the schema itself, as users write it
+    (found by a probe: ``--schema '{"type": "object", ...}'`` was refused as "Cannot read
+    schema file ...: no such file"), unless a file of that name exists: it is read then,
+    as before. No JSON schema a command can use is anything but an object.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If ``text`` is empty (a usage error, status 2, before connecting).
+    """
+    if text.lstrip().startswith("{") and not os.path.lexists(text):
+        return InlineSchema(text)
+    return file_path(text)
+
+
+def load_schema(source: Path | InlineSchema) -> dict[str, Any]:
+    """Read and check a JSON schema: a file's, or one given on the command line.
 
     Raises
     ------
     CliError
-        If the file is unreadable, not JSON, not an object, or not a valid JSON schema.
+        If the file is unreadable, or the schema is not JSON, not an object, or not a
+        valid JSON schema.
     """
     import jsonschema
 
     from outlines_lmstudio._schema_checks import meta_schema_error
 
+    if isinstance(source, InlineSchema):
+        name, fix = "The --schema JSON", "Fix it."
+        # As the command's other text: its bytes read as UTF-8 whatever the locale.
+        text = check_text(as_utf8(source.text), "The --schema JSON")
+    else:
+        name, fix = f"Schema file {str(source)!r}", "Fix the file."
+        text = decode_file(_schema_file(source), name)
     try:
-        data = read_file(
+        schema = json.loads(text, object_pairs_hook=without_repeats, parse_constant=_no_constant)
+    except RepeatedKey as exc:  # found by a probe: the first value was dropped, silently
+        raise CliError(
+            f"{name} has the key {exc.args[0]!r} twice in one object (JSON "
+            f"readers keep only one of them). {fix}"
+        ) from None
+    except _NotPlainJson as exc:
+        raise CliError(f"{name} {exc}. {fix}") from None
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"{name} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). {fix}"
+        ) from None
+    except RecursionError:
+        raise _too_deep(name) from None
+    except ValueError:  # only Python's limit on integer digits is left (found by a probe)
+        raise CliError(
+            f"{name} has an integer of more than {sys.get_int_max_str_digits()} digits, "
+            f"which Python cannot read. {fix}"
+        ) from None
+    if not isinstance(schema, dict):
+        raise CliError(
+            f"{name} holds a JSON {type(schema).__name__}, not a JSON "
+            'schema object such as {"type": "object", "properties": {...}}.'
+        )
+    if "$schema" in schema and not isinstance(schema["$schema"], str):  # found by a review:
+        raise CliError(  # "unexpected TypeError: unhashable type: 'list'"
+            f"{name} is not a valid JSON schema: at /$schema: it must be a "
+            "string, the URI of a JSON Schema draft."
+        )
+    try:
+        check_schema(jsonschema.validators.validator_for(schema), schema)
+    except jsonschema.SchemaError as exc:
+        where, message = meta_schema_error(exc)  # as the library says it (found by a probe)
+        raise CliError(f"{name} is not a valid JSON schema: at {where}: {message}.") from None
+    except RecursionError:  # jsonschema recurses once per level, Python's stack does not
+        raise _too_deep(name) from None
+    return schema
+
+
+def _schema_file(path: Path) -> bytes:
+    """Return a schema file's bytes (bounded: see `read_file`)."""
+    try:
+        return read_file(
             path,
             SCHEMA_LIMIT,
             f"Schema file {str(path)!r}",
@@ -108,48 +195,6 @@ def load_schema(path: Path) -> dict[str, Any]:
         raise CliError(f"Cannot read schema file {str(path)!r}: it is a directory.") from None
     except OSError as exc:
         raise CliError(f"Cannot read schema file {str(path)!r}: {exc.strerror or exc}.") from None
-    text = decode_file(data, f"Schema file {str(path)!r}")
-    try:
-        schema = json.loads(text, object_pairs_hook=without_repeats, parse_constant=_no_constant)
-    except RepeatedKey as exc:  # found by a probe: the first value was dropped, silently
-        raise CliError(
-            f"Schema file {str(path)!r} has the key {exc.args[0]!r} twice in one object (JSON "
-            "readers keep only one of them). Fix the file."
-        ) from None
-    except _NotPlainJson as exc:
-        raise CliError(f"Schema file {str(path)!r} {exc}. Fix the file.") from None
-    except json.JSONDecodeError as exc:
-        raise CliError(
-            f"Schema file {str(path)!r} is not valid JSON (line {exc.lineno}, column "
-            f"{exc.colno}: {exc.msg}). Fix the file."
-        ) from None
-    except RecursionError:
-        raise _too_deep(path) from None
-    except ValueError:  # only Python's limit on integer digits is left (found by a probe)
-        raise CliError(
-            f"Schema file {str(path)!r} has an integer of more than "
-            f"{sys.get_int_max_str_digits()} digits, which Python cannot read. Fix the file."
-        ) from None
-    if not isinstance(schema, dict):
-        raise CliError(
-            f"Schema file {str(path)!r} holds a JSON {type(schema).__name__}, not a JSON "
-            'schema object such as {"type": "object", "properties": {...}}.'
-        )
-    if "$schema" in schema and not isinstance(schema["$schema"], str):  # found by a review:
-        raise CliError(  # "unexpected TypeError: unhashable type: 'list'"
-            f"Schema file {str(path)!r} is not a valid JSON schema: at /$schema: it must be a "
-            "string, the URI of a JSON Schema draft."
-        )
-    try:
-        check_schema(jsonschema.validators.validator_for(schema), schema)
-    except jsonschema.SchemaError as exc:
-        where, message = meta_schema_error(exc)  # as the library says it (found by a probe)
-        raise CliError(
-            f"Schema file {str(path)!r} is not a valid JSON schema: at {where}: {message}."
-        ) from None
-    except RecursionError:  # jsonschema recurses once per level, Python's stack does not
-        raise _too_deep(path) from None
-    return schema
 
 
 class _NotPlainJson(ValueError):
@@ -208,12 +253,12 @@ def _not_a_file_path(spec: str, module_name: str, attr_path: str) -> CliError:
     )
 
 
-def _too_deep(path: Path) -> CliError:
-    """Return the error for a schema file nested deeper than Python's stack can read or check."""
+def _too_deep(name: str) -> CliError:
+    """Return the error for a schema nested deeper than Python's stack can read or check."""
     from outlines_lmstudio._schema_walk import MAX_SCHEMA_DEPTH
 
     return CliError(
-        f"Schema file {str(path)!r} is nested too deeply to read (a schema may have up to "
+        f"{name} is nested too deeply to read (a schema may have up to "
         f"{MAX_SCHEMA_DEPTH} levels): flatten it, or use $defs and $ref for recursive "
         "structures."
     )
@@ -316,7 +361,7 @@ def load_type(spec: str) -> Any:
             if "pydantic.v1" not in what:  # the library's ways out (a dataclass, a schema
                 # as a dict) are not --type's (found by a review)
                 instead = "--type takes a Pydantic model: write one, or give the JSON schema "
-                instead += "with --schema FILE."
+                instead += "with --schema (a file, or the schema written out)."
             raise CliError(f"--type {spec!r} is {what}: {instead}")
         raise CliError(f"--type {spec!r} is {what}, not a Pydantic model class.")
     from outlines_lmstudio._output import plan_output

@@ -382,7 +382,32 @@ def test_a_channel_ended_by_an_error_is_forgotten(emu: LMStudioEmulator) -> None
         ws.send(json.dumps({"type": "channelSend", "channelId": 1, "message": {"type": "cancel"}}))
         assert json.loads(ws.recv(timeout=5)) == {
             "type": "communicationWarning",
-            "warning": "channelSend for unknown channel 1",
+            "warning": "Received channelSend for unknown channel, channelId = 1",
+        }
+
+
+def test_a_connection_gets_five_warnings_at_most(emu: LMStudioEmulator) -> None:
+    """lmstudio-js's ``ServerPort`` (one a connection) sends five ``communicationWarning``
+    frames, then no more. The emulator warned of each, so a client that left many streams at
+    their end logged an ERROR for each (LM Studio: five). The text is LM Studio's."""
+    with raw_socket(emu, "llm") as ws:
+        for channel_id in range(8):
+            cancel = {"type": "channelSend", "channelId": channel_id, "message": {"type": "cancel"}}
+            ws.send(json.dumps(cancel))
+        ws.send(json.dumps({"type": "channelAck", "channelId": 99, "ackId": 0}))
+        frames = [raw_rpc(ws, "listLoaded", 1)]  # the warnings come first, or around it
+        with contextlib.suppress(TimeoutError):
+            while True:
+                frames.append(json.loads(ws.recv(timeout=1)))
+    assert [f["type"] for f in frames].count("rpcResult") == 1
+    assert _warnings(frames) == [
+        f"Received channelSend for unknown channel, channelId = {n}" for n in range(5)
+    ]
+    with raw_socket(emu, "llm") as ws:  # a connection of its own: five again
+        ws.send(json.dumps({"type": "channelAck", "channelId": 99, "ackId": 0}))
+        assert json.loads(ws.recv(timeout=5)) == {
+            "type": "communicationWarning",
+            "warning": "Received channelAck for unknown channel, channelId = 99",
         }
 
 

@@ -94,6 +94,15 @@ def test_complete_mode_template_is_taken_from_the_config() -> None:
     assert how.stops == ("\n", "END")
 
 
+def test_a_manual_templates_stop_strings_are_kept_too() -> None:
+    """``stopStrings`` belong to every template type (lmstudio-js's ``LLMPromptTemplate``);
+    a manual template's were dropped."""
+    setting = {"type": "manual", "manualPromptTemplate": {}, "stopStrings": ["END", "\n"]}
+    how = plan({P + "promptTemplate": setting, P + "stopStrings": ["\n"]}, [])
+    assert how.template is None
+    assert how.stops == ("\n", "END")
+
+
 def test_template_fallbacks() -> None:
     assert template_for("{{ own }}", "gemma3") == "{{ own }}"
     assert template_for(None, "gemma3") == GEMMA_TEMPLATE

@@ -142,6 +142,32 @@ def test_config_fields_are_recorded_and_echoed(emu: LMStudioEmulator, client: lm
     assert result.prediction_config.top_k_sampling == 7
 
 
+@pytest.mark.parametrize("kind", ["jinja", "manual"])
+def test_a_prompt_templates_stop_strings_end_the_reply(
+    emu: LMStudioEmulator, client: lms.Client, kind: str
+) -> None:
+    """A template's ``stopStrings`` are "Additional stop strings to be used with this
+    template" (lmstudio-js's ``LLMPromptTemplate``). Found by a probe: the synthetic engine
+    read only the config's own, and the reply ran past the template's."""
+    emu.script(TEXT, ["alpha beta gamma delta"])
+    template: dict[str, Any] = {"type": kind, "stopStrings": ["gamma"]}
+    if kind == "jinja":
+        template["jinjaPromptTemplate"] = {"template": "{{ messages[0].content }}"}
+    else:
+        template["manualPromptTemplate"] = {
+            "beforeSystem": "",
+            "afterSystem": "",
+            "beforeUser": "",
+            "afterUser": "",
+            "beforeAssistant": "",
+            "afterAssistant": "",
+        }
+    config: Any = {"promptTemplate": template, "stopStrings": ["omega"]}
+    result = client.llm.model(TEXT).respond("Say four words", config=config)
+    assert result.content == "alpha beta "
+    assert result.stats.stop_reason == "stopStringFound"
+
+
 @pytest.mark.parametrize(("max_tokens", "limited"), [(-1, False), (0, True), (3, True)])
 def test_max_tokens_minus_one_means_no_limit(
     client: lms.Client, max_tokens: int, limited: bool

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from outlines_lmstudio.testing._wire import max_predicted_tokens
+from outlines_lmstudio.testing._wire import max_predicted_tokens, stop_strings
 
 __all__ = [
     "CHATML_TEMPLATE",
@@ -150,7 +150,7 @@ def plan(config: dict[str, Any], load_fields: list[dict[str, Any]]) -> Plan:
         seed=_seed(load_fields),
     )
     max_tokens = max_predicted_tokens(config)
-    stops = tuple(s for s in config.get(prefix + "stopStrings") or [] if isinstance(s, str) and s)
+    stops = stop_strings(config)
     template = bos = eos = None
     setting = config.get(prefix + "promptTemplate")
     if isinstance(setting, dict) and setting.get("type") == "jinja":
@@ -159,8 +159,6 @@ def plan(config: dict[str, Any], load_fields: list[dict[str, Any]]) -> Plan:
             template = str(jinja["template"])
             bos = str(jinja.get("bosToken", ""))
             eos = str(jinja.get("eosToken", ""))
-        extra = setting.get("stopStrings") or []
-        stops += tuple(s for s in extra if isinstance(s, str) and s and s not in stops)
     threads = config.get(prefix + "llama.cpuThreads")
     return Plan(
         sampling=sampling,

@@ -79,6 +79,12 @@ hung): the socket is read again once its client takes some of them. A client tha
 never comes near it (each channel sends one frame at a time)."""
 
 
+WARNINGS_LIMIT = 5
+"""Most ``communicationWarning`` frames LM Studio sends on one connection: lmstudio-js's
+``ServerPort`` (one a connection) sends five, then logs "5 communication warnings have been
+produced. Further warnings will not be printed." and sends no more."""
+
+
 class Connection:
     """Serves one authenticated websocket of one SDK client."""
 
@@ -96,6 +102,7 @@ class Connection:
         self._drained = asyncio.Event()
         self.closed = False
         self.counted = False  # whether `authenticate` counted this socket for its client
+        self.warnings = 0  # ``communicationWarning`` frames sent (see `WARNINGS_LIMIT`)
 
     # -- sending ------------------------------------------------------------------
 
@@ -125,7 +132,13 @@ class Connection:
                 self._drained.set()
 
     async def warn(self, text: str) -> None:
-        """Send a ``communicationWarning`` (the SDK logs it and moves on)."""
+        """Send a ``communicationWarning`` (the SDK logs it and moves on), up to the limit.
+
+        See `WARNINGS_LIMIT`: past it, LM Studio sends nothing, and neither does this.
+        """
+        if self.warnings >= WARNINGS_LIMIT:
+            return
+        self.warnings += 1
         await self.send({"type": "communicationWarning", "warning": text}, None, "rpc")
 
     async def channel_send(self, channel: Channel, message: dict[str, Any]) -> None:
@@ -256,6 +269,9 @@ class Connection:
                 self.spawn(self.channel(message, self.open_channel(message)))
         elif kind == "channelSend":
             self.channel_message(message)
+        elif kind == "channelAck":
+            if message.get("channelId") not in self.channels:  # acks are not used otherwise
+                self.spawn(self.warn(_unknown_channel("channelAck", message)))
         elif kind == "communicationWarning":
             pass  # LM Studio only logs a client's warning; answering it would loop
         else:
@@ -296,7 +312,7 @@ class Connection:
         """Handle ``channelSend`` from the client: ``cancel``, or ``stop`` (``streamLogs``)."""
         channel = self.channels.get(message["channelId"])  # an integer: `check_request_ids`
         if channel is None:
-            self.spawn(self.warn(f"channelSend for unknown channel {message.get('channelId')}"))
+            self.spawn(self.warn(_unknown_channel("channelSend", message)))
             return
         payload = message.get("message")
         if isinstance(payload, dict) and payload.get("type") in ("cancel", "stop"):
@@ -462,3 +478,8 @@ def internal_error(exc: Exception) -> dict[str, Any]:
         "title": f"The LM Studio emulator failed to serve this request: {exc!r}",
         "cause": type(exc).__name__,
     }
+
+
+def _unknown_channel(kind: str, message: dict[str, Any]) -> str:
+    """LM Studio's warning for a ``kind`` frame on a channel not open (``ServerPort``)."""
+    return f"Received {kind} for unknown channel, channelId = {message.get('channelId')}"

@@ -60,6 +60,7 @@ from outlines_lmstudio.testing._wire import (
     json_mode_schema,
     max_predicted_tokens,
     server_error,
+    stop_strings,
     well_formed,
 )
 
@@ -159,7 +160,7 @@ def _cut(tokens: list[Fragment], config: dict[str, Any]) -> tuple[list[Fragment]
     Returns the fragments kept, the stop reason and the stop string that ended the
     reply (None unless the stop reason is ``stopStringFound``).
     """
-    stops = [s for s in config.get("llm.prediction.stopStrings") or [] if isinstance(s, str) and s]
+    stops = stop_strings(config)
     max_tokens = max_predicted_tokens(config)
     keep = max((len(s) for s in stops), default=1) - 1  # what a stop string may start in
     out: list[Fragment] = []

@@ -31,6 +31,7 @@ __all__ = [
     "max_predicted_tokens",
     "reasoning_budget",
     "server_error",
+    "stop_strings",
     "well_formed",
     "wire_int",
 ]
@@ -151,6 +152,26 @@ def max_predicted_tokens(config: Mapping[str, Any]) -> int | None:
         return None
     value = wire_int(limit.get("value"))
     return None if value is None or value < 0 else value
+
+
+def stop_strings(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """Read the stop strings from a merged prediction config, the prompt template's included.
+
+    ``llm.prediction.stopStrings`` come first, then those of ``llm.prediction.promptTemplate``,
+    "Additional stop strings to be used with this template" (lmstudio-js's
+    ``LLMPromptTemplate``), whatever the template's type (found by a probe: the synthetic
+    engine left them out, and a reply ran past one).
+    """
+    stops = tuple(
+        s for s in config.get("llm.prediction.stopStrings") or [] if isinstance(s, str) and s
+    )
+    template = config.get("llm.prediction.promptTemplate")
+    extra = template.get("stopStrings") if isinstance(template, Mapping) else None
+    if isinstance(extra, list):
+        stops += tuple(
+            dict.fromkeys(s for s in extra if isinstance(s, str) and s and s not in stops)
+        )
+    return stops
 
 
 def reasoning_budget(config: Mapping[str, Any]) -> int | None:

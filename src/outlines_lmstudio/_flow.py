@@ -472,9 +472,13 @@ class _Reply:
             in_reasoning=split.in_reasoning or split.in_header,
             reasoned=split.reasoned,
         )
+        done = Completion(split.answer, stats.stop_reason, split.reasoning, stats)
         if problem is not None:
+            # The reply with no answer is one the call spent too (found by a probe: left out
+            # of a failed parse's replies, with its tokens); `parse` puts the earlier ones first.
+            problem.replies = (as_reply(done, self._plan.render),)
             raise problem
-        return Completion(split.answer, stats.stop_reason, split.reasoning, stats)
+        return done
 
 
 def predict(
@@ -841,7 +845,7 @@ def parse(
             completed: Completion = yield Complete(request, deadline)
         except ParseError as error:  # a reasoning reply with no answer: never re-asked
             error.attempts = attempt
-            error.replies = _replies(done, request)
+            error.replies = _replies(done, request) + error.replies  # its own reply last
             raise
         except SERVER_ERRORS as error:
             if last is not None:

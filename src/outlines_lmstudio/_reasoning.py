@@ -52,7 +52,7 @@ from enum import Enum, auto
 from typing import Any, NamedTuple
 
 from ._reply import ReplyChunk, ReplyStats
-from .errors import EmptyAnswerError, OutlinesLMStudioError, ReasoningTruncatedError
+from .errors import EmptyAnswerError, ParseError, ReasoningTruncatedError
 
 __all__ = [
     "HARMONY_TOKENS",
@@ -699,7 +699,7 @@ def reply_problem(
     structured: bool,
     in_reasoning: bool = False,
     reasoned: bool = False,
-) -> OutlinesLMStudioError | None:
+) -> ParseError | None:
     """Return the error a finished reply of a reasoning model deserves, if any.
 
     Parameters
@@ -724,7 +724,7 @@ def reply_problem(
 
     Returns
     -------
-    OutlinesLMStudioError | None
+    ParseError | None
         `ReasoningTruncatedError` when the token budget ran out before any answer
         was written, `EmptyAnswerError` when the model reasoned and then wrote no
         answer, else ``None``. Replies without reasoning are never judged here.

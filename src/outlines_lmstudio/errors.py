@@ -268,11 +268,11 @@ class ParseError(OutlinesLMStudioError, ValueError):
     attempts
         How many replies were asked for (1 + retries used).
     replies
-        The replies of ``parse`` and ``parse_reply``'s attempts that came back with an
-        answer, in order, each with its text, reasoning and stats (token counts): what the
-        failed call spent. The last one is the reply ``raw`` is the text of, unless the
-        last attempt had no answer (a reasoning model's `EmptyAnswerError` or
-        `ReasoningTruncatedError`). Empty where no reply was parsed (``parse_stream``).
+        The replies of ``parse`` and ``parse_reply``'s attempts that came back, in order,
+        each with its text, reasoning and stats (token counts): what the failed call spent.
+        The last one is the reply ``raw`` is the text of; for a reasoning model's
+        `EmptyAnswerError` or `ReasoningTruncatedError`, the reply with no answer (its
+        reasoning and stats). Empty where no reply was parsed (``parse_stream``).
     """
 
     def __init__(

@@ -27,6 +27,15 @@ def eventually(predicate: object, seconds: float = 20.0) -> bool:
     return False
 
 
+def predicted_counts(emulator: LMStudioEmulator) -> list[int]:
+    """The predicted token counts LM Studio reported for its replies, in order."""
+    return [
+        f.data["message"]["stats"]["predictedTokensCount"]
+        for f in emulator.trace
+        if f.direction == "out" and f.data.get("message", {}).get("type") == "success"
+    ]
+
+
 def png_image(color: str = "red", size: tuple[int, int] = (8, 8)) -> Image:
     buffer = io.BytesIO()
     PILImage.new("RGB", size, color).save(buffer, format="PNG")

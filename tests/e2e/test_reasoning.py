@@ -37,6 +37,8 @@ from outlines_lmstudio.testing import (
 )
 from tests.reasoning_emulator import fresh_reasoning_emulator, reasoning_emulator  # noqa: F401
 
+from .helpers import predicted_counts
+
 FORMS = {m.reasoning: m.key for m in reasoning_models() if m.reasoning}
 GGUF_FORMS = sorted(m.reasoning for m in reasoning_models() if m.format == "gguf" and m.reasoning)
 ENTRIES = [
@@ -349,8 +351,36 @@ async def test_a_re_asked_reply_with_no_answer_counts_every_attempt(
     with pytest.raises(EmptyAnswerError) as info:
         await call(front(key), "parse", "Who?", Person, retries=3)
     assert (info.value.attempts, len(emu.predictions)) == (2, 2)
-    # the attempt before, which had an answer, is kept with its reasoning
-    assert [(r.text, r.reasoning) for r in info.value.replies] == [('{"name": 1}', REASONING)]
+    # every attempt is kept with its reasoning, the one with no answer last (found by a
+    # probe: it was left out, and what it spent with it)
+    replies = info.value.replies
+    assert [(r.text, r.reasoning) for r in replies] == [('{"name": 1}', REASONING), ("", REASONING)]
+    assert [r.stats.predicted_tokens for r in replies] == predicted_counts(emu)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("entry", ["parse", "parse_reply"])
+@pytest.mark.parametrize("retries", [0, 2])
+async def test_a_reply_with_no_answer_is_in_the_errors_replies(
+    emu: LMStudioEmulator, front: Callable[[str], Model], entry: str, retries: int
+) -> None:
+    """Found by a probe: `EmptyAnswerError` and `ReasoningTruncatedError` had no
+    ``replies``, so the tokens of a call that failed so were not in them."""
+    key = FORMS["marker"]
+    model: Any = front(key)
+    emu.script(key, [ReasoningReply("", REASONING)])
+    with pytest.raises(EmptyAnswerError) as empty:
+        await resolve(getattr(model, entry)("Who?", Person, retries=retries))
+    (reply,) = empty.value.replies
+    assert (reply.text, reply.reasoning) == ("", REASONING)
+    assert [reply.stats.predicted_tokens] == predicted_counts(emu)[-1:]
+    assert reply.stats.reasoning_tokens == empty.value.reasoning_tokens
+    emu.script(key, [ReasoningReply('{"name": "Ann"}', REASONING)])
+    with pytest.raises(ReasoningTruncatedError) as cut:
+        await resolve(getattr(model, entry)("Who?", Person, retries=retries, max_tokens=4))
+    (reply,) = cut.value.replies
+    assert reply.stats.stop_reason == "maxPredictedTokensReached"
+    assert reply.stats.predicted_tokens == cut.value.predicted_tokens == 4
 
 
 @pytest.mark.asyncio

@@ -36,7 +36,7 @@ from outlines_lmstudio.testing._records import message_text
 
 from .conftest import TEXT_MODEL, MakeModel
 from .fronts import Fronts
-from .helpers import eventually, png_image
+from .helpers import eventually, png_image, predicted_counts
 
 
 class Person(pydantic.BaseModel):
@@ -905,7 +905,7 @@ def test_a_re_ask_that_no_longer_fits_the_context_says_it_was_asking_again(
     last = info.value.__context__
     assert isinstance(last, ParseError)
     assert [r.text for r in last.replies] == ['{"name": "Ann", "age": "thirty"}']
-    assert [r.stats.predicted_tokens for r in last.replies] == _predicted_counts(emulator)[:1]
+    assert [r.stats.predicted_tokens for r in last.replies] == predicted_counts(emulator)[:1]
 
 
 class Quote(pydantic.BaseModel):
@@ -995,15 +995,6 @@ def test_instructor_spellings_point_to_ours(
     assert emulator.predictions == []
 
 
-def _predicted_counts(emulator: LMStudioEmulator) -> list[int]:
-    """The predicted token counts LM Studio reported for its replies, in order."""
-    return [
-        f.data["message"]["stats"]["predictedTokensCount"]
-        for f in emulator.trace
-        if f.direction == "out" and f.data.get("message", {}).get("type") == "success"
-    ]
-
-
 def test_parse_reply_gives_the_value_with_its_reply_and_the_rejected_ones(
     fronts: Fronts, emulator: LMStudioEmulator
 ) -> None:
@@ -1025,7 +1016,7 @@ def test_parse_reply_gives_the_value_with_its_reply_and_the_rejected_ones(
         '{"name": "Ann", "age": 3}',
     ]
     assert result.replies == (*result.rejected, result.reply)
-    assert [r.stats.predicted_tokens for r in result.replies] == _predicted_counts(emulator)[-3:]
+    assert [r.stats.predicted_tokens for r in result.replies] == predicted_counts(emulator)[-3:]
     assert {r.stats.stop_reason for r in result.replies} == {"eosFound"}
     emulator.script(TEXT_MODEL, lambda p: f'{{"name": "{p.last_user_text}", "age": 1}}')
     results = model.parse_reply(["Ann", "Bob"], Person)
@@ -1051,7 +1042,7 @@ def test_a_failed_parse_keeps_what_each_attempt_spent(
     error = info.value
     assert [r.text for r in error.replies] == ['{"name": "Ann", "age": "x"}', '{"name": "Ann"}']
     assert error.replies[-1].text == error.raw
-    assert [r.stats.predicted_tokens for r in error.replies] == _predicted_counts(emulator)[-2:]
+    assert [r.stats.predicted_tokens for r in error.replies] == predicted_counts(emulator)[-2:]
     assert pickle.loads(pickle.dumps(error)).replies == error.replies
     emulator.script(TEXT_MODEL, ['{"name": "Ann", "age": 12345678'])
     with pytest.raises(TruncatedOutputError) as cut:  # cut off: not asked again
@@ -1063,7 +1054,7 @@ def test_a_failed_parse_keeps_what_each_attempt_spent(
         with pytest.raises(expected) as one:
             getattr(model, method)("q", Person, max_tokens=4)
         assert [r.text for r in one.value.replies] == [one.value.raw]
-        assert [r.stats.predicted_tokens for r in one.value.replies] == _predicted_counts(emulator)[
+        assert [r.stats.predicted_tokens for r in one.value.replies] == predicted_counts(emulator)[
             -1:
         ]
 

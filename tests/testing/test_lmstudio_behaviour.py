@@ -759,9 +759,43 @@ def test_a_misspelt_setting_is_refused_not_kept_as_a_new_attribute(emu: LMStudio
     assert not hasattr(emu, "token_latncy")
     with pytest.raises(AttributeError, match="the settings a test may change are: seed, slots"):
         emu.colour = "blue"  # type: ignore[attr-defined]
-    emu.token_latency = 0.02  # the real setting, and a public attribute made at start-up,
-    emu.host = emu.host  # are still set as before
+    emu.token_latency = 0.02  # the real setting is still set as before
     assert emu.token_latency == 0.02
+
+
+def test_after_a_stop_and_start_only_the_librarys_models_reconnect(
+    make_emulator: MakeEmulator,
+) -> None:
+    """A guard of what docs/testing.md says (found by a probe: it promised that any client
+    made before the stop reconnects; the SDK's own do not, as with LM Studio restarted)."""
+    from outlines_lmstudio import from_lmstudio
+
+    emulator = make_emulator()
+    with lms.Client(emulator.api_host) as ours, lms.Client(emulator.api_host) as theirs:
+        model = from_lmstudio(ours, TEXT)
+        handle = theirs.llm.model(TEXT)
+        assert model("before", max_tokens=3)
+        assert handle.respond("before").content
+        emulator.stop()
+        emulator.start()
+        assert model("after", max_tokens=3)
+        with pytest.raises(lms.LMStudioWebsocketError, match="unexpectedly disconnected"):
+            handle.respond("after")
+
+
+def test_the_host_cannot_be_changed_after_the_emulator_is_made(
+    make_emulator: MakeEmulator,
+) -> None:
+    """Found by a probe: ``emu.host = "0.0.0.0"`` was kept, without the loopback check or
+    the warning (the next start served every network), and outlived the fixture's reset."""
+    emulator = make_emulator()
+    where = emulator.api_host
+    with pytest.raises(AttributeError, match=r"host is fixed when the emulator is made \(it is "):
+        emulator.host = "0.0.0.0"
+    emulator.stop()
+    emulator.start()
+    assert emulator.host == "127.0.0.1"
+    assert emulator.api_host == where  # the same address, and port
 
 
 def test_a_relative_gguf_path_is_kept_absolute(

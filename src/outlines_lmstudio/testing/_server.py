@@ -274,7 +274,7 @@ class LMStudioEmulator(EmulatorState):
             only_keep_last_jit_model=only_keep_last_jit_model,
             max_records=max_records,
         )
-        self.host: str = host.strip("[]")  # "[::1]" binds as "::1"
+        self._host = host.strip("[]")  # "[::1]" binds as "::1"
         self._requested_port = port
         self._cors = cors
         self._port: int | None = None
@@ -288,6 +288,22 @@ class LMStudioEmulator(EmulatorState):
         self._settled = True  # from here on, a new public attribute is a misspelt setting
 
     # -- lifecycle ------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        """The address it listens on (IPv6 without brackets), as given when it was made."""
+        return self._host
+
+    @host.setter
+    def host(self, value: str) -> None:
+        # Found by a probe: an assignment was kept without the checks of `__init__` (a host
+        # outside loopback served without allow_remote=True or a warning, on the next
+        # start) and outlived the fixture's reset; on a running emulator, `api_host` named
+        # an address it did not listen on.
+        raise AttributeError(
+            f"host is fixed when the emulator is made (it is {self._host!r}): make another "
+            "one, LMStudioEmulator(host=...), to listen elsewhere"
+        )
 
     @property
     def api_host(self) -> str:
@@ -306,8 +322,9 @@ class LMStudioEmulator(EmulatorState):
         """Start serving in a background thread (returns self).
 
         Started again after `stop`, it serves on the port it had when that port is free (a
-        client made before the stop reconnects there, as to LM Studio started again), else
-        on a new one; a ``port=`` given to it is used every time.
+        model of this library made before the stop reconnects there, as to LM Studio started
+        again; an SDK client made by hand does not, with LM Studio either), else on a new
+        one; a ``port=`` given to it is used every time.
 
         Raises
         ------

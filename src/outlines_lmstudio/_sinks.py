@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._common import Completion, Request
@@ -96,10 +96,17 @@ class _PartialSink(Sink):
 
     live = True
 
-    def __init__(self, validator: Validator, json: bool, stops: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        validator: Validator,
+        json: bool,
+        stops: Sequence[str] = (),
+        schema: Mapping[str, Any] | None = None,
+    ) -> None:
         self._validator = validator
         self._json = json
         self._stops = stops
+        self._kinds = _root_kinds(schema) if json else None
         self.begin()
 
     def begin(self) -> None:
@@ -119,6 +126,10 @@ class _PartialSink(Sink):
         value = self._parser.feed(chunk.text)  # linear in the reply's length, not quadratic
         if value is None or value == self._last or self._parser.invalid:
             return ()  # invalid: the reply cannot be valid; its values would contradict those given
+        if (kinds := self._kinds) is not None and not _of_kinds(value, kinds):
+            # Found by a probe: untagged reasoning that quotes the question, before a bare
+            # end tag, gave out a str for a list or an object: no value of the type.
+            return ()
         self._last = value
         self.emitted = True
         return (value,)
@@ -170,6 +181,33 @@ def sink_for_stream(request: Request) -> Sink:
     return _TextSink()
 
 
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def _root_kinds(schema: Mapping[str, Any] | None) -> frozenset[str] | None:
+    """Return the JSON types the schema's root names, or ``None`` if it names none (any)."""
+    kinds = schema.get("type") if schema is not None else None
+    names = [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else None
+    if names is None or not all(isinstance(n, str) and n in _JSON_TYPES for n in names):
+        return None
+    return frozenset(names)
+
+
+def _of_kinds(value: Any, kinds: frozenset[str]) -> bool:
+    """Whether a JSON value (as Python's ``json`` reads it) is of one of the JSON ``kinds``."""
+    if isinstance(value, bool):  # an int to Python, never an integer to JSON
+        return "boolean" in kinds
+    return any(isinstance(value, _JSON_TYPES[kind]) for kind in kinds)
+
+
 def sink_for_parse_stream(request: Request, context: Any = None) -> Sink:
     """Make the sink of ``parse_stream``: partial values, then the validated value."""
     from outlines_lmstudio._typed import (  # typed results only (import time)
@@ -179,7 +217,7 @@ def sink_for_parse_stream(request: Request, context: Any = None) -> Sink:
 
     json = request.plan.kind in ("json", "simple")
     validator = with_context(validator_for(request.plan), context)
-    return _PartialSink(validator, json, request.args.stop_strings())
+    return _PartialSink(validator, json, request.args.stop_strings(), request.plan.schema)
 
 
 def as_reply(done: Completion, render: Callable[[str], str]) -> Reply:

@@ -348,6 +348,30 @@ def test_a_stop_string_inside_the_reasoning_is_named(
     assert info.value.reasoning == "Hmm"
 
 
+@pytest.mark.parametrize(
+    ("output_type", "reply", "value"),
+    [
+        (list[int], '"q?" hmm [9]</think>[1, 2]', [1, 2]),
+        (
+            Person,
+            '"Who?" hmm {"name": "X"}</think>{"name": "Ann", "age": 3}',
+            Person(name="Ann", age=3),
+        ),
+    ],
+    ids=["list", "object"],
+)
+def test_parse_stream_gives_no_value_of_another_json_type(
+    make_model: MakeModel, emulator: LMStudioEmulator, output_type: Any, reply: str, value: Any
+) -> None:
+    """Found by a probe: reasoning with no start tag that opens with a quote, before a bare
+    ``</think>``, was given out as a str value for a list or an object type."""
+    emulator.script(TEXT_MODEL, [reply])
+    values = list(make_model(TEXT_MODEL).parse_stream("who?", output_type))
+    assert values[-1] == value
+    assert not [v for v in values if isinstance(v, str)]
+    assert all(isinstance(v, dict if output_type is Person else list) for v in values[:-1])
+
+
 def test_parse_stream_after_reasoning_opened_in_the_prompt(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

@@ -17,14 +17,17 @@ import stat
 
 from PIL import Image as PILImage
 
-__all__ = ["unchanged_file_bytes"]
+__all__ = ["held_file_bytes", "unchanged_file_bytes"]
 
 _WRITTEN_INFO = ("exif", "icc_profile", "xmp")
 """The ``info`` entries Pillow's WebP writer sends with the pixels."""
 
 
 def unchanged_file_bytes(
-    image: PILImage.Image, limit: int, errors: tuple[type[BaseException], ...]
+    image: PILImage.Image,
+    limit: int,
+    errors: tuple[type[BaseException], ...],
+    held: bytes | None = None,
 ) -> bytes | None:
     """Return the bytes of the file ``image`` was opened from, if they decode to its pixels.
 
@@ -36,6 +39,9 @@ def unchanged_file_bytes(
         The most bytes to read: a larger file is not read (``None``).
     errors
         What Pillow raises, besides ``OSError`` and ``ValueError``, on a corrupt file.
+    held
+        For an image opened from a file object, not a named file: what `held_file_bytes`
+        read from it before the pixels were loaded (Pillow then lets go of the object).
 
     Returns
     -------
@@ -47,16 +53,20 @@ def unchanged_file_bytes(
     """
     path = getattr(image, "filename", None)
     if not isinstance(path, str) or not path:
-        return None
-    try:
-        found = os.stat(path)
-        # Not a named pipe, whose open() waits for a writer (found by a review), nor a device.
-        if not stat.S_ISREG(found.st_mode) or found.st_size > limit:
+        if held is None:
             return None
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError:
-        return None
+        data = held
+    else:
+        try:
+            found = os.stat(path)
+            # Not a named pipe, whose open() waits for a writer (found by a review), nor a
+            # device.
+            if not stat.S_ISREG(found.st_mode) or found.st_size > limit:
+                return None
+            with open(path, "rb") as handle:
+                data = handle.read(limit + 1)
+        except OSError:
+            return None
     if len(data) > limit:  # grew since
         return None
     caught: tuple[type[BaseException], ...] = (OSError, ValueError, *errors)
@@ -76,3 +86,29 @@ def unchanged_file_bytes(
     except caught:
         return None
     return data if same else None
+
+
+def held_file_bytes(image: PILImage.Image, limit: int) -> bytes | None:
+    """Return the bytes of the file object an image was opened from, if it still holds it.
+
+    ``Image.open(io.BytesIO(data))`` (an upload, a download) keeps the file object until
+    the pixels are loaded, and has no file name (found by a probe: a lossy WebP opened so
+    was written again losslessly, nine times larger). Read from its start (at most
+    ``limit + 1`` bytes), and put back where it was: `unchanged_file_bytes` checks that the
+    bytes are the image's.
+    """
+    if getattr(image, "filename", None):  # read from the file itself, when needed
+        return None
+    handle = getattr(image, "fp", None)
+    if handle is None:
+        return None
+    try:
+        at = handle.tell()
+        handle.seek(0)
+        try:
+            data = handle.read(limit + 1)
+        finally:
+            handle.seek(at)
+    except (OSError, ValueError, AttributeError):  # closed, unseekable, not a file
+        return None
+    return data if isinstance(data, bytes) else None

@@ -29,7 +29,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from ._forks import in_child, renewed
-from ._image_files import unchanged_file_bytes
+from ._image_files import held_file_bytes, unchanged_file_bytes
 from .errors import InvalidImageError
 
 __all__ = [
@@ -218,7 +218,7 @@ def _check_size(width: int, height: int) -> None:
         raise InvalidImageError(f"Image has no pixels ({width}x{height}).")
 
 
-def _encode(image: PILImage.Image) -> ImageData:
+def _encode(image: PILImage.Image, held: bytes | None = None) -> ImageData:
     """Encode a decoded PIL image: JPEG/PNG/WebP in their own format, the rest as PNG.
 
     An image whose mode its format cannot hold (an RGBA or ``LA`` image still
@@ -233,7 +233,7 @@ def _encode(image: PILImage.Image) -> ImageData:
     _check_values(image)
     turn = _orientation(image)
     if fmt == "WEBP" and turn == 1:  # written again losslessly, a lossy one grows tenfold
-        data = unchanged_file_bytes(image, MAX_IMAGE_BYTES, CORRUPT_IMAGE_ERRORS)
+        data = unchanged_file_bytes(image, MAX_IMAGE_BYTES, CORRUPT_IMAGE_ERRORS, held)
         if data is not None:
             return _make(data, "image/webp")
     jpeg = _jpeg_options(image)  # the file's, which a turned copy no longer carries
@@ -697,14 +697,17 @@ def _normalise_now(image: object) -> ImageData | None:
             lock.release()
 
 
-def _normalise_pil(image: PILImage.Image) -> ImageData:
-    """Encode a loaded PIL image (cached by `_pil_witness`, but for JPEG: see `ImageCache`)."""
+def _normalise_pil(image: PILImage.Image, held: bytes | None = None) -> ImageData:
+    """Encode a loaded PIL image (cached by `_pil_witness`, but for JPEG: see `ImageCache`).
+
+    ``held``: the bytes of the file object it was opened from (see `held_file_bytes`).
+    """
     if (image.format or "").upper() == "JPEG":
         return _encode(image)
     witness = _pil_witness(image)
     cached = IMAGES.get(image, witness)
     if cached is None:
-        cached = _encode(image)
+        cached = _encode(image, held)
         IMAGES.put(image, witness, cached)
     return cached
 
@@ -725,8 +728,10 @@ def _normalise(image: object) -> ImageData:
         return cached
     if isinstance(image, PILImage.Image):
         _check_size(*image.size)  # from the header: a lazily opened image is not decoded yet
+        # A WebP opened from a file object: its bytes, which the load lets go of (`_encode`).
+        held = held_file_bytes(image, MAX_IMAGE_BYTES) if image.format == "WEBP" else None
         _load(image)
-        return _normalise_pil(image)
+        return _normalise_pil(image, held)
     raise InvalidImageError(
         f"Expected an outlines Image or a PIL image, got {type(image).__name__}."
     )

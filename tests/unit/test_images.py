@@ -33,7 +33,9 @@ def test_accepted_formats_keep_their_bytes(fmt: str, mime: str) -> None:
     data = encoded(fmt)
     image = normalise_image(Image(opened(data)))
     assert image.mime == mime
-    assert image.data == normalise_image(opened(data)).data  # as its PIL image is sent
+    loaded = opened(data)
+    loaded.load()  # as an Outlines Image leaves it (a lazy one: see the WebP tests below)
+    assert image.data == normalise_image(loaded).data  # as its PIL image is sent
     assert image.digest == hashlib.sha256(image.data).hexdigest()
     assert image.name.endswith("." + mime.split("/")[1])
 
@@ -200,6 +202,24 @@ def test_a_lossy_webp_file_is_sent_as_it_is(tmp_path: Path) -> None:
         sent = normalise_image(picture)
         assert (sent.mime, sent.data) == ("image/webp", data)
         assert normalise_image(Image(picture)).data == data
+
+
+def test_a_lossy_webp_opened_from_memory_is_sent_as_its_bytes(tmp_path: Path) -> None:
+    """Found by a probe: ``Image.open(io.BytesIO(data))`` (an upload, a download) has no
+    file name, and a lossy WebP opened so was written again losslessly, nine times larger.
+    The file object's bytes are sent, and left where they were read from."""
+    data = _lossy_webp(tmp_path / "photo.webp")
+    source = io.BytesIO(data)
+    with PILImage.open(source) as picture:
+        at = source.tell()
+        sent = normalise_image(picture)
+        assert source.tell() == at
+        assert (sent.mime, sent.data) == ("image/webp", data)
+    with PILImage.open(io.BytesIO(data)) as picture:
+        picture.load()  # Pillow lets go of the file object: written again, its pixels kept
+        picture.putpixel((3, 3), (1, 2, 3))
+        with opened(normalise_image(picture).data) as decoded:
+            assert decoded.tobytes() == picture.tobytes()
 
 
 def test_a_webp_image_changed_since_its_file_keeps_its_own_pixels(tmp_path: Path) -> None:

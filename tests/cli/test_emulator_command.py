@@ -202,6 +202,19 @@ def test_emulator_module_bad_token_latency_names_the_option() -> None:
     )
 
 
+def test_a_host_outside_loopback_is_refused_in_the_commands_terms() -> None:
+    """Found by a probe: the refusal named the Python argument (``host=``,
+    ``allow_remote=True``) before the option to pass."""
+    command = [*script_path(), "emulator", "--host", "0.0.0.0"]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=cli_env(), timeout=30, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("outlines-lmstudio: error: --host '0.0.0.0' is not a loopback")
+    assert result.stderr.endswith(" Pass --allow-remote to bind it anyway.\n")
+    assert "allow_remote" not in result.stderr
+
+
 def test_emulator_remote_warning_is_one_line() -> None:
     command = [*script_path(), "emulator", "--host", "0.0.0.0", "--allow-remote"]
     with subprocess.Popen(

@@ -386,7 +386,10 @@ GOOD = json.dumps({"id": "a", "prompt": "fine"})
     ("content", "needle"),
     [
         ('{"prompt": "x"}\n', 'in.jsonl, line 1 needs an "id"'),
-        ('{"id": true, "prompt": "x"}\n', 'needs an "id" (a string or an integer)'),
+        # Found by a probe: each was said to be no id at all ('needs an "id"').
+        ('{"id": true, "prompt": "x"}\n', 'has the "id" true, which is neither a string nor'),
+        ('{"id": 1.0, "prompt": "x"}\n', 'line 1 has the "id" 1.0, which is neither'),
+        ('{"id": null, "prompt": "x"}\n', 'has the "id" null, which is neither a string nor'),
         ('{"id": "x", "prompt": ""}\n', 'needs a non-empty "prompt"'),
         # found by mutation testing: a prompt of only white space was sent to the model
         ('{"id": "x", "prompt": " \\t\\n "}\n', 'line 1 needs a non-empty "prompt" string'),

@@ -348,6 +348,7 @@ def run(
             return fail(f"The emulator needs {module!r}. Install it with: {install}")
     from outlines_lmstudio.testing import LMStudioEmulator, default_models
     from outlines_lmstudio.testing._server import (
+        REMOTE_HINT,
         EmulatorExposedWarning,
         exposed_notice,
         is_loopback,
@@ -393,7 +394,11 @@ def run(
                 f"{exc}: a --gguf file's model key is its file name, which another model has; "
                 "rename the file, or give the model in a --models file with a key of its own"
             )
-        return fail(str(exc))
+        text = str(exc)
+        if text.endswith(REMOTE_HINT):  # in the command's terms (a probe: Python's, first)
+            text = text.replace(f"host={args.host!r}", f"--host {args.host!r}", 1)
+            text = text.replace(REMOTE_HINT, "Pass --allow-remote to bind it anyway.")
+        return fail(text)
     try:
         emulator.start()
     except (OSError, OverflowError, ValueError) as exc:

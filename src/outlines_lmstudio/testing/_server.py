@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NAMESPACES",
+    "REMOTE_HINT",
     "EmulatorExposedWarning",
     "LMStudioEmulator",
     "exposed_notice",
@@ -47,6 +48,10 @@ _PORT_ATTEMPTS = 20  # to find one free port on every address of the host (port 
 
 class EmulatorExposedWarning(UserWarning):
     """The emulator listens outside loopback (``allow_remote=True``)."""
+
+
+REMOTE_HINT = "Pass allow_remote=True (CLI: --allow-remote) to bind it anyway."
+"""The end of the refusal of a host outside loopback (the command line says it its own way)."""
 
 
 def exposed_notice(host: str) -> str:
@@ -258,7 +263,7 @@ class LMStudioEmulator(EmulatorState):
                     f"host={host!r} is not a loopback address (127.x.x.x written in full, ::1 or "
                     "localhost): the emulator would accept "
                     "connections from other machines, and it has no access control. "
-                    "Pass allow_remote=True (CLI: --allow-remote) to bind it anyway."
+                    f"{REMOTE_HINT}"
                 )
             warnings.warn(exposed_notice(host), EmulatorExposedWarning, stacklevel=2)
         super().__init__(

@@ -19,7 +19,12 @@ from outlines_lmstudio._install import install_command
 from outlines_lmstudio.testing import LMStudioEmulator
 
 from ..e2e.misbehaving import Misbehaving
-from ..e2e.other_server import name_has_no_address, serving_html, serving_stream
+from ..e2e.other_server import (
+    name_has_no_address,
+    serving_fake_lmstudio,
+    serving_html,
+    serving_stream,
+)
 from .conftest import MainInProcess, RunCli
 from .helpers import (
     TEXT,
@@ -93,6 +98,12 @@ def test_a_host_name_that_does_not_resolve_is_named_as_such(run_cli: RunCli) -> 
         # Found by a probe: the SDK's probe of the host waited for good on a server that
         # streams (200, chunked, a byte every half second).
         (serving_stream, ": it answers without end"),
+        # Found by a probe: "Cannot reach LM Studio at ...: httpx_ws._exceptions.
+        # WebSocketUpgradeError: <Response [404 File not found]>".
+        (
+            functools.partial(serving_fake_lmstudio, "refused"),
+            ": it answers HTTP 404 to the websocket of LM Studio's API",
+        ),
     ],
 )
 def test_a_host_that_is_not_lm_studio_is_named_as_such(

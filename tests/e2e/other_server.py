@@ -134,8 +134,13 @@ def serving_stream(port: int = 0, status: int = 200) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def serving_fake_lmstudio(websocket: Literal["silent", "close"], port: int = 0) -> Iterator[int]:
+def serving_fake_lmstudio(
+    websocket: Literal["silent", "close", "refused"], port: int = 0
+) -> Iterator[int]:
     """Answer LM Studio's greeting, with a websocket that never replies or closes at once.
+
+    ``refused``: no websocket, HTTP 404 to its handshake (a web server with a file at the
+    greeting's path).
 
     Yields the port (a free one for 0).
     """
@@ -143,6 +148,8 @@ def serving_fake_lmstudio(websocket: Literal["silent", "close"], port: int = 0) 
 
     def greet(connection: ServerConnection, request: Request) -> Response | None:
         if request.path != "/lmstudio-greeting":
+            if websocket == "refused":
+                return Response(404, "Not Found", Headers([("Content-Length", "0")]), b"")
             return None  # the websocket handshake
         headers = Headers([("Content-Type", "application/json")])
         headers["Content-Length"] = str(len(greeting))

@@ -183,6 +183,14 @@ def _gone(text: str, again: str | None) -> str:
     where = f" at {found[1]}" if found else ""
     cause = re.search(r"\(due to (.*)\)\.?\s*Is LM Studio running", text, re.DOTALL)
     proxies = proxy_note()
+    upgrade = None if cause is None else _UPGRADE_REFUSED.search(cause[1])
+    if upgrade is not None and not proxies:
+        # A web server that answers the greeting's URL, not LM Studio's API (found by a
+        # probe: httpx_ws's exception was shown as it is).
+        return (
+            f"The server{where} is not LM Studio: it answers HTTP {upgrade[1]} to the websocket "
+            f"of LM Studio's API. Check the port; {_START_HINT}."
+        )
     if cause is not None and (proxies or not _REFUSED.search(cause[1])):
         # Not a server that stopped: a proxy of the environment, or a server on that port
         # that answers otherwise (found by a probe: both were told to start LM Studio).
@@ -193,6 +201,9 @@ def _gone(text: str, again: str | None) -> str:
         + (f". {again} when it is running." if again else ".")
     )
 
+
+# httpx_ws's refused websocket handshake: the server answered with another HTTP status.
+_UPGRADE_REFUSED = re.compile(r"WebSocketUpgradeError: <Response \[(\d{3})")
 
 # A connection refused or reset: nothing, or nothing any more, listens on the port.
 _REFUSED = re.compile(r"ConnectError|Connection refused|Errno 111|ConnectionReset|Errno 104")

@@ -205,6 +205,8 @@ def _of_kinds(value: Any, kinds: frozenset[str]) -> bool:
     """Whether a JSON value (as Python's ``json`` reads it) is of one of the JSON ``kinds``."""
     if isinstance(value, bool):  # an int to Python, never an integer to JSON
         return "boolean" in kinds
+    if isinstance(value, float) and value.is_integer() and "integer" in kinds:
+        return True  # 1.0 is an integer to JSON Schema
     return any(isinstance(value, _JSON_TYPES[kind]) for kind in kinds)
 
 

@@ -48,6 +48,7 @@ from outlines_lmstudio._inputs import format_input
 from outlines_lmstudio._output import OutputPlan, plan_output
 from outlines_lmstudio._reasoning import SYNTHETIC_MARKER
 from outlines_lmstudio._sdk_errors import translate_sdk_error
+from outlines_lmstudio._sinks import _of_kinds, _root_kinds
 from outlines_lmstudio._typed import validator_for
 
 
@@ -300,6 +301,32 @@ def test_partial_values_begin_again_after_reasoning_taken_back() -> None:
         server.answer,
     )
     assert emitted == [{"name": "A"}, {"name": "A", "age": 3}, Person(name="A", age=3)]
+
+
+@pytest.mark.parametrize(
+    ("schema", "value", "given"),
+    [
+        ({"type": "integer"}, 1.0, True),  # an integer to JSON Schema
+        ({"type": "integer"}, 1.5, False),
+        ({"type": "integer"}, True, False),  # a bool is no integer, though an int to Python
+        ({"type": "number"}, 2, True),
+        ({"type": "boolean"}, False, True),
+        ({"type": "array"}, "q?", False),  # reasoning quoting the question (a probe)
+        ({"type": "object"}, "q?", False),
+        ({"type": ["object", "null"]}, None, True),
+        ({"type": "string"}, "q?", True),
+        ({"anyOf": [{"type": "string"}]}, 3, True),  # no type named: any
+        ({"type": "nonsense"}, 3, True),
+        (None, [], True),
+    ],
+)
+def test_partial_values_are_of_a_json_type_the_root_allows(
+    schema: dict[str, Any] | None, value: Any, given: bool
+) -> None:
+    """Found by a probe: text that opened as another JSON type (reasoning quoting the
+    question, before a bare end tag) was given out as a partial value of it."""
+    kinds = _root_kinds(schema)
+    assert (kinds is None or _of_kinds(value, kinds)) is given
 
 
 def test_partial_values_only_when_changed_then_the_value() -> None:

@@ -207,8 +207,9 @@ def read_items(path: Path) -> list[Item]:
         _refuse_near_misses(where, data)
         if not _valid_id(data.get("id")):
             if "id" in data:  # found by a probe: 1.0 or true was said to be no id at all
-                shown = json.dumps(data["id"], ensure_ascii=False)
-                shown = shown if len(shown) <= 60 else shown[:60] + "..."
+                from outlines_lmstudio._config import shortened
+
+                shown = shortened(json.dumps(data["id"], ensure_ascii=False))
                 raise CliError(
                     f'{where} has the "id" {shown}, which is neither a string nor an integer: '
                     'write it as one ("1.0" or 1).'

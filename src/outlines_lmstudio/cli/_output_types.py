@@ -136,7 +136,7 @@ def load_schema(source: Path | InlineSchema) -> dict[str, Any]:
     if isinstance(source, InlineSchema):
         name, fix = "The --schema JSON", "Fix it."
         # As the command's other text: its bytes read as UTF-8 whatever the locale.
-        text = check_text(as_utf8(source.text), "The --schema JSON")
+        text = check_text(as_utf8(source.text), name)
     else:
         name, fix = f"Schema file {str(source)!r}", "Fix the file."
         text = decode_file(_schema_file(source), name)

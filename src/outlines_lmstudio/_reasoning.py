@@ -61,6 +61,7 @@ __all__ = [
     "json_openers",
     "plain_reply",
     "reply_problem",
+    "root_types",
     "unparsed_tags_hint",
 ]
 
@@ -137,11 +138,16 @@ def json_openers(schema: Mapping[str, Any] | None) -> frozenset[str]:
     Of ``{``, ``[`` and ``"``, by the root's ``type``; all three when it names none (an
     ``anyOf``, a ``$ref``), or for no schema.
     """
-    kinds = schema.get("type") if schema is not None else None
-    names = [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else None
+    names = root_types(schema)
     if names is None:
         return _JSON_OPENERS
     return frozenset(_OPENER_OF[name] for name in names if name in _OPENER_OF)
+
+
+def root_types(schema: Mapping[str, Any] | None) -> list[Any] | None:
+    """Return the ``type`` a schema's root names, as a list, or ``None`` if it names none."""
+    kinds = schema.get("type") if schema is not None else None
+    return [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else None
 
 
 _OPENER_OF = {"object": "{", "array": "[", "string": '"'}

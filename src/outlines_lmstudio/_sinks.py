@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._common import Completion, Request
+from ._reasoning import root_types
 from ._reply import Reply, ReplyChunk, ReplyStats
 
 if TYPE_CHECKING:
@@ -194,8 +195,7 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 
 def _root_kinds(schema: Mapping[str, Any] | None) -> frozenset[str] | None:
     """Return the JSON types the schema's root names, or ``None`` if it names none (any)."""
-    kinds = schema.get("type") if schema is not None else None
-    names = [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else None
+    names = root_types(schema)
     if names is None or not all(isinstance(n, str) and n in _JSON_TYPES for n in names):
         return None
     return frozenset(names)

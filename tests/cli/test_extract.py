@@ -179,7 +179,7 @@ def test_retry_errors_keeps_the_error_lines_when_the_run_cannot_start(
     assert target.read_bytes() == before
     retried = main_in_process(*extract(schema_file, source, target, "-m", TEXT, "--retry-errors"))
     assert retried.returncode == 0, retried.stderr
-    assert "Retrying 2 id(s) whose output line was an error." in retried.stderr
+    assert "Retrying 2 ids whose output line was an error." in retried.stderr
     assert_complete_output(target, {"item-0", "item-1"})
 
 
@@ -999,7 +999,7 @@ def test_retry_errors_keeps_the_errors_of_ids_not_in_the_input(
     target.write_text("".join(errors) + result_line + done_error)
     result = run_cli(*extract(schema_file, source, target, "--retry-errors"))
     assert result.returncode == 0, result.stderr
-    assert "Retrying 1 id(s)" in result.stderr
+    assert "Retrying 1 id whose" in result.stderr
     text = target.read_text()
     assert text.startswith(errors[1] + errors[2] + result_line + done_error)  # kept, in order
     redone = lines(target)[4:]
@@ -1412,3 +1412,28 @@ def test_a_stall_past_the_sdk_s_own_limit_does_not_stop_the_run(
     assert [record["id"] for record in lines(target)] == ["item-0", "item-1"]
     assert all("result" in record for record in lines(target))
     assert [p.stop_reason for p in emulator.predictions] == ["userStopped", "eosFound", "eosFound"]
+
+
+def test_counts_of_one_id_are_singular(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, schema_file: Path, tmp_path: Path
+) -> None:
+    """A probe: with one id the messages said "all 1 ids are already in" and "Skipping 1 ids"."""
+    source = write_items(tmp_path / "in.jsonl", 1)
+    target = tmp_path / "out.jsonl"
+    emulator.script(TEXT, ['{"name": "No age"}'])
+    first = main_in_process(*extract(schema_file, source, target, "-m", TEXT, "--retries", "0"))
+    assert first.returncode == 1
+    again = main_in_process(*extract(schema_file, source, target))
+    assert again.returncode == 1
+    assert "Nothing to do: the one id is already in" in again.stderr
+    assert ", as an error (--retry-errors redoes it)." in again.stderr
+    assert "1 of the input's 1 id failed" not in again.stderr  # said only after a run's items
+    emulator.script(TEXT, ['{"name": "Ann", "age": 5}'])
+    retried = main_in_process(*extract(schema_file, source, target, "-m", TEXT, "--retry-errors"))
+    assert retried.returncode == 0, retried.stderr
+    assert "Retrying 1 id whose output line was an error." in retried.stderr
+    write_items(source, 2)
+    resumed = main_in_process(*extract(schema_file, source, target, "-m", TEXT))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Skipping 1 id already in" in resumed.stderr
+    assert "(1 id skipped: already there)." in resumed.stderr

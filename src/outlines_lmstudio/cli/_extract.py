@@ -386,13 +386,19 @@ def _run(
         say.print(f"Nothing to do: {source} has no items (it is empty or blank).")
         return 0
     errors = sum(item_key(item.id) in kept_errors for item in items)
-    as_errors = f", {errors} of them as errors (--retry-errors redoes those)" if errors else ""
+    redo = "(--retry-errors redoes those)"
+    if errors and len(items) == 1:
+        as_errors = f", as an error {redo.replace('those', 'it')}"
+    else:
+        as_errors = f", {errors} of them as errors {redo}" if errors else ""
     if not pending:
-        say.print(f"Nothing to do: all {len(items)} ids are already in {args.output}{as_errors}.")
+        every = "the one id is" if len(items) == 1 else f"all {len(items)} ids are"
+        say.print(f"Nothing to do: {every} already in {args.output}{as_errors}.")
         return EXIT_FAILURE if errors else 0
     if skipped:
         say.print(
-            f"Skipping {skipped} ids already in {args.output}{as_errors}; {len(pending)} to go."
+            f"Skipping {_count(skipped, 'id')} already in {args.output}{as_errors}; "
+            f"{len(pending)} to go."
         )
     output.check_writable(rewrite=bool(retried))
     from outlines_lmstudio import from_lmstudio
@@ -412,7 +418,7 @@ def _run(
         model = from_lmstudio(session.client, info.name, max_concurrency=args.concurrency)
         job = _Job(model, spec, args.system, args.retries, kwargs, args.reasoning)
         if retried and (dropped := output.drop_errors(retried)):
-            say.print(f"Retrying {dropped} id(s) whose output line was an error.")
+            say.print(f"Retrying {_count(dropped, 'id')} whose output line was an error.")
         output.open()
         ok, failed, seconds = _process(job, pending, output, args.concurrency)
     if str(args.output) == "-":
@@ -421,11 +427,11 @@ def _run(
         where = f"{'written to' if output.stream else 'appended to'} {args.output}"
     say.print(
         f"Done in {seconds:.1f} s: {_count(ok, 'result')} and {_count(failed, 'error')} {where}"
-        + (f" ({skipped} ids skipped: already there)." if skipped else ".")
+        + (f" ({_count(skipped, 'id')} skipped: already there)." if skipped else ".")
     )
     if errors:  # skipped, still errors: the input is not done
         say.print(
-            f"{failed + errors} of the input's {len(items)} ids failed: their lines in "
+            f"{failed + errors} of the input's {_count(len(items), 'id')} failed: their lines in "
             f"{args.output} are errors ({errors} from an earlier run: --retry-errors redoes them)."
         )
     return EXIT_FAILURE if failed or errors else 0

@@ -417,6 +417,12 @@ def _plan(
         refuse_unreadable_parts(output_type, core_schema)
         return _json_plan(schema, output_type, strict=strict, generated=not written)
     _unwritable_literal(output_type)
+    plain = _deeply_unaliased(output_type)
+    if plain is not output_type and is_simple_type(plain):
+        # tuple[UserId, str] is tuple[int, str] (found by a probe: an alias inside a
+        # container made the reply a JSON document, '[5, "a"]', not Outlines' '(5, "a")')
+        plan = _plan(plain, grammar, strict, later)
+        return msgspec.structs.replace(plan, output_type=output_type)
     if is_simple_type(output_type):
         try:
             schema, written = _generated(output_type, lambda: simple_schema(output_type))
@@ -656,6 +662,33 @@ def unaliased(output_type: object) -> object:
     while (inner := _unaliased(output_type)) is not output_type:
         output_type = inner
     return output_type
+
+
+def _deeply_unaliased(output_type: object, expanding: frozenset[int] = frozenset()) -> object:
+    """Return a type with the aliases inside it replaced too: ``list[UserId]``, ``list[int]``.
+
+    Only inside the types whose values hold their arguments' (`_HOLDING`); the type itself
+    when it holds no alias. A recursive alias (``type Json = list[Json] | int``) is left as
+    written where it names itself, as Pydantic reads it.
+    """
+    if id(output_type) in expanding:
+        return output_type
+    inner = unaliased(output_type)
+    if inner is not output_type:
+        expanding |= {id(output_type)}
+    origin = typing.get_origin(inner)
+    if origin not in _HOLDING:
+        return inner
+    args = typing.get_args(inner)
+    if origin is typing.Annotated:
+        bare = _deeply_unaliased(args[0], expanding)
+        return inner if bare is args[0] else typing.Annotated[(bare, *args[1:])]
+    plain = tuple(a if a is Ellipsis else _deeply_unaliased(a, expanding) for a in args)
+    if all(p is a for p, a in zip(plain, args, strict=True)):
+        return inner
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[plain]  # noqa: UP007  # built from a tuple, as | cannot
+    return origin[plain]
 
 
 def _grammar_term_type(output_type: object) -> bool:

@@ -4,7 +4,7 @@ import datetime
 import enum
 import json
 import re
-from typing import Annotated, Any, Literal, Optional, TypeVar, Union
+from typing import Annotated, Any, Literal, NewType, Optional, TypeVar, Union
 
 import lmstudio as lms
 import outlines
@@ -334,6 +334,40 @@ def test_a_type_alias_is_the_type_it_stands_for(
         {"type": "integer"},
         {"type": "integer"},
     ]
+
+
+UserId = NewType("UserId", int)
+
+
+@pytest.mark.parametrize(
+    ("output_type", "reply", "written_as"),
+    [
+        (tuple[UserId, str], '[5, "a"]', tuple[int, str]),
+        (tuple[IntList, ...], "[[1], [2]]", tuple[list[int], ...]),
+        (Optional[UserId], "null", Optional[int]),
+        (UserId | None, "7", int | None),
+        (list[UserId], "[3]", list[int]),
+        (dict[str, UserId], '{"a": 1}', dict[str, int]),
+        (Annotated[list[UserId], "doc"], "[4]", list[int]),
+    ],
+)
+def test_an_alias_inside_a_type_is_the_type_it_stands_for(
+    make_model: MakeModel,
+    emulator: LMStudioEmulator,
+    output_type: Any,
+    reply: str,
+    written_as: Any,
+) -> None:
+    """Found by a probe: inside a container a NewType or TypeAliasType made the reply a JSON
+    document ('[5, "a"]', 'null') and dropped list[int]'s minItems, where docs/output-types.md
+    reads an alias as the type it stands for."""
+    model = make_model(TEXT_MODEL)
+    emulator.script(TEXT_MODEL, [reply, reply])
+    assert model("q", output_type) == model("q", written_as)
+    sent = [p.structured for p in emulator.predictions[-2:]]
+    assert sent[0] == sent[1]
+    text = model("q", output_type)  # unscripted: what the engine writes
+    assert re.fullmatch(to_regex(python_types_to_terms(written_as)), text), text
 
 
 def test_outlines_generator_takes_a_type_alias(client: lms.Client) -> None:

@@ -335,11 +335,31 @@ def _unwritable_literal(output_type: object) -> None:
                 f".value], the enum {kind} itself as the type, or a str or int enum "
                 f"(class {kind}(str, Enum)), whose members read back."
             )
+        elif isinstance(value, Term):  # found by a probe: advised "the values' type (Regex)"
+            fix = (
+                f"the Outlines term {value!r:.80} among its values, which compiles to a "
+                "regular expression that LM Studio's JSON-schema structured output cannot "
+                f"express. {_GRAMMAR_HINT}."
+            )
+        elif isinstance(value, dict | list | tuple):  # JSON values, but not choices
+            fix = (
+                f"the value {value!r:.80} ({type(value).__name__}), "
+                f"{'an object' if isinstance(value, dict) else 'an array'}: LM Studio's "
+                "outlines-core engine takes only scalar choices (str, int, float, bool or "
+                "None), and the engine is not known before the request. Give it scalar "
+                "values, or make the output type a union of Pydantic models, one for each "
+                "shape of value."
+            )
         else:
+            typed = is_simple_type(type(value)) or _other_json_type(type(value))
             fix = (
                 f"the value {value!r:.80} ({type(value).__name__}), which is no JSON value. "
-                "Give it JSON values (str, int, float, bool or None), or make the output "
-                f"type the values' type ({type(value).__name__})."
+                "Give it JSON values (str, int, float, bool or None)"
+                + (
+                    f", or make the output type the values' type ({type(value).__name__})."
+                    if typed
+                    else "."
+                )
             )
         raise UnsupportedOutputTypeError(f"The output type {name} has {fix}")
     bad = [v for v in values or () if isinstance(v, float) and not math.isfinite(v)]

@@ -2154,3 +2154,39 @@ def test_a_mapping_field_leaves_the_reply_strict_and_a_typeddict_keeps_its_confi
     assert plan.schema["additionalProperties"] is False
     with pytest.raises(_Invalid, match="z: Extra inputs are not permitted"):
         validator_for(plan).validate('{"a": 1, "z": 2}')
+
+
+class _Size(enum.Enum):
+    SMALL = (1, 2)
+    LARGE = (3, 4)
+
+
+@pytest.mark.parametrize(
+    ("output_type", "said", "not_said"),
+    [
+        (_Size, r"\(1, 2\) \(tuple\), an array: .*only scalar choices", "values' type"),
+        (
+            Choice([{"k": 1}, "b"]),
+            r"\{'k': 1\} \(dict\), an object: .*union of Pydantic",
+            "no JSON",
+        ),
+        (Choice([[1, 2], "x"]), r"\[1, 2\] \(list\), an array", "values' type"),
+        (Choice(["a", Regex("x+")]), r"the Outlines term Regex.*grammar=True", "values' type"),
+        (Literal[decimal.Decimal("1.5")], r"no JSON value.*the values' type \(Decimal\)", "array"),
+        (Literal[print], r"no JSON value\. Give it JSON values \(str.*None\)\.$", "values' type"),
+    ],
+)
+def test_choices_that_are_no_scalars_are_refused_with_a_fix_that_works(
+    output_type: Any, said: str, not_said: str
+) -> None:
+    """Found by a probe: an object or array choice was called "no JSON value", and the fix
+    offered was to make the output type the values' type (tuple, dict, list, Regex), which is
+    refused too."""
+    with pytest.raises(UnsupportedOutputTypeError, match=said) as refused:
+        plan_output(output_type)
+    assert not_said not in str(refused.value)
+
+
+def test_a_choice_holding_a_regex_is_taken_in_grammar_mode_as_its_refusal_says() -> None:
+    plan = plan_output(Choice(["a", Regex("x+")]), grammar=True)
+    assert plan.response_format == {"type": "gbnf", "gbnfGrammar": 'root ::= "a" | "x"+\n'}

@@ -145,7 +145,14 @@ def json_openers(schema: Mapping[str, Any] | None) -> frozenset[str]:
 
 
 def root_types(schema: Mapping[str, Any] | None) -> list[Any] | None:
-    """Return the ``type`` a schema's root names, as a list, or ``None`` if it names none."""
+    """Return the ``type`` a schema's root names, as a list, or ``None`` if it names none.
+
+    A root that is a one-branch ``anyOf`` (``_rewrites.shield_root_rules``) names its
+    branch's.
+    """
+    branches = schema.get("anyOf") if schema is not None and "type" not in schema else None
+    if isinstance(branches, list) and len(branches) == 1 and isinstance(branches[0], Mapping):
+        return root_types(branches[0])
     kinds = schema.get("type") if schema is not None else None
     return [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else None
 

@@ -11,7 +11,7 @@ import copy
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jsonschema
@@ -60,6 +60,8 @@ __all__ = [
     "narrow_enums",
     "normalise_schema",
     "ref_rule_clashes",
+    "root_rule_clashes",
+    "shield_root_rules",
     "split_type_lists",
     "spread_one_of",
     "time_as_pattern",
@@ -818,17 +820,61 @@ def local_refs(schema: dict[str, Any]) -> set[str]:
     return found
 
 
+_RESERVED_RULES = frozenset(
+    {"root", "dot", "boolean", "decimal-part", "integral-part", "number", "integer", "value"}
+    | {"object", "array", "uuid", "char", "string", "null", "date", "time", "date-time"}
+    | {"date-string", "time-string", "date-time-string"}
+)
+"""The rule names llama.cpp's converter keeps for its own rules (its ``RESERVED_NAMES``)."""
+
+
+def _property_rules(node: Any, name: str) -> Iterator[str]:
+    """Yield the rule names llama.cpp's converter gives the properties under a node.
+
+    ``name`` is the node's (``""`` for the root, ``ref-defs-A`` for ``#/$defs/A``); a
+    property's is its parent's, ``-`` and its own, escaped as `_ref_rule` escapes (its
+    ``_build_object_rule`` and ``_add_rule``), down chains of properties. A name that is
+    reserved as written (``date``) gets a ``-`` appended, so it is not one that clashes.
+    """
+    properties = node.get("properties") if isinstance(node, Mapping) else None
+    if not isinstance(properties, Mapping):
+        return
+    for key, sub in properties.items():
+        raw = f"{name}-{key}" if name else str(key)
+        if raw not in _RESERVED_RULES:
+            yield _RULE_JUNK.sub("-", raw)
+        yield from _property_rules(sub, raw)
+
+
+def _definition_property_rules(schema: dict[str, Any]) -> dict[str, str]:
+    """Return the rule name of each property inside a definition, with its definition's ref."""
+    named: dict[str, str] = {}
+    for container in _DEF_KEYS:
+        definitions = schema.get(container)
+        if isinstance(definitions, Mapping):
+            for key, target in definitions.items():
+                ref = f"#/{container}/{pointer_token(str(key))}"
+                for rule in _property_rules(target, _ref_rule(ref)):
+                    named.setdefault(rule, ref)
+    return named
+
+
 def ref_rule_clashes(schema: dict[str, Any]) -> list[list[str]]:
     """Return the groups of references llama.cpp's converter would give one rule.
 
     It names a reference's rule after its pointer with each run of characters other
     than letters, digits and ``-`` as one ``-``, and reuses a rule of that name: so
     ``#/$defs/A_B`` and ``#/$defs/A__B`` (two Pydantic models) both got ``A_B``'s grammar
-    (found by a probe: every reply failed validation).
+    (found by a probe: every reply failed validation). A property's rule is reused alike:
+    ``#/$defs/A_B`` got the rule of the property ``B`` of ``#/$defs/A`` (found by a probe);
+    such a group holds the reference and its pointer to the property.
     """
     by_rule: dict[str, list[str]] = {}
     for ref in sorted(local_refs(schema)):
         by_rule.setdefault(_ref_rule(ref), []).append(ref)
+    for rule, ref in _definition_property_rules(schema).items():
+        if rule in by_rule and by_rule[rule] != [ref]:
+            by_rule[rule].insert(0, f"{ref}/properties/...")
     return [refs for refs in by_rule.values() if len(refs) > 1]
 
 
@@ -844,7 +890,7 @@ def distinct_ref_rules(schema: dict[str, Any]) -> dict[str, Any]:
     clashes = ref_rule_clashes(schema)
     if not clashes:
         return schema
-    rules = {_ref_rule(ref) for ref in local_refs(schema)}
+    rules = {_ref_rule(ref) for ref in local_refs(schema)} | set(_definition_property_rules(schema))
     renamed: dict[str, str] = {}  # old reference -> new one
     names: dict[str, dict[str, str]] = {}  # container -> old name -> new name
     for refs in clashes:
@@ -881,6 +927,39 @@ def distinct_ref_rules(schema: dict[str, Any]) -> dict[str, Any]:
     for container, table in names.items():
         rebuilt[container] = {table.get(k, k): v for k, v in rebuilt[container].items()}
     return rebuilt
+
+
+def root_rule_clashes(schema: dict[str, Any]) -> list[str]:
+    """Return the rule names of root properties that llama.cpp's converter would mix up.
+
+    A root property's rule is named after the property alone, escaped: ``date_time`` is
+    ``date-time``, which is not reserved as written, so the user's rule takes the name of
+    a built-in one. The converter adds a built-in rule only if no rule has its name, so
+    ``date-time-string`` (a ``format: date-time`` field), ``integer`` and ``number`` were
+    built on the user's rule: invalid JSON on llama.cpp (found by a probe). A reference's
+    rule (``ref-defs-A``) is reused alike when a root property is named ``ref_defs_A``.
+    """
+    refs = {_ref_rule(ref) for ref in local_refs(schema)}
+    return sorted(set(_property_rules(schema, "")) & (_RESERVED_RULES | refs))
+
+
+def shield_root_rules(schema: dict[str, Any]) -> dict[str, Any]:
+    """Put the root under a one-branch ``anyOf`` when its properties' rules clash.
+
+    The converter names a union's branches ``alternative-0``..., and their properties'
+    rules after them (``alternative-0-date-time``), so no name clashes
+    (`root_rule_clashes`). The branch holds the same schema, so the valid values are the
+    same; ``$defs`` stay at the root, where references point. A reference into the root
+    itself (``#/properties/a``) would not follow, so such a schema is left (and refused).
+    """
+    if not root_rule_clashes(schema):
+        return schema
+    if any(
+        not ref.startswith(tuple(f"#/{key}/" for key in _DEF_KEYS)) for ref in local_refs(schema)
+    ):
+        return schema
+    branch = {k: v for k, v in schema.items() if k not in _DEF_KEYS}
+    return {"anyOf": [branch], **{k: v for k, v in schema.items() if k in _DEF_KEYS}}
 
 
 TIME_PATTERN = (
@@ -1096,6 +1175,7 @@ LAST_REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     any_value,
     inline_deep_refs,
     distinct_ref_rules,
+    shield_root_rules,
 )
 REWRITES = FINDING_REWRITES + LAST_REWRITES
 """Every rewrite `normalise_schema` applies, in order."""

@@ -39,6 +39,8 @@ from outlines_lmstudio._rewrites import (
     narrow_enums,
     normalise_schema,
     ref_rule_clashes,
+    root_rule_clashes,
+    shield_root_rules,
     split_type_lists,
     spread_one_of,
     unwritable_range,
@@ -142,6 +144,41 @@ def test_definitions_llama_cpp_would_give_one_rule_are_renamed(
         if name in schema["properties"]:
             document = {name: value}
             assert valid(renamed, document) == valid(schema, document)
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(
+    names=st.lists(
+        st.sampled_from(
+            ["date_time", "integral_part", "decimal_part", "date time", "ref_defs_d", "a", "n"]
+        ),
+        min_size=1,
+        max_size=5,
+        unique=True,
+    ),
+    types=st.lists(st.sampled_from(["integer", "string", "null", "number"]), min_size=5),
+    values=st.lists(INSTANCES, min_size=1, max_size=8),
+)
+def test_root_properties_llama_cpp_would_name_as_its_own_rules_are_shielded(
+    names: list[str], types: list[str], values: list[Any]
+) -> None:
+    """Found by a probe: a root property ``date_time`` got llama.cpp's rule ``date-time``."""
+    schema: dict[str, Any] = {
+        "$defs": {"d": {"type": "integer", "maximum": 9}},
+        "type": "object",
+        "properties": {
+            n: {"type": t, "maxLength": 3} if t == "string" else {"type": t}
+            for n, t in zip(names, types, strict=False)
+        }
+        | {"r": {"$ref": "#/$defs/d"}},
+        "required": names[:2],
+    }
+    shielded = shield_root_rules(schema)
+    assert root_rule_clashes(shielded) == []
+    assert (shielded is schema) == (root_rule_clashes(schema) == [])
+    keeps_valid_values(shield_root_rules, schema, values)
+    for value in ({names[0]: 1, names[-1]: "s", "r": 3}, {"r": 10}, {n: None for n in names}):
+        assert valid(shielded, value) == valid(schema, value)
 
 
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))

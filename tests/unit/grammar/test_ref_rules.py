@@ -8,13 +8,20 @@ model failed validation). Each grammar here is matched by llama.cpp's own gramma
 
 from __future__ import annotations
 
+import datetime
+import json
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any
 
+import jsonschema
 import pytest
+from pydantic import BaseModel, Field
 
 from outlines_lmstudio._dialects import dialect_schema
+from outlines_lmstudio._output import plan_output
+from outlines_lmstudio._rewrites import ref_rule_clashes, root_rule_clashes
+from outlines_lmstudio.errors import UnsupportedOutputTypeError
 from outlines_lmstudio.testing._llama import json_schema_grammar
 from tests.e2e.test_schema_dialects import Both  # Pair_A and Pair__A
 
@@ -57,3 +64,84 @@ def test_a_remote_reference_is_refused_and_never_fetched(flags: list[str]) -> No
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     expected = "Fetching remote schemas is not allowed: https://10.255.255.1/x.json"
     assert done.stdout.strip() == expected
+
+
+class _Log(BaseModel):
+    date_time: str | None = None
+    timestamp: datetime.datetime
+
+
+class _Stat(BaseModel):
+    integral_part: Annotated[str, Field(max_length=3)]
+    n: int
+
+
+class A_B(BaseModel):  # the name of a user's model, as found
+    n: Annotated[int, Field(ge=1, le=9)]
+
+
+class A(BaseModel):
+    B: Annotated[str, Field(max_length=3)]
+
+
+class _Root(BaseModel):
+    p: A
+    q: A_B
+
+
+_REF_NAMED_PROPERTY = {
+    "type": "object",
+    "properties": {"ref_defs_A": {"type": "string", "maxLength": 3}, "x": {"$ref": "#/$defs/A"}},
+    "required": ["ref_defs_A", "x"],
+    "$defs": {"A": {"type": "integer", "minimum": 1, "maximum": 9}},
+}
+
+
+@pytest.mark.parametrize(
+    ("schema", "valid", "invalid"),
+    [
+        (
+            _Log.model_json_schema(),
+            '{"timestamp": "2024-05-01T10:00:00Z", "date_time": "x"}',
+            '{"timestamp": "": 2024-05-01T10:00:00Z, " ","date_time": "x"}',
+        ),
+        (
+            _Stat.model_json_schema(),
+            '{"integral_part": "abc", "n": 5}',
+            '{"integral_part": "a", "n": ": 5"}',
+        ),
+        (
+            _Root.model_json_schema(),
+            '{"p": {"B": "abc"}, "q": {"n": 5}}',
+            '{"p": {"B": "abc"}, "q": ":{"}',
+        ),
+        (_REF_NAMED_PROPERTY, '{"ref_defs_A": "abc", "x": 5}', '{"ref_defs_A": "abc", "x": ":5"}'),
+    ],
+    ids=["date_time", "integral_part", "ref-and-property", "property-named-as-ref"],
+)
+def test_rules_named_alike_by_escaping_keep_their_own(
+    llama: LlamaGrammarHarness, schema: dict[str, Any], valid: str, invalid: str
+) -> None:
+    """Found by a probe: a root property ``date_time`` got the rule ``date-time``, so a
+    ``format: date-time`` field was built on it (``integral_part``: every integer); the
+    property ``B`` of ``A`` got ``A_B``'s reference rule. Replies were invalid JSON (the
+    invalid strings here are what Gemma 3 270M wrote on the real engine)."""
+    for engine in ("gguf", "mlx", None):
+        sent = dialect_schema(schema, engine)
+        assert root_rule_clashes(sent) == []
+        assert ref_rule_clashes(sent) == []
+        jsonschema.validate(json.loads(valid), sent)  # the same valid values as the user's
+    llama.assert_language(json_schema_grammar(dialect_schema(schema, "gguf")), [valid], [invalid])
+
+
+def test_a_clash_with_a_reference_into_the_root_is_refused_before_sending() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "date_time": {"type": "string", "maxLength": 3},
+            "copy": {"$ref": "#/properties/date_time"},
+            "at": {"type": "string", "format": "date-time"},
+        },
+    }
+    with pytest.raises(UnsupportedOutputTypeError, match="gets the grammar rule 'date-time'"):
+        plan_output(schema)

@@ -43,6 +43,7 @@ __all__ = [
     "apply",
     "close_tuples",
     "cut_tuples",
+    "declare_required",
     "distinct_ref_rules",
     "drop_dollar_schema",
     "drop_unsupported_formats",
@@ -745,6 +746,38 @@ def empty_object_properties(schema: dict[str, Any]) -> dict[str, Any]:
     return rebuilt
 
 
+def declare_required(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add each required name missing from an object's ``properties`` to them.
+
+    Both engines write only the listed properties, so a required name that is not listed
+    was never written: every reply failed (found by a probe). Listed as ``{}``, or as the
+    ``additionalProperties`` schema that judged it, it means the same. Left alone beside
+    ``additionalProperties: false`` (no value is valid: refused as such),
+    ``patternProperties``, ``unevaluatedProperties`` (which a listed name escapes) or a
+    ``$ref``.
+    """
+
+    def fill(node: dict[str, Any]) -> dict[str, Any]:
+        required, properties = node.get("required"), node.get("properties", {})
+        if (
+            not isinstance(required, list)
+            or not isinstance(properties, Mapping)
+            or not {"$ref", "patternProperties", "unevaluatedProperties"}.isdisjoint(node)
+            or (node.get("type") != "object" and "properties" not in node)
+        ):
+            return node
+        judge = node.get("additionalProperties", True)
+        missing = [n for n in dict.fromkeys(required) if isinstance(n, str) and n not in properties]
+        if not missing or judge is False:
+            return node
+        value = {} if judge is True else judge
+        added = {name: copy.deepcopy(value) for name in missing}
+        return {**node, "properties": {**properties, **added}}
+
+    rebuilt: dict[str, Any] = rebuild(schema, fill)
+    return rebuilt
+
+
 def close_tuples(schema: dict[str, Any]) -> dict[str, Any]:
     """Write ``{"prefixItems": [A, B], "items": false}`` as ``prefixItems`` with ``maxItems: 2``.
 
@@ -1165,6 +1198,7 @@ FINDING_REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     spread_one_of,
     split_type_lists,
     empty_object_properties,
+    declare_required,
     close_tuples,
     cut_tuples,
 )

@@ -1113,11 +1113,23 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
     ),
     ("maxLength 3.0 (sent as 3)", {"type": "string", "maxLength": 3.0}, "both", None, None),
     (  # found by mutation testing
-        "required names missing from properties",
-        {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a", "b"]},
+        "required names missing from properties, beside patternProperties",
+        {
+            "type": "object",
+            "properties": {"a": {"type": "string"}},
+            "patternProperties": {"^c": {"type": "string"}},
+            "required": ["a", "b"],
+        },
         "both",
         "required",
         "loose",
+    ),
+    (  # found by a probe: said "loose", yet never written, so every reply failed
+        "required names missing from properties (listed by a rewrite)",
+        {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a", "b"]},
+        "both",
+        None,
+        None,
     ),
     (
         "unsatisfiable enum",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from outlines_lmstudio._dialects import dialect_schema
 from outlines_lmstudio.testing._llama import json_schema_grammar
 
 if TYPE_CHECKING:
@@ -73,3 +74,26 @@ def test_additional_properties_beside_properties(
         assert llama.matches(gbnf, text), text
     for text in refused:
         assert not llama.matches(gbnf, text), text
+
+
+@pytest.mark.parametrize(
+    ("schema", "taken", "refused"),
+    [
+        (
+            {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a", "b"]},
+            ['{"a": 1, "b": "x"}', '{"a": 1, "b": [true]}'],
+            ['{"a": 1}', "{}"],
+        ),
+        (
+            {"type": "object", "required": ["x"], "additionalProperties": {"type": "integer"}},
+            ['{"x": 3}'],
+            ["{}", '{"x": "s"}'],
+        ),
+    ],
+)
+def test_a_required_name_missing_from_properties_is_written(
+    llama: LlamaGrammarHarness, schema: dict[str, Any], taken: list[str], refused: list[str]
+) -> None:
+    """Found by a probe: the name was never written, so every reply failed validation."""
+    sent = dialect_schema(schema, "gguf")
+    llama.assert_language(json_schema_grammar(sent), taken, refused)

@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonschema
 
+from ._formats import format_checker
 from ._patterns import PatternError, engine_pattern
 from ._schema_walk import (
     ANY_TYPES,
@@ -573,13 +574,18 @@ def enum_values_allowed(node: Mapping[str, Any]) -> list[Any] | None:
     else:
         return None
     checked = assertions(node)
-    if checked.keys() <= {"enum", "const"} or any(r in json.dumps(checked) for r in _REFERENCES):
+    # ``const`` beside ``enum`` is checked as any keyword (found by a probe: both engines
+    # wrote the const, which the enum refuses).
+    if checked.keys() <= {source} or any(r in json.dumps(checked) for r in _REFERENCES):
         return None
     # Each value is one of its own keyword's: checked against the rest only. Checked against
     # the whole list too, 16,000 values (a Literal of them) took 79 s (found by a probe).
     del checked[source]
     try:
-        check = jsonschema.Draft202012Validator(checked)
+        # With ``format`` asserted, as `parse` checks replies (found by a probe: "nope" was
+        # kept in an enum beside format: date, written, and refused by parse).
+        validator = jsonschema.Draft202012Validator
+        check = validator(checked, format_checker=format_checker(validator))
         return [value for value in values if check.is_valid(value)]
     except Exception:  # any keyword the validator cannot run: leave the node
         return None

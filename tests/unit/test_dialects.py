@@ -448,6 +448,21 @@ def test_examples_of_each_rewrite() -> None:
     }
     assert narrow_enums({"const": 3, "minimum": 2}) == {"const": 3}
     assert narrow_enums({"enum": ["a", 1]}) == {"enum": ["a", 1]}  # nothing beside it
+    # found by a probe: format was not asserted, and a const beside an enum not checked
+    dates = {"type": "string", "enum": ["2024-01-01", "nope"], "format": "date"}
+    assert narrow_enums(dates) == {"enum": ["2024-01-01"]}
+    assert narrow_enums({"enum": [1, 2], "const": 2}) == {"enum": [2]}
+    assert narrow_enums({"enum": [1, 2], "const": 3}) == {"enum": [1, 2], "const": 3}  # refused
+    assert dialect_schema(
+        {"type": "object", "properties": {"to": {"enum": ["a@b.co", "x"], "format": "email"}}},
+        None,
+    ) == {"type": "object", "properties": {"to": {"enum": ["a@b.co"]}}}
+    for no_value in (
+        {"enum": [1, 2], "const": 3},
+        {"type": "string", "const": "x", "format": "date"},
+    ):
+        with pytest.raises(InvalidSchemaError, match="accepts no value"):
+            dialect_schema(no_value, None)
     empty = {"type": "string", "enum": ["abc"], "maxLength": 1}  # no value is valid
     assert narrow_enums({"anyOf": [empty, {"type": "integer"}]}) == {"anyOf": [{"type": "integer"}]}
     assert narrow_enums({"oneOf": [{"type": "null"}, empty]}) == {"oneOf": [{"type": "null"}]}

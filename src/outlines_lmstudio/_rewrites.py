@@ -68,6 +68,7 @@ __all__ = [
     "spread_one_of",
     "time_as_pattern",
     "unwritable_range",
+    "uuid_versions",
     "whole_numbers",
     "TIME_PATTERN",
     "UNWRITABLE_NAME",
@@ -823,6 +824,28 @@ def cut_tuples(schema: dict[str, Any]) -> dict[str, Any]:
     return rebuilt
 
 
+_UUID_VERSIONED = re.compile(r"uuid[1-8]")
+
+
+def uuid_versions(schema: dict[str, Any]) -> dict[str, Any]:
+    """Send ``format: uuid4`` (any version, as Pydantic's ``UUID4`` writes it) as ``uuid``.
+
+    Both engines write a UUID for ``uuid``; outlines-core refuses ``uuid4``, so it was
+    dropped, and the reply was any string (found by a probe: a Pydantic model's schema given
+    as a dict). A format is an annotation in JSON Schema 2020-12, so the valid values are
+    the same; jsonschema asserts no versioned format either.
+    """
+
+    def general(node: dict[str, Any]) -> dict[str, Any]:
+        fmt = node.get("format")
+        if isinstance(fmt, str) and _UUID_VERSIONED.fullmatch(fmt):
+            return {**node, "format": "uuid"}
+        return node
+
+    rebuilt: dict[str, Any] = rebuild(schema, general)
+    return rebuilt
+
+
 def drop_unsupported_formats(schema: dict[str, Any]) -> dict[str, Any]:
     """Drop a string ``format`` that not every engine knows (``ipv4``, ``hostname``...).
 
@@ -1197,6 +1220,7 @@ def inline_deep_refs(schema: dict[str, Any]) -> dict[str, Any]:
 FINDING_REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     drop_dollar_schema,
     whole_numbers,
+    uuid_versions,
     inline_root_ref,
     name_listed_keys,
     inline_single_all_of,

@@ -44,6 +44,7 @@ from outlines_lmstudio._rewrites import (
     split_type_lists,
     spread_one_of,
     unwritable_range,
+    uuid_versions,
     whole_numbers,
 )
 from outlines_lmstudio._schema_checks import check_json_schema
@@ -448,6 +449,11 @@ def test_examples_of_each_rewrite() -> None:
     }
     assert narrow_enums({"const": 3, "minimum": 2}) == {"const": 3}
     assert narrow_enums({"enum": ["a", 1]}) == {"enum": ["a", 1]}  # nothing beside it
+    # found by a probe: Pydantic's UUID4 in a schema given as a dict was sent as any string
+    uuid4 = {"type": "string", "format": "uuid4"}
+    assert dialect_schema(uuid4, None) == {"type": "string", "format": "uuid"}
+    assert dialect_schema(uuid4, None, strict=True) == {"type": "string", "format": "uuid"}
+    assert uuid_versions({"format": "uuid9"}) == {"format": "uuid9"}
     # found by a probe: format was not asserted, and a const beside an enum not checked
     dates = {"type": "string", "enum": ["2024-01-01", "nope"], "format": "date"}
     assert narrow_enums(dates) == {"enum": ["2024-01-01"]}
@@ -805,8 +811,8 @@ ROWS: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         "loose",
     ),
     (  # the format is not sent (outlines-core does not know it): the length is read
-        "minLength over 2000 beside uuid4",
-        {"type": "string", "format": "uuid4", "minLength": 2001},
+        "minLength over 2000 beside ipv4",
+        {"type": "string", "format": "ipv4", "minLength": 2001},
         "llama.cpp",
         "minLength",
         "refused",

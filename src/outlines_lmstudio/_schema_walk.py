@@ -69,13 +69,16 @@ _SUB_MAP = ("properties", "patternProperties", "$defs", "definitions", "dependen
 _SUB_LIST = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
 
 
-def core_nodes(core_schema: object) -> Iterator[dict[str, Any]]:
+def core_nodes(core_schema: object, *, strict: bool = False) -> Iterator[dict[str, Any]]:
     """Yield each dict of a Pydantic core schema once (it may hold cycles).
 
     Parameters
     ----------
     core_schema
         A type's ``__pydantic_core_schema__`` (or a ``TypeAdapter``'s ``core_schema``).
+    strict
+        Leave out what strict validation never runs: a ``lax-or-strict`` node's
+        ``lax_schema`` (Pydantic's ``SecretStr`` holds a ``strict: False`` string there).
 
     Yields
     ------
@@ -90,7 +93,8 @@ def core_nodes(core_schema: object) -> Iterator[dict[str, Any]]:
         seen.add(id(node))
         if isinstance(node, dict):
             yield node
-            stack.extend(node.values())
+            lax = strict and node.get("type") == "lax-or-strict"
+            stack.extend(v for k, v in node.items() if not (lax and k == "lax_schema"))
         elif isinstance(node, list | tuple):
             stack.extend(node)
 

@@ -641,7 +641,7 @@ def _lax_by_choice(core_schema: object) -> bool:
     ``WithJsonSchema`` asking the engines for another form (a ``datetime`` as epoch
     seconds, an ``int`` as a digit string), which every reply then failed.
     """
-    for node in core_nodes(core_schema):
+    for node in core_nodes(core_schema, strict=True):  # SecretStr's lax branch: Pydantic's
         # A dict node's own strict=False is Pydantic's for every Mapping field (it takes any
         # mapping in Python): a JSON object is a dict either way, and it made the whole reply
         # lax, every other field coerced (found by a probe: "3" for an int was taken).

@@ -734,6 +734,35 @@ def test_a_with_json_schema_that_only_describes_keeps_the_type_strict() -> None:
         check_reply(validator, '{"n": 3, "count": "4"}', "eosFound", 1, True)
 
 
+class _Account(pydantic.BaseModel):
+    password: pydantic.SecretStr
+    key: pydantic.SecretBytes
+    age: int
+    admin: bool
+
+
+class _LaxSecret(pydantic.BaseModel):
+    password: pydantic.SecretStr = pydantic.Field(strict=False)
+    age: int
+
+
+def test_a_secret_field_keeps_the_type_strict() -> None:
+    """Found by a probe: ``SecretStr`` holds Pydantic's own ``strict: False`` string in the
+    lax branch strict mode never runs, and it made the whole model lax ("3" for an int)."""
+    validator = validator_for(plan_output(_Account))
+    raw = '{"password": "pw", "key": "k", "age": "3", "admin": "yes"}'
+    with pytest.raises(ParseError) as refused:
+        check_reply(validator, raw, "eosFound", 1, True)
+    assert refused.value.errors == [
+        "age: Input should be a valid integer",
+        "admin: Input should be a valid boolean",
+    ]
+    value = validator.validate('{"password": "pw", "key": "k", "age": 3, "admin": true}')
+    assert value.password.get_secret_value() == "pw"
+    # Asked for by the user, on the field: lax, as any Field(strict=False)
+    assert validator_for(plan_output(_LaxSecret)).validate('{"password": "p", "age": "4"}').age == 4
+
+
 class _Wrapped(pydantic.BaseModel):
     qty: typing.Annotated[
         typing.Optional[int],  # the nullable node wraps the int

@@ -1000,11 +1000,20 @@ def check_reply(
         If the reply does not validate and ``final`` is true, or if it validates but a
         stop string may have ended it inside its value (asking again would not help).
     """
-    cut_by_stop = False
+    cut_by_stop = cut_whole = False
     try:
         value = validator.validate(raw)
     except _Invalid as invalid:
         errors = invalid.errors
+        # A whole JSON document at the cut that is only wrong ({"age": -1}) is re-asked as
+        # any invalid one: raising max_tokens would not mend it (found by a probe: a reply
+        # of exactly max_tokens tokens ends maxPredictedTokensReached).
+        cut_whole = (
+            stop_reason in TRUNCATED_STOP_REASONS
+            and validator.grammar is None
+            and _whole_json(raw)
+            and not _may_go_on(validator, raw)
+        )
         # Cut by a stop string inside its JSON: not re-asked either, the model writes the
         # same cut answer again (found by a probe: stop=[","] under a schema, 4 requests).
         # A complete reply that is only wrong ("three" for an int) is re-asked as before.
@@ -1029,7 +1038,7 @@ def check_reply(
                 else "(root): the reply ends in a number that the next tokens could have continued"
             ]
     name = output_type_name(validator.output_type)
-    if stop_reason in TRUNCATED_STOP_REASONS:
+    if stop_reason in TRUNCATED_STOP_REASONS and not cut_whole:
         fix = (
             # Nothing was written: the prompt filled the context (found by a probe: a 500 kB
             # prompt was told to raise max_tokens).
@@ -1051,6 +1060,15 @@ def check_reply(
     if final or cut_by_stop:
         raise invalid_reply(validator, raw, stop_reason, errors, attempts)
     return False, None, errors
+
+
+def _whole_json(raw: str) -> bool:
+    """Tell whether a text is one JSON document, as the standard library reads it."""
+    try:
+        json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def _unfinished_json(raw: str) -> bool:

@@ -267,6 +267,41 @@ def test_a_complete_value_at_the_cut_is_kept(output_type: Any, raw: str, kept: A
     assert value == kept
 
 
+class _Adult(pydantic.BaseModel):
+    name: str
+    age: Annotated[int, pydantic.Field(ge=18)]
+
+
+@pytest.mark.parametrize(
+    "raw", ['{"name": "a", "age": 3}', '{"name": "a", "age": "x"}', '{"name": "a"}', "[]"]
+)
+def test_a_whole_but_invalid_reply_at_the_cut_is_asked_again(raw: str) -> None:
+    """Found by a probe: a reply of exactly ``max_tokens`` tokens ends
+    ``maxPredictedTokensReached``; whole JSON that is only wrong was a ``TruncatedOutputError``
+    ("raise max_tokens", which cannot mend it) and never re-asked."""
+    validator = validator_for(plan_output(_Adult))
+    ok, value, errors = check_reply(validator, raw, "maxPredictedTokensReached", 1, False)
+    assert (ok, value) == (False, None)
+    assert errors
+    with pytest.raises(ParseError) as info:
+        check_reply(validator, raw, "maxPredictedTokensReached", 2, True)
+    assert not isinstance(info.value, TruncatedOutputError)
+    assert info.value.stop_reason == "maxPredictedTokensReached"
+
+
+@pytest.mark.parametrize(
+    ("output_type", "raw"),
+    [(_Adult, '{"name": "a", "age": 3'), (Annotated[int, pydantic.Field(ge=1000)], "100")],
+)
+def test_an_invalid_reply_that_could_go_on_at_the_cut_is_truncated(
+    output_type: Any, raw: str
+) -> None:
+    with pytest.raises(TruncatedOutputError, match="raise max_tokens"):
+        check_reply(
+            validator_for(plan_output(output_type)), raw, "maxPredictedTokensReached", 1, False
+        )
+
+
 def test_reask_prompt_appends_reply_and_errors() -> None:
     prompt = format_input("Who?")
     again = reask_prompt(prompt, '{"bad": 1}', ["name: Field required"])

@@ -123,9 +123,22 @@ def _clipped(error: str) -> str:
     return clipped(error, _ERROR_CHARS)
 
 
+_LINE_BREAKS = re.compile("[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
+"""What ``str.splitlines`` breaks a line at."""
+
+
+def _one_line(error: str) -> str:
+    r"""Write the line breaks in an error as escapes (a backslash and ``n``): one line each.
+
+    A validator's message quotes the model's value, which may hold line breaks: the re-ask
+    listed text the model wrote as a line of its own, outside the list (found by a probe).
+    """
+    return _LINE_BREAKS.sub(lambda m: repr(m.group())[1:-1], error)
+
+
 class _Invalid(Exception):
     def __init__(self, errors: list[str]) -> None:
-        self.errors = [_clipped(e) for e in errors]
+        self.errors = [_clipped(_one_line(e)) for e in errors]
         super().__init__("; ".join(self.errors))
 
 

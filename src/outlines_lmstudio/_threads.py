@@ -422,7 +422,20 @@ class BatchPool:
                         self.size = limit
                 pool = self.pool
             if mine and pool is not None:
-                yield pool
+                try:
+                    yield pool
+                except Exception:
+                    raise
+                except BaseException:
+                    # Ctrl-C (or a handler's exception) may have come as the pool started a
+                    # thread, which it then never noted: nothing wakes that thread at the
+                    # interpreter's exit, which waited for it forever (found by a probe).
+                    # The pool is shut down (its threads end) and the next batch makes one.
+                    with self._lock:
+                        if self.pool is pool:
+                            self.pool = None
+                    pool.shutdown(wait=False)
+                    raise
                 return
         finally:
             if mine:
@@ -602,6 +615,9 @@ def _in_scope(scope: _Scope, run: Callable[[Flow[Any]], Any], flow: Flow[Any]) -
     except BaseException as exc:
         if not isinstance(exc, Exception) and scope.fatal is None and not scope.stopped:
             scope.fatal = exc  # raised in the batch's caller (`_wait_all`)
+            # Queued items never start: the caller stops the batch at its next wake, and
+            # this thread took the next item meanwhile (found by a probe).
+            scope.stopped = True
         raise
     finally:
         _BATCH.scope = outer
@@ -661,6 +677,13 @@ def _run_batch(
             scope.stop()
             raise
         return _in_turn(run, flows)
+    except BaseException as left:
+        # Ctrl-C as the pool started the item's thread: the item is queued all the same,
+        # and it ran to its end (found by a probe). Stopped, it sends nothing.
+        scope.stop()
+        if isinstance(left, KeyboardInterrupt):
+            _note_results(left, [None] * len(flows), 0, len(flows))
+        raise
     # A daemon thread's batch must not hold the interpreter's exit (`_stop_daemon_batches`).
     running = _Running(scope, futures) if threading.current_thread().daemon else None
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import inspect
 import itertools
+import threading
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -197,3 +198,76 @@ def test_a_signal_handlers_exception_while_lending_leaves_the_batch_threads_lend
             assert threads is pool.pool  # the shared one
             assert threads.submit(lambda: 2).result() == 2
     assert landed >= (3 if limit == 2 else 4)
+
+
+def _recorded(ran: list[str], *values: Any) -> list[Any]:
+    """Flows like `_flows`, each noting its value in ``ran`` when it runs."""
+
+    def flow(value: Any) -> Generator[Any, None, Any]:
+        ran.append(repr(value))
+        yield from ()
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    return [flow(v) for v in values]
+
+
+@pytest.mark.parametrize("fatal", [SystemExit(1), KeyboardInterrupt()], ids=repr)
+def test_an_items_fatal_exception_starts_no_queued_item(fatal: BaseException) -> None:
+    """Found by a probe: a callback's ``sys.exit()`` stopped the batch, but the freed thread
+    took the next item before the caller's wait woke, and sent it."""
+    ran: list[str] = []
+    flows = _recorded(ran, "a", fatal, "c", "d")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool, pytest.raises(type(fatal)):
+        _threads.run_batch(_run, flows, pool, _no_unstick)
+    assert ran == ["'a'", repr(fatal)]
+    assert flows[2].gi_frame is None  # closed: never started
+    assert flows[3].gi_frame is None
+
+
+class _InterruptedAsItStarts(concurrent.futures.ThreadPoolExecutor):
+    """A pool whose first submit is interrupted (Ctrl-C) once the item is queued, as when the
+    signal comes while the pool starts its thread (``Thread.start`` waits for it). Its one
+    thread is busy until `go` is set, so the item waits in the queue meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.go = threading.Event()
+        super().submit(self.go.wait, 10)
+
+    def submit(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        super().submit(*args, **kwargs)
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_as_the_batch_starts_its_first_thread_sends_nothing() -> None:
+    """Found by a probe: the queued item ran to its end on the server, and the
+    ``KeyboardInterrupt`` had no ``.results``."""
+    ran: list[str] = []
+    flows = _recorded(ran, "a", "b")
+    pool = _InterruptedAsItStarts()
+    with pytest.raises(KeyboardInterrupt) as raised:
+        _threads.run_batch(_run, flows, pool, _no_unstick)
+    pool.go.set()
+    pool.shutdown(wait=True)  # the queued item has had its turn
+    assert ran == []
+    assert flows[0].gi_frame is None  # closed: never started
+    assert raised.value.__dict__["results"] == [None, None]
+
+
+def test_ctrl_c_out_of_a_batch_retires_its_threads() -> None:
+    """Found by a probe: a thread the pool started as Ctrl-C came was never noted by it, so
+    nothing woke it at the interpreter's exit, which waited for it forever. A pool a batch
+    left by Ctrl-C is shut down (its threads end), and the next batch gets a new one."""
+    pool = _threads.BatchPool()
+    with pytest.raises(KeyboardInterrupt), pool.lend(2) as threads:  # noqa: PT012
+        assert threads.submit(lambda: 1).result() == 1
+        raise KeyboardInterrupt
+    assert pool.pool is not threads
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        threads.submit(lambda: 1)
+    assert _lends(pool, 2)() == 1
+    with pytest.raises(ValueError, match="an item's"), pool.lend(2) as kept:
+        raise ValueError("an item's error is no reason")
+    assert pool.pool is kept

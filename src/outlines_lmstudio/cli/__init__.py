@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 from . import _sigterm
 from ._controls import escape_controls
-from ._exit import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
+from ._exit import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE
 
 __all__ = ["SUBCOMMANDS", "TRACEBACK_VARIABLE", "build_parser", "main"]
 
@@ -290,7 +290,12 @@ def _main(argv: Sequence[str] | None) -> int:
             _quiet_sdk()
         # Inside the try: building the parser imports every subcommand (a Ctrl-C there
         # is "interrupted", status 130, not a traceback).
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as done:  # --help, --version, or a usage error (said, status 2)
+            # A status, as every other error's (found by a probe: main(["--bogus"]) raised
+            # SystemExit out of a program calling it, where docs/cli.md says it returns).
+            return done.code if isinstance(done.code, int) else EXIT_USAGE
         if argv is None:  # the command line's own arguments, decoded with the locale's
             text_arguments_as_utf8(args)
         _check_connection_options(args)

@@ -202,7 +202,10 @@ def _lazy_attribute(name: str) -> _Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__, "errors"})  # the submodule: see `_lazy_attribute`
+    # The submodule and the version, both read on first use (`_lazy_attribute`); not the
+    # name `from __future__ import annotations` leaves (found by a probe: "annotations" was
+    # listed, and "__version__" not).
+    return sorted(({*globals(), *__all__, "errors", "__version__"}) - {"annotations"})
 
 
 if not TYPE_CHECKING:

@@ -43,6 +43,7 @@ __all__ = [
     "any_value",
     "apply",
     "close_tuples",
+    "close_unevaluated",
     "cut_tuples",
     "declare_required",
     "distinct_ref_rules",
@@ -753,6 +754,43 @@ def empty_object_properties(schema: dict[str, Any]) -> dict[str, Any]:
     return rebuilt
 
 
+_IN_PLACE = frozenset(
+    {"allOf", "anyOf", "oneOf", "not", "if", "then", "else", "$ref", "$dynamicRef"}
+    | {"dependentSchemas"}
+)
+"""The keywords whose subschemas evaluate an instance's properties and items in place."""
+
+
+def close_unevaluated(schema: dict[str, Any]) -> dict[str, Any]:
+    """Write a boolean ``unevaluatedProperties``/``unevaluatedItems`` as what it means here.
+
+    With no subschema that evaluates in place (`_IN_PLACE`), the evaluated properties are
+    those ``properties``, ``patternProperties`` and ``additionalProperties`` read, so
+    ``unevaluatedProperties: false`` is ``additionalProperties: false``, and nothing beside
+    an ``additionalProperties`` (every property is evaluated then); ``true`` asserts
+    nothing. So for items, with ``items``; left beside ``contains``, whose matches count
+    as evaluated. Both engines refused the boolean schema (found by a probe), though they
+    write only the properties and items listed.
+    """
+
+    def close(node: dict[str, Any]) -> dict[str, Any]:
+        if not _IN_PLACE.isdisjoint(node):
+            return node
+        for key, closes, blocked in (
+            ("unevaluatedProperties", "additionalProperties", ""),
+            ("unevaluatedItems", "items", "contains"),
+        ):
+            if isinstance(node.get(key), bool) and blocked not in node:
+                rest = {k: v for k, v in node.items() if k != key}
+                if node[key] is False and closes not in rest:
+                    rest[closes] = False
+                node = rest
+        return node
+
+    rebuilt: dict[str, Any] = rebuild(schema, close)
+    return rebuilt
+
+
 def declare_required(schema: dict[str, Any]) -> dict[str, Any]:
     """Add each required name missing from an object's ``properties`` to them.
 
@@ -1227,6 +1265,7 @@ FINDING_REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     narrow_enums,
     spread_one_of,
     split_type_lists,
+    close_unevaluated,
     empty_object_properties,
     declare_required,
     close_tuples,

@@ -26,6 +26,7 @@ from outlines_lmstudio._rewrites import (
     anchor_patterns,
     any_value,
     close_tuples,
+    close_unevaluated,
     cut_tuples,
     distinct_ref_rules,
     drop_dollar_schema,
@@ -449,6 +450,21 @@ def test_examples_of_each_rewrite() -> None:
     }
     assert narrow_enums({"const": 3, "minimum": 2}) == {"const": 3}
     assert narrow_enums({"enum": ["a", 1]}) == {"enum": ["a", 1]}  # nothing beside it
+    # found by a probe: a boolean unevaluated* was refused, though both engines keep to it
+    closed = {"type": "object", "properties": {"a": {}}, "unevaluatedProperties": False}
+    assert close_unevaluated(closed) == {
+        "type": "object",
+        "properties": {"a": {}},
+        "additionalProperties": False,
+    }
+    pair = {"prefixItems": [{}, {}], "unevaluatedItems": False}
+    assert close_unevaluated(pair) == {"prefixItems": [{}, {}], "items": False}
+    assert close_unevaluated({"items": {}, "unevaluatedItems": False}) == {"items": {}}
+    assert close_unevaluated({"unevaluatedProperties": True}) == {}
+    for evaluating in ({"allOf": [{}]}, {"$ref": "#"}, {"contains": {}}):
+        left = {**evaluating, "unevaluatedItems": False}
+        assert close_unevaluated(left) == left
+    assert dialect_schema(closed, None, strict=True)["additionalProperties"] is False
     # found by a probe: Pydantic's UUID4 in a schema given as a dict was sent as any string
     uuid4 = {"type": "string", "format": "uuid4"}
     assert dialect_schema(uuid4, None) == {"type": "string", "format": "uuid"}

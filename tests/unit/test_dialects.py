@@ -461,7 +461,8 @@ def test_examples_of_each_rewrite() -> None:
     assert close_unevaluated(pair) == {"prefixItems": [{}, {}], "items": False}
     assert close_unevaluated({"items": {}, "unevaluatedItems": False}) == {"items": {}}
     assert close_unevaluated({"unevaluatedProperties": True}) == {}
-    for evaluating in ({"allOf": [{}]}, {"$ref": "#"}, {"contains": {}}):
+    evaluating_ones: list[dict[str, Any]] = [{"allOf": [{}]}, {"$ref": "#"}, {"contains": {}}]
+    for evaluating in evaluating_ones:
         left = {**evaluating, "unevaluatedItems": False}
         assert close_unevaluated(left) == left
     assert dialect_schema(closed, None, strict=True)["additionalProperties"] is False

@@ -441,7 +441,13 @@ def _node_findings(
     ref = node.get("$ref")
     if isinstance(ref, str):
         if not ref.startswith("#/") and ref != "#":
-            yield "$ref", "refused", "only references inside the schema ('#/$defs/...') work"
+            why = (
+                f"an anchor ({ref!r:.80}) names no path: only references by a path inside the "
+                "schema ('#/$defs/...') work; write the path of its target"
+                if ref.startswith("#")
+                else "only references inside the schema ('#/$defs/...') work"
+            )
+            yield "$ref", "refused", why
         elif ref == "#" and engine == "llama.cpp":
             yield (
                 "$ref",

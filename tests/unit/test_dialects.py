@@ -1790,3 +1790,14 @@ def test_inlining_keeps_the_sent_depth_and_the_discriminator_mapping() -> None:
     sent = inline_deep_refs(schema)
     assert set(sent["$defs"]) == {"L1"}  # kept for the mapping only
     assert "$ref" not in json.dumps(sent["properties"])
+
+
+def test_a_reference_by_anchor_is_refused_as_such() -> None:
+    """Found by a probe: '#pt' was told that only references inside the schema work."""
+    schema = {
+        "type": "object",
+        "properties": {"p": {"$ref": "#pt"}},
+        "$defs": {"P": {"$anchor": "pt", "type": "integer"}},
+    }
+    with pytest.raises(UnsupportedOutputTypeError, match=r"an anchor \('#pt'\) names no path"):
+        dialect_schema(schema, None)

@@ -685,7 +685,13 @@ def predict(
         call.done = done
         if on_message is not None and held:
             on_message(held[-1])  # the reply returned, and it alone
-        for item in sink.finish(done):
+        try:
+            finished = sink.finish(done)
+        except ParseError as error:  # `parse_stream`'s reply: kept, as `parse` keeps its own
+            # Found by a probe: its replies were empty, and the tokens it spent lost.
+            error.replies = error.replies or (as_reply(done, request.plan.render),)
+            raise
+        for item in finished:
             yield Emit(item)
         return done
     raise AssertionError("unreachable: the third attempt returns or raises")  # pragma: no cover

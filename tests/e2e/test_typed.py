@@ -185,6 +185,20 @@ def test_without_retries_the_error_carries_raw_text(
     assert len(emulator.predictions) == 1
 
 
+def test_a_failed_parse_stream_keeps_its_reply(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: ``parse_stream``'s ``ParseError`` had no ``.replies``, so what the
+    call spent was lost, where ``parse`` keeps them."""
+    emulator.script(TEXT_MODEL, ['{"name": "john", "age": 32}'])
+    with pytest.raises(ParseError) as info:
+        list(make_model(TEXT_MODEL).parse_stream("John is 32", Person))
+    (reply,) = info.value.replies
+    assert reply.text == '{"name": "john", "age": 32}'
+    assert reply.stats.stop_reason == "eosFound"
+    assert [reply.stats.predicted_tokens] == predicted_counts(emulator)
+
+
 def test_truncated_output_is_reported(make_model: MakeModel, emulator: LMStudioEmulator) -> None:
     with pytest.raises(TruncatedOutputError, match="max_tokens") as info:
         make_model(TEXT_MODEL).parse("John is 32", Person, max_tokens=3, retries=2)

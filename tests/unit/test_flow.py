@@ -315,7 +315,9 @@ def test_partial_values_begin_again_after_reasoning_taken_back() -> None:
         ({"type": "object"}, "q?", False),
         ({"type": ["object", "null"]}, None, True),
         ({"type": "string"}, "q?", True),
-        ({"anyOf": [{"type": "string"}]}, 3, True),  # no type named: any
+        ({"anyOf": [{"type": "string"}, {"type": "object"}]}, 3, True),  # no type named: any
+        ({"anyOf": [{"type": "string"}]}, 3, False),  # one branch: its type (root shielded)
+        ({"anyOf": [{"type": "object"}]}, {}, True),
         ({"type": "nonsense"}, 3, True),
         (None, [], True),
     ],

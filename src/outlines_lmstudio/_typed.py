@@ -1024,7 +1024,7 @@ def check_reply(
         cut_whole = (
             stop_reason in TRUNCATED_STOP_REASONS
             and validator.grammar is None
-            and _whole_json(raw)
+            and _json_whole(raw) is True
             and not _may_go_on(validator, raw)
         )
         # Cut by a stop string inside its JSON: not re-asked either, the model writes the
@@ -1034,7 +1034,7 @@ def check_reply(
             stop_reason == "stopStringFound"
             and bool(stops)
             and validator.grammar is None
-            and _unfinished_json(raw)
+            and _json_whole(raw) is False
         )
     else:
         if stop_reason == "stopStringFound" and (cut := _stop_inside(validator, raw, stops)):
@@ -1075,27 +1075,19 @@ def check_reply(
     return False, None, errors
 
 
-def _whole_json(raw: str) -> bool:
-    """Tell whether a text is one JSON document, as the standard library reads it."""
-    try:
-        json.loads(raw)
-    except (ValueError, RecursionError):
-        return False
-    return True
+def _json_whole(raw: str) -> bool | None:
+    """Tell whether a text is whole JSON (``True``), JSON cut short (``False``), or neither.
 
-
-def _unfinished_json(raw: str) -> bool:
-    """Tell whether a text is JSON cut short: its only fault is that it ends too early.
-
-    pydantic-core says "EOF while parsing" exactly then, also inside a string or a literal
-    (``"Smith``, ``tr``), where the standard library's error points at where the cut
-    token began (found by a review), as `_partial` reads it.
+    Cut short: its only fault is that it ends too early. pydantic-core says "EOF while
+    parsing" exactly then, also inside a string or a literal (``"Smith``, ``tr``), where
+    the standard library's error points at where the cut token began (found by a
+    review), as `_partial` reads it.
     """
     try:
         pydantic_core.from_json(raw)
     except ValueError as error:
-        return str(error).startswith("EOF")
-    return False
+        return False if str(error).startswith("EOF") else None
+    return True
 
 
 def invalid_reply(

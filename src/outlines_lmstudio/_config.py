@@ -108,7 +108,10 @@ def real_number(value: object) -> int | float | None:
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # Fraction(10**400): as large as the float it stands for
+            return math.inf if value > 0 else -math.inf
     return None
 
 

@@ -479,6 +479,12 @@ def test_numpy_and_fraction_numbers_are_numbers() -> None:
         ({"temperature": np.float32("nan")}, InvalidInferenceValueError),
         ({"timeout": Decimal("1.5")}, InvalidInferenceArgumentError),
         ({"timeout": np.float64("inf")}, InvalidInferenceValueError),
+        # found by a probe: a raw OverflowError (float() of the Fraction), nothing a
+        # `except ValueError` caught, where the int 10**400 was refused as not finite
+        ({"temperature": Fraction(10**400)}, InvalidInferenceValueError),
+        ({"top_p": Fraction(-(10**400))}, InvalidInferenceValueError),
+        ({"top_k": Fraction(10**400)}, InvalidInferenceValueError),
+        ({"timeout": Fraction(10**400, 3)}, InvalidInferenceValueError),
     ],
 )
 def test_numpy_numbers_are_checked_like_python_numbers(

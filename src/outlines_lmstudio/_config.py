@@ -111,7 +111,7 @@ def real_number(value: object) -> int | float | None:
         try:
             return float(value)
         except OverflowError:  # Fraction(10**400): as large as the float it stands for
-            return math.inf if value > 0 else -math.inf
+            return math.inf if value > 0 else -math.inf  # type: ignore[operator]  # typeshed
     return None
 
 
@@ -651,7 +651,12 @@ def _user_config(config: object) -> dict[str, Any]:
         )
     _check_structured(result.get("structured"))
     tools: object = kept.get("rawTools")
-    if isinstance(tools, dict) and tools.get("type") == "toolArray" and tools.get("tools"):
+    if (
+        isinstance(tools, dict)
+        and tools.get("type") == "toolArray"
+        and (tools.get("tools") or tools.get("force"))
+    ):
+        # A forced call with no tools is one too (found by a probe: it was sent).
         # Found by a probe: LM Studio ends the reply at the model's tool call (stop reason
         # toolCalls), and every call returned the text before it, the call dropped silently.
         raise InvalidInferenceArgumentError(

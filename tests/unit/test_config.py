@@ -121,6 +121,9 @@ def test_tools_in_config_are_refused_since_their_calls_would_be_dropped() -> Non
     assert none.config == {"rawTools": {"type": "none"}}
     empty = {"type": "toolArray", "tools": []}  # offers none: nothing to call (a review)
     assert parse_inference_kwargs({"config": {"rawTools": empty}}).config == {"rawTools": empty}
+    forced = {"type": "toolArray", "tools": [], "force": True}  # a call forced (a probe)
+    with pytest.raises(InvalidInferenceArgumentError, match="offers the model tools"):
+        parse_inference_kwargs({"config": {"rawTools": forced}})
 
 
 @pytest.mark.parametrize(

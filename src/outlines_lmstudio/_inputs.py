@@ -244,6 +244,17 @@ def _(model_input: Chat) -> ChatPrompt:
     messages = reused + tuple([_chat_message(i, listed[i]) for i in range(same, len(listed))])
     if all(m.role != "user" for m in messages):
         raise InvalidPromptError("The Chat has no user message. Add one with add_user_message().")
+    for index in range(max(same, 1), len(messages)):  # the new ones: the rest were checked
+        before, message = messages[index - 1], messages[index]
+        if before.role == message.role == "assistant" and before.tool_calls and message.text:
+            # Found by a probe: joined (`_merged`), the text came before the calls it followed:
+            # the SDK holds no text after a call in one reply, and refuses two replies.
+            raise UnsupportedInputError(
+                f"Chat message {index}: an assistant message follows the tool calls of the one "
+                "before it with no tool result between them. LM Studio's chat cannot hold text "
+                "after a tool call in one reply, so it would be sent before the calls: put the "
+                "tool messages that answer them (role 'tool', with their tool_call_id) between."
+            )
     prompt = ChatPrompt(messages)
     _CONVERTED[id(model_input)] = _Converted.of(model_input, prompt, known, same)
     return prompt

@@ -742,3 +742,28 @@ def test_json_data_in_a_tool_result_is_not_taken_for_an_image() -> None:
     ]
     prompt = format_input(Chat(history))
     assert [m.parts for m in prompt.messages[2:]] == [(json.dumps(found),), (json.dumps([found]),)]
+
+
+def test_text_after_a_tool_call_with_no_result_between_is_refused() -> None:
+    """Found by a probe: the two assistant messages were joined with the text first, the
+    reverse of what happened (the SDK holds no text after a call in one reply)."""
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    chat = Chat(
+        [
+            {"role": "user", "content": "Q"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "assistant", "content": "Done."},
+            {"role": "user", "content": "ok"},
+        ]
+    )
+    with pytest.raises(UnsupportedInputError, match="^Chat message 2: .* no tool result between"):
+        format_input(chat)  # before anything is sent, images uploaded included
+    before = Chat(  # text, then its calls: one reply, in that order
+        [
+            {"role": "user", "content": "Q"},
+            {"role": "assistant", "content": "Let me look."},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "2"},
+        ]
+    )
+    assert [m["role"] for m in wire(format_input(before))] == ["user", "assistant", "tool"]

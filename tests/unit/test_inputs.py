@@ -756,7 +756,7 @@ def test_text_after_a_tool_call_with_no_result_between_is_refused() -> None:
             {"role": "user", "content": "ok"},
         ]
     )
-    with pytest.raises(UnsupportedInputError, match="^Chat message 2: .* no tool result between"):
+    with pytest.raises(UnsupportedInputError, match=r"^Chat message 2: .* no tool result between"):
         format_input(chat)  # before anything is sent, images uploaded included
     before = Chat(  # text, then its calls: one reply, in that order
         [

@@ -47,7 +47,7 @@ from ._common import (
     is_batch,
     no_backend,
 )
-from ._config import NO_OUTPUT_TYPE, describe, missing_output_type, shortened
+from ._config import NO_OUTPUT_TYPE, describe, did_you_mean, missing_output_type, shortened
 from ._flow import ChunkSink, Flow, Sink
 from ._output import identity
 from ._reply import Reply, ReplyChunk
@@ -231,8 +231,9 @@ def check_options(where: str, options: Mapping[str, object]) -> None:
         model = " The model goes as model_name= (or second, after the client)." * (
             "model" in unknown
         )
+        close = "".join(did_you_mean(name, OPTIONS, "=") for name in unknown if name != "model")
         raise InvalidInferenceArgumentError(
-            f"Unknown option(s) {[shortened(name) for name in unknown]} for {where}. "
+            f"Unknown option(s) {[shortened(name) for name in unknown]} for {where}.{close} "
             f"Accepted: {', '.join(OPTIONS)}. "
             f"Inference settings (temperature, max_tokens, ...) go on each call.{model}"
         )

@@ -16,7 +16,7 @@ import inspect
 import math
 import numbers
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -46,6 +46,7 @@ __all__ = [
     "real_number",
     "shortened",
     "unknown_setting",
+    "did_you_mean",
 ]
 
 MAX_COUNT = 2**31 - 1
@@ -157,6 +158,12 @@ def is_unknown_name(owner: object, name: str) -> bool:
     )
 
 
+def did_you_mean(name: str, candidates: Iterable[str], suffix: str = "") -> str:
+    """Return `` Did you mean x?`` for the closest of ``candidates`` to a name (or ``""``)."""
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return f" Did you mean {close[0]}{suffix}?" if close else ""
+
+
 def unknown_setting(
     owner: object, name: str, settings: str, candidates: Sequence[str], hint: str | None = None
 ) -> UnknownSettingError:
@@ -165,8 +172,7 @@ def unknown_setting(
     ``hint``: what to say instead of the closest of ``candidates`` ("Did you mean ...?").
     """
     if hint is None:
-        close = difflib.get_close_matches(name, candidates, n=1)
-        hint = f" Did you mean {close[0]}?" if close else ""
+        hint = did_you_mean(name, candidates)
     error = UnknownSettingError(
         f"{type(owner).__name__} has no setting {describe(name)}: its settings are "
         f"{settings}.{hint}"
@@ -364,6 +370,7 @@ SETTINGS: Mapping[str, Setting] = {
 
 # Outlines/OpenAI-style keyword -> SDK config key (camelCase, as `to_dict()` emits).
 SIMPLE_KWARGS: Mapping[str, str] = {s.keyword: s.key for s in SETTINGS.values() if s.keyword}
+_KEYWORD_OF_KEY = {key: keyword for keyword, key in SIMPLE_KWARGS.items()}
 CALLBACK_KWARGS = (
     "on_message",
     "on_first_token",
@@ -560,7 +567,7 @@ def check_seconds(name: str, value: object) -> float | None:
     return float(seconds)
 
 
-def _config_hints(unknown: list[str]) -> str:
+def _config_hints(unknown: list[str], valid: list[str]) -> str:
     """Return what to do instead, for unknown ``config=`` keys known elsewhere.
 
     The names a call's keywords redirect (`_REDIRECTS`: ``seed`` belongs to the load
@@ -577,6 +584,8 @@ def _config_hints(unknown: list[str]) -> str:
                 f"{key!r} is a keyword: pass {key}= to the call, "
                 f"or config[{SIMPLE_KWARGS[key]!r}]. "
             )
+        elif (close := did_you_mean(key, valid)) and key not in loading:  # a typo (a probe)
+            hints.append(f"{key!r}:{close} ")
         elif key in loading:  # found by a probe: `contextLength` had no word of loading
             hints.append(
                 f"{key!r} is a load setting, not a prediction's: load an instance with it, "
@@ -623,7 +632,7 @@ def _user_config(config: object) -> dict[str, Any]:
         # Each key shortened, as other bad values are (found by a probe: a 1 MB key).
         raise InvalidInferenceArgumentError(
             f"Unknown key(s) in config=: {named(unknown)}. LM Studio would ignore them silently. "
-            f"{_config_hints(unknown)}Valid keys: {valid}."
+            f"{_config_hints(unknown, valid)}Valid keys: {valid}."
         )
     result = _by_camel_name("config=", config, keys)
     if "raw" in result:  # a field of the SDK's struct that its request builder refuses
@@ -849,8 +858,14 @@ def parse_inference_kwargs(kwargs: Mapping[str, Any]) -> PredictionArgs:
             continue
         if name in _REDIRECTS:
             raise InvalidInferenceArgumentError(f"{name}= is not accepted: {_REDIRECTS[name]}.")
+        keyword = _KEYWORD_OF_KEY.get(name)  # maxTokens= (the SDK's key): max_tokens=
+        hint = (
+            f" {name} is LM Studio's key: pass {keyword}=, or config={{{name!r}: ...}}."
+            if keyword is not None
+            else did_you_mean(name, accepted_keywords(), "=")
+        )
         raise InvalidInferenceArgumentError(
-            f"Unknown keyword argument {shortened(name)}=. "
+            f"Unknown keyword argument {shortened(name)}=.{hint} "
             f"Accepted: {', '.join(accepted_keywords())}; "
             "parse also takes retries= and context=, parse_stream context=, and a batch "
             "max_concurrency=."

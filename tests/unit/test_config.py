@@ -768,3 +768,25 @@ def test_the_draft_model_is_checked_as_model_is(value: str, needle: str) -> None
             parse_inference_kwargs({"config": {key: value}})
         assert str(info.value).startswith(needle)
     assert parse_inference_kwargs({"config": {"draft_model": "q"}}).config == {"draftModel": "q"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "said"),
+    [
+        ({"tempreature": 0.5}, "Unknown keyword argument tempreature=. Did you mean temperature=?"),
+        ({"max_token": 5}, "Did you mean max_tokens=?"),
+        (
+            {"maxTokens": 5},
+            "maxTokens is LM Studio's key: pass max_tokens=, or config={'maxTokens'",
+        ),
+        ({"config": {"temprature": 0.5}}, "'temprature': Did you mean temperature?"),
+    ],
+)
+def test_a_misspelt_setting_is_named_with_its_likely_spelling(
+    kwargs: dict[str, Any], said: str
+) -> None:
+    """Found by a probe: only an attribute got "Did you mean"; a call's keyword, a config key
+    and an option got the whole list, and the SDK's camelCase keyword no pointer."""
+    with pytest.raises(InvalidInferenceArgumentError) as refused:
+        parse_inference_kwargs(kwargs)
+    assert said in str(refused.value)

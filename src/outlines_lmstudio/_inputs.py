@@ -172,7 +172,8 @@ class ChatPrompt(msgspec.Struct, frozen=True, dict=True):
 
 def _a(name: str) -> str:
     """Return the type name with its article: ``an Image``, ``a Chat`` (not ``a Image``)."""
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+    vowel = name[:1].lower() in "aeiou" and not name.lower().startswith(("u", "eu", "one"))
+    return f"{'an' if vowel or name.lower().startswith('un') else 'a'} {name}"
 
 
 @singledispatch

@@ -767,3 +767,10 @@ def test_text_after_a_tool_call_with_no_result_between_is_refused() -> None:
         ]
     )
     assert [m["role"] for m in wire(format_input(before))] == ["user", "assistant", "tool"]
+
+
+def test_a_key_a_message_does_not_take_is_named_in_good_english() -> None:
+    """Found by a probe: "an user message takes 'role', 'content'"."""
+    chat = Chat([{"role": "user", "content": "U", "name": "bob"}])
+    with pytest.raises(UnsupportedInputError, match="Remove them: a user message takes"):
+        format_input(chat)

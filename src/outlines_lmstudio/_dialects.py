@@ -668,13 +668,13 @@ def _findings(schema: dict[str, Any], engines: tuple[Engine, ...]) -> dict[Engin
         )
         found["llama.cpp"].append(Finding("/properties", "properties", "refused", why, properties))
     if "llama.cpp" in found:
-        for name in root_rule_clashes(shield_root_rules(schema)):
+        for name in root_rule_clashes(shield_root_rules(distinct_ref_rules(schema))):
             why = (
                 f"a property of the root gets the grammar rule {name!r}, which llama.cpp's "
                 "converter also gives one of its own rules or a reference, and the two would "
-                "be mixed up; with a reference into the root (#/properties/...) the schema "
-                "cannot be rewritten to avoid it: move the target of that reference under "
-                "$defs"
+                "be mixed up; with a reference to elsewhere than $defs or definitions (such "
+                "as #/properties/...) the schema cannot be rewritten to avoid it: move the "
+                "target of that reference under $defs"
             )
             found["llama.cpp"].append(Finding("/properties", "properties", "refused", why, name))
         for refs in ref_rule_clashes(distinct_ref_rules(schema)):

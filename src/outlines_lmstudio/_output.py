@@ -316,6 +316,18 @@ def _grammar_plan(output_type: object, later: bool) -> OutputPlan:
     return OutputPlan("grammar", {"type": "gbnf", "gbnfGrammar": gbnf}, output_type=output_type)
 
 
+def _plannable(output_type: object) -> bool:
+    """Whether an output type is taken: advice names only such a type.
+
+    A review found ``frozenset`` offered, which is refused.
+    """
+    try:
+        _plan(output_type)
+    except Exception:  # refused, or no schema can be built: not one to offer
+        return False
+    return True
+
+
 def _unwritable_literal(output_type: object) -> None:
     """Refuse Literal/Enum/Choice values no schema can hold (none, non-scalars, NaN...)."""
     values = literal_values(output_type)
@@ -351,7 +363,7 @@ def _unwritable_literal(output_type: object) -> None:
                 "shape of value."
             )
         else:
-            typed = is_simple_type(type(value)) or _other_json_type(type(value))
+            typed = _plannable(type(value))
             fix = (
                 f"the value {value!r:.80} ({type(value).__name__}), which is no JSON value. "
                 "Give it JSON values (str, int, float, bool or None)"

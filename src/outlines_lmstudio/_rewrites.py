@@ -783,7 +783,10 @@ def close_unevaluated(schema: dict[str, Any]) -> dict[str, Any]:
             if isinstance(node.get(key), bool) and blocked not in node:
                 rest = {k: v for k, v in node.items() if k != key}
                 if node[key] is False and closes not in rest:
-                    rest[closes] = False
+                    if closes == "items" and "prefixItems" not in rest:
+                        rest["maxItems"] = 0  # no item at all: what both engines take
+                    else:
+                        rest[closes] = False
                 node = rest
         return node
 
@@ -819,6 +822,13 @@ def declare_required(schema: dict[str, Any]) -> dict[str, Any]:
         added = {name: copy.deepcopy(value) for name in missing}
         return {**node, "properties": {**properties, **added}}
 
+    if any(
+        isinstance(node, Mapping) and "unevaluatedProperties" in node
+        for _, node in schema_nodes(schema)
+    ):
+        # A listed name counts as evaluated: beside an in-place branch of a node with
+        # unevaluatedProperties, it would let the name through (found by a review).
+        return schema
     rebuilt: dict[str, Any] = rebuild(schema, fill)
     return rebuilt
 
@@ -991,6 +1001,7 @@ def distinct_ref_rules(schema: dict[str, Any]) -> dict[str, Any]:
     if not clashes:
         return schema
     rules = {_ref_rule(ref) for ref in local_refs(schema)} | set(_definition_property_rules(schema))
+    rules |= set(_property_rules(schema, ""))  # nor a root property's (found by a review)
     renamed: dict[str, str] = {}  # old reference -> new one
     names: dict[str, dict[str, str]] = {}  # container -> old name -> new name
     for refs in clashes:
@@ -1058,8 +1069,8 @@ def shield_root_rules(schema: dict[str, Any]) -> dict[str, Any]:
         not ref.startswith(tuple(f"#/{key}/" for key in _DEF_KEYS)) for ref in local_refs(schema)
     ):
         return schema
-    branch = {k: v for k, v in schema.items() if k not in _DEF_KEYS}
-    return {"anyOf": [branch], **{k: v for k, v in schema.items() if k in _DEF_KEYS}}
+    branch = {k: v for k, v in schema.items() if k not in _ROOT_ONLY}
+    return {"anyOf": [branch], **{k: v for k, v in schema.items() if k in _ROOT_ONLY}}
 
 
 TIME_PATTERN = (
@@ -1128,6 +1139,10 @@ _INLINED_NODES = 20_000
 many levels doubles at each; past this the references stay (and are cut on MLX)."""
 
 _DEF_KEYS = ("$defs", "definitions")
+
+_ROOT_ONLY = (*_DEF_KEYS, "$id", "$anchor", "$dynamicAnchor", "$vocabulary")
+"""What stays at a shielded root: in the branch, an ``$id`` would start a resource of its
+own, where ``#/$defs/...`` points to nothing (found by a review)."""
 
 
 def _ref_depth(schema: dict[str, Any], looping: set[str]) -> int:
@@ -1258,13 +1273,13 @@ def inline_deep_refs(schema: dict[str, Any]) -> dict[str, Any]:
 FINDING_REWRITES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     drop_dollar_schema,
     whole_numbers,
-    uuid_versions,
     inline_root_ref,
     name_listed_keys,
     inline_single_all_of,
     narrow_enums,
     spread_one_of,
     split_type_lists,
+    uuid_versions,  # after narrow_enums, which asserts formats: uuid4 is not asserted
     close_unevaluated,
     empty_object_properties,
     declare_required,

@@ -127,9 +127,10 @@ name given): a 1 MB title made a 1 MB message and log line (found by a probe).""
 def clipped(text: str, most: int = _MOST_SDK_TEXT) -> str:
     """Cut the middle of ``text`` past ``most`` characters, saying how many were cut.
 
-    The result, with what it says, is at most ``most`` characters long (at least the
-    saying): clipped again, it stays as it is. It was clipped again a few characters
-    longer, and the count said 33 characters where 49,750 had been cut (found by a probe).
+    The result, with what it says, is at most ``most`` characters long when ``most`` holds
+    the saying (30 characters or so): clipped again, it stays as it is. It was clipped again
+    a few characters longer, and the count said 33 characters where 49,750 had been cut
+    (found by a probe).
     """
     if len(text) <= most:
         return text

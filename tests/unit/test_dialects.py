@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jsonschema
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -28,6 +29,7 @@ from outlines_lmstudio._rewrites import (
     close_tuples,
     close_unevaluated,
     cut_tuples,
+    declare_required,
     distinct_ref_rules,
     drop_dollar_schema,
     drop_unsupported_formats,
@@ -466,6 +468,24 @@ def test_examples_of_each_rewrite() -> None:
         left = {**evaluating, "unevaluatedItems": False}
         assert close_unevaluated(left) == left
     assert dialect_schema(closed, None, strict=True)["additionalProperties"] is False
+    # found by a review: without prefixItems, no item at all (items: false is refused)
+    assert close_unevaluated({"type": "array", "unevaluatedItems": False}) == {
+        "type": "array",
+        "maxItems": 0,
+    }
+    # found by a review: a listed name counts as evaluated by an enclosing node's
+    # unevaluatedProperties, so nothing is listed where that keyword is
+    enclosed = {
+        "anyOf": [{"type": "object", "required": ["a"]}, {"type": "object"}],
+        "unevaluatedProperties": False,
+    }
+    assert declare_required(enclosed) is enclosed
+    assert (
+        jsonschema.Draft202012Validator(dialect_schema(enclosed, None)).is_valid({"a": 1}) is False
+    )
+    # found by a review: uuid4 is not asserted, so an enum beside it keeps every value
+    versioned = {"type": "string", "enum": ["abc", "x"], "format": "uuid4"}
+    assert dialect_schema(versioned, None) == {"enum": ["abc", "x"]}
     # found by a probe: Pydantic's UUID4 in a schema given as a dict was sent as any string
     uuid4 = {"type": "string", "format": "uuid4"}
     assert dialect_schema(uuid4, None) == {"type": "string", "format": "uuid"}

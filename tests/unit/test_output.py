@@ -2174,6 +2174,7 @@ class _Size(enum.Enum):
         (Choice(["a", Regex("x+")]), r"the Outlines term Regex.*grammar=True", "values' type"),
         (Literal[decimal.Decimal("1.5")], r"no JSON value.*the values' type \(Decimal\)", "array"),
         (Literal[print], r"no JSON value\. Give it JSON values \(str.*None\)\.$", "values' type"),
+        (Literal[frozenset({1})], r"\(frozenset\), which is no JSON value", "values' type"),
     ],
 )
 def test_choices_that_are_no_scalars_are_refused_with_a_fix_that_works(

@@ -145,3 +145,43 @@ def test_a_clash_with_a_reference_into_the_root_is_refused_before_sending() -> N
     }
     with pytest.raises(UnsupportedOutputTypeError, match="gets the grammar rule 'date-time'"):
         plan_output(schema)
+
+
+def test_a_shielded_root_keeps_its_id_where_its_references_resolve() -> None:
+    """Found by a review: the ``$id`` went into the branch, a resource of its own, where
+    ``#/$defs/D`` pointed to nothing."""
+    schema = {
+        "$id": "https://example.com/s",
+        "type": "object",
+        "properties": {"date_time": {"$ref": "#/$defs/D"}},
+        "required": ["date_time"],
+        "$defs": {"D": {"type": "integer"}},
+    }
+    sent = dialect_schema(schema, "gguf")
+    assert sent["$id"] == "https://example.com/s"
+    assert "anyOf" in sent
+    assert jsonschema.Draft202012Validator(sent).is_valid({"date_time": 1})
+
+
+def test_a_rename_that_would_take_a_root_propertys_rule_is_not_made() -> None:
+    """Found by a review: ``A_B`` renamed ``A-B-2`` took the rule of the root property
+    ``ref_defs_A_B_2``, with a reference into the root that the shield cannot take: every
+    reply failed. The rename avoids it, and what is left is refused."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "ref_defs_A_B_2": {"type": "string", "maxLength": 3},
+            "x": {"$ref": "#/$defs/A"},
+            "y": {"$ref": "#/$defs/A_B"},
+            "z": {"$ref": "#/properties/x"},
+        },
+        "required": ["ref_defs_A_B_2", "x", "y", "z"],
+        "$defs": {
+            "A": {"type": "object", "properties": {"B": {"type": "boolean"}}, "required": ["B"]},
+            "A_B": {"type": "integer"},
+        },
+    }
+    sent = dialect_schema(schema, "gguf")
+    assert root_rule_clashes(sent) == []
+    assert ref_rule_clashes(sent) == []
+    assert "A-B-2" not in sent["$defs"]

@@ -159,6 +159,31 @@ def test_a_cancelled_prediction_counts_its_tokens_consistently(client: lms.Clien
     assert stats.total_tokens_count == stats.prompt_tokens_count + stats.predicted_tokens_count
 
 
+def test_a_cancelled_prediction_counts_the_tokens_a_stop_string_held_back(
+    client: lms.Client,
+) -> None:
+    """Found by a probe: cancelled while its text was held back (it might begin a stop
+    string), a reply of 17 decoded tokens reported 0 predicted, and 0 tokens a second."""
+    llm = client.llm.model(EMBEDDED_MODEL_KEY)
+    llm.complete("1, 2, 3, 4,", config={"temperature": 0, "maxTokens": 1})  # loaded, warm
+    holding = " 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, X"  # greedy's own start
+    stream = llm.complete_stream(
+        "1, 2, 3, 4,", config={"temperature": 0, "maxTokens": 60, "stopStrings": [holding]}
+    )
+    stream.start()
+    time.sleep(1.0)  # a few tokens decoded, all held back
+    stream.cancel()
+    fragments = list(stream)
+    stats = stream.result().stats
+    assert stats.stop_reason == "userStopped"
+    assert fragments == []
+    assert stats.predicted_tokens_count is not None
+    assert stats.predicted_tokens_count >= 1
+    assert stats.tokens_per_second is not None
+    assert stats.tokens_per_second > 0
+    assert stats.total_tokens_count == stats.prompt_tokens_count + stats.predicted_tokens_count
+
+
 def test_a_history_the_template_cannot_render_is_a_template_error(client: lms.Client) -> None:
     """An empty history made the Gemma template read ``messages[0]``: jinja's UndefinedError
     failed the request as an emulator crash ("failed to serve this request"), not as the

@@ -123,6 +123,11 @@ class Generation:
         stop string's scan may hold the first tokens back (they might begin it), so the
         first fragment sent can come later than the first token (found by a probe: 1.03 s
         against 0.075 s). None: the protocol layer times the first fragment it sends.
+    held_tokens
+        Set by an engine that decodes tokens, when it stops: the tokens it decoded but
+        never gave out, held back by a stop string's scan. A cancelled prediction counts
+        them as predicted, as LM Studio counts what it decoded (found by a probe: a reply
+        cancelled while its text was held reported 0 tokens for 17 decoded).
     """
 
     fragments: AsyncGenerator[Fragment, None]
@@ -133,6 +138,7 @@ class Generation:
     processes_prompt: bool = False
     on_progress: Callable[[PromptProgress], Awaitable[None]] | None = None
     first_token_at: float | None = None
+    held_tokens: int = 0
 
 
 class Engine(Protocol):

@@ -788,6 +788,7 @@ class _Decoding:
         self._thread = threading.Thread(target=self._run, name="llama-decode", daemon=True)
         self.items: asyncio.Queue[tuple[str, int, int] | _Ended | BaseException] = asyncio.Queue()
         self.predicted = 0  # tokens decoded so far (read after an error)
+        self.pending = 0  # of them, the ones held back for a stop string, not given out
         self.first_token_at: float | None = None  # when the first was (time.monotonic())
 
     def start(self) -> None:
@@ -843,6 +844,7 @@ class _Decoding:
             if text:
                 self._hand((text, pending, predicted))
                 pending = 0
+            self.pending = pending
             if scanner.found:
                 return _Ended("stopStringFound", predicted, scanner.found)
         else:
@@ -1090,6 +1092,7 @@ class LlamaEngine:
             finally:
                 await decoding.stop()
                 generation.first_token_at = decoding.first_token_at
+                generation.held_tokens = decoding.pending
             generation.stop_reason = ended.stop
             if ended.stop_string is not None:
                 generation.stats["stopString"] = ended.stop_string

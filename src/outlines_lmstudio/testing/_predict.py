@@ -505,6 +505,7 @@ async def _stream(
     elif channel.cancelled:
         stop_reason = "userStopped"
         record.cancelled = True
+        predicted += generation.held_tokens  # decoded, held for a stop string
     end = time.monotonic()
     prompt_tokens = generation.prompt_tokens
     stats: dict[str, Any] = {

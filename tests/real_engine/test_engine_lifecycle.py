@@ -181,6 +181,7 @@ def test_a_cancelled_prediction_counts_the_tokens_a_stop_string_held_back(
     assert stats.predicted_tokens_count >= 1
     assert stats.tokens_per_second is not None
     assert stats.tokens_per_second > 0
+    assert stats.prompt_tokens_count is not None
     assert stats.total_tokens_count == stats.prompt_tokens_count + stats.predicted_tokens_count
 
 

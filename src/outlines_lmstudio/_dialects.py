@@ -668,7 +668,8 @@ def _findings(schema: dict[str, Any], engines: tuple[Engine, ...]) -> dict[Engin
         )
         found["llama.cpp"].append(Finding("/properties", "properties", "refused", why, properties))
     if "llama.cpp" in found:
-        for name in root_rule_clashes(shield_root_rules(distinct_ref_rules(schema))):
+        renamed = distinct_ref_rules(schema)  # as sent: the clashes the rewrites leave
+        for name in root_rule_clashes(shield_root_rules(renamed)):
             why = (
                 f"a property of the root gets the grammar rule {name!r}, which llama.cpp's "
                 "converter also gives one of its own rules or a reference, and the two would "
@@ -677,7 +678,7 @@ def _findings(schema: dict[str, Any], engines: tuple[Engine, ...]) -> dict[Engin
                 "target of that reference under $defs"
             )
             found["llama.cpp"].append(Finding("/properties", "properties", "refused", why, name))
-        for refs in ref_rule_clashes(distinct_ref_rules(schema)):
+        for refs in ref_rule_clashes(renamed):
             why = (
                 f"the references {' and '.join(map(repr, refs))} get one grammar rule (their "
                 "paths differ only in characters other than letters, digits and '-'), so "

@@ -57,10 +57,13 @@ def test_idle_bound_calls_a_replaced_sdk_getter(monkeypatch: pytest.MonkeyPatch)
     assert asked == [True, True]
 
 
-def _flows(*values: Any) -> list[Any]:
-    """Flows that return ``values`` (an exception is raised)."""
+def _flows(*values: Any, ran: list[str] | None = None) -> list[Any]:
+    """Flows that return ``values`` (an exception is raised), each noting its value's repr
+    in ``ran``, if given, when it runs."""
 
     def flow(value: Any) -> Generator[Any, None, Any]:
+        if ran is not None:
+            ran.append(repr(value))
         yield from ()  # a generator, as flows are, that yields nothing
         if isinstance(value, BaseException):
             raise value
@@ -200,25 +203,12 @@ def test_a_signal_handlers_exception_while_lending_leaves_the_batch_threads_lend
     assert landed >= (3 if limit == 2 else 4)
 
 
-def _recorded(ran: list[str], *values: Any) -> list[Any]:
-    """Flows like `_flows`, each noting its value in ``ran`` when it runs."""
-
-    def flow(value: Any) -> Generator[Any, None, Any]:
-        ran.append(repr(value))
-        yield from ()
-        if isinstance(value, BaseException):
-            raise value
-        return value
-
-    return [flow(v) for v in values]
-
-
 @pytest.mark.parametrize("fatal", [SystemExit(1), KeyboardInterrupt()], ids=repr)
 def test_an_items_fatal_exception_starts_no_queued_item(fatal: BaseException) -> None:
     """Found by a probe: a callback's ``sys.exit()`` stopped the batch, but the freed thread
     took the next item before the caller's wait woke, and sent it."""
     ran: list[str] = []
-    flows = _recorded(ran, "a", fatal, "c", "d")
+    flows = _flows("a", fatal, "c", "d", ran=ran)
     with concurrent.futures.ThreadPoolExecutor(1) as pool, pytest.raises(type(fatal)):
         _threads.run_batch(_run, flows, pool, _no_unstick)
     assert ran == ["'a'", repr(fatal)]
@@ -245,7 +235,7 @@ def test_ctrl_c_as_the_batch_starts_its_first_thread_sends_nothing() -> None:
     """Found by a probe: the queued item ran to its end on the server, and the
     ``KeyboardInterrupt`` had no ``.results``."""
     ran: list[str] = []
-    flows = _recorded(ran, "a", "b")
+    flows = _flows("a", "b", ran=ran)
     pool = _InterruptedAsItStarts()
     with pytest.raises(KeyboardInterrupt) as raised:
         _threads.run_batch(_run, flows, pool, _no_unstick)

@@ -310,8 +310,41 @@ def _negated(pointer: str) -> bool:
     )
 
 
-def _check_structure(schema: dict[str, Any]) -> None:
-    """Refuse invalid patterns, contradictions, dangling references and in-place loops."""
+_NOT_KEYWORDS = {
+    "dependencies": "'dependentRequired' for the lists of names, 'dependentSchemas' for the "
+    "schemas",
+    "additionalItems": "'items' beside 'prefixItems' (2020-12's 'prefixItems' and 'items' are "
+    "the older drafts' array 'items' and 'additionalItems')",
+}
+"""Older drafts' keywords that draft 2019-09 or 2020-12 dropped, with what replaced them."""
+_KEPT_BY = {"2019-09": ("additionalItems",)}
+"""Those a later draft still has (2019-09 dropped only ``dependencies``)."""
+
+
+def _dropped_keyword(node: dict[str, Any], where: str, draft: str, read_as: str) -> None:
+    """Refuse a keyword of an older draft that ``draft`` dropped (`_NOT_KEYWORDS`).
+
+    Its validator (`parse`'s check) ignores it, and so would the engines: the constraint the
+    user wrote would hold nowhere (found by a probe: ``dependencies`` in a schema without
+    ``$schema`` was sent, and a reply without the dependent property was taken).
+    """
+    for key in _NOT_KEYWORDS:
+        if key in node and key not in _KEPT_BY.get(draft, ()):
+            raise InvalidSchemaError(
+                f"JSON schema keyword {key!r} at {where or ''}/{key} is not a keyword of JSON "
+                f"Schema {draft}{read_as}: no validator checks it there, and no engine "
+                f"would. Write it as {draft} does, with {_NOT_KEYWORDS[key]}, or declare the "
+                'draft it was written for: "$schema": '
+                '"http://json-schema.org/draft-07/schema#".'
+            )
+
+
+def _check_structure(schema: dict[str, Any], draft: str | None = None, read_as: str = "") -> None:
+    """Refuse invalid patterns, contradictions, dangling references and in-place loops.
+
+    ``draft``: the schema's draft when it is 2019-09 or later, to refuse the keywords it
+    dropped (`_dropped_keyword`); ``read_as`` says why it is that draft.
+    """
     # The schema modules load with the first schema, not with the package (import time).
     from ._patterns import PatternError, engine_pattern
     from ._schema_walk import endless_ref, ref_target, schema_nodes, unguarded_ref_cycle
@@ -321,6 +354,8 @@ def _check_structure(schema: dict[str, Any]) -> None:
     for pointer, node in schema_nodes(schema):
         if not isinstance(node, dict):
             continue
+        if draft is not None:
+            _dropped_keyword(node, pointer, draft, read_as)
         why = _contradiction(node, pointer)
         if why is not None:
             raise InvalidSchemaError(
@@ -429,13 +464,13 @@ def check_json_schema(schema: object, *, meta: bool = True) -> dict[str, Any]:
     from ._formats import check_schema  # the schema modules load with the first schema
 
     validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    draft = _draft_name(validator.__name__)
     try:
         check_schema(validator, schema)
     except jsonschema.SchemaError as exc:
         where, message = meta_schema_error(exc)
         if exc.validator == "format" and exc.validator_value == "regex":
             raise InvalidSchemaError(_not_a_regex(where, exc.instance)) from exc
-        draft = _draft_name(validator.__name__)
         older = (
             " A schema written for an older draft (Outlines' JsonSchema checks draft-07) "
             'says so: "$schema": "http://json-schema.org/draft-07/schema#".'
@@ -447,7 +482,9 @@ def check_json_schema(schema: object, *, meta: bool = True) -> dict[str, Any]:
             f"Invalid JSON schema at {where}: {message}. Fix the schema so it validates "
             f"against the meta-schema of JSON Schema {draft}.{older}"
         ) from exc
-    _check_structure(schema)
+    later = draft if draft in ("2019-09", "2020-12") else None
+    read_as = "" if declared is not None else ', which a schema without "$schema" is read as'
+    _check_structure(schema, later, read_as)
     _check_patterns(schema)
     return schema
 

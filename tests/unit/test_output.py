@@ -1631,6 +1631,60 @@ def test_a_draft_07_schema_without_its_draft_is_told_to_say_so() -> None:
     assert plan_output({**schema, "$schema": "http://json-schema.org/draft-07/schema#"})
 
 
+_DEPENDENT = {"properties": {"a": {"type": "integer"}}, "dependencies": {"a": ["b"]}}
+_CLOSED_TUPLE = {"type": "array", "prefixItems": [{"type": "integer"}], "additionalItems": False}
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        (
+            _DEPENDENT,
+            r"'dependencies' at /dependencies is not a keyword of JSON Schema 2020-12, "
+            r"which a schema without \"\$schema\" is read as: .*'dependentRequired'",
+        ),
+        (
+            {"properties": {"x": _DEPENDENT}},
+            r"'dependencies' at /properties/x/dependencies is not a keyword",
+        ),
+        (
+            {**_DEPENDENT, "$schema": "https://json-schema.org/draft/2019-09/schema"},
+            r"not a keyword of JSON Schema 2019-09: no validator",
+        ),
+        (_CLOSED_TUPLE, r"'additionalItems' .* with 'items' beside 'prefixItems'"),
+        (
+            {**_CLOSED_TUPLE, "$schema": "https://json-schema.org/draft/2020-12/schema"},
+            r"'additionalItems' at /additionalItems is not a keyword of JSON Schema 2020-12: ",
+        ),
+    ],
+)
+def test_a_keyword_its_draft_dropped_is_refused_with_its_new_spelling(
+    schema: dict[str, Any], message: str
+) -> None:
+    """Found by a probe: ``dependencies`` without ``$schema`` was sent, no engine and no
+    validator read it, and a reply without ``b`` was taken; ``additionalItems: false`` was
+    refused as "a boolean schema here is not supported"."""
+    with pytest.raises(InvalidSchemaError, match=message):
+        plan_output(schema)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {**_DEPENDENT, "$schema": "http://json-schema.org/draft-07/schema#"},
+        {  # 2019-09 still has additionalItems; a property may be named after a keyword
+            "$schema": "https://json-schema.org/draft/2019-09/schema",
+            "type": "array",
+            "items": [{"type": "integer"}],
+            "additionalItems": False,
+        },
+        {"properties": {"dependencies": {"type": "string"}, "additionalItems": {}}},
+    ],
+)
+def test_a_keyword_of_the_schema_s_own_draft_is_taken(schema: dict[str, Any]) -> None:
+    assert plan_output(schema)
+
+
 @pytest.mark.parametrize(
     ("schema", "message"),
     [

@@ -74,6 +74,9 @@ _OTHER_TAGS = {
     "<reasoning>": "</reasoning>",
     "<seed:think>": "</seed:think>",  # Seed-OSS
     "<|begin_of_thought|>": "<|end_of_thought|>",
+    # Separated by default; a reply opens with it here only when a reasoningParsing setting
+    # named other tags (found by a probe: such a reply failed with no hint).
+    "<think>": "</think>",
 }
 
 

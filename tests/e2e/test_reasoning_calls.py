@@ -241,6 +241,21 @@ def test_a_reply_opening_with_another_familys_tag_names_the_setting(
     assert model.parse("who?", Person, reasoning_parsing=parsing) == Person(name="Ann", age=3)
 
 
+def test_a_setting_naming_other_tags_than_the_reply_s_is_told_which_it_opens_with(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: with ``<thinking>`` set, a reply opening with ``<think>`` failed as
+    "Invalid JSON" with no hint (``[THINK]`` had one)."""
+    emulator.script(TEXT_MODEL, [THINK])
+    model = make_model(TEXT_MODEL)
+    wrong = {"enabled": True, "start_string": "<thinking>", "end_string": "</thinking>"}
+    parsing = {"enabled": True, "start_string": "<think>", "end_string": "</think>"}
+    with pytest.raises(ParseError, match=re.escape("opens with <think>, a reasoning tag")):
+        model.parse("who?", Person, reasoning_parsing=wrong)
+    emulator.script(TEXT_MODEL, [THINK])
+    assert model.parse("who?", Person, reasoning_parsing=parsing) == Person(name="Ann", age=3)
+
+
 def test_an_empty_answer_after_reasoning_is_an_error(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

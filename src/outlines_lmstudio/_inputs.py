@@ -508,6 +508,12 @@ def _asset(item: object, where: str) -> ImageData | FileHandle | PendingImage:
         pending.append(PendingImage(item, where))
         return pending[-1]
     if isinstance(item, FileHandle):
+        if item.file_type != "image":  # was sent, to a text-only model too (a probe)
+            raise UnsupportedInputError(
+                f"{where} is an lmstudio FileHandle of a {item.file_type!r} file "
+                f"({item.name!r:.60}), not of an image; after the prompt a list takes only "
+                "images. To send the file's text, put it in the prompt."
+            )
         return item
     if isinstance(item, Video | Audio):
         raise UnsupportedInputError(

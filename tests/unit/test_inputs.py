@@ -156,6 +156,14 @@ def test_file_handles_pass_through() -> None:
         (["text", png(), 5], UnsupportedInputError, "item 2"),
         ([png(), "text"], UnsupportedInputError, "prompt .a str., not an Image"),
         (["see", Video(video=b"x")], UnsupportedInputError, "only images"),
+        (  # was sent as an image, to a text-only model too (found by a probe)
+            [
+                "see",
+                lms.FileHandle(name="a.txt", identifier="u", size_bytes=1, file_type="text/plain"),
+            ],
+            UnsupportedInputError,
+            r"item 1 is an lmstudio FileHandle of a 'text/plain' file \('a.txt'\), not of an image",
+        ),
         (["hear", Audio(audio=b"x")], UnsupportedInputError, "holds an Audio; "),  # "a Audio"
         (Audio(audio=b"x"), UnsupportedInputError, "Audio"),
         (Chat([]), InvalidPromptError, "no messages"),

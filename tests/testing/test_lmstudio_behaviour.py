@@ -25,6 +25,8 @@ from outlines_lmstudio.testing import (
     Fault,
     LMStudioEmulator,
     ToolCall,
+    default_models,
+    reasoning_models,
 )
 from outlines_lmstudio.testing._catalogue import MODEL_FORMATS, Catalogue
 from outlines_lmstudio.testing._server import is_loopback
@@ -429,6 +431,20 @@ def test_a_tool_model_calls_an_offered_tool_by_default(client: lms.Client) -> No
     client.llm.model(TEXT).act("What is 2 + 3?", [_add], on_prediction_completed=results.append)
     assert len(results) == 2
     assert results[-1].content.startswith("The tool returned 5.")
+
+
+@pytest.mark.parametrize("key", ["openai/gpt-oss-20b", "qwen3-4b-thinking-2507"])
+def test_reasoning_models_trained_for_tools_call_an_offered_tool(
+    make_emulator: MakeEmulator, key: str
+) -> None:
+    """Found by a probe: LM Studio reports gpt-oss and Qwen3 2507 as trained for tool use,
+    the emulator's reasoning models did not, and ``.act()`` on them answered in text."""
+    emu = make_emulator(models=[*default_models(), *reasoning_models()])
+    with lms.Client(emu.api_host) as client:
+        model = client.llm.model(key)
+        assert model.get_info().trained_for_tool_use
+        model.act("What is 2 + 3?", [_add])
+    assert emu.predictions[0].tool_calls[0].name == "_add"
 
 
 def test_a_tool_model_passes_the_prompts_quoted_words_to_string_parameters(

@@ -362,7 +362,9 @@ def reasoning_models() -> list[EmulatedModel]:
             **kw,
         )
 
-    qwen3 = {"params": "4B", "architecture": "qwen3", "size_bytes": 2_497_280_256}
+    # Qwen3 2507 and gpt-oss are trained for tool use, as LM Studio reports them (found by a
+    # probe: `.act()` on them answered in text); DeepSeek R1's distills are not.
+    qwen3 = {"params": "4B", "architecture": "qwen3", "size_bytes": 2_497_280_256, "tool_use": True}
     return [
         model("qwen3-4b-thinking-2507", "marker", "Qwen3 4B Thinking 2507", **qwen3),
         model("qwen3-4b-thinking-2507-inline", "marker-inline", "Qwen3 4B Thinking", **qwen3),
@@ -382,6 +384,7 @@ def reasoning_models() -> list[EmulatedModel]:
             params="4B",
             architecture="qwen3",
             size_bytes=2_263_000_000,
+            tool_use=True,
         ),
         model(
             "openai/gpt-oss-20b",
@@ -390,5 +393,6 @@ def reasoning_models() -> list[EmulatedModel]:
             params="20B",
             architecture="gpt-oss",
             size_bytes=12_109_565_632,
+            tool_use=True,
         ),
     ]

@@ -442,9 +442,95 @@ def test_reasoning_models_trained_for_tools_call_an_offered_tool(
     emu = make_emulator(models=[*default_models(), *reasoning_models()])
     with lms.Client(emu.api_host) as client:
         model = client.llm.model(key)
-        assert model.get_info().trained_for_tool_use
+        info = model.get_info()
+        assert isinstance(info, lms.LlmInstanceInfo)
+        assert info.trained_for_tool_use
         model.act("What is 2 + 3?", [_add])
     assert emu.predictions[0].tool_calls[0].name == "_add"
+
+
+def _tool_frames(emu: LMStudioEmulator, cancel_at: str | None = None) -> list[dict[str, Any]]:
+    """Ask for a tool call over a raw socket; send a cancel on the first frame of a type."""
+    tools = {
+        "type": "toolArray",
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "add",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                        "required": ["a", "b"],
+                    },
+                },
+            }
+        ],
+    }
+    fields = [{"key": "llm.prediction.tools", "value": tools}]
+    parameter = {
+        "modelSpecifier": {"type": "query", "query": {"identifier": TEXT}},
+        "history": {
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "What is 20 + 22?"}]}
+            ]
+        },
+        "predictionConfigStack": {
+            "layers": [{"layerName": "apiOverride", "config": {"fields": fields}}]
+        },
+    }
+    frames: list[dict[str, Any]] = []
+    with raw_socket(emu, "llm") as ws:
+        ws.send(
+            json.dumps(
+                {
+                    "type": "channelCreate",
+                    "endpoint": "predict",
+                    "channelId": 0,
+                    "creationParameter": parameter,
+                }
+            )
+        )
+        while not frames or frames[-1].get("type") != "channelClose":
+            frame = json.loads(ws.recv(timeout=10))
+            frames.append(frame)
+            if cancel_at is not None and frame.get("message", {}).get("type") == cancel_at:
+                ws.send(
+                    json.dumps(
+                        {"type": "channelSend", "channelId": 0, "message": {"type": "cancel"}}
+                    )
+                )
+                cancel_at = None
+    return [f["message"] for f in frames if f.get("type") == "channelSend"]
+
+
+def test_a_tool_call_s_arguments_stream_a_token_at_a_time(
+    make_emulator: MakeEmulator,
+) -> None:
+    """Found by a probe: the arguments came as one fragment, in one burst after the text,
+    uncounted, so a cancel never reached them."""
+    emu = make_emulator(token_latency=0.02)
+    messages = _tool_frames(emu)
+    kinds = [m["type"] for m in messages]
+    arguments = [m["content"] for m in messages if m["type"].endswith("ArgumentFragmentGenerated")]
+    assert len(arguments) > 3
+    assert json.loads("".join(arguments)) == {"a": 20, "b": 22}
+    assert kinds[-2:] == ["toolCallGenerationEnd", "success"]
+    stats = messages[-1]["stats"]
+    text_tokens = sum(m["fragment"]["tokensCount"] for m in messages if m["type"] == "fragment")
+    assert stats["stopReason"] == "toolCalls"
+    assert stats["predictedTokensCount"] == text_tokens + len(arguments)
+
+
+def test_a_cancel_during_a_tool_call_stops_its_arguments(make_emulator: MakeEmulator) -> None:
+    emu = make_emulator(token_latency=0.02)
+    messages = _tool_frames(emu, cancel_at="toolCallGenerationArgumentFragmentGenerated")
+    kinds = [m["type"] for m in messages]
+    assert "toolCallGenerationEnd" not in kinds
+    assert kinds.count("toolCallGenerationArgumentFragmentGenerated") < 4
+    assert messages[-1]["stats"]["stopReason"] == "userStopped"
+    assert emu.predictions[-1].tool_calls == []
+    assert emu.predictions[-1].cancelled
 
 
 def test_a_tool_model_passes_the_prompts_quoted_words_to_string_parameters(

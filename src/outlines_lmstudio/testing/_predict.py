@@ -18,7 +18,12 @@ from outlines_lmstudio.testing._lookup import (
 from outlines_lmstudio.testing._records import Prediction
 from outlines_lmstudio.testing._state import EmulatorState, Peer
 from outlines_lmstudio.testing._tag_parsing import TagParser, request_tags
-from outlines_lmstudio.testing._tools import tool_call_packets, tool_definitions, with_id
+from outlines_lmstudio.testing._tools import (
+    ToolCall,
+    tool_call_packets,
+    tool_definitions,
+    with_id,
+)
 from outlines_lmstudio.testing._wire import (
     Channel,
     ConnectionDropped,
@@ -457,17 +462,7 @@ async def _stream(
             async for token in generation.fragments:
                 if fault is not None and sent == fault.after_fragments:
                     await _strike(conn, fault, channel.cancel_event)
-                if emu.token_latency:
-                    # The engine's own pace: it makes a fragment every token_latency seconds,
-                    # and a send that was late (other predictions, a busy machine) does not
-                    # push the later ones back, as LM Studio's engine does not wait for its
-                    # websocket. A late fragment still yields, so a waiting cancel is read.
-                    due += emu.token_latency
-                    await asyncio.sleep(due - time.monotonic())
-                else:
-                    # Read a waiting cancel between fragments, as LM Studio does. (Pausing
-                    # only every few fragments let 4 in 60 sync cancels arrive too late.)
-                    await conn.pause()
+                due = await _pace(conn, due)
                 if channel.cancelled:
                     break
                 if not _in_use(emu, instance):
@@ -497,9 +492,11 @@ async def _stream(
     stop_reason = generation.stop_reason
     if generation.tool_call is not None and not channel.cancelled and not unloaded:
         call = with_id(generation.tool_call)
-        for packet in tool_call_packets(call):
-            await conn.channel_send(channel, packet)
-        record.tool_calls.append(call)
+        tokens, ended = await _stream_tool_call(conn, channel, instance, call, due)
+        predicted += tokens
+        if ended:
+            record.tool_calls.append(call)
+        unloaded = ended is None
     if unloaded:
         stop_reason = "modelUnloaded"
     elif channel.cancelled:
@@ -542,6 +539,51 @@ async def _stream(
         # LM Studio names the stop string only when one ended the reply (lmstudio-js #521).
         stats.pop("stopString", None)
     await _succeed(conn, channel, instance, record, stats)
+
+
+async def _pace(conn: Peer, due: float) -> float:
+    """Wait for the engine's next token, due at ``due``; return when the one after is due.
+
+    The engine's own pace: it makes a token every ``token_latency`` seconds, and a send that
+    was late (other predictions, a busy machine) does not push the later ones back, as LM
+    Studio's engine does not wait for its websocket. A late token still yields, so a waiting
+    cancel is read. At no latency, a waiting cancel is read between tokens, as LM Studio
+    does (pausing only every few tokens let 4 in 60 sync cancels arrive too late).
+    """
+    if not conn.emu.token_latency:
+        await conn.pause()
+        return due
+    due += conn.emu.token_latency
+    await asyncio.sleep(due - time.monotonic())
+    return due
+
+
+async def _stream_tool_call(
+    conn: Peer, channel: Channel, instance: Instance, call: ToolCall, due: float
+) -> tuple[int, bool | None]:
+    """Stream a tool call (`tool_call_packets`), its arguments a token at a time.
+
+    At the engine's pace, as LM Studio streams them (found by a probe: they came in one
+    burst, after the reply's text, so a cancel or an unload never reached them).
+
+    Returns
+    -------
+    tuple[int, bool | None]
+        The argument tokens sent, and how the call ended: ``True`` sent whole, ``False``
+        cancelled, ``None`` its model unloaded (no ``toolCallGenerationEnd`` for either).
+    """
+    start, name, *arguments, end = tool_call_packets(call)
+    await conn.channel_send(channel, start)
+    await conn.channel_send(channel, name)
+    for sent, packet in enumerate(arguments):
+        due = await _pace(conn, due)
+        if channel.cancelled:
+            return sent, False
+        if not _in_use(conn.emu, instance):
+            return sent, None
+        await conn.channel_send(channel, packet)
+    await conn.channel_send(channel, end)
+    return len(arguments), True
 
 
 async def _send_fragment(

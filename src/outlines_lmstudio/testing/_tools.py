@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ._sampler import document_check
+from ._sampler import document_check, split_fragments
 
 __all__ = [
     "ToolCall",
@@ -236,7 +236,10 @@ def with_id(call: ToolCall) -> ToolCall:
 
 
 def tool_call_packets(call: ToolCall) -> list[dict[str, Any]]:
-    """Build the ``channelSend`` messages that stream one tool call (`with_id`) to the client."""
+    """Build the ``channelSend`` messages that stream one tool call (`with_id`) to the client.
+
+    The start, the name, the arguments' JSON a token at a time, the end.
+    """
     call_id = with_id(call).id
     arguments = json.dumps(call.arguments, ensure_ascii=False)
     request = {"type": "function", "id": call_id, "name": call.name, "arguments": call.arguments}
@@ -244,7 +247,10 @@ def tool_call_packets(call: ToolCall) -> list[dict[str, Any]]:
     return [
         {"type": "toolCallGenerationStart", "toolCallId": call_id},
         {"type": "toolCallGenerationNameReceived", "name": call.name},
-        {"type": "toolCallGenerationArgumentFragmentGenerated", "content": arguments},
+        *(
+            {"type": "toolCallGenerationArgumentFragmentGenerated", "content": piece}
+            for piece in split_fragments(arguments)
+        ),
         {
             "type": "toolCallGenerationEnd",
             "toolCallRequest": request,

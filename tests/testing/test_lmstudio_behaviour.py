@@ -929,6 +929,32 @@ def test_wait_until_checks_its_arguments(emu: LMStudioEmulator) -> None:
         emu.wait_until(emu.predictions)  # type: ignore[arg-type]
 
 
+@pytest.mark.asyncio
+async def test_waits_refuse_an_async_predicate(emu: LMStudioEmulator) -> None:
+    """Found by a probe: its coroutine is true, so the waits passed at once, unchecked."""
+
+    async def two() -> bool:
+        return len(emu.predictions) == 2
+
+    class Two:
+        async def __call__(self) -> bool:
+            return len(emu.predictions) == 2
+
+    for predicate in (two, Two()):
+        with pytest.raises(TypeError, match="not an async one"):
+            await emu.await_until(predicate, timeout=0.1)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="not an async one"):
+            emu.wait_until(predicate, timeout=0.1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("last", [-1, "5", 2.5, True])
+def test_format_trace_refuses_a_count_that_is_no_count(emu: LMStudioEmulator, last: object) -> None:
+    """Found by a probe: -1 rendered no frame, "5" raised a raw TypeError."""
+    with pytest.raises(ValueError, match="a number of frames >= 0, or None"):
+        emu.format_trace(last)  # type: ignore[arg-type]
+    assert "(0 frames" in emu.format_trace(0)
+
+
 def test_the_models_must_be_emulated_models() -> None:
     # Before: AttributeError: 'dict' object has no attribute 'names'.
     with pytest.raises(TypeError, match=r"EmulatedModel\(\*\*fields\)"):

@@ -293,6 +293,11 @@ class Recorder:
 
     def format_trace(self, last: int | None = 50) -> str:
         """Render the last ``last`` frames (all if None) as text, one per line."""
+        if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 0):
+            # -1 rendered none, "5" raised a raw TypeError (found by a probe).
+            raise ValueError(
+                f"last must be a number of frames >= 0, or None for all; got {last!r:.40}"
+            )
         with self.lock:
             frames = list(self.trace)
             start = self.start

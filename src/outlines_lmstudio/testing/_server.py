@@ -22,6 +22,7 @@ from outlines_lmstudio.testing._endpoints import CHANNEL_HANDLERS, RPC_HANDLERS
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._protocol import Connection
 from outlines_lmstudio.testing._records import Frame, Prediction, RecordedRequest, Upload
+from outlines_lmstudio.testing._scripts import is_async_function
 from outlines_lmstudio.testing._state import EmulatorState
 from outlines_lmstudio.testing._surface import NAMESPACES
 
@@ -915,6 +916,12 @@ def _wait_deadline(predicate: object, timeout: object, name: str = "wait_until")
         raise TypeError(
             f"{name}() takes a function of no arguments, not {type(predicate).__name__}"
             " (e.g. lambda: len(emu.predictions) == 2)"
+        )
+    if is_async_function(predicate):
+        # Its coroutine is true: the wait passed at once, unchecked (found by a probe).
+        raise TypeError(
+            f"{name}() takes a plain function, not an async one ({predicate!r:.60}): it "
+            "calls it without awaiting; read the records in a def or a lambda"
         )
     if isinstance(timeout, bool) or not (
         isinstance(timeout, int | float) and 0 <= timeout < math.inf

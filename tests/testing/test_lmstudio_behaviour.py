@@ -986,6 +986,37 @@ async def test_a_nested_async_with_leaves_the_emulator_running() -> None:
     assert not emulator.running
 
 
+class _SlowToStart(LMStudioEmulator):
+    def start(self) -> LMStudioEmulator:
+        time.sleep(0.3)  # a cancel arrives while the server starts
+        return super().start()
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_while_async_with_starts_the_emulator_stops_it() -> None:
+    """Found by a probe: the start went on in its thread, no __aexit__ came, and the server
+    kept its port until the process ended."""
+    emulator = _SlowToStart()
+
+    async def enter() -> None:
+        async with emulator:
+            raise AssertionError("the block never runs")
+
+    task = asyncio.create_task(enter())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    def stopped() -> bool:  # the start ends, then the stop
+        deadline = time.monotonic() + 10
+        while emulator.running and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not emulator.running
+
+    assert await asyncio.to_thread(stopped)
+
+
 def _in_a_forked_child(action: Callable[[], list[str]]) -> list[str]:
     """Fork, run ``action`` in the child; return what it reported (one line per step)."""
     read_end, write_end = os.pipe()

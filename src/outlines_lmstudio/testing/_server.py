@@ -447,10 +447,26 @@ class LMStudioEmulator(EmulatorState):
             self.stop()
 
     async def __aenter__(self) -> LMStudioEmulator:
-        await asyncio.to_thread(self.start)
+        starting = asyncio.ensure_future(asyncio.to_thread(self.start))
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # The start goes on in its thread, and no __aexit__ will come: stop what it
+            # started (found by a probe: a task cancelled here left the server running).
+            starting.add_done_callback(self._undo_start)
+            raise
         with self._lifecycle:
             self._depth += 1
         return self
+
+    def _undo_start(self, starting: asyncio.Future[LMStudioEmulator]) -> None:
+        """Stop the server a cancelled ``async with`` started, unless a block holds it."""
+        if starting.cancelled() or starting.exception() is not None:
+            return
+        with self._lifecycle:
+            held = self._depth > 0
+        if not held:  # stop() waits for the server thread: not on the event loop
+            threading.Thread(target=self.stop, name="lmstudio-emulator-stop").start()
 
     async def __aexit__(
         self,

@@ -65,6 +65,7 @@ __all__ = [
     "Engine",
     "Finding",
     "Status",
+    "PATTERN_WAYS_OUT",
     "WAYS_OUT",
     "dialect_schema",
     "engine_findings",
@@ -723,6 +724,29 @@ WAYS_OUT = (  # the CLI says it in its own terms: cli._common.error_message
     "without it and rely on model.parse(..., retries=N), which validates every reply "
     "against your full schema."
 )
+PATTERN_WAYS_OUT = (  # the CLI's too
+    "Ways out: write the pattern without it (grammar mode's Regex cannot hold it either); or "
+    "send a schema without it and rely on model.parse(..., retries=N), which validates every "
+    "reply against your full schema."
+)
+
+
+def _ways_out(finding: Finding) -> str:
+    """Return the ways out of a refusal: grammar mode only where it could help.
+
+    A pattern grammar mode refuses too (a word boundary, a possessive quantifier) is not
+    sent there: the advice went in a circle (found by a probe: ``--regex`` refused it too).
+    Only a refusal's message, so the translation is tried here (it does no I/O).
+    """
+    if finding.keyword != "pattern" or not isinstance(finding.value, str):
+        return WAYS_OUT
+    from ._grammar import regex_to_gbnf  # the grammar modules load with grammar mode
+
+    try:
+        regex_to_gbnf(finding.value)
+    except (UnsupportedOutputTypeError, ValueError):
+        return PATTERN_WAYS_OUT
+    return WAYS_OUT
 
 
 def engine_findings(schema: dict[str, Any], engine: Engine) -> list[Finding]:
@@ -822,7 +846,7 @@ def dialect_schema(
                     f"{finding.keyword!r} at {_users_pointer(schema, finding)} ({finding.why}). "
                     + ("" if finding.status == "refused" else "Strict schema checking is on. ")
                     + unknown
-                    + WAYS_OUT
+                    + _ways_out(finding)
                 )
     # Not meaning-keeping (not among the rewrites): each number it drops was reported loose.
     result: dict[str, Any] = time_as_pattern(

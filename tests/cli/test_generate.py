@@ -252,6 +252,18 @@ def test_regex_on_an_mlx_model_is_refused(
     assert emulator.predictions == []
 
 
+def test_a_pattern_regex_cannot_hold_either_is_not_told_to_try_regex(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: a schema pattern with \\b was told to use --regex, which refuses it."""
+    schema = json.dumps({"type": "string", "pattern": "\\bfoo"})
+    result = main_in_process("generate", "-m", TEXT, "--schema", schema, "A word")
+    assert result.returncode == 2
+    assert_one_line_error(result, "write the pattern without it (--regex cannot hold it either)")
+    assert "describe the output with --regex" not in result.stderr
+    assert emulator.predictions == []
+
+
 def test_image_is_downscaled_and_sent(
     run_cli: RunCli, emulator: LMStudioEmulator, tmp_path: Path
 ) -> None:

@@ -1242,6 +1242,30 @@ def test_refusal_names_keyword_pointer_engine_and_ways_out() -> None:
     assert isinstance(info.value, TypeError)
 
 
+@pytest.mark.parametrize(
+    ("pattern", "grammar_mode"),
+    [(r"\bfoo", False), (r"^a\Bb$", False), (r"^a++$", False), (r"\Aab", True)],
+)
+def test_grammar_mode_is_advised_for_a_pattern_only_where_it_takes_it(
+    pattern: str, grammar_mode: bool
+) -> None:
+    """Found by a probe: ``\b`` in a pattern was told to try grammar mode's Regex (the CLI's
+    ``--regex``), which refuses it as well."""
+    from outlines_lmstudio._grammar import regex_to_gbnf
+
+    with pytest.raises(UnsupportedOutputTypeError) as info:
+        dialect_schema({"type": "string", "pattern": pattern}, None)
+    assert ("grammar=True" in str(info.value)) is grammar_mode
+    told = "write the pattern without it (grammar mode's Regex cannot hold it either)"
+    assert (told in str(info.value)) is not grammar_mode
+    try:
+        regex_to_gbnf(pattern)
+    except ValueError:
+        assert not grammar_mode
+    else:
+        assert grammar_mode
+
+
 def test_strict_refuses_loose_keywords_only_when_asked() -> None:
     schema = {"type": "integer", "multipleOf": 5}
     assert dialect_schema(schema, "gguf") == schema

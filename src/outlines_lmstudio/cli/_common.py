@@ -211,13 +211,17 @@ _REFUSED = re.compile(r"ConnectError|Connection refused|Errno 111|ConnectionRese
 
 def _for_the_shell(text: str) -> str:
     """Say the library's Python hints in the command line's terms (options, not arguments)."""
-    from outlines_lmstudio._dialects import WAYS_OUT
+    from outlines_lmstudio._dialects import PATTERN_WAYS_OUT, WAYS_OUT
 
     hints = (
         (
             WAYS_OUT,
             "Ways out: restructure the schema without it, or, for a GGUF model, describe the "
             "output with --regex instead of a schema.",
+        ),
+        (
+            PATTERN_WAYS_OUT,
+            "Ways out: write the pattern without it (--regex cannot hold it either).",
         ),
         ("; the reasoning so far is in .reasoning", "."),
         ("; the reasoning is in .reasoning", "."),

@@ -482,6 +482,14 @@ def test_a_line_that_is_not_utf8_is_refused_and_the_session_goes_on(
     assert [m["content"] for m in saved["messages"]] == ["Hello", "Fine."]
 
 
+def test_one_saved_message_is_said_in_the_singular(
+    emulator: LMStudioEmulator, tmp_path: Path, run_cli: RunCli
+) -> None:
+    result = run_cli("chat", "-m", TEXT, "--system", "Be brief", stdin="/save one.json\n/exit\n")
+    assert result.returncode == 0, result.stderr
+    assert "Saved 1 message to one.json." in result.stdout, result.stdout  # "1 messages"
+
+
 def test_save_is_not_blocked_by_a_temporary_file_left_behind(
     emulator: LMStudioEmulator, tmp_path: Path, run_cli: RunCli
 ) -> None:

@@ -668,9 +668,14 @@ def test_prompt_from_stdin(
     assert result.returncode == 0, result.stderr
     assert "Piped prompt" in json.dumps(emulator.predictions[0].messages)
     monkeypatch.setattr(sys, "stdin", io.StringIO("  \n"))
+    blank = main_in_process("generate", "-m", TEXT, "-")
+    assert blank.returncode == 2
+    # It was told to pipe the prompt in, as it was (found by a probe).
+    assert_one_line_error(blank, "The prompt piped in (PROMPT -) is only whitespace")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     empty = main_in_process("generate", "-m", TEXT, "-")
-    assert empty.returncode == 2
-    assert_one_line_error(empty, "prompt is empty")
+    assert_one_line_error(empty, "The prompt piped in (PROMPT -) is empty: pipe some text in.")
+    assert main_in_process("generate", "-m", TEXT, " ").returncode == 2
 
 
 def test_a_prompt_piped_with_windows_line_ends_is_sent_with_newlines(

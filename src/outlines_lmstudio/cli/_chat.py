@@ -336,7 +336,8 @@ class ChatSession:
             _write_into(path, text)
         else:
             _replace(target, text, path)
-        self.note(f"Saved {len(messages)} messages to {path}.")
+        count = len(messages)
+        self.note(f"Saved {count} message{'s' * (count != 1)} to {path}.")
 
     # -- replies -------------------------------------------------------------------
     def chat_input(self) -> Any:

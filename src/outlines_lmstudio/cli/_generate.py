@@ -80,9 +80,15 @@ def read_prompt(prompt: str) -> str:
     CliError
         If the prompt is empty, or is not UTF-8 text.
     """
-    text = read_stdin("PROMPT -") if prompt == "-" else check_text(prompt, "PROMPT")
-    if not text.strip():
-        raise CliError("The prompt is empty: pass some text (or pipe it in with PROMPT -).")
+    if prompt != "-":
+        text = check_text(prompt, "PROMPT")
+        if not text.strip():
+            raise CliError("The prompt is empty: pass some text (or pipe it in with PROMPT -).")
+        return text
+    text = read_stdin("PROMPT -")
+    if not text.strip():  # was told to pipe it in, as it was (found by a probe)
+        what = "empty" if not text else "only whitespace"
+        raise CliError(f"The prompt piped in (PROMPT -) is {what}: pipe some text in.")
     return text
 
 

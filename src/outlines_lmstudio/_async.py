@@ -34,6 +34,7 @@ from ._common import (
     ModelTraits,
     Request,
     SeveralInputs,
+    download_to_load,
     in_batch_item,
     no_backend,
 )
@@ -926,6 +927,24 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
             return handle
 
         return self._within(ASYNC_HANDLES.get(client, key, resolve), effect.call, load)
+
+    def _downloaded(self, effect: _flow.Downloaded) -> Awaitable[ModelTraits | None] | None:
+        """Return ``None`` at once for a key already found, else an awaitable of the traits."""
+        client, key = self.client, effect.call.request.key
+        if not key or ASYNC_HANDLES.peek(client, key) is not None:
+            return None  # found already: nothing to load
+        llm = client.llm
+
+        async def ask() -> ModelTraits | None:
+            try:
+                loaded = [h.identifier for h in await llm.list_loaded()]
+                downloads = [m.info for m in await llm.list_downloaded()]
+            except lms.LMStudioServerError:
+                return None  # not judged before: the lookup says what LM Studio says
+            info = download_to_load(key, loaded, downloads)
+            return None if info is None else ModelTraits.of(info)
+
+        return ask()
 
     def _model_info(self, effect: _flow.ModelInfo) -> ModelTraits | Awaitable[ModelTraits]:
         """Return the cached traits at once, else an awaitable of them.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
@@ -73,6 +73,7 @@ __all__ = [
     "DRAIN_SECONDS",
     "NO_ARGS",
     "AskedTraits",
+    "download_to_load",
     "BatchLookups",
     "Common",
     "Completion",
@@ -166,6 +167,42 @@ class AskedTraits(NamedTuple):
     def too_old(since: float | None) -> Callable[[AskedTraits], bool] | None:
         """Return the traits cache's ``stale`` test for traits asked before ``since``."""
         return None if since is None else lambda asked: asked.at < since
+
+
+def download_to_load(key: str, loaded: Iterable[str], downloads: Iterable[Any]) -> Any | None:
+    """Return the download LM Studio would load to find the model ``key``, if it would load.
+
+    Parameters
+    ----------
+    key
+        A model key, path or instance identifier, as a call names its model.
+    loaded
+        The identifiers of the loaded instances: one named ``key`` answers, whatever model
+        it is of, and nothing is loaded.
+    downloads
+        What LM Studio reports of each downloaded LLM (the SDK's infos).
+
+    Returns
+    -------
+    Any
+        The download's info, or ``None`` when nothing would be loaded or none matches.
+    """
+    if key in loaded:
+        return None
+    infos = list(downloads)
+    # As LM Studio finds a model to load: its key or path, then either ignoring case, then a
+    # variant's key without its "@variant" (found by a review: only the exact key was).
+    folded = key.casefold()
+    matches: list[Callable[[Any], bool]] = [
+        lambda info: key in (info.model_key, info.path),
+        lambda info: folded in (info.model_key.casefold(), info.path.casefold()),
+        lambda info: "@" not in key and info.model_key.partition("@")[0].casefold() == folded,
+    ]
+    for matching in matches:
+        for info in infos:
+            if matching(info):
+                return info
+    return None
 
 
 SYNC_HANDLES: SyncClientCache[lms.LLM] = SyncClientCache()

@@ -18,6 +18,7 @@ __all__ = [
     "Call",
     "Complete",
     "Deadline",
+    "Downloaded",
     "Effect",
     "Emit",
     "Flow",
@@ -67,6 +68,20 @@ class Resolve(Effect, frozen=True):
 
     method = "_resolve"
     bounded = False  # a model load's progress pushes the bound back: bounded by the front
+    call: Call
+
+
+class Downloaded(Effect, frozen=True):
+    """The `ModelTraits` of the download that finding the call's model would load.
+
+    ``None`` when finding it loads nothing: a handle is cached for the key, a loaded
+    instance has the key as its identifier, or no download matches (LM Studio's own
+    lookup then says what it finds). Asked before a call that needs a trait (images,
+    grammar mode) resolves its model, so that a model it would be refused is not loaded
+    for nothing (found by a probe: a text-only model was loaded, then the image refused).
+    """
+
+    method = "_downloaded"
     call: Call
 
 

@@ -60,6 +60,7 @@ from ._effects import (
     Call,
     Complete,
     Deadline,
+    Downloaded,
     Effect,
     Emit,
     Flow,
@@ -90,6 +91,7 @@ __all__ = [
     "ChunkSink",
     "Complete",
     "Deadline",
+    "Downloaded",
     "Effect",
     "Emit",
     "ErrorFactory",
@@ -536,8 +538,15 @@ def predict(
         if (asked := failed_lookup(request, errors)) is not None:
             raise asked  # another item of the batch asked already: nothing is sent
         try:
+            needs_traits = request.prompt.image_count or request.plan.kind == "grammar"
+            if needs_traits and request.key and _attempt == 1:
+                # A model that is not loaded is judged by its download, before it loads.
+                download = yield Downloaded(call)
+                refused = None if download is None else _refusal(request, download, request.key)
+                if refused is not None:
+                    raise refused
             handle = yield Resolve(call)
-            if request.prompt.image_count or request.plan.kind == "grammar":
+            if needs_traits:
                 checking = True
                 traits = yield ModelInfo(handle)
                 if _refusal(request, traits, handle.identifier) is not None:

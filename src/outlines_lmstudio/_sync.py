@@ -36,6 +36,7 @@ from ._common import (
     ModelTraits,
     Request,
     SeveralInputs,
+    download_to_load,
 )
 from ._discovery import ensure_host
 from ._flow import Call, Emit, Flow, Sink
@@ -633,6 +634,23 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
                 beats.also = None
             if load is not None:  # a lookup skipped (cached, failed for the batch, left)
                 LOADS.release(client, key, load)
+
+    def _downloaded(self, effect: _flow.Downloaded) -> ModelTraits | None:
+        client, held, call = self.client, self._held, effect.call
+        if held.client is not client:
+            held = self._hold_entries(client)
+        key = call.request.key
+        llm = held.llm
+        if not key or (llm.connected and key in held.handles):
+            return None  # found already: nothing to load
+        self._connect(llm)
+        try:
+            loaded = [h.identifier for h in _threads.unless_left(call, llm.list_loaded)]
+            downloads = [m.info for m in _threads.unless_left(call, llm.list_downloaded)]
+        except lms.LMStudioServerError:
+            return None  # not judged before: the lookup says what LM Studio says
+        info = download_to_load(key, loaded, downloads)
+        return None if info is None else ModelTraits.of(info)
 
     def _lookup(self, call: Call, resolve: Callable[[], lms.LLM]) -> lms.LLM:
         """Look the model up, unless it failed meanwhile for another item of the batch.

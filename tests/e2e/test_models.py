@@ -192,6 +192,41 @@ def test_image_to_text_only_model_fails_clearly_before_upload(
     assert len(emulator.predictions) == 1
 
 
+def test_image_to_a_text_only_model_not_loaded_is_refused_before_loading_it(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a probe: a text-only model that was not loaded was loaded (seconds to
+    minutes, and memory that may evict others), then the image was refused. What LM Studio
+    reports of the download decides, as on the command line."""
+    model = make_model("gemma-3-1b-it")  # downloaded, not loaded, no vision
+    with pytest.raises(UnsupportedInputError, match="'gemma-3-1b-it' does not accept images"):
+        model(["Describe", png_image()])
+    assert "getOrLoad" not in [r.endpoint for r in emulator.requests]
+    assert emulator.uploads == []
+    assert emulator.predictions == []
+    model("Text alone loads it", max_tokens=3)
+    assert "getOrLoad" in [r.endpoint for r in emulator.requests]
+
+
+def test_grammar_mode_on_an_mlx_model_not_loaded_is_refused_before_loading_it(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    emulator.unload("llama-3.2-1b-instruct-mlx")
+    model = make_model("llama-3.2-1b-instruct-mlx", grammar=True)
+    with pytest.raises(UnsupportedOutputTypeError, match="not GGUF"):
+        model("A word", outlines.types.Regex("[a-z]+"))
+    assert "getOrLoad" not in [r.endpoint for r in emulator.requests]
+    assert emulator.predictions == []
+
+
+def test_an_image_to_a_vision_model_not_loaded_loads_it(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    emulator.unload(VISION_MODEL)
+    assert make_model(VISION_MODEL)(["Describe", png_image()], max_tokens=3)
+    assert len(emulator.predictions) == 1
+
+
 def test_a_batch_item_with_an_image_for_a_text_only_model_fails_alone(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

@@ -34,7 +34,7 @@ import lmstudio as lms
 
 from .. import _threads
 from .._cache import Heard
-from .._common import DEFAULT_CONNECT_TIMEOUT
+from .._common import DEFAULT_CONNECT_TIMEOUT, download_to_load
 from .._discovery import (
     NOT_LM_STUDIO,
     is_lm_studio,
@@ -895,22 +895,10 @@ def _to_load(session: Session, key: str) -> ModelInfo | None:
     ``None`` when an instance has the identifier ``key`` (it answers, whatever model it is
     of) or no downloaded LLM has that name.
     """
-    if any(handle.identifier == key for handle in session.client.llm.list_loaded()):
-        return None
-    infos = [model.info for model in session.client.llm.list_downloaded()]
-    # As LM Studio finds a model to load: its key or path, then either ignoring case, then a
-    # variant's key without its "@variant" (found by a review: only the exact key was).
-    folded = key.casefold()
-    matches: list[Callable[[Any], bool]] = [
-        lambda info: key in (info.model_key, info.path),
-        lambda info: folded in (info.model_key.casefold(), info.path.casefold()),
-        lambda info: "@" not in key and info.model_key.partition("@")[0].casefold() == folded,
-    ]
-    for matching in matches:
-        for info in infos:
-            if matching(info):
-                return _model_info(info, identifier=key, name=key)
-    return None
+    loaded = [handle.identifier for handle in session.client.llm.list_loaded()]
+    downloads = [model.info for model in session.client.llm.list_downloaded()]
+    info = download_to_load(key, loaded, downloads)
+    return None if info is None else _model_info(info, identifier=key, name=key)
 
 
 def _model_info(info: Any, *, identifier: str, name: str) -> ModelInfo:

@@ -47,6 +47,7 @@ from .errors import (
     InvalidSchemaError,
     ParseError,
     TruncatedOutputError,
+    UnsupportedGrammarError,
     UnsupportedOutputTypeError,
 )
 
@@ -781,8 +782,8 @@ def _named_by_path(core_schema: object) -> bool | None:
     return None
 
 
-_COMPLETE_LEXER_UP_TO = 4000
-"""The longest reply (in characters) re-checked with Lark's complete lexer (about 0.5 s)."""
+_GBNF_CHECK_UP_TO = 4000
+"""The longest reply (in characters) re-checked against the GBNF's language (about 1 s)."""
 
 
 @lru_cache(maxsize=64)
@@ -815,14 +816,15 @@ def _grammar_check(
             return []
         except lark.exceptions.LarkError as exc:
             error = exc
-        # Lark's dynamic lexer takes each terminal's longest match only, so it rejects
-        # "1.2.3" for NUMBER "." NUMBER "." NUMBER (NUMBER takes "1.2"), which GBNF allows.
-        # The complete lexer tries every length, in time quadratic in a token's length:
-        # only for replies short enough for that to stay well under a second.
-        if len(text) <= _COMPLETE_LEXER_UP_TO:
+        # Lark's lexer makes choices the GBNF sent does not: a terminal takes its longest
+        # match only ("1.2.3" for NUMBER "." NUMBER "." NUMBER: NUMBER takes "1.2"), and
+        # Python's first one (/<|<=/ reads "<" of "<="), ignored text is taken greedily.
+        # The reply is then checked against the GBNF's own language, char by char: slower
+        # (about a second at 4,000 characters), only for replies short enough.
+        if len(text) <= _GBNF_CHECK_UP_TO and (sent := _sent_language(definition)) is not None:
             try:
                 with turn:
-                    load_lark(definition, complete=True).parse(text)
+                    sent.parse(text)
                 return []
             except lark.exceptions.LarkError as exc:
                 error = exc
@@ -839,6 +841,22 @@ def _grammar_check(
         return False
 
     return parses, unfinished
+
+
+def _sent_language(definition: str) -> Any:
+    """Return the parser of the GBNF's language (`translated_language`), if it loads.
+
+    It is built from the translation that was sent, so it loads whenever that translated;
+    were it to fail, Lark's own verdict stands (stricter, as before it existed).
+    """
+    import lark
+
+    from ._grammar._recognize import translated_language
+
+    try:
+        return translated_language(definition)
+    except (lark.exceptions.LarkError, UnsupportedGrammarError):
+        return None
 
 
 # A parent thread parsing at the fork holds its grammar's `turn` for good in the child

@@ -97,6 +97,33 @@ def test_parse_accepts_a_cfg_reply_whose_terminal_is_not_the_longest_match(
         model.parse("a version", CFG(version))
 
 
+@pytest.mark.parametrize(
+    ("grammar", "reply"),
+    [
+        ("start: NUM OP NUM\nOP: /<|<=/\nNUM: /[0-9]+/\n", "1<=2"),
+        ("start: ID\nID: /if|[a-z]+/\n", "ifx"),
+        ("start: NUM\nNUM: /[0-9]+|[0-9]+\\.[0-9]+/\n", "1.5"),
+        ('start: STR\nSTR: /".*?"/\n', '"a"b"'),
+        ('start: WORD "."\nWORD: /no|no[a-z]+/\n', "nothing."),
+        (
+            "start: NAME NAME\nNAME: /[a-z]+/\n%import common.C_COMMENT\n%ignore C_COMMENT\n",
+            "a/* x */ y */b",
+        ),
+    ],
+)
+def test_parse_accepts_a_cfg_reply_lark_s_first_match_lexer_misreads(
+    make_model: MakeModel, emulator: LMStudioEmulator, grammar: str, reply: str
+) -> None:
+    """Found by a probe (``nothing.`` written by the real engine): the GBNF sent takes any
+    length a terminal's regex matches, Lark's lexer Python's first match (``<`` of ``<=``,
+    a lazy ``.*?`` up to the first quote), so parse refused what the engine wrote."""
+    emulator.script(TEXT_MODEL, [reply, reply + "!"])
+    model = make_model(TEXT_MODEL, grammar=True)
+    assert model.parse("one", CFG(grammar)) == reply
+    with pytest.raises(ParseError, match="not in the grammar"):
+        model.parse("one", CFG(grammar))
+
+
 def test_parse_refuses_a_cut_reply_that_could_have_gone_on(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

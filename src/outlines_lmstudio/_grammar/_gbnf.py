@@ -44,6 +44,7 @@ __all__ = [
     "Seq",
     "alt",
     "chars",
+    "factored_literals",
     "nonempty",
     "nullable",
     "productive",
@@ -151,6 +152,44 @@ def alt(*items: Node) -> Node:
     if not out:
         return NOTHING
     return out[0] if len(out) == 1 else Alt(tuple(out))
+
+
+_FACTOR_DEPTH = 24
+"""The most shared beginnings `factored_literals` nests (each a group in the GBNF text)."""
+
+
+def factored_literals(items: list[Node], depth: int = 0) -> Node:
+    """Alternate ``items``, the literals' shared beginnings written once.
+
+    ``"apple" | "apricot" | "band"`` becomes ``"ap" ("ple" | "ricot") | "band"``. llama.cpp
+    follows every alternative at once: an Outlines ``either`` of 4,750 labels (or a ``Choice``
+    in a term) took 6-8 s a call against 0.4-0.6 s for the same words factored (found by a
+    probe with the real engine). GBNF alternatives are unordered, and a regex's full match
+    takes any of them, so grouping keeps the language; other items are alternated as they are.
+    """
+    items = [part for item in items for part in (item.items if isinstance(item, Alt) else (item,))]
+    texts = [item.text for item in items if isinstance(item, Lit)]
+    if len(texts) < 2 or depth >= _FACTOR_DEPTH:
+        return alt(*items)
+    groups: dict[str, list[str]] = {}  # by first character, in order
+    ends = False  # a literal that ends where another goes on
+    for text in texts:
+        if text:
+            groups.setdefault(text[0], []).append(text)
+        else:
+            ends = True
+    factored: list[Node] = []
+    for texts_alike in groups.values():
+        shared = texts_alike[0]
+        for text in texts_alike[1:]:
+            while not text.startswith(shared):
+                shared = shared[:-1]
+        rests: list[Node] = [Lit(text[len(shared) :]) for text in texts_alike]
+        factored.append(seq(Lit(shared), factored_literals(rests, depth + 1)))
+    literals = alt(*factored)
+    if ends:
+        literals = rep(literals, 0, 1)
+    return alt(literals, *(item for item in items if not isinstance(item, Lit)))
 
 
 def nullable(node: Node, rules: dict[str, bool] | None = None) -> bool:

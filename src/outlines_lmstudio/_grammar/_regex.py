@@ -14,7 +14,16 @@ from typing import Any
 
 from ..errors import UnsupportedGrammarError, UnsupportedOutputTypeError
 from ._charset import Ranges, complement, matched_by, normalize, union, writable
-from ._gbnf import MAX_REPEAT, Node, Rep, alt, chars, rep, seq, uncollapsed_count
+from ._gbnf import (
+    MAX_REPEAT,
+    Node,
+    Rep,
+    chars,
+    factored_literals,
+    rep,
+    seq,
+    uncollapsed_count,
+)
 
 __all__ = ["nested_too_deeply", "regex_to_node", "shown"]
 
@@ -144,7 +153,9 @@ class _Translator:
                 flags &= ~(re.ASCII | re.UNICODE)
             return self.sequence(sub.data, (flags | add_flags) & ~del_flags, at_start, at_end)
         if op is _c.BRANCH:
-            return alt(*(self.sequence(b.data, flags, at_start, at_end) for b in av[1]))
+            return factored_literals(
+                [self.sequence(b.data, flags, at_start, at_end) for b in av[1]]
+            )
         if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):  # lazy repeats match the same strings
             low, high, sub = av
             high = None if high == _c.MAXREPEAT else high

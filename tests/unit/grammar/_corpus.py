@@ -22,6 +22,9 @@ from outlines.types.dsl import Regex, String
 # (id, pattern): realistic patterns first, then one or more per supported feature.
 REGEXES: list[tuple[str, str]] = [
     ("us-phone", r"\(?[2-9]\d{2}\)?[-. ]?\d{3}[-. ]?\d{4}"),
+    # Words sharing beginnings, some ending where others go on: written once (factored).
+    ("shared-beginnings", r"(apple|apricot|april|ap|banana|band|b|)x?"),
+    ("labels-and-class", r"label: (yes|no|n/a|none|[0-9]|no[0-9]+)"),
     ("intl-phone", r"\+[1-9][0-9]{0,2}( [0-9]{2,4}){2,4}"),
     ("e164", r"\+[1-9]\d{1,14}"),
     ("iso-date", r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"),
@@ -174,6 +177,23 @@ DSL_TERMS: list[tuple[str, object]] = [
 # comment directly before a token), which GBNF does not model: there llama.cpp must accept
 # what Lark accepts, and may accept more (see docs/grammar.md).
 LARK_GRAMMARS: list[tuple[str, str, list[str], bool]] = [
+    (  # terminals whose Python first match is not their longest: Lark's lexer reads less
+        "first-match-terminals",
+        r"""
+        start: item+
+        item: NUM OP NUM | ID | STR | WORD "."
+        OP: /<|<=/
+        NUM: /[0-9]+|[0-9]+\.[0-9]+/
+        ID: /if|[a-z]+/
+        STR: /".*?"/
+        WORD: /NO|NO[A-Z]+/
+        %import common.C_COMMENT
+        %ignore C_COMMENT
+        %ignore " "
+        """,
+        ["1<=2", "1.5<2", "ifx", '"a"b"', "NOTHING.", "a/* x */ y */b", "if 1<3"],
+        False,
+    ),
     (
         "arithmetic",
         grammars.arithmetic,

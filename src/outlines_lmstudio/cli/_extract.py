@@ -314,6 +314,11 @@ def progress_display(*, disable: bool, console: Console | None = None) -> Any:
                 raise
             return self
 
+        def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+            if isinstance(exc, BrokenPipeError):  # a quiet stop: no last frame (a probe)
+                self.console.quiet = True
+            super().__exit__(kind, exc, tb)
+
         def make_tasks_table(self, tasks: Any) -> Table:
             unbounded = err.options.update_width(1_000_000)  # its width, not the terminal's
             for columns in layouts:  # the last one is drawn even if it does not fit

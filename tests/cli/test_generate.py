@@ -53,6 +53,31 @@ def test_free_text(run_cli: RunCli, emulator: LMStudioEmulator) -> None:
     assert prediction.structured is None
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["generate", "-m", TEXT, "--max-tokens", "3", "Hi"],
+        ["generate", "-m", TEXT, "--stream", "--max-tokens", "3", "Hi"],
+        ["complete", "-m", TEXT, "--max-tokens", "3", "Once"],
+        ["complete", "-m", TEXT, "--stream", "--max-tokens", "3", "Once"],
+    ],
+    ids=["generate", "generate-stream", "complete", "complete-stream"],
+)
+def test_a_text_reply_cut_off_by_max_tokens_is_said_on_stderr(
+    main_in_process: MainInProcess, emulator: LMStudioEmulator, args: list[str]
+) -> None:
+    """Found by a probe: three words came out, and nothing said they were cut off (chat
+    says so; a structured reply cut off fails)."""
+    emulator.script(TEXT, ["one two three four five", "six seven"])
+    cut = main_in_process(*args)
+    assert cut.returncode == 0, cut.stderr
+    assert cut.stdout == "one two three\n"
+    note = "outlines-lmstudio: note: the reply was cut off: its token limit was reached"
+    assert cut.stderr == note + " (--max-tokens).\n"
+    whole = main_in_process(*[a for a in args if a not in ("--max-tokens", "3")])
+    assert (whole.stdout, whole.stderr) == ("six seven\n", "")
+
+
 def test_stream_prints_fragments(
     main_in_process: MainInProcess, emulator: LMStudioEmulator
 ) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._common import (
+    CUT_OFF,
     CliError,
     ModelInfo,
     Session,
@@ -568,10 +569,8 @@ _CONTEXT_FULL = re.compile(
 overflow policy); not the library's hint about a failed prediction, which names "its context
 length" whatever failed (found by a review)."""
 
-_CUT_OFF = {
-    "maxPredictedTokensReached": "its token limit was reached (--max-tokens)",
-    "contextLengthReached": "the model's context is full; /clear starts the conversation over",
-}
+_CLEAR = "; /clear starts the conversation over"
+_CUT_OFF = {**CUT_OFF, "contextLengthReached": CUT_OFF["contextLengthReached"] + _CLEAR}
 """The stop reasons of a reply a limit cut off, as the chat says them."""
 
 

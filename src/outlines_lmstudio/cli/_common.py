@@ -1062,6 +1062,25 @@ def _utf8_safe(text: str) -> str:
     return escape_lone_surrogates(text)
 
 
+CUT_OFF = {
+    "maxPredictedTokensReached": "its token limit was reached (--max-tokens)",
+    "contextLengthReached": "the model's context is full",
+}
+"""The stop reasons of a reply a limit cut off, as the commands say them."""
+
+
+def note_cut_off(stop_reason: str | None) -> None:
+    """Say on standard error that a text reply was cut off by a limit, if it was.
+
+    Found by a probe: ``generate --max-tokens 3`` printed three words and nothing else,
+    where ``chat`` says so; a structured reply cut off fails instead.
+    """
+    why = CUT_OFF.get(stop_reason or "")
+    if why is not None:
+        with contextlib.suppress(Exception):  # a closed or broken stderr: the text was written
+            print(f"outlines-lmstudio: note: the reply was cut off: {why}.", file=sys.stderr)
+
+
 def _stdout_is_a_terminal() -> bool:
     """Whether standard output is a terminal (not a file or pipe, nor closed: ``None``)."""
     return sys.stdout is not None and sys.stdout.isatty()

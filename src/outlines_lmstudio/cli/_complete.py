@@ -14,6 +14,7 @@ from ._common import (
     add_sampling_options,
     connect,
     for_terminal,
+    note_cut_off,
     resolve_llm,
     sampling_kwargs,
     write_out,
@@ -77,4 +78,5 @@ def run(args: argparse.Namespace) -> int:
             write_out("\n")
         else:
             print(for_terminal("".join(fragments(stream))))
+        note_cut_off(stream.result().stats.stop_reason)
     return 0

@@ -19,6 +19,7 @@ from ._common import (
     file_path,
     for_terminal,
     json_for_terminal,
+    note_cut_off,
     resolve_llm,
     sampling_kwargs,
     system_prompt,
@@ -236,11 +237,17 @@ def run(args: argparse.Namespace) -> int:
         model_input = build_input(prompt, args.system, images)
         if spec.output_type is None:
             if not args.stream:
-                print(for_terminal(model(model_input, **kwargs)))
+                reply = model.reply(model_input, **kwargs)
+                print(for_terminal(reply.text))
+                note_cut_off(reply.stats.stop_reason)
                 return 0
-            for fragment in model.stream(model_input, **kwargs):
-                write_out(fragment)
+            stream = model.reply_stream(model_input, **kwargs)
+            for chunk in stream:
+                if not chunk.reasoning:  # the answer only, as model.stream gives it
+                    write_out(chunk.text)
             write_out("\n")
+            if stream.reply is not None:
+                note_cut_off(stream.reply.stats.stop_reason)
             return 0
         try:
             if args.stream:

@@ -105,6 +105,26 @@ class _Parser(argparse.ArgumentParser):
                 seen.update(given)
         return parsed, extras
 
+    def parse_args(  # type: ignore[override]  # typeshed's overloads, one behaviour
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            # The subcommand's own parser says it (found by a probe: `generate --bogus x`
+            # was "outlines-lmstudio: error: ...", naming no command and its help).
+            self._chosen(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _chosen(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        """Return the parser of the subcommand ``parsed`` names (else this one)."""
+        for action in self._subparsers._group_actions if self._subparsers else ():
+            if isinstance(action, argparse._SubParsersAction):
+                chosen: argparse.ArgumentParser | None = action.choices.get(
+                    str(getattr(parsed, action.dest, ""))
+                )
+                return chosen or self
+        return self
+
     def _refuse_text_after_a_flag(self, args: Sequence[str]) -> None:
         """Refuse ``-hello``: ``-h``, a flag, with text after it that is no flag.
 

@@ -84,7 +84,8 @@ def test_words_written_with_their_beginnings_shared_keep_their_language(
 
 def test_an_either_of_labels_writes_each_shared_beginning_once() -> None:
     """Found by a probe: ``either`` over 4,750 labels was sent as a flat alternation, which
-    llama.cpp follows whole at every token (6-8 s a call against 0.4-0.6 s factored)."""
+    llama.cpp follows whole at every token (6-8 s a call on the embedded model, 0.6 s
+    factored)."""
     from outlines.types import either
 
     from outlines_lmstudio._grammar import term_to_gbnf

@@ -644,6 +644,7 @@ def test_utf16_and_utf32_text_is_named_before_sending(
         # UTF-16 whose first characters are not ASCII: sent with its NULs (a review)
         "\u041f\u0440\u0438\u0432\u0435\u0442, world".encode("utf-16-le"),
         b"plain text, then binary \x00\x01\x02",
+        b"a\x00b\n",  # was called UTF-16 text, from its first four bytes (found by a probe)
     ],
 )
 def test_a_prompt_on_standard_input_holding_a_nul_is_refused(

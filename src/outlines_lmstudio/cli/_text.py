@@ -230,11 +230,23 @@ def _refuse_wide(data: bytes, name: str) -> None:
         wide, source = "UTF-32", "utf-32"
     elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         wide, source = "UTF-16", "utf-16"
-    elif found.startswith(("utf-16", "utf-32")):
+    elif found.startswith(("utf-16", "utf-32")) and _nul_padded(data[:64], found):
         wide, source = found[:6].upper(), found.replace("-le", "le").replace("-be", "be")
     else:
         return
     raise CliError(f"{name} is {wide} text: save it as UTF-8 (e.g. `iconv -f {source} -t utf-8`).")
+
+
+def _nul_padded(head: bytes, encoding: str) -> bool:
+    r"""Whether ``head`` has the NUL bytes of mostly-Latin text in ``encoding`` (no mark).
+
+    `json.detect_encoding` reads four bytes: ``a\x00b\n``, UTF-8 text with a NUL in it, was
+    called UTF-16 (found by a probe). Latin text in UTF-16 has a NUL in nearly every unit.
+    """
+    width = 4 if encoding.startswith("utf-32") else 2
+    units = [head[i : i + width] for i in range(0, len(head) - width + 1, width)]
+    padded = sum(unit.count(0) >= width - 1 for unit in units)
+    return bool(units) and padded >= 0.75 * len(units)
 
 
 def read_stdin_bytes(

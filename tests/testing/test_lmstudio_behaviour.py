@@ -163,6 +163,23 @@ def test_a_gguf_model_cannot_claim_vision(tmp_path: Any) -> None:
         EmulatedModel("x", gguf=tmp_path / "missing.gguf", vision=True)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("format", "safetensors"),
+        ("context_length", 2048),
+        ("embedding_dims", 17),
+        ("reasoning", "think"),
+    ],
+)
+def test_what_a_gguf_file_says_is_not_given_as_well(
+    tmp_path: Any, field: str, value: object
+) -> None:
+    """Found by a probe: each was silently replaced by the file's value, or never used."""
+    with pytest.raises(ValueError, match=f"so {field}={value!r} would not be used: leave it out"):
+        EmulatedModel("x", gguf=tmp_path / "missing.gguf", **{field: value})  # type: ignore[arg-type]
+
+
 def test_the_model_formats_are_the_sdks() -> None:
     from lmstudio._sdk_models import ModelCompatibilityType
 

@@ -14,7 +14,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from outlines_lmstudio.testing._reasoning_forms import check_form
@@ -44,6 +44,8 @@ MODEL_FORMATS = ("gguf", "safetensors", "onnx", "ggml", "mlx_placeholder", "torc
 """The ``format`` values the SDK decodes (its ``ModelCompatibilityType``)."""
 
 DEFAULT_GGUF_CONTEXT = 4096
+_FROM_THE_FILE = ("format", "context_length", "embedding_dims", "reasoning")
+"""`EmulatedModel` fields a ``gguf=`` model takes from its file (or, reasoning, does not use)."""
 """The context length a GGUF model is loaded with unless the load config says otherwise
 (LM Studio's default; the model's own maximum stays its ``maxContextLength``)."""
 
@@ -173,6 +175,21 @@ class EmulatedModel:
                     "llama.cpp; replies= scripts apply to the synthetic engine only"
                 )
         if self.gguf is not None:
+            # What the file says, or the synthetic engine alone reads, given too: refused, not
+            # silently replaced or ignored, as vision= and replies= are (found by a probe).
+            given = [
+                f"{f.name}={getattr(self, f.name)!r}"
+                for f in fields(self)
+                if f.name in _FROM_THE_FILE and getattr(self, f.name) != f.default
+            ]
+            if given:
+                raise ValueError(
+                    f"EmulatedModel {self.key!r}: a gguf model's format, context length and "
+                    "embedding size are its file's, and it reasons as its file does, so "
+                    f"{', '.join(given)} would not be used: leave "
+                    f"{'it' if len(given) == 1 else 'them'} out (a load's contextLength sets "
+                    "the loaded context)"
+                )
             if self.vision:
                 raise ValueError(
                     f"EmulatedModel {self.key!r}: a gguf model is served text-only by "

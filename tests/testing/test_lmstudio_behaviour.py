@@ -1086,6 +1086,14 @@ def test_a_forked_child_is_told_it_cannot_control_the_parents_emulator(
         "load": lambda: emulator.load(TEXT),
         "unload": lambda: emulator.unload(TEXT),
         "token_latency": lambda: setattr(emulator, "token_latency", 0.1),
+        # The records, a copy as of the fork: the child's own request never shows there
+        # (found by a probe: "child saw 0 predictions; parent has 1", silently).
+        "predictions": lambda: emulator.predictions,
+        "requests": lambda: emulator.requests,
+        "uploads": lambda: emulator.uploads,
+        "trace": lambda: emulator.trace,
+        "protocol_violations": lambda: emulator.protocol_violations,
+        "format_trace": emulator.format_trace,
     }
 
     def child() -> list[str]:

@@ -858,30 +858,35 @@ class LMStudioEmulator(EmulatorState):
     @property
     def requests(self) -> list[RecordedRequest]:
         """Every ``rpcCall`` and ``channelCreate`` received, oldest first."""
+        self._refuse_in_forked_child("emu.requests")
         with self._recorder.lock:
             return list(self._recorder.requests)
 
     @property
     def predictions(self) -> list[Prediction]:
         """Every ``predict`` channel, oldest first."""
+        self._refuse_in_forked_child("emu.predictions")
         with self._recorder.lock:
             return list(self._recorder.predictions)
 
     @property
     def uploads(self) -> list[Upload]:
         """Every uploaded file, oldest first."""
+        self._refuse_in_forked_child("emu.uploads")
         with self._recorder.lock:
             return list(self._recorder.uploads)
 
     @property
     def trace(self) -> list[Frame]:
         """Every frame in and out (the most recent 20 000, or ``max_records``), oldest first."""
+        self._refuse_in_forked_child("emu.trace")
         with self._recorder.lock:
             return list(self._recorder.trace)
 
     @property
     def protocol_violations(self) -> list[str]:
         """Messages that failed the SDK's wire schemas (with ``validate_frames=True``)."""
+        self._refuse_in_forked_child("emu.protocol_violations")
         with self._recorder.lock:
             return list(self._recorder.violations)
 
@@ -899,6 +904,7 @@ class LMStudioEmulator(EmulatorState):
             A header line, then one line per frame: its time, direction, namespace, socket
             and abbreviated JSON.
         """
+        self._refuse_in_forked_child("format_trace()")
         return self._recorder.format_trace(last)
 
     def __repr__(self) -> str:

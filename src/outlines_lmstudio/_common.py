@@ -64,7 +64,9 @@ __all__ = [
     "ASYNC_HANDLES",
     "ASYNC_IMAGES",
     "ASYNC_RECONNECTS",
+    "ASYNC_DOWNLOADS",
     "ASYNC_TRAITS",
+    "AskedDownload",
     "CONFIRM_SECONDS",
     "DEADLINE_PASSED",
     "DEFAULT_CONNECT_TIMEOUT",
@@ -82,6 +84,7 @@ __all__ = [
     "SYNC_HANDLES",
     "SYNC_IMAGES",
     "SYNC_RECONNECTS",
+    "SYNC_DOWNLOADS",
     "SYNC_TRAITS",
     "SeveralInputs",
     "check_concurrency",
@@ -212,6 +215,11 @@ ASYNC_IMAGES: AsyncClientCache[FileHandle] = AsyncClientCache()
 SYNC_RECONNECTS = SyncReconnects()
 SYNC_TRAITS: SyncClientCache[AskedTraits] = SyncClientCache()
 ASYNC_TRAITS: AsyncClientCache[AskedTraits] = AsyncClientCache()
+AskedDownload: TypeAlias = "tuple[ModelTraits | None, float]"
+"""A key's `download_to_load` traits (``None``: nothing to judge) and when they were asked."""
+SYNC_DOWNLOADS: SyncClientCache[AskedDownload] = SyncClientCache()
+ASYNC_DOWNLOADS: AsyncClientCache[AskedDownload] = AsyncClientCache()
+"""Calls made at once (a batch's items) share one ask (found by a review: each item listed)."""
 ASYNC_RECONNECTS = AsyncReconnects()
 
 

@@ -27,10 +27,12 @@ from ._api import ModelOptions, shows_options
 from ._cache import LOADS, Heard, copied_error
 from ._common import (
     CONFIRM_SECONDS,
+    SYNC_DOWNLOADS,
     SYNC_HANDLES,
     SYNC_IMAGES,
     SYNC_RECONNECTS,
     SYNC_TRAITS,
+    AskedDownload,
     AskedTraits,
     Completion,
     ModelTraits,
@@ -644,13 +646,19 @@ class LMStudio(SyncSessions, _OutlinesLMStudio):  # type: ignore[misc]
         if not key or (llm.connected and key in held.handles):
             return None  # found already: nothing to load
         self._connect(llm)
-        try:
-            loaded = [h.identifier for h in _threads.unless_left(call, llm.list_loaded)]
-            downloads = [m.info for m in _threads.unless_left(call, llm.list_downloaded)]
-        except lms.LMStudioServerError:
-            return None  # not judged before: the lookup says what LM Studio says
-        info = download_to_load(key, loaded, downloads)
-        return None if info is None else ModelTraits.of(info)
+
+        def ask() -> AskedDownload:
+            at = time.monotonic()  # before the requests: LM Studio answers of then or later
+            try:
+                loaded = [h.identifier for h in _threads.unless_left(call, llm.list_loaded)]
+                downloads = [m.info for m in _threads.unless_left(call, llm.list_downloaded)]
+            except lms.LMStudioServerError:
+                return None, at  # not judged before: the lookup says what LM Studio says
+            info = download_to_load(key, loaded, downloads)
+            return (None if info is None else ModelTraits.of(info)), at
+
+        made = call.request.made
+        return SYNC_DOWNLOADS.get(client, key, ask, lambda asked: asked[1] < made)[0]
 
     def _lookup(self, call: Call, resolve: Callable[[], lms.LLM]) -> lms.LLM:
         """Look the model up, unless it failed meanwhile for another item of the batch.

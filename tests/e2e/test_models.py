@@ -208,6 +208,19 @@ def test_image_to_a_text_only_model_not_loaded_is_refused_before_loading_it(
     assert "getOrLoad" in [r.endpoint for r in emulator.requests]
 
 
+def test_a_batch_judges_a_model_not_loaded_by_its_download_once(
+    make_model: MakeModel, emulator: LMStudioEmulator
+) -> None:
+    """Found by a review: each item of a batch listed the loaded and downloaded models."""
+    model = make_model("gemma-3-1b-it")
+    with pytest.raises(BatchGenerationError) as caught:
+        model.batch([["Describe", png_image(c)] for c in ("red", "blue", "green", "red")])
+    assert all(isinstance(e, UnsupportedInputError) for e in caught.value.errors.values())
+    assert endpoint_count(emulator, "listLoaded") == 1
+    assert endpoint_count(emulator, "listDownloadedModels") == 1
+    assert "getOrLoad" not in [r.endpoint for r in emulator.requests]
+
+
 def test_grammar_mode_on_an_mlx_model_not_loaded_is_refused_before_loading_it(
     make_model: MakeModel, emulator: LMStudioEmulator
 ) -> None:

@@ -47,7 +47,6 @@ from .errors import (
     InvalidSchemaError,
     ParseError,
     TruncatedOutputError,
-    UnsupportedGrammarError,
     UnsupportedOutputTypeError,
 )
 
@@ -782,8 +781,11 @@ def _named_by_path(core_schema: object) -> bool | None:
     return None
 
 
-_GBNF_CHECK_UP_TO = 4000
-"""The longest reply (in characters) re-checked against the GBNF's language (1-2 s)."""
+_COMPLETE_LEXER_UP_TO = 4000
+"""The longest reply (in characters) re-checked with Lark's complete lexer (about 0.5 s)."""
+_GBNF_CHECK_UP_TO = 200
+"""The longest reply (in characters) then checked against the GBNF's language: 0.04 s for
+an unambiguous grammar, 1.3 s for one whose terminals split a text many ways (``ID ID``)."""
 
 
 @lru_cache(maxsize=64)
@@ -816,11 +818,21 @@ def _grammar_check(
             return []
         except lark.exceptions.LarkError as exc:
             error = exc
-        # Lark's lexer makes choices the GBNF sent does not: a terminal takes its longest
-        # match only ("1.2.3" for NUMBER "." NUMBER "." NUMBER: NUMBER takes "1.2"), and
-        # Python's first one (/<|<=/ reads "<" of "<="), ignored text is taken greedily.
-        # The reply is then checked against the GBNF's own language, char by char: slower
-        # (0.9-1.9 s at 4,000 characters), only for replies short enough.
+        # Lark's dynamic lexer takes each terminal's longest match only, so it rejects
+        # "1.2.3" for NUMBER "." NUMBER "." NUMBER (NUMBER takes "1.2"), which GBNF allows.
+        # The complete lexer tries every length, in time quadratic in a token's length:
+        # only for replies short enough for that to stay well under a second.
+        if len(text) <= _COMPLETE_LEXER_UP_TO:
+            try:
+                with turn:
+                    load_lark(definition, complete=True).parse(text)
+                return []
+            except lark.exceptions.LarkError as exc:
+                error = exc
+        # Both still take a terminal's Python first match (/<|<=/ reads "<" of "<="), a lazy
+        # one's shortest: for a grammar with such a terminal, the GBNF's own language decides
+        # (`_recognize`), char by char, in time up to cubic in the reply's length (an
+        # ambiguous split): only for short replies (found by a review: 62 s at 400 chars).
         if len(text) <= _GBNF_CHECK_UP_TO and (sent := _sent_language(definition)) is not None:
             try:
                 with turn:
@@ -844,18 +856,17 @@ def _grammar_check(
 
 
 def _sent_language(definition: str) -> Any:
-    """Return the parser of the GBNF's language (`translated_language`), if it loads.
+    """Return the parser of the GBNF's language (`translated_language`) where it is needed.
 
-    It is built from the translation that was sent, so it loads whenever that translated;
-    were it to fail, Lark's own verdict stands (stricter, as before it existed).
+    ``None`` for a grammar without a terminal Lark reads differently from GBNF (Lark's
+    verdict stands), with a wide counted repeat (`gbnf_language` refuses it: slow), or
+    were it not to load (Lark's verdict stands: stricter, as before it existed).
     """
-    import lark
-
-    from ._grammar._recognize import translated_language
+    from ._grammar._recognize import gbnf_language, read_otherwise_by_lark
 
     try:
-        return translated_language(definition)
-    except (lark.exceptions.LarkError, UnsupportedGrammarError):
+        return gbnf_language(definition) if read_otherwise_by_lark(definition) else None
+    except Exception:  # a bug of ours must not fail the check: Lark's verdict stands
         return None
 
 

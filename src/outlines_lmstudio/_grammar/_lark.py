@@ -98,12 +98,14 @@ def import_loader(base_path: object, grammar_path: str) -> tuple[str, str]:
 
 
 @functools.lru_cache(maxsize=32)
-def load_lark(grammar: str) -> lark.Lark:
+def load_lark(grammar: str, *, complete: bool = False) -> lark.Lark:
     """Load a Lark grammar (Earley, its imports from Outlines' ``common.lark``), once.
 
-    The GBNF translation reads its rules, and ``parse`` checks replies with it first: one
-    parser, built once per grammar (it takes milliseconds). Its lexer makes choices GBNF does
-    not make (`_recognize` checks a reply it refuses against the GBNF's own language).
+    The GBNF translation reads its rules, and ``parse`` checks replies with it: one parser,
+    built once per grammar (it takes milliseconds). ``complete`` gives Lark's
+    ``dynamic_complete`` lexer, which tries every length of each terminal's match, as GBNF
+    does (the default ``dynamic`` lexer tries the longest only), in time quadratic in a
+    token's length; still with Python's first match, which `_recognize` does without.
 
     Raises
     ------
@@ -122,7 +124,7 @@ def load_lark(grammar: str) -> lark.Lark:
             grammar,
             start="start",
             parser="earley",
-            lexer="dynamic",
+            lexer="dynamic_complete" if complete else "dynamic",
             import_paths=[import_loader],
         )
     except UnsupportedGrammarError:

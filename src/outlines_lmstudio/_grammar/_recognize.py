@@ -16,18 +16,25 @@ Lark does the parsing; this only writes the rules.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._gbnf import Alt, Chars, GbnfBuilder, Lit, Node, Ref, Rep, Seq
-from ._lark import add_lark_grammar
+from ._lark import add_lark_grammar, load_lark
 
 if TYPE_CHECKING:
     import lark
 
-__all__ = ["translated_language"]
+__all__ = ["gbnf_language", "read_otherwise_by_lark"]
+
+_parser: Any = importlib.import_module("re._parser")
+_c: Any = importlib.import_module("re._constants")
 
 _EXPANDED_UP_TO = 8
 """Bounded repeats up to this count are Lark's own ``~ n..m`` (it writes each count out)."""
+_WIDEST_RANGE = 64
+"""The widest counted range (``x{5,69}``) written: a wider one is a chain of that many rules,
+which Earley walks in time quadratic in its width (a review: 60 s for ``a{1,2000}``)."""
 
 
 def _char(code: int, specials: str) -> str:
@@ -56,6 +63,8 @@ class _Writer:
                 return ""
             return '"' + "".join(_char(ord(c), '"\\') for c in node.text) + '"'
         if isinstance(node, Chars):
+            if not node.ranges:  # no character: Lark has no empty class
+                return "/(?!)./"
             ranges = (
                 _char(low, "\\]^-[/") + ("" if low == high else "-" + _char(high, "\\]^-[/"))
                 for low, high in node.ranges
@@ -78,8 +87,10 @@ class _Writer:
             more = f"{item}*"
         elif high - low <= _EXPANDED_UP_TO:
             more = f"[{item} ~ 1..{high - low}]" if high > low else ""
-        else:  # a chain of rules: Lark's ``~`` writes every count out (2000 x 2000 symbols)
+        elif high - low <= _WIDEST_RANGE:  # a chain: Lark's ``~`` writes out every count
             more = self.chain(item, high - low)
+        else:
+            raise ValueError(f"a counted repeat {{{low},{high}}} is too wide to check")
         exact = f"{item} ~ {low}" if low else ""
         return f"({exact} {more})"
 
@@ -93,8 +104,35 @@ class _Writer:
         return self.chains[(item, count)]
 
 
+def _first_match(items: Any) -> bool:
+    """Whether a parsed regex has an alternation or a lazy repeat (`re._parser` ops)."""
+    for op, av in items:
+        if op is _c.BRANCH or op is _c.MIN_REPEAT:
+            return True
+        if op is _c.SUBPATTERN and _first_match(av[3]):
+            return True
+        if op is _c.MAX_REPEAT and _first_match(av[2]):
+            return True
+    return False
+
+
 @functools.lru_cache(maxsize=32)
-def translated_language(grammar: str) -> lark.Lark:
+def read_otherwise_by_lark(grammar: str) -> bool:
+    """Whether a terminal's regex has a Python first match that is not always its longest.
+
+    An alternation (``/<|<=/``) or a lazy repeat (``/".*?"/``, Outlines' ``C_COMMENT``):
+    Lark's lexers read such a terminal otherwise than GBNF, even the complete one. Without
+    one, they read the grammar as GBNF does but for lengths, which the complete lexer tries.
+    """
+    for terminal in load_lark(grammar).terminals:
+        pattern = terminal.pattern
+        if pattern.type == "re" and _first_match(_parser.parse(pattern.to_regexp())):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=32)
+def gbnf_language(grammar: str) -> lark.Lark:
     """Return an Earley parser of the language a Lark grammar is sent as (its GBNF), once.
 
     Parameters
@@ -106,6 +144,11 @@ def translated_language(grammar: str) -> lark.Lark:
     -------
     lark.Lark
         A parser whose ``parse`` takes exactly the texts llama.cpp's grammar takes.
+
+    Raises
+    ------
+    ValueError
+        If a counted repeat is wider than `_WIDEST_RANGE` (slow to build and to parse).
     """
     import lark
 

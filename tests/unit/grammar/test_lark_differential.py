@@ -22,7 +22,7 @@ from lark.lexer import PatternStr
 
 from outlines_lmstudio._grammar import lark_to_gbnf
 from outlines_lmstudio._grammar._lark import import_loader
-from outlines_lmstudio._grammar._recognize import translated_language
+from outlines_lmstudio._grammar._recognize import gbnf_language
 
 from ._checks import DIFF_SETTINGS, assert_dialect, chars_for, variants
 from ._corpus import LARK_GRAMMARS
@@ -133,7 +133,7 @@ def test_known_sentences(
     for text in sentences:
         assert accepts(parser, text) or not exact, f"test data: Lark rejects {text!r}"
         assert llama.matches(gbnf, text), f"llama.cpp rejects {text!r}\n{gbnf}"
-        assert accepts(translated_language(grammar), text), text
+        assert accepts(gbnf_language(grammar), text), text
 
 
 _CALLS = r"""
@@ -181,7 +181,7 @@ def test_random_sentences_and_edits(
     for text in variants(data.draw, sentence, chars) + variants(data.draw, known, chars):
         # What parse checks a reply with, when Lark's lexer refuses it: exactly llama.cpp's.
         sent = llama.matches(gbnf, text)
-        assert accepts(translated_language(grammar), text) == sent, (text, gbnf)
+        assert accepts(gbnf_language(grammar), text) == sent, (text, gbnf)
         expected = accepts(parser, text)
         if not exact and not expected:
             continue  # GBNF may accept splits Lark's greedy lexer does not make
@@ -189,3 +189,27 @@ def test_random_sentences_and_edits(
             f"llama.cpp {'rejects' if expected else 'accepts'} {text!r}, Lark does "
             f"{'' if expected else 'not'}\n{gbnf}"
         )
+
+
+def test_only_grammars_lark_reads_otherwise_are_checked_against_the_gbnf() -> None:
+    """Found by a review: the char-by-char parse took a minute on ambiguous splits, so it
+    is kept to grammars whose terminals Lark's lexers read otherwise than GBNF."""
+    from outlines_lmstudio._grammar._recognize import read_otherwise_by_lark
+
+    assert read_otherwise_by_lark("start: OP\nOP: /<|<=/\n")
+    assert read_otherwise_by_lark('start: S\nS: /".*?"/\n')
+    assert not read_otherwise_by_lark('start: WORD WORD "!"\nWORD: /[a-z]+/\n')
+    with pytest.raises(ValueError, match=r"\{1,2000\} is too wide"):
+        gbnf_language("start: A\nA: /a{1,2000}/\n")
+
+
+def test_a_grammar_with_a_terminal_matching_nothing_is_checked_without_failing() -> None:
+    """Found by a probe: an empty class was written as /[]/, and the check raised."""
+    from outlines_lmstudio._typed import _grammar_check
+
+    grammar = 'start: "a" B? | C\nB: /\\x00/\nC: /if|ab/\n'
+    assert accepts(gbnf_language(grammar), "a")
+    assert not accepts(gbnf_language(grammar), "b")
+    parses, _ = _grammar_check(grammar)
+    assert parses("ab") == []
+    assert "not in the grammar" in parses("ac")[0]

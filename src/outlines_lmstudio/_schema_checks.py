@@ -351,10 +351,13 @@ def _check_structure(schema: dict[str, Any], draft: str | None = None, read_as: 
 
     refers = embedded = False
     dangling: tuple[str, str] | None = None
+    own_drafts: list[str] = []  # subschemas with a $schema of their own: their draft rules
     for pointer, node in schema_nodes(schema):
         if not isinstance(node, dict):
             continue
-        if draft is not None:
+        if pointer and "$schema" in node:
+            own_drafts.append(pointer + "/")
+        if draft is not None and not any((pointer + "/").startswith(p) for p in own_drafts):
             _dropped_keyword(node, pointer, draft, read_as)
         why = _contradiction(node, pointer)
         if why is not None:

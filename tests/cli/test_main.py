@@ -1003,6 +1003,8 @@ def test_text_that_starts_with_a_dash_is_told_to_go_after_double_dash(
     assert typo.stderr.startswith("outlines-lmstudio generate: error: unrecognized arguments: ")
     assert "--temprature" in typo.stderr
     assert typo.stderr.endswith("(see outlines-lmstudio generate --help)\n")
+    before = run_cli("--bogus", "generate", "hi", host=False)  # not generate's
+    assert before.stderr.startswith("outlines-lmstudio: error: unrecognized arguments: ")
     assert "goes after --" not in typo.stderr  # found by a review
 
 

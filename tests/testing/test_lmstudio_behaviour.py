@@ -957,7 +957,7 @@ async def test_waits_refuse_an_async_predicate(emu: LMStudioEmulator) -> None:
         async def __call__(self) -> bool:
             return len(emu.predictions) == 2
 
-    for predicate in (two, Two()):
+    for predicate in (two, Two(), lambda: two()):  # a lambda too (found by a review)
         with pytest.raises(TypeError, match="not an async one"):
             await emu.await_until(predicate, timeout=0.1)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="not an async one"):

@@ -1679,6 +1679,16 @@ def test_a_keyword_its_draft_dropped_is_refused_with_its_new_spelling(
             "additionalItems": False,
         },
         {"properties": {"dependencies": {"type": "string"}, "additionalItems": {}}},
+        {  # an embedded resource of its own draft (found by a review: refused)
+            "$defs": {
+                "old": {
+                    "$schema": "http://json-schema.org/draft-07/schema#",
+                    "$id": "https://example.com/old",
+                    **_DEPENDENT,
+                }
+            },
+            "properties": {"x": {"type": "integer"}},
+        },
     ],
 )
 def test_a_keyword_of_the_schema_s_own_draft_is_taken(schema: dict[str, Any]) -> None:

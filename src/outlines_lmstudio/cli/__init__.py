@@ -110,9 +110,13 @@ class _Parser(argparse.ArgumentParser):
     ) -> argparse.Namespace:
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
-            # The subcommand's own parser says it (found by a probe: `generate --bogus x`
-            # was "outlines-lmstudio: error: ...", naming no command and its help).
-            self._chosen(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+            # The subcommand's own parser says what follows it (found by a probe: `generate
+            # --bogus x` was "outlines-lmstudio: error: ...", naming no command nor its help).
+            given = list(sys.argv[1:] if args is None else args)
+            command = str(getattr(parsed, "command", ""))
+            after = command in given and all(e in given[given.index(command) + 1 :] for e in extras)
+            parser = self._chosen(parsed) if after else self
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
         return parsed
 
     def _chosen(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import ipaddress
 import math
 import os
@@ -795,7 +796,7 @@ class LMStudioEmulator(EmulatorState):
         """
         self._refuse_in_forked_child("wait_until()")
         deadline = _wait_deadline(predicate, timeout)
-        while not predicate():
+        while not _checked_result(predicate, "wait_until"):
             if time.monotonic() > deadline:
                 hint = ""
                 with contextlib.suppress(RuntimeError):
@@ -848,7 +849,7 @@ class LMStudioEmulator(EmulatorState):
         """
         self._refuse_in_forked_child("await_until()")
         deadline = _wait_deadline(predicate, timeout, "await_until")
-        while not predicate():
+        while not _checked_result(predicate, "await_until"):
             if time.monotonic() > deadline:
                 raise self._not_met(timeout)
             await asyncio.sleep(0.005)
@@ -930,6 +931,24 @@ def _tracked(sockets: set[ServerConnection]) -> type[ServerConnection]:
             super().connection_lost(exc)
 
     return TrackedConnection
+
+
+def _checked_result(predicate: Callable[[], object], name: str) -> bool:
+    """Call a wait's predicate; refuse what it returns if it must be awaited (always true).
+
+    A lambda around an ``async def`` (``lambda: has_two()``) is no async function, and its
+    coroutine passed the wait at once (found by a review).
+    """
+    result = predicate()
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()  # no "never awaited" warning on top of the error
+        raise TypeError(
+            f"{name}() takes a plain function, not an async one: {predicate!r:.60} returned "
+            f"{type(result).__name__}, which the wait cannot await; read the records in a def "
+            "or a lambda"
+        )
+    return bool(result)
 
 
 def _wait_deadline(predicate: object, timeout: object, name: str = "wait_until") -> float:

@@ -16,7 +16,7 @@ import math
 import re
 import threading
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -811,35 +811,31 @@ def _grammar_check(
     parser = load_lark(definition)
     turn = threading.Lock()
 
-    def parses(text: str) -> list[str]:
-        try:
-            with turn:
-                parser.parse(text)
-            return []
-        except lark.exceptions.LarkError as exc:
-            error = exc
+    def parsers(text: str) -> Iterator[Any]:
+        """Yield the parsers to try in turn, each while the ones before refused the text."""
+        yield parser
         # Lark's dynamic lexer takes each terminal's longest match only, so it rejects
         # "1.2.3" for NUMBER "." NUMBER "." NUMBER (NUMBER takes "1.2"), which GBNF allows.
         # The complete lexer tries every length, in time quadratic in a token's length:
         # only for replies short enough for that to stay well under a second.
         if len(text) <= _COMPLETE_LEXER_UP_TO:
-            try:
-                with turn:
-                    load_lark(definition, complete=True).parse(text)
-                return []
-            except lark.exceptions.LarkError as exc:
-                error = exc
+            yield load_lark(definition, complete=True)
         # Both still take a terminal's Python first match (/<|<=/ reads "<" of "<="), a lazy
         # one's shortest: for a grammar with such a terminal, the GBNF's own language decides
         # (`_recognize`), char by char, in time up to cubic in the reply's length (an
         # ambiguous split): only for short replies (found by a review: 62 s at 400 chars).
         if len(text) <= _GBNF_CHECK_UP_TO and (sent := _sent_language(definition)) is not None:
+            yield sent
+
+    def parses(text: str) -> list[str]:
+        error: Exception | None = None
+        for tried in parsers(text):
             try:
                 with turn:
-                    sent.parse(text)
+                    tried.parse(text)
                 return []
             except lark.exceptions.LarkError as exc:
-                error = exc
+                error = exc if error is None else error  # the grammar's own parser's words
         return [f"(root): not in the grammar: {' '.join(str(error).split())[:200]}"]
 
     def unfinished(text: str) -> bool:

@@ -242,9 +242,12 @@ def run(args: argparse.Namespace) -> int:
                 note_cut_off(reply.stats.stop_reason)
                 return 0
             stream = model.reply_stream(model_input, **kwargs)
-            for chunk in stream:
-                if not chunk.reasoning:  # the answer only, as model.stream gives it
-                    write_out(chunk.text)
+            try:
+                for chunk in stream:
+                    if not chunk.reasoning:  # the answer only, as model.stream gives it
+                        write_out(chunk.text)
+            finally:  # a reader gone (| head): cancel on the server now, not when collected
+                stream.close()
             write_out("\n")
             if stream.reply is not None:
                 note_cut_off(stream.reply.stats.stop_reason)

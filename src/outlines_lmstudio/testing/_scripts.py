@@ -17,7 +17,7 @@ from outlines_lmstudio.testing._tools import ToolCall
 if TYPE_CHECKING:
     from outlines_lmstudio.testing._records import Prediction
 
-__all__ = ["REPLY_KINDS", "Script", "check_replies", "check_reply", "is_async_function"]
+__all__ = ["REPLY_KINDS", "Script", "check_replies", "check_reply"]
 
 REPLY_KINDS = "a str, a ToolCall, a ReasoningReply, or a function of the Prediction returning one"
 """What one scripted reply may be (for error messages)."""
@@ -73,17 +73,12 @@ def _refuse_async(function: Callable[..., object], what: str) -> None:
     coroutine failed the prediction there, and Python printed "coroutine ... was never
     awaited" into the user's test output (found by a probe).
     """
-    if is_async_function(function):
+    call = getattr(function, "__call__", None)  # noqa: B004 - an object's async __call__ too
+    if inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(call):
         raise TypeError(
             f"{what} is an async function ({function!r:.60}); the emulator calls a reply "
             "function without awaiting it: make it a plain def that returns the reply"
         )
-
-
-def is_async_function(function: object) -> bool:
-    """Whether calling ``function`` makes a coroutine (``async def``, an async ``__call__``)."""
-    call = getattr(function, "__call__", None)  # noqa: B004 - an object's async __call__ too
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(call)
 
 
 def check_reply(reply: object) -> str | ToolCall | ReasoningReply:

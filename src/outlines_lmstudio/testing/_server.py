@@ -23,7 +23,6 @@ from outlines_lmstudio.testing._endpoints import CHANNEL_HANDLERS, RPC_HANDLERS
 from outlines_lmstudio.testing._faults import Fault
 from outlines_lmstudio.testing._protocol import Connection
 from outlines_lmstudio.testing._records import Frame, Prediction, RecordedRequest, Upload
-from outlines_lmstudio.testing._scripts import is_async_function
 from outlines_lmstudio.testing._state import EmulatorState
 from outlines_lmstudio.testing._surface import NAMESPACES
 
@@ -936,8 +935,9 @@ def _tracked(sockets: set[ServerConnection]) -> type[ServerConnection]:
 def _checked_result(predicate: Callable[[], object], name: str) -> bool:
     """Call a wait's predicate; refuse what it returns if it must be awaited (always true).
 
-    A lambda around an ``async def`` (``lambda: has_two()``) is no async function, and its
-    coroutine passed the wait at once (found by a review).
+    An ``async def`` predicate, or a lambda around one, made a coroutine, which passed the
+    wait at once, unchecked (found by a probe and a review). The first call comes before any
+    wait, so it is refused at once.
     """
     result = predicate()
     if inspect.isawaitable(result):
@@ -957,12 +957,6 @@ def _wait_deadline(predicate: object, timeout: object, name: str = "wait_until")
         raise TypeError(
             f"{name}() takes a function of no arguments, not {type(predicate).__name__}"
             " (e.g. lambda: len(emu.predictions) == 2)"
-        )
-    if is_async_function(predicate):
-        # Its coroutine is true: the wait passed at once, unchecked (found by a probe).
-        raise TypeError(
-            f"{name}() takes a plain function, not an async one ({predicate!r:.60}): it "
-            "calls it without awaiting; read the records in a def or a lambda"
         )
     if isinstance(timeout, bool) or not (
         isinstance(timeout, int | float) and 0 <= timeout < math.inf

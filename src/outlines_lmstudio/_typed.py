@@ -852,7 +852,7 @@ def _grammar_check(
 
 
 def _sent_language(definition: str) -> Any:
-    """Return the parser of the GBNF's language (`translated_language`) where it is needed.
+    """Return the parser of the GBNF's language (`gbnf_language`) where it is needed.
 
     ``None`` for a grammar without a terminal Lark reads differently from GBNF (Lark's
     verdict stands), with a wide counted repeat (`gbnf_language` refuses it: slow), or
